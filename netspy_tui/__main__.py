@@ -1,0 +1,3 @@
+from netspy_tui.cli import main
+
+raise SystemExit(main())

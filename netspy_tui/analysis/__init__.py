@@ -1,0 +1,1 @@
+"""Pure functions over events: filtering, aggregation, pattern text. No I/O."""

@@ -1,0 +1,146 @@
+"""Filtering and aggregation of events in Python.
+
+Used where the data arrives as events (an eBPF server over HTTP, a replayed file). The SQLite
+store computes the same :class:`WindowStats` in SQL; tests hold the two to the same answers, so
+these functions are also the executable definition of every figure the tools report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from netspy_tui.models import (
+    ConnectionEvent,
+    Counted,
+    EventKind,
+    PacketDropEvent,
+    ProcessStat,
+    WindowStats,
+)
+from netspy_tui.telemetry.source import EventQuery
+
+AnyEvent = ConnectionEvent | PacketDropEvent
+
+#: At most this many rows in ``WindowStats.processes``.
+PROCESS_LIMIT = 200
+
+FAILED_OUTCOMES = frozenset({"refused", "unreachable", "timeout", "reset", "denied", "failed"})
+
+
+def matches(event: AnyEvent, q: EventQuery) -> bool:
+    """True when ``event`` passes every filter of ``q`` (limit aside)."""
+    if event.type != q.kind:
+        return False
+    if q.pid is not None and event.pid != q.pid:
+        return False
+    if q.command is not None and event.command != q.command:
+        return False
+    if q.since is not None and event.time <= q.since:
+        return False
+    return not (q.until is not None and event.time > q.until)
+
+
+def filter_events(events: Iterable[AnyEvent], q: EventQuery) -> tuple[list[AnyEvent], int]:
+    """Matching events newest first (at most ``q.limit``) and the total number that matched."""
+    hits = [e for e in events if matches(e, q)]
+    hits.sort(key=lambda e: (e.time, e.timestamp), reverse=True)
+    return hits[: q.limit], len(hits)
+
+
+def destination_key(event: AnyEvent) -> str:
+    return event.destination or "unknown"
+
+
+def outcome_key(event: AnyEvent) -> str:
+    if isinstance(event, ConnectionEvent):
+        return event.effective_outcome
+    return event.drop_reason or "UNKNOWN"
+
+
+def protocol_key(event: AnyEvent) -> str:
+    return event.protocol or "unknown"
+
+
+def is_failure(event: AnyEvent) -> bool:
+    """Connections: a failed outcome. Packet drops: every drop counts."""
+    if isinstance(event, ConnectionEvent):
+        return event.effective_outcome in FAILED_OUTCOMES
+    return True
+
+
+def _top(counter: Counter[str], n: int) -> list[Counted]:
+    items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [Counted(key=k, count=c) for k, c in items[:n]]
+
+
+def bucket_layout(window_seconds: int, buckets: int) -> tuple[int, int]:
+    """(bucket_seconds, bucket_count) covering the window with at most ``buckets`` buckets."""
+    buckets = max(1, buckets)
+    size = max(1, math.ceil(window_seconds / buckets))
+    return size, max(1, math.ceil(window_seconds / size))
+
+
+def aggregate(
+    events: Sequence[AnyEvent],
+    kind: EventKind,
+    pid: int | None,
+    command: str | None,
+    window_seconds: int,
+    now: datetime,
+    top_n: int = 10,
+    buckets: int = 60,
+) -> WindowStats:
+    """Aggregate ``events`` of ``kind`` with ``now - window < time <= now``."""
+    q = EventQuery(kind=kind, pid=pid, command=command, since=now - timedelta(seconds=window_seconds), until=now)
+    hits = [e for e in events if matches(e, q)]
+    size, count = bucket_layout(window_seconds, buckets)
+    rate = [0] * count
+    dests: Counter[str] = Counter()
+    protos: Counter[str] = Counter()
+    ports: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    per_proc: dict[str, list[AnyEvent]] = defaultdict(list)
+    for e in hits:
+        dests[destination_key(e)] += 1
+        protos[protocol_key(e)] += 1
+        if isinstance(e, ConnectionEvent):
+            ports[str(e.destination_port)] += 1
+        outcomes[outcome_key(e)] += 1
+        per_proc[e.command].append(e)
+        age = (now - e.time).total_seconds()
+        idx = count - 1 - int(age // size)
+        if 0 <= idx < count:
+            rate[idx] += 1
+    processes = [
+        ProcessStat(
+            command=cmd,
+            pids=sorted({e.pid for e in evs}),
+            attempts=len(evs),
+            distinct_destinations=len({e.destination for e in evs if e.destination}),
+            failures=sum(1 for e in evs if is_failure(e)),
+            first_seen=min(e.time for e in evs),
+            last_seen=max(e.time for e in evs),
+        )
+        for cmd, evs in per_proc.items()
+    ]
+    processes.sort(key=lambda p: (-p.attempts, p.command))
+    return WindowStats(
+        kind=kind,
+        window_seconds=window_seconds,
+        pid=pid,
+        command=command,
+        total=len(hits),
+        first_seen=min((e.time for e in hits), default=None),
+        last_seen=max((e.time for e in hits), default=None),
+        top_destinations=_top(dests, top_n),
+        protocols=_top(protos, top_n),
+        ports=_top(ports, top_n),
+        outcomes=_top(outcomes, top_n),
+        processes=processes[:PROCESS_LIMIT],
+        bucket_seconds=size,
+        rate_buckets=rate,
+        until=now,
+    )

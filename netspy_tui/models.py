@@ -1,0 +1,334 @@
+"""The one domain model: events, server responses and analysis results.
+
+Wire models (events and the eBPF server's responses) parse exactly the JSON described in
+``shared/contracts/ebpf-server``: unknown fields are kept (``extra="allow"``), wrong types raise
+a :class:`pydantic.ValidationError` that names the field. Analysis models are what the MCP tools
+return as structured content and what the dashboard renders.
+
+Nothing here imports textual, httpx or mcp.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+EventKind = Literal["connection", "packet_drop"]
+
+#: Outcome names of a connect(), shown in the table and counted by analyze_patterns.
+OUTCOMES = ("ok", "in_progress", "refused", "unreachable", "timeout", "reset", "denied", "failed", "unknown")
+
+_ERRNO_OUTCOME = {
+    _errno.EINPROGRESS: "in_progress",
+    _errno.EALREADY: "in_progress",
+    _errno.ECONNREFUSED: "refused",
+    _errno.ENETUNREACH: "unreachable",
+    _errno.EHOSTUNREACH: "unreachable",
+    _errno.ETIMEDOUT: "timeout",
+    _errno.ECONNRESET: "reset",
+    _errno.EACCES: "denied",
+    _errno.EPERM: "denied",
+}
+
+
+def outcome_for_return_code(return_code: int) -> str:
+    """Map a connect() return value (0 or -errno) to an outcome name."""
+    if return_code == 0:
+        return "ok"
+    return _ERRNO_OUTCOME.get(-return_code, "failed")
+
+
+def errno_name(return_code: int) -> str:
+    """``-111`` -> ``"ECONNREFUSED"``; ``0`` -> ``"0"``."""
+    if return_code >= 0:
+        return str(return_code)
+    return _errno.errorcode.get(-return_code, str(return_code))
+
+
+def new_event_id() -> str:
+    """16 random hex characters, as the eBPF server makes them."""
+    return os.urandom(8).hex()
+
+
+def format_time(value: datetime) -> str:
+    """RFC3339 in UTC with a ``Z`` suffix, the way the server writes ``time``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Wire(BaseModel):
+    """Base of every model that comes off the wire: tolerant of extra fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class _EventBase(_Wire):
+    id: str = ""
+    pid: int = 0
+    command: str = ""
+    timestamp: int = 0
+    """Nanoseconds since boot (bpf_ktime_get_ns)."""
+    time: datetime
+    """Wall-clock time of the event."""
+    k8s_node_name: str | None = None
+    k8s_pod_name: str | None = None
+    k8s_namespace: str | None = None
+    source: str | None = None
+    """netspy-tui extension: which collector produced the event (``ebpf``, ``procfs``, ``replay``)."""
+
+
+class ConnectionEvent(_EventBase):
+    """One ``connect()`` attempt."""
+
+    type: Literal["connection"] = "connection"
+    destination_ip: str = ""
+    destination_port: int = 0
+    destination: str = ""
+    address_family: int = 0
+    protocol: str = ""
+    socket_type: str = ""
+    return_code: int = 0
+    raw_ipv4: int = 0
+    raw_ipv6: list[int] = Field(default_factory=list)
+    raw_protocol: int = 0
+    raw_socktype: int = 0
+    # netspy-tui extensions (absent from the original server's events):
+    outcome: str | None = None
+    """Final outcome when the collector saw it (``ok``, ``refused``, ...); None when unknown."""
+    protocol_inferred: bool | None = None
+    """True when ``protocol`` was guessed (e.g. from the port) rather than read from the kernel."""
+    sampled: bool | None = None
+    """True for events from the procfs sampler: short-lived connections can be missed."""
+
+    @property
+    def effective_outcome(self) -> str:
+        """The outcome to show: the collector's own, else derived from a non-zero return code.
+
+        A return code of 0 without an explicit outcome is "unknown": the original server
+        always sends 0, so it proves nothing.
+        """
+        if self.outcome:
+            return self.outcome
+        if self.return_code != 0:
+            return outcome_for_return_code(self.return_code)
+        return "unknown"
+
+    @property
+    def failed(self) -> bool:
+        return self.effective_outcome in {"refused", "unreachable", "timeout", "reset", "denied", "failed"}
+
+
+class PacketDropEvent(_EventBase):
+    """One packet dropped by the kernel."""
+
+    type: Literal["packet_drop"] = "packet_drop"
+    drop_reason_code: int = 0
+    drop_reason: str = ""
+    skb_length: int = 0
+    packet_size_bytes: int = 0
+    protocol: str | None = None
+    destination: str | None = None
+
+
+Event = Annotated[ConnectionEvent | PacketDropEvent, Field(discriminator="type")]
+_EVENT_ADAPTER: TypeAdapter[ConnectionEvent | PacketDropEvent] = TypeAdapter(Event)
+
+
+def parse_event(data: Any) -> ConnectionEvent | PacketDropEvent:
+    """Parse one event object; raises ValidationError naming the bad field."""
+    return _EVENT_ADAPTER.validate_python(data)
+
+
+def parse_events(items: Any) -> tuple[list[ConnectionEvent | PacketDropEvent], int]:
+    """Parse a list of events, skipping (and counting) objects of an unknown ``type``.
+
+    Events of a known type with wrong field types still raise: that is a broken server.
+    """
+    if not isinstance(items, list):
+        raise TypeError(f"expected a list of events, got {type(items).__name__}")
+    events: list[ConnectionEvent | PacketDropEvent] = []
+    skipped = 0
+    for item in items:
+        if isinstance(item, dict) and item.get("type") not in ("connection", "packet_drop"):
+            skipped += 1
+            continue
+        events.append(parse_event(item))
+    return events, skipped
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first offending field: ``events.0.pid: Input should be ...``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{loc}: {err['msg']}"
+
+
+# --- eBPF server responses -------------------------------------------------------------
+
+
+class HealthResponse(_Wire):
+    status: str = ""
+    component: str = ""
+    uptime: str = ""
+    version: str = ""
+
+
+class SummaryResponse(_Wire):
+    """``/api/connection-summary`` and ``/api/packet-drop-summary``."""
+
+    count: int = 0
+    pid: int | None = None
+    command: str | None = None
+    duration_seconds: int = 0
+    query_time: datetime | None = None
+    count_by_node: dict[str, int] | None = None
+
+
+class ListResponse(_Wire):
+    """``/api/list-connections`` and ``/api/list-packet-drops``."""
+
+    total_events: int = 0
+    total_pids: int = 0
+    events_by_pid: dict[str, list[Event]] = Field(default_factory=dict)
+    query_time: datetime | None = None
+    events_by_node: dict[str, int] | None = None
+    total_nodes: int | None = None
+
+
+class EventFilters(_Wire):
+    type: str | None = None
+    pid: int | None = None
+    command: str | None = None
+    since: str | None = None
+    until: str | None = None
+    limit: int | None = None
+
+
+class EventsResponse(_Wire):
+    """``/api/events``."""
+
+    events: list[Event] = Field(default_factory=list)
+    count: int = 0
+    total_count: int = 0
+    query_time: datetime | None = None
+    filters: EventFilters | None = None
+
+
+class ProgramInfo(_Wire):
+    name: str = ""
+    type: str = ""
+    status: str = ""
+    id: int | None = None
+    event_count: int | None = None
+    node: str | None = None
+
+
+class ProgramsResponse(_Wire):
+    programs: list[ProgramInfo] = Field(default_factory=list)
+    all_programs: list[ProgramInfo] | None = None
+    total_count: int = 0
+    query_time: datetime | None = None
+
+
+class AggregatorStats(_Wire):
+    """``/api/stats`` (aggregator only)."""
+
+    total_events: int = 0
+    events_by_type: dict[str, int] = Field(default_factory=dict)
+    events_by_node: dict[str, int] = Field(default_factory=dict)
+    connected_agents: int = 0
+    aggregation_start: str | None = None
+    last_event_time: str | None = None
+
+
+# --- what the sources and MCP tools return ---------------------------------------------
+
+ApiGeneration = Literal["seed", "current", "aggregator", "embedded"]
+
+
+class SourceInfo(BaseModel):
+    """Where the data comes from, for status lines and ``server_status``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    """Human wording, e.g. ``eBPF (embedded)`` or ``ebpf-server at http://localhost:8080``."""
+    kind: Literal["http", "embedded"]
+    generation: ApiGeneration
+    healthy: bool = True
+    detail: str = ""
+    """Why this source was chosen, or what is wrong with it."""
+    collector: str | None = None
+    """``ebpf``, ``procfs`` or ``replay`` for embedded sources."""
+    sampled: bool = False
+    """True when short-lived connections can be missed (procfs sampling)."""
+    events_seen: int = 0
+    events_lost: int = 0
+    """Records the collector could not deliver (ring-buffer overflow, store errors)."""
+    stored_events: int | None = None
+    uptime_seconds: float | None = None
+
+
+class Counted(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    key: str
+    count: int
+
+
+class ProcessStat(BaseModel):
+    """One process (command) in a window: the row of the per-process summary table."""
+
+    model_config = ConfigDict(frozen=True)
+    command: str
+    pids: list[int]
+    attempts: int
+    distinct_destinations: int
+    failures: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+class WindowStats(BaseModel):
+    """Aggregates of one event kind over a time window, optionally for one pid or command.
+
+    Produced by :func:`netspy_tui.analysis.aggregate.aggregate` from events (HTTP sources) and
+    by SQL in the store (embedded source); both must agree on the same data.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    kind: EventKind
+    window_seconds: int
+    pid: int | None = None
+    command: str | None = None
+    total: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    top_destinations: list[Counted] = Field(default_factory=list)
+    """Connections: ``host:port``. Drops: destination when known."""
+    protocols: list[Counted] = Field(default_factory=list)
+    ports: list[Counted] = Field(default_factory=list)
+    outcomes: list[Counted] = Field(default_factory=list)
+    """Connections: outcome names. Drops: drop reasons."""
+    processes: list[ProcessStat] = Field(default_factory=list)
+    bucket_seconds: int = 1
+    rate_buckets: list[int] = Field(default_factory=list)
+    """Event counts per bucket, oldest first, covering the window up to ``until``."""
+    until: datetime | None = None
+
+
+class EventPage(BaseModel):
+    """A page of events, newest first, plus how many matched in total."""
+
+    model_config = ConfigDict(frozen=True)
+    events: list[Event]
+    total_count: int
+    truncated: bool = False

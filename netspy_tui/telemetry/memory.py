@@ -1,0 +1,73 @@
+"""A telemetry source over events held in memory (a bounded ring).
+
+Used for replayed recordings without a store and as the reference implementation of
+:class:`TelemetrySource` semantics in tests; every figure comes from ``analysis.aggregate``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+
+from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
+from netspy_tui.models import EventKind, EventPage, ProgramInfo, SourceInfo, WindowStats, utcnow
+from netspy_tui.telemetry.source import EventQuery
+
+
+class MemorySource:
+    def __init__(
+        self,
+        events: Iterable[AnyEvent] = (),
+        *,
+        label: str = "events in memory",
+        max_events: int = 1_000_000,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._events: deque[AnyEvent] = deque(events, maxlen=max_events)
+        self._lock = threading.Lock()
+        self._label = label
+        self._clock = clock
+
+    def add_events(self, events: Sequence[AnyEvent]) -> None:
+        """A collector sink: append a batch (thread-safe)."""
+        with self._lock:
+            self._events.extend(events)
+
+    def _snapshot(self) -> list[AnyEvent]:
+        with self._lock:
+            return list(self._events)
+
+    async def info(self) -> SourceInfo:
+        return SourceInfo(
+            label=self._label,
+            kind="embedded",
+            generation="embedded",
+            stored_events=len(self._events),
+            events_seen=len(self._events),
+        )
+
+    async def query(self, q: EventQuery) -> EventPage:
+        events, total = filter_events(self._snapshot(), q)
+        return EventPage(events=events, total_count=total, truncated=total > len(events))
+
+    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
+        return (await self.stats(kind, pid, command, window_seconds, top_n=1, buckets=1)).total
+
+    async def stats(
+        self,
+        kind: EventKind,
+        pid: int | None,
+        command: str | None,
+        window_seconds: int,
+        top_n: int = 10,
+        buckets: int = 60,
+    ) -> WindowStats:
+        return aggregate(self._snapshot(), kind, pid, command, window_seconds, self._clock(), top_n, buckets)
+
+    async def programs(self) -> list[ProgramInfo]:
+        return []
+
+    async def aclose(self) -> None:
+        return None
