@@ -65,6 +65,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_DATETIME = TypeAdapter(datetime)
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC3339 time given by a user or a model (naive means UTC); ValueError if it is not one."""
+    try:
+        parsed = _DATETIME.validate_python(value)
+    except ValidationError:
+        raise ValueError(f"'{value[:60]}' is not an RFC3339 time (e.g. 2026-11-24T12:00:00Z)") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 class _Wire(BaseModel):
     """Base of every model that comes off the wire: tolerant of extra fields."""
 

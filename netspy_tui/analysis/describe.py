@@ -1,0 +1,106 @@
+"""Readable text for tool results, in the Go netspy's wording. Pure functions, all untrusted
+strings passed through :func:`netspy_tui.textsafe.clean`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from netspy_tui.models import ConnectionEvent, EventKind, PacketDropEvent, ProcessStat, WindowStats, errno_name
+from netspy_tui.textsafe import clean
+
+
+def subject(pid: int | None, command: str | None) -> str:
+    """``Process 'curl'``, ``Process 1234``, ``Process 'curl' (PID 1234)`` or ``All processes``."""
+    if command is not None and pid is not None:
+        return f"Process '{clean(command, 64)}' (PID {pid})"
+    if command is not None:
+        return f"Process '{clean(command, 64)}'"
+    if pid is not None:
+        return f"Process {pid}"
+    return "All processes"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summary_text(kind: EventKind, count: int, pid: int | None, command: str | None, duration: int) -> str:
+    who = subject(pid, command)
+    if kind == "connection":
+        return f"{who} made {_plural(count, 'outbound connection attempt')} over the last {duration} seconds"
+    return f"{who} had {_plural(count, 'packet drop')} over the last {duration} seconds"
+
+
+def time_of_day(event: ConnectionEvent | PacketDropEvent) -> str:
+    return event.time.strftime("%H:%M:%S.%f")[:-3]
+
+
+def connection_line(e: ConnectionEvent) -> str:
+    dest = clean(e.destination or e.destination_ip or "unknown", 60)
+    rc = "" if e.return_code == 0 else f" rc={errno_name(e.return_code)}"
+    proto = clean(e.protocol or "?", 16) + ("?" if e.protocol_inferred else "")
+    return (f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15} -> {dest:<28} "
+            f"{proto:<5} {e.effective_outcome}{rc}")
+
+
+def drop_line(e: PacketDropEvent) -> str:
+    who = f"pid {e.pid:<7} {clean(e.command, 32):<15}" if e.pid else f"{'(kernel context)':<27}"
+    return f"{time_of_day(e)}  {who} {clean(e.drop_reason or 'UNKNOWN', 40)} ({e.packet_size_bytes} bytes)"
+
+
+def list_text(kind: EventKind, events: Sequence[ConnectionEvent | PacketDropEvent], total: int,
+              pid: int | None, command: str | None, sampled: bool = False) -> str:
+    noun = "connection events" if kind == "connection" else "packet drops"
+    who = subject(pid, command)
+    if not events:
+        lines = [f"No {noun} found for {who.lower() if who == 'All processes' else who}."]
+    else:
+        head = f"{who}: {len(events)} of {total} {noun}, newest first"
+        lines = [head]
+        for e in events:
+            lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))  # type: ignore[arg-type]
+        if total > len(events):
+            lines.append(f"({total - len(events)} more: raise max_events, narrow with pid/process_name, "
+                         f"or pass since=<time of the newest event shown> to page forward)")
+    if sampled and kind == "connection":
+        lines.append("Note: the source samples sockets every interval; short-lived connections can be missed.")
+    return "\n".join(lines)
+
+
+def _mix(items: Sequence[object]) -> str:
+    return ", ".join(f"{clean(getattr(c, 'key', ''), 60)} {getattr(c, 'count', 0)}" for c in items) or "none"
+
+
+def patterns_text(stats: WindowStats, rate_per_minute: float, failure_ratio: float) -> str:
+    who = subject(stats.pid, stats.command)
+    if stats.kind == "connection":
+        head = summary_text("connection", stats.total, stats.pid, stats.command, stats.window_seconds)
+    else:
+        head = summary_text("packet_drop", stats.total, stats.pid, stats.command, stats.window_seconds)
+    if stats.total == 0:
+        return f"{head}. No pattern to analyse for {who}."
+    lines = [f"{head} ({rate_per_minute:.1f} per minute)."]
+    lines.append("Top destinations: " + _mix(stats.top_destinations))
+    lines.append("Protocols: " + _mix(stats.protocols))
+    if stats.kind == "connection":
+        lines.append("Ports: " + _mix(stats.ports))
+        lines.append(f"Outcomes: {_mix(stats.outcomes)} (failure ratio {failure_ratio:.0%})")
+    else:
+        lines.append("Drop reasons: " + _mix(stats.outcomes))
+    if stats.first_seen and stats.last_seen:
+        lines.append(f"First seen {stats.first_seen:%Y-%m-%d %H:%M:%S} UTC, last seen {stats.last_seen:%H:%M:%S} UTC.")
+    if len(stats.processes) > 1:
+        lines.append("Processes: " + ", ".join(f"{clean(p.command, 32)} {p.attempts}" for p in stats.processes[:5]))
+    return "\n".join(lines)
+
+
+def processes_text(kind: EventKind, processes: Sequence[ProcessStat], duration: int) -> str:
+    noun = "connection attempts" if kind == "connection" else "packet drops"
+    if not processes:
+        return f"No {noun} in the last {duration} seconds."
+    lines = [f"Top processes by {noun} over the last {duration} seconds:"]
+    for p in processes:
+        pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
+        lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {p.attempts:>6} attempts  "
+                     f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures")
+    return "\n".join(lines)

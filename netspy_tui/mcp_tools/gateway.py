@@ -1,0 +1,138 @@
+"""The app's MCP client: every front end (CLI, REPL, dashboard, AI) reads data only through it.
+
+:class:`Gateway` wraps an ``mcp.client.Client`` connected in memory to this process's own
+``network-telemetry`` server (or to any other MCP server over stdio or HTTP) and offers
+``call(name, args)`` plus typed methods that parse structured content back into models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mcp.client import Client
+from mcp.types import TextContent, Tool
+from pydantic import BaseModel, ValidationError
+
+from netspy_tui.errors import NetspyError
+from netspy_tui.mcp_tools.schemas import (
+    ConnectionList,
+    Insight,
+    NetworkSummary,
+    PacketDropList,
+    PatternAnalysis,
+    ProcessList,
+    ServerStatus,
+)
+from netspy_tui.mcp_tools.server import InsightHook, create_server
+from netspy_tui.telemetry.source import TelemetrySource
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ToolFailed(NetspyError):
+    """A tool answered with ``isError``; the message is the tool's own sentence."""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    name: str
+    text: str
+    data: dict[str, Any] | None
+    is_error: bool
+
+    def json(self) -> str:
+        return json.dumps({"tool": self.name, "is_error": self.is_error, "text": self.text, "data": self.data},
+                          indent=2, ensure_ascii=False)
+
+
+def _strip_prefix(name: str, text: str) -> str:
+    prefix = f"Error executing tool {name}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+class Gateway:
+    """Typed access to the telemetry tools over one MCP client session."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._tools: list[Tool] | None = None
+
+    async def list_tools(self) -> list[Tool]:
+        if self._tools is None:
+            self._tools = list((await self._client.list_tools()).tools)
+        return self._tools
+
+    async def call(self, name: str, arguments: dict[str, Any] | None = None) -> ToolResult:
+        """Call a tool; ``isError`` results come back as results (never raised)."""
+        args = {k: v for k, v in (arguments or {}).items() if v is not None}
+        result = await self._client.call_tool(name, args)
+        text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+        if result.is_error:
+            text = _strip_prefix(name, text)
+        return ToolResult(name=name, text=text, data=result.structured_content, is_error=bool(result.is_error))
+
+    async def _typed(self, name: str, model: type[M], arguments: dict[str, Any]) -> M:
+        result = await self.call(name, arguments)
+        if result.is_error:
+            raise ToolFailed(result.text)
+        try:
+            return model.model_validate(result.data or {})
+        except ValidationError as exc:
+            raise ToolFailed(f"{name} returned data this version cannot read ({exc.errors()[0]['msg']})") from None
+
+    async def summary(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
+                      ) -> NetworkSummary:
+        return await self._typed("get_network_summary", NetworkSummary,
+                                 {"pid": pid, "process_name": process_name, "duration": duration})
+
+    async def connections(self, pid: int | None = None, process_name: str | None = None, max_events: int = 100,
+                          since: str | None = None) -> ConnectionList:
+        return await self._typed("list_connections", ConnectionList,
+                                 {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since})
+
+    async def patterns(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
+                       ) -> PatternAnalysis:
+        return await self._typed("analyze_patterns", PatternAnalysis,
+                                 {"pid": pid, "process_name": process_name, "duration": duration})
+
+    async def drop_summary(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
+                           ) -> NetworkSummary:
+        return await self._typed("get_packet_drop_summary", NetworkSummary,
+                                 {"pid": pid, "process_name": process_name, "duration": duration})
+
+    async def drops(self, pid: int | None = None, process_name: str | None = None, max_events: int = 100,
+                    since: str | None = None) -> PacketDropList:
+        return await self._typed("list_packet_drops", PacketDropList,
+                                 {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since})
+
+    async def drop_patterns(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
+                            ) -> PatternAnalysis:
+        return await self._typed("analyze_packet_drops", PatternAnalysis,
+                                 {"pid": pid, "process_name": process_name, "duration": duration})
+
+    async def processes(self, duration: int = 60, kind: str = "connection", limit: int = 20) -> ProcessList:
+        return await self._typed("list_processes", ProcessList, {"duration": duration, "kind": kind, "limit": limit})
+
+    async def status(self) -> ServerStatus:
+        return await self._typed("server_status", ServerStatus, {})
+
+    async def insights(self, summary_text: str) -> Insight:
+        return await self._typed("ai_insights", Insight, {"summary_text": summary_text})
+
+
+@asynccontextmanager
+async def open_gateway(source: TelemetrySource, insight: InsightHook | None = None) -> AsyncIterator[Gateway]:
+    """An in-process MCP client/server pair over ``source`` (which the caller owns and closes)."""
+    async with Client(create_server(source, insight), raise_exceptions=False) as client:
+        yield Gateway(client)
+
+
+@asynccontextmanager
+async def open_remote_gateway(target: str) -> AsyncIterator[Gateway]:
+    """A gateway to another MCP server: an ``http(s)://.../mcp`` URL (streamable HTTP)."""
+    async with Client(target) as client:
+        yield Gateway(client)

@@ -1,0 +1,327 @@
+"""The ``network-telemetry`` MCP server: typed, bounded, read-only tools over a TelemetrySource.
+
+The same server object serves the app's in-process MCP client (the gateway), outside agents over
+stdio (``netspy-tui mcp``) and over streamable HTTP (``netspy-tui mcp --http``). Every tool returns
+readable text and structured content (a model from :mod:`netspy_tui.mcp_tools.schemas`).
+Errors the caller can fix come back as ``isError`` results with one sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from netspy_tui.analysis import describe
+from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
+from netspy_tui.errors import NetspyError
+from netspy_tui.mcp_tools.schemas import (
+    ConnectionList,
+    Insight,
+    NetworkSummary,
+    PacketDropList,
+    PatternAnalysis,
+    ProcessList,
+    ServerStatus,
+)
+from netspy_tui.models import ConnectionEvent, EventKind, PacketDropEvent, parse_time, utcnow
+from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.textsafe import clean
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "network-telemetry"
+MAX_DURATION = 7 * 24 * 3600
+MAX_EVENTS = 1000
+READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
+
+Pid = Annotated[int | None, Field(ge=1, le=4_194_304, description="Process id (tgid) to filter on.")]
+ProcessName = Annotated[
+    str | None,
+    Field(min_length=1, max_length=64, description="Process name (kernel comm, at most 15 characters) to filter on."),
+]
+Duration = Annotated[
+    int, Field(ge=1, le=MAX_DURATION, description="Time window in seconds, counting back from now (1 to 604800).")
+]
+MaxEvents = Annotated[int, Field(ge=1, le=MAX_EVENTS, description="Most events to return, newest first (1 to 1000).")]
+Since = Annotated[
+    str | None,
+    Field(
+        max_length=64,
+        description="Only events strictly newer than this RFC3339 time (for paging forward / incremental polling).",
+    ),
+]
+
+#: Signature of the AI hook: (tool name, arguments) -> Insight. Installed by netspy_tui.ai.
+InsightHook = Callable[[str, dict[str, Any]], Awaitable[Insight]]
+
+
+@dataclass
+class ToolContext:
+    """What the tools read from: lives for the server's lifetime (the lifespan context)."""
+
+    source: TelemetrySource
+    insight: InsightHook | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _one_line_validation(tool: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
+        ctx = err.get("ctx") or {}
+        kind = err["type"]
+        if kind == "greater_than_equal":
+            parts.append(f"{loc} must be >= {ctx.get('ge')}")
+        elif kind == "less_than_equal":
+            parts.append(f"{loc} must be <= {ctx.get('le')}")
+        elif kind in ("int_parsing", "int_type", "int_from_float"):
+            parts.append(f"{loc} must be a whole number")
+        elif kind == "missing":
+            parts.append(f"{loc} is required")
+        elif kind == "string_too_short":
+            parts.append(f"{loc} must not be empty")
+        elif kind == "string_too_long":
+            parts.append(f"{loc} must be at most {ctx.get('max_length')} characters")
+        else:
+            parts.append(f"{loc}: {err['msg']}")
+    return f"Invalid arguments for {tool}: " + "; ".join(dict.fromkeys(parts)) + "."
+
+
+class TelemetryServer(MCPServer[ToolContext]):
+    """MCPServer whose errors read as one sentence each."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[ToolContext, Any] | None = None
+                        ) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(_one_line_validation(name, cause)) from cause
+            if isinstance(cause, NetspyError):
+                raise ToolError(str(cause)) from cause
+            raise
+
+
+def _result(model: BaseModel, text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)],
+                          structured_content=model.model_dump(mode="json"))
+
+
+def _ctx(ctx: Context[ToolContext, Any]) -> ToolContext:
+    return ctx.request_context.lifespan_context
+
+
+async def _check_subject(source: TelemetrySource, kind: EventKind, pid: int | None, command: str | None) -> None:
+    """Both pid and process_name given: they must describe the same process."""
+    if pid is None or command is None:
+        return
+    page = await source.query(EventQuery(kind=kind, pid=pid, limit=1))
+    if page.events and page.events[0].command != command:
+        actual = clean(page.events[0].command, 32)
+        raise ToolError(
+            f"pid {pid} is '{actual}', not '{clean(command, 32)}': pass only one of pid and process_name, "
+            "or make them agree."
+        )
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise ToolError(f"since: {clean(exc, 120)}.") from None
+
+
+async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
+                   duration: int) -> CallToolResult:
+    tc = _ctx(ctx)
+    await _check_subject(tc.source, kind, pid, process_name)
+    count = await tc.source.count(kind, pid, process_name, duration)
+    info = await tc.source.info()
+    text = describe.summary_text(kind, count, pid, process_name, duration)
+    return _result(NetworkSummary(text=text, kind=kind, count=count, pid=pid, process_name=process_name,
+                                  duration_seconds=duration, source=info.label, query_time=utcnow()), text)
+
+
+async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
+                max_events: int, since: str | None) -> tuple[list[Any], int, str, bool, datetime | None]:
+    tc = _ctx(ctx)
+    await _check_subject(tc.source, kind, pid, process_name)
+    since_dt = _since(since)
+    page = await tc.source.query(EventQuery(kind=kind, pid=pid, command=process_name, since=since_dt,
+                                            limit=max_events))
+    info = await tc.source.info()
+    return list(page.events), page.total_count, info.label, info.sampled, since_dt
+
+
+async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, process_name: str | None,
+                    duration: int, top_n: int = 10) -> PatternAnalysis:
+    await _check_subject(source, kind, pid, process_name)
+    stats = await source.stats(kind, pid, process_name, duration, top_n=top_n)
+    info = await source.info()
+    rate = stats.total / (duration / 60)
+    failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
+    ratio = failures / stats.total if stats.total else 0.0
+    text = describe.patterns_text(stats, rate, ratio)
+    return PatternAnalysis(text=text, stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4),
+                           source=info.label)
+
+
+def create_server(source: TelemetrySource, insight: InsightHook | None = None) -> TelemetryServer:
+    """Build the MCP server over ``source``. ``insight`` answers the AI tools (see netspy_tui.ai)."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
+        yield ToolContext(source=source, insight=insight)
+
+    srv = TelemetryServer(
+        SERVER_NAME,
+        instructions=(
+            "Read-only network telemetry of one Linux host: every connect() attempt with its outcome and "
+            "kernel packet drops with reasons. Start with get_network_summary or list_processes, then narrow "
+            "with pid or process_name."
+        ),
+        log_level="WARNING",
+        lifespan=lifespan,
+    )
+
+    @srv.tool(annotations=READ_ONLY)
+    async def get_network_summary(
+        ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
+    ) -> Annotated[CallToolResult, NetworkSummary]:
+        """Count outbound connection attempts over the last `duration` seconds, for one process or all."""
+        return await _summary(ctx, "connection", pid, process_name, duration)
+
+    @srv.tool(annotations=READ_ONLY)
+    async def list_connections(
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        max_events: MaxEvents = 100,
+        since: Since = None,
+    ) -> Annotated[CallToolResult, ConnectionList]:
+        """List recent connection attempts (destination, protocol, outcome), newest first."""
+        events, total, label, sampled, since_dt = await _list(ctx, "connection", pid, process_name, max_events, since)
+        conns = [e for e in events if isinstance(e, ConnectionEvent)]
+        text = describe.list_text("connection", conns, total, pid, process_name, sampled)
+        return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
+                                      truncated=total > len(conns), pid=pid, process_name=process_name,
+                                      since=since_dt, source=label, sampled=sampled), text)
+
+    @srv.tool(annotations=READ_ONLY)
+    async def analyze_patterns(
+        ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
+    ) -> Annotated[CallToolResult, PatternAnalysis]:
+        """Analyse connection patterns: top destinations, protocol, port and outcome mix, rate, first/last seen."""
+        result = await _patterns(_ctx(ctx).source, "connection", pid, process_name, duration)
+        return _result(result, result.text)
+
+    @srv.tool(annotations=READ_ONLY)
+    async def get_packet_drop_summary(
+        ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
+    ) -> Annotated[CallToolResult, NetworkSummary]:
+        """Count packets the kernel dropped over the last `duration` seconds, for one process or all."""
+        return await _summary(ctx, "packet_drop", pid, process_name, duration)
+
+    @srv.tool(annotations=READ_ONLY)
+    async def list_packet_drops(
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        max_events: MaxEvents = 100,
+        since: Since = None,
+    ) -> Annotated[CallToolResult, PacketDropList]:
+        """List recent packet drops with the kernel's drop reason, newest first."""
+        events, total, label, _, since_dt = await _list(ctx, "packet_drop", pid, process_name, max_events, since)
+        drops = [e for e in events if isinstance(e, PacketDropEvent)]
+        text = describe.list_text("packet_drop", drops, total, pid, process_name)
+        return _result(PacketDropList(text=text, events=drops, total_count=total, returned=len(drops),
+                                      truncated=total > len(drops), pid=pid, process_name=process_name,
+                                      since=since_dt, source=label), text)
+
+    @srv.tool(annotations=READ_ONLY)
+    async def analyze_packet_drops(
+        ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
+    ) -> Annotated[CallToolResult, PatternAnalysis]:
+        """Analyse packet drops: drop-reason mix, affected processes, rate, first/last seen."""
+        result = await _patterns(_ctx(ctx).source, "packet_drop", pid, process_name, duration)
+        return _result(result, result.text)
+
+    @srv.tool(annotations=READ_ONLY)
+    async def list_processes(
+        ctx: Context[ToolContext, Any],
+        duration: Duration = 60,
+        kind: Annotated[
+            Literal["connection", "packet_drop"], Field(description="Rank by connection attempts or packet drops.")
+        ] = "connection",
+        limit: Annotated[int, Field(ge=1, le=200, description="Most processes to return (1 to 200).")] = 20,
+    ) -> Annotated[CallToolResult, ProcessList]:
+        """Top talkers: processes ranked by connection attempts (or drops) in the window."""
+        tc = _ctx(ctx)
+        stats = await tc.source.stats(kind, None, None, duration, top_n=1, buckets=1)
+        info = await tc.source.info()
+        procs = stats.processes[:limit]
+        text = describe.processes_text(kind, procs, duration)
+        return _result(ProcessList(text=text, kind=kind, duration_seconds=duration, processes=procs,
+                                   total_events=stats.total, source=info.label), text)
+
+    @srv.tool(annotations=READ_ONLY)
+    async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:
+        """Where the data comes from, whether it is healthy, and the eBPF programs behind it."""
+        tc = _ctx(ctx)
+        info = await tc.source.info()
+        programs = await tc.source.programs() if info.healthy else []
+        lines = [f"Source: {info.label} ({'healthy' if info.healthy else 'unhealthy'})"]
+        if info.detail:
+            lines.append(f"Detail: {clean(info.detail, 300)}")
+        if info.sampled:
+            lines.append("Sampling: short-lived connections can be missed.")
+        if info.kind == "embedded":
+            lines.append(f"Events seen: {info.events_seen}, lost: {info.events_lost}, stored: {info.stored_events}")
+        for p in programs:
+            lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")
+        text = "\n".join(lines)
+        return _result(ServerStatus(text=text, source=info, programs=programs), text)
+
+    @srv.tool(annotations=READ_ONLY.model_copy(update={"open_world_hint": True}))
+    async def ai_insights(
+        ctx: Context[ToolContext, Any],
+        summary_text: Annotated[
+            str, Field(min_length=1, max_length=20_000, description="Network summary text to explain.")
+        ],
+    ) -> Annotated[CallToolResult, Insight]:
+        """Ask an AI model (any OpenAI-compatible API) to explain a network summary."""
+        return await _insight(ctx, "ai_insights", {"summary_text": summary_text})
+
+    @srv.tool(annotations=READ_ONLY.model_copy(update={"open_world_hint": True}))
+    async def contextual_analysis(
+        ctx: Context[ToolContext, Any],
+        query: Annotated[str, Field(min_length=1, max_length=4000, description="The question to answer.")],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 300,
+    ) -> Annotated[CallToolResult, Insight]:
+        """Answer a question about the host's network behaviour; the model reads live data through these tools."""
+        return await _insight(ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name,
+                                                            "duration": duration})
+
+    return srv
+
+
+async def _insight(ctx: Context[ToolContext, Any], name: str, args: dict[str, Any]) -> CallToolResult:
+    tc = _ctx(ctx)
+    if tc.insight is None:
+        raise ToolError("AI is not available in this server.")
+    result = await tc.insight(name, args)
+    return _result(result, result.text)

@@ -1,0 +1,289 @@
+"""The eBPF server over HTTP (httpx, async), for every API generation.
+
+:class:`HttpSource` implements :class:`~netspy_tui.telemetry.source.TelemetrySource`. It detects the
+server's API generation once (seed / current / aggregator) and uses the best endpoint for each
+query: ``/api/events`` with filters and ``since`` where it exists, the seed's POST bodies where it
+does not, and client-side filtering wherever the server ignores a filter. Every failure becomes a
+one-line :class:`~netspy_tui.errors.NetspyError` that names the URL and what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
+from netspy_tui.errors import ContractError, NetspyError, ServerError, ServerUnavailable
+from netspy_tui.models import (
+    AggregatorStats,
+    ApiGeneration,
+    EventKind,
+    EventPage,
+    EventsResponse,
+    HealthResponse,
+    ListResponse,
+    ProgramInfo,
+    ProgramsResponse,
+    SourceInfo,
+    SummaryResponse,
+    WindowStats,
+    describe_validation_error,
+    format_time,
+    utcnow,
+)
+from netspy_tui.telemetry.source import EventQuery
+from netspy_tui.textsafe import clean, first_line
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVER = "http://localhost:8080"
+#: How many events ``stats`` fetches to aggregate a window on the client.
+STATS_FETCH_LIMIT = 10_000
+_RETRY_STATUSES = {502, 503, 504}
+
+M = TypeVar("M", bound=BaseModel)
+
+NO_SERVER_HINT = (
+    "start the eBPF server (or `netspy-tui serve`), check --server / NETSPY_SERVER, "
+    "or run without --server to use the embedded collector"
+)
+
+
+class HttpSource:
+    """A client of one eBPF server (or aggregator, or ``netspy-tui serve``)."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_SERVER,
+        *,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        retries: int = 2,
+        backoff: float = 0.25,
+        token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.read_timeout = read_timeout
+        self.connect_timeout = connect_timeout
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        headers = {"Accept": "application/json", "User-Agent": "netspy-tui"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            headers=headers,
+            transport=transport,
+        )
+        self._generation: ApiGeneration | None = None
+        self._detect_lock = asyncio.Lock()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                       body: dict[str, Any] | None = None) -> httpx.Response:
+        url = f"{self.base_url}{path}"
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        while True:
+            try:
+                resp = await self._http.request(method, path, params=params or None, json=body)
+            except httpx.ConnectError as exc:
+                if attempt < self.retries:
+                    attempt += 1
+                    await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                text = str(exc) or "cannot connect"
+                reason = "connection refused" if "refused" in text.lower() else clean(text, 120)
+                raise ServerUnavailable(
+                    f"Cannot reach the eBPF server at {self.base_url} ({reason})", NO_SERVER_HINT
+                ) from None
+            except httpx.TimeoutException as exc:
+                which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+                limit = self.connect_timeout if which == "connect" else self.read_timeout
+                raise ServerUnavailable(
+                    f"The eBPF server at {self.base_url} did not answer {path} within {limit:g} s ({which} timeout)",
+                    "check that it is not overloaded, or raise --timeout",
+                ) from None
+            except httpx.HTTPError as exc:
+                raise ServerUnavailable(
+                    f"HTTP error talking to {url}: {clean(str(exc) or type(exc).__name__, 160)}", NO_SERVER_HINT
+                ) from None
+            if resp.status_code in _RETRY_STATUSES and attempt < self.retries:
+                attempt += 1
+                log.debug("retrying %s %s after %s", method, path, resp.status_code)
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                continue
+            return resp
+
+    def _status_error(self, resp: httpx.Response, path: str) -> NetspyError:
+        body = first_line(resp.content, 160) or resp.reason_phrase
+        if resp.status_code == 503:
+            return ServerError(
+                f"The eBPF server at {self.base_url} is not ready (503 on {path}: {body})",
+                "it is still starting or its eBPF programs failed to load; retry shortly or check its log",
+            )
+        if resp.status_code == 401:
+            return ServerError(f"The eBPF server at {self.base_url} refused the request (401 on {path})",
+                               "pass the server's bearer token with --token or NETSPY_TOKEN")
+        return ServerError(f"The eBPF server at {self.base_url} answered {resp.status_code} on {path}: {body}",
+                           "check the server's log")
+
+    def _parse(self, resp: httpx.Response, path: str, model: type[M]) -> M:
+        if resp.status_code >= 400:
+            raise self._status_error(resp, path)
+        try:
+            data = json.loads(resp.content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            snippet = first_line(resp.content, 80)
+            raise ContractError(
+                f"The eBPF server at {self.base_url} sent a body that is not JSON on {path}: {snippet!r}",
+                "check that --server points at an eBPF server",
+            ) from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise ContractError(
+                f"The eBPF server at {self.base_url} sent unexpected JSON on {path} ({describe_validation_error(exc)})",
+                "the server may be a different version; report it with --verbose output",
+            ) from None
+
+    async def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
+        return self._parse(await self._request("GET", path, params=params), path, model)
+
+    async def _post(self, path: str, model: type[M], body: dict[str, Any]) -> M:
+        return self._parse(await self._request("POST", path, body=body), path, model)
+
+    # --- generation detection -----------------------------------------------------------
+
+    async def health(self) -> HealthResponse:
+        resp = await self._request("GET", "/health")
+        if resp.status_code >= 400:
+            raise self._status_error(resp, "/health")
+        try:
+            return HealthResponse.model_validate(json.loads(resp.content))
+        except (ValueError, ValidationError):
+            # Some servers answer plain "OK"; a 2xx is healthy enough.
+            return HealthResponse(status=first_line(resp.content, 40) or "ok")
+
+    async def generation(self) -> ApiGeneration:
+        """Probe once: ``/api/events`` 404 -> seed; ``/api/stats`` 200 -> aggregator; else current."""
+        if self._generation is not None:
+            return self._generation
+        async with self._detect_lock:
+            if self._generation is None:
+                resp = await self._request("GET", "/api/events", params={"limit": 1})
+                if resp.status_code in (404, 405):
+                    gen: ApiGeneration = "seed"
+                elif resp.status_code >= 400:
+                    raise self._status_error(resp, "/api/events")
+                else:
+                    stats = await self._request("GET", "/api/stats")
+                    gen = "aggregator" if stats.status_code == 200 else "current"
+                log.info("eBPF server at %s speaks the %s API", self.base_url, gen)
+                self._generation = gen
+        return self._generation
+
+    # --- TelemetrySource ----------------------------------------------------------------
+
+    async def info(self) -> SourceInfo:
+        what = "ebpf-server"
+        try:
+            await self.health()
+            gen = await self.generation()
+            if gen == "aggregator":
+                what = "aggregator"
+            return SourceInfo(label=f"{what} at {self.base_url}", kind="http", generation=gen,
+                              detail=f"{gen} API")
+        except NetspyError as exc:
+            return SourceInfo(label=f"{what} at {self.base_url}", kind="http",
+                              generation=self._generation or "current", healthy=False, detail=str(exc))
+
+    async def query(self, q: EventQuery) -> EventPage:
+        gen = await self.generation()
+        if gen == "seed":
+            return await self._seed_query(q)
+        params: dict[str, Any] = {
+            "type": q.kind,
+            "pid": q.pid,
+            "command": q.command,
+            "since": format_time(q.since) if q.since else None,
+            "until": format_time(q.until) if q.until else None,
+            "limit": q.limit,
+        }
+        resp = await self._get("/api/events", EventsResponse, params)
+        # Filter again on the client: servers differ on since/until edges and on ignored filters.
+        events, matched = filter_events(resp.events, q)
+        dropped = len(resp.events) - matched
+        total = max(resp.total_count - dropped, matched)
+        return EventPage(events=events, total_count=total, truncated=total > len(events))
+
+    async def _seed_query(self, q: EventQuery) -> EventPage:
+        if q.kind != "connection":
+            raise ServerError(
+                f"The eBPF server at {self.base_url} speaks the seed API, which has no packet-drop endpoints",
+                "upgrade the server, or use the embedded collector",
+            )
+        body: dict[str, Any] = {"limit": max(q.limit, 1000)}
+        if q.pid is not None:
+            body["pid"] = q.pid
+        resp = await self._post("/api/list-connections", ListResponse, body)
+        flat: list[AnyEvent] = [e for events in resp.events_by_pid.values() for e in events]
+        events, total = filter_events(flat, q)
+        return EventPage(events=events, total_count=total, truncated=total > len(events))
+
+    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
+        gen = await self.generation()
+        path = "/api/connection-summary" if kind == "connection" else "/api/packet-drop-summary"
+        if gen == "seed":
+            if kind != "connection":
+                await self._seed_query(EventQuery(kind=kind))  # raises the explanatory error
+            body: dict[str, Any] = {"duration_seconds": window_seconds}
+            if pid is not None:
+                body["pid"] = pid
+            if command is not None:
+                body["command"] = command
+                body["process_name"] = command
+            return (await self._post(path, SummaryResponse, body)).count
+        params = {"pid": pid, "command": command, "duration_seconds": window_seconds}
+        return (await self._get(path, SummaryResponse, params)).count
+
+    async def stats(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
+                    top_n: int = 10, buckets: int = 60) -> WindowStats:
+        now = utcnow()
+        page = await self.query(EventQuery(kind=kind, pid=pid, command=command,
+                                           since=now - timedelta(seconds=window_seconds), until=now,
+                                           limit=STATS_FETCH_LIMIT))
+        return aggregate(page.events, kind, pid, command, window_seconds, now, top_n, buckets)
+
+    async def programs(self) -> list[ProgramInfo]:
+        if await self.generation() == "seed":
+            return []
+        resp = await self._get("/api/programs", ProgramsResponse)
+        return list(resp.programs or resp.all_programs or [])
+
+    async def aggregator_stats(self) -> AggregatorStats | None:
+        if await self.generation() != "aggregator":
+            return None
+        return await self._get("/api/stats", AggregatorStats)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+async def probe(url: str, wait: float = 0.5) -> bool:
+    """True when something answers ``GET /health`` with 2xx at ``url`` within ``wait`` seconds."""
+    try:
+        async with httpx.AsyncClient(timeout=wait) as http:
+            resp = await http.get(f"{url.rstrip('/')}/health")
+            return resp.status_code < 300
+    except (httpx.HTTPError, OSError):
+        return False

@@ -1,0 +1,57 @@
+"""Make untrusted text (process names, hosts, server bodies, model output) inert.
+
+Everything that came off the network or the kernel passes through :func:`clean` before it is
+printed or rendered: control characters, escape sequences and bidi overrides become visible
+``\\xNN``/``\\u....`` escapes, and very long values are cut with an ellipsis. This module has no
+Textual dependency; the TUI wraps the result in ``rich.text.Text`` so it is never parsed as markup.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+ELLIPSIS = "…"
+
+# Bidi controls and other invisible format characters that can reorder or hide text.
+_FORMAT_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def clean(value: object, max_len: int | None = 200, *, keep_newlines: bool = False) -> str:
+    """Return ``value`` as a printable single-line (or multi-line) string.
+
+    ``max_len`` counts characters of the result; longer values end with ``…``.
+    """
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", errors="backslashreplace")
+    else:
+        text = str(value)
+    out: list[str] = []
+    for ch in text:
+        if keep_newlines and ch in "\n\t":
+            out.append(ch)
+        elif ch == " " or unicodedata.category(ch) not in _FORMAT_CATEGORIES:
+            out.append(ch)
+        else:
+            out.append(_escape(ch))
+    result = "".join(out)
+    if max_len is not None and len(result) > max_len:
+        result = result[: max(0, max_len - 1)] + ELLIPSIS
+    return result
+
+
+def first_line(value: object, max_len: int = 200) -> str:
+    """The first non-empty line of ``value``, cleaned — for error bodies."""
+    text = value.decode("utf-8", errors="backslashreplace") if isinstance(value, bytes) else str(value)
+    for line in text.splitlines():
+        if line.strip():
+            return clean(line.strip(), max_len)
+    return ""
