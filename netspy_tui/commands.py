@@ -1,0 +1,136 @@
+"""The interactive commands of the Go netspy (REPL and the dashboard's command bar).
+
+``summary --pid 1234 --duration 120``, ``list --process curl --max-events 20``,
+``analyze --process nginx``, ``insights "..."``, ``tools``, ``help``, ``quit`` — plus ``drops``,
+``dropsummary``, ``top``, ``status`` and ``ask "..."``. :func:`parse_command` turns one line into a
+tool call; mistakes raise :class:`~netspy_tui.errors.UsageError` with one line of help.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from netspy_tui.errors import UsageError
+from netspy_tui.textsafe import clean
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    tool: str | None
+    usage: str
+    help: str
+    flags: tuple[str, ...] = ()
+    text_arg: str | None = None
+    """Name of the tool argument that takes the free text after the command (insights, ask)."""
+    aliases: tuple[str, ...] = ()
+
+
+_FILTERS = ("--pid", "--process")
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec("summary", "get_network_summary", "summary [--pid N] [--process NAME] [--duration S]",
+                "count outbound connection attempts", (*_FILTERS, "--duration")),
+    CommandSpec("list", "list_connections", "list [--pid N] [--process NAME] [--max-events N] [--since TIME]",
+                "list recent connections, newest first", (*_FILTERS, "--max-events", "--since")),
+    CommandSpec("analyze", "analyze_patterns", "analyze [--pid N] [--process NAME] [--duration S]",
+                "destinations, protocol/port/outcome mix, rate", (*_FILTERS, "--duration")),
+    CommandSpec("drops", "list_packet_drops", "drops [--pid N] [--process NAME] [--max-events N] [--since TIME]",
+                "list recent packet drops with kernel reasons", (*_FILTERS, "--max-events", "--since")),
+    CommandSpec("dropsummary", "get_packet_drop_summary", "dropsummary [--pid N] [--process NAME] [--duration S]",
+                "count packet drops", (*_FILTERS, "--duration")),
+    CommandSpec("top", "list_processes", "top [--duration S] [--limit N]",
+                "processes ranked by connection attempts", ("--duration", "--limit"), aliases=("processes",)),
+    CommandSpec("status", "server_status", "status", "data source, health and eBPF programs"),
+    CommandSpec("insights", "ai_insights", 'insights "summary text"', "AI explanation of a summary text",
+                text_arg="summary_text"),
+    CommandSpec("ask", "contextual_analysis", 'ask [--pid N] [--process NAME] "question"',
+                "ask the AI a question; it reads live data through the tools", _FILTERS, text_arg="query"),
+    CommandSpec("tools", None, "tools", "list the MCP tools"),
+    CommandSpec("help", None, "help", "show this help", aliases=("?",)),
+    CommandSpec("quit", None, "quit", "leave", aliases=("exit", "q")),
+)
+_BY_NAME = {alias: spec for spec in COMMANDS for alias in (spec.name, *spec.aliases)}
+COMMAND_NAMES: list[str] = [spec.name for spec in COMMANDS]
+
+_FLAG_ARG = {
+    "--pid": ("pid", int),
+    "--process": ("process_name", str),
+    "--process-name": ("process_name", str),
+    "--duration": ("duration", int),
+    "--max-events": ("max_events", int),
+    "--limit": ("limit", int),
+    "--since": ("since", str),
+}
+
+
+@dataclass(frozen=True)
+class ParsedCommand:
+    action: Literal["tool", "help", "tools", "quit"]
+    tool: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    spec: CommandSpec | None = None
+
+
+def help_text() -> str:
+    width = max(len(spec.usage) for spec in COMMANDS)
+    lines = ["Commands:"]
+    lines += [f"  {spec.usage:<{width}}  {spec.help}" for spec in COMMANDS]
+    return "\n".join(lines)
+
+
+def parse_command(line: str) -> ParsedCommand:
+    """Parse one command line; raise UsageError (one line) on any mistake."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"Cannot parse the command ({exc})", "close the quotes") from None
+    if not words:
+        raise UsageError("Empty command", "type help for the list of commands")
+    name, rest = words[0].lower(), words[1:]
+    spec = _BY_NAME.get(name)
+    if spec is None:
+        raise UsageError(f"Unknown command '{clean(words[0], 40)}'",
+                         "commands: " + ", ".join(COMMAND_NAMES))
+    if spec.tool is None:
+        if rest:
+            raise UsageError(f"'{spec.name}' takes no arguments", f"usage: {spec.usage}")
+        return ParsedCommand(action=spec.name, spec=spec)  # type: ignore[arg-type]
+    args: dict[str, Any] = {}
+    text: list[str] = []
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        flag, _, inline = word.partition("=")
+        if flag.startswith("--"):
+            allowed = {f for f in spec.flags} | ({"--process-name"} if "--process" in spec.flags else set())
+            if flag not in allowed:
+                raise UsageError(f"'{spec.name}' has no option {clean(flag, 30)}", f"usage: {spec.usage}")
+            if inline == "" and "=" not in word:
+                if i + 1 >= len(rest):
+                    raise UsageError(f"{flag} needs a value", f"usage: {spec.usage}")
+                value, i = rest[i + 1], i + 2
+            else:
+                value, i = inline, i + 1
+            key, kind = _FLAG_ARG[flag]
+            if kind is int:
+                try:
+                    args[key] = int(value)
+                except ValueError:
+                    raise UsageError(f"{flag} expects a whole number, not '{clean(value, 30)}'",
+                                     f"usage: {spec.usage}") from None
+                if args[key] <= 0:
+                    raise UsageError(f"{flag} must be a positive number", f"usage: {spec.usage}")
+            else:
+                args[key] = value
+            continue
+        if spec.text_arg is None:
+            raise UsageError(f"Unexpected argument '{clean(word, 40)}'", f"usage: {spec.usage}")
+        text.append(word)
+        i += 1
+    if spec.text_arg is not None:
+        if not text:
+            raise UsageError(f"'{spec.name}' needs text", f"usage: {spec.usage}")
+        args[spec.text_arg] = " ".join(text)
+    return ParsedCommand(action="tool", tool=spec.tool, arguments=args, spec=spec)

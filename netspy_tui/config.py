@@ -1,0 +1,112 @@
+"""Configuration: one documented model, one precedence — defaults < config file < env < CLI.
+
+The file is TOML at ``$XDG_CONFIG_HOME/netspy-tui/config.toml`` (or ``NETSPY_CONFIG``); environment
+variables use the ``NETSPY_`` prefix (``NETSPY_SERVER``, ``NETSPY_INTERVAL``, ...). OpenAI settings
+keep their usual names (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) and are read by ``netspy_tui.ai``.
+``netspy-tui --show-config`` prints every value with its source, secrets masked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_config_path, user_state_path
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+APP_NAME = "netspy-tui"
+DEFAULT_SERVER = "http://localhost:8080"
+
+
+def config_file() -> Path:
+    env = os.environ.get("NETSPY_CONFIG")
+    return Path(env) if env else user_config_path(APP_NAME) / "config.toml"
+
+
+def state_dir() -> Path:
+    """Where logs and exports go by default; created only when something is written."""
+    return user_state_path(APP_NAME)
+
+
+class Settings(BaseSettings):
+    """Every setting netspy-tui reads. Field docs are the reference in README."""
+
+    model_config = SettingsConfigDict(env_prefix="NETSPY_", extra="ignore", validate_default=True)
+
+    server: str | None = None
+    """eBPF server URL. Unset: use http://localhost:8080 if it answers, else the embedded collector."""
+    token: SecretStr | None = None
+    """Bearer token for the eBPF server (client) or required by `netspy-tui serve --token`."""
+    timeout: float = Field(10.0, gt=0, le=600)
+    """Read timeout in seconds for eBPF server requests (connect timeout is min(3, timeout))."""
+    retries: int = Field(2, ge=0, le=10)
+    """Retries (with backoff) for idempotent reads on connection errors and 502/503/504."""
+    collector: Literal["auto", "ebpf", "procfs", "replay"] = "auto"
+    """Embedded collector: eBPF when it loads (root), else procfs sampling; or a replayed file."""
+    replay: Path | None = None
+    """JSON-lines recording to replay (implies collector=replay)."""
+    replay_speed: float = Field(1.0, ge=0)
+    """Replay speed multiplier; 0 replays as fast as possible."""
+    record: Path | None = None
+    """Write every collected event to this JSON-lines file as well."""
+    db: Path | None = None
+    """SQLite file keeping history across restarts (default: in memory)."""
+    retention: float = Field(24 * 3600, gt=0)
+    """Seconds of history kept in the store."""
+    interval: float = Field(1.0, ge=0.1, le=60)
+    """Dashboard refresh interval in seconds."""
+    window: int = Field(60, ge=1, le=7 * 24 * 3600)
+    """Dashboard time window in seconds (cycle with `w`)."""
+    procfs_interval: float = Field(1.0, ge=0.05, le=60)
+    """Sampling interval of the procfs collector in seconds."""
+    export_dir: Path | None = None
+    """Where `e` in the dashboard writes exports (default: the current directory)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file()))
+
+
+def load_settings(cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
+    """Settings with CLI values on top, and where each value came from."""
+    given = {k: v for k, v in cli.items() if v is not None}
+    settings = Settings(**given)
+    file_values: dict[str, Any] = {}
+    path = config_file()
+    if path.is_file():
+        file_values = TomlConfigSettingsSource(Settings, toml_file=path)()
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        if name in given:
+            sources[name] = "command line"
+        elif f"NETSPY_{name.upper()}" in {k.upper() for k in os.environ}:
+            sources[name] = f"env NETSPY_{name.upper()}"
+        elif name in file_values:
+            sources[name] = f"file {path}"
+        else:
+            sources[name] = "default"
+    return settings, sources
+
+
+def describe_settings(settings: Settings, sources: dict[str, str]) -> str:
+    lines = [f"config file: {config_file()}" + ("" if config_file().is_file() else " (not present)")]
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown = "********"
+        else:
+            shown = "(unset)" if value is None else str(value)
+        lines.append(f"{name:<16} {shown:<40} {sources[name]}")
+    key = os.environ.get("OPENAI_API_KEY")
+    lines.append(f"{'OPENAI_API_KEY':<16} {('********' if key else '(unset)'):<40} env")
+    lines.append(f"{'OPENAI_BASE_URL':<16} {os.environ.get('OPENAI_BASE_URL', '(unset)'):<40} env")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Choosing and opening the telemetry source every front end reads from.
+
+* ``--server URL`` (or ``NETSPY_SERVER``): that eBPF server over HTTP, whatever state it is in.
+* otherwise, if ``http://localhost:8080`` answers ``/health``: that server.
+* otherwise long-running front ends (dashboard, REPL, MCP server, ``serve``) start the embedded
+  collector in-process; a one-shot ``--tool`` reads the history in ``--db`` if given, else explains
+  how to get data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from netspy_tui.config import DEFAULT_SERVER, Settings
+from netspy_tui.errors import NoData
+from netspy_tui.telemetry.client import HttpSource, probe
+from netspy_tui.telemetry.source import TelemetrySource
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["oneshot", "live", "serve"]
+
+
+def http_source(settings: Settings, url: str) -> HttpSource:
+    return HttpSource(
+        url,
+        connect_timeout=min(3.0, settings.timeout),
+        read_timeout=settings.timeout,
+        retries=settings.retries,
+        token=settings.token.get_secret_value() if settings.token else None,
+    )
+
+
+@asynccontextmanager
+async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[TelemetrySource]:
+    """Open the source for ``mode`` and close it (and any collector) on exit."""
+    wants_embedded = settings.replay is not None or settings.collector != "auto"
+    if mode != "serve" and (settings.server is not None or not wants_embedded):
+        url = settings.server
+        if url is None and await probe(DEFAULT_SERVER):
+            url = DEFAULT_SERVER
+            log.info("an eBPF server answers at %s; using it", url)
+        if url is not None:
+            source = http_source(settings, url)
+            try:
+                yield source
+            finally:
+                await source.aclose()
+            return
+    if mode == "oneshot" and settings.replay is None:
+        if settings.db is None:
+            raise NoData(
+                f"No eBPF server answers at {settings.server or DEFAULT_SERVER}, and a one-shot --tool "
+                "has not seen the past",
+                "start `netspy-tui serve` (as root) and retry, pass --db FILE with recorded history, "
+                "or open the live dashboard with `netspy-tui`",
+            )
+        async with _history_source(settings) as source:
+            yield source
+        return
+    async with _embedded_source(settings) as source:
+        yield source
+
+
+@asynccontextmanager
+async def _embedded_source(settings: Settings) -> AsyncIterator[TelemetrySource]:
+    from netspy_tui.telemetry.embedded import open_embedded
+
+    async with open_embedded(settings) as source:
+        yield source
+
+
+@asynccontextmanager
+async def _history_source(settings: Settings) -> AsyncIterator[TelemetrySource]:
+    from netspy_tui.telemetry.embedded import open_history
+
+    async with open_history(settings) as source:
+        yield source

@@ -1,0 +1,66 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from netspy_tui.commands import COMMAND_NAMES, help_text, parse_command
+from netspy_tui.errors import UsageError
+
+
+@pytest.mark.parametrize(
+    ("line", "tool", "args"),
+    [
+        ("summary --pid 1234 --duration 120", "get_network_summary", {"pid": 1234, "duration": 120}),
+        ("list --process curl --max-events 20", "list_connections", {"process_name": "curl", "max_events": 20}),
+        ("analyze --process nginx", "analyze_patterns", {"process_name": "nginx"}),
+        ('insights "curl made 5 connections"', "ai_insights", {"summary_text": "curl made 5 connections"}),
+        ("ask --pid 7 why so many refused", "contextual_analysis", {"pid": 7, "query": "why so many refused"}),
+        ("drops --max-events=5", "list_packet_drops", {"max_events": 5}),
+        ("top --duration 300", "list_processes", {"duration": 300}),
+        ("status", "server_status", {}),
+        ("LIST", "list_connections", {}),
+    ],
+)
+def test_seed_commands_map_to_tools(line, tool, args):
+    cmd = parse_command(line)
+    assert (cmd.action, cmd.tool, cmd.arguments) == ("tool", tool, args)
+
+
+@pytest.mark.parametrize(("line", "action"), [("help", "help"), ("tools", "tools"), ("quit", "quit"), ("exit", "quit")])
+def test_builtin_commands(line, action):
+    assert parse_command(line).action == action
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("frobnicate", "Unknown command 'frobnicate'"),
+        ("summary --pid abc", "--pid expects a whole number"),
+        ("summary --pid -3", "--pid must be a positive number"),
+        ("summary --pid 0", "--pid must be a positive number"),
+        ("summary --pid", "--pid needs a value"),
+        ("summary --max-events 3", "has no option --max-events"),
+        ("list curl", "Unexpected argument 'curl'"),
+        ('insights "unclosed', "close the quotes"),
+        ("insights", "needs text"),
+        ("help me", "takes no arguments"),
+        ("", "Empty command"),
+    ],
+)
+def test_mistakes_are_one_line_usage_errors(line, fragment):
+    with pytest.raises(UsageError) as info:
+        parse_command(line)
+    message = str(info.value)
+    assert fragment in message and "\n" not in message
+
+
+def test_help_lists_every_command():
+    text = help_text()
+    assert all(name in text for name in COMMAND_NAMES)
+
+
+@given(st.text(max_size=200))
+def test_parser_never_raises_anything_but_usage_errors(line):
+    try:
+        parse_command(line)
+    except UsageError as exc:
+        assert "\n" not in str(exc)

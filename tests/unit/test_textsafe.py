@@ -1,0 +1,35 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from netspy_tui.textsafe import clean, first_line
+
+
+def test_escapes_and_controls_become_visible():
+    assert clean("a\x1b[2Jb") == "a\\x1b[2Jb"
+    assert clean("evil\u202ename") == "evil\\u202ename"
+    assert clean("tab\there") == "tab\\x09here"
+
+
+def test_markup_is_left_as_literal_text():
+    # clean() does not interpret markup; the TUI wraps the result in Text so it never is.
+    assert clean("[bold red]x[/]") == "[bold red]x[/]"
+
+
+def test_long_values_end_with_ellipsis():
+    out = clean("x" * 10_000, 50)
+    assert len(out) == 50 and out.endswith("…")
+
+
+def test_invalid_utf8_bytes_are_escaped():
+    assert clean(b"ok\xff") == "ok\\xff"
+
+
+def test_first_line_of_error_bodies():
+    assert first_line(b"\n  System not initialized\nmore") == "System not initialized"
+
+
+@given(st.text())
+def test_clean_output_has_no_control_characters(text):
+    out = clean(text, None)
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in out)
+    assert "\u202e" not in out and "\u2066" not in out
