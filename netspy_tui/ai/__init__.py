@@ -1,0 +1,63 @@
+"""The AI layer: streamed explanations from any OpenAI-compatible server, and a local fallback.
+
+No Textual, no MCP: tools arrive as :class:`ToolSpec` plus a :data:`ToolCaller` callback. Importing
+this package does not import ``openai`` (that happens on the first request).
+
+Typical use::
+
+    settings = AISettings.from_env(model=args.model)
+    if settings.configured:
+        async for event in stream_explanation(settings, "curl (pid 42)", context):
+            ...  # TextDelta / ToolCallStarted / ToolCallFinished / Finished
+    else:
+        markdown = rule_based_explanation("curl (pid 42)", context)
+"""
+
+from netspy_tui.ai.context import ExplanationContext, build_context, parse_context
+from netspy_tui.ai.insights import (
+    available_models,
+    collect,
+    format_call,
+    map_error,
+    stream_answer,
+    stream_explanation,
+    stream_summary_insight,
+)
+from netspy_tui.ai.rules import rule_based_explanation
+from netspy_tui.ai.settings import DEFAULT_MODEL, AISettings
+from netspy_tui.ai.types import (
+    AIStreamError,
+    Finished,
+    StreamEvent,
+    TextDelta,
+    ToolCaller,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolOutput,
+    ToolSpec,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "AISettings",
+    "AIStreamError",
+    "ExplanationContext",
+    "Finished",
+    "StreamEvent",
+    "TextDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolCaller",
+    "ToolOutput",
+    "ToolSpec",
+    "available_models",
+    "build_context",
+    "collect",
+    "format_call",
+    "map_error",
+    "parse_context",
+    "rule_based_explanation",
+    "stream_answer",
+    "stream_explanation",
+    "stream_summary_insight",
+]

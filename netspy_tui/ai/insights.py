@@ -1,0 +1,450 @@
+"""Streaming AI explanations over any OpenAI-compatible chat-completions server.
+
+Every public stream is an async generator of :data:`~netspy_tui.ai.types.StreamEvent`: text
+fragments as they arrive, tool-call start/finish markers, and one final :class:`Finished`. Failures
+are raised as :class:`netspy_tui.errors.AIError` with a one-line message; once text has been
+yielded they are :class:`AIStreamError` carrying ``partial_text``.
+
+The ``openai`` package is imported lazily, so importing :mod:`netspy_tui.ai` stays cheap for the
+CLI paths that never ask a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from netspy_tui.ai import prompts
+from netspy_tui.ai.settings import ENV_BASE_URL, ENV_MAX_TOOL_ROUNDS, ENV_TIMEOUT, NOT_CONFIGURED_HINT, AISettings
+from netspy_tui.ai.types import (
+    AIStreamError,
+    Finished,
+    StreamEvent,
+    TextDelta,
+    ToolCaller,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolOutput,
+    ToolSpec,
+)
+from netspy_tui.errors import AIError
+from netspy_tui.textsafe import clean, first_line
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+log = logging.getLogger(__name__)
+
+_KEYLIKE = re.compile(r"\b(sk|key|pk|rk)-[A-Za-z0-9_\-*.]{4,}")
+
+
+# --- client and errors -------------------------------------------------------------------
+
+
+def _require_configured(settings: AISettings) -> None:
+    if not settings.configured:
+        raise AIError("No AI model is configured", NOT_CONFIGURED_HINT)
+
+
+def _client(settings: AISettings) -> AsyncOpenAI:
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(
+        api_key=settings.key_for_client(),
+        base_url=settings.effective_base_url,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+    )
+
+
+def _scrub(text: str, settings: AISettings) -> str:
+    """``text`` without the API key (or anything shaped like one)."""
+    if settings.api_key is not None:
+        secret = settings.api_key.get_secret_value()
+        if secret:
+            text = text.replace(secret, "***")
+    return _KEYLIKE.sub(lambda m: f"{m.group(1)}-***", text)
+
+
+def _server_message(exc: Exception, settings: AISettings) -> str:
+    """The server's own error message, one line, cleaned, without the key."""
+    body = getattr(exc, "body", None)
+    message: object = None
+    if isinstance(body, dict):
+        message = body.get("message")
+        if message is None and isinstance(body.get("error"), dict):
+            message = body["error"].get("message")
+        if message is None and isinstance(body.get("error"), str):
+            message = body["error"]
+    if not message:
+        message = getattr(exc, "message", None) or str(exc)
+    text = re.sub(r"^Error code: \d+ - ", "", str(message))
+    return _scrub(first_line(text, 200), settings)
+
+
+def _error_code(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    return str(code) if code else ""
+
+
+def _connect_reason(exc: BaseException) -> str | None:
+    """Why a connection failed, from the exception chain: refused, DNS, or the OS message."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    reason: str | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, socket.gaierror):
+            return "host name could not be resolved"
+        if isinstance(current, OSError) and reason is None and str(current):
+            reason = str(current)
+        text = str(current)
+        if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo failed" in text:
+            return "host name could not be resolved"
+        if "Connection refused" in text:
+            return "connection refused"
+        current = current.__cause__ or current.__context__
+    return reason
+
+
+def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", started: bool = False) -> AIError:
+    """One-line :class:`AIError` for an exception raised while talking to the model.
+
+    ``started`` means the response had begun streaming; ``partial_text`` is what was yielded so far.
+    The key never appears in the result, even when the server echoes it.
+    """
+    import openai
+
+    url = settings.display_url
+    kept = "; the text so far is kept" if partial_text else ""
+
+    def err(message: str, hint: str) -> AIError:
+        return AIStreamError(message, hint, partial_text=partial_text)
+
+    if isinstance(exc, openai.APITimeoutError):
+        if started:
+            return err(f"The AI stream from {url} stalled for more than {settings.timeout:g} s{kept}",
+                       f"try again, or raise {ENV_TIMEOUT}")
+        return err(f"The AI server at {url} did not answer within {settings.timeout:g} s",
+                   f"check that it is running and not overloaded, or raise {ENV_TIMEOUT}")
+    if isinstance(exc, openai.APIConnectionError):
+        if started:
+            return err(f"The AI stream from {url} ended early{kept or ' before any text arrived'}", "try again")
+        reason = _connect_reason(exc)
+        if reason == "host name could not be resolved":
+            return err(f"Could not reach the AI server at {url}: the host name could not be resolved",
+                       f"check {ENV_BASE_URL} and the network")
+        detail = f": {clean(reason, 120)}" if reason else ""
+        return err(f"Could not connect to the AI server at {url}{detail}",
+                   f"start the server or fix {ENV_BASE_URL}")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        code = _error_code(exc)
+        if isinstance(exc, openai.AuthenticationError) or status == 401:
+            # The server's text is left out on purpose: OpenAI echoes part of the key in it.
+            if settings.api_key is None:
+                return err(f"The AI server at {url} requires an API key (HTTP 401)", "set OPENAI_API_KEY")
+            return err(f"The AI server at {url} rejected the API key (HTTP 401)",
+                       "check OPENAI_API_KEY (is it current, and for this server?)")
+        message = _server_message(exc, settings)
+        if status == 403:
+            return err(f"The AI server at {url} refused access (HTTP 403): {message}",
+                       "check the key's permissions and the model's availability for your account")
+        if status == 429:
+            if code == "insufficient_quota" or "quota" in message.lower():
+                return err(f"The AI account has no quota left at {url} (HTTP 429): {message}",
+                           "check the plan and billing, or use another key")
+            return err(f"The AI server at {url} is rate limiting requests (HTTP 429): {message}",
+                       "wait a minute and try again")
+        if status == 404:
+            if code == "model_not_found" or "model" in message.lower():
+                return err(f"Model '{clean(settings.model, 80)}' was not found at {url} (HTTP 404)",
+                           "choose an available model with --model or NETSPY_MODEL")
+            return err(f"The AI server at {url} has no chat completions endpoint (HTTP 404)",
+                       f"check {ENV_BASE_URL}; OpenAI-compatible servers usually end in /v1")
+        if status >= 500:
+            return err(f"The AI server at {url} failed (HTTP {status}): {message}", "try again later")
+        if status == 400:
+            return err(f"The AI server at {url} rejected the request (HTTP 400): {message}",
+                       "check that the model supports chat and tool calls, or try another model")
+        return err(f"The AI server at {url} answered HTTP {status}: {message}", "check the server and the settings")
+    if isinstance(exc, openai.APIError):
+        # An error event inside an otherwise healthy stream.
+        message = _server_message(exc, settings)
+        return err(f"The AI server reported an error mid-stream: {message}{kept}", "try again")
+    if isinstance(exc, json.JSONDecodeError | ValueError):
+        return err(f"The AI server at {url} sent a malformed stream{kept}",
+                   "check that it is an OpenAI-compatible chat completions server")
+    message = _scrub(first_line(str(exc), 200), settings)
+    return err(f"The AI request to {url} failed: {message or type(exc).__name__}{kept}", "try again")
+
+
+# --- one streamed completion --------------------------------------------------------------
+
+
+@dataclass
+class _PendingCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
+class _Round:
+    """What one streamed completion produced."""
+
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, _PendingCall] = field(default_factory=dict)
+    finish_reason: str | None = None
+    model: str | None = None
+
+
+def _add_fragment(rnd: _Round, index: int | None, call_id: str | None, name: str | None, args: str | None) -> None:
+    """Join one ``delta.tool_calls[i]`` fragment into the call it belongs to (by index, else by id)."""
+    if index is None:
+        by_id = [i for i, c in rnd.calls.items() if call_id and c.id == call_id]
+        if by_id:
+            index = by_id[0]
+        elif call_id or not rnd.calls:
+            index = len(rnd.calls)
+        else:
+            index = max(rnd.calls)
+    pending = rnd.calls.setdefault(index, _PendingCall())
+    if call_id and not pending.id:
+        pending.id = call_id
+    if name:
+        if not pending.name or name.startswith(pending.name):
+            pending.name = name  # first fragment, or a server that repeats the name cumulatively
+        elif name != pending.name:
+            pending.name += name  # a name split across chunks
+    if args:
+        pending.arguments += args
+
+
+async def _stream_round(
+    client: AsyncOpenAI,
+    settings: AISettings,
+    messages: list[dict[str, Any]],
+    tools: list[ToolSpec],
+    rnd: _Round,
+    text_so_far: list[str],
+) -> AsyncIterator[TextDelta]:
+    """Stream one completion: yield its text, collect tool calls and finish reason into ``rnd``."""
+    request: dict[str, Any] = {"model": settings.model, "messages": messages, "stream": True}
+    if tools:
+        request["tools"] = [t.to_openai() for t in tools]
+    log.debug("AI request: model=%s url=%s messages=%d tools=%d", settings.model, settings.display_url,
+              len(messages), len(tools))
+    started = False
+    try:
+        stream = await client.chat.completions.create(**request)
+        started = True
+        async with stream:
+            async for chunk in stream:
+                if chunk.model:
+                    rnd.model = chunk.model
+                for choice in chunk.choices or []:
+                    if choice.index not in (0, None):
+                        continue
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        rnd.text.append(delta.content)
+                        text_so_far.append(delta.content)
+                        yield TextDelta(delta.content)
+                    for tc in (delta.tool_calls if delta is not None else None) or []:
+                        fn = tc.function
+                        _add_fragment(rnd, tc.index, tc.id, fn.name if fn else None, fn.arguments if fn else None)
+                    if choice.finish_reason:
+                        rnd.finish_reason = choice.finish_reason
+    except Exception as exc:
+        import openai
+
+        if not isinstance(exc, openai.OpenAIError | json.JSONDecodeError):
+            raise
+        log.debug("AI request failed: %s (started=%s)", type(exc).__name__, started)
+        raise map_error(exc, settings, partial_text="".join(text_so_far), started=started) from None
+    if rnd.finish_reason is None:
+        # The body ended cleanly but without a final chunk: a proxy or server cut it short.
+        log.debug("AI stream ended without finish_reason")
+        partial = "".join(text_so_far)
+        kept = "; the text so far is kept" if partial else " before any text arrived"
+        raise AIStreamError(f"The AI stream from {settings.display_url} ended early{kept}", "try again",
+                            partial_text=partial)
+    log.debug("AI response: finish_reason=%s tool_calls=%d chars=%d", rnd.finish_reason, len(rnd.calls),
+              sum(len(t) for t in rnd.text))
+
+
+# --- tool calls ---------------------------------------------------------------------------
+
+
+def _parse_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
+    """(arguments, None) or ({}, why they are unusable)."""
+    if not raw.strip():
+        return {}, None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return {}, f"the arguments are not valid JSON ({exc.msg} at character {exc.pos}): {clean(raw, 200)}"
+    if not isinstance(value, dict):
+        return {}, f"the arguments must be a JSON object, not {type(value).__name__}"
+    return value, None
+
+
+def format_call(name: str, arguments: dict[str, Any]) -> str:
+    """``list_connections({"pid": 42})``, as recorded in ``Finished.tool_calls``."""
+    return f"{name}({json.dumps(arguments, ensure_ascii=False, sort_keys=True)})"
+
+
+def _summary_line(output: ToolOutput) -> str:
+    line = first_line(output.text, 160)
+    if line:
+        return line
+    return "failed" if output.is_error else "ok"
+
+
+async def _run_tool(
+    name: str, arguments: dict[str, Any], problem: str | None, specs: dict[str, ToolSpec], call_tool: ToolCaller
+) -> ToolOutput:
+    if problem is not None:
+        return ToolOutput(text=f"Tool call {name} not run: {problem}. Call it again with a JSON object.",
+                          is_error=True)
+    if name not in specs:
+        offered = ", ".join(sorted(specs)) or "none"
+        return ToolOutput(text=f"There is no tool named {clean(name, 64)!r}. Available tools: {offered}.",
+                          is_error=True)
+    try:
+        return await call_tool(name, arguments)
+    except Exception as exc:  # the tool's failure is the model's business, not a crash
+        log.debug("tool %s raised %s", name, type(exc).__name__)
+        message = first_line(str(exc), 300) or type(exc).__name__
+        return ToolOutput(text=f"Tool {name} failed: {message}", is_error=True)
+
+
+# --- public streams -----------------------------------------------------------------------
+
+
+async def _converse(
+    settings: AISettings,
+    messages: list[dict[str, Any]],
+    tools: list[ToolSpec],
+    call_tool: ToolCaller | None,
+) -> AsyncIterator[StreamEvent]:
+    """The chat loop: stream, run requested tools, feed results back, until the model answers."""
+    _require_configured(settings)
+    specs = {t.name: t for t in tools}
+    text: list[str] = []
+    calls_made: list[str] = []
+    model = settings.model
+    rounds = 0
+    async with _client(settings) as client:
+        while True:
+            budget_left = bool(tools) and call_tool is not None and rounds < settings.max_tool_rounds
+            if tools and call_tool is not None and not budget_left and rounds:
+                messages.append({"role": "user", "content": prompts.TOOL_BUDGET_SPENT})
+            rnd = _Round()
+            async for delta in _stream_round(client, settings, messages, tools if budget_left else [], rnd, text):
+                yield delta
+            model = rnd.model or model
+            if not rnd.calls:
+                break
+            if not budget_left:
+                if rounds:
+                    note = (f"_Stopped after {rounds} rounds of tool calls: the model still asked for more data "
+                            f"(limit {settings.max_tool_rounds}, set by {ENV_MAX_TOOL_ROUNDS}). "
+                            "The answer may be incomplete._")
+                else:
+                    note = "_The model asked to call tools, but none are available here. The answer may be incomplete._"
+                note = ("\n\n" if text else "") + note
+                text.append(note)
+                yield TextDelta(note)
+                break
+            assert call_tool is not None
+            rounds += 1
+            ordered = [rnd.calls[i] for i in sorted(rnd.calls)]
+            parsed = [_parse_arguments(c.arguments) for c in ordered]
+            for n, call in enumerate(ordered):
+                call.id = call.id or f"call_{rounds}_{n}"
+                call.name = call.name or "unnamed_tool"
+            messages.append({
+                # "content" must be a string: llama.cpp-based servers answer 500 to null or missing.
+                "role": "assistant",
+                "content": "".join(rnd.text),
+                "tool_calls": [
+                    {"id": c.id, "type": "function",
+                     "function": {"name": c.name, "arguments": json.dumps(args) if problem is None else "{}"}}
+                    for c, (args, problem) in zip(ordered, parsed, strict=True)
+                ],
+            })
+            for call, (args, problem) in zip(ordered, parsed, strict=True):
+                yield ToolCallStarted(call.name, args)
+                calls_made.append(format_call(call.name, args))
+                output = await _run_tool(call.name, args, problem, specs, call_tool)
+                yield ToolCallFinished(call.name, output.is_error, _summary_line(output))
+                messages.append({
+                    "role": "tool",
+                    "tool_call_id": call.id,
+                    "content": prompts.tool_result_content(call.name, output.text, output.data, output.is_error),
+                })
+    yield Finished(model=model, text="".join(text), tool_calls=calls_made)
+
+
+def stream_explanation(settings: AISettings, subject: str, context: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+    """Explain one process's recent network behaviour from ``context`` (see :mod:`netspy_tui.ai.context`).
+
+    ``subject`` names the process (e.g. ``curl (pid 1234)``); it is untrusted and goes into the data block.
+    """
+    return _converse(settings, prompts.explanation_messages(subject, context), [], None)
+
+
+def stream_answer(
+    settings: AISettings,
+    question: str,
+    tools: list[ToolSpec],
+    call_tool: ToolCaller,
+    context: dict[str, Any] | None = None,
+) -> AsyncIterator[StreamEvent]:
+    """Answer a free-form ``question``; the model may call ``tools`` through ``call_tool``.
+
+    At most ``settings.max_tool_rounds`` rounds of tool calls; then the model is asked to answer
+    without tools. ``context`` (what the user is looking at: pid, window, ...) is sent as data.
+    """
+    return _converse(settings, prompts.question_messages(question, context), list(tools), call_tool)
+
+
+def stream_summary_insight(settings: AISettings, summary_text: str) -> AsyncIterator[StreamEvent]:
+    """Insights into a summary text: the seed-compatible ``ai_insights(summary_text)`` tool."""
+    return _converse(settings, prompts.summary_messages(summary_text), [], None)
+
+
+async def collect(stream: AsyncIterator[StreamEvent]) -> Finished:
+    """Drain ``stream`` and return its :class:`Finished` (errors propagate as :class:`AIError`)."""
+    finished: Finished | None = None
+    async with aclosing(stream) as events:  # type: ignore[type-var]
+        async for event in events:
+            if isinstance(event, Finished):
+                finished = event
+    if finished is None:
+        raise AIError("The AI stream ended without an answer", "try again")
+    return finished
+
+
+async def available_models(settings: AISettings) -> list[str]:
+    """Model names the server offers (``GET /models``), sorted; errors as :class:`AIError`."""
+    _require_configured(settings)
+    import openai
+
+    async with _client(settings) as client:
+        try:
+            page = await client.models.list()
+            names = [m.id async for m in page]
+        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            raise map_error(exc, settings) from None
+    return sorted(names)
