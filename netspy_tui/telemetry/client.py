@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -53,6 +54,21 @@ NO_SERVER_HINT = (
     "start the eBPF server (or `netspy-tui serve`), check --server / NETSPY_SERVER, "
     "or run without --server to use the embedded collector"
 )
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """``connection refused`` / ``name not resolved`` / the OS's words, from the exception chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(seen, OSError) and seen.strerror:
+            return clean(seen.strerror.lower(), 80)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return "connection refused" if "refused" in text.lower() else clean(text or "cannot connect", 120)
 
 
 class HttpSource:
@@ -101,8 +117,7 @@ class HttpSource:
                     attempt += 1
                     await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
-                text = str(exc) or "cannot connect"
-                reason = "connection refused" if "refused" in text.lower() else clean(text, 120)
+                reason = _connect_reason(exc)
                 raise ServerUnavailable(
                     f"Cannot reach the eBPF server at {self.base_url} ({reason})", NO_SERVER_HINT
                 ) from None

@@ -40,7 +40,7 @@ def test_builtin_commands(line, action):
         ("summary --pid", "--pid needs a value"),
         ("summary --max-events 3", "has no option --max-events"),
         ("list curl", "Unexpected argument 'curl'"),
-        ('insights "unclosed', "close the quotes"),
+        ('insights "unclosed', "Close the quotes"),
         ("insights", "needs text"),
         ("help me", "takes no arguments"),
         ("", "Empty command"),
