@@ -245,6 +245,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeOpenAI/1.0"
 
+    def setup(self) -> None:
+        super().setup()
+        # Many small SSE writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per chunk.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     @property
     def fake(self) -> FakeOpenAI:
         return self.server.fake  # type: ignore[attr-defined, no-any-return]
