@@ -85,7 +85,7 @@ def _server_message(exc: Exception, settings: AISettings) -> str:
     if not message:
         message = getattr(exc, "message", None) or str(exc)
     text = re.sub(r"^Error code: \d+ - ", "", str(message))
-    return _scrub(first_line(text, 200), settings)
+    return _scrub(first_line(text, 200), settings).rstrip(" .,;:")
 
 
 def _error_code(exc: Exception) -> str:
