@@ -157,8 +157,8 @@ def _settings(ns: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise UsageError(f"invalid setting {loc}: {err['msg']}", "check the flag, NETSPY_* variables and the config file"
-                         ) from None
+        raise UsageError(f"invalid setting {loc}: {err['msg']}",
+                         "check the flag, NETSPY_* variables and the config file") from None
 
 
 async def _run_tool(ns: argparse.Namespace, settings: Any) -> int:
@@ -167,12 +167,45 @@ async def _run_tool(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
 
     arguments = tool_arguments(ns)
+    if ns.tool == "ai_insights" and not ns.json:
+        return await _stream_ai(ns, None, arguments)
     async with open_source(settings, "oneshot") as source, open_gateway(source, insight_hook(ns.model)) as gw:
+        if ns.tool == "contextual_analysis" and not ns.json:
+            return await _stream_ai(ns, gw, arguments)
         result = await gw.call(ns.tool, arguments)
     if result.is_error:
         sys.stderr.write(f"netspy-tui: {result.text}\n")
         return 1
     sys.stdout.write((result.json() if ns.json else result.text) + "\n")
+    return 0
+
+
+async def _stream_ai(ns: argparse.Namespace, gateway: Any, arguments: dict[str, Any]) -> int:
+    """Stream an AI answer to stdout as it is written; tool calls are noted on stderr."""
+    from netspy_tui.ai import TextDelta, ToolCallFinished, ToolCallStarted, format_call, stream_summary_insight
+    from netspy_tui.mcp_tools.ai_bridge import ai_settings, require_configured, stream_question
+    from netspy_tui.textsafe import clean
+
+    settings = ai_settings(ns.model)
+    require_configured(settings)
+    if gateway is None:
+        stream = stream_summary_insight(settings, arguments["summary_text"])
+    else:
+        context = {k: v for k, v in arguments.items() if k != "query"}
+        stream = stream_question(gateway, settings, arguments["query"], context or None)
+    ended_with_newline = True
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            text = clean(event.text, None, keep_newlines=True)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            ended_with_newline = text.endswith("\n") if text else ended_with_newline
+        elif isinstance(event, ToolCallStarted):
+            sys.stderr.write(f"[calling {clean(format_call(event.name, event.arguments), 200)}]\n")
+        elif isinstance(event, ToolCallFinished) and event.is_error:
+            sys.stderr.write(f"[{clean(event.name, 40)} failed: {clean(event.summary, 200)}]\n")
+    if not ended_with_newline:
+        sys.stdout.write("\n")
     return 0
 
 
@@ -217,15 +250,14 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
 
 
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks, insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import insight_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
     from netspy_tui.tui.app import run_dashboard
 
     async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ns.model)) as gw:
         info = await source.info()
-        return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
-                                   ai=dashboard_hooks(gw, ns.model))
+        return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

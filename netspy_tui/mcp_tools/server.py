@@ -60,8 +60,8 @@ Since = Annotated[
     ),
 ]
 
-#: Signature of the AI hook: (tool name, arguments) -> Insight. Installed by netspy_tui.ai.
-InsightHook = Callable[[str, dict[str, Any]], Awaitable[Insight]]
+#: The AI tools' implementation: (source, tool name, arguments) -> Insight (see mcp_tools.ai_bridge).
+InsightHook = Callable[[TelemetrySource, str, dict[str, Any]], Awaitable[Insight]]
 
 
 @dataclass
@@ -323,5 +323,5 @@ async def _insight(ctx: Context[ToolContext, Any], name: str, args: dict[str, An
     tc = _ctx(ctx)
     if tc.insight is None:
         raise ToolError("AI is not available in this server.")
-    result = await tc.insight(name, args)
+    result = await tc.insight(tc.source, name, args)
     return _result(result, result.text)

@@ -1,0 +1,138 @@
+"""Wiring between the AI layer (netspy_tui.ai, which knows nothing of MCP) and the MCP tools.
+
+* :func:`insight_hook` answers the ``ai_insights`` and ``contextual_analysis`` tools.
+* :func:`data_tools` / :func:`tool_caller` offer the model the read-only data tools through an
+  MCP client session (the internal gateway), so every figure the model sees came through MCP.
+* :func:`stream_question` and :func:`stream_process_explanation` are the streaming forms the CLI
+  and the dashboard use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from netspy_tui.ai import (
+    AISettings,
+    StreamEvent,
+    ToolCaller,
+    ToolOutput,
+    ToolSpec,
+    build_context,
+    collect,
+    rule_based_explanation,
+    stream_answer,
+    stream_explanation,
+    stream_summary_insight,
+)
+from netspy_tui.errors import AIError, NetspyError
+from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
+from netspy_tui.mcp_tools.schemas import Insight
+from netspy_tui.mcp_tools.server import InsightHook
+from netspy_tui.telemetry.source import TelemetrySource
+
+#: Tools that only read telemetry: the ones a model may call.
+DATA_TOOLS = (
+    "get_network_summary",
+    "list_connections",
+    "analyze_patterns",
+    "get_packet_drop_summary",
+    "list_packet_drops",
+    "analyze_packet_drops",
+    "list_processes",
+    "server_status",
+)
+
+NOT_CONFIGURED_HINT = (
+    "set OPENAI_API_KEY, or OPENAI_BASE_URL for a local OpenAI-compatible server (Ollama, llama.cpp, vLLM)"
+)
+
+
+def ai_settings(model: str | None = None) -> AISettings:
+    return AISettings.from_env(model=model)
+
+
+def require_configured(settings: AISettings) -> None:
+    if not settings.configured:
+        raise AIError("No AI model is configured", NOT_CONFIGURED_HINT)
+
+
+async def data_tools(gateway: Gateway) -> list[ToolSpec]:
+    tools = await gateway.list_tools()
+    return [
+        ToolSpec(name=t.name, description=t.description or "", parameters=dict(t.input_schema))
+        for t in tools
+        if t.name in DATA_TOOLS
+    ]
+
+
+def tool_caller(gateway: Gateway) -> ToolCaller:
+    async def call(name: str, arguments: dict[str, Any]) -> ToolOutput:
+        if name not in DATA_TOOLS:
+            return ToolOutput(text=f"Tool {name} is not available to the model.", is_error=True)
+        result = await gateway.call(name, arguments)
+        return ToolOutput(text=result.text, data=result.data, is_error=result.is_error)
+
+    return call
+
+
+async def stream_question(gateway: Gateway, settings: AISettings, question: str,
+                          context: dict[str, Any] | None = None) -> AsyncIterator[StreamEvent]:
+    """A free-form question; the model reads data through the gateway's tools."""
+    require_configured(settings)
+    tools = await data_tools(gateway)
+    async for event in stream_answer(settings, question, tools, tool_caller(gateway), context):
+        yield event
+
+
+def subject_name(pid: int | None, command: str | None) -> str:
+    if command and pid:
+        return f"{command} (pid {pid})"
+    return command or (f"pid {pid}" if pid else "all processes")
+
+
+async def explanation_context(gateway: Gateway, pid: int | None, command: str | None, window: int
+                              ) -> dict[str, Any]:
+    """Summary, pattern analysis, recent events and drops of one process, all via MCP tools."""
+    summary = await gateway.summary(pid=pid, process_name=command, duration=window)
+    patterns = await gateway.patterns(pid=pid, process_name=command, duration=window)
+    recent = await gateway.connections(pid=pid, process_name=command, max_events=30)
+    try:
+        drops = await gateway.drop_patterns(pid=pid, process_name=command, duration=window)
+    except NetspyError:
+        drops = None  # a seed-generation server has no packet-drop endpoints
+    return build_context(pid=pid, command=command, summary=summary, patterns=patterns, recent=recent,
+                         packet_drops=drops)
+
+
+async def stream_process_explanation(gateway: Gateway, settings: AISettings, pid: int | None, command: str | None,
+                                     window: int) -> AsyncIterator[StreamEvent]:
+    """Explain one process: streamed from the model, or the local rule-based text when none is configured."""
+    from netspy_tui.ai import Finished, TextDelta
+
+    context = await explanation_context(gateway, pid, command, window)
+    subject = subject_name(pid, command)
+    if not settings.configured:
+        text = rule_based_explanation(subject, context)
+        yield TextDelta(text)
+        yield Finished(model="rules", text=text)
+        return
+    async for event in stream_explanation(settings, subject, context):
+        yield event
+
+
+def insight_hook(model: str | None = None) -> InsightHook:
+    """The AI tools' implementation for :func:`netspy_tui.mcp_tools.server.create_server`."""
+
+    async def hook(source: TelemetrySource, name: str, args: dict[str, Any]) -> Insight:
+        settings = ai_settings(model)
+        require_configured(settings)
+        if name == "ai_insights":
+            finished = await collect(stream_summary_insight(settings, args["summary_text"]))
+        else:
+            context = {k: args.get(k) for k in ("pid", "process_name", "duration") if args.get(k) is not None}
+            async with open_gateway(source) as gateway:
+                finished = await collect(stream_question(gateway, settings, args["query"], context or None))
+        return Insight(text=finished.text, model=finished.model, engine="openai", tool_calls=finished.tool_calls)
+
+    return hook

@@ -1,0 +1,113 @@
+"""`netspy-tui --tool ...` as a subprocess against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.factories import connection_json, drop_json
+from tests.fake_ebpf_server import FakeEbpfServer
+
+
+@pytest.fixture
+def server():
+    events = [
+        connection_json(pid=4242, command="curl", ip="93.184.216.34", port=443, ago=5 + i) for i in range(5)
+    ] + [connection_json(pid=7, command="nginx", ip="10.0.0.2", port=5432, ago=3), drop_json(ago=2)]
+    with FakeEbpfServer("current", events=events) as srv:
+        yield srv
+
+
+def test_summary_prints_the_seed_line(run_cli, server):
+    out = run_cli("--tool", "get_network_summary", "--process", "curl", "--server", server.url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "Process 'curl' made 5 outbound connection attempts over the last 60 seconds"
+
+
+def test_server_from_env_and_json_output(run_cli, server):
+    out = run_cli("--tool", "list_connections", "--pid", "4242", "--max-events", "2", "--json",
+                  env={"NETSPY_SERVER": server.url})
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["tool"] == "list_connections" and not doc["is_error"]
+    assert doc["data"]["returned"] == 2 and doc["data"]["total_count"] == 5
+    assert doc["data"]["events"][0]["pid"] == 4242
+
+
+@pytest.mark.parametrize(
+    ("tool", "extra", "expect"),
+    [
+        ("analyze_patterns", ["--process", "curl"], "Top destinations: 93.184.216.34:443 5"),
+        ("get_packet_drop_summary", [], "All processes had 1 packet drop over the last 60 seconds"),
+        ("list_packet_drops", [], "TCP_DROP"),
+        ("list_processes", ["--duration", "120"], "curl"),
+        ("server_status", [], "Source: ebpf-server at"),
+        ("analyze_packet_drops", [], "Drop reasons: TCP_DROP 1"),
+    ],
+)
+def test_each_data_tool(run_cli, server, tool, extra, expect):
+    out = run_cli("--tool", tool, *extra, "--server", server.url)
+    assert out.returncode == 0, out.stderr
+    assert expect in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--tool", "get_network_summary", "--pid", "-1"], "argument --pid: must be greater than 0"),
+        (["--tool", "get_network_summary", "--pid", "abc"], "expected a whole number, got 'abc'"),
+        (["--tool", "get_network_summary", "--duration", "0"], "argument --duration: must be greater than 0"),
+        (["--tool", "list_connections", "--max-events", "1e9"], "expected a whole number"),
+        (["--tool", "no_such_tool"], "argument --tool: invalid choice: 'no_such_tool'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--tool", "ai_insights"], "--tool ai_insights needs --summary-text TEXT"),
+        (["--tool", "get_network_summary", "--duration", "99999999"], "duration must be <= 604800"),
+    ],
+)
+def test_bad_flags_are_one_line_with_exit_2(run_cli, server, args, fragment):
+    out = run_cli(*args, "--server", server.url)
+    if "duration must be" in fragment:  # range checked by the tool's schema: exit 1, one line
+        assert out.returncode == 1
+    else:
+        assert out.returncode == 2
+    assert fragment in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_unreachable_server_is_one_line_exit_1(run_cli):
+    srv = FakeEbpfServer().start()
+    url = srv.url
+    srv.stop()
+    out = run_cli("--tool", "get_network_summary", "--server", url)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"netspy-tui: Cannot reach the eBPF server at {url} (connection refused)")
+    assert out.stderr.count("\n") == 1
+
+
+def test_server_errors_are_one_line_exit_1(run_cli, server):
+    server.fail_with(500, "boom")
+    out = run_cli("--tool", "get_network_summary", "--server", server.url)
+    assert out.returncode == 1 and "answered 500" in out.stderr and "boom" in out.stderr
+    assert out.stderr.count("\n") == 1
+
+
+def test_ai_insights_without_a_key_says_how_to_set_one(run_cli):
+    out = run_cli("--tool", "ai_insights", "--summary-text", "curl made 5 connections")
+    assert out.returncode == 1
+    assert "No AI model is configured" in out.stderr and "OPENAI_API_KEY" in out.stderr
+
+
+def test_show_config_masks_secrets(run_cli):
+    out = run_cli("--show-config", "--server", "http://x:1", env={"NETSPY_TOKEN": "tok-123456", "OPENAI_API_KEY": "sk-abcdef"})
+    assert out.returncode == 0
+    assert "tok-123456" not in out.stdout and "sk-abcdef" not in out.stdout
+    assert "command line" in out.stdout and "env NETSPY_TOKEN" in out.stdout
+
+
+def test_verbose_never_logs_the_token(run_cli, server):
+    out = run_cli("--tool", "list_connections", "--server", server.url, "--token", "tok-verysecret", "--verbose")
+    assert out.returncode == 0
+    assert "tok-verysecret" not in out.stdout + out.stderr
+    assert server.requests[-1].headers["authorization"] == "Bearer tok-verysecret"
