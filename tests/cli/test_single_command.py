@@ -100,7 +100,8 @@ def test_ai_insights_without_a_key_says_how_to_set_one(run_cli):
 
 
 def test_show_config_masks_secrets(run_cli):
-    out = run_cli("--show-config", "--server", "http://x:1", env={"NETSPY_TOKEN": "tok-123456", "OPENAI_API_KEY": "sk-abcdef"})
+    secrets = {"NETSPY_TOKEN": "tok-123456", "OPENAI_API_KEY": "sk-abcdef"}
+    out = run_cli("--show-config", "--server", "http://x:1", env=secrets)
     assert out.returncode == 0
     assert "tok-123456" not in out.stdout and "sk-abcdef" not in out.stdout
     assert "command line" in out.stdout and "env NETSPY_TOKEN" in out.stdout

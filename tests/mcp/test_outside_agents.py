@@ -70,11 +70,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_streamable_http_serves_the_same_tools(server):
+@pytest.fixture
+def mcp_http(server):
+    """`netspy-tui mcp --http` as a subprocess on a free port, stopped after the test."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "netspy_tui", "mcp", "--http", "--port", str(port), "--server", server.url],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
@@ -86,11 +88,15 @@ async def test_streamable_http_serves_the_same_tools(server):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise AssertionError("MCP HTTP server did not start") from None
                 time.sleep(0.1)
-        async with Client(f"http://127.0.0.1:{port}/mcp") as client:
-            names = {t.name for t in (await client.list_tools()).tools}
-            result = await client.call_tool("get_network_summary", {"process_name": "curl"})
-        assert names == EXPECTED_TOOLS
-        assert "made 1 outbound connection attempt" in result.content[0].text
+        yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_streamable_http_serves_the_same_tools(mcp_http):
+    async with Client(mcp_http) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        result = await client.call_tool("get_network_summary", {"process_name": "curl"})
+    assert names == EXPECTED_TOOLS
+    assert "made 1 outbound connection attempt" in result.content[0].text
