@@ -94,9 +94,9 @@ def _who(ctx: ParsedContext) -> str:
     return "all processes"
 
 
-def _bursts(events: list[ConnectionEvent]) -> list[str]:
-    """Lines about refused / unreachable bursts among ``events``."""
-    lines: list[str] = []
+def _bursts(events: list[ConnectionEvent]) -> list[tuple[str, str]]:
+    """(outcome, line) for each refused / unreachable burst among ``events``."""
+    lines: list[tuple[str, str]] = []
     for outcome in ("refused", "unreachable"):
         hits = sorted((e for e in events if e.effective_outcome == outcome), key=lambda e: (_utc(e.time), e.timestamp))
         best: tuple[int, int] = (0, 0)  # (count, start index)
@@ -114,10 +114,10 @@ def _bursts(events: list[ConnectionEvent]) -> list[str]:
         seconds = (_utc(burst[-1].time) - _utc(burst[0].time)).total_seconds()
         dest, dest_count = Counter(e.destination or e.destination_ip or "unknown" for e in burst).most_common(1)[0]
         target = f"all to {code(dest)}" if dest_count == count else f"mostly to {code(dest)} (×{dest_count})"
-        lines.append(
+        lines.append((outcome,
             f"**{outcome.capitalize()} burst:** {count} {outcome} connect() attempts within {seconds:.1f} s "
             f"({_clock(burst[0].time)}–{_clock(burst[-1].time)} UTC), {target}."
-        )
+        ))
     return lines
 
 
@@ -174,6 +174,7 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
 
     flags: list[str] = []
     bullets: list[str] = []
+    notes: list[str] = []
     total = stats.total if stats else (ctx.summary.count if ctx.summary and ctx.summary.kind == "connection" else None)
 
     if total is None and not ctx.recent_events and ctx.packet_drops is None:
@@ -208,20 +209,19 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
             flags.append("connections to unusual ports")
         in_progress = outcomes.get("in_progress", 0)
         if in_progress:
-            bullets.append(
+            notes.append(
                 f"**Note:** {_plural(in_progress, 'attempt')} ended in_progress: non-blocking connect() calls "
                 "whose final result was not observed (they may have succeeded or failed later)."
             )
         unknown = outcomes.get("unknown", 0)
         if unknown:
-            bullets.append(
+            notes.append(
                 f"**Note:** the outcome of {_plural(unknown, 'attempt')} is unknown (the source reports no result)."
             )
 
-    bursts = _bursts(ctx.recent_events)
-    if bursts:
-        bullets += [b[:-1] + f" (among the {len(ctx.recent_events)} most recent events)." for b in bursts]
-        flags.append("refused/unreachable bursts")
+    for outcome, line in _bursts(ctx.recent_events):
+        bullets.append(line[:-1] + f" (among the {len(ctx.recent_events)} most recent events).")
+        flags.append(f"a burst of {outcome} connections")
 
     spike = _spike(ctx)
     if spike:
@@ -241,11 +241,11 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
             bullets.append("**Packet drops:** none in the window.")
 
     if ctx.sampled:
-        bullets.append(
+        notes.append(
             "**Note:** the data is sampled (procfs), so short-lived connections may be missing from these figures."
         )
 
-    lines += [f"- {b}" for b in bullets]
+    lines += [f"- {b}" for b in bullets + notes]
     lines.append("")
     if flags:
         lines.append(f"**Worth a look:** {', '.join(flags)}.")
