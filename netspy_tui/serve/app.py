@@ -1,0 +1,578 @@
+"""The eBPF server's HTTP API (shared/contracts/ebpf-server) over any :class:`TelemetrySource`.
+
+Both API generations are served: the current one (``GET`` query parameters, ``/api/events``,
+``/api/programs``, ``GET /``) and the seed one (``POST`` JSON bodies, ``process_name`` as an alias of
+``command``). The JSON is the contract's, field for field; errors are one-line plain text.
+
+Where this server differs from the original, on purpose:
+
+- ``/api/list-connections`` and ``/api/list-packet-drops`` honour ``pid``, ``command`` (or
+  ``process_name``) and ``limit`` (default 100, at most 10,000) from the query string or the JSON
+  body, and ``duration_seconds`` (default 3600: the original's fixed "last hour"). The original
+  ignores every filter.
+- Parameters are validated: a value that is not what the parameter needs is a ``400`` naming the
+  parameter (the original silently ignores it). Zero stays "no filter" for ``pid`` and "the
+  default" for ``duration_seconds`` and ``limit``, as unset Go struct fields are zero.
+- ``/api/events`` treats ``since`` as exclusive and ``until`` as inclusive (EventQuery semantics, so a
+  poll that passes the newest time it has seen gets no repeats); Kubernetes filters are a ``400``
+  because this server has no Kubernetes metadata.
+- With a token, every request (``/health`` included) needs ``Authorization: Bearer <token>``: one
+  rule, nothing about the host is visible without it. Bodies above ``max_body_bytes`` are a ``413``.
+- Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
+  other endpoints answer from whatever the source holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
+
+from netspy_tui import __version__
+from netspy_tui.errors import NetspyError
+from netspy_tui.models import ConnectionEvent, EventKind, PacketDropEvent, ProgramInfo, format_time, utcnow
+from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+DEFAULT_SUMMARY_SECONDS = 60
+DEFAULT_LIST_SECONDS = 3600
+MAX_WINDOW_SECONDS = 366 * 24 * 3600
+MAX_COMMAND_CHARS = 256
+MAX_UINT32 = 2**32 - 1
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_INTEGER = re.compile(r"^[+-]?[0-9]{1,19}$")
+_KINDS: tuple[EventKind, ...] = ("connection", "packet_drop")
+_K8S_FILTERS = ("k8s_node_name", "k8s_pod_name", "k8s_namespace", "node")
+
+ENDPOINTS: dict[str, str] = {
+    "GET /health": "Service health check (503 when the telemetry source is not ready)",
+    "GET|POST /api/connection-summary": "Count connection events (pid, command, duration_seconds)",
+    "GET|POST /api/packet-drop-summary": "Count packet-drop events (pid, command, duration_seconds)",
+    "GET|POST /api/list-connections": "Connection events grouped by PID (pid, command, limit, duration_seconds)",
+    "GET|POST /api/list-packet-drops": "Packet-drop events grouped by PID (pid, command, limit, duration_seconds)",
+    "GET /api/events": "Filtered events (type, pid, command, since, until, limit)",
+    "GET /api/programs": "The eBPF programs behind the data",
+}
+
+
+class BadRequest(Exception):
+    """A request parameter is unusable; the message names it and goes back as a 400."""
+
+
+class RequestTooLarge(Exception):
+    """The request body grew past the limit while it was read."""
+
+
+# --- JSON and text responses -----------------------------------------------------------------
+
+
+def _scrub(value: Any) -> Any:
+    """Replace lone surrogates (undecodable bytes kept by ``surrogateescape``) with U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def dumps(payload: Any) -> bytes:
+    """Compact UTF-8 JSON; strings holding undecodable bytes come out with U+FFFD, like Go's encoder."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(_scrub(payload), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(dumps(payload), status_code=status, media_type="application/json")
+
+
+def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    """A plain-text error: one line, as the original's ``http.Error`` writes it."""
+    line = " ".join(text.split()) or "error"
+    all_headers = {"X-Content-Type-Options": "nosniff", **(headers or {})}
+    return PlainTextResponse(line + "\n", status_code=status, headers=all_headers)
+
+
+def query_time() -> str:
+    return format_time(utcnow())
+
+
+# --- events on the wire ----------------------------------------------------------------------
+
+
+def _stable_id(event: ConnectionEvent | PacketDropEvent) -> str:
+    seed = f"{event.type}|{event.pid}|{event.timestamp}|{format_time(event.time)}|{event.command}"
+    return hashlib.blake2b(seed.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def _raw_ipv6(event: ConnectionEvent) -> list[int]:
+    try:
+        address = ipaddress.ip_address(event.destination_ip)
+    except ValueError:
+        return [0] * 16
+    return list(address.packed) if address.version == 6 else [0] * 16
+
+
+def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
+    """One event as the contract's JSON object.
+
+    ``model_dump(mode="json")`` without ``None`` fields (optional ones are absent, never null),
+    ``time`` in RFC3339 UTC with a ``Z``. Gaps a collector may leave are filled so the object stays
+    valid: a missing ``id`` becomes a stable hash of the event, a missing ``raw_ipv6`` is derived
+    from ``destination_ip``.
+    """
+    data = event.model_dump(mode="json", exclude_none=True)
+    data["time"] = format_time(event.time)
+    if not event.id:
+        data["id"] = _stable_id(event)
+    if isinstance(event, ConnectionEvent) and len(event.raw_ipv6) != 16:
+        data["raw_ipv6"] = _raw_ipv6(event)
+    return data
+
+
+def _newest_first(event: ConnectionEvent | PacketDropEvent) -> tuple[datetime, int]:
+    return event.time, event.timestamp
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class Params:
+    """Request parameters: the query string, overlaid by the JSON object body of a POST."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    @classmethod
+    async def read(cls, request: Request) -> Params:
+        values: dict[str, Any] = dict(request.query_params)
+        if request.method == "POST":
+            raw = await request.body()
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise BadRequest("Invalid JSON: the request body is not valid JSON") from exc
+                if not isinstance(body, dict):
+                    raise BadRequest("Invalid JSON: the request body must be a JSON object")
+                values.update(body)
+        return cls(values)
+
+    def _raw(self, name: str) -> Any:
+        value = self.values.get(name)
+        return None if value is None or value == "" else value
+
+    def integer(self, name: str, *, default: int, minimum: int, maximum: int, zero_is_default: bool = True) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            if not _INTEGER.match(value.strip()):
+                raise BadRequest(f"{name} must be an integer, got {_show(value)}")
+            number = int(value.strip())
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise BadRequest(f"{name} must be an integer, got {_show(value)}")
+        if number == 0 and zero_is_default:
+            return default
+        if not minimum <= number <= maximum:
+            raise BadRequest(f"{name} must be between {minimum} and {maximum}, got {number}")
+        return number
+
+    def pid(self) -> int | None:
+        pid = self.integer("pid", default=0, minimum=0, maximum=MAX_UINT32)
+        return pid or None
+
+    def string(self, name: str, *, max_chars: int = MAX_COMMAND_CHARS) -> str | None:
+        value = self._raw(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise BadRequest(f"{name} must be a string, got {_show(value)}")
+        if len(value) > max_chars:
+            raise BadRequest(f"{name} must be at most {max_chars} characters")
+        return value
+
+    def command(self) -> str | None:
+        """``command``, or the seed generation's ``process_name`` when ``command`` is absent."""
+        return self.string("command") or self.string("process_name")
+
+    def time(self, name: str) -> datetime | None:
+        value = self._raw(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _RFC3339.match(value.strip()):
+            raise BadRequest(f"{name} must be an RFC3339 time such as 2026-11-24T12:00:00Z, got {_show(value)}")
+        try:
+            return datetime.fromisoformat(value.strip().upper())
+        except ValueError as exc:
+            raise BadRequest(f"{name} is not a valid time: {_show(value)}") from exc
+
+    def kind(self) -> EventKind | None:
+        value = self._raw("type")
+        if value is None:
+            return None
+        if value not in _KINDS:
+            raise BadRequest(f"type must be 'connection' or 'packet_drop', got {_show(value)}")
+        return value  # type: ignore[no-any-return]
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(fn: Endpoint) -> Endpoint:
+    """Turn every failure into a one-line plain-text answer; never a traceback."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except BadRequest as exc:
+            return text_response(400, str(exc))
+        except (RequestTooLarge, ClientDisconnect):
+            raise
+        except NetspyError as exc:
+            logger.warning("%s %s: %s", request.method, request.url.path, exc)
+            return text_response(503, str(exc))
+        except Exception:
+            logger.exception("%s %s failed", request.method, request.url.path)
+            return text_response(500, "Internal server error")
+
+    return wrapper
+
+
+def _uptime(seconds: float | None) -> str:
+    """Go's ``time.Duration`` text, e.g. ``1h2m3s``; ``active`` when unknown (as the original)."""
+    if seconds is None or seconds < 0:
+        return "active"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+class _Api:
+    def __init__(self, source: TelemetrySource, extra_paths: Sequence[str]) -> None:
+        self.source = source
+        self.extra_paths = list(extra_paths)
+
+    async def root(self, request: Request) -> Response:
+        endpoints = dict(ENDPOINTS)
+        for path in self.extra_paths:
+            endpoints[path] = "Mounted application"
+        return json_response(
+            {
+                "service": "netspy-tui",
+                "version": __version__,
+                "description": "eBPF Network Monitor API (ebpf-server compatible) served by netspy-tui",
+                "endpoints": endpoints,
+            }
+        )
+
+    async def health(self, request: Request) -> Response:
+        try:
+            info = await self.source.info()
+        except Exception:
+            logger.exception("health check: the telemetry source failed")
+            return text_response(503, "System not initialized")
+        if not info.healthy:
+            logger.warning("health check: source unhealthy: %s", info.detail)
+            return text_response(503, "System not initialized")
+        payload: dict[str, Any] = {
+            "status": "healthy",
+            "component": "netspy-tui",
+            "uptime": _uptime(info.uptime_seconds),
+            "version": __version__,
+            "source": info.label,
+        }
+        if info.collector:
+            payload["collector"] = info.collector
+        return json_response(payload)
+
+    async def summary(self, request: Request, kind: EventKind) -> Response:
+        params = await Params.read(request)
+        pid = params.pid()
+        command = params.command()
+        duration = params.integer(
+            "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
+        )
+        count = await self.source.count(kind, pid, command, duration)
+        return json_response(
+            {
+                "count": count,
+                "pid": pid or 0,
+                "command": command or "",
+                "duration_seconds": duration,
+                "query_time": query_time(),
+            }
+        )
+
+    async def listing(self, request: Request, kind: EventKind) -> Response:
+        params = await Params.read(request)
+        pid = params.pid()
+        command = params.command()
+        limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        window = params.integer("duration_seconds", default=DEFAULT_LIST_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS)
+        since = utcnow() - timedelta(seconds=window)
+        page = await self.source.query(EventQuery(kind=kind, pid=pid, command=command, since=since, limit=limit))
+        by_pid: dict[str, list[dict[str, Any]]] = {}
+        for event in page.events:
+            by_pid.setdefault(str(event.pid), []).append(event_json(event))
+        return json_response(
+            {
+                "total_pids": len(by_pid),
+                "total_events": sum(len(group) for group in by_pid.values()),
+                "events_by_pid": by_pid,
+                "query_time": query_time(),
+            }
+        )
+
+    async def events(self, request: Request) -> Response:
+        params = await Params.read(request)
+        for name in _K8S_FILTERS:
+            if params._raw(name) is not None:
+                raise BadRequest(f"{name} is not supported: this server has no Kubernetes metadata")
+        kind = params.kind()
+        pid = params.pid()
+        command = params.command()
+        since = params.time("since")
+        until = params.time("until")
+        if since is not None and until is not None and since >= until:
+            raise BadRequest("since must be earlier than until")
+        limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        events: list[ConnectionEvent | PacketDropEvent] = []
+        total = 0
+        for k in (kind,) if kind else _KINDS:
+            page = await self.source.query(
+                EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=limit)
+            )
+            events.extend(page.events)
+            total += page.total_count
+        events.sort(key=_newest_first, reverse=True)
+        events = events[:limit]
+        filters: dict[str, Any] = {}
+        if kind:
+            filters["type"] = kind
+        if pid:
+            filters["pid"] = pid
+        if command:
+            filters["command"] = command
+        if since is not None:
+            filters["since"] = format_time(since)
+        if until is not None:
+            filters["until"] = format_time(until)
+        filters["limit"] = limit
+        return json_response(
+            {
+                "events": [event_json(e) for e in events],
+                "count": len(events),
+                "total_count": max(total, len(events)),
+                "query_time": query_time(),
+                "filters": filters,
+            }
+        )
+
+    async def programs(self, request: Request) -> Response:
+        programs: list[ProgramInfo] = await self.source.programs()
+        items = []
+        for program in programs:
+            item = program.model_dump(mode="json", exclude_none=True)
+            item.setdefault("id", 0)
+            items.append(item)
+        return json_response({"programs": items, "total_count": len(items), "query_time": query_time()})
+
+    def routes(self) -> list[BaseRoute]:
+        both = ["GET", "POST"]
+        return [
+            Route("/", _guarded(self.root), methods=["GET"]),
+            Route("/health", _guarded(self.health), methods=["GET"]),
+            Route(
+                "/api/connection-summary",
+                _guarded(functools.partial(self.summary, kind="connection")),
+                methods=both,
+            ),
+            Route(
+                "/api/packet-drop-summary",
+                _guarded(functools.partial(self.summary, kind="packet_drop")),
+                methods=both,
+            ),
+            Route(
+                "/api/list-connections",
+                _guarded(functools.partial(self.listing, kind="connection")),
+                methods=both,
+            ),
+            Route(
+                "/api/list-packet-drops",
+                _guarded(functools.partial(self.listing, kind="packet_drop")),
+                methods=both,
+            ),
+            Route("/api/events", _guarded(self.events), methods=["GET"]),
+            Route("/api/programs", _guarded(self.programs), methods=["GET"]),
+        ]
+
+
+# --- middleware ------------------------------------------------------------------------------
+
+
+class BearerTokenMiddleware:
+    """Every HTTP (and websocket) request needs ``Authorization: Bearer <token>``; else 401."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = token.encode("utf-8")
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, credentials = header.partition(b" ")
+        # compare_digest runs in time independent of where the two differ.
+        matched = hmac.compare_digest(credentials.strip(), self.expected)
+        return scheme.lower() == b"bearer" and matched
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+            return
+        response = text_response(
+            401,
+            "Unauthorized: send the server token as Authorization: Bearer <token>",
+            {"WWW-Authenticate": 'Bearer realm="netspy-tui"'},
+        )
+        await response(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Answer 413 to bodies above ``max_bytes``: by Content-Length up front, or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> Response:
+        return text_response(413, f"Request body too large: the limit is {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                if not value.strip().isdigit():
+                    await text_response(400, "Invalid Content-Length header")(scope, receive, send)
+                    return
+                if int(value) > self.max_bytes:
+                    await self._too_large()(scope, receive, send)
+                    return
+        received = 0
+        overflow = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, overflow
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    overflow = True
+                    raise RequestTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if overflow:  # whatever the app answers after the overflow, the client gets the 413
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except RequestTooLarge:
+            pass
+        if overflow and not started:
+            await self._too_large()(scope, receive, send)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return text_response(404, "404 page not found")
+    if exc.status_code == 405:
+        return text_response(405, "Method not allowed", dict(exc.headers or {}))
+    return text_response(exc.status_code, exc.detail or "error", dict(exc.headers or {}))
+
+
+def create_app(
+    source: TelemetrySource,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = 1 << 20,
+    extra_routes: list[BaseRoute] | None = None,
+    lifespan: Lifespan[Starlette] | None = None,
+) -> Starlette:
+    """The eBPF server API over ``source`` as a Starlette app.
+
+    ``token``: require ``Authorization: Bearer <token>`` on every request (``None``: no auth).
+    ``extra_routes`` are mounted after the API routes (e.g. the MCP streamable-HTTP route) and sit
+    behind the same token and body limit; ``lifespan`` runs with the app (an MCP session manager).
+    The source is not closed by the app: its owner closes it.
+    """
+    if token is not None and not token.strip():
+        raise ValueError("token must not be empty")
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be positive")
+    extra = list(extra_routes or [])
+    api = _Api(source, [getattr(r, "path", "") for r in extra if getattr(r, "path", "")])
+    middleware = []
+    if token is not None:
+        middleware.append(Middleware(BearerTokenMiddleware, token=token))
+    middleware.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))
+    app = Starlette(
+        routes=api.routes() + extra,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.token_required = token is not None
+    app.state.source = source
+    return app

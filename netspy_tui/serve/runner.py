@@ -1,0 +1,249 @@
+"""Run the API under uvicorn: in the foreground (``netspy-tui serve``) or in a background thread.
+
+Logging goes through the stdlib root logger (stderr, set up by netspy_tui.logs): uvicorn is told
+not to configure logging, so its access log never reaches stdout. SIGINT and SIGTERM stop the
+server gracefully (in-flight requests finish) and :func:`serve_async` returns normally; a second
+SIGINT forces the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from netspy_tui.serve.app import create_app
+from netspy_tui.telemetry.source import TelemetrySource
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+logger = logging.getLogger(__name__)
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip().strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard: assume other machines can reach it
+
+
+def exposure_warning(host: str, token_required: bool) -> str | None:
+    """The warning to log when the API is reachable from other machines without a token."""
+    if token_required or is_loopback(host):
+        return None
+    return (
+        f"serving telemetry on {host} without a token: anyone who can reach this address can read "
+        "every process's connections; pass --token (or NETSPY_TOKEN) or bind 127.0.0.1"
+    )
+
+
+def _token_required(app: ASGIApp) -> bool:
+    state = getattr(app, "state", None)
+    return bool(getattr(state, "token_required", False))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with signal handling that ends in a normal return.
+
+    uvicorn re-raises the captured signal after a graceful shutdown (so a SIGTERM still kills the
+    process); ``netspy-tui serve`` wants to finish its own cleanup (closing the collector and store)
+    and exit 0 instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[_Server], None] | None = None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            logger.warning("received %s: shutting down", signal.Signals(sig).name)
+            self.should_exit = True
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started(self)
+
+    @property
+    def bound_port(self) -> int:
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        raise RuntimeError("the server is not listening")
+
+
+def _config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # keep the application's logging (stderr, secrets masked)
+        log_level=None,
+        access_log=True,
+        server_header=False,
+        lifespan="auto",
+        timeout_graceful_shutdown=10,
+    )
+
+
+async def serve_async(
+    app: ASGIApp,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    on_started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (or cancellation), then shut down gracefully.
+
+    ``port=0`` picks a free port; ``on_started`` receives the base URL once it listens.
+    """
+    warning = exposure_warning(host, _token_required(app))
+    if warning:
+        logger.warning(warning)
+
+    def started(server: _Server) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{server.bound_port}"
+        logger.warning("serving the eBPF server API on %s", url)
+        if on_started is not None:
+            on_started(url)
+
+    server = _Server(_config(app, host, port), on_started=started)
+    try:
+        await server.serve()
+    except asyncio.CancelledError:
+        server.should_exit = True
+        raise
+    if not server.started:
+        raise OSError(f"could not serve on {host}:{port} (see the log above)")
+
+
+def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Blocking :func:`serve_async`."""
+    asyncio.run(serve_async(app, host, port))
+
+
+async def serve_source(
+    source: TelemetrySource,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    token: str | None = None,
+    mcp_server: MCPServer[Any] | None = None,
+    max_body_bytes: int = 1 << 20,
+    on_started: Callable[[str], None] | None = None,
+) -> None:
+    """``netspy-tui serve``: the eBPF server API over ``source``, plus MCP at ``/mcp`` when given.
+
+    The MCP streamable-HTTP route sits behind the same token and body limit as the API.
+    """
+    extra: list[Any] = []
+    lifespan = None
+    if mcp_server is not None:
+        mcp_app = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=host)
+        extra = list(mcp_app.routes)
+        session_manager = mcp_server.session_manager
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            async with session_manager.run():
+                yield
+
+    app = create_app(source, token=token, max_body_bytes=max_body_bytes, extra_routes=extra, lifespan=lifespan)
+    await serve_async(app, host, port, on_started=on_started)
+
+
+class BackgroundServer:
+    """``app`` under uvicorn in a daemon thread: for tests and for embedding in another program.
+
+    ::
+
+        with BackgroundServer(create_app(source)) as srv:
+            httpx.get(srv.url + "/health")
+    """
+
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> BackgroundServer:
+        server = _Server(_config(self.app, self.host, self.port))
+        self._server = server
+
+        def run() -> None:
+            try:
+                server.run()
+            except BaseException as exc:  # noqa: BLE001 - reported by start()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name=f"uvicorn-{self.host}:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if self._error is not None or not self._thread.is_alive():
+                raise RuntimeError(f"server on {self.host}:{self.port} failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"server on {self.host}:{self.port} did not start within {timeout} s")
+            time.sleep(0.01)
+        self.port = server.bound_port
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout)
+        self._server = self._thread = None
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
