@@ -117,3 +117,30 @@ async def test_non_streaming_completion_shape_is_served(fake: FakeOpenAI, settin
         reply = await client.chat.completions.create(model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "one shot"
     assert reply.choices[0].finish_reason == "stop"
+
+
+async def test_cancelling_a_stream_mid_answer_is_immediate(fake: FakeOpenAI, settings: AISettings) -> None:
+    """The dashboard cancels the running explanation when a new one starts."""
+    gate = threading.Event()
+    fake.text("first ", "second", gate=gate, gate_after=1)
+    got_text = asyncio.Event()
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for event in stream_explanation(settings, "curl", CONTEXT):
+            if isinstance(event, TextDelta):
+                seen.append(event.text)
+                got_text.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(got_text.wait(), timeout=5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=2)  # not held up by the server, which is still waiting
+    finally:
+        gate.set()
+    assert seen == ["first "]
+    # The server is usable for the next request.
+    fake.text("next")
+    assert (await collect(stream_explanation(settings, "curl", CONTEXT))).text == "next"
