@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netspy_tui.ai import prompts
-from netspy_tui.ai.settings import ENV_BASE_URL, ENV_MAX_TOOL_ROUNDS, ENV_TIMEOUT, NOT_CONFIGURED_HINT, AISettings
+from netspy_tui.ai.settings import (
+    ENV_BASE_URL,
+    ENV_MAX_TOOL_ROUNDS,
+    ENV_TIMEOUT,
+    NOT_CONFIGURED_HINT,
+    PLACEHOLDER_KEY,
+    AISettings,
+)
 from netspy_tui.ai.types import (
     AIStreamError,
     Finished,
@@ -150,10 +157,10 @@ def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", s
         code = _error_code(exc)
         if isinstance(exc, openai.AuthenticationError) or status == 401:
             # The server's text is left out on purpose: OpenAI echoes part of the key in it.
-            if settings.api_key is None:
+            if settings.key_for_client() == PLACEHOLDER_KEY:
                 return err(f"The AI server at {url} requires an API key (HTTP 401)", "set OPENAI_API_KEY")
             return err(f"The AI server at {url} rejected the API key (HTTP 401)",
-                       "check OPENAI_API_KEY (is it current, and for this server?)")
+                       "check that OPENAI_API_KEY is current and meant for this server")
         message = _server_message(exc, settings)
         if status == 403:
             return err(f"The AI server at {url} refused access (HTTP 403): {message}",

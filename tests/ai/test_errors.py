@@ -54,6 +54,13 @@ async def test_401_bad_key_never_echoes_the_key(fake: FakeOpenAI, settings: AISe
     assert TEST_KEY[-4:] not in text
 
 
+async def test_401_without_a_key_asks_for_one(fake: FakeOpenAI) -> None:
+    keyless = AISettings(base_url=fake.base_url, max_retries=0, timeout=5)
+    fake.error(401, "missing bearer token")
+    text = assert_one_clean_line(await failure(keyless))
+    assert "requires an API key (HTTP 401). Set OPENAI_API_KEY." in text
+
+
 async def test_404_names_the_model_and_how_to_choose_another(fake: FakeOpenAI, settings: AISettings) -> None:
     fake.error(404, "The model `gpt-5-mini` does not exist or you do not have access to it.", code="model_not_found")
     text = assert_one_clean_line(await failure(settings))
