@@ -142,10 +142,13 @@ async def serve_async(
             on_started(url)
 
     server = _Server(_config(app, host, port), on_started=started)
+    running = asyncio.ensure_future(server.serve())
     try:
-        await server.serve()
+        await asyncio.shield(running)
     except asyncio.CancelledError:
+        # Cancelled (e.g. the caller's task group ends): shut down as gracefully as on SIGTERM.
         server.should_exit = True
+        await running
         raise
     if not server.started:
         raise OSError(f"could not serve on {host}:{port} (see the log above)")
