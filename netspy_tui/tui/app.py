@@ -1,0 +1,157 @@
+"""NetspyApp: the full-screen dashboard. Owns the one poll worker and routes its messages.
+
+Launch with :func:`run_dashboard` (the CLI does). Everything on screen is read through the
+:class:`~netspy_tui.mcp_tools.gateway.Gateway` by :class:`~netspy_tui.tui.poller.Poller`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from netspy_tui.errors import NetspyError
+from netspy_tui.mcp_tools.gateway import Gateway
+from netspy_tui.models import utcnow
+from netspy_tui.textsafe import clean, first_line
+from netspy_tui.tui import keys
+from netspy_tui.tui.hooks import AIHooks
+from netspy_tui.tui.messages import PollFailed, SnapshotReady
+from netspy_tui.tui.poller import Poller, backoff
+from netspy_tui.tui.screens.dashboard import DashboardScreen
+from netspy_tui.tui.widgets.status import Failure
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AIHooks", "NetspyApp", "run_dashboard"]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, NetspyError):
+        return str(exc)
+    return f"{type(exc).__name__}: {first_line(exc) or 'no details'}"
+
+
+class NetspyApp(App[int]):
+    """Live network-connection dashboard."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "netspy-tui"
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        interval: float = 1.0,
+        window: int = 60,
+        source_note: str = "",
+        clock: Callable[[], datetime] = utcnow,
+        ai: AIHooks | None = None,
+        max_rows: int = 2000,
+        export_dir: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.interval = interval
+        self.clock = clock
+        self.poller = Poller(gateway, clock=clock, window=window, interval=interval, max_rows=max_rows)
+        self.dashboard = DashboardScreen(gateway, self.poller, clock=clock, window=window, source_note=source_note,
+                                         ai=ai, export_dir=export_dir)
+        self.polls = 0
+        """Polls that succeeded (for tests and the status line)."""
+
+    def set_gateway(self, gateway: Gateway) -> None:
+        """Read from another gateway from the next poll on (e.g. one opened after the app started)."""
+        self.gateway = gateway
+        self.poller.gateway = gateway
+        self.dashboard.gateway = gateway
+
+    def get_default_screen(self) -> Screen[Any]:
+        return self.dashboard
+
+    def on_mount(self) -> None:
+        if self.gateway is not None:  # else set_gateway() comes later, then poll_loop()
+            self.poll_loop()
+
+    @work(group="poll", exclusive=True, exit_on_error=False)
+    async def poll_loop(self) -> None:
+        """Fetch, post a frozen snapshot, sleep the rest of the interval; back off while polls fail."""
+        failures = 0
+        stale_since: datetime | None = None
+        while True:
+            started = time.monotonic()
+            try:
+                snapshot = await self.poller.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                stale_since = stale_since or self.clock()
+                delay = backoff(self.interval, failures)
+                log.warning("poll failed (attempt %d, retry in %.1fs): %s", failures, delay, _describe(exc),
+                            exc_info=not isinstance(exc, NetspyError))
+                self.post_message(PollFailed(_describe(exc), stale_since=stale_since,
+                                             retry_at=self.clock() + timedelta(seconds=delay), attempt=failures))
+                await self.poller.sleep(delay)
+                continue
+            if failures:
+                log.info("poll recovered after %d failures", failures)
+            failures, stale_since = 0, None
+            self.post_message(SnapshotReady(snapshot))
+            await self.poller.sleep(self.interval - (time.monotonic() - started))
+
+    @on(SnapshotReady)
+    def _snapshot_ready(self, message: SnapshotReady) -> None:
+        self.polls += 1
+        self.dashboard.apply_snapshot(message.snapshot)
+
+    @on(PollFailed)
+    def _poll_failed(self, message: PollFailed) -> None:
+        self.dashboard.show_failure(Failure(message.error, message.stale_since, message.retry_at, message.attempt))
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            log.error("worker %s failed", event.worker.name, exc_info=event.worker.error)
+            self.notify(_describe(event.worker.error), title=f"{event.worker.name} failed", severity="error",
+                        markup=False)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if not isinstance(screen, DashboardScreen):
+            return
+        for action in keys.ACTIONS:
+            if action.palette and action.id != "netspy.quit":
+                yield SystemCommand(action.palette_title, f"key: {action.display_keys}",
+                                    partial(screen.run_action, action.action))
+        for name in screen.palette_processes():
+            yield SystemCommand(f"focus: {clean(name, 32)}", "Focus every panel on this process",
+                                partial(screen.focus_process, name), discover=False)
+
+
+async def run_dashboard(
+    gateway: Gateway,
+    *,
+    interval: float = 1.0,
+    window: int = 60,
+    source_note: str = "",
+    clock: Callable[[], datetime] = utcnow,
+    ai: AIHooks | None = None,
+    max_rows: int = 2000,
+    export_dir: Path | None = None,
+) -> int:
+    """Run the dashboard until the user quits; returns the exit code."""
+    app = NetspyApp(gateway, interval=interval, window=window, source_note=source_note, clock=clock, ai=ai,
+                    max_rows=max_rows, export_dir=export_dir)
+    result = await app.run_async()
+    return result if isinstance(result, int) else (app.return_code or 0)

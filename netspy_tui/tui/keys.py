@@ -1,0 +1,107 @@
+"""The one registry of dashboard actions and their keys.
+
+Every key the dashboard answers to is defined here once. The registry feeds the screen's
+``BINDINGS`` (with ``id=`` so keys can be remapped through ``App.set_keymap``), the footer, the
+help modal, the command palette and the README key table (:func:`markdown_table`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAction:
+    id: str
+    """Stable id, e.g. ``netspy.pause``; the name used by keymaps."""
+    keys: str
+    """Textual key names, comma-separated when several keys do the same thing."""
+    action: str
+    """Action method on the dashboard screen (``action_<name>``)."""
+    description: str
+    """Short footer label."""
+    help: str
+    """One sentence for the help modal and the palette."""
+    group: str
+    """Namespace: ``view``, ``data``, ``process``, ``tools``, ``app``."""
+    show: bool = True
+    """Shown in the footer."""
+    key_display: str | None = None
+    palette: bool = True
+    """Offered in the command palette."""
+
+    @property
+    def palette_title(self) -> str:
+        return f"{self.group}: {self.help.rstrip('.').lower()}"
+
+    @property
+    def display_keys(self) -> str:
+        if self.key_display:
+            return self.key_display
+        return " / ".join(_KEY_NAMES.get(k, k) for k in self.keys.split(","))
+
+
+_KEY_NAMES = {
+    "space": "space",
+    "escape": "esc",
+    "backspace": "backspace",
+    "enter": "enter",
+    "question_mark": "?",
+    "slash": "/",
+    "colon": ":",
+}
+
+ACTIONS: tuple[KeyAction, ...] = (
+    KeyAction("netspy.help", "question_mark", "help", "Help", "Show every key and command.", "app",
+              key_display="?"),
+    KeyAction("netspy.filter", "slash", "filter", "Filter",
+              "Filter by process name, pid or destination; narrows as you type.", "view", key_display="/"),
+    KeyAction("netspy.back", "escape,backspace", "back", "Back",
+              "Clear the filter, then the focused process, then close the result panel.", "view",
+              key_display="esc"),
+    KeyAction("netspy.focus", "enter", "focus_selected", "Focus",
+              "Focus every panel on the selected process.", "process", show=False),
+    KeyAction("netspy.pause", "space", "toggle_pause", "Pause", "Pause or resume live updates.", "view"),
+    KeyAction("netspy.window", "w", "cycle_window", "Window", "Cycle the time window (1m, 5m, 15m, 1h).", "view"),
+    KeyAction("netspy.sort", "s", "cycle_sort", "Sort", "Sort the process table by the next column.", "process"),
+    KeyAction("netspy.sort_reverse", "S", "reverse_sort", "Reverse", "Reverse the process table's sort order.",
+              "process", show=False),
+    KeyAction("netspy.drops", "d", "toggle_drops", "Drops", "Switch between connections and packet drops.", "view"),
+    KeyAction("netspy.explain", "a", "explain", "Explain", "Explain the selected process with AI.", "process"),
+    KeyAction("netspy.insights", "i", "toggle_insights", "AI pane", "Show or hide the AI pane.", "view"),
+    KeyAction("netspy.command", "colon", "command_bar", "Command",
+              "Open the command bar (summary, list, analyze, insights, tools, help).", "tools", key_display=":"),
+    KeyAction("netspy.export_json", "e", "export('json')", "Export",
+              "Export the current view as JSON to the export directory.", "data"),
+    KeyAction("netspy.export_csv", "E", "export('csv')", "CSV",
+              "Export the visible table as CSV to the export directory.", "data", show=False),
+    KeyAction("netspy.quit", "q", "quit", "Quit", "Quit netspy-tui.", "app"),
+)
+
+BY_ID = {a.id: a for a in ACTIONS}
+
+
+def bindings() -> list[Binding]:
+    """The dashboard's BINDINGS, built from :data:`ACTIONS`."""
+    return [
+        Binding(a.keys, a.action, a.description, show=a.show, key_display=a.key_display, id=a.id, tooltip=a.help)
+        for a in ACTIONS
+    ]
+
+
+def groups() -> dict[str, list[KeyAction]]:
+    """Actions by group, in registry order (for the help modal)."""
+    out: dict[str, list[KeyAction]] = {}
+    for a in ACTIONS:
+        out.setdefault(a.group, []).append(a)
+    return out
+
+
+def markdown_table() -> str:
+    """The key table for the README."""
+    lines = ["| key | action |", "|---|---|"]
+    for a in ACTIONS:
+        lines.append(f"| `{a.display_keys}` | {a.help} |")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""The poll loop body: fetch through the gateway, keep the window, build a frozen Snapshot.
+
+No widgets here. The app's one poll worker calls :meth:`Poller.poll` on an interval and posts the
+result; the screen asks for a different subject or window with :meth:`Poller.configure`, which
+takes effect at the start of the next poll (and wakes the loop so that happens at once).
+
+Polling is incremental: connections and drops are asked for with ``since=<newest time seen>``,
+so a refresh costs in proportion to the new events; events are de-duplicated by id, trimmed to
+the window and capped at ``max_rows``. Summary panels (processes, patterns) are fetched every
+tick unless they get slow, then every N ticks so they take at most about half the interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+from netspy_tui.mcp_tools.gateway import Gateway
+from netspy_tui.mcp_tools.schemas import PatternAnalysis, ProcessList, ServerStatus
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, format_time
+from netspy_tui.tui.snapshot import PollConfig, Snapshot, Subject
+
+#: Most events one list call may return (the tools' own cap).
+MAX_EVENTS_PER_CALL = 1000
+#: The server status is re-read every this many polls (it rarely changes).
+STATUS_EVERY = 5
+#: Longest wait between retries while polls fail.
+MAX_BACKOFF = 30.0
+
+E = TypeVar("E", ConnectionEvent, PacketDropEvent)
+
+
+def event_key(event: ConnectionEvent | PacketDropEvent) -> str:
+    """Row key of an event: its id, or a stand-in when a server sent none."""
+    return event.id or f"{event.type}-{event.pid}-{event.timestamp}-{event.time.isoformat()}"
+
+
+def backoff(interval: float, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): interval doubled each time, capped."""
+    return float(min(MAX_BACKOFF, max(interval, 0.05) * 2 ** max(0, attempt - 1)))
+
+
+class _Window(Generic[E]):
+    """Events of one kind, keyed by id, in arrival (time) order, bounded by window and count."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.events: dict[str, E] = {}
+        self.newest: datetime | None = None
+
+    def since(self) -> str | None:
+        return format_time(self.newest) if self.newest is not None else None
+
+    def add(self, newest_first: list[E]) -> int:
+        added = 0
+        for event in reversed(newest_first):
+            key = event_key(event)
+            if key in self.events:
+                continue
+            self.events[key] = event
+            added += 1
+            if self.newest is None or event.time > self.newest:
+                self.newest = event.time
+        return added
+
+    def trim(self, cutoff: datetime) -> None:
+        events = self.events
+        excess = len(events) - self.max_rows
+        stale = []
+        for key, event in events.items():
+            if excess > 0 or event.time <= cutoff:
+                stale.append(key)
+                excess -= 1
+            else:
+                break
+        for key in stale:
+            del events[key]
+
+    def frozen(self) -> tuple[E, ...]:
+        return tuple(self.events.values())
+
+
+class Poller:
+    def __init__(self, gateway: Gateway, *, clock: Callable[[], datetime], window: int, interval: float,
+                 max_rows: int = 2000, max_events: int = MAX_EVENTS_PER_CALL) -> None:
+        self.gateway = gateway
+        self._clock = clock
+        self.interval = interval
+        self._max_rows = max_rows
+        self._max_events = min(max_events, MAX_EVENTS_PER_CALL)
+        self._config = PollConfig(window=window)
+        self._version = 0
+        self._pending: tuple[int, PollConfig] | None = None
+        self._status: ServerStatus | None = None
+        self._reset()
+        self.wake = asyncio.Event()
+        """Set to end the current sleep early (a new configuration is waiting)."""
+
+    def _reset(self) -> None:
+        self._conns: _Window[ConnectionEvent] = _Window(self._max_rows)
+        self._drops: _Window[PacketDropEvent] = _Window(self._max_rows)
+        self._summaries: tuple[ProcessList, PatternAnalysis, PatternAnalysis] | None = None
+        self._tick = 0
+        self._summary_every = 1
+
+    @property
+    def config(self) -> PollConfig:
+        return self._pending[1] if self._pending else self._config
+
+    @property
+    def version(self) -> int:
+        return self._pending[0] if self._pending else self._version
+
+    def configure(self, *, window: int | None = None, subject: Subject | None = None) -> int:
+        """Ask for another window or subject from the next poll on; returns the new config version."""
+        new = self.config
+        if window is not None:
+            new = replace(new, window=window)
+        if subject is not None:
+            new = replace(new, subject=subject)
+        if new == self.config:
+            return self.version
+        self._pending = (self.version + 1, new)
+        self.wake.set()
+        return self._pending[0]
+
+    async def poll(self) -> Snapshot:
+        """One poll: raises whatever the gateway raises (NetspyError and friends); state is kept."""
+        if self._pending is not None:
+            self._version, self._config = self._pending
+            self._pending = None
+            self._reset()
+        cfg, version, gw = self._config, self._version, self.gateway
+        subject = cfg.subject
+        started = time.perf_counter()
+        if self._status is None or self._tick % STATUS_EVERY == 0:
+            self._status = await gw.status()
+        conn_page = await gw.connections(subject.pid, subject.process_name, self._max_events, self._conns.since())
+        drop_page = await gw.drops(subject.pid, subject.process_name, self._max_events, self._drops.since())
+        fetched_since = self._conns.newest is not None
+        new = self._conns.add(list(conn_page.events))
+        self._drops.add(list(drop_page.events))
+        skipped = 0
+        if fetched_since and conn_page.truncated:
+            skipped = conn_page.total_count - conn_page.returned
+        if self._summaries is None or self._tick % self._summary_every == 0:
+            s0 = time.perf_counter()
+            processes = await gw.processes(duration=cfg.window, limit=200)
+            patterns = await gw.patterns(subject.pid, subject.process_name, cfg.window)
+            drop_patterns = await gw.drop_patterns(subject.pid, subject.process_name, cfg.window)
+            self._summaries = (processes, patterns, drop_patterns)
+            cost = time.perf_counter() - s0
+            self._summary_every = max(1, math.ceil(cost / max(self.interval * 0.5, 1e-3)))
+        self._tick += 1
+        now = self._clock()
+        cutoff = now - timedelta(seconds=cfg.window)
+        self._conns.trim(cutoff)
+        self._drops.trim(cutoff)
+        processes, patterns, drop_patterns = self._summaries
+        return Snapshot(
+            version=version,
+            config=cfg,
+            taken_at=now,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            status=self._status,
+            connections=self._conns.frozen(),
+            drops=self._drops.frozen(),
+            processes=processes,
+            patterns=patterns,
+            drop_patterns=drop_patterns,
+            new_connections=new,
+            burst_skipped=skipped,
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` or until :meth:`configure` wakes the loop."""
+        if seconds > 0 and not self.wake.is_set():
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+            except TimeoutError:
+                pass
+        self.wake.clear()

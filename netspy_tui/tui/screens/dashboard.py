@@ -1,0 +1,527 @@
+"""The main screen: status line, live tables, pattern panel, AI pane, command bar.
+
+It renders snapshots the app hands it (never fetching itself), keeps the user's view state
+(filter, focus, window, pause, sort) and turns actions from the key registry into changes of
+the poller's configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+
+from netspy_tui.commands import help_text, parse_command
+from netspy_tui.errors import NetspyError
+from netspy_tui.mcp_tools.gateway import Gateway
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat
+from netspy_tui.textsafe import clean, first_line
+from netspy_tui.tui import keys
+from netspy_tui.tui.hooks import NOT_WIRED, AIHooks, InsightNote
+from netspy_tui.tui.messages import (
+    CommandDone,
+    InsightChunk,
+    InsightFailed,
+    InsightFinished,
+    InsightNoteMessage,
+    InsightStarted,
+)
+from netspy_tui.tui.snapshot import ALL, Snapshot, Subject
+from netspy_tui.tui.widgets.cells import window_label
+from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
+from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, destination_text
+from netspy_tui.tui.widgets.insights import InsightsPane
+from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text
+from netspy_tui.tui.widgets.processes import COLUMNS as PROCESS_COLUMNS
+from netspy_tui.tui.widgets.processes import ProcessTable
+from netspy_tui.tui.widgets.status import Failure, StatusBar, ViewState
+
+if TYPE_CHECKING:
+    from netspy_tui.tui.poller import Poller
+
+log = logging.getLogger(__name__)
+
+WINDOWS = (60, 300, 900, 3600)
+
+
+class EventFilter:
+    """Client-side narrowing by process name, pid or destination (case-insensitive substring; pid prefix)."""
+
+    def __init__(self, text: str, focus: Subject | None) -> None:
+        self.text = text.strip()
+        self.needle = self.text.casefold()
+        self.focus = focus
+
+    @property
+    def active(self) -> bool:
+        return bool(self.needle) or self.focus is not None
+
+    def _focus_ok(self, pid: int, command: str) -> bool:
+        f = self.focus
+        if f is None:
+            return True
+        if f.process_name is not None:
+            return command == f.process_name
+        return pid == f.pid
+
+    def event(self, e: ConnectionEvent | PacketDropEvent) -> bool:
+        if not self._focus_ok(e.pid, e.command):
+            return False
+        n = self.needle
+        if not n:
+            return True
+        if n.isdigit() and str(e.pid).startswith(n):
+            return True
+        dest = destination_text(e) if isinstance(e, ConnectionEvent) else (e.destination or e.drop_reason)
+        return n in e.command.casefold() or n in dest.casefold()
+
+    def process(self, p: ProcessStat) -> bool:
+        n = self.needle
+        if not n:
+            return True
+        return n in p.command.casefold() or (n.isdigit() and any(str(pid).startswith(n) for pid in p.pids))
+
+
+def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Subject | None:
+    """A filter that is exactly a known pid or process name narrows the tool calls too."""
+    text = text.strip()
+    if not text:
+        return None
+    procs = list(processes)
+    if text.isdigit() and any(int(text) in p.pids for p in procs):
+        return Subject(pid=int(text))
+    if any(p.command == text for p in procs):
+        return Subject(process_name=text)
+    return None
+
+
+def _csv_safe(value: object) -> str:
+    """Cleaned text that a spreadsheet will not run as a formula."""
+    text = clean(value, None)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+class DashboardScreen(Screen[None]):
+    BINDINGS = keys.bindings()
+    AUTO_FOCUS = "#connections"
+
+    def __init__(self, gateway: Gateway, poller: Poller, *, clock: Callable[[], datetime], window: int,
+                 source_note: str, ai: AIHooks | None, export_dir: Path | None) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.poller = poller
+        self.clock = clock
+        self.ai = ai
+        self.export_dir = export_dir
+        self.view_state = ViewState(window=window)
+        self.source_note = source_note
+        self.focus_subject: Subject | None = None
+        self.filter_subject: Subject | None = None
+        self.latest: Snapshot | None = None
+        self.rendered: Snapshot | None = None
+        self.renders = 0
+        self.last_render_ms: float | None = None
+        self._insight_requests = 0
+
+    # --- layout ------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(self.clock, self.view_state, self.source_note, id="status")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                with TabbedContent(id="views", initial="connections-tab"):
+                    with TabPane("Connections", id="connections-tab"):
+                        yield ConnectionTable(id="connections")
+                    with TabPane("Packet drops", id="drops-tab"):
+                        yield Static(id="drop-mix")
+                        yield DropTable(id="drops")
+                yield ProcessTable(id="processes")
+            with Vertical(id="right"):
+                yield PatternsPanel(id="patterns")
+                yield InsightsPane(label=self.ai.label if self.ai else "AI", id="insights")
+        yield ResultPanel(id="result")
+        yield Input(placeholder="filter: process name, pid or destination (enter keeps it, esc clears)",
+                    id="filter-bar")
+        yield CommandInput(id="command-bar")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#result", ResultPanel).display = False
+        self.query_one("#filter-bar", Input).display = False
+        self.query_one("#command-bar", CommandInput).display = False
+        self._title_processes()
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one("#status", StatusBar)
+
+    @property
+    def connections(self) -> ConnectionTable:
+        return self.query_one("#connections", ConnectionTable)
+
+    @property
+    def drops(self) -> DropTable:
+        return self.query_one("#drops", DropTable)
+
+    @property
+    def processes(self) -> ProcessTable:
+        return self.query_one("#processes", ProcessTable)
+
+    @property
+    def insights(self) -> InsightsPane:
+        return self.query_one("#insights", InsightsPane)
+
+    # --- snapshots -----------------------------------------------------------------------
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.version < self.poller.version:
+            return  # answers a window/subject the user has already left
+        self.latest = snapshot
+        if self.view_state.paused or not self.is_current:
+            self.status.show_snapshot(snapshot)
+            return
+        self.render_snapshot()
+
+    def show_failure(self, failure: Failure) -> None:
+        self.status.show_failure(failure)
+
+    def on_screen_resume(self) -> None:
+        if self.latest is not None and self.latest is not self.rendered and not self.view_state.paused:
+            self.render_snapshot()
+
+    def _filter(self) -> EventFilter:
+        return EventFilter(self.view_state.filter_text, self.focus_subject)
+
+    def render_snapshot(self) -> None:
+        snap = self.latest
+        if snap is None:
+            return
+        started = time.perf_counter()
+        flt = self._filter()
+        subject = self.focus_subject or self.filter_subject or ALL
+        with self.app.batch_update():
+            self.connections.sync([e for e in snap.connections if flt.event(e)] if flt.active else snap.connections)
+            self.drops.sync([e for e in snap.drops if flt.event(e)] if flt.active else snap.drops)
+            procs = snap.processes.processes if snap.processes else []
+            self.processes.sync([p for p in procs if flt.process(p)],
+                                self.focus_subject.process_name if self.focus_subject else None)
+            self._title_processes()
+            patterns = snap.patterns if snap.config.subject == subject else None
+            self.query_one(PatternsPanel).show(patterns, subject.label)
+            self.query_one("#drop-mix", Static).update(
+                drop_mix_text(snap.drop_patterns if snap.config.subject == subject else None, snap.config.window))
+            self.query_one("#views", TabbedContent).get_tab("connections-tab").label = Text(  # type: ignore[assignment]
+                f"Connections ({self.connections.row_count})")
+            self.query_one("#views", TabbedContent).get_tab("drops-tab").label = Text(  # type: ignore[assignment]
+                f"Packet drops ({self.drops.row_count})")
+        self.rendered = snap
+        self.renders += 1
+        self.last_render_ms = (time.perf_counter() - started) * 1000
+        self.status.show_snapshot(snap, self.last_render_ms)
+
+    def _title_processes(self) -> None:
+        table = self.processes
+        label = PROCESS_COLUMNS[table.sort_index][1]
+        table.border_title = f"Processes · {window_label(self.view_state.window)}"
+        table.border_subtitle = f"sort {label} {'▼' if table.sort_reverse else '▲'} (s / S)"
+
+    def _reconfigure(self) -> None:
+        """Tell the poller which subject the tools should be asked about, then redraw what we have."""
+        self.view_state.focus_label = self.focus_subject.label if self.focus_subject else None
+        self.poller.configure(subject=self.focus_subject or self.filter_subject or ALL,
+                              window=self.view_state.window)
+        self.status.redraw()
+        if not self.view_state.paused:
+            self.render_snapshot()
+
+    # --- actions -------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "explain" and self.insights.streaming:
+            return None  # shown disabled while an answer streams
+        return True
+
+    def action_help(self) -> None:
+        from netspy_tui.tui.screens.help import HelpScreen
+
+        self.app.push_screen(HelpScreen())
+
+    def action_quit(self) -> None:
+        self.app.exit(0)
+
+    def action_filter(self) -> None:
+        bar = self.query_one("#filter-bar", Input)
+        bar.display = True
+        bar.focus()
+
+    @on(Input.Changed, "#filter-bar")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter-bar")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            event.input.display = False
+        self._focus_active_table()
+
+    def set_filter(self, text: str) -> None:
+        self.view_state.filter_text = text.strip()
+        procs = self.latest.processes.processes if self.latest and self.latest.processes else []
+        self.filter_subject = subject_for_filter(text, procs)
+        self._reconfigure()
+
+    def action_back(self) -> None:
+        bar = self.query_one("#filter-bar", Input)
+        command = self.query_one("#command-bar", CommandInput)
+        if command.has_focus:
+            command.display = False
+            self._focus_active_table()
+        elif self.view_state.filter_text or bar.display:
+            bar.value = ""
+            bar.display = False
+            self.set_filter("")
+            self._focus_active_table()
+        elif self.focus_subject is not None:
+            self.focus_subject = None
+            self._reconfigure()
+        elif self.query_one("#result", ResultPanel).display:
+            self.query_one("#result", ResultPanel).display = False
+
+    def _focus_active_table(self) -> None:
+        if self.view_state.view == "drops":
+            self.drops.focus()
+        else:
+            self.connections.focus()
+
+    def _selected_process(self) -> tuple[str | None, int | None]:
+        """(process name, pid) under the cursor of the focused table (or the last table used)."""
+        focused = self.focused
+        if isinstance(focused, ProcessTable) or focused is None and self.processes.row_count:
+            name = self.processes.selected_process()
+            return (name, None) if name is not None else (None, None)
+        table = self.drops if isinstance(focused, DropTable) else self.connections
+        event = table.selected_event()
+        if event is None:
+            return None, None
+        return (event.command or None), event.pid or None
+
+    def action_focus_selected(self) -> None:
+        name, pid = self._selected_process()
+        if name is None and pid is None:
+            self.notify("Nothing selected: move the cursor onto a process first.", severity="warning")
+            return
+        self.focus_subject = Subject(process_name=name) if name else Subject(pid=pid)
+        self._reconfigure()
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_focus_selected()
+
+    def action_toggle_pause(self) -> None:
+        self.view_state.paused = not self.view_state.paused
+        if not self.view_state.paused:
+            self.render_snapshot()
+        self.status.redraw()
+
+    def action_cycle_window(self) -> None:
+        current = self.view_state.window
+        later = [w for w in WINDOWS if w > current]
+        self.view_state.window = later[0] if later else WINDOWS[0]
+        self._title_processes()
+        self._reconfigure()
+
+    def action_cycle_sort(self) -> None:
+        self.processes.cycle_sort()
+        self._title_processes()
+
+    def action_reverse_sort(self) -> None:
+        self.processes.reverse_sort()
+        self._title_processes()
+
+    def action_toggle_drops(self) -> None:
+        tabs = self.query_one("#views", TabbedContent)
+        tabs.active = "drops-tab" if tabs.active == "connections-tab" else "connections-tab"
+
+    @on(TabbedContent.TabActivated, "#views")
+    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        self.view_state.view = "drops" if event.pane.id == "drops-tab" else "connections"
+        self.status.redraw()
+
+    def action_toggle_insights(self) -> None:
+        pane = self.insights
+        pane.display = not pane.display
+
+    # --- AI ------------------------------------------------------------------------------
+
+    async def action_explain(self) -> None:
+        pane = self.insights
+        pane.display = True
+        name, pid = self._selected_process()
+        if name is None and pid is None and self.focus_subject is not None:
+            name, pid = self.focus_subject.process_name, self.focus_subject.pid
+        if self.ai is None:
+            await pane.show_notice(NOT_WIRED)
+            return
+        subject = {"pid": None if name else pid, "process_name": name, "duration": self.view_state.window}
+        who = Subject(pid=subject["pid"], process_name=name).label
+        self._insight_requests += 1
+        self._explain(self._insight_requests, subject, f"explaining {who} over {window_label(self.view_state.window)}")
+
+    @work(group="insights", exclusive=True, exit_on_error=False)
+    async def _explain(self, request_id: int, subject: dict[str, Any], title: str) -> None:
+        assert self.ai is not None
+        pane = self.insights
+        pane.post_message(InsightStarted(request_id, title))
+        try:
+            async for item in self.ai.explain(subject):
+                if isinstance(item, InsightNote):
+                    pane.post_message(InsightNoteMessage(request_id, item.text))
+                else:
+                    pane.post_message(InsightChunk(request_id, str(item)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the pane shows it; the dashboard keeps running
+            log.warning("AI explanation failed: %s", exc, exc_info=not isinstance(exc, NetspyError))
+            pane.post_message(InsightFailed(request_id, str(exc) if isinstance(exc, NetspyError)
+                                            else f"{type(exc).__name__}: {first_line(exc)}"))
+            return
+        pane.post_message(InsightFinished(request_id))
+
+    @on(InsightFailed)
+    def _insight_failed(self, message: InsightFailed) -> None:
+        self.notify(clean(message.error, 200), title="AI explanation failed", severity="error", markup=False)
+
+    # --- command bar ---------------------------------------------------------------------
+
+    def action_command_bar(self) -> None:
+        bar = self.query_one("#command-bar", CommandInput)
+        bar.display = True
+        bar.focus()
+
+    @on(Input.Submitted, "#command-bar")
+    def _command_submitted(self, event: Input.Submitted) -> None:
+        bar = self.query_one("#command-bar", CommandInput)
+        line = event.value.strip()
+        if not line:
+            return
+        bar.remember(line)
+        bar.value = ""
+        self.run_command(line)
+
+    def run_command(self, line: str) -> None:
+        result = self.query_one("#result", ResultPanel)
+        try:
+            parsed = parse_command(line)
+        except NetspyError as exc:
+            result.show(line, str(exc), is_error=True)
+            return
+        if parsed.action == "quit":
+            self.app.exit(0)
+        elif parsed.action == "help":
+            result.show(line, help_text(), is_error=False)
+        else:
+            result.show(line, "running…", is_error=False)
+            self._run_tool(line, parsed.tool, parsed.arguments)
+
+    @work(group="command", exclusive=True, exit_on_error=False)
+    async def _run_tool(self, line: str, tool: str | None, arguments: dict[str, Any]) -> None:
+        try:
+            if tool is None:
+                tools = await self.gateway.list_tools()
+                text = "\n".join(f"{t.name:<24} {first_line(t.description or '', 90)}" for t in tools)
+                self.post_message(CommandDone(line, text, is_error=False))
+                return
+            res = await self.gateway.call(tool, arguments)
+            self.post_message(CommandDone(line, res.text, is_error=res.is_error))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("command %r failed: %s", line, exc)
+            text = str(exc) if isinstance(exc, NetspyError) else f"{type(exc).__name__}: {first_line(exc)}"
+            self.post_message(CommandDone(line, text, is_error=True))
+
+    @on(CommandDone)
+    def _command_done(self, message: CommandDone) -> None:
+        self.query_one("#result", ResultPanel).show(message.command, message.text, is_error=message.is_error)
+
+    # --- export --------------------------------------------------------------------------
+
+    def action_export(self, fmt: str) -> None:
+        snap = self.rendered
+        if snap is None:
+            self.notify("Nothing to export yet: no poll has finished.", severity="warning")
+            return
+        view = self.view_state.view
+        directory = self.export_dir or Path.cwd()
+        stamp = self.clock().strftime("%Y%m%dT%H%M%SZ")
+        path = directory / f"netspy-{view}-{stamp}.{fmt}"
+        n = 1
+        while path.exists():
+            path = directory / f"netspy-{view}-{stamp}-{n}.{fmt}"
+            n += 1
+        try:
+            count = self._write_export(path, fmt, snap)
+        except OSError as exc:
+            self.notify(f"Export failed: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"Exported {count} {view} rows to {path}", title="Export", markup=False)
+
+    def _write_export(self, path: Path, fmt: str, snap: Snapshot) -> int:
+        conns = list(self.connections.events.values())
+        drops = list(self.drops.events.values())
+        rows: list[ConnectionEvent] | list[PacketDropEvent] = drops if self.view_state.view == "drops" else conns
+        if fmt == "json":
+            data = {
+                "exported_at": self.clock().isoformat(),
+                "source": snap.status.source.label if snap.status else None,
+                "view": self.view_state.view,
+                "window_seconds": self.view_state.window,
+                "filter": self.view_state.filter_text or None,
+                "focus": self.focus_subject.as_arguments() if self.focus_subject else None,
+                "connections": [e.model_dump(mode="json") for e in conns],
+                "packet_drops": [e.model_dump(mode="json") for e in drops],
+                "processes": [p.model_dump(mode="json") for p in self.processes.stats.values()],
+                "patterns": snap.patterns.model_dump(mode="json") if snap.patterns else None,
+                "drop_patterns": snap.drop_patterns.model_dump(mode="json") if snap.drop_patterns else None,
+            }
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            return len(rows)
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            if self.view_state.view == "drops":
+                writer.writerow(["time", "pid", "process", "reason", "reason_code", "bytes", "destination", "id"])
+                for d in drops:
+                    writer.writerow([d.time.isoformat(), d.pid, _csv_safe(d.command), _csv_safe(d.drop_reason),
+                                     d.drop_reason_code, d.packet_size_bytes, _csv_safe(d.destination or ""), d.id])
+            else:
+                writer.writerow(["time", "pid", "process", "destination", "protocol", "protocol_inferred",
+                                 "outcome", "return_code", "id"])
+                for c in conns:
+                    writer.writerow([c.time.isoformat(), c.pid, _csv_safe(c.command), _csv_safe(destination_text(c)),
+                                     _csv_safe(c.protocol), bool(c.protocol_inferred), c.effective_outcome,
+                                     c.return_code, c.id])
+        return len(rows)
+
+    # --- palette -------------------------------------------------------------------------
+
+    def palette_processes(self) -> list[str]:
+        snap = self.latest
+        return [p.command for p in snap.processes.processes[:30]] if snap and snap.processes else []
+
+    def focus_process(self, name: str) -> None:
+        self.focus_subject = Subject(process_name=name)
+        self._reconfigure()

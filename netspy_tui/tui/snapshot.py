@@ -1,0 +1,70 @@
+"""Frozen snapshots of what the dashboard shows, built by the poller, rendered by the screen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from netspy_tui.mcp_tools.schemas import PatternAnalysis, ProcessList, ServerStatus
+from netspy_tui.models import ConnectionEvent, PacketDropEvent
+from netspy_tui.textsafe import clean
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Which traffic the tools are asked about: everything, one pid or one process name."""
+
+    pid: int | None = None
+    process_name: str | None = None
+
+    @property
+    def is_all(self) -> bool:
+        return self.pid is None and self.process_name is None
+
+    @property
+    def label(self) -> str:
+        if self.process_name is not None:
+            return f"process '{clean(self.process_name, 32)}'"
+        if self.pid is not None:
+            return f"pid {self.pid}"
+        return "all traffic"
+
+    def as_arguments(self) -> dict[str, int | str | None]:
+        return {"pid": self.pid, "process_name": self.process_name}
+
+
+ALL = Subject()
+
+
+@dataclass(frozen=True, slots=True)
+class PollConfig:
+    window: int
+    subject: Subject = ALL
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one poll saw. Connections and drops are oldest first, bounded by window and row cap."""
+
+    version: int
+    """The PollConfig version this snapshot answers (older versions are dropped by the screen)."""
+    config: PollConfig
+    taken_at: datetime
+    latency_ms: float
+    """Wall time of the whole poll (all tool calls)."""
+    status: ServerStatus | None
+    connections: tuple[ConnectionEvent, ...]
+    drops: tuple[PacketDropEvent, ...]
+    processes: ProcessList | None
+    patterns: PatternAnalysis | None
+    drop_patterns: PatternAnalysis | None
+    new_connections: int
+    """Connection events that arrived in this poll."""
+    burst_skipped: int = 0
+    """Events a burst pushed past ``max_events`` in one poll (not fetched)."""
+
+    @property
+    def events_per_second(self) -> float | None:
+        if self.processes is None:
+            return None
+        return self.processes.total_events / max(1, self.processes.duration_seconds)

@@ -1,0 +1,95 @@
+"""The command bar (completion + history) and its result panel."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.suggester import Suggester
+from textual.widgets import Input, Static
+
+from netspy_tui.commands import COMMANDS
+from netspy_tui.textsafe import clean
+
+HISTORY_LIMIT = 100
+
+
+class CommandSuggester(Suggester):
+    """Completes from history first, then command names, then the current command's flags."""
+
+    def __init__(self, history: list[str]) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self._history = history
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value.strip():
+            return None
+        for past in reversed(self._history):
+            if past.startswith(value) and past != value:
+                return past
+        words = value.split(" ")
+        if len(words) == 1:
+            for spec in COMMANDS:
+                if spec.name.startswith(words[0].lower()) and spec.name != words[0]:
+                    return spec.name
+            return None
+        last = words[-1]
+        spec = next((s for s in COMMANDS if words[0].lower() in (s.name, *s.aliases)), None)
+        if spec is None or not last.startswith("-"):
+            return None
+        used = set(words[1:-1])
+        for flag in spec.flags:
+            if flag.startswith(last) and flag != last and flag not in used:
+                return " ".join([*words[:-1], flag]) + " "
+        return None
+
+
+class CommandInput(Input):
+    """An Input with shell-like history on up/down."""
+
+    BINDINGS = [
+        Binding("up", "history(-1)", "Previous", show=False),
+        Binding("down", "history(1)", "Next", show=False),
+        Binding("tab", "complete", "Complete", show=False),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        self.history: list[str] = []
+        super().__init__(placeholder="command — summary, list, analyze, drops, top, status, insights, tools, help "
+                                     "(tab/→ completes, ↑/↓ history, esc closes)",
+                         suggester=CommandSuggester(self.history), id=id)
+        self._index: int | None = None
+
+    def remember(self, line: str) -> None:
+        if line and (not self.history or self.history[-1] != line):
+            self.history.append(line)
+            del self.history[:-HISTORY_LIMIT]
+        self._index = None
+
+    def action_complete(self) -> None:
+        """Accept the suggestion shown after the cursor (as → at the end of the line does)."""
+        self.cursor_position = len(self.value)
+        self.action_cursor_right()
+
+    def action_history(self, step: int) -> None:
+        if not self.history:
+            return
+        index = len(self.history) if self._index is None else self._index
+        index = max(0, min(len(self.history), index + step))
+        self._index = index
+        self.value = self.history[index] if index < len(self.history) else ""
+        self.cursor_position = len(self.value)
+
+
+class ResultPanel(VerticalScroll):
+    """Shows a command's result text; errors get the ``-error`` class."""
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        yield Static(id="result-text")
+
+    def show(self, command: str, text: str, *, is_error: bool) -> None:
+        self.border_title = ("error · " if is_error else "") + clean(command, 60)
+        self.set_class(is_error, "-error")
+        self.query_one("#result-text", Static).update(Text(clean(text, 100_000, keep_newlines=True)))
+        self.display = True
+        self.scroll_home(animate=False)

@@ -1,0 +1,158 @@
+"""Live event tables: keyed by event id, updated by diff inside ``batch_update``.
+
+Rows are oldest first, newest at the bottom. The table follows the newest row while the cursor
+sits on the last row; move the cursor up and it stays on the row it is on (by key) until you go
+back to the end (``end``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Generic, TypeVar
+
+from rich.style import Style
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowDoesNotExist
+
+from netspy_tui.models import OUTCOMES, ConnectionEvent, PacketDropEvent
+from netspy_tui.tui.poller import event_key
+from netspy_tui.tui.widgets.cells import Cell, cell
+
+E = TypeVar("E", ConnectionEvent, PacketDropEvent)
+
+#: A diff that removes more than this share of the rows rebuilds the table instead (remove_row is O(rows)).
+REBUILD_SHARE = 0.25
+
+
+def time_cell(event: ConnectionEvent | PacketDropEvent) -> Cell:
+    return cell(event.time.strftime("%H:%M:%S.%f")[:-3], 12, sort_key=event.time)
+
+
+def destination_text(event: ConnectionEvent) -> str:
+    if event.destination:
+        return event.destination
+    if event.destination_ip:
+        return f"{event.destination_ip}:{event.destination_port}"
+    return "(no address)" if event.address_family == 1 else "unknown"
+
+
+class EventTable(DataTable[Cell], Generic[E]):
+    """Base of the connection and drop tables."""
+
+    COLUMNS: ClassVar[tuple[tuple[str, str, int | None], ...]] = ()
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.events: dict[str, E] = {}
+        """Events shown, by row key, in table order."""
+
+    def on_mount(self) -> None:
+        for key, label, width in self.COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    def cells(self, event: E) -> list[Cell]:
+        raise NotImplementedError
+
+    @property
+    def following(self) -> bool:
+        return self.row_count == 0 or self.cursor_row >= self.row_count - 1
+
+    def selected_event(self) -> E | None:
+        if self.row_count == 0:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except RowDoesNotExist:
+            return None
+        return self.events.get(key or "")
+
+    def sync(self, events: Sequence[E]) -> tuple[int, int]:
+        """Show exactly ``events`` (oldest first). Returns (rows added, rows removed)."""
+        wanted = {event_key(e): e for e in events}
+        current = self.events
+        removed = [k for k in current if k not in wanted]
+        added = [k for k in wanted if k not in current]
+        if not removed and not added:
+            return 0, 0
+        following = self.following
+        anchor = None if following else self._cursor_key()
+        last_time = next(reversed(current.values())).time if current else None
+        in_order = last_time is None or all(wanted[k].time >= last_time for k in added)
+        rebuild = not in_order or len(removed) > max(50, int(len(current) * REBUILD_SHARE))
+        with self.app.batch_update():
+            if rebuild:
+                self.clear()
+                self.events = {}
+                for key, event in wanted.items():
+                    self.add_row(*self.cells(event), key=key)
+                    self.events[key] = event
+            else:
+                for key in removed:
+                    self.remove_row(key)
+                    del current[key]
+                for key in added:
+                    self.add_row(*self.cells(wanted[key]), key=key)
+                    current[key] = wanted[key]
+            if following:
+                self.move_cursor(row=self.row_count - 1, animate=False)
+            elif anchor is not None and anchor in self.events:
+                self.move_cursor(row=self.get_row_index(anchor), animate=False)
+        return len(added), len(removed)
+
+    def _cursor_key(self) -> str | None:
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except RowDoesNotExist:
+            return None
+
+
+_OUTCOME_LABEL = {"in_progress": "in progress"}
+
+
+class ConnectionTable(EventTable[ConnectionEvent]):
+    COMPONENT_CLASSES: ClassVar[set[str]] = DataTable.COMPONENT_CLASSES | {f"outcome--{o}" for o in OUTCOMES}
+    COLUMNS = (
+        ("time", "Time (UTC)", 12),
+        ("pid", "PID", 7),
+        ("process", "Process", 16),
+        ("destination", "Destination", 30),
+        ("protocol", "Proto", 5),
+        ("outcome", "Outcome", 11),
+    )
+
+    def _outcome_style(self, outcome: str) -> Style:
+        name = f"outcome--{outcome}" if outcome in OUTCOMES else "outcome--unknown"
+        return self.get_component_rich_style(name, partial=True)
+
+    def cells(self, event: ConnectionEvent) -> list[Cell]:
+        proto = (event.protocol or "?") + ("?" if event.protocol_inferred else "")
+        outcome = event.effective_outcome
+        return [
+            time_cell(event),
+            cell(event.pid, 7, justify="right", sort_key=event.pid),
+            cell(event.command, 16),
+            cell(destination_text(event), 46),
+            cell(proto, 12),
+            cell(_OUTCOME_LABEL.get(outcome, outcome), 12, style=self._outcome_style(outcome)),
+        ]
+
+
+class DropTable(EventTable[PacketDropEvent]):
+    COLUMNS = (
+        ("time", "Time (UTC)", 12),
+        ("pid", "PID", 7),
+        ("process", "Process", 16),
+        ("reason", "Reason", 22),
+        ("size", "Bytes", 6),
+        ("destination", "Destination", 24),
+    )
+
+    def cells(self, event: PacketDropEvent) -> list[Cell]:
+        return [
+            time_cell(event),
+            cell(event.pid if event.pid else "-", 7, justify="right", sort_key=event.pid),
+            cell(event.command if event.pid else "(kernel)", 16),
+            cell(event.drop_reason or "UNKNOWN", 28, style="bold"),
+            cell(event.packet_size_bytes, 8, justify="right", sort_key=event.packet_size_bytes),
+            cell(event.destination or "", 46),
+        ]

@@ -1,0 +1,94 @@
+"""Pattern panel (top destinations, protocol/port/outcome mix, rate sparkline) and the drop-reason line."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Label, Sparkline, Static
+
+from netspy_tui.mcp_tools.schemas import PatternAnalysis
+from netspy_tui.models import OUTCOMES, Counted
+from netspy_tui.textsafe import clean
+from netspy_tui.tui.widgets.cells import outcome_classes, window_label
+
+TOP_DESTINATIONS = 6
+BAR_WIDTH = 10
+
+
+def _mix(items: list[Counted], limit: int = 5) -> str:
+    shown = " · ".join(f"{clean(c.key, 24)} {c.count}" for c in items[:limit])
+    more = len(items) - limit
+    return (shown + (f" · +{more} more" if more > 0 else "")) or "none"
+
+
+class PatternsPanel(Vertical):
+    """Renders one :class:`PatternAnalysis` (connections) for the focused process or all traffic."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = outcome_classes() | {"patterns--heading", "patterns--bar",
+                                                                  "patterns--dim"}
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="patterns-body")
+        yield Label("", id="rate-label")
+        yield Sparkline([], id="rate")
+
+    def on_mount(self) -> None:
+        self.border_title = "Patterns"
+        self.query_one("#patterns-body", Static).update(Text("Waiting for the first poll…"))
+
+    def show(self, analysis: PatternAnalysis | None, subject_label: str) -> None:
+        self.border_title = f"Patterns · {subject_label}"
+        body = self.query_one("#patterns-body", Static)
+        spark = self.query_one("#rate", Sparkline)
+        rate_label = self.query_one("#rate-label", Label)
+        if analysis is None:
+            return
+        stats = analysis.stats
+        heading = self.get_component_rich_style("patterns--heading", partial=True)
+        bar_style = self.get_component_rich_style("patterns--bar", partial=True)
+        dim = self.get_component_rich_style("patterns--dim", partial=True)
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f"{stats.total} attempts", style=heading)
+        text.append(f" in {window_label(stats.window_seconds)} · {analysis.rate_per_minute:.1f}/min · "
+                    f"{analysis.failure_ratio:.0%} failed\n")
+        if stats.total == 0:
+            text.append("No connection attempts in this window.", style=dim)
+        else:
+            text.append("Top destinations\n", style=heading)
+            top = stats.top_destinations[:TOP_DESTINATIONS]
+            biggest = max((c.count for c in top), default=1)
+            width = max((len(clean(c.key, 30)) for c in top), default=10)
+            for c in top:
+                filled = max(1, round(BAR_WIDTH * c.count / biggest))
+                text.append(f" {clean(c.key, 30):<{width}} {c.count:>5} ")
+                text.append("█" * filled, style=bar_style)
+                text.append("\n")
+            text.append("Protocols ", style=heading)
+            text.append(_mix(list(stats.protocols), 4) + "\n")
+            text.append("Ports     ", style=heading)
+            text.append(_mix(list(stats.ports), 4) + "\n")
+            text.append("Outcomes  ", style=heading)
+            for i, c in enumerate(stats.outcomes[:6]):
+                name = c.key if c.key in OUTCOMES else "unknown"
+                if i:
+                    text.append(" · ")
+                text.append(f"{clean(c.key, 16).replace('_', ' ')} {c.count}",
+                            style=self.get_component_rich_style(f"outcome--{name}", partial=True))
+        body.update(text)
+        rate_label.update(Text(f"Rate per {stats.bucket_seconds}s over {window_label(stats.window_seconds)} "
+                               f"(peak {max(stats.rate_buckets, default=0)})"))
+        spark.data = [float(v) for v in stats.rate_buckets]
+
+
+def drop_mix_text(analysis: PatternAnalysis | None, window: int) -> Text:
+    """One line: total drops in the window and the drop-reason mix."""
+    if analysis is None:
+        return Text("Packet drops: waiting for the first poll…")
+    stats = analysis.stats
+    if stats.total == 0:
+        return Text(f"No packet drops in the last {window_label(window)}.")
+    return Text(f"{stats.total} packet drops in {window_label(window)} · reasons: {_mix(list(stats.outcomes), 6)}",
+                no_wrap=True, overflow="ellipsis")
