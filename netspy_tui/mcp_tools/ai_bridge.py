@@ -25,6 +25,7 @@ from netspy_tui.ai import (
     stream_explanation,
     stream_summary_insight,
 )
+from netspy_tui.ai.settings import NOT_CONFIGURED_HINT
 from netspy_tui.errors import AIError, NetspyError
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
 from netspy_tui.mcp_tools.schemas import Insight
@@ -43,9 +44,6 @@ DATA_TOOLS = (
     "server_status",
 )
 
-NOT_CONFIGURED_HINT = (
-    "set OPENAI_API_KEY, or OPENAI_BASE_URL for a local OpenAI-compatible server (Ollama, llama.cpp, vLLM)"
-)
 
 
 def ai_settings(model: str | None = None) -> AISettings:

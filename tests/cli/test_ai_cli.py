@@ -1,0 +1,50 @@
+"""AI from the command line against a local OpenAI-compatible server (real HTTP + SSE)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.factories import connection_json
+from tests.fake_ebpf_server import FakeEbpfServer
+from tests.fake_openai import FakeOpenAI, FakeToolCall
+
+KEY = "sk-cli-test-0123456789"
+
+
+def test_ai_insights_streams_to_stdout(run_cli):
+    with FakeOpenAI() as ai:
+        ai.text("curl is ", "fetching ", "a page.")
+        out = run_cli("--tool", "ai_insights", "--summary-text", "curl made 5 connections", "--model", "m1",
+                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)
+        body = ai.chat_requests[0].body
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "curl is fetching a page.\n"
+    assert body["model"] == "m1" and body["stream"] is True
+    assert "curl made 5 connections" in json.dumps(body["messages"])
+    assert KEY not in out.stdout + out.stderr
+
+
+def test_contextual_analysis_calls_a_tool_through_mcp_and_uses_the_result(run_cli):
+    events = [connection_json(pid=4242, command="curl", ip="10.9.8.7", port=443, ago=2, outcome="refused")]
+    with FakeEbpfServer("current", events=events) as srv, FakeOpenAI() as ai:
+        ai.tool_calls(FakeToolCall("list_connections", '{"process_name": "curl", "max_events": 5}', split=4))
+        ai.text("curl was refused by ", "10.9.8.7:443.")
+        out = run_cli("--tool", "contextual_analysis", "--query", "why is curl failing?", "--server", srv.url,
+                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)
+        second = ai.chat_requests[1].body
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "curl was refused by 10.9.8.7:443.\n"
+    assert '[calling list_connections({"max_events": 5, "process_name": "curl"})]' in out.stderr
+    tool_msgs = [m for m in second["messages"] if m["role"] == "tool"]
+    assert tool_msgs and "10.9.8.7:443" in tool_msgs[0]["content"] and "refused" in tool_msgs[0]["content"]
+    assert srv.requests_to("/api/events")  # the data came from the server, via the MCP tool
+
+
+def test_ai_errors_are_one_line_and_never_show_the_key(run_cli):
+    with FakeOpenAI() as ai:
+        ai.error(401, f"Incorrect API key provided: {KEY[:8]}****")
+        out = run_cli("--tool", "ai_insights", "--summary-text", "x",
+                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY, "NETSPY_AI_TIMEOUT": "5"})
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("netspy-tui: ")
+    assert KEY not in out.stderr and KEY[:8] not in out.stderr
