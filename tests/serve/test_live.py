@@ -1,0 +1,261 @@
+"""The served API on a real socket: uvicorn on 127.0.0.1, a free port, stopped by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from netspy_tui.serve import BackgroundServer, create_app, serve_source
+from netspy_tui.serve.runner import exposure_warning, is_loopback
+from netspy_tui.telemetry.client import HttpSource
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.telemetry.source import EventQuery
+from tests.contract import validate_response
+from tests.serve.conftest import ProgramSource, sample_events
+from tests.serve.test_api import CASES
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture
+def live() -> Iterator[BackgroundServer]:
+    with BackgroundServer(create_app(ProgramSource(sample_events()))) as srv:
+        yield srv
+
+
+@pytest.fixture
+def guarded() -> Iterator[BackgroundServer]:
+    app = create_app(ProgramSource(sample_events()), token=TOKEN, max_body_bytes=1024)
+    with BackgroundServer(app) as srv:
+        yield srv
+
+
+def test_every_endpoint_over_a_real_socket(live: BackgroundServer) -> None:
+    assert live.url.startswith("http://127.0.0.1:") and live.port > 0
+    with httpx.Client(base_url=live.url, timeout=5) as client:
+        for method, path, query, body, definition in CASES:
+            resp = client.request(method, path, params=query, json=body)
+            assert resp.status_code == 200, (method, path, resp.text)
+            validate_response(definition, resp.json())
+        bad = client.get("/api/events", params={"limit": "many"})
+        assert (bad.status_code, bad.text) == (400, "limit must be an integer, got 'many'\n")
+
+
+async def test_the_products_http_client_reads_the_served_api(live: BackgroundServer) -> None:
+    """netspy-tui's own HttpSource, pointed at netspy-tui serve, sees what the source holds."""
+    held = live.app.state.source  # type: ignore[attr-defined]
+    client = HttpSource(live.url, retries=0)
+    try:
+        assert await client.generation() == "current"
+        for q in (EventQuery(), EventQuery(kind="packet_drop"), EventQuery(command="curl", limit=1)):
+            served, direct = await client.query(q), await held.query(q)
+            assert [e.id for e in served.events] == [e.id for e in direct.events]
+            assert served.total_count == direct.total_count
+        assert await client.count("connection", None, None, 60) == await held.count("connection", None, None, 60)
+        assert [p.name for p in await client.programs()] == ["connection", "packet_drop"]
+    finally:
+        await client.aclose()
+
+
+# --- token --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN},
+     {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer"}, {"Authorization": f"Bearer  {TOKEN[:-1]}"}],
+    ids=["none", "wrong", "basic", "no-scheme", "longer", "empty", "prefix"],
+)  # fmt: skip
+def test_without_the_token_every_path_is_401(guarded: BackgroundServer, headers: dict[str, str]) -> None:
+    with httpx.Client(base_url=guarded.url, timeout=5, headers=headers) as client:
+        for path in ("/health", "/", "/api/events", "/api/no-such-path"):
+            resp = client.get(path)
+            assert resp.status_code == 401, path
+            assert resp.headers["content-type"] == "text/plain; charset=utf-8"
+            assert resp.headers["www-authenticate"].startswith("Bearer")
+            assert TOKEN not in resp.text
+        assert client.post("/api/connection-summary", json={"pid": 1}).status_code == 401
+
+
+def test_with_the_token_requests_pass(guarded: BackgroundServer) -> None:
+    for scheme in ("Bearer", "bearer"):
+        with httpx.Client(base_url=guarded.url, timeout=5, headers={"Authorization": f"{scheme} {TOKEN}"}) as c:
+            assert c.get("/health").status_code == 200
+            validate_response("EventsResponse", c.get("/api/events").json())
+            assert c.get("/api/nope").status_code == 404
+
+
+def test_empty_token_is_refused() -> None:
+    with pytest.raises(ValueError, match="token"):
+        create_app(MemorySource(), token="  ")
+
+
+# --- body size ----------------------------------------------------------------------------
+
+
+def test_bodies_over_the_limit_are_413(guarded: BackgroundServer) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=guarded.url, timeout=5, headers=auth) as client:
+        small = b'{"pid": 100}' + b" " * 900
+        assert client.post("/api/connection-summary", content=small).status_code == 200
+
+        declared = client.post("/api/connection-summary", content=b'{"pid": 100}' + b" " * 4000)
+        assert declared.status_code == 413
+        assert declared.text == "Request body too large: the limit is 1024 bytes\n"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the size is only known while reading
+            yield b'{"pid": 100'
+            for _ in range(8):
+                yield b" " * 400
+            yield b"}"
+
+        streamed = client.post("/api/list-connections", content=chunks())
+        assert streamed.status_code == 413
+        assert streamed.headers["content-type"] == "text/plain; charset=utf-8"
+
+        def small_chunks() -> Iterator[bytes]:
+            yield b'{"pid": '
+            yield b"100}"
+
+        assert client.post("/api/list-connections", content=small_chunks()).status_code == 200
+
+
+async def test_streamed_overflow_in_process() -> None:
+    app = create_app(MemorySource(sample_events()), max_body_bytes=10)
+
+    async def body() -> Any:
+        yield b'{"pid":'
+        yield b" 100}    "
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        resp = await client.post("/api/connection-summary", content=body())
+        assert resp.status_code == 413
+        bad_length = await client.post("/api/connection-summary", content=b"{}", headers={"Content-Length": "x"})
+        assert bad_length.status_code == 400
+
+
+# --- runner -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("example.internal", False)],
+)  # fmt: skip
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+    assert (exposure_warning(host, token_required=False) is None) is loopback
+    assert exposure_warning(host, token_required=True) is None
+
+
+_SERVE_SCRIPT = """
+import logging, sys
+from netspy_tui.serve import create_app, serve
+from netspy_tui.telemetry.memory import MemorySource
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+serve(create_app(MemorySource()), host="127.0.0.1", port=0)
+logging.getLogger("test").warning("serve returned")
+"""
+
+
+def _read_lines(stream: Any, out: queue.Queue[str]) -> None:
+    for line in iter(stream.readline, ""):
+        out.put(line)
+
+
+def _wait_for_line(lines: queue.Queue[str], needle: str, seen: list[str], timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if needle in line:
+            return line
+    raise AssertionError(f"no {needle!r} on stderr within {timeout} s; got: {''.join(seen)}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_process_shuts_down_gracefully_on_signal(sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
+    threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True).start()
+    try:
+        line = _wait_for_line(lines, "serving the eBPF server API on ", seen)
+        url = line.rsplit(" ", 1)[-1].strip()
+        assert httpx.get(url + "/health", timeout=5).status_code == 200
+        proc.send_signal(sig)
+        _wait_for_line(lines, "serve returned", seen)  # serve() came back: cleanup code runs
+        assert proc.wait(timeout=15) == 0
+        stdout = proc.stdout.read() if proc.stdout else ""
+        assert stdout == ""  # stdout stays clean (it may be a protocol stream)
+        assert any(f"received {sig.name}" in s for s in seen)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/health", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_source_mounts_mcp_behind_the_token() -> None:
+    import httpx2
+    from mcp.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.server.mcpserver import MCPServer
+
+    mcp_server = MCPServer("serve-test", log_level="WARNING")
+
+    @mcp_server.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        return f"echo: {text}"
+
+    urls: queue.Queue[str] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(
+        serve_source(MemorySource(sample_events()), port=0, token=TOKEN, mcp_server=mcp_server, on_started=urls.put)
+    )
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        url = urls.get(timeout=10)
+        assert httpx.post(url + "/mcp", json={}, timeout=5).status_code == 401
+        root = httpx.get(url + "/", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).json()
+        assert "/mcp" in root["endpoints"]
+
+        async def call() -> str:
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as http:
+                async with Client(streamable_http_client(url + "/mcp", http_client=http)) as client:
+                    result = await client.call_tool("echo", {"text": "hi"})
+                    return result.content[0].text  # type: ignore[union-attr]
+
+        assert asyncio.run(call()) == "echo: hi"
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5) as client:
+            validate_response("EventsResponse", client.get("/api/events").json())
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "serve_source did not stop after cancellation"
+        loop.close()
