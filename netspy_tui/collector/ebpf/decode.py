@@ -1,0 +1,455 @@
+"""Ring records (numpy) -> contract events, in batches.
+
+The reader hands :meth:`Decoder.feed` a structured array of :data:`programs.RECORD`. Columns are
+converted with numpy (``tolist`` per column, a few vector ops); what remains per event is one
+dict and one object. Strings that repeat (commands, destinations) and per-(flags, code) answers
+(outcome, protocol) come from small caches, so a burst to one destination costs ~1 us an event.
+
+Non-blocking connects: a CONNECT record flagged PENDING waits (by socket address) for its
+OUTCOME record, at most ``outcome_deadline`` seconds; then it is emitted with outcome
+``in_progress``. Events of one batch are handed over in timestamp order.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, outcome_for_return_code
+
+log = logging.getLogger(__name__)
+
+Event = ConnectionEvent | PacketDropEvent
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: the record seen as overlapping integer views of the address
+_ADDR_VIEW = np.dtype(
+    {
+        "names": ["ipv4", "addr_lo", "addr_hi"],
+        "formats": ["<u4", "<u8", "<u8"],
+        "offsets": [P.RECORD.fields["addr"][1], P.RECORD.fields["addr"][1], P.RECORD.fields["addr"][1] + 8],
+        "itemsize": P.RECORD.itemsize,
+    }
+)
+
+CONNECT_PROTOCOLS = {6: "TCP", 17: "UDP"}
+DROP_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP", 136: "UDPLite"}
+SOCKET_TYPES = {1: "STREAM", 2: "DGRAM", 3: "RAW", 4: "RDM", 5: "SEQPACKET", 6: "DCCP", 10: "PACKET"}
+#: destination ports guessed to be UDP when the kernel could not tell (the guess is flagged)
+UDP_PORTS = frozenset({53, 67, 68, 69, 123, 137, 138, 161, 162, 500, 514, 1900, 4500, 5353, 51820})
+_INPROGRESS = (-errno.EINPROGRESS, -errno.EALREADY)
+
+
+def protocol_name(raw: int) -> str:
+    return CONNECT_PROTOCOLS.get(raw, f"Unknown({raw})")
+
+
+def socket_type_name(raw: int) -> str:
+    return SOCKET_TYPES.get(raw, f"Unknown({raw})")
+
+
+# --- fast construction ------------------------------------------------------------------------
+
+
+def _make_builder(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+    """A constructor equivalent to ``cls.model_construct(**values)`` given every field, ~6x faster.
+
+    It sets exactly what ``model_construct`` sets (``__dict__`` in field order, the fields set,
+    an empty extra dict, no private state). It is checked against ``model_construct`` on a sample
+    here; should a pydantic release differ, ``model_construct`` itself is used.
+    """
+    fields = tuple(cls.model_fields)
+    fields_set = frozenset(fields)
+    new = cls.__new__
+    setattr_ = object.__setattr__
+
+    def build(values: dict[str, Any]) -> Any:
+        obj = new(cls)
+        setattr_(obj, "__dict__", values)
+        setattr_(obj, "__pydantic_fields_set__", set(fields_set))
+        setattr_(obj, "__pydantic_extra__", {})
+        setattr_(obj, "__pydantic_private__", None)
+        return obj
+
+    sample = {name: _SAMPLE.get(name) for name in fields}
+    try:
+        reference = cls.model_construct(**dict(sample))
+        fast = build(dict(sample))
+        same = (
+            fast == reference
+            and list(fast.__dict__) == list(reference.__dict__)
+            and fast.__pydantic_fields_set__ == reference.__pydantic_fields_set__
+            and fast.__pydantic_extra__ == reference.__pydantic_extra__
+            and fast.__pydantic_private__ == reference.__pydantic_private__
+            and fast.model_dump() == reference.model_dump()
+        )
+    except Exception:  # noqa: BLE001 - any doubt means: use the slow, official path
+        same = False
+    if not same:
+        log.warning("fast event construction does not match this pydantic; using model_construct")
+        return lambda values: cls.model_construct(**values)
+    return build
+
+
+_SAMPLE: dict[str, Any] = {
+    "id": "0123456789abcdef", "type": "connection", "pid": 1, "command": "x", "timestamp": 1,
+    "time": _EPOCH, "source": "ebpf", "destination_ip": "127.0.0.1", "destination_port": 1,
+    "destination": "127.0.0.1:1", "address_family": 2, "protocol": "TCP", "socket_type": "STREAM",
+    "return_code": 0, "raw_ipv4": 16777343, "raw_ipv6": [0] * 16, "raw_protocol": 6, "raw_socktype": 1,
+    "outcome": "ok", "protocol_inferred": False, "drop_reason_code": 3, "drop_reason": "NO_SOCKET",
+    "skb_length": 1, "packet_size_bytes": 1,
+}  # fmt: skip
+
+_build_connection = _make_builder(ConnectionEvent)
+_SAMPLE["type"] = "packet_drop"
+_SAMPLE["protocol"] = "UDP"
+_build_drop = _make_builder(PacketDropEvent)
+_CONN_FIELDS = tuple(ConnectionEvent.model_fields)
+_DROP_FIELDS = tuple(PacketDropEvent.model_fields)
+
+
+class _Ids:
+    """Random 16-hex-digit ids (as models.new_event_id makes them), drawn in bulk."""
+
+    def take(self, n: int) -> list[str]:
+        text = os.urandom(8 * n).hex()
+        return [text[i : i + 16] for i in range(0, 16 * n, 16)]
+
+
+class Clock:
+    """bpf_ktime_get_ns (CLOCK_MONOTONIC) -> wall-clock UTC, re-synchronised every second."""
+
+    def __init__(self) -> None:
+        self._offset_us = 0
+        self._synced = 0.0
+        self.sync()
+
+    def sync(self) -> None:
+        # take the tightest of a few samples
+        best = None
+        for _ in range(3):
+            m0 = time.monotonic_ns()
+            wall = time.time_ns()
+            m1 = time.monotonic_ns()
+            if best is None or m1 - m0 < best[0]:
+                best = (m1 - m0, wall - (m0 + m1) // 2)
+        assert best is not None
+        self._offset_ns = best[1]
+        self._synced = time.monotonic()
+
+    def maybe_sync(self) -> None:
+        if time.monotonic() - self._synced > 1.0:
+            self.sync()
+
+    def wall(self, ts_ns: int) -> datetime:
+        return _EPOCH + timedelta(microseconds=(ts_ns + self._offset_ns) // 1000)
+
+    def walls(self, ts: Iterable[int]) -> list[datetime]:
+        off = self._offset_ns
+        return [_EPOCH + timedelta(microseconds=(t + off) // 1000) for t in ts]
+
+
+class Decoder:
+    """Turns record batches into events; keeps non-blocking connects until their outcome is known."""
+
+    def __init__(
+        self,
+        drop_reasons: dict[int, str],
+        tcp_states: dict[str, int],
+        outcome_deadline: float = 3.0,
+        source: str = "ebpf",
+    ) -> None:
+        self.drop_reasons = dict(drop_reasons)
+        self.established = tcp_states.get("TCP_ESTABLISHED", 1)
+        self.close_state = tcp_states.get("TCP_CLOSE", 7)
+        self.deadline_ns = int(outcome_deadline * 1e9)
+        self.source = source
+        self.clock = Clock()
+        self._ids = _Ids()
+        self._pending: dict[int, tuple[np.void, int]] = {}  # skaddr -> (record, deadline monotonic ns)
+        self._comm: dict[bytes, str] = {}
+        self._dest: dict[tuple[int, int, int, int], tuple[str, str, list[int] | None]] = {}
+        self._verdict: dict[tuple[int, int, int, int, int], tuple[str, str, str, int, int, bool]] = {}
+        self.orphan_outcomes = 0
+        """OUTCOME records with no waiting connect (its record was lost, or it already expired)."""
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # --- entry points -------------------------------------------------------------------
+    def feed(self, recs: np.ndarray, now_ns: int | None = None) -> list[Event]:
+        """Decode one batch (ring order) and return the events now complete, by timestamp."""
+        now_ns = time.monotonic_ns() if now_ns is None else now_ns
+        self.clock.maybe_sync()
+        out: list[Event] = []
+        if len(recs):
+            kind = recs["kind"]
+            connects = kind == P.KIND_CONNECT
+            drops = kind == P.KIND_DROP
+            if connects.all():
+                out.extend(self._connects(recs, now_ns))
+            else:
+                outcomes = kind == P.KIND_OUTCOME
+                if outcomes.any():
+                    out.extend(self._with_outcomes(recs, connects, outcomes, now_ns))
+                elif connects.any():
+                    out.extend(self._connects(recs[connects], now_ns))
+                if drops.any():
+                    out.extend(self._drops(recs[drops]))
+        out.extend(self.expire(now_ns))
+        if len(out) > 1:
+            out.sort(key=_timestamp)
+        return out
+
+    def expire(self, now_ns: int | None = None, everything: bool = False) -> list[Event]:
+        """Connects whose outcome did not arrive in time, emitted as ``in_progress``."""
+        if not self._pending:
+            return []
+        now_ns = time.monotonic_ns() if now_ns is None else now_ns
+        due = [k for k, (_, deadline) in self._pending.items() if everything or deadline <= now_ns]
+        if not due:
+            return []
+        rows = [self._pending.pop(k)[0] for k in due]
+        return self._build_connects(np.array(rows, dtype=P.RECORD))
+
+    # --- connects -----------------------------------------------------------------------
+    def _with_outcomes(self, recs: np.ndarray, connects: np.ndarray, outcomes: np.ndarray, now_ns: int) -> list[Event]:
+        """Ring order matters here: a CONNECT record always precedes its OUTCOME record."""
+        out: list[Event] = []
+        start = 0
+        idx = np.flatnonzero(outcomes)
+        for i in idx.tolist():
+            if i > start:
+                chunk = recs[start:i]
+                out.extend(self._connects(chunk[chunk["kind"] == P.KIND_CONNECT], now_ns))
+            start = i + 1
+            rec = recs[i]
+            waiting = self._pending.pop(int(rec["key"]), None)
+            if waiting is None:
+                self.orphan_outcomes += 1
+                continue
+            row = waiting[0].copy()
+            row["flags"] = (int(row["flags"]) & ~P.F_PENDING) | (int(rec["flags"]) & ~P.F_EXITED)
+            out.extend(self._build_connects(np.array([row], dtype=P.RECORD)))
+        if start < len(recs):
+            chunk = recs[start:]
+            out.extend(self._connects(chunk[chunk["kind"] == P.KIND_CONNECT], now_ns))
+        return out
+
+    def _connects(self, recs: np.ndarray, now_ns: int) -> list[Event]:
+        if not len(recs):
+            return []
+        pending = (recs["flags"] & P.F_PENDING) != 0
+        if pending.any():
+            deadline = now_ns + self.deadline_ns
+            for row in recs[pending]:
+                key = int(row["key"])
+                old = self._pending.pop(key, None)
+                if old is not None:  # the socket was freed and reused before its outcome came
+                    self.orphan_outcomes += 1
+                self._pending[key] = (row.copy(), deadline)
+            recs = recs[~pending]
+        return self._build_connects(recs)
+
+    def _verdict_for(
+        self, flags: int, code: int, socktype: int, protocol: int, port: int
+    ) -> tuple[str, str, str, int, int, bool]:
+        """(outcome, protocol, socket_type, raw_protocol, raw_socktype, inferred)."""
+        key = (flags & ~P.F_EXITED, code, socktype, protocol, port)
+        hit = self._verdict.get(key)
+        if hit is not None:
+            return hit
+        # outcome
+        if flags & P.F_DONE:
+            state = (flags >> P.STATE_SHIFT) & 0xFF
+            if state == self.close_state:
+                if flags & P.F_RESET:
+                    outcome = "refused"
+                elif code < 0 and code not in _INPROGRESS:
+                    outcome = outcome_for_return_code(code)
+                else:
+                    outcome = "failed"
+            else:
+                outcome = "ok"
+        elif flags & P.F_PENDING:
+            outcome = "in_progress"
+        elif code == -errno.EISCONN:
+            outcome = "ok"  # a repeated connect() on a socket that is already connected
+        else:
+            outcome = outcome_for_return_code(code)
+        # protocol
+        if flags & P.F_SOCKINFO:
+            raw_type = socktype & 0xF  # SOCK_NONBLOCK/SOCK_CLOEXEC live in the upper bits
+            verdict = (outcome, protocol_name(protocol), socket_type_name(raw_type), protocol, raw_type, False)
+        elif flags & P.F_TCP:
+            verdict = (outcome, "TCP", "STREAM", 6, 1, False)
+        else:
+            # The kernel told us nothing: EINPROGRESS only comes from stream sockets; else by port.
+            guess = "TCP" if code in _INPROGRESS or port not in UDP_PORTS else "UDP"
+            verdict = (outcome, guess, "Unknown(0)", 0, 0, True)
+        if len(self._verdict) > 4096:
+            self._verdict.clear()
+        self._verdict[key] = verdict
+        return verdict
+
+    def _destination(self, family: int, lo: int, hi: int, port: int) -> tuple[str, str, list[int] | None]:
+        key = (family, lo, hi, port)
+        hit = self._dest.get(key)
+        if hit is not None:
+            return hit
+        raw = lo.to_bytes(8, "little") + hi.to_bytes(8, "little")
+        if family == P.AF_INET:
+            ip = socket.inet_ntop(socket.AF_INET, raw[:4])
+            hit = (ip, f"{ip}:{port}", None)
+        else:
+            ip = socket.inet_ntop(socket.AF_INET6, raw)
+            hit = (ip, f"[{ip}]:{port}", list(raw))
+        if len(self._dest) > 4096:
+            self._dest.clear()
+        self._dest[key] = hit
+        return hit
+
+    def _command(self, raw: bytes) -> str:
+        hit = self._comm.get(raw)
+        if hit is None:
+            hit = raw.rstrip(b"\0").decode("utf-8", "replace").replace("\0", "")
+            if len(self._comm) > 4096:
+                self._comm.clear()
+            self._comm[raw] = hit
+        return hit
+
+    def _build_connects(self, recs: np.ndarray) -> list[Event]:
+        n = len(recs)
+        if not n:
+            return []
+        alt = recs.view(_ADDR_VIEW)
+        ts = recs["ts"].tolist()
+        times = self.clock.walls(ts)
+        ids = self._ids.take(n)
+        zeros16 = [0] * 16
+        command, destination, verdict_for = self._command, self._destination, self._verdict_for
+        build, source = _build_connection, self.source
+        out: list[Event] = []
+        for i, t, pid, comm, code, flags, family, port, stype, proto, v4, lo, hi in zip(
+            ids,
+            ts,
+            recs["pid"].tolist(),
+            recs["comm"].tolist(),
+            recs["code"].tolist(),
+            recs["flags"].tolist(),
+            recs["family"].tolist(),
+            recs["port"].tolist(),
+            recs["socktype"].tolist(),
+            recs["protocol"].tolist(),
+            alt["ipv4"].tolist(),
+            alt["addr_lo"].tolist(),
+            alt["addr_hi"].tolist(),
+            strict=True,
+        ):
+            ip, dest, raw6 = destination(family, lo, hi, port)
+            outcome, proto_name, stype_name, raw_proto, raw_type, inferred = verdict_for(
+                flags, code, stype, proto, port
+            )
+            out.append(
+                build(
+                    {
+                        "id": i,
+                        "pid": pid,
+                        "command": command(comm),
+                        "timestamp": t,
+                        "time": times[len(out)],
+                        "k8s_node_name": None,
+                        "k8s_pod_name": None,
+                        "k8s_namespace": None,
+                        "source": source,
+                        "type": "connection",
+                        "destination_ip": ip,
+                        "destination_port": port,
+                        "destination": dest,
+                        "address_family": family,
+                        "protocol": proto_name,
+                        "socket_type": stype_name,
+                        "return_code": code,
+                        "raw_ipv4": v4 if family == P.AF_INET else 0,
+                        "raw_ipv6": list(raw6) if raw6 is not None else list(zeros16),
+                        "raw_protocol": raw_proto,
+                        "raw_socktype": raw_type,
+                        "outcome": outcome,
+                        "protocol_inferred": inferred,
+                        "sampled": None,
+                    }
+                )
+            )
+        return out
+
+    # --- drops --------------------------------------------------------------------------
+    def _drops(self, recs: np.ndarray) -> list[Event]:
+        n = len(recs)
+        alt = recs.view(_ADDR_VIEW)
+        ts = recs["ts"].tolist()
+        times = self.clock.walls(ts)
+        ids = self._ids.take(n)
+        reasons = self.drop_reasons
+        out: list[Event] = []
+        for k, (i, t, pid, comm, code, flags, family, port, proto, length, size, lo, hi) in enumerate(
+            zip(
+                ids,
+                ts,
+                recs["pid"].tolist(),
+                recs["comm"].tolist(),
+                recs["code"].tolist(),
+                recs["flags"].tolist(),
+                recs["family"].tolist(),
+                recs["port"].tolist(),
+                recs["protocol"].tolist(),
+                recs["length"].tolist(),
+                recs["size"].tolist(),
+                alt["addr_lo"].tolist(),
+                alt["addr_hi"].tolist(),
+                strict=True,
+            )
+        ):
+            reason = code & 0xFFFFFFFF
+            protocol = dest = None
+            if flags & P.F_L3:
+                protocol = DROP_PROTOCOLS.get(proto, f"Unknown({proto})")
+                ip, with_port, _ = self._destination(family, lo, hi, port)
+                dest = with_port if flags & P.F_PORT else ip
+            out.append(
+                _build_drop(
+                    {
+                        "id": i,
+                        "pid": pid,
+                        "command": self._command(comm),
+                        "timestamp": t,
+                        "time": times[k],
+                        "k8s_node_name": None,
+                        "k8s_pod_name": None,
+                        "k8s_namespace": None,
+                        "source": self.source,
+                        "type": "packet_drop",
+                        "drop_reason_code": reason,
+                        "drop_reason": reasons.get(reason, f"UNKNOWN({reason})"),
+                        "skb_length": length,
+                        "packet_size_bytes": size,
+                        "protocol": protocol,
+                        "destination": dest,
+                    }
+                )
+            )
+        return out
+
+
+def _timestamp(event: Event) -> int:
+    return event.timestamp

@@ -1,0 +1,204 @@
+"""ctypes wrappers for the system calls eBPF needs: bpf(), perf_event_open(), ioctl(), mount().
+
+x86_64 and aarch64 syscall numbers; structures are laid out by hand from the uapi headers
+(``linux/bpf.h``, ``linux/perf_event.h``) — only the fields used here, the rest left zero, which
+the kernel accepts (it checks that unknown trailing bytes are zero).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import platform
+import struct
+
+_NR = {
+    # machine: (bpf, perf_event_open)
+    "x86_64": (321, 298),
+    "aarch64": (280, 241),
+}
+
+BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_PROG_LOAD = 5
+BPF_OBJ_GET_INFO_BY_FD = 15
+
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_RINGBUF = 27
+
+BPF_PROG_TYPE_TRACEPOINT = 5
+
+PERF_TYPE_TRACEPOINT = 2
+PERF_SAMPLE_RAW = 1 << 10
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.syscall.restype = ctypes.c_long
+    lib.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
+    lib.ioctl.restype = ctypes.c_int
+    lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+    lib.mount.restype = ctypes.c_int
+    return lib
+
+
+class BpfError(OSError):
+    """A failed system call; ``log`` holds the verifier log for a rejected program."""
+
+    def __init__(self, err: int, what: str, log: str = "") -> None:
+        super().__init__(err, f"{what}: {os.strerror(err)}")
+        self.what = what
+        self.log = log
+
+    @property
+    def last_log_line(self) -> str:
+        lines = [line.strip() for line in self.log.splitlines() if line.strip()]
+        # the verifier ends with a summary ("processed N insns ..."); the cause is just before it
+        for line in reversed(lines):
+            if not line.startswith(("processed ", "verification time")):
+                return line
+        return ""
+
+
+def _numbers() -> tuple[int, int]:
+    machine = platform.machine()
+    if machine not in _NR:
+        raise BpfError(errno.ENOSYS, f"no syscall numbers for {machine}")
+    return _NR[machine]
+
+
+def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char], what: str) -> int:
+    nr_bpf, _ = _numbers()
+    res = _libc().syscall(ctypes.c_long(nr_bpf), ctypes.c_long(cmd), attr, ctypes.c_ulong(len(attr)))
+    if res < 0:
+        raise BpfError(ctypes.get_errno(), what)
+    return int(res)
+
+
+def _name(name: str) -> bytes:
+    """Object names: at most 15 characters of [A-Za-z0-9_.]."""
+    clean = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
+    return clean.encode("ascii", "replace")[:15]
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str, flags: int = 0) -> int:
+    """Create a map and return its fd (close-on-exec by default)."""
+    attr = ctypes.create_string_buffer(72)
+    struct.pack_into("<IIIIIII", attr, 0, map_type, key_size, value_size, max_entries, flags, 0, 0)
+    struct.pack_into("16s", attr, 28, _name(name))
+    return _bpf(BPF_MAP_CREATE, attr, f"creating map {name}")
+
+
+def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
+    """Read one element; None when the key is absent."""
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    value_buf = ctypes.create_string_buffer(value_size)
+    attr = ctypes.create_string_buffer(32)
+    struct.pack_into("<IIQQQ", attr, 0, map_fd, 0, ctypes.addressof(key_buf), ctypes.addressof(value_buf), 0)
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, attr, "reading map element")
+    except BpfError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return value_buf.raw
+
+
+def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    value_buf = ctypes.create_string_buffer(value, len(value))
+    attr = ctypes.create_string_buffer(32)
+    struct.pack_into("<IIQQQ", attr, 0, map_fd, 0, ctypes.addressof(key_buf), ctypes.addressof(value_buf), flags)
+    _bpf(BPF_MAP_UPDATE_ELEM, attr, "writing map element")
+
+
+def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log_size: int = 1 << 20) -> int:
+    """Load a program; on rejection raise :class:`BpfError` carrying the verifier log."""
+    insn_buf = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    attempts = [(0, None), (1, ctypes.create_string_buffer(log_size))]
+    last: BpfError | None = None
+    # First without a log (faster, and no ENOSPC on long logs); on failure again with one.
+    for log_level, log_buf in attempts:
+        attr = ctypes.create_string_buffer(128)
+        struct.pack_into(
+            "<IIQQIIQ",
+            attr,
+            0,
+            prog_type,
+            len(insns) // 8,
+            ctypes.addressof(insn_buf),
+            ctypes.addressof(lic),
+            log_level,
+            log_size if log_buf is not None else 0,
+            ctypes.addressof(log_buf) if log_buf is not None else 0,
+        )
+        struct.pack_into("16s", attr, 48, _name(name))
+        try:
+            return _bpf(BPF_PROG_LOAD, attr, f"loading program {name}")
+        except BpfError as exc:
+            if log_buf is not None:
+                exc.log = log_buf.value.decode("utf-8", "replace")
+            last = exc
+            if exc.errno == errno.EPERM and log_buf is None:
+                # no point asking the verifier for a log: we are not allowed to load at all
+                raise
+    assert last is not None
+    raise last
+
+
+def prog_id(prog_fd: int) -> int:
+    """The kernel's id of a loaded program (what ``bpftool prog`` lists)."""
+    info = ctypes.create_string_buffer(64)
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading program info")
+    return int(struct.unpack_from("<I", info, 4)[0])
+
+
+def perf_event_open_tracepoint(tracepoint_id: int, cpu: int = 0) -> int:
+    """Open a perf event on a tracepoint (all processes, one cpu); returns its fd."""
+    _, nr_perf = _numbers()
+    attr = ctypes.create_string_buffer(112)  # PERF_ATTR_SIZE_VER5
+    # type, size, config, sample_period, sample_type, read_format, flags, wakeup_events
+    struct.pack_into("<IIQQQQQI", attr, 0, PERF_TYPE_TRACEPOINT, 112, tracepoint_id, 1, PERF_SAMPLE_RAW, 0, 0, 1)
+    res = _libc().syscall(
+        ctypes.c_long(nr_perf),
+        attr,
+        ctypes.c_long(-1),
+        ctypes.c_long(cpu),
+        ctypes.c_long(-1),
+        ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC),
+    )
+    if res < 0:
+        raise BpfError(ctypes.get_errno(), f"opening perf event for tracepoint {tracepoint_id}")
+    return int(res)
+
+
+def attach_bpf(perf_fd: int, prog_fd: int) -> None:
+    """Attach a program to a tracepoint perf event and enable it."""
+    if _libc().ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, prog_fd) < 0:
+        raise BpfError(ctypes.get_errno(), "attaching program to tracepoint")
+    if _libc().ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0) < 0:
+        raise BpfError(ctypes.get_errno(), "enabling tracepoint")
+
+
+def mount_tracefs(target: str) -> None:
+    if _libc().mount(b"nodev", target.encode(), b"tracefs", 0, None) < 0:
+        raise BpfError(ctypes.get_errno(), f"mounting tracefs on {target}")
+
+
+def close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
