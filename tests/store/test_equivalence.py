@@ -1,0 +1,149 @@
+"""The store's SQL must give exactly the figures of analysis.aggregate (the executable definition)."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from netspy_tui.analysis.aggregate import aggregate, filter_events
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
+from netspy_tui.store import EventStore
+from netspy_tui.telemetry.source import EventQuery
+from tests.factories import BASE_TIME, connection_json, drop_json
+
+NOW = BASE_TIME
+PIDS = [1, 2, 77, 4_000_000]
+COMMANDS = ["curl", "nginx", "", "Zeta", "zeta", "é-app", "a" * 15, "unknown", "[bold]x"]
+DESTINATIONS = ["", "unknown", "1.2.3.4:443", "1.2.3.4:80", "[::1]:8080", "10.0.0.1:9"]
+# Offsets in microseconds before NOW: the window edges exactly, ties, and events after NOW.
+EDGES = [0, 1, -1, 59_999_999, 60_000_000, 60_000_001, 7_000_000, 3_600_000_000, 3_600_000_001, 600_000_000]
+
+
+@st.composite
+def events(draw: st.DrawFn) -> ConnectionEvent | PacketDropEvent:
+    offset = draw(st.one_of(st.sampled_from(EDGES), st.integers(-2_000_000, 4_000_000_000)))
+    common: dict[str, Any] = {
+        "pid": draw(st.sampled_from(PIDS)),
+        "command": draw(st.sampled_from(COMMANDS)),
+        "time": NOW - timedelta(microseconds=offset),
+        "timestamp": draw(st.integers(0, 5)),
+    }
+    if draw(st.booleans()):
+        data = connection_json(
+            port=draw(st.sampled_from([0, 9, 10, 80, 443, 8080])),
+            protocol=draw(st.sampled_from(["TCP", "UDP", "", "Unknown(3)"])),
+            return_code=draw(st.sampled_from([0, 0, -111, -115, -110, -1, -999])),
+            **common,
+        )
+        data["destination"] = draw(st.sampled_from(DESTINATIONS))
+        outcome = draw(st.sampled_from([None, None, "", "ok", "refused", "in_progress", "weird", "failed"]))
+        if outcome is not None:
+            data["outcome"] = outcome
+        if draw(st.booleans()):
+            data["sampled"] = True
+    else:
+        data = drop_json(reason=draw(st.sampled_from(["", "TCP_DROP", "UNKNOWN", "NETFILTER_DROP", "UNKNOWN(9)"])),
+                         **common)
+        if draw(st.booleans()):
+            data["destination"] = draw(st.sampled_from(DESTINATIONS))
+        if draw(st.booleans()):
+            data["protocol"] = draw(st.sampled_from(["TCP", "", "UDP"]))
+    return parse_event(data)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    evs=st.lists(events(), max_size=60),
+    kind=st.sampled_from(["connection", "packet_drop"]),
+    pid=st.sampled_from([None, None, 1, 77, 5]),
+    command=st.sampled_from([None, None, "curl", "", "zeta"]),
+    window=st.sampled_from([1, 7, 60, 61, 600, 3600, 86_400]),
+    top_n=st.sampled_from([0, 1, 2, 3, 10]),
+    buckets=st.sampled_from([1, 7, 60, 61, 500]),
+    shift_us=st.sampled_from([0, 1, 500_000]),
+)
+def test_stats_equal_aggregate(
+    evs: list[Any], kind: Any, pid: int | None, command: str | None, window: int, top_n: int, buckets: int,
+    shift_us: int,
+) -> None:
+    now = NOW + timedelta(microseconds=shift_us)
+    with EventStore() as store:
+        if evs:
+            store.add_events(evs)
+        got = store.stats(kind, pid, command, window, top_n=top_n, buckets=buckets, now=now)
+        want = aggregate(evs, kind, pid, command, window, now, top_n, buckets)
+        assert got == want
+        assert store.count(kind, pid, command, window, now=now) == want.total
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    evs=st.lists(events(), max_size=50),
+    kind=st.sampled_from(["connection", "packet_drop"]),
+    pid=st.sampled_from([None, None, 2, 77]),
+    command=st.sampled_from([None, None, "curl", ""]),
+    since=st.sampled_from([None, 60_000_000, 0, 1]),
+    until=st.sampled_from([None, 0, -1, 7_000_000]),
+    limit=st.sampled_from([0, 1, 3, 100]),
+)
+def test_query_equal_filter_events(
+    evs: list[Any], kind: Any, pid: int | None, command: str | None, since: int | None, until: int | None,
+    limit: int,
+) -> None:
+    q = EventQuery(
+        kind=kind,
+        pid=pid,
+        command=command,
+        since=None if since is None else NOW - timedelta(microseconds=since),
+        until=None if until is None else NOW - timedelta(microseconds=until),
+        limit=limit,
+    )
+    with EventStore() as store:
+        if evs:
+            store.add_events(evs)
+        page = store.query(q)
+    want, total = filter_events(evs, q)
+    assert page.total_count == total
+    assert page.truncated == (total > len(want))
+    assert [e.id for e in page.events] == [e.id for e in want]
+    assert page.events == want
+
+
+def test_file_store_matches_aggregate_on_a_varied_day(tmp_path: Path) -> None:
+    """A file store (read connection pool, WAL) over thousands of events in many batches."""
+    rng = random.Random(7)
+    evs = []
+    for i in range(3000):
+        offset_us = rng.choice([0, 60_000_000, rng.randint(0, 90_000_000_000)])
+        if rng.random() < 0.7:
+            data = connection_json(
+                pid=rng.choice(PIDS), command=rng.choice(COMMANDS), port=rng.choice([53, 80, 443]),
+                time=NOW - timedelta(microseconds=offset_us), return_code=rng.choice([0, -111, -110]),
+                timestamp=i,
+            )
+            data["destination"] = rng.choice(DESTINATIONS)
+            if rng.random() < 0.5:
+                data["outcome"] = rng.choice(["ok", "in_progress", "timeout"])
+        else:
+            data = drop_json(pid=rng.choice(PIDS), command=rng.choice(COMMANDS),
+                             reason=rng.choice(["TCP_DROP", "", "NETFILTER_DROP"]),
+                             time=NOW - timedelta(microseconds=offset_us), timestamp=i)
+        evs.append(parse_event(data))
+    with EventStore(tmp_path / "events.db", retention_seconds=None) as store:
+        for i in range(0, len(evs), 97):
+            store.add_events(evs[i:i + 97])
+        assert store.row_count() == len(evs)
+        for kind in ("connection", "packet_drop"):
+            for window in (60, 3600, 86_400, 7 * 86_400):
+                for pid, command in ((None, None), (77, None), (None, "curl"), (1, "nginx")):
+                    got = store.stats(kind, pid, command, window, now=NOW)  # type: ignore[arg-type]
+                    assert got == aggregate(evs, kind, pid, command, window, NOW)  # type: ignore[arg-type]
+            q = EventQuery(kind=kind, limit=250)  # type: ignore[arg-type]
+            page = store.query(q)
+            want, total = filter_events(evs, q)
+            assert page.events == want and page.total_count == total
