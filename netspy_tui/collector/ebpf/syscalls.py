@@ -24,6 +24,7 @@ BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_PROG_LOAD = 5
+BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 
 BPF_MAP_TYPE_HASH = 1
@@ -163,6 +164,20 @@ def prog_id(prog_fd: int) -> int:
     struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), ctypes.addressof(info))
     _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading program info")
     return int(struct.unpack_from("<I", info, 4)[0])
+
+
+def prog_exists(prog_id: int) -> bool:
+    """True while the kernel still holds program ``prog_id`` (it is freed once detached and closed)."""
+    attr = ctypes.create_string_buffer(12)
+    struct.pack_into("<III", attr, 0, prog_id, 0, 0)
+    try:
+        fd = _bpf(BPF_PROG_GET_FD_BY_ID, attr, f"opening program {prog_id}")
+    except BpfError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    os.close(fd)
+    return True
 
 
 def perf_event_open_tracepoint(tracepoint_id: int, cpu: int = 0) -> int:

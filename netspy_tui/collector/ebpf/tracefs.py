@@ -33,18 +33,32 @@ def _has_events(root: str) -> bool:
     return os.path.isdir(os.path.join(root, "events"))
 
 
+def _tracefs_mounts() -> list[str]:
+    """Mount points of tracefs, from /proc/self/mounts (readable by everyone)."""
+    try:
+        with open("/proc/self/mounts") as f:
+            return [line.split()[1] for line in f if len(line.split()) > 2 and line.split()[2] == "tracefs"]
+    except OSError:
+        return []
+
+
 def find_tracefs(mount: bool = True) -> str:
     """The tracefs directory, mounting it on /sys/kernel/tracing when allowed and needed."""
     for root in CANDIDATES:
         if _has_events(root):
             return root
     target = CANDIDATES[0]
+    mounted = [m for m in _tracefs_mounts() if m in CANDIDATES]
+    if mounted:
+        raise TracefsError(
+            f"cannot read tracefs at {mounted[0]} (permission denied)", "run as root or use --collector procfs"
+        )
     if not mount:
         raise TracefsError(f"tracefs is not mounted at {target}", f"mount it: mount -t tracefs nodev {target}")
     if os.geteuid() != 0:
         raise TracefsError(
             f"tracefs is not mounted at {target} and only root can mount it",
-            f"run as root, or have root run: mount -t tracefs nodev {target}",
+            f"run as root, have root run: mount -t tracefs nodev {target}, or use --collector procfs",
         )
     try:
         syscalls.mount_tracefs(target)
