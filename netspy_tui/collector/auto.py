@@ -1,0 +1,135 @@
+"""Choosing the embedded collector: eBPF when it loads, else procfs sampling; or a replayed file.
+
+Only :meth:`Collector.start` knows whether eBPF loads on this kernel with these privileges, so
+:func:`start_collector` is the real chooser: with ``auto`` it starts eBPF and, if that fails,
+starts procfs sampling with the eBPF error as the reason. Each choice comes with a one-line
+reason for status lines and ``server_status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+from netspy_tui.collector.base import Collector, Sink
+from netspy_tui.collector.procfs import ProcfsCollector
+from netspy_tui.collector.replay import ReplayCollector
+from netspy_tui.errors import CollectorError
+
+logger = logging.getLogger(__name__)
+
+CollectorKind = Literal["auto", "ebpf", "procfs", "replay"]
+KINDS: tuple[CollectorKind, ...] = ("auto", "ebpf", "procfs", "replay")
+
+
+def _who() -> str:
+    euid = os.geteuid()
+    return "root" if euid == 0 else f"uid {euid}"
+
+
+_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
+
+
+def _looks_privileged() -> bool:
+    """Root, or the capabilities eBPF tracing needs (read from /proc/self/status)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            caps = next((int(line.split()[1], 16) for line in status if line.startswith("CapEff:")), 0)
+    except OSError:
+        return False
+    return bool(caps >> _CAP_SYS_ADMIN & 1) or bool(caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1)
+
+
+def _ebpf() -> Collector:
+    """A new eBPF collector (imported lazily: it is the heaviest module)."""
+    try:
+        from netspy_tui.collector.ebpf import EbpfCollector
+    except ImportError as exc:  # a broken install; never expected in a working checkout
+        raise CollectorError(f"the eBPF collector cannot be imported ({exc})", "use --collector procfs") from exc
+    return EbpfCollector()
+
+
+def _replay(path: str | Path | None, speed: float) -> tuple[Collector, str]:
+    if path is None:
+        raise CollectorError("the replay collector needs a recording", "pass --replay FILE")
+    pace = "as fast as possible" if speed == 0 else f"at {speed:g}x speed"
+    return ReplayCollector(path, speed=speed), f"replay of {path} {pace}"
+
+
+def open_collector(
+    kind: CollectorKind = "auto",
+    *,
+    replay_path: str | Path | None = None,
+    replay_speed: float = 1.0,
+    procfs_interval: float = 1.0,
+) -> tuple[Collector, str]:
+    """An unstarted collector of ``kind`` and why it was chosen.
+
+    ``auto`` can only guess here (eBPF when the process looks privileged): use
+    :func:`start_collector` to find out for sure.
+    """
+    if kind == "replay" or (kind == "auto" and replay_path is not None):
+        return _replay(replay_path, replay_speed)
+    if kind == "procfs":
+        return ProcfsCollector(procfs_interval), "procfs sampling: requested"
+    if kind == "ebpf":
+        return _ebpf(), "eBPF: requested"
+    if kind != "auto":
+        raise CollectorError(f"unknown collector {kind!r}", "use auto, ebpf, procfs or replay")
+    if _looks_privileged():
+        return _ebpf(), f"eBPF: running as {_who()} (not yet loaded)"
+    return ProcfsCollector(procfs_interval), f"procfs sampling: eBPF unavailable (not privileged: {_who()})"
+
+
+def start_collector(
+    kind: CollectorKind,
+    sink: Sink,
+    *,
+    replay_path: str | Path | None = None,
+    replay_speed: float = 1.0,
+    procfs_interval: float = 1.0,
+) -> tuple[Collector, str]:
+    """Start the collector ``kind`` feeding ``sink``; return it and a one-line reason.
+
+    ``auto``: eBPF if it loads, else procfs sampling (the reason then says why eBPF could not
+    load). An explicit ``ebpf``, ``procfs`` or ``replay`` that cannot start raises
+    :class:`CollectorError`.
+    """
+    if kind == "replay" or (kind == "auto" and replay_path is not None):
+        collector, reason = _replay(replay_path, replay_speed)
+        collector.start(sink)
+        return collector, reason
+    if kind == "procfs":
+        collector = ProcfsCollector(procfs_interval)
+        collector.start(sink)
+        return collector, "procfs sampling: requested"
+    if kind == "ebpf":
+        collector = _ebpf()
+        collector.start(sink)
+        return collector, f"eBPF: tracepoints loaded as {_who()}"
+    if kind != "auto":
+        raise CollectorError(f"unknown collector {kind!r}", "use auto, ebpf, procfs or replay")
+
+    try:
+        collector = _ebpf()
+        collector.start(sink)
+        return collector, f"eBPF: tracepoints loaded as {_who()}"
+    except CollectorError as exc:
+        why = exc.message
+        logger.info("eBPF unavailable, falling back to procfs sampling: %s", exc)
+    except Exception as exc:  # an unexpected failure must not leave the user without data
+        why = f"{type(exc).__name__}: {exc}"
+        logger.warning("eBPF collector failed to start, falling back to procfs sampling", exc_info=True)
+    fallback = ProcfsCollector(procfs_interval)
+    try:
+        fallback.start(sink)
+    except CollectorError as exc:
+        raise CollectorError(
+            f"no collector could start: eBPF: {why}; procfs: {exc.message}",
+            "run as root for eBPF, or replay a recording with --replay FILE",
+        ) from exc
+    return fallback, f"procfs sampling: eBPF unavailable ({' '.join(why.split())})"

@@ -1,0 +1,300 @@
+"""Replaying a JSON-lines recording, and recording any live source to one.
+
+A recording holds one contract-shaped event per line (exactly what ``/api/events`` returns per
+event, extension fields included); ``--record FILE`` writes one with :class:`Recorder`.
+
+:class:`ReplayCollector` checks the whole file before it starts (a bad line is a one-line error
+naming the file, the line number and what is wrong), then plays the events back on its own thread
+at the original pace times ``speed`` (0: as fast as possible). With ``rebase`` every time is moved
+by one offset so that the newest event lands at "now" as the replay finishes: window queries then
+show the data, and the spacing between events is kept. The same file always gives the same
+events, apart from that one offset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
+from netspy_tui.collector.base import Collector, Sink
+from netspy_tui.errors import CollectorError, NetspyError
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, describe_validation_error, parse_event, utcnow
+
+logger = logging.getLogger(__name__)
+
+AnyEvent = ConnectionEvent | PacketDropEvent
+
+#: Events handed to the sink at once when replaying as fast as possible.
+FAST_BATCH = 2000
+#: Events due within this many seconds of each other go to the sink together.
+BATCH_SLACK = 0.02
+
+
+class ReplayFileError(CollectorError):
+    """A recording cannot be read or holds a malformed line."""
+
+
+def _line_error(path: Path, lineno: int, what: str) -> ReplayFileError:
+    what = " ".join(what.split())
+    return ReplayFileError(
+        f"{path}:{lineno}: {what}",
+        "each line of a recording must be one event object as the eBPF server sends it "
+        "(netspy-tui --record FILE writes such files)",
+    )
+
+
+def _open_error(path: Path, exc: OSError) -> ReplayFileError:
+    return ReplayFileError(
+        f"cannot read recording {path}: {exc.strerror or exc}", "check the file name and permissions"
+    )
+
+
+def iter_recording(path: Path) -> Iterator[tuple[int, AnyEvent]]:
+    """(line number, event) for every non-blank line; raises :class:`ReplayFileError` on a bad line."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise _open_error(path, exc) from exc
+    with handle:
+        lineno = 0
+        while True:
+            try:
+                raw = handle.readline()
+            except OSError as exc:
+                raise _open_error(path, exc) from exc
+            if not raw:
+                return
+            lineno += 1
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+            except UnicodeDecodeError as exc:
+                raise _line_error(path, lineno, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            except json.JSONDecodeError as exc:
+                raise _line_error(path, lineno, f"bad JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(data, dict):
+                raise _line_error(path, lineno, f"expected an event object, got {type(data).__name__}")
+            if "time" not in data:
+                raise _line_error(path, lineno, "time: missing (every event needs its wall-clock time)")
+            try:
+                event = parse_event(data)
+            except ValidationError as exc:
+                raise _line_error(path, lineno, describe_validation_error(exc)) from None
+            yield lineno, event
+
+
+@dataclass(frozen=True)
+class RecordingSummary:
+    """What a full pass over a recording found."""
+
+    events: int
+    first_time: datetime | None
+    newest_time: datetime | None
+
+
+def check_recording(path: str | Path) -> RecordingSummary:
+    """Read every line of ``path``; raise :class:`ReplayFileError` on the first bad one."""
+    path = Path(path)
+    count = 0
+    first: datetime | None = None
+    newest: datetime | None = None
+    for _, event in iter_recording(path):
+        count += 1
+        if first is None:
+            first = event.time
+        if newest is None or event.time > newest:
+            newest = event.time
+    return RecordingSummary(count, first, newest)
+
+
+class ReplayCollector(Collector):
+    """Events from a JSON-lines recording, replayed at ``speed`` times their original pace."""
+
+    name = "replay"
+    sampled = False
+
+    def __init__(self, path: str | Path, speed: float = 1.0, rebase: bool = True) -> None:
+        super().__init__()
+        if not speed >= 0:  # also refuses NaN
+            raise CollectorError(f"replay speed {speed} is not a number >= 0", "use 1 for real time, 0 for instant")
+        self.path = Path(path)
+        self.speed = float(speed)
+        self.rebase = rebase
+        self.label = f"replay of {self.path}"
+        self.summary: RecordingSummary | None = None
+        self.offset = timedelta(0)
+        """How far every event time was moved (zero without ``rebase``)."""
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._stop.set()  # not running until start()
+
+    @property
+    def finished(self) -> bool:
+        """True once every event of the file went to the sink (or replay stopped)."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the replay is finished; False on timeout."""
+        return self._done.wait(timeout)
+
+    def start(self, sink: Sink) -> None:
+        if self._thread is not None:
+            raise CollectorError("this replay was already started", "create a new ReplayCollector to replay again")
+        self.summary = check_recording(self.path)
+        if self.summary.events == 0:
+            logger.warning("recording %s holds no events", self.path)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(sink,), name="netspy-replay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self._done.set()
+
+    def _deliver(self, sink: Sink, batch: Sequence[AnyEvent]) -> None:
+        if not batch:
+            return
+        try:
+            sink(batch)
+        except Exception as exc:
+            self.stats.lost += len(batch)
+            self.stats.errors += 1
+            self.stats.last_error = str(exc) if isinstance(exc, NetspyError) else f"{type(exc).__name__}: {exc}"
+            logger.warning("replay: the sink rejected %d events: %s", len(batch), self.stats.last_error)
+        else:
+            self.stats.events += len(batch)
+
+    def _run(self, sink: Sink) -> None:
+        try:
+            self._replay(sink)
+        except NetspyError as exc:  # the file changed under us since start() checked it
+            self.stats.errors += 1
+            self.stats.last_error = str(exc)
+            logger.error("replay stopped: %s", exc)
+        except Exception as exc:  # pragma: no cover - never let the thread die silently
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("replay failed")
+        finally:
+            self._done.set()
+
+    def _replay(self, sink: Sink) -> None:
+        summary = self.summary
+        assert summary is not None
+        if summary.first_time is None or summary.newest_time is None:
+            return
+        t0 = summary.first_time
+        duration = 0.0 if self.speed == 0 else max(0.0, (summary.newest_time - t0).total_seconds()) / self.speed
+        started = time.monotonic()
+        if self.rebase:
+            # the newest event lands at the wall-clock time the replay finishes
+            self.offset = utcnow() + timedelta(seconds=duration) - summary.newest_time
+        batch: list[AnyEvent] = []
+        batch_due = 0.0
+        due = 0.0
+        for _, event in iter_recording(self.path):
+            if self._stop.is_set():
+                return
+            if self.speed > 0:
+                due = max(due, (event.time - t0).total_seconds() / self.speed)
+                if batch and due - batch_due > BATCH_SLACK:
+                    self._deliver(sink, batch)
+                    batch = []
+                if not batch:
+                    batch_due = due
+                    delay = started + due - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+            update: dict[str, object] = {"source": self.name}
+            if self.offset:
+                update["time"] = event.time + self.offset
+            batch.append(event.model_copy(update=update))
+            if self.speed == 0 and len(batch) >= FAST_BATCH:
+                self._deliver(sink, batch)
+                batch = []
+        self._deliver(sink, batch)
+
+
+def _json_line(event: AnyEvent) -> str:
+    try:
+        return event.model_dump_json() + "\n"
+    except PydanticSerializationError:
+        # Text that is not valid Unicode (undecodable bytes from the kernel): the json module
+        # escapes it, and the replay's json.loads reads it back unchanged.
+        return json.dumps(event.model_dump(mode="json"), separators=(",", ":")) + "\n"
+
+
+class Recorder:
+    """A sink that writes every event as one JSON line to ``path``, then forwards the batch.
+
+    The file is flushed after every batch. If writing fails (disk full, ...), recording stops
+    with one logged error and :attr:`error` set, while events keep flowing to the inner sink.
+    """
+
+    def __init__(self, sink: Sink, path: str | Path, *, append: bool = False) -> None:
+        self.path = Path(path)
+        self._sink = sink
+        self._lock = threading.Lock()
+        self.written = 0
+        self.error: NetspyError | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] | None = self.path.open("a" if append else "w", encoding="utf-8")
+        except OSError as exc:
+            raise CollectorError(
+                f"cannot write recording {self.path}: {exc.strerror or exc}",
+                "choose a writable file for --record",
+            ) from exc
+
+    def __call__(self, events: Sequence[AnyEvent]) -> None:
+        with self._lock:
+            if self._file is not None and events:
+                try:
+                    self._file.write("".join(_json_line(e) for e in events))
+                    self._file.flush()
+                    self.written += len(events)
+                except (OSError, ValueError) as exc:
+                    self.error = CollectorError(
+                        f"recording to {self.path} stopped after {self.written} events: {exc}",
+                        "free disk space or choose another file for --record",
+                    )
+                    logger.error("%s", self.error)
+                    self._close_file()
+        self._sink(events)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                logger.debug("closing the recording failed", exc_info=True)
+            self._file = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_file()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def record_sink(sink: Sink, path: str | Path, *, append: bool = False) -> Recorder:
+    """``sink`` wrapped so every batch is also appended to the recording at ``path``."""
+    return Recorder(sink, path, append=append)

@@ -1,0 +1,113 @@
+"""Choosing the collector: explicit kinds, and auto falling back from eBPF when eBPF cannot load."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from netspy_tui.collector.auto import open_collector, start_collector
+from netspy_tui.collector.procfs import ProcfsCollector
+from netspy_tui.collector.replay import ReplayCollector
+from netspy_tui.errors import CollectorError
+from netspy_tui.models import ConnectionEvent, PacketDropEvent
+from tests.factories import connection_json
+
+REPO = Path(__file__).parents[2]
+
+
+def discard(events: Sequence[ConnectionEvent | PacketDropEvent]) -> None:
+    return None
+
+
+def test_explicit_procfs() -> None:
+    collector, reason = start_collector("procfs", discard, procfs_interval=0.2)
+    try:
+        assert isinstance(collector, ProcfsCollector) and collector.running and collector.interval == 0.2
+        assert reason == "procfs sampling: requested"
+    finally:
+        collector.stop()
+    unstarted, reason = open_collector("procfs")
+    assert isinstance(unstarted, ProcfsCollector) and not unstarted.running and reason.startswith("procfs")
+
+
+def test_replay_needs_a_file(tmp_path: Path) -> None:
+    with pytest.raises(CollectorError, match="needs a recording"):
+        start_collector("replay", discard)
+    path = tmp_path / "rec.jsonl"
+    path.write_text(json.dumps(connection_json()) + "\n")
+    collector, reason = start_collector("replay", discard, replay_path=path, replay_speed=0)
+    try:
+        assert isinstance(collector, ReplayCollector) and collector.wait(5)
+        assert reason == f"replay of {path} as fast as possible"
+    finally:
+        collector.stop()
+    # a recording given with kind auto means replay
+    collector, reason = open_collector("auto", replay_path=path, replay_speed=2)
+    assert isinstance(collector, ReplayCollector) and reason.endswith("at 2x speed")
+
+
+def _as_nobody(code: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run a check as an unprivileged user")
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", sys.executable, "-c", code]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
+    if "ModuleNotFoundError" in done.stderr or "Permission denied" in done.stderr:
+        pytest.skip(f"the checkout is not readable by nobody: {done.stderr.strip()[-200:]}")
+    return done
+
+
+def test_explicit_ebpf_fails_with_collector_error_when_unprivileged() -> None:
+    done = _as_nobody(
+        "import sys\n"
+        "from netspy_tui.collector.auto import start_collector\n"
+        "from netspy_tui.errors import CollectorError\n"
+        "try:\n"
+        "    start_collector('ebpf', lambda events: None)\n"
+        "except CollectorError as exc:\n"
+        "    print(exc); sys.exit(3)\n"
+        "print('eBPF started as nobody')\n"
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    message = done.stdout.strip()
+    assert len(message.splitlines()) == 1 and "root" in message
+
+
+def test_auto_falls_back_to_procfs_with_the_ebpf_error_as_reason() -> None:
+    done = _as_nobody(
+        "from netspy_tui.collector.auto import start_collector, open_collector\n"
+        "c, reason = start_collector('auto', lambda events: None, procfs_interval=0.1)\n"
+        "print(c.name); print(reason); c.stop()\n"
+        "c2, reason2 = open_collector('auto')\n"
+        "print(c2.name); print(reason2)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    name, reason, guessed, guess_reason = done.stdout.strip().splitlines()
+    assert name == "procfs" and guessed == "procfs"
+    assert reason.startswith("procfs sampling: eBPF unavailable (") and "root" in reason
+    assert guess_reason.startswith("procfs sampling: eBPF unavailable")
+
+
+@pytest.mark.ebpf
+def test_auto_picks_ebpf_as_root() -> None:
+    if os.geteuid() != 0 and not os.environ.get("NETSPY_REQUIRE_EBPF"):
+        pytest.skip("needs root")
+    try:
+        collector, reason = start_collector("auto", discard)
+    except CollectorError as exc:  # pragma: no cover - a kernel without eBPF support
+        if os.environ.get("NETSPY_REQUIRE_EBPF"):
+            raise
+        pytest.skip(f"eBPF cannot load here: {exc}")
+    try:
+        if collector.name != "ebpf" and not os.environ.get("NETSPY_REQUIRE_EBPF"):
+            pytest.skip(f"eBPF cannot load here: {reason}")
+        assert collector.name == "ebpf" and reason == "eBPF: tracepoints loaded as root"
+        assert collector.programs()
+    finally:
+        collector.stop()
