@@ -349,9 +349,9 @@ def test_ordinary_frees_are_filtered_in_the_kernel(live, listener) -> None:
 def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
     fds = open_fds()
     port = listener.getsockname()[1]
-    for _ in range(2):
-        rec = Recorder()
-        collector = EbpfCollector(ring_bytes=1 << 20)
+    rec = Recorder()
+    collector = EbpfCollector(ring_bytes=1 << 20)
+    for round_ in (1, 2):
         start_or_skip(collector, rec)
         progs = collector.programs()
         assert {p[0] for p in progs} >= {"connect_enter", "connect_exit", "tcp_state", "skb_drop"}
@@ -360,10 +360,11 @@ def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
         )
         with socket.socket() as s:
             s.connect(("127.0.0.1", port))
-        rec.wait_for(mine(port))
+        rec.wait_for(mine(port), count=round_)
         collector.stop()
         collector.stop()  # idempotent
         assert collector.programs() == [] and not collector.running
+        # counters accumulate over restarts: every event handed over is in the sink
         assert collector.stats.events == len(rec.events) and collector.stats.errors == 0
         for _, _, _, prog_id in progs:  # detached and freed by the kernel
             wait_until(lambda i=prog_id: not syscalls.prog_exists(i), what=f"program {prog_id} freed")
@@ -441,6 +442,73 @@ def test_unprivileged_start_says_what_to_do() -> None:
     assert len(lines) == 2, child.stderr
     assert "needs root" in lines[0] and lines[0].lower().endswith("run as root or use --collector procfs.")
     assert "run as root" in lines[1].lower() and "procfs" in lines[1]
+
+
+@pytest.mark.ebpf
+def test_reader_is_woken_early_when_the_ring_fills_up() -> None:
+    """Records are written without wakeups; past a quarter of the ring the kernel wakes the reader
+    anyway, so a burst is read long before the (here 5 s) poll timer."""
+    rec = Recorder()
+    collector = EbpfCollector(ring_bytes=1 << 20, poll_interval=5.0)
+    start_or_skip(collector, rec)
+    try:
+        t_start = time.monotonic()
+        port = closed_port(kind=socket.SOCK_DGRAM)
+        quarter = (1 << 20) // 4 // (8 + P.RECORD_SIZE) + 1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(quarter + 200):
+                s.connect(("127.0.0.1", port))
+        rec.wait_for(mine(port), count=quarter, timeout=4.0)
+        assert time.monotonic() - t_start < 5.0  # before the poll timer could have fired
+    finally:
+        collector.stop()
+    assert len([e for e in rec.events if mine(port)(e)]) == quarter + 200  # the rest comes at stop
+
+
+def test_interpreter_exit_and_garbage_collection_detach_cleanly() -> None:
+    """A collector never stopped is released at exit; one dropped is released when collected."""
+    code = textwrap.dedent(
+        """
+        import atexit
+        atexit.register(lambda: print("at exit", kept.programs() == [] and not readers()))  # first in, last run
+        import gc, os, signal, threading, time
+        from netspy_tui.collector.ebpf import EbpfCollector, syscalls
+        from netspy_tui.errors import CollectorError
+
+        def readers():
+            return [t for t in threading.enumerate() if t.name == "netspy-ebpf-reader"]
+
+        dropped = EbpfCollector()
+        try:
+            dropped.start(lambda batch: None)
+        except CollectorError as exc:
+            print("unavailable", exc)
+            raise SystemExit(0)
+        ids = [p[3] for p in dropped.programs()]
+        del dropped
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while any(syscalls.prog_exists(i) for i in ids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("collected", not readers() and not any(syscalls.prog_exists(i) for i in ids))
+
+        kept = EbpfCollector()
+        kept.start(lambda batch: None)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)
+        except KeyboardInterrupt:
+            print("interrupted")
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    if child.stdout.startswith("unavailable"):
+        if REQUIRE:
+            pytest.fail(child.stdout)
+        pytest.skip(child.stdout)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split("\n")[:3] == ["collected True", "interrupted", "at exit True"], child.stdout
+    assert "Traceback" not in child.stderr and "Exception" not in child.stderr, child.stderr
 
 
 # --- burst ------------------------------------------------------------------------------------

@@ -94,8 +94,9 @@ class _Session:
         self.lock = threading.Lock()
         self.closed = False
         self.release_on_exit = False
+        self.lost_before = stats.lost  # counts of earlier sessions of the same collector
         self.kernel_lost = 0
-        self.sink_lost = 0
+        self.dropped = 0  # rejected by the sink, or in a batch that failed to decode
         self.reader_cpu = 0.0
         self.notes: list[str] = []
         self._last_sink_log = 0.0
@@ -222,16 +223,17 @@ class _Session:
     def _drain(self, final: bool) -> None:
         assert self.ring is not None and self.decoder is not None
         while True:
+            recs = self.ring.read(_BATCH)
             try:
-                recs = self.ring.read(_BATCH)
                 events = self.decoder.feed(recs)
                 if final and len(recs) < _BATCH:
                     events.extend(self.decoder.expire(everything=True))
-            except Exception as exc:
+            except Exception as exc:  # a decoding bug loses this batch, not the collector
                 log.exception("eBPF collector: cannot decode a batch")
+                self.dropped += len(recs)
                 self.stats.errors += 1
                 self.stats.last_error = f"decode failed: {exc!r}"
-                break
+                events = []
             self._deliver(events)
             if len(recs) < _BATCH:
                 break
@@ -244,7 +246,7 @@ class _Session:
         try:
             self.sink(events)
         except Exception as exc:
-            self.sink_lost += len(events)
+            self.dropped += len(events)
             self.stats.errors += 1
             self.stats.last_error = f"sink rejected {len(events)} events: {exc!r}"
             now = time.monotonic()
@@ -262,7 +264,7 @@ class _Session:
         if raw is not None:
             self.kernel_lost = int.from_bytes(raw, "little")
         skipped = self.ring.skipped if self.ring is not None else 0
-        self.stats.lost = self.kernel_lost + self.sink_lost + skipped
+        self.stats.lost = self.lost_before + self.kernel_lost + self.dropped + skipped
 
     # --- teardown ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -348,7 +350,7 @@ class EbpfCollector(Collector):
             raise CollectorError(f"the eBPF collector does not support {platform.machine()}", "use --collector procfs")
         if not _privileged():
             raise CollectorError("the eBPF collector needs root (or CAP_BPF and CAP_PERFMON)", PROCFS_HINT)
-        self.stats = CollectorStats()
+        # stats accumulate over restarts and stay the same object, so holders see the updates
         session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.outcome_deadline)
         try:
             session.load()
