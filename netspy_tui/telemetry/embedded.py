@@ -1,0 +1,271 @@
+"""The embedded telemetry source: an in-process collector writing to the SQLite event store.
+
+:class:`EmbeddedSource` is a :class:`~netspy_tui.telemetry.source.TelemetrySource` whose queries
+run in the store (on a worker thread, so the event loop never blocks) while the collector's own
+thread keeps writing to it. What the store refuses (disk full, malformed events) is counted as
+lost, never raised into the collector.
+
+:func:`open_embedded` (collector chosen from the settings, ``auto`` falling back from eBPF to
+procfs sampling) and :func:`open_history` (a store file read back, no collector) are what
+``netspy_tui.runtime`` opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netspy_tui.collector.auto import CollectorKind, start_collector
+from netspy_tui.collector.base import Collector, Sink
+from netspy_tui.collector.replay import Recorder
+from netspy_tui.errors import NetspyError, NoData
+from netspy_tui.models import (
+    ConnectionEvent,
+    EventKind,
+    EventPage,
+    PacketDropEvent,
+    ProgramInfo,
+    SourceInfo,
+    WindowStats,
+)
+from netspy_tui.store.sqlite import EventStore, StoreError
+from netspy_tui.telemetry.source import EventQuery
+
+if TYPE_CHECKING:
+    from netspy_tui.config import Settings
+
+logger = logging.getLogger(__name__)
+
+#: At most one warning per this many seconds about events the store refused.
+_WARN_EVERY = 30.0
+
+
+class StoreSink:
+    """The collector sink: ``store.add_events``, counting (not raising) what the store refuses."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.lost = 0
+        self.errors = 0
+        self.last_error = ""
+        self.last_error_at: float | None = None
+        self._warned_at = -_WARN_EVERY
+
+    def __call__(self, events: Sequence[ConnectionEvent | PacketDropEvent]) -> None:
+        try:
+            self.store.add_events(events)
+        except StoreError as exc:
+            self._failed(exc.lost, str(exc))
+        except Exception as exc:  # never let a store bug stop the collector thread
+            self._failed(len(events), f"{type(exc).__name__}: {exc}")
+            logger.debug("storing events failed", exc_info=True)
+
+    def _failed(self, lost: int, message: str) -> None:
+        self.lost += lost
+        self.errors += 1
+        self.last_error = message
+        now = time.monotonic()
+        self.last_error_at = now
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            logger.warning("event store: %s (%d events lost so far)", message, self.lost)
+
+
+class EmbeddedSource:
+    """Telemetry from an in-process ``collector`` kept in ``store``.
+
+    ``reason`` says why this collector was chosen; ``record`` also writes every event to a
+    JSON-lines file. ``collector`` None makes a read-only view of the history in ``store``.
+    """
+
+    def __init__(
+        self,
+        collector: Collector | None,
+        store: EventStore,
+        *,
+        reason: str = "",
+        record: str | Path | None = None,
+    ) -> None:
+        self.collector = collector
+        self.store = store
+        self.reason = reason
+        self.store_sink = StoreSink(store)
+        self.recorder = Recorder(self.store_sink, record) if record is not None else None
+        self._started_at: float | None = None
+        self._closed = False
+
+    @property
+    def sink(self) -> Sink:
+        """What the collector feeds: the recorder (when recording), then the store."""
+        return self.recorder if self.recorder is not None else self.store_sink
+
+    async def start(self) -> None:
+        """Start the collector on its own thread, feeding the store."""
+        if self._started_at is not None:
+            return
+        if self.collector is not None:
+            await asyncio.to_thread(self.collector.start, self.sink)
+        self._started_at = time.monotonic()
+
+    @classmethod
+    async def launch(
+        cls,
+        kind: CollectorKind,
+        store: EventStore,
+        *,
+        record: str | Path | None = None,
+        replay_path: str | Path | None = None,
+        replay_speed: float = 1.0,
+        procfs_interval: float = 1.0,
+    ) -> EmbeddedSource:
+        """Choose and start a collector of ``kind`` (``auto``: eBPF, else procfs) feeding ``store``."""
+        source = cls(None, store, record=record)
+        try:
+            collector, reason = await asyncio.to_thread(
+                start_collector,
+                kind,
+                source.sink,
+                replay_path=replay_path,
+                replay_speed=replay_speed,
+                procfs_interval=procfs_interval,
+            )
+        except BaseException:
+            if source.recorder is not None:
+                source.recorder.close()
+            raise
+        source.collector = collector
+        source.reason = reason
+        source._started_at = time.monotonic()
+        logger.info("embedded collector: %s", reason)
+        return source
+
+    # --- TelemetrySource -------------------------------------------------------------
+
+    async def info(self) -> SourceInfo:
+        collector = self.collector
+        problems: list[str] = []
+        stored: int | None = None
+        healthy = not self._closed
+        try:
+            stored = await asyncio.to_thread(self.store.row_count)
+        except NetspyError as exc:
+            healthy = False
+            problems.append(str(exc))
+        seen = lost = 0
+        if collector is not None:
+            seen, lost = collector.stats.events, collector.stats.lost
+            if self._started_at is None or not collector.running:
+                healthy = False
+                problems.append("the collector is not running")
+            if collector.stats.last_error:
+                problems.append(f"collector: {collector.stats.last_error}")
+        sink = self.store_sink
+        lost += sink.lost
+        if sink.last_error:
+            problems.append(f"store: {sink.last_error}")
+            if sink.last_error_at is not None and time.monotonic() - sink.last_error_at < 60:
+                healthy = False
+        if self.recorder is not None and self.recorder.error is not None:
+            problems.append(str(self.recorder.error))
+        detail = "; ".join([self.reason, *problems] if self.reason else problems)
+        if collector is not None:
+            label = f"{collector.label} (embedded)"
+        else:
+            label = f"history in {self.store.location}"
+        return SourceInfo(
+            label=label,
+            kind="embedded",
+            generation="embedded",
+            healthy=healthy,
+            detail=" ".join(detail.split()),
+            collector=collector.name if collector is not None else None,
+            sampled=collector.sampled if collector is not None else False,
+            events_seen=seen,
+            events_lost=lost,
+            stored_events=stored,
+            uptime_seconds=None if self._started_at is None else time.monotonic() - self._started_at,
+        )
+
+    async def query(self, q: EventQuery) -> EventPage:
+        return await asyncio.to_thread(self.store.query, q)
+
+    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
+        return await asyncio.to_thread(self.store.count, kind, pid, command, window_seconds)
+
+    async def stats(
+        self,
+        kind: EventKind,
+        pid: int | None,
+        command: str | None,
+        window_seconds: int,
+        top_n: int = 10,
+        buckets: int = 60,
+    ) -> WindowStats:
+        return await asyncio.to_thread(self.store.stats, kind, pid, command, window_seconds, top_n, buckets)
+
+    async def programs(self) -> list[ProgramInfo]:
+        if self.collector is None:
+            return []
+        return [
+            ProgramInfo(name=name, type=kind, status=status, id=prog_id)
+            for name, kind, status, prog_id in self.collector.programs()
+        ]
+
+    async def aclose(self) -> None:
+        """Stop the collector, then close the recording and the store (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.collector is not None:
+                await asyncio.to_thread(self.collector.stop)
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+            await asyncio.to_thread(self.store.close)
+
+
+@asynccontextmanager
+async def open_embedded(settings: Settings) -> AsyncIterator[EmbeddedSource]:
+    """The collector the settings ask for (``auto``: eBPF, else procfs), its store, closed on exit."""
+    store = await asyncio.to_thread(EventStore, settings.db, retention_seconds=settings.retention)
+    kind: CollectorKind = "replay" if settings.replay is not None else settings.collector
+    try:
+        source = await EmbeddedSource.launch(
+            kind,
+            store,
+            record=settings.record,
+            replay_path=settings.replay,
+            replay_speed=settings.replay_speed,
+            procfs_interval=settings.procfs_interval,
+        )
+    except BaseException:
+        store.close()
+        raise
+    try:
+        yield source
+    finally:
+        await source.aclose()
+
+
+@asynccontextmanager
+async def open_history(settings: Settings) -> AsyncIterator[EmbeddedSource]:
+    """The events stored in ``settings.db`` by an earlier run, read-only, no collector."""
+    path = settings.db
+    if path is None or not await asyncio.to_thread(Path(path).is_file):
+        raise NoData(
+            f"there is no event history at {path}",
+            "record some first: run `netspy-tui serve --db FILE` or the dashboard with --db FILE",
+        )
+    store = await asyncio.to_thread(EventStore, path, readonly=True)
+    source = EmbeddedSource(None, store, reason=f"history recorded in {path}")
+    await source.start()
+    try:
+        yield source
+    finally:
+        await source.aclose()
