@@ -295,6 +295,8 @@ class FakeEbpfServer:
         text = body if body.endswith("\n") else body + "\n"
         with self._lock:
             self._override = _Canned(status, text.encode("utf-8"), "text/plain; charset=utf-8", times, path)
+            if times is not None and times <= 0:
+                self._override = None
 
     def reply_raw(
         self,
@@ -308,6 +310,8 @@ class FakeEbpfServer:
         """Answer with these exact bytes: non-JSON, truncated JSON, wrong types... Replaces an override."""
         with self._lock:
             self._override = _Canned(status, body, content_type, times, path)
+            if times is not None and times <= 0:
+                self._override = None
 
     def delay(self, seconds: float, *, path: str | None = None) -> None:
         """Hold every response (to ``path``) for ``seconds``; :meth:`release` or :meth:`stop` ends it."""

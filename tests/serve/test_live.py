@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from netspy_tui.serve import BackgroundServer, create_app, serve_source
+from netspy_tui.serve import BackgroundServer, create_app, serve_async, serve_source
 from netspy_tui.serve.runner import exposure_warning, is_loopback
 from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.telemetry.memory import MemorySource
@@ -156,6 +157,35 @@ def test_loopback_detection(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
     assert (exposure_warning(host, token_required=False) is None) is loopback
     assert exposure_warning(host, token_required=True) is None
+
+
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["no-token", "token"])
+async def test_serve_async_warns_when_exposed_without_token(
+    token: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Binding every interface is allowed, but without a token it is logged as a warning."""
+    app = create_app(MemorySource(sample_events()), token=token)
+    started: asyncio.Queue[str] = asyncio.Queue()
+    caplog.set_level(logging.WARNING, logger="netspy_tui.serve.runner")
+    task = asyncio.create_task(serve_async(app, host="0.0.0.0", port=0, on_started=started.put_nowait))
+    try:
+        url = await asyncio.wait_for(started.get(), timeout=10)
+        port = url.rsplit(":", 1)[-1]
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(timeout=5, headers=headers) as client:
+            assert (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=15)  # cancellation shuts down gracefully, then re-raises
+    warned = [r.getMessage() for r in caplog.records if "without a token" in r.getMessage()]
+    assert bool(warned) is (token is None)
+    if warned:
+        assert "0.0.0.0" in warned[0] and "--token" in warned[0]
+    assert TOKEN not in caplog.text  # the token itself is never logged
+    async with httpx.AsyncClient(timeout=2) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{port}/health")
 
 
 _SERVE_SCRIPT = """
