@@ -211,6 +211,7 @@ class FakeEbpfServer:
         *,
         programs: list[dict[str, Any]] | None = None,
         clock: Callable[[], datetime] | None = None,
+        go_null_slices: bool = False,
     ) -> None:
         if generation not in GENERATIONS:
             raise ValueError(f"generation must be one of {GENERATIONS}, not {generation!r}")
@@ -221,6 +222,9 @@ class FakeEbpfServer:
         self.programs = programs
         """``/api/programs`` entries; None derives them from the events like the server does."""
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.go_null_slices = go_null_slices
+        """Encode empty ``events``/``programs`` as ``null``, as the real Go server does (a nil slice).
+        Off by default because the specs say "array"; turn it on to test a client's tolerance."""
         self.started_at = self.clock()
         self._lock = threading.Lock()
         self._override: _Canned | None = None
@@ -648,7 +652,7 @@ class FakeEbpfServer:
         return _json(
             200,
             {
-                "events": page,
+                "events": page if page or not self.go_null_slices else None,
                 "count": len(page),
                 "total_count": len(hits),
                 "query_time": self._query_time(),
@@ -671,7 +675,11 @@ class FakeEbpfServer:
                 }
                 for name in ("connection", "packet_drop")
             ]
-        payload: dict[str, Any] = {"programs": programs, "total_count": len(programs), "query_time": self._query_time()}
+        payload: dict[str, Any] = {
+            "programs": programs if programs or not self.go_null_slices else None,
+            "total_count": len(programs),
+            "query_time": self._query_time(),
+        }
         if self.generation == "aggregator":
             payload["all_programs"] = [
                 {**p, "node": node, "event_count": count}

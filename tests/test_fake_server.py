@@ -356,3 +356,14 @@ def test_malformed_events_are_served_not_fatal(client: httpx.Client) -> None:
         assert windowed["count"] == 1  # an unparseable time is Go's zero time
         with pytest.raises(contract.ContractViolation):
             validate_response("EventsResponse", everything)
+
+
+def test_go_null_slices_knob(client: httpx.Client) -> None:
+    """The real server encodes an empty result as null (a nil Go slice); the knob reproduces it."""
+    with FakeEbpfServer("current", programs=[], go_null_slices=True) as srv:
+        assert client.get(srv.url + "/api/events").json()["events"] is None
+        assert client.get(srv.url + "/api/programs").json()["programs"] is None
+        srv.events.append(connection_json(ago=1))
+        assert len(client.get(srv.url + "/api/events").json()["events"]) == 1
+    with FakeEbpfServer("current", programs=[]) as srv:
+        assert client.get(srv.url + "/api/events").json()["events"] == []
