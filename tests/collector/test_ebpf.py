@@ -656,6 +656,14 @@ def test_decoder_expires_pending_connects_as_in_progress() -> None:
     assert (e.outcome, e.return_code, e.protocol, e.protocol_inferred) == ("in_progress", -115, "TCP", False)
 
 
+def test_decoder_reports_a_superseded_pending_connect_instead_of_dropping_it() -> None:
+    d = Decoder({}, STATES)
+    assert d.feed(_records(_connect(5, 0xA, P.F_TCP | P.F_PENDING)), now_ns=0) == []
+    # same socket address again before any outcome (the first outcome record was lost)
+    (old,) = d.feed(_records(_connect(9, 0xA, P.F_TCP | P.F_PENDING)), now_ns=1)
+    assert (old.timestamp, old.outcome) == (5, "in_progress") and d.pending == 1
+
+
 def test_decoder_outcome_in_the_same_batch_and_protocol_guess() -> None:
     d = Decoder({}, STATES)
     rows = _records(

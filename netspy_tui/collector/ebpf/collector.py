@@ -231,6 +231,7 @@ class _Session:
             except Exception as exc:  # a decoding bug loses this batch, not the collector
                 log.exception("eBPF collector: cannot decode a batch")
                 self.dropped += len(recs)
+                self._publish_lost()
                 self.stats.errors += 1
                 self.stats.last_error = f"decode failed: {exc!r}"
                 events = []
@@ -247,6 +248,7 @@ class _Session:
             self.sink(events)
         except Exception as exc:
             self.dropped += len(events)
+            self._publish_lost()  # before the error count: whoever sees the error sees the loss
             self.stats.errors += 1
             self.stats.last_error = f"sink rejected {len(events)} events: {exc!r}"
             now = time.monotonic()
@@ -263,6 +265,9 @@ class _Session:
             raw = None
         if raw is not None:
             self.kernel_lost = int.from_bytes(raw, "little")
+        self._publish_lost()
+
+    def _publish_lost(self) -> None:
         skipped = self.ring.skipped if self.ring is not None else 0
         self.stats.lost = self.lost_before + self.kernel_lost + self.dropped + skipped
 

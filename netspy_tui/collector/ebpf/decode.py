@@ -209,7 +209,7 @@ class Decoder:
             else:
                 outcomes = kind == P.KIND_OUTCOME
                 if outcomes.any():
-                    out.extend(self._with_outcomes(recs, connects, outcomes, now_ns))
+                    out.extend(self._with_outcomes(recs, outcomes, now_ns))
                 elif connects.any():
                     out.extend(self._connects(recs[connects], now_ns))
                 if drops.any():
@@ -231,7 +231,7 @@ class Decoder:
         return self._build_connects(np.array(rows, dtype=P.RECORD))
 
     # --- connects -----------------------------------------------------------------------
-    def _with_outcomes(self, recs: np.ndarray, connects: np.ndarray, outcomes: np.ndarray, now_ns: int) -> list[Event]:
+    def _with_outcomes(self, recs: np.ndarray, outcomes: np.ndarray, now_ns: int) -> list[Event]:
         """Ring order matters here: a CONNECT record always precedes its OUTCOME record."""
         out: list[Event] = []
         start = 0
@@ -258,16 +258,20 @@ class Decoder:
         if not len(recs):
             return []
         pending = (recs["flags"] & P.F_PENDING) != 0
-        if pending.any():
-            deadline = now_ns + self.deadline_ns
-            for row in recs[pending]:
-                key = int(row["key"])
-                old = self._pending.pop(key, None)
-                if old is not None:  # the socket was freed and reused before its outcome came
-                    self.orphan_outcomes += 1
-                self._pending[key] = (row.copy(), deadline)
-            recs = recs[~pending]
-        return self._build_connects(recs)
+        if not pending.any():
+            return self._build_connects(recs)
+        deadline = now_ns + self.deadline_ns
+        superseded: list[np.void] = []
+        for row in recs[pending]:
+            key = int(row["key"])
+            old = self._pending.pop(key, None)
+            if old is not None:  # its outcome record was lost and the socket reused: report it as it is
+                superseded.append(old[0])
+            self._pending[key] = (row.copy(), deadline)
+        rows = recs[~pending]
+        if superseded:
+            rows = np.concatenate([rows, np.array(superseded, dtype=P.RECORD)])
+        return self._build_connects(rows)
 
     def _verdict_for(
         self, flags: int, code: int, socktype: int, protocol: int, port: int
