@@ -365,6 +365,9 @@ class EbpfCollector(Collector):
         except CollectorError:
             session.close()
             raise
+        except OSError as exc:  # mmap of the ring, eventfd, program info: say so in one line
+            session.close()
+            raise CollectorError(f"cannot set up the eBPF collector: {exc}", "use --collector procfs") from exc
         except BaseException:
             session.close()
             raise
