@@ -15,7 +15,7 @@ import os
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 EventKind = Literal["connection", "packet_drop"]
 
@@ -81,6 +81,11 @@ class _Wire(BaseModel):
     """Base of every model that comes off the wire: tolerant of extra fields."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+def _null_is_empty(value: Any) -> Any:
+    """The Go server encodes an empty slice or map as ``null``."""
+    return [] if value is None else value
 
 
 class _EventBase(_Wire):
@@ -215,6 +220,15 @@ class ListResponse(_Wire):
     events_by_node: dict[str, int] | None = None
     total_nodes: int | None = None
 
+    @field_validator("events_by_pid", mode="before")
+    @classmethod
+    def _null_map(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return {k: _null_is_empty(v) for k, v in value.items()}
+        return value
+
 
 class EventFilters(_Wire):
     type: str | None = None
@@ -234,6 +248,8 @@ class EventsResponse(_Wire):
     query_time: datetime | None = None
     filters: EventFilters | None = None
 
+    _null_events = field_validator("events", mode="before")(classmethod(lambda cls, v: _null_is_empty(v)))
+
 
 class ProgramInfo(_Wire):
     name: str = ""
@@ -247,6 +263,8 @@ class ProgramInfo(_Wire):
 class ProgramsResponse(_Wire):
     programs: list[ProgramInfo] = Field(default_factory=list)
     all_programs: list[ProgramInfo] | None = None
+
+    _null_programs = field_validator("programs", mode="before")(classmethod(lambda cls, v: _null_is_empty(v)))
     total_count: int = 0
     query_time: datetime | None = None
 

@@ -216,3 +216,15 @@ async def test_programs_and_bearer_token_header():
             await source.aclose()
         assert programs and all(p.name for p in programs)
         assert srv.requests[-1].headers.get("authorization") == "Bearer s3cret-token"
+
+
+async def test_go_null_slices_read_as_empty():
+    with FakeEbpfServer("current", events=[], programs=[], go_null_slices=True) as srv:
+        source = HttpSource(srv.url)
+        try:
+            page = await source.query(EventQuery())
+            programs = await source.programs()
+            stats = await source.stats("connection", None, None, 60)
+        finally:
+            await source.aclose()
+    assert page.events == [] and programs == [] and stats.total == 0
