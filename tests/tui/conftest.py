@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -83,8 +83,3 @@ def clock() -> Clock:
 def source(clock: Clock) -> MemorySource:
     return demo_source(clock)
 
-
-@pytest.fixture
-async def gateway(source: MemorySource) -> AsyncIterator[Gateway]:
-    async with open_gateway(source) as gw:
-        yield gw

@@ -135,6 +135,7 @@ class DashboardScreen(Screen[None]):
         self.renders = 0
         self.last_render_ms: float | None = None
         self._insight_requests = 0
+        self._applied: dict[str, str] = {}
 
     # --- layout ------------------------------------------------------------------------
 
@@ -186,9 +187,14 @@ class DashboardScreen(Screen[None]):
 
     # --- snapshots -----------------------------------------------------------------------
 
+    @property
+    def alive(self) -> bool:
+        """False once the app is tearing the screen down (a poll can still finish then)."""
+        return bool(self.query("#connections"))
+
     def apply_snapshot(self, snapshot: Snapshot) -> None:
-        if snapshot.version < self.poller.version:
-            return  # answers a window/subject the user has already left
+        if snapshot.version < self.poller.version or not self.alive:
+            return  # answers a window/subject the user has already left, or the app is closing
         self.latest = snapshot
         if self.view_state.paused or not self.is_current:
             self.status.show_snapshot(snapshot)
@@ -196,7 +202,8 @@ class DashboardScreen(Screen[None]):
         self.render_snapshot()
 
     def show_failure(self, failure: Failure) -> None:
-        self.status.show_failure(failure)
+        if self.alive:
+            self.status.show_failure(failure)
 
     def on_screen_resume(self) -> None:
         if self.latest is not None and self.latest is not self.rendered and not self.view_state.paused:
@@ -221,16 +228,22 @@ class DashboardScreen(Screen[None]):
             self._title_processes()
             patterns = snap.patterns if snap.config.subject == subject else None
             self.query_one(PatternsPanel).show(patterns, subject.label)
-            self.query_one("#drop-mix", Static).update(
-                drop_mix_text(snap.drop_patterns if snap.config.subject == subject else None, snap.config.window))
-            self.query_one("#views", TabbedContent).get_tab("connections-tab").label = Text(  # type: ignore[assignment]
-                f"Connections ({self.connections.row_count})")
-            self.query_one("#views", TabbedContent).get_tab("drops-tab").label = Text(  # type: ignore[assignment]
-                f"Packet drops ({self.drops.row_count})")
+            mix = drop_mix_text(snap.drop_patterns if snap.config.subject == subject else None, snap.config.window)
+            self._set_once("drop-mix", mix.plain, lambda: self.query_one("#drop-mix", Static).update(mix, layout=False))
+            tabs = self.query_one("#views", TabbedContent)
+            for pane, label in (("connections-tab", f"Connections ({self.connections.row_count})"),
+                                ("drops-tab", f"Packet drops ({self.drops.row_count})")):
+                self._set_once(pane, label, lambda p=pane, t=label: setattr(tabs.get_tab(p), "label", Text(t)))
         self.rendered = snap
         self.renders += 1
         self.last_render_ms = (time.perf_counter() - started) * 1000
         self.status.show_snapshot(snap, self.last_render_ms)
+
+    def _set_once(self, what: str, value: str, apply: Callable[[], object]) -> None:
+        """Run ``apply`` only when ``value`` differs from what was last applied for ``what`` (saves layouts)."""
+        if self._applied.get(what) != value:
+            self._applied[what] = value
+            apply()
 
     def _title_processes(self) -> None:
         table = self.processes

@@ -30,6 +30,11 @@ class PatternsPanel(Vertical):
     COMPONENT_CLASSES: ClassVar[set[str]] = outcome_classes() | {"patterns--heading", "patterns--bar",
                                                                   "patterns--dim"}
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown: tuple[PatternAnalysis | None, str] | None = None
+        self._lines = -1
+
     def compose(self) -> ComposeResult:
         yield Static(id="patterns-body")
         yield Label("", id="rate-label")
@@ -40,6 +45,9 @@ class PatternsPanel(Vertical):
         self.query_one("#patterns-body", Static).update(Text("Waiting for the first poll…"))
 
     def show(self, analysis: PatternAnalysis | None, subject_label: str) -> None:
+        if (analysis, subject_label) == self._shown:
+            return
+        self._shown = (analysis, subject_label)
         self.border_title = f"Patterns · {subject_label}"
         body = self.query_one("#patterns-body", Static)
         spark = self.query_one("#rate", Sparkline)
@@ -77,7 +85,9 @@ class PatternsPanel(Vertical):
                     text.append(" · ")
                 text.append(f"{clean(c.key, 16).replace('_', ' ')} {c.count}",
                             style=self.get_component_rich_style(f"outcome--{name}", partial=True))
-        body.update(text)
+        lines = text.plain.count("\n")
+        body.update(text, layout=lines != self._lines)
+        self._lines = lines
         rate_label.update(Text(f"Rate per {stats.bucket_seconds}s over {window_label(stats.window_seconds)} "
                                f"(peak {max(stats.rate_buckets, default=0)})"))
         spark.data = [float(v) for v in stats.rate_buckets]

@@ -46,6 +46,9 @@ def _age(seconds: float) -> str:
 class StatusBar(Static):
     """Two lines, re-rendered on every snapshot, failure and once a second (ages and countdowns)."""
 
+    SHOW_TIMINGS = True
+    """Show poll latency and draw time (snapshot tests turn this off: wall-clock figures vary)."""
+
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "status--brand", "status--ok", "status--bad", "status--paused", "status--live", "status--warn",
         "status--dim", "status--key",
@@ -60,6 +63,8 @@ class StatusBar(Static):
         self.snapshot: Snapshot | None = None
         self.failure: Failure | None = None
         self.render_ms: float | None = None
+        self._shown = ""
+        self._shown_spans: list[object] = []
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.redraw, name="status-tick")
@@ -80,7 +85,10 @@ class StatusBar(Static):
         return self.get_component_rich_style(f"status--{name}", partial=True)
 
     def redraw(self) -> None:
-        self.update(self.build())
+        text = self.build()
+        if text.plain != self._shown or text.spans != self._shown_spans:
+            self._shown, self._shown_spans = text.plain, text.spans
+            self.update(text, layout=False)  # fixed size: no layout pass
 
     def build(self) -> Text:
         snap, fail, view, now = self.snapshot, self.failure, self.view, self._clock()
@@ -112,8 +120,10 @@ class StatusBar(Static):
             line.append(" LIVE ", style=self._style("live"))
         if snap is not None and fail is None:
             line.append(*sep)
-            line.append(f"updated {_age((now - snap.taken_at).total_seconds())} ago · poll {snap.latency_ms:.0f} ms")
-            if self.render_ms is not None:
+            line.append(f"updated {_age((now - snap.taken_at).total_seconds())} ago")
+            if self.SHOW_TIMINGS:
+                line.append(f" · poll {snap.latency_ms:.0f} ms")
+            if self.SHOW_TIMINGS and self.render_ms is not None:
                 line.append(f" · draw {self.render_ms:.0f} ms")
 
         second = Text(no_wrap=True, overflow="ellipsis")

@@ -1,0 +1,369 @@
+"""The dashboard driven through a pilot, over the demo recording, asserting what a user sees."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
+from netspy_tui.models import ConnectionEvent, PacketDropEvent
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.screens.help import HelpScreen
+from netspy_tui.tui.snapshot import Subject
+from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
+from netspy_tui.tui.widgets.insights import InsightsPane
+from tests.factories import connection
+from tests.tui.conftest import Clock, demo_events, wait_for
+from tests.tui.demo_data import DEMO_NOW, HOSTILE
+
+SIZE = (160, 45)
+
+
+def in_window(seconds: int, kind: type = ConnectionEvent) -> list[Any]:
+    return [e for e in demo_events() if isinstance(e, kind) and DEMO_NOW - timedelta(seconds=seconds) < e.time]
+
+
+@asynccontextmanager
+async def dashboard(source: MemorySource, clock: Clock, *, spy: Callable[[Gateway], None] | None = None,
+                    **kw: Any) -> AsyncIterator[tuple[NetspyApp, Pilot[int]]]:
+    """The app over ``source`` (through a real in-process gateway), after its first full render."""
+    async with open_gateway(source) as gateway:
+        if spy is not None:
+            spy(gateway)
+        app = NetspyApp(gateway, interval=kw.pop("interval", 0.25), clock=clock, source_note="demo", **kw)
+        async with app.run_test(size=SIZE) as pilot:
+            await started(app, pilot)
+            yield app, pilot
+
+
+def status_text(app: NetspyApp) -> str:
+    return app.dashboard.status.build().plain
+
+
+def rows(app: NetspyApp) -> list[ConnectionEvent]:
+    return list(app.dashboard.connections.events.values())
+
+
+async def started(app: NetspyApp, pilot: Any, n: int = len(in_window(60))) -> None:
+    await wait_for(pilot, lambda: app.dashboard.connections.row_count == n, f"{n} connection rows")
+
+
+async def test_rows_appear_then_only_new_rows_are_added(source: MemorySource, clock: Clock) -> None:
+    returned: list[int] = []
+
+    def spy(gateway: Gateway) -> None:
+        original = gateway.connections
+
+        async def connections(*args: Any, **kwargs: Any) -> Any:
+            page = await original(*args, **kwargs)
+            returned.append(page.returned)
+            return page
+
+        gateway.connections = connections  # type: ignore[method-assign]
+
+    async with dashboard(source, clock, spy=spy) as (app, pilot):
+        table = app.dashboard.connections
+        before = dict(table.rows)
+        first_polls = len(returned)
+        await wait_for(pilot, lambda: len(returned) >= first_polls + 2, "two more polls")
+        assert returned[first_polls:] and set(returned[first_polls:]) == {0}  # nothing new, nothing fetched
+
+        fresh = [connection(pid=4211, command="curl", ip="1.1.1.1", port=443, time=DEMO_NOW - timedelta(seconds=s),
+                            outcome="ok") for s in (0.03, 0.02, 0.01)]
+        source.add_events(fresh)
+        await wait_for(pilot, lambda: table.row_count == len(before) + 3, "three new rows")
+        assert max(returned[first_polls:]) == 3  # the poll asked only for what was new
+        for key, row in before.items():
+            assert table.rows[key] is row  # old rows untouched: a diff, not a rebuild
+        assert [e.id for e in rows(app)[-3:]] == [e.id for e in fresh]
+        assert table.cursor_row == table.row_count - 1  # follows the newest
+        assert str(table.get_cell_at((table.row_count - 1, 3))) == "1.1.1.1:443"
+        assert "Connections (153)" in str(app.dashboard.query_one("#views").get_tab("connections-tab").label)
+
+
+async def test_filter_narrows_as_you_type_and_esc_clears(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        await pilot.press("slash")
+        assert app.dashboard.query_one("#filter-bar", Input).has_focus
+        await pilot.press("c", "u")
+        assert {e.command for e in rows(app)} == {"curl"}
+        assert 'filter “cu”' in status_text(app)
+        await pilot.press("r", "l")  # exactly a process: the tools are asked about it too
+        await wait_for(pilot, lambda: app.poller.config.subject == Subject(process_name="curl"), "subject curl")
+        await wait_for(pilot, lambda: "process 'curl'" in str(app.dashboard.query_one("#patterns").border_title),
+                       "patterns for curl")
+        curl = [e for e in in_window(60) if e.command == "curl"]
+        assert len(rows(app)) == len(curl)
+        assert {r.command for r in app.dashboard.processes.stats.values()} == {"curl"}
+        await pilot.press("escape")
+        await started(app, pilot)
+        assert app.poller.config.subject == Subject()
+        assert "filter" not in status_text(app)
+        assert not app.dashboard.query_one("#filter-bar", Input).display
+
+        # by destination port, and by pid prefix
+        await pilot.press("slash", *"5432", "enter")
+        assert rows(app) and all("5432" in e.destination for e in rows(app))
+        assert app.dashboard.connections.has_focus
+        await pilot.press("escape", "slash", *"4211")
+        await wait_for(pilot, lambda: app.poller.config.subject == Subject(pid=4211), "subject pid 4211")
+        await wait_for(pilot, lambda: bool(rows(app)) and {e.pid for e in rows(app)} == {4211}, "pid 4211 rows")
+
+
+async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        procs = app.dashboard.processes
+        procs.focus()
+        procs.move_cursor(row=procs.get_row_index("nginx"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.poller.config.subject == Subject(process_name="nginx"), "focus nginx")
+        nginx = [e for e in in_window(60) if e.command == "nginx"]
+        await wait_for(pilot, lambda: len(rows(app)) == len(nginx), "nginx rows")
+        assert {e.command for e in rows(app)} == {"nginx"}
+        assert "focus process 'nginx'" in status_text(app)
+        patterns = app.dashboard.query_one("#patterns")
+        await wait_for(pilot, lambda: f"{len(nginx)} attempts" in str(patterns.query_one("#patterns-body").content),
+                       "nginx patterns")
+        assert "process 'nginx'" in str(patterns.border_title)
+        assert str(procs.get_cell("nginx", "process")).startswith("▶ nginx")
+        nginx_drops = [e for e in in_window(60, PacketDropEvent) if e.command == "nginx"]
+        await wait_for(pilot, lambda: app.dashboard.drops.row_count == len(nginx_drops), "nginx drops")
+
+        await pilot.press("backspace")
+        await started(app, pilot)
+        assert app.poller.config.subject == Subject()
+        assert "focus" not in status_text(app)
+
+        # enter on a connection row focuses that row's process
+        table = app.dashboard.connections
+        table.focus()
+        hostile_row = next(i for i, e in enumerate(rows(app)) if e.command == HOSTILE)
+        table.move_cursor(row=hostile_row)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.poller.config.subject == Subject(process_name=HOSTILE), "focus hostile")
+        await wait_for(pilot, lambda: bool(rows(app)) and {e.command for e in rows(app)} == {HOSTILE}, "hostile rows")
+
+
+async def test_pause_freezes_the_tables_and_resume_catches_up(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        await pilot.press("space")
+        assert "PAUSED" in status_text(app)
+        source.add_events([connection(pid=99, command="wget", time=DEMO_NOW - timedelta(seconds=0.01), outcome="ok")])
+        polls = app.polls
+        await wait_for(pilot, lambda: app.polls >= polls + 3, "three polls while paused")
+        assert app.dashboard.latest is not None and app.dashboard.latest.connections[-1].command == "wget"
+        assert app.dashboard.connections.row_count == len(in_window(60))  # nothing drawn
+        await pilot.press("space")
+        assert "LIVE" in status_text(app)
+        assert rows(app)[-1].command == "wget"
+
+
+async def test_w_cycles_the_window(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        assert "window 1m" in status_text(app)
+        await pilot.press("w")
+        assert "window 5m" in status_text(app)
+        await started(app, pilot, len(in_window(300)))
+        assert app.dashboard.processes.border_title == "Processes · 5m"
+        await pilot.press("w")
+        await started(app, pilot, len(in_window(900)))
+        await pilot.press("w")
+        assert "window 1h" in status_text(app)
+        await pilot.press("w")
+        await started(app, pilot, len(in_window(60)))
+        assert "window 1m" in status_text(app)
+
+
+def process_order(app: NetspyApp) -> list[str]:
+    table = app.dashboard.processes
+    return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
+
+
+async def test_process_table_sorts_by_any_column_from_the_keyboard(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        await wait_for(pilot, lambda: app.dashboard.processes.row_count == 6, "six processes")
+        stats = app.dashboard.processes.stats
+        by_attempts = sorted(stats, key=lambda k: stats[k].attempts, reverse=True)
+        assert [stats[k].attempts for k in process_order(app)] == [stats[k].attempts for k in by_attempts]
+        await pilot.press("s")  # -> Dests, largest first
+        assert "sort Dests ▼" in str(app.dashboard.processes.border_subtitle)
+        dests = [stats[k].distinct_destinations for k in process_order(app)]
+        assert dests == sorted(dests, reverse=True)
+        await pilot.press("s", "s", "s")  # Failed, Last seen, then Process (A-Z)
+        assert "sort Process ▲" in str(app.dashboard.processes.border_subtitle)
+        assert process_order(app) == sorted(process_order(app), key=str.casefold)
+        await pilot.press("S")
+        assert process_order(app) == sorted(process_order(app), key=str.casefold, reverse=True)
+        assert "sort Process ▼" in str(app.dashboard.processes.border_subtitle)
+
+
+async def test_command_bar_runs_tools_and_reports_bad_input_in_one_line(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        await pilot.press("colon")
+        bar = app.dashboard.query_one("#command-bar", CommandInput)
+        assert bar.has_focus
+        result = app.dashboard.query_one("#result", ResultPanel)
+
+        def shown() -> str:
+            return str(result.query_one("#result-text").content)
+
+        await pilot.press(*"summary --process curl --duration 120", "enter")
+        curl = len([e for e in in_window(120) if e.command == "curl"])
+        await wait_for(pilot, lambda: "outbound" in shown(), "summary result")
+        assert shown() == f"Process 'curl' made {curl} outbound connection attempts over the last 120 seconds"
+        assert not result.has_class("-error")
+
+        async def run(line: str) -> None:
+            bar.value = line
+            await pilot.press("enter")
+
+        await pilot.press(*"frobnicate", "enter")
+        await wait_for(pilot, lambda: result.has_class("-error"), "usage error")
+        assert shown().startswith("Unknown command 'frobnicate'") and "\n" not in shown()
+
+        await run("list --pid abc")
+        await wait_for(pilot, lambda: "whole number" in shown(), "bad pid")
+        assert "\n" not in shown() and result.has_class("-error")
+
+        await run("list --pid 4000000000")  # the tool's own range check: is_error result
+        await wait_for(pilot, lambda: "pid must be <=" in shown(), "tool validation error")
+        assert result.has_class("-error")
+
+        await run("list --process nginx --max-events 2")
+        await wait_for(pilot, lambda: "2 of" in shown(), "list result")
+        assert not result.has_class("-error") and shown().count("nginx") >= 3
+
+        await run("tools")
+        await wait_for(pilot, lambda: "list_connections" in shown(), "tools list")
+        await run("help")
+        await wait_for(pilot, lambda: shown().startswith("Commands:"), "help")
+
+        # history and completion
+        await pilot.press("up")
+        assert bar.value == "help"
+        await pilot.press("up")
+        assert bar.value == "tools"
+        await pilot.press("down", "down")
+        assert bar.value == ""
+        await pilot.press(*"ana", "tab")
+        assert bar.value == "analyze"
+        await pilot.press(*" --pro", "tab")
+        assert bar.value == "analyze --process "
+        await pilot.press("escape")
+        assert not bar.display
+        assert app.is_running
+
+
+async def test_question_mark_shows_every_binding(source: MemorySource, clock: Clock) -> None:
+    from netspy_tui.tui import keys
+
+    async with dashboard(source, clock) as (app, pilot):
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help screen")
+        box = app.screen.query_one("#help-text")
+        console = Console(width=box.content_region.width, record=True, file=io.StringIO())
+        console.print(box.content)  # exactly what the modal renders, at its width
+        text = " ".join(console.export_text().split())
+        for action in keys.ACTIONS:
+            assert f"{action.display_keys} {action.help}" in text
+        assert "summary [--pid N]" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_every_action_is_in_the_palette_and_runs_from_it(source: MemorySource, clock: Clock) -> None:
+    from netspy_tui.tui import keys
+
+    async with dashboard(source, clock) as (app, pilot):
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for action in keys.ACTIONS:
+            if action.id != "netspy.quit":
+                assert action.palette_title in titles
+        assert "focus: nginx" in titles
+        await pilot.press("ctrl+p")
+        await pilot.press(*"pause or resume")
+        await pilot.pause(0.2)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.dashboard.view_state.paused, "paused from the palette")
+
+
+async def test_export_writes_the_current_view(source: MemorySource, clock: Clock, tmp_path: Path) -> None:
+    async with dashboard(source, clock, export_dir=tmp_path) as (app, pilot):
+        await pilot.press("slash", *"python3", "enter")
+        await wait_for(pilot, lambda: app.poller.config.subject == Subject(process_name="python3"), "python3")
+        await wait_for(pilot, lambda: app.dashboard.rendered is not None
+                       and app.dashboard.rendered.config.subject == Subject(process_name="python3"), "python3 drawn")
+        await pilot.press("e")
+        path = tmp_path / "netspy-connections-20261124T120000Z.json"
+        await wait_for(pilot, path.exists, "json export")
+        data = json.loads(path.read_text())
+        python3 = [e for e in in_window(60) if e.command == "python3"]
+        assert [c["id"] for c in data["connections"]] == [e.id for e in python3]
+        assert data["filter"] == "python3" and data["window_seconds"] == 60
+        assert data["patterns"]["stats"]["total"] == len(python3)
+        assert any(str(path) in str(n.message) for n in app._notifications)
+
+        await pilot.press("escape", "E")
+        csv_path = tmp_path / "netspy-connections-20261124T120000Z.csv"
+        await wait_for(pilot, csv_path.exists, "csv export")
+        table = list(csv.reader(csv_path.open()))
+        assert table[0][:4] == ["time", "pid", "process", "destination"]
+        assert len(table) == 1 + len(in_window(60))
+        hostile = [r for r in table if r[1] == "6666"]
+        assert hostile and all(r[2] == "[bold red]x\\x1b[2J" for r in hostile)  # control chars escaped
+
+        await pilot.press("d", "E")  # the drops view exports drops
+        drops_path = tmp_path / "netspy-drops-20261124T120000Z.csv"
+        await wait_for(pilot, drops_path.exists, "drops export")
+        drop_rows = list(csv.reader(drops_path.open()))
+        assert len(drop_rows) == 1 + len(in_window(60, PacketDropEvent))
+        assert {r[3] for r in drop_rows[1:]} >= {"NO_SOCKET", "TCP_INVALID_SEQUENCE", "NETFILTER_DROP"}
+
+
+async def test_hostile_process_names_render_inert(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        table = app.dashboard.connections
+        row = next(i for i, e in enumerate(rows(app)) if e.command == HOSTILE)
+        value = table.get_cell_at((row, 2))
+        assert isinstance(value, Text)
+        # no markup applied, the escape visible (and the cell cut to its column with an ellipsis)
+        assert value.plain == "[bold red]x\\x1b…" and not value.spans
+        screen = html.unescape(app.export_screenshot()).replace("\u00a0", " ")
+        assert "[bold red]x\\x1b…" in screen
+        assert "\x1b" not in screen
+        procs = app.dashboard.processes
+        assert procs.get_cell(HOSTILE, "process").plain == "[bold red]x\\x1b…"
+        # the full name is readable (escaped) where there is room: the command bar's result
+        await pilot.press("colon")
+        app.dashboard.query_one("#command-bar", CommandInput).value = "list --pid 6666 --max-events 1"
+        await pilot.press("enter")
+        result = app.dashboard.query_one("#result", ResultPanel)
+        await wait_for(pilot, lambda: "6666" in str(result.query_one("#result-text").content), "list result")
+        shown = result.query_one("#result-text").content
+        assert isinstance(shown, Text) and not shown.spans
+        assert "[bold red]x\\x1b[2J" in shown.plain
+
+
+async def test_ai_pane_says_ai_is_not_wired_yet(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        pane = app.dashboard.query_one("#insights", InsightsPane)
+        await pilot.press("i")
+        assert not pane.display
+        await pilot.press("a")
+        assert pane.display
+        assert pane.state == "notice"
+        assert "wired in a later step" in str(pane.query_one("#insight-state").content)
+        assert pane.answer == ""
