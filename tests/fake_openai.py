@@ -34,6 +34,15 @@ from typing import Any, Literal
 MAX_WAIT_SECONDS = 10.0
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up mid-stream (cancel tests) are expected: no traceback on stderr."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class FakeToolCall:
     """One tool call the fake model makes; ``arguments`` is sent in ``split`` pieces."""
@@ -142,7 +151,7 @@ class FakeOpenAI:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> FakeOpenAI:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = _QuietServer(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
