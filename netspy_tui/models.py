@@ -15,7 +15,7 @@ import os
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 EventKind = Literal["connection", "packet_drop"]
 
@@ -144,8 +144,31 @@ class ConnectionEvent(_EventBase):
         return self.effective_outcome in {"refused", "unreachable", "timeout", "reset", "denied", "failed"}
 
 
+CONTRACT_DROP_REASONS = ("SKB_FREE", "TCP_DROP", "UDP_DROP", "ICMP_DROP", "NETFILTER_DROP")
+
+
+def contract_drop_reason(reason: str, protocol: str | None, code: int) -> str:
+    """The original server's coarse category for a kernel drop reason (``NO_SOCKET`` + UDP -> ``UDP_DROP``)."""
+    if reason in CONTRACT_DROP_REASONS or reason.startswith("UNKNOWN("):
+        return reason
+    if reason.startswith("NETFILTER"):
+        return "NETFILTER_DROP"
+    proto = (protocol or "").upper()
+    if proto in ("TCP", "UDP", "ICMP"):
+        return f"{proto}_DROP"
+    for prefix in ("TCP", "UDP", "ICMP"):
+        if reason.startswith(prefix):
+            return f"{prefix}_DROP"
+    return f"UNKNOWN({code})"
+
+
 class PacketDropEvent(_EventBase):
-    """One packet dropped by the kernel."""
+    """One packet dropped by the kernel.
+
+    ``drop_reason`` holds the kernel's own reason name (``NO_SOCKET``, ``TCP_INVALID_SEQUENCE``, ...)
+    whenever it is known. On the wire, ``netspy-tui serve`` sends the original server's category in
+    ``drop_reason`` and the kernel name in ``kernel_drop_reason``; parsing swaps them back.
+    """
 
     type: Literal["packet_drop"] = "packet_drop"
     drop_reason_code: int = 0
@@ -154,6 +177,14 @@ class PacketDropEvent(_EventBase):
     packet_size_bytes: int = 0
     protocol: str | None = None
     destination: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kernel_reason(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("kernel_drop_reason"), str) and data["kernel_drop_reason"]:
+            data = {**data, "drop_reason": data["kernel_drop_reason"]}
+            data.pop("kernel_drop_reason")
+        return data
 
 
 Event = Annotated[ConnectionEvent | PacketDropEvent, Field(discriminator="type")]

@@ -45,7 +45,15 @@ from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError
-from netspy_tui.models import ConnectionEvent, EventKind, PacketDropEvent, ProgramInfo, format_time, utcnow
+from netspy_tui.models import (
+    ConnectionEvent,
+    EventKind,
+    PacketDropEvent,
+    ProgramInfo,
+    contract_drop_reason,
+    format_time,
+    utcnow,
+)
 from netspy_tui.telemetry.source import EventQuery, TelemetrySource
 
 logger = logging.getLogger(__name__)
@@ -149,6 +157,11 @@ def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
         data["id"] = _stable_id(event)
     if isinstance(event, ConnectionEvent) and len(event.raw_ipv6) != 16:
         data["raw_ipv6"] = _raw_ipv6(event)
+    if isinstance(event, PacketDropEvent):
+        category = contract_drop_reason(event.drop_reason, event.protocol, event.drop_reason_code)
+        if category != event.drop_reason:
+            data["drop_reason"] = category
+            data["kernel_drop_reason"] = event.drop_reason
     return data
 
 
