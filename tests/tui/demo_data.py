@@ -47,13 +47,15 @@ _FLOWS: list[tuple[int, str, str, int, str, str, int, bool]] = [
 
 _RC = {"ok": 0, "in_progress": -115, "refused": -111, "unreachable": -101, "timeout": -110}
 
-# (pid, command, reason, code, size, destination)
-_DROPS: list[tuple[int, str, str, int, int, str | None]] = [
-    (0, "swapper/0", "NO_SOCKET", 3, 60, "10.0.0.77:9100"),
-    (0, "swapper/1", "NO_SOCKET", 3, 52, "10.0.0.78:9100"),
-    (812, "nginx", "TCP_INVALID_SEQUENCE", 81, 1448, "10.0.2.15:8000"),
-    (6666, HOSTILE, "NETFILTER_DROP", 7, 74, "198.51.100.66:4444"),
-    (2048, "python3", "TCP_INVALID_SEQUENCE", 81, 40, "10.0.3.4:6379"),
+# (pid, command, kernel reason, code, size, destination, the original server's category)
+# On the wire (as ``netspy-tui serve`` sends it) ``drop_reason`` is the category and
+# ``kernel_drop_reason`` the kernel's name; parsing shows the kernel's name.
+_DROPS: list[tuple[int, str, str, int, int, str | None, str]] = [
+    (0, "swapper/0", "NO_SOCKET", 3, 60, "10.0.0.77:9100", "TCP_DROP"),
+    (0, "swapper/1", "NO_SOCKET", 3, 52, "10.0.0.78:9100", "TCP_DROP"),
+    (812, "nginx", "TCP_INVALID_SEQUENCE", 81, 1448, "10.0.2.15:8000", "TCP_DROP"),
+    (6666, HOSTILE, "NETFILTER_DROP", 7, 74, "198.51.100.66:4444", "NETFILTER_DROP"),
+    (2048, "python3", "TCP_INVALID_SEQUENCE", 81, 40, "10.0.3.4:6379", "TCP_DROP"),
 ]
 
 
@@ -79,10 +81,11 @@ def build() -> list[dict[str, Any]]:
             del ev["outcome"]  # an original-server event: outcome derived from the return code
         events.append(ev)
     for i in range(14):
-        pid, cmd, reason, code, size, dest = _DROPS[i % len(_DROPS)]
+        pid, cmd, reason, code, size, dest, category = _DROPS[i % len(_DROPS)]
         ago = rng.uniform(1.0, 55.0) if i < 10 else rng.uniform(70.0, 500.0)
         when = DEMO_NOW - timedelta(seconds=round(ago, 3))
-        ev = drop_json(pid, cmd, reason, code, time=when, size=size, timestamp=_ktime(when))
+        ev = drop_json(pid, cmd, category, code, time=when, size=size, timestamp=_ktime(when))
+        ev["kernel_drop_reason"] = reason
         ev["id"] = f"{rng.getrandbits(64):016x}"
         if dest:
             ev["destination"] = dest

@@ -1,0 +1,74 @@
+"""The poll loop body without a UI: incremental fetching, window bounds, bursts, reconfiguration."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.messages import PollFailed, SnapshotReady
+from netspy_tui.tui.poller import MAX_BACKOFF, Poller, backoff
+from netspy_tui.tui.snapshot import Subject
+from tests.factories import connection
+from tests.tui.conftest import Clock
+from tests.tui.demo_data import DEMO_NOW
+
+
+def burst(n: int, start: float, step: float = 0.001) -> list:
+    return [connection(pid=7, command="burst", port=1000 + i % 50, time=DEMO_NOW - timedelta(seconds=start - i * step),
+                       outcome="ok") for i in range(n)]
+
+
+async def test_polls_are_incremental_bounded_and_report_bursts() -> None:
+    clock = Clock()
+    source = MemorySource(burst(50, 30), clock=clock)
+    async with open_gateway(source) as gw:
+        poller = Poller(gw, clock=clock, window=60, interval=1.0, max_rows=120, max_events=100)
+        first = await poller.poll()
+        assert len(first.connections) == 50 and first.new_connections == 50
+        again = await poller.poll()
+        assert again.new_connections == 0 and again.connections == first.connections
+
+        source.add_events(burst(130, 20))  # more than max_events arrive between two polls
+        snap = await poller.poll()
+        assert snap.new_connections == 100 and snap.burst_skipped == 30
+        assert len(snap.connections) == 120  # capped at max_rows, newest kept
+        assert snap.connections[-1].time == max(e.time for e in snap.connections)
+
+        clock.now = DEMO_NOW + timedelta(seconds=45)  # the older rows leave the window
+        later = await poller.poll()
+        assert all(e.time > clock.now - timedelta(seconds=60) for e in later.connections)
+        assert len(later.connections) < 120
+
+
+async def test_configure_switches_subject_from_the_next_poll_and_wakes_the_loop() -> None:
+    clock = Clock()
+    source = MemorySource(burst(5, 10) + [connection(pid=8, command="other", time=DEMO_NOW - timedelta(seconds=1),
+                                                     outcome="refused")], clock=clock)
+    async with open_gateway(source) as gw:
+        poller = Poller(gw, clock=clock, window=60, interval=5.0)
+        snap = await poller.poll()
+        assert snap.version == 0 and len(snap.connections) == 6
+        version = poller.configure(subject=Subject(process_name="other"))
+        assert version == 1 and poller.wake.is_set()
+        assert poller.configure(subject=Subject(process_name="other")) == 1  # no change, same version
+        await poller.sleep(5.0)  # returns at once: woken
+        snap = await poller.poll()
+        assert snap.version == 1 and [e.command for e in snap.connections] == ["other"]
+        assert snap.patterns is not None and snap.patterns.stats.command == "other"
+        assert snap.processes is not None and {p.command for p in snap.processes.processes} == {"burst", "other"}
+
+
+def test_backoff_doubles_to_a_cap() -> None:
+    assert [backoff(1.0, n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff(1.0, 20) == MAX_BACKOFF
+
+
+def test_poll_results_coalesce() -> None:
+    from netspy_tui.tui.snapshot import PollConfig, Snapshot
+
+    snap = Snapshot(version=0, config=PollConfig(window=60), taken_at=DEMO_NOW, latency_ms=1.0, status=None,
+                    connections=(), drops=(), processes=None, patterns=None, drop_patterns=None, new_connections=0)
+    old, new = SnapshotReady(snap), SnapshotReady(snap)
+    failed = PollFailed("down", stale_since=DEMO_NOW, retry_at=DEMO_NOW, attempt=1)
+    assert old.can_replace(new) and old.can_replace(failed) and failed.can_replace(new)

@@ -1,0 +1,132 @@
+"""Server loss and recovery, and the AI pane's streaming states, through a pilot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from netspy_tui.errors import AIError, ServerUnavailable
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import EventKind, EventPage, SourceInfo, WindowStats
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.telemetry.source import EventQuery
+from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.hooks import AIHooks, InsightNote
+from netspy_tui.tui.widgets.insights import InsightsPane
+from tests.tui.conftest import Clock, demo_source, wait_for
+from tests.tui.test_dashboard import SIZE, in_window, status_text
+
+
+class FlakySource:
+    """A MemorySource that raises ServerUnavailable from every method while ``down`` is set."""
+
+    def __init__(self, inner: MemorySource) -> None:
+        self.inner = inner
+        self.down = False
+        self.calls_while_down = 0
+
+    def _check(self) -> None:
+        if self.down:
+            self.calls_while_down += 1
+            raise ServerUnavailable("Cannot reach the eBPF server at http://127.0.0.1:9", "is it running?")
+
+    async def info(self) -> SourceInfo:
+        self._check()
+        return await self.inner.info()
+
+    async def query(self, q: EventQuery) -> EventPage:
+        self._check()
+        return await self.inner.query(q)
+
+    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
+        self._check()
+        return await self.inner.count(kind, pid, command, window_seconds)
+
+    async def stats(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
+                    top_n: int = 10, buckets: int = 60) -> WindowStats:
+        self._check()
+        return await self.inner.stats(kind, pid, command, window_seconds, top_n, buckets)
+
+    async def programs(self) -> list[Any]:
+        self._check()
+        return await self.inner.programs()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> None:
+    clock = Clock()
+    source = FlakySource(demo_source(clock))
+    async with open_gateway(source) as gateway:  # type: ignore[arg-type]
+        app = NetspyApp(gateway, interval=0.2, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            n = len(in_window(60))
+            await wait_for(pilot, lambda: app.dashboard.connections.row_count == n, "first render")
+            source.down = True
+            await wait_for(pilot, lambda: "stale since" in status_text(app), "stale status")
+            text = status_text(app)
+            assert "stale since 12:00:00, retry in" in text
+            assert "Cannot reach the eBPF server at http://127.0.0.1:9" in text
+            assert "○ replay of demo.jsonl" in text  # health mark turns hollow
+            await wait_for(pilot, lambda: "attempt 3" in status_text(app), "backing off")
+            assert app.dashboard.connections.row_count == n  # last good data stays on screen
+            polls = app.polls
+            source.down = False
+            await wait_for(pilot, lambda: app.polls > polls and "stale" not in status_text(app), "recovery")
+            assert "● replay of demo.jsonl" in status_text(app)
+            assert app.is_running
+
+
+async def test_explain_streams_markdown_and_shows_finished() -> None:
+    seen: list[dict[str, Any]] = []
+    gate = asyncio.Event()
+
+    async def explain(subject: dict[str, Any]) -> AsyncIterator[str | InsightNote]:
+        seen.append(subject)
+        yield InsightNote("calling analyze_patterns…")
+        yield "## nginx\n\n"
+        await gate.wait()
+        yield "- 37 attempts, **3 failed**\n"
+
+    clock = Clock()
+    async with open_gateway(demo_source(clock)) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=clock, ai=AIHooks(explain=explain, label="test model"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.dashboard.processes.row_count == 6, "processes")
+            procs = app.dashboard.processes
+            procs.focus()
+            procs.move_cursor(row=procs.get_row_index("nginx"))
+            await pilot.press("a")
+            pane = app.dashboard.query_one("#insights", InsightsPane)
+            await wait_for(pilot, lambda: pane.answer == "## nginx\n\n", "first fragment")
+            assert pane.streaming
+            assert "calling analyze_patterns" in str(pane.query_one("#insight-state").content)
+            assert seen == [{"pid": None, "process_name": "nginx", "duration": 60}]
+            assert app.dashboard.check_action("explain", ()) is None  # locked while streaming
+            gate.set()
+            await wait_for(pilot, lambda: pane.state == "finished", "finished")
+            assert pane.answer == "## nginx\n\n- 37 attempts, **3 failed**\n"
+            assert str(pane.border_title) == "test model"
+            assert app.dashboard.check_action("explain", ()) is True
+
+
+async def test_explain_failure_keeps_partial_text_and_notifies() -> None:
+    async def explain(subject: dict[str, Any]) -> AsyncIterator[str]:
+        yield "Partial [b]answer[/b]\x1b[2J"
+        raise AIError("The AI server at http://127.0.0.1:1 refused the connection", "check OPENAI_BASE_URL")
+
+    clock = Clock()
+    async with open_gateway(demo_source(clock)) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=clock, ai=AIHooks(explain=explain))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.dashboard.connections.row_count > 0, "rows")
+            await pilot.press("a")
+            pane = app.dashboard.query_one("#insights", InsightsPane)
+            await wait_for(pilot, lambda: pane.state == "failed", "failed state")
+            assert pane.answer == "Partial [b]answer[/b]\\x1b[2J"  # escape made visible, text kept
+            state = str(pane.query_one("#insight-state").content)
+            assert "Failed: The AI server at http://127.0.0.1:1 refused" in state
+            await wait_for(pilot, lambda: any("refused the connection" in str(n.message)
+                                              for n in app._notifications), "notification")
