@@ -38,8 +38,7 @@ class KeyAction:
 
     @property
     def display_keys(self) -> str:
-        if self.key_display:
-            return self.key_display
+        """Every key of the action, as the help modal and README show them."""
         return " / ".join(_KEY_NAMES.get(k, k) for k in self.keys.split(","))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,22 +15,27 @@ from netspy_tui.commands import COMMANDS
 from netspy_tui.tui import keys
 
 
-def help_table() -> Table:
+def _table() -> Table:
     table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=False)
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("what")
-    for group, actions in keys.groups().items():
-        table.add_row(Text(group.upper(), style="bold underline"), "")
-        for a in actions:
-            table.add_row(Text(a.display_keys), Text(a.help))
-        table.add_row("", "")
-    table.add_row(Text("PALETTE", style="bold underline"), "")
-    table.add_row(Text("ctrl+p"), Text("Command palette: every action above, plus focus: <process>."))
-    table.add_row("", "")
-    table.add_row(Text("COMMAND BAR ( : )", style="bold underline"), "")
-    for spec in COMMANDS:
-        table.add_row(Text(spec.usage), Text(spec.help))
     return table
+
+
+def help_table() -> Group:
+    """Keys by group, the palette, then the command bar's commands."""
+    keys_table = _table()
+    for group, actions in keys.groups().items():
+        keys_table.add_row(Text(group.upper(), style="bold underline"), "")
+        for a in actions:
+            keys_table.add_row(Text(a.display_keys), Text(a.help))
+        keys_table.add_row("", "")
+    keys_table.add_row(Text("PALETTE", style="bold underline"), "")
+    keys_table.add_row(Text("ctrl+p"), Text("Command palette: every action above, plus focus: <process>."))
+    commands = _table()
+    for spec in COMMANDS:
+        commands.add_row(Text(spec.usage), Text(spec.help))
+    return Group(keys_table, Text(""), Text("COMMAND BAR ( : )", style="bold underline"), commands)
 
 
 class HelpScreen(ModalScreen[None]):

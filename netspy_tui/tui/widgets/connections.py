@@ -53,6 +53,10 @@ class EventTable(DataTable[Cell], Generic[E]):
     def cells(self, event: E) -> list[Cell]:
         raise NotImplementedError
 
+    def on_resize(self) -> None:
+        if self.following and self.row_count:
+            self.call_after_refresh(self.move_cursor, row=self.row_count - 1, animate=False)
+
     @property
     def following(self) -> bool:
         return self.row_count == 0 or self.cursor_row >= self.row_count - 1

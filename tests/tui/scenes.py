@@ -1,0 +1,174 @@
+"""Scripted scenes over the demo recording, shared by the snapshot tests and scripts/export_screenshots.py.
+
+Each scene drives a real NetspyApp (through an in-process gateway over a MemorySource with a
+fixed clock) to a state worth looking at, waiting on conditions rather than time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, cast
+
+from textual import work
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_events
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.screens.help import HelpScreen
+from netspy_tui.tui.snapshot import Subject
+from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
+from tests.tui.demo_data import DEMO_NOW, DEMO_PATH
+
+WAIT_SECONDS = 10.0
+SIZE = (160, 45)
+
+
+def demo_events() -> list[ConnectionEvent | PacketDropEvent]:
+    lines = DEMO_PATH.read_text(encoding="utf-8").splitlines()
+    events, skipped = parse_events([json.loads(line) for line in lines])
+    assert skipped == 0
+    return events
+
+
+class Clock:
+    """A clock that stands still unless a test moves it."""
+
+    def __init__(self, now: datetime = DEMO_NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def demo_source(clock: Callable[[], datetime] | None = None) -> MemorySource:
+    return MemorySource(demo_events(), label="replay of demo.jsonl", clock=clock or Clock())
+
+
+class SourceApp(NetspyApp):
+    """NetspyApp that opens its in-process gateway inside its own event loop (for snap_compare and scripts).
+
+    The gateway's MCP client lives in one worker for the app's whole life, as its context manager needs.
+    """
+
+    def __init__(self, source: Any, **kwargs: Any) -> None:
+        self.source = source
+        super().__init__(cast(Gateway, None), **kwargs)
+
+    def on_mount(self) -> None:
+        self._own_gateway()
+
+    @work(group="gateway", exit_on_error=True)
+    async def _own_gateway(self) -> None:
+        async with open_gateway(self.source) as gateway:
+            self.set_gateway(gateway)
+            self.poll_loop()
+            await asyncio.Event().wait()
+
+
+def demo_app(**kwargs: Any) -> SourceApp:
+    clock = Clock()
+    return SourceApp(demo_source(clock), clock=clock, interval=kwargs.pop("interval", 0.25),
+                     source_note="recorded demo · clock fixed at 2026-11-24 12:00:00 UTC", **kwargs)
+
+
+async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], what: str = "condition",
+                   limit: float = WAIT_SECONDS) -> None:
+    """Let the app run until ``condition()`` holds; fail after ``limit`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {limit}s waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def _app(pilot: Pilot[Any]) -> NetspyApp:
+    return cast(NetspyApp, pilot.app)
+
+
+async def _settle(pilot: Pilot[Any]) -> None:
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False
+    await pilot.pause()
+
+
+async def main_view(pilot: Pilot[Any]) -> None:
+    app = _app(pilot)
+    await wait_for(pilot, lambda: app.dashboard.renders > 0 and app.dashboard.processes.row_count == 6, "render")
+    await _settle(pilot)
+
+
+async def focused_process(pilot: Pilot[Any]) -> None:
+    app = _app(pilot)
+    await main_view(pilot)
+    procs = app.dashboard.processes
+    procs.focus()
+    procs.move_cursor(row=procs.get_row_index("nginx"))
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.dashboard.rendered is not None
+                   and app.dashboard.rendered.config.subject == Subject(process_name="nginx"), "nginx drawn")
+    await _settle(pilot)
+
+
+async def filtered(pilot: Pilot[Any]) -> None:
+    app = _app(pilot)
+    await main_view(pilot)
+    await pilot.press("slash", *"5432")
+    await wait_for(pilot, lambda: all("5432" in e.destination for e in app.dashboard.connections.events.values()),
+                   "filtered rows")
+    await _settle(pilot)
+
+
+async def command_result(pilot: Pilot[Any]) -> None:
+    app = _app(pilot)
+    await main_view(pilot)
+    await pilot.press("colon")
+    bar = app.dashboard.query_one("#command-bar", CommandInput)
+    bar.value = "analyze --process nginx"
+    await pilot.press("enter")
+    result = app.dashboard.query_one("#result", ResultPanel)
+    await wait_for(pilot, lambda: "Top destinations" in str(result.query_one("#result-text").content), "result")
+    await pilot.press(*"sum")
+    await _settle(pilot)
+
+
+async def help_modal(pilot: Pilot[Any]) -> None:
+    app = _app(pilot)
+    await main_view(pilot)
+    await pilot.press("question_mark")
+    await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+    await _settle(pilot)
+
+
+async def drops_view(pilot: Pilot[Any]) -> None:
+    app = _app(pilot)
+    await main_view(pilot)
+    await pilot.press("d")
+    await wait_for(pilot, lambda: app.dashboard.view_state.view == "drops", "drops tab")
+    app.dashboard.drops.focus()
+    await _settle(pilot)
+
+
+async def ai_placeholder(pilot: Pilot[Any]) -> None:
+    app = _app(pilot)
+    await main_view(pilot)
+    await pilot.press("a")
+    await wait_for(pilot, lambda: app.dashboard.insights.state == "notice", "notice")
+    await _settle(pilot)
+
+
+SCENES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
+    "main": main_view,
+    "focused-process": focused_process,
+    "filter": filtered,
+    "command-result": command_result,
+    "help": help_modal,
+    "drops": drops_view,
+    "ai-pane": ai_placeholder,
+}
