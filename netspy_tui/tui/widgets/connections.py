@@ -148,7 +148,7 @@ class DropTable(EventTable[PacketDropEvent]):
         ("process", "Process", 16),
         ("reason", "Reason", 22),
         ("size", "Bytes", 6),
-        ("destination", "Destination", 24),
+        ("destination", "Destination", 20),
     )
 
     def cells(self, event: PacketDropEvent) -> list[Cell]:
