@@ -703,3 +703,18 @@ def test_decoded_events_equal_model_construct_and_the_contract() -> None:
         "",
     )
     assert (unknown.drop_reason, unknown.protocol, unknown.destination) == ("UNKNOWN(999)", None, None)
+
+
+def test_vectorised_wall_clock_equals_the_exact_integer_conversion() -> None:
+    clock = Decoder({}, STATES).clock
+    rng = np.random.default_rng(7)
+    now = time.monotonic_ns()
+    ts = np.concatenate(
+        [
+            rng.integers(0, 2**62, 20_000, dtype=np.uint64),  # any boot time up to ~146 years
+            np.arange(now - 5_000_000, now + 5_000_000, 997, dtype=np.uint64),  # every sub-us phase
+        ]
+    )
+    fast = clock.walls_array(ts)
+    assert fast == clock.walls(ts.tolist())
+    assert all(t.tzinfo is UTC for t in fast[:100])

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 PROCFS_HINT = "run as root or use --collector procfs"
 MIN_RING = 1 << 20
 _CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
-#: records read per ring pass; a larger backlog is handed to the sink in several batches
-_BATCH = 65536
+#: records read per ring pass; a larger backlog is handed to the sink in several batches (bounds the
+#: memory a burst's event objects take: ~1 KiB each)
+_BATCH = 16384
 
 
 def _effective_caps() -> int:

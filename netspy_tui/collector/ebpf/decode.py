@@ -16,14 +16,16 @@ import contextlib
 import errno
 import gc
 import logging
+import operator
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, outcome_for_return_code
@@ -77,10 +79,24 @@ _CONN_FIELDS_SET = set(ConnectionEvent.model_fields)
 _DROP_FIELDS_SET = set(PacketDropEvent.model_fields)
 
 
+def _slot_setter(name: str) -> Callable[[Any, Any], None]:
+    """The setter of one of BaseModel's slots: the slot descriptor's own ``__set__`` (a third
+    cheaper than ``object.__setattr__``), or ``object.__setattr__`` if it is not a plain slot."""
+    desc = BaseModel.__dict__.get(name)
+    if type(desc).__name__ == "member_descriptor":
+        return desc.__set__  # type: ignore[no-any-return, union-attr]
+    return lambda obj, value: _setattr(obj, name, value)
+
+
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
+
+
 def _finish(obj: Any, fields_set: set[str]) -> None:
-    _setattr(obj, "__pydantic_fields_set__", fields_set)
-    _setattr(obj, "__pydantic_extra__", {})
-    _setattr(obj, "__pydantic_private__", None)
+    _set_fields_set(obj, fields_set)
+    _set_extra(obj, {})
+    _set_private(obj, None)
 
 
 _SAMPLE: dict[str, Any] = {
@@ -119,6 +135,14 @@ _FAST = _fast_matches(ConnectionEvent, _CONN_FIELDS_SET, "connection") and _fast
 )
 if not _FAST:
     log.warning("fast event construction does not match this pydantic version; using model_construct")
+
+
+def _template(cls: type[Event], source: str) -> dict[str, Any]:
+    """Every field of ``cls`` in order, with the values a decoded event shares: copied into each new
+    event's ``__dict__`` before its own values are set (one C-level copy beats 8 more stores)."""
+    values: dict[str, Any] = dict.fromkeys(cls.model_fields)
+    values.update(source=source, type=cls.model_fields["type"].default)
+    return values
 
 
 class _Ids:
@@ -161,6 +185,18 @@ class Clock:
         off = self._offset_ns
         return [_EPOCH + timedelta(microseconds=(t + off) // 1000) for t in ts]
 
+    def walls_array(self, ts: np.ndarray) -> list[datetime]:
+        """:meth:`walls` for a ``u8`` array, ~0.3 us an event instead of ~0.6.
+
+        The whole microseconds are computed exactly in integers; ``fromtimestamp`` then gets them
+        as a float of seconds. That float is within 0.12 us of the exact value (2**53 us is year
+        2255), and ``fromtimestamp`` rounds to the nearest microsecond, so the result is exact
+        (checked against :meth:`walls` in the tests).
+        """
+        us = (ts.astype(np.int64) + np.int64(self._offset_ns)) // 1000
+        fromts, utc = datetime.fromtimestamp, UTC
+        return [fromts(s, utc) for s in (us / 1e6).tolist()]
+
 
 class Decoder:
     """Turns record batches into events; keeps non-blocking connects until their outcome is known."""
@@ -183,6 +219,8 @@ class Decoder:
         self._comm: dict[bytes, str] = {}
         self._dest: dict[tuple[int, int, int, int], tuple[str, str, list[int] | None]] = {}
         self._verdict: dict[tuple[int, int, int, int, int], tuple[str, str, str, int, int, bool]] = {}
+        self._reason_names: dict[int, str] = {}
+        self._templates = (_template(ConnectionEvent, source), _template(PacketDropEvent, source))
         self.orphan_outcomes = 0
         """OUTCOME records with no waiting connect (its record was lost, or it already expired)."""
 
@@ -216,7 +254,7 @@ class Decoder:
                     out.extend(self._drops(recs[drops]))
         out.extend(self.expire(now_ns))
         if len(out) > 1:
-            out.sort(key=_timestamp)
+            out.sort(key=_timestamp)  # a C-level key: ~0.1 us an event less than a Python function
         return out
 
     def expire(self, now_ns: int | None = None, everything: bool = False) -> list[Event]:
@@ -345,21 +383,18 @@ class Decoder:
         if not n:
             return []
         alt = recs.view(_ADDR_VIEW)
-        ts = recs["ts"].tolist()
-        times = self.clock.walls(ts)
+        ts_col = recs["ts"]
+        ts = ts_col.tolist()
+        times = self.clock.walls_array(ts_col)
         ids = self._ids.take(n)
         zeros16 = [0] * 16
         command, destination, verdict_for = self._command, self._destination, self._verdict_for
         comm_cache, dest_cache, verdict_cache = self._comm, self._dest, self._verdict
-        source, fast, new, cls, fields_set = (
-            self.source,
-            _FAST,
-            ConnectionEvent.__new__,
-            ConnectionEvent,
-            _CONN_FIELDS_SET,
-        )
-        setattr_ = _setattr
+        fast, fields_set, template = _FAST, _CONN_FIELDS_SET, self._templates[0]
+        new, cls = ConnectionEvent.__new__, ConnectionEvent
+        set_fields, set_extra, set_private = _set_fields_set, _set_extra, _set_private
         out: list[Event] = []
+        append = out.append
         for i, t, when, pid, comm, code, flags, family, port, stype, proto, v4, lo, hi in zip(
             ids,
             ts,
@@ -386,17 +421,13 @@ class Decoder:
             outcome, proto_name, stype_name, raw_proto, raw_type, inferred = verdict
             name = comm_cache.get(comm)
             obj = new(cls)
-            d = obj.__dict__  # filled in field order (see the fast-construction note above)
+            d = obj.__dict__
+            d.update(template)  # every key in field order, the constant ones already right
             d["id"] = i
             d["pid"] = pid
             d["command"] = name if name is not None else command(comm)
             d["timestamp"] = t
             d["time"] = when
-            d["k8s_node_name"] = None
-            d["k8s_pod_name"] = None
-            d["k8s_namespace"] = None
-            d["source"] = source
-            d["type"] = "connection"
             d["destination_ip"] = ip
             d["destination_port"] = port
             d["destination"] = dest
@@ -410,26 +441,31 @@ class Decoder:
             d["raw_socktype"] = raw_type
             d["outcome"] = outcome
             d["protocol_inferred"] = inferred
-            d["sampled"] = None
             if fast:
-                setattr_(obj, "__pydantic_fields_set__", fields_set)
-                setattr_(obj, "__pydantic_extra__", {})
-                setattr_(obj, "__pydantic_private__", None)
+                set_fields(obj, fields_set)
+                set_extra(obj, {})
+                set_private(obj, None)
             else:
                 obj = cls.model_construct(**d)
-            out.append(obj)
+            append(obj)
         return out
 
     # --- drops --------------------------------------------------------------------------
     def _drops(self, recs: np.ndarray) -> list[Event]:
         n = len(recs)
         alt = recs.view(_ADDR_VIEW)
-        ts = recs["ts"].tolist()
-        times = self.clock.walls(ts)
+        ts_col = recs["ts"]
+        ts = ts_col.tolist()
+        times = self.clock.walls_array(ts_col)
         ids = self._ids.take(n)
-        reasons = self.drop_reasons
+        reasons, template = self.drop_reasons, self._templates[1]
+        command, destination, comm_cache, dest_cache = self._command, self._destination, self._comm, self._dest
+        reason_names = self._reason_names
         fast, new, cls, fields_set = _FAST, PacketDropEvent.__new__, PacketDropEvent, _DROP_FIELDS_SET
+        set_fields, set_extra, set_private = _set_fields_set, _set_extra, _set_private
+        l3 = P.F_L3
         out: list[Event] = []
+        append = out.append
         for i, t, when, pid, comm, code, flags, family, port, proto, length, size, lo, hi in zip(
             ids,
             ts,
@@ -448,34 +484,39 @@ class Decoder:
             strict=True,
         ):
             reason = code & 0xFFFFFFFF
+            reason_name = reason_names.get(reason)
+            if reason_name is None:
+                if len(reason_names) > 4096:
+                    reason_names.clear()
+                reason_name = reason_names[reason] = reasons.get(reason, f"UNKNOWN({reason})")
             protocol = dest = None
-            if flags & P.F_L3:
-                protocol = DROP_PROTOCOLS.get(proto, f"Unknown({proto})")
-                ip, with_port, _ = self._destination(family, lo, hi, port)
+            if flags & l3:
+                protocol = DROP_PROTOCOLS.get(proto) or f"Unknown({proto})"
+                hit = dest_cache.get((family, lo, hi, port))
+                ip, with_port, _ = hit if hit is not None else destination(family, lo, hi, port)
                 dest = with_port if flags & P.F_PORT else ip
+            name = comm_cache.get(comm)
             obj = new(cls)
             d = obj.__dict__
+            d.update(template)
             d["id"] = i
             d["pid"] = pid
-            d["command"] = self._command(comm)
+            d["command"] = name if name is not None else command(comm)
             d["timestamp"] = t
             d["time"] = when
-            d["k8s_node_name"] = None
-            d["k8s_pod_name"] = None
-            d["k8s_namespace"] = None
-            d["source"] = self.source
-            d["type"] = "packet_drop"
             d["drop_reason_code"] = reason
-            d["drop_reason"] = reasons.get(reason, f"UNKNOWN({reason})")
+            d["drop_reason"] = reason_name
             d["skb_length"] = length
             d["packet_size_bytes"] = size
             d["protocol"] = protocol
             d["destination"] = dest
             if fast:
-                _finish(obj, fields_set)
+                set_fields(obj, fields_set)
+                set_extra(obj, {})
+                set_private(obj, None)
             else:
                 obj = cls.model_construct(**d)
-            out.append(obj)
+            append(obj)
         return out
 
 
@@ -492,5 +533,4 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _timestamp(event: Event) -> int:
-    return event.timestamp
+_timestamp = operator.attrgetter("timestamp")
