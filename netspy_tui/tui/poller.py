@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
+from netspy_tui.analysis import describe
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.mcp_tools.schemas import PatternAnalysis, ProcessList, ServerStatus
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, format_time
@@ -29,6 +30,8 @@ from netspy_tui.tui.snapshot import PollConfig, Snapshot, Subject
 MAX_EVENTS_PER_CALL = 1000
 #: The server status is re-read every this many polls (it rarely changes).
 STATUS_EVERY = 5
+#: Rows of the process table (the most list_processes returns).
+PROCESS_LIMIT = 200
 #: Longest wait between retries while polls fail.
 MAX_BACKOFF = 30.0
 
@@ -43,6 +46,14 @@ def event_key(event: ConnectionEvent | PacketDropEvent) -> str:
 def backoff(interval: float, attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): interval doubled each time, capped."""
     return float(min(MAX_BACKOFF, max(interval, 0.05) * 2 ** max(0, attempt - 1)))
+
+
+def _process_list(patterns: PatternAnalysis) -> ProcessList:
+    stats = patterns.stats
+    procs = list(stats.processes[:PROCESS_LIMIT])
+    return ProcessList(text=describe.processes_text("connection", procs, stats.window_seconds), kind="connection",
+                       duration_seconds=stats.window_seconds, processes=procs, total_events=stats.total,
+                       source=patterns.source)
 
 
 class _Window(Generic[E]):
@@ -150,8 +161,13 @@ class Poller:
             skipped = conn_page.total_count - conn_page.returned
         if self._summaries is None or self._tick % self._summary_every == 0:
             s0 = time.perf_counter()
-            processes = await gw.processes(duration=cfg.window, limit=200)
             patterns = await gw.patterns(subject.pid, subject.process_name, cfg.window)
+            if subject.is_all:
+                # analyze_patterns over all traffic already ranks the processes (the same aggregate that
+                # list_processes returns): one aggregation instead of two.
+                processes = _process_list(patterns)
+            else:
+                processes = await gw.processes(duration=cfg.window, limit=PROCESS_LIMIT)
             drop_patterns = await gw.drop_patterns(subject.pid, subject.process_name, cfg.window)
             self._summaries = (processes, patterns, drop_patterns)
             cost = time.perf_counter() - s0

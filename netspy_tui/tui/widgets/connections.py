@@ -20,8 +20,9 @@ from netspy_tui.tui.widgets.cells import Cell, cell
 
 E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 
-#: A diff that removes more than this share of the rows rebuilds the table instead (remove_row is O(rows)).
-REBUILD_SHARE = 0.25
+#: A diff that removes more rows than this rebuilds the table instead: DataTable.remove_row re-indexes every
+#: row (about 3.6 ms a row at 2,000 rows, measured), while clear + add_row of 2,000 rows takes about 75 ms.
+REBUILD_AFTER_REMOVALS = 20
 
 
 def time_cell(event: ConnectionEvent | PacketDropEvent) -> Cell:
@@ -45,6 +46,8 @@ class EventTable(DataTable[Cell], Generic[E]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.events: dict[str, E] = {}
         """Events shown, by row key, in table order."""
+        self._cells: dict[str, list[Cell]] = {}
+        """Rendered cells of the events shown (a rebuild reuses them)."""
 
     def on_mount(self) -> None:
         for key, label, width in self.COLUMNS:
@@ -82,21 +85,26 @@ class EventTable(DataTable[Cell], Generic[E]):
         anchor = None if following else self._cursor_key()
         last_time = next(reversed(current.values())).time if current else None
         in_order = last_time is None or all(wanted[k].time >= last_time for k in added)
-        rebuild = not in_order or len(removed) > max(50, int(len(current) * REBUILD_SHARE))
+        rebuild = not in_order or len(removed) > REBUILD_AFTER_REMOVALS
         with self.app.batch_update():
             if rebuild:
                 self.clear()
-                self.events = {}
+                old_cells, self._cells, self.events = self._cells, {}, {}
                 for key, event in wanted.items():
-                    self.add_row(*self.cells(event), key=key)
+                    cells = old_cells.get(key) or self.cells(event)
+                    self.add_row(*cells, key=key)
                     self.events[key] = event
+                    self._cells[key] = cells
             else:
                 for key in removed:
                     self.remove_row(key)
                     del current[key]
+                    del self._cells[key]
                 for key in added:
-                    self.add_row(*self.cells(wanted[key]), key=key)
+                    cells = self.cells(wanted[key])
+                    self.add_row(*cells, key=key)
                     current[key] = wanted[key]
+                    self._cells[key] = cells
             if following:
                 self.move_cursor(row=self.row_count - 1, animate=False)
             elif anchor is not None and anchor in self.events:
