@@ -1,0 +1,1 @@
+"""netspy-tui benchmarks: ``python -m bench.run`` (see bench/README.md). Not part of the product."""

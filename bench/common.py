@@ -1,0 +1,224 @@
+"""What every benchmark area shares: the metric record, statistics, machine facts, the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+@dataclass
+class Metric:
+    """One row of the table. ``value`` is the median of ``samples`` (or a single figure).
+
+    ``op`` says how ``value`` is compared with ``target`` (``<=`` or ``>=``); ``ratio`` is
+    ``value / baseline`` when the figure has a baseline measured in the same run (for ratio
+    metrics the value *is* the ratio, and ``baseline`` holds the baseline's own figure).
+    """
+
+    area: str
+    name: str
+    value: float | None
+    unit: str = ""
+    target: float | None = None
+    op: str = "<="
+    baseline: float | None = None
+    baseline_label: str = ""
+    samples: list[float] = field(default_factory=list)
+    note: str = ""
+    skipped: str = ""
+    ratio: float | None = None
+    """value / baseline (filled in when a baseline is given and no ratio was set)."""
+
+    def __post_init__(self) -> None:
+        self.set_baseline(self.baseline, self.baseline_label)
+
+    def set_baseline(self, baseline: float | None, label: str, ratio: float | None = None) -> Metric:
+        self.baseline, self.baseline_label = baseline, label
+        if ratio is not None:
+            self.ratio = ratio
+        elif baseline and self.value is not None and self.ratio is None:
+            self.ratio = self.value / baseline
+        return self
+
+    @property
+    def runs(self) -> int:
+        return len(self.samples) if self.samples else (1 if self.value is not None else 0)
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        return (min(self.samples), max(self.samples)) if len(self.samples) > 1 else None
+
+    @property
+    def passed(self) -> bool | None:
+        if self.value is None or self.target is None:
+            return None
+        return self.value <= self.target if self.op == "<=" else self.value >= self.target
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["runs"] = self.runs
+        d["spread"] = list(self.spread) if self.spread else None
+        d["passed"] = self.passed
+        return d
+
+
+def metric(area: str, name: str, samples: Sequence[float], unit: str = "", **kw: Any) -> Metric:
+    """A metric whose value is the median of ``samples``."""
+    values = [float(s) for s in samples]
+    return Metric(area, name, statistics.median(values) if values else None, unit, samples=values, **kw)
+
+
+def skipped(area: str, name: str, why: str, unit: str = "", target: float | None = None, op: str = "<=") -> Metric:
+    return Metric(area, name, None, unit, target=target, op=op, skipped=why)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
+    """Wall seconds of ``repeat`` calls of ``fn``."""
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for product subprocesses: no user config, no NETSPY_/OPENAI_ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSPY_", "OPENAI_"))}
+    env["NETSPY_CONFIG"] = "/nonexistent/netspy-bench.toml"
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = []
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "memory_bytes": mem,
+        "root": os.geteuid() == 0,
+        "loadavg_at_start": load,
+        "commit": commit,
+    }
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 100_000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3g}"
+
+
+def table(metrics: Sequence[Metric]) -> str:
+    """The printed table: metric, value, target, pass/fail, baseline/ratio, runs, spread."""
+    header = ("metric", "value", "target", "ok", "baseline / ratio", "runs", "spread (min..max)")
+    rows = [header]
+    for m in metrics:
+        name = f"{m.area}: {m.name}"
+        if m.skipped:
+            rows.append((name, "skipped", _target(m), "-", "", "0", m.skipped[:70]))
+            continue
+        value = f"{_fmt(m.value)} {m.unit}".strip()
+        ok = {True: "PASS", False: "FAIL", None: "-"}[m.passed]
+        base = ""
+        if m.baseline is not None:
+            base = f"{m.baseline_label or 'baseline'} {_fmt(m.baseline)}"
+            if m.ratio is not None:
+                base += f" (x{_fmt(m.ratio)})"
+        spread = f"{_fmt(m.spread[0])}..{_fmt(m.spread[1])}" if m.spread else ""
+        rows.append((name, value, _target(m), ok, base, str(m.runs), spread))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _target(m: Metric) -> str:
+    return f"{m.op} {_fmt(m.target)}" if m.target is not None else ""
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+@dataclass
+class Context:
+    """What an area gets from the runner."""
+
+    quick: bool
+    tmp: Path
+    log: Callable[[str], None]
+    shared: dict[str, Any] = field(default_factory=dict)
+    """Things one area made that another may reuse (e.g. the 1M-event store file)."""
