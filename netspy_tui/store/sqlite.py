@@ -46,13 +46,14 @@ from netspy_tui.telemetry.source import EventQuery
 logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 _KIND_CODE: dict[str, int] = {"connection": 0, "packet_drop": 1}
 _INT64 = (-(2**63), 2**63 - 1)
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
 PRUNE_EVERY_ROWS = 50_000
 PRUNE_EVERY_SECONDS = 10.0
+#: Rows deleted per retention transaction.
+PRUNE_CHUNK = 20_000
 #: Read connections kept open for a file store.
 READ_POOL_SIZE = 4
 
@@ -76,7 +77,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS bodies (
     seq  INTEGER PRIMARY KEY,
-    json TEXT NOT NULL                 -- the whole event as ingested
+    json BLOB NOT NULL                 -- the whole event as ingested (UTF-8 JSON)
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (kind, t, ts);
 CREATE INDEX IF NOT EXISTS events_pid ON events (kind, pid, t);
@@ -112,7 +113,8 @@ def time_to_ns(value: datetime) -> int:
     """Wall-clock datetime -> integer ns since the epoch (naive values are taken as UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return ((value - _EPOCH) // _US) * 1000
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 def ns_to_time(value: int) -> datetime:
@@ -144,11 +146,11 @@ def _sanitize(value: Any) -> Any:
 def _row(event: AnyEvent) -> tuple[Any, ...]:
     """The column values of one event."""
     try:
-        text = event.model_dump_json()
+        text = event.__pydantic_serializer__.to_json(event)  # UTF-8 bytes, without a str round trip
     except PydanticSerializationError:
         # Untrusted text that is not valid Unicode: store it with the bad code points escaped.
         event = type(event).model_construct(**_sanitize(event.model_dump()))
-        text = event.model_dump_json()
+        text = event.__pydantic_serializer__.to_json(event)
     if isinstance(event, ConnectionEvent):
         outcome = event.effective_outcome
         return (
@@ -432,24 +434,49 @@ class EventStore:
             )
 
     def prune(self, now: datetime | None = None) -> int:
-        """Apply retention (age, then row count) now; returns how many events were deleted."""
+        """Apply retention (age, then row count) now; returns how many events were deleted.
+
+        Deletes in chunks of :data:`PRUNE_CHUNK` rows, one transaction each, so the collector's
+        writes are never held up for long.
+        """
+        cutoff = None
+        if self.retention_seconds is not None:
+            cutoff = time_to_ns(now or utcnow()) - int(self.retention_seconds * 1e9)
         deleted = 0
+        try:
+            while True:
+                removed = self._prune_chunk(cutoff)
+                deleted += removed
+                if removed < PRUNE_CHUNK:
+                    break
+        finally:
+            self._since_prune = 0
+            self._last_prune = time.monotonic()
+        if deleted:
+            logger.debug("event store %s: pruned %d events", self.location, deleted)
+        return deleted
+
+    def _prune_chunk(self, cutoff: int | None) -> int:
         with self._write_lock:
             if self._closed or self.readonly:
                 return 0
             conn = self._writer
+            removed = 0
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                if self.retention_seconds is not None:
-                    cutoff = time_to_ns(now or utcnow()) - int(self.retention_seconds * 1e9)
+                if cutoff is not None:
                     for kind in (0, 1):
-                        n = conn.execute("DELETE FROM events WHERE kind = ? AND t < ?", (kind, cutoff)).rowcount
+                        n = conn.execute(
+                            "DELETE FROM events WHERE seq IN (SELECT seq FROM events INDEXED BY events_time "
+                            "WHERE kind = ? AND t < ? LIMIT ?)",
+                            (kind, cutoff, PRUNE_CHUNK - removed),
+                        ).rowcount
                         if n > 0:
                             conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
-                            deleted += n
-                if self.max_rows is not None:
+                            removed += n
+                if self.max_rows is not None and removed < PRUNE_CHUNK:
                     total = conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0]
-                    excess = total - self.max_rows
+                    excess = min(total - self.max_rows, PRUNE_CHUNK - removed)
                     if excess > 0:
                         # The oldest by insertion order go first (a rowid range: cheap to find and delete).
                         boundary = conn.execute(
@@ -461,7 +488,7 @@ class EventStore:
                         conn.execute("DELETE FROM events WHERE seq <= ?", (boundary,))
                         for kind, n in per_kind:
                             conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
-                            deleted += n
+                            removed += n
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -470,12 +497,7 @@ class EventStore:
                     f"cannot prune the event store {self.location}: {_one_line(exc)}",
                     "free disk space or choose another store file",
                 ) from exc
-            finally:
-                self._since_prune = 0
-                self._last_prune = time.monotonic()
-        if deleted:
-            logger.debug("event store %s: pruned %d events", self.location, deleted)
-        return deleted
+            return removed
 
     # --- reading -------------------------------------------------------------------
 
@@ -560,20 +582,25 @@ class EventStore:
             return [Counted(key=k, count=c) for k, c in rows]
 
         with self._snapshot() as conn:
-            total, first_ns, last_ns = conn.execute(f"SELECT count(*), min(t), max(t) FROM {source}", params).fetchone()
-            if total == 0:
+            # one pass for the total, the first and last times and the rate buckets
+            total, first_ns, last_ns = 0, None, None
+            rate = [0] * count
+            for age_bucket, n, first, last in conn.execute(
+                f"SELECT (? - t) / ? AS b, count(*), min(t), max(t) FROM {source} GROUP BY b",
+                (now_ns, size * 1_000_000_000, *params),
+            ):
+                total += n
+                first_ns = first if first_ns is None else min(first_ns, first)
+                last_ns = last if last_ns is None else max(last_ns, last)
+                idx = count - 1 - age_bucket
+                if 0 <= idx < count:
+                    rate[idx] += n
+            if total == 0 or first_ns is None or last_ns is None:
                 return empty
             destinations = top(conn, _DEST_KEY)
             protocols = top(conn, _PROTO_KEY)
             ports = top(conn, "CAST(port AS TEXT)") if kind == "connection" else []
             outcomes = top(conn, "outcome")
-            rate = [0] * count
-            for age_bucket, n in conn.execute(
-                f"SELECT (? - t) / ? AS b, count(*) FROM {source} GROUP BY b", (now_ns, size * 1_000_000_000, *params)
-            ):
-                idx = count - 1 - age_bucket
-                if 0 <= idx < count:
-                    rate[idx] += n
             proc_rows = conn.execute(
                 "SELECT command, count(*) AS c, count(DISTINCT NULLIF(destination, '')), sum(failed), min(t), max(t), "
                 f"group_concat(DISTINCT pid) FROM {source} GROUP BY command ORDER BY c DESC, command LIMIT ?",

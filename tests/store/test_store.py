@@ -312,3 +312,19 @@ def test_timings_are_not_pathological_for_a_modest_store() -> None:
         store.query(EventQuery(pid=7, limit=100))
         store.query(EventQuery(limit=100))
         assert time.perf_counter() - t0 < 1.0
+
+
+def test_pruning_in_small_chunks_removes_everything_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PRUNE_CHUNK", 7)
+    now = utcnow()
+    old = [connection(time=now - timedelta(hours=5), pid=1) for _ in range(30)]
+    old += [drop(time=now - timedelta(hours=5), pid=1) for _ in range(12)]
+    new = [connection(time=now - timedelta(seconds=i), pid=2) for i in reversed(range(50))]  # oldest first
+    with EventStore(retention_seconds=3600, max_rows=20) as store:
+        store.add_events(old + new)
+        assert store.prune() == 42 + 30
+        assert store.row_count() == 20
+        page = store.query(EventQuery(limit=100))
+        assert page.total_count == 20 and {e.pid for e in page.events} == {2}
+        assert [e.time for e in page.events] == [now - timedelta(seconds=i) for i in range(20)]  # the last inserted
+        assert store.query(EventQuery(kind="packet_drop")).total_count == 0
