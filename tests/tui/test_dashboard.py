@@ -367,3 +367,24 @@ async def test_ai_pane_says_ai_is_not_wired_yet(source: MemorySource, clock: Clo
         assert pane.state == "notice"
         assert "wired in a later step" in str(pane.query_one("#insight-state").content)
         assert pane.answer == ""
+
+
+async def test_q_quits_with_exit_code_zero(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "exit")
+    assert app.return_code == 0
+
+
+def test_key_registry_is_consistent() -> None:
+    from netspy_tui.tui import keys
+    from netspy_tui.tui.screens.dashboard import DashboardScreen
+
+    ids = [a.id for a in keys.ACTIONS]
+    assert len(ids) == len(set(ids))
+    bound = [k for a in keys.ACTIONS for k in a.keys.split(",")]
+    assert len(bound) == len(set(bound))
+    for a in keys.ACTIONS:
+        assert callable(getattr(DashboardScreen, "action_" + a.action.split("(")[0]))
+    assert [b.id for b in DashboardScreen.BINDINGS] == ids  # type: ignore[union-attr]
+    assert keys.markdown_table().count("\n") == len(keys.ACTIONS) + 1
