@@ -1,0 +1,159 @@
+"""Dashboard: one refresh (MCP poll + every table update) with 10,000 events in the window, headless
+(``App.run_test``); resident memory and idle CPU of a dashboard process over 1,000,000 stored events.
+
+Refresh: the app reads an embedded store (no collector) through its real in-process MCP gateway.
+Between refreshes 100 new events arrive; one refresh is ``Poller.poll()`` (status, connections,
+drops, processes, patterns, drop patterns: 5-6 tool calls) plus ``apply_snapshot`` (the diffed
+table updates), timed apart and together; "+ paint" also waits until Textual is idle again.
+
+Memory: a child process fills a store with 1,000,000 synthetic events from the last hour (in
+memory, the default, and the ``--db`` file the store area wrote), opens the dashboard headless
+and reports its RSS after the first render, then its CPU share over an idle stretch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import synth
+from bench.common import PY, REPO, Context, Metric, child_env, metric
+
+NAME = "dashboard"
+TARGET_REFRESH_MS, TARGET_IDLE_CPU, TARGET_RSS_MB = 30.0, 1.0, 200.0
+SIZE = (160, 45)
+
+
+async def _wait(pilot: Any, cond: Any, what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+async def _refresh(window_events: int, refreshes: int, new_per_refresh: int) -> dict[str, list[float]]:
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.store.sqlite import EventStore
+    from netspy_tui.telemetry.embedded import EmbeddedSource
+    from netspy_tui.tui.app import NetspyApp
+
+    store = EventStore(None, retention_seconds=None, max_rows=None)
+    for batch in synth.event_batches(window_events, 55, seed=4):
+        store.add_events(batch)
+    source = EmbeddedSource(None, store, reason="bench")
+    out: dict[str, list[float]] = {"poll": [], "apply": [], "refresh": [], "paint": [], "first": []}
+    async with open_gateway(source) as gw:
+        app = NetspyApp(gw, interval=3600, window=60, source_note="bench")
+        async with app.run_test(size=SIZE) as pilot:
+            await _wait(pilot, lambda: app.dashboard.renders >= 1, "the first render")
+            out["first"].append(app.dashboard.last_render_ms)
+            for i in range(refreshes):
+                for batch in synth.event_batches(new_per_refresh, 0.5, seed=100 + i):
+                    store.add_events(batch)
+                t0 = time.perf_counter()
+                snap = await app.poller.poll()
+                t1 = time.perf_counter()
+                app.dashboard.apply_snapshot(snap)
+                t2 = time.perf_counter()
+                await pilot.pause()
+                t3 = time.perf_counter()
+                out["poll"].append((t1 - t0) * 1000)
+                out["apply"].append((t2 - t1) * 1000)
+                out["refresh"].append((t2 - t0) * 1000)
+                out["paint"].append((t3 - t0) * 1000)
+            out["rows"] = [float(app.dashboard.connections.row_count)]
+    store.close()
+    return out
+
+
+async def _memory_child(store_arg: str, events: int, idle: float) -> dict[str, Any]:
+    import psutil
+
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.store.sqlite import EventStore
+    from netspy_tui.telemetry.embedded import EmbeddedSource
+    from netspy_tui.tui.app import NetspyApp
+
+    proc = psutil.Process()
+    if store_arg == "memory":
+        store = EventStore(None, retention_seconds=None, max_rows=None)
+        for batch in synth.event_batches(events, 3600, seed=1):
+            store.add_events(batch)
+    else:
+        store = EventStore(Path(store_arg), readonly=True)
+    rss_store = proc.memory_info().rss
+    source = EmbeddedSource(None, store, reason="bench")
+    result: dict[str, Any] = {"stored": store.row_count(), "rss_store_mb": rss_store / 2**20}
+    async with open_gateway(source) as gw:
+        app = NetspyApp(gw, interval=1.0, window=60, source_note="bench")
+        async with app.run_test(size=SIZE) as pilot:
+            await _wait(pilot, lambda: app.dashboard.renders >= 1, "the first render", 120)
+            await pilot.pause(2.0)
+            result["rss_mb"] = proc.memory_info().rss / 2**20
+            c0, w0 = sum(proc.cpu_times()[:2]), time.perf_counter()
+            await pilot.pause(idle)
+            c1, w1 = sum(proc.cpu_times()[:2]), time.perf_counter()
+            result["idle_cpu_pct"] = (c1 - c0) / (w1 - w0) * 100
+            result["polls"] = app.polls
+            result["rss_after_idle_mb"] = proc.memory_info().rss / 2**20
+    store.close()
+    return result
+
+
+def _child(store_arg: str, events: int, idle: float) -> dict[str, Any]:
+    r = subprocess.run([PY, "-m", "bench.dashboard", "--memory-child", store_arg, "--events", str(events),
+                        "--idle", str(idle)], env=child_env(), cwd=REPO, capture_output=True, text=True, timeout=400)
+    if r.returncode != 0:
+        raise RuntimeError(f"memory child failed: {r.stderr[-800:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run(ctx: Context) -> list[Metric]:
+    window_events = 2_000 if ctx.quick else 10_000
+    refreshes = 3 if ctx.quick else 15
+    r = asyncio.run(_refresh(window_events, refreshes, 100))
+    label = f"{window_events:,} events in window"
+    ms = [
+        metric(NAME, f"refresh = poll + table updates ({label})", r["refresh"], "ms", target=TARGET_REFRESH_MS),
+        metric(NAME, "  of which MCP poll (5-6 tool calls)", r["poll"], "ms"),
+        metric(NAME, "  of which table updates (apply_snapshot)", r["apply"], "ms"),
+        metric(NAME, "refresh + paint (until Textual is idle)", r["paint"], "ms"),
+        metric(NAME, f"first render ({int(r['rows'][0])} rows)", r["first"], "ms"),
+    ]
+    events = 20_000 if ctx.quick else 1_000_000
+    idle = 1.0 if ctx.quick else 10.0
+    ctx.log(f"dashboard: memory child, {events:,} events in memory")
+    mem = _child("memory", events, idle)
+    ms.append(Metric(NAME, f"RSS, {events:,} events in the in-memory store (default)", mem["rss_mb"], "MB",
+                     target=TARGET_RSS_MB, note=f"store alone {mem['rss_store_mb']:.0f} MB; {mem['stored']} stored"))
+    ms.append(Metric(NAME, f"idle CPU headless, {idle:.0f} s, {events:,} stored", mem["idle_cpu_pct"], "%",
+                     target=TARGET_IDLE_CPU, note=f"{mem['polls']} polls (interval 1 s)"))
+    extra = {"memory_child_in_memory": mem}
+    path = ctx.shared.get("store_file")
+    if isinstance(path, Path) and path.exists():
+        ctx.log("dashboard: memory child, --db file store")
+        fmem = _child(str(path), 0, idle)
+        extra["memory_child_file"] = fmem
+        ms.append(Metric(NAME, f"RSS, {fmem['stored']:,} events in a --db file store", fmem["rss_mb"], "MB",
+                         target=TARGET_RSS_MB, note=f"after store open {fmem['rss_store_mb']:.0f} MB"))
+        ms.append(Metric(NAME, f"idle CPU headless, {idle:.0f} s, --db file", fmem["idle_cpu_pct"], "%",
+                         target=TARGET_IDLE_CPU))
+    ctx.shared["dashboard_extra"] = extra
+    return ms
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--memory-child", required=True)
+    p.add_argument("--events", type=int, default=0)
+    p.add_argument("--idle", type=float, default=10.0)
+    a = p.parse_args()
+    print(json.dumps(asyncio.run(_memory_child(a.memory_child, a.events, a.idle))))
+    sys.exit(0)

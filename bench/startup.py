@@ -1,0 +1,191 @@
+"""Start-up: ``--tool`` end to end against a local ``netspy-tui serve``; launch-to-first-paint of the
+dashboard in a real pseudo-terminal; its idle CPU with no traffic; the ``-X importtime`` profile.
+
+The server is ``python -m netspy_tui serve --replay FILE --replay-speed 0`` on 127.0.0.1 (a
+recording of 5,000 synthetic events from the last minute): no root needed, same API as the
+Go server. Baseline for the one-shot: ``python -c pass`` (the interpreter's own start).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench import synth
+from bench.common import PY, REPO, Context, Metric, child_env, free_port, metric
+from netspy_tui.collector.replay import Recorder
+
+NAME = "startup"
+TARGET_TOOL_S, TARGET_PAINT_S, TARGET_IDLE_CPU = 0.6, 1.0, 1.0
+TOOL = ["--tool", "get_network_summary"]
+
+
+class Server:
+    """``netspy-tui serve`` on a free loopback port, stopped on exit."""
+
+    def __init__(self, recording: Path, events: int, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [PY, "-m", "netspy_tui", "serve", "--replay", str(recording), "--replay-speed", "0",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited: {self.proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+            try:
+                r = httpx.get(f"{self.url}/api/connection-summary", params={"duration_seconds": 3600}, timeout=2)
+                if r.status_code == 200 and r.json().get("count", 0) >= events * 0.5:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("serve did not answer within 60 s")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _run(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, env=env, capture_output=True, cwd=REPO, timeout=60)
+    elapsed = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[-4:])} exited {r.returncode}: {r.stderr.decode()[-300:]}")
+    return elapsed
+
+
+def importtime(url: str, env: dict[str, str], top: int = 15) -> list[dict[str, Any]]:
+    """Top-level imports of the --tool path by cumulative time (``python -X importtime``)."""
+    r = subprocess.run([PY, "-X", "importtime", "-m", "netspy_tui", *TOOL, "--server", url], env=env,
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    rows = []
+    for line in r.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if m:
+            rows.append({"module": m.group(4), "self_ms": int(m.group(1)) / 1000,
+                         "cumulative_ms": int(m.group(2)) / 1000, "depth": len(m.group(3)) // 2})
+    # the modules that pull in the most: depth <= 2 (below netspy_tui's own entry points)
+    heavy = sorted((r for r in rows if r["depth"] <= 2), key=lambda r: -r["cumulative_ms"])
+    total = sum(r["self_ms"] for r in rows)
+    return [{"total_import_ms": round(total, 1)}] + heavy[:top]
+
+
+def dashboard_in_pty(url: str, env: dict[str, str], idle_seconds: float, marker: bytes) -> dict[str, float]:
+    """Launch the dashboard on a 160x45 pseudo-terminal: seconds to the first frame (the tab bar
+    drawn), to the first data (``marker`` on screen), then its CPU share over ``idle_seconds``."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 160, 0, 0))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([PY, "-m", "netspy_tui", "--server", url, "--interval", "1"], stdin=slave,
+                            stdout=slave, stderr=slave, env=env, cwd=REPO, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    first_paint = first_data = None
+
+    def pump(until: float) -> None:
+        nonlocal seen
+        while time.perf_counter() < until:
+            r, _, _ = select.select([master], [], [], 0.05)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                seen = (seen + chunk)[-200_000:]
+                return
+
+    try:
+        deadline = t0 + 30
+        while first_data is None and time.perf_counter() < deadline:
+            pump(time.perf_counter() + 0.05)
+            now = time.perf_counter()
+            if first_paint is None and b"Connections" in seen:
+                first_paint = now - t0
+            if first_paint is not None and marker in seen:
+                first_data = now - t0
+            if proc.poll() is not None:
+                raise RuntimeError(f"the dashboard exited early: {seen[-300:]!r}")
+        if first_data is None:
+            raise TimeoutError(f"no dashboard frame with data within 30 s: {seen[-300:]!r}")
+        # settle, then measure idle CPU (the server gets no new events)
+        settle = time.perf_counter() + 2
+        while time.perf_counter() < settle:
+            pump(settle)
+        p = psutil.Process(proc.pid)
+        c0, w0 = sum(p.cpu_times()[:2]), time.perf_counter()
+        end = w0 + idle_seconds
+        while time.perf_counter() < end:
+            pump(end)
+        c1, w1 = sum(p.cpu_times()[:2]), time.perf_counter()
+        rss = p.memory_info().rss
+        os.write(master, b"q")
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return {"first_paint": first_paint or 0.0, "first_data": first_data, "idle_cpu_pct": (c1 - c0) / (w1 - w0) * 100,
+            "rss_mb": rss / 2**20}
+
+
+def run(ctx: Context) -> list[Metric]:
+    events = 1_000 if ctx.quick else 5_000
+    repeat = 2 if ctx.quick else 7
+    env = child_env(HOME=str(ctx.tmp / "home"), XDG_STATE_HOME=str(ctx.tmp / "state"),
+                    XDG_CONFIG_HOME=str(ctx.tmp / "config"), TERM="xterm-256color", COLORTERM="truecolor")
+    recording = ctx.tmp / "startup-recording.jsonl"
+    rec = Recorder(lambda batch: None, recording)
+    for batch in synth.event_batches(events, 60, seed=3):
+        rec(batch)
+    rec.close()
+    server = Server(recording, events, env)
+    ms: list[Metric] = []
+    try:
+        base = [_run([PY, "-c", "pass"], env) for _ in range(repeat)]
+        tool = [_run([PY, "-m", "netspy_tui", *TOOL, "--server", server.url], env) for _ in range(repeat)]
+        ms.append(metric(NAME, "python -c pass (interpreter floor)", base, "s"))
+        ms.append(metric(NAME, "--tool get_network_summary end to end", tool, "s", target=TARGET_TOOL_S)
+                  .set_baseline(metric(NAME, "", base).value, "python"))
+        profile = importtime(server.url, env)
+        ctx.shared["startup_extra"] = {"importtime_tool_path": profile}
+        ms.append(Metric(NAME, "--tool import time (sum of -X importtime self)", profile[0]["total_import_ms"], "ms",
+                         note=", ".join(f"{p['module']} {p['cumulative_ms']:.0f}" for p in profile[1:6])))
+        n_runs, idle = (1, 1.0) if ctx.quick else (3, 10.0)
+        runs = [dashboard_in_pty(server.url, env, idle if i == 0 else 0.1, b"nginx") for i in range(n_runs)]
+        ms.append(metric(NAME, "dashboard launch to first paint (pty 160x45)", [r["first_paint"] for r in runs], "s",
+                         target=TARGET_PAINT_S))
+        ms.append(metric(NAME, "dashboard launch to first data on screen", [r["first_data"] for r in runs], "s"))
+        ms.append(Metric(NAME, f"dashboard idle CPU, real terminal, {idle:.0f} s, no traffic",
+                         runs[0]["idle_cpu_pct"], "%",
+                         target=TARGET_IDLE_CPU, note=f"HTTP source, interval 1 s; RSS {runs[0]['rss_mb']:.0f} MB"))
+    finally:
+        server.close()
+    return ms
