@@ -158,10 +158,12 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _fmt(v: float | None) -> str:
+def _fmt(v: float | None, unit: str = "x") -> str:
     if v is None:
         return "-"
     a = abs(v)
+    if unit == "" and 0.5 <= a < 2:  # a ratio: show how far from 1
+        return f"{v:.4f}"
     if a == 0:
         return "0"
     if a >= 100_000:
@@ -184,14 +186,14 @@ def table(metrics: Sequence[Metric]) -> str:
         if m.skipped:
             rows.append((name, "skipped", _target(m), "-", "", "0", m.skipped[:70]))
             continue
-        value = f"{_fmt(m.value)} {m.unit}".strip()
+        value = f"{_fmt(m.value, m.unit)} {m.unit}".strip()
         ok = {True: "PASS", False: "FAIL", None: "-"}[m.passed]
         base = ""
         if m.baseline is not None:
-            base = f"{m.baseline_label or 'baseline'} {_fmt(m.baseline)}"
+            base = f"{m.baseline_label or 'baseline'} {_fmt(m.baseline, m.unit)}"
             if m.ratio is not None:
                 base += f" (x{_fmt(m.ratio)})"
-        spread = f"{_fmt(m.spread[0])}..{_fmt(m.spread[1])}" if m.spread else ""
+        spread = f"{_fmt(m.spread[0], m.unit)}..{_fmt(m.spread[1], m.unit)}" if m.spread else ""
         rows.append((name, value, _target(m), ok, base, str(m.runs), spread))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = []
