@@ -11,6 +11,11 @@ Threads: the collector thread writes (:meth:`EventStore.add_events` is the colle
 transaction per batch); readers run on any thread (``asyncio.to_thread``). A file store uses one
 write connection and a small pool of read connections (WAL lets reads run while a batch commits);
 an in-memory store has a single connection behind a lock.
+
+Costs: a page of events (``query``) reads only the rows it returns, through the index that
+matches its filter; ``count`` and ``stats`` scan the events inside their window (``stats`` runs
+a handful of ``GROUP BY`` passes), so their time grows with the number of events in the window,
+not with the size of the store.
 """
 
 from __future__ import annotations
@@ -27,16 +32,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, PROCESS_LIMIT, AnyEvent, bucket_layout
 from netspy_tui.errors import NetspyError
 from netspy_tui.models import (
-    _EVENT_ADAPTER,
     ConnectionEvent,
     Counted,
+    Event,
     EventKind,
     EventPage,
+    PacketDropEvent,
     ProcessStat,
     WindowStats,
     utcnow,
@@ -47,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KIND_CODE: dict[str, int] = {"connection": 0, "packet_drop": 1}
-_INT64 = (-(2**63), 2**63 - 1)
+_EVENT_JSON: TypeAdapter[ConnectionEvent | PacketDropEvent] = TypeAdapter(Event)
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
 PRUNE_EVERY_ROWS = 50_000
@@ -525,7 +532,7 @@ class EventStore:
             else:
                 sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
                 total = conn.execute(sql, params).fetchone()[0]
-        events = [_EVENT_ADAPTER.validate_json(r[0]) for r in rows]
+        events = [_EVENT_JSON.validate_json(r[0]) for r in rows]
         return EventPage(events=events, total_count=total, truncated=total > len(events))
 
     def count(
