@@ -15,6 +15,7 @@ Needs root (eBPF, tracefs); skips with a line saying so otherwise.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -145,8 +146,7 @@ def _ratio_per_process(made: dict[int, int], counts: dict[int, int]) -> float:
 def offline_decode(quick: bool) -> Metric:
     """Decoder.feed CPU per 100,000 records of the storm's shape (no kernel; synthetic records)."""
     n = 20_000 if quick else 200_000
-    rng = np.random.default_rng(5)
-    recs = synth.records(n, 5.0, rng, drop_share=0.5)
+    recs = synth.storm_records(n)
     dec = synth.decoder()
     samples = []
     for _ in range(3 if quick else 7):
@@ -154,12 +154,60 @@ def offline_decode(quick: bool) -> Metric:
         for i in range(0, n, 4096):
             dec.feed(recs[i : i + 4096], now_ns=synth.TS_NOW)
         samples.append((time.thread_time() - t0) / n * 1e5)
-    return metric(NAME, "decoder only, offline synthetic records, per 100k events", samples, "s CPU",
+    return metric(NAME, "decoder only, offline storm-shaped records, per 100k events", samples, "s CPU",
                   target=TARGET_READER_S)
 
 
+def columnar_prototype(quick: bool) -> list[Metric]:
+    """Reader-thread CPU per 100k events: today's decode + ``store.add_events`` against the columnar
+    prototype (:mod:`bench.columnar`), same records, same store schema."""
+    from bench.columnar import ingest_columnar, rows
+    from netspy_tui.store.sqlite import EventStore
+
+    n = 20_000 if quick else 100_000
+    recs = synth.storm_records(n)
+    # the prototype's bodies parse to the same events as the product's (ids aside)
+    dec_a, dec_b = synth.decoder(), synth.decoder()
+    dec_b.clock._offset_ns = dec_a.clock._offset_ns
+    product = dec_a.feed(recs[:200], now_ns=synth.TS_NOW)
+    _, bodies, _ = rows(dec_b, recs[:200], 0)
+    got = sorted((json.loads(b) for _, b in bodies), key=lambda e: e["timestamp"])
+    want = sorted((json.loads(e.model_dump_json()) for e in product), key=lambda e: e["timestamp"])
+    for g, w in zip(got, want, strict=True):
+        g.pop("id"), w.pop("id")
+        if g != w and g.get("time", "").endswith(".000000Z"):
+            g["time"] = g["time"].replace(".000000Z", "Z")
+        assert g == w, (g, w)
+    out: dict[str, list[float]] = {"product": [], "proto": [], "proto_rows": []}
+    for _ in range(2 if quick else 5):
+        for label in out:
+            store = EventStore(None, retention_seconds=None, max_rows=None)
+            dec = synth.decoder()
+            t0 = time.thread_time()
+            for i in range(0, n, 4096):
+                chunk = recs[i : i + 4096]
+                if label == "product":
+                    store.add_events(dec.feed(chunk, now_ns=synth.TS_NOW))
+                elif label == "proto":
+                    ingest_columnar(dec, store, chunk)
+                else:
+                    rows(dec, chunk, i)
+            out[label].append((time.thread_time() - t0) / n * 1e5)
+            if label != "proto_rows":
+                assert store.row_count() == n
+            store.close()
+    base = float(np.median(out["product"]))
+    return [
+        metric(NAME, "decode + store ingest today, offline, per 100k events", out["product"], "s CPU"),
+        metric(NAME, "PROTOTYPE columnar decode + store ingest, per 100k", out["proto"], "s CPU")
+        .set_baseline(base, "today"),
+        metric(NAME, "PROTOTYPE columnar decode to store rows only, per 100k", out["proto_rows"], "s CPU",
+               target=TARGET_READER_S),
+    ]
+
+
 def run(ctx: Context) -> list[Metric]:
-    ms = [offline_decode(ctx.quick)]
+    ms = [offline_decode(ctx.quick), *columnar_prototype(ctx.quick)]
     why = ""
     if os.geteuid() != 0:
         why = "not root: the eBPF collector and bpftrace need root (run the benchmark as root)"

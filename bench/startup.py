@@ -44,6 +44,13 @@ class Server:
              "--host", "127.0.0.1", "--port", str(self.port)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
         )
+        try:
+            self._wait_ready(events)
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self, events: int) -> None:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -59,6 +66,8 @@ class Server:
             time.sleep(0.1)
 
     def close(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=10)

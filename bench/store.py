@@ -41,13 +41,19 @@ def fill(store: EventStore, n: int, span: float = 3600.0, seed: int = 1) -> list
     return rates
 
 
+#: a query slower than this gets fewer runs (at least MIN_RUNS)
+BUDGET_S, MIN_RUNS = 8.0, 3
+
+
 def _ms(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
     fn()  # warm (page cache, statement cache)
-    out = []
-    for _ in range(repeat):
+    out: list[float] = []
+    spent = 0.0
+    while len(out) < repeat and (len(out) < MIN_RUNS or spent < BUDGET_S):
         t0 = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t0) * 1000)
+        spent += out[-1] / 1000
     return out
 
 
@@ -58,11 +64,13 @@ async def _tool_ms(store: EventStore, calls: dict[str, dict[str, object]], repea
         for name, args in calls.items():
             result = await gw.call(name, args)
             assert not result.is_error, result.text
-            times = []
-            for _ in range(repeat):
+            times: list[float] = []
+            spent = 0.0
+            while len(times) < repeat and (len(times) < MIN_RUNS or spent < BUDGET_S):
                 t0 = time.perf_counter()
                 await gw.call(name, args)
                 times.append((time.perf_counter() - t0) * 1000)
+                spent += times[-1] / 1000
             out[name] = times
     return out
 

@@ -102,3 +102,26 @@ def event_batches(n: int, span: float, *, seed: int = 1, batch: int = 4096, drop
     recs = records(n, span, rng, drop_share=drop_share)
     for i in range(0, n, batch):
         yield dec.feed(recs[i : i + batch], now_ns=TS_NOW)
+
+
+def storm_records(n: int, port: int = 40000, workers: int = 2) -> np.ndarray:
+    """Records shaped like the capture storm: refused loopback connects, each followed by the kernel's
+    NO_SOCKET drop of its SYN (one destination, one command, ``workers`` pids)."""
+    out = np.zeros(n, P.RECORD)
+    out["ts"] = TS_NOW - 5_000_000_000 + np.arange(n, dtype=np.uint64) * 9_000
+    drop = np.arange(n) % 2 == 1
+    out["kind"] = np.where(drop, P.KIND_DROP, P.KIND_CONNECT)
+    out["pid"] = 30000 + (np.arange(n) // 2) % workers
+    out["comm"] = b"nsbench-gen"
+    out["addr"][:, :4] = (127, 0, 0, 1)
+    out["family"] = P.AF_INET
+    out["port"] = port
+    out["socktype"] = np.where(drop, 0x0800, 1)
+    out["protocol"] = 6
+    refused = P.F_SOCKINFO | P.F_TCP | P.F_DONE | P.F_RESET | (7 << P.STATE_SHIFT)
+    out["flags"] = np.where(drop, P.F_L3 | P.F_PORT, refused)
+    out["code"] = np.where(drop, 3, -111)
+    out["length"] = np.where(drop, 60, 0)
+    out["size"] = np.where(drop, 60, 0)
+    out["key"] = np.where(drop, 0, 0xFFFF888000000000 + np.arange(n, dtype=np.uint64) * 64)
+    return out
