@@ -21,6 +21,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
@@ -190,11 +191,17 @@ class DashboardScreen(Screen[None]):
     @property
     def alive(self) -> bool:
         """False once the app is tearing the screen down (a poll can still finish then)."""
-        return bool(self.query("#connections"))
+        return self.is_attached and bool(self.query("#status"))
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         if snapshot.version < self.poller.version or not self.alive:
             return  # answers a window/subject the user has already left, or the app is closing
+        try:
+            self._apply(snapshot)
+        except NoMatches:  # the screen lost its widgets mid-way: the app is shutting down
+            log.debug("snapshot arrived during shutdown; ignored")
+
+    def _apply(self, snapshot: Snapshot) -> None:
         self.latest = snapshot
         if self.view_state.paused or not self.is_current:
             self.status.show_snapshot(snapshot)
@@ -202,8 +209,12 @@ class DashboardScreen(Screen[None]):
         self.render_snapshot()
 
     def show_failure(self, failure: Failure) -> None:
-        if self.alive:
+        if not self.alive:
+            return
+        try:
             self.status.show_failure(failure)
+        except NoMatches:
+            log.debug("poll failure arrived during shutdown; ignored")
 
     def on_screen_resume(self) -> None:
         if self.latest is not None and self.latest is not self.rendered and not self.view_state.paused:
