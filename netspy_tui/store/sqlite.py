@@ -61,6 +61,8 @@ PRUNE_EVERY_ROWS = 50_000
 PRUNE_EVERY_SECONDS = 10.0
 #: Rows deleted per retention transaction.
 PRUNE_CHUNK = 20_000
+#: Counting a window stops after this many rows, then counts the (fewer) events outside it.
+COUNT_PROBE = 50_000
 #: Read connections kept open for a file store.
 READ_POOL_SIZE = 4
 
@@ -510,25 +512,20 @@ class EventStore:
 
     def query(self, q: EventQuery) -> EventPage:
         """Events matching ``q``, newest first (equal times in insertion order), and how many matched."""
-        where, params, index = _where(
-            q.kind,
-            q.pid,
-            q.command,
-            time_to_ns(q.since) if q.since is not None else None,
-            time_to_ns(q.until) if q.until is not None else None,
-        )
         limit = max(0, q.limit)
-        unfiltered = q.pid is None and q.command is None and q.since is None and q.until is None
+        since_ns = time_to_ns(q.since) if q.since is not None else None
+        until_ns = time_to_ns(q.until) if q.until is not None else None
+        where, params, index = _where(q.kind, q.pid, q.command, since_ns, until_ns)
         with self._snapshot() as conn:
             rows = conn.execute(
                 f"SELECT b.json FROM events INDEXED BY {index} CROSS JOIN bodies b ON b.seq = events.seq "
                 f"WHERE {where} ORDER BY t DESC, ts DESC, events.seq LIMIT ?",
                 (*params, limit),
             ).fetchall()
-            if unfiltered:
-                total = conn.execute("SELECT n FROM kind_counts WHERE kind = ?", (_KIND_CODE[q.kind],)).fetchone()[0]
-            elif len(rows) < limit:
+            if len(rows) < limit:
                 total = len(rows)
+            elif q.pid is None and q.command is None:
+                total = self._count_range(conn, _KIND_CODE[q.kind], since_ns, until_ns)
             else:
                 sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
                 total = conn.execute(sql, params).fetchone()[0]
@@ -545,12 +542,39 @@ class EventStore:
     ) -> int:
         """Events of ``kind`` with ``now - window < time <= now``."""
         now = now or utcnow()
-        where, params, index = _where(
-            kind, pid, command, time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
-        )
+        since_ns, until_ns = time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
         with self._snapshot() as conn:
+            if pid is None and command is None:
+                return self._count_range(conn, _KIND_CODE[kind], since_ns, until_ns)
+            where, params, index = _where(kind, pid, command, since_ns, until_ns)
             sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
             return int(conn.execute(sql, params).fetchone()[0])
+
+    @staticmethod
+    def _count_range(conn: sqlite3.Connection, kind: int, since_ns: int | None, until_ns: int | None) -> int:
+        """Events of ``kind`` with ``since < t <= until`` (None: unbounded), in one snapshot.
+
+        SQLite counts by walking the index, so a window holding most of a big store is counted
+        as the kind's total (kept in ``kind_counts``) minus the few events outside it.
+        """
+        total = conn.execute("SELECT n FROM kind_counts WHERE kind = ?", (kind,)).fetchone()[0]
+        if since_ns is None and until_ns is None:
+            return int(total)
+
+        def bounded(clause: str, params: tuple[int, ...]) -> int:
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY events_time WHERE {clause} LIMIT ?)"
+            return int(conn.execute(sql, (*params, COUNT_PROBE)).fetchone()[0])
+
+        lo, hi = since_ns if since_ns is not None else -(2**63), until_ns if until_ns is not None else 2**63 - 1
+        inside = bounded("kind = ? AND t > ? AND t <= ?", (kind, lo, hi))
+        if inside < COUNT_PROBE:
+            return inside
+        before = bounded("kind = ? AND t <= ?", (kind, lo))
+        after = bounded("kind = ? AND t > ?", (kind, hi))
+        if before < COUNT_PROBE and after < COUNT_PROBE:
+            return int(total) - before - after
+        sql = "SELECT count(*) FROM events INDEXED BY events_time WHERE kind = ? AND t > ? AND t <= ?"
+        return int(conn.execute(sql, (kind, lo, hi)).fetchone()[0])
 
     def stats(
         self,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import netspy_tui.store.sqlite as store_module
 from netspy_tui.analysis.aggregate import aggregate, filter_events
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
 from netspy_tui.store import EventStore
@@ -17,6 +20,18 @@ from netspy_tui.telemetry.source import EventQuery
 from tests.factories import BASE_TIME, connection_json, drop_json
 
 NOW = BASE_TIME
+
+
+@contextmanager
+def count_probe(rows: int) -> Iterator[None]:
+    """Make the store count big windows as total-minus-outside even on small data."""
+    saved = store_module.COUNT_PROBE
+    store_module.COUNT_PROBE = rows
+    try:
+        yield
+    finally:
+        store_module.COUNT_PROBE = saved
+
 PIDS = [1, 2, 77, 4_000_000]
 COMMANDS = ["curl", "nginx", "", "Zeta", "zeta", "é-app", "a" * 15, "unknown", "[bold]x"]
 DESTINATIONS = ["", "unknown", "1.2.3.4:443", "1.2.3.4:80", "[::1]:8080", "10.0.0.1:9"]
@@ -26,7 +41,13 @@ EDGES = [0, 1, -1, 59_999_999, 60_000_000, 60_000_001, 7_000_000, 3_600_000_000,
 
 @st.composite
 def events(draw: st.DrawFn) -> ConnectionEvent | PacketDropEvent:
-    offset = draw(st.one_of(st.sampled_from(EDGES), st.integers(-2_000_000, 4_000_000_000)))
+    region = draw(st.sampled_from(["edge"] * 3 + ["past"] * 6 + ["future"]))
+    if region == "edge":
+        offset = draw(st.sampled_from(EDGES))
+    elif region == "past":
+        offset = draw(st.integers(0, 4_000_000_000))
+    else:
+        offset = draw(st.integers(-5_000_000, 0))
     common: dict[str, Any] = {
         "pid": draw(st.sampled_from(PIDS)),
         "command": draw(st.sampled_from(COMMANDS)),
@@ -66,13 +87,14 @@ def events(draw: st.DrawFn) -> ConnectionEvent | PacketDropEvent:
     top_n=st.sampled_from([0, 1, 2, 3, 10]),
     buckets=st.sampled_from([1, 7, 60, 61, 500]),
     shift_us=st.sampled_from([0, 1, 500_000]),
+    probe=st.sampled_from([1, 3, 8, 20, store_module.COUNT_PROBE]),
 )
 def test_stats_equal_aggregate(
     evs: list[Any], kind: Any, pid: int | None, command: str | None, window: int, top_n: int, buckets: int,
-    shift_us: int,
+    shift_us: int, probe: int,
 ) -> None:
     now = NOW + timedelta(microseconds=shift_us)
-    with EventStore() as store:
+    with EventStore() as store, count_probe(probe):
         if evs:
             store.add_events(evs)
         got = store.stats(kind, pid, command, window, top_n=top_n, buckets=buckets, now=now)
@@ -90,10 +112,11 @@ def test_stats_equal_aggregate(
     since=st.sampled_from([None, 60_000_000, 0, 1]),
     until=st.sampled_from([None, 0, -1, 7_000_000]),
     limit=st.sampled_from([0, 1, 3, 100]),
+    probe=st.sampled_from([1, 3, 8, 20, store_module.COUNT_PROBE]),
 )
 def test_query_equal_filter_events(
     evs: list[Any], kind: Any, pid: int | None, command: str | None, since: int | None, until: int | None,
-    limit: int,
+    limit: int, probe: int,
 ) -> None:
     q = EventQuery(
         kind=kind,
@@ -103,7 +126,7 @@ def test_query_equal_filter_events(
         until=None if until is None else NOW - timedelta(microseconds=until),
         limit=limit,
     )
-    with EventStore() as store:
+    with EventStore() as store, count_probe(probe):
         if evs:
             store.add_events(evs)
         page = store.query(q)
@@ -147,3 +170,26 @@ def test_file_store_matches_aggregate_on_a_varied_day(tmp_path: Path) -> None:
             page = store.query(q)
             want, total = filter_events(evs, q)
             assert page.events == want and page.total_count == total
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    evs=st.lists(events(), min_size=1, max_size=40),
+    kind=st.sampled_from(["connection", "packet_drop"]),
+    window=st.sampled_from([1, 60, 3600, 86_400]),
+    probe=st.integers(1, 6),
+    shift_us=st.sampled_from([0, 1_000_000, -3_000_000]),
+)
+def test_unfiltered_counts_in_every_counting_strategy(
+    evs: list[Any], kind: Any, window: int, probe: int, shift_us: int
+) -> None:
+    """Direct, total-minus-outside and fallback counting all give aggregate()'s total."""
+    now = NOW + timedelta(microseconds=shift_us)
+    want = aggregate(evs, kind, None, None, window, now, 1, 1).total
+    with EventStore() as store, count_probe(probe):
+        store.add_events(evs)
+        assert store.count(kind, None, None, window, now=now) == want
+        page = store.query(EventQuery(kind=kind, since=now - timedelta(seconds=window), until=now, limit=1))
+        assert page.total_count == want
+        later = store.query(EventQuery(kind=kind, since=now - timedelta(seconds=window), limit=1))
+        assert later.total_count == sum(1 for e in evs if e.type == kind and e.time > now - timedelta(seconds=window))

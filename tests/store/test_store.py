@@ -328,3 +328,19 @@ def test_pruning_in_small_chunks_removes_everything_due(monkeypatch: pytest.Monk
         assert page.total_count == 20 and {e.pid for e in page.events} == {2}
         assert [e.time for e in page.events] == [now - timedelta(seconds=i) for i in range(20)]  # the last inserted
         assert store.query(EventQuery(kind="packet_drop")).total_count == 0
+
+
+def test_counting_a_big_window_as_total_minus_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "COUNT_PROBE", 4)
+    now = BASE_TIME
+    inside = [connection(time=now - timedelta(seconds=i)) for i in range(20)]
+    before = [connection(time=now - timedelta(seconds=100 + i)) for i in range(3)]
+    after = [connection(time=now + timedelta(seconds=1 + i)) for i in range(2)]
+    with EventStore() as store:
+        store.add_events(before + inside + after + [drop(time=now)])
+        assert store.count("connection", None, None, 60, now=now) == 20
+        assert store.query(EventQuery(since=now - timedelta(seconds=60), until=now, limit=5)).total_count == 20
+        assert store.query(EventQuery(since=now - timedelta(seconds=60), limit=5)).total_count == 22
+        assert store.count("connection", None, None, 3 * 3600, now=now + timedelta(hours=1)) == 25
+        monkeypatch.setattr(store_module, "COUNT_PROBE", 2)  # too many outside: counted directly
+        assert store.count("connection", None, None, 60, now=now) == 20
