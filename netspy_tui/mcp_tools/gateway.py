@@ -90,9 +90,10 @@ class Gateway:
                                  {"pid": pid, "process_name": process_name, "duration": duration})
 
     async def connections(self, pid: int | None = None, process_name: str | None = None, max_events: int = 100,
-                          since: str | None = None) -> ConnectionList:
+                          since: str | None = None, until: str | None = None) -> ConnectionList:
         return await self._typed("list_connections", ConnectionList,
-                                 {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since})
+                                 {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since,
+                                  "until": until})
 
     async def patterns(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
                        ) -> PatternAnalysis:
@@ -105,9 +106,10 @@ class Gateway:
                                  {"pid": pid, "process_name": process_name, "duration": duration})
 
     async def drops(self, pid: int | None = None, process_name: str | None = None, max_events: int = 100,
-                    since: str | None = None) -> PacketDropList:
+                    since: str | None = None, until: str | None = None) -> PacketDropList:
         return await self._typed("list_packet_drops", PacketDropList,
-                                 {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since})
+                                 {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since,
+                                  "until": until})
 
     async def drop_patterns(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
                             ) -> PatternAnalysis:

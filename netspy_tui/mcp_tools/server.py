@@ -59,6 +59,10 @@ Since = Annotated[
         description="Only events strictly newer than this RFC3339 time (for paging forward / incremental polling).",
     ),
 ]
+Until = Annotated[
+    str | None,
+    Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),
+]
 
 #: The AI tools' implementation: (source, tool name, arguments) -> Insight (see mcp_tools.ai_bridge).
 InsightHook = Callable[[TelemetrySource, str, dict[str, Any]], Awaitable[Insight]]
@@ -134,13 +138,13 @@ async def _check_subject(source: TelemetrySource, kind: EventKind, pid: int | No
         )
 
 
-def _since(value: str | None) -> datetime | None:
+def _since(value: str | None, name: str = "since") -> datetime | None:
     if value is None:
         return None
     try:
         return parse_time(value)
     except ValueError as exc:
-        raise ToolError(f"since: {clean(exc, 120)}.") from None
+        raise ToolError(f"{name}: {clean(exc, 120)}.") from None
 
 
 async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
@@ -155,12 +159,14 @@ async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | N
 
 
 async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
-                max_events: int, since: str | None) -> tuple[list[Any], int, str, bool, datetime | None]:
+                max_events: int, since: str | None, until: str | None = None
+                ) -> tuple[list[Any], int, str, bool, datetime | None]:
     tc = _ctx(ctx)
     await _check_subject(tc.source, kind, pid, process_name)
     since_dt = _since(since)
+    until_dt = _since(until, "until")
     page = await tc.source.query(EventQuery(kind=kind, pid=pid, command=process_name, since=since_dt,
-                                            limit=max_events))
+                                            until=until_dt, limit=max_events))
     info = await tc.source.info()
     return list(page.events), page.total_count, info.label, info.sampled, since_dt
 
@@ -210,9 +216,11 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         process_name: ProcessName = None,
         max_events: MaxEvents = 100,
         since: Since = None,
+        until: Until = None,
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connection attempts (destination, protocol, outcome), newest first."""
-        events, total, label, sampled, since_dt = await _list(ctx, "connection", pid, process_name, max_events, since)
+        events, total, label, sampled, since_dt = await _list(ctx, "connection", pid, process_name, max_events,
+                                                              since, until)
         conns = [e for e in events if isinstance(e, ConnectionEvent)]
         text = describe.list_text("connection", conns, total, pid, process_name, sampled)
         return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
@@ -241,9 +249,11 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         process_name: ProcessName = None,
         max_events: MaxEvents = 100,
         since: Since = None,
+        until: Until = None,
     ) -> Annotated[CallToolResult, PacketDropList]:
         """List recent packet drops with the kernel's drop reason, newest first."""
-        events, total, label, _, since_dt = await _list(ctx, "packet_drop", pid, process_name, max_events, since)
+        events, total, label, _, since_dt = await _list(ctx, "packet_drop", pid, process_name, max_events,
+                                                        since, until)
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
         text = describe.list_text("packet_drop", drops, total, pid, process_name)
         return _result(PacketDropList(text=text, events=drops, total_count=total, returned=len(drops),

@@ -149,3 +149,13 @@ async def test_hostile_process_names_are_inert_in_text(source):
     assert "\x1b" not in text and "\u202e" not in text
     assert "\\x1b[2J[bold]evil\\u202e" in text
     assert data.command == "\x1b[2J[bold]evil\u202e"  # structured data keeps the real bytes
+
+
+async def test_until_pages_backward(source):
+    async with open_gateway(source) as gw:
+        first = await gw.connections(max_events=2)
+        older = await gw.connections(max_events=2, until=first.events[-1].time.isoformat())
+        bad = await gw.call("list_connections", {"until": "soon"})
+    assert older.events[0].id == first.events[-1].id  # until is inclusive
+    assert older.events[1].time < first.events[-1].time
+    assert bad.is_error and bad.text.startswith("until: 'soon' is not an RFC3339 time")
