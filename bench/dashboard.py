@@ -119,6 +119,10 @@ def run(ctx: Context) -> list[Metric]:
     window_events = 2_000 if ctx.quick else 10_000
     refreshes = 3 if ctx.quick else 15
     r = asyncio.run(_refresh(window_events, refreshes, 100))
+    from bench.store import no_client_validation
+
+    with no_client_validation():
+        proto = asyncio.run(_refresh(window_events, refreshes, 100))
     label = f"{window_events:,} events in window"
     ms = [
         metric(NAME, f"refresh = poll + table updates ({label})", r["refresh"], "ms", target=TARGET_REFRESH_MS),
@@ -126,6 +130,9 @@ def run(ctx: Context) -> list[Metric]:
         metric(NAME, "  of which table updates (apply_snapshot)", r["apply"], "ms"),
         metric(NAME, "refresh + paint (until Textual is idle)", r["paint"], "ms"),
         metric(NAME, f"first render ({int(r['rows'][0])} rows)", r["first"], "ms"),
+        metric(NAME, "PROTOTYPE refresh, MCP client without jsonschema re-validation", proto["refresh"], "ms",
+               target=TARGET_REFRESH_MS).set_baseline(metric(NAME, "", r["refresh"]).value, "today"),
+        metric(NAME, "PROTOTYPE   of which MCP poll", proto["poll"], "ms"),
     ]
     events = 20_000 if ctx.quick else 1_000_000
     idle = 1.0 if ctx.quick else 10.0

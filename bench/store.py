@@ -9,8 +9,11 @@ the tools' default minute (``duration=60``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bench import synth
 from bench.common import Context, Metric, metric
@@ -55,6 +58,47 @@ def _ms(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
         out.append((time.perf_counter() - t0) * 1000)
         spent += out[-1] / 1000
     return out
+
+
+@contextlib.contextmanager
+def no_client_validation() -> Iterator[None]:
+    """PROTOTYPE: the MCP client skips its jsonschema re-validation of structured content (the
+    gateway validates the same data with pydantic right after)."""
+    from mcp.client.session import ClientSession
+
+    original = ClientSession.validate_tool_result
+
+    async def skip(self: Any, name: str, result: Any) -> None:
+        return None
+
+    ClientSession.validate_tool_result = skip  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ClientSession.validate_tool_result = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def covering_index(store: EventStore) -> Iterator[None]:
+    """PROTOTYPE: window aggregates read one covering index instead of an index plus the table."""
+    from netspy_tui.store import sqlite as store_mod
+
+    with store._write_lock:
+        store._writer.execute("CREATE INDEX IF NOT EXISTS bench_cover ON events "
+                              "(kind, t, command, destination, protocol, port, outcome, failed, pid)")
+    original = store_mod._where
+
+    def where(*args: Any) -> tuple[str, list[Any], str]:
+        clause, params, index = original(*args)
+        return clause, params, "bench_cover" if index == "events_time" else index
+
+    store_mod._where = where
+    try:
+        yield
+    finally:
+        store_mod._where = original
+        with store._write_lock:
+            store._writer.execute("DROP INDEX bench_cover")
 
 
 async def _tool_ms(store: EventStore, calls: dict[str, dict[str, object]], repeat: int) -> dict[str, list[float]]:
@@ -114,6 +158,18 @@ def run(ctx: Context) -> list[Metric]:
     ms.append(metric(NAME, f"list_connections(100) store call ({label})", direct_list, "ms", target=TARGET_LIST_MS))
     m = metric(NAME, f"list_connections(100) MCP tool ({label})", tool_list, "ms", target=TARGET_LIST_MS)
     ms.append(m.set_baseline(metric(NAME, "", direct_list).value, "store"))
+    # --- prototypes of proposed changes (files this benchmark does not own) ---------------------
+    with no_client_validation():
+        proto_list = asyncio.run(_tool_ms(store, {"list_connections": {"max_events": 100}}, repeat))
+    ms.append(metric(NAME, "PROTOTYPE list_connections(100) MCP, no client re-validation",
+                     proto_list["list_connections"], "ms", target=TARGET_LIST_MS).set_baseline(m.value, "today"))
+    ctx.log("store: covering-index prototype")
+    today = metric(NAME, "", [x.value for x in ms if x.name.startswith("analyze_patterns store call, all")
+                              and x.value is not None] or [0.0]).value
+    with covering_index(store):
+        cover = _ms(lambda: store.stats("connection", None, None, 3600), repeat)
+    ms.append(metric(NAME, f"PROTOTYPE analyze_patterns store call, covering index, all stored ({label})", cover, "ms",
+                     target=TARGET_PATTERNS_MS).set_baseline(today, "today"))
     store.close()
     return ms
 
