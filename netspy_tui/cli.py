@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError, UsageError
+from netspy_tui.textsafe import clean
 
 log = logging.getLogger("netspy_tui")
 
@@ -40,7 +41,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"netspy-tui: error: {message} (see netspy-tui --help)\n")
+        # argparse echoes the offending argument: never let it write escapes to the terminal
+        sys.stderr.write(f"netspy-tui: error: {clean(message, 600)} (see netspy-tui --help)\n")
         raise SystemExit(2)
 
 
@@ -153,12 +155,30 @@ def _settings(ns: argparse.Namespace) -> tuple[Any, dict[str, str]]:
         "window": ns.window,
     }
     try:
-        return load_settings(cli)
+        settings, sources = load_settings(cli)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise UsageError(f"invalid setting {loc}: {err['msg']}",
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"invalid setting {loc}: {msg}",
                          "check the flag, NETSPY_* variables and the config file") from None
+    _mask_secrets(settings)
+    return settings, sources
+
+
+def _mask_secrets(settings: Any) -> None:
+    """Secrets that came from the command line or the config file are masked in logs too."""
+    from urllib.parse import urlsplit
+
+    from netspy_tui.logs import add_secrets
+
+    if settings.token is not None:
+        add_secrets(settings.token.get_secret_value())
+    if settings.server:
+        try:
+            add_secrets(urlsplit(settings.server).password)
+        except ValueError:
+            pass
 
 
 async def _run_tool(ns: argparse.Namespace, settings: Any) -> int:
@@ -174,9 +194,10 @@ async def _run_tool(ns: argparse.Namespace, settings: Any) -> int:
             return await _stream_ai(ns, gw, arguments)
         result = await gw.call(ns.tool, arguments)
     if result.is_error:
-        sys.stderr.write(f"netspy-tui: {result.text}\n")
+        sys.stderr.write(f"netspy-tui: {clean(result.text, 1000)}\n")
         return 1
-    sys.stdout.write((result.json() if ns.json else result.text) + "\n")
+    # The tools already escape untrusted text; cleaning again keeps stdout inert whatever a server sent.
+    sys.stdout.write((result.json() if ns.json else clean(result.text, None, keep_newlines=True)) + "\n")
     return 0
 
 
@@ -217,9 +238,11 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
     async with open_source(settings, "live") as source:
         server = create_server(source, insight_hook(ns.model))
         if ns.http:
-            port = ns.port or 8000
-            log.warning("MCP streamable HTTP on http://%s:%d/mcp", ns.host, port)
-            await server.run_streamable_http_async(host=ns.host, port=port)
+            from netspy_tui.serve.runner import serve_mcp_http
+
+            # Same protection as `serve`: the token (when set) on every request, a body limit.
+            token = settings.token.get_secret_value() if settings.token else None
+            await serve_mcp_http(server, host=ns.host, port=ns.port or 8000, token=token)
         else:
             await server.run_stdio_async()
     return 0
@@ -250,14 +273,16 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
 
 
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_settings, dashboard_hooks, insight_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
     from netspy_tui.tui.app import run_dashboard
 
+    ai = dashboard_hooks(ai_settings(ns.model))  # read once; a bad AI variable fails here, in one line
     async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ns.model)) as gw:
         info = await source.info()
-        return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail)
+        return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
+                                   ai=ai)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,9 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "tui":
         from netspy_tui.config import state_dir
 
-        setup_logging(ns.verbose, log_file=state_dir() / "netspy-tui.log")
+        setup_logging(ns.verbose, log_file=state_dir() / "netspy-tui.log", extra_secrets=[ns.token])
     else:
-        setup_logging(ns.verbose)
+        setup_logging(ns.verbose, extra_secrets=[ns.token])
     try:
         settings, sources = _settings(ns)
         if ns.show_config:
@@ -282,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = {"tool": _run_tool, "mcp": _run_mcp, "serve": _run_serve, "repl": _run_repl, "tui": _run_tui}
         return asyncio.run(runner[command](ns, settings))
     except NetspyError as exc:
-        sys.stderr.write(f"netspy-tui: {exc}\n")
+        sys.stderr.write(f"netspy-tui: {clean(str(exc), 1000)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -9,12 +9,17 @@ keep their usual names (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) and are read by
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from platformdirs import user_config_path, user_state_path
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from netspy_tui.errors import UsageError
+from netspy_tui.textsafe import clean, redact_url
 
 APP_NAME = "netspy-tui"
 DEFAULT_SERVER = "http://localhost:8080"
@@ -64,6 +69,39 @@ class Settings(BaseSettings):
     export_dir: Path | None = None
     """Where `e` in the dashboard writes exports (default: the current directory)."""
 
+    @field_validator("server")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host, parsed the way the HTTP client will parse it."""
+        if value is None:
+            return None
+        shown = clean(redact_url(value), 80)
+        problem = ""
+        try:
+            url = httpx.URL(value.strip())
+            if url.scheme not in ("http", "https"):
+                problem = "it must start with http:// or https://"
+            elif not url.host:
+                problem = "it has no host name"
+        except httpx.InvalidURL as exc:
+            problem = clean(exc, 80)
+        if problem:
+            raise ValueError(f"'{shown}' is not a usable eBPF server URL ({problem}), e.g. http://localhost:8080")
+        return value.strip()
+
+    @field_validator("token")
+    @classmethod
+    def _printable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A bearer token: visible ASCII without spaces (outer whitespace, e.g. a file's newline, is dropped)."""
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("the token is empty")
+        if not all("!" <= ch <= "~" for ch in token):
+            raise ValueError("the token must be printable ASCII without spaces")  # never echo the token itself
+        return SecretStr(token)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -76,12 +114,35 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file()))
 
 
+def _check_config_file(path: Path) -> None:
+    """Raise a one-line UsageError when the config file exists but is not readable TOML."""
+    if not path.is_file():
+        return
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text (byte {exc.start})"
+    except tomllib.TOMLDecodeError as exc:
+        reason = f"not valid TOML ({clean(exc, 120)})"
+    else:
+        return
+    raise UsageError(f"cannot read the config file {clean(path, 200)}: {reason}",
+                     "fix the file, or point NETSPY_CONFIG at another one")
+
+
 def load_settings(cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
-    """Settings with CLI values on top, and where each value came from."""
+    """Settings with CLI values on top, and where each value came from.
+
+    Raises :class:`pydantic.ValidationError` for a bad value and :class:`UsageError` for a config
+    file that is not readable TOML.
+    """
     given = {k: v for k, v in cli.items() if v is not None}
+    path = config_file()
+    _check_config_file(path)
     settings = Settings(**given)
     file_values: dict[str, Any] = {}
-    path = config_file()
     if path.is_file():
         file_values = TomlConfigSettingsSource(Settings, toml_file=path)()
     sources: dict[str, str] = {}
@@ -103,10 +164,12 @@ def describe_settings(settings: Settings, sources: dict[str, str]) -> str:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             shown = "********"
+        elif name == "server" and value is not None:
+            shown = redact_url(value)
         else:
             shown = "(unset)" if value is None else str(value)
         lines.append(f"{name:<16} {shown:<40} {sources[name]}")
     key = os.environ.get("OPENAI_API_KEY")
     lines.append(f"{'OPENAI_API_KEY':<16} {('********' if key else '(unset)'):<40} env")
-    lines.append(f"{'OPENAI_BASE_URL':<16} {os.environ.get('OPENAI_BASE_URL', '(unset)'):<40} env")
+    lines.append(f"{'OPENAI_BASE_URL':<16} {redact_url(os.environ.get('OPENAI_BASE_URL', '(unset)')):<40} env")
     return "\n".join(lines)

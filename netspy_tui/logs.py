@@ -1,7 +1,10 @@
 """Logging: stderr for the CLI and MCP stdio (stdout is output or protocol), a file for the TUI.
 
-A filter masks every secret we know of (OPENAI_API_KEY, bearer tokens) in every record, so even
-``--verbose`` debug logs of third-party libraries cannot leak them.
+Every secret we know of (OPENAI_API_KEY, bearer tokens from the environment, the command line or
+the config file, passwords in URLs) is masked in every record — in the message by a filter, and in
+the formatted line (tracebacks included) by the formatter — so even ``--verbose`` debug logs of
+third-party libraries cannot leak them. :func:`add_secrets` registers secrets learnt after
+:func:`setup_logging` ran (e.g. the token from the config file).
 """
 
 from __future__ import annotations
@@ -12,37 +15,68 @@ import sys
 from pathlib import Path
 
 _SECRET_ENV = ("OPENAI_API_KEY", "NETSPY_TOKEN")
+#: Secrets shorter than this are not masked (masking "ab" would garble every line).
+_MIN_SECRET = 4
+
+_secrets: set[str] = set()
+
+
+def add_secrets(*values: str | None) -> None:
+    """Mask these values (and their surrounding-whitespace-stripped form) in every log line from now on."""
+    for value in values:
+        for candidate in (value, value.strip() if value else value):
+            if candidate and len(candidate) >= _MIN_SECRET:
+                _secrets.add(candidate)
+
+
+def mask(text: str) -> str:
+    """``text`` with every registered secret replaced by ``****`` (longest first)."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "****")
+    return text
 
 
 class SecretMask(logging.Filter):
-    def __init__(self, secrets: list[str]) -> None:
+    """Masks secrets in the record's message (so every handler, not only ours, sees it masked)."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        add_secrets(*(secrets or []))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not _secrets:
             return True
-        message = record.getMessage()
-        masked = message
-        for secret in self.secrets:
-            masked = masked.replace(secret, "****")
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let the handler report it as logging does
+            return True
+        masked = mask(message)
         if masked != message:
             record.msg, record.args = masked, None
         return True
 
 
-def setup_logging(verbose: bool = False, *, log_file: Path | None = None, extra_secrets: list[str] | None = None
-                  ) -> None:
+class MaskingFormatter(logging.Formatter):
+    """Masks secrets in the whole formatted line, tracebacks and stack info included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
+
+
+def setup_logging(
+    verbose: bool = False, *, log_file: Path | None = None, extra_secrets: list[str | None] | None = None
+) -> None:
     """Configure the root logger once: WARNING (or DEBUG with ``verbose``) to stderr or ``log_file``."""
-    secrets = [os.environ.get(name, "") for name in _SECRET_ENV] + list(extra_secrets or [])
+    add_secrets(*(os.environ.get(name, "") for name in _SECRET_ENV), *(extra_secrets or []))
     handler: logging.Handler
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretMask(secrets))
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretMask())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -8,7 +8,9 @@ Textual dependency; the TUI wraps the result in ``rich.text.Text`` so it is neve
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from urllib.parse import urlsplit, urlunsplit
 
 ELLIPSIS = "…"
 
@@ -55,3 +57,40 @@ def first_line(value: object, max_len: int = 200) -> str:
         if line.strip():
             return clean(line.strip(), max_len)
     return ""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``****`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if unicodedata.category(ch) not in _FORMAT_CATEGORIES:
+        return ch
+    code = ord(ch)
+    if code > 0xFFFF:  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+_NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e\n]")
+
+
+def inert_json(document: str) -> str:
+    """JSON text (from ``json.dumps``) with every control, format or bidi character inside its strings
+    written as a ``\\uXXXX`` escape: the same JSON value, but nothing a terminal would act on.
+
+    ``json.dumps`` already escapes C0 controls inside strings, so a raw newline left in the text is
+    structural (indentation) and is kept.
+    """
+    return _NOT_PLAIN_ASCII.sub(_json_escape, document)
