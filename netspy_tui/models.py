@@ -58,7 +58,9 @@ def format_time(value: datetime) -> str:
     """RFC3339 in UTC with a ``Z`` suffix, the way the server writes ``time``."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: strftime's %Y drops the leading zeros of years before 1000 (Go's zero time
+    # 0001-01-01 would come out as "1-01-01", which is not RFC3339).
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def utcnow() -> datetime:

@@ -29,6 +29,7 @@ from netspy_tui.mcp_tools.schemas import (
 )
 from netspy_tui.mcp_tools.server import InsightHook, create_server
 from netspy_tui.telemetry.source import TelemetrySource
+from netspy_tui.textsafe import inert_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,8 +46,9 @@ class ToolResult:
     is_error: bool
 
     def json(self) -> str:
-        return json.dumps({"tool": self.name, "is_error": self.is_error, "text": self.text, "data": self.data},
-                          indent=2, ensure_ascii=False)
+        """The result as indented JSON; control and bidi characters in strings are ``\\u`` escapes."""
+        return inert_json(json.dumps({"tool": self.name, "is_error": self.is_error, "text": self.text,
+                                      "data": self.data}, indent=2, ensure_ascii=False))
 
 
 def _strip_prefix(name: str, text: str) -> str:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
@@ -100,13 +100,51 @@ def _one_line_validation(tool: str, exc: ValidationError) -> str:
     return f"Invalid arguments for {tool}: " + "; ".join(dict.fromkeys(parts)) + "."
 
 
+def _accepts_integer(schema: dict[str, Any]) -> bool:
+    options = schema.get("anyOf", [schema])
+    return any(isinstance(o, dict) and o.get("type") == "integer" for o in options)
+
+
+def _argument_problems(parameters: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
+    """What the schema forbids but lax validation would let through: unknown names, true/false as numbers."""
+    properties: dict[str, Any] = parameters.get("properties", {})
+    problems = []
+    unknown = [clean(k, 40) for k in arguments if k not in properties]
+    if unknown:
+        expected = ", ".join(properties) or "none"
+        names = ", ".join(f"'{k}'" for k in unknown[:5])
+        problems.append(f"unknown argument{'s' if len(unknown) > 1 else ''} {names} (expected: {expected})")
+    for key, value in arguments.items():
+        if isinstance(value, bool) and key in properties and _accepts_integer(properties[key]):
+            problems.append(f"{key} must be a whole number")
+    return problems
+
+
 class TelemetryServer(MCPServer[ToolContext]):
-    """MCPServer whose errors read as one sentence each."""
+    """MCPServer whose errors read as one sentence each.
+
+    Arguments are checked against the tool's schema more strictly than pydantic's lax mode: an
+    unknown argument (``process`` for ``process_name``) is an error instead of being silently
+    ignored — a caller would otherwise get the figures for every process — and ``true`` is not
+    the pid 1. A tool that fails unexpectedly says so in one sentence; the traceback goes to the log.
+    """
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[ToolContext, Any] | None = None
                         ) -> Any:
+        tool = self._tool_manager.get_tool(name)
+        if tool is not None and isinstance(arguments, dict):
+            problems = _argument_problems(tool.parameters, arguments)
+            if problems:
+                raise ToolError(f"Invalid arguments for {name}: " + "; ".join(problems) + ".")
         try:
             return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, NetspyError):
+                raise ToolError(str(cause)) from cause
+            log.error("tool %s failed unexpectedly", name, exc_info=cause)
+            what = type(cause).__name__ if cause is not None else "error"
+            raise ToolError(f"{name} failed unexpectedly ({what}); the server's log has the details.") from cause
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, ValidationError):

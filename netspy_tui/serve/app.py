@@ -555,6 +555,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return text_response(exc.status_code, exc.detail or "error", dict(exc.headers or {}))
 
 
+def guard_middleware(token: str | None, max_body_bytes: int) -> list[Middleware]:
+    """The bearer-token check (when ``token`` is set) and the body limit, outermost first.
+
+    Every app netspy-tui serves over HTTP (the eBPF API, ``/mcp``, ``mcp --http``) sits behind these.
+    """
+    if token is not None and not token.strip():
+        raise ValueError("token must not be empty")
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be positive")
+    middleware = []
+    if token is not None:
+        middleware.append(Middleware(BearerTokenMiddleware, token=token))
+    middleware.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))
+    return middleware
+
+
 def create_app(
     source: TelemetrySource,
     *,
@@ -570,19 +586,11 @@ def create_app(
     behind the same token and body limit; ``lifespan`` runs with the app (an MCP session manager).
     The source is not closed by the app: its owner closes it.
     """
-    if token is not None and not token.strip():
-        raise ValueError("token must not be empty")
-    if max_body_bytes < 1:
-        raise ValueError("max_body_bytes must be positive")
     extra = list(extra_routes or [])
     api = _Api(source, [getattr(r, "path", "") for r in extra if getattr(r, "path", "")])
-    middleware = []
-    if token is not None:
-        middleware.append(Middleware(BearerTokenMiddleware, token=token))
-    middleware.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))
     app = Starlette(
         routes=api.routes() + extra,
-        middleware=middleware,
+        middleware=guard_middleware(token, max_body_bytes),
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )

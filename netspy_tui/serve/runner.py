@@ -23,7 +23,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from netspy_tui.serve.app import create_app
+from netspy_tui.serve.app import create_app, guard_middleware, text_response
 from netspy_tui.telemetry.source import TelemetrySource
 
 if TYPE_CHECKING:
@@ -125,10 +125,13 @@ async def serve_async(
     port: int = 8080,
     *,
     on_started: Callable[[str], None] | None = None,
+    what: str = "the eBPF server API",
+    path: str = "",
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM (or cancellation), then shut down gracefully.
 
-    ``port=0`` picks a free port; ``on_started`` receives the base URL once it listens.
+    ``port=0`` picks a free port; ``on_started`` receives the base URL once it listens. The log
+    line says "serving ``what`` on ``URL`` ``path``".
     """
     warning = exposure_warning(host, _token_required(app))
     if warning:
@@ -137,7 +140,7 @@ async def serve_async(
     def started(server: _Server) -> None:
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{server.bound_port}"
-        logger.warning("serving the eBPF server API on %s", url)
+        logger.warning("serving %s on %s%s", what, url, path)
         if on_started is not None:
             on_started(url)
 
@@ -187,6 +190,46 @@ async def serve_source(
 
     app = create_app(source, token=token, max_body_bytes=max_body_bytes, extra_routes=extra, lifespan=lifespan)
     await serve_async(app, host, port, on_started=on_started)
+
+
+def create_mcp_app(
+    mcp_server: MCPServer[Any],
+    *,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+    max_body_bytes: int = 1 << 20,
+) -> Starlette:
+    """``netspy-tui mcp --http``: the MCP streamable-HTTP endpoint at ``/mcp`` alone, behind the same
+    bearer token and body limit as ``serve``. Other paths are a plain-text 404."""
+    mcp_app = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    session_manager = mcp_server.session_manager
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with session_manager.run():
+            yield
+
+    async def not_found(request: Any, exc: Exception) -> Any:
+        return text_response(404, "404 page not found")
+
+    app = Starlette(routes=list(mcp_app.routes), middleware=guard_middleware(token, max_body_bytes),
+                    lifespan=lifespan, exception_handlers={404: not_found})
+    app.state.token_required = token is not None
+    return app
+
+
+async def serve_mcp_http(
+    mcp_server: MCPServer[Any],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    max_body_bytes: int = 1 << 20,
+    on_started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve :func:`create_mcp_app` until SIGINT/SIGTERM (see :func:`serve_async`)."""
+    app = create_mcp_app(mcp_server, host=host, token=token, max_body_bytes=max_body_bytes)
+    await serve_async(app, host, port, on_started=on_started, what="MCP (streamable HTTP)", path="/mcp")
 
 
 class BackgroundServer:

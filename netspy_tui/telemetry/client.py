@@ -39,7 +39,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.telemetry.source import EventQuery
-from netspy_tui.textsafe import clean, first_line
+from netspy_tui.textsafe import clean, first_line, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class HttpSource:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redact_url(self.base_url)
+        """``base_url`` as messages and labels show it: a password in it is masked."""
         self.read_timeout = read_timeout
         self.connect_timeout = connect_timeout
         self.retries = max(0, retries)
@@ -106,7 +108,7 @@ class HttpSource:
 
     async def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                        body: dict[str, Any] | None = None) -> httpx.Response:
-        url = f"{self.base_url}{path}"
+        url = f"{self.shown_url}{path}"
         params = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
@@ -119,13 +121,13 @@ class HttpSource:
                     continue
                 reason = _connect_reason(exc)
                 raise ServerUnavailable(
-                    f"Cannot reach the eBPF server at {self.base_url} ({reason})", NO_SERVER_HINT
+                    f"Cannot reach the eBPF server at {self.shown_url} ({reason})", NO_SERVER_HINT
                 ) from None
             except httpx.TimeoutException as exc:
                 which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
                 limit = self.connect_timeout if which == "connect" else self.read_timeout
                 raise ServerUnavailable(
-                    f"The eBPF server at {self.base_url} did not answer {path} within {limit:g} s ({which} timeout)",
+                    f"The eBPF server at {self.shown_url} did not answer {path} within {limit:g} s ({which} timeout)",
                     "check that it is not overloaded, or raise --timeout",
                 ) from None
             except httpx.HTTPError as exc:
@@ -143,13 +145,13 @@ class HttpSource:
         body = first_line(resp.content, 160) or resp.reason_phrase
         if resp.status_code == 503:
             return ServerError(
-                f"The eBPF server at {self.base_url} is not ready (503 on {path}: {body})",
+                f"The eBPF server at {self.shown_url} is not ready (503 on {path}: {body})",
                 "it is still starting or its eBPF programs failed to load; retry shortly or check its log",
             )
         if resp.status_code == 401:
-            return ServerError(f"The eBPF server at {self.base_url} refused the request (401 on {path})",
+            return ServerError(f"The eBPF server at {self.shown_url} refused the request (401 on {path})",
                                "pass the server's bearer token with --token or NETSPY_TOKEN")
-        return ServerError(f"The eBPF server at {self.base_url} answered {resp.status_code} on {path}: {body}",
+        return ServerError(f"The eBPF server at {self.shown_url} answered {resp.status_code} on {path}: {body}",
                            "check the server's log")
 
     def _parse(self, resp: httpx.Response, path: str, model: type[M]) -> M:
@@ -157,17 +159,18 @@ class HttpSource:
             raise self._status_error(resp, path)
         try:
             data = json.loads(resp.content)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply, a 5,000-digit number
             snippet = first_line(resp.content, 80)
             raise ContractError(
-                f"The eBPF server at {self.base_url} sent a body that is not JSON on {path}: {snippet!r}",
+                f"The eBPF server at {self.shown_url} sent a body that is not JSON on {path}: {snippet!r}",
                 "check that --server points at an eBPF server",
             ) from None
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             raise ContractError(
-                f"The eBPF server at {self.base_url} sent unexpected JSON on {path} ({describe_validation_error(exc)})",
+                f"The eBPF server at {self.shown_url} sent unexpected JSON on {path} "
+                f"({describe_validation_error(exc)})",
                 "the server may be a different version; report it with --verbose output",
             ) from None
 
@@ -185,7 +188,7 @@ class HttpSource:
             raise self._status_error(resp, "/health")
         try:
             return HealthResponse.model_validate(json.loads(resp.content))
-        except (ValueError, ValidationError):
+        except (ValueError, RecursionError, ValidationError):
             # Some servers answer plain "OK"; a 2xx is healthy enough.
             return HealthResponse(status=first_line(resp.content, 40) or "ok")
 
@@ -203,7 +206,7 @@ class HttpSource:
                 else:
                     stats = await self._request("GET", "/api/stats")
                     gen = "aggregator" if stats.status_code == 200 else "current"
-                log.info("eBPF server at %s speaks the %s API", self.base_url, gen)
+                log.info("eBPF server at %s speaks the %s API", self.shown_url, gen)
                 self._generation = gen
         return self._generation
 
@@ -216,10 +219,10 @@ class HttpSource:
             gen = await self.generation()
             if gen == "aggregator":
                 what = "aggregator"
-            return SourceInfo(label=f"{what} at {self.base_url}", kind="http", generation=gen,
+            return SourceInfo(label=f"{what} at {self.shown_url}", kind="http", generation=gen,
                               detail=f"{gen} API")
         except NetspyError as exc:
-            return SourceInfo(label=f"{what} at {self.base_url}", kind="http",
+            return SourceInfo(label=f"{what} at {self.shown_url}", kind="http",
                               generation=self._generation or "current", healthy=False, detail=str(exc))
 
     async def query(self, q: EventQuery) -> EventPage:
@@ -244,7 +247,7 @@ class HttpSource:
     async def _seed_query(self, q: EventQuery) -> EventPage:
         if q.kind != "connection":
             raise ServerError(
-                f"The eBPF server at {self.base_url} speaks the seed API, which has no packet-drop endpoints",
+                f"The eBPF server at {self.shown_url} speaks the seed API, which has no packet-drop endpoints",
                 "upgrade the server, or use the embedded collector",
             )
         body: dict[str, Any] = {"limit": max(q.limit, 1000)}
