@@ -93,6 +93,8 @@ class HttpSource:
         self.retries = max(0, retries)
         self.backoff = backoff
         headers = {"Accept": "application/json", "User-Agent": "netspy-tui"}
+        # Never repeat our own credentials, even when a server echoes them back in an error body.
+        self._secrets = [s for s in (token, httpx.URL(self.base_url).password) if s]
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(
@@ -141,8 +143,15 @@ class HttpSource:
                 continue
             return resp
 
+    def _body_line(self, resp: httpx.Response, max_len: int) -> str:
+        """The first line of a response body, cleaned, with our token (or URL password) masked."""
+        text = resp.content.decode("utf-8", errors="backslashreplace")
+        for secret in self._secrets:
+            text = text.replace(secret, "****")
+        return first_line(text, max_len)
+
     def _status_error(self, resp: httpx.Response, path: str) -> NetspyError:
-        body = first_line(resp.content, 160) or resp.reason_phrase
+        body = self._body_line(resp, 160) or resp.reason_phrase
         if resp.status_code == 503:
             return ServerError(
                 f"The eBPF server at {self.shown_url} is not ready (503 on {path}: {body})",
@@ -160,7 +169,7 @@ class HttpSource:
         try:
             data = json.loads(resp.content)
         except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply, a 5,000-digit number
-            snippet = first_line(resp.content, 80)
+            snippet = self._body_line(resp, 80)
             raise ContractError(
                 f"The eBPF server at {self.shown_url} sent a body that is not JSON on {path}: {snippet!r}",
                 "check that --server points at an eBPF server",
@@ -190,7 +199,7 @@ class HttpSource:
             return HealthResponse.model_validate(json.loads(resp.content))
         except (ValueError, RecursionError, ValidationError):
             # Some servers answer plain "OK"; a 2xx is healthy enough.
-            return HealthResponse(status=first_line(resp.content, 40) or "ok")
+            return HealthResponse(status=self._body_line(resp, 40) or "ok")
 
     async def generation(self) -> ApiGeneration:
         """Probe once: ``/api/events`` 404 -> seed; ``/api/stats`` 200 -> aggregator; else current."""
