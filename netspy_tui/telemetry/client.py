@@ -285,11 +285,20 @@ class HttpSource:
 
     async def stats(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
                     top_n: int = 10, buckets: int = 60) -> WindowStats:
+        """Aggregates of the newest :data:`STATS_FETCH_LIMIT` events of the window, computed here.
+
+        When the window holds more, ``total`` is still the server's count of the whole window (the
+        breakdowns describe the newest events), so rates and totals stay right on a busy host.
+        """
         now = utcnow()
         page = await self.query(EventQuery(kind=kind, pid=pid, command=command,
                                            since=now - timedelta(seconds=window_seconds), until=now,
                                            limit=STATS_FETCH_LIMIT))
-        return aggregate(page.events, kind, pid, command, window_seconds, now, top_n, buckets)
+        stats = aggregate(page.events, kind, pid, command, window_seconds, now, top_n, buckets)
+        if page.truncated and page.total_count > stats.total:
+            log.debug("stats over %d of %d events in the window", stats.total, page.total_count)
+            stats = stats.model_copy(update={"total": page.total_count})
+        return stats
 
     async def programs(self) -> list[ProgramInfo]:
         if await self.generation() == "seed":
