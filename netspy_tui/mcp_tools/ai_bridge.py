@@ -4,13 +4,13 @@
 * :func:`data_tools` / :func:`tool_caller` offer the model the read-only data tools through an
   MCP client session (the internal gateway), so every figure the model sees came through MCP.
 * :func:`stream_question` and :func:`stream_process_explanation` are the streaming forms the CLI
-  and the dashboard use.
+  and the dashboard use; :func:`dashboard_hooks` hands them to the dashboard.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netspy_tui.ai import (
     AISettings,
@@ -32,6 +32,9 @@ from netspy_tui.mcp_tools.schemas import Insight
 from netspy_tui.mcp_tools.server import InsightHook
 from netspy_tui.telemetry.source import TelemetrySource
 
+if TYPE_CHECKING:
+    from netspy_tui.tui.hooks import AIHooks, InsightItem
+
 #: Tools that only read telemetry: the ones a model may call.
 DATA_TOOLS = (
     "get_network_summary",
@@ -44,6 +47,8 @@ DATA_TOOLS = (
     "server_status",
 )
 
+#: The dashboard's label for the local rule-based explainer.
+RULES_LABEL = "rules (no AI configured)"
 
 
 def ai_settings(model: str | None = None) -> AISettings:
@@ -134,3 +139,45 @@ def insight_hook(model: str | None = None) -> InsightHook:
         return Insight(text=finished.text, model=finished.model, engine="openai", tool_calls=finished.tool_calls)
 
     return hook
+
+
+def engine_label(settings: AISettings) -> str:
+    """Who answers in the dashboard: ``gpt-5-mini at http://host/v1 (key set)``, or the local rules."""
+    return settings.describe() if settings.configured else RULES_LABEL
+
+
+def dashboard_hooks(settings: AISettings) -> AIHooks:
+    """The dashboard's AI hooks over ``settings`` (build the settings once, with :func:`ai_settings`).
+
+    ``a`` explains a process through :func:`stream_process_explanation` (the local rules when no model
+    is configured); questions and ``insights "..."`` stream from the model, with the data tools offered
+    through the gateway the dashboard passes on each call. Imports the TUI's hook types lazily: this
+    module stays free of Textual.
+    """
+    from netspy_tui.tui.hooks import AIHooks, InsightNote
+
+    async def explain(gateway: Gateway, subject: dict[str, Any]) -> AsyncIterator[InsightItem]:
+        pid, command = subject.get("pid"), subject.get("process_name")
+        yield InsightNote(f"gathering {subject_name(pid, command)}: summary, patterns and recent events via MCP…")
+        async for event in stream_process_explanation(gateway, settings, pid, command,
+                                                      int(subject.get("duration") or 60)):
+            yield event
+
+    async def ask(gateway: Gateway, question: str, context: dict[str, Any] | None) -> AsyncIterator[InsightItem]:
+        yield InsightNote(f"asking {settings.model}…")
+        async for event in stream_question(gateway, settings, question, context):
+            yield event
+
+    async def summarize(summary_text: str) -> AsyncIterator[InsightItem]:
+        yield InsightNote(f"asking {settings.model}…")
+        async for event in stream_summary_insight(settings, summary_text):
+            yield event
+
+    configured = settings.configured
+    return AIHooks(
+        explain=explain,
+        ask=ask if configured else None,
+        summarize=summarize if configured else None,
+        label=engine_label(settings),
+        unavailable=str(AIError("No AI model is configured, so questions cannot be answered", NOT_CONFIGURED_HINT)),
+    )

@@ -35,42 +35,70 @@ class PollFailed(PollResult):
         self.attempt = attempt
 
 
-class InsightStarted(Message):
-    def __init__(self, request_id: int, title: str) -> None:
-        super().__init__()
-        self.request_id = request_id
-        self.title = title
+class InsightMessage(Message):
+    """From the ``insights`` worker to the AI pane; ``request_id`` tells a superseded request's leftovers apart."""
 
-
-class InsightChunk(Message):
-    """A Markdown fragment of the answer."""
-
-    def __init__(self, request_id: int, text: str) -> None:
-        super().__init__()
-        self.request_id = request_id
-        self.text = text
-
-
-class InsightNoteMessage(Message):
-    """A progress line (e.g. a tool the model called); shown in the pane's state line, not the answer."""
-
-    def __init__(self, request_id: int, text: str) -> None:
-        super().__init__()
-        self.request_id = request_id
-        self.text = text
-
-
-class InsightFinished(Message):
     def __init__(self, request_id: int) -> None:
         super().__init__()
         self.request_id = request_id
 
 
-class InsightFailed(Message):
-    def __init__(self, request_id: int, error: str) -> None:
-        super().__init__()
-        self.request_id = request_id
+class InsightStarted(InsightMessage):
+    def __init__(self, request_id: int, title: str) -> None:
+        super().__init__(request_id)
+        self.title = title
+
+
+class InsightChunk(InsightMessage):
+    """A Markdown fragment of the answer (untrusted: the pane sanitises it)."""
+
+    def __init__(self, request_id: int, text: str) -> None:
+        super().__init__(request_id)
+        self.text = text
+
+
+class InsightNoteMessage(InsightMessage):
+    """A progress line (e.g. "gathering data via MCP…"); shown in the pane's state line, not the answer."""
+
+    def __init__(self, request_id: int, text: str) -> None:
+        super().__init__(request_id)
+        self.text = text
+
+
+class InsightToolCall(InsightMessage):
+    """The model called a tool: ``call`` is ``name({...})`` as :func:`netspy_tui.ai.format_call` writes it."""
+
+    def __init__(self, request_id: int, call: str) -> None:
+        super().__init__(request_id)
+        self.call = call
+
+
+class InsightToolDone(InsightMessage):
+    """The tool call announced last finished; ``summary`` is one line about its result."""
+
+    def __init__(self, request_id: int, is_error: bool, summary: str) -> None:
+        super().__init__(request_id)
+        self.is_error = is_error
+        self.summary = summary
+
+
+class InsightFinished(InsightMessage):
+    """The answer is complete; ``model`` is who answered (the server's model name, or "rules")."""
+
+    def __init__(self, request_id: int, model: str | None = None) -> None:
+        super().__init__(request_id)
+        self.model = model
+
+
+class InsightFailed(InsightMessage):
+    """The request failed: ``error`` is one line; ``partial_text`` what the stream had produced (may be "")."""
+
+    def __init__(self, request_id: int, error: str, *, title: str = "AI request failed",
+                 partial_text: str = "") -> None:
+        super().__init__(request_id)
         self.error = error
+        self.title = title
+        self.partial_text = partial_text
 
 
 class CommandDone(Message):

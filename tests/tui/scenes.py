@@ -155,11 +155,15 @@ async def drops_view(pilot: Pilot[Any]) -> None:
     await _settle(pilot)
 
 
-async def ai_placeholder(pilot: Pilot[Any]) -> None:
+async def ai_rules(pilot: Pilot[Any]) -> None:
+    """``a`` on nginx with no AI model configured: the local rule-based explanation."""
     app = _app(pilot)
     await main_view(pilot)
+    procs = app.dashboard.processes
+    procs.focus()
+    procs.move_cursor(row=procs.get_row_index("nginx"))
     await pilot.press("a")
-    await wait_for(pilot, lambda: app.dashboard.insights.state == "notice", "notice")
+    await wait_for(pilot, lambda: app.dashboard.insights.state == "finished", "rule-based explanation")
     await _settle(pilot)
 
 
@@ -170,5 +174,5 @@ SCENES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "command-result": command_result,
     "help": help_modal,
     "drops": drops_view,
-    "ai-pane": ai_placeholder,
+    "ai-pane": ai_rules,
 }

@@ -357,16 +357,16 @@ async def test_hostile_process_names_render_inert(source: MemorySource, clock: C
         assert "[bold red]x\\x1b[2J" in shown.plain
 
 
-async def test_ai_pane_says_ai_is_not_wired_yet(source: MemorySource, clock: Clock) -> None:
-    async with dashboard(source, clock) as (app, pilot):
+async def test_without_ai_settings_a_explains_with_the_local_rules(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):  # no hooks given: no model, the local rules
         pane = app.dashboard.query_one("#insights", InsightsPane)
         await pilot.press("i")
         assert not pane.display
         await pilot.press("a")
         assert pane.display
-        assert pane.state == "notice"
-        assert "wired in a later step" in str(pane.query_one("#insight-state").content)
-        assert pane.answer == ""
+        await wait_for(pilot, lambda: pane.state == "finished", "rule-based explanation")
+        assert pane.answer.startswith("### Local rule-based explanation — no AI model configured")
+        assert "rules (no AI configured)" in str(pane.border_title)
 
 
 async def test_q_quits_with_exit_code_zero(source: MemorySource, clock: Clock) -> None:

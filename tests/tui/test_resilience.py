@@ -81,11 +81,12 @@ async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> N
 
 async def test_explain_streams_markdown_and_shows_finished() -> None:
     seen: list[dict[str, Any]] = []
-    gate = asyncio.Event()
+    noted, gate = asyncio.Event(), asyncio.Event()
 
-    async def explain(subject: dict[str, Any]) -> AsyncIterator[str | InsightNote]:
+    async def explain(gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str | InsightNote]:
         seen.append(subject)
-        yield InsightNote("calling analyze_patterns…")
+        yield InsightNote("gathering nginx via MCP…")
+        await noted.wait()
         yield "## nginx\n\n"
         await gate.wait()
         yield "- 37 attempts, **3 failed**\n"
@@ -100,20 +101,25 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
             procs.move_cursor(row=procs.get_row_index("nginx"))
             await pilot.press("a")
             pane = app.dashboard.query_one("#insights", InsightsPane)
+            await wait_for(pilot, lambda: "gathering nginx via MCP" in str(pane.query_one("#insight-state").content),
+                           "progress note")
+            assert pane.state == "started"
+            noted.set()
             await wait_for(pilot, lambda: pane.answer == "## nginx\n\n", "first fragment")
             assert pane.streaming
-            assert "calling analyze_patterns" in str(pane.query_one("#insight-state").content)
+            assert "Streaming… (esc cancels)" in str(pane.query_one("#insight-state").content)
             assert seen == [{"pid": None, "process_name": "nginx", "duration": 60}]
-            assert app.dashboard.check_action("explain", ()) is None  # locked while streaming
+            await pilot.press("a")  # the same request again while it streams: ignored, not restarted
+            await wait_for(pilot, lambda: any("esc cancels" in str(n.message) for n in app._notifications), "note")
+            assert len(seen) == 1 and pane.streaming
             gate.set()
             await wait_for(pilot, lambda: pane.state == "finished", "finished")
             assert pane.answer == "## nginx\n\n- 37 attempts, **3 failed**\n"
-            assert str(pane.border_title) == "test model"
-            assert app.dashboard.check_action("explain", ()) is True
+            assert str(pane.border_title) == "AI · test model"
 
 
 async def test_explain_failure_keeps_partial_text_and_notifies() -> None:
-    async def explain(subject: dict[str, Any]) -> AsyncIterator[str]:
+    async def explain(gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str]:
         yield "Partial [b]answer[/b]\x1b[2J"
         raise AIError("The AI server at http://127.0.0.1:1 refused the connection", "check OPENAI_BASE_URL")
 

@@ -19,7 +19,7 @@ def _no_wall_clock_figures(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-@pytest.mark.parametrize("scene", ["main", "focused-process", "filter", "command-result", "help"])
+@pytest.mark.parametrize("scene", ["main", "focused-process", "filter", "command-result", "help", "ai-pane"])
 def test_view(scene: str, snap_compare: Callable[..., bool]) -> None:
     assert snap_compare(demo_app(), terminal_size=SIZE, run_before=SCENES[scene])
 

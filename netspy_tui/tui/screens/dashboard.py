@@ -12,7 +12,7 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,14 +24,17 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+from textual.worker import Worker
 
+from netspy_tui.ai import AISettings, AIStreamError, Finished, TextDelta, ToolCallFinished, ToolCallStarted, format_call
 from netspy_tui.commands import help_text, parse_command
 from netspy_tui.errors import NetspyError
+from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat
 from netspy_tui.textsafe import clean, first_line
 from netspy_tui.tui import keys
-from netspy_tui.tui.hooks import NOT_WIRED, AIHooks, InsightNote
+from netspy_tui.tui.hooks import AIHooks, InsightItem, InsightNote
 from netspy_tui.tui.messages import (
     CommandDone,
     InsightChunk,
@@ -39,6 +42,8 @@ from netspy_tui.tui.messages import (
     InsightFinished,
     InsightNoteMessage,
     InsightStarted,
+    InsightToolCall,
+    InsightToolDone,
 )
 from netspy_tui.tui.snapshot import ALL, Snapshot, Subject
 from netspy_tui.tui.widgets.cells import window_label
@@ -125,7 +130,7 @@ class DashboardScreen(Screen[None]):
         self.gateway = gateway
         self.poller = poller
         self.clock = clock
-        self.ai = ai
+        self.ai = ai if ai is not None else dashboard_hooks(AISettings())  # no model: the local rules
         self.export_dir = export_dir
         self.view_state = ViewState(window=window)
         self.source_note = source_note
@@ -136,6 +141,8 @@ class DashboardScreen(Screen[None]):
         self.renders = 0
         self.last_render_ms: float | None = None
         self._insight_requests = 0
+        self._insight_key: tuple[object, ...] | None = None
+        self._insight_worker: Worker[None] | None = None
         self._applied: dict[str, str] = {}
 
     # --- layout ------------------------------------------------------------------------
@@ -153,16 +160,19 @@ class DashboardScreen(Screen[None]):
                 yield ProcessTable(id="processes")
             with Vertical(id="right"):
                 yield PatternsPanel(id="patterns")
-                yield InsightsPane(label=self.ai.label if self.ai else "AI", id="insights")
+                yield InsightsPane(label=self.ai.label, id="insights")
         yield ResultPanel(id="result")
         yield Input(placeholder="filter: process name, pid or destination (enter keeps it, esc clears)",
                     id="filter-bar")
+        yield Input(placeholder="ask the AI about this host's traffic, e.g. why does nginx see refused connections? "
+                                "(enter asks, esc closes)", id="question-bar")
         yield CommandInput(id="command-bar")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#result", ResultPanel).display = False
         self.query_one("#filter-bar", Input).display = False
+        self.query_one("#question-bar", Input).display = False
         self.query_one("#command-bar", CommandInput).display = False
         self._title_processes()
 
@@ -273,11 +283,6 @@ class DashboardScreen(Screen[None]):
 
     # --- actions -------------------------------------------------------------------------
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "explain" and self.insights.streaming:
-            return None  # shown disabled while an answer streams
-        return True
-
     def action_help(self) -> None:
         from netspy_tui.tui.screens.help import HelpScreen
 
@@ -307,12 +312,19 @@ class DashboardScreen(Screen[None]):
         self.filter_subject = subject_for_filter(text, procs)
         self._reconfigure()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         bar = self.query_one("#filter-bar", Input)
         command = self.query_one("#command-bar", CommandInput)
+        question = self.query_one("#question-bar", Input)
         if command.has_focus:
             command.display = False
             self._focus_active_table()
+        elif question.has_focus or question.display:
+            question.value = ""
+            question.display = False
+            self._focus_active_table()
+        elif self.insights.pending and not bar.has_focus:
+            await self.cancel_insight()
         elif self.view_state.filter_text or bar.display:
             bar.value = ""
             bar.display = False
@@ -391,43 +403,132 @@ class DashboardScreen(Screen[None]):
 
     # --- AI ------------------------------------------------------------------------------
 
-    async def action_explain(self) -> None:
-        pane = self.insights
-        pane.display = True
+    def _explain_subject(self) -> tuple[str | None, int | None]:
         name, pid = self._selected_process()
         if name is None and pid is None and self.focus_subject is not None:
             name, pid = self.focus_subject.process_name, self.focus_subject.pid
-        if self.ai is None:
-            await pane.show_notice(NOT_WIRED)
-            return
-        subject = {"pid": None if name else pid, "process_name": name, "duration": self.view_state.window}
+        return name, pid
+
+    async def action_explain(self) -> None:
+        name, pid = self._explain_subject()
+        window = self.view_state.window
+        subject = {"pid": None if name else pid, "process_name": name, "duration": window}
         who = Subject(pid=subject["pid"], process_name=name).label
+        gateway, explain = self.gateway, self.ai.explain
+        self.start_insight(("explain", name, subject["pid"], window), f"explaining {who} over {window_label(window)}",
+                           "AI explanation failed", lambda: explain(gateway, subject))
+
+    def action_ask(self) -> None:
+        bar = self.query_one("#question-bar", Input)
+        bar.display = True
+        bar.focus()
+
+    @on(Input.Submitted, "#question-bar")
+    async def _question_submitted(self, event: Input.Submitted) -> None:
+        question = event.value.strip()
+        if not question:
+            return
+        event.input.value = ""
+        event.input.display = False
+        self._focus_active_table()
+        await self.ask(question, self._question_context())
+
+    def _question_context(self) -> dict[str, Any]:
+        """What the user is looking at, sent with a free-form question as data."""
+        context: dict[str, Any] = {"duration": self.view_state.window, "view": self.view_state.view}
+        scope = self.focus_subject or self.filter_subject
+        if scope is not None:
+            context["focus"] = scope.as_arguments()
+        name, pid = self._selected_process()
+        if name is not None or pid is not None:
+            context["selected_process"] = {k: v for k, v in (("process_name", name), ("pid", pid)) if v is not None}
+        return context
+
+    async def ask(self, question: str, context: dict[str, Any] | None) -> None:
+        """Stream the answer to a free-form question into the AI pane (the model may call the data tools)."""
+        if self.ai.ask is None:
+            await self._unavailable()
+            return
+        gateway, ask = self.gateway, self.ai.ask
+        self.start_insight(("ask", question, json.dumps(context, sort_keys=True, default=str)),
+                           f"asking: {clean(question, 80)}", "AI answer failed",
+                           lambda: ask(gateway, question, context))
+
+    async def summarize(self, summary_text: str) -> None:
+        """Stream insights into a summary text (the command bar's ``insights "..."``) into the AI pane."""
+        if self.ai.summarize is None:
+            await self._unavailable()
+            return
+        summarize = self.ai.summarize
+        self.start_insight(("insights", summary_text), f"insights into: {clean(summary_text, 80)}",
+                           "AI insights failed", lambda: summarize(summary_text))
+
+    async def _unavailable(self) -> None:
+        pane = self.insights
+        pane.display = True
+        self._cancel_insight_worker()
+        await pane.show_notice(self.ai.unavailable)
+
+    def start_insight(self, key: tuple[object, ...], title: str, failure_title: str,
+                      produce: Callable[[], AsyncIterator[InsightItem]]) -> None:
+        """Run ``produce`` in the insights worker, streaming into the pane; replaces a running request.
+
+        The same request again while it is still streaming is ignored (esc cancels it).
+        """
+        pane = self.insights
+        pane.display = True
+        worker = self._insight_worker
+        if worker is not None and not worker.is_finished and key == self._insight_key and pane.pending:
+            self.notify(f"Still {title}: esc cancels it.", markup=False)
+            return
         self._insight_requests += 1
-        self._explain(self._insight_requests, subject, f"explaining {who} over {window_label(self.view_state.window)}")
+        request_id = self._insight_requests
+        self._insight_key = key
+        pane.expect(request_id)
+        self._insight_worker = self._stream_insight(request_id, title, failure_title, produce)
+
+    def _cancel_insight_worker(self) -> None:
+        self.workers.cancel_group(self, "insights")
+        self._insight_worker = None
+        self._insight_key = None
+
+    async def cancel_insight(self) -> None:
+        """Stop the streaming answer: cancel the worker (which hangs up on the server); the text so far stays."""
+        self._cancel_insight_worker()
+        await self.insights.cancel()
 
     @work(group="insights", exclusive=True, exit_on_error=False)
-    async def _explain(self, request_id: int, subject: dict[str, Any], title: str) -> None:
-        assert self.ai is not None
+    async def _stream_insight(self, request_id: int, title: str, failure_title: str,
+                              produce: Callable[[], AsyncIterator[InsightItem]]) -> None:
         pane = self.insights
         pane.post_message(InsightStarted(request_id, title))
+        model: str | None = None
+        items = produce()
         try:
-            async for item in self.ai.explain(subject):
-                if isinstance(item, InsightNote):
+            async for item in items:
+                if isinstance(item, str | TextDelta):
+                    pane.post_message(InsightChunk(request_id, item if isinstance(item, str) else item.text))
+                elif isinstance(item, InsightNote):
                     pane.post_message(InsightNoteMessage(request_id, item.text))
-                else:
-                    pane.post_message(InsightChunk(request_id, str(item)))
+                elif isinstance(item, ToolCallStarted):
+                    pane.post_message(InsightToolCall(request_id, format_call(item.name, item.arguments)))
+                elif isinstance(item, ToolCallFinished):
+                    pane.post_message(InsightToolDone(request_id, item.is_error, item.summary))
+                elif isinstance(item, Finished):
+                    model = item.model
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the pane shows it; the dashboard keeps running
-            log.warning("AI explanation failed: %s", exc, exc_info=not isinstance(exc, NetspyError))
-            pane.post_message(InsightFailed(request_id, str(exc) if isinstance(exc, NetspyError)
-                                            else f"{type(exc).__name__}: {first_line(exc)}"))
+            log.warning("%s: %s", failure_title, exc, exc_info=not isinstance(exc, NetspyError))
+            error = str(exc) if isinstance(exc, NetspyError) else f"{type(exc).__name__}: {first_line(exc)}"
+            partial = exc.partial_text if isinstance(exc, AIStreamError) else ""
+            pane.post_message(InsightFailed(request_id, error, title=failure_title, partial_text=partial))
             return
-        pane.post_message(InsightFinished(request_id))
-
-    @on(InsightFailed)
-    def _insight_failed(self, message: InsightFailed) -> None:
-        self.notify(clean(message.error, 200), title="AI explanation failed", severity="error", markup=False)
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        pane.post_message(InsightFinished(request_id, model))
 
     # --- command bar ---------------------------------------------------------------------
 
@@ -437,16 +538,16 @@ class DashboardScreen(Screen[None]):
         bar.focus()
 
     @on(Input.Submitted, "#command-bar")
-    def _command_submitted(self, event: Input.Submitted) -> None:
+    async def _command_submitted(self, event: Input.Submitted) -> None:
         bar = self.query_one("#command-bar", CommandInput)
         line = event.value.strip()
         if not line:
             return
         bar.remember(line)
         bar.value = ""
-        self.run_command(line)
+        await self.run_command(line)
 
-    def run_command(self, line: str) -> None:
+    async def run_command(self, line: str) -> None:
         result = self.query_one("#result", ResultPanel)
         try:
             parsed = parse_command(line)
@@ -457,6 +558,13 @@ class DashboardScreen(Screen[None]):
             self.app.exit(0)
         elif parsed.action == "help":
             result.show(line, help_text(), is_error=False)
+        elif parsed.tool == "ai_insights":  # AI answers stream into the AI pane
+            await self.summarize(str(parsed.arguments["summary_text"]))
+        elif parsed.tool == "contextual_analysis":
+            args = parsed.arguments
+            context = {k: v for k, v in (("pid", args.get("pid")), ("process_name", args.get("process_name")),
+                                         ("duration", self.view_state.window)) if v is not None}
+            await self.ask(str(args["query"]), context)
         else:
             result.show(line, "running…", is_error=False)
             self._run_tool(line, parsed.tool, parsed.arguments)

@@ -1,14 +1,22 @@
 """The AI pane: a Markdown answer streamed through ``MarkdownStream`` in an anchored scroll.
 
-The pane shows its own state (Started / Streaming / Finished / Failed) and never raises: a
-failure keeps the text received so far and names the error. It only reacts to messages
-(posted by the screen's ``insights`` worker); a message from a superseded request is ignored.
+The pane shows its own state (Started / Streaming / Finished / Failed / Cancelled) in one line
+above the answer, and which engine answers in its title. It never raises: a failure keeps the text
+received so far and names the error in that line. It only reacts to messages (posted by the
+screen's ``insights`` worker) for the request the screen announced last with :meth:`expect`;
+anything else is a superseded or cancelled request's leftover and is ignored.
+
+Model output is untrusted. It is rendered as Markdown (no Textual markup is ever parsed from it),
+with control characters made visible (:func:`safe_fragment`), raw HTML shown as text, and links
+never opened: clicking one only copies it and says so.
 """
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
+from markdown_it import MarkdownIt
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -16,14 +24,42 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Markdown
 from textual.widgets.markdown import MarkdownStream
 
+from netspy_tui.ai.rules import code
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.messages import (
     InsightChunk,
     InsightFailed,
     InsightFinished,
+    InsightMessage,
     InsightNoteMessage,
     InsightStarted,
+    InsightToolCall,
+    InsightToolDone,
 )
+
+IDLE_TEXT = "a explains the selected process · A asks a question"
+
+#: ``Finished.model`` of the local rule-based explainer (see ``ai_bridge.stream_process_explanation``).
+RULES_MODEL = "rules"
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~&])")
+
+
+def safe_fragment(text: str) -> str:
+    """A fragment of model output, inert: carriage returns dropped, every other control character
+    (C0, C1, escape sequences, bidi overrides) turned into a visible ``\\xNN`` escape; newlines and
+    tabs kept so the Markdown structure survives."""
+    return clean(text.replace("\r", ""), None, keep_newlines=True)
+
+
+def md_escape(text: str) -> str:
+    """Untrusted one-line text as literal Markdown (every Markdown punctuation backslash-escaped)."""
+    return _MD_SPECIAL.sub(r"\\\1", clean(text, 300))
+
+
+def _parser() -> MarkdownIt:
+    """Textual's default "gfm-like" Markdown, but raw HTML is shown as text rather than dropped."""
+    return MarkdownIt("gfm-like", {"html": False})
 
 
 class InsightsPane(Vertical):
@@ -33,81 +69,183 @@ class InsightsPane(Vertical):
     def __init__(self, *, label: str = "AI", id: str | None = None) -> None:
         super().__init__(id=id)
         self.label = label
-        self.request_id = 0
+        self.request_id: int | None = None
+        """The request whose messages are shown; None: none (idle, cancelled or a notice)."""
         self.state = "idle"
-        """idle, started, streaming, finished, failed or notice."""
+        """idle, started, streaming, finished, failed, cancelled or notice."""
+        self.state_text = ""
+        """The state line as shown (cleaned)."""
         self.answer = ""
-        """The answer text received so far (cleaned)."""
+        """The model's answer received so far (sanitised), without the tool-call lines."""
+        self.document = ""
+        """Everything written to the Markdown view: the answer with the tool-call lines between."""
+        self.tool_lines: list[str] = []
+        """Each tool call as shown, e.g. ``→ list_connections({"pid": 42}) ✓ 3 events``."""
+        self.model: str | None = None
+        """Who answered the last finished request (the server's model name, or "rules")."""
         self._stream: MarkdownStream | None = None
+        self._chunks = 0
 
     def compose(self) -> ComposeResult:
         yield Label(id="insight-state")
         with VerticalScroll(id="insight-scroll"):
-            yield Markdown(id="insight-md")
+            yield Markdown(id="insight-md", open_links=False, parser_factory=_parser)
 
     def on_mount(self) -> None:
-        self.border_title = self.label
-        self._set_state("idle", "Select a process and press a to explain it.")
+        self.set_label(self.label)
+        self._set_state("idle", IDLE_TEXT)
+
+    @property
+    def markdown(self) -> Markdown:
+        return self.query_one("#insight-md", Markdown)
 
     @property
     def streaming(self) -> bool:
         return self.state in ("started", "streaming")
 
-    def _set_state(self, state: str, text: str) -> None:
+    def set_label(self, label: str) -> None:
+        """Which engine answers (e.g. ``gpt-5-mini at http://127.0.0.1:8000/v1 (key set)``)."""
+        self.label = label
+        self.border_title = Text(f"AI · {clean(label, 100)}")
+
+    def _set_state(self, state: str, text: str, subtitle: str = "") -> None:
         self.state = state
+        self.state_text = clean(text, 400)
         style = {"started": "busy", "streaming": "busy", "finished": "done", "failed": "failed"}.get(state, "dim")
         self.query_one("#insight-state", Label).update(
-            Text(clean(text, 300), style=self.get_component_rich_style(f"insights--{style}", partial=True)))
+            Text(self.state_text, style=self.get_component_rich_style(f"insights--{style}", partial=True)))
+        self.border_subtitle = Text(clean(subtitle, 80)) if subtitle else ""
 
     async def _stop_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.stop()
 
-    async def show_notice(self, text: str) -> None:
-        """A plain message from the dashboard itself (not model output)."""
+    async def _write(self, fragment: str) -> None:
+        if self._stream is None or not fragment:
+            return
+        self.document += fragment
+        await self._stream.write(fragment)
+
+    def _current(self, message: InsightMessage) -> bool:
+        return message.request_id == self.request_id
+
+    # --- driven by the screen -----------------------------------------------------------
+
+    def expect(self, request_id: int) -> None:
+        """The screen started request ``request_id``: from now on only its messages are shown."""
+        self.request_id = request_id
+
+    @property
+    def pending(self) -> bool:
+        """A request was announced and has not finished, failed or been cancelled yet."""
+        return self.request_id is not None
+
+    async def cancel(self) -> None:
+        """Stop showing the current request (the screen cancels its worker); the text so far stays."""
+        if self.request_id is None:
+            return
+        self.request_id = None
         await self._stop_stream()
-        self.request_id += 1
-        self.answer = ""
-        await self.query_one("#insight-md", Markdown).update("")
+        kept = "; the text so far is kept" if self.answer else ""
+        self._set_state("cancelled", f"Cancelled{kept}.")
+
+    async def show_notice(self, text: str) -> None:
+        """A plain message from the dashboard itself (not model output); clears the answer."""
+        self.request_id = None
+        await self._stop_stream()
+        self.answer = self.document = ""
+        self.tool_lines = []
+        await self.markdown.update("")
         self._set_state("notice", text)
+
+    # --- messages from the insights worker ------------------------------------------------
 
     @on(InsightStarted)
     async def _started(self, message: InsightStarted) -> None:
+        if not self._current(message):
+            return
         await self._stop_stream()
-        self.request_id = message.request_id
-        self.answer = ""
-        markdown = self.query_one("#insight-md", Markdown)
-        await markdown.update("")
-        self._stream = Markdown.get_stream(markdown)
+        self.answer = self.document = ""
+        self.tool_lines = []
+        self.model = None
+        self._chunks = 0
+        await self.markdown.update("")
+        self._stream = Markdown.get_stream(self.markdown)
         self.query_one("#insight-scroll", VerticalScroll).anchor()
-        self._set_state("started", f"Started: {message.title}")
+        self._set_state("started", f"Started: {message.title}", "streaming · esc cancels")
 
     @on(InsightChunk)
     async def _chunk(self, message: InsightChunk) -> None:
-        if message.request_id != self.request_id or self._stream is None:
+        if not self._current(message) or self._stream is None:
             return
-        fragment = clean(message.text, None, keep_newlines=True)
+        fragment = safe_fragment(message.text)
         self.answer += fragment
-        if self.state == "started":
-            self._set_state("streaming", "Streaming…")
-        await self._stream.write(fragment)
+        self._chunks += 1
+        if self.state == "started" or self.state_text.startswith("calling "):
+            self._set_state("streaming", "Streaming… (esc cancels)", "streaming · esc cancels")
+        await self._write(fragment)
 
     @on(InsightNoteMessage)
     def _note(self, message: InsightNoteMessage) -> None:
-        if message.request_id == self.request_id and self.streaming:
-            self._set_state("streaming", message.text)
+        if self._current(message) and self.streaming:
+            self._set_state(self.state, message.text, "streaming · esc cancels")
+
+    @on(InsightToolCall)
+    async def _tool_call(self, message: InsightToolCall) -> None:
+        if not self._current(message) or self._stream is None:
+            return
+        doc = self.document
+        gap = "" if not doc or doc.endswith("\n\n") else ("\n" if doc.endswith("\n") else "\n\n")
+        self.tool_lines.append(f"→ {clean(message.call, 200)}")
+        await self._write(f"{gap}→ {code(message.call, 200)}")
+        self._set_state("streaming", f"calling {message.call.split('(', 1)[0]}…", "streaming · esc cancels")
+
+    @on(InsightToolDone)
+    async def _tool_done(self, message: InsightToolDone) -> None:
+        if not self._current(message) or self._stream is None or not self.tool_lines:
+            return
+        mark = "✗" if message.is_error else "✓"
+        self.tool_lines[-1] += f" {mark} {clean(message.summary, 160)}"
+        await self._write(f" {mark} {md_escape(clean(message.summary, 160))}\n\n")
 
     @on(InsightFinished)
     async def _finished(self, message: InsightFinished) -> None:
-        if message.request_id != self.request_id:
+        if not self._current(message):
             return
         await self._stop_stream()
-        self._set_state("finished", "Finished." if self.answer else "Finished (the answer was empty).")
+        self.request_id = None
+        self.model = message.model
+        if message.model == RULES_MODEL:
+            who = "local rules (no AI model configured)"
+        else:
+            who = f"answered by {clean(message.model or self.label, 80)}"
+        text = f"Finished · {who}." if self.answer else f"Finished (the answer was empty) · {who}."
+        self._set_state("finished", text)
+        if self._chunks == 1:  # arrived whole (the local rules): a document to read from the top
+            scroll = self.query_one("#insight-scroll", VerticalScroll)
+            scroll.anchor(False)
+            scroll.call_after_refresh(scroll.scroll_home, animate=False)
 
     @on(InsightFailed)
     async def _failed(self, message: InsightFailed) -> None:
-        if message.request_id != self.request_id:
+        message.stop()
+        if not self._current(message):
             return
+        if message.partial_text and not self.answer:  # text the pane never got: keep it all the same
+            fragment = safe_fragment(message.partial_text)
+            self.answer += fragment
+            await self._write(fragment)
         await self._stop_stream()
+        self.request_id = None
         self._set_state("failed", f"Failed: {message.error}")
+        self.notify(clean(message.error, 400), title=message.title, severity="error", markup=False)
+
+    @on(Markdown.LinkClicked)
+    def _link_clicked(self, event: Markdown.LinkClicked) -> None:
+        """Links in model output are never opened: copy the address and say so."""
+        event.stop()
+        href = clean(event.href, 300)
+        self.app.copy_to_clipboard(event.href)
+        self.notify(f"Not opened (links in AI answers are untrusted); copied to the clipboard: {href}",
+                    title="Link", markup=False)
