@@ -155,7 +155,10 @@ class TelemetryServer(MCPServer[ToolContext]):
 
 
 def _result(model: BaseModel, text: str) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=text)],
+    """Readable text plus structured content. The text is cleaned once more as it leaves the server:
+    whatever a description forgot to escape (a server's free-text field), no escape sequence reaches a
+    client's terminal or a model's context. The structured content keeps the exact values."""
+    return CallToolResult(content=[TextContent(type="text", text=clean(text, None, keep_newlines=True))],
                           structured_content=model.model_dump(mode="json"))
 
 
