@@ -718,3 +718,26 @@ def test_vectorised_wall_clock_equals_the_exact_integer_conversion() -> None:
     fast = clock.walls_array(ts)
     assert fast == clock.walls(ts.tolist())
     assert all(t.tzinfo is UTC for t in fast[:100])
+
+
+def test_events_sharing_a_template_keep_their_own_values() -> None:
+    d = Decoder({3: "NO_SOCKET"}, STATES)
+    drop = {"kind": P.KIND_DROP, "code": 3, "flags": P.F_L3 | P.F_PORT, "protocol": 17}
+    rows = _records(
+        _connect(10_000, 0, P.F_SOCKINFO, code=-111),
+        _connect(20_000, 0, P.F_SOCKINFO, code=-111),
+        {**drop, "ts": 30_000, "length": 9, "size": 29},
+        {**drop, "ts": 40_000, "length": 99, "size": 119},
+    )
+    rows["socktype"], rows["protocol"][:2] = 1, 6
+    rows[1]["pid"] = 43
+    a, b, x, y = d.feed(rows, now_ns=0) + d.feed(rows[:0], now_ns=0)
+    assert (a.pid, a.timestamp, b.pid, b.timestamp) == (42, 10_000, 43, 20_000) and a.id != b.id
+    assert (b.time - a.time).microseconds == 10
+    assert a.destination == b.destination == "10.0.0.1:443" and a.raw_ipv6 == b.raw_ipv6
+    assert a.raw_ipv6 is not b.raw_ipv6  # no mutable value shared between events
+    assert (x.skb_length, x.packet_size_bytes, y.skb_length, y.packet_size_bytes) == (9, 29, 99, 119)
+    assert x.drop_reason == y.drop_reason == "NO_SOCKET" and x.id != y.id
+    # a template is a copy: the next batch with the same key is not affected by earlier events
+    (again,) = d.feed(rows[:1], now_ns=0)
+    assert (again.pid, again.outcome, again.command) == (42, "refused", "curl")
