@@ -34,6 +34,8 @@ STATUS_EVERY = 5
 PROCESS_LIMIT = 200
 #: Longest wait between retries while polls fail.
 MAX_BACKOFF = 30.0
+#: With no new events, the summaries (which only age) are re-read every this many polls.
+IDLE_SUMMARY_EVERY = 5
 
 E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 
@@ -117,6 +119,7 @@ class Poller:
         self._drops: _Window[PacketDropEvent] = _Window(self._max_rows)
         self._summaries: tuple[ProcessList, PatternAnalysis, PatternAnalysis] | None = None
         self._tick = 0
+        self._idle_ticks = 0
         self._summary_every = 1
 
     @property
@@ -151,15 +154,19 @@ class Poller:
         started = time.perf_counter()
         if self._status is None or self._tick % STATUS_EVERY == 0:
             self._status = await gw.status()
-        conn_page = await gw.connections(subject.pid, subject.process_name, self._max_events, self._conns.since())
-        drop_page = await gw.drops(subject.pid, subject.process_name, self._max_events, self._drops.since())
         fetched_since = self._conns.newest is not None
-        new = self._conns.add(list(conn_page.events))
-        self._drops.add(list(drop_page.events))
-        skipped = 0
-        if fetched_since and conn_page.truncated:
-            skipped = conn_page.total_count - conn_page.returned
-        if self._summaries is None or self._tick % self._summary_every == 0:
+        new, skipped = await self._fetch_connections(subject)
+        drop_page = await gw.drops(subject.pid, subject.process_name, self._max_events, self._drops.since())
+        new_drops = self._drops.add(list(drop_page.events))
+        if not fetched_since:
+            skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
+        if new or new_drops:
+            self._idle_ticks = 0
+        else:
+            self._idle_ticks += 1
+        due = self._tick % self._summary_every == 0 and (self._idle_ticks == 0 or
+                                                          self._idle_ticks % IDLE_SUMMARY_EVERY == 0)
+        if self._summaries is None or due:
             s0 = time.perf_counter()
             patterns = await gw.patterns(subject.pid, subject.process_name, cfg.window)
             if subject.is_all:
@@ -192,6 +199,25 @@ class Poller:
             new_connections=new,
             burst_skipped=skipped,
         )
+
+    async def _fetch_connections(self, subject: Subject) -> tuple[int, int]:
+        """New connections since the newest seen, paging backward with ``until`` through a burst
+        (up to ``max_rows`` events); returns (added, events left unfetched)."""
+        since = self._conns.since()
+        until: str | None = None
+        pages: dict[str, ConnectionEvent] = {}
+        while True:
+            page = await self.gateway.connections(subject.pid, subject.process_name, self._max_events, since, until)
+            before = len(pages)
+            for event in page.events:
+                pages.setdefault(event_key(event), event)
+            grew = len(pages) > before
+            if not page.truncated or not grew or len(pages) >= self._max_rows or since is None:
+                left = max(0, page.total_count - page.returned) if page.truncated else 0
+                break
+            until = format_time(page.events[-1].time)
+        newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)
+        return self._conns.add(newest_first), left
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` or until :meth:`configure` wakes the loop."""

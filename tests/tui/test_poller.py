@@ -29,13 +29,19 @@ async def test_polls_are_incremental_bounded_and_report_bursts() -> None:
         again = await poller.poll()
         assert again.new_connections == 0 and again.connections == first.connections
 
-        source.add_events(burst(130, 20))  # more than max_events arrive between two polls
+        source.add_events(burst(130, 20))  # more than max_events arrive: paged backward with `until`
         snap = await poller.poll()
-        assert snap.new_connections == 100 and snap.burst_skipped == 30
+        assert snap.new_connections == 130 and snap.burst_skipped == 0
         assert len(snap.connections) == 120  # capped at max_rows, newest kept
         assert snap.connections[-1].time == max(e.time for e in snap.connections)
+        times = [e.time for e in snap.connections]
+        assert times == sorted(times)  # arrival order is time order across pages
 
-        clock.now = DEMO_NOW + timedelta(seconds=45)  # the older rows leave the window
+        source.add_events(burst(300, 10))  # more than max_rows: the rest is reported, not silently lost
+        snap = await poller.poll()
+        assert snap.new_connections >= 120 and snap.new_connections + snap.burst_skipped == 300
+
+        clock.now = DEMO_NOW + timedelta(seconds=55)  # the older rows leave the window
         later = await poller.poll()
         assert all(e.time > clock.now - timedelta(seconds=60) for e in later.connections)
         assert len(later.connections) < 120
