@@ -13,7 +13,10 @@ procfs sampling) and :func:`open_history` (a store file read back, no collector)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -230,10 +233,42 @@ class EmbeddedSource:
             await asyncio.to_thread(self.store.close)
 
 
+def _scratch_db() -> Path:
+    """A private SQLite file for a session without ``--db``, removed on exit.
+
+    A file rather than ``:memory:``: with a million events the in-memory database held ~880 MB
+    resident against ~124 MB for a file (bench/README.md), and the page cache can give it back.
+    """
+    fd, name = tempfile.mkstemp(prefix="netspy-tui-", suffix=".sqlite3")
+    os.close(fd)
+    os.unlink(name)  # the store creates it; mkstemp only reserved a private name
+    return Path(name)
+
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
+
+
 @asynccontextmanager
 async def open_embedded(settings: Settings) -> AsyncIterator[EmbeddedSource]:
-    """The collector the settings ask for (``auto``: eBPF, else procfs), its store, closed on exit."""
-    store = await asyncio.to_thread(EventStore, settings.db, retention_seconds=settings.retention)
+    """The collector the settings ask for (``auto``: eBPF, else procfs), its store, closed on exit.
+
+    Without ``--db`` the store is a scratch file in the temp directory, deleted on exit.
+    """
+    scratch = _scratch_db() if settings.db is None else None
+    try:
+        async with _open_embedded(settings, settings.db or scratch) as source:
+            yield source
+    finally:
+        if scratch is not None:
+            _remove_db(scratch)
+
+
+@asynccontextmanager
+async def _open_embedded(settings: Settings, db: Path | None) -> AsyncIterator[EmbeddedSource]:
+    store = await asyncio.to_thread(EventStore, db, retention_seconds=settings.retention)
     kind: CollectorKind = "replay" if settings.replay is not None else settings.collector
     try:
         source = await EmbeddedSource.launch(
