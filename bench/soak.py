@@ -98,18 +98,20 @@ class SyntheticCollector(Collector):
 
     def _run(self, sink: Sink) -> None:
         started = time.monotonic()
-        due = 0.0
+        tick = 0
         while not self._stop.is_set():
-            target = int(self.rate * (time.monotonic() - started + self.tick))
+            tick += 1
+            target = int(self.rate * tick * self.tick)  # every event due by the end of this tick
             batch = [self._event() for _ in range(max(0, target - self.stats.events))]
             if batch:
                 sink(batch)
                 self.stats.events += len(batch)
-            due += self.tick
-            late = time.monotonic() - started - due
-            self.behind_seconds = max(self.behind_seconds, late)
-            if late < 0:
-                self._stop.wait(-late)
+            elapsed = time.monotonic() - started
+            # how long ago the last event handed over was due (0 while on schedule)
+            self.behind_seconds = max(self.behind_seconds, elapsed - self.stats.events / self.rate)
+            wait = tick * self.tick - elapsed
+            if wait > 0:
+                self._stop.wait(wait)
 
     def stop(self) -> None:
         self._stop.set()
