@@ -40,7 +40,7 @@ def connection_line(e: ConnectionEvent) -> str:
     rc = "" if e.return_code == 0 else f" rc={errno_name(e.return_code)}"
     proto = clean(e.protocol or "?", 16) + ("?" if e.protocol_inferred else "")
     return (f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15} -> {dest:<28} "
-            f"{proto:<5} {e.effective_outcome}{rc}")
+            f"{proto:<5} {clean(e.effective_outcome, 16)}{rc}")
 
 
 def drop_line(e: PacketDropEvent) -> str:

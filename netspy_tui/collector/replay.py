@@ -83,6 +83,10 @@ def iter_recording(path: Path) -> Iterator[tuple[int, AnyEvent]]:
                 raise _line_error(path, lineno, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             except json.JSONDecodeError as exc:
                 raise _line_error(path, lineno, f"bad JSON ({exc.msg} at column {exc.colno})") from None
+            except RecursionError:
+                raise _line_error(path, lineno, "bad JSON (nested too deeply to be an event)") from None
+            except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+                raise _line_error(path, lineno, f"bad JSON ({str(exc).splitlines()[0][:80]})") from None
             if not isinstance(data, dict):
                 raise _line_error(path, lineno, f"expected an event object, got {type(data).__name__}")
             if "time" not in data:

@@ -34,6 +34,9 @@ STATUS_EVERY = 5
 PROCESS_LIMIT = 200
 #: Longest wait between retries while polls fail.
 MAX_BACKOFF = 30.0
+#: Incremental polls ask for events newer than (newest seen - this): an event stamped earlier that
+#: reaches the server late (per-CPU buffers, an aggregator's agents) is still fetched; ids de-duplicate.
+OVERLAP = timedelta(seconds=2)
 #: With no new events, the summaries (which only age) are re-read every this many polls.
 IDLE_SUMMARY_EVERY = 5
 
@@ -67,7 +70,14 @@ class _Window(Generic[E]):
         self.newest: datetime | None = None
 
     def since(self) -> str | None:
-        return format_time(self.newest) if self.newest is not None else None
+        return format_time(self.newest - OVERLAP) if self.newest is not None else None
+
+    def known_after(self, since: str | None) -> int:
+        """How many events already held are newer than ``since`` (the overlap a poll re-reads)."""
+        if since is None or self.newest is None:
+            return 0
+        cutoff = self.newest - OVERLAP
+        return sum(1 for event in self.events.values() if event.time > cutoff)
 
     def add(self, newest_first: list[E]) -> int:
         added = 0
@@ -213,7 +223,11 @@ class Poller:
                 pages.setdefault(event_key(event), event)
             grew = len(pages) > before
             if not page.truncated or not grew or len(pages) >= self._max_rows or since is None:
-                left = max(0, page.total_count - page.returned) if page.truncated else 0
+                left = 0
+                if page.truncated:
+                    known_unreturned = self._conns.known_after(since) - sum(
+                        1 for key in pages if key in self._conns.events)
+                    left = max(0, page.total_count - page.returned - max(0, known_unreturned))
                 break
             until = format_time(page.events[-1].time)
         newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)

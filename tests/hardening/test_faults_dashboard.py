@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 from textual.pilot import Pilot
 
 from netspy_tui.mcp_tools.gateway import open_gateway
@@ -142,9 +141,6 @@ async def test_slow_server_past_the_read_timeout_keeps_the_ui_responsive() -> No
             assert "stale" not in status(app)
 
 
-@pytest.mark.xfail(strict=True, reason="tui/poller.py polls with since=<newest time seen> (exclusive): an event "
-                   "stamped at or before it that reaches the server later is never fetched; fix: poll since "
-                   "newest - 2 s (ids already de-duplicate), see the hardening report")
 async def test_late_events_at_or_before_the_newest_seen_time_are_not_lost() -> None:
     """An event stamped at (or just before) the newest time already shown, that reaches the server a
     moment later (per-CPU buffers, an aggregator's agents), must still appear."""

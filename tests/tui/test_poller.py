@@ -39,7 +39,9 @@ async def test_polls_are_incremental_bounded_and_report_bursts() -> None:
 
         source.add_events(burst(300, 10))  # more than max_rows: the rest is reported, not silently lost
         snap = await poller.poll()
-        assert snap.new_connections >= 120 and snap.new_connections + snap.burst_skipped == 300
+        # The unfetched rest is reported (exact up to the 10 older rows max_rows had already trimmed,
+        # which the 2 s re-read overlap cannot tell from new ones).
+        assert snap.new_connections >= 120 and 300 <= snap.new_connections + snap.burst_skipped <= 310
 
         clock.now = DEMO_NOW + timedelta(seconds=55)  # the older rows leave the window
         later = await poller.poll()
