@@ -79,13 +79,17 @@ async def test_rows_appear_then_only_new_rows_are_added(source: MemorySource, cl
         before = dict(table.rows)
         first_polls = len(returned)
         await wait_for(pilot, lambda: len(returned) >= first_polls + 2, "two more polls")
-        assert returned[first_polls:] and set(returned[first_polls:]) == {0}  # nothing new, nothing fetched
+        # Nothing new: each poll re-reads only the short overlap before the newest event (late arrivals), never
+        # the window.
+        overlap = set(returned[first_polls:])
+        assert len(overlap) == 1 and next(iter(overlap)) < 10
+        (overlap_rows,) = overlap
 
         fresh = [connection(pid=4211, command="curl", ip="1.1.1.1", port=443, time=DEMO_NOW - timedelta(seconds=s),
                             outcome="ok") for s in (0.03, 0.02, 0.01)]
         source.add_events(fresh)
         await wait_for(pilot, lambda: table.row_count == len(before) + 3, "three new rows")
-        assert max(returned[first_polls:]) == 3  # the poll asked only for what was new
+        assert max(returned[first_polls:]) <= overlap_rows + 3  # the poll asked only for what was new (+ overlap)
         for key, row in before.items():
             assert table.rows[key] is row  # old rows untouched: a diff, not a rebuild
         assert [e.id for e in rows(app)[-3:]] == [e.id for e in fresh]
