@@ -18,22 +18,12 @@ from pydantic import ValidationError
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError, UsageError
+from netspy_tui.mcp_tools import ALL_TOOLS
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger("netspy_tui")
 
-TOOLS = (
-    "get_network_summary",
-    "list_connections",
-    "analyze_patterns",
-    "get_packet_drop_summary",
-    "list_packet_drops",
-    "analyze_packet_drops",
-    "list_processes",
-    "server_status",
-    "ai_insights",
-    "contextual_analysis",
-)
+TOOLS = ALL_TOOLS
 COMMANDS = ("tui", "repl", "mcp", "serve")
 
 

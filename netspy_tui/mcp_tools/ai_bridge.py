@@ -27,6 +27,7 @@ from netspy_tui.ai import (
 )
 from netspy_tui.ai.settings import NOT_CONFIGURED_HINT
 from netspy_tui.errors import AIError, NetspyError
+from netspy_tui.mcp_tools import DATA_TOOLS
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
 from netspy_tui.mcp_tools.schemas import Insight
 from netspy_tui.mcp_tools.server import InsightHook
@@ -35,17 +36,6 @@ from netspy_tui.telemetry.source import TelemetrySource
 if TYPE_CHECKING:
     from netspy_tui.tui.hooks import AIHooks, InsightItem
 
-#: Tools that only read telemetry: the ones a model may call.
-DATA_TOOLS = (
-    "get_network_summary",
-    "list_connections",
-    "analyze_patterns",
-    "get_packet_drop_summary",
-    "list_packet_drops",
-    "analyze_packet_drops",
-    "list_processes",
-    "server_status",
-)
 
 #: The dashboard's label for the local rule-based explainer.
 RULES_LABEL = "rules (no AI configured)"

@@ -1,0 +1,19 @@
+"""The MCP side: the ``network-telemetry`` server, the app's client (gateway) and the AI bridge.
+
+Tool names live here (no heavy imports) so the CLI can list them without importing the SDK.
+"""
+
+#: Tools that only read telemetry: the ones an AI model may call.
+DATA_TOOLS = (
+    "get_network_summary",
+    "list_connections",
+    "analyze_patterns",
+    "get_packet_drop_summary",
+    "list_packet_drops",
+    "analyze_packet_drops",
+    "list_processes",
+    "server_status",
+)
+#: Tools that ask an AI model.
+AI_TOOLS = ("ai_insights", "contextual_analysis")
+ALL_TOOLS = DATA_TOOLS + AI_TOOLS
