@@ -4,8 +4,8 @@ One row per event. The columns the tools filter and group on are stored pre-comp
 time as integer nanoseconds, kind, pid, command, destination, port, protocol, the effective
 outcome or drop reason, the failure flag) next to the event's full JSON, so :meth:`EventStore.query`
 returns events exactly as they were ingested, extension fields included, and
-:meth:`EventStore.stats` computes :class:`~netspy_tui.models.WindowStats` with ``GROUP BY`` — the
-same figures as :func:`netspy_tui.analysis.aggregate.aggregate` over the same events.
+:meth:`EventStore.stats` computes :class:`~netspy_tui.models.WindowStats` — the same figures as
+:func:`netspy_tui.analysis.aggregate.aggregate` over the same events.
 
 Threads: the collector thread writes (:meth:`EventStore.add_events` is the collector sink, one
 transaction per batch); readers run on any thread (``asyncio.to_thread``). A file store uses one
@@ -13,9 +13,10 @@ write connection and a small pool of read connections (WAL lets reads run while 
 an in-memory store has a single connection behind a lock.
 
 Costs: a page of events (``query``) reads only the rows it returns, through the index that
-matches its filter; ``count`` and ``stats`` scan the events inside their window (``stats`` runs
-a handful of ``GROUP BY`` passes), so their time grows with the number of events in the window,
-not with the size of the store.
+matches its filter. ``stats`` and ``count`` keep the tallies of recently asked windows
+(:mod:`netspy_tui.store.window`): the first call for a window reads every event in it (about
+4 us an event for ``stats``), a repeated one (the dashboard polls every second) reads only the
+events that entered or left it since, plus a few index seeks. Ingest pays nothing for this.
 """
 
 from __future__ import annotations
@@ -35,25 +36,24 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, PROCESS_LIMIT, AnyEvent, bucket_layout
+from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, AnyEvent
 from netspy_tui.errors import NetspyError
 from netspy_tui.models import (
     ConnectionEvent,
-    Counted,
     Event,
     EventKind,
     EventPage,
     PacketDropEvent,
-    ProcessStat,
     WindowStats,
     utcnow,
 )
+from netspy_tui.store.window import KIND_CODE, PRUNE_RECORDS, PruneRecord, Subject, WindowCache
 from netspy_tui.telemetry.source import EventQuery
 
 logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_KIND_CODE: dict[str, int] = {"connection": 0, "packet_drop": 1}
+_KIND_CODE = KIND_CODE
 _EVENT_JSON: TypeAdapter[ConnectionEvent | PacketDropEvent] = TypeAdapter(Event)
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
@@ -96,6 +96,8 @@ CREATE TRIGGER IF NOT EXISTS events_delete_body AFTER DELETE ON events
 CREATE TABLE IF NOT EXISTS kind_counts (kind INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 INSERT OR IGNORE INTO kind_counts (kind, n) VALUES (0, 0), (1, 0);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- bumped by every prune that deletes rows (window tallies check it: see store/window.py)
+INSERT OR IGNORE INTO meta (key, value) VALUES ('prunes', '0');
 """
 
 _INSERT_EVENT = (
@@ -106,8 +108,6 @@ _INSERT_BODY = "INSERT INTO bodies (seq, json) VALUES (?, ?)"
 #: Errors that reject one row (a value SQLite cannot hold), not the whole batch.
 _ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError, sqlite3.IntegrityError)
 
-_DEST_KEY = "CASE WHEN destination = '' THEN 'unknown' ELSE destination END"
-_PROTO_KEY = "CASE WHEN protocol = '' THEN 'unknown' ELSE protocol END"
 
 
 class StoreError(NetspyError):
@@ -246,6 +246,9 @@ class EventStore:
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._since_prune = 0
         self._last_prune = time.monotonic()
+        # What each recent prune deleted, by serial (see store/window.py); written under the write lock.
+        self._prune_records: dict[int, PruneRecord] = {}
+        self._windows = WindowCache(self._count_subject, self._prune_records)
         self._writer = self._connect(writer=True)
         self._next_seq = 0 if readonly else self._max_seq() + 1
 
@@ -471,6 +474,13 @@ class EventStore:
                 return 0
             conn = self._writer
             removed = 0
+            record: PruneRecord = {}  # kind -> (rows deleted, highest t they can have)
+
+            def note(kind: int, n: int, highest: int) -> None:
+                before = record.get(kind, (0, highest))
+                record[kind] = (before[0] + n, max(before[1], highest))
+                conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
+
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 if cutoff is not None:
@@ -481,7 +491,7 @@ class EventStore:
                             (kind, cutoff, PRUNE_CHUNK - removed),
                         ).rowcount
                         if n > 0:
-                            conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
+                            note(kind, n, cutoff - 1)
                             removed += n
                 if self.max_rows is not None and removed < PRUNE_CHUNK:
                     total = conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0]
@@ -492,12 +502,21 @@ class EventStore:
                             "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)
                         ).fetchone()[0]
                         per_kind = conn.execute(
-                            "SELECT kind, count(*) FROM events WHERE seq <= ? GROUP BY kind", (boundary,)
+                            "SELECT kind, count(*), max(t) FROM events WHERE seq <= ? GROUP BY kind", (boundary,)
                         ).fetchall()
                         conn.execute("DELETE FROM events WHERE seq <= ?", (boundary,))
-                        for kind, n in per_kind:
-                            conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
+                        for kind, n, highest in per_kind:
+                            note(kind, n, highest)
                             removed += n
+                if removed:
+                    # Readers' window tallies learn of the deletion through this serial and the record.
+                    bumped = conn.execute(
+                        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'prunes' RETURNING value"
+                    ).fetchone()
+                    if bumped is not None:
+                        serial = int(bumped[0])
+                        self._prune_records[serial] = record  # before COMMIT: known before the serial is seen
+                        self._prune_records.pop(serial - PRUNE_RECORDS, None)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -540,15 +559,22 @@ class EventStore:
         window_seconds: float,
         now: datetime | None = None,
     ) -> int:
-        """Events of ``kind`` with ``now - window < time <= now``."""
+        """Events of ``kind`` with ``now - window < time <= now``.
+
+        Asked again for the same window, only what changed since is counted (see store/window.py).
+        """
         now = now or utcnow()
         since_ns, until_ns = time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
         with self._snapshot() as conn:
-            if pid is None and command is None:
-                return self._count_range(conn, _KIND_CODE[kind], since_ns, until_ns)
-            where, params, index = _where(kind, pid, command, since_ns, until_ns)
-            sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
-            return int(conn.execute(sql, params).fetchone()[0])
+            return self._windows.count(conn, Subject(kind, pid, command), window_seconds, since_ns, until_ns)
+
+    def _count_subject(self, conn: sqlite3.Connection, subject: Subject, since_ns: int, until_ns: int) -> int:
+        """Events of ``subject`` with ``since < t <= until``, counted from scratch."""
+        if subject.pid is None and subject.command is None:
+            return self._count_range(conn, subject.code, since_ns, until_ns)
+        where, params, index = _where(subject.kind, subject.pid, subject.command, since_ns, until_ns)
+        sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
+        return int(conn.execute(sql, params).fetchone()[0])
 
     @staticmethod
     def _count_range(conn: sqlite3.Connection, kind: int, since_ns: int | None, until_ns: int | None) -> int:
@@ -586,82 +612,17 @@ class EventStore:
         buckets: int = 60,
         now: datetime | None = None,
     ) -> WindowStats:
-        """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``, computed in SQL."""
+        """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``.
+
+        The first call for a window tallies every event in it; asked again (the dashboard polls),
+        only the events that left or entered the window since are read (see store/window.py).
+        """
         now = now or utcnow()
-        now_ns = time_to_ns(now)
-        where, params, index = _where(kind, pid, command, time_to_ns(now - timedelta(seconds=window_seconds)), now_ns)
-        source = f"events INDEXED BY {index} WHERE {where}"
-        size, count = bucket_layout(window_seconds, buckets)
-        top_n = max(0, top_n)
-        empty = WindowStats(
-            kind=kind,
-            window_seconds=window_seconds,
-            pid=pid,
-            command=command,
-            bucket_seconds=size,
-            rate_buckets=[0] * count,
-            until=now,
-        )
-
-        def top(conn: sqlite3.Connection, key_sql: str) -> list[Counted]:
-            if top_n == 0:
-                return []
-            rows = conn.execute(
-                f"SELECT {key_sql} AS k, count(*) AS c FROM {source} GROUP BY k ORDER BY c DESC, k LIMIT ?",
-                (*params, top_n),
-            ).fetchall()
-            return [Counted(key=k, count=c) for k, c in rows]
-
+        since_ns, until_ns = time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
         with self._snapshot() as conn:
-            # one pass for the total, the first and last times and the rate buckets
-            total, first_ns, last_ns = 0, None, None
-            rate = [0] * count
-            for age_bucket, n, first, last in conn.execute(
-                f"SELECT (? - t) / ? AS b, count(*), min(t), max(t) FROM {source} GROUP BY b",
-                (now_ns, size * 1_000_000_000, *params),
-            ):
-                total += n
-                first_ns = first if first_ns is None else min(first_ns, first)
-                last_ns = last if last_ns is None else max(last_ns, last)
-                idx = count - 1 - age_bucket
-                if 0 <= idx < count:
-                    rate[idx] += n
-            if total == 0 or first_ns is None or last_ns is None:
-                return empty
-            destinations = top(conn, _DEST_KEY)
-            protocols = top(conn, _PROTO_KEY)
-            ports = top(conn, "CAST(port AS TEXT)") if kind == "connection" else []
-            outcomes = top(conn, "outcome")
-            proc_rows = conn.execute(
-                "SELECT command, count(*) AS c, count(DISTINCT NULLIF(destination, '')), sum(failed), min(t), max(t), "
-                f"group_concat(DISTINCT pid) FROM {source} GROUP BY command ORDER BY c DESC, command LIMIT ?",
-                (*params, PROCESS_LIMIT),
-            ).fetchall()
-        processes = [
-            ProcessStat(
-                command=cmd,
-                pids=sorted({int(p) for p in str(pids).split(",")}),
-                attempts=attempts,
-                distinct_destinations=dests,
-                failures=failures,
-                first_seen=ns_to_time(first),
-                last_seen=ns_to_time(last),
+            return self._windows.stats(
+                conn, Subject(kind, pid, command), window_seconds, now, since_ns, until_ns, top_n, buckets
             )
-            for cmd, attempts, dests, failures, first, last, pids in proc_rows
-        ]
-        return empty.model_copy(
-            update={
-                "total": total,
-                "first_seen": ns_to_time(first_ns),
-                "last_seen": ns_to_time(last_ns),
-                "top_destinations": destinations,
-                "protocols": protocols,
-                "ports": ports,
-                "outcomes": outcomes,
-                "processes": processes,
-                "rate_buckets": rate,
-            }
-        )
 
     def newest_time(self) -> datetime | None:
         """Wall-clock time of the newest stored event, or None when the store is empty."""
@@ -684,6 +645,7 @@ class EventStore:
             if self._closed:
                 return
             self._closed = True
+            self._windows.clear()
             # Idle read connections close now; ones in use close when their reader hands them back.
             while True:
                 try:
