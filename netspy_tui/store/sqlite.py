@@ -65,6 +65,8 @@ PRUNE_CHUNK = 20_000
 COUNT_PROBE = 50_000
 #: Read connections kept open for a file store.
 READ_POOL_SIZE = 4
+#: An in-memory store's long read pauses this long between chunks so that the writer gets in.
+BREATHE_SECONDS = 0.001
 
 SCHEMA_VERSION = "1"
 
@@ -362,12 +364,26 @@ class EventStore:
                 try:
                     yield conn
                 finally:
-                    conn.execute("COMMIT")
+                    if not self._closed and conn.in_transaction:
+                        conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(
                 f"cannot read the event store {self.location}: {_one_line(exc)}",
                 "check the file is intact and readable, or start with a fresh store",
             ) from exc
+
+    def _breathe(self, conn: sqlite3.Connection) -> None:
+        """In-memory store, inside :meth:`_snapshot`: end the read, let a writer waiting for the
+        lock in, read on in a new transaction (long reads would otherwise hold off the collector)."""
+        conn.execute("COMMIT")
+        self._write_lock.release()
+        try:
+            time.sleep(BREATHE_SECONDS)
+        finally:
+            self._write_lock.acquire()
+        if self._closed:
+            raise StoreError(f"the event store {self.location} is closed")
+        conn.execute("BEGIN")
 
     # --- writing -------------------------------------------------------------------
 
@@ -620,8 +636,11 @@ class EventStore:
         now = now or utcnow()
         since_ns, until_ns = time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
         with self._snapshot() as conn:
+            # An in-memory store's reader holds the write lock: a window tallied from scratch lets the
+            # collector in between chunks. A file store's readers never hold off its writer (WAL).
+            breathe = (lambda: self._breathe(conn)) if self.path is None else None
             return self._windows.stats(
-                conn, Subject(kind, pid, command), window_seconds, now, since_ns, until_ns, top_n, buckets
+                conn, Subject(kind, pid, command), window_seconds, now, since_ns, until_ns, top_n, buckets, breathe
             )
 
     def newest_time(self) -> datetime | None:

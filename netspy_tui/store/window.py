@@ -50,12 +50,14 @@ CACHE_WINDOWS = 8
 #: ... and one not asked for in this many seconds is forgotten at the next call.
 CACHE_IDLE_SECONDS = 300.0
 #: A window whose tallies hold more keys than this is answered but not remembered (memory bound:
-#: roughly 150 bytes a key).
+#: about 100 bytes a key; a million events of diverse traffic make about 200,000).
 CACHE_MAX_KEYS = 1_500_000
 #: Prune records kept (a window older than the oldest record is rebuilt).
 PRUNE_RECORDS = 4096
 #: Slide by at most this fraction of the window's width and it is updated, else rebuilt.
 MAX_SLIDE = 0.5
+#: Rows tallied between two pauses when a window is built a chunk at a time (``breathe``).
+GROW_ROWS = 50_000
 
 _COLUMNS = "t, pid, command, destination, port, protocol, outcome, failed"
 _T, _PID, _COMMAND, _DESTINATION, _PORT, _PROTOCOL, _OUTCOME, _FAILED = map(itemgetter, range(8))
@@ -67,6 +69,11 @@ KIND_CODE: dict[str, int] = {"connection": 0, "packet_drop": 1}
 PruneRecord = dict[int, tuple[int, int]]
 #: ``count(conn, subject, lo, hi)``: events of the subject with ``lo < t <= hi``, counted from scratch.
 ColdCount = Callable[[sqlite3.Connection, "Subject", int, int], int]
+
+
+def _stored_since(where: str) -> str:
+    """Rows stored after a watermark (params: seq above, seq up to, ``where``'s, t above, t up to)."""
+    return f"FROM events NOT INDEXED WHERE seq > ? AND seq <= ? AND {where} AND t > ? AND t <= ?"
 
 
 class _Stale(Exception):
@@ -308,13 +315,19 @@ class WindowCache:
         hi: int,
         top_n: int,
         buckets: int,
+        breathe: Callable[[], None] | None = None,
     ) -> WindowStats:
-        """The :class:`WindowStats` of ``subject`` over ``(lo, hi]`` (``hi`` is ``now``) in ``conn``'s snapshot."""
+        """The :class:`WindowStats` of ``subject`` over ``(lo, hi]`` (``hi`` is ``now``) in ``conn``'s snapshot.
+
+        ``breathe``, when given, ends the read transaction, lets writers in and starts a new one:
+        a window tallied from scratch is then read a chunk at a time, and the answer describes the
+        last snapshot (the in-memory store, whose reads hold off its writer, passes it).
+        """
         key = (subject, window_seconds, True)
         w = self._window(key, subject, full=True)
         with w.lock:
             for attempt in range(2):
-                if not self._update(conn, w, lo, hi, rebuild=True):
+                if not self._update(conn, w, lo, hi, rebuild=True, breathe=breathe):
                     break  # the snapshot is older than the tallies: answer from scratch, below
                 try:
                     answer = _answer(conn, w, window_seconds, now, top_n, buckets)
@@ -332,38 +345,58 @@ class WindowCache:
 
     # --- keeping a window current --------------------------------------------------------
 
-    def _update(self, conn: sqlite3.Connection, w: Window, lo: int, hi: int, *, rebuild: bool) -> bool:
+    @staticmethod
+    def _version(conn: sqlite3.Connection, kind: int) -> tuple[int, int, int | None]:
+        """(highest seq, stored events of ``kind``, prune serial) of the snapshot."""
+        seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        rows = conn.execute("SELECT n FROM kind_counts WHERE kind = ?", (kind,)).fetchone()[0]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'prunes'").fetchone()
+        return int(seq), int(rows), int(row[0]) if row is not None else None
+
+    def _update(
+        self,
+        conn: sqlite3.Connection,
+        w: Window,
+        lo: int,
+        hi: int,
+        *,
+        rebuild: bool,
+        breathe: Callable[[], None] | None = None,
+    ) -> bool:
         """Make ``w`` describe ``(lo, hi]`` in this snapshot, sliding it when the change is small.
 
         False, with ``w`` untouched, when the snapshot is older than what ``w`` describes, or when
         sliding is not possible and ``rebuild`` is False.
         """
-        seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        rows = conn.execute("SELECT n FROM kind_counts WHERE kind = ?", (w.subject.code,)).fetchone()[0]
-        row = conn.execute("SELECT value FROM meta WHERE key = 'prunes'").fetchone()
-        prunes = int(row[0]) if row is not None else None
-        if w.valid and seq < w.seq:
+        version = self._version(conn, w.subject.code)
+        if w.valid and version[0] < w.seq:
             return False
-        slid = False
-        if w.valid and self._can_slide(conn, w, lo, hi, seq, rows, prunes):
+        if w.valid and self._can_slide(w, lo, hi) and self._intact(conn, w, version):
             try:
-                self._slide(conn, w, lo, hi, seq)
-                slid = True
+                self._slide(conn, w, lo, hi, version[0])
             except _Stale:
                 pass  # rebuilt below
-        if not slid:
-            if not rebuild:
-                return False
+            else:
+                w.seq, w.rows, w.prunes = version
+                return True
+        if not rebuild:
+            return False
+        w.rebuilds += 1
+        if not (w.full and breathe is not None and self._grow(conn, w, lo, hi, breathe)):
             self._rebuild(conn, w, lo, hi)
-        w.lo, w.hi, w.seq, w.rows, w.prunes, w.valid = lo, hi, seq, rows, prunes, True
         return True
 
-    def _can_slide(
-        self, conn: sqlite3.Connection, w: Window, lo: int, hi: int, seq: int, rows: int, prunes: int | None
-    ) -> bool:
-        if not (w.lo < hi and lo < w.hi and lo < hi):  # the two windows must overlap
+    @staticmethod
+    def _can_slide(w: Window, lo: int, hi: int) -> bool:
+        """The windows overlap, and moved by at most :data:`MAX_SLIDE` of the width."""
+        if not (w.lo < hi and lo < w.hi and lo < hi):
             return False
-        if abs(lo - w.lo) + abs(hi - w.hi) > MAX_SLIDE * (hi - lo):
+        return abs(lo - w.lo) + abs(hi - w.hi) <= MAX_SLIDE * (hi - lo)
+
+    def _intact(self, conn: sqlite3.Connection, w: Window, version: tuple[int, int, int | None]) -> bool:
+        """Every row ``w`` counted is still stored in this snapshot (nothing pruned from its window)."""
+        seq, rows, prunes = version
+        if seq < w.seq:
             return False
         kind = w.subject.code
         if prunes == w.prunes:
@@ -374,7 +407,7 @@ class WindowCache:
             return bool(rows == w.rows + added)
         if prunes is None or w.prunes is None or prunes < w.prunes:
             return False
-        # Pruned since: fine when no pruned row can have been inside the old window.
+        # Pruned since: fine when no pruned row can have been inside the window.
         for serial in range(w.prunes + 1, prunes + 1):
             record = self._records.get(serial)
             if record is None:  # another process pruned, or the record is gone
@@ -397,7 +430,7 @@ class WindowCache:
             ranges.append((-1, hi, w.hi))
         elif hi > w.hi:
             ranges.append((1, w.hi, hi))
-        new = f"FROM events NOT INDEXED WHERE seq > ? AND seq <= ? AND {where} AND t > ? AND t <= ?"
+        new = _stored_since(where)
         new_params = (w.seq, seq, *params, lo, hi)
         w.valid = False
         if w.full:
@@ -415,22 +448,70 @@ class WindowCache:
             if total < 0:
                 raise _Stale
             w.total = total
+        w.lo, w.hi = lo, hi
         w.valid = True
 
     def _rebuild(self, conn: sqlite3.Connection, w: Window, lo: int, hi: int) -> None:
+        """Tally ``(lo, hi]`` from the raw rows, in one snapshot."""
         w.valid = False
-        w.rebuilds += 1
-        if not w.full:
+        version = self._version(conn, w.subject.code)
+        if w.full:
+            where, params = w.subject.where()
+            w.tally = tally = Tally()
+            sql = f"SELECT {_COLUMNS} FROM events INDEXED BY {w.subject.index} WHERE {where} AND t > ? AND t <= ?"
+            cursor = conn.execute(sql, (*params, lo, hi))
+            while rows := cursor.fetchmany(FETCH_CHUNK):
+                tally.extend(rows)
+            tally.finish()
+            w.total = tally.total
+        else:
             w.total = self._cold_count(conn, w.subject, lo, hi)
-            return
+        w.lo, w.hi = lo, hi
+        w.seq, w.rows, w.prunes = version
+        w.valid = True
+
+    def _grow(self, conn: sqlite3.Connection, w: Window, lo: int, hi: int, breathe: Callable[[], None]) -> bool:
+        """Tally ``(lo, hi]`` about :data:`GROW_ROWS` rows at a time, calling ``breathe`` in between.
+
+        The part tallied is caught up after each pause (rows stored meanwhile inside it); False
+        when a prune may have deleted some of it (the caller then rebuilds in one go).
+        """
+        w.valid = False
         where, params = w.subject.where()
+        index = w.subject.index
+        in_range = f"FROM events INDEXED BY {index} WHERE {where} AND t > ? AND t <= ?"
+        probe = f"SELECT t {in_range} ORDER BY t LIMIT 1 OFFSET ?"
+        part = f"SELECT {_COLUMNS} {in_range} AND seq <= ?"
+        arrived = f"SELECT {_COLUMNS} {_stored_since(where)}"
         w.tally = tally = Tally()
-        sql = f"SELECT {_COLUMNS} FROM events INDEXED BY {w.subject.index} WHERE {where} AND t > ? AND t <= ?"
-        cursor = conn.execute(sql, (*params, lo, hi))
-        while rows := cursor.fetchmany(FETCH_CHUNK):
-            tally.extend(rows)
+        w.lo = w.hi = lo
+        w.seq, w.rows, w.prunes = self._version(conn, w.subject.code)
+        while True:
+            row = conn.execute(probe, (*params, w.hi, hi, GROW_ROWS)).fetchone()
+            # up to the time of the row after the chunk (exclusive), or all rows of that time when the
+            # whole chunk has it
+            top = hi if row is None else row[0] - 1 if row[0] - 1 > w.hi else row[0]
+            self._extend(conn, tally, part, (*params, w.hi, top, w.seq))
+            w.hi = top
+            if top >= hi:
+                break
+            breathe()
+            version = self._version(conn, w.subject.code)
+            if not self._intact(conn, w, version):
+                return False
+            if version[0] > w.seq:
+                self._extend(conn, tally, arrived, (w.seq, version[0], *params, lo, w.hi))
+            w.seq, w.rows, w.prunes = version
         tally.finish()
         w.total = tally.total
+        w.valid = True
+        return True
+
+    @staticmethod
+    def _extend(conn: sqlite3.Connection, tally: Tally, sql: str, params: tuple[Any, ...]) -> None:
+        cursor = conn.execute(sql, params)
+        while rows := cursor.fetchmany(FETCH_CHUNK):
+            tally.extend(rows)
 
     @staticmethod
     def _tally(conn: sqlite3.Connection, tally: Tally, sql: str, params: Iterable[Any], sign: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,12 @@ class StoreWindows(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.saved = (store_module.PRUNE_EVERY_ROWS, store_module.PRUNE_EVERY_SECONDS, store_module.PRUNE_CHUNK,
-                      window_module.CACHE_WINDOWS)
+                      window_module.CACHE_WINDOWS, window_module.GROW_ROWS)
         store_module.PRUNE_EVERY_ROWS = 10**9  # retention only when a rule says so
         store_module.PRUNE_EVERY_SECONDS = 1e9
         store_module.PRUNE_CHUNK = 7  # several prune transactions (records) per prune
         window_module.CACHE_WINDOWS = 5  # fewer than the questions asked: some are forgotten
+        window_module.GROW_ROWS = 4  # in memory, windows tallied from scratch pause every few rows
         self.tmp = Path(tempfile.mkdtemp(prefix="netspy-window-"))
         self.now = BASE_TIME + timedelta(microseconds=250_000)
         self.model: list[AnyEvent] = []
@@ -108,7 +110,7 @@ class StoreWindows(RuleBasedStateMachine):
             self.view.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
         (store_module.PRUNE_EVERY_ROWS, store_module.PRUNE_EVERY_SECONDS, store_module.PRUNE_CHUNK,
-         window_module.CACHE_WINDOWS) = self.saved
+         window_module.CACHE_WINDOWS, window_module.GROW_ROWS) = self.saved
 
     @rule(data=st.data(), n=st.integers(1, 25))
     def add(self, data: st.DataObject, n: int) -> None:
@@ -126,6 +128,47 @@ class StoreWindows(RuleBasedStateMachine):
           lag_us=st.sampled_from([0, 500_000, 10_000_000]))
     def prune(self, retention: int | None, max_rows: int | None, lag_us: int) -> None:
         """Retention by age (as of a moment at or before now) and by row count, in small chunks."""
+        self._prune(retention, max_rows, lag_us)
+
+    @rule(subject=st.sampled_from(SUBJECTS[:3]), window=st.sampled_from([60, 61, 600]), data=st.data(),
+          during=st.lists(st.sampled_from(["add", "add", "prune", "nothing"]), min_size=1, max_size=4))
+    def ask_while_collecting(self, subject: tuple[Any, int | None, str | None], window: int, data: st.DataObject,
+                             during: list[str]) -> None:
+        """A window tallied from scratch by an in-memory store pauses between chunks; the collector's
+        batches and retention get in there. The answer describes the data after the last pause."""
+        self.add(data, data.draw(st.integers(8, 20)))  # enough rows for a few chunks
+        self.forget_all()
+        actions = [(what, [data.draw(event_at(self.now)) for _ in range(data.draw(st.integers(1, 5)))],
+                    data.draw(st.sampled_from([(700, None), (65, 40), (2, None), (None, 3)]))) for what in during]
+        original = self.store._breathe
+
+        def pause(conn: sqlite3.Connection) -> None:  # EventStore._breathe, with the writer getting in
+            conn.execute("COMMIT")
+            self.store._write_lock.release()
+            try:
+                if actions:
+                    what, batch, (retention, max_rows) = actions.pop(0)
+                    if what == "add":
+                        self.store.add_events(batch)
+                        self.model.extend(batch)
+                    elif what == "prune":
+                        self._prune(retention, max_rows, 0)
+            finally:
+                self.store._write_lock.acquire()
+            conn.execute("BEGIN")
+
+        kind, pid, command = subject
+        self.store._breathe = pause  # type: ignore[method-assign]
+        try:
+            got = self.store.stats(kind, pid, command, window, now=self.now)
+        finally:
+            self.store._breathe = original  # type: ignore[method-assign]
+        assert got == aggregate(self.model, kind, pid, command, window, self.now)
+
+    def forget_all(self) -> None:
+        self.store._windows.clear()
+
+    def _prune(self, retention: int | None, max_rows: int | None, lag_us: int) -> None:
         self.store.retention_seconds, self.store.max_rows = retention, max_rows
         at = self.now - timedelta(microseconds=lag_us)
         deleted = self.store.prune(now=at)
@@ -342,3 +385,34 @@ def test_a_window_sliding_back_over_stored_events() -> None:
             got = store.stats("connection", None, None, 60, now=_at(second))
             assert got == aggregate(events, "connection", None, None, 60, _at(second))
         assert _window(store).rebuilds == 1
+
+
+def test_a_window_tallied_from_scratch_lets_the_collector_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In memory, reads hold the write lock; a long first tally must pause for the collector's batches."""
+    monkeypatch.setattr(window_module, "GROW_ROWS", 500)
+    events = [connection(time=_at(i / 100), ip=f"10.2.{i % 200}.{i % 7}", command=f"c{i % 30}") for i in range(20_000)]
+    with EventStore(retention_seconds=None, max_rows=None) as store:
+        store.add_events(events)
+        running, stored_meanwhile = threading.Event(), []
+        stop = threading.Event()
+
+        def collector() -> None:  # drops only: the connection window's answer stays the same
+            while not stop.is_set():
+                running.set()
+                store.add_events([drop(time=_at(100))])
+                if calling.is_set():
+                    stored_meanwhile.append(1)
+
+        calling = threading.Event()
+        thread = threading.Thread(target=collector)
+        thread.start()
+        try:
+            assert running.wait(10)
+            calling.set()
+            got = store.stats("connection", None, None, 3600, now=_at(200))
+            calling.clear()
+        finally:
+            stop.set()
+            thread.join(10)
+        assert got == aggregate(events, "connection", None, None, 3600, _at(200))
+        assert len(stored_meanwhile) >= 5  # 40 pauses; a read holding the lock throughout lets none in
