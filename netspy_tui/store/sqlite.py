@@ -581,8 +581,7 @@ class EventStore:
         """
         now = now or utcnow()
         since_ns, until_ns = time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
-        with self._snapshot() as conn:
-            return self._windows.count(conn, Subject(kind, pid, command), window_seconds, since_ns, until_ns)
+        return self._windows.count(self._snapshot, Subject(kind, pid, command), window_seconds, since_ns, until_ns)
 
     def _count_subject(self, conn: sqlite3.Connection, subject: Subject, since_ns: int, until_ns: int) -> int:
         """Events of ``subject`` with ``since < t <= until``, counted from scratch."""
@@ -635,13 +634,13 @@ class EventStore:
         """
         now = now or utcnow()
         since_ns, until_ns = time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
-        with self._snapshot() as conn:
-            # An in-memory store's reader holds the write lock: a window tallied from scratch lets the
-            # collector in between chunks. A file store's readers never hold off its writer (WAL).
-            breathe = (lambda: self._breathe(conn)) if self.path is None else None
-            return self._windows.stats(
-                conn, Subject(kind, pid, command), window_seconds, now, since_ns, until_ns, top_n, buckets, breathe
-            )
+        # An in-memory store's reader holds the write lock: a window tallied from scratch lets the
+        # collector in between chunks. A file store's readers never hold off its writer (WAL).
+        breathe = self._breathe if self.path is None else None
+        return self._windows.stats(
+            self._snapshot, Subject(kind, pid, command), window_seconds, now, since_ns, until_ns, top_n, buckets,
+            breathe,
+        )
 
     def newest_time(self) -> datetime | None:
         """Wall-clock time of the newest stored event, or None when the store is empty."""

@@ -33,6 +33,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
@@ -69,6 +70,10 @@ KIND_CODE: dict[str, int] = {"connection": 0, "packet_drop": 1}
 PruneRecord = dict[int, tuple[int, int]]
 #: ``count(conn, subject, lo, hi)``: events of the subject with ``lo < t <= hi``, counted from scratch.
 ColdCount = Callable[[sqlite3.Connection, "Subject", int, int], int]
+#: A read transaction: ``with snapshot() as conn`` (every statement inside sees the same data).
+Snapshot = Callable[[], AbstractContextManager[sqlite3.Connection]]
+#: ``breathe(conn)``: end the read transaction, let writers in, begin another.
+Breathe = Callable[[sqlite3.Connection], None]
 
 
 def _stored_since(where: str) -> str:
@@ -287,27 +292,29 @@ class WindowCache:
 
     # --- public ----------------------------------------------------------------------
 
-    def count(self, conn: sqlite3.Connection, subject: Subject, window: Any, lo: int, hi: int) -> int:
-        """Events of ``subject`` with ``lo < t <= hi`` in ``conn``'s snapshot (a read transaction).
+    def count(self, snapshot: Snapshot, subject: Subject, window: Any, lo: int, hi: int) -> int:
+        """Events of ``subject`` with ``lo < t <= hi``, read in ``snapshot()`` (a read transaction).
 
-        ``window`` names the question (its width as asked) for the cache.
+        ``window`` names the question (its width as asked) for the cache. A window's lock is
+        always taken before its snapshot: an in-memory store's snapshot holds the write lock,
+        which :meth:`stats` gives up and takes again while it holds the window's lock.
         """
         with self._lock:
             full = self._windows.get((subject, window, True))
         if full is not None:  # the stats of the same question: as cheap to bring up to date
-            with full.lock:
+            with full.lock, snapshot() as conn:
                 if self._update(conn, full, lo, hi, rebuild=False):
                     return full.total
         key = (subject, window, False)
         w = self._window(key, subject, full=False)
-        with w.lock:
+        with w.lock, snapshot() as conn:
             if self._update(conn, w, lo, hi, rebuild=True):
                 return w.total
-        return self._cold_count(conn, subject, lo, hi)  # an older snapshot than the tallies describe
+            return self._cold_count(conn, subject, lo, hi)  # an older snapshot than the tallies describe
 
     def stats(
         self,
-        conn: sqlite3.Connection,
+        snapshot: Snapshot,
         subject: Subject,
         window_seconds: int,
         now: datetime,
@@ -315,17 +322,17 @@ class WindowCache:
         hi: int,
         top_n: int,
         buckets: int,
-        breathe: Callable[[], None] | None = None,
+        breathe: Breathe | None = None,
     ) -> WindowStats:
-        """The :class:`WindowStats` of ``subject`` over ``(lo, hi]`` (``hi`` is ``now``) in ``conn``'s snapshot.
+        """The :class:`WindowStats` of ``subject`` over ``(lo, hi]`` (``hi`` is ``now``), read in ``snapshot()``.
 
-        ``breathe``, when given, ends the read transaction, lets writers in and starts a new one:
-        a window tallied from scratch is then read a chunk at a time, and the answer describes the
-        last snapshot (the in-memory store, whose reads hold off its writer, passes it).
+        ``breathe(conn)``, when given, ends the read transaction, lets writers in and starts a new
+        one: a window tallied from scratch is then read a chunk at a time, and the answer describes
+        the last snapshot (the in-memory store, whose reads hold off its writer, passes it).
         """
         key = (subject, window_seconds, True)
         w = self._window(key, subject, full=True)
-        with w.lock:
+        with w.lock, snapshot() as conn:
             for attempt in range(2):
                 if not self._update(conn, w, lo, hi, rebuild=True, breathe=breathe):
                     break  # the snapshot is older than the tallies: answer from scratch, below
@@ -339,9 +346,9 @@ class WindowCache:
                 if w.tally.keys > CACHE_MAX_KEYS:
                     self._forget(key, w)
                 return answer
-        scratch = Window(subject, full=True)  # an older snapshot than the tallies describe: leave them be
-        self._update(conn, scratch, lo, hi, rebuild=True)
-        return _answer(conn, scratch, window_seconds, now, top_n, buckets)
+            scratch = Window(subject, full=True)  # an older snapshot than the tallies describe: leave them be
+            self._update(conn, scratch, lo, hi, rebuild=True)
+            return _answer(conn, scratch, window_seconds, now, top_n, buckets)
 
     # --- keeping a window current --------------------------------------------------------
 
@@ -361,7 +368,7 @@ class WindowCache:
         hi: int,
         *,
         rebuild: bool,
-        breathe: Callable[[], None] | None = None,
+        breathe: Breathe | None = None,
     ) -> bool:
         """Make ``w`` describe ``(lo, hi]`` in this snapshot, sliding it when the change is small.
 
@@ -470,7 +477,7 @@ class WindowCache:
         w.seq, w.rows, w.prunes = version
         w.valid = True
 
-    def _grow(self, conn: sqlite3.Connection, w: Window, lo: int, hi: int, breathe: Callable[[], None]) -> bool:
+    def _grow(self, conn: sqlite3.Connection, w: Window, lo: int, hi: int, breathe: Breathe) -> bool:
         """Tally ``(lo, hi]`` about :data:`GROW_ROWS` rows at a time, calling ``breathe`` in between.
 
         The part tallied is caught up after each pause (rows stored meanwhile inside it); False
@@ -495,7 +502,7 @@ class WindowCache:
             w.hi = top
             if top >= hi:
                 break
-            breathe()
+            breathe(conn)
             version = self._version(conn, w.subject.code)
             if not self._intact(conn, w, version):
                 return False
@@ -528,9 +535,8 @@ def _top(counter: Mapping[str, int], n: int) -> list[Counted]:
     if n <= 0 or not counter:
         return []
     if len(counter) > 4 * n:
-        cut = heapq.nlargest(n, counter.values())[-1]
-        keys = compress(counter.keys(), map(cut.__le__, counter.values()))  # C-level: no tuple per key
-        items = [(k, counter[k]) for k in keys]
+        cut = heapq.nlargest(n, counter.values())[-1]  # the n-th largest count: only keys at or above it
+        items = [(k, c) for k, c in counter.items() if c >= cut]
     else:
         items = list(counter.items())
     items.sort(key=lambda kv: (-kv[1], kv[0]))

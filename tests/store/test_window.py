@@ -13,6 +13,8 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -333,9 +335,9 @@ def test_a_reader_with_an_older_snapshot_gets_its_own_answer(tmp_path: Path) -> 
         lo, hi = time_to_ns(now - timedelta(seconds=3600)), time_to_ns(now)
         assert store.stats("connection", None, None, 3600, now=now).total == 60  # tallies at the newer data
         subject = Subject("connection", None, None)
-        got = store._windows.stats(old, subject, 3600, now, lo, hi, 10, 60)
+        got = store._windows.stats(lambda: nullcontext(old), subject, 3600, now, lo, hi, 10, 60)
         assert got == aggregate(first, "connection", None, None, 3600, now)
-        assert store._windows.count(old, subject, 3600, lo, hi) == 50
+        assert store._windows.count(lambda: nullcontext(old), subject, 3600, lo, hi) == 50
         assert _window(store).seq == 60 and _window(store).rebuilds == 1  # the shared tallies untouched
         old.execute("COMMIT")
         old.close()
@@ -416,3 +418,36 @@ def test_a_window_tallied_from_scratch_lets_the_collector_in(monkeypatch: pytest
             thread.join(10)
         assert got == aggregate(events, "connection", None, None, 3600, _at(200))
         assert len(stored_meanwhile) >= 5  # 40 pauses; a read holding the lock throughout lets none in
+
+
+def test_concurrent_readers_of_one_window_do_not_deadlock_an_in_memory_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reader pauses (lets the writer in) while tallying; others ask the same question meanwhile."""
+    monkeypatch.setattr(window_module, "GROW_ROWS", 50)
+    events = [connection(time=_at(i / 10), command=f"c{i % 9}") for i in range(6000)]
+    store = EventStore(retention_seconds=None, max_rows=None)
+    store.add_events(events)
+    want = aggregate(events, "connection", None, None, 3600, _at(700))
+    errors: list[BaseException] = []
+
+    def ask(n: int) -> None:
+        try:
+            for i in range(n):
+                if i % 2:
+                    store._windows.clear()  # tallied from scratch again: many pauses
+                assert store.stats("connection", None, None, 3600, now=_at(700)) == want
+                assert store.count("connection", None, None, 3600, now=_at(700)) == want.total
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(6,), daemon=True) for _ in range(3)]
+    threads.append(threading.Thread(target=lambda: [store.add_events([drop(time=_at(1))]) for _ in range(200)],
+                                    daemon=True))
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in threads if t.is_alive()]
+    assert not stuck, "readers and the writer deadlocked"  # (the store is left open: closing would hang too)
+    store.close()
+    assert not errors, errors
