@@ -17,12 +17,18 @@ only what changed, inside the caller's read transaction:
 so the tallies describe exactly that snapshot. A window is rebuilt from the raw rows when the
 deltas cannot account for the change: retention deleted events that may have been inside it
 (every prune bumps the ``prunes`` serial in ``meta`` and leaves a record of what it deleted;
-records another process made are not known here), the row counts disagree, the window jumped
-further than half its width, or the caller's snapshot is older than the tallies.
+records another process made are not known here), the row counts disagree, or the window jumped
+further than half its width. A caller whose snapshot is older than the tallies gets an answer
+tallied from scratch, and the tallies stay as they are.
+
+An in-memory store's reads hold its write lock, so there a window tallied from scratch is read
+a chunk of rows at a time, giving the writer (the collector) the lock in between and catching
+up with what it stored; a window's lock is therefore always taken before its snapshot.
 
 First and last times are not tallied: they are index look-ups at answer time, as are the
 rate-bucket boundaries that fall inside a second. Every figure is the one
 :func:`netspy_tui.analysis.aggregate.aggregate` defines; ``tests/store`` holds them equal.
+Ingest pays nothing for any of this.
 """
 
 from __future__ import annotations
@@ -579,12 +585,13 @@ def _rate(conn: sqlite3.Connection, w: Window, size: int, count: int) -> list[in
         )
         for second, n in cut:
             k = hi_second - second
-            older, newer = count - 1 - k // size, count - 1 - (k - 1) // size  # newer >= 0 as k <= window
+            older, newer = count - 1 - k // size, count - 1 - (k - 1) // size
             start = second * E9
             low = conn.execute(sql, (*params, start, start + offset, w.lo, w.hi)).fetchone()[0]
-            if older >= 0:
+            if older >= 0:  # (below 0 only for the window's oldest second, whose events are all newer)
                 rate[older] += low
-            rate[newer] += n - low
+            if newer >= 0:
+                rate[newer] += n - low
     return rate
 
 
