@@ -1,7 +1,11 @@
 """A telemetry source over events held in memory (a bounded ring).
 
-Used for replayed recordings without a store and as the reference implementation of
-:class:`TelemetrySource` semantics in tests; every figure comes from ``analysis.aggregate``.
+The product does not use it: live collection, ``--replay`` and ``--db`` history all run on
+:class:`~netspy_tui.telemetry.embedded.EmbeddedSource` over the event store (runtime.open_source),
+and nothing under netspy_tui/ imports this module. Its users are tests — the dashboard (with its AI
+pane), serve, MCP and hardening suites run on it as a stand-in source — and
+scripts/export_screenshots.py, through tests/tui/scenes.py. It is a reference implementation of
+:class:`TelemetrySource` semantics: every figure comes from ``analysis.aggregate``.
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ def _as_nobody(code: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+@pytest.mark.root
 def test_explicit_ebpf_fails_with_collector_error_when_unprivileged() -> None:
     done = _as_nobody(
         "import sys\n"
@@ -79,6 +80,7 @@ def test_explicit_ebpf_fails_with_collector_error_when_unprivileged() -> None:
     assert len(message.splitlines()) == 1 and "root" in message
 
 
+@pytest.mark.root
 def test_auto_falls_back_to_procfs_with_the_ebpf_error_as_reason() -> None:
     done = _as_nobody(
         "from netspy_tui.collector.auto import start_collector, open_collector\n"

@@ -465,6 +465,7 @@ def test_reader_is_woken_early_when_the_ring_fills_up() -> None:
     assert len([e for e in rec.events if mine(port)(e)]) == quarter + 200  # the rest comes at stop
 
 
+@pytest.mark.ebpf
 def test_interpreter_exit_and_garbage_collection_detach_cleanly() -> None:
     """A collector never stopped is released at exit; one dropped is released when collected."""
     code = textwrap.dedent(

@@ -139,6 +139,7 @@ def fill(path: Path) -> None:
         os.close(fd)
 
 
+@pytest.mark.root
 async def test_disk_full_mid_session_counts_loss_keeps_collecting_and_recovers(tmp_path: Path) -> None:
     with tiny_filesystem(tmp_path / "tiny", "8m") as mount:
         collector = SteadyCollector(batch=10, period=0.02)
@@ -182,6 +183,7 @@ async def test_disk_full_mid_session_counts_loss_keeps_collecting_and_recovers(t
             await source.aclose()
 
 
+@pytest.mark.root
 def test_a_full_disk_at_start_is_one_line(cli: Cli, tmp_path: Path) -> None:
     with tiny_filesystem(tmp_path / "full", "64k") as mount:
         run = cli("serve", "--replay", str(DEMO), "--db", str(mount / "events.db"), "--port", "1")

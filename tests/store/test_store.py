@@ -190,6 +190,7 @@ def test_not_an_event_store_is_refused_untouched(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop privileges")
+@pytest.mark.root
 def test_permission_denied_for_an_unprivileged_user(tmp_path: Path) -> None:
     """A directory the user may not write, checked honestly as uid 65534 (nobody)."""
     locked = tmp_path / "locked"
@@ -212,6 +213,7 @@ def test_permission_denied_for_an_unprivileged_user(tmp_path: Path) -> None:
     assert str(locked / "events.db") in line and len(line.splitlines()) == 1
 
 
+@pytest.mark.root
 def test_disk_full_raises_to_the_caller_and_the_store_keeps_working(tmp_path: Path) -> None:
     mount = tmp_path / "tiny"
     mount.mkdir()

@@ -1,0 +1,29 @@
+"""Suite-wide: where root is required (``NETSPY_REQUIRE_EBPF=1``: CI's root job, ``.ci/run`` as root),
+a test marked ``root`` or ``ebpf`` that skips is reported as a failure — it needed root and did not run.
+
+tests/unit/test_markers.py checks that every root-only test carries one of the two markers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+REQUIRE_ROOT = os.environ.get("NETSPY_REQUIRE_EBPF") == "1"
+ROOT_MARKERS = ("root", "ebpf")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not (REQUIRE_ROOT and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    marker = next((m for m in ROOT_MARKERS if item.get_closest_marker(m)), None)
+    if marker is None:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"NETSPY_REQUIRE_EBPF=1 but this test marked {marker!r} skipped: {reason}"
