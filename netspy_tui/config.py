@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     record: Path | None = None
     """Write every collected event to this JSON-lines file as well."""
     db: Path | None = None
-    """SQLite file keeping history across restarts (default: in memory)."""
+    """SQLite file keeping history across restarts (default: a private scratch file, removed on exit)."""
     retention: float = Field(24 * 3600, gt=0)
     """Seconds of history kept in the store."""
     interval: float = Field(1.0, ge=0.1, le=60)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -20,7 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 EventKind = Literal["connection", "packet_drop"]
 
 #: Outcome names of a connect(), shown in the table and counted by analyze_patterns.
-OUTCOMES = ("ok", "in_progress", "refused", "unreachable", "timeout", "reset", "denied", "failed", "unknown")
+OUTCOMES = (
+    "ok", "in_progress", "refused", "unreachable", "timeout", "reset", "denied", "failed", "aborted", "unknown",
+)  # fmt: skip
+"""``aborted``: the application closed the socket before the handshake finished (not a failure)."""
+#: Outcomes counted as failures (packet drops always are).
+FAILED_OUTCOMES = frozenset({"refused", "unreachable", "timeout", "reset", "denied", "failed"})
 
 _ERRNO_OUTCOME = {
     _errno.EINPROGRESS: "in_progress",
@@ -67,6 +72,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def time_to_ns(value: datetime) -> int:
+    """Wall-clock datetime -> integer ns since the epoch (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def ns_to_time(value: int) -> datetime:
+    """Integer ns since the epoch -> UTC datetime (microsecond precision)."""
+    return EPOCH + timedelta(microseconds=value // 1000)
+
+
 _DATETIME = TypeAdapter(datetime)
 
 
@@ -103,6 +124,9 @@ class _EventBase(_Wire):
     k8s_namespace: str | None = None
     source: str | None = None
     """netspy-tui extension: which collector produced the event (``ebpf``, ``procfs``, ``replay``)."""
+    thread: str | None = None
+    """netspy-tui extension: the calling thread's name when it differs from the process name
+    (``command`` is the process's, the thread-group leader's)."""
 
 
 class ConnectionEvent(_EventBase):
@@ -127,6 +151,19 @@ class ConnectionEvent(_EventBase):
     """True when ``protocol`` was guessed (e.g. from the port) rather than read from the kernel."""
     sampled: bool | None = None
     """True for events from the procfs sampler: short-lived connections can be missed."""
+    socket_family: int | None = None
+    """The socket's own address family when it differs from ``address_family``: an IPv6 socket
+    connecting to an IPv4-mapped address (``::ffff:a.b.c.d``) is reported as IPv4 with 10 here."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_name(cls, data: Any) -> Any:
+        """``netspy-tui serve`` sends a protocol the contract has no name for (MPTCP) as
+        ``Unknown(262)`` with the name in ``protocol_name``: parsing restores it."""
+        if isinstance(data, dict) and isinstance(data.get("protocol_name"), str) and data["protocol_name"]:
+            data = {**data, "protocol": data["protocol_name"]}
+            data.pop("protocol_name")
+        return data
 
     @property
     def effective_outcome(self) -> str:
@@ -143,7 +180,7 @@ class ConnectionEvent(_EventBase):
 
     @property
     def failed(self) -> bool:
-        return self.effective_outcome in {"refused", "unreachable", "timeout", "reset", "denied", "failed"}
+        return self.effective_outcome in FAILED_OUTCOMES
 
 
 CONTRACT_DROP_REASONS = ("SKB_FREE", "TCP_DROP", "UDP_DROP", "ICMP_DROP", "NETFILTER_DROP")
@@ -230,6 +267,10 @@ class HealthResponse(_Wire):
     component: str = ""
     uptime: str = ""
     version: str = ""
+    # netspy-tui serve extensions (absent from the original server's answer):
+    events_lost: int | None = None
+    losses: dict[str, int] | None = None
+    recent_losses: dict[str, int] | None = None
 
 
 class SummaryResponse(_Wire):
@@ -336,9 +377,51 @@ class SourceInfo(BaseModel):
     """True when short-lived connections can be missed (procfs sampling)."""
     events_seen: int = 0
     events_lost: int = 0
-    """Records the collector could not deliver (ring-buffer overflow, store errors)."""
+    """Everything lost, shed or not followed since start (the sum of ``losses``)."""
+    losses: dict[str, int] = Field(default_factory=dict)
+    """Since start, by cause (see :data:`LOSS_CAUSES`)."""
+    recent_losses: dict[str, int] = Field(default_factory=dict)
+    """In the last minute, by cause: while there are any the source is ``degraded``."""
+    degraded: bool = False
     stored_events: int | None = None
     uptime_seconds: float | None = None
+
+    @property
+    def status(self) -> Literal["healthy", "degraded", "unhealthy"]:
+        if not self.healthy:
+            return "unhealthy"
+        return "degraded" if self.degraded else "healthy"
+
+
+#: What each loss cause means, and whether the counts are still exact despite it.
+LOSS_CAUSES: dict[str, tuple[str, bool]] = {
+    "shed": ("raw events shed under load", True),
+    "ring_full": ("raw events lost (kernel ring buffer full)", True),
+    "counts_full": ("events counted without their process (kernel count map full)", True),
+    "conns_full": ("connections whose outcome could not be followed", True),
+    "sink_rejected": ("raw events the store refused", True),
+    "bad_records": ("unreadable kernel records", True),
+    "sockaddr_fault": ("connects not counted (address unreadable)", False),
+    "inflight_full": ("connects not counted (too many at once)", False),
+    "exit_without_enter": ("connects not counted (call not seen starting)", False),
+    "store_error": ("events not stored (store write failed)", False),
+    "rejected": ("malformed events not stored", False),
+}
+
+
+def counts_exact(losses: dict[str, int]) -> bool:
+    """True when none of ``losses`` affected the counts (only raw detail was lost)."""
+    return all(LOSS_CAUSES.get(cause, ("", False))[1] for cause, n in losses.items() if n)
+
+
+def describe_losses(losses: dict[str, int], when: str = "") -> str:
+    """One line: ``12,345 raw events shed under load in the last 60 s; counts are exact``."""
+    parts = [f"{n:,} {LOSS_CAUSES.get(cause, (cause.replace('_', ' '), False))[0]}"
+             for cause, n in sorted(losses.items(), key=lambda kv: -kv[1]) if n]  # fmt: skip
+    if not parts:
+        return ""
+    tail = "counts are exact" if counts_exact(losses) else "counts are incomplete"
+    return f"{', '.join(parts)}{' ' + when if when else ''}; {tail}"
 
 
 class Counted(BaseModel):
@@ -394,4 +477,11 @@ class EventPage(BaseModel):
     model_config = ConfigDict(frozen=True)
     events: list[Event]
     total_count: int
+    """Events kept that match (the page is the newest of them)."""
     truncated: bool = False
+    not_kept: int = 0
+    """Events counted between ``not_kept_since`` and ``not_kept_until`` (the seconds the page
+    spans) that were not kept as raw events (shed under load, or lost from the ring): the page
+    shows what was kept; counts and summaries include them all."""
+    not_kept_since: datetime | None = None
+    not_kept_until: datetime | None = None

@@ -14,8 +14,8 @@ from typing import Any
 
 from netspy_tui.ai.context import ParsedContext, parse_context
 from netspy_tui.ai.settings import ENV_API_KEY, ENV_BASE_URL
-from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
-from netspy_tui.models import ConnectionEvent, Counted
+from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, second_of
+from netspy_tui.models import ConnectionEvent, Counted, ns_to_time
 from netspy_tui.textsafe import clean
 
 TITLE = "Local rule-based explanation — no AI model configured"
@@ -135,8 +135,9 @@ def _spike(ctx: ParsedContext) -> str | None:
     idx = buckets.index(peak)
     when = ""
     if stats.until is not None:
-        end = _utc(stats.until) - timedelta(seconds=(len(buckets) - 1 - idx) * stats.bucket_seconds)
-        when = f" ending {_clock(end)} UTC"
+        # buckets are whole seconds, the last one ending with the second of ``until``
+        last = second_of(_utc(stats.until)) - (len(buckets) - 1 - idx) * stats.bucket_seconds
+        when = f" ending {_clock(ns_to_time((last + 1) * 1_000_000_000))} UTC"
     return (
         f"**Rate spike:** {peak} attempts in one {stats.bucket_seconds} s interval{when}, "
         f"{peak / mean:.1f}× the window average of {mean:.1f} per interval."

@@ -1,8 +1,14 @@
 """Filtering and aggregation of events in Python.
 
-Used where the data arrives as events (an eBPF server over HTTP, a replayed file). The SQLite
-store computes the same :class:`WindowStats` in SQL; tests hold the two to the same answers, so
-these functions are also the executable definition of every figure the tools report.
+Used where the data arrives as events (an eBPF server over HTTP). The store computes the same
+:class:`WindowStats` from its rollups (:mod:`netspy_tui.store.rollups`); tests hold the two to
+the same answers, so these functions are also the executable definition of every figure the tools
+report.
+
+A window is whole seconds: "the last W seconds" at ``now`` are the wall-clock seconds ``s`` with
+``floor(now) - W < s <= floor(now)`` (:func:`window_seconds`); an event is in it when the second
+it happened in is. Rate buckets are ``bucket_seconds`` whole seconds each, the last one ending
+with ``now``'s second.
 """
 
 from __future__ import annotations
@@ -10,15 +16,17 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from netspy_tui.models import (
+    FAILED_OUTCOMES,
     ConnectionEvent,
     Counted,
     EventKind,
     PacketDropEvent,
     ProcessStat,
     WindowStats,
+    time_to_ns,
 )
 from netspy_tui.telemetry.source import EventQuery
 
@@ -27,7 +35,6 @@ AnyEvent = ConnectionEvent | PacketDropEvent
 #: At most this many rows in ``WindowStats.processes``.
 PROCESS_LIMIT = 200
 
-FAILED_OUTCOMES = frozenset({"refused", "unreachable", "timeout", "reset", "denied", "failed"})
 
 
 def matches(event: AnyEvent, q: EventQuery) -> bool:
@@ -76,6 +83,17 @@ def _top(counter: Counter[str], n: int) -> list[Counted]:
     return [Counted(key=k, count=c) for k, c in items[:n]]
 
 
+def second_of(value: datetime) -> int:
+    """The wall-clock second (since the epoch) a time falls in."""
+    return time_to_ns(value) // 1_000_000_000
+
+
+def window_seconds(now: datetime, window: int) -> tuple[int, int]:
+    """(first, last) wall-clock second of the last ``window`` seconds at ``now``."""
+    hi = second_of(now)
+    return hi - max(1, window) + 1, hi
+
+
 def bucket_layout(window_seconds: int, buckets: int) -> tuple[int, int]:
     """(bucket_seconds, bucket_count) covering the window with at most ``buckets`` buckets."""
     buckets = max(1, buckets)
@@ -88,15 +106,17 @@ def aggregate(
     kind: EventKind,
     pid: int | None,
     command: str | None,
-    window_seconds: int,
+    window: int,
     now: datetime,
     top_n: int = 10,
     buckets: int = 60,
 ) -> WindowStats:
-    """Aggregate ``events`` of ``kind`` with ``now - window < time <= now``."""
-    q = EventQuery(kind=kind, pid=pid, command=command, since=now - timedelta(seconds=window_seconds), until=now)
-    hits = [e for e in events if matches(e, q)]
-    size, count = bucket_layout(window_seconds, buckets)
+    """Aggregate ``events`` of ``kind`` (and ``pid``/``command``) in the last ``window_seconds``
+    whole seconds at ``now`` (see the module docstring)."""
+    lo, hi = window_seconds(now, window)
+    q = EventQuery(kind=kind, pid=pid, command=command)
+    hits = [e for e in events if matches(e, q) and lo <= second_of(e.time) <= hi]
+    size, count = bucket_layout(window, buckets)
     rate = [0] * count
     dests: Counter[str] = Counter()
     protos: Counter[str] = Counter()
@@ -110,10 +130,7 @@ def aggregate(
             ports[str(e.destination_port)] += 1
         outcomes[outcome_key(e)] += 1
         per_proc[e.command].append(e)
-        age = (now - e.time).total_seconds()
-        idx = count - 1 - int(age // size)
-        if 0 <= idx < count:
-            rate[idx] += 1
+        rate[count - 1 - (hi - second_of(e.time)) // size] += 1
     processes = [
         ProcessStat(
             command=cmd,
@@ -129,7 +146,7 @@ def aggregate(
     processes.sort(key=lambda p: (-p.attempts, p.command))
     return WindowStats(
         kind=kind,
-        window_seconds=window_seconds,
+        window_seconds=window,
         pid=pid,
         command=command,
         total=len(hits),

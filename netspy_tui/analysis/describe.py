@@ -4,8 +4,17 @@ strings passed through :func:`netspy_tui.textsafe.clean`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from netspy_tui.models import ConnectionEvent, EventKind, PacketDropEvent, ProcessStat, WindowStats, errno_name
+from netspy_tui.models import (
+    ConnectionEvent,
+    EventKind,
+    PacketDropEvent,
+    ProcessStat,
+    WindowStats,
+    describe_losses,
+    errno_name,
+)
 from netspy_tui.textsafe import clean
 
 
@@ -104,3 +113,22 @@ def processes_text(kind: EventKind, processes: Sequence[ProcessStat], duration: 
         lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {p.attempts:>6} attempts  "
                      f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures")
     return "\n".join(lines)
+
+
+def loss_note(losses: dict[str, int]) -> str:
+    """``Note: in this window 12,345 raw events shed under load; counts are exact.`` ('' when none)."""
+    text = describe_losses(losses, "in this window")
+    return f"Note: {text}." if text else ""
+
+
+def not_kept_note(not_kept: int, since: datetime | None, until: datetime | None) -> str:
+    """``Note: 2,000 more events between 12:00:01 and 12:00:04 were counted but not kept ...``."""
+    if not_kept <= 0:
+        return ""
+    span = f" between {since:%H:%M:%S} and {until:%H:%M:%S} UTC" if since and until else ""
+    return (f"Note: {not_kept:,} more events{span} were counted but not kept as raw events (shed under load); "
+            "counts and summaries include them.")
+
+
+def with_notes(text: str, *notes: str) -> str:
+    return "\n".join([text, *(n for n in notes if n)])

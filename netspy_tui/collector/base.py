@@ -1,10 +1,13 @@
 """The interface every embedded collector implements (eBPF, procfs sampling, replay).
 
-A collector runs on its own thread(s) and hands batches of events to a *sink* — in the product
-the SQLite store's ``add_events``; in tests a list. Events are built with
-``ConnectionEvent.model_construct(...)``/``PacketDropEvent.model_construct(...)`` on the hot path
-(no validation cost) and must carry every field the contract names, with ``time`` a timezone-aware
-UTC datetime and ``source`` set to the collector's ``name``.
+A collector runs on its own thread(s) and hands batches to a *sink*. A plain sink is a callable
+taking a list of events (tests, benchmarks). The store's sink also has ``ingest(batch)``, which a
+collector that can deliver more than events uses: the eBPF collector hands it :class:`Batch`es of
+raw ring records and the kernel's exact counts, with no model object per event. Events are
+built with ``ConnectionEvent.model_construct(...)``/``PacketDropEvent.model_construct(...)`` (no
+validation cost) and carry every field the contract names, with ``time`` a timezone-aware UTC
+datetime and ``source`` set to the collector's ``name``. ``ingest`` must not block: the store
+sheds raw detail (and counts what it shed) rather than hold up the collector.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
 
@@ -20,15 +24,36 @@ Sink = Callable[[Sequence[ConnectionEvent | PacketDropEvent]], None]
 
 
 @dataclass
+class Batch:
+    """One delivery to a batch sink (``sink.ingest``).
+
+    ``events``: built events (their counts are derived from them). ``records``: eBPF ring records
+    (CONNECT, OUTCOME and DROP, in ring order), with ``codec`` to name them. ``counts``: the
+    kernel's exact counts drained since the last batch, ``(keys, values)``; when present, counts
+    are never derived from ``records``. ``lost``: what was lost or skipped since the last batch,
+    by cause (``ring_full``, ``sockaddr_fault``, ...), with the wall-clock second it was noticed.
+    """
+
+    events: Sequence[ConnectionEvent | PacketDropEvent] = ()
+    records: Any = None
+    counts: tuple[Any, Any] | None = None
+    lost: dict[str, int] = field(default_factory=dict)
+    second: int = 0
+    codec: Any = None
+
+
+@dataclass
 class CollectorStats:
     """Counters a collector keeps; read from any thread (ints are replaced atomically)."""
 
     events: int = 0
-    """Events handed to the sink."""
+    """Events (raw records) handed to the sink."""
     lost: int = 0
     """Records lost before they reached us (ring-buffer overflow) or rejected by the sink."""
     errors: int = 0
     last_error: str = ""
+    losses: dict[str, int] = field(default_factory=dict)
+    """Everything lost, skipped or not followed so far, by cause (kernel counters included)."""
 
 
 class Collector(ABC):

@@ -6,8 +6,8 @@ event, extension fields included); ``--record FILE`` writes one with :class:`Rec
 :class:`ReplayCollector` checks the whole file before it starts (a bad line is a one-line error
 naming the file, the line number and what is wrong), then plays the events back on its own thread
 at the original pace times ``speed`` (0: as fast as possible). With ``rebase`` every time is moved
-by one offset so that the newest event lands at "now" as the replay finishes: window queries then
-show the data, and the spacing between events is kept. The same file always gives the same
+by one offset of whole seconds so that the newest event lands within the second before the replay
+finishes: window queries then show the data, and the spacing between events is kept. The same file always gives the same
 events, apart from that one offset.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -205,8 +206,10 @@ class ReplayCollector(Collector):
         duration = 0.0 if self.speed == 0 else max(0.0, (summary.newest_time - t0).total_seconds()) / self.speed
         started = time.monotonic()
         if self.rebase:
-            # the newest event lands at the wall-clock time the replay finishes
-            self.offset = utcnow() + timedelta(seconds=duration) - summary.newest_time
+            # the newest event lands within the second before the replay finishes; the shift is whole
+            # seconds, so every event keeps its place in its second (windows are whole seconds)
+            shift = utcnow() + timedelta(seconds=duration) - summary.newest_time
+            self.offset = timedelta(seconds=math.floor(shift.total_seconds()))
         batch: list[AnyEvent] = []
         batch_due = 0.0
         due = 0.0

@@ -28,7 +28,21 @@ class _Result(BaseModel):
     """The same readable sentence(s) as the text content block."""
 
 
-class NetworkSummary(_Result):
+class _Windowed(_Result):
+    losses: dict[str, int] = Field(default_factory=dict)
+    """What was lost or shed in the window, by cause (``shed``, ``ring_full``, ...); empty when
+    nothing was. Causes that only cost raw detail leave every count exact."""
+    counts_exact: bool = True
+    """False when something lost in the window was never counted (see ``losses``)."""
+
+
+class _Listed(_Result):
+    not_kept: int = 0
+    """Events counted in the seconds the list spans that were not kept as raw events (shed under
+    load): the list shows what was kept; counts and summaries include them."""
+
+
+class NetworkSummary(_Windowed):
     """``get_network_summary`` and ``get_packet_drop_summary``."""
 
     kind: EventKind
@@ -40,7 +54,7 @@ class NetworkSummary(_Result):
     query_time: datetime
 
 
-class ConnectionList(_Result):
+class ConnectionList(_Listed):
     """``list_connections``: newest first."""
 
     events: list[ConnectionEvent]
@@ -55,7 +69,7 @@ class ConnectionList(_Result):
     """True when the source samples sockets and may miss short-lived connections."""
 
 
-class PacketDropList(_Result):
+class PacketDropList(_Listed):
     """``list_packet_drops``: newest first."""
 
     events: list[PacketDropEvent]
@@ -68,7 +82,7 @@ class PacketDropList(_Result):
     source: str
 
 
-class PatternAnalysis(_Result):
+class PatternAnalysis(_Windowed):
     """``analyze_patterns``: the window's aggregates plus derived rates."""
 
     stats: WindowStats
@@ -77,7 +91,7 @@ class PatternAnalysis(_Result):
     source: str
 
 
-class ProcessList(_Result):
+class ProcessList(_Windowed):
     """``list_processes``: top talkers in the window."""
 
     kind: EventKind

@@ -32,7 +32,16 @@ from netspy_tui.mcp_tools.schemas import (
     ProcessList,
     ServerStatus,
 )
-from netspy_tui.models import ConnectionEvent, EventKind, PacketDropEvent, parse_time, utcnow
+from netspy_tui.models import (
+    ConnectionEvent,
+    EventKind,
+    EventPage,
+    PacketDropEvent,
+    counts_exact,
+    describe_losses,
+    parse_time,
+    utcnow,
+)
 from netspy_tui.telemetry.source import EventQuery, TelemetrySource
 from netspy_tui.textsafe import clean
 
@@ -194,14 +203,17 @@ async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | N
     await _check_subject(tc.source, kind, pid, process_name)
     count = await tc.source.count(kind, pid, process_name, duration)
     info = await tc.source.info()
-    text = describe.summary_text(kind, count, pid, process_name, duration)
+    losses = await tc.source.losses(duration)
+    text = describe.with_notes(describe.summary_text(kind, count, pid, process_name, duration),
+                               describe.loss_note(losses))  # fmt: skip
     return _result(NetworkSummary(text=text, kind=kind, count=count, pid=pid, process_name=process_name,
-                                  duration_seconds=duration, source=info.label, query_time=utcnow()), text)
+                                  duration_seconds=duration, source=info.label, query_time=utcnow(), losses=losses,
+                                  counts_exact=counts_exact(losses)), text)  # fmt: skip
 
 
 async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
                 max_events: int, since: str | None, until: str | None = None
-                ) -> tuple[list[Any], int, str, bool, datetime | None]:
+                ) -> tuple[list[Any], int, str, bool, datetime | None, EventPage]:
     tc = _ctx(ctx)
     await _check_subject(tc.source, kind, pid, process_name)
     since_dt = _since(since)
@@ -209,7 +221,7 @@ async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None
     page = await tc.source.query(EventQuery(kind=kind, pid=pid, command=process_name, since=since_dt,
                                             until=until_dt, limit=max_events))
     info = await tc.source.info()
-    return list(page.events), page.total_count, info.label, info.sampled, since_dt
+    return list(page.events), page.total_count, info.label, info.sampled, since_dt, page
 
 
 async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, process_name: str | None,
@@ -217,12 +229,13 @@ async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, p
     await _check_subject(source, kind, pid, process_name)
     stats = await source.stats(kind, pid, process_name, duration, top_n=top_n)
     info = await source.info()
+    losses = await source.losses(duration)
     rate = stats.total / (duration / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
-    text = describe.patterns_text(stats, rate, ratio)
+    text = describe.with_notes(describe.patterns_text(stats, rate, ratio), describe.loss_note(losses))
     return PatternAnalysis(text=text, stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4),
-                           source=info.label)
+                           source=info.label, losses=losses, counts_exact=counts_exact(losses))
 
 
 def create_server(source: TelemetrySource, insight: InsightHook | None = None) -> TelemetryServer:
@@ -260,13 +273,14 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         until: Until = None,
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connection attempts (destination, protocol, outcome), newest first."""
-        events, total, label, sampled, since_dt = await _list(ctx, "connection", pid, process_name, max_events,
-                                                              since, until)
+        events, total, label, sampled, since_dt, page = await _list(ctx, "connection", pid, process_name,
+                                                                    max_events, since, until)
         conns = [e for e in events if isinstance(e, ConnectionEvent)]
-        text = describe.list_text("connection", conns, total, pid, process_name, sampled)
+        text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
+                                   describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until))
         return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
                                       truncated=total > len(conns), pid=pid, process_name=process_name,
-                                      since=since_dt, source=label, sampled=sampled), text)
+                                      since=since_dt, source=label, sampled=sampled, not_kept=page.not_kept), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_patterns(
@@ -293,13 +307,14 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         until: Until = None,
     ) -> Annotated[CallToolResult, PacketDropList]:
         """List recent packet drops with the kernel's drop reason, newest first."""
-        events, total, label, _, since_dt = await _list(ctx, "packet_drop", pid, process_name, max_events,
-                                                        since, until)
+        events, total, label, _, since_dt, page = await _list(ctx, "packet_drop", pid, process_name, max_events,
+                                                              since, until)
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
-        text = describe.list_text("packet_drop", drops, total, pid, process_name)
+        text = describe.with_notes(describe.list_text("packet_drop", drops, total, pid, process_name),
+                                   describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until))
         return _result(PacketDropList(text=text, events=drops, total_count=total, returned=len(drops),
                                       truncated=total > len(drops), pid=pid, process_name=process_name,
-                                      since=since_dt, source=label), text)
+                                      since=since_dt, source=label, not_kept=page.not_kept), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_packet_drops(
@@ -322,10 +337,12 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         tc = _ctx(ctx)
         stats = await tc.source.stats(kind, None, None, duration, top_n=1, buckets=1)
         info = await tc.source.info()
+        losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
-        text = describe.processes_text(kind, procs, duration)
+        text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses))
         return _result(ProcessList(text=text, kind=kind, duration_seconds=duration, processes=procs,
-                                   total_events=stats.total, source=info.label), text)
+                                   total_events=stats.total, source=info.label, losses=losses,
+                                   counts_exact=counts_exact(losses)), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:
@@ -333,13 +350,18 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         tc = _ctx(ctx)
         info = await tc.source.info()
         programs = await tc.source.programs() if info.healthy else []
-        lines = [f"Source: {info.label} ({'healthy' if info.healthy else 'unhealthy'})"]
+        lines = [f"Source: {info.label} ({info.status})"]
         if info.detail:
             lines.append(f"Detail: {clean(info.detail, 300)}")
         if info.sampled:
             lines.append("Sampling: short-lived connections can be missed.")
         if info.kind == "embedded":
-            lines.append(f"Events seen: {info.events_seen}, lost: {info.events_lost}, stored: {info.stored_events}")
+            lines.append(f"Events seen: {info.events_seen:,}, stored: {info.stored_events or 0:,}, "
+                         f"lost: {info.events_lost:,}")  # fmt: skip
+        if info.recent_losses:
+            lines.append(f"Last minute: {clean(describe_losses(info.recent_losses), 300)}")
+        if info.losses:
+            lines.append(f"Since start: {clean(describe_losses(info.losses), 300)}")
         for p in programs:
             lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")
         text = "\n".join(lines)

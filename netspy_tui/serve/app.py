@@ -51,6 +51,8 @@ from netspy_tui.models import (
     PacketDropEvent,
     ProgramInfo,
     contract_drop_reason,
+    counts_exact,
+    describe_losses,
     format_time,
     utcnow,
 )
@@ -143,6 +145,9 @@ def _raw_ipv6(event: ConnectionEvent) -> list[int]:
     return list(address.packed) if address.version == 6 else [0] * 16
 
 
+CONTRACT_PROTOCOL = re.compile(r"^(TCP|UDP|Unknown\(\d+\))$")
+
+
 def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
     """One event as the contract's JSON object.
 
@@ -157,6 +162,10 @@ def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
         data["id"] = _stable_id(event)
     if isinstance(event, ConnectionEvent) and len(event.raw_ipv6) != 16:
         data["raw_ipv6"] = _raw_ipv6(event)
+    if isinstance(event, ConnectionEvent) and event.protocol and not CONTRACT_PROTOCOL.match(event.protocol):
+        # the contract names TCP and UDP only: MPTCP goes out as the original server would say it
+        data["protocol"] = f"Unknown({event.raw_protocol})"
+        data["protocol_name"] = event.protocol
     if isinstance(event, PacketDropEvent):
         category = contract_drop_reason(event.drop_reason, event.protocol, event.drop_reason_code)
         if category != event.drop_reason:
@@ -326,7 +335,7 @@ class _Api:
             logger.warning("health check: source unhealthy: %s", info.detail)
             return text_response(503, "System not initialized")
         payload: dict[str, Any] = {
-            "status": "healthy",
+            "status": info.status,
             "component": "netspy-tui",
             "uptime": _uptime(info.uptime_seconds),
             "version": __version__,
@@ -334,6 +343,14 @@ class _Api:
         }
         if info.collector:
             payload["collector"] = info.collector
+        if info.kind == "embedded":
+            # netspy-tui extensions: what was lost or shed, by cause, since start and in the last minute
+            payload["events_lost"] = info.events_lost
+            payload["losses"] = info.losses
+            payload["recent_losses"] = info.recent_losses
+            payload["counts_exact"] = counts_exact(info.recent_losses)
+            if info.degraded:
+                payload["detail"] = describe_losses(info.recent_losses, "in the last minute")
         return json_response(payload)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:

@@ -1,27 +1,27 @@
-"""The event store: every event the embedded collector sees, in SQLite (standard library).
+"""The event store: exact counts per second (rollups) and raw events as a bounded detail stream.
 
-One row per event. The columns the tools filter and group on are stored pre-computed (wall-clock
-time as integer nanoseconds, kind, pid, command, destination, port, protocol, the effective
-outcome or drop reason, the failure flag) next to the event's full JSON, so :meth:`EventStore.query`
-returns events exactly as they were ingested, extension fields included, and
-:meth:`EventStore.stats` computes :class:`~netspy_tui.models.WindowStats` — the same figures as
-:func:`netspy_tui.analysis.aggregate.aggregate` over the same events.
+Three kinds of rows, written in one transaction per batch by one writer:
 
-Threads: the collector thread writes (:meth:`EventStore.add_events` is the collector sink, one
-transaction per batch); readers run on any thread (``asyncio.to_thread``). A file store uses one
-write connection and a small pool of read connections (WAL lets reads run while a batch commits);
-an in-memory store has a single connection behind a lock.
+- ``rollup``: per wall-clock second and key (kind, pid, command, destination, port, protocol,
+  outcome or drop reason) how many events there were, with the first and last time. Counts come
+  from the kernel (eBPF) or are derived from the events stored (procfs, replay): either way every
+  figure the tools report — totals, top destinations, outcome mix, processes, rates — is computed
+  from these (:mod:`netspy_tui.store.rollups`), never from whether a raw event was kept.
+- ``events``: raw events, for ``list_connections``/``list_packet_drops`` and the tables. An eBPF
+  event is its 120-byte ring record (models are built only when a tool asks); other events their
+  JSON. Under load the writer sheds raw events (never counts); what was shed is in ``losses``.
+- ``losses``: per second and cause, what was shed or lost (ring full, queue full, unreadable...).
 
-Costs: a page of events (``query``) reads only the rows it returns, through the index that
-matches its filter. ``stats`` and ``count`` keep the tallies of recently asked windows
-(:mod:`netspy_tui.store.window`): the first call for a window reads every event in it (about
-4 us an event for ``stats``), a repeated one (the dashboard polls every second) reads only the
-events that entered or left it since, plus a few index seeks. Ingest pays nothing for this.
+Threads: one writer (the collector's thread through :meth:`EventStore.add_events`, or the
+:class:`~netspy_tui.store.writer.Writer` thread through :meth:`EventStore.ingest`); readers on any
+thread. A file store uses WAL and a small pool of read connections; an in-memory store one
+connection behind a lock. The last hour of rollups is also kept in memory for fast windows.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -29,87 +29,111 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, AnyEvent
+from netspy_tui.analysis.aggregate import AnyEvent, outcome_key, second_of, window_seconds
+from netspy_tui.collector.base import Batch
 from netspy_tui.errors import NetspyError
 from netspy_tui.models import (
-    ConnectionEvent,
     Event,
     EventKind,
     EventPage,
-    PacketDropEvent,
     WindowStats,
+    describe_losses,
+    ns_to_time,
+    time_to_ns,
     utcnow,
 )
-from netspy_tui.store.window import KIND_CODE, PRUNE_RECORDS, PruneRecord, Subject, WindowCache
+from netspy_tui.store import rollups as R
 from netspy_tui.telemetry.source import EventQuery
 
 logger = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_KIND_CODE = KIND_CODE
-_EVENT_JSON: TypeAdapter[ConnectionEvent | PacketDropEvent] = TypeAdapter(Event)
+_EVENT_JSON: TypeAdapter[Any] = TypeAdapter(Event)
+_KIND_CODE = R.KIND_CODE
+NS = 1_000_000_000
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
 PRUNE_EVERY_ROWS = 50_000
 PRUNE_EVERY_SECONDS = 10.0
 #: Rows deleted per retention transaction.
 PRUNE_CHUNK = 20_000
-#: Counting a window stops after this many rows, then counts the (fewer) events outside it.
+#: Counting raw rows stops after this many, then counts the (fewer) rows outside the range.
 COUNT_PROBE = 50_000
 #: Read connections kept open for a file store.
 READ_POOL_SIZE = 4
-#: An in-memory store's long read pauses this long between chunks so that the writer gets in.
-BREATHE_SECONDS = 0.001
+#: Seconds of rollups kept in memory (longer windows read them from SQLite).
+MEMORY_HORIZON = 3660
+#: At most one warning about losses per this many seconds.
+WARN_EVERY = 30.0
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
-# The small columns live in ``events`` (scanned by window aggregates); each event's JSON lives in
-# ``bodies`` under the same ``seq``, read only for the page of events a query returns.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY,   -- insertion order
-    kind        INTEGER NOT NULL,      -- 0 connection, 1 packet_drop
-    t           INTEGER NOT NULL,      -- wall-clock time, ns since the Unix epoch (UTC)
-    ts          INTEGER NOT NULL,      -- the event's own timestamp (ns since boot), orders ties
-    pid         INTEGER NOT NULL,
-    command     TEXT    NOT NULL,
-    destination TEXT    NOT NULL,      -- '' when unknown
-    port        INTEGER,               -- destination port (connections only)
-    protocol    TEXT    NOT NULL,      -- '' when unknown
-    outcome     TEXT    NOT NULL,      -- connections: effective outcome; drops: drop reason or UNKNOWN
-    failed      INTEGER NOT NULL       -- 1 when the event counts as a failure
-);
-CREATE TABLE IF NOT EXISTS bodies (
-    seq  INTEGER PRIMARY KEY,
-    json BLOB NOT NULL                 -- the whole event as ingested (UTF-8 JSON)
+    seq      INTEGER PRIMARY KEY,   -- insertion order
+    kind     INTEGER NOT NULL,      -- 0 connection, 1 packet_drop
+    t        INTEGER NOT NULL,      -- wall-clock time, ns since the Unix epoch (UTC)
+    ts       INTEGER NOT NULL,      -- the event's own timestamp (ns since boot), orders ties
+    pid      INTEGER NOT NULL,
+    command  TEXT    NOT NULL,
+    outcome  TEXT    NOT NULL,      -- connections: outcome; drops: drop reason (overrides the record's)
+    pending  INTEGER,               -- socket of a connect whose outcome is still to come
+    rec      BLOB,                  -- an eBPF ring record (collector/ebpf/programs.RECORD) ...
+    body     BLOB                   -- ... or the event's JSON (other collectors)
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (kind, t, ts);
 CREATE INDEX IF NOT EXISTS events_pid ON events (kind, pid, t);
 CREATE INDEX IF NOT EXISTS events_command ON events (kind, command, t);
-CREATE TRIGGER IF NOT EXISTS events_delete_body AFTER DELETE ON events
-    BEGIN DELETE FROM bodies WHERE seq = OLD.seq; END;
+CREATE INDEX IF NOT EXISTS events_pending ON events (pending) WHERE pending IS NOT NULL;
 CREATE TABLE IF NOT EXISTS kind_counts (kind INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 INSERT OR IGNORE INTO kind_counts (kind, n) VALUES (0, 0), (1, 0);
+CREATE TABLE IF NOT EXISTS rollup (
+    second      INTEGER NOT NULL,   -- wall-clock second since the epoch
+    kind        INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    command     TEXT    NOT NULL,
+    destination TEXT    NOT NULL,   -- '' when unknown
+    port        INTEGER NOT NULL,   -- destination port (0 for drops)
+    protocol    TEXT    NOT NULL,   -- '' when unknown
+    outcome     TEXT    NOT NULL,   -- connections: outcome; drops: drop reason
+    failed      INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    first       INTEGER NOT NULL,   -- ns, first and last event counted
+    last        INTEGER NOT NULL,
+    PRIMARY KEY (second, kind, pid, command, destination, port, protocol, outcome)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS losses (
+    second INTEGER NOT NULL,
+    cause  TEXT    NOT NULL,        -- shed, ring_full, sockaddr_fault, store_error, ...
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (second, cause)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- bumped by every prune that deletes rows (window tallies check it: see store/window.py)
-INSERT OR IGNORE INTO meta (key, value) VALUES ('prunes', '0');
 """
 
 _INSERT_EVENT = (
-    "INSERT INTO events (seq, kind, t, ts, pid, command, destination, port, protocol, outcome, failed) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (seq, kind, t, ts, pid, command, outcome, pending, rec, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_BODY = "INSERT INTO bodies (seq, json) VALUES (?, ?)"
+_UPSERT_ROLLUP = (
+    "INSERT INTO rollup (second, kind, pid, command, destination, port, protocol, outcome, failed, n, first, last) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT DO UPDATE SET n = n + excluded.n, "
+    "first = CASE WHEN excluded.n > 0 AND excluded.first < first THEN excluded.first ELSE first END, "
+    "last = CASE WHEN excluded.n > 0 AND excluded.last > last THEN excluded.last ELSE last END"
+)
+_UPSERT_LOSS = "INSERT INTO losses (second, cause, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n"
 #: Errors that reject one row (a value SQLite cannot hold), not the whole batch.
 _ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError, sqlite3.IntegrityError)
-
+#: Causes that lose raw detail only: the counts stay exact.
+DETAIL_ONLY = frozenset({"shed", "ring_full", "sink_rejected", "bad_records"})
 
 
 class StoreError(NetspyError):
@@ -118,18 +142,6 @@ class StoreError(NetspyError):
     def __init__(self, message: str, hint: str = "", *, lost: int = 0) -> None:
         super().__init__(message, hint)
         self.lost = lost
-
-
-def time_to_ns(value: datetime) -> int:
-    """Wall-clock datetime -> integer ns since the epoch (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-
-
-def ns_to_time(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value // 1000)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -154,52 +166,36 @@ def _sanitize(value: Any) -> Any:
     return value
 
 
-def _row(event: AnyEvent) -> tuple[Any, ...]:
-    """The column values of one event."""
+def _clean_event(event: AnyEvent) -> tuple[AnyEvent, bytes]:
+    """The event (made storable) and its JSON."""
     try:
-        text = event.__pydantic_serializer__.to_json(event)  # UTF-8 bytes, without a str round trip
+        return event, event.__pydantic_serializer__.to_json(event)
     except PydanticSerializationError:
         # Untrusted text that is not valid Unicode: store it with the bad code points escaped.
         event = type(event).model_construct(**_sanitize(event.model_dump()))
-        text = event.__pydantic_serializer__.to_json(event)
-    if isinstance(event, ConnectionEvent):
-        outcome = event.effective_outcome
-        return (
-            0,
-            time_to_ns(event.time),
-            event.timestamp,
-            event.pid,
-            event.command,
-            event.destination or "",
-            event.destination_port,
-            event.protocol or "",
-            outcome,
-            1 if outcome in FAILED_OUTCOMES else 0,
-            text,
-        )
-    return (
-        1,
-        time_to_ns(event.time),
-        event.timestamp,
-        event.pid,
-        event.command,
-        event.destination or "",
-        None,
-        event.protocol or "",
-        event.drop_reason or "UNKNOWN",
-        1,
-        text,
-    )
+        return event, event.__pydantic_serializer__.to_json(event)
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
+    """``(kind, t, ts, pid, command, outcome, pending, rec, body)`` of a built event, and the event
+    (made storable). Raises OverflowError for integers SQLite cannot hold."""
+    for name in ("pid", "timestamp", "destination_port"):
+        value = getattr(event, name, 0)
+        if value not in _INT64:
+            raise OverflowError(f"{name} {value} does not fit in 64 bits")
+    event, text = _clean_event(event)
+    kind = 0 if event.type == "connection" else 1
+    return (kind, time_to_ns(event.time), event.timestamp, event.pid, event.command, outcome_key(event), None, None,
+            text), event  # fmt: skip
 
 
 def _where(
-    kind: EventKind,
-    pid: int | None,
-    command: str | None,
-    since_ns: int | None,
-    until_ns: int | None,
+    kind: EventKind, pid: int | None, command: str | None, since_ns: int | None, until_ns: int | None
 ) -> tuple[str, list[Any], str]:
-    """WHERE clause, its parameters and the index that serves it best."""
+    """WHERE clause over raw rows, its parameters and the index that serves it best."""
     clauses = ["kind = ?"]
     params: list[Any] = [_KIND_CODE[kind]]
     index = "events_time"
@@ -221,8 +217,12 @@ def _where(
     return " AND ".join(clauses), params, index
 
 
+_ID_MIX = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
 class EventStore:
-    """Events in SQLite, with retention by age and by row count.
+    """Rollups and raw events in SQLite, with retention by age (both) and row count (raw).
 
     ``path`` None keeps the store in memory. ``retention_seconds`` / ``max_rows`` None disable
     that limit. Limits are applied every :data:`PRUNE_EVERY_ROWS` rows or
@@ -236,6 +236,7 @@ class EventStore:
         retention_seconds: float | None = 24 * 3600,
         max_rows: int | None = 2_000_000,
         readonly: bool = False,
+        max_queued: int = 200_000,
     ) -> None:
         self.path = Path(path).expanduser() if path is not None else None
         if readonly and self.path is None:
@@ -243,16 +244,25 @@ class EventStore:
         self.readonly = readonly
         self.retention_seconds = retention_seconds
         self.max_rows = max_rows
+        self.max_queued = max_queued
         self._write_lock = threading.Lock()
         self._closed = False
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._since_prune = 0
         self._last_prune = time.monotonic()
-        # What each recent prune deleted, by serial (see store/window.py); written under the write lock.
-        self._prune_records: dict[int, PruneRecord] = {}
-        self._windows = WindowCache(self._count_subject, self._prune_records)
+        self._read_codec = threading.local()
+        self.names = R.Names()
+        self.rollups = R.Rollups(self.names, MEMORY_HORIZON)
+        self.totals: dict[str, int] = {}
+        self._unwarned: dict[str, int] = {}
+        self._warned_at = -WARN_EVERY
+        """Since this store was opened: ``raw`` rows written, and losses by cause."""
+        self._writer_thread: Any = None
         self._writer = self._connect(writer=True)
         self._next_seq = 0 if readonly else self._max_seq() + 1
+        self._salt = self._id_salt()
+        if not readonly:
+            self._load_rollups()
 
     # --- connections ---------------------------------------------------------------
 
@@ -308,9 +318,13 @@ class EventStore:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and "meta" not in tables:
             self._check_schema(conn)  # someone else's database: refuse to touch it
+        if "meta" in tables:
+            self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
         conn.executescript(_SCHEMA)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('id_salt', ?)", (str(int.from_bytes(os.urandom(8))),))
         self._check_schema(conn)
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
@@ -329,10 +343,22 @@ class EventStore:
                 "move the old file away or choose another store file",
             )
 
+    def _id_salt(self) -> int:
+        with self._write_lock:
+            row = self._writer.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone()
+        return int(row[0]) if row is not None else 0
+
     def _max_seq(self) -> int:
         with self._write_lock:
             row = self._writer.execute("SELECT max(seq) FROM events").fetchone()
         return int(row[0] or 0)
+
+    def _load_rollups(self) -> None:
+        """Start the in-memory rollups with what the file holds for the last hour."""
+        since = second_of(utcnow()) - MEMORY_HORIZON
+        with self._write_lock:
+            rows = self._writer.execute(f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE second >= ?", (since,)).fetchall()
+            self.rollups.load(since, R.to_array(rows, self.names))
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
@@ -372,67 +398,160 @@ class EventStore:
                 "check the file is intact and readable, or start with a fresh store",
             ) from exc
 
-    def _breathe(self, conn: sqlite3.Connection) -> None:
-        """In-memory store, inside :meth:`_snapshot`: end the read, let a writer waiting for the
-        lock in, read on in a new transaction (long reads would otherwise hold off the collector)."""
-        conn.execute("COMMIT")
-        self._write_lock.release()
-        try:
-            time.sleep(BREATHE_SECONDS)
-        finally:
-            self._write_lock.acquire()
-        if self._closed:
-            raise StoreError(f"the event store {self.location} is closed")
-        conn.execute("BEGIN")
-
     # --- writing -------------------------------------------------------------------
 
     def add_events(self, events: Sequence[AnyEvent]) -> None:
-        """Store a batch in one transaction (the collector sink).
+        """Store built events and their counts, now, in the caller's thread (one transaction).
 
         Raises :class:`StoreError` (with ``lost``) when the batch, or some events of it, could
         not be stored; the events that could be stored are kept.
         """
-        if not events:
-            return
-        rows: list[tuple[Any, ...]] = []
+        if events:
+            self.write([Batch(events=events)])
+
+    def ingest(self, batch: Batch) -> None:
+        """Queue a batch for the writer thread (the collectors' sink; never blocks on SQLite).
+
+        Raw eBPF records beyond :attr:`max_queued` waiting are shed (their counts are kept);
+        built events wait for room instead (their counts are derived from them)."""
+        writer = self._writer_thread
+        if writer is None:
+            from netspy_tui.store.writer import Writer  # noqa: PLC0415
+
+            with self._write_lock:
+                if self._writer_thread is None:
+                    self._writer_thread = Writer(self, self.max_queued)
+                writer = self._writer_thread
+        writer.put(batch)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued batch is written; False on timeout."""
+        writer = self._writer_thread
+        return writer.flush(timeout) if writer is not None else True
+
+    def write(self, batches: Sequence[Batch]) -> None:
+        """Decode and write batches in one transaction (the writer thread, or :meth:`add_events`)."""
+        raw: list[tuple[Any, ...]] = []
+        outcomes: list[tuple[int, str]] = []
+        counts: list[R.Row] = []
+        losses: dict[tuple[int, str], int] = {}
         rejected: list[str] = []
-        for event in events:
-            try:
-                rows.append(_row(event))
-            except Exception as exc:  # an event we cannot even serialise: count it, keep the rest
-                rejected.append(_one_line(exc))
+        offered = 0
+        for batch in batches:
+            if batch.events:
+                offered += len(batch.events)
+                kept: list[AnyEvent] = []
+                for event in batch.events:
+                    try:
+                        row, clean = _event_row(event)
+                    except Exception as exc:  # an event we cannot even serialise: count it, keep the rest
+                        rejected.append(_one_line(exc))
+                        continue
+                    raw.append(row)
+                    kept.append(clean)
+                counts.extend(R.rows_from_events(kept))
+            if batch.records is not None and len(batch.records):
+                codec = batch.codec
+                recs = batch.records
+                is_outcome = recs["kind"] == 2
+                if is_outcome.any():
+                    outcomes.extend(codec.outcome_rows(recs[is_outcome]))
+                    recs = recs[~is_outcome]
+                raw.extend(codec.store_rows(recs))
+            if batch.counts is not None:
+                counts.extend(batch.codec.count_rows(*batch.counts))
+            for cause, n in batch.lost.items():
+                if n:
+                    key = (batch.second, cause)
+                    losses[key] = losses.get(key, 0) + n
+        if counts:
+            # in memory first: in-process figures stay exact even if the disk refuses the write
+            self.rollups.add(R.to_array(counts, self.names))
+        for (_, cause), n in losses.items():
+            self._count(cause, n)
+        if losses:
+            self._warn_losses(losses)
+        try:
+            written = self._commit(raw, outcomes, counts, losses, rejected)
+        except StoreError as exc:
+            self._count("store_error", exc.lost)
+            raise
+        self._count("raw", written)
+        if rejected:
+            self._count("rejected", len(rejected))
+            raise StoreError(
+                f"{len(rejected)} of {offered or len(rejected)} events could not be stored in {self.location}: "
+                f"{rejected[0]}",
+                "the collector produced malformed events; please report this",
+                lost=len(rejected),
+            )
+
+    def _warn_losses(self, losses: dict[tuple[int, str], int]) -> None:
+        """A warning (stderr for ``serve`` and one-shot commands, the log file for the dashboard) at
+        most every :data:`WARN_EVERY` seconds, with what was lost since the last one."""
+        for (_, cause), n in losses.items():
+            self._unwarned[cause] = self._unwarned.get(cause, 0) + n
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            logger.warning("event store %s: %s", self.location, describe_losses(self._unwarned, "recently"))
+            self._unwarned = {}
+
+    def _count(self, what: str, n: int) -> None:
+        if n:
+            self.totals[what] = self.totals.get(what, 0) + n
+
+    def note_losses(self, second: int, losses: dict[str, int]) -> None:
+        """Record losses noticed outside a batch (the writer's shedding), in the next transaction."""
+        if losses:
+            self.write([Batch(lost=losses, second=second)])
+
+    def _commit(
+        self,
+        raw: list[tuple[Any, ...]],
+        outcomes: list[tuple[int, str]],
+        counts: list[R.Row],
+        losses: dict[tuple[int, str], int],
+        rejected: list[str],
+    ) -> int:
         with self._write_lock:
             if self._closed or self.readonly:
                 state = "closed" if self._closed else "open read-only"
-                raise StoreError(f"the event store {self.location} is {state}", lost=len(events))
+                raise StoreError(f"the event store {self.location} is {state}", lost=len(raw))
             conn = self._writer
             first = self._next_seq
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(_INSERT_EVENT, [(first + i, *row[:10]) for i, row in enumerate(rows)])
-                    conn.executemany(_INSERT_BODY, [(first + i, row[10]) for i, row in enumerate(rows)])
+                    conn.executemany(_INSERT_EVENT, [(first + i, *row) for i, row in enumerate(raw)])
                 except _ROW_ERRORS:
                     # Some value cannot be stored (an integer beyond 64 bits, ...): keep the others.
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
                     good: list[tuple[Any, ...]] = []
-                    for row in rows:
-                        seq = first + len(good)
+                    for row in raw:
                         try:
-                            conn.execute("SAVEPOINT one_row")
-                            conn.execute(_INSERT_EVENT, (seq, *row[:10]))
-                            conn.execute(_INSERT_BODY, (seq, row[10]))
-                            conn.execute("RELEASE one_row")
+                            conn.execute(_INSERT_EVENT, (first + len(good), *row))
                             good.append(row)
                         except _ROW_ERRORS as exc:
-                            conn.execute("ROLLBACK TO one_row")
-                            conn.execute("RELEASE one_row")
                             rejected.append(_one_line(exc))
-                    rows = good
+                    raw = good
+                if outcomes:
+                    conn.executemany("UPDATE events SET outcome = ?, pending = NULL WHERE pending = ?",
+                                     [(name, key) for key, name in outcomes])  # fmt: skip
+                if counts:
+                    try:
+                        conn.executemany(_UPSERT_ROLLUP, counts)
+                    except _ROW_ERRORS:
+                        for row in counts:
+                            try:
+                                conn.execute(_UPSERT_ROLLUP, row)
+                            except _ROW_ERRORS as exc:
+                                rejected.append(_one_line(exc))
+                if losses:
+                    conn.executemany(_UPSERT_LOSS, [(s, c, n) for (s, c), n in losses.items()])
                 added = [0, 0]
-                for row in rows:
+                for row in raw:
                     added[row[0]] += 1
                 for kind, n in enumerate(added):
                     if n:
@@ -447,56 +566,49 @@ class EventStore:
                 raise StoreError(
                     f"cannot write to the event store {self.location}: {_one_line(exc)}",
                     "free disk space or choose another store file",
-                    lost=len(events),
+                    lost=len(raw),
                 ) from exc
-            self._next_seq = first + len(rows)
-            self._since_prune += len(rows)
+            self._next_seq = first + len(raw)
+            self._since_prune += len(raw)
             due = self._since_prune >= PRUNE_EVERY_ROWS or time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS
         if due:
             self.prune()
-        if rejected:
-            raise StoreError(
-                f"{len(rejected)} of {len(events)} events could not be stored in {self.location}: {rejected[0]}",
-                "the collector produced malformed events; please report this",
-                lost=len(rejected),
-            )
+        return len(raw)
 
     def prune(self, now: datetime | None = None) -> int:
-        """Apply retention (age, then row count) now; returns how many events were deleted.
+        """Apply retention (age, then row count) now; returns how many raw events were deleted.
 
-        Deletes in chunks of :data:`PRUNE_CHUNK` rows, one transaction each, so the collector's
-        writes are never held up for long.
+        Rollups and losses are kept by age only (counts stay exact however many raw events are
+        kept). Deletes in chunks of :data:`PRUNE_CHUNK` rows, one transaction each, so the
+        collector's writes are never held up for long.
         """
+        now = now or utcnow()
         cutoff = None
         if self.retention_seconds is not None:
-            cutoff = time_to_ns(now or utcnow()) - int(self.retention_seconds * 1e9)
+            cutoff = time_to_ns(now) - int(self.retention_seconds * 1e9)
         deleted = 0
         try:
             while True:
-                removed = self._prune_chunk(cutoff)
+                removed, more = self._prune_chunk(cutoff)
                 deleted += removed
-                if removed < PRUNE_CHUNK:
+                if not more:
                     break
         finally:
             self._since_prune = 0
             self._last_prune = time.monotonic()
+        self.rollups.prune(second_of(now), cutoff // NS if cutoff is not None else None)
         if deleted:
             logger.debug("event store %s: pruned %d events", self.location, deleted)
         return deleted
 
-    def _prune_chunk(self, cutoff: int | None) -> int:
+    def _prune_chunk(self, cutoff: int | None) -> tuple[int, bool]:
+        """(raw rows deleted, whether more may be due)."""
         with self._write_lock:
             if self._closed or self.readonly:
-                return 0
+                return 0, False
             conn = self._writer
             removed = 0
-            record: PruneRecord = {}  # kind -> (rows deleted, highest t they can have)
-
-            def note(kind: int, n: int, highest: int) -> None:
-                before = record.get(kind, (0, highest))
-                record[kind] = (before[0] + n, max(before[1], highest))
-                conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
-
+            more = False
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 if cutoff is not None:
@@ -507,8 +619,15 @@ class EventStore:
                             (kind, cutoff, PRUNE_CHUNK - removed),
                         ).rowcount
                         if n > 0:
-                            note(kind, n, cutoff - 1)
+                            conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
                             removed += n
+                    second = cutoff // NS
+                    oldest = conn.execute("SELECT min(second) FROM rollup").fetchone()[0]
+                    if oldest is not None and oldest < second:
+                        upto = min(second, oldest + 300)  # a few minutes of rollups per transaction
+                        conn.execute("DELETE FROM rollup WHERE second < ?", (upto,))
+                        more = upto < second
+                    conn.execute("DELETE FROM losses WHERE second < ?", (second,))
                 if self.max_rows is not None and removed < PRUNE_CHUNK:
                     total = conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0]
                     excess = min(total - self.max_rows, PRUNE_CHUNK - removed)
@@ -518,21 +637,12 @@ class EventStore:
                             "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)
                         ).fetchone()[0]
                         per_kind = conn.execute(
-                            "SELECT kind, count(*), max(t) FROM events WHERE seq <= ? GROUP BY kind", (boundary,)
+                            "SELECT kind, count(*) FROM events WHERE seq <= ? GROUP BY kind", (boundary,)
                         ).fetchall()
                         conn.execute("DELETE FROM events WHERE seq <= ?", (boundary,))
-                        for kind, n, highest in per_kind:
-                            note(kind, n, highest)
+                        for kind, n in per_kind:
+                            conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
                             removed += n
-                if removed:
-                    # Readers' window tallies learn of the deletion through this serial and the record.
-                    bumped = conn.execute(
-                        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'prunes' RETURNING value"
-                    ).fetchone()
-                    if bumped is not None:
-                        serial = int(bumped[0])
-                        self._prune_records[serial] = record  # before COMMIT: known before the serial is seen
-                        self._prune_records.pop(serial - PRUNE_RECORDS, None)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -541,20 +651,53 @@ class EventStore:
                     f"cannot prune the event store {self.location}: {_one_line(exc)}",
                     "free disk space or choose another store file",
                 ) from exc
-            return removed
+            return removed, more or removed >= PRUNE_CHUNK
 
-    # --- reading -------------------------------------------------------------------
+    # --- reading: events -----------------------------------------------------------
+
+    def _codec(self) -> Any:
+        codec = getattr(self._read_codec, "codec", None)
+        if codec is None:
+            from netspy_tui.collector.ebpf.decode import Codec  # noqa: PLC0415
+
+            codec = self._read_codec.codec = Codec()
+        return codec
+
+    def _event_id(self, seq: int) -> str:
+        return f"{((seq * _ID_MIX) ^ self._salt) & _MASK64:016x}"
+
+    def _events(self, rows: Sequence[tuple[Any, ...]]) -> list[AnyEvent]:
+        """Rows ``(seq, outcome, rec, body)`` -> events, in order."""
+        out: list[AnyEvent | None] = [None] * len(rows)
+        recs: list[int] = []
+        for i, (_, _, _, body) in enumerate(rows):
+            if body is not None:
+                out[i] = _EVENT_JSON.validate_json(body)
+            else:
+                recs.append(i)
+        if recs:
+            from netspy_tui.collector.ebpf.decode import record_from_bytes  # noqa: PLC0415
+
+            array = record_from_bytes(rows[i][2] for i in recs)
+            built = self._codec().events(array, [self._event_id(rows[i][0]) for i in recs],
+                                         [rows[i][1] for i in recs])  # fmt: skip
+            for i, event in zip(recs, built, strict=True):
+                out[i] = event
+        return out  # type: ignore[return-value]
 
     def query(self, q: EventQuery) -> EventPage:
-        """Events matching ``q``, newest first (equal times in insertion order), and how many matched."""
+        """Events matching ``q``, newest first (equal times in insertion order), and how many matched.
+
+        When the events of the page's seconds were counted but not all kept (shed under load),
+        the page says how many are missing there."""
         limit = max(0, q.limit)
         since_ns = time_to_ns(q.since) if q.since is not None else None
         until_ns = time_to_ns(q.until) if q.until is not None else None
         where, params, index = _where(q.kind, q.pid, q.command, since_ns, until_ns)
         with self._snapshot() as conn:
             rows = conn.execute(
-                f"SELECT b.json FROM events INDEXED BY {index} CROSS JOIN bodies b ON b.seq = events.seq "
-                f"WHERE {where} ORDER BY t DESC, ts DESC, events.seq LIMIT ?",
+                f"SELECT seq, outcome, rec, body FROM events INDEXED BY {index} "
+                f"WHERE {where} ORDER BY t DESC, ts DESC, seq LIMIT ?",
                 (*params, limit),
             ).fetchall()
             if len(rows) < limit:
@@ -564,39 +707,27 @@ class EventStore:
             else:
                 sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
                 total = conn.execute(sql, params).fetchone()[0]
-        events = [_EVENT_JSON.validate_json(r[0]) for r in rows]
-        return EventPage(events=events, total_count=total, truncated=total > len(events))
+        events = self._events(rows)
+        not_kept, span = self._not_kept(q, events)
+        return EventPage(events=events, total_count=total, truncated=total > len(events), not_kept=not_kept,
+                         not_kept_since=span[0] if not_kept else None, not_kept_until=span[1] if not_kept else None)
 
-    def count(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: float,
-        now: datetime | None = None,
-    ) -> int:
-        """Events of ``kind`` with ``now - window < time <= now``.
-
-        Asked again for the same window, only what changed since is counted (see store/window.py).
-        """
-        now = now or utcnow()
-        since_ns, until_ns = time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
-        return self._windows.count(self._snapshot, Subject(kind, pid, command), window_seconds, since_ns, until_ns)
-
-    def _count_subject(self, conn: sqlite3.Connection, subject: Subject, since_ns: int, until_ns: int) -> int:
-        """Events of ``subject`` with ``since < t <= until``, counted from scratch."""
-        if subject.pid is None and subject.command is None:
-            return self._count_range(conn, subject.code, since_ns, until_ns)
-        where, params, index = _where(subject.kind, subject.pid, subject.command, since_ns, until_ns)
-        sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
-        return int(conn.execute(sql, params).fetchone()[0])
+    def _not_kept(self, q: EventQuery, events: list[AnyEvent]) -> tuple[int, tuple[datetime | None, datetime | None]]:
+        """Events counted but not kept in the seconds the page spans."""
+        if not events:
+            return 0, (None, None)
+        lo, hi = second_of(events[-1].time), second_of(events[0].time)
+        missing = self._rollup_total(q.kind, q.pid, q.command, lo, hi) - self._kept_between(
+            q.kind, q.pid, q.command, lo, hi
+        )
+        return (missing, (ns_to_time(lo * NS), ns_to_time((hi + 1) * NS))) if missing > 0 else (0, (None, None))
 
     @staticmethod
     def _count_range(conn: sqlite3.Connection, kind: int, since_ns: int | None, until_ns: int | None) -> int:
-        """Events of ``kind`` with ``since < t <= until`` (None: unbounded), in one snapshot.
+        """Raw events of ``kind`` with ``since < t <= until`` (None: unbounded), in one snapshot.
 
-        SQLite counts by walking the index, so a window holding most of a big store is counted
-        as the kind's total (kept in ``kind_counts``) minus the few events outside it.
+        SQLite counts by walking the index, so a range holding most of a big store is counted as
+        the kind's total (kept in ``kind_counts``) minus the few events outside it.
         """
         total = conn.execute("SELECT n FROM kind_counts WHERE kind = ?", (kind,)).fetchone()[0]
         if since_ns is None and until_ns is None:
@@ -617,6 +748,39 @@ class EventStore:
         sql = "SELECT count(*) FROM events INDEXED BY events_time WHERE kind = ? AND t > ? AND t <= ?"
         return int(conn.execute(sql, (kind, lo, hi)).fetchone()[0])
 
+    # --- reading: figures ------------------------------------------------------------
+
+    def _rollup_rows(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> np.ndarray:
+        """Rollup rows of seconds lo..hi: from memory when it holds them, else from SQLite."""
+        if self.rollups.covers(lo):
+            return self.rollups.rows(lo, hi)
+        clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, _KIND_CODE[kind]]
+        if pid is not None:
+            clauses.append("pid = ?")
+            params.append(pid)
+        if command is not None:
+            clauses.append("command = ?")
+            params.append(command)
+        with self._snapshot() as conn:
+            sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {' AND '.join(clauses)}"
+            rows = conn.execute(sql, params).fetchall()
+        return R.to_array(rows, self.names)
+
+    def _rollup_total(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
+        return R.total(self._rollup_rows(kind, pid, command, lo, hi), self.names, kind, pid, command)
+
+    def count(
+        self,
+        kind: EventKind,
+        pid: int | None,
+        command: str | None,
+        window_seconds: float,
+        now: datetime | None = None,
+    ) -> int:
+        """Events of ``kind`` in the last ``window_seconds`` whole seconds at ``now`` (exact)."""
+        lo, hi = window_seconds_of(now or utcnow(), window_seconds)
+        return self._rollup_total(kind, pid, command, lo, hi)
+
     def stats(
         self,
         kind: EventKind,
@@ -627,20 +791,33 @@ class EventStore:
         buckets: int = 60,
         now: datetime | None = None,
     ) -> WindowStats:
-        """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``.
-
-        The first call for a window tallies every event in it; asked again (the dashboard polls),
-        only the events that left or entered the window since are read (see store/window.py).
-        """
+        """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``, from the rollups."""
         now = now or utcnow()
-        since_ns, until_ns = time_to_ns(now - timedelta(seconds=window_seconds)), time_to_ns(now)
-        # An in-memory store's reader holds the write lock: a window tallied from scratch lets the
-        # collector in between chunks. A file store's readers never hold off its writer (WAL).
-        breathe = self._breathe if self.path is None else None
-        return self._windows.stats(
-            self._snapshot, Subject(kind, pid, command), window_seconds, now, since_ns, until_ns, top_n, buckets,
-            breathe,
-        )
+        lo, hi = window_seconds_of(now, window_seconds)
+        rows = self._rollup_rows(kind, pid, command, lo, hi)
+        return R.window_stats(rows, self.names, kind, pid, command, int(window_seconds), now, top_n, buckets)
+
+    def kept(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
+             now: datetime | None = None) -> int:
+        """Raw events kept in the last ``window_seconds`` whole seconds (compare with :meth:`count`)."""
+        return self._kept_between(kind, pid, command, *window_seconds_of(now or utcnow(), window_seconds))
+
+    def _kept_between(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
+        """Raw events kept in the seconds lo..hi."""
+        where, params, index = _where(kind, pid, command, lo * NS - 1, (hi + 1) * NS - 1)
+        with self._snapshot() as conn:
+            sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
+            return int(conn.execute(sql, params).fetchone()[0])
+
+    def losses(self, since: datetime | None = None, until: datetime | None = None) -> dict[str, int]:
+        """Losses recorded between ``since`` and ``until`` (whole seconds; None: unbounded), by cause."""
+        lo = second_of(since) if since is not None else -(2**62)
+        hi = second_of(until) if until is not None else 2**62
+        with self._snapshot() as conn:
+            rows = conn.execute(
+                "SELECT cause, sum(n) FROM losses WHERE second >= ? AND second <= ? GROUP BY cause", (lo, hi)
+            ).fetchall()
+        return {cause: int(n) for cause, n in rows if n}
 
     def newest_time(self) -> datetime | None:
         """Wall-clock time of the newest stored event, or None when the store is empty."""
@@ -653,17 +830,20 @@ class EventStore:
         return ns_to_time(max(values)) if values else None
 
     def row_count(self) -> int:
-        """How many events are stored."""
+        """How many raw events are stored."""
         with self._snapshot() as conn:
             return int(conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0])
 
     def close(self) -> None:
-        """Close every connection (idempotent); later reads and writes raise :class:`StoreError`."""
+        """Write what is queued, then close every connection (idempotent); later reads and writes
+        raise :class:`StoreError`."""
+        writer = self._writer_thread
+        if writer is not None:
+            writer.close()
         with self._write_lock:
             if self._closed:
                 return
             self._closed = True
-            self._windows.clear()
             # Idle read connections close now; ones in use close when their reader hands them back.
             while True:
                 try:
@@ -678,3 +858,13 @@ class EventStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_ROLLUP_COLUMNS = "second, kind, pid, command, destination, port, protocol, outcome, failed, n, first, last"
+
+
+def window_seconds_of(now: datetime, window: float) -> tuple[int, int]:
+    return window_seconds(now, int(window))
+
+
+__all__ = ["EventStore", "StoreError", "ns_to_time", "time_to_ns", "timedelta"]

@@ -34,6 +34,7 @@ from netspy_tui.models import (
     SourceInfo,
     SummaryResponse,
     WindowStats,
+    describe_losses,
     describe_validation_error,
     format_time,
     utcnow,
@@ -224,12 +225,18 @@ class HttpSource:
     async def info(self) -> SourceInfo:
         what = "ebpf-server"
         try:
-            await self.health()
+            health = await self.health()
             gen = await self.generation()
             if gen == "aggregator":
                 what = "aggregator"
-            return SourceInfo(label=f"{what} at {self.shown_url}", kind="http", generation=gen,
-                              detail=f"{gen} API")
+            recent = {k: v for k, v in (health.recent_losses or {}).items() if isinstance(v, int) and v > 0}
+            losses = {k: v for k, v in (health.losses or {}).items() if isinstance(v, int) and v > 0}
+            detail = f"{gen} API"
+            if recent:
+                detail += f"; the server reports {describe_losses(recent, 'in the last minute')}"
+            return SourceInfo(label=f"{what} at {self.shown_url}", kind="http", generation=gen, detail=detail,
+                              degraded=health.status == "degraded" or bool(recent), losses=losses,
+                              recent_losses=recent, events_lost=health.events_lost or sum(losses.values()))
         except NetspyError as exc:
             return SourceInfo(label=f"{what} at {self.shown_url}", kind="http",
                               generation=self._generation or "current", healthy=False, detail=str(exc))
@@ -299,6 +306,10 @@ class HttpSource:
             log.debug("stats over %d of %d events in the window", stats.total, page.total_count)
             stats = stats.model_copy(update={"total": page.total_count})
         return stats
+
+    async def losses(self, window_seconds: int) -> dict[str, int]:
+        """Nothing to tell: events arrive here as they are (a remote server's losses show in info)."""
+        return {}
 
     async def programs(self) -> list[ProgramInfo]:
         if await self.generation() == "seed":

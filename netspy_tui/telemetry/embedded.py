@@ -20,11 +20,12 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netspy_tui.collector.auto import CollectorKind, start_collector
-from netspy_tui.collector.base import Collector, Sink
+from netspy_tui.collector.base import Batch, Collector, Sink
 from netspy_tui.collector.replay import Recorder
 from netspy_tui.errors import NetspyError, NoData
 from netspy_tui.models import (
@@ -35,8 +36,11 @@ from netspy_tui.models import (
     ProgramInfo,
     SourceInfo,
     WindowStats,
+    describe_losses,
+    ns_to_time,
+    utcnow,
 )
-from netspy_tui.store.sqlite import EventStore, StoreError
+from netspy_tui.store.sqlite import EventStore, StoreError, window_seconds_of
 from netspy_tui.telemetry.source import EventQuery
 
 if TYPE_CHECKING:
@@ -46,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 #: At most one warning per this many seconds about events the store refused.
 _WARN_EVERY = 30.0
+#: Losses this recent make the source "degraded".
+RECENT_LOSS_SECONDS = 60
 
 
 class StoreSink:
@@ -58,6 +64,14 @@ class StoreSink:
         self.last_error = ""
         self.last_error_at: float | None = None
         self._warned_at = -_WARN_EVERY
+
+    def ingest(self, batch: Batch) -> None:
+        """eBPF batches: queued for the store's writer thread (it sheds raw events, never counts)."""
+        try:
+            self.store.ingest(batch)
+        except Exception as exc:  # the store is closing: what it could not take is lost, and counted
+            n = len(batch.records) if batch.records is not None else 0
+            self._failed(n, f"{type(exc).__name__}: {exc}")
 
     def __call__(self, events: Sequence[ConnectionEvent | PacketDropEvent]) -> None:
         try:
@@ -153,28 +167,48 @@ class EmbeddedSource:
         collector = self.collector
         problems: list[str] = []
         stored: int | None = None
+        recent: dict[str, int] = {}
         healthy = not self._closed
         try:
             stored = await asyncio.to_thread(self.store.row_count)
+            recent = await asyncio.to_thread(self.store.losses, utcnow() - timedelta(seconds=RECENT_LOSS_SECONDS))
         except NetspyError as exc:
             healthy = False
             problems.append(str(exc))
-        seen = lost = 0
+        seen = 0
+        losses: dict[str, int] = {}
         if collector is not None:
-            seen, lost = collector.stats.events, collector.stats.lost
+            seen = collector.stats.events
+            losses.update({k: v for k, v in collector.stats.losses.items() if v})
+            # a collector that only keeps the overall figure (records it could not deliver)
+            named = sum(losses.get(k, 0) for k in ("ring_full", "sink_rejected", "bad_records"))
+            unnamed = collector.stats.lost - named
+            if unnamed > 0:
+                losses["ring_full"] = losses.get("ring_full", 0) + unnamed
             if self._started_at is None or not collector.running:
                 healthy = False
                 problems.append("the collector is not running")
             if collector.stats.last_error:
                 problems.append(f"collector: {collector.stats.last_error}")
+        # what the store saw (shed, store errors) and what the collector delivered with its batches
+        for cause, n in self.store.totals.items():
+            if cause != "raw" and n:
+                losses[cause] = max(losses.get(cause, 0), n)
         sink = self.store_sink
-        lost += sink.lost
-        if sink.last_error:
-            problems.append(f"store: {sink.last_error}")
-            if sink.last_error_at is not None and time.monotonic() - sink.last_error_at < 60:
-                healthy = False
+        if sink.lost:  # (the same events the store counted when it refused them, or more)
+            losses["store_error"] = max(losses.get("store_error", 0), sink.lost)
+        writer = self.store._writer_thread
+        errors_at = [t for t in (sink.last_error_at, writer.last_error_at if writer else None) if t is not None]
+        last_error = sink.last_error or (writer.last_error if writer else "")
+        if last_error:
+            problems.append(f"store: {last_error}")
+            if errors_at and time.monotonic() - max(errors_at) < RECENT_LOSS_SECONDS:
+                recent["store_error"] = max(recent.get("store_error", 0), losses.get("store_error", 1))
+                healthy = False  # nothing can be stored right now
         if self.recorder is not None and self.recorder.error is not None:
             problems.append(str(self.recorder.error))
+        if recent:
+            problems.append(describe_losses(recent, f"in the last {RECENT_LOSS_SECONDS} s"))
         detail = "; ".join([self.reason, *problems] if self.reason else problems)
         if collector is not None:
             label = f"{collector.label} (embedded)"
@@ -185,11 +219,14 @@ class EmbeddedSource:
             kind="embedded",
             generation="embedded",
             healthy=healthy,
+            degraded=bool(recent),
             detail=" ".join(detail.split()),
             collector=collector.name if collector is not None else None,
             sampled=collector.sampled if collector is not None else False,
             events_seen=seen,
-            events_lost=lost,
+            events_lost=sum(losses.values()),
+            losses=losses,
+            recent_losses=recent,
             stored_events=stored,
             uptime_seconds=None if self._started_at is None else time.monotonic() - self._started_at,
         )
@@ -210,6 +247,10 @@ class EmbeddedSource:
         buckets: int = 60,
     ) -> WindowStats:
         return await asyncio.to_thread(self.store.stats, kind, pid, command, window_seconds, top_n, buckets)
+
+    async def losses(self, window_seconds: int) -> dict[str, int]:
+        lo, _ = window_seconds_of(utcnow(), window_seconds)
+        return await asyncio.to_thread(self.store.losses, ns_to_time(lo * 1_000_000_000))
 
     async def programs(self) -> list[ProgramInfo]:
         if self.collector is None:

@@ -70,6 +70,10 @@ class MemorySource:
     ) -> WindowStats:
         return aggregate(self._snapshot(), kind, pid, command, window_seconds, self._clock(), top_n, buckets)
 
+    async def losses(self, window_seconds: int) -> dict[str, int]:
+        """Nothing to tell: events arrive here as they are (a remote server's losses show in info)."""
+        return {}
+
     async def programs(self) -> list[ProgramInfo]:
         return []
 

@@ -1,6 +1,6 @@
 """The one interface the MCP tools read from.
 
-Two implementations: :class:`netspy_tui.telemetry.client.HttpSource` (an eBPF server, any API
+Implementations: :class:`netspy_tui.telemetry.client.HttpSource` (an eBPF server, any API
 generation) and :class:`netspy_tui.telemetry.embedded.EmbeddedSource` (the in-process collector and
 SQLite store). Both return the same models, so every tool behaves the same on either.
 """
@@ -58,6 +58,11 @@ class TelemetrySource(Protocol):
 
     async def programs(self) -> list[ProgramInfo]:
         """The eBPF programs behind the data (may be empty)."""
+        ...
+
+    async def losses(self, window_seconds: int) -> dict[str, int]:
+        """What was lost or shed in the last ``window_seconds``, by cause (empty when nothing, or
+        when the source cannot tell)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -25,9 +25,10 @@ import pytest
 from netspy_tui.collector.ebpf import EbpfCollector, syscalls, tracefs
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf.asm import DW, R0, R2, Asm
-from netspy_tui.collector.ebpf.decode import Decoder
+from netspy_tui.collector.ebpf.decode import Codec, wall_time, walls
 from netspy_tui.errors import CollectorError
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
+from netspy_tui.serve.app import event_json
 from tests.contract import validate_event
 
 REQUIRE = os.environ.get("NETSPY_REQUIRE_EBPF") == "1"
@@ -126,9 +127,9 @@ def mine(port: int, pid: int | None = None) -> Callable[[Event], bool]:
 
 
 def check_contract(event: ConnectionEvent) -> None:
-    data = event.model_dump(mode="json", exclude_none=True)  # as serve writes it: optional fields absent
+    data = event_json(event)  # as serve writes it
     validate_event(data)
-    assert parse_event(data) == event
+    assert parse_event(data) == event.model_copy(update={"id": event.id})
 
 
 # --- connects ---------------------------------------------------------------------------------
@@ -217,35 +218,12 @@ def test_nonblocking_connect_resolved_after_it_returned(live) -> None:
             with pytest.raises(OSError) as info:
                 second.getpeername()
             assert info.value.errno == errno.ENOTCONN  # not connected when connect() returned
+            (first,) = rec.wait_for(lambda e: mine(port)(e) and e.return_code == -115, timeout=10)
+            assert first.outcome == "in_progress"  # reported at once ...
             accepted, _ = srv.accept()  # room in the queue: the retransmitted SYN gets through
-            hits = rec.wait_for(lambda e: mine(port)(e) and e.return_code == -115, timeout=10)
+            hits = rec.wait_for(lambda e: mine(port)(e) and e.return_code == -115 and e.outcome == "ok", timeout=10)
             accepted.close()
-    assert [(e.return_code, e.outcome) for e in hits] == [(-115, "ok")]
-
-
-@pytest.mark.ebpf
-def test_connect_without_outcome_is_reported_in_progress_after_the_deadline() -> None:
-    rec = Recorder()
-    collector = EbpfCollector(outcome_deadline=0.3)
-    start_or_skip(collector, rec)
-    try:
-        with socket.socket() as srv:
-            srv.bind(("127.0.0.1", 0))
-            srv.listen(0)
-            port = srv.getsockname()[1]
-            with socket.socket() as first, socket.socket() as second:
-                assert first.connect_ex(("127.0.0.1", port)) == 0
-                second.setblocking(False)
-                t0 = time.monotonic()
-                assert second.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
-                (e,) = rec.wait_for(lambda e: mine(port)(e) and e.return_code == -115, timeout=5)
-                assert time.monotonic() - t0 >= 0.3
-                # the SYN was dropped by the full listener; still SYN_SENT when reported
-                with pytest.raises(OSError):
-                    second.getpeername()
-        assert e.outcome == "in_progress" and e.protocol == "TCP"
-    finally:
-        collector.stop()
+    assert [(e.id, e.return_code, e.outcome) for e in hits] == [(first.id, -115, "ok")]  # ... then again, final
 
 
 @pytest.mark.ebpf
@@ -606,139 +584,96 @@ def test_print_symbolic_parsed_from_format_text() -> None:
     assert tracefs.parse_symbolic(print_fmt, "reason") == {2: "NOT_SPECIFIED", 3: "NO_SOCKET", 45: "TCP_RESET"}
 
 
-STATES = {"TCP_ESTABLISHED": 1, "TCP_SYN_SENT": 2, "TCP_CLOSE": 7}
-
-
 def _records(*rows: dict[str, object]) -> np.ndarray:
     out = np.zeros(len(rows), P.RECORD)
     for rec, row in zip(out, rows, strict=True):
-        rec["pid"], rec["comm"], rec["family"], rec["port"] = 42, b"curl", 2, 443
+        rec["pid"], rec["comm"], rec["family"], rec["port"], rec["wall"] = 42, b"curl", 2, 443, 1_764_000_000 * 10**9
         rec["addr"][:4] = (10, 0, 0, 1)
         for k, v in row.items():
             rec[k] = v
     return out
 
 
-def _connect(ts: int, key: int, flags: int, code: int = -115) -> dict[str, object]:
-    return {"kind": P.KIND_CONNECT, "ts": ts, "key": key, "flags": flags, "code": code}
+def _connect(ts: int, key: int, flags: int, code: int = -115, result: int = 0) -> dict[str, object]:
+    return {"kind": P.KIND_CONNECT, "ts": ts, "key": key, "flags": flags, "code": code, "result": result,
+            "protocol": 6, "socktype": 1}  # fmt: skip
 
 
-def test_decoder_holds_pending_connects_until_their_outcome() -> None:
-    d = Decoder({3: "NO_SOCKET"}, STATES, outcome_deadline=3.0)
-    tcp = P.F_TCP | P.F_SOCKINFO
-    first = _records(
-        _connect(200, 0xA, tcp | P.F_PENDING),
-        _connect(100, 0xB, tcp | P.F_DONE | (1 << P.STATE_SHIFT)),  # earlier, resolved in connect()
-    )
-    first["socktype"], first["protocol"] = 1, 6
-    out = d.feed(first, now_ns=0)
-    assert [(e.timestamp, e.outcome) for e in out] == [(100, "ok")] and d.pending == 1
-    refused = P.F_DONE | P.F_RESET | P.F_EXITED | (7 << P.STATE_SHIFT)
-    out = d.feed(_records({"kind": P.KIND_OUTCOME, "ts": 900, "key": 0xA, "flags": refused}), now_ns=1)
-    (e,) = out
-    assert (e.timestamp, e.return_code, e.outcome, e.destination, e.protocol) == (
-        200,
-        -115,
-        "refused",
-        "10.0.0.1:443",
-        "TCP",
-    )
-    assert d.pending == 0
-    # an OUTCOME nobody waits for is counted, not invented into an event
-    assert d.feed(_records({"kind": P.KIND_OUTCOME, "ts": 950, "key": 0xC, "flags": refused}), now_ns=2) == []
-    assert d.orphan_outcomes == 1
-
-
-def test_decoder_expires_pending_connects_as_in_progress() -> None:
-    d = Decoder({}, STATES, outcome_deadline=1.0)
-    assert d.feed(_records(_connect(5, 0xA, P.F_TCP | P.F_PENDING)), now_ns=0) == []
-    assert d.feed(_records(), now_ns=999_999_999) == []
-    (e,) = d.feed(_records(), now_ns=1_000_000_000)
-    assert (e.outcome, e.return_code, e.protocol, e.protocol_inferred) == ("in_progress", -115, "TCP", False)
-
-
-def test_decoder_reports_a_superseded_pending_connect_instead_of_dropping_it() -> None:
-    d = Decoder({}, STATES)
-    assert d.feed(_records(_connect(5, 0xA, P.F_TCP | P.F_PENDING)), now_ns=0) == []
-    # same socket address again before any outcome (the first outcome record was lost)
-    (old,) = d.feed(_records(_connect(9, 0xA, P.F_TCP | P.F_PENDING)), now_ns=1)
-    assert (old.timestamp, old.outcome) == (5, "in_progress") and d.pending == 1
-
-
-def test_decoder_outcome_in_the_same_batch_and_protocol_guess() -> None:
-    d = Decoder({}, STATES)
+def test_codec_names_connects_by_the_kernels_result() -> None:
+    codec = Codec({3: "NO_SOCKET"})
+    tcp = P.F_TCP | P.F_RESOLVED
     rows = _records(
-        _connect(10, 0xA, P.F_TCP | P.F_PENDING),
-        {"kind": P.KIND_OUTCOME, "ts": 30, "key": 0xA, "flags": P.F_DONE | P.F_EXITED | (1 << P.STATE_SHIFT)},
-        _connect(20, 0, 0, code=0),  # nothing from the kernel about the socket: guessed, and flagged so
-    )
-    rows[2]["port"] = 53
-    out = d.feed(rows, now_ns=0)
-    assert [(e.timestamp, e.outcome) for e in out] == [(10, "ok"), (20, "ok")]
-    guessed = out[1]
+        _connect(1, 0xA, P.F_TCP | P.F_PENDING, result=P.RESULT_PENDING),
+        _connect(2, 0xB, tcp, result=111),
+        _connect(3, 0xC, tcp, result=110),
+        _connect(4, 0xD, tcp, result=113),
+        _connect(5, 0xE, tcp, result=P.RESULT_ABORTED),
+        _connect(6, 0xF, tcp | P.F_RESTARTED, code=0, result=0),
+        {**_connect(7, 0, P.F_RESOLVED, code=0), "protocol": 0, "port": 53},  # nothing from the kernel: guessed
+        {**_connect(8, 0, P.F_RESOLVED | P.F_MAPPED | P.F_TCP, code=0, result=0), "protocol": 262, "sockfam": 10,
+         "thread": b"worker-1"},
+    )  # fmt: skip
+    events = codec.events(rows, [f"{i:016x}" for i in range(len(rows))])
+    assert [e.outcome for e in events] == ["in_progress", "refused", "timeout", "unreachable", "aborted", "ok",
+                                           "ok", "ok"]  # fmt: skip
+    guessed, mptcp = events[6], events[7]
     assert (guessed.protocol, guessed.protocol_inferred, guessed.raw_protocol) == ("UDP", True, 0)
+    assert (mptcp.protocol, mptcp.raw_protocol, mptcp.socket_family, mptcp.address_family) == ("MPTCP", 262, 10, 2)
+    assert (mptcp.command, mptcp.thread, events[0].thread) == ("curl", "worker-1", None)
+    for e in events:
+        assert isinstance(e, ConnectionEvent) and e.destination == "10.0.0.1:443" or e is guessed
+        check_contract(e)  # type: ignore[arg-type]
+    # a stored row's outcome (updated when the outcome came) wins over the record's
+    (late,) = codec.events(rows[:1], ["x" * 16], ["ok"])
+    assert late.outcome == "ok"
 
 
-def test_decoded_events_equal_model_construct_and_the_contract() -> None:
-    d = Decoder({3: "NO_SOCKET"}, STATES)
+def test_codec_drops_store_rows_and_count_rows() -> None:
+    codec = Codec({3: "NO_SOCKET"})
     rows = _records(
-        _connect(10, 0, P.F_SOCKINFO, code=-111),
         {"kind": P.KIND_DROP, "ts": 11, "code": 3, "flags": P.F_L3 | P.F_PORT | P.F_IRQ, "protocol": 17,
          "length": 9, "size": 29, "pid": 0, "comm": b""},
-        {"kind": P.KIND_DROP, "ts": 12, "code": 999, "flags": 0},
+        {"kind": P.KIND_DROP, "ts": 12, "code": 999, "flags": 0, "comm": b"bad\xffname"},
+        _connect(13, 0xAB, P.F_TCP | P.F_PENDING, result=P.RESULT_PENDING),
     )  # fmt: skip
-    rows[0]["socktype"], rows[0]["protocol"], rows[0]["comm"] = 2049, 6, b"bad\xffname"  # SOCK_STREAM|NONBLOCK
-    conn, drop, unknown = d.feed(rows, now_ns=0)
-    assert isinstance(conn, ConnectionEvent) and isinstance(drop, PacketDropEvent)
-    assert conn == ConnectionEvent.model_construct(**conn.__dict__)
-    assert list(conn.__dict__) == list(ConnectionEvent.model_fields)
-    assert list(drop.__dict__) == list(PacketDropEvent.model_fields)
-    assert conn.model_fields_set == set(ConnectionEvent.model_fields)
-    assert (conn.command, conn.socket_type, conn.outcome) == ("bad\ufffdname", "STREAM", "refused")
-    check_contract(conn)
+    drop, unknown, _ = codec.events(rows, ["a" * 16, "b" * 16, "c" * 16])
+    assert isinstance(drop, PacketDropEvent) and isinstance(unknown, PacketDropEvent)
     assert (drop.drop_reason, drop.destination, drop.protocol, drop.pid, drop.command) == (
-        "NO_SOCKET",
-        "10.0.0.1:443",
-        "UDP",
-        0,
-        "",
-    )
-    assert (unknown.drop_reason, unknown.protocol, unknown.destination) == ("UNKNOWN(999)", None, None)
+        "NO_SOCKET", "10.0.0.1:443", "UDP", 0, "")  # fmt: skip
+    assert (unknown.drop_reason, unknown.protocol, unknown.destination, unknown.command) == (
+        "UNKNOWN(999)", None, None, "bad\ufffdname")  # fmt: skip
+    stored = codec.store_rows(rows)
+    assert [(r[0], r[4], r[5], r[6]) for r in stored] == [(1, "", "NO_SOCKET", None), (1, "bad\ufffdname",
+                                                          "UNKNOWN(999)", None), (0, "curl", "in_progress", 0xAB)]
+    assert all(len(r[7]) == P.RECORD_SIZE and r[8] is None for r in stored)  # the record itself, no JSON
+    keys = np.zeros(2, P.COUNT_KEY)
+    values = np.zeros(2, P.COUNT_VALUE)
+    keys["second"], keys["tgid"], keys["comm"], keys["family"], keys["port"] = 100, 42, b"curl", 2, 443
+    keys["addr"][:, :4] = (10, 0, 0, 1)
+    keys["kind"], keys["protocol"], keys["result"] = P.KIND_CONNECT, 6, (0, 111)
+    values["n"], values["first"], values["last"] = (5, 2), 7, 9
+    assert codec.count_rows(keys, values) == [
+        (100, 0, 42, "curl", "10.0.0.1:443", 443, "TCP", "ok", 0, 5, 7, 9),
+        (100, 0, 42, "curl", "10.0.0.1:443", 443, "TCP", "refused", 1, 2, 7, 9),
+    ]
+
+
+def test_overflow_slots_round_trip() -> None:
+    for kind in (P.KIND_CONNECT, P.KIND_DROP):
+        for result in (0, 1, 111, 252, P.RESULT_PENDING, P.RESULT_ABORTED, P.RESULT_UNTRACKED):
+            assert P.slot_result(P.overflow_slot(kind, result)) == (kind, result)
+    assert P.slot_result(P.overflow_slot(P.KIND_DROP, 4000)) == (P.KIND_DROP, 252)  # any larger code
 
 
 def test_vectorised_wall_clock_equals_the_exact_integer_conversion() -> None:
-    clock = Decoder({}, STATES).clock
     rng = np.random.default_rng(7)
-    now = time.monotonic_ns()
-    ts = np.concatenate(
+    now = time.time_ns()
+    ns = np.concatenate(
         [
-            rng.integers(0, 2**62, 20_000, dtype=np.uint64),  # any boot time up to ~146 years
+            rng.integers(0, 2**62, 20_000, dtype=np.uint64) % (4 * 10**18),  # any time until ~2096
             np.arange(now - 5_000_000, now + 5_000_000, 997, dtype=np.uint64),  # every sub-us phase
         ]
     )
-    fast = clock.walls_array(ts)
-    assert fast == clock.walls(ts.tolist())
+    fast = walls(ns)
+    assert fast == [wall_time(int(v)) for v in ns.tolist()]
     assert all(t.tzinfo is UTC for t in fast[:100])
-
-
-def test_events_sharing_a_template_keep_their_own_values() -> None:
-    d = Decoder({3: "NO_SOCKET"}, STATES)
-    drop = {"kind": P.KIND_DROP, "code": 3, "flags": P.F_L3 | P.F_PORT, "protocol": 17}
-    rows = _records(
-        _connect(10_000, 0, P.F_SOCKINFO, code=-111),
-        _connect(20_000, 0, P.F_SOCKINFO, code=-111),
-        {**drop, "ts": 30_000, "length": 9, "size": 29},
-        {**drop, "ts": 40_000, "length": 99, "size": 119},
-    )
-    rows["socktype"], rows["protocol"][:2] = 1, 6
-    rows[1]["pid"] = 43
-    a, b, x, y = d.feed(rows, now_ns=0) + d.feed(rows[:0], now_ns=0)
-    assert (a.pid, a.timestamp, b.pid, b.timestamp) == (42, 10_000, 43, 20_000) and a.id != b.id
-    assert (b.time - a.time).microseconds == 10
-    assert a.destination == b.destination == "10.0.0.1:443" and a.raw_ipv6 == b.raw_ipv6
-    assert a.raw_ipv6 is not b.raw_ipv6  # no mutable value shared between events
-    assert (x.skb_length, x.packet_size_bytes, y.skb_length, y.packet_size_bytes) == (9, 29, 99, 119)
-    assert x.drop_reason == y.drop_reason == "NO_SOCKET" and x.id != y.id
-    # a template is a copy: the next batch with the same key is not affected by earlier events
-    (again,) = d.feed(rows[:1], now_ns=0)
-    assert (again.pid, again.outcome, again.command) == (42, "refused", "curl")

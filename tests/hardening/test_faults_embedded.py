@@ -170,7 +170,8 @@ async def test_disk_full_mid_session_counts_loss_keeps_collecting_and_recovers(t
                 assert "(unhealthy)" in status.text and "database or disk is full" in status.text
                 app = NetspyApp(gateway, interval=0.1)
                 async with app.run_test(size=SIZE) as pilot:
-                    await wait_for(pilot, lambda: "lost " in header(app) and "unhealthy" in header(app), "header")
+                    await wait_for(pilot, lambda: "not stored (store write failed)" in header(app)
+                                   and "unhealthy" in header(app), "header")  # fmt: skip
                     assert app.dashboard.connections.row_count > 0
             # space comes back: writing resumes without a restart, the loss stops growing
             await asyncio.to_thread(os.remove, mount / "filler")

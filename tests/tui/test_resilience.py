@@ -52,6 +52,10 @@ class FlakySource:
         self._check()
         return await self.inner.programs()
 
+    async def losses(self, window_seconds: int) -> dict[str, int]:
+        self._check()
+        return await self.inner.losses(window_seconds)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

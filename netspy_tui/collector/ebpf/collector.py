@@ -16,12 +16,15 @@ import sys
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from netspy_tui.collector.base import Collector, CollectorStats, Sink
+import numpy as np
+
+from netspy_tui.collector.base import Batch, Collector, CollectorStats, Sink
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf import syscalls, tracefs
-from netspy_tui.collector.ebpf.decode import Decoder, Event
+from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
 from netspy_tui.errors import CollectorError
 
@@ -61,13 +64,24 @@ class _Attach:
     required: bool
 
 
+# Attach order: interrupt tracking before the drop program reads it; the state program before
+# connect_exit, and the exit before the entry (no entry is left without its exit).
 _ATTACH = (
-    _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
-    _Attach("tcp_reset", "tcp", "tcp_receive_reset", False),
-    _Attach("tcp_state", "sock", "inet_sock_set_state", True),
+    _Attach("softirq_entry", "irq", "softirq_entry", False),
+    _Attach("softirq_exit", "irq", "softirq_exit", False),
+    _Attach("hardirq_entry", "irq", "irq_handler_entry", False),
+    _Attach("hardirq_exit", "irq", "irq_handler_exit", False),
     _Attach("skb_drop", "skb", "kfree_skb", False),
+    _Attach("tcp_state", "sock", "inet_sock_set_state", True),
     _Attach("connect_exit", "syscalls", "sys_exit_connect", True),
+    _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
 )
+_IRQ = ("softirq_entry", "softirq_exit", "hardirq_entry", "hardirq_exit")
+
+#: kernel map sizes: concurrent connect() calls, connections in SYN_SENT, count keys per drain
+INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
+#: events a simple (event-list) sink can still update when their outcome arrives
+PENDING_EVENTS = 65536
 
 
 class _Session:
@@ -75,32 +89,42 @@ class _Session:
     collector, so a forgotten collector can be finalised (and its session closed)."""
 
     def __init__(
-        self, stats: CollectorStats, sink: Sink, ring_bytes: int, poll_interval: float, outcome_deadline: float
-    ) -> None:
+        self, stats: CollectorStats, sink: Sink, ring_bytes: int, poll_interval: float, drain_interval: float,
+        raw: int,
+    ) -> None:  # fmt: skip
         self.stats = stats
         self.sink = sink
+        self.batch_sink = getattr(sink, "ingest", None)
         self.ring_bytes = ring_bytes
         self.poll_interval = poll_interval
-        self.outcome_deadline = outcome_deadline
+        self.drain_interval = drain_interval
+        self.raw = raw
         self.map_fds: list[int] = []
         self.prog_fds: list[int] = []
         self.perf_fds: list[int] = []
-        self.loaded: list[tuple[str, int]] = []  # (program name, kernel id)
+        self.loaded: list[tuple[str, int, int]] = []  # (program name, kernel id, fd)
+        self.maps: P.Maps | None = None
         self.ring: RingBuffer | None = None
         self.wake_fd = -1
-        self.counters_fd = -1
-        self.decoder: Decoder | None = None
+        self.codec: Codec | None = None
+        self.clock = Clock()
+        self.active = 0
         self.thread: threading.Thread | None = None
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.closed = False
         self.release_on_exit = False
-        self.lost_before = stats.lost  # counts of earlier sessions of the same collector
-        self.kernel_lost = 0
+        self.losses_before = dict(stats.losses)  # earlier sessions of the same collector
+        self.counters = [0] * P.N_COUNTERS
+        self.overflow = [0] * P.OVERFLOW_SLOTS
         self.dropped = 0  # rejected by the sink, or in a batch that failed to decode
         self.reader_cpu = 0.0
+        self.counted = 0
+        self.drained_once = False
+        self.started_mid_call = 0
         self.notes: list[str] = []
         self._last_sink_log = 0.0
+        self._pending: OrderedDict[int, Event] = OrderedDict()
 
     # --- loading ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -118,8 +142,9 @@ class _Session:
             if "reason" not in drop_tp.fields or not reasons:
                 self.notes.append("skb/kfree_skb has no drop reasons on this kernel: drops not reported")
                 del tps["skb_drop"]
-        if "tcp_reset" not in tps:
-            self.notes.append("no tcp/tcp_receive_reset: refused non-blocking connects are reported as failed")
+        attribute = all(name in tps for name in _IRQ)
+        if "skb_drop" in tps and not attribute:
+            self.notes.append("no irq tracepoints: packet drops are not attributed to processes")
         states = {name: value for value, name in tps["tcp_state"].symbols("oldstate").items()}
         for needed in ("TCP_CLOSE", "TCP_SYN_SENT", "TCP_ESTABLISHED"):
             if needed not in states:
@@ -129,36 +154,53 @@ class _Session:
         offsets = P.SockOffsets.from_btf()
         if not offsets.sockinfo:
             self.notes.append("no BTF for sockets: protocol of non-TCP connects is guessed (protocol_inferred)")
+        if offsets.sk_err is None:
+            self.notes.append("no BTF for sk_err: failed TCP handshakes are reported as aborted")
 
-        ring = self._map(syscalls.BPF_MAP_TYPE_RINGBUF, 0, 0, self.ring_bytes, "netspy_ring")
-        maps = P.Maps(
-            ring=ring,
+        hash_, array = syscalls.BPF_MAP_TYPE_HASH, syscalls.BPF_MAP_TYPE_ARRAY
+        self.maps = maps = P.Maps(
+            ring=self._map(syscalls.BPF_MAP_TYPE_RINGBUF, 0, 0, self.ring_bytes, "netspy_ring"),
             ring_bytes=self.ring_bytes,
-            inflight=self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.INFLIGHT_VALUE, 16384, "netspy_inflight"),
-            socks=self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, 8, 16384, "netspy_socks"),
-            counters=self._map(syscalls.BPF_MAP_TYPE_ARRAY, 4, 8, P.N_COUNTERS, "netspy_counters"),
+            inflight=self._map(hash_, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, "netspy_inflight"),
+            conns=self._map(hash_, 8, P.CONN.itemsize, CONNS_ENTRIES, "netspy_conns"),
+            counts=(
+                self._map(hash_, P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, "netspy_counts0"),
+                self._map(hash_, P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, "netspy_counts1"),
+            ),
+            overflow=self._map(array, 4, 8, P.OVERFLOW_SLOTS, "netspy_overflow"),
+            counters=self._map(array, 4, 8, P.N_COUNTERS, "netspy_counters"),
+            ctl=self._map(array, 4, P.CTL.itemsize, 1, "netspy_ctl"),
+            irqctx=self._map(syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, "netspy_irqctx"),
         )
-        self.counters_fd = maps.counters
+        self._write_ctl()
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
         builders = {
             "connect_enter": lambda tp: P.connect_enter(tp, maps),
             "connect_exit": lambda tp: P.connect_exit(tp, maps, offsets),
-            "tcp_state": lambda tp: P.tcp_state(tp, maps, states),
-            "tcp_reset": lambda tp: P.tcp_reset(tp, maps),
-            "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped),
+            "tcp_state": lambda tp: P.tcp_state(tp, maps, states, offsets),
+            "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute),
+            "softirq_entry": lambda tp: P.irq_mark(maps, P.IRQ_SOFT, True),
+            "softirq_exit": lambda tp: P.irq_mark(maps, P.IRQ_SOFT, False),
+            "hardirq_entry": lambda tp: P.irq_mark(maps, P.IRQ_HARD, True),
+            "hardirq_exit": lambda tp: P.irq_mark(maps, P.IRQ_HARD, False),
         }
-        self.ring = RingBuffer(ring, self.ring_bytes, P.RECORD)
+        self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.ring.add_wakeup(self.wake_fd)
-        self.decoder = Decoder(reasons, states, self.outcome_deadline)
-        # Attach in an order that never loses the start of a connect: state and reset before exit.
+        self.codec = Codec(reasons)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
-            if tp is not None:
+            if tp is not None and (spec.name not in _IRQ or attribute):
                 self._load_and_attach(spec, tp, builders[spec.name](tp).assemble())
         for note in self.notes:
             log.warning("eBPF collector: %s", note)
+
+    def _write_ctl(self) -> None:
+        assert self.maps is not None
+        value = np.zeros(1, P.CTL)
+        value["active"], value["offset"], value["raw"] = self.active, self.clock.offset_ns, self.raw
+        syscalls.map_update(self.maps.ctl, b"\0\0\0\0", value.tobytes())
 
     def _map(self, map_type: int, key: int, value: int, entries: int, name: str) -> int:
         try:
@@ -199,7 +241,7 @@ class _Session:
                 f"cannot attach eBPF program to {spec.group}/{spec.tracepoint}: {exc.strerror}",
                 "use --collector procfs",
             ) from exc
-        self.loaded.append((spec.name, syscalls.prog_id(prog)))
+        self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
 
     # --- reading ----------------------------------------------------------------------------
     def start_reader(self) -> None:
@@ -208,11 +250,15 @@ class _Session:
 
     def _run(self) -> None:
         assert self.ring is not None
+        next_drain = time.monotonic() + self.drain_interval
         try:
             while not self.stop_event.is_set():
-                self.ring.wait(self.poll_interval)
-                self._drain(final=False)
-            self._drain(final=True)
+                self.ring.wait(max(0.0, min(self.poll_interval, next_drain - time.monotonic())))
+                due = time.monotonic() >= next_drain
+                if due:
+                    next_drain = max(next_drain + self.drain_interval, time.monotonic() + self.drain_interval / 2)
+                self._cycle(drain=due)
+            self._cycle(drain=True)
         except Exception as exc:  # a bug here must be visible, not a silent dead thread
             log.exception("eBPF reader stopped")
             self.stats.errors += 1
@@ -221,56 +267,157 @@ class _Session:
             if self.release_on_exit:
                 self._release()
 
-    def _drain(self, final: bool) -> None:
-        assert self.ring is not None and self.decoder is not None
+    def _cycle(self, drain: bool) -> None:
+        """Read the ring; when ``drain``, also drain the counts (after the records, so an
+        OUTCOME's count never comes before its CONNECT record was read)."""
+        assert self.ring is not None
+        chunks = []
         while True:
             recs = self.ring.read(_BATCH)
-            try:
-                events = self.decoder.feed(recs)
-                if final and len(recs) < _BATCH:
-                    events.extend(self.decoder.expire(everything=True))
-            except Exception as exc:  # a decoding bug loses this batch, not the collector
-                log.exception("eBPF collector: cannot decode a batch")
-                self.dropped += len(recs)
-                self._publish_lost()
-                self.stats.errors += 1
-                self.stats.last_error = f"decode failed: {exc!r}"
-                events = []
-            self._deliver(events)
+            if len(recs):
+                chunks.append(recs)
             if len(recs) < _BATCH:
                 break
-        self._count_lost()
+            if len(chunks) * _BATCH >= 4 * _BATCH:  # bound memory: hand over what we have
+                self._deliver(np.concatenate(chunks), None, {})
+                chunks = []
+        records = np.concatenate(chunks) if len(chunks) > 1 else (chunks[0] if chunks else None)
+        counts, lost = (self._drain_counts(), self._counter_deltas()) if drain else (None, {})
+        if records is not None or counts is not None or lost:
+            self._deliver(records, counts, lost)
         self.reader_cpu = time.thread_time()
 
-    def _deliver(self, events: list[Event]) -> None:
-        if not events:
-            return
+    def _drain_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flip the live count map, wait until no program can still write the other, drain it."""
+        assert self.maps is not None
+        idle = self.active
+        self.active ^= 1
+        self.clock.sync()
+        self._write_ctl()
         try:
-            self.sink(events)
+            syscalls.rcu_barrier()
+        except OSError:
+            time.sleep(0.01)  # programs run for microseconds: a conservative grace period
+        raw_keys, raw_values, n = syscalls.map_batch(
+            self.maps.counts[idle], P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, delete=True
+        )
+        keys = np.frombuffer(raw_keys, P.COUNT_KEY)[:n]
+        values = np.frombuffer(raw_values, P.COUNT_VALUE)[:n]
+        # counts that did not fit: the overflow array, cumulative
+        _, raw, m = syscalls.map_batch(self.maps.overflow, 4, 8, P.OVERFLOW_SLOTS, delete=False)
+        totals = np.frombuffer(raw, "<i8")[:m].tolist()
+        extra = [(i, v - self.overflow[i]) for i, v in enumerate(totals) if v != self.overflow[i]]
+        self.overflow[: len(totals)] = totals
+        if extra:
+            more_k = np.zeros(len(extra), P.COUNT_KEY)
+            more_v = np.zeros(len(extra), P.COUNT_VALUE)
+            now = time.time_ns()
+            for j, (slot, delta) in enumerate(extra):
+                kind, result = P.slot_result(slot)
+                more_k[j]["kind"], more_k[j]["result"], more_k[j]["second"] = kind, result, now // P.NS
+                more_v[j]["n"], more_v[j]["first"], more_v[j]["last"] = delta, now, now
+            keys, values = np.concatenate([keys, more_k]), np.concatenate([values, more_v])
+        self.counted += int(values["n"].sum()) if len(values) else 0
+        return keys, values
+
+    def _counter_deltas(self) -> dict[str, int]:
+        assert self.maps is not None
+        _, raw, m = syscalls.map_batch(self.maps.counters, 4, 8, P.N_COUNTERS, delete=False)
+        totals = np.frombuffer(raw, "<u8")[:m].tolist()
+        out = {}
+        for i, name in enumerate(P.COUNTERS):
+            if i < len(totals) and totals[i] != self.counters[i]:
+                if name in P.LOSS_COUNTERS:
+                    out[name] = totals[i] - self.counters[i]
+                self.counters[i] = totals[i]
+        if not self.drained_once:
+            # connect() calls already running when the programs attached: seen ending, not starting
+            self.drained_once = True
+            self.started_mid_call = out.pop("exit_without_enter", 0)
+        skipped = self.ring.skipped if self.ring is not None else 0
+        if skipped:
+            out["bad_records"] = skipped
+            self.ring.skipped = 0  # type: ignore[union-attr]
+        for name, n in out.items():
+            self.stats.losses[name] = self.stats.losses.get(name, 0) + n
+        self._publish_lost()
+        return out
+
+    def _deliver(
+        self, records: np.ndarray | None, counts: tuple[np.ndarray, np.ndarray] | None, lost: dict[str, int]
+    ) -> None:
+        n = len(records) if records is not None else 0
+        try:
+            if self.batch_sink is not None:
+                self.batch_sink(Batch(records=records, counts=counts, lost=lost, second=time.time_ns() // P.NS,
+                                      codec=self.codec))  # fmt: skip
+            elif n:
+                events = self._events(records)  # type: ignore[arg-type]
+                if events:
+                    self.sink(events)
         except Exception as exc:
-            self.dropped += len(events)
+            self.dropped += n
+            self.stats.losses["sink_rejected"] = self.stats.losses.get("sink_rejected", 0) + n
             self._publish_lost()  # before the error count: whoever sees the error sees the loss
             self.stats.errors += 1
-            self.stats.last_error = f"sink rejected {len(events)} events: {exc!r}"
+            self.stats.last_error = f"sink rejected {n} events: {exc!r}"
             now = time.monotonic()
             if now - self._last_sink_log > 10:
                 self._last_sink_log = now
-                log.error("eBPF collector: sink rejected %d events: %r", len(events), exc, exc_info=exc)
+                log.error("eBPF collector: sink rejected %d events: %r", n, exc, exc_info=exc)
         else:
-            self.stats.events += len(events)
+            self.stats.events += n
 
-    def _count_lost(self) -> None:
-        try:
-            raw = syscalls.map_lookup(self.counters_fd, P.CTR_RING_FULL.to_bytes(4, "little"), 8)
-        except OSError:
-            raw = None
-        if raw is not None:
-            self.kernel_lost = int.from_bytes(raw, "little")
-        self._publish_lost()
+    def _events(self, records: np.ndarray) -> list[Event]:
+        """For a plain sink: events now, and the same event again (same id) when its outcome comes."""
+        assert self.codec is not None
+        kind = records["kind"]
+        out: list[Event] = []
+        fresh = records[kind != P.KIND_OUTCOME]
+        events = self.codec.events(fresh, random_ids(len(fresh)))
+        pending = (fresh["flags"] & P.F_PENDING) != 0
+        keys = fresh["key"].tolist()
+        by_pos = iter(events)
+        outcome_at = iter(np.flatnonzero(kind == P.KIND_OUTCOME).tolist())
+        next_outcome = next(outcome_at, None)
+        fresh_pos = 0
+        for i in range(len(records)):
+            if i == next_outcome:
+                rec = records[i : i + 1]
+                old = self._pending.pop(int(rec["key"][0]), None)
+                if old is not None:
+                    new = self.codec.events(rec, [old.id])[0]
+                    out.append(old.model_copy(update={"outcome": new.outcome}))  # type: ignore[union-attr]
+                next_outcome = next(outcome_at, None)
+                continue
+            event = next(by_pos)
+            if pending[fresh_pos]:
+                self._pending[keys[fresh_pos]] = event
+                if len(self._pending) > PENDING_EVENTS:
+                    self._pending.popitem(last=False)
+            fresh_pos += 1
+            out.append(event)
+        return out
 
     def _publish_lost(self) -> None:
-        skipped = self.ring.skipped if self.ring is not None else 0
-        self.stats.lost = self.lost_before + self.kernel_lost + self.dropped + skipped
+        self.stats.lost = sum(self.stats.losses.get(k, 0) for k in ("ring_full", "sink_rejected", "bad_records"))
+
+    def kernel_counters(self) -> dict[str, int]:
+        """Every kernel counter's total in this session."""
+        return {name: self.counters[i] for i, name in enumerate(P.COUNTERS)}
+
+    def tracked(self) -> dict[str, int]:
+        """Entries currently held in the maps that follow connect() calls and connections."""
+        if self.maps is None or self.closed:
+            return {"inflight": 0, "conns": 0}
+        return {
+            "inflight": syscalls.map_count(self.maps.inflight, 8),
+            "conns": syscalls.map_count(self.maps.conns, 8),
+        }
+
+    def program_stats(self) -> list[tuple[str, int, int, int]]:
+        """(program, run_time_ns, run_cnt, recursion_misses) of each loaded program."""
+        return [(name, *syscalls.prog_run_stats(fd)) for name, _, fd in self.loaded]
 
     # --- teardown ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -282,7 +429,6 @@ class _Session:
         for fd in self.perf_fds:
             syscalls.close_fd(fd)
         self.perf_fds = []
-        self.loaded = []
         self.stop_event.set()
         if self.wake_fd >= 0:
             try:
@@ -294,6 +440,7 @@ class _Session:
             if thread is threading.current_thread():
                 # stop() called from the sink: the reader releases everything when it returns
                 self.release_on_exit = True
+                self.loaded = []
                 return
             thread.join(timeout=10)
             if thread.is_alive():
@@ -303,6 +450,7 @@ class _Session:
         self._release()
 
     def _release(self, keep_ring: bool = False) -> None:
+        self.loaded = []
         if self.ring is not None and not keep_ring:
             self.ring.close()
         for fd in self.prog_fds + self.map_fds:
@@ -318,9 +466,10 @@ class EbpfCollector(Collector):
     """Every connect() and packet drop on the host, from eBPF tracepoint programs.
 
     ``ring_bytes``: ring-buffer size, a power of two >= 1 MiB. ``poll_interval``: how often the
-    reader drains the ring (seconds; it is also woken early when the ring is a quarter full).
-    ``outcome_deadline``: how long a non-blocking connect waits for its TCP outcome before it is
-    reported as ``in_progress``.
+    reader reads the ring (seconds; it is also woken early when the ring is a quarter full).
+    ``drain_interval``: how often the kernel's counts are drained. ``raw_connects`` /
+    ``raw_drops``: whether the kernel writes a raw record per connect / drop (counts are kept
+    either way).
     """
 
     name = "ebpf"
@@ -328,7 +477,13 @@ class EbpfCollector(Collector):
     sampled = False
 
     def __init__(
-        self, ring_bytes: int = 4 << 20, poll_interval: float = 0.05, *, outcome_deadline: float = 3.0
+        self,
+        ring_bytes: int = 4 << 20,
+        poll_interval: float = 0.05,
+        *,
+        drain_interval: float = 1.0,
+        raw_connects: bool = True,
+        raw_drops: bool = True,
     ) -> None:
         super().__init__()
         if ring_bytes < MIN_RING or ring_bytes & (ring_bytes - 1):
@@ -338,11 +493,12 @@ class EbpfCollector(Collector):
             )
         if not 0 < poll_interval <= 5:
             raise CollectorError(f"eBPF poll interval {poll_interval} s is out of range", "use 0.01 to 5 seconds")
-        if not 0 < outcome_deadline <= 600:
-            raise CollectorError(f"outcome deadline {outcome_deadline} s is out of range", "use 0.1 to 600 seconds")
+        if not 0.05 <= drain_interval <= 60:
+            raise CollectorError(f"count drain interval {drain_interval} s is out of range", "use 0.05 to 60 s")
         self.ring_bytes = ring_bytes
         self.poll_interval = poll_interval
-        self.outcome_deadline = outcome_deadline
+        self.drain_interval = drain_interval
+        self.raw = (P.RAW_CONNECTS if raw_connects else 0) | (P.RAW_DROPS if raw_drops else 0)
         self._session: _Session | None = None
         self._finalizer: weakref.finalize[..., _Session] | None = None
         self._stop.set()  # not running until start()
@@ -357,7 +513,7 @@ class EbpfCollector(Collector):
         if not _privileged():
             raise CollectorError("the eBPF collector needs root (or CAP_BPF and CAP_PERFMON)", PROCFS_HINT)
         # stats accumulate over restarts and stay the same object, so holders see the updates
-        session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.outcome_deadline)
+        session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.drain_interval, self.raw)
         try:
             session.load()
         except tracefs.TracefsError as exc:
@@ -376,7 +532,7 @@ class EbpfCollector(Collector):
         self._session = session
         self._finalizer = weakref.finalize(self, session.close)
         self._stop.clear()
-        log.info("eBPF collector started: %s", ", ".join(f"{n} (id {i})" for n, i in session.loaded))
+        log.info("eBPF collector started: %s", ", ".join(f"{n} (id {i})" for n, i, _ in session.loaded))
 
     def stop(self) -> None:
         self._stop.set()
@@ -388,11 +544,37 @@ class EbpfCollector(Collector):
         session = self._session
         if session is None or session.closed:
             return []
-        return [(name, "tracepoint", "active", prog_id) for name, prog_id in session.loaded]
+        return [(name, "tracepoint", "active", prog_id) for name, prog_id, _ in session.loaded]
+
+    def _live(self) -> _Session | None:
+        session = self._session
+        return session if session is not None and not session.closed else None
+
+    def kernel_counters(self) -> dict[str, int]:
+        """The kernel's loss/skip counters, totals of the current session (all zero when stopped)."""
+        session = self._live()
+        return session.kernel_counters() if session is not None else {name: 0 for name in P.COUNTERS}
+
+    def tracked(self) -> dict[str, int]:
+        """Entries the kernel maps hold now: connect() calls in flight, connections in SYN_SENT."""
+        session = self._live()
+        return session.tracked() if session is not None else {"inflight": 0, "conns": 0}
+
+    def program_stats(self) -> list[tuple[str, int, int, int]]:
+        """(program, run_time_ns, run_cnt, recursion_misses) per program (run figures need
+        ``syscalls.enable_stats()``)."""
+        session = self._live()
+        return session.program_stats() if session is not None else []
+
+    @property
+    def counted(self) -> int:
+        """Events counted by the kernel and drained so far (this session)."""
+        session = self._session
+        return session.counted if session is not None else 0
 
     @property
     def reader_cpu_seconds(self) -> float:
-        """CPU time the reader thread has used so far (decode + sink), for benchmarks."""
+        """CPU time the reader thread has used so far (ring reads, count drains, sink), for benchmarks."""
         session = self._session
         return session.reader_cpu if session is not None else 0.0
 

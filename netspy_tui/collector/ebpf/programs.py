@@ -1,37 +1,53 @@
-"""The eBPF programs (hand-assembled) and the record they all write.
+"""The eBPF programs (hand-assembled), the maps they share and the records they write.
 
-Programs (all ``BPF_PROG_TYPE_TRACEPOINT``):
+Every figure is counted once, in the kernel, when it is final; raw records are a detail stream
+beside the counts. Programs (all ``BPF_PROG_TYPE_TRACEPOINT``):
 
 ``connect_enter`` (syscalls/sys_enter_connect)
-    Saves ``{uservaddr, addrlen, ts, skaddr=0, fd}`` in ``inflight[pid_tgid]``. The sockaddr is
-    not read here: the user page may not be resident yet, and a tracepoint program cannot fault.
+    Saves ``{uservaddr, addrlen, fd, ts}`` and a copy of the sockaddr, read now (a fault is
+    retried at exit and counted if that fails too) in ``inflight[pid_tgid]``. A call the kernel
+    restarts after a signal finds its earlier entry marked RESTARTING and leaves it alone.
 ``tcp_state`` (sock/inet_sock_set_state)
-    CLOSE->SYN_SENT happens inside ``connect()`` in the caller's context: store ``skaddr`` into
-    ``inflight[pid_tgid]`` and create ``socks[skaddr]``. SYN_SENT->x (any context) publishes the
-    new state into ``socks[skaddr]`` with an atomic fetch-or; if ``connect()`` already returned
-    (EXITED bit set) it writes an OUTCOME record.
-``tcp_reset`` (tcp/tcp_receive_reset, when the kernel has it)
-    Sets the RESET bit in ``socks[skaddr]``: a SYN_SENT->CLOSE after a RST is "refused".
+    CLOSE -> SYN_SENT inside ``connect()`` starts a connection: ``conns[skaddr]`` gets its count
+    key — process (tgid and the thread-group leader's name), destination as the *socket* has it
+    (IPv4-mapped IPv6 normalised to IPv4), protocol, the second it started — and the thread's
+    name. A second such transition in the same call is an MPTCP subflow: it only fills in the
+    destination (the MPTCP socket has none yet). One outside ``connect()`` (TCP Fast Open with
+    sendmsg, io_uring) starts an *implicit* connection, counted and reported at once as in
+    progress. SYN_SENT -> x resolves it: ESTABLISHED is ok; CLOSE carries the socket's ``sk_err``
+    (111 refused, 110 timeout, 113 unreachable ...; 0 means the application closed it first:
+    "aborted"). If ``connect()`` has already returned, the connect is moved from the in-progress
+    count to its outcome's and an OUTCOME record follows its CONNECT record.
 ``connect_exit`` (syscalls/sys_exit_connect)
-    Reads the sockaddr (pointer saved at enter), drops anything but AF_INET/AF_INET6, reads the
-    socket's type and protocol from the fd (BTF offsets), and hands off with ``socks[skaddr]``:
-    fetch-or EXITED; if the state was already known it goes into this CONNECT record, otherwise
-    the record is flagged PENDING and ``tcp_state`` sends the OUTCOME later. Whichever of the two
-    comes second deletes the entry, so exactly one of them reports the outcome. The ring record is
-    reserved *before* the hand-off, so an OUTCOME record always follows its CONNECT record.
+    A call that started a connection hands off with ``tcp_state`` through an atomic fetch-or on
+    the entry's flags: whichever comes second knows both the return code and the outcome. The
+    connect is counted once, as soon as it returns (in progress, or with its outcome when that
+    came first). Calls that start nothing are not connects: EALREADY/EISCONN, a TCP call that
+    reports an earlier attempt's error (the socket already has a peer port), restarted calls,
+    TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL ...) neither.
+    Everything else that did not go through SYN_SENT (UDP setting its peer, a TCP connect
+    refused before its SYN: no route, denied) is counted with its return code's outcome.
+    Socket type and protocol come from the fd (BTF offsets), read only on that path.
 ``skb_drop`` (skb/kfree_skb)
-    Skips ordinary frees (reasons in :data:`SKIPPED_DROP_REASONS`, numbers looked up by name
-    from the tracepoint format) and records the reason, packet length and, for IPv4/IPv6, the
-    L4 protocol, destination address and port read from the packet headers. The pid/comm is the
-    current task's only when the tracepoint did not fire in interrupt context (common_flags):
-    drops in softirq (most receive-path drops) have pid 0 and an empty command.
+    Skips ordinary frees (:data:`SKIPPED_DROP_REASONS`), counts the drop by reason, protocol and
+    destination (IPv4 fragments after the first have no port; IPv6 extension headers are walked),
+    and charges it to the current task only in task context: ``irqctx`` says whether this CPU is
+    serving a softirq or an interrupt (the ``irq_*`` programs keep it), since a perf-attached
+    tracepoint program's input does not carry the trace header's flags.
+``softirq_entry``/``softirq_exit``/``hardirq_entry``/``hardirq_exit`` (irq/*)
+    Set and clear this CPU's bits in ``irqctx``.
 
-Every record is :data:`RECORD` (80 bytes), written with ``BPF_RB_NO_WAKEUP`` unless the ring is
-more than a quarter full, in which case the reader is woken at once.
+Counts go into one of two hash maps keyed by :data:`COUNT_KEY` (second, tgid, process name,
+destination, protocol, outcome or drop reason): ``ctl.active`` says which. The reader flips it,
+waits an RCU grace period (every program that could still write the other map has returned) and
+drains the idle map, so no count is read twice or missed. A count that does not fit (map full)
+goes to the ``overflow`` array by kind and outcome, still exact in totals. Every path that loses
+or skips something has a counter (:data:`COUNTERS`).
 """
 
 from __future__ import annotations
 
+import errno as _errno
 import logging
 from dataclasses import dataclass, field
 
@@ -39,6 +55,7 @@ import numpy as np
 
 from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf.asm import ATOMIC_ADD as _ADD
+from netspy_tui.collector.ebpf.asm import ATOMIC_AND as _AND
 from netspy_tui.collector.ebpf.asm import ATOMIC_OR as _OR
 from netspy_tui.collector.ebpf.asm import DW, FETCH, FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Asm, B, H, Reg, W
 from netspy_tui.collector.ebpf.tracefs import Tracepoint
@@ -53,37 +70,72 @@ GET_CURRENT_COMM = 16
 GET_CURRENT_TASK = 35
 PROBE_READ_USER = 112
 PROBE_READ_KERNEL = 113
-RINGBUF_OUTPUT, RINGBUF_RESERVE, RINGBUF_SUBMIT, RINGBUF_DISCARD, RINGBUF_QUERY = 130, 131, 132, 133, 134
+RINGBUF_RESERVE, RINGBUF_SUBMIT, RINGBUF_QUERY = 131, 132, 134
 RB_NO_WAKEUP, RB_FORCE_WAKEUP = 1, 2
 RB_AVAIL_DATA = 0
+BPF_ANY, BPF_NOEXIST = 0, 1
 
 AF_INET, AF_INET6 = 2, 10
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
-IPPROTO_TCP, IPPROTO_UDP = 6, 17
-ENOTSOCK, EBADF = 88, 9
+IPPROTO_TCP, IPPROTO_UDP, IPPROTO_MPTCP = 6, 17, 262
+SOCK_STREAM = 1
+NS = 1_000_000_000
 
-# trace_entry.common_flags bits (kernel/trace/trace.h): the event fired in interrupt context
-TRACE_FLAG_HARDIRQ, TRACE_FLAG_SOFTIRQ, TRACE_FLAG_NMI = 0x08, 0x10, 0x40
-
-# record kinds
+# record kinds (also the count key's kind)
 KIND_CONNECT, KIND_OUTCOME, KIND_DROP = 1, 2, 3
 
-# record flags; in socks[] values DONE/RESET/EXITED and the new state (bits 8-15) are used
-F_TCP = 1 << 0  # connect(): the socket went CLOSE -> SYN_SENT, the kernel says it is TCP
-F_DONE = 1 << 1  # the SYN_SENT -> x transition happened; x is in bits 8-15
-F_RESET = 1 << 2  # a RST arrived while in SYN_SENT
-F_EXITED = 1 << 3  # (kernel only) connect() returned
-F_PENDING = 1 << 4  # connect(): outcome not known yet, an OUTCOME record will follow
-F_SOCKINFO = 1 << 5  # connect(): socket type and protocol read from the socket
-F_IRQ = 1 << 6  # drop: fired in interrupt context, pid/comm not attributed
-F_L3 = 1 << 7  # drop: protocol and destination address read from the packet
-F_PORT = 1 << 8  # drop: destination port read from the packet
-STATE_SHIFT = 16  # newstate lives in bits 16-23 of the flags
+# outcome codes (the count key's ``result`` for connects): 0 ok, an errno, or one of these
+RESULT_PENDING = 0xFFFF  # connect() returned, the handshake has not finished
+RESULT_ABORTED = 0xFFFE  # the application closed the socket before the handshake finished
+RESULT_UNTRACKED = 0xFFFD  # the kernel map that follows connections was full: outcome unknown
 
-# counters (array map) indices
-CTR_RING_FULL = 0
-CTR_SOCKADDR_FAULT = 1
-N_COUNTERS = 4
+# record flags
+F_TCP = 1 << 0  # the socket went CLOSE -> SYN_SENT: TCP (or MPTCP) as the kernel says
+F_RESOLVED = 1 << 1  # ``result`` is final
+F_PENDING = 1 << 2  # an OUTCOME record follows with the final result
+F_SOCKINFO = 1 << 3  # socket type and protocol read from the socket
+F_IRQ = 1 << 4  # drop: fired in interrupt context, not attributed to a task
+F_L3 = 1 << 5  # drop: protocol and destination address read from the packet
+F_PORT = 1 << 6  # drop: destination port read from the packet
+F_MAPPED = 1 << 7  # connect: an IPv4-mapped IPv6 destination, reported as IPv4 (``sockfam`` = 10)
+F_IMPLICIT = 1 << 8  # connect: started outside connect() (TCP Fast Open sendmsg, io_uring)
+F_RESTARTED = 1 << 9  # connect: the call was interrupted by a signal (the kernel restarts it)
+# conns[] flags beyond the record's (kernel only)
+CF_EXITED = 1 << 32  # connect() returned (or there is no connect() call: implicit)
+CF_RESOLVED = 1 << 33  # the handshake ended; ``err`` holds the result
+CF_RESTARTING = 1 << 34  # connect() was interrupted by a signal: the restarted call (if any) reports it
+
+# inflight[] flags
+IF_SA_OK = 1  # the sockaddr copy was read at entry
+IF_RESTARTING = 2  # the call returned a restart code: the next call on this fd continues it
+IF_INCALL = 4  # (with IF_RESTARTING) the continuing call is running
+
+#: return codes the kernel uses to restart a syscall (never seen by the application)
+RESTART_CODES = range(-516, -511)
+#: connect() errors of a call that could not be a connection attempt (not counted)
+INVALID_CALL = tuple(
+    -e
+    for e in (_errno.EBADF, _errno.EFAULT, _errno.EINVAL, _errno.ENOTSOCK, _errno.EAFNOSUPPORT, _errno.EPROTOTYPE)
+)
+
+#: counters (array map) by index: each path that loses, skips or cannot follow something
+COUNTERS = (
+    "ring_full",  # a raw record did not fit in the ring (its counts were kept)
+    "sockaddr_fault",  # the address could not be read at entry nor at exit: connect not counted
+    "inflight_full",  # no room to follow a connect() call: not counted
+    "conns_full",  # no room to follow a connection: counted with outcome "unknown"
+    "counts_full",  # a count did not fit in the count map: counted in the overflow array
+    "exit_without_enter",  # connect() returned without its entry (attached mid-call, or inflight full)
+    "repeat_connects",  # EALREADY/EISCONN or a call reporting an earlier attempt: not a new connect
+    "restarted",  # connect() calls interrupted by a signal and restarted by the kernel
+    "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
+)
+CTR = {name: i for i, name in enumerate(COUNTERS)}
+#: counters that are losses (the others count calls that are not new connects: nothing is lost)
+LOSS_COUNTERS = ("ring_full", "sockaddr_fault", "inflight_full", "conns_full", "counts_full", "exit_without_enter")
+N_COUNTERS = 16
+#: overflow array: 256 slots per kind (connect, drop), by result (see :func:`overflow_slot`)
+OVERFLOW_SLOTS = 512
 
 #: drop reasons not reported: ordinary frees, not packets lost. Names as the kernel prints them;
 #: names the running kernel does not know are ignored.
@@ -95,30 +147,87 @@ SKIPPED_DROP_REASONS = (
     "QUEUE_PURGE",  # queues flushed on teardown
 )
 
+COUNT_KEY = np.dtype(
+    {
+        "names": ["second", "tgid", "comm", "addr", "port", "protocol", "result", "family", "kind"],
+        "formats": ["<u4", "<u4", "S16", ("u1", (16,)), "<u2", "<u2", "<u2", "u1", "u1"],
+        "offsets": [0, 4, 8, 24, 40, 42, 44, 46, 47],
+        "itemsize": 48,
+    }
+)  # fmt: skip
+"""What a count is kept by. ``second``: wall-clock second the event started. ``comm``: process
+(thread-group leader) name, empty for drops in interrupt context. ``addr``: IPv4 in the first 4
+bytes or IPv6, network order. ``port``: host order. ``result``: connect outcome code (0 ok, errno,
+``RESULT_*``) or drop reason."""
+COUNT_VALUE = np.dtype([("n", "<i8"), ("first", "<u8"), ("last", "<u8")])
+"""``n`` may go down: a connect counted in progress moves to its outcome's key when it resolves.
+``first``/``last``: wall-clock ns of the first and last event counted (increments only)."""
+
 RECORD = np.dtype(
     {
         "names": [
-            "kind", "flags", "ts", "key", "pid", "code", "comm", "addr", "family", "port", "socktype",
-            "protocol", "length", "size",
+            "kind", "flags", "ts", "wall", "key", "pid", "tid", "code", "result", "comm", "thread", "addr",
+            "family", "port", "socktype", "protocol", "length", "size", "sockfam",
         ],
-        "formats": ["<u4", "<u4", "<u8", "<u8", "<u4", "<i4", "S16", ("u1", (16,)), "<u2", ">u2", "<u2",
-                    "<u2", "<u4", "<u4"],
-        "offsets": [0, 4, 8, 16, 24, 28, 32, 48, 64, 66, 68, 70, 72, 76],
-        "itemsize": 80,
+        "formats": ["<u4", "<u4", "<u8", "<u8", "<u8", "<u4", "<u4", "<i4", "<u4", "S16", "S16", ("u1", (16,)),
+                    "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u2"],
+        "offsets": [0, 4, 8, 16, 24, 32, 36, 40, 44, 48, 64, 80, 96, 98, 100, 102, 104, 108, 112],
+        "itemsize": 120,
     }
 )  # fmt: skip
-"""One ring record. ``code``: connect() return value or drop reason. ``addr``: IPv4 in the first
-4 bytes or IPv6, network order. ``port``: network order (decoded big-endian). ``socktype``:
-socket type for connects, ethertype for drops. ``protocol``: IPPROTO_*. ``length``: skb->len,
-``size``: IP packet size (drops)."""
-
-# offsets inside RECORD, for the assembler
+"""One ring record. ``ts``: when it started (ns since boot); ``wall``: the same instant as
+wall-clock ns (computed in the kernel with the offset the reader keeps in ``ctl``, so records and
+counts agree on the second). ``key``: socket address of a TCP connect (matches its OUTCOME).
+``code``: connect() return code or drop reason; ``result``: outcome code. ``socktype``: socket
+type for connects, ethertype for drops. ``length``: skb->len, ``size``: IP packet size (drops).
+``sockfam``: the socket's own family when the destination was IPv4-mapped."""
 _O = {name: RECORD.fields[name][1] for name in RECORD.names}
 RECORD_SIZE = RECORD.itemsize
+_K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
+KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
 
-# inflight[pid_tgid] value layout
-_IF_ADDR, _IF_LEN, _IF_TS, _IF_SK, _IF_FD = 0, 8, 16, 24, 32
-INFLIGHT_VALUE = 40
+# inflight[pid_tgid] value
+INFLIGHT = np.dtype(
+    {
+        "names": ["uaddr", "ts", "sk", "addrlen", "fd", "flags", "sa"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<i4", "<u4", ("u1", (32,))],
+        "offsets": [0, 8, 16, 24, 28, 32, 40],
+        "itemsize": 72,
+    }
+)
+_I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
+
+# conns[skaddr] value: the count key first, so it can be copied out in one go
+CONN = np.dtype(
+    {
+        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam"],
+        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2"],
+        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100],
+        "itemsize": 104,
+    }
+)
+_C = {name: CONN.fields[name][1] for name in CONN.names}
+
+# ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
+CTL = np.dtype([("active", "<u8"), ("offset", "<i8"), ("raw", "<u8")])
+RAW_CONNECTS, RAW_DROPS = 1, 2
+
+
+def overflow_slot(kind: int, result: int) -> int:
+    """The overflow array index of a count that did not fit (the programs compute the same)."""
+    if result >= RESULT_UNTRACKED:
+        r = 255 - (0xFFFF - result)
+    elif result > 252:
+        r = 252
+    else:
+        r = result
+    return (256 if kind == KIND_DROP else 0) + r
+
+
+def slot_result(slot: int) -> tuple[int, int]:
+    """(kind, result) of an overflow slot (252 stands for any other large result)."""
+    kind, r = (KIND_DROP, slot - 256) if slot >= 256 else (KIND_CONNECT, slot)
+    return kind, (0xFFFF - (255 - r) if r >= 253 else r)
 
 
 @dataclass
@@ -133,6 +242,10 @@ class SockOffsets:
     socket_type: int | None = None
     socket_sk: int | None = None
     sk_protocol: int | None = None
+    sk_dport: int | None = None
+    sk_err: int | None = None
+    task_leader: int | None = None
+    task_comm: int | None = None
     skb_len: int | None = None
     skb_head: int | None = None
     skb_network_header: int | None = None
@@ -142,8 +255,12 @@ class SockOffsets:
     def sockinfo(self) -> bool:
         return None not in (
             self.task_files, self.files_fdt, self.fdt_fd, self.fdt_max_fds, self.file_private,
-            self.socket_type, self.socket_sk, self.sk_protocol,
+            self.socket_type, self.socket_sk, self.sk_protocol, self.sk_dport,
         )  # fmt: skip
+
+    @property
+    def leader(self) -> bool:
+        return self.task_leader is not None and self.task_comm is not None
 
     @property
     def packet(self) -> bool:
@@ -160,6 +277,10 @@ class SockOffsets:
             "socket_type": ("socket", "type", 2),
             "socket_sk": ("socket", "sk", 8),
             "sk_protocol": ("sock", "sk_protocol", 2),
+            "sk_dport": ("sock_common", "skc_dport", 2),
+            "sk_err": ("sock", "sk_err", 4),
+            "task_leader": ("task_struct", "group_leader", 8),
+            "task_comm": ("task_struct", "comm", 16),
             "skb_len": ("sk_buff", "len", 4),
             "skb_head": ("sk_buff", "head", 8),
             "skb_network_header": ("sk_buff", "network_header", 2),
@@ -168,7 +289,7 @@ class SockOffsets:
         try:
             kbtf = btf_mod.vmlinux()
         except (OSError, btf_mod.BtfError) as exc:
-            log.warning("kernel BTF unavailable (%s): socket type and packet sizes will be unknown", exc)
+            log.warning("kernel BTF unavailable (%s): socket details and packet sizes will be unknown", exc)
             out.missing = list(want)
             return out
         for attr, (struct_name, member, size) in want.items():
@@ -191,17 +312,28 @@ class Maps:
     ring: int
     ring_bytes: int
     inflight: int
-    socks: int
+    conns: int
+    counts: tuple[int, int]
+    overflow: int
     counters: int
+    ctl: int
+    irqctx: int
 
 
 # --- snippets ---------------------------------------------------------------------------------
+#
+# Conventions: r6 holds the program's context; snippets clobber r0-r5 (helper calls) and say which
+# stack slots they use. Labels are made unique with the instruction count.
 
 
-def _count(a: Asm, counters_fd: int, index: int, slot: int) -> None:
-    """counters[index] += 1 (atomically). Clobbers r0-r5 and the stack word at FP+slot."""
-    skip = f"_cnt{len(a)}"
-    a.st(W, FP, slot, index)
+def _uniq(a: Asm, stem: str) -> str:
+    return f"_{stem}{len(a)}"
+
+
+def _count(a: Asm, counters_fd: int, name: str, slot: int) -> None:
+    """counters[name] += 1 (atomically). Uses the stack word at FP+slot."""
+    skip = _uniq(a, "cnt")
+    a.st(W, FP, slot, CTR[name])
     a.ld_map_fd(R1, counters_fd)
     a.mov(R2, FP).add(R2, slot)
     a.call(MAP_LOOKUP)
@@ -211,9 +343,107 @@ def _count(a: Asm, counters_fd: int, index: int, slot: int) -> None:
     a.label(skip)
 
 
+def _ctl(a: Asm, maps: Maps, slot: int, fail: str) -> None:
+    """r0 = &ctl[0] (jumps to ``fail`` if the lookup fails, which it cannot for an array)."""
+    a.st(W, FP, slot, 0)
+    a.ld_map_fd(R1, maps.ctl)
+    a.mov(R2, FP).add(R2, slot)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, fail)
+
+
+def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str) -> None:
+    """Stack: FP+wall = wall-clock ns now, FP+active = live count map, FP+raw = raw-record flags."""
+    _ctl(a, maps, slot, fail)
+    a.ldx(DW, R1, R0, 0).stx(DW, FP, active, R1)
+    a.ldx(DW, R1, R0, 16).stx(DW, FP, raw, R1)
+    a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)
+    a.call(KTIME_GET_NS)
+    a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
+
+
+def _second(a: Asm, wall: int, key: int) -> None:
+    """key.second = wall // 1e9."""
+    a.ldx(DW, R1, FP, wall)
+    a.alu64("div", R1, NS)
+    a.stx(W, FP, key + _K["second"], R1)
+
+
+def _bump(a: Asm, maps: Maps, key: int, delta: int, wall: int, value: int, active: int) -> None:
+    """counts[active][*(FP+key)] += delta, inserting the key if new; a full map goes to overflow.
+
+    Uses 24 bytes of stack at FP+value for a new entry and FP+value-8 for the overflow index."""
+    done = _uniq(a, "bump_done")
+    second_map = _uniq(a, "bump_map1")
+    a.ldx(DW, R1, FP, active)
+    a.jne(R1, 0, second_map)
+    _bump_into(a, maps.counts[0], maps, key, delta, wall, value, done)
+    a.label(second_map)
+    _bump_into(a, maps.counts[1], maps, key, delta, wall, value, done)
+    a.label(done)
+
+
+def _bump_into(a: Asm, map_fd: int, maps: Maps, key: int, delta: int, wall: int, value: int, done: str) -> None:
+    add, relook, over = _uniq(a, "bump_add"), _uniq(a, "bump_relook"), _uniq(a, "bump_over")
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, key)
+    a.call(MAP_LOOKUP)
+    a.jne(R0, 0, add)
+    a.st(DW, FP, value, delta)
+    a.ldx(DW, R1, FP, wall).stx(DW, FP, value + 8, R1).stx(DW, FP, value + 16, R1)
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, key)
+    a.mov(R3, FP).add(R3, value)
+    a.mov(R4, BPF_NOEXIST)
+    a.call(MAP_UPDATE)
+    a.jeq(R0, 0, done)
+    a.jeq(R0, -_errno.EEXIST, relook)  # another CPU inserted it meanwhile
+    a.ja(over)
+    a.label(relook)
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, key)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, over)
+    a.label(add)
+    a.mov(R1, delta)
+    a.atomic(DW, R0, 0, R1, _ADD)
+    a.ldx(DW, R1, FP, wall).stx(DW, R0, 16, R1)
+    a.ja(done)
+    a.label(over)
+    _overflow(a, maps, key, delta, value - 8)
+    _count(a, maps.counters, "counts_full", value - 8)
+    a.ja(done)
+
+
+def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
+    """overflow[overflow_slot(key.kind, key.result)] += delta."""
+    small, ready, out = _uniq(a, "of_small"), _uniq(a, "of_ready"), _uniq(a, "of_out")
+    a.ldx(H, R1, FP, key + _K["result"])
+    a.jmp("jlt", R1, RESULT_UNTRACKED, small)
+    a.add(R1, 255 - 0xFFFF)
+    a.ja(ready)
+    a.label(small)
+    a.jmp("jle", R1, 252, ready)
+    a.mov(R1, 252)
+    a.label(ready)
+    a.ldx(B, R2, FP, key + _K["kind"])
+    a.jne(R2, KIND_DROP, out)
+    a.add(R1, 256)
+    a.label(out)
+    a.stx(W, FP, slot, R1)
+    a.ld_map_fd(R1, maps.overflow)
+    a.mov(R2, FP).add(R2, slot)
+    a.call(MAP_LOOKUP)
+    skip = _uniq(a, "of_skip")
+    a.jeq(R0, 0, skip)
+    a.mov(R1, delta)
+    a.atomic(DW, R0, 0, R1, _ADD)
+    a.label(skip)
+
+
 def _submit(a: Asm, maps: Maps, rec: Reg) -> None:
     """Submit ``rec`` without a wakeup, unless the ring is more than a quarter full."""
-    done = f"_sub{len(a)}"
+    done = _uniq(a, "sub")
     a.ld_map_fd(R1, maps.ring)
     a.mov(R2, RB_AVAIL_DATA)
     a.call(RINGBUF_QUERY)
@@ -225,13 +455,18 @@ def _submit(a: Asm, maps: Maps, rec: Reg) -> None:
     a.call(RINGBUF_SUBMIT)
 
 
-def _reserve(a: Asm, maps: Maps, dst: Reg) -> None:
-    """dst = ringbuf_reserve(RECORD_SIZE); caller checks for NULL."""
+def _reserve(a: Asm, maps: Maps, dst: Reg, full: str, slot: int) -> None:
+    """dst = ringbuf_reserve(RECORD_SIZE); on NULL count ring_full and jump to ``full``."""
+    ok = _uniq(a, "res_ok")
     a.ld_map_fd(R1, maps.ring)
     a.mov(R2, RECORD_SIZE)
     a.mov(R3, 0)
     a.call(RINGBUF_RESERVE)
     a.mov(dst, R0)
+    a.jne(dst, 0, ok)
+    _count(a, maps.counters, "ring_full", slot)
+    a.ja(full)
+    a.label(ok)
 
 
 def _kread(a: Asm, slot: int, size: int, src: Reg, fail: str) -> None:
@@ -244,350 +479,815 @@ def _kread(a: Asm, slot: int, size: int, src: Reg, fail: str) -> None:
     a.jne(R0, 0, fail)
 
 
+def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int) -> None:
+    """FP+dst (16 bytes) = the thread-group leader's comm (the process name); the thread's own
+    comm when BTF does not say where the leader is or the read fails."""
+    own, done = _uniq(a, "pn_own"), _uniq(a, "pn_done")
+    if off.leader:
+        assert off.task_leader is not None and off.task_comm is not None
+        a.call(GET_CURRENT_TASK)
+        a.add(R0, off.task_leader)
+        _kread(a, scratch, 8, R0, own)
+        a.ldx(DW, R3, FP, scratch).add(R3, off.task_comm)
+        a.mov(R1, FP).add(R1, dst)
+        a.mov(R2, 16)
+        a.call(PROBE_READ_KERNEL)
+        a.jeq(R0, 0, done)
+    a.label(own)
+    a.mov(R1, FP).add(R1, dst)
+    a.mov(R2, 16)
+    a.call(GET_CURRENT_COMM)
+    a.label(done)
+
+
+def _normalize_mapped(a: Asm, key: int, flags_reg: Reg) -> None:
+    """An IPv6 key address ::ffff:a.b.c.d becomes IPv4 a.b.c.d (sets F_MAPPED in flags_reg)."""
+    out = _uniq(a, "map_out")
+    a.ldx(B, R1, FP, key + _K["family"])
+    a.jne(R1, AF_INET6, out)
+    a.ldx(DW, R1, FP, key + _K["addr"])
+    a.jne(R1, 0, out)
+    a.ldx(W, R1, FP, key + _K["addr"] + 8)
+    a.mov32(R2, 0xFFFF0000)  # bytes 8..11 = 00 00 ff ff, loaded little-endian
+    a.jne(R1, R2, out)
+    a.ldx(W, R1, FP, key + _K["addr"] + 12)
+    a.st(DW, FP, key + _K["addr"], 0)
+    a.st(DW, FP, key + _K["addr"] + 8, 0)
+    a.stx(W, FP, key + _K["addr"], R1)
+    a.st(B, FP, key + _K["family"], AF_INET)
+    a.or_(flags_reg, F_MAPPED)
+    a.label(out)
+
+
+def _copy_stack(a: Asm, dst: Reg, dst_off: int, src_off: int, nbytes: int) -> None:
+    """*(dst + dst_off) = FP[src_off .. src_off+nbytes] (8-byte words)."""
+    for i in range(0, nbytes, 8):
+        a.ldx(DW, R1, FP, src_off + i).stx(DW, dst, dst_off + i, R1)
+
+
+def _copy_to_stack(a: Asm, src: Reg, src_off: int, dst_off: int, nbytes: int) -> None:
+    for i in range(0, nbytes, 8):
+        a.ldx(DW, R1, src, src_off + i).stx(DW, FP, dst_off + i, R1)
+
+
+def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
+    """Fill a ring record's process, destination, protocol and result fields from a count key."""
+    a.ldx(W, R1, FP, key + _K["tgid"]).stx(W, rec, _O["pid"], R1)
+    for i in (0, 8):
+        a.ldx(DW, R1, FP, key + _K["comm"] + i).stx(DW, rec, _O["comm"] + i, R1)
+        a.ldx(DW, R1, FP, key + _K["addr"] + i).stx(DW, rec, _O["addr"] + i, R1)
+    a.ldx(B, R1, FP, key + _K["family"]).stx(H, rec, _O["family"], R1)
+    a.ldx(H, R1, FP, key + _K["port"]).stx(H, rec, _O["port"], R1)
+    a.ldx(H, R1, FP, key + _K["protocol"]).stx(H, rec, _O["protocol"], R1)
+    a.ldx(H, R1, FP, key + _K["result"]).stx(W, rec, _O["result"], R1)
+
+
 # --- programs ---------------------------------------------------------------------------------
 
 
 def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
+    """Stack: -8 key, -80 inflight value (72 bytes), -88 scratch."""
+    V = -80
     a = Asm()
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, -8, R0)
-    a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, -48 + _IF_ADDR, R1)
-    a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(DW, FP, -48 + _IF_LEN, R1)
-    a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(DW, FP, -48 + _IF_FD, R1)
-    a.st(DW, FP, -48 + _IF_SK, 0)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, FP, -48 + _IF_TS, R0)
+    # a call the kernel restarts after a signal (same fd) continues the interrupted one
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, -8)
-    a.mov(R3, FP).add(R3, -48)
-    a.mov(R4, 0)  # BPF_ANY
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "fresh")
+    a.ldx(W, R1, R0, _I["flags"])
+    a.jmp("jset", R1, IF_RESTARTING, "restarting")
+    a.ja("fresh")
+    a.label("restarting")
+    a.ldx(W, R1, R0, _I["fd"])
+    a.ldx(DW, R2, R6, tp.offset("fd", 8)).mov32(R2, R2)
+    a.jne(R1, R2, "fresh")  # another socket: the interrupted connect was left to finish on its own
+    a.mov(R1, IF_INCALL)
+    a.atomic(W, R0, _I["flags"], R1, _OR)
+    a.ja("out")
+    a.label("fresh")
+    a.zero_stack(V, 72)
+    a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
+    a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
+    a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
+    a.call(KTIME_GET_NS)
+    a.stx(DW, FP, V + _I["ts"], R0)
+    # the sockaddr as the call passed it (a fault here is retried at exit)
+    a.ldx(W, R2, FP, V + _I["addrlen"])
+    a.jmp("jle", R2, 28, "len_ok")
+    a.mov(R2, 28)
+    a.label("len_ok")
+    a.jmp("jlt", R2, 2, "store")
+    a.mov(R1, FP).add(R1, V + _I["sa"])
+    a.ldx(DW, R3, FP, V + _I["uaddr"])
+    a.call(PROBE_READ_USER)
+    a.jne(R0, 0, "store")
+    a.st(W, FP, V + _I["flags"], IF_SA_OK)
+    a.label("store")
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, -8)
+    a.mov(R3, FP).add(R3, V)
+    a.mov(R4, BPF_ANY)
     a.call(MAP_UPDATE)
+    a.jeq(R0, 0, "out")
+    _count(a, maps.counters, "inflight_full", -88)
+    a.label("out")
     return a.ret(0)
 
 
-def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int]) -> Asm:
+# tcp_state / connect_exit stack layout
+_S_PIDTGID = -8
+_S_SK = -16
+_S_WALL = -24
+_S_ACTIVE = -32
+_S_RAW = -40
+_S_SCR = -48  # probe-read scratch, small map keys
+_S_CODE = -56  # connect() return code as reported
+_S_FD = -64
+_S_UADDR = -72
+_S_RESULT = -80
+_S_FLAGS = -88  # record flags
+_S_CNT = -96  # counter index scratch
+_S_VAL = -128  # 24-byte value of a new count entry (the overflow index goes at -136)
+_S_SA = -168  # sockaddr copy (32 bytes); -136..-168 also holds the overflow index at -136
+_S_CONN = -272  # conn value (104 bytes); the count key is its first 48
+_S_KEY = _S_CONN
+
+
+def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
+    """A CONNECT/OUTCOME record from the conn value at _S_CONN, flags at _S_FLAGS and the return
+    code at _S_CODE, when raw connect records are wanted."""
+    skip = _uniq(a, "emit_skip")
+    a.ldx(DW, R1, FP, _S_RAW)
+    a.and_(R1, RAW_CONNECTS)
+    a.jeq(R1, 0, skip)
+    _reserve(a, maps, R9, skip, _S_CNT)
+    a.st(W, R9, _O["kind"], kind)
+    a.ldx(DW, R1, FP, _S_FLAGS).stx(W, R9, _O["flags"], R1)
+    a.ldx(DW, R1, FP, _S_CONN + _C["ts"]).stx(DW, R9, _O["ts"], R1)
+    a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, R9, _O["wall"], R1)
+    a.ldx(DW, R1, FP, _S_SK).stx(DW, R9, _O["key"], R1)
+    a.ldx(W, R1, FP, _S_CONN + _C["tid"]).stx(W, R9, _O["tid"], R1)
+    a.ldx(DW, R1, FP, _S_CODE).stx(W, R9, _O["code"], R1)
+    for i in (0, 8):
+        a.ldx(DW, R1, FP, _S_CONN + _C["thread"] + i).stx(DW, R9, _O["thread"] + i, R1)
+    _record_from_key(a, R9, _S_KEY)
+    a.ldx(W, R1, FP, _S_CONN + _C["err"]).stx(H, R9, _O["socktype"], R1)  # (socket type lives in err)
+    a.st(DW, R9, _O["length"], 0)  # length + size
+    a.ldx(H, R1, FP, _S_CONN + _C["sockfam"]).stx(H, R9, _O["sockfam"], R1)
+    a.st(H, R9, _O["sockfam"] + 2, 0)
+    a.st(W, R9, _O["sockfam"] + 4, 0)
+    _submit(a, maps, R9)
+    a.label(skip)
+
+
+def _dest_from_tp(a: Asm, tp: Tracepoint, key: int) -> None:
+    """key.family/addr/port from inet_sock_set_state: the socket's own destination."""
+    v6, done = _uniq(a, "dest_v6"), _uniq(a, "dest_done")
+    a.ldx(H, R1, R6, tp.offset("dport", 2)).stx(H, FP, key + _K["port"], R1)
+    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(B, FP, key + _K["family"], R1)
+    a.jeq(R1, AF_INET6, v6)
+    a.ldx(W, R1, R6, tp.offset("daddr", 4)).stx(W, FP, key + _K["addr"], R1)
+    a.ja(done)
+    a.label(v6)
+    daddr6 = tp.offset("daddr_v6", 16)
+    a.ldx(DW, R1, R6, daddr6).stx(DW, FP, key + _K["addr"], R1)
+    a.ldx(DW, R1, R6, daddr6 + 8).stx(DW, FP, key + _K["addr"] + 8, R1)
+    a.label(done)
+
+
+def _start_key(a: Asm, off: SockOffsets) -> None:
+    """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts."""
+    a.zero_stack(_S_CONN, CONN.itemsize)
+    _second(a, _S_WALL, _S_KEY)
+    a.ldx(DW, R1, FP, _S_PIDTGID)
+    a.stx(W, FP, _S_CONN + _C["tid"], R1)
+    a.rsh(R1, 32).stx(W, FP, _S_KEY + _K["tgid"], R1)
+    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR)
+    a.mov(R1, FP).add(R1, _S_CONN + _C["thread"])
+    a.mov(R2, 16)
+    a.call(GET_CURRENT_COMM)
+    a.st(B, FP, _S_KEY + _K["kind"], KIND_CONNECT)
+    a.ldx(DW, R1, FP, _S_WALL).stx(DW, FP, _S_CONN + _C["wall"], R1)
+    a.call(KTIME_GET_NS)
+    a.stx(DW, FP, _S_CONN + _C["ts"], R0)
+
+
+def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets) -> Asm:
     close, syn_sent = states["TCP_CLOSE"], states["TCP_SYN_SENT"]
     a = Asm()
     a.mov(R6, R1)
     a.ldx(W, R7, R6, tp.offset("oldstate", 4))
     a.ldx(W, R8, R6, tp.offset("newstate", 4))
-    a.jeq(R7, syn_sent, "outcome")
+    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _S_SK, R1)
+    a.jeq(R7, syn_sent, "resolve")
     a.jne(R8, syn_sent, "out")
     a.jne(R7, close, "out")
-    # CLOSE -> SYN_SENT inside connect(): link the socket to the caller's in-flight connect
+
+    # --- CLOSE -> SYN_SENT: a connection starts ----------------------------------------------
     a.call(GET_CURRENT_PID_TGID)
-    a.stx(DW, FP, -8, R0)
+    a.stx(DW, FP, _S_PIDTGID, R0)
     a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, -8)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
     a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")
-    a.ldx(DW, R1, R6, tp.offset("skaddr", 8))
-    a.stx(DW, R0, _IF_SK, R1)
-    a.stx(DW, FP, -16, R1)
-    a.st(DW, FP, -24, 0)
-    a.ld_map_fd(R1, maps.socks)
-    a.mov(R2, FP).add(R2, -16)
-    a.mov(R3, FP).add(R3, -24)
-    a.mov(R4, 0)
+    a.mov(R9, R0)  # r9 = the connect() call's entry, or NULL: an implicit connect
+    a.mov(R7, F_TCP)  # r7 = flags
+    a.jeq(R9, 0, "implicit")
+    a.ldx(DW, R1, R9, _I["sk"])
+    a.jne(R1, 0, "subflow")
+    a.ldx(DW, R1, FP, _S_SK).stx(DW, R9, _I["sk"], R1)
+    a.ja("build")
+    a.label("implicit")
+    a.or_(R7, F_IMPLICIT)
+    a.label("build")
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
+    _start_key(a, off)
+    _dest_from_tp(a, tp, _S_KEY)
+    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _S_CONN + _C["sockfam"], R1)
+    _normalize_mapped(a, _S_KEY, R7)
+    a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _S_KEY + _K["protocol"], R1)
+    a.st(H, FP, _S_KEY + _K["result"], RESULT_PENDING)
+    a.st(W, FP, _S_CONN + _C["err"], SOCK_STREAM)  # socket type until the result replaces it
+    a.jne(R9, 0, "flags_set")
+    a.ld_imm64(R1, CF_EXITED)  # implicit: there is no connect() call to wait for
+    a.or_(R7, R1)
+    a.label("flags_set")
+    a.stx(DW, FP, _S_CONN + _C["flags"], R7)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SK)
+    a.mov(R3, FP).add(R3, _S_CONN)
+    a.mov(R4, BPF_ANY)
     a.call(MAP_UPDATE)
+    a.jeq(R0, 0, "tracked")
+    _count(a, maps.counters, "conns_full", _S_CNT)
+    a.jne(R9, 0, "out")  # connect() counts it when it returns (outcome unknown)
+    a.st(H, FP, _S_KEY + _K["result"], RESULT_UNTRACKED)
+    a.label("tracked")
+    a.jne(R9, 0, "out")  # connect() counts and reports it when it returns
+    # implicit: counted and reported now, in progress (or unknown if it cannot be followed)
+    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    a.mov(R1, F_TCP | F_IMPLICIT | F_PENDING).stx(DW, FP, _S_FLAGS, R1)
+    a.st(DW, FP, _S_CODE, 0)
+    _emit_connect(a, maps, KIND_CONNECT)
     a.ja("out")
 
-    # SYN_SENT -> x: publish the outcome; report it if connect() already returned
-    a.label("outcome")
-    a.ldx(DW, R1, R6, tp.offset("skaddr", 8))
-    a.stx(DW, FP, -16, R1)
-    a.ld_map_fd(R1, maps.socks)
-    a.mov(R2, FP).add(R2, -16)
+    # --- a second CLOSE -> SYN_SENT in the same connect(): an MPTCP subflow ------------------
+    a.label("subflow")
+    a.stx(DW, FP, _S_SCR, R1)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SCR)
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, "out")
-    a.mov(R1, R8).lsh(R1, STATE_SHIFT).or_(R1, F_DONE)
-    a.mov(R7, R1)  # r7 = what we publish
-    a.atomic(DW, R0, 0, R1, _OR | FETCH)  # r1 = previous flags
-    a.jmp("jset", R1, F_EXITED, "report")
-    a.ja("out")  # connect() still running: it picks the outcome up
+    a.mov(R9, R0)
+    a.ldx(H, R1, R9, _C["key"] + _K["port"])
+    a.jne(R1, 0, "out")  # the first socket knew its destination
+    # the MPTCP socket had none yet: take the subflow's
+    a.zero_stack(_S_CONN, 48)
+    _dest_from_tp(a, tp, _S_KEY)
+    a.mov(R7, 0)
+    _normalize_mapped(a, _S_KEY, R7)
+    for i in (0, 8):
+        a.ldx(DW, R1, FP, _S_KEY + _K["addr"] + i).stx(DW, R9, _C["key"] + _K["addr"] + i, R1)
+    a.ldx(H, R1, FP, _S_KEY + _K["port"]).stx(H, R9, _C["key"] + _K["port"], R1)
+    a.ldx(B, R1, FP, _S_KEY + _K["family"]).stx(B, R9, _C["key"] + _K["family"], R1)
+    a.atomic(DW, R9, _C["flags"], R7, _OR)
+    a.ja("out")
+
+    # --- SYN_SENT -> x: the handshake ended ------------------------------------------------
+    a.label("resolve")
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SK)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")  # not ours (started before we attached, or an MPTCP subflow)
+    a.mov(R9, R0)
+    a.mov(R7, 0)  # r7 = result
+    a.jne(R8, close, "result_set")  # ESTABLISHED (or SYN_RECV: the handshake went on)
+    a.mov(R7, RESULT_ABORTED)
+    if off.sk_err is not None:
+        a.st(DW, FP, _S_SCR, 0)
+        a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_err)
+        _kread(a, _S_SCR, 4, R3, "result_set")
+        a.ldx(W, R1, FP, _S_SCR)
+        a.jeq(R1, 0, "result_set")
+        a.mov(R7, R1)
+    a.label("result_set")
+    a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
+    a.stx(W, R9, _C["err"], R7)
+    a.ld_imm64(R1, CF_RESOLVED)
+    a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)  # r1 = the flags before
+    a.ld_imm64(R2, CF_EXITED)
+    a.jmp("jset", R1, R2, "report")
+    a.ld_imm64(R2, CF_RESTARTING)
+    a.jmp("jset", R1, R2, "interrupted")
+    a.ja("out")  # connect() is still running: it reports the outcome
     a.label("report")
-    a.or_(R7, R1)
-    _reserve(a, maps, R9)
-    a.jne(R9, 0, "fill")
-    _count(a, maps.counters, CTR_RING_FULL, -32)
+    a.stx(DW, FP, _S_FLAGS, R1)
+    _copy_to_stack(a, R9, 0, _S_CONN, CONN.itemsize)
+    a.ldx(W, R1, R9, _C["code"]).stx(DW, FP, _S_CODE, R1)
+    a.ldx(DW, R1, FP, _S_RESULT).stx(W, FP, _S_CONN + _C["err"], R1)
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "forget")
+    a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)  # counted at its start
+    # it was counted in progress when connect() returned: move it to its outcome
+    _bump(a, maps, _S_KEY, -1, _S_WALL, _S_VAL, _S_ACTIVE)
+    a.stx(H, FP, _S_KEY + _K["result"], R7)
+    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    a.ldx(DW, R1, FP, _S_FLAGS)
+    a.and_(R1, 0xFFFF & ~F_PENDING)
+    a.or_(R1, F_RESOLVED)
+    a.stx(DW, FP, _S_FLAGS, R1)
+    _emit_connect(a, maps, KIND_OUTCOME)
     a.ja("forget")
-    a.label("fill")
-    a.st(W, R9, _O["kind"], KIND_OUTCOME)
-    a.stx(W, R9, _O["flags"], R7)
-    a.ldx(DW, R1, FP, -16).stx(DW, R9, _O["key"], R1)
-    a.st(W, R9, _O["pid"], 0)
-    a.st(W, R9, _O["code"], 0)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, R9, _O["ts"], R0)
-    _submit(a, maps, R9)
-    a.label("forget")
-    a.ld_map_fd(R1, maps.socks)
-    a.mov(R2, FP).add(R2, -16)
-    a.call(MAP_DELETE)
-    a.label("out")
-    return a.ret(0)
 
-
-def tcp_reset(tp: Tracepoint, maps: Maps) -> Asm:
-    a = Asm()
-    a.ldx(DW, R1, R1, tp.offset("skaddr", 8))
-    a.stx(DW, FP, -8, R1)
-    a.ld_map_fd(R1, maps.socks)
-    a.mov(R2, FP).add(R2, -8)
+    # --- the handshake ended after a signal interrupted connect(): unless a continuing call is
+    # running (it reports), the connection is reported now, as the application learnt (EINTR)
+    a.label("interrupted")
+    a.stx(DW, FP, _S_FLAGS, R1)
+    a.ldx(W, R1, R9, _C["key"] + _K["tgid"]).lsh(R1, 32)
+    a.ldx(W, R2, R9, _C["tid"]).or_(R1, R2)
+    a.stx(DW, FP, _S_PIDTGID, R1)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
     a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")
-    a.mov(R1, F_RESET)
-    a.atomic(DW, R0, 0, R1, _OR)
+    a.jeq(R0, 0, "self_report")
+    a.ldx(W, R1, R0, _I["flags"])
+    a.jmp("jset", R1, IF_INCALL, "call_running")
+    a.ja("self_report")
+    a.label("call_running")
+    a.ldx(DW, R1, R0, _I["sk"])
+    a.ldx(DW, R2, FP, _S_SK)
+    a.jeq(R1, R2, "out")  # the continuing call reports it
+    a.label("self_report")
+    a.ld_imm64(R1, CF_EXITED)
+    a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)
+    a.ld_imm64(R2, CF_EXITED)
+    a.jmp("jset", R1, R2, "out")  # a call reported it meanwhile
+    _copy_to_stack(a, R9, 0, _S_CONN, CONN.itemsize)
+    a.ldx(DW, R1, FP, _S_RESULT).stx(W, FP, _S_CONN + _C["err"], R1)
+    a.st(DW, FP, _S_CODE, -_errno.EINTR)
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "forget")
+    a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)
+    a.stx(H, FP, _S_KEY + _K["result"], R7)
+    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    a.ldx(DW, R1, FP, _S_FLAGS)
+    a.and_(R1, 0xFFFF & ~F_PENDING)
+    a.or_(R1, F_RESOLVED | F_RESTARTED)
+    a.stx(DW, FP, _S_FLAGS, R1)
+    _emit_connect(a, maps, KIND_CONNECT)
+    a.label("forget")
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SK)
+    a.call(MAP_DELETE)
     a.label("out")
     return a.ret(0)
 
 
 def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
-    """See the module docstring. Stack: -8 key, -48..-16 sockaddr, -56 scratch, -64.. saved state."""
-    SA = -48  # sockaddr buffer, 32 bytes (sockaddr_in6 is 28)
-    SCR = -56  # probe-read scratch
-    S_FD, S_TS, S_SK, S_ADDR, S_LEN = -64, -72, -80, -88, -96
-    CNT = -104
+    """See the module docstring."""
     a = Asm()
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
-    a.stx(DW, FP, -8, R0)
+    a.stx(DW, FP, _S_PIDTGID, R0)
     a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, -8)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.jne(R0, 0, "entered")
+    _count(a, maps.counters, "exit_without_enter", _S_CNT)
+    a.ja("out")
+    a.label("entered")
+    a.mov(R9, R0)  # r9 = the call's entry (until deleted)
+    a.ldx(DW, R8, R6, tp.offset("ret", 8))  # r8 = return code
+    a.ldx(DW, R1, R9, _I["sk"]).stx(DW, FP, _S_SK, R1)
+    a.ldx(W, R7, R9, _I["flags"])  # r7 = the entry's flags
+    a.st(DW, FP, _S_FLAGS, 0)
+    _copy_to_stack(a, R9, _I["sa"], _S_SA, 32)
+    a.ldx(DW, R1, R9, _I["uaddr"]).stx(DW, FP, _S_UADDR, R1)
+    a.ldx(W, R1, R9, _I["fd"]).stx(DW, FP, _S_FD, R1)
+    # a restart code: a signal interrupted the call, which the kernel restarts after the handler
+    # (SA_RESTART) or reports as EINTR. The connection is reported by whichever call ends it,
+    # with what the application saw then (or by the handshake's end, if no call continues it).
+    a.jmp("jsgt", R8, RESTART_CODES[-1], "not_restart")
+    a.jmp("jslt", R8, RESTART_CODES[0], "not_restart")
+    _count(a, maps.counters, "restarted", _S_CNT)
+    a.jmp("jset", R7, IF_RESTARTING, "interrupted_again")
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jeq(R1, 0, "forget_call")  # nothing had started
+    a.mov(R1, IF_RESTARTING)
+    a.atomic(W, R9, _I["flags"], R1, _OR)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SK)
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, "out")
-    for slot, value_off in ((S_ADDR, _IF_ADDR), (S_LEN, _IF_LEN), (S_TS, _IF_TS), (S_SK, _IF_SK), (S_FD, _IF_FD)):
-        a.ldx(DW, R1, R0, value_off).stx(DW, FP, slot, R1)
+    a.ld_imm64(R1, CF_RESTARTING)
+    a.atomic(DW, R0, _C["flags"], R1, _OR)
+    a.ja("out")
+    a.label("interrupted_again")
+    a.mov32(R1, ~IF_INCALL)
+    a.atomic(W, R9, _I["flags"], R1, _AND)
+    a.ja("out")
+    a.label("forget_call")
     a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, -8)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
     a.call(MAP_DELETE)
-
-    # read the sockaddr now that connect() has touched it (its page is resident)
-    a.zero_stack(SA, 32)
-    a.ldx(DW, R2, FP, S_LEN)
-    a.jmp("jsle", R2, 28, "len_ok")
-    a.mov(R2, 28)
-    a.label("len_ok")
-    a.jmp("jslt", R2, 2, "out")
-    a.mov(R1, FP).add(R1, SA)
-    a.ldx(DW, R3, FP, S_ADDR)
-    a.call(PROBE_READ_USER)
-    a.jeq(R0, 0, "read_ok")
-    _count(a, maps.counters, CTR_SOCKADDR_FAULT, CNT)
     a.ja("out")
-    a.label("read_ok")
-    a.ldx(H, R8, FP, SA)  # sa_family
-    a.jeq(R8, AF_INET, "inet")
-    a.jeq(R8, AF_INET6, "inet")
-    a.ja("out")  # AF_UNIX, AF_NETLINK, AF_UNSPEC (disconnect), ...
-
-    a.label("inet")
-    _reserve(a, maps, R9)
-    a.jne(R9, 0, "fill")
-    _count(a, maps.counters, CTR_RING_FULL, CNT)
+    a.label("not_restart")
+    a.jmp("jset", R7, IF_RESTARTING, "continued")
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_DELETE)
+    a.jeq(R8, -_errno.EALREADY, "repeat")
+    a.jeq(R8, -_errno.EISCONN, "repeat")
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jne(R1, 0, "started")
+    a.ja("no_transition")
+    a.label("repeat")
+    _count(a, maps.counters, "repeat_connects", _S_CNT)
     a.ja("out")
-    a.label("fill")
-    a.mov(R7, 0)  # r7 = flags
-    a.st(W, R9, _O["kind"], KIND_CONNECT)
-    a.ldx(DW, R1, FP, S_TS).stx(DW, R9, _O["ts"], R1)
-    a.ldx(DW, R1, FP, S_SK).stx(DW, R9, _O["key"], R1)
-    a.ldx(DW, R1, FP, -8).rsh(R1, 32).stx(W, R9, _O["pid"], R1)
-    a.ldx(DW, R1, R6, tp.offset("ret", 8)).stx(W, R9, _O["code"], R1)
-    a.stx(H, R9, _O["family"], R8)
-    a.ldx(H, R1, FP, SA + 2).stx(H, R9, _O["port"], R1)
-    a.st(H, R9, _O["socktype"], 0)
-    a.st(H, R9, _O["protocol"], 0)
-    a.st(DW, R9, _O["length"], 0)  # length + size
-    a.mov(R1, R9).add(R1, _O["comm"])
-    a.mov(R2, 16)
-    a.call(GET_CURRENT_COMM)
-    # address: IPv4 at sockaddr+4, IPv6 at sockaddr+8
-    a.st(DW, R9, _O["addr"] + 8, 0)
-    a.jeq(R8, AF_INET6, "v6")
-    a.ldx(W, R1, FP, SA + 4).stx(DW, R9, _O["addr"], R1)
-    a.ja("addr_done")
-    a.label("v6")
-    a.ldx(DW, R1, FP, SA + 8).stx(DW, R9, _O["addr"], R1)
-    a.ldx(DW, R1, FP, SA + 16).stx(DW, R9, _O["addr"] + 8, R1)
-    a.label("addr_done")
 
-    if off.sockinfo:
-        # fd -> file -> socket: type and protocol as the kernel knows them
-        assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
-        assert off.fdt_max_fds is not None and off.file_private is not None and off.socket_type is not None
-        assert off.socket_sk is not None and off.sk_protocol is not None
-        a.ldx(DW, R1, R6, tp.offset("ret", 8))
-        a.jeq(R1, -ENOTSOCK, "sockinfo_done")
-        a.jeq(R1, -EBADF, "sockinfo_done")
-        a.call(GET_CURRENT_TASK)
-        a.mov(R3, R0).add(R3, off.task_files)
-        _kread(a, SCR, 8, R3, "sockinfo_done")
-        a.ldx(DW, R3, FP, SCR).add(R3, off.files_fdt)
-        _kread(a, SCR, 8, R3, "sockinfo_done")
-        a.ldx(DW, R8, FP, SCR)  # r8 = fdt (family no longer needed)
-        a.mov(R3, R8).add(R3, off.fdt_max_fds)
-        a.st(DW, FP, SCR, 0)
-        _kread(a, SCR, 4, R3, "sockinfo_done")
-        a.ldx(W, R2, FP, SCR)
-        a.ldx(DW, R1, FP, S_FD)
-        a.jmp("jge", R1, R2, "sockinfo_done")
-        a.mov(R3, R8).add(R3, off.fdt_fd)
-        _kread(a, SCR, 8, R3, "sockinfo_done")
-        a.ldx(DW, R3, FP, S_FD).lsh(R3, 3)
-        a.ldx(DW, R1, FP, SCR).add(R3, R1)
-        _kread(a, SCR, 8, R3, "sockinfo_done")  # struct file *
-        a.ldx(DW, R3, FP, SCR).add(R3, off.file_private)
-        _kread(a, SCR, 8, R3, "sockinfo_done")  # struct socket *
-        a.ldx(DW, R8, FP, SCR)
-        a.mov(R1, R9).add(R1, _O["socktype"])
-        a.mov(R2, 2)
-        a.mov(R3, R8).add(R3, off.socket_type)
-        a.call(PROBE_READ_KERNEL)
-        a.jne(R0, 0, "sockinfo_done")
-        a.mov(R3, R8).add(R3, off.socket_sk)
-        _kread(a, SCR, 8, R3, "sockinfo_done")  # struct sock *
-        a.mov(R1, R9).add(R1, _O["protocol"])
-        a.mov(R2, 2)
-        a.ldx(DW, R3, FP, SCR).add(R3, off.sk_protocol)
-        a.call(PROBE_READ_KERNEL)
-        a.jne(R0, 0, "sockinfo_done")
-        a.or_(R7, F_SOCKINFO)
-        a.label("sockinfo_done")
+    # --- the call after an interrupted one, on the same socket ---------------------------------
+    a.label("continued")
+    a.jne(R8, -_errno.EALREADY, "continued_ends")
+    a.mov32(R1, ~IF_INCALL)  # still connecting (a non-blocking retry): a later call ends it
+    a.atomic(W, R9, _I["flags"], R1, _AND)
+    a.ja("out")
+    a.label("continued_ends")
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_DELETE)
+    a.jne(R8, -_errno.EISCONN, "continued_code")
+    a.mov(R8, 0)  # connected by now: what the application learns is that it succeeded
+    a.label("continued_code")
+    a.st(DW, FP, _S_FLAGS, F_RESTARTED)
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jeq(R1, 0, "out")
 
-    # hand-off with the TCP state program
-    a.ldx(DW, R1, FP, S_SK)
-    a.jeq(R1, 0, "submit")
-    a.ld_map_fd(R1, maps.socks)
-    a.mov(R2, FP).add(R2, S_SK)
+    # --- this call moved a socket CLOSE -> SYN_SENT ------------------------------------------
+    a.label("started")
+    a.stx(DW, FP, _S_CODE, R8)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SK)
     a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "submit")
-    a.or_(R7, F_TCP)
-    a.mov(R1, F_EXITED)
-    a.atomic(DW, R0, 0, R1, _OR | FETCH)  # r1 = previous flags
-    a.jmp("jset", R1, F_DONE, "known")
-    a.or_(R7, F_PENDING)
-    a.ja("submit")
-    a.label("known")
-    a.or_(R7, R1)
-    a.and_(R7, ~F_EXITED)
-    a.ld_map_fd(R1, maps.socks)
-    a.mov(R2, FP).add(R2, S_SK)
+    a.jne(R0, 0, "have_conn")
+    # no room to follow it when it started: counted below with the outcome unknown
+    a.st(DW, FP, _S_RESULT, RESULT_UNTRACKED)
+    a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_TCP).stx(DW, FP, _S_FLAGS, R1)
+    a.ja("by_address")
+    a.label("have_conn")
+    a.mov(R9, R0)
+    a.stx(W, R9, _C["code"], R8)
+    a.ld_imm64(R1, CF_EXITED)
+    a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)  # r1 = the flags before
+    a.mov(R7, R1)
+    a.ld_imm64(R1, CF_EXITED)
+    a.jmp("jset", R7, R1, "out")  # reported already (its handshake ended while no call ran)
+    _copy_to_stack(a, R9, 0, _S_CONN, CONN.itemsize)
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
+    a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)  # counted at its start
+    a.mov(R1, R7).and_(R1, 0xFFFF)
+    a.ldx(DW, R2, FP, _S_FLAGS).or_(R1, R2)
+    a.stx(DW, FP, _S_FLAGS, R1)
+    a.ld_imm64(R1, CF_RESOLVED)
+    a.jmp("jset", R7, R1, "resolved_first")
+    # in progress: counted now; the outcome moves it later
+    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_PENDING).stx(DW, FP, _S_FLAGS, R1)
+    _emit_connect(a, maps, KIND_CONNECT)
+    a.ja("out")
+    a.label("resolved_first")
+    # the handshake ended inside this call (blocking, or loopback): one count, final
+    a.ldx(W, R1, FP, _S_CONN + _C["err"])
+    a.jne(R1, RESULT_ABORTED, "err_ok")
+    # closed without a socket error: if connect() itself failed, its errno says why
+    a.jmp("jsge", R8, 0, "err_ok")
+    a.jeq(R8, -_errno.EINPROGRESS, "err_ok")
+    a.jeq(R8, -_errno.EINTR, "err_ok")
+    a.mov(R1, 0).sub(R1, R8)
+    a.label("err_ok")
+    a.stx(H, FP, _S_KEY + _K["result"], R1)
+    a.st(W, FP, _S_CONN + _C["err"], SOCK_STREAM)
+    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_RESOLVED).stx(DW, FP, _S_FLAGS, R1)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SK)
     a.call(MAP_DELETE)
-    a.label("submit")
-    a.stx(W, R9, _O["flags"], R7)
-    _submit(a, maps, R9)
+    _emit_connect(a, maps, KIND_CONNECT)
+    a.ja("out")
+
+    # --- nothing went through SYN_SENT: UDP setting its peer, or an attempt refused early -----
+    a.label("no_transition")
+    for code in INVALID_CALL:
+        a.jeq(R8, code, "out")
+    a.stx(DW, FP, _S_CODE, R8)
+    a.mov(R1, 0).sub(R1, R8)
+    a.stx(DW, FP, _S_RESULT, R1)  # errno, 0 for ok
+    a.label("by_address")
+    a.jmp("jset", R7, IF_SA_OK, "sa_ok")
+    # the read at entry faulted; the page is resident now that connect() has used it
+    a.zero_stack(_S_SA, 32)
+    a.mov(R1, FP).add(R1, _S_SA)
+    a.mov(R2, 28)
+    a.ldx(DW, R3, FP, _S_UADDR)
+    a.call(PROBE_READ_USER)
+    a.jeq(R0, 0, "sa_ok")
+    _count(a, maps.counters, "sockaddr_fault", _S_CNT)
+    a.ja("out")
+    a.label("sa_ok")
+    a.ldx(H, R1, FP, _S_SA)  # sa_family
+    a.jeq(R1, AF_INET, "inet")
+    a.jeq(R1, AF_INET6, "inet")
+    a.ja("out")  # AF_UNIX, AF_NETLINK, AF_UNSPEC (disconnect), ...
+    a.label("inet")
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
+    _start_key(a, off)
+    a.ldx(H, R1, FP, _S_SA).stx(B, FP, _S_KEY + _K["family"], R1)
+    a.stx(H, FP, _S_CONN + _C["sockfam"], R1)
+    a.ldx(H, R1, FP, _S_SA + 2).be16(R1).stx(H, FP, _S_KEY + _K["port"], R1)
+    a.ldx(H, R1, FP, _S_SA)
+    a.jeq(R1, AF_INET6, "sa_v6")
+    a.ldx(W, R1, FP, _S_SA + 4).stx(W, FP, _S_KEY + _K["addr"], R1)
+    a.ja("sa_done")
+    a.label("sa_v6")
+    a.ldx(DW, R1, FP, _S_SA + 8).stx(DW, FP, _S_KEY + _K["addr"], R1)
+    a.ldx(DW, R1, FP, _S_SA + 16).stx(DW, FP, _S_KEY + _K["addr"] + 8, R1)
+    a.label("sa_done")
+    a.ldx(DW, R7, FP, _S_FLAGS)  # r7 = record flags from here on
+    a.or_(R7, F_RESOLVED)
+    _normalize_mapped(a, _S_KEY, R7)
+    a.ldx(DW, R1, FP, _S_RESULT).stx(H, FP, _S_KEY + _K["result"], R1)
+    if off.sockinfo:
+        _sockinfo(a, maps, off)
+    a.label("sockinfo_done")
+    a.stx(DW, FP, _S_FLAGS, R7)
+    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    _emit_connect(a, maps, KIND_CONNECT)
     a.label("out")
     return a.ret(0)
 
 
-def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int]) -> Asm:
-    """See the module docstring. Stack: -8/-16 scratch, -64..-24 packet header (40 bytes)."""
-    HDR = -64
-    CNT = -72
+def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
+    """fd -> file -> socket -> sock: socket type into the conn value's ``err`` slot, protocol into
+    the key (F_SOCKINFO in r7). A TCP call with no transition that returned 0 (TCP Fast Open's
+    deferred connect) or reports an earlier attempt's error (the socket has a peer port) is not a
+    new connect: jumps to ``out``. On a failed read jumps to ``sockinfo_done``."""
+    assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
+    assert off.fdt_max_fds is not None and off.file_private is not None and off.socket_type is not None
+    assert off.socket_sk is not None and off.sk_protocol is not None and off.sk_dport is not None
+    S = _S_SA  # the sockaddr copy is not needed any more: scratch
+    a.call(GET_CURRENT_TASK)
+    a.add(R0, off.task_files)
+    _kread(a, S, 8, R0, "sockinfo_done")
+    a.ldx(DW, R3, FP, S).add(R3, off.files_fdt)
+    _kread(a, S, 8, R3, "sockinfo_done")
+    a.ldx(DW, R8, FP, S)  # r8 = fdt
+    a.mov(R3, R8).add(R3, off.fdt_max_fds)
+    a.st(DW, FP, S, 0)
+    _kread(a, S, 4, R3, "sockinfo_done")
+    a.ldx(W, R2, FP, S)
+    a.ldx(DW, R1, FP, _S_FD)
+    a.jmp("jge", R1, R2, "sockinfo_done")
+    a.mov(R3, R8).add(R3, off.fdt_fd)
+    _kread(a, S, 8, R3, "sockinfo_done")
+    a.ldx(DW, R3, FP, _S_FD).lsh(R3, 3)
+    a.ldx(DW, R1, FP, S).add(R3, R1)
+    _kread(a, S, 8, R3, "sockinfo_done")  # struct file *
+    a.ldx(DW, R3, FP, S).add(R3, off.file_private)
+    _kread(a, S, 8, R3, "sockinfo_done")  # struct socket *
+    a.ldx(DW, R8, FP, S)
+    a.st(DW, FP, S + 8, 0)
+    a.mov(R3, R8).add(R3, off.socket_type)
+    _kread(a, S + 8, 2, R3, "sockinfo_done")
+    a.mov(R3, R8).add(R3, off.socket_sk)
+    _kread(a, S, 8, R3, "sockinfo_done")  # struct sock *
+    a.ldx(DW, R8, FP, S)
+    a.st(DW, FP, S + 16, 0)
+    a.mov(R3, R8).add(R3, off.sk_protocol)
+    _kread(a, S + 16, 2, R3, "sockinfo_done")
+    a.ldx(DW, R1, FP, S + 8).and_(R1, 0xF)  # SOCK_NONBLOCK/SOCK_CLOEXEC live in the upper bits
+    a.stx(W, FP, _S_CONN + _C["err"], R1)
+    a.ldx(DW, R1, FP, S + 16).stx(H, FP, _S_KEY + _K["protocol"], R1)
+    a.or_(R7, F_SOCKINFO)
+    a.jmp("jset", R7, F_TCP, "sockinfo_done")  # it did start (and could not be followed)
+    # TCP without a SYN in this call: a new attempt only if it failed before the socket got a peer
+    a.jeq(R1, IPPROTO_TCP, "tcp_check")
+    a.jne(R1, IPPROTO_MPTCP, "sockinfo_done")
+    a.label("tcp_check")
+    a.ldx(DW, R1, FP, _S_CODE)
+    a.jeq(R1, 0, "deferred")
+    a.st(DW, FP, S + 24, 0)
+    a.mov(R3, R8).add(R3, off.sk_dport)
+    _kread(a, S + 24, 2, R3, "sockinfo_done")
+    a.ldx(DW, R1, FP, S + 24)
+    a.jeq(R1, 0, "sockinfo_done")
+    _count(a, maps.counters, "repeat_connects", _S_CNT)
+    a.ja("out")
+    a.label("deferred")
+    _count(a, maps.counters, "deferred", _S_CNT)
+    a.ja("out")
+
+
+# --- drops ------------------------------------------------------------------------------------
+
+_D_WALL, _D_ACTIVE, _D_RAW, _D_SCR, _D_FLAGS, _D_CNT, _D_TID = -8, -16, -24, -32, -40, -48, -56
+_D_LEN, _D_SIZE, _D_ETH = -64, -72, -80
+_D_VAL = -104  # 24 bytes; overflow index at -112
+_D_KEY = -160  # 48
+_D_THREAD = -176  # 16
+_D_HDR = -216  # 40 bytes of packet header
+
+
+def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], attribute: bool = True) -> Asm:
+    """See the module docstring. ``attribute`` False: never charge a drop to a task (the kernel
+    has no irq tracepoints to tell interrupt context)."""
     a = Asm()
     a.mov(R6, R1)
     a.ldx(W, R7, R6, tp.offset("reason", 4))
     for value in skipped:
         a.jeq(R7, value, "out")
-    _reserve(a, maps, R9)
-    a.jne(R9, 0, "fill")
-    _count(a, maps.counters, CTR_RING_FULL, CNT)
-    a.ja("out")
-    a.label("fill")
+    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out")
+    a.zero_stack(_D_KEY, 48)
+    a.zero_stack(_D_THREAD, 16)
     a.mov(R8, 0)  # r8 = flags
-    a.st(W, R9, _O["kind"], KIND_DROP)
-    a.stx(W, R9, _O["code"], R7)
-    a.ldx(DW, R1, R6, tp.offset("skbaddr", 8)).stx(DW, R9, _O["key"], R1)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, R9, _O["ts"], R0)
-    for name in ("addr",):
-        a.st(DW, R9, _O[name], 0).st(DW, R9, _O[name] + 8, 0)
-    a.st(W, R9, _O["family"], 0)  # family + port
-    a.st(H, R9, _O["protocol"], 0)
-    a.st(DW, R9, _O["length"], 0)  # length + size
-    a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, R9, _O["socktype"], R1)
-    # attribute to the current task only outside interrupt context
-    # common_flags (offset 2) is outside what the verifier lets a tracepoint program load directly
-    a.st(DW, FP, -8, 0)
-    a.mov(R3, R6).add(R3, 2)
-    a.mov(R1, FP).add(R1, -8)
-    a.mov(R2, 1)
-    a.call(PROBE_READ_KERNEL)
-    a.ldx(B, R1, FP, -8)
-    a.jmp("jset", R1, TRACE_FLAG_HARDIRQ | TRACE_FLAG_SOFTIRQ | TRACE_FLAG_NMI, "irq")
+    _second(a, _D_WALL, _D_KEY)
+    a.stx(H, FP, _D_KEY + _K["result"], R7)
+    a.st(B, FP, _D_KEY + _K["kind"], KIND_DROP)
+    a.st(DW, FP, _D_TID, 0)
+    a.st(DW, FP, _D_LEN, 0)
+    a.st(DW, FP, _D_SIZE, 0)
+    a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(DW, FP, _D_ETH, R1)
+    # charge the current task only when this CPU is not serving an interrupt or a softirq
+    if not attribute:
+        a.or_(R8, F_IRQ)
+        a.ja("attributed")
+    a.st(W, FP, _D_SCR, 0)
+    a.ld_map_fd(R1, maps.irqctx)
+    a.mov(R2, FP).add(R2, _D_SCR)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "task")
+    a.ldx(DW, R1, R0, 0)
+    a.jeq(R1, 0, "task")
+    a.or_(R8, F_IRQ)
+    a.ja("attributed")
+    a.label("task")
     a.call(GET_CURRENT_PID_TGID)
-    a.rsh(R0, 32).stx(W, R9, _O["pid"], R0)
-    a.mov(R1, R9).add(R1, _O["comm"])
+    a.stx(DW, FP, _D_TID, R0)
+    a.rsh(R0, 32).stx(W, FP, _D_KEY + _K["tgid"], R0)
+    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR)
+    a.mov(R1, FP).add(R1, _D_THREAD)
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
-    a.ja("attributed")
-    a.label("irq")
-    a.or_(R8, F_IRQ)
-    a.st(W, R9, _O["pid"], 0)
-    a.st(DW, R9, _O["comm"], 0).st(DW, R9, _O["comm"] + 8, 0)
     a.label("attributed")
 
     if off.skb_len is not None:
-        a.mov(R1, R9).add(R1, _O["length"])
+        a.mov(R1, FP).add(R1, _D_LEN)
         a.mov(R2, 4)
         a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_len)
         a.call(PROBE_READ_KERNEL)
-        a.ldx(W, R1, R9, _O["length"]).stx(W, R9, _O["size"], R1)
-
+        a.ldx(DW, R1, FP, _D_LEN).stx(DW, FP, _D_SIZE, R1)
     if off.packet:
-        assert off.skb_head is not None and off.skb_network_header is not None
-        a.ldx(H, R1, R9, _O["socktype"])
-        a.jeq(R1, ETH_P_IP, "l3")
-        a.jeq(R1, ETH_P_IPV6, "l3")
-        a.ja("submit")
-        a.label("l3")
-        # r7 = skb->head + skb->network_header (the reason is already in the record)
-        a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_head)
-        _kread(a, -8, 8, R3, "submit")
-        a.st(DW, FP, -16, 0)
-        a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_network_header)
-        _kread(a, -16, 2, R3, "submit")
-        a.ldx(DW, R7, FP, -16)
-        a.jeq(R7, 0xFFFF, "submit")  # network header not set
-        a.ldx(DW, R1, FP, -8).add(R7, R1)
-        a.zero_stack(HDR, 40)
-        _kread(a, HDR, 40, R7, "submit_short")
-        a.ldx(B, R1, FP, HDR).rsh(R1, 4)
-        a.jeq(R1, 6, "ipv6")
-        a.jne(R1, 4, "submit")
-        # IPv4: protocol @9, tot_len @2 (be), daddr @16, header length (ihl*4) in byte 0
-        a.ldx(B, R2, FP, HDR + 9).stx(H, R9, _O["protocol"], R2)
-        a.ldx(H, R1, FP, HDR + 2).be16(R1).stx(W, R9, _O["size"], R1)
-        a.ldx(W, R1, FP, HDR + 16).stx(W, R9, _O["addr"], R1)
-        a.st(H, R9, _O["family"], AF_INET)
-        a.or_(R8, F_L3)
-        a.ldx(B, R1, FP, HDR).and_(R1, 0x0F).lsh(R1, 2)
-        a.add(R7, R1)
-        a.ja("ports")
-        a.label("ipv6")
-        # IPv6: payload_len @4 (be), nexthdr @6, daddr @24..40
-        a.ldx(B, R2, FP, HDR + 6).stx(H, R9, _O["protocol"], R2)
-        a.ldx(H, R1, FP, HDR + 4).be16(R1).add(R1, 40).stx(W, R9, _O["size"], R1)
-        a.ldx(DW, R1, FP, HDR + 24).stx(DW, R9, _O["addr"], R1)
-        a.ldx(DW, R1, FP, HDR + 32).stx(DW, R9, _O["addr"] + 8, R1)
-        a.st(H, R9, _O["family"], AF_INET6)
-        a.or_(R8, F_L3)
-        a.add(R7, 40)
-        a.label("ports")
-        # r2 = L4 protocol, r7 = transport header: TCP and UDP have the destination port at +2
-        a.jeq(R2, IPPROTO_TCP, "port")
-        a.jne(R2, IPPROTO_UDP, "submit")
-        a.label("port")
-        a.st(DW, FP, -16, 0)
-        _kread(a, -16, 4, R7, "submit")
-        a.ldx(H, R1, FP, -14).stx(H, R9, _O["port"], R1)
-        a.or_(R8, F_PORT)
-        a.ja("submit")
-        a.label("submit_short")  # header not readable in full
-        a.ja("submit")
-    a.label("submit")
+        _drop_headers(a, tp, off)
+    a.label("parsed")
+    _bump(a, maps, _D_KEY, 1, _D_WALL, _D_VAL, _D_ACTIVE)
+    # the raw record, when wanted
+    a.ldx(DW, R1, FP, _D_RAW)
+    a.and_(R1, RAW_DROPS)
+    a.jeq(R1, 0, "out")
+    _reserve(a, maps, R9, "out", _D_CNT)
+    a.st(W, R9, _O["kind"], KIND_DROP)
     a.stx(W, R9, _O["flags"], R8)
+    a.ldx(DW, R1, FP, _D_WALL).stx(DW, R9, _O["wall"], R1)
+    a.call(KTIME_GET_NS)
+    a.stx(DW, R9, _O["ts"], R0)
+    a.ldx(DW, R1, R6, tp.offset("skbaddr", 8)).stx(DW, R9, _O["key"], R1)
+    a.ldx(DW, R1, FP, _D_TID).stx(W, R9, _O["tid"], R1)
+    a.stx(W, R9, _O["code"], R7)
+    for i in (0, 8):
+        a.ldx(DW, R1, FP, _D_THREAD + i).stx(DW, R9, _O["thread"] + i, R1)
+    _record_from_key(a, R9, _D_KEY)
+    a.st(W, R9, _O["result"], 0)
+    a.ldx(DW, R1, FP, _D_ETH).stx(H, R9, _O["socktype"], R1)
+    a.ldx(DW, R1, FP, _D_LEN).stx(W, R9, _O["length"], R1)
+    a.ldx(DW, R1, FP, _D_SIZE).stx(W, R9, _O["size"], R1)
+    a.st(DW, R9, _O["sockfam"], 0)
     _submit(a, maps, R9)
     a.label("out")
     return a.ret(0)
+
+
+#: IPv6 extension headers walked to find the transport header (bounded)
+_V6_HOP, _V6_ROUTING, _V6_FRAGMENT, _V6_DSTOPTS, _V6_AH = 0, 43, 44, 60, 51
+_V6_MAX_EXT = 4
+
+
+def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
+    """Family, destination, L4 protocol and port into the drop key, from the packet. r8 flags.
+    Non-first IPv4 fragments have no transport header: no port. Jumps to ``parsed``."""
+    assert off.skb_head is not None and off.skb_network_header is not None
+    a.ldx(DW, R1, FP, _D_ETH)
+    a.jeq(R1, ETH_P_IP, "l3")
+    a.jeq(R1, ETH_P_IPV6, "l3")
+    a.ja("parsed")
+    a.label("l3")
+    # r9 = skb->head + skb->network_header
+    a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_head)
+    _kread(a, _D_SCR, 8, R3, "parsed")
+    a.ldx(DW, R9, FP, _D_SCR)
+    a.st(DW, FP, _D_SCR, 0)
+    a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_network_header)
+    _kread(a, _D_SCR, 2, R3, "parsed")
+    a.ldx(DW, R1, FP, _D_SCR)
+    a.jeq(R1, 0xFFFF, "parsed")  # network header not set
+    a.add(R9, R1)
+    a.zero_stack(_D_HDR, 40)
+    _kread(a, _D_HDR, 40, R9, "parsed")
+    a.ldx(B, R1, FP, _D_HDR).rsh(R1, 4)
+    a.jeq(R1, 6, "ipv6")
+    a.jne(R1, 4, "parsed")
+    # IPv4: protocol @9, tot_len @2 (be), frag_off @6 (be), daddr @16, ihl*4 in byte 0
+    a.ldx(B, R2, FP, _D_HDR + 9).stx(H, FP, _D_KEY + _K["protocol"], R2)
+    a.ldx(H, R1, FP, _D_HDR + 2).be16(R1).stx(DW, FP, _D_SIZE, R1)
+    a.ldx(W, R1, FP, _D_HDR + 16).stx(W, FP, _D_KEY + _K["addr"], R1)
+    a.st(B, FP, _D_KEY + _K["family"], AF_INET)
+    a.or_(R8, F_L3)
+    a.ldx(H, R1, FP, _D_HDR + 6).be16(R1).and_(R1, 0x1FFF)
+    a.jne(R1, 0, "parsed")  # a fragment after the first: its payload is not a transport header
+    a.ldx(B, R1, FP, _D_HDR).and_(R1, 0x0F).lsh(R1, 2)
+    a.add(R9, R1)
+    a.ja("ports")
+    a.label("ipv6")
+    # IPv6: payload_len @4 (be), nexthdr @6, daddr @24..40
+    a.ldx(H, R1, FP, _D_HDR + 4).be16(R1).add(R1, 40).stx(DW, FP, _D_SIZE, R1)
+    a.ldx(DW, R1, FP, _D_HDR + 24).stx(DW, FP, _D_KEY + _K["addr"], R1)
+    a.ldx(DW, R1, FP, _D_HDR + 32).stx(DW, FP, _D_KEY + _K["addr"] + 8, R1)
+    a.st(B, FP, _D_KEY + _K["family"], AF_INET6)
+    a.or_(R8, F_L3)
+    a.ldx(B, R2, FP, _D_HDR + 6)
+    a.add(R9, 40)
+    for i in range(_V6_MAX_EXT):
+        nxt = f"v6ext{i + 1}"
+        # r2 = next header, r9 = where it starts
+        a.jeq(R2, _V6_HOP, f"v6opt{i}")
+        a.jeq(R2, _V6_ROUTING, f"v6opt{i}")
+        a.jeq(R2, _V6_DSTOPTS, f"v6opt{i}")
+        a.jeq(R2, _V6_AH, f"v6ah{i}")
+        a.jeq(R2, _V6_FRAGMENT, f"v6frag{i}")
+        a.ja("v6l4")
+        a.label(f"v6opt{i}")  # length in 8-byte units, not counting the first 8
+        a.st(DW, FP, _D_SCR, 0)
+        _kread(a, _D_SCR, 4, R9, "v6unknown")
+        a.ldx(B, R1, FP, _D_SCR + 1).add(R1, 1).lsh(R1, 3)
+        a.ja(f"v6next{i}")
+        a.label(f"v6ah{i}")  # length in 4-byte units, minus 2
+        a.st(DW, FP, _D_SCR, 0)
+        _kread(a, _D_SCR, 4, R9, "v6unknown")
+        a.ldx(B, R1, FP, _D_SCR + 1).add(R1, 2).lsh(R1, 2)
+        a.ja(f"v6next{i}")
+        a.label(f"v6frag{i}")  # 8 bytes; only the first fragment carries the transport header
+        a.st(DW, FP, _D_SCR, 0)
+        _kread(a, _D_SCR, 4, R9, "v6unknown")
+        a.ldx(H, R1, FP, _D_SCR + 2).be16(R1).and_(R1, 0xFFF8)
+        a.jne(R1, 0, "v6unknown")
+        a.mov(R1, 8)
+        a.label(f"v6next{i}")
+        a.ldx(B, R2, FP, _D_SCR)
+        a.add(R9, R1)
+        a.label(nxt)
+    a.label("v6unknown")  # too many extension headers, or unreadable: protocol and port unknown
+    a.mov(R2, 0)
+    a.st(H, FP, _D_KEY + _K["protocol"], 0)
+    a.ja("parsed")
+    a.label("v6l4")
+    a.stx(H, FP, _D_KEY + _K["protocol"], R2)
+    a.label("ports")
+    # r2 = L4 protocol, r9 = its header: TCP, UDP and UDPLite have the destination port at +2
+    a.ldx(H, R2, FP, _D_KEY + _K["protocol"])
+    a.jeq(R2, IPPROTO_TCP, "port")
+    a.jeq(R2, 136, "port")
+    a.jne(R2, IPPROTO_UDP, "parsed")
+    a.label("port")
+    a.st(DW, FP, _D_SCR, 0)
+    _kread(a, _D_SCR, 4, R9, "parsed")
+    a.ldx(H, R1, FP, _D_SCR + 2).be16(R1).stx(H, FP, _D_KEY + _K["port"], R1)
+    a.or_(R8, F_PORT)
+    a.ja("parsed")
+
+
+def irq_mark(maps: Maps, bit: int, entering: bool) -> Asm:
+    """irqctx[this cpu] |= bit (entry) or &= ~bit (exit)."""
+    a = Asm()
+    a.st(W, FP, -8, 0)
+    a.ld_map_fd(R1, maps.irqctx)
+    a.mov(R2, FP).add(R2, -8)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")
+    a.ldx(DW, R1, R0, 0)
+    if entering:
+        a.or_(R1, bit)
+    else:
+        a.and_(R1, ~bit)
+    a.stx(DW, R0, 0, R1)
+    a.label("out")
+    return a.ret(0)
+
+
+IRQ_SOFT, IRQ_HARD = 1, 2

@@ -23,14 +23,23 @@ _NR = {
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
+BPF_ENABLE_STATS = 32
 
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_RINGBUF = 27
+
+BPF_STATS_RUN_TIME = 0
+_NR_MEMBARRIER = {"x86_64": 324, "aarch64": 283}
+MEMBARRIER_CMD_GLOBAL = 1
 
 BPF_PROG_TYPE_TRACEPOINT = 5
 
@@ -120,6 +129,99 @@ def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     attr = ctypes.create_string_buffer(32)
     struct.pack_into("<IIQQQ", attr, 0, map_fd, 0, ctypes.addressof(key_buf), ctypes.addressof(value_buf), flags)
     _bpf(BPF_MAP_UPDATE_ELEM, attr, "writing map element")
+
+
+def map_next_key(map_fd: int, key: bytes | None, key_size: int) -> bytes | None:
+    """The key after ``key`` (the first key when None); None at the end."""
+    key_buf = ctypes.create_string_buffer(key, key_size) if key is not None else None
+    next_buf = ctypes.create_string_buffer(key_size)
+    attr = ctypes.create_string_buffer(32)
+    struct.pack_into(
+        "<IIQQ", attr, 0, map_fd, 0, ctypes.addressof(key_buf) if key_buf is not None else 0, ctypes.addressof(next_buf)
+    )
+    try:
+        _bpf(BPF_MAP_GET_NEXT_KEY, attr, "walking map keys")
+    except BpfError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return next_buf.raw
+
+
+def map_count(map_fd: int, key_size: int, limit: int = 1 << 20) -> int:
+    """How many keys a hash map holds (walks them; for diagnostics, not hot paths)."""
+    n, key = 0, None
+    while n < limit:
+        key = map_next_key(map_fd, key, key_size)
+        if key is None:
+            break
+        n += 1
+    return n
+
+
+def map_batch(
+    map_fd: int, key_size: int, value_size: int, max_entries: int, *, delete: bool
+) -> tuple[bytes, bytes, int]:
+    """Every element of a map in one or a few calls: ``(keys, values, count)`` as packed bytes.
+
+    ``delete`` uses ``BPF_MAP_LOOKUP_AND_DELETE_BATCH`` (hash maps): exact only when nothing writes
+    the map meanwhile. Values of per-CPU maps come back per CPU (``value_size`` must say so).
+    """
+    keys = ctypes.create_string_buffer(key_size * max_entries)
+    values = ctypes.create_string_buffer(value_size * max_entries)
+    token_in = ctypes.create_string_buffer(8)
+    token_out = ctypes.create_string_buffer(8)
+    cmd = BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BPF_MAP_LOOKUP_BATCH
+    total, first = 0, True
+    while total < max_entries:
+        attr = ctypes.create_string_buffer(56)
+        struct.pack_into(
+            "<QQQQIIQQ", attr, 0,
+            0 if first else ctypes.addressof(token_in), ctypes.addressof(token_out),
+            ctypes.addressof(keys) + total * key_size, ctypes.addressof(values) + total * value_size,
+            max_entries - total, map_fd, 0, 0,
+        )  # fmt: skip
+        nr_bpf, _ = _numbers()
+        res = _libc().syscall(ctypes.c_long(nr_bpf), ctypes.c_long(cmd), attr, ctypes.c_ulong(len(attr)))
+        got = struct.unpack_from("<I", attr, 32)[0]
+        total += got
+        if res < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:  # no more elements (the last call may still have returned some)
+                break
+            raise BpfError(err, "reading map in batches")
+        first = False
+        token_in.raw = token_out.raw
+    return keys.raw[: total * key_size], values.raw[: total * value_size], total
+
+
+def enable_stats() -> int:
+    """``BPF_ENABLE_STATS`` (run time): while the returned fd is open, programs count run_time_ns/run_cnt."""
+    attr = ctypes.create_string_buffer(8)
+    struct.pack_into("<I", attr, 0, BPF_STATS_RUN_TIME)
+    return _bpf(BPF_ENABLE_STATS, attr, "enabling program statistics")
+
+
+def prog_run_stats(prog_fd: int) -> tuple[int, int, int]:
+    """``(run_time_ns, run_cnt, recursion_misses)`` of a program; the first two count only while
+    statistics are enabled, ``recursion_misses`` (runs the kernel skipped) always."""
+    info = ctypes.create_string_buffer(256)
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading program info")
+    # struct bpf_prog_info: run_time_ns at 192, run_cnt at 200, recursion_misses at 208 (uapi/linux/bpf.h)
+    return struct.unpack_from("<QQQ", info, 192)
+
+
+def rcu_barrier() -> None:
+    """Wait until every eBPF program that was running has returned (``membarrier(GLOBAL)`` is
+    ``synchronize_rcu()``; tracepoint programs run inside RCU read-side sections)."""
+    nr = _NR_MEMBARRIER.get(platform.machine())
+    if nr is None:
+        raise BpfError(errno.ENOSYS, "membarrier")
+    res = _libc().syscall(ctypes.c_long(nr), ctypes.c_long(MEMBARRIER_CMD_GLOBAL), ctypes.c_long(0), ctypes.c_long(0))
+    if res < 0:
+        raise BpfError(ctypes.get_errno(), "membarrier")
 
 
 def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log_size: int = 1 << 20) -> int:

@@ -10,6 +10,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widgets import Static
 
+from netspy_tui.models import describe_losses
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.snapshot import Snapshot
 from netspy_tui.tui.widgets.cells import window_label
@@ -102,10 +103,11 @@ class StatusBar(Static):
         else:
             src = status.source
             healthy = src.healthy and fail is None
-            line.append("● " if healthy else "○ ", style=self._style("ok" if healthy else "bad"))
+            mood = "bad" if not healthy else ("warn" if src.degraded else "ok")
+            line.append("● " if healthy else "○ ", style=self._style(mood))
             line.append(clean(src.label, 60))
             line.append(*sep)
-            line.append("healthy" if src.healthy else "unhealthy", style=self._style("ok" if src.healthy else "bad"))
+            line.append(src.status, style=self._style("ok" if src.status == "healthy" else mood))
             line.append(*sep)
             line.append(f"api {src.generation}")
         if snap is not None and snap.events_per_second is not None:
@@ -145,7 +147,10 @@ class StatusBar(Static):
             src = status.source
             if src.sampled:
                 parts.append(Text("sampled: short-lived connections can be missed", style=self._style("warn")))
-            if src.events_lost:
+            if src.recent_losses:
+                parts.append(Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}",
+                                  style=self._style("warn")))
+            elif src.events_lost:
                 parts.append(Text(f"lost {src.events_lost} events", style=self._style("warn")))
         if snap is not None and snap.burst_skipped:
             parts.append(Text(f"burst: {snap.burst_skipped} events not fetched in one poll", style=self._style("warn")))
