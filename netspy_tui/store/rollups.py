@@ -273,24 +273,28 @@ def window_stats(
         protocols=_top(values, proto_n, proto_ids, top_n),
         ports=ports,
         outcomes=_top(values, out_n, out_ids, top_n),
-        processes=_processes(sel, values),
+        processes=_processes(sel, names),
         bucket_seconds=size,
         rate_buckets=[int(round(v)) for v in rate.tolist()],
         until=now,
     )
 
 
-def _processes(sel: np.ndarray, values: list[str]) -> list[ProcessStat]:
+def _pairs(major: np.ndarray, minor: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(major, minor) pairs whose events did not net out: two int64 arrays (one sort, 1-D keys)."""
+    keys = (major << 32) | minor
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=n)
+    keep = uniq[sums > 0]
+    return keep >> 32, keep & 0xFFFFFFFF
+
+
+def _processes(sel: np.ndarray, names: Names) -> list[ProcessStat]:
+    values = names.values
     cmd = sel["command"].astype(np.int64)
     n = sel["n"]
     attempts = np.bincount(cmd, weights=n)
     failures = np.bincount(cmd, weights=n * sel["failed"])
-    # pids and destinations that count: keys whose events did not net out
-    pid_keys, pid_inv = np.unique(np.stack([cmd, sel["pid"]]), axis=1, return_inverse=True)
-    pid_n = np.bincount(pid_inv.ravel(), weights=n)
-    dest_keys, dest_inv = np.unique(np.stack([cmd, sel["destination"].astype(np.int64)]), axis=1,
-                                    return_inverse=True)  # fmt: skip
-    dest_n = np.bincount(dest_inv.ravel(), weights=n)
     positive = n > 0
     big = np.iinfo(np.int64).max
     firsts = np.full(len(attempts), big, np.int64)
@@ -298,13 +302,13 @@ def _processes(sel: np.ndarray, values: list[str]) -> list[ProcessStat]:
     np.minimum.at(firsts, cmd[positive], sel["first"][positive])
     np.maximum.at(lasts, cmd[positive], sel["last"][positive])
     pids: dict[int, list[int]] = {}
-    for c, p, m in zip(pid_keys[0].tolist(), pid_keys[1].tolist(), pid_n.tolist(), strict=True):
-        if m > 0:
-            pids.setdefault(c, []).append(p)
-    dests: dict[int, int] = {}
-    for c, d, m in zip(dest_keys[0].tolist(), dest_keys[1].tolist(), dest_n.tolist(), strict=True):
-        if m > 0 and values[d]:
-            dests[c] = dests.get(c, 0) + 1
+    pid_cmd, pid = _pairs(cmd, sel["pid"] & 0xFFFFFFFF, n)
+    for c, p in zip(pid_cmd.tolist(), pid.tolist(), strict=True):
+        pids.setdefault(c, []).append(p)
+    dest_cmd, dest = _pairs(cmd, sel["destination"].astype(np.int64), n)
+    empty = names.find("")  # (an unknown destination is not a distinct destination)
+    known = dest_cmd[dest != empty] if empty is not None else dest_cmd
+    dests = np.bincount(known, minlength=len(attempts))
     out = []
     for c in np.flatnonzero(attempts > 0).tolist():
         if firsts[c] == big:
@@ -314,7 +318,7 @@ def _processes(sel: np.ndarray, values: list[str]) -> list[ProcessStat]:
                 command=values[c],
                 pids=sorted(pids.get(c, [])),
                 attempts=int(round(attempts[c])),
-                distinct_destinations=dests.get(c, 0),
+                distinct_destinations=int(dests[c]),
                 failures=int(round(failures[c])),
                 first_seen=ns_to_time(int(firsts[c])),
                 last_seen=ns_to_time(int(lasts[c])),

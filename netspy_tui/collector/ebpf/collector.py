@@ -64,19 +64,14 @@ class _Attach:
     required: bool
 
 
-# Attach order: interrupt tracking before the drop program reads it; the state program before
-# connect_exit, and the exit before the entry (no entry is left without its exit).
+# Attach order: the state program before connect_exit, and the exit before the entry (no entry is
+# left without its exit).
 _ATTACH = (
-    _Attach("softirq_entry", "irq", "softirq_entry", False),
-    _Attach("softirq_exit", "irq", "softirq_exit", False),
-    _Attach("hardirq_entry", "irq", "irq_handler_entry", False),
-    _Attach("hardirq_exit", "irq", "irq_handler_exit", False),
     _Attach("skb_drop", "skb", "kfree_skb", False),
     _Attach("tcp_state", "sock", "inet_sock_set_state", True),
     _Attach("connect_exit", "syscalls", "sys_exit_connect", True),
     _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
 )
-_IRQ = ("softirq_entry", "softirq_exit", "hardirq_entry", "hardirq_exit")
 
 #: kernel map sizes: concurrent connect() calls, connections in SYN_SENT, count keys per drain
 INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
@@ -142,9 +137,6 @@ class _Session:
             if "reason" not in drop_tp.fields or not reasons:
                 self.notes.append("skb/kfree_skb has no drop reasons on this kernel: drops not reported")
                 del tps["skb_drop"]
-        attribute = all(name in tps for name in _IRQ)
-        if "skb_drop" in tps and not attribute:
-            self.notes.append("no irq tracepoints: packet drops are not attributed to processes")
         states = {name: value for value, name in tps["tcp_state"].symbols("oldstate").items()}
         for needed in ("TCP_CLOSE", "TCP_SYN_SENT", "TCP_ESTABLISHED"):
             if needed not in states:
@@ -152,6 +144,9 @@ class _Session:
                     f"sock/inet_sock_set_state does not name {needed} on this kernel", "use --collector procfs"
                 )
         offsets = P.SockOffsets.from_btf()
+        attribute = offsets.stack
+        if "skb_drop" in tps and not attribute:
+            self.notes.append("no BTF for task stacks: packet drops are not attributed to processes")
         if not offsets.sockinfo:
             self.notes.append("no BTF for sockets: protocol of non-TCP connects is guessed (protocol_inferred)")
         if offsets.sk_err is None:
@@ -170,7 +165,6 @@ class _Session:
             overflow=self._map(array, 4, 8, P.OVERFLOW_SLOTS, "netspy_overflow"),
             counters=self._map(array, 4, 8, P.N_COUNTERS, "netspy_counters"),
             ctl=self._map(array, 4, P.CTL.itemsize, 1, "netspy_ctl"),
-            irqctx=self._map(syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, "netspy_irqctx"),
         )
         self._write_ctl()
         by_name = {name: value for value, name in reasons.items()}
@@ -180,10 +174,6 @@ class _Session:
             "connect_exit": lambda tp: P.connect_exit(tp, maps, offsets),
             "tcp_state": lambda tp: P.tcp_state(tp, maps, states, offsets),
             "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute),
-            "softirq_entry": lambda tp: P.irq_mark(maps, P.IRQ_SOFT, True),
-            "softirq_exit": lambda tp: P.irq_mark(maps, P.IRQ_SOFT, False),
-            "hardirq_entry": lambda tp: P.irq_mark(maps, P.IRQ_HARD, True),
-            "hardirq_exit": lambda tp: P.irq_mark(maps, P.IRQ_HARD, False),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -191,7 +181,7 @@ class _Session:
         self.codec = Codec(reasons)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
-            if tp is not None and (spec.name not in _IRQ or attribute):
+            if tp is not None:
                 self._load_and_attach(spec, tp, builders[spec.name](tp).assemble())
         for note in self.notes:
             log.warning("eBPF collector: %s", note)

@@ -31,11 +31,10 @@ beside the counts. Programs (all ``BPF_PROG_TYPE_TRACEPOINT``):
 ``skb_drop`` (skb/kfree_skb)
     Skips ordinary frees (:data:`SKIPPED_DROP_REASONS`), counts the drop by reason, protocol and
     destination (IPv4 fragments after the first have no port; IPv6 extension headers are walked),
-    and charges it to the current task only in task context: ``irqctx`` says whether this CPU is
-    serving a softirq or an interrupt (the ``irq_*`` programs keep it), since a perf-attached
-    tracepoint program's input does not carry the trace header's flags.
-``softirq_entry``/``softirq_exit``/``hardirq_entry``/``hardirq_exit`` (irq/*)
-    Set and clear this CPU's bits in ``irqctx``.
+    and charges it to the current task only when it happened on that task's own kernel stack: a
+    perf-attached program's input does not carry the trace header's flags (its first 8 bytes hold
+    the caller's registers' address instead), and the stack pointer tells task context from an
+    interrupt or softirq stack; kernel threads (ksoftirqd) are not charged either.
 
 Counts go into one of two hash maps keyed by :data:`COUNT_KEY` (second, tgid, process name,
 destination, protocol, outcome or drop reason): ``ctl.active`` says which. The reader flips it,
@@ -80,6 +79,8 @@ ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_MPTCP = 6, 17, 262
 SOCK_STREAM = 1
 NS = 1_000_000_000
+PF_KTHREAD = 0x00200000  # task_struct.flags: a kernel thread
+THREAD_SIZE = 16384  # a task's kernel stack (x86_64 and arm64)
 
 # record kinds (also the count key's kind)
 KIND_CONNECT, KIND_OUTCOME, KIND_DROP = 1, 2, 3
@@ -246,6 +247,9 @@ class SockOffsets:
     sk_err: int | None = None
     task_leader: int | None = None
     task_comm: int | None = None
+    task_stack: int | None = None
+    task_flags: int | None = None
+    regs_sp: int | None = None
     skb_len: int | None = None
     skb_head: int | None = None
     skb_network_header: int | None = None
@@ -261,6 +265,11 @@ class SockOffsets:
     @property
     def leader(self) -> bool:
         return self.task_leader is not None and self.task_comm is not None
+
+    @property
+    def stack(self) -> bool:
+        """Enough to tell a task's own kernel stack from an interrupt stack."""
+        return None not in (self.regs_sp, self.task_stack, self.task_flags)
 
     @property
     def packet(self) -> bool:
@@ -281,6 +290,9 @@ class SockOffsets:
             "sk_err": ("sock", "sk_err", 4),
             "task_leader": ("task_struct", "group_leader", 8),
             "task_comm": ("task_struct", "comm", 16),
+            "task_stack": ("task_struct", "stack", 8),
+            "task_flags": ("task_struct", "flags", 4),
+            "regs_sp": ("pt_regs", "sp", 8),
             "skb_len": ("sk_buff", "len", 4),
             "skb_head": ("sk_buff", "head", 8),
             "skb_network_header": ("sk_buff", "network_header", 2),
@@ -317,7 +329,6 @@ class Maps:
     overflow: int
     counters: int
     ctl: int
-    irqctx: int
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -354,12 +365,17 @@ def _ctl(a: Asm, maps: Maps, slot: int, fail: str) -> None:
 
 def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str) -> None:
     """Stack: FP+wall = wall-clock ns now, FP+active = live count map, FP+raw = raw-record flags."""
-    _ctl(a, maps, slot, fail)
-    a.ldx(DW, R1, R0, 0).stx(DW, FP, active, R1)
-    a.ldx(DW, R1, R0, 16).stx(DW, FP, raw, R1)
+    _live(a, maps, slot, active, raw, fail)
     a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)
     a.call(KTIME_GET_NS)
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
+
+
+def _live(a: Asm, maps: Maps, slot: int, active: int, raw: int, fail: str) -> None:
+    """Stack: FP+active = live count map, FP+raw = raw-record flags (r0 = &ctl[0] after)."""
+    _ctl(a, maps, slot, fail)
+    a.ldx(DW, R1, R0, 0).stx(DW, FP, active, R1)
+    a.ldx(DW, R1, R0, 16).stx(DW, FP, raw, R1)
 
 
 def _second(a: Asm, wall: int, key: int) -> None:
@@ -787,7 +803,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     _copy_to_stack(a, R9, 0, _S_CONN, CONN.itemsize)
     a.ldx(W, R1, R9, _C["code"]).stx(DW, FP, _S_CODE, R1)
     a.ldx(DW, R1, FP, _S_RESULT).stx(W, FP, _S_CONN + _C["err"], R1)
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "forget")
+    _live(a, maps, _S_SCR, _S_ACTIVE, _S_RAW, "forget")
     a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)  # counted at its start
     # it was counted in progress when connect() returned: move it to its outcome
     _bump(a, maps, _S_KEY, -1, _S_WALL, _S_VAL, _S_ACTIVE)
@@ -826,7 +842,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     _copy_to_stack(a, R9, 0, _S_CONN, CONN.itemsize)
     a.ldx(DW, R1, FP, _S_RESULT).stx(W, FP, _S_CONN + _C["err"], R1)
     a.st(DW, FP, _S_CODE, -_errno.EINTR)
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "forget")
+    _live(a, maps, _S_SCR, _S_ACTIVE, _S_RAW, "forget")
     a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)
     a.stx(H, FP, _S_KEY + _K["result"], R7)
     _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
@@ -942,7 +958,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ld_imm64(R1, CF_EXITED)
     a.jmp("jset", R7, R1, "out")  # reported already (its handshake ended while no call ran)
     _copy_to_stack(a, R9, 0, _S_CONN, CONN.itemsize)
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
+    _live(a, maps, _S_SCR, _S_ACTIVE, _S_RAW, "out")
     a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)  # counted at its start
     a.mov(R1, R7).and_(R1, 0xFFFF)
     a.ldx(DW, R2, FP, _S_FLAGS).or_(R1, R2)
@@ -1115,17 +1131,34 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.st(DW, FP, _D_LEN, 0)
     a.st(DW, FP, _D_SIZE, 0)
     a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(DW, FP, _D_ETH, R1)
-    # charge the current task only when this CPU is not serving an interrupt or a softirq
+    # charge the current task only when the drop happened on its own kernel stack (not on an
+    # interrupt stack: hardirq, or a softirq run at irq exit or at local_bh_enable) and it is not a
+    # kernel thread (ksoftirqd). The perf tracepoint machinery leaves the caller's registers'
+    # address in the first 8 bytes of our input: their stack pointer says which stack this is.
     if not attribute:
         a.or_(R8, F_IRQ)
         a.ja("attributed")
-    a.st(W, FP, _D_SCR, 0)
-    a.ld_map_fd(R1, maps.irqctx)
-    a.mov(R2, FP).add(R2, _D_SCR)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "task")
-    a.ldx(DW, R1, R0, 0)
-    a.jeq(R1, 0, "task")
+    assert off.regs_sp is not None and off.task_stack is not None and off.task_flags is not None
+    a.st(DW, FP, _D_SCR, 0)
+    _kread(a, _D_SCR, 8, R6, "irq")  # struct pt_regs *
+    a.ldx(DW, R3, FP, _D_SCR).add(R3, off.regs_sp)
+    _kread(a, _D_SCR, 8, R3, "irq")
+    a.ldx(DW, R7, FP, _D_SCR)  # r7 = stack pointer at the tracepoint (the reason is in the key already)
+    a.call(GET_CURRENT_TASK)
+    a.mov(R9, R0)
+    a.st(DW, FP, _D_SCR, 0)
+    a.mov(R3, R9).add(R3, off.task_flags)
+    _kread(a, _D_SCR, 4, R3, "irq")
+    a.ldx(DW, R1, FP, _D_SCR)
+    a.mov32(R2, PF_KTHREAD)
+    a.jmp("jset", R1, R2, "irq")
+    a.mov(R3, R9).add(R3, off.task_stack)
+    _kread(a, _D_SCR, 8, R3, "irq")
+    a.ldx(DW, R1, FP, _D_SCR)
+    a.sub(R7, R1)
+    a.jmp("jge", R7, THREAD_SIZE, "irq")  # (unsigned: below the stack wraps around too)
+    a.ja("task")
+    a.label("irq")
     a.or_(R8, F_IRQ)
     a.ja("attributed")
     a.label("task")
@@ -1160,7 +1193,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.stx(DW, R9, _O["ts"], R0)
     a.ldx(DW, R1, R6, tp.offset("skbaddr", 8)).stx(DW, R9, _O["key"], R1)
     a.ldx(DW, R1, FP, _D_TID).stx(W, R9, _O["tid"], R1)
-    a.stx(W, R9, _O["code"], R7)
+    a.ldx(W, R1, R6, tp.offset("reason", 4)).stx(W, R9, _O["code"], R1)
     for i in (0, 8):
         a.ldx(DW, R1, FP, _D_THREAD + i).stx(DW, R9, _O["thread"] + i, R1)
     _record_from_key(a, R9, _D_KEY)
@@ -1270,24 +1303,3 @@ def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
     a.ldx(H, R1, FP, _D_SCR + 2).be16(R1).stx(H, FP, _D_KEY + _K["port"], R1)
     a.or_(R8, F_PORT)
     a.ja("parsed")
-
-
-def irq_mark(maps: Maps, bit: int, entering: bool) -> Asm:
-    """irqctx[this cpu] |= bit (entry) or &= ~bit (exit)."""
-    a = Asm()
-    a.st(W, FP, -8, 0)
-    a.ld_map_fd(R1, maps.irqctx)
-    a.mov(R2, FP).add(R2, -8)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")
-    a.ldx(DW, R1, R0, 0)
-    if entering:
-        a.or_(R1, bit)
-    else:
-        a.and_(R1, ~bit)
-    a.stx(DW, R0, 0, R1)
-    a.label("out")
-    return a.ret(0)
-
-
-IRQ_SOFT, IRQ_HARD = 1, 2
