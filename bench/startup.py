@@ -170,11 +170,13 @@ def run(ctx: Context) -> list[Metric]:
     repeat = 2 if ctx.quick else 7
     env = child_env(HOME=str(ctx.tmp / "home"), XDG_STATE_HOME=str(ctx.tmp / "state"),
                     XDG_CONFIG_HOME=str(ctx.tmp / "config"), TERM="xterm-256color", COLORTERM="truecolor")
+    # The server is `serve --replay` (no root): its store is filled by the product's replay path,
+    # from a recording, and a recording holds built events, so synth.event_batches makes the file.
+    # No store is filled here.
     recording = ctx.tmp / "startup-recording.jsonl"
-    rec = Recorder(lambda batch: None, recording)
-    for batch in synth.event_batches(events, 60, seed=3):
-        rec(batch)
-    rec.close()
+    with Recorder(lambda batch: None, recording) as rec:
+        for batch in synth.event_batches(events, 60, seed=3):
+            rec(batch)
     server = Server(recording, events, env)
     ms: list[Metric] = []
     try:
