@@ -27,9 +27,16 @@ from typing import IO
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from netspy_tui.collector.base import Collector, Sink
+from netspy_tui.collector.base import Batch, Collector, Sink
 from netspy_tui.errors import CollectorError, NetspyError
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, describe_validation_error, parse_event, utcnow
+from netspy_tui.models import (
+    ConnectionEvent,
+    PacketDropEvent,
+    describe_validation_error,
+    new_event_id,
+    parse_event,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +275,22 @@ class Recorder:
             ) from exc
 
     def __call__(self, events: Sequence[AnyEvent]) -> None:
+        self._record(events)
+        self._sink(events)
+
+    def ingest(self, batch: Batch) -> None:
+        """A collector's batch (eBPF: ring records and counts): its events are recorded as they
+        were reported (a connect in progress as in progress), then the batch goes on unchanged."""
+        if self._file is not None and batch.records is not None and len(batch.records) and batch.codec is not None:
+            recs = batch.records[batch.records["kind"] != 2]  # (OUTCOME records update earlier events)
+            self._record(batch.codec.events(recs, [new_event_id() for _ in range(len(recs))]))
+        inner = getattr(self._sink, "ingest", None)
+        if inner is not None:
+            inner(batch)
+        elif batch.events:
+            self._sink(batch.events)
+
+    def _record(self, events: Sequence[AnyEvent]) -> None:
         with self._lock:
             if self._file is not None and events:
                 try:
@@ -281,7 +304,6 @@ class Recorder:
                     )
                     logger.error("%s", self.error)
                     self._close_file()
-        self._sink(events)
 
     def _close_file(self) -> None:
         if self._file is not None:

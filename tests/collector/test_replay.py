@@ -269,3 +269,26 @@ def test_recorder_errors(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(CollectorError, match="cannot write recording .*file/out.jsonl"):
         Recorder(ListSink(), blocker / "out.jsonl")
+
+
+def test_recorder_records_the_events_of_a_collector_batch_and_passes_it_on(tmp_path: Path) -> None:
+    """The eBPF collector hands the store batches of ring records and counts: --record writes
+    their events, and the batch itself reaches the store unchanged (counts included)."""
+    from bench import synth
+    from netspy_tui.collector.base import Batch
+    from netspy_tui.store import EventStore
+
+    recs = synth.records(50, 10, __import__("numpy").random.default_rng(3))
+    batch = Batch(records=recs, counts=synth.counts(recs), codec=synth.codec())
+    store = EventStore()
+    recorder = Recorder(store, tmp_path / "rec.jsonl")
+    recorder.ingest(batch)
+    recorder.close()
+    store.flush(10)
+    lines = (tmp_path / "rec.jsonl").read_text().splitlines()
+    recorded = [parse_event(json.loads(line)) for line in lines]
+    assert len(recorded) == 50
+    assert sorted(e.timestamp for e in recorded) == sorted(recs["ts"].tolist())
+    assert store.row_count() == 50
+    assert sum(store.count(k, None, None, 60) for k in ("connection", "packet_drop")) == 50
+    store.close()
