@@ -32,13 +32,19 @@ KIND_CODE: dict[str, int] = {"connection": 0, "packet_drop": 1}
 Row = tuple[int, int, int, str, str, int, str, str, int, int, int, int]
 
 ROWS = np.dtype(
-    [
-        ("second", "<i8"), ("kind", "u1"), ("failed", "u1"), ("outcome", "<u4"), ("protocol", "<u4"),
-        ("port", "<i4"), ("command", "<u4"), ("destination", "<u4"), ("pid", "<i8"), ("n", "<i8"),
-        ("first", "<i8"), ("last", "<i8"),
-    ]
+    {
+        "names": ["second", "pid", "port", "outcome", "protocol", "command", "destination", "kind", "failed",
+                  "cp", "cd", "n", "first", "last"],
+        "formats": ["<i8", "<i8", "<i4", "<u4", "<u4", "<u4", "<u4", "u1", "u1", "<u4", "<u4", "<i8", "<i8", "<i8"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 37, 38, 42, 46, 54, 62],
+        "itemsize": 70,
+    }
 )  # fmt: skip
-_KEY_FIELDS = ["kind", "failed", "outcome", "protocol", "port", "command", "destination", "pid"]
+"""One rollup row, packed: its key is the first :data:`KEY_BYTES` bytes. ``cp``/``cd`` number the
+(command, pid) and (command, destination) pairs densely, so distinct counts need no sort."""
+KEY_BYTES = 38
+PROCS = np.dtype([("command", "<u4"), ("n", "<i8"), ("failures", "<i8"), ("first", "<i8"), ("last", "<i8")])
+_BIG = np.iinfo(np.int64).max
 
 
 class Names:
@@ -49,6 +55,7 @@ class Names:
         self.values: list[str] = []
         self._ids: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.pairs = (Pairs(), Pairs())  # (command, pid), (command, destination)
 
     def id(self, value: str) -> int:
         hit = self._ids.get(value)
@@ -65,21 +72,69 @@ class Names:
         return self._ids.get(value)
 
 
+class Pairs:
+    """Dense ids for pairs of ints; :attr:`major`/:attr:`minor` give a pair back from its id."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[int, int], int] = {}
+        self._major = np.zeros(1024, np.int64)
+        self._minor = np.zeros(1024, np.int64)
+        self._lock = threading.Lock()
+
+    def ids(self, major: Sequence[int], minor: Sequence[int]) -> list[int]:
+        get = self._ids.get
+        out = [get(pair, -1) for pair in zip(major, minor, strict=True)]
+        if -1 in out:
+            with self._lock:
+                for i, pair in enumerate(zip(major, minor, strict=True)):
+                    if out[i] == -1:
+                        hit = self._ids.get(pair)
+                        if hit is None:
+                            hit = len(self._ids)
+                            if hit >= len(self._major):
+                                self._major = np.concatenate([self._major, np.zeros_like(self._major)])
+                                self._minor = np.concatenate([self._minor, np.zeros_like(self._minor)])
+                            self._major[hit], self._minor[hit] = pair
+                            self._ids[pair] = hit
+                        out[i] = hit
+        return out
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def major(self) -> np.ndarray:
+        return self._major
+
+    @property
+    def minor(self) -> np.ndarray:
+        return self._minor
+
+
 def to_array(rows: Sequence[Row], names: Names) -> np.ndarray:
-    """Rollup rows -> a :data:`ROWS` array (strings interned in ``names``)."""
-    out = np.empty(len(rows), ROWS)
+    """Rollup rows -> a :data:`ROWS` array (strings and pairs interned in ``names``)."""
+    out = np.zeros(len(rows), ROWS)
     if not rows:
         return out
     cols = list(zip(*rows, strict=True))
     nid = names.id
+    cmd = [nid(v) for v in cols[3]]
+    dest = [nid(v) for v in cols[4]]
     out["second"], out["kind"], out["pid"] = cols[0], cols[1], cols[2]
-    out["command"] = [nid(v) for v in cols[3]]
-    out["destination"] = [nid(v) for v in cols[4]]
+    out["command"], out["destination"] = cmd, dest
     out["port"] = [p if p is not None else 0 for p in cols[5]]
     out["protocol"] = [nid(v) for v in cols[6]]
     out["outcome"] = [nid(v) for v in cols[7]]
     out["failed"], out["n"], out["first"], out["last"] = cols[8], cols[9], cols[10], cols[11]
+    out["cp"] = names.pairs[0].ids(cmd, cols[2])
+    out["cd"] = names.pairs[1].ids(cmd, dest)
     return out
+
+
+def _keys(rows: np.ndarray) -> np.ndarray:
+    """Each row's key as one opaque value (its first KEY_BYTES bytes)."""
+    raw = np.ascontiguousarray(rows.view(np.uint8).reshape(len(rows), ROWS.itemsize)[:, :KEY_BYTES])
+    return raw.view(f"V{KEY_BYTES}").ravel()
 
 
 def merge(rows: np.ndarray) -> np.ndarray:
@@ -87,44 +142,79 @@ def merge(rows: np.ndarray) -> np.ndarray:
     keys whose events netted out (an in-progress connect that moved to its outcome) dropped."""
     if len(rows) < 2:
         return rows[rows["n"] != 0] if len(rows) else rows
-    keys = rows[["second", *_KEY_FIELDS]]
-    uniq, inverse = np.unique(keys, return_inverse=True)
+    uniq, first_at, inverse = np.unique(_keys(rows), return_index=True, return_inverse=True)
     if len(uniq) == len(rows):
         return rows[rows["n"] != 0]
-    out = np.zeros(len(uniq), ROWS)
-    for name in ("second", *_KEY_FIELDS):
-        out[name] = uniq[name]
-    np.add.at(out["n"], inverse, rows["n"])
-    big = np.iinfo(np.int64).max
+    out = rows[first_at].copy()
+    out["n"] = np.bincount(inverse.ravel(), weights=rows["n"], minlength=len(uniq)).astype(np.int64)
     positive = rows["n"] > 0
-    out["first"] = big
-    np.minimum.at(out["first"], inverse, np.where(positive, rows["first"], big))
-    np.maximum.at(out["last"], inverse, np.where(positive, rows["last"], 0))
-    out["first"][out["first"] == big] = 0
+    out["first"] = _BIG
+    np.minimum.at(out["first"], inverse.ravel(), np.where(positive, rows["first"], _BIG))
+    out["last"] = 0
+    np.maximum.at(out["last"], inverse.ravel(), np.where(positive, rows["last"], 0))
+    out["first"][out["first"] == _BIG] = 0
     return out[out["n"] != 0]
 
 
+#: the columns a window's figures read, kept contiguous per second (``n`` as float for bincount)
+COLUMNS = ("second", "pid", "command", "destination", "protocol", "outcome", "port", "failed", "cp", "cd",
+           "first", "last")  # fmt: skip
+
+
+def _procs(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Per command: events, failures, first and last time (of the rows that count)."""
+    cmd = cols["command"].astype(np.int64)
+    uniq, inverse = np.unique(cmd, return_inverse=True)
+    inverse = inverse.ravel()
+    n = cols["n"]
+    procs = np.zeros(len(uniq), PROCS)
+    procs["command"] = uniq
+    procs["n"] = np.rint(np.bincount(inverse, weights=n, minlength=len(uniq)))
+    procs["failures"] = np.rint(np.bincount(inverse, weights=n * cols["failed"], minlength=len(uniq)))
+    positive = n > 0
+    procs["first"] = _BIG
+    np.minimum.at(procs["first"], inverse[positive], cols["first"][positive])
+    np.maximum.at(procs["last"], inverse[positive], cols["last"][positive])
+    return procs
+
+
+class Second:
+    """One second's rows of one kind, as contiguous columns, with what whole-window figures need
+    precomputed (``second`` None: rows of several seconds, as read from SQLite for a window beyond
+    the memory)."""
+
+    __slots__ = ("rows", "cols", "total", "procs", "second")
+
+    def __init__(self, rows: np.ndarray, second: int | None = None) -> None:
+        self.rows = rows
+        self.second = second
+        self.cols = {name: np.ascontiguousarray(rows[name]) for name in COLUMNS}
+        self.cols["n"] = rows["n"].astype(np.float64)
+        self.total = int(rows["n"].sum())
+        self.procs = _procs(self.cols)
+
+
 class Rollups:
-    """The last ``horizon`` seconds of rollup rows in memory, by second.
+    """The last ``horizon`` seconds of rollup rows in memory, by second and kind.
 
     The writer calls :meth:`add` (seconds it has not loaded are left to SQLite: see
-    :attr:`since`); readers call :meth:`rows` for a range and get a consistent snapshot.
+    :attr:`since`); readers call :meth:`seconds` for a range and get a consistent snapshot.
     """
 
     def __init__(self, names: Names, horizon: int = 3660) -> None:
         self.names = names
         self.horizon = horizon
-        self._seconds: dict[int, np.ndarray] = {}
+        self._seconds: dict[tuple[int, int], Second] = {}  # (second, kind) -> rows
         self._lock = threading.Lock()
         self.since: int | None = None
         """Every row of every second >= since is here (None: nothing loaded yet)."""
 
     def load(self, since: int, rows: np.ndarray) -> None:
-        """Start with everything SQLite holds from ``since`` on (called once, before any add)."""
+        """Start with everything SQLite holds from ``since`` on (one row per key already)."""
         with self._lock:
             self._seconds = {}
             self.since = since
-            self._add(rows)
+            self._add(rows, merged=True)
 
     def add(self, rows: np.ndarray) -> None:
         if not len(rows):
@@ -134,21 +224,24 @@ class Rollups:
                 return
             self._add(rows[rows["second"] >= self.since])
 
-    def _add(self, rows: np.ndarray) -> None:
+    def _add(self, rows: np.ndarray, merged: bool = False) -> None:
         if not len(rows):
             return
-        seconds = rows["second"]
-        order = np.argsort(seconds, kind="stable")
-        rows, seconds = rows[order], seconds[order]
-        cuts = np.flatnonzero(np.diff(seconds)) + 1
+        part_key = rows["second"] * 2 + rows["kind"]
+        order = np.argsort(part_key, kind="stable")
+        rows, part_key = rows[order], part_key[order]
+        cuts = np.flatnonzero(np.diff(part_key)) + 1
         for part in np.split(rows, cuts):
-            second = int(part["second"][0])
-            old = self._seconds.get(second)
-            merged = merge(part if old is None else np.concatenate([old, part]))
-            if len(merged):
-                self._seconds[second] = merged
+            key = (int(part["second"][0]), int(part["kind"][0]))
+            old = self._seconds.get(key)
+            if old is None and merged:
+                new = part[part["n"] != 0]
             else:
-                self._seconds.pop(second, None)
+                new = merge(part if old is None else concat([old.rows, part]))
+            if len(new):
+                self._seconds[key] = Second(new, key[0])
+            else:
+                self._seconds.pop(key, None)
 
     def prune(self, newest: int, retention_cutoff: int | None = None) -> None:
         """Forget seconds older than the horizon before ``newest`` (SQLite still has them) or
@@ -160,44 +253,71 @@ class Rollups:
             if retention_cutoff is not None:
                 cutoff = max(cutoff, retention_cutoff)
             if cutoff > self.since:
-                for second in [s for s in self._seconds if s < cutoff]:
-                    del self._seconds[second]
+                for key in [k for k in self._seconds if k[0] < cutoff]:
+                    del self._seconds[key]
                 self.since = cutoff
 
     def covers(self, lo: int) -> bool:
         return self.since is not None and lo >= self.since
 
-    def rows(self, lo: int, hi: int) -> np.ndarray:
-        """Every row of the seconds lo..hi (inclusive)."""
+    def seconds(self, kind: int, lo: int, hi: int) -> list[Second]:
+        """The seconds lo..hi (inclusive) of ``kind`` that hold rows, oldest first."""
         with self._lock:
-            parts = [self._seconds[s] for s in range(lo, hi + 1) if s in self._seconds] if hi - lo < 8192 else [
-                v for s, v in self._seconds.items() if lo <= s <= hi
-            ]
-        return np.concatenate(parts) if parts else np.empty(0, ROWS)
+            if hi - lo < 16384:
+                got = (self._seconds.get((s, kind)) for s in range(lo, hi + 1))
+                return [g for g in got if g is not None]
+            return [v for (s, k), v in sorted(self._seconds.items()) if k == kind and lo <= s <= hi]
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(v) for v in self._seconds.values())
+            return sum(len(v.rows) for v in self._seconds.values())
+
+
+def concat(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Row arrays joined as raw bytes (numpy's structured concatenation checks every field of every
+    part: ten times slower for thousands of seconds)."""
+    if len(parts) == 1:
+        return parts[0]
+    raw = np.concatenate([p.view(f"V{ROWS.itemsize}") for p in parts])
+    return raw.view(ROWS)
+
+
+def seconds_of(rows: np.ndarray, kind: int) -> list[Second]:
+    """Rows read from SQLite (one per key, any seconds) as one multi-second :class:`Second`."""
+    rows = rows[rows["kind"] == kind]
+    return [Second(rows)] if len(rows) else []
 
 
 # --- figures ------------------------------------------------------------------------------------
 
 
-def _select(rows: np.ndarray, names: Names, kind: EventKind, pid: int | None, command: str | None) -> np.ndarray | None:
-    mask = rows["kind"] == KIND_CODE[kind]
+def _columns(secs: Sequence[Second], names: Names, lo: int, hi: int, pid: int | None, command: str | None,
+             per_second: bool) -> dict[str, np.ndarray] | None:
+    """The window's rows as columns (None: the command was never seen). A whole window of
+    per-second rollups needs only the columns its figures count by."""
+    whole = per_second and pid is None and command is None
+    names_ = ("destination", "protocol", "outcome", "port", "cp", "cd", "n") if whole else (*COLUMNS, "n")
+    cols = {name: np.concatenate([s.cols[name] for s in secs]) if len(secs) > 1 else secs[0].cols[name]
+            for name in names_}  # fmt: skip
+    mask = None if per_second else (cols["second"] >= lo) & (cols["second"] <= hi)
     if pid is not None:
-        mask &= rows["pid"] == pid
+        mask = cols["pid"] == pid if mask is None else mask & (cols["pid"] == pid)
     if command is not None:
         cid = names.find(command)
         if cid is None:
             return None
-        mask &= rows["command"] == cid
-    return rows[mask]
+        mask = cols["command"] == cid if mask is None else mask & (cols["command"] == cid)
+    return cols if mask is None else {k: v[mask] for k, v in cols.items()}
 
 
-def total(rows: np.ndarray, names: Names, kind: EventKind, pid: int | None, command: str | None) -> int:
-    sel = _select(rows, names, kind, pid, command)
-    return int(sel["n"].sum()) if sel is not None and len(sel) else 0
+def total(secs: Sequence[Second], names: Names, pid: int | None, command: str | None) -> int:
+    """Events in ``secs`` (already only the seconds wanted)."""
+    if pid is None and command is None:
+        return sum(s.total for s in secs)
+    if not secs:
+        return 0
+    cols = _columns(secs, names, -(2**62), 2**62, pid, command, True)
+    return int(np.rint(cols["n"].sum())) if cols is not None else 0
 
 
 def _top(values: list[str], counts: np.ndarray, ids: np.ndarray, n: int) -> list[Counted]:
@@ -213,21 +333,21 @@ def _top(values: list[str], counts: np.ndarray, ids: np.ndarray, n: int) -> list
     return [Counted(key=k, count=c) for k, c in items[:n]]
 
 
+def _by(ids: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids with a positive sum, their sums)."""
+    sums = np.bincount(ids, weights=weights)
+    nz = np.flatnonzero(sums > 0.5)
+    return nz, np.rint(sums[nz]).astype(np.int64)
+
+
 def _unknown_if_empty(ids: np.ndarray, names: Names) -> np.ndarray:
     """An empty destination or protocol is reported as "unknown" (and counted with it)."""
     empty = names.find("")
     return np.where(ids == empty, names.id("unknown"), ids) if empty is not None else ids
 
 
-def _by(ids: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids with a positive sum, their sums)."""
-    sums = np.bincount(ids, weights=weights)
-    nz = np.flatnonzero(sums > 0)
-    return nz, sums[nz].astype(np.int64)
-
-
 def window_stats(
-    rows: np.ndarray,
+    secs: Sequence[Second],
     names: Names,
     kind: EventKind,
     pid: int | None,
@@ -237,22 +357,33 @@ def window_stats(
     top_n: int,
     buckets: int,
 ) -> WindowStats:
-    """The figures of :func:`netspy_tui.analysis.aggregate.aggregate` from rollup rows (which must
-    cover the window's seconds; rows outside it are ignored)."""
+    """The figures of :func:`netspy_tui.analysis.aggregate.aggregate` from the window's seconds."""
     lo, hi = window_seconds(now, window)
     size, count = bucket_layout(window, buckets)
     empty = WindowStats(kind=kind, window_seconds=window, pid=pid, command=command, bucket_seconds=size,
                         rate_buckets=[0] * count, until=now)  # fmt: skip
-    if not len(rows):
+    per_second = all(s.second is not None for s in secs)
+    if per_second:
+        secs = [s for s in secs if lo <= s.second <= hi]  # type: ignore[operator]
+    if not secs:
         return empty
-    rows = rows[(rows["second"] >= lo) & (rows["second"] <= hi)]
-    sel = _select(rows, names, kind, pid, command)
-    if sel is None or not len(sel) or int(sel["n"].sum()) <= 0:
+    whole = per_second and pid is None and command is None
+    sel = _columns(secs, names, lo, hi, pid, command, per_second)
+    if sel is None or not len(sel["n"]):
+        return empty
+    n = sel["n"]
+    grand = int(np.rint(n.sum()))
+    if grand <= 0:
         return empty
     values = names.values
-    n = sel["n"].astype(np.float64)
-    counted = sel[sel["n"] > 0]
-    rate = np.bincount(count - 1 - (hi - sel["second"]) // size, weights=n, minlength=count)
+    if whole:
+        totals = np.array([s.total for s in secs], np.float64)
+        idx = count - 1 - (hi - np.array([s.second for s in secs])) // size
+        rate = np.bincount(idx, weights=totals, minlength=count)
+        procs = np.concatenate([s.procs for s in secs])
+    else:
+        rate = np.bincount(count - 1 - (hi - sel["second"]) // size, weights=n, minlength=count)
+        procs = _procs(sel)
     dest_ids, dest_n = _by(_unknown_if_empty(sel["destination"], names), n)
     proto_ids, proto_n = _by(_unknown_if_empty(sel["protocol"], names), n)
     out_ids, out_n = _by(sel["outcome"], n)
@@ -261,64 +392,60 @@ def window_stats(
         port_ids, port_n = _by(sel["port"].astype(np.int64), n)
         ports = _top([str(p) for p in range(int(port_ids.max()) + 1)] if len(port_ids) else [], port_n, port_ids,
                      top_n)  # fmt: skip
+    processes = _processes(sel, n, procs, names)
+    counted = procs[procs["n"] > 0]
     return WindowStats(
         kind=kind,
         window_seconds=window,
         pid=pid,
         command=command,
-        total=int(sel["n"].sum()),
+        total=grand,
         first_seen=ns_to_time(int(counted["first"].min())) if len(counted) else None,
         last_seen=ns_to_time(int(counted["last"].max())) if len(counted) else None,
         top_destinations=_top(values, dest_n, dest_ids, top_n),
         protocols=_top(values, proto_n, proto_ids, top_n),
         ports=ports,
         outcomes=_top(values, out_n, out_ids, top_n),
-        processes=_processes(sel, names),
+        processes=processes,
         bucket_seconds=size,
         rate_buckets=[int(round(v)) for v in rate.tolist()],
         until=now,
     )
 
 
-def _pairs(major: np.ndarray, minor: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(major, minor) pairs whose events did not net out: two int64 arrays (one sort, 1-D keys)."""
-    keys = (major << 32) | minor
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    sums = np.bincount(inverse.ravel(), weights=n)
-    keep = uniq[sums > 0]
-    return keep >> 32, keep & 0xFFFFFFFF
-
-
-def _processes(sel: np.ndarray, names: Names) -> list[ProcessStat]:
+def _processes(sel: dict[str, np.ndarray], n: np.ndarray, procs: np.ndarray, names: Names) -> list[ProcessStat]:
     values = names.values
-    cmd = sel["command"].astype(np.int64)
-    n = sel["n"]
-    attempts = np.bincount(cmd, weights=n)
-    failures = np.bincount(cmd, weights=n * sel["failed"])
-    positive = n > 0
-    big = np.iinfo(np.int64).max
-    firsts = np.full(len(attempts), big, np.int64)
-    lasts = np.zeros(len(attempts), np.int64)
-    np.minimum.at(firsts, cmd[positive], sel["first"][positive])
-    np.maximum.at(lasts, cmd[positive], sel["last"][positive])
-    pids: dict[int, list[int]] = {}
-    pid_cmd, pid = _pairs(cmd, sel["pid"] & 0xFFFFFFFF, n)
-    for c, p in zip(pid_cmd.tolist(), pid.tolist(), strict=True):
-        pids.setdefault(c, []).append(p)
-    dest_cmd, dest = _pairs(cmd, sel["destination"].astype(np.int64), n)
+    cmd = procs["command"].astype(np.int64)
+    width = int(cmd.max()) + 1 if len(cmd) else 0
+    attempts = np.bincount(cmd, weights=procs["n"], minlength=width)
+    failures = np.bincount(cmd, weights=procs["failures"], minlength=width)
+    live = procs["first"] != _BIG
+    firsts = np.full(width, _BIG, np.int64)
+    lasts = np.zeros(width, np.int64)
+    np.minimum.at(firsts, cmd[live], procs["first"][live])
+    np.maximum.at(lasts, cmd[live], procs["last"][live])
+    # pids and destinations that count: pairs whose events did not net out (dense ids: no sort)
+    cp_pairs, cd_pairs = names.pairs
+    cp = np.flatnonzero(np.bincount(sel["cp"], weights=n) > 0.5)
+    pid_cmd, pid = cp_pairs.major[cp], cp_pairs.minor[cp]
+    cd = np.flatnonzero(np.bincount(sel["cd"], weights=n) > 0.5)
+    dest_cmd, dest = cd_pairs.major[cd], cd_pairs.minor[cd]
     empty = names.find("")  # (an unknown destination is not a distinct destination)
     known = dest_cmd[dest != empty] if empty is not None else dest_cmd
-    dests = np.bincount(known, minlength=len(attempts))
+    dests = np.bincount(known, minlength=width)
+    pids: dict[int, list[int]] = {}
+    for c, p in zip(pid_cmd.tolist(), pid.tolist(), strict=True):
+        pids.setdefault(c, []).append(p)
     out = []
-    for c in np.flatnonzero(attempts > 0).tolist():
-        if firsts[c] == big:
+    for c in np.flatnonzero(attempts > 0.5).tolist():
+        if firsts[c] == _BIG:
             continue
         out.append(
             ProcessStat(
                 command=values[c],
                 pids=sorted(pids.get(c, [])),
                 attempts=int(round(attempts[c])),
-                distinct_destinations=int(dests[c]),
+                distinct_destinations=int(dests[c]) if c < len(dests) else 0,
                 failures=int(round(failures[c])),
                 first_seen=ns_to_time(int(firsts[c])),
                 last_seen=ns_to_time(int(lasts[c])),

@@ -70,6 +70,8 @@ COUNT_PROBE = 50_000
 READ_POOL_SIZE = 4
 #: Seconds of rollups kept in memory (longer windows read them from SQLite).
 MEMORY_HORIZON = 3660
+#: Seconds of rollups loaded into memory when a store file is opened.
+LOAD_AT_OPEN = 600
 #: At most one warning about losses per this many seconds.
 WARN_EVERY = 30.0
 
@@ -258,6 +260,7 @@ class EventStore:
         self._warned_at = -WARN_EVERY
         """Since this store was opened: ``raw`` rows written, and losses by cause."""
         self._writer_thread: Any = None
+        self._pending_rollups: list[np.ndarray] | None = None
         self._writer = self._connect(writer=True)
         self._next_seq = 0 if readonly else self._max_seq() + 1
         self._salt = self._id_salt()
@@ -356,11 +359,51 @@ class EventStore:
         return int(row[0] or 0)
 
     def _load_rollups(self) -> None:
-        """Start the in-memory rollups with what the file holds for the last hour."""
-        since = second_of(utcnow()) - MEMORY_HORIZON
+        """Fill the in-memory rollups with the file's last hour. A new store has nothing to load;
+        otherwise a thread loads them (reading a snapshot, while the writer goes on and keeps what
+        it writes meanwhile aside for it), and windows are answered from SQLite until it is done."""
         with self._write_lock:
-            rows = self._writer.execute(f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE second >= ?", (since,)).fetchall()
-            self.rollups.load(since, R.to_array(rows, self.names))
+            if self._writer.execute("SELECT 1 FROM rollup LIMIT 1").fetchone() is None:
+                self.rollups.load(-(2**62), R.to_array([], self.names))  # nothing older: memory holds all
+                return
+            self._pending_rollups = []
+        threading.Thread(target=self._load_in_background, name="netspy-store-load", daemon=True).start()
+
+    def _load_in_background(self) -> None:
+        since = second_of(utcnow()) - MEMORY_HORIZON
+        try:
+            conn = self._connect(writer=False)
+            try:
+                with self._write_lock:  # the snapshot starts here: later commits go to _pending_rollups
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT 1 FROM rollup LIMIT 1").fetchone()
+                    self._pending_rollups = []
+                rows = conn.execute(f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE second >= ?", (since,)).fetchall()
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            loaded = R.to_array(rows, self.names)
+        except (sqlite3.Error, StoreError) as exc:
+            logger.warning("event store %s: rollups not loaded into memory (%s); windows read the file",
+                           self.location, exc)  # fmt: skip
+            with self._write_lock:
+                self._pending_rollups = None
+            return
+        with self._write_lock:
+            pending, self._pending_rollups = self._pending_rollups or [], None
+            self.rollups.load(since, loaded)
+            for part in pending:
+                self.rollups.add(part)
+
+    def _remember(self, counts: np.ndarray | None) -> None:
+        """The writer's rollup rows into memory (or aside while the memory is being loaded). Under
+        the write lock, right after the transaction that wrote them ended, whether or not it
+        committed: in-process figures stay exact while the disk refuses writes."""
+        if counts is None or not len(counts):
+            return
+        if self._pending_rollups is not None:
+            self._pending_rollups.append(counts)
+        self.rollups.add(counts)
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
@@ -466,15 +509,13 @@ class EventStore:
                 if n:
                     key = (batch.second, cause)
                     losses[key] = losses.get(key, 0) + n
-        if counts:
-            # in memory first: in-process figures stay exact even if the disk refuses the write
-            self.rollups.add(R.to_array(counts, self.names))
+        counts_array = R.to_array(counts, self.names) if counts else None
         for (_, cause), n in losses.items():
             self._count(cause, n)
         if losses:
             self._warn_losses(losses)
         try:
-            written = self._commit(raw, outcomes, counts, losses, rejected)
+            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array)
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
@@ -515,67 +556,83 @@ class EventStore:
         counts: list[R.Row],
         losses: dict[tuple[int, str], int],
         rejected: list[str],
+        counts_array: np.ndarray | None = None,
     ) -> int:
         with self._write_lock:
-            if self._closed or self.readonly:
-                state = "closed" if self._closed else "open read-only"
-                raise StoreError(f"the event store {self.location} is {state}", lost=len(raw))
-            conn = self._writer
-            first = self._next_seq
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany(_INSERT_EVENT, [(first + i, *row) for i, row in enumerate(raw)])
-                except _ROW_ERRORS:
-                    # Some value cannot be stored (an integer beyond 64 bits, ...): keep the others.
-                    conn.execute("ROLLBACK")
-                    conn.execute("BEGIN IMMEDIATE")
-                    good: list[tuple[Any, ...]] = []
-                    for row in raw:
-                        try:
-                            conn.execute(_INSERT_EVENT, (first + len(good), *row))
-                            good.append(row)
-                        except _ROW_ERRORS as exc:
-                            rejected.append(_one_line(exc))
-                    raw = good
-                if outcomes:
-                    conn.executemany("UPDATE events SET outcome = ?, pending = NULL WHERE pending = ?",
-                                     [(name, key) for key, name in outcomes])  # fmt: skip
-                if counts:
-                    try:
-                        conn.executemany(_UPSERT_ROLLUP, counts)
-                    except _ROW_ERRORS:
-                        for row in counts:
-                            try:
-                                conn.execute(_UPSERT_ROLLUP, row)
-                            except _ROW_ERRORS as exc:
-                                rejected.append(_one_line(exc))
-                if losses:
-                    conn.executemany(_UPSERT_LOSS, [(s, c, n) for (s, c), n in losses.items()])
-                added = [0, 0]
-                for row in raw:
-                    added[row[0]] += 1
-                for kind, n in enumerate(added):
-                    if n:
-                        conn.execute("UPDATE kind_counts SET n = n + ? WHERE kind = ?", (n, kind))
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        logger.debug("rollback failed", exc_info=True)
-                raise StoreError(
-                    f"cannot write to the event store {self.location}: {_one_line(exc)}",
-                    "free disk space or choose another store file",
-                    lost=len(raw),
-                ) from exc
-            self._next_seq = first + len(raw)
-            self._since_prune += len(raw)
-            due = self._since_prune >= PRUNE_EVERY_ROWS or time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS
+                written, due = self._commit_locked(raw, outcomes, counts, losses, rejected)
+            finally:
+                self._remember(counts_array)
         if due:
             self.prune()
-        return len(raw)
+        return written
+
+    def _commit_locked(
+        self,
+        raw: list[tuple[Any, ...]],
+        outcomes: list[tuple[int, str]],
+        counts: list[R.Row],
+        losses: dict[tuple[int, str], int],
+        rejected: list[str],
+    ) -> tuple[int, bool]:
+        """One transaction (the write lock held): (raw rows written, whether retention is due)."""
+        if self._closed or self.readonly:
+            state = "closed" if self._closed else "open read-only"
+            raise StoreError(f"the event store {self.location} is {state}", lost=len(raw))
+        conn = self._writer
+        first = self._next_seq
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT_EVENT, [(first + i, *row) for i, row in enumerate(raw)])
+            except _ROW_ERRORS:
+                # Some value cannot be stored (an integer beyond 64 bits, ...): keep the others.
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                good: list[tuple[Any, ...]] = []
+                for row in raw:
+                    try:
+                        conn.execute(_INSERT_EVENT, (first + len(good), *row))
+                        good.append(row)
+                    except _ROW_ERRORS as exc:
+                        rejected.append(_one_line(exc))
+                raw = good
+            if outcomes:
+                conn.executemany("UPDATE events SET outcome = ?, pending = NULL WHERE pending = ?",
+                                 [(name, key) for key, name in outcomes])  # fmt: skip
+            if counts:
+                try:
+                    conn.executemany(_UPSERT_ROLLUP, counts)
+                except _ROW_ERRORS:
+                    for row in counts:
+                        try:
+                            conn.execute(_UPSERT_ROLLUP, row)
+                        except _ROW_ERRORS as exc:
+                            rejected.append(_one_line(exc))
+            if losses:
+                conn.executemany(_UPSERT_LOSS, [(s, c, n) for (s, c), n in losses.items()])
+            added = [0, 0]
+            for row in raw:
+                added[row[0]] += 1
+            for kind, n in enumerate(added):
+                if n:
+                    conn.execute("UPDATE kind_counts SET n = n + ? WHERE kind = ?", (n, kind))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    logger.debug("rollback failed", exc_info=True)
+            raise StoreError(
+                f"cannot write to the event store {self.location}: {_one_line(exc)}",
+                "free disk space or choose another store file",
+                lost=len(raw),
+            ) from exc
+        self._next_seq = first + len(raw)
+        self._since_prune += len(raw)
+        due = self._since_prune >= PRUNE_EVERY_ROWS or time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS
+        return len(raw), due
 
     def prune(self, now: datetime | None = None) -> int:
         """Apply retention (age, then row count) now; returns how many raw events were deleted.
@@ -752,11 +809,13 @@ class EventStore:
 
     # --- reading: figures ------------------------------------------------------------
 
-    def _rollup_rows(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> np.ndarray:
-        """Rollup rows of seconds lo..hi: from memory when it holds them, else from SQLite."""
+    def _rollup_seconds(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int
+                        ) -> list[R.Second]:
+        """Rollups of seconds lo..hi: from memory when it holds them, else from SQLite."""
+        code = _KIND_CODE[kind]
         if self.rollups.covers(lo):
-            return self.rollups.rows(lo, hi)
-        clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, _KIND_CODE[kind]]
+            return self.rollups.seconds(code, lo, hi)
+        clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, code]
         if pid is not None:
             clauses.append("pid = ?")
             params.append(pid)
@@ -766,10 +825,21 @@ class EventStore:
         with self._snapshot() as conn:
             sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {' AND '.join(clauses)}"
             rows = conn.execute(sql, params).fetchall()
-        return R.to_array(rows, self.names)
+        return R.seconds_of(R.to_array(rows, self.names), code)
 
     def _rollup_total(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
-        return R.total(self._rollup_rows(kind, pid, command, lo, hi), self.names, kind, pid, command)
+        if self.rollups.covers(lo):
+            return R.total(self.rollups.seconds(_KIND_CODE[kind], lo, hi), self.names, pid, command)
+        clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, _KIND_CODE[kind]]
+        if pid is not None:
+            clauses.append("pid = ?")
+            params.append(pid)
+        if command is not None:
+            clauses.append("command = ?")
+            params.append(command)
+        with self._snapshot() as conn:
+            row = conn.execute(f"SELECT coalesce(sum(n), 0) FROM rollup WHERE {' AND '.join(clauses)}", params)
+            return int(row.fetchone()[0])
 
     def count(
         self,
@@ -796,8 +866,8 @@ class EventStore:
         """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``, from the rollups."""
         now = now or utcnow()
         lo, hi = window_seconds_of(now, window_seconds)
-        rows = self._rollup_rows(kind, pid, command, lo, hi)
-        return R.window_stats(rows, self.names, kind, pid, command, int(window_seconds), now, top_n, buckets)
+        secs = self._rollup_seconds(kind, pid, command, lo, hi)
+        return R.window_stats(secs, self.names, kind, pid, command, int(window_seconds), now, top_n, buckets)
 
     def kept(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
              now: datetime | None = None) -> int:

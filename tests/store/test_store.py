@@ -345,3 +345,34 @@ def test_counting_a_big_window_as_total_minus_outside(monkeypatch: pytest.Monkey
         assert store.count("connection", None, None, 3 * 3600, now=now + timedelta(hours=1)) == 25
         monkeypatch.setattr(store_module, "COUNT_PROBE", 2)  # too many outside: counted directly
         assert store.count("connection", None, None, 60, now=now) == 20
+
+
+def test_a_reopened_store_answers_the_same_while_and_after_it_loads(tmp_path: Path) -> None:
+    """Rollups come back from the file: at once from SQLite, from memory once a thread has loaded
+    them, with what was written meanwhile; every answer equals a read-only view of the file."""
+    from bench import synth
+
+    path = tmp_path / "events.db"
+    with EventStore(path, retention_seconds=None, max_rows=None) as store:
+        store.write(list(synth.batches(30_000, 600, seed=1)))
+    store = EventStore(path, retention_seconds=None, max_rows=None)
+    try:
+        store.write(list(synth.batches(3_000, 5, seed=2)))  # (while the memory may still be loading)
+        deadline = time.monotonic() + 30
+        while store.rollups.since is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.rollups.since is not None, "the rollups were not loaded into memory"
+        store.write(list(synth.batches(2_000, 3, seed=3)))
+        now = utcnow()
+        with EventStore(path, readonly=True) as view:
+            for kind in ("connection", "packet_drop"):
+                for window, pid, command in ((600, None, None), (60, None, "curl"), (600, 1001, None)):
+                    assert store.stats(kind, pid, command, window, now=now) == view.stats(  # type: ignore[arg-type]
+                        kind, pid, command, window, now=now  # type: ignore[arg-type]
+                    )
+                    assert store.count(kind, pid, command, window, now=now) == view.count(  # type: ignore[arg-type]
+                        kind, pid, command, window, now=now  # type: ignore[arg-type]
+                    )
+        assert store.count("connection", None, None, 700) + store.count("packet_drop", None, None, 700) == 35_000
+    finally:
+        store.close()

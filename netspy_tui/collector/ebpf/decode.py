@@ -132,7 +132,7 @@ class Codec:
         self.source = source
         self._comm: dict[bytes, str] = {}
         self._names: dict[tuple[int, ...], tuple[str, str, int | None, str, str, bool]] = {}
-        self._templates: dict[tuple[Any, ...], tuple[dict[str, Any], list[int]]] = {}
+        self._outcome: dict[tuple[int, int, int], str] = {}
 
     # --- names ----------------------------------------------------------------------------
     def command(self, raw: bytes) -> str:
@@ -185,18 +185,20 @@ class Codec:
         no JSON body)."""
         if not len(recs):
             return []
-        alt = recs.view(_ADDR_VIEW)
-        names = self.names
         command = self.command
+        outcome_of = self._outcome
         out: list[tuple[Any, ...]] = []
         append = out.append
-        for kind, wall, ts, pid, comm, family, lo, hi, port, proto, result, flags, code, key, raw in zip(
+        for kind, wall, ts, pid, comm, result, flags, code, key, raw in zip(
             recs["kind"].tolist(), recs["wall"].tolist(), recs["ts"].tolist(), recs["pid"].tolist(),
-            recs["comm"].tolist(), recs["family"].tolist(), alt["addr_lo"].tolist(), alt["addr_hi"].tolist(),
-            recs["port"].tolist(), recs["protocol"].tolist(), recs["result"].tolist(), recs["flags"].tolist(),
-            recs["code"].tolist(), recs["key"].tolist(), recs.view(RECORD_BYTES).tolist(), strict=True,
+            recs["comm"].tolist(), recs["result"].tolist(), recs["flags"].tolist(), recs["code"].tolist(),
+            recs["key"].tolist(), recs.view(RECORD_BYTES).tolist(), strict=True,
         ):  # fmt: skip
-            outcome = names(kind, family, lo, hi, port, proto, result, flags, code)[4]
+            outcome = outcome_of.get((kind, result, code))
+            if outcome is None:
+                outcome = outcome_of[(kind, result, code)] = (
+                    self.drop_reason(code & 0xFFFFFFFF) if kind == P.KIND_DROP else outcome_name(result)
+                )
             pending = key if flags & P.F_PENDING else None
             if pending is not None and pending >= 1 << 63:
                 pending -= 1 << 64  # SQLite integers are signed
