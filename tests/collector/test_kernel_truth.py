@@ -44,8 +44,8 @@ from pathlib import Path
 import pytest
 
 from netspy_tui.collector.ebpf import EbpfCollector
-from netspy_tui.errors import CollectorError
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
+from tests.collector.test_ebpf import REQUIRE, Recorder, my_comm, start_or_skip, wait_until
 
 HERE = Path(__file__).parent
 SYS_CONNECT = {"x86_64": 42, "aarch64": 203}.get(platform.machine())
@@ -74,64 +74,11 @@ _setns = _libc.setns
 _setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
-REQUIRE = os.environ.get("NETSPY_REQUIRE_EBPF") == "1"
 Event = ConnectionEvent | PacketDropEvent
 
 
-# --- helpers (Recorder .. my_comm as in test_ebpf.py, copied so this file does not depend on it) -
+# --- helpers ----------------------------------------------------------------------------------
 
-
-class Recorder:
-    """A list sink whose contents can be awaited from the test thread."""
-
-    def __init__(self) -> None:
-        self._events: list[Event] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, batch: Sequence[Event]) -> None:
-        with self._cond:
-            self._events.extend(batch)
-            self._cond.notify_all()
-
-    @property
-    def events(self) -> list[Event]:
-        with self._cond:
-            return list(self._events)
-
-    def wait_for(self, pred: Callable[[Event], bool], count: int = 1, timeout: float = 10.0) -> list[Event]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                hits = [e for e in self._events if pred(e)]
-                if len(hits) >= count:
-                    return hits
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"{len(hits)} of {count} expected events after {timeout}s ({len(self._events)} events seen)"
-                    )
-                self._cond.wait(left)
-
-
-def start_or_skip(collector: EbpfCollector, sink: Callable[[Sequence[Event]], None]) -> None:
-    try:
-        collector.start(sink)
-    except CollectorError as exc:
-        if REQUIRE:
-            pytest.fail(f"NETSPY_REQUIRE_EBPF=1 but the eBPF collector cannot start: {exc}")
-        pytest.skip(f"eBPF collector unavailable: {exc}")
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.01)
-
-
-def my_comm() -> str:
-    return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
 
 
 def closed_port(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> int:
