@@ -111,16 +111,6 @@ def listener() -> Iterator[socket.socket]:
     s.close()
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[tuple[EbpfCollector, Recorder]]:
-    """One collector for the behaviour tests (each test looks only at its own destinations)."""
-    collector = EbpfCollector()
-    recorder = Recorder()
-    start_or_skip(collector, recorder)
-    yield collector, recorder
-    collector.stop()
-
-
 def mine(port: int, pid: int | None = None) -> Callable[[Event], bool]:
     pid = os.getpid() if pid is None else pid
     return lambda e: isinstance(e, ConnectionEvent) and e.destination_port == port and e.pid == pid

@@ -45,7 +45,7 @@ import pytest
 
 from netspy_tui.collector.ebpf import EbpfCollector
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
-from tests.collector.test_ebpf import REQUIRE, Recorder, my_comm, start_or_skip, wait_until
+from tests.collector.test_ebpf import REQUIRE, Recorder, closed_port, my_comm, start_or_skip, wait_until
 
 HERE = Path(__file__).parent
 SYS_CONNECT = {"x86_64": 42, "aarch64": 203}.get(platform.machine())
@@ -79,23 +79,6 @@ Event = ConnectionEvent | PacketDropEvent
 
 # --- helpers ----------------------------------------------------------------------------------
 
-
-
-def closed_port(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> int:
-    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[tuple[EbpfCollector, Recorder]]:
-    """One collector for the cases that need nothing of their own (each looks at its own traffic)."""
-    collector = EbpfCollector()
-    recorder = Recorder()
-    start_or_skip(collector, recorder)
-    yield collector, recorder
-    collector.stop()
 
 
 @pytest.fixture
