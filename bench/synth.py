@@ -124,7 +124,7 @@ def batches(n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share
     recs = records(n, span, rng, drop_share=drop_share, now_wall_ns=now_wall_ns)
     c = codec()
     for i in range(0, n, batch):
-        part = recs[i : i + batch]
+        part = recs[i : i + batch].copy()  # (a view would keep every record alive with the last batch)
         yield Batch(records=part, counts=counts(part), second=time.time_ns() // P.NS, codec=c)
 
 

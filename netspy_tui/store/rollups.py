@@ -45,6 +45,8 @@ ROWS = np.dtype(
 KEY_BYTES = 38
 PROCS = np.dtype([("command", "<u4"), ("n", "<i8"), ("failures", "<i8"), ("first", "<i8"), ("last", "<i8")])
 _BIG = np.iinfo(np.int64).max
+#: (ids, weights): one column of a window's rows with the events each stands for
+Marginal = tuple[np.ndarray, np.ndarray]
 
 
 class Names:
@@ -183,15 +185,85 @@ class Second:
     precomputed (``second`` None: rows of several seconds, as read from SQLite for a window beyond
     the memory)."""
 
-    __slots__ = ("rows", "cols", "total", "procs", "second")
+    __slots__ = ("kind", "cols", "total", "procs", "second")
 
     def __init__(self, rows: np.ndarray, second: int | None = None) -> None:
-        self.rows = rows
+        self.kind = int(rows["kind"][0]) if len(rows) else 0
         self.second = second
         self.cols = {name: np.ascontiguousarray(rows[name]) for name in COLUMNS}
         self.cols["n"] = rows["n"].astype(np.float64)
         self.total = int(rows["n"].sum())
         self.procs = _procs(self.cols)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The rows back from the columns (not kept twice: a second's rows change rarely)."""
+        out = np.zeros(len(self.cols["n"]), ROWS)
+        for name in COLUMNS:
+            out[name] = self.cols[name]
+        out["n"], out["kind"] = self.cols["n"], self.kind
+        return out
+
+    def marginal(self, name: str) -> Marginal:
+        """(ids, weights) of one column: a row per key (ids may repeat)."""
+        return self.cols[name], self.cols["n"]
+
+    def totals(self) -> tuple[Any, Any]:
+        """(seconds, events in each)."""
+        return (self.second,), (self.total,)
+
+
+#: aligned seconds per :class:`Block`
+BLOCK = 60
+#: the columns a whole window's figures count by (each summed per id in a block)
+MARGINALS = ("destination", "protocol", "outcome", "port", "cp", "cd")
+
+
+class Block:
+    """A whole window's figures for :data:`BLOCK` aligned seconds of one kind, summed per id: what
+    :func:`window_stats` reads for every full block inside a window without a pid or command filter,
+    so an hour costs the distinct ids of 60 minutes instead of the rows of 3,600 seconds. Built by
+    the writer when its minute is over and rebuilt when a late row lands in it; sums keep their
+    sign (an in-progress connect moving out nets out across blocks), so figures stay exact."""
+
+    __slots__ = ("second", "total", "procs", "_marginals", "_seconds", "_totals")
+
+    def __init__(self, start: int, secs: Sequence[Second]) -> None:
+        self.second = start
+        self._seconds = np.array([s.second for s in secs], np.int64)
+        self._totals = np.array([s.total for s in secs], np.float64)
+        self.total = sum(s.total for s in secs)
+        weights = np.concatenate([s.cols["n"] for s in secs])
+        self._marginals: dict[str, Marginal] = {}
+        for name in MARGINALS:
+            ids = np.concatenate([s.cols[name] for s in secs]).astype(np.int64)
+            sums = np.bincount(ids, weights=weights)
+            keep = np.flatnonzero(sums != 0)
+            self._marginals[name] = keep, sums[keep]
+        procs = concat_procs([s.procs for s in secs])
+        uniq, inverse = np.unique(procs["command"], return_inverse=True)
+        inverse = inverse.ravel()
+        merged = np.zeros(len(uniq), PROCS)
+        merged["command"] = uniq
+        merged["n"] = np.bincount(inverse, weights=procs["n"], minlength=len(uniq))
+        merged["failures"] = np.bincount(inverse, weights=procs["failures"], minlength=len(uniq))
+        merged["first"] = _BIG
+        np.minimum.at(merged["first"], inverse, procs["first"])
+        np.maximum.at(merged["last"], inverse, procs["last"])
+        self.procs = merged
+
+    def marginal(self, name: str) -> Marginal:
+        return self._marginals[name]
+
+    def totals(self) -> tuple[Any, Any]:
+        return self._seconds, self._totals
+
+
+def concat_procs(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """:data:`PROCS` arrays joined as raw bytes (see :func:`concat`)."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p.view(f"V{PROCS.itemsize}") for p in parts]).view(PROCS)
 
 
 class Rollups:
@@ -205,6 +277,9 @@ class Rollups:
         self.names = names
         self.horizon = horizon
         self._seconds: dict[tuple[int, int], Second] = {}  # (second, kind) -> rows
+        self._blocks: dict[tuple[int, int], Block] = {}  # (first second, kind) -> the block's sums
+        self._unbuilt: set[tuple[int, int]] = set()  # blocks with rows and no (current) sums
+        self._newest = -(2**62)
         self._lock = threading.Lock()
         self.since: int | None = None
         """Every row of every second >= since is here (None: nothing loaded yet)."""
@@ -212,7 +287,7 @@ class Rollups:
     def load(self, since: int, rows: np.ndarray) -> None:
         """Start with everything SQLite holds from ``since`` on (one row per key already)."""
         with self._lock:
-            self._seconds = {}
+            self._seconds, self._blocks, self._unbuilt = {}, {}, set()
             self.since = since
             self._add(rows, merged=True)
 
@@ -242,6 +317,23 @@ class Rollups:
                 self._seconds[key] = Second(new, key[0])
             else:
                 self._seconds.pop(key, None)
+            block = (key[0] - key[0] % BLOCK, key[1])
+            self._blocks.pop(block, None)
+            self._unbuilt.add(block)
+            self._newest = max(self._newest, key[0])
+        # the minutes that are over get their sums now, so that no window has to build them
+        for block in [b for b in self._unbuilt if b[0] + BLOCK <= self._newest]:
+            self._build(*block)
+
+    def _build(self, start: int, kind: int) -> Block | None:
+        self._unbuilt.discard((start, kind))
+        got = (self._seconds.get((s, kind)) for s in range(start, start + BLOCK))
+        secs = [g for g in got if g is not None]
+        if not secs:
+            self._blocks.pop((start, kind), None)
+            return None
+        block = self._blocks[(start, kind)] = Block(start, secs)
+        return block
 
     def prune(self, newest: int, retention_cutoff: int | None = None) -> None:
         """Forget seconds older than the horizon before ``newest`` (SQLite still has them) or
@@ -255,6 +347,9 @@ class Rollups:
             if cutoff > self.since:
                 for key in [k for k in self._seconds if k[0] < cutoff]:
                     del self._seconds[key]
+                for key in [k for k in self._blocks if k[0] < cutoff]:
+                    del self._blocks[key]
+                self._unbuilt = {k for k in self._unbuilt if k[0] >= cutoff}
                 self.since = cutoff
 
     def covers(self, lo: int) -> bool:
@@ -268,9 +363,30 @@ class Rollups:
                 return [g for g in got if g is not None]
             return [v for (s, k), v in sorted(self._seconds.items()) if k == kind and lo <= s <= hi]
 
+    def window(self, kind: int, lo: int, hi: int) -> list[Second | Block]:
+        """The seconds lo..hi of ``kind`` for a whole window's figures: a :class:`Block` for every
+        full block inside, single seconds at the edges, oldest first."""
+        start = -(-lo // BLOCK) * BLOCK  # the first block that starts inside
+        end = (hi + 1) // BLOCK * BLOCK  # ... and where the last full one ends
+        if end <= start:
+            return self.seconds(kind, lo, hi)
+        with self._lock:
+            parts: list[Second | Block] = []
+            edge = (self._seconds.get((s, kind)) for s in range(lo, start))
+            parts.extend(g for g in edge if g is not None)
+            for b in range(start, end, BLOCK):
+                block = self._blocks.get((b, kind))
+                if block is None and (b, kind) in self._unbuilt:
+                    block = self._build(b, kind)
+                if block is not None:
+                    parts.append(block)
+            edge = (self._seconds.get((s, kind)) for s in range(end, hi + 1))
+            parts.extend(g for g in edge if g is not None)
+            return parts
+
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(v.rows) for v in self._seconds.values())
+            return sum(len(v.cols["n"]) for v in self._seconds.values())
 
 
 def concat(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -340,14 +456,15 @@ def _by(ids: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nz, np.rint(sums[nz]).astype(np.int64)
 
 
-def _unknown_if_empty(ids: np.ndarray, names: Names) -> np.ndarray:
+def _unknown_if_empty(by: Marginal, names: Names) -> Marginal:
     """An empty destination or protocol is reported as "unknown" (and counted with it)."""
+    ids, weights = by
     empty = names.find("")
-    return np.where(ids == empty, names.id("unknown"), ids) if empty is not None else ids
+    return (np.where(ids == empty, names.id("unknown"), ids) if empty is not None else ids), weights
 
 
 def window_stats(
-    secs: Sequence[Second],
+    secs: Sequence[Second | Block],
     names: Names,
     kind: EventKind,
     pid: int | None,
@@ -357,7 +474,8 @@ def window_stats(
     top_n: int,
     buckets: int,
 ) -> WindowStats:
-    """The figures of :func:`netspy_tui.analysis.aggregate.aggregate` from the window's seconds."""
+    """The figures of :func:`netspy_tui.analysis.aggregate.aggregate` from the window's seconds
+    (blocks of seconds count only without a pid or command filter: see :meth:`Rollups.window`)."""
     lo, hi = window_seconds(now, window)
     size, count = bucket_layout(window, buckets)
     empty = WindowStats(kind=kind, window_seconds=window, pid=pid, command=command, bucket_seconds=size,
@@ -367,41 +485,53 @@ def window_stats(
         secs = [s for s in secs if lo <= s.second <= hi]  # type: ignore[operator]
     if not secs:
         return empty
-    whole = per_second and pid is None and command is None
-    sel = _columns(secs, names, lo, hi, pid, command, per_second)
-    if sel is None or not len(sel["n"]):
-        return empty
-    n = sel["n"]
-    grand = int(np.rint(n.sum()))
-    if grand <= 0:
-        return empty
-    values = names.values
-    if whole:
-        totals = np.array([s.total for s in secs], np.float64)
-        idx = count - 1 - (hi - np.array([s.second for s in secs])) // size
-        rate = np.bincount(idx, weights=totals, minlength=count)
-        procs = np.concatenate([s.procs for s in secs])
+    if per_second and pid is None and command is None:  # the whole window: sums kept per part
+        grand = sum(s.total for s in secs)
+        if grand <= 0:
+            return empty
+        seconds, totals = zip(*(s.totals() for s in secs), strict=True)
+        rate = np.bincount(count - 1 - (hi - np.concatenate(seconds)) // size, weights=np.concatenate(totals),
+                           minlength=count)  # fmt: skip
+        procs = concat_procs([s.procs for s in secs])
+
+        def by(name: str) -> tuple[np.ndarray, np.ndarray]:
+            ids, weights = zip(*(s.marginal(name) for s in secs), strict=True)
+            return np.concatenate(ids), np.concatenate(weights)
     else:
+        sel = _columns(secs, names, lo, hi, pid, command, per_second)  # type: ignore[arg-type]
+        if sel is None or not len(sel["n"]):
+            return empty
+        n = sel["n"]
+        grand = int(np.rint(n.sum()))
+        if grand <= 0:
+            return empty
         rate = np.bincount(count - 1 - (hi - sel["second"]) // size, weights=n, minlength=count)
         procs = _procs(sel)
-    dest_ids, dest_n = _by(_unknown_if_empty(sel["destination"], names), n)
-    proto_ids, proto_n = _by(_unknown_if_empty(sel["protocol"], names), n)
-    out_ids, out_n = _by(sel["outcome"], n)
+
+        def by(name: str) -> tuple[np.ndarray, np.ndarray]:
+            return sel[name], n
+    values = names.values
+    dest_ids, dest_n = _by(*_unknown_if_empty(by("destination"), names))
+    proto_ids, proto_n = _by(*_unknown_if_empty(by("protocol"), names))
+    out_ids, out_n = _by(*by("outcome"))
     ports: list[Counted] = []
     if kind == "connection":
-        port_ids, port_n = _by(sel["port"].astype(np.int64), n)
+        port_ids, port_n = _by(*by("port"))
         ports = _top([str(p) for p in range(int(port_ids.max()) + 1)] if len(port_ids) else [], port_n, port_ids,
                      top_n)  # fmt: skip
-    processes = _processes(sel, n, procs, names)
-    counted = procs[procs["n"] > 0]
+    per_command = _per_command(procs)
+    processes = _processes(by("cp"), by("cd"), per_command, names)
+    attempts, _, firsts, lasts = per_command
+    counts = (attempts > 0.5) & (firsts != _BIG)  # the commands whose events did not net out
+    first, last = (int(firsts[counts].min()), int(lasts[counts].max())) if counts.any() else (None, None)
     return WindowStats(
         kind=kind,
         window_seconds=window,
         pid=pid,
         command=command,
         total=grand,
-        first_seen=ns_to_time(int(counted["first"].min())) if len(counted) else None,
-        last_seen=ns_to_time(int(counted["last"].max())) if len(counted) else None,
+        first_seen=ns_to_time(first) if first is not None else None,
+        last_seen=ns_to_time(last) if last is not None else None,
         top_destinations=_top(values, dest_n, dest_ids, top_n),
         protocols=_top(values, proto_n, proto_ids, top_n),
         ports=ports,
@@ -413,8 +543,9 @@ def window_stats(
     )
 
 
-def _processes(sel: dict[str, np.ndarray], n: np.ndarray, procs: np.ndarray, names: Names) -> list[ProcessStat]:
-    values = names.values
+def _per_command(procs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:data:`PROCS` entries (any seconds) summed per command id: (events, failures, first, last),
+    indexed by command id (first is _BIG for a command with no row that counts)."""
     cmd = procs["command"].astype(np.int64)
     width = int(cmd.max()) + 1 if len(cmd) else 0
     attempts = np.bincount(cmd, weights=procs["n"], minlength=width)
@@ -424,11 +555,19 @@ def _processes(sel: dict[str, np.ndarray], n: np.ndarray, procs: np.ndarray, nam
     lasts = np.zeros(width, np.int64)
     np.minimum.at(firsts, cmd[live], procs["first"][live])
     np.maximum.at(lasts, cmd[live], procs["last"][live])
+    return attempts, failures, firsts, lasts
+
+
+def _processes(cp_by: Marginal, cd_by: Marginal, per_command: tuple[np.ndarray, ...], names: Names
+               ) -> list[ProcessStat]:  # fmt: skip
+    values = names.values
+    attempts, failures, firsts, lasts = per_command
+    width = len(attempts)
     # pids and destinations that count: pairs whose events did not net out (dense ids: no sort)
     cp_pairs, cd_pairs = names.pairs
-    cp = np.flatnonzero(np.bincount(sel["cp"], weights=n) > 0.5)
+    cp = np.flatnonzero(np.bincount(*cp_by) > 0.5)
     pid_cmd, pid = cp_pairs.major[cp], cp_pairs.minor[cp]
-    cd = np.flatnonzero(np.bincount(sel["cd"], weights=n) > 0.5)
+    cd = np.flatnonzero(np.bincount(*cd_by) > 0.5)
     dest_cmd, dest = cd_pairs.major[cd], cd_pairs.minor[cd]
     empty = names.find("")  # (an unknown destination is not a distinct destination)
     known = dest_cmd[dest != empty] if empty is not None else dest_cmd

@@ -173,7 +173,7 @@ class Codec:
                 inferred = True
                 protocol = "TCP" if code == -errno.EINPROGRESS or port not in UDP_PORTS else "UDP"
             hit = (dest, ip, port, protocol, outcome_name(result), inferred)
-        if len(self._names) > 65536:
+        if len(self._names) > 16384:  # (a host's working set of destinations; bounded memory)
             self._names.clear()
         self._names[key] = hit
         return hit

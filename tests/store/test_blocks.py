@@ -1,0 +1,93 @@
+"""Whole-window figures read per-minute block sums (rollups.Block) instead of every second's rows.
+They must equal the per-second figures and a read-only view of the file exactly, including an
+in-progress connect that moves to its outcome minutes later (the -1/+1 rows net out across
+blocks) and rows that land in a minute after its block was built."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from netspy_tui.collector.base import Batch
+from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.collector.ebpf.decode import Codec
+from netspy_tui.models import ns_to_time
+from netspy_tui.store import EventStore
+from netspy_tui.store import rollups as R
+
+NS = 1_000_000_000
+COMMS = [b"curl", b"nginx", b"ssh", b"backup"]
+
+
+def _counts(rng: np.random.Generator, seconds: np.ndarray, results: np.ndarray, n: np.ndarray,
+            kind: int = P.KIND_CONNECT) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    size = len(seconds)
+    keys = np.zeros(size, P.COUNT_KEY)
+    keys["second"], keys["kind"], keys["result"] = seconds, kind, results
+    pick = rng.integers(0, len(COMMS), size)
+    keys["comm"] = np.array(COMMS, "S16")[pick]
+    keys["tgid"] = 100 + pick * 10 + rng.integers(0, 2, size)
+    keys["family"], keys["protocol"] = P.AF_INET, 6
+    keys["addr"][:, 0], keys["addr"][:, 3] = 10, rng.integers(1, 40, size)
+    keys["port"] = np.array([443, 80, 22], np.uint16)[rng.integers(0, 3, size)]
+    values = np.zeros(size, P.COUNT_VALUE)
+    values["n"] = n
+    values["first"] = seconds.astype(np.uint64) * NS + rng.integers(0, NS // 2, size).astype(np.uint64)
+    values["last"] = values["first"] + rng.integers(0, NS // 2, size).astype(np.uint64)
+    return keys, values
+
+
+def test_block_sums_equal_every_second_and_the_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    now_s = time.time_ns() // NS
+    span = 420  # seven minutes: whole blocks with edges on both sides of any window
+    codec = Codec({3: "NO_SOCKET", 12: "NETFILTER_DROP"})
+    secs = now_s - span + np.sort(rng.integers(0, span, 6000))
+    done = _counts(rng, secs, rng.choice([0, 0, 0, 111, 110], len(secs)), np.ones(len(secs), np.int64))
+    drops = _counts(rng, secs[::3], rng.choice([3, 12], len(secs[::3])), np.ones(len(secs[::3]), np.int64),
+                    P.KIND_DROP)  # fmt: skip
+    # in-progress connects: +1 pending when made, later -1 pending and +1 with the outcome
+    started = secs[::7]
+    moved = np.minimum(started + rng.integers(1, 200, len(started)), now_s)
+    pend = _counts(np.random.default_rng(5), started, np.full(len(started), P.RESULT_PENDING),
+                   np.ones(len(started), np.int64))  # fmt: skip
+    out_keys, out_values = pend[0].copy(), pend[1].copy()
+    out_keys["second"] = moved
+    out_values["first"] = moved.astype(np.uint64) * NS + np.uint64(NS // 2)  # the state change's time
+    out_values["last"] = out_values["first"]
+    back_keys, back_values = out_keys.copy(), out_values.copy()
+    back_values["n"] = -1
+    out_keys["result"] = rng.choice([0, 111], len(started))
+    path = tmp_path / "blocks.db"
+    store = EventStore(path, retention_seconds=None, max_rows=None)
+    try:
+        store.write([Batch(counts=done, codec=codec), Batch(counts=drops, codec=codec),
+                     Batch(counts=pend, codec=codec)])  # fmt: skip
+        assert store.rollups._blocks, "minutes that are over have their sums"
+        # the moves land after their blocks were built: the blocks must be rebuilt, not reused
+        store.write([Batch(counts=(np.concatenate([back_keys, out_keys]), np.concatenate([back_values, out_values])),
+                           codec=codec)])  # fmt: skip
+        with EventStore(path, readonly=True) as view:
+            for offset in (0, 17, 59, 60, 61, 130):
+                now = ns_to_time(now_s * NS) - timedelta(seconds=offset, microseconds=250_000)
+                for kind, code in (("connection", 0), ("packet_drop", 1)):
+                    for window in (60, 61, 119, 180, 300, 3600):
+                        got = store.stats(kind, None, None, window, now=now, top_n=50)  # type: ignore[arg-type]
+                        lo, hi = R.window_seconds(now, window)
+                        each_second = R.window_stats(store.rollups.seconds(code, lo, hi), store.names, kind,  # type: ignore[arg-type]
+                                                     None, None, window, now, 50, 60)  # fmt: skip
+                        assert got == each_second, (offset, kind, window)
+                        v = view.stats(kind, None, None, window, now=now, top_n=50)  # type: ignore[arg-type]
+                        assert got == v, (offset, kind, window)
+                        if window >= 180:
+                            parts = store.rollups.window(code, lo, hi)
+                            assert any(isinstance(p, R.Block) for p in parts)
+        # in-progress connects that moved out count only once, with their outcome
+        whole = store.stats("connection", None, None, 3600)
+        assert whole.total == len(secs) + len(started)
+        assert "in_progress" not in {c.key for c in whole.outcomes}
+    finally:
+        store.close()
