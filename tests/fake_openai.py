@@ -138,8 +138,17 @@ class RecordedRequest:
 class FakeOpenAI:
     """The server. Start with ``with FakeOpenAI() as fake:`` or :meth:`start` / :meth:`stop`."""
 
-    def __init__(self, models: tuple[str, ...] = ("gpt-5-mini", "local-model")) -> None:
+    def __init__(self, models: tuple[str, ...] = ("gpt-5-mini", "local-model"), *,
+                 context_limit: int | None = None, overflow: Literal["empty", "400"] = "empty",
+                 model_info: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.models = list(models)
+        self.context_limit = context_limit
+        """Tokens a request may take (``prompt_tokens``); past it the server answers like a small
+        local model does: ``overflow`` "empty" streams no text (llama.cpp, Ollama truncating the
+        prompt away), "400" refuses with an error naming the context (vLLM, llama.cpp --ctx-size)."""
+        self.overflow = overflow
+        self.model_info = dict(model_info or {})
+        """Extra fields of every model in ``GET /v1/models`` (e.g. ``{"max_model_len": 8192}``)."""
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -250,6 +259,16 @@ class FakeOpenAI:
             return f"chatcmpl-fake{self._completion_ids}"
 
 
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """Tokens of a request's messages, counted as strictly as netspy-tui's own estimate (3 characters
+    a token, 4 per message: real tokenizers give ~3.5-4 characters a token on this data)."""
+    total = 0
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        total += -(-len(content if isinstance(content, str) else json.dumps(content)) // 3) + 4
+    return total
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeOpenAI/1.0"
@@ -271,7 +290,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._record(None)
         if self.path.rstrip("/").endswith("/models"):
-            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.fake.models]
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake", **self.fake.model_info}
+                    for m in self.fake.models]  # fmt: skip
             self._send_json(200, {"object": "list", "data": data})
         else:
             self._send_error_body(404, f"no route for GET {self.path}", "invalid_request_error", None)
@@ -289,6 +309,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not isinstance(body, dict):
             self._send_error_body(400, "request body is not a JSON object", "invalid_request_error", None)
+            return
+        limit = self.fake.context_limit
+        if limit is not None and prompt_tokens(body) > limit:
+            if self.fake.overflow == "400":
+                self._send_error_body(400, f"the request exceeds the available context size ({prompt_tokens(body)} "
+                                      f"tokens, the model's context is {limit})", "invalid_request_error",
+                                      "context_length_exceeded")  # fmt: skip
+            else:
+                self._stream(TextReply(()), str(body.get("model", "")))
             return
         reply = self.fake._next_reply()
         if reply is None:

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from netspy_tui.ai import prompts
 from netspy_tui.ai.settings import (
     ENV_BASE_URL,
+    ENV_CONTEXT_TOKENS,
     ENV_MAX_TOOL_ROUNDS,
     ENV_TIMEOUT,
     NOT_CONFIGURED_HINT,
@@ -122,10 +123,17 @@ def _connect_reason(exc: BaseException) -> str | None:
     return reason
 
 
-def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", started: bool = False) -> AIError:
+_CONTEXT_WORDS = re.compile(r"context|token|too long|exceed", re.IGNORECASE)
+CONTEXT_HINT = (f"set {ENV_CONTEXT_TOKENS} to the model's context length (prompts are then sized to it), "
+                "or load the model with a larger context")
+
+
+def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", started: bool = False,
+              request_tokens: int = 0) -> AIError:  # fmt: skip
     """One-line :class:`AIError` for an exception raised while talking to the model.
 
-    ``started`` means the response had begun streaming; ``partial_text`` is what was yielded so far.
+    ``started`` means the response had begun streaming; ``partial_text`` is what was yielded so far;
+    ``request_tokens`` the estimated size of the request (named when the model's context is the likely cause).
     The key never appears in the result, even when the server echoes it.
     """
     import openai
@@ -180,6 +188,9 @@ def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", s
         if status >= 500:
             return err(f"The AI server at {url} failed (HTTP {status}): {message}", "try again later")
         if status == 400:
+            if request_tokens and _CONTEXT_WORDS.search(message):
+                return err(f"The request (~{request_tokens} tokens) does not fit the model's context at {url} "
+                           f"(HTTP 400): {message}", CONTEXT_HINT)
             return err(f"The AI server at {url} rejected the request (HTTP 400): {message}",
                        "check that the model supports chat and tool calls, or try another model")
         return err(f"The AI server at {url} answered HTTP {status}: {message}", "check the server and the settings")
@@ -277,16 +288,76 @@ async def _stream_round(
         if not isinstance(exc, openai.OpenAIError | json.JSONDecodeError):
             raise
         log.debug("AI request failed: %s (started=%s)", type(exc).__name__, started)
-        raise map_error(exc, settings, partial_text="".join(text_so_far), started=started) from None
+        raise map_error(exc, settings, partial_text="".join(text_so_far), started=started,
+                        request_tokens=prompts.estimate_tokens(messages)) from None
     if rnd.finish_reason is None:
         # The body ended cleanly but without a final chunk: a proxy or server cut it short.
         log.debug("AI stream ended without finish_reason")
         partial = "".join(text_so_far)
-        kept = "; the text so far is kept" if partial else " before any text arrived"
-        raise AIStreamError(f"The AI stream from {settings.display_url} ended early{kept}", "try again",
-                            partial_text=partial)
+        if not partial:
+            raise _nothing_back(settings, messages)
+        raise AIStreamError(f"The AI stream from {settings.display_url} ended early; the text so far is kept",
+                            "try again", partial_text=partial)
     log.debug("AI response: finish_reason=%s tool_calls=%d chars=%d", rnd.finish_reason, len(rnd.calls),
               sum(len(t) for t in rnd.text))
+
+
+def _nothing_back(settings: AISettings, messages: list[dict[str, Any]]) -> AIError:
+    """The model sent no text at all: small local models do that when the prompt does not fit."""
+    return AIError(f"The model at {settings.display_url} returned no text: the request was "
+                   f"~{prompts.estimate_tokens(messages)} tokens and the model's context may be smaller",
+                   CONTEXT_HINT)  # fmt: skip
+
+
+# --- the model's context window ----------------------------------------------------------------
+
+#: Where OpenAI-compatible servers say how long a model's context is, in their ``GET /models``
+#: entries: vLLM ``max_model_len``, OpenRouter ``context_length``, LM Studio ``max_context_length``,
+#: llama.cpp ``meta.n_ctx_train`` / ``n_ctx``, others ``context_window`` / ``max_input_tokens``.
+_CONTEXT_FIELDS = ("max_model_len", "context_length", "max_context_length", "context_window", "n_ctx",
+                   "n_ctx_train", "max_input_tokens")  # fmt: skip
+_context_of: dict[tuple[str, str], int | None] = {}
+
+
+def _find_context(entry: Any, depth: int = 0) -> int | None:
+    if not isinstance(entry, dict) or depth > 2:
+        return None
+    for name in _CONTEXT_FIELDS:
+        value = entry.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    for value in entry.values():
+        found = _find_context(value, depth + 1)
+        if found:
+            return found
+    return None
+
+
+async def context_tokens(client: AsyncOpenAI, settings: AISettings) -> int:
+    """The model's context window: the settings', else :data:`prompts.OPENAI_CONTEXT_TOKENS` for
+    OpenAI, else what the server says (asked once per server and model), else
+    :data:`prompts.DEFAULT_CONTEXT_TOKENS`."""
+    if settings.context_tokens:
+        return settings.context_tokens
+    if settings.base_url is None:  # OpenAI: its model list says nothing about context
+        return prompts.OPENAI_CONTEXT_TOKENS
+    key = (settings.effective_base_url, settings.model)
+    if key not in _context_of:
+        import openai
+
+        try:
+            page = await client.with_options(max_retries=0, timeout=min(5.0, settings.timeout)).models.list()
+            found = None
+            async for entry in page:
+                if entry.id == settings.model:
+                    found = _find_context(entry.model_dump())
+                    break
+            _context_of[key] = found
+            log.debug("AI model %s context: %s", settings.model, found or "not reported")
+        except (openai.OpenAIError, json.JSONDecodeError, ValueError) as exc:  # asked again next time
+            log.debug("AI model list failed: %s", type(exc).__name__)
+            return prompts.DEFAULT_CONTEXT_TOKENS
+    return _context_of[key] or prompts.DEFAULT_CONTEXT_TOKENS
 
 
 # --- tool calls ---------------------------------------------------------------------------
@@ -340,11 +411,12 @@ async def _run_tool(
 
 async def _converse(
     settings: AISettings,
-    messages: list[dict[str, Any]],
+    build: Callable[[int], list[dict[str, Any]]],
     tools: list[ToolSpec],
     call_tool: ToolCaller | None,
 ) -> AsyncIterator[StreamEvent]:
-    """The chat loop: stream, run requested tools, feed results back, until the model answers."""
+    """The chat loop: stream, run requested tools, feed results back, until the model answers.
+    ``build`` makes the first messages for a model with that many tokens of context."""
     _require_configured(settings)
     specs = {t.name: t for t in tools}
     text: list[str] = []
@@ -352,6 +424,8 @@ async def _converse(
     model = settings.model
     rounds = 0
     async with _client(settings) as client:
+        window = await context_tokens(client, settings)
+        messages = build(window)
         while True:
             budget_left = bool(tools) and call_tool is not None and rounds < settings.max_tool_rounds
             if tools and call_tool is not None and not budget_left and rounds:
@@ -398,8 +472,11 @@ async def _converse(
                 messages.append({
                     "role": "tool",
                     "tool_call_id": call.id,
-                    "content": prompts.tool_result_content(call.name, output.text, output.data, output.is_error),
+                    "content": prompts.tool_result_content(call.name, output.text, output.data, output.is_error,
+                                                           context_tokens=window),
                 })
+    if not "".join(text).strip():
+        raise _nothing_back(settings, messages)
     yield Finished(model=model, text="".join(text), tool_calls=calls_made)
 
 
@@ -408,7 +485,7 @@ def stream_explanation(settings: AISettings, subject: str, context: dict[str, An
 
     ``subject`` names the process (e.g. ``curl (pid 1234)``); it is untrusted and goes into the data block.
     """
-    return _converse(settings, prompts.explanation_messages(subject, context), [], None)
+    return _converse(settings, lambda n: prompts.explanation_messages(subject, context, context_tokens=n), [], None)
 
 
 def stream_answer(
@@ -423,12 +500,13 @@ def stream_answer(
     At most ``settings.max_tool_rounds`` rounds of tool calls; then the model is asked to answer
     without tools. ``context`` (what the user is looking at: pid, window, ...) is sent as data.
     """
-    return _converse(settings, prompts.question_messages(question, context), list(tools), call_tool)
+    return _converse(settings, lambda n: prompts.question_messages(question, context, context_tokens=n), list(tools),
+                     call_tool)
 
 
 def stream_summary_insight(settings: AISettings, summary_text: str) -> AsyncIterator[StreamEvent]:
     """Insights into a summary text: the seed-compatible ``ai_insights(summary_text)`` tool."""
-    return _converse(settings, prompts.summary_messages(summary_text), [], None)
+    return _converse(settings, lambda n: prompts.summary_messages(summary_text, context_tokens=n), [], None)
 
 
 async def collect(stream: AsyncIterator[StreamEvent]) -> Finished:

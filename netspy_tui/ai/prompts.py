@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from netspy_tui.models import outcome_for_return_code
+
 #: Opening and closing delimiters of untrusted data in a prompt.
 DATA_OPEN = "<telemetry>"
 DATA_CLOSE = "</telemetry>"
@@ -23,9 +25,6 @@ MAX_DATA_CHARS = 24_000
 
 #: Upper bound of one tool result sent back to the model, in characters.
 MAX_TOOL_RESULT_CHARS = 12_000
-
-#: Most recent events kept in an explanation prompt.
-MAX_PROMPT_EVENTS = 40
 
 SYSTEM_PROMPT = """\
 You are the analysis assistant of netspy-tui, a live network telemetry dashboard for a Linux host.
@@ -94,47 +93,208 @@ def data_block(data: Any, *, limit: int = MAX_DATA_CHARS) -> str:
     return f"{DATA_OPEN}\n{body}\n{DATA_CLOSE}"
 
 
-def fit_context(context: dict[str, Any], *, limit: int = MAX_DATA_CHARS) -> dict[str, Any]:
-    """A copy of an explanation context small enough for one prompt.
+#: Characters per token assumed when sizing a prompt: a conservative figure for JSON and English
+#: (real tokenizers average ~3.5-4 on this data), so an estimate errs on the long side.
+CHARS_PER_TOKEN = 3
 
-    ``recent_events`` (newest first) keeps at most :data:`MAX_PROMPT_EVENTS` events, halved until
-    the JSON fits ``limit``; how many were left out is recorded under ``recent_events_omitted``.
-    """
-    fitted = dict(context)
-    events = list(fitted.get("recent_events") or [])
-    keep = min(len(events), MAX_PROMPT_EVENTS)
-    while "recent_events" in fitted:
-        fitted["recent_events"] = events[:keep]
-        if keep < len(events):
-            fitted["recent_events_omitted"] = len(events) - keep
-        if keep == 0 or len(encode_data(fitted)) <= limit:
+#: The context window assumed when the settings give none and the server does not say: what a
+#: small local model (Ollama, llama.cpp with defaults) offers.
+DEFAULT_CONTEXT_TOKENS = 2048
+
+#: ... and for OpenAI itself (every current chat model there has at least this much).
+OPENAI_CONTEXT_TOKENS = 128_000
+
+#: Tokens kept free for the answer inside the context window.
+ANSWER_TOKENS = 512
+
+#: The smallest telemetry block worth sending (a window's totals and outcome mix).
+MIN_DATA_CHARS = 600
+
+
+def estimate_tokens(messages: list[dict[str, Any]] | str) -> int:
+    """A conservative token count of a prompt (:data:`CHARS_PER_TOKEN`), for budgets and messages."""
+    if isinstance(messages, str):
+        return -(-len(messages) // CHARS_PER_TOKEN)
+    return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in messages)
+
+
+def data_budget(context_tokens: int, *fixed: str) -> int:
+    """Characters of telemetry JSON that fit in ``context_tokens`` beside the ``fixed`` texts of the
+    prompt and :data:`ANSWER_TOKENS` for the answer (at least :data:`MIN_DATA_CHARS`, at most
+    :data:`MAX_DATA_CHARS`)."""
+    spare = context_tokens - ANSWER_TOKENS - sum(estimate_tokens(t) for t in fixed) - 16
+    return max(MIN_DATA_CHARS, min(MAX_DATA_CHARS, spare * CHARS_PER_TOKEN))
+
+
+#: How much detail each step of :func:`fit_context` keeps: (top entries per list, example events,
+#: rate buckets).
+_DETAIL = ((15, 30, 24), (10, 12, 12), (6, 6, 8), (3, 3, 4), (2, 0, 0))
+
+
+def _counted(items: Any, n: int) -> dict[str, int]:
+    """``[{"key": k, "count": c}, ...]`` -> ``{k: c}`` for the first ``n``."""
+    out: dict[str, int] = {}
+    for item in (items or [])[:n]:
+        if isinstance(item, dict) and "key" in item:
+            out[str(item["key"])] = int(item.get("count") or 0)
+    return out
+
+
+def _rate(stats: dict[str, Any], buckets: int) -> dict[str, Any] | None:
+    """The rate shape in at most ``buckets`` buckets (adjacent ones summed)."""
+    counts = [int(c) for c in stats.get("rate_buckets") or []]
+    if not buckets or not any(counts):
+        return None
+    group = -(-len(counts) // buckets)
+    merged = [sum(counts[i : i + group]) for i in range(0, len(counts), group)]
+    return {"bucket_seconds": int(stats.get("bucket_seconds") or 1) * group, "counts": merged}
+
+
+def _window(analysis: dict[str, Any], kind: str, top: int, buckets: int) -> dict[str, Any]:
+    """One pattern analysis (``PatternAnalysis`` as JSON) in a few lines."""
+    stats = analysis.get("stats") or {}
+    out: dict[str, Any] = {"total": int(stats.get("total") or 0)}
+    if kind == "connection":
+        out["rate_per_minute"] = round(float(analysis.get("rate_per_minute") or 0), 1)
+        out["failure_ratio"] = round(float(analysis.get("failure_ratio") or 0), 3)
+        out["outcomes"] = _counted(stats.get("outcomes"), 12)
+    else:
+        out["reasons"] = _counted(stats.get("outcomes"), top)
+    out["top_destinations"] = _counted(stats.get("top_destinations"), top)
+    if kind == "connection":
+        out["ports"] = _counted(stats.get("ports"), top)
+    out["protocols"] = _counted(stats.get("protocols"), 4)
+    procs = stats.get("processes") or []
+    if len(procs) > 1:  # several processes (all of them, or one name with many pids): who does what
+        out["processes"] = {str(p.get("command")): {"attempts": p.get("attempts"), "failures": p.get("failures")}
+                            for p in procs[:top] if isinstance(p, dict)}  # fmt: skip
+    elif procs and isinstance(procs[0], dict) and procs[0].get("pids"):
+        out["pids"] = list(procs[0]["pids"])[:top]
+    rate = _rate(stats, buckets)
+    if rate:
+        out["rate"] = rate
+    if analysis.get("counts_exact") is False:
+        out["counts_exact"] = False
+    if analysis.get("losses"):
+        out["losses"] = analysis["losses"]
+    return {k: v for k, v in out.items() if v not in ({}, [])}
+
+
+def _examples(events: list[Any], n: int) -> list[dict[str, Any]]:
+    """Up to ``n`` events that show the variety (each outcome, then each destination), newest first,
+    with only the fields an explanation needs."""
+    if n <= 0:
+        return []
+    events = [e for e in events if isinstance(e, dict)]
+    picked: list[int] = []
+    for key in ("outcome", "return_code", "destination"):
+        seen: set[Any] = set()
+        for i, e in enumerate(events):
+            if len(picked) >= n:
+                break
+            if e.get(key) not in seen and i not in picked:
+                seen.add(e.get(key))
+                picked.append(i)
+    for i in range(len(events)):  # then the newest ones
+        if len(picked) >= n:
             break
-        keep //= 2
-    return fitted
+        if i not in picked:
+            picked.append(i)
+    return _briefs([events[i] for i in sorted(picked)])
 
 
-def explanation_messages(subject: str, context: dict[str, Any]) -> list[dict[str, Any]]:
-    """Messages asking the model to explain one process (``subject``) from ``context``."""
-    data = {"subject": subject, **fit_context(context)}
+def _briefs(events: list[Any]) -> list[dict[str, Any]]:
+    """Events (as JSON) with only the fields an explanation needs: time of day, pid, destination,
+    protocol, outcome (or drop reason)."""
+    out = []
+    for e in events:
+        if not isinstance(e, dict):
+            continue
+        code = e.get("return_code")
+        outcome = e.get("outcome") or e.get("drop_reason")
+        if not outcome and isinstance(code, int) and code:
+            outcome = outcome_for_return_code(code)
+        if not outcome and e.get("type") == "connection":
+            outcome = "unknown"  # (as ConnectionEvent.effective_outcome: a bare 0 proves nothing)
+        brief = {"time": str(e.get("time", ""))[11:23], "pid": e.get("pid"), "to": e.get("destination"),
+                 "proto": e.get("protocol"), "outcome": outcome}  # fmt: skip
+        out.append({k: v for k, v in brief.items() if v not in (None, "")})
+    return out
+
+
+def compact_context(context: dict[str, Any], level: int = 0) -> dict[str, Any]:
+    """An explanation context (see :mod:`netspy_tui.ai.context`) as a compact summary: the window's
+    totals, outcome mix, top destinations/ports, rate shape, drops, and a few representative events
+    with only the fields that matter. ``level`` 0..3 keeps less detail as it grows."""
+    top, examples, buckets = _DETAIL[min(level, len(_DETAIL) - 1)]
+    out: dict[str, Any] = {}
+    process = context.get("process")
+    if process:
+        out["process"] = process
+    for key in ("source", "sampled"):
+        if context.get(key):
+            out[key] = context[key]
+    patterns, summary = context.get("patterns"), context.get("summary")
+    window = (patterns or {}).get("stats", {}).get("window_seconds") or (summary or {}).get("duration_seconds")
+    if window:
+        out["window_seconds"] = window
+    if patterns:
+        out["connections"] = _window(patterns, "connection", top, buckets)
+    elif summary:
+        out["connections"] = {"total": summary.get("count", 0)}
+    drops = context.get("packet_drops")
+    if drops and (drops.get("stats") or {}).get("total"):
+        out["packet_drops"] = _window(drops, "packet_drop", top, buckets)
+    events = list(context.get("recent_events") or [])
+    shown = _examples(events, examples)
+    if shown:
+        out["examples"] = shown
+    if len(events) > len(shown):
+        out["examples_omitted"] = len(events) - len(shown)
+    return out
+
+
+def fit_context(context: dict[str, Any], *, limit: int = MAX_DATA_CHARS, extra: dict[str, Any] | None = None
+                ) -> dict[str, Any]:  # fmt: skip
+    """The most detailed :func:`compact_context` (with ``extra`` keys first) whose JSON fits ``limit``
+    characters; the least detailed one when none does (the data block then cuts it)."""
+    for level in range(len(_DETAIL)):
+        data = {**(extra or {}), **compact_context(context, level)}
+        if len(encode_data(data)) <= limit:
+            break
+    return data
+
+
+def explanation_messages(subject: str, context: dict[str, Any], *,
+                         context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> list[dict[str, Any]]:  # fmt: skip
+    """Messages asking the model to explain one process (``subject``) from ``context``, sized to
+    fit a model with ``context_tokens`` of context."""
+    limit = data_budget(context_tokens, SYSTEM_PROMPT, EXPLAIN_INSTRUCTION)
+    data = fit_context(context, limit=limit, extra={"subject": subject})
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"{EXPLAIN_INSTRUCTION}\n\n{data_block(data)}"},
+        {"role": "user", "content": f"{EXPLAIN_INSTRUCTION}\n\n{data_block(data, limit=limit)}"},
     ]
 
 
-def summary_messages(summary_text: str) -> list[dict[str, Any]]:
+def summary_messages(summary_text: str, *, context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> list[dict[str, Any]]:
     """Messages for the seed-compatible ``ai_insights(summary_text)`` tool."""
+    limit = data_budget(context_tokens, SYSTEM_PROMPT, SUMMARY_INSTRUCTION)
+    block = data_block({"summary_text": summary_text}, limit=limit)
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"{SUMMARY_INSTRUCTION}\n\n{data_block({'summary_text': summary_text})}"},
+        {"role": "user", "content": f"{SUMMARY_INSTRUCTION}\n\n{block}"},
     ]
 
 
-def question_messages(question: str, context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Messages for a free-form question; ``context`` (what the user is looking at) goes in a data block."""
+def question_messages(question: str, context: dict[str, Any] | None = None, *,
+                      context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> list[dict[str, Any]]:  # fmt: skip
+    """Messages for a free-form question; ``context`` (what the user is looking at: pid, window)
+    goes in a data block."""
     content = QUESTION_INSTRUCTION
     if context:
-        content += f"\n\nWhat the user is currently looking at:\n{data_block(fit_context(context))}"
+        limit = data_budget(context_tokens, SYSTEM_PROMPT, QUESTION_INSTRUCTION, question)
+        content += f"\n\nWhat the user is currently looking at:\n{data_block(context, limit=limit)}"
     content += f"\n\nThe user's question:\n{question.strip()}"
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
@@ -142,9 +302,34 @@ def question_messages(question: str, context: dict[str, Any] | None = None) -> l
     ]
 
 
-def tool_result_content(name: str, text: str, data: dict[str, Any] | None, is_error: bool) -> str:
-    """The ``content`` of a ``tool`` message: the tool's structured data (or text), delimited."""
+def fit_tool_result(data: dict[str, Any], limit: int) -> dict[str, Any]:
+    """A tool's structured result within ``limit`` characters of JSON: as it is when it fits, else
+    without its text (the same in sentences), its events cut to the fields an answer needs and then
+    to the newest that fit (how many were left out under ``events_omitted``)."""
+    if len(encode_data(data)) <= limit:
+        return data
+    data = {k: v for k, v in data.items() if k != "text"}  # (the same as the data, in sentences)
+    if len(encode_data(data)) <= limit or not isinstance(data.get("events"), list):
+        return data
+    events = data["events"]
+    brief = [{"command": e.get("command"), **b} if isinstance(e, dict) and e.get("command") else b
+             for e, b in zip(events, _briefs(events), strict=True)]  # fmt: skip
+    keep = len(brief)
+    while True:
+        fitted = {**data, "events": brief[:keep]}
+        if keep < len(brief):
+            fitted["events_omitted"] = len(brief) - keep
+        if keep == 0 or len(encode_data(fitted)) <= limit:
+            return fitted
+        keep //= 2
+
+
+def tool_result_content(name: str, text: str, data: dict[str, Any] | None, is_error: bool, *,
+                        context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> str:  # fmt: skip
+    """The ``content`` of a ``tool`` message: the tool's structured data (or text), delimited, in at
+    most half of what the model's context leaves for data."""
+    limit = min(MAX_TOOL_RESULT_CHARS, max(MIN_DATA_CHARS, data_budget(context_tokens, SYSTEM_PROMPT) // 2))
     if is_error:
-        return f"The tool {name} failed:\n{data_block({'error': text}, limit=MAX_TOOL_RESULT_CHARS)}"
-    payload: Any = data if data is not None else {"text": text}
-    return data_block(payload, limit=MAX_TOOL_RESULT_CHARS)
+        return f"The tool {name} failed:\n{data_block({'error': text}, limit=limit)}"
+    payload: Any = fit_tool_result(data, limit) if data is not None else {"text": text}
+    return data_block(payload, limit=limit)

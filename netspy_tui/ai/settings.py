@@ -26,6 +26,7 @@ ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_MODEL = "NETSPY_MODEL"
 ENV_TIMEOUT = "NETSPY_AI_TIMEOUT"
 ENV_MAX_TOOL_ROUNDS = "NETSPY_AI_MAX_TOOL_ROUNDS"
+ENV_CONTEXT_TOKENS = "NETSPY_AI_CONTEXT_TOKENS"
 
 NOT_CONFIGURED_HINT = (
     f"Set {ENV_API_KEY} for OpenAI, or {ENV_BASE_URL} for a local OpenAI-compatible server "
@@ -48,6 +49,10 @@ class AISettings(BaseModel):
     """Seconds to wait for the server: to connect, and between two pieces of a streamed answer."""
     max_tool_rounds: int = Field(default=4, ge=0, le=20)
     """Rounds of tool calls a free-form question may use before the model must answer."""
+    context_tokens: int | None = Field(default=None, ge=256, le=10_000_000)
+    """The model's context window in tokens (``NETSPY_AI_CONTEXT_TOKENS``). None: 128k for OpenAI;
+    for other servers as they report it in ``GET /models`` (vLLM, llama.cpp, LM Studio and
+    OpenRouter do), else 2048. Prompts are sized to fit it with room for the answer."""
     max_retries: int = Field(default=2, ge=0, le=10)
     """Retries of a failed request (connection errors, 429, 5xx) by the OpenAI SDK, with backoff."""
 
@@ -65,6 +70,7 @@ class AISettings(BaseModel):
             ("model", ENV_MODEL),
             ("timeout", ENV_TIMEOUT),
             ("max_tool_rounds", ENV_MAX_TOOL_ROUNDS),
+            ("context_tokens", ENV_CONTEXT_TOKENS),
         ):
             raw = env.get(var, "").strip()
             if raw:
@@ -75,7 +81,7 @@ class AISettings(BaseModel):
         except ValidationError as exc:
             field = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
             var = {"api_key": ENV_API_KEY, "base_url": ENV_BASE_URL, "model": ENV_MODEL, "timeout": ENV_TIMEOUT,
-                   "max_tool_rounds": ENV_MAX_TOOL_ROUNDS}.get(field, field)
+                   "max_tool_rounds": ENV_MAX_TOOL_ROUNDS, "context_tokens": ENV_CONTEXT_TOKENS}.get(field, field)
             raise AIError(f"Invalid AI setting {var}: {describe_validation_error(exc)}",
                           "fix the value or unset it") from None
 

@@ -6,12 +6,13 @@ import json
 from typing import Any
 
 from netspy_tui.ai.prompts import (
+    ANSWER_TOKENS,
     DATA_CLOSE,
     DATA_OPEN,
-    MAX_PROMPT_EVENTS,
     SYSTEM_PROMPT,
     data_block,
     encode_data,
+    estimate_tokens,
     explanation_messages,
     fit_context,
     question_messages,
@@ -51,7 +52,7 @@ def test_hostile_process_name_stays_inside_one_data_block() -> None:
     data = json.loads(block)
     assert data["subject"] == f"{HOSTILE} (pid 1)"  # lossless: the model can still read the real name
     assert data["process"]["command"] == HOSTILE
-    assert data["recent_events"][0]["destination"] == "<script>"
+    assert data["examples"][0]["to"] == "<script>"
 
 
 def test_encoding_is_lossless_and_has_no_angle_brackets() -> None:
@@ -89,13 +90,49 @@ def test_big_data_is_cut_inside_the_block() -> None:
     assert "[truncated:" in block and len(block) < 200
 
 
-def test_fit_context_keeps_the_newest_events_and_counts_the_rest() -> None:
-    events = [{"id": f"{i:016x}", "command": "c" * 50} for i in range(100)]  # newest first
-    fitted = fit_context({"process": {"pid": 1}, "recent_events": events})
-    assert fitted["recent_events"] == events[:MAX_PROMPT_EVENTS]
-    assert fitted["recent_events_omitted"] == 100 - MAX_PROMPT_EVENTS
-    small = fit_context({"recent_events": events}, limit=1000)
-    assert len(encode_data(small)) <= 1000
-    assert small["recent_events"] == events[: len(small["recent_events"])]
-    assert small["recent_events_omitted"] == 100 - len(small["recent_events"])
-    assert fit_context({"process": {}}) == {"process": {}}
+def _busy_context(n: int = 1000) -> tuple[dict[str, Any], Any]:
+    """The explanation context of a process with ``n`` connections, built from real tool results."""
+    from datetime import timedelta
+
+    from netspy_tui.ai.context import build_context
+    from netspy_tui.analysis.aggregate import aggregate
+    from netspy_tui.mcp_tools.schemas import NetworkSummary, PatternAnalysis
+    from tests.factories import BASE_TIME, connection
+
+    codes = [0, 0, 0, 0, -111, -110, -101]
+    outcomes = {0: "ok", -111: "refused", -110: "timeout", -101: "unreachable"}
+    events = [connection(pid=4000 + i % 3, command="busy", ip=f"10.0.{i % 7}.{i % 50}", port=(443, 80, 5432)[i % 3],
+                         return_code=codes[i % len(codes)], time=BASE_TIME - timedelta(milliseconds=250 * i),
+                         outcome=outcomes[codes[i % len(codes)]])
+              for i in range(n)]  # fmt: skip
+    stats = aggregate(events, "connection", None, "busy", 300, BASE_TIME)
+    patterns = PatternAnalysis(text="t", stats=stats, rate_per_minute=stats.total / 5, failure_ratio=3 / 7,
+                               source="test")  # fmt: skip
+    summary = NetworkSummary(text="t", kind="connection", count=stats.total, process_name="busy",
+                             duration_seconds=300, source="test", query_time=BASE_TIME)  # fmt: skip
+    return build_context(command="busy", summary=summary, patterns=patterns, recent=events[:30]), stats
+
+
+def test_a_busy_process_is_explained_in_a_prompt_a_2k_model_can_take() -> None:
+    context, stats = _busy_context()
+    messages = explanation_messages("busy", context, context_tokens=2048)
+    assert estimate_tokens(messages) <= 2048 - ANSWER_TOKENS
+    data = json.loads(blocks(messages[1]["content"])[0])  # whole, not cut
+    assert data["subject"] == "busy" and data["window_seconds"] == 300
+    conn = data["connections"]
+    assert conn["total"] == stats.total == 1000
+    assert conn["outcomes"] == {c.key: c.count for c in stats.outcomes}  # the whole mix, exact
+    assert list(conn["top_destinations"].items())[:2] == [(c.key, c.count) for c in stats.top_destinations[:2]]
+    assert data["examples"] and data["examples_omitted"] == 30 - len(data["examples"])
+    assert {e["outcome"] for e in data["examples"]} >= {"ok", "refused"}  # the variety, not 3 x the newest
+    assert set(data["examples"][0]) <= {"time", "pid", "to", "proto", "outcome"}  # only what matters
+
+
+def test_a_larger_context_gets_more_detail_and_a_tiny_one_still_the_totals() -> None:
+    context, stats = _busy_context()
+    big = json.loads(blocks(explanation_messages("busy", context, context_tokens=32768)[1]["content"])[0])
+    small = json.loads(blocks(explanation_messages("busy", context, context_tokens=1024)[1]["content"])[0])
+    assert len(big["examples"]) > len(small.get("examples", []))
+    assert big["connections"]["total"] == small["connections"]["total"] == stats.total
+    assert len(big["examples"]) == 30  # every recent event the tools returned
+    assert fit_context({"process": {"pid": 7}}) == {"process": {"pid": 7}}

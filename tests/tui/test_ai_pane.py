@@ -154,14 +154,15 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
         events = demo_events()
         stats = aggregate(events, "connection", None, "nginx", 60, DEMO_NOW)
         assert data["subject"] == "nginx" and data["process"] == {"pid": None, "command": "nginx"}
-        assert data["summary"]["count"] == stats.total == data["patterns"]["stats"]["total"]
-        assert stats.total > 0
-        assert data["patterns"]["stats"]["outcomes"] == [c.model_dump() for c in stats.outcomes]
-        assert data["patterns"]["stats"]["top_destinations"] == [c.model_dump() for c in stats.top_destinations]
+        assert data["connections"]["total"] == stats.total > 0
+        assert data["connections"]["outcomes"] == {c.key: c.count for c in stats.outcomes}
+        assert list(data["connections"]["top_destinations"].items()) == [
+            (c.key, c.count) for c in stats.top_destinations[: len(data["connections"]["top_destinations"])]]
         recent, _ = filter_events(events, EventQuery(kind="connection", command="nginx", limit=30))
-        assert [e["id"] for e in data["recent_events"]] == [e.id for e in recent]
+        assert {e["to"] for e in data["examples"]} <= {e.destination for e in recent}
+        assert len(data["examples"]) + data.get("examples_omitted", 0) == len(recent)
         drops = aggregate(events, "packet_drop", None, "nginx", 60, DEMO_NOW)
-        assert data["packet_drops"]["stats"]["total"] == drops.total
+        assert data.get("packet_drops", {}).get("total", 0) == drops.total
         assert fake.chat_requests[0].body["model"] == "gpt-5-mini"  # type: ignore[index]
         assert fake.chat_requests[0].headers["authorization"] == f"Bearer {TEST_KEY}"
 
@@ -257,7 +258,9 @@ async def test_question_key_asks_and_the_models_tool_call_runs_through_mcp(
                                                                                     "max_events": 5}
         result = telemetry(next(m for m in second["messages"] if m["role"] == "tool")["content"])
         page, total = filter_events(demo_events(), EventQuery(kind="connection", command="nginx", limit=5))
-        assert [e["id"] for e in result["events"]] == [e.id for e in page]
+        # (a local server that does not say its context gets 2k-sized results: events with the fields that matter)
+        assert [(e["to"], e["outcome"]) for e in result["events"]] == [(e.destination, e.effective_outcome)
+                                                                         for e in page]  # fmt: skip
         assert result["total_count"] == total and result["returned"] == 5
 
         gate.set()
