@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from netspy_tui import __version__
-from netspy_tui.errors import NetspyError, UsageError
+from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_error
 from netspy_tui.mcp_tools import ALL_TOOLS
 from netspy_tui.textsafe import clean
 
@@ -301,3 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a group from a task group, or a bug: still one line, never a traceback
+        error = user_error(exc)
+        if error is not None:
+            sys.stderr.write(f"netspy-tui: {clean(str(error), 1000)}\n")
+            return error.exit_code
+        inner = sole_exception(exc)
+        log.debug("unexpected error", exc_info=exc)
+        sys.stderr.write(f"netspy-tui: unexpected error ({type(inner).__name__}: {clean(str(inner), 300)}); "
+                         "run again with --verbose for the details\n")
+        return 1

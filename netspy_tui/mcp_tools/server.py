@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
-from netspy_tui.errors import NetspyError
+from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
     ConnectionList,
     Insight,
@@ -148,7 +148,7 @@ class TelemetryServer(MCPServer[ToolContext]):
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:
-            cause = exc.__cause__
+            cause = sole_exception(exc.__cause__) if exc.__cause__ is not None else None
             if isinstance(cause, NetspyError):
                 raise ToolError(str(cause)) from cause
             log.error("tool %s failed unexpectedly", name, exc_info=cause)
