@@ -116,7 +116,17 @@ def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage")
     wrong = tmp_path / "wrong.toml"
     wrong.write_text('timeout = "abc"\n')
+    typo = tmp_path / "typo.toml"
+    typo.write_text('sever = "http://127.0.0.1:9"\ntimeout = 3\n')
+    env_only = tmp_path / "env-only.toml"
+    env_only.write_text('openai_api_key = "sk-in-the-file-1234"\n')
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# padding\n" * 110_000)  # 1.1 MB of comments: valid TOML, but no config file is that big
     cases = [
+        ({"NETSPY_CONFIG": str(typo)}, f"unknown setting 'sever' (did you mean 'server'?) in the config file {typo}"),
+        ({"NETSPY_CONFIG": str(env_only)}, "unknown setting 'openai_api_key' (set OPENAI_API_KEY in the environment"),
+        ({"NETSPY_CONFIG": str(tmp_path)}, f"the config file {tmp_path} is a directory, not a file"),
+        ({"NETSPY_CONFIG": str(huge)}, f"the config file {huge} is larger than 1 MiB"),
         ({"NETSPY_CONFIG": str(broken)}, f"cannot read the config file {broken}: not valid TOML"),
         ({"NETSPY_CONFIG": str(binary)}, f"cannot read the config file {binary}: not UTF-8 text"),
         ({"NETSPY_CONFIG": str(wrong)}, "invalid setting timeout: Input should be a valid number"),
@@ -128,7 +138,7 @@ def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
     for (env, fragment), run in zip(cases, runs, strict=True):
         line = assert_one_line_error(run, 2)
         assert fragment in line, (env, line)
-        assert "two words" not in line
+        assert "two words" not in line and "sk-in-the-file" not in line
 
 
 def test_unusable_files_are_one_line_exit_1(cli: Cli, tmp_path: Path) -> None:
