@@ -37,6 +37,9 @@ _NAMES = {"tui": "the dashboard", "tool": "--tool", "repl": "repl", "mcp": "mcp"
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
+    commands: dict[str, argparse.ArgumentParser]
+    """The subcommands' parsers (on the top-level parser)."""
+
     def error(self, message: str) -> NoReturn:
         # argparse echoes the offending argument: never let it write escapes to the terminal
         sys.stderr.write(f"netspy-tui: error: {clean(message, 600)} (see {self.prog} --help)\n")
@@ -199,7 +202,7 @@ _ABOUT = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     p = _Parser(
         prog="netspy-tui",
         usage="netspy-tui [options]                 the dashboard\n"
@@ -215,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(p, _TOP_LEVEL, shared=False)
     p.set_defaults(command=None, http=False, host=None, port=None)
     sub = p.add_subparsers(dest="command", title="commands", parser_class=_Parser)
+    p.commands = {}
     for name in SUBCOMMANDS:
         about, usage = _ABOUT[name]
         cmd = sub.add_parser(name, prog=f"netspy-tui {name}", help=about, usage=usage,
                              description=about[:1].upper() + about[1:] + ".")
         _add_options(cmd, frozenset({name}), shared=True)
+        p.commands[name] = cmd
     return p
 
 
@@ -240,7 +245,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ns, extra = parser.parse_known_args(argv)
     run = ns.command or ("tool" if ns.tool else "tui")
     ns.run = run
-    where = parser._subparsers._group_actions[0].choices[ns.command] if ns.command else parser  # type: ignore
+    where = parser.commands[ns.command] if ns.command else parser  # its errors point at its own --help
     if extra:
         flag = extra[0].split("=", 1)[0]
         if flag in _BY_FLAG:
