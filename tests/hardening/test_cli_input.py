@@ -164,3 +164,19 @@ def test_an_infinite_replay_speed_is_instant(cli: Cli) -> None:
     run = cli("--tool", "get_network_summary", "--replay", str(DEMO), "--replay-speed", "inf", "--duration", "600")
     assert run.returncode == 0, run.stderr
     assert "outbound connection attempts" in run.stdout
+
+
+def test_a_port_in_use_is_one_sentence_never_a_traceback(cli: Cli) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        runs = cli.many([["serve", "--port", port, "--replay", str(DEMO), "--replay-speed", "0"],
+                         ["mcp", "--http", "--port", port, "--replay", str(DEMO), "--replay-speed", "0"]])
+    for run in runs:
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run
+        lines = run.stderr.splitlines()
+        assert "address already in use" in lines[-2]  # uvicorn's own log line says why ...
+        assert lines[-1].startswith(f"netspy-tui: Could not listen on 127.0.0.1:{port}")  # ... and the error ends it
