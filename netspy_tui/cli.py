@@ -165,7 +165,7 @@ class _Completion(argparse.Action):
         for action in _all_actions(parser):
             if action.metavar == "FILE":
                 action.complete = shtab.FILE  # type: ignore[attr-defined]
-        sys.stdout.write(shtab.complete(parser, shell=str(values)))
+        sys.stdout.write(shtab.complete(parser, str(values)))  # the shell to complete for (a name, never run)
         raise SystemExit(0)
 
 
