@@ -11,28 +11,38 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from netspy_tui import __version__
-from netspy_tui.errors import NetspyError, UsageError
+from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_error
 from netspy_tui.mcp_tools import ALL_TOOLS
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger("netspy_tui")
 
 TOOLS = ALL_TOOLS
-COMMANDS = ("tui", "repl", "mcp", "serve")
+#: What a command line can run: the dashboard (default), one ``--tool`` call, or a subcommand.
+RUNS = ("tui", "tool", "repl", "mcp", "serve")
+SUBCOMMANDS = ("tui", "repl", "mcp", "serve")
+SHELLS = ("bash", "zsh", "fish", "tcsh")
+_ALL = frozenset(RUNS)
+_CLIENTS = _ALL - {"serve"}  # serve always runs the embedded collector: no --server, no client timeout
+_NAMES = {"tui": "the dashboard", "tool": "--tool", "repl": "repl", "mcp": "mcp", "serve": "serve"}
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
+    commands: dict[str, argparse.ArgumentParser]
+    """The subcommands' parsers (on the top-level parser)."""
+
     def error(self, message: str) -> NoReturn:
         # argparse echoes the offending argument: never let it write escapes to the terminal
-        sys.stderr.write(f"netspy-tui: error: {clean(message, 600)} (see netspy-tui --help)\n")
+        sys.stderr.write(f"netspy-tui: error: {clean(message, 600)} (see {self.prog} --help)\n")
         raise SystemExit(2)
 
 
@@ -63,70 +73,212 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Option:
+    """One flag and the runs it applies to: the one table behind every parser, --help and check."""
+
+    flags: tuple[str, ...]
+    runs: frozenset[str]
+    group: str
+    kwargs: dict[str, Any]
+
+    @property
+    def dest(self) -> str:
+        return self.flags[-1].lstrip("-").replace("-", "_")
+
+
+def _opt(*flags: str, runs: frozenset[str] | set[str], group: str, **kwargs: Any) -> Option:
+    return Option(flags, frozenset(runs), group, kwargs)
+
+
+SOURCE, TOOL, UI = "data source", "single command (the Go netspy's flags)", "dashboard"
+NET, GENERAL = "server", "general"
+OPTIONS: tuple[Option, ...] = (
+    _opt("--server", runs=_CLIENTS, group=SOURCE, metavar="URL",
+         help="eBPF server URL (env NETSPY_SERVER; default: http://localhost:8080 if it answers, else the embedded "
+              "collector)"),
+    _opt("--token", runs=_ALL, group=SOURCE, metavar="TOKEN",
+         help="bearer token: sent to the server, or required by serve / mcp --http (env NETSPY_TOKEN)"),
+    _opt("--timeout", runs=_CLIENTS, group=SOURCE, type=_positive_float, metavar="S",
+         help="HTTP read timeout in seconds (10)"),
+    _opt("--collector", runs=_ALL, group=SOURCE, choices=("auto", "ebpf", "procfs", "replay"),
+         help="embedded collector (auto: eBPF if it loads, else procfs sampling)"),
+    _opt("--replay", runs=_ALL, group=SOURCE, type=Path, metavar="FILE", help="replay a JSON-lines recording"),
+    _opt("--replay-speed", runs=_ALL, group=SOURCE, type=float, metavar="X",
+         help="replay speed (1 = real time, 0 = instant)"),
+    _opt("--record", runs=_ALL, group=SOURCE, type=Path, metavar="FILE",
+         help="also write collected events to FILE (JSON lines)"),
+    _opt("--db", runs=_ALL, group=SOURCE, type=Path, metavar="FILE",
+         help="SQLite file keeping history across restarts"),
+    _opt("--tool", runs={"tool"}, group=TOOL, choices=TOOLS, metavar="TOOL",
+         help="run one MCP tool and exit: " + ", ".join(TOOLS)),
+    _opt("--pid", runs={"tool"}, group=TOOL, type=_positive_int, help="filter on a process id"),
+    _opt("--process", runs={"tool"}, group=TOOL, metavar="NAME", help="filter on a process name (kernel comm)"),
+    _opt("--duration", runs={"tool"}, group=TOOL, type=_positive_int, metavar="S",
+         help="time window in seconds (60; contextual_analysis: 300)"),
+    _opt("--max-events", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most events to list (100)"),
+    _opt("--since", runs={"tool"}, group=TOOL, metavar="TIME", help="only events newer than this RFC3339 time"),
+    _opt("--summary-text", runs={"tool"}, group=TOOL, metavar="TEXT", help="text for ai_insights"),
+    _opt("--query", runs={"tool"}, group=TOOL, metavar="TEXT", help="question for contextual_analysis"),
+    _opt("--json", runs={"tool"}, group=TOOL, action="store_true", help="print the structured result as JSON"),
+    _opt("--interval", runs={"tui"}, group=UI, type=_positive_float, metavar="S", help="refresh interval (1 s)"),
+    _opt("--window", runs={"tui"}, group=UI, type=_positive_int, metavar="S", help="time window in seconds (60)"),
+    _opt("--http", runs={"mcp"}, group=NET, action="store_true", help="serve streamable HTTP at /mcp instead of stdio"),
+    _opt("--host", runs={"mcp", "serve"}, group=NET, metavar="ADDR", help="bind address (127.0.0.1)"),
+    _opt("--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N",
+         help="port (mcp --http: 8000, serve: 8080)"),
+    _opt("--model", runs=_ALL, group=GENERAL, metavar="NAME", help="AI model name (env NETSPY_MODEL)"),
+    _opt("--show-config", runs=_ALL, group=GENERAL, action="store_true",
+         help="print every setting with its source and exit"),
+    _opt("--log-file", runs=_ALL, group=GENERAL, type=Path, metavar="FILE",
+         help="write the log to FILE, rotated at 5 MiB with 3 old files kept (default: stderr; the dashboard: "
+              "~/.local/state/netspy-tui/netspy-tui.log)"),
+    _opt("-v", "--verbose", runs=_ALL, group=GENERAL, action="store_true",
+         help="debug logging (on stderr, or in the log file), secrets masked"),
+)
+_TOP_LEVEL = frozenset({"tui", "tool"})
+_BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
+
+#: The flags each tool takes (``--json`` and the data-source flags apply to every tool).
+TOOL_FLAGS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"),
+                    ("pid", "process", "duration")),
+    **dict.fromkeys(("list_connections", "list_packet_drops"), ("pid", "process", "max_events", "since")),
+    "list_processes": ("duration",),
+    "server_status": (),
+    "ai_insights": ("summary_text",),
+    "contextual_analysis": ("query", "pid", "process", "duration"),
+}
+#: Flag dest -> MCP tool argument; and each argument's name as the user typed it.
+_ARGUMENT = {"pid": "pid", "process": "process_name", "duration": "duration", "max_events": "max_events",
+             "since": "since", "summary_text": "summary_text", "query": "query"}
+_FLAG_OF = {argument: "--" + dest.replace("_", "-") for dest, argument in _ARGUMENT.items()}
+
+
+class _Completion(argparse.Action):
+    """``--completion SHELL``: print the completion script shtab generates from this parser, and exit."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> NoReturn:
+        import shtab
+
+        for action in _all_actions(parser):
+            if action.metavar == "FILE":
+                action.complete = shtab.FILE  # type: ignore[attr-defined]
+        sys.stdout.write(shtab.complete(parser, str(values)))  # the shell to complete for (a name, never run)
+        raise SystemExit(0)
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                actions += _all_actions(sub)
+    return actions
+
+
+def _add_options(parser: argparse.ArgumentParser, runs: frozenset[str], *, shared: bool) -> None:
+    groups: dict[str, Any] = {}
+    for option in OPTIONS:
+        if not option.runs & runs:
+            continue
+        if option.group not in groups:
+            groups[option.group] = parser.add_argument_group(option.group)
+        kwargs = dict(option.kwargs)
+        if shared and option.runs & _TOP_LEVEL:
+            kwargs["default"] = argparse.SUPPRESS  # given before the command or after it: either counts
+        groups[option.group].add_argument(*option.flags, **kwargs)
+
+
+_ABOUT = {
+    "tui": ("the live dashboard (what netspy-tui runs without a command)", "netspy-tui [tui] [options]"),
+    "repl": ("line-mode shell with the Go netspy's commands (summary, list, analyze, insights, ...)",
+             "netspy-tui repl [options]"),
+    "mcp": ("serve the MCP tools to outside agents over stdio, or streamable HTTP with --http",
+            "netspy-tui mcp [--http [--host ADDR] [--port N]] [options]"),
+    "serve": ("serve the eBPF server's HTTP API (and MCP at /mcp) from the embedded collector",
+              "netspy-tui serve [--host ADDR] [--port N] [--token TOKEN] [options]"),
+}
+
+
+def build_parser() -> _Parser:
     p = _Parser(
         prog="netspy-tui",
+        usage="netspy-tui [options]                 the dashboard\n"
+              "       netspy-tui --tool TOOL [options]     one MCP tool call (the Go netspy's flags)\n"
+              "       netspy-tui {tui,repl,mcp,serve} ...  (netspy-tui COMMAND --help: its options)\n"
+              "       netspy-tui --completion {bash,zsh,fish,tcsh}",
         description="Live network-connection telemetry (eBPF) in a terminal dashboard, with MCP tools and AI.",
-        epilog="Commands: tui (default) dashboard; repl line-mode shell; mcp serve the tools to MCP clients; "
-        "serve the eBPF server API from the embedded collector.",
     )
-    p.add_argument("command", nargs="?", choices=COMMANDS, default=None, help="what to run (default: tui)")
     p.add_argument("--version", action="version", version=f"netspy-tui {__version__}")
-    src = p.add_argument_group("data source")
-    src.add_argument("--server", metavar="URL", help="eBPF server URL (env NETSPY_SERVER; default: "
-                     "http://localhost:8080 if it answers, else the embedded collector)")
-    src.add_argument("--token", metavar="TOKEN", help="bearer token (env NETSPY_TOKEN)")
-    src.add_argument("--timeout", type=_positive_float, metavar="S", help="HTTP read timeout in seconds (10)")
-    src.add_argument("--collector", choices=("auto", "ebpf", "procfs", "replay"),
-                     help="embedded collector (auto: eBPF if it loads, else procfs sampling)")
-    src.add_argument("--replay", type=Path, metavar="FILE", help="replay a JSON-lines recording")
-    src.add_argument("--replay-speed", type=float, metavar="X", help="replay speed (1 = real time, 0 = instant)")
-    src.add_argument("--record", type=Path, metavar="FILE", help="also write collected events to FILE (JSON lines)")
-    src.add_argument("--db", type=Path, metavar="FILE", help="SQLite file keeping history across restarts")
-    tool = p.add_argument_group("single command (the Go netspy's flags)")
-    tool.add_argument("--tool", choices=TOOLS, metavar="TOOL", help="run one MCP tool and exit: " + ", ".join(TOOLS))
-    tool.add_argument("--pid", type=_positive_int, help="filter on a process id")
-    tool.add_argument("--process", metavar="NAME", help="filter on a process name (kernel comm)")
-    tool.add_argument("--duration", type=_positive_int, metavar="S", help="time window in seconds (60)")
-    tool.add_argument("--max-events", type=_positive_int, metavar="N", help="most events to list (100)")
-    tool.add_argument("--since", metavar="TIME", help="only events newer than this RFC3339 time")
-    tool.add_argument("--summary-text", metavar="TEXT", help="text for ai_insights")
-    tool.add_argument("--query", metavar="TEXT", help="question for contextual_analysis")
-    tool.add_argument("--json", action="store_true", help="print the structured result as JSON")
-    ui = p.add_argument_group("dashboard")
-    ui.add_argument("--interval", type=_positive_float, metavar="S", help="refresh interval (1 s)")
-    ui.add_argument("--window", type=_positive_int, metavar="S", help="time window in seconds (60)")
-    ai = p.add_argument_group("AI")
-    ai.add_argument("--model", metavar="NAME", help="model name (env NETSPY_MODEL)")
-    net = p.add_argument_group("mcp / serve")
-    net.add_argument("--http", action="store_true", help="mcp: serve streamable HTTP instead of stdio")
-    net.add_argument("--host", metavar="ADDR", default="127.0.0.1", help="bind address (127.0.0.1)")
-    net.add_argument("--port", type=_port, metavar="N", help="port (mcp --http: 8000, serve: 8080)")
-    p.add_argument("--show-config", action="store_true", help="print every setting with its source and exit")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr (secrets masked)")
+    p.add_argument("--completion", choices=SHELLS, action=_Completion,
+                   help="print the shell completion script and exit, e.g. netspy-tui --completion bash "
+                        "> ~/.local/share/bash-completion/completions/netspy-tui")
+    _add_options(p, _TOP_LEVEL, shared=False)
+    p.set_defaults(command=None, http=False, host=None, port=None)
+    sub = p.add_subparsers(dest="command", title="commands", parser_class=_Parser)
+    p.commands = {}
+    for name in SUBCOMMANDS:
+        about, usage = _ABOUT[name]
+        cmd = sub.add_parser(name, prog=f"netspy-tui {name}", help=about, usage=usage,
+                             description=about[:1].upper() + about[1:] + ".")
+        _add_options(cmd, frozenset({name}), shared=True)
+        p.commands[name] = cmd
     return p
 
 
+def _misplaced(flag: str, run: str) -> str:
+    """'--http does not apply to serve (it is an option of mcp)'."""
+    option = _BY_FLAG.get(flag)
+    where = ""
+    if flag == "--tool":
+        where = " (it runs one tool instead: netspy-tui --tool TOOL)"
+    elif option is not None:
+        where = " (it is an option of " + ", ".join(_NAMES[r] for r in RUNS if r in option.runs) + ")"
+    return f"{flag} does not apply to {_NAMES[run]}{where}"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse, then check that every flag given applies to what runs; exit 2 with one line if one does not."""
+    parser = build_parser()
+    ns, extra = parser.parse_known_args(argv)
+    run = ns.command or ("tool" if ns.tool else "tui")
+    ns.run = run
+    where = parser.commands[ns.command] if ns.command else parser  # its errors point at its own --help
+    if extra:
+        flag = extra[0].split("=", 1)[0]
+        if flag in _BY_FLAG:
+            where.error(_misplaced(flag, run))
+        where.error(f"unrecognized arguments: {' '.join(extra)}")
+    for option in OPTIONS:
+        if getattr(ns, option.dest, None) not in (None, False) and run not in option.runs:
+            where.error(_misplaced(option.flags[-1], run))
+    if run == "mcp" and not ns.http and (ns.host is not None or ns.port is not None):
+        where.error("--host and --port apply to mcp --http (without --http, mcp serves stdio)")
+    if run == "tool":
+        takes = TOOL_FLAGS[ns.tool]
+        for dest, argument in _ARGUMENT.items():
+            if getattr(ns, dest) is not None and dest not in takes:
+                flags = ", ".join(_FLAG_OF[_ARGUMENT[d]] for d in takes) or "none but --json"
+                where.error(f"--tool {ns.tool} takes no {_FLAG_OF[argument]} (its flags: {flags})")
+    return ns
+
+
 def tool_arguments(ns: argparse.Namespace) -> dict[str, Any]:
-    """The --tool flags as MCP tool arguments (only those the tool takes)."""
+    """The --tool flags as MCP tool arguments, checked against the tools' own bounds (UsageError if not)."""
+    from netspy_tui.mcp_tools.schemas import argument_problem
+
     name = ns.tool
-    args: dict[str, Any] = {}
-    filters = {"pid": ns.pid, "process_name": ns.process}
-    if name in ("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"):
-        args = {**filters, "duration": ns.duration}
-    elif name in ("list_connections", "list_packet_drops"):
-        args = {**filters, "max_events": ns.max_events, "since": ns.since}
-    elif name == "list_processes":
-        args = {"duration": ns.duration}
-    elif name == "ai_insights":
-        if not ns.summary_text:
-            raise UsageError("--tool ai_insights needs --summary-text TEXT")
-        args = {"summary_text": ns.summary_text}
-    elif name == "contextual_analysis":
-        if not ns.query:
-            raise UsageError("--tool contextual_analysis needs --query TEXT")
-        args = {"query": ns.query, **filters, "duration": ns.duration}
-    return {k: v for k, v in args.items() if v is not None}
+    if name == "ai_insights" and not ns.summary_text:
+        raise UsageError("--tool ai_insights needs --summary-text TEXT")
+    if name == "contextual_analysis" and not ns.query:
+        raise UsageError("--tool contextual_analysis needs --query TEXT")
+    args = {_ARGUMENT[dest]: getattr(ns, dest) for dest in TOOL_FLAGS[name] if getattr(ns, dest) is not None}
+    problem = argument_problem(name, args, _FLAG_OF)
+    if problem:
+        raise UsageError(problem)
+    return args
 
 
 def _settings(ns: argparse.Namespace) -> tuple[Any, dict[str, str]]:
@@ -171,12 +323,11 @@ def _mask_secrets(settings: Any) -> None:
             pass
 
 
-async def _run_tool(ns: argparse.Namespace, settings: Any) -> int:
+async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
     from netspy_tui.mcp_tools.ai_bridge import insight_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
 
-    arguments = tool_arguments(ns)
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(ns, None, arguments)
     async with open_source(settings, "oneshot") as source, open_gateway(source, insight_hook(ns.model)) as gw:
@@ -232,7 +383,7 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
 
             # Same protection as `serve`: the token (when set) on every request, a body limit.
             token = settings.token.get_secret_value() if settings.token else None
-            await serve_mcp_http(server, host=ns.host, port=ns.port or 8000, token=token)
+            await serve_mcp_http(server, host=ns.host or "127.0.0.1", port=ns.port or 8000, token=token)
         else:
             await server.run_stdio_async()
     return 0
@@ -247,7 +398,8 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
         mcp_server = create_server(source, insight_hook(ns.model))
-        await serve_source(source, host=ns.host, port=ns.port or 8080, token=token, mcp_server=mcp_server)
+        await serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
+                           mcp_server=mcp_server)
     return 0
 
 
@@ -276,28 +428,39 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns = parse_args(argv)
     from netspy_tui.logs import setup_logging
 
-    command = ns.command or ("tool" if ns.tool else "tui")
-    if command == "tui":
-        from netspy_tui.config import state_dir
-
-        setup_logging(ns.verbose, log_file=state_dir() / "netspy-tui.log", extra_secrets=[ns.token])
-    else:
-        setup_logging(ns.verbose, extra_secrets=[ns.token])
     try:
+        log_file = ns.log_file
+        if log_file is None and ns.run == "tui":
+            from netspy_tui.config import state_dir
+
+            log_file = state_dir() / "netspy-tui.log"  # the dashboard owns the terminal: log to a file
+        setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token])
+        arguments = tool_arguments(ns) if ns.run == "tool" else {}
         settings, sources = _settings(ns)
         if ns.show_config:
             from netspy_tui.config import describe_settings
 
             sys.stdout.write(describe_settings(settings, sources) + "\n")
             return 0
-        runner = {"tool": _run_tool, "mcp": _run_mcp, "serve": _run_serve, "repl": _run_repl, "tui": _run_tui}
-        return asyncio.run(runner[command](ns, settings))
+        if ns.run == "tool":
+            return asyncio.run(_run_tool(ns, settings, arguments))
+        runner = {"mcp": _run_mcp, "serve": _run_serve, "repl": _run_repl, "tui": _run_tui}
+        return asyncio.run(runner[ns.run](ns, settings))
     except NetspyError as exc:
         sys.stderr.write(f"netspy-tui: {clean(str(exc), 1000)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a group from a task group, or a bug: still one line, never a traceback
+        error = user_error(exc)
+        if error is not None:
+            sys.stderr.write(f"netspy-tui: {clean(str(error), 1000)}\n")
+            return error.exit_code
+        inner = sole_exception(exc)
+        log.debug("unexpected error", exc_info=exc)
+        sys.stderr.write(f"netspy-tui: unexpected error ({type(inner).__name__}: {clean(str(inner), 300)}); "
+                         "run again with --verbose for the details\n")
+        return 1

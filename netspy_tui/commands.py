@@ -73,6 +73,21 @@ class ParsedCommand:
     spec: CommandSpec | None = None
 
 
+def complete_word(line: str) -> list[str]:
+    """What the last word of ``line`` (the text before the cursor) can become: a command name when it is
+    the first word, else a flag of that command not given yet. The dashboard's command bar and the
+    REPL's readline both complete with this."""
+    words = line.split(" ")
+    last = words[-1]
+    if len(words) == 1:
+        return [spec.name for spec in COMMANDS if spec.name.startswith(last.lower())]
+    spec = _BY_NAME.get(words[0].lower())
+    if spec is None or not last.startswith("-"):
+        return []
+    used = set(words[1:-1])
+    return [flag for flag in spec.flags if flag.startswith(last) and flag not in used]
+
+
 def help_text() -> str:
     width = max(len(spec.usage) for spec in COMMANDS)
     lines = ["Commands:"]

@@ -4,25 +4,33 @@ The file is TOML at ``$XDG_CONFIG_HOME/netspy-tui/config.toml`` (or ``NETSPY_CON
 variables use the ``NETSPY_`` prefix (``NETSPY_SERVER``, ``NETSPY_INTERVAL``, ...). OpenAI settings
 keep their usual names (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) and are read by ``netspy_tui.ai``.
 ``netspy-tui --show-config`` prints every value with its source, secrets masked.
+
+The file is read once, at most :data:`MAX_CONFIG_BYTES`; an unknown key in it is an error naming
+the key (and the closest known one), as are a directory or an oversized file where it should be.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from platformdirs import user_config_path, user_state_path
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from netspy_tui.errors import UsageError
 from netspy_tui.textsafe import clean, redact_url
 
 APP_NAME = "netspy-tui"
 DEFAULT_SERVER = "http://localhost:8080"
+MAX_CONFIG_BYTES = 1024 * 1024
+#: The config file's values while :func:`load_settings` builds Settings (so the file is read once).
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("netspy_file_values", default=None)
 
 
 def config_file() -> Path:
@@ -111,40 +119,74 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file()))
+        values = _FILE_VALUES.get()
+        file_values = read_config_file(config_file()) if values is None else values
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
 
 
-def _check_config_file(path: Path) -> None:
-    """Raise a one-line UsageError when the config file exists but is not readable TOML."""
-    if not path.is_file():
-        return
+#: Settings people look for in the file that are read from the environment only.
+_ENV_ONLY = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL", "model": "NETSPY_MODEL",
+             "api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}
+
+
+def _unknown_key(key: str) -> str:
+    """'sever' (did you mean 'server'?) — names only: a value in the file may be a secret."""
+    shown = f"'{clean(key, 40)}'"
+    if key.lower() in _ENV_ONLY:
+        return f"{shown} (set {_ENV_ONLY[key.lower()]} in the environment instead)"
+    close = difflib.get_close_matches(key.lower(), list(Settings.model_fields), n=1, cutoff=0.6)
+    return f"{shown} (did you mean '{close[0]}'?)" if close else shown
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The config file's settings ({} when there is no file); UsageError (one line) when it is unusable.
+
+    Read once and at most :data:`MAX_CONFIG_BYTES` (a config file is a few lines: a huge one is a
+    mistake, and parsing it would stall the start)."""
+    where = f"the config file {clean(path, 200)}"
+    fix = "fix the file, or point NETSPY_CONFIG at another one"
+    if path.is_dir():
+        raise UsageError(f"{where} is a directory, not a file",
+                         "point NETSPY_CONFIG at a TOML file" if os.environ.get("NETSPY_CONFIG")
+                         else "remove the directory, or point NETSPY_CONFIG at a TOML file")
     try:
-        tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        return {}
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot read {where}: {exc.strerror or type(exc).__name__}", fix) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"{where} is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB, too big for a config file",
+                         fix)
+    try:
+        values = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        reason = f"not UTF-8 text (byte {exc.start})"
+        raise UsageError(f"cannot read {where}: not UTF-8 text (byte {exc.start})", fix) from None
     except tomllib.TOMLDecodeError as exc:
-        reason = f"not valid TOML ({clean(exc, 120)})"
-    else:
-        return
-    raise UsageError(f"cannot read the config file {clean(path, 200)}: {reason}",
-                     "fix the file, or point NETSPY_CONFIG at another one")
+        raise UsageError(f"cannot read {where}: not valid TOML ({clean(exc, 120)})", fix) from None
+    unknown = [key for key in values if key not in Settings.model_fields]
+    if unknown:
+        names = "; ".join(_unknown_key(key) for key in unknown[:5])
+        raise UsageError(f"unknown setting{'s' if len(unknown) > 1 else ''} {names} in {where}",
+                         "the settings are: " + ", ".join(Settings.model_fields))
+    return values
 
 
 def load_settings(cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
     """Settings with CLI values on top, and where each value came from.
 
     Raises :class:`pydantic.ValidationError` for a bad value and :class:`UsageError` for a config
-    file that is not readable TOML.
+    file that cannot be used (see :func:`read_config_file`).
     """
     given = {k: v for k, v in cli.items() if v is not None}
     path = config_file()
-    _check_config_file(path)
-    settings = Settings(**given)
-    file_values: dict[str, Any] = {}
-    if path.is_file():
-        file_values = TomlConfigSettingsSource(Settings, toml_file=path)()
+    file_values = read_config_file(path)
+    reset = _FILE_VALUES.set(file_values)
+    try:
+        settings = Settings(**given)
+    finally:
+        _FILE_VALUES.reset(reset)
     sources: dict[str, str] = {}
     for name in Settings.model_fields:
         if name in given:

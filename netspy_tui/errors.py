@@ -53,3 +53,20 @@ class CollectorError(NetspyError):
 
 class AIError(NetspyError):
     """The AI backend is not configured or failed."""
+
+
+def sole_exception(exc: BaseException) -> BaseException:
+    """The one exception inside (possibly nested) exception groups, else ``exc`` itself.
+
+    anyio task groups (the MCP SDK's sessions run in them) wrap whatever their body raises in an
+    ``ExceptionGroup``, even a lone :class:`NetspyError`; this gets the error back out.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def user_error(exc: BaseException) -> NetspyError | None:
+    """The :class:`NetspyError` an exception (or a group of one) carries, if any."""
+    inner = sole_exception(exc)
+    return inner if isinstance(inner, NetspyError) else None

@@ -1,5 +1,8 @@
 """Logging: stderr for the CLI and MCP stdio (stdout is output or protocol), a file for the TUI.
 
+A log file (the dashboard's, or any command's ``--log-file``) is rotated: at :data:`MAX_BYTES` it
+moves to ``FILE.1`` (older ones to ``.2``, ``.3``; :data:`BACKUPS` are kept).
+
 Every secret we know of (OPENAI_API_KEY, bearer tokens from the environment, the command line or
 the config file, passwords in URLs) is masked in every record — in the message by a filter, and in
 the formatted line (tracebacks included) by the formatter — so even ``--verbose`` debug logs of
@@ -12,7 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
+
+from netspy_tui.errors import UsageError
+from netspy_tui.textsafe import clean
+
+MAX_BYTES = 5 * 1024 * 1024
+BACKUPS = 3
 
 _SECRET_ENV = ("OPENAI_API_KEY", "NETSPY_TOKEN")
 #: Secrets shorter than this are not masked (masking "ab" would garble every line).
@@ -67,12 +77,18 @@ class MaskingFormatter(logging.Formatter):
 def setup_logging(
     verbose: bool = False, *, log_file: Path | None = None, extra_secrets: list[str | None] | None = None
 ) -> None:
-    """Configure the root logger once: WARNING (or DEBUG with ``verbose``) to stderr or ``log_file``."""
+    """Configure the root logger once: WARNING (or DEBUG with ``verbose``) to stderr or ``log_file``.
+
+    Raises :class:`UsageError` (one line) when ``log_file`` cannot be opened for appending."""
     add_secrets(*(os.environ.get(name, "") for name in _SECRET_ENV), *(extra_secrets or []))
     handler: logging.Handler
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = RotatingFileHandler(log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the log file {clean(log_file, 200)}: {exc.strerror or type(exc).__name__}",
+                             "pass --log-file with a writable path") from None
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

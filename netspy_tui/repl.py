@@ -1,17 +1,28 @@
-"""Line-mode interactive shell with the Go netspy's commands (``netspy-tui repl``)."""
+"""Line-mode interactive shell with the Go netspy's commands (``netspy-tui repl``).
+
+On a terminal, lines are read with ``readline``: line editing, history (kept across sessions in
+the state directory) and tab completion of command names and flags — the same completion as the
+dashboard's command bar (:func:`netspy_tui.commands.complete_word`). From a pipe or a file, lines
+are read plainly and no prompt is printed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
+from pathlib import Path
+from typing import Any
 
-from netspy_tui.commands import help_text, parse_command
+from netspy_tui.commands import complete_word, help_text, parse_command
 from netspy_tui.errors import NetspyError
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import SourceInfo
 from netspy_tui.textsafe import clean
 
 PROMPT = "netspy> "
+HISTORY_LENGTH = 1000
 
 
 def _out(text: str) -> None:
@@ -19,24 +30,112 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-async def _read_line() -> str | None:
-    sys.stdout.write(PROMPT)
-    sys.stdout.flush()
-    line = await asyncio.to_thread(sys.stdin.readline)
-    return line if line else None
+def history_file() -> Path:
+    from netspy_tui.config import state_dir
+
+    return state_dir() / "repl_history"
+
+
+class LineReader:
+    """Reads one line at a time: ``readline`` with a prompt on a terminal, plain reads from a pipe."""
+
+    def __init__(self) -> None:
+        self.interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        self._readline: Any = None
+        self._terminal: Any = None
+        if not self.interactive:
+            return
+        import readline
+        import termios
+
+        with contextlib.suppress(termios.error):
+            self._terminal = termios.tcgetattr(sys.stdin.fileno())  # restored on close, whatever happened
+        self._readline = readline
+        readline.set_completer_delims(" \t\n\"'")
+        readline.set_completer(self._complete)
+        if "libedit" in (readline.__doc__ or ""):
+            readline.parse_and_bind("bind ^I rl_complete")
+        else:
+            readline.parse_and_bind("tab: complete")
+        readline.set_history_length(HISTORY_LENGTH)
+        with contextlib.suppress(OSError):
+            readline.read_history_file(history_file())
+
+    def _complete(self, text: str, state: int) -> str | None:
+        line = self._readline.get_line_buffer()[: self._readline.get_endidx()]
+        options = complete_word(line)
+        return options[state] + " " if state < len(options) else None
+
+    def read(self) -> str | None:
+        """The next line, or None at the end of input (blocking)."""
+        if self.interactive:
+            try:
+                return input(PROMPT)
+            except EOFError:
+                return None
+        line = sys.stdin.readline()
+        return line if line else None
+
+    async def read_async(self) -> str | None:
+        """:meth:`read` on a daemon thread: the event loop (collector, MCP session) keeps running while the
+        user types, and an interrupt never waits for the read to finish."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(value: str | None, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(value)
+
+        def work() -> None:
+            try:
+                value, error = self.read(), None
+            except Exception as exc:  # handed to the awaiting task
+                value, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, value, error)
+
+        threading.Thread(target=work, name="repl-input", daemon=True).start()
+        return await done
+
+    def close(self) -> None:
+        if self._readline is not None:
+            path = history_file()
+            with contextlib.suppress(OSError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._readline.write_history_file(path)
+                path.chmod(0o600)
+        if self._terminal is not None:
+            import termios
+
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._terminal)
 
 
 async def run_repl(gateway: Gateway, info: SourceInfo) -> int:
     """Read commands until ``quit`` or end of input; every error is one line and the loop goes on."""
+    reader = LineReader()
+    try:
+        return await _loop(gateway, info, reader)
+    finally:
+        reader.close()
+
+
+async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
     _out(f"netspy-tui interactive mode. Source: {clean(info.label, 120)}"
          + (f" ({clean(info.detail, 160)})" if info.detail else ""))
     if info.sampled:
         _out("Note: procfs sampling; short-lived connections can be missed.")
-    _out("Type 'help' for commands, 'quit' to leave.")
+    _out("Type 'help' for commands, 'quit' to leave" + (" (tab completes, ↑/↓ history)." if reader.interactive
+                                                         else "."))
     while True:
-        line = await _read_line()
+        line = await reader.read_async()
         if line is None:
-            _out("")
+            if reader.interactive:
+                _out("")  # end the prompt's line
             return 0
         if not line.strip():
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from mcp.client import Client
 from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, TextContent, Tool
 from pydantic import BaseModel, ValidationError
 
-from netspy_tui.errors import NetspyError
+from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
     ConnectionList,
     Insight,
@@ -137,14 +137,26 @@ class Gateway:
 
 
 @asynccontextmanager
-async def open_gateway(source: TelemetrySource, insight: InsightHook | None = None) -> AsyncIterator[Gateway]:
+async def _session(client: Client, *, trusted: bool) -> AsyncIterator[Gateway]:
+    """``client`` open as a Gateway. Its session runs in an anyio task group, which wraps whatever the
+    ``async with`` body raises in an ExceptionGroup: a lone exception comes back out as itself, so
+    callers catch a NetspyError as a NetspyError (one line) instead of seeing a group's traceback."""
+    try:
+        async with client:
+            yield Gateway(client, trusted=trusted)
+    except BaseExceptionGroup as group:
+        inner = sole_exception(group)
+        if inner is group:
+            raise
+        raise inner from None
+
+
+def open_gateway(source: TelemetrySource, insight: InsightHook | None = None
+                 ) -> AbstractAsyncContextManager[Gateway]:
     """An in-process MCP client/server pair over ``source`` (which the caller owns and closes)."""
-    async with Client(create_server(source, insight), raise_exceptions=False) as client:
-        yield Gateway(client, trusted=True)
+    return _session(Client(create_server(source, insight), raise_exceptions=False), trusted=True)
 
 
-@asynccontextmanager
-async def open_remote_gateway(target: str) -> AsyncIterator[Gateway]:
+def open_remote_gateway(target: str) -> AbstractAsyncContextManager[Gateway]:
     """A gateway to another MCP server: an ``http(s)://.../mcp`` URL (streamable HTTP)."""
-    async with Client(target) as client:
-        yield Gateway(client)
+    return _session(Client(target), trusted=False)

@@ -1,15 +1,22 @@
-"""Structured results of the MCP tools (their ``outputSchema``).
+"""The MCP tools' arguments (their ``inputSchema`` bounds) and structured results (``outputSchema``).
 
-Every tool returns one of these as ``structured_content`` next to a readable ``text`` (which is
-also the tool's text content block). The gateway parses them back into these models, so the CLI,
-the dashboard and the AI layer all see typed data.
+The argument types below are the one definition of every bound: the tools declare them, and the
+CLI checks its flags against them (:func:`argument_problem`) before calling a tool, with the same
+wording (:func:`invalid_arguments`). Every tool returns one of the result models as
+``structured_content`` next to a readable ``text`` (which is also the tool's text content block).
+The gateway parses them back into these models, so the CLI, the dashboard and the AI layer all
+see typed data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import PydanticCustomError
 
 from netspy_tui.models import (
     ConnectionEvent,
@@ -19,7 +26,103 @@ from netspy_tui.models import (
     ProgramInfo,
     SourceInfo,
     WindowStats,
+    parse_time,
 )
+from netspy_tui.textsafe import clean
+
+MAX_PID = 4_194_304
+MAX_DURATION = 7 * 24 * 3600
+MAX_EVENTS = 1000
+
+
+def _rfc3339(value: str | None) -> str | None:
+    """A time the tools can page on; kept as given (the tool parses it again)."""
+    if value is not None:
+        try:
+            parse_time(value)
+        except ValueError:
+            raise PydanticCustomError("rfc3339_time", "must be an RFC3339 time (e.g. 2026-11-24T12:00:00Z), "
+                                      "not '{value}'", {"value": clean(value, 60)}) from None
+    return value
+
+
+Pid = Annotated[int | None, Field(ge=1, le=MAX_PID, description="Process id (tgid) to filter on.")]
+ProcessName = Annotated[
+    str | None,
+    Field(min_length=1, max_length=64, description="Process name (kernel comm, at most 15 characters) to filter on."),
+]
+Duration = Annotated[
+    int, Field(ge=1, le=MAX_DURATION, description="Time window in seconds, counting back from now (1 to 604800).")
+]
+MaxEvents = Annotated[int, Field(ge=1, le=MAX_EVENTS, description="Most events to return, newest first (1 to 1000).")]
+Since = Annotated[
+    str | None,
+    Field(
+        max_length=64,
+        description="Only events strictly newer than this RFC3339 time (for paging forward / incremental polling).",
+    ),
+    AfterValidator(_rfc3339),
+]
+Until = Annotated[
+    str | None,
+    Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),
+    AfterValidator(_rfc3339),
+]
+Kind = Annotated[Literal["connection", "packet_drop"],
+                 Field(description="Rank by connection attempts or packet drops.")]
+Limit = Annotated[int, Field(ge=1, le=200, description="Most processes to return (1 to 200).")]
+SummaryText = Annotated[str, Field(min_length=1, max_length=20_000, description="Network summary text to explain.")]
+Query = Annotated[str, Field(min_length=1, max_length=4000, description="The question to answer.")]
+
+#: Every tool argument's type, by name (the same name always has the same type and bounds).
+ARGUMENT_TYPES: dict[str, Any] = {
+    "pid": Pid, "process_name": ProcessName, "duration": Duration, "max_events": MaxEvents, "since": Since,
+    "until": Until, "kind": Kind, "limit": Limit, "summary_text": SummaryText, "query": Query,
+}
+
+
+def invalid_arguments(tool: str, exc: ValidationError, names: Mapping[str, str] | None = None) -> str:
+    """One sentence for every way the arguments break their bounds: ``Invalid arguments for TOOL: ...``.
+
+    ``names`` renames arguments as the caller knows them (the CLI's ``--max-events``)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
+        loc = (names or {}).get(loc, loc)
+        ctx = err.get("ctx") or {}
+        kind = err["type"]
+        if kind == "greater_than_equal":
+            parts.append(f"{loc} must be >= {ctx.get('ge')}")
+        elif kind == "less_than_equal":
+            parts.append(f"{loc} must be <= {ctx.get('le')}")
+        elif kind in ("int_parsing", "int_type", "int_from_float"):
+            parts.append(f"{loc} must be a whole number")
+        elif kind == "missing":
+            parts.append(f"{loc} is required")
+        elif kind == "string_too_short":
+            parts.append(f"{loc} must not be empty")
+        elif kind == "string_too_long":
+            parts.append(f"{loc} must be at most {ctx.get('max_length')} characters")
+        elif kind == "rfc3339_time":
+            parts.append(f"{loc} {err['msg']}")
+        else:
+            parts.append(f"{loc}: {err['msg']}")
+    return f"Invalid arguments for {tool}: " + "; ".join(dict.fromkeys(parts)) + "."
+
+
+@cache
+def _arguments_model(names: frozenset[str]) -> type[BaseModel]:
+    fields: dict[str, Any] = {name: (ARGUMENT_TYPES[name], None) for name in sorted(names)}
+    return create_model("Arguments", **fields)
+
+
+def argument_problem(tool: str, arguments: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str | None:
+    """None when ``arguments`` are within the tools' bounds, else the sentence the tool would answer."""
+    try:
+        _arguments_model(frozenset(arguments)).model_validate(dict(arguments))
+    except ValidationError as exc:
+        return invalid_arguments(tool, exc, names)
+    return None
 
 
 class _Result(BaseModel):

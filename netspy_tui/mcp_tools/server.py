@@ -13,24 +13,35 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
-from netspy_tui.errors import NetspyError
+from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
     ConnectionList,
+    Duration,
     Insight,
+    Kind,
+    Limit,
+    MaxEvents,
     NetworkSummary,
     PacketDropList,
     PatternAnalysis,
+    Pid,
     ProcessList,
+    ProcessName,
+    Query,
     ServerStatus,
+    Since,
+    SummaryText,
+    Until,
+    invalid_arguments,
 )
 from netspy_tui.models import (
     ConnectionEvent,
@@ -48,30 +59,7 @@ from netspy_tui.textsafe import clean
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "network-telemetry"
-MAX_DURATION = 7 * 24 * 3600
-MAX_EVENTS = 1000
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
-
-Pid = Annotated[int | None, Field(ge=1, le=4_194_304, description="Process id (tgid) to filter on.")]
-ProcessName = Annotated[
-    str | None,
-    Field(min_length=1, max_length=64, description="Process name (kernel comm, at most 15 characters) to filter on."),
-]
-Duration = Annotated[
-    int, Field(ge=1, le=MAX_DURATION, description="Time window in seconds, counting back from now (1 to 604800).")
-]
-MaxEvents = Annotated[int, Field(ge=1, le=MAX_EVENTS, description="Most events to return, newest first (1 to 1000).")]
-Since = Annotated[
-    str | None,
-    Field(
-        max_length=64,
-        description="Only events strictly newer than this RFC3339 time (for paging forward / incremental polling).",
-    ),
-]
-Until = Annotated[
-    str | None,
-    Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),
-]
 
 #: The AI tools' implementation: (source, tool name, arguments) -> Insight (see mcp_tools.ai_bridge).
 InsightHook = Callable[[TelemetrySource, str, dict[str, Any]], Awaitable[Insight]]
@@ -84,29 +72,6 @@ class ToolContext:
     source: TelemetrySource
     insight: InsightHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _one_line_validation(tool: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
-        ctx = err.get("ctx") or {}
-        kind = err["type"]
-        if kind == "greater_than_equal":
-            parts.append(f"{loc} must be >= {ctx.get('ge')}")
-        elif kind == "less_than_equal":
-            parts.append(f"{loc} must be <= {ctx.get('le')}")
-        elif kind in ("int_parsing", "int_type", "int_from_float"):
-            parts.append(f"{loc} must be a whole number")
-        elif kind == "missing":
-            parts.append(f"{loc} is required")
-        elif kind == "string_too_short":
-            parts.append(f"{loc} must not be empty")
-        elif kind == "string_too_long":
-            parts.append(f"{loc} must be at most {ctx.get('max_length')} characters")
-        else:
-            parts.append(f"{loc}: {err['msg']}")
-    return f"Invalid arguments for {tool}: " + "; ".join(dict.fromkeys(parts)) + "."
 
 
 def _accepts_integer(schema: dict[str, Any]) -> bool:
@@ -148,7 +113,7 @@ class TelemetryServer(MCPServer[ToolContext]):
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:
-            cause = exc.__cause__
+            cause = sole_exception(exc.__cause__) if exc.__cause__ is not None else None
             if isinstance(cause, NetspyError):
                 raise ToolError(str(cause)) from cause
             log.error("tool %s failed unexpectedly", name, exc_info=cause)
@@ -157,7 +122,7 @@ class TelemetryServer(MCPServer[ToolContext]):
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
-                raise ToolError(_one_line_validation(name, cause)) from cause
+                raise ToolError(invalid_arguments(name, cause)) from cause
             if isinstance(cause, NetspyError):
                 raise ToolError(str(cause)) from cause
             raise
@@ -188,13 +153,9 @@ async def _check_subject(source: TelemetrySource, kind: EventKind, pid: int | No
         )
 
 
-def _since(value: str | None, name: str = "since") -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise ToolError(f"{name}: {clean(exc, 120)}.") from None
+def _time(value: str | None) -> datetime | None:
+    """A ``since``/``until`` argument (already checked by its schema type) as a datetime."""
+    return None if value is None else parse_time(value)
 
 
 async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
@@ -216,8 +177,8 @@ async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None
                 ) -> tuple[list[Any], int, str, bool, datetime | None, EventPage]:
     tc = _ctx(ctx)
     await _check_subject(tc.source, kind, pid, process_name)
-    since_dt = _since(since)
-    until_dt = _since(until, "until")
+    since_dt = _time(since)
+    until_dt = _time(until)
     page = await tc.source.query(EventQuery(kind=kind, pid=pid, command=process_name, since=since_dt,
                                             until=until_dt, limit=max_events))
     info = await tc.source.info()
@@ -328,10 +289,8 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
     async def list_processes(
         ctx: Context[ToolContext, Any],
         duration: Duration = 60,
-        kind: Annotated[
-            Literal["connection", "packet_drop"], Field(description="Rank by connection attempts or packet drops.")
-        ] = "connection",
-        limit: Annotated[int, Field(ge=1, le=200, description="Most processes to return (1 to 200).")] = 20,
+        kind: Kind = "connection",
+        limit: Limit = 20,
     ) -> Annotated[CallToolResult, ProcessList]:
         """Top talkers: processes ranked by connection attempts (or drops) in the window."""
         tc = _ctx(ctx)
@@ -370,9 +329,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
     @srv.tool(annotations=READ_ONLY.model_copy(update={"open_world_hint": True}))
     async def ai_insights(
         ctx: Context[ToolContext, Any],
-        summary_text: Annotated[
-            str, Field(min_length=1, max_length=20_000, description="Network summary text to explain.")
-        ],
+        summary_text: SummaryText,
     ) -> Annotated[CallToolResult, Insight]:
         """Ask an AI model (any OpenAI-compatible API) to explain a network summary."""
         return await _insight(ctx, "ai_insights", {"summary_text": summary_text})
@@ -380,7 +337,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
     @srv.tool(annotations=READ_ONLY.model_copy(update={"open_world_hint": True}))
     async def contextual_analysis(
         ctx: Context[ToolContext, Any],
-        query: Annotated[str, Field(min_length=1, max_length=4000, description="The question to answer.")],
+        query: Query,
         pid: Pid = None,
         process_name: ProcessName = None,
         duration: Duration = 300,

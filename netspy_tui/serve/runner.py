@@ -23,6 +23,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from netspy_tui.errors import NetspyError
 from netspy_tui.serve.app import create_app, guard_middleware, text_response
 from netspy_tui.telemetry.source import TelemetrySource
 
@@ -145,7 +146,14 @@ async def serve_async(
             on_started(url)
 
     server = _Server(_config(app, host, port), on_started=started)
-    running = asyncio.ensure_future(server.serve())
+
+    async def run() -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits when it cannot bind (it logged why): reported below, in one line
+            pass
+
+    running = asyncio.ensure_future(run())
     try:
         await asyncio.shield(running)
     except asyncio.CancelledError:
@@ -154,7 +162,8 @@ async def serve_async(
         await running
         raise
     if not server.started:
-        raise OSError(f"could not serve on {host}:{port} (see the log above)")
+        raise NetspyError(f"Could not listen on {host}:{port} (the line above says why)",
+                          "pick another --port, or stop what listens there")
 
 
 def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> None:

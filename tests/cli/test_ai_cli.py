@@ -48,3 +48,32 @@ def test_ai_errors_are_one_line_and_never_show_the_key(run_cli):
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("netspy-tui: ")
     assert KEY not in out.stderr and KEY[:8] not in out.stderr
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens once the socket is closed
+
+
+def test_contextual_analysis_failures_are_one_line_never_an_exception_group(run_cli):
+    """The AI stream runs inside the gateway's MCP session (an anyio task group): its error must come
+    out as the one line it is, not as an ExceptionGroup traceback, streamed or --json."""
+    events = [connection_json(pid=4242, command="curl", ago=2)]
+    with FakeEbpfServer("current", events=events) as srv:
+        cases = [
+            ({}, "No AI model is configured"),
+            ({"OPENAI_BASE_URL": _closed_port_url(), "OPENAI_API_KEY": KEY}, "Could not connect to the AI server"),
+        ]
+        for env, fragment in cases:
+            for extra in ([], ["--json"]):
+                out = run_cli("--tool", "contextual_analysis", "--query", "why", "--server", srv.url, *extra,
+                              env=env)
+                assert out.returncode == 1, (env, extra, out.stderr)
+                assert "Traceback" not in out.stderr and "ExceptionGroup" not in out.stderr, out.stderr
+                assert out.stderr.count("\n") == 1 and out.stderr.startswith("netspy-tui: "), out.stderr
+                assert fragment in out.stderr, (extra, out.stderr)
+                assert KEY not in out.stderr and out.stdout == ""

@@ -1,7 +1,17 @@
-"""`netspy-tui repl` driven through stdin, as a user types."""
+"""`netspy-tui repl` driven through stdin (a pipe, as a script feeds it) and a pty (as a user types)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import sys
+import time
+from pathlib import Path
 
 from tests.factories import connection_json
 from tests.fake_ebpf_server import FakeEbpfServer
+from tests.hardening.conftest import DEMO
 
 
 def test_repl_runs_seed_commands_and_survives_mistakes(run_cli):
@@ -27,7 +37,7 @@ def test_repl_runs_seed_commands_and_survives_mistakes(run_cli):
     assert "error: Unknown command 'frobnicate'" in text
     assert "list_connections" in text and "Commands:" in text
     assert "Top destinations:" in text
-    assert text.count("netspy> ") >= 8
+    assert "netspy>" not in text  # input is piped: no prompt
     assert "Traceback" not in out.stderr
 
 
@@ -36,3 +46,92 @@ def test_repl_ends_cleanly_at_end_of_input(run_cli):
         out = run_cli("repl", "--server", srv.url, input="summary\n")
     assert out.returncode == 0
     assert "made 0 outbound connection attempts" in out.stdout
+
+
+class Terminal:
+    """The REPL on a pseudo-terminal: keys in, screen bytes out."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: become the REPL on the pty
+            os.execve(sys.executable, [sys.executable, "-m", "netspy_tui", *args], env)
+        self.screen = b""
+
+    def expect(self, needle: bytes, count: int = 1, timeout: float = 30) -> None:
+        """Wait until ``needle`` has appeared ``count`` times in the output (fail after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while self.screen.count(needle) < count:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {needle!r} x{count} in {self.screen[-2000:]!r}"
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:  # the child closed the terminal
+                    chunk = b""
+                assert chunk, f"the REPL ended before {needle!r}: {self.screen[-2000:]!r}"
+                self.screen += chunk
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.fd, keys)
+
+    def wait(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            with_output = select.select([self.fd], [], [], 0.1)[0]
+            if with_output:
+                try:
+                    self.screen += os.read(self.fd, 4096)
+                except OSError:
+                    pass
+        os.kill(self.pid, 9)
+        raise AssertionError(f"the REPL did not exit: {self.screen[-2000:]!r}")
+
+
+def test_repl_on_a_terminal_edits_completes_and_remembers(cli_env, tmp_path: Path):
+    env = {**cli_env, "TERM": "xterm"}
+    term = Terminal(["repl", "--replay", str(DEMO), "--replay-speed", "0"], env)
+    term.expect(b"netspy> ")
+    term.type(b"summ\t")  # tab completes the command name (the command bar's completion)
+    term.expect(b"summary ")
+    term.type(b"--dur\t")  # ... and the command's flags
+    term.expect(b"--duration ")
+    term.type(b"600\r")
+    term.expect(b"over the last 600 seconds")
+    term.expect(b"netspy> ", count=2)
+    term.type(b"\x1b[A")  # up arrow: the previous line comes back
+    term.expect(b"summary --duration 600", count=2)
+    term.type(b"\x01\x1b[3~\x1b[3~\x1b[3~\x1b[3~\x1b[3~\x1b[3~\x1b[3~analyze\r")  # edit it: ctrl-a, delete, type
+    term.expect(b"Top destinations:")
+    term.expect(b"netspy> ", count=3)
+    term.type(b"\x04")  # ctrl-d on an empty line leaves
+    assert term.wait() == 0
+    os.close(term.fd)
+    history = (tmp_path / "state" / "netspy-tui" / "repl_history").read_text()
+    assert "summary --duration 600" in history and "analyze --duration 600" in history
+
+
+def test_piped_repl_prints_no_prompt(run_cli):
+    out = run_cli("repl", "--replay", str(DEMO), "--replay-speed", "0", input="summary --duration 600\nquit\n")
+    assert out.returncode == 0, out.stderr
+    assert "over the last 600 seconds" in out.stdout
+    assert "netspy>" not in out.stdout and "\x1b" not in out.stdout
+
+
+def test_ctrl_c_at_the_prompt_leaves_the_terminal_as_it_was(cli_env):
+    import termios
+
+    term = Terminal(["repl", "--replay", str(DEMO), "--replay-speed", "0"], {**cli_env, "TERM": "xterm"})
+    term.expect(b"netspy> ")
+    term.type(b"summ")  # readline has the terminal in its own mode while the user types
+    term.expect(b"summ")
+    before_exit = termios.tcgetattr(term.fd)
+    assert not before_exit[3] & termios.ICANON  # (the master reads the terminal's modes)
+    term.type(b"\x03")  # ctrl-c leaves the REPL ...
+    assert term.wait() == 130
+    after = termios.tcgetattr(term.fd)  # ... and the terminal's modes are back: echo, line editing
+    os.close(term.fd)
+    assert after[3] & termios.ICANON and after[3] & termios.ECHO

@@ -33,8 +33,8 @@ FLAG_CASES: list[tuple[list[str], int, str]] = [
 #: Values the settings model refuses (after argparse accepted them): exit 2 naming the setting.
 SETTING_CASES: list[tuple[list[str], int, str]] = [
     (["--tool", "list_connections", "--timeout", "inf"], 2, "invalid setting timeout: Input should be less than"),
-    (["--tool", "list_connections", "--interval", "0.01"], 2, "invalid setting interval"),
-    (["--tool", "list_connections", "--window", "999999999"], 2, "invalid setting window"),
+    (["--interval", "0.01", "--show-config"], 2, "invalid setting interval"),
+    (["--window", "999999999", "--show-config"], 2, "invalid setting window"),
     (["--tool", "list_connections", "--replay-speed", "nan", "--replay", str(DEMO)], 2, "invalid setting replay_speed"),
     (["--tool", "list_connections", "--server", "notaurl"], 2,
      "invalid setting server: 'notaurl' is not a usable eBPF server URL (it must start with http:// or https://)"),
@@ -56,19 +56,57 @@ def test_bad_flags_and_settings_are_one_line_with_exit_2(cli: Cli) -> None:
         assert "tökén-secret" not in line  # a refused token is never echoed
 
 
-def test_values_only_the_tool_can_judge_exit_1(cli: Cli) -> None:
-    """Replay as the source: the tool's schema answers, one line, exit 1."""
+def test_out_of_range_values_exit_2_with_the_tools_own_bounds(cli: Cli) -> None:
+    """The CLI checks --tool flags against the MCP schema's bounds (one definition) before any source
+    opens: exit 2, one line, the tool's wording with the flag's name."""
     cases = [
-        (["--pid", "99999999999999999999999"], "Invalid arguments for list_connections: pid must be <= 4194304."),
+        (["--max-events", "1001"], "Invalid arguments for list_connections: --max-events must be <= 1000."),
+        (["--pid", "99999999999999999999"], "Invalid arguments for list_connections: --pid must be <= 4194304."),
+        (["--process", ""], "Invalid arguments for list_connections: --process must not be empty."),
+        (["--since", "yesterday"], "Invalid arguments for list_connections: --since must be an RFC3339 time "
+                                   "(e.g. 2026-11-24T12:00:00Z), not 'yesterday'."),
+        (["--since", "\x1b[31myesterday"], "not '\\x1b[31myesterday'"),
         (["--max-events", "99999999999999999999", "--process", ""],
-         "Invalid arguments for list_connections: process_name must not be empty; max_events must be <= 1000."),
-        (["--since", "\x1b[31myesterday"], "since: '\\x1b[31myesterday' is not an RFC3339 time"),
+         "--max-events must be <= 1000; --process must not be empty."),
     ]
-    runs = cli.many([["--tool", "list_connections", "--replay", str(DEMO), "--replay-speed", "0", *args]
-                     for args, _ in cases])
+    # no server answers at this URL: an exit 2 here comes before any attempt to reach it
+    runs = cli.many([["--tool", "list_connections", "--server", "http://127.0.0.1:9", *args] for args, _ in cases])
+    runs.append(cli("--tool", "get_network_summary", "--duration", "604801", "--server", "http://127.0.0.1:9"))
+    cases.append((["--duration", "604801"], "Invalid arguments for get_network_summary: --duration must be <= 604800."))
     for (args, fragment), run in zip(cases, runs, strict=True):
-        line = assert_one_line_error(run, 1)
+        line = assert_one_line_error(run, 2)
         assert fragment in line, (args, line)
+
+
+def test_flags_that_do_not_apply_are_refused_with_exit_2(cli: Cli) -> None:
+    cases = [
+        (["serve", "--http"], "--http does not apply to serve (it is an option of mcp) (see netspy-tui serve --help)"),
+        (["repl", "--tool", "server_status"], "--tool does not apply to repl"),
+        (["--tool", "server_status", "repl"], "--tool does not apply to repl"),
+        (["--server", "http://127.0.0.1:9", "serve"], "--server does not apply to serve"),
+        (["mcp", "--port", "9000"], "--host and --port apply to mcp --http"),
+        (["--pid", "5"], "--pid does not apply to the dashboard (it is an option of --tool)"),
+        (["--tool", "list_processes", "--pid", "5"], "--tool list_processes takes no --pid (its flags: --duration)"),
+        (["--tool", "list_connections", "--window", "60"], "--window does not apply to --tool"),
+        (["repl", "--interval", "2"], "--interval does not apply to repl (it is an option of the dashboard)"),
+        (["serve", "--bogus"], "unrecognized arguments: --bogus (see netspy-tui serve --help)"),
+        (["tui", "--json"], "--json does not apply to the dashboard"),
+    ]
+    runs = cli.many([args for args, _ in cases])
+    for (args, fragment), run in zip(cases, runs, strict=True):
+        line = assert_one_line_error(run, 2)
+        assert fragment in line, (args, line)
+
+
+def test_each_command_has_its_own_help(cli: Cli) -> None:
+    runs = cli.many([["mcp", "--help"], ["serve", "--help"], ["repl", "--help"], ["tui", "--help"], ["--help"]])
+    mcp, serve, repl, tui, top = (run.stdout for run in runs)
+    assert all(run.returncode == 0 for run in runs)
+    assert mcp.startswith("usage: netspy-tui mcp") and "  --http " in mcp and "  --pid " not in mcp
+    assert serve.startswith("usage: netspy-tui serve") and "  --http " not in serve and "  --server " not in serve
+    assert repl.startswith("usage: netspy-tui repl") and "  --port " not in repl and "  --tool " not in repl
+    assert "  --interval " in tui and "  --tool " not in tui
+    assert "  --tool TOOL " in top and "  --http " not in top and "{tui,repl,mcp,serve}" in top
 
 
 def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
@@ -78,7 +116,17 @@ def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage")
     wrong = tmp_path / "wrong.toml"
     wrong.write_text('timeout = "abc"\n')
+    typo = tmp_path / "typo.toml"
+    typo.write_text('sever = "http://127.0.0.1:9"\ntimeout = 3\n')
+    env_only = tmp_path / "env-only.toml"
+    env_only.write_text('openai_api_key = "sk-in-the-file-1234"\n')
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# padding\n" * 110_000)  # 1.1 MB of comments: valid TOML, but no config file is that big
     cases = [
+        ({"NETSPY_CONFIG": str(typo)}, f"unknown setting 'sever' (did you mean 'server'?) in the config file {typo}"),
+        ({"NETSPY_CONFIG": str(env_only)}, "unknown setting 'openai_api_key' (set OPENAI_API_KEY in the environment"),
+        ({"NETSPY_CONFIG": str(tmp_path)}, f"the config file {tmp_path} is a directory, not a file"),
+        ({"NETSPY_CONFIG": str(huge)}, f"the config file {huge} is larger than 1 MiB"),
         ({"NETSPY_CONFIG": str(broken)}, f"cannot read the config file {broken}: not valid TOML"),
         ({"NETSPY_CONFIG": str(binary)}, f"cannot read the config file {binary}: not UTF-8 text"),
         ({"NETSPY_CONFIG": str(wrong)}, "invalid setting timeout: Input should be a valid number"),
@@ -90,7 +138,7 @@ def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
     for (env, fragment), run in zip(cases, runs, strict=True):
         line = assert_one_line_error(run, 2)
         assert fragment in line, (env, line)
-        assert "two words" not in line
+        assert "two words" not in line and "sk-in-the-file" not in line
 
 
 def test_unusable_files_are_one_line_exit_1(cli: Cli, tmp_path: Path) -> None:
@@ -116,3 +164,19 @@ def test_an_infinite_replay_speed_is_instant(cli: Cli) -> None:
     run = cli("--tool", "get_network_summary", "--replay", str(DEMO), "--replay-speed", "inf", "--duration", "600")
     assert run.returncode == 0, run.stderr
     assert "outbound connection attempts" in run.stdout
+
+
+def test_a_port_in_use_is_one_sentence_never_a_traceback(cli: Cli) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        runs = cli.many([["serve", "--port", port, "--replay", str(DEMO), "--replay-speed", "0"],
+                         ["mcp", "--http", "--port", port, "--replay", str(DEMO), "--replay-speed", "0"]])
+    for run in runs:
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run
+        lines = run.stderr.splitlines()
+        assert "address already in use" in lines[-2]  # uvicorn's own log line says why ...
+        assert lines[-1].startswith(f"netspy-tui: Could not listen on 127.0.0.1:{port}")  # ... and the error ends it

@@ -100,3 +100,19 @@ async def test_streamable_http_serves_the_same_tools(mcp_http):
         result = await client.call_tool("get_network_summary", {"process_name": "curl"})
     assert names == EXPECTED_TOOLS
     assert "made 1 outbound connection attempt" in result.content[0].text
+
+
+async def test_stdio_contextual_analysis_with_an_unreachable_ai_is_one_sentence(server):
+    """The AI tool opens its own in-process MCP session; the AI's error must reach the outside client
+    as the sentence it is, not as 'failed unexpectedly (ExceptionGroup)'."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    env = {**_env(), "OPENAI_BASE_URL": closed, "OPENAI_API_KEY": "sk-test-unreachable"}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "netspy_tui", "mcp", "--server", server.url],
+                                   env=env)
+    async with Client(params, read_timeout_seconds=60) as client:
+        result = await client.call_tool("contextual_analysis", {"query": "why?"})
+    text = result.content[0].text
+    assert result.is_error
+    assert "Could not connect to the AI server" in text and "ExceptionGroup" not in text and "unexpectedly" not in text

@@ -121,7 +121,11 @@ async def test_list_processes_ranks_top_talkers(source):
         ("get_network_summary", {"duration": 10**9}, "duration must be <= 604800"),
         ("list_connections", {"max_events": 5000}, "max_events must be <= 1000"),
         ("list_connections", {"max_events": "many"}, "max_events must be a whole number"),
-        ("list_connections", {"since": "yesterday"}, "since: 'yesterday' is not an RFC3339 time"),
+        ("list_connections", {"since": "yesterday"},
+         "Invalid arguments for list_connections: since must be an RFC3339 time (e.g. 2026-11-24T12:00:00Z), "
+         "not 'yesterday'."),
+        ("list_packet_drops", {"since": "soon", "max_events": 0},
+         "Invalid arguments for list_packet_drops: max_events must be >= 1; since must be an RFC3339 time"),
         ("get_network_summary", {"pid": 1234, "process_name": "nginx"}, "pid 1234 is 'curl', not 'nginx'"),
         ("ai_insights", {}, "summary_text is required"),
     ],
@@ -158,4 +162,4 @@ async def test_until_pages_backward(source):
         bad = await gw.call("list_connections", {"until": "soon"})
     assert older.events[0].id == first.events[-1].id  # until is inclusive
     assert older.events[1].time < first.events[-1].time
-    assert bad.is_error and bad.text.startswith("until: 'soon' is not an RFC3339 time")
+    assert bad.is_error and bad.text.startswith("Invalid arguments for list_connections: until must be an RFC3339")

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netspy_tui.commands import COMMAND_NAMES, help_text, parse_command
+from netspy_tui.commands import COMMAND_NAMES, complete_word, help_text, parse_command
 from netspy_tui.errors import UsageError
 
 
@@ -64,3 +64,10 @@ def test_parser_never_raises_anything_but_usage_errors(line):
         parse_command(line)
     except UsageError as exc:
         assert "\n" not in str(exc)
+
+
+def test_complete_word_offers_commands_then_unused_flags():
+    assert complete_word("d") == ["drops", "dropsummary"]
+    assert complete_word("list --p") == ["--pid", "--process"]
+    assert complete_word("list --pid 3 --p") == ["--process"]  # a flag given already is not offered again
+    assert complete_word("status --") == [] and complete_word("frob --p") == [] and complete_word("list cu") == []

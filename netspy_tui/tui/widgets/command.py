@@ -8,14 +8,15 @@ from textual.containers import VerticalScroll
 from textual.suggester import Suggester
 from textual.widgets import Input, Static
 
-from netspy_tui.commands import COMMANDS
+from netspy_tui.commands import complete_word
 from netspy_tui.textsafe import clean
 
 HISTORY_LIMIT = 100
 
 
 class CommandSuggester(Suggester):
-    """Completes from history first, then command names, then the current command's flags."""
+    """Completes from history first, then command names, then the current command's flags
+    (:func:`netspy_tui.commands.complete_word`, which the REPL's readline completion uses too)."""
 
     def __init__(self, history: list[str]) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
@@ -28,19 +29,9 @@ class CommandSuggester(Suggester):
             if past.startswith(value) and past != value:
                 return past
         words = value.split(" ")
-        if len(words) == 1:
-            for spec in COMMANDS:
-                if spec.name.startswith(words[0].lower()) and spec.name != words[0]:
-                    return spec.name
-            return None
-        last = words[-1]
-        spec = next((s for s in COMMANDS if words[0].lower() in (s.name, *s.aliases)), None)
-        if spec is None or not last.startswith("-"):
-            return None
-        used = set(words[1:-1])
-        for flag in spec.flags:
-            if flag.startswith(last) and flag != last and flag not in used:
-                return " ".join([*words[:-1], flag]) + " "
+        for candidate in complete_word(value):
+            if candidate != words[-1]:
+                return " ".join([*words[:-1], candidate]) + (" " if len(words) > 1 else "")
         return None
 
 

@@ -1,0 +1,32 @@
+"""`--log-file`: any command logs to a rotated file instead of stderr; secrets never reach it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netspy_tui.logs import MAX_BYTES
+from tests.hardening.conftest import DEMO
+
+TOKEN = "tok-logfile-secret-42"
+
+
+def test_log_file_rotates_and_never_holds_the_token(run_cli, tmp_path: Path):
+    log = tmp_path / "logs" / "netspy.log"
+    log.parent.mkdir()
+    log.write_text("old line\n" * (MAX_BYTES // 9 + 1))  # already at the size limit: the next record rotates it
+    out = run_cli("--tool", "get_network_summary", "--replay", str(DEMO), "--replay-speed", "0", "--duration", "600",
+                  "--verbose", "--log-file", str(log), "--token", TOKEN)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # the log went to the file, not to stderr
+    rotated = log.with_name("netspy.log.1")
+    assert rotated.is_file() and rotated.read_text().startswith("old line\n")
+    text = log.read_text()
+    assert "DEBUG" in text and "old line" not in text
+    assert TOKEN not in text + out.stdout
+
+
+def test_an_unwritable_log_file_is_one_line_exit_2(run_cli, tmp_path: Path):
+    out = run_cli("--tool", "server_status", "--log-file", str(tmp_path), "--server", "http://127.0.0.1:9")
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"netspy-tui: cannot write the log file {tmp_path}: Is a directory")
+    assert out.stderr.count("\n") == 1 and out.stdout == ""
