@@ -20,6 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
+from netspy_tui import __version__
 from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError
@@ -247,6 +248,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
 
     srv = TelemetryServer(
         SERVER_NAME,
+        version=__version__,
         instructions=(
             "Read-only network telemetry of one Linux host: every connect() attempt with its outcome and "
             "kernel packet drops with reasons. Start with get_network_summary or list_processes, then narrow "
