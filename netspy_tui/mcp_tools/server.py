@@ -225,6 +225,11 @@ async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None
     return list(page.events), page.total_count, info.label, info.sampled, since_dt, page
 
 
+def _page_notes(page: EventPage) -> tuple[str, str]:
+    return (describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until),
+            describe.not_events_note(page.not_events))
+
+
 async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, process_name: str | None,
                     duration: int, top_n: int = 10) -> PatternAnalysis:
     await _check_subject(source, kind, pid, process_name)
@@ -234,7 +239,8 @@ async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, p
     rate = stats.total / (duration / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
-    text = describe.with_notes(describe.patterns_text(stats, rate, ratio), describe.loss_note(losses))
+    text = describe.with_notes(describe.patterns_text(stats, rate, ratio), describe.loss_note(losses),
+                               describe.not_events_note(stats.not_events))
     return PatternAnalysis(text=text, stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4),
                            source=info.label, losses=losses, counts_exact=counts_exact(losses))
 
@@ -279,10 +285,11 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
                                                                     max_events, since, until)
         conns = [e for e in events if isinstance(e, ConnectionEvent)]
         text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
-                                   describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until))
+                                   *_page_notes(page))
         return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
                                       truncated=total > len(conns), pid=pid, process_name=process_name,
-                                      since=since_dt, source=label, sampled=sampled, not_kept=page.not_kept), text)
+                                      since=since_dt, source=label, sampled=sampled, not_kept=page.not_kept,
+                                      not_events=page.not_events), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_patterns(
@@ -313,10 +320,11 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
                                                               since, until)
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
         text = describe.with_notes(describe.list_text("packet_drop", drops, total, pid, process_name),
-                                   describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until))
+                                   *_page_notes(page))
         return _result(PacketDropList(text=text, events=drops, total_count=total, returned=len(drops),
                                       truncated=total > len(drops), pid=pid, process_name=process_name,
-                                      since=since_dt, source=label, not_kept=page.not_kept), text)
+                                      since=since_dt, source=label, not_kept=page.not_kept,
+                                      not_events=page.not_events), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_packet_drops(
