@@ -210,12 +210,31 @@ def contract_drop_reason(reason: str, protocol: str | None, code: int) -> str:
     return f"UNKNOWN({code})"
 
 
+def contract_drop(reason: str, protocol: str | None, code: int) -> tuple[str, int]:
+    """The original server's ``(drop_reason, drop_reason_code)`` for a kernel reason and its number.
+
+    Its codes are 1 ``SKB_FREE``, 2 ``TCP_DROP``, 3 ``UDP_DROP``, 4 ``ICMP_DROP``, 5 ``NETFILTER_DROP``;
+    any other ``n`` reads ``UNKNOWN(n)``. A reason without a category keeps its kernel number unless that
+    number is one of 1–5, which a client would read as a category: then it is ``UNKNOWN(0)``, 0.
+    """
+    category = contract_drop_reason(reason, protocol, code)
+    if category in CONTRACT_DROP_REASONS:
+        return category, CONTRACT_DROP_REASONS.index(category) + 1
+    number = category.removeprefix("UNKNOWN(").removesuffix(")")
+    n = int(number) if number.isdigit() and len(number) < 11 else code
+    if 1 <= n <= len(CONTRACT_DROP_REASONS) or not 0 <= n < 2**32:
+        n = 0
+    return f"UNKNOWN({n})", n
+
+
 class PacketDropEvent(_EventBase):
     """One packet dropped by the kernel.
 
     ``drop_reason`` holds the kernel's own reason name (``NO_SOCKET``, ``TCP_INVALID_SEQUENCE``, ...)
-    whenever it is known. On the wire, ``netspy-tui serve`` sends the original server's category in
-    ``drop_reason`` and the kernel name in ``kernel_drop_reason``; parsing swaps them back.
+    whenever it is known, and ``drop_reason_code`` its number (``enum skb_drop_reason``). On the wire,
+    ``netspy-tui serve`` sends the original server's category and code (:func:`contract_drop`) in
+    ``drop_reason`` / ``drop_reason_code`` and the kernel's in ``kernel_drop_reason`` /
+    ``kernel_drop_reason_code``; parsing swaps them back.
     """
 
     type: Literal["packet_drop"] = "packet_drop"
@@ -229,9 +248,15 @@ class PacketDropEvent(_EventBase):
     @model_validator(mode="before")
     @classmethod
     def _kernel_reason(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("kernel_drop_reason"), str) and data["kernel_drop_reason"]:
-            data = {**data, "drop_reason": data["kernel_drop_reason"]}
+        if not isinstance(data, dict):
+            return data
+        reason, code = data.get("kernel_drop_reason"), data.get("kernel_drop_reason_code")
+        if isinstance(reason, str) and reason:
+            data = {**data, "drop_reason": reason}
             data.pop("kernel_drop_reason")
+        if isinstance(code, int) and not isinstance(code, bool):
+            data = {**data, "drop_reason_code": code}
+            data.pop("kernel_drop_reason_code")
         return data
 
 
