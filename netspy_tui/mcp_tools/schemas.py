@@ -101,6 +101,8 @@ class ProcessList(_Windowed):
     processes: list[ProcessStat]
     total_events: int
     source: str
+    not_events: int = 0
+    """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
 
 
 class ServerStatus(_Result):

@@ -349,10 +349,11 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         info = await tc.source.info()
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
-        text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses))
+        text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses),
+                                   describe.not_events_note(stats.not_events))
         return _result(ProcessList(text=text, kind=kind, duration_seconds=duration, processes=procs,
                                    total_events=stats.total, source=info.label, losses=losses,
-                                   counts_exact=counts_exact(losses)), text)
+                                   counts_exact=counts_exact(losses), not_events=stats.not_events), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:

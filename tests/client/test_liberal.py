@@ -62,6 +62,8 @@ async def test_null_event_items_are_skipped_counted_and_said_once(generation, ca
     assert data["returned"] == 1 and data["not_events"] == 1 and text.count(NOTE_ONE) == 1
     _, text, data = results["analyze_patterns"]
     assert data["stats"]["total"] == 2 and data["stats"]["not_events"] == 1 and text.count(NOTE_ONE) == 1
+    _, text, data = results["list_processes"]
+    assert data["processes"][0]["attempts"] == 2 and data["not_events"] == 1 and text.count(NOTE_ONE) == 1
     _, text, data = results["get_network_summary"]
     assert data["count"] == 2
     warnings = [r for r in caplog.records if "not events" in r.getMessage()]
