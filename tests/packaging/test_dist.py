@@ -6,6 +6,7 @@ results, screenshots — so the exclusions are tested, not assumed.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,8 @@ _SKIP = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", ".pytest_
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[str, bytes]]:
     """(names in the sdist, wheel files by name)."""
-    pytest.importorskip("build", reason="the `test` extra installs build")
-    pytest.importorskip("hatchling", reason="the `test` extra installs hatchling")
+    missing = [m for m in ("build", "hatchling") if importlib.util.find_spec(m) is None]
+    assert not missing, f"{missing} missing: install the `test` extra (pip install '.[test]')"
     base = tmp_path_factory.mktemp("dist")
     tree = base / "netspy-tui"
     shutil.copytree(ROOT, tree, ignore=_SKIP)
