@@ -15,7 +15,16 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 EventKind = Literal["connection", "packet_drop"]
 
@@ -201,12 +210,31 @@ def contract_drop_reason(reason: str, protocol: str | None, code: int) -> str:
     return f"UNKNOWN({code})"
 
 
+def contract_drop(reason: str, protocol: str | None, code: int) -> tuple[str, int]:
+    """The original server's ``(drop_reason, drop_reason_code)`` for a kernel reason and its number.
+
+    Its codes are 1 ``SKB_FREE``, 2 ``TCP_DROP``, 3 ``UDP_DROP``, 4 ``ICMP_DROP``, 5 ``NETFILTER_DROP``;
+    any other ``n`` reads ``UNKNOWN(n)``. A reason without a category keeps its kernel number unless that
+    number is one of 1–5, which a client would read as a category: then it is ``UNKNOWN(0)``, 0.
+    """
+    category = contract_drop_reason(reason, protocol, code)
+    if category in CONTRACT_DROP_REASONS:
+        return category, CONTRACT_DROP_REASONS.index(category) + 1
+    number = category.removeprefix("UNKNOWN(").removesuffix(")")
+    n = int(number) if number.isdigit() and len(number) < 11 else code
+    if 1 <= n <= len(CONTRACT_DROP_REASONS) or not 0 <= n < 2**32:
+        n = 0
+    return f"UNKNOWN({n})", n
+
+
 class PacketDropEvent(_EventBase):
     """One packet dropped by the kernel.
 
     ``drop_reason`` holds the kernel's own reason name (``NO_SOCKET``, ``TCP_INVALID_SEQUENCE``, ...)
-    whenever it is known. On the wire, ``netspy-tui serve`` sends the original server's category in
-    ``drop_reason`` and the kernel name in ``kernel_drop_reason``; parsing swaps them back.
+    whenever it is known, and ``drop_reason_code`` its number (``enum skb_drop_reason``). On the wire,
+    ``netspy-tui serve`` sends the original server's category and code (:func:`contract_drop`) in
+    ``drop_reason`` / ``drop_reason_code`` and the kernel's in ``kernel_drop_reason`` /
+    ``kernel_drop_reason_code``; parsing swaps them back.
     """
 
     type: Literal["packet_drop"] = "packet_drop"
@@ -220,9 +248,15 @@ class PacketDropEvent(_EventBase):
     @model_validator(mode="before")
     @classmethod
     def _kernel_reason(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("kernel_drop_reason"), str) and data["kernel_drop_reason"]:
-            data = {**data, "drop_reason": data["kernel_drop_reason"]}
+        if not isinstance(data, dict):
+            return data
+        reason, code = data.get("kernel_drop_reason"), data.get("kernel_drop_reason_code")
+        if isinstance(reason, str) and reason:
+            data = {**data, "drop_reason": reason}
             data.pop("kernel_drop_reason")
+        if isinstance(code, int) and not isinstance(code, bool):
+            data = {**data, "drop_reason_code": code}
+            data.pop("kernel_drop_reason_code")
         return data
 
 
@@ -235,21 +269,27 @@ def parse_event(data: Any) -> ConnectionEvent | PacketDropEvent:
     return _EVENT_ADAPTER.validate_python(data)
 
 
+def _is_event(item: Any) -> bool:
+    """An object of a known event ``type``: anything else in a list of events (``null``, a number, an
+    object of a kind this client does not know) is not an event to show."""
+    return isinstance(item, dict) and item.get("type") in ("connection", "packet_drop")
+
+
+def split_events(items: list[Any]) -> tuple[list[Any], int]:
+    """The items of a list that are events, and how many were not (skipped)."""
+    kept = [item for item in items if _is_event(item)]
+    return kept, len(items) - len(kept)
+
+
 def parse_events(items: Any) -> tuple[list[ConnectionEvent | PacketDropEvent], int]:
-    """Parse a list of events, skipping (and counting) objects of an unknown ``type``.
+    """Parse a list of events, skipping (and counting) items that are not events (:func:`split_events`).
 
     Events of a known type with wrong field types still raise: that is a broken server.
     """
     if not isinstance(items, list):
         raise TypeError(f"expected a list of events, got {type(items).__name__}")
-    events: list[ConnectionEvent | PacketDropEvent] = []
-    skipped = 0
-    for item in items:
-        if isinstance(item, dict) and item.get("type") not in ("connection", "packet_drop"):
-            skipped += 1
-            continue
-        events.append(parse_event(item))
-    return events, skipped
+    kept, skipped = split_events(items)
+    return [parse_event(item) for item in kept], skipped
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -260,6 +300,22 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 # --- eBPF server responses -------------------------------------------------------------
+
+
+def _time_or_text(value: Any) -> Any:
+    """``query_time`` is a plain string in the specs: a time when it parses, else the text as sent."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return _DATETIME.validate_python(value)
+        except ValidationError:
+            return value
+    return None  # not even a string: nothing to keep
+
+
+QueryTime = Annotated[datetime | str | None, BeforeValidator(_time_or_text)]
+"""A server's ``query_time``: a datetime when it is one, otherwise its text (never an error)."""
 
 
 class HealthResponse(_Wire):
@@ -280,8 +336,29 @@ class SummaryResponse(_Wire):
     pid: int | None = None
     command: str | None = None
     duration_seconds: int = 0
-    query_time: datetime | None = None
+    query_time: QueryTime = None
     count_by_node: dict[str, int] | None = None
+
+
+def _skip_non_events(data: Any, key: str) -> Any:
+    """A response with the items that are not events taken out of ``data[key]`` (a list of events, or a
+    map of them: ``events_by_pid``) and counted in ``not_events``; ``null`` lists read as empty."""
+    if not isinstance(data, dict):
+        return data
+    value = _null_is_empty(data.get(key))
+    skipped = 0
+    if isinstance(value, list):
+        value, skipped = split_events(value)
+    elif isinstance(value, dict):
+        kept: dict[Any, Any] = {}
+        for name, items in value.items():
+            items = _null_is_empty(items)
+            if isinstance(items, list):
+                items, n = split_events(items)
+                skipped += n
+            kept[name] = items
+        value = kept
+    return {**data, key: value, "not_events": skipped}
 
 
 class ListResponse(_Wire):
@@ -290,18 +367,14 @@ class ListResponse(_Wire):
     total_events: int = 0
     total_pids: int = 0
     events_by_pid: dict[str, list[Event]] = Field(default_factory=dict)
-    query_time: datetime | None = None
+    query_time: QueryTime = None
     events_by_node: dict[str, int] | None = None
     total_nodes: int | None = None
 
-    @field_validator("events_by_pid", mode="before")
-    @classmethod
-    def _null_map(cls, value: Any) -> Any:
-        if value is None:
-            return {}
-        if isinstance(value, dict):
-            return {k: _null_is_empty(v) for k, v in value.items()}
-        return value
+    not_events: int = 0
+    """netspy-tui: items of the lists that were not events (``null``, ...), skipped (:func:`split_events`)."""
+
+    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events_by_pid")))
 
 
 class EventFilters(_Wire):
@@ -319,10 +392,13 @@ class EventsResponse(_Wire):
     events: list[Event] = Field(default_factory=list)
     count: int = 0
     total_count: int = 0
-    query_time: datetime | None = None
+    query_time: QueryTime = None
     filters: EventFilters | None = None
 
-    _null_events = field_validator("events", mode="before")(classmethod(lambda cls, v: _null_is_empty(v)))
+    not_events: int = 0
+    """netspy-tui: items of ``events`` that were not events (``null``, ...), skipped (:func:`split_events`)."""
+
+    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))
 
 
 class ProgramInfo(_Wire):
@@ -340,7 +416,7 @@ class ProgramsResponse(_Wire):
 
     _null_programs = field_validator("programs", mode="before")(classmethod(lambda cls, v: _null_is_empty(v)))
     total_count: int = 0
-    query_time: datetime | None = None
+    query_time: QueryTime = None
 
 
 class AggregatorStats(_Wire):
@@ -469,6 +545,8 @@ class WindowStats(BaseModel):
     rate_buckets: list[int] = Field(default_factory=list)
     """Event counts per bucket, oldest first, covering the window up to ``until``."""
     until: datetime | None = None
+    not_events: int = 0
+    """Items of a server's answer that were not events (``null``, an unknown kind): skipped."""
 
 
 class EventPage(BaseModel):
@@ -485,3 +563,5 @@ class EventPage(BaseModel):
     shows what was kept; counts and summaries include them all."""
     not_kept_since: datetime | None = None
     not_kept_until: datetime | None = None
+    not_events: int = 0
+    """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""

@@ -212,6 +212,10 @@ class FakeEbpfServer:
         programs: list[dict[str, Any]] | None = None,
         clock: Callable[[], datetime] | None = None,
         go_null_slices: bool = False,
+        not_events: list[Any] | None = None,
+        query_time: str | None = None,
+        health: dict[str, Any] | None = None,
+        stats_endpoint: bool | None = None,
     ) -> None:
         if generation not in GENERATIONS:
             raise ValueError(f"generation must be one of {GENERATIONS}, not {generation!r}")
@@ -225,6 +229,15 @@ class FakeEbpfServer:
         self.go_null_slices = go_null_slices
         """Encode empty ``events``/``programs`` as ``null``, as the real Go server does (a nil slice).
         Off by default because the specs say "array"; turn it on to test a client's tolerance."""
+        self.not_events = list(not_events or [])
+        """Items served after the events in every list of events (``[None]``: the specs' ``items: {}``
+        allows anything, and their own example is ``"events": [null]``). They count in totals."""
+        self.query_time = query_time
+        """Sent as every ``query_time`` instead of the clock's RFC3339 time (the specs say "string")."""
+        self.health = health
+        """The ``/health`` object; None sends the generation's own."""
+        self.stats_endpoint = generation == "aggregator" if stats_endpoint is None else stats_endpoint
+        """Serve ``GET /api/stats`` (the aggregator's): a plain agent whose spec lists it may too."""
         self.started_at = self.clock()
         self._lock = threading.Lock()
         self._override: _Canned | None = None
@@ -416,7 +429,7 @@ class FakeEbpfServer:
             return self._events(query)
         if path == "/api/programs":
             return self._programs()
-        if agg and path == "/api/stats":
+        if self.stats_endpoint and path == "/api/stats":
             return self._stats() if method == "GET" else _text(405, "Method not allowed")
         if agg and path == "/api/events/ingest":
             return self._ingest(raw) if method == "POST" else _text(405, "Method not allowed")
@@ -488,9 +501,11 @@ class FakeEbpfServer:
         return self.clock()
 
     def _query_time(self) -> str:
-        return _rfc3339(self._now())
+        return self.query_time if self.query_time is not None else _rfc3339(self._now())
 
     def _health(self) -> _Reply:
+        if self.health is not None:
+            return _json(200, self.health)
         component = "eBPF Event Aggregator" if self.generation == "aggregator" else "eBPF Monitor API"
         return _json(200, {"status": "healthy", "component": component, "uptime": "active", "version": "1.0.0"})
 
@@ -601,12 +616,14 @@ class FakeEbpfServer:
             return _text(405, "Method not allowed")
         # The current server's quirk: every filter and the method are ignored.
         hits = self._select(kind, pid, since=self._now() - timedelta(hours=1))[:limit]
-        by_pid: dict[str, list[dict[str, Any]]] = {}
+        by_pid: dict[str, list[Any]] = {}
         for event in hits:
             by_pid.setdefault(str(event.get("pid", 0)), []).append(event)
+        if self.not_events:
+            by_pid.setdefault("0", []).extend(self.not_events)
         payload: dict[str, Any] = {
             "total_pids": len(by_pid),
-            "total_events": len(hits),
+            "total_events": len(hits) + len(self.not_events),
             "events_by_pid": by_pid,
             "query_time": self._query_time(),
         }
@@ -648,13 +665,13 @@ class FakeEbpfServer:
             filters[name] = value
         if "node" in query and query["node"]:
             filters["node"] = query["node"]
-        page = hits[:limit]
+        page = hits[:limit] + self.not_events
         return _json(
             200,
             {
                 "events": page if page or not self.go_null_slices else None,
                 "count": len(page),
-                "total_count": len(hits),
+                "total_count": len(hits) + len(self.not_events),
                 "query_time": self._query_time(),
                 "filters": filters,
             },

@@ -130,5 +130,15 @@ def not_kept_note(not_kept: int, since: datetime | None, until: datetime | None)
             "counts and summaries include them.")
 
 
+def not_events_note(not_events: int) -> str:
+    """``Note: the server sent 1 item that is not an event (null, ...); it was skipped.`` ('' when none)."""
+    if not_events <= 0:
+        return ""
+    if not_events == 1:
+        return "Note: the server sent 1 item that is not an event (null or an unknown kind); it was skipped."
+    return (f"Note: the server sent {not_events:,} items that are not events (null or an unknown kind); "
+            "they were skipped.")
+
+
 def with_notes(text: str, *notes: str) -> str:
     return "\n".join([text, *(n for n in notes if n)])

@@ -143,6 +143,8 @@ class _Listed(_Result):
     not_kept: int = 0
     """Events counted in the seconds the list spans that were not kept as raw events (shed under
     load): the list shows what was kept; counts and summaries include them."""
+    not_events: int = 0
+    """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
 
 
 class NetworkSummary(_Windowed):
@@ -202,6 +204,8 @@ class ProcessList(_Windowed):
     processes: list[ProcessStat]
     total_events: int
     source: str
+    not_events: int = 0
+    """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
 
 
 class ServerStatus(_Result):

@@ -20,6 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 
+from netspy_tui import __version__
 from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
@@ -185,6 +186,11 @@ async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None
     return list(page.events), page.total_count, info.label, info.sampled, since_dt, page
 
 
+def _page_notes(page: EventPage) -> tuple[str, str]:
+    return (describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until),
+            describe.not_events_note(page.not_events))
+
+
 async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, process_name: str | None,
                     duration: int, top_n: int = 10) -> PatternAnalysis:
     await _check_subject(source, kind, pid, process_name)
@@ -194,7 +200,8 @@ async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, p
     rate = stats.total / (duration / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
-    text = describe.with_notes(describe.patterns_text(stats, rate, ratio), describe.loss_note(losses))
+    text = describe.with_notes(describe.patterns_text(stats, rate, ratio), describe.loss_note(losses),
+                               describe.not_events_note(stats.not_events))
     return PatternAnalysis(text=text, stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4),
                            source=info.label, losses=losses, counts_exact=counts_exact(losses))
 
@@ -208,6 +215,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
 
     srv = TelemetryServer(
         SERVER_NAME,
+        version=__version__,
         instructions=(
             "Read-only network telemetry of one Linux host: every connect() attempt with its outcome and "
             "kernel packet drops with reasons. Start with get_network_summary or list_processes, then narrow "
@@ -238,10 +246,11 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
                                                                     max_events, since, until)
         conns = [e for e in events if isinstance(e, ConnectionEvent)]
         text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
-                                   describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until))
+                                   *_page_notes(page))
         return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
                                       truncated=total > len(conns), pid=pid, process_name=process_name,
-                                      since=since_dt, source=label, sampled=sampled, not_kept=page.not_kept), text)
+                                      since=since_dt, source=label, sampled=sampled, not_kept=page.not_kept,
+                                      not_events=page.not_events), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_patterns(
@@ -272,10 +281,11 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
                                                               since, until)
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
         text = describe.with_notes(describe.list_text("packet_drop", drops, total, pid, process_name),
-                                   describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until))
+                                   *_page_notes(page))
         return _result(PacketDropList(text=text, events=drops, total_count=total, returned=len(drops),
                                       truncated=total > len(drops), pid=pid, process_name=process_name,
-                                      since=since_dt, source=label, not_kept=page.not_kept), text)
+                                      since=since_dt, source=label, not_kept=page.not_kept,
+                                      not_events=page.not_events), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_packet_drops(
@@ -298,10 +308,11 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         info = await tc.source.info()
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
-        text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses))
+        text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses),
+                                   describe.not_events_note(stats.not_events))
         return _result(ProcessList(text=text, kind=kind, duration_seconds=duration, processes=procs,
                                    total_events=stats.total, source=info.label, losses=losses,
-                                   counts_exact=counts_exact(losses)), text)
+                                   counts_exact=counts_exact(losses), not_events=stats.not_events), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:

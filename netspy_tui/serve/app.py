@@ -50,7 +50,7 @@ from netspy_tui.models import (
     EventKind,
     PacketDropEvent,
     ProgramInfo,
-    contract_drop_reason,
+    contract_drop,
     counts_exact,
     describe_losses,
     format_time,
@@ -167,10 +167,13 @@ def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
         data["protocol"] = f"Unknown({event.raw_protocol})"
         data["protocol_name"] = event.protocol
     if isinstance(event, PacketDropEvent):
-        category = contract_drop_reason(event.drop_reason, event.protocol, event.drop_reason_code)
-        if category != event.drop_reason:
-            data["drop_reason"] = category
+        # The contract's category and code (3 = UDP_DROP); the kernel's name and number (3 = NO_SOCKET)
+        # go in fields of their own.
+        category, code = contract_drop(event.drop_reason, event.protocol, event.drop_reason_code)
+        data["drop_reason"], data["drop_reason_code"] = category, code
+        if (category, code) != (event.drop_reason, event.drop_reason_code):
             data["kernel_drop_reason"] = event.drop_reason
+            data["kernel_drop_reason_code"] = event.drop_reason_code
     return data
 
 

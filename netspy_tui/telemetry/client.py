@@ -57,6 +57,12 @@ NO_SERVER_HINT = (
 )
 
 
+def _says_aggregator(health: HealthResponse) -> bool:
+    """The aggregator's ``/health``: ``component`` names it, or it carries the aggregator's ``stats``."""
+    stats = (health.model_extra or {}).get("stats")
+    return "aggregator" in health.component.lower() or (isinstance(stats, dict) and "total_events" in stats)
+
+
 def _connect_reason(exc: BaseException) -> str:
     """``connection refused`` / ``name not resolved`` / the OS's words, from the exception chain."""
     seen: BaseException | None = exc
@@ -106,6 +112,7 @@ class HttpSource:
         )
         self._generation: ApiGeneration | None = None
         self._detect_lock = asyncio.Lock()
+        self._warned_not_events = False
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -203,7 +210,15 @@ class HttpSource:
             return HealthResponse(status=self._body_line(resp, 40) or "ok")
 
     async def generation(self) -> ApiGeneration:
-        """Probe once: ``/api/events`` 404 -> seed; ``/api/stats`` 200 -> aggregator; else current."""
+        """What API the server speaks, detected once from what it says it is.
+
+        ``/api/events`` answering 404 (or 405) means the seed generation: the one difference that
+        changes which requests work. Otherwise an aggregator is told from a plain agent by what it
+        says it is: ``/health``'s ``component`` ("aggregator"), the aggregator's health shape (a
+        ``stats`` object) and, later, per-node fields in its answers (:meth:`_note_shape`) — never by
+        whether ``/api/stats`` answers, since a plain agent's own spec lists that path too. The
+        label changes nothing that works: non-seed servers are queried alike.
+        """
         if self._generation is not None:
             return self._generation
         async with self._detect_lock:
@@ -214,11 +229,21 @@ class HttpSource:
                 elif resp.status_code >= 400:
                     raise self._status_error(resp, "/api/events")
                 else:
-                    stats = await self._request("GET", "/api/stats")
-                    gen = "aggregator" if stats.status_code == 200 else "current"
+                    try:
+                        health = await self.health()
+                    except NetspyError as exc:  # the label must not stop queries that work
+                        log.info("no /health from %s (%s): labelled current", self.shown_url, exc)
+                        health = HealthResponse()
+                    gen = "aggregator" if _says_aggregator(health) else "current"
                 log.info("eBPF server at %s speaks the %s API", self.shown_url, gen)
                 self._generation = gen
         return self._generation
+
+    def _note_shape(self, resp: SummaryResponse) -> None:
+        """Per-node fields (``count_by_node``) are the aggregator's: label a "current" server so."""
+        if self._generation == "current" and resp.count_by_node is not None:
+            log.info("eBPF server at %s answers with per-node counts: an aggregator", self.shown_url)
+            self._generation = "aggregator"
 
     # --- TelemetrySource ----------------------------------------------------------------
 
@@ -254,11 +279,21 @@ class HttpSource:
             "limit": q.limit,
         }
         resp = await self._get("/api/events", EventsResponse, params)
+        self._note_not_events(resp.not_events, "/api/events")
         # Filter again on the client: servers differ on since/until edges and on ignored filters.
         events, matched = filter_events(resp.events, q)
-        dropped = len(resp.events) - matched
+        dropped = len(resp.events) + resp.not_events - matched
         total = max(resp.total_count - dropped, matched)
-        return EventPage(events=events, total_count=total, truncated=total > len(events))
+        return EventPage(events=events, total_count=total, truncated=total > len(events), not_events=resp.not_events)
+
+    def _note_not_events(self, n: int, path: str) -> None:
+        """Log skipped non-events once as a warning (a poller would repeat it every second), then at debug."""
+        if not n:
+            return
+        level = logging.DEBUG if self._warned_not_events else logging.WARNING
+        self._warned_not_events = True
+        log.log(level, "the eBPF server at %s sent %d item%s in %s that %s not events (null or an unknown kind); "
+                "skipped", self.shown_url, n, "" if n == 1 else "s", path, "is" if n == 1 else "are")
 
     async def _seed_query(self, q: EventQuery) -> EventPage:
         if q.kind != "connection":
@@ -270,9 +305,10 @@ class HttpSource:
         if q.pid is not None:
             body["pid"] = q.pid
         resp = await self._post("/api/list-connections", ListResponse, body)
+        self._note_not_events(resp.not_events, "/api/list-connections")
         flat: list[AnyEvent] = [e for events in resp.events_by_pid.values() for e in events]
         events, total = filter_events(flat, q)
-        return EventPage(events=events, total_count=total, truncated=total > len(events))
+        return EventPage(events=events, total_count=total, truncated=total > len(events), not_events=resp.not_events)
 
     async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
         gen = await self.generation()
@@ -288,7 +324,9 @@ class HttpSource:
                 body["process_name"] = command
             return (await self._post(path, SummaryResponse, body)).count
         params = {"pid": pid, "command": command, "duration_seconds": window_seconds}
-        return (await self._get(path, SummaryResponse, params)).count
+        resp = await self._get(path, SummaryResponse, params)
+        self._note_shape(resp)
+        return resp.count
 
     async def stats(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
                     top_n: int = 10, buckets: int = 60) -> WindowStats:
@@ -305,6 +343,8 @@ class HttpSource:
         if page.truncated and page.total_count > stats.total:
             log.debug("stats over %d of %d events in the window", stats.total, page.total_count)
             stats = stats.model_copy(update={"total": page.total_count})
+        if page.not_events:
+            stats = stats.model_copy(update={"not_events": page.not_events})
         return stats
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
@@ -318,9 +358,13 @@ class HttpSource:
         return list(resp.programs or resp.all_programs or [])
 
     async def aggregator_stats(self) -> AggregatorStats | None:
-        if await self.generation() != "aggregator":
+        """``/api/stats`` where the server has it (whatever its label); None where it does not."""
+        if await self.generation() == "seed":
             return None
-        return await self._get("/api/stats", AggregatorStats)
+        resp = await self._request("GET", "/api/stats")
+        if resp.status_code in (404, 405):
+            return None
+        return self._parse(resp, "/api/stats", AggregatorStats)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from netspy_tui.collector.replay import ReplayFileError, check_recording, iter_recording
 from netspy_tui.commands import parse_command
 from netspy_tui.errors import UsageError
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, contract_drop_reason, parse_event, parse_events
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, contract_drop, parse_event, parse_events
 from netspy_tui.serve.app import dumps, event_json
 from tests.factories import connection_json, drop_json
 
@@ -98,7 +98,7 @@ def test_served_events_parse_back_to_the_same_event(event: ConnectionEvent | Pac
         expected["raw_ipv6"] = got["raw_ipv6"]
     if isinstance(event, PacketDropEvent) and not event.drop_reason:
         # an empty reason goes out as the contract category and comes back as it
-        expected["drop_reason"] = contract_drop_reason("", event.protocol, event.drop_reason_code)
+        expected["drop_reason"] = contract_drop("", event.protocol, event.drop_reason_code)[0]
         got.pop("kernel_drop_reason", None)
     for key in ("time", "id"):
         expected.pop(key), got.pop(key)

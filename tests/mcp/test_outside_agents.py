@@ -13,6 +13,7 @@ import pytest
 from mcp import StdioServerParameters
 from mcp.client import Client
 
+from netspy_tui import __version__
 from tests.factories import connection_json, drop_json
 from tests.fake_ebpf_server import FakeEbpfServer
 from tests.mcp.test_tools_in_memory import EXPECTED_TOOLS
@@ -48,6 +49,8 @@ async def test_stdio_lists_every_tool_and_calls_each(server, mode):
         command=sys.executable, args=["-m", "netspy_tui", "mcp", "--server", server.url], env=_env()
     )
     async with Client(params, mode=mode, read_timeout_seconds=30) as client:
+        assert client.server_info is not None
+        assert (client.server_info.name, client.server_info.version) == ("network-telemetry", __version__)
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert set(tools) == EXPECTED_TOOLS
         assert all(t.input_schema.get("type") == "object" and t.output_schema for t in tools.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from mcp.client import Client
 
+from netspy_tui import __version__
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.mcp_tools.schemas import ConnectionList, NetworkSummary, PatternAnalysis
 from netspy_tui.mcp_tools.server import create_server
@@ -46,6 +47,15 @@ async def test_every_tool_is_listed_with_bounded_schema_and_output_schema(source
     assert summary.output_schema is not None and "count" in summary.output_schema["properties"]
     assert all(t.annotations and t.annotations.read_only_hint for t in tools.values())
     assert all(t.description for t in tools.values())
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_server_info_carries_the_package_version_in_both_protocol_eras(source, mode):
+    async with Client(create_server(source), mode=mode) as client:
+        info = client.server_info
+        era = client.protocol_version
+    assert era == ("2025-11-25" if mode == "legacy" else "2026-07-28")
+    assert info is not None and (info.name, info.version) == ("network-telemetry", __version__)
 
 
 async def test_summary_uses_the_seed_wording_and_structured_content(source):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from netspy_tui.models import CONTRACT_DROP_REASONS
 from tests.factories import connection_json, drop_json
 
 #: The fixed "now" of the recording: the demo clock for screenshots and snapshot tests.
@@ -48,8 +49,8 @@ _FLOWS: list[tuple[int, str, str, int, str, str, int, bool]] = [
 _RC = {"ok": 0, "in_progress": -115, "refused": -111, "unreachable": -101, "timeout": -110}
 
 # (pid, command, kernel reason, code, size, destination, the original server's category)
-# On the wire (as ``netspy-tui serve`` sends it) ``drop_reason`` is the category and
-# ``kernel_drop_reason`` the kernel's name; parsing shows the kernel's name.
+# On the wire (as ``netspy-tui serve`` sends it) ``drop_reason``/``drop_reason_code`` are the category and
+# its contract code, ``kernel_drop_reason[_code]`` the kernel's; parsing shows the kernel's.
 _DROPS: list[tuple[int, str, str, int, int, str | None, str]] = [
     (0, "swapper/0", "NO_SOCKET", 3, 60, "10.0.0.77:9100", "TCP_DROP"),
     (0, "swapper/1", "NO_SOCKET", 3, 52, "10.0.0.78:9100", "TCP_DROP"),
@@ -84,8 +85,9 @@ def build() -> list[dict[str, Any]]:
         pid, cmd, reason, code, size, dest, category = _DROPS[i % len(_DROPS)]
         ago = rng.uniform(1.0, 55.0) if i < 10 else rng.uniform(70.0, 500.0)
         when = DEMO_NOW - timedelta(seconds=round(ago, 3))
-        ev = drop_json(pid, cmd, category, code, time=when, size=size, timestamp=_ktime(when))
-        ev["kernel_drop_reason"] = reason
+        ev = drop_json(pid, cmd, category, CONTRACT_DROP_REASONS.index(category) + 1, time=when, size=size,
+                       timestamp=_ktime(when))
+        ev["kernel_drop_reason"], ev["kernel_drop_reason_code"] = reason, code
         ev["id"] = f"{rng.getrandbits(64):016x}"
         if dest:
             ev["destination"] = dest

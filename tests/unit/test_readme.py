@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,11 +23,19 @@ def test_key_table_is_the_key_registry():
     assert markdown_table() in README
 
 
-def test_quick_start_is_install_run_test_and_ci_runs_the_same_test_command():
-    install, run, test = _quick_start()
-    assert install.startswith("pip install") and run == "netspy-tui"
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert test in ci.splitlines()
+def test_quick_start_is_clone_install_run_test_and_ci_runs_the_same_lines():
+    clone, install, run, test = _quick_start()
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
+    assert clone == f"git clone {urls['Source']}.git && cd netspy-tui"
+    # a venv (Debian's system pip refuses to install outside one), the app alone, no test tools
+    assert install == "python3 -m venv .venv && .venv/bin/pip install ."
+    # as root, by the script's path: sudo does not search the venv's bin
+    assert run == "sudo .venv/bin/netspy-tui"
+    assert test == '.venv/bin/pip install ".[test]" && .venv/bin/python -m pytest'
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    commands = [line for line in ci if line and not line.startswith("#")]
+    assert commands[-2:] == [install, test], "the last two commands of .ci/run must be the README's lines"
+    assert "Python ≥ 3.11" in README.split("## Quick start", 1)[1].split("```", 1)[0]
 
 
 def test_every_mcp_tool_is_documented():
