@@ -275,12 +275,15 @@ class Rollups:
 
     def __init__(self, names: Names, horizon: int = 3660) -> None:
         self.names = names
+        """The ids of every row held here. Replaced, never changed, by :meth:`compact`: read it
+        together with the rows (:meth:`snapshot`)."""
+        self._compacted = _sizes(names)
         self.horizon = horizon
         self._seconds: dict[tuple[int, int], Second] = {}  # (second, kind) -> rows
         self._blocks: dict[tuple[int, int], Block] = {}  # (first second, kind) -> the block's sums
         self._unbuilt: set[tuple[int, int]] = set()  # blocks with rows and no (current) sums
         self._newest = -(2**62)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.since: int | None = None
         """Every row of every second >= since is here (None: nothing loaded yet)."""
 
@@ -363,6 +366,55 @@ class Rollups:
                 return [g for g in got if g is not None]
             return [v for (s, k), v in sorted(self._seconds.items()) if k == kind and lo <= s <= hi]
 
+    def snapshot(self, kind: int, lo: int, hi: int, *, blocks: bool) -> tuple[list[Second | Block], Names]:
+        """The seconds lo..hi of ``kind`` (:meth:`window` with ``blocks``, else :meth:`seconds`)
+        and the names their ids refer to."""
+        with self._lock:
+            names = self.names
+            parts: list[Second | Block] = [*self.seconds(kind, lo, hi)] if not blocks else self.window(kind, lo, hi)
+        return parts, names
+
+    def compact(self) -> bool:
+        """Forget names and pairs no row refers to any more (processes and destinations of the past
+        hour and older), when they have more than doubled since the last time: a host that keeps
+        meeting new destinations does not grow without bound. Every second and block is rebuilt
+        with new ids under a new :attr:`names`; snapshots taken before keep the old ones."""
+        with self._lock:
+            old = self.names
+            grown = [now > 2 * then + slack for now, then, slack in
+                     zip(_sizes(old), self._compacted, (4096, 4096, 16384), strict=True)]  # fmt: skip
+            if not any(grown):
+                return False
+            new = Names()
+            secs = list(self._seconds.items())
+            if secs:
+                string_cols = [s.cols[c] for _, s in secs for c in ("command", "destination", "protocol", "outcome")]
+                live = np.unique(np.concatenate(string_cols))
+                remap = np.zeros(len(old.values), np.uint32)
+                remap[live] = [new.id(old.values[i]) for i in live.tolist()]
+                cp_live = np.unique(np.concatenate([s.cols["cp"] for _, s in secs]))
+                cd_live = np.unique(np.concatenate([s.cols["cd"] for _, s in secs]))
+                cp_map = np.zeros(len(old.pairs[0]), np.uint32)
+                cd_map = np.zeros(len(old.pairs[1]), np.uint32)
+                cp_major, cp_minor = old.pairs[0].major, old.pairs[0].minor
+                cd_major, cd_minor = old.pairs[1].major, old.pairs[1].minor
+                cp_map[cp_live] = new.pairs[0].ids(remap[cp_major[cp_live]].tolist(), cp_minor[cp_live].tolist())
+                cd_map[cd_live] = new.pairs[1].ids(remap[cd_major[cd_live]].tolist(),
+                                                   remap[cd_minor[cd_live]].tolist())  # fmt: skip
+                for key, sec in secs:
+                    rows = sec.rows
+                    for col in ("command", "destination", "protocol", "outcome"):
+                        rows[col] = remap[rows[col]]
+                    rows["cp"], rows["cd"] = cp_map[rows["cp"]], cd_map[rows["cd"]]
+                    self._seconds[key] = Second(rows, key[0])
+            self.names = new
+            self._compacted = _sizes(new)
+            self._unbuilt |= set(self._blocks)
+            self._blocks = {}
+            for block in [b for b in self._unbuilt if b[0] + BLOCK <= self._newest]:
+                self._build(*block)
+            return True
+
     def window(self, kind: int, lo: int, hi: int) -> list[Second | Block]:
         """The seconds lo..hi of ``kind`` for a whole window's figures: a :class:`Block` for every
         full block inside, single seconds at the edges, oldest first."""
@@ -387,6 +439,10 @@ class Rollups:
     def __len__(self) -> int:
         with self._lock:
             return sum(len(v.cols["n"]) for v in self._seconds.values())
+
+
+def _sizes(names: Names) -> tuple[int, int, int]:
+    return len(names.values), len(names.pairs[0]), len(names.pairs[1])
 
 
 def concat(parts: Sequence[np.ndarray]) -> np.ndarray:

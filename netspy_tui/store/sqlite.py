@@ -253,8 +253,7 @@ class EventStore:
         self._since_prune = 0
         self._last_prune = time.monotonic()
         self._read_codec = threading.local()
-        self.names = R.Names()
-        self.rollups = R.Rollups(self.names, MEMORY_HORIZON)
+        self.rollups = R.Rollups(R.Names(), MEMORY_HORIZON)
         self.totals: dict[str, int] = {}
         self._unwarned: dict[str, int] = {}
         self._warned_at = -WARN_EVERY
@@ -268,6 +267,11 @@ class EventStore:
             self._load_rollups()
 
     # --- connections ---------------------------------------------------------------
+
+    @property
+    def names(self) -> R.Names:
+        """The ids of the rollups in memory now (replaced when :meth:`prune` compacts them)."""
+        return self.rollups.names
 
     @property
     def location(self) -> str:
@@ -513,13 +517,14 @@ class EventStore:
                 if n:
                     key = (batch.second, cause)
                     losses[key] = losses.get(key, 0) + n
-        counts_array = R.to_array(counts, self.names) if counts else None
+        names = self.names
+        counts_array = R.to_array(counts, names) if counts else None
         for (_, cause), n in losses.items():
             self._count(cause, n)
         if losses:
             self._warn_losses(losses)
         try:
-            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array)
+            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array, names)
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
@@ -561,11 +566,14 @@ class EventStore:
         losses: dict[tuple[int, str], int],
         rejected: list[str],
         counts_array: np.ndarray | None = None,
+        names: R.Names | None = None,
     ) -> int:
         with self._write_lock:
             try:
                 written, due = self._commit_locked(raw, outcomes, counts, losses, rejected)
             finally:
+                if counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
+                    counts_array = R.to_array(counts, self.rollups.names)
                 self._remember(counts_array)
         if due:
             self.prune()
@@ -660,6 +668,9 @@ class EventStore:
             self._since_prune = 0
             self._last_prune = time.monotonic()
         self.rollups.prune(second_of(now), cutoff // NS if cutoff is not None else None)
+        with self._write_lock:
+            if self._pending_rollups is None:  # (not while a thread loads rows with the current ids)
+                self.rollups.compact()
         if deleted:
             logger.debug("event store %s: pruned %d events", self.location, deleted)
         return deleted
@@ -814,11 +825,12 @@ class EventStore:
     # --- reading: figures ------------------------------------------------------------
 
     def _rollup_seconds(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int
-                        ) -> list[R.Second]:
-        """Rollups of seconds lo..hi: from memory when it holds them, else from SQLite."""
+                        ) -> tuple[Sequence[R.Second | R.Block], R.Names]:
+        """Rollups of seconds lo..hi (per-minute blocks inside a window without a pid or command
+        filter), from memory when it holds them, else from SQLite; with the names of their ids."""
         code = _KIND_CODE[kind]
         if self.rollups.covers(lo):
-            return self.rollups.seconds(code, lo, hi)
+            return self.rollups.snapshot(code, lo, hi, blocks=pid is None and command is None)
         clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, code]
         if pid is not None:
             clauses.append("pid = ?")
@@ -829,11 +841,13 @@ class EventStore:
         with self._snapshot() as conn:
             sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {' AND '.join(clauses)}"
             rows = conn.execute(sql, params).fetchall()
-        return R.seconds_of(R.to_array(rows, self.names), code)
+        names = self.names
+        return R.seconds_of(R.to_array(rows, names), code), names
 
     def _rollup_total(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
         if self.rollups.covers(lo):
-            return R.total(self.rollups.seconds(_KIND_CODE[kind], lo, hi), self.names, pid, command)
+            secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
+            return R.total(secs, names, pid, command)  # type: ignore[arg-type]
         clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, _KIND_CODE[kind]]
         if pid is not None:
             clauses.append("pid = ?")
@@ -870,11 +884,8 @@ class EventStore:
         """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``, from the rollups."""
         now = now or utcnow()
         lo, hi = window_seconds_of(now, window_seconds)
-        if pid is None and command is None and self.rollups.covers(lo):
-            secs: Sequence[R.Second | R.Block] = self.rollups.window(_KIND_CODE[kind], lo, hi)
-        else:
-            secs = self._rollup_seconds(kind, pid, command, lo, hi)
-        return R.window_stats(secs, self.names, kind, pid, command, int(window_seconds), now, top_n, buckets)
+        secs, names = self._rollup_seconds(kind, pid, command, lo, hi)
+        return R.window_stats(secs, names, kind, pid, command, int(window_seconds), now, top_n, buckets)
 
     def kept(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
              now: datetime | None = None) -> int:

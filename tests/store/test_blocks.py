@@ -91,3 +91,37 @@ def test_block_sums_equal_every_second_and_the_file(tmp_path: Path) -> None:
         assert "in_progress" not in {c.key for c in whole.outcomes}
     finally:
         store.close()
+
+
+def test_names_no_row_uses_are_forgotten_and_figures_do_not_change(tmp_path: Path) -> None:
+    """A host that met 20,000 destinations an hour ago and a few now: once those rows leave memory,
+    their names and pairs go too (memory stays bounded), and every figure stays the same."""
+    rng = np.random.default_rng(3)
+    now_s = time.time_ns() // NS
+    codec = Codec({})
+    old = _counts(rng, np.full(20_000, now_s - 7200), np.zeros(20_000, np.int64), np.ones(20_000, np.int64))
+    old[0]["addr"][:, 1] = np.arange(20_000) // 256  # 20,000 distinct addresses
+    old[0]["addr"][:, 2] = np.arange(20_000) % 256
+    recent_secs = now_s - 200 + np.sort(rng.integers(0, 200, 3000))
+    recent = _counts(rng, recent_secs, rng.choice([0, 111], 3000), np.ones(3000, np.int64))
+    store = EventStore(tmp_path / "names.db", retention_seconds=None, max_rows=None)
+    try:
+        store.write([Batch(counts=old, codec=codec), Batch(counts=recent, codec=codec)])
+        now = ns_to_time(now_s * NS)
+        before = [store.stats(k, None, c, w, now=now) for k in ("connection", "packet_drop")  # type: ignore[arg-type]
+                  for c in (None, "curl") for w in (60, 300, 3600)]  # fmt: skip
+        grown = len(store.names.values)
+        assert grown > 20_000
+        store.prune(now)  # the rows of two hours ago leave memory (SQLite keeps them)
+        assert len(store.names.values) < 200 and len(store.names.pairs[1]) < 1000
+        after = [store.stats(k, None, c, w, now=now) for k in ("connection", "packet_drop")  # type: ignore[arg-type]
+                 for c in (None, "curl") for w in (60, 300, 3600)]  # fmt: skip
+        assert after == before
+        store.write([Batch(counts=_counts(rng, np.full(5, now_s), np.zeros(5, np.int64), np.ones(5, np.int64)),
+                           codec=codec)])  # fmt: skip
+        assert store.stats("connection", None, None, 60, now=now).total == before[0].total + 5
+        with EventStore(tmp_path / "names.db", readonly=True) as view:  # two hours ago: from the file
+            assert store.stats("connection", None, None, 3 * 3600, now=now) == view.stats(
+                "connection", None, None, 3 * 3600, now=now)
+    finally:
+        store.close()
