@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -272,10 +273,18 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ns.model)) as gw:
         info = await source.info()
         return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
-                                   ai=ai)
+                                   ai=ai, export_dir=settings.export_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = os.umask(0o077)  # whatever this process creates (log, store, exports) is private to root
+    try:
+        return _main(argv)
+    finally:
+        os.umask(previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     from netspy_tui.logs import setup_logging

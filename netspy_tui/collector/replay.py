@@ -27,6 +27,7 @@ from typing import IO
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from netspy_tui import safefs
 from netspy_tui.collector.base import Batch, Collector, Sink
 from netspy_tui.errors import CollectorError, NetspyError
 from netspy_tui.models import (
@@ -265,9 +266,15 @@ class Recorder:
         self._lock = threading.Lock()
         self.written = 0
         self.error: NetspyError | None = None
+        hint = "choose a new file name for --record (an existing file or link is never overwritten)"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] | None = self.path.open("a" if append else "w", encoding="utf-8")
+            safefs.make_private_dirs(self.path.parent)
+            # never through a link; a new file is created exclusively, 0600
+            if append:
+                fd = safefs.open_append(self.path, "the recording", hint)
+            else:
+                fd = safefs.create_exclusive(self.path, "the recording", hint)
+            self._file: IO[str] | None = safefs.open_text(fd)
         except OSError as exc:
             raise CollectorError(
                 f"cannot write recording {self.path}: {exc.strerror or exc}",

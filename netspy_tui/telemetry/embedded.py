@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import tempfile
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netspy_tui import safefs
 from netspy_tui.collector.auto import CollectorKind, start_collector
 from netspy_tui.collector.base import Batch, Collector, Sink
 from netspy_tui.collector.replay import Recorder
@@ -274,37 +275,78 @@ class EmbeddedSource:
             await asyncio.to_thread(self.store.close)
 
 
-def _scratch_db() -> Path:
-    """A private SQLite file for a session without ``--db``, removed on exit.
+@asynccontextmanager
+async def _scratch_db() -> AsyncIterator[Path]:
+    """A private SQLite file for a session without ``--db``, removed (with its directory) on exit.
 
     A file rather than ``:memory:``: with a million events the in-memory database held ~880 MB
     resident against ~124 MB for a file (bench/README.md), and the page cache can give it back.
+    It lives in a fresh 0700 directory (no other user can plant a link at its name or its
+    ``-wal``/``-shm``), created 0600.
     """
-    fd, name = tempfile.mkstemp(prefix="netspy-tui-", suffix=".sqlite3")
-    os.close(fd)
-    os.unlink(name)  # the store creates it; mkstemp only reserved a private name
-    return Path(name)
+    directory = await asyncio.to_thread(safefs.scratch_dir)
+    try:
+        yield directory / "events.sqlite3"
+    finally:
+        await asyncio.to_thread(safefs.remove_tree, directory)
 
 
-def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}{suffix}").unlink()
+class Terminated(NetspyError):
+    """The process was asked to stop (SIGTERM, SIGHUP) and cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+@asynccontextmanager
+async def stop_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> AsyncIterator[None]:
+    """While inside: SIGTERM/SIGHUP cancel the current task, which then raises :class:`Terminated`
+    (exit status 128 + signal) after every ``finally`` on the way ran. Outside the main thread (or
+    where the loop cannot take signal handlers) signals are left as they are."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[int] = []
+    installed: dict[int, object] = {}
+
+    def on_signal(signum: int) -> None:
+        # A handler installed since (uvicorn's graceful shutdown in `serve`) owns the signal for now.
+        if signal.getsignal(signum) is not installed[signum]:
+            return
+        if not received and task is not None:
+            logger.warning("received %s: stopping", signal.Signals(signum).name)
+            received.append(signum)
+            task.cancel()
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed[signum] = signal.getsignal(signum)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if received:
+            raise Terminated(received[0]) from None
+        raise
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    if received:  # the cancellation was swallowed on the way (e.g. by a server shutting down)
+        raise Terminated(received[0])
 
 
 @asynccontextmanager
 async def open_embedded(settings: Settings) -> AsyncIterator[EmbeddedSource]:
     """The collector the settings ask for (``auto``: eBPF, else procfs), its store, closed on exit.
 
-    Without ``--db`` the store is a scratch file in the temp directory, deleted on exit.
+    Without ``--db`` the store is a scratch file in a private directory, deleted on exit. SIGTERM
+    and SIGHUP end the session through the same cleanup (see :func:`stop_on_signals`).
     """
-    scratch = _scratch_db() if settings.db is None else None
-    try:
-        async with _open_embedded(settings, settings.db or scratch) as source:
-            yield source
-    finally:
-        if scratch is not None:
-            _remove_db(scratch)
+    async with contextlib.AsyncExitStack() as stack:
+        db = settings.db if settings.db is not None else await stack.enter_async_context(_scratch_db())
+        await stack.enter_async_context(stop_on_signals())
+        yield await stack.enter_async_context(_open_embedded(settings, db))
 
 
 @asynccontextmanager

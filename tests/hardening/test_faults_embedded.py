@@ -112,7 +112,8 @@ async def test_ring_buffer_overflow_is_counted_and_shown() -> None:
 @contextlib.contextmanager
 def tiny_filesystem(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                          capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a {size} tmpfs here (needs root): {done.stderr.decode().strip()}")
     try:
