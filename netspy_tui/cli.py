@@ -303,6 +303,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
             sys.stdout.write(describe_settings(settings, sources) + "\n")
             return 0
+        if settings.replay is not None:  # a FIFO, a device or garbage fails here, before the slow imports
+            from netspy_tui.collector.replay import check_start
+
+            check_start(settings.replay)
         runner = {"tool": _run_tool, "mcp": _run_mcp, "serve": _run_serve, "repl": _run_repl, "tui": _run_tui}
         return asyncio.run(runner[command](ns, settings))
     except NetspyError as exc:
