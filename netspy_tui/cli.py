@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError, UsageError
+from netspy_tui.httplimits import LIMITS_HELP
 from netspy_tui.mcp_tools import ALL_TOOLS
 from netspy_tui.textsafe import clean
 
@@ -99,10 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--window", type=_positive_int, metavar="S", help="time window in seconds (60)")
     ai = p.add_argument_group("AI")
     ai.add_argument("--model", metavar="NAME", help="model name (env NETSPY_MODEL)")
-    net = p.add_argument_group("mcp / serve")
+    net = p.add_argument_group("mcp / serve", LIMITS_HELP)
     net.add_argument("--http", action="store_true", help="mcp: serve streamable HTTP instead of stdio")
     net.add_argument("--host", metavar="ADDR", default="127.0.0.1", help="bind address (127.0.0.1)")
     net.add_argument("--port", type=_port, metavar="N", help="port (mcp --http: 8000, serve: 8080)")
+    net.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                     help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)")
     p.add_argument("--show-config", action="store_true", help="print every setting with its source and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr (secrets masked)")
     return p
@@ -233,7 +236,7 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
 
             # Same protection as `serve`: the token (when set) on every request, a body limit.
             token = settings.token.get_secret_value() if settings.token else None
-            await serve_mcp_http(server, host=ns.host, port=ns.port or 8000, token=token)
+            await serve_mcp_http(server, host=ns.host, port=ns.port or 8000, token=token, allowed_hosts=ns.allow_host)
         else:
             await server.run_stdio_async()
     return 0
@@ -248,7 +251,8 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
         mcp_server = create_server(source, insight_hook(ns.model))
-        await serve_source(source, host=ns.host, port=ns.port or 8080, token=token, mcp_server=mcp_server)
+        await serve_source(source, host=ns.host, port=ns.port or 8080, token=token, mcp_server=mcp_server,
+                           allowed_hosts=ns.allow_host)
     return 0
 
 

@@ -161,7 +161,7 @@ async def test_disk_full_mid_session_counts_loss_keeps_collecting_and_recovers(t
             await asyncio.to_thread(wait_until, lambda: collector.stats.events > seen + 100, "collecting")
             assert collector.running
             transport = httpx.ASGITransport(app=create_app(source))
-            async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
                 health = await http.get("/health")
                 assert (health.status_code, health.text) == (503, "System not initialized\n")
                 events = await http.get("/api/events", params={"limit": 5})
