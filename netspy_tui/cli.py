@@ -312,7 +312,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
             check_start(settings.replay)
         runner = {"tool": _run_tool, "mcp": _run_mcp, "serve": _run_serve, "repl": _run_repl, "tui": _run_tui}
-        return asyncio.run(runner[command](ns, settings))
+        from netspy_tui.signals import stoppable  # SIGTERM/SIGHUP: clean up (scratch store), exit 128+signal
+
+        return asyncio.run(stoppable(runner[command](ns, settings)))
     except NetspyError as exc:
         sys.stderr.write(f"netspy-tui: {clean(str(exc), 1000)}\n")
         return exc.exit_code

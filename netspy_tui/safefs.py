@@ -264,12 +264,25 @@ def _private_runtime_dir() -> str | None:
     return None
 
 
+#: Scratch directories of this process not removed yet (for an exit that cannot wait: signals.py).
+_live_scratch: set[Path] = set()
+
+
 def scratch_dir() -> Path:
     """A new private (0700) directory for this process's scratch data; remove it with :func:`remove_tree`."""
-    return Path(tempfile.mkdtemp(prefix="netspy-tui-", dir=_private_runtime_dir()))
+    directory = Path(tempfile.mkdtemp(prefix="netspy-tui-", dir=_private_runtime_dir()))
+    _live_scratch.add(directory)
+    return directory
 
 
 def remove_tree(directory: Path) -> None:
     """Remove a scratch directory and everything in it (links inside are removed, not followed)."""
     shutil.rmtree(directory, ignore_errors=True)
+    _live_scratch.discard(directory)
+
+
+def remove_all_scratch() -> None:
+    """Remove every scratch directory this process still has (before an immediate exit)."""
+    for directory in list(_live_scratch):
+        remove_tree(directory)
 

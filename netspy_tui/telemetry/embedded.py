@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -291,67 +289,29 @@ async def _scratch_db() -> AsyncIterator[Path]:
         await asyncio.to_thread(safefs.remove_tree, directory)
 
 
-class Terminated(NetspyError):
-    """The process was asked to stop (SIGTERM, SIGHUP) and cleaned up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.exit_code = 128 + signum
-
-
-@asynccontextmanager
-async def stop_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> AsyncIterator[None]:
-    """While inside: SIGTERM/SIGHUP cancel the current task, which then raises :class:`Terminated`
-    (exit status 128 + signal) after every ``finally`` on the way ran. Outside the main thread (or
-    where the loop cannot take signal handlers) signals are left as they are."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    received: list[int] = []
-    installed: dict[int, object] = {}
-
-    def on_signal(signum: int) -> None:
-        # A handler installed since (uvicorn's graceful shutdown in `serve`) owns the signal for now.
-        if signal.getsignal(signum) is not installed[signum]:
-            return
-        if not received and task is not None:
-            logger.warning("received %s: stopping", signal.Signals(signum).name)
-            received.append(signum)
-            task.cancel()
-
-    if threading.current_thread() is threading.main_thread():
-        for signum in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, on_signal, signum)
-                installed[signum] = signal.getsignal(signum)
-    try:
-        yield
-    except asyncio.CancelledError:
-        if received:
-            raise Terminated(received[0]) from None
-        raise
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-    if received:  # the cancellation was swallowed on the way (e.g. by a server shutting down)
-        raise Terminated(received[0])
-
-
 @asynccontextmanager
 async def open_embedded(settings: Settings) -> AsyncIterator[EmbeddedSource]:
     """The collector the settings ask for (``auto``: eBPF, else procfs), its store, closed on exit.
 
-    Without ``--db`` the store is a scratch file in a private directory, deleted on exit. SIGTERM
-    and SIGHUP end the session through the same cleanup (see :func:`stop_on_signals`).
+    Without ``--db`` the store is a scratch file in a private directory, deleted on exit (the CLI
+    turns SIGTERM and SIGHUP into the same exit: netspy_tui.signals).
     """
     async with contextlib.AsyncExitStack() as stack:
         db = settings.db if settings.db is not None else await stack.enter_async_context(_scratch_db())
-        await stack.enter_async_context(stop_on_signals())
         yield await stack.enter_async_context(_open_embedded(settings, db))
 
 
 @asynccontextmanager
 async def _open_embedded(settings: Settings, db: Path | None) -> AsyncIterator[EmbeddedSource]:
-    store = await asyncio.to_thread(EventStore, db, retention_seconds=settings.retention)
+    opening = asyncio.ensure_future(asyncio.to_thread(EventStore, db, retention_seconds=settings.retention))
+    try:
+        store = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        # (a signal during start-up) the thread goes on creating the files: let it finish and close
+        # the store, so that removing the scratch directory afterwards removes everything
+        with contextlib.suppress(Exception):
+            (await opening).close()
+        raise
     kind: CollectorKind = "replay" if settings.replay is not None else settings.collector
     try:
         source = await EmbeddedSource.launch(

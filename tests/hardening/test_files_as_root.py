@@ -23,7 +23,7 @@ import sys
 import tempfile
 import termios
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -39,7 +39,16 @@ from netspy_tui.telemetry import embedded
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from tests.factories import connection
-from tests.hardening.conftest import DEMO, REPO, Cli, assert_one_line_error, product_env, wait_until
+from tests.hardening.conftest import (
+    DEMO,
+    REPO,
+    Child,
+    Cli,
+    assert_one_line_error,
+    free_port,
+    product_env,
+    wait_until,
+)
 from tests.tui.demo_data import DEMO_NOW
 from tests.tui.scenes import Clock, wait_for
 
@@ -85,14 +94,11 @@ def shared_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def scratch_env(tmp_path: Path) -> dict[str, str]:
-    """Product environment whose temp directory is one the test can list afterwards."""
+    """Product environment whose temp directory is one the test can list afterwards (an empty
+    XDG_RUNTIME_DIR is not used)."""
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
-    return {"TMPDIR": str(tmpdir)}
-
-
-def without_runtime_dir(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k != "XDG_RUNTIME_DIR"}
+    return {"TMPDIR": str(tmpdir), "XDG_RUNTIME_DIR": ""}
 
 
 # --- the scratch store ---------------------------------------------------------------------------
@@ -142,7 +148,7 @@ def test_a_failed_start_or_one_shot_leaves_no_scratch(cli: Cli, tmp_path: Path,
     bad.write_text(first + "\n{not json\n")  # the quick check of the first line passes; the full check fails
     existing = tmp_path / "existing.jsonl"
     existing.write_text("keep me\n")
-    env = without_runtime_dir(scratch_env)
+    env = scratch_env
     runs = cli.many([
         ["--tool", "list_connections", "--replay", str(bad)],
         ["--tool", "list_connections", "--replay", str(DEMO), "--record", str(existing)],
@@ -194,7 +200,7 @@ class PtyDashboard:
 def test_sigterm_and_sighup_of_the_dashboard_remove_the_scratch_and_exports_go_to_the_export_dir(
         tmp_path: Path, scratch_env: dict[str, str], sig: signal.Signals) -> None:
     exports = tmp_path / "my-exports"
-    env = without_runtime_dir(product_env(tmp_path, NETSPY_EXPORT_DIR=str(exports), **scratch_env))
+    env = product_env(tmp_path, NETSPY_EXPORT_DIR=str(exports), **scratch_env)
     tmpdir = Path(scratch_env["TMPDIR"])
     app = PtyDashboard(["--replay", str(DEMO), "--replay-speed", "0"], env)
     try:
@@ -216,6 +222,23 @@ def test_sigterm_and_sighup_of_the_dashboard_remove_the_scratch_and_exports_go_t
     assert list(tmpdir.iterdir()) == [], "the scratch store was left behind"
     log = tmp_path / "state" / "netspy-tui" / "netspy-tui.log"
     assert_private_file(log)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["repl", "mcp", "serve"])
+def test_sigterm_of_a_session_reading_stdin_or_serving_removes_the_scratch(
+        spawn: Callable[..., Child], scratch_env: dict[str, str], command: str) -> None:
+    """The REPL and MCP over stdio wait in a thread reading stdin (which no cancellation interrupts);
+    ``serve`` has uvicorn's graceful shutdown for SIGTERM and ours for SIGHUP."""
+    tmpdir = Path(scratch_env["TMPDIR"])
+    extra = ["--port", str(free_port())] if command == "serve" else []
+    child = spawn(command, "--replay", str(DEMO), *extra, env=scratch_env, stdin=True)
+    wait_until(lambda: next(iter(tmpdir.glob("netspy-tui-*/events.sqlite3")), None), "the scratch store", 30)
+    sig = signal.SIGHUP if command == "serve" else signal.SIGTERM
+    child.proc.send_signal(sig)
+    assert child.proc.wait(30) == 128 + sig
+    wait_until(lambda: any(f"netspy-tui: stopped by {sig.name}." in line for line in child.err), "the reason", 10)
+    assert list(tmpdir.iterdir()) == [], "the scratch store was left behind"
 
 
 # --- --db ------------------------------------------------------------------------------------------
