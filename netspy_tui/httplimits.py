@@ -14,6 +14,6 @@ LIMITS_HELP = (
     f"Limits (serve, mcp --http): a request (headers and body) must arrive within {REQUEST_TIMEOUT:g} s of "
     f"connecting or of its first byte; idle kept-alive connections close after {KEEP_ALIVE_TIMEOUT} s; "
     f"at most {MAX_CONNECTIONS} connections are open at once (more are answered 503 and closed); "
-    f"request heads are limited to {MAX_HEADER_BYTES // 1024} KiB. Host and Origin must name the bound "
-    "address (or localhost when bound to loopback) or an --allow-host name, on every path."
+    f"a request head still unfinished after {MAX_HEADER_BYTES // 1024} KiB is a 400. Host and Origin must name "
+    "the bound address (or localhost when bound to loopback) or an --allow-host name, on every path."
 )

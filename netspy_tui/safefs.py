@@ -285,4 +285,3 @@ def remove_all_scratch() -> None:
     """Remove every scratch directory this process still has (before an immediate exit)."""
     for directory in list(_live_scratch):
         remove_tree(directory)
-

@@ -12,7 +12,8 @@ values are in :mod:`netspy_tui.httplimits`, which ``--help`` quotes):
 * ``KEEP_ALIVE_TIMEOUT``: an idle kept-alive connection is closed after this many seconds;
 * ``MAX_CONNECTIONS``: a connection beyond this many open ones is answered ``503`` and closed
   at once;
-* ``MAX_HEADER_BYTES``: a request head larger than this is a ``400``.
+* ``MAX_HEADER_BYTES``: a request head still unfinished after this many bytes is a ``400`` (h11's
+  limit on what it buffers; a complete head that arrives at once may be somewhat larger).
 
 Responses that take long (an MCP event stream) are not limited: only receiving the request is.
 """

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from netspy_tui.httplimits import REQUEST_TIMEOUT
+from netspy_tui.httplimits import MAX_HEADER_BYTES, REQUEST_TIMEOUT
 from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.serve import BackgroundServer, create_app, create_mcp_app
 from netspy_tui.telemetry.memory import MemorySource
@@ -139,6 +139,13 @@ def test_slowloris_and_idle_sockets_are_closed_after_the_request_timeout(short_l
         assert closed_within(body, 1.0 + SLACK, b" " * 50) is not None
     with httpx.Client(base_url=short_limits.url, timeout=5) as http:  # and ordinary clients are served
         assert http.get("/health").status_code == 200
+
+
+def test_an_unfinished_request_head_over_the_limit_is_400(short_limits: BackgroundServer) -> None:
+    with socket.create_connection(("127.0.0.1", short_limits.port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 1000))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
 
 
 def test_connections_beyond_the_cap_are_answered_503_and_closed(short_limits: BackgroundServer) -> None:
