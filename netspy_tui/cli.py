@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_error
+from netspy_tui.httplimits import LIMITS_HELP
 from netspy_tui.mcp_tools import ALL_TOOLS
 from netspy_tui.textsafe import clean
 
@@ -125,6 +127,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--window", runs={"tui"}, group=UI, type=_positive_int, metavar="S", help="time window in seconds (60)"),
     _opt("--http", runs={"mcp"}, group=NET, action="store_true", help="serve streamable HTTP at /mcp instead of stdio"),
     _opt("--host", runs={"mcp", "serve"}, group=NET, metavar="ADDR", help="bind address (127.0.0.1)"),
+    _opt("--allow-host", runs={"mcp", "serve"}, group=NET, action="append", metavar="NAME",
+         help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)"),
     _opt("--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N",
          help="port (mcp --http: 8000, serve: 8080)"),
     _opt("--model", runs=_ALL, group=GENERAL, metavar="NAME", help="AI model name (env NETSPY_MODEL)"),
@@ -222,7 +226,8 @@ def build_parser() -> _Parser:
     for name in SUBCOMMANDS:
         about, usage = _ABOUT[name]
         cmd = sub.add_parser(name, prog=f"netspy-tui {name}", help=about, usage=usage,
-                             description=about[:1].upper() + about[1:] + ".")
+                             description=about[:1].upper() + about[1:] + "."
+                             + (f" {LIMITS_HELP}" if name in ("mcp", "serve") else ""))
         _add_options(cmd, frozenset({name}), shared=True)
         p.commands[name] = cmd
     return p
@@ -383,7 +388,8 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
 
             # Same protection as `serve`: the token (when set) on every request, a body limit.
             token = settings.token.get_secret_value() if settings.token else None
-            await serve_mcp_http(server, host=ns.host or "127.0.0.1", port=ns.port or 8000, token=token)
+            await serve_mcp_http(server, host=ns.host or "127.0.0.1", port=ns.port or 8000, token=token,
+                                 allowed_hosts=ns.allow_host or [])
         else:
             await server.run_stdio_async()
     return 0
@@ -399,7 +405,7 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
         token = settings.token.get_secret_value() if settings.token else None
         mcp_server = create_server(source, insight_hook(ns.model))
         await serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
-                           mcp_server=mcp_server)
+                           mcp_server=mcp_server, allowed_hosts=ns.allow_host or [])
     return 0
 
 
@@ -424,10 +430,18 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ns.model)) as gw:
         info = await source.info()
         return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
-                                   ai=ai)
+                                   ai=ai, export_dir=settings.export_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = os.umask(0o077)  # whatever this process creates (log, store, exports) is private to root
+    try:
+        return _main(argv)
+    finally:
+        os.umask(previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     ns = parse_args(argv)
     from netspy_tui.logs import setup_logging
 
@@ -445,10 +459,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(describe_settings(settings, sources) + "\n")
             return 0
+        if settings.replay is not None:  # a FIFO, a device or garbage fails here, before the slow imports
+            from netspy_tui.collector.replay import check_start
+
+            check_start(settings.replay)
+        from netspy_tui.signals import stoppable  # SIGTERM/SIGHUP: clean up (scratch store), exit 128+signal
+
         if ns.run == "tool":
-            return asyncio.run(_run_tool(ns, settings, arguments))
+            return asyncio.run(stoppable(_run_tool(ns, settings, arguments)))
         runner = {"mcp": _run_mcp, "serve": _run_serve, "repl": _run_repl, "tui": _run_tui}
-        return asyncio.run(runner[ns.run](ns, settings))
+        return asyncio.run(stoppable(runner[ns.run](ns, settings)))
     except NetspyError as exc:
         sys.stderr.write(f"netspy-tui: {clean(str(exc), 1000)}\n")
         return exc.exit_code

@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     procfs_interval: float = Field(1.0, ge=0.05, le=60)
     """Sampling interval of the procfs collector in seconds."""
     export_dir: Path | None = None
-    """Where `e` in the dashboard writes exports (default: the current directory)."""
+    """Where `e` in the dashboard writes exports (default: the per-user state directory's `exports`,
+    ~/.local/state/netspy-tui/exports, created 0700)."""
 
     @field_validator("server")
     @classmethod

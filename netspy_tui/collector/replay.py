@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from typing import IO
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from netspy_tui import safefs
 from netspy_tui.collector.base import Batch, Collector, Sink
 from netspy_tui.errors import CollectorError, NetspyError
 from netspy_tui.models import (
@@ -46,6 +48,9 @@ AnyEvent = ConnectionEvent | PacketDropEvent
 FAST_BATCH = 2000
 #: Events due within this many seconds of each other go to the sink together.
 BATCH_SLACK = 0.02
+#: The longest line a recording may hold: an event is well under 4 KiB, but extension fields may be
+#: large; what is read at once (and so memory) stays bounded by this.
+MAX_LINE_BYTES = 8 << 20
 
 
 class ReplayFileError(CollectorError):
@@ -67,21 +72,40 @@ def _open_error(path: Path, exc: OSError) -> ReplayFileError:
     )
 
 
-def iter_recording(path: Path) -> Iterator[tuple[int, AnyEvent]]:
-    """(line number, event) for every non-blank line; raises :class:`ReplayFileError` on a bad line."""
+def _open_recording(path: Path) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file; a FIFO, device, socket or directory is a
+    one-line error at once (opening never waits for a FIFO's writer)."""
     try:
-        handle = path.open("rb")
+        fd = safefs.open_regular_for_reading(path)
+    except safefs.NotRegularFile as exc:
+        raise ReplayFileError(
+            f"cannot read recording {path}: it is {exc.kind}, not a regular file",
+            "a recording must be a regular file: copy it to one first (netspy-tui --record FILE writes them)",
+        ) from None
     except OSError as exc:
         raise _open_error(path, exc) from exc
+    return os.fdopen(fd, "rb")
+
+
+def iter_recording(path: Path) -> Iterator[tuple[int, AnyEvent]]:
+    """(line number, event) for every non-blank line; raises :class:`ReplayFileError` on a bad line.
+
+    Memory stays bounded whatever the file holds: a line longer than :data:`MAX_LINE_BYTES` (e.g.
+    ``/dev/zero``'s or a sparse file's NULs) is an error as soon as that much was read.
+    """
+    handle = _open_recording(path)
     with handle:
         lineno = 0
         while True:
             try:
-                raw = handle.readline()
+                raw = handle.readline(MAX_LINE_BYTES + 1)
             except OSError as exc:
                 raise _open_error(path, exc) from exc
             if not raw:
                 return
+            if len(raw) > MAX_LINE_BYTES:
+                raise _line_error(path, lineno + 1, f"longer than {MAX_LINE_BYTES >> 20} MiB with no line end "
+                                  "(not a recording of events)")
             lineno += 1
             if not raw.strip():
                 continue
@@ -104,6 +128,16 @@ def iter_recording(path: Path) -> Iterator[tuple[int, AnyEvent]]:
             except ValidationError as exc:
                 raise _line_error(path, lineno, describe_validation_error(exc)) from None
             yield lineno, event
+
+
+def check_start(path: str | Path) -> None:
+    """Fail fast (before anything slow starts) if ``path`` is not a regular file or its first line is
+    not an event: the whole file is checked again when the replay starts."""
+    events = iter_recording(Path(path))
+    try:
+        next(events, None)
+    finally:
+        events.close()
 
 
 @dataclass(frozen=True)
@@ -265,9 +299,15 @@ class Recorder:
         self._lock = threading.Lock()
         self.written = 0
         self.error: NetspyError | None = None
+        hint = "choose a new file name for --record (an existing file or link is never overwritten)"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] | None = self.path.open("a" if append else "w", encoding="utf-8")
+            safefs.make_private_dirs(self.path.parent)
+            # never through a link; a new file is created exclusively, 0600
+            if append:
+                fd = safefs.open_append(self.path, "the recording", hint)
+            else:
+                fd = safefs.create_exclusive(self.path, "the recording", hint)
+            self._file: IO[str] | None = safefs.open_text(fd)
         except OSError as exc:
             raise CollectorError(
                 f"cannot write recording {self.path}: {exc.strerror or exc}",

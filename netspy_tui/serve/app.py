@@ -56,6 +56,7 @@ from netspy_tui.models import (
     format_time,
     utcnow,
 )
+from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
 from netspy_tui.telemetry.source import EventQuery, TelemetrySource
 
 logger = logging.getLogger(__name__)
@@ -575,8 +576,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return text_response(exc.status_code, exc.detail or "error", dict(exc.headers or {}))
 
 
-def guard_middleware(token: str | None, max_body_bytes: int) -> list[Middleware]:
-    """The bearer-token check (when ``token`` is set) and the body limit, outermost first.
+def guard_middleware(token: str | None, max_body_bytes: int, hosts: HostPolicy) -> list[Middleware]:
+    """The Host/Origin check (DNS rebinding), the bearer-token check (when ``token`` is set) and the
+    body limit, outermost first.
 
     Every app netspy-tui serves over HTTP (the eBPF API, ``/mcp``, ``mcp --http``) sits behind these.
     """
@@ -584,7 +586,7 @@ def guard_middleware(token: str | None, max_body_bytes: int) -> list[Middleware]
         raise ValueError("token must not be empty")
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
-    middleware = []
+    middleware = [Middleware(HostGuardMiddleware, policy=hosts)]
     if token is not None:
         middleware.append(Middleware(BearerTokenMiddleware, token=token))
     middleware.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))
@@ -598,10 +600,14 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     extra_routes: list[BaseRoute] | None = None,
     lifespan: Lifespan[Starlette] | None = None,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
 ) -> Starlette:
     """The eBPF server API over ``source`` as a Starlette app.
 
     ``token``: require ``Authorization: Bearer <token>`` on every request (``None``: no auth).
+    ``host`` (the address it is bound to) and ``allowed_hosts`` (``--allow-host``) decide which
+    ``Host``/``Origin`` names are answered on every path (:mod:`netspy_tui.serve.hosts`).
     ``extra_routes`` are mounted after the API routes (e.g. the MCP streamable-HTTP route) and sit
     behind the same token and body limit; ``lifespan`` runs with the app (an MCP session manager).
     The source is not closed by the app: its owner closes it.
@@ -610,7 +616,7 @@ def create_app(
     api = _Api(source, [getattr(r, "path", "") for r in extra if getattr(r, "path", "")])
     app = Starlette(
         routes=api.routes() + extra,
-        middleware=guard_middleware(token, max_body_bytes),
+        middleware=guard_middleware(token, max_body_bytes, HostPolicy(host, allowed_hosts)),
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -10,41 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from netspy_tui.errors import NetspyError
+from netspy_tui.httplimits import KEEP_ALIVE_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES, REQUEST_TIMEOUT
 from netspy_tui.serve.app import create_app, guard_middleware, text_response
+from netspy_tui.serve.connections import GuardedH11Protocol
+from netspy_tui.serve.hosts import HostPolicy, is_loopback
 from netspy_tui.telemetry.source import TelemetrySource
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
 logger = logging.getLogger(__name__)
-
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    name = host.strip().strip("[]").lower()
-    if name in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False  # a host name or a wildcard: assume other machines can reach it
-
 
 def exposure_warning(host: str, token_required: bool) -> str | None:
     """The warning to log when the API is reachable from other machines without a token."""
@@ -106,11 +95,22 @@ class _Server(uvicorn.Server):
         raise RuntimeError("the server is not listening")
 
 
-def _config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+def _config(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+) -> uvicorn.Config:
+    """uvicorn settings for every server netspy-tui runs: the limits of netspy_tui.serve.connections."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=GuardedH11Protocol.with_limits(request_timeout, max_connections),
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         log_config=None,  # keep the application's logging (stderr, secrets masked)
         log_level=None,
         access_log=True,
@@ -180,15 +180,17 @@ async def serve_source(
     mcp_server: MCPServer[Any] | None = None,
     max_body_bytes: int = 1 << 20,
     on_started: Callable[[str], None] | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """``netspy-tui serve``: the eBPF server API over ``source``, plus MCP at ``/mcp`` when given.
 
-    The MCP streamable-HTTP route sits behind the same token and body limit as the API.
+    The MCP streamable-HTTP route sits behind the same Host/Origin check, token and body limit as
+    the API.
     """
     extra: list[Any] = []
     lifespan = None
     if mcp_server is not None:
-        mcp_app = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=host)
+        mcp_app = _mcp_routes_app(mcp_server)
         extra = list(mcp_app.routes)
         session_manager = mcp_server.session_manager
 
@@ -197,8 +199,16 @@ async def serve_source(
             async with session_manager.run():
                 yield
 
-    app = create_app(source, token=token, max_body_bytes=max_body_bytes, extra_routes=extra, lifespan=lifespan)
+    app = create_app(source, token=token, max_body_bytes=max_body_bytes, extra_routes=extra, lifespan=lifespan,
+                     host=host, allowed_hosts=allowed_hosts)
     await serve_async(app, host, port, on_started=on_started)
+
+
+def _mcp_routes_app(mcp_server: MCPServer[Any]) -> Starlette:
+    """The SDK's streamable-HTTP app. Its own Host/Origin check is off: ours (HostGuardMiddleware,
+    outermost on every path) applies the one policy, with the operator's --allow-host names."""
+    no_second_check = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    return mcp_server.streamable_http_app(streamable_http_path="/mcp", transport_security=no_second_check)
 
 
 def create_mcp_app(
@@ -207,10 +217,11 @@ def create_mcp_app(
     host: str = "127.0.0.1",
     token: str | None = None,
     max_body_bytes: int = 1 << 20,
+    allowed_hosts: Sequence[str] = (),
 ) -> Starlette:
     """``netspy-tui mcp --http``: the MCP streamable-HTTP endpoint at ``/mcp`` alone, behind the same
-    bearer token and body limit as ``serve``. Other paths are a plain-text 404."""
-    mcp_app = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    Host/Origin check, bearer token and body limit as ``serve``. Other paths are a plain-text 404."""
+    mcp_app = _mcp_routes_app(mcp_server)
     session_manager = mcp_server.session_manager
 
     @contextlib.asynccontextmanager
@@ -221,7 +232,8 @@ def create_mcp_app(
     async def not_found(request: Any, exc: Exception) -> Any:
         return text_response(404, "404 page not found")
 
-    app = Starlette(routes=list(mcp_app.routes), middleware=guard_middleware(token, max_body_bytes),
+    app = Starlette(routes=list(mcp_app.routes),
+                    middleware=guard_middleware(token, max_body_bytes, HostPolicy(host, allowed_hosts)),
                     lifespan=lifespan, exception_handlers={404: not_found})
     app.state.token_required = token is not None
     return app
@@ -235,9 +247,11 @@ async def serve_mcp_http(
     token: str | None = None,
     max_body_bytes: int = 1 << 20,
     on_started: Callable[[str], None] | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Serve :func:`create_mcp_app` until SIGINT/SIGTERM (see :func:`serve_async`)."""
-    app = create_mcp_app(mcp_server, host=host, token=token, max_body_bytes=max_body_bytes)
+    app = create_mcp_app(mcp_server, host=host, token=token, max_body_bytes=max_body_bytes,
+                         allowed_hosts=allowed_hosts)
     await serve_async(app, host, port, on_started=on_started, what="MCP (streamable HTTP)", path="/mcp")
 
 
@@ -250,10 +264,12 @@ class BackgroundServer:
             httpx.get(srv.url + "/health")
     """
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *,
+                 request_timeout: float = REQUEST_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.limits = {"request_timeout": request_timeout, "max_connections": max_connections}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -264,7 +280,7 @@ class BackgroundServer:
         return f"http://{shown}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> BackgroundServer:
-        server = _Server(_config(self.app, self.host, self.port))
+        server = _Server(_config(self.app, self.host, self.port, **self.limits))  # type: ignore[arg-type]
         self._server = server
 
         def run() -> None:

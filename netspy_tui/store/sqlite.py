@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
+from netspy_tui import safefs
 from netspy_tui.analysis.aggregate import AnyEvent, outcome_key, second_of, window_seconds
 from netspy_tui.collector.base import Batch
 from netspy_tui.errors import NetspyError
@@ -288,12 +289,20 @@ class EventStore:
             if self.path is None:
                 conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
             elif self.readonly:
+                if writer:
+                    safefs.check_db_path(self.path, creating=False)  # not a link, a device, or in a shared dir
                 uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
                 conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
             else:
-                if writer:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                # created exclusively 0600 (its -wal/-shm get the same mode), checked again once open
+                identity = safefs.prepare_db_file(self.path) if writer else None
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+                if identity is not None:
+                    try:
+                        safefs.verify_same_file(self.path, identity)
+                    except BaseException:
+                        conn.close()
+                        raise
             try:
                 conn.execute("PRAGMA temp_store = MEMORY")
                 # page cache: 16 MiB each (rows arrive in time order: the writer's inserts touch the

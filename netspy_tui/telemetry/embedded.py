@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netspy_tui import safefs
 from netspy_tui.collector.auto import CollectorKind, start_collector
 from netspy_tui.collector.base import Batch, Collector, Sink
 from netspy_tui.collector.replay import Recorder
@@ -274,42 +273,45 @@ class EmbeddedSource:
             await asyncio.to_thread(self.store.close)
 
 
-def _scratch_db() -> Path:
-    """A private SQLite file for a session without ``--db``, removed on exit.
+@asynccontextmanager
+async def _scratch_db() -> AsyncIterator[Path]:
+    """A private SQLite file for a session without ``--db``, removed (with its directory) on exit.
 
     A file rather than ``:memory:``: with a million events the in-memory database held ~880 MB
     resident against ~124 MB for a file (bench/README.md), and the page cache can give it back.
+    It lives in a fresh 0700 directory (no other user can plant a link at its name or its
+    ``-wal``/``-shm``), created 0600.
     """
-    fd, name = tempfile.mkstemp(prefix="netspy-tui-", suffix=".sqlite3")
-    os.close(fd)
-    os.unlink(name)  # the store creates it; mkstemp only reserved a private name
-    return Path(name)
-
-
-def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}{suffix}").unlink()
+    directory = await asyncio.to_thread(safefs.scratch_dir)
+    try:
+        yield directory / "events.sqlite3"
+    finally:
+        await asyncio.to_thread(safefs.remove_tree, directory)
 
 
 @asynccontextmanager
 async def open_embedded(settings: Settings) -> AsyncIterator[EmbeddedSource]:
     """The collector the settings ask for (``auto``: eBPF, else procfs), its store, closed on exit.
 
-    Without ``--db`` the store is a scratch file in the temp directory, deleted on exit.
+    Without ``--db`` the store is a scratch file in a private directory, deleted on exit (the CLI
+    turns SIGTERM and SIGHUP into the same exit: netspy_tui.signals).
     """
-    scratch = _scratch_db() if settings.db is None else None
-    try:
-        async with _open_embedded(settings, settings.db or scratch) as source:
-            yield source
-    finally:
-        if scratch is not None:
-            _remove_db(scratch)
+    async with contextlib.AsyncExitStack() as stack:
+        db = settings.db if settings.db is not None else await stack.enter_async_context(_scratch_db())
+        yield await stack.enter_async_context(_open_embedded(settings, db))
 
 
 @asynccontextmanager
 async def _open_embedded(settings: Settings, db: Path | None) -> AsyncIterator[EmbeddedSource]:
-    store = await asyncio.to_thread(EventStore, db, retention_seconds=settings.retention)
+    opening = asyncio.ensure_future(asyncio.to_thread(EventStore, db, retention_seconds=settings.retention))
+    try:
+        store = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        # (a signal during start-up) the thread goes on creating the files: let it finish and close
+        # the store, so that removing the scratch directory afterwards removes everything
+        with contextlib.suppress(Exception):
+            (await opening).close()
+        raise
     kind: CollectorKind = "replay" if settings.replay is not None else settings.collector
     try:
         source = await EmbeddedSource.launch(

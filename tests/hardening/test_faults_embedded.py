@@ -112,7 +112,8 @@ async def test_ring_buffer_overflow_is_counted_and_shown() -> None:
 @contextlib.contextmanager
 def tiny_filesystem(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                          capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a {size} tmpfs here (needs root): {done.stderr.decode().strip()}")
     try:
@@ -160,7 +161,7 @@ async def test_disk_full_mid_session_counts_loss_keeps_collecting_and_recovers(t
             await asyncio.to_thread(wait_until, lambda: collector.stats.events > seen + 100, "collecting")
             assert collector.running
             transport = httpx.ASGITransport(app=create_app(source))
-            async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
                 health = await http.get("/health")
                 assert (health.status_code, health.text) == (503, "System not initialized\n")
                 events = await http.get("/api/events", params={"limit": 5})

@@ -48,5 +48,5 @@ def source() -> ProgramSource:
 async def client(source: MemorySource) -> AsyncIterator[httpx.AsyncClient]:
     """In-process client of the app over ``source`` (fast; the live tests use real sockets)."""
     transport = httpx.ASGITransport(app=create_app(source))
-    async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         yield c

@@ -135,7 +135,8 @@ async def test_list_connections_honours_filters_from_query_and_body(client: http
 
 async def test_list_default_limit_is_100(source: MemorySource) -> None:
     source.add_events([connection(pid=1000 + i, ago=1 + i / 10) for i in range(150)])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url="http://t") as c:
+    transport = httpx.ASGITransport(app=create_app(source))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         body = (await c.get("/api/list-connections")).json()
         validate_response("ConnectionListResponse", body)
         assert body["total_events"] == 100
@@ -267,7 +268,8 @@ class BrokenSource(MemorySource):
 
 
 async def _get(app_source: MemorySource, path: str) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(app_source)), base_url="http://t") as c:
+    transport = httpx.ASGITransport(app=create_app(app_source))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         return await c.get(path)
 
 

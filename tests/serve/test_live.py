@@ -138,7 +138,7 @@ async def test_streamed_overflow_in_process() -> None:
         yield b'{"pid":'
         yield b" 100}    "
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         resp = await client.post("/api/connection-summary", content=body())
         assert resp.status_code == 413
         bad_length = await client.post("/api/connection-summary", content=b"{}", headers={"Content-Length": "x"})

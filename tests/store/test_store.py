@@ -216,7 +216,8 @@ def test_permission_denied_for_an_unprivileged_user(tmp_path: Path) -> None:
 def test_disk_full_raises_to_the_caller_and_the_store_keeps_working(tmp_path: Path) -> None:
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True)
     if done.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:

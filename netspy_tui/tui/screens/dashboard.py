@@ -11,11 +11,12 @@ import asyncio
 import csv
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on, work
@@ -26,13 +27,15 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker
 
+from netspy_tui import safefs
 from netspy_tui.ai import AISettings, AIStreamError, Finished, TextDelta, ToolCallFinished, ToolCallStarted, format_call
 from netspy_tui.commands import help_text, parse_command
+from netspy_tui.config import state_dir
 from netspy_tui.errors import NetspyError
 from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat
-from netspy_tui.textsafe import clean, first_line
+from netspy_tui.textsafe import clean, first_line, inert_json
 from netspy_tui.tui import keys
 from netspy_tui.tui.hooks import AIHooks, InsightItem, InsightNote
 from netspy_tui.tui.messages import (
@@ -112,6 +115,12 @@ def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Subject |
     if any(p.command == text for p in procs):
         return Subject(process_name=text)
     return None
+
+
+def default_export_dir() -> Path:
+    """Where exports go without ``export_dir`` / ``NETSPY_EXPORT_DIR``: the per-user state directory
+    (``~/.local/state/netspy-tui/exports``, created 0700), never the working directory."""
+    return state_dir() / "exports"
 
 
 def _csv_safe(value: object) -> str:
@@ -598,21 +607,20 @@ class DashboardScreen(Screen[None]):
             self.notify("Nothing to export yet: no poll has finished.", severity="warning")
             return
         view = self.view_state.view
-        directory = self.export_dir or Path.cwd()
+        directory = Path(os.path.abspath(self.export_dir or default_export_dir()))
         stamp = self.clock().strftime("%Y%m%dT%H%M%SZ")
-        path = directory / f"netspy-{view}-{stamp}.{fmt}"
-        n = 1
-        while path.exists():
-            path = directory / f"netspy-{view}-{stamp}-{n}.{fmt}"
-            n += 1
         try:
-            count = self._write_export(path, fmt, snap)
+            # a fresh file (0600) created exclusively: a name someone planted (a link) is skipped, never followed
+            safefs.make_private_dirs(directory)
+            path, fd = safefs.create_unique(directory, f"netspy-{view}-{stamp}", f".{fmt}")
+            with safefs.open_text(fd) as fh:
+                count = self._write_export(fh, fmt, snap)
         except OSError as exc:
             self.notify(f"Export failed: {exc}", severity="error", markup=False)
             return
         self.notify(f"Exported {count} {view} rows to {path}", title="Export", markup=False)
 
-    def _write_export(self, path: Path, fmt: str, snap: Snapshot) -> int:
+    def _write_export(self, fh: IO[str], fmt: str, snap: Snapshot) -> int:
         conns = list(self.connections.events.values())
         drops = list(self.drops.events.values())
         rows: list[ConnectionEvent] | list[PacketDropEvent] = drops if self.view_state.view == "drops" else conns
@@ -630,22 +638,22 @@ class DashboardScreen(Screen[None]):
                 "patterns": snap.patterns.model_dump(mode="json") if snap.patterns else None,
                 "drop_patterns": snap.drop_patterns.model_dump(mode="json") if snap.drop_patterns else None,
             }
-            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            # the same inert writer as every other output: no raw bidi or C1 controls in the file
+            fh.write(inert_json(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
             return len(rows)
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            if self.view_state.view == "drops":
-                writer.writerow(["time", "pid", "process", "reason", "reason_code", "bytes", "destination", "id"])
-                for d in drops:
-                    writer.writerow([d.time.isoformat(), d.pid, _csv_safe(d.command), _csv_safe(d.drop_reason),
-                                     d.drop_reason_code, d.packet_size_bytes, _csv_safe(d.destination or ""), d.id])
-            else:
-                writer.writerow(["time", "pid", "process", "destination", "protocol", "protocol_inferred",
-                                 "outcome", "return_code", "id"])
-                for c in conns:
-                    writer.writerow([c.time.isoformat(), c.pid, _csv_safe(c.command), _csv_safe(destination_text(c)),
-                                     _csv_safe(c.protocol), bool(c.protocol_inferred), c.effective_outcome,
-                                     c.return_code, c.id])
+        writer = csv.writer(fh)
+        if self.view_state.view == "drops":
+            writer.writerow(["time", "pid", "process", "reason", "reason_code", "bytes", "destination", "id"])
+            for d in drops:
+                writer.writerow([d.time.isoformat(), d.pid, _csv_safe(d.command), _csv_safe(d.drop_reason),
+                                 d.drop_reason_code, d.packet_size_bytes, _csv_safe(d.destination or ""), d.id])
+        else:
+            writer.writerow(["time", "pid", "process", "destination", "protocol", "protocol_inferred",
+                             "outcome", "return_code", "id"])
+            for c in conns:
+                writer.writerow([c.time.isoformat(), c.pid, _csv_safe(c.command), _csv_safe(destination_text(c)),
+                                 _csv_safe(c.protocol), bool(c.protocol_inferred), c.effective_outcome,
+                                 c.return_code, c.id])
         return len(rows)
 
     # --- palette -------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""SIGTERM and SIGHUP end a CLI session the way Ctrl-C or quitting does: through every cleanup.
+
+Without this, the default action kills the process at once and leaves the scratch store (and its
+directory) behind. :func:`stoppable` runs a command's coroutine with the signals turned into a
+cancellation of that coroutine: every ``finally`` and ``async with`` on the way runs (the dashboard
+restores the terminal, the collector stops, the store closes, the scratch directory is removed),
+then the process exits with status 128 + signal and one line saying why. A thread still blocked
+reading stdin (the REPL, MCP over stdio) cannot be interrupted, so the exit does not wait for it;
+when the cleanup itself is held up by one, the scratch directory is removed and the process exits
+:data:`FORCE_EXIT_AFTER` seconds after the signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn, TypeVar
+
+from netspy_tui import safefs
+from netspy_tui.errors import NetspyError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Seconds the cleanup may take after a signal before the process exits without it (the scratch
+#: directory is still removed).
+FORCE_EXIT_AFTER = 5.0
+
+
+class Terminated(NetspyError):
+    """The process was asked to stop (SIGTERM, SIGHUP) and cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+@asynccontextmanager
+async def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> AsyncIterator[None]:
+    """While inside: the signals cancel the current task, which then raises :class:`Terminated`
+    after every ``finally`` inside ran. Outside the main thread signals are left as they are, and a
+    handler installed meanwhile by someone else (uvicorn's graceful shutdown in ``serve``) keeps its
+    signal while it is installed."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[int] = []
+    installed: dict[int, object] = {}
+
+    def on_signal(signum: int) -> None:
+        if signal.getsignal(signum) is not installed[signum]:
+            return
+        if not received and task is not None:
+            logger.warning("received %s: stopping", signal.Signals(signum).name)
+            received.append(signum)
+            task.cancel()
+            watchdog = threading.Timer(FORCE_EXIT_AFTER, _force_exit, (signum,))
+            watchdog.daemon = True
+            watchdog.start()
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed[signum] = signal.getsignal(signum)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if received:
+            raise Terminated(received[0]) from None
+        raise
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    if received:  # the cancellation was swallowed on the way (e.g. by a server shutting down)
+        raise Terminated(received[0])
+
+
+def _exit_now(exc: Terminated) -> NoReturn:
+    sys.stderr.write(f"netspy-tui: {exc}\n")
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(exc.exit_code)
+
+
+def _force_exit(signum: int) -> None:
+    """The cleanup did not finish in time (a thread blocked reading stdin holds up the cancellation,
+    as MCP over stdio does): remove the scratch data, then exit anyway."""
+    logger.warning("stopping took more than %g s: exiting without waiting", FORCE_EXIT_AFTER)
+    safefs.remove_all_scratch()
+    _exit_now(Terminated(signum))
+
+
+async def stoppable(command: Coroutine[Any, Any, T]) -> T:
+    """Run ``command``; on SIGTERM/SIGHUP clean up through it, say so in one line and exit 128 + signal."""
+    try:
+        async with stop_on_signals():
+            return await command
+    except Terminated as exc:
+        _exit_now(exc)  # every cleanup ran; only threads blocked on stdin may be left, not worth waiting for
