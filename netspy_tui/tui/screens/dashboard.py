@@ -23,7 +23,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker
 
 from netspy_tui.ai import AISettings, AIStreamError, Finished, TextDelta, ToolCallFinished, ToolCallStarted, format_call
@@ -49,6 +49,7 @@ from netspy_tui.tui.snapshot import ALL, Snapshot, Subject
 from netspy_tui.tui.widgets.cells import window_label
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, destination_text
+from netspy_tui.tui.widgets.footer import KeyFooter
 from netspy_tui.tui.widgets.insights import InsightsPane
 from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text
 from netspy_tui.tui.widgets.processes import COLUMNS as PROCESS_COLUMNS
@@ -61,6 +62,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WINDOWS = (60, 300, 900, 3600)
+WIDE_FROM = 140
+"""Columns from which the pattern panel and the AI pane sit beside the tables; below, one of them at a time
+takes the tables' place (``p``, ``i``) and esc brings the tables back."""
+TALL_FROM = 40
 
 
 class EventFilter:
@@ -123,6 +128,8 @@ def _csv_safe(value: object) -> str:
 class DashboardScreen(Screen[None]):
     BINDINGS = keys.bindings()
     AUTO_FOCUS = "#connections"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_FROM, "-tall")]
 
     def __init__(self, gateway: Gateway, poller: Poller, *, clock: Callable[[], datetime], window: int,
                  source_note: str, ai: AIHooks | None, export_dir: Path | None) -> None:
@@ -144,6 +151,10 @@ class DashboardScreen(Screen[None]):
         self._insight_key: tuple[object, ...] | None = None
         self._insight_worker: Worker[None] | None = None
         self._applied: dict[str, str] = {}
+        self.side_pane: str | None = None
+        """Below WIDE_FROM columns: the pane shown instead of the tables ("patterns", "ai") or None."""
+        self.hidden_panes: set[str] = set()
+        """From WIDE_FROM columns on: the panes the user hid ("patterns", "ai")."""
 
     # --- layout ------------------------------------------------------------------------
 
@@ -167,7 +178,7 @@ class DashboardScreen(Screen[None]):
         yield Input(placeholder="ask the AI about this host's traffic, e.g. why does nginx see refused connections? "
                                 "(enter asks, esc closes)", id="question-bar")
         yield CommandInput(id="command-bar")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#result", ResultPanel).display = False
@@ -268,7 +279,7 @@ class DashboardScreen(Screen[None]):
 
     def _title_processes(self) -> None:
         table = self.processes
-        label = PROCESS_COLUMNS[table.sort_index][1]
+        label = PROCESS_COLUMNS[table.sort_index].label
         table.border_title = f"Processes · {window_label(self.view_state.window)}"
         table.border_subtitle = f"sort {label} {'▼' if table.sort_reverse else '▲'} (s / S)"
 
@@ -325,6 +336,8 @@ class DashboardScreen(Screen[None]):
             self._focus_active_table()
         elif self.insights.pending and not bar.has_focus:
             await self.cancel_insight()
+        elif self.narrow and self.side_pane is not None:
+            self.toggle_pane(self.side_pane)
         elif self.view_state.filter_text or bar.display:
             bar.value = ""
             bar.display = False
@@ -369,6 +382,7 @@ class DashboardScreen(Screen[None]):
 
     def action_toggle_pause(self) -> None:
         self.view_state.paused = not self.view_state.paused
+        self.view_state.paused_at = self.clock() if self.view_state.paused else None
         if not self.view_state.paused:
             self.render_snapshot()
         self.status.redraw()
@@ -397,9 +411,47 @@ class DashboardScreen(Screen[None]):
         self.view_state.view = "drops" if event.pane.id == "drops-tab" else "connections"
         self.status.redraw()
 
+    # --- panes beside (or instead of) the tables ----------------------------------------
+
+    @property
+    def narrow(self) -> bool:
+        return self.has_class("-narrow")
+
+    def pane_shown(self, pane: str) -> bool:
+        """Whether the ``patterns`` or ``ai`` pane is on screen at the current width."""
+        return self.side_pane == pane if self.narrow else pane not in self.hidden_panes
+
+    def toggle_pane(self, pane: str) -> None:
+        if self.narrow:
+            self.side_pane = None if self.side_pane == pane else pane
+        else:
+            self.hidden_panes ^= {pane}
+        self._apply_panes()
+
+    def reveal_pane(self, pane: str) -> None:
+        """Put ``pane`` on screen (an answer starts streaming into it)."""
+        if self.narrow:
+            self.side_pane = pane
+        else:
+            self.hidden_panes.discard(pane)
+        self._apply_panes()
+
+    def _apply_panes(self) -> None:
+        """Classes that app.tcss turns into the layout (with the breakpoint classes -narrow / -wide)."""
+        for pane in ("patterns", "ai"):
+            self.set_class(self.side_pane == pane, f"-side-{pane}")
+            self.set_class(pane in self.hidden_panes, f"-no-{pane}")
+        if self.narrow and self.side_pane is None and not self.focused_table():
+            self._focus_active_table()
+
+    def focused_table(self) -> bool:
+        return isinstance(self.focused, DataTable)
+
     def action_toggle_insights(self) -> None:
-        pane = self.insights
-        pane.display = not pane.display
+        self.toggle_pane("ai")
+
+    def action_toggle_patterns(self) -> None:
+        self.toggle_pane("patterns")
 
     # --- AI ------------------------------------------------------------------------------
 
@@ -465,7 +517,7 @@ class DashboardScreen(Screen[None]):
 
     async def _unavailable(self) -> None:
         pane = self.insights
-        pane.display = True
+        self.reveal_pane("ai")
         self._cancel_insight_worker()
         await pane.show_notice(self.ai.unavailable)
 
@@ -476,7 +528,7 @@ class DashboardScreen(Screen[None]):
         The same request again while it is still streaming is ignored (esc cancels it).
         """
         pane = self.insights
-        pane.display = True
+        self.reveal_pane("ai")
         worker = self._insight_worker
         if worker is not None and not worker.is_finished and key == self._insight_key and pane.pending:
             self.notify(f"Still {title}: esc cancels it.", markup=False)
