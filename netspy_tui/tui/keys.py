@@ -36,7 +36,8 @@ class KeyAction:
 
     @property
     def palette_title(self) -> str:
-        return f"{self.group}: {self.help.rstrip('.').lower()}"
+        text = self.help.rstrip(".")
+        return f"{self.group}: {text[:1].lower()}{text[1:]}"  # "AI", "JSON" keep their case
 
     @property
     def display_keys(self) -> str:

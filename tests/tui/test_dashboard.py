@@ -18,7 +18,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
-from netspy_tui.models import ConnectionEvent, PacketDropEvent
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, SourceInfo
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.screens.help import HelpScreen
@@ -164,15 +164,55 @@ async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(sour
 async def test_pause_freezes_the_tables_and_resume_catches_up(source: MemorySource, clock: Clock) -> None:
     async with dashboard(source, clock) as (app, pilot):
         await pilot.press("space")
-        assert "PAUSED" in status_text(app)
+        assert "PAUSED  since 12:00:00" in status_text(app)  # when it was paused, not a freshness age
+        assert "updated" not in status_text(app)
         source.add_events([connection(pid=99, command="wget", time=DEMO_NOW - timedelta(seconds=0.01), outcome="ok")])
         polls = app.polls
         await wait_for(pilot, lambda: app.polls >= polls + 3, "three polls while paused")
         assert app.dashboard.latest is not None and app.dashboard.latest.connections[-1].command == "wget"
         assert app.dashboard.connections.row_count == len(in_window(60))  # nothing drawn
         await pilot.press("space")
-        assert "LIVE" in status_text(app)
+        assert "LIVE" in status_text(app) and "since" not in status_text(app)
         assert rows(app)[-1].command == "wget"
+
+
+class LossySource(MemorySource):
+    """Reports raw events shed in the last minute while ``lossy`` is set."""
+
+    lossy = True
+
+    async def info(self) -> SourceInfo:
+        base = await super().info()
+        if not self.lossy:
+            return base
+        return base.model_copy(update={"recent_losses": {"shed": 9300}, "events_lost": 9300, "degraded": True})
+
+
+async def test_header_health_is_degraded_with_the_figure_while_events_are_lost(clock: Clock) -> None:
+    source = LossySource(demo_events(), label="replay of demo.jsonl", clock=clock)
+    async with dashboard(source, clock) as (app, pilot):
+        await wait_for(pilot, lambda: "degraded" in status_text(app), "degraded health")
+        first = app.dashboard.status.build().split("\n")[0]
+        assert "● degraded (9,300 lost in the last minute)" in first.plain
+        warn = app.dashboard.status._style("warn")
+        start = first.plain.index("degraded")
+        assert any(span.style == warn and span.start <= start < span.end for span in first.spans)
+        source.lossy = False
+        await wait_for(pilot, lambda: "● healthy" in status_text(app), "healthy again", limit=30)
+        assert "lost" not in status_text(app).split("\n")[0]
+
+
+async def test_tab_title_says_latest_n_of_the_window_total(source: MemorySource, clock: Clock) -> None:
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=clock, max_rows=50)
+        async with app.run_test(size=SIZE) as pilot:
+            def label() -> str:
+                return str(app.dashboard.query_one("#views").get_tab("connections-tab").label)
+
+            await wait_for(pilot, lambda: " of " in label(), "a count with its total")
+            assert label() == f"Connections (latest 50 of {len(in_window(60))})"
+            await pilot.press("slash", *"curl")  # a text filter: only what is shown is counted
+            await wait_for(pilot, lambda: " of " not in label(), "count of the filtered rows")
 
 
 async def test_w_cycles_the_window(source: MemorySource, clock: Clock) -> None:

@@ -119,6 +119,14 @@ def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Subject |
     return None
 
 
+def tab_label(name: str, rows: int, total: int | None) -> str:
+    """``Connections (1,003)``, or ``Connections (latest 2,000 of 14,946)`` when the window holds more events
+    than the table keeps (``total``: the window's count from the pattern analysis, None when not known)."""
+    if total is not None and total > rows:
+        return f"{name} (latest {rows:,} of {total:,})"
+    return f"{name} ({rows:,})"
+
+
 def _csv_safe(value: object) -> str:
     """Cleaned text that a spreadsheet will not run as a formula."""
     text = clean(value, None)
@@ -263,9 +271,18 @@ class DashboardScreen(Screen[None]):
             mix = drop_mix_text(snap.drop_patterns if snap.config.subject == subject else None, snap.config.window)
             self._set_once("drop-mix", mix.plain, lambda: self.query_one("#drop-mix", Static).update(mix, layout=False))
             tabs = self.query_one("#views", TabbedContent)
-            for pane, label in (("connections-tab", f"Connections ({self.connections.row_count})"),
-                                ("drops-tab", f"Packet drops ({self.drops.row_count})")):
-                self._set_once(pane, label, lambda p=pane, t=label: setattr(tabs.get_tab(p), "label", Text(t)))
+            # the window's totals count what the tools were asked about: known unless a text filter narrows further
+            narrowed = bool(self.view_state.filter_text) and (self.filter_subject is None
+                                                              or self.focus_subject is not None)
+            same = snap.config.subject == subject and not narrowed
+            conns = tab_label("Connections", self.connections.row_count,
+                              snap.patterns.stats.total if same and snap.patterns else None)
+            drops = tab_label("Packet drops", self.drops.row_count,
+                              snap.drop_patterns.stats.total if same and snap.drop_patterns else None)
+            for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
+                tab = tabs.get_tab(pane)  # compared with the tab itself: a render before the tabs mount is not lost
+                if str(tab.label) != label:
+                    tab.label = Text(label)
         self.rendered = snap
         self.renders += 1
         self.last_render_ms = (time.perf_counter() - started) * 1000

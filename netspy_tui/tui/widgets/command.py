@@ -88,7 +88,7 @@ class ResultPanel(VerticalScroll):
         yield Static(id="result-text")
 
     def show(self, command: str, text: str, *, is_error: bool) -> None:
-        self.border_title = ("error · " if is_error else "") + clean(command, 60)
+        self.border_title = Text(("error · " if is_error else "") + clean(command, 60))  # data, never markup
         self.set_class(is_error, "-error")
         self.query_one("#result-text", Static).update(Text(clean(text, 100_000, keep_newlines=True)))
         self.display = True
