@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
@@ -48,7 +48,7 @@ from netspy_tui.tui.messages import (
 from netspy_tui.tui.snapshot import ALL, Snapshot, Subject
 from netspy_tui.tui.widgets.cells import window_label
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
-from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, destination_text
+from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, EventTable, destination_text
 from netspy_tui.tui.widgets.footer import KeyFooter
 from netspy_tui.tui.widgets.insights import InsightsPane
 from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text
@@ -159,6 +159,8 @@ class DashboardScreen(Screen[None]):
         self._insight_key: tuple[object, ...] | None = None
         self._insight_worker: Worker[None] | None = None
         self._applied: dict[str, str] = {}
+        self._last_table: DataTable[Any] | None = None
+        """The table that had the focus last (``a`` and enter act on its cursor while another widget has it)."""
         self.side_pane: str | None = None
         """Below WIDE_FROM columns: the pane shown instead of the tables ("patterns", "ai") or None."""
         self.hidden_panes: set[str] = set()
@@ -372,13 +374,19 @@ class DashboardScreen(Screen[None]):
         else:
             self.connections.focus()
 
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if isinstance(event.widget, DataTable):
+            self._last_table = event.widget
+
     def _selected_process(self) -> tuple[str | None, int | None]:
-        """(process name, pid) under the cursor of the focused table (or the last table used)."""
-        focused = self.focused
-        if isinstance(focused, ProcessTable) or focused is None and self.processes.row_count:
-            name = self.processes.selected_process()
+        """(process name, pid) under the cursor of the focused table, or of the table focused last (the
+        AI pane or an input can have the focus, or hide the tables, when ``a`` is pressed)."""
+        table = self.focused if isinstance(self.focused, DataTable) else self._last_table
+        if isinstance(table, ProcessTable):
+            name = table.selected_process()
             return (name, None) if name is not None else (None, None)
-        table = self.drops if isinstance(focused, DropTable) else self.connections
+        if not isinstance(table, EventTable):
+            table = self.connections
         event = table.selected_event()
         if event is None:
             return None, None
@@ -553,7 +561,7 @@ class DashboardScreen(Screen[None]):
         self._insight_requests += 1
         request_id = self._insight_requests
         self._insight_key = key
-        pane.expect(request_id)
+        pane.expect(request_id, title)
         self._insight_worker = self._stream_insight(request_id, title, failure_title, produce)
 
     def _cancel_insight_worker(self) -> None:

@@ -66,7 +66,13 @@ class EventTable(DataTable[Cell], Generic[E]):
         widths = fit_widths(self.COLUMNS, table_width(self), self.cell_padding)
         set_column_widths(self, {c.key: w for c, w in zip(self.COLUMNS, widths, strict=True)})
         if self.following and self.row_count:
-            self.call_after_refresh(self.move_cursor, row=self.row_count - 1, animate=False)
+            self.call_after_refresh(self._follow, self.row_count)
+
+    def _follow(self, rows: int) -> None:
+        """Back to the newest row, unless the user moved the cursor off the row that was last (``rows`` rows)
+        in the meantime: a resize queued before the user's move must not undo it."""
+        if self.row_count and self.cursor_row >= rows - 1:
+            self.move_cursor(row=self.row_count - 1, animate=False)
 
     @property
     def following(self) -> bool:
