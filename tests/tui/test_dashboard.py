@@ -12,8 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 from rich.text import Text
+from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -432,3 +434,23 @@ def test_key_registry_is_consistent() -> None:
         assert callable(getattr(DashboardScreen, "action_" + a.action.split("(")[0]))
     assert [b.id for b in DashboardScreen.BINDINGS] == ids  # type: ignore[union-attr]
     assert keys.markdown_table().count("\n") == len(keys.ACTIONS) + 1
+
+
+async def keys_in_one_go(pilot: Pilot[int], keys: str) -> None:
+    """Queue every key before the app handles the first (as a paste or a fast typist does)."""
+    names = {"/": "slash", ":": "colon"}
+    for ch in keys:
+        pilot.app.post_message(events.Key(names.get(ch, ch), ch))
+    await pilot.pause()
+
+
+@pytest.mark.parametrize(("opener", "bar_id"), [("/", "filter-bar"), (":", "command-bar"), ("A", "question-bar")])
+async def test_keys_typed_right_after_an_opening_key_go_into_the_input(opener: str, bar_id: str, source: MemorySource,
+                                                                        clock: Clock, tmp_path: Path) -> None:
+    async with dashboard(source, clock, export_dir=tmp_path) as (app, pilot):
+        await keys_in_one_go(pilot, opener + "uxgen")
+        bar = app.dashboard.query_one(f"#{bar_id}", Input)
+        await wait_for(pilot, lambda: bar.value == "uxgen", "the letters in the input")
+        assert app.dashboard.focused is bar
+        assert not any(tmp_path.iterdir())  # e did not export  # noqa: ASYNC240
+        assert not app.dashboard.view_state.paused and app.dashboard.view_state.view == "connections"

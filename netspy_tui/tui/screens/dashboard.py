@@ -66,6 +66,10 @@ WIDE_FROM = 140
 """Columns from which the pattern panel and the AI pane sit beside the tables; below, one of them at a time
 takes the tables' place (``p``, ``i``) and esc brings the tables back."""
 TALL_FROM = 40
+#: Keys that open an input, and the input they open (see DashboardScreen.on_key).
+OPENERS = {key: bar for action_id, bar in (("netspy.filter", "#filter-bar"), ("netspy.command", "#command-bar"),
+                                           ("netspy.ask", "#question-bar"))
+           for key in keys.BY_ID[action_id].keys.split(",")}
 
 
 class EventFilter:
@@ -160,6 +164,8 @@ class DashboardScreen(Screen[None]):
         self._insight_worker: Worker[None] | None = None
         self._applied: dict[str, str] = {}
         self._last_table: DataTable[Any] | None = None
+        self._typeahead: Input | None = None
+        """The input an opening key (``/``, ``:``, ``A``) is opening: printable keys that reach the screen go there."""
         """The table that had the focus last (``a`` and enter act on its cursor while another widget has it)."""
         self.side_pane: str | None = None
         """Below WIDE_FROM columns: the pane shown instead of the tables ("patterns", "ai") or None."""
@@ -321,10 +327,35 @@ class DashboardScreen(Screen[None]):
     def action_quit(self) -> None:
         self.app.exit(0)
 
-    def action_filter(self) -> None:
-        bar = self.query_one("#filter-bar", Input)
+    def open_input(self, bar: Input) -> None:
+        """Show ``bar`` and give it the focus now, not after a refresh (``Widget.focus`` defers it): keys typed
+        right after the key that opened it, already queued (a fast typist, a paste), go into it rather than to
+        the single-letter bindings (``e`` would export)."""
         bar.display = True
-        bar.focus()
+        self.set_focus(bar)
+
+    def on_key(self, event: events.Key) -> None:
+        """Keys typed right after a key that opens an input (``/uxgen`` in one go, a paste) belong to that input.
+
+        The app hands every queued key to the widget that has the focus when it arrives, so letters typed
+        before the input has the focus reach the screen, and then the single-letter bindings (``e`` would
+        export). From the opening key until the input loses the focus, such letters go into the input.
+        """
+        if not isinstance(self.focused, Input) and event.key in OPENERS:
+            self._typeahead = self.query_one(OPENERS[event.key], Input)
+            return
+        bar = self._typeahead
+        if bar is not None and event.is_printable and event.character:
+            event.stop()
+            event.prevent_default()
+            bar.insert_text_at_cursor(event.character)
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        if event.widget is self._typeahead:
+            self._typeahead = None
+
+    def action_filter(self) -> None:
+        self.open_input(self.query_one("#filter-bar", Input))
 
     @on(Input.Changed, "#filter-bar")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -496,9 +527,7 @@ class DashboardScreen(Screen[None]):
                            "AI explanation failed", lambda: explain(gateway, subject))
 
     def action_ask(self) -> None:
-        bar = self.query_one("#question-bar", Input)
-        bar.display = True
-        bar.focus()
+        self.open_input(self.query_one("#question-bar", Input))
 
     @on(Input.Submitted, "#question-bar")
     async def _question_submitted(self, event: Input.Submitted) -> None:
@@ -610,9 +639,7 @@ class DashboardScreen(Screen[None]):
     # --- command bar ---------------------------------------------------------------------
 
     def action_command_bar(self) -> None:
-        bar = self.query_one("#command-bar", CommandInput)
-        bar.display = True
-        bar.focus()
+        self.open_input(self.query_one("#command-bar", CommandInput))
 
     @on(Input.Submitted, "#command-bar")
     async def _command_submitted(self, event: Input.Submitted) -> None:
