@@ -30,6 +30,7 @@ from netspy_tui.tui.widgets.insights import InsightsPane
 from tests.factories import connection
 from tests.tui.conftest import Clock, demo_events, wait_for
 from tests.tui.demo_data import DEMO_NOW, HOSTILE
+from tests.tui.screen_text import screen_text
 
 SIZE = (160, 45)
 
@@ -454,3 +455,34 @@ async def test_keys_typed_right_after_an_opening_key_go_into_the_input(opener: s
         assert app.dashboard.focused is bar
         assert not any(tmp_path.iterdir())  # e did not export  # noqa: ASYNC240
         assert not app.dashboard.view_state.paused and app.dashboard.view_state.view == "connections"
+
+
+async def test_help_is_shown_whole_and_ai_commands_clear_an_earlier_error(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        d = app.dashboard
+        result = d.query_one("#result", ResultPanel)
+        await d.run_command("help")
+        await wait_for(pilot, lambda: "quit" in screen_text(app) and "tools  " in screen_text(app), "whole help")
+        for name in ("summary", "status", "insights", "tools", "help", "quit"):
+            assert any(line.lstrip(" │").startswith(name) for line in screen_text(app).splitlines()), name
+        await d.run_command("bogus")
+        assert result.display and result.has_class("-error")
+        await d.run_command('insights "a summary"')  # no AI configured: the pane says so, the old error goes
+        await wait_for(pilot, lambda: not result.display, "result box hidden")
+        assert d.insights.state == "notice"
+
+
+async def test_rows_stay_in_time_order_when_an_event_arrives_late(source: MemorySource, clock: Clock) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        newest = rows(app)[-1].time
+        late = connection(pid=31, command="late", time=newest - timedelta(seconds=1), outcome="ok")
+        source.add_events([connection(pid=30, command="fresh", time=newest + timedelta(milliseconds=5),
+                                      outcome="ok")])
+        await wait_for(pilot, lambda: rows(app)[-1].command == "fresh", "fresh row")
+        source.add_events([late])  # recorded after newer events (an outcome, an older page of a burst)
+        await wait_for(pilot, lambda: any(e.command == "late" for e in rows(app)), "late row")
+        times = [e.time for e in rows(app)]
+        assert times == sorted(times)
+        table = app.dashboard.connections
+        shown = [str(table.get_cell_at((i, 0))) for i in range(table.row_count)]
+        assert shown == sorted(shown)

@@ -663,8 +663,10 @@ class DashboardScreen(Screen[None]):
         elif parsed.action == "help":
             result.show(line, help_text(), is_error=False)
         elif parsed.tool == "ai_insights":  # AI answers stream into the AI pane
+            self._clear_result()
             await self.summarize(str(parsed.arguments["summary_text"]))
         elif parsed.tool == "contextual_analysis":
+            self._clear_result()
             args = parsed.arguments
             context = {k: v for k, v in (("pid", args.get("pid")), ("process_name", args.get("process_name")),
                                          ("duration", self.view_state.window)) if v is not None}
@@ -672,6 +674,11 @@ class DashboardScreen(Screen[None]):
         else:
             result.show(line, "running…", is_error=False)
             self._run_tool(line, parsed.tool, parsed.arguments)
+
+    def _clear_result(self) -> None:
+        """The answer goes to the AI pane: the result box must not keep showing an earlier command's result."""
+        self.workers.cancel_group(self, "command")
+        self.query_one("#result", ResultPanel).display = False
 
     @work(group="command", exclusive=True, exit_on_error=False)
     async def _run_tool(self, line: str, tool: str | None, arguments: dict[str, Any]) -> None:
