@@ -28,6 +28,10 @@ StatusBar.SHOW_TIMINGS = False
 
 OUT = ROOT / "screenshots"
 
+#: Shots at other terminal sizes: name -> (scene, (columns, rows)).
+SIZED = {"main-80x24": ("main", (80, 24))}
+SHOTS = {**{name: (name, SIZE) for name in SCENES}, **SIZED}
+
 
 def svg_to_png(svg: Path, png: Path, width: int) -> bool:
     """Render ``svg`` to ``png``; False when cairosvg (or cairo) is not available."""
@@ -45,9 +49,10 @@ def svg_to_png(svg: Path, png: Path, width: int) -> bool:
 
 
 async def shoot(name: str, out: Path) -> Path:
+    scene, size = SHOTS[name]
     app = demo_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await SCENES[name](pilot)
+    async with app.run_test(size=size) as pilot:
+        await SCENES[scene](pilot)
         await pilot.pause()
         return Path(app.save_screenshot(f"{name}.svg", path=str(out)))
 
@@ -57,18 +62,18 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-png", action="store_true", help="write SVG only")
     parser.add_argument("--out", type=Path, default=OUT, help="output directory (default: screenshots/)")
     parser.add_argument("scenes", nargs="*", metavar="SCENE",
-                        help=f"scenes to shoot: {', '.join(SCENES)} (default: all)")
+                        help=f"scenes to shoot: {', '.join(SHOTS)} (default: all)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     png_missing = False
-    unknown = [s for s in args.scenes if s not in SCENES]
+    unknown = [s for s in args.scenes if s not in SHOTS]
     if unknown:
-        parser.error(f"unknown scene {unknown[0]!r}; choose from {', '.join(SCENES)}")
-    for name in args.scenes or list(SCENES):
+        parser.error(f"unknown scene {unknown[0]!r}; choose from {', '.join(SHOTS)}")
+    for name in args.scenes or list(SHOTS):
         svg = await shoot(name, args.out)
         line = f"{svg.relative_to(ROOT) if svg.is_relative_to(ROOT) else svg}"
         if not args.no_png:
-            if svg_to_png(svg, svg.with_suffix(".png"), SIZE[0] * 10):
+            if svg_to_png(svg, svg.with_suffix(".png"), SHOTS[name][1][0] * 10):
                 line += " + .png"
             else:
                 png_missing = True

@@ -17,6 +17,7 @@ from typing import Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
+from textual.markup import escape
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -135,7 +136,8 @@ class NetspyApp(App[int]):
                 yield SystemCommand(action.palette_title, f"key: {action.display_keys}",
                                     partial(screen.run_action, action.action))
         for name in screen.palette_processes():
-            yield SystemCommand(f"focus: {clean(name, 32)}", "Focus every panel on this process",
+            # the palette parses titles as markup (its fuzzy highlighter): a process name is escaped to stay data
+            yield SystemCommand(f"focus: {escape(clean(name, 32))}", "Focus every panel on this process",
                                 partial(screen.focus_process, name), discover=False)
 
 

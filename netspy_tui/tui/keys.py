@@ -31,10 +31,13 @@ class KeyAction:
     key_display: str | None = None
     palette: bool = True
     """Offered in the command palette."""
+    rank: int = 20
+    """Footer priority: when the terminal is too narrow for every key, lower ranks stay."""
 
     @property
     def palette_title(self) -> str:
-        return f"{self.group}: {self.help.rstrip('.').lower()}"
+        text = self.help.rstrip(".")
+        return f"{self.group}: {text[:1].lower()}{text[1:]}"  # "AI", "JSON" keep their case
 
     @property
     def display_keys(self) -> str:
@@ -54,35 +57,43 @@ _KEY_NAMES = {
 
 ACTIONS: tuple[KeyAction, ...] = (
     KeyAction("netspy.help", "question_mark", "help", "Help", "Show every key and command.", "app",
-              key_display="?"),
+              key_display="?", rank=0),
     KeyAction("netspy.filter", "slash", "filter", "Filter",
-              "Filter by process name, pid or destination; narrows as you type.", "view", key_display="/"),
+              "Filter by process name, pid or destination; narrows as you type.", "view", key_display="/", rank=1),
     KeyAction("netspy.back", "escape,backspace", "back", "Back",
               "Close the input, cancel the AI answer, then clear filter, focus, result.", "view",
-              key_display="esc"),
+              key_display="esc", rank=9),
     KeyAction("netspy.focus", "enter", "focus_selected", "Focus",
               "Focus every panel on the selected process.", "process", show=False),
-    KeyAction("netspy.pause", "space", "toggle_pause", "Pause", "Pause or resume live updates.", "view"),
-    KeyAction("netspy.window", "w", "cycle_window", "Window", "Cycle the time window (1m, 5m, 15m, 1h).", "view"),
-    KeyAction("netspy.sort", "s", "cycle_sort", "Sort", "Sort the process table by the next column.", "process"),
+    KeyAction("netspy.pause", "space", "toggle_pause", "Pause", "Pause or resume live updates.", "view", rank=3),
+    KeyAction("netspy.window", "w", "cycle_window", "Window", "Cycle the time window (1m, 5m, 15m, 1h).", "view",
+              rank=10),
+    KeyAction("netspy.sort", "s", "cycle_sort", "Sort", "Sort the process table by the next column.",
+              "process", rank=11),
     KeyAction("netspy.sort_reverse", "S", "reverse_sort", "Reverse", "Reverse the process table's sort order.",
               "process", show=False),
-    KeyAction("netspy.drops", "d", "toggle_drops", "Drops", "Switch between connections and packet drops.", "view"),
+    KeyAction("netspy.drops", "d", "toggle_drops", "Drops", "Switch between connections and packet drops.",
+              "view", rank=7),
     KeyAction("netspy.explain", "a", "explain", "Explain",
-              "Explain the selected process with AI (local rules when none is set up).", "process"),
+              "Explain the selected process with AI (local rules when none is set up).", "process", rank=4),
     KeyAction("netspy.ask", "A", "ask", "Ask AI",
-              "Ask the AI a question; it reads live data through the MCP tools.", "tools"),
-    KeyAction("netspy.insights", "i", "toggle_insights", "AI pane", "Show or hide the AI pane.", "view"),
+              "Ask the AI a question; it reads live data through the MCP tools.", "tools", rank=13),
+    KeyAction("netspy.insights", "i", "toggle_insights", "AI", "Show or hide the AI pane.", "view", rank=5),
+    KeyAction("netspy.patterns", "p", "toggle_patterns", "Patterns",
+              "Show or hide the pattern panel (below 140 columns it takes the place of the tables).", "view",
+              rank=6),
     KeyAction("netspy.command", "colon", "command_bar", "Command",
-              "Open the command bar (summary, list, analyze, insights, tools, help).", "tools", key_display=":"),
+              "Open the command bar (summary, list, analyze, insights, tools, help).", "tools",
+              key_display=":", rank=8),
     KeyAction("netspy.export_json", "e", "export('json')", "Export",
-              "Export the current view as JSON to the export directory.", "data"),
+              "Export the current view as JSON to the export directory.", "data", rank=12),
     KeyAction("netspy.export_csv", "E", "export('csv')", "CSV",
               "Export the visible table as CSV to the export directory.", "data", show=False),
-    KeyAction("netspy.quit", "q", "quit", "Quit", "Quit netspy-tui.", "app"),
+    KeyAction("netspy.quit", "q", "quit", "Quit", "Quit netspy-tui.", "app", rank=2),
 )
 
 BY_ID = {a.id: a for a in ACTIONS}
+BY_ACTION = {a.action: a for a in ACTIONS}
 
 
 def bindings() -> list[Binding]:

@@ -80,15 +80,22 @@ class _Window(Generic[E]):
         return sum(1 for event in self.events.values() if event.time > cutoff)
 
     def add(self, newest_first: list[E]) -> int:
+        """Add what is new; the window stays in event-time order even when an event arrives late (an outcome
+        recorded after newer connects, or an older page of a burst fetched after a newer one)."""
         added = 0
+        late = False
         for event in reversed(newest_first):
             key = event_key(event)
             if key in self.events:
                 continue
             self.events[key] = event
             added += 1
-            if self.newest is None or event.time > self.newest:
+            if self.newest is None or event.time >= self.newest:
                 self.newest = event.time
+            else:
+                late = True
+        if late:
+            self.events = dict(sorted(self.events.items(), key=lambda item: item[1].time))
         return added
 
     def trim(self, cutoff: datetime) -> None:

@@ -24,6 +24,7 @@ from netspy_tui.tui.screens.help import HelpScreen
 from netspy_tui.tui.snapshot import Subject
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from tests.tui.demo_data import DEMO_NOW, DEMO_PATH
+from tests.tui.screen_text import screen_text
 
 WAIT_SECONDS = 10.0
 SIZE = (160, 45)
@@ -93,9 +94,18 @@ def _app(pilot: Pilot[Any]) -> NetspyApp:
 
 
 async def _settle(pilot: Pilot[Any]) -> None:
+    """Stop cursor blink, then wait for two frames in a row to show the same text (a Markdown answer
+    mounting its blocks or a scroll scheduled after a refresh can take a few frames)."""
     for widget in pilot.app.screen.query(Input):
         widget.cursor_blink = False
     await pilot.pause()
+    shown = [screen_text(pilot.app)]
+
+    def steady() -> bool:
+        shown.append(screen_text(pilot.app))
+        return shown[-1] == shown[-2]
+
+    await wait_for(pilot, steady, "a steady screen")
 
 
 async def main_view(pilot: Pilot[Any]) -> None:

@@ -73,13 +73,13 @@ async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> N
             text = status_text(app)
             assert "stale since 12:00:00, retry in" in text
             assert "Cannot reach the eBPF server at http://127.0.0.1:9" in text
-            assert "○ replay of demo.jsonl" in text  # health mark turns hollow
+            assert "○ stale" in text  # health mark turns hollow
             await wait_for(pilot, lambda: "attempt 3" in status_text(app), "backing off")
             assert app.dashboard.connections.row_count == n  # last good data stays on screen
             polls = app.polls
             source.down = False
             await wait_for(pilot, lambda: app.polls > polls and "stale" not in status_text(app), "recovery")
-            assert "● replay of demo.jsonl" in status_text(app)
+            assert "● healthy · replay of demo.jsonl" in status_text(app)
             assert app.is_running
 
 

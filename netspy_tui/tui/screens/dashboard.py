@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker
 
 from netspy_tui import safefs
@@ -51,7 +51,8 @@ from netspy_tui.tui.messages import (
 from netspy_tui.tui.snapshot import ALL, Snapshot, Subject
 from netspy_tui.tui.widgets.cells import window_label
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
-from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, destination_text
+from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, EventTable, destination_text
+from netspy_tui.tui.widgets.footer import KeyFooter
 from netspy_tui.tui.widgets.insights import InsightsPane
 from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text
 from netspy_tui.tui.widgets.processes import COLUMNS as PROCESS_COLUMNS
@@ -64,6 +65,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WINDOWS = (60, 300, 900, 3600)
+WIDE_FROM = 140
+"""Columns from which the pattern panel and the AI pane sit beside the tables; below, one of them at a time
+takes the tables' place (``p``, ``i``) and esc brings the tables back."""
+TALL_FROM = 40
+#: Keys that open an input, and the input they open (see DashboardScreen.on_key).
+OPENERS = {key: bar for action_id, bar in (("netspy.filter", "#filter-bar"), ("netspy.command", "#command-bar"),
+                                           ("netspy.ask", "#question-bar"))
+           for key in keys.BY_ID[action_id].keys.split(",")}
 
 
 class EventFilter:
@@ -123,6 +132,14 @@ def default_export_dir() -> Path:
     return state_dir() / "exports"
 
 
+def tab_label(name: str, rows: int, total: int | None) -> str:
+    """``Connections (1,003)``, or ``Connections (latest 2,000 of 14,946)`` when the window holds more events
+    than the table keeps (``total``: the window's count from the pattern analysis, None when not known)."""
+    if total is not None and total > rows:
+        return f"{name} (latest {rows:,} of {total:,})"
+    return f"{name} ({rows:,})"
+
+
 def _csv_safe(value: object) -> str:
     """Cleaned text that a spreadsheet will not run as a formula."""
     text = clean(value, None)
@@ -132,6 +149,8 @@ def _csv_safe(value: object) -> str:
 class DashboardScreen(Screen[None]):
     BINDINGS = keys.bindings()
     AUTO_FOCUS = "#connections"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_FROM, "-tall")]
 
     def __init__(self, gateway: Gateway, poller: Poller, *, clock: Callable[[], datetime], window: int,
                  source_note: str, ai: AIHooks | None, export_dir: Path | None) -> None:
@@ -153,6 +172,14 @@ class DashboardScreen(Screen[None]):
         self._insight_key: tuple[object, ...] | None = None
         self._insight_worker: Worker[None] | None = None
         self._applied: dict[str, str] = {}
+        self._last_table: DataTable[Any] | None = None
+        self._typeahead: Input | None = None
+        """The input an opening key (``/``, ``:``, ``A``) is opening: printable keys that reach the screen go there."""
+        """The table that had the focus last (``a`` and enter act on its cursor while another widget has it)."""
+        self.side_pane: str | None = None
+        """Below WIDE_FROM columns: the pane shown instead of the tables ("patterns", "ai") or None."""
+        self.hidden_panes: set[str] = set()
+        """From WIDE_FROM columns on: the panes the user hid ("patterns", "ai")."""
 
     # --- layout ------------------------------------------------------------------------
 
@@ -176,7 +203,7 @@ class DashboardScreen(Screen[None]):
         yield Input(placeholder="ask the AI about this host's traffic, e.g. why does nginx see refused connections? "
                                 "(enter asks, esc closes)", id="question-bar")
         yield CommandInput(id="command-bar")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#result", ResultPanel).display = False
@@ -261,9 +288,18 @@ class DashboardScreen(Screen[None]):
             mix = drop_mix_text(snap.drop_patterns if snap.config.subject == subject else None, snap.config.window)
             self._set_once("drop-mix", mix.plain, lambda: self.query_one("#drop-mix", Static).update(mix, layout=False))
             tabs = self.query_one("#views", TabbedContent)
-            for pane, label in (("connections-tab", f"Connections ({self.connections.row_count})"),
-                                ("drops-tab", f"Packet drops ({self.drops.row_count})")):
-                self._set_once(pane, label, lambda p=pane, t=label: setattr(tabs.get_tab(p), "label", Text(t)))
+            # the window's totals count what the tools were asked about: known unless a text filter narrows further
+            narrowed = bool(self.view_state.filter_text) and (self.filter_subject is None
+                                                              or self.focus_subject is not None)
+            same = snap.config.subject == subject and not narrowed
+            conns = tab_label("Connections", self.connections.row_count,
+                              snap.patterns.stats.total if same and snap.patterns else None)
+            drops = tab_label("Packet drops", self.drops.row_count,
+                              snap.drop_patterns.stats.total if same and snap.drop_patterns else None)
+            for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
+                tab = tabs.get_tab(pane)  # compared with the tab itself: a render before the tabs mount is not lost
+                if str(tab.label) != label:
+                    tab.label = Text(label)
         self.rendered = snap
         self.renders += 1
         self.last_render_ms = (time.perf_counter() - started) * 1000
@@ -277,7 +313,7 @@ class DashboardScreen(Screen[None]):
 
     def _title_processes(self) -> None:
         table = self.processes
-        label = PROCESS_COLUMNS[table.sort_index][1]
+        label = PROCESS_COLUMNS[table.sort_index].label
         table.border_title = f"Processes · {window_label(self.view_state.window)}"
         table.border_subtitle = f"sort {label} {'▼' if table.sort_reverse else '▲'} (s / S)"
 
@@ -300,10 +336,35 @@ class DashboardScreen(Screen[None]):
     def action_quit(self) -> None:
         self.app.exit(0)
 
-    def action_filter(self) -> None:
-        bar = self.query_one("#filter-bar", Input)
+    def open_input(self, bar: Input) -> None:
+        """Show ``bar`` and give it the focus now, not after a refresh (``Widget.focus`` defers it): keys typed
+        right after the key that opened it, already queued (a fast typist, a paste), go into it rather than to
+        the single-letter bindings (``e`` would export)."""
         bar.display = True
-        bar.focus()
+        self.set_focus(bar)
+
+    def on_key(self, event: events.Key) -> None:
+        """Keys typed right after a key that opens an input (``/uxgen`` in one go, a paste) belong to that input.
+
+        The app hands every queued key to the widget that has the focus when it arrives, so letters typed
+        before the input has the focus reach the screen, and then the single-letter bindings (``e`` would
+        export). From the opening key until the input loses the focus, such letters go into the input.
+        """
+        if not isinstance(self.focused, Input) and event.key in OPENERS:
+            self._typeahead = self.query_one(OPENERS[event.key], Input)
+            return
+        bar = self._typeahead
+        if bar is not None and event.is_printable and event.character:
+            event.stop()
+            event.prevent_default()
+            bar.insert_text_at_cursor(event.character)
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        if event.widget is self._typeahead:
+            self._typeahead = None
+
+    def action_filter(self) -> None:
+        self.open_input(self.query_one("#filter-bar", Input))
 
     @on(Input.Changed, "#filter-bar")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -334,6 +395,8 @@ class DashboardScreen(Screen[None]):
             self._focus_active_table()
         elif self.insights.pending and not bar.has_focus:
             await self.cancel_insight()
+        elif self.narrow and self.side_pane is not None:
+            self.toggle_pane(self.side_pane)
         elif self.view_state.filter_text or bar.display:
             bar.value = ""
             bar.display = False
@@ -351,13 +414,19 @@ class DashboardScreen(Screen[None]):
         else:
             self.connections.focus()
 
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if isinstance(event.widget, DataTable):
+            self._last_table = event.widget
+
     def _selected_process(self) -> tuple[str | None, int | None]:
-        """(process name, pid) under the cursor of the focused table (or the last table used)."""
-        focused = self.focused
-        if isinstance(focused, ProcessTable) or focused is None and self.processes.row_count:
-            name = self.processes.selected_process()
+        """(process name, pid) under the cursor of the focused table, or of the table focused last (the
+        AI pane or an input can have the focus, or hide the tables, when ``a`` is pressed)."""
+        table = self.focused if isinstance(self.focused, DataTable) else self._last_table
+        if isinstance(table, ProcessTable):
+            name = table.selected_process()
             return (name, None) if name is not None else (None, None)
-        table = self.drops if isinstance(focused, DropTable) else self.connections
+        if not isinstance(table, EventTable):
+            table = self.connections
         event = table.selected_event()
         if event is None:
             return None, None
@@ -378,6 +447,7 @@ class DashboardScreen(Screen[None]):
 
     def action_toggle_pause(self) -> None:
         self.view_state.paused = not self.view_state.paused
+        self.view_state.paused_at = self.clock() if self.view_state.paused else None
         if not self.view_state.paused:
             self.render_snapshot()
         self.status.redraw()
@@ -406,9 +476,47 @@ class DashboardScreen(Screen[None]):
         self.view_state.view = "drops" if event.pane.id == "drops-tab" else "connections"
         self.status.redraw()
 
+    # --- panes beside (or instead of) the tables ----------------------------------------
+
+    @property
+    def narrow(self) -> bool:
+        return self.has_class("-narrow")
+
+    def pane_shown(self, pane: str) -> bool:
+        """Whether the ``patterns`` or ``ai`` pane is on screen at the current width."""
+        return self.side_pane == pane if self.narrow else pane not in self.hidden_panes
+
+    def toggle_pane(self, pane: str) -> None:
+        if self.narrow:
+            self.side_pane = None if self.side_pane == pane else pane
+        else:
+            self.hidden_panes ^= {pane}
+        self._apply_panes()
+
+    def reveal_pane(self, pane: str) -> None:
+        """Put ``pane`` on screen (an answer starts streaming into it)."""
+        if self.narrow:
+            self.side_pane = pane
+        else:
+            self.hidden_panes.discard(pane)
+        self._apply_panes()
+
+    def _apply_panes(self) -> None:
+        """Classes that app.tcss turns into the layout (with the breakpoint classes -narrow / -wide)."""
+        for pane in ("patterns", "ai"):
+            self.set_class(self.side_pane == pane, f"-side-{pane}")
+            self.set_class(pane in self.hidden_panes, f"-no-{pane}")
+        if self.narrow and self.side_pane is None and not self.focused_table():
+            self._focus_active_table()
+
+    def focused_table(self) -> bool:
+        return isinstance(self.focused, DataTable)
+
     def action_toggle_insights(self) -> None:
-        pane = self.insights
-        pane.display = not pane.display
+        self.toggle_pane("ai")
+
+    def action_toggle_patterns(self) -> None:
+        self.toggle_pane("patterns")
 
     # --- AI ------------------------------------------------------------------------------
 
@@ -428,9 +536,7 @@ class DashboardScreen(Screen[None]):
                            "AI explanation failed", lambda: explain(gateway, subject))
 
     def action_ask(self) -> None:
-        bar = self.query_one("#question-bar", Input)
-        bar.display = True
-        bar.focus()
+        self.open_input(self.query_one("#question-bar", Input))
 
     @on(Input.Submitted, "#question-bar")
     async def _question_submitted(self, event: Input.Submitted) -> None:
@@ -474,7 +580,7 @@ class DashboardScreen(Screen[None]):
 
     async def _unavailable(self) -> None:
         pane = self.insights
-        pane.display = True
+        self.reveal_pane("ai")
         self._cancel_insight_worker()
         await pane.show_notice(self.ai.unavailable)
 
@@ -485,7 +591,7 @@ class DashboardScreen(Screen[None]):
         The same request again while it is still streaming is ignored (esc cancels it).
         """
         pane = self.insights
-        pane.display = True
+        self.reveal_pane("ai")
         worker = self._insight_worker
         if worker is not None and not worker.is_finished and key == self._insight_key and pane.pending:
             self.notify(f"Still {title}: esc cancels it.", markup=False)
@@ -493,7 +599,7 @@ class DashboardScreen(Screen[None]):
         self._insight_requests += 1
         request_id = self._insight_requests
         self._insight_key = key
-        pane.expect(request_id)
+        pane.expect(request_id, title)
         self._insight_worker = self._stream_insight(request_id, title, failure_title, produce)
 
     def _cancel_insight_worker(self) -> None:
@@ -542,9 +648,7 @@ class DashboardScreen(Screen[None]):
     # --- command bar ---------------------------------------------------------------------
 
     def action_command_bar(self) -> None:
-        bar = self.query_one("#command-bar", CommandInput)
-        bar.display = True
-        bar.focus()
+        self.open_input(self.query_one("#command-bar", CommandInput))
 
     @on(Input.Submitted, "#command-bar")
     async def _command_submitted(self, event: Input.Submitted) -> None:
@@ -568,8 +672,10 @@ class DashboardScreen(Screen[None]):
         elif parsed.action == "help":
             result.show(line, help_text(), is_error=False)
         elif parsed.tool == "ai_insights":  # AI answers stream into the AI pane
+            self._clear_result()
             await self.summarize(str(parsed.arguments["summary_text"]))
         elif parsed.tool == "contextual_analysis":
+            self._clear_result()
             args = parsed.arguments
             context = {k: v for k, v in (("pid", args.get("pid")), ("process_name", args.get("process_name")),
                                          ("duration", self.view_state.window)) if v is not None}
@@ -577,6 +683,11 @@ class DashboardScreen(Screen[None]):
         else:
             result.show(line, "running…", is_error=False)
             self._run_tool(line, parsed.tool, parsed.arguments)
+
+    def _clear_result(self) -> None:
+        """The answer goes to the AI pane: the result box must not keep showing an earlier command's result."""
+        self.workers.cancel_group(self, "command")
+        self.query_one("#result", ResultPanel).display = False
 
     @work(group="command", exclusive=True, exit_on_error=False)
     async def _run_tool(self, line: str, tool: str | None, arguments: dict[str, Any]) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.style import Style
 from rich.text import Text
+from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from netspy_tui.textsafe import clean
 
@@ -44,3 +48,60 @@ def window_label(seconds: int) -> str:
     if seconds % 60 == 0:
         return f"{seconds // 60}m"
     return f"{seconds}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column that fits the terminal: ``least`` to ``most`` cells wide (content, without padding).
+
+    Columns are listed by importance: the first ones always get their ``least``, spare width goes to the
+    growing ones (``most > least``), and what does not fit at all is past the right edge.
+    """
+
+    key: str
+    label: str
+    least: int
+    most: int
+
+
+def fit_widths(columns: Sequence[Column], available: int, padding: int = 1) -> list[int]:
+    """Content widths for ``columns`` in ``available`` cells: every column its least, then the spare width
+    shared out one cell at a time among the columns that can grow (in order of importance)."""
+    widths = [c.least for c in columns]
+    spare = available - sum(w + 2 * padding for w in widths)
+    growing = [i for i, c in enumerate(columns) if c.most > c.least]
+    while spare > 0 and growing:
+        for i in list(growing):
+            if spare <= 0:
+                break
+            widths[i] += 1
+            spare -= 1
+            if widths[i] >= columns[i].most:
+                growing.remove(i)
+    return widths
+
+
+def table_width(table: DataTable[Any]) -> int:
+    """Cells a table's columns can use without scrolling sideways (room for a vertical scrollbar kept:
+    ``size`` includes the scrollbar's gutter whether it is shown or not)."""
+    return max(0, table.size.width - table.styles.scrollbar_size_vertical)
+
+
+def set_column_widths(table: DataTable[Any], widths: dict[str, int]) -> bool:
+    """Resize the columns of ``table`` to ``widths`` (by column key); True when anything changed.
+
+    Textual 8 has no public call for this: the column's ``width`` is public, but the table only re-measures
+    itself when told through ``_require_update_dimensions`` and ``_clear_caches``. This is the one place that
+    does so (tests/tui/test_layout.py fails if it stops working).
+    """
+    changed = False
+    for key, width in widths.items():
+        column = table.columns[ColumnKey(key)]
+        if column.width != width or column.auto_width:
+            column.width, column.auto_width = width, False
+            changed = True
+    if changed:
+        table._require_update_dimensions = True
+        table._clear_caches()
+        table.refresh()
+    return changed

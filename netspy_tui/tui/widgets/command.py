@@ -12,6 +12,7 @@ from netspy_tui.commands import complete_word
 from netspy_tui.textsafe import clean
 
 HISTORY_LIMIT = 100
+LONG_RESULT_LINES = 8
 
 
 class CommandSuggester(Suggester):
@@ -79,8 +80,9 @@ class ResultPanel(VerticalScroll):
         yield Static(id="result-text")
 
     def show(self, command: str, text: str, *, is_error: bool) -> None:
-        self.border_title = ("error · " if is_error else "") + clean(command, 60)
+        self.border_title = Text(("error · " if is_error else "") + clean(command, 60))  # data, never markup
         self.set_class(is_error, "-error")
+        self.set_class(text.count("\n") >= LONG_RESULT_LINES, "-long")  # app.tcss gives it more room
         self.query_one("#result-text", Static).update(Text(clean(text, 100_000, keep_newlines=True)))
         self.display = True
         self.scroll_home(animate=False)

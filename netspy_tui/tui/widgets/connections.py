@@ -16,13 +16,18 @@ from textual.widgets.data_table import RowDoesNotExist
 
 from netspy_tui.models import OUTCOMES, ConnectionEvent, PacketDropEvent
 from netspy_tui.tui.poller import event_key
-from netspy_tui.tui.widgets.cells import Cell, cell
+from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width
 
 E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 
 #: A diff that removes more rows than this rebuilds the table instead: DataTable.remove_row re-indexes every
 #: row (about 3.6 ms a row at 2,000 rows, measured), while clear + add_row of 2,000 rows takes about 75 ms.
 REBUILD_AFTER_REMOVALS = 20
+
+
+TIME_COLUMN = Column("time", "Time (UTC)", 12, 12)
+PROCESS_COLUMN = Column("process", "Process", 10, 24)
+PID_COLUMN = Column("pid", "PID", 7, 7)
 
 
 def time_cell(event: ConnectionEvent | PacketDropEvent) -> Cell:
@@ -40,7 +45,8 @@ def destination_text(event: ConnectionEvent) -> str:
 class EventTable(DataTable[Cell], Generic[E]):
     """Base of the connection and drop tables."""
 
-    COLUMNS: ClassVar[tuple[tuple[str, str, int | None], ...]] = ()
+    COLUMNS: ClassVar[tuple[Column, ...]] = ()
+    """By importance: the first ones stay in view at 80 columns, the growing ones take a wide screen."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
@@ -50,15 +56,23 @@ class EventTable(DataTable[Cell], Generic[E]):
         """Rendered cells of the events shown (a rebuild reuses them)."""
 
     def on_mount(self) -> None:
-        for key, label, width in self.COLUMNS:
-            self.add_column(label, key=key, width=width)
+        for column in self.COLUMNS:
+            self.add_column(column.label, key=column.key, width=column.least)
 
     def cells(self, event: E) -> list[Cell]:
         raise NotImplementedError
 
     def on_resize(self) -> None:
+        widths = fit_widths(self.COLUMNS, table_width(self), self.cell_padding)
+        set_column_widths(self, {c.key: w for c, w in zip(self.COLUMNS, widths, strict=True)})
         if self.following and self.row_count:
-            self.call_after_refresh(self.move_cursor, row=self.row_count - 1, animate=False)
+            self.call_after_refresh(self._follow, self.row_count)
+
+    def _follow(self, rows: int) -> None:
+        """Back to the newest row, unless the user moved the cursor off the row that was last (``rows`` rows)
+        in the meantime: a resize queued before the user's move must not undo it."""
+        if self.row_count and self.cursor_row >= rows - 1:
+            self.move_cursor(row=self.row_count - 1, animate=False)
 
     @property
     def following(self) -> bool:
@@ -124,12 +138,12 @@ _OUTCOME_LABEL = {"in_progress": "in progress"}
 class ConnectionTable(EventTable[ConnectionEvent]):
     COMPONENT_CLASSES: ClassVar[set[str]] = DataTable.COMPONENT_CLASSES | {f"outcome--{o}" for o in OUTCOMES}
     COLUMNS = (
-        ("time", "Time (UTC)", 12),
-        ("pid", "PID", 7),
-        ("process", "Process", 16),
-        ("destination", "Destination", 30),
-        ("protocol", "Proto", 5),
-        ("outcome", "Outcome", 11),
+        TIME_COLUMN,
+        PROCESS_COLUMN,
+        Column("destination", "Destination", 16, 64),
+        Column("outcome", "Outcome", 11, 11),
+        Column("protocol", "Proto", 5, 5),
+        PID_COLUMN,
     )
 
     def _outcome_style(self, outcome: str) -> Style:
@@ -141,30 +155,30 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         outcome = event.effective_outcome
         return [
             time_cell(event),
-            cell(event.pid, 7, justify="right", sort_key=event.pid),
-            cell(event.command, 16),
-            cell(destination_text(event), 46),
-            cell(proto, 12),
+            cell(event.command, 24),
+            cell(destination_text(event), 64),
             cell(_OUTCOME_LABEL.get(outcome, outcome), 12, style=self._outcome_style(outcome)),
+            cell(proto, 12),
+            cell(event.pid, 7, justify="right", sort_key=event.pid),
         ]
 
 
 class DropTable(EventTable[PacketDropEvent]):
     COLUMNS = (
-        ("time", "Time (UTC)", 12),
-        ("pid", "PID", 7),
-        ("process", "Process", 16),
-        ("reason", "Reason", 22),
-        ("size", "Bytes", 6),
-        ("destination", "Destination", 20),
+        TIME_COLUMN,
+        PROCESS_COLUMN,
+        Column("reason", "Reason", 14, 28),
+        Column("destination", "Destination", 12, 46),
+        Column("size", "Bytes", 6, 6),
+        PID_COLUMN,
     )
 
     def cells(self, event: PacketDropEvent) -> list[Cell]:
         return [
             time_cell(event),
-            cell(event.pid if event.pid else "-", 7, justify="right", sort_key=event.pid),
-            cell(event.command if event.pid else "(kernel)", 16),
+            cell(event.command if event.pid else "(kernel)", 24),
             cell(event.drop_reason or "UNKNOWN", 28, style="bold"),
-            cell(event.packet_size_bytes, 8, justify="right", sort_key=event.packet_size_bytes),
             cell(event.destination or "", 46),
+            cell(event.packet_size_bytes, 8, justify="right", sort_key=event.packet_size_bytes),
+            cell(event.pid if event.pid else "-", 7, justify="right", sort_key=event.pid),
         ]

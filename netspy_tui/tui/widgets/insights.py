@@ -132,9 +132,12 @@ class InsightsPane(Vertical):
 
     # --- driven by the screen -----------------------------------------------------------
 
-    def expect(self, request_id: int) -> None:
-        """The screen started request ``request_id``: from now on only its messages are shown."""
+    def expect(self, request_id: int, title: str = "") -> None:
+        """The screen started request ``request_id``: from now on only its messages are shown. ``title`` (what
+        is asked, e.g. ``explaining process 'curl' over 1m``) shows at once, before the request goes out."""
         self.request_id = request_id
+        if title:
+            self._set_state("started", f"Starting: {title}", "esc cancels")
 
     @property
     def pending(self) -> bool:

@@ -48,7 +48,7 @@ class PatternsPanel(Vertical):
         if (analysis, subject_label) == self._shown:
             return
         self._shown = (analysis, subject_label)
-        self.border_title = f"Patterns · {subject_label}"
+        self.border_title = Text(f"Patterns · {subject_label}")  # a process name is data, never markup
         body = self.query_one("#patterns-body", Static)
         spark = self.query_one("#rate", Sparkline)
         rate_label = self.query_one("#rate-label", Label)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -10,24 +11,35 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist
 
 from netspy_tui.models import ProcessStat
-from netspy_tui.tui.widgets.cells import Cell, cell
+from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width
 
-#: (key, label, width, numeric) — numeric columns sort largest first by default.
-COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
-    ("process", "Process", 16, False),
-    ("pids", "PIDs", 13, True),
-    ("attempts", "Attempts", 8, True),
-    ("dests", "Dests", 5, True),
-    ("failures", "Failed", 6, True),
-    ("last", "Last seen", 9, True),
+
+@dataclass(frozen=True, slots=True)
+class ProcessColumn(Column):
+    numeric: bool = False
+    """Numeric columns sort largest first by default."""
+
+
+#: How narrow and how wide each column may get (labels keep room for the sort arrow).
+COLUMNS: tuple[ProcessColumn, ...] = (
+    ProcessColumn("process", "Process", 12, 32),
+    ProcessColumn("pids", "PIDs", 6, 60, numeric=True),
+    ProcessColumn("attempts", "Attempts", 10, 10, numeric=True),
+    ProcessColumn("dests", "Dests", 7, 7, numeric=True),
+    ProcessColumn("failures", "Failed", 8, 8, numeric=True),
+    ProcessColumn("last", "Last seen", 11, 11, numeric=True),
 )
-COLUMN_KEYS = tuple(c[0] for c in COLUMNS)
+COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 _ATTEMPTS = COLUMN_KEYS.index("attempts")
 
 
-def _pids_text(pids: Sequence[int]) -> str:
-    shown = ",".join(str(p) for p in pids[:3])
-    return shown + (f"+{len(pids) - 3}" if len(pids) > 3 else "")
+def _pids_text(pids: Sequence[int], width: int = 13) -> str:
+    """As many pids as fit in ``width`` cells, then ``+N`` for the rest."""
+    for shown in range(len(pids), 0, -1):
+        text = ",".join(str(p) for p in pids[:shown]) + (f"+{len(pids) - shown}" if shown < len(pids) else "")
+        if len(text) <= width:
+            return text
+    return f"+{len(pids)}" if pids else ""
 
 
 class ProcessTable(DataTable[Cell]):
@@ -40,10 +52,18 @@ class ProcessTable(DataTable[Cell]):
         self.sort_reverse = True
         self.focused_process: str | None = None
         self._cells: dict[str, list[Cell]] = {}
+        self.pid_width = 13
 
     def on_mount(self) -> None:
-        for key, label, width, _ in COLUMNS:
-            self.add_column(self._label(key, label), key=key, width=width + 2)
+        for column in COLUMNS:
+            self.add_column(self._label(column.key, column.label), key=column.key, width=column.least)
+
+    def on_resize(self) -> None:
+        widths = dict(zip(COLUMN_KEYS, fit_widths(COLUMNS, table_width(self), self.cell_padding), strict=True))
+        set_column_widths(self, widths)
+        if widths["pids"] != self.pid_width:
+            self.pid_width = widths["pids"]
+            self.sync(list(self.stats.values()), self.focused_process)
 
     def _label(self, key: str, label: str) -> Text:
         if COLUMN_KEYS[self.sort_index] != key:
@@ -59,9 +79,9 @@ class ProcessTable(DataTable[Cell]):
         failing = self.get_component_rich_style("processes--failing", partial=True)
         is_focused = stat.command == self.focused_process
         return [
-            cell(("▶ " if is_focused else "") + stat.command, 16, style=focused if is_focused else "",
+            cell(("▶ " if is_focused else "") + stat.command, 32, style=focused if is_focused else "",
                  sort_key=stat.command.casefold()),
-            cell(_pids_text(stat.pids), 13, sort_key=(len(stat.pids), stat.pids[:1])),
+            cell(_pids_text(stat.pids, self.pid_width), 60, sort_key=(len(stat.pids), stat.pids[:1])),
             cell(stat.attempts, 8, justify="right", sort_key=stat.attempts),
             cell(stat.distinct_destinations, 5, justify="right", sort_key=stat.distinct_destinations),
             cell(stat.failures, 6, justify="right", style=failing if stat.failures else "", sort_key=stat.failures),
@@ -115,16 +135,16 @@ class ProcessTable(DataTable[Cell]):
     def cycle_sort(self) -> str:
         """Sort by the next column (numbers largest first, names A-Z); returns the column label."""
         self.sort_index = (self.sort_index + 1) % len(COLUMNS)
-        self.sort_reverse = COLUMNS[self.sort_index][3]
+        self.sort_reverse = COLUMNS[self.sort_index].numeric
         self._relabel()
-        return COLUMNS[self.sort_index][1]
+        return COLUMNS[self.sort_index].label
 
     def reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
         self._relabel()
 
     def _relabel(self) -> None:
-        for key, label, _, _ in COLUMNS:
-            self.columns[ColumnKey(key)].label = self._label(key, label)
+        for column in COLUMNS:
+            self.columns[ColumnKey(column.key)].label = self._label(column.key, column.label)
         self._apply_sort(self.selected_process())
         self.refresh()

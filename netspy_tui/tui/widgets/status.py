@@ -22,6 +22,8 @@ class ViewState:
 
     window: int
     paused: bool = False
+    paused_at: datetime | None = None
+    """When the user paused (the header says "paused since" it instead of a freshness age)."""
     filter_text: str = ""
     focus_label: str | None = None
     view: str = "connections"
@@ -42,6 +44,10 @@ def _age(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
     return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+
+
+def _joined_length(parts: list[tuple[int, Text]]) -> int:
+    return sum(len(p.plain) for _, p in parts) + 1 + 3 * max(0, len(parts) - 2)
 
 
 class StatusBar(Static):
@@ -94,39 +100,48 @@ class StatusBar(Static):
     def build(self) -> Text:
         snap, fail, view, now = self.snapshot, self.failure, self.view, self._clock()
         sep = (" · ", self._style("dim"))
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(" netspy ", style=self._style("brand"))
-        line.append(" ")
+        # (rank, part) in display order; when the line is too long for the terminal the highest ranks go first.
+        parts: list[tuple[int, Text]] = [(0, Text(" netspy ", style=self._style("brand")))]
         status = snap.status if snap else None
         if status is None:
-            line.append("connecting…", style=self._style("dim"))
+            parts.append((1, Text("connecting…", style=self._style("dim"))))
         else:
             src = status.source
+            lost = sum(src.recent_losses.values())
             healthy = src.healthy and fail is None
-            mood = "bad" if not healthy else ("warn" if src.degraded else "ok")
-            line.append("● " if healthy else "○ ", style=self._style(mood))
-            line.append(clean(src.label, 60))
-            line.append(*sep)
-            line.append(src.status, style=self._style("ok" if src.status == "healthy" else mood))
-            line.append(*sep)
-            line.append(f"api {src.generation}")
+            word = "stale" if fail is not None else src.status if not lost or src.status == "unhealthy" else "degraded"
+            mood = "bad" if not healthy else ("warn" if word == "degraded" else "ok")
+            health = Text("● " if healthy else "○ ", style=self._style(mood))
+            health.append(word, style=self._style(mood))
+            if lost and healthy:
+                health.append(f" ({lost:,} lost in the last minute)", style=self._style(mood))
+            parts.append((1, health))
+            parts.append((8, Text(clean(src.label, 60))))
+            parts.append((9, Text(f"api {src.generation}")))
         if snap is not None and snap.events_per_second is not None:
-            line.append(*sep)
-            line.append(f"{snap.events_per_second:.1f} ev/s")
-        line.append(*sep)
-        line.append(f"window {window_label(view.window)}")
-        line.append(*sep)
+            parts.append((5, Text(f"{snap.events_per_second:.1f} ev/s")))
+        parts.append((4, Text(f"window {window_label(view.window)}")))
         if view.paused:
-            line.append(" PAUSED ", style=self._style("paused"))
+            paused = Text(" PAUSED ", style=self._style("paused"))
+            if view.paused_at is not None:
+                paused.append(f" since {view.paused_at:%H:%M:%S}")
+            parts.append((2, paused))
         else:
-            line.append(" LIVE ", style=self._style("live"))
-        if snap is not None and fail is None:
-            line.append(*sep)
-            line.append(f"updated {_age((now - snap.taken_at).total_seconds())} ago")
-            if self.SHOW_TIMINGS:
-                line.append(f" · poll {snap.latency_ms:.0f} ms")
-            if self.SHOW_TIMINGS and self.render_ms is not None:
-                line.append(f" · draw {self.render_ms:.0f} ms")
+            parts.append((2, Text(" LIVE ", style=self._style("live"))))
+        if snap is not None and fail is None and not view.paused:
+            parts.append((3, Text(f"updated {_age((now - snap.taken_at).total_seconds())} ago")))
+        if snap is not None and fail is None and self.SHOW_TIMINGS:
+            parts.append((10, Text(f"poll {snap.latency_ms:.0f} ms")))
+            if self.render_ms is not None:
+                parts.append((11, Text(f"draw {self.render_ms:.0f} ms")))
+        width = self.size.width or 10_000
+        while len(parts) > 1 and _joined_length(parts) > width:
+            parts.remove(max(parts, key=lambda p: p[0]))
+        line = Text(no_wrap=True, overflow="ellipsis")
+        for i, (_, part) in enumerate(parts):
+            if i:
+                line.append(*(sep if i > 1 else (" ", "")))
+            line.append_text(part)
 
         second = Text(no_wrap=True, overflow="ellipsis")
         parts: list[Text] = []
@@ -163,4 +178,4 @@ class StatusBar(Static):
             if i:
                 second.append(*sep)
             second.append_text(part)
-        return Text("\n").join([line, second])
+        return Text("\n", no_wrap=True, overflow="ellipsis").join([line, second])
