@@ -144,7 +144,12 @@ def _product_round(exe: Path, port: int, workers: int, count: int, seconds: floa
         cpu0 = collector.reader_cpu_seconds
         t0 = time.time()
         made, rate = storm(exe, port, workers, count, seconds)
-        time.sleep(collector.drain_interval * 2.5)  # the last counts drained
+        time.sleep(collector.drain_interval * 2.5)
+        program_stats = collector.program_stats()
+        # Read the figures once the collector has delivered everything (stop detaches, then reads
+        # the ring and drains the counts a last time) and the writer has stored it: under a storm
+        # the reader may deliver the last second's counts later than 2.5 drain intervals.
+        collector.stop()
         store.flush(60)
         window = int(time.time() - t0) + 5
         per_pid = {pid: store.count("connection", pid, None, window) for pid in made}
@@ -153,7 +158,6 @@ def _product_round(exe: Path, port: int, workers: int, count: int, seconds: floa
         losses = store.losses()
         reader = collector.reader_cpu_seconds - cpu0
         writer = store._writer_thread.cpu_seconds if store._writer_thread is not None else 0.0
-        program_stats = collector.program_stats()
     finally:
         collector.stop()
         store.flush(60)
