@@ -18,9 +18,9 @@ from pathlib import Path
 from bench import synth
 from bench.common import Context, Metric, metric
 from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import EventQuery
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
-from netspy_tui.telemetry.source import EventQuery
 
 NAME = "store"
 TARGET_SUMMARY_MS, TARGET_PATTERNS_MS, TARGET_LIST_MS = 20.0, 20.0, 5.0

@@ -27,7 +27,9 @@ from netspy_tui.ai.rules import rule_based_explanation
 from netspy_tui.ai.settings import DEFAULT_MODEL, AISettings
 from netspy_tui.ai.types import (
     AIStreamError,
+    AnswerItem,
     Finished,
+    ProgressNote,
     StreamEvent,
     TextDelta,
     ToolCaller,
@@ -41,8 +43,10 @@ __all__ = [
     "DEFAULT_MODEL",
     "AISettings",
     "AIStreamError",
+    "AnswerItem",
     "ExplanationContext",
     "Finished",
+    "ProgressNote",
     "StreamEvent",
     "TextDelta",
     "ToolCallFinished",

@@ -23,12 +23,12 @@ from netspy_tui.models import (
     ConnectionEvent,
     Counted,
     EventKind,
+    EventQuery,
     PacketDropEvent,
     ProcessStat,
     WindowStats,
     time_to_ns,
 )
-from netspy_tui.telemetry.source import EventQuery
 
 AnyEvent = ConnectionEvent | PacketDropEvent
 

@@ -4,16 +4,19 @@
 * :func:`data_tools` / :func:`tool_caller` offer the model the read-only data tools through an
   MCP client session (the internal gateway), so every figure the model sees came through MCP.
 * :func:`stream_question` and :func:`stream_process_explanation` are the streaming forms the CLI
-  and the dashboard use; :func:`dashboard_hooks` hands them to the dashboard.
+  and the dashboard use; :func:`dashboard_hooks` hands them to the dashboard as :class:`AIHooks`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from netspy_tui.ai import (
     AISettings,
+    AnswerItem,
+    ProgressNote,
     StreamEvent,
     ToolCaller,
     ToolOutput,
@@ -29,12 +32,42 @@ from netspy_tui.ai.settings import NOT_CONFIGURED_HINT
 from netspy_tui.errors import AIError, NetspyError
 from netspy_tui.mcp_tools import DATA_TOOLS
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
-from netspy_tui.mcp_tools.schemas import Insight
 from netspy_tui.mcp_tools.server import InsightHook
+from netspy_tui.models import Insight
 from netspy_tui.telemetry.source import TelemetrySource
 
-if TYPE_CHECKING:
-    from netspy_tui.tui.hooks import AIHooks, InsightItem
+#: ``explain(gateway, subject)``: ``subject`` holds ``pid``, ``process_name`` (either may be None: all
+#: traffic) and ``duration`` (seconds).
+ExplainFn = Callable[[Gateway, dict[str, Any]], AsyncIterator[AnswerItem]]
+#: ``ask(gateway, question, context)``: a free-form question; ``context`` is what the user is looking at.
+AskFn = Callable[[Gateway, str, dict[str, Any] | None], AsyncIterator[AnswerItem]]
+#: ``summarize(summary_text)``: the ``ai_insights`` tool's answer to a summary text (the command bar's
+#: ``insights "..."``).
+SummarizeFn = Callable[[str], AsyncIterator[AnswerItem]]
+
+
+@dataclass(frozen=True, slots=True)
+class AIHooks:
+    """What the dashboard needs from the AI layer: three streaming callables and two labels.
+
+    Each callable returns an async iterator of :data:`~netspy_tui.ai.types.AnswerItem`: text
+    fragments of the answer in order, the tools the model called (shown as ``→ name({...}) ✓
+    summary``), :class:`~netspy_tui.ai.types.ProgressNote` lines for the pane's state line, and
+    :class:`~netspy_tui.ai.types.Finished` naming who answered. The iterator ending means the
+    answer is complete; raising (ideally a ``NetspyError``, an ``AIStreamError`` once text has
+    streamed) means it failed: the pane shows one line and keeps the text received so far. The
+    gateway is passed on every call, so hooks never hold a stale one.
+    """
+
+    explain: ExplainFn
+    ask: AskFn | None = None
+    """None: free-form questions are unavailable; the pane shows :attr:`unavailable` instead."""
+    summarize: SummarizeFn | None = None
+    """None: like :attr:`ask`."""
+    label: str = "AI"
+    """Which engine answers, for the pane title: e.g. ``gpt-5-mini at http://127.0.0.1:8000/v1 (key set)``."""
+    unavailable: str = "No AI model is configured."
+    """One line shown when a question cannot be asked (says how to enable AI)."""
 
 
 #: The dashboard's label for the local rule-based explainer.
@@ -141,25 +174,23 @@ def dashboard_hooks(settings: AISettings) -> AIHooks:
 
     ``a`` explains a process through :func:`stream_process_explanation` (the local rules when no model
     is configured); questions and ``insights "..."`` stream from the model, with the data tools offered
-    through the gateway the dashboard passes on each call. Imports the TUI's hook types lazily: this
-    module stays free of Textual.
+    through the gateway the dashboard passes on each call.
     """
-    from netspy_tui.tui.hooks import AIHooks, InsightNote
 
-    async def explain(gateway: Gateway, subject: dict[str, Any]) -> AsyncIterator[InsightItem]:
+    async def explain(gateway: Gateway, subject: dict[str, Any]) -> AsyncIterator[AnswerItem]:
         pid, command = subject.get("pid"), subject.get("process_name")
-        yield InsightNote(f"gathering {subject_name(pid, command)}: summary, patterns and recent events via MCP…")
+        yield ProgressNote(f"gathering {subject_name(pid, command)}: summary, patterns and recent events via MCP…")
         async for event in stream_process_explanation(gateway, settings, pid, command,
                                                       int(subject.get("duration") or 60)):
             yield event
 
-    async def ask(gateway: Gateway, question: str, context: dict[str, Any] | None) -> AsyncIterator[InsightItem]:
-        yield InsightNote(f"asking {settings.model}…")
+    async def ask(gateway: Gateway, question: str, context: dict[str, Any] | None) -> AsyncIterator[AnswerItem]:
+        yield ProgressNote(f"asking {settings.model}…")
         async for event in stream_question(gateway, settings, question, context):
             yield event
 
-    async def summarize(summary_text: str) -> AsyncIterator[InsightItem]:
-        yield InsightNote(f"asking {settings.model}…")
+    async def summarize(summary_text: str) -> AsyncIterator[AnswerItem]:
+        yield ProgressNote(f"asking {settings.model}…")
         async for event in stream_summary_insight(settings, summary_text):
             yield event
 

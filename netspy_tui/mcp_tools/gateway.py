@@ -18,7 +18,8 @@ from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, Te
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.errors import NetspyError, sole_exception
-from netspy_tui.mcp_tools.schemas import (
+from netspy_tui.mcp_tools.server import InsightHook, create_server
+from netspy_tui.models import (
     ConnectionList,
     Insight,
     NetworkSummary,
@@ -27,7 +28,6 @@ from netspy_tui.mcp_tools.schemas import (
     ProcessList,
     ServerStatus,
 )
-from netspy_tui.mcp_tools.server import InsightHook, create_server
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import inert_json
 

@@ -25,20 +25,13 @@ from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
-    ConnectionList,
     Duration,
-    Insight,
     Kind,
     Limit,
     MaxEvents,
-    NetworkSummary,
-    PacketDropList,
-    PatternAnalysis,
     Pid,
-    ProcessList,
     ProcessName,
     Query,
-    ServerStatus,
     Since,
     SummaryText,
     Until,
@@ -46,15 +39,23 @@ from netspy_tui.mcp_tools.schemas import (
 )
 from netspy_tui.models import (
     ConnectionEvent,
+    ConnectionList,
     EventKind,
     EventPage,
+    EventQuery,
+    Insight,
+    NetworkSummary,
     PacketDropEvent,
+    PacketDropList,
+    PatternAnalysis,
+    ProcessList,
+    ServerStatus,
     counts_exact,
     describe_losses,
     parse_time,
     utcnow,
 )
-from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger(__name__)

@@ -48,6 +48,7 @@ from netspy_tui.errors import NetspyError
 from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
+    EventQuery,
     PacketDropEvent,
     ProgramInfo,
     contract_drop,
@@ -57,7 +58,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
-from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.telemetry.source import TelemetrySource
 
 logger = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ from netspy_tui.models import (
     Event,
     EventKind,
     EventPage,
+    EventQuery,
     WindowStats,
     describe_losses,
     ns_to_time,
@@ -52,7 +53,6 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.store import rollups as R
-from netspy_tui.telemetry.source import EventQuery
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from netspy_tui.models import (
     ApiGeneration,
     EventKind,
     EventPage,
+    EventQuery,
     EventsResponse,
     HealthResponse,
     ListResponse,
@@ -39,7 +40,6 @@ from netspy_tui.models import (
     format_time,
     utcnow,
 )
-from netspy_tui.telemetry.source import EventQuery
 from netspy_tui.textsafe import clean, first_line, redact_url
 
 log = logging.getLogger(__name__)

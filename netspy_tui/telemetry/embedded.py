@@ -31,6 +31,7 @@ from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
     EventPage,
+    EventQuery,
     PacketDropEvent,
     ProgramInfo,
     SourceInfo,
@@ -40,7 +41,6 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.store.sqlite import EventStore, StoreError, window_seconds_of
-from netspy_tui.telemetry.source import EventQuery
 
 if TYPE_CHECKING:
     from netspy_tui.config import Settings

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
-from netspy_tui.models import EventKind, EventPage, ProgramInfo, SourceInfo, WindowStats, utcnow
-from netspy_tui.telemetry.source import EventQuery
+from netspy_tui.models import EventKind, EventPage, EventQuery, ProgramInfo, SourceInfo, WindowStats, utcnow
 
 
 class MemorySource:

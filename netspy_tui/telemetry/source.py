@@ -7,27 +7,9 @@ SQLite store). Both return the same models, so every tool behaves the same on ei
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from netspy_tui.models import EventKind, EventPage, ProgramInfo, SourceInfo, WindowStats
-
-
-@dataclass(frozen=True, slots=True)
-class EventQuery:
-    """Filters for an event query. ``command`` matches the kernel comm exactly.
-
-    ``since`` is exclusive and ``until`` inclusive, both wall-clock, so an incremental poll can
-    pass the newest time it has seen. Results are newest first, at most ``limit``.
-    """
-
-    kind: EventKind = "connection"
-    pid: int | None = None
-    command: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = 100
+from netspy_tui.models import EventKind, EventPage, EventQuery, ProgramInfo, SourceInfo, WindowStats
 
 
 @runtime_checkable

@@ -22,8 +22,7 @@ from typing import Generic, TypeVar
 
 from netspy_tui.analysis import describe
 from netspy_tui.mcp_tools.gateway import Gateway
-from netspy_tui.mcp_tools.schemas import PatternAnalysis, ProcessList, ServerStatus
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, format_time
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, PatternAnalysis, ProcessList, ServerStatus, format_time
 from netspy_tui.tui.snapshot import PollConfig, Snapshot, Subject
 
 #: Most events one list call may return (the tools' own cap).

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from netspy_tui.mcp_tools.schemas import PatternAnalysis, ProcessList, ServerStatus
-from netspy_tui.models import ConnectionEvent, PacketDropEvent
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, PatternAnalysis, ProcessList, ServerStatus
 from netspy_tui.textsafe import clean
 
 

@@ -7,9 +7,7 @@ from datetime import datetime
 
 from netspy_tui.ai import build_context
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, AnyEvent, aggregate, filter_events
-from netspy_tui.mcp_tools.schemas import ConnectionList, NetworkSummary, PatternAnalysis
-from netspy_tui.models import ConnectionEvent, EventKind
-from netspy_tui.telemetry.source import EventQuery
+from netspy_tui.models import ConnectionEvent, ConnectionList, EventKind, EventQuery, NetworkSummary, PatternAnalysis
 
 SOURCE = "events in memory"
 

@@ -96,7 +96,7 @@ def _busy_context(n: int = 1000) -> tuple[dict[str, Any], Any]:
 
     from netspy_tui.ai.context import build_context
     from netspy_tui.analysis.aggregate import aggregate
-    from netspy_tui.mcp_tools.schemas import NetworkSummary, PatternAnalysis
+    from netspy_tui.models import NetworkSummary, PatternAnalysis
     from tests.factories import BASE_TIME, connection
 
     codes = [0, 0, 0, 0, -111, -110, -101]

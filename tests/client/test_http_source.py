@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from netspy_tui.errors import ContractError, ServerError, ServerUnavailable
+from netspy_tui.models import EventQuery
 from netspy_tui.telemetry.client import HttpSource, probe
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import connection_json, drop_json
 from tests.fake_ebpf_server import FakeEbpfServer
 

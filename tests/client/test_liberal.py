@@ -10,9 +10,8 @@ import pytest
 from mcp.client import Client
 
 from netspy_tui.mcp_tools.server import create_server
-from netspy_tui.models import EventsResponse, SummaryResponse
+from netspy_tui.models import EventQuery, EventsResponse, SummaryResponse
 from netspy_tui.telemetry.client import HttpSource
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import connection_json, drop_json
 from tests.fake_ebpf_server import FakeEbpfServer
 

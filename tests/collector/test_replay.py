@@ -21,9 +21,8 @@ from netspy_tui.collector.replay import (
     record_sink,
 )
 from netspy_tui.errors import CollectorError, NetspyError
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event, utcnow
+from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, parse_event, utcnow
 from netspy_tui.store import EventStore
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import BASE_TIME, connection_json, drop_json
 
 DEMO = Path(__file__).parents[1] / "data" / "demo.jsonl"

@@ -9,10 +9,9 @@ import httpx
 import pytest
 
 from netspy_tui.errors import ServerUnavailable
-from netspy_tui.models import ConnectionEvent, SourceInfo, parse_event
+from netspy_tui.models import ConnectionEvent, EventQuery, SourceInfo, parse_event
 from netspy_tui.serve import create_app, event_json
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from tests.contract import validate_event, validate_response
 from tests.factories import connection, connection_json
 

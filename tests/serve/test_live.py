@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from netspy_tui.models import EventQuery
 from netspy_tui.serve import BackgroundServer, create_app, serve_async, serve_source
 from netspy_tui.serve.runner import exposure_warning, is_loopback
 from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from tests.contract import validate_response
 from tests.serve.conftest import ProgramSource, sample_events
 from tests.serve.test_api import CASES

@@ -18,10 +18,10 @@ from netspy_tui.analysis.aggregate import aggregate
 from netspy_tui.collector.replay import ReplayCollector
 from netspy_tui.config import Settings
 from netspy_tui.errors import NoData
-from netspy_tui.models import ConnectionEvent, parse_event, utcnow
+from netspy_tui.models import ConnectionEvent, EventQuery, parse_event, utcnow
 from netspy_tui.store import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource, open_embedded, open_history
-from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.telemetry.source import TelemetrySource
 from tests.factories import BASE_TIME, connection_json, drop_json
 
 

@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 
 import netspy_tui.store.sqlite as store_module
 from netspy_tui.analysis.aggregate import aggregate, filter_events
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
+from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, parse_event
 from netspy_tui.store import EventStore
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import BASE_TIME, connection_json, drop_json
 
 NOW = BASE_TIME

@@ -16,9 +16,8 @@ import pytest
 
 import netspy_tui.store.sqlite as store_module
 from netspy_tui.errors import NetspyError
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event, utcnow
+from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, parse_event, utcnow
 from netspy_tui.store import EventStore, StoreError
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import BASE_TIME, connection, connection_json, drop
 
 

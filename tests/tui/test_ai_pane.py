@@ -27,9 +27,8 @@ from netspy_tui.ai.prompts import DATA_CLOSE, DATA_OPEN
 from netspy_tui.analysis.aggregate import aggregate, filter_events
 from netspy_tui.mcp_tools.ai_bridge import DATA_TOOLS, dashboard_hooks
 from netspy_tui.mcp_tools.gateway import open_gateway
-from netspy_tui.models import EventPage
+from netspy_tui.models import EventPage, EventQuery
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from netspy_tui.tui.widgets.insights import InsightsPane

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
-from netspy_tui.tui.hooks import AIHooks
 from netspy_tui.tui.poller import event_key
 from tests.factories import connection
 from tests.tui.conftest import Clock, demo_source, wait_for

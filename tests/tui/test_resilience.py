@@ -6,13 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from netspy_tui.ai import ProgressNote
 from netspy_tui.errors import AIError, ServerUnavailable
+from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import open_gateway
-from netspy_tui.models import EventKind, EventPage, SourceInfo, WindowStats
+from netspy_tui.models import EventKind, EventPage, EventQuery, SourceInfo, WindowStats
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from netspy_tui.tui.app import NetspyApp
-from netspy_tui.tui.hooks import AIHooks, InsightNote
 from netspy_tui.tui.widgets.insights import InsightsPane
 from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.test_dashboard import SIZE, in_window, status_text
@@ -87,9 +87,9 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
     seen: list[dict[str, Any]] = []
     noted, gate = asyncio.Event(), asyncio.Event()
 
-    async def explain(gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str | InsightNote]:
+    async def explain(gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str | ProgressNote]:
         seen.append(subject)
-        yield InsightNote("gathering nginx via MCP…")
+        yield ProgressNote("gathering nginx via MCP…")
         await noted.wait()
         yield "## nginx\n\n"
         await gate.wait()

@@ -29,15 +29,15 @@ from textual.worker import Worker
 
 from netspy_tui import safefs
 from netspy_tui.ai import AISettings, AIStreamError, Finished, TextDelta, ToolCallFinished, ToolCallStarted, format_call
+from netspy_tui.ai.types import AnswerItem, ProgressNote
 from netspy_tui.commands import help_text, parse_command
 from netspy_tui.config import state_dir
 from netspy_tui.errors import NetspyError
-from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
+from netspy_tui.mcp_tools.ai_bridge import AIHooks, dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat
 from netspy_tui.textsafe import clean, first_line, inert_json
 from netspy_tui.tui import keys
-from netspy_tui.tui.hooks import AIHooks, InsightItem, InsightNote
 from netspy_tui.tui.messages import (
     CommandDone,
     InsightChunk,
@@ -585,7 +585,7 @@ class DashboardScreen(Screen[None]):
         await pane.show_notice(self.ai.unavailable)
 
     def start_insight(self, key: tuple[object, ...], title: str, failure_title: str,
-                      produce: Callable[[], AsyncIterator[InsightItem]]) -> None:
+                      produce: Callable[[], AsyncIterator[AnswerItem]]) -> None:
         """Run ``produce`` in the insights worker, streaming into the pane; replaces a running request.
 
         The same request again while it is still streaming is ignored (esc cancels it).
@@ -614,7 +614,7 @@ class DashboardScreen(Screen[None]):
 
     @work(group="insights", exclusive=True, exit_on_error=False)
     async def _stream_insight(self, request_id: int, title: str, failure_title: str,
-                              produce: Callable[[], AsyncIterator[InsightItem]]) -> None:
+                              produce: Callable[[], AsyncIterator[AnswerItem]]) -> None:
         pane = self.insights
         pane.post_message(InsightStarted(request_id, title))
         model: str | None = None
@@ -623,7 +623,7 @@ class DashboardScreen(Screen[None]):
             async for item in items:
                 if isinstance(item, str | TextDelta):
                     pane.post_message(InsightChunk(request_id, item if isinstance(item, str) else item.text))
-                elif isinstance(item, InsightNote):
+                elif isinstance(item, ProgressNote):
                     pane.post_message(InsightNoteMessage(request_id, item.text))
                 elif isinstance(item, ToolCallStarted):
                     pane.post_message(InsightToolCall(request_id, format_call(item.name, item.arguments)))
