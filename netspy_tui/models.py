@@ -1,4 +1,5 @@
-"""The one domain model: events, server responses and analysis results.
+"""The one domain model: events, server responses, queries (:class:`Scope`, :class:`EventQuery`) and
+analysis results.
 
 Wire models (events and the eBPF server's responses) parse exactly the JSON described in
 ``shared/contracts/ebpf-server``: unknown fields are kept (``extra="allow"``), wrong types raise
@@ -26,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from netspy_tui.textsafe import clean
 
 EventKind = Literal["connection", "packet_drop"]
 
@@ -551,8 +554,43 @@ class WindowStats(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class Scope:
+    """Which traffic a figure is about: events of one ``kind``, from every process or one ``pid`` or
+    ``command`` (the kernel comm, matched exactly), in the last ``window`` whole seconds.
+
+    The one value passed through sources, store, tools and the dashboard's poller (a node or a
+    workload would narrow it further). The MCP tools name ``command`` ``process_name`` and
+    ``window`` ``duration``: :meth:`as_arguments` speaks their language.
+    """
+
+    kind: EventKind = "connection"
+    pid: int | None = None
+    command: str | None = None
+    window: int = 60
+
+    @property
+    def is_all(self) -> bool:
+        """True when no process narrows it."""
+        return self.pid is None and self.command is None
+
+    @property
+    def label(self) -> str:
+        """Who, for a title: ``process 'curl'``, ``pid 42`` or ``all traffic`` (the name wins)."""
+        if self.command is not None:
+            return f"process '{clean(self.command, 32)}'"
+        if self.pid is not None:
+            return f"pid {self.pid}"
+        return "all traffic"
+
+    def as_arguments(self) -> dict[str, int | str | None]:
+        """``pid`` and ``process_name``, as the MCP tools take them."""
+        return {"pid": self.pid, "process_name": self.command}
+
+
+@dataclass(frozen=True, slots=True)
 class EventQuery:
-    """Filters for an event query. ``command`` matches the kernel comm exactly.
+    """A page of events: of one ``kind``, from every process or one ``pid`` or ``command`` (as in a
+    :class:`Scope`), bounded in time by ``since`` and ``until`` instead of a window.
 
     ``since`` is exclusive and ``until`` inclusive, both wall-clock, so an incremental poll can
     pass the newest time it has seen. Results are newest first, at most ``limit``.

@@ -49,6 +49,7 @@ from netspy_tui.models import (
     PacketDropList,
     PatternAnalysis,
     ProcessList,
+    Scope,
     ServerStatus,
     counts_exact,
     describe_losses,
@@ -142,7 +143,7 @@ def _ctx(ctx: Context[ToolContext, Any]) -> ToolContext:
     return ctx.request_context.lifespan_context
 
 
-async def _check_subject(source: TelemetrySource, kind: EventKind, pid: int | None, command: str | None) -> None:
+async def _check_scope(source: TelemetrySource, kind: EventKind, pid: int | None, command: str | None) -> None:
     """Both pid and process_name given: they must describe the same process."""
     if pid is None or command is None:
         return
@@ -163,8 +164,8 @@ def _time(value: str | None) -> datetime | None:
 async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
                    duration: int) -> CallToolResult:
     tc = _ctx(ctx)
-    await _check_subject(tc.source, kind, pid, process_name)
-    count = await tc.source.count(kind, pid, process_name, duration)
+    await _check_scope(tc.source, kind, pid, process_name)
+    count = await tc.source.count(Scope(kind, pid, process_name, duration))
     info = await tc.source.info()
     losses = await tc.source.losses(duration)
     text = describe.with_notes(describe.summary_text(kind, count, pid, process_name, duration),
@@ -178,7 +179,7 @@ async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None
                 max_events: int, since: str | None, until: str | None = None
                 ) -> tuple[list[Any], int, str, bool, datetime | None, EventPage]:
     tc = _ctx(ctx)
-    await _check_subject(tc.source, kind, pid, process_name)
+    await _check_scope(tc.source, kind, pid, process_name)
     since_dt = _time(since)
     until_dt = _time(until)
     page = await tc.source.query(EventQuery(kind=kind, pid=pid, command=process_name, since=since_dt,
@@ -194,8 +195,8 @@ def _page_notes(page: EventPage) -> tuple[str, str]:
 
 async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, process_name: str | None,
                     duration: int, top_n: int = 10) -> PatternAnalysis:
-    await _check_subject(source, kind, pid, process_name)
-    stats = await source.stats(kind, pid, process_name, duration, top_n=top_n)
+    await _check_scope(source, kind, pid, process_name)
+    stats = await source.stats(Scope(kind, pid, process_name, duration), top_n=top_n)
     info = await source.info()
     losses = await source.losses(duration)
     rate = stats.total / (duration / 60)
@@ -305,7 +306,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
     ) -> Annotated[CallToolResult, ProcessList]:
         """Top talkers: processes ranked by connection attempts (or drops) in the window."""
         tc = _ctx(ctx)
-        stats = await tc.source.stats(kind, None, None, duration, top_n=1, buckets=1)
+        stats = await tc.source.stats(Scope(kind, window=duration), top_n=1, buckets=1)
         info = await tc.source.info()
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]

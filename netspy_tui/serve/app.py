@@ -41,7 +41,8 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError
@@ -51,6 +52,7 @@ from netspy_tui.models import (
     EventQuery,
     PacketDropEvent,
     ProgramInfo,
+    Scope,
     contract_drop,
     counts_exact,
     describe_losses,
@@ -365,7 +367,7 @@ class _Api:
         duration = params.integer(
             "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
         )
-        count = await self.source.count(kind, pid, command, duration)
+        count = await self.source.count(Scope(kind, pid, command, duration))
         return json_response(
             {
                 "count": count,
@@ -490,7 +492,7 @@ class BearerTokenMiddleware:
         self.app = app
         self.expected = token.encode("utf-8")
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorized(self, scope: ASGIScope) -> bool:
         header = b""
         for name, value in scope.get("headers", []):
             if name == b"authorization":
@@ -501,7 +503,7 @@ class BearerTokenMiddleware:
         matched = hmac.compare_digest(credentials.strip(), self.expected)
         return scheme.lower() == b"bearer" and matched
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self._authorized(scope):
             await self.app(scope, receive, send)
             return
@@ -526,7 +528,7 @@ class BodyLimitMiddleware:
     def _too_large(self) -> Response:
         return text_response(413, f"Request body too large: the limit is {self.max_bytes} bytes")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

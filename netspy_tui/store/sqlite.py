@@ -46,6 +46,7 @@ from netspy_tui.models import (
     EventKind,
     EventPage,
     EventQuery,
+    Scope,
     WindowStats,
     describe_losses,
     ns_to_time,
@@ -869,38 +870,22 @@ class EventStore:
             row = conn.execute(f"SELECT coalesce(sum(n), 0) FROM rollup WHERE {' AND '.join(clauses)}", params)
             return int(row.fetchone()[0])
 
-    def count(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: float,
-        now: datetime | None = None,
-    ) -> int:
-        """Events of ``kind`` in the last ``window_seconds`` whole seconds at ``now`` (exact)."""
-        lo, hi = window_seconds_of(now or utcnow(), window_seconds)
-        return self._rollup_total(kind, pid, command, lo, hi)
+    def count(self, scope: Scope, now: datetime | None = None) -> int:
+        """Events in ``scope`` (its last ``window`` whole seconds at ``now``), exact."""
+        lo, hi = window_seconds_of(now or utcnow(), scope.window)
+        return self._rollup_total(scope.kind, scope.pid, scope.command, lo, hi)
 
-    def stats(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: int,
-        top_n: int = 10,
-        buckets: int = 60,
-        now: datetime | None = None,
-    ) -> WindowStats:
+    def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60, now: datetime | None = None) -> WindowStats:
         """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``, from the rollups."""
         now = now or utcnow()
-        lo, hi = window_seconds_of(now, window_seconds)
-        secs, names = self._rollup_seconds(kind, pid, command, lo, hi)
-        return R.window_stats(secs, names, kind, pid, command, int(window_seconds), now, top_n, buckets)
+        lo, hi = window_seconds_of(now, scope.window)
+        secs, names = self._rollup_seconds(scope.kind, scope.pid, scope.command, lo, hi)
+        return R.window_stats(secs, names, scope, now, top_n, buckets)
 
-    def kept(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
-             now: datetime | None = None) -> int:
-        """Raw events kept in the last ``window_seconds`` whole seconds (compare with :meth:`count`)."""
-        return self._kept_between(kind, pid, command, *window_seconds_of(now or utcnow(), window_seconds))
+    def kept(self, scope: Scope, now: datetime | None = None) -> int:
+        """Raw events kept in ``scope``'s last ``window`` whole seconds (compare with :meth:`count`)."""
+        lo, hi = window_seconds_of(now or utcnow(), scope.window)
+        return self._kept_between(scope.kind, scope.pid, scope.command, lo, hi)
 
     def _kept_between(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
         """Raw events kept in the seconds lo..hi."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from netspy_tui.models import EventKind, EventPage, EventQuery, ProgramInfo, SourceInfo, WindowStats
+from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats
 
 
 @runtime_checkable
@@ -22,20 +22,12 @@ class TelemetrySource(Protocol):
         """Events matching ``q``, newest first."""
         ...
 
-    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
-        """How many events of ``kind`` in the last ``window_seconds``."""
+    async def count(self, scope: Scope) -> int:
+        """How many events are in ``scope`` (its kind and process, in its window)."""
         ...
 
-    async def stats(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: int,
-        top_n: int = 10,
-        buckets: int = 60,
-    ) -> WindowStats:
-        """Aggregates for the pattern panel, analyze_patterns and list_processes."""
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
+        """Aggregates of ``scope`` for the pattern panel, analyze_patterns and list_processes."""
         ...
 
     async def programs(self) -> list[ProgramInfo]:

@@ -10,7 +10,7 @@ from netspy_tui.ai import ProgressNote
 from netspy_tui.errors import AIError, ServerUnavailable
 from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import open_gateway
-from netspy_tui.models import EventKind, EventPage, EventQuery, SourceInfo, WindowStats
+from netspy_tui.models import EventPage, EventQuery, Scope, SourceInfo, WindowStats
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.insights import InsightsPane
@@ -39,14 +39,13 @@ class FlakySource:
         self._check()
         return await self.inner.query(q)
 
-    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
+    async def count(self, scope: Scope) -> int:
         self._check()
-        return await self.inner.count(kind, pid, command, window_seconds)
+        return await self.inner.count(scope)
 
-    async def stats(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
-                    top_n: int = 10, buckets: int = 60) -> WindowStats:
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
         self._check()
-        return await self.inner.stats(kind, pid, command, window_seconds, top_n, buckets)
+        return await self.inner.stats(scope, top_n, buckets)
 
     async def programs(self) -> list[Any]:
         self._check()
