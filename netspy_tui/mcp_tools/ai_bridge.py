@@ -33,12 +33,12 @@ from netspy_tui.errors import AIError, NetspyError
 from netspy_tui.mcp_tools import DATA_TOOLS
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
 from netspy_tui.mcp_tools.server import InsightHook
-from netspy_tui.models import Insight
+from netspy_tui.models import Insight, Scope
 from netspy_tui.telemetry.source import TelemetrySource
 
-#: ``explain(gateway, subject)``: ``subject`` holds ``pid``, ``process_name`` (either may be None: all
-#: traffic) and ``duration`` (seconds).
-ExplainFn = Callable[[Gateway, dict[str, Any]], AsyncIterator[AnswerItem]]
+#: ``explain(gateway, scope)``: explain the traffic of ``scope``'s pid or command (neither: all
+#: traffic) over its window.
+ExplainFn = Callable[[Gateway, Scope], AsyncIterator[AnswerItem]]
 #: ``ask(gateway, question, context)``: a free-form question; ``context`` is what the user is looking at.
 AskFn = Callable[[Gateway, str, dict[str, Any] | None], AsyncIterator[AnswerItem]]
 #: ``summarize(summary_text)``: the ``ai_insights`` tool's answer to a summary text (the command bar's
@@ -117,9 +117,9 @@ def subject_name(pid: int | None, command: str | None) -> str:
     return command or (f"pid {pid}" if pid else "all processes")
 
 
-async def explanation_context(gateway: Gateway, pid: int | None, command: str | None, window: int
-                              ) -> dict[str, Any]:
+async def explanation_context(gateway: Gateway, scope: Scope) -> dict[str, Any]:
     """Summary, pattern analysis, recent events and drops of one process, all via MCP tools."""
+    pid, command, window = scope.pid, scope.command, scope.window
     summary = await gateway.summary(pid=pid, process_name=command, duration=window)
     patterns = await gateway.patterns(pid=pid, process_name=command, duration=window)
     recent = await gateway.connections(pid=pid, process_name=command, max_events=30)
@@ -131,13 +131,13 @@ async def explanation_context(gateway: Gateway, pid: int | None, command: str | 
                          packet_drops=drops)
 
 
-async def stream_process_explanation(gateway: Gateway, settings: AISettings, pid: int | None, command: str | None,
-                                     window: int) -> AsyncIterator[StreamEvent]:
+async def stream_process_explanation(gateway: Gateway, settings: AISettings, scope: Scope
+                                     ) -> AsyncIterator[StreamEvent]:
     """Explain one process: streamed from the model, or the local rule-based text when none is configured."""
     from netspy_tui.ai import Finished, TextDelta
 
-    context = await explanation_context(gateway, pid, command, window)
-    subject = subject_name(pid, command)
+    context = await explanation_context(gateway, scope)
+    subject = subject_name(scope.pid, scope.command)
     if not settings.configured:
         text = rule_based_explanation(subject, context)
         yield TextDelta(text)
@@ -177,11 +177,10 @@ def dashboard_hooks(settings: AISettings) -> AIHooks:
     through the gateway the dashboard passes on each call.
     """
 
-    async def explain(gateway: Gateway, subject: dict[str, Any]) -> AsyncIterator[AnswerItem]:
-        pid, command = subject.get("pid"), subject.get("process_name")
-        yield ProgressNote(f"gathering {subject_name(pid, command)}: summary, patterns and recent events via MCP…")
-        async for event in stream_process_explanation(gateway, settings, pid, command,
-                                                      int(subject.get("duration") or 60)):
+    async def explain(gateway: Gateway, scope: Scope) -> AsyncIterator[AnswerItem]:
+        yield ProgressNote(f"gathering {subject_name(scope.pid, scope.command)}: summary, patterns and recent "
+                           "events via MCP…")
+        async for event in stream_process_explanation(gateway, settings, scope):
             yield event
 
     async def ask(gateway: Gateway, question: str, context: dict[str, Any] | None) -> AsyncIterator[AnswerItem]:

@@ -83,11 +83,11 @@ async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> N
 
 
 async def test_explain_streams_markdown_and_shows_finished() -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[Scope] = []
     noted, gate = asyncio.Event(), asyncio.Event()
 
-    async def explain(gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str | ProgressNote]:
-        seen.append(subject)
+    async def explain(gateway: Any, scope: Scope) -> AsyncIterator[str | ProgressNote]:
+        seen.append(scope)
         yield ProgressNote("gathering nginx via MCP…")
         await noted.wait()
         yield "## nginx\n\n"
@@ -111,7 +111,7 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
             await wait_for(pilot, lambda: pane.answer == "## nginx\n\n", "first fragment")
             assert pane.streaming
             assert "Streaming… (esc cancels)" in str(pane.query_one("#insight-state").content)
-            assert seen == [{"pid": None, "process_name": "nginx", "duration": 60}]
+            assert seen == [Scope(command="nginx", window=60)]
             await pilot.press("a")  # the same request again while it streams: ignored, not restarted
             await wait_for(pilot, lambda: any("esc cancels" in str(n.message) for n in app._notifications), "note")
             assert len(seen) == 1 and pane.streaming
@@ -122,7 +122,7 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
 
 
 async def test_explain_failure_keeps_partial_text_and_notifies() -> None:
-    async def explain(gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str]:
+    async def explain(gateway: Any, scope: Scope) -> AsyncIterator[str]:
         yield "Partial [b]answer[/b]\x1b[2J"
         raise AIError("The AI server at http://127.0.0.1:1 refused the connection", "check OPENAI_BASE_URL")
 

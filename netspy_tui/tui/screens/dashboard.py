@@ -35,7 +35,7 @@ from netspy_tui.config import state_dir
 from netspy_tui.errors import NetspyError
 from netspy_tui.mcp_tools.ai_bridge import AIHooks, dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat, Scope
 from netspy_tui.textsafe import clean, first_line, inert_json
 from netspy_tui.tui import keys
 from netspy_tui.tui.messages import (
@@ -48,7 +48,7 @@ from netspy_tui.tui.messages import (
     InsightToolCall,
     InsightToolDone,
 )
-from netspy_tui.tui.snapshot import ALL, Snapshot, Subject
+from netspy_tui.tui.snapshot import ALL, Snapshot
 from netspy_tui.tui.widgets.cells import window_label
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, EventTable, destination_text
@@ -78,7 +78,7 @@ OPENERS = {key: bar for action_id, bar in (("netspy.filter", "#filter-bar"), ("n
 class EventFilter:
     """Client-side narrowing by process name, pid or destination (case-insensitive substring; pid prefix)."""
 
-    def __init__(self, text: str, focus: Subject | None) -> None:
+    def __init__(self, text: str, focus: Scope | None) -> None:
         self.text = text.strip()
         self.needle = self.text.casefold()
         self.focus = focus
@@ -91,8 +91,8 @@ class EventFilter:
         f = self.focus
         if f is None:
             return True
-        if f.process_name is not None:
-            return command == f.process_name
+        if f.command is not None:
+            return command == f.command
         return pid == f.pid
 
     def event(self, e: ConnectionEvent | PacketDropEvent) -> bool:
@@ -113,16 +113,16 @@ class EventFilter:
         return n in p.command.casefold() or (n.isdigit() and any(str(pid).startswith(n) for pid in p.pids))
 
 
-def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Subject | None:
+def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Scope | None:
     """A filter that is exactly a known pid or process name narrows the tool calls too."""
     text = text.strip()
     if not text:
         return None
     procs = list(processes)
     if text.isdigit() and any(int(text) in p.pids for p in procs):
-        return Subject(pid=int(text))
+        return Scope(pid=int(text))
     if any(p.command == text for p in procs):
-        return Subject(process_name=text)
+        return Scope(command=text)
     return None
 
 
@@ -162,8 +162,8 @@ class DashboardScreen(Screen[None]):
         self.export_dir = export_dir
         self.view_state = ViewState(window=window)
         self.source_note = source_note
-        self.focus_subject: Subject | None = None
-        self.filter_subject: Subject | None = None
+        self.focus_subject: Scope | None = None
+        self.filter_subject: Scope | None = None
         self.latest: Snapshot | None = None
         self.rendered: Snapshot | None = None
         self.renders = 0
@@ -281,7 +281,7 @@ class DashboardScreen(Screen[None]):
             self.drops.sync([e for e in snap.drops if flt.event(e)] if flt.active else snap.drops)
             procs = snap.processes.processes if snap.processes else []
             self.processes.sync([p for p in procs if flt.process(p)],
-                                self.focus_subject.process_name if self.focus_subject else None)
+                                self.focus_subject.command if self.focus_subject else None)
             self._title_processes()
             patterns = snap.patterns if snap.config.subject == subject else None
             self.query_one(PatternsPanel).show(patterns, subject.label)
@@ -437,7 +437,7 @@ class DashboardScreen(Screen[None]):
         if name is None and pid is None:
             self.notify("Nothing selected: move the cursor onto a process first.", severity="warning")
             return
-        self.focus_subject = Subject(process_name=name) if name else Subject(pid=pid)
+        self.focus_subject = Scope(command=name) if name else Scope(pid=pid)
         self._reconfigure()
 
     @on(DataTable.RowSelected)
@@ -523,17 +523,17 @@ class DashboardScreen(Screen[None]):
     def _explain_subject(self) -> tuple[str | None, int | None]:
         name, pid = self._selected_process()
         if name is None and pid is None and self.focus_subject is not None:
-            name, pid = self.focus_subject.process_name, self.focus_subject.pid
+            name, pid = self.focus_subject.command, self.focus_subject.pid
         return name, pid
 
     async def action_explain(self) -> None:
         name, pid = self._explain_subject()
         window = self.view_state.window
-        subject = {"pid": None if name else pid, "process_name": name, "duration": window}
-        who = Subject(pid=subject["pid"], process_name=name).label
+        scope = Scope(pid=None if name else pid, command=name, window=window)
         gateway, explain = self.gateway, self.ai.explain
-        self.start_insight(("explain", name, subject["pid"], window), f"explaining {who} over {window_label(window)}",
-                           "AI explanation failed", lambda: explain(gateway, subject))
+        self.start_insight(("explain", name, scope.pid, window),
+                           f"explaining {scope.label} over {window_label(window)}",
+                           "AI explanation failed", lambda: explain(gateway, scope))
 
     def action_ask(self) -> None:
         self.open_input(self.query_one("#question-bar", Input))
@@ -774,5 +774,5 @@ class DashboardScreen(Screen[None]):
         return [p.command for p in snap.processes.processes[:30]] if snap and snap.processes else []
 
     def focus_process(self, name: str) -> None:
-        self.focus_subject = Subject(process_name=name)
+        self.focus_subject = Scope(command=name)
         self._reconfigure()
