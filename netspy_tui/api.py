@@ -19,7 +19,7 @@ from types import TracebackType
 
 from mcp.types import Tool
 
-from netspy_tui.mcp_tools.ai_bridge import insight_hook
+from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
 from netspy_tui.mcp_tools.gateway import Gateway, ToolResult, open_gateway
 from netspy_tui.telemetry.client import DEFAULT_SERVER, HttpSource
 from netspy_tui.telemetry.source import TelemetrySource
@@ -39,7 +39,7 @@ class NetspyClient:
         self._gateway: Gateway | None = None
 
     async def __aenter__(self) -> NetspyClient:
-        self._gateway = await self._stack.enter_async_context(open_gateway(self._source, insight_hook(self._model)))
+        self._gateway = await self._stack.enter_async_context(open_gateway(self._source, ai_tools_hook(self._model)))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

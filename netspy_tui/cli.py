@@ -329,13 +329,13 @@ def _mask_secrets(settings: Any) -> None:
 
 
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
 
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(ns, None, arguments)
-    async with open_source(settings, "oneshot") as source, open_gateway(source, insight_hook(ns.model)) as gw:
+    async with open_source(settings, "oneshot") as source, open_gateway(source, ai_tools_hook(ns.model)) as gw:
         if ns.tool == "contextual_analysis" and not ns.json:
             return await _stream_ai(ns, gw, arguments)
         result = await gw.call(ns.tool, arguments)
@@ -349,14 +349,14 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
 
 async def _stream_ai(ns: argparse.Namespace, gateway: Any, arguments: dict[str, Any]) -> int:
     """Stream an AI answer to stdout as it is written; tool calls are noted on stderr."""
-    from netspy_tui.ai import TextDelta, ToolCallFinished, ToolCallStarted, format_call, stream_summary_insight
+    from netspy_tui.ai import TextDelta, ToolCallFinished, ToolCallStarted, format_call, stream_summary_explanation
     from netspy_tui.mcp_tools.ai_bridge import ai_settings, require_configured, stream_question
     from netspy_tui.textsafe import clean
 
     settings = ai_settings(ns.model)
     require_configured(settings)
     if gateway is None:
-        stream = stream_summary_insight(settings, arguments["summary_text"])
+        stream = stream_summary_explanation(settings, arguments["summary_text"])
     else:
         context = {k: v for k, v in arguments.items() if k != "query"}
         stream = stream_question(gateway, settings, arguments["query"], context or None)
@@ -377,12 +377,12 @@ async def _stream_ai(ns: argparse.Namespace, gateway: Any, arguments: dict[str, 
 
 
 async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.server import create_server
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source:
-        server = create_server(source, insight_hook(ns.model))
+        server = create_server(source, ai_tools_hook(ns.model))
         if ns.http:
             from netspy_tui.serve.runner import serve_mcp_http
 
@@ -396,38 +396,38 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
 
 
 async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.server import create_server
     from netspy_tui.runtime import open_source
     from netspy_tui.serve.runner import serve_source
 
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
-        mcp_server = create_server(source, insight_hook(ns.model))
+        mcp_server = create_server(source, ai_tools_hook(ns.model))
         await serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
                            mcp_server=mcp_server, allowed_hosts=ns.allow_host or [])
     return 0
 
 
 async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.repl import run_repl
     from netspy_tui.runtime import open_source
 
-    async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ns.model)) as gw:
+    async with open_source(settings, "live") as source, open_gateway(source, ai_tools_hook(ns.model)) as gw:
         info = await source.info()
         return await run_repl(gw, info)
 
 
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import ai_settings, dashboard_hooks, insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_settings, ai_tools_hook, dashboard_hooks
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
     from netspy_tui.tui.app import run_dashboard
 
     ai = dashboard_hooks(ai_settings(ns.model))  # read once; a bad AI variable fails here, in one line
-    async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ns.model)) as gw:
+    async with open_source(settings, "live") as source, open_gateway(source, ai_tools_hook(ns.model)) as gw:
         info = await source.info()
         return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
                                    ai=ai, export_dir=settings.export_dir)

@@ -1,6 +1,6 @@
 """Wiring between the AI layer (netspy_tui.ai, which knows nothing of MCP) and the MCP tools.
 
-* :func:`insight_hook` answers the ``ai_insights`` and ``contextual_analysis`` tools.
+* :func:`ai_tools_hook` answers the ``ai_insights`` and ``contextual_analysis`` tools.
 * :func:`data_tools` / :func:`tool_caller` offer the model the read-only data tools through an
   MCP client session (the internal gateway), so every figure the model sees came through MCP.
 * :func:`stream_question` and :func:`stream_process_explanation` are the streaming forms the CLI
@@ -26,13 +26,13 @@ from netspy_tui.ai import (
     rule_based_explanation,
     stream_answer,
     stream_explanation,
-    stream_summary_insight,
+    stream_summary_explanation,
 )
 from netspy_tui.ai.settings import NOT_CONFIGURED_HINT
 from netspy_tui.errors import AIError, NetspyError
 from netspy_tui.mcp_tools import DATA_TOOLS
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
-from netspy_tui.mcp_tools.server import InsightHook
+from netspy_tui.mcp_tools.server import AIToolsHook
 from netspy_tui.models import Insight, Scope
 from netspy_tui.telemetry.source import TelemetrySource
 
@@ -147,14 +147,14 @@ async def stream_process_explanation(gateway: Gateway, settings: AISettings, sco
         yield event
 
 
-def insight_hook(model: str | None = None) -> InsightHook:
+def ai_tools_hook(model: str | None = None) -> AIToolsHook:
     """The AI tools' implementation for :func:`netspy_tui.mcp_tools.server.create_server`."""
 
     async def hook(source: TelemetrySource, name: str, args: dict[str, Any]) -> Insight:
         settings = ai_settings(model)
         require_configured(settings)
         if name == "ai_insights":
-            finished = await collect(stream_summary_insight(settings, args["summary_text"]))
+            finished = await collect(stream_summary_explanation(settings, args["summary_text"]))
         else:
             context = {k: args.get(k) for k in ("pid", "process_name", "duration") if args.get(k) is not None}
             async with open_gateway(source) as gateway:
@@ -190,7 +190,7 @@ def dashboard_hooks(settings: AISettings) -> AIHooks:
 
     async def summarize(summary_text: str) -> AsyncIterator[AnswerItem]:
         yield ProgressNote(f"asking {settings.model}…")
-        async for event in stream_summary_insight(settings, summary_text):
+        async for event in stream_summary_explanation(settings, summary_text):
             yield event
 
     configured = settings.configured

@@ -18,7 +18,7 @@ from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, Te
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.errors import NetspyError, sole_exception
-from netspy_tui.mcp_tools.server import InsightHook, create_server
+from netspy_tui.mcp_tools.server import AIToolsHook, create_server
 from netspy_tui.models import (
     ConnectionList,
     Insight,
@@ -151,10 +151,10 @@ async def _session(client: Client, *, trusted: bool) -> AsyncIterator[Gateway]:
         raise inner from None
 
 
-def open_gateway(source: TelemetrySource, insight: InsightHook | None = None
+def open_gateway(source: TelemetrySource, ai_tools: AIToolsHook | None = None
                  ) -> AbstractAsyncContextManager[Gateway]:
     """An in-process MCP client/server pair over ``source`` (which the caller owns and closes)."""
-    return _session(Client(create_server(source, insight), raise_exceptions=False), trusted=True)
+    return _session(Client(create_server(source, ai_tools), raise_exceptions=False), trusted=True)
 
 
 def open_remote_gateway(target: str) -> AbstractAsyncContextManager[Gateway]:

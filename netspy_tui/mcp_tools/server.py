@@ -65,7 +65,7 @@ SERVER_NAME = "network-telemetry"
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 
 #: The AI tools' implementation: (source, tool name, arguments) -> Insight (see mcp_tools.ai_bridge).
-InsightHook = Callable[[TelemetrySource, str, dict[str, Any]], Awaitable[Insight]]
+AIToolsHook = Callable[[TelemetrySource, str, dict[str, Any]], Awaitable[Insight]]
 
 
 @dataclass
@@ -73,7 +73,7 @@ class ToolContext:
     """What the tools read from: lives for the server's lifetime (the lifespan context)."""
 
     source: TelemetrySource
-    insight: InsightHook | None = None
+    ai_tools: AIToolsHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -208,12 +208,12 @@ async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, p
                            source=info.label, losses=losses, counts_exact=counts_exact(losses))
 
 
-def create_server(source: TelemetrySource, insight: InsightHook | None = None) -> TelemetryServer:
-    """Build the MCP server over ``source``. ``insight`` answers the AI tools (see netspy_tui.ai)."""
+def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) -> TelemetryServer:
+    """Build the MCP server over ``source``. ``ai_tools`` answers the AI tools (see netspy_tui.ai)."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
-        yield ToolContext(source=source, insight=insight)
+        yield ToolContext(source=source, ai_tools=ai_tools)
 
     srv = TelemetryServer(
         SERVER_NAME,
@@ -345,7 +345,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         summary_text: SummaryText,
     ) -> Annotated[CallToolResult, Insight]:
         """Ask an AI model (any OpenAI-compatible API) to explain a network summary."""
-        return await _insight(ctx, "ai_insights", {"summary_text": summary_text})
+        return await _ai_tool(ctx, "ai_insights", {"summary_text": summary_text})
 
     @srv.tool(annotations=READ_ONLY.model_copy(update={"open_world_hint": True}))
     async def contextual_analysis(
@@ -356,15 +356,15 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         duration: Duration = 300,
     ) -> Annotated[CallToolResult, Insight]:
         """Answer a question about the host's network behaviour; the model reads live data through these tools."""
-        return await _insight(ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name,
+        return await _ai_tool(ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name,
                                                             "duration": duration})
 
     return srv
 
 
-async def _insight(ctx: Context[ToolContext, Any], name: str, args: dict[str, Any]) -> CallToolResult:
+async def _ai_tool(ctx: Context[ToolContext, Any], name: str, args: dict[str, Any]) -> CallToolResult:
     tc = _ctx(ctx)
-    if tc.insight is None:
+    if tc.ai_tools is None:
         raise ToolError("AI is not available in this server.")
-    result = await tc.insight(tc.source, name, args)
+    result = await tc.ai_tools(tc.source, name, args)
     return _result(result, result.text)
