@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from netspy_tui.errors import AIError
 from netspy_tui.models import describe_validation_error
+from netspy_tui.textsafe import redact_url
 
 #: The model used when neither ``--model`` nor ``NETSPY_MODEL`` names one.
 DEFAULT_MODEL = "gpt-5-mini"
@@ -96,7 +96,7 @@ class AISettings(BaseModel):
 
     @property
     def display_url(self) -> str:
-        """The base URL without any ``user:password@`` part, safe to show and log."""
+        """The base URL with the password of any ``user:password@`` part masked, safe to show and log."""
         return redact_url(self.effective_base_url)
 
     def key_for_client(self) -> str:
@@ -109,17 +109,3 @@ class AISettings(BaseModel):
         """One line for status bars and ``--verbose``: model and server, never the key."""
         key = "key set" if self.api_key and self.api_key.get_secret_value() else "no key"
         return f"{self.model} at {self.display_url} ({key})"
-
-
-def redact_url(url: str) -> str:
-    """``http://user:pw@host/v1`` -> ``http://host/v1``; other URLs unchanged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))

@@ -9,8 +9,8 @@ import pytest
 from pydantic import SecretStr
 
 from netspy_tui.ai import DEFAULT_MODEL, AISettings
-from netspy_tui.ai.settings import redact_url
 from netspy_tui.errors import AIError
+from netspy_tui.textsafe import redact_url
 from tests.ai.conftest import TEST_KEY
 
 
@@ -44,8 +44,8 @@ def test_key_never_in_repr_str_or_describe() -> None:
     settings = AISettings(api_key=SecretStr(TEST_KEY), base_url="http://user:pw@host:8000/v1")
     for text in (repr(settings), str(settings), settings.describe(), settings.model_dump_json()):
         assert TEST_KEY not in text
-    assert settings.describe() == "gpt-5-mini at http://host:8000/v1 (key set)"
-    assert redact_url("http://user:pw@host:8000/v1") == "http://host:8000/v1"
+    assert settings.describe() == "gpt-5-mini at http://user:****@host:8000/v1 (key set)"
+    assert redact_url("http://user:pw@host:8000/v1") == "http://user:****@host:8000/v1"
     assert redact_url("https://api.openai.com/v1") == "https://api.openai.com/v1"
 
 
