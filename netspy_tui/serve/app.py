@@ -61,6 +61,7 @@ from netspy_tui.models import (
 )
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
 from netspy_tui.telemetry.source import TelemetrySource
+from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -99,23 +100,12 @@ class RequestTooLarge(Exception):
 # --- JSON and text responses -----------------------------------------------------------------
 
 
-def _scrub(value: Any) -> Any:
-    """Replace lone surrogates (undecodable bytes kept by ``surrogateescape``) with U+FFFD."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value
-
-
 def dumps(payload: Any) -> bytes:
     """Compact UTF-8 JSON; strings holding undecodable bytes come out with U+FFFD, like Go's encoder."""
     try:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(_scrub(payload), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(valid_utf8(payload, "replace"), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

@@ -54,6 +54,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.store import rollups as R
+from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -152,31 +153,13 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _clean_text(value: str) -> str:
-    """Text that cannot be UTF-8 made storable: undecodable bytes (``surrogateescape``) become ``\\x80``."""
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # other lone surrogates
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _sanitize(value: Any) -> Any:
-    if isinstance(value, str):
-        return _clean_text(value)
-    if isinstance(value, list):
-        return [_sanitize(v) for v in value]
-    if isinstance(value, dict):
-        return {_sanitize(k): _sanitize(v) for k, v in value.items()}
-    return value
-
-
 def _clean_event(event: AnyEvent) -> tuple[AnyEvent, bytes]:
     """The event (made storable) and its JSON."""
     try:
         return event, event.__pydantic_serializer__.to_json(event)
     except PydanticSerializationError:
         # Untrusted text that is not valid Unicode: store it with the bad code points escaped.
-        event = type(event).model_construct(**_sanitize(event.model_dump()))
+        event = type(event).model_construct(**valid_utf8(event.model_dump(), "backslashreplace"))
         return event, event.__pydantic_serializer__.to_json(event)
 
 
