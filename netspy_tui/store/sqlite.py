@@ -180,28 +180,26 @@ def _event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
 
 
 def _where(
+    kind: EventKind, pid: int | None, command: str | None, column: str, after: int | None, upto: int | None
+) -> tuple[str, list[Any]]:
+    """WHERE clause over rows (raw events or rollups) of ``kind``, of ``pid`` and ``command`` when
+    given, with ``after < column <= upto`` (None: unbounded); and its parameters."""
+    clauses = ["kind = ?"]
+    params: list[Any] = [_KIND_CODE[kind]]
+    for clause, value in (("pid = ?", pid), ("command = ?", command), (f"{column} > ?", after),
+                          (f"{column} <= ?", upto)):  # fmt: skip
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
+def _events_where(
     kind: EventKind, pid: int | None, command: str | None, since_ns: int | None, until_ns: int | None
 ) -> tuple[str, list[Any], str]:
     """WHERE clause over raw rows, its parameters and the index that serves it best."""
-    clauses = ["kind = ?"]
-    params: list[Any] = [_KIND_CODE[kind]]
-    index = "events_time"
-    if pid is not None:
-        clauses.append("pid = ?")
-        params.append(pid)
-        index = "events_pid"
-    if command is not None:
-        clauses.append("command = ?")
-        params.append(command)
-        if pid is None:
-            index = "events_command"
-    if since_ns is not None:
-        clauses.append("t > ?")
-        params.append(since_ns)
-    if until_ns is not None:
-        clauses.append("t <= ?")
-        params.append(until_ns)
-    return " AND ".join(clauses), params, index
+    index = "events_pid" if pid is not None else "events_command" if command is not None else "events_time"
+    return *_where(kind, pid, command, "t", since_ns, until_ns), index
 
 
 _ID_MIX = 0x9E3779B97F4A7C15
@@ -761,7 +759,7 @@ class EventStore:
         limit = max(0, q.limit)
         since_ns = time_to_ns(q.since) if q.since is not None else None
         until_ns = time_to_ns(q.until) if q.until is not None else None
-        where, params, index = _where(q.kind, q.pid, q.command, since_ns, until_ns)
+        where, params, index = _events_where(q.kind, q.pid, q.command, since_ns, until_ns)
         with self._snapshot() as conn:
             rows = conn.execute(
                 f"SELECT seq, outcome, rec, body FROM events INDEXED BY {index} "
@@ -825,15 +823,9 @@ class EventStore:
         code = _KIND_CODE[kind]
         if self.rollups.covers(lo):
             return self.rollups.snapshot(code, lo, hi, blocks=pid is None and command is None)
-        clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, code]
-        if pid is not None:
-            clauses.append("pid = ?")
-            params.append(pid)
-        if command is not None:
-            clauses.append("command = ?")
-            params.append(command)
+        where, params = _where(kind, pid, command, "second", lo - 1, hi)
         with self._snapshot() as conn:
-            sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {' AND '.join(clauses)}"
+            sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {where}"
             rows = conn.execute(sql, params).fetchall()
         names = self.names
         return R.seconds_of(R.to_array(rows, names), code), names
@@ -842,15 +834,9 @@ class EventStore:
         if self.rollups.covers(lo):
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
-        clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, _KIND_CODE[kind]]
-        if pid is not None:
-            clauses.append("pid = ?")
-            params.append(pid)
-        if command is not None:
-            clauses.append("command = ?")
-            params.append(command)
+        where, params = _where(kind, pid, command, "second", lo - 1, hi)
         with self._snapshot() as conn:
-            row = conn.execute(f"SELECT coalesce(sum(n), 0) FROM rollup WHERE {' AND '.join(clauses)}", params)
+            row = conn.execute(f"SELECT coalesce(sum(n), 0) FROM rollup WHERE {where}", params)
             return int(row.fetchone()[0])
 
     def count(self, scope: Scope, now: datetime | None = None) -> int:
@@ -872,7 +858,7 @@ class EventStore:
 
     def _kept_between(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
         """Raw events kept in the seconds lo..hi."""
-        where, params, index = _where(kind, pid, command, lo * NS - 1, (hi + 1) * NS - 1)
+        where, params, index = _events_where(kind, pid, command, lo * NS - 1, (hi + 1) * NS - 1)
         with self._snapshot() as conn:
             sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
             return int(conn.execute(sql, params).fetchone()[0])
