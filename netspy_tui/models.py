@@ -526,8 +526,9 @@ class ProcessStat(BaseModel):
 class WindowStats(BaseModel):
     """Aggregates of one event kind over a time window, optionally for one pid or command.
 
-    Produced by :func:`netspy_tui.analysis.aggregate.aggregate` from events (HTTP sources) and
-    by SQL in the store (embedded source); both must agree on the same data.
+    Produced by :func:`netspy_tui.analysis.aggregate.aggregate` from events (HTTP and in-memory
+    sources) and by :func:`netspy_tui.store.rollups.window_stats` from the store's per-second
+    rollups (embedded source); both must agree on the same data.
     """
 
     model_config = ConfigDict(frozen=True)

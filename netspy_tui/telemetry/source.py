@@ -1,8 +1,10 @@
 """The one interface the MCP tools read from.
 
-Implementations: :class:`netspy_tui.telemetry.client.HttpSource` (an eBPF server, any API
-generation) and :class:`netspy_tui.telemetry.embedded.EmbeddedSource` (the in-process collector and
-SQLite store). Both return the same models, so every tool behaves the same on either.
+Three implementations: :class:`netspy_tui.telemetry.client.HttpSource` (an eBPF server, any API
+generation), :class:`netspy_tui.telemetry.embedded.EmbeddedSource` (the in-process collector and
+SQLite store) and :class:`netspy_tui.telemetry.memory.MemorySource` (events in memory: the tests'
+stand-in and the reference for every figure). All return the same models, so every tool behaves
+the same on each.
 """
 
 from __future__ import annotations
