@@ -15,7 +15,7 @@ import errno as _errno
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -641,12 +641,25 @@ class _Windowed(_Result):
     """False when something lost in the window was never counted (see ``losses``)."""
 
 
-class _Listed(_Result):
+_E = TypeVar("_E", ConnectionEvent, PacketDropEvent)
+
+
+class _Listed(_Result, Generic[_E]):
+    """A page of events, newest first, for everyone or one pid or process name."""
+
     not_kept: int = 0
     """Events counted in the seconds the list spans that were not kept as raw events (shed under
     load): the list shows what was kept; counts and summaries include them."""
     not_events: int = 0
     """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
+    events: list[_E]
+    total_count: int
+    returned: int
+    truncated: bool
+    pid: int | None = None
+    process_name: str | None = None
+    since: datetime | None = None
+    source: str
 
 
 class NetworkSummary(_Windowed):
@@ -661,32 +674,15 @@ class NetworkSummary(_Windowed):
     query_time: datetime
 
 
-class ConnectionList(_Listed):
+class ConnectionList(_Listed[ConnectionEvent]):
     """``list_connections``: newest first."""
 
-    events: list[ConnectionEvent]
-    total_count: int
-    returned: int
-    truncated: bool
-    pid: int | None = None
-    process_name: str | None = None
-    since: datetime | None = None
-    source: str
     sampled: bool = False
     """True when the source samples sockets and may miss short-lived connections."""
 
 
-class PacketDropList(_Listed):
+class PacketDropList(_Listed[PacketDropEvent]):
     """``list_packet_drops``: newest first."""
-
-    events: list[PacketDropEvent]
-    total_count: int
-    returned: int
-    truncated: bool
-    pid: int | None = None
-    process_name: str | None = None
-    since: datetime | None = None
-    source: str
 
 
 class PatternAnalysis(_Windowed):
