@@ -40,7 +40,6 @@ from netspy_tui.mcp_tools.schemas import (
 from netspy_tui.models import (
     ConnectionEvent,
     ConnectionList,
-    EventKind,
     EventPage,
     EventQuery,
     Insight,
@@ -143,11 +142,12 @@ def _ctx(ctx: Context[ToolContext, Any]) -> ToolContext:
     return ctx.request_context.lifespan_context
 
 
-async def _check_scope(source: TelemetrySource, kind: EventKind, pid: int | None, command: str | None) -> None:
+async def _check_scope(source: TelemetrySource, scope: Scope | EventQuery) -> None:
     """Both pid and process_name given: they must describe the same process."""
+    pid, command = scope.pid, scope.command
     if pid is None or command is None:
         return
-    page = await source.query(EventQuery(kind=kind, pid=pid, limit=1))
+    page = await source.query(EventQuery(kind=scope.kind, pid=pid, limit=1))
     if page.events and page.events[0].command != command:
         actual = clean(page.events[0].command, 32)
         raise ToolError(
@@ -161,11 +161,11 @@ def _time(value: str | None) -> datetime | None:
     return None if value is None else parse_time(value)
 
 
-async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
-                   duration: int) -> CallToolResult:
+async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResult:
     tc = _ctx(ctx)
-    await _check_scope(tc.source, kind, pid, process_name)
-    count = await tc.source.count(Scope(kind, pid, process_name, duration))
+    await _check_scope(tc.source, scope)
+    count = await tc.source.count(scope)
+    kind, pid, process_name, duration = scope.kind, scope.pid, scope.command, scope.window
     info = await tc.source.info()
     losses = await tc.source.losses(duration)
     text = describe.with_notes(describe.summary_text(kind, count, pid, process_name, duration),
@@ -175,17 +175,12 @@ async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | N
                                   counts_exact=counts_exact(losses)), text)  # fmt: skip
 
 
-async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
-                max_events: int, since: str | None, until: str | None = None
-                ) -> tuple[list[Any], int, str, bool, datetime | None, EventPage]:
+async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any], int, str, bool, EventPage]:
     tc = _ctx(ctx)
-    await _check_scope(tc.source, kind, pid, process_name)
-    since_dt = _time(since)
-    until_dt = _time(until)
-    page = await tc.source.query(EventQuery(kind=kind, pid=pid, command=process_name, since=since_dt,
-                                            until=until_dt, limit=max_events))
+    await _check_scope(tc.source, q)
+    page = await tc.source.query(q)
     info = await tc.source.info()
-    return list(page.events), page.total_count, info.label, info.sampled, since_dt, page
+    return list(page.events), page.total_count, info.label, info.sampled, page
 
 
 def _page_notes(page: EventPage) -> tuple[str, str]:
@@ -193,14 +188,13 @@ def _page_notes(page: EventPage) -> tuple[str, str]:
             describe.not_events_note(page.not_events))
 
 
-async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, process_name: str | None,
-                    duration: int, top_n: int = 10) -> PatternAnalysis:
-    await _check_scope(source, kind, pid, process_name)
-    stats = await source.stats(Scope(kind, pid, process_name, duration), top_n=top_n)
+async def _patterns(source: TelemetrySource, scope: Scope, top_n: int = 10) -> PatternAnalysis:
+    await _check_scope(source, scope)
+    stats = await source.stats(scope, top_n=top_n)
     info = await source.info()
-    losses = await source.losses(duration)
-    rate = stats.total / (duration / 60)
-    failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
+    losses = await source.losses(scope.window)
+    rate = stats.total / (scope.window / 60)
+    failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if scope.kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
     text = describe.with_notes(describe.patterns_text(stats, rate, ratio), describe.loss_note(losses),
                                describe.not_events_note(stats.not_events))
@@ -232,7 +226,7 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, NetworkSummary]:
         """Count outbound connection attempts over the last `duration` seconds, for one process or all."""
-        return await _summary(ctx, "connection", pid, process_name, duration)
+        return await _summary(ctx, Scope("connection", pid, process_name, duration))
 
     @srv.tool(annotations=READ_ONLY)
     async def list_connections(
@@ -244,8 +238,9 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         until: Until = None,
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connection attempts (destination, protocol, outcome), newest first."""
-        events, total, label, sampled, since_dt, page = await _list(ctx, "connection", pid, process_name,
-                                                                    max_events, since, until)
+        since_dt = _time(since)
+        events, total, label, sampled, page = await _list(ctx, EventQuery("connection", pid, process_name, since_dt,
+                                                                          _time(until), max_events))
         conns = [e for e in events if isinstance(e, ConnectionEvent)]
         text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
                                    *_page_notes(page))
@@ -259,7 +254,7 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, PatternAnalysis]:
         """Analyse connection patterns: top destinations, protocol, port and outcome mix, rate, first/last seen."""
-        result = await _patterns(_ctx(ctx).source, "connection", pid, process_name, duration)
+        result = await _patterns(_ctx(ctx).source, Scope("connection", pid, process_name, duration))
         return _result(result, result.text)
 
     @srv.tool(annotations=READ_ONLY)
@@ -267,7 +262,7 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, NetworkSummary]:
         """Count packets the kernel dropped over the last `duration` seconds, for one process or all."""
-        return await _summary(ctx, "packet_drop", pid, process_name, duration)
+        return await _summary(ctx, Scope("packet_drop", pid, process_name, duration))
 
     @srv.tool(annotations=READ_ONLY)
     async def list_packet_drops(
@@ -279,8 +274,9 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         until: Until = None,
     ) -> Annotated[CallToolResult, PacketDropList]:
         """List recent packet drops with the kernel's drop reason, newest first."""
-        events, total, label, _, since_dt, page = await _list(ctx, "packet_drop", pid, process_name, max_events,
-                                                              since, until)
+        since_dt = _time(since)
+        events, total, label, _, page = await _list(ctx, EventQuery("packet_drop", pid, process_name, since_dt,
+                                                                    _time(until), max_events))
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
         text = describe.with_notes(describe.list_text("packet_drop", drops, total, pid, process_name),
                                    *_page_notes(page))
@@ -294,7 +290,7 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, PatternAnalysis]:
         """Analyse packet drops: drop-reason mix, affected processes, rate, first/last seen."""
-        result = await _patterns(_ctx(ctx).source, "packet_drop", pid, process_name, duration)
+        result = await _patterns(_ctx(ctx).source, Scope("packet_drop", pid, process_name, duration))
         return _result(result, result.text)
 
     @srv.tool(annotations=READ_ONLY)
