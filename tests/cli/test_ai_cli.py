@@ -51,6 +51,17 @@ def test_ai_settings_from_the_config_file_reach_the_server_and_show_with_their_s
     assert rows["model"] == ["m2", "command line"] and rows["ai_timeout"] == ["9.0", "env NETSPY_AI_TIMEOUT"]
 
 
+def test_a_key_from_the_config_file_is_masked_in_errors_and_the_verbose_log(run_cli, tmp_path):
+    config = tmp_path / "netspy.toml"
+    with FakeOpenAI() as ai:
+        config.write_text(f'openai_base_url = "{ai.base_url}"\nopenai_api_key = "{KEY}"\n')
+        ai.error(401, f"Incorrect API key provided: {KEY}")
+        out = run_cli("--tool", "ai_insights", "--summary-text", "x", "--verbose",
+                      env={"NETSPY_CONFIG": str(config), "NETSPY_AI_MAX_RETRIES": "0"})
+    assert out.returncode == 1 and "401" in out.stderr, out.stderr
+    assert KEY not in out.stdout + out.stderr and KEY[8:] not in out.stderr
+
+
 def test_contextual_analysis_calls_a_tool_through_mcp_and_uses_the_result(run_cli):
     events = [connection_json(pid=4242, command="curl", ip="10.9.8.7", port=443, ago=2, outcome="refused")]
     with FakeEbpfServer("current", events=events) as srv, FakeOpenAI() as ai:
