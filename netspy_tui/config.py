@@ -36,8 +36,6 @@ _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("netspy_file_values
 
 #: The model asked when neither the config file, ``NETSPY_MODEL`` nor ``--model`` names one.
 DEFAULT_MODEL = "gpt-5-mini"
-#: Settings read from the environment under their own names rather than ``NETSPY_<NAME>``.
-_ENV_NAMES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
 
 # The AI settings' bounds, shared with netspy_tui.ai.settings.AISettings (defined once, here).
 AIModel = Annotated[str, Field(min_length=1, max_length=200)]
@@ -175,8 +173,10 @@ class Settings(BaseSettings):
 
 
 def env_name(name: str) -> str:
-    """The environment variable of setting ``name``: ``NETSPY_SERVER``, ``OPENAI_API_KEY``."""
-    return _ENV_NAMES.get(name, f"NETSPY_{name.upper()}")
+    """The environment variable of setting ``name``: ``NETSPY_SERVER``, or its own name where the
+    field has one (``OPENAI_API_KEY``)."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"NETSPY_{name.upper()}"
 
 
 def _unknown_key(key: str) -> str:
