@@ -374,7 +374,7 @@ class ListResponse(_Wire):
     not_events: int = 0
     """netspy-tui: items of the lists that were not events (``null``, ...), skipped (:func:`split_events`)."""
 
-    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events_by_pid")))
+    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events_by_pid")))  # type: ignore[arg-type]
 
 
 class EventFilters(_Wire):
@@ -398,7 +398,7 @@ class EventsResponse(_Wire):
     not_events: int = 0
     """netspy-tui: items of ``events`` that were not events (``null``, ...), skipped (:func:`split_events`)."""
 
-    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))
+    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))  # type: ignore[arg-type]
 
 
 class ProgramInfo(_Wire):

@@ -67,7 +67,7 @@ def list_text(kind: EventKind, events: Sequence[ConnectionEvent | PacketDropEven
         head = f"{who}: {len(events)} of {total} {noun}, newest first"
         lines = [head]
         for e in events:
-            lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))  # type: ignore[arg-type]
+            lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))
         if total > len(events):
             lines.append(f"({total - len(events)} more: raise max_events, narrow with pid/process_name, "
                          f"or pass since=<time of the newest event shown> to page forward)")

@@ -268,7 +268,7 @@ class Params:
             return None
         if value not in _KINDS:
             raise BadRequest(f"type must be 'connection' or 'packet_drop', got {_show(value)}")
-        return value  # type: ignore[no-any-return]
+        return value
 
 
 # --- endpoints -------------------------------------------------------------------------------
