@@ -58,6 +58,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _dns_server(text: str) -> tuple[str, int]:
+    from netspy_tui.names.resolver import normalize_address
+
+    host, port = text.strip(), 53
+    if host.count(":") == 1 or (host.startswith("[") and "]:" in host):
+        host, _, number = host.rpartition(":")
+        port = _port(number)
+    address = normalize_address(host)
+    if address is None:
+        raise argparse.ArgumentTypeError(f"expected an IP address with an optional :PORT, got '{text[:60]}'")
+    return address, port
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -131,6 +144,10 @@ OPTIONS: tuple[Option, ...] = (
          help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)"),
     _opt("--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N",
          help="port (mcp --http: 8000, serve: 8080)"),
+    _opt("--no-dns", runs=_ALL - {"serve"}, group=GENERAL, action="store_true",
+         help="show addresses only: no reverse DNS and no /etc/hosts lookups"),
+    _opt("--dns-server", runs=_ALL - {"serve"}, group=GENERAL, type=_dns_server, metavar="ADDR[:PORT]",
+         help="ask this name server for reverse DNS instead of /etc/resolv.conf's"),
     _opt("--model", runs=_ALL, group=GENERAL, metavar="NAME", help="AI model name (env NETSPY_MODEL)"),
     _opt("--show-config", runs=_ALL, group=GENERAL, action="store_true",
          help="print every setting with its source and exit"),
@@ -328,6 +345,16 @@ def _mask_secrets(settings: Any) -> None:
             pass
 
 
+def _names(ns: argparse.Namespace) -> Any:
+    """The destination-name resolver the command's MCP server uses (off with --no-dns)."""
+    from netspy_tui.names import NameResolver
+
+    server = getattr(ns, "dns_server", None)
+    if server is not None:
+        return NameResolver(enabled=not ns.no_dns, nameservers=[server[0]], port=server[1])
+    return NameResolver(enabled=not getattr(ns, "no_dns", False))
+
+
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
     from netspy_tui.mcp_tools.ai_bridge import insight_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
@@ -335,7 +362,9 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
 
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(ns, None, arguments)
-    async with open_source(settings, "oneshot") as source, open_gateway(source, insight_hook(ns.model)) as gw:
+    names = _names(ns)  # one command: wait for names up to the resolver's timeout
+    async with open_source(settings, "oneshot") as source, \
+            open_gateway(source, insight_hook(ns.model), names=names, names_wait=names.timeout) as gw:
         if ns.tool == "contextual_analysis" and not ns.json:
             return await _stream_ai(ns, gw, arguments)
         result = await gw.call(ns.tool, arguments)
@@ -382,7 +411,7 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source:
-        server = create_server(source, insight_hook(ns.model))
+        server = create_server(source, insight_hook(ns.model), names=_names(ns))
         if ns.http:
             from netspy_tui.serve.runner import serve_mcp_http
 
@@ -415,7 +444,8 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.repl import run_repl
     from netspy_tui.runtime import open_source
 
-    async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ns.model)) as gw:
+    async with open_source(settings, "live") as source, \
+            open_gateway(source, insight_hook(ns.model), names=_names(ns)) as gw:
         info = await source.info()
         return await run_repl(gw, info)
 
@@ -427,7 +457,8 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.tui.app import run_dashboard
 
     ai = dashboard_hooks(ai_settings(ns.model))  # read once; a bad AI variable fails here, in one line
-    async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ns.model)) as gw:
+    async with open_source(settings, "live") as source, \
+            open_gateway(source, insight_hook(ns.model), names=_names(ns)) as gw:
         info = await source.info()
         return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
                                    ai=ai, export_dir=settings.export_dir)

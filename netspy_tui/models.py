@@ -163,6 +163,11 @@ class ConnectionEvent(_EventBase):
     socket_family: int | None = None
     """The socket's own address family when it differs from ``address_family``: an IPv6 socket
     connecting to an IPv4-mapped address (``::ffff:a.b.c.d``) is reported as IPv4 with 10 here."""
+    hostname: str | None = None
+    """The destination's name (``/etc/hosts`` or reverse DNS) when known; the address stays in
+    ``destination_ip``. Untrusted text, like every name."""
+    own_dns_query: bool | None = None
+    """True for netspy-tui's own reverse-DNS questions (not the user's traffic)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-__all__ = ["NameResolver", "ResolverStats", "normalize_address", "read_hosts"]
+__all__ = ["NameResolver", "ResolverStats", "address_of", "normalize_address", "read_hosts"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,17 @@ def normalize_address(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return str(ip)
+
+
+def address_of(destination: str) -> str | None:
+    """The address of a destination as the tools show it: ``1.2.3.4:443``, ``[2001:db8::1]:443``,
+    or a bare address; None if it holds none."""
+    text = destination.strip()
+    if text.startswith("["):
+        return normalize_address(text.split("]", 1)[0] + "]")
+    if text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    return normalize_address(text)
 
 
 def read_hosts(path: str | os.PathLike[str]) -> dict[str, str]:
