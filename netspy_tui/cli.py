@@ -355,6 +355,13 @@ def _names(ns: argparse.Namespace) -> Any:
     return NameResolver(enabled=not getattr(ns, "no_dns", False))
 
 
+def _workloads() -> Any:
+    """Processes' workloads from their cgroups (used only with this host's own collector)."""
+    from netspy_tui.names import WorkloadResolver
+
+    return WorkloadResolver()
+
+
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
     from netspy_tui.mcp_tools.ai_bridge import insight_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
@@ -364,7 +371,8 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
         return await _stream_ai(ns, None, arguments)
     names = _names(ns)  # one command: wait for names up to the resolver's timeout
     async with open_source(settings, "oneshot") as source, \
-            open_gateway(source, insight_hook(ns.model), names=names, names_wait=names.timeout) as gw:
+            open_gateway(source, insight_hook(ns.model), names=names, names_wait=names.timeout,
+                         workloads=_workloads()) as gw:
         if ns.tool == "contextual_analysis" and not ns.json:
             return await _stream_ai(ns, gw, arguments)
         result = await gw.call(ns.tool, arguments)
@@ -411,7 +419,7 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source:
-        server = create_server(source, insight_hook(ns.model), names=_names(ns))
+        server = create_server(source, insight_hook(ns.model), names=_names(ns), workloads=_workloads())
         if ns.http:
             from netspy_tui.serve.runner import serve_mcp_http
 
@@ -432,7 +440,7 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
 
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
-        mcp_server = create_server(source, insight_hook(ns.model))
+        mcp_server = create_server(source, insight_hook(ns.model), workloads=_workloads())
         await serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
                            mcp_server=mcp_server, allowed_hosts=ns.allow_host or [])
     return 0
@@ -445,7 +453,7 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source, \
-            open_gateway(source, insight_hook(ns.model), names=_names(ns)) as gw:
+            open_gateway(source, insight_hook(ns.model), names=_names(ns), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_repl(gw, info)
 
@@ -458,7 +466,7 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
 
     ai = dashboard_hooks(ai_settings(ns.model))  # read once; a bad AI variable fails here, in one line
     async with open_source(settings, "live") as source, \
-            open_gateway(source, insight_hook(ns.model), names=_names(ns)) as gw:
+            open_gateway(source, insight_hook(ns.model), names=_names(ns), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
                                    ai=ai, export_dir=settings.export_dir)

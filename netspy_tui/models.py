@@ -168,6 +168,9 @@ class ConnectionEvent(_EventBase):
     ``destination_ip``. Untrusted text, like every name."""
     own_dns_query: bool | None = None
     """True for netspy-tui's own reverse-DNS questions (not the user's traffic)."""
+    workload: str | None = None
+    """The process's workload on this host (``docker 3f2a…``, ``pod 7c1e…/…``, ``nginx.service``,
+    ``host``) from its cgroup, when the source is this host's own collector."""
 
     @model_validator(mode="before")
     @classmethod
@@ -522,6 +525,8 @@ class ProcessStat(BaseModel):
     failures: int
     first_seen: datetime
     last_seen: datetime
+    workloads: list[str] = Field(default_factory=list)
+    """The workloads its pids run in, in pid order, each once (see ``ConnectionEvent.workload``)."""
 
 
 class WindowStats(BaseModel):

@@ -53,7 +53,8 @@ def connection_line(e: ConnectionEvent) -> str:
         dest += " [netspy-tui's own DNS query]"
     rc = "" if e.return_code == 0 else f" rc={errno_name(e.return_code)}"
     proto = clean(e.protocol or "?", 16) + ("?" if e.protocol_inferred else "")
-    return (f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15} -> {dest:<28} "
+    where = f" [{clean(e.workload, 40)}]" if e.workload and e.workload != "host" else ""
+    return (f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15}{where} -> {dest:<28} "
             f"{proto:<5} {clean(e.effective_outcome, 16)}{rc}")
 
 
@@ -127,8 +128,10 @@ def processes_text(kind: EventKind, processes: Sequence[ProcessStat], duration: 
     lines = [f"Top processes by {noun} over the last {duration} seconds:"]
     for p in processes:
         pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
+        shown = [clean(w, 40) for w in p.workloads[:3]] + (["…"] if len(p.workloads) > 3 else [])
+        where = f"  in {', '.join(shown)}" if shown else ""
         lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {p.attempts:>6} attempts  "
-                     f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures")
+                     f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures{where}")
     return "\n".join(lines)
 
 

@@ -56,6 +56,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.names.resolver import NameResolver, address_of
+from netspy_tui.names.workload import WorkloadResolver
 from netspy_tui.telemetry.source import EventQuery, TelemetrySource
 from netspy_tui.textsafe import clean
 
@@ -77,6 +78,8 @@ class ToolContext:
     extra: dict[str, Any] = field(default_factory=dict)
     names: NameResolver | None = None
     """Destination names (None: addresses only)."""
+    workloads: WorkloadResolver | None = None
+    """Processes' workloads from their cgroups (only for this host's own collector)."""
     names_wait: float = 0.0
     """How long a tool may wait for names it does not know yet (0: only the ones known now; a
     one-shot command waits up to the resolver's timeout, a live view shows them next refresh)."""
@@ -91,6 +94,26 @@ class ToolContext:
         if self.names_wait > 0:
             return await anyio.to_thread.run_sync(self.names.resolve, wanted, self.names_wait)
         return {a: n for a in wanted if (n := self.names.lookup(a)) is not None}
+
+    async def workload_names(self, pids: Iterable[int]) -> dict[int, str]:
+        """pid -> workload name, when the source is this host's own live collector (a remote
+        server's or a recording's pids are not this host's processes)."""
+        if self.workloads is None:
+            return {}
+        info = await self.source.info()
+        if info.kind != "embedded" or info.collector not in ("ebpf", "procfs"):
+            return {}
+        resolver = self.workloads
+
+        def read() -> dict[int, str]:
+            found = {pid: resolver.of_pid(pid) for pid in set(pids) if pid > 0}
+            return {pid: w.name for pid, w in found.items() if w is not None}
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def with_workloads(self, events: list[ConnectionEvent]) -> list[ConnectionEvent]:
+        names = await self.workload_names(e.pid for e in events)
+        return [e.model_copy(update={"workload": names[e.pid]}) if e.pid in names else e for e in events]
 
     async def named(self, events: list[ConnectionEvent]) -> list[ConnectionEvent]:
         """``events`` with their destinations' names, and netspy-tui's own DNS questions marked."""
@@ -242,13 +265,14 @@ async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, p
 
 
 def create_server(source: TelemetrySource, insight: InsightHook | None = None, *,
-                  names: NameResolver | None = None, names_wait: float = 0.0) -> TelemetryServer:
+                  names: NameResolver | None = None, names_wait: float = 0.0,
+                  workloads: WorkloadResolver | None = None) -> TelemetryServer:
     """Build the MCP server over ``source``. ``insight`` answers the AI tools (see netspy_tui.ai);
     ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call)."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
-        yield ToolContext(source=source, insight=insight, names=names, names_wait=names_wait)
+        yield ToolContext(source=source, insight=insight, names=names, names_wait=names_wait, workloads=workloads)
 
     srv = TelemetryServer(
         SERVER_NAME,
@@ -281,7 +305,8 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         """List recent connection attempts (destination, protocol, outcome), newest first."""
         events, total, label, sampled, since_dt, page = await _list(ctx, "connection", pid, process_name,
                                                                     max_events, since, until)
-        conns = await _ctx(ctx).named([e for e in events if isinstance(e, ConnectionEvent)])
+        conns = await _ctx(ctx).with_workloads(await _ctx(ctx).named([e for e in events
+                                                                       if isinstance(e, ConnectionEvent)]))
         text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
                                    *_page_notes(page))
         return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
@@ -345,6 +370,9 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         info = await tc.source.info()
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
+        workloads = await tc.workload_names(pid for p in procs for pid in p.pids)
+        procs = [p.model_copy(update={"workloads": list(dict.fromkeys(workloads[x] for x in p.pids if x in workloads))})
+                 for p in procs]  # fmt: skip
         text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses),
                                    describe.not_events_note(stats.not_events))
         return _result(ProcessList(text=text, kind=kind, duration_seconds=duration, processes=procs,
