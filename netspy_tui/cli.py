@@ -60,6 +60,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _dns_server(text: str) -> tuple[str, int]:
+    from netspy_tui.names.resolver import normalize_address
+
+    host, port = text.strip(), 53
+    if host.count(":") == 1 or (host.startswith("[") and "]:" in host):
+        host, _, number = host.rpartition(":")
+        port = _port(number)
+    address = normalize_address(host)
+    if address is None:
+        raise argparse.ArgumentTypeError(f"expected an IP address with an optional :PORT, got '{text[:60]}'")
+    return address, port
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -133,6 +146,10 @@ OPTIONS: tuple[Option, ...] = (
          help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)"),
     _opt("--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N",
          help="port (mcp --http: 8000, serve: 8080)"),
+    _opt("--no-dns", runs=_ALL - {"serve"}, group=GENERAL, action="store_true",
+         help="show addresses only: no reverse DNS and no /etc/hosts lookups"),
+    _opt("--dns-server", runs=_ALL - {"serve"}, group=GENERAL, type=_dns_server, metavar="ADDR[:PORT]",
+         help="ask this name server for reverse DNS instead of /etc/resolv.conf's"),
     _opt("--model", runs=_ALL, group=GENERAL, metavar="NAME",
          help="AI model name (env NETSPY_MODEL; in the config file: model)"),
     _opt("--show-config", runs=_ALL, group=GENERAL, action="store_true",
@@ -335,6 +352,23 @@ def _ai(settings: Settings) -> AISettings:
     return AISettings.from_settings(settings)
 
 
+def _names(ns: argparse.Namespace) -> Any:
+    """The destination-name resolver the command's MCP server uses (off with --no-dns)."""
+    from netspy_tui.names import NameResolver
+
+    server = getattr(ns, "dns_server", None)
+    if server is not None:
+        return NameResolver(enabled=not ns.no_dns, nameservers=[server[0]], port=server[1])
+    return NameResolver(enabled=not getattr(ns, "no_dns", False))
+
+
+def _workloads() -> Any:
+    """Processes' workloads from their cgroups (used only with this host's own collector)."""
+    from netspy_tui.names import WorkloadResolver
+
+    return WorkloadResolver()
+
+
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
     from netspy_tui.mcp_tools.ai_bridge import insight_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
@@ -342,7 +376,10 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
 
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(_ai(settings), None, arguments)
-    async with open_source(settings, "oneshot") as source, open_gateway(source, insight_hook(_ai(settings))) as gw:
+    names = _names(ns)  # one command: wait for names up to the resolver's timeout
+    async with open_source(settings, "oneshot") as source, \
+            open_gateway(source, insight_hook(_ai(settings)), names=names, names_wait=names.timeout,
+                         workloads=_workloads()) as gw:
         if ns.tool == "contextual_analysis" and not ns.json:
             return await _stream_ai(_ai(settings), gw, arguments)
         result = await gw.call(ns.tool, arguments)
@@ -388,7 +425,7 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source:
-        server = create_server(source, insight_hook(_ai(settings)))
+        server = create_server(source, insight_hook(_ai(settings)), names=_names(ns), workloads=_workloads())
         if ns.http:
             from netspy_tui.serve.runner import serve_mcp_http
 
@@ -409,7 +446,7 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
 
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
-        mcp_server = create_server(source, insight_hook(_ai(settings)))
+        mcp_server = create_server(source, insight_hook(_ai(settings)), workloads=_workloads())
         await serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
                            mcp_server=mcp_server, allowed_hosts=ns.allow_host or [])
     return 0
@@ -421,7 +458,8 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.repl import run_repl
     from netspy_tui.runtime import open_source
 
-    async with open_source(settings, "live") as source, open_gateway(source, insight_hook(_ai(settings))) as gw:
+    async with open_source(settings, "live") as source, \
+            open_gateway(source, insight_hook(_ai(settings)), names=_names(ns), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_repl(gw, info)
 
@@ -434,7 +472,8 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
 
     ai_settings = _ai(settings)
     ai = dashboard_hooks(ai_settings)
-    async with open_source(settings, "live") as source, open_gateway(source, insight_hook(ai_settings)) as gw:
+    async with open_source(settings, "live") as source, \
+            open_gateway(source, insight_hook(ai_settings), names=_names(ns), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
                                    ai=ai, export_dir=settings.export_dir)

@@ -163,6 +163,14 @@ class ConnectionEvent(_EventBase):
     socket_family: int | None = None
     """The socket's own address family when it differs from ``address_family``: an IPv6 socket
     connecting to an IPv4-mapped address (``::ffff:a.b.c.d``) is reported as IPv4 with 10 here."""
+    hostname: str | None = None
+    """The destination's name (``/etc/hosts`` or reverse DNS) when known; the address stays in
+    ``destination_ip``. Untrusted text, like every name."""
+    own_dns_query: bool | None = None
+    """True for netspy-tui's own reverse-DNS questions (not the user's traffic)."""
+    workload: str | None = None
+    """The process's workload on this host (``docker 3f2a…``, ``pod 7c1e…/…``, ``nginx.service``,
+    ``host``) from its cgroup, when the source is this host's own collector."""
 
     @model_validator(mode="before")
     @classmethod
@@ -517,6 +525,8 @@ class ProcessStat(BaseModel):
     failures: int
     first_seen: datetime
     last_seen: datetime
+    workloads: list[str] = Field(default_factory=list)
+    """The workloads its pids run in, in pid order, each once (see ``ConnectionEvent.workload``)."""
 
 
 class WindowStats(BaseModel):

@@ -194,6 +194,8 @@ class PatternAnalysis(_Windowed):
     rate_per_minute: float
     failure_ratio: float
     source: str
+    hostnames: dict[str, str] = Field(default_factory=dict)
+    """Names of the top destinations that have one (address -> name; reverse DNS or /etc/hosts)."""
 
 
 class ProcessList(_Windowed):

@@ -9,12 +9,13 @@ Errors the caller can fix come back as ``isError`` results with one sentence.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
@@ -54,6 +55,8 @@ from netspy_tui.models import (
     parse_time,
     utcnow,
 )
+from netspy_tui.names.resolver import NameResolver, address_of
+from netspy_tui.names.workload import WorkloadResolver
 from netspy_tui.telemetry.source import EventQuery, TelemetrySource
 from netspy_tui.textsafe import clean
 
@@ -73,6 +76,60 @@ class ToolContext:
     source: TelemetrySource
     insight: InsightHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    names: NameResolver | None = None
+    """Destination names (None: addresses only)."""
+    workloads: WorkloadResolver | None = None
+    """Processes' workloads from their cgroups (only for this host's own collector)."""
+    names_wait: float = 0.0
+    """How long a tool may wait for names it does not know yet (0: only the ones known now; a
+    one-shot command waits up to the resolver's timeout, a live view shows them next refresh)."""
+
+    async def hostnames(self, addresses: Iterable[str]) -> dict[str, str]:
+        """address -> name for those of ``addresses`` that have one (within ``names_wait``)."""
+        if self.names is None or not self.names.enabled:
+            return {}
+        wanted = {a for a in (address_of(d) for d in addresses) if a}
+        if not wanted:
+            return {}
+        if self.names_wait > 0:
+            return await anyio.to_thread.run_sync(self.names.resolve, wanted, self.names_wait)
+        return {a: n for a in wanted if (n := self.names.lookup(a)) is not None}
+
+    async def workload_names(self, pids: Iterable[int]) -> dict[int, str]:
+        """pid -> workload name, when the source is this host's own live collector (a remote
+        server's or a recording's pids are not this host's processes)."""
+        if self.workloads is None:
+            return {}
+        info = await self.source.info()
+        if info.kind != "embedded" or info.collector not in ("ebpf", "procfs"):
+            return {}
+        resolver = self.workloads
+
+        def read() -> dict[int, str]:
+            found = {pid: resolver.of_pid(pid) for pid in set(pids) if pid > 0}
+            return {pid: w.name for pid, w in found.items() if w is not None}
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def with_workloads(self, events: list[ConnectionEvent]) -> list[ConnectionEvent]:
+        names = await self.workload_names(e.pid for e in events)
+        return [e.model_copy(update={"workload": names[e.pid]}) if e.pid in names else e for e in events]
+
+    async def named(self, events: list[ConnectionEvent]) -> list[ConnectionEvent]:
+        """``events`` with their destinations' names, and netspy-tui's own DNS questions marked."""
+        if self.names is None or not self.names.enabled or not events:
+            return events
+        names = await self.hostnames(e.destination_ip or e.destination for e in events)
+        out = []
+        for e in events:
+            update: dict[str, Any] = {}
+            name = names.get(address_of(e.destination_ip or e.destination) or "")
+            if name:
+                update["hostname"] = name
+            if self.names.is_own_query(e.pid, e.destination_ip, e.destination_port):
+                update["own_dns_query"] = True
+            out.append(e.model_copy(update=update) if update else e)
+        return out
 
 
 def _accepts_integer(schema: dict[str, Any]) -> bool:
@@ -192,7 +249,7 @@ def _page_notes(page: EventPage) -> tuple[str, str]:
 
 
 async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, process_name: str | None,
-                    duration: int, top_n: int = 10) -> PatternAnalysis:
+                    duration: int, top_n: int = 10, tc: ToolContext | None = None) -> PatternAnalysis:
     await _check_subject(source, kind, pid, process_name)
     stats = await source.stats(kind, pid, process_name, duration, top_n=top_n)
     info = await source.info()
@@ -200,18 +257,22 @@ async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, p
     rate = stats.total / (duration / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
-    text = describe.with_notes(describe.patterns_text(stats, rate, ratio), describe.loss_note(losses),
+    names = await tc.hostnames(c.key for c in stats.top_destinations) if tc is not None else {}
+    text = describe.with_notes(describe.patterns_text(stats, rate, ratio, names), describe.loss_note(losses),
                                describe.not_events_note(stats.not_events))
     return PatternAnalysis(text=text, stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4),
-                           source=info.label, losses=losses, counts_exact=counts_exact(losses))
+                           source=info.label, losses=losses, counts_exact=counts_exact(losses), hostnames=names)
 
 
-def create_server(source: TelemetrySource, insight: InsightHook | None = None) -> TelemetryServer:
-    """Build the MCP server over ``source``. ``insight`` answers the AI tools (see netspy_tui.ai)."""
+def create_server(source: TelemetrySource, insight: InsightHook | None = None, *,
+                  names: NameResolver | None = None, names_wait: float = 0.0,
+                  workloads: WorkloadResolver | None = None) -> TelemetryServer:
+    """Build the MCP server over ``source``. ``insight`` answers the AI tools (see netspy_tui.ai);
+    ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call)."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
-        yield ToolContext(source=source, insight=insight)
+        yield ToolContext(source=source, insight=insight, names=names, names_wait=names_wait, workloads=workloads)
 
     srv = TelemetryServer(
         SERVER_NAME,
@@ -244,7 +305,8 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         """List recent connection attempts (destination, protocol, outcome), newest first."""
         events, total, label, sampled, since_dt, page = await _list(ctx, "connection", pid, process_name,
                                                                     max_events, since, until)
-        conns = [e for e in events if isinstance(e, ConnectionEvent)]
+        conns = await _ctx(ctx).with_workloads(await _ctx(ctx).named([e for e in events
+                                                                       if isinstance(e, ConnectionEvent)]))
         text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
                                    *_page_notes(page))
         return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
@@ -257,7 +319,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, PatternAnalysis]:
         """Analyse connection patterns: top destinations, protocol, port and outcome mix, rate, first/last seen."""
-        result = await _patterns(_ctx(ctx).source, "connection", pid, process_name, duration)
+        result = await _patterns(_ctx(ctx).source, "connection", pid, process_name, duration, tc=_ctx(ctx))
         return _result(result, result.text)
 
     @srv.tool(annotations=READ_ONLY)
@@ -308,6 +370,9 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         info = await tc.source.info()
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
+        workloads = await tc.workload_names(pid for p in procs for pid in p.pids)
+        procs = [p.model_copy(update={"workloads": list(dict.fromkeys(workloads[x] for x in p.pids if x in workloads))})
+                 for p in procs]  # fmt: skip
         text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses),
                                    describe.not_events_note(stats.not_events))
         return _result(ProcessList(text=text, kind=kind, duration_seconds=duration, processes=procs,
