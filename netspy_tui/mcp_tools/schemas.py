@@ -215,6 +215,8 @@ class ServerStatus(_Result):
 
     source: SourceInfo
     programs: list[ProgramInfo] = Field(default_factory=list)
+    kubernetes: dict[str, str] = Field(default_factory=dict)
+    """This node's ``k8s_*`` fields when netspy-tui runs in a Kubernetes pod (downward API)."""
 
 
 class Insight(_Result):

@@ -56,7 +56,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.names.resolver import NameResolver, address_of
-from netspy_tui.names.workload import WorkloadResolver
+from netspy_tui.names.workload import WorkloadResolver, k8s_identity
 from netspy_tui.telemetry.source import EventQuery, TelemetrySource
 from netspy_tui.textsafe import clean
 
@@ -399,8 +399,13 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
             lines.append(f"Since start: {clean(describe_losses(info.losses), 300)}")
         for p in programs:
             lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")
+        kubernetes = k8s_identity() if info.kind == "embedded" else {}
+        if kubernetes:
+            where = ", ".join(f"{key.removeprefix('k8s_').removesuffix('_name')} {clean(value, 80)}"
+                              for key, value in kubernetes.items())  # fmt: skip
+            lines.append(f"Kubernetes (downward API; events carry these k8s_* fields): {where}")
         text = "\n".join(lines)
-        return _result(ServerStatus(text=text, source=info, programs=programs), text)
+        return _result(ServerStatus(text=text, source=info, programs=programs, kubernetes=kubernetes), text)
 
     @srv.tool(annotations=READ_ONLY.model_copy(update={"open_world_hint": True}))
     async def ai_insights(

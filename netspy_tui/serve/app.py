@@ -31,7 +31,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,6 +56,7 @@ from netspy_tui.models import (
     format_time,
     utcnow,
 )
+from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
 from netspy_tui.telemetry.source import EventQuery, TelemetrySource
 
@@ -149,8 +150,12 @@ def _raw_ipv6(event: ConnectionEvent) -> list[int]:
 CONTRACT_PROTOCOL = re.compile(r"^(TCP|UDP|Unknown\(\d+\))$")
 
 
-def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
+def event_json(event: ConnectionEvent | PacketDropEvent, identity: Mapping[str, str] | None = None
+               ) -> dict[str, Any]:
     """One event as the contract's JSON object.
+
+    ``identity``: this node's ``k8s_*`` fields (:func:`netspy_tui.names.workload.k8s_identity`),
+    filled in where the event has none, as ebpf-server does when it runs in a pod.
 
     ``model_dump(mode="json")`` without ``None`` fields (optional ones are absent, never null),
     ``time`` in RFC3339 UTC with a ``Z``. Gaps a collector may leave are filled so the object stays
@@ -158,6 +163,8 @@ def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
     from ``destination_ip``.
     """
     data = event.model_dump(mode="json", exclude_none=True)
+    for key, value in (identity or {}).items():
+        data.setdefault(key, value)
     data["time"] = format_time(event.time)
     if not event.id:
         data["id"] = _stable_id(event)
@@ -315,6 +322,7 @@ class _Api:
     def __init__(self, source: TelemetrySource, extra_paths: Sequence[str]) -> None:
         self.source = source
         self.extra_paths = list(extra_paths)
+        self.identity = k8s_identity()  # the node/pod/namespace of a pod this runs in (downward API)
 
     async def root(self, request: Request) -> Response:
         endpoints = dict(ENDPOINTS)
@@ -385,7 +393,7 @@ class _Api:
         page = await self.source.query(EventQuery(kind=kind, pid=pid, command=command, since=since, limit=limit))
         by_pid: dict[str, list[dict[str, Any]]] = {}
         for event in page.events:
-            by_pid.setdefault(str(event.pid), []).append(event_json(event))
+            by_pid.setdefault(str(event.pid), []).append(event_json(event, self.identity))
         return json_response(
             {
                 "total_pids": len(by_pid),
@@ -432,7 +440,7 @@ class _Api:
         filters["limit"] = limit
         return json_response(
             {
-                "events": [event_json(e) for e in events],
+                "events": [event_json(e, self.identity) for e in events],
                 "count": len(events),
                 "total_count": max(total, len(events)),
                 "query_time": query_time(),

@@ -129,3 +129,33 @@ def test_a_process_moved_into_a_cgroup_is_named_by_it(case: str) -> None:
 
 def test_host_is_the_default() -> None:
     assert HOST.kind == "host" and classify_cgroup("") == classify_cgroup("/")
+
+
+async def test_in_a_pod_served_events_and_server_status_carry_the_nodes_identity(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """As ebpf-server does in a pod: the downward API's node/pod/namespace fill the events' k8s_*
+    fields (where the event has none) and server_status says where they came from."""
+    import httpx
+
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.serve import create_app
+    from netspy_tui.telemetry.memory import MemorySource
+    from tests.factories import connection
+
+    monkeypatch.setenv("NODE_NAME", "node-7")
+    monkeypatch.setenv("POD_NAME", "netspy-agent-x1")
+    monkeypatch.setenv("POD_NAMESPACE", "monitoring")
+    source = MemorySource([connection(), connection(pid=99, k8s_pod_name="other-pod")])
+    transport = httpx.ASGITransport(app=create_app(source))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        events = (await client.get("/api/events")).json()["events"]
+    assert {e["k8s_node_name"] for e in events} == {"node-7"}
+    assert {e["k8s_pod_name"] for e in events} == {"netspy-agent-x1", "other-pod"}  # an event's own is kept
+    async with open_gateway(source) as gw:
+        status = await gw.call("server_status", {})
+    assert "Kubernetes (downward API" in status.text and "node node-7" in status.text
+    assert status.data["kubernetes"]["k8s_namespace"] == "monitoring"
+    monkeypatch.delenv("NODE_NAME")
+    monkeypatch.delenv("POD_NAME")
+    monkeypatch.delenv("POD_NAMESPACE")
+    async with open_gateway(source) as gw:
+        assert "Kubernetes" not in (await gw.call("server_status", {})).text
