@@ -144,6 +144,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--host", runs={"mcp", "serve"}, group=NET, metavar="ADDR", help="bind address (127.0.0.1)"),
     _opt("--allow-host", runs={"mcp", "serve"}, group=NET, action="append", metavar="NAME",
          help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)"),
+    _opt("--metrics-top", runs={"serve"}, group=NET, type=_positive_int, metavar="N",
+         help="/metrics labels at most N processes per metric, the rest as process=\"other\" (20)"),
     _opt("--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N",
          help="port (mcp --http: 8000, serve: 8080)"),
     _opt("--no-dns", runs=_ALL - {"serve"}, group=GENERAL, action="store_true",
@@ -448,7 +450,8 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
         token = settings.token.get_secret_value() if settings.token else None
         mcp_server = create_server(source, insight_hook(_ai(settings)), workloads=_workloads())
         await serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
-                           mcp_server=mcp_server, allowed_hosts=ns.allow_host or [])
+                           mcp_server=mcp_server, allowed_hosts=ns.allow_host or [],
+                           metrics_top=ns.metrics_top or 20)
     return 0
 
 

@@ -24,6 +24,7 @@ Where this server differs from the original, on purpose:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -58,6 +59,8 @@ from netspy_tui.models import (
 )
 from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
+from netspy_tui.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from netspy_tui.serve.metrics import MetricsExporter, counted_of
 from netspy_tui.telemetry.source import EventQuery, TelemetrySource
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,8 @@ ENDPOINTS: dict[str, str] = {
     "GET|POST /api/list-packet-drops": "Packet-drop events grouped by PID (pid, command, limit, duration_seconds)",
     "GET /api/events": "Filtered events (type, pid, command, since, until, limit)",
     "GET /api/programs": "The eBPF programs behind the data",
+    "GET /metrics": "Prometheus counters: connects by process and outcome, drops by reason, collector health "
+                    "(a netspy-tui extension)",
 }
 
 
@@ -319,9 +324,10 @@ def _uptime(seconds: float | None) -> str:
 
 
 class _Api:
-    def __init__(self, source: TelemetrySource, extra_paths: Sequence[str]) -> None:
+    def __init__(self, source: TelemetrySource, extra_paths: Sequence[str], metrics_top: int = 20) -> None:
         self.source = source
         self.extra_paths = list(extra_paths)
+        self.exporter = MetricsExporter(metrics_top)
         self.identity = k8s_identity()  # the node/pod/namespace of a pod this runs in (downward API)
 
     async def root(self, request: Request) -> Response:
@@ -457,6 +463,11 @@ class _Api:
             items.append(item)
         return json_response({"programs": items, "total_count": len(items), "query_time": query_time()})
 
+    async def metrics(self, request: Request) -> Response:
+        info = await self.source.info()
+        counted = await asyncio.to_thread(counted_of, self.source)
+        return Response(self.exporter.render(info, counted), media_type=METRICS_CONTENT_TYPE)
+
     def routes(self) -> list[BaseRoute]:
         both = ["GET", "POST"]
         return [
@@ -484,6 +495,7 @@ class _Api:
             ),
             Route("/api/events", _guarded(self.events), methods=["GET"]),
             Route("/api/programs", _guarded(self.programs), methods=["GET"]),
+            Route("/metrics", _guarded(self.metrics), methods=["GET"]),
         ]
 
 
@@ -610,6 +622,7 @@ def create_app(
     lifespan: Lifespan[Starlette] | None = None,
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
+    metrics_top: int = 20,
 ) -> Starlette:
     """The eBPF server API over ``source`` as a Starlette app.
 
@@ -621,7 +634,7 @@ def create_app(
     The source is not closed by the app: its owner closes it.
     """
     extra = list(extra_routes or [])
-    api = _Api(source, [getattr(r, "path", "") for r in extra if getattr(r, "path", "")])
+    api = _Api(source, [getattr(r, "path", "") for r in extra if getattr(r, "path", "")], metrics_top)
     app = Starlette(
         routes=api.routes() + extra,
         middleware=guard_middleware(token, max_body_bytes, HostPolicy(host, allowed_hosts)),

@@ -58,6 +58,10 @@ logger = logging.getLogger(__name__)
 
 _EVENT_JSON: TypeAdapter[Any] = TypeAdapter(Event)
 _KIND_CODE = R.KIND_CODE
+#: Distinct (kind, command, outcome) kept by :meth:`EventStore.counted_since_open`; beyond it,
+#: commands count as :data:`OTHER_COMMAND`.
+MAX_COUNTED_KEYS = 20_000
+OTHER_COMMAND = "(other)"
 NS = 1_000_000_000
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
@@ -256,6 +260,8 @@ class EventStore:
         self._read_codec = threading.local()
         self.rollups = R.Rollups(R.Names(), MEMORY_HORIZON)
         self.totals: dict[str, int] = {}
+        self._counted: dict[tuple[str, str, str], int] = {}  # (kind, command, outcome) -> events
+        self._counted_lock = threading.Lock()
         self._unwarned: dict[str, int] = {}
         self._warned_at = -WARN_EVERY
         """Since this store was opened: ``raw`` rows written, and losses by cause."""
@@ -422,6 +428,31 @@ class EventStore:
         if self._pending_rollups is not None:
             self._pending_rollups.append(counts)
         self.rollups.add(counts)
+        self._count_since_open(counts)
+
+    def _count_since_open(self, counts: np.ndarray) -> None:
+        """Add a round's counts to :meth:`counted_since_open` (one entry per kind, command and
+        outcome; past :data:`MAX_COUNTED_KEYS` commands fold into ``(other)``)."""
+        keys = (counts["command"].astype(np.int64) << 33) | (counts["outcome"].astype(np.int64) << 1) | counts["kind"]
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        sums = np.rint(np.bincount(inverse.ravel(), weights=counts["n"].astype(np.float64), minlength=len(uniq)))
+        values = self.rollups.names.values
+        kinds = {code: kind for kind, code in _KIND_CODE.items()}
+        with self._counted_lock:
+            for packed, n in zip(uniq.tolist(), sums.astype(np.int64).tolist(), strict=True):
+                if not n:
+                    continue
+                key = (kinds[packed & 1], values[packed >> 33], values[(packed >> 1) & 0xFFFFFFFF])
+                if key not in self._counted and len(self._counted) >= MAX_COUNTED_KEYS:
+                    key = (key[0], OTHER_COMMAND, key[2])
+                self._counted[key] = self._counted.get(key, 0) + n
+
+    def counted_since_open(self) -> dict[tuple[str, str, str], int]:
+        """Events counted since this store was opened, by (kind, command, outcome): exact (the
+        kernel's counts), never decreasing except ``in_progress``, which nets out as connects
+        resolve. For monotonic exports such as Prometheus counters."""
+        with self._counted_lock:
+            return dict(self._counted)
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:

@@ -251,6 +251,10 @@ class EmbeddedSource:
         lo, _ = window_seconds_of(utcnow(), window_seconds)
         return await asyncio.to_thread(self.store.losses, ns_to_time(lo * 1_000_000_000))
 
+    def counted_since_open(self) -> dict[tuple[str, str, str], int]:
+        """Exact counts since the store opened, by (kind, command, outcome) (``serve``'s /metrics)."""
+        return self.store.counted_since_open()
+
     async def programs(self) -> list[ProgramInfo]:
         if self.collector is None:
             return []
