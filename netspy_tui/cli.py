@@ -83,6 +83,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _forward_url(text: str) -> str:
+    """An aggregator's base URL or its ingest URL -> the ingest URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http(s):// URL of an aggregator, got '{text[:80]}'")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/api/events/ingest"):
+        path += "/api/events/ingest"
+    return parts._replace(path=path, query="", fragment="").geturl()
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -144,6 +157,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--host", runs={"mcp", "serve"}, group=NET, metavar="ADDR", help="bind address (127.0.0.1)"),
     _opt("--allow-host", runs={"mcp", "serve"}, group=NET, action="append", metavar="NAME",
          help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)"),
+    _opt("--forward", runs={"serve"}, group=NET, type=_forward_url, metavar="URL",
+         help="also send every event to an ebpf-server aggregator (its URL or its /api/events/ingest), "
+              "from the store in order, resuming after outages"),
+    _opt("--forward-token", runs={"serve"}, group=NET, metavar="TOKEN",
+         help="bearer token for the aggregator (env NETSPY_FORWARD_TOKEN)"),
     _opt("--metrics-top", runs={"serve"}, group=NET, type=_positive_int, metavar="N",
          help="/metrics labels at most N processes per metric, the rest as process=\"other\" (20)"),
     _opt("--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N",
@@ -449,9 +467,28 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
         mcp_server = create_server(source, insight_hook(_ai(settings)), workloads=_workloads())
-        await serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
-                           mcp_server=mcp_server, allowed_hosts=ns.allow_host or [],
-                           metrics_top=ns.metrics_top or 20)
+        serving = serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
+                               mcp_server=mcp_server, allowed_hosts=ns.allow_host or [],
+                               metrics_top=ns.metrics_top or 20)  # fmt: skip
+        if not ns.forward:
+            await serving
+            return 0
+        from netspy_tui.logs import add_secrets
+        from netspy_tui.serve.forward import Forwarder
+        from netspy_tui.telemetry.embedded import EmbeddedSource
+
+        assert isinstance(source, EmbeddedSource)  # serve always runs the embedded collector
+        forward_token = ns.forward_token or os.environ.get("NETSPY_FORWARD_TOKEN") or None
+        if forward_token:
+            add_secrets(forward_token)
+        forwarder = Forwarder(source.store, ns.forward, token=forward_token)
+        source.forwarding = forwarder.status.as_dict
+        task = asyncio.create_task(forwarder.run(), name="netspy-forward")
+        try:
+            await serving
+        finally:
+            forwarder.stop()
+            await asyncio.wait_for(task, timeout=5)
     return 0
 
 

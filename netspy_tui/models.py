@@ -469,6 +469,8 @@ class SourceInfo(BaseModel):
     degraded: bool = False
     stored_events: int | None = None
     uptime_seconds: float | None = None
+    forwarding: dict[str, Any] | None = None
+    """``serve --forward``: where to, events forwarded, waiting, dropped, failures, last error."""
 
     @property
     def status(self) -> Literal["healthy", "degraded", "unhealthy"]:
@@ -485,6 +487,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "conns_full": ("connections whose outcome could not be followed", True),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),
+    "forward_dropped": ("raw events removed by retention before they were forwarded", True),
     "sockaddr_fault": ("connects not counted (address unreadable)", False),
     "inflight_full": ("connects not counted (too many at once)", False),
     "exit_without_enter": ("connects not counted (call not seen starting)", False),

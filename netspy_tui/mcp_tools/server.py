@@ -397,6 +397,12 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
             lines.append(f"Last minute: {clean(describe_losses(info.recent_losses), 300)}")
         if info.losses:
             lines.append(f"Since start: {clean(describe_losses(info.losses), 300)}")
+        if info.forwarding:
+            fw = info.forwarding
+            lines.append(f"Forwarding to {clean(str(fw.get('url')), 200)}: {fw.get('forwarded', 0):,} sent, "
+                         f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
+                         f"{fw.get('failures', 0):,} failed batches"
+                         + (f"; last error: {clean(str(fw['last_error']), 200)}" if fw.get("last_error") else ""))
         for p in programs:
             lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")
         kubernetes = k8s_identity() if info.kind == "embedded" else {}

@@ -369,6 +369,8 @@ class _Api:
             payload["counts_exact"] = counts_exact(info.recent_losses)
             if info.degraded:
                 payload["detail"] = describe_losses(info.recent_losses, "in the last minute")
+            if info.forwarding is not None:
+                payload["forwarding"] = info.forwarding
         return json_response(payload)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:

@@ -800,6 +800,37 @@ class EventStore:
                 out[i] = event
         return out  # type: ignore[return-value]
 
+    def after(self, seq: int, limit: int, settled_ns: int) -> tuple[list[tuple[int, AnyEvent]], int | None]:
+        """Raw events stored after ``seq`` in insertion order, up to ``limit``, stopping at the first
+        one newer than ``settled_ns`` (its outcome may still change), each with its ``seq``; and the
+        oldest ``seq`` still stored (None: none), so a reader can tell what retention removed
+        before it read it. For a reader that follows the store in order (``serve --forward``)."""
+        with self._snapshot() as conn:
+            rows = conn.execute("SELECT seq, outcome, rec, body, t FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                (seq, max(0, limit))).fetchall()  # fmt: skip
+            oldest = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
+        settled = []
+        for row in rows:
+            if row[4] > settled_ns:
+                break
+            settled.append(row[:4])
+        return list(zip([r[0] for r in settled], self._events(settled), strict=True)), oldest
+
+    def newest_seq(self) -> int:
+        """The ``seq`` of the newest raw event stored (0: none yet)."""
+        with self._snapshot() as conn:
+            return int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+
+    def get_meta(self, key: str) -> str | None:
+        with self._snapshot() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """A small persistent setting of this store (e.g. how far a forwarder got)."""
+        with self._write_lock:
+            self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def query(self, q: EventQuery) -> EventPage:
         """Events matching ``q``, newest first (equal times in insertion order), and how many matched.
 
