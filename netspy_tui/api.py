@@ -19,6 +19,7 @@ from types import TracebackType
 
 from mcp.types import Tool
 
+from netspy_tui.ai.settings import AISettings
 from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
 from netspy_tui.mcp_tools.gateway import Gateway, ToolResult, open_gateway
 from netspy_tui.telemetry.client import DEFAULT_SERVER, HttpSource
@@ -31,15 +32,23 @@ class NetspyClient:
     """An MCP client for the telemetry tools over one eBPF server (or any TelemetrySource)."""
 
     def __init__(self, server_url: str = DEFAULT_SERVER, *, source: TelemetrySource | None = None,
-                 timeout: float = 10.0, model: str | None = None) -> None:
+                 timeout: float = 10.0, model: str | None = None, ai: AISettings | None = None) -> None:
+        """``ai``: the settings the AI tools use; None reads them like the CLI does (config file,
+        ``OPENAI_API_KEY``, ...) when the client is entered, with ``model`` on top."""
         self._source = source or HttpSource(server_url, read_timeout=timeout)
         self._owns_source = source is None
         self._model = model
+        self._ai = ai
         self._stack = AsyncExitStack()
         self._gateway: Gateway | None = None
 
     async def __aenter__(self) -> NetspyClient:
-        self._gateway = await self._stack.enter_async_context(open_gateway(self._source, ai_tools_hook(self._model)))
+        ai = self._ai
+        if ai is None:
+            from netspy_tui.config import load_settings
+
+            ai = AISettings.from_settings(load_settings({"model": self._model})[0])
+        self._gateway = await self._stack.enter_async_context(open_gateway(self._source, ai_tools_hook(ai)))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

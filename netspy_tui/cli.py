@@ -14,15 +14,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_error
 from netspy_tui.httplimits import LIMITS_HELP
 from netspy_tui.mcp_tools import ALL_TOOLS
 from netspy_tui.textsafe import clean
+
+if TYPE_CHECKING:
+    from netspy_tui.ai.settings import AISettings
+    from netspy_tui.config import Settings
 
 log = logging.getLogger("netspy_tui")
 
@@ -58,6 +60,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _dns_server(text: str) -> tuple[str, int]:
+    from netspy_tui.names.resolver import normalize_address
+
+    host, port = text.strip(), 53
+    if host.count(":") == 1 or (host.startswith("[") and "]:" in host):
+        host, _, number = host.rpartition(":")
+        port = _port(number)
+    address = normalize_address(host)
+    if address is None:
+        raise argparse.ArgumentTypeError(f"expected an IP address with an optional :PORT, got '{text[:60]}'")
+    return address, port
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -66,6 +81,19 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text[:30]}")
     return value
+
+
+def _forward_url(text: str) -> str:
+    """An aggregator's base URL or its ingest URL -> the ingest URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http(s):// URL of an aggregator, got '{text[:80]}'")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/api/events/ingest"):
+        path += "/api/events/ingest"
+    return parts._replace(path=path, query="", fragment="").geturl()
 
 
 def _port(text: str) -> int:
@@ -111,7 +139,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--record", runs=_ALL, group=SOURCE, type=Path, metavar="FILE",
          help="also write collected events to FILE (JSON lines)"),
     _opt("--db", runs=_ALL, group=SOURCE, type=Path, metavar="FILE",
-         help="SQLite file keeping history across restarts"),
+         help="SQLite file keeping history across restarts (default: a private scratch file, removed on exit)"),
     _opt("--tool", runs={"tool"}, group=TOOL, choices=TOOLS, metavar="TOOL",
          help="run one MCP tool and exit: " + ", ".join(TOOLS)),
     _opt("--pid", runs={"tool"}, group=TOOL, type=_positive_int, help="filter on a process id"),
@@ -129,9 +157,21 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--host", runs={"mcp", "serve"}, group=NET, metavar="ADDR", help="bind address (127.0.0.1)"),
     _opt("--allow-host", runs={"mcp", "serve"}, group=NET, action="append", metavar="NAME",
          help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)"),
+    _opt("--forward", runs={"serve"}, group=NET, type=_forward_url, metavar="URL",
+         help="also send every event to an ebpf-server aggregator (its URL or its /api/events/ingest), "
+              "from the store in order, resuming after outages"),
+    _opt("--forward-token", runs={"serve"}, group=NET, metavar="TOKEN",
+         help="bearer token for the aggregator (env NETSPY_FORWARD_TOKEN)"),
+    _opt("--metrics-top", runs={"serve"}, group=NET, type=_positive_int, metavar="N",
+         help="/metrics labels at most N processes per metric, the rest as process=\"other\" (20)"),
     _opt("--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N",
          help="port (mcp --http: 8000, serve: 8080)"),
-    _opt("--model", runs=_ALL, group=GENERAL, metavar="NAME", help="AI model name (env NETSPY_MODEL)"),
+    _opt("--no-dns", runs=_ALL - {"serve"}, group=GENERAL, action="store_true",
+         help="show addresses only: no reverse DNS and no /etc/hosts lookups"),
+    _opt("--dns-server", runs=_ALL - {"serve"}, group=GENERAL, type=_dns_server, metavar="ADDR[:PORT]",
+         help="ask this name server for reverse DNS instead of /etc/resolv.conf's"),
+    _opt("--model", runs=_ALL, group=GENERAL, metavar="NAME",
+         help="AI model name (env NETSPY_MODEL; in the config file: model)"),
     _opt("--show-config", runs=_ALL, group=GENERAL, action="store_true",
          help="print every setting with its source and exit"),
     _opt("--log-file", runs=_ALL, group=GENERAL, type=Path, metavar="FILE",
@@ -286,7 +326,8 @@ def tool_arguments(ns: argparse.Namespace) -> dict[str, Any]:
     return args
 
 
-def _settings(ns: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
+    """The one settings model (config file, env, these flags), validated once; UsageError if a value is bad."""
     from netspy_tui.config import load_settings
 
     cli = {
@@ -300,32 +341,52 @@ def _settings(ns: argparse.Namespace) -> tuple[Any, dict[str, str]]:
         "db": ns.db,
         "interval": ns.interval,
         "window": ns.window,
+        "model": ns.model,
     }
-    try:
-        settings, sources = load_settings(cli)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise UsageError(f"invalid setting {loc}: {msg}",
-                         "check the flag, NETSPY_* variables and the config file") from None
+    settings, sources = load_settings(cli)
     _mask_secrets(settings)
     return settings, sources
 
 
-def _mask_secrets(settings: Any) -> None:
+def _mask_secrets(settings: Settings) -> None:
     """Secrets that came from the command line or the config file are masked in logs too."""
     from urllib.parse import urlsplit
 
     from netspy_tui.logs import add_secrets
 
-    if settings.token is not None:
-        add_secrets(settings.token.get_secret_value())
-    if settings.server:
-        try:
-            add_secrets(urlsplit(settings.server).password)
-        except ValueError:
-            pass
+    for secret in (settings.token, settings.openai_api_key):
+        if secret is not None:
+            add_secrets(secret.get_secret_value())
+    for url in (settings.server, settings.openai_base_url):
+        if url:
+            try:
+                add_secrets(urlsplit(url).password)
+            except ValueError:
+                pass
+
+
+def _ai(settings: Settings) -> AISettings:
+    """The AI layer's part of the settings."""
+    from netspy_tui.ai.settings import AISettings
+
+    return AISettings.from_settings(settings)
+
+
+def _names(ns: argparse.Namespace) -> Any:
+    """The destination-name resolver the command's MCP server uses (off with --no-dns)."""
+    from netspy_tui.names import NameResolver
+
+    server = getattr(ns, "dns_server", None)
+    if server is not None:
+        return NameResolver(enabled=not ns.no_dns, nameservers=[server[0]], port=server[1])
+    return NameResolver(enabled=not getattr(ns, "no_dns", False))
+
+
+def _workloads() -> Any:
+    """Processes' workloads from their cgroups (used only with this host's own collector)."""
+    from netspy_tui.names import WorkloadResolver
+
+    return WorkloadResolver()
 
 
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
@@ -334,10 +395,13 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
     from netspy_tui.runtime import open_source
 
     if ns.tool == "ai_insights" and not ns.json:
-        return await _stream_ai(ns, None, arguments)
-    async with open_source(settings, "oneshot") as source, open_gateway(source, ai_tools_hook(ns.model)) as gw:
+        return await _stream_ai(_ai(settings), None, arguments)
+    names = _names(ns)  # one command: wait for names up to the resolver's timeout
+    async with open_source(settings, "oneshot") as source, \
+            open_gateway(source, ai_tools_hook(_ai(settings)), names=names, names_wait=names.timeout,
+                         workloads=_workloads()) as gw:
         if ns.tool == "contextual_analysis" and not ns.json:
-            return await _stream_ai(ns, gw, arguments)
+            return await _stream_ai(_ai(settings), gw, arguments)
         result = await gw.call(ns.tool, arguments)
     if result.is_error:
         sys.stderr.write(f"netspy-tui: {clean(result.text, 1000)}\n")
@@ -347,14 +411,13 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
     return 0
 
 
-async def _stream_ai(ns: argparse.Namespace, gateway: Any, arguments: dict[str, Any]) -> int:
+async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, Any]) -> int:
     """Stream an AI answer to stdout as it is written; tool calls are noted on stderr."""
     from netspy_tui.ai import TextDelta, ToolCallFinished, ToolCallStarted, format_call, stream_summary_explanation
-    from netspy_tui.mcp_tools.ai_bridge import ai_settings, require_configured, stream_question
+    from netspy_tui.mcp_tools.ai_bridge import stream_question
     from netspy_tui.textsafe import clean
 
-    settings = ai_settings(ns.model)
-    require_configured(settings)
+    settings.require_configured()
     if gateway is None:
         stream = stream_summary_explanation(settings, arguments["summary_text"])
     else:
@@ -382,7 +445,7 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source:
-        server = create_server(source, ai_tools_hook(ns.model))
+        server = create_server(source, ai_tools_hook(_ai(settings)), names=_names(ns), workloads=_workloads())
         if ns.http:
             from netspy_tui.serve.runner import serve_mcp_http
 
@@ -403,9 +466,29 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
 
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
-        mcp_server = create_server(source, ai_tools_hook(ns.model))
-        await serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
-                           mcp_server=mcp_server, allowed_hosts=ns.allow_host or [])
+        mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=_workloads())
+        serving = serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
+                               mcp_server=mcp_server, allowed_hosts=ns.allow_host or [],
+                               metrics_top=ns.metrics_top or 20)  # fmt: skip
+        if not ns.forward:
+            await serving
+            return 0
+        from netspy_tui.logs import add_secrets
+        from netspy_tui.serve.forward import Forwarder
+        from netspy_tui.telemetry.embedded import EmbeddedSource
+
+        assert isinstance(source, EmbeddedSource)  # serve always runs the embedded collector
+        forward_token = ns.forward_token or os.environ.get("NETSPY_FORWARD_TOKEN") or None
+        if forward_token:
+            add_secrets(forward_token)
+        forwarder = Forwarder(source.store, ns.forward, token=forward_token)
+        source.forwarding = forwarder.status.as_dict
+        task = asyncio.create_task(forwarder.run(), name="netspy-forward")
+        try:
+            await serving
+        finally:
+            forwarder.stop()
+            await asyncio.wait_for(task, timeout=5)
     return 0
 
 
@@ -415,19 +498,22 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.repl import run_repl
     from netspy_tui.runtime import open_source
 
-    async with open_source(settings, "live") as source, open_gateway(source, ai_tools_hook(ns.model)) as gw:
+    async with open_source(settings, "live") as source, \
+            open_gateway(source, ai_tools_hook(_ai(settings)), names=_names(ns), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_repl(gw, info)
 
 
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import ai_settings, ai_tools_hook, dashboard_hooks
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook, dashboard_hooks
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
     from netspy_tui.tui.app import run_dashboard
 
-    ai = dashboard_hooks(ai_settings(ns.model))  # read once; a bad AI variable fails here, in one line
-    async with open_source(settings, "live") as source, open_gateway(source, ai_tools_hook(ns.model)) as gw:
+    ai_settings = _ai(settings)
+    ai = dashboard_hooks(ai_settings)
+    async with open_source(settings, "live") as source, \
+            open_gateway(source, ai_tools_hook(ai_settings), names=_names(ns), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
                                    ai=ai, export_dir=settings.export_dir)

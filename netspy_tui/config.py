@@ -1,8 +1,10 @@
 """Configuration: one documented model, one precedence — defaults < config file < env < CLI.
 
-The file is TOML at ``$XDG_CONFIG_HOME/netspy-tui/config.toml`` (or ``NETSPY_CONFIG``); environment
-variables use the ``NETSPY_`` prefix (``NETSPY_SERVER``, ``NETSPY_INTERVAL``, ...). OpenAI settings
-keep their usual names (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) and are read by ``netspy_tui.ai``.
+The file is TOML at ``$XDG_CONFIG_HOME/netspy-tui/config.toml`` (or ``NETSPY_CONFIG``), flat
+``name = value`` lines; environment variables use the ``NETSPY_`` prefix (``NETSPY_SERVER``,
+``NETSPY_MODEL``, ``NETSPY_AI_TIMEOUT``, ...), except the two OpenAI ones, which keep their usual
+names (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``; ``openai_api_key`` / ``openai_base_url`` in the file).
+The AI layer takes its part of these through :meth:`netspy_tui.ai.settings.AISettings.from_settings`.
 ``netspy-tui --show-config`` prints every value with its source, secrets masked.
 
 The file is read once, at most :data:`MAX_CONFIG_BYTES`; an unknown key in it is an error naming
@@ -16,11 +18,11 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 from platformdirs import user_config_path, user_state_path
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from netspy_tui.errors import UsageError
@@ -31,6 +33,16 @@ DEFAULT_SERVER = "http://localhost:8080"
 MAX_CONFIG_BYTES = 1024 * 1024
 #: The config file's values while :func:`load_settings` builds Settings (so the file is read once).
 _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("netspy_file_values", default=None)
+
+#: The model asked when neither the config file, ``NETSPY_MODEL`` nor ``--model`` names one.
+DEFAULT_MODEL = "gpt-5-mini"
+
+# The AI settings' bounds, shared with netspy_tui.ai.settings.AISettings (defined once, here).
+AIModel = Annotated[str, Field(min_length=1, max_length=200)]
+AITimeout = Annotated[float, Field(gt=0, le=3600)]
+AIToolRounds = Annotated[int, Field(ge=0, le=20)]
+AIContextTokens = Annotated[int, Field(ge=256, le=10_000_000)]
+AIRetries = Annotated[int, Field(ge=0, le=10)]
 
 
 def config_file() -> Path:
@@ -46,7 +58,10 @@ def state_dir() -> Path:
 class Settings(BaseSettings):
     """Every setting netspy-tui reads. Field docs are the reference in README."""
 
-    model_config = SettingsConfigDict(env_prefix="NETSPY_", extra="ignore", validate_default=True)
+    # env_ignore_empty: an empty variable counts as unset (``OPENAI_API_KEY= netspy-tui``);
+    # populate_by_name: the file and the command line name the two OpenAI settings by field name.
+    model_config = SettingsConfigDict(env_prefix="NETSPY_", extra="ignore", validate_default=True,
+                                      env_ignore_empty=True, populate_by_name=True)
 
     server: str | None = None
     """eBPF server URL. Unset: use http://localhost:8080 if it answers, else the embedded collector."""
@@ -78,12 +93,43 @@ class Settings(BaseSettings):
     """Where `e` in the dashboard writes exports (default: the per-user state directory's `exports`,
     ~/.local/state/netspy-tui/exports, created 0700)."""
 
-    @field_validator("server")
+    # --- AI: OpenAI or any OpenAI-compatible server (Ollama, llama.cpp, vLLM) ---
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    """API key (env OPENAI_API_KEY). Local servers usually need none. Never shown or logged."""
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    """OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (env OPENAI_BASE_URL); unset: OpenAI."""
+    model: AIModel = DEFAULT_MODEL
+    """AI model name (`--model`)."""
+    ai_timeout: AITimeout = 60.0
+    """Seconds to wait for the AI server: to connect, and between two pieces of a streamed answer."""
+    ai_max_tool_rounds: AIToolRounds = 4
+    """Rounds of tool calls a free-form question may use before the model must answer."""
+    ai_context_tokens: AIContextTokens | None = None
+    """The model's context window in tokens; prompts are sized to fit it with room for the answer.
+    Unset: 128k for OpenAI, else what the server reports in `GET /models`, else 2048."""
+    ai_max_retries: AIRetries = 2
+    """Retries of a failed AI request (connection errors, 429, 5xx), with backoff."""
+
+    @field_validator("openai_api_key", "openai_base_url", "model", "ai_context_tokens", mode="before")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
+    def _blank_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        """A blank value (``NETSPY_MODEL=" "``) is unset: the default applies."""
+        if isinstance(value, SecretStr):
+            blank = not value.get_secret_value().strip()
+        else:
+            blank = isinstance(value, str) and not value.strip()
+        if not blank:
+            return value
+        return DEFAULT_MODEL if info.field_name == "model" else None
+
+    @field_validator("server", "openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         """An http(s) URL with a host, parsed the way the HTTP client will parse it."""
         if value is None:
             return None
+        what = "AI server" if info.field_name == "openai_base_url" else "eBPF server"
+        example = "http://localhost:11434/v1" if info.field_name == "openai_base_url" else "http://localhost:8080"
         shown = clean(redact_url(value), 80)
         problem = ""
         try:
@@ -95,20 +141,21 @@ class Settings(BaseSettings):
         except httpx.InvalidURL as exc:
             problem = clean(exc, 80)
         if problem:
-            raise ValueError(f"'{shown}' is not a usable eBPF server URL ({problem}), e.g. http://localhost:8080")
+            raise ValueError(f"'{shown}' is not a usable {what} URL ({problem}), e.g. {example}")
         return value.strip()
 
-    @field_validator("token")
+    @field_validator("token", "openai_api_key")
     @classmethod
-    def _printable_token(cls, value: SecretStr | None) -> SecretStr | None:
-        """A bearer token: visible ASCII without spaces (outer whitespace, e.g. a file's newline, is dropped)."""
+    def _printable_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A bearer token or key: visible ASCII without spaces (outer whitespace, e.g. a newline, is dropped)."""
         if value is None:
             return None
+        what = "the API key" if info.field_name == "openai_api_key" else "the token"
         token = value.get_secret_value().strip()
         if not token:
-            raise ValueError("the token is empty")
+            raise ValueError(f"{what} is empty")
         if not all("!" <= ch <= "~" for ch in token):
-            raise ValueError("the token must be printable ASCII without spaces")  # never echo the token itself
+            raise ValueError(f"{what} must be printable ASCII without spaces")  # never echo the secret itself
         return SecretStr(token)
 
     @classmethod
@@ -125,17 +172,21 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
 
 
-#: Settings people look for in the file that are read from the environment only.
-_ENV_ONLY = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL", "model": "NETSPY_MODEL",
-             "api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL"}
+def env_name(name: str) -> str:
+    """The environment variable of setting ``name``: ``NETSPY_SERVER``, or its own name where the
+    field has one (``OPENAI_API_KEY``)."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"NETSPY_{name.upper()}"
 
 
 def _unknown_key(key: str) -> str:
     """'sever' (did you mean 'server'?) — names only: a value in the file may be a secret."""
     shown = f"'{clean(key, 40)}'"
-    if key.lower() in _ENV_ONLY:
-        return f"{shown} (set {_ENV_ONLY[key.lower()]} in the environment instead)"
-    close = difflib.get_close_matches(key.lower(), list(Settings.model_fields), n=1, cutoff=0.6)
+    wanted = key.lower()
+    by_env = {env.lower(): name for name, env in ((n, env_name(n)) for n in Settings.model_fields)}
+    if wanted in by_env:  # an environment variable's name: OPENAI_API_KEY, NETSPY_SERVER
+        return f"{shown} (did you mean '{by_env[wanted]}'?)"
+    close = difflib.get_close_matches(wanted, list(Settings.model_fields), n=1, cutoff=0.6)
     return f"{shown} (did you mean '{close[0]}'?)" if close else shown
 
 
@@ -175,10 +226,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def load_settings(cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
-    """Settings with CLI values on top, and where each value came from.
+    """Settings with CLI values on top, and where each value came from; validated here, once.
 
-    Raises :class:`pydantic.ValidationError` for a bad value and :class:`UsageError` for a config
-    file that cannot be used (see :func:`read_config_file`).
+    Raises :class:`UsageError` (one line) for a bad value, naming the setting and where the value
+    came from (never the value: it may be a secret), and for a config file that cannot be used (see
+    :func:`read_config_file`).
     """
     given = {k: v for k, v in cli.items() if v is not None}
     path = config_file()
@@ -186,33 +238,41 @@ def load_settings(cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
     reset = _FILE_VALUES.set(file_values)
     try:
         settings = Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        first = str(err["loc"][0]) if err["loc"] else ""
+        name = next((n for n in Settings.model_fields if first in (n, env_name(n))), first)
+        where = setting_source(name, given, file_values, path) if name in Settings.model_fields else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"invalid setting {name}: {msg}" + (f" ({where})" if where else ""),
+                         "check the flag, NETSPY_*/OPENAI_* variables and the config file") from None
     finally:
         _FILE_VALUES.reset(reset)
-    sources: dict[str, str] = {}
-    for name in Settings.model_fields:
-        if name in given:
-            sources[name] = "command line"
-        elif f"NETSPY_{name.upper()}" in {k.upper() for k in os.environ}:
-            sources[name] = f"env NETSPY_{name.upper()}"
-        elif name in file_values:
-            sources[name] = f"file {path}"
-        else:
-            sources[name] = "default"
-    return settings, sources
+    return settings, {name: setting_source(name, given, file_values, path) for name in Settings.model_fields}
+
+
+def setting_source(name: str, given: dict[str, Any], file_values: dict[str, Any], path: Path) -> str:
+    """Where the value of setting ``name`` comes from, by the precedence CLI > env > file > default."""
+    if name in given:
+        return "command line"
+    var = env_name(name)
+    if any(k.upper() == var and v.strip() for k, v in os.environ.items()):  # empty counts as unset
+        return f"env {var}"
+    if name in file_values:
+        return f"file {path}"
+    return "default"
 
 
 def describe_settings(settings: Settings, sources: dict[str, str]) -> str:
+    """Every setting, its value (secrets masked, URL passwords hidden) and its source, one per line."""
     lines = [f"config file: {config_file()}" + ("" if config_file().is_file() else " (not present)")]
     for name in Settings.model_fields:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             shown = "********"
-        elif name == "server" and value is not None:
+        elif name in ("server", "openai_base_url") and value is not None:
             shown = redact_url(value)
         else:
             shown = "(unset)" if value is None else str(value)
-        lines.append(f"{name:<16} {shown:<40} {sources[name]}")
-    key = os.environ.get("OPENAI_API_KEY")
-    lines.append(f"{'OPENAI_API_KEY':<16} {('********' if key else '(unset)'):<40} env")
-    lines.append(f"{'OPENAI_BASE_URL':<16} {redact_url(os.environ.get('OPENAI_BASE_URL', '(unset)')):<40} env")
+        lines.append(f"{name:<18} {clean(shown, 60):<40} {sources[name]}")
     return "\n".join(lines)

@@ -167,6 +167,14 @@ class ConnectionEvent(_EventBase):
     socket_family: int | None = None
     """The socket's own address family when it differs from ``address_family``: an IPv6 socket
     connecting to an IPv4-mapped address (``::ffff:a.b.c.d``) is reported as IPv4 with 10 here."""
+    hostname: str | None = None
+    """The destination's name (``/etc/hosts`` or reverse DNS) when known; the address stays in
+    ``destination_ip``. Untrusted text, like every name."""
+    own_dns_query: bool | None = None
+    """True for netspy-tui's own reverse-DNS questions (not the user's traffic)."""
+    workload: str | None = None
+    """The process's workload on this host (``docker 3f2a…``, ``pod 7c1e…/…``, ``nginx.service``,
+    ``host``) from its cgroup, when the source is this host's own collector."""
 
     @model_validator(mode="before")
     @classmethod
@@ -378,7 +386,7 @@ class ListResponse(_Wire):
     not_events: int = 0
     """netspy-tui: items of the lists that were not events (``null``, ...), skipped (:func:`split_events`)."""
 
-    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events_by_pid")))
+    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events_by_pid")))  # type: ignore[arg-type]
 
 
 class EventFilters(_Wire):
@@ -402,7 +410,7 @@ class EventsResponse(_Wire):
     not_events: int = 0
     """netspy-tui: items of ``events`` that were not events (``null``, ...), skipped (:func:`split_events`)."""
 
-    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))
+    _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))  # type: ignore[arg-type]
 
 
 class ProgramInfo(_Wire):
@@ -465,6 +473,8 @@ class SourceInfo(BaseModel):
     degraded: bool = False
     stored_events: int | None = None
     uptime_seconds: float | None = None
+    forwarding: dict[str, Any] | None = None
+    """``serve --forward``: where to, events forwarded, waiting, dropped, failures, last error."""
 
     @property
     def status(self) -> Literal["healthy", "degraded", "unhealthy"]:
@@ -481,6 +491,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "conns_full": ("connections whose outcome could not be followed", True),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),
+    "forward_dropped": ("raw events removed by retention before they were forwarded", True),
     "sockaddr_fault": ("connects not counted (address unreadable)", False),
     "inflight_full": ("connects not counted (too many at once)", False),
     "exit_without_enter": ("connects not counted (call not seen starting)", False),
@@ -521,6 +532,8 @@ class ProcessStat(BaseModel):
     failures: int
     first_seen: datetime
     last_seen: datetime
+    workloads: list[str] = Field(default_factory=list)
+    """The workloads its pids run in, in pid order, each once (see ``ConnectionEvent.workload``)."""
 
 
 class WindowStats(BaseModel):
@@ -692,6 +705,8 @@ class PatternAnalysis(_Windowed):
     rate_per_minute: float
     failure_ratio: float
     source: str
+    hostnames: dict[str, str] = Field(default_factory=dict)
+    """Names of the top destinations that have one (address -> name; reverse DNS or /etc/hosts)."""
 
 
 class ProcessList(_Windowed):
@@ -711,6 +726,8 @@ class ServerStatus(_Result):
 
     source: SourceInfo
     programs: list[ProgramInfo] = Field(default_factory=list)
+    kubernetes: dict[str, str] = Field(default_factory=dict)
+    """This node's ``k8s_*`` fields when netspy-tui runs in a Kubernetes pod (downward API)."""
 
 
 class Insight(_Result):

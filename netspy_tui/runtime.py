@@ -44,7 +44,7 @@ async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[Telemetry
             url = DEFAULT_SERVER
             log.info("an eBPF server answers at %s; using it", url)
         if url is not None:
-            source = http_source(settings, url)
+            source: TelemetrySource = http_source(settings, url)
             try:
                 yield source
             finally:

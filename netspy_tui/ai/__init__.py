@@ -5,7 +5,7 @@ this package does not import ``openai`` (that happens on the first request).
 
 Typical use::
 
-    settings = AISettings.from_env(model=args.model)
+    settings = AISettings.from_settings(load_settings({"model": args.model})[0])
     if settings.configured:
         async for event in stream_explanation(settings, "curl (pid 42)", context):
             ...  # TextDelta / ToolCallStarted / ToolCallFinished / Finished

@@ -26,7 +26,6 @@ from netspy_tui.ai.settings import (
     ENV_CONTEXT_TOKENS,
     ENV_MAX_TOOL_ROUNDS,
     ENV_TIMEOUT,
-    NOT_CONFIGURED_HINT,
     PLACEHOLDER_KEY,
     AISettings,
 )
@@ -53,11 +52,6 @@ _KEYLIKE = re.compile(r"\b(sk|key|pk|rk)-[A-Za-z0-9_\-*.]{4,}")
 
 
 # --- client and errors -------------------------------------------------------------------
-
-
-def _require_configured(settings: AISettings) -> None:
-    if not settings.configured:
-        raise AIError("No AI model is configured", NOT_CONFIGURED_HINT)
 
 
 def _client(settings: AISettings) -> AsyncOpenAI:
@@ -417,7 +411,7 @@ async def _converse(
 ) -> AsyncIterator[StreamEvent]:
     """The chat loop: stream, run requested tools, feed results back, until the model answers.
     ``build`` makes the first messages for a model with that many tokens of context."""
-    _require_configured(settings)
+    settings.require_configured()
     specs = {t.name: t for t in tools}
     text: list[str] = []
     calls_made: list[str] = []
@@ -523,7 +517,7 @@ async def collect(stream: AsyncIterator[StreamEvent]) -> Finished:
 
 async def available_models(settings: AISettings) -> list[str]:
     """Model names the server offers (``GET /models``), sorted; errors as :class:`AIError`."""
-    _require_configured(settings)
+    settings.require_configured()
     import openai
 
     async with _client(settings) as client:

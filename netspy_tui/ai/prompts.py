@@ -140,6 +140,13 @@ def _counted(items: Any, n: int) -> dict[str, int]:
     return out
 
 
+def _named(destination: str, names: dict[str, Any]) -> str:
+    from netspy_tui.names.resolver import address_of
+
+    name = names.get(address_of(destination) or destination)
+    return f"{name} ({destination})" if isinstance(name, str) and name else destination
+
+
 def _rate(stats: dict[str, Any], buckets: int) -> dict[str, Any] | None:
     """The rate shape in at most ``buckets`` buckets (adjacent ones summed)."""
     counts = [int(c) for c in stats.get("rate_buckets") or []]
@@ -161,6 +168,9 @@ def _window(analysis: dict[str, Any], kind: str, top: int, buckets: int) -> dict
     else:
         out["reasons"] = _counted(stats.get("outcomes"), top)
     out["top_destinations"] = _counted(stats.get("top_destinations"), top)
+    names = analysis.get("hostnames") or {}
+    if names:  # "example.com (93.184.216.34:443)": the model can say who, not only which address
+        out["top_destinations"] = {_named(k, names): v for k, v in out["top_destinations"].items()}
     if kind == "connection":
         out["ports"] = _counted(stats.get("ports"), top)
     out["protocols"] = _counted(stats.get("protocols"), 4)
@@ -216,7 +226,8 @@ def _briefs(events: list[Any]) -> list[dict[str, Any]]:
             outcome = outcome_for_return_code(code)
         if not outcome and e.get("type") == "connection":
             outcome = "unknown"  # (as ConnectionEvent.effective_outcome: a bare 0 proves nothing)
-        brief = {"time": str(e.get("time", ""))[11:23], "pid": e.get("pid"), "to": e.get("destination"),
+        to = _named(str(e.get("destination") or ""), {str(e.get("destination_ip") or ""): e.get("hostname")})
+        brief = {"time": str(e.get("time", ""))[11:23], "pid": e.get("pid"), "to": to,
                  "proto": e.get("protocol"), "outcome": outcome}  # fmt: skip
         out.append({k: v for k, v in brief.items() if v not in (None, "")})
     return out

@@ -1,19 +1,28 @@
-"""How to reach the AI model: an OpenAI account or any OpenAI-compatible server."""
+"""How to reach the AI model: an OpenAI account or any OpenAI-compatible server.
+
+:class:`AISettings` is the AI layer's part of the one settings model (:class:`netspy_tui.config.Settings`:
+config file, environment, ``--model``), taken with :meth:`AISettings.from_settings` once the settings
+are loaded and validated. It shares that model's bounds, so it never disagrees with it.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import Any
+from pydantic import BaseModel, ConfigDict, SecretStr
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-
+from netspy_tui.config import (
+    DEFAULT_MODEL,
+    AIContextTokens,
+    AIModel,
+    AIRetries,
+    AITimeout,
+    AIToolRounds,
+    Settings,
+    env_name,
+)
 from netspy_tui.errors import AIError
-from netspy_tui.models import describe_validation_error
 from netspy_tui.textsafe import redact_url
 
-#: The model used when neither ``--model`` nor ``NETSPY_MODEL`` names one.
-DEFAULT_MODEL = "gpt-5-mini"
+__all__ = ["DEFAULT_MODEL", "AISettings"]
 
 #: Where the OpenAI SDK sends requests when no base URL is given.
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -21,16 +30,17 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: Sent as the API key to servers that need none (Ollama, llama.cpp, vLLM): the SDK insists on one.
 PLACEHOLDER_KEY = "not-needed"
 
-ENV_API_KEY = "OPENAI_API_KEY"
-ENV_BASE_URL = "OPENAI_BASE_URL"
-ENV_MODEL = "NETSPY_MODEL"
-ENV_TIMEOUT = "NETSPY_AI_TIMEOUT"
-ENV_MAX_TOOL_ROUNDS = "NETSPY_AI_MAX_TOOL_ROUNDS"
-ENV_CONTEXT_TOKENS = "NETSPY_AI_CONTEXT_TOKENS"
+#: The environment variables behind the AI settings, for hints in error messages.
+ENV_API_KEY = env_name("openai_api_key")
+ENV_BASE_URL = env_name("openai_base_url")
+ENV_MODEL = env_name("model")
+ENV_TIMEOUT = env_name("ai_timeout")
+ENV_MAX_TOOL_ROUNDS = env_name("ai_max_tool_rounds")
+ENV_CONTEXT_TOKENS = env_name("ai_context_tokens")
 
 NOT_CONFIGURED_HINT = (
     f"Set {ENV_API_KEY} for OpenAI, or {ENV_BASE_URL} for a local OpenAI-compatible server "
-    "(Ollama, llama.cpp, vLLM)"
+    "(Ollama, llama.cpp, vLLM); or openai_api_key / openai_base_url in the config file"
 )
 
 
@@ -40,50 +50,40 @@ class AISettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     api_key: SecretStr | None = None
-    """API key (``OPENAI_API_KEY``). Local servers usually need none."""
+    """API key (``openai_api_key``, ``OPENAI_API_KEY``). Local servers usually need none."""
     base_url: str | None = None
-    """OpenAI-compatible endpoint, e.g. ``http://localhost:11434/v1`` (``OPENAI_BASE_URL``); None means OpenAI."""
-    model: str = Field(default=DEFAULT_MODEL, min_length=1)
-    """Model name (``NETSPY_MODEL``, CLI ``--model``)."""
-    timeout: float = Field(default=60.0, gt=0)
+    """OpenAI-compatible endpoint, e.g. ``http://localhost:11434/v1`` (``openai_base_url``,
+    ``OPENAI_BASE_URL``); None means OpenAI."""
+    model: AIModel = DEFAULT_MODEL
+    """Model name (``model``, ``NETSPY_MODEL``, CLI ``--model``)."""
+    timeout: AITimeout = 60.0
     """Seconds to wait for the server: to connect, and between two pieces of a streamed answer."""
-    max_tool_rounds: int = Field(default=4, ge=0, le=20)
+    max_tool_rounds: AIToolRounds = 4
     """Rounds of tool calls a free-form question may use before the model must answer."""
-    context_tokens: int | None = Field(default=None, ge=256, le=10_000_000)
-    """The model's context window in tokens (``NETSPY_AI_CONTEXT_TOKENS``). None: 128k for OpenAI;
-    for other servers as they report it in ``GET /models`` (vLLM, llama.cpp, LM Studio and
-    OpenRouter do), else 2048. Prompts are sized to fit it with room for the answer."""
-    max_retries: int = Field(default=2, ge=0, le=10)
+    context_tokens: AIContextTokens | None = None
+    """The model's context window in tokens (``ai_context_tokens``, ``NETSPY_AI_CONTEXT_TOKENS``).
+    None: 128k for OpenAI; for other servers as they report it in ``GET /models`` (vLLM, llama.cpp,
+    LM Studio and OpenRouter do), else 2048. Prompts are sized to fit it with room for the answer."""
+    max_retries: AIRetries = 2
     """Retries of a failed request (connection errors, 429, 5xx) by the OpenAI SDK, with backoff."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AISettings:
-        """Settings from the environment; keyword ``overrides`` (e.g. ``model=`` from the CLI) win.
+    def from_settings(cls, settings: Settings) -> AISettings:
+        """The AI part of the loaded settings (:func:`netspy_tui.config.load_settings` validated them)."""
+        return cls(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            model=settings.model,
+            timeout=settings.ai_timeout,
+            max_tool_rounds=settings.ai_max_tool_rounds,
+            context_tokens=settings.ai_context_tokens,
+            max_retries=settings.ai_max_retries,
+        )
 
-        Empty variables count as unset. A bad value raises :class:`AIError` naming the variable.
-        """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field_name, var in (
-            ("api_key", ENV_API_KEY),
-            ("base_url", ENV_BASE_URL),
-            ("model", ENV_MODEL),
-            ("timeout", ENV_TIMEOUT),
-            ("max_tool_rounds", ENV_MAX_TOOL_ROUNDS),
-            ("context_tokens", ENV_CONTEXT_TOKENS),
-        ):
-            raw = env.get(var, "").strip()
-            if raw:
-                values[field_name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            field = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
-            var = {"api_key": ENV_API_KEY, "base_url": ENV_BASE_URL, "model": ENV_MODEL, "timeout": ENV_TIMEOUT,
-                   "max_tool_rounds": ENV_MAX_TOOL_ROUNDS, "context_tokens": ENV_CONTEXT_TOKENS}.get(field, field)
-            raise AIError(f"Invalid AI setting {var}: {describe_validation_error(exc)}",
-                          "fix the value or unset it") from None
+    def require_configured(self) -> None:
+        """Raise :class:`AIError` saying how to configure a model unless one is (see :attr:`configured`)."""
+        if not self.configured:
+            raise AIError("No AI model is configured", NOT_CONFIGURED_HINT)
 
     @property
     def configured(self) -> bool:

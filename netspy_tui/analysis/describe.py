@@ -3,7 +3,7 @@ strings passed through :func:`netspy_tui.textsafe.clean`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from netspy_tui.models import (
@@ -15,6 +15,7 @@ from netspy_tui.models import (
     describe_losses,
     errno_name,
 )
+from netspy_tui.names.resolver import address_of
 from netspy_tui.textsafe import clean
 
 
@@ -46,9 +47,14 @@ def time_of_day(event: ConnectionEvent | PacketDropEvent) -> str:
 
 def connection_line(e: ConnectionEvent) -> str:
     dest = clean(e.destination or e.destination_ip or "unknown", 60)
+    if e.hostname:
+        dest = f"{clean(e.hostname, 60)} ({dest})"
+    if e.own_dns_query:
+        dest += " [netspy-tui's own DNS query]"
     rc = "" if e.return_code == 0 else f" rc={errno_name(e.return_code)}"
     proto = clean(e.protocol or "?", 16) + ("?" if e.protocol_inferred else "")
-    return (f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15} -> {dest:<28} "
+    where = f" [{clean(e.workload, 40)}]" if e.workload and e.workload != "host" else ""
+    return (f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15}{where} -> {dest:<28} "
             f"{proto:<5} {clean(e.effective_outcome, 16)}{rc}")
 
 
@@ -67,7 +73,7 @@ def list_text(kind: EventKind, events: Sequence[ConnectionEvent | PacketDropEven
         head = f"{who}: {len(events)} of {total} {noun}, newest first"
         lines = [head]
         for e in events:
-            lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))  # type: ignore[arg-type]
+            lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))
         if total > len(events):
             lines.append(f"({total - len(events)} more: raise max_events, narrow with pid/process_name, "
                          f"or pass since=<time of the newest event shown> to page forward)")
@@ -80,7 +86,19 @@ def _mix(items: Sequence[object]) -> str:
     return ", ".join(f"{clean(getattr(c, 'key', ''), 60)} {getattr(c, 'count', 0)}" for c in items) or "none"
 
 
-def patterns_text(stats: WindowStats, rate_per_minute: float, failure_ratio: float) -> str:
+def _named_mix(items: Sequence[object], names: Mapping[str, str]) -> str:
+    """Like :func:`_mix`, a destination's name before its address when it has one."""
+    out = []
+    for c in items:
+        key = str(getattr(c, "key", ""))
+        name = names.get(address_of(key) or key)
+        label = f"{clean(name, 60)} ({clean(key, 60)})" if name else clean(key, 60)
+        out.append(f"{label} {getattr(c, 'count', 0)}")
+    return ", ".join(out) or "none"
+
+
+def patterns_text(stats: WindowStats, rate_per_minute: float, failure_ratio: float,
+                  names: Mapping[str, str] | None = None) -> str:
     who = subject(stats.pid, stats.command)
     if stats.kind == "connection":
         head = summary_text("connection", stats.total, stats.pid, stats.command, stats.window_seconds)
@@ -89,7 +107,7 @@ def patterns_text(stats: WindowStats, rate_per_minute: float, failure_ratio: flo
     if stats.total == 0:
         return f"{head}. No pattern to analyse for {who}."
     lines = [f"{head} ({rate_per_minute:.1f} per minute)."]
-    lines.append("Top destinations: " + _mix(stats.top_destinations))
+    lines.append("Top destinations: " + _named_mix(stats.top_destinations, names or {}))
     lines.append("Protocols: " + _mix(stats.protocols))
     if stats.kind == "connection":
         lines.append("Ports: " + _mix(stats.ports))
@@ -110,8 +128,10 @@ def processes_text(kind: EventKind, processes: Sequence[ProcessStat], duration: 
     lines = [f"Top processes by {noun} over the last {duration} seconds:"]
     for p in processes:
         pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
+        shown = [clean(w, 40) for w in p.workloads[:3]] + (["…"] if len(p.workloads) > 3 else [])
+        where = f"  in {', '.join(shown)}" if shown else ""
         lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {p.attempts:>6} attempts  "
-                     f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures")
+                     f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures{where}")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -87,7 +87,7 @@ def _open_recording(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
-def iter_recording(path: Path) -> Iterator[tuple[int, AnyEvent]]:
+def iter_recording(path: Path) -> Generator[tuple[int, AnyEvent], None, None]:
     """(line number, event) for every non-blank line; raises :class:`ReplayFileError` on a bad line.
 
     Memory stays bounded whatever the file holds: a line longer than :data:`MAX_LINE_BYTES` (e.g.

@@ -74,15 +74,6 @@ class AIHooks:
 RULES_LABEL = "rules (no AI configured)"
 
 
-def ai_settings(model: str | None = None) -> AISettings:
-    return AISettings.from_env(model=model)
-
-
-def require_configured(settings: AISettings) -> None:
-    if not settings.configured:
-        raise AIError("No AI model is configured", NOT_CONFIGURED_HINT)
-
-
 async def data_tools(gateway: Gateway) -> list[ToolSpec]:
     tools = await gateway.list_tools()
     return [
@@ -105,7 +96,7 @@ def tool_caller(gateway: Gateway) -> ToolCaller:
 async def stream_question(gateway: Gateway, settings: AISettings, question: str,
                           context: dict[str, Any] | None = None) -> AsyncIterator[StreamEvent]:
     """A free-form question; the model reads data through the gateway's tools."""
-    require_configured(settings)
+    settings.require_configured()
     tools = await data_tools(gateway)
     async for event in stream_answer(settings, question, tools, tool_caller(gateway), context):
         yield event
@@ -147,12 +138,11 @@ async def stream_process_explanation(gateway: Gateway, settings: AISettings, sco
         yield event
 
 
-def ai_tools_hook(model: str | None = None) -> AIToolsHook:
-    """The AI tools' implementation for :func:`netspy_tui.mcp_tools.server.create_server`."""
+def ai_tools_hook(settings: AISettings) -> AIToolsHook:
+    """The AI tools' implementation for :func:`netspy_tui.mcp_tools.server.create_server`, over ``settings``."""
 
     async def hook(source: TelemetrySource, name: str, args: dict[str, Any]) -> Insight:
-        settings = ai_settings(model)
-        require_configured(settings)
+        settings.require_configured()
         if name == "ai_insights":
             finished = await collect(stream_summary_explanation(settings, args["summary_text"]))
         else:
@@ -170,7 +160,7 @@ def engine_label(settings: AISettings) -> str:
 
 
 def dashboard_hooks(settings: AISettings) -> AIHooks:
-    """The dashboard's AI hooks over ``settings`` (build the settings once, with :func:`ai_settings`).
+    """The dashboard's AI hooks over ``settings`` (``AISettings.from_settings`` of the loaded settings).
 
     ``a`` explains a process through :func:`stream_process_explanation` (the local rules when no model
     is configured); questions and ``insights "..."`` stream from the model, with the data tools offered

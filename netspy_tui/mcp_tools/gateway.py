@@ -28,6 +28,8 @@ from netspy_tui.models import (
     ProcessList,
     ServerStatus,
 )
+from netspy_tui.names.resolver import NameResolver
+from netspy_tui.names.workload import WorkloadResolver
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import inert_json
 
@@ -151,10 +153,13 @@ async def _session(client: Client, *, trusted: bool) -> AsyncIterator[Gateway]:
         raise inner from None
 
 
-def open_gateway(source: TelemetrySource, ai_tools: AIToolsHook | None = None
+def open_gateway(source: TelemetrySource, ai_tools: AIToolsHook | None = None, *, names: NameResolver | None = None,
+                 names_wait: float = 0.0, workloads: WorkloadResolver | None = None
                  ) -> AbstractAsyncContextManager[Gateway]:
-    """An in-process MCP client/server pair over ``source`` (which the caller owns and closes)."""
-    return _session(Client(create_server(source, ai_tools), raise_exceptions=False), trusted=True)
+    """An in-process MCP client/server pair over ``source`` (which the caller owns and closes);
+    ``names`` names destinations in the tools' results (see :func:`create_server`)."""
+    server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads)
+    return _session(Client(server, raise_exceptions=False), trusted=True)
 
 
 def open_remote_gateway(target: str) -> AbstractAsyncContextManager[Gateway]:

@@ -9,12 +9,13 @@ Errors the caller can fix come back as ``isError`` results with one sentence.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
@@ -55,6 +56,8 @@ from netspy_tui.models import (
     parse_time,
     utcnow,
 )
+from netspy_tui.names.resolver import NameResolver, address_of
+from netspy_tui.names.workload import WorkloadResolver, k8s_identity
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
@@ -74,6 +77,60 @@ class ToolContext:
     source: TelemetrySource
     ai_tools: AIToolsHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    names: NameResolver | None = None
+    """Destination names (None: addresses only)."""
+    workloads: WorkloadResolver | None = None
+    """Processes' workloads from their cgroups (only for this host's own collector)."""
+    names_wait: float = 0.0
+    """How long a tool may wait for names it does not know yet (0: only the ones known now; a
+    one-shot command waits up to the resolver's timeout, a live view shows them next refresh)."""
+
+    async def hostnames(self, addresses: Iterable[str]) -> dict[str, str]:
+        """address -> name for those of ``addresses`` that have one (within ``names_wait``)."""
+        if self.names is None or not self.names.enabled:
+            return {}
+        wanted = {a for a in (address_of(d) for d in addresses) if a}
+        if not wanted:
+            return {}
+        if self.names_wait > 0:
+            return await anyio.to_thread.run_sync(self.names.resolve, wanted, self.names_wait)
+        return {a: n for a in wanted if (n := self.names.lookup(a)) is not None}
+
+    async def workload_names(self, pids: Iterable[int]) -> dict[int, str]:
+        """pid -> workload name, when the source is this host's own live collector (a remote
+        server's or a recording's pids are not this host's processes)."""
+        if self.workloads is None:
+            return {}
+        info = await self.source.info()
+        if info.kind != "embedded" or info.collector not in ("ebpf", "procfs"):
+            return {}
+        resolver = self.workloads
+
+        def read() -> dict[int, str]:
+            found = {pid: resolver.of_pid(pid) for pid in set(pids) if pid > 0}
+            return {pid: w.name for pid, w in found.items() if w is not None}
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def with_workloads(self, events: list[ConnectionEvent]) -> list[ConnectionEvent]:
+        names = await self.workload_names(e.pid for e in events)
+        return [e.model_copy(update={"workload": names[e.pid]}) if e.pid in names else e for e in events]
+
+    async def named(self, events: list[ConnectionEvent]) -> list[ConnectionEvent]:
+        """``events`` with their destinations' names, and netspy-tui's own DNS questions marked."""
+        if self.names is None or not self.names.enabled or not events:
+            return events
+        names = await self.hostnames(e.destination_ip or e.destination for e in events)
+        out = []
+        for e in events:
+            update: dict[str, Any] = {}
+            name = names.get(address_of(e.destination_ip or e.destination) or "")
+            if name:
+                update["hostname"] = name
+            if self.names.is_own_query(e.pid, e.destination_ip, e.destination_port):
+                update["own_dns_query"] = True
+            out.append(e.model_copy(update=update) if update else e)
+        return out
 
 
 def _accepts_integer(schema: dict[str, Any]) -> bool:
@@ -188,7 +245,8 @@ def _page_notes(page: EventPage) -> tuple[str, str]:
             describe.not_events_note(page.not_events))
 
 
-async def _patterns(source: TelemetrySource, scope: Scope, top_n: int = 10) -> PatternAnalysis:
+async def _patterns(source: TelemetrySource, scope: Scope, top_n: int = 10, tc: ToolContext | None = None
+                    ) -> PatternAnalysis:
     await _check_scope(source, scope)
     stats = await source.stats(scope, top_n=top_n)
     info = await source.info()
@@ -196,18 +254,22 @@ async def _patterns(source: TelemetrySource, scope: Scope, top_n: int = 10) -> P
     rate = stats.total / (scope.window / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if scope.kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
-    text = describe.with_notes(describe.patterns_text(stats, rate, ratio), describe.loss_note(losses),
+    names = await tc.hostnames(c.key for c in stats.top_destinations) if tc is not None else {}
+    text = describe.with_notes(describe.patterns_text(stats, rate, ratio, names), describe.loss_note(losses),
                                describe.not_events_note(stats.not_events))
     return PatternAnalysis(text=text, stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4),
-                           source=info.label, losses=losses, counts_exact=counts_exact(losses))
+                           source=info.label, losses=losses, counts_exact=counts_exact(losses), hostnames=names)
 
 
-def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) -> TelemetryServer:
-    """Build the MCP server over ``source``. ``ai_tools`` answers the AI tools (see netspy_tui.ai)."""
+def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, *,
+                  names: NameResolver | None = None, names_wait: float = 0.0,
+                  workloads: WorkloadResolver | None = None) -> TelemetryServer:
+    """Build the MCP server over ``source``. ``ai_tools`` answers the AI tools (see netspy_tui.ai);
+    ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call)."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
-        yield ToolContext(source=source, ai_tools=ai_tools)
+        yield ToolContext(source=source, ai_tools=ai_tools, names=names, names_wait=names_wait, workloads=workloads)
 
     srv = TelemetryServer(
         SERVER_NAME,
@@ -241,7 +303,8 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         since_dt = _time(since)
         events, total, label, sampled, page = await _list(ctx, EventQuery("connection", pid, process_name, since_dt,
                                                                           _time(until), max_events))
-        conns = [e for e in events if isinstance(e, ConnectionEvent)]
+        conns = await _ctx(ctx).with_workloads(await _ctx(ctx).named([e for e in events
+                                                                       if isinstance(e, ConnectionEvent)]))
         text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
                                    *_page_notes(page))
         return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
@@ -254,7 +317,7 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, PatternAnalysis]:
         """Analyse connection patterns: top destinations, protocol, port and outcome mix, rate, first/last seen."""
-        result = await _patterns(_ctx(ctx).source, Scope("connection", pid, process_name, duration))
+        result = await _patterns(_ctx(ctx).source, Scope("connection", pid, process_name, duration), tc=_ctx(ctx))
         return _result(result, result.text)
 
     @srv.tool(annotations=READ_ONLY)
@@ -306,6 +369,9 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
         info = await tc.source.info()
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
+        workloads = await tc.workload_names(pid for p in procs for pid in p.pids)
+        procs = [p.model_copy(update={"workloads": list(dict.fromkeys(workloads[x] for x in p.pids if x in workloads))})
+                 for p in procs]  # fmt: skip
         text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses),
                                    describe.not_events_note(stats.not_events))
         return _result(ProcessList(text=text, kind=kind, duration_seconds=duration, processes=procs,
@@ -330,10 +396,21 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None) 
             lines.append(f"Last minute: {clean(describe_losses(info.recent_losses), 300)}")
         if info.losses:
             lines.append(f"Since start: {clean(describe_losses(info.losses), 300)}")
+        if info.forwarding:
+            fw = info.forwarding
+            lines.append(f"Forwarding to {clean(str(fw.get('url')), 200)}: {fw.get('forwarded', 0):,} sent, "
+                         f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
+                         f"{fw.get('failures', 0):,} failed batches"
+                         + (f"; last error: {clean(str(fw['last_error']), 200)}" if fw.get("last_error") else ""))
         for p in programs:
             lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")
+        kubernetes = k8s_identity() if info.kind == "embedded" else {}
+        if kubernetes:
+            where = ", ".join(f"{key.removeprefix('k8s_').removesuffix('_name')} {clean(value, 80)}"
+                              for key, value in kubernetes.items())  # fmt: skip
+            lines.append(f"Kubernetes (downward API; events carry these k8s_* fields): {where}")
         text = "\n".join(lines)
-        return _result(ServerStatus(text=text, source=info, programs=programs), text)
+        return _result(ServerStatus(text=text, source=info, programs=programs, kubernetes=kubernetes), text)
 
     @srv.tool(annotations=READ_ONLY.model_copy(update={"open_world_hint": True}))
     async def ai_insights(

@@ -24,6 +24,7 @@ Where this server differs from the original, on purpose:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -31,7 +32,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,7 +60,10 @@ from netspy_tui.models import (
     format_time,
     utcnow,
 )
+from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
+from netspy_tui.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from netspy_tui.serve.metrics import MetricsExporter, counted_of
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import valid_utf8
 
@@ -86,6 +90,8 @@ ENDPOINTS: dict[str, str] = {
     "GET|POST /api/list-packet-drops": "Packet-drop events grouped by PID (pid, command, limit, duration_seconds)",
     "GET /api/events": "Filtered events (type, pid, command, since, until, limit)",
     "GET /api/programs": "The eBPF programs behind the data",
+    "GET /metrics": "Prometheus counters: connects by process and outcome, drops by reason, collector health "
+                    "(a netspy-tui extension)",
 }
 
 
@@ -142,8 +148,12 @@ def _raw_ipv6(event: ConnectionEvent) -> list[int]:
 CONTRACT_PROTOCOL = re.compile(r"^(TCP|UDP|Unknown\(\d+\))$")
 
 
-def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
+def event_json(event: ConnectionEvent | PacketDropEvent, identity: Mapping[str, str] | None = None
+               ) -> dict[str, Any]:
     """One event as the contract's JSON object.
+
+    ``identity``: this node's ``k8s_*`` fields (:func:`netspy_tui.names.workload.k8s_identity`),
+    filled in where the event has none, as ebpf-server does when it runs in a pod.
 
     ``model_dump(mode="json")`` without ``None`` fields (optional ones are absent, never null),
     ``time`` in RFC3339 UTC with a ``Z``. Gaps a collector may leave are filled so the object stays
@@ -151,6 +161,8 @@ def event_json(event: ConnectionEvent | PacketDropEvent) -> dict[str, Any]:
     from ``destination_ip``.
     """
     data = event.model_dump(mode="json", exclude_none=True)
+    for key, value in (identity or {}).items():
+        data.setdefault(key, value)
     data["time"] = format_time(event.time)
     if not event.id:
         data["id"] = _stable_id(event)
@@ -261,7 +273,7 @@ class Params:
             return None
         if value not in _KINDS:
             raise BadRequest(f"type must be 'connection' or 'packet_drop', got {_show(value)}")
-        return value  # type: ignore[no-any-return]
+        return value
 
 
 # --- endpoints -------------------------------------------------------------------------------
@@ -305,9 +317,11 @@ def _uptime(seconds: float | None) -> str:
 
 
 class _Api:
-    def __init__(self, source: TelemetrySource, extra_paths: Sequence[str]) -> None:
+    def __init__(self, source: TelemetrySource, extra_paths: Sequence[str], metrics_top: int = 20) -> None:
         self.source = source
         self.extra_paths = list(extra_paths)
+        self.exporter = MetricsExporter(metrics_top)
+        self.identity = k8s_identity()  # the node/pod/namespace of a pod this runs in (downward API)
 
     async def root(self, request: Request) -> Response:
         endpoints = dict(ENDPOINTS)
@@ -348,6 +362,8 @@ class _Api:
             payload["counts_exact"] = counts_exact(info.recent_losses)
             if info.degraded:
                 payload["detail"] = describe_losses(info.recent_losses, "in the last minute")
+            if info.forwarding is not None:
+                payload["forwarding"] = info.forwarding
         return json_response(payload)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:
@@ -378,7 +394,7 @@ class _Api:
         page = await self.source.query(EventQuery(kind=kind, pid=pid, command=command, since=since, limit=limit))
         by_pid: dict[str, list[dict[str, Any]]] = {}
         for event in page.events:
-            by_pid.setdefault(str(event.pid), []).append(event_json(event))
+            by_pid.setdefault(str(event.pid), []).append(event_json(event, self.identity))
         return json_response(
             {
                 "total_pids": len(by_pid),
@@ -425,7 +441,7 @@ class _Api:
         filters["limit"] = limit
         return json_response(
             {
-                "events": [event_json(e) for e in events],
+                "events": [event_json(e, self.identity) for e in events],
                 "count": len(events),
                 "total_count": max(total, len(events)),
                 "query_time": query_time(),
@@ -441,6 +457,11 @@ class _Api:
             item.setdefault("id", 0)
             items.append(item)
         return json_response({"programs": items, "total_count": len(items), "query_time": query_time()})
+
+    async def metrics(self, request: Request) -> Response:
+        info = await self.source.info()
+        counted = await asyncio.to_thread(counted_of, self.source)
+        return Response(self.exporter.render(info, counted), media_type=METRICS_CONTENT_TYPE)
 
     def routes(self) -> list[BaseRoute]:
         both = ["GET", "POST"]
@@ -469,6 +490,7 @@ class _Api:
             ),
             Route("/api/events", _guarded(self.events), methods=["GET"]),
             Route("/api/programs", _guarded(self.programs), methods=["GET"]),
+            Route("/metrics", _guarded(self.metrics), methods=["GET"]),
         ]
 
 
@@ -595,6 +617,7 @@ def create_app(
     lifespan: Lifespan[Starlette] | None = None,
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
+    metrics_top: int = 20,
 ) -> Starlette:
     """The eBPF server API over ``source`` as a Starlette app.
 
@@ -606,7 +629,7 @@ def create_app(
     The source is not closed by the app: its owner closes it.
     """
     extra = list(extra_routes or [])
-    api = _Api(source, [getattr(r, "path", "") for r in extra if getattr(r, "path", "")])
+    api = _Api(source, [getattr(r, "path", "") for r in extra if getattr(r, "path", "")], metrics_top)
     app = Starlette(
         routes=api.routes() + extra,
         middleware=guard_middleware(token, max_body_bytes, HostPolicy(host, allowed_hosts)),

@@ -181,6 +181,7 @@ async def serve_source(
     max_body_bytes: int = 1 << 20,
     on_started: Callable[[str], None] | None = None,
     allowed_hosts: Sequence[str] = (),
+    metrics_top: int = 20,
 ) -> None:
     """``netspy-tui serve``: the eBPF server API over ``source``, plus MCP at ``/mcp`` when given.
 
@@ -200,7 +201,7 @@ async def serve_source(
                 yield
 
     app = create_app(source, token=token, max_body_bytes=max_body_bytes, extra_routes=extra, lifespan=lifespan,
-                     host=host, allowed_hosts=allowed_hosts)
+                     host=host, allowed_hosts=allowed_hosts, metrics_top=metrics_top)
     await serve_async(app, host, port, on_started=on_started)
 
 

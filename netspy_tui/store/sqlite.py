@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 
 _EVENT_JSON: TypeAdapter[Any] = TypeAdapter(Event)
 _KIND_CODE = R.KIND_CODE
+#: Distinct (kind, command, outcome) kept by :meth:`EventStore.counted_since_open`; beyond it,
+#: commands count as :data:`OTHER_COMMAND`.
+MAX_COUNTED_KEYS = 20_000
+OTHER_COMMAND = "(other)"
 NS = 1_000_000_000
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
@@ -238,6 +242,8 @@ class EventStore:
         self._read_codec = threading.local()
         self.rollups = R.Rollups(R.Names(), MEMORY_HORIZON)
         self.totals: dict[str, int] = {}
+        self._counted: dict[tuple[str, str, str], int] = {}  # (kind, command, outcome) -> events
+        self._counted_lock = threading.Lock()
         self._unwarned: dict[str, int] = {}
         self._warned_at = -WARN_EVERY
         """Since this store was opened: ``raw`` rows written, and losses by cause."""
@@ -404,6 +410,31 @@ class EventStore:
         if self._pending_rollups is not None:
             self._pending_rollups.append(counts)
         self.rollups.add(counts)
+        self._count_since_open(counts)
+
+    def _count_since_open(self, counts: np.ndarray) -> None:
+        """Add a round's counts to :meth:`counted_since_open` (one entry per kind, command and
+        outcome; past :data:`MAX_COUNTED_KEYS` commands fold into ``(other)``)."""
+        keys = (counts["command"].astype(np.int64) << 33) | (counts["outcome"].astype(np.int64) << 1) | counts["kind"]
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        sums = np.rint(np.bincount(inverse.ravel(), weights=counts["n"].astype(np.float64), minlength=len(uniq)))
+        values = self.rollups.names.values
+        kinds = {code: kind for kind, code in _KIND_CODE.items()}
+        with self._counted_lock:
+            for packed, n in zip(uniq.tolist(), sums.astype(np.int64).tolist(), strict=True):
+                if not n:
+                    continue
+                key = (kinds[packed & 1], values[packed >> 33], values[(packed >> 1) & 0xFFFFFFFF])
+                if key not in self._counted and len(self._counted) >= MAX_COUNTED_KEYS:
+                    key = (key[0], OTHER_COMMAND, key[2])
+                self._counted[key] = self._counted.get(key, 0) + n
+
+    def counted_since_open(self) -> dict[tuple[str, str, str], int]:
+        """Events counted since this store was opened, by (kind, command, outcome): exact (the
+        kernel's counts), never decreasing except ``in_progress``, which nets out as connects
+        resolve. For monotonic exports such as Prometheus counters."""
+        with self._counted_lock:
+            return dict(self._counted)
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
@@ -750,6 +781,37 @@ class EventStore:
             for i, event in zip(recs, built, strict=True):
                 out[i] = event
         return out  # type: ignore[return-value]
+
+    def after(self, seq: int, limit: int, settled_ns: int) -> tuple[list[tuple[int, AnyEvent]], int | None]:
+        """Raw events stored after ``seq`` in insertion order, up to ``limit``, stopping at the first
+        one newer than ``settled_ns`` (its outcome may still change), each with its ``seq``; and the
+        oldest ``seq`` still stored (None: none), so a reader can tell what retention removed
+        before it read it. For a reader that follows the store in order (``serve --forward``)."""
+        with self._snapshot() as conn:
+            rows = conn.execute("SELECT seq, outcome, rec, body, t FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                (seq, max(0, limit))).fetchall()  # fmt: skip
+            oldest = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
+        settled = []
+        for row in rows:
+            if row[4] > settled_ns:
+                break
+            settled.append(row[:4])
+        return list(zip([r[0] for r in settled], self._events(settled), strict=True)), oldest
+
+    def newest_seq(self) -> int:
+        """The ``seq`` of the newest raw event stored (0: none yet)."""
+        with self._snapshot() as conn:
+            return int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+
+    def get_meta(self, key: str) -> str | None:
+        with self._snapshot() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """A small persistent setting of this store (e.g. how far a forwarder got)."""
+        with self._write_lock:
+            self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def query(self, q: EventQuery) -> EventPage:
         """Events matching ``q``, newest first (equal times in insertion order), and how many matched.

@@ -16,11 +16,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netspy_tui import safefs
 from netspy_tui.collector.auto import CollectorKind, start_collector
@@ -114,6 +114,8 @@ class EmbeddedSource:
         self.recorder = Recorder(self.store_sink, record) if record is not None else None
         self._started_at: float | None = None
         self._closed = False
+        self.forwarding: Callable[[], dict[str, Any]] | None = None
+        """``serve --forward``'s status, when it forwards this source's events."""
 
     @property
     def sink(self) -> Sink:
@@ -228,6 +230,7 @@ class EmbeddedSource:
             recent_losses=recent,
             stored_events=stored,
             uptime_seconds=None if self._started_at is None else time.monotonic() - self._started_at,
+            forwarding=self.forwarding() if self.forwarding is not None else None,
         )
 
     async def query(self, q: EventQuery) -> EventPage:
@@ -242,6 +245,10 @@ class EmbeddedSource:
     async def losses(self, window_seconds: int) -> dict[str, int]:
         lo, _ = window_seconds_of(utcnow(), window_seconds)
         return await asyncio.to_thread(self.store.losses, ns_to_time(lo * 1_000_000_000))
+
+    def counted_since_open(self) -> dict[tuple[str, str, str], int]:
+        """Exact counts since the store opened, by (kind, command, outcome) (``serve``'s /metrics)."""
+        return self.store.counted_since_open()
 
     async def programs(self) -> list[ProgramInfo]:
         if self.collector is None:

@@ -136,3 +136,21 @@ def test_a_larger_context_gets_more_detail_and_a_tiny_one_still_the_totals() -> 
     assert big["connections"]["total"] == small["connections"]["total"] == stats.total
     assert len(big["examples"]) == 30  # every recent event the tools returned
     assert fit_context({"process": {"pid": 7}}) == {"process": {"pid": 7}}
+
+
+def test_destination_names_reach_the_model() -> None:
+    """analyze_patterns' names of the top destinations, and an event's hostname, are in the data."""
+    context, stats = _busy_context()
+    top = stats.top_destinations[0].key
+    address = top.rsplit(":", 1)[0]
+    context["patterns"]["hostnames"] = {address: "db.example.internal"}
+    named = 0
+    for e in context["recent_events"]:
+        if e.get("destination_ip") == address:
+            e["hostname"] = "db.example.internal"
+            named += 1
+    assert named
+    messages = explanation_messages("busy", context, context_tokens=8192)
+    data = json.loads(blocks(messages[1]["content"])[0])
+    assert f"db.example.internal ({top})" in data["connections"]["top_destinations"]
+    assert any(e["to"].startswith(f"db.example.internal ({address}:") for e in data["examples"])

@@ -24,6 +24,44 @@ def test_ai_insights_streams_to_stdout(run_cli):
     assert KEY not in out.stdout + out.stderr
 
 
+def test_ai_settings_from_the_config_file_reach_the_server_and_show_with_their_source(run_cli, tmp_path):
+    """``model``, ``openai_base_url`` and ``openai_api_key`` in the config file: the request carries
+    them, and --show-config names the file as their source, the key masked."""
+    config = tmp_path / "netspy.toml"
+    with FakeOpenAI() as ai:
+        config.write_text(f'model = "from-file"\nopenai_base_url = "{ai.base_url}"\nopenai_api_key = "{KEY}"\n')
+        ai.text("fine.")
+        out = run_cli("--tool", "ai_insights", "--summary-text", "x", env={"NETSPY_CONFIG": str(config)})
+        request = ai.chat_requests[0]
+        show = run_cli("--show-config", "--verbose", env={"NETSPY_CONFIG": str(config)})
+        overridden = run_cli("--show-config", "--model", "m2", env={"NETSPY_CONFIG": str(config),
+                                                                    "NETSPY_AI_TIMEOUT": "9"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "fine.\n" and request.body is not None and request.body["model"] == "from-file"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert KEY not in out.stdout + out.stderr
+    assert show.returncode == 0, show.stderr
+    assert KEY not in show.stdout + show.stderr
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in show.stdout.splitlines()[1:]}
+    assert rows["model"] == ["from-file", f"file {config}"]
+    assert rows["openai_api_key"] == ["********", f"file {config}"]
+    assert rows["openai_base_url"] == [ai.base_url, f"file {config}"]
+    assert rows["ai_timeout"] == ["60.0", "default"]
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in overridden.stdout.splitlines()[1:]}
+    assert rows["model"] == ["m2", "command line"] and rows["ai_timeout"] == ["9.0", "env NETSPY_AI_TIMEOUT"]
+
+
+def test_a_key_from_the_config_file_is_masked_in_errors_and_the_verbose_log(run_cli, tmp_path):
+    config = tmp_path / "netspy.toml"
+    with FakeOpenAI() as ai:
+        config.write_text(f'openai_base_url = "{ai.base_url}"\nopenai_api_key = "{KEY}"\n')
+        ai.error(401, f"Incorrect API key provided: {KEY}")
+        out = run_cli("--tool", "ai_insights", "--summary-text", "x", "--verbose",
+                      env={"NETSPY_CONFIG": str(config), "NETSPY_AI_MAX_RETRIES": "0"})
+    assert out.returncode == 1 and "401" in out.stderr, out.stderr
+    assert KEY not in out.stdout + out.stderr and KEY[8:] not in out.stderr
+
+
 def test_contextual_analysis_calls_a_tool_through_mcp_and_uses_the_result(run_cli):
     events = [connection_json(pid=4242, command="curl", ip="10.9.8.7", port=443, ago=2, outcome="refused")]
     with FakeEbpfServer("current", events=events) as srv, FakeOpenAI() as ai:

@@ -97,11 +97,14 @@ def test_ai_insights_without_a_key_says_how_to_set_one(run_cli):
 
 
 def test_show_config_masks_secrets(run_cli):
-    secrets = {"NETSPY_TOKEN": "tok-123456", "OPENAI_API_KEY": "sk-abcdef"}
-    out = run_cli("--show-config", "--server", "http://x:1", env=secrets)
-    assert out.returncode == 0
-    assert "tok-123456" not in out.stdout and "sk-abcdef" not in out.stdout
-    assert "command line" in out.stdout and "env NETSPY_TOKEN" in out.stdout
+    secrets = {"NETSPY_TOKEN": "tok-123456", "OPENAI_API_KEY": "sk-abcdef-0123456789"}
+    for extra in ([], ["--verbose"]):
+        out = run_cli("--show-config", "--server", "http://x:1", *extra, env=secrets)
+        assert out.returncode == 0, out.stderr
+        assert "tok-123456" not in out.stdout + out.stderr and "sk-abcdef" not in out.stdout + out.stderr
+        assert "command line" in out.stdout and "env NETSPY_TOKEN" in out.stdout
+        key_line = next(line for line in out.stdout.splitlines() if line.startswith("openai_api_key "))
+        assert key_line.split() == ["openai_api_key", "********", "env", "OPENAI_API_KEY"]
 
 
 def test_verbose_never_logs_the_token(run_cli, server):

@@ -118,13 +118,13 @@ def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
     wrong.write_text('timeout = "abc"\n')
     typo = tmp_path / "typo.toml"
     typo.write_text('sever = "http://127.0.0.1:9"\ntimeout = 3\n')
-    env_only = tmp_path / "env-only.toml"
-    env_only.write_text('openai_api_key = "sk-in-the-file-1234"\n')
+    env_name = tmp_path / "env-name.toml"
+    env_name.write_text('OPENAI_API_KEY = "sk-in-the-file-1234"\n')
     huge = tmp_path / "huge.toml"
     huge.write_text("# padding\n" * 110_000)  # 1.1 MB of comments: valid TOML, but no config file is that big
     cases = [
         ({"NETSPY_CONFIG": str(typo)}, f"unknown setting 'sever' (did you mean 'server'?) in the config file {typo}"),
-        ({"NETSPY_CONFIG": str(env_only)}, "unknown setting 'openai_api_key' (set OPENAI_API_KEY in the environment"),
+        ({"NETSPY_CONFIG": str(env_name)}, "unknown setting 'OPENAI_API_KEY' (did you mean 'openai_api_key'?)"),
         ({"NETSPY_CONFIG": str(tmp_path)}, f"the config file {tmp_path} is a directory, not a file"),
         ({"NETSPY_CONFIG": str(huge)}, f"the config file {huge} is larger than 1 MiB"),
         ({"NETSPY_CONFIG": str(broken)}, f"cannot read the config file {broken}: not valid TOML"),

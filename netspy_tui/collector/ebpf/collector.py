@@ -490,7 +490,7 @@ class EbpfCollector(Collector):
         self.drain_interval = drain_interval
         self.raw = (P.RAW_CONNECTS if raw_connects else 0) | (P.RAW_DROPS if raw_drops else 0)
         self._session: _Session | None = None
-        self._finalizer: weakref.finalize[..., _Session] | None = None
+        self._finalizer: weakref.finalize[..., EbpfCollector] | None = None
         self._stop.set()  # not running until start()
 
     def start(self, sink: Sink) -> None:

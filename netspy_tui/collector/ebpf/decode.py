@@ -39,19 +39,19 @@ SOCKET_TYPES = {1: "STREAM", 2: "DGRAM", 3: "RAW", 4: "RDM", 5: "SEQPACKET", 6: 
 UDP_PORTS = frozenset({53, 67, 68, 69, 123, 137, 138, 161, 162, 500, 514, 1900, 4500, 5353, 51820})
 
 #: the record seen as integer views of its address
-_ADDR_VIEW = np.dtype(
+_ADDR_VIEW = np.dtype(  # type: ignore[call-overload]  # numpy's stubs: a dict spec with offsets
     {
         "names": ["ipv4", "addr_lo", "addr_hi"],
         "formats": ["<u4", "<u8", "<u8"],
-        "offsets": [P.RECORD.fields["addr"][1], P.RECORD.fields["addr"][1], P.RECORD.fields["addr"][1] + 8],
+        "offsets": [P.RECORD.fields["addr"][1], P.RECORD.fields["addr"][1], P.RECORD.fields["addr"][1] + 8],  # type: ignore[index]  # fields is set on a structured dtype
         "itemsize": P.RECORD.itemsize,
     }
 )
-_KEY_ADDR_VIEW = np.dtype(
+_KEY_ADDR_VIEW = np.dtype(  # type: ignore[call-overload]  # numpy's stubs: a dict spec with offsets
     {
         "names": ["addr_lo", "addr_hi"],
         "formats": ["<u8", "<u8"],
-        "offsets": [P.COUNT_KEY.fields["addr"][1], P.COUNT_KEY.fields["addr"][1] + 8],
+        "offsets": [P.COUNT_KEY.fields["addr"][1], P.COUNT_KEY.fields["addr"][1] + 8],  # type: ignore[index]  # fields is set on a structured dtype
         "itemsize": P.COUNT_KEY.itemsize,
     }
 )

@@ -1,0 +1,259 @@
+"""Which workload a process belongs to, from its cgroup: a container (Docker, containerd/CRI,
+CRI-O, Podman), a Kubernetes pod (UID and QoS class from the kubepods path), a systemd unit or
+slice, or the host — on a plain Linux host, no cluster needed.
+
+:func:`classify_cgroup` is pure (a cgroup path in, a :class:`Workload` out) and knows the path
+conventions of each runtime, with either cgroup driver (systemd ``…-<id>.scope`` units or cgroupfs
+``/<runtime>/<id>`` directories). :class:`WorkloadResolver` reads a process's cgroup from
+``/proc/PID/cgroup`` (or a cgroup id, as eBPF's ``bpf_get_current_cgroup_id`` reports it, by the
+inode of its directory under the cgroup2 mount), caches both bounded, and keeps the last known
+workload of a cgroup or process that has gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Workload", "WorkloadResolver", "HOST", "classify_cgroup", "cgroup2_mount", "k8s_identity"]
+
+_HEX64 = r"[0-9a-f]{64}"
+#: systemd-driver container scopes: <prefix>-<id>.scope
+_SCOPE = re.compile(rf"^(docker|cri-containerd|crio|libpod|containerd)-({_HEX64})\.scope$")
+_SCOPE_RUNTIME = {
+    "docker": "docker",
+    "cri-containerd": "containerd",
+    "containerd": "containerd",
+    "crio": "cri-o",
+    "libpod": "podman",
+}
+#: cgroupfs-driver container directories: /docker/<id>, /libpod_parent/libpod-<id>, a bare id
+_BARE = re.compile(rf"^(?:(?:libpod|crio|docker|cri-containerd)-)?({_HEX64})$")
+_POD_SLICE = re.compile(r"^kubepods(?:-(besteffort|burstable))?-pod([0-9a-f_]{32,36})\.slice$")
+_POD_DIR = re.compile(r"^pod([0-9a-f-]{32,36})$")
+_UNIT = re.compile(r"^[^/]+\.(service|scope|slice|socket|mount|swap|timer|device|target)$")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A process's workload. ``kind``: ``container``, ``pod`` (a container of a Kubernetes pod),
+    ``systemd`` (a unit; slices only when nothing narrower matched), ``host`` or ``cgroup`` (a
+    path no convention matched; ``name`` is the path)."""
+
+    kind: str
+    name: str  # what a column shows: "docker 3f2a…", "pod 7c1e…/3f2a…", "nginx.service", "host"
+    runtime: str | None = None  # docker, containerd, cri-o, podman
+    container_id: str | None = None  # full 64-hex id
+    pod_uid: str | None = None  # with dashes, as Kubernetes writes it
+    qos: str | None = None  # guaranteed, burstable, besteffort
+    unit: str | None = None  # the systemd unit (or slice) the process runs in
+    cgroup: str = "/"  # the cgroup v2 path it came from
+
+    def as_dict(self) -> dict[str, str]:
+        """The fields that are set, for structured tool results."""
+        out = {"kind": self.kind, "name": self.name, "cgroup": self.cgroup}
+        for key in ("runtime", "container_id", "pod_uid", "qos", "unit"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        return out
+
+
+HOST = Workload(kind="host", name="host", cgroup="/")
+
+
+def _pod_uid(text: str) -> str:
+    uid = text.replace("_", "-")
+    if "-" not in uid and len(uid) == 32:
+        uid = f"{uid[:8]}-{uid[8:12]}-{uid[12:16]}-{uid[16:20]}-{uid[20:]}"
+    return uid
+
+
+def classify_cgroup(path: str) -> Workload:
+    """The workload of a cgroup v2 path (``/proc/PID/cgroup``'s ``0::`` line)."""
+    path = "/" + path.strip().strip("/")
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts in (["init.scope"],):
+        return Workload(kind="host", name="host", unit=parts[0] if parts else None, cgroup=path)
+
+    runtime = container = pod = qos = None
+    unit = None
+    for i, part in enumerate(parts):
+        if m := _POD_SLICE.match(part):
+            qos = m.group(1) or "guaranteed"
+            pod = _pod_uid(m.group(2))
+        elif part == "kubepods" or part == "kubepods.slice":
+            qos = qos or "guaranteed"
+        elif part in ("besteffort", "burstable") and i > 0 and parts[i - 1] == "kubepods":
+            qos = part
+        elif m := _POD_DIR.match(part):
+            pod = _pod_uid(m.group(1))
+        elif m := _SCOPE.match(part):
+            runtime, container = _SCOPE_RUNTIME[m.group(1)], m.group(2)
+        elif m := _BARE.match(part):
+            container = m.group(1)
+            parent = parts[i - 1] if i > 0 else ""
+            if part.startswith("libpod-") or parent.startswith("libpod") or parent == "machine.slice":
+                runtime = "podman"
+            elif part.startswith("crio-"):
+                runtime = "cri-o"
+            elif parent == "docker" or part.startswith("docker-"):
+                runtime = "docker"
+            elif part.startswith("cri-containerd-"):
+                runtime = "containerd"
+        elif _UNIT.match(part) and container is None:
+            unit = part
+
+    if pod is not None:
+        name = f"pod {pod[:8]}" + (f"/{container[:12]}" if container else "")
+        return Workload(kind="pod", name=name, runtime=runtime, container_id=container, pod_uid=pod, qos=qos,
+                        cgroup=path)  # fmt: skip
+    if container is not None:
+        name = f"{runtime or 'container'} {container[:12]}"
+        return Workload(kind="container", name=name, runtime=runtime, container_id=container, cgroup=path)
+    if unit is not None:
+        return Workload(kind="systemd", name=unit, unit=unit, cgroup=path)
+    return Workload(kind="cgroup", name=path, cgroup=path)
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup`` on most hosts,
+    ``/sys/fs/cgroup/unified`` on hybrid ones), from the mount table; None without one."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if sep and right.split()[:1] == ["cgroup2"] and len(fields) >= 5:
+            return Path(fields[4].replace("\\040", " "))
+    return None
+
+
+def _cgroup_of(pid: int) -> str | None:
+    """The cgroup v2 path of a process (its ``0::`` line; on a hybrid host whose processes sit at
+    the v2 root, the v1 ``name=systemd`` path, which carries the same unit and scope names)."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as fh:
+            lines = fh.read(65536).splitlines()
+    except OSError:
+        return None
+    v2 = systemd = None
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            v2 = path
+        elif controllers == "name=systemd":
+            systemd = path
+    if v2 not in (None, "/"):
+        return v2
+    return systemd if systemd is not None else v2
+
+
+def k8s_identity(environ: os._Environ[str] | dict[str, str] | None = None) -> dict[str, str]:
+    """This process's own node, pod and namespace when it runs in a Kubernetes pod, from the
+    downward-API environment (``NODE_NAME``/``K8S_NODE_NAME``, ``POD_NAME``/``K8S_POD_NAME``,
+    ``POD_NAMESPACE``/``K8S_NAMESPACE``), as the contract's ``k8s_*`` fields; empty elsewhere."""
+    env = os.environ if environ is None else environ
+    pairs = {
+        "k8s_node_name": ("K8S_NODE_NAME", "NODE_NAME"),
+        "k8s_pod_name": ("K8S_POD_NAME", "POD_NAME"),
+        "k8s_namespace": ("K8S_NAMESPACE", "POD_NAMESPACE"),
+    }
+    out = {}
+    for field, names in pairs.items():
+        for name in names:
+            if env.get(name):
+                out[field] = env[name]
+                break
+    return out
+
+
+class WorkloadResolver:
+    """pid or cgroup id -> :class:`Workload`, cached (at most ``max_entries`` of each, least
+    recently used go first). A process or cgroup that has gone keeps the last workload seen."""
+
+    def __init__(self, *, max_entries: int = 8192, mount: Path | None = None) -> None:
+        self.max_entries = max_entries
+        self._mount = mount if mount is not None else cgroup2_mount()
+        self._by_path: OrderedDict[str, Workload] = OrderedDict()
+        self._by_pid: OrderedDict[int, Workload] = OrderedDict()
+        self._by_id: OrderedDict[int, Workload] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of_pid(self, pid: int, *, refresh: bool = False) -> Workload | None:
+        """The workload of a running process (read now, or the cached one unless ``refresh``);
+        of a process that has gone, the last one seen; None if never seen."""
+        with self._lock:
+            known = self._by_pid.get(pid)
+            if known is not None and not refresh:
+                self._by_pid.move_to_end(pid)
+                return known
+        path = _cgroup_of(pid)
+        if path is None:
+            return known
+        workload = self.of_path(path)
+        with self._lock:
+            self._put(self._by_pid, pid, workload)
+        return workload
+
+    def of_path(self, path: str) -> Workload:
+        with self._lock:
+            known = self._by_path.get(path)
+            if known is not None:
+                self._by_path.move_to_end(path)
+                return known
+        workload = classify_cgroup(path)
+        with self._lock:
+            self._put(self._by_path, path, workload)
+        return workload
+
+    def of_cgroup_id(self, cgroup_id: int) -> Workload | None:
+        """The workload of a cgroup v2 id (its directory's inode number), looked up under the
+        cgroup2 mount when first seen; None if no such cgroup was ever found."""
+        with self._lock:
+            known = self._by_id.get(cgroup_id)
+            if known is not None:
+                self._by_id.move_to_end(cgroup_id)
+                return known
+        if self._mount is None:
+            return None
+        path = self._find(cgroup_id)
+        if path is None:
+            return None
+        workload = self.of_path(path)
+        with self._lock:
+            self._put(self._by_id, cgroup_id, workload)
+        return workload
+
+    def _find(self, cgroup_id: int) -> str | None:
+        assert self._mount is not None
+        root = str(self._mount)
+        try:
+            if os.stat(root).st_ino == cgroup_id:
+                return "/"
+        except OSError:
+            return None
+        for dirpath, dirnames, _ in os.walk(root, followlinks=False):
+            for name in dirnames:
+                full = os.path.join(dirpath, name)
+                try:
+                    if os.stat(full, follow_symlinks=False).st_ino == cgroup_id:
+                        return "/" + os.path.relpath(full, root)
+                except OSError:
+                    continue
+        return None
+
+    def _put(self, table: OrderedDict[Any, Workload], key: object, value: Workload) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self.max_entries:
+            table.popitem(last=False)

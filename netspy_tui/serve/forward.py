@@ -1,0 +1,168 @@
+"""``serve --forward URL``: this node's events, batched to an ebpf-server aggregator's
+``POST /api/events/ingest`` (body ``{"events": [event, ...]}``, as the contract says), each with
+this node's identity.
+
+The store is the spool: events are read from it in insertion order after a cursor kept in the
+store itself (so with ``--db`` forwarding resumes where it stopped, across restarts), and the
+cursor moves only when the aggregator accepted a batch. While the aggregator is away, events wait
+in the store, bounded by its retention and row limit; what retention removes before it was
+forwarded is counted as the loss cause ``forward_dropped`` (shown in ``/health``,
+``server_status`` and the dashboard header like every loss). Failed batches are retried with
+exponential backoff and jitter; forwarding runs beside collection and never slows it (it only
+reads the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from netspy_tui.models import time_to_ns, utcnow
+from netspy_tui.names.workload import k8s_identity
+from netspy_tui.serve.app import event_json
+from netspy_tui.store import EventStore
+from netspy_tui.textsafe import clean
+
+__all__ = ["ForwardStatus", "Forwarder", "node_identity"]
+
+log = logging.getLogger(__name__)
+
+CURSOR_KEY = "forward_cursor"
+#: an event is forwarded once it is this old: a connect's outcome may still change before that
+SETTLE_SECONDS = 2.0
+
+
+def node_identity() -> dict[str, str]:
+    """This node's fields on every forwarded event: the downward API's node/pod/namespace in
+    Kubernetes (as ebpf-server sets them), else the host name as ``k8s_node_name``."""
+    identity = k8s_identity()
+    identity.setdefault("k8s_node_name", socket.gethostname())
+    return identity
+
+
+@dataclass
+class ForwardStatus:
+    url: str
+    forwarded: int = 0  # events the aggregator accepted
+    batches: int = 0
+    failures: int = 0  # batches that failed (each retried)
+    dropped: int = 0  # removed by retention before they were forwarded
+    waiting: int = 0  # stored, not forwarded yet (at the last look)
+    last_error: str = ""
+    last_success: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Forwarder:
+    """Follows ``store`` and posts its events to ``url`` (``…/api/events/ingest``)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        url: str,
+        *,
+        token: str | None = None,
+        verify: bool = True,
+        batch: int = 1000,
+        interval: float = 1.0,
+        timeout: float = 10.0,
+        max_backoff: float = 30.0,
+        identity: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.store = store
+        self.url = url
+        self.batch = batch
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self.identity = node_identity() if identity is None else identity
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=timeout, transport=transport,
+                                         follow_redirects=False)  # fmt: skip
+        self.status = ForwardStatus(url=url)
+        stored = store.get_meta(CURSOR_KEY)
+        self.cursor = int(stored) if stored and stored.isdigit() else 0
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        """Forward until :meth:`stop`; never raises (errors are counted, logged once per kind and
+        retried)."""
+        attempt = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    sent = await self.forward_once()
+                except (httpx.HTTPError, OSError, ValueError) as exc:
+                    attempt += 1
+                    self.status.failures += 1
+                    error = f"{type(exc).__name__}: {clean(str(exc), 200)}"
+                    if error != self.status.last_error:
+                        log.warning("forwarding to %s failed (%s); retrying with backoff", self.url, error)
+                    self.status.last_error = error
+                    await self._sleep(self._backoff(attempt))
+                    continue
+                attempt = 0
+                if not sent:
+                    await self._sleep(self.interval)
+        finally:
+            await self._client.aclose()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, capped, with full jitter in its upper half (agents do not retry in step)."""
+        ceiling = min(self.max_backoff, self.interval * 2 ** min(attempt, 16))
+        return ceiling * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not security)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def forward_once(self) -> int:
+        """One batch: read, post, and on acceptance move the cursor. Returns events forwarded."""
+        settled = time_to_ns(utcnow()) - int(SETTLE_SECONDS * 1e9)
+        rows, oldest = await asyncio.to_thread(self.store.after, self.cursor, self.batch, settled)
+        if oldest is not None and oldest > self.cursor + 1 and (not rows or rows[0][0] > self.cursor + 1):
+            first = rows[0][0] if rows else oldest
+            self._dropped(first - self.cursor - 1)
+            self.cursor = first - 1
+        self.status.waiting = max(0, self._newest() - self.cursor)
+        if not rows:
+            return 0
+        events = [event_json(e, self.identity) for _, e in rows]
+        for event in events:  # this node's identity, even over an event's own (it is where it was seen)
+            event.update(self.identity)
+        response = await self._client.post(self.url, json={"events": events})
+        if response.status_code >= 300:
+            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {clean(response.text, 200)}",
+                                        request=response.request, response=response)  # fmt: skip
+        self.cursor = rows[-1][0]
+        await asyncio.to_thread(self.store.set_meta, CURSOR_KEY, str(self.cursor))
+        self.status.forwarded += len(rows)
+        self.status.batches += 1
+        self.status.last_error = ""
+        self.status.last_success = utcnow().isoformat(timespec="seconds")
+        self.status.waiting = max(0, self._newest() - self.cursor)
+        return len(rows)
+
+    def _newest(self) -> int:
+        return self.store.newest_seq()
+
+    def _dropped(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.status.dropped += n
+        log.warning("forwarding: %d events were removed by retention before they could be forwarded", n)
+        self.store.note_losses(int(time.time()), {"forward_dropped": n})

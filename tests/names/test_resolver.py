@@ -1,0 +1,165 @@
+"""Reverse DNS against a real DNS server on 127.0.0.1 the test starts (tests/names/dns_server.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from netspy_tui.names.resolver import NameResolver, normalize_address, read_hosts
+from tests.names.dns_server import PtrServer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(server: PtrServer, **kw: object) -> NameResolver:
+    kw.setdefault("hosts_path", None)
+    kw.setdefault("timeout", 2.0)
+    return NameResolver(nameservers=["127.0.0.1"], port=server.port, **kw)  # type: ignore[arg-type]
+
+
+def test_a_name_is_resolved_once_and_then_served_from_the_cache() -> None:
+    with PtrServer({"93.184.216.34": "example.com"}) as server:
+        resolver = make(server)
+        try:
+            assert resolver.lookup("93.184.216.34") is None  # asked in the background
+            assert resolver.resolve(["93.184.216.34"], wait=10) == {"93.184.216.34": "example.com"}
+            assert resolver.lookup("93.184.216.34") == "example.com"
+            assert resolver.lookup("::ffff:93.184.216.34") == "example.com"  # the same address
+            assert server.questions == ["93.184.216.34"]  # one question for all of it
+            stats = resolver.stats()
+            assert (stats.queries, stats.answered, stats.failed) == (1, 1, 0)
+            assert resolver.generation == 1
+        finally:
+            resolver.close()
+
+
+def test_an_address_without_a_name_is_remembered_and_not_asked_again() -> None:
+    with PtrServer({}) as server:
+        resolver = make(server)
+        try:
+            assert resolver.resolve(["10.1.2.3"], wait=10) == {}
+            assert resolver.lookup("10.1.2.3") is None
+            assert resolver.stats().failed == 1
+            assert server.count == 1
+        finally:
+            resolver.close()
+
+
+def test_answers_expire_with_their_ttl_clamped_and_failures_with_the_negative_ttl() -> None:
+    clock = Clock()
+    with PtrServer({"10.0.0.1": "short.example"}, ttl=5) as server:
+        resolver = make(server, clock=clock, ttl_bounds=(60.0, 3600.0), negative_ttl=30.0)
+        try:
+            assert resolver.resolve(["10.0.0.1", "10.0.0.2"], wait=10) == {"10.0.0.1": "short.example"}
+            clock.now += 31  # past the negative TTL, not past the answer's (5 s, raised to 60)
+            assert resolver.lookup("10.0.0.1") == "short.example"
+            resolver.resolve(["10.0.0.2"], wait=10)
+            assert server.questions.count("10.0.0.2") == 2
+            clock.now += 60
+            assert resolver.resolve(["10.0.0.1"], wait=10) == {"10.0.0.1": "short.example"}
+            assert server.questions.count("10.0.0.1") == 2
+        finally:
+            resolver.close()
+
+
+def test_a_server_that_never_answers_delays_nobody() -> None:
+    with PtrServer(silent=True) as server:
+        resolver = make(server, timeout=1.0)
+        try:
+            # lookup returned although the question it asked is never answered: it did not wait
+            assert resolver.lookup("10.0.0.9") is None
+            assert resolver.resolve(["10.0.0.9"], wait=0) == {}  # a tool that cannot wait does not
+            assert resolver.resolve(["10.0.0.9"], wait=5) == {}  # gives up with the resolver's timeout
+            assert server.count >= 1
+            stats = resolver.stats()
+            assert stats.pending == 0 and stats.failed == 1
+        finally:
+            resolver.close()
+
+
+def test_questions_are_asked_with_bounded_concurrency() -> None:
+    addresses = [f"10.2.0.{i}" for i in range(1, 41)]
+    with PtrServer({a: f"h{a.rsplit('.', 1)[1]}.test" for a in addresses}, delay=0.05) as server:
+        resolver = make(server, concurrency=4, timeout=10.0)
+        try:
+            names = resolver.resolve(addresses, wait=60)
+            assert len(names) == 40 and names["10.2.0.7"] == "h7.test"
+            assert server.in_flight_max <= 4
+            assert resolver.stats().in_flight_max <= 4
+            assert server.count == 40
+        finally:
+            resolver.close()
+
+
+def test_no_dns_asks_nothing_at_all(tmp_path: object) -> None:
+    with PtrServer({"10.0.0.1": "a.example"}) as server:
+        resolver = make(server, enabled=False)
+        assert resolver.lookup("10.0.0.1") is None
+        assert resolver.resolve(["10.0.0.1"], wait=1) == {}
+        assert server.count == 0
+        assert resolver.stats().queries == 0
+        resolver.close()
+
+
+def test_the_hosts_file_answers_before_dns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# comment\n127.0.0.1 localhost\n10.5.5.5   db.internal db  # primary\n10.5.5.5 second\n"
+                     "fe80::1%eth0 linklocal\nnot-an-address name\n")  # fmt: skip
+    assert read_hosts(hosts) == {"127.0.0.1": "localhost", "10.5.5.5": "db.internal", "fe80::1": "linklocal"}
+    with PtrServer({"10.5.5.5": "from-dns.example"}) as server:
+        resolver = make(server, hosts_path=hosts)
+        try:
+            assert resolver.lookup("10.5.5.5") == "db.internal"
+            assert server.count == 0
+            assert resolver.stats().from_hosts == 1
+        finally:
+            resolver.close()
+
+
+def test_answers_that_are_not_host_names_are_refused() -> None:
+    names = {"10.3.0.1": r"bad\[red\].example", "10.3.0.2": r"esc\027\[31m.example", "10.3.0.3": "ok-name.example"}
+    with PtrServer(names) as server:
+        resolver = make(server)
+        try:
+            assert resolver.resolve(list(names), wait=10) == {"10.3.0.3": "ok-name.example"}
+            assert resolver.stats().failed == 2
+        finally:
+            resolver.close()
+
+
+def test_the_cache_is_bounded() -> None:
+    addresses = [f"10.4.0.{i}" for i in range(1, 6)]
+    with PtrServer({a: "n.example" for a in addresses}) as server:
+        resolver = make(server, max_entries=3)
+        try:
+            resolver.resolve(addresses, wait=10)
+            assert resolver.stats().cached == 3
+        finally:
+            resolver.close()
+
+
+def test_own_questions_are_recognised() -> None:
+    with PtrServer({}) as server:
+        resolver = make(server)
+        try:
+            resolver.resolve(["10.0.0.1"], wait=10)
+            assert resolver.is_own_query(os.getpid(), "127.0.0.1", server.port)
+            assert not resolver.is_own_query(os.getpid() + 1, "127.0.0.1", server.port)
+            assert not resolver.is_own_query(os.getpid(), "127.0.0.1", server.port + 1)
+        finally:
+            resolver.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1.2.3.4", "1.2.3.4"), ("::ffff:1.2.3.4", "1.2.3.4"), ("[2001:db8::1]", "2001:db8::1"), ("x", None), ("", None)],
+)
+def test_addresses_are_normalized(text: str, expected: str | None) -> None:
+    assert normalize_address(text) == expected

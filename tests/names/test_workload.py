@@ -1,0 +1,161 @@
+"""Workloads from cgroup paths (pure), and from real cgroup v2 directories the test makes (root)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from netspy_tui.names.workload import HOST, WorkloadResolver, cgroup2_mount, classify_cgroup, k8s_identity
+
+CID = "3f2a" + "0" * 56 + "beef"
+UID = "7c1e5b2a-0d3f-4b6e-9a8c-1234567890ab"
+UID_ = UID.replace("-", "_")
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "name", "fields"),
+    [
+        ("/", "host", "host", {}),
+        ("/init.scope", "host", "host", {}),
+        (f"/system.slice/docker-{CID}.scope", "container", f"docker {CID[:12]}", {"runtime": "docker"}),
+        (f"/docker/{CID}", "container", f"docker {CID[:12]}", {"runtime": "docker"}),
+        (f"/machine.slice/libpod-{CID}.scope", "container", f"podman {CID[:12]}", {"runtime": "podman"}),
+        (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{CID}.scope/container", "container",
+         f"podman {CID[:12]}", {"runtime": "podman"}),
+        (f"/system.slice/crio-{CID}.scope", "container", f"cri-o {CID[:12]}", {"runtime": "cri-o"}),
+        (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope",
+         "pod", f"pod {UID[:8]}/{CID[:12]}", {"runtime": "containerd", "pod_uid": UID, "qos": "burstable"}),
+        (f"/kubepods.slice/kubepods-pod{UID_}.slice/crio-{CID}.scope", "pod", f"pod {UID[:8]}/{CID[:12]}",
+         {"runtime": "cri-o", "pod_uid": UID, "qos": "guaranteed"}),
+        (f"/kubepods/besteffort/pod{UID}/{CID}", "pod", f"pod {UID[:8]}/{CID[:12]}",
+         {"pod_uid": UID, "qos": "besteffort", "runtime": None}),
+        ("/system.slice/nginx.service", "systemd", "nginx.service", {"unit": "nginx.service"}),
+        ("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service", "systemd", "foo.service", {}),
+        ("/user.slice/user-1000.slice/session-3.scope", "systemd", "session-3.scope", {}),
+        ("/some/odd/path", "cgroup", "/some/odd/path", {}),
+    ],
+)
+def test_cgroup_paths_name_their_workload(path: str, kind: str, name: str, fields: dict[str, object]) -> None:
+    workload = classify_cgroup(path)
+    assert (workload.kind, workload.name) == (kind, name)
+    for key, value in fields.items():
+        assert getattr(workload, key) == value
+    if kind in ("container", "pod"):
+        assert workload.container_id == CID
+    assert workload.as_dict()["kind"] == kind
+
+
+def test_the_cgroup2_mount_is_read_from_the_mount_table(tmp_path: Path) -> None:
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+    )
+    assert cgroup2_mount(str(table)) == Path("/sys/fs/cgroup/unified")
+    table.write_text("31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n")
+    assert cgroup2_mount(str(table)) is None
+    assert cgroup2_mount(str(tmp_path / "missing")) is None
+
+
+def test_kubernetes_identity_comes_from_the_downward_api_environment() -> None:
+    env = {"NODE_NAME": "node-1", "POD_NAME": "netspy-abc", "POD_NAMESPACE": "monitoring"}
+    assert k8s_identity(env) == {"k8s_node_name": "node-1", "k8s_pod_name": "netspy-abc", "k8s_namespace": "monitoring"}
+    assert k8s_identity({}) == {}
+
+
+def test_a_process_that_has_gone_keeps_its_last_workload() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        resolver = WorkloadResolver()
+        seen = resolver.of_pid(child.pid)
+        assert seen is not None
+    finally:
+        child.kill()
+        child.wait()
+    assert resolver.of_pid(child.pid, refresh=True) == seen
+    assert resolver.of_pid(2**22 + 12345) is None
+
+
+SCOPES = {
+    "docker": (f"docker-{CID}.scope", "container", {"runtime": "docker"}),
+    "containerd": (
+        f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope",
+        "pod",
+        {"runtime": "containerd", "pod_uid": UID, "qos": "burstable"},
+    ),
+    "service": ("demo.service", "systemd", {"unit": "demo.service"}),
+    "pod": (f"kubepods.slice/kubepods-pod{UID_}.slice", "pod", {"pod_uid": UID, "qos": "guaranteed"}),
+}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("case", sorted(SCOPES))
+def test_a_process_moved_into_a_cgroup_is_named_by_it(case: str) -> None:
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make cgroups")
+    relative, kind, fields = SCOPES[case]
+    parent = mount / f"netspy-test-{uuid.uuid4().hex[:8]}"
+    directory = parent / relative
+    directory.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        (directory / "cgroup.procs").write_text(str(child.pid))
+        resolver = WorkloadResolver(mount=mount)
+        workload = resolver.of_pid(child.pid)
+        assert workload is not None and workload.kind == kind, workload
+        for key, value in fields.items():
+            assert getattr(workload, key) == value
+        assert workload.cgroup == "/" + str(directory.relative_to(mount))
+        # the same workload from the cgroup id eBPF reports (the directory's inode)
+        assert resolver.of_cgroup_id(directory.stat().st_ino) == workload
+        assert WorkloadResolver(mount=mount).of_cgroup_id(directory.stat().st_ino) == workload
+    finally:
+        child.kill()
+        child.wait()
+        for d in [directory, *directory.relative_to(parent).parents]:
+            path = parent / d
+            if path != parent:
+                path.rmdir()
+        parent.rmdir()
+
+
+def test_host_is_the_default() -> None:
+    assert HOST.kind == "host" and classify_cgroup("") == classify_cgroup("/")
+
+
+async def test_in_a_pod_served_events_and_server_status_carry_the_nodes_identity(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """As ebpf-server does in a pod: the downward API's node/pod/namespace fill the events' k8s_*
+    fields (where the event has none) and server_status says where they came from."""
+    import httpx
+
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.serve import create_app
+    from netspy_tui.telemetry.memory import MemorySource
+    from tests.factories import connection
+
+    monkeypatch.setenv("NODE_NAME", "node-7")
+    monkeypatch.setenv("POD_NAME", "netspy-agent-x1")
+    monkeypatch.setenv("POD_NAMESPACE", "monitoring")
+    source = MemorySource([connection(), connection(pid=99, k8s_pod_name="other-pod")])
+    transport = httpx.ASGITransport(app=create_app(source))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        events = (await client.get("/api/events")).json()["events"]
+    assert {e["k8s_node_name"] for e in events} == {"node-7"}
+    assert {e["k8s_pod_name"] for e in events} == {"netspy-agent-x1", "other-pod"}  # an event's own is kept
+    async with open_gateway(source) as gw:
+        status = await gw.call("server_status", {})
+    assert "Kubernetes (downward API" in status.text and "node node-7" in status.text
+    assert status.data["kubernetes"]["k8s_namespace"] == "monitoring"
+    monkeypatch.delenv("NODE_NAME")
+    monkeypatch.delenv("POD_NAME")
+    monkeypatch.delenv("POD_NAMESPACE")
+    async with open_gateway(source) as gw:
+        assert "Kubernetes" not in (await gw.call("server_status", {})).text

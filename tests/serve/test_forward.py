@@ -1,0 +1,136 @@
+"""serve --forward: this node's events reach an aggregator exactly once, through outages and
+restarts, with what retention removed before it could be sent counted where losses are shown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from netspy_tui.serve.forward import CURSOR_KEY, Forwarder
+from netspy_tui.store import EventStore
+from tests.factories import connection, connection_json, drop_json
+from tests.fake_aggregator import FakeAggregator
+from tests.hardening.conftest import Child, free_port, spawn  # noqa: F401 (fixture)
+from tests.hardening.test_security import served_url
+
+IDENTITY = {"k8s_node_name": "node-a"}
+
+
+def fill(store: EventStore, n: int, start: int = 0) -> None:
+    store.add_events([connection(pid=1000 + i % 5, port=20000 + start + i, ago=30) for i in range(n)])
+
+
+async def until(predicate: Callable[[], bool], what: str, limit: float = 20.0) -> None:
+    for _ in range(int(limit / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{what} not reached within {limit} s")
+
+
+def ports(events: list[dict]) -> list[int]:  # type: ignore[type-arg]
+    return [e["destination_port"] for e in events]
+
+
+async def test_every_event_once_in_order_with_the_nodes_identity(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "spool.db")
+    fill(store, 250)
+    with FakeAggregator(token="agg-token") as agg:
+        fw = Forwarder(store, agg.url + "/api/events/ingest", token="agg-token", batch=100, interval=0.05,
+                       identity=IDENTITY)  # fmt: skip
+        task = asyncio.create_task(fw.run())
+        await until(lambda: len(agg.received()) >= 250, "250 events forwarded")
+        fill(store, 50, start=250)
+        await until(lambda: len(agg.received()) >= 300, "the next 50")
+        fw.stop()
+        await task
+    got = agg.received()
+    assert sorted(ports(got)) == list(range(20000, 20300))  # each once
+    assert ports(got) == sorted(ports(got))  # in the store's order
+    assert {e["k8s_node_name"] for e in got} == {"node-a"}
+    assert fw.status.forwarded == 300 and fw.status.waiting == 0 and fw.status.dropped == 0
+    assert agg.batches >= 3  # batches of at most 100
+    assert store.get_meta(CURSOR_KEY) == str(fw.cursor)
+    store.close()
+
+
+async def test_an_outage_is_retried_and_a_restart_resumes_without_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    store = EventStore(path)
+    fill(store, 120)
+    agg = FakeAggregator().start()
+    try:
+        agg.down = True
+        fw = Forwarder(store, agg.url, batch=50, interval=0.05, max_backoff=0.2, identity=IDENTITY)
+        fw.url = agg.url + "/api/events/ingest"
+        task = asyncio.create_task(fw.run())
+        await until(lambda: agg.refused >= 3, "three refused batches")
+        assert fw.status.failures >= 3 and "503" in fw.status.last_error and agg.received() == []
+        agg.down = False
+        await until(lambda: len(agg.received()) >= 120, "the backlog after the outage")
+        fw.stop()
+        await task
+        # the aggregator restarts (same port) and so does the agent: it resumes from its cursor
+        agg.stop()
+        fill(store, 30, start=120)
+        store.close()
+        agg.start()
+        store = EventStore(path)
+        fw2 = Forwarder(store, agg.url + "/api/events/ingest", batch=50, interval=0.05, identity=IDENTITY)
+        assert fw2.cursor == fw.cursor
+        task = asyncio.create_task(fw2.run())
+        await until(lambda: len(agg.received()) >= 150, "the events stored while both were away")
+        fw2.stop()
+        await task
+    finally:
+        agg.stop()
+        store.close()
+    assert sorted(ports(agg.received())) == list(range(20000, 20150))  # nothing missing, nothing twice
+
+
+async def test_what_retention_removed_unsent_is_counted_as_a_loss(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "spool.db", max_rows=100)
+    with FakeAggregator() as agg:
+        agg.down = True
+        fw = Forwarder(store, agg.url + "/api/events/ingest", batch=1000, interval=0.05, max_backoff=0.1,
+                       identity=IDENTITY)  # fmt: skip
+        fill(store, 300)  # while the aggregator is away, more than the store keeps
+        removed = await asyncio.to_thread(store.prune)
+        assert removed == 200
+        task = asyncio.create_task(fw.run())
+        await until(lambda: agg.refused >= 1, "a refused batch")
+        agg.down = False
+        await until(lambda: fw.status.waiting == 0 and len(agg.received()) > 0, "the rest forwarded")
+        fw.stop()
+        await task
+    assert fw.status.dropped == 200 and len(agg.received()) == 100
+    assert store.totals.get("forward_dropped") == fw.status.dropped
+    store.close()
+
+
+def test_serve_forward_end_to_end(tmp_path: Path, spawn: Callable[..., Child]) -> None:  # noqa: F811
+    rec = tmp_path / "rec.jsonl"
+    lines = [connection_json(pid=50 + i % 3, command="curl", port=30000 + i, ago=20) for i in range(40)]
+    lines += [drop_json(pid=9, command="nginx", ago=20, reason="NETFILTER_DROP") for _ in range(5)]
+    rec.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with FakeAggregator(token="agg-secret-token") as agg:
+        port = free_port()
+        child = spawn("serve", "--replay", str(rec), "--replay-speed", "0", "--port", str(port), "--verbose",
+                      "--forward", agg.url, env={"NETSPY_FORWARD_TOKEN": "agg-secret-token",
+                                                 "NODE_NAME": "node-e2e"})  # fmt: skip
+        url = served_url(child, "the eBPF server API")
+        for _ in range(1000):
+            if len(agg.received()) >= 45:
+                break
+            asyncio.run(asyncio.sleep(0.02))
+        got = agg.received()
+        assert len(got) == 45 and {e["k8s_node_name"] for e in got} == {"node-e2e"}
+        assert {e["type"] for e in got} == {"connection", "packet_drop"}
+        health = httpx.get(url + "/health", timeout=10).json()
+        assert health["forwarding"]["forwarded"] == 45 and health["forwarding"]["url"].endswith("/api/events/ingest")
+        assert child.stop() == 0
+    assert "agg-secret-token" not in "".join(child.err)

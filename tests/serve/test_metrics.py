@@ -1,0 +1,96 @@
+"""/metrics: what a Prometheus scrape of `netspy-tui serve` reads, parsed with the Prometheus
+client's own parser, against what the tools report for the same data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from netspy_tui.models import SourceInfo
+from netspy_tui.serve.metrics import MetricsExporter
+from tests.factories import connection_json, drop_json
+from tests.hardening.conftest import Child, free_port, spawn  # noqa: F401 (fixture)
+from tests.hardening.test_security import served_url
+
+TOKEN = "metrics-test-token-0123456789"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def recording(tmp_path: Path) -> Path:
+    lines = []
+    for i in range(60):
+        command = ["curl", "wget", "nginx", "python3"][i % 4]
+        code = [0, -111, 0][i % 3]
+        lines.append(connection_json(pid=100 + i % 4, command=command, ago=30 - i * 0.1, return_code=code))
+    for _ in range(7):
+        lines.append(drop_json(pid=9, command="nginx", ago=20, reason="NETFILTER_DROP"))
+    path = tmp_path / "rec.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_a_scrape_agrees_with_the_tools(tmp_path: Path, spawn: Callable[..., Child]) -> None:  # noqa: F811
+    port = free_port()
+    child = spawn("serve", "--replay", str(recording(tmp_path)), "--replay-speed", "0", "--port", str(port),
+                  "--metrics-top", "2", env={"NETSPY_TOKEN": TOKEN})  # fmt: skip
+    url = served_url(child, "the eBPF server API")
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert http.get("/metrics").status_code == 401  # behind the token like every path
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(200):  # the replay is stored within moments
+            resp = http.get("/metrics", headers=auth)
+            got = samples(resp.text)
+            if got.get(("netspy_packet_drops_total", (("process", "nginx"), ("reason", "NETFILTER_DROP")))) == 7:
+                break
+        assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+        connects = {k[1]: v for k, v in got.items() if k[0] == "netspy_connects_total"}
+        assert sum(connects.values()) == 60
+        processes = {dict(labels)["process"] for labels in connects}
+        assert "other" in processes and len(processes - {"other"}) == 2  # --metrics-top 2, then other
+        named = sorted(processes - {"other"})[0]
+        refused = connects[(("outcome", "refused"), ("process", named))]
+        assert refused == 5  # each command: 15 connects, every third one refused
+        assert got[("netspy_events_seen_total", ())] == 67
+        assert got[("netspy_source_up", ())] == 1.0
+
+        summary = http.post("/api/connection-summary", json={"command": named, "duration_seconds": 600},
+                            headers=auth).json()  # fmt: skip
+        scraped = sum(v for labels, v in connects.items() if dict(labels)["process"] == named)
+        assert summary["count"] == scraped == 15
+
+        again = samples(http.get("/metrics", headers=auth).text)  # labels stick between scrapes
+        series = {k for k in got if k[0] == "netspy_connects_total"}
+        assert {k for k in again if k[0] == "netspy_connects_total"} == series
+    assert child.stop() == 0
+
+
+def test_labels_are_bounded_and_sticky_so_counters_only_grow() -> None:
+    exporter = MetricsExporter(top_n=2)
+    info = SourceInfo(label="t", kind="embedded", generation="embedded", losses={"shed": 3})
+    first = {("connection", "a", "ok"): 10, ("connection", "b", "ok"): 5, ("connection", "c", "ok"): 1}
+    text = exporter.render(info, first).decode()
+    got = samples(text)
+    assert got[("netspy_connects_total", (("outcome", "ok"), ("process", "a")))] == 10
+    assert got[("netspy_connects_total", (("outcome", "ok"), ("process", "other")))] == 1
+    assert got[("netspy_events_lost_total", (("cause", "shed"),))] == 3
+    # c overtakes both: it stays in "other" (a and b keep their labels), and no series shrinks
+    second = {("connection", "a", "ok"): 11, ("connection", "b", "ok"): 5, ("connection", "c", "ok"): 500,
+              ("connection", "d", "in_progress"): 2}  # fmt: skip
+    later = samples(exporter.render(info, second).decode())
+    for key, value in got.items():
+        if key[0] == "netspy_connects_total":
+            assert later[key] >= value
+    assert later[("netspy_connects_total", (("outcome", "ok"), ("process", "other")))] == 500
+    assert later[("netspy_connects_in_progress", ())] == 2
+    assert not any(dict(k[1]).get("process") in ("c", "d") for k in later)
