@@ -60,17 +60,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _dns_server(text: str) -> tuple[str, int]:
-    from netspy_tui.names.resolver import normalize_address
+def _dns_server(text: str) -> str:
+    from netspy_tui.names.resolver import parse_server
 
-    host, port = text.strip(), 53
-    if host.count(":") == 1 or (host.startswith("[") and "]:" in host):
-        host, _, number = host.rpartition(":")
-        port = _port(number)
-    address = normalize_address(host)
-    if address is None:
-        raise argparse.ArgumentTypeError(f"expected an IP address with an optional :PORT, got '{text[:60]}'")
-    return address, port
+    try:
+        parse_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
 
 
 def _positive_float(text: str) -> float:
@@ -342,6 +339,8 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
         "interval": ns.interval,
         "window": ns.window,
         "model": ns.model,
+        "dns": False if getattr(ns, "no_dns", False) else None,
+        "dns_server": getattr(ns, "dns_server", None),
     }
     settings, sources = load_settings(cli)
     _mask_secrets(settings)
@@ -372,14 +371,15 @@ def _ai(settings: Settings) -> AISettings:
     return AISettings.from_settings(settings)
 
 
-def _names(ns: argparse.Namespace) -> Any:
-    """The destination-name resolver the command's MCP server uses (off with --no-dns)."""
+def _names(settings: Any) -> Any:
+    """The destination-name resolver the command's MCP server uses (off with --no-dns / dns = false)."""
     from netspy_tui.names import NameResolver
+    from netspy_tui.names.resolver import parse_server
 
-    server = getattr(ns, "dns_server", None)
-    if server is not None:
-        return NameResolver(enabled=not ns.no_dns, nameservers=[server[0]], port=server[1])
-    return NameResolver(enabled=not getattr(ns, "no_dns", False))
+    if settings.dns_server:
+        address, port = parse_server(settings.dns_server)
+        return NameResolver(enabled=settings.dns, nameservers=[address], port=port)
+    return NameResolver(enabled=settings.dns)
 
 
 def _workloads() -> Any:
@@ -396,7 +396,7 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
 
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(_ai(settings), None, arguments)
-    names = _names(ns)  # one command: wait for names up to the resolver's timeout
+    names = _names(settings)  # one command: wait for names up to the resolver's timeout
     async with open_source(settings, "oneshot") as source, \
             open_gateway(source, ai_tools_hook(_ai(settings)), names=names, names_wait=names.timeout,
                          workloads=_workloads()) as gw:
@@ -445,7 +445,7 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source:
-        server = create_server(source, ai_tools_hook(_ai(settings)), names=_names(ns), workloads=_workloads())
+        server = create_server(source, ai_tools_hook(_ai(settings)), names=_names(settings), workloads=_workloads())
         if ns.http:
             from netspy_tui.serve.runner import serve_mcp_http
 
@@ -499,7 +499,7 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source, \
-            open_gateway(source, ai_tools_hook(_ai(settings)), names=_names(ns), workloads=_workloads()) as gw:
+            open_gateway(source, ai_tools_hook(_ai(settings)), names=_names(settings), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_repl(gw, info)
 
@@ -513,7 +513,7 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     ai_settings = _ai(settings)
     ai = dashboard_hooks(ai_settings)
     async with open_source(settings, "live") as source, \
-            open_gateway(source, ai_tools_hook(ai_settings), names=_names(ns), workloads=_workloads()) as gw:
+            open_gateway(source, ai_tools_hook(ai_settings), names=_names(settings), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
                                    ai=ai, export_dir=settings.export_dir)

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     """Dashboard time window in seconds (cycle with `w`)."""
     procfs_interval: float = Field(1.0, ge=0.05, le=60)
     """Sampling interval of the procfs collector in seconds."""
+    dns: bool = True
+    """Name destinations (``/etc/hosts``, then reverse DNS in the background); false: addresses only,
+    no question sent (``--no-dns``)."""
+    dns_server: str | None = None
+    """``ADDR[:PORT]`` of the name server to ask instead of ``/etc/resolv.conf``'s (``--dns-server``)."""
     export_dir: Path | None = None
     """Where `e` in the dashboard writes exports (default: the per-user state directory's `exports`,
     ~/.local/state/netspy-tui/exports, created 0700)."""
@@ -121,6 +126,16 @@ class Settings(BaseSettings):
         if not blank:
             return value
         return DEFAULT_MODEL if info.field_name == "model" else None
+
+    @field_validator("dns_server")
+    @classmethod
+    def _dns_server(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from netspy_tui.names.resolver import parse_server
+
+        parse_server(value)  # ValueError -> one line naming the setting
+        return value.strip()
 
     @field_validator("server", "openai_base_url")
     @classmethod

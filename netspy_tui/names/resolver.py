@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NameResolver", "ResolverStats", "address_of", "normalize_address", "read_hosts"]
+__all__ = ["NameResolver", "ResolverStats", "address_of", "normalize_address", "parse_server", "read_hosts"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,20 @@ def normalize_address(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return str(ip)
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``ADDR[:PORT]`` (``[v6]:PORT`` for IPv6 with a port) -> (address, port); ValueError if not."""
+    host, port = text.strip(), 53
+    if host.count(":") == 1 or (host.startswith("[") and "]:" in host):
+        host, _, number = host.rpartition(":")
+        if not number.isdigit() or not 0 < int(number) < 65536:
+            raise ValueError(f"expected a port 1-65535 after ':', got '{number[:10]}'")
+        port = int(number)
+    address = normalize_address(host)
+    if address is None:
+        raise ValueError(f"expected an IP address with an optional :PORT, got '{text[:60]}'")
+    return address, port
 
 
 def address_of(destination: str) -> str | None:

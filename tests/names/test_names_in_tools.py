@@ -84,3 +84,24 @@ async def test_own_dns_questions_are_marked() -> None:
                 assert result.data["events"][0]["own_dns_query"] is True
         finally:
             names.close()
+
+
+def test_names_are_settings_too(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """dns / dns_server in the config file or the environment, shown with their source."""
+    rec = _recording(tmp_path, [connection_json(ip="93.184.216.34", ago=5)])
+    with PtrServer(NAMES) as server:
+        env = {"NETSPY_DNS_SERVER": f"127.0.0.1:{server.port}"}
+        out = run_cli("--tool", "list_connections", "--replay", rec, "--replay-speed", "0", env=env)
+        assert "example.com (93.184.216.34:443)" in out.stdout, out.stderr
+        config = tmp_path / "netspy.toml"
+        config.write_text("dns = false\n")
+        before = server.count
+        env["NETSPY_CONFIG"] = str(config)
+        out = run_cli("--tool", "list_connections", "--replay", rec, "--replay-speed", "0", env=env)
+        assert out.returncode == 0 and "example.com" not in out.stdout
+        assert server.count == before
+        shown = run_cli("--show-config", env=env).stdout
+        assert any(line.split()[:1] == ["dns"] and "file" in line for line in shown.splitlines()), shown
+        assert any(line.split()[:1] == ["dns_server"] and "NETSPY_DNS_SERVER" in line for line in shown.splitlines())
+    bad = run_cli("--tool", "list_connections", env={"NETSPY_DNS_SERVER": "nowhere:99999"})
+    assert bad.returncode == 2 and "dns_server" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,1 @@
+"""The fleet: an aggregator of many nodes' events (``serve --aggregate``)."""

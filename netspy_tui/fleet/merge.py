@@ -1,0 +1,101 @@
+"""The fleet's figures from its nodes' figures: pure functions, no IO.
+
+Totals, outcome/protocol/port mixes and rate buckets are sums of the nodes' (exact when each node
+was asked for all its keys: :data:`NODE_TOP_N`); per-process rows are merged by command (pids
+joined, attempts and failures summed, first/last seen the earliest/latest); a process's
+``distinct_destinations`` is the largest of its nodes' (the union is not known from the parts:
+a lower bound, said in the field's note where it is shown). Pages of events are merged newest
+first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from netspy_tui.models import Counted, EventPage, ProcessStat, WindowStats
+
+__all__ = ["NODE_TOP_N", "merge_counted", "merge_pages", "merge_processes", "merge_stats"]
+
+#: how many keys to ask each node for, so that the fleet's top N is exact in all but extreme cases
+NODE_TOP_N = 200
+
+
+def merge_counted(parts: Sequence[Sequence[Counted]], top_n: int | None = None) -> list[Counted]:
+    totals: dict[str, int] = {}
+    for part in parts:
+        for c in part:
+            totals[c.key] = totals.get(c.key, 0) + c.count
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [Counted(key=k, count=n) for k, n in (ranked[:top_n] if top_n is not None else ranked)]
+
+
+def _earliest(values: Sequence[datetime | None]) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _latest(values: Sequence[datetime | None]) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def merge_processes(parts: Sequence[Sequence[ProcessStat]]) -> list[ProcessStat]:
+    rows: dict[str, list[ProcessStat]] = {}
+    for part in parts:
+        for p in part:
+            rows.setdefault(p.command, []).append(p)
+    merged = []
+    for command, same in rows.items():
+        pids = sorted({pid for p in same for pid in p.pids})
+        merged.append(ProcessStat(
+            command=command,
+            pids=pids,
+            attempts=sum(p.attempts for p in same),
+            distinct_destinations=max(p.distinct_destinations for p in same),
+            failures=sum(p.failures for p in same),
+            first_seen=min(p.first_seen for p in same),
+            last_seen=max(p.last_seen for p in same),
+            workloads=list(dict.fromkeys(w for p in same for w in p.workloads)),
+        ))  # fmt: skip
+    merged.sort(key=lambda p: (-p.attempts, p.command))
+    return merged
+
+
+def merge_stats(parts: Sequence[WindowStats], template: WindowStats, top_n: int) -> WindowStats:
+    """The fleet's :class:`WindowStats` from its nodes' (``template``: the empty stats of the same
+    scope and window, used when no node has any)."""
+    if not parts:
+        return template
+    width = max(len(p.rate_buckets) for p in parts)
+    buckets = [0] * width
+    for p in parts:
+        offset = width - len(p.rate_buckets)  # aligned on the newest bucket
+        for i, n in enumerate(p.rate_buckets):
+            buckets[offset + i] += n
+    return template.model_copy(update={
+        "total": sum(p.total for p in parts),
+        "first_seen": _earliest([p.first_seen for p in parts]),
+        "last_seen": _latest([p.last_seen for p in parts]),
+        "top_destinations": merge_counted([p.top_destinations for p in parts], top_n),
+        "protocols": merge_counted([p.protocols for p in parts]),
+        "ports": merge_counted([p.ports for p in parts], top_n),
+        "outcomes": merge_counted([p.outcomes for p in parts]),
+        "processes": merge_processes([p.processes for p in parts]),
+        "bucket_seconds": max(p.bucket_seconds for p in parts),
+        "rate_buckets": buckets,
+        "until": _latest([p.until for p in parts]),
+        "not_events": sum(p.not_events for p in parts),
+    })  # fmt: skip
+
+
+def merge_pages(pages: Sequence[EventPage], limit: int) -> EventPage:
+    """The newest ``limit`` events of all pages (each newest first), and the totals summed."""
+    events = sorted((e for p in pages for e in p.events), key=lambda e: (e.time, e.timestamp), reverse=True)
+    total = sum(p.total_count for p in pages)
+    not_kept = sum(p.not_kept for p in pages)
+    return EventPage(events=events[:limit], total_count=total, truncated=total > min(limit, len(events)),
+                     not_kept=not_kept,
+                     not_kept_since=_earliest([p.not_kept_since for p in pages]) if not_kept else None,
+                     not_kept_until=_latest([p.not_kept_until for p in pages]) if not_kept else None,
+                     not_events=sum(p.not_events for p in pages))  # fmt: skip

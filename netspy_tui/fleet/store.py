@@ -1,0 +1,204 @@
+"""An aggregator's events: one :class:`~netspy_tui.store.EventStore` per node, fed by agents'
+``POST /api/events/ingest`` batches (netspy-tui ``serve --forward`` or the Go agents).
+
+Each node's store keeps its own exact rollups, so a node's figures are its own counts; the fleet's
+are their sums. Ingest checks every event on its own: a bad one is refused with its index and
+reason and the rest of the batch is kept. A batch an agent sends again (it did not see the answer)
+is not counted twice: each node's recent event ids are remembered (the last ``dedupe_window`` of
+them; ``serve --forward`` retries within that many events). Node names come from the events'
+``k8s_node_name`` (the agents set it), else the ingest's own default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event, utcnow
+from netspy_tui.safefs import make_private_dirs
+from netspy_tui.store import EventStore
+from netspy_tui.textsafe import clean
+
+__all__ = ["FleetStore", "IngestResult", "NODE_NAME"]
+
+AnyEvent = ConnectionEvent | PacketDropEvent
+
+#: what a node name may be (a Kubernetes node name or a host name)
+NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+_META_NODE = "fleet_node"
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, why)
+    nodes: dict[str, int] = field(default_factory=dict)  # accepted per node
+
+
+@dataclass
+class _Node:
+    store: EventStore
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    events: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    last_seen: float = 0.0  # monotonic, of the last batch
+    last_event: datetime | None = None
+
+
+def _key(event: AnyEvent) -> str:
+    return event.id or f"{event.type}|{event.pid}|{event.timestamp}|{event.time.isoformat()}"
+
+
+class FleetStore:
+    """Per-node stores under ``directory`` (None: in memory, for tests)."""
+
+    def __init__(self, directory: Path | None, *, retention_seconds: float | None = 24 * 3600,
+                 dedupe_window: int = 200_000, max_nodes: int = 1024) -> None:  # fmt: skip
+        self.directory = directory
+        self.retention_seconds = retention_seconds
+        self.dedupe_window = dedupe_window
+        self.max_nodes = max_nodes
+        self.started = utcnow()
+        self._nodes: dict[str, _Node] = {}
+        self._lock = threading.Lock()
+        if directory is not None:
+            make_private_dirs(directory)
+            for path in sorted(directory.glob("node-*.sqlite3")):
+                store = EventStore(path, retention_seconds=retention_seconds)
+                name = store.get_meta(_META_NODE)
+                if name and NODE_NAME.match(name):
+                    self._nodes[name] = state = _Node(store)
+                    self._remember_stored(state)
+                else:
+                    store.close()
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    def ingest(self, items: Sequence[Any], default_node: str | None = None) -> IngestResult:
+        """Check, de-duplicate and store one batch; returns what happened to each event."""
+        result = IngestResult()
+        by_node: dict[str, list[AnyEvent]] = {}
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                result.rejected.append((index, f"not an event object ({type(item).__name__})"))
+                continue
+            node = item.get("k8s_node_name") or default_node
+            if not isinstance(node, str) or not NODE_NAME.match(node):
+                result.rejected.append((index, "k8s_node_name: missing or not a node name"))
+                continue
+            try:
+                event = parse_event(item)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                loc = [str(p) for p in error.get("loc", ())]
+                if loc[:1] in (["connection"], ["packet_drop"]):  # the union's tag, not a field
+                    loc = loc[1:]
+                where = ".".join(loc) or "event"
+                result.rejected.append((index, f"{clean(where, 60)}: {clean(str(error.get('msg', '')), 120)}"))
+                continue
+            by_node.setdefault(node, []).append(event)
+        for node, events in by_node.items():
+            try:
+                state = self._node(node)
+            except OverflowError as exc:
+                result.rejected.extend((-1, str(exc)) for _ in events)
+                continue
+            fresh = self._fresh(state, events)
+            result.duplicates += len(events) - len(fresh)
+            if fresh:
+                state.store.add_events(fresh)
+            with self._lock:
+                state.events += len(fresh)
+                for event in fresh:
+                    state.by_type[event.type] = state.by_type.get(event.type, 0) + 1
+                    if state.last_event is None or event.time > state.last_event:
+                        state.last_event = event.time
+                state.last_seen = time.monotonic()
+            result.accepted += len(fresh)
+            result.nodes[node] = result.nodes.get(node, 0) + len(fresh)
+        return result
+
+    def _remember_stored(self, state: _Node) -> None:
+        """After a restart: the ids of the node's newest stored events, so that a batch an agent
+        sends again (its answer was lost in the restart) is still recognised."""
+        newest = state.store.newest_seq()
+        start = max(0, newest - self.dedupe_window)
+        while start < newest:
+            rows, _ = state.store.after(start, 10_000, 2**62)
+            if not rows:
+                break
+            for _, event in rows:
+                state.seen[_key(event)] = None
+            start = rows[-1][0]
+
+    def _fresh(self, state: _Node, events: list[AnyEvent]) -> list[AnyEvent]:
+        fresh = []
+        with self._lock:
+            for event in events:
+                key = _key(event)
+                if key in state.seen:
+                    continue
+                state.seen[key] = None
+                fresh.append(event)
+            while len(state.seen) > self.dedupe_window:
+                state.seen.popitem(last=False)
+        return fresh
+
+    def _node(self, node: str) -> _Node:
+        with self._lock:
+            state = self._nodes.get(node)
+            if state is not None:
+                return state
+            if len(self._nodes) >= self.max_nodes:
+                raise OverflowError(f"more than {self.max_nodes} nodes: events of node {clean(node, 80)} refused")
+            path = None
+            if self.directory is not None:
+                digest = hashlib.sha256(node.encode()).hexdigest()[:20]
+                path = self.directory / f"node-{digest}.sqlite3"
+            store = EventStore(path, retention_seconds=self.retention_seconds)
+            store.set_meta(_META_NODE, node)
+            state = self._nodes[node] = _Node(store)
+            return state
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def nodes(self) -> dict[str, EventStore]:
+        with self._lock:
+            return {name: state.store for name, state in self._nodes.items()}
+
+    def stats(self, active_seconds: float = 60.0) -> dict[str, Any]:
+        """The contract's ``AggregationStatsResponse`` fields (plus ``total_events``)."""
+        now = time.monotonic()
+        with self._lock:
+            by_node = {name: s.events for name, s in self._nodes.items()}
+            by_type: dict[str, int] = {}
+            for s in self._nodes.values():
+                for kind, n in s.by_type.items():
+                    by_type[kind] = by_type.get(kind, 0) + n
+            last = max((s.last_event for s in self._nodes.values() if s.last_event is not None), default=None)
+            connected = sum(1 for s in self._nodes.values() if s.last_seen and now - s.last_seen <= active_seconds)
+        return {
+            "aggregation_start": self.started,
+            "connected_agents": connected,
+            "events_by_node": by_node,
+            "events_by_type": by_type,
+            "last_event_time": last,
+            "total_events": sum(by_node.values()),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            for state in self._nodes.values():
+                state.store.close()
+            self._nodes.clear()

@@ -1,0 +1,84 @@
+"""The Kubernetes manifests in deploy/kubernetes are valid resources (checked offline against the
+Kubernetes JSON schemas kubernetes-validate bundles, strict: no unknown fields), ask for what eBPF
+needs and nothing more, and run flags this netspy-tui accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from netspy_tui import __version__
+from netspy_tui.cli import parse_args
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
+#: the oldest Kubernetes release still supported upstream when this was written, and the newest bundled
+VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+
+
+def documents() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in MANIFESTS:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                out.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return out
+
+
+def test_there_are_manifests() -> None:
+    kinds = {doc["kind"] for _, doc in documents()}
+    assert {"DaemonSet", "ServiceAccount", "Service"} <= kinds
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(("name", "doc"), documents(), ids=[n for n, _ in documents()])
+def test_each_resource_is_valid_offline(name: str, doc: dict[str, Any], version: str) -> None:
+    kubernetes_validate.validate(doc, version, strict=True)  # raises ValidationError with the field
+
+
+def _agent() -> dict[str, Any]:
+    return next(doc for _, doc in documents() if doc["kind"] == "DaemonSet")
+
+
+def test_the_agent_has_the_capabilities_ebpf_needs_and_nothing_more() -> None:
+    pod = _agent()["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_RESOURCE"]}
+    assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False and not pod.get("hostNetwork")
+    for volume in pod["volumes"]:
+        if "hostPath" in volume and volume["name"] != "state":
+            mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+            assert mount["readOnly"] is True, volume["name"]
+
+
+def test_the_agent_runs_flags_this_version_accepts_with_its_secrets_from_a_secret() -> None:
+    (container,) = _agent()["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"netspy-tui:{__version__}"
+    ns = parse_args(container["args"])
+    assert ns.run == "serve" and ns.forward.endswith("/api/events/ingest") and ns.db is not None
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("NETSPY_TOKEN", "NETSPY_FORWARD_TOKEN"):
+        assert "secretKeyRef" in env[name]["valueFrom"] and "value" not in env[name]
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+def test_the_dockerfile_builds_this_project() -> None:
+    text = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir ." in text and 'ENTRYPOINT ["netspy-tui"]' in text
+    assert f"netspy-tui:{__version__}" in text
+
+
+def test_the_check_catches_a_misspelt_field() -> None:
+    import copy
+
+    bad = copy.deepcopy(_agent())
+    bad["spec"]["template"]["spec"]["containers"][0]["securityContxt"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, VERSIONS[0], strict=True)
