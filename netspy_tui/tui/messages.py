@@ -36,7 +36,7 @@ class PollFailed(PollResult):
 
 
 class InsightMessage(Message):
-    """From the ``insights`` worker to the AI pane; ``request_id`` tells a superseded request's leftovers apart."""
+    """From the AI pane's ``ai`` worker to the AI pane; ``request_id`` tells a superseded request's leftovers apart."""
 
     def __init__(self, request_id: int) -> None:
         super().__init__()

@@ -31,8 +31,8 @@ from netspy_tui.models import EventPage
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.telemetry.source import EventQuery
 from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
-from netspy_tui.tui.widgets.insights import InsightsPane
 from tests import fake_openai
 from tests.fake_openai import FakeOpenAI, FakeToolCall, free_port
 from tests.tui.conftest import Clock, demo_events, wait_for
@@ -86,13 +86,13 @@ def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 @asynccontextmanager
 async def ai_dashboard(source: MemorySource, clock: Clock, settings: AISettings
-                       ) -> AsyncIterator[tuple[NetspyApp, Pilot[int], InsightsPane]]:
+                       ) -> AsyncIterator[tuple[NetspyApp, Pilot[int], AIPane]]:
     """The dashboard with the AI hooks the CLI builds, after its first full render."""
     async with open_gateway(source) as gateway:
         app = NetspyApp(gateway, interval=0.25, clock=clock, source_note="demo", ai=dashboard_hooks(settings))
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.dashboard.processes.row_count == 6, "six processes")
-            yield app, pilot, app.dashboard.insights
+            yield app, pilot, app.dashboard.ai_pane
 
 
 async def select(app: NetspyApp, pilot: Pilot[int], name: str) -> None:
@@ -102,7 +102,7 @@ async def select(app: NetspyApp, pilot: Pilot[int], name: str) -> None:
     await pilot.pause()
 
 
-def shown(pane: InsightsPane) -> str:
+def shown(pane: AIPane) -> str:
     """The text the pane's Markdown view has rendered (its blocks), not what is queued for it."""
     parts = []
     for block in pane.markdown.query(MarkdownBlock):

@@ -25,8 +25,8 @@ from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.screens.help import HelpScreen
 from netspy_tui.tui.snapshot import Subject
+from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
-from netspy_tui.tui.widgets.insights import InsightsPane
 from tests.factories import connection
 from tests.tui.conftest import Clock, demo_events, wait_for
 from tests.tui.demo_data import DEMO_NOW, HOSTILE
@@ -344,7 +344,7 @@ async def test_every_action_is_in_the_palette_and_runs_from_it(source: MemorySou
         await pilot.press(*"pause")
         await pilot.pause(0.2)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.dashboard.view_state.paused, "paused from the palette")
+        await wait_for(pilot, lambda: app.dashboard.paused, "paused from the palette")
 
 
 async def test_export_writes_the_current_view(source: MemorySource, clock: Clock, tmp_path: Path) -> None:
@@ -406,7 +406,7 @@ async def test_hostile_process_names_render_inert(source: MemorySource, clock: C
 
 async def test_without_ai_settings_a_explains_with_the_local_rules(source: MemorySource, clock: Clock) -> None:
     async with dashboard(source, clock) as (app, pilot):  # no hooks given: no model, the local rules
-        pane = app.dashboard.query_one("#insights", InsightsPane)
+        pane = app.dashboard.query_one("#ai-pane", AIPane)
         await pilot.press("i")
         assert not pane.display
         await pilot.press("a")
@@ -454,7 +454,7 @@ async def test_keys_typed_right_after_an_opening_key_go_into_the_input(opener: s
         await wait_for(pilot, lambda: bar.value == "uxgen", "the letters in the input")
         assert app.dashboard.focused is bar
         assert not any(tmp_path.iterdir())  # e did not export  # noqa: ASYNC240
-        assert not app.dashboard.view_state.paused and app.dashboard.view_state.view == "connections"
+        assert not app.dashboard.paused and app.dashboard.view == "connections"
 
 
 async def test_help_is_shown_whole_and_ai_commands_clear_an_earlier_error(source: MemorySource, clock: Clock) -> None:
@@ -469,7 +469,7 @@ async def test_help_is_shown_whole_and_ai_commands_clear_an_earlier_error(source
         assert result.display and result.has_class("-error")
         await d.run_command('insights "a summary"')  # no AI configured: the pane says so, the old error goes
         await wait_for(pilot, lambda: not result.display, "result box hidden")
-        assert d.insights.state == "notice"
+        assert d.ai_pane.state == "notice"
 
 
 async def test_rows_stay_in_time_order_when_an_event_arrives_late(source: MemorySource, clock: Clock) -> None:

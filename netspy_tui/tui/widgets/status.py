@@ -8,25 +8,13 @@ from datetime import datetime
 from typing import ClassVar
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from netspy_tui.models import describe_losses
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.snapshot import Snapshot
 from netspy_tui.tui.widgets.cells import window_label
-
-
-@dataclass
-class ViewState:
-    """What the user chose, as the header shows it."""
-
-    window: int
-    paused: bool = False
-    paused_at: datetime | None = None
-    """When the user paused (the header says "paused since" it instead of a freshness age)."""
-    filter_text: str = ""
-    focus_label: str | None = None
-    view: str = "connections"
 
 
 @dataclass
@@ -51,7 +39,16 @@ def _joined_length(parts: list[tuple[int, Text]]) -> int:
 
 
 class StatusBar(Static):
-    """Two lines, re-rendered on every snapshot, failure and once a second (ages and countdowns)."""
+    """Two lines, re-rendered on every snapshot, failure, change of what the user chose (the reactives below,
+    bound to the screen's) and once a second (ages and countdowns)."""
+
+    window: reactive[int] = reactive(60, init=False)
+    paused: reactive[bool] = reactive(False, init=False)
+    paused_at: reactive[datetime | None] = reactive(None, init=False)
+    """When the user paused (the header says "paused since" it instead of a freshness age)."""
+    filter_text: reactive[str] = reactive("", init=False)
+    focus_label: reactive[str | None] = reactive(None, init=False)
+    view: reactive[str] = reactive("connections", init=False)
 
     SHOW_TIMINGS = True
     """Show poll latency and draw time (snapshot tests turn this off: wall-clock figures vary)."""
@@ -61,11 +58,9 @@ class StatusBar(Static):
         "status--dim", "status--key",
     }
 
-    def __init__(self, clock: Callable[[], datetime], view: ViewState, source_note: str = "",
-                 *, id: str | None = None) -> None:
+    def __init__(self, clock: Callable[[], datetime], source_note: str = "", *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._clock = clock
-        self.view = view
         self.source_note = source_note
         self.snapshot: Snapshot | None = None
         self.failure: Failure | None = None
@@ -76,6 +71,12 @@ class StatusBar(Static):
     def on_mount(self) -> None:
         self.set_interval(1.0, self.redraw, name="status-tick")
         self.redraw()
+
+    def _watch_any(self) -> None:
+        if self.is_mounted:
+            self.redraw()
+
+    watch_window = watch_paused = watch_paused_at = watch_filter_text = watch_focus_label = watch_view = _watch_any
 
     def show_snapshot(self, snapshot: Snapshot, render_ms: float | None = None) -> None:
         self.snapshot = snapshot
@@ -98,7 +99,7 @@ class StatusBar(Static):
             self.update(text, layout=False)  # fixed size: no layout pass
 
     def build(self) -> Text:
-        snap, fail, view, now = self.snapshot, self.failure, self.view, self._clock()
+        snap, fail, view, now = self.snapshot, self.failure, self, self._clock()
         sep = (" · ", self._style("dim"))
         # (rank, part) in display order; when the line is too long for the terminal the highest ranks go first.
         parts: list[tuple[int, Text]] = [(0, Text(" netspy ", style=self._style("brand")))]
