@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 class CommandBarActions(AIActions):
     commands: CommandRunner
 
+    def action_quit(self) -> None:
+        raise NotImplementedError
+
     @property
     def result(self) -> ResultPanel:
         return self.query_one("#result", ResultPanel)
@@ -47,7 +50,7 @@ class CommandBarActions(AIActions):
         if isinstance(parsed, CommandResult):
             self.result.show(line, parsed.text, is_error=True)
         elif parsed.action == "quit":
-            self.app.exit(0)
+            self.action_quit()
         elif parsed.tool == "ai_insights":  # AI answers stream into the AI pane; the result box closes
             self.result.hide()
             await self.summarize(str(parsed.arguments["summary_text"]))

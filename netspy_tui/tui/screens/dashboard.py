@@ -220,6 +220,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
         self.app.push_screen(HelpScreen())
 
     def action_quit(self) -> None:
+        log.info("quit requested")  # the quit test measures from this line to the end of the process
         self.app.exit(0)
 
     def action_filter(self) -> None:
