@@ -218,6 +218,29 @@ async def test_a_new_request_cancels_the_old_stream(
         assert len(fake.chat_requests) == 2
 
 
+async def test_streamed_text_starts_at_the_top_and_follows_the_bottom_once_it_fills_the_pane(
+        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock) -> None:
+    gate = threading.Event()
+    fake.text(*["An earlier long answer.\n\n"] * 40)  # leaves the pane scrolled far down
+    fake.text("About nginx: ", *["more.\n\n"] * 40, gate=gate, delay=0.01)
+    async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
+        await select(app, pilot, "curl")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: pane.state == "finished", "the long answer")
+        await select(app, pilot, "nginx")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: "About nginx" in shown(pane), "the new answer streaming")
+        await pilot.pause(0.1)
+        scroll = pane.query_one("#ai-scroll")
+        first = pane.markdown.query(MarkdownBlock).first()
+        # at the top of the pane, not at its bottom under blank lines (an anchored scroll went negative)
+        assert scroll.scroll_y == 0 and first.region.y == scroll.content_region.y, (scroll.scroll_y, first.region)
+        gate.set()
+        await wait_for(pilot, lambda: pane.state == "finished", "the rest")
+        await pilot.pause(0.2)
+        assert scroll.max_scroll_y > 0 and scroll.scroll_y == scroll.max_scroll_y  # followed the bottom
+
+
 # --- free-form questions and tool calls -----------------------------------------------------
 
 
