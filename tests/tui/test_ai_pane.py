@@ -291,6 +291,42 @@ async def test_question_key_asks_and_the_models_tool_call_runs_through_mcp(
         assert pane.answer == "nginx connects to 10.0.2.15:8000."
 
 
+async def test_a_during_an_answer_to_a_question_says_what_runs_and_replaces_it_only_on_a_second_press(
+        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]) -> None:
+    gate, gate2 = threading.Event(), threading.Event()
+    fake.text("Because ", "port 8000 answers.", gate=gate)
+    fake.text("About curl: ", "done.")
+    fake.text("Again: ", "why.", gate=gate2)
+    fake.text("About nginx: ", "done.")
+    async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
+        await pilot.press("A", *"why refused", "enter")
+        await wait_for(pilot, lambda: "Because" in shown(pane), "the answer to the question streaming")
+        await select(app, pilot, "curl")
+        await pilot.press("a")
+        await pilot.pause(0.1)
+        # not dropped silently: the question's answer goes on, and the user is told what runs and how to replace it
+        assert pane.streaming and pane.answer == "Because "
+        [note] = notified(app, "Still asking: why refused")
+        assert "Press a again to replace it" in str(note.message) and "esc cancels it" in str(note.message)
+        assert len(fake.chat_requests) == 1
+        await pilot.press("a")  # the second press replaces it
+        await wait_for(pilot, lambda: pane.state == "finished", "curl's explanation")
+        assert pane.answer == "About curl: done." and len(fake.chat_requests) == 2
+        gate.set()
+        await wait_for(pilot, lambda: bool(hangups), "the question's stream to hang up")
+
+        # after esc, a starts at once
+        await pilot.press("A", *"again", "enter")
+        await wait_for(pilot, lambda: "Again" in shown(pane), "the second question")
+        await select(app, pilot, "nginx")
+        await pilot.press("escape")
+        assert pane.state == "cancelled"
+        await pilot.press("a")
+        await wait_for(pilot, lambda: pane.answer == "About nginx: done.", "nginx's explanation")
+        assert len(notified(app, "Still asking")) == 1
+        gate2.set()
+
+
 async def test_command_bar_insights_and_ask_stream_into_the_pane(
         fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock) -> None:
     fake.text("Insight: ", "curl is busy.")
