@@ -234,6 +234,25 @@ async def test_w_cycles_the_window(source: MemorySource, clock: Clock) -> None:
         assert "window 1m" in status_text(app)
 
 
+class YoungSource(MemorySource):
+    """A source that started 4 minutes ago (its uptime, as the embedded collector reports it)."""
+
+    async def info(self) -> SourceInfo:
+        return (await super().info()).model_copy(update={"uptime_seconds": 240.0})
+
+
+async def test_events_per_second_is_averaged_over_the_time_observed_not_the_whole_window(clock: Clock) -> None:
+    events = [connection(pid=4000 + i % 7, command="curl", time=DEMO_NOW - timedelta(seconds=i * 0.5))
+              for i in range(480)]  # 480 events in the 4 minutes the source has run
+    async with open_gateway(YoungSource(events, clock=clock)) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=clock, window=3600)
+        async with app.run_test(size=SIZE) as pilot:
+            await started(app, pilot, 480)
+            await wait_for(pilot, lambda: "ev/s" in status_text(app), "the rate")
+            assert "window 1h" in status_text(app)
+            assert "2.0 ev/s" in status_text(app), status_text(app)  # 480 / 240 s, not 480 / 3600 s (0.1)
+
+
 def process_order(app: NetspyApp) -> list[str]:
     table = app.dashboard.processes
     return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
