@@ -14,7 +14,7 @@ import asyncio
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -117,13 +117,33 @@ def export(req: ExportRequest, fmt: Format, directory: Path) -> ExportResult:
     (blocking; raises OSError, including safefs's refusals)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
-    directory = Path(os.path.abspath(directory))
-    stamp = req.exported_at.strftime("%Y%m%dT%H%M%SZ")
-    safefs.make_private_dirs(directory)
-    path, fd = safefs.create_unique(directory, f"netspy-{req.view}-{stamp}", f".{fmt}")
-    with safefs.open_text(fd) as fh:
-        (write_json if fmt == "json" else write_csv)(fh, req)
+    write = write_json if fmt == "json" else write_csv
+    path = _create(directory, f"netspy-{req.view}-{stamp_of(req.exported_at)}", f".{fmt}", lambda fh: write(fh, req))
     return ExportResult(path, req.rows)
+
+
+def stamp_of(when: datetime) -> str:
+    return when.strftime("%Y%m%dT%H%M%SZ")
+
+
+def _create(directory: Path, stem: str, suffix: str, write: Callable[[IO[str]], object]) -> Path:
+    """A fresh private file ``stem[-N]suffix`` in ``directory`` (created 0700 if missing), filled by ``write``."""
+    directory = Path(os.path.abspath(directory))
+    safefs.make_private_dirs(directory)
+    path, fd = safefs.create_unique(directory, stem, suffix)
+    with safefs.open_text(fd) as fh:
+        write(fh)
+    return path
+
+
+def save_text(directory: Path, stem: str, suffix: str, text: str) -> Path:
+    """Write ``text`` (e.g. a screenshot's SVG) to a fresh private file in ``directory``; raises OSError."""
+    return _create(directory, stem, suffix, lambda fh: fh.write(text))
+
+
+async def save_text_async(directory: Path, stem: str, suffix: str, text: str) -> Path:
+    """:func:`save_text` on a worker thread."""
+    return await asyncio.to_thread(save_text, directory, stem, suffix, text)
 
 
 async def export_async(req: ExportRequest, fmt: Format, directory: Path) -> ExportResult:

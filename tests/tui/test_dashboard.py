@@ -399,6 +399,34 @@ async def test_export_writes_the_current_view(source: MemorySource, clock: Clock
         assert {r[3] for r in drop_rows[1:]} >= {"NO_SOCKET", "TCP_INVALID_SEQUENCE", "NETFILTER_DROP"}
 
 
+async def screenshot_from_the_palette(pilot: Pilot[int]) -> None:
+    await pilot.press("ctrl+p")
+    await pilot.press(*"screenshot")
+    await pilot.pause(0.2)
+    await pilot.press("enter")
+
+
+async def test_palette_screenshot_goes_to_the_export_directory_and_says_where_or_why_not(
+        source: MemorySource, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"  # no ~/Downloads, as on a server
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    exports = tmp_path / "exports"
+    async with dashboard(source, clock, export_dir=exports) as (app, pilot):
+        await screenshot_from_the_palette(pilot)
+        path = exports / "netspy-screenshot-20261124T120000Z.svg"
+        await wait_for(pilot, lambda: any(str(path) in str(n.message) for n in app._notifications), "where it went")
+        assert path.read_text().startswith("<svg") and (path.stat().st_mode & 0o777) == 0o600
+        assert list(home.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    async with dashboard(source, clock, export_dir=tmp_path / "file" / "sub") as (app, pilot):
+        await screenshot_from_the_palette(pilot)
+        await wait_for(pilot, lambda: any("Screenshot not saved" in str(n.message) for n in app._notifications),
+                       "why not")
+        [failed] = [n for n in app._notifications if "Screenshot not saved" in str(n.message)]
+        assert "Not a directory" in str(failed.message) and failed.severity == "error"
+
+
 async def test_hostile_process_names_render_inert(source: MemorySource, clock: Clock) -> None:
     async with dashboard(source, clock) as (app, pilot):
         table = app.dashboard.connections
