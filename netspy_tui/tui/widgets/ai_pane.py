@@ -42,6 +42,9 @@ from netspy_tui.tui.messages import (
 
 IDLE_TEXT = "a explains the selected process · A asks a question"
 
+MAX_ANSWER_CHARS = 100_000
+"""The most of one answer the pane keeps (a runaway model cannot grow the dashboard without bound)."""
+
 #: ``Finished.model`` of the local rule-based explainer (see ``ai_bridge.stream_process_explanation``).
 RULES_MODEL = "rules"
 
@@ -206,6 +209,12 @@ class AIPane(Vertical):
         if not self._current(message) or self._stream is None:
             return
         fragment = safe_fragment(message.text)
+        room = MAX_ANSWER_CHARS - len(self.answer)
+        if room <= 0:
+            return
+        if len(fragment) >= room:
+            cut = f"\n\n*(the answer passed {MAX_ANSWER_CHARS:,} characters; the rest is not shown)*"
+            fragment = fragment[:room] + cut
         self.answer += fragment
         self._chunks += 1
         if self.state == "started" or self.state_text.startswith("calling "):
