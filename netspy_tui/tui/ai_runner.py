@@ -2,7 +2,7 @@
 
 :class:`AIRunner` decides what a new request does to the one running (start it, ignore a repeat,
 or hold it until the user presses again) and turns one request's stream of
-:data:`~netspy_tui.tui.hooks.InsightItem` into the ``Insight*`` messages the AI pane reacts to.
+:data:`~netspy_tui.tui.hooks.InsightItem` into the ``AI*`` messages the AI pane reacts to.
 The AI pane runs :meth:`AIRunner.stream` in its ``ai`` worker (exclusive: a new request cancels
 the old one), which posts the messages to the pane; nothing here touches a widget.
 
@@ -29,13 +29,13 @@ from netspy_tui.errors import NetspyError
 from netspy_tui.textsafe import first_line
 from netspy_tui.tui.hooks import InsightItem, InsightNote
 from netspy_tui.tui.messages import (
-    InsightChunk,
-    InsightFailed,
-    InsightFinished,
-    InsightNoteMessage,
-    InsightStarted,
-    InsightToolCall,
-    InsightToolDone,
+    AIChunk,
+    AIFailed,
+    AIFinished,
+    AINote,
+    AIStarted,
+    AIToolCall,
+    AIToolDone,
 )
 
 log = logging.getLogger(__name__)
@@ -98,21 +98,21 @@ class AIRunner:
 
     @staticmethod
     async def stream(request_id: int, request: AIRequest, post: Callable[[Message], object]) -> None:
-        """Run ``request`` to its end, posting ``Insight*`` messages; a failure is one message, never raised
+        """Run ``request`` to its end, posting ``AI*`` messages; a failure is one message, never raised
         (cancellation is: the stream is closed on the way out, which hangs up on the server)."""
-        post(InsightStarted(request_id, request.title))
+        post(AIStarted(request_id, request.title))
         model: str | None = None
         items = request.produce()
         try:
             async for item in items:
                 if isinstance(item, str | TextDelta):
-                    post(InsightChunk(request_id, item if isinstance(item, str) else item.text))
+                    post(AIChunk(request_id, item if isinstance(item, str) else item.text))
                 elif isinstance(item, InsightNote):
-                    post(InsightNoteMessage(request_id, item.text))
+                    post(AINote(request_id, item.text))
                 elif isinstance(item, ToolCallStarted):
-                    post(InsightToolCall(request_id, format_call(item.name, item.arguments)))
+                    post(AIToolCall(request_id, format_call(item.name, item.arguments)))
                 elif isinstance(item, ToolCallFinished):
-                    post(InsightToolDone(request_id, item.is_error, item.summary))
+                    post(AIToolDone(request_id, item.is_error, item.summary))
                 elif isinstance(item, Finished):
                     model = item.model
         except asyncio.CancelledError:
@@ -121,10 +121,10 @@ class AIRunner:
             log.warning("%s: %s", request.failure_title, exc, exc_info=not isinstance(exc, NetspyError))
             error = str(exc) if isinstance(exc, NetspyError) else f"{type(exc).__name__}: {first_line(exc)}"
             partial = exc.partial_text if isinstance(exc, AIStreamError) else ""
-            post(InsightFailed(request_id, error, title=request.failure_title, partial_text=partial))
+            post(AIFailed(request_id, error, title=request.failure_title, partial_text=partial))
             return
         finally:
             aclose = getattr(items, "aclose", None)
             if aclose is not None:
                 await aclose()
-        post(InsightFinished(request_id, model))
+        post(AIFinished(request_id, model))

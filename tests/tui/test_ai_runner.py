@@ -10,7 +10,7 @@ from textual.message import Message
 from netspy_tui.ai import AIStreamError, Finished, TextDelta
 from netspy_tui.tui.ai_runner import AIRequest, AIRunner
 from netspy_tui.tui.hooks import InsightItem, InsightNote
-from netspy_tui.tui.messages import InsightChunk, InsightFailed, InsightFinished, InsightNoteMessage, InsightStarted
+from netspy_tui.tui.messages import AIChunk, AIFailed, AIFinished, AINote, AIStarted
 
 
 async def _nothing() -> AsyncIterator[InsightItem]:
@@ -48,11 +48,11 @@ async def test_a_stream_becomes_messages_and_a_failure_keeps_the_partial_text() 
 
     posted: list[Message] = []
     await AIRunner.stream(7, AIRequest(("explain",), "t", "f", produce), posted.append)
-    assert [type(m) for m in posted] == [InsightStarted, InsightNoteMessage, InsightChunk, InsightChunk,
-                                         InsightFinished]
+    assert [type(m) for m in posted] == [AIStarted, AINote, AIChunk, AIChunk,
+                                         AIFinished]
     assert all(getattr(m, "request_id", None) == 7 for m in posted)
     last = posted[-1]
-    assert isinstance(last, InsightFinished) and last.model == "m1"
+    assert isinstance(last, AIFinished) and last.model == "m1"
 
     async def failing() -> AsyncIterator[InsightItem]:
         yield "part"
@@ -61,4 +61,4 @@ async def test_a_stream_becomes_messages_and_a_failure_keeps_the_partial_text() 
     posted.clear()
     await AIRunner.stream(8, AIRequest(("ask",), "t", "AI answer failed", failing), posted.append)
     failed = posted[-1]
-    assert isinstance(failed, InsightFailed) and failed.partial_text == "part" and failed.title == "AI answer failed"
+    assert isinstance(failed, AIFailed) and failed.partial_text == "part" and failed.title == "AI answer failed"

@@ -30,14 +30,14 @@ from netspy_tui.ai.rules import code
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.ai_runner import AIRequest, AIRunner
 from netspy_tui.tui.messages import (
-    InsightChunk,
-    InsightFailed,
-    InsightFinished,
-    InsightMessage,
-    InsightNoteMessage,
-    InsightStarted,
-    InsightToolCall,
-    InsightToolDone,
+    AIChunk,
+    AIFailed,
+    AIFinished,
+    AIMessage,
+    AINote,
+    AIStarted,
+    AIToolCall,
+    AIToolDone,
 )
 
 IDLE_TEXT = "a explains the selected process · A asks a question"
@@ -133,7 +133,7 @@ class AIPane(Vertical):
         self.document += fragment
         await self._stream.write(fragment)
 
-    def _current(self, message: InsightMessage) -> bool:
+    def _current(self, message: AIMessage) -> bool:
         return message.request_id == self.request_id
 
     # --- driven by the screen -----------------------------------------------------------
@@ -190,8 +190,8 @@ class AIPane(Vertical):
 
     # --- messages from the ai worker ----------------------------------------------------
 
-    @on(InsightStarted)
-    async def _started(self, message: InsightStarted) -> None:
+    @on(AIStarted)
+    async def _started(self, message: AIStarted) -> None:
         if not self._current(message):
             return
         await self._stop_stream()
@@ -204,8 +204,8 @@ class AIPane(Vertical):
         self.query_one("#ai-scroll", VerticalScroll).anchor()
         self._set_state("started", f"Started: {message.title}", "streaming · esc cancels")
 
-    @on(InsightChunk)
-    async def _chunk(self, message: InsightChunk) -> None:
+    @on(AIChunk)
+    async def _chunk(self, message: AIChunk) -> None:
         if not self._current(message) or self._stream is None:
             return
         fragment = safe_fragment(message.text)
@@ -221,13 +221,13 @@ class AIPane(Vertical):
             self._set_state("streaming", "Streaming… (esc cancels)", "streaming · esc cancels")
         await self._write(fragment)
 
-    @on(InsightNoteMessage)
-    def _note(self, message: InsightNoteMessage) -> None:
+    @on(AINote)
+    def _note(self, message: AINote) -> None:
         if self._current(message) and self.streaming:
             self._set_state(self.state, message.text, "streaming · esc cancels")
 
-    @on(InsightToolCall)
-    async def _tool_call(self, message: InsightToolCall) -> None:
+    @on(AIToolCall)
+    async def _tool_call(self, message: AIToolCall) -> None:
         if not self._current(message) or self._stream is None:
             return
         doc = self.document
@@ -236,16 +236,16 @@ class AIPane(Vertical):
         await self._write(f"{gap}→ {code(message.call, 200)}")
         self._set_state("streaming", f"calling {message.call.split('(', 1)[0]}…", "streaming · esc cancels")
 
-    @on(InsightToolDone)
-    async def _tool_done(self, message: InsightToolDone) -> None:
+    @on(AIToolDone)
+    async def _tool_done(self, message: AIToolDone) -> None:
         if not self._current(message) or self._stream is None or not self.tool_lines:
             return
         mark = "✗" if message.is_error else "✓"
         self.tool_lines[-1] += f" {mark} {clean(message.summary, 160)}"
         await self._write(f" {mark} {md_escape(clean(message.summary, 160))}\n\n")
 
-    @on(InsightFinished)
-    async def _finished(self, message: InsightFinished) -> None:
+    @on(AIFinished)
+    async def _finished(self, message: AIFinished) -> None:
         if not self._current(message):
             return
         await self._stop_stream()
@@ -262,8 +262,8 @@ class AIPane(Vertical):
             scroll.anchor(False)
             scroll.call_after_refresh(scroll.scroll_home, animate=False)
 
-    @on(InsightFailed)
-    async def _failed(self, message: InsightFailed) -> None:
+    @on(AIFailed)
+    async def _failed(self, message: AIFailed) -> None:
         message.stop()
         if not self._current(message):
             return
