@@ -48,11 +48,11 @@ class AIActions(PaneLayout, InputKeys):
         name, pid = self.selected_process()
         if name is None and pid is None and self.focus_subject is not None:
             name, pid = self.focus_subject.process_name, self.focus_subject.pid
-        window = self.window
-        subject = {"pid": None if name else pid, "process_name": name, "duration": window}
-        who = Subject(pid=subject["pid"], process_name=name).label
+        window, pid = self.window, None if name else pid
+        subject: dict[str, Any] = {"pid": pid, "process_name": name, "duration": window}
+        who = Subject(pid=pid, process_name=name).label
         gateway, explain = self.gateway, self.ai.explain
-        self._request(("explain", name, subject["pid"], window), f"explaining {who} over {window_label(window)}",
+        self._request(("explain", name, pid, window), f"explaining {who} over {window_label(window)}",
                       "AI explanation failed", lambda: explain(gateway, subject))
 
     def action_ask(self) -> None:

@@ -7,23 +7,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from textual import on, work
+from textual.screen import Screen
 from textual.widgets import Input
 
 from netspy_tui import export
 from netspy_tui.commands import CommandResult, CommandRunner
 from netspy_tui.tui.screens.ai_actions import AIActions
-from netspy_tui.tui.snapshot import Snapshot
+from netspy_tui.tui.snapshot import Snapshot, Subject
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
-
-if TYPE_CHECKING:
-    from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable
-    from netspy_tui.tui.widgets.processes import ProcessTable
+from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable
+from netspy_tui.tui.widgets.processes import ProcessTable
 
 
 class CommandBarActions(AIActions):
+    # provided by DashboardScreen
     commands: CommandRunner
 
     def action_quit(self) -> None:
@@ -64,25 +63,26 @@ class CommandBarActions(AIActions):
             self.result.run(self.commands, parsed, line)
 
 
-class ExportActions(AIActions):
+class ExportActions(Screen[None]):
     # provided by DashboardScreen
     rendered: Snapshot | None
+    window: int
+    view: str
+    focus_subject: Subject | None
     clock: Callable[[], datetime]
     export_dir: Path | None
     filter_text: str
-    connections: ConnectionTable
-    drops: DropTable
-    processes: ProcessTable
 
     def action_export(self, fmt: export.Format) -> None:
         snap = self.rendered
         if snap is None:
             self.notify("Nothing to export yet: no poll has finished.", severity="warning")
             return
-        request = export.ExportRequest(
+        conns, drops = self.query_one("#connections", ConnectionTable), self.query_one("#drops", DropTable)
+        request = export.ExportRequest(  # the rows as shown
             view="drops" if self.view == "drops" else "connections", exported_at=self.clock(),
-            window_seconds=self.window, connections=tuple(self.connections.events.values()),
-            drops=tuple(self.drops.events.values()), processes=tuple(self.processes.stats.values()),
+            window_seconds=self.window, connections=tuple(conns.events.values()), drops=tuple(drops.events.values()),
+            processes=tuple(self.query_one("#processes", ProcessTable).stats.values()),
             source=snap.status.source.label if snap.status else None, filter=self.filter_text or None,
             focus=self.focus_subject.as_arguments() if self.focus_subject else None,
             patterns=snap.patterns.model_dump(mode="json") if snap.patterns else None,

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
@@ -57,7 +58,7 @@ TALL_FROM = 40
 
 
 class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, InputKeys, Screen[None]):
-    BINDINGS = keys.bindings()
+    BINDINGS: ClassVar[list[BindingType]] = [*keys.bindings()]
     AUTO_FOCUS = "#connections"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_FROM, "-tall")]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from rich.text import Text
+from rich.text import Span, Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -66,7 +66,7 @@ class StatusBar(Static):
         self.failure: Failure | None = None
         self.render_ms: float | None = None
         self._shown = ""
-        self._shown_spans: list[object] = []
+        self._shown_spans: list[Span] = []
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.redraw, name="status-tick")
@@ -145,38 +145,38 @@ class StatusBar(Static):
             line.append_text(part)
 
         second = Text(no_wrap=True, overflow="ellipsis")
-        parts: list[Text] = []
+        notes: list[Text] = []
         if fail is not None:
             wait = (fail.retry_at - now).total_seconds()
             msg = Text(f"⚠ stale since {fail.stale_since:%H:%M:%S}, ", style=self._style("bad"))
             msg.append("retrying now" if wait <= 0 else f"retry in {max(1, round(wait))}s", style=self._style("bad"))
             msg.append(f" (attempt {fail.attempt}): ", style=self._style("bad"))
             msg.append(clean(fail.error, 160))
-            parts.append(msg)
+            notes.append(msg)
         if view.focus_label:
-            parts.append(Text.assemble(("focus ", self._style("key")), view.focus_label))
+            notes.append(Text.assemble(("focus ", self._style("key")), view.focus_label))
         if view.filter_text:
-            parts.append(Text.assemble(("filter ", self._style("key")), f"“{clean(view.filter_text, 40)}”"))
+            notes.append(Text.assemble(("filter ", self._style("key")), f"“{clean(view.filter_text, 40)}”"))
         if view.view == "drops":
-            parts.append(Text("view: packet drops", style=self._style("key")))
+            notes.append(Text("view: packet drops", style=self._style("key")))
         if status is not None:
             src = status.source
             if src.sampled:
-                parts.append(Text("sampled: short-lived connections can be missed", style=self._style("warn")))
+                notes.append(Text("sampled: short-lived connections can be missed", style=self._style("warn")))
             if src.recent_losses:
-                parts.append(Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}",
+                notes.append(Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}",
                                   style=self._style("warn")))
             elif src.events_lost:
-                parts.append(Text(f"lost {src.events_lost} events", style=self._style("warn")))
+                notes.append(Text(f"lost {src.events_lost} events", style=self._style("warn")))
         if snap is not None and snap.burst_skipped:
-            parts.append(Text(f"burst: {snap.burst_skipped} events not fetched in one poll", style=self._style("warn")))
+            notes.append(Text(f"burst: {snap.burst_skipped} events not fetched in one poll", style=self._style("warn")))
         if self.source_note:
-            parts.append(Text(clean(self.source_note, 80), style=self._style("dim")))
-        if not parts:
-            parts.append(Text("press ? for keys, : for commands, / to filter", style=self._style("dim")))
+            notes.append(Text(clean(self.source_note, 80), style=self._style("dim")))
+        if not notes:
+            notes.append(Text("press ? for keys, : for commands, / to filter", style=self._style("dim")))
         second.append(" ")
-        for i, part in enumerate(parts):
+        for i, note in enumerate(notes):
             if i:
                 second.append(*sep)
-            second.append_text(part)
+            second.append_text(note)
         return Text("\n", no_wrap=True, overflow="ellipsis").join([line, second])
