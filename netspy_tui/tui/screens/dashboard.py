@@ -1,11 +1,11 @@
 """The main screen: a composition of the status line, live tables, pattern panel, AI pane and command bar.
 
-It renders snapshots the app hands it (never fetching itself), holds the user's view state as
-reactives bound to the widgets that show it (window, pause, filter, focus, view, panes), and turns
-actions from the key registry into changes of the poller's configuration. The work lives elsewhere:
-AI requests in :mod:`netspy_tui.tui.ai_runner` (run by the AI pane), commands in
-:class:`netspy_tui.commands.CommandRunner` (run by the result panel, shared with the REPL), files in
-:mod:`netspy_tui.export`, filtering in :mod:`netspy_tui.tui.filtering`.
+It renders snapshots the app hands it (never fetching itself) and puts its parts together, one concern a file:
+what the user chose, as reactives bound to the widgets that show it, in ``view_state.py``; side panes and input
+keys in ``panes.py``; AI actions in ``ai_actions.py``; the command bar and export in ``commands_export.py``.
+The work lives outside the screen, without widgets: AI requests in :mod:`netspy_tui.tui.ai_runner` (run by
+the AI pane), commands in :class:`netspy_tui.commands.CommandRunner` (run by the result panel, shared with the
+REPL), files in :mod:`netspy_tui.export`, filtering in :mod:`netspy_tui.tui.filtering`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
-from textual import events, on
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
@@ -32,12 +31,13 @@ from netspy_tui.commands import CommandRunner
 from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.tui import keys
-from netspy_tui.tui.filtering import EventFilter, subject_for_filter, tab_label
+from netspy_tui.tui.filtering import EventFilter, tab_label
 from netspy_tui.tui.hooks import AIHooks
 from netspy_tui.tui.screens.ai_actions import AIActions
 from netspy_tui.tui.screens.commands_export import CommandBarActions, ExportActions
 from netspy_tui.tui.screens.panes import InputKeys, PaneLayout
-from netspy_tui.tui.snapshot import ALL, Snapshot, Subject
+from netspy_tui.tui.screens.view_state import ViewState
+from netspy_tui.tui.snapshot import Snapshot
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, EventTable
@@ -51,26 +51,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WINDOWS = (60, 300, 900, 3600)
 WIDE_FROM = 140
 """Columns from which the pattern panel and the AI pane sit beside the tables (see panes.py)."""
 TALL_FROM = 40
 
 
-class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, InputKeys, Screen[None]):
+class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, PaneLayout, InputKeys, Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [*keys.bindings()]
     AUTO_FOCUS = "#connections"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_FROM, "-tall")]
-
-    # What the user chose; bound to the status line (and the window to the process table's title).
-    window: reactive[int] = reactive(60, init=False)
-    paused: reactive[bool] = reactive(False, init=False)
-    paused_at: reactive[datetime | None] = reactive(None, init=False)
-    filter_text: reactive[str] = reactive("", init=False)
-    focus_subject: reactive[Subject | None] = reactive(None, init=False)
-    focus_label: reactive[str | None] = reactive(None, init=False)
-    view: reactive[str] = reactive("connections", init=False)
 
     def __init__(self, gateway: Gateway, poller: Poller, *, clock: Callable[[], datetime], window: int,
                  source_note: str, ai: AIHooks | None, export_dir: Path | None) -> None:
@@ -80,10 +70,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
         self.clock = clock
         self.ai = ai if ai is not None else dashboard_hooks(AISettings())  # no model: the local rules
         self.export_dir = export_dir
-        self.set_reactive(DashboardScreen.window, window)
+        self.set_reactive(ViewState.window, window)
         self.source_note = source_note
         self.commands = CommandRunner(lambda: self.gateway)
-        self.filter_subject: Subject | None = None
         self.latest: Snapshot | None = None
         self.rendered: Snapshot | None = None
         self.renders = 0
@@ -94,8 +83,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.clock, self.source_note, id="status").data_bind(
-            DashboardScreen.window, DashboardScreen.paused, DashboardScreen.paused_at, DashboardScreen.filter_text,
-            DashboardScreen.focus_label, DashboardScreen.view)
+            ViewState.window, ViewState.paused, ViewState.paused_at, ViewState.filter_text,
+            ViewState.focus_label, ViewState.view)
         with Horizontal(id="body"):
             with Vertical(id="left"):
                 with TabbedContent(id="views", initial="connections-tab"):
@@ -104,7 +93,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
                     with TabPane("Packet drops", id="drops-tab"):
                         yield Static(id="drop-mix")
                         yield DropTable(id="drops")
-                yield ProcessTable(id="processes").data_bind(DashboardScreen.window)
+                yield ProcessTable(id="processes").data_bind(ViewState.window)
             with Vertical(id="right"):
                 yield PatternsPanel(id="patterns")
                 yield AIPane(label=self.ai.label, id="ai-pane")
@@ -115,9 +104,6 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
                                 "(enter asks, esc closes)", id="question-bar")
         yield CommandInput(id="command-bar")
         yield KeyFooter()
-
-    def watch_focus_subject(self, subject: Subject | None) -> None:
-        self.focus_label = subject.label if subject else None
 
     @property
     def status(self) -> StatusBar:
@@ -166,11 +152,6 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
         if self.latest is not None and self.latest is not self.rendered and not self.paused:
             self.render_snapshot()
 
-    @property
-    def subject(self) -> Subject:
-        """What the tools are asked about: the focus, else a filter naming a process or pid, else all traffic."""
-        return self.focus_subject or self.filter_subject or ALL
-
     def render_snapshot(self) -> None:
         snap = self.latest
         if snap is None:
@@ -207,12 +188,6 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
         self.last_render_ms = (time.perf_counter() - started) * 1000
         self.status.show_snapshot(snap, self.last_render_ms)
 
-    def _reconfigure(self) -> None:
-        """Tell the poller which subject the tools should be asked about, then redraw what we have."""
-        self.poller.configure(subject=self.subject, window=self.window)
-        if not self.paused:
-            self.render_snapshot()
-
     # --- actions -------------------------------------------------------------------------
 
     def action_help(self) -> None:
@@ -223,25 +198,6 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
     def action_quit(self) -> None:
         log.info("quit requested")  # the quit test measures from this line to the end of the process
         self.app.exit(0)
-
-    def action_filter(self) -> None:
-        self.open_input(self.query_one("#filter-bar", Input))
-
-    @on(Input.Changed, "#filter-bar")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.set_filter(event.value)
-
-    @on(Input.Submitted, "#filter-bar")
-    def _filter_submitted(self, event: Input.Submitted) -> None:
-        if not event.value.strip():
-            event.input.display = False
-        self.focus_active_table()
-
-    def set_filter(self, text: str) -> None:
-        self.filter_text = text.strip()
-        procs = self.latest.processes.processes if self.latest and self.latest.processes else []
-        self.filter_subject = subject_for_filter(text, procs)
-        self._reconfigure()
 
     async def action_back(self) -> None:
         bar = self.query_one("#filter-bar", Input)
@@ -265,7 +221,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
             self.focus_active_table()
         elif self.focus_subject is not None:
             self.focus_subject = None
-            self._reconfigure()
+            self.reconfigure()
         elif self.result.display:
             self.result.display = False
 
@@ -285,50 +241,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, PaneLayout, I
         event = (table if isinstance(table, EventTable) else self.connections).selected_event()
         return (None, None) if event is None else ((event.command or None), event.pid or None)
 
-    def action_focus_selected(self) -> None:
-        name, pid = self.selected_process()
-        if name is None and pid is None:
-            self.notify("Nothing selected: move the cursor onto a process first.", severity="warning")
-            return
-        self.focus_subject = Subject(process_name=name) if name else Subject(pid=pid)
-        self._reconfigure()
-
-    @on(DataTable.RowSelected)
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
-        self.action_focus_selected()
-
-    def action_toggle_pause(self) -> None:
-        self.paused_at = None if self.paused else self.clock()
-        self.paused = not self.paused
-        if not self.paused:
-            self.render_snapshot()
-
-    def action_cycle_window(self) -> None:
-        later = [w for w in WINDOWS if w > self.window]
-        self.window = later[0] if later else WINDOWS[0]
-        self._reconfigure()
-
-    def action_cycle_sort(self) -> None:
-        self.processes.cycle_sort()
-
-    def action_reverse_sort(self) -> None:
-        self.processes.reverse_sort()
-
-    def action_toggle_drops(self) -> None:
-        tabs = self.query_one("#views", TabbedContent)
-        tabs.active = "drops-tab" if tabs.active == "connections-tab" else "connections-tab"
-
-    @on(TabbedContent.TabActivated, "#views")
-    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
-        self.view = "drops" if event.pane.id == "drops-tab" else "connections"
-
     # --- palette -------------------------------------------------------------------------
 
     def palette_processes(self) -> list[str]:
         snap = self.latest
         return [p.command for p in snap.processes.processes[:30]] if snap and snap.processes else []
-
-    def focus_process(self, name: str) -> None:
-        self.focus_subject = Subject(process_name=name)
-        self._reconfigure()
