@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual import on, work
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.suggester import Suggester
@@ -98,7 +99,7 @@ class ResultPanel(VerticalScroll):
         self.workers.cancel_group(self, "command")
         self.display = False
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
         yield Static(id="result-text")
 
     def show(self, command: str, text: str, *, is_error: bool) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Span, Text
 from textual.reactive import reactive
 from textual.widgets import Static
@@ -89,7 +90,7 @@ class StatusBar(Static):
         self.failure = failure
         self.redraw()
 
-    def _style(self, name: str):  # type: ignore[no-untyped-def]
+    def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"status--{name}", partial=True)
 
     def redraw(self) -> None:
