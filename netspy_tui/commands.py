@@ -8,12 +8,22 @@ tool call; mistakes raise :class:`~netspy_tui.errors.UsageError` with one line o
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import shlex
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from netspy_tui.errors import UsageError
-from netspy_tui.textsafe import clean
+from netspy_tui.errors import NetspyError, UsageError
+from netspy_tui.textsafe import clean, first_line
+
+if TYPE_CHECKING:
+    from mcp.types import Tool
+
+    from netspy_tui.mcp_tools.gateway import Gateway
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -149,3 +159,54 @@ def parse_command(line: str) -> ParsedCommand:
             raise UsageError(f"'{spec.name}' needs text", f"usage: {spec.usage}")
         args[spec.text_arg] = " ".join(text)
     return ParsedCommand(action="tool", tool=spec.tool, arguments=args, spec=spec)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command printed: one text, an error or not."""
+
+    text: str
+    is_error: bool = False
+
+
+def tools_text(tools: Iterable[Tool]) -> str:
+    return "\n".join(f"{t.name:<24} {first_line(t.description or '', 90)}" for t in tools)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed command: a NetspyError's own wording, else the exception's type and first line."""
+    return str(exc) if isinstance(exc, NetspyError) else f"{type(exc).__name__}: {first_line(exc)}"
+
+
+class CommandRunner:
+    """Runs command lines against a gateway: the dashboard's command bar and the REPL both use it, so a
+    command prints the same text in both. ``gateway`` is asked for on every run (the dashboard can
+    switch gateways while it runs). ``quit`` is left to the caller."""
+
+    def __init__(self, gateway: Callable[[], Gateway]) -> None:
+        self._gateway = gateway
+
+    @staticmethod
+    def parse(line: str) -> ParsedCommand | CommandResult:
+        """The parsed command, or a one-line error as a result."""
+        try:
+            return parse_command(line)
+        except NetspyError as exc:
+            return CommandResult(str(exc), is_error=True)
+
+    async def run(self, parsed: ParsedCommand, line: str = "") -> CommandResult:
+        """``help``, ``tools`` or a tool call; every failure is one line, never raised (but cancellation)."""
+        if parsed.action == "help":
+            return CommandResult(help_text())
+        try:
+            if parsed.action == "tools":
+                return CommandResult(tools_text(await self._gateway().list_tools()))
+            if parsed.tool is None:
+                return CommandResult(f"'{parsed.action}' is not run here", is_error=True)
+            res = await self._gateway().call(parsed.tool, parsed.arguments)
+            return CommandResult(res.text, is_error=res.is_error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("command %r failed: %s", line or parsed.action, exc)
+            return CommandResult(describe_error(exc), is_error=True)

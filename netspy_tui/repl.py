@@ -15,8 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from netspy_tui.commands import complete_word, help_text, parse_command
-from netspy_tui.errors import NetspyError
+from netspy_tui.commands import CommandResult, CommandRunner, complete_word
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import SourceInfo
 from netspy_tui.textsafe import clean
@@ -131,6 +130,7 @@ async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
         _out("Note: procfs sampling; short-lived connections can be missed.")
     _out("Type 'help' for commands, 'quit' to leave" + (" (tab completes, ↑/↓ history)." if reader.interactive
                                                          else "."))
+    runner = CommandRunner(lambda: gateway)
     while True:
         line = await reader.read_async()
         if line is None:
@@ -139,24 +139,11 @@ async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
             return 0
         if not line.strip():
             continue
-        try:
-            cmd = parse_command(line)
-        except NetspyError as exc:
-            _out(f"error: {exc}")
+        cmd = runner.parse(line)
+        if isinstance(cmd, CommandResult):
+            _out(f"error: {cmd.text}")
             continue
         if cmd.action == "quit":
             return 0
-        if cmd.action == "help":
-            _out(help_text())
-            continue
-        if cmd.action == "tools":
-            for tool in await gateway.list_tools():
-                _out(f"  {tool.name:<26} {(tool.description or '').splitlines()[0] if tool.description else ''}")
-            continue
-        assert cmd.tool is not None
-        try:
-            result = await gateway.call(cmd.tool, cmd.arguments)
-        except NetspyError as exc:
-            _out(f"error: {exc}")
-            continue
+        result = await runner.run(cmd, line)
         _out(f"error: {result.text}" if result.is_error else result.text)

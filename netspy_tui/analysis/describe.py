@@ -162,3 +162,12 @@ def not_events_note(not_events: int) -> str:
 
 def with_notes(text: str, *notes: str) -> str:
     return "\n".join([text, *(n for n in notes if n)])
+
+
+def destination_text(event: ConnectionEvent) -> str:
+    """Where a connection went, as the table and the exports show it."""
+    if event.destination:
+        return event.destination
+    if event.destination_ip:
+        return f"{event.destination_ip}:{event.destination_port}"
+    return "(no address)" if event.address_family == 1 else "unknown"

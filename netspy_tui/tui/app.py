@@ -21,6 +21,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from netspy_tui import export
 from netspy_tui.errors import NetspyError
 from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import Gateway
@@ -68,6 +69,7 @@ class NetspyApp(App[int]):
         self.poller = Poller(gateway, clock=clock, window=window, interval=interval, max_rows=max_rows)
         self.dashboard = DashboardScreen(gateway, self.poller, clock=clock, window=window, source_note=source_note,
                                          ai=ai, export_dir=export_dir)
+        self.export_dir = export_dir
         self.polls = 0
         """Polls that succeeded (for tests and the status line)."""
 
@@ -127,8 +129,29 @@ class NetspyApp(App[int]):
             self.notify(_describe(event.worker.error), title=f"{event.worker.name} failed", severity="error",
                         markup=False)
 
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """Save an SVG of the screen into the export directory (Textual's own saves into ~/Downloads, which a
+        server rarely has, and fails without saying why); the toast says where, or why not."""
+        svg = self.export_screenshot()
+        stem = filename.removesuffix(".svg") if filename else f"netspy-screenshot-{export.stamp_of(self.clock())}"
+        self._save_screenshot(Path(path) if path else export.export_dir(self.export_dir), stem, svg)
+
+    @work(group="screenshot", exit_on_error=False)
+    async def _save_screenshot(self, directory: Path, stem: str, svg: str) -> None:
+        try:
+            saved = await export.save_text_async(directory, stem, ".svg", svg)
+        except OSError as exc:
+            self.notify(f"Screenshot not saved: {exc}", title="Screenshot", severity="error", markup=False)
+            return
+        self.notify(f"Saved screenshot to {saved}", title="Screenshot", markup=False)
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title == "Screenshot":  # ours: into the export directory, saying where or why not
+                yield SystemCommand("Screenshot", "Save an SVG 'screenshot' of the screen to the export directory",
+                                    lambda: self.set_timer(0.1, self.action_screenshot))
+            else:
+                yield command
         if not isinstance(screen, DashboardScreen):
             return
         for action in keys.ACTIONS:

@@ -78,7 +78,7 @@ ACTIONS: tuple[KeyAction, ...] = (
               "Explain the selected process with AI (local rules when none is set up).", "process", rank=4),
     KeyAction("netspy.ask", "A", "ask", "Ask AI",
               "Ask the AI a question; it reads live data through the MCP tools.", "tools", rank=13),
-    KeyAction("netspy.insights", "i", "toggle_insights", "AI", "Show or hide the AI pane.", "view", rank=5),
+    KeyAction("netspy.insights", "i", "toggle_ai", "AI", "Show or hide the AI pane.", "view", rank=5),
     KeyAction("netspy.patterns", "p", "toggle_patterns", "Patterns",
               "Show or hide the pattern panel (below 140 columns it takes the place of the tables).", "view",
               rank=6),

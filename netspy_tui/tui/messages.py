@@ -35,21 +35,21 @@ class PollFailed(PollResult):
         self.attempt = attempt
 
 
-class InsightMessage(Message):
-    """From the ``insights`` worker to the AI pane; ``request_id`` tells a superseded request's leftovers apart."""
+class AIMessage(Message):
+    """From the AI pane's ``ai`` worker to the AI pane; ``request_id`` tells a superseded request's leftovers apart."""
 
     def __init__(self, request_id: int) -> None:
         super().__init__()
         self.request_id = request_id
 
 
-class InsightStarted(InsightMessage):
+class AIStarted(AIMessage):
     def __init__(self, request_id: int, title: str) -> None:
         super().__init__(request_id)
         self.title = title
 
 
-class InsightChunk(InsightMessage):
+class AIChunk(AIMessage):
     """A Markdown fragment of the answer (untrusted: the pane sanitises it)."""
 
     def __init__(self, request_id: int, text: str) -> None:
@@ -57,7 +57,7 @@ class InsightChunk(InsightMessage):
         self.text = text
 
 
-class InsightNoteMessage(InsightMessage):
+class AINote(AIMessage):
     """A progress line (e.g. "gathering data via MCP…"); shown in the pane's state line, not the answer."""
 
     def __init__(self, request_id: int, text: str) -> None:
@@ -65,7 +65,7 @@ class InsightNoteMessage(InsightMessage):
         self.text = text
 
 
-class InsightToolCall(InsightMessage):
+class AIToolCall(AIMessage):
     """The model called a tool: ``call`` is ``name({...})`` as :func:`netspy_tui.ai.format_call` writes it."""
 
     def __init__(self, request_id: int, call: str) -> None:
@@ -73,7 +73,7 @@ class InsightToolCall(InsightMessage):
         self.call = call
 
 
-class InsightToolDone(InsightMessage):
+class AIToolDone(AIMessage):
     """The tool call announced last finished; ``summary`` is one line about its result."""
 
     def __init__(self, request_id: int, is_error: bool, summary: str) -> None:
@@ -82,7 +82,7 @@ class InsightToolDone(InsightMessage):
         self.summary = summary
 
 
-class InsightFinished(InsightMessage):
+class AIFinished(AIMessage):
     """The answer is complete; ``model`` is who answered (the server's model name, or "rules")."""
 
     def __init__(self, request_id: int, model: str | None = None) -> None:
@@ -90,7 +90,7 @@ class InsightFinished(InsightMessage):
         self.model = model
 
 
-class InsightFailed(InsightMessage):
+class AIFailed(AIMessage):
     """The request failed: ``error`` is one line; ``partial_text`` what the stream had produced (may be "")."""
 
     def __init__(self, request_id: int, error: str, *, title: str = "AI request failed",

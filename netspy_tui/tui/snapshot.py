@@ -41,7 +41,19 @@ class Snapshot:
     """Events a burst pushed past ``max_events`` in one poll (not fetched)."""
 
     @property
-    def events_per_second(self) -> float | None:
+    def observed_seconds(self) -> float | None:
+        """The part of the window the source has observed: the window, or the source's uptime when it started
+        later (a 1-hour window 4 minutes after start holds 4 minutes of events)."""
         if self.processes is None:
             return None
-        return self.processes.total_events / max(1, self.processes.duration_seconds)
+        window = float(max(1, self.processes.duration_seconds))
+        uptime = self.status.source.uptime_seconds if self.status is not None else None
+        return window if uptime is None else max(1.0, min(window, uptime))
+
+    @property
+    def events_per_second(self) -> float | None:
+        """Events of the window averaged over the time actually observed."""
+        observed = self.observed_seconds
+        if self.processes is None or observed is None:
+            return None
+        return self.processes.total_events / observed

@@ -87,7 +87,7 @@ async def test_dashboard_renders_hostile_text_inert() -> None:
             assert "bad\\udcff\\udcfe\\udcc3(" in commands
             assert_screen_inert(app.export_screenshot())
             await pilot.press("d")  # the packet-drop view: reason and destination are server text too
-            await wait_for(pilot, lambda: dash.view_state.view == "drops", "drops view")
+            await wait_for(pilot, lambda: dash.view == "drops", "drops view")
             await wait_for(pilot, lambda: dash.drops.row_count == 6, "drop rows")
             assert_cells_inert(dash.drops)
             assert_screen_inert(app.export_screenshot())

@@ -159,7 +159,7 @@ async def drops_view(pilot: Pilot[Any]) -> None:
     app = _app(pilot)
     await main_view(pilot)
     await pilot.press("d")
-    await wait_for(pilot, lambda: app.dashboard.view_state.view == "drops", "drops tab")
+    await wait_for(pilot, lambda: app.dashboard.view == "drops", "drops tab")
     app.dashboard.drops.focus()
     await _settle(pilot)
 
@@ -172,7 +172,7 @@ async def ai_rules(pilot: Pilot[Any]) -> None:
     procs.focus()
     procs.move_cursor(row=procs.get_row_index("nginx"))
     await pilot.press("a")
-    await wait_for(pilot, lambda: app.dashboard.insights.state == "finished", "rule-based explanation")
+    await wait_for(pilot, lambda: app.dashboard.ai_pane.state == "finished", "rule-based explanation")
     await _settle(pilot)
 
 

@@ -30,8 +30,8 @@ from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import EventPage, EventQuery, Scope
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
-from netspy_tui.tui.widgets.insights import InsightsPane
 from tests import fake_openai
 from tests.fake_openai import FakeOpenAI, FakeToolCall, free_port
 from tests.tui.conftest import Clock, demo_events, wait_for
@@ -85,13 +85,13 @@ def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 @asynccontextmanager
 async def ai_dashboard(source: MemorySource, clock: Clock, settings: AISettings
-                       ) -> AsyncIterator[tuple[NetspyApp, Pilot[int], InsightsPane]]:
+                       ) -> AsyncIterator[tuple[NetspyApp, Pilot[int], AIPane]]:
     """The dashboard with the AI hooks the CLI builds, after its first full render."""
     async with open_gateway(source) as gateway:
         app = NetspyApp(gateway, interval=0.25, clock=clock, source_note="demo", ai=dashboard_hooks(settings))
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.dashboard.processes.row_count == 6, "six processes")
-            yield app, pilot, app.dashboard.insights
+            yield app, pilot, app.dashboard.ai_pane
 
 
 async def select(app: NetspyApp, pilot: Pilot[int], name: str) -> None:
@@ -101,7 +101,7 @@ async def select(app: NetspyApp, pilot: Pilot[int], name: str) -> None:
     await pilot.pause()
 
 
-def shown(pane: InsightsPane) -> str:
+def shown(pane: AIPane) -> str:
     """The text the pane's Markdown view has rendered (its blocks), not what is queued for it."""
     parts = []
     for block in pane.markdown.query(MarkdownBlock):
@@ -217,6 +217,29 @@ async def test_a_new_request_cancels_the_old_stream(
         assert len(fake.chat_requests) == 2
 
 
+async def test_streamed_text_starts_at_the_top_and_follows_the_bottom_once_it_fills_the_pane(
+        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock) -> None:
+    gate = threading.Event()
+    fake.text(*["An earlier long answer.\n\n"] * 40)  # leaves the pane scrolled far down
+    fake.text("About nginx: ", *["more.\n\n"] * 40, gate=gate, delay=0.01)
+    async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
+        await select(app, pilot, "curl")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: pane.state == "finished", "the long answer")
+        await select(app, pilot, "nginx")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: "About nginx" in shown(pane), "the new answer streaming")
+        await pilot.pause(0.1)
+        scroll = pane.query_one("#ai-scroll")
+        first = pane.markdown.query(MarkdownBlock).first()
+        # at the top of the pane, not at its bottom under blank lines (an anchored scroll went negative)
+        assert scroll.scroll_y == 0 and first.region.y == scroll.content_region.y, (scroll.scroll_y, first.region)
+        gate.set()
+        await wait_for(pilot, lambda: pane.state == "finished", "the rest")
+        await pilot.pause(0.2)
+        assert scroll.max_scroll_y > 0 and scroll.scroll_y == scroll.max_scroll_y  # followed the bottom
+
+
 # --- free-form questions and tool calls -----------------------------------------------------
 
 
@@ -265,6 +288,42 @@ async def test_question_key_asks_and_the_models_tool_call_runs_through_mcp(
         gate.set()
         await wait_for(pilot, lambda: pane.state == "finished", "finished")
         assert pane.answer == "nginx connects to 10.0.2.15:8000."
+
+
+async def test_a_during_an_answer_to_a_question_says_what_runs_and_replaces_it_only_on_a_second_press(
+        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]) -> None:
+    gate, gate2 = threading.Event(), threading.Event()
+    fake.text("Because ", "port 8000 answers.", gate=gate)
+    fake.text("About curl: ", "done.")
+    fake.text("Again: ", "why.", gate=gate2)
+    fake.text("About nginx: ", "done.")
+    async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
+        await pilot.press("A", *"why refused", "enter")
+        await wait_for(pilot, lambda: "Because" in shown(pane), "the answer to the question streaming")
+        await select(app, pilot, "curl")
+        await pilot.press("a")
+        await pilot.pause(0.1)
+        # not dropped silently: the question's answer goes on, and the user is told what runs and how to replace it
+        assert pane.streaming and pane.answer == "Because "
+        [note] = notified(app, "Still asking: why refused")
+        assert "Press a again to replace it" in str(note.message) and "esc cancels it" in str(note.message)
+        assert len(fake.chat_requests) == 1
+        await pilot.press("a")  # the second press replaces it
+        await wait_for(pilot, lambda: pane.state == "finished", "curl's explanation")
+        assert pane.answer == "About curl: done." and len(fake.chat_requests) == 2
+        gate.set()
+        await wait_for(pilot, lambda: bool(hangups), "the question's stream to hang up")
+
+        # after esc, a starts at once
+        await pilot.press("A", *"again", "enter")
+        await wait_for(pilot, lambda: "Again" in shown(pane), "the second question")
+        await select(app, pilot, "nginx")
+        await pilot.press("escape")
+        assert pane.state == "cancelled"
+        await pilot.press("a")
+        await wait_for(pilot, lambda: pane.answer == "About nginx: done.", "nginx's explanation")
+        assert len(notified(app, "Still asking")) == 1
+        gate2.set()
 
 
 async def test_command_bar_insights_and_ask_stream_into_the_pane(

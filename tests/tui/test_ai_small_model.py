@@ -39,7 +39,7 @@ async def test_a_on_a_process_with_1000_events_gets_an_answer_from_a_2k_context_
         async with open_gateway(source) as gateway:
             app = NetspyApp(gateway, interval=0.25, clock=clock, source_note="busy", ai=dashboard_hooks(settings))
             async with app.run_test(size=SIZE) as pilot:
-                pane = app.dashboard.insights
+                pane = app.dashboard.ai_pane
                 await wait_for(pilot, lambda: app.dashboard.processes.row_count == 2, "two processes")
                 await select(app, pilot, "busy")
                 await pilot.press("a")

@@ -24,8 +24,8 @@ from netspy_tui.models import ConnectionEvent, PacketDropEvent, Scope, SourceInf
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.screens.help import HelpScreen
+from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
-from netspy_tui.tui.widgets.insights import InsightsPane
 from tests.factories import connection
 from tests.tui.conftest import Clock, demo_events, wait_for
 from tests.tui.demo_data import DEMO_NOW, HOSTILE
@@ -233,6 +233,25 @@ async def test_w_cycles_the_window(source: MemorySource, clock: Clock) -> None:
         assert "window 1m" in status_text(app)
 
 
+class YoungSource(MemorySource):
+    """A source that started 4 minutes ago (its uptime, as the embedded collector reports it)."""
+
+    async def info(self) -> SourceInfo:
+        return (await super().info()).model_copy(update={"uptime_seconds": 240.0})
+
+
+async def test_events_per_second_is_averaged_over_the_time_observed_not_the_whole_window(clock: Clock) -> None:
+    events = [connection(pid=4000 + i % 7, command="curl", time=DEMO_NOW - timedelta(seconds=i * 0.5))
+              for i in range(480)]  # 480 events in the 4 minutes the source has run
+    async with open_gateway(YoungSource(events, clock=clock)) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=clock, window=3600)
+        async with app.run_test(size=SIZE) as pilot:
+            await started(app, pilot, 480)
+            await wait_for(pilot, lambda: "ev/s" in status_text(app), "the rate")
+            assert "window 1h" in status_text(app)
+            assert "2.0 ev/s" in status_text(app), status_text(app)  # 480 / 240 s, not 480 / 3600 s (0.1)
+
+
 def process_order(app: NetspyApp) -> list[str]:
     table = app.dashboard.processes
     return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
@@ -343,7 +362,7 @@ async def test_every_action_is_in_the_palette_and_runs_from_it(source: MemorySou
         await pilot.press(*"pause")
         await pilot.pause(0.2)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.dashboard.view_state.paused, "paused from the palette")
+        await wait_for(pilot, lambda: app.dashboard.paused, "paused from the palette")
 
 
 async def test_export_writes_the_current_view(source: MemorySource, clock: Clock, tmp_path: Path) -> None:
@@ -379,6 +398,34 @@ async def test_export_writes_the_current_view(source: MemorySource, clock: Clock
         assert {r[3] for r in drop_rows[1:]} >= {"NO_SOCKET", "TCP_INVALID_SEQUENCE", "NETFILTER_DROP"}
 
 
+async def screenshot_from_the_palette(pilot: Pilot[int]) -> None:
+    await pilot.press("ctrl+p")
+    await pilot.press(*"screenshot")
+    await pilot.pause(0.2)
+    await pilot.press("enter")
+
+
+async def test_palette_screenshot_goes_to_the_export_directory_and_says_where_or_why_not(
+        source: MemorySource, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"  # no ~/Downloads, as on a server
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    exports = tmp_path / "exports"
+    async with dashboard(source, clock, export_dir=exports) as (app, pilot):
+        await screenshot_from_the_palette(pilot)
+        path = exports / "netspy-screenshot-20261124T120000Z.svg"
+        await wait_for(pilot, lambda: any(str(path) in str(n.message) for n in app._notifications), "where it went")
+        assert path.read_text().startswith("<svg") and (path.stat().st_mode & 0o777) == 0o600
+        assert list(home.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    async with dashboard(source, clock, export_dir=tmp_path / "file" / "sub") as (app, pilot):
+        await screenshot_from_the_palette(pilot)
+        await wait_for(pilot, lambda: any("Screenshot not saved" in str(n.message) for n in app._notifications),
+                       "why not")
+        [failed] = [n for n in app._notifications if "Screenshot not saved" in str(n.message)]
+        assert "Not a directory" in str(failed.message) and failed.severity == "error"
+
+
 async def test_hostile_process_names_render_inert(source: MemorySource, clock: Clock) -> None:
     async with dashboard(source, clock) as (app, pilot):
         table = app.dashboard.connections
@@ -405,7 +452,7 @@ async def test_hostile_process_names_render_inert(source: MemorySource, clock: C
 
 async def test_without_ai_settings_a_explains_with_the_local_rules(source: MemorySource, clock: Clock) -> None:
     async with dashboard(source, clock) as (app, pilot):  # no hooks given: no model, the local rules
-        pane = app.dashboard.query_one("#insights", InsightsPane)
+        pane = app.dashboard.query_one("#ai-pane", AIPane)
         await pilot.press("i")
         assert not pane.display
         await pilot.press("a")
@@ -453,7 +500,7 @@ async def test_keys_typed_right_after_an_opening_key_go_into_the_input(opener: s
         await wait_for(pilot, lambda: bar.value == "uxgen", "the letters in the input")
         assert app.dashboard.focused is bar
         assert not any(tmp_path.iterdir())  # e did not export  # noqa: ASYNC240
-        assert not app.dashboard.view_state.paused and app.dashboard.view_state.view == "connections"
+        assert not app.dashboard.paused and app.dashboard.view == "connections"
 
 
 async def test_help_is_shown_whole_and_ai_commands_clear_an_earlier_error(source: MemorySource, clock: Clock) -> None:
@@ -468,7 +515,7 @@ async def test_help_is_shown_whole_and_ai_commands_clear_an_earlier_error(source
         assert result.display and result.has_class("-error")
         await d.run_command('insights "a summary"')  # no AI configured: the pane says so, the old error goes
         await wait_for(pilot, lambda: not result.display, "result box hidden")
-        assert d.insights.state == "notice"
+        assert d.ai_pane.state == "notice"
 
 
 async def test_rows_stay_in_time_order_when_an_event_arrives_late(source: MemorySource, clock: Clock) -> None:

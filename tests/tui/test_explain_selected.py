@@ -56,11 +56,11 @@ async def test_a_explains_the_process_highlighted_in_the_process_table_and_names
             assert d.processes.selected_process() == "curl"
             await pilot.press("a")
             # the pane names the process before the request goes out (the hook has not answered yet)
-            await wait_for(pilot, lambda: "process 'curl'" in d.insights.state_text, "title names curl")
+            await wait_for(pilot, lambda: "process 'curl'" in d.ai_pane.state_text, "title names curl")
             await wait_for(pilot, lambda: bool(explain.seen), "request")
             assert explain.seen[0].command == "curl"
             explain.gate.set()
-            await wait_for(pilot, lambda: d.insights.state == "finished", "finished")
+            await wait_for(pilot, lambda: d.ai_pane.state == "finished", "finished")
 
 
 async def test_a_explains_the_highlighted_connection_row_which_stays_put_while_rows_arrive() -> None:

@@ -47,7 +47,7 @@ async def test_below_140_columns_the_tables_take_the_width_and_outcome_is_in_vie
     async with main_view(size) as (app, pilot):
         d = app.dashboard
         assert d.has_class("-narrow")
-        assert not shown(d.query_one("#patterns")) and not shown(d.query_one("#insights"))
+        assert not shown(d.query_one("#patterns")) and not shown(d.query_one("#ai-pane"))
         assert d.connections.region.width == size[0]
         first, last = column_x(app, "connections", "outcome")
         assert last < size[0] - 2, "the Outcome column is past the right edge"
@@ -74,15 +74,15 @@ async def test_at_80x24_p_and_i_put_a_pane_in_place_of_the_tables_and_esc_brings
         assert not shown(d.connections) and d.query_one("#patterns").region.width == 80
         assert "Top destinations" in screen_text(app)
         await pilot.press("i")
-        await wait_for(pilot, lambda: shown(d.insights), "AI pane")
+        await wait_for(pilot, lambda: shown(d.ai_pane), "AI pane")
         assert not shown(d.query_one("#patterns")) and not shown(d.connections)
         await pilot.press("escape")
         await wait_for(pilot, lambda: shown(d.connections), "tables back")
-        assert not shown(d.insights)
+        assert not shown(d.ai_pane)
         # a explains the selected process: the answer comes into view in place of the tables
         await pilot.press("a")
-        await wait_for(pilot, lambda: d.insights.state == "finished", "explanation")
-        assert shown(d.insights) and not shown(d.connections)
+        await wait_for(pilot, lambda: d.ai_pane.state == "finished", "explanation")
+        assert shown(d.ai_pane) and not shown(d.connections)
         await pilot.press("i")
         await wait_for(pilot, lambda: shown(d.connections), "tables back after i")
 
@@ -91,7 +91,7 @@ async def test_at_200x55_columns_grow_and_hiding_the_ai_pane_widens_the_tables()
     async with main_view((200, 55)) as (app, pilot):
         d = app.dashboard
         assert d.has_class("-wide")
-        assert shown(d.query_one("#patterns")) and shown(d.insights)
+        assert shown(d.query_one("#patterns")) and shown(d.ai_pane)
         table = d.connections
         used = sum(c.get_render_width(table) for c in table.ordered_columns)
         assert used >= table.size.width - 2 - 3, "columns stay narrow with empty space to their right"
@@ -99,13 +99,13 @@ async def test_at_200x55_columns_grow_and_hiding_the_ai_pane_widens_the_tables()
         assert pids_last - pids_first + 1 > 15
         before = table.region.width
         await pilot.press("i")
-        await wait_for(pilot, lambda: not shown(d.insights), "AI pane hidden")
+        await wait_for(pilot, lambda: not shown(d.ai_pane), "AI pane hidden")
         await wait_for(pilot, lambda: table.region.width > before + 10, "wider tables")
         assert shown(d.query_one("#patterns"))
         await pilot.press("p")
         await wait_for(pilot, lambda: table.region.width == 200, "tables take the whole width")
         await pilot.press("i")
-        await wait_for(pilot, lambda: shown(d.insights), "AI pane back")
+        await wait_for(pilot, lambda: shown(d.ai_pane), "AI pane back")
 
 
 def test_fit_widths_keeps_minimums_and_shares_spare_width_among_growing_columns() -> None:

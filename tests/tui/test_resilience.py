@@ -13,7 +13,7 @@ from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import EventPage, EventQuery, Scope, SourceInfo, WindowStats
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
-from netspy_tui.tui.widgets.insights import InsightsPane
+from netspy_tui.tui.widgets.ai_pane import AIPane
 from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.test_dashboard import SIZE, in_window, status_text
 
@@ -103,14 +103,14 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
             procs.focus()
             procs.move_cursor(row=procs.get_row_index("nginx"))
             await pilot.press("a")
-            pane = app.dashboard.query_one("#insights", InsightsPane)
-            await wait_for(pilot, lambda: "gathering nginx via MCP" in str(pane.query_one("#insight-state").content),
+            pane = app.dashboard.query_one("#ai-pane", AIPane)
+            await wait_for(pilot, lambda: "gathering nginx via MCP" in str(pane.query_one("#ai-state").content),
                            "progress note")
             assert pane.state == "started"
             noted.set()
             await wait_for(pilot, lambda: pane.answer == "## nginx\n\n", "first fragment")
             assert pane.streaming
-            assert "Streaming… (esc cancels)" in str(pane.query_one("#insight-state").content)
+            assert "Streaming… (esc cancels)" in str(pane.query_one("#ai-state").content)
             assert seen == [Scope(command="nginx", window=60)]
             await pilot.press("a")  # the same request again while it streams: ignored, not restarted
             await wait_for(pilot, lambda: any("esc cancels" in str(n.message) for n in app._notifications), "note")
@@ -132,10 +132,10 @@ async def test_explain_failure_keeps_partial_text_and_notifies() -> None:
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.dashboard.connections.row_count > 0, "rows")
             await pilot.press("a")
-            pane = app.dashboard.query_one("#insights", InsightsPane)
+            pane = app.dashboard.query_one("#ai-pane", AIPane)
             await wait_for(pilot, lambda: pane.state == "failed", "failed state")
             assert pane.answer == "Partial [b]answer[/b]\\x1b[2J"  # escape made visible, text kept
-            state = str(pane.query_one("#insight-state").content)
+            state = str(pane.query_one("#ai-state").content)
             assert "Failed: The AI server at http://127.0.0.1:1 refused" in state
             await wait_for(pilot, lambda: any("refused the connection" in str(n.message)
                                               for n in app._notifications), "notification")

@@ -71,3 +71,34 @@ def test_complete_word_offers_commands_then_unused_flags():
     assert complete_word("list --p") == ["--pid", "--process"]
     assert complete_word("list --pid 3 --p") == ["--process"]  # a flag given already is not offered again
     assert complete_word("status --") == [] and complete_word("frob --p") == [] and complete_word("list cu") == []
+
+
+async def test_the_command_runner_is_what_the_repl_and_the_command_bar_share() -> None:
+    from types import SimpleNamespace
+
+    from netspy_tui.commands import CommandResult, CommandRunner
+
+    class Gateway:
+        async def call(self, tool, arguments):  # type: ignore[no-untyped-def]
+            if tool == "server_status":
+                raise RuntimeError("boom\nsecond line")
+            return SimpleNamespace(text=f"{tool} {arguments}", is_error=False)
+
+        async def list_tools(self):  # type: ignore[no-untyped-def]
+            return [SimpleNamespace(name="list_connections", description="List.\nMore.")]
+
+    runner = CommandRunner(lambda: Gateway())  # type: ignore[arg-type, return-value]
+    bad = runner.parse("frobnicate")
+    assert isinstance(bad, CommandResult) and bad.is_error and "Unknown command 'frobnicate'" in bad.text
+    parsed = runner.parse("summary --pid 7")
+    assert not isinstance(parsed, CommandResult)
+    assert await runner.run(parsed) == CommandResult("get_network_summary {'pid': 7}")
+    status = runner.parse("status")
+    assert not isinstance(status, CommandResult)
+    assert await runner.run(status) == CommandResult("RuntimeError: boom", is_error=True)
+    tools = runner.parse("tools")
+    assert not isinstance(tools, CommandResult)
+    assert (await runner.run(tools)).text.startswith("list_connections")
+    help_ = runner.parse("help")
+    assert not isinstance(help_, CommandResult)
+    assert (await runner.run(help_)).text == help_text()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.suggester import Suggester
 from textual.widgets import Input, Static
 
-from netspy_tui.commands import complete_word
+from netspy_tui.commands import CommandRunner, ParsedCommand, complete_word
 from netspy_tui.textsafe import clean
+from netspy_tui.tui.messages import CommandDone
 
 HISTORY_LIMIT = 100
 LONG_RESULT_LINES = 8
@@ -74,9 +77,29 @@ class CommandInput(Input):
 
 
 class ResultPanel(VerticalScroll):
-    """Shows a command's result text; errors get the ``-error`` class."""
+    """Runs a command through the shared :class:`~netspy_tui.commands.CommandRunner` (in its ``command``
+    worker) and shows its result text; errors get the ``-error`` class."""
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def run(self, runner: CommandRunner, parsed: ParsedCommand, line: str) -> None:
+        self.show(line, "running…", is_error=False)
+        self._run(runner, parsed, line)
+
+    @work(group="command", exclusive=True, exit_on_error=False)
+    async def _run(self, runner: CommandRunner, parsed: ParsedCommand, line: str) -> None:
+        result = await runner.run(parsed, line)
+        self.post_message(CommandDone(line, result.text, is_error=result.is_error))
+
+    @on(CommandDone)
+    def _done(self, message: CommandDone) -> None:
+        message.stop()
+        self.show(message.command, message.text, is_error=message.is_error)
+
+    def hide(self) -> None:
+        """Close the box; a command still running is cancelled (its result would show an old answer)."""
+        self.workers.cancel_group(self, "command")
+        self.display = False
+
+    def compose(self) -> ComposeResult:
         yield Static(id="result-text")
 
     def show(self, command: str, text: str, *, is_error: bool) -> None:

@@ -14,6 +14,7 @@ from rich.style import Style
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
+from netspy_tui.analysis.describe import destination_text
 from netspy_tui.models import OUTCOMES, ConnectionEvent, PacketDropEvent
 from netspy_tui.tui.poller import event_key
 from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width
@@ -32,14 +33,6 @@ PID_COLUMN = Column("pid", "PID", 7, 7)
 
 def time_cell(event: ConnectionEvent | PacketDropEvent) -> Cell:
     return cell(event.time.strftime("%H:%M:%S.%f")[:-3], 12, sort_key=event.time)
-
-
-def destination_text(event: ConnectionEvent) -> str:
-    if event.destination:
-        return event.destination
-    if event.destination_ip:
-        return f"{event.destination_ip}:{event.destination_port}"
-    return "(no address)" if event.address_family == 1 else "unknown"
 
 
 class EventTable(DataTable[Cell], Generic[E]):

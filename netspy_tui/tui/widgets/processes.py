@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist
 
 from netspy_tui.models import ProcessStat
-from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width
+from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width, window_label
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,9 @@ def _pids_text(pids: Sequence[int], width: int = 13) -> str:
 class ProcessTable(DataTable[Cell]):
     COMPONENT_CLASSES: ClassVar[set[str]] = {"processes--focused", "processes--failing"}
 
+    window: reactive[int] = reactive(60, init=False)
+    """The time window in seconds (bound to the screen's), shown in the title."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.stats: dict[str, ProcessStat] = {}
@@ -57,6 +61,14 @@ class ProcessTable(DataTable[Cell]):
     def on_mount(self) -> None:
         for column in COLUMNS:
             self.add_column(self._label(column.key, column.label), key=column.key, width=column.least)
+        self._title()
+
+    def watch_window(self) -> None:
+        self._title()
+
+    def _title(self) -> None:
+        self.border_title = f"Processes · {window_label(self.window)}"
+        self.border_subtitle = f"sort {COLUMNS[self.sort_index].label} {'▼' if self.sort_reverse else '▲'} (s / S)"
 
     def on_resize(self) -> None:
         widths = dict(zip(COLUMN_KEYS, fit_widths(COLUMNS, table_width(self), self.cell_padding), strict=True))
@@ -144,6 +156,7 @@ class ProcessTable(DataTable[Cell]):
         self._relabel()
 
     def _relabel(self) -> None:
+        self._title()
         for column in COLUMNS:
             self.columns[ColumnKey(column.key)].label = self._label(column.key, column.label)
         self._apply_sort(self.selected_process())

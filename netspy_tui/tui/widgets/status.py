@@ -7,26 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from rich.text import Text
+from rich.style import Style
+from rich.text import Span, Text
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from netspy_tui.models import describe_losses
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.snapshot import Snapshot
 from netspy_tui.tui.widgets.cells import window_label
-
-
-@dataclass
-class ViewState:
-    """What the user chose, as the header shows it."""
-
-    window: int
-    paused: bool = False
-    paused_at: datetime | None = None
-    """When the user paused (the header says "paused since" it instead of a freshness age)."""
-    filter_text: str = ""
-    focus_label: str | None = None
-    view: str = "connections"
 
 
 @dataclass
@@ -51,7 +40,16 @@ def _joined_length(parts: list[tuple[int, Text]]) -> int:
 
 
 class StatusBar(Static):
-    """Two lines, re-rendered on every snapshot, failure and once a second (ages and countdowns)."""
+    """Two lines, re-rendered on every snapshot, failure, change of what the user chose (the reactives below,
+    bound to the screen's) and once a second (ages and countdowns)."""
+
+    window: reactive[int] = reactive(60, init=False)
+    paused: reactive[bool] = reactive(False, init=False)
+    paused_at: reactive[datetime | None] = reactive(None, init=False)
+    """When the user paused (the header says "paused since" it instead of a freshness age)."""
+    filter_text: reactive[str] = reactive("", init=False)
+    focus_label: reactive[str | None] = reactive(None, init=False)
+    view: reactive[str] = reactive("connections", init=False)
 
     SHOW_TIMINGS = True
     """Show poll latency and draw time (snapshot tests turn this off: wall-clock figures vary)."""
@@ -61,21 +59,25 @@ class StatusBar(Static):
         "status--dim", "status--key",
     }
 
-    def __init__(self, clock: Callable[[], datetime], view: ViewState, source_note: str = "",
-                 *, id: str | None = None) -> None:
+    def __init__(self, clock: Callable[[], datetime], source_note: str = "", *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._clock = clock
-        self.view = view
         self.source_note = source_note
         self.snapshot: Snapshot | None = None
         self.failure: Failure | None = None
         self.render_ms: float | None = None
         self._shown = ""
-        self._shown_spans: list[object] = []
+        self._shown_spans: list[Span] = []
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.redraw, name="status-tick")
         self.redraw()
+
+    def _watch_any(self) -> None:
+        if self.is_mounted:
+            self.redraw()
+
+    watch_window = watch_paused = watch_paused_at = watch_filter_text = watch_focus_label = watch_view = _watch_any
 
     def show_snapshot(self, snapshot: Snapshot, render_ms: float | None = None) -> None:
         self.snapshot = snapshot
@@ -88,7 +90,7 @@ class StatusBar(Static):
         self.failure = failure
         self.redraw()
 
-    def _style(self, name: str):  # type: ignore[no-untyped-def]
+    def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"status--{name}", partial=True)
 
     def redraw(self) -> None:
@@ -98,7 +100,7 @@ class StatusBar(Static):
             self.update(text, layout=False)  # fixed size: no layout pass
 
     def build(self) -> Text:
-        snap, fail, view, now = self.snapshot, self.failure, self.view, self._clock()
+        snap, fail, view, now = self.snapshot, self.failure, self, self._clock()
         sep = (" · ", self._style("dim"))
         # (rank, part) in display order; when the line is too long for the terminal the highest ranks go first.
         parts: list[tuple[int, Text]] = [(0, Text(" netspy ", style=self._style("brand")))]
@@ -144,38 +146,38 @@ class StatusBar(Static):
             line.append_text(part)
 
         second = Text(no_wrap=True, overflow="ellipsis")
-        parts: list[Text] = []
+        notes: list[Text] = []
         if fail is not None:
             wait = (fail.retry_at - now).total_seconds()
             msg = Text(f"⚠ stale since {fail.stale_since:%H:%M:%S}, ", style=self._style("bad"))
             msg.append("retrying now" if wait <= 0 else f"retry in {max(1, round(wait))}s", style=self._style("bad"))
             msg.append(f" (attempt {fail.attempt}): ", style=self._style("bad"))
             msg.append(clean(fail.error, 160))
-            parts.append(msg)
+            notes.append(msg)
         if view.focus_label:
-            parts.append(Text.assemble(("focus ", self._style("key")), view.focus_label))
+            notes.append(Text.assemble(("focus ", self._style("key")), view.focus_label))
         if view.filter_text:
-            parts.append(Text.assemble(("filter ", self._style("key")), f"“{clean(view.filter_text, 40)}”"))
+            notes.append(Text.assemble(("filter ", self._style("key")), f"“{clean(view.filter_text, 40)}”"))
         if view.view == "drops":
-            parts.append(Text("view: packet drops", style=self._style("key")))
+            notes.append(Text("view: packet drops", style=self._style("key")))
         if status is not None:
             src = status.source
             if src.sampled:
-                parts.append(Text("sampled: short-lived connections can be missed", style=self._style("warn")))
+                notes.append(Text("sampled: short-lived connections can be missed", style=self._style("warn")))
             if src.recent_losses:
-                parts.append(Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}",
+                notes.append(Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}",
                                   style=self._style("warn")))
             elif src.events_lost:
-                parts.append(Text(f"lost {src.events_lost} events", style=self._style("warn")))
+                notes.append(Text(f"lost {src.events_lost} events", style=self._style("warn")))
         if snap is not None and snap.burst_skipped:
-            parts.append(Text(f"burst: {snap.burst_skipped} events not fetched in one poll", style=self._style("warn")))
+            notes.append(Text(f"burst: {snap.burst_skipped} events not fetched in one poll", style=self._style("warn")))
         if self.source_note:
-            parts.append(Text(clean(self.source_note, 80), style=self._style("dim")))
-        if not parts:
-            parts.append(Text("press ? for keys, : for commands, / to filter", style=self._style("dim")))
+            notes.append(Text(clean(self.source_note, 80), style=self._style("dim")))
+        if not notes:
+            notes.append(Text("press ? for keys, : for commands, / to filter", style=self._style("dim")))
         second.append(" ")
-        for i, part in enumerate(parts):
+        for i, note in enumerate(notes):
             if i:
                 second.append(*sep)
-            second.append_text(part)
+            second.append_text(note)
         return Text("\n", no_wrap=True, overflow="ellipsis").join([line, second])

@@ -2,9 +2,11 @@
 
 The pane shows its own state (Started / Streaming / Finished / Failed / Cancelled) in one line
 above the answer, and which engine answers in its title. It never raises: a failure keeps the text
-received so far and names the error in that line. It only reacts to messages (posted by the
-screen's ``insights`` worker) for the request the screen announced last with :meth:`expect`;
-anything else is a superseded or cancelled request's leftover and is ignored.
+received so far and names the error in that line. Requests come in through :meth:`AIPane.submit`:
+the :class:`~netspy_tui.tui.ai_runner.AIRunner` decides whether one starts, and its stream runs in
+this pane's ``ai`` worker (exclusive: a new request cancels the old one), which only posts
+messages. The pane shows messages for the request it announced last; anything else is a superseded
+or cancelled request's leftover and is ignored.
 
 Model output is untrusted. It is rendered as Markdown (no Textual markup is ever parsed from it),
 with control characters made visible (:func:`safe_fragment`), raw HTML shown as text, and links
@@ -18,7 +20,7 @@ from typing import ClassVar
 
 from markdown_it import MarkdownIt
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Markdown
@@ -26,18 +28,22 @@ from textual.widgets.markdown import MarkdownStream
 
 from netspy_tui.ai.rules import code
 from netspy_tui.textsafe import clean
+from netspy_tui.tui.ai_runner import AIRequest, AIRunner
 from netspy_tui.tui.messages import (
-    InsightChunk,
-    InsightFailed,
-    InsightFinished,
-    InsightMessage,
-    InsightNoteMessage,
-    InsightStarted,
-    InsightToolCall,
-    InsightToolDone,
+    AIChunk,
+    AIFailed,
+    AIFinished,
+    AIMessage,
+    AINote,
+    AIStarted,
+    AIToolCall,
+    AIToolDone,
 )
 
 IDLE_TEXT = "a explains the selected process · A asks a question"
+
+MAX_ANSWER_CHARS = 100_000
+"""The most of one answer the pane keeps (a runaway model cannot grow the dashboard without bound)."""
 
 #: ``Finished.model`` of the local rule-based explainer (see ``ai_bridge.stream_process_explanation``).
 RULES_MODEL = "rules"
@@ -62,9 +68,8 @@ def _parser() -> MarkdownIt:
     return MarkdownIt("gfm-like", {"html": False})
 
 
-class InsightsPane(Vertical):
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"insights--busy", "insights--done", "insights--failed",
-                                              "insights--dim"}
+class AIPane(Vertical):
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"ai-pane--busy", "ai-pane--done", "ai-pane--failed", "ai-pane--dim"}
 
     def __init__(self, *, label: str = "AI", id: str | None = None) -> None:
         super().__init__(id=id)
@@ -85,11 +90,12 @@ class InsightsPane(Vertical):
         """Who answered the last finished request (the server's model name, or "rules")."""
         self._stream: MarkdownStream | None = None
         self._chunks = 0
+        self.runner = AIRunner()
 
     def compose(self) -> ComposeResult:
-        yield Label(id="insight-state")
-        with VerticalScroll(id="insight-scroll"):
-            yield Markdown(id="insight-md", open_links=False, parser_factory=_parser)
+        yield Label(id="ai-state")
+        with VerticalScroll(id="ai-scroll"):
+            yield Markdown(id="ai-answer", open_links=False, parser_factory=_parser)
 
     def on_mount(self) -> None:
         self.set_label(self.label)
@@ -97,7 +103,7 @@ class InsightsPane(Vertical):
 
     @property
     def markdown(self) -> Markdown:
-        return self.query_one("#insight-md", Markdown)
+        return self.query_one("#ai-answer", Markdown)
 
     @property
     def streaming(self) -> bool:
@@ -112,8 +118,8 @@ class InsightsPane(Vertical):
         self.state = state
         self.state_text = clean(text, 400)
         style = {"started": "busy", "streaming": "busy", "finished": "done", "failed": "failed"}.get(state, "dim")
-        self.query_one("#insight-state", Label).update(
-            Text(self.state_text, style=self.get_component_rich_style(f"insights--{style}", partial=True)))
+        self.query_one("#ai-state", Label).update(
+            Text(self.state_text, style=self.get_component_rich_style(f"ai-pane--{style}", partial=True)))
         self.border_subtitle = Text(clean(subtitle, 80)) if subtitle else ""
 
     async def _stop_stream(self) -> None:
@@ -127,10 +133,28 @@ class InsightsPane(Vertical):
         self.document += fragment
         await self._stream.write(fragment)
 
-    def _current(self, message: InsightMessage) -> bool:
+    def _current(self, message: AIMessage) -> bool:
         return message.request_id == self.request_id
 
     # --- driven by the screen -----------------------------------------------------------
+
+    def submit(self, request: AIRequest) -> bool:
+        """Start ``request`` unless the runner's rule holds or ignores it (then say what is running)."""
+        decision = self.runner.submit(request, running=self.pending)
+        if decision.action != "start":
+            self.notify(decision.notice, markup=False)
+            return False
+        self.expect(decision.request_id, request.title)
+        self._run(decision.request_id, request)
+        return True
+
+    @work(group="ai", exclusive=True, exit_on_error=False)
+    async def _run(self, request_id: int, request: AIRequest) -> None:
+        await AIRunner.stream(request_id, request, self.post_message)
+
+    def _stop_worker(self) -> None:
+        self.workers.cancel_group(self, "ai")
+        self.runner.cancelled()
 
     def expect(self, request_id: int, title: str = "") -> None:
         """The screen started request ``request_id``: from now on only its messages are shown. ``title`` (what
@@ -145,7 +169,8 @@ class InsightsPane(Vertical):
         return self.request_id is not None
 
     async def cancel(self) -> None:
-        """Stop showing the current request (the screen cancels its worker); the text so far stays."""
+        """Stop the streaming answer: cancel the worker (which hangs up on the server); the text so far stays."""
+        self._stop_worker()
         if self.request_id is None:
             return
         self.request_id = None
@@ -155,6 +180,7 @@ class InsightsPane(Vertical):
 
     async def show_notice(self, text: str) -> None:
         """A plain message from the dashboard itself (not model output); clears the answer."""
+        self._stop_worker()
         self.request_id = None
         await self._stop_stream()
         self.answer = self.document = ""
@@ -162,10 +188,10 @@ class InsightsPane(Vertical):
         await self.markdown.update("")
         self._set_state("notice", text)
 
-    # --- messages from the insights worker ------------------------------------------------
+    # --- messages from the ai worker ----------------------------------------------------
 
-    @on(InsightStarted)
-    async def _started(self, message: InsightStarted) -> None:
+    @on(AIStarted)
+    async def _started(self, message: AIStarted) -> None:
         if not self._current(message):
             return
         await self._stop_stream()
@@ -175,27 +201,33 @@ class InsightsPane(Vertical):
         self._chunks = 0
         await self.markdown.update("")
         self._stream = Markdown.get_stream(self.markdown)
-        self.query_one("#insight-scroll", VerticalScroll).anchor()
+        self.query_one("#ai-scroll", VerticalScroll).anchor()
         self._set_state("started", f"Started: {message.title}", "streaming · esc cancels")
 
-    @on(InsightChunk)
-    async def _chunk(self, message: InsightChunk) -> None:
+    @on(AIChunk)
+    async def _chunk(self, message: AIChunk) -> None:
         if not self._current(message) or self._stream is None:
             return
         fragment = safe_fragment(message.text)
+        room = MAX_ANSWER_CHARS - len(self.answer)
+        if room <= 0:
+            return
+        if len(fragment) >= room:
+            cut = f"\n\n*(the answer passed {MAX_ANSWER_CHARS:,} characters; the rest is not shown)*"
+            fragment = fragment[:room] + cut
         self.answer += fragment
         self._chunks += 1
         if self.state == "started" or self.state_text.startswith("calling "):
             self._set_state("streaming", "Streaming… (esc cancels)", "streaming · esc cancels")
         await self._write(fragment)
 
-    @on(InsightNoteMessage)
-    def _note(self, message: InsightNoteMessage) -> None:
+    @on(AINote)
+    def _note(self, message: AINote) -> None:
         if self._current(message) and self.streaming:
             self._set_state(self.state, message.text, "streaming · esc cancels")
 
-    @on(InsightToolCall)
-    async def _tool_call(self, message: InsightToolCall) -> None:
+    @on(AIToolCall)
+    async def _tool_call(self, message: AIToolCall) -> None:
         if not self._current(message) or self._stream is None:
             return
         doc = self.document
@@ -204,16 +236,16 @@ class InsightsPane(Vertical):
         await self._write(f"{gap}→ {code(message.call, 200)}")
         self._set_state("streaming", f"calling {message.call.split('(', 1)[0]}…", "streaming · esc cancels")
 
-    @on(InsightToolDone)
-    async def _tool_done(self, message: InsightToolDone) -> None:
+    @on(AIToolDone)
+    async def _tool_done(self, message: AIToolDone) -> None:
         if not self._current(message) or self._stream is None or not self.tool_lines:
             return
         mark = "✗" if message.is_error else "✓"
         self.tool_lines[-1] += f" {mark} {clean(message.summary, 160)}"
         await self._write(f" {mark} {md_escape(clean(message.summary, 160))}\n\n")
 
-    @on(InsightFinished)
-    async def _finished(self, message: InsightFinished) -> None:
+    @on(AIFinished)
+    async def _finished(self, message: AIFinished) -> None:
         if not self._current(message):
             return
         await self._stop_stream()
@@ -226,12 +258,12 @@ class InsightsPane(Vertical):
         text = f"Finished · {who}." if self.answer else f"Finished (the answer was empty) · {who}."
         self._set_state("finished", text)
         if self._chunks == 1:  # arrived whole (the local rules): a document to read from the top
-            scroll = self.query_one("#insight-scroll", VerticalScroll)
+            scroll = self.query_one("#ai-scroll", VerticalScroll)
             scroll.anchor(False)
             scroll.call_after_refresh(scroll.scroll_home, animate=False)
 
-    @on(InsightFailed)
-    async def _failed(self, message: InsightFailed) -> None:
+    @on(AIFailed)
+    async def _failed(self, message: AIFailed) -> None:
         message.stop()
         if not self._current(message):
             return

@@ -1,0 +1,151 @@
+"""File export of what the dashboard shows: headless, no Textual.
+
+The dashboard gathers an :class:`ExportRequest` (the rows on screen and what narrowed them) and
+hands it to :func:`export_async`, which writes on a worker thread so the UI never waits for the
+disk. Files follow the :mod:`netspy_tui.safefs` rules: the directory is created ``0700``, each file
+is created exclusively (a name someone planted, a link included, is skipped, never followed) with
+mode ``0600``, and every string is inert (no raw control or bidi characters; CSV cells that a
+spreadsheet would run as a formula are quoted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from netspy_tui import safefs
+from netspy_tui.analysis.describe import destination_text
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat
+from netspy_tui.textsafe import clean, inert_json
+
+Format = Literal["json", "csv"]
+View = Literal["connections", "drops"]
+FORMATS: tuple[str, ...] = ("json", "csv")
+
+
+def default_export_dir() -> Path:
+    """Where exports go without ``export_dir`` / ``NETSPY_EXPORT_DIR``: the per-user state directory
+    (``~/.local/state/netspy-tui/exports``, created 0700), never the working directory."""
+    from netspy_tui.config import state_dir
+
+    return state_dir() / "exports"
+
+
+def export_dir(configured: Path | None) -> Path:
+    """The absolute export directory: ``configured`` or :func:`default_export_dir`."""
+    return Path(os.path.abspath(configured or default_export_dir()))
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to write: the rows as shown and what narrowed them (for the JSON header)."""
+
+    view: View
+    exported_at: datetime
+    window_seconds: int
+    connections: Sequence[ConnectionEvent]
+    drops: Sequence[PacketDropEvent]
+    processes: Sequence[ProcessStat] = ()
+    source: str | None = None
+    filter: str | None = None
+    focus: dict[str, Any] | None = None
+    patterns: dict[str, Any] | None = None
+    drop_patterns: dict[str, Any] | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows of the current view (what the notification counts)."""
+        return len(self.drops) if self.view == "drops" else len(self.connections)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    rows: int
+
+
+def csv_safe(value: object) -> str:
+    """Cleaned text that a spreadsheet will not run as a formula."""
+    text = clean(value, None)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def write_json(fh: IO[str], req: ExportRequest) -> None:
+    data = {
+        "exported_at": req.exported_at.isoformat(),
+        "source": req.source,
+        "view": req.view,
+        "window_seconds": req.window_seconds,
+        "filter": req.filter,
+        "focus": req.focus,
+        "connections": [e.model_dump(mode="json") for e in req.connections],
+        "packet_drops": [e.model_dump(mode="json") for e in req.drops],
+        "processes": [p.model_dump(mode="json") for p in req.processes],
+        "patterns": req.patterns,
+        "drop_patterns": req.drop_patterns,
+    }
+    # the same inert writer as every other output: no raw bidi or C1 controls in the file
+    fh.write(inert_json(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
+
+
+def write_csv(fh: IO[str], req: ExportRequest) -> None:
+    """The current view's table (connections or drops)."""
+    writer = csv.writer(fh)
+    if req.view == "drops":
+        writer.writerow(["time", "pid", "process", "reason", "reason_code", "bytes", "destination", "id"])
+        for d in req.drops:
+            writer.writerow([d.time.isoformat(), d.pid, csv_safe(d.command), csv_safe(d.drop_reason),
+                             d.drop_reason_code, d.packet_size_bytes, csv_safe(d.destination or ""), d.id])
+        return
+    writer.writerow(["time", "pid", "process", "destination", "protocol", "protocol_inferred",
+                     "outcome", "return_code", "id"])
+    for c in req.connections:
+        writer.writerow([c.time.isoformat(), c.pid, csv_safe(c.command), csv_safe(destination_text(c)),
+                         csv_safe(c.protocol), bool(c.protocol_inferred), c.effective_outcome,
+                         c.return_code, c.id])
+
+
+def export(req: ExportRequest, fmt: Format, directory: Path) -> ExportResult:
+    """Write ``req`` as ``fmt`` to a fresh file ``netspy-<view>-<stamp>[-N].<fmt>`` in ``directory``
+    (blocking; raises OSError, including safefs's refusals)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    write = write_json if fmt == "json" else write_csv
+    path = _create(directory, f"netspy-{req.view}-{stamp_of(req.exported_at)}", f".{fmt}", lambda fh: write(fh, req))
+    return ExportResult(path, req.rows)
+
+
+def stamp_of(when: datetime) -> str:
+    return when.strftime("%Y%m%dT%H%M%SZ")
+
+
+def _create(directory: Path, stem: str, suffix: str, write: Callable[[IO[str]], object]) -> Path:
+    """A fresh private file ``stem[-N]suffix`` in ``directory`` (created 0700 if missing), filled by ``write``."""
+    directory = Path(os.path.abspath(directory))
+    safefs.make_private_dirs(directory)
+    path, fd = safefs.create_unique(directory, stem, suffix)
+    with safefs.open_text(fd) as fh:
+        write(fh)
+    return path
+
+
+def save_text(directory: Path, stem: str, suffix: str, text: str) -> Path:
+    """Write ``text`` (e.g. a screenshot's SVG) to a fresh private file in ``directory``; raises OSError."""
+    return _create(directory, stem, suffix, lambda fh: fh.write(text))
+
+
+async def save_text_async(directory: Path, stem: str, suffix: str, text: str) -> Path:
+    """:func:`save_text` on a worker thread."""
+    return await asyncio.to_thread(save_text, directory, stem, suffix, text)
+
+
+async def export_async(req: ExportRequest, fmt: Format, directory: Path) -> ExportResult:
+    """:func:`export` on a worker thread (the event loop keeps drawing while the disk works)."""
+    return await asyncio.to_thread(export, req, fmt, directory)

@@ -1,0 +1,67 @@
+"""What the user narrowed the view to: the client-side filter, the subject it implies, tab labels. No widgets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from netspy_tui.analysis.describe import destination_text
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat, Scope
+
+
+class EventFilter:
+    """Client-side narrowing by process name, pid or destination (case-insensitive substring; pid prefix)."""
+
+    def __init__(self, text: str, focus: Scope | None) -> None:
+        self.text = text.strip()
+        self.needle = self.text.casefold()
+        self.focus = focus
+
+    @property
+    def active(self) -> bool:
+        return bool(self.needle) or self.focus is not None
+
+    def _focus_ok(self, pid: int, command: str) -> bool:
+        f = self.focus
+        if f is None:
+            return True
+        if f.command is not None:
+            return command == f.command
+        return pid == f.pid
+
+    def event(self, e: ConnectionEvent | PacketDropEvent) -> bool:
+        if not self._focus_ok(e.pid, e.command):
+            return False
+        n = self.needle
+        if not n:
+            return True
+        if n.isdigit() and str(e.pid).startswith(n):
+            return True
+        dest = destination_text(e) if isinstance(e, ConnectionEvent) else (e.destination or e.drop_reason)
+        return n in e.command.casefold() or n in dest.casefold()
+
+    def process(self, p: ProcessStat) -> bool:
+        n = self.needle
+        if not n:
+            return True
+        return n in p.command.casefold() or (n.isdigit() and any(str(pid).startswith(n) for pid in p.pids))
+
+
+def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Scope | None:
+    """A filter that is exactly a known pid or process name narrows the tool calls too."""
+    text = text.strip()
+    if not text:
+        return None
+    procs = list(processes)
+    if text.isdigit() and any(int(text) in p.pids for p in procs):
+        return Scope(pid=int(text))
+    if any(p.command == text for p in procs):
+        return Scope(command=text)
+    return None
+
+
+def tab_label(name: str, rows: int, total: int | None) -> str:
+    """``Connections (1,003)``, or ``Connections (latest 2,000 of 14,946)`` when the window holds more events
+    than the table keeps (``total``: the window's count from the pattern analysis, None when not known)."""
+    if total is not None and total > rows:
+        return f"{name} (latest {rows:,} of {total:,})"
+    return f"{name} ({rows:,})"

@@ -1,0 +1,99 @@
+"""The dashboard's AI actions: ``a`` explains the selected process, ``A`` asks a question, the command bar's
+``insights`` / ``ask`` stream into the AI pane. Requests are built here and submitted to the AI pane, whose
+:class:`~netspy_tui.tui.ai_runner.AIRunner` decides whether they start and runs them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from textual import on
+from textual.widgets import Input
+
+from netspy_tui.ai.types import AnswerItem
+from netspy_tui.mcp_tools.ai_bridge import AIHooks
+from netspy_tui.models import Scope
+from netspy_tui.textsafe import clean
+from netspy_tui.tui.ai_runner import AIRequest
+from netspy_tui.tui.screens.panes import InputKeys, PaneLayout
+from netspy_tui.tui.widgets.ai_pane import AIPane
+from netspy_tui.tui.widgets.cells import window_label
+
+if TYPE_CHECKING:
+    from netspy_tui.mcp_tools.gateway import Gateway
+
+
+class AIActions(PaneLayout, InputKeys):
+    # provided by DashboardScreen
+    gateway: Gateway
+    ai: AIHooks
+    window: int
+    view: str
+    focus_subject: Scope | None
+    filter_subject: Scope | None
+
+    @property
+    def ai_pane(self) -> AIPane:
+        return self.query_one("#ai-pane", AIPane)
+
+    def selected_process(self) -> tuple[str | None, int | None]:
+        raise NotImplementedError
+
+    def _request(self, key: tuple[object, ...], title: str, failure_title: str,
+                 produce: Callable[[], AsyncIterator[AnswerItem]]) -> None:
+        self.reveal_pane("ai")
+        self.ai_pane.submit(AIRequest(key, title, failure_title, produce))
+
+    async def action_explain(self) -> None:
+        name, pid = self.selected_process()
+        if name is None and pid is None and self.focus_subject is not None:
+            name, pid = self.focus_subject.command, self.focus_subject.pid
+        window, pid = self.window, None if name else pid
+        scope = Scope(pid=pid, command=name, window=window)
+        gateway, explain = self.gateway, self.ai.explain
+        self._request(("explain", name, pid, window), f"explaining {scope.label} over {window_label(window)}",
+                      "AI explanation failed", lambda: explain(gateway, scope))
+
+    def action_ask(self) -> None:
+        self.open_input(self.query_one("#question-bar", Input))
+
+    @on(Input.Submitted, "#question-bar")
+    async def _question_submitted(self, event: Input.Submitted) -> None:
+        question = event.value.strip()
+        if not question:
+            return
+        event.input.value = ""
+        event.input.display = False
+        self.focus_active_table()
+        context: dict[str, Any] = {"duration": self.window, "view": self.view}  # what the user is looking at
+        scope = self.focus_subject or self.filter_subject
+        if scope is not None:
+            context["focus"] = scope.as_arguments()
+        name, pid = self.selected_process()
+        if name is not None or pid is not None:
+            context["selected_process"] = {k: v for k, v in (("process_name", name), ("pid", pid)) if v is not None}
+        await self.ask(question, context)
+
+    async def ask(self, question: str, context: dict[str, Any] | None) -> None:
+        """Stream the answer to a free-form question into the AI pane (the model may call the data tools)."""
+        if self.ai.ask is None:
+            await self._unavailable()
+            return
+        gateway, ask = self.gateway, self.ai.ask
+        self._request(("ask", question, json.dumps(context, sort_keys=True, default=str)),
+                      f"asking: {clean(question, 80)}", "AI answer failed", lambda: ask(gateway, question, context))
+
+    async def summarize(self, summary_text: str) -> None:
+        """Stream insights into a summary text (the command bar's ``insights "..."``) into the AI pane."""
+        if self.ai.summarize is None:
+            await self._unavailable()
+            return
+        summarize = self.ai.summarize
+        self._request(("insights", summary_text), f"insights into: {clean(summary_text, 80)}",
+                      "AI insights failed", lambda: summarize(summary_text))
+
+    async def _unavailable(self) -> None:
+        self.reveal_pane("ai")
+        await self.ai_pane.show_notice(self.ai.unavailable)
+

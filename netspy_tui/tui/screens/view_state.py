@@ -1,0 +1,128 @@
+"""What the user chose, as reactives bound to the widgets that show it, and the keys that change it: the window
+(``w``), pause (space), filter (``/``), focus (enter, the palette), the view (``d``) and the process sort (``s``).
+A change that narrows or widens the data also tells the poller (:meth:`ViewState.reconfigure`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from textual import on
+from textual.reactive import reactive
+from textual.widgets import DataTable, Input, TabbedContent
+
+from netspy_tui.models import Scope
+from netspy_tui.tui.filtering import subject_for_filter
+from netspy_tui.tui.screens.panes import InputKeys
+from netspy_tui.tui.snapshot import ALL, Snapshot
+from netspy_tui.tui.widgets.processes import ProcessTable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from netspy_tui.tui.poller import Poller
+
+WINDOWS = (60, 300, 900, 3600)
+
+
+class ViewState(InputKeys):
+    # What the user chose; bound to the status line (and the window to the process table's title).
+    window: reactive[int] = reactive(60, init=False)
+    paused: reactive[bool] = reactive(False, init=False)
+    paused_at: reactive[datetime | None] = reactive(None, init=False)
+    filter_text: reactive[str] = reactive("", init=False)
+    focus_subject: reactive[Scope | None] = reactive(None, init=False)
+    focus_label: reactive[str | None] = reactive(None, init=False)
+    view: reactive[str] = reactive("connections", init=False)
+
+    filter_subject: Scope | None = None
+    """A filter that is exactly a known process name or pid: the tools are asked about it too."""
+
+    # provided by DashboardScreen
+    poller: Poller
+    clock: Callable[[], datetime]
+    latest: Snapshot | None
+
+    def render_snapshot(self) -> None:
+        raise NotImplementedError
+
+    def selected_process(self) -> tuple[str | None, int | None]:
+        raise NotImplementedError
+
+    def focus_active_table(self) -> None:
+        raise NotImplementedError
+
+    def watch_focus_subject(self, subject: Scope | None) -> None:
+        self.focus_label = subject.label if subject else None
+
+    @property
+    def subject(self) -> Scope:
+        """What the tools are asked about: the focus, else a filter naming a process or pid, else all traffic."""
+        return self.focus_subject or self.filter_subject or ALL
+
+    def reconfigure(self) -> None:
+        """Tell the poller which subject the tools should be asked about, then redraw what we have."""
+        self.poller.configure(subject=self.subject, window=self.window)
+        if not self.paused:
+            self.render_snapshot()
+
+    def action_filter(self) -> None:
+        self.open_input(self.query_one("#filter-bar", Input))
+
+    @on(Input.Changed, "#filter-bar")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter-bar")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            event.input.display = False
+        self.focus_active_table()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip()
+        procs = self.latest.processes.processes if self.latest and self.latest.processes else []
+        self.filter_subject = subject_for_filter(text, procs)
+        self.reconfigure()
+
+    def action_focus_selected(self) -> None:
+        name, pid = self.selected_process()
+        if name is None and pid is None:
+            self.notify("Nothing selected: move the cursor onto a process first.", severity="warning")
+            return
+        self.focus_subject = Scope(command=name) if name else Scope(pid=pid)
+        self.reconfigure()
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_focus_selected()
+
+    def action_toggle_pause(self) -> None:
+        self.paused_at = None if self.paused else self.clock()
+        self.paused = not self.paused
+        if not self.paused:
+            self.render_snapshot()
+
+    def action_cycle_window(self) -> None:
+        later = [w for w in WINDOWS if w > self.window]
+        self.window = later[0] if later else WINDOWS[0]
+        self.reconfigure()
+
+    def action_cycle_sort(self) -> None:
+        self.query_one("#processes", ProcessTable).cycle_sort()
+
+    def action_reverse_sort(self) -> None:
+        self.query_one("#processes", ProcessTable).reverse_sort()
+
+    def action_toggle_drops(self) -> None:
+        tabs = self.query_one("#views", TabbedContent)
+        tabs.active = "drops-tab" if tabs.active == "connections-tab" else "connections-tab"
+
+    @on(TabbedContent.TabActivated, "#views")
+    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        self.view = "drops" if event.pane.id == "drops-tab" else "connections"
+
+    def focus_process(self, name: str) -> None:
+        self.focus_subject = Scope(command=name)
+        self.reconfigure()

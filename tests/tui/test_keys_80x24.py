@@ -1,0 +1,110 @@
+"""Every key in the README's table works at 80x24 (issue 14): each one pressed, in the smallest terminal people
+use, does what the table says and what it opens is on screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widget import Widget
+from textual.widgets import Input
+
+from netspy_tui.tui import keys
+from netspy_tui.tui.screens.help import HelpScreen
+from tests.tui.scenes import SCENES, demo_app, wait_for
+
+SIZE = (80, 24)
+
+
+def shown(widget: Widget) -> bool:
+    return widget.is_on_screen and widget.region.area > 0 and widget.screen.region.contains_region(widget.region)
+
+
+async def test_every_readme_key_works_at_80x24(tmp_path: Path) -> None:
+    app = demo_app(export_dir=tmp_path)
+    pressed: set[str] = set()
+
+    async def press(*names: str) -> None:
+        pressed.update(names)
+        await pilot.press(*names)
+        await pilot.pause()
+
+    async with app.run_test(size=SIZE) as pilot:
+        await SCENES["main"](pilot)
+        d = app.dashboard
+        assert shown(d.connections) and shown(d.processes)
+
+        await press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await press("escape")
+        assert app.screen is d
+
+        await press("slash", "c", "u", "r", "l")
+        bar = d.query_one("#filter-bar", Input)
+        assert shown(bar) and bar.has_focus and d.filter_text == "curl"
+        await press("enter")
+        assert d.connections.has_focus
+        await press("escape")
+        assert d.filter_text == "" and not bar.display
+
+        await press("enter")  # the selected connection's process
+        await wait_for(pilot, lambda: d.focus_subject is not None, "focus")
+        await press("backspace")
+        assert d.focus_subject is None
+
+        await press("space")
+        assert d.paused
+        await press("space")
+        assert not d.paused
+
+        await press("w")
+        assert d.window == 300 and "window 5m" in d.status.build().plain
+
+        order = d.processes.sort_index
+        await press("s")
+        assert d.processes.sort_index != order
+        reverse = d.processes.sort_reverse
+        await press("S")
+        assert d.processes.sort_reverse != reverse
+
+        await press("d")
+        assert d.view == "drops"
+        await wait_for(pilot, lambda: shown(d.drops), "the drop table")
+        await press("d")
+        assert d.view == "connections"
+
+        await press("p")
+        assert shown(d.query_one("#patterns")) and not shown(d.connections)
+        await press("p")
+        await press("i")
+        assert shown(d.ai_pane) and not shown(d.connections)
+        await press("escape")
+        assert shown(d.connections) and not shown(d.ai_pane)
+
+        await press("a")
+        await wait_for(pilot, lambda: d.ai_pane.state == "finished", "the rule-based explanation")
+        assert shown(d.ai_pane)
+        await press("i")
+        assert shown(d.connections)
+
+        await press("A")
+        question = d.query_one("#question-bar", Input)
+        assert shown(question) and question.has_focus
+        await press("escape")
+        assert not question.display
+
+        await press("colon", "s", "t", "a", "t", "u", "s", "enter")
+        result = d.query_one("#result")
+        await wait_for(pilot, lambda: "running" not in str(result.border_title), "the command's result")
+        assert shown(result) and shown(d.query_one("#command-bar"))
+        await press("escape")
+
+        await press("e")
+        await wait_for(pilot, lambda: bool(list(tmp_path.glob("*.json"))), "the JSON export")
+        await press("E")
+        await wait_for(pilot, lambda: bool(list(tmp_path.glob("*.csv"))), "the CSV export")
+
+        await press("q")
+        await wait_for(pilot, lambda: not app.is_running, "quit")
+    assert app.return_code == 0
+    every_key = {key for action in keys.ACTIONS for key in action.keys.split(",")}
+    assert every_key <= pressed, every_key - pressed

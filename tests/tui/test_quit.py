@@ -1,0 +1,52 @@
+"""Quitting is quick (issue 14): ``q`` leaves within half a second even while a slow source is answering a
+poll (the poll is cancelled, not waited for). tests/cli/test_quit.py times the whole process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.app import NetspyApp
+from tests.tui.conftest import Clock, demo_source, wait_for
+
+QUIT_WITHIN = 0.5
+
+
+class SlowSource(MemorySource):
+    """Answers the first polls, then takes 3 s per query in a worker thread (a store under a burst)."""
+
+    def __init__(self, clock: Clock) -> None:
+        demo = demo_source(clock)
+        super().__init__(demo._snapshot(), clock=clock)
+        self.slow = threading.Event()
+        self.stuck = threading.Event()
+
+    async def query(self, q: Any) -> Any:
+        if self.slow.is_set():
+            self.stuck.set()
+            await asyncio.to_thread(time.sleep, 3)
+        return await super().query(q)
+
+
+async def test_q_leaves_within_half_a_second_while_a_slow_poll_is_in_flight() -> None:
+    clock = Clock()
+    source = SlowSource(clock)
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=0.1, clock=clock)
+        async with app.run_test(size=(120, 35)) as pilot:
+            await wait_for(pilot, lambda: app.dashboard.connections.row_count > 0, "the first rows")
+            source.slow.set()
+            await wait_for(pilot, source.stuck.is_set, "a poll stuck in the slow source")
+            await pilot.pause(0.3)  # the first frames drawn: the key is handled at once
+            started = time.monotonic()
+            await pilot.press("q")
+            await wait_for(pilot, lambda: not app.is_running, "exit", limit=5)
+        left = time.monotonic() - started
+    closed = time.monotonic() - started
+    assert app.return_code == 0
+    assert left < QUIT_WITHIN, f"the app took {left:.2f}s to exit"
+    assert closed < QUIT_WITHIN, f"closing the gateway after the app took {closed:.2f}s"

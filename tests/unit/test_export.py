@@ -1,0 +1,68 @@
+"""netspy_tui.export: headless (no Textual), safefs rules, inert cells, off the event loop's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from netspy_tui import export
+from tests.factories import BASE_TIME, connection, drop
+
+
+def _request(view: export.View = "connections") -> export.ExportRequest:
+    return export.ExportRequest(
+        view=view, exported_at=BASE_TIME, window_seconds=60,
+        connections=(connection(pid=1, command="=cmd|' /C calc'!A0"), connection(pid=2, command="curl")),
+        drops=(drop(pid=3, command="nginx"),), filter="curl")
+
+
+def test_export_is_importable_without_textual() -> None:
+    code = "import sys, netspy_tui.export; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_files_are_private_fresh_and_never_overwritten(tmp_path: Path) -> None:
+    directory = tmp_path / "a" / "b"
+    first = export.export(_request(), "json", directory)
+    second = export.export(_request(), "json", directory)
+    assert first.path.name == "netspy-connections-20261124T120000Z.json"
+    assert second.path.name == "netspy-connections-20261124T120000Z-1.json"
+    assert stat.S_IMODE(first.path.stat().st_mode) == 0o600 and stat.S_IMODE(directory.stat().st_mode) == 0o700
+    data = json.loads(first.path.read_text())
+    assert first.rows == 2 and len(data["connections"]) == 2 and data["filter"] == "curl"
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted(tmp_path: Path) -> None:
+    done = export.export(_request(), "csv", tmp_path)
+    rows = list(csv.reader(done.path.open()))
+    assert rows[1][2] == "'=cmd|' /C calc'!A0" and rows[2][2] == "curl"
+    drops = export.export(_request("drops"), "csv", tmp_path)
+    assert drops.rows == 1 and list(csv.reader(drops.path.open()))[0][3] == "reason"
+
+
+def test_export_async_writes_on_another_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    original = export.write_json
+
+    def spy(fh, req):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        original(fh, req)
+
+    monkeypatch.setattr(export, "write_json", spy)
+    done = asyncio.run(export.export_async(_request(), "json", tmp_path))
+    assert done.path.exists() and threads and threads[0] != threading.main_thread().name
+
+
+def test_a_file_in_the_way_of_the_directory_is_an_oserror(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError):
+        export.export(_request(), "json", tmp_path / "file" / "sub")
