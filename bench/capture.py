@@ -130,6 +130,7 @@ def _product_round(exe: Path, port: int, workers: int, count: int, seconds: floa
     """The product path: the eBPF collector feeding the store the product uses (a file, its writer
     thread, rollups), figures read back with the store's own queries, as the tools do."""
     from netspy_tui.collector.ebpf import EbpfCollector
+    from netspy_tui.models import Scope
     from netspy_tui.store.sqlite import EventStore
     from netspy_tui.telemetry.embedded import EmbeddedSource
 
@@ -152,9 +153,10 @@ def _product_round(exe: Path, port: int, workers: int, count: int, seconds: floa
         collector.stop()
         store.flush(60)
         window = int(time.time() - t0) + 5
-        per_pid = {pid: store.count("connection", pid, None, window) for pid in made}
-        stats = store.stats("connection", None, "nsbench-gen", window)
-        kept = store.kept("connection", None, "nsbench-gen", window) + store.kept("packet_drop", None, None, window)
+        per_pid = {pid: store.count(Scope("connection", pid, None, window)) for pid in made}
+        stats = store.stats(Scope("connection", None, "nsbench-gen", window))
+        kept = (store.kept(Scope("connection", None, "nsbench-gen", window))
+                + store.kept(Scope("packet_drop", None, None, window)))
         losses = store.losses()
         reader = collector.reader_cpu_seconds - cpu0
         writer = store._writer_thread.cpu_seconds if store._writer_thread is not None else 0.0

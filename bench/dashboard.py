@@ -77,6 +77,7 @@ async def _memory_child(store_arg: str, events: int, idle: float) -> dict[str, A
     import psutil
 
     from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.models import Scope
     from netspy_tui.store.sqlite import EventStore
     from netspy_tui.telemetry.embedded import EmbeddedSource
     from netspy_tui.tui.app import NetspyApp
@@ -87,7 +88,7 @@ async def _memory_child(store_arg: str, events: int, idle: float) -> dict[str, A
         store.write([batch])
     rss_store = proc.memory_info().rss
     source = EmbeddedSource(None, store, reason="bench")
-    in_window = store.count("connection", None, None, 3600)
+    in_window = store.count(Scope("connection", None, None, 3600))
     result: dict[str, Any] = {"stored": store.row_count(), "rss_store_mb": rss_store / 2**20, "in_window": in_window}
     async with open_gateway(source) as gw:
         app = NetspyApp(gw, interval=1.0, window=3600, source_note="bench")

@@ -24,6 +24,7 @@ from bench import synth
 from bench.common import PY, Context, Metric, child_env, metric, percentile
 from netspy_tui.collector.replay import Recorder
 from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import Scope
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
 
@@ -55,10 +56,10 @@ def _in_window(result: object) -> int:
 async def _in_memory(store: EventStore, n: int) -> tuple[dict[str, list[float]], list[int]]:
     """Latencies by call, and the connects in the 60 s window at the first and last summary."""
     source = EmbeddedSource(None, store, reason="bench")
-    window = [await source.count("connection", None, None, 60)]
+    window = [await source.count(Scope("connection", None, None, 60))]
 
     async def direct() -> None:  # what get_network_summary asks the source
-        await source.count("connection", None, None, 60)
+        await source.count(Scope("connection", None, None, 60))
         await source.info()
 
     out = {"direct": await _lat(direct, n)}

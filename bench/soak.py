@@ -64,7 +64,7 @@ from bench import synth  # noqa: E402
 from bench.common import REPO, Metric, machine_info, table, write_json  # noqa: E402
 from netspy_tui.collector.base import Batch, Collector, Sink  # noqa: E402
 from netspy_tui.errors import CollectorError  # noqa: E402
-from netspy_tui.models import ns_to_time, time_to_ns, utcnow  # noqa: E402
+from netspy_tui.models import Scope, ns_to_time, time_to_ns, utcnow  # noqa: E402
 from netspy_tui.store.sqlite import EventStore  # noqa: E402
 from netspy_tui.telemetry.embedded import EmbeddedSource  # noqa: E402
 
@@ -190,7 +190,7 @@ class CountingStore(EventStore):
         if self.retention_seconds is not None:
             last = (time_to_ns(now) - int(self.retention_seconds * 1e9)) // NS - 1  # newest second it deletes
             at = ns_to_time(last * NS)
-            counted = sum(self.count(kind, None, None, FOREVER, now=at) for kind in ("connection", "packet_drop"))
+            counted = sum(self.count(Scope(kind, window=FOREVER), now=at) for kind in ("connection", "packet_drop"))
         deleted = super().prune(now)
         self.pruned += deleted
         self.counted_pruned += counted
@@ -344,7 +344,7 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
     shed_written = store.totals.get("shed", 0)
     shed = _shed(store)
     window = int(elapsed) + 10  # every second of the run
-    held = {kind: store.count(kind, None, None, window) for kind in ("connection", "packet_drop")}
+    held = {kind: store.count(Scope(kind, None, None, window)) for kind in ("connection", "packet_drop")}
     counted = sum(held.values()) + store.counted_pruned
     other_losses = {cause: n for cause, n in store.totals.items() if cause not in ("raw", "shed") and n}
     other_losses.update({f"collector {c}": n for c, n in collector.stats.losses.items() if n})

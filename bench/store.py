@@ -18,9 +18,9 @@ from pathlib import Path
 from bench import synth
 from bench.common import Context, Metric, metric
 from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import EventQuery, Scope
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
-from netspy_tui.telemetry.source import EventQuery
 
 NAME = "store"
 TARGET_SUMMARY_MS, TARGET_PATTERNS_MS, TARGET_LIST_MS = 20.0, 20.0, 5.0
@@ -78,9 +78,9 @@ async def _tool_ms(store: EventStore, calls: dict[str, dict[str, object]], repea
 
 def _queries(store: EventStore, duration: int) -> dict[str, object]:
     return {
-        "get_network_summary": lambda: store.count("connection", None, None, duration),
-        "analyze_patterns": lambda: store.stats("connection", None, None, duration),
-        "list_processes": lambda: store.stats("connection", None, None, duration, top_n=1, buckets=1),
+        "get_network_summary": lambda: store.count(Scope("connection", None, None, duration)),
+        "analyze_patterns": lambda: store.stats(Scope("connection", None, None, duration)),
+        "list_processes": lambda: store.stats(Scope("connection", None, None, duration), top_n=1, buckets=1),
     }
 
 
@@ -108,7 +108,7 @@ def run(ctx: Context) -> list[Metric]:
             ms.append(metric(NAME, "open the file store (loads the last hour of rollups)",
                              [(time.perf_counter() - t0) * 1000], "ms"))
         for duration in (60, 3600):
-            rows = store.count("connection", None, None, duration)
+            rows = store.count(Scope("connection", None, None, duration))
             span = f"last {duration} s, {rows:,} connects in the window ({phase})"
             for tool, fn in _queries(store, duration).items():
                 first = _ms(fn, 1)  # the first call: nothing of it was computed before

@@ -20,7 +20,7 @@ from types import TracebackType
 from mcp.types import Tool
 
 from netspy_tui.ai.settings import AISettings
-from netspy_tui.mcp_tools.ai_bridge import insight_hook
+from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
 from netspy_tui.mcp_tools.gateway import Gateway, ToolResult, open_gateway
 from netspy_tui.telemetry.client import DEFAULT_SERVER, HttpSource
 from netspy_tui.telemetry.source import TelemetrySource
@@ -48,7 +48,7 @@ class NetspyClient:
             from netspy_tui.config import load_settings
 
             ai = AISettings.from_settings(load_settings({"model": self._model})[0])
-        self._gateway = await self._stack.enter_async_context(open_gateway(self._source, insight_hook(ai)))
+        self._gateway = await self._stack.enter_async_context(open_gateway(self._source, ai_tools_hook(ai)))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -391,7 +391,7 @@ def _workloads() -> Any:
 
 
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
 
@@ -399,7 +399,7 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
         return await _stream_ai(_ai(settings), None, arguments)
     names = _names(settings)  # one command: wait for names up to the resolver's timeout
     async with open_source(settings, "oneshot") as source, \
-            open_gateway(source, insight_hook(_ai(settings)), names=names, names_wait=names.timeout,
+            open_gateway(source, ai_tools_hook(_ai(settings)), names=names, names_wait=names.timeout,
                          workloads=_workloads()) as gw:
         if ns.tool == "contextual_analysis" and not ns.json:
             return await _stream_ai(_ai(settings), gw, arguments)
@@ -414,13 +414,13 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
 
 async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, Any]) -> int:
     """Stream an AI answer to stdout as it is written; tool calls are noted on stderr."""
-    from netspy_tui.ai import TextDelta, ToolCallFinished, ToolCallStarted, format_call, stream_summary_insight
+    from netspy_tui.ai import TextDelta, ToolCallFinished, ToolCallStarted, format_call, stream_summary_explanation
     from netspy_tui.mcp_tools.ai_bridge import stream_question
     from netspy_tui.textsafe import clean
 
     settings.require_configured()
     if gateway is None:
-        stream = stream_summary_insight(settings, arguments["summary_text"])
+        stream = stream_summary_explanation(settings, arguments["summary_text"])
     else:
         context = {k: v for k, v in arguments.items() if k != "query"}
         stream = stream_question(gateway, settings, arguments["query"], context or None)
@@ -441,12 +441,12 @@ async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, An
 
 
 async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.server import create_server
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source:
-        server = create_server(source, insight_hook(_ai(settings)), names=_names(settings), workloads=_workloads())
+        server = create_server(source, ai_tools_hook(_ai(settings)), names=_names(settings), workloads=_workloads())
         if ns.http:
             from netspy_tui.serve.runner import serve_mcp_http
 
@@ -460,14 +460,14 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
 
 
 async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.server import create_server
     from netspy_tui.runtime import open_source
     from netspy_tui.serve.runner import serve_source
 
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
-        mcp_server = create_server(source, insight_hook(_ai(settings)), workloads=_workloads())
+        mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=_workloads())
         serving = serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
                                mcp_server=mcp_server, allowed_hosts=ns.allow_host or [],
                                metrics_top=ns.metrics_top or 20)  # fmt: skip
@@ -494,19 +494,19 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
 
 
 async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.repl import run_repl
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source, \
-            open_gateway(source, insight_hook(_ai(settings)), names=_names(settings), workloads=_workloads()) as gw:
+            open_gateway(source, ai_tools_hook(_ai(settings)), names=_names(settings), workloads=_workloads()) as gw:
         info = await source.info()
         return await run_repl(gw, info)
 
 
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks, insight_hook
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook, dashboard_hooks
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
     from netspy_tui.tui.app import run_dashboard
@@ -514,7 +514,7 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     ai_settings = _ai(settings)
     ai = dashboard_hooks(ai_settings)
     async with open_source(settings, "live") as source, \
-            open_gateway(source, insight_hook(ai_settings), names=_names(settings), workloads=_workloads()) as gw:
+            open_gateway(source, ai_tools_hook(ai_settings), names=_names(settings), workloads=_workloads()) as gw:
         info = await source.info()
         code = await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
                                    ai=ai, export_dir=settings.export_dir)

@@ -1,4 +1,5 @@
-"""The one domain model: events, server responses and analysis results.
+"""The one domain model: events, server responses, queries (:class:`Scope`, :class:`EventQuery`) and
+analysis results.
 
 Wire models (events and the eBPF server's responses) parse exactly the JSON described in
 ``shared/contracts/ebpf-server``: unknown fields are kept (``extra="allow"``), wrong types raise
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -25,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from netspy_tui.textsafe import clean
 
 EventKind = Literal["connection", "packet_drop"]
 
@@ -535,8 +539,9 @@ class ProcessStat(BaseModel):
 class WindowStats(BaseModel):
     """Aggregates of one event kind over a time window, optionally for one pid or command.
 
-    Produced by :func:`netspy_tui.analysis.aggregate.aggregate` from events (HTTP sources) and
-    by SQL in the store (embedded source); both must agree on the same data.
+    Produced by :func:`netspy_tui.analysis.aggregate.aggregate` from events (HTTP and in-memory
+    sources) and by :func:`netspy_tui.store.rollups.window_stats` from the store's per-second
+    rollups (embedded source); both must agree on the same data.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -562,6 +567,57 @@ class WindowStats(BaseModel):
     """Items of a server's answer that were not events (``null``, an unknown kind): skipped."""
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which traffic a figure is about: events of one ``kind``, from every process or one ``pid`` or
+    ``command`` (the kernel comm, matched exactly), in the last ``window`` whole seconds.
+
+    The one value passed through sources, store, tools and the dashboard's poller (a node or a
+    workload would narrow it further). The MCP tools name ``command`` ``process_name`` and
+    ``window`` ``duration``: :meth:`as_arguments` speaks their language.
+    """
+
+    kind: EventKind = "connection"
+    pid: int | None = None
+    command: str | None = None
+    window: int = 60
+
+    @property
+    def is_all(self) -> bool:
+        """True when no process narrows it."""
+        return self.pid is None and self.command is None
+
+    @property
+    def label(self) -> str:
+        """Who, for a title: ``process 'curl'``, ``pid 42`` or ``all traffic`` (the name wins)."""
+        if self.command is not None:
+            return f"process '{clean(self.command, 32)}'"
+        if self.pid is not None:
+            return f"pid {self.pid}"
+        return "all traffic"
+
+    def as_arguments(self) -> dict[str, int | str | None]:
+        """``pid`` and ``process_name``, as the MCP tools take them."""
+        return {"pid": self.pid, "process_name": self.command}
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """A page of events: of one ``kind``, from every process or one ``pid`` or ``command`` (as in a
+    :class:`Scope`), bounded in time by ``since`` and ``until`` instead of a window.
+
+    ``since`` is exclusive and ``until`` inclusive, both wall-clock, so an incremental poll can
+    pass the newest time it has seen. Results are newest first, at most ``limit``.
+    """
+
+    kind: EventKind = "connection"
+    pid: int | None = None
+    command: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+
 class EventPage(BaseModel):
     """A page of events, newest first, plus how many matched in total."""
 
@@ -578,3 +634,108 @@ class EventPage(BaseModel):
     not_kept_until: datetime | None = None
     not_events: int = 0
     """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
+
+
+# The MCP tools' structured results (``outputSchema``): what the gateway hands the CLI, the dashboard
+# and the AI layer. Each carries a readable ``text`` next to the data.
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    text: str
+    """The same readable sentence(s) as the text content block."""
+
+
+class _Windowed(_Result):
+    losses: dict[str, int] = Field(default_factory=dict)
+    """What was lost or shed in the window, by cause (``shed``, ``ring_full``, ...); empty when
+    nothing was. Causes that only cost raw detail leave every count exact."""
+    counts_exact: bool = True
+    """False when something lost in the window was never counted (see ``losses``)."""
+
+
+_E = TypeVar("_E", ConnectionEvent, PacketDropEvent)
+
+
+class _Listed(_Result, Generic[_E]):
+    """A page of events, newest first, for everyone or one pid or process name."""
+
+    not_kept: int = 0
+    """Events counted in the seconds the list spans that were not kept as raw events (shed under
+    load): the list shows what was kept; counts and summaries include them."""
+    not_events: int = 0
+    """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
+    events: list[_E]
+    total_count: int
+    returned: int
+    truncated: bool
+    pid: int | None = None
+    process_name: str | None = None
+    since: datetime | None = None
+    source: str
+
+
+class NetworkSummary(_Windowed):
+    """``get_network_summary`` and ``get_packet_drop_summary``."""
+
+    kind: EventKind
+    count: int
+    pid: int | None = None
+    process_name: str | None = None
+    duration_seconds: int
+    source: str
+    query_time: datetime
+
+
+class ConnectionList(_Listed[ConnectionEvent]):
+    """``list_connections``: newest first."""
+
+    sampled: bool = False
+    """True when the source samples sockets and may miss short-lived connections."""
+
+
+class PacketDropList(_Listed[PacketDropEvent]):
+    """``list_packet_drops``: newest first."""
+
+
+class PatternAnalysis(_Windowed):
+    """``analyze_patterns``: the window's aggregates plus derived rates."""
+
+    stats: WindowStats
+    rate_per_minute: float
+    failure_ratio: float
+    source: str
+    hostnames: dict[str, str] = Field(default_factory=dict)
+    """Names of the top destinations that have one (address -> name; reverse DNS or /etc/hosts)."""
+
+
+class ProcessList(_Windowed):
+    """``list_processes``: top talkers in the window."""
+
+    kind: EventKind
+    duration_seconds: int
+    processes: list[ProcessStat]
+    total_events: int
+    source: str
+    not_events: int = 0
+    """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
+
+
+class ServerStatus(_Result):
+    """``server_status``."""
+
+    source: SourceInfo
+    programs: list[ProgramInfo] = Field(default_factory=list)
+    kubernetes: dict[str, str] = Field(default_factory=dict)
+    """This node's ``k8s_*`` fields when netspy-tui runs in a Kubernetes pod (downward API)."""
+
+
+class Insight(_Result):
+    """``ai_insights`` and ``contextual_analysis``."""
+
+    model: str | None = None
+    """The model that wrote ``text``; None when the local rule-based explainer did."""
+    engine: str
+    """``openai`` (any OpenAI-compatible server) or ``rules``."""
+    tool_calls: list[str] = Field(default_factory=list)
+    """Tools the model called, in order, e.g. ``list_connections({"pid": 42})``."""

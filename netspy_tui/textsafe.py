@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 ELLIPSIS = "…"
@@ -57,6 +58,25 @@ def first_line(value: object, max_len: int = 200) -> str:
         if line.strip():
             return clean(line.strip(), max_len)
     return ""
+
+
+def valid_utf8(value: Any, errors: Literal["replace", "backslashreplace"]) -> Any:
+    """``value`` (a string, or lists and dicts of them, keys too) as text UTF-8 can carry.
+
+    Undecodable bytes that ``surrogateescape`` kept become U+FFFD (``replace``, as Go's JSON encoder
+    does) or a readable ``\\xff`` (``backslashreplace``, which keeps the byte); other lone
+    surrogates become ``?`` or ``\\udXXX``. Anything else is returned as it is.
+    """
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", errors)
+        except UnicodeEncodeError:  # a lone surrogate that is not an undecodable byte
+            return value.encode("utf-8", errors).decode("utf-8")
+    if isinstance(value, list):
+        return [valid_utf8(v, errors) for v in value]
+    if isinstance(value, dict):
+        return {valid_utf8(k, errors): valid_utf8(v, errors) for k, v in value.items()}
+    return value
 
 
 def redact_url(url: str) -> str:

@@ -13,21 +13,23 @@ Typical use::
         markdown = rule_based_explanation("curl (pid 42)", context)
 """
 
-from netspy_tui.ai.context import ExplanationContext, build_context, parse_context
-from netspy_tui.ai.insights import (
+from netspy_tui.ai.chat import (
     available_models,
     collect,
     format_call,
     map_error,
     stream_answer,
     stream_explanation,
-    stream_summary_insight,
+    stream_summary_explanation,
 )
+from netspy_tui.ai.context import ExplanationContext, build_context, parse_context
 from netspy_tui.ai.rules import rule_based_explanation
 from netspy_tui.ai.settings import DEFAULT_MODEL, AISettings
 from netspy_tui.ai.types import (
     AIStreamError,
+    AnswerItem,
     Finished,
+    ProgressNote,
     StreamEvent,
     TextDelta,
     ToolCaller,
@@ -41,8 +43,10 @@ __all__ = [
     "DEFAULT_MODEL",
     "AISettings",
     "AIStreamError",
+    "AnswerItem",
     "ExplanationContext",
     "Finished",
+    "ProgressNote",
     "StreamEvent",
     "TextDelta",
     "ToolCallFinished",
@@ -59,5 +63,5 @@ __all__ = [
     "rule_based_explanation",
     "stream_answer",
     "stream_explanation",
-    "stream_summary_insight",
+    "stream_summary_explanation",
 ]

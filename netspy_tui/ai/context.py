@@ -28,8 +28,13 @@ from typing import Any, TypedDict
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.errors import AIError
-from netspy_tui.mcp_tools.schemas import ConnectionList, NetworkSummary, PatternAnalysis
-from netspy_tui.models import ConnectionEvent, describe_validation_error
+from netspy_tui.models import (
+    ConnectionEvent,
+    ConnectionList,
+    NetworkSummary,
+    PatternAnalysis,
+    describe_validation_error,
+)
 
 
 class ProcessRef(TypedDict, total=False):

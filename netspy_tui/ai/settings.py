@@ -7,8 +7,6 @@ are loaded and validated. It shares that model's bounds, so it never disagrees w
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from netspy_tui.config import (
@@ -22,8 +20,9 @@ from netspy_tui.config import (
     env_name,
 )
 from netspy_tui.errors import AIError
+from netspy_tui.textsafe import redact_url
 
-__all__ = ["DEFAULT_MODEL", "AISettings", "redact_url"]
+__all__ = ["DEFAULT_MODEL", "AISettings"]
 
 #: Where the OpenAI SDK sends requests when no base URL is given.
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -97,7 +96,7 @@ class AISettings(BaseModel):
 
     @property
     def display_url(self) -> str:
-        """The base URL without any ``user:password@`` part, safe to show and log."""
+        """The base URL with the password of any ``user:password@`` part masked, safe to show and log."""
         return redact_url(self.effective_base_url)
 
     def key_for_client(self) -> str:
@@ -110,17 +109,3 @@ class AISettings(BaseModel):
         """One line for status bars and ``--verbose``: model and server, never the key."""
         key = "key set" if self.api_key and self.api_key.get_secret_value() else "no key"
         return f"{self.model} at {self.display_url} ({key})"
-
-
-def redact_url(url: str) -> str:
-    """``http://user:pw@host/v1`` -> ``http://host/v1``; other URLs unchanged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))

@@ -48,6 +48,18 @@ StreamEvent = TextDelta | ToolCallStarted | ToolCallFinished | Finished
 
 
 @dataclass(frozen=True)
+class ProgressNote:
+    """A progress line while an answer is prepared (e.g. "gathering data via MCP…"), not part of it."""
+
+    text: str
+
+
+#: What an answer stream shown to the user yields: :data:`StreamEvent` items (a plain ``str`` is a
+#: :class:`TextDelta`'s text), with :class:`ProgressNote` lines between them.
+AnswerItem = str | ProgressNote | StreamEvent
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     """A tool offered to the model: name, description and JSON schema of its arguments."""
 

@@ -22,13 +22,13 @@ from netspy_tui.models import (
     FAILED_OUTCOMES,
     ConnectionEvent,
     Counted,
-    EventKind,
+    EventQuery,
     PacketDropEvent,
     ProcessStat,
+    Scope,
     WindowStats,
     time_to_ns,
 )
-from netspy_tui.telemetry.source import EventQuery
 
 AnyEvent = ConnectionEvent | PacketDropEvent
 
@@ -37,13 +37,18 @@ PROCESS_LIMIT = 200
 
 
 
+def in_scope(event: AnyEvent, scope: Scope | EventQuery) -> bool:
+    """True when ``event`` is of the kind and process ``scope`` names (its window or times aside)."""
+    if event.type != scope.kind:
+        return False
+    if scope.pid is not None and event.pid != scope.pid:
+        return False
+    return scope.command is None or event.command == scope.command
+
+
 def matches(event: AnyEvent, q: EventQuery) -> bool:
     """True when ``event`` passes every filter of ``q`` (limit aside)."""
-    if event.type != q.kind:
-        return False
-    if q.pid is not None and event.pid != q.pid:
-        return False
-    if q.command is not None and event.command != q.command:
+    if not in_scope(event, q):
         return False
     if q.since is not None and event.time <= q.since:
         return False
@@ -103,19 +108,16 @@ def bucket_layout(window_seconds: int, buckets: int) -> tuple[int, int]:
 
 def aggregate(
     events: Sequence[AnyEvent],
-    kind: EventKind,
-    pid: int | None,
-    command: str | None,
-    window: int,
+    scope: Scope,
     now: datetime,
     top_n: int = 10,
     buckets: int = 60,
 ) -> WindowStats:
-    """Aggregate ``events`` of ``kind`` (and ``pid``/``command``) in the last ``window_seconds``
+    """Aggregate the ``events`` in ``scope``: its kind and process, in the last ``scope.window``
     whole seconds at ``now`` (see the module docstring)."""
+    kind, pid, command, window = scope.kind, scope.pid, scope.command, scope.window
     lo, hi = window_seconds(now, window)
-    q = EventQuery(kind=kind, pid=pid, command=command)
-    hits = [e for e in events if matches(e, q) and lo <= second_of(e.time) <= hi]
+    hits = [e for e in events if in_scope(e, scope) and lo <= second_of(e.time) <= hi]
     size, count = bucket_layout(window, buckets)
     rate = [0] * count
     dests: Counter[str] = Counter()

@@ -12,13 +12,17 @@ sheds raw detail (and counts what it shed) rather than hold up the collector.
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from netspy_tui.errors import NetspyError
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
+
+logger = logging.getLogger(__name__)
 
 Sink = Callable[[Sequence[ConnectionEvent | PacketDropEvent]], None]
 
@@ -77,6 +81,21 @@ class Collector(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop collecting and release every kernel/OS resource. Safe to call twice."""
+
+    def deliver(self, sink: Sink, events: Sequence[ConnectionEvent | PacketDropEvent]) -> None:
+        """Hand ``events`` to a plain ``sink``: counted as delivered, or as lost (and logged) when
+        the sink rejects them. Nothing to hand over, nothing happens."""
+        if not events:
+            return
+        try:
+            sink(events)
+        except Exception as exc:
+            self.stats.lost += len(events)
+            self.stats.errors += 1
+            self.stats.last_error = str(exc) if isinstance(exc, NetspyError) else f"{type(exc).__name__}: {exc}"
+            logger.warning("%s: the sink rejected %d events: %s", self.name, len(events), self.stats.last_error)
+        else:
+            self.stats.events += len(events)
 
     def programs(self) -> list[tuple[str, str, str, int | None]]:
         """(name, type, status, id) of the kernel programs this collector runs, if any."""

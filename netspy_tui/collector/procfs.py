@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 
 from netspy_tui.collector.base import Collector, Sink
-from netspy_tui.errors import CollectorError, NetspyError
+from netspy_tui.errors import CollectorError
 from netspy_tui.models import ConnectionEvent, new_event_id, utcnow
 
 logger = logging.getLogger(__name__)
@@ -108,16 +108,7 @@ class ProcfsCollector(Collector):
                 events = []
             conns = None
             self.samples += 1
-            if events:
-                try:
-                    sink(events)
-                except Exception as exc:
-                    self.stats.lost += len(events)
-                    self.stats.errors += 1
-                    self.stats.last_error = str(exc) if isinstance(exc, NetspyError) else f"{type(exc).__name__}: {exc}"
-                    logger.warning("procfs: the sink rejected %d events: %s", len(events), self.stats.last_error)
-                else:
-                    self.stats.events += len(events)
+            self.deliver(sink, events)
             if self._stop.wait(self.interval):
                 return
 

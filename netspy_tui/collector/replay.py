@@ -211,19 +211,6 @@ class ReplayCollector(Collector):
             thread.join(timeout=10)
         self._done.set()
 
-    def _deliver(self, sink: Sink, batch: Sequence[AnyEvent]) -> None:
-        if not batch:
-            return
-        try:
-            sink(batch)
-        except Exception as exc:
-            self.stats.lost += len(batch)
-            self.stats.errors += 1
-            self.stats.last_error = str(exc) if isinstance(exc, NetspyError) else f"{type(exc).__name__}: {exc}"
-            logger.warning("replay: the sink rejected %d events: %s", len(batch), self.stats.last_error)
-        else:
-            self.stats.events += len(batch)
-
     def _run(self, sink: Sink) -> None:
         try:
             self._replay(sink)
@@ -260,7 +247,7 @@ class ReplayCollector(Collector):
             if self.speed > 0:
                 due = max(due, (event.time - t0).total_seconds() / self.speed)
                 if batch and due - batch_due > BATCH_SLACK:
-                    self._deliver(sink, batch)
+                    self.deliver(sink, batch)
                     batch = []
                 if not batch:
                     batch_due = due
@@ -272,9 +259,9 @@ class ReplayCollector(Collector):
                 update["time"] = event.time + self.offset
             batch.append(event.model_copy(update=update))
             if self.speed == 0 and len(batch) >= FAST_BATCH:
-                self._deliver(sink, batch)
+                self.deliver(sink, batch)
                 batch = []
-        self._deliver(sink, batch)
+        self.deliver(sink, batch)
 
 
 def _json_line(event: AnyEvent) -> str:

@@ -1,19 +1,22 @@
 """Wiring between the AI layer (netspy_tui.ai, which knows nothing of MCP) and the MCP tools.
 
-* :func:`insight_hook` answers the ``ai_insights`` and ``contextual_analysis`` tools.
+* :func:`ai_tools_hook` answers the ``ai_insights`` and ``contextual_analysis`` tools.
 * :func:`data_tools` / :func:`tool_caller` offer the model the read-only data tools through an
   MCP client session (the internal gateway), so every figure the model sees came through MCP.
 * :func:`stream_question` and :func:`stream_process_explanation` are the streaming forms the CLI
-  and the dashboard use; :func:`dashboard_hooks` hands them to the dashboard.
+  and the dashboard use; :func:`dashboard_hooks` hands them to the dashboard as :class:`AIHooks`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from netspy_tui.ai import (
     AISettings,
+    AnswerItem,
+    ProgressNote,
     StreamEvent,
     ToolCaller,
     ToolOutput,
@@ -23,18 +26,48 @@ from netspy_tui.ai import (
     rule_based_explanation,
     stream_answer,
     stream_explanation,
-    stream_summary_insight,
+    stream_summary_explanation,
 )
 from netspy_tui.ai.settings import NOT_CONFIGURED_HINT
 from netspy_tui.errors import AIError, NetspyError
 from netspy_tui.mcp_tools import DATA_TOOLS
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
-from netspy_tui.mcp_tools.schemas import Insight
-from netspy_tui.mcp_tools.server import InsightHook
+from netspy_tui.mcp_tools.server import AIToolsHook
+from netspy_tui.models import Insight, Scope
 from netspy_tui.telemetry.source import TelemetrySource
 
-if TYPE_CHECKING:
-    from netspy_tui.tui.hooks import AIHooks, InsightItem
+#: ``explain(gateway, scope)``: explain the traffic of ``scope``'s pid or command (neither: all
+#: traffic) over its window.
+ExplainFn = Callable[[Gateway, Scope], AsyncIterator[AnswerItem]]
+#: ``ask(gateway, question, context)``: a free-form question; ``context`` is what the user is looking at.
+AskFn = Callable[[Gateway, str, dict[str, Any] | None], AsyncIterator[AnswerItem]]
+#: ``summarize(summary_text)``: the ``ai_insights`` tool's answer to a summary text (the command bar's
+#: ``insights "..."``).
+SummarizeFn = Callable[[str], AsyncIterator[AnswerItem]]
+
+
+@dataclass(frozen=True, slots=True)
+class AIHooks:
+    """What the dashboard needs from the AI layer: three streaming callables and two labels.
+
+    Each callable returns an async iterator of :data:`~netspy_tui.ai.types.AnswerItem`: text
+    fragments of the answer in order, the tools the model called (shown as ``→ name({...}) ✓
+    summary``), :class:`~netspy_tui.ai.types.ProgressNote` lines for the pane's state line, and
+    :class:`~netspy_tui.ai.types.Finished` naming who answered. The iterator ending means the
+    answer is complete; raising (ideally a ``NetspyError``, an ``AIStreamError`` once text has
+    streamed) means it failed: the pane shows one line and keeps the text received so far. The
+    gateway is passed on every call, so hooks never hold a stale one.
+    """
+
+    explain: ExplainFn
+    ask: AskFn | None = None
+    """None: free-form questions are unavailable; the pane shows :attr:`unavailable` instead."""
+    summarize: SummarizeFn | None = None
+    """None: like :attr:`ask`."""
+    label: str = "AI"
+    """Which engine answers, for the pane title: e.g. ``gpt-5-mini at http://127.0.0.1:8000/v1 (key set)``."""
+    unavailable: str = "No AI model is configured."
+    """One line shown when a question cannot be asked (says how to enable AI)."""
 
 
 #: The dashboard's label for the local rule-based explainer.
@@ -75,9 +108,9 @@ def subject_name(pid: int | None, command: str | None) -> str:
     return command or (f"pid {pid}" if pid else "all processes")
 
 
-async def explanation_context(gateway: Gateway, pid: int | None, command: str | None, window: int
-                              ) -> dict[str, Any]:
+async def explanation_context(gateway: Gateway, scope: Scope) -> dict[str, Any]:
     """Summary, pattern analysis, recent events and drops of one process, all via MCP tools."""
+    pid, command, window = scope.pid, scope.command, scope.window
     summary = await gateway.summary(pid=pid, process_name=command, duration=window)
     patterns = await gateway.patterns(pid=pid, process_name=command, duration=window)
     recent = await gateway.connections(pid=pid, process_name=command, max_events=30)
@@ -89,13 +122,13 @@ async def explanation_context(gateway: Gateway, pid: int | None, command: str | 
                          packet_drops=drops)
 
 
-async def stream_process_explanation(gateway: Gateway, settings: AISettings, pid: int | None, command: str | None,
-                                     window: int) -> AsyncIterator[StreamEvent]:
+async def stream_process_explanation(gateway: Gateway, settings: AISettings, scope: Scope
+                                     ) -> AsyncIterator[StreamEvent]:
     """Explain one process: streamed from the model, or the local rule-based text when none is configured."""
     from netspy_tui.ai import Finished, TextDelta
 
-    context = await explanation_context(gateway, pid, command, window)
-    subject = subject_name(pid, command)
+    context = await explanation_context(gateway, scope)
+    subject = subject_name(scope.pid, scope.command)
     if not settings.configured:
         text = rule_based_explanation(subject, context)
         yield TextDelta(text)
@@ -105,13 +138,13 @@ async def stream_process_explanation(gateway: Gateway, settings: AISettings, pid
         yield event
 
 
-def insight_hook(settings: AISettings) -> InsightHook:
+def ai_tools_hook(settings: AISettings) -> AIToolsHook:
     """The AI tools' implementation for :func:`netspy_tui.mcp_tools.server.create_server`, over ``settings``."""
 
     async def hook(source: TelemetrySource, name: str, args: dict[str, Any]) -> Insight:
         settings.require_configured()
         if name == "ai_insights":
-            finished = await collect(stream_summary_insight(settings, args["summary_text"]))
+            finished = await collect(stream_summary_explanation(settings, args["summary_text"]))
         else:
             context = {k: args.get(k) for k in ("pid", "process_name", "duration") if args.get(k) is not None}
             async with open_gateway(source) as gateway:
@@ -131,26 +164,23 @@ def dashboard_hooks(settings: AISettings) -> AIHooks:
 
     ``a`` explains a process through :func:`stream_process_explanation` (the local rules when no model
     is configured); questions and ``insights "..."`` stream from the model, with the data tools offered
-    through the gateway the dashboard passes on each call. Imports the TUI's hook types lazily: this
-    module stays free of Textual.
+    through the gateway the dashboard passes on each call.
     """
-    from netspy_tui.tui.hooks import AIHooks, InsightNote
 
-    async def explain(gateway: Gateway, subject: dict[str, Any]) -> AsyncIterator[InsightItem]:
-        pid, command = subject.get("pid"), subject.get("process_name")
-        yield InsightNote(f"gathering {subject_name(pid, command)}: summary, patterns and recent events via MCP…")
-        async for event in stream_process_explanation(gateway, settings, pid, command,
-                                                      int(subject.get("duration") or 60)):
+    async def explain(gateway: Gateway, scope: Scope) -> AsyncIterator[AnswerItem]:
+        yield ProgressNote(f"gathering {subject_name(scope.pid, scope.command)}: summary, patterns and recent "
+                           "events via MCP…")
+        async for event in stream_process_explanation(gateway, settings, scope):
             yield event
 
-    async def ask(gateway: Gateway, question: str, context: dict[str, Any] | None) -> AsyncIterator[InsightItem]:
-        yield InsightNote(f"asking {settings.model}…")
+    async def ask(gateway: Gateway, question: str, context: dict[str, Any] | None) -> AsyncIterator[AnswerItem]:
+        yield ProgressNote(f"asking {settings.model}…")
         async for event in stream_question(gateway, settings, question, context):
             yield event
 
-    async def summarize(summary_text: str) -> AsyncIterator[InsightItem]:
-        yield InsightNote(f"asking {settings.model}…")
-        async for event in stream_summary_insight(settings, summary_text):
+    async def summarize(summary_text: str) -> AsyncIterator[AnswerItem]:
+        yield ProgressNote(f"asking {settings.model}…")
+        async for event in stream_summary_explanation(settings, summary_text):
             yield event
 
     configured = settings.configured

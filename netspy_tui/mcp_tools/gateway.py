@@ -18,7 +18,8 @@ from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, Te
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.errors import NetspyError, sole_exception
-from netspy_tui.mcp_tools.schemas import (
+from netspy_tui.mcp_tools.server import AIToolsHook, create_server
+from netspy_tui.models import (
     ConnectionList,
     Insight,
     NetworkSummary,
@@ -27,7 +28,6 @@ from netspy_tui.mcp_tools.schemas import (
     ProcessList,
     ServerStatus,
 )
-from netspy_tui.mcp_tools.server import InsightHook, create_server
 from netspy_tui.names.resolver import NameResolver
 from netspy_tui.names.workload import WorkloadResolver
 from netspy_tui.telemetry.source import TelemetrySource
@@ -153,12 +153,12 @@ async def _session(client: Client, *, trusted: bool) -> AsyncIterator[Gateway]:
         raise inner from None
 
 
-def open_gateway(source: TelemetrySource, insight: InsightHook | None = None, *, names: NameResolver | None = None,
+def open_gateway(source: TelemetrySource, ai_tools: AIToolsHook | None = None, *, names: NameResolver | None = None,
                  names_wait: float = 0.0, workloads: WorkloadResolver | None = None
                  ) -> AbstractAsyncContextManager[Gateway]:
     """An in-process MCP client/server pair over ``source`` (which the caller owns and closes);
     ``names`` names destinations in the tools' results (see :func:`create_server`)."""
-    server = create_server(source, insight, names=names, names_wait=names_wait, workloads=workloads)
+    server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads)
     return _session(Client(server, raise_exceptions=False), trusted=True)
 
 

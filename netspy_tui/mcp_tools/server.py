@@ -26,20 +26,13 @@ from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
-    ConnectionList,
     Duration,
-    Insight,
     Kind,
     Limit,
     MaxEvents,
-    NetworkSummary,
-    PacketDropList,
-    PatternAnalysis,
     Pid,
-    ProcessList,
     ProcessName,
     Query,
-    ServerStatus,
     Since,
     SummaryText,
     Until,
@@ -47,9 +40,17 @@ from netspy_tui.mcp_tools.schemas import (
 )
 from netspy_tui.models import (
     ConnectionEvent,
-    EventKind,
+    ConnectionList,
     EventPage,
+    EventQuery,
+    Insight,
+    NetworkSummary,
     PacketDropEvent,
+    PacketDropList,
+    PatternAnalysis,
+    ProcessList,
+    Scope,
+    ServerStatus,
     counts_exact,
     describe_losses,
     parse_time,
@@ -57,7 +58,7 @@ from netspy_tui.models import (
 )
 from netspy_tui.names.resolver import NameResolver, address_of
 from netspy_tui.names.workload import WorkloadResolver, k8s_identity
-from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ SERVER_NAME = "network-telemetry"
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 
 #: The AI tools' implementation: (source, tool name, arguments) -> Insight (see mcp_tools.ai_bridge).
-InsightHook = Callable[[TelemetrySource, str, dict[str, Any]], Awaitable[Insight]]
+AIToolsHook = Callable[[TelemetrySource, str, dict[str, Any]], Awaitable[Insight]]
 
 
 @dataclass
@@ -74,7 +75,7 @@ class ToolContext:
     """What the tools read from: lives for the server's lifetime (the lifespan context)."""
 
     source: TelemetrySource
-    insight: InsightHook | None = None
+    ai_tools: AIToolsHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     names: NameResolver | None = None
     """Destination names (None: addresses only)."""
@@ -198,11 +199,12 @@ def _ctx(ctx: Context[ToolContext, Any]) -> ToolContext:
     return ctx.request_context.lifespan_context
 
 
-async def _check_subject(source: TelemetrySource, kind: EventKind, pid: int | None, command: str | None) -> None:
+async def _check_scope(source: TelemetrySource, scope: Scope | EventQuery) -> None:
     """Both pid and process_name given: they must describe the same process."""
+    pid, command = scope.pid, scope.command
     if pid is None or command is None:
         return
-    page = await source.query(EventQuery(kind=kind, pid=pid, limit=1))
+    page = await source.query(EventQuery(kind=scope.kind, pid=pid, limit=1))
     if page.events and page.events[0].command != command:
         actual = clean(page.events[0].command, 32)
         raise ToolError(
@@ -216,11 +218,11 @@ def _time(value: str | None) -> datetime | None:
     return None if value is None else parse_time(value)
 
 
-async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
-                   duration: int) -> CallToolResult:
+async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResult:
     tc = _ctx(ctx)
-    await _check_subject(tc.source, kind, pid, process_name)
-    count = await tc.source.count(kind, pid, process_name, duration)
+    await _check_scope(tc.source, scope)
+    count = await tc.source.count(scope)
+    kind, pid, process_name, duration = scope.kind, scope.pid, scope.command, scope.window
     info = await tc.source.info()
     losses = await tc.source.losses(duration)
     text = describe.with_notes(describe.summary_text(kind, count, pid, process_name, duration),
@@ -230,17 +232,12 @@ async def _summary(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | N
                                   counts_exact=counts_exact(losses)), text)  # fmt: skip
 
 
-async def _list(ctx: Context[ToolContext, Any], kind: EventKind, pid: int | None, process_name: str | None,
-                max_events: int, since: str | None, until: str | None = None
-                ) -> tuple[list[Any], int, str, bool, datetime | None, EventPage]:
+async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any], int, str, bool, EventPage]:
     tc = _ctx(ctx)
-    await _check_subject(tc.source, kind, pid, process_name)
-    since_dt = _time(since)
-    until_dt = _time(until)
-    page = await tc.source.query(EventQuery(kind=kind, pid=pid, command=process_name, since=since_dt,
-                                            until=until_dt, limit=max_events))
+    await _check_scope(tc.source, q)
+    page = await tc.source.query(q)
     info = await tc.source.info()
-    return list(page.events), page.total_count, info.label, info.sampled, since_dt, page
+    return list(page.events), page.total_count, info.label, info.sampled, page
 
 
 def _page_notes(page: EventPage) -> tuple[str, str]:
@@ -248,14 +245,14 @@ def _page_notes(page: EventPage) -> tuple[str, str]:
             describe.not_events_note(page.not_events))
 
 
-async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, process_name: str | None,
-                    duration: int, top_n: int = 10, tc: ToolContext | None = None) -> PatternAnalysis:
-    await _check_subject(source, kind, pid, process_name)
-    stats = await source.stats(kind, pid, process_name, duration, top_n=top_n)
+async def _patterns(source: TelemetrySource, scope: Scope, top_n: int = 10, tc: ToolContext | None = None
+                    ) -> PatternAnalysis:
+    await _check_scope(source, scope)
+    stats = await source.stats(scope, top_n=top_n)
     info = await source.info()
-    losses = await source.losses(duration)
-    rate = stats.total / (duration / 60)
-    failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
+    losses = await source.losses(scope.window)
+    rate = stats.total / (scope.window / 60)
+    failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if scope.kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
     names = await tc.hostnames(c.key for c in stats.top_destinations) if tc is not None else {}
     text = describe.with_notes(describe.patterns_text(stats, rate, ratio, names), describe.loss_note(losses),
@@ -264,15 +261,15 @@ async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, p
                            source=info.label, losses=losses, counts_exact=counts_exact(losses), hostnames=names)
 
 
-def create_server(source: TelemetrySource, insight: InsightHook | None = None, *,
+def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, *,
                   names: NameResolver | None = None, names_wait: float = 0.0,
                   workloads: WorkloadResolver | None = None) -> TelemetryServer:
-    """Build the MCP server over ``source``. ``insight`` answers the AI tools (see netspy_tui.ai);
+    """Build the MCP server over ``source``. ``ai_tools`` answers the AI tools (see netspy_tui.ai);
     ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call)."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
-        yield ToolContext(source=source, insight=insight, names=names, names_wait=names_wait, workloads=workloads)
+        yield ToolContext(source=source, ai_tools=ai_tools, names=names, names_wait=names_wait, workloads=workloads)
 
     srv = TelemetryServer(
         SERVER_NAME,
@@ -291,7 +288,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, NetworkSummary]:
         """Count outbound connection attempts over the last `duration` seconds, for one process or all."""
-        return await _summary(ctx, "connection", pid, process_name, duration)
+        return await _summary(ctx, Scope("connection", pid, process_name, duration))
 
     @srv.tool(annotations=READ_ONLY)
     async def list_connections(
@@ -303,8 +300,9 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         until: Until = None,
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connection attempts (destination, protocol, outcome), newest first."""
-        events, total, label, sampled, since_dt, page = await _list(ctx, "connection", pid, process_name,
-                                                                    max_events, since, until)
+        since_dt = _time(since)
+        events, total, label, sampled, page = await _list(ctx, EventQuery("connection", pid, process_name, since_dt,
+                                                                          _time(until), max_events))
         conns = await _ctx(ctx).with_workloads(await _ctx(ctx).named([e for e in events
                                                                        if isinstance(e, ConnectionEvent)]))
         text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
@@ -319,7 +317,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, PatternAnalysis]:
         """Analyse connection patterns: top destinations, protocol, port and outcome mix, rate, first/last seen."""
-        result = await _patterns(_ctx(ctx).source, "connection", pid, process_name, duration, tc=_ctx(ctx))
+        result = await _patterns(_ctx(ctx).source, Scope("connection", pid, process_name, duration), tc=_ctx(ctx))
         return _result(result, result.text)
 
     @srv.tool(annotations=READ_ONLY)
@@ -327,7 +325,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, NetworkSummary]:
         """Count packets the kernel dropped over the last `duration` seconds, for one process or all."""
-        return await _summary(ctx, "packet_drop", pid, process_name, duration)
+        return await _summary(ctx, Scope("packet_drop", pid, process_name, duration))
 
     @srv.tool(annotations=READ_ONLY)
     async def list_packet_drops(
@@ -339,8 +337,9 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         until: Until = None,
     ) -> Annotated[CallToolResult, PacketDropList]:
         """List recent packet drops with the kernel's drop reason, newest first."""
-        events, total, label, _, since_dt, page = await _list(ctx, "packet_drop", pid, process_name, max_events,
-                                                              since, until)
+        since_dt = _time(since)
+        events, total, label, _, page = await _list(ctx, EventQuery("packet_drop", pid, process_name, since_dt,
+                                                                    _time(until), max_events))
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
         text = describe.with_notes(describe.list_text("packet_drop", drops, total, pid, process_name),
                                    *_page_notes(page))
@@ -354,7 +353,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
     ) -> Annotated[CallToolResult, PatternAnalysis]:
         """Analyse packet drops: drop-reason mix, affected processes, rate, first/last seen."""
-        result = await _patterns(_ctx(ctx).source, "packet_drop", pid, process_name, duration)
+        result = await _patterns(_ctx(ctx).source, Scope("packet_drop", pid, process_name, duration))
         return _result(result, result.text)
 
     @srv.tool(annotations=READ_ONLY)
@@ -366,7 +365,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
     ) -> Annotated[CallToolResult, ProcessList]:
         """Top talkers: processes ranked by connection attempts (or drops) in the window."""
         tc = _ctx(ctx)
-        stats = await tc.source.stats(kind, None, None, duration, top_n=1, buckets=1)
+        stats = await tc.source.stats(Scope(kind, window=duration), top_n=1, buckets=1)
         info = await tc.source.info()
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
@@ -419,7 +418,7 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         summary_text: SummaryText,
     ) -> Annotated[CallToolResult, Insight]:
         """Ask an AI model (any OpenAI-compatible API) to explain a network summary."""
-        return await _insight(ctx, "ai_insights", {"summary_text": summary_text})
+        return await _ai_tool(ctx, "ai_insights", {"summary_text": summary_text})
 
     @srv.tool(annotations=READ_ONLY.model_copy(update={"open_world_hint": True}))
     async def contextual_analysis(
@@ -430,15 +429,15 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None, *
         duration: Duration = 300,
     ) -> Annotated[CallToolResult, Insight]:
         """Answer a question about the host's network behaviour; the model reads live data through these tools."""
-        return await _insight(ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name,
+        return await _ai_tool(ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name,
                                                             "duration": duration})
 
     return srv
 
 
-async def _insight(ctx: Context[ToolContext, Any], name: str, args: dict[str, Any]) -> CallToolResult:
+async def _ai_tool(ctx: Context[ToolContext, Any], name: str, args: dict[str, Any]) -> CallToolResult:
     tc = _ctx(ctx)
-    if tc.insight is None:
+    if tc.ai_tools is None:
         raise ToolError("AI is not available in this server.")
-    result = await tc.insight(tc.source, name, args)
+    result = await tc.ai_tools(tc.source, name, args)
     return _result(result, result.text)

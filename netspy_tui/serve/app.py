@@ -42,15 +42,18 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError
 from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
+    EventQuery,
     PacketDropEvent,
     ProgramInfo,
+    Scope,
     contract_drop,
     counts_exact,
     describe_losses,
@@ -61,7 +64,8 @@ from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
 from netspy_tui.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from netspy_tui.serve.metrics import MetricsExporter, counted_of
-from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.telemetry.source import TelemetrySource
+from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -102,23 +106,12 @@ class RequestTooLarge(Exception):
 # --- JSON and text responses -----------------------------------------------------------------
 
 
-def _scrub(value: Any) -> Any:
-    """Replace lone surrogates (undecodable bytes kept by ``surrogateescape``) with U+FFFD."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value
-
-
 def dumps(payload: Any) -> bytes:
     """Compact UTF-8 JSON; strings holding undecodable bytes come out with U+FFFD, like Go's encoder."""
     try:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(_scrub(payload), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(valid_utf8(payload, "replace"), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -380,7 +373,7 @@ class _Api:
         duration = params.integer(
             "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
         )
-        count = await self.source.count(kind, pid, command, duration)
+        count = await self.source.count(Scope(kind, pid, command, duration))
         return json_response(
             {
                 "count": count,
@@ -511,7 +504,7 @@ class BearerTokenMiddleware:
         self.app = app
         self.expected = token.encode("utf-8")
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorized(self, scope: ASGIScope) -> bool:
         header = b""
         for name, value in scope.get("headers", []):
             if name == b"authorization":
@@ -522,7 +515,7 @@ class BearerTokenMiddleware:
         matched = hmac.compare_digest(credentials.strip(), self.expected)
         return scheme.lower() == b"bearer" and matched
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self._authorized(scope):
             await self.app(scope, receive, send)
             return
@@ -547,7 +540,7 @@ class BodyLimitMiddleware:
     def _too_large(self) -> Response:
         return text_response(413, f"Request body too large: the limit is {self.max_bytes} bytes")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

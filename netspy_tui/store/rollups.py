@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from netspy_tui.analysis.aggregate import PROCESS_LIMIT, bucket_layout, window_seconds
-from netspy_tui.models import Counted, EventKind, ProcessStat, WindowStats, ns_to_time, time_to_ns
+from netspy_tui.models import Counted, ProcessStat, Scope, WindowStats, ns_to_time, time_to_ns
 
 KIND_CODE: dict[str, int] = {"connection": 0, "packet_drop": 1}
 
@@ -522,16 +522,14 @@ def _unknown_if_empty(by: Marginal, names: Names) -> Marginal:
 def window_stats(
     secs: Sequence[Second | Block],
     names: Names,
-    kind: EventKind,
-    pid: int | None,
-    command: str | None,
-    window: int,
+    scope: Scope,
     now: datetime,
     top_n: int,
     buckets: int,
 ) -> WindowStats:
     """The figures of :func:`netspy_tui.analysis.aggregate.aggregate` from the window's seconds
     (blocks of seconds count only without a pid or command filter: see :meth:`Rollups.window`)."""
+    kind, pid, command, window = scope.kind, scope.pid, scope.command, scope.window
     lo, hi = window_seconds(now, window)
     size, count = bucket_layout(window, buckets)
     empty = WindowStats(kind=kind, window_seconds=window, pid=pid, command=command, bucket_seconds=size,

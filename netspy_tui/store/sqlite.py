@@ -45,6 +45,8 @@ from netspy_tui.models import (
     Event,
     EventKind,
     EventPage,
+    EventQuery,
+    Scope,
     WindowStats,
     describe_losses,
     ns_to_time,
@@ -52,7 +54,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.store import rollups as R
-from netspy_tui.telemetry.source import EventQuery
+from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -155,31 +157,13 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _clean_text(value: str) -> str:
-    """Text that cannot be UTF-8 made storable: undecodable bytes (``surrogateescape``) become ``\\x80``."""
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # other lone surrogates
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _sanitize(value: Any) -> Any:
-    if isinstance(value, str):
-        return _clean_text(value)
-    if isinstance(value, list):
-        return [_sanitize(v) for v in value]
-    if isinstance(value, dict):
-        return {_sanitize(k): _sanitize(v) for k, v in value.items()}
-    return value
-
-
 def _clean_event(event: AnyEvent) -> tuple[AnyEvent, bytes]:
     """The event (made storable) and its JSON."""
     try:
         return event, event.__pydantic_serializer__.to_json(event)
     except PydanticSerializationError:
         # Untrusted text that is not valid Unicode: store it with the bad code points escaped.
-        event = type(event).model_construct(**_sanitize(event.model_dump()))
+        event = type(event).model_construct(**valid_utf8(event.model_dump(), "backslashreplace"))
         return event, event.__pydantic_serializer__.to_json(event)
 
 
@@ -200,28 +184,26 @@ def _event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
 
 
 def _where(
+    kind: EventKind, pid: int | None, command: str | None, column: str, after: int | None, upto: int | None
+) -> tuple[str, list[Any]]:
+    """WHERE clause over rows (raw events or rollups) of ``kind``, of ``pid`` and ``command`` when
+    given, with ``after < column <= upto`` (None: unbounded); and its parameters."""
+    clauses = ["kind = ?"]
+    params: list[Any] = [_KIND_CODE[kind]]
+    for clause, value in (("pid = ?", pid), ("command = ?", command), (f"{column} > ?", after),
+                          (f"{column} <= ?", upto)):  # fmt: skip
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
+def _events_where(
     kind: EventKind, pid: int | None, command: str | None, since_ns: int | None, until_ns: int | None
 ) -> tuple[str, list[Any], str]:
     """WHERE clause over raw rows, its parameters and the index that serves it best."""
-    clauses = ["kind = ?"]
-    params: list[Any] = [_KIND_CODE[kind]]
-    index = "events_time"
-    if pid is not None:
-        clauses.append("pid = ?")
-        params.append(pid)
-        index = "events_pid"
-    if command is not None:
-        clauses.append("command = ?")
-        params.append(command)
-        if pid is None:
-            index = "events_command"
-    if since_ns is not None:
-        clauses.append("t > ?")
-        params.append(since_ns)
-    if until_ns is not None:
-        clauses.append("t <= ?")
-        params.append(until_ns)
-    return " AND ".join(clauses), params, index
+    index = "events_pid" if pid is not None else "events_command" if command is not None else "events_time"
+    return *_where(kind, pid, command, "t", since_ns, until_ns), index
 
 
 _ID_MIX = 0x9E3779B97F4A7C15
@@ -839,7 +821,7 @@ class EventStore:
         limit = max(0, q.limit)
         since_ns = time_to_ns(q.since) if q.since is not None else None
         until_ns = time_to_ns(q.until) if q.until is not None else None
-        where, params, index = _where(q.kind, q.pid, q.command, since_ns, until_ns)
+        where, params, index = _events_where(q.kind, q.pid, q.command, since_ns, until_ns)
         with self._snapshot() as conn:
             rows = conn.execute(
                 f"SELECT seq, outcome, rec, body FROM events INDEXED BY {index} "
@@ -903,15 +885,9 @@ class EventStore:
         code = _KIND_CODE[kind]
         if self.rollups.covers(lo):
             return self.rollups.snapshot(code, lo, hi, blocks=pid is None and command is None)
-        clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, code]
-        if pid is not None:
-            clauses.append("pid = ?")
-            params.append(pid)
-        if command is not None:
-            clauses.append("command = ?")
-            params.append(command)
+        where, params = _where(kind, pid, command, "second", lo - 1, hi)
         with self._snapshot() as conn:
-            sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {' AND '.join(clauses)}"
+            sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {where}"
             rows = conn.execute(sql, params).fetchall()
         names = self.names
         return R.seconds_of(R.to_array(rows, names), code), names
@@ -920,53 +896,31 @@ class EventStore:
         if self.rollups.covers(lo):
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
-        clauses, params = ["second >= ?", "second <= ?", "kind = ?"], [lo, hi, _KIND_CODE[kind]]
-        if pid is not None:
-            clauses.append("pid = ?")
-            params.append(pid)
-        if command is not None:
-            clauses.append("command = ?")
-            params.append(command)
+        where, params = _where(kind, pid, command, "second", lo - 1, hi)
         with self._snapshot() as conn:
-            row = conn.execute(f"SELECT coalesce(sum(n), 0) FROM rollup WHERE {' AND '.join(clauses)}", params)
+            row = conn.execute(f"SELECT coalesce(sum(n), 0) FROM rollup WHERE {where}", params)
             return int(row.fetchone()[0])
 
-    def count(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: float,
-        now: datetime | None = None,
-    ) -> int:
-        """Events of ``kind`` in the last ``window_seconds`` whole seconds at ``now`` (exact)."""
-        lo, hi = window_seconds_of(now or utcnow(), window_seconds)
-        return self._rollup_total(kind, pid, command, lo, hi)
+    def count(self, scope: Scope, now: datetime | None = None) -> int:
+        """Events in ``scope`` (its last ``window`` whole seconds at ``now``), exact."""
+        lo, hi = window_seconds_of(now or utcnow(), scope.window)
+        return self._rollup_total(scope.kind, scope.pid, scope.command, lo, hi)
 
-    def stats(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: int,
-        top_n: int = 10,
-        buckets: int = 60,
-        now: datetime | None = None,
-    ) -> WindowStats:
+    def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60, now: datetime | None = None) -> WindowStats:
         """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``, from the rollups."""
         now = now or utcnow()
-        lo, hi = window_seconds_of(now, window_seconds)
-        secs, names = self._rollup_seconds(kind, pid, command, lo, hi)
-        return R.window_stats(secs, names, kind, pid, command, int(window_seconds), now, top_n, buckets)
+        lo, hi = window_seconds_of(now, scope.window)
+        secs, names = self._rollup_seconds(scope.kind, scope.pid, scope.command, lo, hi)
+        return R.window_stats(secs, names, scope, now, top_n, buckets)
 
-    def kept(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
-             now: datetime | None = None) -> int:
-        """Raw events kept in the last ``window_seconds`` whole seconds (compare with :meth:`count`)."""
-        return self._kept_between(kind, pid, command, *window_seconds_of(now or utcnow(), window_seconds))
+    def kept(self, scope: Scope, now: datetime | None = None) -> int:
+        """Raw events kept in ``scope``'s last ``window`` whole seconds (compare with :meth:`count`)."""
+        lo, hi = window_seconds_of(now or utcnow(), scope.window)
+        return self._kept_between(scope.kind, scope.pid, scope.command, lo, hi)
 
     def _kept_between(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
         """Raw events kept in the seconds lo..hi."""
-        where, params, index = _where(kind, pid, command, lo * NS - 1, (hi + 1) * NS - 1)
+        where, params, index = _events_where(kind, pid, command, lo * NS - 1, (hi + 1) * NS - 1)
         with self._snapshot() as conn:
             sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
             return int(conn.execute(sql, params).fetchone()[0])

@@ -24,13 +24,14 @@ from netspy_tui.errors import ContractError, NetspyError, ServerError, ServerUna
 from netspy_tui.models import (
     AggregatorStats,
     ApiGeneration,
-    EventKind,
     EventPage,
+    EventQuery,
     EventsResponse,
     HealthResponse,
     ListResponse,
     ProgramInfo,
     ProgramsResponse,
+    Scope,
     SourceInfo,
     SummaryResponse,
     WindowStats,
@@ -39,7 +40,6 @@ from netspy_tui.models import (
     format_time,
     utcnow,
 )
-from netspy_tui.telemetry.source import EventQuery
 from netspy_tui.textsafe import clean, first_line, redact_url
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,8 @@ class HttpSource:
         events, total = filter_events(flat, q)
         return EventPage(events=events, total_count=total, truncated=total > len(events), not_events=resp.not_events)
 
-    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
+    async def count(self, scope: Scope) -> int:
+        kind, pid, command, window_seconds = scope.kind, scope.pid, scope.command, scope.window
         gen = await self.generation()
         path = "/api/connection-summary" if kind == "connection" else "/api/packet-drop-summary"
         if gen == "seed":
@@ -328,18 +329,17 @@ class HttpSource:
         self._note_shape(resp)
         return resp.count
 
-    async def stats(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
-                    top_n: int = 10, buckets: int = 60) -> WindowStats:
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
         """Aggregates of the newest :data:`STATS_FETCH_LIMIT` events of the window, computed here.
 
         When the window holds more, ``total`` is still the server's count of the whole window (the
         breakdowns describe the newest events), so rates and totals stay right on a busy host.
         """
         now = utcnow()
-        page = await self.query(EventQuery(kind=kind, pid=pid, command=command,
-                                           since=now - timedelta(seconds=window_seconds), until=now,
+        page = await self.query(EventQuery(kind=scope.kind, pid=scope.pid, command=scope.command,
+                                           since=now - timedelta(seconds=scope.window), until=now,
                                            limit=STATS_FETCH_LIMIT))
-        stats = aggregate(page.events, kind, pid, command, window_seconds, now, top_n, buckets)
+        stats = aggregate(page.events, scope, now, top_n, buckets)
         if page.truncated and page.total_count > stats.total:
             log.debug("stats over %d of %d events in the window", stats.total, page.total_count)
             stats = stats.model_copy(update={"total": page.total_count})

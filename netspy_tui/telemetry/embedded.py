@@ -29,10 +29,11 @@ from netspy_tui.collector.replay import Recorder
 from netspy_tui.errors import NetspyError, NoData
 from netspy_tui.models import (
     ConnectionEvent,
-    EventKind,
     EventPage,
+    EventQuery,
     PacketDropEvent,
     ProgramInfo,
+    Scope,
     SourceInfo,
     WindowStats,
     describe_losses,
@@ -40,7 +41,6 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.store.sqlite import EventStore, StoreError, window_seconds_of
-from netspy_tui.telemetry.source import EventQuery
 
 if TYPE_CHECKING:
     from netspy_tui.config import Settings
@@ -236,19 +236,11 @@ class EmbeddedSource:
     async def query(self, q: EventQuery) -> EventPage:
         return await asyncio.to_thread(self.store.query, q)
 
-    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
-        return await asyncio.to_thread(self.store.count, kind, pid, command, window_seconds)
+    async def count(self, scope: Scope) -> int:
+        return await asyncio.to_thread(self.store.count, scope)
 
-    async def stats(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: int,
-        top_n: int = 10,
-        buckets: int = 60,
-    ) -> WindowStats:
-        return await asyncio.to_thread(self.store.stats, kind, pid, command, window_seconds, top_n, buckets)
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
+        return await asyncio.to_thread(self.store.stats, scope, top_n, buckets)
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
         lo, _ = window_seconds_of(utcnow(), window_seconds)

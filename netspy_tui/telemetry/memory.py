@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
-from netspy_tui.models import EventKind, EventPage, ProgramInfo, SourceInfo, WindowStats, utcnow
-from netspy_tui.telemetry.source import EventQuery
+from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats, utcnow
 
 
 class MemorySource:
@@ -56,19 +55,11 @@ class MemorySource:
         events, total = filter_events(self._snapshot(), q)
         return EventPage(events=events, total_count=total, truncated=total > len(events))
 
-    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
-        return (await self.stats(kind, pid, command, window_seconds, top_n=1, buckets=1)).total
+    async def count(self, scope: Scope) -> int:
+        return (await self.stats(scope, top_n=1, buckets=1)).total
 
-    async def stats(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: int,
-        top_n: int = 10,
-        buckets: int = 60,
-    ) -> WindowStats:
-        return aggregate(self._snapshot(), kind, pid, command, window_seconds, self._clock(), top_n, buckets)
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
+        return aggregate(self._snapshot(), scope, self._clock(), top_n, buckets)
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
         """Nothing to tell: events arrive here as they are (a remote server's losses show in info)."""

@@ -1,33 +1,17 @@
 """The one interface the MCP tools read from.
 
-Implementations: :class:`netspy_tui.telemetry.client.HttpSource` (an eBPF server, any API
-generation) and :class:`netspy_tui.telemetry.embedded.EmbeddedSource` (the in-process collector and
-SQLite store). Both return the same models, so every tool behaves the same on either.
+Three implementations: :class:`netspy_tui.telemetry.client.HttpSource` (an eBPF server, any API
+generation), :class:`netspy_tui.telemetry.embedded.EmbeddedSource` (the in-process collector and
+SQLite store) and :class:`netspy_tui.telemetry.memory.MemorySource` (events in memory: the tests'
+stand-in and the reference for every figure). All return the same models, so every tool behaves
+the same on each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from netspy_tui.models import EventKind, EventPage, ProgramInfo, SourceInfo, WindowStats
-
-
-@dataclass(frozen=True, slots=True)
-class EventQuery:
-    """Filters for an event query. ``command`` matches the kernel comm exactly.
-
-    ``since`` is exclusive and ``until`` inclusive, both wall-clock, so an incremental poll can
-    pass the newest time it has seen. Results are newest first, at most ``limit``.
-    """
-
-    kind: EventKind = "connection"
-    pid: int | None = None
-    command: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = 100
+from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats
 
 
 @runtime_checkable
@@ -40,20 +24,12 @@ class TelemetrySource(Protocol):
         """Events matching ``q``, newest first."""
         ...
 
-    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
-        """How many events of ``kind`` in the last ``window_seconds``."""
+    async def count(self, scope: Scope) -> int:
+        """How many events are in ``scope`` (its kind and process, in its window)."""
         ...
 
-    async def stats(
-        self,
-        kind: EventKind,
-        pid: int | None,
-        command: str | None,
-        window_seconds: int,
-        top_n: int = 10,
-        buckets: int = 60,
-    ) -> WindowStats:
-        """Aggregates for the pattern panel, analyze_patterns and list_processes."""
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
+        """Aggregates of ``scope`` for the pattern panel, analyze_patterns and list_processes."""
         ...
 
     async def programs(self) -> list[ProgramInfo]:

@@ -2,7 +2,7 @@
 
 :class:`AIRunner` decides what a new request does to the one running (start it, ignore a repeat,
 or hold it until the user presses again) and turns one request's stream of
-:data:`~netspy_tui.tui.hooks.InsightItem` into the ``AI*`` messages the AI pane reacts to.
+:data:`~netspy_tui.ai.types.AnswerItem` into the ``AI*`` messages the AI pane reacts to.
 The AI pane runs :meth:`AIRunner.stream` in its ``ai`` worker (exclusive: a new request cancels
 the old one), which posts the messages to the pane; nothing here touches a widget.
 
@@ -25,9 +25,9 @@ from typing import Literal
 from textual.message import Message
 
 from netspy_tui.ai import AIStreamError, Finished, TextDelta, ToolCallFinished, ToolCallStarted, format_call
+from netspy_tui.ai.types import AnswerItem, ProgressNote
 from netspy_tui.errors import NetspyError
 from netspy_tui.textsafe import first_line
-from netspy_tui.tui.hooks import InsightItem, InsightNote
 from netspy_tui.tui.messages import (
     AIChunk,
     AIFailed,
@@ -52,7 +52,7 @@ class AIRequest:
     title: str
     """What is asked, e.g. ``explaining process 'curl' over 1m`` (shown before the request goes out)."""
     failure_title: str
-    produce: Callable[[], AsyncIterator[InsightItem]]
+    produce: Callable[[], AsyncIterator[AnswerItem]]
 
     @property
     def kind(self) -> str:
@@ -107,7 +107,7 @@ class AIRunner:
             async for item in items:
                 if isinstance(item, str | TextDelta):
                     post(AIChunk(request_id, item if isinstance(item, str) else item.text))
-                elif isinstance(item, InsightNote):
+                elif isinstance(item, ProgressNote):
                     post(AINote(request_id, item.text))
                 elif isinstance(item, ToolCallStarted):
                     post(AIToolCall(request_id, format_call(item.name, item.arguments)))

@@ -23,11 +23,11 @@ from textual.worker import Worker, WorkerState
 
 from netspy_tui import export
 from netspy_tui.errors import NetspyError
+from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import utcnow
 from netspy_tui.textsafe import clean, first_line
 from netspy_tui.tui import keys
-from netspy_tui.tui.hooks import AIHooks
 from netspy_tui.tui.messages import PollFailed, SnapshotReady
 from netspy_tui.tui.poller import Poller, backoff
 from netspy_tui.tui.screens.dashboard import DashboardScreen

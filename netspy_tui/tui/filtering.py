@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from netspy_tui.analysis.describe import destination_text
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat
-from netspy_tui.tui.snapshot import Subject
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat, Scope
 
 
 class EventFilter:
     """Client-side narrowing by process name, pid or destination (case-insensitive substring; pid prefix)."""
 
-    def __init__(self, text: str, focus: Subject | None) -> None:
+    def __init__(self, text: str, focus: Scope | None) -> None:
         self.text = text.strip()
         self.needle = self.text.casefold()
         self.focus = focus
@@ -25,8 +24,8 @@ class EventFilter:
         f = self.focus
         if f is None:
             return True
-        if f.process_name is not None:
-            return command == f.process_name
+        if f.command is not None:
+            return command == f.command
         return pid == f.pid
 
     def event(self, e: ConnectionEvent | PacketDropEvent) -> bool:
@@ -47,16 +46,16 @@ class EventFilter:
         return n in p.command.casefold() or (n.isdigit() and any(str(pid).startswith(n) for pid in p.pids))
 
 
-def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Subject | None:
+def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Scope | None:
     """A filter that is exactly a known pid or process name narrows the tool calls too."""
     text = text.strip()
     if not text:
         return None
     procs = list(processes)
     if text.isdigit() and any(int(text) in p.pids for p in procs):
-        return Subject(pid=int(text))
+        return Scope(pid=int(text))
     if any(p.command == text for p in procs):
-        return Subject(process_name=text)
+        return Scope(command=text)
     return None
 
 

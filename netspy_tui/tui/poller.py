@@ -22,9 +22,16 @@ from typing import Generic, TypeVar
 
 from netspy_tui.analysis import describe
 from netspy_tui.mcp_tools.gateway import Gateway
-from netspy_tui.mcp_tools.schemas import PatternAnalysis, ProcessList, ServerStatus
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, format_time
-from netspy_tui.tui.snapshot import PollConfig, Snapshot, Subject
+from netspy_tui.models import (
+    ConnectionEvent,
+    PacketDropEvent,
+    PatternAnalysis,
+    ProcessList,
+    Scope,
+    ServerStatus,
+    format_time,
+)
+from netspy_tui.tui.snapshot import PollConfig, Snapshot
 
 #: Most events one list call may return (the tools' own cap).
 MAX_EVENTS_PER_CALL = 1000
@@ -147,7 +154,7 @@ class Poller:
     def version(self) -> int:
         return self._pending[0] if self._pending else self._version
 
-    def configure(self, *, window: int | None = None, subject: Subject | None = None) -> int:
+    def configure(self, *, window: int | None = None, subject: Scope | None = None) -> int:
         """Ask for another window or subject from the next poll on; returns the new config version."""
         new = self.config
         if window is not None:
@@ -167,13 +174,13 @@ class Poller:
             self._pending = None
             self._reset()
         cfg, version, gw = self._config, self._version, self.gateway
-        subject = cfg.subject
+        subject = replace(cfg.subject, window=cfg.window)
         started = time.perf_counter()
         if self._status is None or self._tick % STATUS_EVERY == 0:
             self._status = await gw.status()
         fetched_since = self._conns.newest is not None
         new, skipped = await self._fetch_connections(subject)
-        drop_page = await gw.drops(subject.pid, subject.process_name, self._max_events, self._drops.since())
+        drop_page = await gw.drops(subject.pid, subject.command, self._max_events, self._drops.since())
         new_drops = self._drops.add(list(drop_page.events))
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
@@ -185,14 +192,14 @@ class Poller:
                                                           self._idle_ticks % IDLE_SUMMARY_EVERY == 0)
         if self._summaries is None or due:
             s0 = time.perf_counter()
-            patterns = await gw.patterns(subject.pid, subject.process_name, cfg.window)
+            patterns = await gw.patterns(subject.pid, subject.command, subject.window)
             if subject.is_all:
                 # analyze_patterns over all traffic already ranks the processes (the same aggregate that
                 # list_processes returns): one aggregation instead of two.
                 processes = _process_list(patterns)
             else:
-                processes = await gw.processes(duration=cfg.window, limit=PROCESS_LIMIT)
-            drop_patterns = await gw.drop_patterns(subject.pid, subject.process_name, cfg.window)
+                processes = await gw.processes(duration=subject.window, limit=PROCESS_LIMIT)
+            drop_patterns = await gw.drop_patterns(subject.pid, subject.command, subject.window)
             self._summaries = (processes, patterns, drop_patterns)
             cost = time.perf_counter() - s0
             self._summary_every = max(1, math.ceil(cost / max(self.interval * 0.5, 1e-3)))
@@ -217,14 +224,14 @@ class Poller:
             burst_skipped=skipped,
         )
 
-    async def _fetch_connections(self, subject: Subject) -> tuple[int, int]:
+    async def _fetch_connections(self, subject: Scope) -> tuple[int, int]:
         """New connections since the newest seen, paging backward with ``until`` through a burst
         (up to ``max_rows`` events); returns (added, events left unfetched)."""
         since = self._conns.since()
         until: str | None = None
         pages: dict[str, ConnectionEvent] = {}
         while True:
-            page = await self.gateway.connections(subject.pid, subject.process_name, self._max_events, since, until)
+            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until)
             before = len(pages)
             for event in page.events:
                 pages.setdefault(event_key(event), event)

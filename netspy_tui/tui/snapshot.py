@@ -5,41 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from netspy_tui.mcp_tools.schemas import PatternAnalysis, ProcessList, ServerStatus
-from netspy_tui.models import ConnectionEvent, PacketDropEvent
-from netspy_tui.textsafe import clean
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, PatternAnalysis, ProcessList, Scope, ServerStatus
 
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """Which traffic the tools are asked about: everything, one pid or one process name."""
-
-    pid: int | None = None
-    process_name: str | None = None
-
-    @property
-    def is_all(self) -> bool:
-        return self.pid is None and self.process_name is None
-
-    @property
-    def label(self) -> str:
-        if self.process_name is not None:
-            return f"process '{clean(self.process_name, 32)}'"
-        if self.pid is not None:
-            return f"pid {self.pid}"
-        return "all traffic"
-
-    def as_arguments(self) -> dict[str, int | str | None]:
-        return {"pid": self.pid, "process_name": self.process_name}
-
-
-ALL = Subject()
+#: Every process: the dashboard's subject when nothing is focused or filtered.
+ALL = Scope()
 
 
 @dataclass(frozen=True, slots=True)
 class PollConfig:
     window: int
-    subject: Subject = ALL
+    subject: Scope = ALL
+    """Whose traffic the tools are asked about: its pid or command (the poller asks about both
+    kinds of event, over ``window``)."""
 
 
 @dataclass(frozen=True, slots=True)

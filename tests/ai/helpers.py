@@ -7,16 +7,22 @@ from datetime import datetime
 
 from netspy_tui.ai import build_context
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, AnyEvent, aggregate, filter_events
-from netspy_tui.mcp_tools.schemas import ConnectionList, NetworkSummary, PatternAnalysis
-from netspy_tui.models import ConnectionEvent, EventKind
-from netspy_tui.telemetry.source import EventQuery
+from netspy_tui.models import (
+    ConnectionEvent,
+    ConnectionList,
+    EventKind,
+    EventQuery,
+    NetworkSummary,
+    PatternAnalysis,
+    Scope,
+)
 
 SOURCE = "events in memory"
 
 
 def pattern_analysis(events: Sequence[AnyEvent], kind: EventKind, pid: int | None, command: str | None,
                      window: int, now: datetime) -> PatternAnalysis:
-    stats = aggregate(events, kind, pid, command, window, now)
+    stats = aggregate(events, Scope(kind, pid, command, window), now)
     rate = stats.total / (window / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0

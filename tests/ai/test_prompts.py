@@ -96,7 +96,7 @@ def _busy_context(n: int = 1000) -> tuple[dict[str, Any], Any]:
 
     from netspy_tui.ai.context import build_context
     from netspy_tui.analysis.aggregate import aggregate
-    from netspy_tui.mcp_tools.schemas import NetworkSummary, PatternAnalysis
+    from netspy_tui.models import NetworkSummary, PatternAnalysis, Scope
     from tests.factories import BASE_TIME, connection
 
     codes = [0, 0, 0, 0, -111, -110, -101]
@@ -105,7 +105,7 @@ def _busy_context(n: int = 1000) -> tuple[dict[str, Any], Any]:
                          return_code=codes[i % len(codes)], time=BASE_TIME - timedelta(milliseconds=250 * i),
                          outcome=outcomes[codes[i % len(codes)]])
               for i in range(n)]  # fmt: skip
-    stats = aggregate(events, "connection", None, "busy", 300, BASE_TIME)
+    stats = aggregate(events, Scope("connection", None, "busy", 300), BASE_TIME)
     patterns = PatternAnalysis(text="t", stats=stats, rate_per_minute=stats.total / 5, failure_ratio=3 / 7,
                                source="test")  # fmt: skip
     summary = NetworkSummary(text="t", kind="connection", count=stats.total, process_name="busy",

@@ -11,9 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from netspy_tui.ai import DEFAULT_MODEL, AISettings
-from netspy_tui.ai.settings import redact_url
 from netspy_tui.config import Settings, load_settings
 from netspy_tui.errors import AIError, UsageError
+from netspy_tui.textsafe import redact_url
 from tests.ai.conftest import TEST_KEY
 
 
@@ -98,8 +98,8 @@ def test_key_never_in_repr_str_or_describe(config: Path) -> None:
     settings = AISettings(api_key=SecretStr(TEST_KEY), base_url="http://user:pw@host:8000/v1")
     for text in (repr(settings), str(settings), settings.describe(), settings.model_dump_json()):
         assert TEST_KEY not in text
-    assert settings.describe() == "gpt-5-mini at http://host:8000/v1 (key set)"
-    assert redact_url("http://user:pw@host:8000/v1") == "http://host:8000/v1"
+    assert settings.describe() == "gpt-5-mini at http://user:****@host:8000/v1 (key set)"
+    assert redact_url("http://user:pw@host:8000/v1") == "http://user:****@host:8000/v1"
     assert redact_url("https://api.openai.com/v1") == "https://api.openai.com/v1"
     assert TEST_KEY not in repr(Settings(openai_api_key=SecretStr(TEST_KEY)))
 

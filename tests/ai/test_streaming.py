@@ -14,7 +14,7 @@ from netspy_tui.ai import (
     available_models,
     collect,
     stream_explanation,
-    stream_summary_insight,
+    stream_summary_explanation,
 )
 from netspy_tui.ai.prompts import DATA_CLOSE, DATA_OPEN
 from netspy_tui.errors import AIError
@@ -74,7 +74,7 @@ async def test_request_carries_model_stream_flag_auth_and_delimited_data(
 
 async def test_collect_returns_the_whole_answer(fake: FakeOpenAI, settings: AISettings) -> None:
     fake.text("Summary ", "insight.")
-    result = await collect(stream_summary_insight(settings, "curl made 3 connections over the last 60 seconds"))
+    result = await collect(stream_summary_explanation(settings, "curl made 3 connections over the last 60 seconds"))
     assert result.text == "Summary insight."
     assert result.model == "gpt-5-mini"
     body = fake.chat_requests[0].body

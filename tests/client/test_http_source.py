@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from netspy_tui.errors import ContractError, ServerError, ServerUnavailable
+from netspy_tui.models import EventQuery, Scope
 from netspy_tui.telemetry.client import HttpSource, probe
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import connection_json, drop_json
 from tests.fake_ebpf_server import FakeEbpfServer
 
@@ -32,8 +32,8 @@ async def test_detects_generation_and_answers_the_same(generation):
             page = await source.query(EventQuery(command="curl", limit=10))
             assert [e.command for e in page.events] == ["curl"] * 3
             assert page.events[0].time > page.events[1].time
-            assert await source.count("connection", None, "curl", 60) == 2
-            stats = await source.stats("connection", None, None, 60)
+            assert await source.count(Scope("connection", None, "curl", 60)) == 2
+            stats = await source.stats(Scope("connection", None, None, 60))
             assert stats.total == 3 and stats.processes[0].command == "curl"
         finally:
             await source.aclose()
@@ -44,7 +44,7 @@ async def test_current_generation_uses_filtered_events_endpoint():
         source = HttpSource(srv.url)
         try:
             await source.query(EventQuery(pid=200, limit=5))
-            await source.count("packet_drop", 200, None, 60)
+            await source.count(Scope("packet_drop", 200, None, 60))
         finally:
             await source.aclose()
         q = srv.requests_to("/api/events")[-1].query
@@ -58,7 +58,7 @@ async def test_seed_generation_uses_post_bodies_and_filters_on_the_client():
         source = HttpSource(srv.url)
         try:
             page = await source.query(EventQuery(pid=100, command="curl", limit=1))
-            count = await source.count("connection", 100, "curl", 60)
+            count = await source.count(Scope("connection", 100, "curl", 60))
         finally:
             await source.aclose()
         lst = srv.requests_to("/api/list-connections")[-1]
@@ -155,7 +155,7 @@ async def test_503_that_persists_says_not_ready():
             await source.generation()
             srv.fail_with(503)
             with pytest.raises(ServerError, match="not ready .*System not initialized"):
-                await source.count("connection", None, None, 60)
+                await source.count(Scope("connection", None, None, 60))
         finally:
             await source.aclose()
 
@@ -224,7 +224,7 @@ async def test_go_null_slices_read_as_empty():
         try:
             page = await source.query(EventQuery())
             programs = await source.programs()
-            stats = await source.stats("connection", None, None, 60)
+            stats = await source.stats(Scope("connection", None, None, 60))
         finally:
             await source.aclose()
     assert page.events == [] and programs == [] and stats.total == 0

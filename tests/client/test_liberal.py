@@ -10,9 +10,8 @@ import pytest
 from mcp.client import Client
 
 from netspy_tui.mcp_tools.server import create_server
-from netspy_tui.models import EventsResponse, SummaryResponse
+from netspy_tui.models import EventQuery, EventsResponse, Scope, SummaryResponse
 from netspy_tui.telemetry.client import HttpSource
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import connection_json, drop_json
 from tests.fake_ebpf_server import FakeEbpfServer
 
@@ -131,7 +130,7 @@ async def _label(srv: FakeEbpfServer) -> tuple[str, str, int]:
     try:
         gen = await source.generation()
         info = await source.info()
-        count = await source.count("connection", None, "curl", 60)
+        count = await source.count(Scope("connection", None, "curl", 60))
     finally:
         await source.aclose()
     return gen, info.label, count
@@ -161,7 +160,7 @@ async def test_an_aggregator_that_says_nothing_is_known_by_its_answers():
         source = HttpSource(srv.url, retries=0)
         try:
             assert await source.generation() == "current"
-            assert await source.count("connection", None, "curl", 60) == 2  # count_by_node in the answer
+            assert await source.count(Scope("connection", None, "curl", 60)) == 2  # count_by_node in the answer
             assert await source.generation() == "aggregator"
             assert (await source.info()).label.startswith("aggregator at")
         finally:

@@ -25,9 +25,9 @@ import pytest
 from netspy_tui.collector.ebpf import EbpfCollector, syscalls, tracefs
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf.asm import DW, R0, R2, Asm
-from netspy_tui.collector.ebpf.decode import Codec, wall_time, walls
+from netspy_tui.collector.ebpf.decode import Codec, walls
 from netspy_tui.errors import CollectorError
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, ns_to_time, parse_event
 from netspy_tui.serve.app import event_json
 from tests.contract import validate_event
 
@@ -665,5 +665,5 @@ def test_vectorised_wall_clock_equals_the_exact_integer_conversion() -> None:
         ]
     )
     fast = walls(ns)
-    assert fast == [wall_time(int(v)) for v in ns.tolist()]
+    assert fast == [ns_to_time(int(v)) for v in ns.tolist()]
     assert all(t.tzinfo is UTC for t in fast[:100])

@@ -21,9 +21,8 @@ from netspy_tui.collector.replay import (
     record_sink,
 )
 from netspy_tui.errors import CollectorError, NetspyError
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event, utcnow
+from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scope, parse_event, utcnow
 from netspy_tui.store import EventStore
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import BASE_TIME, connection_json, drop_json
 
 DEMO = Path(__file__).parents[1] / "data" / "demo.jsonl"
@@ -102,7 +101,7 @@ def test_same_file_gives_the_same_results_apart_from_the_shift(tmp_path: Path) -
         for kind in ("connection", "packet_drop"):
             for pid, command in ((None, None), (201, None), (None, "cmd2")):
                 for window in (1, 5, 60):
-                    results.append(store.stats(kind, pid, command, window, now=newest).model_dump())
+                    results.append(store.stats(Scope(kind, pid, command, window), now=newest).model_dump())
             results.append(store.query(EventQuery(kind=kind, limit=500)).model_dump())
             recent = EventQuery(kind=kind, pid=100, since=newest - timedelta(seconds=4))
             results.append(store.query(recent).model_dump())
@@ -137,7 +136,7 @@ def test_rebase_keeps_spacing_and_the_events_themselves(tmp_path: Path) -> None:
 def test_the_demo_recording_replays(tmp_path: Path) -> None:
     store, collector, _ = replay_into_store(DEMO)
     assert store.row_count() == sum(1 for line in DEMO.read_text().splitlines() if line.strip())
-    assert store.stats("connection", None, None, 3600).total > 0
+    assert store.stats(Scope("connection", None, None, 3600)).total > 0
     store.close()
 
 
@@ -290,5 +289,5 @@ def test_recorder_records_the_events_of_a_collector_batch_and_passes_it_on(tmp_p
     assert len(recorded) == 50
     assert sorted(e.timestamp for e in recorded) == sorted(recs["ts"].tolist())
     assert store.row_count() == 50
-    assert sum(store.count(k, None, None, 60) for k in ("connection", "packet_drop")) == 50
+    assert sum(store.count(Scope(k, None, None, 60)) for k in ("connection", "packet_drop")) == 50
     store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from netspy_tui.fleet.store import FleetStore
+from netspy_tui.models import Scope
 from tests.factories import connection_json, drop_json
 
 
@@ -29,7 +30,7 @@ def test_per_node_counts_are_each_nodes_own_and_the_fleet_their_sum(tmp_path: Pa
     assert set(stores) == {"node-a", "node-b", "node-c"}
     for node, n in (("node-a", 50), ("node-b", 30), ("node-c", 7)):
         store = stores[node]
-        assert store.count("connection", None, None, 600) + store.count("packet_drop", None, None, 600) == n
+        assert store.count(Scope("connection", window=600)) + store.count(Scope("packet_drop", window=600)) == n
     stats = fleet.stats()
     assert stats["events_by_node"] == {"node-a": 50, "node-b": 30, "node-c": 7} and stats["total_events"] == 87
     assert stats["events_by_type"] == {"connection": 69, "packet_drop": 18} and stats["connected_agents"] == 3
@@ -63,5 +64,5 @@ def test_a_batch_sent_again_is_not_counted_twice_even_after_a_restart(tmp_path: 
     retry = reopened.ingest(batch("node-a", 50))  # the agent never saw the answers: it sends them all again
     assert (retry.accepted, retry.duplicates) == (0, 50)
     store = reopened.nodes()["node-a"]
-    assert store.count("connection", None, None, 600) + store.count("packet_drop", None, None, 600) == 50
+    assert store.count(Scope("connection", window=600)) + store.count(Scope("packet_drop", window=600)) == 50
     reopened.close()

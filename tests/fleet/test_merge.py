@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from netspy_tui.analysis.aggregate import aggregate
 from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats
-from netspy_tui.models import EventPage
+from netspy_tui.models import EventPage, Scope
 from tests.factories import BASE_TIME, connection
 
 EVENTS = st.lists(
@@ -31,10 +31,10 @@ def _events(spec):  # type: ignore[no-untyped-def]
 @given(EVENTS)
 def test_merged_node_stats_equal_the_stats_of_all_events(spec) -> None:  # type: ignore[no-untyped-def]
     events = _events(spec)
-    whole = aggregate([e for _, e in events], "connection", None, None, 60, BASE_TIME, top_n=NODE_TOP_N)
-    parts = [aggregate([e for n, e in events if n == node], "connection", None, None, 60, BASE_TIME,
+    whole = aggregate([e for _, e in events], Scope("connection", None, None, 60), BASE_TIME, top_n=NODE_TOP_N)
+    parts = [aggregate([e for n, e in events if n == node], Scope("connection", None, None, 60), BASE_TIME,
                        top_n=NODE_TOP_N) for node in range(3)]  # fmt: skip
-    empty = aggregate([], "connection", None, None, 60, BASE_TIME)
+    empty = aggregate([], Scope("connection", None, None, 60), BASE_TIME)
     merged = merge_stats(parts, empty, NODE_TOP_N)
     assert merged.total == whole.total
     assert merged.rate_buckets == whole.rate_buckets

@@ -7,8 +7,8 @@ from mcp.client import Client
 
 from netspy_tui import __version__
 from netspy_tui.mcp_tools.gateway import open_gateway
-from netspy_tui.mcp_tools.schemas import ConnectionList, NetworkSummary, PatternAnalysis
 from netspy_tui.mcp_tools.server import create_server
+from netspy_tui.models import ConnectionList, NetworkSummary, PatternAnalysis
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection, drop
 

@@ -9,10 +9,9 @@ import httpx
 import pytest
 
 from netspy_tui.errors import ServerUnavailable
-from netspy_tui.models import ConnectionEvent, SourceInfo, parse_event
+from netspy_tui.models import ConnectionEvent, EventQuery, Scope, SourceInfo, parse_event
 from netspy_tui.serve import create_app, event_json
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from tests.contract import validate_event, validate_response
 from tests.factories import connection, connection_json
 
@@ -99,7 +98,7 @@ async def test_summary_matches_the_source_count(client: httpx.AsyncClient, sourc
     for kind, path in (("connection", "/api/connection-summary"), ("packet_drop", "/api/packet-drop-summary")):
         for window in (10, 45, 120, 3600):
             served = (await client.get(path, params={"duration_seconds": window})).json()["count"]
-            assert served == await source.count(kind, None, None, window), (kind, window)
+            assert served == await source.count(Scope(kind, None, None, window)), (kind, window)
 
 
 async def test_packet_drop_summary_seed_alias(client: httpx.AsyncClient) -> None:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from netspy_tui.models import CONTRACT_DROP_REASONS, contract_drop, contract_drop_reason, parse_event
+from netspy_tui.models import CONTRACT_DROP_REASONS, EventQuery, contract_drop, contract_drop_reason, parse_event
 from netspy_tui.serve import BackgroundServer, create_app
 from netspy_tui.serve.app import event_json
 from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from tests.contract import validate_event
 from tests.factories import drop
 

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from netspy_tui.models import EventQuery, Scope
 from netspy_tui.serve import BackgroundServer, create_app, serve_async, serve_source
 from netspy_tui.serve.runner import exposure_warning, is_loopback
 from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from tests.contract import validate_response
 from tests.serve.conftest import ProgramSource, sample_events
 from tests.serve.test_api import CASES
@@ -62,7 +62,7 @@ async def test_the_products_http_client_reads_the_served_api(live: BackgroundSer
             served, direct = await client.query(q), await held.query(q)
             assert [e.id for e in served.events] == [e.id for e in direct.events]
             assert served.total_count == direct.total_count
-        assert await client.count("connection", None, None, 60) == await held.count("connection", None, None, 60)
+        assert await client.count(Scope("connection", window=60)) == await held.count(Scope("connection", window=60))
         assert [p.name for p in await client.programs()] == ["connection", "packet_drop"]
     finally:
         await client.aclose()

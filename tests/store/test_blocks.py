@@ -14,7 +14,7 @@ import numpy as np
 from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf.decode import Codec
-from netspy_tui.models import ns_to_time
+from netspy_tui.models import Scope, ns_to_time
 from netspy_tui.store import EventStore
 from netspy_tui.store import rollups as R
 
@@ -75,18 +75,18 @@ def test_block_sums_equal_every_second_and_the_file(tmp_path: Path) -> None:
                 now = ns_to_time(now_s * NS) - timedelta(seconds=offset, microseconds=250_000)
                 for kind, code in (("connection", 0), ("packet_drop", 1)):
                     for window in (60, 61, 119, 180, 300, 3600):
-                        got = store.stats(kind, None, None, window, now=now, top_n=50)  # type: ignore[arg-type]
+                        got = store.stats(Scope(kind, None, None, window), now=now, top_n=50)  # type: ignore[arg-type]
                         lo, hi = R.window_seconds(now, window)
-                        each_second = R.window_stats(store.rollups.seconds(code, lo, hi), store.names, kind,  # type: ignore[arg-type]
-                                                     None, None, window, now, 50, 60)  # fmt: skip
+                        each_second = R.window_stats(store.rollups.seconds(code, lo, hi), store.names,
+                                                     Scope(kind, window=window), now, 50, 60)  # type: ignore[arg-type]
                         assert got == each_second, (offset, kind, window)
-                        v = view.stats(kind, None, None, window, now=now, top_n=50)  # type: ignore[arg-type]
+                        v = view.stats(Scope(kind, None, None, window), now=now, top_n=50)  # type: ignore[arg-type]
                         assert got == v, (offset, kind, window)
                         if window >= 180:
                             parts = store.rollups.window(code, lo, hi)
                             assert any(isinstance(p, R.Block) for p in parts)
         # in-progress connects that moved out count only once, with their outcome
-        whole = store.stats("connection", None, None, 3600)
+        whole = store.stats(Scope("connection", None, None, 3600))
         assert whole.total == len(secs) + len(started)
         assert "in_progress" not in {c.key for c in whole.outcomes}
     finally:
@@ -108,20 +108,20 @@ def test_names_no_row_uses_are_forgotten_and_figures_do_not_change(tmp_path: Pat
     try:
         store.write([Batch(counts=old, codec=codec), Batch(counts=recent, codec=codec)])
         now = ns_to_time(now_s * NS)
-        before = [store.stats(k, None, c, w, now=now) for k in ("connection", "packet_drop")  # type: ignore[arg-type]
+        before = [store.stats(Scope(k, None, c, w), now=now) for k in ("connection", "packet_drop")  # type: ignore[arg-type]
                   for c in (None, "curl") for w in (60, 300, 3600)]  # fmt: skip
         grown = len(store.names.values)
         assert grown > 20_000
         store.prune(now)  # the rows of two hours ago leave memory (SQLite keeps them)
         assert len(store.names.values) < 200 and len(store.names.pairs[1]) < 1000
-        after = [store.stats(k, None, c, w, now=now) for k in ("connection", "packet_drop")  # type: ignore[arg-type]
+        after = [store.stats(Scope(k, None, c, w), now=now) for k in ("connection", "packet_drop")  # type: ignore[arg-type]
                  for c in (None, "curl") for w in (60, 300, 3600)]  # fmt: skip
         assert after == before
         store.write([Batch(counts=_counts(rng, np.full(5, now_s), np.zeros(5, np.int64), np.ones(5, np.int64)),
                            codec=codec)])  # fmt: skip
-        assert store.stats("connection", None, None, 60, now=now).total == before[0].total + 5
+        assert store.stats(Scope("connection", None, None, 60), now=now).total == before[0].total + 5
         with EventStore(tmp_path / "names.db", readonly=True) as view:  # two hours ago: from the file
-            assert store.stats("connection", None, None, 3 * 3600, now=now) == view.stats(
-                "connection", None, None, 3 * 3600, now=now)
+            assert store.stats(Scope("connection", None, None, 3 * 3600), now=now) == view.stats(
+                Scope("connection", None, None, 3 * 3600), now=now)
     finally:
         store.close()

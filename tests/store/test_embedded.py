@@ -18,10 +18,10 @@ from netspy_tui.analysis.aggregate import aggregate
 from netspy_tui.collector.replay import ReplayCollector
 from netspy_tui.config import Settings
 from netspy_tui.errors import NoData
-from netspy_tui.models import ConnectionEvent, parse_event, utcnow
+from netspy_tui.models import ConnectionEvent, EventQuery, Scope, parse_event, utcnow
 from netspy_tui.store import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource, open_embedded, open_history
-from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.telemetry.source import TelemetrySource
 from tests.factories import BASE_TIME, connection_json, drop_json
 
 
@@ -70,11 +70,11 @@ async def test_replay_through_the_embedded_source(tmp_path: Path) -> None:
             e.time for e in originals if e.type == "connection"
         )
         # the recording spans 30 s and ends "now": the last minute holds it all
-        assert await source.count("connection", None, None, 60) == 100
-        assert await source.count("packet_drop", 9, "nginx", 60) == 20
-        stats = await source.stats("connection", None, None, 60)
+        assert await source.count(Scope("connection", None, None, 60)) == 100
+        assert await source.count(Scope("packet_drop", 9, "nginx", 60)) == 20
+        stats = await source.stats(Scope("connection", None, None, 60))
         replayed = [e.model_copy(update={"time": e.time + collector.offset}) for e in originals]
-        assert stats == aggregate(replayed, "connection", None, None, 60, stats.until)  # type: ignore[arg-type]
+        assert stats == aggregate(replayed, Scope("connection", None, None, 60), stats.until)  # type: ignore[arg-type]
         assert [(c.key, c.count) for c in stats.outcomes] == [("unknown", 70), ("refused", 30)]
         assert [(p.command, p.attempts) for p in stats.processes] == [("wget", 60), ("curl", 40)]
     finally:
@@ -139,7 +139,7 @@ async def test_open_embedded_and_open_history_from_settings(tmp_path: Path) -> N
         info = await history.info()
         assert info.label == f"history in {db}" and info.collector is None and info.stored_events == 60
         assert (await history.query(EventQuery(limit=100))).events == live.events
-        assert (await history.stats("connection", None, None, 3600)).total == 50
+        assert (await history.stats(Scope("connection", None, None, 3600))).total == 50
     with pytest.raises(NoData, match="no event history"):
         async with open_history(Settings(db=tmp_path / "absent.db")):
             pass
@@ -163,7 +163,7 @@ async def test_queries_do_not_block_the_event_loop(tmp_path: Path) -> None:
         return original(*args, **kwargs)
 
     store.stats = stats  # type: ignore[method-assign]
-    result = await source.stats("connection", None, None, 3600)
+    result = await source.stats(Scope("connection", None, None, 3600))
     assert result.total == 40_000
     assert ran_in and threading.get_ident() not in ran_in  # the loop's thread only waited
     await source.aclose()

@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 
 import netspy_tui.store.sqlite as store_module
 from netspy_tui.analysis.aggregate import aggregate, filter_events
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
+from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scope, parse_event
 from netspy_tui.store import EventStore
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import BASE_TIME, connection_json, drop_json
 
 NOW = BASE_TIME
@@ -97,10 +96,10 @@ def test_stats_equal_aggregate(
     with EventStore() as store, count_probe(probe):
         if evs:
             store.add_events(evs)
-        got = store.stats(kind, pid, command, window, top_n=top_n, buckets=buckets, now=now)
-        want = aggregate(evs, kind, pid, command, window, now, top_n, buckets)
+        got = store.stats(Scope(kind, pid, command, window), top_n=top_n, buckets=buckets, now=now)
+        want = aggregate(evs, Scope(kind, pid, command, window), now, top_n, buckets)
         assert got == want
-        assert store.count(kind, pid, command, window, now=now) == want.total
+        assert store.count(Scope(kind, pid, command, window), now=now) == want.total
 
 
 @settings(max_examples=200, deadline=None)
@@ -164,8 +163,8 @@ def test_file_store_matches_aggregate_on_a_varied_day(tmp_path: Path) -> None:
         for kind in ("connection", "packet_drop"):
             for window in (60, 3600, 86_400, 7 * 86_400):
                 for pid, command in ((None, None), (77, None), (None, "curl"), (1, "nginx")):
-                    got = store.stats(kind, pid, command, window, now=NOW)  # type: ignore[arg-type]
-                    assert got == aggregate(evs, kind, pid, command, window, NOW)  # type: ignore[arg-type]
+                    got = store.stats(Scope(kind, pid, command, window), now=NOW)  # type: ignore[arg-type]
+                    assert got == aggregate(evs, Scope(kind, pid, command, window), NOW)  # type: ignore[arg-type]
             q = EventQuery(kind=kind, limit=250)  # type: ignore[arg-type]
             page = store.query(q)
             want, total = filter_events(evs, q)
@@ -185,10 +184,10 @@ def test_unfiltered_counts_in_every_counting_strategy(
 ) -> None:
     """Direct, total-minus-outside and fallback counting all give aggregate()'s total."""
     now = NOW + timedelta(microseconds=shift_us)
-    want = aggregate(evs, kind, None, None, window, now, 1, 1).total
+    want = aggregate(evs, Scope(kind, None, None, window), now, 1, 1).total
     with EventStore() as store, count_probe(probe):
         store.add_events(evs)
-        assert store.count(kind, None, None, window, now=now) == want
+        assert store.count(Scope(kind, None, None, window), now=now) == want
         q = EventQuery(kind=kind, since=now - timedelta(seconds=window), until=now, limit=1)
         assert store.query(q).total_count == filter_events(evs, q)[1]  # raw events: exact times
         later = store.query(EventQuery(kind=kind, since=now - timedelta(seconds=window), limit=1))

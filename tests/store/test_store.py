@@ -16,9 +16,8 @@ import pytest
 
 import netspy_tui.store.sqlite as store_module
 from netspy_tui.errors import NetspyError
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event, utcnow
+from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scope, parse_event, utcnow
 from netspy_tui.store import EventStore, StoreError
-from netspy_tui.telemetry.source import EventQuery
 from tests.factories import BASE_TIME, connection, connection_json, drop
 
 
@@ -96,11 +95,11 @@ def test_untrusted_text_and_impossible_values_do_not_lose_the_batch() -> None:
 def test_window_count_and_stats_use_the_wall_clock_by_default() -> None:
     with EventStore() as store:
         store.add_events([connection(ago=5), connection(ago=30, return_code=-111), connection(ago=120), drop(ago=1)])
-        assert store.count("connection", None, None, 60) == 2
-        stats = store.stats("connection", None, None, 60)
+        assert store.count(Scope("connection", None, None, 60)) == 2
+        stats = store.stats(Scope("connection", None, None, 60))
         assert stats.total == 2 and [(c.key, c.count) for c in stats.outcomes] == [("refused", 1), ("unknown", 1)]
         assert stats.until is not None and abs((utcnow() - stats.until).total_seconds()) < 5
-        assert store.stats("packet_drop", None, None, 60).total == 1
+        assert store.stats(Scope("packet_drop", None, None, 60)).total == 1
         assert store.newest_time() is not None and abs((utcnow() - store.newest_time()).total_seconds()) < 5
 
 
@@ -109,7 +108,7 @@ def test_empty_store() -> None:
         assert store.newest_time() is None and store.row_count() == 0
         page = store.query(EventQuery())
         assert page.events == [] and page.total_count == 0 and not page.truncated
-        stats = store.stats("connection", None, None, 60, buckets=6, now=BASE_TIME)
+        stats = store.stats(Scope("connection", None, None, 60), buckets=6, now=BASE_TIME)
         assert stats.total == 0 and stats.rate_buckets == [0] * 6 and stats.bucket_seconds == 10
 
 
@@ -143,7 +142,7 @@ def test_retention_by_row_count_drops_the_oldest(tmp_path: Path) -> None:
         page = store.query(EventQuery(limit=1000))
         assert page.total_count == 100 and {e.pid for e in page.events} == {3, 4}
         # raw events are capped; the counts are not: they come from the rollups, kept by age only
-        assert store.stats("connection", None, None, 3600, now=_at(300)).total == 250
+        assert store.stats(Scope("connection", None, None, 3600), now=_at(300)).total == 250
         assert store.query(EventQuery(limit=1000)).not_kept == 0  # (the page's seconds are all kept)
 
 
@@ -156,7 +155,7 @@ def test_a_file_store_keeps_history_across_restarts(tmp_path: Path) -> None:
         assert [e.command for e in store.query(EventQuery()).events] == ["second", "first"]
         assert store.row_count() == 2
     with EventStore(path, readonly=True) as history:
-        assert history.row_count() == 2 and history.count("connection", None, None, 60) == 2
+        assert history.row_count() == 2 and history.count(Scope("connection", None, None, 60)) == 2
         with pytest.raises(StoreError, match="read-only"):
             history.add_events([connection()])
 
@@ -271,10 +270,10 @@ def test_one_writer_thread_and_concurrent_readers(tmp_path: Path, on_disk: bool)
                 page = store.query(EventQuery(limit=50))
                 assert page.total_count >= last_total and page.total_count % per_batch == 0
                 assert len(page.events) == min(50, page.total_count)
-                stats = store.stats("connection", None, None, 3600, now=start + timedelta(seconds=10))
+                stats = store.stats(Scope("connection", None, None, 3600), now=start + timedelta(seconds=10))
                 assert stats.total % per_batch == 0 and stats.total == sum(stats.rate_buckets)
                 store.query(EventQuery(pid=3, limit=10))
-                store.count("connection", None, "c1", 3600, now=start + timedelta(seconds=10))
+                store.count(Scope("connection", None, "c1", 3600), now=start + timedelta(seconds=10))
                 last_total = page.total_count
         except BaseException as exc:
             errors.append(exc)
@@ -287,7 +286,7 @@ def test_one_writer_thread_and_concurrent_readers(tmp_path: Path, on_disk: bool)
     assert not any(t.is_alive() for t in threads)
     assert not errors, errors
     assert store.row_count() == batches * per_batch
-    assert store.stats("connection", None, None, 3600, now=start + timedelta(seconds=10)).total == batches * per_batch
+    assert store.stats(Scope("connection", window=3600), now=start + timedelta(seconds=10)).total == batches * per_batch
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.query(EventQuery())
@@ -340,12 +339,12 @@ def test_counting_a_big_window_as_total_minus_outside(monkeypatch: pytest.Monkey
     after = [connection(time=now + timedelta(seconds=1 + i)) for i in range(2)]
     with EventStore() as store:
         store.add_events(before + inside + after + [drop(time=now)])
-        assert store.count("connection", None, None, 60, now=now) == 20
+        assert store.count(Scope("connection", None, None, 60), now=now) == 20
         assert store.query(EventQuery(since=now - timedelta(seconds=60), until=now, limit=5)).total_count == 20
         assert store.query(EventQuery(since=now - timedelta(seconds=60), limit=5)).total_count == 22
-        assert store.count("connection", None, None, 3 * 3600, now=now + timedelta(hours=1)) == 25
+        assert store.count(Scope("connection", None, None, 3 * 3600), now=now + timedelta(hours=1)) == 25
         monkeypatch.setattr(store_module, "COUNT_PROBE", 2)  # too many outside: counted directly
-        assert store.count("connection", None, None, 60, now=now) == 20
+        assert store.count(Scope("connection", None, None, 60), now=now) == 20
 
 
 def test_a_reopened_store_answers_the_same_while_and_after_it_loads(tmp_path: Path) -> None:
@@ -368,12 +367,12 @@ def test_a_reopened_store_answers_the_same_while_and_after_it_loads(tmp_path: Pa
         with EventStore(path, readonly=True) as view:
             for kind in ("connection", "packet_drop"):
                 for window, pid, command in ((600, None, None), (60, None, "curl"), (600, 1001, None)):
-                    assert store.stats(kind, pid, command, window, now=now) == view.stats(  # type: ignore[arg-type]
-                        kind, pid, command, window, now=now  # type: ignore[arg-type]
+                    assert store.stats(Scope(kind, pid, command, window), now=now) == view.stats(  # type: ignore[arg-type]
+                        Scope(kind, pid, command, window), now=now  # type: ignore[arg-type]
                     )
-                    assert store.count(kind, pid, command, window, now=now) == view.count(  # type: ignore[arg-type]
-                        kind, pid, command, window, now=now  # type: ignore[arg-type]
+                    assert store.count(Scope(kind, pid, command, window), now=now) == view.count(  # type: ignore[arg-type]
+                        Scope(kind, pid, command, window), now=now  # type: ignore[arg-type]
                     )
-        assert store.count("connection", None, None, 700) + store.count("packet_drop", None, None, 700) == 35_000
+        assert store.count(Scope("connection", window=700)) + store.count(Scope("packet_drop", window=700)) == 35_000
     finally:
         store.close()

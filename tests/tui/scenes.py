@@ -17,11 +17,10 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_events
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, Scope, parse_events
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.screens.help import HelpScreen
-from netspy_tui.tui.snapshot import Subject
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from tests.tui.demo_data import DEMO_NOW, DEMO_PATH
 from tests.tui.screen_text import screen_text
@@ -122,7 +121,7 @@ async def focused_process(pilot: Pilot[Any]) -> None:
     procs.move_cursor(row=procs.get_row_index("nginx"))
     await pilot.press("enter")
     await wait_for(pilot, lambda: app.dashboard.rendered is not None
-                   and app.dashboard.rendered.config.subject == Subject(process_name="nginx"), "nginx drawn")
+                   and app.dashboard.rendered.config.subject == Scope(command="nginx"), "nginx drawn")
     await _settle(pilot)
 
 

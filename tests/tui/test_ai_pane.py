@@ -27,9 +27,8 @@ from netspy_tui.ai.prompts import DATA_CLOSE, DATA_OPEN
 from netspy_tui.analysis.aggregate import aggregate, filter_events
 from netspy_tui.mcp_tools.ai_bridge import DATA_TOOLS, dashboard_hooks
 from netspy_tui.mcp_tools.gateway import open_gateway
-from netspy_tui.models import EventPage
+from netspy_tui.models import EventPage, EventQuery, Scope
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
@@ -152,7 +151,7 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
         # The model got nginx's real figures, gathered through the MCP tools, in the telemetry block.
         data = telemetry(user_message(fake, 0))
         events = demo_events()
-        stats = aggregate(events, "connection", None, "nginx", 60, DEMO_NOW)
+        stats = aggregate(events, Scope("connection", None, "nginx", 60), DEMO_NOW)
         assert data["subject"] == "nginx" and data["process"] == {"pid": None, "command": "nginx"}
         assert data["connections"]["total"] == stats.total > 0
         assert data["connections"]["outcomes"] == {c.key: c.count for c in stats.outcomes}
@@ -161,7 +160,7 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
         recent, _ = filter_events(events, EventQuery(kind="connection", command="nginx", limit=30))
         assert {e["to"] for e in data["examples"]} <= {e.destination for e in recent}
         assert len(data["examples"]) + data.get("examples_omitted", 0) == len(recent)
-        drops = aggregate(events, "packet_drop", None, "nginx", 60, DEMO_NOW)
+        drops = aggregate(events, Scope("packet_drop", None, "nginx", 60), DEMO_NOW)
         assert data.get("packet_drops", {}).get("total", 0) == drops.total
         assert fake.chat_requests[0].body["model"] == "gpt-5-mini"  # type: ignore[index]
         assert fake.chat_requests[0].headers["authorization"] == f"Bearer {TEST_KEY}"
@@ -411,7 +410,7 @@ async def test_without_a_model_a_explains_with_labelled_rules_and_questions_say_
         await select(app, pilot, "nginx")
         await pilot.press("a")
         await wait_for(pilot, lambda: pane.state == "finished", "rule-based explanation")
-        total = aggregate(demo_events(), "connection", None, "nginx", 60, DEMO_NOW).total
+        total = aggregate(demo_events(), Scope("connection", None, "nginx", 60), DEMO_NOW).total
         assert pane.answer.startswith("### Local rule-based explanation — no AI model configured")
         assert f"**Activity:** {total} connect() attempts" in pane.answer
         assert "OPENAI_API_KEY" in pane.answer and "OPENAI_BASE_URL" in pane.answer

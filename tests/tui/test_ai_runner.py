@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from textual.message import Message
 
 from netspy_tui.ai import AIStreamError, Finished, TextDelta
+from netspy_tui.ai.types import AnswerItem, ProgressNote
 from netspy_tui.tui.ai_runner import AIRequest, AIRunner
-from netspy_tui.tui.hooks import InsightItem, InsightNote
 from netspy_tui.tui.messages import AIChunk, AIFailed, AIFinished, AINote, AIStarted
 
 
-async def _nothing() -> AsyncIterator[InsightItem]:
+async def _nothing() -> AsyncIterator[AnswerItem]:
     return
     yield  # pragma: no cover
 
@@ -40,8 +40,8 @@ def test_repeat_is_ignored_same_kind_replaces_other_kind_waits_for_a_second_pres
 
 
 async def test_a_stream_becomes_messages_and_a_failure_keeps_the_partial_text() -> None:
-    async def produce() -> AsyncIterator[InsightItem]:
-        yield InsightNote("gathering")
+    async def produce() -> AsyncIterator[AnswerItem]:
+        yield ProgressNote("gathering")
         yield TextDelta("Hello ")
         yield "world"
         yield Finished(text="Hello world", model="m1")
@@ -54,7 +54,7 @@ async def test_a_stream_becomes_messages_and_a_failure_keeps_the_partial_text() 
     last = posted[-1]
     assert isinstance(last, AIFinished) and last.model == "m1"
 
-    async def failing() -> AsyncIterator[InsightItem]:
+    async def failing() -> AsyncIterator[AnswerItem]:
         yield "part"
         raise AIStreamError("cut off", partial_text="part")
 

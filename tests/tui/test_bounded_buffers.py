@@ -75,7 +75,7 @@ async def test_buffers_stay_under_their_bounds_in_a_burst_and_shrink_back_after_
 
 async def test_one_ai_answer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ai_pane, "MAX_ANSWER_CHARS", 500)
-    from netspy_tui.tui.hooks import AIHooks
+    from netspy_tui.mcp_tools.ai_bridge import AIHooks
 
     async def explain(gateway: Any, subject: Any) -> Any:
         for _ in range(200):

@@ -20,11 +20,10 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, SourceInfo
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, Scope, SourceInfo
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.screens.help import HelpScreen
-from netspy_tui.tui.snapshot import Subject
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from tests.factories import connection
@@ -109,7 +108,7 @@ async def test_filter_narrows_as_you_type_and_esc_clears(source: MemorySource, c
         assert {e.command for e in rows(app)} == {"curl"}
         assert 'filter “cu”' in status_text(app)
         await pilot.press("r", "l")  # exactly a process: the tools are asked about it too
-        await wait_for(pilot, lambda: app.poller.config.subject == Subject(process_name="curl"), "subject curl")
+        await wait_for(pilot, lambda: app.poller.config.subject == Scope(command="curl"), "subject curl")
         await wait_for(pilot, lambda: "process 'curl'" in str(app.dashboard.query_one("#patterns").border_title),
                        "patterns for curl")
         curl = [e for e in in_window(60) if e.command == "curl"]
@@ -117,7 +116,7 @@ async def test_filter_narrows_as_you_type_and_esc_clears(source: MemorySource, c
         assert {r.command for r in app.dashboard.processes.stats.values()} == {"curl"}
         await pilot.press("escape")
         await started(app, pilot)
-        assert app.poller.config.subject == Subject()
+        assert app.poller.config.subject == Scope()
         assert "filter" not in status_text(app)
         assert not app.dashboard.query_one("#filter-bar", Input).display
 
@@ -126,7 +125,7 @@ async def test_filter_narrows_as_you_type_and_esc_clears(source: MemorySource, c
         assert rows(app) and all("5432" in e.destination for e in rows(app))
         assert app.dashboard.connections.has_focus
         await pilot.press("escape", "slash", *"4211")
-        await wait_for(pilot, lambda: app.poller.config.subject == Subject(pid=4211), "subject pid 4211")
+        await wait_for(pilot, lambda: app.poller.config.subject == Scope(pid=4211), "subject pid 4211")
         await wait_for(pilot, lambda: bool(rows(app)) and {e.pid for e in rows(app)} == {4211}, "pid 4211 rows")
 
 
@@ -136,7 +135,7 @@ async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(sour
         procs.focus()
         procs.move_cursor(row=procs.get_row_index("nginx"))
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.poller.config.subject == Subject(process_name="nginx"), "focus nginx")
+        await wait_for(pilot, lambda: app.poller.config.subject == Scope(command="nginx"), "focus nginx")
         nginx = [e for e in in_window(60) if e.command == "nginx"]
         await wait_for(pilot, lambda: len(rows(app)) == len(nginx), "nginx rows")
         assert {e.command for e in rows(app)} == {"nginx"}
@@ -151,7 +150,7 @@ async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(sour
 
         await pilot.press("backspace")
         await started(app, pilot)
-        assert app.poller.config.subject == Subject()
+        assert app.poller.config.subject == Scope()
         assert "focus" not in status_text(app)
 
         # enter on a connection row focuses that row's process
@@ -160,7 +159,7 @@ async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(sour
         hostile_row = next(i for i, e in enumerate(rows(app)) if e.command == HOSTILE)
         table.move_cursor(row=hostile_row)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.poller.config.subject == Subject(process_name=HOSTILE), "focus hostile")
+        await wait_for(pilot, lambda: app.poller.config.subject == Scope(command=HOSTILE), "focus hostile")
         await wait_for(pilot, lambda: bool(rows(app)) and {e.command for e in rows(app)} == {HOSTILE}, "hostile rows")
 
 
@@ -369,9 +368,9 @@ async def test_every_action_is_in_the_palette_and_runs_from_it(source: MemorySou
 async def test_export_writes_the_current_view(source: MemorySource, clock: Clock, tmp_path: Path) -> None:
     async with dashboard(source, clock, export_dir=tmp_path) as (app, pilot):
         await pilot.press("slash", *"python3", "enter")
-        await wait_for(pilot, lambda: app.poller.config.subject == Subject(process_name="python3"), "python3")
+        await wait_for(pilot, lambda: app.poller.config.subject == Scope(command="python3"), "python3")
         await wait_for(pilot, lambda: app.dashboard.rendered is not None
-                       and app.dashboard.rendered.config.subject == Subject(process_name="python3"), "python3 drawn")
+                       and app.dashboard.rendered.config.subject == Scope(command="python3"), "python3 drawn")
         await pilot.press("e")
         path = tmp_path / "netspy-connections-20261124T120000Z.json"
         await wait_for(pilot, path.exists, "json export")

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import Scope
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
-from netspy_tui.tui.hooks import AIHooks
 from netspy_tui.tui.poller import event_key
 from tests.factories import connection
 from tests.tui.conftest import Clock, demo_source, wait_for
@@ -20,14 +21,14 @@ SIZE = (160, 45)
 
 
 class Explainer:
-    """An explain hook that records its subject and holds its answer until ``gate`` is set."""
+    """An explain hook that records its scope and holds its answer until ``gate`` is set."""
 
     def __init__(self) -> None:
-        self.seen: list[dict[str, Any]] = []
+        self.seen: list[Scope] = []
         self.gate = asyncio.Event()
 
-    async def __call__(self, gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str]:
-        self.seen.append(subject)
+    async def __call__(self, gateway: Any, scope: Scope) -> AsyncIterator[str]:
+        self.seen.append(scope)
         await self.gate.wait()
         yield "done"
 
@@ -57,7 +58,7 @@ async def test_a_explains_the_process_highlighted_in_the_process_table_and_names
             # the pane names the process before the request goes out (the hook has not answered yet)
             await wait_for(pilot, lambda: "process 'curl'" in d.ai_pane.state_text, "title names curl")
             await wait_for(pilot, lambda: bool(explain.seen), "request")
-            assert explain.seen[0]["process_name"] == "curl"
+            assert explain.seen[0].command == "curl"
             explain.gate.set()
             await wait_for(pilot, lambda: d.ai_pane.state == "finished", "finished")
 
@@ -89,7 +90,7 @@ async def test_a_explains_the_highlighted_connection_row_which_stays_put_while_r
             await wait_for(pilot, lambda: d.focused is None, "no focus")  # the table focused last still counts
             await pilot.press("a")
             await wait_for(pilot, lambda: bool(explain.seen), "request")
-            assert explain.seen[0]["process_name"] == "nginx"
+            assert explain.seen[0].command == "nginx"
             # back on the last row, the cursor follows the newest rows again (tail -f)
             table.focus()
             table.move_cursor(row=table.row_count - 1)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import Scope
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.messages import PollFailed, SnapshotReady
 from netspy_tui.tui.poller import MAX_BACKOFF, Poller, backoff
-from netspy_tui.tui.snapshot import Subject
 from tests.factories import connection
 from tests.tui.conftest import Clock
 from tests.tui.demo_data import DEMO_NOW
@@ -57,9 +57,9 @@ async def test_configure_switches_subject_from_the_next_poll_and_wakes_the_loop(
         poller = Poller(gw, clock=clock, window=60, interval=5.0)
         snap = await poller.poll()
         assert snap.version == 0 and len(snap.connections) == 6
-        version = poller.configure(subject=Subject(process_name="other"))
+        version = poller.configure(subject=Scope(command="other"))
         assert version == 1 and poller.wake.is_set()
-        assert poller.configure(subject=Subject(process_name="other")) == 1  # no change, same version
+        assert poller.configure(subject=Scope(command="other")) == 1  # no change, same version
         await poller.sleep(5.0)  # returns at once: woken
         snap = await poller.poll()
         assert snap.version == 1 and [e.command for e in snap.connections] == ["other"]

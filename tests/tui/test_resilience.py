@@ -6,13 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from netspy_tui.ai import ProgressNote
 from netspy_tui.errors import AIError, ServerUnavailable
+from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import open_gateway
-from netspy_tui.models import EventKind, EventPage, SourceInfo, WindowStats
+from netspy_tui.models import EventPage, EventQuery, Scope, SourceInfo, WindowStats
 from netspy_tui.telemetry.memory import MemorySource
-from netspy_tui.telemetry.source import EventQuery
 from netspy_tui.tui.app import NetspyApp
-from netspy_tui.tui.hooks import AIHooks, InsightNote
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.test_dashboard import SIZE, in_window, status_text
@@ -39,14 +39,13 @@ class FlakySource:
         self._check()
         return await self.inner.query(q)
 
-    async def count(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int) -> int:
+    async def count(self, scope: Scope) -> int:
         self._check()
-        return await self.inner.count(kind, pid, command, window_seconds)
+        return await self.inner.count(scope)
 
-    async def stats(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
-                    top_n: int = 10, buckets: int = 60) -> WindowStats:
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
         self._check()
-        return await self.inner.stats(kind, pid, command, window_seconds, top_n, buckets)
+        return await self.inner.stats(scope, top_n, buckets)
 
     async def programs(self) -> list[Any]:
         self._check()
@@ -84,12 +83,12 @@ async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> N
 
 
 async def test_explain_streams_markdown_and_shows_finished() -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[Scope] = []
     noted, gate = asyncio.Event(), asyncio.Event()
 
-    async def explain(gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str | InsightNote]:
-        seen.append(subject)
-        yield InsightNote("gathering nginx via MCP…")
+    async def explain(gateway: Any, scope: Scope) -> AsyncIterator[str | ProgressNote]:
+        seen.append(scope)
+        yield ProgressNote("gathering nginx via MCP…")
         await noted.wait()
         yield "## nginx\n\n"
         await gate.wait()
@@ -112,7 +111,7 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
             await wait_for(pilot, lambda: pane.answer == "## nginx\n\n", "first fragment")
             assert pane.streaming
             assert "Streaming… (esc cancels)" in str(pane.query_one("#ai-state").content)
-            assert seen == [{"pid": None, "process_name": "nginx", "duration": 60}]
+            assert seen == [Scope(command="nginx", window=60)]
             await pilot.press("a")  # the same request again while it streams: ignored, not restarted
             await wait_for(pilot, lambda: any("esc cancels" in str(n.message) for n in app._notifications), "note")
             assert len(seen) == 1 and pane.streaming
@@ -123,7 +122,7 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
 
 
 async def test_explain_failure_keeps_partial_text_and_notifies() -> None:
-    async def explain(gateway: Any, subject: dict[str, Any]) -> AsyncIterator[str]:
+    async def explain(gateway: Any, scope: Scope) -> AsyncIterator[str]:
         yield "Partial [b]answer[/b]\x1b[2J"
         raise AIError("The AI server at http://127.0.0.1:1 refused the connection", "check OPENAI_BASE_URL")
 

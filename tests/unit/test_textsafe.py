@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netspy_tui.textsafe import clean, first_line
+from netspy_tui.textsafe import clean, first_line, redact_url, valid_utf8
 
 
 def test_escapes_and_controls_become_visible():
@@ -33,3 +33,18 @@ def test_clean_output_has_no_control_characters(text):
     out = clean(text, None)
     assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in out)
     assert "\u202e" not in out and "\u2066" not in out
+
+
+def test_valid_utf8_replaces_or_escapes_undecodable_bytes_everywhere_in_a_value():
+    bad = b"ab\xffcd".decode("utf-8", "surrogateescape")
+    value = {bad: [bad, 1, None], "n": 2}
+    assert valid_utf8(value, "replace") == {"ab\ufffdcd": ["ab\ufffdcd", 1, None], "n": 2}  # as the Go server does
+    assert valid_utf8(value, "backslashreplace") == {"ab\\xffcd": ["ab\\xffcd", 1, None], "n": 2}  # the store's
+    assert valid_utf8("x\ud800y", "replace") == "x?y"  # a lone surrogate that is no byte
+    assert valid_utf8("x\ud800y", "backslashreplace") == "x\\ud800y"
+
+
+def test_redact_url_masks_only_the_password():
+    assert redact_url("http://admin:hunter2@127.0.0.1:8080/x") == "http://admin:****@127.0.0.1:8080/x"
+    assert redact_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert redact_url("http://[::1") == "http://[::1"  # unparsable: as it is

@@ -19,8 +19,9 @@ beside the counts. Programs (all ``BPF_PROG_TYPE_TRACEPOINT``):
     "aborted"). If ``connect()`` has already returned, the connect is moved from the in-progress
     count to its outcome's and an OUTCOME record follows its CONNECT record.
 ``connect_exit`` (syscalls/sys_exit_connect)
-    A call that started a connection hands off with ``tcp_state`` through an atomic fetch-or on
-    the entry's flags: whichever comes second knows both the return code and the outcome. The
+    A call that started a connection hands off with ``tcp_state`` through atomic fetch-ors on the
+    ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
+    ``CF_RESOLVED``, bit 33): whichever comes second knows both the return code and the outcome. The
     connect is counted once, as soon as it returns (in progress, or with its outcome when that
     came first). Calls that start nothing are not connects: EALREADY/EISCONN, a TCP call that
     reports an earlier attempt's error (the socket already has a peer port), restarted calls,

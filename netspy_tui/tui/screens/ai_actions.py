@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from textual import on
 from textual.widgets import Input
 
+from netspy_tui.ai.types import AnswerItem
+from netspy_tui.mcp_tools.ai_bridge import AIHooks
+from netspy_tui.models import Scope
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.ai_runner import AIRequest
-from netspy_tui.tui.hooks import AIHooks, InsightItem
 from netspy_tui.tui.screens.panes import InputKeys, PaneLayout
-from netspy_tui.tui.snapshot import Subject
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.cells import window_label
 
@@ -29,8 +30,8 @@ class AIActions(PaneLayout, InputKeys):
     ai: AIHooks
     window: int
     view: str
-    focus_subject: Subject | None
-    filter_subject: Subject | None
+    focus_subject: Scope | None
+    filter_subject: Scope | None
 
     @property
     def ai_pane(self) -> AIPane:
@@ -40,20 +41,19 @@ class AIActions(PaneLayout, InputKeys):
         raise NotImplementedError
 
     def _request(self, key: tuple[object, ...], title: str, failure_title: str,
-                 produce: Callable[[], AsyncIterator[InsightItem]]) -> None:
+                 produce: Callable[[], AsyncIterator[AnswerItem]]) -> None:
         self.reveal_pane("ai")
         self.ai_pane.submit(AIRequest(key, title, failure_title, produce))
 
     async def action_explain(self) -> None:
         name, pid = self.selected_process()
         if name is None and pid is None and self.focus_subject is not None:
-            name, pid = self.focus_subject.process_name, self.focus_subject.pid
+            name, pid = self.focus_subject.command, self.focus_subject.pid
         window, pid = self.window, None if name else pid
-        subject: dict[str, Any] = {"pid": pid, "process_name": name, "duration": window}
-        who = Subject(pid=pid, process_name=name).label
+        scope = Scope(pid=pid, command=name, window=window)
         gateway, explain = self.gateway, self.ai.explain
-        self._request(("explain", name, pid, window), f"explaining {who} over {window_label(window)}",
-                      "AI explanation failed", lambda: explain(gateway, subject))
+        self._request(("explain", name, pid, window), f"explaining {scope.label} over {window_label(window)}",
+                      "AI explanation failed", lambda: explain(gateway, scope))
 
     def action_ask(self) -> None:
         self.open_input(self.query_one("#question-bar", Input))

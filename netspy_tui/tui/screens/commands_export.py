@@ -14,8 +14,9 @@ from textual.widgets import Input
 
 from netspy_tui import export
 from netspy_tui.commands import CommandResult, CommandRunner
+from netspy_tui.models import Scope
 from netspy_tui.tui.screens.ai_actions import AIActions
-from netspy_tui.tui.snapshot import Snapshot, Subject
+from netspy_tui.tui.snapshot import Snapshot
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable
 from netspy_tui.tui.widgets.processes import ProcessTable
@@ -68,7 +69,7 @@ class ExportActions(Screen[None]):
     rendered: Snapshot | None
     window: int
     view: str
-    focus_subject: Subject | None
+    focus_subject: Scope | None
     clock: Callable[[], datetime]
     export_dir: Path | None
     filter_text: str

@@ -28,11 +28,10 @@ from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from netspy_tui.ai import AISettings
 from netspy_tui.commands import CommandRunner
-from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
+from netspy_tui.mcp_tools.ai_bridge import AIHooks, dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.tui import keys
 from netspy_tui.tui.filtering import EventFilter, tab_label
-from netspy_tui.tui.hooks import AIHooks
 from netspy_tui.tui.screens.ai_actions import AIActions
 from netspy_tui.tui.screens.commands_export import CommandBarActions, ExportActions
 from netspy_tui.tui.screens.panes import InputKeys, PaneLayout
@@ -164,7 +163,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             self.drops.sync([e for e in snap.drops if flt.event(e)] if flt.active else snap.drops)
             procs = snap.processes.processes if snap.processes else []
             self.processes.sync([p for p in procs if flt.process(p)],
-                                self.focus_subject.process_name if self.focus_subject else None)
+                                self.focus_subject.command if self.focus_subject else None)
             same_subject = snap.config.subject == subject
             self.query_one(PatternsPanel).show(snap.patterns if same_subject else None, subject.label)
             mix = drop_mix_text(snap.drop_patterns if same_subject else None, snap.config.window)

@@ -11,9 +11,10 @@ from textual import on
 from textual.reactive import reactive
 from textual.widgets import DataTable, Input, TabbedContent
 
+from netspy_tui.models import Scope
 from netspy_tui.tui.filtering import subject_for_filter
 from netspy_tui.tui.screens.panes import InputKeys
-from netspy_tui.tui.snapshot import ALL, Snapshot, Subject
+from netspy_tui.tui.snapshot import ALL, Snapshot
 from netspy_tui.tui.widgets.processes import ProcessTable
 
 if TYPE_CHECKING:
@@ -30,11 +31,11 @@ class ViewState(InputKeys):
     paused: reactive[bool] = reactive(False, init=False)
     paused_at: reactive[datetime | None] = reactive(None, init=False)
     filter_text: reactive[str] = reactive("", init=False)
-    focus_subject: reactive[Subject | None] = reactive(None, init=False)
+    focus_subject: reactive[Scope | None] = reactive(None, init=False)
     focus_label: reactive[str | None] = reactive(None, init=False)
     view: reactive[str] = reactive("connections", init=False)
 
-    filter_subject: Subject | None = None
+    filter_subject: Scope | None = None
     """A filter that is exactly a known process name or pid: the tools are asked about it too."""
 
     # provided by DashboardScreen
@@ -51,11 +52,11 @@ class ViewState(InputKeys):
     def focus_active_table(self) -> None:
         raise NotImplementedError
 
-    def watch_focus_subject(self, subject: Subject | None) -> None:
+    def watch_focus_subject(self, subject: Scope | None) -> None:
         self.focus_label = subject.label if subject else None
 
     @property
-    def subject(self) -> Subject:
+    def subject(self) -> Scope:
         """What the tools are asked about: the focus, else a filter naming a process or pid, else all traffic."""
         return self.focus_subject or self.filter_subject or ALL
 
@@ -89,7 +90,7 @@ class ViewState(InputKeys):
         if name is None and pid is None:
             self.notify("Nothing selected: move the cursor onto a process first.", severity="warning")
             return
-        self.focus_subject = Subject(process_name=name) if name else Subject(pid=pid)
+        self.focus_subject = Scope(command=name) if name else Scope(pid=pid)
         self.reconfigure()
 
     @on(DataTable.RowSelected)
@@ -123,5 +124,5 @@ class ViewState(InputKeys):
         self.view = "drops" if event.pane.id == "drops-tab" else "connections"
 
     def focus_process(self, name: str) -> None:
-        self.focus_subject = Subject(process_name=name)
+        self.focus_subject = Scope(command=name)
         self.reconfigure()

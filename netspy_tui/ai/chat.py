@@ -1,4 +1,4 @@
-"""Streaming AI explanations over any OpenAI-compatible chat-completions server.
+"""Streaming AI explanations and answers over any OpenAI-compatible chat-completions server.
 
 Every public stream is an async generator of :data:`~netspy_tui.ai.types.StreamEvent`: text
 fragments as they arrive, tool-call start/finish markers, and one final :class:`Finished`. Failures
@@ -498,8 +498,8 @@ def stream_answer(
                      call_tool)
 
 
-def stream_summary_insight(settings: AISettings, summary_text: str) -> AsyncIterator[StreamEvent]:
-    """Insights into a summary text: the seed-compatible ``ai_insights(summary_text)`` tool."""
+def stream_summary_explanation(settings: AISettings, summary_text: str) -> AsyncIterator[StreamEvent]:
+    """An explanation of a summary text: the seed-compatible ``ai_insights(summary_text)`` tool."""
     return _converse(settings, lambda n: prompts.summary_messages(summary_text, context_tokens=n), [], None)
 
 
