@@ -565,3 +565,75 @@ class EventPage(BaseModel):
     not_kept_until: datetime | None = None
     not_events: int = 0
     """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
+
+
+# --- traffic (bytes per process and connection) -----------------------------------------------
+
+
+class TrafficFlow(BaseModel):
+    """Bytes one process sent and read on one socket (its addresses as the socket had them) in a
+    window. ``remote`` is ``""`` when the socket had no peer (an unconnected UDP socket)."""
+
+    model_config = ConfigDict(frozen=True)
+    pid: int
+    command: str
+    protocol: str
+    local: str
+    local_port: int
+    remote: str
+    remote_port: int
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_calls: int = 0
+    """recv()/read() calls that returned data."""
+    tx_calls: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class TrafficProcess(BaseModel):
+    """One process (command) in a window: bytes in and out, and their average rates."""
+
+    model_config = ConfigDict(frozen=True)
+    command: str
+    pids: list[int]
+    rx_bytes: int
+    tx_bytes: int
+    rx_rate: float
+    """Bytes per second read, averaged over the window."""
+    tx_rate: float
+    flows: int
+    """Distinct sockets (by addresses) it moved bytes on."""
+
+
+class TrafficRemote(BaseModel):
+    """One remote address in a window (``""``: sockets with no peer address)."""
+
+    model_config = ConfigDict(frozen=True)
+    remote: str
+    rx_bytes: int
+    tx_bytes: int
+    commands: list[str]
+
+
+class TrafficStats(BaseModel):
+    """Bytes sent and read per process, remote address and connection over a window (exact: summed
+    in the kernel per socket and process). Lists are largest first, at most ``limit`` each."""
+
+    model_config = ConfigDict(frozen=True)
+    window_seconds: int
+    pid: int | None = None
+    command: str | None = None
+    until: datetime | None = None
+    available: bool = True
+    """False when the source does not count bytes (procfs sampling, a plain eBPF server, an old kernel)."""
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_rate: float = 0.0
+    tx_rate: float = 0.0
+    processes: list[TrafficProcess] = Field(default_factory=list)
+    remotes: list[TrafficRemote] = Field(default_factory=list)
+    flows: list[TrafficFlow] = Field(default_factory=list)
+    total_processes: int = 0
+    total_remotes: int = 0
+    total_flows: int = 0

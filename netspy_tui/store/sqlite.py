@@ -45,6 +45,7 @@ from netspy_tui.models import (
     Event,
     EventKind,
     EventPage,
+    TrafficStats,
     WindowStats,
     describe_losses,
     ns_to_time,
@@ -52,6 +53,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.store import rollups as R
+from netspy_tui.store import traffic as T
 from netspy_tui.telemetry.source import EventQuery
 
 logger = logging.getLogger(__name__)
@@ -340,7 +342,7 @@ class EventStore:
             self._check_schema(conn)  # someone else's database: refuse to touch it
         if "meta" in tables:
             self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + T.SCHEMA)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
@@ -497,6 +499,7 @@ class EventStore:
         raw: list[tuple[Any, ...]] = []
         outcomes: list[tuple[int, str]] = []
         counts: list[R.Row] = []
+        traffic: list[T.Row] = []
         losses: dict[tuple[int, str], int] = {}
         rejected: list[str] = []
         offered = 0
@@ -523,6 +526,8 @@ class EventStore:
                 raw.extend(codec.store_rows(recs))
             if batch.counts is not None:
                 counts.extend(batch.codec.count_rows(*batch.counts))
+            if batch.traffic is not None:
+                traffic.extend(batch.codec.traffic_rows(*batch.traffic))
             for cause, n in batch.lost.items():
                 if n:
                     key = (batch.second, cause)
@@ -534,7 +539,7 @@ class EventStore:
         if losses:
             self._warn_losses(losses)
         try:
-            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array, names)
+            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array, names, traffic)
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
@@ -577,10 +582,11 @@ class EventStore:
         rejected: list[str],
         counts_array: np.ndarray | None = None,
         names: R.Names | None = None,
+        traffic: Sequence[T.Row] = (),
     ) -> int:
         with self._write_lock:
             try:
-                written, due = self._commit_locked(raw, outcomes, counts, losses, rejected)
+                written, due = self._commit_locked(raw, outcomes, counts, losses, rejected, traffic)
             finally:
                 if counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
                     counts_array = R.to_array(counts, self.rollups.names)
@@ -596,6 +602,7 @@ class EventStore:
         counts: list[R.Row],
         losses: dict[tuple[int, str], int],
         rejected: list[str],
+        traffic: Sequence[T.Row] = (),
     ) -> tuple[int, bool]:
         """One transaction (the write lock held): (raw rows written, whether retention is due)."""
         if self._closed or self.readonly:
@@ -633,6 +640,8 @@ class EventStore:
                             rejected.append(_one_line(exc))
             if losses:
                 conn.executemany(_UPSERT_LOSS, [(s, c, n) for (s, c), n in losses.items()])
+            if traffic:
+                T.write(conn, traffic)
             added = [0, 0]
             for row in raw:
                 added[row[0]] += 1
@@ -712,6 +721,7 @@ class EventStore:
                         conn.execute("DELETE FROM rollup WHERE second < ?", (upto,))
                         more = upto < second
                     conn.execute("DELETE FROM losses WHERE second < ?", (second,))
+                    T.prune(conn, second)
                 if self.max_rows is not None and removed < PRUNE_CHUNK:
                     total = conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0]
                     excess = min(total - self.max_rows, PRUNE_CHUNK - removed)
@@ -896,6 +906,16 @@ class EventStore:
         lo, hi = window_seconds_of(now, window_seconds)
         secs, names = self._rollup_seconds(kind, pid, command, lo, hi)
         return R.window_stats(secs, names, kind, pid, command, int(window_seconds), now, top_n, buckets)
+
+    def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20,
+                now: datetime | None = None) -> TrafficStats:
+        """Bytes sent and read in the last ``window_seconds`` whole seconds at ``now`` (exact), per
+        process, remote address and flow, ``limit`` of each."""
+        now = now or utcnow()
+        lo, hi = window_seconds_of(now, window_seconds)
+        with self._snapshot() as conn:
+            rows = T.read(conn, lo, hi, pid, command)
+        return T.stats(rows, int(window_seconds), pid, command, now, limit)
 
     def kept(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
              now: datetime | None = None) -> int:

@@ -130,10 +130,12 @@ COUNTERS = (
     "repeat_connects",  # EALREADY/EISCONN or a call reporting an earlier attempt: not a new connect
     "restarted",  # connect() calls interrupted by a signal and restarted by the kernel
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
+    "traffic_full",  # bytes of a (process, socket) that did not fit in the traffic map (totals kept)
 )
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 #: counters that are losses (the others count calls that are not new connects: nothing is lost)
-LOSS_COUNTERS = ("ring_full", "sockaddr_fault", "inflight_full", "conns_full", "counts_full", "exit_without_enter")
+LOSS_COUNTERS = ("ring_full", "sockaddr_fault", "inflight_full", "conns_full", "counts_full", "exit_without_enter",
+                 "traffic_full")
 N_COUNTERS = 16
 #: overflow array: 256 slots per kind (connect, drop), by result (see :func:`overflow_slot`)
 OVERFLOW_SLOTS = 512
@@ -253,6 +255,11 @@ class SockOffsets:
     skb_len: int | None = None
     skb_head: int | None = None
     skb_network_header: int | None = None
+    sk_daddr: int | None = None
+    sk_rcv_saddr: int | None = None
+    sk_num: int | None = None
+    sk_v6_daddr: int | None = None
+    sk_v6_rcv_saddr: int | None = None
     missing: list[str] = field(default_factory=list)
 
     @property
@@ -275,6 +282,12 @@ class SockOffsets:
     def packet(self) -> bool:
         return None not in (self.skb_head, self.skb_network_header)
 
+    @property
+    def addresses(self) -> bool:
+        """Enough to read a socket's local and remote addresses and ports (IPv4 and IPv6)."""
+        return None not in (self.sk_daddr, self.sk_rcv_saddr, self.sk_num, self.sk_dport, self.sk_v6_daddr,
+                            self.sk_v6_rcv_saddr)
+
     @classmethod
     def from_btf(cls) -> SockOffsets:
         want = {
@@ -296,6 +309,11 @@ class SockOffsets:
             "skb_len": ("sk_buff", "len", 4),
             "skb_head": ("sk_buff", "head", 8),
             "skb_network_header": ("sk_buff", "network_header", 2),
+            "sk_daddr": ("sock_common", "skc_daddr", 4),
+            "sk_rcv_saddr": ("sock_common", "skc_rcv_saddr", 4),
+            "sk_num": ("sock_common", "skc_num", 2),
+            "sk_v6_daddr": ("sock_common", "skc_v6_daddr", 16),
+            "sk_v6_rcv_saddr": ("sock_common", "skc_v6_rcv_saddr", 16),
         }
         out = cls()
         try:
@@ -329,6 +347,9 @@ class Maps:
     overflow: int
     counters: int
     ctl: int
+    traffic: tuple[int, int] | None = None
+    """Double-buffered like ``counts`` (the same ``ctl.active`` flip): bytes per (socket, process)."""
+    traffic_overflow: int | None = None
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -1303,3 +1324,152 @@ def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
     a.ldx(H, R1, FP, _D_SCR + 2).be16(R1).stx(H, FP, _D_KEY + _K["port"], R1)
     a.or_(R8, F_PORT)
     a.ja("parsed")
+
+
+# --- traffic: bytes per (socket, process) -----------------------------------------------------
+
+DIR_RX, DIR_TX = 1, 2
+MSG_PEEK = 2
+
+TRAFFIC_KEY = np.dtype(
+    {
+        "names": ["sk", "tgid", "second", "direction"],
+        "formats": ["<u8", "<u4", "<u4", "u1"],
+        "offsets": [0, 8, 12, 16],
+        "itemsize": 24,
+    }
+)
+"""What bytes are summed by: the socket (kernel address), the process (tgid) that sent or read them,
+the wall-clock second and the direction (:data:`DIR_RX` read, :data:`DIR_TX` sent)."""
+TRAFFIC_VALUE = np.dtype(
+    {
+        "names": ["bytes", "calls", "first", "last", "comm", "laddr", "raddr", "lport", "rport", "family",
+                  "protocol"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "S16", ("u1", (16,)), ("u1", (16,)), "<u2", "<u2", "<u2", "<u2"],
+        "offsets": [0, 8, 16, 24, 32, 48, 64, 80, 82, 84, 86],
+        "itemsize": 88,
+    }
+)  # fmt: skip
+"""``bytes``/``calls``: summed atomically. The rest is written once, when the key is new: first and
+last wall-clock ns (``last`` is refreshed on every call, not atomically: a nanosecond race is
+harmless), the process name, the socket's addresses (IPv4 in the first 4 bytes, network order) and
+ports (host order) as the socket had them then (an unconnected UDP socket has no remote)."""
+_TK = {name: TRAFFIC_KEY.fields[name][1] for name in TRAFFIC_KEY.names}
+_TV = {name: TRAFFIC_VALUE.fields[name][1] for name in TRAFFIC_VALUE.names}
+#: traffic overflow array: (direction - 1) * 2 -> bytes, + 1 -> calls (cumulative)
+TRAFFIC_OVERFLOW_SLOTS = 4
+
+_T_WALL, _T_ACTIVE, _T_RAW, _T_SCR, _T_CNT = -8, -16, -24, -32, -40
+_T_KEY = -64  # 24
+_T_VAL = -152  # 88
+_T_SOCK = -280  # 128: the start of struct sock_common
+
+
+def sock_span(off: SockOffsets) -> int:
+    """Bytes of ``struct sock_common`` holding every address and port (read in one go)."""
+    fields = ((off.sk_daddr, 4), (off.sk_rcv_saddr, 4), (off.sk_num, 2), (off.sk_dport, 2), (off.sk_v6_daddr, 16),
+              (off.sk_v6_rcv_saddr, 16))  # fmt: skip
+    return max((o + n for o, n in fields if o is not None), default=0)
+
+
+def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> Asm:
+    """sock/sock_send_length (``DIR_TX``) or sock/sock_recv_length (``DIR_RX``): ``ret`` bytes (when
+    > 0, and not a MSG_PEEK read) added to ``traffic[active][(sk, tgid, second, direction)]``; an
+    AF_INET/AF_INET6 socket only. The hot path is one lookup and two atomic adds; a new key also
+    reads the process name and the socket's addresses. A full map adds to the overflow array."""
+    assert maps.traffic is not None and maps.traffic_overflow is not None
+    a = Asm()
+    a.mov(R6, R1)
+    a.ldx(W, R7, R6, tp.offset("ret", 4))
+    a.lsh(R7, 32).alu64("arsh", R7, 32)  # sign-extend the int
+    a.jmp("jsle", R7, 0, "out")  # r7 = bytes
+    if direction == DIR_RX:
+        a.ldx(W, R1, R6, tp.offset("flags", 4))
+        a.jmp("jset", R1, MSG_PEEK, "out")
+    a.ldx(H, R1, R6, tp.offset("family", 2))
+    a.jeq(R1, AF_INET, "inet")
+    a.jne(R1, AF_INET6, "out")
+    a.label("inet")
+    _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
+    a.zero_stack(_T_KEY, 24)
+    a.ldx(DW, R1, R6, tp.offset("sk", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    a.call(GET_CURRENT_PID_TGID)
+    a.rsh(R0, 32).stx(W, FP, _T_KEY + _TK["tgid"], R0)
+    a.ldx(DW, R1, FP, _T_WALL)
+    a.alu64("div", R1, NS)
+    a.stx(W, FP, _T_KEY + _TK["second"], R1)
+    a.st(B, FP, _T_KEY + _TK["direction"], direction)
+    a.ldx(DW, R1, FP, _T_ACTIVE)
+    a.jne(R1, 0, "map1")
+    _traffic_into(a, maps.traffic[0], maps, off, tp, direction, "t0")
+    a.label("map1")
+    _traffic_into(a, maps.traffic[1], maps, off, tp, direction, "t1")
+    a.label("out")
+    return a.ret(0)
+
+
+def _traffic_into(a: Asm, map_fd: int, maps: Maps, off: SockOffsets, tp: Tracepoint, direction: int, p: str) -> None:
+    assert maps.traffic_overflow is not None
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.call(MAP_LOOKUP)
+    a.jne(R0, 0, f"{p}_add")
+    # a new key: the process name and the socket's addresses, once
+    a.zero_stack(_T_VAL, TRAFFIC_VALUE.itemsize)
+    a.stx(DW, FP, _T_VAL + _TV["bytes"], R7)
+    a.st(DW, FP, _T_VAL + _TV["calls"], 1)
+    a.ldx(DW, R1, FP, _T_WALL).stx(DW, FP, _T_VAL + _TV["first"], R1).stx(DW, FP, _T_VAL + _TV["last"], R1)
+    _process_name(a, off, _T_VAL + _TV["comm"], _T_SCR)
+    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
+    a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
+    span = sock_span(off)
+    if off.addresses and 0 < span <= 128:
+        assert off.sk_daddr is not None and off.sk_rcv_saddr is not None and off.sk_num is not None
+        assert off.sk_dport is not None and off.sk_v6_daddr is not None and off.sk_v6_rcv_saddr is not None
+        a.ldx(DW, R3, R6, tp.offset("sk", 8))
+        _kread(a, _T_SOCK, span, R3, f"{p}_insert")
+        a.ldx(H, R1, FP, _T_SOCK + off.sk_num).stx(H, FP, _T_VAL + _TV["lport"], R1)
+        a.ldx(H, R1, FP, _T_SOCK + off.sk_dport).be16(R1).stx(H, FP, _T_VAL + _TV["rport"], R1)
+        a.ldx(H, R1, R6, tp.offset("family", 2))
+        a.jeq(R1, AF_INET6, f"{p}_v6")
+        a.ldx(W, R1, FP, _T_SOCK + off.sk_rcv_saddr).stx(W, FP, _T_VAL + _TV["laddr"], R1)
+        a.ldx(W, R1, FP, _T_SOCK + off.sk_daddr).stx(W, FP, _T_VAL + _TV["raddr"], R1)
+        a.ja(f"{p}_insert")
+        a.label(f"{p}_v6")
+        for i in (0, 8):
+            a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_rcv_saddr + i).stx(DW, FP, _T_VAL + _TV["laddr"] + i, R1)
+            a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_daddr + i).stx(DW, FP, _T_VAL + _TV["raddr"] + i, R1)
+    a.label(f"{p}_insert")
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.mov(R3, FP).add(R3, _T_VAL)
+    a.mov(R4, BPF_NOEXIST)
+    a.call(MAP_UPDATE)
+    a.jeq(R0, 0, "out")
+    a.jne(R0, -_errno.EEXIST, f"{p}_over")  # (another CPU inserted it meanwhile: add to that)
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, f"{p}_over")
+    a.label(f"{p}_add")
+    a.atomic(DW, R0, _TV["bytes"], R7, _ADD)
+    a.mov(R1, 1)
+    a.atomic(DW, R0, _TV["calls"], R1, _ADD)
+    a.ldx(DW, R1, FP, _T_WALL).stx(DW, R0, _TV["last"], R1)
+    a.ja("out")
+    a.label(f"{p}_over")
+    for slot, src in ((0, R7), (1, None)):
+        skip = f"{p}_of{slot}"
+        a.st(W, FP, _T_CNT, (direction - 1) * 2 + slot)
+        a.ld_map_fd(R1, maps.traffic_overflow)
+        a.mov(R2, FP).add(R2, _T_CNT)
+        a.call(MAP_LOOKUP)
+        a.jeq(R0, 0, skip)
+        if src is None:
+            a.mov(R1, 1)
+            a.atomic(DW, R0, 0, R1, _ADD)
+        else:
+            a.atomic(DW, R0, 0, src, _ADD)
+        a.label(skip)
+    _count(a, maps.counters, "traffic_full", _T_CNT)
+    a.ja("out")
