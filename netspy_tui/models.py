@@ -461,6 +461,8 @@ class SourceInfo(BaseModel):
     degraded: bool = False
     stored_events: int | None = None
     uptime_seconds: float | None = None
+    notes: list[str] = Field(default_factory=list)
+    """What the collector cannot do on this kernel, one line each (a missing tracepoint, no BTF)."""
 
     @property
     def status(self) -> Literal["healthy", "degraded", "unhealthy"]:
@@ -474,6 +476,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "shed": ("raw events shed under load", True),
     "ring_full": ("raw events lost (kernel ring buffer full)", True),
     "counts_full": ("events counted without their process (kernel count map full)", True),
+    "traffic_full": ("bytes counted without their process and connection (kernel traffic map full)", True),
     "conns_full": ("connections whose outcome could not be followed", True),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),

@@ -11,6 +11,7 @@ from netspy_tui.models import (
     EventKind,
     PacketDropEvent,
     ProcessStat,
+    TrafficStats,
     WindowStats,
     describe_losses,
     errno_name,
@@ -142,3 +143,54 @@ def not_events_note(not_events: int) -> str:
 
 def with_notes(text: str, *notes: str) -> str:
     return "\n".join([text, *(n for n in notes if n)])
+
+
+def human_bytes(n: float) -> str:
+    """``999 B``, ``1.2 kB``, ``40.0 MB`` (decimal units, as bandwidth is usually given)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"  # (not reached)
+
+
+def _endpoint(address: str, port: int) -> str:
+    if not address:
+        return "(no peer)" if not port else f"*:{port}"
+    address = clean(address, 64)
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def traffic_text(stats: TrafficStats) -> str:
+    """Totals, then the top processes, remote addresses and connections by bytes moved."""
+    who = subject(stats.pid, stats.command)
+    window = stats.window_seconds
+    if not stats.available:
+        return ("Traffic is not counted by this source: bytes per process need the eBPF collector on a kernel with "
+                "sock/sock_send_length and sock/sock_recv_length (6.3 or later).")
+    if not stats.total_flows:
+        return f"{who} sent and read no bytes over sockets in the last {window} seconds."
+    lines = [
+        f"{who} sent {stats.tx_bytes:,} bytes ({human_bytes(stats.tx_rate)}/s) and read {stats.rx_bytes:,} bytes "
+        f"({human_bytes(stats.rx_rate)}/s) over the last {window} seconds, in "
+        f"{_plural(stats.total_flows, 'connection')} of {_plural(stats.total_processes, 'process')}.",
+        "Processes (sent / read):",
+    ]
+    for p in stats.processes:
+        pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
+        lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {human_bytes(p.tx_bytes):>10} "
+                     f"({human_bytes(p.tx_rate)}/s) / {human_bytes(p.rx_bytes)} ({human_bytes(p.rx_rate)}/s)")
+    lines.append("Remote addresses (sent / read):")
+    for r in stats.remotes:
+        name = clean(r.remote, 64) if r.remote else "(no peer address)"
+        lines.append(f"  {name:<40} {human_bytes(r.tx_bytes):>10} / {human_bytes(r.rx_bytes)}  "
+                     f"{', '.join(clean(c, 32) for c in r.commands[:5])}")
+    lines.append("Connections (sent / read):")
+    for f in stats.flows:
+        lines.append(f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {_endpoint(f.local, f.local_port)} -> "
+                     f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes")
+    shown = max(len(stats.processes), len(stats.remotes), len(stats.flows))
+    if stats.total_flows > len(stats.flows) or stats.total_processes > len(stats.processes):
+        lines.append(f"(the top {shown} of each; {stats.total_flows:,} connections, "
+                     f"{stats.total_remotes:,} remote addresses in all)")
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ DATA_TOOLS = (
     "list_packet_drops",
     "analyze_packet_drops",
     "list_processes",
+    "get_traffic",
     "server_status",
 )
 #: Tools that ask an AI model.

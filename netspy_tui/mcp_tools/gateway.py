@@ -26,6 +26,7 @@ from netspy_tui.mcp_tools.schemas import (
     PatternAnalysis,
     ProcessList,
     ServerStatus,
+    TrafficReport,
 )
 from netspy_tui.mcp_tools.server import InsightHook, create_server
 from netspy_tui.telemetry.source import TelemetrySource
@@ -128,6 +129,11 @@ class Gateway:
 
     async def processes(self, duration: int = 60, kind: str = "connection", limit: int = 20) -> ProcessList:
         return await self._typed("list_processes", ProcessList, {"duration": duration, "kind": kind, "limit": limit})
+
+    async def traffic(self, pid: int | None = None, process_name: str | None = None, duration: int = 60,
+                      limit: int = 20) -> TrafficReport:
+        return await self._typed("get_traffic", TrafficReport,
+                                 {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit})
 
     async def status(self) -> ServerStatus:
         return await self._typed("server_status", ServerStatus, {})

@@ -25,6 +25,7 @@ from netspy_tui.models import (
     ProcessStat,
     ProgramInfo,
     SourceInfo,
+    TrafficStats,
     WindowStats,
     parse_time,
 )
@@ -213,6 +214,13 @@ class ServerStatus(_Result):
 
     source: SourceInfo
     programs: list[ProgramInfo] = Field(default_factory=list)
+
+
+class TrafficReport(_Windowed):
+    """``get_traffic``: bytes sent and read per process, remote address and connection."""
+
+    stats: TrafficStats
+    source: str
 
 
 class Insight(_Result):

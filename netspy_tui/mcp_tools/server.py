@@ -41,6 +41,7 @@ from netspy_tui.mcp_tools.schemas import (
     ServerStatus,
     Since,
     SummaryText,
+    TrafficReport,
     Until,
     invalid_arguments,
 )
@@ -49,12 +50,13 @@ from netspy_tui.models import (
     EventKind,
     EventPage,
     PacketDropEvent,
+    TrafficStats,
     counts_exact,
     describe_losses,
     parse_time,
     utcnow,
 )
-from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.telemetry.source import EventQuery, TelemetrySource, TrafficSource
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger(__name__)
@@ -217,8 +219,9 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         SERVER_NAME,
         version=__version__,
         instructions=(
-            "Read-only network telemetry of one Linux host: every connect() attempt with its outcome and "
-            "kernel packet drops with reasons. Start with get_network_summary or list_processes, then narrow "
+            "Read-only network telemetry of one Linux host: every connect() attempt with its outcome, "
+            "kernel packet drops with reasons, and bytes sent and read per process and connection (get_traffic). "
+            "Start with get_network_summary or list_processes, then narrow "
             "with pid or process_name."
         ),
         log_level="WARNING",
@@ -315,6 +318,30 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
                                    counts_exact=counts_exact(losses), not_events=stats.not_events), text)
 
     @srv.tool(annotations=READ_ONLY)
+    async def get_traffic(
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        limit: Limit = 20,
+    ) -> Annotated[CallToolResult, TrafficReport]:
+        """Bytes sent and read over the last `duration` seconds per process, remote address and connection
+        (exact totals and average rates; largest first, `limit` of each)."""
+        tc = _ctx(ctx)
+        await _check_subject(tc.source, "connection", pid, process_name)
+        source = tc.source
+        if isinstance(source, TrafficSource):
+            stats = await source.traffic(pid, process_name, duration, limit)
+        else:
+            stats = TrafficStats(window_seconds=duration, pid=pid, command=process_name, until=utcnow(),
+                                 available=False)  # fmt: skip
+        info = await source.info()
+        losses = {k: v for k, v in (await source.losses(duration)).items() if k == "traffic_full"}
+        text = describe.with_notes(describe.traffic_text(stats), describe.loss_note(losses))
+        return _result(TrafficReport(text=text, stats=stats, source=info.label, losses=losses,
+                                     counts_exact=counts_exact(losses)), text)  # fmt: skip
+
+    @srv.tool(annotations=READ_ONLY)
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:
         """Where the data comes from, whether it is healthy, and the eBPF programs behind it."""
         tc = _ctx(ctx)
@@ -332,6 +359,8 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
             lines.append(f"Last minute: {clean(describe_losses(info.recent_losses), 300)}")
         if info.losses:
             lines.append(f"Since start: {clean(describe_losses(info.losses), 300)}")
+        for note in info.notes:
+            lines.append(f"Note: {clean(note, 300)}")
         for p in programs:
             lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")
         text = "\n".join(lines)

@@ -18,6 +18,9 @@ Where this server differs from the original, on purpose:
   because this server has no Kubernetes metadata.
 - With a token, every request (``/health`` included) needs ``Authorization: Bearer <token>``: one
   rule, nothing about the host is visible without it. Bodies above ``max_body_bytes`` are a ``413``.
+- ``GET /api/traffic`` is an extension (no such path in the original): bytes sent and read per
+  process, remote address and connection over ``duration_seconds`` (default 60), ``limit`` (default
+  20, at most 1,000) of each, for one ``pid``/``command`` or all. The existing paths answer as before.
 - Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
   other endpoints answer from whatever the source holds.
 """
@@ -50,6 +53,7 @@ from netspy_tui.models import (
     EventKind,
     PacketDropEvent,
     ProgramInfo,
+    TrafficStats,
     contract_drop,
     counts_exact,
     describe_losses,
@@ -57,7 +61,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
-from netspy_tui.telemetry.source import EventQuery, TelemetrySource
+from netspy_tui.telemetry.source import EventQuery, TelemetrySource, TrafficSource
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,11 @@ ENDPOINTS: dict[str, str] = {
     "GET|POST /api/list-packet-drops": "Packet-drop events grouped by PID (pid, command, limit, duration_seconds)",
     "GET /api/events": "Filtered events (type, pid, command, since, until, limit)",
     "GET /api/programs": "The eBPF programs behind the data",
+    "GET /api/traffic": "netspy-tui extension: bytes sent and read per process, remote address and connection "
+    "(pid, command, duration_seconds, limit)",
 }
+DEFAULT_TRAFFIC_LIMIT = 20
+MAX_TRAFFIC_LIMIT = 1000
 
 
 class BadRequest(Exception):
@@ -449,6 +457,24 @@ class _Api:
             items.append(item)
         return json_response({"programs": items, "total_count": len(items), "query_time": query_time()})
 
+    async def traffic(self, request: Request) -> Response:
+        params = await Params.read(request)
+        pid = params.pid()
+        command = params.command()
+        duration = params.integer(
+            "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
+        )
+        limit = params.integer("limit", default=DEFAULT_TRAFFIC_LIMIT, minimum=1, maximum=MAX_TRAFFIC_LIMIT)
+        source = self.source
+        if isinstance(source, TrafficSource):
+            stats = await source.traffic(pid, command, duration, limit)
+        else:
+            stats = TrafficStats(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False)
+        payload = stats.model_dump(mode="json")
+        payload["until"] = format_time(stats.until) if stats.until is not None else None
+        payload["query_time"] = query_time()
+        return json_response(payload)
+
     def routes(self) -> list[BaseRoute]:
         both = ["GET", "POST"]
         return [
@@ -476,6 +502,7 @@ class _Api:
             ),
             Route("/api/events", _guarded(self.events), methods=["GET"]),
             Route("/api/programs", _guarded(self.programs), methods=["GET"]),
+            Route("/api/traffic", _guarded(self.traffic), methods=["GET"]),
         ]
 
 

@@ -33,6 +33,7 @@ from netspy_tui.models import (
     ProgramsResponse,
     SourceInfo,
     SummaryResponse,
+    TrafficStats,
     WindowStats,
     describe_losses,
     describe_validation_error,
@@ -365,6 +366,17 @@ class HttpSource:
         if resp.status_code in (404, 405):
             return None
         return self._parse(resp, "/api/stats", AggregatorStats)
+
+    async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                      ) -> TrafficStats:  # fmt: skip
+        """``/api/traffic`` (a netspy-tui server's extension); ``available`` False where the server
+        has no such endpoint."""
+        params = {"pid": pid, "command": command, "duration_seconds": window_seconds, "limit": limit}
+        resp = await self._request("GET", "/api/traffic", params=params)
+        if resp.status_code in (404, 405):
+            return TrafficStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
+                                available=False)  # fmt: skip
+        return self._parse(resp, "/api/traffic", TrafficStats)
 
     async def aclose(self) -> None:
         await self._http.aclose()

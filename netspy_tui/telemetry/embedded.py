@@ -34,6 +34,7 @@ from netspy_tui.models import (
     PacketDropEvent,
     ProgramInfo,
     SourceInfo,
+    TrafficStats,
     WindowStats,
     describe_losses,
     ns_to_time,
@@ -228,6 +229,7 @@ class EmbeddedSource:
             recent_losses=recent,
             stored_events=stored,
             uptime_seconds=None if self._started_at is None else time.monotonic() - self._started_at,
+            notes=list(getattr(collector, "notes", None) or []),
         )
 
     async def query(self, q: EventQuery) -> EventPage:
@@ -246,6 +248,15 @@ class EmbeddedSource:
         buckets: int = 60,
     ) -> WindowStats:
         return await asyncio.to_thread(self.store.stats, kind, pid, command, window_seconds, top_n, buckets)
+
+    async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                      ) -> TrafficStats:  # fmt: skip
+        """From the store; ``available`` False when a running collector does not count bytes."""
+        collector = self.collector
+        if collector is not None and not getattr(collector, "counts_traffic", False):
+            return TrafficStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
+                                available=False)  # fmt: skip
+        return await asyncio.to_thread(self.store.traffic, pid, command, window_seconds, limit)
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
         lo, _ = window_seconds_of(utcnow(), window_seconds)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from netspy_tui.models import EventKind, EventPage, ProgramInfo, SourceInfo, WindowStats
+from netspy_tui.models import EventKind, EventPage, ProgramInfo, SourceInfo, TrafficStats, WindowStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +66,14 @@ class TelemetrySource(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TrafficSource(Protocol):
+    """A source that can also say how many bytes each process moved (optional: the tools answer
+    ``available: false`` for a source without it)."""
+
+    async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                      ) -> TrafficStats:  # fmt: skip
+        """Bytes sent and read in the last ``window_seconds``, per process, remote address and flow."""
+        ...

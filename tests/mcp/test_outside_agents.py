@@ -26,6 +26,7 @@ CALLS = {
     "list_packet_drops": {},
     "analyze_packet_drops": {},
     "list_processes": {},
+    "get_traffic": {},
     "server_status": {},
 }
 

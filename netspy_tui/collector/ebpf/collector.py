@@ -75,6 +75,13 @@ _ATTACH = (
     _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
 )
 
+#: what an optional tracepoint's absence costs (one line in server_status)
+_WITHOUT = {
+    "sock_send": "bytes sent are not counted (needs Linux 6.3 or later)",
+    "sock_recv": "bytes read are not counted (needs Linux 6.3 or later)",
+    "skb_drop": "packet drops are not reported",
+}
+
 #: kernel map sizes: concurrent connect() calls, connections in SYN_SENT, count keys per drain
 INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
 #: (socket, process, second, direction) keys of traffic per drain
@@ -134,7 +141,9 @@ class _Session:
             if spec.required or tracefs.exists(root, spec.group, spec.tracepoint):
                 tps[spec.name] = tracefs.tracepoint(root, spec.group, spec.tracepoint)
             else:
-                self.notes.append(f"tracepoint {spec.group}/{spec.tracepoint} missing")
+                without = _WITHOUT.get(spec.name)
+                self.notes.append(f"tracepoint {spec.group}/{spec.tracepoint} missing" + (f": {without}" if without
+                                                                                           else ""))  # fmt: skip
         drop_tp = tps.get("skb_drop")
         reasons: dict[int, str] = {}
         if drop_tp is not None:
@@ -617,6 +626,12 @@ class EbpfCollector(Collector):
         """CPU time the reader thread has used so far (ring reads, count drains, sink), for benchmarks."""
         session = self._session
         return session.reader_cpu if session is not None else 0.0
+
+    @property
+    def counts_traffic(self) -> bool:
+        """True when bytes per (socket, process) are counted (sock/sock_*_length programs attached)."""
+        session = self._live()
+        return session is not None and any(name in ("sock_send", "sock_recv") for name, _, _ in session.loaded)
 
     @property
     def notes(self) -> list[str]:

@@ -1,0 +1,213 @@
+"""Traffic against the real kernel: bytes a test client and a test server moved over loopback come
+back from ``get_traffic`` and ``/api/traffic`` exactly, for the right process and direction.
+
+The server is a child process (its own pid): it accepts one TCP connection, peeks at it
+(MSG_PEEK: not counted), reads until EOF, answers ``REPLY`` bytes and reads the UDP datagrams. The
+client is this process. Waits are bounded polls on the tool's own answer; the assertions are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from mcp.client import Client
+
+from netspy_tui.collector.ebpf import EbpfCollector
+from netspy_tui.errors import CollectorError
+from netspy_tui.mcp_tools.server import create_server
+from netspy_tui.models import TrafficFlow, TrafficStats
+from netspy_tui.serve.app import create_app
+from netspy_tui.store.sqlite import EventStore
+from netspy_tui.telemetry.embedded import EmbeddedSource
+from tests.collector.test_ebpf import REQUIRE
+
+TCP_BYTES = 1_000_003
+REPLY = 70_001
+DATAGRAMS = (1000, 1, 1472, 9000, 3)
+UDP_BYTES = sum(DATAGRAMS)
+
+SERVER = textwrap.dedent(
+    """
+    import socket, sys
+    host, datagrams, reply = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    t = socket.socket(family, socket.SOCK_STREAM)
+    t.bind((host, 0))
+    t.listen(1)
+    u = socket.socket(family, socket.SOCK_DGRAM)
+    u.bind((host, 0))
+    print(t.getsockname()[1], u.getsockname()[1], flush=True)
+    c, _ = t.accept()
+    c.recv(16, socket.MSG_PEEK)
+    n = 0
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    c.sendall(b"r" * reply)
+    c.close()
+    m = sum(len(u.recv(65536)) for _ in range(datagrams))
+    print(n, m, flush=True)
+    """
+)
+
+
+@pytest.fixture
+async def embedded() -> AsyncIterator[EmbeddedSource]:
+    collector = EbpfCollector(drain_interval=0.2)
+    store = EventStore(None)
+    source = EmbeddedSource(collector, store)
+    try:
+        await source.start()
+    except CollectorError as exc:
+        store.close()
+        if REQUIRE:
+            pytest.fail(f"NETSPY_REQUIRE_EBPF=1 but the eBPF collector cannot start: {exc}")
+        pytest.skip(f"eBPF collector unavailable: {exc}")
+    try:
+        if not collector.counts_traffic:
+            pytest.skip("this kernel has no sock/sock_send_length and sock_recv_length tracepoints")
+        yield source
+    finally:
+        await source.aclose()
+
+
+def exchange(host: str) -> tuple[int, int, int, int]:
+    """Run the server child and talk to it: (server pid, its TCP port, its UDP port, our TCP port)."""
+    child = subprocess.Popen([sys.executable, "-c", SERVER, host, str(len(DATAGRAMS)), str(REPLY)],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout is not None
+        tport, uport = map(int, child.stdout.readline().split())
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as t:
+            t.connect((host, tport))
+            my_port = t.getsockname()[1]
+            t.sendall(b"s" * TCP_BYTES)
+            t.shutdown(socket.SHUT_WR)
+            got = 0
+            while chunk := t.recv(65536):
+                got += len(chunk)
+        assert got == REPLY
+        with socket.socket(family, socket.SOCK_DGRAM) as u:
+            u.connect((host, uport))
+            for size in DATAGRAMS:
+                u.send(b"d" * size)
+        line = child.stdout.readline()
+        assert child.wait(timeout=10) == 0
+        assert list(map(int, line.split())) == [TCP_BYTES, UDP_BYTES]  # what the server's application read
+        return child.pid, tport, uport, my_port
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+async def poll(read: Callable[[], Awaitable[TrafficStats]], done: Callable[[TrafficStats], bool],
+               within: float = 10.0) -> TrafficStats:  # fmt: skip
+    """The stats once ``done`` holds, or the last ones read at the deadline (then the assertions fail
+    with the numbers that were there)."""
+    deadline = time.monotonic() + within
+    while True:
+        stats = await read()
+        if done(stats) or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.05)
+
+
+def flows(stats: TrafficStats, **match: Any) -> list[TrafficFlow]:
+    return [f for f in stats.flows if all(getattr(f, k) == v for k, v in match.items())]
+
+
+def expected(host: str, server: int, tport: int, uport: int, my_port: int) -> dict[str, dict[str, Any]]:
+    """(pid, protocol, local port) -> what the tool must say."""
+    me = os.getpid()
+    return {
+        "client tcp": dict(pid=me, protocol="TCP", local=host, local_port=my_port, remote=host, remote_port=tport,
+                           tx_bytes=TCP_BYTES, rx_bytes=REPLY),
+        "server tcp": dict(pid=server, protocol="TCP", local=host, local_port=tport, remote=host, remote_port=my_port,
+                           tx_bytes=REPLY, rx_bytes=TCP_BYTES),
+        "client udp": dict(pid=me, protocol="UDP", local=host, remote=host, remote_port=uport, tx_bytes=UDP_BYTES,
+                           rx_bytes=0),
+        # an unconnected UDP socket has no peer address
+        "server udp": dict(pid=server, protocol="UDP", local=host, local_port=uport, remote="", remote_port=0,
+                           tx_bytes=0, rx_bytes=UDP_BYTES),
+    }  # fmt: skip
+
+
+def check(stats: TrafficStats, want: dict[str, dict[str, Any]]) -> None:
+    for name, fields in want.items():
+        key = {k: v for k, v in fields.items() if k not in ("tx_bytes", "rx_bytes")}
+        got = flows(stats, **key)
+        assert len(got) == 1, f"{name}: {len(got)} flows match {key}: {stats.flows}"
+        assert (got[0].tx_bytes, got[0].rx_bytes) == (fields["tx_bytes"], fields["rx_bytes"]), name
+
+
+def complete(want: dict[str, dict[str, Any]]) -> Callable[[TrafficStats], bool]:
+    def done(stats: TrafficStats) -> bool:
+        for fields in want.values():
+            key = {k: v for k, v in fields.items() if k not in ("tx_bytes", "rx_bytes")}
+            got = flows(stats, **key)
+            if not got or sum(f.tx_bytes for f in got) < fields["tx_bytes"] or \
+                    sum(f.rx_bytes for f in got) < fields["rx_bytes"]:  # fmt: skip
+                return False
+        return True
+
+    return done
+
+
+@pytest.mark.ebpf
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_get_traffic_reports_exact_bytes_per_process_and_direction(embedded: EmbeddedSource, host: str) -> None:
+    server, tport, uport, my_port = exchange(host)
+    want = expected(host, server, tport, uport, my_port)
+    async with Client(create_server(embedded)) as client:
+
+        async def read(pid: int | None = None) -> TrafficStats:
+            args: dict[str, Any] = {"duration": 120, "limit": 200}
+            if pid is not None:
+                args["pid"] = pid
+            result = await client.call_tool("get_traffic", args)
+            assert not result.is_error, result.content
+            assert result.structured_content is not None
+            return TrafficStats.model_validate(result.structured_content["stats"])
+
+        stats = await poll(read, complete(want))
+        check(stats, want)
+        # per process: the server's totals are exactly its own traffic
+        mine = await read(server)
+        assert (mine.rx_bytes, mine.tx_bytes) == (TCP_BYTES + UDP_BYTES, REPLY)
+        assert [p.pids for p in mine.processes] == [[server]]
+        text = (await client.call_tool("get_traffic", {"pid": server, "duration": 120})).content[0].text
+        assert f"read {TCP_BYTES + UDP_BYTES:,} bytes" in text and f"sent {REPLY:,} bytes" in text
+
+
+@pytest.mark.ebpf
+async def test_api_traffic_serves_the_same_exact_figures(embedded: EmbeddedSource) -> None:
+    server, tport, uport, my_port = exchange("127.0.0.1")
+    want = expected("127.0.0.1", server, tport, uport, my_port)
+    transport = httpx.ASGITransport(app=create_app(embedded))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+
+        async def read() -> TrafficStats:
+            resp = await http.get("/api/traffic", params={"duration_seconds": 120, "limit": 1000})
+            assert resp.status_code == 200, resp.text
+            return TrafficStats.model_validate(resp.json())
+
+        check(await poll(read, complete(want)), want)
+        resp = await http.get("/api/traffic", params={"pid": server, "duration_seconds": 120})
+        body = resp.json()
+        assert (body["rx_bytes"], body["tx_bytes"], body["available"]) == (TCP_BYTES + UDP_BYTES, REPLY, True)
+        assert body["query_time"].endswith("Z")
+        assert (await http.get("/api/traffic", params={"limit": 1001})).status_code == 400
