@@ -590,6 +590,8 @@ class TrafficFlow(BaseModel):
     rx_calls: int = 0
     """recv()/read() calls that returned data."""
     tx_calls: int = 0
+    retransmits: int = 0
+    """TCP segments the kernel sent again on this connection (SYNs included)."""
     first_seen: datetime | None = None
     last_seen: datetime | None = None
 
@@ -607,6 +609,7 @@ class TrafficProcess(BaseModel):
     tx_rate: float
     flows: int
     """Distinct sockets (by addresses) it moved bytes on."""
+    retransmits: int = 0
 
 
 class TrafficRemote(BaseModel):
@@ -617,6 +620,7 @@ class TrafficRemote(BaseModel):
     rx_bytes: int
     tx_bytes: int
     commands: list[str]
+    retransmits: int = 0
 
 
 class TrafficStats(BaseModel):
@@ -634,6 +638,8 @@ class TrafficStats(BaseModel):
     tx_bytes: int = 0
     rx_rate: float = 0.0
     tx_rate: float = 0.0
+    retransmits: int = 0
+    """TCP segments retransmitted (``tcp/tcp_retransmit_skb``; the kernel's RetransSegs counts the same)."""
     processes: list[TrafficProcess] = Field(default_factory=list)
     remotes: list[TrafficRemote] = Field(default_factory=list)
     flows: list[TrafficFlow] = Field(default_factory=list)

@@ -169,17 +169,19 @@ def traffic_text(stats: TrafficStats) -> str:
         return ("Traffic is not counted by this source: bytes per process need the eBPF collector on a kernel with "
                 "sock/sock_send_length and sock/sock_recv_length (6.3 or later).")
     if not stats.total_flows:
-        return f"{who} sent and read no bytes over sockets in the last {window} seconds."
+        return f"{who} sent and read no bytes over sockets in the last {window} seconds."  # (and retransmitted none)
     lines = [
         f"{who} sent {stats.tx_bytes:,} bytes ({human_bytes(stats.tx_rate)}/s) and read {stats.rx_bytes:,} bytes "
         f"({human_bytes(stats.rx_rate)}/s) over the last {window} seconds, in "
-        f"{_plural(stats.total_flows, 'connection')} of {_plural(stats.total_processes, 'process')}.",
+        f"{_plural(stats.total_flows, 'connection')} of {_plural(stats.total_processes, 'process')}"
+        + (f"; {_plural(stats.retransmits, 'TCP segment')} retransmitted." if stats.retransmits else "."),
         "Processes (sent / read):",
     ]
     for p in stats.processes:
         pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
         lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {human_bytes(p.tx_bytes):>10} "
-                     f"({human_bytes(p.tx_rate)}/s) / {human_bytes(p.rx_bytes)} ({human_bytes(p.rx_rate)}/s)")
+                     f"({human_bytes(p.tx_rate)}/s) / {human_bytes(p.rx_bytes)} ({human_bytes(p.rx_rate)}/s)"
+                     + (f"  {p.retransmits:,} retransmits" if p.retransmits else ""))
     lines.append("Remote addresses (sent / read):")
     for r in stats.remotes:
         name = clean(r.remote, 64) if r.remote else "(no peer address)"
@@ -188,7 +190,8 @@ def traffic_text(stats: TrafficStats) -> str:
     lines.append("Connections (sent / read):")
     for f in stats.flows:
         lines.append(f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {_endpoint(f.local, f.local_port)} -> "
-                     f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes")
+                     f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes"
+                     + (f", {f.retransmits:,} retransmits" if f.retransmits else ""))
     shown = max(len(stats.processes), len(stats.remotes), len(stats.flows))
     if stats.total_flows > len(stats.flows) or stats.total_processes > len(stats.processes):
         lines.append(f"(the top {shown} of each; {stats.total_flows:,} connections, "

@@ -1,5 +1,6 @@
 """Traffic against the real kernel: bytes a test client and a test server moved over loopback come
-back from ``get_traffic`` and ``/api/traffic`` exactly, for the right process and direction.
+back from ``get_traffic`` and ``/api/traffic`` exactly, for the right process and direction; SYN
+retransmits against a full accept backlog equal the kernel's own RetransSegs delta.
 
 The server is a child process (its own pid): it accepts one TCP connection, peeks at it
 (MSG_PEEK: not counted), reads until EOF, answers ``REPLY`` bytes and reads the UDP datagrams. The
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,6 +61,46 @@ SERVER = textwrap.dedent(
     c.close()
     m = sum(len(u.recv(65536)) for _ in range(datagrams))
     print(n, m, flush=True)
+    """
+)
+
+
+#: A child in its own network namespace (its /proc/net/snmp counts only its own traffic): a listener
+#: with listen(0) whose accept queue one connection fills, so the next SYN is dropped and the client
+#: retransmits it after ~1 s. Prints its pid, the listener's port, the client's port, the RetransSegs
+#: delta around the attempt, and the attempt's duration until the first retransmit was seen.
+SYN_RETRANSMIT = textwrap.dedent(
+    """
+    import ctypes, errno, os, socket, subprocess, sys, time
+    if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
+        sys.exit(f"unshare: errno {ctypes.get_errno()}")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    def retrans():
+        with open("/proc/net/snmp") as f:
+            head, values = [line.split() for line in f if line.startswith("Tcp:")]
+        return int(values[head.index("RetransSegs")])
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    first = socket.create_connection(("127.0.0.1", port))  # fills the accept queue (never accepted)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # until the kernel has queued it (ss: Recv-Q of a listener)
+        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+        if out and out[1] == "1":
+            break
+        time.sleep(0.01)
+    before = retrans()
+    start = time.monotonic()
+    c = socket.socket()
+    c.setblocking(False)
+    assert c.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
+    mine = c.getsockname()[1]
+    deadline = time.monotonic() + 10
+    while retrans() == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    c.close()
+    print(os.getpid(), port, mine, retrans() - before, time.monotonic() - start, flush=True)
     """
 )
 
@@ -211,3 +253,30 @@ async def test_api_traffic_serves_the_same_exact_figures(embedded: EmbeddedSourc
         assert (body["rx_bytes"], body["tx_bytes"], body["available"]) == (TCP_BYTES + UDP_BYTES, REPLY, True)
         assert body["query_time"].endswith("Z")
         assert (await http.get("/api/traffic", params={"limit": 1001})).status_code == 400
+
+
+@pytest.mark.ebpf
+async def test_syn_retransmits_equal_the_kernels_retranssegs_delta(embedded: EmbeddedSource) -> None:
+    if shutil.which("ip") is None or shutil.which("ss") is None:
+        pytest.fail("iproute2 (ip, ss) is needed to make the test's network namespace")
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", SYN_RETRANSMIT], capture_output=True,
+                                  text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    pid, port, mine, delta, _elapsed = out.stdout.split()
+    pid, port, mine, delta = int(pid), int(port), int(mine), int(delta)
+    assert delta >= 1, "the kernel did not retransmit the SYN within 10 s"
+    async with Client(create_server(embedded)) as client:
+
+        async def read() -> TrafficStats:
+            result = await client.call_tool("get_traffic", {"pid": pid, "duration": 120})
+            assert not result.is_error, result.content
+            return TrafficStats.model_validate(result.structured_content["stats"])
+
+        stats = await poll(read, lambda s: s.retransmits >= delta)
+        assert stats.retransmits == delta
+        (flow,) = flows(stats, remote_port=port)
+        assert (flow.pid, flow.protocol, flow.local_port, flow.remote, flow.retransmits) == (
+            pid, "TCP", mine, "127.0.0.1", delta)
+        assert [(p.pids, p.retransmits) for p in stats.processes] == [([pid], delta)]
+        text = (await client.call_tool("get_traffic", {"pid": pid, "duration": 120})).content[0].text
+        assert f"{delta} TCP segment" in text and "retransmitted" in text

@@ -70,6 +70,7 @@ _ATTACH = (
     _Attach("sock_send", "sock", "sock_send_length", False),
     _Attach("sock_recv", "sock", "sock_recv_length", False),
     _Attach("skb_drop", "skb", "kfree_skb", False),
+    _Attach("tcp_retransmit", "tcp", "tcp_retransmit_skb", False),
     _Attach("tcp_state", "sock", "inet_sock_set_state", True),
     _Attach("connect_exit", "syscalls", "sys_exit_connect", True),
     _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
@@ -80,12 +81,15 @@ _WITHOUT = {
     "sock_send": "bytes sent are not counted (needs Linux 6.3 or later)",
     "sock_recv": "bytes read are not counted (needs Linux 6.3 or later)",
     "skb_drop": "packet drops are not reported",
+    "tcp_retransmit": "TCP retransmits are not counted",
 }
 
 #: kernel map sizes: concurrent connect() calls, connections in SYN_SENT, count keys per drain
 INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
 #: (socket, process, second, direction) keys of traffic per drain
 TRAFFIC_ENTRIES = 32768
+#: sockets whose owner is remembered for retransmits (least recently used forgotten first)
+OWNER_ENTRIES = 65536
 #: events a simple (event-list) sink can still update when their outcome arrives
 PENDING_EVENTS = 65536
 
@@ -165,7 +169,7 @@ class _Session:
             self.notes.append("no BTF for sockets: protocol of non-TCP connects is guessed (protocol_inferred)")
         if offsets.sk_err is None:
             self.notes.append("no BTF for sk_err: failed TCP handshakes are reported as aborted")
-        traffic = "sock_send" in tps or "sock_recv" in tps
+        traffic = any(name in tps for name in ("sock_send", "sock_recv", "tcp_retransmit"))
         if traffic and not offsets.addresses:
             self.notes.append("no BTF for socket addresses: traffic is counted per process without addresses")
 
@@ -189,6 +193,7 @@ class _Session:
                 self._map(hash_, P.TRAFFIC_KEY.itemsize, P.TRAFFIC_VALUE.itemsize, TRAFFIC_ENTRIES, "netspy_traffic1"),
             )
             maps.traffic_overflow = self._map(array, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, "netspy_traffic_of")
+            maps.owners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, OWNER_ENTRIES, "netspy_owners")
         self._write_ctl()
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
@@ -199,6 +204,7 @@ class _Session:
             "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute),
             "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, P.DIR_TX),
             "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, P.DIR_RX),
+            "tcp_retransmit": lambda tp: P.tcp_retransmit(tp, maps, offsets),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -352,7 +358,7 @@ class _Session:
         _, raw, m = syscalls.map_batch(self.maps.traffic_overflow, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, delete=False)
         totals = np.frombuffer(raw, "<u8")[:m].tolist()
         extra = []
-        for direction in (P.DIR_RX, P.DIR_TX):
+        for direction in (P.DIR_RX, P.DIR_TX, P.DIR_RETRANS):
             slot = (direction - 1) * 2
             if slot + 1 < len(totals) and totals[slot] != self.traffic_overflow[slot]:
                 extra.append((direction, totals[slot] - self.traffic_overflow[slot],

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import errno as _errno
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -260,6 +261,8 @@ class SockOffsets:
     sk_num: int | None = None
     sk_v6_daddr: int | None = None
     sk_v6_rcv_saddr: int | None = None
+    skb_cb: int | None = None
+    tcp_gso_segs: int | None = None
     missing: list[str] = field(default_factory=list)
 
     @property
@@ -314,6 +317,8 @@ class SockOffsets:
             "sk_num": ("sock_common", "skc_num", 2),
             "sk_v6_daddr": ("sock_common", "skc_v6_daddr", 16),
             "sk_v6_rcv_saddr": ("sock_common", "skc_v6_rcv_saddr", 16),
+            "skb_cb": ("sk_buff", "cb", 48),
+            "tcp_gso_segs": ("tcp_skb_cb", "tcp_gso_segs", 2),
         }
         out = cls()
         try:
@@ -350,6 +355,8 @@ class Maps:
     traffic: tuple[int, int] | None = None
     """Double-buffered like ``counts`` (the same ``ctl.active`` flip): bytes per (socket, process)."""
     traffic_overflow: int | None = None
+    owners: int | None = None
+    """LRU: socket -> the process that last moved bytes on it (retransmits are charged to it)."""
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -1328,7 +1335,7 @@ def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
 
 # --- traffic: bytes per (socket, process) -----------------------------------------------------
 
-DIR_RX, DIR_TX = 1, 2
+DIR_RX, DIR_TX, DIR_RETRANS = 1, 2, 3
 MSG_PEEK = 2
 
 TRAFFIC_KEY = np.dtype(
@@ -1340,7 +1347,8 @@ TRAFFIC_KEY = np.dtype(
     }
 )
 """What bytes are summed by: the socket (kernel address), the process (tgid) that sent or read them,
-the wall-clock second and the direction (:data:`DIR_RX` read, :data:`DIR_TX` sent)."""
+the wall-clock second and the direction (:data:`DIR_RX` read, :data:`DIR_TX` sent,
+:data:`DIR_RETRANS` TCP segments retransmitted)."""
 TRAFFIC_VALUE = np.dtype(
     {
         "names": ["bytes", "calls", "first", "last", "comm", "laddr", "raddr", "lport", "rport", "family",
@@ -1357,7 +1365,9 @@ ports (host order) as the socket had them then (an unconnected UDP socket has no
 _TK = {name: TRAFFIC_KEY.fields[name][1] for name in TRAFFIC_KEY.names}
 _TV = {name: TRAFFIC_VALUE.fields[name][1] for name in TRAFFIC_VALUE.names}
 #: traffic overflow array: (direction - 1) * 2 -> bytes, + 1 -> calls (cumulative)
-TRAFFIC_OVERFLOW_SLOTS = 4
+TRAFFIC_OVERFLOW_SLOTS = 6
+#: owners[sk] value: the process that last moved bytes on a socket (tgid, pad, process name)
+OWNER_SIZE = 24
 
 _T_WALL, _T_ACTIVE, _T_RAW, _T_SCR, _T_CNT = -8, -16, -24, -32, -40
 _T_KEY = -64  # 24
@@ -1376,8 +1386,8 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> 
     """sock/sock_send_length (``DIR_TX``) or sock/sock_recv_length (``DIR_RX``): ``ret`` bytes (when
     > 0, and not a MSG_PEEK read) added to ``traffic[active][(sk, tgid, second, direction)]``; an
     AF_INET/AF_INET6 socket only. The hot path is one lookup and two atomic adds; a new key also
-    reads the process name and the socket's addresses. A full map adds to the overflow array."""
-    assert maps.traffic is not None and maps.traffic_overflow is not None
+    reads the process name and the socket's addresses, and notes the socket's owner in ``owners``
+    (for retransmits, which the kernel sends from timers). A full map adds to the overflow array."""
     a = Asm()
     a.mov(R6, R1)
     a.ldx(W, R7, R6, tp.offset("ret", 4))
@@ -1395,35 +1405,23 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> 
     a.ldx(DW, R1, R6, tp.offset("sk", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
     a.call(GET_CURRENT_PID_TGID)
     a.rsh(R0, 32).stx(W, FP, _T_KEY + _TK["tgid"], R0)
-    a.ldx(DW, R1, FP, _T_WALL)
-    a.alu64("div", R1, NS)
-    a.stx(W, FP, _T_KEY + _TK["second"], R1)
-    a.st(B, FP, _T_KEY + _TK["direction"], direction)
-    a.ldx(DW, R1, FP, _T_ACTIVE)
-    a.jne(R1, 0, "map1")
-    _traffic_into(a, maps.traffic[0], maps, off, tp, direction, "t0")
-    a.label("map1")
-    _traffic_into(a, maps.traffic[1], maps, off, tp, direction, "t1")
-    a.label("out")
-    return a.ret(0)
 
-
-def _traffic_into(a: Asm, map_fd: int, maps: Maps, off: SockOffsets, tp: Tracepoint, direction: int, p: str) -> None:
-    assert maps.traffic_overflow is not None
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, FP).add(R2, _T_KEY)
-    a.call(MAP_LOOKUP)
-    a.jne(R0, 0, f"{p}_add")
-    # a new key: the process name and the socket's addresses, once
-    a.zero_stack(_T_VAL, TRAFFIC_VALUE.itemsize)
-    a.stx(DW, FP, _T_VAL + _TV["bytes"], R7)
-    a.st(DW, FP, _T_VAL + _TV["calls"], 1)
-    a.ldx(DW, R1, FP, _T_WALL).stx(DW, FP, _T_VAL + _TV["first"], R1).stx(DW, FP, _T_VAL + _TV["last"], R1)
-    _process_name(a, off, _T_VAL + _TV["comm"], _T_SCR)
-    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
-    a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
-    span = sock_span(off)
-    if off.addresses and 0 < span <= 128:
+    def fill(a: Asm, p: str) -> None:
+        _process_name(a, off, _T_VAL + _TV["comm"], _T_SCR)
+        if maps.owners is not None:  # sk -> (tgid, process name): who a timer's retransmit belongs to
+            a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
+            for i in (0, 8):
+                a.ldx(DW, R1, FP, _T_VAL + _TV["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
+            a.ld_map_fd(R1, maps.owners)
+            a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+            a.mov(R3, FP).add(R3, _T_SOCK)
+            a.mov(R4, BPF_ANY)
+            a.call(MAP_UPDATE)
+        a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
+        a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
+        span = sock_span(off)
+        if not (off.addresses and 0 < span <= 128):
+            return
         assert off.sk_daddr is not None and off.sk_rcv_saddr is not None and off.sk_num is not None
         assert off.sk_dport is not None and off.sk_v6_daddr is not None and off.sk_v6_rcv_saddr is not None
         a.ldx(DW, R3, R6, tp.offset("sk", 8))
@@ -1439,6 +1437,108 @@ def _traffic_into(a: Asm, map_fd: int, maps: Maps, off: SockOffsets, tp: Tracepo
         for i in (0, 8):
             a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_rcv_saddr + i).stx(DW, FP, _T_VAL + _TV["laddr"] + i, R1)
             a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_daddr + i).stx(DW, FP, _T_VAL + _TV["raddr"] + i, R1)
+
+    _traffic_add(a, maps, direction, fill)
+    a.label("out")
+    return a.ret(0)
+
+
+def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
+    """tcp/tcp_retransmit_skb: a segment the kernel sent again (SYNs included), counted like traffic
+    with direction :data:`DIR_RETRANS` (``bytes``: segments, as the kernel's RetransSegs counts them:
+    the skb's ``tcp_gso_segs``, 1 when BTF does not say where it is; ``calls``: retransmissions).
+    A failed retransmission (``err`` set) is not counted. Retransmits run from timers and softirqs:
+    the socket's process is taken from ``conns`` (a connect in SYN_SENT) or ``owners`` (a socket
+    that moved bytes), else none (pid 0). Addresses and ports come from the record."""
+    a = Asm()
+    a.mov(R6, R1)
+    if "err" in tp.fields:
+        a.ldx(W, R1, R6, tp.offset("err", 4))
+        a.jne(R1, 0, "out")
+    a.mov(R7, 1)  # r7 = segments
+    if off.skb_cb is not None and off.tcp_gso_segs is not None:
+        a.st(DW, FP, _T_SCR, 0)
+        a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_cb + off.tcp_gso_segs)
+        _kread(a, _T_SCR, 2, R3, "segs_done")
+        a.ldx(DW, R1, FP, _T_SCR)
+        a.jeq(R1, 0, "segs_done")
+        a.mov(R7, R1)
+    a.label("segs_done")
+    _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
+    a.zero_stack(_T_KEY, 24)
+    a.zero_stack(_T_SOCK, 24)  # the owner: tgid, process name
+    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "not_connecting")
+    a.ldx(W, R1, R0, _C["key"] + _K["tgid"]).stx(DW, FP, _T_SOCK, R1)
+    for i in (0, 8):
+        a.ldx(DW, R1, R0, _C["key"] + _K["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
+    a.ja("owned")
+    a.label("not_connecting")
+    if maps.owners is not None:
+        a.ld_map_fd(R1, maps.owners)
+        a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+        a.call(MAP_LOOKUP)
+        a.jeq(R0, 0, "owned")
+        _copy_to_stack(a, R0, 0, _T_SOCK, 24)
+    a.label("owned")
+    a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
+
+    def fill(a: Asm, p: str) -> None:
+        for i in (0, 8):
+            a.ldx(DW, R1, FP, _T_SOCK + 8 + i).stx(DW, FP, _T_VAL + _TV["comm"] + i, R1)
+        a.st(H, FP, _T_VAL + _TV["protocol"], IPPROTO_TCP)
+        a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(H, FP, _T_VAL + _TV["lport"], R1)
+        a.ldx(H, R1, R6, tp.offset("dport", 2)).stx(H, FP, _T_VAL + _TV["rport"], R1)
+        a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
+        a.jeq(R1, AF_INET6, f"{p}_v6")
+        # (the record's addresses are 2-byte aligned: a wider load from the context is refused)
+        for name, field_ in (("saddr", "laddr"), ("daddr", "raddr")):
+            at = tp.offset(name, 4)
+            for i in range(0, 4, 2):
+                a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+        a.ja(f"{p}_insert")
+        a.label(f"{p}_v6")
+        for name, field_ in (("saddr_v6", "laddr"), ("daddr_v6", "raddr")):
+            at = tp.offset(name, 16)
+            for i in range(0, 16, 2):
+                a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+
+    _traffic_add(a, maps, DIR_RETRANS, fill)
+    a.label("out")
+    return a.ret(0)
+
+
+def _traffic_add(a: Asm, maps: Maps, direction: int, fill: Callable[[Asm, str], None]) -> None:
+    """traffic[active][key at _T_KEY] += (r7, 1 call), the key's second and direction set here;
+    ``fill`` writes a new entry's process name, family, protocol, addresses and ports (it may jump to
+    ``<prefix>_insert``). Ends by jumping to ``out``."""
+    assert maps.traffic is not None
+    a.ldx(DW, R1, FP, _T_WALL)
+    a.alu64("div", R1, NS)
+    a.stx(W, FP, _T_KEY + _TK["second"], R1)
+    a.st(B, FP, _T_KEY + _TK["direction"], direction)
+    a.ldx(DW, R1, FP, _T_ACTIVE)
+    a.jne(R1, 0, "map1")
+    _traffic_into(a, maps.traffic[0], maps, direction, "t0", fill)
+    a.label("map1")
+    _traffic_into(a, maps.traffic[1], maps, direction, "t1", fill)
+
+
+def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill: Callable[[Asm, str], None]) -> None:
+    assert maps.traffic_overflow is not None
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.call(MAP_LOOKUP)
+    a.jne(R0, 0, f"{p}_add")
+    # a new key: what it is, once
+    a.zero_stack(_T_VAL, TRAFFIC_VALUE.itemsize)
+    a.stx(DW, FP, _T_VAL + _TV["bytes"], R7)
+    a.st(DW, FP, _T_VAL + _TV["calls"], 1)
+    a.ldx(DW, R1, FP, _T_WALL).stx(DW, FP, _T_VAL + _TV["first"], R1).stx(DW, FP, _T_VAL + _TV["last"], R1)
+    fill(a, p)
     a.label(f"{p}_insert")
     a.ld_map_fd(R1, map_fd)
     a.mov(R2, FP).add(R2, _T_KEY)
