@@ -45,6 +45,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("traffic", "get_traffic", "traffic [--pid N] [--process NAME] [--duration S] [--limit N]",
                 "bytes sent and read per process, remote address and connection",
                 (*_FILTERS, "--duration", "--limit")),
+    CommandSpec("latency", "get_connect_latency", "latency [--pid N] [--process NAME] [--duration S] [--limit N]",
+                "TCP connect latency p50/p95 per process and destination", (*_FILTERS, "--duration", "--limit")),
     CommandSpec("status", "server_status", "status", "data source, health and eBPF programs"),
     CommandSpec("insights", "ai_insights", 'insights "summary text"', "AI explanation of a summary text",
                 text_arg="summary_text"),

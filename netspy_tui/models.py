@@ -623,9 +623,8 @@ class TrafficRemote(BaseModel):
     retransmits: int = 0
 
 
-class TrafficStats(BaseModel):
-    """Bytes sent and read per process, remote address and connection over a window (exact: summed
-    in the kernel per socket and process). Lists are largest first, at most ``limit`` each."""
+class _SocketFigures(BaseModel):
+    """A window's figures for one pid/command or all, from a source that may not have them."""
 
     model_config = ConfigDict(frozen=True)
     window_seconds: int
@@ -633,7 +632,13 @@ class TrafficStats(BaseModel):
     command: str | None = None
     until: datetime | None = None
     available: bool = True
-    """False when the source does not count bytes (procfs sampling, a plain eBPF server, an old kernel)."""
+    """False when the source does not measure this (procfs sampling, a plain eBPF server, an old kernel)."""
+
+
+class TrafficStats(_SocketFigures):
+    """Bytes sent and read per process, remote address and connection over a window (exact: summed
+    in the kernel per socket and process). Lists are largest first, at most ``limit`` each."""
+
     rx_bytes: int = 0
     tx_bytes: int = 0
     rx_rate: float = 0.0
@@ -646,3 +651,36 @@ class TrafficStats(BaseModel):
     total_processes: int = 0
     total_remotes: int = 0
     total_flows: int = 0
+
+
+# --- connect latency ----------------------------------------------------------------------------
+
+
+class LatencyGroup(BaseModel):
+    """Connect attempts of one process (command) to one destination in a window, and how long their
+    handshakes took (microseconds; percentiles are values of real attempts, nearest rank)."""
+
+    model_config = ConfigDict(frozen=True)
+    command: str
+    pids: list[int]
+    destination: str
+    """``ip:port`` (``[ip]:port`` for IPv6); empty for a whole process's figures."""
+    attempts: int
+    p50_us: int
+    p95_us: int
+    max_us: int
+    outcomes: dict[str, int] = Field(default_factory=dict)
+
+
+class LatencyStats(_SocketFigures):
+    """TCP connect latency (connect() to the end of its handshake: established, refused, timed out,
+    or closed first) per process and per (process, destination) over a window."""
+
+    attempts: int = 0
+    p50_us: int = 0
+    p95_us: int = 0
+    max_us: int = 0
+    processes: list[LatencyGroup] = Field(default_factory=list)
+    destinations: list[LatencyGroup] = Field(default_factory=list)
+    """Per (process, destination), slowest p95 first."""
+    total_destinations: int = 0

@@ -9,6 +9,7 @@ from datetime import datetime
 from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
+    LatencyStats,
     PacketDropEvent,
     ProcessStat,
     TrafficStats,
@@ -196,4 +197,37 @@ def traffic_text(stats: TrafficStats) -> str:
     if stats.total_flows > len(stats.flows) or stats.total_processes > len(stats.processes):
         lines.append(f"(the top {shown} of each; {stats.total_flows:,} connections, "
                      f"{stats.total_remotes:,} remote addresses in all)")
+    return "\n".join(lines)
+
+
+def duration_us(us: int) -> str:
+    """``850 µs``, ``12.3 ms``, ``1.02 s``."""
+    if us < 1000:
+        return f"{us} µs"
+    if us < 1_000_000:
+        return f"{us / 1000:.1f} ms"
+    return f"{us / 1_000_000:.2f} s"
+
+
+def latency_text(stats: LatencyStats) -> str:
+    """Overall p50/p95, then per process and the slowest destinations."""
+    who = subject(stats.pid, stats.command)
+    window = stats.window_seconds
+    if not stats.available:
+        return "Connect latency is not measured by this source: it needs the eBPF collector."
+    if not stats.attempts:
+        return f"{who} finished no TCP connect handshakes in the last {window} seconds."
+    lines = [f"{who}: {_plural(stats.attempts, 'TCP connect')} in the last {window} seconds took "
+             f"p50 {duration_us(stats.p50_us)}, p95 {duration_us(stats.p95_us)}, max {duration_us(stats.max_us)}.",
+             "Processes:"]  # fmt: skip
+    for g in stats.processes:
+        lines.append(f"  {clean(g.command, 32):<15} {g.attempts:>6} connects  p50 {duration_us(g.p50_us):>9}  "
+                     f"p95 {duration_us(g.p95_us):>9}  max {duration_us(g.max_us)}")
+    lines.append("Destinations (slowest p95 first):")
+    for g in stats.destinations:
+        mix = ", ".join(f"{n} {clean(o, 20)}" for o, n in sorted(g.outcomes.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  {clean(g.command, 32)} -> {clean(g.destination, 64)}: {g.attempts} connects  "
+                     f"p50 {duration_us(g.p50_us)}  p95 {duration_us(g.p95_us)}  max {duration_us(g.max_us)}  ({mix})")
+    if stats.total_destinations > len(stats.destinations):
+        lines.append(f"(the slowest {len(stats.destinations)} of {stats.total_destinations:,} destinations)")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ DATA_TOOLS = (
     "analyze_packet_drops",
     "list_processes",
     "get_traffic",
+    "get_connect_latency",
     "server_status",
 )
 #: Tools that ask an AI model.

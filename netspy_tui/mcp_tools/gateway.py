@@ -21,6 +21,7 @@ from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
     ConnectionList,
     Insight,
+    LatencyReport,
     NetworkSummary,
     PacketDropList,
     PatternAnalysis,
@@ -133,6 +134,11 @@ class Gateway:
     async def traffic(self, pid: int | None = None, process_name: str | None = None, duration: int = 60,
                       limit: int = 20) -> TrafficReport:
         return await self._typed("get_traffic", TrafficReport,
+                                 {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit})
+
+    async def connect_latency(self, pid: int | None = None, process_name: str | None = None, duration: int = 60,
+                              limit: int = 20) -> LatencyReport:
+        return await self._typed("get_connect_latency", LatencyReport,
                                  {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit})
 
     async def status(self) -> ServerStatus:

@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
+    LatencyStats,
     PacketDropEvent,
     ProcessStat,
     ProgramInfo,
@@ -220,6 +221,14 @@ class TrafficReport(_Windowed):
     """``get_traffic``: bytes sent and read per process, remote address and connection."""
 
     stats: TrafficStats
+    source: str
+
+
+class LatencyReport(_Windowed):
+    """``get_connect_latency``: TCP connect latency per process and destination. The attempts come
+    from raw connect records: ``counts_exact`` is False when some were shed or lost in the window."""
+
+    stats: LatencyStats
     source: str
 
 

@@ -29,6 +29,7 @@ from netspy_tui.mcp_tools.schemas import (
     Duration,
     Insight,
     Kind,
+    LatencyReport,
     Limit,
     MaxEvents,
     NetworkSummary,
@@ -49,6 +50,7 @@ from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
     EventPage,
+    LatencyStats,
     PacketDropEvent,
     TrafficStats,
     counts_exact,
@@ -208,6 +210,23 @@ async def _patterns(source: TelemetrySource, kind: EventKind, pid: int | None, p
                            source=info.label, losses=losses, counts_exact=counts_exact(losses))
 
 
+async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[Any], pid: int | None,
+                     process_name: str | None, duration: int, limit: int, causes: tuple[str, ...]
+                     ) -> tuple[Any, str, dict[str, int]]:  # fmt: skip
+    """A :class:`TrafficSource` figure (``available`` False from a source without it), the source's
+    label, and the window's losses of ``causes`` (those that touch this figure)."""
+    tc = _ctx(ctx)
+    source = tc.source
+    await _check_subject(source, "connection", pid, process_name)
+    if isinstance(source, TrafficSource):
+        stats = await getattr(source, method)(pid, process_name, duration, limit)
+    else:
+        stats = model(window_seconds=duration, pid=pid, command=process_name, until=utcnow(), available=False)
+    info = await source.info()
+    losses = {k: v for k, v in (await source.losses(duration)).items() if k in causes and v}
+    return stats, info.label, losses
+
+
 def create_server(source: TelemetrySource, insight: InsightHook | None = None) -> TelemetryServer:
     """Build the MCP server over ``source``. ``insight`` answers the AI tools (see netspy_tui.ai)."""
 
@@ -220,7 +239,8 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
         version=__version__,
         instructions=(
             "Read-only network telemetry of one Linux host: every connect() attempt with its outcome, "
-            "kernel packet drops with reasons, and bytes sent and read per process and connection (get_traffic). "
+            "kernel packet drops with reasons, bytes sent and read per process and connection with TCP "
+            "retransmits (get_traffic), and how long TCP connects take (get_connect_latency). "
             "Start with get_network_summary or list_processes, then narrow "
             "with pid or process_name."
         ),
@@ -327,19 +347,27 @@ def create_server(source: TelemetrySource, insight: InsightHook | None = None) -
     ) -> Annotated[CallToolResult, TrafficReport]:
         """Bytes sent and read over the last `duration` seconds per process, remote address and connection
         (exact totals and average rates; largest first, `limit` of each)."""
-        tc = _ctx(ctx)
-        await _check_subject(tc.source, "connection", pid, process_name)
-        source = tc.source
-        if isinstance(source, TrafficSource):
-            stats = await source.traffic(pid, process_name, duration, limit)
-        else:
-            stats = TrafficStats(window_seconds=duration, pid=pid, command=process_name, until=utcnow(),
-                                 available=False)  # fmt: skip
-        info = await source.info()
-        losses = {k: v for k, v in (await source.losses(duration)).items() if k == "traffic_full"}
+        stats, label, losses = await _extension(ctx, "traffic", TrafficStats, pid, process_name, duration, limit,
+                                                ("traffic_full",))  # fmt: skip
         text = describe.with_notes(describe.traffic_text(stats), describe.loss_note(losses))
-        return _result(TrafficReport(text=text, stats=stats, source=info.label, losses=losses,
+        return _result(TrafficReport(text=text, stats=stats, source=label, losses=losses,
                                      counts_exact=counts_exact(losses)), text)  # fmt: skip
+
+    @srv.tool(annotations=READ_ONLY)
+    async def get_connect_latency(
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        limit: Limit = 20,
+    ) -> Annotated[CallToolResult, LatencyReport]:
+        """How long TCP connects took over the last `duration` seconds (connect() to established, refused or
+        timed out, in microseconds): p50/p95/max per process and per destination, slowest first."""
+        stats, label, losses = await _extension(ctx, "connect_latency", LatencyStats, pid, process_name, duration,
+                                                limit, ("shed", "ring_full"))  # fmt: skip
+        text = describe.with_notes(describe.latency_text(stats), describe.loss_note(losses))
+        return _result(LatencyReport(text=text, stats=stats, source=label, losses=losses,
+                                     counts_exact=not losses), text)  # fmt: skip
 
     @srv.tool(annotations=READ_ONLY)
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:

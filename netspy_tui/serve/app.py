@@ -18,9 +18,11 @@ Where this server differs from the original, on purpose:
   because this server has no Kubernetes metadata.
 - With a token, every request (``/health`` included) needs ``Authorization: Bearer <token>``: one
   rule, nothing about the host is visible without it. Bodies above ``max_body_bytes`` are a ``413``.
-- ``GET /api/traffic`` is an extension (no such path in the original): bytes sent and read per
-  process, remote address and connection over ``duration_seconds`` (default 60), ``limit`` (default
-  20, at most 1,000) of each, for one ``pid``/``command`` or all. The existing paths answer as before.
+- ``GET /api/traffic`` and ``GET /api/connect-latency`` are extensions (no such paths in the
+  original): bytes sent and read and TCP retransmits per process, remote address and connection, and
+  TCP connect latency per process and destination, over ``duration_seconds`` (default 60), ``limit``
+  (default 20, at most 1,000) of each, for one ``pid``/``command`` or all. The existing paths answer
+  as before.
 - Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
   other endpoints answer from whatever the source holds.
 """
@@ -51,6 +53,7 @@ from netspy_tui.errors import NetspyError
 from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
+    LatencyStats,
     PacketDropEvent,
     ProgramInfo,
     TrafficStats,
@@ -86,7 +89,9 @@ ENDPOINTS: dict[str, str] = {
     "GET|POST /api/list-packet-drops": "Packet-drop events grouped by PID (pid, command, limit, duration_seconds)",
     "GET /api/events": "Filtered events (type, pid, command, since, until, limit)",
     "GET /api/programs": "The eBPF programs behind the data",
-    "GET /api/traffic": "netspy-tui extension: bytes sent and read per process, remote address and connection "
+    "GET /api/traffic": "netspy-tui extension: bytes sent and read and TCP retransmits per process, remote address "
+    "and connection (pid, command, duration_seconds, limit)",
+    "GET /api/connect-latency": "netspy-tui extension: TCP connect latency p50/p95/max per process and destination "
     "(pid, command, duration_seconds, limit)",
 }
 DEFAULT_TRAFFIC_LIMIT = 20
@@ -457,7 +462,8 @@ class _Api:
             items.append(item)
         return json_response({"programs": items, "total_count": len(items), "query_time": query_time()})
 
-    async def traffic(self, request: Request) -> Response:
+    async def extension(self, request: Request, method: str, model: type[Any]) -> Response:
+        """``/api/traffic`` and ``/api/connect-latency``: a :class:`TrafficSource` figure as JSON."""
         params = await Params.read(request)
         pid = params.pid()
         command = params.command()
@@ -467,9 +473,9 @@ class _Api:
         limit = params.integer("limit", default=DEFAULT_TRAFFIC_LIMIT, minimum=1, maximum=MAX_TRAFFIC_LIMIT)
         source = self.source
         if isinstance(source, TrafficSource):
-            stats = await source.traffic(pid, command, duration, limit)
+            stats = await getattr(source, method)(pid, command, duration, limit)
         else:
-            stats = TrafficStats(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False)
+            stats = model(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False)
         payload = stats.model_dump(mode="json")
         payload["until"] = format_time(stats.until) if stats.until is not None else None
         payload["query_time"] = query_time()
@@ -502,7 +508,11 @@ class _Api:
             ),
             Route("/api/events", _guarded(self.events), methods=["GET"]),
             Route("/api/programs", _guarded(self.programs), methods=["GET"]),
-            Route("/api/traffic", _guarded(self.traffic), methods=["GET"]),
+            Route("/api/traffic", _guarded(functools.partial(self.extension, method="traffic", model=TrafficStats)),
+                  methods=["GET"]),
+            Route("/api/connect-latency",
+                  _guarded(functools.partial(self.extension, method="connect_latency", model=LatencyStats)),
+                  methods=["GET"]),
         ]
 
 

@@ -45,6 +45,7 @@ from netspy_tui.models import (
     Event,
     EventKind,
     EventPage,
+    LatencyStats,
     TrafficStats,
     WindowStats,
     describe_losses,
@@ -52,6 +53,7 @@ from netspy_tui.models import (
     time_to_ns,
     utcnow,
 )
+from netspy_tui.store import latency as L
 from netspy_tui.store import rollups as R
 from netspy_tui.store import traffic as T
 from netspy_tui.telemetry.source import EventQuery
@@ -342,7 +344,7 @@ class EventStore:
             self._check_schema(conn)  # someone else's database: refuse to touch it
         if "meta" in tables:
             self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
-        conn.executescript(_SCHEMA + T.SCHEMA)
+        conn.executescript(_SCHEMA + T.SCHEMA + L.SCHEMA)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
@@ -500,6 +502,7 @@ class EventStore:
         outcomes: list[tuple[int, str]] = []
         counts: list[R.Row] = []
         traffic: list[T.Row] = []
+        latencies: list[L.Row] = []
         losses: dict[tuple[int, str], int] = {}
         rejected: list[str] = []
         offered = 0
@@ -519,6 +522,7 @@ class EventStore:
             if batch.records is not None and len(batch.records):
                 codec = batch.codec
                 recs = batch.records
+                latencies.extend(codec.latency_rows(recs))
                 is_outcome = recs["kind"] == 2
                 if is_outcome.any():
                     outcomes.extend(codec.outcome_rows(recs[is_outcome]))
@@ -539,7 +543,7 @@ class EventStore:
         if losses:
             self._warn_losses(losses)
         try:
-            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array, names, traffic)
+            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array, names, traffic, latencies)
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
@@ -583,10 +587,11 @@ class EventStore:
         counts_array: np.ndarray | None = None,
         names: R.Names | None = None,
         traffic: Sequence[T.Row] = (),
+        latencies: Sequence[L.Row] = (),
     ) -> int:
         with self._write_lock:
             try:
-                written, due = self._commit_locked(raw, outcomes, counts, losses, rejected, traffic)
+                written, due = self._commit_locked(raw, outcomes, counts, losses, rejected, traffic, latencies)
             finally:
                 if counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
                     counts_array = R.to_array(counts, self.rollups.names)
@@ -603,6 +608,7 @@ class EventStore:
         losses: dict[tuple[int, str], int],
         rejected: list[str],
         traffic: Sequence[T.Row] = (),
+        latencies: Sequence[L.Row] = (),
     ) -> tuple[int, bool]:
         """One transaction (the write lock held): (raw rows written, whether retention is due)."""
         if self._closed or self.readonly:
@@ -642,6 +648,8 @@ class EventStore:
                 conn.executemany(_UPSERT_LOSS, [(s, c, n) for (s, c), n in losses.items()])
             if traffic:
                 T.write(conn, traffic)
+            if latencies:
+                L.write(conn, latencies)
             added = [0, 0]
             for row in raw:
                 added[row[0]] += 1
@@ -722,6 +730,7 @@ class EventStore:
                         more = upto < second
                     conn.execute("DELETE FROM losses WHERE second < ?", (second,))
                     T.prune(conn, second)
+                    L.prune(conn, second)
                 if self.max_rows is not None and removed < PRUNE_CHUNK:
                     total = conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0]
                     excess = min(total - self.max_rows, PRUNE_CHUNK - removed)
@@ -916,6 +925,16 @@ class EventStore:
         with self._snapshot() as conn:
             rows = T.read(conn, lo, hi, pid, command)
         return T.stats(rows, int(window_seconds), pid, command, now, limit)
+
+    def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20,
+                        now: datetime | None = None) -> LatencyStats:
+        """TCP connect latency of the attempts that started in the last ``window_seconds`` whole
+        seconds at ``now``: per process and per (process, destination), ``limit`` of each."""
+        now = now or utcnow()
+        lo, hi = window_seconds_of(now, window_seconds)
+        with self._snapshot() as conn:
+            rows = L.read(conn, lo, hi, pid, command)
+        return L.stats(rows, int(window_seconds), pid, command, now, limit)
 
     def kept(self, kind: EventKind, pid: int | None, command: str | None, window_seconds: int,
              now: datetime | None = None) -> int:

@@ -79,12 +79,8 @@ def prune(conn: sqlite3.Connection, second: int) -> None:
     conn.execute("DELETE FROM traffic_minute WHERE minute < ?", (second // 60,))
 
 
-def read(conn: sqlite3.Connection, lo: int, hi: int, pid: int | None, command: str | None) -> list[tuple[Any, ...]]:
-    """Seconds lo..hi summed per flow and direction: whole minutes from the minute table, the
-    edges from the second table. Rows: ``(pid, command, protocol, local, local_port, remote,
-    remote_port, direction, bytes, calls, first, last)``. An older store has no traffic tables: []."""
-    first_minute = -(-lo // 60)  # the first minute that starts inside
-    end_minute = (hi + 1) // 60  # minutes before this one end inside
+def subject_filter(pid: int | None, command: str | None) -> tuple[str, list[Any]]:
+    """`` AND pid = ? AND command = ?`` (as given) and their parameters."""
     filters, params = "", []
     if pid is not None:
         filters += " AND pid = ?"
@@ -92,6 +88,26 @@ def read(conn: sqlite3.Connection, lo: int, hi: int, pid: int | None, command: s
     if command is not None:
         filters += " AND command = ?"
         params.append(command)
+    return filters, params
+
+
+def select(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``sql``; none from an older store that has not got the table."""
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+
+
+def read(conn: sqlite3.Connection, lo: int, hi: int, pid: int | None, command: str | None) -> list[tuple[Any, ...]]:
+    """Seconds lo..hi summed per flow and direction: whole minutes from the minute table, the
+    edges from the second table. Rows: ``(pid, command, protocol, local, local_port, remote,
+    remote_port, direction, bytes, calls, first, last)``. An older store has no traffic tables: []."""
+    first_minute = -(-lo // 60)  # the first minute that starts inside
+    end_minute = (hi + 1) // 60  # minutes before this one end inside
+    filters, params = subject_filter(pid, command)
     keys = "pid, command, protocol, local, local_port, remote, remote_port, direction"
     if first_minute < end_minute:
         parts = (
@@ -105,12 +121,7 @@ def read(conn: sqlite3.Connection, lo: int, hi: int, pid: int | None, command: s
         args = [lo, hi, *params]
     sql = (f"SELECT {keys}, sum(bytes), sum(calls), min(first), max(last) FROM ({parts}) "
            f"GROUP BY {keys}")  # fmt: skip
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
+    return select(conn, sql, args)
 
 
 def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command: str | None, now: datetime,

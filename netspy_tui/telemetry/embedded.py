@@ -31,6 +31,7 @@ from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
     EventPage,
+    LatencyStats,
     PacketDropEvent,
     ProgramInfo,
     SourceInfo,
@@ -257,6 +258,15 @@ class EmbeddedSource:
             return TrafficStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
                                 available=False)  # fmt: skip
         return await asyncio.to_thread(self.store.traffic, pid, command, window_seconds, limit)
+
+    async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                              ) -> LatencyStats:  # fmt: skip
+        """From the store; ``available`` False when a running collector does not measure connects."""
+        collector = self.collector
+        if collector is not None and collector.name != "ebpf":
+            return LatencyStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
+                                available=False)  # fmt: skip
+        return await asyncio.to_thread(self.store.connect_latency, pid, command, window_seconds, limit)
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
         lo, _ = window_seconds_of(utcnow(), window_seconds)

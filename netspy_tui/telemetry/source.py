@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from netspy_tui.models import EventKind, EventPage, ProgramInfo, SourceInfo, TrafficStats, WindowStats
+from netspy_tui.models import EventKind, EventPage, LatencyStats, ProgramInfo, SourceInfo, TrafficStats, WindowStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +70,15 @@ class TelemetrySource(Protocol):
 
 @runtime_checkable
 class TrafficSource(Protocol):
-    """A source that can also say how many bytes each process moved (optional: the tools answer
-    ``available: false`` for a source without it)."""
+    """A source that can also say how many bytes each process moved and how long its connects took
+    (optional: the tools answer ``available: false`` for a source without it)."""
 
     async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
                       ) -> TrafficStats:  # fmt: skip
         """Bytes sent and read in the last ``window_seconds``, per process, remote address and flow."""
+        ...
+
+    async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                              ) -> LatencyStats:  # fmt: skip
+        """TCP connect latency in the last ``window_seconds``, per process and destination."""
         ...

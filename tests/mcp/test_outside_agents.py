@@ -27,6 +27,7 @@ CALLS = {
     "analyze_packet_drops": {},
     "list_processes": {},
     "get_traffic": {},
+    "get_connect_latency": {"duration": 30},
     "server_status": {},
 }
 

@@ -40,3 +40,28 @@ def test_windows_sum_exactly_across_minutes_and_edges(tmp_path) -> None:
             assert sum(f.rx_bytes for f in stats.flows) == rx
             assert {p.command for p in stats.processes} == {r[2] for r in inside}
             assert stats.rx_rate == round(rx / window, 3)
+
+
+def test_connect_latency_percentiles_are_nearest_rank_values_of_real_attempts(tmp_path) -> None:
+    from netspy_tui.store import latency as L  # noqa: PLC0415
+
+    start = 1_800_000_000
+    rows = [(start * NS + i, 5, "curl", "10.0.0.9:443", "ok", us) for i, us in enumerate(range(100, 2100, 100))]
+    rows += [((start + 1) * NS, 6, "curl", "10.0.0.8:80", "refused", 7), ((start + 1) * NS, 9, "wget", "[::1]:80",
+             "ok", 1_000_000)]  # fmt: skip
+    with EventStore(tmp_path / "l.sqlite3") as store:
+        with store._write_lock:
+            store._writer.execute("BEGIN IMMEDIATE")
+            L.write(store._writer, rows)
+            store._writer.execute("COMMIT")
+        stats = store.connect_latency(None, None, 10, now=datetime.fromtimestamp(start + 5, UTC))
+        assert (stats.attempts, stats.max_us) == (22, 1_000_000)
+        slowest, *_ = stats.destinations
+        assert (slowest.command, slowest.destination, slowest.p50_us, slowest.attempts) == ("wget", "[::1]:80",
+                                                                                         1_000_000, 1)  # fmt: skip
+        (curl443,) = [g for g in stats.destinations if g.destination == "10.0.0.9:443"]
+        # 20 attempts of 100..2000 us: p50 is the 10th value, p95 the 19th
+        assert (curl443.p50_us, curl443.p95_us, curl443.max_us, curl443.outcomes) == (1000, 1900, 2000, {"ok": 20})
+        curl = store.connect_latency(None, "curl", 10, now=datetime.fromtimestamp(start + 5, UTC))
+        assert [(g.command, g.pids, g.attempts) for g in curl.processes] == [("curl", [5, 6], 21)]
+        assert store.connect_latency(None, None, 3, now=datetime.fromtimestamp(start + 5, UTC)).attempts == 0

@@ -236,6 +236,28 @@ class Codec:
                         failed, n, first, last))  # fmt: skip
         return out
 
+    def latency_rows(self, recs: np.ndarray) -> list[tuple[Any, ...]]:
+        """Records of TCP connects whose handshake ended (a resolved CONNECT, or an OUTCOME) ->
+        ``(t, pid, command, destination, outcome, latency_us)``: one row per attempt, ``t`` when it
+        started (wall-clock ns)."""
+        if not len(recs):
+            return []
+        measured = (recs["length"] > 0) & (recs["kind"] != P.KIND_DROP) & ((recs["flags"] & P.F_TCP) != 0) & (
+            ((recs["flags"] & P.F_RESOLVED) != 0) | (recs["kind"] == P.KIND_OUTCOME))
+        sel = recs[measured]
+        if not len(sel):
+            return []
+        alt = sel.view(_ADDR_VIEW)
+        out: list[tuple[Any, ...]] = []
+        for wall, pid, comm, family, lo, hi, port, proto, result, flags, code, latency in zip(
+            sel["wall"].tolist(), sel["pid"].tolist(), sel["comm"].tolist(), sel["family"].tolist(),
+            alt["addr_lo"].tolist(), alt["addr_hi"].tolist(), sel["port"].tolist(), sel["protocol"].tolist(),
+            sel["result"].tolist(), sel["flags"].tolist(), sel["code"].tolist(), sel["length"].tolist(), strict=True,
+        ):  # fmt: skip
+            dest, _, _, _, outcome, _ = self.names(P.KIND_CONNECT, family, lo, hi, port, proto, result, flags, code)
+            out.append((wall, pid, self.command(comm), dest, outcome, latency))
+        return out
+
     def traffic_rows(self, keys: np.ndarray, values: np.ndarray) -> list[tuple[Any, ...]]:
         """Drained traffic -> the store's traffic rows (:func:`traffic_rows`)."""
         return traffic_rows(self, keys, values)

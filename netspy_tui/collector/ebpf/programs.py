@@ -183,7 +183,9 @@ RECORD = np.dtype(
 wall-clock ns (computed in the kernel with the offset the reader keeps in ``ctl``, so records and
 counts agree on the second). ``key``: socket address of a TCP connect (matches its OUTCOME).
 ``code``: connect() return code or drop reason; ``result``: outcome code. ``socktype``: socket
-type for connects, ethertype for drops. ``length``: skb->len, ``size``: IP packet size (drops).
+type for connects, ethertype for drops. ``length``: skb->len, ``size``: IP packet size (drops);
+``length`` of a TCP connect whose handshake has ended (F_RESOLVED, and every OUTCOME record): its
+latency in microseconds, CLOSE -> SYN_SENT to the end of the handshake (0: not measured).
 ``sockfam``: the socket's own family when the destination was IPv4-mapped."""
 _O = {name: RECORD.fields[name][1] for name in RECORD.names}
 RECORD_SIZE = RECORD.itemsize
@@ -204,12 +206,14 @@ _I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
 # conns[skaddr] value: the count key first, so it can be copied out in one go
 CONN = np.dtype(
     {
-        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam"],
-        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2"],
-        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100],
-        "itemsize": 104,
+        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam", "done"],
+        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2", "<u8"],
+        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100, 104],
+        "itemsize": 112,
     }
 )
+"""``ts``: when the socket went CLOSE -> SYN_SENT (ns since boot); ``done``: when the handshake
+ended (0 until then): the connect's latency is ``done - ts``."""
 _C = {name: CONN.fields[name][1] for name in CONN.names}
 
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
@@ -263,6 +267,7 @@ class SockOffsets:
     sk_v6_rcv_saddr: int | None = None
     skb_cb: int | None = None
     tcp_gso_segs: int | None = None
+    inet_sport: int | None = None
     missing: list[str] = field(default_factory=list)
 
     @property
@@ -319,6 +324,7 @@ class SockOffsets:
             "sk_v6_rcv_saddr": ("sock_common", "skc_v6_rcv_saddr", 16),
             "skb_cb": ("sk_buff", "cb", 48),
             "tcp_gso_segs": ("tcp_skb_cb", "tcp_gso_segs", 2),
+            "inet_sport": ("inet_sock", "inet_sport", 2),
         }
         out = cls()
         try:
@@ -656,7 +662,7 @@ _S_FLAGS = -88  # record flags
 _S_CNT = -96  # counter index scratch
 _S_VAL = -128  # 24-byte value of a new count entry (the overflow index goes at -136)
 _S_SA = -168  # sockaddr copy (32 bytes); -136..-168 also holds the overflow index at -136
-_S_CONN = -272  # conn value (104 bytes); the count key is its first 48
+_S_CONN = -280  # conn value (112 bytes); the count key is its first 48
 _S_KEY = _S_CONN
 
 
@@ -679,7 +685,22 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
         a.ldx(DW, R1, FP, _S_CONN + _C["thread"] + i).stx(DW, R9, _O["thread"] + i, R1)
     _record_from_key(a, R9, _S_KEY)
     a.ldx(W, R1, FP, _S_CONN + _C["err"]).stx(H, R9, _O["socktype"], R1)  # (socket type lives in err)
-    a.st(DW, R9, _O["length"], 0)  # length + size
+    # length: the handshake's duration in microseconds (at least 1) once it ended, else 0; size: 0
+    unknown, capped, nonzero = _uniq(a, "lat_unknown"), _uniq(a, "lat_capped"), _uniq(a, "lat_nonzero")
+    a.ldx(DW, R1, FP, _S_CONN + _C["done"])
+    a.jeq(R1, 0, unknown)
+    a.ldx(DW, R2, FP, _S_CONN + _C["ts"])
+    a.sub(R1, R2)
+    a.alu64("div", R1, 1000)
+    a.jne(R1, 0, nonzero)
+    a.mov(R1, 1)
+    a.label(nonzero)
+    a.ld_imm64(R2, 0xFFFFFFFF)
+    a.jmp("jle", R1, R2, capped)
+    a.mov(R1, R2)
+    a.label(capped)
+    a.label(unknown)
+    a.stx(DW, R9, _O["length"], R1)  # length + size (r1 < 2**32, or 0)
     a.ldx(H, R1, FP, _S_CONN + _C["sockfam"]).stx(H, R9, _O["sockfam"], R1)
     a.st(H, R9, _O["sockfam"] + 2, 0)
     a.st(W, R9, _O["sockfam"] + 4, 0)
@@ -819,6 +840,8 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
+    a.call(KTIME_GET_NS)
+    a.stx(DW, R9, _C["done"], R0)  # (before CF_RESOLVED: whoever sees that flag sees the time)
     a.ld_imm64(R1, CF_RESOLVED)
     a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)  # r1 = the flags before
     a.ld_imm64(R2, CF_EXITED)
@@ -1428,6 +1451,16 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> 
         _kread(a, _T_SOCK, span, R3, f"{p}_insert")
         a.ldx(H, R1, FP, _T_SOCK + off.sk_num).stx(H, FP, _T_VAL + _TV["lport"], R1)
         a.ldx(H, R1, FP, _T_SOCK + off.sk_dport).be16(R1).stx(H, FP, _T_VAL + _TV["rport"], R1)
+        if off.inet_sport is not None:
+            # a TCP socket that reached CLOSE (data still queued after the peer's FIN) has lost its
+            # local port number (skc_num = 0); the source port it sent from is still there
+            a.st(DW, FP, _T_SCR, 0)
+            a.ldx(DW, R3, R6, tp.offset("sk", 8)).add(R3, off.inet_sport)
+            _kread(a, _T_SCR, 2, R3, f"{p}_sport")
+            a.ldx(DW, R1, FP, _T_SCR).be16(R1)
+            a.jeq(R1, 0, f"{p}_sport")
+            a.stx(H, FP, _T_VAL + _TV["lport"], R1)
+            a.label(f"{p}_sport")
         a.ldx(H, R1, R6, tp.offset("family", 2))
         a.jeq(R1, AF_INET6, f"{p}_v6")
         a.ldx(W, R1, FP, _T_SOCK + off.sk_rcv_saddr).stx(W, FP, _T_VAL + _TV["laddr"], R1)
