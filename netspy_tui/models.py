@@ -592,6 +592,9 @@ class TrafficFlow(BaseModel):
     tx_calls: int = 0
     retransmits: int = 0
     """TCP segments the kernel sent again on this connection (SYNs included)."""
+    direction: Literal["inbound", "outbound", ""] = ""
+    """``inbound``: the kernel saw it accepted (a passive open) in the window; ``outbound``: the
+    kernel saw its connect() establish in the window; ``""``: neither (UDP, or opened earlier)."""
     first_seen: datetime | None = None
     last_seen: datetime | None = None
 
@@ -610,6 +613,10 @@ class TrafficProcess(BaseModel):
     flows: int
     """Distinct sockets (by addresses) it moved bytes on."""
     retransmits: int = 0
+    inbound: int = 0
+    """Connections accepted on its listening sockets in the window."""
+    outbound: int = 0
+    """TCP connections it established in the window."""
 
 
 class TrafficRemote(BaseModel):
@@ -645,6 +652,10 @@ class TrafficStats(_SocketFigures):
     tx_rate: float = 0.0
     retransmits: int = 0
     """TCP segments retransmitted (``tcp/tcp_retransmit_skb``; the kernel's RetransSegs counts the same)."""
+    inbound_connections: int = 0
+    """TCP connections accepted (passive opens: SYN_RECV -> ESTABLISHED)."""
+    outbound_connections: int = 0
+    """TCP connections established by connect() (SYN_SENT -> ESTABLISHED)."""
     processes: list[TrafficProcess] = Field(default_factory=list)
     remotes: list[TrafficRemote] = Field(default_factory=list)
     flows: list[TrafficFlow] = Field(default_factory=list)

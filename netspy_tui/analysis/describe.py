@@ -175,7 +175,9 @@ def traffic_text(stats: TrafficStats) -> str:
         f"{who} sent {stats.tx_bytes:,} bytes ({human_bytes(stats.tx_rate)}/s) and read {stats.rx_bytes:,} bytes "
         f"({human_bytes(stats.rx_rate)}/s) over the last {window} seconds, in "
         f"{_plural(stats.total_flows, 'connection')} of {_plural(stats.total_processes, 'process')}"
-        + (f"; {_plural(stats.retransmits, 'TCP segment')} retransmitted." if stats.retransmits else "."),
+        + (f"; {_plural(stats.retransmits, 'TCP segment')} retransmitted" if stats.retransmits else "")
+        + (f"; {stats.inbound_connections:,} inbound and {stats.outbound_connections:,} outbound TCP connections "
+           "opened." if stats.inbound_connections or stats.outbound_connections else "."),
         "Processes (sent / read):",
     ]
     for p in stats.processes:
@@ -190,7 +192,9 @@ def traffic_text(stats: TrafficStats) -> str:
                      f"{', '.join(clean(c, 32) for c in r.commands[:5])}")
     lines.append("Connections (sent / read):")
     for f in stats.flows:
-        lines.append(f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {_endpoint(f.local, f.local_port)} -> "
+        arrow = "<-" if f.direction == "inbound" else "->"
+        lines.append(f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {f.direction or '-':<8} "
+                     f"{_endpoint(f.local, f.local_port)} {arrow} "
                      f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes"
                      + (f", {f.retransmits:,} retransmits" if f.retransmits else ""))
     shown = max(len(stats.processes), len(stats.remotes), len(stats.flows))

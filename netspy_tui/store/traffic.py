@@ -16,7 +16,7 @@ from typing import Any
 
 from netspy_tui.models import TrafficFlow, TrafficProcess, TrafficRemote, TrafficStats, ns_to_time
 
-DIR_RX, DIR_TX, DIR_RETRANS = 1, 2, 3
+DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT = 1, 2, 3, 4, 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS traffic (
@@ -28,9 +28,9 @@ CREATE TABLE IF NOT EXISTS traffic (
     local_port  INTEGER NOT NULL,
     remote      TEXT    NOT NULL,   -- the socket's peer ('' when it has none: unconnected UDP)
     remote_port INTEGER NOT NULL,
-    direction   INTEGER NOT NULL,   -- 1 read (rx), 2 sent (tx), 3 TCP retransmits
-    bytes       INTEGER NOT NULL,   -- (direction 3: segments retransmitted)
-    calls       INTEGER NOT NULL,   -- send/recv calls that moved bytes (direction 3: retransmissions)
+    direction   INTEGER NOT NULL,   -- 1 read (rx), 2 sent (tx), 3 TCP retransmits, 4 accepted, 5 connected
+    bytes       INTEGER NOT NULL,   -- (3: segments retransmitted; 4, 5: connections)
+    calls       INTEGER NOT NULL,   -- send/recv calls that moved bytes (3: retransmissions; 4, 5: connections)
     first       INTEGER NOT NULL,   -- ns
     last        INTEGER NOT NULL,
     PRIMARY KEY (second, pid, command, protocol, local, local_port, remote, remote_port, direction)
@@ -128,11 +128,16 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
           limit: int) -> TrafficStats:  # fmt: skip
     """The window's figures from :func:`read`'s rows: totals, per process, per remote address, per
     flow (largest first, ``limit`` of each)."""
-    flows: dict[tuple[Any, ...], list[int]] = {}  # flow -> [rx, tx, rx_calls, tx_calls, first, last, retransmits]
+    # flow -> [rx, tx, rx_calls, tx_calls, first, last, retransmits, accepted, connected]
+    flows: dict[tuple[Any, ...], list[int]] = {}
+    opened: dict[tuple[Any, ...], str] = {}  # the socket's addresses -> how the kernel saw it open
     for f_pid, f_cmd, proto, local, lport, remote, rport, direction, nbytes, calls, first, last in rows:
-        acc = flows.setdefault((f_pid, f_cmd, proto, local, lport, remote, rport), [0, 0, 0, 0, 0, 0, 0])
+        acc = flows.setdefault((f_pid, f_cmd, proto, local, lport, remote, rport), [0, 0, 0, 0, 0, 0, 0, 0, 0])
         if direction == DIR_RETRANS:
             acc[6] += nbytes
+        elif direction in (DIR_ACCEPT, DIR_CONNECT):
+            acc[7 if direction == DIR_ACCEPT else 8] += nbytes
+            opened[(proto, local, lport, remote, rport)] = "inbound" if direction == DIR_ACCEPT else "outbound"
         else:
             i = 0 if direction == DIR_RX else 1
             acc[i] += nbytes
@@ -140,19 +145,23 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
         acc[4] = min(acc[4], first) if acc[4] else first
         acc[5] = max(acc[5], last)
     seconds = max(1, window)
-    procs: dict[str, list[Any]] = {}  # command -> [pids, rx, tx, flows, retransmits]
+    procs: dict[str, list[Any]] = {}  # command -> [pids, rx, tx, flows, retransmits, inbound, outbound]
     remotes: dict[str, list[Any]] = {}  # remote -> [rx, tx, commands, retransmits]
-    rx_total = tx_total = retrans_total = 0
-    for (f_pid, f_cmd, _, _, _, remote, _), (rx, tx, _, _, _, _, retrans) in flows.items():
+    rx_total = tx_total = retrans_total = accepted_total = connected_total = 0
+    for (f_pid, f_cmd, _, _, _, remote, _), (rx, tx, _, _, _, _, retrans, accepted, connected) in flows.items():
         rx_total += rx
         tx_total += tx
         retrans_total += retrans
-        p = procs.setdefault(f_cmd, [set(), 0, 0, 0, 0])
+        accepted_total += accepted
+        connected_total += connected
+        p = procs.setdefault(f_cmd, [set(), 0, 0, 0, 0, 0, 0])
         p[0].add(f_pid)
         p[1] += rx
         p[2] += tx
         p[3] += 1
         p[4] += retrans
+        p[5] += accepted
+        p[6] += connected
         r = remotes.setdefault(remote, [0, 0, set(), 0])
         r[0] += rx
         r[1] += tx
@@ -160,7 +169,8 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
         r[3] += retrans
     proc_list = sorted(
         (TrafficProcess(command=c, pids=sorted(v[0]), rx_bytes=v[1], tx_bytes=v[2], rx_rate=round(v[1] / seconds, 3),
-                        tx_rate=round(v[2] / seconds, 3), flows=v[3], retransmits=v[4]) for c, v in procs.items()),
+                        tx_rate=round(v[2] / seconds, 3), flows=v[3], retransmits=v[4], inbound=v[5], outbound=v[6])
+         for c, v in procs.items()),
         key=lambda p: (-(p.rx_bytes + p.tx_bytes), -p.retransmits, p.command),
     )  # fmt: skip
     remote_list = sorted(
@@ -171,6 +181,7 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
     flow_list = sorted(
         (TrafficFlow(pid=k[0], command=k[1], protocol=k[2], local=k[3], local_port=k[4], remote=k[5], remote_port=k[6],
                      rx_bytes=v[0], tx_bytes=v[1], rx_calls=v[2], tx_calls=v[3], retransmits=v[6],
+                     direction=opened.get((k[2], k[3], k[4], k[5], k[6]), ""),  # type: ignore[arg-type]
                      first_seen=ns_to_time(v[4]) if v[4] else None, last_seen=ns_to_time(v[5]) if v[5] else None)
          for k, v in flows.items()),
         key=lambda f: (-(f.rx_bytes + f.tx_bytes), -f.retransmits, f.command, f.pid, f.remote, f.remote_port,
@@ -178,7 +189,7 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
     )  # fmt: skip
     return TrafficStats(
         window_seconds=window, pid=pid, command=command, until=now, rx_bytes=rx_total, tx_bytes=tx_total,
-        retransmits=retrans_total,
+        retransmits=retrans_total, inbound_connections=accepted_total, outbound_connections=connected_total,
         rx_rate=round(rx_total / seconds, 3), tx_rate=round(tx_total / seconds, 3), processes=proc_list[:limit],
         remotes=remote_list[:limit], flows=flow_list[:limit], total_processes=len(proc_list),
         total_remotes=len(remote_list), total_flows=len(flow_list),

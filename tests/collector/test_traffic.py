@@ -188,29 +188,34 @@ def expected(host: str, server: int, tport: int, uport: int, my_port: int) -> di
     me = os.getpid()
     return {
         "client tcp": dict(pid=me, protocol="TCP", local=host, local_port=my_port, remote=host, remote_port=tport,
-                           tx_bytes=TCP_BYTES, rx_bytes=REPLY),
+                           tx_bytes=TCP_BYTES, rx_bytes=REPLY, direction="outbound"),
+        # the server's side: accepted (a passive open), charged to the listening process
         "server tcp": dict(pid=server, protocol="TCP", local=host, local_port=tport, remote=host, remote_port=my_port,
-                           tx_bytes=REPLY, rx_bytes=TCP_BYTES),
+                           tx_bytes=REPLY, rx_bytes=TCP_BYTES, direction="inbound"),
         "client udp": dict(pid=me, protocol="UDP", local=host, remote=host, remote_port=uport, tx_bytes=UDP_BYTES,
-                           rx_bytes=0),
+                           rx_bytes=0, direction=""),
         # an unconnected UDP socket has no peer address
         "server udp": dict(pid=server, protocol="UDP", local=host, local_port=uport, remote="", remote_port=0,
-                           tx_bytes=0, rx_bytes=UDP_BYTES),
+                           tx_bytes=0, rx_bytes=UDP_BYTES, direction=""),
     }  # fmt: skip
+
+
+_FIGURES = ("tx_bytes", "rx_bytes", "direction")
 
 
 def check(stats: TrafficStats, want: dict[str, dict[str, Any]]) -> None:
     for name, fields in want.items():
-        key = {k: v for k, v in fields.items() if k not in ("tx_bytes", "rx_bytes")}
+        key = {k: v for k, v in fields.items() if k not in _FIGURES}
         got = flows(stats, **key)
         assert len(got) == 1, f"{name}: {len(got)} flows match {key}: {stats.flows}"
-        assert (got[0].tx_bytes, got[0].rx_bytes) == (fields["tx_bytes"], fields["rx_bytes"]), (name, got)
+        assert (got[0].tx_bytes, got[0].rx_bytes, got[0].direction) == (
+            fields["tx_bytes"], fields["rx_bytes"], fields["direction"]), (name, got)
 
 
 def complete(want: dict[str, dict[str, Any]]) -> Callable[[TrafficStats], bool]:
     def done(stats: TrafficStats) -> bool:
         for fields in want.values():
-            key = {k: v for k, v in fields.items() if k not in ("tx_bytes", "rx_bytes")}
+            key = {k: v for k, v in fields.items() if k not in _FIGURES}
             got = flows(stats, **key)
             if not got or sum(f.tx_bytes for f in got) < fields["tx_bytes"] or \
                     sum(f.rx_bytes for f in got) < fields["rx_bytes"]:  # fmt: skip
@@ -241,7 +246,8 @@ async def test_get_traffic_reports_exact_bytes_per_process_and_direction(embedde
         # per process: the server's totals are exactly its own traffic
         mine = await read(server)
         assert (mine.rx_bytes, mine.tx_bytes) == (TCP_BYTES + UDP_BYTES, REPLY)
-        assert [p.pids for p in mine.processes] == [[server]]
+        assert [(p.pids, p.inbound, p.outbound) for p in mine.processes] == [([server], 1, 0)]
+        assert (mine.inbound_connections, mine.outbound_connections) == (1, 0)
         text = (await client.call_tool("get_traffic", {"pid": server, "duration": 120})).content[0].text
         assert f"read {TCP_BYTES + UDP_BYTES:,} bytes" in text and f"sent {REPLY:,} bytes" in text
 
@@ -286,9 +292,9 @@ async def test_syn_retransmits_equal_retranssegs_and_the_slow_connect_takes_over
 
         stats = await poll(read, lambda s: s.retransmits >= delta)
         assert stats.retransmits == delta
-        (flow,) = flows(stats, remote_port=port)
-        assert (flow.pid, flow.protocol, flow.local_port, flow.remote, flow.retransmits) == (
-            pid, "TCP", mine, "127.0.0.1", delta)
+        (flow,) = flows(stats, remote_port=port, local_port=mine)
+        assert (flow.pid, flow.protocol, flow.remote, flow.retransmits, flow.direction) == (
+            pid, "TCP", "127.0.0.1", delta, "outbound")
         assert [(p.pids, p.retransmits) for p in stats.processes] == [([pid], delta)]
         text = (await client.call_tool("get_traffic", {"pid": pid, "duration": 120})).content[0].text
         assert f"{delta} TCP segment" in text and "retransmitted" in text

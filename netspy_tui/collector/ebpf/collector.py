@@ -90,6 +90,8 @@ INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
 TRAFFIC_ENTRIES = 32768
 #: sockets whose owner is remembered for retransmits (least recently used forgotten first)
 OWNER_ENTRIES = 65536
+#: local ports whose listening process is remembered (inbound connections are charged to it)
+LISTENER_ENTRIES = 16384
 #: events a simple (event-list) sink can still update when their outcome arrives
 PENDING_EVENTS = 65536
 
@@ -194,6 +196,8 @@ class _Session:
             )
             maps.traffic_overflow = self._map(array, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, "netspy_traffic_of")
             maps.owners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, OWNER_ENTRIES, "netspy_owners")
+            maps.listeners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, LISTENER_ENTRIES,
+                                       "netspy_listeners")  # fmt: skip
         self._write_ctl()
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
@@ -358,7 +362,7 @@ class _Session:
         _, raw, m = syscalls.map_batch(self.maps.traffic_overflow, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, delete=False)
         totals = np.frombuffer(raw, "<u8")[:m].tolist()
         extra = []
-        for direction in (P.DIR_RX, P.DIR_TX, P.DIR_RETRANS):
+        for direction in (P.DIR_RX, P.DIR_TX, P.DIR_RETRANS, P.DIR_ACCEPT, P.DIR_CONNECT):
             slot = (direction - 1) * 2
             if slot + 1 < len(totals) and totals[slot] != self.traffic_overflow[slot]:
                 extra.append((direction, totals[slot] - self.traffic_overflow[slot],

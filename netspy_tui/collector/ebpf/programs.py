@@ -363,6 +363,8 @@ class Maps:
     traffic_overflow: int | None = None
     owners: int | None = None
     """LRU: socket -> the process that last moved bytes on it (retransmits are charged to it)."""
+    listeners: int | None = None
+    """LRU: local port -> the process that last started listening on it (accepted connections)."""
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -742,12 +744,18 @@ def _start_key(a: Asm, off: SockOffsets) -> None:
 
 def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets) -> Asm:
     close, syn_sent = states["TCP_CLOSE"], states["TCP_SYN_SENT"]
+    established = states["TCP_ESTABLISHED"]
+    directions = maps.traffic is not None and maps.listeners is not None and "TCP_LISTEN" in states and \
+        "TCP_SYN_RECV" in states  # fmt: skip
     a = Asm()
     a.mov(R6, R1)
     a.ldx(W, R7, R6, tp.offset("oldstate", 4))
     a.ldx(W, R8, R6, tp.offset("newstate", 4))
     a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _S_SK, R1)
     a.jeq(R7, syn_sent, "resolve")
+    if directions:
+        a.jeq(R8, states["TCP_LISTEN"], "listening")
+        a.jeq(R7, states["TCP_SYN_RECV"], "accepted")
     a.jne(R8, syn_sent, "out")
     a.jne(R7, close, "out")
 
@@ -827,6 +835,18 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, "out")  # not ours (started before we attached, or an MPTCP subflow)
     a.mov(R9, R0)
+    if directions:
+        # established: an outbound connection of the process that connected (now the local port is known)
+        a.jne(R8, established, "resolve_go")
+        a.zero_stack(_T_KEY, 24)
+        a.zero_stack(_T_SOCK, 24)
+        a.ldx(W, R1, R9, _C["key"] + _K["tgid"]).stx(W, FP, _T_KEY + _TK["tgid"], R1)
+        for i in (0, 8):
+            a.ldx(DW, R1, R9, _C["key"] + _K["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
+        _connection_row(a, tp, maps, DIR_CONNECT, "out_row", "resolve_go")
+        a.label("resolve_go")
+        a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _S_SK, R1)  # (the row's stack overlapped it)
+        a.ldx(W, R8, R6, tp.offset("newstate", 4))
     a.mov(R7, 0)  # r7 = result
     a.jne(R8, close, "result_set")  # ESTABLISHED (or SYN_RECV: the handshake went on)
     a.mov(R7, RESULT_ABORTED)
@@ -906,8 +926,60 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, _S_SK)
     a.call(MAP_DELETE)
+    if directions:
+        _passive_opens(a, tp, maps, established)
     a.label("out")
     return a.ret(0)
+
+
+def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, established: int) -> None:
+    """x -> LISTEN (in the process that called listen()): remember who listens on the port.
+    SYN_RECV -> ESTABLISHED (often in a softirq): an inbound connection, charged to the process
+    that listens on its local port (none when that is not known). Both end at ``out``."""
+    assert maps.listeners is not None
+    a.ja("out")
+    a.label("listening")
+    a.zero_stack(_T_SOCK, 24)
+    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(DW, FP, _T_CNT, R1)
+    a.call(GET_CURRENT_PID_TGID)
+    a.rsh(R0, 32).stx(DW, FP, _T_SOCK, R0)
+    a.mov(R1, FP).add(R1, _T_SOCK + 8)
+    a.mov(R2, 16)
+    a.call(GET_CURRENT_COMM)  # (listen() is called by the process itself: its main thread, usually)
+    a.ld_map_fd(R1, maps.listeners)
+    a.mov(R2, FP).add(R2, _T_CNT)
+    a.mov(R3, FP).add(R3, _T_SOCK)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+    a.ja("out")
+    a.label("accepted")
+    a.jne(R8, established, "out")
+    a.zero_stack(_T_KEY, 24)
+    a.zero_stack(_T_SOCK, 24)
+    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(DW, FP, _T_CNT, R1)
+    a.ld_map_fd(R1, maps.listeners)
+    a.mov(R2, FP).add(R2, _T_CNT)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "in_owned")
+    _copy_to_stack(a, R0, 0, _T_SOCK, 24)
+    a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
+    a.label("in_owned")
+    _connection_row(a, tp, maps, DIR_ACCEPT, "in_row", "out")
+
+
+def _connection_row(a: Asm, tp: Tracepoint, maps: Maps, direction: int, prefix: str, done: str) -> None:
+    """traffic[active][(sk, tgid at _T_KEY, second, direction)] += one connection, its process name
+    at _T_SOCK + 8 and its addresses from the inet_sock_set_state record. Clobbers r7 and the
+    stack from -8 to -280. Ends at ``done``."""
+    _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, done)
+    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    a.mov(R7, 1)
+
+    def fill(a: Asm, p: str) -> None:
+        a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
+        _fill_from_record(a, tp, p)
+
+    _traffic_add(a, maps, direction, fill, prefix, done)
 
 
 def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
@@ -1358,7 +1430,7 @@ def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
 
 # --- traffic: bytes per (socket, process) -----------------------------------------------------
 
-DIR_RX, DIR_TX, DIR_RETRANS = 1, 2, 3
+DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT = 1, 2, 3, 4, 5
 MSG_PEEK = 2
 
 TRAFFIC_KEY = np.dtype(
@@ -1371,7 +1443,8 @@ TRAFFIC_KEY = np.dtype(
 )
 """What bytes are summed by: the socket (kernel address), the process (tgid) that sent or read them,
 the wall-clock second and the direction (:data:`DIR_RX` read, :data:`DIR_TX` sent,
-:data:`DIR_RETRANS` TCP segments retransmitted)."""
+:data:`DIR_RETRANS` TCP segments retransmitted, :data:`DIR_ACCEPT` a connection passively opened
+(the listener's process), :data:`DIR_CONNECT` an outbound TCP connection established)."""
 TRAFFIC_VALUE = np.dtype(
     {
         "names": ["bytes", "calls", "first", "last", "comm", "laddr", "raddr", "lport", "rport", "family",
@@ -1388,7 +1461,7 @@ ports (host order) as the socket had them then (an unconnected UDP socket has no
 _TK = {name: TRAFFIC_KEY.fields[name][1] for name in TRAFFIC_KEY.names}
 _TV = {name: TRAFFIC_VALUE.fields[name][1] for name in TRAFFIC_VALUE.names}
 #: traffic overflow array: (direction - 1) * 2 -> bytes, + 1 -> calls (cumulative)
-TRAFFIC_OVERFLOW_SLOTS = 6
+TRAFFIC_OVERFLOW_SLOTS = 10
 #: owners[sk] value: the process that last moved bytes on a socket (tgid, pad, process name)
 OWNER_SIZE = 24
 
@@ -1520,47 +1593,55 @@ def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
 
     def fill(a: Asm, p: str) -> None:
-        for i in (0, 8):
-            a.ldx(DW, R1, FP, _T_SOCK + 8 + i).stx(DW, FP, _T_VAL + _TV["comm"] + i, R1)
         a.st(H, FP, _T_VAL + _TV["protocol"], IPPROTO_TCP)
-        a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(H, FP, _T_VAL + _TV["lport"], R1)
-        a.ldx(H, R1, R6, tp.offset("dport", 2)).stx(H, FP, _T_VAL + _TV["rport"], R1)
-        a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
-        a.jeq(R1, AF_INET6, f"{p}_v6")
-        # (the record's addresses are 2-byte aligned: a wider load from the context is refused)
-        for name, field_ in (("saddr", "laddr"), ("daddr", "raddr")):
-            at = tp.offset(name, 4)
-            for i in range(0, 4, 2):
-                a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
-        a.ja(f"{p}_insert")
-        a.label(f"{p}_v6")
-        for name, field_ in (("saddr_v6", "laddr"), ("daddr_v6", "raddr")):
-            at = tp.offset(name, 16)
-            for i in range(0, 16, 2):
-                a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+        _fill_from_record(a, tp, p)
 
     _traffic_add(a, maps, DIR_RETRANS, fill)
     a.label("out")
     return a.ret(0)
 
 
-def _traffic_add(a: Asm, maps: Maps, direction: int, fill: Callable[[Asm, str], None]) -> None:
+def _fill_from_record(a: Asm, tp: Tracepoint, p: str) -> None:
+    """A new traffic entry's process name (from _T_SOCK + 8), family, ports and addresses from a TCP
+    tracepoint record (tcp_retransmit_skb, inet_sock_set_state: the same field names)."""
+    for i in (0, 8):
+        a.ldx(DW, R1, FP, _T_SOCK + 8 + i).stx(DW, FP, _T_VAL + _TV["comm"] + i, R1)
+    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(H, FP, _T_VAL + _TV["lport"], R1)
+    a.ldx(H, R1, R6, tp.offset("dport", 2)).stx(H, FP, _T_VAL + _TV["rport"], R1)
+    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
+    a.jeq(R1, AF_INET6, f"{p}_v6")
+    # (the record's addresses are 2-byte aligned: a wider load from the context is refused)
+    for name, field_ in (("saddr", "laddr"), ("daddr", "raddr")):
+        at = tp.offset(name, 4)
+        for i in range(0, 4, 2):
+            a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+    a.ja(f"{p}_insert")
+    a.label(f"{p}_v6")
+    for name, field_ in (("saddr_v6", "laddr"), ("daddr_v6", "raddr")):
+        at = tp.offset(name, 16)
+        for i in range(0, 16, 2):
+            a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+
+
+def _traffic_add(a: Asm, maps: Maps, direction: int, fill: Callable[[Asm, str], None], prefix: str = "t",
+                 done: str = "out") -> None:  # fmt: skip
     """traffic[active][key at _T_KEY] += (r7, 1 call), the key's second and direction set here;
     ``fill`` writes a new entry's process name, family, protocol, addresses and ports (it may jump to
-    ``<prefix>_insert``). Ends by jumping to ``out``."""
+    ``<prefix>N_insert``). Ends by jumping to ``done``."""
     assert maps.traffic is not None
     a.ldx(DW, R1, FP, _T_WALL)
     a.alu64("div", R1, NS)
     a.stx(W, FP, _T_KEY + _TK["second"], R1)
     a.st(B, FP, _T_KEY + _TK["direction"], direction)
     a.ldx(DW, R1, FP, _T_ACTIVE)
-    a.jne(R1, 0, "map1")
-    _traffic_into(a, maps.traffic[0], maps, direction, "t0", fill)
-    a.label("map1")
-    _traffic_into(a, maps.traffic[1], maps, direction, "t1", fill)
+    a.jne(R1, 0, f"{prefix}_map1")
+    _traffic_into(a, maps.traffic[0], maps, direction, f"{prefix}0", fill, done)
+    a.label(f"{prefix}_map1")
+    _traffic_into(a, maps.traffic[1], maps, direction, f"{prefix}1", fill, done)
 
 
-def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill: Callable[[Asm, str], None]) -> None:
+def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill: Callable[[Asm, str], None],
+                  done: str) -> None:  # fmt: skip
     assert maps.traffic_overflow is not None
     a.ld_map_fd(R1, map_fd)
     a.mov(R2, FP).add(R2, _T_KEY)
@@ -1578,7 +1659,7 @@ def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill:
     a.mov(R3, FP).add(R3, _T_VAL)
     a.mov(R4, BPF_NOEXIST)
     a.call(MAP_UPDATE)
-    a.jeq(R0, 0, "out")
+    a.jeq(R0, 0, done)
     a.jne(R0, -_errno.EEXIST, f"{p}_over")  # (another CPU inserted it meanwhile: add to that)
     a.ld_map_fd(R1, map_fd)
     a.mov(R2, FP).add(R2, _T_KEY)
@@ -1589,7 +1670,7 @@ def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill:
     a.mov(R1, 1)
     a.atomic(DW, R0, _TV["calls"], R1, _ADD)
     a.ldx(DW, R1, FP, _T_WALL).stx(DW, R0, _TV["last"], R1)
-    a.ja("out")
+    a.ja(done)
     a.label(f"{p}_over")
     for slot, src in ((0, R7), (1, None)):
         skip = f"{p}_of{slot}"
@@ -1605,4 +1686,4 @@ def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill:
             a.atomic(DW, R0, 0, src, _ADD)
         a.label(skip)
     _count(a, maps.counters, "traffic_full", _T_CNT)
-    a.ja("out")
+    a.ja(done)
