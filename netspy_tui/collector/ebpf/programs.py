@@ -927,12 +927,12 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.mov(R2, FP).add(R2, _S_SK)
     a.call(MAP_DELETE)
     if directions:
-        _passive_opens(a, tp, maps, established)
+        _passive_opens(a, tp, maps, off, established)
     a.label("out")
     return a.ret(0)
 
 
-def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, established: int) -> None:
+def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets, established: int) -> None:
     """x -> LISTEN (in the process that called listen()): remember who listens on the port.
     SYN_RECV -> ESTABLISHED (often in a softirq): an inbound connection, charged to the process
     that listens on its local port (none when that is not known). Both end at ``out``."""
@@ -943,9 +943,7 @@ def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, established: int) -> None
     a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(DW, FP, _T_CNT, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.rsh(R0, 32).stx(DW, FP, _T_SOCK, R0)
-    a.mov(R1, FP).add(R1, _T_SOCK + 8)
-    a.mov(R2, 16)
-    a.call(GET_CURRENT_COMM)  # (listen() is called by the process itself: its main thread, usually)
+    _process_name(a, off, _T_SOCK + 8, _T_SCR)
     a.ld_map_fd(R1, maps.listeners)
     a.mov(R2, FP).add(R2, _T_CNT)
     a.mov(R3, FP).add(R3, _T_SOCK)
