@@ -595,6 +595,9 @@ class TrafficFlow(BaseModel):
     direction: Literal["inbound", "outbound", ""] = ""
     """``inbound``: the kernel saw it accepted (a passive open) in the window; ``outbound``: the
     kernel saw its connect() establish in the window; ``""``: neither (UDP, or opened earlier)."""
+    lifetime_us: int | None = None
+    """Established to closed, in microseconds, when it closed in the window (tcplife's view; the
+    sum when the same addresses were used by several connections)."""
     first_seen: datetime | None = None
     last_seen: datetime | None = None
 
@@ -656,6 +659,8 @@ class TrafficStats(_SocketFigures):
     """TCP connections accepted (passive opens: SYN_RECV -> ESTABLISHED)."""
     outbound_connections: int = 0
     """TCP connections established by connect() (SYN_SENT -> ESTABLISHED)."""
+    closed_connections: int = 0
+    """TCP connections the kernel saw open (either way) and then close."""
     processes: list[TrafficProcess] = Field(default_factory=list)
     remotes: list[TrafficRemote] = Field(default_factory=list)
     flows: list[TrafficFlow] = Field(default_factory=list)

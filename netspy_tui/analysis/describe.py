@@ -196,7 +196,8 @@ def traffic_text(stats: TrafficStats) -> str:
         lines.append(f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {f.direction or '-':<8} "
                      f"{_endpoint(f.local, f.local_port)} {arrow} "
                      f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes"
-                     + (f", {f.retransmits:,} retransmits" if f.retransmits else ""))
+                     + (f", {f.retransmits:,} retransmits" if f.retransmits else "")
+                     + (f", closed after {duration_us(f.lifetime_us)}" if f.lifetime_us is not None else ""))
     shown = max(len(stats.processes), len(stats.remotes), len(stats.flows))
     if stats.total_flows > len(stats.flows) or stats.total_processes > len(stats.processes):
         lines.append(f"(the top {shown} of each; {stats.total_flows:,} connections, "

@@ -16,7 +16,7 @@ from typing import Any
 
 from netspy_tui.models import TrafficFlow, TrafficProcess, TrafficRemote, TrafficStats, ns_to_time
 
-DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT = 1, 2, 3, 4, 5
+DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE = 1, 2, 3, 4, 5, 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS traffic (
@@ -28,9 +28,9 @@ CREATE TABLE IF NOT EXISTS traffic (
     local_port  INTEGER NOT NULL,
     remote      TEXT    NOT NULL,   -- the socket's peer ('' when it has none: unconnected UDP)
     remote_port INTEGER NOT NULL,
-    direction   INTEGER NOT NULL,   -- 1 read (rx), 2 sent (tx), 3 TCP retransmits, 4 accepted, 5 connected
-    bytes       INTEGER NOT NULL,   -- (3: segments retransmitted; 4, 5: connections)
-    calls       INTEGER NOT NULL,   -- send/recv calls that moved bytes (3: retransmissions; 4, 5: connections)
+    direction   INTEGER NOT NULL,   -- 1 read (rx), 2 sent (tx), 3 TCP retransmits, 4 accepted, 5 connected, 6 closed
+    bytes       INTEGER NOT NULL,   -- (3: segments retransmitted; 4, 5: connections; 6: lifetimes in us)
+    calls       INTEGER NOT NULL,   -- send/recv calls that moved bytes (3: retransmissions; 4-6: connections)
     first       INTEGER NOT NULL,   -- ns
     last        INTEGER NOT NULL,
     PRIMARY KEY (second, pid, command, protocol, local, local_port, remote, remote_port, direction)
@@ -128,13 +128,16 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
           limit: int) -> TrafficStats:  # fmt: skip
     """The window's figures from :func:`read`'s rows: totals, per process, per remote address, per
     flow (largest first, ``limit`` of each)."""
-    # flow -> [rx, tx, rx_calls, tx_calls, first, last, retransmits, accepted, connected]
+    # flow -> [rx, tx, rx_calls, tx_calls, first, last, retransmits, accepted, connected, lifetimes, closed]
     flows: dict[tuple[Any, ...], list[int]] = {}
     opened: dict[tuple[Any, ...], str] = {}  # the socket's addresses -> how the kernel saw it open
     for f_pid, f_cmd, proto, local, lport, remote, rport, direction, nbytes, calls, first, last in rows:
-        acc = flows.setdefault((f_pid, f_cmd, proto, local, lport, remote, rport), [0, 0, 0, 0, 0, 0, 0, 0, 0])
+        acc = flows.setdefault((f_pid, f_cmd, proto, local, lport, remote, rport), [0] * 11)
         if direction == DIR_RETRANS:
             acc[6] += nbytes
+        elif direction == DIR_CLOSE:
+            acc[9] += nbytes
+            acc[10] += calls
         elif direction in (DIR_ACCEPT, DIR_CONNECT):
             acc[7 if direction == DIR_ACCEPT else 8] += nbytes
             opened[(proto, local, lport, remote, rport)] = "inbound" if direction == DIR_ACCEPT else "outbound"
@@ -147,8 +150,10 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
     seconds = max(1, window)
     procs: dict[str, list[Any]] = {}  # command -> [pids, rx, tx, flows, retransmits, inbound, outbound]
     remotes: dict[str, list[Any]] = {}  # remote -> [rx, tx, commands, retransmits]
-    rx_total = tx_total = retrans_total = accepted_total = connected_total = 0
-    for (f_pid, f_cmd, _, _, _, remote, _), (rx, tx, _, _, _, _, retrans, accepted, connected) in flows.items():
+    rx_total = tx_total = retrans_total = accepted_total = connected_total = closed_total = 0
+    for (f_pid, f_cmd, _, _, _, remote, _), (rx, tx, _, _, _, _, retrans, accepted, connected, _, closed) in \
+            flows.items():  # fmt: skip
+        closed_total += closed
         rx_total += rx
         tx_total += tx
         retrans_total += retrans
@@ -182,6 +187,7 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
         (TrafficFlow(pid=k[0], command=k[1], protocol=k[2], local=k[3], local_port=k[4], remote=k[5], remote_port=k[6],
                      rx_bytes=v[0], tx_bytes=v[1], rx_calls=v[2], tx_calls=v[3], retransmits=v[6],
                      direction=opened.get((k[2], k[3], k[4], k[5], k[6]), ""),  # type: ignore[arg-type]
+                     lifetime_us=v[9] if v[10] else None,
                      first_seen=ns_to_time(v[4]) if v[4] else None, last_seen=ns_to_time(v[5]) if v[5] else None)
          for k, v in flows.items()),
         key=lambda f: (-(f.rx_bytes + f.tx_bytes), -f.retransmits, f.command, f.pid, f.remote, f.remote_port,
@@ -190,6 +196,7 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
     return TrafficStats(
         window_seconds=window, pid=pid, command=command, until=now, rx_bytes=rx_total, tx_bytes=tx_total,
         retransmits=retrans_total, inbound_connections=accepted_total, outbound_connections=connected_total,
+        closed_connections=closed_total,
         rx_rate=round(rx_total / seconds, 3), tx_rate=round(tx_total / seconds, 3), processes=proc_list[:limit],
         remotes=remote_list[:limit], flows=flow_list[:limit], total_processes=len(proc_list),
         total_remotes=len(remote_list), total_flows=len(flow_list),

@@ -210,6 +210,8 @@ def check(stats: TrafficStats, want: dict[str, dict[str, Any]]) -> None:
         assert len(got) == 1, f"{name}: {len(got)} flows match {key}: {stats.flows}"
         assert (got[0].tx_bytes, got[0].rx_bytes, got[0].direction) == (
             fields["tx_bytes"], fields["rx_bytes"], fields["direction"]), (name, got)
+        if fields["direction"]:  # a TCP connection opened and closed before anyone looked: its lifetime
+            assert got[0].lifetime_us is not None and 0 < got[0].lifetime_us < 30_000_000, (name, got)
 
 
 def complete(want: dict[str, dict[str, Any]]) -> Callable[[TrafficStats], bool]:
@@ -219,6 +221,8 @@ def complete(want: dict[str, dict[str, Any]]) -> Callable[[TrafficStats], bool]:
             got = flows(stats, **key)
             if not got or sum(f.tx_bytes for f in got) < fields["tx_bytes"] or \
                     sum(f.rx_bytes for f in got) < fields["rx_bytes"]:  # fmt: skip
+                return False
+            if fields["direction"] and any(f.lifetime_us is None for f in got):  # (closed: its lifetime)
                 return False
         return True
 
@@ -247,7 +251,7 @@ async def test_get_traffic_reports_exact_bytes_per_process_and_direction(embedde
         mine = await read(server)
         assert (mine.rx_bytes, mine.tx_bytes) == (TCP_BYTES + UDP_BYTES, REPLY)
         assert [(p.pids, p.inbound, p.outbound) for p in mine.processes] == [([server], 1, 0)]
-        assert (mine.inbound_connections, mine.outbound_connections) == (1, 0)
+        assert (mine.inbound_connections, mine.outbound_connections, mine.closed_connections) == (1, 0, 1)
         text = (await client.call_tool("get_traffic", {"pid": server, "duration": 120})).content[0].text
         assert f"read {TCP_BYTES + UDP_BYTES:,} bytes" in text and f"sent {REPLY:,} bytes" in text
 

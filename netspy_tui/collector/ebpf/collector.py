@@ -92,6 +92,8 @@ TRAFFIC_ENTRIES = 32768
 OWNER_ENTRIES = 65536
 #: local ports whose listening process is remembered (inbound connections are charged to it)
 LISTENER_ENTRIES = 16384
+#: open TCP connections followed to their close (least recently opened forgotten first)
+OPENED_ENTRIES = 65536
 #: events a simple (event-list) sink can still update when their outcome arrives
 PENDING_EVENTS = 65536
 
@@ -198,6 +200,7 @@ class _Session:
             maps.owners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, OWNER_ENTRIES, "netspy_owners")
             maps.listeners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, LISTENER_ENTRIES,
                                        "netspy_listeners")  # fmt: skip
+            maps.opened = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OPENED_SIZE, OPENED_ENTRIES, "netspy_opened")
         self._write_ctl()
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
@@ -362,7 +365,7 @@ class _Session:
         _, raw, m = syscalls.map_batch(self.maps.traffic_overflow, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, delete=False)
         totals = np.frombuffer(raw, "<u8")[:m].tolist()
         extra = []
-        for direction in (P.DIR_RX, P.DIR_TX, P.DIR_RETRANS, P.DIR_ACCEPT, P.DIR_CONNECT):
+        for direction in (P.DIR_RX, P.DIR_TX, P.DIR_RETRANS, P.DIR_ACCEPT, P.DIR_CONNECT, P.DIR_CLOSE):
             slot = (direction - 1) * 2
             if slot + 1 < len(totals) and totals[slot] != self.traffic_overflow[slot]:
                 extra.append((direction, totals[slot] - self.traffic_overflow[slot],

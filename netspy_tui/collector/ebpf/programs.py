@@ -365,6 +365,8 @@ class Maps:
     """LRU: socket -> the process that last moved bytes on it (retransmits are charged to it)."""
     listeners: int | None = None
     """LRU: local port -> the process that last started listening on it (accepted connections)."""
+    opened: int | None = None
+    """LRU: socket -> when its connection opened and whose it is (its lifetime when it closes)."""
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -577,6 +579,11 @@ def _copy_stack(a: Asm, dst: Reg, dst_off: int, src_off: int, nbytes: int) -> No
         a.ldx(DW, R1, FP, src_off + i).stx(DW, dst, dst_off + i, R1)
 
 
+def _copy_stack_to_stack(a: Asm, src_off: int, dst_off: int, nbytes: int) -> None:
+    for i in range(0, nbytes, 8):
+        a.ldx(DW, R1, FP, src_off + i).stx(DW, FP, dst_off + i, R1)
+
+
 def _copy_to_stack(a: Asm, src: Reg, src_off: int, dst_off: int, nbytes: int) -> None:
     for i in range(0, nbytes, 8):
         a.ldx(DW, R1, src, src_off + i).stx(DW, FP, dst_off + i, R1)
@@ -756,6 +763,8 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     if directions:
         a.jeq(R8, states["TCP_LISTEN"], "listening")
         a.jeq(R7, states["TCP_SYN_RECV"], "accepted")
+        if maps.opened is not None:
+            a.jeq(R8, close, "closing")
     a.jne(R8, syn_sent, "out")
     a.jne(R7, close, "out")
 
@@ -963,15 +972,52 @@ def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets, establi
     a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
     a.label("in_owned")
     _connection_row(a, tp, maps, DIR_ACCEPT, "in_row", "out")
+    if maps.opened is None:
+        return
+    # x -> CLOSE of a connection seen opening: its lifetime, charged to whoever opened it
+    a.label("closing")
+    a.zero_stack(_T_KEY, 24)
+    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    a.ld_map_fd(R1, maps.opened)
+    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")
+    _copy_to_stack(a, R0, 0, _T_SOCK, 24)
+    a.ldx(DW, R7, R0, 24)  # r7 = when it opened
+    a.call(KTIME_GET_NS)
+    a.sub(R0, R7)
+    a.alu64("div", R0, 1000)
+    a.mov(R7, R0)
+    a.jne(R7, 0, "life_set")
+    a.mov(R7, 1)
+    a.label("life_set")
+    a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
+    a.ld_map_fd(R1, maps.opened)
+    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+    a.call(MAP_DELETE)
+    _connection_row(a, tp, maps, DIR_CLOSE, "close_row", "out", lifetime=True)
 
 
-def _connection_row(a: Asm, tp: Tracepoint, maps: Maps, direction: int, prefix: str, done: str) -> None:
-    """traffic[active][(sk, tgid at _T_KEY, second, direction)] += one connection, its process name
-    at _T_SOCK + 8 and its addresses from the inet_sock_set_state record. Clobbers r7 and the
+def _connection_row(a: Asm, tp: Tracepoint, maps: Maps, direction: int, prefix: str, done: str,
+                    lifetime: bool = False) -> None:  # fmt: skip
+    """traffic[active][(sk, tgid at _T_KEY, second, direction)] += one connection (``lifetime``:
+    r7 microseconds, a closed one), its process name at _T_SOCK + 8 and its addresses from the
+    inet_sock_set_state record; an opened one is remembered in ``opened``. Clobbers r7 and the
     stack from -8 to -280. Ends at ``done``."""
     _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, done)
     a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
-    a.mov(R7, 1)
+    if not lifetime:
+        if maps.opened is not None:
+            a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
+            _copy_stack_to_stack(a, _T_SOCK, _T_VAL, 24)
+            a.call(KTIME_GET_NS)
+            a.stx(DW, FP, _T_VAL + 24, R0)
+            a.ld_map_fd(R1, maps.opened)
+            a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+            a.mov(R3, FP).add(R3, _T_VAL)
+            a.mov(R4, BPF_ANY)
+            a.call(MAP_UPDATE)
+        a.mov(R7, 1)
 
     def fill(a: Asm, p: str) -> None:
         a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
@@ -1428,7 +1474,7 @@ def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
 
 # --- traffic: bytes per (socket, process) -----------------------------------------------------
 
-DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT = 1, 2, 3, 4, 5
+DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE = 1, 2, 3, 4, 5, 6
 MSG_PEEK = 2
 
 TRAFFIC_KEY = np.dtype(
@@ -1442,7 +1488,8 @@ TRAFFIC_KEY = np.dtype(
 """What bytes are summed by: the socket (kernel address), the process (tgid) that sent or read them,
 the wall-clock second and the direction (:data:`DIR_RX` read, :data:`DIR_TX` sent,
 :data:`DIR_RETRANS` TCP segments retransmitted, :data:`DIR_ACCEPT` a connection passively opened
-(the listener's process), :data:`DIR_CONNECT` an outbound TCP connection established)."""
+(the listener's process), :data:`DIR_CONNECT` an outbound TCP connection established,
+:data:`DIR_CLOSE` one of those closed: ``bytes`` is its lifetime in microseconds)."""
 TRAFFIC_VALUE = np.dtype(
     {
         "names": ["bytes", "calls", "first", "last", "comm", "laddr", "raddr", "lport", "rport", "family",
@@ -1459,7 +1506,9 @@ ports (host order) as the socket had them then (an unconnected UDP socket has no
 _TK = {name: TRAFFIC_KEY.fields[name][1] for name in TRAFFIC_KEY.names}
 _TV = {name: TRAFFIC_VALUE.fields[name][1] for name in TRAFFIC_VALUE.names}
 #: traffic overflow array: (direction - 1) * 2 -> bytes, + 1 -> calls (cumulative)
-TRAFFIC_OVERFLOW_SLOTS = 10
+TRAFFIC_OVERFLOW_SLOTS = 12
+#: opened[sk] value: (tgid, pad, process name, ktime when the connection opened)
+OPENED_SIZE = 32
 #: owners[sk] value: the process that last moved bytes on a socket (tgid, pad, process name)
 OWNER_SIZE = 24
 
