@@ -187,6 +187,7 @@ TOOL_FLAGS: dict[str, tuple[str, ...]] = {
                     ("pid", "process", "duration")),
     **dict.fromkeys(("list_connections", "list_packet_drops"), ("pid", "process", "max_events", "since")),
     "list_processes": ("duration",),
+    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration")),
     "server_status": (),
     "ai_insights": ("summary_text",),
     "contextual_analysis": ("query", "pid", "process", "duration"),

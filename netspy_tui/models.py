@@ -475,6 +475,8 @@ class SourceInfo(BaseModel):
     uptime_seconds: float | None = None
     forwarding: dict[str, Any] | None = None
     """``serve --forward``: where to, events forwarded, waiting, dropped, failures, last error."""
+    notes: list[str] = Field(default_factory=list)
+    """What the collector cannot do on this kernel, one line each (a missing tracepoint, no BTF)."""
 
     @property
     def status(self) -> Literal["healthy", "degraded", "unhealthy"]:
@@ -488,6 +490,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "shed": ("raw events shed under load", True),
     "ring_full": ("raw events lost (kernel ring buffer full)", True),
     "counts_full": ("events counted without their process (kernel count map full)", True),
+    "traffic_full": ("bytes counted without their process and connection (kernel traffic map full)", True),
     "conns_full": ("connections whose outcome could not be followed", True),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),
@@ -636,6 +639,138 @@ class EventPage(BaseModel):
     """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
 
 
+# --- traffic (bytes per process and connection) -----------------------------------------------
+
+
+class TrafficFlow(BaseModel):
+    """Bytes one process sent and read on one socket (its addresses as the socket had them) in a
+    window. ``remote`` is ``""`` when the socket had no peer (an unconnected UDP socket)."""
+
+    model_config = ConfigDict(frozen=True)
+    pid: int
+    command: str
+    protocol: str
+    local: str
+    local_port: int
+    remote: str
+    remote_port: int
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_calls: int = 0
+    """recv()/read() calls that returned data."""
+    tx_calls: int = 0
+    retransmits: int = 0
+    """TCP segments the kernel sent again on this connection (SYNs included)."""
+    direction: Literal["inbound", "outbound", ""] = ""
+    """``inbound``: the kernel saw it accepted (a passive open) in the window; ``outbound``: the
+    kernel saw its connect() establish in the window; ``""``: neither (UDP, or opened earlier)."""
+    lifetime_us: int | None = None
+    """Established to closed, in microseconds, when it closed in the window (tcplife's view; the
+    sum when the same addresses were used by several connections)."""
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class TrafficProcess(BaseModel):
+    """One process (command) in a window: bytes in and out, and their average rates."""
+
+    model_config = ConfigDict(frozen=True)
+    command: str
+    pids: list[int]
+    rx_bytes: int
+    tx_bytes: int
+    rx_rate: float
+    """Bytes per second read, averaged over the window."""
+    tx_rate: float
+    flows: int
+    """Distinct sockets (by addresses) it moved bytes on."""
+    retransmits: int = 0
+    inbound: int = 0
+    """Connections accepted on its listening sockets in the window."""
+    outbound: int = 0
+    """TCP connections it established in the window."""
+
+
+class TrafficRemote(BaseModel):
+    """One remote address in a window (``""``: sockets with no peer address)."""
+
+    model_config = ConfigDict(frozen=True)
+    remote: str
+    rx_bytes: int
+    tx_bytes: int
+    commands: list[str]
+    retransmits: int = 0
+
+
+class _SocketFigures(BaseModel):
+    """A window's figures for one pid/command or all, from a source that may not have them."""
+
+    model_config = ConfigDict(frozen=True)
+    window_seconds: int
+    pid: int | None = None
+    command: str | None = None
+    until: datetime | None = None
+    available: bool = True
+    """False when the source does not measure this (procfs sampling, a plain eBPF server, an old kernel)."""
+
+
+class TrafficStats(_SocketFigures):
+    """Bytes sent and read per process, remote address and connection over a window (exact: summed
+    in the kernel per socket and process). Lists are largest first, at most ``limit`` each."""
+
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_rate: float = 0.0
+    tx_rate: float = 0.0
+    retransmits: int = 0
+    """TCP segments retransmitted (``tcp/tcp_retransmit_skb``; the kernel's RetransSegs counts the same)."""
+    inbound_connections: int = 0
+    """TCP connections accepted (passive opens: SYN_RECV -> ESTABLISHED)."""
+    outbound_connections: int = 0
+    """TCP connections established by connect() (SYN_SENT -> ESTABLISHED)."""
+    closed_connections: int = 0
+    """TCP connections the kernel saw open (either way) and then close."""
+    processes: list[TrafficProcess] = Field(default_factory=list)
+    remotes: list[TrafficRemote] = Field(default_factory=list)
+    flows: list[TrafficFlow] = Field(default_factory=list)
+    total_processes: int = 0
+    total_remotes: int = 0
+    total_flows: int = 0
+
+
+# --- connect latency ----------------------------------------------------------------------------
+
+
+class LatencyGroup(BaseModel):
+    """Connect attempts of one process (command) to one destination in a window, and how long their
+    handshakes took (microseconds; percentiles are values of real attempts, nearest rank)."""
+
+    model_config = ConfigDict(frozen=True)
+    command: str
+    pids: list[int]
+    destination: str
+    """``ip:port`` (``[ip]:port`` for IPv6); empty for a whole process's figures."""
+    attempts: int
+    p50_us: int
+    p95_us: int
+    max_us: int
+    outcomes: dict[str, int] = Field(default_factory=dict)
+
+
+class LatencyStats(_SocketFigures):
+    """TCP connect latency (connect() to the end of its handshake: established, refused, timed out,
+    or closed first) per process and per (process, destination) over a window."""
+
+    attempts: int = 0
+    p50_us: int = 0
+    p95_us: int = 0
+    max_us: int = 0
+    processes: list[LatencyGroup] = Field(default_factory=list)
+    destinations: list[LatencyGroup] = Field(default_factory=list)
+    """Per (process, destination), slowest p95 first."""
+    total_destinations: int = 0
+
+
 # The MCP tools' structured results (``outputSchema``): what the gateway hands the CLI, the dashboard
 # and the AI layer. Each carries a readable ``text`` next to the data.
 
@@ -739,3 +874,18 @@ class Insight(_Result):
     """``openai`` (any OpenAI-compatible server) or ``rules``."""
     tool_calls: list[str] = Field(default_factory=list)
     """Tools the model called, in order, e.g. ``list_connections({"pid": 42})``."""
+
+
+class TrafficReport(_Windowed):
+    """``get_traffic``: bytes sent and read per process, remote address and connection."""
+
+    stats: TrafficStats
+    source: str
+
+
+class LatencyReport(_Windowed):
+    """``get_connect_latency``: TCP connect latency per process and destination. The attempts come
+    from raw connect records: ``counts_exact`` is False when some were shed or lost in the window."""
+
+    stats: LatencyStats
+    source: str

@@ -9,8 +9,10 @@ from datetime import datetime
 from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
+    LatencyStats,
     PacketDropEvent,
     ProcessStat,
+    TrafficStats,
     WindowStats,
     describe_losses,
     errno_name,
@@ -171,3 +173,95 @@ def destination_text(event: ConnectionEvent) -> str:
     if event.destination_ip:
         return f"{event.destination_ip}:{event.destination_port}"
     return "(no address)" if event.address_family == 1 else "unknown"
+
+
+def human_bytes(n: float) -> str:
+    """``999 B``, ``1.2 kB``, ``40.0 MB`` (decimal units, as bandwidth is usually given)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"  # (not reached)
+
+
+def _endpoint(address: str, port: int) -> str:
+    if not address:
+        return "(no peer)" if not port else f"*:{port}"
+    address = clean(address, 64)
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def traffic_text(stats: TrafficStats) -> str:
+    """Totals, then the top processes, remote addresses and connections by bytes moved."""
+    who = subject(stats.pid, stats.command)
+    window = stats.window_seconds
+    if not stats.available:
+        return ("Traffic is not counted by this source: bytes per process need the eBPF collector on a kernel with "
+                "sock/sock_send_length and sock/sock_recv_length (6.3 or later).")
+    if not stats.total_flows:
+        return f"{who} sent and read no bytes over sockets in the last {window} seconds."  # (and retransmitted none)
+    lines = [
+        f"{who} sent {stats.tx_bytes:,} bytes ({human_bytes(stats.tx_rate)}/s) and read {stats.rx_bytes:,} bytes "
+        f"({human_bytes(stats.rx_rate)}/s) over the last {window} seconds, in "
+        f"{_plural(stats.total_flows, 'connection')} of {_plural(stats.total_processes, 'process')}"
+        + (f"; {_plural(stats.retransmits, 'TCP segment')} retransmitted" if stats.retransmits else "")
+        + (f"; {stats.inbound_connections:,} inbound and {stats.outbound_connections:,} outbound TCP connections "
+           "opened." if stats.inbound_connections or stats.outbound_connections else "."),
+        "Processes (sent / read):",
+    ]
+    for p in stats.processes:
+        pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
+        lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {human_bytes(p.tx_bytes):>10} "
+                     f"({human_bytes(p.tx_rate)}/s) / {human_bytes(p.rx_bytes)} ({human_bytes(p.rx_rate)}/s)"
+                     + (f"  {p.retransmits:,} retransmits" if p.retransmits else ""))
+    lines.append("Remote addresses (sent / read):")
+    for r in stats.remotes:
+        name = clean(r.remote, 64) if r.remote else "(no peer address)"
+        lines.append(f"  {name:<40} {human_bytes(r.tx_bytes):>10} / {human_bytes(r.rx_bytes)}  "
+                     f"{', '.join(clean(c, 32) for c in r.commands[:5])}")
+    lines.append("Connections (sent / read):")
+    for f in stats.flows:
+        arrow = "<-" if f.direction == "inbound" else "->"
+        lines.append(f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {f.direction or '-':<8} "
+                     f"{_endpoint(f.local, f.local_port)} {arrow} "
+                     f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes"
+                     + (f", {f.retransmits:,} retransmits" if f.retransmits else "")
+                     + (f", closed after {duration_us(f.lifetime_us)}" if f.lifetime_us is not None else ""))
+    shown = max(len(stats.processes), len(stats.remotes), len(stats.flows))
+    if stats.total_flows > len(stats.flows) or stats.total_processes > len(stats.processes):
+        lines.append(f"(the top {shown} of each; {stats.total_flows:,} connections, "
+                     f"{stats.total_remotes:,} remote addresses in all)")
+    return "\n".join(lines)
+
+
+def duration_us(us: int) -> str:
+    """``850 µs``, ``12.3 ms``, ``1.02 s``."""
+    if us < 1000:
+        return f"{us} µs"
+    if us < 1_000_000:
+        return f"{us / 1000:.1f} ms"
+    return f"{us / 1_000_000:.2f} s"
+
+
+def latency_text(stats: LatencyStats) -> str:
+    """Overall p50/p95, then per process and the slowest destinations."""
+    who = subject(stats.pid, stats.command)
+    window = stats.window_seconds
+    if not stats.available:
+        return "Connect latency is not measured by this source: it needs the eBPF collector."
+    if not stats.attempts:
+        return f"{who} finished no TCP connect handshakes in the last {window} seconds."
+    lines = [f"{who}: {_plural(stats.attempts, 'TCP connect')} in the last {window} seconds took "
+             f"p50 {duration_us(stats.p50_us)}, p95 {duration_us(stats.p95_us)}, max {duration_us(stats.max_us)}.",
+             "Processes:"]  # fmt: skip
+    for g in stats.processes:
+        lines.append(f"  {clean(g.command, 32):<15} {g.attempts:>6} connects  p50 {duration_us(g.p50_us):>9}  "
+                     f"p95 {duration_us(g.p95_us):>9}  max {duration_us(g.max_us)}")
+    lines.append("Destinations (slowest p95 first):")
+    for g in stats.destinations:
+        mix = ", ".join(f"{n} {clean(o, 20)}" for o, n in sorted(g.outcomes.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  {clean(g.command, 32)} -> {clean(g.destination, 64)}: {g.attempts} connects  "
+                     f"p50 {duration_us(g.p50_us)}  p95 {duration_us(g.p95_us)}  max {duration_us(g.max_us)}  ({mix})")
+    if stats.total_destinations > len(stats.destinations):
+        lines.append(f"(the slowest {len(stats.destinations)} of {stats.total_destinations:,} destinations)")
+    return "\n".join(lines)

@@ -36,6 +36,8 @@ class Batch:
     kernel's exact counts drained since the last batch, ``(keys, values)``; when present, counts
     are never derived from ``records``. ``lost``: what was lost or skipped since the last batch,
     by cause (``ring_full``, ``sockaddr_fault``, ...), with the wall-clock second it was noticed.
+    ``traffic``: the kernel's byte counts per (socket, process, second, direction) drained since
+    the last batch, ``(keys, values)`` (eBPF :data:`~netspy_tui.collector.ebpf.programs.TRAFFIC_KEY`).
     """
 
     events: Sequence[ConnectionEvent | PacketDropEvent] = ()
@@ -44,6 +46,7 @@ class Batch:
     lost: dict[str, int] = field(default_factory=dict)
     second: int = 0
     codec: Any = None
+    traffic: tuple[Any, Any] | None = None
 
 
 @dataclass

@@ -12,6 +12,8 @@ DATA_TOOLS = (
     "list_packet_drops",
     "analyze_packet_drops",
     "list_processes",
+    "get_traffic",
+    "get_connect_latency",
     "server_status",
 )
 #: Tools that ask an AI model.

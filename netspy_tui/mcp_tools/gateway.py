@@ -22,11 +22,13 @@ from netspy_tui.mcp_tools.server import AIToolsHook, create_server
 from netspy_tui.models import (
     ConnectionList,
     Insight,
+    LatencyReport,
     NetworkSummary,
     PacketDropList,
     PatternAnalysis,
     ProcessList,
     ServerStatus,
+    TrafficReport,
 )
 from netspy_tui.names.resolver import NameResolver
 from netspy_tui.names.workload import WorkloadResolver
@@ -130,6 +132,16 @@ class Gateway:
 
     async def processes(self, duration: int = 60, kind: str = "connection", limit: int = 20) -> ProcessList:
         return await self._typed("list_processes", ProcessList, {"duration": duration, "kind": kind, "limit": limit})
+
+    async def traffic(self, pid: int | None = None, process_name: str | None = None, duration: int = 60,
+                      limit: int = 20) -> TrafficReport:
+        return await self._typed("get_traffic", TrafficReport,
+                                 {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit})
+
+    async def connect_latency(self, pid: int | None = None, process_name: str | None = None, duration: int = 60,
+                              limit: int = 20) -> LatencyReport:
+        return await self._typed("get_connect_latency", LatencyReport,
+                                 {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit})
 
     async def status(self) -> ServerStatus:
         return await self._typed("server_status", ServerStatus, {})

@@ -24,11 +24,13 @@ from pydantic_core import PydanticCustomError
 from netspy_tui.models import (  # noqa: F401
     ConnectionList,
     Insight,
+    LatencyReport,
     NetworkSummary,
     PacketDropList,
     PatternAnalysis,
     ProcessList,
     ServerStatus,
+    TrafficReport,
     parse_time,
 )
 from netspy_tui.textsafe import clean

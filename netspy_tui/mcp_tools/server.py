@@ -28,6 +28,7 @@ from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
     Duration,
     Kind,
+    LatencyReport,
     Limit,
     MaxEvents,
     Pid,
@@ -35,6 +36,7 @@ from netspy_tui.mcp_tools.schemas import (
     Query,
     Since,
     SummaryText,
+    TrafficReport,
     Until,
     invalid_arguments,
 )
@@ -44,6 +46,7 @@ from netspy_tui.models import (
     EventPage,
     EventQuery,
     Insight,
+    LatencyStats,
     NetworkSummary,
     PacketDropEvent,
     PacketDropList,
@@ -51,6 +54,7 @@ from netspy_tui.models import (
     ProcessList,
     Scope,
     ServerStatus,
+    TrafficStats,
     counts_exact,
     describe_losses,
     parse_time,
@@ -58,7 +62,7 @@ from netspy_tui.models import (
 )
 from netspy_tui.names.resolver import NameResolver, address_of
 from netspy_tui.names.workload import WorkloadResolver, k8s_identity
-from netspy_tui.telemetry.source import TelemetrySource
+from netspy_tui.telemetry.source import TelemetrySource, TrafficSource
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger(__name__)
@@ -261,6 +265,23 @@ async def _patterns(source: TelemetrySource, scope: Scope, top_n: int = 10, tc: 
                            source=info.label, losses=losses, counts_exact=counts_exact(losses), hostnames=names)
 
 
+async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[Any], pid: int | None,
+                     process_name: str | None, duration: int, limit: int, causes: tuple[str, ...]
+                     ) -> tuple[Any, str, dict[str, int]]:  # fmt: skip
+    """A :class:`TrafficSource` figure (``available`` False from a source without it), the source's
+    label, and the window's losses of ``causes`` (those that touch this figure)."""
+    tc = _ctx(ctx)
+    source = tc.source
+    await _check_scope(source, Scope(kind="connection", pid=pid, command=process_name, window=duration))
+    if isinstance(source, TrafficSource):
+        stats = await getattr(source, method)(pid, process_name, duration, limit)
+    else:
+        stats = model(window_seconds=duration, pid=pid, command=process_name, until=utcnow(), available=False)
+    info = await source.info()
+    losses = {k: v for k, v in (await source.losses(duration)).items() if k in causes and v}
+    return stats, info.label, losses
+
+
 def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, *,
                   names: NameResolver | None = None, names_wait: float = 0.0,
                   workloads: WorkloadResolver | None = None) -> TelemetryServer:
@@ -275,8 +296,10 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, 
         SERVER_NAME,
         version=__version__,
         instructions=(
-            "Read-only network telemetry of one Linux host: every connect() attempt with its outcome and "
-            "kernel packet drops with reasons. Start with get_network_summary or list_processes, then narrow "
+            "Read-only network telemetry of one Linux host: every connect() attempt with its outcome, "
+            "kernel packet drops with reasons, bytes sent and read per process and connection with TCP "
+            "retransmits (get_traffic), and how long TCP connects take (get_connect_latency). "
+            "Start with get_network_summary or list_processes, then narrow "
             "with pid or process_name."
         ),
         log_level="WARNING",
@@ -379,6 +402,38 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, 
                                    counts_exact=counts_exact(losses), not_events=stats.not_events), text)
 
     @srv.tool(annotations=READ_ONLY)
+    async def get_traffic(
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        limit: Limit = 20,
+    ) -> Annotated[CallToolResult, TrafficReport]:
+        """Bytes sent and read over the last `duration` seconds per process, remote address and connection
+        (exact totals and average rates; largest first, `limit` of each)."""
+        stats, label, losses = await _extension(ctx, "traffic", TrafficStats, pid, process_name, duration, limit,
+                                                ("traffic_full",))  # fmt: skip
+        text = describe.with_notes(describe.traffic_text(stats), describe.loss_note(losses))
+        return _result(TrafficReport(text=text, stats=stats, source=label, losses=losses,
+                                     counts_exact=counts_exact(losses)), text)  # fmt: skip
+
+    @srv.tool(annotations=READ_ONLY)
+    async def get_connect_latency(
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        limit: Limit = 20,
+    ) -> Annotated[CallToolResult, LatencyReport]:
+        """How long TCP connects took over the last `duration` seconds (connect() to established, refused or
+        timed out, in microseconds): p50/p95/max per process and per destination, slowest first."""
+        stats, label, losses = await _extension(ctx, "connect_latency", LatencyStats, pid, process_name, duration,
+                                                limit, ("shed", "ring_full"))  # fmt: skip
+        text = describe.with_notes(describe.latency_text(stats), describe.loss_note(losses))
+        return _result(LatencyReport(text=text, stats=stats, source=label, losses=losses,
+                                     counts_exact=not losses), text)  # fmt: skip
+
+    @srv.tool(annotations=READ_ONLY)
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:
         """Where the data comes from, whether it is healthy, and the eBPF programs behind it."""
         tc = _ctx(ctx)
@@ -396,6 +451,8 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, 
             lines.append(f"Last minute: {clean(describe_losses(info.recent_losses), 300)}")
         if info.losses:
             lines.append(f"Since start: {clean(describe_losses(info.losses), 300)}")
+        for note in info.notes:
+            lines.append(f"Note: {clean(note, 300)}")
         if info.forwarding:
             fw = info.forwarding
             lines.append(f"Forwarding to {clean(str(fw.get('url')), 200)}: {fw.get('forwarded', 0):,} sent, "

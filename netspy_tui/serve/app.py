@@ -18,6 +18,11 @@ Where this server differs from the original, on purpose:
   because this server has no Kubernetes metadata.
 - With a token, every request (``/health`` included) needs ``Authorization: Bearer <token>``: one
   rule, nothing about the host is visible without it. Bodies above ``max_body_bytes`` are a ``413``.
+- ``GET /api/traffic`` and ``GET /api/connect-latency`` are extensions (no such paths in the
+  original): bytes sent and read and TCP retransmits per process, remote address and connection, and
+  TCP connect latency per process and destination, over ``duration_seconds`` (default 60), ``limit``
+  (default 20, at most 1,000) of each, for one ``pid``/``command`` or all. The existing paths answer
+  as before.
 - Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
   other endpoints answer from whatever the source holds.
 """
@@ -51,9 +56,11 @@ from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
     EventQuery,
+    LatencyStats,
     PacketDropEvent,
     ProgramInfo,
     Scope,
+    TrafficStats,
     contract_drop,
     counts_exact,
     describe_losses,
@@ -64,7 +71,7 @@ from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
 from netspy_tui.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from netspy_tui.serve.metrics import MetricsExporter, counted_of
-from netspy_tui.telemetry.source import TelemetrySource
+from netspy_tui.telemetry.source import TelemetrySource, TrafficSource
 from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
@@ -92,7 +99,13 @@ ENDPOINTS: dict[str, str] = {
     "GET /api/programs": "The eBPF programs behind the data",
     "GET /metrics": "Prometheus counters: connects by process and outcome, drops by reason, collector health "
                     "(a netspy-tui extension)",
+    "GET /api/traffic": "netspy-tui extension: bytes sent and read and TCP retransmits per process, remote address "
+    "and connection (pid, command, duration_seconds, limit)",
+    "GET /api/connect-latency": "netspy-tui extension: TCP connect latency p50/p95/max per process and destination "
+    "(pid, command, duration_seconds, limit)",
 }
+DEFAULT_TRAFFIC_LIMIT = 20
+MAX_TRAFFIC_LIMIT = 1000
 
 
 class BadRequest(Exception):
@@ -462,6 +475,24 @@ class _Api:
         info = await self.source.info()
         counted = await asyncio.to_thread(counted_of, self.source)
         return Response(self.exporter.render(info, counted), media_type=METRICS_CONTENT_TYPE)
+    async def extension(self, request: Request, method: str, model: type[Any]) -> Response:
+        """``/api/traffic`` and ``/api/connect-latency``: a :class:`TrafficSource` figure as JSON."""
+        params = await Params.read(request)
+        pid = params.pid()
+        command = params.command()
+        duration = params.integer(
+            "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
+        )
+        limit = params.integer("limit", default=DEFAULT_TRAFFIC_LIMIT, minimum=1, maximum=MAX_TRAFFIC_LIMIT)
+        source = self.source
+        if isinstance(source, TrafficSource):
+            stats = await getattr(source, method)(pid, command, duration, limit)
+        else:
+            stats = model(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False)
+        payload = stats.model_dump(mode="json")
+        payload["until"] = format_time(stats.until) if stats.until is not None else None
+        payload["query_time"] = query_time()
+        return json_response(payload)
 
     def routes(self) -> list[BaseRoute]:
         both = ["GET", "POST"]
@@ -491,6 +522,11 @@ class _Api:
             Route("/api/events", _guarded(self.events), methods=["GET"]),
             Route("/api/programs", _guarded(self.programs), methods=["GET"]),
             Route("/metrics", _guarded(self.metrics), methods=["GET"]),
+            Route("/api/traffic", _guarded(functools.partial(self.extension, method="traffic", model=TrafficStats)),
+                  methods=["GET"]),
+            Route("/api/connect-latency",
+                  _guarded(functools.partial(self.extension, method="connect_latency", model=LatencyStats)),
+                  methods=["GET"]),
         ]
 
 

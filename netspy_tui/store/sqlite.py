@@ -46,14 +46,18 @@ from netspy_tui.models import (
     EventKind,
     EventPage,
     EventQuery,
+    LatencyStats,
     Scope,
+    TrafficStats,
     WindowStats,
     describe_losses,
     ns_to_time,
     time_to_ns,
     utcnow,
 )
+from netspy_tui.store import latency as L
 from netspy_tui.store import rollups as R
+from netspy_tui.store import traffic as T
 from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
@@ -328,7 +332,7 @@ class EventStore:
             self._check_schema(conn)  # someone else's database: refuse to touch it
         if "meta" in tables:
             self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + T.SCHEMA + L.SCHEMA)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
@@ -510,6 +514,8 @@ class EventStore:
         raw: list[tuple[Any, ...]] = []
         outcomes: list[tuple[int, str]] = []
         counts: list[R.Row] = []
+        traffic: list[T.Row] = []
+        latencies: list[L.Row] = []
         losses: dict[tuple[int, str], int] = {}
         rejected: list[str] = []
         offered = 0
@@ -529,6 +535,7 @@ class EventStore:
             if batch.records is not None and len(batch.records):
                 codec = batch.codec
                 recs = batch.records
+                latencies.extend(codec.latency_rows(recs))
                 is_outcome = recs["kind"] == 2
                 if is_outcome.any():
                     outcomes.extend(codec.outcome_rows(recs[is_outcome]))
@@ -536,6 +543,8 @@ class EventStore:
                 raw.extend(codec.store_rows(recs))
             if batch.counts is not None:
                 counts.extend(batch.codec.count_rows(*batch.counts))
+            if batch.traffic is not None:
+                traffic.extend(batch.codec.traffic_rows(*batch.traffic))
             for cause, n in batch.lost.items():
                 if n:
                     key = (batch.second, cause)
@@ -547,7 +556,7 @@ class EventStore:
         if losses:
             self._warn_losses(losses)
         try:
-            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array, names)
+            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array, names, traffic, latencies)
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
@@ -590,10 +599,12 @@ class EventStore:
         rejected: list[str],
         counts_array: np.ndarray | None = None,
         names: R.Names | None = None,
+        traffic: Sequence[T.Row] = (),
+        latencies: Sequence[L.Row] = (),
     ) -> int:
         with self._write_lock:
             try:
-                written, due = self._commit_locked(raw, outcomes, counts, losses, rejected)
+                written, due = self._commit_locked(raw, outcomes, counts, losses, rejected, traffic, latencies)
             finally:
                 if counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
                     counts_array = R.to_array(counts, self.rollups.names)
@@ -609,6 +620,8 @@ class EventStore:
         counts: list[R.Row],
         losses: dict[tuple[int, str], int],
         rejected: list[str],
+        traffic: Sequence[T.Row] = (),
+        latencies: Sequence[L.Row] = (),
     ) -> tuple[int, bool]:
         """One transaction (the write lock held): (raw rows written, whether retention is due)."""
         if self._closed or self.readonly:
@@ -646,6 +659,10 @@ class EventStore:
                             rejected.append(_one_line(exc))
             if losses:
                 conn.executemany(_UPSERT_LOSS, [(s, c, n) for (s, c), n in losses.items()])
+            if traffic:
+                T.write(conn, traffic)
+            if latencies:
+                L.write(conn, latencies)
             added = [0, 0]
             for row in raw:
                 added[row[0]] += 1
@@ -725,6 +742,8 @@ class EventStore:
                         conn.execute("DELETE FROM rollup WHERE second < ?", (upto,))
                         more = upto < second
                     conn.execute("DELETE FROM losses WHERE second < ?", (second,))
+                    T.prune(conn, second)
+                    L.prune(conn, second)
                 if self.max_rows is not None and removed < PRUNE_CHUNK:
                     total = conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0]
                     excess = min(total - self.max_rows, PRUNE_CHUNK - removed)
@@ -912,6 +931,27 @@ class EventStore:
         lo, hi = window_seconds_of(now, scope.window)
         secs, names = self._rollup_seconds(scope.kind, scope.pid, scope.command, lo, hi)
         return R.window_stats(secs, names, scope, now, top_n, buckets)
+
+    def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20,
+                now: datetime | None = None) -> TrafficStats:
+        """Bytes sent and read in the last ``window_seconds`` whole seconds at ``now`` (exact), per
+        process, remote address and flow, ``limit`` of each."""
+        now = now or utcnow()
+        lo, hi = window_seconds_of(now, window_seconds)
+        with self._snapshot() as conn:
+            rows = T.read(conn, lo, hi, pid, command)
+        return T.stats(rows, int(window_seconds), pid, command, now, limit)
+
+    def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20,
+                        now: datetime | None = None) -> LatencyStats:
+        """TCP connect latency of the attempts that started in the last ``window_seconds`` whole
+        seconds at ``now``: per process and per (process, destination), ``limit`` of each."""
+        now = now or utcnow()
+        lo, hi = window_seconds_of(now, window_seconds)
+        with self._snapshot() as conn:
+            rows = L.read(conn, lo, hi, pid, command)
+        return L.stats(rows, int(window_seconds), pid, command, now, limit)
+
 
     def kept(self, scope: Scope, now: datetime | None = None) -> int:
         """Raw events kept in ``scope``'s last ``window`` whole seconds (compare with :meth:`count`)."""

@@ -3,7 +3,7 @@ events shed — never counts — when they come faster than SQLite keeps them.
 
 :meth:`Writer.put` runs on the collector's thread and never waits on SQLite: raw eBPF records
 beyond ``max_queued`` waiting are dropped from their batch (counted per second as ``shed``; the
-batch's kernel counts, outcomes and losses still go through). Batches of built events (procfs,
+batch's kernel counts, traffic, outcomes and losses still go through). Batches of built events (procfs,
 replay) wait for room instead, since their counts are derived from them. The thread writes
 everything queued in one transaction (:meth:`EventStore.write`).
 """
@@ -76,7 +76,7 @@ class Writer:
         seconds, counts = np.unique(gone["wall"] // 1_000_000_000, return_counts=True)
         self.shed += len(gone)  # (the store warns about it when it writes the shed counts)
         out = Batch(records=recs[keep], counts=batch.counts, lost=dict(batch.lost), second=batch.second,
-                    codec=batch.codec)  # fmt: skip
+                    codec=batch.codec, traffic=batch.traffic)  # fmt: skip
         extra = [Batch(lost={"shed": int(c)}, second=int(s)) for s, c in zip(seconds.tolist(), counts.tolist(),
                                                                               strict=True)]  # fmt: skip
         self._queue.extend(extra)

@@ -28,12 +28,14 @@ from netspy_tui.models import (
     EventQuery,
     EventsResponse,
     HealthResponse,
+    LatencyStats,
     ListResponse,
     ProgramInfo,
     ProgramsResponse,
     Scope,
     SourceInfo,
     SummaryResponse,
+    TrafficStats,
     WindowStats,
     describe_losses,
     describe_validation_error,
@@ -365,6 +367,26 @@ class HttpSource:
         if resp.status_code in (404, 405):
             return None
         return self._parse(resp, "/api/stats", AggregatorStats)
+
+    async def _extension(self, path: str, model: type[M], pid: int | None, command: str | None,
+                         window_seconds: int, limit: int) -> M:  # fmt: skip
+        """A netspy-tui server's extension path; ``available`` False where the server has none."""
+        params = {"pid": pid, "command": command, "duration_seconds": window_seconds, "limit": limit}
+        resp = await self._request("GET", path, params=params)
+        if resp.status_code in (404, 405):
+            return model.model_validate({"window_seconds": window_seconds, "pid": pid, "command": command,
+                                         "until": utcnow(), "available": False})  # fmt: skip
+        return self._parse(resp, path, model)
+
+    async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                      ) -> TrafficStats:  # fmt: skip
+        """``/api/traffic``."""
+        return await self._extension("/api/traffic", TrafficStats, pid, command, window_seconds, limit)
+
+    async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                              ) -> LatencyStats:  # fmt: skip
+        """``/api/connect-latency``."""
+        return await self._extension("/api/connect-latency", LatencyStats, pid, command, window_seconds, limit)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -31,10 +31,12 @@ from netspy_tui.models import (
     ConnectionEvent,
     EventPage,
     EventQuery,
+    LatencyStats,
     PacketDropEvent,
     ProgramInfo,
     Scope,
     SourceInfo,
+    TrafficStats,
     WindowStats,
     describe_losses,
     ns_to_time,
@@ -231,6 +233,7 @@ class EmbeddedSource:
             stored_events=stored,
             uptime_seconds=None if self._started_at is None else time.monotonic() - self._started_at,
             forwarding=self.forwarding() if self.forwarding is not None else None,
+            notes=list(getattr(collector, "notes", None) or []),
         )
 
     async def query(self, q: EventQuery) -> EventPage:
@@ -241,6 +244,24 @@ class EmbeddedSource:
 
     async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
         return await asyncio.to_thread(self.store.stats, scope, top_n, buckets)
+
+    async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                      ) -> TrafficStats:  # fmt: skip
+        """From the store; ``available`` False when a running collector does not count bytes."""
+        collector = self.collector
+        if collector is not None and not getattr(collector, "counts_traffic", False):
+            return TrafficStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
+                                available=False)  # fmt: skip
+        return await asyncio.to_thread(self.store.traffic, pid, command, window_seconds, limit)
+
+    async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                              ) -> LatencyStats:  # fmt: skip
+        """From the store; ``available`` False when a running collector does not measure connects."""
+        collector = self.collector
+        if collector is not None and collector.name != "ebpf":
+            return LatencyStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
+                                available=False)  # fmt: skip
+        return await asyncio.to_thread(self.store.connect_latency, pid, command, window_seconds, limit)
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
         lo, _ = window_seconds_of(utcnow(), window_seconds)

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats
+from netspy_tui.models import (
+    EventPage,
+    EventQuery,
+    LatencyStats,
+    ProgramInfo,
+    Scope,
+    SourceInfo,
+    TrafficStats,
+    WindowStats,
+)
 
 
 @runtime_checkable
@@ -42,3 +51,19 @@ class TelemetrySource(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TrafficSource(Protocol):
+    """A source that can also say how many bytes each process moved and how long its connects took
+    (optional: the tools answer ``available: false`` for a source without it)."""
+
+    async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                      ) -> TrafficStats:  # fmt: skip
+        """Bytes sent and read in the last ``window_seconds``, per process, remote address and flow."""
+        ...
+
+    async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                              ) -> LatencyStats:  # fmt: skip
+        """TCP connect latency in the last ``window_seconds``, per process and destination."""
+        ...

@@ -26,6 +26,8 @@ CALLS = {
     "list_packet_drops": {},
     "analyze_packet_drops": {},
     "list_processes": {},
+    "get_traffic": {},
+    "get_connect_latency": {"duration": 30},
     "server_status": {},
 }
 

@@ -15,7 +15,7 @@ from tests.factories import connection, drop
 EXPECTED_TOOLS = {
     "get_network_summary", "list_connections", "analyze_patterns", "get_packet_drop_summary",
     "list_packet_drops", "analyze_packet_drops", "list_processes", "server_status", "ai_insights",
-    "contextual_analysis",
+    "contextual_analysis", "get_traffic", "get_connect_latency",
 }
 
 
@@ -173,3 +173,26 @@ async def test_until_pages_backward(source):
     assert older.events[0].id == first.events[-1].id  # until is inclusive
     assert older.events[1].time < first.events[-1].time
     assert bad.is_error and bad.text.startswith("Invalid arguments for list_connections: until must be an RFC3339")
+
+
+async def test_get_traffic_on_a_source_without_byte_counts_says_so(source):
+    async with Client(create_server(source)) as client:
+        result = await client.call_tool("get_traffic", {"duration": 30})
+        bad = await client.call_tool("get_traffic", {"limit": 201})
+        wrong = await client.call_tool("get_traffic", {"process": "curl"})
+    assert not result.is_error
+    assert result.structured_content["stats"]["available"] is False
+    assert result.structured_content["stats"]["window_seconds"] == 30
+    assert "not counted by this source" in result.content[0].text
+    assert bad.is_error and "limit must be <= 200" in bad.content[0].text
+    assert wrong.is_error and "unknown argument 'process'" in wrong.content[0].text
+
+
+async def test_get_connect_latency_on_a_source_without_measurements_says_so(source):
+    async with Client(create_server(source)) as client:
+        result = await client.call_tool("get_connect_latency", {"pid": 1234})
+        bad = await client.call_tool("get_connect_latency", {"duration": 0})
+    assert not result.is_error
+    assert result.structured_content["stats"]["available"] is False
+    assert "not measured by this source" in result.content[0].text
+    assert bad.is_error and "duration must be >= 1" in bad.content[0].text

@@ -67,14 +67,33 @@ class _Attach:
 # Attach order: the state program before connect_exit, and the exit before the entry (no entry is
 # left without its exit).
 _ATTACH = (
+    _Attach("sock_send", "sock", "sock_send_length", False),
+    _Attach("sock_recv", "sock", "sock_recv_length", False),
     _Attach("skb_drop", "skb", "kfree_skb", False),
+    _Attach("tcp_retransmit", "tcp", "tcp_retransmit_skb", False),
     _Attach("tcp_state", "sock", "inet_sock_set_state", True),
     _Attach("connect_exit", "syscalls", "sys_exit_connect", True),
     _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
 )
 
+#: what an optional tracepoint's absence costs (one line in server_status)
+_WITHOUT = {
+    "sock_send": "bytes sent are not counted (needs Linux 6.3 or later)",
+    "sock_recv": "bytes read are not counted (needs Linux 6.3 or later)",
+    "skb_drop": "packet drops are not reported",
+    "tcp_retransmit": "TCP retransmits are not counted",
+}
+
 #: kernel map sizes: concurrent connect() calls, connections in SYN_SENT, count keys per drain
 INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
+#: (socket, process, second, direction) keys of traffic per drain
+TRAFFIC_ENTRIES = 32768
+#: sockets whose owner is remembered for retransmits (least recently used forgotten first)
+OWNER_ENTRIES = 65536
+#: local ports whose listening process is remembered (inbound connections are charged to it)
+LISTENER_ENTRIES = 16384
+#: open TCP connections followed to their close (least recently opened forgotten first)
+OPENED_ENTRIES = 65536
 #: events a simple (event-list) sink can still update when their outcome arrives
 PENDING_EVENTS = 65536
 
@@ -112,6 +131,7 @@ class _Session:
         self.losses_before = dict(stats.losses)  # earlier sessions of the same collector
         self.counters = [0] * P.N_COUNTERS
         self.overflow = [0] * P.OVERFLOW_SLOTS
+        self.traffic_overflow = [0] * P.TRAFFIC_OVERFLOW_SLOTS
         self.dropped = 0  # rejected by the sink, or in a batch that failed to decode
         self.reader_cpu = 0.0
         self.counted = 0
@@ -129,7 +149,9 @@ class _Session:
             if spec.required or tracefs.exists(root, spec.group, spec.tracepoint):
                 tps[spec.name] = tracefs.tracepoint(root, spec.group, spec.tracepoint)
             else:
-                self.notes.append(f"tracepoint {spec.group}/{spec.tracepoint} missing")
+                without = _WITHOUT.get(spec.name)
+                self.notes.append(f"tracepoint {spec.group}/{spec.tracepoint} missing" + (f": {without}" if without
+                                                                                           else ""))  # fmt: skip
         drop_tp = tps.get("skb_drop")
         reasons: dict[int, str] = {}
         if drop_tp is not None:
@@ -151,6 +173,9 @@ class _Session:
             self.notes.append("no BTF for sockets: protocol of non-TCP connects is guessed (protocol_inferred)")
         if offsets.sk_err is None:
             self.notes.append("no BTF for sk_err: failed TCP handshakes are reported as aborted")
+        traffic = any(name in tps for name in ("sock_send", "sock_recv", "tcp_retransmit"))
+        if traffic and not offsets.addresses:
+            self.notes.append("no BTF for socket addresses: traffic is counted per process without addresses")
 
         hash_, array = syscalls.BPF_MAP_TYPE_HASH, syscalls.BPF_MAP_TYPE_ARRAY
         self.maps = maps = P.Maps(
@@ -166,6 +191,16 @@ class _Session:
             counters=self._map(array, 4, 8, P.N_COUNTERS, "netspy_counters"),
             ctl=self._map(array, 4, P.CTL.itemsize, 1, "netspy_ctl"),
         )
+        if traffic:
+            maps.traffic = (
+                self._map(hash_, P.TRAFFIC_KEY.itemsize, P.TRAFFIC_VALUE.itemsize, TRAFFIC_ENTRIES, "netspy_traffic0"),
+                self._map(hash_, P.TRAFFIC_KEY.itemsize, P.TRAFFIC_VALUE.itemsize, TRAFFIC_ENTRIES, "netspy_traffic1"),
+            )
+            maps.traffic_overflow = self._map(array, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, "netspy_traffic_of")
+            maps.owners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, OWNER_ENTRIES, "netspy_owners")
+            maps.listeners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, LISTENER_ENTRIES,
+                                       "netspy_listeners")  # fmt: skip
+            maps.opened = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OPENED_SIZE, OPENED_ENTRIES, "netspy_opened")
         self._write_ctl()
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
@@ -174,6 +209,9 @@ class _Session:
             "connect_exit": lambda tp: P.connect_exit(tp, maps, offsets),
             "tcp_state": lambda tp: P.tcp_state(tp, maps, states, offsets),
             "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute),
+            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, P.DIR_TX),
+            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, P.DIR_RX),
+            "tcp_retransmit": lambda tp: P.tcp_retransmit(tp, maps, offsets),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -273,8 +311,9 @@ class _Session:
                 chunks = []
         records = np.concatenate(chunks) if len(chunks) > 1 else (chunks[0] if chunks else None)
         counts, lost = (self._drain_counts(), self._counter_deltas()) if drain else (None, {})
-        if records is not None or counts is not None or lost:
-            self._deliver(records, counts, lost)
+        traffic = self._drain_traffic() if drain else None
+        if records is not None or counts is not None or lost or traffic is not None:
+            self._deliver(records, counts, lost, traffic)
         self.reader_cpu = time.thread_time()
 
     def _drain_counts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -310,6 +349,38 @@ class _Session:
         self.counted += int(values["n"].sum()) if len(values) else 0
         return keys, values
 
+    def _drain_traffic(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The idle traffic map (flipped with the counts, by :meth:`_drain_counts`, so the same grace
+        period covers it), and what went to the overflow array since the last drain as keys with no
+        socket (sk 0, tgid 0): totals stay exact when the map was full."""
+        assert self.maps is not None
+        if self.maps.traffic is None or self.maps.traffic_overflow is None:
+            return None
+        idle = self.active ^ 1
+        raw_keys, raw_values, n = syscalls.map_batch(
+            self.maps.traffic[idle], P.TRAFFIC_KEY.itemsize, P.TRAFFIC_VALUE.itemsize, TRAFFIC_ENTRIES, delete=True
+        )
+        keys = np.frombuffer(raw_keys, P.TRAFFIC_KEY)[:n]
+        values = np.frombuffer(raw_values, P.TRAFFIC_VALUE)[:n]
+        _, raw, m = syscalls.map_batch(self.maps.traffic_overflow, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, delete=False)
+        totals = np.frombuffer(raw, "<u8")[:m].tolist()
+        extra = []
+        for direction in (P.DIR_RX, P.DIR_TX, P.DIR_RETRANS, P.DIR_ACCEPT, P.DIR_CONNECT, P.DIR_CLOSE):
+            slot = (direction - 1) * 2
+            if slot + 1 < len(totals) and totals[slot] != self.traffic_overflow[slot]:
+                extra.append((direction, totals[slot] - self.traffic_overflow[slot],
+                              totals[slot + 1] - self.traffic_overflow[slot + 1]))  # fmt: skip
+        self.traffic_overflow[: len(totals)] = totals
+        if extra:
+            more_k = np.zeros(len(extra), P.TRAFFIC_KEY)
+            more_v = np.zeros(len(extra), P.TRAFFIC_VALUE)
+            now = time.time_ns()
+            for j, (direction, nbytes, calls) in enumerate(extra):
+                more_k[j]["direction"], more_k[j]["second"] = direction, now // P.NS
+                more_v[j]["bytes"], more_v[j]["calls"], more_v[j]["first"], more_v[j]["last"] = nbytes, calls, now, now
+            keys, values = np.concatenate([keys, more_k]), np.concatenate([values, more_v])
+        return keys, values
+
     def _counter_deltas(self) -> dict[str, int]:
         assert self.maps is not None
         _, raw, m = syscalls.map_batch(self.maps.counters, 4, 8, P.N_COUNTERS, delete=False)
@@ -334,13 +405,14 @@ class _Session:
         return out
 
     def _deliver(
-        self, records: np.ndarray | None, counts: tuple[np.ndarray, np.ndarray] | None, lost: dict[str, int]
+        self, records: np.ndarray | None, counts: tuple[np.ndarray, np.ndarray] | None, lost: dict[str, int],
+        traffic: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         n = len(records) if records is not None else 0
         try:
             if self.batch_sink is not None:
                 self.batch_sink(Batch(records=records, counts=counts, lost=lost, second=time.time_ns() // P.NS,
-                                      codec=self.codec))  # fmt: skip
+                                      codec=self.codec, traffic=traffic))  # fmt: skip
             elif n:
                 events = self._events(records)  # type: ignore[arg-type]
                 if events:
@@ -567,6 +639,12 @@ class EbpfCollector(Collector):
         """CPU time the reader thread has used so far (ring reads, count drains, sink), for benchmarks."""
         session = self._session
         return session.reader_cpu if session is not None else 0.0
+
+    @property
+    def counts_traffic(self) -> bool:
+        """True when bytes per (socket, process) are counted (sock/sock_*_length programs attached)."""
+        session = self._live()
+        return session is not None and any(name in ("sock_send", "sock_recv") for name, _, _ in session.loaded)
 
     @property
     def notes(self) -> list[str]:

@@ -232,6 +232,32 @@ class Codec:
                         failed, n, first, last))  # fmt: skip
         return out
 
+    def latency_rows(self, recs: np.ndarray) -> list[tuple[Any, ...]]:
+        """Records of TCP connects whose handshake ended (a resolved CONNECT, or an OUTCOME) ->
+        ``(t, pid, command, destination, outcome, latency_us)``: one row per attempt, ``t`` when it
+        started (wall-clock ns)."""
+        if not len(recs):
+            return []
+        measured = (recs["length"] > 0) & (recs["kind"] != P.KIND_DROP) & ((recs["flags"] & P.F_TCP) != 0) & (
+            ((recs["flags"] & P.F_RESOLVED) != 0) | (recs["kind"] == P.KIND_OUTCOME))
+        sel = recs[measured]
+        if not len(sel):
+            return []
+        alt = sel.view(_ADDR_VIEW)
+        out: list[tuple[Any, ...]] = []
+        for wall, pid, comm, family, lo, hi, port, proto, result, flags, code, latency in zip(
+            sel["wall"].tolist(), sel["pid"].tolist(), sel["comm"].tolist(), sel["family"].tolist(),
+            alt["addr_lo"].tolist(), alt["addr_hi"].tolist(), sel["port"].tolist(), sel["protocol"].tolist(),
+            sel["result"].tolist(), sel["flags"].tolist(), sel["code"].tolist(), sel["length"].tolist(), strict=True,
+        ):  # fmt: skip
+            dest, _, _, _, outcome, _ = self.names(P.KIND_CONNECT, family, lo, hi, port, proto, result, flags, code)
+            out.append((wall, pid, self.command(comm), dest, outcome, latency))
+        return out
+
+    def traffic_rows(self, keys: np.ndarray, values: np.ndarray) -> list[tuple[Any, ...]]:
+        """Drained traffic -> the store's traffic rows (:func:`traffic_rows`)."""
+        return traffic_rows(self, keys, values)
+
     # --- models ---------------------------------------------------------------------------
     def events(
         self, recs: np.ndarray, ids: Sequence[str], outcomes: Sequence[str | None] | None = None
@@ -294,3 +320,58 @@ def random_ids(n: int) -> list[str]:
     """Random 16-hex-digit ids (as the eBPF server makes them), drawn in bulk."""
     text = os.urandom(8 * n).hex()
     return [text[i : i + 16] for i in range(0, 16 * n, 16)]
+
+
+#: the traffic value seen as integer views of its addresses
+_TRAFFIC_FIELDS: Any = P.TRAFFIC_VALUE.fields  # (numpy's stubs: Optional)
+_TRAFFIC_ADDR_VIEW = np.dtype(
+    {
+        "names": ["l_lo", "l_hi", "r_lo", "r_hi"],
+        "formats": ["<u8", "<u8", "<u8", "<u8"],
+        "offsets": [_TRAFFIC_FIELDS["laddr"][1], _TRAFFIC_FIELDS["laddr"][1] + 8,
+                    _TRAFFIC_FIELDS["raddr"][1], _TRAFFIC_FIELDS["raddr"][1] + 8],
+        "itemsize": P.TRAFFIC_VALUE.itemsize,
+    }
+)  # fmt: skip
+_MAPPED_PREFIX = 0xFFFF00000000  # bytes 8..15 of ::ffff:a.b.c.d read little-endian, without the IPv4 part
+
+
+def socket_address(family: int, lo: int, hi: int) -> str:
+    """A socket's address as text: IPv4-mapped IPv6 as IPv4, an unset one (unconnected UDP) as ''."""
+    if not lo and not hi:
+        return ""
+    if family == P.AF_INET6 and lo == 0 and hi & 0xFFFFFFFF == 0xFFFF0000:
+        return socket.inet_ntop(socket.AF_INET, (hi >> 32).to_bytes(4, "little"))
+    if family == P.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, lo.to_bytes(8, "little") + hi.to_bytes(8, "little"))
+    return socket.inet_ntop(socket.AF_INET, (lo & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
+def traffic_rows(codec: Codec, keys: np.ndarray, values: np.ndarray) -> list[tuple[Any, ...]]:
+    """Drained traffic -> ``(second, pid, command, protocol, local, local_port, remote, remote_port,
+    direction, bytes, calls, first, last)`` rows (the socket's identity is its addresses: rows of one
+    second and key are summed by the store). Bytes that did not fit in the kernel map have no
+    process and no addresses."""
+    if not len(keys):
+        return []
+    alt = values.view(_TRAFFIC_ADDR_VIEW)
+    cache: dict[tuple[int, ...], tuple[str, str, str]] = {}
+    out: list[tuple[Any, ...]] = []
+    for second, tgid, direction, nbytes, calls, first, last, comm, family, proto, l_lo, l_hi, r_lo, r_hi, lport, \
+            rport in zip(
+        keys["second"].tolist(), keys["tgid"].tolist(), keys["direction"].tolist(), values["bytes"].tolist(),
+        values["calls"].tolist(), values["first"].tolist(), values["last"].tolist(), values["comm"].tolist(),
+        values["family"].tolist(), values["protocol"].tolist(), alt["l_lo"].tolist(), alt["l_hi"].tolist(),
+        alt["r_lo"].tolist(), alt["r_hi"].tolist(), values["lport"].tolist(), values["rport"].tolist(), strict=True,
+    ):  # fmt: skip
+        if not nbytes:
+            continue
+        ck = (family, proto, l_lo, l_hi, r_lo, r_hi)
+        names = cache.get(ck)
+        if names is None:
+            protocol = protocol_name(proto) if proto else ""
+            names = cache[ck] = (protocol, socket_address(family, l_lo, l_hi), socket_address(family, r_lo, r_hi))
+        protocol, local, remote = names
+        out.append((second, tgid, codec.command(comm), protocol, local, lport, remote, rport, direction, nbytes, calls,
+                    first, last))  # fmt: skip
+    return out

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import errno as _errno
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,10 +132,12 @@ COUNTERS = (
     "repeat_connects",  # EALREADY/EISCONN or a call reporting an earlier attempt: not a new connect
     "restarted",  # connect() calls interrupted by a signal and restarted by the kernel
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
+    "traffic_full",  # bytes of a (process, socket) that did not fit in the traffic map (totals kept)
 )
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 #: counters that are losses (the others count calls that are not new connects: nothing is lost)
-LOSS_COUNTERS = ("ring_full", "sockaddr_fault", "inflight_full", "conns_full", "counts_full", "exit_without_enter")
+LOSS_COUNTERS = ("ring_full", "sockaddr_fault", "inflight_full", "conns_full", "counts_full", "exit_without_enter",
+                 "traffic_full")
 N_COUNTERS = 16
 #: overflow array: 256 slots per kind (connect, drop), by result (see :func:`overflow_slot`)
 OVERFLOW_SLOTS = 512
@@ -181,7 +184,9 @@ RECORD = np.dtype(
 wall-clock ns (computed in the kernel with the offset the reader keeps in ``ctl``, so records and
 counts agree on the second). ``key``: socket address of a TCP connect (matches its OUTCOME).
 ``code``: connect() return code or drop reason; ``result``: outcome code. ``socktype``: socket
-type for connects, ethertype for drops. ``length``: skb->len, ``size``: IP packet size (drops).
+type for connects, ethertype for drops. ``length``: skb->len, ``size``: IP packet size (drops);
+``length`` of a TCP connect whose handshake has ended (F_RESOLVED, and every OUTCOME record): its
+latency in microseconds, CLOSE -> SYN_SENT to the end of the handshake (0: not measured).
 ``sockfam``: the socket's own family when the destination was IPv4-mapped."""
 _O = {name: RECORD.fields[name][1] for name in RECORD.names}
 RECORD_SIZE = RECORD.itemsize
@@ -202,12 +207,14 @@ _I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
 # conns[skaddr] value: the count key first, so it can be copied out in one go
 CONN = np.dtype(
     {
-        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam"],
-        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2"],
-        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100],
-        "itemsize": 104,
+        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam", "done"],
+        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2", "<u8"],
+        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100, 104],
+        "itemsize": 112,
     }
 )
+"""``ts``: when the socket went CLOSE -> SYN_SENT (ns since boot); ``done``: when the handshake
+ended (0 until then): the connect's latency is ``done - ts``."""
 _C = {name: CONN.fields[name][1] for name in CONN.names}
 
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
@@ -254,6 +261,14 @@ class SockOffsets:
     skb_len: int | None = None
     skb_head: int | None = None
     skb_network_header: int | None = None
+    sk_daddr: int | None = None
+    sk_rcv_saddr: int | None = None
+    sk_num: int | None = None
+    sk_v6_daddr: int | None = None
+    sk_v6_rcv_saddr: int | None = None
+    skb_cb: int | None = None
+    tcp_gso_segs: int | None = None
+    inet_sport: int | None = None
     missing: list[str] = field(default_factory=list)
 
     @property
@@ -276,6 +291,12 @@ class SockOffsets:
     def packet(self) -> bool:
         return None not in (self.skb_head, self.skb_network_header)
 
+    @property
+    def addresses(self) -> bool:
+        """Enough to read a socket's local and remote addresses and ports (IPv4 and IPv6)."""
+        return None not in (self.sk_daddr, self.sk_rcv_saddr, self.sk_num, self.sk_dport, self.sk_v6_daddr,
+                            self.sk_v6_rcv_saddr)
+
     @classmethod
     def from_btf(cls) -> SockOffsets:
         want = {
@@ -297,6 +318,14 @@ class SockOffsets:
             "skb_len": ("sk_buff", "len", 4),
             "skb_head": ("sk_buff", "head", 8),
             "skb_network_header": ("sk_buff", "network_header", 2),
+            "sk_daddr": ("sock_common", "skc_daddr", 4),
+            "sk_rcv_saddr": ("sock_common", "skc_rcv_saddr", 4),
+            "sk_num": ("sock_common", "skc_num", 2),
+            "sk_v6_daddr": ("sock_common", "skc_v6_daddr", 16),
+            "sk_v6_rcv_saddr": ("sock_common", "skc_v6_rcv_saddr", 16),
+            "skb_cb": ("sk_buff", "cb", 48),
+            "tcp_gso_segs": ("tcp_skb_cb", "tcp_gso_segs", 2),
+            "inet_sport": ("inet_sock", "inet_sport", 2),
         }
         out = cls()
         try:
@@ -330,6 +359,15 @@ class Maps:
     overflow: int
     counters: int
     ctl: int
+    traffic: tuple[int, int] | None = None
+    """Double-buffered like ``counts`` (the same ``ctl.active`` flip): bytes per (socket, process)."""
+    traffic_overflow: int | None = None
+    owners: int | None = None
+    """LRU: socket -> the process that last moved bytes on it (retransmits are charged to it)."""
+    listeners: int | None = None
+    """LRU: local port -> the process that last started listening on it (accepted connections)."""
+    opened: int | None = None
+    """LRU: socket -> when its connection opened and whose it is (its lifetime when it closes)."""
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -542,6 +580,11 @@ def _copy_stack(a: Asm, dst: Reg, dst_off: int, src_off: int, nbytes: int) -> No
         a.ldx(DW, R1, FP, src_off + i).stx(DW, dst, dst_off + i, R1)
 
 
+def _copy_stack_to_stack(a: Asm, src_off: int, dst_off: int, nbytes: int) -> None:
+    for i in range(0, nbytes, 8):
+        a.ldx(DW, R1, FP, src_off + i).stx(DW, FP, dst_off + i, R1)
+
+
 def _copy_to_stack(a: Asm, src: Reg, src_off: int, dst_off: int, nbytes: int) -> None:
     for i in range(0, nbytes, 8):
         a.ldx(DW, R1, src, src_off + i).stx(DW, FP, dst_off + i, R1)
@@ -629,7 +672,7 @@ _S_FLAGS = -88  # record flags
 _S_CNT = -96  # counter index scratch
 _S_VAL = -128  # 24-byte value of a new count entry (the overflow index goes at -136)
 _S_SA = -168  # sockaddr copy (32 bytes); -136..-168 also holds the overflow index at -136
-_S_CONN = -272  # conn value (104 bytes); the count key is its first 48
+_S_CONN = -280  # conn value (112 bytes); the count key is its first 48
 _S_KEY = _S_CONN
 
 
@@ -652,7 +695,22 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
         a.ldx(DW, R1, FP, _S_CONN + _C["thread"] + i).stx(DW, R9, _O["thread"] + i, R1)
     _record_from_key(a, R9, _S_KEY)
     a.ldx(W, R1, FP, _S_CONN + _C["err"]).stx(H, R9, _O["socktype"], R1)  # (socket type lives in err)
-    a.st(DW, R9, _O["length"], 0)  # length + size
+    # length: the handshake's duration in microseconds (at least 1) once it ended, else 0; size: 0
+    unknown, capped, nonzero = _uniq(a, "lat_unknown"), _uniq(a, "lat_capped"), _uniq(a, "lat_nonzero")
+    a.ldx(DW, R1, FP, _S_CONN + _C["done"])
+    a.jeq(R1, 0, unknown)
+    a.ldx(DW, R2, FP, _S_CONN + _C["ts"])
+    a.sub(R1, R2)
+    a.alu64("div", R1, 1000)
+    a.jne(R1, 0, nonzero)
+    a.mov(R1, 1)
+    a.label(nonzero)
+    a.ld_imm64(R2, 0xFFFFFFFF)
+    a.jmp("jle", R1, R2, capped)
+    a.mov(R1, R2)
+    a.label(capped)
+    a.label(unknown)
+    a.stx(DW, R9, _O["length"], R1)  # length + size (r1 < 2**32, or 0)
     a.ldx(H, R1, FP, _S_CONN + _C["sockfam"]).stx(H, R9, _O["sockfam"], R1)
     a.st(H, R9, _O["sockfam"] + 2, 0)
     a.st(W, R9, _O["sockfam"] + 4, 0)
@@ -694,12 +752,20 @@ def _start_key(a: Asm, off: SockOffsets) -> None:
 
 def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets) -> Asm:
     close, syn_sent = states["TCP_CLOSE"], states["TCP_SYN_SENT"]
+    established = states["TCP_ESTABLISHED"]
+    directions = maps.traffic is not None and maps.listeners is not None and "TCP_LISTEN" in states and \
+        "TCP_SYN_RECV" in states  # fmt: skip
     a = Asm()
     a.mov(R6, R1)
     a.ldx(W, R7, R6, tp.offset("oldstate", 4))
     a.ldx(W, R8, R6, tp.offset("newstate", 4))
     a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _S_SK, R1)
     a.jeq(R7, syn_sent, "resolve")
+    if directions:
+        a.jeq(R8, states["TCP_LISTEN"], "listening")
+        a.jeq(R7, states["TCP_SYN_RECV"], "accepted")
+        if maps.opened is not None:
+            a.jeq(R8, close, "closing")
     a.jne(R8, syn_sent, "out")
     a.jne(R7, close, "out")
 
@@ -779,6 +845,18 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, "out")  # not ours (started before we attached, or an MPTCP subflow)
     a.mov(R9, R0)
+    if directions:
+        # established: an outbound connection of the process that connected (now the local port is known)
+        a.jne(R8, established, "resolve_go")
+        a.zero_stack(_T_KEY, 24)
+        a.zero_stack(_T_SOCK, 24)
+        a.ldx(W, R1, R9, _C["key"] + _K["tgid"]).stx(W, FP, _T_KEY + _TK["tgid"], R1)
+        for i in (0, 8):
+            a.ldx(DW, R1, R9, _C["key"] + _K["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
+        _connection_row(a, tp, maps, DIR_CONNECT, "out_row", "resolve_go")
+        a.label("resolve_go")
+        a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _S_SK, R1)  # (the row's stack overlapped it)
+        a.ldx(W, R8, R6, tp.offset("newstate", 4))
     a.mov(R7, 0)  # r7 = result
     a.jne(R8, close, "result_set")  # ESTABLISHED (or SYN_RECV: the handshake went on)
     a.mov(R7, RESULT_ABORTED)
@@ -792,6 +870,8 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
+    a.call(KTIME_GET_NS)
+    a.stx(DW, R9, _C["done"], R0)  # (before CF_RESOLVED: whoever sees that flag sees the time)
     a.ld_imm64(R1, CF_RESOLVED)
     a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)  # r1 = the flags before
     a.ld_imm64(R2, CF_EXITED)
@@ -856,8 +936,95 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, _S_SK)
     a.call(MAP_DELETE)
+    if directions:
+        _passive_opens(a, tp, maps, off, established)
     a.label("out")
     return a.ret(0)
+
+
+def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets, established: int) -> None:
+    """x -> LISTEN (in the process that called listen()): remember who listens on the port.
+    SYN_RECV -> ESTABLISHED (often in a softirq): an inbound connection, charged to the process
+    that listens on its local port (none when that is not known). Both end at ``out``."""
+    assert maps.listeners is not None
+    a.ja("out")
+    a.label("listening")
+    a.zero_stack(_T_SOCK, 24)
+    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(DW, FP, _T_CNT, R1)
+    a.call(GET_CURRENT_PID_TGID)
+    a.rsh(R0, 32).stx(DW, FP, _T_SOCK, R0)
+    _process_name(a, off, _T_SOCK + 8, _T_SCR)
+    a.ld_map_fd(R1, maps.listeners)
+    a.mov(R2, FP).add(R2, _T_CNT)
+    a.mov(R3, FP).add(R3, _T_SOCK)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+    a.ja("out")
+    a.label("accepted")
+    a.jne(R8, established, "out")
+    a.zero_stack(_T_KEY, 24)
+    a.zero_stack(_T_SOCK, 24)
+    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(DW, FP, _T_CNT, R1)
+    a.ld_map_fd(R1, maps.listeners)
+    a.mov(R2, FP).add(R2, _T_CNT)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "in_owned")
+    _copy_to_stack(a, R0, 0, _T_SOCK, 24)
+    a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
+    a.label("in_owned")
+    _connection_row(a, tp, maps, DIR_ACCEPT, "in_row", "out")
+    if maps.opened is None:
+        return
+    # x -> CLOSE of a connection seen opening: its lifetime, charged to whoever opened it
+    a.label("closing")
+    a.zero_stack(_T_KEY, 24)
+    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    a.ld_map_fd(R1, maps.opened)
+    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")
+    _copy_to_stack(a, R0, 0, _T_SOCK, 24)
+    a.ldx(DW, R7, R0, 24)  # r7 = when it opened
+    a.call(KTIME_GET_NS)
+    a.sub(R0, R7)
+    a.alu64("div", R0, 1000)
+    a.mov(R7, R0)
+    a.jne(R7, 0, "life_set")
+    a.mov(R7, 1)
+    a.label("life_set")
+    a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
+    a.ld_map_fd(R1, maps.opened)
+    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+    a.call(MAP_DELETE)
+    _connection_row(a, tp, maps, DIR_CLOSE, "close_row", "out", lifetime=True)
+
+
+def _connection_row(a: Asm, tp: Tracepoint, maps: Maps, direction: int, prefix: str, done: str,
+                    lifetime: bool = False) -> None:  # fmt: skip
+    """traffic[active][(sk, tgid at _T_KEY, second, direction)] += one connection (``lifetime``:
+    r7 microseconds, a closed one), its process name at _T_SOCK + 8 and its addresses from the
+    inet_sock_set_state record; an opened one is remembered in ``opened``. Clobbers r7 and the
+    stack from -8 to -280. Ends at ``done``."""
+    _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, done)
+    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    if not lifetime:
+        if maps.opened is not None:
+            a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
+            _copy_stack_to_stack(a, _T_SOCK, _T_VAL, 24)
+            a.call(KTIME_GET_NS)
+            a.stx(DW, FP, _T_VAL + 24, R0)
+            a.ld_map_fd(R1, maps.opened)
+            a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+            a.mov(R3, FP).add(R3, _T_VAL)
+            a.mov(R4, BPF_ANY)
+            a.call(MAP_UPDATE)
+        a.mov(R7, 1)
+
+    def fill(a: Asm, p: str) -> None:
+        a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
+        _fill_from_record(a, tp, p)
+
+    _traffic_add(a, maps, direction, fill, prefix, done)
 
 
 def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
@@ -1304,3 +1471,267 @@ def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
     a.ldx(H, R1, FP, _D_SCR + 2).be16(R1).stx(H, FP, _D_KEY + _K["port"], R1)
     a.or_(R8, F_PORT)
     a.ja("parsed")
+
+
+# --- traffic: bytes per (socket, process) -----------------------------------------------------
+
+DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE = 1, 2, 3, 4, 5, 6
+MSG_PEEK = 2
+
+TRAFFIC_KEY = np.dtype(
+    {
+        "names": ["sk", "tgid", "second", "direction"],
+        "formats": ["<u8", "<u4", "<u4", "u1"],
+        "offsets": [0, 8, 12, 16],
+        "itemsize": 24,
+    }
+)
+"""What bytes are summed by: the socket (kernel address), the process (tgid) that sent or read them,
+the wall-clock second and the direction (:data:`DIR_RX` read, :data:`DIR_TX` sent,
+:data:`DIR_RETRANS` TCP segments retransmitted, :data:`DIR_ACCEPT` a connection passively opened
+(the listener's process), :data:`DIR_CONNECT` an outbound TCP connection established,
+:data:`DIR_CLOSE` one of those closed: ``bytes`` is its lifetime in microseconds)."""
+TRAFFIC_VALUE = np.dtype(
+    {
+        "names": ["bytes", "calls", "first", "last", "comm", "laddr", "raddr", "lport", "rport", "family",
+                  "protocol"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "S16", ("u1", (16,)), ("u1", (16,)), "<u2", "<u2", "<u2", "<u2"],
+        "offsets": [0, 8, 16, 24, 32, 48, 64, 80, 82, 84, 86],
+        "itemsize": 88,
+    }
+)  # fmt: skip
+"""``bytes``/``calls``: summed atomically. The rest is written once, when the key is new: first and
+last wall-clock ns (``last`` is refreshed on every call, not atomically: a nanosecond race is
+harmless), the process name, the socket's addresses (IPv4 in the first 4 bytes, network order) and
+ports (host order) as the socket had them then (an unconnected UDP socket has no remote)."""
+_TK = {name: TRAFFIC_KEY.fields[name][1] for name in TRAFFIC_KEY.names}
+_TV = {name: TRAFFIC_VALUE.fields[name][1] for name in TRAFFIC_VALUE.names}
+#: traffic overflow array: (direction - 1) * 2 -> bytes, + 1 -> calls (cumulative)
+TRAFFIC_OVERFLOW_SLOTS = 12
+#: opened[sk] value: (tgid, pad, process name, ktime when the connection opened)
+OPENED_SIZE = 32
+#: owners[sk] value: the process that last moved bytes on a socket (tgid, pad, process name)
+OWNER_SIZE = 24
+
+_T_WALL, _T_ACTIVE, _T_RAW, _T_SCR, _T_CNT = -8, -16, -24, -32, -40
+_T_KEY = -64  # 24
+_T_VAL = -152  # 88
+_T_SOCK = -280  # 128: the start of struct sock_common
+
+
+def sock_span(off: SockOffsets) -> int:
+    """Bytes of ``struct sock_common`` holding every address and port (read in one go)."""
+    fields = ((off.sk_daddr, 4), (off.sk_rcv_saddr, 4), (off.sk_num, 2), (off.sk_dport, 2), (off.sk_v6_daddr, 16),
+              (off.sk_v6_rcv_saddr, 16))  # fmt: skip
+    return max((o + n for o, n in fields if o is not None), default=0)
+
+
+def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> Asm:
+    """sock/sock_send_length (``DIR_TX``) or sock/sock_recv_length (``DIR_RX``): ``ret`` bytes (when
+    > 0, and not a MSG_PEEK read) added to ``traffic[active][(sk, tgid, second, direction)]``; an
+    AF_INET/AF_INET6 socket only. The hot path is one lookup and two atomic adds; a new key also
+    reads the process name and the socket's addresses, and notes the socket's owner in ``owners``
+    (for retransmits, which the kernel sends from timers). A full map adds to the overflow array."""
+    a = Asm()
+    a.mov(R6, R1)
+    a.ldx(W, R7, R6, tp.offset("ret", 4))
+    a.lsh(R7, 32).alu64("arsh", R7, 32)  # sign-extend the int
+    a.jmp("jsle", R7, 0, "out")  # r7 = bytes
+    if direction == DIR_RX:
+        a.ldx(W, R1, R6, tp.offset("flags", 4))
+        a.jmp("jset", R1, MSG_PEEK, "out")
+    a.ldx(H, R1, R6, tp.offset("family", 2))
+    a.jeq(R1, AF_INET, "inet")
+    a.jne(R1, AF_INET6, "out")
+    a.label("inet")
+    _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
+    a.zero_stack(_T_KEY, 24)
+    a.ldx(DW, R1, R6, tp.offset("sk", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    a.call(GET_CURRENT_PID_TGID)
+    a.rsh(R0, 32).stx(W, FP, _T_KEY + _TK["tgid"], R0)
+
+    def fill(a: Asm, p: str) -> None:
+        _process_name(a, off, _T_VAL + _TV["comm"], _T_SCR)
+        if maps.owners is not None:  # sk -> (tgid, process name): who a timer's retransmit belongs to
+            a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
+            for i in (0, 8):
+                a.ldx(DW, R1, FP, _T_VAL + _TV["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
+            a.ld_map_fd(R1, maps.owners)
+            a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+            a.mov(R3, FP).add(R3, _T_SOCK)
+            a.mov(R4, BPF_ANY)
+            a.call(MAP_UPDATE)
+        a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
+        a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
+        span = sock_span(off)
+        if not (off.addresses and 0 < span <= 128):
+            return
+        assert off.sk_daddr is not None and off.sk_rcv_saddr is not None and off.sk_num is not None
+        assert off.sk_dport is not None and off.sk_v6_daddr is not None and off.sk_v6_rcv_saddr is not None
+        a.ldx(DW, R3, R6, tp.offset("sk", 8))
+        _kread(a, _T_SOCK, span, R3, f"{p}_insert")
+        a.ldx(H, R1, FP, _T_SOCK + off.sk_num).stx(H, FP, _T_VAL + _TV["lport"], R1)
+        a.ldx(H, R1, FP, _T_SOCK + off.sk_dport).be16(R1).stx(H, FP, _T_VAL + _TV["rport"], R1)
+        if off.inet_sport is not None:
+            # a TCP socket that reached CLOSE (data still queued after the peer's FIN) has lost its
+            # local port number (skc_num = 0); the source port it sent from is still there
+            a.st(DW, FP, _T_SCR, 0)
+            a.ldx(DW, R3, R6, tp.offset("sk", 8)).add(R3, off.inet_sport)
+            _kread(a, _T_SCR, 2, R3, f"{p}_sport")
+            a.ldx(DW, R1, FP, _T_SCR).be16(R1)
+            a.jeq(R1, 0, f"{p}_sport")
+            a.stx(H, FP, _T_VAL + _TV["lport"], R1)
+            a.label(f"{p}_sport")
+        a.ldx(H, R1, R6, tp.offset("family", 2))
+        a.jeq(R1, AF_INET6, f"{p}_v6")
+        a.ldx(W, R1, FP, _T_SOCK + off.sk_rcv_saddr).stx(W, FP, _T_VAL + _TV["laddr"], R1)
+        a.ldx(W, R1, FP, _T_SOCK + off.sk_daddr).stx(W, FP, _T_VAL + _TV["raddr"], R1)
+        a.ja(f"{p}_insert")
+        a.label(f"{p}_v6")
+        for i in (0, 8):
+            a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_rcv_saddr + i).stx(DW, FP, _T_VAL + _TV["laddr"] + i, R1)
+            a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_daddr + i).stx(DW, FP, _T_VAL + _TV["raddr"] + i, R1)
+
+    _traffic_add(a, maps, direction, fill)
+    a.label("out")
+    return a.ret(0)
+
+
+def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
+    """tcp/tcp_retransmit_skb: a segment the kernel sent again (SYNs included), counted like traffic
+    with direction :data:`DIR_RETRANS` (``bytes``: segments, as the kernel's RetransSegs counts them:
+    the skb's ``tcp_gso_segs``, 1 when BTF does not say where it is; ``calls``: retransmissions).
+    A failed retransmission (``err`` set) is not counted. Retransmits run from timers and softirqs:
+    the socket's process is taken from ``conns`` (a connect in SYN_SENT) or ``owners`` (a socket
+    that moved bytes), else none (pid 0). Addresses and ports come from the record."""
+    a = Asm()
+    a.mov(R6, R1)
+    if "err" in tp.fields:
+        a.ldx(W, R1, R6, tp.offset("err", 4))
+        a.jne(R1, 0, "out")
+    a.mov(R7, 1)  # r7 = segments
+    if off.skb_cb is not None and off.tcp_gso_segs is not None:
+        a.st(DW, FP, _T_SCR, 0)
+        a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_cb + off.tcp_gso_segs)
+        _kread(a, _T_SCR, 2, R3, "segs_done")
+        a.ldx(DW, R1, FP, _T_SCR)
+        a.jeq(R1, 0, "segs_done")
+        a.mov(R7, R1)
+    a.label("segs_done")
+    _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
+    a.zero_stack(_T_KEY, 24)
+    a.zero_stack(_T_SOCK, 24)  # the owner: tgid, process name
+    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "not_connecting")
+    a.ldx(W, R1, R0, _C["key"] + _K["tgid"]).stx(DW, FP, _T_SOCK, R1)
+    for i in (0, 8):
+        a.ldx(DW, R1, R0, _C["key"] + _K["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
+    a.ja("owned")
+    a.label("not_connecting")
+    if maps.owners is not None:
+        a.ld_map_fd(R1, maps.owners)
+        a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+        a.call(MAP_LOOKUP)
+        a.jeq(R0, 0, "owned")
+        _copy_to_stack(a, R0, 0, _T_SOCK, 24)
+    a.label("owned")
+    a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
+
+    def fill(a: Asm, p: str) -> None:
+        a.st(H, FP, _T_VAL + _TV["protocol"], IPPROTO_TCP)
+        _fill_from_record(a, tp, p)
+
+    _traffic_add(a, maps, DIR_RETRANS, fill)
+    a.label("out")
+    return a.ret(0)
+
+
+def _fill_from_record(a: Asm, tp: Tracepoint, p: str) -> None:
+    """A new traffic entry's process name (from _T_SOCK + 8), family, ports and addresses from a TCP
+    tracepoint record (tcp_retransmit_skb, inet_sock_set_state: the same field names)."""
+    for i in (0, 8):
+        a.ldx(DW, R1, FP, _T_SOCK + 8 + i).stx(DW, FP, _T_VAL + _TV["comm"] + i, R1)
+    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(H, FP, _T_VAL + _TV["lport"], R1)
+    a.ldx(H, R1, R6, tp.offset("dport", 2)).stx(H, FP, _T_VAL + _TV["rport"], R1)
+    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
+    a.jeq(R1, AF_INET6, f"{p}_v6")
+    # (the record's addresses are 2-byte aligned: a wider load from the context is refused)
+    for name, field_ in (("saddr", "laddr"), ("daddr", "raddr")):
+        at = tp.offset(name, 4)
+        for i in range(0, 4, 2):
+            a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+    a.ja(f"{p}_insert")
+    a.label(f"{p}_v6")
+    for name, field_ in (("saddr_v6", "laddr"), ("daddr_v6", "raddr")):
+        at = tp.offset(name, 16)
+        for i in range(0, 16, 2):
+            a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+
+
+def _traffic_add(a: Asm, maps: Maps, direction: int, fill: Callable[[Asm, str], None], prefix: str = "t",
+                 done: str = "out") -> None:  # fmt: skip
+    """traffic[active][key at _T_KEY] += (r7, 1 call), the key's second and direction set here;
+    ``fill`` writes a new entry's process name, family, protocol, addresses and ports (it may jump to
+    ``<prefix>N_insert``). Ends by jumping to ``done``."""
+    assert maps.traffic is not None
+    a.ldx(DW, R1, FP, _T_WALL)
+    a.alu64("div", R1, NS)
+    a.stx(W, FP, _T_KEY + _TK["second"], R1)
+    a.st(B, FP, _T_KEY + _TK["direction"], direction)
+    a.ldx(DW, R1, FP, _T_ACTIVE)
+    a.jne(R1, 0, f"{prefix}_map1")
+    _traffic_into(a, maps.traffic[0], maps, direction, f"{prefix}0", fill, done)
+    a.label(f"{prefix}_map1")
+    _traffic_into(a, maps.traffic[1], maps, direction, f"{prefix}1", fill, done)
+
+
+def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill: Callable[[Asm, str], None],
+                  done: str) -> None:  # fmt: skip
+    assert maps.traffic_overflow is not None
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.call(MAP_LOOKUP)
+    a.jne(R0, 0, f"{p}_add")
+    # a new key: what it is, once
+    a.zero_stack(_T_VAL, TRAFFIC_VALUE.itemsize)
+    a.stx(DW, FP, _T_VAL + _TV["bytes"], R7)
+    a.st(DW, FP, _T_VAL + _TV["calls"], 1)
+    a.ldx(DW, R1, FP, _T_WALL).stx(DW, FP, _T_VAL + _TV["first"], R1).stx(DW, FP, _T_VAL + _TV["last"], R1)
+    fill(a, p)
+    a.label(f"{p}_insert")
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.mov(R3, FP).add(R3, _T_VAL)
+    a.mov(R4, BPF_NOEXIST)
+    a.call(MAP_UPDATE)
+    a.jeq(R0, 0, done)
+    a.jne(R0, -_errno.EEXIST, f"{p}_over")  # (another CPU inserted it meanwhile: add to that)
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, f"{p}_over")
+    a.label(f"{p}_add")
+    a.atomic(DW, R0, _TV["bytes"], R7, _ADD)
+    a.mov(R1, 1)
+    a.atomic(DW, R0, _TV["calls"], R1, _ADD)
+    a.ldx(DW, R1, FP, _T_WALL).stx(DW, R0, _TV["last"], R1)
+    a.ja(done)
+    a.label(f"{p}_over")
+    for slot, src in ((0, R7), (1, None)):
+        skip = f"{p}_of{slot}"
+        a.st(W, FP, _T_CNT, (direction - 1) * 2 + slot)
+        a.ld_map_fd(R1, maps.traffic_overflow)
+        a.mov(R2, FP).add(R2, _T_CNT)
+        a.call(MAP_LOOKUP)
+        a.jeq(R0, 0, skip)
+        if src is None:
+            a.mov(R1, 1)
+            a.atomic(DW, R0, 0, R1, _ADD)
+        else:
+            a.atomic(DW, R0, 0, src, _ADD)
+        a.label(skip)
+    _count(a, maps.counters, "traffic_full", _T_CNT)
+    a.ja(done)

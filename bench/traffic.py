@@ -1,0 +1,175 @@
+"""Traffic: what counting every byte in the kernel costs a loopback transfer, and whether the count is exact.
+
+Load: ``bulk_transfer.c`` (compiled here into a temp dir): one TCP connection over 127.0.0.1, a
+sender process writing fixed-size buffers (64 KiB: a bulk transfer; 64 bytes: many small writes)
+for a bounded time or byte count, a receiver reading until EOF. Rounds, in turn, per workload: no
+tracer; the product (``EbpfCollector`` feeding ``EmbeddedSource``'s store, a file); bpftrace alone
+summing the same two tracepoints per pid; the product and bpftrace on the same transfer. Ratios are
+against the untraced round just before. Exactness: the store's ``traffic`` totals for the sender's
+and the receiver's pids against what the workload says it moved (and against bpftrace's sums).
+Needs root (eBPF, tracefs), gcc and bpftrace; skips with a line saying so otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import REPO, Context, Metric, metric, skipped
+
+NAME = "traffic"
+TARGET_BULK, TARGET_SMALL, TARGET_EXACT = 0.95, 0.90, 1.0
+WORKLOADS = {"bulk": 65536, "small": 64}  # bytes per write()
+
+
+def build(tmp: Path) -> Path:
+    exe = tmp / "bulk_transfer"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(REPO / "bench" / "bulk_transfer.c")], check=True,
+                   capture_output=True, timeout=120)
+    return exe
+
+
+def transfer(exe: Path, chunk: int, max_bytes: int, seconds: float) -> dict[str, int]:
+    """Run one transfer: sender and receiver pids, bytes, calls, the sending time (ns)."""
+    r = subprocess.run([str(exe), str(chunk), str(max_bytes), str(seconds)], capture_output=True, text=True,
+                       timeout=seconds + 60, check=True)  # fmt: skip
+    out: dict[str, int] = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if parts[0] == "tx":
+            out.update(tx_pid=int(parts[1]), tx_bytes=int(parts[2]), tx_calls=int(parts[3]), ns=int(parts[4]))
+        elif parts[0] == "rx":
+            out.update(rx_pid=int(parts[1]), rx_bytes=int(parts[2]), rx_calls=int(parts[3]))
+    return out
+
+
+class Bpftrace:
+    """bpftrace summing sock_send_length / sock_recv_length bytes per pid (as the collector counts them)."""
+
+    PROG = ("tracepoint:sock:sock_send_length /args->ret > 0/ { @tx[pid] = sum(args->ret); } "
+            "tracepoint:sock:sock_recv_length /args->ret > 0 && !(args->flags & 2)/ { @rx[pid] = sum(args->ret); }")
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(["bpftrace", "-e", self.PROG], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "Attaching" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"bpftrace did not attach: {line!r} {self.proc.stderr.read()[-300:]!r}")  # type: ignore[union-attr]
+        time.sleep(1.0)  # "Attaching" comes before the probes are live
+
+    def stop(self) -> dict[str, dict[int, int]]:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        sums: dict[str, dict[int, int]] = {"tx": {}, "rx": {}}
+        for m in re.finditer(r"@(tx|rx)\[(\d+)\]: (\d+)", out):
+            sums[m.group(1)][int(m.group(2))] = int(m.group(3))
+        return sums
+
+
+def product_round(exe: Path, chunk: int, max_bytes: int, seconds: float, db: Path) -> dict[str, Any]:
+    """The product path: the collector feeding a file store; then the store's own traffic figures."""
+    from netspy_tui.collector.ebpf import EbpfCollector
+    from netspy_tui.store.sqlite import EventStore
+    from netspy_tui.telemetry.embedded import EmbeddedSource
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    store = EventStore(db)
+    source = EmbeddedSource(EbpfCollector(), store)
+    asyncio.run(source.start())
+    try:
+        moved = transfer(exe, chunk, max_bytes, seconds)
+    finally:
+        assert source.collector is not None
+        source.collector.stop()  # drains the last counts
+    try:
+        store.flush(60)
+        tx = store.traffic(moved["tx_pid"], None, 600)
+        rx = store.traffic(moved["rx_pid"], None, 600)
+    finally:
+        store.close()
+    return {**moved, "store_tx": tx.tx_bytes, "store_rx": rx.rx_bytes}
+
+
+def run(ctx: Context) -> list[Metric]:
+    why = ""
+    if os.geteuid() != 0:
+        why = "not root: the eBPF collector and bpftrace need root (run the benchmark as root)"
+    elif shutil.which("gcc") is None:
+        why = "no gcc to build the transfer generator"
+    elif shutil.which("bpftrace") is None:
+        why = "no bpftrace (apt-get install -y bpftrace)"
+    elif not Path("/sys/kernel/tracing/events/sock/sock_send_length").is_dir():
+        why = "no sock/sock_send_length tracepoint (Linux 6.3 or later, tracefs at /sys/kernel/tracing)"
+    if why:
+        ctx.log(f"traffic: SKIPPED: {why}")
+        return [skipped(NAME, "bulk transfer: bytes/s with the collector / without", why, target=TARGET_BULK, op=">="),
+                skipped(NAME, "small writes: send() calls/s with the collector / without", why, target=TARGET_SMALL,
+                        op=">=")]  # fmt: skip
+    exe = build(ctx.tmp)
+    db = ctx.tmp / "traffic.db"
+    rounds = 1 if ctx.quick else 3
+    seconds = 0.5 if ctx.quick else 2.0
+    max_bytes = 1 << 40  # bounded by time
+    transfer(exe, WORKLOADS["bulk"], max_bytes, 0.3)  # warm-up
+    ms: list[Metric] = []
+    extra: dict[str, Any] = {}
+    for workload, chunk in WORKLOADS.items():
+        res: dict[str, list[Any]] = {k: [] for k in ("none", "product", "bpftrace", "both")}
+        for r in range(rounds):
+            ctx.log(f"traffic: {workload} round {r + 1}/{rounds}")
+            res["none"].append(transfer(exe, chunk, max_bytes, seconds))
+            res["product"].append(product_round(exe, chunk, max_bytes, seconds, db))
+            bt = Bpftrace()
+            moved = transfer(exe, chunk, max_bytes, seconds)
+            res["bpftrace"].append((moved, bt.stop()))
+            bt = Bpftrace()
+            both = product_round(exe, chunk, max_bytes, seconds, db)
+            res["both"].append((both, bt.stop()))
+
+        def rate(m: dict[str, int], calls: bool = False) -> float:
+            return (m["tx_calls"] if calls else m["tx_bytes"]) / (m["ns"] / 1e9)
+
+        calls = workload == "small"
+        none = [rate(m, calls) for m in res["none"]]
+        product = [rate(p, calls) / n for p, n in zip(res["product"], none, strict=True)]
+        bpftrace = [rate(m, calls) / n for (m, _), n in zip(res["bpftrace"], none, strict=True)]
+        exact = [min(p["store_tx"] / p["tx_bytes"], p["store_rx"] / p["rx_bytes"])
+                 for p in res["product"] + [b for b, _ in res["both"]]]  # fmt: skip
+        vs_bt = [min(p["store_tx"] / max(1, bt["tx"].get(p["tx_pid"], 0)),
+                     p["store_rx"] / max(1, bt["rx"].get(p["rx_pid"], 0))) for p, bt in res["both"]]  # fmt: skip
+        bt_exact = [min(bt["tx"].get(m["tx_pid"], 0) / m["tx_bytes"], bt["rx"].get(m["rx_pid"], 0) / m["rx_bytes"])
+                    for m, bt in res["bpftrace"]]  # fmt: skip
+        if calls:
+            ms.append(metric(NAME, "small writes (64 B): send() calls/s without tracing", none, "calls/s"))
+            ms.append(metric(NAME, "small writes: send() calls/s with the collector / without", product,
+                             target=TARGET_SMALL, op=">=").set_baseline(float(np.median(bpftrace)), "bpftrace ratio",
+                                                                        ratio=None))  # fmt: skip
+            ms.append(metric(NAME, "small writes: send() calls/s with bpftrace / without", bpftrace))
+        else:
+            ms.append(metric(NAME, "bulk transfer (64 KiB writes): MB/s without tracing", [n / 1e6 for n in none],
+                             "MB/s"))  # fmt: skip
+            ms.append(metric(NAME, "bulk transfer: bytes/s with the collector / without", product, target=TARGET_BULK,
+                             op=">=").set_baseline(float(np.median(bpftrace)), "bpftrace ratio",
+                                                   ratio=None))  # fmt: skip
+            ms.append(metric(NAME, "bulk transfer: bytes/s with bpftrace / without", bpftrace))
+        ms.append(metric(NAME, f"{workload}: store bytes / bytes moved, worst direction", exact, target=TARGET_EXACT,
+                         op=">=", note="the store's traffic() for the sender's and the receiver's pid"))  # fmt: skip
+        ms.append(metric(NAME, f"{workload}: store bytes / bpftrace's sum, same transfer, worst direction", vs_bt,
+                         target=TARGET_EXACT, op=">="))  # fmt: skip
+        ms.append(metric(NAME, f"{workload}: bpftrace's sum / bytes moved, worst direction", bt_exact))
+        extra[workload] = {"none": res["none"], "product": res["product"],
+                           "bpftrace": [m for m, _ in res["bpftrace"]]}  # fmt: skip
+    ctx.shared["traffic_extra"] = {"chunk_bytes": WORKLOADS, "seconds": seconds, "rounds": rounds, **extra}
+    return ms

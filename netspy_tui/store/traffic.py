@@ -1,0 +1,203 @@
+"""Traffic rollups: bytes per (second, process, socket addresses, direction), and the window figures.
+
+The kernel sums bytes per (socket, process, second, direction) (collector/ebpf/programs.py,
+``sock_bytes``); the store keeps them per second (``traffic``) and per minute (``traffic_minute``,
+the same rows summed by minute, written in the same transaction). A window reads its whole minutes
+from the minute table and its edges from the second table, so an hour costs 60 minute rows per
+socket instead of 3,600. Every figure is a sum of exact kernel counts: nothing is sampled.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from netspy_tui.models import TrafficFlow, TrafficProcess, TrafficRemote, TrafficStats, ns_to_time
+
+DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE = 1, 2, 3, 4, 5, 6
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS traffic (
+    second      INTEGER NOT NULL,   -- wall-clock second since the epoch
+    pid         INTEGER NOT NULL,   -- the process that sent or read the bytes (0: not attributed)
+    command     TEXT    NOT NULL,
+    protocol    TEXT    NOT NULL,   -- TCP, UDP, ...; '' when unknown
+    local       TEXT    NOT NULL,   -- the socket's own address ('' when unknown)
+    local_port  INTEGER NOT NULL,
+    remote      TEXT    NOT NULL,   -- the socket's peer ('' when it has none: unconnected UDP)
+    remote_port INTEGER NOT NULL,
+    direction   INTEGER NOT NULL,   -- 1 read (rx), 2 sent (tx), 3 TCP retransmits, 4 accepted, 5 connected, 6 closed
+    bytes       INTEGER NOT NULL,   -- (3: segments retransmitted; 4, 5: connections; 6: lifetimes in us)
+    calls       INTEGER NOT NULL,   -- send/recv calls that moved bytes (3: retransmissions; 4-6: connections)
+    first       INTEGER NOT NULL,   -- ns
+    last        INTEGER NOT NULL,
+    PRIMARY KEY (second, pid, command, protocol, local, local_port, remote, remote_port, direction)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS traffic_minute (
+    minute      INTEGER NOT NULL,   -- second // 60
+    pid         INTEGER NOT NULL,
+    command     TEXT    NOT NULL,
+    protocol    TEXT    NOT NULL,
+    local       TEXT    NOT NULL,
+    local_port  INTEGER NOT NULL,
+    remote      TEXT    NOT NULL,
+    remote_port INTEGER NOT NULL,
+    direction   INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    calls       INTEGER NOT NULL,
+    first       INTEGER NOT NULL,
+    last        INTEGER NOT NULL,
+    PRIMARY KEY (minute, pid, command, protocol, local, local_port, remote, remote_port, direction)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = "pid, command, protocol, local, local_port, remote, remote_port, direction, bytes, calls, first, last"
+_ON_CONFLICT = (
+    "ON CONFLICT DO UPDATE SET bytes = bytes + excluded.bytes, calls = calls + excluded.calls, "
+    "first = min(first, excluded.first), last = max(last, excluded.last)"
+)
+_VALUES = ", ".join("?" * 13)
+UPSERT_SECOND = f"INSERT INTO traffic (second, {_COLUMNS}) VALUES ({_VALUES}) {_ON_CONFLICT}"
+UPSERT_MINUTE = f"INSERT INTO traffic_minute (minute, {_COLUMNS}) VALUES ({_VALUES}) {_ON_CONFLICT}"
+
+#: One traffic row: (second, pid, command, protocol, local, local_port, remote, remote_port,
+#: direction, bytes, calls, first_ns, last_ns)
+Row = tuple[int, int, str, str, str, int, str, int, int, int, int, int, int]
+
+
+def write(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    """Rows into both tables (inside the caller's transaction)."""
+    conn.executemany(UPSERT_SECOND, rows)
+    conn.executemany(UPSERT_MINUTE, [(r[0] // 60, *r[1:]) for r in rows])
+
+
+def prune(conn: sqlite3.Connection, second: int) -> None:
+    """Forget rows older than ``second`` (a minute row goes when its whole minute is older)."""
+    conn.execute("DELETE FROM traffic WHERE second < ?", (second,))
+    conn.execute("DELETE FROM traffic_minute WHERE minute < ?", (second // 60,))
+
+
+def subject_filter(pid: int | None, command: str | None) -> tuple[str, list[Any]]:
+    """`` AND pid = ? AND command = ?`` (as given) and their parameters."""
+    filters, params = "", list[Any]()
+    if pid is not None:
+        filters += " AND pid = ?"
+        params.append(pid)
+    if command is not None:
+        filters += " AND command = ?"
+        params.append(command)
+    return filters, params
+
+
+def select(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``sql``; none from an older store that has not got the table."""
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+
+
+def read(conn: sqlite3.Connection, lo: int, hi: int, pid: int | None, command: str | None) -> list[tuple[Any, ...]]:
+    """Seconds lo..hi summed per flow and direction: whole minutes from the minute table, the
+    edges from the second table. Rows: ``(pid, command, protocol, local, local_port, remote,
+    remote_port, direction, bytes, calls, first, last)``. An older store has no traffic tables: []."""
+    first_minute = -(-lo // 60)  # the first minute that starts inside
+    end_minute = (hi + 1) // 60  # minutes before this one end inside
+    filters, params = subject_filter(pid, command)
+    keys = "pid, command, protocol, local, local_port, remote, remote_port, direction"
+    if first_minute < end_minute:
+        parts = (
+            f"SELECT {_COLUMNS} FROM traffic WHERE second >= ? AND second < ?{filters} "
+            f"UNION ALL SELECT {_COLUMNS} FROM traffic_minute WHERE minute >= ? AND minute < ?{filters} "
+            f"UNION ALL SELECT {_COLUMNS} FROM traffic WHERE second >= ? AND second <= ?{filters}"
+        )
+        args = [lo, first_minute * 60, *params, first_minute, end_minute, *params, end_minute * 60, hi, *params]
+    else:
+        parts = f"SELECT {_COLUMNS} FROM traffic WHERE second >= ? AND second <= ?{filters}"
+        args = [lo, hi, *params]
+    sql = (f"SELECT {keys}, sum(bytes), sum(calls), min(first), max(last) FROM ({parts}) "
+           f"GROUP BY {keys}")  # fmt: skip
+    return select(conn, sql, args)
+
+
+def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command: str | None, now: datetime,
+          limit: int) -> TrafficStats:  # fmt: skip
+    """The window's figures from :func:`read`'s rows: totals, per process, per remote address, per
+    flow (largest first, ``limit`` of each)."""
+    # flow -> [rx, tx, rx_calls, tx_calls, first, last, retransmits, accepted, connected, lifetimes, closed]
+    flows: dict[tuple[Any, ...], list[int]] = {}
+    opened: dict[tuple[Any, ...], str] = {}  # the socket's addresses -> how the kernel saw it open
+    for f_pid, f_cmd, proto, local, lport, remote, rport, direction, nbytes, calls, first, last in rows:
+        acc = flows.setdefault((f_pid, f_cmd, proto, local, lport, remote, rport), [0] * 11)
+        if direction == DIR_RETRANS:
+            acc[6] += nbytes
+        elif direction == DIR_CLOSE:
+            acc[9] += nbytes
+            acc[10] += calls
+        elif direction in (DIR_ACCEPT, DIR_CONNECT):
+            acc[7 if direction == DIR_ACCEPT else 8] += nbytes
+            opened[(proto, local, lport, remote, rport)] = "inbound" if direction == DIR_ACCEPT else "outbound"
+        else:
+            i = 0 if direction == DIR_RX else 1
+            acc[i] += nbytes
+            acc[2 + i] += calls
+        acc[4] = min(acc[4], first) if acc[4] else first
+        acc[5] = max(acc[5], last)
+    seconds = max(1, window)
+    procs: dict[str, list[Any]] = {}  # command -> [pids, rx, tx, flows, retransmits, inbound, outbound]
+    remotes: dict[str, list[Any]] = {}  # remote -> [rx, tx, commands, retransmits]
+    rx_total = tx_total = retrans_total = accepted_total = connected_total = closed_total = 0
+    for (f_pid, f_cmd, _, _, _, remote, _), (rx, tx, _, _, _, _, retrans, accepted, connected, _, closed) in \
+            flows.items():  # fmt: skip
+        closed_total += closed
+        rx_total += rx
+        tx_total += tx
+        retrans_total += retrans
+        accepted_total += accepted
+        connected_total += connected
+        p = procs.setdefault(f_cmd, [set(), 0, 0, 0, 0, 0, 0])
+        p[0].add(f_pid)
+        p[1] += rx
+        p[2] += tx
+        p[3] += 1
+        p[4] += retrans
+        p[5] += accepted
+        p[6] += connected
+        r = remotes.setdefault(remote, [0, 0, set(), 0])
+        r[0] += rx
+        r[1] += tx
+        r[2].add(f_cmd)
+        r[3] += retrans
+    proc_list = sorted(
+        (TrafficProcess(command=c, pids=sorted(v[0]), rx_bytes=v[1], tx_bytes=v[2], rx_rate=round(v[1] / seconds, 3),
+                        tx_rate=round(v[2] / seconds, 3), flows=v[3], retransmits=v[4], inbound=v[5], outbound=v[6])
+         for c, v in procs.items()),
+        key=lambda p: (-(p.rx_bytes + p.tx_bytes), -p.retransmits, p.command),
+    )  # fmt: skip
+    remote_list = sorted(
+        (TrafficRemote(remote=r, rx_bytes=v[0], tx_bytes=v[1], commands=sorted(v[2]), retransmits=v[3])
+         for r, v in remotes.items()),
+        key=lambda r: (-(r.rx_bytes + r.tx_bytes), -r.retransmits, r.remote),
+    )
+    flow_list = sorted(
+        (TrafficFlow(pid=k[0], command=k[1], protocol=k[2], local=k[3], local_port=k[4], remote=k[5], remote_port=k[6],
+                     rx_bytes=v[0], tx_bytes=v[1], rx_calls=v[2], tx_calls=v[3], retransmits=v[6],
+                     direction=opened.get((k[2], k[3], k[4], k[5], k[6]), ""),
+                     lifetime_us=v[9] if v[10] else None,
+                     first_seen=ns_to_time(v[4]) if v[4] else None, last_seen=ns_to_time(v[5]) if v[5] else None)
+         for k, v in flows.items()),
+        key=lambda f: (-(f.rx_bytes + f.tx_bytes), -f.retransmits, f.command, f.pid, f.remote, f.remote_port,
+                       f.local_port),
+    )  # fmt: skip
+    return TrafficStats(
+        window_seconds=window, pid=pid, command=command, until=now, rx_bytes=rx_total, tx_bytes=tx_total,
+        retransmits=retrans_total, inbound_connections=accepted_total, outbound_connections=connected_total,
+        closed_connections=closed_total,
+        rx_rate=round(rx_total / seconds, 3), tx_rate=round(tx_total / seconds, 3), processes=proc_list[:limit],
+        remotes=remote_list[:limit], flows=flow_list[:limit], total_processes=len(proc_list),
+        total_remotes=len(remote_list), total_flows=len(flow_list),
+    )  # fmt: skip

@@ -1,0 +1,338 @@
+"""Traffic against the real kernel: bytes a test client and a test server moved over loopback come
+back from ``get_traffic`` and ``/api/traffic`` exactly, for the right process and direction; SYN
+retransmits against a full accept backlog equal the kernel's own RetransSegs delta.
+
+The server is a child process (its own pid): it accepts one TCP connection, peeks at it
+(MSG_PEEK: not counted), reads until EOF, answers ``REPLY`` bytes and reads the UDP datagrams. The
+client is this process. Waits are bounded polls on the tool's own answer; the assertions are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from mcp.client import Client
+
+from netspy_tui.collector.ebpf import EbpfCollector
+from netspy_tui.errors import CollectorError
+from netspy_tui.mcp_tools.server import create_server
+from netspy_tui.models import LatencyStats, TrafficFlow, TrafficStats
+from netspy_tui.serve.app import create_app
+from netspy_tui.store.sqlite import EventStore
+from netspy_tui.telemetry.embedded import EmbeddedSource
+from tests.collector.test_ebpf import REQUIRE
+
+TCP_BYTES = 1_000_003
+REPLY = 70_001
+DATAGRAMS = (1000, 1, 1472, 9000, 3)
+UDP_BYTES = sum(DATAGRAMS)
+
+SERVER = textwrap.dedent(
+    """
+    import socket, sys
+    host, datagrams, reply = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    t = socket.socket(family, socket.SOCK_STREAM)
+    t.bind((host, 0))
+    t.listen(1)
+    u = socket.socket(family, socket.SOCK_DGRAM)
+    u.bind((host, 0))
+    print(t.getsockname()[1], u.getsockname()[1], flush=True)
+    c, _ = t.accept()
+    c.recv(16, socket.MSG_PEEK)
+    n = 0
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    c.sendall(b"r" * reply)
+    c.close()
+    m = sum(len(u.recv(65536)) for _ in range(datagrams))
+    print(n, m, flush=True)
+    """
+)
+
+
+#: A child in its own network namespace (its /proc/net/snmp counts only its own traffic): a listener
+#: with listen(0) whose accept queue one connection fills, so the next SYN is dropped (ListenDrops
+#: says when). Then the queued connection is accepted, so the SYN the client retransmits after ~1 s
+#: gets in: a connect that succeeds after one SYN retransmit. Prints its pid, the listener's port, the
+#: client's port, the RetransSegs delta around the attempt, its duration and its SO_ERROR.
+SYN_RETRANSMIT = textwrap.dedent(
+    """
+    import ctypes, errno, os, select, socket, subprocess, sys, time
+    if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
+        sys.exit(f"unshare: errno {ctypes.get_errno()}")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    def counter(path, prefix, name):
+        with open(path) as f:
+            head, values = [line.split() for line in f if line.startswith(prefix)]
+        return int(values[head.index(name)])
+    def retrans():
+        return counter("/proc/net/snmp", "Tcp:", "RetransSegs")
+    def listen_drops():
+        return counter("/proc/net/netstat", "TcpExt:", "ListenDrops")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    first = socket.create_connection(("127.0.0.1", port))  # fills the accept queue (never accepted)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # until the kernel has queued it (ss: Recv-Q of a listener)
+        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+        if out and out[1] == "1":
+            break
+        time.sleep(0.01)
+    before, drops = retrans(), listen_drops()
+    start = time.monotonic()
+    c = socket.socket()
+    c.setblocking(False)
+    assert c.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
+    mine = c.getsockname()[1]
+    deadline = time.monotonic() + 5
+    while listen_drops() == drops and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert listen_drops() > drops, "the SYN was not dropped"
+    assert time.monotonic() - start < 0.9, "too slow to free the queue before the retransmit"
+    accepted, _ = listener.accept()  # room again: the retransmitted SYN gets in
+    select.select([], [c], [], 10)
+    err = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    elapsed = time.monotonic() - start
+    c.close()
+    print(os.getpid(), port, mine, retrans() - before, elapsed, err, flush=True)
+    """
+)
+
+
+@pytest.fixture
+async def embedded() -> AsyncIterator[EmbeddedSource]:
+    collector = EbpfCollector(drain_interval=0.2)
+    store = EventStore(None)
+    source = EmbeddedSource(collector, store)
+    try:
+        await source.start()
+    except CollectorError as exc:
+        store.close()
+        if REQUIRE:
+            pytest.fail(f"NETSPY_REQUIRE_EBPF=1 but the eBPF collector cannot start: {exc}")
+        pytest.skip(f"eBPF collector unavailable: {exc}")
+    try:
+        if not collector.counts_traffic:
+            pytest.skip("this kernel has no sock/sock_send_length and sock_recv_length tracepoints")
+        yield source
+    finally:
+        await source.aclose()
+
+
+def exchange(host: str) -> tuple[int, int, int, int]:
+    """Run the server child and talk to it: (server pid, its TCP port, its UDP port, our TCP port)."""
+    child = subprocess.Popen([sys.executable, "-c", SERVER, host, str(len(DATAGRAMS)), str(REPLY)],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout is not None
+        tport, uport = map(int, child.stdout.readline().split())
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as t:
+            t.connect((host, tport))
+            my_port = t.getsockname()[1]
+            t.sendall(b"s" * TCP_BYTES)
+            t.shutdown(socket.SHUT_WR)
+            got = 0
+            while chunk := t.recv(65536):
+                got += len(chunk)
+        assert got == REPLY
+        with socket.socket(family, socket.SOCK_DGRAM) as u:
+            u.connect((host, uport))
+            for size in DATAGRAMS:
+                u.send(b"d" * size)
+        line = child.stdout.readline()
+        assert child.wait(timeout=10) == 0
+        assert list(map(int, line.split())) == [TCP_BYTES, UDP_BYTES]  # what the server's application read
+        return child.pid, tport, uport, my_port
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+async def poll(read: Callable[[], Awaitable[TrafficStats]], done: Callable[[TrafficStats], bool],
+               within: float = 10.0) -> TrafficStats:  # fmt: skip
+    """The stats once ``done`` holds, or the last ones read at the deadline (then the assertions fail
+    with the numbers that were there)."""
+    deadline = time.monotonic() + within
+    while True:
+        stats = await read()
+        if done(stats) or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.05)
+
+
+def flows(stats: TrafficStats, **match: Any) -> list[TrafficFlow]:
+    return [f for f in stats.flows if all(getattr(f, k) == v for k, v in match.items())]
+
+
+def expected(host: str, server: int, tport: int, uport: int, my_port: int) -> dict[str, dict[str, Any]]:
+    """(pid, protocol, local port) -> what the tool must say."""
+    me = os.getpid()
+    return {
+        "client tcp": dict(pid=me, protocol="TCP", local=host, local_port=my_port, remote=host, remote_port=tport,
+                           tx_bytes=TCP_BYTES, rx_bytes=REPLY, direction="outbound"),
+        # the server's side: accepted (a passive open), charged to the listening process
+        "server tcp": dict(pid=server, protocol="TCP", local=host, local_port=tport, remote=host, remote_port=my_port,
+                           tx_bytes=REPLY, rx_bytes=TCP_BYTES, direction="inbound"),
+        "client udp": dict(pid=me, protocol="UDP", local=host, remote=host, remote_port=uport, tx_bytes=UDP_BYTES,
+                           rx_bytes=0, direction=""),
+        # an unconnected UDP socket has no peer address
+        "server udp": dict(pid=server, protocol="UDP", local=host, local_port=uport, remote="", remote_port=0,
+                           tx_bytes=0, rx_bytes=UDP_BYTES, direction=""),
+    }  # fmt: skip
+
+
+_FIGURES = ("tx_bytes", "rx_bytes", "direction")
+
+
+def check(stats: TrafficStats, want: dict[str, dict[str, Any]]) -> None:
+    for name, fields in want.items():
+        key = {k: v for k, v in fields.items() if k not in _FIGURES}
+        got = flows(stats, **key)
+        assert len(got) == 1, f"{name}: {len(got)} flows match {key}: {stats.flows}"
+        assert (got[0].tx_bytes, got[0].rx_bytes, got[0].direction) == (
+            fields["tx_bytes"], fields["rx_bytes"], fields["direction"]), (name, got)
+        if fields["direction"]:  # a TCP connection opened and closed before anyone looked: its lifetime
+            assert got[0].lifetime_us is not None and 0 < got[0].lifetime_us < 30_000_000, (name, got)
+
+
+def complete(want: dict[str, dict[str, Any]]) -> Callable[[TrafficStats], bool]:
+    def done(stats: TrafficStats) -> bool:
+        for fields in want.values():
+            key = {k: v for k, v in fields.items() if k not in _FIGURES}
+            got = flows(stats, **key)
+            if not got or sum(f.tx_bytes for f in got) < fields["tx_bytes"] or \
+                    sum(f.rx_bytes for f in got) < fields["rx_bytes"]:  # fmt: skip
+                return False
+            if fields["direction"] and any(f.lifetime_us is None for f in got):  # (closed: its lifetime)
+                return False
+        return True
+
+    return done
+
+
+@pytest.mark.ebpf
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_get_traffic_reports_exact_bytes_per_process_and_direction(embedded: EmbeddedSource, host: str) -> None:
+    server, tport, uport, my_port = exchange(host)
+    want = expected(host, server, tport, uport, my_port)
+    async with Client(create_server(embedded)) as client:
+
+        async def read(pid: int | None = None) -> TrafficStats:
+            args: dict[str, Any] = {"duration": 120, "limit": 200}
+            if pid is not None:
+                args["pid"] = pid
+            result = await client.call_tool("get_traffic", args)
+            assert not result.is_error, result.content
+            assert result.structured_content is not None
+            return TrafficStats.model_validate(result.structured_content["stats"])
+
+        stats = await poll(read, complete(want))
+        check(stats, want)
+        # per process: the server's totals are exactly its own traffic
+        mine = await read(server)
+        assert (mine.rx_bytes, mine.tx_bytes) == (TCP_BYTES + UDP_BYTES, REPLY)
+        assert [(p.pids, p.inbound, p.outbound) for p in mine.processes] == [([server], 1, 0)]
+        assert (mine.inbound_connections, mine.outbound_connections, mine.closed_connections) == (1, 0, 1)
+        text = (await client.call_tool("get_traffic", {"pid": server, "duration": 120})).content[0].text
+        assert f"read {TCP_BYTES + UDP_BYTES:,} bytes" in text and f"sent {REPLY:,} bytes" in text
+
+
+@pytest.mark.ebpf
+async def test_api_traffic_serves_the_same_exact_figures(embedded: EmbeddedSource) -> None:
+    server, tport, uport, my_port = exchange("127.0.0.1")
+    want = expected("127.0.0.1", server, tport, uport, my_port)
+    transport = httpx.ASGITransport(app=create_app(embedded))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+
+        async def read() -> TrafficStats:
+            resp = await http.get("/api/traffic", params={"duration_seconds": 120, "limit": 1000})
+            assert resp.status_code == 200, resp.text
+            return TrafficStats.model_validate(resp.json())
+
+        check(await poll(read, complete(want)), want)
+        resp = await http.get("/api/traffic", params={"pid": server, "duration_seconds": 120})
+        body = resp.json()
+        assert (body["rx_bytes"], body["tx_bytes"], body["available"]) == (TCP_BYTES + UDP_BYTES, REPLY, True)
+        assert body["query_time"].endswith("Z")
+        assert (await http.get("/api/traffic", params={"limit": 1001})).status_code == 400
+
+
+@pytest.mark.ebpf
+async def test_syn_retransmits_equal_retranssegs_and_the_slow_connect_takes_over_a_second(
+        embedded: EmbeddedSource) -> None:  # fmt: skip
+    if shutil.which("ip") is None or shutil.which("ss") is None:
+        pytest.fail("iproute2 (ip, ss) is needed to make the test's network namespace")
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", SYN_RETRANSMIT], capture_output=True,
+                                  text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    pid, port, mine, delta, elapsed, err = out.stdout.split()
+    pid, port, mine, delta = int(pid), int(port), int(mine), int(delta)
+    assert (int(err), delta) == (0, 1), f"expected one SYN retransmit and success, got {delta} and errno {err}"
+    async with Client(create_server(embedded)) as client:
+
+        async def read() -> TrafficStats:
+            result = await client.call_tool("get_traffic", {"pid": pid, "duration": 120})
+            assert not result.is_error, result.content
+            return TrafficStats.model_validate(result.structured_content["stats"])
+
+        stats = await poll(read, lambda s: s.retransmits >= delta)
+        assert stats.retransmits == delta
+        (flow,) = flows(stats, remote_port=port, local_port=mine)
+        assert (flow.pid, flow.protocol, flow.remote, flow.retransmits, flow.direction) == (
+            pid, "TCP", "127.0.0.1", delta, "outbound")
+        assert [(p.pids, p.retransmits) for p in stats.processes] == [([pid], delta)]
+        text = (await client.call_tool("get_traffic", {"pid": pid, "duration": 120})).content[0].text
+        assert f"{delta} TCP segment" in text and "retransmitted" in text
+
+        async def latency() -> LatencyStats:
+            result = await client.call_tool("get_connect_latency", {"pid": pid, "duration": 120})
+            assert not result.is_error, result.content
+            return LatencyStats.model_validate(result.structured_content["stats"])
+
+        slow = await poll(latency, lambda s: any(g.destination == f"127.0.0.1:{port}" and g.attempts >= 2
+                                                 for g in s.destinations))  # fmt: skip
+        (group,) = [g for g in slow.destinations if g.destination == f"127.0.0.1:{port}"]
+        # the queue-filling connect (fast) and the one that waited for its SYN to be sent again
+        assert (group.attempts, group.outcomes, group.pids) == (2, {"ok": 2}, [pid])
+        assert 1_000_000 <= group.max_us <= float(elapsed) * 1e6 + 1000, (group, elapsed)
+        assert group.p50_us < 5000
+
+
+@pytest.mark.ebpf
+async def test_a_plain_loopback_connect_takes_under_5_ms(embedded: EmbeddedSource) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    with listener, socket.create_connection(("127.0.0.1", port)):
+        pass
+    async with Client(create_server(embedded)) as client:
+
+        async def latency() -> LatencyStats:
+            result = await client.call_tool("get_connect_latency", {"pid": os.getpid(), "duration": 120})
+            assert not result.is_error, result.content
+            return LatencyStats.model_validate(result.structured_content["stats"])
+
+        stats = await poll(latency, lambda s: any(g.destination == f"127.0.0.1:{port}" for g in s.destinations))
+        (group,) = [g for g in stats.destinations if g.destination == f"127.0.0.1:{port}"]
+        assert (group.attempts, group.outcomes) == (1, {"ok": 1})
+        assert 0 < group.max_us < 5000
