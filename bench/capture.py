@@ -40,15 +40,24 @@ TARGET_CPU_RAW, TARGET_CPU_COUNT, TARGET_KEPT = 0.5, 0.1, 50_000.0
 
 def build_generator(tmp: Path) -> Path:
     exe = tmp / "connect_storm"
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(REPO / "bench" / "connect_storm.c")], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        ["gcc", "-O2", "-o", str(exe), str(REPO / "bench" / "connect_storm.c")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return exe
 
 
 def storm(exe: Path, port: int, workers: int, count: int, seconds: float) -> tuple[dict[int, int], float]:
     """Run the storm; returns ({worker pid: connects made}, connects per second)."""
-    r = subprocess.run([str(exe), str(port), str(workers), str(count), str(seconds)], capture_output=True,
-                       text=True, timeout=seconds + 60, check=True)
+    r = subprocess.run(
+        [str(exe), str(port), str(workers), str(count), str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
     per: dict[int, int] = {}
     total = elapsed = 0
     for line in r.stdout.splitlines():
@@ -66,8 +75,9 @@ class Bpftrace:
     PROG = "tracepoint:syscalls:sys_enter_connect { @[pid] = count(); }"
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(["bpftrace", "-e", self.PROG], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            ["bpftrace", "-e", self.PROG], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # "Attaching 1 probe..." once attached
         if "Attaching" not in line:
@@ -121,12 +131,19 @@ def _collector_round(exe: Path, port: int, workers: int, count: int, seconds: fl
         lost = collector.stats.lost - lost0
     finally:
         collector.stop()
-    return {"made": made, "rate": rate, "counts": dict(counter.counts), "events": events, "reader_cpu": cpu,
-            "lost": lost}
+    return {
+        "made": made,
+        "rate": rate,
+        "counts": dict(counter.counts),
+        "events": events,
+        "reader_cpu": cpu,
+        "lost": lost,
+    }
 
 
-def _product_round(exe: Path, port: int, workers: int, count: int, seconds: float, db: Path,
-                   raw: bool = True) -> dict[str, Any]:
+def _product_round(
+    exe: Path, port: int, workers: int, count: int, seconds: float, db: Path, raw: bool = True
+) -> dict[str, Any]:
     """The product path: the eBPF collector feeding the store the product uses (a file, its writer
     thread, rollups), figures read back with the store's own queries, as the tools do."""
     from netspy_tui.collector.ebpf import EbpfCollector
@@ -155,8 +172,9 @@ def _product_round(exe: Path, port: int, workers: int, count: int, seconds: floa
         window = int(time.time() - t0) + 5
         per_pid = {pid: store.count(Scope("connection", pid, None, window)) for pid in made}
         stats = store.stats(Scope("connection", None, "nsbench-gen", window))
-        kept = (store.kept(Scope("connection", None, "nsbench-gen", window))
-                + store.kept(Scope("packet_drop", None, None, window)))
+        kept = store.kept(Scope("connection", None, "nsbench-gen", window)) + store.kept(
+            Scope("packet_drop", None, None, window)
+        )
         losses = store.losses()
         reader = collector.reader_cpu_seconds - cpu0
         writer = store._writer_thread.cpu_seconds if store._writer_thread is not None else 0.0
@@ -165,9 +183,19 @@ def _product_round(exe: Path, port: int, workers: int, count: int, seconds: floa
         store.flush(60)
         store.close()
     storm_seconds = sum(made.values()) / rate
-    return {"made": made, "rate": rate, "counts": per_pid, "outcomes": {c.key: c.count for c in stats.outcomes},
-            "total": stats.total, "kept": kept, "kept_rate": kept / storm_seconds, "losses": losses,
-            "reader_cpu": reader, "writer_cpu": writer, "programs": program_stats}
+    return {
+        "made": made,
+        "rate": rate,
+        "counts": per_pid,
+        "outcomes": {c.key: c.count for c in stats.outcomes},
+        "total": stats.total,
+        "kept": kept,
+        "kept_rate": kept / storm_seconds,
+        "losses": losses,
+        "reader_cpu": reader,
+        "writer_cpu": writer,
+        "programs": program_stats,
+    }
 
 
 def _kernel_only_round(exe: Path, port: int, workers: int, count: int, seconds: float) -> dict[str, Any]:
@@ -250,8 +278,13 @@ def run(ctx: Context) -> list[Metric]:
     if why:
         ctx.log(f"capture: SKIPPED live part: {why}")
         return ms + [
-            skipped(NAME, "product: store count / bpftrace count, same storm, worst process", why,
-                    target=TARGET_CAPTURE, op=">="),
+            skipped(
+                NAME,
+                "product: store count / bpftrace count, same storm, worst process",
+                why,
+                target=TARGET_CAPTURE,
+                op=">=",
+            ),
             skipped(NAME, "product: connects/s with the collector / without", why, target=TARGET_OVERHEAD, op=">="),
         ]
     from netspy_tui.collector.ebpf import syscalls
@@ -311,37 +344,86 @@ def run(ctx: Context) -> list[Metric]:
     diag = res["diagnosis"][0] if res["diagnosis"] else None
     ms += [
         metric(NAME, f"storm rate without tracing ({nproc} workers)", rates_none, "connects/s"),
-        metric(NAME, "product: store count / bpftrace count, same storm, worst process", vs_bt,
-               target=TARGET_CAPTURE, op=">=", note="every round; the store's count_by_pid against bpftrace's"),
-        metric(NAME, "product: store count / connects made, worst process", vs_made, target=TARGET_CAPTURE,
-               op=">=", note="raw events kept and counting-only rounds"),
-        metric(NAME, "product: refused outcomes counted / connects made", outcome_exact, target=TARGET_CAPTURE,
-               op=">="),
-        metric(NAME, "product: raw events kept + shed / made", balance, target=1.0, op=">=",
-               note=f"made {int(np.median(made_events)):,} events a storm (connect + drop each)"),
-        metric(NAME, "product: raw events kept per second during the storm", kept_rate, "events/s",
-               target=TARGET_KEPT, op=">="),
+        metric(
+            NAME,
+            "product: store count / bpftrace count, same storm, worst process",
+            vs_bt,
+            target=TARGET_CAPTURE,
+            op=">=",
+            note="every round; the store's count_by_pid against bpftrace's",
+        ),
+        metric(
+            NAME,
+            "product: store count / connects made, worst process",
+            vs_made,
+            target=TARGET_CAPTURE,
+            op=">=",
+            note="raw events kept and counting-only rounds",
+        ),
+        metric(
+            NAME, "product: refused outcomes counted / connects made", outcome_exact, target=TARGET_CAPTURE, op=">="
+        ),
+        metric(
+            NAME,
+            "product: raw events kept + shed / made",
+            balance,
+            target=1.0,
+            op=">=",
+            note=f"made {int(np.median(made_events)):,} events a storm (connect + drop each)",
+        ),
+        metric(
+            NAME,
+            "product: raw events kept per second during the storm",
+            kept_rate,
+            "events/s",
+            target=TARGET_KEPT,
+            op=">=",
+        ),
         metric(NAME, "product: raw events shed or lost per storm", shed, "events"),
-        metric(NAME, "product: connects/s with the collector / without", overhead, target=TARGET_OVERHEAD, op=">=")
-        .set_baseline(float(np.median(bt_overhead)), "bpftrace ratio", ratio=None),
+        metric(
+            NAME, "product: connects/s with the collector / without", overhead, target=TARGET_OVERHEAD, op=">="
+        ).set_baseline(float(np.median(bt_overhead)), "bpftrace ratio", ratio=None),
         metric(NAME, "connects/s with bpftrace / without", bt_overhead),
-        metric(NAME, "product counting only (no raw events): connects/s with / without", counting_overhead,
-               target=TARGET_OVERHEAD, op=">="),
-        metric(NAME, "kernel side alone (counting, nothing read during the storm): with / without", kernel,
-               target=TARGET_KERNEL, op=">="),
-        metric(NAME, "product: reader + writer CPU per 100k connects, raw events kept", cpu_raw, "s",
-               target=TARGET_CPU_RAW),
-        metric(NAME, "product: reader + writer CPU per 100k connects, counting only", cpu_count, "s",
-               target=TARGET_CPU_COUNT),
+        metric(
+            NAME,
+            "product counting only (no raw events): connects/s with / without",
+            counting_overhead,
+            target=TARGET_OVERHEAD,
+            op=">=",
+        ),
+        metric(
+            NAME,
+            "kernel side alone (counting, nothing read during the storm): with / without",
+            kernel,
+            target=TARGET_KERNEL,
+            op=">=",
+        ),
+        metric(
+            NAME, "product: reader + writer CPU per 100k connects, raw events kept", cpu_raw, "s", target=TARGET_CPU_RAW
+        ),
+        metric(
+            NAME,
+            "product: reader + writer CPU per 100k connects, counting only",
+            cpu_count,
+            "s",
+            target=TARGET_CPU_COUNT,
+        ),
         *[metric(NAME, f"kernel time per connect: {name}", v, "us") for name, v in sorted(per_prog.items())],
     ]
     if diag is not None:
-        ms.append(metric(NAME, "DIAGNOSIS counting sink (not the product): captured / made, worst process",
-                         [_ratio_per_process(diag["made"], diag["counts"])], note=f"base rate {base:,.0f}/s"))
-    ctx.shared["capture_extra"] = {"storm": {"workers": nproc, "count_per_worker": count, "max_seconds": seconds,
-                                             "rounds": rounds},
-                                   "product_rates": [p["rate"] for p in res["product"]],
-                                   "bpftrace_rates": [b[1] for b in res["bpftrace"]],
-                                   "none_rates": rates_none,
-                                   "product_losses": [p["losses"] for p in res["product"]]}
+        ms.append(
+            metric(
+                NAME,
+                "DIAGNOSIS counting sink (not the product): captured / made, worst process",
+                [_ratio_per_process(diag["made"], diag["counts"])],
+                note=f"base rate {base:,.0f}/s",
+            )
+        )
+    ctx.shared["capture_extra"] = {
+        "storm": {"workers": nproc, "count_per_worker": count, "max_seconds": seconds, "rounds": rounds},
+        "product_rates": [p["rate"] for p in res["product"]],
+        "bpftrace_rates": [b[1] for b in res["bpftrace"]],
+        "none_rates": rates_none,
+        "product_losses": [p["losses"] for p in res["product"]],
+    }
     return ms

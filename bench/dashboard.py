@@ -107,8 +107,14 @@ async def _memory_child(store_arg: str, events: int, idle: float) -> dict[str, A
 
 
 def _child(store_arg: str, events: int, idle: float) -> dict[str, Any]:
-    r = subprocess.run([PY, "-m", "bench.dashboard", "--memory-child", store_arg, "--events", str(events),
-                        "--idle", str(idle)], env=child_env(), cwd=REPO, capture_output=True, text=True, timeout=400)
+    r = subprocess.run(
+        [PY, "-m", "bench.dashboard", "--memory-child", store_arg, "--events", str(events), "--idle", str(idle)],
+        env=child_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"memory child failed: {r.stderr[-800:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -133,8 +139,16 @@ def run(ctx: Context) -> list[Metric]:
     ms.append(Metric(NAME, f"RSS, {events:,} events stored, all in the 1 h window shown", mem["rss_mb"], "MB",
                      target=TARGET_RSS_MB, note=f"store alone {mem['rss_store_mb']:.0f} MB; "
                      f"{mem['in_window']:,} connects in the window"))  # fmt: skip
-    ms.append(Metric(NAME, f"idle CPU headless, {idle:.0f} s, {events:,} stored", mem["idle_cpu_pct"], "%",
-                     target=TARGET_IDLE_CPU, note=f"{mem['polls']} polls in {idle:.0f} s (interval 1 s)"))
+    ms.append(
+        Metric(
+            NAME,
+            f"idle CPU headless, {idle:.0f} s, {events:,} stored",
+            mem["idle_cpu_pct"],
+            "%",
+            target=TARGET_IDLE_CPU,
+            note=f"{mem['polls']} polls in {idle:.0f} s (interval 1 s)",
+        )
+    )
     ctx.shared["dashboard_extra"] = {"memory_child": mem}
     return ms
 

@@ -65,9 +65,11 @@ async def _in_memory(store: EventStore, n: int) -> tuple[dict[str, list[float]],
     out = {"direct": await _lat(direct, n)}
     async with open_gateway(source) as gw:
         for name, args in CALLS.items():
+
             async def call(name: str = name, args: dict[str, object] = args) -> None:
                 r = await gw.call(name, args)
                 assert not r.is_error, r.text
+
             out[name] = await _lat(call, n)
         window.append(_in_window(await gw.call("get_network_summary", {})))
     return out, window
@@ -75,7 +77,8 @@ async def _in_memory(store: EventStore, n: int) -> tuple[dict[str, list[float]],
 
 async def _stdio(recording: Path, events: int, n: int) -> tuple[dict[str, list[float]], list[int]]:
     params = StdioServerParameters(
-        command=PY, args=["-m", "netspy_tui", "mcp", "--replay", str(recording), "--replay-speed", "0"],
+        command=PY,
+        args=["-m", "netspy_tui", "mcp", "--replay", str(recording), "--replay-speed", "0"],
         env=child_env(),
     )
     out: dict[str, list[float]] = {}
@@ -91,16 +94,19 @@ async def _stdio(recording: Path, events: int, n: int) -> tuple[dict[str, list[f
             await asyncio.sleep(0.1)
         window = [_in_window(await client.call_tool("get_network_summary", {}))]
         for name, args in CALLS.items():
+
             async def call(name: str = name, args: dict[str, object] = args) -> None:
                 r = await client.call_tool(name, args)
                 assert not r.is_error, r.content
+
             out[name] = await _lat(call, n)
         window.append(_in_window(await client.call_tool("get_network_summary", {})))
     return out, window
 
 
-def _row(area_name: str, samples: list[float], target: float | None, base: float | None, label: str,
-         window: list[int]) -> Metric:
+def _row(
+    area_name: str, samples: list[float], target: float | None, base: float | None, label: str, window: list[int]
+) -> Metric:
     m = metric(NAME, area_name, samples, "ms", target=target)
     m.note = f"p95 {percentile(samples, 0.95):.3f} ms; 60 s window: {window[0]:,} -> {window[-1]:,} connects"
     if base is not None:

@@ -32,8 +32,13 @@ DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny smoke version of every area")
-    p.add_argument("--only", action="append", choices=AREAS, metavar="NAME",
-                   help=f"run only this area (repeatable): {', '.join(AREAS)}")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=AREAS,
+        metavar="NAME",
+        help=f"run only this area (repeatable): {', '.join(AREAS)}",
+    )
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"results file ({DEFAULT_JSON})")
     ns = p.parse_args(argv)
     areas = [a for a in AREAS if not ns.only or a in ns.only]

@@ -296,8 +296,10 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
     started = time.monotonic()
     await source.start()
     server = BackgroundServer(create_app(source), host="127.0.0.1", port=0).start()
-    log(f"serve on {server.url}; {args.rate:g} events/s for {duration:g} s, retention {args.retention:g} s, "
-        f"writer sheds beyond {store.max_queued:,} queued records")
+    log(
+        f"serve on {server.url}; {args.rate:g} events/s for {duration:g} s, retention {args.retention:g} s, "
+        f"writer sheds beyond {store.max_queued:,} queued records"
+    )
     client = HttpSource(server.url, read_timeout=30, retries=0)
     try:
         async with open_gateway(client) as gateway:
@@ -319,13 +321,26 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
                 while (elapsed := time.monotonic() - started) < duration:
                     if elapsed >= next_sample:
                         kept = await asyncio.to_thread(store.row_count)
-                        s = Sample(round(elapsed, 2), proc.memory_info().rss / MB, *rss_parts(), db_size(db) / MB,
-                                   collector.generated, kept, _shed(store), store.pruned, _queued(store), app.polls,
-                                   failures, proc.cpu_percent())
+                        s = Sample(
+                            round(elapsed, 2),
+                            proc.memory_info().rss / MB,
+                            *rss_parts(),
+                            db_size(db) / MB,
+                            collector.generated,
+                            kept,
+                            _shed(store),
+                            store.pruned,
+                            _queued(store),
+                            app.polls,
+                            failures,
+                            proc.cpu_percent(),
+                        )
                         samples.append(s)
-                        log(f"t={s.t:6.0f}s rss={s.rss_mb:6.0f} MB (anon {s.rss_anon_mb:5.0f}) db={s.db_mb:6.0f} MB "
+                        log(
+                            f"t={s.t:6.0f}s rss={s.rss_mb:6.0f} MB (anon {s.rss_anon_mb:5.0f}) db={s.db_mb:6.0f} MB "
                             f"generated={s.generated:>9,} kept={s.kept:>9,} shed={s.shed:>9,} "
-                            f"pruned={s.pruned:>9,} queued={s.queued:>7,} polls={s.polls} cpu={s.cpu_percent:.0f}%")
+                            f"pruned={s.pruned:>9,} queued={s.queued:>7,} polls={s.polls} cpu={s.cpu_percent:.0f}%"
+                        )
                         next_sample += args.sample
                     await asyncio.sleep(min(0.25, max(0.0, started + next_sample - time.monotonic())))
                 polled_seconds = time.monotonic() - app_started
@@ -352,8 +367,20 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
         other_losses["sink lost"] = source.store_sink.lost
     writer = _writer(store)
     writer_cpu = float(writer.cpu_seconds) if writer is not None else 0.0
-    final = Sample(round(elapsed, 2), proc.memory_info().rss / MB, *rss_parts(), db_size(db) / MB, generated, kept,
-                   shed, pruned, _queued(store), polls, failures, proc.cpu_percent())
+    final = Sample(
+        round(elapsed, 2),
+        proc.memory_info().rss / MB,
+        *rss_parts(),
+        db_size(db) / MB,
+        generated,
+        kept,
+        shed,
+        pruned,
+        _queued(store),
+        polls,
+        failures,
+        proc.cpu_percent(),
+    )
     samples.append(final)
     await source.aclose()
 
@@ -418,46 +445,115 @@ def metrics(r: dict[str, Any], max_rss_slope: float) -> list[Metric]:
     area = "soak"
     generated = r["generated"] or 1
     return [
-        Metric(area, "events generated (ring records via sink.ingest)", r["generated"], "events",
-               note=f"{r['rate_achieved']:,.0f}/s of {r['rate_target']:,.0f}/s target"),
+        Metric(
+            area,
+            "events generated (ring records via sink.ingest)",
+            r["generated"],
+            "events",
+            note=f"{r['rate_achieved']:,.0f}/s of {r['rate_target']:,.0f}/s target",
+        ),
         Metric(area, "achieved rate", r["rate_achieved"], "ev/s", target=r["rate_target"] * 0.95, op=">="),
-        Metric(area, "collector behind its schedule, worst", r["collector_behind_seconds_max"], "s",
-               note=f"longest sink.ingest call {r['collector_ingest_ms_max']} ms (the collector never waits)"),
-        Metric(area, "counted in the store's rollups", r["counted"], "events",
-               note=f"held {r['counted_held']}, + {r['counted_pruned_by_retention']:,} in seconds retention "
-                    f"deleted; generated {r['generated']:,}"),
+        Metric(
+            area,
+            "collector behind its schedule, worst",
+            r["collector_behind_seconds_max"],
+            "s",
+            note=f"longest sink.ingest call {r['collector_ingest_ms_max']} ms (the collector never waits)",
+        ),
+        Metric(
+            area,
+            "counted in the store's rollups",
+            r["counted"],
+            "events",
+            note=f"held {r['counted_held']}, + {r['counted_pruned_by_retention']:,} in seconds retention "
+            f"deleted; generated {r['generated']:,}",
+        ),
         Metric(area, "counts: |counted - generated|", abs(r["counted"] - r["generated"]), "events", target=0),
-        Metric(area, "raw: |generated - (kept + shed + pruned)|", abs(r["unaccounted"]), "events", target=0,
-               note=f"other losses: {r['other_losses'] or 'none'}"),
-        Metric(area, "raw rows kept at the end", r["kept"], "events",
-               note=f"retention {r['retention_seconds']:g} s"),
-        Metric(area, "raw records shed by the store's writer", r["shed"], "events",
-               note=f"{r['shed'] / generated:.2%} of generated; sheds beyond {r['max_queued']:,} queued; "
-                    f"{r['shed_written']:,} recorded in the losses table"),
+        Metric(
+            area,
+            "raw: |generated - (kept + shed + pruned)|",
+            abs(r["unaccounted"]),
+            "events",
+            target=0,
+            note=f"other losses: {r['other_losses'] or 'none'}",
+        ),
+        Metric(area, "raw rows kept at the end", r["kept"], "events", note=f"retention {r['retention_seconds']:g} s"),
+        Metric(
+            area,
+            "raw records shed by the store's writer",
+            r["shed"],
+            "events",
+            note=f"{r['shed'] / generated:.2%} of generated; sheds beyond {r['max_queued']:,} queued; "
+            f"{r['shed_written']:,} recorded in the losses table",
+        ),
         Metric(area, "raw rows pruned by retention", r["pruned_by_retention"], "events"),
-        Metric(area, "writer backlog, worst sample", r["writer_queued_max"], "records",
-               note=f"sheds beyond {r['max_queued']:,}"),
-        Metric(area, "writer thread CPU per 100k events", r["writer_cpu_per_100k"], "s",
-               note=f"{r['writer_cpu_seconds']} s over the run"),
-        Metric(area, "process CPU, share of one core", r["process_cpu_seconds"] / r["duration_seconds"] * 100, "%",
-               note="by thread: " + ", ".join(f"{k} {v:g} s" for k, v in list(r["thread_cpu_seconds"].items())[:6])),
-        Metric(area, "RSS slope after warm-up (anon: heap)", r["rss_anon_slope_mb_per_min"], "MB/min",
-               target=max_rss_slope if r["steady_state_reached"] else None,
-               note=f"warm-up {r['warmup_seconds']:g} s" + ("" if r["steady_state_reached"] else
-                    f"; not judged: the run ends before retention ({r['retention_seconds']:g} s) + 15 s "
-                    "fills the store and then gives 3 samples")),
-        Metric(area, "RSS slope after warm-up (total)", r["rss_slope_mb_per_min"], "MB/min",
-               note="includes the store file mapped by SQLite (mmap), which follows the DB size"),
-        Metric(area, "RSS at end", r["rss_mb_end"], "MB",
-               note=f"anon {r['rss_anon_mb_end']} MB, file {r['rss_file_mb_end']} MB; start {r['rss_mb_start']} MB, "
-                    f"max {r['rss_mb_max']} MB"),
-        Metric(area, "DB size (file + WAL) under retention, at end", r["db_mb_end"], "MB",
-               note=f"max {r['db_mb_max']} MB, mean after warm-up {r['db_mb_steady_mean']} MB"),
+        Metric(
+            area,
+            "writer backlog, worst sample",
+            r["writer_queued_max"],
+            "records",
+            note=f"sheds beyond {r['max_queued']:,}",
+        ),
+        Metric(
+            area,
+            "writer thread CPU per 100k events",
+            r["writer_cpu_per_100k"],
+            "s",
+            note=f"{r['writer_cpu_seconds']} s over the run",
+        ),
+        Metric(
+            area,
+            "process CPU, share of one core",
+            r["process_cpu_seconds"] / r["duration_seconds"] * 100,
+            "%",
+            note="by thread: " + ", ".join(f"{k} {v:g} s" for k, v in list(r["thread_cpu_seconds"].items())[:6]),
+        ),
+        Metric(
+            area,
+            "RSS slope after warm-up (anon: heap)",
+            r["rss_anon_slope_mb_per_min"],
+            "MB/min",
+            target=max_rss_slope if r["steady_state_reached"] else None,
+            note=f"warm-up {r['warmup_seconds']:g} s"
+            + (
+                ""
+                if r["steady_state_reached"]
+                else f"; not judged: the run ends before retention ({r['retention_seconds']:g} s) + 15 s "
+                "fills the store and then gives 3 samples"
+            ),
+        ),
+        Metric(
+            area,
+            "RSS slope after warm-up (total)",
+            r["rss_slope_mb_per_min"],
+            "MB/min",
+            note="includes the store file mapped by SQLite (mmap), which follows the DB size",
+        ),
+        Metric(
+            area,
+            "RSS at end",
+            r["rss_mb_end"],
+            "MB",
+            note=f"anon {r['rss_anon_mb_end']} MB, file {r['rss_file_mb_end']} MB; start {r['rss_mb_start']} MB, "
+            f"max {r['rss_mb_max']} MB",
+        ),
+        Metric(
+            area,
+            "DB size (file + WAL) under retention, at end",
+            r["db_mb_end"],
+            "MB",
+            note=f"max {r['db_mb_max']} MB, mean after warm-up {r['db_mb_steady_mean']} MB",
+        ),
         Metric(area, "DB size slope after warm-up", r["db_slope_mb_per_min"], "MB/min"),
-        Metric(area, "dashboard polls per interval (polls / expected)", r["dashboard_polls_per_interval"],
-               target=0.9, op=">=",
-               note=f"{r['dashboard_polls']} polls in {r['dashboard_seconds']:g} s at "
-                    f"{r['dashboard_interval_seconds']:g} s; {r['dashboard_rows_at_end']} rows at the end"),
+        Metric(
+            area,
+            "dashboard polls per interval (polls / expected)",
+            r["dashboard_polls_per_interval"],
+            target=0.9,
+            op=">=",
+            note=f"{r['dashboard_polls']} polls in {r['dashboard_seconds']:g} s at "
+            f"{r['dashboard_interval_seconds']:g} s; {r['dashboard_rows_at_end']} rows at the end",
+        ),
         Metric(area, "dashboard poll failures", r["dashboard_poll_failures"], "polls", target=0),
     ]
 
@@ -468,10 +564,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=5000.0, help="events per second (5000)")
     p.add_argument("--retention", type=float, default=60.0, help="seconds of history the store keeps (60)")
     p.add_argument("--sample", type=float, default=5.0, help="seconds between samples (5)")
-    p.add_argument("--max-queued", type=int, default=None, metavar="N",
-                   help="raw records the store's writer lets wait before it sheds (default: the product's)")
-    p.add_argument("--max-rss-slope", type=float, default=2.0,
-                   help="growth of private (anon) RSS after warm-up that fails (2 MB/min)")
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=None,
+        metavar="N",
+        help="raw records the store's writer lets wait before it sheds (default: the product's)",
+    )
+    p.add_argument(
+        "--max-rss-slope",
+        type=float,
+        default=2.0,
+        help="growth of private (anon) RSS after warm-up that fails (2 MB/min)",
+    )
     p.add_argument("--quick", action="store_true", help="10-second smoke: 1,000 events/s, 3 s retention, 1 s samples")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"results file ({DEFAULT_JSON})")
     p.add_argument("--dir", type=Path, help="where the store file goes (default: a temporary directory)")
@@ -493,22 +598,27 @@ def main(argv: list[str] | None = None) -> int:
     got = metrics(result, ns.max_rss_slope)
     text = table(got)
     print(text)
-    write_json(ns.json, {
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": ns.quick,
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items()},
-        "machine": machine_info(),
-        "result": result,
-        "metrics": [m.to_json() for m in got],
-        "table": text.splitlines(),
-    })
+    write_json(
+        ns.json,
+        {
+            "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": ns.quick,
+            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(ns).items()},
+            "machine": machine_info(),
+            "result": result,
+            "metrics": [m.to_json() for m in got],
+            "table": text.splitlines(),
+        },
+    )
     print(f"\nwrote {ns.json}")
     anon = result["rss_anon_slope_mb_per_min"]
     leaked = anon is not None and anon > ns.max_rss_slope and result["steady_state_reached"] and not ns.quick
     if not result["steady_state_reached"]:
-        print(f"note: RSS slope not judged: warm-up {result['warmup_seconds']:g} s ends before the store holds "
-              f"{ns.retention:g} s of retention + 15 s (run at least {2 * (ns.retention + 15) / 60:g} minutes)",
-              file=sys.stderr)
+        print(
+            f"note: RSS slope not judged: warm-up {result['warmup_seconds']:g} s ends before the store holds "
+            f"{ns.retention:g} s of retention + 15 s (run at least {2 * (ns.retention + 15) / 60:g} minutes)",
+            file=sys.stderr,
+        )
     failed = [why for bad, why in ((not result["counts_exact"], "counts are not exact"),
                                    (not result["balance_holds"], "kept + shed + pruned != generated"),
                                    (leaked, f"anon RSS grows {anon} MB/min after warm-up")) if bad]  # fmt: skip

@@ -40,9 +40,24 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [PY, "-m", "netspy_tui", "serve", "--replay", str(recording), "--replay-speed", "0",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+            [
+                PY,
+                "-m",
+                "netspy_tui",
+                "serve",
+                "--replay",
+                str(recording),
+                "--replay-speed",
+                "0",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
         )
         try:
             self._wait_ready(events)
@@ -87,14 +102,26 @@ def _run(argv: list[str], env: dict[str, str]) -> float:
 
 def importtime(url: str, env: dict[str, str], top: int = 15) -> list[dict[str, Any]]:
     """Top-level imports of the --tool path by cumulative time (``python -X importtime``)."""
-    r = subprocess.run([PY, "-X", "importtime", "-m", "netspy_tui", *TOOL, "--server", url], env=env,
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [PY, "-X", "importtime", "-m", "netspy_tui", *TOOL, "--server", url],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     rows = []
     for line in r.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
         if m:
-            rows.append({"module": m.group(4), "self_ms": int(m.group(1)) / 1000,
-                         "cumulative_ms": int(m.group(2)) / 1000, "depth": len(m.group(3)) // 2})
+            rows.append(
+                {
+                    "module": m.group(4),
+                    "self_ms": int(m.group(1)) / 1000,
+                    "cumulative_ms": int(m.group(2)) / 1000,
+                    "depth": len(m.group(3)) // 2,
+                }
+            )
     # the modules that pull in the most: depth <= 2 (below netspy_tui's own entry points)
     heavy = sorted((r for r in rows if r["depth"] <= 2), key=lambda r: -r["cumulative_ms"])
     total = sum(r["self_ms"] for r in rows)
@@ -107,8 +134,15 @@ def dashboard_in_pty(url: str, env: dict[str, str], idle_seconds: float, marker:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 160, 0, 0))
     t0 = time.perf_counter()
-    proc = subprocess.Popen([PY, "-m", "netspy_tui", "--server", url, "--interval", "1"], stdin=slave,
-                            stdout=slave, stderr=slave, env=env, cwd=REPO, start_new_session=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "netspy_tui", "--server", url, "--interval", "1"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+    )
     os.close(slave)
     seen = b""
     first_paint = first_data = None
@@ -161,15 +195,24 @@ def dashboard_in_pty(url: str, env: dict[str, str], idle_seconds: float, marker:
             proc.kill()
             proc.wait()
         os.close(master)
-    return {"first_paint": first_paint or 0.0, "first_data": first_data, "idle_cpu_pct": (c1 - c0) / (w1 - w0) * 100,
-            "rss_mb": rss / 2**20}
+    return {
+        "first_paint": first_paint or 0.0,
+        "first_data": first_data,
+        "idle_cpu_pct": (c1 - c0) / (w1 - w0) * 100,
+        "rss_mb": rss / 2**20,
+    }
 
 
 def run(ctx: Context) -> list[Metric]:
     events = 1_000 if ctx.quick else 5_000
     repeat = 2 if ctx.quick else 7
-    env = child_env(HOME=str(ctx.tmp / "home"), XDG_STATE_HOME=str(ctx.tmp / "state"),
-                    XDG_CONFIG_HOME=str(ctx.tmp / "config"), TERM="xterm-256color", COLORTERM="truecolor")
+    env = child_env(
+        HOME=str(ctx.tmp / "home"),
+        XDG_STATE_HOME=str(ctx.tmp / "state"),
+        XDG_CONFIG_HOME=str(ctx.tmp / "config"),
+        TERM="xterm-256color",
+        COLORTERM="truecolor",
+    )
     # The server is `serve --replay` (no root): its store is filled by the product's replay path,
     # from a recording, and a recording holds built events, so synth.event_batches makes the file.
     # No store is filled here.
@@ -183,12 +226,22 @@ def run(ctx: Context) -> list[Metric]:
         base = [_run([PY, "-c", "pass"], env) for _ in range(repeat)]
         tool = [_run([PY, "-m", "netspy_tui", *TOOL, "--server", server.url], env) for _ in range(repeat)]
         ms.append(metric(NAME, "python -c pass (interpreter floor)", base, "s"))
-        ms.append(metric(NAME, "--tool get_network_summary end to end", tool, "s", target=TARGET_TOOL_S)
-                  .set_baseline(metric(NAME, "", base).value, "python"))
+        ms.append(
+            metric(NAME, "--tool get_network_summary end to end", tool, "s", target=TARGET_TOOL_S).set_baseline(
+                metric(NAME, "", base).value, "python"
+            )
+        )
         profile = importtime(server.url, env)
         ctx.shared["startup_extra"] = {"importtime_tool_path": profile}
-        ms.append(Metric(NAME, "--tool import time (sum of -X importtime self)", profile[0]["total_import_ms"], "ms",
-                         note=", ".join(f"{p['module']} {p['cumulative_ms']:.0f}" for p in profile[1:6])))
+        ms.append(
+            Metric(
+                NAME,
+                "--tool import time (sum of -X importtime self)",
+                profile[0]["total_import_ms"],
+                "ms",
+                note=", ".join(f"{p['module']} {p['cumulative_ms']:.0f}" for p in profile[1:6]),
+            )
+        )
         if ctx.quick:  # the pty launch takes a few seconds; the full run measures it
             return ms
         n_runs, idle = 3, 10.0
@@ -201,12 +254,26 @@ def run(ctx: Context) -> list[Metric]:
             idle_run = dashboard_in_pty(quiet.url, env, idle, b"Connections (0)")
         finally:
             quiet.close()
-        ms.append(metric(NAME, "dashboard launch to first paint (pty 160x45)", [r["first_paint"] for r in runs], "s",
-                         target=TARGET_PAINT_S))
+        ms.append(
+            metric(
+                NAME,
+                "dashboard launch to first paint (pty 160x45)",
+                [r["first_paint"] for r in runs],
+                "s",
+                target=TARGET_PAINT_S,
+            )
+        )
         ms.append(metric(NAME, "dashboard launch to first data on screen", [r["first_data"] for r in runs], "s"))
-        ms.append(Metric(NAME, f"dashboard idle CPU, real terminal, {idle:.0f} s, no traffic",
-                         idle_run["idle_cpu_pct"], "%", target=TARGET_IDLE_CPU,
-                         note=f"HTTP source with no events, interval 1 s; RSS {idle_run['rss_mb']:.0f} MB"))
+        ms.append(
+            Metric(
+                NAME,
+                f"dashboard idle CPU, real terminal, {idle:.0f} s, no traffic",
+                idle_run["idle_cpu_pct"],
+                "%",
+                target=TARGET_IDLE_CPU,
+                note=f"HTTP source with no events, interval 1 s; RSS {idle_run['rss_mb']:.0f} MB",
+            )
+        )
         ms.append(Metric(NAME, "dashboard RSS, real terminal, HTTP source (5,000 events)", runs[0]["rss_mb"], "MB"))
     finally:
         server.close()

@@ -95,18 +95,30 @@ def run(ctx: Context) -> list[Metric]:
     store = EventStore(path, retention_seconds=None, max_rows=None)
     ctx.log(f"store: writing {label} (file store, records + counts as the collector delivers them)")
     rates, cpu = fill(store, n)
-    ms.append(metric(NAME, "ingest, file store, records + kernel counts (the writer's work)", rates, "events/s",
-                     note=f"batches of 4,096; samples = 10% slices; {cpu:.2f} s CPU per 100k events"))
+    ms.append(
+        metric(
+            NAME,
+            "ingest, file store, records + kernel counts (the writer's work)",
+            rates,
+            "events/s",
+            note=f"batches of 4,096; samples = 10% slices; {cpu:.2f} s CPU per 100k events",
+        )
+    )
     size = sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists())
-    ms.append(metric(NAME, "store bytes per raw event (file + WAL, rollups and indexes included)", [size / n],
-                     "bytes"))
+    ms.append(metric(NAME, "store bytes per raw event (file + WAL, rollups and indexes included)", [size / n], "bytes"))
     for phase in ("after writing", "after reopening the file"):
         if phase != "after writing":
             store.close()
             t0 = time.perf_counter()
             store = EventStore(path, retention_seconds=None, max_rows=None)
-            ms.append(metric(NAME, "open the file store (loads the last hour of rollups)",
-                             [(time.perf_counter() - t0) * 1000], "ms"))
+            ms.append(
+                metric(
+                    NAME,
+                    "open the file store (loads the last hour of rollups)",
+                    [(time.perf_counter() - t0) * 1000],
+                    "ms",
+                )
+            )
         for duration in (60, 3600):
             rows = store.count(Scope("connection", None, None, duration))
             span = f"last {duration} s, {rows:,} connects in the window ({phase})"

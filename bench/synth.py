@@ -39,8 +39,9 @@ def _zipf_choice(rng: np.random.Generator, n_items: int, size: int, a: float = 1
     return rng.choice(n_items, size=size, p=w / w.sum())
 
 
-def records(n: int, span: float, rng: np.random.Generator, *, drop_share: float = 0.1,
-            now_wall_ns: int | None = None) -> np.ndarray:
+def records(
+    n: int, span: float, rng: np.random.Generator, *, drop_share: float = 0.1, now_wall_ns: int | None = None
+) -> np.ndarray:
     """``n`` ring records spread over the ``span`` seconds before ``now_wall_ns`` (default: now), oldest first."""
     now = time.time_ns() if now_wall_ns is None else now_wall_ns
     out = np.zeros(n, P.RECORD)
@@ -117,8 +118,9 @@ def codec() -> Codec:
     return Codec(DROP_REASONS)
 
 
-def batches(n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share: float = 0.1,
-            now_wall_ns: int | None = None) -> Iterator[Batch]:
+def batches(
+    n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share: float = 0.1, now_wall_ns: int | None = None
+) -> Iterator[Batch]:
     """What the eBPF collector would hand the store (records and their counts), oldest first."""
     rng = np.random.default_rng(seed)
     recs = records(n, span, rng, drop_share=drop_share, now_wall_ns=now_wall_ns)
@@ -128,8 +130,9 @@ def batches(n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share
         yield Batch(records=part, counts=counts(part), second=time.time_ns() // P.NS, codec=c)
 
 
-def event_batches(n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share: float = 0.1
-                  ) -> Iterator[list[Event]]:
+def event_batches(
+    n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share: float = 0.1
+) -> Iterator[list[Event]]:
     """The same data as built events (what a plain sink or an HTTP server would see)."""
     rng = np.random.default_rng(seed)
     recs = records(n, span, rng, drop_share=drop_share)

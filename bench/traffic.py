@@ -33,8 +33,12 @@ WORKLOADS = {"bulk": 65536, "small": 64}  # bytes per write()
 
 def build(tmp: Path) -> Path:
     exe = tmp / "bulk_transfer"
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(REPO / "bench" / "bulk_transfer.c")], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        ["gcc", "-O2", "-o", str(exe), str(REPO / "bench" / "bulk_transfer.c")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return exe
 
 
@@ -55,8 +59,10 @@ def transfer(exe: Path, chunk: int, max_bytes: int, seconds: float) -> dict[str,
 class Bpftrace:
     """bpftrace summing sock_send_length / sock_recv_length bytes per pid (as the collector counts them)."""
 
-    PROG = ("tracepoint:sock:sock_send_length /args->ret > 0/ { @tx[pid] = sum(args->ret); } "
-            "tracepoint:sock:sock_recv_length /args->ret > 0 && !(args->flags & 2)/ { @rx[pid] = sum(args->ret); }")
+    PROG = (
+        "tracepoint:sock:sock_send_length /args->ret > 0/ { @tx[pid] = sum(args->ret); } "
+        "tracepoint:sock:sock_recv_length /args->ret > 0 && !(args->flags & 2)/ { @rx[pid] = sum(args->ret); }"
+    )
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(["bpftrace", "-e", self.PROG], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

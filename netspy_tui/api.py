@@ -31,8 +31,15 @@ __all__ = ["NetspyClient", "ToolResult"]
 class NetspyClient:
     """An MCP client for the telemetry tools over one eBPF server (or any TelemetrySource)."""
 
-    def __init__(self, server_url: str = DEFAULT_SERVER, *, source: TelemetrySource | None = None,
-                 timeout: float = 10.0, model: str | None = None, ai: AISettings | None = None) -> None:
+    def __init__(
+        self,
+        server_url: str = DEFAULT_SERVER,
+        *,
+        source: TelemetrySource | None = None,
+        timeout: float = 10.0,
+        model: str | None = None,
+        ai: AISettings | None = None,
+    ) -> None:
         """``ai``: the settings the AI tools use; None reads them like the CLI does (config file,
         ``OPENAI_API_KEY``, ...) when the client is entered, with ``model`` on top."""
         self._source = source or HttpSource(server_url, read_timeout=timeout)
@@ -51,8 +58,9 @@ class NetspyClient:
         self._gateway = await self._stack.enter_async_context(open_gateway(self._source, ai_tools_hook(ai)))
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._stack.aclose()
         if self._owns_source:
             await self._source.aclose()

@@ -122,28 +122,79 @@ def _opt(*flags: str, runs: frozenset[str] | set[str], group: str, **kwargs: Any
 SOURCE, TOOL, UI = "data source", "single command (the Go netspy's flags)", "dashboard"
 NET, GENERAL = "server", "general"
 OPTIONS: tuple[Option, ...] = (
-    _opt("--server", runs=_CLIENTS, group=SOURCE, metavar="URL",
-         help="eBPF server URL (env NETSPY_SERVER; default: http://localhost:8080 if it answers, else the embedded "
-              "collector)"),
-    _opt("--token", runs=_ALL, group=SOURCE, metavar="TOKEN",
-         help="bearer token: sent to the server, or required by serve / mcp --http (env NETSPY_TOKEN)"),
-    _opt("--timeout", runs=_CLIENTS, group=SOURCE, type=_positive_float, metavar="S",
-         help="HTTP read timeout in seconds (10)"),
-    _opt("--collector", runs=_ALL, group=SOURCE, choices=("auto", "ebpf", "procfs", "replay"),
-         help="embedded collector (auto: eBPF if it loads, else procfs sampling)"),
+    _opt(
+        "--server",
+        runs=_CLIENTS,
+        group=SOURCE,
+        metavar="URL",
+        help="eBPF server URL (env NETSPY_SERVER; default: http://localhost:8080 if it answers, else the embedded "
+        "collector)",
+    ),
+    _opt(
+        "--token",
+        runs=_ALL,
+        group=SOURCE,
+        metavar="TOKEN",
+        help="bearer token: sent to the server, or required by serve / mcp --http (env NETSPY_TOKEN)",
+    ),
+    _opt(
+        "--timeout",
+        runs=_CLIENTS,
+        group=SOURCE,
+        type=_positive_float,
+        metavar="S",
+        help="HTTP read timeout in seconds (10)",
+    ),
+    _opt(
+        "--collector",
+        runs=_ALL,
+        group=SOURCE,
+        choices=("auto", "ebpf", "procfs", "replay"),
+        help="embedded collector (auto: eBPF if it loads, else procfs sampling)",
+    ),
     _opt("--replay", runs=_ALL, group=SOURCE, type=Path, metavar="FILE", help="replay a JSON-lines recording"),
-    _opt("--replay-speed", runs=_ALL, group=SOURCE, type=float, metavar="X",
-         help="replay speed (1 = real time, 0 = instant)"),
-    _opt("--record", runs=_ALL, group=SOURCE, type=Path, metavar="FILE",
-         help="also write collected events to FILE (JSON lines)"),
-    _opt("--db", runs=_ALL, group=SOURCE, type=Path, metavar="FILE",
-         help="SQLite file keeping history across restarts (default: a private scratch file, removed on exit)"),
-    _opt("--tool", runs={"tool"}, group=TOOL, choices=TOOLS, metavar="TOOL",
-         help="run one MCP tool and exit: " + ", ".join(TOOLS)),
+    _opt(
+        "--replay-speed",
+        runs=_ALL,
+        group=SOURCE,
+        type=float,
+        metavar="X",
+        help="replay speed (1 = real time, 0 = instant)",
+    ),
+    _opt(
+        "--record",
+        runs=_ALL,
+        group=SOURCE,
+        type=Path,
+        metavar="FILE",
+        help="also write collected events to FILE (JSON lines)",
+    ),
+    _opt(
+        "--db",
+        runs=_ALL,
+        group=SOURCE,
+        type=Path,
+        metavar="FILE",
+        help="SQLite file keeping history across restarts (default: a private scratch file, removed on exit)",
+    ),
+    _opt(
+        "--tool",
+        runs={"tool"},
+        group=TOOL,
+        choices=TOOLS,
+        metavar="TOOL",
+        help="run one MCP tool and exit: " + ", ".join(TOOLS),
+    ),
     _opt("--pid", runs={"tool"}, group=TOOL, type=_positive_int, help="filter on a process id"),
     _opt("--process", runs={"tool"}, group=TOOL, metavar="NAME", help="filter on a process name (kernel comm)"),
-    _opt("--duration", runs={"tool"}, group=TOOL, type=_positive_int, metavar="S",
-         help="time window in seconds (60; contextual_analysis: 300)"),
+    _opt(
+        "--duration",
+        runs={"tool"},
+        group=TOOL,
+        type=_positive_int,
+        metavar="S",
+        help="time window in seconds (60; contextual_analysis: 300)",
+    ),
     _opt("--max-events", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most events to list (100)"),
     _opt("--since", runs={"tool"}, group=TOOL, metavar="TIME", help="only events newer than this RFC3339 time"),
     _opt("--summary-text", runs={"tool"}, group=TOOL, metavar="TEXT", help="text for ai_insights"),
@@ -153,38 +204,97 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--window", runs={"tui"}, group=UI, type=_positive_int, metavar="S", help="time window in seconds (60)"),
     _opt("--http", runs={"mcp"}, group=NET, action="store_true", help="serve streamable HTTP at /mcp instead of stdio"),
     _opt("--host", runs={"mcp", "serve"}, group=NET, metavar="ADDR", help="bind address (127.0.0.1)"),
-    _opt("--allow-host", runs={"mcp", "serve"}, group=NET, action="append", metavar="NAME",
-         help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)"),
-    _opt("--forward", runs={"serve"}, group=NET, type=_forward_url, metavar="URL",
-         help="also send every event to an ebpf-server aggregator (its URL or its /api/events/ingest), "
-              "from the store in order, resuming after outages"),
-    _opt("--forward-token", runs={"serve"}, group=NET, metavar="TOKEN",
-         help="bearer token for the aggregator (env NETSPY_FORWARD_TOKEN)"),
-    _opt("--metrics-top", runs={"serve"}, group=NET, type=_positive_int, metavar="N",
-         help="/metrics labels at most N processes per metric, the rest as process=\"other\" (20)"),
-    _opt("--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N",
-         help="port (mcp --http: 8000, serve: 8080)"),
-    _opt("--no-dns", runs=_ALL - {"serve"}, group=GENERAL, action="store_true",
-         help="show addresses only: no reverse DNS and no /etc/hosts lookups"),
-    _opt("--dns-server", runs=_ALL - {"serve"}, group=GENERAL, type=_dns_server, metavar="ADDR[:PORT]",
-         help="ask this name server for reverse DNS instead of /etc/resolv.conf's"),
-    _opt("--model", runs=_ALL, group=GENERAL, metavar="NAME",
-         help="AI model name (env NETSPY_MODEL; in the config file: model)"),
-    _opt("--show-config", runs=_ALL, group=GENERAL, action="store_true",
-         help="print every setting with its source and exit"),
-    _opt("--log-file", runs=_ALL, group=GENERAL, type=Path, metavar="FILE",
-         help="write the log to FILE, rotated at 5 MiB with 3 old files kept (default: stderr; the dashboard: "
-              "~/.local/state/netspy-tui/netspy-tui.log)"),
-    _opt("-v", "--verbose", runs=_ALL, group=GENERAL, action="store_true",
-         help="debug logging (on stderr, or in the log file), secrets masked"),
+    _opt(
+        "--allow-host",
+        runs={"mcp", "serve"},
+        group=NET,
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)",
+    ),
+    _opt(
+        "--forward",
+        runs={"serve"},
+        group=NET,
+        type=_forward_url,
+        metavar="URL",
+        help="also send every event to an ebpf-server aggregator (its URL or its /api/events/ingest), "
+        "from the store in order, resuming after outages",
+    ),
+    _opt(
+        "--forward-token",
+        runs={"serve"},
+        group=NET,
+        metavar="TOKEN",
+        help="bearer token for the aggregator (env NETSPY_FORWARD_TOKEN)",
+    ),
+    _opt(
+        "--metrics-top",
+        runs={"serve"},
+        group=NET,
+        type=_positive_int,
+        metavar="N",
+        help='/metrics labels at most N processes per metric, the rest as process="other" (20)',
+    ),
+    _opt(
+        "--port", runs={"mcp", "serve"}, group=NET, type=_port, metavar="N", help="port (mcp --http: 8000, serve: 8080)"
+    ),
+    _opt(
+        "--no-dns",
+        runs=_ALL - {"serve"},
+        group=GENERAL,
+        action="store_true",
+        help="show addresses only: no reverse DNS and no /etc/hosts lookups",
+    ),
+    _opt(
+        "--dns-server",
+        runs=_ALL - {"serve"},
+        group=GENERAL,
+        type=_dns_server,
+        metavar="ADDR[:PORT]",
+        help="ask this name server for reverse DNS instead of /etc/resolv.conf's",
+    ),
+    _opt(
+        "--model",
+        runs=_ALL,
+        group=GENERAL,
+        metavar="NAME",
+        help="AI model name (env NETSPY_MODEL; in the config file: model)",
+    ),
+    _opt(
+        "--show-config",
+        runs=_ALL,
+        group=GENERAL,
+        action="store_true",
+        help="print every setting with its source and exit",
+    ),
+    _opt(
+        "--log-file",
+        runs=_ALL,
+        group=GENERAL,
+        type=Path,
+        metavar="FILE",
+        help="write the log to FILE, rotated at 5 MiB with 3 old files kept (default: stderr; the dashboard: "
+        "~/.local/state/netspy-tui/netspy-tui.log)",
+    ),
+    _opt(
+        "-v",
+        "--verbose",
+        runs=_ALL,
+        group=GENERAL,
+        action="store_true",
+        help="debug logging (on stderr, or in the log file), secrets masked",
+    ),
 )
 _TOP_LEVEL = frozenset({"tui", "tool"})
 _BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
 
 #: The flags each tool takes (``--json`` and the data-source flags apply to every tool).
 TOOL_FLAGS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"),
-                    ("pid", "process", "duration")),
+    **dict.fromkeys(
+        ("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"),
+        ("pid", "process", "duration"),
+    ),
     **dict.fromkeys(("list_connections", "list_packet_drops"), ("pid", "process", "max_events", "since")),
     "list_processes": ("duration",),
     **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration")),
@@ -193,16 +303,28 @@ TOOL_FLAGS: dict[str, tuple[str, ...]] = {
     "contextual_analysis": ("query", "pid", "process", "duration"),
 }
 #: Flag dest -> MCP tool argument; and each argument's name as the user typed it.
-_ARGUMENT = {"pid": "pid", "process": "process_name", "duration": "duration", "max_events": "max_events",
-             "since": "since", "summary_text": "summary_text", "query": "query"}
+_ARGUMENT = {
+    "pid": "pid",
+    "process": "process_name",
+    "duration": "duration",
+    "max_events": "max_events",
+    "since": "since",
+    "summary_text": "summary_text",
+    "query": "query",
+}
 _FLAG_OF = {argument: "--" + dest.replace("_", "-") for dest, argument in _ARGUMENT.items()}
 
 
 class _Completion(argparse.Action):
     """``--completion SHELL``: print the completion script shtab generates from this parser, and exit."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> NoReturn:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
         import shtab
 
         for action in _all_actions(parser):
@@ -236,12 +358,18 @@ def _add_options(parser: argparse.ArgumentParser, runs: frozenset[str], *, share
 
 _ABOUT = {
     "tui": ("the live dashboard (what netspy-tui runs without a command)", "netspy-tui [tui] [options]"),
-    "repl": ("line-mode shell with the Go netspy's commands (summary, list, analyze, insights, ...)",
-             "netspy-tui repl [options]"),
-    "mcp": ("serve the MCP tools to outside agents over stdio, or streamable HTTP with --http",
-            "netspy-tui mcp [--http [--host ADDR] [--port N]] [options]"),
-    "serve": ("serve the eBPF server's HTTP API (and MCP at /mcp) from the embedded collector",
-              "netspy-tui serve [--host ADDR] [--port N] [--token TOKEN] [options]"),
+    "repl": (
+        "line-mode shell with the Go netspy's commands (summary, list, analyze, insights, ...)",
+        "netspy-tui repl [options]",
+    ),
+    "mcp": (
+        "serve the MCP tools to outside agents over stdio, or streamable HTTP with --http",
+        "netspy-tui mcp [--http [--host ADDR] [--port N]] [options]",
+    ),
+    "serve": (
+        "serve the eBPF server's HTTP API (and MCP at /mcp) from the embedded collector",
+        "netspy-tui serve [--host ADDR] [--port N] [--token TOKEN] [options]",
+    ),
 }
 
 
@@ -249,24 +377,32 @@ def build_parser() -> _Parser:
     p = _Parser(
         prog="netspy-tui",
         usage="netspy-tui [options]                 the dashboard\n"
-              "       netspy-tui --tool TOOL [options]     one MCP tool call (the Go netspy's flags)\n"
-              "       netspy-tui {tui,repl,mcp,serve} ...  (netspy-tui COMMAND --help: its options)\n"
-              "       netspy-tui --completion {bash,zsh,fish,tcsh}",
+        "       netspy-tui --tool TOOL [options]     one MCP tool call (the Go netspy's flags)\n"
+        "       netspy-tui {tui,repl,mcp,serve} ...  (netspy-tui COMMAND --help: its options)\n"
+        "       netspy-tui --completion {bash,zsh,fish,tcsh}",
         description="Live network-connection telemetry (eBPF) in a terminal dashboard, with MCP tools and AI.",
     )
     p.add_argument("--version", action="version", version=f"netspy-tui {__version__}")
-    p.add_argument("--completion", choices=SHELLS, action=_Completion,
-                   help="print the shell completion script and exit, e.g. netspy-tui --completion bash "
-                        "> ~/.local/share/bash-completion/completions/netspy-tui")
+    p.add_argument(
+        "--completion",
+        choices=SHELLS,
+        action=_Completion,
+        help="print the shell completion script and exit, e.g. netspy-tui --completion bash "
+        "> ~/.local/share/bash-completion/completions/netspy-tui",
+    )
     _add_options(p, _TOP_LEVEL, shared=False)
     p.set_defaults(command=None, http=False, host=None, port=None)
     sub = p.add_subparsers(dest="command", title="commands", parser_class=_Parser)
     p.commands = {}
     for name in SUBCOMMANDS:
         about, usage = _ABOUT[name]
-        cmd = sub.add_parser(name, prog=f"netspy-tui {name}", help=about, usage=usage,
-                             description=about[:1].upper() + about[1:] + "."
-                             + (f" {LIMITS_HELP}" if name in ("mcp", "serve") else ""))
+        cmd = sub.add_parser(
+            name,
+            prog=f"netspy-tui {name}",
+            help=about,
+            usage=usage,
+            description=about[:1].upper() + about[1:] + "." + (f" {LIMITS_HELP}" if name in ("mcp", "serve") else ""),
+        )
         _add_options(cmd, frozenset({name}), shared=True)
         p.commands[name] = cmd
     return p
@@ -399,9 +535,12 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(_ai(settings), None, arguments)
     names = _names(settings)  # one command: wait for names up to the resolver's timeout
-    async with open_source(settings, "oneshot") as source, \
-            open_gateway(source, ai_tools_hook(_ai(settings)), names=names, names_wait=names.timeout,
-                         workloads=_workloads()) as gw:
+    async with (
+        open_source(settings, "oneshot") as source,
+        open_gateway(
+            source, ai_tools_hook(_ai(settings)), names=names, names_wait=names.timeout, workloads=_workloads()
+        ) as gw,
+    ):
         if ns.tool == "contextual_analysis" and not ns.json:
             return await _stream_ai(_ai(settings), gw, arguments)
         result = await gw.call(ns.tool, arguments)
@@ -453,8 +592,13 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
 
             # Same protection as `serve`: the token (when set) on every request, a body limit.
             token = settings.token.get_secret_value() if settings.token else None
-            await serve_mcp_http(server, host=ns.host or "127.0.0.1", port=ns.port or 8000, token=token,
-                                 allowed_hosts=ns.allow_host or [])
+            await serve_mcp_http(
+                server,
+                host=ns.host or "127.0.0.1",
+                port=ns.port or 8000,
+                token=token,
+                allowed_hosts=ns.allow_host or [],
+            )
         else:
             await server.run_stdio_async()
     return 0
@@ -500,8 +644,10 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.repl import run_repl
     from netspy_tui.runtime import open_source
 
-    async with open_source(settings, "live") as source, \
-            open_gateway(source, ai_tools_hook(_ai(settings)), names=_names(settings), workloads=_workloads()) as gw:
+    async with (
+        open_source(settings, "live") as source,
+        open_gateway(source, ai_tools_hook(_ai(settings)), names=_names(settings), workloads=_workloads()) as gw,
+    ):
         info = await source.info()
         return await run_repl(gw, info)
 
@@ -514,11 +660,19 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
 
     ai_settings = _ai(settings)
     ai = dashboard_hooks(ai_settings)
-    async with open_source(settings, "live") as source, \
-            open_gateway(source, ai_tools_hook(ai_settings), names=_names(settings), workloads=_workloads()) as gw:
+    async with (
+        open_source(settings, "live") as source,
+        open_gateway(source, ai_tools_hook(ai_settings), names=_names(settings), workloads=_workloads()) as gw,
+    ):
         info = await source.info()
-        code = await run_dashboard(gw, interval=settings.interval, window=settings.window, source_note=info.detail,
-                                   ai=ai, export_dir=settings.export_dir)
+        code = await run_dashboard(
+            gw,
+            interval=settings.interval,
+            window=settings.window,
+            source_note=info.detail,
+            ai=ai,
+            export_dir=settings.export_dir,
+        )
         # The process ends now: what the dashboard allocated is freed with it. Without this the interpreter's last
         # full collection walks that heap and quitting took 1-3 s (issue 14); frozen objects are skipped.
         gc.freeze()
@@ -573,6 +727,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return error.exit_code
         inner = sole_exception(exc)
         log.debug("unexpected error", exc_info=exc)
-        sys.stderr.write(f"netspy-tui: unexpected error ({type(inner).__name__}: {clean(str(inner), 300)}); "
-                         "run again with --verbose for the details\n")
+        sys.stderr.write(
+            f"netspy-tui: unexpected error ({type(inner).__name__}: {clean(str(inner), 300)}); "
+            "run again with --verbose for the details\n"
+        )
         return 1

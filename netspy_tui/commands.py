@@ -40,23 +40,65 @@ class CommandSpec:
 
 _FILTERS = ("--pid", "--process")
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec("summary", "get_network_summary", "summary [--pid N] [--process NAME] [--duration S]",
-                "count outbound connection attempts", (*_FILTERS, "--duration")),
-    CommandSpec("list", "list_connections", "list [--pid N] [--process NAME] [--max-events N] [--since TIME]",
-                "list recent connections, newest first", (*_FILTERS, "--max-events", "--since")),
-    CommandSpec("analyze", "analyze_patterns", "analyze [--pid N] [--process NAME] [--duration S]",
-                "destinations, protocol/port/outcome mix, rate", (*_FILTERS, "--duration")),
-    CommandSpec("drops", "list_packet_drops", "drops [--pid N] [--process NAME] [--max-events N] [--since TIME]",
-                "list recent packet drops with kernel reasons", (*_FILTERS, "--max-events", "--since")),
-    CommandSpec("dropsummary", "get_packet_drop_summary", "dropsummary [--pid N] [--process NAME] [--duration S]",
-                "count packet drops", (*_FILTERS, "--duration")),
-    CommandSpec("top", "list_processes", "top [--duration S] [--limit N]",
-                "processes ranked by connection attempts", ("--duration", "--limit"), aliases=("processes",)),
+    CommandSpec(
+        "summary",
+        "get_network_summary",
+        "summary [--pid N] [--process NAME] [--duration S]",
+        "count outbound connection attempts",
+        (*_FILTERS, "--duration"),
+    ),
+    CommandSpec(
+        "list",
+        "list_connections",
+        "list [--pid N] [--process NAME] [--max-events N] [--since TIME]",
+        "list recent connections, newest first",
+        (*_FILTERS, "--max-events", "--since"),
+    ),
+    CommandSpec(
+        "analyze",
+        "analyze_patterns",
+        "analyze [--pid N] [--process NAME] [--duration S]",
+        "destinations, protocol/port/outcome mix, rate",
+        (*_FILTERS, "--duration"),
+    ),
+    CommandSpec(
+        "drops",
+        "list_packet_drops",
+        "drops [--pid N] [--process NAME] [--max-events N] [--since TIME]",
+        "list recent packet drops with kernel reasons",
+        (*_FILTERS, "--max-events", "--since"),
+    ),
+    CommandSpec(
+        "dropsummary",
+        "get_packet_drop_summary",
+        "dropsummary [--pid N] [--process NAME] [--duration S]",
+        "count packet drops",
+        (*_FILTERS, "--duration"),
+    ),
+    CommandSpec(
+        "top",
+        "list_processes",
+        "top [--duration S] [--limit N]",
+        "processes ranked by connection attempts",
+        ("--duration", "--limit"),
+        aliases=("processes",),
+    ),
     CommandSpec("status", "server_status", "status", "data source, health and eBPF programs"),
-    CommandSpec("insights", "ai_insights", 'insights "summary text"', "AI explanation of a summary text",
-                text_arg="summary_text"),
-    CommandSpec("ask", "contextual_analysis", 'ask [--pid N] [--process NAME] "question"',
-                "ask the AI a question; it reads live data through the tools", _FILTERS, text_arg="query"),
+    CommandSpec(
+        "insights",
+        "ai_insights",
+        'insights "summary text"',
+        "AI explanation of a summary text",
+        text_arg="summary_text",
+    ),
+    CommandSpec(
+        "ask",
+        "contextual_analysis",
+        'ask [--pid N] [--process NAME] "question"',
+        "ask the AI a question; it reads live data through the tools",
+        _FILTERS,
+        text_arg="query",
+    ),
     CommandSpec("tools", None, "tools", "list the MCP tools"),
     CommandSpec("help", None, "help", "show this help", aliases=("?",)),
     CommandSpec("quit", None, "quit", "leave", aliases=("exit", "q")),
@@ -116,8 +158,7 @@ def parse_command(line: str) -> ParsedCommand:
     name, rest = words[0].lower(), words[1:]
     spec = _BY_NAME.get(name)
     if spec is None:
-        raise UsageError(f"Unknown command '{clean(words[0], 40)}'",
-                         "commands: " + ", ".join(COMMAND_NAMES))
+        raise UsageError(f"Unknown command '{clean(words[0], 40)}'", "commands: " + ", ".join(COMMAND_NAMES))
     if spec.tool is None:
         if rest:
             raise UsageError(f"'{spec.name}' takes no arguments", f"usage: {spec.usage}")
@@ -143,8 +184,9 @@ def parse_command(line: str) -> ParsedCommand:
                 try:
                     args[key] = int(value)
                 except ValueError:
-                    raise UsageError(f"{flag} expects a whole number, not '{clean(value, 30)}'",
-                                     f"usage: {spec.usage}") from None
+                    raise UsageError(
+                        f"{flag} expects a whole number, not '{clean(value, 30)}'", f"usage: {spec.usage}"
+                    ) from None
                 if args[key] <= 0:
                     raise UsageError(f"{flag} must be a positive number", f"usage: {spec.usage}")
             else:

@@ -60,8 +60,9 @@ class Settings(BaseSettings):
 
     # env_ignore_empty: an empty variable counts as unset (``OPENAI_API_KEY= netspy-tui``);
     # populate_by_name: the file and the command line name the two OpenAI settings by field name.
-    model_config = SettingsConfigDict(env_prefix="NETSPY_", extra="ignore", validate_default=True,
-                                      env_ignore_empty=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="NETSPY_", extra="ignore", validate_default=True, env_ignore_empty=True, populate_by_name=True
+    )
 
     server: str | None = None
     """eBPF server URL. Unset: use http://localhost:8080 if it answers, else the embedded collector."""
@@ -213,9 +214,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
     where = f"the config file {clean(path, 200)}"
     fix = "fix the file, or point NETSPY_CONFIG at another one"
     if path.is_dir():
-        raise UsageError(f"{where} is a directory, not a file",
-                         "point NETSPY_CONFIG at a TOML file" if os.environ.get("NETSPY_CONFIG")
-                         else "remove the directory, or point NETSPY_CONFIG at a TOML file")
+        raise UsageError(
+            f"{where} is a directory, not a file",
+            "point NETSPY_CONFIG at a TOML file"
+            if os.environ.get("NETSPY_CONFIG")
+            else "remove the directory, or point NETSPY_CONFIG at a TOML file",
+        )
     try:
         with path.open("rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
@@ -224,8 +228,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"cannot read {where}: {exc.strerror or type(exc).__name__}", fix) from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise UsageError(f"{where} is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB, too big for a config file",
-                         fix)
+        raise UsageError(
+            f"{where} is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB, too big for a config file", fix
+        )
     try:
         values = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -235,8 +240,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
     unknown = [key for key in values if key not in Settings.model_fields]
     if unknown:
         names = "; ".join(_unknown_key(key) for key in unknown[:5])
-        raise UsageError(f"unknown setting{'s' if len(unknown) > 1 else ''} {names} in {where}",
-                         "the settings are: " + ", ".join(Settings.model_fields))
+        raise UsageError(
+            f"unknown setting{'s' if len(unknown) > 1 else ''} {names} in {where}",
+            "the settings are: " + ", ".join(Settings.model_fields),
+        )
     return values
 
 
@@ -259,8 +266,10 @@ def load_settings(cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
         name = next((n for n in Settings.model_fields if first in (n, env_name(n))), first)
         where = setting_source(name, given, file_values, path) if name in Settings.model_fields else ""
         msg = str(err["msg"]).removeprefix("Value error, ")
-        raise UsageError(f"invalid setting {name}: {msg}" + (f" ({where})" if where else ""),
-                         "check the flag, NETSPY_*/OPENAI_* variables and the config file") from None
+        raise UsageError(
+            f"invalid setting {name}: {msg}" + (f" ({where})" if where else ""),
+            "check the flag, NETSPY_*/OPENAI_* variables and the config file",
+        ) from None
     finally:
         _FILE_VALUES.reset(reset)
     return settings, {name: setting_source(name, given, file_values, path) for name in Settings.model_fields}

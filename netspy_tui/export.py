@@ -101,15 +101,36 @@ def write_csv(fh: IO[str], req: ExportRequest) -> None:
     if req.view == "drops":
         writer.writerow(["time", "pid", "process", "reason", "reason_code", "bytes", "destination", "id"])
         for d in req.drops:
-            writer.writerow([d.time.isoformat(), d.pid, csv_safe(d.command), csv_safe(d.drop_reason),
-                             d.drop_reason_code, d.packet_size_bytes, csv_safe(d.destination or ""), d.id])
+            writer.writerow(
+                [
+                    d.time.isoformat(),
+                    d.pid,
+                    csv_safe(d.command),
+                    csv_safe(d.drop_reason),
+                    d.drop_reason_code,
+                    d.packet_size_bytes,
+                    csv_safe(d.destination or ""),
+                    d.id,
+                ]
+            )
         return
-    writer.writerow(["time", "pid", "process", "destination", "protocol", "protocol_inferred",
-                     "outcome", "return_code", "id"])
+    writer.writerow(
+        ["time", "pid", "process", "destination", "protocol", "protocol_inferred", "outcome", "return_code", "id"]
+    )
     for c in req.connections:
-        writer.writerow([c.time.isoformat(), c.pid, csv_safe(c.command), csv_safe(destination_text(c)),
-                         csv_safe(c.protocol), bool(c.protocol_inferred), c.effective_outcome,
-                         c.return_code, c.id])
+        writer.writerow(
+            [
+                c.time.isoformat(),
+                c.pid,
+                csv_safe(c.command),
+                csv_safe(destination_text(c)),
+                csv_safe(c.protocol),
+                bool(c.protocol_inferred),
+                c.effective_outcome,
+                c.return_code,
+                c.id,
+            ]
+        )
 
 
 def export(req: ExportRequest, fmt: Format, directory: Path) -> ExportResult:

@@ -87,8 +87,10 @@ def setup_logging(
             log_file.parent.mkdir(parents=True, exist_ok=True)
             handler = RotatingFileHandler(log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"cannot write the log file {clean(log_file, 200)}: {exc.strerror or type(exc).__name__}",
-                             "pass --log-file with a writable path") from None
+            raise UsageError(
+                f"cannot write the log file {clean(log_file, 200)}: {exc.strerror or type(exc).__name__}",
+                "pass --log-file with a writable path",
+            ) from None
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

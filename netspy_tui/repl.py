@@ -124,12 +124,15 @@ async def run_repl(gateway: Gateway, info: SourceInfo) -> int:
 
 
 async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
-    _out(f"netspy-tui interactive mode. Source: {clean(info.label, 120)}"
-         + (f" ({clean(info.detail, 160)})" if info.detail else ""))
+    _out(
+        f"netspy-tui interactive mode. Source: {clean(info.label, 120)}"
+        + (f" ({clean(info.detail, 160)})" if info.detail else "")
+    )
     if info.sampled:
         _out("Note: procfs sampling; short-lived connections can be missed.")
-    _out("Type 'help' for commands, 'quit' to leave" + (" (tab completes, ↑/↓ history)." if reader.interactive
-                                                         else "."))
+    _out(
+        "Type 'help' for commands, 'quit' to leave" + (" (tab completes, ↑/↓ history)." if reader.interactive else ".")
+    )
     runner = CommandRunner(lambda: gateway)
     while True:
         line = await reader.read_async()

@@ -61,8 +61,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-png", action="store_true", help="write SVG only")
     parser.add_argument("--out", type=Path, default=OUT, help="output directory (default: screenshots/)")
-    parser.add_argument("scenes", nargs="*", metavar="SCENE",
-                        help=f"scenes to shoot: {', '.join(SHOTS)} (default: all)")
+    parser.add_argument(
+        "scenes", nargs="*", metavar="SCENE", help=f"scenes to shoot: {', '.join(SHOTS)} (default: all)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     png_missing = False

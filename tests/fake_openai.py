@@ -164,8 +164,9 @@ class FakeOpenAI:
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-openai", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -207,8 +208,9 @@ class FakeOpenAI:
         finish_reason: str = "stop",
         model: str | None = None,
     ) -> None:
-        self.enqueue(TextReply(chunks, gate=gate, gate_after=gate_after, delay=delay,
-                               finish_reason=finish_reason, model=model))
+        self.enqueue(
+            TextReply(chunks, gate=gate, gate_after=gate_after, delay=delay, finish_reason=finish_reason, model=model)
+        )
 
     def tool_calls(self, *calls: FakeToolCall, text: str = "") -> None:
         self.enqueue(ToolCallReply(calls, text=text))
@@ -375,13 +377,16 @@ class _Handler(BaseHTTPRequestHandler):
             model = reply.model or model
         else:  # cut / stream error have no non-streaming form: answer with what was scripted, as text
             message["content"] = "".join(getattr(reply, "chunks", ()))
-        self._send_json(200, {
-            "id": self.fake._next_id(),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        })
+        self._send_json(
+            200,
+            {
+                "id": self.fake._next_id(),
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            },
+        )
 
     # --- streaming -------------------------------------------------------------------------
 

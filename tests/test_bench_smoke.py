@@ -13,8 +13,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 AREAS = ("store", "mcp", "startup")
-METRIC_KEYS = {"area", "name", "value", "unit", "target", "op", "baseline", "baseline_label", "ratio", "samples",
-               "note", "skipped", "runs", "spread", "passed"}
+METRIC_KEYS = {
+    "area",
+    "name",
+    "value",
+    "unit",
+    "target",
+    "op",
+    "baseline",
+    "baseline_label",
+    "ratio",
+    "samples",
+    "note",
+    "skipped",
+    "runs",
+    "spread",
+    "passed",
+}
 
 
 def test_quick_benchmark_writes_every_area_and_prints_the_table(tmp_path: Path) -> None:
@@ -26,8 +41,18 @@ def test_quick_benchmark_writes_every_area_and_prints_the_table(tmp_path: Path) 
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     header = next(line for line in proc.stdout.splitlines() if line.startswith("metric"))
-    assert header.split() == ["metric", "value", "target", "ok", "baseline", "/", "ratio", "runs", "spread",
-                              "(min..max)"]
+    assert header.split() == [
+        "metric",
+        "value",
+        "target",
+        "ok",
+        "baseline",
+        "/",
+        "ratio",
+        "runs",
+        "spread",
+        "(min..max)",
+    ]
     data = json.loads(out.read_text())
     assert data["quick"] is True
     assert {"nproc", "cpu_model", "kernel", "python"} <= set(data["machine"])

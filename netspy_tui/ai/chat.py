@@ -118,8 +118,10 @@ def _connect_reason(exc: BaseException) -> str | None:
 
 
 _CONTEXT_WORDS = re.compile(r"context|token|too long|exceed", re.IGNORECASE)
-CONTEXT_HINT = (f"set {ENV_CONTEXT_TOKENS} to the model's context length (prompts are then sized to it), "
-                "or load the model with a larger context")
+CONTEXT_HINT = (
+    f"set {ENV_CONTEXT_TOKENS} to the model's context length (prompts are then sized to it), "
+    "or load the model with a larger context"
+)
 
 
 def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", started: bool = False,
@@ -140,20 +142,25 @@ def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", s
 
     if isinstance(exc, openai.APITimeoutError):
         if started:
-            return err(f"The AI stream from {url} stalled for more than {settings.timeout:g} s{kept}",
-                       f"try again, or raise {ENV_TIMEOUT}")
-        return err(f"The AI server at {url} did not answer within {settings.timeout:g} s",
-                   f"check that it is running and not overloaded, or raise {ENV_TIMEOUT}")
+            return err(
+                f"The AI stream from {url} stalled for more than {settings.timeout:g} s{kept}",
+                f"try again, or raise {ENV_TIMEOUT}",
+            )
+        return err(
+            f"The AI server at {url} did not answer within {settings.timeout:g} s",
+            f"check that it is running and not overloaded, or raise {ENV_TIMEOUT}",
+        )
     if isinstance(exc, openai.APIConnectionError):
         if started:
             return err(f"The AI stream from {url} ended early{kept or ' before any text arrived'}", "try again")
         reason = _connect_reason(exc)
         if reason == "host name could not be resolved":
-            return err(f"Could not reach the AI server at {url}: the host name could not be resolved",
-                       f"check {ENV_BASE_URL} and the network")
+            return err(
+                f"Could not reach the AI server at {url}: the host name could not be resolved",
+                f"check {ENV_BASE_URL} and the network",
+            )
         detail = f": {clean(reason, 120)}" if reason else ""
-        return err(f"Could not connect to the AI server at {url}{detail}",
-                   f"start the server or fix {ENV_BASE_URL}")
+        return err(f"Could not connect to the AI server at {url}{detail}", f"start the server or fix {ENV_BASE_URL}")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         code = _error_code(exc)
@@ -161,40 +168,58 @@ def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", s
             # The server's text is left out on purpose: OpenAI echoes part of the key in it.
             if settings.key_for_client() == PLACEHOLDER_KEY:
                 return err(f"The AI server at {url} requires an API key (HTTP 401)", "set OPENAI_API_KEY")
-            return err(f"The AI server at {url} rejected the API key (HTTP 401)",
-                       "check that OPENAI_API_KEY is current and meant for this server")
+            return err(
+                f"The AI server at {url} rejected the API key (HTTP 401)",
+                "check that OPENAI_API_KEY is current and meant for this server",
+            )
         message = _server_message(exc, settings)
         if status == 403:
-            return err(f"The AI server at {url} refused access (HTTP 403): {message}",
-                       "check the key's permissions and the model's availability for your account")
+            return err(
+                f"The AI server at {url} refused access (HTTP 403): {message}",
+                "check the key's permissions and the model's availability for your account",
+            )
         if status == 429:
             if code == "insufficient_quota" or "quota" in message.lower():
-                return err(f"The AI account has no quota left at {url} (HTTP 429): {message}",
-                           "check the plan and billing, or use another key")
-            return err(f"The AI server at {url} is rate limiting requests (HTTP 429): {message}",
-                       "wait a minute and try again")
+                return err(
+                    f"The AI account has no quota left at {url} (HTTP 429): {message}",
+                    "check the plan and billing, or use another key",
+                )
+            return err(
+                f"The AI server at {url} is rate limiting requests (HTTP 429): {message}", "wait a minute and try again"
+            )
         if status == 404:
             if code == "model_not_found" or "model" in message.lower():
-                return err(f"Model '{clean(settings.model, 80)}' was not found at {url} (HTTP 404)",
-                           "choose an available model with --model or NETSPY_MODEL")
-            return err(f"The AI server at {url} has no chat completions endpoint (HTTP 404)",
-                       f"check {ENV_BASE_URL}; OpenAI-compatible servers usually end in /v1")
+                return err(
+                    f"Model '{clean(settings.model, 80)}' was not found at {url} (HTTP 404)",
+                    "choose an available model with --model or NETSPY_MODEL",
+                )
+            return err(
+                f"The AI server at {url} has no chat completions endpoint (HTTP 404)",
+                f"check {ENV_BASE_URL}; OpenAI-compatible servers usually end in /v1",
+            )
         if status >= 500:
             return err(f"The AI server at {url} failed (HTTP {status}): {message}", "try again later")
         if status == 400:
             if request_tokens and _CONTEXT_WORDS.search(message):
-                return err(f"The request (~{request_tokens} tokens) does not fit the model's context at {url} "
-                           f"(HTTP 400): {message}", CONTEXT_HINT)
-            return err(f"The AI server at {url} rejected the request (HTTP 400): {message}",
-                       "check that the model supports chat and tool calls, or try another model")
+                return err(
+                    f"The request (~{request_tokens} tokens) does not fit the model's context at {url} "
+                    f"(HTTP 400): {message}",
+                    CONTEXT_HINT,
+                )
+            return err(
+                f"The AI server at {url} rejected the request (HTTP 400): {message}",
+                "check that the model supports chat and tool calls, or try another model",
+            )
         return err(f"The AI server at {url} answered HTTP {status}: {message}", "check the server and the settings")
     if isinstance(exc, openai.APIError):
         # An error event inside an otherwise healthy stream.
         message = _server_message(exc, settings)
         return err(f"The AI server reported an error mid-stream: {message}{kept}", "try again")
     if isinstance(exc, json.JSONDecodeError | ValueError):
-        return err(f"The AI server at {url} sent a malformed stream{kept}",
-                   "check that it is an OpenAI-compatible chat completions server")
+        return err(
+            f"The AI server at {url} sent a malformed stream{kept}",
+            "check that it is an OpenAI-compatible chat completions server",
+        )
     message = _scrub(first_line(str(exc), 200), settings)
     return err(f"The AI request to {url} failed: {message or type(exc).__name__}{kept}", "try again")
 
@@ -253,8 +278,13 @@ async def _stream_round(
     request: dict[str, Any] = {"model": settings.model, "messages": messages, "stream": True}
     if tools:
         request["tools"] = [t.to_openai() for t in tools]
-    log.debug("AI request: model=%s url=%s messages=%d tools=%d", settings.model, settings.display_url,
-              len(messages), len(tools))
+    log.debug(
+        "AI request: model=%s url=%s messages=%d tools=%d",
+        settings.model,
+        settings.display_url,
+        len(messages),
+        len(tools),
+    )
     started = False
     try:
         stream = await client.chat.completions.create(**request)
@@ -282,18 +312,30 @@ async def _stream_round(
         if not isinstance(exc, openai.OpenAIError | json.JSONDecodeError):
             raise
         log.debug("AI request failed: %s (started=%s)", type(exc).__name__, started)
-        raise map_error(exc, settings, partial_text="".join(text_so_far), started=started,
-                        request_tokens=prompts.estimate_tokens(messages)) from None
+        raise map_error(
+            exc,
+            settings,
+            partial_text="".join(text_so_far),
+            started=started,
+            request_tokens=prompts.estimate_tokens(messages),
+        ) from None
     if rnd.finish_reason is None:
         # The body ended cleanly but without a final chunk: a proxy or server cut it short.
         log.debug("AI stream ended without finish_reason")
         partial = "".join(text_so_far)
         if not partial:
             raise _nothing_back(settings, messages)
-        raise AIStreamError(f"The AI stream from {settings.display_url} ended early; the text so far is kept",
-                            "try again", partial_text=partial)
-    log.debug("AI response: finish_reason=%s tool_calls=%d chars=%d", rnd.finish_reason, len(rnd.calls),
-              sum(len(t) for t in rnd.text))
+        raise AIStreamError(
+            f"The AI stream from {settings.display_url} ended early; the text so far is kept",
+            "try again",
+            partial_text=partial,
+        )
+    log.debug(
+        "AI response: finish_reason=%s tool_calls=%d chars=%d",
+        rnd.finish_reason,
+        len(rnd.calls),
+        sum(len(t) for t in rnd.text),
+    )
 
 
 def _nothing_back(settings: AISettings, messages: list[dict[str, Any]]) -> AIError:
@@ -386,12 +428,12 @@ async def _run_tool(
     name: str, arguments: dict[str, Any], problem: str | None, specs: dict[str, ToolSpec], call_tool: ToolCaller
 ) -> ToolOutput:
     if problem is not None:
-        return ToolOutput(text=f"Tool call {name} not run: {problem}. Call it again with a JSON object.",
-                          is_error=True)
+        return ToolOutput(text=f"Tool call {name} not run: {problem}. Call it again with a JSON object.", is_error=True)
     if name not in specs:
         offered = ", ".join(sorted(specs)) or "none"
-        return ToolOutput(text=f"There is no tool named {clean(name, 64)!r}. Available tools: {offered}.",
-                          is_error=True)
+        return ToolOutput(
+            text=f"There is no tool named {clean(name, 64)!r}. Available tools: {offered}.", is_error=True
+        )
     try:
         return await call_tool(name, arguments)
     except Exception as exc:  # the tool's failure is the model's business, not a crash
@@ -432,9 +474,11 @@ async def _converse(
                 break
             if not budget_left:
                 if rounds:
-                    note = (f"_Stopped after {rounds} rounds of tool calls: the model still asked for more data "
-                            f"(limit {settings.max_tool_rounds}, set by {ENV_MAX_TOOL_ROUNDS}). "
-                            "The answer may be incomplete._")
+                    note = (
+                        f"_Stopped after {rounds} rounds of tool calls: the model still asked for more data "
+                        f"(limit {settings.max_tool_rounds}, set by {ENV_MAX_TOOL_ROUNDS}). "
+                        "The answer may be incomplete._"
+                    )
                 else:
                     note = "_The model asked to call tools, but none are available here. The answer may be incomplete._"
                 note = ("\n\n" if text else "") + note
@@ -448,27 +492,35 @@ async def _converse(
             for n, call in enumerate(ordered):
                 call.id = call.id or f"call_{rounds}_{n}"
                 call.name = call.name or "unnamed_tool"
-            messages.append({
-                # "content" must be a string: llama.cpp-based servers answer 500 to null or missing.
-                "role": "assistant",
-                "content": "".join(rnd.text),
-                "tool_calls": [
-                    {"id": c.id, "type": "function",
-                     "function": {"name": c.name, "arguments": json.dumps(args) if problem is None else "{}"}}
-                    for c, (args, problem) in zip(ordered, parsed, strict=True)
-                ],
-            })
+            messages.append(
+                {
+                    # "content" must be a string: llama.cpp-based servers answer 500 to null or missing.
+                    "role": "assistant",
+                    "content": "".join(rnd.text),
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": json.dumps(args) if problem is None else "{}"},
+                        }
+                        for c, (args, problem) in zip(ordered, parsed, strict=True)
+                    ],
+                }
+            )
             for call, (args, problem) in zip(ordered, parsed, strict=True):
                 yield ToolCallStarted(call.name, args)
                 calls_made.append(format_call(call.name, args))
                 output = await _run_tool(call.name, args, problem, specs, call_tool)
                 yield ToolCallFinished(call.name, output.is_error, _summary_line(output))
-                messages.append({
-                    "role": "tool",
-                    "tool_call_id": call.id,
-                    "content": prompts.tool_result_content(call.name, output.text, output.data, output.is_error,
-                                                           context_tokens=window),
-                })
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.id,
+                        "content": prompts.tool_result_content(
+                            call.name, output.text, output.data, output.is_error, context_tokens=window
+                        ),
+                    }
+                )
     if not "".join(text).strip():
         raise _nothing_back(settings, messages)
     yield Finished(model=model, text="".join(text), tool_calls=calls_made)
@@ -494,8 +546,9 @@ def stream_answer(
     At most ``settings.max_tool_rounds`` rounds of tool calls; then the model is asked to answer
     without tools. ``context`` (what the user is looking at: pid, window, ...) is sent as data.
     """
-    return _converse(settings, lambda n: prompts.question_messages(question, context, context_tokens=n), list(tools),
-                     call_tool)
+    return _converse(
+        settings, lambda n: prompts.question_messages(question, context, context_tokens=n), list(tools), call_tool
+    )
 
 
 def stream_summary_explanation(settings: AISettings, summary_text: str) -> AsyncIterator[StreamEvent]:

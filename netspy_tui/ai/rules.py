@@ -34,12 +34,77 @@ BURST_SECONDS = 10.0
 SPIKE_FACTOR = 3.0
 SPIKE_MIN = 5
 #: Destination ports of common services; others are listed as unusual.
-COMMON_PORTS = frozenset({
-    20, 21, 22, 23, 25, 53, 67, 68, 80, 88, 110, 111, 123, 137, 138, 139, 143, 161, 389, 443, 445, 465, 514,
-    587, 631, 636, 853, 873, 993, 995, 1194, 1433, 1521, 2049, 2375, 2376, 2379, 2380, 3128, 3306, 3389, 4317,
-    4318, 5060, 5222, 5353, 5432, 5671, 5672, 5900, 6379, 6443, 8000, 8008, 8080, 8443, 8888, 9000, 9090, 9092,
-    9093, 9100, 9200, 9418, 10250, 11211, 27017,
-})
+COMMON_PORTS = frozenset(
+    {
+        20,
+        21,
+        22,
+        23,
+        25,
+        53,
+        67,
+        68,
+        80,
+        88,
+        110,
+        111,
+        123,
+        137,
+        138,
+        139,
+        143,
+        161,
+        389,
+        443,
+        445,
+        465,
+        514,
+        587,
+        631,
+        636,
+        853,
+        873,
+        993,
+        995,
+        1194,
+        1433,
+        1521,
+        2049,
+        2375,
+        2376,
+        2379,
+        2380,
+        3128,
+        3306,
+        3389,
+        4317,
+        4318,
+        5060,
+        5222,
+        5353,
+        5432,
+        5671,
+        5672,
+        5900,
+        6379,
+        6443,
+        8000,
+        8008,
+        8080,
+        8443,
+        8888,
+        9000,
+        9090,
+        9092,
+        9093,
+        9100,
+        9200,
+        9418,
+        10250,
+        11211,
+        27017,
+    }
+)
 TOP_N = 5
 
 
@@ -114,10 +179,13 @@ def _bursts(events: list[ConnectionEvent]) -> list[tuple[str, str]]:
         seconds = (_utc(burst[-1].time) - _utc(burst[0].time)).total_seconds()
         dest, dest_count = Counter(e.destination or e.destination_ip or "unknown" for e in burst).most_common(1)[0]
         target = f"all to {code(dest)}" if dest_count == count else f"mostly to {code(dest)} (×{dest_count})"
-        lines.append((outcome,
-            f"**{outcome.capitalize()} burst:** {count} {outcome} connect() attempts within {seconds:.1f} s "
-            f"({_clock(burst[0].time)}–{_clock(burst[-1].time)} UTC), {target}."
-        ))
+        lines.append(
+            (
+                outcome,
+                f"**{outcome.capitalize()} burst:** {count} {outcome} connect() attempts within {seconds:.1f} s "
+                f"({_clock(burst[0].time)}–{_clock(burst[-1].time)} UTC), {target}.",
+            )
+        )
     return lines
 
 

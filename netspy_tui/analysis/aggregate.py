@@ -36,7 +36,6 @@ AnyEvent = ConnectionEvent | PacketDropEvent
 PROCESS_LIMIT = 200
 
 
-
 def in_scope(event: AnyEvent, scope: Scope | EventQuery) -> bool:
     """True when ``event`` is of the kind and process ``scope`` names (its window or times aside)."""
     if event.type != scope.kind:

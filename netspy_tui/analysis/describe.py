@@ -56,8 +56,10 @@ def connection_line(e: ConnectionEvent) -> str:
     rc = "" if e.return_code == 0 else f" rc={errno_name(e.return_code)}"
     proto = clean(e.protocol or "?", 16) + ("?" if e.protocol_inferred else "")
     where = f" [{clean(e.workload, 40)}]" if e.workload and e.workload != "host" else ""
-    return (f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15}{where} -> {dest:<28} "
-            f"{proto:<5} {clean(e.effective_outcome, 16)}{rc}")
+    return (
+        f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15}{where} -> {dest:<28} "
+        f"{proto:<5} {clean(e.effective_outcome, 16)}{rc}"
+    )
 
 
 def drop_line(e: PacketDropEvent) -> str:
@@ -65,8 +67,14 @@ def drop_line(e: PacketDropEvent) -> str:
     return f"{time_of_day(e)}  {who} {clean(e.drop_reason or 'UNKNOWN', 40)} ({e.packet_size_bytes} bytes)"
 
 
-def list_text(kind: EventKind, events: Sequence[ConnectionEvent | PacketDropEvent], total: int,
-              pid: int | None, command: str | None, sampled: bool = False) -> str:
+def list_text(
+    kind: EventKind,
+    events: Sequence[ConnectionEvent | PacketDropEvent],
+    total: int,
+    pid: int | None,
+    command: str | None,
+    sampled: bool = False,
+) -> str:
     noun = "connection events" if kind == "connection" else "packet drops"
     who = subject(pid, command)
     if not events:
@@ -77,8 +85,10 @@ def list_text(kind: EventKind, events: Sequence[ConnectionEvent | PacketDropEven
         for e in events:
             lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))
         if total > len(events):
-            lines.append(f"({total - len(events)} more: raise max_events, narrow with pid/process_name, "
-                         f"or pass since=<time of the newest event shown> to page forward)")
+            lines.append(
+                f"({total - len(events)} more: raise max_events, narrow with pid/process_name, "
+                f"or pass since=<time of the newest event shown> to page forward)"
+            )
     if sampled and kind == "connection":
         lines.append("Note: the source samples sockets every interval; short-lived connections can be missed.")
     return "\n".join(lines)
@@ -99,8 +109,9 @@ def _named_mix(items: Sequence[object], names: Mapping[str, str]) -> str:
     return ", ".join(out) or "none"
 
 
-def patterns_text(stats: WindowStats, rate_per_minute: float, failure_ratio: float,
-                  names: Mapping[str, str] | None = None) -> str:
+def patterns_text(
+    stats: WindowStats, rate_per_minute: float, failure_ratio: float, names: Mapping[str, str] | None = None
+) -> str:
     who = subject(stats.pid, stats.command)
     if stats.kind == "connection":
         head = summary_text("connection", stats.total, stats.pid, stats.command, stats.window_seconds)
@@ -132,8 +143,10 @@ def processes_text(kind: EventKind, processes: Sequence[ProcessStat], duration: 
         pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
         shown = [clean(w, 40) for w in p.workloads[:3]] + (["…"] if len(p.workloads) > 3 else [])
         where = f"  in {', '.join(shown)}" if shown else ""
-        lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {p.attempts:>6} attempts  "
-                     f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures{where}")
+        lines.append(
+            f"  {clean(p.command, 32):<15} pids {pids:<14} {p.attempts:>6} attempts  "
+            f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures{where}"
+        )
     return "\n".join(lines)
 
 
@@ -148,8 +161,10 @@ def not_kept_note(not_kept: int, since: datetime | None, until: datetime | None)
     if not_kept <= 0:
         return ""
     span = f" between {since:%H:%M:%S} and {until:%H:%M:%S} UTC" if since and until else ""
-    return (f"Note: {not_kept:,} more events{span} were counted but not kept as raw events (shed under load); "
-            "counts and summaries include them.")
+    return (
+        f"Note: {not_kept:,} more events{span} were counted but not kept as raw events (shed under load); "
+        "counts and summaries include them."
+    )
 
 
 def not_events_note(not_events: int) -> str:
@@ -158,8 +173,9 @@ def not_events_note(not_events: int) -> str:
         return ""
     if not_events == 1:
         return "Note: the server sent 1 item that is not an event (null or an unknown kind); it was skipped."
-    return (f"Note: the server sent {not_events:,} items that are not events (null or an unknown kind); "
-            "they were skipped.")
+    return (
+        f"Note: the server sent {not_events:,} items that are not events (null or an unknown kind); they were skipped."
+    )
 
 
 def with_notes(text: str, *notes: str) -> str:
@@ -196,8 +212,10 @@ def traffic_text(stats: TrafficStats) -> str:
     who = subject(stats.pid, stats.command)
     window = stats.window_seconds
     if not stats.available:
-        return ("Traffic is not counted by this source: bytes per process need the eBPF collector on a kernel with "
-                "sock/sock_send_length and sock/sock_recv_length (6.3 or later).")
+        return (
+            "Traffic is not counted by this source: bytes per process need the eBPF collector on a kernel with "
+            "sock/sock_send_length and sock/sock_recv_length (6.3 or later)."
+        )
     if not stats.total_flows:
         return f"{who} sent and read no bytes over sockets in the last {window} seconds."  # (and retransmitted none)
     lines = [
@@ -205,32 +223,44 @@ def traffic_text(stats: TrafficStats) -> str:
         f"({human_bytes(stats.rx_rate)}/s) over the last {window} seconds, in "
         f"{_plural(stats.total_flows, 'connection')} of {_plural(stats.total_processes, 'process')}"
         + (f"; {_plural(stats.retransmits, 'TCP segment')} retransmitted" if stats.retransmits else "")
-        + (f"; {stats.inbound_connections:,} inbound and {stats.outbound_connections:,} outbound TCP connections "
-           "opened." if stats.inbound_connections or stats.outbound_connections else "."),
+        + (
+            f"; {stats.inbound_connections:,} inbound and {stats.outbound_connections:,} outbound TCP connections "
+            "opened."
+            if stats.inbound_connections or stats.outbound_connections
+            else "."
+        ),
         "Processes (sent / read):",
     ]
     for p in stats.processes:
         pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
-        lines.append(f"  {clean(p.command, 32):<15} pids {pids:<14} {human_bytes(p.tx_bytes):>10} "
-                     f"({human_bytes(p.tx_rate)}/s) / {human_bytes(p.rx_bytes)} ({human_bytes(p.rx_rate)}/s)"
-                     + (f"  {p.retransmits:,} retransmits" if p.retransmits else ""))
+        lines.append(
+            f"  {clean(p.command, 32):<15} pids {pids:<14} {human_bytes(p.tx_bytes):>10} "
+            f"({human_bytes(p.tx_rate)}/s) / {human_bytes(p.rx_bytes)} ({human_bytes(p.rx_rate)}/s)"
+            + (f"  {p.retransmits:,} retransmits" if p.retransmits else "")
+        )
     lines.append("Remote addresses (sent / read):")
     for r in stats.remotes:
         name = clean(r.remote, 64) if r.remote else "(no peer address)"
-        lines.append(f"  {name:<40} {human_bytes(r.tx_bytes):>10} / {human_bytes(r.rx_bytes)}  "
-                     f"{', '.join(clean(c, 32) for c in r.commands[:5])}")
+        lines.append(
+            f"  {name:<40} {human_bytes(r.tx_bytes):>10} / {human_bytes(r.rx_bytes)}  "
+            f"{', '.join(clean(c, 32) for c in r.commands[:5])}"
+        )
     lines.append("Connections (sent / read):")
     for f in stats.flows:
         arrow = "<-" if f.direction == "inbound" else "->"
-        lines.append(f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {f.direction or '-':<8} "
-                     f"{_endpoint(f.local, f.local_port)} {arrow} "
-                     f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes"
-                     + (f", {f.retransmits:,} retransmits" if f.retransmits else "")
-                     + (f", closed after {duration_us(f.lifetime_us)}" if f.lifetime_us is not None else ""))
+        lines.append(
+            f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {f.direction or '-':<8} "
+            f"{_endpoint(f.local, f.local_port)} {arrow} "
+            f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes"
+            + (f", {f.retransmits:,} retransmits" if f.retransmits else "")
+            + (f", closed after {duration_us(f.lifetime_us)}" if f.lifetime_us is not None else "")
+        )
     shown = max(len(stats.processes), len(stats.remotes), len(stats.flows))
     if stats.total_flows > len(stats.flows) or stats.total_processes > len(stats.processes):
-        lines.append(f"(the top {shown} of each; {stats.total_flows:,} connections, "
-                     f"{stats.total_remotes:,} remote addresses in all)")
+        lines.append(
+            f"(the top {shown} of each; {stats.total_flows:,} connections, "
+            f"{stats.total_remotes:,} remote addresses in all)"
+        )
     return "\n".join(lines)
 
 
@@ -255,13 +285,17 @@ def latency_text(stats: LatencyStats) -> str:
              f"p50 {duration_us(stats.p50_us)}, p95 {duration_us(stats.p95_us)}, max {duration_us(stats.max_us)}.",
              "Processes:"]  # fmt: skip
     for g in stats.processes:
-        lines.append(f"  {clean(g.command, 32):<15} {g.attempts:>6} connects  p50 {duration_us(g.p50_us):>9}  "
-                     f"p95 {duration_us(g.p95_us):>9}  max {duration_us(g.max_us)}")
+        lines.append(
+            f"  {clean(g.command, 32):<15} {g.attempts:>6} connects  p50 {duration_us(g.p50_us):>9}  "
+            f"p95 {duration_us(g.p95_us):>9}  max {duration_us(g.max_us)}"
+        )
     lines.append("Destinations (slowest p95 first):")
     for g in stats.destinations:
         mix = ", ".join(f"{n} {clean(o, 20)}" for o, n in sorted(g.outcomes.items(), key=lambda kv: -kv[1]))
-        lines.append(f"  {clean(g.command, 32)} -> {clean(g.destination, 64)}: {g.attempts} connects  "
-                     f"p50 {duration_us(g.p50_us)}  p95 {duration_us(g.p95_us)}  max {duration_us(g.max_us)}  ({mix})")
+        lines.append(
+            f"  {clean(g.command, 32)} -> {clean(g.destination, 64)}: {g.attempts} connects  "
+            f"p50 {duration_us(g.p50_us)}  p95 {duration_us(g.p95_us)}  max {duration_us(g.max_us)}  ({mix})"
+        )
     if stats.total_destinations > len(stats.destinations):
         lines.append(f"(the slowest {len(stats.destinations)} of {stats.total_destinations:,} destinations)")
     return "\n".join(lines)

@@ -104,8 +104,11 @@ def iter_recording(path: Path) -> Generator[tuple[int, AnyEvent], None, None]:
             if not raw:
                 return
             if len(raw) > MAX_LINE_BYTES:
-                raise _line_error(path, lineno + 1, f"longer than {MAX_LINE_BYTES >> 20} MiB with no line end "
-                                  "(not a recording of events)")
+                raise _line_error(
+                    path,
+                    lineno + 1,
+                    f"longer than {MAX_LINE_BYTES >> 20} MiB with no line end (not a recording of events)",
+                )
             lineno += 1
             if not raw.strip():
                 continue

@@ -93,8 +93,9 @@ def tool_caller(gateway: Gateway) -> ToolCaller:
     return call
 
 
-async def stream_question(gateway: Gateway, settings: AISettings, question: str,
-                          context: dict[str, Any] | None = None) -> AsyncIterator[StreamEvent]:
+async def stream_question(
+    gateway: Gateway, settings: AISettings, question: str, context: dict[str, Any] | None = None
+) -> AsyncIterator[StreamEvent]:
     """A free-form question; the model reads data through the gateway's tools."""
     settings.require_configured()
     tools = await data_tools(gateway)
@@ -118,12 +119,14 @@ async def explanation_context(gateway: Gateway, scope: Scope) -> dict[str, Any]:
         drops = await gateway.drop_patterns(pid=pid, process_name=command, duration=window)
     except NetspyError:
         drops = None  # a seed-generation server has no packet-drop endpoints
-    return build_context(pid=pid, command=command, summary=summary, patterns=patterns, recent=recent,
-                         packet_drops=drops)
+    return build_context(
+        pid=pid, command=command, summary=summary, patterns=patterns, recent=recent, packet_drops=drops
+    )
 
 
-async def stream_process_explanation(gateway: Gateway, settings: AISettings, scope: Scope
-                                     ) -> AsyncIterator[StreamEvent]:
+async def stream_process_explanation(
+    gateway: Gateway, settings: AISettings, scope: Scope
+) -> AsyncIterator[StreamEvent]:
     """Explain one process: streamed from the model, or the local rule-based text when none is configured."""
     from netspy_tui.ai import Finished, TextDelta
 
@@ -168,8 +171,9 @@ def dashboard_hooks(settings: AISettings) -> AIHooks:
     """
 
     async def explain(gateway: Gateway, scope: Scope) -> AsyncIterator[AnswerItem]:
-        yield ProgressNote(f"gathering {subject_name(scope.pid, scope.command)}: summary, patterns and recent "
-                           "events via MCP…")
+        yield ProgressNote(
+            f"gathering {subject_name(scope.pid, scope.command)}: summary, patterns and recent events via MCP…"
+        )
         async for event in stream_process_explanation(gateway, settings, scope):
             yield event
 

@@ -51,13 +51,18 @@ class ToolResult:
 
     def json(self) -> str:
         """The result as indented JSON; control and bidi characters in strings are ``\\u`` escapes."""
-        return inert_json(json.dumps({"tool": self.name, "is_error": self.is_error, "text": self.text,
-                                      "data": self.data}, indent=2, ensure_ascii=False))
+        return inert_json(
+            json.dumps(
+                {"tool": self.name, "is_error": self.is_error, "text": self.text, "data": self.data},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
 
 
 def _strip_prefix(name: str, text: str) -> str:
     prefix = f"Error executing tool {name}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 class Gateway:
@@ -98,50 +103,82 @@ class Gateway:
         except ValidationError as exc:
             raise ToolFailed(f"{name} returned data this version cannot read ({exc.errors()[0]['msg']})") from None
 
-    async def summary(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
-                      ) -> NetworkSummary:
-        return await self._typed("get_network_summary", NetworkSummary,
-                                 {"pid": pid, "process_name": process_name, "duration": duration})
+    async def summary(
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60
+    ) -> NetworkSummary:
+        return await self._typed(
+            "get_network_summary", NetworkSummary, {"pid": pid, "process_name": process_name, "duration": duration}
+        )
 
-    async def connections(self, pid: int | None = None, process_name: str | None = None, max_events: int = 100,
-                          since: str | None = None, until: str | None = None) -> ConnectionList:
-        return await self._typed("list_connections", ConnectionList,
-                                 {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since,
-                                  "until": until})
+    async def connections(
+        self,
+        pid: int | None = None,
+        process_name: str | None = None,
+        max_events: int = 100,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> ConnectionList:
+        return await self._typed(
+            "list_connections",
+            ConnectionList,
+            {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since, "until": until},
+        )
 
-    async def patterns(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
-                       ) -> PatternAnalysis:
-        return await self._typed("analyze_patterns", PatternAnalysis,
-                                 {"pid": pid, "process_name": process_name, "duration": duration})
+    async def patterns(
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60
+    ) -> PatternAnalysis:
+        return await self._typed(
+            "analyze_patterns", PatternAnalysis, {"pid": pid, "process_name": process_name, "duration": duration}
+        )
 
-    async def drop_summary(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
-                           ) -> NetworkSummary:
-        return await self._typed("get_packet_drop_summary", NetworkSummary,
-                                 {"pid": pid, "process_name": process_name, "duration": duration})
+    async def drop_summary(
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60
+    ) -> NetworkSummary:
+        return await self._typed(
+            "get_packet_drop_summary", NetworkSummary, {"pid": pid, "process_name": process_name, "duration": duration}
+        )
 
-    async def drops(self, pid: int | None = None, process_name: str | None = None, max_events: int = 100,
-                    since: str | None = None, until: str | None = None) -> PacketDropList:
-        return await self._typed("list_packet_drops", PacketDropList,
-                                 {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since,
-                                  "until": until})
+    async def drops(
+        self,
+        pid: int | None = None,
+        process_name: str | None = None,
+        max_events: int = 100,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> PacketDropList:
+        return await self._typed(
+            "list_packet_drops",
+            PacketDropList,
+            {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since, "until": until},
+        )
 
-    async def drop_patterns(self, pid: int | None = None, process_name: str | None = None, duration: int = 60
-                            ) -> PatternAnalysis:
-        return await self._typed("analyze_packet_drops", PatternAnalysis,
-                                 {"pid": pid, "process_name": process_name, "duration": duration})
+    async def drop_patterns(
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60
+    ) -> PatternAnalysis:
+        return await self._typed(
+            "analyze_packet_drops", PatternAnalysis, {"pid": pid, "process_name": process_name, "duration": duration}
+        )
 
     async def processes(self, duration: int = 60, kind: str = "connection", limit: int = 20) -> ProcessList:
         return await self._typed("list_processes", ProcessList, {"duration": duration, "kind": kind, "limit": limit})
 
-    async def traffic(self, pid: int | None = None, process_name: str | None = None, duration: int = 60,
-                      limit: int = 20) -> TrafficReport:
-        return await self._typed("get_traffic", TrafficReport,
-                                 {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit})
+    async def traffic(
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, limit: int = 20
+    ) -> TrafficReport:
+        return await self._typed(
+            "get_traffic",
+            TrafficReport,
+            {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit},
+        )
 
-    async def connect_latency(self, pid: int | None = None, process_name: str | None = None, duration: int = 60,
-                              limit: int = 20) -> LatencyReport:
-        return await self._typed("get_connect_latency", LatencyReport,
-                                 {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit})
+    async def connect_latency(
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, limit: int = 20
+    ) -> LatencyReport:
+        return await self._typed(
+            "get_connect_latency",
+            LatencyReport,
+            {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit},
+        )
 
     async def status(self) -> ServerStatus:
         return await self._typed("server_status", ServerStatus, {})
@@ -165,9 +202,14 @@ async def _session(client: Client, *, trusted: bool) -> AsyncIterator[Gateway]:
         raise inner from None
 
 
-def open_gateway(source: TelemetrySource, ai_tools: AIToolsHook | None = None, *, names: NameResolver | None = None,
-                 names_wait: float = 0.0, workloads: WorkloadResolver | None = None
-                 ) -> AbstractAsyncContextManager[Gateway]:
+def open_gateway(
+    source: TelemetrySource,
+    ai_tools: AIToolsHook | None = None,
+    *,
+    names: NameResolver | None = None,
+    names_wait: float = 0.0,
+    workloads: WorkloadResolver | None = None,
+) -> AbstractAsyncContextManager[Gateway]:
     """An in-process MCP client/server pair over ``source`` (which the caller owns and closes);
     ``names`` names destinations in the tools' results (see :func:`create_server`)."""
     server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads)

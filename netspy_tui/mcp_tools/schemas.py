@@ -46,8 +46,11 @@ def _rfc3339(value: str | None) -> str | None:
         try:
             parse_time(value)
         except ValueError:
-            raise PydanticCustomError("rfc3339_time", "must be an RFC3339 time (e.g. 2026-11-24T12:00:00Z), "
-                                      "not '{value}'", {"value": clean(value, 60)}) from None
+            raise PydanticCustomError(
+                "rfc3339_time",
+                "must be an RFC3339 time (e.g. 2026-11-24T12:00:00Z), not '{value}'",
+                {"value": clean(value, 60)},
+            ) from None
     return value
 
 
@@ -73,16 +76,25 @@ Until = Annotated[
     Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),
     AfterValidator(_rfc3339),
 ]
-Kind = Annotated[Literal["connection", "packet_drop"],
-                 Field(description="Rank by connection attempts or packet drops.")]
+Kind = Annotated[
+    Literal["connection", "packet_drop"], Field(description="Rank by connection attempts or packet drops.")
+]
 Limit = Annotated[int, Field(ge=1, le=200, description="Most processes to return (1 to 200).")]
 SummaryText = Annotated[str, Field(min_length=1, max_length=20_000, description="Network summary text to explain.")]
 Query = Annotated[str, Field(min_length=1, max_length=4000, description="The question to answer.")]
 
 #: Every tool argument's type, by name (the same name always has the same type and bounds).
 ARGUMENT_TYPES: dict[str, Any] = {
-    "pid": Pid, "process_name": ProcessName, "duration": Duration, "max_events": MaxEvents, "since": Since,
-    "until": Until, "kind": Kind, "limit": Limit, "summary_text": SummaryText, "query": Query,
+    "pid": Pid,
+    "process_name": ProcessName,
+    "duration": Duration,
+    "max_events": MaxEvents,
+    "since": Since,
+    "until": Until,
+    "kind": Kind,
+    "limit": Limit,
+    "summary_text": SummaryText,
+    "query": Query,
 }
 
 

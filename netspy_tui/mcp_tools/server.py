@@ -166,8 +166,9 @@ class TelemetryServer(MCPServer[ToolContext]):
     the pid 1. A tool that fails unexpectedly says so in one sentence; the traceback goes to the log.
     """
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[ToolContext, Any] | None = None
-                        ) -> Any:
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[ToolContext, Any] | None = None
+    ) -> Any:
         tool = self._tool_manager.get_tool(name)
         if tool is not None and isinstance(arguments, dict):
             problems = _argument_problems(tool.parameters, arguments)
@@ -195,8 +196,10 @@ def _result(model: BaseModel, text: str) -> CallToolResult:
     """Readable text plus structured content. The text is cleaned once more as it leaves the server:
     whatever a description forgot to escape (a server's free-text field), no escape sequence reaches a
     client's terminal or a model's context. The structured content keeps the exact values."""
-    return CallToolResult(content=[TextContent(type="text", text=clean(text, None, keep_newlines=True))],
-                          structured_content=model.model_dump(mode="json"))
+    return CallToolResult(
+        content=[TextContent(type="text", text=clean(text, None, keep_newlines=True))],
+        structured_content=model.model_dump(mode="json"),
+    )
 
 
 def _ctx(ctx: Context[ToolContext, Any]) -> ToolContext:
@@ -245,12 +248,15 @@ async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any
 
 
 def _page_notes(page: EventPage) -> tuple[str, str]:
-    return (describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until),
-            describe.not_events_note(page.not_events))
+    return (
+        describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until),
+        describe.not_events_note(page.not_events),
+    )
 
 
-async def _patterns(source: TelemetrySource, scope: Scope, top_n: int = 10, tc: ToolContext | None = None
-                    ) -> PatternAnalysis:
+async def _patterns(
+    source: TelemetrySource, scope: Scope, top_n: int = 10, tc: ToolContext | None = None
+) -> PatternAnalysis:
     await _check_scope(source, scope)
     stats = await source.stats(scope, top_n=top_n)
     info = await source.info()
@@ -259,10 +265,21 @@ async def _patterns(source: TelemetrySource, scope: Scope, top_n: int = 10, tc: 
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if scope.kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
     names = await tc.hostnames(c.key for c in stats.top_destinations) if tc is not None else {}
-    text = describe.with_notes(describe.patterns_text(stats, rate, ratio, names), describe.loss_note(losses),
-                               describe.not_events_note(stats.not_events))
-    return PatternAnalysis(text=text, stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4),
-                           source=info.label, losses=losses, counts_exact=counts_exact(losses), hostnames=names)
+    text = describe.with_notes(
+        describe.patterns_text(stats, rate, ratio, names),
+        describe.loss_note(losses),
+        describe.not_events_note(stats.not_events),
+    )
+    return PatternAnalysis(
+        text=text,
+        stats=stats,
+        rate_per_minute=round(rate, 3),
+        failure_ratio=round(ratio, 4),
+        source=info.label,
+        losses=losses,
+        counts_exact=counts_exact(losses),
+        hostnames=names,
+    )
 
 
 async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[Any], pid: int | None,
@@ -282,9 +299,14 @@ async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[An
     return stats, info.label, losses
 
 
-def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, *,
-                  names: NameResolver | None = None, names_wait: float = 0.0,
-                  workloads: WorkloadResolver | None = None) -> TelemetryServer:
+def create_server(
+    source: TelemetrySource,
+    ai_tools: AIToolsHook | None = None,
+    *,
+    names: NameResolver | None = None,
+    names_wait: float = 0.0,
+    workloads: WorkloadResolver | None = None,
+) -> TelemetryServer:
     """Build the MCP server over ``source``. ``ai_tools`` answers the AI tools (see netspy_tui.ai);
     ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call)."""
 
@@ -324,16 +346,32 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, 
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connection attempts (destination, protocol, outcome), newest first."""
         since_dt = _time(since)
-        events, total, label, sampled, page = await _list(ctx, EventQuery("connection", pid, process_name, since_dt,
-                                                                          _time(until), max_events))
-        conns = await _ctx(ctx).with_workloads(await _ctx(ctx).named([e for e in events
-                                                                       if isinstance(e, ConnectionEvent)]))
-        text = describe.with_notes(describe.list_text("connection", conns, total, pid, process_name, sampled),
-                                   *_page_notes(page))
-        return _result(ConnectionList(text=text, events=conns, total_count=total, returned=len(conns),
-                                      truncated=total > len(conns), pid=pid, process_name=process_name,
-                                      since=since_dt, source=label, sampled=sampled, not_kept=page.not_kept,
-                                      not_events=page.not_events), text)
+        events, total, label, sampled, page = await _list(
+            ctx, EventQuery("connection", pid, process_name, since_dt, _time(until), max_events)
+        )
+        conns = await _ctx(ctx).with_workloads(
+            await _ctx(ctx).named([e for e in events if isinstance(e, ConnectionEvent)])
+        )
+        text = describe.with_notes(
+            describe.list_text("connection", conns, total, pid, process_name, sampled), *_page_notes(page)
+        )
+        return _result(
+            ConnectionList(
+                text=text,
+                events=conns,
+                total_count=total,
+                returned=len(conns),
+                truncated=total > len(conns),
+                pid=pid,
+                process_name=process_name,
+                since=since_dt,
+                source=label,
+                sampled=sampled,
+                not_kept=page.not_kept,
+                not_events=page.not_events,
+            ),
+            text,
+        )
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_patterns(
@@ -361,15 +399,29 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, 
     ) -> Annotated[CallToolResult, PacketDropList]:
         """List recent packet drops with the kernel's drop reason, newest first."""
         since_dt = _time(since)
-        events, total, label, _, page = await _list(ctx, EventQuery("packet_drop", pid, process_name, since_dt,
-                                                                    _time(until), max_events))
+        events, total, label, _, page = await _list(
+            ctx, EventQuery("packet_drop", pid, process_name, since_dt, _time(until), max_events)
+        )
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
-        text = describe.with_notes(describe.list_text("packet_drop", drops, total, pid, process_name),
-                                   *_page_notes(page))
-        return _result(PacketDropList(text=text, events=drops, total_count=total, returned=len(drops),
-                                      truncated=total > len(drops), pid=pid, process_name=process_name,
-                                      since=since_dt, source=label, not_kept=page.not_kept,
-                                      not_events=page.not_events), text)
+        text = describe.with_notes(
+            describe.list_text("packet_drop", drops, total, pid, process_name), *_page_notes(page)
+        )
+        return _result(
+            PacketDropList(
+                text=text,
+                events=drops,
+                total_count=total,
+                returned=len(drops),
+                truncated=total > len(drops),
+                pid=pid,
+                process_name=process_name,
+                since=since_dt,
+                source=label,
+                not_kept=page.not_kept,
+                not_events=page.not_events,
+            ),
+            text,
+        )
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_packet_drops(
@@ -395,11 +447,25 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, 
         workloads = await tc.workload_names(pid for p in procs for pid in p.pids)
         procs = [p.model_copy(update={"workloads": list(dict.fromkeys(workloads[x] for x in p.pids if x in workloads))})
                  for p in procs]  # fmt: skip
-        text = describe.with_notes(describe.processes_text(kind, procs, duration), describe.loss_note(losses),
-                                   describe.not_events_note(stats.not_events))
-        return _result(ProcessList(text=text, kind=kind, duration_seconds=duration, processes=procs,
-                                   total_events=stats.total, source=info.label, losses=losses,
-                                   counts_exact=counts_exact(losses), not_events=stats.not_events), text)
+        text = describe.with_notes(
+            describe.processes_text(kind, procs, duration),
+            describe.loss_note(losses),
+            describe.not_events_note(stats.not_events),
+        )
+        return _result(
+            ProcessList(
+                text=text,
+                kind=kind,
+                duration_seconds=duration,
+                processes=procs,
+                total_events=stats.total,
+                source=info.label,
+                losses=losses,
+                counts_exact=counts_exact(losses),
+                not_events=stats.not_events,
+            ),
+            text,
+        )
 
     @srv.tool(annotations=READ_ONLY)
     async def get_traffic(
@@ -455,10 +521,12 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, 
             lines.append(f"Note: {clean(note, 300)}")
         if info.forwarding:
             fw = info.forwarding
-            lines.append(f"Forwarding to {clean(str(fw.get('url')), 200)}: {fw.get('forwarded', 0):,} sent, "
-                         f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
-                         f"{fw.get('failures', 0):,} failed batches"
-                         + (f"; last error: {clean(str(fw['last_error']), 200)}" if fw.get("last_error") else ""))
+            lines.append(
+                f"Forwarding to {clean(str(fw.get('url')), 200)}: {fw.get('forwarded', 0):,} sent, "
+                f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
+                f"{fw.get('failures', 0):,} failed batches"
+                + (f"; last error: {clean(str(fw['last_error']), 200)}" if fw.get("last_error") else "")
+            )
         for p in programs:
             lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")
         kubernetes = k8s_identity() if info.kind == "embedded" else {}
@@ -486,8 +554,9 @@ def create_server(source: TelemetrySource, ai_tools: AIToolsHook | None = None, 
         duration: Duration = 300,
     ) -> Annotated[CallToolResult, Insight]:
         """Answer a question about the host's network behaviour; the model reads live data through these tools."""
-        return await _ai_tool(ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name,
-                                                            "duration": duration})
+        return await _ai_tool(
+            ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name, "duration": duration}
+        )
 
     return srv
 

@@ -98,7 +98,7 @@ ENDPOINTS: dict[str, str] = {
     "GET /api/events": "Filtered events (type, pid, command, since, until, limit)",
     "GET /api/programs": "The eBPF programs behind the data",
     "GET /metrics": "Prometheus counters: connects by process and outcome, drops by reason, collector health "
-                    "(a netspy-tui extension)",
+    "(a netspy-tui extension)",
     "GET /api/traffic": "netspy-tui extension: bytes sent and read and TCP retransmits per process, remote address "
     "and connection (pid, command, duration_seconds, limit)",
     "GET /api/connect-latency": "netspy-tui extension: TCP connect latency p50/p95/max per process and destination "
@@ -161,8 +161,7 @@ def _raw_ipv6(event: ConnectionEvent) -> list[int]:
 CONTRACT_PROTOCOL = re.compile(r"^(TCP|UDP|Unknown\(\d+\))$")
 
 
-def event_json(event: ConnectionEvent | PacketDropEvent, identity: Mapping[str, str] | None = None
-               ) -> dict[str, Any]:
+def event_json(event: ConnectionEvent | PacketDropEvent, identity: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One event as the contract's JSON object.
 
     ``identity``: this node's ``k8s_*`` fields (:func:`netspy_tui.names.workload.k8s_identity`),
@@ -475,6 +474,7 @@ class _Api:
         info = await self.source.info()
         counted = await asyncio.to_thread(counted_of, self.source)
         return Response(self.exporter.render(info, counted), media_type=METRICS_CONTENT_TYPE)
+
     async def extension(self, request: Request, method: str, model: type[Any]) -> Response:
         """``/api/traffic`` and ``/api/connect-latency``: a :class:`TrafficSource` figure as JSON."""
         params = await Params.read(request)
@@ -522,11 +522,16 @@ class _Api:
             Route("/api/events", _guarded(self.events), methods=["GET"]),
             Route("/api/programs", _guarded(self.programs), methods=["GET"]),
             Route("/metrics", _guarded(self.metrics), methods=["GET"]),
-            Route("/api/traffic", _guarded(functools.partial(self.extension, method="traffic", model=TrafficStats)),
-                  methods=["GET"]),
-            Route("/api/connect-latency",
-                  _guarded(functools.partial(self.extension, method="connect_latency", model=LatencyStats)),
-                  methods=["GET"]),
+            Route(
+                "/api/traffic",
+                _guarded(functools.partial(self.extension, method="traffic", model=TrafficStats)),
+                methods=["GET"],
+            ),
+            Route(
+                "/api/connect-latency",
+                _guarded(functools.partial(self.extension, method="connect_latency", model=LatencyStats)),
+                methods=["GET"],
+            ),
         ]
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def exposure_warning(host: str, token_required: bool) -> str | None:
     """The warning to log when the API is reachable from other machines without a token."""
     if token_required or is_loopback(host):
@@ -162,8 +163,10 @@ async def serve_async(
         await running
         raise
     if not server.started:
-        raise NetspyError(f"Could not listen on {host}:{port} (the line above says why)",
-                          "pick another --port, or stop what listens there")
+        raise NetspyError(
+            f"Could not listen on {host}:{port} (the line above says why)",
+            "pick another --port, or stop what listens there",
+        )
 
 
 def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> None:
@@ -200,8 +203,16 @@ async def serve_source(
             async with session_manager.run():
                 yield
 
-    app = create_app(source, token=token, max_body_bytes=max_body_bytes, extra_routes=extra, lifespan=lifespan,
-                     host=host, allowed_hosts=allowed_hosts, metrics_top=metrics_top)
+    app = create_app(
+        source,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        extra_routes=extra,
+        lifespan=lifespan,
+        host=host,
+        allowed_hosts=allowed_hosts,
+        metrics_top=metrics_top,
+    )
     await serve_async(app, host, port, on_started=on_started)
 
 
@@ -233,9 +244,12 @@ def create_mcp_app(
     async def not_found(request: Any, exc: Exception) -> Any:
         return text_response(404, "404 page not found")
 
-    app = Starlette(routes=list(mcp_app.routes),
-                    middleware=guard_middleware(token, max_body_bytes, HostPolicy(host, allowed_hosts)),
-                    lifespan=lifespan, exception_handlers={404: not_found})
+    app = Starlette(
+        routes=list(mcp_app.routes),
+        middleware=guard_middleware(token, max_body_bytes, HostPolicy(host, allowed_hosts)),
+        lifespan=lifespan,
+        exception_handlers={404: not_found},
+    )
     app.state.token_required = token is not None
     return app
 
@@ -251,8 +265,7 @@ async def serve_mcp_http(
     allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Serve :func:`create_mcp_app` until SIGINT/SIGTERM (see :func:`serve_async`)."""
-    app = create_mcp_app(mcp_server, host=host, token=token, max_body_bytes=max_body_bytes,
-                         allowed_hosts=allowed_hosts)
+    app = create_mcp_app(mcp_server, host=host, token=token, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
     await serve_async(app, host, port, on_started=on_started, what="MCP (streamable HTTP)", path="/mcp")
 
 
@@ -265,8 +278,15 @@ class BackgroundServer:
             httpx.get(srv.url + "/health")
     """
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *,
-                 request_timeout: float = REQUEST_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port

@@ -463,8 +463,9 @@ def seconds_of(rows: np.ndarray, kind: int) -> list[Second]:
 # --- figures ------------------------------------------------------------------------------------
 
 
-def _columns(secs: Sequence[Second], names: Names, lo: int, hi: int, pid: int | None, command: str | None,
-             per_second: bool) -> dict[str, np.ndarray] | None:
+def _columns(
+    secs: Sequence[Second], names: Names, lo: int, hi: int, pid: int | None, command: str | None, per_second: bool
+) -> dict[str, np.ndarray] | None:
     """The window's rows as columns (None: the command was never seen). A whole window of
     per-second rollups needs only the columns its figures count by."""
     whole = per_second and pid is None and command is None
@@ -564,6 +565,7 @@ def window_stats(
 
         def by(name: str) -> tuple[np.ndarray, np.ndarray]:
             return sel[name], n
+
     values = names.values
     dest_ids, dest_n = _by(*_unknown_if_empty(by("destination"), names))
     proto_ids, proto_n = _by(*_unknown_if_empty(by("protocol"), names))

@@ -856,8 +856,14 @@ class EventStore:
                 total = conn.execute(sql, params).fetchone()[0]
         events = self._events(rows)
         not_kept, span = self._not_kept(q, events)
-        return EventPage(events=events, total_count=total, truncated=total > len(events), not_kept=not_kept,
-                         not_kept_since=span[0] if not_kept else None, not_kept_until=span[1] if not_kept else None)
+        return EventPage(
+            events=events,
+            total_count=total,
+            truncated=total > len(events),
+            not_kept=not_kept,
+            not_kept_since=span[0] if not_kept else None,
+            not_kept_until=span[1] if not_kept else None,
+        )
 
     def _not_kept(self, q: EventQuery, events: list[AnyEvent]) -> tuple[int, tuple[datetime | None, datetime | None]]:
         """Events counted but not kept in the seconds the page spans."""
@@ -897,8 +903,9 @@ class EventStore:
 
     # --- reading: figures ------------------------------------------------------------
 
-    def _rollup_seconds(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int
-                        ) -> tuple[Sequence[R.Second | R.Block], R.Names]:
+    def _rollup_seconds(
+        self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int
+    ) -> tuple[Sequence[R.Second | R.Block], R.Names]:
         """Rollups of seconds lo..hi (per-minute blocks inside a window without a pid or command
         filter), from memory when it holds them, else from SQLite; with the names of their ids."""
         code = _KIND_CODE[kind]
@@ -932,8 +939,9 @@ class EventStore:
         secs, names = self._rollup_seconds(scope.kind, scope.pid, scope.command, lo, hi)
         return R.window_stats(secs, names, scope, now, top_n, buckets)
 
-    def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20,
-                now: datetime | None = None) -> TrafficStats:
+    def traffic(
+        self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20, now: datetime | None = None
+    ) -> TrafficStats:
         """Bytes sent and read in the last ``window_seconds`` whole seconds at ``now`` (exact), per
         process, remote address and flow, ``limit`` of each."""
         now = now or utcnow()
@@ -942,8 +950,9 @@ class EventStore:
             rows = T.read(conn, lo, hi, pid, command)
         return T.stats(rows, int(window_seconds), pid, command, now, limit)
 
-    def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20,
-                        now: datetime | None = None) -> LatencyStats:
+    def connect_latency(
+        self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20, now: datetime | None = None
+    ) -> LatencyStats:
         """TCP connect latency of the attempts that started in the last ``window_seconds`` whole
         seconds at ``now``: per process and per (process, destination), ``limit`` of each."""
         now = now or utcnow()
@@ -951,7 +960,6 @@ class EventStore:
         with self._snapshot() as conn:
             rows = L.read(conn, lo, hi, pid, command)
         return L.stats(rows, int(window_seconds), pid, command, now, limit)
-
 
     def kept(self, scope: Scope, now: datetime | None = None) -> int:
         """Raw events kept in ``scope``'s last ``window`` whole seconds (compare with :meth:`count`)."""

@@ -179,8 +179,10 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
         key=lambda p: (-(p.rx_bytes + p.tx_bytes), -p.retransmits, p.command),
     )  # fmt: skip
     remote_list = sorted(
-        (TrafficRemote(remote=r, rx_bytes=v[0], tx_bytes=v[1], commands=sorted(v[2]), retransmits=v[3])
-         for r, v in remotes.items()),
+        (
+            TrafficRemote(remote=r, rx_bytes=v[0], tx_bytes=v[1], commands=sorted(v[2]), retransmits=v[3])
+            for r, v in remotes.items()
+        ),
         key=lambda r: (-(r.rx_bytes + r.tx_bytes), -r.retransmits, r.remote),
     )
     flow_list = sorted(

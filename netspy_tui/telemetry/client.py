@@ -118,8 +118,9 @@ class HttpSource:
 
     # --- plumbing ---------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                       body: dict[str, Any] | None = None) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
         url = f"{self.shown_url}{path}"
         params = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
@@ -168,10 +169,14 @@ class HttpSource:
                 "it is still starting or its eBPF programs failed to load; retry shortly or check its log",
             )
         if resp.status_code == 401:
-            return ServerError(f"The eBPF server at {self.shown_url} refused the request (401 on {path})",
-                               "pass the server's bearer token with --token or NETSPY_TOKEN")
-        return ServerError(f"The eBPF server at {self.shown_url} answered {resp.status_code} on {path}: {body}",
-                           "check the server's log")
+            return ServerError(
+                f"The eBPF server at {self.shown_url} refused the request (401 on {path})",
+                "pass the server's bearer token with --token or NETSPY_TOKEN",
+            )
+        return ServerError(
+            f"The eBPF server at {self.shown_url} answered {resp.status_code} on {path}: {body}",
+            "check the server's log",
+        )
 
     def _parse(self, resp: httpx.Response, path: str, model: type[M]) -> M:
         if resp.status_code >= 400:
@@ -261,12 +266,24 @@ class HttpSource:
             detail = f"{gen} API"
             if recent:
                 detail += f"; the server reports {describe_losses(recent, 'in the last minute')}"
-            return SourceInfo(label=f"{what} at {self.shown_url}", kind="http", generation=gen, detail=detail,
-                              degraded=health.status == "degraded" or bool(recent), losses=losses,
-                              recent_losses=recent, events_lost=health.events_lost or sum(losses.values()))
+            return SourceInfo(
+                label=f"{what} at {self.shown_url}",
+                kind="http",
+                generation=gen,
+                detail=detail,
+                degraded=health.status == "degraded" or bool(recent),
+                losses=losses,
+                recent_losses=recent,
+                events_lost=health.events_lost or sum(losses.values()),
+            )
         except NetspyError as exc:
-            return SourceInfo(label=f"{what} at {self.shown_url}", kind="http",
-                              generation=self._generation or "current", healthy=False, detail=str(exc))
+            return SourceInfo(
+                label=f"{what} at {self.shown_url}",
+                kind="http",
+                generation=self._generation or "current",
+                healthy=False,
+                detail=str(exc),
+            )
 
     async def query(self, q: EventQuery) -> EventPage:
         gen = await self.generation()
@@ -294,8 +311,15 @@ class HttpSource:
             return
         level = logging.DEBUG if self._warned_not_events else logging.WARNING
         self._warned_not_events = True
-        log.log(level, "the eBPF server at %s sent %d item%s in %s that %s not events (null or an unknown kind); "
-                "skipped", self.shown_url, n, "" if n == 1 else "s", path, "is" if n == 1 else "are")
+        log.log(
+            level,
+            "the eBPF server at %s sent %d item%s in %s that %s not events (null or an unknown kind); skipped",
+            self.shown_url,
+            n,
+            "" if n == 1 else "s",
+            path,
+            "is" if n == 1 else "are",
+        )
 
     async def _seed_query(self, q: EventQuery) -> EventPage:
         if q.kind != "connection":
@@ -338,9 +362,16 @@ class HttpSource:
         breakdowns describe the newest events), so rates and totals stay right on a busy host.
         """
         now = utcnow()
-        page = await self.query(EventQuery(kind=scope.kind, pid=scope.pid, command=scope.command,
-                                           since=now - timedelta(seconds=scope.window), until=now,
-                                           limit=STATS_FETCH_LIMIT))
+        page = await self.query(
+            EventQuery(
+                kind=scope.kind,
+                pid=scope.pid,
+                command=scope.command,
+                since=now - timedelta(seconds=scope.window),
+                until=now,
+                limit=STATS_FETCH_LIMIT,
+            )
+        )
         stats = aggregate(page.events, scope, now, top_n, buckets)
         if page.truncated and page.total_count > stats.total:
             log.debug("stats over %d of %d events in the window", stats.total, page.total_count)

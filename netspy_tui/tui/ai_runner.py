@@ -86,8 +86,7 @@ class AIRunner:
             if self.held is None or self.held.kind != request.kind:
                 self.held = request
                 again = KIND_KEYS.get(request.kind, "it")
-                return Decision("hold", f"Still {current.title}. Press {again} again to replace it, "
-                                        "esc cancels it.")
+                return Decision("hold", f"Still {current.title}. Press {again} again to replace it, esc cancels it.")
         self.requests += 1
         self.current, self.held = request, None
         return Decision("start", request_id=self.requests)

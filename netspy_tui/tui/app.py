@@ -67,8 +67,9 @@ class NetspyApp(App[int]):
         self.interval = interval
         self.clock = clock
         self.poller = Poller(gateway, clock=clock, window=window, interval=interval, max_rows=max_rows)
-        self.dashboard = DashboardScreen(gateway, self.poller, clock=clock, window=window, source_note=source_note,
-                                         ai=ai, export_dir=export_dir)
+        self.dashboard = DashboardScreen(
+            gateway, self.poller, clock=clock, window=window, source_note=source_note, ai=ai, export_dir=export_dir
+        )
         self.export_dir = export_dir
         self.polls = 0
         """Polls that succeeded (for tests and the status line)."""
@@ -101,10 +102,21 @@ class NetspyApp(App[int]):
                 failures += 1
                 stale_since = stale_since or self.clock()
                 delay = backoff(self.interval, failures)
-                log.warning("poll failed (attempt %d, retry in %.1fs): %s", failures, delay, _describe(exc),
-                            exc_info=not isinstance(exc, NetspyError))
-                self.post_message(PollFailed(_describe(exc), stale_since=stale_since,
-                                             retry_at=self.clock() + timedelta(seconds=delay), attempt=failures))
+                log.warning(
+                    "poll failed (attempt %d, retry in %.1fs): %s",
+                    failures,
+                    delay,
+                    _describe(exc),
+                    exc_info=not isinstance(exc, NetspyError),
+                )
+                self.post_message(
+                    PollFailed(
+                        _describe(exc),
+                        stale_since=stale_since,
+                        retry_at=self.clock() + timedelta(seconds=delay),
+                        attempt=failures,
+                    )
+                )
                 await self.poller.sleep(delay)
                 continue
             if failures:
@@ -126,8 +138,9 @@ class NetspyApp(App[int]):
     def _worker_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             log.error("worker %s failed", event.worker.name, exc_info=event.worker.error)
-            self.notify(_describe(event.worker.error), title=f"{event.worker.name} failed", severity="error",
-                        markup=False)
+            self.notify(
+                _describe(event.worker.error), title=f"{event.worker.name} failed", severity="error", markup=False
+            )
 
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """Save an SVG of the screen into the export directory (Textual's own saves into ~/Downloads, which a
@@ -148,20 +161,28 @@ class NetspyApp(App[int]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         for command in super().get_system_commands(screen):
             if command.title == "Screenshot":  # ours: into the export directory, saying where or why not
-                yield SystemCommand("Screenshot", "Save an SVG 'screenshot' of the screen to the export directory",
-                                    lambda: self.set_timer(0.1, self.action_screenshot))
+                yield SystemCommand(
+                    "Screenshot",
+                    "Save an SVG 'screenshot' of the screen to the export directory",
+                    lambda: self.set_timer(0.1, self.action_screenshot),
+                )
             else:
                 yield command
         if not isinstance(screen, DashboardScreen):
             return
         for action in keys.ACTIONS:
             if action.palette and action.id != "netspy.quit":
-                yield SystemCommand(action.palette_title, f"key: {action.display_keys}",
-                                    partial(screen.run_action, action.action))
+                yield SystemCommand(
+                    action.palette_title, f"key: {action.display_keys}", partial(screen.run_action, action.action)
+                )
         for name in screen.palette_processes():
             # the palette parses titles as markup (its fuzzy highlighter): a process name is escaped to stay data
-            yield SystemCommand(f"focus: {escape(clean(name, 32))}", "Focus every panel on this process",
-                                partial(screen.focus_process, name), discover=False)
+            yield SystemCommand(
+                f"focus: {escape(clean(name, 32))}",
+                "Focus every panel on this process",
+                partial(screen.focus_process, name),
+                discover=False,
+            )
 
 
 async def run_dashboard(
@@ -176,7 +197,15 @@ async def run_dashboard(
     export_dir: Path | None = None,
 ) -> int:
     """Run the dashboard until the user quits; returns the exit code."""
-    app = NetspyApp(gateway, interval=interval, window=window, source_note=source_note, clock=clock, ai=ai,
-                    max_rows=max_rows, export_dir=export_dir)
+    app = NetspyApp(
+        gateway,
+        interval=interval,
+        window=window,
+        source_note=source_note,
+        clock=clock,
+        ai=ai,
+        max_rows=max_rows,
+        export_dir=export_dir,
+    )
     result = await app.run_async()
     return result if isinstance(result, int) else (app.return_code or 0)

@@ -93,8 +93,9 @@ class AIFinished(AIMessage):
 class AIFailed(AIMessage):
     """The request failed: ``error`` is one line; ``partial_text`` what the stream had produced (may be "")."""
 
-    def __init__(self, request_id: int, error: str, *, title: str = "AI request failed",
-                 partial_text: str = "") -> None:
+    def __init__(
+        self, request_id: int, error: str, *, title: str = "AI request failed", partial_text: str = ""
+    ) -> None:
         super().__init__(request_id)
         self.error = error
         self.title = title

@@ -63,9 +63,14 @@ def backoff(interval: float, attempt: int) -> float:
 def _process_list(patterns: PatternAnalysis) -> ProcessList:
     stats = patterns.stats
     procs = list(stats.processes[:PROCESS_LIMIT])
-    return ProcessList(text=describe.processes_text("connection", procs, stats.window_seconds), kind="connection",
-                       duration_seconds=stats.window_seconds, processes=procs, total_events=stats.total,
-                       source=patterns.source)
+    return ProcessList(
+        text=describe.processes_text("connection", procs, stats.window_seconds),
+        kind="connection",
+        duration_seconds=stats.window_seconds,
+        processes=procs,
+        total_events=stats.total,
+        source=patterns.source,
+    )
 
 
 class _Window(Generic[E]):
@@ -123,8 +128,16 @@ class _Window(Generic[E]):
 
 
 class Poller:
-    def __init__(self, gateway: Gateway, *, clock: Callable[[], datetime], window: int, interval: float,
-                 max_rows: int = 2000, max_events: int = MAX_EVENTS_PER_CALL) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        clock: Callable[[], datetime],
+        window: int,
+        interval: float,
+        max_rows: int = 2000,
+        max_events: int = MAX_EVENTS_PER_CALL,
+    ) -> None:
         self.gateway = gateway
         self._clock = clock
         self.interval = interval
@@ -188,8 +201,9 @@ class Poller:
             self._idle_ticks = 0
         else:
             self._idle_ticks += 1
-        due = self._tick % self._summary_every == 0 and (self._idle_ticks == 0 or
-                                                          self._idle_ticks % IDLE_SUMMARY_EVERY == 0)
+        due = self._tick % self._summary_every == 0 and (
+            self._idle_ticks == 0 or self._idle_ticks % IDLE_SUMMARY_EVERY == 0
+        )
         if self._summaries is None or due:
             s0 = time.perf_counter()
             patterns = await gw.patterns(subject.pid, subject.command, subject.window)
@@ -240,7 +254,8 @@ class Poller:
                 left = 0
                 if page.truncated:
                     known_unreturned = self._conns.known_after(since) - sum(
-                        1 for key in pages if key in self._conns.events)
+                        1 for key in pages if key in self._conns.events
+                    )
                     left = max(0, page.total_count - page.returned - max(0, known_unreturned))
                 break
             until = format_time(page.events[-1].time)

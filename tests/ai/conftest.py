@@ -23,5 +23,6 @@ def fake() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def settings(fake: FakeOpenAI) -> AISettings:
     # No SDK retries: each scripted reply answers exactly one request. Short timeout: stall tests stay fast.
-    return AISettings(api_key=SecretStr(TEST_KEY), base_url=fake.base_url, model="gpt-5-mini", timeout=5.0,
-                      max_retries=0)
+    return AISettings(
+        api_key=SecretStr(TEST_KEY), base_url=fake.base_url, model="gpt-5-mini", timeout=5.0, max_retries=0
+    )

@@ -30,8 +30,9 @@ def _busy(n: int = 1000) -> dict[str, object]:
 
 
 def _settings(fake: FakeOpenAI, **kw: object) -> AISettings:
-    return AISettings(api_key=SecretStr(TEST_KEY), base_url=fake.base_url, model="local-model", timeout=5.0,
-                      max_retries=0, **kw)  # type: ignore[arg-type]
+    return AISettings(
+        api_key=SecretStr(TEST_KEY), base_url=fake.base_url, model="local-model", timeout=5.0, max_retries=0, **kw
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -75,15 +75,20 @@ async def test_404_without_model_points_at_the_base_url(fake: FakeOpenAI, settin
 
 
 async def test_429_rate_limit(fake: FakeOpenAI, settings: AISettings) -> None:
-    fake.error(429, "Rate limit reached for gpt-5-mini on requests per min.", type="requests",
-               code="rate_limit_exceeded")
+    fake.error(
+        429, "Rate limit reached for gpt-5-mini on requests per min.", type="requests", code="rate_limit_exceeded"
+    )
     text = assert_one_clean_line(await failure(settings))
     assert "rate limiting requests (HTTP 429)" in text and "wait a minute" in text.lower()
 
 
 async def test_429_quota(fake: FakeOpenAI, settings: AISettings) -> None:
-    fake.error(429, "You exceeded your current quota, please check your plan and billing details.",
-               type="insufficient_quota", code="insufficient_quota")
+    fake.error(
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        type="insufficient_quota",
+        code="insufficient_quota",
+    )
     text = assert_one_clean_line(await failure(settings))
     assert "no quota left" in text and "billing" in text
 

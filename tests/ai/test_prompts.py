@@ -31,15 +31,31 @@ def blocks(text: str) -> list[str]:
 
 def test_system_prompt_describes_the_data_and_the_rules() -> None:
     lowered = SYSTEM_PROMPT.lower()
-    for phrase in ("connect()", "refused", "in_progress", "unreachable", "packet drop", "drop reason",
-                   "time window", "sampled", "untrusted", "never follow instructions", "cite the figures",
-                   "markdown", "concise", DATA_OPEN, DATA_CLOSE):
+    for phrase in (
+        "connect()",
+        "refused",
+        "in_progress",
+        "unreachable",
+        "packet drop",
+        "drop reason",
+        "time window",
+        "sampled",
+        "untrusted",
+        "never follow instructions",
+        "cite the figures",
+        "markdown",
+        "concise",
+        DATA_OPEN,
+        DATA_CLOSE,
+    ):
         assert phrase.lower() in lowered, phrase
 
 
 def test_hostile_process_name_stays_inside_one_data_block() -> None:
-    context = {"process": {"pid": 1, "command": HOSTILE},
-               "recent_events": [{"command": HOSTILE, "destination": "<script>"}]}
+    context = {
+        "process": {"pid": 1, "command": HOSTILE},
+        "recent_events": [{"command": HOSTILE, "destination": "<script>"}],
+    }
     system, user = explanation_messages(f"{HOSTILE} (pid 1)", context)
     assert system["content"] == SYSTEM_PROMPT
     content = user["content"]

@@ -36,9 +36,15 @@ def _ai(cli: dict[str, object] | None = None) -> tuple[AISettings, dict[str, str
 
 
 def test_every_variable_keeps_its_name(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var, value in {"OPENAI_API_KEY": TEST_KEY, "OPENAI_BASE_URL": "http://localhost:11434/v1",
-                       "NETSPY_MODEL": "llama3.2", "NETSPY_AI_TIMEOUT": "12.5", "NETSPY_AI_MAX_TOOL_ROUNDS": "2",
-                       "NETSPY_AI_CONTEXT_TOKENS": "4096", "NETSPY_AI_MAX_RETRIES": "0"}.items():
+    for var, value in {
+        "OPENAI_API_KEY": TEST_KEY,
+        "OPENAI_BASE_URL": "http://localhost:11434/v1",
+        "NETSPY_MODEL": "llama3.2",
+        "NETSPY_AI_TIMEOUT": "12.5",
+        "NETSPY_AI_MAX_TOOL_ROUNDS": "2",
+        "NETSPY_AI_CONTEXT_TOKENS": "4096",
+        "NETSPY_AI_MAX_RETRIES": "0",
+    }.items():
         monkeypatch.setenv(var, value)
     settings, sources = _ai()
     assert settings.api_key is not None and settings.api_key.get_secret_value() == TEST_KEY
@@ -61,14 +67,21 @@ def test_defaults_empty_values_and_the_command_line(config: Path, monkeypatch: p
     assert _ai({"model": None})[0].model == "a"  # an unset CLI flag
 
 
-def test_the_config_file_sets_ai_settings_below_env_and_command_line(config: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    config.write_text(f'openai_api_key = "{TEST_KEY}"\nopenai_base_url = "http://127.0.0.1:9/v1"\n'
-                      'model = "from-file"\nai_context_tokens = 8192\nai_timeout = 7\n')
+def test_the_config_file_sets_ai_settings_below_env_and_command_line(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config.write_text(
+        f'openai_api_key = "{TEST_KEY}"\nopenai_base_url = "http://127.0.0.1:9/v1"\n'
+        'model = "from-file"\nai_context_tokens = 8192\nai_timeout = 7\n'
+    )
     settings, sources = _ai()
     assert settings.api_key is not None and settings.api_key.get_secret_value() == TEST_KEY
     assert (settings.base_url, settings.model, settings.context_tokens, settings.timeout) == (
-        "http://127.0.0.1:9/v1", "from-file", 8192, 7)
+        "http://127.0.0.1:9/v1",
+        "from-file",
+        8192,
+        7,
+    )
     assert sources["model"] == sources["openai_api_key"] == f"file {config}"
     monkeypatch.setenv("NETSPY_MODEL", "from-env")
     assert _ai()[0].model == "from-env" and _ai()[1]["model"] == "env NETSPY_MODEL"
@@ -77,8 +90,15 @@ def test_the_config_file_sets_ai_settings_below_env_and_command_line(config: Pat
 
 def test_from_settings_carries_every_ai_setting(config: Path) -> None:
     """Each AISettings field comes from its Settings field: none is left at its default by mistake."""
-    changed = Settings(openai_api_key=SecretStr(TEST_KEY), openai_base_url="http://h:1/v1", model="m",
-                       ai_timeout=1.5, ai_max_tool_rounds=9, ai_context_tokens=1000, ai_max_retries=7)
+    changed = Settings(
+        openai_api_key=SecretStr(TEST_KEY),
+        openai_base_url="http://h:1/v1",
+        model="m",
+        ai_timeout=1.5,
+        ai_max_tool_rounds=9,
+        ai_context_tokens=1000,
+        ai_max_retries=7,
+    )
     ai = AISettings.from_settings(changed)
     assert all(getattr(ai, name) != field.default for name, field in AISettings.model_fields.items())
 
@@ -104,15 +124,20 @@ def test_key_never_in_repr_str_or_describe(config: Path) -> None:
     assert TEST_KEY not in repr(Settings(openai_api_key=SecretStr(TEST_KEY)))
 
 
-@pytest.mark.parametrize(("var", "value", "name"), [
-    ("NETSPY_AI_TIMEOUT", "soon", "ai_timeout"), ("NETSPY_AI_TIMEOUT", "-1", "ai_timeout"),
-    ("NETSPY_AI_MAX_TOOL_ROUNDS", "many", "ai_max_tool_rounds"),
-    ("NETSPY_AI_CONTEXT_TOKENS", "12", "ai_context_tokens"),
-    ("OPENAI_BASE_URL", "localhost:11434", "openai_base_url"),
-    ("OPENAI_API_KEY", "sk-two words", "openai_api_key"),
-])
-def test_bad_values_name_the_setting_and_the_variable(config: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      var: str, value: str, name: str) -> None:
+@pytest.mark.parametrize(
+    ("var", "value", "name"),
+    [
+        ("NETSPY_AI_TIMEOUT", "soon", "ai_timeout"),
+        ("NETSPY_AI_TIMEOUT", "-1", "ai_timeout"),
+        ("NETSPY_AI_MAX_TOOL_ROUNDS", "many", "ai_max_tool_rounds"),
+        ("NETSPY_AI_CONTEXT_TOKENS", "12", "ai_context_tokens"),
+        ("OPENAI_BASE_URL", "localhost:11434", "openai_base_url"),
+        ("OPENAI_API_KEY", "sk-two words", "openai_api_key"),
+    ],
+)
+def test_bad_values_name_the_setting_and_the_variable(
+    config: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str, name: str
+) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(UsageError) as info:
         load_settings({})
@@ -130,7 +155,6 @@ def test_a_bad_value_in_the_file_names_the_file(config: Path) -> None:
 
 def test_importing_the_ai_layer_stays_light() -> None:
     """No Textual, no MCP, and the openai SDK only on first use (the CLI starts fast)."""
-    code = ("import sys, netspy_tui.ai; "
-            "print(sorted(m for m in ('textual', 'mcp', 'openai') if m in sys.modules))")
+    code = "import sys, netspy_tui.ai; print(sorted(m for m in ('textual', 'mcp', 'openai') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -22,10 +22,16 @@ from netspy_tui.ai.prompts import DATA_CLOSE, DATA_OPEN
 from tests.fake_openai import FakeOpenAI, FakeToolCall
 
 TOOLS = [
-    ToolSpec("list_connections", "List recent connection attempts.",
-             {"type": "object", "properties": {"pid": {"type": "integer", "minimum": 1}}}),
-    ToolSpec("analyze_patterns", "Analyse connection patterns.",
-             {"type": "object", "properties": {"pid": {"type": "integer"}, "duration": {"type": "integer"}}}),
+    ToolSpec(
+        "list_connections",
+        "List recent connection attempts.",
+        {"type": "object", "properties": {"pid": {"type": "integer", "minimum": 1}}},
+    ),
+    ToolSpec(
+        "analyze_patterns",
+        "Analyse connection patterns.",
+        {"type": "object", "properties": {"pid": {"type": "integer"}, "duration": {"type": "integer"}}},
+    ),
 ]
 
 
@@ -43,16 +49,18 @@ class Recorder:
         return ToolOutput(text=f"{name}: 2 events\nsecond line", data={"tool": name, "args": arguments, "count": 2})
 
 
-async def run(settings: AISettings, caller: Recorder, question: str = "What is pid 42 doing?",
-              **kw: Any) -> list[StreamEvent]:
+async def run(
+    settings: AISettings, caller: Recorder, question: str = "What is pid 42 doing?", **kw: Any
+) -> list[StreamEvent]:
     return [e async for e in stream_answer(settings, question, TOOLS, caller, **kw)]
 
 
 async def test_split_tool_call_reaches_the_caller_and_its_result_goes_back(
     fake: FakeOpenAI, settings: AISettings
 ) -> None:
-    fake.tool_calls(FakeToolCall("list_connections", '{"pid": 42, "note": "split across chunks"}', id="call_A",
-                                 split=5))
+    fake.tool_calls(
+        FakeToolCall("list_connections", '{"pid": 42, "note": "split across chunks"}', id="call_A", split=5)
+    )
     fake.text("pid 42 made ", "2 connections.")
     caller = Recorder()
 
@@ -79,8 +87,11 @@ async def test_split_tool_call_reaches_the_caller_and_its_result_goes_back(
     assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"pid": 42, "note": "split across chunks"}
     assert tool["role"] == "tool" and tool["tool_call_id"] == "call_A"
     assert tool["content"].startswith(DATA_OPEN) and tool["content"].endswith(DATA_CLOSE)
-    assert json.loads(tool["content"][len(DATA_OPEN):-len(DATA_CLOSE)]) == {
-        "tool": "list_connections", "args": {"pid": 42, "note": "split across chunks"}, "count": 2}
+    assert json.loads(tool["content"][len(DATA_OPEN) : -len(DATA_CLOSE)]) == {
+        "tool": "list_connections",
+        "args": {"pid": 42, "note": "split across chunks"},
+        "count": 2,
+    }
 
 
 async def test_parallel_tool_calls_are_joined_by_index(fake: FakeOpenAI, settings: AISettings) -> None:
@@ -107,13 +118,11 @@ async def test_parallel_tool_calls_are_joined_by_index(fake: FakeOpenAI, setting
     assert [m["tool_call_id"] for m in body["messages"][-2:]] == ["call_1", "call_2"]
 
 
-async def test_unknown_tool_and_bad_json_go_back_to_the_model_as_errors(
-    fake: FakeOpenAI, settings: AISettings
-) -> None:
+async def test_unknown_tool_and_bad_json_go_back_to_the_model_as_errors(fake: FakeOpenAI, settings: AISettings) -> None:
     fake.tool_calls(
         FakeToolCall("delete_everything", '{"really": true}', id="c1"),
         FakeToolCall("list_connections", '{"pid": 42', id="c2"),
-        FakeToolCall("list_connections", '[1, 2]', id="c3"),
+        FakeToolCall("list_connections", "[1, 2]", id="c3"),
     )
     fake.text("Sorry, I could not read the data.")
     caller = Recorder()
@@ -123,7 +132,10 @@ async def test_unknown_tool_and_bad_json_go_back_to_the_model_as_errors(
     assert caller.calls == []  # nothing unknown or unreadable ran
     finished = [e for e in events if isinstance(e, ToolCallFinished)]
     assert [(e.name, e.is_error) for e in finished] == [
-        ("delete_everything", True), ("list_connections", True), ("list_connections", True)]
+        ("delete_everything", True),
+        ("list_connections", True),
+        ("list_connections", True),
+    ]
     assert "no tool named 'delete_everything'" in finished[0].summary
     assert "not valid JSON" in finished[1].summary
     assert "must be a JSON object" in finished[2].summary

@@ -24,8 +24,9 @@ def cli_env(tmp_path) -> dict[str, str]:
 def run_cli(cli_env) -> Run:
     """Run `python -m netspy_tui ARGS` as a user would, with a bounded time."""
 
-    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "netspy_tui", *args],
             input=input,

@@ -14,8 +14,16 @@ KEY = "sk-cli-test-0123456789"
 def test_ai_insights_streams_to_stdout(run_cli):
     with FakeOpenAI() as ai:
         ai.text("curl is ", "fetching ", "a page.")
-        out = run_cli("--tool", "ai_insights", "--summary-text", "curl made 5 connections", "--model", "m1",
-                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)
+        out = run_cli(
+            "--tool",
+            "ai_insights",
+            "--summary-text",
+            "curl made 5 connections",
+            "--model",
+            "m1",
+            env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY},
+            timeout=60,
+        )
         body = ai.chat_requests[0].body
     assert out.returncode == 0, out.stderr
     assert out.stdout == "curl is fetching a page.\n"
@@ -34,8 +42,9 @@ def test_ai_settings_from_the_config_file_reach_the_server_and_show_with_their_s
         out = run_cli("--tool", "ai_insights", "--summary-text", "x", env={"NETSPY_CONFIG": str(config)})
         request = ai.chat_requests[0]
         show = run_cli("--show-config", "--verbose", env={"NETSPY_CONFIG": str(config)})
-        overridden = run_cli("--show-config", "--model", "m2", env={"NETSPY_CONFIG": str(config),
-                                                                    "NETSPY_AI_TIMEOUT": "9"})
+        overridden = run_cli(
+            "--show-config", "--model", "m2", env={"NETSPY_CONFIG": str(config), "NETSPY_AI_TIMEOUT": "9"}
+        )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "fine.\n" and request.body is not None and request.body["model"] == "from-file"
     assert request.headers["authorization"] == f"Bearer {KEY}"
@@ -56,8 +65,14 @@ def test_a_key_from_the_config_file_is_masked_in_errors_and_the_verbose_log(run_
     with FakeOpenAI() as ai:
         config.write_text(f'openai_base_url = "{ai.base_url}"\nopenai_api_key = "{KEY}"\n')
         ai.error(401, f"Incorrect API key provided: {KEY}")
-        out = run_cli("--tool", "ai_insights", "--summary-text", "x", "--verbose",
-                      env={"NETSPY_CONFIG": str(config), "NETSPY_AI_MAX_RETRIES": "0"})
+        out = run_cli(
+            "--tool",
+            "ai_insights",
+            "--summary-text",
+            "x",
+            "--verbose",
+            env={"NETSPY_CONFIG": str(config), "NETSPY_AI_MAX_RETRIES": "0"},
+        )
     assert out.returncode == 1 and "401" in out.stderr, out.stderr
     assert KEY not in out.stdout + out.stderr and KEY[8:] not in out.stderr
 
@@ -67,8 +82,16 @@ def test_contextual_analysis_calls_a_tool_through_mcp_and_uses_the_result(run_cl
     with FakeEbpfServer("current", events=events) as srv, FakeOpenAI() as ai:
         ai.tool_calls(FakeToolCall("list_connections", '{"process_name": "curl", "max_events": 5}', split=4))
         ai.text("curl was refused by ", "10.9.8.7:443.")
-        out = run_cli("--tool", "contextual_analysis", "--query", "why is curl failing?", "--server", srv.url,
-                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)
+        out = run_cli(
+            "--tool",
+            "contextual_analysis",
+            "--query",
+            "why is curl failing?",
+            "--server",
+            srv.url,
+            env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY},
+            timeout=60,
+        )
         second = ai.chat_requests[1].body
     assert out.returncode == 0, out.stderr
     assert out.stdout == "curl was refused by 10.9.8.7:443.\n"
@@ -81,8 +104,13 @@ def test_contextual_analysis_calls_a_tool_through_mcp_and_uses_the_result(run_cl
 def test_ai_errors_are_one_line_and_never_show_the_key(run_cli):
     with FakeOpenAI() as ai:
         ai.error(401, f"Incorrect API key provided: {KEY[:8]}****")
-        out = run_cli("--tool", "ai_insights", "--summary-text", "x",
-                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY, "NETSPY_AI_TIMEOUT": "5"})
+        out = run_cli(
+            "--tool",
+            "ai_insights",
+            "--summary-text",
+            "x",
+            env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY, "NETSPY_AI_TIMEOUT": "5"},
+        )
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("netspy-tui: ")
     assert KEY not in out.stderr and KEY[:8] not in out.stderr
@@ -108,8 +136,7 @@ def test_contextual_analysis_failures_are_one_line_never_an_exception_group(run_
         ]
         for env, fragment in cases:
             for extra in ([], ["--json"]):
-                out = run_cli("--tool", "contextual_analysis", "--query", "why", "--server", srv.url, *extra,
-                              env=env)
+                out = run_cli("--tool", "contextual_analysis", "--query", "why", "--server", srv.url, *extra, env=env)
                 assert out.returncode == 1, (env, extra, out.stderr)
                 assert "Traceback" not in out.stderr and "ExceptionGroup" not in out.stderr, out.stderr
                 assert out.stderr.count("\n") == 1 and out.stderr.startswith("netspy-tui: "), out.stderr

@@ -39,8 +39,9 @@ COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); COMP_LINE="$line"; COMP_POINT=${{#lin
 "$fn" netspy-tui "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
 printf '%s\\n' "${{COMPREPLY[@]}}"
 """
-        done = subprocess.run(["bash", "--norc", "--noprofile", "-c", probe], capture_output=True, text=True,
-                              timeout=30)
+        done = subprocess.run(
+            ["bash", "--norc", "--noprofile", "-c", probe], capture_output=True, text=True, timeout=30
+        )
         offered = set(done.stdout.split())
         assert wanted <= offered and not unwanted & offered, (line, offered, done.stderr)
 
@@ -49,8 +50,12 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
 def test_fish_completion_completes_commands_flags_and_tools(run_cli, tmp_path: Path):
     script = _script(run_cli, "fish", tmp_path)
     for line, wanted, unwanted in CASES:
-        done = subprocess.run(["fish", "--no-config", "-c", f"source {script}; complete -C '{line}'"],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["fish", "--no-config", "-c", f"source {script}; complete -C '{line}'"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         offered = {row.split("\t")[0] for row in done.stdout.splitlines()}
         assert wanted <= offered and not unwanted & offered, (line, offered, done.stderr)
 

@@ -14,8 +14,21 @@ def test_log_file_rotates_and_never_holds_the_token(run_cli, tmp_path: Path):
     log = tmp_path / "logs" / "netspy.log"
     log.parent.mkdir()
     log.write_text("old line\n" * (MAX_BYTES // 9 + 1))  # already at the size limit: the next record rotates it
-    out = run_cli("--tool", "get_network_summary", "--replay", str(DEMO), "--replay-speed", "0", "--duration", "600",
-                  "--verbose", "--log-file", str(log), "--token", TOKEN)
+    out = run_cli(
+        "--tool",
+        "get_network_summary",
+        "--replay",
+        str(DEMO),
+        "--replay-speed",
+        "0",
+        "--duration",
+        "600",
+        "--verbose",
+        "--log-file",
+        str(log),
+        "--token",
+        TOKEN,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""  # the log went to the file, not to stderr
     rotated = log.with_name("netspy.log.1")

@@ -21,8 +21,9 @@ def _logged_at(log: Path, needle: str) -> float | None:
     return None
 
 
-def test_q_ends_the_process_within_half_a_second_with_the_embedded_source(cli_env: dict[str, str],
-                                                                           tmp_path: Path) -> None:
+def test_q_ends_the_process_within_half_a_second_with_the_embedded_source(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
     log = tmp_path / "tui.log"
     env = {**cli_env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "35"}
     term = Terminal(["--replay", str(DEMO), "--replay-speed", "0", "--verbose", "--log-file", str(log)], env)

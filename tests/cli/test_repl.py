@@ -17,16 +17,21 @@ from tests.hardening.conftest import DEMO
 def test_repl_runs_seed_commands_and_survives_mistakes(run_cli):
     events = [connection_json(pid=99, command="curl", ago=2), connection_json(pid=98, command="nginx", ago=1)]
     with FakeEbpfServer("current", events=events) as srv:
-        script = "\n".join([
-            "summary --process curl --duration 120",
-            "list --process nginx --max-events 5",
-            "summary --pid abc",
-            "frobnicate",
-            "tools",
-            "help",
-            "analyze --process curl",
-            "quit",
-        ]) + "\n"
+        script = (
+            "\n".join(
+                [
+                    "summary --process curl --duration 120",
+                    "list --process nginx --max-events 5",
+                    "summary --pid abc",
+                    "frobnicate",
+                    "tools",
+                    "help",
+                    "analyze --process curl",
+                    "quit",
+                ]
+            )
+            + "\n"
+        )
         out = run_cli("repl", "--server", srv.url, input=script)
     assert out.returncode == 0, out.stderr
     text = out.stdout

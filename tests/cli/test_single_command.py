@@ -12,9 +12,10 @@ from tests.fake_ebpf_server import FakeEbpfServer
 
 @pytest.fixture
 def server():
-    events = [
-        connection_json(pid=4242, command="curl", ip="93.184.216.34", port=443, ago=5 + i) for i in range(5)
-    ] + [connection_json(pid=7, command="nginx", ip="10.0.0.2", port=5432, ago=3), drop_json(ago=2)]
+    events = [connection_json(pid=4242, command="curl", ip="93.184.216.34", port=443, ago=5 + i) for i in range(5)] + [
+        connection_json(pid=7, command="nginx", ip="10.0.0.2", port=5432, ago=3),
+        drop_json(ago=2),
+    ]
     with FakeEbpfServer("current", events=events) as srv:
         yield srv
 
@@ -26,8 +27,9 @@ def test_summary_prints_the_seed_line(run_cli, server):
 
 
 def test_server_from_env_and_json_output(run_cli, server):
-    out = run_cli("--tool", "list_connections", "--pid", "4242", "--max-events", "2", "--json",
-                  env={"NETSPY_SERVER": server.url})
+    out = run_cli(
+        "--tool", "list_connections", "--pid", "4242", "--max-events", "2", "--json", env={"NETSPY_SERVER": server.url}
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["tool"] == "list_connections" and not doc["is_error"]

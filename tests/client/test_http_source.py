@@ -178,8 +178,10 @@ async def test_slow_response_hits_the_read_timeout_with_a_clear_message():
     [
         (b"<html>oops</html>", "not JSON"),
         (b'{"events": [', "not JSON"),
-        (b'{"events": [{"type": "connection", "pid": "abc", "time": "2026-11-24T12:00:00Z"}]}',
-         "unexpected JSON on /api/events (events.0.connection.pid"),
+        (
+            b'{"events": [{"type": "connection", "pid": "abc", "time": "2026-11-24T12:00:00Z"}]}',
+            "unexpected JSON on /api/events (events.0.connection.pid",
+        ),
         (b'{"events": "nope"}', "unexpected JSON on /api/events (events"),
     ],
 )

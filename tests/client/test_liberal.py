@@ -148,8 +148,7 @@ AGGREGATOR_HEALTH = {"status": "healthy", "component": "aggregator", "uptime": "
 
 @pytest.mark.parametrize("stats_endpoint", [True, False])
 async def test_an_aggregator_is_known_by_what_its_health_says(stats_endpoint):
-    with FakeEbpfServer("aggregator", events=_events(), health=AGGREGATOR_HEALTH,
-                        stats_endpoint=stats_endpoint) as srv:
+    with FakeEbpfServer("aggregator", events=_events(), health=AGGREGATOR_HEALTH, stats_endpoint=stats_endpoint) as srv:
         gen, label, count = await _label(srv)
     assert gen == "aggregator" and label.startswith("aggregator at") and count == 2
 

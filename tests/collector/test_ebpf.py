@@ -633,8 +633,11 @@ def test_codec_drops_store_rows_and_count_rows() -> None:
     assert (unknown.drop_reason, unknown.protocol, unknown.destination, unknown.command) == (
         "UNKNOWN(999)", None, None, "bad\ufffdname")  # fmt: skip
     stored = codec.store_rows(rows)
-    assert [(r[0], r[4], r[5], r[6]) for r in stored] == [(1, "", "NO_SOCKET", None), (1, "bad\ufffdname",
-                                                          "UNKNOWN(999)", None), (0, "curl", "in_progress", 0xAB)]
+    assert [(r[0], r[4], r[5], r[6]) for r in stored] == [
+        (1, "", "NO_SOCKET", None),
+        (1, "bad\ufffdname", "UNKNOWN(999)", None),
+        (0, "curl", "in_progress", 0xAB),
+    ]
     assert all(len(r[7]) == P.RECORD_SIZE and r[8] is None for r in stored)  # the record itself, no JSON
     keys = np.zeros(2, P.COUNT_KEY)
     values = np.zeros(2, P.COUNT_VALUE)

@@ -80,7 +80,6 @@ Event = ConnectionEvent | PacketDropEvent
 # --- helpers ----------------------------------------------------------------------------------
 
 
-
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
     s = socket.socket()

@@ -156,11 +156,24 @@ def test_udp_connected_sockets_are_reported(collector: tuple[ProcfsCollector, Li
         udp.close()
 
 
-def _conn(pid: int | None, lport: int, rport: int | None, status: str = "ESTABLISHED",
-          kind: int = socket.SOCK_STREAM, rip: str = "10.1.2.3") -> sconn:
+def _conn(
+    pid: int | None,
+    lport: int,
+    rport: int | None,
+    status: str = "ESTABLISHED",
+    kind: int = socket.SOCK_STREAM,
+    rip: str = "10.1.2.3",
+) -> sconn:
     raddr = addr(rip, rport) if rport is not None else ()
-    return sconn(fd=3, family=socket.AF_INET6 if ":" in rip else socket.AF_INET, type=kind,
-                 laddr=addr("10.0.0.1", lport), raddr=raddr, status=status, pid=pid)
+    return sconn(
+        fd=3,
+        family=socket.AF_INET6 if ":" in rip else socket.AF_INET,
+        type=kind,
+        laddr=addr("10.0.0.1", lport),
+        raddr=raddr,
+        status=status,
+        pid=pid,
+    )
 
 
 def test_sampling_rules_on_psutil_records() -> None:
@@ -175,7 +188,9 @@ def test_sampling_rules_on_psutil_records() -> None:
     v6 = _conn(me, 40003, 53, kind=socket.SOCK_DGRAM, status="NONE", rip="2001:db8::1")
     first = c._sample([listen, out, inbound, unowned, syn, v6])
     assert [(e.destination, e.outcome) for e in first] == [
-        ("10.1.2.3:443", "ok"), ("10.1.2.3:80", "in_progress"), ("[2001:db8::1]:53", "ok")
+        ("10.1.2.3:443", "ok"),
+        ("10.1.2.3:80", "in_progress"),
+        ("[2001:db8::1]:53", "ok"),
     ]
     assert first[2].address_family == socket.AF_INET6 and first[2].raw_ipv6[:2] == [0x20, 0x01]
     assert c._sample([listen, out, syn, v6]) == []  # nothing new

@@ -49,9 +49,17 @@ def varied_events(n: int = 300) -> list[dict[str, Any]]:
         if i % 7 == 0:
             items.append(drop_json(pid=100 + i % 3, reason=["TCP_DROP", "NETFILTER_DROP"][i % 2], time=when))
         else:
-            items.append(connection_json(pid=200 + i % 5, command=f"cmd{i % 4}", port=[53, 443, 5432][i % 3],
-                                         return_code=[0, -111, -115][i % 3], time=when, timestamp=i,
-                                         **({"outcome": "timeout"} if i % 11 == 0 else {})))
+            items.append(
+                connection_json(
+                    pid=200 + i % 5,
+                    command=f"cmd{i % 4}",
+                    port=[53, 443, 5432][i % 3],
+                    return_code=[0, -111, -115][i % 3],
+                    time=when,
+                    timestamp=i,
+                    **({"outcome": "timeout"} if i % 11 == 0 else {}),
+                )
+            )
     return items
 
 

@@ -209,7 +209,10 @@ def check(stats: TrafficStats, want: dict[str, dict[str, Any]]) -> None:
         got = flows(stats, **key)
         assert len(got) == 1, f"{name}: {len(got)} flows match {key}: {stats.flows}"
         assert (got[0].tx_bytes, got[0].rx_bytes, got[0].direction) == (
-            fields["tx_bytes"], fields["rx_bytes"], fields["direction"]), (name, got)
+            fields["tx_bytes"],
+            fields["rx_bytes"],
+            fields["direction"],
+        ), (name, got)
         if fields["direction"]:  # a TCP connection opened and closed before anyone looked: its lifetime
             assert got[0].lifetime_us is not None and 0 < got[0].lifetime_us < 30_000_000, (name, got)
 
@@ -281,8 +284,9 @@ async def test_syn_retransmits_equal_retranssegs_and_the_slow_connect_takes_over
         embedded: EmbeddedSource) -> None:  # fmt: skip
     if shutil.which("ip") is None or shutil.which("ss") is None:
         pytest.fail("iproute2 (ip, ss) is needed to make the test's network namespace")
-    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", SYN_RETRANSMIT], capture_output=True,
-                                  text=True, timeout=30)
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", SYN_RETRANSMIT], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stderr
     pid, port, mine, delta, elapsed, err = out.stdout.split()
     pid, port, mine, delta = int(pid), int(port), int(mine), int(delta)
@@ -298,7 +302,12 @@ async def test_syn_retransmits_equal_retranssegs_and_the_slow_connect_takes_over
         assert stats.retransmits == delta
         (flow,) = flows(stats, remote_port=port, local_port=mine)
         assert (flow.pid, flow.protocol, flow.remote, flow.retransmits, flow.direction) == (
-            pid, "TCP", "127.0.0.1", delta, "outbound")
+            pid,
+            "TCP",
+            "127.0.0.1",
+            delta,
+            "outbound",
+        )
         assert [(p.pids, p.retransmits) for p in stats.processes] == [([pid], delta)]
         text = (await client.call_tool("get_traffic", {"pid": pid, "duration": 120})).content[0].text
         assert f"{delta} TCP segment" in text and "retransmitted" in text

@@ -45,15 +45,22 @@ class Cli:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
-                 timeout: float = 60) -> Run:
-        done = subprocess.run([sys.executable, "-m", "netspy_tui", *args], input=input, capture_output=True,
-                              text=True, errors="backslashreplace", env=product_env(self.tmp, **(env or {})),
-                              timeout=timeout, cwd=REPO)
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60
+    ) -> Run:
+        done = subprocess.run(
+            [sys.executable, "-m", "netspy_tui", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            errors="backslashreplace",
+            env=product_env(self.tmp, **(env or {})),
+            timeout=timeout,
+            cwd=REPO,
+        )
         return Run(tuple(args), done.returncode, done.stdout, done.stderr)
 
-    def many(self, calls: Sequence[Sequence[str]], env: dict[str, str] | None = None, timeout: float = 60
-             ) -> list[Run]:
+    def many(self, calls: Sequence[Sequence[str]], env: dict[str, str] | None = None, timeout: float = 60) -> list[Run]:
         with ThreadPoolExecutor(max_workers=min(8, len(calls) or 1)) as pool:
             return list(pool.map(lambda a: self(*a, env=env, timeout=timeout), calls))
 
@@ -99,8 +106,14 @@ class Child:
 
     def __init__(self, args: Sequence[str], env: dict[str, str], *, stdin: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "netspy_tui", *args], env=env, cwd=REPO, text=True, errors="backslashreplace",
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "netspy_tui", *args],
+            env=env,
+            cwd=REPO,
+            text=True,
+            errors="backslashreplace",
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.out: list[str] = []
         self.err: list[str] = []
@@ -116,14 +129,22 @@ class Child:
     def wait_for(self, needle: str, timeout: float = 20.0, stream: str = "err") -> str:
         """The first line (new or already seen) on ``stream`` containing ``needle``."""
         sink = self.err if stream == "err" else self.out
-        return str(wait_until(lambda: next((ln for ln in list(sink) if needle in ln), None)
-                              or (self.proc.poll() is not None and self._dead(needle)),
-                              f"{needle!r} on std{stream}", timeout))
+        return str(
+            wait_until(
+                lambda: (
+                    next((ln for ln in list(sink) if needle in ln), None)
+                    or (self.proc.poll() is not None and self._dead(needle))
+                ),
+                f"{needle!r} on std{stream}",
+                timeout,
+            )
+        )
 
     def _dead(self, needle: str) -> None:
         time.sleep(0.2)  # let the pump threads drain
-        raise AssertionError(f"process exited ({self.proc.returncode}) before {needle!r}; "
-                             f"stderr: {''.join(self.err)[-2000:]}")
+        raise AssertionError(
+            f"process exited ({self.proc.returncode}) before {needle!r}; stderr: {''.join(self.err)[-2000:]}"
+        )
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None

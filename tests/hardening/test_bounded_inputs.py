@@ -43,8 +43,14 @@ print(json.dumps({"code": code, "out": out, "err": err, "rss_kb": rss, "seconds"
 
 def measured(tmp: Path, *args: str) -> tuple[Run, float, float]:
     """(the run, its peak RSS in MB, its wall time in seconds)."""
-    done = subprocess.run([sys.executable, "-c", _MEASURE, str(MAX_SECONDS * 3), sys.executable, "-m", "netspy_tui",
-                           *args], capture_output=True, text=True, env=product_env(tmp), cwd=REPO, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(MAX_SECONDS * 3), sys.executable, "-m", "netspy_tui", *args],
+        capture_output=True,
+        text=True,
+        env=product_env(tmp),
+        cwd=REPO,
+        timeout=120,
+    )
     result = json.loads(done.stdout)
     code = result["code"] if result["code"] is not None else -1
     return Run(tuple(args), code, result["out"], result["err"]), result["rss_kb"] / 1024, result["seconds"]
@@ -67,8 +73,9 @@ def sparse(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["/dev/zero", "sparse", "fifo"])
-def test_garbage_replay_is_one_line_at_once_in_bounded_memory(tmp_path: Path, kind: str, request: pytest.FixtureRequest
-                                                             ) -> None:
+def test_garbage_replay_is_one_line_at_once_in_bounded_memory(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
     path = Path(kind) if kind.startswith("/") else request.getfixturevalue(kind)
     for command in (["--tool", "list_connections"], ["serve", "--port", "1"]):
         run, rss_mb, seconds = measured(tmp_path, *command, "--replay", str(path))

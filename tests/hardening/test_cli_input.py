@@ -36,14 +36,20 @@ SETTING_CASES: list[tuple[list[str], int, str]] = [
     (["--interval", "0.01", "--show-config"], 2, "invalid setting interval"),
     (["--window", "999999999", "--show-config"], 2, "invalid setting window"),
     (["--tool", "list_connections", "--replay-speed", "nan", "--replay", str(DEMO)], 2, "invalid setting replay_speed"),
-    (["--tool", "list_connections", "--server", "notaurl"], 2,
-     "invalid setting server: 'notaurl' is not a usable eBPF server URL (it must start with http:// or https://)"),
+    (
+        ["--tool", "list_connections", "--server", "notaurl"],
+        2,
+        "invalid setting server: 'notaurl' is not a usable eBPF server URL (it must start with http:// or https://)",
+    ),
     (["--tool", "list_connections", "--server", "http://[::1"], 2, "is not a usable eBPF server URL (Invalid port"),
     (["--tool", "list_connections", "--server", "http://256.1.1.1:99999"], 2, "Invalid IPv4 address"),
     (["--tool", "list_connections", "--server", "http://"], 2, "it has no host name"),
     (["serve", "--token", "   ", "--replay", str(DEMO)], 2, "invalid setting token: the token is empty"),
-    (["--tool", "list_connections", "--token", "tökén-secret", "--server", "http://127.0.0.1:9"], 2,
-     "invalid setting token: the token must be printable ASCII without spaces"),
+    (
+        ["--tool", "list_connections", "--token", "tökén-secret", "--server", "http://127.0.0.1:9"],
+        2,
+        "invalid setting token: the token must be printable ASCII without spaces",
+    ),
 ]
 
 
@@ -63,11 +69,16 @@ def test_out_of_range_values_exit_2_with_the_tools_own_bounds(cli: Cli) -> None:
         (["--max-events", "1001"], "Invalid arguments for list_connections: --max-events must be <= 1000."),
         (["--pid", "99999999999999999999"], "Invalid arguments for list_connections: --pid must be <= 4194304."),
         (["--process", ""], "Invalid arguments for list_connections: --process must not be empty."),
-        (["--since", "yesterday"], "Invalid arguments for list_connections: --since must be an RFC3339 time "
-                                   "(e.g. 2026-11-24T12:00:00Z), not 'yesterday'."),
+        (
+            ["--since", "yesterday"],
+            "Invalid arguments for list_connections: --since must be an RFC3339 time "
+            "(e.g. 2026-11-24T12:00:00Z), not 'yesterday'.",
+        ),
         (["--since", "\x1b[31myesterday"], "not '\\x1b[31myesterday'"),
-        (["--max-events", "99999999999999999999", "--process", ""],
-         "--max-events must be <= 1000; --process must not be empty."),
+        (
+            ["--max-events", "99999999999999999999", "--process", ""],
+            "--max-events must be <= 1000; --process must not be empty.",
+        ),
     ]
     # no server answers at this URL: an exit 2 here comes before any attempt to reach it
     runs = cli.many([["--tool", "list_connections", "--server", "http://127.0.0.1:9", *args] for args, _ in cases])
@@ -111,7 +122,7 @@ def test_each_command_has_its_own_help(cli: Cli) -> None:
 
 def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
-    broken.write_text('server = [unclosed\n')
+    broken.write_text("server = [unclosed\n")
     binary = tmp_path / "binary.toml"
     binary.write_bytes(b"\xff\xfe\x00garbage")
     wrong = tmp_path / "wrong.toml"
@@ -145,14 +156,23 @@ def test_unusable_files_are_one_line_exit_1(cli: Cli, tmp_path: Path) -> None:
     not_a_db = tmp_path / "notes.txt"
     not_a_db.write_text("hello\n")
     cases = [
-        (["--tool", "list_connections", "--replay", str(tmp_path / "missing.jsonl")],
-         "cannot read recording", "No such file or directory"),
+        (
+            ["--tool", "list_connections", "--replay", str(tmp_path / "missing.jsonl")],
+            "cannot read recording",
+            "No such file or directory",
+        ),
         (["--tool", "list_connections", "--replay", str(tmp_path)], "cannot read recording", "is a directory"),
         (["--tool", "list_connections", "--db", str(not_a_db)], "cannot open the event store", "not a database"),
-        (["--tool", "list_connections", "--replay", str(DEMO), "--record", "/proc/no/such.jsonl"],
-         "cannot write recording /proc/no/such.jsonl", "--record"),
-        (["serve", "--replay", str(DEMO), "--db", "/proc/no/such.db", "--port", "1"],
-         "cannot open the event store /proc/no/such.db", "writable file"),
+        (
+            ["--tool", "list_connections", "--replay", str(DEMO), "--record", "/proc/no/such.jsonl"],
+            "cannot write recording /proc/no/such.jsonl",
+            "--record",
+        ),
+        (
+            ["serve", "--replay", str(DEMO), "--db", "/proc/no/such.db", "--port", "1"],
+            "cannot open the event store /proc/no/such.db",
+            "writable file",
+        ),
     ]
     runs = cli.many([args for args, _, _ in cases])
     for (args, first, second), run in zip(cases, runs, strict=True):
@@ -173,8 +193,12 @@ def test_a_port_in_use_is_one_sentence_never_a_traceback(cli: Cli) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        runs = cli.many([["serve", "--port", port, "--replay", str(DEMO), "--replay-speed", "0"],
-                         ["mcp", "--http", "--port", port, "--replay", str(DEMO), "--replay-speed", "0"]])
+        runs = cli.many(
+            [
+                ["serve", "--port", port, "--replay", str(DEMO), "--replay-speed", "0"],
+                ["mcp", "--http", "--port", port, "--replay", str(DEMO), "--replay-speed", "0"],
+            ]
+        )
     for run in runs:
         assert run.returncode == 1 and "Traceback" not in run.stderr, run
         lines = run.stderr.splitlines()

@@ -24,8 +24,11 @@ GARBAGE = [
     ("list --pid 99999999999999999999999999", "pid must be <= 4194304"),
     ("list --pid -5", "--pid must be a positive number"),
     ("summary --since 2026-01-01", "'summary' has no option --since"),
-    ("list --since 9999-99-99T99:99:99Z", "Invalid arguments for list_connections: since must be an RFC3339 time (e.g. "
-     "2026-11-24T12:00:00Z), not '9999-99-99T99:99:99Z'."),
+    (
+        "list --since 9999-99-99T99:99:99Z",
+        "Invalid arguments for list_connections: since must be an RFC3339 time (e.g. "
+        "2026-11-24T12:00:00Z), not '9999-99-99T99:99:99Z'.",
+    ),
     ("list --process", "--process needs a value"),
     ("list --process " + "x" * 10_000, "process_name must be at most 64 characters"),
     ("ask", "'ask' needs text"),

@@ -33,12 +33,14 @@ def test_one_shot_tool_against_a_slow_unready_or_garbled_server(cli: Cli) -> Non
         garbled.reply_raw(b"\x1b[2J<html>\xff\xfe</html>", "text/html")
         bomb.reply_raw(b'{"events": ' + b"[" * 50_000)
         started = time.monotonic()
-        runs = cli.many([
-            ["--tool", "get_network_summary", "--server", slow.url, "--timeout", "0.5"],
-            ["--tool", "get_network_summary", "--server", unready.url],
-            ["--tool", "list_connections", "--server", garbled.url],
-            ["--tool", "list_connections", "--server", bomb.url],
-        ])
+        runs = cli.many(
+            [
+                ["--tool", "get_network_summary", "--server", slow.url, "--timeout", "0.5"],
+                ["--tool", "get_network_summary", "--server", unready.url],
+                ["--tool", "list_connections", "--server", garbled.url],
+                ["--tool", "list_connections", "--server", bomb.url],
+            ]
+        )
         elapsed = time.monotonic() - started
     finally:
         for srv in servers:
@@ -85,8 +87,11 @@ def test_repl_session_survives_the_server_dying_and_returning(spawn: Callable[..
 async def test_mcp_stdio_server_down_at_start_dies_and_returns(tmp_path: pytest.TempPathFactory) -> None:
     srv = FakeEbpfServer("current", events=[connection_json(ago=1, command="curl")]).start()
     srv.stop()
-    params = StdioServerParameters(command=sys.executable, args=["-m", "netspy_tui", "mcp", "--server", srv.url],
-                                   env=product_env(tmp_path, NETSPY_RETRIES="0"))  # type: ignore[arg-type]
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "netspy_tui", "mcp", "--server", srv.url],
+        env=product_env(tmp_path, NETSPY_RETRIES="0"),
+    )  # type: ignore[arg-type]
 
     async def summary(client: Client) -> tuple[bool, str]:
         result = await client.call_tool("get_network_summary", {"process_name": "curl"})
@@ -99,8 +104,10 @@ async def test_mcp_stdio_server_down_at_start_dies_and_returns(tmp_path: pytest.
             status = await client.call_tool("server_status", {})
             assert not status.is_error and "(unhealthy)" in status.content[0].text  # type: ignore[union-attr]
             srv.start()
-            assert await summary(client) == (False, "Process 'curl' made 1 outbound connection attempt over "
-                                                    "the last 60 seconds")
+            assert await summary(client) == (
+                False,
+                "Process 'curl' made 1 outbound connection attempt over the last 60 seconds",
+            )
             srv.stop()
             failed, text = await summary(client)
             assert failed and "Cannot reach" in text and "\n" not in text
@@ -115,6 +122,7 @@ async def test_mcp_tools_over_a_misbehaving_server_answer_one_sentence() -> None
         source = HttpSource(srv.url, read_timeout=0.5, retries=0)
         try:
             async with Client(create_server(source)) as client:
+
                 async def text_of(tool: str, args: dict[str, object]) -> tuple[bool, str]:
                     result = await client.call_tool(tool, args)
                     return bool(result.is_error), result.content[0].text  # type: ignore[union-attr]
@@ -125,10 +133,14 @@ async def test_mcp_tools_over_a_misbehaving_server_answer_one_sentence() -> None
                     (lambda: srv.fail_with(500, "database locked\n\tat main.go:12"), "answered 500 on /api/events"),
                     (lambda: srv.reply_raw(b"OK"), "sent a body that is not JSON"),
                     (lambda: srv.reply_raw(b'{"events": [{"type": "connection"}]}'), "events.0.connection.time"),
-                    (lambda: srv.reply_raw(b'{"events": [{"type": "connection", "pid": 1' + b"0" * 5000 + b"}]}"),
-                     "sent a body that is not JSON"),
-                    (lambda: srv.reply_raw(b'{"events": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
-                     "sent a body that is not JSON"),
+                    (
+                        lambda: srv.reply_raw(b'{"events": [{"type": "connection", "pid": 1' + b"0" * 5000 + b"}]}"),
+                        "sent a body that is not JSON",
+                    ),
+                    (
+                        lambda: srv.reply_raw(b'{"events": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+                        "sent a body that is not JSON",
+                    ),
                 ]
                 for misbehave, fragment in cases:
                     misbehave()
@@ -153,8 +165,10 @@ async def test_mcp_tools_over_a_misbehaving_server_answer_one_sentence() -> None
 
 
 async def test_mcp_tools_over_100k_events_stay_bounded_and_count_everything() -> None:
-    events = [connection_json(ago=50 - i * 0.0004, pid=1000 + i % 40, command=f"proc{i % 40}",
-                              ip=f"10.0.{i % 200}.{i % 250}") for i in range(100_000)]
+    events = [
+        connection_json(ago=50 - i * 0.0004, pid=1000 + i % 40, command=f"proc{i % 40}", ip=f"10.0.{i % 200}.{i % 250}")
+        for i in range(100_000)
+    ]
     events += [drop_json(ago=5)]
     with FakeEbpfServer("current", events=events) as srv:
         source = HttpSource(srv.url, read_timeout=60)

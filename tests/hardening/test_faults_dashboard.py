@@ -98,17 +98,29 @@ async def test_server_dies_and_returns_nothing_duplicated_or_lost() -> None:
 
 async def test_answers_the_client_cannot_use_are_shown_in_one_line_then_recover() -> None:
     cases: list[tuple[str, Any, str]] = [
-        ("503", lambda s: s.fail_with(503, "System not initialized"),
-         "is not ready (503 on /api/events: System not initialized)"),
-        ("500", lambda s: s.fail_with(500, "panic: runtime error\ngoroutine 1 [running]:"),
-         "answered 500 on /api/events: panic: runtime error"),
+        (
+            "503",
+            lambda s: s.fail_with(503, "System not initialized"),
+            "is not ready (503 on /api/events: System not initialized)",
+        ),
+        (
+            "500",
+            lambda s: s.fail_with(500, "panic: runtime error\ngoroutine 1 [running]:"),
+            "answered 500 on /api/events: panic: runtime error",
+        ),
         ("html", lambda s: s.reply_raw(b"<html><body>Bad Gateway</body></html>", "text/html"), "not JSON"),
         ("truncated", lambda s: s.reply_raw(b'{"events": [{"type": "connection", "pid": 4'), "not JSON"),
-        ("wrong type", lambda s: s.reply_raw(b'{"events": [{"type": "connection", "pid": "x", "time": "2026-01-01"}]}'),
-         "unexpected JSON on /api/events (events.0.connection.pid"),
-        ("missing field", lambda s: s.reply_raw(b'{"events": [{"type": "connection", "pid": 4}]}'),
-         "unexpected JSON on /api/events (events.0.connection.time: Field required)"),
-        ("not an object", lambda s: s.reply_raw(b'[1, 2, 3]'), "unexpected JSON on /api/events"),
+        (
+            "wrong type",
+            lambda s: s.reply_raw(b'{"events": [{"type": "connection", "pid": "x", "time": "2026-01-01"}]}'),
+            "unexpected JSON on /api/events (events.0.connection.pid",
+        ),
+        (
+            "missing field",
+            lambda s: s.reply_raw(b'{"events": [{"type": "connection", "pid": 4}]}'),
+            "unexpected JSON on /api/events (events.0.connection.time: Field required)",
+        ),
+        ("not an object", lambda s: s.reply_raw(b"[1, 2, 3]"), "unexpected JSON on /api/events"),
         ("nested bomb", lambda s: s.reply_raw(b"[" * 100_000), "not JSON"),
     ]
     with FakeEbpfServer("current", events=[connection_json(ago=1)]) as srv:
@@ -132,8 +144,9 @@ async def test_slow_server_past_the_read_timeout_keeps_the_ui_responsive() -> No
         async with dashboard(srv.url, read_timeout=0.5) as (app, pilot):
             await wait_for(pilot, lambda: app.dashboard.connections.row_count == 1, "first row")
             srv.delay(30, path="/api/events")
-            await wait_for(pilot, lambda: "did not answer /api/events within 0.5 s (read timeout)" in status(app),
-                           "timeout shown")
+            await wait_for(
+                pilot, lambda: "did not answer /api/events within 0.5 s (read timeout)" in status(app), "timeout shown"
+            )
             await still_responsive(app, pilot)
             srv.events.append(connection_json(ago=0.1, command="late"))
             srv.release()

@@ -67,11 +67,28 @@ class SteadyCollector(Collector):
             events = []
             for _ in range(self.batch):
                 self._n += 1
-                events.append(ConnectionEvent.model_construct(
-                    id=f"{self._n:016x}", pid=4000 + self._n % 5, command="steady", timestamp=self._n,
-                    time=utcnow(), destination_ip="10.0.0.1", destination_port=443, destination="10.0.0.1:443",
-                    address_family=2, protocol="TCP", socket_type="STREAM", return_code=0, raw_ipv4=0,
-                    raw_ipv6=[0] * 16, raw_protocol=6, raw_socktype=1, source=self.name, outcome="ok"))
+                events.append(
+                    ConnectionEvent.model_construct(
+                        id=f"{self._n:016x}",
+                        pid=4000 + self._n % 5,
+                        command="steady",
+                        timestamp=self._n,
+                        time=utcnow(),
+                        destination_ip="10.0.0.1",
+                        destination_port=443,
+                        destination="10.0.0.1:443",
+                        address_family=2,
+                        protocol="TCP",
+                        socket_type="STREAM",
+                        return_code=0,
+                        raw_ipv4=0,
+                        raw_ipv6=[0] * 16,
+                        raw_protocol=6,
+                        raw_socktype=1,
+                        source=self.name,
+                        outcome="ok",
+                    )
+                )
             sink(events)
             self.stats.events += len(events)
             self.stats.lost += self.overflow
@@ -112,8 +129,9 @@ async def test_ring_buffer_overflow_is_counted_and_shown() -> None:
 @contextlib.contextmanager
 def tiny_filesystem(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a {size} tmpfs here (needs root): {done.stderr.decode().strip()}")
     try:

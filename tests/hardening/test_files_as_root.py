@@ -57,8 +57,9 @@ NOBODY = 65534
 
 def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` as user and group nobody (no supplementary groups)."""
-    return subprocess.run(list(argv), user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run(
+        list(argv), user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, text=True, timeout=30
+    )
 
 
 def plant_link(target: Path, at: Path) -> bool:
@@ -106,7 +107,8 @@ def scratch_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.root
 async def test_scratch_store_is_private_and_links_planted_at_its_names_are_not_followed(
-        shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     needs_root()
     monkeypatch.setattr(tempfile, "tempdir", str(shared_dir))  # the scratch would go to this shared /tmp
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
@@ -141,19 +143,21 @@ async def test_scratch_store_is_private_and_links_planted_at_its_names_are_not_f
     assert not await asyncio.to_thread(db.parent.exists), "the scratch directory was left behind"
 
 
-def test_a_failed_start_or_one_shot_leaves_no_scratch(cli: Cli, tmp_path: Path,
-                                                      scratch_env: dict[str, str]) -> None:
+def test_a_failed_start_or_one_shot_leaves_no_scratch(cli: Cli, tmp_path: Path, scratch_env: dict[str, str]) -> None:
     bad = tmp_path / "bad.jsonl"
     first = DEMO.read_text().splitlines()[0]
     bad.write_text(first + "\n{not json\n")  # the quick check of the first line passes; the full check fails
     existing = tmp_path / "existing.jsonl"
     existing.write_text("keep me\n")
     env = scratch_env
-    runs = cli.many([
-        ["--tool", "list_connections", "--replay", str(bad)],
-        ["--tool", "list_connections", "--replay", str(DEMO), "--record", str(existing)],
-        ["--tool", "get_network_summary", "--replay", str(DEMO), "--replay-speed", "0"],
-    ], env=env)
+    runs = cli.many(
+        [
+            ["--tool", "list_connections", "--replay", str(bad)],
+            ["--tool", "list_connections", "--replay", str(DEMO), "--record", str(existing)],
+            ["--tool", "get_network_summary", "--replay", str(DEMO), "--replay-speed", "0"],
+        ],
+        env=env,
+    )
     assert "bad.jsonl:2: bad JSON" in assert_one_line_error(runs[0], 1)
     assert "already exists" in assert_one_line_error(runs[1], 2)
     assert runs[2].returncode == 0, runs[2].stderr
@@ -167,9 +171,15 @@ class PtyDashboard:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
-        self.proc = subprocess.Popen([sys.executable, "-m", "netspy_tui", *args], stdin=slave, stdout=slave,
-                                     stderr=slave, env={**env, "TERM": "xterm-256color"}, cwd=REPO,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "netspy_tui", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**env, "TERM": "xterm-256color"},
+            cwd=REPO,
+            start_new_session=True,
+        )
         os.close(slave)
         self.master = master
         self.screen = bytearray()
@@ -198,7 +208,8 @@ class PtyDashboard:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_of_the_dashboard_remove_the_scratch_and_exports_go_to_the_export_dir(
-        tmp_path: Path, scratch_env: dict[str, str], sig: signal.Signals) -> None:
+    tmp_path: Path, scratch_env: dict[str, str], sig: signal.Signals
+) -> None:
     exports = tmp_path / "my-exports"
     env = product_env(tmp_path, NETSPY_EXPORT_DIR=str(exports), **scratch_env)
     tmpdir = Path(scratch_env["TMPDIR"])
@@ -227,7 +238,8 @@ def test_sigterm_and_sighup_of_the_dashboard_remove_the_scratch_and_exports_go_t
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["repl", "mcp", "serve"])
 def test_sigterm_of_a_session_reading_stdin_or_serving_removes_the_scratch(
-        spawn: Callable[..., Child], scratch_env: dict[str, str], command: str) -> None:
+    spawn: Callable[..., Child], scratch_env: dict[str, str], command: str
+) -> None:
     """The REPL and MCP over stdio wait in a thread reading stdin (which no cancellation interrupts);
     ``serve`` has uvicorn's graceful shutdown for SIGTERM and ours for SIGHUP."""
     tmpdir = Path(scratch_env["TMPDIR"])
@@ -245,7 +257,8 @@ def test_sigterm_of_a_session_reading_stdin_or_serving_removes_the_scratch(
 
 
 def test_db_that_is_a_link_a_device_or_in_a_shared_directory_is_refused(
-        cli: Cli, tmp_path: Path, shared_dir: Path) -> None:
+    cli: Cli, tmp_path: Path, shared_dir: Path
+) -> None:
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     real = private / "real.sqlite3"
@@ -318,7 +331,6 @@ def test_record_never_follows_a_planted_link_nor_overwrites(cli: Cli, shared_dir
     assert fresh.read_text().count("\n") == len(DEMO.read_text().splitlines())
 
 
-
 # --- dashboard exports -------------------------------------------------------------------------------
 
 
@@ -350,8 +362,9 @@ async def export(app: NetspyApp, pilot: Pilot[int], directory: Path) -> Path:
 
 async def test_json_export_is_inert_private_and_its_full_path_is_shown(tmp_path: Path) -> None:
     hostile = ["evil\u202eexe.txt", "csi\x9b31m", "nul\x00byte"]
-    events = [connection(pid=100 + i, command=name, time=DEMO_NOW - timedelta(seconds=5)) for i, name in
-              enumerate(hostile)]
+    events = [
+        connection(pid=100 + i, command=name, time=DEMO_NOW - timedelta(seconds=5)) for i, name in enumerate(hostile)
+    ]
     directory = tmp_path / "not" / "yet"
     async with dashboard(MemorySource(events, clock=Clock()), export_dir=directory) as (app, pilot):
         path = await export(app, pilot, directory)
@@ -365,7 +378,8 @@ async def test_json_export_is_inert_private_and_its_full_path_is_shown(tmp_path:
 
 
 async def test_exports_default_to_the_per_user_state_directory_not_the_working_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -385,7 +399,9 @@ async def test_export_skips_a_link_another_user_planted_at_the_predicted_name(sh
     predicted = shared_dir / f"netspy-connections-{DEMO_NOW:%Y%m%dT%H%M%SZ}.json"
     assert await asyncio.to_thread(plant_link, target, predicted)
     async with dashboard(MemorySource([connection(time=DEMO_NOW)], clock=Clock()), export_dir=shared_dir) as (
-            app, pilot):
+        app,
+        pilot,
+    ):
         path = await export(app, pilot, shared_dir)
         assert path == predicted.with_name(predicted.stem + "-1.json")
         assert str(path) in toasts(app)

@@ -50,8 +50,17 @@ def hostile_events(**kw: Any) -> list[Any]:
     events: list[Any] = []
     for i, value in enumerate(HOSTILE.values()):
         events.append(connection(pid=700 + i, command=value, ago=5 + i, **kw))
-        events.append(connection(pid=710 + i, command="victim", ago=5 + i, destination=value, protocol=value[:20],
-                                 outcome=value[:30], **kw))
+        events.append(
+            connection(
+                pid=710 + i,
+                command="victim",
+                ago=5 + i,
+                destination=value,
+                protocol=value[:20],
+                outcome=value[:30],
+                **kw,
+            )
+        )
         events.append(drop(pid=720 + i, command=value, reason=value, destination=value, ago=5 + i, **kw))
     return events
 
@@ -68,7 +77,7 @@ def assert_cells_inert(table: Any) -> None:
 def assert_screen_inert(svg: str) -> None:
     screen = html.unescape(svg).replace("\u00a0", " ")
     assert inert(screen, newlines=True)
-    assert "<a " not in svg and "evil.example\"" not in svg  # no link was made
+    assert "<a " not in svg and 'evil.example"' not in svg  # no link was made
 
 
 async def test_dashboard_renders_hostile_text_inert() -> None:
@@ -104,8 +113,13 @@ async def test_dashboard_renders_hostile_text_inert() -> None:
             assert_screen_inert(app.export_screenshot())
             assert app.is_running
         # what outside agents read: every tool's text (the structured content keeps the exact values)
-        for tool in ("list_connections", "analyze_patterns", "list_processes", "list_packet_drops",
-                     "analyze_packet_drops"):
+        for tool in (
+            "list_connections",
+            "analyze_patterns",
+            "list_processes",
+            "list_packet_drops",
+            "analyze_packet_drops",
+        ):
             result = await gateway.call(tool, {"duration": 600} if "list_" not in tool else {})
             assert not result.is_error and inert(result.text, newlines=True), (tool, result.text[:300])
         data = (await gateway.connections(max_events=100)).events
@@ -120,9 +134,15 @@ def test_cli_output_is_inert_and_json_keeps_the_real_values(tmp_path: Path) -> N
         wire.append(drop_json(pid=720 + i, command=value, reason=value, destination=value, ago=5 + i))
     env = product_env(tmp_path)
     with FakeEbpfServer("current", events=wire) as srv:
+
         def run(*args: str) -> subprocess.CompletedProcess[bytes]:
-            return subprocess.run([sys.executable, "-m", "netspy_tui", "--server", srv.url, *args],
-                                  capture_output=True, env=env, cwd=REPO, timeout=60)
+            return subprocess.run(
+                [sys.executable, "-m", "netspy_tui", "--server", srv.url, *args],
+                capture_output=True,
+                env=env,
+                cwd=REPO,
+                timeout=60,
+            )
 
         texts = [run("--tool", tool) for tool in ("list_connections", "analyze_patterns", "list_packet_drops")]
         as_json = run("--tool", "list_packet_drops", "--json")

@@ -95,7 +95,12 @@ class RawStdio:
         env = product_env(tmp, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "netspy_tui", "mcp", "--replay", str(DEMO), "--replay-speed", "0"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
         )
 
     def send(self, message: dict[str, Any] | str) -> None:
@@ -110,8 +115,9 @@ class RawStdio:
         return json.loads(line)  # every line on stdout is protocol (nothing printed there by mistake)
 
     def call(self, ident: int, name: str, arguments: Any) -> dict[str, Any]:
-        self.send({"jsonrpc": "2.0", "id": ident, "method": "tools/call",
-                   "params": {"name": name, "arguments": arguments}})
+        self.send(
+            {"jsonrpc": "2.0", "id": ident, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+        )
         return self.receive()
 
     def close(self) -> tuple[int, str]:
@@ -141,15 +147,21 @@ def test_malformed_json_rpc_over_stdio_never_stops_the_server(raw: RawStdio) -> 
         reply = raw.call(ident, "get_network_summary", arguments)
         assert reply["id"] == ident and reply["error"]["code"] == -32602, reply
     # lines that are not JSON-RPC at all: ignored, nothing written to stdout for them
-    for junk in ("{not json", "\x00\x01\x02 binary", "[]", '{"jsonrpc": "2.0", "id": 7, "method": "tools/call"}',
-                 json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": 5}})):
+    for junk in (
+        "{not json",
+        "\x00\x01\x02 binary",
+        "[]",
+        '{"jsonrpc": "2.0", "id": 7, "method": "tools/call"}',
+        json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": 5}}),
+    ):
         raw.send(junk)
     replies = [raw.receive(), raw.receive()]  # only the two well-framed requests get (error) answers
     assert sorted(r["id"] for r in replies) == [7, 8] and all(r["error"]["code"] == -32602 for r in replies)
     nested = raw.call(20, "get_network_summary", {"pid": {"a": {"b": [None]}}, "duration": -1})
     assert nested["result"]["isError"]
     assert nested["result"]["content"][0]["text"] == (
-        "Invalid arguments for get_network_summary: pid must be a whole number; duration must be >= 1.")
+        "Invalid arguments for get_network_summary: pid must be a whole number; duration must be >= 1."
+    )
     good = raw.call(21, "get_network_summary", {"duration": 600})
     assert not good["result"]["isError"] and "outbound connection" in good["result"]["content"][0]["text"]
     code, stderr = raw.close()

@@ -34,10 +34,28 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 # --- the event parser ---------------------------------------------------------------------------
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
-EVENT_KEYS = ["type", "time", "pid", "command", "timestamp", "id", "destination", "destination_port", "return_code",
-              "raw_ipv6", "drop_reason", "kernel_drop_reason", "drop_reason_code", "outcome", "protocol"]
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+EVENT_KEYS = [
+    "type",
+    "time",
+    "pid",
+    "command",
+    "timestamp",
+    "id",
+    "destination",
+    "destination_port",
+    "return_code",
+    "raw_ipv6",
+    "drop_reason",
+    "kernel_drop_reason",
+    "drop_reason_code",
+    "outcome",
+    "protocol",
+]
 event_like = st.fixed_dictionaries(
     {"type": st.sampled_from(["connection", "packet_drop", "other", 1, None])},
     optional={k: json_values for k in EVENT_KEYS[1:]},
@@ -68,17 +86,42 @@ printable = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)  #
 zones = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))])
 times = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=zones)
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-common = {"id": st.text(string.hexdigits, max_size=16), "pid": ints, "command": printable, "timestamp": ints,
-          "time": times, "source": st.none() | printable, "k8s_node_name": st.none() | printable}
+common = {
+    "id": st.text(string.hexdigits, max_size=16),
+    "pid": ints,
+    "command": printable,
+    "timestamp": ints,
+    "time": times,
+    "source": st.none() | printable,
+    "k8s_node_name": st.none() | printable,
+}
 connections = st.builds(
-    ConnectionEvent, **common, destination_ip=printable, destination_port=ints, destination=printable,
-    address_family=ints, protocol=printable, socket_type=printable, return_code=ints, raw_ipv4=ints,
-    raw_ipv6=st.lists(st.integers(0, 255), max_size=16), raw_protocol=ints, raw_socktype=ints,
-    outcome=st.none() | printable, protocol_inferred=st.none() | st.booleans(), sampled=st.none() | st.booleans(),
+    ConnectionEvent,
+    **common,
+    destination_ip=printable,
+    destination_port=ints,
+    destination=printable,
+    address_family=ints,
+    protocol=printable,
+    socket_type=printable,
+    return_code=ints,
+    raw_ipv4=ints,
+    raw_ipv6=st.lists(st.integers(0, 255), max_size=16),
+    raw_protocol=ints,
+    raw_socktype=ints,
+    outcome=st.none() | printable,
+    protocol_inferred=st.none() | st.booleans(),
+    sampled=st.none() | st.booleans(),
 )
 drops = st.builds(
-    PacketDropEvent, **common, drop_reason_code=ints, drop_reason=printable, skb_length=ints,
-    packet_size_bytes=ints, protocol=st.none() | printable, destination=st.none() | printable,
+    PacketDropEvent,
+    **common,
+    drop_reason_code=ints,
+    drop_reason=printable,
+    skb_length=ints,
+    packet_size_bytes=ints,
+    protocol=st.none() | printable,
+    destination=st.none() | printable,
 )
 
 
@@ -113,8 +156,9 @@ names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 
 @FAST
 @given(pid=st.none() | positive, process=st.none() | names, n=st.none() | positive, equals=st.booleans())
-def test_well_formed_list_commands_round_trip(pid: int | None, process: str | None, n: int | None,
-                                               equals: bool) -> None:
+def test_well_formed_list_commands_round_trip(
+    pid: int | None, process: str | None, n: int | None, equals: bool
+) -> None:
     words = ["list"]
     for flag, value in (("--pid", pid), ("--process", process), ("--max-events", n)):
         if value is not None:
@@ -141,10 +185,30 @@ def test_free_text_of_ask_and_insights_is_kept(text: str, pid: int | None) -> No
 
 
 @FAST
-@given(st.sampled_from(["summary", "list", "drops", "top", "ask", "insights", "status"]),
-       st.lists(st.text(max_size=12) | st.sampled_from(["--pid", "--process", "--duration", "--max-events", "--limit",
-                                                        "--since", "=", "--pid=", "''", '"', "-1", "0", "1e3"]),
-                max_size=6))
+@given(
+    st.sampled_from(["summary", "list", "drops", "top", "ask", "insights", "status"]),
+    st.lists(
+        st.text(max_size=12)
+        | st.sampled_from(
+            [
+                "--pid",
+                "--process",
+                "--duration",
+                "--max-events",
+                "--limit",
+                "--since",
+                "=",
+                "--pid=",
+                "''",
+                '"',
+                "-1",
+                "0",
+                "1e3",
+            ]
+        ),
+        max_size=6,
+    ),
+)
 def test_any_arguments_to_a_real_command_give_a_tool_call_or_one_line(name: str, words: list[str]) -> None:
     try:
         cmd = parse_command(" ".join([name, *words]))
@@ -158,8 +222,9 @@ def test_any_arguments_to_a_real_command_give_a_tool_call_or_one_line(name: str,
 
 good_lines = st.sampled_from([json.dumps(connection_json()), json.dumps(drop_json()), "", "   "])
 junk_lines = st.binary(max_size=60).map(lambda b: b.replace(b"\n", b""))
-lines = st.lists(good_lines.map(str.encode) | junk_lines | json_values.map(lambda v: json.dumps(v).encode()),
-                 max_size=6)
+lines = st.lists(
+    good_lines.map(str.encode) | junk_lines | json_values.map(lambda v: json.dumps(v).encode()), max_size=6
+)
 
 
 def _read(data: bytes) -> int:

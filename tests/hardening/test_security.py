@@ -32,7 +32,9 @@ TOKEN = "hardening-token-7f3a9c2e51"
 KEY = "sk-hardening-key-0123456789abcdef"
 BIG = 2 * 1024 * 1024  # over the 1 MiB default limit
 MCP_INIT = {
-    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
 }
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -40,8 +42,11 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 
 def listening(pid: int) -> list[tuple[str, int]]:
     """(address, port) of every listening TCP socket of process ``pid``."""
-    return [(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections(kind="tcp")
-            if c.status == psutil.CONN_LISTEN]
+    return [
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    ]
 
 
 def served_url(child: Child, what: str) -> str:
@@ -63,16 +68,31 @@ async def mcp_call(url: str, token: str | None) -> str:
 
 def test_serve_binds_loopback_and_guards_every_path_with_the_token(spawn: Callable[..., Child]) -> None:
     port = free_port()
-    child = spawn("serve", "--replay", str(DEMO), "--replay-speed", "0", "--port", str(port), "--verbose",
-                  env={"NETSPY_TOKEN": TOKEN, "OPENAI_API_KEY": KEY})
+    child = spawn(
+        "serve",
+        "--replay",
+        str(DEMO),
+        "--replay-speed",
+        "0",
+        "--port",
+        str(port),
+        "--verbose",
+        env={"NETSPY_TOKEN": TOKEN, "OPENAI_API_KEY": KEY},
+    )
     url = served_url(child, "the eBPF server API")
     assert url == f"http://127.0.0.1:{port}"
     assert listening(child.proc.pid) == [("127.0.0.1", port)]
 
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=url, timeout=10) as http:
-        for method, path in (("GET", "/health"), ("GET", "/api/events"), ("POST", "/api/connection-summary"),
-                             ("POST", "/mcp"), ("GET", "/mcp"), ("GET", "/no/such/path")):
+        for method, path in (
+            ("GET", "/health"),
+            ("GET", "/api/events"),
+            ("POST", "/api/connection-summary"),
+            ("POST", "/mcp"),
+            ("GET", "/mcp"),
+            ("GET", "/no/such/path"),
+        ):
             resp = http.request(method, path, json=MCP_INIT if path == "/mcp" else None)
             assert resp.status_code == 401, (method, path, resp.text)
             assert TOKEN not in resp.text
@@ -92,8 +112,19 @@ def test_serve_binds_loopback_and_guards_every_path_with_the_token(spawn: Callab
 def test_mcp_http_binds_loopback_and_requires_the_token(spawn: Callable[..., Child]) -> None:
     """`mcp --http --token` used to accept every request: the token was silently ignored."""
     port = free_port()
-    child = spawn("mcp", "--http", "--port", str(port), "--replay", str(DEMO), "--replay-speed", "0",
-                  "--token", TOKEN, "--verbose")
+    child = spawn(
+        "mcp",
+        "--http",
+        "--port",
+        str(port),
+        "--replay",
+        str(DEMO),
+        "--replay-speed",
+        "0",
+        "--token",
+        TOKEN,
+        "--verbose",
+    )
     url = served_url(child, "MCP (streamable HTTP)")
     assert url == f"http://127.0.0.1:{port}/mcp"
     assert listening(child.proc.pid) == [("127.0.0.1", port)]
@@ -136,7 +167,8 @@ def _shell_uses(tree: ast.AST) -> list[tuple[int, str]]:
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
             name = f"{func.value.id}.{func.attr}"
             if (func.value.id, func.attr) in _SHELL_CALLS or (
-                    func.value.id == "os" and func.attr.startswith(_EXEC_PREFIXES)):
+                func.value.id == "os" and func.attr.startswith(_EXEC_PREFIXES)
+            ):
                 found.append((node.lineno, name))
         elif isinstance(func, ast.Name):
             name = func.id
@@ -161,8 +193,10 @@ def test_no_shell_is_ever_invoked() -> None:
 
 
 def test_the_shell_guard_finds_what_it_looks_for() -> None:
-    sample = ast.parse("import os, subprocess\nos.system('ls ' + x)\nsubprocess.run(cmd, shell=True)\n"
-                       "subprocess.run(f'ls {x}')\nos.execvp('sh', ['sh'])\neval(x)\nsubprocess.run(['ls', x])\n")
+    sample = ast.parse(
+        "import os, subprocess\nos.system('ls ' + x)\nsubprocess.run(cmd, shell=True)\n"
+        "subprocess.run(f'ls {x}')\nos.execvp('sh', ['sh'])\neval(x)\nsubprocess.run(['ls', x])\n"
+    )
     assert [line for line, _ in _shell_uses(sample)] == [2, 3, 3, 4, 5, 6]
 
 
@@ -180,10 +214,18 @@ def test_secrets_never_reach_output_logs_or_errors(cli: Cli, tmp_path: Path) -> 
         assert ok.returncode == 0, ok.stderr
         assert srv.requests[-1].headers["authorization"] == f"Bearer {TOKEN}"
         srv.fail_with(500, f"rejected Authorization: Bearer {TOKEN} for hunter2pw")
-        leaky = cli("--tool", "list_connections", "--server", srv.url.replace("//", "//admin:hunter2pw@"),
-                    "--verbose", "--json", env=env)
-        status = cli("--tool", "server_status", "--server", srv.url.replace("//", "//admin:hunter2pw@"),
-                     "--json", env=env)
+        leaky = cli(
+            "--tool",
+            "list_connections",
+            "--server",
+            srv.url.replace("//", "//admin:hunter2pw@"),
+            "--verbose",
+            "--json",
+            env=env,
+        )
+        status = cli(
+            "--tool", "server_status", "--server", srv.url.replace("//", "//admin:hunter2pw@"), "--json", env=env
+        )
     assert leaky.returncode == 1 and "answered 500" in leaky.stderr and "Bearer ****" in leaky.stderr
     assert "admin:****@127.0.0.1" in leaky.stderr
     assert "admin:****@127.0.0.1" in json.loads(status.stdout)["data"]["source"]["label"]
@@ -207,8 +249,11 @@ async def test_dashboard_export_carries_no_credentials(tmp_path: Path) -> None:
                 app = NetspyApp(gateway, interval=0.2, export_dir=tmp_path)
                 async with app.run_test(size=(160, 45)) as pilot:
                     await wait_for(pilot, lambda: app.dashboard.connections.row_count == 1, "first row")
-                    await wait_for(pilot, lambda: app.dashboard.rendered is not None
-                                   and app.dashboard.rendered.status is not None, "status")
+                    await wait_for(
+                        pilot,
+                        lambda: app.dashboard.rendered is not None and app.dashboard.rendered.status is not None,
+                        "status",
+                    )
                     await pilot.press("e")
                     await wait_for(pilot, lambda: bool(list(tmp_path.glob("netspy-connections-*.json"))), "export")
                     screen = app.export_screenshot()

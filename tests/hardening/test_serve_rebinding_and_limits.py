@@ -24,9 +24,19 @@ from tests.hardening.conftest import DEMO, Child, free_port
 from tests.hardening.test_security import MCP_HEADERS, MCP_INIT, served_url
 
 #: Every path family the API serves, the MCP route, and one that does not exist.
-PATHS = [("GET", "/"), ("GET", "/health"), ("GET", "/api/connection-summary"), ("POST", "/api/connection-summary"),
-         ("GET", "/api/packet-drop-summary"), ("GET", "/api/list-connections"), ("POST", "/api/list-packet-drops"),
-         ("GET", "/api/events"), ("GET", "/api/programs"), ("POST", "/mcp"), ("GET", "/no/such/path")]
+PATHS = [
+    ("GET", "/"),
+    ("GET", "/health"),
+    ("GET", "/api/connection-summary"),
+    ("POST", "/api/connection-summary"),
+    ("GET", "/api/packet-drop-summary"),
+    ("GET", "/api/list-connections"),
+    ("POST", "/api/list-packet-drops"),
+    ("GET", "/api/events"),
+    ("GET", "/api/programs"),
+    ("POST", "/mcp"),
+    ("GET", "/no/such/path"),
+]
 #: Extra slack on top of a timeout before the test calls the connection "not closed".
 SLACK = 5.0
 
@@ -38,8 +48,9 @@ def request(http: httpx.Client, method: str, path: str, **headers: str) -> httpx
 
 def test_serve_refuses_rebinding_on_every_path_and_answers_its_own_names(spawn: Callable[..., Child]) -> None:
     port = free_port()
-    child = spawn("serve", "--replay", str(DEMO), "--replay-speed", "0", "--port", str(port),
-                  "--allow-host", "dash.example")
+    child = spawn(
+        "serve", "--replay", str(DEMO), "--replay-speed", "0", "--port", str(port), "--allow-host", "dash.example"
+    )
     url = served_url(child, "the eBPF server API")
     with httpx.Client(base_url=url, timeout=10) as http:
         for method, path in PATHS:
@@ -70,19 +81,22 @@ def test_mcp_http_refuses_rebinding_with_the_same_policy(spawn: Callable[..., Ch
     assert child.stop() == 0
 
 
-@pytest.mark.parametrize("bind,host,allowed", [
-    ("0.0.0.0", "192.0.2.7:8080", True),  # all addresses: any address literal (rebinding needs a name)
-    ("0.0.0.0", "[2001:db8::1]:8080", True),
-    ("0.0.0.0", "attacker.example", False),
-    ("192.0.2.7", "192.0.2.7", True),
-    ("192.0.2.7", "192.0.2.8", False),
-    ("192.0.2.7", "localhost", False),
-    ("::1", "[::1]:80", True),
-    ("127.0.0.1", "127.0.0.2", True),
-    ("127.0.0.1", "LOCALHOST.", True),
-    ("myhost.lan", "myhost.lan:8080", True),
-    ("myhost.lan", "other.lan", False),
-])
+@pytest.mark.parametrize(
+    "bind,host,allowed",
+    [
+        ("0.0.0.0", "192.0.2.7:8080", True),  # all addresses: any address literal (rebinding needs a name)
+        ("0.0.0.0", "[2001:db8::1]:8080", True),
+        ("0.0.0.0", "attacker.example", False),
+        ("192.0.2.7", "192.0.2.7", True),
+        ("192.0.2.7", "192.0.2.8", False),
+        ("192.0.2.7", "localhost", False),
+        ("::1", "[::1]:80", True),
+        ("127.0.0.1", "127.0.0.2", True),
+        ("127.0.0.1", "LOCALHOST.", True),
+        ("myhost.lan", "myhost.lan:8080", True),
+        ("myhost.lan", "other.lan", False),
+    ],
+)
 def test_host_policy(bind: str, host: str, allowed: bool) -> None:
     app = create_app(MemorySource([connection()]), host=bind)
     with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=5) as http:
@@ -109,7 +123,7 @@ def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> 
             return time.monotonic() - start
         if sent < len(trickle):
             try:
-                sock.send(trickle[sent:sent + 1])
+                sock.send(trickle[sent : sent + 1])
             except (ConnectionResetError, BrokenPipeError):
                 return time.monotonic() - start
             sent += 1
@@ -127,8 +141,10 @@ def short_limits() -> Iterator[BackgroundServer]:
 
 
 def test_slowloris_and_idle_sockets_are_closed_after_the_request_timeout(short_limits: BackgroundServer) -> None:
-    with socket.create_connection(("127.0.0.1", short_limits.port)) as slow, \
-            socket.create_connection(("127.0.0.1", short_limits.port)) as idle:
+    with (
+        socket.create_connection(("127.0.0.1", short_limits.port)) as slow,
+        socket.create_connection(("127.0.0.1", short_limits.port)) as idle,
+    ):
         took = closed_within(slow, 1.0 + SLACK, SLOW_HEAD)
         assert took is not None, "a client trickling its headers was never disconnected"
         assert 0.8 < took < 1.0 + SLACK

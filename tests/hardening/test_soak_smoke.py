@@ -15,8 +15,14 @@ from tests.hardening.conftest import REPO, product_env
 
 def test_quick_soak_counts_exactly_accounts_for_every_raw_record_and_writes_its_json(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    done = subprocess.run([sys.executable, "bench/soak.py", "--quick", "--json", str(out), "--dir", str(tmp_path)],
-                          cwd=REPO, env=product_env(tmp_path), capture_output=True, text=True, timeout=90)
+    done = subprocess.run(
+        [sys.executable, "bench/soak.py", "--quick", "--json", str(out), "--dir", str(tmp_path)],
+        cwd=REPO,
+        env=product_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[0].split()[:2] == ["metric", "value"]
     data = json.loads(out.read_text())
@@ -40,10 +46,15 @@ def test_quick_soak_counts_exactly_accounts_for_every_raw_record_and_writes_its_
     assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
     assert samples[-1]["generated"] == generated and samples[-1]["kept"] == result["kept"]
     names = {m["name"] for m in data["metrics"]}
-    assert names >= {"counts: |counted - generated|", "raw: |generated - (kept + shed + pruned)|",
-                     "raw records shed by the store's writer", "RSS slope after warm-up (anon: heap)",
-                     "RSS slope after warm-up (total)", "DB size slope after warm-up",
-                     "dashboard polls per interval (polls / expected)"}
+    assert names >= {
+        "counts: |counted - generated|",
+        "raw: |generated - (kept + shed + pruned)|",
+        "raw records shed by the store's writer",
+        "RSS slope after warm-up (anon: heap)",
+        "RSS slope after warm-up (total)",
+        "DB size slope after warm-up",
+        "dashboard polls per interval (polls / expected)",
+    }
     assert not list(tmp_path.glob("netspy-soak-*"))  # the store's temporary directory is gone
 
 
@@ -51,8 +62,24 @@ def test_soak_sees_the_store_shed_raw_records_and_still_counts_every_event(tmp_p
     """With room for one queued record the writer sheds every raw record: the soak reports them as
     shed (the collector never waits), the balance still holds and the counts stay exact."""
     out = tmp_path / "soak.json"
-    argv = [sys.executable, "bench/soak.py", "--minutes", "0.1", "--rate", "1000", "--retention", "3", "--sample",
-            "1", "--max-queued", "1", "--json", str(out), "--dir", str(tmp_path)]
+    argv = [
+        sys.executable,
+        "bench/soak.py",
+        "--minutes",
+        "0.1",
+        "--rate",
+        "1000",
+        "--retention",
+        "3",
+        "--sample",
+        "1",
+        "--max-queued",
+        "1",
+        "--json",
+        str(out),
+        "--dir",
+        str(tmp_path),
+    ]
     done = subprocess.run(argv, cwd=REPO, env=product_env(tmp_path), capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())["result"]

@@ -81,7 +81,9 @@ def mcp_http(server):
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "netspy_tui", "mcp", "--http", "--port", str(port), "--server", server.url],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
@@ -114,8 +116,9 @@ async def test_stdio_contextual_analysis_with_an_unreachable_ai_is_one_sentence(
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     env = {**_env(), "OPENAI_BASE_URL": closed, "OPENAI_API_KEY": "sk-test-unreachable"}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "netspy_tui", "mcp", "--server", server.url],
-                                   env=env)
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "netspy_tui", "mcp", "--server", server.url], env=env
+    )
     async with Client(params, read_timeout_seconds=60) as client:
         result = await client.call_tool("contextual_analysis", {"query": "why?"})
     text = result.content[0].text

@@ -74,7 +74,11 @@ async def test_memory_source_answers_every_data_tool_as_the_store_does(tmp_path:
                 assert not a.is_error and not b.is_error, (name, a.text, b.text)
                 assert _comparable(a.data) == _comparable(b.data), (name, args)
                 assert a.text == b.text, (name, args)
-                assert (a.data.get("count") or a.data.get("total_count") or a.data.get("stats", {}).get("total")
-                        or a.data.get("processes")), (name, "the demo must put data in every window asked")
+                assert (
+                    a.data.get("count")
+                    or a.data.get("total_count")
+                    or a.data.get("stats", {}).get("total")
+                    or a.data.get("processes")
+                ), (name, "the demo must put data in every window asked")
     finally:
         await embedded.aclose()

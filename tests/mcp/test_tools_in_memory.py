@@ -13,9 +13,18 @@ from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection, drop
 
 EXPECTED_TOOLS = {
-    "get_network_summary", "list_connections", "analyze_patterns", "get_packet_drop_summary",
-    "list_packet_drops", "analyze_packet_drops", "list_processes", "server_status", "ai_insights",
-    "contextual_analysis", "get_traffic", "get_connect_latency",
+    "get_network_summary",
+    "list_connections",
+    "analyze_patterns",
+    "get_packet_drop_summary",
+    "list_packet_drops",
+    "analyze_packet_drops",
+    "list_processes",
+    "server_status",
+    "ai_insights",
+    "contextual_analysis",
+    "get_traffic",
+    "get_connect_latency",
 }
 
 
@@ -131,11 +140,17 @@ async def test_list_processes_ranks_top_talkers(source):
         ("get_network_summary", {"duration": 10**9}, "duration must be <= 604800"),
         ("list_connections", {"max_events": 5000}, "max_events must be <= 1000"),
         ("list_connections", {"max_events": "many"}, "max_events must be a whole number"),
-        ("list_connections", {"since": "yesterday"},
-         "Invalid arguments for list_connections: since must be an RFC3339 time (e.g. 2026-11-24T12:00:00Z), "
-         "not 'yesterday'."),
-        ("list_packet_drops", {"since": "soon", "max_events": 0},
-         "Invalid arguments for list_packet_drops: max_events must be >= 1; since must be an RFC3339 time"),
+        (
+            "list_connections",
+            {"since": "yesterday"},
+            "Invalid arguments for list_connections: since must be an RFC3339 time (e.g. 2026-11-24T12:00:00Z), "
+            "not 'yesterday'.",
+        ),
+        (
+            "list_packet_drops",
+            {"since": "soon", "max_events": 0},
+            "Invalid arguments for list_packet_drops: max_events must be >= 1; since must be an RFC3339 time",
+        ),
         ("get_network_summary", {"pid": 1234, "process_name": "nginx"}, "pid 1234 is 'curl', not 'nginx'"),
         ("ai_insights", {}, "summary_text is required"),
     ],

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-_SKIP = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", "dist",
-                               "build", "*.egg-info")
+_SKIP = shutil.ignore_patterns(
+    ".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", "dist", "build", "*.egg-info"
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,12 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[str
     (tree / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (tree / "bench" / "results" / "scratch.json").write_text("{}\n")
     out = base / "out"
-    proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(tree)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(tree)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (sdist,) = out.glob("*.tar.gz")
     (wheel,) = out.glob("*.whl")
@@ -77,8 +82,12 @@ def test_metadata_names_license_classifiers_urls_keywords_and_extras(dists):
     meta = _metadata(files)
     assert meta["License-Expression"] == "MIT" and meta["Requires-Python"] == ">=3.11"
     classifiers = meta.get_all("Classifier")
-    assert {"Typing :: Typed", "Operating System :: POSIX :: Linux", "Programming Language :: Python :: 3.11",
-            "Topic :: System :: Networking :: Monitoring"} <= set(classifiers)
+    assert {
+        "Typing :: Typed",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: System :: Networking :: Monitoring",
+    } <= set(classifiers)
     assert not [c for c in classifiers if c.startswith("License ::")]  # the expression says it
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
     assert {"Homepage", "Source", "Issues"} <= set(urls) and all(u.startswith("https://") for u in urls.values())

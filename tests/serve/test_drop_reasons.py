@@ -46,9 +46,17 @@ def test_a_kernel_number_is_never_sent_as_the_contract_code():
 @pytest.mark.parametrize(
     ("reason", "code", "protocol"),
     [
-        ("NO_SOCKET", 3, "UDP"), ("NO_SOCKET", 3, "TCP"), ("NOT_SPECIFIED", 2, None), ("OTHERHOST", 9, None),
-        ("NETFILTER_DROP", 12, None), ("TCP_INVALID_SEQUENCE", 81, None), ("ICMP_CSUM", 60, None),
-        ("UNKNOWN(4)", 4, None), ("UNKNOWN(777)", 777, None), ("", 1, None), ("TCP_DROP", 2, None),
+        ("NO_SOCKET", 3, "UDP"),
+        ("NO_SOCKET", 3, "TCP"),
+        ("NOT_SPECIFIED", 2, None),
+        ("OTHERHOST", 9, None),
+        ("NETFILTER_DROP", 12, None),
+        ("TCP_INVALID_SEQUENCE", 81, None),
+        ("ICMP_CSUM", 60, None),
+        ("UNKNOWN(4)", 4, None),
+        ("UNKNOWN(777)", 777, None),
+        ("", 1, None),
+        ("TCP_DROP", 2, None),
     ],
 )
 def test_the_code_on_the_wire_always_names_the_category_on_the_wire(reason, code, protocol):
@@ -84,9 +92,12 @@ def test_an_original_server_event_keeps_its_contract_code():
 
 async def test_the_client_reads_both_codes_from_serve():
     # `serve` on a real socket: what a client sees on the wire, and what HttpSource makes of it.
-    drops = [drop(pid=7, reason="NO_SOCKET", code=3, protocol="TCP", ago=3),
-             drop(pid=7, reason="NO_SOCKET", code=3, protocol="UDP", ago=2),
-             drop(pid=7, reason="NOT_SPECIFIED", code=2, ago=1), drop(pid=7, reason="UDP_DROP", code=3, ago=4)]
+    drops = [
+        drop(pid=7, reason="NO_SOCKET", code=3, protocol="TCP", ago=3),
+        drop(pid=7, reason="NO_SOCKET", code=3, protocol="UDP", ago=2),
+        drop(pid=7, reason="NOT_SPECIFIED", code=2, ago=1),
+        drop(pid=7, reason="UDP_DROP", code=3, ago=4),
+    ]
     with BackgroundServer(create_app(MemorySource(drops))) as srv:
         source = HttpSource(srv.url, retries=0)
         try:
@@ -96,6 +107,14 @@ async def test_the_client_reads_both_codes_from_serve():
         finally:
             await source.aclose()
     assert [(w["drop_reason"], w["drop_reason_code"]) for w in raw] == [
-        ("UNKNOWN(0)", 0), ("UDP_DROP", 3), ("TCP_DROP", 2), ("UDP_DROP", 3)]
+        ("UNKNOWN(0)", 0),
+        ("UDP_DROP", 3),
+        ("TCP_DROP", 2),
+        ("UDP_DROP", 3),
+    ]
     assert [(e.drop_reason, e.drop_reason_code) for e in page.events] == [
-        ("NOT_SPECIFIED", 2), ("NO_SOCKET", 3), ("NO_SOCKET", 3), ("UDP_DROP", 3)]
+        ("NOT_SPECIFIED", 2),
+        ("NO_SOCKET", 3),
+        ("NO_SOCKET", 3),
+        ("UDP_DROP", 3),
+    ]

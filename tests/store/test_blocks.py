@@ -77,8 +77,9 @@ def test_block_sums_equal_every_second_and_the_file(tmp_path: Path) -> None:
                     for window in (60, 61, 119, 180, 300, 3600):
                         got = store.stats(Scope(kind, None, None, window), now=now, top_n=50)  # type: ignore[arg-type]
                         lo, hi = R.window_seconds(now, window)
-                        each_second = R.window_stats(store.rollups.seconds(code, lo, hi), store.names,
-                                                     Scope(kind, window=window), now, 50, 60)  # type: ignore[arg-type]
+                        each_second = R.window_stats(
+                            store.rollups.seconds(code, lo, hi), store.names, Scope(kind, window=window), now, 50, 60
+                        )  # type: ignore[arg-type]
                         assert got == each_second, (offset, kind, window)
                         v = view.stats(Scope(kind, None, None, window), now=now, top_n=50)  # type: ignore[arg-type]
                         assert got == v, (offset, kind, window)
@@ -122,6 +123,7 @@ def test_names_no_row_uses_are_forgotten_and_figures_do_not_change(tmp_path: Pat
         assert store.stats(Scope("connection", None, None, 60), now=now).total == before[0].total + 5
         with EventStore(tmp_path / "names.db", readonly=True) as view:  # two hours ago: from the file
             assert store.stats(Scope("connection", None, None, 3 * 3600), now=now) == view.stats(
-                Scope("connection", None, None, 3 * 3600), now=now)
+                Scope("connection", None, None, 3 * 3600), now=now
+            )
     finally:
         store.close()

@@ -40,8 +40,15 @@ def recording(tmp_path: Path, n: int = 120) -> Path:
         if i % 6 == 0:
             lines.append(drop_json(pid=9, command="nginx", time=when, reason="NETFILTER_DROP"))
         else:
-            lines.append(connection_json(pid=40 + i % 3, command=["curl", "wget"][i % 2], time=when,
-                                         port=[443, 80][i % 2], return_code=[0, -111][i % 4 == 1]))
+            lines.append(
+                connection_json(
+                    pid=40 + i % 3,
+                    command=["curl", "wget"][i % 2],
+                    time=when,
+                    port=[443, 80][i % 2],
+                    return_code=[0, -111][i % 4 == 1],
+                )
+            )
     path = tmp_path / "rec.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
@@ -150,9 +157,14 @@ async def test_queries_do_not_block_the_event_loop(tmp_path: Path) -> None:
     thread that runs them, not by timing)."""
     store = EventStore()
     now = utcnow()
-    store.add_events([parse_event(connection_json(pid=i % 97, command=f"c{i % 13}", port=i % 1000,
-                                                  time=now - timedelta(milliseconds=i)))
-                      for i in range(40_000)])
+    store.add_events(
+        [
+            parse_event(
+                connection_json(pid=i % 97, command=f"c{i % 13}", port=i % 1000, time=now - timedelta(milliseconds=i))
+            )
+            for i in range(40_000)
+        ]
+    )
     source = EmbeddedSource(None, store)
     await source.start()
     ran_in: list[int] = []

@@ -31,6 +31,7 @@ def count_probe(rows: int) -> Iterator[None]:
     finally:
         store_module.COUNT_PROBE = saved
 
+
 PIDS = [1, 2, 77, 4_000_000]
 COMMANDS = ["curl", "nginx", "", "Zeta", "zeta", "é-app", "a" * 15, "unknown", "[bold]x"]
 DESTINATIONS = ["", "unknown", "1.2.3.4:443", "1.2.3.4:80", "[::1]:8080", "10.0.0.1:9"]
@@ -67,8 +68,9 @@ def events(draw: st.DrawFn) -> ConnectionEvent | PacketDropEvent:
         if draw(st.booleans()):
             data["sampled"] = True
     else:
-        data = drop_json(reason=draw(st.sampled_from(["", "TCP_DROP", "UNKNOWN", "NETFILTER_DROP", "UNKNOWN(9)"])),
-                         **common)
+        data = drop_json(
+            reason=draw(st.sampled_from(["", "TCP_DROP", "UNKNOWN", "NETFILTER_DROP", "UNKNOWN(9)"])), **common
+        )
         if draw(st.booleans()):
             data["destination"] = draw(st.sampled_from(DESTINATIONS))
         if draw(st.booleans()):
@@ -89,8 +91,15 @@ def events(draw: st.DrawFn) -> ConnectionEvent | PacketDropEvent:
     probe=st.sampled_from([1, 3, 8, 20, store_module.COUNT_PROBE]),
 )
 def test_stats_equal_aggregate(
-    evs: list[Any], kind: Any, pid: int | None, command: str | None, window: int, top_n: int, buckets: int,
-    shift_us: int, probe: int,
+    evs: list[Any],
+    kind: Any,
+    pid: int | None,
+    command: str | None,
+    window: int,
+    top_n: int,
+    buckets: int,
+    shift_us: int,
+    probe: int,
 ) -> None:
     now = NOW + timedelta(microseconds=shift_us)
     with EventStore() as store, count_probe(probe):
@@ -114,8 +123,14 @@ def test_stats_equal_aggregate(
     probe=st.sampled_from([1, 3, 8, 20, store_module.COUNT_PROBE]),
 )
 def test_query_equal_filter_events(
-    evs: list[Any], kind: Any, pid: int | None, command: str | None, since: int | None, until: int | None,
-    limit: int, probe: int,
+    evs: list[Any],
+    kind: Any,
+    pid: int | None,
+    command: str | None,
+    since: int | None,
+    until: int | None,
+    limit: int,
+    probe: int,
 ) -> None:
     q = EventQuery(
         kind=kind,
@@ -144,21 +159,28 @@ def test_file_store_matches_aggregate_on_a_varied_day(tmp_path: Path) -> None:
         offset_us = rng.choice([0, 60_000_000, rng.randint(0, 90_000_000_000)])
         if rng.random() < 0.7:
             data = connection_json(
-                pid=rng.choice(PIDS), command=rng.choice(COMMANDS), port=rng.choice([53, 80, 443]),
-                time=NOW - timedelta(microseconds=offset_us), return_code=rng.choice([0, -111, -110]),
+                pid=rng.choice(PIDS),
+                command=rng.choice(COMMANDS),
+                port=rng.choice([53, 80, 443]),
+                time=NOW - timedelta(microseconds=offset_us),
+                return_code=rng.choice([0, -111, -110]),
                 timestamp=i,
             )
             data["destination"] = rng.choice(DESTINATIONS)
             if rng.random() < 0.5:
                 data["outcome"] = rng.choice(["ok", "in_progress", "timeout"])
         else:
-            data = drop_json(pid=rng.choice(PIDS), command=rng.choice(COMMANDS),
-                             reason=rng.choice(["TCP_DROP", "", "NETFILTER_DROP"]),
-                             time=NOW - timedelta(microseconds=offset_us), timestamp=i)
+            data = drop_json(
+                pid=rng.choice(PIDS),
+                command=rng.choice(COMMANDS),
+                reason=rng.choice(["TCP_DROP", "", "NETFILTER_DROP"]),
+                time=NOW - timedelta(microseconds=offset_us),
+                timestamp=i,
+            )
         evs.append(parse_event(data))
     with EventStore(tmp_path / "events.db", retention_seconds=None) as store:
         for i in range(0, len(evs), 97):
-            store.add_events(evs[i:i + 97])
+            store.add_events(evs[i : i + 97])
         assert store.row_count() == len(evs)
         for kind in ("connection", "packet_drop"):
             for window in (60, 3600, 86_400, 7 * 86_400):

@@ -59,12 +59,20 @@ def test_equal_times_keep_timestamp_then_insertion_order() -> None:
 
 
 def test_events_come_back_exactly_as_ingested() -> None:
-    data = connection_json(time=_at(0), outcome="refused", sampled=True, protocol_inferred=False, source="procfs",
-                           k8s_node_name="node-1", custom_extension={"x": [1, 2]})
+    data = connection_json(
+        time=_at(0),
+        outcome="refused",
+        sampled=True,
+        protocol_inferred=False,
+        source="procfs",
+        k8s_node_name="node-1",
+        custom_extension={"x": [1, 2]},
+    )
     data["time"] = "2026-11-24T14:00:00.123456789+02:00"  # nanoseconds and an offset
     original = parse_event(data)
-    built = ConnectionEvent.model_construct(id="abc", pid=3, command="x", time=_at(2), destination="1.2.3.4:1",
-                                            note="from model_construct")
+    built = ConnectionEvent.model_construct(
+        id="abc", pid=3, command="x", time=_at(2), destination="1.2.3.4:1", note="from model_construct"
+    )
     with EventStore() as store:
         store.add_events([original, built])
         got = store.query(EventQuery()).events
@@ -215,8 +223,9 @@ def test_permission_denied_for_an_unprivileged_user(tmp_path: Path) -> None:
 def test_disk_full_raises_to_the_caller_and_the_store_keeps_working(tmp_path: Path) -> None:
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
@@ -255,8 +264,10 @@ def test_one_writer_thread_and_concurrent_readers(tmp_path: Path, on_disk: bool)
         try:
             for b in range(batches):
                 store.add_events(
-                    [connection(pid=b % 7, command=f"c{b % 5}", time=start + timedelta(microseconds=b * 1000 + i))
-                     for i in range(per_batch)]
+                    [
+                        connection(pid=b % 7, command=f"c{b % 5}", time=start + timedelta(microseconds=b * 1000 + i))
+                        for i in range(per_batch)
+                    ]
                 )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -368,10 +379,12 @@ def test_a_reopened_store_answers_the_same_while_and_after_it_loads(tmp_path: Pa
             for kind in ("connection", "packet_drop"):
                 for window, pid, command in ((600, None, None), (60, None, "curl"), (600, 1001, None)):
                     assert store.stats(Scope(kind, pid, command, window), now=now) == view.stats(  # type: ignore[arg-type]
-                        Scope(kind, pid, command, window), now=now  # type: ignore[arg-type]
+                        Scope(kind, pid, command, window),
+                        now=now,  # type: ignore[arg-type]
                     )
                     assert store.count(Scope(kind, pid, command, window), now=now) == view.count(  # type: ignore[arg-type]
-                        Scope(kind, pid, command, window), now=now  # type: ignore[arg-type]
+                        Scope(kind, pid, command, window),
+                        now=now,  # type: ignore[arg-type]
                     )
         assert store.count(Scope("connection", window=700)) + store.count(Scope("packet_drop", window=700)) == 35_000
     finally:

@@ -26,6 +26,7 @@ _BOOT = DEMO_NOW - timedelta(days=3, hours=4)
 def _ktime(when: datetime) -> int:
     return round((when - _BOOT).total_seconds() * 1e9)
 
+
 # (pid, command, destination ip, port, protocol, outcome, weight, protocol_inferred)
 _FLOWS: list[tuple[int, str, str, int, str, str, int, bool]] = [
     (4211, "curl", "93.184.216.34", 443, "TCP", "ok", 14, False),
@@ -72,8 +73,9 @@ def build() -> list[dict[str, Any]]:
             ago = rng.uniform(60.0, 600.0)
         pid, cmd, ip, port, proto, outcome, _, inferred = rng.choices(_FLOWS, weights)[0]
         when = DEMO_NOW - timedelta(seconds=round(ago, 3))
-        ev = connection_json(pid, cmd, ip, port, time=when, protocol=proto, return_code=_RC[outcome],
-                             timestamp=_ktime(when))
+        ev = connection_json(
+            pid, cmd, ip, port, time=when, protocol=proto, return_code=_RC[outcome], timestamp=_ktime(when)
+        )
         ev["id"] = f"{rng.getrandbits(64):016x}"
         ev["outcome"] = outcome
         if inferred:
@@ -85,8 +87,9 @@ def build() -> list[dict[str, Any]]:
         pid, cmd, reason, code, size, dest, category = _DROPS[i % len(_DROPS)]
         ago = rng.uniform(1.0, 55.0) if i < 10 else rng.uniform(70.0, 500.0)
         when = DEMO_NOW - timedelta(seconds=round(ago, 3))
-        ev = drop_json(pid, cmd, category, CONTRACT_DROP_REASONS.index(category) + 1, time=when, size=size,
-                       timestamp=_ktime(when))
+        ev = drop_json(
+            pid, cmd, category, CONTRACT_DROP_REASONS.index(category) + 1, time=when, size=size, timestamp=_ktime(when)
+        )
         ev["kernel_drop_reason"], ev["kernel_drop_reason_code"] = reason, code
         ev["id"] = f"{rng.getrandbits(64):016x}"
         if dest:

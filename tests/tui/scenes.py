@@ -73,12 +73,18 @@ class SourceApp(NetspyApp):
 
 def demo_app(**kwargs: Any) -> SourceApp:
     clock = Clock()
-    return SourceApp(demo_source(clock), clock=clock, interval=kwargs.pop("interval", 0.25),
-                     source_note="recorded demo · clock fixed at 2026-11-24 12:00:00 UTC", **kwargs)
+    return SourceApp(
+        demo_source(clock),
+        clock=clock,
+        interval=kwargs.pop("interval", 0.25),
+        source_note="recorded demo · clock fixed at 2026-11-24 12:00:00 UTC",
+        **kwargs,
+    )
 
 
-async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], what: str = "condition",
-                   limit: float = WAIT_SECONDS) -> None:
+async def wait_for(
+    pilot: Pilot[Any], condition: Callable[[], bool], what: str = "condition", limit: float = WAIT_SECONDS
+) -> None:
     """Let the app run until ``condition()`` holds; fail after ``limit`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
@@ -120,8 +126,11 @@ async def focused_process(pilot: Pilot[Any]) -> None:
     procs.focus()
     procs.move_cursor(row=procs.get_row_index("nginx"))
     await pilot.press("enter")
-    await wait_for(pilot, lambda: app.dashboard.rendered is not None
-                   and app.dashboard.rendered.config.subject == Scope(command="nginx"), "nginx drawn")
+    await wait_for(
+        pilot,
+        lambda: app.dashboard.rendered is not None and app.dashboard.rendered.config.subject == Scope(command="nginx"),
+        "nginx drawn",
+    )
     await _settle(pilot)
 
 
@@ -129,8 +138,9 @@ async def filtered(pilot: Pilot[Any]) -> None:
     app = _app(pilot)
     await main_view(pilot)
     await pilot.press("slash", *"5432")
-    await wait_for(pilot, lambda: all("5432" in e.destination for e in app.dashboard.connections.events.values()),
-                   "filtered rows")
+    await wait_for(
+        pilot, lambda: all("5432" in e.destination for e in app.dashboard.connections.events.values()), "filtered rows"
+    )
     await _settle(pilot)
 
 

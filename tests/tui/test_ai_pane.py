@@ -53,8 +53,9 @@ def fake() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def settings(fake: FakeOpenAI) -> AISettings:
     # No SDK retries: each scripted reply answers exactly one request.
-    return AISettings(api_key=SecretStr(TEST_KEY), base_url=fake.base_url, model="gpt-5-mini", timeout=5.0,
-                      max_retries=0)
+    return AISettings(
+        api_key=SecretStr(TEST_KEY), base_url=fake.base_url, model="gpt-5-mini", timeout=5.0, max_retries=0
+    )
 
 
 @pytest.fixture
@@ -84,8 +85,9 @@ def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def ai_dashboard(source: MemorySource, clock: Clock, settings: AISettings
-                       ) -> AsyncIterator[tuple[NetspyApp, Pilot[int], AIPane]]:
+async def ai_dashboard(
+    source: MemorySource, clock: Clock, settings: AISettings
+) -> AsyncIterator[tuple[NetspyApp, Pilot[int], AIPane]]:
     """The dashboard with the AI hooks the CLI builds, after its first full render."""
     async with open_gateway(source) as gateway:
         app = NetspyApp(gateway, interval=0.25, clock=clock, source_note="demo", ai=dashboard_hooks(settings))
@@ -136,7 +138,8 @@ def notified(app: NetspyApp, needle: str) -> list[Any]:
 
 
 async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_figures(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, no_key_in_logs: None) -> None:
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, no_key_in_logs: None
+) -> None:
     gate = threading.Event()
     fake.text("**nginx** first ", "and the rest.", gate=gate)
     async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
@@ -156,7 +159,8 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
         assert data["connections"]["total"] == stats.total > 0
         assert data["connections"]["outcomes"] == {c.key: c.count for c in stats.outcomes}
         assert list(data["connections"]["top_destinations"].items()) == [
-            (c.key, c.count) for c in stats.top_destinations[: len(data["connections"]["top_destinations"])]]
+            (c.key, c.count) for c in stats.top_destinations[: len(data["connections"]["top_destinations"])]
+        ]
         recent, _ = filter_events(events, EventQuery(kind="connection", command="nginx", limit=30))
         assert {e["to"] for e in data["examples"]} <= {e.destination for e in recent}
         assert len(data["examples"]) + data.get("examples_omitted", 0) == len(recent)
@@ -174,7 +178,8 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
 
 
 async def test_esc_cancels_the_stream_and_the_client_hangs_up(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]) -> None:
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]
+) -> None:
     gate = threading.Event()
     fake.text("first ", "second ", "third ", "fourth", gate=gate, delay=0.05)
     async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
@@ -196,7 +201,8 @@ async def test_esc_cancels_the_stream_and_the_client_hangs_up(
 
 
 async def test_a_new_request_cancels_the_old_stream(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]) -> None:
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]
+) -> None:
     gate = threading.Event()
     fake.text("About nginx: ", "more ", "and more", gate=gate, delay=0.05)
     fake.text("About curl: ", "done.")
@@ -218,7 +224,8 @@ async def test_a_new_request_cancels_the_old_stream(
 
 
 async def test_streamed_text_starts_at_the_top_and_follows_the_bottom_once_it_fills_the_pane(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock) -> None:
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock
+) -> None:
     gate = threading.Event()
     fake.text(*["An earlier long answer.\n\n"] * 40)  # leaves the pane scrolled far down
     fake.text("About nginx: ", *["more.\n\n"] * 40, gate=gate, delay=0.01)
@@ -244,7 +251,8 @@ async def test_streamed_text_starts_at_the_top_and_follows_the_bottom_once_it_fi
 
 
 async def test_question_key_asks_and_the_models_tool_call_runs_through_mcp(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock) -> None:
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock
+) -> None:
     queries: list[EventQuery] = []
     original = source.query
 
@@ -276,8 +284,10 @@ async def test_question_key_asks_and_the_models_tool_call_runs_through_mcp(
         assert sorted(t["function"]["name"] for t in first["tools"]) == sorted(DATA_TOOLS)
         assert user_message(fake, 0).endswith("The user's question:\nwho")
         assistant = next(m for m in second["messages"] if m["role"] == "assistant")
-        assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"process_name": "nginx",
-                                                                                    "max_events": 5}
+        assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {
+            "process_name": "nginx",
+            "max_events": 5,
+        }
         result = telemetry(next(m for m in second["messages"] if m["role"] == "tool")["content"])
         page, total = filter_events(demo_events(), EventQuery(kind="connection", command="nginx", limit=5))
         # (a local server that does not say its context gets 2k-sized results: events with the fields that matter)
@@ -291,7 +301,8 @@ async def test_question_key_asks_and_the_models_tool_call_runs_through_mcp(
 
 
 async def test_a_during_an_answer_to_a_question_says_what_runs_and_replaces_it_only_on_a_second_press(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]) -> None:
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]
+) -> None:
     gate, gate2 = threading.Event(), threading.Event()
     fake.text("Because ", "port 8000 answers.", gate=gate)
     fake.text("About curl: ", "done.")
@@ -327,7 +338,8 @@ async def test_a_during_an_answer_to_a_question_says_what_runs_and_replaces_it_o
 
 
 async def test_command_bar_insights_and_ask_stream_into_the_pane(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock) -> None:
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock
+) -> None:
     fake.text("Insight: ", "curl is busy.")
     fake.text("Because ", "port 8000 answers.")
     async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
@@ -353,20 +365,33 @@ async def test_command_bar_insights_and_ask_stream_into_the_pane(
 # --- failures -------------------------------------------------------------------------------
 
 ERRORS: list[tuple[str, Callable[[FakeOpenAI], None], str]] = [
-    ("401", lambda f: f.error(401, f"Incorrect API key provided: {TEST_KEY}", code="invalid_api_key"),
-     "rejected the API key (HTTP 401)"),
-    ("429", lambda f: f.error(429, "Rate limit reached for requests", code="rate_limit_exceeded"),
-     "is rate limiting requests (HTTP 429): Rate limit reached for requests"),
-    ("404 model", lambda f: f.error(404, "The model `gpt-5-mini` does not exist", code="model_not_found"),
-     "Model 'gpt-5-mini' was not found"),
+    (
+        "401",
+        lambda f: f.error(401, f"Incorrect API key provided: {TEST_KEY}", code="invalid_api_key"),
+        "rejected the API key (HTTP 401)",
+    ),
+    (
+        "429",
+        lambda f: f.error(429, "Rate limit reached for requests", code="rate_limit_exceeded"),
+        "is rate limiting requests (HTTP 429): Rate limit reached for requests",
+    ),
+    (
+        "404 model",
+        lambda f: f.error(404, "The model `gpt-5-mini` does not exist", code="model_not_found"),
+        "Model 'gpt-5-mini' was not found",
+    ),
     ("cut", lambda f: f.cut("partial ", "answer"), "ended early; the text so far is kept"),
-    ("in-band error", lambda f: f.stream_error("half ", "done", message="backend overloaded"),
-     "reported an error mid-stream: backend overloaded"),
+    (
+        "in-band error",
+        lambda f: f.stream_error("half ", "done", message="backend overloaded"),
+        "reported an error mid-stream: backend overloaded",
+    ),
 ]
 
 
 async def test_each_failure_is_one_line_in_the_pane_keeps_the_partial_text_and_notifies_once(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, no_key_in_logs: None) -> None:
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, no_key_in_logs: None
+) -> None:
     async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
         await select(app, pilot, "python3")
         for name, script, expected in ERRORS:
@@ -394,8 +419,10 @@ async def test_an_unreachable_server_is_one_line_too(source: MemorySource, clock
     async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
         await pilot.press("a")
         await wait_for(pilot, lambda: pane.state == "failed", "failure")
-        assert pane.state_text == (f"Failed: Could not connect to the AI server at {url}: connection refused. "
-                                   "Start the server or fix OPENAI_BASE_URL.")
+        assert pane.state_text == (
+            f"Failed: Could not connect to the AI server at {url}: connection refused. "
+            "Start the server or fix OPENAI_BASE_URL."
+        )
         assert notified(app, "connection refused")
         assert app.is_running
 
@@ -404,7 +431,8 @@ async def test_an_unreachable_server_is_one_line_too(source: MemorySource, clock
 
 
 async def test_without_a_model_a_explains_with_labelled_rules_and_questions_say_how_to_enable_ai(
-        source: MemorySource, clock: Clock) -> None:
+    source: MemorySource, clock: Clock
+) -> None:
     async with ai_dashboard(source, clock, AISettings()) as (app, pilot, pane):
         assert str(pane.border_title) == "AI · rules (no AI configured)"
         await select(app, pilot, "nginx")
@@ -419,8 +447,10 @@ async def test_without_a_model_a_explains_with_labelled_rules_and_questions_say_
 
         await pilot.press("A", *"why", "enter")
         assert pane.state == "notice"
-        assert pane.state_text.startswith("No AI model is configured, so questions cannot be answered. Set "
-                                          "OPENAI_API_KEY for OpenAI, or OPENAI_BASE_URL")
+        assert pane.state_text.startswith(
+            "No AI model is configured, so questions cannot be answered. Set "
+            "OPENAI_API_KEY for OpenAI, or OPENAI_BASE_URL"
+        )
         assert "\n" not in pane.state_text and pane.answer == ""
         await pilot.press("colon")
         app.dashboard.query_one("#command-bar", CommandInput).value = 'insights "x made 5 connections"'
@@ -429,10 +459,12 @@ async def test_without_a_model_a_explains_with_labelled_rules_and_questions_say_
 
 
 async def test_model_output_renders_as_markdown_but_cannot_inject_escapes_markup_or_open_links(
-        fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    hostile = ("## Findings\n\n**bold** [red]x[/red] \x1b[2J\x9b31m\u202eevil <b>raw</b>\r\n\n"
-               "[click me](https://example.com/x)\n")
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hostile = (
+        "## Findings\n\n**bold** [red]x[/red] \x1b[2J\x9b31m\u202eevil <b>raw</b>\r\n\n"
+        "[click me](https://example.com/x)\n"
+    )
     fake.text(hostile[:30], hostile[30:])
     opened: list[str] = []
     async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
@@ -452,8 +484,9 @@ async def test_model_output_renders_as_markdown_but_cannot_inject_escapes_markup
 
 
 def test_ai_bridge_builds_the_dashboard_hooks_without_importing_textual() -> None:
-    code = ("import sys; from netspy_tui.ai import AISettings; from netspy_tui.mcp_tools.ai_bridge import "
-            "dashboard_hooks; h = dashboard_hooks(AISettings()); print(h.label, 'textual' in sys.modules)")
+    code = (
+        "import sys; from netspy_tui.ai import AISettings; from netspy_tui.mcp_tools.ai_bridge import "
+        "dashboard_hooks; h = dashboard_hooks(AISettings()); print(h.label, 'textual' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "rules (no AI configured) False"
-

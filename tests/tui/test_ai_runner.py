@@ -48,8 +48,7 @@ async def test_a_stream_becomes_messages_and_a_failure_keeps_the_partial_text() 
 
     posted: list[Message] = []
     await AIRunner.stream(7, AIRequest(("explain",), "t", "f", produce), posted.append)
-    assert [type(m) for m in posted] == [AIStarted, AINote, AIChunk, AIChunk,
-                                         AIFinished]
+    assert [type(m) for m in posted] == [AIStarted, AINote, AIChunk, AIChunk, AIFinished]
     assert all(getattr(m, "request_id", None) == 7 for m in posted)
     last = posted[-1]
     assert isinstance(last, AIFinished) and last.model == "m1"

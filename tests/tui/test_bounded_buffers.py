@@ -41,16 +41,25 @@ def sizes(app: NetspyApp) -> dict[str, int]:
 
 async def test_buffers_stay_under_their_bounds_in_a_burst_and_shrink_back_after_it() -> None:
     clock = Clock()
-    burst: list[Any] = [connection(pid=10_000 + i, command=f"burst{i % 400}", ip="10.0.0.1",
-                                   time=DEMO_NOW - timedelta(seconds=20 - i * 0.002)) for i in range(5000)]
-    burst += [drop(pid=20_000 + i, command="burst", time=DEMO_NOW - timedelta(seconds=20 - i * 0.005))
-              for i in range(2000)]
+    burst: list[Any] = [
+        connection(
+            pid=10_000 + i, command=f"burst{i % 400}", ip="10.0.0.1", time=DEMO_NOW - timedelta(seconds=20 - i * 0.002)
+        )
+        for i in range(5000)
+    ]
+    burst += [
+        drop(pid=20_000 + i, command="burst", time=DEMO_NOW - timedelta(seconds=20 - i * 0.005)) for i in range(2000)
+    ]
     source = MemorySource(burst, clock=clock)
     async with open_gateway(source) as gateway:
         app = NetspyApp(gateway, interval=0.1, clock=clock, max_rows=MAX_ROWS)
         async with app.run_test(size=(120, 35)) as pilot:
-            await wait_for(pilot, lambda: app.dashboard.connections.row_count > 0 and app.dashboard.drops.row_count > 0,
-                           "the burst on screen", limit=30)
+            await wait_for(
+                pilot,
+                lambda: app.dashboard.connections.row_count > 0 and app.dashboard.drops.row_count > 0,
+                "the burst on screen",
+                limit=30,
+            )
             for _ in range(5):  # several polls through the burst
                 await pilot.pause(0.15)
                 during = sizes(app)
@@ -60,15 +69,20 @@ async def test_buffers_stay_under_their_bounds_in_a_burst_and_shrink_back_after_
 
             # the burst leaves the 1-minute window; a steady trickle goes on
             clock.now = DEMO_NOW + timedelta(seconds=90)
-            source.add_events([connection(pid=7, command="steady", time=clock.now - timedelta(seconds=s))
-                               for s in (3, 2, 1)])
+            source.add_events(
+                [connection(pid=7, command="steady", time=clock.now - timedelta(seconds=s)) for s in (3, 2, 1)]
+            )
             await wait_for(pilot, lambda: app.dashboard.connections.row_count == 3, "back to the steady rows", limit=30)
             await wait_for(pilot, lambda: app.dashboard.drops.row_count == 0, "no drops left", limit=30)
             await wait_for(pilot, lambda: app.dashboard.processes.row_count == 1, "one process left", limit=30)
             after = sizes(app)
             assert {k: v for k, v in after.items() if k.startswith(("connections", "snapshot connections"))} == {
-                "snapshot connections": 3, "connections rows": 3, "connections events": 3, "connections cells": 3,
-                "connections data": 3}, after
+                "snapshot connections": 3,
+                "connections rows": 3,
+                "connections events": 3,
+                "connections cells": 3,
+                "connections data": 3,
+            }, after
             assert after["drops events"] == after["drops cells"] == after["drops data"] == 0, after
             assert after["process rows"] == 1, after
 
@@ -102,6 +116,11 @@ def test_the_readme_states_these_bounds() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     max_rows = inspect.signature(NetspyApp.__init__).parameters["max_rows"].default
     section = readme.split("The dashboard's own memory is bounded", 1)[1].split("\n\n", 1)[0]
-    for figure in (f"**{max_rows:,}** connection events", f"{max_rows:,} packet", f"**{PROCESS_LIMIT}** process rows",
-                   f"**{ai_pane.MAX_ANSWER_CHARS:,}** characters", f"{HISTORY_LIMIT} command lines"):
+    for figure in (
+        f"**{max_rows:,}** connection events",
+        f"{max_rows:,} packet",
+        f"**{PROCESS_LIMIT}** process rows",
+        f"**{ai_pane.MAX_ANSWER_CHARS:,}** characters",
+        f"{HISTORY_LIMIT} command lines",
+    ):
         assert figure in " ".join(section.split()), figure

@@ -39,8 +39,9 @@ def in_window(seconds: int, kind: type = ConnectionEvent) -> list[Any]:
 
 
 @asynccontextmanager
-async def dashboard(source: MemorySource, clock: Clock, *, spy: Callable[[Gateway], None] | None = None,
-                    **kw: Any) -> AsyncIterator[tuple[NetspyApp, Pilot[int]]]:
+async def dashboard(
+    source: MemorySource, clock: Clock, *, spy: Callable[[Gateway], None] | None = None, **kw: Any
+) -> AsyncIterator[tuple[NetspyApp, Pilot[int]]]:
     """The app over ``source`` (through a real in-process gateway), after its first full render."""
     async with open_gateway(source) as gateway:
         if spy is not None:
@@ -87,8 +88,12 @@ async def test_rows_appear_then_only_new_rows_are_added(source: MemorySource, cl
         assert len(overlap) == 1 and next(iter(overlap)) < 10
         (overlap_rows,) = overlap
 
-        fresh = [connection(pid=4211, command="curl", ip="1.1.1.1", port=443, time=DEMO_NOW - timedelta(seconds=s),
-                            outcome="ok") for s in (0.03, 0.02, 0.01)]
+        fresh = [
+            connection(
+                pid=4211, command="curl", ip="1.1.1.1", port=443, time=DEMO_NOW - timedelta(seconds=s), outcome="ok"
+            )
+            for s in (0.03, 0.02, 0.01)
+        ]
         source.add_events(fresh)
         await wait_for(pilot, lambda: table.row_count == len(before) + 3, "three new rows")
         assert max(returned[first_polls:]) <= overlap_rows + 3  # the poll asked only for what was new (+ overlap)
@@ -106,11 +111,14 @@ async def test_filter_narrows_as_you_type_and_esc_clears(source: MemorySource, c
         assert app.dashboard.query_one("#filter-bar", Input).has_focus
         await pilot.press("c", "u")
         assert {e.command for e in rows(app)} == {"curl"}
-        assert 'filter “cu”' in status_text(app)
+        assert "filter “cu”" in status_text(app)
         await pilot.press("r", "l")  # exactly a process: the tools are asked about it too
         await wait_for(pilot, lambda: app.poller.config.subject == Scope(command="curl"), "subject curl")
-        await wait_for(pilot, lambda: "process 'curl'" in str(app.dashboard.query_one("#patterns").border_title),
-                       "patterns for curl")
+        await wait_for(
+            pilot,
+            lambda: "process 'curl'" in str(app.dashboard.query_one("#patterns").border_title),
+            "patterns for curl",
+        )
         curl = [e for e in in_window(60) if e.command == "curl"]
         assert len(rows(app)) == len(curl)
         assert {r.command for r in app.dashboard.processes.stats.values()} == {"curl"}
@@ -141,8 +149,11 @@ async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(sour
         assert {e.command for e in rows(app)} == {"nginx"}
         assert "focus process 'nginx'" in status_text(app)
         patterns = app.dashboard.query_one("#patterns")
-        await wait_for(pilot, lambda: f"{len(nginx)} attempts" in str(patterns.query_one("#patterns-body").content),
-                       "nginx patterns")
+        await wait_for(
+            pilot,
+            lambda: f"{len(nginx)} attempts" in str(patterns.query_one("#patterns-body").content),
+            "nginx patterns",
+        )
         assert "process 'nginx'" in str(patterns.border_title)
         assert str(procs.get_cell("nginx", "process")).startswith("▶ nginx")
         nginx_drops = [e for e in in_window(60, PacketDropEvent) if e.command == "nginx"]
@@ -208,6 +219,7 @@ async def test_tab_title_says_latest_n_of_the_window_total(source: MemorySource,
     async with open_gateway(source) as gateway:
         app = NetspyApp(gateway, interval=0.25, clock=clock, max_rows=50)
         async with app.run_test(size=SIZE) as pilot:
+
             def label() -> str:
                 return str(app.dashboard.query_one("#views").get_tab("connections-tab").label)
 
@@ -241,8 +253,9 @@ class YoungSource(MemorySource):
 
 
 async def test_events_per_second_is_averaged_over_the_time_observed_not_the_whole_window(clock: Clock) -> None:
-    events = [connection(pid=4000 + i % 7, command="curl", time=DEMO_NOW - timedelta(seconds=i * 0.5))
-              for i in range(480)]  # 480 events in the 4 minutes the source has run
+    events = [
+        connection(pid=4000 + i % 7, command="curl", time=DEMO_NOW - timedelta(seconds=i * 0.5)) for i in range(480)
+    ]  # 480 events in the 4 minutes the source has run
     async with open_gateway(YoungSource(events, clock=clock)) as gateway:
         app = NetspyApp(gateway, interval=0.25, clock=clock, window=3600)
         async with app.run_test(size=SIZE) as pilot:
@@ -369,8 +382,13 @@ async def test_export_writes_the_current_view(source: MemorySource, clock: Clock
     async with dashboard(source, clock, export_dir=tmp_path) as (app, pilot):
         await pilot.press("slash", *"python3", "enter")
         await wait_for(pilot, lambda: app.poller.config.subject == Scope(command="python3"), "python3")
-        await wait_for(pilot, lambda: app.dashboard.rendered is not None
-                       and app.dashboard.rendered.config.subject == Scope(command="python3"), "python3 drawn")
+        await wait_for(
+            pilot,
+            lambda: (
+                app.dashboard.rendered is not None and app.dashboard.rendered.config.subject == Scope(command="python3")
+            ),
+            "python3 drawn",
+        )
         await pilot.press("e")
         path = tmp_path / "netspy-connections-20261124T120000Z.json"
         await wait_for(pilot, path.exists, "json export")
@@ -406,7 +424,8 @@ async def screenshot_from_the_palette(pilot: Pilot[int]) -> None:
 
 
 async def test_palette_screenshot_goes_to_the_export_directory_and_says_where_or_why_not(
-        source: MemorySource, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source: MemorySource, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"  # no ~/Downloads, as on a server
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -420,8 +439,9 @@ async def test_palette_screenshot_goes_to_the_export_directory_and_says_where_or
     (tmp_path / "file").write_text("")
     async with dashboard(source, clock, export_dir=tmp_path / "file" / "sub") as (app, pilot):
         await screenshot_from_the_palette(pilot)
-        await wait_for(pilot, lambda: any("Screenshot not saved" in str(n.message) for n in app._notifications),
-                       "why not")
+        await wait_for(
+            pilot, lambda: any("Screenshot not saved" in str(n.message) for n in app._notifications), "why not"
+        )
         [failed] = [n for n in app._notifications if "Screenshot not saved" in str(n.message)]
         assert "Not a directory" in str(failed.message) and failed.severity == "error"
 
@@ -492,8 +512,9 @@ async def keys_in_one_go(pilot: Pilot[int], keys: str) -> None:
 
 
 @pytest.mark.parametrize(("opener", "bar_id"), [("/", "filter-bar"), (":", "command-bar"), ("A", "question-bar")])
-async def test_keys_typed_right_after_an_opening_key_go_into_the_input(opener: str, bar_id: str, source: MemorySource,
-                                                                        clock: Clock, tmp_path: Path) -> None:
+async def test_keys_typed_right_after_an_opening_key_go_into_the_input(
+    opener: str, bar_id: str, source: MemorySource, clock: Clock, tmp_path: Path
+) -> None:
     async with dashboard(source, clock, export_dir=tmp_path) as (app, pilot):
         await keys_in_one_go(pilot, opener + "uxgen")
         bar = app.dashboard.query_one(f"#{bar_id}", Input)
@@ -522,8 +543,7 @@ async def test_rows_stay_in_time_order_when_an_event_arrives_late(source: Memory
     async with dashboard(source, clock) as (app, pilot):
         newest = rows(app)[-1].time
         late = connection(pid=31, command="late", time=newest - timedelta(seconds=1), outcome="ok")
-        source.add_events([connection(pid=30, command="fresh", time=newest + timedelta(milliseconds=5),
-                                      outcome="ok")])
+        source.add_events([connection(pid=30, command="fresh", time=newest + timedelta(milliseconds=5), outcome="ok")])
         await wait_for(pilot, lambda: rows(app)[-1].command == "fresh", "fresh row")
         source.add_events([late])  # recorded after newer events (an outcome, an older page of a burst)
         await wait_for(pilot, lambda: any(e.command == "late" for e in rows(app)), "late row")

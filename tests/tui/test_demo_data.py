@@ -19,4 +19,7 @@ def test_demo_file_is_current_and_contract_shaped() -> None:
     assert {e.get("outcome") for e in events} >= {"ok", "refused", "in_progress", "unreachable", "timeout"}
     assert {e.get("address_family") for e in events if e["type"] == "connection"} == {2, 10}
     assert {e["kernel_drop_reason"] for e in events if e["type"] == "packet_drop"} == {
-        "NO_SOCKET", "TCP_INVALID_SEQUENCE", "NETFILTER_DROP"}
+        "NO_SOCKET",
+        "TCP_INVALID_SEQUENCE",
+        "NETFILTER_DROP",
+    }

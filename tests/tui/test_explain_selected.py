@@ -35,8 +35,14 @@ class Explainer:
 
 def burst(source: MemorySource, n: int, start: int = 0) -> None:
     """``n`` newer rows from another process (as netspy-tui's own AI request would add)."""
-    source.add_events([connection(pid=77, command="netspy-ai", port=8000 + start + i,
-                                  time=DEMO_NOW - timedelta(milliseconds=10 - i)) for i in range(n)])
+    source.add_events(
+        [
+            connection(
+                pid=77, command="netspy-ai", port=8000 + start + i, time=DEMO_NOW - timedelta(milliseconds=10 - i)
+            )
+            for i in range(n)
+        ]
+    )
 
 
 async def test_a_explains_the_process_highlighted_in_the_process_table_and_names_it_first() -> None:

@@ -15,8 +15,16 @@ from tests.tui.demo_data import DEMO_NOW
 
 
 def burst(n: int, start: float, step: float = 0.001) -> list:
-    return [connection(pid=7, command="burst", port=1000 + i % 50, time=DEMO_NOW - timedelta(seconds=start - i * step),
-                       outcome="ok") for i in range(n)]
+    return [
+        connection(
+            pid=7,
+            command="burst",
+            port=1000 + i % 50,
+            time=DEMO_NOW - timedelta(seconds=start - i * step),
+            outcome="ok",
+        )
+        for i in range(n)
+    ]
 
 
 async def test_polls_are_incremental_bounded_and_report_bursts() -> None:
@@ -51,8 +59,10 @@ async def test_polls_are_incremental_bounded_and_report_bursts() -> None:
 
 async def test_configure_switches_subject_from_the_next_poll_and_wakes_the_loop() -> None:
     clock = Clock()
-    source = MemorySource(burst(5, 10) + [connection(pid=8, command="other", time=DEMO_NOW - timedelta(seconds=1),
-                                                     outcome="refused")], clock=clock)
+    source = MemorySource(
+        burst(5, 10) + [connection(pid=8, command="other", time=DEMO_NOW - timedelta(seconds=1), outcome="refused")],
+        clock=clock,
+    )
     async with open_gateway(source) as gw:
         poller = Poller(gw, clock=clock, window=60, interval=5.0)
         snap = await poller.poll()
@@ -75,8 +85,19 @@ def test_backoff_doubles_to_a_cap() -> None:
 def test_poll_results_coalesce() -> None:
     from netspy_tui.tui.snapshot import PollConfig, Snapshot
 
-    snap = Snapshot(version=0, config=PollConfig(window=60), taken_at=DEMO_NOW, latency_ms=1.0, status=None,
-                    connections=(), drops=(), processes=None, patterns=None, drop_patterns=None, new_connections=0)
+    snap = Snapshot(
+        version=0,
+        config=PollConfig(window=60),
+        taken_at=DEMO_NOW,
+        latency_ms=1.0,
+        status=None,
+        connections=(),
+        drops=(),
+        processes=None,
+        patterns=None,
+        drop_patterns=None,
+        new_connections=0,
+    )
     old, new = SnapshotReady(snap), SnapshotReady(snap)
     failed = PollFailed("down", stale_since=DEMO_NOW, retry_at=DEMO_NOW, attempt=1)
     assert old.can_replace(new) and old.can_replace(failed) and failed.can_replace(new)

@@ -104,8 +104,9 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
             procs.move_cursor(row=procs.get_row_index("nginx"))
             await pilot.press("a")
             pane = app.dashboard.query_one("#ai-pane", AIPane)
-            await wait_for(pilot, lambda: "gathering nginx via MCP" in str(pane.query_one("#ai-state").content),
-                           "progress note")
+            await wait_for(
+                pilot, lambda: "gathering nginx via MCP" in str(pane.query_one("#ai-state").content), "progress note"
+            )
             assert pane.state == "started"
             noted.set()
             await wait_for(pilot, lambda: pane.answer == "## nginx\n\n", "first fragment")
@@ -137,5 +138,8 @@ async def test_explain_failure_keeps_partial_text_and_notifies() -> None:
             assert pane.answer == "Partial [b]answer[/b]\\x1b[2J"  # escape made visible, text kept
             state = str(pane.query_one("#ai-state").content)
             assert "Failed: The AI server at http://127.0.0.1:1 refused" in state
-            await wait_for(pilot, lambda: any("refused the connection" in str(n.message)
-                                              for n in app._notifications), "notification")
+            await wait_for(
+                pilot,
+                lambda: any("refused the connection" in str(n.message) for n in app._notifications),
+                "notification",
+            )

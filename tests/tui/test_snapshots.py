@@ -24,8 +24,6 @@ def test_view(scene: str, snap_compare: Callable[..., bool]) -> None:
     assert snap_compare(demo_app(), terminal_size=SIZE, run_before=SCENES[scene])
 
 
-
-
 @pytest.mark.parametrize("size", [(80, 24), (120, 35), (200, 55)], ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("scene", ["main", "focused-process", "drops"])
 def test_view_at_terminal_sizes(scene: str, size: tuple[int, int], snap_compare: Callable[..., bool]) -> None:

@@ -29,8 +29,7 @@ def plain(title: object) -> str:
 
 @pytest.mark.parametrize("name", NAMES)
 async def test_hostile_name_shows_literally_in_titles_and_palette(name: str, clock: Clock) -> None:
-    events = [connection(pid=4242, command=name, time=DEMO_NOW - timedelta(seconds=i + 1), port=4444)
-              for i in range(3)]
+    events = [connection(pid=4242, command=name, time=DEMO_NOW - timedelta(seconds=i + 1), port=4444) for i in range(3)]
     source = MemorySource(events, label="hostile", clock=clock)
     shown = clean(name, 32)
     async with open_gateway(source) as gateway:
@@ -51,8 +50,11 @@ async def test_hostile_name_shows_literally_in_titles_and_palette(name: str, clo
             line = f'list --process "{name}" --max-events 1'
             await d.run_command(line)
             result = d.query_one("#result", ResultPanel)
-            await wait_for(pilot, lambda: result.display and "running" not in str(result.query_one("#result-text")
-                                                                                      .content), "result")
+            await wait_for(
+                pilot,
+                lambda: result.display and "running" not in str(result.query_one("#result-text").content),
+                "result",
+            )
             assert plain(result.border_title) == clean(line, 60)
             text = screen_text(app)
             assert clean(line, 60)[:40] in text

@@ -13,10 +13,16 @@ from netspy_tui.errors import UsageError
 @pytest.mark.parametrize(
     ("raised", "code", "line"),
     [
-        (ExceptionGroup("tg", [ExceptionGroup("inner", [UsageError("bad value", "fix it")])]), 2,
-         "netspy-tui: bad value. Fix it.\n"),
-        (RuntimeError("boom"), 1,
-         "netspy-tui: unexpected error (RuntimeError: boom); run again with --verbose for the details\n"),
+        (
+            ExceptionGroup("tg", [ExceptionGroup("inner", [UsageError("bad value", "fix it")])]),
+            2,
+            "netspy-tui: bad value. Fix it.\n",
+        ),
+        (
+            RuntimeError("boom"),
+            1,
+            "netspy-tui: unexpected error (RuntimeError: boom); run again with --verbose for the details\n",
+        ),
         (ExceptionGroup("tg", [KeyError("k")]), 1, "netspy-tui: unexpected error (KeyError: 'k');"),
     ],
 )

@@ -19,9 +19,13 @@ from tests.factories import BASE_TIME, connection, drop
 
 def _request(view: export.View = "connections") -> export.ExportRequest:
     return export.ExportRequest(
-        view=view, exported_at=BASE_TIME, window_seconds=60,
+        view=view,
+        exported_at=BASE_TIME,
+        window_seconds=60,
         connections=(connection(pid=1, command="=cmd|' /C calc'!A0"), connection(pid=2, command="curl")),
-        drops=(drop(pid=3, command="nginx"),), filter="curl")
+        drops=(drop(pid=3, command="nginx"),),
+        filter="curl",
+    )
 
 
 def test_export_is_importable_without_textual() -> None:

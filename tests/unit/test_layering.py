@@ -13,8 +13,9 @@ def test_import_contracts_are_kept():
     openai are imported only where the contracts allow (the README's Design section names the layers)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
-    out = subprocess.run([sys.executable, "-c", code, "--no-cache"],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, "--no-cache"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout, out.stdout
 

@@ -42,8 +42,20 @@ ROOT_MARKERS = {"ebpf", "root"}
 EBPF_NAMES = {"EbpfCollector"}
 REQUIRE_ENV = "NETSPY_REQUIRE_EBPF"
 UID_CHECKS = {"geteuid", "getuid"}
-PRIVILEGE_CALLS = {"setuid", "seteuid", "setreuid", "setresuid", "setgid", "setegid", "setregid", "setresgid",
-                   "setgroups", "chroot", "unshare", "setns"}
+PRIVILEGE_CALLS = {
+    "setuid",
+    "seteuid",
+    "setreuid",
+    "setresuid",
+    "setgid",
+    "setegid",
+    "setregid",
+    "setresgid",
+    "setgroups",
+    "chroot",
+    "unshare",
+    "setns",
+}
 ROOT_COMMANDS = {"mount", "umount", "setpriv", "unshare", "nsenter", "chroot", "capsh", "sudo"}
 ROOT_REASON = re.compile(r"\broot\b|privilege", re.IGNORECASE)
 
@@ -147,8 +159,9 @@ class Tree:
                 return other, other.functions[original]
         return None
 
-    def facilities(self, mod: Module, fn: ast.FunctionDef | ast.AsyncFunctionDef,
-                   seen: set[tuple[Path, str]] | None = None) -> dict[str, str]:
+    def facilities(
+        self, mod: Module, fn: ast.FunctionDef | ast.AsyncFunctionDef, seen: set[tuple[Path, str]] | None = None
+    ) -> dict[str, str]:
         """What root-only facility ``fn`` uses, directly or through helpers and fixtures: {kind: where}."""
         seen = set() if seen is None else seen
         key = (mod.path, fn.name)
@@ -199,7 +212,7 @@ def reason_text(node: ast.expr) -> str:
 
 
 def direct_use(mod: Module, node: ast.AST) -> str | None:
-    """"ebpf", "root" or None for one AST node."""
+    """ "ebpf", "root" or None for one AST node."""
     if isinstance(node, ast.Name) and (node.id in EBPF_NAMES or node.id in mod.require_names):
         return "ebpf"
     if isinstance(node, ast.Attribute) and node.attr in EBPF_NAMES:
@@ -257,15 +270,17 @@ def test_the_scan_finds_what_it_looks_for() -> None:
         "tests/store/test_store.py::test_disk_full_raises_to_the_caller_and_the_store_keeps_working": "root",
         "tests/store/test_store.py::test_permission_denied_for_an_unprivileged_user": "root",
         "tests/hardening/test_faults_embedded.py::test_a_full_disk_at_start_is_one_line": "root",
-        "tests/hardening/test_faults_embedded.py::test_disk_full_mid_session_counts_loss_keeps_collecting_and_recovers":
-            "root",
+        "tests/hardening/test_faults_embedded.py::"
+        "test_disk_full_mid_session_counts_loss_keeps_collecting_and_recovers": "root",
         **KNOWN_UNMARKED,
     }
     for test_id, kind in expected.items():
         assert kind in tree.facilities(*by_id[test_id]), test_id
-    for plain in ("tests/store/test_store.py::test_one_writer_thread_and_concurrent_readers",
-                  "tests/hardening/test_faults_embedded.py::test_ring_buffer_overflow_is_counted_and_shown",
-                  "tests/collector/test_ebpf.py::test_unprivileged_start_says_what_to_do"):
+    for plain in (
+        "tests/store/test_store.py::test_one_writer_thread_and_concurrent_readers",
+        "tests/hardening/test_faults_embedded.py::test_ring_buffer_overflow_is_counted_and_shown",
+        "tests/collector/test_ebpf.py::test_unprivileged_start_says_what_to_do",
+    ):
         if plain in by_id:
             assert tree.facilities(*by_id[plain]) == {}, plain
 
@@ -290,7 +305,7 @@ def _jobs(workflow: str) -> dict[str, str]:
 
 def _pytest_args(command: str) -> list[str]:
     words = shlex.split(command)
-    return words[words.index("pytest") + 1:]
+    return words[words.index("pytest") + 1 :]
 
 
 def test_the_root_ci_job_runs_the_whole_suite() -> None:
@@ -298,15 +313,22 @@ def test_the_root_ci_job_runs_the_whole_suite() -> None:
     assert jobs, "no jobs found in ci.yml"
     for name, text in jobs.items():
         assert re.search(r"^    timeout-minutes: \d+\s*$", text, re.MULTILINE), f"job {name} has no timeout-minutes"
-    runs = [line.split("run:", 1)[1].strip() for text in jobs.values() for line in text.splitlines()
-            if "run:" in line and "pytest" in line]
+    runs = [
+        line.split("run:", 1)[1].strip()
+        for text in jobs.values()
+        for line in text.splitlines()
+        if "run:" in line and "pytest" in line
+    ]
     root = [r for r in runs if r.startswith("sudo ")]
     assert len(root) == 1, runs
     assert f"{REQUIRE_ENV}=1" in root[0] and "python -m pytest" in root[0]
     assert _pytest_args(root[0]) == [], f"the root job must not select tests: {root[0]}"
     # .ci/run (a clean clone, as root here) runs the README's command, also without a selection
-    ci_run = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
-              if "pytest" in line and not line.lstrip().startswith("#")]
+    ci_run = [
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if "pytest" in line and not line.lstrip().startswith("#")
+    ]
     assert len(ci_run) == 1 and _pytest_args(ci_run[0]) == [], ci_run
     options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     addopts = shlex.split(options.get("addopts", ""))

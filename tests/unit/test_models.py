@@ -46,8 +46,12 @@ def test_unknown_event_types_are_skipped_not_fatal():
 
 def test_events_by_pid_keyed_by_pid_strings():
     resp = ListResponse.model_validate(
-        {"total_events": 2, "total_pids": 1, "events_by_pid": {"1234": [connection_json(), connection_json()]},
-         "query_time": "2026-11-24T12:00:00Z"}
+        {
+            "total_events": 2,
+            "total_pids": 1,
+            "events_by_pid": {"1234": [connection_json(), connection_json()]},
+            "query_time": "2026-11-24T12:00:00Z",
+        }
     )
     assert len(resp.events_by_pid["1234"]) == 2
 
@@ -59,8 +63,14 @@ def test_events_response_with_both_kinds():
 
 @pytest.mark.parametrize(
     ("rc", "outcome", "name"),
-    [(0, "ok", "0"), (-111, "refused", "ECONNREFUSED"), (-115, "in_progress", "EINPROGRESS"),
-     (-101, "unreachable", "ENETUNREACH"), (-110, "timeout", "ETIMEDOUT"), (-9999, "failed", "-9999")],
+    [
+        (0, "ok", "0"),
+        (-111, "refused", "ECONNREFUSED"),
+        (-115, "in_progress", "EINPROGRESS"),
+        (-101, "unreachable", "ENETUNREACH"),
+        (-110, "timeout", "ETIMEDOUT"),
+        (-9999, "failed", "-9999"),
+    ],
 )
 def test_outcomes_from_return_codes(rc, outcome, name):
     assert outcome_for_return_code(rc) == outcome

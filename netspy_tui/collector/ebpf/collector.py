@@ -405,7 +405,10 @@ class _Session:
         return out
 
     def _deliver(
-        self, records: np.ndarray | None, counts: tuple[np.ndarray, np.ndarray] | None, lost: dict[str, int],
+        self,
+        records: np.ndarray | None,
+        counts: tuple[np.ndarray, np.ndarray] | None,
+        lost: dict[str, int],
         traffic: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         n = len(records) if records is not None else 0

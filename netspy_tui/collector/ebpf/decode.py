@@ -238,8 +238,12 @@ class Codec:
         started (wall-clock ns)."""
         if not len(recs):
             return []
-        measured = (recs["length"] > 0) & (recs["kind"] != P.KIND_DROP) & ((recs["flags"] & P.F_TCP) != 0) & (
-            ((recs["flags"] & P.F_RESOLVED) != 0) | (recs["kind"] == P.KIND_OUTCOME))
+        measured = (
+            (recs["length"] > 0)
+            & (recs["kind"] != P.KIND_DROP)
+            & ((recs["flags"] & P.F_TCP) != 0)
+            & (((recs["flags"] & P.F_RESOLVED) != 0) | (recs["kind"] == P.KIND_OUTCOME))
+        )
         sel = recs[measured]
         if not len(sel):
             return []
@@ -259,9 +263,7 @@ class Codec:
         return traffic_rows(self, keys, values)
 
     # --- models ---------------------------------------------------------------------------
-    def events(
-        self, recs: np.ndarray, ids: Sequence[str], outcomes: Sequence[str | None] | None = None
-    ) -> list[Event]:
+    def events(self, recs: np.ndarray, ids: Sequence[str], outcomes: Sequence[str | None] | None = None) -> list[Event]:
         """Records -> events, with the given ids; ``outcomes`` (stored rows) override a connect's
         outcome or a drop's reason name."""
         n = len(recs)

@@ -117,8 +117,7 @@ IF_INCALL = 4  # (with IF_RESTARTING) the continuing call is running
 RESTART_CODES = range(-516, -511)
 #: connect() errors of a call that could not be a connection attempt (not counted)
 INVALID_CALL = tuple(
-    -e
-    for e in (_errno.EBADF, _errno.EFAULT, _errno.EINVAL, _errno.ENOTSOCK, _errno.EAFNOSUPPORT, _errno.EPROTOTYPE)
+    -e for e in (_errno.EBADF, _errno.EFAULT, _errno.EINVAL, _errno.ENOTSOCK, _errno.EAFNOSUPPORT, _errno.EPROTOTYPE)
 )
 
 #: counters (array map) by index: each path that loses, skips or cannot follow something
@@ -136,8 +135,15 @@ COUNTERS = (
 )
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 #: counters that are losses (the others count calls that are not new connects: nothing is lost)
-LOSS_COUNTERS = ("ring_full", "sockaddr_fault", "inflight_full", "conns_full", "counts_full", "exit_without_enter",
-                 "traffic_full")
+LOSS_COUNTERS = (
+    "ring_full",
+    "sockaddr_fault",
+    "inflight_full",
+    "conns_full",
+    "counts_full",
+    "exit_without_enter",
+    "traffic_full",
+)
 N_COUNTERS = 16
 #: overflow array: 256 slots per kind (connect, drop), by result (see :func:`overflow_slot`)
 OVERFLOW_SLOTS = 512
@@ -294,8 +300,14 @@ class SockOffsets:
     @property
     def addresses(self) -> bool:
         """Enough to read a socket's local and remote addresses and ports (IPv4 and IPv6)."""
-        return None not in (self.sk_daddr, self.sk_rcv_saddr, self.sk_num, self.sk_dport, self.sk_v6_daddr,
-                            self.sk_v6_rcv_saddr)
+        return None not in (
+            self.sk_daddr,
+            self.sk_rcv_saddr,
+            self.sk_num,
+            self.sk_dport,
+            self.sk_v6_daddr,
+            self.sk_v6_rcv_saddr,
+        )
 
     @classmethod
     def from_btf(cls) -> SockOffsets:

@@ -40,8 +40,9 @@ class AIActions(PaneLayout, InputKeys):
     def selected_process(self) -> tuple[str | None, int | None]:
         raise NotImplementedError
 
-    def _request(self, key: tuple[object, ...], title: str, failure_title: str,
-                 produce: Callable[[], AsyncIterator[AnswerItem]]) -> None:
+    def _request(
+        self, key: tuple[object, ...], title: str, failure_title: str, produce: Callable[[], AsyncIterator[AnswerItem]]
+    ) -> None:
         self.reveal_pane("ai")
         self.ai_pane.submit(AIRequest(key, title, failure_title, produce))
 
@@ -52,8 +53,12 @@ class AIActions(PaneLayout, InputKeys):
         window, pid = self.window, None if name else pid
         scope = Scope(pid=pid, command=name, window=window)
         gateway, explain = self.gateway, self.ai.explain
-        self._request(("explain", name, pid, window), f"explaining {scope.label} over {window_label(window)}",
-                      "AI explanation failed", lambda: explain(gateway, scope))
+        self._request(
+            ("explain", name, pid, window),
+            f"explaining {scope.label} over {window_label(window)}",
+            "AI explanation failed",
+            lambda: explain(gateway, scope),
+        )
 
     def action_ask(self) -> None:
         self.open_input(self.query_one("#question-bar", Input))
@@ -81,8 +86,12 @@ class AIActions(PaneLayout, InputKeys):
             await self._unavailable()
             return
         gateway, ask = self.gateway, self.ai.ask
-        self._request(("ask", question, json.dumps(context, sort_keys=True, default=str)),
-                      f"asking: {clean(question, 80)}", "AI answer failed", lambda: ask(gateway, question, context))
+        self._request(
+            ("ask", question, json.dumps(context, sort_keys=True, default=str)),
+            f"asking: {clean(question, 80)}",
+            "AI answer failed",
+            lambda: ask(gateway, question, context),
+        )
 
     async def summarize(self, summary_text: str) -> None:
         """Stream insights into a summary text (the command bar's ``insights "..."``) into the AI pane."""
@@ -90,10 +99,13 @@ class AIActions(PaneLayout, InputKeys):
             await self._unavailable()
             return
         summarize = self.ai.summarize
-        self._request(("insights", summary_text), f"insights into: {clean(summary_text, 80)}",
-                      "AI insights failed", lambda: summarize(summary_text))
+        self._request(
+            ("insights", summary_text),
+            f"insights into: {clean(summary_text, 80)}",
+            "AI insights failed",
+            lambda: summarize(summary_text),
+        )
 
     async def _unavailable(self) -> None:
         self.reveal_pane("ai")
         await self.ai_pane.show_notice(self.ai.unavailable)
-

@@ -57,8 +57,15 @@ class CommandBarActions(AIActions):
         elif parsed.tool == "contextual_analysis":
             self.result.hide()
             args = parsed.arguments
-            context = {k: v for k, v in (("pid", args.get("pid")), ("process_name", args.get("process_name")),
-                                         ("duration", self.window)) if v is not None}
+            context = {
+                k: v
+                for k, v in (
+                    ("pid", args.get("pid")),
+                    ("process_name", args.get("process_name")),
+                    ("duration", self.window),
+                )
+                if v is not None
+            }
             await self.ask(str(args["query"]), context)
         else:
             self.result.run(self.commands, parsed, line)
@@ -81,13 +88,18 @@ class ExportActions(Screen[None]):
             return
         conns, drops = self.query_one("#connections", ConnectionTable), self.query_one("#drops", DropTable)
         request = export.ExportRequest(  # the rows as shown
-            view="drops" if self.view == "drops" else "connections", exported_at=self.clock(),
-            window_seconds=self.window, connections=tuple(conns.events.values()), drops=tuple(drops.events.values()),
+            view="drops" if self.view == "drops" else "connections",
+            exported_at=self.clock(),
+            window_seconds=self.window,
+            connections=tuple(conns.events.values()),
+            drops=tuple(drops.events.values()),
             processes=tuple(self.query_one("#processes", ProcessTable).stats.values()),
-            source=snap.status.source.label if snap.status else None, filter=self.filter_text or None,
+            source=snap.status.source.label if snap.status else None,
+            filter=self.filter_text or None,
             focus=self.focus_subject.as_arguments() if self.focus_subject else None,
             patterns=snap.patterns.model_dump(mode="json") if snap.patterns else None,
-            drop_patterns=snap.drop_patterns.model_dump(mode="json") if snap.drop_patterns else None)
+            drop_patterns=snap.drop_patterns.model_dump(mode="json") if snap.drop_patterns else None,
+        )
         self._export(request, fmt, export.export_dir(self.export_dir))
 
     @work(group="export", exit_on_error=False)

@@ -61,8 +61,17 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_FROM, "-tall")]
 
-    def __init__(self, gateway: Gateway, poller: Poller, *, clock: Callable[[], datetime], window: int,
-                 source_note: str, ai: AIHooks | None, export_dir: Path | None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        poller: Poller,
+        *,
+        clock: Callable[[], datetime],
+        window: int,
+        source_note: str,
+        ai: AIHooks | None,
+        export_dir: Path | None,
+    ) -> None:
         super().__init__()
         self.gateway = gateway
         self.poller = poller
@@ -82,8 +91,13 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.clock, self.source_note, id="status").data_bind(
-            ViewState.window, ViewState.paused, ViewState.paused_at, ViewState.filter_text,
-            ViewState.focus_label, ViewState.view)
+            ViewState.window,
+            ViewState.paused,
+            ViewState.paused_at,
+            ViewState.filter_text,
+            ViewState.focus_label,
+            ViewState.view,
+        )
         with Horizontal(id="body"):
             with Vertical(id="left"):
                 with TabbedContent(id="views", initial="connections-tab"):
@@ -97,10 +111,14 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 yield PatternsPanel(id="patterns")
                 yield AIPane(label=self.ai.label, id="ai-pane")
         yield ResultPanel(id="result")
-        yield Input(placeholder="filter: process name, pid or destination (enter keeps it, esc clears)",
-                    id="filter-bar")
-        yield Input(placeholder="ask the AI about this host's traffic, e.g. why does nginx see refused connections? "
-                                "(enter asks, esc closes)", id="question-bar")
+        yield Input(
+            placeholder="filter: process name, pid or destination (enter keeps it, esc clears)", id="filter-bar"
+        )
+        yield Input(
+            placeholder="ask the AI about this host's traffic, e.g. why does nginx see refused connections? "
+            "(enter asks, esc closes)",
+            id="question-bar",
+        )
         yield CommandInput(id="command-bar")
         yield KeyFooter()
 
@@ -162,8 +180,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             self.connections.sync([e for e in snap.connections if flt.event(e)] if flt.active else snap.connections)
             self.drops.sync([e for e in snap.drops if flt.event(e)] if flt.active else snap.drops)
             procs = snap.processes.processes if snap.processes else []
-            self.processes.sync([p for p in procs if flt.process(p)],
-                                self.focus_subject.command if self.focus_subject else None)
+            self.processes.sync(
+                [p for p in procs if flt.process(p)], self.focus_subject.command if self.focus_subject else None
+            )
             same_subject = snap.config.subject == subject
             self.query_one(PatternsPanel).show(snap.patterns if same_subject else None, subject.label)
             mix = drop_mix_text(snap.drop_patterns if same_subject else None, snap.config.window)
@@ -173,10 +192,14 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             # the window's totals count what the tools were asked about: known unless a text filter narrows further
             narrowed = bool(self.filter_text) and (self.filter_subject is None or self.focus_subject is not None)
             same = same_subject and not narrowed
-            conns = tab_label("Connections", self.connections.row_count,
-                              snap.patterns.stats.total if same and snap.patterns else None)
-            drops = tab_label("Packet drops", self.drops.row_count,
-                              snap.drop_patterns.stats.total if same and snap.drop_patterns else None)
+            conns = tab_label(
+                "Connections", self.connections.row_count, snap.patterns.stats.total if same and snap.patterns else None
+            )
+            drops = tab_label(
+                "Packet drops",
+                self.drops.row_count,
+                snap.drop_patterns.stats.total if same and snap.drop_patterns else None,
+            )
             tabs = self.query_one("#views", TabbedContent)
             for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
                 tab = tabs.get_tab(pane)  # compared with the tab itself: a render before the tabs mount is not lost

@@ -15,9 +15,15 @@ from textual.widgets import DataTable, Input
 from netspy_tui.tui import keys
 
 #: Keys that open an input, and the input they open (see InputKeys.on_key).
-OPENERS = {key: bar for action_id, bar in (("netspy.filter", "#filter-bar"), ("netspy.command", "#command-bar"),
-                                           ("netspy.ask", "#question-bar"))
-           for key in keys.BY_ID[action_id].keys.split(",")}
+OPENERS = {
+    key: bar
+    for action_id, bar in (
+        ("netspy.filter", "#filter-bar"),
+        ("netspy.command", "#command-bar"),
+        ("netspy.ask", "#question-bar"),
+    )
+    for key in keys.BY_ID[action_id].keys.split(",")
+}
 PANES = ("patterns", "ai")
 
 

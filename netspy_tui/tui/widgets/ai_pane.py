@@ -119,7 +119,8 @@ class AIPane(Vertical):
         self.state_text = clean(text, 400)
         style = {"started": "busy", "streaming": "busy", "finished": "done", "failed": "failed"}.get(state, "dim")
         self.query_one("#ai-state", Label).update(
-            Text(self.state_text, style=self.get_component_rich_style(f"ai-pane--{style}", partial=True)))
+            Text(self.state_text, style=self.get_component_rich_style(f"ai-pane--{style}", partial=True))
+        )
         self.border_subtitle = Text(clean(subtitle, 80)) if subtitle else ""
 
     async def _stop_stream(self) -> None:
@@ -282,5 +283,8 @@ class AIPane(Vertical):
         event.stop()
         href = clean(event.href, 300)
         self.app.copy_to_clipboard(event.href)
-        self.notify(f"Not opened (links in AI answers are untrusted); copied to the clipboard: {href}",
-                    title="Link", markup=False)
+        self.notify(
+            f"Not opened (links in AI answers are untrusted); copied to the clipboard: {href}",
+            title="Link",
+            markup=False,
+        )

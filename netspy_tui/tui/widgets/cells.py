@@ -28,8 +28,9 @@ def safe(value: object, max_len: int) -> str:
     return clean(text, max_len)
 
 
-def cell(value: object, max_len: int = 40, *, style: Style | str = "", justify: str | None = None,
-         sort_key: Any = None) -> Cell:
+def cell(
+    value: object, max_len: int = 40, *, style: Style | str = "", justify: str | None = None, sort_key: Any = None
+) -> Cell:
     text = Cell(safe(value, max_len), style=style, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
     text.sort_key = sort_key
     return text

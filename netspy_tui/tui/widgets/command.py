@@ -50,9 +50,12 @@ class CommandInput(Input):
 
     def __init__(self, *, id: str | None = None) -> None:
         self.history: list[str] = []
-        super().__init__(placeholder="command — summary, list, analyze, drops, top, status, insights, tools, help "
-                                     "(tab/→ completes, ↑/↓ history, esc closes)",
-                         suggester=CommandSuggester(self.history), id=id)
+        super().__init__(
+            placeholder="command — summary, list, analyze, drops, top, status, insights, tools, help "
+            "(tab/→ completes, ↑/↓ history, esc closes)",
+            suggester=CommandSuggester(self.history),
+            id=id,
+        )
         self._index: int | None = None
 
     def remember(self, line: str) -> None:

@@ -27,8 +27,7 @@ def _mix(items: list[Counted], limit: int = 5) -> str:
 class PatternsPanel(Vertical):
     """Renders one :class:`PatternAnalysis` (connections) for the focused process or all traffic."""
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = outcome_classes() | {"patterns--heading", "patterns--bar",
-                                                                  "patterns--dim"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = outcome_classes() | {"patterns--heading", "patterns--bar", "patterns--dim"}
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -60,8 +59,10 @@ class PatternsPanel(Vertical):
         dim = self.get_component_rich_style("patterns--dim", partial=True)
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"{stats.total} attempts", style=heading)
-        text.append(f" in {window_label(stats.window_seconds)} · {analysis.rate_per_minute:.1f}/min · "
-                    f"{analysis.failure_ratio:.0%} failed\n")
+        text.append(
+            f" in {window_label(stats.window_seconds)} · {analysis.rate_per_minute:.1f}/min · "
+            f"{analysis.failure_ratio:.0%} failed\n"
+        )
         if stats.total == 0:
             text.append("No connection attempts in this window.", style=dim)
         else:
@@ -83,13 +84,19 @@ class PatternsPanel(Vertical):
                 name = c.key if c.key in OUTCOMES else "unknown"
                 if i:
                     text.append(" · ")
-                text.append(f"{clean(c.key, 16).replace('_', ' ')} {c.count}",
-                            style=self.get_component_rich_style(f"outcome--{name}", partial=True))
+                text.append(
+                    f"{clean(c.key, 16).replace('_', ' ')} {c.count}",
+                    style=self.get_component_rich_style(f"outcome--{name}", partial=True),
+                )
         lines = text.plain.count("\n")
         body.update(text, layout=lines != self._lines)
         self._lines = lines
-        rate_label.update(Text(f"Rate per {stats.bucket_seconds}s over {window_label(stats.window_seconds)} "
-                               f"(peak {max(stats.rate_buckets, default=0)})"))
+        rate_label.update(
+            Text(
+                f"Rate per {stats.bucket_seconds}s over {window_label(stats.window_seconds)} "
+                f"(peak {max(stats.rate_buckets, default=0)})"
+            )
+        )
         spark.data = [float(v) for v in stats.rate_buckets]
 
 
@@ -100,5 +107,8 @@ def drop_mix_text(analysis: PatternAnalysis | None, window: int) -> Text:
     stats = analysis.stats
     if stats.total == 0:
         return Text(f"No packet drops in the last {window_label(window)}.")
-    return Text(f"{stats.total} packet drops in {window_label(window)} · reasons: {_mix(list(stats.outcomes), 6)}",
-                no_wrap=True, overflow="ellipsis")
+    return Text(
+        f"{stats.total} packet drops in {window_label(window)} · reasons: {_mix(list(stats.outcomes), 6)}",
+        no_wrap=True,
+        overflow="ellipsis",
+    )

@@ -91,8 +91,12 @@ class ProcessTable(DataTable[Cell]):
         failing = self.get_component_rich_style("processes--failing", partial=True)
         is_focused = stat.command == self.focused_process
         return [
-            cell(("▶ " if is_focused else "") + stat.command, 32, style=focused if is_focused else "",
-                 sort_key=stat.command.casefold()),
+            cell(
+                ("▶ " if is_focused else "") + stat.command,
+                32,
+                style=focused if is_focused else "",
+                sort_key=stat.command.casefold(),
+            ),
             cell(_pids_text(stat.pids, self.pid_width), 60, sort_key=(len(stat.pids), stat.pids[:1])),
             cell(stat.attempts, 8, justify="right", sort_key=stat.attempts),
             cell(stat.distinct_destinations, 5, justify="right", sort_key=stat.distinct_destinations),

@@ -55,8 +55,14 @@ class StatusBar(Static):
     """Show poll latency and draw time (snapshot tests turn this off: wall-clock figures vary)."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "status--brand", "status--ok", "status--bad", "status--paused", "status--live", "status--warn",
-        "status--dim", "status--key",
+        "status--brand",
+        "status--ok",
+        "status--bad",
+        "status--paused",
+        "status--live",
+        "status--warn",
+        "status--dim",
+        "status--key",
     }
 
     def __init__(self, clock: Callable[[], datetime], source_note: str = "", *, id: str | None = None) -> None:
@@ -165,8 +171,9 @@ class StatusBar(Static):
             if src.sampled:
                 notes.append(Text("sampled: short-lived connections can be missed", style=self._style("warn")))
             if src.recent_losses:
-                notes.append(Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}",
-                                  style=self._style("warn")))
+                notes.append(
+                    Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}", style=self._style("warn"))
+                )
             elif src.events_lost:
                 notes.append(Text(f"lost {src.events_lost} events", style=self._style("warn")))
         if snap is not None and snap.burst_skipped:
