@@ -2,7 +2,7 @@
 
 ``summary --pid 1234 --duration 120``, ``list --process curl --max-events 20``,
 ``analyze --process nginx``, ``insights "..."``, ``tools``, ``help``, ``quit`` — plus ``drops``,
-``dropsummary``, ``top``, ``status`` and ``ask "..."``. :func:`parse_command` turns one line into a
+``dropsummary``, ``top``, ``traffic``, ``latency``, ``status`` and ``ask "..."``. :func:`parse_command` turns one line into a
 tool call; mistakes raise :class:`~netspy_tui.errors.UsageError` with one line of help.
 """
 
@@ -82,6 +82,20 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "processes ranked by connection attempts",
         ("--duration", "--limit"),
         aliases=("processes",),
+    ),
+    CommandSpec(
+        "traffic",
+        "get_traffic",
+        "traffic [--pid N] [--process NAME] [--duration S] [--limit N]",
+        "bytes sent and read per process, remote address and connection",
+        (*_FILTERS, "--duration", "--limit"),
+    ),
+    CommandSpec(
+        "latency",
+        "get_connect_latency",
+        "latency [--pid N] [--process NAME] [--duration S] [--limit N]",
+        "how long TCP connects take, per process and destination",
+        (*_FILTERS, "--duration", "--limit"),
     ),
     CommandSpec("status", "server_status", "status", "data source, health and eBPF programs"),
     CommandSpec(

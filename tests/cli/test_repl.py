@@ -140,3 +140,11 @@ def test_ctrl_c_at_the_prompt_leaves_the_terminal_as_it_was(cli_env):
     after = termios.tcgetattr(term.fd)  # ... and the terminal's modes are back: echo, line editing
     os.close(term.fd)
     assert after[3] & termios.ICANON and after[3] & termios.ECHO
+
+
+def test_traffic_and_latency_commands_call_their_tools(run_cli):
+    """A recording has no byte counts: the tools say so instead of showing zeros as if measured."""
+    out = run_cli("repl", "--replay", str(DEMO), "--replay-speed", "0", input="traffic\nlatency --process curl\nquit\n")
+    assert out.returncode == 0, out.stderr
+    assert "Traffic is not counted by this source" in out.stdout
+    assert "Connect latency is not measured by this source" in out.stdout

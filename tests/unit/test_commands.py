@@ -18,6 +18,8 @@ from netspy_tui.errors import UsageError
         ("top --duration 300", "list_processes", {"duration": 300}),
         ("status", "server_status", {}),
         ("LIST", "list_connections", {}),
+        ("traffic --process nginx --limit 5", "get_traffic", {"process_name": "nginx", "limit": 5}),
+        ("latency --pid 42 --duration 300", "get_connect_latency", {"pid": 42, "duration": 300}),
     ],
 )
 def test_seed_commands_map_to_tools(line, tool, args):
