@@ -2,8 +2,8 @@
 
 ``summary --pid 1234 --duration 120``, ``list --process curl --max-events 20``,
 ``analyze --process nginx``, ``insights "..."``, ``tools``, ``help``, ``quit`` — plus ``drops``,
-``dropsummary``, ``top``, ``traffic``, ``latency``, ``status`` and ``ask "..."``. :func:`parse_command` turns one line into a
-tool call; mistakes raise :class:`~netspy_tui.errors.UsageError` with one line of help.
+``dropsummary``, ``top``, ``traffic``, ``latency``, ``status`` and ``ask "..."``. :func:`parse_command`
+turns one line into a tool call; mistakes raise :class:`~netspy_tui.errors.UsageError` with one line of help.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ class EventFilter:
         if n.isdigit() and str(e.pid).startswith(n):
             return True
         dest = destination_text(e) if isinstance(e, ConnectionEvent) else (e.destination or e.drop_reason)
-        return n in e.command.casefold() or n in dest.casefold()
+        name = e.hostname if isinstance(e, ConnectionEvent) else None
+        return n in e.command.casefold() or n in dest.casefold() or bool(name and n in name.casefold())
 
     def process(self, p: ProcessStat) -> bool:
         n = self.needle

@@ -127,6 +127,15 @@ ACTIONS: tuple[KeyAction, ...] = (
     ),
     KeyAction("netspy.insights", "i", "toggle_ai", "AI", "Show or hide the AI pane.", "view", rank=5),
     KeyAction(
+        "netspy.names",
+        "n",
+        "toggle_names",
+        "Names",
+        "Show destinations by name (/etc/hosts, reverse DNS) or by address.",
+        "view",
+        show=False,
+    ),
+    KeyAction(
         "netspy.patterns",
         "p",
         "toggle_patterns",

@@ -68,8 +68,8 @@ async def test_an_outage_is_retried_and_a_restart_resumes_without_duplicates(tmp
         fw = Forwarder(store, agg.url, batch=50, interval=0.05, max_backoff=0.2, identity=IDENTITY)
         fw.url = agg.url + "/api/events/ingest"
         task = asyncio.create_task(fw.run())
-        await until(lambda: agg.refused >= 3, "three refused batches")
-        assert fw.status.failures >= 3 and "503" in fw.status.last_error and agg.received() == []
+        await until(lambda: fw.status.failures >= 3, "three refused batches, seen by the forwarder")
+        assert agg.refused >= 3 and "503" in fw.status.last_error and agg.received() == []
         agg.down = False
         await until(lambda: len(agg.received()) >= 120, "the backlog after the outage")
         fw.stop()
@@ -102,7 +102,7 @@ async def test_what_retention_removed_unsent_is_counted_as_a_loss(tmp_path: Path
         removed = await asyncio.to_thread(store.prune)
         assert removed == 200
         task = asyncio.create_task(fw.run())
-        await until(lambda: agg.refused >= 1, "a refused batch")
+        await until(lambda: fw.status.failures >= 1, "a refused batch, seen by the forwarder")
         agg.down = False
         await until(lambda: fw.status.waiting == 0 and len(agg.received()) > 0, "the rest forwarded")
         fw.stop()
@@ -130,7 +130,11 @@ def test_serve_forward_end_to_end(tmp_path: Path, spawn: Callable[..., Child]) -
         got = agg.received()
         assert len(got) == 45 and {e["k8s_node_name"] for e in got} == {"node-e2e"}
         assert {e["type"] for e in got} == {"connection", "packet_drop"}
-        health = httpx.get(url + "/health", timeout=10).json()
+        for _ in range(500):  # the aggregator has them; the agent counts them once it read the answer
+            health = httpx.get(url + "/health", timeout=10).json()
+            if health["forwarding"]["forwarded"] == 45:
+                break
+            asyncio.run(asyncio.sleep(0.02))
         assert health["forwarding"]["forwarded"] == 45 and health["forwarding"]["url"].endswith("/api/events/ingest")
         assert child.stop() == 0
     assert "agg-secret-token" not in "".join(child.err)

@@ -72,6 +72,11 @@ async def test_every_readme_key_works_at_80x24(tmp_path: Path) -> None:
         await press("d")
         assert d.view == "connections"
 
+        await press("n")
+        assert not d.connections.show_names
+        await press("n")
+        assert d.connections.show_names
+
         await press("p")
         assert shown(d.query_one("#patterns")) and not shown(d.connections)
         await press("p")

@@ -15,6 +15,7 @@ from netspy_tui.models import Scope
 from netspy_tui.tui.filtering import subject_for_filter
 from netspy_tui.tui.screens.panes import InputKeys
 from netspy_tui.tui.snapshot import ALL, Snapshot
+from netspy_tui.tui.widgets.connections import ConnectionTable
 from netspy_tui.tui.widgets.processes import ProcessTable
 
 if TYPE_CHECKING:
@@ -103,6 +104,12 @@ class ViewState(InputKeys):
         self.paused = not self.paused
         if not self.paused:
             self.render_snapshot()
+
+    def action_toggle_names(self) -> None:
+        table = self.query_one("#connections", ConnectionTable)
+        table.show_names = not table.show_names
+        table.refresh_destinations()
+        self.notify("Destinations by name" if table.show_names else "Destinations by address", timeout=2)
 
     def action_cycle_window(self) -> None:
         later = [w for w in WINDOWS if w > self.window]

@@ -139,6 +139,22 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         PID_COLUMN,
     )
 
+    show_names = True
+    """Destinations by name when one is known (``n`` shows addresses)."""
+
+    def destination(self, event: ConnectionEvent) -> str:
+        if self.show_names and event.hostname:
+            return f"{event.hostname}:{event.destination_port}"
+        return destination_text(event)
+
+    def refresh_destinations(self) -> None:
+        """Re-draw the Destination cells after ``show_names`` changed."""
+        with self.app.batch_update():
+            for key, event in self.events.items():
+                text = cell(self.destination(event), 64)
+                self.update_cell(key, "destination", text)
+                self._cells[key][2] = text
+
     def _outcome_style(self, outcome: str) -> Style:
         name = f"outcome--{outcome}" if outcome in OUTCOMES else "outcome--unknown"
         return self.get_component_rich_style(name, partial=True)
@@ -149,7 +165,7 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         return [
             time_cell(event),
             cell(event.command, 24),
-            cell(destination_text(event), 64),
+            cell(self.destination(event), 64),
             cell(_OUTCOME_LABEL.get(outcome, outcome), 12, style=self._outcome_style(outcome)),
             cell(proto, 12),
             cell(event.pid, 7, justify="right", sort_key=event.pid),

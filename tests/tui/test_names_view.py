@@ -1,0 +1,53 @@
+"""Destination names in the dashboard: names from a DNS server the test starts, through the real
+gateway; n shows addresses; / finds rows by name."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from textual.widgets import Input
+
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.names import NameResolver
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.app import NetspyApp
+from tests.factories import connection
+from tests.names.dns_server import PtrServer
+from tests.tui.conftest import Clock, wait_for
+from tests.tui.demo_data import DEMO_NOW
+
+SIZE = (120, 35)
+
+
+async def test_destinations_read_as_names_n_shows_addresses_and_the_filter_finds_names(clock: Clock) -> None:
+    source = MemorySource(clock=clock)
+    with PtrServer({"93.184.216.34": "example.com"}) as server:
+        names = NameResolver(nameservers=["127.0.0.1"], port=server.port, hosts_path=None)
+        names.resolve(["93.184.216.34"], wait=10)  # seen before: the next list carries the name
+        async with open_gateway(source, names=names) as gateway:
+            app = NetspyApp(gateway, interval=0.25, clock=clock, source_note="test")
+            async with app.run_test(size=SIZE) as pilot:
+                ago = [DEMO_NOW - timedelta(seconds=s) for s in (2, 1)]
+                source.add_events(
+                    [
+                        connection(pid=7, command="curl", ip="93.184.216.34", port=443, time=ago[0]),
+                        connection(pid=8, command="wget", ip="10.9.9.9", port=80, time=ago[1]),
+                    ]
+                )
+                table = app.dashboard.connections
+                await wait_for(pilot, lambda: table.row_count == 2, "two rows")
+
+                def destinations() -> set[str]:
+                    return {str(table.get_row(key)[2]) for key in table.events}
+
+                assert destinations() == {"example.com:443", "10.9.9.9:80"}
+                await pilot.press("n")
+                assert destinations() == {"93.184.216.34:443", "10.9.9.9:80"}
+                await pilot.press("n")
+                assert "example.com:443" in destinations()
+
+                await pilot.press("slash", *"example")
+                assert app.dashboard.query_one("#filter-bar", Input).value == "example"
+                await wait_for(pilot, lambda: table.row_count == 1, "the row found by its name")
+                assert {e.command for e in table.events.values()} == {"curl"}
+        names.close()
