@@ -491,8 +491,7 @@ class _Session:
                 return
             self.closed = True
         # detach first: nothing new is written, then let the reader drain what is there
-        for fd in self.perf_fds:
-            syscalls.close_fd(fd)
+        _close_together(self.perf_fds)
         self.perf_fds = []
         self.stop_event.set()
         if self.wake_fd >= 0:
@@ -525,6 +524,21 @@ class _Session:
         if self.wake_fd >= 0:
             syscalls.close_fd(self.wake_fd)
             self.wake_fd = -1
+
+
+def _close_together(fds: list[int]) -> None:
+    """Close tracepoint attachments at once: each close waits for an RCU grace period in the
+    kernel (~17 ms here), and closes made together share one (29 one by one took 0.5 s of every
+    dashboard quit; together they take about one)."""
+    if len(fds) <= 1:
+        for fd in fds:
+            syscalls.close_fd(fd)
+        return
+    threads = [threading.Thread(target=syscalls.close_fd, args=(fd,), name="netspy-detach", daemon=True) for fd in fds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 class EbpfCollector(Collector):
