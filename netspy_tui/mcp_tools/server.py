@@ -43,6 +43,7 @@ from netspy_tui.mcp_tools.schemas import (
 from netspy_tui.models import (
     ConnectionEvent,
     ConnectionList,
+    EventKind,
     EventPage,
     EventQuery,
     Insight,
@@ -247,6 +248,38 @@ async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any
     return list(page.events), page.total_count, info.label, info.sampled, page
 
 
+def _listed(
+    model: type[ConnectionList] | type[PacketDropList],
+    kind: EventKind,
+    events: list[Any],
+    total: int,
+    pid: int | None,
+    process_name: str | None,
+    since: datetime | None,
+    label: str,
+    page: EventPage,
+    sampled: bool = False,
+) -> CallToolResult:
+    """``list_connections`` / ``list_packet_drops``: the page as text and as the tool's result."""
+    text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled), *_page_notes(page))
+    extra = {"sampled": sampled} if model is ConnectionList else {}
+    result = model(
+        text=text,
+        events=events,
+        total_count=total,
+        returned=len(events),
+        truncated=total > len(events),
+        pid=pid,
+        process_name=process_name,
+        since=since,
+        source=label,
+        not_kept=page.not_kept,
+        not_events=page.not_events,
+        **extra,
+    )
+    return _result(result, text)
+
+
 def _page_notes(page: EventPage) -> tuple[str, str]:
     return (
         describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until),
@@ -352,26 +385,7 @@ def create_server(
         conns = await _ctx(ctx).with_workloads(
             await _ctx(ctx).named([e for e in events if isinstance(e, ConnectionEvent)])
         )
-        text = describe.with_notes(
-            describe.list_text("connection", conns, total, pid, process_name, sampled), *_page_notes(page)
-        )
-        return _result(
-            ConnectionList(
-                text=text,
-                events=conns,
-                total_count=total,
-                returned=len(conns),
-                truncated=total > len(conns),
-                pid=pid,
-                process_name=process_name,
-                since=since_dt,
-                source=label,
-                sampled=sampled,
-                not_kept=page.not_kept,
-                not_events=page.not_events,
-            ),
-            text,
-        )
+        return _listed(ConnectionList, "connection", conns, total, pid, process_name, since_dt, label, page, sampled)
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_patterns(
@@ -403,25 +417,7 @@ def create_server(
             ctx, EventQuery("packet_drop", pid, process_name, since_dt, _time(until), max_events)
         )
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
-        text = describe.with_notes(
-            describe.list_text("packet_drop", drops, total, pid, process_name), *_page_notes(page)
-        )
-        return _result(
-            PacketDropList(
-                text=text,
-                events=drops,
-                total_count=total,
-                returned=len(drops),
-                truncated=total > len(drops),
-                pid=pid,
-                process_name=process_name,
-                since=since_dt,
-                source=label,
-                not_kept=page.not_kept,
-                not_events=page.not_events,
-            ),
-            text,
-        )
+        return _listed(PacketDropList, "packet_drop", drops, total, pid, process_name, since_dt, label, page)
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_packet_drops(
