@@ -833,6 +833,17 @@ class PacketDropList(_Listed[PacketDropEvent]):
     """``list_packet_drops``: newest first."""
 
 
+class NameLookup(_Result):
+    """``lookup_names``: the names known now for the addresses asked about (the rest are being
+    resolved in the background, or have none)."""
+
+    names: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    """False when names are off (``--no-dns``) or this server does not resolve them."""
+    pending: int = 0
+    """Questions waiting or in flight in the resolver now."""
+
+
 class PatternAnalysis(_Windowed):
     """``analyze_patterns``: the window's aggregates plus derived rates."""
 

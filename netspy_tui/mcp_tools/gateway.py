@@ -23,6 +23,7 @@ from netspy_tui.models import (
     ConnectionList,
     Insight,
     LatencyReport,
+    NameLookup,
     NetworkSummary,
     PacketDropList,
     PatternAnalysis,
@@ -161,6 +162,9 @@ class Gateway:
 
     async def processes(self, duration: int = 60, kind: str = "connection", limit: int = 20) -> ProcessList:
         return await self._typed("list_processes", ProcessList, {"duration": duration, "kind": kind, "limit": limit})
+
+    async def names(self, addresses: list[str]) -> NameLookup:
+        return await self._typed("lookup_names", NameLookup, {"addresses": addresses})
 
     async def traffic(
         self, pid: int | None = None, process_name: str | None = None, duration: int = 60, limit: int = 20

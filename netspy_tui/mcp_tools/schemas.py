@@ -25,6 +25,7 @@ from netspy_tui.models import (  # noqa: F401
     ConnectionList,
     Insight,
     LatencyReport,
+    NameLookup,
     NetworkSummary,
     PacketDropList,
     PatternAnalysis,
@@ -80,6 +81,10 @@ Kind = Annotated[
     Literal["connection", "packet_drop"], Field(description="Rank by connection attempts or packet drops.")
 ]
 Limit = Annotated[int, Field(ge=1, le=200, description="Most processes to return (1 to 200).")]
+Addresses = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]],
+    Field(min_length=1, max_length=500, description="IP addresses to name (1 to 500)."),
+]
 SummaryText = Annotated[str, Field(min_length=1, max_length=20_000, description="Network summary text to explain.")]
 Query = Annotated[str, Field(min_length=1, max_length=4000, description="The question to answer.")]
 

@@ -26,6 +26,7 @@ from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
+    Addresses,
     Duration,
     Kind,
     LatencyReport,
@@ -48,6 +49,7 @@ from netspy_tui.models import (
     EventQuery,
     Insight,
     LatencyStats,
+    NameLookup,
     NetworkSummary,
     PacketDropEvent,
     PacketDropList,
@@ -494,6 +496,21 @@ def create_server(
         text = describe.with_notes(describe.latency_text(stats), describe.loss_note(losses))
         return _result(LatencyReport(text=text, stats=stats, source=label, losses=losses,
                                      counts_exact=not losses), text)  # fmt: skip
+
+    @srv.tool(annotations=READ_ONLY)
+    async def lookup_names(
+        ctx: Context[ToolContext, Any], addresses: Addresses
+    ) -> Annotated[CallToolResult, NameLookup]:
+        """The host names known now for up to 500 IP addresses (/etc/hosts, reverse DNS); the others are
+        asked in the background, never waited for. For views that show names beside addresses."""
+        tc = _ctx(ctx)
+        if tc.names is None or not tc.names.enabled:
+            text = "Names are off: destinations are shown by address."
+            return _result(NameLookup(text=text, enabled=False), text)
+        names = {a: n for a in dict.fromkeys(addresses) if (n := tc.names.lookup(a)) is not None}
+        pending = tc.names.stats().pending
+        text = f"{len(names)} of {len(set(addresses))} addresses have a name ({pending} questions in flight)."
+        return _result(NameLookup(text=text, names=names, pending=pending), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:

@@ -13,6 +13,7 @@ tick unless they get slow, then every N ticks so they take at most about half th
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from netspy_tui.analysis import describe
+from netspy_tui.errors import NetspyError
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import (
     ConnectionEvent,
@@ -73,6 +75,12 @@ def _process_list(patterns: PatternAnalysis) -> ProcessList:
     )
 
 
+log = logging.getLogger(__name__)
+
+#: destination addresses asked about per poll (the newest rows first)
+NAMES_PER_POLL = 200
+
+
 class _Window(Generic[E]):
     """Events of one kind, keyed by id, in arrival (time) order, bounded by window and count."""
 
@@ -110,6 +118,27 @@ class _Window(Generic[E]):
             self.events = dict(sorted(self.events.items(), key=lambda item: item[1].time))
         return added
 
+    def unnamed(self, most: int) -> list[str]:
+        """Up to ``most`` destination addresses of held connections that have no name yet."""
+        out: dict[str, None] = {}
+        for event in reversed(self.events.values()):  # the newest first: what the user sees
+            if isinstance(event, ConnectionEvent) and not event.hostname and event.destination_ip:
+                out[event.destination_ip] = None
+                if len(out) >= most:
+                    break
+        return list(out)
+
+    def name(self, names: dict[str, str]) -> int:
+        """Give held connections the names learnt since they arrived; returns how many changed."""
+        changed = 0
+        for key, event in self.events.items():
+            if isinstance(event, ConnectionEvent) and not event.hostname:
+                name = names.get(event.destination_ip)
+                if name:
+                    self.events[key] = event.model_copy(update={"hostname": name})
+                    changed += 1
+        return changed
+
     def trim(self, cutoff: datetime) -> None:
         events = self.events
         excess = len(events) - self.max_rows
@@ -139,6 +168,7 @@ class Poller:
         max_events: int = MAX_EVENTS_PER_CALL,
     ) -> None:
         self.gateway = gateway
+        self._names_supported = True
         self._clock = clock
         self.interval = interval
         self._max_rows = max_rows
@@ -197,6 +227,7 @@ class Poller:
         new_drops = self._drops.add(list(drop_page.events))
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
+        await self._name_connections()
         if new or new_drops:
             self._idle_ticks = 0
         else:
@@ -237,6 +268,24 @@ class Poller:
             new_connections=new,
             burst_skipped=skipped,
         )
+
+    async def _name_connections(self) -> None:
+        """Names learnt since rows arrived (the list call names only what was known when it ran)."""
+        if not self._names_supported:
+            return
+        unnamed = self._conns.unnamed(NAMES_PER_POLL)
+        if not unnamed:
+            return
+        try:
+            lookup = await self.gateway.names(unnamed)
+        except NetspyError as exc:  # a server without the tool (another MCP server, an older netspy-tui)
+            log.debug("names lookup unavailable: %s", exc)
+            self._names_supported = False
+            return
+        if not lookup.enabled:
+            self._names_supported = False
+        elif lookup.names:
+            self._conns.name(lookup.names)
 
     async def _fetch_connections(self, subject: Scope) -> tuple[int, int]:
         """New connections since the newest seen, paging backward with ``until`` through a burst

@@ -28,6 +28,7 @@ CALLS = {
     "list_processes": {},
     "get_traffic": {},
     "get_connect_latency": {"duration": 30},
+    "lookup_names": {"addresses": ["127.0.0.1"]},
     "server_status": {},
 }
 

@@ -25,6 +25,7 @@ EXPECTED_TOOLS = {
     "contextual_analysis",
     "get_traffic",
     "get_connect_latency",
+    "lookup_names",
 }
 
 

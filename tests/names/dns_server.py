@@ -21,6 +21,8 @@ class PtrServer:
         self.ttl = ttl
         self.delay = delay
         self.silent = silent
+        self.gate = threading.Event()  # answers wait until it is set (set at once unless held)
+        self.gate.set()
         self.questions: list[str] = []  # addresses asked about, in order
         self.in_flight = self.in_flight_max = 0
         self._lock = threading.Lock()
@@ -67,6 +69,7 @@ class PtrServer:
     def _answer(self, query: dns.message.Message, qname: dns.name.Name, address: str, peer: object) -> None:
         if self.delay:
             time.sleep(self.delay)
+        self.gate.wait(30)
         response = dns.message.make_response(query)
         name = self.names.get(address)
         if name is None:

@@ -313,7 +313,7 @@ async def test_a_during_an_answer_to_a_question_says_what_runs_and_replaces_it_o
         await wait_for(pilot, lambda: "Because" in shown(pane), "the answer to the question streaming")
         await select(app, pilot, "curl")
         await pilot.press("a")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: bool(notified(app, "Still asking: why refused")), "the note on a")
         # not dropped silently: the question's answer goes on, and the user is told what runs and how to replace it
         assert pane.streaming and pane.answer == "Because "
         [note] = notified(app, "Still asking: why refused")

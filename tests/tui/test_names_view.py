@@ -51,3 +51,35 @@ async def test_destinations_read_as_names_n_shows_addresses_and_the_filter_finds
                 await wait_for(pilot, lambda: table.row_count == 1, "the row found by its name")
                 assert {e.command for e in table.events.values()} == {"curl"}
         names.close()
+
+
+async def test_a_row_shown_before_its_name_was_known_gets_it_later(clock: Clock) -> None:
+    source = MemorySource(clock=clock)
+    with PtrServer({"93.184.216.34": "example.com"}) as server:
+        server.gate.clear()  # the answer waits until the row has been shown without it
+        names = NameResolver(nameservers=["127.0.0.1"], port=server.port, hosts_path=None)
+        async with open_gateway(source, names=names) as gateway:
+            app = NetspyApp(gateway, interval=0.25, clock=clock, source_note="test")
+            async with app.run_test(size=SIZE) as pilot:
+                ago = DEMO_NOW - timedelta(seconds=2)
+                source.add_events([connection(pid=7, command="curl", ip="93.184.216.34", port=443, time=ago)])
+                table = app.dashboard.connections
+                await wait_for(pilot, lambda: table.row_count == 1, "the row")
+                (key,) = table.events
+                assert str(table.get_row(key)[2]) == "93.184.216.34:443"  # no name yet: the address
+                server.gate.set()
+                await wait_for(pilot, lambda: str(table.get_row(key)[2]) == "example.com:443", "the name, later")
+                assert table.row_count == 1 and server.count == 1
+        names.close()
+
+
+async def test_lookup_names_says_when_names_are_off() -> None:
+    source = MemorySource()
+    async with open_gateway(source) as gateway:
+        lookup = await gateway.names(["93.184.216.34"])
+    assert not lookup.enabled and lookup.names == {}
+    off = NameResolver(enabled=False)
+    async with open_gateway(source, names=off) as gateway:
+        assert not (await gateway.names(["93.184.216.34"])).enabled
+        bad = await gateway.call("lookup_names", {"addresses": []})
+        assert bad.is_error

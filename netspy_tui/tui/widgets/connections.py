@@ -86,6 +86,7 @@ class EventTable(DataTable[Cell], Generic[E]):
         current = self.events
         removed = [k for k in current if k not in wanted]
         added = [k for k in wanted if k not in current]
+        self._changed(wanted)
         if not removed and not added:
             return 0, 0
         following = self.following
@@ -117,6 +118,21 @@ class EventTable(DataTable[Cell], Generic[E]):
             elif anchor is not None and anchor in self.events:
                 self.move_cursor(row=self.get_row_index(anchor), animate=False)
         return len(added), len(removed)
+
+    def _changed(self, wanted: dict[str, E]) -> None:
+        """Rows whose event the poller replaced (a name learnt after the row arrived): new cells."""
+        current = self.events
+        for key, event in wanted.items():
+            old = current.get(key)
+            if old is not None and old is not event:
+                current[key] = event
+                cells = self.cells(event)
+                for column, (before, after) in zip(
+                    self.COLUMNS, zip(self._cells[key], cells, strict=True), strict=True
+                ):
+                    if str(before) != str(after):
+                        self.update_cell(key, column.key, after)
+                self._cells[key] = cells
 
     def _cursor_key(self) -> str | None:
         try:
