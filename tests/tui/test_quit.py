@@ -1,5 +1,6 @@
-"""Quitting is quick (issue 14): ``q`` leaves within half a second even while a slow source is answering a
-poll (the poll is cancelled, not waited for). tests/cli/test_quit.py times the whole process."""
+"""Quitting does not wait for a poll (issue 14): ``q`` leaves while a slow source is still answering one (the
+poll is cancelled, not waited for). tests/cli/test_quit.py times the whole process against the 0.5 s bound;
+here the bound only has to be well under the stuck query's 3 s, so a loaded machine cannot fail it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from tests.tui.conftest import Clock, demo_source, wait_for
 
-QUIT_WITHIN = 0.5
+#: well under SlowSource's 3 s: leaving sooner proves the poll was cancelled, not waited for
+QUIT_WITHIN = 1.5
 
 
 class SlowSource(MemorySource):
