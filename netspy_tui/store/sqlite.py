@@ -1,15 +1,16 @@
 """The event store: exact counts per second (rollups) and raw events as a bounded detail stream.
 
-Three kinds of rows, written in one transaction per batch by one writer:
+Rows of these kinds, written in one transaction per batch by one writer:
 
 - ``rollup``: per wall-clock second and key (kind, pid, command, destination, port, protocol,
   outcome or drop reason) how many events there were, with the first and last time. Counts come
   from the kernel (eBPF) or are derived from the events stored (procfs, replay): either way every
   figure the tools report — totals, top destinations, outcome mix, processes, rates — is computed
   from these (:mod:`netspy_tui.store.rollups`), never from whether a raw event was kept.
-- ``events``: raw events, for ``list_connections``/``list_packet_drops`` and the tables. An eBPF
-  event is its 120-byte ring record (models are built only when a tool asks); other events their
-  JSON. Under load the writer sheds raw events (never counts); what was shed is in ``losses``.
+- raw events, for ``list_connections``/``list_packet_drops`` and the tables: eBPF ring records
+  as ``chunks`` (one row per batch, the records as the ring gave them: :mod:`netspy_tui.store.chunks`;
+  models are built only when a tool asks), other events as ``events`` rows with their JSON. Under
+  load the writer sheds raw events (never counts); what was shed is in ``losses``.
 - ``losses``: per second and cause, what was shed or lost (ring full, queue full, unreadable...).
 
 Threads: one writer (the collector's thread through :meth:`EventStore.add_events`, or the
@@ -20,6 +21,7 @@ connection behind a lock. The last hour of rollups is also kept in memory for fa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -55,6 +57,7 @@ from netspy_tui.models import (
     time_to_ns,
     utcnow,
 )
+from netspy_tui.store import chunks as C
 from netspy_tui.store import latency as L
 from netspy_tui.store import rollups as R
 from netspy_tui.store import traffic as T
@@ -86,25 +89,22 @@ LOAD_AT_OPEN = 600
 #: At most one warning about losses per this many seconds.
 WARN_EVERY = 30.0
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    seq      INTEGER PRIMARY KEY,   -- insertion order
+    seq      INTEGER PRIMARY KEY,   -- insertion order (shared with the records in chunks)
     kind     INTEGER NOT NULL,      -- 0 connection, 1 packet_drop
     t        INTEGER NOT NULL,      -- wall-clock time, ns since the Unix epoch (UTC)
     ts       INTEGER NOT NULL,      -- the event's own timestamp (ns since boot), orders ties
     pid      INTEGER NOT NULL,
     command  TEXT    NOT NULL,
-    outcome  TEXT    NOT NULL,      -- connections: outcome; drops: drop reason (overrides the record's)
-    pending  INTEGER,               -- socket of a connect whose outcome is still to come
-    rec      BLOB,                  -- an eBPF ring record (collector/ebpf/programs.RECORD) ...
-    body     BLOB                   -- ... or the event's JSON (other collectors)
+    outcome  TEXT    NOT NULL,      -- connections: outcome; drops: drop reason
+    body     BLOB    NOT NULL       -- the event's JSON
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (kind, t, ts);
 CREATE INDEX IF NOT EXISTS events_pid ON events (kind, pid, t);
 CREATE INDEX IF NOT EXISTS events_command ON events (kind, command, t);
-CREATE INDEX IF NOT EXISTS events_pending ON events (pending) WHERE pending IS NOT NULL;
 CREATE TABLE IF NOT EXISTS kind_counts (kind INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 INSERT OR IGNORE INTO kind_counts (kind, n) VALUES (0, 0), (1, 0);
 CREATE TABLE IF NOT EXISTS rollup (
@@ -131,10 +131,7 @@ CREATE TABLE IF NOT EXISTS losses (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-_INSERT_EVENT = (
-    "INSERT INTO events (seq, kind, t, ts, pid, command, outcome, pending, rec, body) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_EVENT = "INSERT INTO events (seq, kind, t, ts, pid, command, outcome, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_ROLLUP = (
     "INSERT INTO rollup (second, kind, pid, command, destination, port, protocol, outcome, failed, n, first, last) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -175,7 +172,7 @@ _INT64 = range(-(2**63), 2**63)
 
 
 def _event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
-    """``(kind, t, ts, pid, command, outcome, pending, rec, body)`` of a built event, and the event
+    """``(kind, t, ts, pid, command, outcome, body)`` of a built event, and the event
     (made storable). Raises OverflowError for integers SQLite cannot hold."""
     for name in ("pid", "timestamp", "destination_port"):
         value = getattr(event, name, 0)
@@ -183,8 +180,7 @@ def _event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
             raise OverflowError(f"{name} {value} does not fit in 64 bits")
     event, text = _clean_event(event)
     kind = 0 if event.type == "connection" else 1
-    return (kind, time_to_ns(event.time), event.timestamp, event.pid, event.command, outcome_key(event), None, None,
-            text), event  # fmt: skip
+    return (kind, time_to_ns(event.time), event.timestamp, event.pid, event.command, outcome_key(event), text), event
 
 
 def _where(
@@ -208,6 +204,16 @@ def _events_where(
     """WHERE clause over raw rows, its parameters and the index that serves it best."""
     index = "events_pid" if pid is not None else "events_command" if command is not None else "events_time"
     return *_where(kind, pid, command, "t", since_ns, until_ns), index
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray | None:
+    """Record arrays as one (None: none)."""
+    parts = [p for p in parts if len(p)]
+    return C.join(parts) if parts else None
+
+
+def _len(records: np.ndarray | None) -> int:
+    return 0 if records is None else len(records)
 
 
 _ID_MIX = 0x9E3779B97F4A7C15
@@ -256,6 +262,7 @@ class EventStore:
         self._writer = self._connect(writer=True)
         self._next_seq = 0 if readonly else self._max_seq() + 1
         self._salt = self._id_salt()
+        self._drop_reasons: dict[int, str] = self._stored_drop_reasons()
         if not readonly:
             self._load_rollups()
 
@@ -332,7 +339,7 @@ class EventStore:
             self._check_schema(conn)  # someone else's database: refuse to touch it
         if "meta" in tables:
             self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
-        conn.executescript(_SCHEMA + T.SCHEMA + L.SCHEMA)
+        conn.executescript(_SCHEMA + C.SCHEMA + T.SCHEMA + L.SCHEMA)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
@@ -360,10 +367,19 @@ class EventStore:
             row = self._writer.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone()
         return int(row[0]) if row is not None else 0
 
+    def _stored_drop_reasons(self) -> dict[int, str]:
+        with self._write_lock:
+            row = self._writer.execute("SELECT value FROM meta WHERE key = 'drop_reasons'").fetchone()
+        try:
+            return {int(k): str(v) for k, v in json.loads(row[0]).items()} if row is not None else {}
+        except (ValueError, AttributeError):
+            return {}
+
     def _max_seq(self) -> int:
         with self._write_lock:
             row = self._writer.execute("SELECT max(seq) FROM events").fetchone()
-        return int(row[0] or 0)
+            last = self._writer.execute("SELECT seq + n - 1 FROM chunks ORDER BY seq DESC LIMIT 1").fetchone()
+        return max(int(row[0] or 0), int(last[0]) if last is not None else 0)
 
     def _load_rollups(self) -> None:
         """Fill the in-memory rollups with the file's last hour. A new store has nothing to load;
@@ -512,7 +528,8 @@ class EventStore:
     def write(self, batches: Sequence[Batch]) -> None:
         """Decode and write batches in one transaction (the writer thread, or :meth:`add_events`)."""
         raw: list[tuple[Any, ...]] = []
-        outcomes: list[tuple[int, str]] = []
+        records: list[np.ndarray] = []
+        outcomes: list[np.ndarray] = []
         counts: list[R.Row] = []
         traffic: list[T.Row] = []
         latencies: list[L.Row] = []
@@ -538,9 +555,10 @@ class EventStore:
                 latencies.extend(codec.latency_rows(recs))
                 is_outcome = recs["kind"] == 2
                 if is_outcome.any():
-                    outcomes.extend(codec.outcome_rows(recs[is_outcome]))
+                    outcomes.append(recs[is_outcome])
                     recs = recs[~is_outcome]
-                raw.extend(codec.store_rows(recs))
+                records.append(recs)
+                self._learn_drop_reasons(codec)
             if batch.counts is not None:
                 counts.extend(batch.codec.count_rows(*batch.counts))
             if batch.traffic is not None:
@@ -556,7 +574,8 @@ class EventStore:
         if losses:
             self._warn_losses(losses)
         try:
-            written = self._commit(raw, outcomes, counts, losses, rejected, counts_array, names, traffic, latencies)
+            written = self._commit(raw, _joined(records), _joined(outcomes), counts, losses, rejected, counts_array,
+                                   names, traffic, latencies)  # fmt: skip
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
@@ -593,7 +612,8 @@ class EventStore:
     def _commit(
         self,
         raw: list[tuple[Any, ...]],
-        outcomes: list[tuple[int, str]],
+        records: np.ndarray | None,
+        outcomes: np.ndarray | None,
         counts: list[R.Row],
         losses: dict[tuple[int, str], int],
         rejected: list[str],
@@ -604,7 +624,8 @@ class EventStore:
     ) -> int:
         with self._write_lock:
             try:
-                written, due = self._commit_locked(raw, outcomes, counts, losses, rejected, traffic, latencies)
+                written, due = self._commit_locked(raw, records, outcomes, counts, losses, rejected, traffic,
+                                                   latencies)  # fmt: skip
             finally:
                 if counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
                     counts_array = R.to_array(counts, self.rollups.names)
@@ -616,7 +637,8 @@ class EventStore:
     def _commit_locked(
         self,
         raw: list[tuple[Any, ...]],
-        outcomes: list[tuple[int, str]],
+        records: np.ndarray | None,
+        outcomes: np.ndarray | None,
         counts: list[R.Row],
         losses: dict[tuple[int, str], int],
         rejected: list[str],
@@ -626,7 +648,7 @@ class EventStore:
         """One transaction (the write lock held): (raw rows written, whether retention is due)."""
         if self._closed or self.readonly:
             state = "closed" if self._closed else "open read-only"
-            raise StoreError(f"the event store {self.location} is {state}", lost=len(raw))
+            raise StoreError(f"the event store {self.location} is {state}", lost=len(raw) + _len(records))
         conn = self._writer
         first = self._next_seq
         try:
@@ -645,9 +667,11 @@ class EventStore:
                     except _ROW_ERRORS as exc:
                         rejected.append(_one_line(exc))
                 raw = good
-            if outcomes:
-                conn.executemany("UPDATE events SET outcome = ?, pending = NULL WHERE pending = ?",
-                                 [(name, key) for key, name in outcomes])  # fmt: skip
+            chunk_rows = C.rows(records, first + len(raw)) if records is not None else []
+            if chunk_rows or outcomes is not None:
+                from netspy_tui.collector.ebpf.decode import outcome_name  # noqa: PLC0415
+
+                C.write(conn, chunk_rows, outcomes, outcome_name)
             if counts:
                 try:
                     conn.executemany(_UPSERT_ROLLUP, counts)
@@ -666,6 +690,8 @@ class EventStore:
             added = [0, 0]
             for row in raw:
                 added[row[0]] += 1
+            for chunk in chunk_rows:
+                added[chunk[1]] += chunk[2]
             for kind, n in enumerate(added):
                 if n:
                     conn.execute("UPDATE kind_counts SET n = n + ? WHERE kind = ?", (n, kind))
@@ -679,12 +705,13 @@ class EventStore:
             raise StoreError(
                 f"cannot write to the event store {self.location}: {_one_line(exc)}",
                 "free disk space or choose another store file",
-                lost=len(raw),
+                lost=len(raw) + _len(records),
             ) from exc
-        self._next_seq = first + len(raw)
-        self._since_prune += len(raw)
+        stored = len(raw) + _len(records)
+        self._next_seq = first + stored
+        self._since_prune += stored
         due = self._since_prune >= PRUNE_EVERY_ROWS or time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS
-        return len(raw), due
+        return stored, due
 
     def prune(self, now: datetime | None = None) -> int:
         """Apply retention (age, then row count) now; returns how many raw events were deleted.
@@ -735,6 +762,9 @@ class EventStore:
                         if n > 0:
                             conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
                             removed += n
+                    for kind, n in C.prune_age(conn, cutoff, PRUNE_CHUNK - removed):
+                        conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
+                        removed += n
                     second = cutoff // NS
                     oldest = conn.execute("SELECT min(second) FROM rollup").fetchone()[0]
                     if oldest is not None and oldest < second:
@@ -748,15 +778,19 @@ class EventStore:
                     total = conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0]
                     excess = min(total - self.max_rows, PRUNE_CHUNK - removed)
                     if excess > 0:
-                        # The oldest by insertion order go first (a rowid range: cheap to find and delete).
+                        # The oldest by insertion order go first: rows (a rowid range: cheap to find
+                        # and delete), then records (whole chunks; the last one touched is cut).
                         boundary = conn.execute(
                             "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)
-                        ).fetchone()[0]
+                        ).fetchone()
+                        if boundary is None:
+                            boundary = conn.execute("SELECT max(seq) FROM events").fetchone()
                         per_kind = conn.execute(
-                            "SELECT kind, count(*) FROM events WHERE seq <= ? GROUP BY kind", (boundary,)
+                            "SELECT kind, count(*) FROM events WHERE seq <= ? GROUP BY kind", (boundary[0] or -1,)
                         ).fetchall()
-                        conn.execute("DELETE FROM events WHERE seq <= ?", (boundary,))
-                        for kind, n in per_kind:
+                        conn.execute("DELETE FROM events WHERE seq <= ?", (boundary[0] or -1,))
+                        rows_gone = sum(n for _, n in per_kind)
+                        for kind, n in [*per_kind, *C.prune_oldest(conn, excess - rows_gone)]:
                             conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
                             removed += n
                 conn.execute("COMMIT")
@@ -772,55 +806,69 @@ class EventStore:
     # --- reading: events -----------------------------------------------------------
 
     def _codec(self) -> Any:
+        """This thread's codec for stored records, with the kernel's drop reason names."""
         codec = getattr(self._read_codec, "codec", None)
-        if codec is None:
+        if codec is None or codec.drop_reasons is not self._drop_reasons:
             from netspy_tui.collector.ebpf.decode import Codec  # noqa: PLC0415
 
-            codec = self._read_codec.codec = Codec()
+            codec = self._read_codec.codec = Codec(source="ebpf")
+            codec.drop_reasons = self._drop_reasons
         return codec
+
+    def _learn_drop_reasons(self, codec: Any) -> None:
+        """Keep the kernel's drop reason names the collector read (in ``meta``, for a reopened file)."""
+        reasons = codec.drop_reasons
+        if reasons and reasons != self._drop_reasons:
+            merged = {**self._drop_reasons, **reasons}
+            self._drop_reasons = merged
+            self.set_meta("drop_reasons", json.dumps(merged))
 
     def _event_id(self, seq: int) -> str:
         return f"{((seq * _ID_MIX) ^ self._salt) & _MASK64:016x}"
 
-    def _events(self, rows: Sequence[tuple[Any, ...]]) -> list[AnyEvent]:
-        """Rows ``(seq, outcome, rec, body)`` -> events, in order."""
-        out: list[AnyEvent | None] = [None] * len(rows)
-        recs: list[int] = []
-        for i, (_, _, _, body) in enumerate(rows):
-            if body is not None:
-                out[i] = _EVENT_JSON.validate_json(body)
-            else:
-                recs.append(i)
-        if recs:
-            from netspy_tui.collector.ebpf.decode import record_from_bytes  # noqa: PLC0415
+    def _json_events(self, bodies: Sequence[bytes]) -> list[AnyEvent]:
+        return [_EVENT_JSON.validate_json(body) for body in bodies]
 
-            array = record_from_bytes(rows[i][2] for i in recs)
-            built = self._codec().events(array, [self._event_id(rows[i][0]) for i in recs],
-                                         [rows[i][1] for i in recs])  # fmt: skip
-            for i, event in zip(recs, built, strict=True):
-                out[i] = event
-        return out  # type: ignore[return-value]
+    def _record_events(self, conn: sqlite3.Connection, recs: np.ndarray, seqs: Sequence[int]) -> list[AnyEvent]:
+        """Stored ring records -> events (ids from their seqs, resolved outcomes applied)."""
+        if not len(recs):
+            return []
+        return self._codec().events(recs, [self._event_id(q) for q in seqs], C.outcomes_of(conn, recs))
 
     def after(self, seq: int, limit: int, settled_ns: int) -> tuple[list[tuple[int, AnyEvent]], int | None]:
         """Raw events stored after ``seq`` in insertion order, up to ``limit``, stopping at the first
         one newer than ``settled_ns`` (its outcome may still change), each with its ``seq``; and the
         oldest ``seq`` still stored (None: none), so a reader can tell what retention removed
         before it read it. For a reader that follows the store in order (``serve --forward``)."""
+        limit = max(0, limit)
         with self._snapshot() as conn:
-            rows = conn.execute("SELECT seq, outcome, rec, body, t FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                                (seq, max(0, limit))).fetchall()  # fmt: skip
-            oldest = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
-        settled = []
-        for row in rows:
-            if row[4] > settled_ns:
-                break
-            settled.append(row[:4])
-        return list(zip([r[0] for r in settled], self._events(settled), strict=True)), oldest
+            rows = conn.execute("SELECT seq, t, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                (seq, limit)).fetchall()  # fmt: skip
+            recs, rec_seqs = C.after(conn, seq, limit)
+            firsts = [conn.execute(f"SELECT min(seq) FROM {table}").fetchone()[0] for table in ("events", "chunks")]
+            oldest = [v for v in firsts if v is not None]
+            # (seq, t, JSON row index or -1 - record index), in insertion order
+            walls = recs["wall"].tolist()
+            merged = sorted([(r[0], r[1], i) for i, r in enumerate(rows)]
+                            + [(q, walls[i], -1 - i) for i, q in enumerate(rec_seqs.tolist())])[:limit]  # fmt: skip
+            settled = []
+            for item in merged:
+                if item[1] > settled_ns:
+                    break
+                settled.append(item)
+            json_idx = [i for _, _, i in settled if i >= 0]
+            rec_idx = [-1 - i for _, _, i in settled if i < 0]
+            built_json = iter(self._json_events([rows[i][2] for i in json_idx]))
+            built_recs = iter(self._record_events(conn, recs[rec_idx], rec_seqs[rec_idx].tolist()))
+        out = [(q, next(built_json) if i >= 0 else next(built_recs)) for q, _, i in settled]
+        return out, min(oldest) if oldest else None
 
     def newest_seq(self) -> int:
         """The ``seq`` of the newest raw event stored (0: none yet)."""
         with self._snapshot() as conn:
-            return int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+            row = conn.execute("SELECT max(seq) FROM events").fetchone()
+            last = conn.execute("SELECT seq + n - 1 FROM chunks ORDER BY seq DESC LIMIT 1").fetchone()
+        return max(int(row[0] or 0), int(last[0]) if last is not None else 0)
 
     def get_meta(self, key: str) -> str | None:
         with self._snapshot() as conn:
@@ -841,20 +889,27 @@ class EventStore:
         since_ns = time_to_ns(q.since) if q.since is not None else None
         until_ns = time_to_ns(q.until) if q.until is not None else None
         where, params, index = _events_where(q.kind, q.pid, q.command, since_ns, until_ns)
+        match = self._match(q.kind, q.pid, q.command, since_ns, until_ns)
         with self._snapshot() as conn:
             rows = conn.execute(
-                f"SELECT seq, outcome, rec, body FROM events INDEXED BY {index} "
+                f"SELECT t, ts, seq, body FROM events INDEXED BY {index} "
                 f"WHERE {where} ORDER BY t DESC, ts DESC, seq LIMIT ?",
                 (*params, limit),
             ).fetchall()
-            if len(rows) < limit:
-                total = len(rows)
-            elif q.pid is None and q.command is None:
-                total = self._count_range(conn, _KIND_CODE[q.kind], since_ns, until_ns)
+            recs, seqs, more = C.page(conn, match, limit)
+            # newest first: (-t, -ts, seq) over both, then the page
+            walls, stamps = recs["wall"].tolist(), recs["ts"].tolist()
+            keyed = [(-r[0], -r[1], r[2], i) for i, r in enumerate(rows)]
+            keyed += [(-walls[i], -stamps[i], q_, -1 - i) for i, q_ in enumerate(seqs.tolist())]
+            keyed = sorted(keyed)[:limit]
+            if len(rows) < limit and not more:
+                total = len(rows) + len(recs)
             else:
-                sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
-                total = conn.execute(sql, params).fetchone()[0]
-        events = self._events(rows)
+                total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns)
+            rec_idx = [-1 - k[3] for k in keyed if k[3] < 0]
+            built_recs = iter(self._record_events(conn, recs[rec_idx], seqs[rec_idx].tolist()))
+            built_json = iter(self._json_events([rows[k[3]][3] for k in keyed if k[3] >= 0]))
+            events = [next(built_json) if k[3] >= 0 else next(built_recs) for k in keyed]
         not_kept, span = self._not_kept(q, events)
         return EventPage(
             events=events,
@@ -864,6 +919,21 @@ class EventStore:
             not_kept_since=span[0] if not_kept else None,
             not_kept_until=span[1] if not_kept else None,
         )
+
+    def _match(self, kind: EventKind, pid: int | None, command: str | None, since_ns: int | None,
+               until_ns: int | None) -> C.Match:  # fmt: skip
+        return C.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, self._codec().command)
+
+    def _kept_rows(self, conn: sqlite3.Connection, kind: EventKind, pid: int | None, command: str | None,
+                   since_ns: int | None, until_ns: int | None) -> int:  # fmt: skip
+        """Raw events kept (rows and records) of ``kind``, ``pid``, ``command`` with
+        ``since < t <= until``, in one snapshot."""
+        chunked = C.count(conn, self._match(kind, pid, command, since_ns, until_ns))
+        if pid is None and command is None:
+            return chunked + self._count_range(conn, _KIND_CODE[kind], since_ns, until_ns)
+        where, params, index = _events_where(kind, pid, command, since_ns, until_ns)
+        return chunked + int(conn.execute(f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}",
+                                          params).fetchone()[0])  # fmt: skip
 
     def _not_kept(self, q: EventQuery, events: list[AnyEvent]) -> tuple[int, tuple[datetime | None, datetime | None]]:
         """Events counted but not kept in the seconds the page spans."""
@@ -877,12 +947,15 @@ class EventStore:
 
     @staticmethod
     def _count_range(conn: sqlite3.Connection, kind: int, since_ns: int | None, until_ns: int | None) -> int:
-        """Raw events of ``kind`` with ``since < t <= until`` (None: unbounded), in one snapshot.
+        """Raw event rows (not records in chunks) of ``kind`` with ``since < t <= until`` (None:
+        unbounded), in one snapshot.
 
         SQLite counts by walking the index, so a range holding most of a big store is counted as
         the kind's total (kept in ``kind_counts``) minus the few events outside it.
         """
         total = conn.execute("SELECT n FROM kind_counts WHERE kind = ?", (kind,)).fetchone()[0]
+        total -= conn.execute("SELECT coalesce(sum(n), 0) FROM chunks INDEXED BY chunks_time WHERE kind = ?",
+                              (kind,)).fetchone()[0]  # fmt: skip
         if since_ns is None and until_ns is None:
             return int(total)
 
@@ -968,10 +1041,8 @@ class EventStore:
 
     def _kept_between(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
         """Raw events kept in the seconds lo..hi."""
-        where, params, index = _events_where(kind, pid, command, lo * NS - 1, (hi + 1) * NS - 1)
         with self._snapshot() as conn:
-            sql = f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}"
-            return int(conn.execute(sql, params).fetchone()[0])
+            return self._kept_rows(conn, kind, pid, command, lo * NS - 1, (hi + 1) * NS - 1)
 
     def losses(self, since: datetime | None = None, until: datetime | None = None) -> dict[str, int]:
         """Losses recorded between ``since`` and ``until`` (whole seconds; None: unbounded), by cause."""
@@ -989,7 +1060,8 @@ class EventStore:
             values = [
                 row[0]
                 for kind in (0, 1)
-                if (row := conn.execute("SELECT max(t) FROM events WHERE kind = ?", (kind,)).fetchone())[0] is not None
+                for sql in ("SELECT max(t) FROM events WHERE kind = ?", "SELECT max(t_hi) FROM chunks WHERE kind = ?")
+                if (row := conn.execute(sql, (kind,)).fetchone())[0] is not None
             ]
         return ns_to_time(max(values)) if values else None
 

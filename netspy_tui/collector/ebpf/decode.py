@@ -1,11 +1,9 @@
 """Ring records and kernel counts -> what the store keeps and what the tools show.
 
-Three conversions, all in batches with per-key caches (a busy host repeats the same command,
-destination and outcome over and over):
+Conversions, all in batches with per-key caches (a busy host repeats the same command,
+destination and outcome over and over). The store keeps records as they came (one row per
+batch: ``store/chunks.py``), so nothing here runs per raw event on the ingest path:
 
-- :meth:`Codec.store_rows`: CONNECT and DROP records -> the store's row tuples (no model object
-  per event on the ingest path: the record's own 120 bytes are kept, with the few columns the
-  store filters on);
 - :meth:`Codec.count_rows`: drained kernel counts -> rollup rows with the names the tools report;
 - :meth:`Codec.events`: records -> :class:`ConnectionEvent`/:class:`PacketDropEvent`, built only
   when a tool asks for events (or for a sink that wants models).
@@ -175,39 +173,6 @@ class Codec:
         return hit
 
     # --- ingest ---------------------------------------------------------------------------
-    def store_rows(self, recs: np.ndarray) -> list[tuple[Any, ...]]:
-        """CONNECT/DROP records -> ``(kind, t, ts, pid, command, outcome, key, record bytes, None)``:
-        the store's row (``kind`` 0 connection, 1 drop; ``key`` the socket of a pending connect;
-        no JSON body)."""
-        if not len(recs):
-            return []
-        command = self.command
-        outcome_of = self._outcome
-        out: list[tuple[Any, ...]] = []
-        append = out.append
-        for kind, wall, ts, pid, comm, result, flags, code, key, raw in zip(
-            recs["kind"].tolist(), recs["wall"].tolist(), recs["ts"].tolist(), recs["pid"].tolist(),
-            recs["comm"].tolist(), recs["result"].tolist(), recs["flags"].tolist(), recs["code"].tolist(),
-            recs["key"].tolist(), recs.view(RECORD_BYTES).tolist(), strict=True,
-        ):  # fmt: skip
-            outcome = outcome_of.get((kind, result, code))
-            if outcome is None:
-                outcome = outcome_of[(kind, result, code)] = (
-                    self.drop_reason(code & 0xFFFFFFFF) if kind == P.KIND_DROP else outcome_name(result)
-                )
-            pending = key if flags & P.F_PENDING else None
-            if pending is not None and pending >= 1 << 63:
-                pending -= 1 << 64  # SQLite integers are signed
-            append((0 if kind == P.KIND_CONNECT else 1, wall, ts, pid, command(comm), outcome, pending, raw, None))
-        return out
-
-    def outcome_rows(self, recs: np.ndarray) -> list[tuple[int, str]]:
-        """OUTCOME records -> ``(key, outcome)`` for the store to update the pending row."""
-        out = []
-        for key, result in zip(recs["key"].tolist(), recs["result"].tolist(), strict=True):
-            out.append((key - (1 << 64) if key >= 1 << 63 else key, outcome_name(result)))
-        return out
-
     def count_rows(self, keys: np.ndarray, values: np.ndarray) -> list[tuple[Any, ...]]:
         """Drained counts -> rollup rows ``(second, kind, pid, command, destination, port, protocol,
         outcome, failed, n, first, last)`` (``n`` may be negative: in progress moving out)."""

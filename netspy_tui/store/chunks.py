@@ -1,0 +1,260 @@
+"""Raw eBPF events as chunks: one SQLite row per batch of ring records, not one per event.
+
+The eBPF collector hands the store ring records (``collector/ebpf/programs.RECORD``, 120 bytes
+each); they are stored as they came, concatenated, one row per kind and write: no decoding, no
+per-event index entries, on the ingest path. Readers decode only what a list asks for, with
+numpy (time, pid and command masks over the records), and build models for the page alone.
+
+A record keeps its place in the store's insertion order: a chunk starting at ``seq`` holds the
+records ``seq .. seq + n - 1``. A TCP connect still in progress when stored (``F_PENDING``) gets
+its outcome from ``resolved`` (the kernel's OUTCOME record for its socket, at or after its start).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from netspy_tui.collector.ebpf import programs as P
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    seq   INTEGER PRIMARY KEY,   -- insertion order of its first record (the others follow it)
+    kind  INTEGER NOT NULL,      -- 0 connection, 1 packet_drop
+    n     INTEGER NOT NULL,      -- records in it
+    t_lo  INTEGER NOT NULL,      -- wall-clock ns of its oldest and newest record
+    t_hi  INTEGER NOT NULL,
+    recs  BLOB    NOT NULL       -- n ring records, in ring order
+);
+CREATE INDEX IF NOT EXISTS chunks_time ON chunks (kind, t_hi, t_lo, n);
+CREATE TABLE IF NOT EXISTS resolved (
+    key     INTEGER NOT NULL,    -- socket of a connect stored while in progress (signed 64 bits)
+    t       INTEGER NOT NULL,    -- wall-clock ns of the connect it resolves
+    outcome TEXT    NOT NULL,
+    PRIMARY KEY (key, t)
+) WITHOUT ROWID;
+"""
+
+#: Records per chunk at most (one write makes several when it has more).
+CHUNK_RECORDS = 16384
+_INSERT = "INSERT INTO chunks (seq, kind, n, t_lo, t_hi, recs) VALUES (?, ?, ?, ?, ?, ?)"
+_RESOLVE = "INSERT OR REPLACE INTO resolved (key, t, outcome) VALUES (?, ?, ?)"
+#: store kind code -> ring record kind
+_RECORD_KIND = {0: P.KIND_CONNECT, 1: P.KIND_DROP}
+_SIGN = 1 << 63
+
+
+def signed(key: int) -> int:
+    """A u64 socket key as SQLite's signed integer."""
+    return key - (1 << 64) if key >= _SIGN else key
+
+
+def rows(recs: np.ndarray, first_seq: int) -> list[tuple[int, int, int, int, int, bytes]]:
+    """CONNECT and DROP records -> chunk rows ``(seq, kind, n, t_lo, t_hi, bytes)``, numbered from
+    ``first_seq`` in the order given (connects first, then drops)."""
+    out = []
+    seq = first_seq
+    for code, kind in _RECORD_KIND.items():
+        part = recs[recs["kind"] == kind]
+        for i in range(0, len(part), CHUNK_RECORDS):
+            piece = part[i : i + CHUNK_RECORDS]
+            wall = piece["wall"].astype(np.int64)
+            out.append((seq, code, len(piece), int(wall.min()), int(wall.max()), piece.tobytes()))
+            seq += len(piece)
+    return out
+
+
+def write(conn: sqlite3.Connection, chunk_rows: list[tuple[int, int, int, int, int, bytes]],
+          outcomes: np.ndarray | None, name: Callable[[int], str]) -> None:  # fmt: skip
+    """Insert chunks and the outcomes of OUTCOME records (``name``: result code -> outcome)."""
+    if chunk_rows:
+        conn.executemany(_INSERT, chunk_rows)
+    if outcomes is not None and len(outcomes):
+        keys, walls, results = outcomes["key"].tolist(), outcomes["wall"].tolist(), outcomes["result"].tolist()
+        conn.executemany(_RESOLVE, [(signed(k), w, name(r)) for k, w, r in zip(keys, walls, results, strict=True)])
+
+
+def records(blob: bytes) -> np.ndarray:
+    """A chunk's records (read-only view)."""
+    return np.frombuffer(blob, P.RECORD)
+
+
+class Match:
+    """Which records a list wants: of ``kind``, ``pid``, ``command`` (decoded by ``command_of``),
+    with ``since < wall <= until`` (ns; None unbounded)."""
+
+    def __init__(self, kind: int, pid: int | None, command: str | None, since: int | None, until: int | None,
+                 command_of: Callable[[bytes], str]) -> None:  # fmt: skip
+        self.kind, self.pid, self.command = kind, pid, command
+        self.since = since if since is not None else -(2**63)
+        self.until = until if until is not None else 2**63 - 1
+        self._command_of = command_of
+
+    @property
+    def filtered(self) -> bool:
+        return self.pid is not None or self.command is not None
+
+    def mask(self, recs: np.ndarray, t_lo: int, t_hi: int) -> np.ndarray | None:
+        """The records of a chunk that match (None: all of them)."""
+        mask = None
+        if t_lo <= self.since or t_hi > self.until:
+            wall = recs["wall"].astype(np.int64)
+            mask = (wall > self.since) & (wall <= self.until)
+        if self.pid is not None:
+            m = recs["pid"] == self.pid
+            mask = m if mask is None else mask & m
+        if self.command is not None:
+            comms = recs["comm"]
+            wanted = [c for c in np.unique(comms).tolist() if self._command_of(c) == self.command]
+            m = np.isin(comms, wanted) if wanted else np.zeros(len(recs), bool)
+            mask = m if mask is None else mask & m
+        return mask
+
+    def chunks(self, conn: sqlite3.Connection, newest_first: bool = True) -> Iterator[tuple[Any, ...]]:
+        """``(seq, n, t_lo, t_hi)`` of the chunks that may hold matching records."""
+        order = "DESC" if newest_first else "ASC"
+        yield from conn.execute(
+            "SELECT seq, n, t_lo, t_hi FROM chunks INDEXED BY chunks_time WHERE kind = ? AND t_hi > ? AND t_lo <= ? "
+            f"ORDER BY t_hi {order}",
+            (self.kind, self.since, self.until),
+        )
+
+
+def join(parts: list[np.ndarray]) -> np.ndarray:
+    """Record arrays joined as raw bytes (numpy's structured concatenation drops the padding)."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p.view(f"V{P.RECORD_SIZE}") for p in parts]).view(P.RECORD)
+
+
+def _blob(conn: sqlite3.Connection, seq: int) -> bytes:
+    return conn.execute("SELECT recs FROM chunks WHERE seq = ?", (seq,)).fetchone()[0]
+
+
+def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The ``limit`` newest matching records (newest first; equal times by ``ts`` descending, then
+    insertion order), their seqs, and whether more may match beyond them."""
+    got: list[np.ndarray] = []
+    seqs: list[np.ndarray] = []
+    held = 0
+    kth: int | None = None  # the wall of the limit-th newest held so far
+    more = False
+    for seq, _, t_lo, t_hi in match.chunks(conn):
+        if limit <= 0:
+            more = True
+            break
+        if kth is not None and t_hi < kth:
+            more = True
+            break
+        recs = records(_blob(conn, seq))
+        mask = match.mask(recs, t_lo, t_hi)
+        idx = np.arange(len(recs)) if mask is None else np.flatnonzero(mask)
+        if not len(idx):
+            continue
+        got.append(recs[idx])
+        seqs.append(seq + idx)
+        held += len(idx)
+        if held > limit:
+            walls = np.concatenate([g["wall"] for g in got]).astype(np.int64)
+            kth = int(np.partition(walls, len(walls) - limit)[len(walls) - limit])
+            keep = walls >= kth
+            if not keep.all():
+                more = True
+            allr, alls = join(got)[keep], np.concatenate(seqs)[keep]
+            got, seqs, held = [allr], [alls], len(allr)
+        elif held == limit:
+            kth = int(min(g["wall"].min() for g in got))
+    if not got:
+        return np.empty(0, P.RECORD), np.empty(0, np.int64), more
+    recs, seq_all = join(got), np.concatenate(seqs)
+    order = np.lexsort((seq_all, -recs["ts"].astype(np.int64), -recs["wall"].astype(np.int64)))[:limit]
+    return recs[order], seq_all[order], more or held > limit
+
+
+def count(conn: sqlite3.Connection, match: Match) -> int:
+    """Matching records stored (whole chunks inside the range are counted without reading them)."""
+    total = 0
+    for seq, n, t_lo, t_hi in match.chunks(conn):
+        if not match.filtered and t_lo > match.since and t_hi <= match.until:
+            total += n
+            continue
+        recs = records(_blob(conn, seq))
+        mask = match.mask(recs, t_lo, t_hi)
+        total += len(recs) if mask is None else int(np.count_nonzero(mask))
+    return total
+
+
+def outcomes_of(conn: sqlite3.Connection, recs: np.ndarray) -> list[str | None]:
+    """The resolved outcome of each record stored while its connect was in progress (None: not
+    pending, or not resolved yet)."""
+    out: list[str | None] = [None] * len(recs)
+    pending = np.flatnonzero((recs["flags"] & P.F_PENDING) != 0)
+    for i in pending.tolist():
+        row = conn.execute("SELECT outcome FROM resolved WHERE key = ? AND t >= ? ORDER BY t LIMIT 1",
+                           (signed(int(recs["key"][i])), int(recs["wall"][i]))).fetchone()  # fmt: skip
+        if row is not None:
+            out[i] = row[0]
+    return out
+
+
+def after(conn: sqlite3.Connection, seq: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``limit`` records stored after ``seq``, in insertion order, with their seqs."""
+    got: list[np.ndarray] = []
+    seqs: list[np.ndarray] = []
+    held = 0
+    for first, _, blob in conn.execute(
+        "SELECT seq, n, recs FROM chunks WHERE seq > ? AND seq + n > ? ORDER BY seq", (seq - CHUNK_RECORDS, seq + 1)
+    ):
+        if held >= limit:
+            break
+        start = max(0, seq + 1 - first)
+        recs = records(blob)[start : start + limit - held]
+        got.append(recs)
+        seqs.append(first + start + np.arange(len(recs)))
+        held += len(recs)
+    if not got:
+        return np.empty(0, P.RECORD), np.empty(0, np.int64)
+    return join(got), np.concatenate(seqs)
+
+
+def prune_age(conn: sqlite3.Connection, cutoff: int, limit: int) -> list[tuple[int, int]]:
+    """Delete up to about ``limit`` records' worth of whole chunks all older than ``cutoff`` (ns);
+    returns ``(kind, records deleted)`` per chunk deleted. A chunk with a record at or after the
+    cutoff stays whole until that record is old too."""
+    gone = conn.execute("SELECT seq, kind, n FROM chunks INDEXED BY chunks_time WHERE kind IN (0, 1) AND t_hi < ? "
+                        "ORDER BY seq", (cutoff,)).fetchall()  # fmt: skip
+    out: list[tuple[int, int]] = []
+    held = 0
+    for seq, kind, n in gone:
+        if held >= limit:
+            break
+        conn.execute("DELETE FROM chunks WHERE seq = ?", (seq,))
+        out.append((kind, n))
+        held += n
+    if out:
+        conn.execute("DELETE FROM resolved WHERE t < ?", (cutoff - 600 * 1_000_000_000,))
+    return out
+
+
+def prune_oldest(conn: sqlite3.Connection, excess: int) -> list[tuple[int, int]]:
+    """Delete the ``excess`` oldest records (insertion order; the last chunk touched keeps its
+    newer records); returns ``(kind, records deleted)`` per chunk touched."""
+    out: list[tuple[int, int]] = []
+    for seq, kind, n in conn.execute("SELECT seq, kind, n FROM chunks ORDER BY seq").fetchall():
+        if excess <= 0:
+            break
+        if n <= excess:
+            conn.execute("DELETE FROM chunks WHERE seq = ?", (seq,))
+            out.append((kind, n))
+            excess -= n
+            continue
+        recs = records(_blob(conn, seq))[excess:]
+        wall = recs["wall"].astype(np.int64)
+        conn.execute("UPDATE chunks SET seq = ?, n = ?, t_lo = ?, t_hi = ?, recs = ? WHERE seq = ?",
+                     (seq + excess, len(recs), int(wall.min()), int(wall.max()), recs.tobytes(), seq))  # fmt: skip
+        out.append((kind, excess))
+        excess = 0
+    return out
