@@ -101,6 +101,15 @@ class Pairs:
                         out[i] = hit
         return out
 
+    def ids_of(self, major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+        """:meth:`ids` of many pairs at once (each distinct pair looked up once)."""
+        if not len(major):
+            return np.zeros(0, np.uint32)
+        pairs = np.stack([major.astype(np.int64), minor.astype(np.int64)], axis=1)
+        uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        ids = np.array(self.ids(uniq[:, 0].tolist(), uniq[:, 1].tolist()), np.uint32)
+        return ids[inverse.ravel()]
+
     def __len__(self) -> int:
         return len(self._ids)
 
@@ -119,18 +128,20 @@ def to_array(rows: Sequence[Row], names: Names) -> np.ndarray:
     if not rows:
         return out
     cols = list(zip(*rows, strict=True))
-    nid = names.id
-    cmd = [nid(v) for v in cols[3]]
-    dest = [nid(v) for v in cols[4]]
     out["second"], out["kind"], out["pid"] = cols[0], cols[1], cols[2]
-    out["command"], out["destination"] = cmd, dest
-    out["port"] = [p if p is not None else 0 for p in cols[5]]
-    out["protocol"] = [nid(v) for v in cols[6]]
-    out["outcome"] = [nid(v) for v in cols[7]]
+    out["command"], out["destination"] = _ids(cols[3], names), _ids(cols[4], names)
+    out["port"] = [p if p is not None else 0 for p in cols[5]] if None in cols[5] else cols[5]
+    out["protocol"], out["outcome"] = _ids(cols[6], names), _ids(cols[7], names)
     out["failed"], out["n"], out["first"], out["last"] = cols[8], cols[9], cols[10], cols[11]
-    out["cp"] = names.pairs[0].ids(cmd, cols[2])
-    out["cd"] = names.pairs[1].ids(cmd, dest)
+    out["cp"] = names.pairs[0].ids_of(out["command"], out["pid"])
+    out["cd"] = names.pairs[1].ids_of(out["command"], out["destination"])
     return out
+
+
+def _ids(values: Sequence[str], names: Names) -> np.ndarray:
+    """Interned ids of many strings (each distinct one looked up once)."""
+    lut = {v: names.id(v) for v in set(values)}
+    return np.fromiter(map(lut.__getitem__, values), np.uint32, len(values))
 
 
 def _keys(rows: np.ndarray) -> np.ndarray:
@@ -293,6 +304,15 @@ class Rollups:
             self._seconds, self._blocks, self._unbuilt = {}, {}, set()
             self.since = since
             self._add(rows, merged=True)
+
+    def extend(self, since: int, rows: np.ndarray) -> None:
+        """Rows SQLite holds for the seconds ``since`` up to the current :attr:`since` (one row per
+        key already): the memory now reaches back to ``since``."""
+        with self._lock:
+            if self.since is None or since >= self.since:
+                return
+            self._add(rows[(rows["second"] >= since) & (rows["second"] < self.since)], merged=True)
+            self.since = since
 
     def add(self, rows: np.ndarray) -> None:
         if not len(rows):

@@ -84,8 +84,10 @@ COUNT_PROBE = 50_000
 READ_POOL_SIZE = 4
 #: Seconds of rollups kept in memory (longer windows read them from SQLite).
 MEMORY_HORIZON = 3660
-#: Seconds of rollups loaded into memory when a store file is opened.
-LOAD_AT_OPEN = 600
+#: Seconds of rollups read from the file at a time when it is opened (newest first).
+LOAD_SLICE = 60
+#: Seconds a window waits for the rollups being loaded before it reads them from SQLite instead.
+LOAD_WAIT = 30.0
 #: At most one warning about losses per this many seconds.
 WARN_EVERY = 30.0
 
@@ -258,7 +260,9 @@ class EventStore:
         self._warned_at = -WARN_EVERY
         """Since this store was opened: ``raw`` rows written, and losses by cause."""
         self._writer_thread: Any = None
-        self._pending_rollups: list[np.ndarray] | None = None
+        self._loaded = threading.Event()  # set when the last hour of rollups is in memory
+        self._loaded.set()
+        self._load_progress = threading.Condition()
         self._writer = self._connect(writer=True)
         self._next_seq = 0 if readonly else self._max_seq() + 1
         self._salt = self._id_salt()
@@ -383,43 +387,43 @@ class EventStore:
 
     def _load_rollups(self) -> None:
         """Fill the in-memory rollups with the file's last hour. A new store has nothing to load;
-        otherwise a thread loads them (reading a snapshot, while the writer goes on and keeps what
-        it writes meanwhile aside for it), and windows are answered from SQLite until it is done."""
+        otherwise memory starts with the seconds after the file's newest, and a thread reads the
+        file's seconds newest first, a slice at a time, so recent windows answer from memory at
+        once and longer ones as soon as their seconds are in."""
+        floor = second_of(utcnow()) - MEMORY_HORIZON
         with self._write_lock:
-            if self._writer.execute("SELECT 1 FROM rollup LIMIT 1").fetchone() is None:
-                self.rollups.load(-(2**62), R.to_array([], self.names))  # nothing older: memory holds all
+            newest = self._writer.execute("SELECT max(second) FROM rollup").fetchone()[0]
+            empty = R.to_array([], self.names)
+            if newest is None or newest < floor:
+                self.rollups.load(floor if newest is not None else -(2**62), empty)  # nothing to read
                 return
-            self._pending_rollups = []
-        threading.Thread(target=self._load_in_background, name="netspy-store-load", daemon=True).start()
+            self.rollups.load(newest + 1, empty)
+            self._loaded = threading.Event()
+        threading.Thread(target=self._load_in_background, args=(floor,), name="netspy-store-load", daemon=True).start()
 
-    def _load_in_background(self) -> None:
-        since = second_of(utcnow()) - MEMORY_HORIZON
+    def _load_in_background(self, floor: int) -> None:
         try:
             conn = self._connect(writer=False)
             try:
-                with self._write_lock:  # the snapshot starts here: later commits go to _pending_rollups
-                    conn.execute("BEGIN")
-                    conn.execute("SELECT 1 FROM rollup LIMIT 1").fetchone()
-                    self._pending_rollups = []
-                cursor = conn.execute(f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE second >= ?", (since,))
-                parts = [R.to_array([], self.names)]  # (in slices: an hour as Python tuples is ~1 GB)
-                while rows := cursor.fetchmany(65536):
-                    parts.append(R.to_array(rows, self.names))
-                conn.execute("COMMIT")
+                while (hi := self.rollups.since) is not None and hi > floor:
+                    lo = max(floor, hi - LOAD_SLICE)
+                    with self._write_lock:  # no commit between reading a slice and holding it
+                        if self._closed:
+                            return
+                        rows = conn.execute(f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE second >= ? AND second < ?",
+                                            (lo, hi)).fetchall()  # fmt: skip
+                        self.rollups.extend(lo, R.to_array(rows, self.names))
+                    with self._load_progress:
+                        self._load_progress.notify_all()
             finally:
                 conn.close()
-            loaded = R.concat(parts)
         except (sqlite3.Error, StoreError) as exc:
             logger.warning("event store %s: rollups not loaded into memory (%s); windows read the file",
                            self.location, exc)  # fmt: skip
-            with self._write_lock:
-                self._pending_rollups = None
-            return
-        with self._write_lock:
-            pending, self._pending_rollups = self._pending_rollups or [], None
-            self.rollups.load(since, loaded)
-            for part in pending:
-                self.rollups.add(part)
+        finally:
+            self._loaded.set()
+            with self._load_progress:
+                self._load_progress.notify_all()
 
     def _remember(self, counts: np.ndarray | None) -> None:
         """The writer's rollup rows into memory (or aside while the memory is being loaded). Under
@@ -427,8 +431,6 @@ class EventStore:
         committed: in-process figures stay exact while the disk refuses writes."""
         if counts is None or not len(counts):
             return
-        if self._pending_rollups is not None:
-            self._pending_rollups.append(counts)
         self.rollups.add(counts)
         self._count_since_open(counts)
 
@@ -736,8 +738,7 @@ class EventStore:
             self._last_prune = time.monotonic()
         self.rollups.prune(second_of(now), cutoff // NS if cutoff is not None else None)
         with self._write_lock:
-            if self._pending_rollups is None:  # (not while a thread loads rows with the current ids)
-                self.rollups.compact()
+            self.rollups.compact()
         if deleted:
             logger.debug("event store %s: pruned %d events", self.location, deleted)
         return deleted
@@ -982,7 +983,7 @@ class EventStore:
         """Rollups of seconds lo..hi (per-minute blocks inside a window without a pid or command
         filter), from memory when it holds them, else from SQLite; with the names of their ids."""
         code = _KIND_CODE[kind]
-        if self.rollups.covers(lo):
+        if self._in_memory(lo):
             return self.rollups.snapshot(code, lo, hi, blocks=pid is None and command is None)
         where, params = _where(kind, pid, command, "second", lo - 1, hi)
         with self._snapshot() as conn:
@@ -991,8 +992,16 @@ class EventStore:
         names = self.names
         return R.seconds_of(R.to_array(rows, names), code), names
 
+    def _in_memory(self, lo: int) -> bool:
+        """Whether memory holds the seconds from ``lo`` on (waiting for them while they load)."""
+        if self.rollups.covers(lo) or self._loaded.is_set():
+            return self.rollups.covers(lo)
+        with self._load_progress:
+            self._load_progress.wait_for(lambda: self.rollups.covers(lo) or self._loaded.is_set(), LOAD_WAIT)
+        return self.rollups.covers(lo)
+
     def _rollup_total(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
-        if self.rollups.covers(lo):
+        if self._in_memory(lo):
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
         where, params = _where(kind, pid, command, "second", lo - 1, hi)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import netspy_tui.store.sqlite as store_module
+from netspy_tui.analysis.aggregate import second_of
 from netspy_tui.errors import NetspyError
 from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scope, parse_event, utcnow
 from netspy_tui.store import EventStore, StoreError
@@ -359,8 +360,8 @@ def test_counting_a_big_window_as_total_minus_outside(monkeypatch: pytest.Monkey
 
 
 def test_a_reopened_store_answers_the_same_while_and_after_it_loads(tmp_path: Path) -> None:
-    """Rollups come back from the file: at once from SQLite, from memory once a thread has loaded
-    them, with what was written meanwhile; every answer equals a read-only view of the file."""
+    """Rollups come back from the file, newest first, a slice at a time (a window waits for its
+    seconds), with what was written meanwhile; every answer equals a read-only view of the file."""
     from bench import synth
 
     path = tmp_path / "events.db"
@@ -369,10 +370,8 @@ def test_a_reopened_store_answers_the_same_while_and_after_it_loads(tmp_path: Pa
     store = EventStore(path, retention_seconds=None, max_rows=None)
     try:
         store.write(list(synth.batches(3_000, 5, seed=2)))  # (while the memory may still be loading)
-        deadline = time.monotonic() + 30
-        while store.rollups.since is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert store.rollups.since is not None, "the rollups were not loaded into memory"
+        assert store._loaded.wait(30), "the rollups were not loaded into memory"
+        assert store.rollups.since is not None and store.rollups.since <= second_of(utcnow()) - 3600
         store.write(list(synth.batches(2_000, 3, seed=3)))
         now = utcnow()
         with EventStore(path, readonly=True) as view:
