@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -229,6 +230,10 @@ def _kernel_only_round(exe: Path, port: int, workers: int, count: int, seconds: 
     return {"made": made, "rate": rate, "counts": dict(counted)}
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
 def _ratio_per_process(made: dict[int, int], counts: dict[int, int]) -> float:
     """The worst process's captured/made (1.0 = every connect of every process captured)."""
     return min((counts.get(pid, 0) / n for pid, n in made.items() if n), default=0.0)
@@ -330,6 +335,8 @@ def run(ctx: Context) -> list[Metric]:
     balance = [(k + s) / m for k, s, m in zip(kept, shed, made_events, strict=True)]
     kept_rate = [p["kept_rate"] for p in res["product"]]
     cpu_raw = [(p["reader_cpu"] + p["writer_cpu"]) / sum(p["made"].values()) * 1e5 for p in res["product"]]
+    reader_raw = [p["reader_cpu"] / sum(p["made"].values()) * 1e5 for p in res["product"]]
+    writer_raw = [p["writer_cpu"] / sum(p["made"].values()) * 1e5 for p in res["product"]]
     cpu_count = [(p["reader_cpu"] + p["writer_cpu"]) / sum(p["made"].values()) * 1e5 for p in res["counting"]]
     per_prog: dict[str, list[float]] = {}
     for p in res["product"]:
@@ -394,7 +401,12 @@ def run(ctx: Context) -> list[Metric]:
             op=">=",
         ),
         metric(
-            NAME, "product: reader + writer CPU per 100k connects, raw events kept", cpu_raw, "s", target=TARGET_CPU_RAW
+            NAME,
+            "product: reader + writer CPU per 100k connects, raw events kept",
+            cpu_raw,
+            "s",
+            target=TARGET_CPU_RAW,
+            note=f"median reader {_median(reader_raw):.3f} s + writer {_median(writer_raw):.3f} s",
         ),
         metric(
             NAME,
