@@ -92,6 +92,8 @@ class Match:
         self.since = since if since is not None else -(2**63)
         self.until = until if until is not None else 2**63 - 1
         self._command_of = command_of
+        raw = command.encode("utf-8", "surrogateescape") if command is not None else None
+        self._raw = raw if raw is not None and len(raw) < 16 and b"\0" not in raw and "\ufffd" not in command else None  # type: ignore[operator]
 
     @property
     def filtered(self) -> bool:
@@ -108,8 +110,11 @@ class Match:
             mask = m if mask is None else mask & m
         if self.command is not None:
             comms = recs["comm"]
-            wanted = [c for c in np.unique(comms).tolist() if self._command_of(c) == self.command]
-            m = np.isin(comms, wanted) if wanted else np.zeros(len(recs), bool)
+            if self._raw is not None:  # (the kernel pads comm with zeros: compare the bytes)
+                m = comms == self._raw
+            else:  # not valid UTF-8 as stored: compare what each distinct comm decodes to
+                wanted = [c for c in np.unique(comms).tolist() if self._command_of(c) == self.command]
+                m = np.isin(comms, wanted) if wanted else np.zeros(len(recs), bool)
             mask = m if mask is None else mask & m
         return mask
 
