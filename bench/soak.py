@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -318,6 +319,9 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
             async with app.run_test(headless=True, size=(160, 45)):
                 app_started = time.monotonic()
                 next_sample = 0.0
+                baseline = None
+                if args.trace_memory:
+                    tracemalloc.start(6)
                 while (elapsed := time.monotonic() - started) < duration:
                     if elapsed >= next_sample:
                         kept = await asyncio.to_thread(store.row_count)
@@ -342,7 +346,15 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
                             f"pruned={s.pruned:>9,} queued={s.queued:>7,} polls={s.polls} cpu={s.cpu_percent:.0f}%"
                         )
                         next_sample += args.sample
+                        if args.trace_memory and baseline is None and elapsed >= args.retention + 15.0:
+                            baseline = tracemalloc.take_snapshot()
                     await asyncio.sleep(min(0.25, max(0.0, started + next_sample - time.monotonic())))
+                if baseline is not None:  # a diagnosis: where the heap grew after warm-up
+                    growth = tracemalloc.take_snapshot().compare_to(baseline, "traceback")
+                    for stat in growth[:12]:
+                        log(f"heap growth {stat.size_diff / 1024:+.0f} KiB in {stat.count_diff:+d} blocks:")
+                        for line in stat.traceback.format()[-6:]:
+                            log(f"    {line}")
                 polled_seconds = time.monotonic() - app_started
                 threads = thread_cpu(proc)  # before anything stops: where the run's CPU went
                 polls = app.polls
@@ -577,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         default=2.0,
         help="growth of private (anon) RSS after warm-up that fails (2 MB/min)",
     )
+    p.add_argument("--trace-memory", action="store_true",
+                   help="diagnosis: log where the Python heap grew after warm-up (slow)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="10-second smoke: 1,000 events/s, 3 s retention, 1 s samples")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"results file ({DEFAULT_JSON})")
     p.add_argument("--dir", type=Path, help="where the store file goes (default: a temporary directory)")
