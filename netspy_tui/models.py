@@ -730,6 +730,9 @@ class TrafficStats(_SocketFigures):
     """TCP connections established by connect() (SYN_SENT -> ESTABLISHED)."""
     closed_connections: int = 0
     """TCP connections the kernel saw open (either way) and then close."""
+    sampled: bool = False
+    """Read from the kernel's per-socket TCP counters every sample (procfs sampling): connections
+    that came and went between two samples, the last bytes of a closed one, and UDP are missing."""
     processes: list[TrafficProcess] = Field(default_factory=list)
     remotes: list[TrafficRemote] = Field(default_factory=list)
     flows: list[TrafficFlow] = Field(default_factory=list)

@@ -214,7 +214,8 @@ def traffic_text(stats: TrafficStats) -> str:
     if not stats.available:
         return (
             "Traffic is not counted by this source: bytes per process need the eBPF collector on a kernel with "
-            "sock/sock_send_length and sock/sock_recv_length (6.3 or later)."
+            "sock/sock_send_length and sock/sock_recv_length (6.3 or later), or procfs sampling where the kernel "
+            "answers socket diagnostics (TCP only)."
         )
     if not stats.total_flows:
         return f"{who} sent and read no bytes over sockets in the last {window} seconds."  # (and retransmitted none)
@@ -238,6 +239,9 @@ def traffic_text(stats: TrafficStats) -> str:
             f"({human_bytes(p.tx_rate)}/s) / {human_bytes(p.rx_bytes)} ({human_bytes(p.rx_rate)}/s)"
             + (f"  {p.retransmits:,} retransmits" if p.retransmits else "")
         )
+    if stats.sampled:
+        lines.insert(1, "Sampled from the kernel's per-connection TCP counters: connections that came and went "
+                        "between two samples, and UDP, are not counted.")  # fmt: skip
     lines.append("Remote addresses (sent / read):")
     for r in stats.remotes:
         name = clean(r.remote, 64) if r.remote else "(no peer address)"

@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 
 Sink = Callable[[Sequence[ConnectionEvent | PacketDropEvent]], None]
 
+#: What a traffic row counts (``Batch.traffic``/``traffic_rows``, the store's ``traffic`` table):
+#: bytes read, bytes sent, TCP segments retransmitted, connections accepted, connections made,
+#: connections closed (with their lifetimes)
+DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE = 1, 2, 3, 4, 5, 6
+
 
 @dataclass
 class Batch:
@@ -38,6 +43,8 @@ class Batch:
     by cause (``ring_full``, ``sockaddr_fault``, ...), with the wall-clock second it was noticed.
     ``traffic``: the kernel's byte counts per (socket, process, second, direction) drained since
     the last batch, ``(keys, values)`` (eBPF :data:`~netspy_tui.collector.ebpf.programs.TRAFFIC_KEY`).
+    ``traffic_rows``: traffic already as the store's rows (a sampling collector's; see
+    :mod:`netspy_tui.collector.sockdiag`).
     """
 
     events: Sequence[ConnectionEvent | PacketDropEvent] = ()
@@ -47,6 +54,7 @@ class Batch:
     second: int = 0
     codec: Any = None
     traffic: tuple[Any, Any] | None = None
+    traffic_rows: Sequence[Any] = ()
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from netspy_tui.collector.base import Collector, Sink
+from netspy_tui.collector.base import Batch, Collector, Sink
 from netspy_tui.errors import CollectorError
 from netspy_tui.models import ConnectionEvent, new_event_id, utcnow
 
@@ -72,7 +72,13 @@ class ProcfsCollector(Collector):
         self._names: dict[int, str] = {}
         self._thread: threading.Thread | None = None
         self.samples = 0
+        self._traffic: Any = None  # a sockdiag.TrafficSampler while sampling traffic
         self._stop.set()  # not running until start()
+
+    @property
+    def counts_traffic(self) -> bool:
+        """Whether this collector samples bytes per TCP connection (socket diagnostics answered)."""
+        return self._traffic is not None
 
     def start(self, sink: Sink) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -84,6 +90,14 @@ class ProcfsCollector(Collector):
                 f"cannot list sockets with psutil: {exc}",
                 "procfs sampling needs a readable /proc (Linux); try --collector replay",
             ) from exc
+        ingest = getattr(sink, "ingest", None)
+        if ingest is not None and self._traffic is None:
+            try:
+                from netspy_tui.collector.sockdiag import TrafficSampler  # noqa: PLC0415
+
+                self._traffic = TrafficSampler()
+            except Exception as exc:  # no netlink socket diagnostics here: events only
+                logger.info("procfs: no byte counters from socket diagnostics (%s)", exc)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, args=(sink, first), name="netspy-procfs", daemon=True)
         self._thread.start()
@@ -93,6 +107,9 @@ class ProcfsCollector(Collector):
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=max(5.0, self.interval * 2))
+        sampler, self._traffic = self._traffic, None
+        if sampler is not None and (thread is None or not thread.is_alive()):
+            sampler.close()
 
     def _run(self, sink: Sink, first: list[Any]) -> None:
         conns: list[Any] | None = first
@@ -106,11 +123,32 @@ class ProcfsCollector(Collector):
                 self.stats.last_error = f"sampling failed: {exc}"
                 logger.warning("procfs sample failed: %s", exc)
                 events = []
-            conns = None
             self.samples += 1
             self.deliver(sink, events)
+            if self._traffic is not None and conns is not None:
+                self._sample_traffic(sink, conns)
+            conns = None
             if self._stop.wait(self.interval):
                 return
+
+    def _sample_traffic(self, sink: Sink, conns: list[Any]) -> None:
+        """Bytes per TCP connection since the last sample, to the store (``sink.ingest``)."""
+        from netspy_tui.collector.sockdiag import normal_address  # noqa: PLC0415
+
+        listening = {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN and c.laddr}
+        owners = {
+            (normal_address(c.laddr.ip), c.laddr.port, normal_address(c.raddr.ip), c.raddr.port):
+                (c.pid, self._command(c.pid))
+            for c in conns if c.pid is not None and c.laddr and c.raddr and c.type == socket.SOCK_STREAM
+        }  # fmt: skip
+        try:
+            rows = self._traffic.sample(owners, listening, time.time_ns())
+            if rows:
+                sink.ingest(Batch(traffic_rows=rows))  # type: ignore[attr-defined]
+        except Exception as exc:  # keep sampling events: a socket-diagnostics hiccup costs one sample
+            self.stats.errors += 1
+            self.stats.last_error = f"traffic sample failed: {exc}"
+            logger.warning("procfs traffic sample failed: %s", exc)
 
     def _command(self, pid: int) -> str:
         name = self._names.get(pid)

@@ -586,6 +586,7 @@ class EventStore:
                 counts.extend(batch.codec.count_rows(*batch.counts))
             if batch.traffic is not None:
                 traffic.extend(batch.codec.traffic_rows(*batch.traffic))
+            traffic.extend(batch.traffic_rows)
             for cause, n in batch.lost.items():
                 if n:
                     key = (batch.second, cause)

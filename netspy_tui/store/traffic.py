@@ -14,9 +14,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from netspy_tui.collector.base import DIR_ACCEPT, DIR_CLOSE, DIR_CONNECT, DIR_RETRANS, DIR_RX
 from netspy_tui.models import TrafficFlow, TrafficProcess, TrafficRemote, TrafficStats, ns_to_time
-
-DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE = 1, 2, 3, 4, 5, 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS traffic (

@@ -252,7 +252,8 @@ class EmbeddedSource:
         if collector is not None and not getattr(collector, "counts_traffic", False):
             return TrafficStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
                                 available=False)  # fmt: skip
-        return await asyncio.to_thread(self.store.traffic, pid, command, window_seconds, limit)
+        stats = await asyncio.to_thread(self.store.traffic, pid, command, window_seconds, limit)
+        return stats.model_copy(update={"sampled": True}) if collector is not None and collector.sampled else stats
 
     async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
                               ) -> LatencyStats:  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+from netspy_tui.collector.base import DIR_RX, DIR_TX
 from netspy_tui.store import traffic as T
 from netspy_tui.store.sqlite import EventStore
 
@@ -19,7 +20,7 @@ def test_windows_sum_exactly_across_minutes_and_edges(tmp_path) -> None:
     for i in range(3000):
         second = start + rng.randrange(600)
         pid = rng.choice((10, 20, 30))
-        direction = rng.choice((T.DIR_RX, T.DIR_TX))
+        direction = rng.choice((DIR_RX, DIR_TX))
         port = rng.choice((80, 443))
         rows.append((second, pid, f"p{pid}", "TCP", "10.0.0.1", 40000 + pid, "10.0.0.9", port, direction,
                      rng.randrange(1, 100_000), 1, second * NS + i, second * NS + i))  # fmt: skip
@@ -34,8 +35,8 @@ def test_windows_sum_exactly_across_minutes_and_edges(tmp_path) -> None:
             now = datetime.fromtimestamp(end + 0.5, UTC)
             stats = store.traffic(pid, None, window, limit=1000, now=now)
             inside = [r for r in rows if end - window < r[0] <= end and (pid is None or r[1] == pid)]
-            rx = sum(r[9] for r in inside if r[8] == T.DIR_RX)
-            tx = sum(r[9] for r in inside if r[8] == T.DIR_TX)
+            rx = sum(r[9] for r in inside if r[8] == DIR_RX)
+            tx = sum(r[9] for r in inside if r[8] == DIR_TX)
             assert (stats.rx_bytes, stats.tx_bytes) == (rx, tx), (end, window, pid)
             assert sum(f.rx_bytes for f in stats.flows) == rx
             assert {p.command for p in stats.processes} == {r[2] for r in inside}

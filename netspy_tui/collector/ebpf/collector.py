@@ -21,7 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netspy_tui.collector.base import Batch, Collector, CollectorStats, Sink
+from netspy_tui.collector.base import (
+    DIR_ACCEPT,
+    DIR_CLOSE,
+    DIR_CONNECT,
+    DIR_RETRANS,
+    DIR_RX,
+    DIR_TX,
+    Batch,
+    Collector,
+    CollectorStats,
+    Sink,
+)
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf import syscalls, tracefs
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
@@ -209,8 +220,8 @@ class _Session:
             "connect_exit": lambda tp: P.connect_exit(tp, maps, offsets),
             "tcp_state": lambda tp: P.tcp_state(tp, maps, states, offsets),
             "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute),
-            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, P.DIR_TX),
-            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, P.DIR_RX),
+            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX),
+            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX),
             "tcp_retransmit": lambda tp: P.tcp_retransmit(tp, maps, offsets),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
@@ -365,7 +376,7 @@ class _Session:
         _, raw, m = syscalls.map_batch(self.maps.traffic_overflow, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, delete=False)
         totals = np.frombuffer(raw, "<u8")[:m].tolist()
         extra = []
-        for direction in (P.DIR_RX, P.DIR_TX, P.DIR_RETRANS, P.DIR_ACCEPT, P.DIR_CONNECT, P.DIR_CLOSE):
+        for direction in (DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE):
             slot = (direction - 1) * 2
             if slot + 1 < len(totals) and totals[slot] != self.traffic_overflow[slot]:
                 extra.append((direction, totals[slot] - self.traffic_overflow[slot],

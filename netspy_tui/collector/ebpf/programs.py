@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from netspy_tui.collector.base import DIR_ACCEPT, DIR_CLOSE, DIR_CONNECT, DIR_RETRANS, DIR_RX
 from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf.asm import ATOMIC_ADD as _ADD
 from netspy_tui.collector.ebpf.asm import ATOMIC_AND as _AND
@@ -1487,7 +1488,6 @@ def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
 
 # --- traffic: bytes per (socket, process) -----------------------------------------------------
 
-DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE = 1, 2, 3, 4, 5, 6
 MSG_PEEK = 2
 
 TRAFFIC_KEY = np.dtype(
