@@ -297,6 +297,8 @@ class HttpSource:
             "until": format_time(q.until) if q.until else None,
             "limit": q.limit,
         }
+        if gen == "aggregator":  # the aggregator filters by node itself; workloads are matched here
+            params["node"] = q.node
         resp = await self._get("/api/events", EventsResponse, params)
         self._note_not_events(resp.not_events, "/api/events")
         # Filter again on the client: servers differ on since/until edges and on ignored filters.
@@ -340,6 +342,8 @@ class HttpSource:
         kind, pid, command, window_seconds = scope.kind, scope.pid, scope.command, scope.window
         gen = await self.generation()
         path = "/api/connection-summary" if kind == "connection" else "/api/packet-drop-summary"
+        if scope.workload is not None or (scope.node is not None and gen != "aggregator"):
+            return (await self.stats(scope, top_n=1, buckets=1)).total  # matched on the events, here
         if gen == "seed":
             if kind != "connection":
                 await self._seed_query(EventQuery(kind=kind))  # raises the explanatory error
@@ -353,6 +357,8 @@ class HttpSource:
         params = {"pid": pid, "command": command, "duration_seconds": window_seconds}
         resp = await self._get(path, SummaryResponse, params)
         self._note_shape(resp)
+        if scope.node is not None:
+            return (resp.count_by_node or {}).get(scope.node, 0)
         return resp.count
 
     async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
@@ -370,6 +376,8 @@ class HttpSource:
                 since=now - timedelta(seconds=scope.window),
                 until=now,
                 limit=STATS_FETCH_LIMIT,
+                node=scope.node,
+                workload=scope.workload,
             )
         )
         stats = aggregate(page.events, scope, now, top_n, buckets)
