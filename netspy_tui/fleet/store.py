@@ -78,7 +78,10 @@ class FleetStore:
                 store = EventStore(path, retention_seconds=retention_seconds)
                 name = store.get_meta(_META_NODE)
                 if name and NODE_NAME.match(name):
-                    self._nodes[name] = state = _Node(store)
+                    # a restart: the node's figures are what it stored, not zero
+                    by_type = store.stored_by_kind()
+                    self._nodes[name] = state = _Node(store, events=sum(by_type.values()), by_type=by_type,
+                                                      last_event=store.newest_time())  # fmt: skip
                     self._remember_stored(state)
                 else:
                     store.close()
