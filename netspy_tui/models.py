@@ -864,12 +864,27 @@ class PatternAnalysis(_Windowed):
     """Names of the top destinations that have one (address -> name; reverse DNS or /etc/hosts)."""
 
 
+class GroupStat(BaseModel):
+    """``list_processes`` grouped by node or workload: one group's figures in the window."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    """The node or workload (``unknown``: events that did not say theirs)."""
+    attempts: int
+    failures: int
+    processes: list[str] = Field(default_factory=list)
+    """Its busiest processes' names (at most 10)."""
+
+
 class ProcessList(_Windowed):
     """``list_processes``: top talkers in the window."""
 
     kind: EventKind
     duration_seconds: int
     processes: list[ProcessStat]
+    group_by: Literal["process", "workload", "node"] = "process"
+    groups: list[GroupStat] = Field(default_factory=list)
+    """With ``group_by`` node or workload: the groups, busiest first (``processes`` stays per process)."""
     total_events: int
     source: str
     not_events: int = 0
