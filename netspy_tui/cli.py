@@ -197,6 +197,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt("--max-events", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most events to list (100)"),
     _opt("--since", runs={"tool"}, group=TOOL, metavar="TIME", help="only events newer than this RFC3339 time"),
+    _opt("--node", runs={"tool"}, group=TOOL, metavar="NAME", help="only this node (an aggregator's; or this host)"),
+    _opt("--workload", runs={"tool"}, group=TOOL, metavar="NAME", help="only this workload (e.g. nginx.service)"),
+    _opt(
+        "--group-by",
+        runs={"tool"},
+        group=TOOL,
+        choices=("process", "workload", "node"),
+        help="list_processes: rank processes, or sum them by workload or node",
+    ),  # fmt: skip
     _opt("--summary-text", runs={"tool"}, group=TOOL, metavar="TEXT", help="text for ai_insights"),
     _opt("--query", runs={"tool"}, group=TOOL, metavar="TEXT", help="question for contextual_analysis"),
     _opt("--json", runs={"tool"}, group=TOOL, action="store_true", help="print the structured result as JSON"),
@@ -316,14 +325,16 @@ _BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
 TOOL_FLAGS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(
         ("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"),
-        ("pid", "process", "duration"),
+        ("pid", "process", "duration", "node", "workload"),
     ),
-    **dict.fromkeys(("list_connections", "list_packet_drops"), ("pid", "process", "max_events", "since")),
-    "list_processes": ("duration",),
-    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration")),
+    **dict.fromkeys(
+        ("list_connections", "list_packet_drops"), ("pid", "process", "max_events", "since", "node", "workload")
+    ),
+    "list_processes": ("duration", "group_by", "node", "workload"),
+    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "node", "workload")),
     "server_status": (),
     "ai_insights": ("summary_text",),
-    "contextual_analysis": ("query", "pid", "process", "duration"),
+    "contextual_analysis": ("query", "pid", "process", "duration", "node", "workload"),
 }
 #: Flag dest -> MCP tool argument; and each argument's name as the user typed it.
 _ARGUMENT = {
@@ -334,6 +345,9 @@ _ARGUMENT = {
     "since": "since",
     "summary_text": "summary_text",
     "query": "query",
+    "node": "node",
+    "workload": "workload",
+    "group_by": "group_by",
 }
 _FLAG_OF = {argument: "--" + dest.replace("_", "-") for dest, argument in _ARGUMENT.items()}
 

@@ -135,8 +135,8 @@ def invalid_arguments(tool: str, exc: ValidationError, names: Mapping[str, str] 
     ``names`` renames arguments as the caller knows them (the CLI's ``--max-events``)."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
-        loc = (names or {}).get(loc, loc)
+        name = ".".join(str(p) for p in err["loc"]) or "arguments"
+        loc = (names or {}).get(name, name)
         ctx = err.get("ctx") or {}
         kind = err["type"]
         if kind == "greater_than_equal":
@@ -151,7 +151,7 @@ def invalid_arguments(tool: str, exc: ValidationError, names: Mapping[str, str] 
             parts.append(f"{loc} must not be empty")
         elif kind == "string_too_long":
             parts.append(f"{loc} must be at most {ctx.get('max_length')} characters")
-        elif kind == "string_pattern_mismatch" and loc == "node":
+        elif kind == "string_pattern_mismatch" and name == "node":
             parts.append("node must be a node name (letters, digits, '.', '-' and '_')")
         elif kind == "rfc3339_time":
             parts.append(f"{loc} {err['msg']}")

@@ -702,6 +702,10 @@ def create_server(
             lines.append(f"Last minute: {clean(describe_losses(info.recent_losses), 300)}")
         if info.losses:
             lines.append(f"Since start: {clean(describe_losses(info.losses), 300)}")
+        if info.nodes is not None:
+            shown = ", ".join(f"{clean(n, 60)} {c:,}" for n, c in sorted(info.nodes.items())[:20])
+            lines.append(f"Aggregator of {len(info.nodes)} node{'' if len(info.nodes) == 1 else 's'}"
+                         + (f" (events: {shown})" if shown else ""))  # fmt: skip
         for note in info.notes:
             lines.append(f"Note: {clean(note, 300)}")
         if info.forwarding:

@@ -264,6 +264,11 @@ class HttpSource:
             recent = {k: v for k, v in (health.recent_losses or {}).items() if isinstance(v, int) and v > 0}
             losses = {k: v for k, v in (health.losses or {}).items() if isinstance(v, int) and v > 0}
             detail = f"{gen} API"
+            stats = (health.model_extra or {}).get("stats")
+            by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
+            nodes = {str(k): v for k, v in by_node.items() if isinstance(v, int)} if isinstance(by_node, dict) else None
+            if nodes is not None:
+                detail += f" with {len(nodes)} node{'' if len(nodes) == 1 else 's'}"
             if recent:
                 detail += f"; the server reports {describe_losses(recent, 'in the last minute')}"
             return SourceInfo(
@@ -275,6 +280,7 @@ class HttpSource:
                 losses=losses,
                 recent_losses=recent,
                 events_lost=health.events_lost or sum(losses.values()),
+                nodes=nodes,
             )
         except NetspyError as exc:
             return SourceInfo(

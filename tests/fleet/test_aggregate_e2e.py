@@ -4,6 +4,7 @@ mid-run and restarted on its store; then ingest abuse against the real server.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.factories import connection_json, drop_json
-from tests.hardening.conftest import Child, free_port, spawn, wait_until  # noqa: F401 (fixture)
+from tests.hardening.conftest import Child, Cli, cli, free_port, spawn, wait_until  # noqa: F401 (fixtures)
 from tests.hardening.test_security import served_url
 
 INGEST_TOKEN = "fleet-ingest-secret"
@@ -57,6 +58,7 @@ def counts(url: str, headers: dict[str, str], **params: Any) -> dict[str, Any]:
 def test_three_agents_one_aggregator_exact_per_node_through_a_restart(
     tmp_path: Path,
     spawn: Callable[..., Child],  # noqa: F811
+    cli: Cli,  # noqa: F811
 ) -> None:
     port = free_port()
     db = tmp_path / "fleet"
@@ -102,7 +104,39 @@ def test_three_agents_one_aggregator_exact_per_node_through_a_restart(
     assert stats()["total_events"] == sum(expected.values())  # nothing counted twice across the restart
     health = httpx.get(url + "/health", headers=READER, timeout=10).json()
     assert health["component"] == "aggregator" and health["nodes"] == 3
+    check_clients(cli, url)
     assert INGEST_TOKEN not in "".join(agg.err) and READ_TOKEN not in "".join(agg.err)
+
+
+def check_clients(cli: Cli, url: str) -> None:  # noqa: F811
+    """What a user points at the aggregator: --tool (the HTTP client) and an MCP agent at /mcp."""
+    server = ("--server", url, "--token", READ_TOKEN)
+    by_node = cli("--tool", "list_processes", "--group-by", "node", "--duration", "3600", "--json", *server)
+    assert by_node.returncode == 0, by_node.stderr
+    groups = {g["key"]: g["attempts"] for g in json.loads(by_node.stdout)["data"]["groups"]}
+    assert groups == {node: c for node, (c, _) in NODES.items()}
+    one = cli("--tool", "get_network_summary", "--node", "node-b", "--duration", "3600", "--json", *server)
+    assert one.returncode == 0 and json.loads(one.stdout)["data"]["count"] == NODES["node-b"][0], one.stderr
+    status = cli("--tool", "server_status", *server)
+    assert status.returncode == 0 and "Aggregator of 3 nodes" in status.stdout, status.stderr
+    unknown = cli("--tool", "get_network_summary", "--node", "node-z", *server)
+    assert unknown.returncode == 1 and "its nodes: node-a, node-b, node-c" in unknown.stderr
+    assert unknown.stderr.count("\n") == 1
+
+    async def over_mcp() -> tuple[Any, Any]:
+        import httpx2
+        from mcp.client import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        async with httpx2.AsyncClient(headers=READER, timeout=20) as http:
+            async with Client(streamable_http_client(url + "/mcp", http_client=http)) as client:
+                summary = await client.call_tool("get_network_summary", {"node": "node-c", "duration": 3600})
+                groups = await client.call_tool("list_processes", {"group_by": "node", "duration": 3600})
+                return summary.structured_content, groups.structured_content
+
+    summary, groups_mcp = asyncio.run(over_mcp())
+    assert summary["count"] == NODES["node-c"][0]
+    assert {g["key"]: g["attempts"] for g in groups_mcp["groups"]} == {node: c for node, (c, _) in NODES.items()}
 
 
 def test_ingest_abuse_against_the_real_server(tmp_path: Path, spawn: Callable[..., Child]) -> None:  # noqa: F811
