@@ -738,7 +738,8 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
             mcp_server = create_server(source, ai_tools_hook(_ai(settings)))
             await serve_source(source, host=host, port=ns.port or 8080, token=token, mcp_server=mcp_server,
                                allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
-                               api=AggregatorApi.factory(fleet, limits), own_auth_paths=[INGEST_PATH],
+                               api=AggregatorApi.factory(fleet, limits),
+                               own_auth_paths=[INGEST_PATH] if ingest_token else [],
                                max_body_bytes=16 << 20, what="the aggregator API")  # fmt: skip
         finally:
             await asyncio.to_thread(fleet.close)

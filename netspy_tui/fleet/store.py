@@ -120,7 +120,13 @@ class FleetStore:
             fresh = self._fresh(state, events)
             result.duplicates += len(events) - len(fresh)
             if fresh:
-                state.store.add_events(fresh)
+                try:
+                    state.store.add_events(fresh)
+                except BaseException:  # not stored: the agent's retry must not be taken for a duplicate
+                    with self._lock:
+                        for event in fresh:
+                            state.seen.pop(_key(event), None)
+                    raise
             with self._lock:
                 state.events += len(fresh)
                 for event in fresh:

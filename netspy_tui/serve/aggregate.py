@@ -76,7 +76,8 @@ AGGREGATOR_ENDPOINTS = {
 @dataclass(frozen=True)
 class IngestLimits:
     token: str | None = None
-    """The agents' bearer token (None: ingest open, loopback binds only: the CLI enforces it)."""
+    """The agents' bearer token (None: the server's own ``--token``, if any, guards ingest like every
+    path; the CLI refuses to bind beyond loopback without one)."""
     max_events: int = 5000
     """Events in one batch."""
     rate: float = 50_000.0
@@ -159,7 +160,7 @@ class AggregatorApi(Api):
                                  {"WWW-Authenticate": 'Bearer realm="netspy-tui-ingest"'})  # fmt: skip
         raw = await request.body()
         try:
-            body = json.loads(raw)
+            body = await asyncio.to_thread(json.loads, raw)  # up to the body limit: not on the event loop
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadRequest("Invalid JSON: the request body is not valid JSON") from None
         items = body.get("events") if isinstance(body, dict) else None

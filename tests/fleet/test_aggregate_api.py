@@ -166,3 +166,39 @@ async def test_the_fleet_source_filters_by_node_and_workload(fleet: FleetStore) 
     assert await source.count(Scope("connection", window=60, node="nowhere")) == 0
     info = await source.info()
     assert info.generation == "aggregator" and info.nodes == {"node-a": 8, "node-b": 8}
+
+
+async def test_without_an_ingest_token_the_servers_own_token_guards_ingest(fleet: FleetStore) -> None:
+    app = create_app(FleetSource(fleet), token=READ, api=AggregatorApi.factory(fleet, IngestLimits(None)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        assert (await c.post(INGEST_PATH, json={"events": batch("n", 2)})).status_code == 401
+        ok = await c.post(INGEST_PATH, json={"events": batch("n", 2)}, headers=READER)
+        assert ok.status_code == 200 and ok.json()["events_processed"] == 2
+
+
+async def test_a_batch_the_store_could_not_keep_is_taken_again(fleet: FleetStore, monkeypatch: Any) -> None:
+    fleet.ingest(batch("node-a", 1))
+    store = fleet.nodes()["node-a"]
+    real = store.add_events
+
+    def full(events: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "add_events", full)
+    with pytest.raises(OSError):
+        fleet.ingest(batch("node-a", 5, 1))
+    monkeypatch.setattr(store, "add_events", real)
+    retry = fleet.ingest(batch("node-a", 5, 1))  # the agent got a 500 and sends the batch again
+    assert (retry.accepted, retry.duplicates) == (5, 0)
+
+
+async def test_metrics_sum_the_nodes(client: httpx.AsyncClient) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for node, n in (("node-a", 8), ("node-b", 4)):
+        await client.post(INGEST_PATH, json={"events": batch(node, n)}, headers=AGENT)
+    text = (await client.get("/metrics", headers=READER)).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    connects = sum(s.value for s in families["netspy_connects"].samples if s.name == "netspy_connects_total")
+    summary = (await client.get("/api/connection-summary", headers=READER)).json()
+    assert connects == summary["count"] == 9
