@@ -202,3 +202,22 @@ async def test_metrics_sum_the_nodes(client: httpx.AsyncClient) -> None:
     connects = sum(s.value for s in families["netspy_connects"].samples if s.name == "netspy_connects_total")
     summary = (await client.get("/api/connection-summary", headers=READER)).json()
     assert connects == summary["count"] == 9
+
+
+async def test_the_dashboard_shows_every_nodes_events_from_an_aggregator(fleet: FleetStore) -> None:
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.tui.app import NetspyApp
+    from tests.tui.scenes import wait_for
+
+    fleet.ingest(batch("node-a", 8) + batch("node-b", 4) + batch("node-c", 4))
+    source = HttpSource("http://127.0.0.1", token=READ, transport=httpx.ASGITransport(app=app_of(fleet)))
+    try:
+        async with open_gateway(source) as gateway:
+            app = NetspyApp(gateway, interval=0.25, source_note="aggregator")
+            async with app.run_test(size=(160, 45)) as pilot:
+                table = app.dashboard.connections
+                await wait_for(pilot, lambda: table.row_count == 12, "12 connection rows from 3 nodes")
+                assert {e.k8s_node_name for e in table.events.values()} == {"node-a", "node-b", "node-c"}
+                assert "aggregator" in app.dashboard.status.build().plain
+    finally:
+        await source.aclose()
