@@ -304,7 +304,7 @@ class HttpSource:
             "limit": q.limit,
         }
         if gen == "aggregator":  # the aggregator filters by node itself; workloads are matched here
-            params["node"] = q.node
+            params["node"] = params["k8s_node_name"] = q.node  # (the contract names both)
         resp = await self._get("/api/events", EventsResponse, params)
         self._note_not_events(resp.not_events, "/api/events")
         # Filter again on the client: servers differ on since/until edges and on ignored filters.

@@ -221,3 +221,22 @@ async def test_the_dashboard_shows_every_nodes_events_from_an_aggregator(fleet: 
                 assert "aggregator" in app.dashboard.status.build().plain
     finally:
         await source.aclose()
+
+
+async def test_what_the_store_kept_of_a_batch_is_not_asked_again(fleet: FleetStore, monkeypatch: Any) -> None:
+    from netspy_tui.store import StoreError
+
+    fleet.ingest(batch("node-a", 1))
+    store = fleet.nodes()["node-a"]
+    real = store.add_events
+
+    def partly(events: Any) -> None:
+        real(events[1:])
+        raise StoreError("1 event could not be stored (value out of range)", lost=1)
+
+    monkeypatch.setattr(store, "add_events", partly)
+    result = fleet.ingest(batch("node-a", 4, 1))
+    assert result.accepted == 3 and [why for _, why in result.rejected] == [
+        "not stored: 1 event could not be stored (value out of range)."
+    ]
+    assert fleet.stats()["events_by_node"] == {"node-a": 4}
