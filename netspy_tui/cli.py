@@ -404,7 +404,8 @@ _ABOUT = {
         "netspy-tui mcp [--http [--host ADDR] [--port N]] [options]",
     ),
     "serve": (
-        "serve the eBPF server's HTTP API (and MCP at /mcp) from the embedded collector",
+        "serve the eBPF server's HTTP API (and MCP at /mcp) from the embedded collector, or aggregate agents' "
+        "events across nodes (--aggregate)",
         "netspy-tui serve [--host ADDR] [--port N] [--token TOKEN] [--forward URL | --aggregate] [options]",
     ),
 }
