@@ -303,8 +303,9 @@ class HttpSource:
             "until": format_time(q.until) if q.until else None,
             "limit": q.limit,
         }
-        if gen == "aggregator":  # the aggregator filters by node itself; workloads are matched here
-            params["node"] = params["k8s_node_name"] = q.node  # (the contract names both)
+        if gen == "aggregator":  # the aggregator filters by node (the contract names both) and, netspy-tui's, workload
+            params["node"] = params["k8s_node_name"] = q.node
+            params["workload"] = q.workload  # (matched here again: another aggregator may ignore it)
         resp = await self._get("/api/events", EventsResponse, params)
         self._note_not_events(resp.not_events, "/api/events")
         # Filter again on the client: servers differ on since/until edges and on ignored filters.
