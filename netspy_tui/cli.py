@@ -197,6 +197,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt("--max-events", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most events to list (100)"),
     _opt("--since", runs={"tool"}, group=TOOL, metavar="TIME", help="only events newer than this RFC3339 time"),
+    _opt("--node", runs={"tool"}, group=TOOL, metavar="NAME", help="only this node (an aggregator's; or this host)"),
+    _opt("--workload", runs={"tool"}, group=TOOL, metavar="NAME", help="only this workload (e.g. nginx.service)"),
+    _opt(
+        "--group-by",
+        runs={"tool"},
+        group=TOOL,
+        choices=("process", "workload", "node"),
+        help="list_processes: rank processes, or sum them by workload or node",
+    ),  # fmt: skip
     _opt("--summary-text", runs={"tool"}, group=TOOL, metavar="TEXT", help="text for ai_insights"),
     _opt("--query", runs={"tool"}, group=TOOL, metavar="TEXT", help="question for contextual_analysis"),
     _opt("--json", runs={"tool"}, group=TOOL, action="store_true", help="print the structured result as JSON"),
@@ -227,6 +236,29 @@ OPTIONS: tuple[Option, ...] = (
         group=NET,
         metavar="TOKEN",
         help="bearer token for the aggregator (env NETSPY_FORWARD_TOKEN)",
+    ),
+    _opt(
+        "--aggregate",
+        runs={"serve"},
+        group=NET,
+        action="store_true",
+        help="be an ebpf-server aggregator: take agents' events at POST /api/events/ingest and answer every "
+        "query across nodes (no collector here; --db DIR keeps the nodes' events across restarts)",
+    ),
+    _opt(
+        "--ingest-token",
+        runs={"serve"},
+        group=NET,
+        metavar="TOKEN",
+        help="serve --aggregate: the bearer token agents must send (env NETSPY_INGEST_TOKEN; required when "
+        "not bound to loopback)",
+    ),
+    *(
+        _opt(flag, runs={"serve"}, group=NET, type=_positive_int, metavar="N", help=f"serve --aggregate: {what}")
+        for flag, what in (
+            ("--ingest-max-events", "most events in one ingest batch (5000)"),
+            ("--ingest-rate", "most events per second from one node; more is answered 429 and retried (50000)"),
+        )
     ),
     _opt(
         "--metrics-top",
@@ -293,14 +325,16 @@ _BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
 TOOL_FLAGS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(
         ("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"),
-        ("pid", "process", "duration"),
+        ("pid", "process", "duration", "node", "workload"),
     ),
-    **dict.fromkeys(("list_connections", "list_packet_drops"), ("pid", "process", "max_events", "since")),
-    "list_processes": ("duration",),
-    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration")),
+    **dict.fromkeys(
+        ("list_connections", "list_packet_drops"), ("pid", "process", "max_events", "since", "node", "workload")
+    ),
+    "list_processes": ("duration", "group_by", "node", "workload"),
+    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "node", "workload")),
     "server_status": (),
     "ai_insights": ("summary_text",),
-    "contextual_analysis": ("query", "pid", "process", "duration"),
+    "contextual_analysis": ("query", "pid", "process", "duration", "node", "workload"),
 }
 #: Flag dest -> MCP tool argument; and each argument's name as the user typed it.
 _ARGUMENT = {
@@ -311,6 +345,9 @@ _ARGUMENT = {
     "since": "since",
     "summary_text": "summary_text",
     "query": "query",
+    "node": "node",
+    "workload": "workload",
+    "group_by": "group_by",
 }
 _FLAG_OF = {argument: "--" + dest.replace("_", "-") for dest, argument in _ARGUMENT.items()}
 
@@ -367,8 +404,9 @@ _ABOUT = {
         "netspy-tui mcp [--http [--host ADDR] [--port N]] [options]",
     ),
     "serve": (
-        "serve the eBPF server's HTTP API (and MCP at /mcp) from the embedded collector",
-        "netspy-tui serve [--host ADDR] [--port N] [--token TOKEN] [options]",
+        "serve the eBPF server's HTTP API (and MCP at /mcp) from the embedded collector, or aggregate agents' "
+        "events across nodes (--aggregate)",
+        "netspy-tui serve [--host ADDR] [--port N] [--token TOKEN] [--forward URL | --aggregate] [options]",
     ),
 }
 
@@ -436,6 +474,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             where.error(_misplaced(option.flags[-1], run))
     if run == "mcp" and not ns.http and (ns.host is not None or ns.port is not None):
         where.error("--host and --port apply to mcp --http (without --http, mcp serves stdio)")
+    if run == "serve":
+        _check_aggregate(ns, where)
     if run == "tool":
         takes = TOOL_FLAGS[ns.tool]
         for dest, argument in _ARGUMENT.items():
@@ -443,6 +483,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 flags = ", ".join(_FLAG_OF[_ARGUMENT[d]] for d in takes) or "none but --json"
                 where.error(f"--tool {ns.tool} takes no {_FLAG_OF[argument]} (its flags: {flags})")
     return ns
+
+
+_INGEST_FLAGS = (("ingest_token", "--ingest-token"), ("ingest_max_events", "--ingest-max-events"),
+                 ("ingest_rate", "--ingest-rate"))  # fmt: skip
+_COLLECTOR_FLAGS = (("forward", "--forward"), ("replay", "--replay"), ("collector", "--collector"),
+                    ("record", "--record"))  # fmt: skip
+
+
+def _check_aggregate(ns: argparse.Namespace, where: argparse.ArgumentParser) -> None:
+    """The aggregator runs no collector; the ingest flags belong to it."""
+    if ns.aggregate:
+        for dest, flag in _COLLECTOR_FLAGS:
+            if getattr(ns, dest, None) not in (None, False):
+                where.error(f"{flag} does not apply to serve --aggregate (it runs no collector: its agents do)")
+        return
+    for dest, flag in _INGEST_FLAGS:
+        if getattr(ns, dest, None) is not None:
+            where.error(f"{flag} applies to serve --aggregate only")
 
 
 def tool_arguments(ns: argparse.Namespace) -> dict[str, Any]:
@@ -610,6 +668,8 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.runtime import open_source
     from netspy_tui.serve.runner import serve_source
 
+    if ns.aggregate:
+        return await _run_aggregate(ns, settings)
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
         mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=_workloads())
@@ -635,6 +695,58 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
         finally:
             forwarder.stop()
             await asyncio.wait_for(task, timeout=5)
+    return 0
+
+
+async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
+    """``serve --aggregate``: the aggregator API (and MCP at /mcp) over the nodes' stores."""
+    from netspy_tui.fleet.store import FleetStore
+    from netspy_tui.logs import add_secrets
+    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
+    from netspy_tui.mcp_tools.server import create_server
+    from netspy_tui.safefs import remove_tree, scratch_dir
+    from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
+    from netspy_tui.serve.hosts import is_loopback
+    from netspy_tui.serve.runner import serve_source
+
+    host = ns.host or "127.0.0.1"
+    ingest_token = ns.ingest_token or os.environ.get("NETSPY_INGEST_TOKEN") or None
+    if ingest_token is not None and not ingest_token.strip():
+        raise UsageError("the ingest token is empty", "pass --ingest-token TOKEN or set NETSPY_INGEST_TOKEN")
+    if ingest_token:
+        add_secrets(ingest_token)
+    elif not is_loopback(host):
+        raise UsageError(
+            f"serve --aggregate on {clean(host, 80)} needs an ingest token, or anyone who reaches it can add events",
+            "pass --ingest-token TOKEN (or NETSPY_INGEST_TOKEN) and give agents the same with --forward-token",
+        )
+    directory = settings.db
+    if directory is not None and directory.exists() and not directory.is_dir():
+        raise UsageError(f"--db {clean(str(directory), 200)} is a file: serve --aggregate keeps one store per node "
+                         "in a directory", "pass a directory (it is created if missing)")  # fmt: skip
+    scratch = None
+    if directory is None:
+        scratch = directory = await asyncio.to_thread(scratch_dir)
+    try:
+        fleet = await asyncio.to_thread(FleetStore, directory, retention_seconds=settings.retention)
+        try:
+            from netspy_tui.fleet.source import FleetSource
+
+            source = FleetSource(fleet)
+            limits = IngestLimits(token=ingest_token, max_events=ns.ingest_max_events or 5000,
+                                  rate=float(ns.ingest_rate or 50_000))  # fmt: skip
+            token = settings.token.get_secret_value() if settings.token else None
+            mcp_server = create_server(source, ai_tools_hook(_ai(settings)))
+            await serve_source(source, host=host, port=ns.port or 8080, token=token, mcp_server=mcp_server,
+                               allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
+                               api=AggregatorApi.factory(fleet, limits),
+                               own_auth_paths=[INGEST_PATH] if ingest_token else [],
+                               max_body_bytes=16 << 20, what="the aggregator API")  # fmt: skip
+        finally:
+            await asyncio.to_thread(fleet.close)
+    finally:
+        if scratch is not None:
+            await asyncio.to_thread(remove_tree, scratch)
     return 0
 
 

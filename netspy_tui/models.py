@@ -477,6 +477,8 @@ class SourceInfo(BaseModel):
     """``serve --forward``: where to, events forwarded, waiting, dropped, failures, last error."""
     notes: list[str] = Field(default_factory=list)
     """What the collector cannot do on this kernel, one line each (a missing tracepoint, no BTF)."""
+    nodes: dict[str, int] | None = None
+    """An aggregator's nodes (``serve --aggregate``): events stored per node; None for one host."""
 
     @property
     def status(self) -> Literal["healthy", "degraded", "unhealthy"]:
@@ -575,15 +577,18 @@ class Scope:
     """Which traffic a figure is about: events of one ``kind``, from every process or one ``pid`` or
     ``command`` (the kernel comm, matched exactly), in the last ``window`` whole seconds.
 
-    The one value passed through sources, store, tools and the dashboard's poller (a node or a
-    workload would narrow it further). The MCP tools name ``command`` ``process_name`` and
-    ``window`` ``duration``: :meth:`as_arguments` speaks their language.
+    The one value passed through sources, store, tools and the dashboard's poller. ``node`` (the
+    events' ``k8s_node_name``: an aggregator's node, or this host) and ``workload`` (the process's
+    workload, ``ConnectionEvent.workload``) narrow it further; None is "every". The MCP tools name
+    ``command`` ``process_name`` and ``window`` ``duration``: :meth:`as_arguments` speaks their language.
     """
 
     kind: EventKind = "connection"
     pid: int | None = None
     command: str | None = None
     window: int = 60
+    node: str | None = None
+    workload: str | None = None
 
     @property
     def is_all(self) -> bool:
@@ -600,14 +605,16 @@ class Scope:
         return "all traffic"
 
     def as_arguments(self) -> dict[str, int | str | None]:
-        """``pid`` and ``process_name``, as the MCP tools take them."""
-        return {"pid": self.pid, "process_name": self.command}
+        """``pid`` and ``process_name`` (and ``node``, ``workload`` when set), as the MCP tools take them."""
+        args: dict[str, int | str | None] = {"pid": self.pid, "process_name": self.command}
+        args.update({k: v for k, v in (("node", self.node), ("workload", self.workload)) if v is not None})
+        return args
 
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
     """A page of events: of one ``kind``, from every process or one ``pid`` or ``command`` (as in a
-    :class:`Scope`), bounded in time by ``since`` and ``until`` instead of a window.
+    :class:`Scope`, with its ``node`` and ``workload``), bounded in time by ``since`` and ``until`` instead of a window.
 
     ``since`` is exclusive and ``until`` inclusive, both wall-clock, so an incremental poll can
     pass the newest time it has seen. Results are newest first, at most ``limit``.
@@ -619,6 +626,8 @@ class EventQuery:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    node: str | None = None
+    workload: str | None = None
 
 
 class EventPage(BaseModel):
@@ -858,12 +867,27 @@ class PatternAnalysis(_Windowed):
     """Names of the top destinations that have one (address -> name; reverse DNS or /etc/hosts)."""
 
 
+class GroupStat(BaseModel):
+    """``list_processes`` grouped by node or workload: one group's figures in the window."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    """The node or workload (``unknown``: events that did not say theirs)."""
+    attempts: int
+    failures: int
+    processes: list[str] = Field(default_factory=list)
+    """Its busiest processes' names (at most 10)."""
+
+
 class ProcessList(_Windowed):
     """``list_processes``: top talkers in the window."""
 
     kind: EventKind
     duration_seconds: int
     processes: list[ProcessStat]
+    group_by: Literal["process", "workload", "node"] = "process"
+    groups: list[GroupStat] = Field(default_factory=list)
+    """With ``group_by`` node or workload: the groups, busiest first (``processes`` stays per process)."""
     total_events: int
     source: str
     not_events: int = 0

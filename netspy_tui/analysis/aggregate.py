@@ -37,10 +37,15 @@ PROCESS_LIMIT = 200
 
 
 def in_scope(event: AnyEvent, scope: Scope | EventQuery) -> bool:
-    """True when ``event`` is of the kind and process ``scope`` names (its window or times aside)."""
+    """True when ``event`` is of the kind, process, node and workload ``scope`` names (its window or
+    times aside)."""
     if event.type != scope.kind:
         return False
     if scope.pid is not None and event.pid != scope.pid:
+        return False
+    if scope.node is not None and event.k8s_node_name != scope.node:
+        return False
+    if scope.workload is not None and getattr(event, "workload", None) != scope.workload:
         return False
     return scope.command is None or event.command == scope.command
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
+    GroupStat,
     LatencyStats,
     PacketDropEvent,
     ProcessStat,
@@ -148,6 +149,24 @@ def processes_text(kind: EventKind, processes: Sequence[ProcessStat], duration: 
             f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures{where}"
         )
     return "\n".join(lines)
+
+
+def groups_text(kind: EventKind, group_by: str, groups: Sequence[GroupStat], duration: int) -> str:
+    """``list_processes`` by node or workload: one line a group."""
+    noun = "connection attempts" if kind == "connection" else "packet drops"
+    if not groups:
+        return f"No {noun} in the last {duration} seconds."
+    lines = [f"{noun.capitalize()} by {group_by} over the last {duration} seconds:"]
+    for g in groups:
+        shown = ", ".join(clean(p, 20) for p in g.processes[:5]) + (", …" if len(g.processes) > 5 else "")
+        lines.append(f"  {clean(g.key, 40):<24} {g.attempts:>7} attempts  {g.failures:>6} failures  ({shown})")
+    return "\n".join(lines)
+
+
+def filter_note(node: str | None, workload: str | None) -> str:
+    """``Only node worker-1, workload docker 3f2a….`` ('' when neither)."""
+    parts = [f"{what} {clean(value, 60)}" for what, value in (("node", node), ("workload", workload)) if value]
+    return f"Only {', '.join(parts)}." if parts else ""
 
 
 def loss_note(losses: dict[str, int]) -> str:

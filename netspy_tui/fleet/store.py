@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event, utcnow
 from netspy_tui.safefs import make_private_dirs
-from netspy_tui.store import EventStore
+from netspy_tui.store import EventStore, StoreError
 from netspy_tui.textsafe import clean
 
 __all__ = ["FleetStore", "IngestResult", "NODE_NAME"]
@@ -78,7 +78,10 @@ class FleetStore:
                 store = EventStore(path, retention_seconds=retention_seconds)
                 name = store.get_meta(_META_NODE)
                 if name and NODE_NAME.match(name):
-                    self._nodes[name] = state = _Node(store)
+                    # a restart: the node's figures are what it stored, not zero
+                    by_type = store.stored_by_kind()
+                    self._nodes[name] = state = _Node(store, events=sum(by_type.values()), by_type=by_type,
+                                                      last_event=store.newest_time())  # fmt: skip
                     self._remember_stored(state)
                 else:
                     store.close()
@@ -116,17 +119,29 @@ class FleetStore:
                 continue
             fresh = self._fresh(state, events)
             result.duplicates += len(events) - len(fresh)
+            lost = 0
             if fresh:
-                state.store.add_events(fresh)
+                try:
+                    state.store.add_events(fresh)
+                except StoreError as exc:
+                    if exc.lost < len(fresh):  # the rest was kept: sending it again would count it twice
+                        lost = exc.lost
+                        result.rejected.extend((-1, f"not stored: {clean(str(exc), 160)}") for _ in range(lost))
+                    else:
+                        self._forget(state, fresh)
+                        raise
+                except BaseException:
+                    self._forget(state, fresh)
+                    raise
             with self._lock:
-                state.events += len(fresh)
-                for event in fresh:
+                state.events += len(fresh) - lost
+                for event in fresh:  # (by type: a few events a store error lost may be counted here)
                     state.by_type[event.type] = state.by_type.get(event.type, 0) + 1
                     if state.last_event is None or event.time > state.last_event:
                         state.last_event = event.time
                 state.last_seen = time.monotonic()
-            result.accepted += len(fresh)
-            result.nodes[node] = result.nodes.get(node, 0) + len(fresh)
+            result.accepted += len(fresh) - lost
+            result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost
         return result
 
     def _remember_stored(self, state: _Node) -> None:
@@ -154,6 +169,12 @@ class FleetStore:
             while len(state.seen) > self.dedupe_window:
                 state.seen.popitem(last=False)
         return fresh
+
+    def _forget(self, state: _Node, events: list[AnyEvent]) -> None:
+        """Nothing of ``events`` was stored: the agent's retry must not be taken for a duplicate."""
+        with self._lock:
+            for event in events:
+                state.seen.pop(_key(event), None)
 
     def _node(self, node: str) -> _Node:
         with self._lock:

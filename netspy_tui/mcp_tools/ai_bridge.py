@@ -149,7 +149,8 @@ def ai_tools_hook(settings: AISettings) -> AIToolsHook:
         if name == "ai_insights":
             finished = await collect(stream_summary_explanation(settings, args["summary_text"]))
         else:
-            context = {k: args.get(k) for k in ("pid", "process_name", "duration") if args.get(k) is not None}
+            keys = ("pid", "process_name", "duration", "node", "workload")
+            context = {k: args.get(k) for k in keys if args.get(k) is not None}
             async with open_gateway(source) as gateway:
                 finished = await collect(stream_question(gateway, settings, args["query"], context or None))
         return Insight(text=finished.text, model=finished.model, engine="openai", tool_calls=finished.tool_calls)

@@ -77,6 +77,29 @@ Until = Annotated[
     Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),
     AfterValidator(_rfc3339),
 ]
+NODE_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$"
+Node = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=NODE_PATTERN,
+        description="Only events of this node (an aggregator's node name, k8s_node_name; on one host, its own name).",
+    ),
+]
+Workload = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="Only processes of this workload, as list_processes with group_by='workload' names it "
+        "(e.g. 'nginx.service', 'docker 3f2a…', 'host').",
+    ),
+]
+GroupBy = Annotated[
+    Literal["process", "workload", "node"],
+    Field(description="Rank processes (default), or sum them by workload or by node."),
+]
 Kind = Annotated[
     Literal["connection", "packet_drop"], Field(description="Rank by connection attempts or packet drops.")
 ]
@@ -98,6 +121,9 @@ ARGUMENT_TYPES: dict[str, Any] = {
     "until": Until,
     "kind": Kind,
     "limit": Limit,
+    "node": Node,
+    "workload": Workload,
+    "group_by": GroupBy,
     "summary_text": SummaryText,
     "query": Query,
 }
@@ -109,8 +135,8 @@ def invalid_arguments(tool: str, exc: ValidationError, names: Mapping[str, str] 
     ``names`` renames arguments as the caller knows them (the CLI's ``--max-events``)."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
-        loc = (names or {}).get(loc, loc)
+        name = ".".join(str(p) for p in err["loc"]) or "arguments"
+        loc = (names or {}).get(name, name)
         ctx = err.get("ctx") or {}
         kind = err["type"]
         if kind == "greater_than_equal":
@@ -125,6 +151,8 @@ def invalid_arguments(tool: str, exc: ValidationError, names: Mapping[str, str] 
             parts.append(f"{loc} must not be empty")
         elif kind == "string_too_long":
             parts.append(f"{loc} must be at most {ctx.get('max_length')} characters")
+        elif kind == "string_pattern_mismatch" and name == "node":
+            parts.append("node must be a node name (letters, digits, '.', '-' and '_')")
         elif kind == "rfc3339_time":
             parts.append(f"{loc} {err['msg']}")
         else:

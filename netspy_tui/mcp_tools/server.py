@@ -8,12 +8,13 @@ Errors the caller can fix come back as ``isError`` results with one sentence.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -25,13 +26,16 @@ from netspy_tui import __version__
 from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
+from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes
 from netspy_tui.mcp_tools.schemas import (
     Addresses,
     Duration,
+    GroupBy,
     Kind,
     LatencyReport,
     Limit,
     MaxEvents,
+    Node,
     Pid,
     ProcessName,
     Query,
@@ -39,6 +43,7 @@ from netspy_tui.mcp_tools.schemas import (
     SummaryText,
     TrafficReport,
     Until,
+    Workload,
     invalid_arguments,
 )
 from netspy_tui.models import (
@@ -47,6 +52,7 @@ from netspy_tui.models import (
     EventKind,
     EventPage,
     EventQuery,
+    GroupStat,
     Insight,
     LatencyStats,
     NameLookup,
@@ -58,6 +64,7 @@ from netspy_tui.models import (
     Scope,
     ServerStatus,
     TrafficStats,
+    WindowStats,
     counts_exact,
     describe_losses,
     parse_time,
@@ -72,6 +79,12 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "network-telemetry"
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
+
+S = TypeVar("S", Scope, EventQuery)
+#: processes whose workloads a workload filter or grouping looks at, for a list (no window of its own)
+WORKLOAD_LOOKBACK = 3600
+#: events read to find the workloads a source's events name (group_by='workload' off this host)
+STATS_EVENTS = 10_000
 
 #: The AI tools' implementation: (source, tool name, arguments) -> Insight (see mcp_tools.ai_bridge).
 AIToolsHook = Callable[[TelemetrySource, str, dict[str, Any]], Awaitable[Insight]]
@@ -103,21 +116,62 @@ class ToolContext:
             return await anyio.to_thread.run_sync(self.names.resolve, wanted, self.names_wait)
         return {a: n for a in wanted if (n := self.names.lookup(a)) is not None}
 
+    async def live_workloads(self) -> bool:
+        """True when pids are this host's processes, whose workloads the cgroups tell (this host's
+        own live collector, not a remote server or a recording)."""
+        if self.workloads is None:
+            return False
+        info = await self.source.info()
+        return info.kind == "embedded" and info.collector in ("ebpf", "procfs")
+
     async def workload_names(self, pids: Iterable[int]) -> dict[int, str]:
         """pid -> workload name, when the source is this host's own live collector (a remote
         server's or a recording's pids are not this host's processes)."""
-        if self.workloads is None:
-            return {}
-        info = await self.source.info()
-        if info.kind != "embedded" or info.collector not in ("ebpf", "procfs"):
+        if not await self.live_workloads():
             return {}
         resolver = self.workloads
+        assert resolver is not None
 
         def read() -> dict[int, str]:
             found = {pid: resolver.of_pid(pid) for pid in set(pids) if pid > 0}
             return {pid: w.name for pid, w in found.items() if w is not None}
 
         return await anyio.to_thread.run_sync(read)
+
+    async def narrow(self, scope: S) -> tuple[TelemetrySource, S]:
+        """The source and scope a tool reads with its ``node`` and ``workload`` applied (see
+        :mod:`netspy_tui.mcp_tools.narrow`); ToolError for a node or workload this source lacks."""
+        source = self.source
+        if not await check_node(source, scope.node):
+            scope = dataclasses.replace(scope, node=None)
+        if scope.workload is None:
+            return source, scope
+        if await self.live_workloads():
+            window = scope.window if isinstance(scope, Scope) else WORKLOAD_LOOKBACK
+            by_workload = await self.pids_by_workload(Scope(scope.kind, window=window))
+            if scope.workload not in by_workload:
+                seen = ", ".join(f"'{clean(w, 40)}'" for w in sorted(by_workload)[:10]) or "none"
+                raise ToolError(
+                    f"no process of workload '{clean(scope.workload, 60)}' in the last {window} s "
+                    f"(workloads seen: {seen}); list_processes with group_by='workload' names them."
+                )
+            return PidsView(source, by_workload[scope.workload]), scope
+        info = await source.info()
+        if info.kind == "embedded" and info.generation != "aggregator":
+            raise ToolError(
+                "workload filters need this host's live collector (eBPF or procfs): the processes of a "
+                "recording or history are not this host's now; filter by pid or process_name instead."
+            )
+        return source, scope
+
+    async def pids_by_workload(self, scope: Scope) -> dict[str, list[int]]:
+        """This host's processes in ``scope``'s window, by workload (live collector only)."""
+        stats = await self.source.stats(dataclasses.replace(scope, workload=None), top_n=1, buckets=1)
+        names = await self.workload_names(pid for p in stats.processes for pid in p.pids)
+        out: dict[str, list[int]] = {}
+        for pid, name in sorted(names.items()):
+            out.setdefault(name, []).append(pid)
+        return out
 
     async def with_workloads(self, events: list[ConnectionEvent]) -> list[ConnectionEvent]:
         names = await self.workload_names(e.pid for e in events)
@@ -231,12 +285,16 @@ def _time(value: str | None) -> datetime | None:
 async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResult:
     tc = _ctx(ctx)
     await _check_scope(tc.source, scope)
-    count = await tc.source.count(scope)
+    source, narrowed = await tc.narrow(scope)
+    count = await source.count(narrowed)
     kind, pid, process_name, duration = scope.kind, scope.pid, scope.command, scope.window
     info = await tc.source.info()
     losses = await tc.source.losses(duration)
-    text = describe.with_notes(describe.summary_text(kind, count, pid, process_name, duration),
-                               describe.loss_note(losses))  # fmt: skip
+    text = describe.with_notes(
+        describe.summary_text(kind, count, pid, process_name, duration),
+        describe.filter_note(scope.node, scope.workload),
+        describe.loss_note(losses),
+    )
     return _result(NetworkSummary(text=text, kind=kind, count=count, pid=pid, process_name=process_name,
                                   duration_seconds=duration, source=info.label, query_time=utcnow(), losses=losses,
                                   counts_exact=counts_exact(losses)), text)  # fmt: skip
@@ -245,7 +303,8 @@ async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResu
 async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any], int, str, bool, EventPage]:
     tc = _ctx(ctx)
     await _check_scope(tc.source, q)
-    page = await tc.source.query(q)
+    source, narrowed = await tc.narrow(q)
+    page = await source.query(narrowed)
     info = await tc.source.info()
     return list(page.events), page.total_count, info.label, info.sampled, page
 
@@ -261,9 +320,12 @@ def _listed(
     label: str,
     page: EventPage,
     sampled: bool = False,
+    node: str | None = None,
+    workload: str | None = None,
 ) -> CallToolResult:
     """``list_connections`` / ``list_packet_drops``: the page as text and as the tool's result."""
-    text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled), *_page_notes(page))
+    text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled), *_page_notes(page),
+                               describe.filter_note(node, workload))  # fmt: skip
     extra = {"sampled": sampled} if model is ConnectionList else {}
     result = model(
         text=text,
@@ -293,7 +355,8 @@ async def _patterns(
     source: TelemetrySource, scope: Scope, top_n: int = 10, tc: ToolContext | None = None
 ) -> PatternAnalysis:
     await _check_scope(source, scope)
-    stats = await source.stats(scope, top_n=top_n)
+    narrowed_source, narrowed = await tc.narrow(scope) if tc is not None else (source, scope)
+    stats = await narrowed_source.stats(narrowed, top_n=top_n)
     info = await source.info()
     losses = await source.losses(scope.window)
     rate = stats.total / (scope.window / 60)
@@ -302,6 +365,7 @@ async def _patterns(
     names = await tc.hostnames(c.key for c in stats.top_destinations) if tc is not None else {}
     text = describe.with_notes(
         describe.patterns_text(stats, rate, ratio, names),
+        describe.filter_note(scope.node, scope.workload),
         describe.loss_note(losses),
         describe.not_events_note(stats.not_events),
     )
@@ -318,13 +382,23 @@ async def _patterns(
 
 
 async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[Any], pid: int | None,
-                     process_name: str | None, duration: int, limit: int, causes: tuple[str, ...]
+                     process_name: str | None, duration: int, limit: int, causes: tuple[str, ...],
+                     node: str | None = None, workload: str | None = None
                      ) -> tuple[Any, str, dict[str, int]]:  # fmt: skip
     """A :class:`TrafficSource` figure (``available`` False from a source without it), the source's
-    label, and the window's losses of ``causes`` (those that touch this figure)."""
+    label, and the window's losses of ``causes`` (those that touch this figure). Bytes and latency
+    are kept per process, not per workload, and only for this node."""
     tc = _ctx(ctx)
     source = tc.source
     await _check_scope(source, Scope(kind="connection", pid=pid, command=process_name, window=duration))
+    if workload is not None:
+        raise ToolError(
+            f"{method.replace('_', ' ')} is kept per process, not per workload: pass the pid or "
+            "process_name of one of its processes (list_processes names them, with their workloads)."
+        )
+    if await check_node(source, node):
+        raise ToolError(f"{method.replace('_', ' ')} is this host's own figure; ask the node's agent for its "
+                        "node's (serve on that node), or leave node out.")  # fmt: skip
     if isinstance(source, TrafficSource):
         stats = await getattr(source, method)(pid, process_name, duration, limit)
     else:
@@ -332,6 +406,55 @@ async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[An
     info = await source.info()
     losses = {k: v for k, v in (await source.losses(duration)).items() if k in causes and v}
     return stats, info.label, losses
+
+
+def _group(key: str, stats: WindowStats) -> GroupStat:
+    return GroupStat(key=key, attempts=stats.total, failures=sum(p.failures for p in stats.processes),
+                     processes=[p.command for p in stats.processes[:10]])  # fmt: skip
+
+
+async def _node_groups(tc: ToolContext, scope: Scope, stats: WindowStats) -> list[GroupStat]:
+    """``list_processes`` by node: each node's own figures (one host: itself)."""
+    nodes = await known_nodes(tc.source)
+    if nodes is None:
+        raise ToolError("this eBPF server does not say which nodes it has: group_by='node' needs an aggregator "
+                        "(serve --aggregate) or this host's own collector.")  # fmt: skip
+    info = await tc.source.info()
+    if info.generation != "aggregator":
+        return [_group(nodes[0], stats)] if nodes else []
+    if scope.node is not None:
+        nodes = [scope.node]
+    parts = [await tc.source.stats(dataclasses.replace(scope, node=n), top_n=1, buckets=1) for n in nodes]
+    return [_group(n, part) for n, part in zip(nodes, parts, strict=True) if part.total]
+
+
+async def _workload_groups(tc: ToolContext, source: TelemetrySource, scope: Scope, stats: WindowStats
+                           ) -> list[GroupStat]:  # fmt: skip
+    """``list_processes`` by workload: this host's processes by their cgroups, or the events' own
+    ``workload`` field (an aggregator's agents, a server); events that do not say one are ``unknown``."""
+    groups = []
+    if await tc.live_workloads():
+        for name, pids in (await tc.pids_by_workload(scope)).items():
+            part = await PidsView(source, pids).stats(scope, top_n=1, buckets=1)
+            if part.total:
+                groups.append(_group(name, part))
+    else:
+        info = await source.info()
+        if info.kind == "embedded" and info.generation != "aggregator":
+            raise ToolError("group_by='workload' needs this host's live collector (eBPF or procfs), an aggregator "
+                            "or a server whose events carry their workload.")  # fmt: skip
+        now = utcnow()
+        page = await source.query(EventQuery(scope.kind, since=now - timedelta(seconds=scope.window + 1),
+                                             limit=STATS_EVENTS, node=scope.node, workload=scope.workload))  # fmt: skip
+        names = sorted({w for e in page.events if (w := getattr(e, "workload", None))})
+        for name in names:
+            part = await source.stats(dataclasses.replace(scope, workload=name), top_n=1, buckets=1)
+            if part.total:
+                groups.append(_group(name, part))
+    rest = stats.total - sum(g.attempts for g in groups)
+    if rest > 0:
+        groups.append(GroupStat(key="unknown", attempts=rest, failures=0))
+    return groups
 
 
 def create_server(
@@ -365,10 +488,15 @@ def create_server(
 
     @srv.tool(annotations=READ_ONLY)
     async def get_network_summary(
-        ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, NetworkSummary]:
         """Count outbound connection attempts over the last `duration` seconds, for one process or all."""
-        return await _summary(ctx, Scope("connection", pid, process_name, duration))
+        return await _summary(ctx, Scope("connection", pid, process_name, duration, node, workload))
 
     @srv.tool(annotations=READ_ONLY)
     async def list_connections(
@@ -378,31 +506,45 @@ def create_server(
         max_events: MaxEvents = 100,
         since: Since = None,
         until: Until = None,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connection attempts (destination, protocol, outcome), newest first."""
         since_dt = _time(since)
         events, total, label, sampled, page = await _list(
-            ctx, EventQuery("connection", pid, process_name, since_dt, _time(until), max_events)
+            ctx, EventQuery("connection", pid, process_name, since_dt, _time(until), max_events, node, workload)
         )
         conns = await _ctx(ctx).with_workloads(
             await _ctx(ctx).named([e for e in events if isinstance(e, ConnectionEvent)])
         )
-        return _listed(ConnectionList, "connection", conns, total, pid, process_name, since_dt, label, page, sampled)
+        return _listed(ConnectionList, "connection", conns, total, pid, process_name, since_dt, label, page, sampled,
+                       node, workload)  # fmt: skip
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_patterns(
-        ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, PatternAnalysis]:
         """Analyse connection patterns: top destinations, protocol, port and outcome mix, rate, first/last seen."""
-        result = await _patterns(_ctx(ctx).source, Scope("connection", pid, process_name, duration), tc=_ctx(ctx))
+        scope = Scope("connection", pid, process_name, duration, node, workload)
+        result = await _patterns(_ctx(ctx).source, scope, tc=_ctx(ctx))
         return _result(result, result.text)
 
     @srv.tool(annotations=READ_ONLY)
     async def get_packet_drop_summary(
-        ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, NetworkSummary]:
         """Count packets the kernel dropped over the last `duration` seconds, for one process or all."""
-        return await _summary(ctx, Scope("packet_drop", pid, process_name, duration))
+        return await _summary(ctx, Scope("packet_drop", pid, process_name, duration, node, workload))
 
     @srv.tool(annotations=READ_ONLY)
     async def list_packet_drops(
@@ -412,21 +554,30 @@ def create_server(
         max_events: MaxEvents = 100,
         since: Since = None,
         until: Until = None,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, PacketDropList]:
         """List recent packet drops with the kernel's drop reason, newest first."""
         since_dt = _time(since)
         events, total, label, _, page = await _list(
-            ctx, EventQuery("packet_drop", pid, process_name, since_dt, _time(until), max_events)
+            ctx, EventQuery("packet_drop", pid, process_name, since_dt, _time(until), max_events, node, workload)
         )
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
-        return _listed(PacketDropList, "packet_drop", drops, total, pid, process_name, since_dt, label, page)
+        return _listed(PacketDropList, "packet_drop", drops, total, pid, process_name, since_dt, label, page,
+                       node=node, workload=workload)  # fmt: skip
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_packet_drops(
-        ctx: Context[ToolContext, Any], pid: Pid = None, process_name: ProcessName = None, duration: Duration = 60
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, PatternAnalysis]:
         """Analyse packet drops: drop-reason mix, affected processes, rate, first/last seen."""
-        result = await _patterns(_ctx(ctx).source, Scope("packet_drop", pid, process_name, duration))
+        scope = Scope("packet_drop", pid, process_name, duration, node, workload)
+        result = await _patterns(_ctx(ctx).source, scope, tc=_ctx(ctx))
         return _result(result, result.text)
 
     @srv.tool(annotations=READ_ONLY)
@@ -435,18 +586,33 @@ def create_server(
         duration: Duration = 60,
         kind: Kind = "connection",
         limit: Limit = 20,
+        group_by: GroupBy = "process",
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, ProcessList]:
-        """Top talkers: processes ranked by connection attempts (or drops) in the window."""
+        """Top talkers: processes ranked by connection attempts (or drops) in the window; or their sums per
+        workload or per node (group_by)."""
         tc = _ctx(ctx)
-        stats = await tc.source.stats(Scope(kind, window=duration), top_n=1, buckets=1)
+        scope = Scope(kind, window=duration, node=node, workload=workload)
+        source, narrowed = await tc.narrow(scope)
+        stats = await source.stats(narrowed, top_n=1, buckets=1)
         info = await tc.source.info()
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
         workloads = await tc.workload_names(pid for p in procs for pid in p.pids)
         procs = [p.model_copy(update={"workloads": list(dict.fromkeys(workloads[x] for x in p.pids if x in workloads))})
                  for p in procs]  # fmt: skip
+        groups: list[GroupStat] = []
+        if group_by == "node":
+            groups = await _node_groups(tc, narrowed, stats)
+        elif group_by == "workload":
+            groups = await _workload_groups(tc, source, narrowed, stats)
+        groups = sorted(groups, key=lambda g: (-g.attempts, g.key))[:limit]
+        listed = describe.groups_text(kind, group_by, groups, duration) if group_by != "process" else \
+            describe.processes_text(kind, procs, duration)  # fmt: skip
         text = describe.with_notes(
-            describe.processes_text(kind, procs, duration),
+            listed,
+            describe.filter_note(node, workload),
             describe.loss_note(losses),
             describe.not_events_note(stats.not_events),
         )
@@ -456,6 +622,8 @@ def create_server(
                 kind=kind,
                 duration_seconds=duration,
                 processes=procs,
+                group_by=group_by,
+                groups=groups,
                 total_events=stats.total,
                 source=info.label,
                 losses=losses,
@@ -472,11 +640,13 @@ def create_server(
         process_name: ProcessName = None,
         duration: Duration = 60,
         limit: Limit = 20,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, TrafficReport]:
         """Bytes sent and read over the last `duration` seconds per process, remote address and connection
         (exact totals and average rates; largest first, `limit` of each)."""
         stats, label, losses = await _extension(ctx, "traffic", TrafficStats, pid, process_name, duration, limit,
-                                                ("traffic_full",))  # fmt: skip
+                                                ("traffic_full",), node, workload)  # fmt: skip
         text = describe.with_notes(describe.traffic_text(stats), describe.loss_note(losses))
         return _result(TrafficReport(text=text, stats=stats, source=label, losses=losses,
                                      counts_exact=counts_exact(losses)), text)  # fmt: skip
@@ -488,11 +658,13 @@ def create_server(
         process_name: ProcessName = None,
         duration: Duration = 60,
         limit: Limit = 20,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, LatencyReport]:
         """How long TCP connects took over the last `duration` seconds (connect() to established, refused or
         timed out, in microseconds): p50/p95/max per process and per destination, slowest first."""
         stats, label, losses = await _extension(ctx, "connect_latency", LatencyStats, pid, process_name, duration,
-                                                limit, ("shed", "ring_full"))  # fmt: skip
+                                                limit, ("shed", "ring_full"), node, workload)  # fmt: skip
         text = describe.with_notes(describe.latency_text(stats), describe.loss_note(losses))
         return _result(LatencyReport(text=text, stats=stats, source=label, losses=losses,
                                      counts_exact=not losses), text)  # fmt: skip
@@ -530,6 +702,10 @@ def create_server(
             lines.append(f"Last minute: {clean(describe_losses(info.recent_losses), 300)}")
         if info.losses:
             lines.append(f"Since start: {clean(describe_losses(info.losses), 300)}")
+        if info.nodes is not None:
+            shown = ", ".join(f"{clean(n, 60)} {c:,}" for n, c in sorted(info.nodes.items())[:20])
+            lines.append(f"Aggregator of {len(info.nodes)} node{'' if len(info.nodes) == 1 else 's'}"
+                         + (f" (events: {shown})" if shown else ""))  # fmt: skip
         for note in info.notes:
             lines.append(f"Note: {clean(note, 300)}")
         if info.forwarding:
@@ -565,11 +741,13 @@ def create_server(
         pid: Pid = None,
         process_name: ProcessName = None,
         duration: Duration = 300,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, Insight]:
         """Answer a question about the host's network behaviour; the model reads live data through these tools."""
-        return await _ai_tool(
-            ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name, "duration": duration}
-        )
+        await check_node(_ctx(ctx).source, node)
+        args = {"query": query, "pid": pid, "process_name": process_name, "duration": duration}
+        return await _ai_tool(ctx, "contextual_analysis", args | {"node": node, "workload": workload})
 
     return srv
 

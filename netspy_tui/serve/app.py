@@ -328,7 +328,7 @@ def _uptime(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-class _Api:
+class Api:
     def __init__(self, source: TelemetrySource, extra_paths: Sequence[str], metrics_top: int = 20) -> None:
         self.source = source
         self.extra_paths = list(extra_paths)
@@ -403,7 +403,9 @@ class _Api:
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         window = params.integer("duration_seconds", default=DEFAULT_LIST_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS)
         since = utcnow() - timedelta(seconds=window)
-        page = await self.source.query(EventQuery(kind=kind, pid=pid, command=command, since=since, limit=limit))
+        narrow = self.narrowing(params)
+        page = await self.source.query(EventQuery(kind=kind, pid=pid, command=command, since=since, limit=limit,
+                                                  **narrow))  # fmt: skip
         by_pid: dict[str, list[dict[str, Any]]] = {}
         for event in page.events:
             by_pid.setdefault(str(event.pid), []).append(event_json(event, self.identity))
@@ -412,9 +414,18 @@ class _Api:
                 "total_pids": len(by_pid),
                 "total_events": sum(len(group) for group in by_pid.values()),
                 "events_by_pid": by_pid,
+                **self.listing_extra(page.events),
                 "query_time": query_time(),
             }
         )
+
+    def narrowing(self, params: Params) -> dict[str, Any]:
+        """Filters beyond pid and command, as EventQuery fields: none here (the aggregator's node and workload)."""
+        return {}
+
+    def listing_extra(self, events: Sequence[ConnectionEvent | PacketDropEvent]) -> dict[str, Any]:
+        """More fields of a listing (the aggregator's ``events_by_node``): none here."""
+        return {}
 
     async def events(self, request: Request) -> Response:
         params = await Params.read(request)
@@ -539,11 +550,13 @@ class _Api:
 
 
 class BearerTokenMiddleware:
-    """Every HTTP (and websocket) request needs ``Authorization: Bearer <token>``; else 401."""
+    """Every HTTP (and websocket) request needs ``Authorization: Bearer <token>``; else 401.
+    ``own_auth_paths`` check a token of their own (the aggregator's ingest: the agents' token)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, own_auth_paths: Sequence[str] = ()) -> None:
         self.app = app
         self.expected = token.encode("utf-8")
+        self.own_auth_paths = frozenset(own_auth_paths)
 
     def _authorized(self, scope: ASGIScope) -> bool:
         header = b""
@@ -557,7 +570,11 @@ class BearerTokenMiddleware:
         return scheme.lower() == b"bearer" and matched
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self._authorized(scope):
+        if (
+            scope["type"] not in ("http", "websocket")
+            or scope.get("path") in self.own_auth_paths
+            or self._authorized(scope)
+        ):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
@@ -632,7 +649,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return text_response(exc.status_code, exc.detail or "error", dict(exc.headers or {}))
 
 
-def guard_middleware(token: str | None, max_body_bytes: int, hosts: HostPolicy) -> list[Middleware]:
+def guard_middleware(
+    token: str | None, max_body_bytes: int, hosts: HostPolicy, own_auth_paths: Sequence[str] = ()
+) -> list[Middleware]:
     """The Host/Origin check (DNS rebinding), the bearer-token check (when ``token`` is set) and the
     body limit, outermost first.
 
@@ -644,7 +663,7 @@ def guard_middleware(token: str | None, max_body_bytes: int, hosts: HostPolicy) 
         raise ValueError("max_body_bytes must be positive")
     middleware = [Middleware(HostGuardMiddleware, policy=hosts)]
     if token is not None:
-        middleware.append(Middleware(BearerTokenMiddleware, token=token))
+        middleware.append(Middleware(BearerTokenMiddleware, token=token, own_auth_paths=own_auth_paths))
     middleware.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))
     return middleware
 
@@ -659,8 +678,13 @@ def create_app(
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
     metrics_top: int = 20,
+    api: Callable[[TelemetrySource, list[str], int], Api] | None = None,
+    own_auth_paths: Sequence[str] = (),
 ) -> Starlette:
     """The eBPF server API over ``source`` as a Starlette app.
+
+    ``api`` builds the endpoints (``serve --aggregate``'s own, :mod:`netspy_tui.serve.aggregate`);
+    ``own_auth_paths`` are paths that check a token of their own instead of ``token``.
 
     ``token``: require ``Authorization: Bearer <token>`` on every request (``None``: no auth).
     ``host`` (the address it is bound to) and ``allowed_hosts`` (``--allow-host``) decide which
@@ -670,10 +694,11 @@ def create_app(
     The source is not closed by the app: its owner closes it.
     """
     extra = list(extra_routes or [])
-    api = _Api(source, [getattr(r, "path", "") for r in extra if getattr(r, "path", "")], metrics_top)
+    paths = [getattr(r, "path", "") for r in extra if getattr(r, "path", "")]
+    endpoints = (api or Api)(source, paths, metrics_top)
     app = Starlette(
-        routes=api.routes() + extra,
-        middleware=guard_middleware(token, max_body_bytes, HostPolicy(host, allowed_hosts)),
+        routes=endpoints.routes() + extra,
+        middleware=guard_middleware(token, max_body_bytes, HostPolicy(host, allowed_hosts), own_auth_paths),
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -185,11 +185,15 @@ async def serve_source(
     on_started: Callable[[str], None] | None = None,
     allowed_hosts: Sequence[str] = (),
     metrics_top: int = 20,
+    api: Any = None,
+    own_auth_paths: Sequence[str] = (),
+    what: str = "the eBPF server API",
 ) -> None:
     """``netspy-tui serve``: the eBPF server API over ``source``, plus MCP at ``/mcp`` when given.
 
     The MCP streamable-HTTP route sits behind the same Host/Origin check, token and body limit as
-    the API.
+    the API. ``api`` and ``own_auth_paths``: see :func:`netspy_tui.serve.app.create_app` (``serve
+    --aggregate`` passes the aggregator's).
     """
     extra: list[Any] = []
     lifespan = None
@@ -212,8 +216,10 @@ async def serve_source(
         host=host,
         allowed_hosts=allowed_hosts,
         metrics_top=metrics_top,
+        api=api,
+        own_auth_paths=own_auth_paths,
     )
-    await serve_async(app, host, port, on_started=on_started)
+    await serve_async(app, host, port, on_started=on_started, what=what)
 
 
 def _mcp_routes_app(mcp_server: MCPServer[Any]) -> Starlette:

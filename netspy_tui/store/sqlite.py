@@ -1097,6 +1097,13 @@ class EventStore:
             ]
         return ns_to_time(max(values)) if values else None
 
+    def stored_by_kind(self) -> dict[str, int]:
+        """How many raw events of each kind are stored (kinds with none left out)."""
+        names = {code: kind for kind, code in _KIND_CODE.items()}
+        with self._snapshot() as conn:
+            rows = conn.execute("SELECT kind, n FROM kind_counts").fetchall()
+        return {names[kind]: int(n) for kind, n in rows if n and kind in names}
+
     def row_count(self) -> int:
         """How many raw events are stored."""
         with self._snapshot() as conn:

@@ -264,6 +264,11 @@ class HttpSource:
             recent = {k: v for k, v in (health.recent_losses or {}).items() if isinstance(v, int) and v > 0}
             losses = {k: v for k, v in (health.losses or {}).items() if isinstance(v, int) and v > 0}
             detail = f"{gen} API"
+            stats = (health.model_extra or {}).get("stats")
+            by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
+            nodes = {str(k): v for k, v in by_node.items() if isinstance(v, int)} if isinstance(by_node, dict) else None
+            if nodes is not None:
+                detail += f" with {len(nodes)} node{'' if len(nodes) == 1 else 's'}"
             if recent:
                 detail += f"; the server reports {describe_losses(recent, 'in the last minute')}"
             return SourceInfo(
@@ -275,6 +280,7 @@ class HttpSource:
                 losses=losses,
                 recent_losses=recent,
                 events_lost=health.events_lost or sum(losses.values()),
+                nodes=nodes,
             )
         except NetspyError as exc:
             return SourceInfo(
@@ -297,6 +303,9 @@ class HttpSource:
             "until": format_time(q.until) if q.until else None,
             "limit": q.limit,
         }
+        if gen == "aggregator":  # the aggregator filters by node (the contract names both) and, netspy-tui's, workload
+            params["node"] = params["k8s_node_name"] = q.node
+            params["workload"] = q.workload  # (matched here again: another aggregator may ignore it)
         resp = await self._get("/api/events", EventsResponse, params)
         self._note_not_events(resp.not_events, "/api/events")
         # Filter again on the client: servers differ on since/until edges and on ignored filters.
@@ -340,6 +349,8 @@ class HttpSource:
         kind, pid, command, window_seconds = scope.kind, scope.pid, scope.command, scope.window
         gen = await self.generation()
         path = "/api/connection-summary" if kind == "connection" else "/api/packet-drop-summary"
+        if scope.workload is not None or (scope.node is not None and gen != "aggregator"):
+            return (await self.stats(scope, top_n=1, buckets=1)).total  # matched on the events, here
         if gen == "seed":
             if kind != "connection":
                 await self._seed_query(EventQuery(kind=kind))  # raises the explanatory error
@@ -353,6 +364,8 @@ class HttpSource:
         params = {"pid": pid, "command": command, "duration_seconds": window_seconds}
         resp = await self._get(path, SummaryResponse, params)
         self._note_shape(resp)
+        if scope.node is not None:
+            return (resp.count_by_node or {}).get(scope.node, 0)
         return resp.count
 
     async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
@@ -370,6 +383,8 @@ class HttpSource:
                 since=now - timedelta(seconds=scope.window),
                 until=now,
                 limit=STATS_FETCH_LIMIT,
+                node=scope.node,
+                workload=scope.workload,
             )
         )
         stats = aggregate(page.events, scope, now, top_n, buckets)

@@ -65,4 +65,10 @@ def test_a_batch_sent_again_is_not_counted_twice_even_after_a_restart(tmp_path: 
     assert (retry.accepted, retry.duplicates) == (0, 50)
     store = reopened.nodes()["node-a"]
     assert store.count(Scope("connection", window=600)) + store.count(Scope("packet_drop", window=600)) == 50
+    stats = reopened.stats()  # the stats say what the node stored before the restart, not only since
+    assert stats["events_by_node"] == {"node-a": 50} and stats["events_by_type"] == {
+        "connection": 40,
+        "packet_drop": 10,
+    }
+    assert stats["last_event_time"] is not None and stats["connected_agents"] == 1
     reopened.close()

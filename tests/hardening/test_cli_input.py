@@ -97,7 +97,10 @@ def test_flags_that_do_not_apply_are_refused_with_exit_2(cli: Cli) -> None:
         (["--server", "http://127.0.0.1:9", "serve"], "--server does not apply to serve"),
         (["mcp", "--port", "9000"], "--host and --port apply to mcp --http"),
         (["--pid", "5"], "--pid does not apply to the dashboard (it is an option of --tool)"),
-        (["--tool", "list_processes", "--pid", "5"], "--tool list_processes takes no --pid (its flags: --duration)"),
+        (
+            ["--tool", "list_processes", "--pid", "5"],
+            "--tool list_processes takes no --pid (its flags: --duration, --group-by, --node, --workload)",
+        ),
         (["--tool", "list_connections", "--window", "60"], "--window does not apply to --tool"),
         (["repl", "--interval", "2"], "--interval does not apply to repl (it is an option of the dashboard)"),
         (["serve", "--bogus"], "unrecognized arguments: --bogus (see netspy-tui serve --help)"),

@@ -1,6 +1,6 @@
 """The Kubernetes manifests in deploy/kubernetes are valid resources (checked offline against the
 Kubernetes JSON schemas kubernetes-validate bundles, strict: no unknown fields), ask for what eBPF
-needs and nothing more, and run flags this netspy-tui accepts."""
+needs and nothing more (the aggregator: nothing at all), and run flags this netspy-tui accepts."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def documents() -> list[tuple[str, dict[str, Any]]]:
 
 def test_there_are_manifests() -> None:
     kinds = {doc["kind"] for _, doc in documents()}
-    assert {"DaemonSet", "ServiceAccount", "Service"} <= kinds
+    assert {"DaemonSet", "ServiceAccount", "Service", "Deployment", "Secret", "PersistentVolumeClaim"} <= kinds
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -82,3 +82,49 @@ def test_the_check_catches_a_misspelt_field() -> None:
     bad["spec"]["template"]["spec"]["containers"][0]["securityContxt"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, VERSIONS[0], strict=True)
+
+
+def _of_kind(kind: str, component: str = "aggregator") -> dict[str, Any]:
+    return next(
+        doc
+        for _, doc in documents()
+        if doc["kind"] == kind and doc["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    )
+
+
+def test_the_aggregator_runs_flags_this_version_accepts_with_its_tokens_from_its_secret() -> None:
+    pod = _of_kind("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"netspy-tui:{__version__}"
+    ns = parse_args(container["args"])
+    assert ns.run == "serve" and ns.aggregate and ns.db is not None and ns.host == "0.0.0.0"
+    secret = _of_kind("Secret")
+    env = {e["name"]: e for e in container["env"]}
+    for name, key in (("NETSPY_TOKEN", "api-token"), ("NETSPY_INGEST_TOKEN", "ingest-token")):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret["metadata"]["name"], "key": key} and "value" not in env[name]
+        assert secret["stringData"][key] == ""  # no token ships in the repository: an empty one is refused at start
+    claim = _of_kind("PersistentVolumeClaim")["metadata"]["name"]
+    store = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)
+    assert store["persistentVolumeClaim"]["claimName"] == claim
+    mount = next(m for m in container["volumeMounts"] if m["name"] == store["name"])
+    assert str(ns.db).startswith(mount["mountPath"] + "/")
+
+
+def test_the_aggregator_needs_no_privileges() -> None:
+    pod = _of_kind("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    sc = container["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["privileged"] is False
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False and not pod.get("hostPID") and not pod.get("hostNetwork")
+
+
+def test_the_agents_forward_to_the_aggregators_service() -> None:
+    (agent,) = _agent()["spec"]["template"]["spec"]["containers"]
+    forward = parse_args(agent["args"]).forward
+    service = _of_kind("Service")
+    (port,) = service["spec"]["ports"]
+    assert forward == f"http://{service['metadata']['name']}:{port['port']}/api/events/ingest"
+    assert service["spec"]["selector"] == _of_kind("Deployment")["spec"]["selector"]["matchLabels"]

@@ -1,0 +1,139 @@
+"""A :class:`~netspy_tui.telemetry.source.TelemetrySource` over a :class:`FleetStore`: what
+``serve --aggregate`` answers its queries (HTTP and MCP) from.
+
+Every figure is asked of each node's store (only the scope's ``node`` when it names one) and merged
+with :mod:`netspy_tui.fleet.merge`, so the fleet's counts are the exact sums of the nodes' own. A
+``workload`` filter has no rollup to read: it is answered from the raw events the agents sent
+(their ``workload`` field), at most :data:`RAW_LIMIT` per node and query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from netspy_tui.analysis.aggregate import aggregate, filter_events
+from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats
+from netspy_tui.fleet.store import FleetStore
+from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats, utcnow
+from netspy_tui.store import EventStore
+
+__all__ = ["FleetSource", "RAW_LIMIT"]
+
+log = logging.getLogger(__name__)
+
+#: raw events read per node to answer a workload filter
+RAW_LIMIT = 200_000
+
+
+def _plain(q: EventQuery, limit: int) -> EventQuery:
+    """``q`` as a node's store can answer it (it knows neither nodes nor workloads)."""
+    return EventQuery(kind=q.kind, pid=q.pid, command=q.command, since=q.since, until=q.until, limit=limit)
+
+
+class FleetSource:
+    """The fleet's events in ``fleet``; the store is its owner's to close."""
+
+    def __init__(self, fleet: FleetStore) -> None:
+        self.fleet = fleet
+        self._started = time.monotonic()
+
+    def known_nodes(self) -> list[str]:
+        """The nodes that have sent events, sorted."""
+        return sorted(self.fleet.nodes())
+
+    def _stores(self, node: str | None) -> dict[str, EventStore]:
+        stores = self.fleet.nodes()
+        if node is None:
+            return stores
+        return {node: stores[node]} if node in stores else {}
+
+    # --- TelemetrySource -------------------------------------------------------------
+
+    async def info(self) -> SourceInfo:
+        stats = self.fleet.stats()
+        nodes: dict[str, int] = stats["events_by_node"]
+        n = len(nodes)
+        return SourceInfo(
+            label=f"aggregator of {n} node{'' if n == 1 else 's'}",
+            kind="embedded",
+            generation="aggregator",
+            detail=f"serve --aggregate: {n} node{'' if n == 1 else 's'}, {stats['connected_agents']} sent in the "
+            f"last minute",
+            events_seen=stats["total_events"],
+            stored_events=stats["total_events"],
+            uptime_seconds=time.monotonic() - self._started,
+            nodes=nodes,
+        )
+
+    async def query(self, q: EventQuery) -> EventPage:
+        return await asyncio.to_thread(self._query, q)
+
+    def _query(self, q: EventQuery) -> EventPage:
+        pages = []
+        for store in self._stores(q.node).values():
+            if q.workload is None:
+                pages.append(store.query(_plain(q, q.limit)))
+                continue
+            raw = store.query(_plain(q, RAW_LIMIT))
+            events, total = filter_events(raw.events, q)
+            pages.append(EventPage(events=events, total_count=total, truncated=total > len(events)))
+        return merge_pages(pages, q.limit)
+
+    async def count(self, scope: Scope) -> int:
+        return sum((await self.count_by_node(scope)).values())
+
+    async def count_by_node(self, scope: Scope) -> dict[str, int]:
+        """The scope's count on each node it covers (every node that has sent events, or its one)."""
+        if scope.workload is not None:
+            return {node: s.total for node, s in (await self.stats_by_node(scope, 1, 1)).items()}
+
+        def read() -> dict[str, int]:
+            now = utcnow()
+            return {node: store.count(scope, now) for node, store in self._stores(scope.node).items()}
+
+        return await asyncio.to_thread(read)
+
+    async def stats_by_node(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> dict[str, WindowStats]:
+        return await asyncio.to_thread(self._stats_by_node, scope, top_n, buckets)
+
+    def _stats_by_node(self, scope: Scope, top_n: int, buckets: int) -> dict[str, WindowStats]:
+        now = utcnow()
+        out = {}
+        for node, store in self._stores(scope.node).items():
+            if scope.workload is None:
+                out[node] = store.stats(scope, top_n, buckets, now)
+                continue
+            since = now - timedelta(seconds=scope.window + 1)
+            raw = store.query(EventQuery(kind=scope.kind, pid=scope.pid, command=scope.command, since=since,
+                                         limit=RAW_LIMIT))  # fmt: skip
+            if raw.truncated:
+                log.warning("workload %r on node %s: figures from the newest %d events of the window only",
+                            scope.workload, node, RAW_LIMIT)  # fmt: skip
+            out[node] = aggregate(raw.events, scope, now, top_n, buckets)
+        return out
+
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
+        parts = await self.stats_by_node(scope, max(top_n, NODE_TOP_N), buckets)
+        template = aggregate([], scope, utcnow(), top_n, buckets)
+        return merge_stats(list(parts.values()), template, top_n)
+
+    def counted_since_open(self) -> dict[tuple[str, str, str], int]:
+        """The fleet's exact counts since the nodes' stores opened, by (kind, command, outcome) (/metrics)."""
+        out: dict[tuple[str, str, str], int] = {}
+        for store in self.fleet.nodes().values():
+            for key, n in store.counted_since_open().items():
+                out[key] = out.get(key, 0) + n
+        return out
+
+    async def programs(self) -> list[ProgramInfo]:
+        return []
+
+    async def losses(self, window_seconds: int) -> dict[str, int]:
+        """Nothing lost here: refused events are answered to the agent that sent them."""
+        return {}
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,100 @@
+"""The tools' ``node`` and ``workload`` filters, on any source.
+
+A source narrows a :class:`~netspy_tui.models.Scope` by node and workload itself where its events
+say them (an aggregator's per-node stores, an eBPF server's ``k8s_node_name``, events with a
+``workload``). This host's own collector stores neither: every event is this node's, and a
+process's workload is read from its cgroup. So here:
+
+- ``node`` is checked against the nodes the source has (an aggregator's, or this host's own name);
+  an unknown node is an error naming the known ones. On one host the filter is then dropped (it
+  keeps everything) — on an aggregator it is passed down.
+- ``workload`` on this host's live collector becomes the pids that run in it (of the processes in
+  the window), and the figures are the sums of those pids' exact ones (:class:`PidsView`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from mcp.server.mcpserver.exceptions import ToolError
+
+from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats
+from netspy_tui.models import EventPage, EventQuery, Scope, WindowStats
+from netspy_tui.names.workload import k8s_identity
+from netspy_tui.telemetry.source import TelemetrySource
+from netspy_tui.textsafe import clean
+
+__all__ = ["PidsView", "host_node", "known_nodes"]
+
+#: most pids a workload filter fans out to
+MAX_PIDS = 200
+
+
+def host_node() -> str:
+    """This host's node name: the downward API's in a pod, else the host name (as ``serve --forward`` sends it)."""
+    return k8s_identity().get("k8s_node_name") or socket.gethostname()
+
+
+async def known_nodes(source: TelemetrySource) -> list[str] | None:
+    """The nodes ``source`` has events of: an aggregator's (sorted), this host's for the embedded
+    collector, None when a plain remote server cannot say (its events carry their node, or none)."""
+    method = getattr(source, "known_nodes", None)
+    if callable(method):
+        return list(method())
+    stats_of = getattr(source, "aggregator_stats", None)
+    info = await source.info()
+    if info.generation == "aggregator" and callable(stats_of):
+        stats = await stats_of()
+        return sorted(stats.events_by_node) if stats is not None else []
+    if info.kind == "embedded":
+        return [host_node()]
+    return None
+
+
+async def check_node(source: TelemetrySource, node: str | None) -> bool:
+    """True when ``node`` must be passed down to the source (it keeps events of several nodes);
+    False when there is no filter or the source is that one node. ToolError for an unknown node."""
+    if node is None:
+        return False
+    nodes = await known_nodes(source)
+    if nodes is None:
+        return True
+    if node not in nodes:
+        shown = ", ".join(clean(n, 60) for n in nodes[:20]) + (", …" if len(nodes) > 20 else "")
+        raise ToolError(f"node '{clean(node, 60)}' is not a node of this source (its nodes: {shown or 'none yet'}); "
+                        "pass one of those, or leave node out for all.")  # fmt: skip
+    info = await source.info()
+    return info.generation == "aggregator" or len(nodes) > 1
+
+
+class PidsView:
+    """``source``'s figures for a set of pids (a workload's): each pid's exact figures, summed."""
+
+    def __init__(self, source: TelemetrySource, pids: Sequence[int]) -> None:
+        self.source = source
+        self.pids = list(pids)[:MAX_PIDS]
+
+    def __getattr__(self, name: str) -> Any:  # info, losses, programs, traffic ... as the source's
+        return getattr(self.source, name)
+
+    def _scopes(self, scope: Scope) -> list[Scope]:
+        pids = [p for p in self.pids if scope.pid is None or p == scope.pid]
+        return [dataclasses.replace(scope, pid=p, workload=None) for p in pids]
+
+    async def count(self, scope: Scope) -> int:
+        return sum(await asyncio.gather(*(self.source.count(s) for s in self._scopes(scope))))
+
+    async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
+        template = await self.source.stats(dataclasses.replace(scope, pid=0, workload=None), top_n, buckets)
+        empty = template.model_copy(update={"pid": scope.pid, "total": 0})
+        parts = [await self.source.stats(s, max(top_n, NODE_TOP_N), buckets) for s in self._scopes(scope)]
+        return merge_stats(parts, empty, top_n)
+
+    async def query(self, q: EventQuery) -> EventPage:
+        pids = [p for p in self.pids if q.pid is None or p == q.pid]
+        pages = [await self.source.query(dataclasses.replace(q, pid=p, workload=None)) for p in pids]
+        return merge_pages(pages, q.limit)

@@ -1,0 +1,305 @@
+"""``serve --aggregate``: the ebpf-server aggregator API (shared/contracts/ebpf-server,
+``aggregator.swagger.json``) over a :class:`~netspy_tui.fleet.store.FleetStore`.
+
+Agents (``serve --forward``, or the Go agents) push ``{"events": [event, ...]}`` to
+``POST /api/events/ingest``; every query endpoint answers across the nodes, with the contract's
+per-node fields (``count_by_node``, ``events_by_node``, ``total_nodes``) and a ``node`` (or
+``k8s_node_name``) filter; ``/api/stats`` says events by node and type, connected agents and the
+last event's time.
+
+Ingest is:
+
+- authenticated: ``Authorization: Bearer <ingest token>`` (401 otherwise), compared in constant time;
+- bounded: the body (413), events per batch (413), and events per second per node (429 with
+  ``Retry-After``: the agent keeps the batch and retries, nothing is lost);
+- validated per event: a bad event is refused with its index and reason in ``rejected``, the rest of
+  the batch is kept (``success`` is then false, the answer still 200: sending it again cannot help);
+- idempotent: an event id a node already sent (a retried batch) is counted once (``duplicates``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from netspy_tui import __version__
+from netspy_tui.fleet.source import FleetSource
+from netspy_tui.fleet.store import NODE_NAME, FleetStore
+from netspy_tui.models import ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
+from netspy_tui.serve.app import (
+    DEFAULT_LIMIT,
+    DEFAULT_SUMMARY_SECONDS,
+    ENDPOINTS,
+    MAX_LIMIT,
+    MAX_WINDOW_SECONDS,
+    Api,
+    BadRequest,
+    Params,
+    _guarded,
+    _uptime,
+    event_json,
+    json_response,
+    query_time,
+    text_response,
+)
+from netspy_tui.telemetry.source import TelemetrySource
+from netspy_tui.textsafe import clean
+
+__all__ = ["INGEST_PATH", "AggregatorApi", "IngestLimits"]
+
+INGEST_PATH = "/api/events/ingest"
+#: how many refused events an answer lists (the count is always complete)
+MAX_REJECTED_SHOWN = 100
+AnyEvent = ConnectionEvent | PacketDropEvent
+
+AGGREGATOR_ENDPOINTS = {
+    **ENDPOINTS,
+    "GET /health": "Aggregator health: nodes, events, connected agents",
+    "POST /api/events/ingest": 'Agents push {"events": [...]} here (Authorization: Bearer <ingest token>)',
+    "GET /api/stats": "Events by node and type, connected agents, last event time",
+}
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    token: str | None = None
+    """The agents' bearer token (None: the server's own ``--token``, if any, guards ingest like every
+    path; the CLI refuses to bind beyond loopback without one)."""
+    max_events: int = 5000
+    """Events in one batch."""
+    rate: float = 50_000.0
+    """Events per second per node (a burst of one second's worth, or one full batch, is allowed)."""
+
+
+class _Buckets:
+    """A token bucket per node: ``rate`` events a second, holding at most ``burst``."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 4096) -> None:
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, wanted: dict[str, int]) -> float:
+        """Take ``wanted`` events from each node's bucket, all or none; 0, or the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            levels = {}
+            for key, n in wanted.items():
+                level, at = self._state.get(key, (self.burst, now))
+                level = min(self.burst, level + (now - at) * self.rate)
+                if level < n:
+                    return max(0.001, (n - level) / self.rate)
+                levels[key] = level - n
+            for key, level in levels.items():
+                self._state[key] = (level, now)
+                self._state.move_to_end(key)
+            while len(self._state) > self.max_keys:
+                self._state.popitem(last=False)
+        return 0.0
+
+
+def _node_param(params: Params) -> str | None:
+    node = params.string("node") or params.string("k8s_node_name")
+    if node is not None and not NODE_NAME.match(node):
+        raise BadRequest(f"node must be a node name (letters, digits, '.', '-', '_'), got {clean(node, 60)!r}")
+    return node
+
+
+def _workload_param(params: Params) -> str | None:
+    return params.string("workload")
+
+
+class AggregatorApi(Api):
+    """The aggregator's endpoints; build with :meth:`factory`."""
+
+    def __init__(self, fleet: FleetStore, limits: IngestLimits, extra_paths: Sequence[str], metrics_top: int) -> None:
+        self.fleet = fleet
+        self.fleet_source = FleetSource(fleet)
+        super().__init__(self.fleet_source, extra_paths, metrics_top)
+        self.identity = {}  # every event carries its own node: the aggregator adds none
+        self.limits = limits
+        self._expected = limits.token.encode("utf-8") if limits.token else None
+        self._buckets = _Buckets(limits.rate, max(limits.rate, float(limits.max_events)))
+        self._started = time.monotonic()
+
+    @classmethod
+    def factory(cls, fleet: FleetStore, limits: IngestLimits) -> Any:
+        """What :func:`netspy_tui.serve.app.create_app` takes as ``api``."""
+
+        def build(source: TelemetrySource, extra_paths: list[str], metrics_top: int) -> AggregatorApi:
+            return cls(fleet, limits, extra_paths, metrics_top)
+
+        return build
+
+    # --- ingest --------------------------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> bool:
+        if self._expected is None:
+            return True
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        matched = hmac.compare_digest(credentials.strip().encode("utf-8"), self._expected)
+        return scheme.lower() == "bearer" and matched
+
+    async def ingest(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return text_response(401, "Unauthorized: send the aggregator's ingest token as Authorization: Bearer "
+                                 "<token> (--forward-token on the agent)",
+                                 {"WWW-Authenticate": 'Bearer realm="netspy-tui-ingest"'})  # fmt: skip
+        raw = await request.body()
+        try:
+            body = await asyncio.to_thread(json.loads, raw)  # up to the body limit: not on the event loop
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise BadRequest("Invalid JSON: the request body is not valid JSON") from None
+        items = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise BadRequest('the body must be a JSON object {"events": [event, ...]}')
+        if len(items) > self.limits.max_events:
+            return text_response(413, f"Too many events in one batch: {len(items)}, the limit is "
+                                 f"{self.limits.max_events}; send smaller batches")  # fmt: skip
+        wanted: dict[str, int] = {}
+        for item in items:
+            node = item.get("k8s_node_name") if isinstance(item, dict) else None
+            key = node if isinstance(node, str) else ""
+            wanted[key] = wanted.get(key, 0) + 1
+        wait = self._buckets.take(wanted)
+        if wait:
+            seconds = math.ceil(wait)
+            return text_response(429, f"Too many events: more than {self.limits.rate:g} events/s from one node; "
+                                 f"retry in {seconds} s", {"Retry-After": str(seconds)})  # fmt: skip
+        result = await asyncio.to_thread(self.fleet.ingest, items)
+        rejected = [{"index": i, "reason": why} for i, why in result.rejected[:MAX_REJECTED_SHOWN]]
+        message = f"{result.accepted} events ingested"
+        if result.duplicates:
+            message += f", {result.duplicates} already received (not counted again)"
+        if result.rejected:
+            index, why = result.rejected[0]
+            message += f", {len(result.rejected)} rejected (first: event {index}: {why})"
+        return json_response({
+            "success": not result.rejected,
+            "events_processed": result.accepted,
+            "message": message,
+            "timestamp": query_time(),
+            "duplicates": result.duplicates,
+            "rejected_count": len(result.rejected),
+            "rejected": rejected,
+            "nodes": result.nodes,
+        })  # fmt: skip
+
+    # --- queries across nodes ------------------------------------------------------------------
+
+    def _stats(self) -> dict[str, Any]:
+        stats = self.fleet.stats()
+        for key in ("aggregation_start", "last_event_time"):
+            value = stats[key]
+            stats[key] = format_time(value) if isinstance(value, datetime) else ""
+        return stats
+
+    async def stats(self, request: Request) -> Response:
+        return json_response({**self._stats(), "query_time": query_time()})
+
+    async def root(self, request: Request) -> Response:
+        endpoints = dict(AGGREGATOR_ENDPOINTS)
+        for path in self.extra_paths:
+            endpoints[path] = "Mounted application"
+        return json_response({"service": "netspy-tui aggregator", "version": __version__,
+                              "description": "eBPF Event Aggregator API (ebpf-server compatible) served by netspy-tui",
+                              "endpoints": endpoints})  # fmt: skip
+
+    async def health(self, request: Request) -> Response:
+        stats = self._stats()
+        nodes = len(stats["events_by_node"])
+        return json_response({
+            "status": "healthy",
+            "component": "aggregator",
+            "uptime": _uptime(time.monotonic() - self._started),
+            "version": __version__,
+            "source": f"netspy-tui aggregator of {nodes} node{'' if nodes == 1 else 's'}",
+            "nodes": nodes,
+            "stats": stats,
+        })  # fmt: skip
+
+    async def summary(self, request: Request, kind: EventKind) -> Response:
+        params = await Params.read(request)
+        pid = params.pid()
+        command = params.command()
+        duration = params.integer("duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1,
+                                  maximum=MAX_WINDOW_SECONDS)  # fmt: skip
+        scope = Scope(kind, pid, command, duration, _node_param(params), _workload_param(params))
+        by_node = await self.fleet_source.count_by_node(scope)
+        return json_response({
+            "count": sum(by_node.values()),
+            "count_by_node": by_node,
+            "total_nodes": sum(1 for n in by_node.values() if n),
+            "pid": pid or 0,
+            "command": command or "",
+            "duration_seconds": duration,
+            "query_time": query_time(),
+        })  # fmt: skip
+
+    def narrowing(self, params: Params) -> dict[str, Any]:
+        return {"node": _node_param(params), "workload": _workload_param(params)}
+
+    def listing_extra(self, events: Sequence[AnyEvent]) -> dict[str, Any]:
+        by_node: dict[str, int] = {}
+        for event in events:
+            node = event.k8s_node_name or ""
+            by_node[node] = by_node.get(node, 0) + 1
+        return {"events_by_node": by_node, "total_nodes": len(by_node)}
+
+    async def events(self, request: Request) -> Response:
+        params = await Params.read(request)
+        kind = params.kind()
+        pid = params.pid()
+        command = params.command()
+        narrow = self.narrowing(params)
+        node, workload = narrow["node"], narrow["workload"]
+        pod = params.string("k8s_pod_name")
+        namespace = params.string("k8s_namespace")
+        since = params.time("since")
+        until = params.time("until")
+        if since is not None and until is not None and since >= until:
+            raise BadRequest("since must be earlier than until")
+        limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        # pod and namespace are the agents' own (one agent pod per node): filtered on the page read
+        fetch = MAX_LIMIT if pod is not None or namespace is not None else limit
+        events: list[AnyEvent] = []
+        total = 0
+        for k in (kind,) if kind else ("connection", "packet_drop"):
+            q = EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=fetch, node=node,
+                           workload=workload)  # fmt: skip
+            page = await self.source.query(q)
+            hits = [e for e in page.events if (pod is None or e.k8s_pod_name == pod)
+                    and (namespace is None or e.k8s_namespace == namespace)]  # fmt: skip
+            events.extend(hits)
+            total += page.total_count if fetch == limit else len(hits)
+        events.sort(key=lambda e: (e.time, e.timestamp), reverse=True)
+        events = events[:limit]
+        filters: dict[str, Any] = {"type": kind, "pid": pid, "command": command, "node": node, "workload": workload,
+                                   "k8s_pod_name": pod, "k8s_namespace": namespace,
+                                   "since": format_time(since) if since else None,
+                                   "until": format_time(until) if until else None}  # fmt: skip
+        filters = {k: v for k, v in filters.items() if v is not None}
+        filters["limit"] = limit
+        return json_response({"events": [event_json(e) for e in events], "count": len(events),
+                              "total_count": max(total, len(events)), "query_time": query_time(),
+                              "filters": filters})  # fmt: skip
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            *super().routes(),
+            Route(INGEST_PATH, _guarded(self.ingest), methods=["POST"]),
+            Route("/api/stats", _guarded(self.stats), methods=["GET"]),
+        ]
