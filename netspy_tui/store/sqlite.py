@@ -11,6 +11,8 @@ Rows of these kinds, written in one transaction per batch by one writer:
   as ``chunks`` (one row per batch, the records as the ring gave them: :mod:`netspy_tui.store.chunks`;
   models are built only when a tool asks), other events as ``events`` rows with their JSON. Under
   load the writer sheds raw events (never counts); what was shed is in ``losses``.
+- ``rollup_minute``/``rollup_hour``: the same counts per minute and hour (:mod:`netspy_tui.store.spans`),
+  so a day or a week reads few rows.
 - ``losses``: per second and cause, what was shed or lost (ring full, queue full, unreadable...).
 
 Threads: one writer (the collector's thread through :meth:`EventStore.add_events`, or the
@@ -61,6 +63,7 @@ from netspy_tui.models import (
 from netspy_tui.store import chunks as C
 from netspy_tui.store import latency as L
 from netspy_tui.store import rollups as R
+from netspy_tui.store import spans as S
 from netspy_tui.store import traffic as T
 from netspy_tui.textsafe import valid_utf8
 
@@ -364,7 +367,7 @@ class EventStore:
             self._check_schema(conn)  # someone else's database: refuse to touch it
         if "meta" in tables:
             self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
-        conn.executescript(_SCHEMA + C.SCHEMA + T.SCHEMA + L.SCHEMA)
+        conn.executescript(_SCHEMA + S.SCHEMA + C.SCHEMA + T.SCHEMA + L.SCHEMA)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
@@ -700,11 +703,15 @@ class EventStore:
                 try:
                     conn.executemany(_UPSERT_ROLLUP, counts)
                 except _ROW_ERRORS:
+                    good_counts = []
                     for row in counts:
                         try:
                             conn.execute(_UPSERT_ROLLUP, row)
+                            good_counts.append(row)
                         except _ROW_ERRORS as exc:
                             rejected.append(_one_line(exc))
+                    counts = good_counts
+                S.write(conn, counts)
             if losses:
                 conn.executemany(_UPSERT_LOSS, [(s, c, n) for (s, c), n in losses.items()])
             if traffic:
@@ -796,6 +803,7 @@ class EventStore:
                         conn.execute("DELETE FROM rollup WHERE second < ?", (upto,))
                         more = upto < second
                     conn.execute("DELETE FROM losses WHERE second < ?", (second,))
+                    S.prune(conn, second)
                     T.prune(conn, second)
                     L.prune(conn, second)
                 if self.max_rows is not None and removed < PRUNE_CHUNK:
@@ -1008,10 +1016,14 @@ class EventStore:
         code = _KIND_CODE[kind]
         if self._in_memory(lo):
             return self.rollups.snapshot(code, lo, hi, blocks=pid is None and command is None)
-        where, params = _where(kind, pid, command, "second", lo - 1, hi)
+        if hi - lo < MEMORY_HORIZON:  # per second: the rate buckets stay exact too
+            where, params = _where(kind, pid, command, "second", lo - 1, hi)
+            sql, args = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {where}", params
+        else:  # a long window: whole hours and minutes from the coarse tables (see store/spans.py)
+            where, params = _where(kind, pid, command, "second", None, None)
+            sql, args = S.select(where, params, lo, hi)
         with self._snapshot() as conn:
-            sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {where}"
-            rows = conn.execute(sql, params).fetchall()
+            rows = conn.execute(sql, args).fetchall()
         names = self.names
         return R.seconds_of(R.to_array(rows, names), code), names
 
@@ -1027,10 +1039,10 @@ class EventStore:
         if self._in_memory(lo):
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
-        where, params = _where(kind, pid, command, "second", lo - 1, hi)
+        where, params = _where(kind, pid, command, "second", None, None)
+        sql, args = S.select(where, params, lo, hi)
         with self._snapshot() as conn:
-            row = conn.execute(f"SELECT coalesce(sum(n), 0) FROM rollup WHERE {where}", params)
-            return int(row.fetchone()[0])
+            return int(conn.execute(f"SELECT coalesce(sum(n), 0) FROM ({sql})", args).fetchone()[0])
 
     def count(self, scope: Scope, now: datetime | None = None) -> int:
         """Events in ``scope`` (its last ``window`` whole seconds at ``now``), exact."""

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import netspy_tui.store.sqlite as store_module
 from netspy_tui.analysis.aggregate import aggregate, filter_events
-from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scope, parse_event
+from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scope, parse_event, utcnow
 from netspy_tui.store import EventStore
 from tests.factories import BASE_TIME, connection_json, drop_json
 
@@ -214,3 +214,30 @@ def test_unfiltered_counts_in_every_counting_strategy(
         assert store.query(q).total_count == filter_events(evs, q)[1]  # raw events: exact times
         later = store.query(EventQuery(kind=kind, since=now - timedelta(seconds=window), limit=1))
         assert later.total_count == sum(1 for e in evs if e.type == kind and e.time > now - timedelta(seconds=window))
+
+
+def test_long_windows_read_hours_and_minutes_and_stay_exact(tmp_path: Path) -> None:
+    """A day and a week of a reopened file store (memory holds only the last hour): whole hours and
+    minutes come from the coarse tables, the edges from seconds; every count equals aggregate's
+    (the rate sparkline may place a coarse row's events at its first second)."""
+    rng = random.Random(11)
+    now = utcnow().replace(microsecond=0)
+    evs = []
+    for i in range(4000):
+        offset_us = rng.choice([0, 1, 59_999_999, 3_600_000_000, 86_400_000_000, rng.randint(0, 8 * 86_400_000_000)])
+        data = connection_json(pid=rng.choice(PIDS), command=rng.choice(COMMANDS), port=rng.choice([53, 80, 443]),
+                               time=now - timedelta(microseconds=offset_us), return_code=rng.choice([0, -111]),
+                               timestamp=i)  # fmt: skip
+        data["destination"] = rng.choice(DESTINATIONS)
+        evs.append(parse_event(data))
+    path = tmp_path / "week.db"
+    with EventStore(path, retention_seconds=None) as store:
+        for i in range(0, len(evs), 250):
+            store.add_events(evs[i : i + 250])
+    with EventStore(path, retention_seconds=None) as store:
+        for window in (3 * 3600 + 7, 86_400, 7 * 86_400 - 13):
+            for pid, command in ((None, None), (77, None), (None, "curl")):
+                scope = Scope("connection", pid, command, window)
+                got, want = store.stats(scope, now=now), aggregate(evs, scope, now)
+                assert got.model_copy(update={"rate_buckets": []}) == want.model_copy(update={"rate_buckets": []})
+                assert sum(got.rate_buckets) == want.total == store.count(scope, now=now)

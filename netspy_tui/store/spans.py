@@ -1,0 +1,101 @@
+"""Rollups per minute and per hour, next to the per-second ones: long windows read few rows.
+
+The writer adds every rollup row to ``rollup`` (its second), ``rollup_minute`` and ``rollup_hour``
+(the same key, summed per minute and per hour) in the same transaction, so the three always agree.
+A window the in-memory hour does not cover (a day, a week) reads its whole hours from the hour
+table, the whole minutes at its ends from the minute table and the seconds at its very ends from
+the second table: a day costs 24 hours of keys plus at most two hours of minutes and two minutes of
+seconds, not 86,400 seconds of rows. Counts stay exact to the second; a coarse row is placed at the
+first second of its minute or hour, so a rate bucket of a long window may take a minute's or an
+hour's events a little early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_KEY = "kind, pid, command, destination, port, protocol, outcome"
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    {unit}      INTEGER NOT NULL,   -- wall-clock second since the epoch // {size}
+    kind        INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    command     TEXT    NOT NULL,
+    destination TEXT    NOT NULL,
+    port        INTEGER NOT NULL,
+    protocol    TEXT    NOT NULL,
+    outcome     TEXT    NOT NULL,
+    failed      INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    first       INTEGER NOT NULL,
+    last        INTEGER NOT NULL,
+    PRIMARY KEY ({unit}, {key})
+) WITHOUT ROWID;
+"""
+#: (table, unit column, seconds per unit), coarsest first
+SPANS = (("rollup_hour", "hour", 3600), ("rollup_minute", "minute", 60))
+SCHEMA = "".join(_TABLE.format(name=t, unit=u, size=s, key=_KEY) for t, u, s in SPANS)
+_UPSERT = (
+    "INSERT INTO {name} ({unit}, {key}, failed, n, first, last) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT DO UPDATE SET n = n + excluded.n, "
+    "first = CASE WHEN excluded.n > 0 AND excluded.first < first THEN excluded.first ELSE first END, "
+    "last = CASE WHEN excluded.n > 0 AND excluded.last > last THEN excluded.last ELSE last END"
+)
+_UPSERTS = [(_UPSERT.format(name=t, unit=u, key=_KEY), s) for t, u, s in SPANS]
+COLUMNS = "second, kind, pid, command, destination, port, protocol, outcome, failed, n, first, last"
+
+
+def write(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Per-second rollup rows into the minute and hour tables (inside the caller's transaction)."""
+    for sql, size in _UPSERTS:
+        conn.executemany(sql, [(r[0] // size, *r[1:]) for r in rows])
+
+
+def prune(conn: Any, second: int) -> None:
+    """Forget minutes and hours wholly older than ``second``."""
+    for table, unit, size in SPANS:
+        conn.execute(f"DELETE FROM {table} WHERE {unit} < ?", (second // size,))
+
+
+def _split(lo: int, hi: int, size: int) -> tuple[tuple[int, int], tuple[int, int] | None, tuple[int, int]]:
+    """Seconds lo..hi as (seconds before the first whole unit, whole units [a, b) or None, seconds
+    after the last whole unit); second ranges inclusive, empty when lo > hi."""
+    first = -(-lo // size)
+    end = (hi + 1) // size
+    if first >= end:
+        return (lo, hi), None, (hi + 1, hi)
+    return (lo, first * size - 1), (first, end), (end * size, hi)
+
+
+def select(where: str, params: Sequence[Any], lo: int, hi: int) -> tuple[str, list[Any]]:
+    """SQL (and parameters) for the rollup rows of seconds lo..hi matching ``where`` (over the key
+    columns), from the coarsest tables that fit; columns as :data:`COLUMNS`, ``second`` the first
+    second of a coarse row."""
+    parts: list[str] = []
+    args: list[Any] = []
+
+    def seconds(a: int, b: int) -> None:
+        if a <= b:
+            parts.append(f"SELECT {COLUMNS} FROM rollup WHERE {where} AND second >= ? AND second <= ?")
+            args.extend([*params, a, b])
+
+    def cover(a: int, b: int, level: int) -> None:
+        if a > b:
+            return
+        if level >= len(SPANS):
+            seconds(a, b)
+            return
+        table, unit, size = SPANS[level]
+        left, whole, right = _split(a, b, size)
+        cover(*left, level + 1)
+        if whole is not None:
+            parts.append(f"SELECT {unit} * {size} AS second, {_KEY}, failed, n, first, last FROM {table} "
+                         f"WHERE {where} AND {unit} >= ? AND {unit} < ?")  # fmt: skip
+            args.extend([*params, *whole])
+        cover(*right, level + 1)
+
+    cover(lo, hi, 0)
+    if not parts:
+        parts.append(f"SELECT {COLUMNS} FROM rollup WHERE 0")
+    return " UNION ALL ".join(parts), args
