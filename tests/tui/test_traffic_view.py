@@ -36,13 +36,22 @@ HOSTILE_SHOWN = "[bold]ev\\x1bil"
 
 
 def seed(store: EventStore, now: datetime) -> None:
-    """nginx (in a container) sends 1.0 MB/s to 10.0.0.7 and accepts a connection; curl (a systemd service)
-    reads 100 kB/s from 93.184.216.34; a hostile name moves a few bytes. Connects: nginx 20 of 1..20 ms,
-    curl one of 180 ms."""
+    """nginx (in a container) sends 1.0 MB/s to 10.0.0.7 (named web.internal) and accepts a connection; curl
+    (a systemd service) reads 100 kB/s from 93.184.216.34; a hostile name moves a few bytes. Connects: nginx
+    20 of 1..20 ms, curl one of 180 ms."""
     ago = [now - timedelta(seconds=s) for s in (3, 2, 1)]
     store.add_events(
         [
-            connection(pid=101, command="nginx", ip="10.0.0.7", port=443, time=ago[0], outcome="ok", workload=DOCKER),
+            connection(
+                pid=101,
+                command="nginx",
+                ip="10.0.0.7",
+                port=443,
+                time=ago[0],
+                outcome="ok",
+                workload=DOCKER,
+                hostname="web.internal",
+            ),  # fmt: skip
             connection(pid=202, command="curl", ip="93.184.216.34", port=80, time=ago[1], workload="backup.service"),
             connection(pid=303, command=HOSTILE, ip="10.0.0.8", port=22, time=ago[2], workload="docker [red]x[/red]"),
         ]
@@ -96,7 +105,7 @@ def traffic_keys(app: NetspyApp) -> list[str]:
     return [str(r.key) for r in app.dashboard.traffic.rows_shown]
 
 
-async def test_at_80x24_the_traffic_view_shows_rates_connections_and_latency() -> None:
+async def test_at_80x24_the_traffic_view_shows_processes_rates_and_is_read_only_while_shown() -> None:
     async with dashboard((80, 24)) as (app, pilot, _):
         d = app.dashboard
         assert d.latest is not None and d.latest.traffic is None  # not asked while the view is not shown
@@ -117,12 +126,27 @@ async def test_at_80x24_the_traffic_view_shows_rates_connections_and_latency() -
         assert HOSTILE_SHOWN[:11] in screen_text(app)  # the name as text: no bold, no escape reaching the terminal
         assert traffic_keys(app) == ["curl", "nginx", HOSTILE]  # Rx/s largest first
 
+        await pilot.press("slash", *"3f2a9c", "enter")  # the filter: nginx's pid runs in that container
+        await wait_for(pilot, lambda: traffic_keys(app) == ["nginx"], "nginx's row, by its workload")
+        await pilot.press("escape")
+
+        await pilot.press("t")  # back to connections: the poller stops asking for traffic
+        await wait_for(pilot, lambda: d.view == "connections", "the connections view")
+        await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is None, "a poll without traffic")
+        assert not app.poller.traffic_wanted
+
+
+async def test_at_80x24_traffic_by_connection_remote_and_latency_sorted_named_and_filtered() -> None:
+    async with dashboard((80, 24)) as (app, pilot, _):
+        table = app.dashboard.traffic
+        await pilot.press("v")  # from the connections view: shows the Traffic view
+        await wait_for(pilot, lambda: table.row_count == 3, "the processes' traffic")
         await pilot.press("v")  # per connection, with the direction
         await wait_for(pilot, lambda: table.mode == "connections" and table.row_count == 4, "the connections")
         await pilot.pause()
         assert "by connection (v)" in screen_text(app)
         assert "Direction" in line_with(app, "Process", "Remote", "Direction")
-        assert "outbound" in line_with(app, "nginx", "10.0.0.7:443")
+        assert "outbound" in line_with(app, "nginx", "web.internal:443")  # the name its connections carry
         assert "inbound" in line_with(app, "nginx", "10.0.0.9:51000")
 
         await pilot.press("v")  # per remote address
@@ -134,8 +158,11 @@ async def test_at_80x24_the_traffic_view_shows_rates_connections_and_latency() -
         await wait_for(pilot, lambda: table.mode == "latency" and table.row_count == 2, "the latency")
         await pilot.pause()
         assert "180.0 ms" in line_with(app, "curl", "93.184.216.34:80")
-        nginx = line_with(app, "nginx", "10.0.0.7:443")
+        nginx = line_with(app, "nginx", "web.internal:443")
         assert "10.0 ms" in nginx and "19.0 ms" in nginx
+        await pilot.press("n")  # addresses instead of names, here too
+        await wait_for(pilot, lambda: "10.0.0.7:443" in screen_text(app), "the address")
+        assert "web.internal" not in screen_text(app)
         assert traffic_keys(app) == ["curl\x0093.184.216.34:80", "nginx\x0010.0.0.7:443"]
         await pilot.press("o")  # sort by the next column: attempts, most first
         assert table.sort_keys["latency"] == "attempts"
@@ -146,11 +173,8 @@ async def test_at_80x24_the_traffic_view_shows_rates_connections_and_latency() -
         await wait_for(pilot, lambda: traffic_keys(app) == ["curl\x0093.184.216.34:80"], "curl's row only")
         await pilot.press("escape")
         await wait_for(pilot, lambda: table.row_count == 2, "both rows back")
-
-        await pilot.press("t")  # back to connections: the poller stops asking for traffic
-        await wait_for(pilot, lambda: d.view == "connections", "the connections view")
-        await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is None, "a poll without traffic")
-        assert not app.poller.traffic_wanted
+        await pilot.press("n", "slash", *"web.int", "enter")  # names again: the filter finds rows by name
+        await wait_for(pilot, lambda: traffic_keys(app) == ["nginx\x0010.0.0.7:443"], "nginx's row by its name")
 
 
 async def test_at_120x35_workload_and_rate_columns_grouping_and_the_node_column() -> None:
@@ -160,7 +184,7 @@ async def test_at_120x35_workload_and_rate_columns_grouping_and_the_node_column(
         await pilot.pause()
         header = line_with(app, "Time (UTC)", "Destination")
         assert "Workload" in header and "Node" not in header  # no event carries a node
-        assert DOCKER[:9] in line_with(app, "nginx", "10.0.0.7:443")
+        assert DOCKER[:9] in line_with(app, "nginx", "web.internal:443")
         assert "docker [red]x[/red]"[:8] in line_with(app, HOSTILE_SHOWN, "10.0.0.8:22")
         procs = line_with(app, "Attempts", "Last seen")
         assert "Workload" in procs and "Rx/s" in procs and "Tx/s" in procs

@@ -44,7 +44,7 @@ from netspy_tui.tui.widgets.footer import KeyFooter
 from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text
 from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.status import Failure, StatusBar
-from netspy_tui.tui.widgets.traffic import TrafficTable, rows_of, summary_text
+from netspy_tui.tui.widgets.traffic import Known, TrafficTable, rows_of, summary_text, total_of
 
 if TYPE_CHECKING:
     from netspy_tui.tui.poller import Poller
@@ -213,7 +213,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 snap.drop_patterns.stats.total if same and snap.drop_patterns else None,
             )
             tabs = self.query_one("#views", TabbedContent)
-            traffic = f"Traffic ({self.traffic.row_count:,})" if snap.traffic is not None else "Traffic"
+            total = None if self.filter_text else total_of(self.traffic.mode, snap.traffic, snap.latency)
+            traffic = tab_label("Traffic", self.traffic.row_count, total) if snap.traffic is not None else "Traffic"
             for pane, label in (("connections-tab", conns), ("drops-tab", drops), ("traffic-tab", traffic)):
                 tab = tabs.get_tab(pane)  # compared with the tab itself: a render before the tabs mount is not lost
                 if str(tab.label) != label:
@@ -230,7 +231,12 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         if self._applied.get("traffic-summary") != summary.plain:
             self._applied["traffic-summary"] = summary.plain
             self.query_one("#traffic-summary", Static).update(summary, layout=False)
-        rows = rows_of(table.mode, snap.traffic, snap.latency)
+        names = self.connections.show_names
+        known = Known(
+            {e.destination_ip: e.hostname for e in snap.connections if e.hostname} if names else {},
+            {e.pid: e.workload for e in snap.connections if e.workload},
+        )
+        rows = rows_of(table.mode, snap.traffic, snap.latency, known)
         table.show([r for r in rows if flt.row(r.command, r.pids, r.texts)] if flt.active else rows)
 
     # --- actions -------------------------------------------------------------------------

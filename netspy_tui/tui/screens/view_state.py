@@ -121,6 +121,8 @@ class ViewState(InputKeys):
         table = self.query_one("#connections", ConnectionTable)
         table.show_names = not table.show_names
         table.refresh_destinations()
+        if self.view == "traffic" and not self.paused:
+            self.render_snapshot()  # the Traffic view's remote addresses follow
         self.notify("Destinations by name" if table.show_names else "Destinations by address", timeout=2)
 
     def action_cycle_window(self) -> None:

@@ -8,8 +8,8 @@ One table shows one of four lists of the same poll (``v`` cycles them, ``o`` sor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
@@ -134,7 +134,26 @@ class Row:
     """Other text the filter matches (addresses, process names of a remote's row)."""
 
 
-def process_rows(report: TrafficReport) -> list[Row]:
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the dashboard already knows about the addresses and pids in the traffic rows: destination names
+    (from the connections held, empty when ``n`` shows addresses) and workloads (by pid). Shown and matched by
+    the filter; nothing is asked for them."""
+
+    names: Mapping[str, str] = field(default_factory=dict)
+    workloads: Mapping[int, str] = field(default_factory=dict)
+
+    def host(self, address: str) -> str:
+        return self.names.get(address) or address
+
+    def of_pids(self, pids: Sequence[int]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(w for p in pids if (w := self.workloads.get(p))))
+
+
+NOTHING_KNOWN = Known()
+
+
+def process_rows(report: TrafficReport, known: Known = NOTHING_KNOWN) -> list[Row]:
     return [
         Row(
             p.command,
@@ -152,16 +171,17 @@ def process_rows(report: TrafficReport) -> list[Row]:
             ],
             p.command,
             tuple(p.pids),
-            (),
+            known.of_pids(p.pids),
         )  # fmt: skip
         for p in report.stats.processes
     ]
 
 
-def _flow_row(f: TrafficFlow, seconds: int) -> Row:
-    remote = endpoint(f.remote, f.remote_port)
+def _flow_row(f: TrafficFlow, seconds: int, known: Known) -> Row:
+    address = endpoint(f.remote, f.remote_port)
+    remote = endpoint(known.host(f.remote), f.remote_port) if f.remote else address
     local = endpoint(f.local, f.local_port)
-    key = f"{f.pid}\0{f.command}\0{f.protocol}\0{local}\0{remote}"
+    key = f"{f.pid}\0{f.command}\0{f.protocol}\0{local}\0{address}"
     lifetime = cell(duration_us(f.lifetime_us) if f.lifetime_us is not None else "", 12, justify="right",
                     sort_key=f.lifetime_us or 0)  # fmt: skip
     return Row(
@@ -171,46 +191,65 @@ def _flow_row(f: TrafficFlow, seconds: int) -> Row:
          _count(f.retransmits), _text(f.protocol or "?", 6), _text(local, 48), lifetime],
         f.command,
         (f.pid,),
-        (remote, f.direction),
+        (address, remote, f.direction, *known.of_pids((f.pid,))),
     )  # fmt: skip
 
 
-def _remote_row(r: TrafficRemote, seconds: int) -> Row:
-    remote = r.remote or "(no peer)"
+def _remote_row(r: TrafficRemote, seconds: int, known: Known) -> Row:
+    remote = known.host(r.remote) if r.remote else "(no peer)"
     return Row(
         r.remote,
         [_text(remote, 48), _rate(r.rx_bytes / seconds), _rate(r.tx_bytes / seconds), _bytes(r.rx_bytes),
          _bytes(r.tx_bytes), _count(r.retransmits), _text(", ".join(r.commands), 60)],
         "",
         (),
-        (remote, *r.commands),
+        (r.remote, remote, *r.commands),
     )  # fmt: skip
 
 
-def _latency_row(g: LatencyGroup) -> Row:
+def _named_destination(destination: str, known: Known) -> str:
+    """``ip:port`` / ``[ip]:port`` as ``name:port`` when the address has a name."""
+    address, sep, port = destination.rpartition(":")
+    name = known.names.get(address.removeprefix("[").removesuffix("]")) if sep else None
+    return f"{name}:{port}" if name else destination
+
+
+def _latency_row(g: LatencyGroup, known: Known) -> Row:
     outcomes = ", ".join(f"{name} {n:,}" for name, n in sorted(g.outcomes.items(), key=lambda kv: -kv[1]))
+    destination = _named_destination(g.destination, known)
     return Row(
         f"{g.command}\0{g.destination}",
-        [_text(g.command, 24), _text(g.destination, 48), _us(g.p50_us), _us(g.p95_us), _count(g.attempts),
+        [_text(g.command, 24), _text(destination, 48), _us(g.p50_us), _us(g.p95_us), _count(g.attempts),
          _us(g.max_us), _text(outcomes, 60)],
         g.command,
         tuple(g.pids),
-        (g.destination,),
+        (g.destination, destination, *known.of_pids(g.pids)),
     )  # fmt: skip
 
 
-def rows_of(mode: str, traffic: TrafficReport | None, latency: LatencyReport | None) -> list[Row]:
+def rows_of(mode: str, traffic: TrafficReport | None, latency: LatencyReport | None,
+            known: Known = NOTHING_KNOWN) -> list[Row]:  # fmt: skip
     """The rows of list ``mode`` from one poll's reports (none when the report is missing)."""
     if mode == "latency":
-        return [_latency_row(g) for g in latency.stats.destinations] if latency is not None else []
+        return [_latency_row(g, known) for g in latency.stats.destinations] if latency is not None else []
     if traffic is None:
         return []
     seconds = max(1, traffic.stats.window_seconds)
     if mode == "processes":
-        return process_rows(traffic)
+        return process_rows(traffic, known)
     if mode == "connections":
-        return [_flow_row(f, seconds) for f in traffic.stats.flows]
-    return [_remote_row(r, seconds) for r in traffic.stats.remotes]
+        return [_flow_row(f, seconds, known) for f in traffic.stats.flows]
+    return [_remote_row(r, seconds, known) for r in traffic.stats.remotes]
+
+
+def total_of(mode: str, traffic: TrafficReport | None, latency: LatencyReport | None) -> int | None:
+    """How many rows list ``mode`` has in the window (the tools return the top 200 of each)."""
+    if mode == "latency":
+        return latency.stats.total_destinations if latency is not None else None
+    if traffic is None:
+        return None
+    s = traffic.stats
+    return {"processes": s.total_processes, "connections": s.total_flows, "remotes": s.total_remotes}[mode]
 
 
 def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, error: str | None, mode: str) -> Text:
