@@ -8,9 +8,12 @@ byte counts below are chosen to read as round numbers: 60,000,000 bytes in 60 s 
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
@@ -80,13 +83,15 @@ def seed(store: EventStore, now: datetime) -> None:
 
 
 @asynccontextmanager
-async def dashboard(size: tuple[int, int]) -> AsyncIterator[tuple[NetspyApp, Pilot[Any], EventStore]]:
+async def dashboard(
+    size: tuple[int, int], export_dir: Path | None = None
+) -> AsyncIterator[tuple[NetspyApp, Pilot[Any], EventStore]]:
     store = EventStore(None)
     source = EmbeddedSource(None, store)
     seed(store, datetime.now(UTC))
     try:
         async with open_gateway(source) as gateway:
-            app = NetspyApp(gateway, interval=0.2, source_note="test")
+            app = NetspyApp(gateway, interval=0.2, source_note="test", export_dir=export_dir)
             async with app.run_test(size=size) as pilot:
                 await wait_for(pilot, lambda: app.dashboard.connections.row_count == 3, "the connections")
                 yield app, pilot, store
@@ -101,12 +106,20 @@ def line_with(app: NetspyApp, *parts: str) -> str:
     return found[0]
 
 
+def read_exports(directory: Path) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The rows of the one CSV export in ``directory`` and the one JSON export's document."""
+    [csv_path] = directory.glob("*.csv")
+    [json_path] = directory.glob("*.json")
+    with csv_path.open() as fh:
+        return list(csv.DictReader(fh)), json.loads(json_path.read_text())
+
+
 def traffic_keys(app: NetspyApp) -> list[str]:
     return [str(r.key) for r in app.dashboard.traffic.rows_shown]
 
 
-async def test_at_80x24_the_traffic_view_shows_processes_rates_and_is_read_only_while_shown() -> None:
-    async with dashboard((80, 24)) as (app, pilot, _):
+async def test_at_80x24_the_traffic_view_shows_processes_rates_and_is_read_only_while_shown(tmp_path: Path) -> None:
+    async with dashboard((80, 24), tmp_path) as (app, pilot, _):
         d = app.dashboard
         assert d.latest is not None and d.latest.traffic is None  # not asked while the view is not shown
         await pilot.press("t")
@@ -126,8 +139,18 @@ async def test_at_80x24_the_traffic_view_shows_processes_rates_and_is_read_only_
         assert HOSTILE_SHOWN[:11] in screen_text(app)  # the name as text: no bold, no escape reaching the terminal
         assert traffic_keys(app) == ["curl", "nginx", HOSTILE]  # Rx/s largest first
 
-        await pilot.press("slash", *"3f2a9c", "enter")  # the filter: nginx's pid runs in that container
+        await pilot.press("slash", *"3f2a", "enter")  # the filter: nginx's pid runs in that container
         await wait_for(pilot, lambda: traffic_keys(app) == ["nginx"], "nginx's row, by its workload")
+        await pilot.press("E", "e")  # the rows shown, with the tool's exact figures
+        await wait_for(pilot, lambda: len(list(tmp_path.glob("netspy-traffic-processes-*"))) == 2, "the exports")
+        rows, data = read_exports(tmp_path)
+        assert [(r["command"], r["pids"], r["rx_bytes"], r["tx_bytes"], r["retransmits"]) for r in rows] == [
+            ("nginx", "101", "720000", "60000000", "7")
+        ]
+        assert data["view"] == "traffic" and data["traffic_list"] == "processes"
+        assert [r["command"] for r in data["traffic_rows"]] == ["nginx"]
+        assert data["traffic"]["stats"]["rx_bytes"] == 6_720_000
+        assert data["connect_latency"]["stats"]["attempts"] == 21
         await pilot.press("escape")
 
         await pilot.press("t")  # back to connections: the poller stops asking for traffic
@@ -136,7 +159,7 @@ async def test_at_80x24_the_traffic_view_shows_processes_rates_and_is_read_only_
         assert not app.poller.traffic_wanted
 
 
-async def test_at_80x24_traffic_by_connection_remote_and_latency_sorted_named_and_filtered() -> None:
+async def test_at_80x24_traffic_by_connection_remote_and_latency_and_sorted() -> None:
     async with dashboard((80, 24)) as (app, pilot, _):
         table = app.dashboard.traffic
         await pilot.press("v")  # from the connections view: shows the Traffic view
@@ -160,24 +183,32 @@ async def test_at_80x24_traffic_by_connection_remote_and_latency_sorted_named_an
         assert "180.0 ms" in line_with(app, "curl", "93.184.216.34:80")
         nginx = line_with(app, "nginx", "web.internal:443")
         assert "10.0 ms" in nginx and "19.0 ms" in nginx
-        await pilot.press("n")  # addresses instead of names, here too
-        await wait_for(pilot, lambda: "10.0.0.7:443" in screen_text(app), "the address")
-        assert "web.internal" not in screen_text(app)
         assert traffic_keys(app) == ["curl\x0093.184.216.34:80", "nginx\x0010.0.0.7:443"]
         await pilot.press("o")  # sort by the next column: attempts, most first
         assert table.sort_keys["latency"] == "attempts"
         assert traffic_keys(app) == ["nginx\x0010.0.0.7:443", "curl\x0093.184.216.34:80"]
         assert "Attempts ▼" in line_with(app, "Process", "Destination")
 
-        await pilot.press("slash", *"curl", "enter")  # the filter narrows the traffic lists too
+
+async def test_at_80x24_latency_destinations_by_name_or_address_and_the_filter_finds_both() -> None:
+    async with dashboard((80, 24)) as (app, pilot, _):
+        table = app.dashboard.traffic
+        await pilot.press("v", "v", "v", "v")  # the Traffic view, then its latency list
+        await wait_for(pilot, lambda: table.mode == "latency" and table.row_count == 2, "the latency")
+        await pilot.pause()
+        assert "web.internal:443" in line_with(app, "nginx", "ms")
+        await pilot.press("n")  # addresses instead of names, here too
+        await wait_for(pilot, lambda: "10.0.0.7:443" in screen_text(app), "the address")
+        assert "web.internal" not in screen_text(app)
+        await pilot.press("slash", *"cur", "enter")  # the filter narrows the traffic lists too
         await wait_for(pilot, lambda: traffic_keys(app) == ["curl\x0093.184.216.34:80"], "curl's row only")
         await pilot.press("escape")
         await wait_for(pilot, lambda: table.row_count == 2, "both rows back")
-        await pilot.press("n", "slash", *"web.int", "enter")  # names again: the filter finds rows by name
+        await pilot.press("n", "slash", *"web", "enter")  # names again: the filter finds rows by name
         await wait_for(pilot, lambda: traffic_keys(app) == ["nginx\x0010.0.0.7:443"], "nginx's row by its name")
 
 
-async def test_at_120x35_workload_and_rate_columns_grouping_and_the_node_column() -> None:
+async def test_at_120x35_workload_and_rate_columns() -> None:
     async with dashboard((120, 35)) as (app, pilot, store):
         d = app.dashboard
         await wait_for(pilot, lambda: d.processes.row_count == 3, "the processes")
@@ -197,8 +228,12 @@ async def test_at_120x35_workload_and_rate_columns_grouping_and_the_node_column(
         await pilot.pause()
         nginx_row = line_with(app, "│ nginx", "101")  # the process table
         assert nginx_row.rstrip(" │").endswith("12.0 kB     1.0 MB"), nginx_row
-        await pilot.press("t")
 
+
+async def test_at_120x35_grouping_by_workload_and_the_node_column() -> None:
+    async with dashboard((120, 35)) as (app, pilot, store):
+        d = app.dashboard
+        await wait_for(pilot, lambda: d.processes.row_count == 3, "the processes")
         await pilot.press("g")  # grouped by workload: a heading per workload above its processes
         assert d.processes.grouped
         await wait_for(pilot, lambda: d.processes.row_count == 6, "three headings and three processes")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
 from rich.text import Text
 from textual.widgets import DataTable
 
@@ -132,6 +133,8 @@ class Row:
     pids: tuple[int, ...]
     texts: tuple[str, ...]
     """Other text the filter matches (addresses, process names of a remote's row)."""
+    data: BaseModel
+    """What the row shows, as the tool returned it (exports write it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,7 @@ def process_rows(report: TrafficReport, known: Known = NOTHING_KNOWN) -> list[Ro
             p.command,
             tuple(p.pids),
             known.of_pids(p.pids),
+            p,
         )  # fmt: skip
         for p in report.stats.processes
     ]
@@ -192,6 +196,7 @@ def _flow_row(f: TrafficFlow, seconds: int, known: Known) -> Row:
         f.command,
         (f.pid,),
         (address, remote, f.direction, *known.of_pids((f.pid,))),
+        f,
     )  # fmt: skip
 
 
@@ -204,6 +209,7 @@ def _remote_row(r: TrafficRemote, seconds: int, known: Known) -> Row:
         "",
         (),
         (r.remote, remote, *r.commands),
+        r,
     )  # fmt: skip
 
 
@@ -224,6 +230,7 @@ def _latency_row(g: LatencyGroup, known: Known) -> Row:
         g.command,
         tuple(g.pids),
         (g.destination, destination, *known.of_pids(g.pids)),
+        g,
     )  # fmt: skip
 
 
