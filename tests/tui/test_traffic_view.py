@@ -190,6 +190,29 @@ async def test_at_80x24_traffic_by_connection_remote_and_latency_and_sorted() ->
         assert "Attempts ▼" in line_with(app, "Process", "Destination")
 
 
+async def test_enter_on_a_traffic_row_focuses_its_process_and_the_tools_are_asked_about_it() -> None:
+    async with dashboard((80, 24)) as (app, pilot, _):
+        d = app.dashboard
+        await pilot.press("t")
+        await wait_for(pilot, lambda: d.traffic.row_count == 3, "the processes' traffic")
+        assert "Rx/s" not in line_with(app, "Attempts", "Last seen")  # the process table's rates: past the edge
+        d.traffic.focus()
+        d.traffic.move_cursor(row=traffic_keys(app).index("nginx"), animate=False)
+        await pilot.press("enter")
+        assert d.focus_subject is not None and d.focus_subject.command == "nginx"
+        await wait_for(
+            pilot,
+            lambda: d.latest is not None and d.latest.traffic is not None and d.latest.traffic.stats.command == "nginx",
+            "traffic asked about nginx",
+        )
+        await wait_for(pilot, lambda: traffic_keys(app) == ["nginx"], "nginx's row only")
+        assert d.latest is not None and d.latest.traffic is not None
+        assert d.latest.traffic.stats.rx_bytes == 720_000  # the tool's own totals are nginx's now
+        await pilot.press("v")
+        await wait_for(pilot, lambda: d.traffic.row_count == 2, "nginx's two connections")
+        assert {r.command for r in d.traffic.rows_shown} == {"nginx"}
+
+
 async def test_at_80x24_latency_destinations_by_name_or_address_and_the_filter_finds_both() -> None:
     async with dashboard((80, 24)) as (app, pilot, _):
         table = app.dashboard.traffic
