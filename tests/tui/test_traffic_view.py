@@ -262,7 +262,8 @@ async def test_at_120x35_grouping_by_workload_and_the_node_column() -> None:
         await wait_for(pilot, lambda: d.processes.row_count == 6, "three headings and three processes")
         await pilot.pause()
         text = screen_text(app)
-        assert f"▾ {DOCKER[:17]}" in text and "▾ backup.service" in text and "▾ docker [red]x[/re" in text
+        assert f"▾ {DOCKER[:15]}" in text and "▾ backup.service" in text and "▾ docker [red]x[/" in text
+        assert d.processes.get_cell(GROUP_PREFIX + DOCKER, "process").plain == f"▾ {DOCKER}"  # (in full, where room)
         assert "by workload (g)" in screen_text(app)
         keys = d.processes._order
         assert keys.index(GROUP_PREFIX + DOCKER) + 1 == keys.index("nginx")
@@ -307,8 +308,9 @@ async def test_a_source_without_traffic_says_so_and_a_failing_tool_is_one_line()
             await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is not None, "the traffic poll")
             await pilot.pause()
             assert "not counted by this source" in screen_text(app)
-            assert not d.connections.shows_workload and not d.connections.shows_node  # nothing carries them
-            assert d.processes.rates is None and str(d.processes.get_row("curl")[7]) == "–"  # not "0 B"
+            # nothing carries workloads or nodes: no such columns
+            assert not d.connections.shows_workload and not d.connections.shows_node and not d.processes.shows_workload
+            assert d.processes.rates is None and d.processes.get_cell("curl", "rx_rate").plain == "–"  # not "0 B"
 
             async def refuse(*_: Any) -> Any:
                 raise ToolFailed("Unknown tool: get_traffic")

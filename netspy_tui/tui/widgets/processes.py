@@ -44,12 +44,13 @@ COLUMNS: tuple[ProcessColumn, ...] = (
     ProcessColumn("dests", "Dests", 7, 7, numeric=True),
     ProcessColumn("failures", "Failed", 8, 8, numeric=True),
     ProcessColumn("last", "Last seen", 11, 11, numeric=True),
-    ProcessColumn("workload", "Workload", 10, 10),
+    ProcessColumn("workload", "Workload", 10, 32),
     ProcessColumn("rx_rate", "Rx/s", 9, 9, numeric=True),
     ProcessColumn("tx_rate", "Tx/s", 9, 9, numeric=True),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
-_ATTEMPTS = COLUMN_KEYS.index("attempts")
+#: Shown only once a process carries a workload (this host's own collector); other sources have none.
+WORKLOAD = "workload"
 #: Row keys of workload headings start with NUL, which no process name (a kernel comm) contains.
 GROUP_PREFIX = "\0group:"
 NO_WORKLOAD = "(no workload known)"
@@ -86,7 +87,9 @@ class ProcessTable(DataTable[Cell]):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.stats: dict[str, ProcessStat] = {}
-        self.sort_index = _ATTEMPTS
+        self.spec: tuple[ProcessColumn, ...] = tuple(c for c in COLUMNS if c.key != WORKLOAD)
+        """The columns shown now (the Workload column joins when the data has workloads)."""
+        self.sort_column = "attempts"
         self.sort_reverse = True
         self.focused_process: str | None = None
         self._cells: dict[str, list[Cell]] = {}
@@ -97,8 +100,20 @@ class ProcessTable(DataTable[Cell]):
         self._order: list[str] = []
         """Row keys in table order, when grouped."""
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(c.key for c in self.spec)
+
+    @property
+    def sort_index(self) -> int:
+        return self.keys.index(self.sort_column)
+
+    @property
+    def shows_workload(self) -> bool:
+        return WORKLOAD in self.keys
+
     def on_mount(self) -> None:
-        for column in COLUMNS:
+        for column in self.spec:
             self.add_column(self._label(column.key, column.label), key=column.key, width=column.least)
         self._title()
 
@@ -109,24 +124,27 @@ class ProcessTable(DataTable[Cell]):
         self.border_title = f"Processes · {window_label(self.window)}"
         group = " · by workload (g)" if self.grouped else ""
         self.border_subtitle = (
-            f"sort {COLUMNS[self.sort_index].label} {'▼' if self.sort_reverse else '▲'} (s / S){group}"
+            f"sort {self.spec[self.sort_index].label} {'▼' if self.sort_reverse else '▲'} (s / S){group}"
         )
 
     def on_resize(self) -> None:
-        widths = dict(zip(COLUMN_KEYS, fit_widths(COLUMNS, table_width(self), self.cell_padding), strict=True))
+        widths = dict(zip(self.keys, fit_widths(self.spec, table_width(self), self.cell_padding), strict=True))
         set_column_widths(self, widths)
         if widths["pids"] != self.pid_width:
             self.pid_width = widths["pids"]
             self.sync(list(self.stats.values()), self.focused_process, self.rates)
 
     def _label(self, key: str, label: str) -> Text:
-        if COLUMN_KEYS[self.sort_index] != key:
+        if self.sort_column != key:
             return Text(label + "  ")
         return Text(label + (" ▼" if self.sort_reverse else " ▲"), style="bold")
 
-    @property
-    def sort_column(self) -> str:
-        return COLUMN_KEYS[self.sort_index]
+    def _shown(self, cells: list[Cell]) -> list[Cell]:
+        """The cells of the columns shown, from one of every column."""
+        shown = self.keys
+        return (
+            cells if len(shown) == len(COLUMNS) else [c for k, c in zip(COLUMN_KEYS, cells, strict=True) if k in shown]
+        )
 
     def cells(self, stat: ProcessStat) -> list[Cell]:
         focused = self.get_component_rich_style("processes--focused", partial=True)
@@ -135,22 +153,24 @@ class ProcessTable(DataTable[Cell]):
         rx, rx_value = _rate(self.rates, stat.command, "rx_rate")
         tx, tx_value = _rate(self.rates, stat.command, "tx_rate")
         workload = ", ".join(stat.workloads)
-        return [
-            cell(
-                ("▶ " if is_focused else "") + stat.command,
-                32,
-                style=focused if is_focused else "",
-                sort_key=stat.command.casefold(),
-            ),
-            cell(_pids_text(stat.pids, self.pid_width), 60, sort_key=(len(stat.pids), stat.pids[:1])),
-            cell(stat.attempts, 8, justify="right", sort_key=stat.attempts),
-            cell(stat.distinct_destinations, 5, justify="right", sort_key=stat.distinct_destinations),
-            cell(stat.failures, 6, justify="right", style=failing if stat.failures else "", sort_key=stat.failures),
-            cell(stat.last_seen.strftime("%H:%M:%S"), 9, sort_key=stat.last_seen),
-            cell(workload, 40, sort_key=workload.casefold()),
-            cell(rx, 10, justify="right", sort_key=rx_value),
-            cell(tx, 10, justify="right", sort_key=tx_value),
-        ]
+        return self._shown(
+            [
+                cell(
+                    ("▶ " if is_focused else "") + stat.command,
+                    32,
+                    style=focused if is_focused else "",
+                    sort_key=stat.command.casefold(),
+                ),
+                cell(_pids_text(stat.pids, self.pid_width), 60, sort_key=(len(stat.pids), stat.pids[:1])),
+                cell(stat.attempts, 8, justify="right", sort_key=stat.attempts),
+                cell(stat.distinct_destinations, 5, justify="right", sort_key=stat.distinct_destinations),
+                cell(stat.failures, 6, justify="right", style=failing if stat.failures else "", sort_key=stat.failures),
+                cell(stat.last_seen.strftime("%H:%M:%S"), 9, sort_key=stat.last_seen),
+                cell(workload, 40, sort_key=workload.casefold()),
+                cell(rx, 10, justify="right", sort_key=rx_value),
+                cell(tx, 10, justify="right", sort_key=tx_value),
+            ]
+        )
 
     def group_cells(self, label: str, members: Sequence[ProcessStat]) -> list[Cell]:
         """A workload's heading row: its processes' totals (destinations are not additive: the largest)."""
@@ -164,23 +184,25 @@ class ProcessTable(DataTable[Cell]):
         tx = sum(max(0.0, v) for _, v in rates[half:])
         known = self.rates is not None
         n = len(members)
-        return [
-            cell(f"▾ {label}", 32, style=heading, sort_key=label.casefold()),
-            cell(f"{n} proc" + ("s" if n != 1 else ""), 60, style=heading, sort_key=n),
-            cell(attempts, 8, justify="right", style=heading, sort_key=attempts),
-            cell(
-                dests := max(s.distinct_destinations for s in members),
-                5,
-                justify="right",
-                style=heading,
-                sort_key=dests,
-            ),
-            cell(failures, 6, justify="right", style=heading, sort_key=failures),
-            cell(last.strftime("%H:%M:%S"), 9, style=heading, sort_key=last),
-            cell(label, 40, style=heading, sort_key=label.casefold()),
-            cell(human_bytes(rx) if known else "–", 10, justify="right", style=heading, sort_key=rx),
-            cell(human_bytes(tx) if known else "–", 10, justify="right", style=heading, sort_key=tx),
-        ]
+        return self._shown(
+            [
+                cell(f"▾ {label}", 32, style=heading, sort_key=label.casefold()),
+                cell(f"{n} proc" + ("s" if n != 1 else ""), 60, style=heading, sort_key=n),
+                cell(attempts, 8, justify="right", style=heading, sort_key=attempts),
+                cell(
+                    dests := max(s.distinct_destinations for s in members),
+                    5,
+                    justify="right",
+                    style=heading,
+                    sort_key=dests,
+                ),
+                cell(failures, 6, justify="right", style=heading, sort_key=failures),
+                cell(last.strftime("%H:%M:%S"), 9, style=heading, sort_key=last),
+                cell(label, 40, style=heading, sort_key=label.casefold()),
+                cell(human_bytes(rx) if known else "–", 10, justify="right", style=heading, sort_key=rx),
+                cell(human_bytes(tx) if known else "–", 10, justify="right", style=heading, sort_key=tx),
+            ]
+        )
 
     def selected_process(self) -> str | None:
         if self.row_count == 0:
@@ -203,6 +225,8 @@ class ProcessTable(DataTable[Cell]):
         ``rates``: the Traffic view's processes by name (None: not read this poll)."""
         self.focused_process = focused
         self.rates = rates
+        if not self.shows_workload and any(stat.workloads for stat in stats):
+            self._add_workload_column()
         if self.grouped:
             self._sync_grouped(stats)
             return
@@ -222,7 +246,7 @@ class ProcessTable(DataTable[Cell]):
                     self.add_row(*new_cells, key=key)
                     changed = True
                 else:
-                    for column, new, old in zip(COLUMN_KEYS, new_cells, old_cells, strict=True):
+                    for column, new, old in zip(self.keys, new_cells, old_cells, strict=True):
                         if new.plain != old.plain or new.style != old.style:
                             self.update_cell(key, column, new)
                             changed = True
@@ -275,6 +299,14 @@ class ProcessTable(DataTable[Cell]):
             if selected in order:
                 self.move_cursor(row=order.index(selected), animate=False)
 
+    def _add_workload_column(self) -> None:
+        """Rebuild with every column (the rows come back with the sync that follows)."""
+        self.spec = COLUMNS
+        self.clear(columns=True)
+        self.stats, self._cells, self._order = {}, {}, []
+        self.on_mount()
+        self.on_resize()
+
     def toggle_grouped(self) -> bool:
         """Group by workload, or stop; returns whether grouped now."""
         self.grouped = not self.grouped
@@ -287,10 +319,10 @@ class ProcessTable(DataTable[Cell]):
 
     def cycle_sort(self) -> str:
         """Sort by the next column (numbers largest first, names A-Z); returns the column label."""
-        self.sort_index = (self.sort_index + 1) % len(COLUMNS)
-        self.sort_reverse = COLUMNS[self.sort_index].numeric
+        column = self.spec[(self.sort_index + 1) % len(self.spec)]
+        self.sort_column, self.sort_reverse = column.key, column.numeric
         self._relabel()
-        return COLUMNS[self.sort_index].label
+        return column.label
 
     def reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
@@ -298,7 +330,7 @@ class ProcessTable(DataTable[Cell]):
 
     def _relabel(self) -> None:
         self._title()
-        for column in COLUMNS:
+        for column in self.spec:
             self.columns[ColumnKey(column.key)].label = self._label(column.key, column.label)
         self._apply_sort(self.selected_process())
         self.refresh()
