@@ -213,6 +213,30 @@ async def test_enter_on_a_traffic_row_focuses_its_process_and_the_tools_are_aske
         assert {r.command for r in d.traffic.rows_shown} == {"nginx"}
 
 
+async def test_paused_the_traffic_lists_show_the_paused_poll() -> None:
+    async with dashboard((80, 24)) as (app, pilot, store):
+        d = app.dashboard
+        await pilot.press("t")
+        await wait_for(pilot, lambda: d.traffic.row_count == 3, "the processes' traffic")
+        await pilot.press("space")
+        s = int(datetime.now(UTC).timestamp()) - 1
+        with store._write_lock:
+            store._writer.execute("BEGIN IMMEDIATE")
+            T.write(store._writer, [(s, 505, "wget", "TCP", "10.0.0.2", 40005, "10.0.0.6", 80, T.DIR_RX, 9, 1, s * NS,
+                                     s * NS)])  # fmt: skip
+            store._writer.execute("COMMIT")
+
+        def polled_wget() -> bool:
+            return d.latest is not None and d.latest.traffic is not None and d.latest.traffic.stats.total_processes == 4
+
+        await wait_for(pilot, polled_wget, "a poll that has wget")
+        await pilot.press("v")  # another list of the same (paused) poll
+        assert d.traffic.mode == "connections" and d.traffic.row_count == 4
+        assert "wget" not in {r.command for r in d.traffic.rows_shown}
+        await pilot.press("space")
+        await wait_for(pilot, lambda: "wget" in {r.command for r in d.traffic.rows_shown}, "wget after resuming")
+
+
 async def test_at_80x24_latency_destinations_by_name_or_address_and_the_filter_finds_both() -> None:
     async with dashboard((80, 24)) as (app, pilot, _):
         table = app.dashboard.traffic

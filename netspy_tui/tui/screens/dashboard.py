@@ -212,13 +212,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 self.drops.row_count,
                 snap.drop_patterns.stats.total if same and snap.drop_patterns else None,
             )
-            tabs = self.query_one("#views", TabbedContent)
-            total = None if self.filter_text else total_of(self.traffic.mode, snap.traffic, snap.latency)
-            traffic = tab_label("Traffic", self.traffic.row_count, total) if snap.traffic is not None else "Traffic"
-            for pane, label in (("connections-tab", conns), ("drops-tab", drops), ("traffic-tab", traffic)):
-                tab = tabs.get_tab(pane)  # compared with the tab itself: a render before the tabs mount is not lost
-                if str(tab.label) != label:
-                    tab.label = Text(label)
+            for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
+                self._tab_label(pane, label)
         self.rendered = snap
         self.renders += 1
         self.last_render_ms = (time.perf_counter() - started) * 1000
@@ -238,6 +233,19 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         )
         rows = rows_of(table.mode, snap.traffic, snap.latency, known)
         table.show([r for r in rows if flt.row(r.command, r.pids, r.texts)] if flt.active else rows)
+        total = None if self.filter_text else total_of(table.mode, snap.traffic, snap.latency)
+        self._tab_label("traffic-tab", tab_label("Traffic", table.row_count, total) if snap.traffic else "Traffic")
+
+    def redraw_traffic(self) -> None:
+        """The Traffic view again from the snapshot on screen (another list, names or addresses; paused too)."""
+        if self.rendered is not None:
+            with self.app.batch_update():
+                self.render_traffic(self.rendered, EventFilter(self.filter_text, self.focus_subject))
+
+    def _tab_label(self, pane: str, label: str) -> None:
+        tab = self.query_one("#views", TabbedContent).get_tab(pane)
+        if str(tab.label) != label:  # compared with the tab itself: a render before the tabs mount is not lost
+            tab.label = Text(label)
 
     # --- actions -------------------------------------------------------------------------
 

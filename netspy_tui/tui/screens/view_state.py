@@ -55,6 +55,9 @@ class ViewState(InputKeys):
     def focus_active_table(self) -> None:
         raise NotImplementedError
 
+    def redraw_traffic(self) -> None:
+        raise NotImplementedError
+
     def watch_focus_subject(self, subject: Scope | None) -> None:
         self.focus_label = subject.label if subject else None
 
@@ -121,8 +124,8 @@ class ViewState(InputKeys):
         table = self.query_one("#connections", ConnectionTable)
         table.show_names = not table.show_names
         table.refresh_destinations()
-        if self.view == "traffic" and not self.paused:
-            self.render_snapshot()  # the Traffic view's remote addresses follow
+        if self.view == "traffic":
+            self.redraw_traffic()  # its remote addresses follow
         self.notify("Destinations by name" if table.show_names else "Destinations by address", timeout=2)
 
     def action_cycle_window(self) -> None:
@@ -155,7 +158,7 @@ class ViewState(InputKeys):
             return
         table = self.query_one("#traffic", TrafficTable)
         table.set_mode(MODES[(MODES.index(table.mode) + 1) % len(MODES)])
-        self.render_snapshot()
+        self.redraw_traffic()
 
     def action_sort_traffic(self) -> None:
         if self.view != "traffic":
