@@ -273,18 +273,19 @@ class ProcessTable(DataTable[Cell]):
         groups: dict[str, list[ProcessStat]] = {}
         for stat in stats:
             groups.setdefault(workload_label(stat), []).append(stat)
+        cells = {stat.command: self.cells(stat) for stat in stats}
         rows: list[tuple[str, list[Cell]]] = []
         headed = []
         for label, members in groups.items():
-            members.sort(key=lambda s: self.cells(s)[index].sort_key, reverse=self.sort_reverse)
+            members.sort(key=lambda s: cells[s.command][index].sort_key, reverse=self.sort_reverse)
             headed.append((label, self.group_cells(label, members), members))
         headed.sort(key=lambda g: g[1][index].sort_key, reverse=self.sort_reverse)
         for label, heading, members in headed:
             rows.append((GROUP_PREFIX + label, heading))
-            rows.extend((m.command, self.cells(m)) for m in members)
+            rows.extend((m.command, cells[m.command]) for m in members)
         order = [k for k, _ in rows]
         same = order == self._order and all(
-            [c.plain for c in cells] == [c.plain for c in self._cells.get(k, [])] for k, cells in rows
+            [c.plain for c in row] == [c.plain for c in self._cells.get(k, [])] for k, row in rows
         )
         self.stats = {s.command: s for s in stats}
         if same and not force:
@@ -292,8 +293,8 @@ class ProcessTable(DataTable[Cell]):
         selected = self._cursor_key()
         with self.app.batch_update():
             self.clear()
-            for key, cells in rows:
-                self.add_row(*cells, key=key)
+            for key, row in rows:
+                self.add_row(*row, key=key)
             self._cells = dict(rows)
             self._order = order
             if selected in order:
