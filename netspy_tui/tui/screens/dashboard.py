@@ -44,7 +44,7 @@ from netspy_tui.tui.widgets.footer import KeyFooter
 from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text
 from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.status import Failure, StatusBar
-from netspy_tui.tui.widgets.traffic import Known, TrafficTable, rows_of, summary_text, total_of
+from netspy_tui.tui.widgets.traffic import NOTHING_KNOWN, Known, TrafficTable, rows_of, summary_text, total_of
 
 if TYPE_CHECKING:
     from netspy_tui.tui.poller import Poller
@@ -226,11 +226,14 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         if self._applied.get("traffic-summary") != summary.plain:
             self._applied["traffic-summary"] = summary.plain
             self.query_one("#traffic-summary", Static).update(summary, layout=False)
-        names = self.connections.show_names
-        known = Known(
-            {e.destination_ip: e.hostname for e in snap.connections if e.hostname} if names else {},
-            {e.pid: e.workload for e in snap.connections if e.workload},
-        )
+        known = NOTHING_KNOWN
+        if snap.traffic is not None or snap.latency is not None:  # (not polled while the view is hidden)
+            known = Known(
+                {e.destination_ip: e.hostname for e in snap.connections if e.hostname}
+                if self.connections.show_names
+                else {},
+                {e.pid: e.workload for e in snap.connections if e.workload},
+            )
         rows = rows_of(table.mode, snap.traffic, snap.latency, known)
         table.show([r for r in rows if flt.row(r.command, r.pids, r.texts)] if flt.active else rows)
         total = None if self.filter_text else total_of(table.mode, snap.traffic, snap.latency)
