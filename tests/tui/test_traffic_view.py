@@ -343,4 +343,5 @@ async def test_a_source_without_traffic_says_so_and_a_failing_tool_is_one_line()
             await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic_error is not None, "the error")
             await pilot.pause()
             assert "traffic unavailable: Unknown tool: get_traffic" in screen_text(app)
+            assert d.query_one("#traffic-summary").has_class("-error")
             assert app.polls > 0 and d.status.failure is None  # the rest of the dashboard keeps polling

@@ -225,7 +225,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         summary = summary_text(snap.traffic, snap.latency, snap.traffic_error, table.mode)
         if self._applied.get("traffic-summary") != summary.plain:
             self._applied["traffic-summary"] = summary.plain
-            self.query_one("#traffic-summary", Static).update(summary, layout=False)
+            line = self.query_one("#traffic-summary", Static)
+            line.update(summary, layout=False)
+            line.set_class(snap.traffic_error is not None, "-error")
         known = NOTHING_KNOWN
         if snap.traffic is not None or snap.latency is not None:  # (not polled while the view is hidden)
             known = Known(

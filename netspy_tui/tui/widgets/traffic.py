@@ -263,7 +263,7 @@ def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, e
     """One line above the table: which list (``v``), the window's totals and connect percentiles, or why not."""
     head = Text(f"{MODE_LABELS[mode]} (v) · ", style="bold")
     if error is not None:
-        return head + Text(f"traffic unavailable: {clean(error, 200)}", style="bold red")
+        return head + Text(f"traffic unavailable: {clean(error, 200)}")  # (coloured by app.tcss: -error)
     if traffic is None:
         return head + Text("reading traffic…")
     s = traffic.stats
