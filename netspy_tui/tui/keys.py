@@ -114,7 +114,7 @@ ACTIONS: tuple[KeyAction, ...] = (
         "Traffic",
         "Switch between connections and traffic (bytes and rates, retransmits, connect latency).",
         "view",
-        rank=14,
+        rank=8,
     ),
     KeyAction(
         "netspy.traffic_list",
