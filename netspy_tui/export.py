@@ -20,14 +20,31 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from pydantic import BaseModel
+
 from netspy_tui import safefs
 from netspy_tui.analysis.describe import destination_text
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat
+from netspy_tui.models import (
+    ConnectionEvent,
+    LatencyGroup,
+    PacketDropEvent,
+    ProcessStat,
+    TrafficFlow,
+    TrafficProcess,
+    TrafficRemote,
+)
 from netspy_tui.textsafe import clean, inert_json
 
 Format = Literal["json", "csv"]
-View = Literal["connections", "drops"]
+View = Literal["connections", "drops", "traffic"]
 FORMATS: tuple[str, ...] = ("json", "csv")
+#: The Traffic view's lists and the model of their rows (a CSV has the model's fields as columns).
+TRAFFIC_ROWS: dict[str, type[BaseModel]] = {
+    "processes": TrafficProcess,
+    "connections": TrafficFlow,
+    "remotes": TrafficRemote,
+    "latency": LatencyGroup,
+}
 
 
 def default_export_dir() -> Path:
@@ -58,11 +75,24 @@ class ExportRequest:
     focus: dict[str, Any] | None = None
     patterns: dict[str, Any] | None = None
     drop_patterns: dict[str, Any] | None = None
+    traffic_list: str | None = None
+    """The Traffic view's list shown (a key of :data:`TRAFFIC_ROWS`), with its rows as shown."""
+    traffic_rows: Sequence[BaseModel] = ()
+    traffic: dict[str, Any] | None = None
+    """The poll's ``get_traffic`` and ``get_connect_latency`` results (while the Traffic view is shown)."""
+    connect_latency: dict[str, Any] | None = None
 
     @property
     def rows(self) -> int:
         """Rows of the current view (what the notification counts)."""
+        if self.view == "traffic":
+            return len(self.traffic_rows)
         return len(self.drops) if self.view == "drops" else len(self.connections)
+
+    @property
+    def name(self) -> str:
+        """What the file is named after: the view (and the Traffic view's list)."""
+        return f"traffic-{self.traffic_list}" if self.view == "traffic" and self.traffic_list else self.view
 
 
 @dataclass(frozen=True)
@@ -90,14 +120,34 @@ def write_json(fh: IO[str], req: ExportRequest) -> None:
         "processes": [p.model_dump(mode="json") for p in req.processes],
         "patterns": req.patterns,
         "drop_patterns": req.drop_patterns,
+        "traffic_list": req.traffic_list,
+        "traffic_rows": [r.model_dump(mode="json") for r in req.traffic_rows],
+        "traffic": req.traffic,
+        "connect_latency": req.connect_latency,
     }
     # the same inert writer as every other output: no raw bidi or C1 controls in the file
     fh.write(inert_json(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
 
 
+def _csv_value(value: Any) -> object:
+    if isinstance(value, list):
+        return csv_safe(" ".join(str(v) for v in value))
+    if isinstance(value, dict):
+        return csv_safe(" ".join(f"{k}={v}" for k, v in value.items()))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return csv_safe(value) if isinstance(value, str) else value
+
+
 def write_csv(fh: IO[str], req: ExportRequest) -> None:
-    """The current view's table (connections or drops)."""
+    """The current view's table (connections, drops, or the Traffic view's list with its model's fields)."""
     writer = csv.writer(fh)
+    if req.view == "traffic":
+        fields = list(TRAFFIC_ROWS[req.traffic_list or "processes"].model_fields)
+        writer.writerow(fields)
+        for row in req.traffic_rows:
+            writer.writerow([_csv_value(getattr(row, f)) for f in fields])
+        return
     if req.view == "drops":
         writer.writerow(["time", "pid", "process", "reason", "reason_code", "bytes", "destination", "id"])
         for d in req.drops:
@@ -139,7 +189,7 @@ def export(req: ExportRequest, fmt: Format, directory: Path) -> ExportResult:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
     write = write_json if fmt == "json" else write_csv
-    path = _create(directory, f"netspy-{req.view}-{stamp_of(req.exported_at)}", f".{fmt}", lambda fh: write(fh, req))
+    path = _create(directory, f"netspy-{req.name}-{stamp_of(req.exported_at)}", f".{fmt}", lambda fh: write(fh, req))
     return ExportResult(path, req.rows)
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from netspy_tui.analysis.describe import destination_text
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat, Scope
 
 
 class EventFilter:
-    """Client-side narrowing by process name, pid or destination (case-insensitive substring; pid prefix)."""
+    """Client-side narrowing by process name, pid, destination or workload (case-insensitive substring; pid
+    prefix)."""
 
     def __init__(self, text: str, focus: Scope | None) -> None:
         self.text = text.strip()
@@ -37,14 +38,30 @@ class EventFilter:
         if n.isdigit() and str(e.pid).startswith(n):
             return True
         dest = destination_text(e) if isinstance(e, ConnectionEvent) else (e.destination or e.drop_reason)
-        name = e.hostname if isinstance(e, ConnectionEvent) else None
-        return n in e.command.casefold() or n in dest.casefold() or bool(name and n in name.casefold())
+        names = (e.hostname, e.workload) if isinstance(e, ConnectionEvent) else ()
+        return n in e.command.casefold() or n in dest.casefold() or any(x and n in x.casefold() for x in names)
 
     def process(self, p: ProcessStat) -> bool:
         n = self.needle
         if not n:
             return True
-        return n in p.command.casefold() or (n.isdigit() and any(str(pid).startswith(n) for pid in p.pids))
+        return (
+            n in p.command.casefold()
+            or (n.isdigit() and any(str(pid).startswith(n) for pid in p.pids))
+            or any(n in w.casefold() for w in p.workloads)
+        )
+
+    def row(self, command: str, pids: Sequence[int], texts: Iterable[str]) -> bool:
+        """A Traffic view row: its process (``""`` for a row several processes share), pids and other text
+        (addresses, names). The focus narrows the tool calls already; a shared row passes it."""
+        if self.focus is not None and command and not any(self._focus_ok(p, command) for p in pids or (0,)):
+            return False
+        n = self.needle
+        if not n:
+            return True
+        if n.isdigit() and any(str(pid).startswith(n) for pid in pids):
+            return True
+        return n in command.casefold() or any(n in t.casefold() for t in texts)
 
 
 def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Scope | None:
@@ -66,3 +83,22 @@ def tab_label(name: str, rows: int, total: int | None) -> str:
     if total is not None and total > rows:
         return f"{name} (latest {rows:,} of {total:,})"
     return f"{name} ({rows:,})"
+
+
+def with_workloads(processes: Sequence[ProcessStat], events: Iterable[ConnectionEvent]) -> list[ProcessStat]:
+    """``processes`` with the workloads their pids' connections carry, for rows whose source did not list any
+    (the all-traffic ranking comes from ``analyze_patterns``, which has no workloads; ``list_processes`` has)."""
+    by_pid: dict[int, str] = {}
+    for e in events:
+        if e.workload:
+            by_pid[e.pid] = e.workload
+    if not by_pid:
+        return list(processes)
+    out = []
+    for p in processes:
+        if not p.workloads:
+            found = list(dict.fromkeys(by_pid[pid] for pid in p.pids if pid in by_pid))
+            if found:
+                p = p.model_copy(update={"workloads": found})
+        out.append(p)
+    return out

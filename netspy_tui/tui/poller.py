@@ -26,11 +26,13 @@ from netspy_tui.errors import NetspyError
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import (
     ConnectionEvent,
+    LatencyReport,
     PacketDropEvent,
     PatternAnalysis,
     ProcessList,
     Scope,
     ServerStatus,
+    TrafficReport,
     format_time,
 )
 from netspy_tui.tui.snapshot import PollConfig, Snapshot
@@ -79,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: destination addresses asked about per poll (the newest rows first)
 NAMES_PER_POLL = 200
+#: rows of each traffic list (processes, remotes, connections, latency destinations): the tools' cap
+TRAFFIC_LIMIT = 200
 
 
 class _Window(Generic[E]):
@@ -177,6 +181,7 @@ class Poller:
         self._version = 0
         self._pending: tuple[int, PollConfig] | None = None
         self._status: ServerStatus | None = None
+        self._traffic_wanted = False
         self._reset()
         self.wake = asyncio.Event()
         """Set to end the current sleep early (a new configuration is waiting)."""
@@ -196,6 +201,17 @@ class Poller:
     @property
     def version(self) -> int:
         return self._pending[0] if self._pending else self._version
+
+    @property
+    def traffic_wanted(self) -> bool:
+        return self._traffic_wanted
+
+    def want_traffic(self, wanted: bool) -> None:
+        """Fetch traffic and connect latency from the next poll on (the Traffic view is shown), or stop."""
+        if wanted != self._traffic_wanted:
+            self._traffic_wanted = wanted
+            if wanted:
+                self.wake.set()  # the view is empty until the next poll: make it now
 
     def configure(self, *, window: int | None = None, subject: Scope | None = None) -> int:
         """Ask for another window or subject from the next poll on; returns the new config version."""
@@ -254,6 +270,7 @@ class Poller:
         self._conns.trim(cutoff)
         self._drops.trim(cutoff)
         processes, patterns, drop_patterns = self._summaries
+        traffic, latency, traffic_error = await self._fetch_traffic(subject) if self._traffic_wanted else (None,) * 3
         return Snapshot(
             version=version,
             config=cfg,
@@ -267,7 +284,22 @@ class Poller:
             drop_patterns=drop_patterns,
             new_connections=new,
             burst_skipped=skipped,
+            traffic=traffic,
+            latency=latency,
+            traffic_error=traffic_error,
         )
+
+    async def _fetch_traffic(self, subject: Scope) -> tuple[TrafficReport | None, LatencyReport | None, str | None]:
+        """Bytes and connect latency for the subject over the window (the Traffic view). A tool that fails
+        (a server without it, a bad answer) is one line for the view, not a failed poll."""
+        args = (subject.pid, subject.command, subject.window, TRAFFIC_LIMIT)
+        try:
+            traffic = await self.gateway.traffic(*args)
+            latency = await self.gateway.connect_latency(*args)
+        except NetspyError as exc:
+            log.debug("traffic unavailable: %s", exc)
+            return None, None, str(exc)
+        return traffic, latency, None
 
     async def _name_connections(self) -> None:
         """Names learnt since rows arrived (the list call names only what was known when it ran)."""

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, PatternAnalysis, ProcessList, Scope, ServerStatus
+from netspy_tui.models import (
+    ConnectionEvent,
+    LatencyReport,
+    PacketDropEvent,
+    PatternAnalysis,
+    ProcessList,
+    Scope,
+    ServerStatus,
+    TrafficReport,
+)
 
 #: Every process: the dashboard's subject when nothing is focused or filtered.
 ALL = Scope()
@@ -39,6 +48,12 @@ class Snapshot:
     """Connection events that arrived in this poll."""
     burst_skipped: int = 0
     """Events a burst pushed past ``max_events`` in one poll (not fetched)."""
+    traffic: TrafficReport | None = None
+    """Bytes per process, remote and connection (``get_traffic``): fetched only while the Traffic view is shown."""
+    latency: LatencyReport | None = None
+    """Connect latency per destination (``get_connect_latency``), fetched with ``traffic``."""
+    traffic_error: str | None = None
+    """Why ``traffic`` or ``latency`` could not be read this poll (one line), else None."""
 
     @property
     def observed_seconds(self) -> float | None:

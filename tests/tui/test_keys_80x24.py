@@ -72,6 +72,23 @@ async def test_every_readme_key_works_at_80x24(tmp_path: Path) -> None:
         await press("d")
         assert d.view == "connections"
 
+        await press("t")
+        assert d.view == "traffic"
+        await wait_for(pilot, lambda: shown(d.traffic) and d.latest is not None and d.latest.traffic is not None,
+                       "the traffic view")  # fmt: skip
+        await press("v")
+        assert d.traffic.mode == "connections"
+        sort = d.traffic.sort_keys["connections"]
+        await press("o")
+        assert d.traffic.sort_keys["connections"] != sort
+        await press("t")
+        assert d.view == "connections"
+
+        await press("g")
+        assert d.processes.grouped and "by workload" in str(d.processes.border_subtitle)
+        await press("g")
+        assert not d.processes.grouped
+
         await press("n")
         assert not d.connections.show_names
         await press("n")

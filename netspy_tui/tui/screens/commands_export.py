@@ -20,6 +20,7 @@ from netspy_tui.tui.snapshot import Snapshot
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable
 from netspy_tui.tui.widgets.processes import ProcessTable
+from netspy_tui.tui.widgets.traffic import TrafficTable
 
 
 class CommandBarActions(AIActions):
@@ -87,8 +88,9 @@ class ExportActions(Screen[None]):
             self.notify("Nothing to export yet: no poll has finished.", severity="warning")
             return
         conns, drops = self.query_one("#connections", ConnectionTable), self.query_one("#drops", DropTable)
+        traffic = self.query_one("#traffic", TrafficTable)
         request = export.ExportRequest(  # the rows as shown
-            view="drops" if self.view == "drops" else "connections",
+            view="traffic" if self.view == "traffic" else "drops" if self.view == "drops" else "connections",
             exported_at=self.clock(),
             window_seconds=self.window,
             connections=tuple(conns.events.values()),
@@ -99,6 +101,10 @@ class ExportActions(Screen[None]):
             focus=self.focus_subject.as_arguments() if self.focus_subject else None,
             patterns=snap.patterns.model_dump(mode="json") if snap.patterns else None,
             drop_patterns=snap.drop_patterns.model_dump(mode="json") if snap.drop_patterns else None,
+            traffic_list=traffic.mode if self.view == "traffic" else None,
+            traffic_rows=tuple(r.data for r in traffic.rows_shown) if self.view == "traffic" else (),
+            traffic=snap.traffic.model_dump(mode="json") if snap.traffic else None,
+            connect_latency=snap.latency.model_dump(mode="json") if snap.latency else None,
         )
         self._export(request, fmt, export.export_dir(self.export_dir))
 
@@ -109,4 +115,5 @@ class ExportActions(Screen[None]):
         except OSError as exc:
             self.notify(f"Export failed: {exc}", severity="error", markup=False)
             return
-        self.notify(f"Exported {done.rows} {request.view} rows to {done.path}", title="Export", markup=False)
+        what = request.name.replace("-", " ")
+        self.notify(f"Exported {done.rows} {what} rows to {done.path}", title="Export", markup=False)

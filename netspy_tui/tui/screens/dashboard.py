@@ -31,7 +31,7 @@ from netspy_tui.commands import CommandRunner
 from netspy_tui.mcp_tools.ai_bridge import AIHooks, dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.tui import keys
-from netspy_tui.tui.filtering import EventFilter, tab_label
+from netspy_tui.tui.filtering import EventFilter, tab_label, with_workloads
 from netspy_tui.tui.screens.ai_actions import AIActions
 from netspy_tui.tui.screens.commands_export import CommandBarActions, ExportActions
 from netspy_tui.tui.screens.panes import InputKeys, PaneLayout
@@ -44,6 +44,7 @@ from netspy_tui.tui.widgets.footer import KeyFooter
 from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text
 from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.status import Failure, StatusBar
+from netspy_tui.tui.widgets.traffic import NOTHING_KNOWN, Known, TrafficTable, rows_of, summary_text, total_of
 
 if TYPE_CHECKING:
     from netspy_tui.tui.poller import Poller
@@ -106,13 +107,17 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                     with TabPane("Packet drops", id="drops-tab"):
                         yield Static(id="drop-mix")
                         yield DropTable(id="drops")
+                    with TabPane("Traffic", id="traffic-tab"):
+                        yield Static(id="traffic-summary")
+                        yield TrafficTable(id="traffic")
                 yield ProcessTable(id="processes").data_bind(ViewState.window)
             with Vertical(id="right"):
                 yield PatternsPanel(id="patterns")
                 yield AIPane(label=self.ai.label, id="ai-pane")
         yield ResultPanel(id="result")
         yield Input(
-            placeholder="filter: process name, pid or destination (enter keeps it, esc clears)", id="filter-bar"
+            placeholder="filter: process name, pid, destination or workload (enter keeps it, esc clears)",
+            id="filter-bar",
         )
         yield Input(
             placeholder="ask the AI about this host's traffic, e.g. why does nginx see refused connections? "
@@ -137,6 +142,10 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
     @property
     def processes(self) -> ProcessTable:
         return self.query_one("#processes", ProcessTable)
+
+    @property
+    def traffic(self) -> TrafficTable:
+        return self.query_one("#traffic", TrafficTable)
 
     # --- snapshots -----------------------------------------------------------------------
 
@@ -179,10 +188,13 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         with self.app.batch_update():
             self.connections.sync([e for e in snap.connections if flt.event(e)] if flt.active else snap.connections)
             self.drops.sync([e for e in snap.drops if flt.event(e)] if flt.active else snap.drops)
-            procs = snap.processes.processes if snap.processes else []
+            procs = with_workloads(snap.processes.processes if snap.processes else [], snap.connections)
+            counted = snap.traffic is not None and snap.traffic.stats.available
+            rates = {p.command: p for p in snap.traffic.stats.processes} if snap.traffic and counted else None
             self.processes.sync(
-                [p for p in procs if flt.process(p)], self.focus_subject.command if self.focus_subject else None
+                [p for p in procs if flt.process(p)], self.focus_subject.command if self.focus_subject else None, rates
             )
+            self.render_traffic(snap, flt)
             same_subject = snap.config.subject == subject
             self.query_one(PatternsPanel).show(snap.patterns if same_subject else None, subject.label)
             mix = drop_mix_text(snap.drop_patterns if same_subject else None, snap.config.window)
@@ -200,15 +212,45 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 self.drops.row_count,
                 snap.drop_patterns.stats.total if same and snap.drop_patterns else None,
             )
-            tabs = self.query_one("#views", TabbedContent)
             for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
-                tab = tabs.get_tab(pane)  # compared with the tab itself: a render before the tabs mount is not lost
-                if str(tab.label) != label:
-                    tab.label = Text(label)
+                self._tab_label(pane, label)
         self.rendered = snap
         self.renders += 1
         self.last_render_ms = (time.perf_counter() - started) * 1000
         self.status.show_snapshot(snap, self.last_render_ms)
+
+    def render_traffic(self, snap: Snapshot, flt: EventFilter) -> None:
+        """The Traffic view's summary line and its current list (empty until the poller has fetched traffic)."""
+        table = self.traffic
+        summary = summary_text(snap.traffic, snap.latency, snap.traffic_error, table.mode)
+        if self._applied.get("traffic-summary") != summary.plain:
+            self._applied["traffic-summary"] = summary.plain
+            line = self.query_one("#traffic-summary", Static)
+            line.update(summary, layout=False)
+            line.set_class(snap.traffic_error is not None, "-error")
+        known = NOTHING_KNOWN
+        if snap.traffic is not None or snap.latency is not None:  # (not polled while the view is hidden)
+            known = Known(
+                {e.destination_ip: e.hostname for e in snap.connections if e.hostname}
+                if self.connections.show_names
+                else {},
+                {e.pid: e.workload for e in snap.connections if e.workload},
+            )
+        rows = rows_of(table.mode, snap.traffic, snap.latency, known)
+        table.show([r for r in rows if flt.row(r.command, r.pids, r.texts)] if flt.active else rows)
+        total = None if self.filter_text else total_of(table.mode, snap.traffic, snap.latency)
+        self._tab_label("traffic-tab", tab_label("Traffic", table.row_count, total) if snap.traffic else "Traffic")
+
+    def redraw_traffic(self) -> None:
+        """The Traffic view again from the snapshot on screen (another list, names or addresses; paused too)."""
+        if self.rendered is not None:
+            with self.app.batch_update():
+                self.render_traffic(self.rendered, EventFilter(self.filter_text, self.focus_subject))
+
+    def _tab_label(self, pane: str, label: str) -> None:
+        tab = self.query_one("#views", TabbedContent).get_tab(pane)
+        if str(tab.label) != label:  # compared with the tab itself: a render before the tabs mount is not lost
+            tab.label = Text(label)
 
     # --- actions -------------------------------------------------------------------------
 
@@ -248,7 +290,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             self.result.display = False
 
     def focus_active_table(self) -> None:
-        (self.drops if self.view == "drops" else self.connections).focus()
+        {"drops": self.drops, "traffic": self.traffic}.get(self.view, self.connections).focus()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         if isinstance(event.widget, DataTable):
@@ -260,6 +302,11 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         table = self.focused if isinstance(self.focused, DataTable) else self._last_table
         if isinstance(table, ProcessTable):
             return table.selected_process(), None
+        if isinstance(table, TrafficTable):
+            row = table.selected_row()
+            if row is None or not row.command:  # a remote address's row: several processes share it
+                return None, None
+            return row.command, row.pids[0] if len(row.pids) == 1 else None
         event = (table if isinstance(table, EventTable) else self.connections).selected_event()
         return (None, None) if event is None else ((event.command or None), event.pid or None)
 

@@ -1,5 +1,6 @@
 """What the user chose, as reactives bound to the widgets that show it, and the keys that change it: the window
-(``w``), pause (space), filter (``/``), focus (enter, the palette), the view (``d``) and the process sort (``s``).
+(``w``), pause (space), filter (``/``), focus (enter, the palette), the view (``d``, ``t``; ``v`` and ``o`` pick and
+sort the Traffic view's list) and the process sort (``s``).
 A change that narrows or widens the data also tells the poller (:meth:`ViewState.reconfigure`)."""
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from netspy_tui.tui.filtering import subject_for_filter
 from netspy_tui.tui.screens.panes import InputKeys
 from netspy_tui.tui.snapshot import ALL, Snapshot
 from netspy_tui.tui.widgets.connections import ConnectionTable
-from netspy_tui.tui.widgets.processes import ProcessTable
+from netspy_tui.tui.widgets.processes import NO_WORKLOAD, ProcessTable
+from netspy_tui.tui.widgets.traffic import MODES, TrafficTable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,6 +55,9 @@ class ViewState(InputKeys):
     def focus_active_table(self) -> None:
         raise NotImplementedError
 
+    def redraw_traffic(self) -> None:
+        raise NotImplementedError
+
     def watch_focus_subject(self, subject: Scope | None) -> None:
         self.focus_label = subject.label if subject else None
 
@@ -87,6 +92,16 @@ class ViewState(InputKeys):
         self.reconfigure()
 
     def action_focus_selected(self) -> None:
+        procs = self.query_one("#processes", ProcessTable)
+        workload = procs.selected_workload() if procs.has_focus else None
+        if workload is not None:  # a workload's heading (grouped): its rows, through the filter
+            if workload == NO_WORKLOAD:
+                self.notify("These processes have no known workload.", severity="warning")
+                return
+            bar = self.query_one("#filter-bar", Input)
+            bar.display = True
+            bar.value = workload  # (Input.Changed sets the filter)
+            return
         name, pid = self.selected_process()
         if name is None and pid is None:
             self.notify("Nothing selected: move the cursor onto a process first.", severity="warning")
@@ -109,12 +124,18 @@ class ViewState(InputKeys):
         table = self.query_one("#connections", ConnectionTable)
         table.show_names = not table.show_names
         table.refresh_destinations()
+        if self.view == "traffic":
+            self.redraw_traffic()  # its remote addresses follow
         self.notify("Destinations by name" if table.show_names else "Destinations by address", timeout=2)
 
     def action_cycle_window(self) -> None:
         later = [w for w in WINDOWS if w > self.window]
         self.window = later[0] if later else WINDOWS[0]
         self.reconfigure()
+
+    def action_toggle_group(self) -> None:
+        grouped = self.query_one("#processes", ProcessTable).toggle_grouped()
+        self.notify("Processes grouped by workload" if grouped else "Processes ungrouped", timeout=2)
 
     def action_cycle_sort(self) -> None:
         self.query_one("#processes", ProcessTable).cycle_sort()
@@ -126,9 +147,30 @@ class ViewState(InputKeys):
         tabs = self.query_one("#views", TabbedContent)
         tabs.active = "drops-tab" if tabs.active == "connections-tab" else "connections-tab"
 
+    def action_toggle_traffic(self) -> None:
+        tabs = self.query_one("#views", TabbedContent)
+        tabs.active = "connections-tab" if tabs.active == "traffic-tab" else "traffic-tab"
+
+    def action_next_traffic_list(self) -> None:
+        """The Traffic view's next list (processes, connections, remote addresses, connect latency)."""
+        if self.view != "traffic":
+            self.action_toggle_traffic()
+            return
+        table = self.query_one("#traffic", TrafficTable)
+        table.set_mode(MODES[(MODES.index(table.mode) + 1) % len(MODES)])
+        self.redraw_traffic()
+
+    def action_sort_traffic(self) -> None:
+        if self.view != "traffic":
+            self.notify("o sorts the Traffic view (t shows it).", timeout=3)
+            return
+        label = self.query_one("#traffic", TrafficTable).cycle_sort()
+        self.notify(f"Traffic sorted by {label}", timeout=2)
+
     @on(TabbedContent.TabActivated, "#views")
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
-        self.view = "drops" if event.pane.id == "drops-tab" else "connections"
+        self.view = {"drops-tab": "drops", "traffic-tab": "traffic"}.get(event.pane.id or "", "connections")
+        self.poller.want_traffic(self.view == "traffic")  # the traffic tools are called only while it is shown
 
     def focus_process(self, name: str) -> None:
         self.focus_subject = Scope(command=name)

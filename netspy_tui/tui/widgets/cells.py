@@ -9,7 +9,7 @@ from typing import Any
 from rich.style import Style
 from rich.text import Text
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist
 
 from netspy_tui.textsafe import clean
 
@@ -106,3 +106,13 @@ def set_column_widths(table: DataTable[Any], widths: dict[str, int]) -> bool:
         table._clear_caches()
         table.refresh()
     return changed
+
+
+def cursor_key(table: DataTable[Any]) -> str | None:
+    """The key of the row under the cursor; None for an empty table (or a cursor past the rows)."""
+    if table.row_count == 0:
+        return None
+    try:
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except RowDoesNotExist:
+        return None

@@ -47,17 +47,19 @@ class EventTable(DataTable[Cell], Generic[E]):
         """Events shown, by row key, in table order."""
         self._cells: dict[str, list[Cell]] = {}
         """Rendered cells of the events shown (a rebuild reuses them)."""
+        self.spec: tuple[Column, ...] = self.COLUMNS
+        """The columns shown now (a table may add one when the data has it)."""
 
     def on_mount(self) -> None:
-        for column in self.COLUMNS:
+        for column in self.spec:
             self.add_column(column.label, key=column.key, width=column.least)
 
     def cells(self, event: E) -> list[Cell]:
         raise NotImplementedError
 
     def on_resize(self) -> None:
-        widths = fit_widths(self.COLUMNS, table_width(self), self.cell_padding)
-        set_column_widths(self, {c.key: w for c, w in zip(self.COLUMNS, widths, strict=True)})
+        widths = fit_widths(self.spec, table_width(self), self.cell_padding)
+        set_column_widths(self, {c.key: w for c, w in zip(self.spec, widths, strict=True)})
         if self.following and self.row_count:
             self.call_after_refresh(self._follow, self.row_count)
 
@@ -127,9 +129,7 @@ class EventTable(DataTable[Cell], Generic[E]):
             if old is not None and old is not event:
                 current[key] = event
                 cells = self.cells(event)
-                for column, (before, after) in zip(
-                    self.COLUMNS, zip(self._cells[key], cells, strict=True), strict=True
-                ):
+                for column, (before, after) in zip(self.spec, zip(self._cells[key], cells, strict=True), strict=True):
                     if str(before) != str(after):
                         self.update_cell(key, column.key, after)
                 self._cells[key] = cells
@@ -154,6 +154,11 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         Column("protocol", "Proto", 5, 5),
         PID_COLUMN,
     )
+    NODE_COLUMN = Column("node", "Node", 10, 32)
+    """Shown (after the outcome) once an event carries a node: an aggregator's events from several hosts."""
+    WORKLOAD_COLUMN = Column("workload", "Workload", 10, 40)
+    """Shown (last: past the right edge at 80 columns) once an event carries a workload: this host's own
+    collector names every process's container, pod, unit or ``host``; other sources have none."""
 
     show_names = True
     """Destinations by name when one is known (``n`` shows addresses)."""
@@ -168,8 +173,38 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         with self.app.batch_update():
             for key, event in self.events.items():
                 text = cell(self.destination(event), 64)
-                self.update_cell(key, "destination", text)
+                self.update_cell(key, "destination", text)  # (column 2 whether or not a Node column is shown)
                 self._cells[key][2] = text
+
+    @property
+    def shows_node(self) -> bool:
+        return self.NODE_COLUMN in self.spec
+
+    @property
+    def shows_workload(self) -> bool:
+        return self.WORKLOAD_COLUMN in self.spec
+
+    def sync(self, events: Sequence[ConnectionEvent]) -> tuple[int, int]:
+        node = self.shows_node or any(e.k8s_node_name for e in events)
+        workload = self.shows_workload or any(e.workload for e in events)
+        if (node, workload) != (self.shows_node, self.shows_workload):
+            self._set_columns(node=node, workload=workload)
+        return super().sync(events)
+
+    def _set_columns(self, *, node: bool, workload: bool) -> None:
+        """Rebuild with the Node column (after the outcome) and the Workload column (last) the data has; the
+        rows are redrawn by the sync that follows. Once shown, a column stays."""
+        at = [c.key for c in self.COLUMNS].index("outcome") + 1
+        self.spec = (
+            *self.COLUMNS[:at],
+            *((self.NODE_COLUMN,) if node else ()),
+            *self.COLUMNS[at:],
+            *((self.WORKLOAD_COLUMN,) if workload else ()),
+        )
+        self.clear(columns=True)
+        self.events, self._cells = {}, {}
+        self.on_mount()
+        self.on_resize()
 
     def _outcome_style(self, outcome: str) -> Style:
         name = f"outcome--{outcome}" if outcome in OUTCOMES else "outcome--unknown"
@@ -178,7 +213,7 @@ class ConnectionTable(EventTable[ConnectionEvent]):
     def cells(self, event: ConnectionEvent) -> list[Cell]:
         proto = (event.protocol or "?") + ("?" if event.protocol_inferred else "")
         outcome = event.effective_outcome
-        return [
+        cells = [
             time_cell(event),
             cell(event.command, 24),
             cell(self.destination(event), 64),
@@ -186,6 +221,11 @@ class ConnectionTable(EventTable[ConnectionEvent]):
             cell(proto, 12),
             cell(event.pid, 7, justify="right", sort_key=event.pid),
         ]
+        if self.shows_node:
+            cells.insert(4, cell(event.k8s_node_name or "", 32))
+        if self.shows_workload:
+            cells.append(cell(event.workload or "", 40))
+        return cells
 
 
 class DropTable(EventTable[PacketDropEvent]):

@@ -1,4 +1,9 @@
-"""Per-process summary table: keyed by process name, diffed with ``update_cell``, sortable by any column."""
+"""Per-process summary table: keyed by process name, diffed with ``update_cell``, sortable by any column.
+
+Grouped by workload (``g``), each workload gets a heading row (its processes' totals) above its processes,
+which keep the chosen sort inside the group; the table is then rebuilt on change (at most 200 processes).
+Rates (Rx/s, Tx/s) come from the Traffic view's poll and read ``–`` while it is not shown.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,20 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowDoesNotExist
+from textual.widgets.data_table import ColumnKey
 
-from netspy_tui.models import ProcessStat
-from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width, window_label
+from netspy_tui.analysis.describe import human_bytes
+from netspy_tui.models import ProcessStat, TrafficProcess
+from netspy_tui.tui.widgets.cells import (
+    Cell,
+    Column,
+    cell,
+    cursor_key,
+    fit_widths,
+    set_column_widths,
+    table_width,
+    window_label,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +44,29 @@ COLUMNS: tuple[ProcessColumn, ...] = (
     ProcessColumn("dests", "Dests", 7, 7, numeric=True),
     ProcessColumn("failures", "Failed", 8, 8, numeric=True),
     ProcessColumn("last", "Last seen", 11, 11, numeric=True),
+    ProcessColumn("workload", "Workload", 10, 32),
+    ProcessColumn("rx_rate", "Rx/s", 9, 9, numeric=True),
+    ProcessColumn("tx_rate", "Tx/s", 9, 9, numeric=True),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
-_ATTEMPTS = COLUMN_KEYS.index("attempts")
+#: Shown only once a process carries a workload (this host's own collector); other sources have none.
+WORKLOAD = "workload"
+#: Row keys of workload headings start with NUL, which no process name (a kernel comm) contains.
+GROUP_PREFIX = "\0group:"
+NO_WORKLOAD = "(no workload known)"
+
+
+def workload_label(stat: ProcessStat) -> str:
+    return ", ".join(stat.workloads) if stat.workloads else NO_WORKLOAD
+
+
+def _rate(rates: dict[str, TrafficProcess] | None, command: str, attr: str) -> tuple[str, float]:
+    """A rate cell's text and sort value: ``–`` (sorted last) when traffic was not read this poll."""
+    if rates is None:
+        return "–", -1.0
+    p = rates.get(command)
+    value = getattr(p, attr) if p is not None else 0.0
+    return human_bytes(value), value
 
 
 def _pids_text(pids: Sequence[int], width: int = 13) -> str:
@@ -44,7 +79,7 @@ def _pids_text(pids: Sequence[int], width: int = 13) -> str:
 
 
 class ProcessTable(DataTable[Cell]):
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"processes--focused", "processes--failing"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"processes--focused", "processes--failing", "processes--group"}
 
     window: reactive[int] = reactive(60, init=False)
     """The time window in seconds (bound to the screen's), shown in the title."""
@@ -52,14 +87,33 @@ class ProcessTable(DataTable[Cell]):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.stats: dict[str, ProcessStat] = {}
-        self.sort_index = _ATTEMPTS
+        self.spec: tuple[ProcessColumn, ...] = tuple(c for c in COLUMNS if c.key != WORKLOAD)
+        """The columns shown now (the Workload column joins when the data has workloads)."""
+        self.sort_column = "attempts"
         self.sort_reverse = True
         self.focused_process: str | None = None
         self._cells: dict[str, list[Cell]] = {}
         self.pid_width = 13
+        self.rates: dict[str, TrafficProcess] | None = None
+        self.grouped = False
+        """Rows grouped by workload under a heading row each (``g``)."""
+        self._order: list[str] = []
+        """Row keys in table order, when grouped."""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(c.key for c in self.spec)
+
+    @property
+    def sort_index(self) -> int:
+        return self.keys.index(self.sort_column)
+
+    @property
+    def shows_workload(self) -> bool:
+        return WORKLOAD in self.keys
 
     def on_mount(self) -> None:
-        for column in COLUMNS:
+        for column in self.spec:
             self.add_column(self._label(column.key, column.label), key=column.key, width=column.least)
         self._title()
 
@@ -68,53 +122,114 @@ class ProcessTable(DataTable[Cell]):
 
     def _title(self) -> None:
         self.border_title = f"Processes · {window_label(self.window)}"
-        self.border_subtitle = f"sort {COLUMNS[self.sort_index].label} {'▼' if self.sort_reverse else '▲'} (s / S)"
+        group = " · by workload (g)" if self.grouped else ""
+        self.border_subtitle = (
+            f"sort {self.spec[self.sort_index].label} {'▼' if self.sort_reverse else '▲'} (s / S){group}"
+        )
 
     def on_resize(self) -> None:
-        widths = dict(zip(COLUMN_KEYS, fit_widths(COLUMNS, table_width(self), self.cell_padding), strict=True))
+        widths = dict(zip(self.keys, fit_widths(self.spec, table_width(self), self.cell_padding), strict=True))
         set_column_widths(self, widths)
         if widths["pids"] != self.pid_width:
             self.pid_width = widths["pids"]
-            self.sync(list(self.stats.values()), self.focused_process)
+            self.sync(list(self.stats.values()), self.focused_process, self.rates)
 
     def _label(self, key: str, label: str) -> Text:
-        if COLUMN_KEYS[self.sort_index] != key:
+        if self.sort_column != key:
             return Text(label + "  ")
         return Text(label + (" ▼" if self.sort_reverse else " ▲"), style="bold")
 
-    @property
-    def sort_column(self) -> str:
-        return COLUMN_KEYS[self.sort_index]
+    def _shown(self, cells: list[Cell]) -> list[Cell]:
+        """The cells of the columns shown, from one of every column."""
+        shown = self.keys
+        return (
+            cells if len(shown) == len(COLUMNS) else [c for k, c in zip(COLUMN_KEYS, cells, strict=True) if k in shown]
+        )
 
     def cells(self, stat: ProcessStat) -> list[Cell]:
         focused = self.get_component_rich_style("processes--focused", partial=True)
         failing = self.get_component_rich_style("processes--failing", partial=True)
         is_focused = stat.command == self.focused_process
-        return [
-            cell(
-                ("▶ " if is_focused else "") + stat.command,
-                32,
-                style=focused if is_focused else "",
-                sort_key=stat.command.casefold(),
-            ),
-            cell(_pids_text(stat.pids, self.pid_width), 60, sort_key=(len(stat.pids), stat.pids[:1])),
-            cell(stat.attempts, 8, justify="right", sort_key=stat.attempts),
-            cell(stat.distinct_destinations, 5, justify="right", sort_key=stat.distinct_destinations),
-            cell(stat.failures, 6, justify="right", style=failing if stat.failures else "", sort_key=stat.failures),
-            cell(stat.last_seen.strftime("%H:%M:%S"), 9, sort_key=stat.last_seen),
-        ]
+        rx, rx_value = _rate(self.rates, stat.command, "rx_rate")
+        tx, tx_value = _rate(self.rates, stat.command, "tx_rate")
+        workload = ", ".join(stat.workloads)
+        return self._shown(
+            [
+                cell(
+                    ("▶ " if is_focused else "") + stat.command,
+                    32,
+                    style=focused if is_focused else "",
+                    sort_key=stat.command.casefold(),
+                ),
+                cell(_pids_text(stat.pids, self.pid_width), 60, sort_key=(len(stat.pids), stat.pids[:1])),
+                cell(stat.attempts, 8, justify="right", sort_key=stat.attempts),
+                cell(stat.distinct_destinations, 5, justify="right", sort_key=stat.distinct_destinations),
+                cell(stat.failures, 6, justify="right", style=failing if stat.failures else "", sort_key=stat.failures),
+                cell(stat.last_seen.strftime("%H:%M:%S"), 9, sort_key=stat.last_seen),
+                cell(workload, 40, sort_key=workload.casefold()),
+                cell(rx, 10, justify="right", sort_key=rx_value),
+                cell(tx, 10, justify="right", sort_key=tx_value),
+            ]
+        )
+
+    def group_cells(self, label: str, members: Sequence[ProcessStat]) -> list[Cell]:
+        """A workload's heading row: its processes' totals (destinations are not additive: the largest)."""
+        heading = self.get_component_rich_style("processes--group", partial=True)
+        attempts = sum(s.attempts for s in members)
+        failures = sum(s.failures for s in members)
+        last = max(s.last_seen for s in members)
+        rates = [_rate(self.rates, s.command, a) for a in ("rx_rate", "tx_rate") for s in members]
+        half = len(members)
+        rx = sum(max(0.0, v) for _, v in rates[:half])
+        tx = sum(max(0.0, v) for _, v in rates[half:])
+        known = self.rates is not None
+        n = len(members)
+        return self._shown(
+            [
+                cell(f"▾ {label}", 32, style=heading, sort_key=label.casefold()),
+                cell(f"{n} proc" + ("s" if n != 1 else ""), 60, style=heading, sort_key=n),
+                cell(attempts, 8, justify="right", style=heading, sort_key=attempts),
+                cell(
+                    dests := max(s.distinct_destinations for s in members),
+                    5,
+                    justify="right",
+                    style=heading,
+                    sort_key=dests,
+                ),
+                cell(failures, 6, justify="right", style=heading, sort_key=failures),
+                cell(last.strftime("%H:%M:%S"), 9, style=heading, sort_key=last),
+                cell(label, 40, style=heading, sort_key=label.casefold()),
+                cell(human_bytes(rx) if known else "–", 10, justify="right", style=heading, sort_key=rx),
+                cell(human_bytes(tx) if known else "–", 10, justify="right", style=heading, sort_key=tx),
+            ]
+        )
 
     def selected_process(self) -> str | None:
         if self.row_count == 0:
             return None
-        try:
-            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except RowDoesNotExist:
-            return None
+        key = self._cursor_key()
+        return None if key is None or key.startswith(GROUP_PREFIX) else key
 
-    def sync(self, stats: Sequence[ProcessStat], focused: str | None) -> None:
-        """Show exactly ``stats``: remove gone rows, update changed cells, add new rows, re-sort on change."""
+    def selected_workload(self) -> str | None:
+        """The workload of the heading row under the cursor (grouped), else None."""
+        key = self._cursor_key()
+        return key.removeprefix(GROUP_PREFIX) if key is not None and key.startswith(GROUP_PREFIX) else None
+
+    def _cursor_key(self) -> str | None:
+        return cursor_key(self)
+
+    def sync(
+        self, stats: Sequence[ProcessStat], focused: str | None, rates: dict[str, TrafficProcess] | None = None
+    ) -> None:
+        """Show exactly ``stats``: remove gone rows, update changed cells, add new rows, re-sort on change.
+        ``rates``: the Traffic view's processes by name (None: not read this poll)."""
         self.focused_process = focused
+        self.rates = rates
+        if not self.shows_workload and any(stat.workloads for stat in stats):
+            self._add_workload_column()
+        if self.grouped:
+            self._sync_grouped(stats)
+            return
         wanted = {s.command: s for s in stats}
         selected = self.selected_process()
         changed = False
@@ -131,7 +246,7 @@ class ProcessTable(DataTable[Cell]):
                     self.add_row(*new_cells, key=key)
                     changed = True
                 else:
-                    for column, new, old in zip(COLUMN_KEYS, new_cells, old_cells, strict=True):
+                    for column, new, old in zip(self.keys, new_cells, old_cells, strict=True):
                         if new.plain != old.plain or new.style != old.style:
                             self.update_cell(key, column, new)
                             changed = True
@@ -141,6 +256,10 @@ class ProcessTable(DataTable[Cell]):
                 self._apply_sort(selected)
 
     def _apply_sort(self, selected: str | None) -> None:
+        if self.grouped:
+            self._sync_grouped(list(self.stats.values()), force=True)
+            return
+
         def key(value: Any) -> Any:
             return value.sort_key
 
@@ -148,12 +267,63 @@ class ProcessTable(DataTable[Cell]):
         if selected is not None and selected in self.stats:
             self.move_cursor(row=self.get_row_index(selected), animate=False)
 
+    def _sync_grouped(self, stats: Sequence[ProcessStat], *, force: bool = False) -> None:
+        """Rebuild as heading + processes per workload when anything shown changed (or ``force``)."""
+        index = self.sort_index
+        groups: dict[str, list[ProcessStat]] = {}
+        for stat in stats:
+            groups.setdefault(workload_label(stat), []).append(stat)
+        cells = {stat.command: self.cells(stat) for stat in stats}
+        rows: list[tuple[str, list[Cell]]] = []
+        headed = []
+        for label, members in groups.items():
+            members.sort(key=lambda s: cells[s.command][index].sort_key, reverse=self.sort_reverse)
+            headed.append((label, self.group_cells(label, members), members))
+        headed.sort(key=lambda g: g[1][index].sort_key, reverse=self.sort_reverse)
+        for label, heading, members in headed:
+            rows.append((GROUP_PREFIX + label, heading))
+            rows.extend((m.command, cells[m.command]) for m in members)
+        order = [k for k, _ in rows]
+        same = order == self._order and all(
+            [c.plain for c in row] == [c.plain for c in self._cells.get(k, [])] for k, row in rows
+        )
+        self.stats = {s.command: s for s in stats}
+        if same and not force:
+            return
+        selected = self._cursor_key()
+        with self.app.batch_update():
+            self.clear()
+            for key, row in rows:
+                self.add_row(*row, key=key)
+            self._cells = dict(rows)
+            self._order = order
+            if selected in order:
+                self.move_cursor(row=order.index(selected), animate=False)
+
+    def _add_workload_column(self) -> None:
+        """Rebuild with every column (the rows come back with the sync that follows)."""
+        self.spec = COLUMNS
+        self.clear(columns=True)
+        self.stats, self._cells, self._order = {}, {}, []
+        self.on_mount()
+        self.on_resize()
+
+    def toggle_grouped(self) -> bool:
+        """Group by workload, or stop; returns whether grouped now."""
+        self.grouped = not self.grouped
+        stats = list(self.stats.values())
+        self.clear()
+        self.stats, self._cells, self._order = {}, {}, []
+        self._title()
+        self.sync(stats, self.focused_process, self.rates)
+        return self.grouped
+
     def cycle_sort(self) -> str:
         """Sort by the next column (numbers largest first, names A-Z); returns the column label."""
-        self.sort_index = (self.sort_index + 1) % len(COLUMNS)
-        self.sort_reverse = COLUMNS[self.sort_index].numeric
+        column = self.spec[(self.sort_index + 1) % len(self.spec)]
+        self.sort_column, self.sort_reverse = column.key, column.numeric
         self._relabel()
-        return COLUMNS[self.sort_index].label
+        return column.label
 
     def reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
@@ -161,7 +331,7 @@ class ProcessTable(DataTable[Cell]):
 
     def _relabel(self) -> None:
         self._title()
-        for column in COLUMNS:
+        for column in self.spec:
             self.columns[ColumnKey(column.key)].label = self._label(column.key, column.label)
         self._apply_sort(self.selected_process())
         self.refresh()

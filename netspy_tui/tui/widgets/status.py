@@ -164,8 +164,10 @@ class StatusBar(Static):
             notes.append(Text.assemble(("focus ", self._style("key")), view.focus_label))
         if view.filter_text:
             notes.append(Text.assemble(("filter ", self._style("key")), f"“{clean(view.filter_text, 40)}”"))
-        if view.view == "drops":
-            notes.append(Text("view: packet drops", style=self._style("key")))
+        if view.view in ("drops", "traffic"):
+            notes.append(
+                Text(f"view: {'packet drops' if view.view == 'drops' else 'traffic'}", style=self._style("key"))
+            )
         if status is not None:
             src = status.source
             if src.sampled:
