@@ -15,15 +15,18 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench import synth
 from bench.common import Context, Metric, metric
+from netspy_tui.collector.base import Batch
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import EventQuery, Scope
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
 
 NAME = "store"
-TARGET_SUMMARY_MS, TARGET_PATTERNS_MS, TARGET_LIST_MS = 20.0, 20.0, 5.0
+TARGET_SUMMARY_MS, TARGET_PATTERNS_MS, TARGET_LIST_MS, TARGET_DAY_MS = 20.0, 20.0, 5.0, 50.0
 #: a query slower than this gets fewer runs (at least MIN_RUNS)
 BUDGET_S, MIN_RUNS = 8.0, 3
 
@@ -137,9 +140,70 @@ def run(ctx: Context) -> list[Metric]:
     m = metric(NAME, f"list_connections(100) MCP tool ({label})", tool_list, "ms", target=TARGET_LIST_MS)
     ms.append(m.set_baseline(metric(NAME, "", direct_list).value, "store"))
     store.close()
+    ms.extend(run_day(ctx))
     ctx.shared["store_file"] = path
     ctx.shared["store_file_events"] = n
     ctx.shared["store_rss_note"] = f"pid {os.getpid()}"
+    return ms
+
+
+def day_of_counts(store: EventStore, per_second: int, seconds: int, seed: int = 3) -> tuple[int, float]:
+    """``seconds`` (ending now) of the kernel's counts at ``per_second`` connects a second from a
+    host profile (10 commands, 100 destinations: :func:`_host_records`), written by the store's
+    ``write`` an hour at a time (no raw records: counts only); returns (connects, writer CPU s)."""
+    rng = np.random.default_rng(seed)
+    end = time.time_ns()
+    total = 0
+    cpu0 = time.thread_time()
+    codec = synth.codec()
+    for hour_end in range(0, seconds, 3600):
+        span = min(3600, seconds - hour_end)
+        # a tenth of the connects as records, each counted 10 times: the keys a busy host repeats
+        recs = _host_records(per_second // 10 * span, span, rng, end - hour_end * 1_000_000_000)
+        for i in range(0, len(recs), 60 * per_second // 10):
+            keys, values = synth.counts(recs[i : i + 60 * per_second // 10])
+            values["n"] *= 10
+            total += int(values["n"].sum())
+            store.write([Batch(counts=(keys, values), codec=codec)])
+    return total, time.thread_time() - cpu0
+
+
+def _host_records(n: int, span: float, rng: np.random.Generator, now_ns: int) -> np.ndarray:
+    """:func:`synth.records` narrowed to a host's working set: 10 commands, 100 destinations."""
+    recs = synth.records(n, span, rng, drop_share=0.0, now_wall_ns=now_ns)
+    pick = rng.integers(0, 10, n)
+    recs["comm"] = np.array([c.encode() for c in synth.COMMANDS[:10]], "S16")[pick]
+    recs["pid"] = 1000 + pick
+    recs["addr"][:, 2] %= 10
+    recs["addr"][:, 3] %= 10
+    return recs
+
+
+def run_day(ctx: Context) -> list[Metric]:
+    """Windows over a day of rollups (counts only) at 1,000 connects/s, a reopened file store."""
+    per_second = 1000
+    seconds = 3600 if ctx.quick else 24 * 3600
+    path = ctx.tmp / "store-day.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    store = EventStore(path, retention_seconds=None, max_rows=None)
+    ctx.log(f"store: writing {seconds // 3600} h of counts at {per_second:,} connects/s (host profile)")
+    made, cpu = day_of_counts(store, per_second, seconds)
+    store.close()
+    store = EventStore(path, retention_seconds=None, max_rows=None)
+    store._loaded.wait(120)  # (the last hour in memory, as a restarted dashboard has it after a few seconds)
+    window = seconds - 60
+    held = store.count(Scope("connection", window=window))
+    label = f"last {window // 3600} h {window % 3600 // 60} min, {held:,} connects"
+    ms: list[Metric] = []
+    size = sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists())
+    for tool, fn in _queries(store, window).items():
+        ms.append(metric(NAME, f"{tool} store call, first, {label} (counts only, host profile)", _ms(fn, 1), "ms",
+                         target=TARGET_DAY_MS,
+                         note=f"{made:,} connects written in {cpu:.0f} s CPU; {size / 2**20:.0f} MB"))  # fmt: skip
+        ms.append(metric(NAME, f"{tool} store call, median, {label} (counts only, host profile)", _ms(fn, 5), "ms",
+                         target=TARGET_DAY_MS))  # fmt: skip
+    store.close()
     return ms
 
 
