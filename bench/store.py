@@ -169,13 +169,15 @@ def day_of_counts(store: EventStore, per_second: int, seconds: int, seed: int = 
 
 
 def _host_records(n: int, span: float, rng: np.random.Generator, now_ns: int) -> np.ndarray:
-    """:func:`synth.records` narrowed to a host's working set: 10 commands, 100 destinations."""
+    """:func:`synth.records` narrowed to a host's working set: 10 commands, 100 destinations, each
+    on one of 4 service ports (the outcome mix and IPv6 share of :func:`synth.records`)."""
     recs = synth.records(n, span, rng, drop_share=0.0, now_wall_ns=now_ns)
     pick = rng.integers(0, 10, n)
     recs["comm"] = np.array([c.encode() for c in synth.COMMANDS[:10]], "S16")[pick]
     recs["pid"] = 1000 + pick
     recs["addr"][:, 2] %= 10
     recs["addr"][:, 3] %= 10
+    recs["port"] = synth.PORTS[(recs["addr"][:, 2].astype(int) * 10 + recs["addr"][:, 3]) % 4]  # a service's port
     return recs
 
 

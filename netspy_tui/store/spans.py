@@ -99,3 +99,14 @@ def select(where: str, params: Sequence[Any], lo: int, hi: int) -> tuple[str, li
     if not parts:
         parts.append(f"SELECT {COLUMNS} FROM rollup WHERE 0")
     return " UNION ALL ".join(parts), args
+
+
+def summed(sql: str, args: list[Any], hi: int, bucket: int) -> tuple[str, list[Any]]:
+    """:func:`select`'s rows summed per key and rate bucket (``bucket`` seconds, counted back from
+    ``hi``) in SQLite: a long window hands Python one row per key and bucket, not per key and hour.
+    ``first``/``last`` are those of the rows that count (``n`` > 0), as the rollups keep them."""
+    return (
+        f"SELECT max(second), {_KEY}, max(failed), sum(n), coalesce(min(CASE WHEN n > 0 THEN first END), 0), "
+        f"coalesce(max(CASE WHEN n > 0 THEN last END), 0) FROM ({sql}) GROUP BY {_KEY}, (? - second) / ?",
+        [*args, hi, bucket],
+    )

@@ -43,7 +43,7 @@ from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from netspy_tui import safefs
-from netspy_tui.analysis.aggregate import AnyEvent, outcome_key, second_of, window_seconds
+from netspy_tui.analysis.aggregate import AnyEvent, bucket_layout, outcome_key, second_of, window_seconds
 from netspy_tui.collector.base import Batch
 from netspy_tui.errors import NetspyError
 from netspy_tui.models import (
@@ -1009,10 +1009,12 @@ class EventStore:
     # --- reading: figures ------------------------------------------------------------
 
     def _rollup_seconds(
-        self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int
+        self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int, bucket: int = 0
     ) -> tuple[Sequence[R.Second | R.Block], R.Names]:
         """Rollups of seconds lo..hi (per-minute blocks inside a window without a pid or command
-        filter), from memory when it holds them, else from SQLite; with the names of their ids."""
+        filter), from memory when it holds them, else from SQLite; with the names of their ids.
+        ``bucket``: the rate buckets' size in seconds (a long window's rows are summed per key and
+        bucket in SQLite; 0: one bucket)."""
         code = _KIND_CODE[kind]
         if self._in_memory(lo):
             return self.rollups.snapshot(code, lo, hi, blocks=pid is None and command is None)
@@ -1022,6 +1024,7 @@ class EventStore:
         else:  # a long window: whole hours and minutes from the coarse tables (see store/spans.py)
             where, params = _where(kind, pid, command, "second", None, None)
             sql, args = S.select(where, params, lo, hi)
+            sql, args = S.summed(sql, args, hi, bucket or hi - lo + 1)
         with self._snapshot() as conn:
             rows = conn.execute(sql, args).fetchall()
         names = self.names
@@ -1053,7 +1056,8 @@ class EventStore:
         """The same :class:`WindowStats` as ``analysis.aggregate.aggregate``, from the rollups."""
         now = now or utcnow()
         lo, hi = window_seconds_of(now, scope.window)
-        secs, names = self._rollup_seconds(scope.kind, scope.pid, scope.command, lo, hi)
+        size, _ = bucket_layout(scope.window, buckets)
+        secs, names = self._rollup_seconds(scope.kind, scope.pid, scope.command, lo, hi, size)
         return R.window_stats(secs, names, scope, now, top_n, buckets)
 
     def traffic(
