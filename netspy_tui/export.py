@@ -165,8 +165,9 @@ def write_csv(fh: IO[str], req: ExportRequest) -> None:
             )
         return
     writer.writerow(
-        ["time", "pid", "process", "destination", "protocol", "protocol_inferred", "outcome", "return_code", "id"]
-    )
+        ["time", "pid", "process", "destination", "protocol", "protocol_inferred", "outcome", "return_code",
+         "hostname", "workload", "id"]
+    )  # fmt: skip
     for c in req.connections:
         writer.writerow(
             [
@@ -178,6 +179,8 @@ def write_csv(fh: IO[str], req: ExportRequest) -> None:
                 bool(c.protocol_inferred),
                 c.effective_outcome,
                 c.return_code,
+                csv_safe(c.hostname or ""),
+                csv_safe(c.workload or ""),
                 c.id,
             ]
         )

@@ -70,3 +70,15 @@ def test_a_file_in_the_way_of_the_directory_is_an_oserror(tmp_path: Path) -> Non
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError):
         export.export(_request(), "json", tmp_path / "file" / "sub")
+
+
+def test_csv_names_each_destination_and_workload_when_known(tmp_path: Path) -> None:
+    named = connection(pid=4, command="curl").model_copy(update={"hostname": "db.internal", "workload": "docker 3f2a"})
+    req = export.ExportRequest(view="connections", exported_at=BASE_TIME, window_seconds=60,
+                               connections=(named, connection(pid=5, command="wget")), drops=())  # fmt: skip
+    path = export.export(req, "csv", tmp_path).path
+    header, first, second = list(csv.reader(path.open()))
+    assert header[-3:] == ["hostname", "workload", "id"]
+    assert first[-3:-1] == ["db.internal", "docker 3f2a"] and second[-3:-1] == ["", ""]
+    data = json.loads(export.export(req, "json", tmp_path).path.read_text())
+    assert data["connections"][0]["hostname"] == "db.internal" and data["connections"][0]["workload"] == "docker 3f2a"
