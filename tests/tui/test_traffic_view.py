@@ -19,6 +19,7 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
+from netspy_tui.collector.base import DIR_ACCEPT, DIR_CONNECT, DIR_RETRANS, DIR_RX, DIR_TX
 from netspy_tui.mcp_tools.gateway import ToolFailed, open_gateway
 from netspy_tui.store import latency as L
 from netspy_tui.store import traffic as T
@@ -62,15 +63,15 @@ def seed(store: EventStore, now: datetime) -> None:
     s = int(now.timestamp()) - 2
     t = s * NS
     rows: list[T.Row] = [
-        (s, 101, "nginx", "TCP", "10.0.0.2", 40001, "10.0.0.7", 443, T.DIR_TX, 60_000_000, 900, t, t),
-        (s, 101, "nginx", "TCP", "10.0.0.2", 40001, "10.0.0.7", 443, T.DIR_RX, 600_000, 40, t, t),
-        (s, 101, "nginx", "TCP", "10.0.0.2", 40001, "10.0.0.7", 443, T.DIR_RETRANS, 7, 7, t, t),
-        (s, 101, "nginx", "TCP", "10.0.0.2", 40001, "10.0.0.7", 443, T.DIR_CONNECT, 1, 1, t, t),
-        (s, 101, "nginx", "TCP", "10.0.0.2", 443, "10.0.0.9", 51000, T.DIR_ACCEPT, 1, 1, t, t),
-        (s, 101, "nginx", "TCP", "10.0.0.2", 443, "10.0.0.9", 51000, T.DIR_RX, 120_000, 3, t, t),
-        (s, 202, "curl", "TCP", "10.0.0.2", 40002, "93.184.216.34", 80, T.DIR_RX, 6_000_000, 100, t, t),
-        (s, 202, "curl", "TCP", "10.0.0.2", 40002, "93.184.216.34", 80, T.DIR_TX, 60_000, 2, t, t),
-        (s, 303, HOSTILE, "TCP", "10.0.0.2", 40003, "10.0.0.8", 22, T.DIR_TX, 6_000, 1, t, t),
+        (s, 101, "nginx", "TCP", "10.0.0.2", 40001, "10.0.0.7", 443, DIR_TX, 60_000_000, 900, t, t),
+        (s, 101, "nginx", "TCP", "10.0.0.2", 40001, "10.0.0.7", 443, DIR_RX, 600_000, 40, t, t),
+        (s, 101, "nginx", "TCP", "10.0.0.2", 40001, "10.0.0.7", 443, DIR_RETRANS, 7, 7, t, t),
+        (s, 101, "nginx", "TCP", "10.0.0.2", 40001, "10.0.0.7", 443, DIR_CONNECT, 1, 1, t, t),
+        (s, 101, "nginx", "TCP", "10.0.0.2", 443, "10.0.0.9", 51000, DIR_ACCEPT, 1, 1, t, t),
+        (s, 101, "nginx", "TCP", "10.0.0.2", 443, "10.0.0.9", 51000, DIR_RX, 120_000, 3, t, t),
+        (s, 202, "curl", "TCP", "10.0.0.2", 40002, "93.184.216.34", 80, DIR_RX, 6_000_000, 100, t, t),
+        (s, 202, "curl", "TCP", "10.0.0.2", 40002, "93.184.216.34", 80, DIR_TX, 60_000, 2, t, t),
+        (s, 303, HOSTILE, "TCP", "10.0.0.2", 40003, "10.0.0.8", 22, DIR_TX, 6_000, 1, t, t),
     ]
     latencies: list[L.Row] = [(t + i, 101, "nginx", "10.0.0.7:443", "ok", us) for i, us in
                               enumerate(range(1000, 21000, 1000))]  # fmt: skip
@@ -222,7 +223,7 @@ async def test_paused_the_traffic_lists_show_the_paused_poll() -> None:
         s = int(datetime.now(UTC).timestamp()) - 1
         with store._write_lock:
             store._writer.execute("BEGIN IMMEDIATE")
-            T.write(store._writer, [(s, 505, "wget", "TCP", "10.0.0.2", 40005, "10.0.0.6", 80, T.DIR_RX, 9, 1, s * NS,
+            T.write(store._writer, [(s, 505, "wget", "TCP", "10.0.0.2", 40005, "10.0.0.6", 80, DIR_RX, 9, 1, s * NS,
                                      s * NS)])  # fmt: skip
             store._writer.execute("COMMIT")
 
