@@ -527,18 +527,36 @@ def _workloads() -> Any:
     return WorkloadResolver()
 
 
+def _lazy_ai_tools(settings: Settings) -> Any:
+    """The AI tools' hook, importing the AI layer (and openai) only when an AI tool runs."""
+
+    async def hook(source: Any, name: str, args: dict[str, Any]) -> Any:
+        from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
+
+        return await ai_tools_hook(_ai(settings))(source, name, args)
+
+    return hook
+
+
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
 
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(_ai(settings), None, arguments)
     names = _names(settings)  # one command: wait for names up to the resolver's timeout
+    # The server offers the one tool called (building each tool's models is most of a server's start);
+    # contextual_analysis lets the model read every data tool.
+    only = None if ns.tool == "contextual_analysis" else (ns.tool,)
     async with (
         open_source(settings, "oneshot") as source,
         open_gateway(
-            source, ai_tools_hook(_ai(settings)), names=names, names_wait=names.timeout, workloads=_workloads()
+            source,
+            _lazy_ai_tools(settings),
+            names=names,
+            names_wait=names.timeout,
+            workloads=_workloads(),
+            only=only,
         ) as gw,
     ):
         if ns.tool == "contextual_analysis" and not ns.json:
@@ -680,6 +698,10 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "httpx" not in sys.modules:
+        # httpx's package imports its command-line client (rich, pygments, click: ~40 ms of every start) when
+        # it can; netspy-tui never runs it. Marked absent, httpx keeps a stub `httpx.main` instead.
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
     previous = os.umask(0o077)  # whatever this process creates (log, store, exports) is private to root
     try:
         return _main(argv)

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -213,10 +213,11 @@ def open_gateway(
     names: NameResolver | None = None,
     names_wait: float = 0.0,
     workloads: WorkloadResolver | None = None,
+    only: Iterable[str] | None = None,
 ) -> AbstractAsyncContextManager[Gateway]:
     """An in-process MCP client/server pair over ``source`` (which the caller owns and closes);
-    ``names`` names destinations in the tools' results (see :func:`create_server`)."""
-    server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads)
+    ``names`` names destinations in the tools' results, ``only`` limits the tools (see :func:`create_server`)."""
+    server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads, only=only)
     return _session(Client(server, raise_exceptions=False), trusted=True)
 
 

@@ -169,6 +169,14 @@ class TelemetryServer(MCPServer[ToolContext]):
     the pid 1. A tool that fails unexpectedly says so in one sentence; the traceback goes to the log.
     """
 
+    only: frozenset[str] | None = None
+    """Register only these tools (None: all). A one-shot ``--tool`` builds the server for the one
+    tool it calls: each registration builds pydantic models for the tool's arguments and result."""
+
+    def add_tool(self, fn: Callable[..., Any], name: str | None = None, *args: Any, **kwargs: Any) -> None:
+        if self.only is None or (name or fn.__name__) in self.only:
+            super().add_tool(fn, name, *args, **kwargs)
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[ToolContext, Any] | None = None
     ) -> Any:
@@ -341,9 +349,11 @@ def create_server(
     names: NameResolver | None = None,
     names_wait: float = 0.0,
     workloads: WorkloadResolver | None = None,
+    only: Iterable[str] | None = None,
 ) -> TelemetryServer:
     """Build the MCP server over ``source``. ``ai_tools`` answers the AI tools (see netspy_tui.ai);
-    ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call)."""
+    ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call);
+    ``only`` limits the tools offered to those named (a one-shot command; default: all)."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
@@ -362,6 +372,7 @@ def create_server(
         log_level="WARNING",
         lifespan=lifespan,
     )
+    srv.only = frozenset(only) if only is not None else None
 
     @srv.tool(annotations=READ_ONLY)
     async def get_network_summary(
