@@ -12,7 +12,8 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -671,30 +672,45 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
 
 
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook, dashboard_hooks
-    from netspy_tui.mcp_tools.gateway import open_gateway
-    from netspy_tui.runtime import open_source
+    # Paint first: only Textual and the dashboard's own modules load before the frame is drawn; the MCP SDK,
+    # the source (an eBPF server, or the embedded collector and its store) and the gateway come up beside it.
+    from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
     from netspy_tui.tui.app import run_dashboard
 
-    ai_settings = _ai(settings)
-    ai = dashboard_hooks(ai_settings)
-    async with (
-        open_source(settings, "live") as source,
-        open_gateway(source, ai_tools_hook(ai_settings), names=_names(settings), workloads=_workloads()) as gw,
-    ):
-        info = await source.info()
-        code = await run_dashboard(
-            gw,
-            interval=settings.interval,
-            window=settings.window,
-            source_note=info.detail,
-            ai=ai,
-            export_dir=settings.export_dir,
-        )
-        # The process ends now: what the dashboard allocated is freed with it. Without this the interpreter's last
-        # full collection walks that heap and quitting took 1-3 s (issue 14); frozen objects are skipped.
-        gc.freeze()
-        return code
+    @asynccontextmanager
+    async def connect(progress: Callable[[str], None]) -> AsyncIterator[tuple[Any, str]]:
+        progress(f"{what}, the MCP gateway")
+        # Importing the SDK and the server's modules takes ~0.6 s of CPU: in a thread, the UI keeps answering.
+        await asyncio.to_thread(_import_gateway_modules)
+        from netspy_tui.mcp_tools.gateway import open_gateway
+        from netspy_tui.runtime import open_source
+
+        async with open_source(settings, "live") as source:
+            progress("the MCP gateway")
+            async with open_gateway(
+                source, _lazy_ai_tools(settings), names=_names(settings), workloads=_workloads()
+            ) as gw:
+                info = await source.info()
+                yield gw, info.detail
+
+    what = f"the eBPF server at {settings.server}" if settings.server else "the data source"
+    code = await run_dashboard(
+        connect,
+        starting=what,
+        interval=settings.interval,
+        window=settings.window,
+        ai=dashboard_hooks(_ai(settings)),
+        export_dir=settings.export_dir,
+    )
+    # The process ends now: what the dashboard allocated is freed with it. Without this the interpreter's last
+    # full collection walks that heap and quitting took 1-3 s (issue 14); frozen objects are skipped.
+    gc.freeze()
+    return code
+
+
+def _import_gateway_modules() -> None:
+    import netspy_tui.mcp_tools.server  # noqa: F401  (the MCP SDK, client and server, with it)
+    import netspy_tui.runtime  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,18 +7,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mcp.client import Client
-from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, TextContent, Tool
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.errors import NetspyError, sole_exception
-from netspy_tui.mcp_tools.server import AIToolsHook, create_server
 from netspy_tui.models import (
     ConnectionList,
     Insight,
@@ -31,10 +29,16 @@ from netspy_tui.models import (
     ServerStatus,
     TrafficReport,
 )
-from netspy_tui.names.resolver import NameResolver
-from netspy_tui.names.workload import WorkloadResolver
-from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import inert_json
+
+if TYPE_CHECKING:  # the SDK (~0.6 s to import) loads when a session opens: a dashboard paints before that
+    from mcp.client import Client
+    from mcp.types import Tool
+
+    from netspy_tui.mcp_tools.server import AIToolsHook
+    from netspy_tui.names.resolver import NameResolver
+    from netspy_tui.names.workload import WorkloadResolver
+    from netspy_tui.telemetry.source import TelemetrySource
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -84,6 +88,8 @@ class Gateway:
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> ToolResult:
         """Call a tool; ``isError`` results come back as results (never raised)."""
+        from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, TextContent
+
         args = {k: v for k, v in (arguments or {}).items() if v is not None}
         if self._trusted:
             request = CallToolRequest(params=CallToolRequestParams(name=name, arguments=args))
@@ -217,10 +223,53 @@ def open_gateway(
 ) -> AbstractAsyncContextManager[Gateway]:
     """An in-process MCP client/server pair over ``source`` (which the caller owns and closes);
     ``names`` names destinations in the tools' results, ``only`` limits the tools (see :func:`create_server`)."""
+    from mcp.client import Client
+
+    from netspy_tui.mcp_tools.server import create_server
+
     server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads, only=only)
     return _session(Client(server, raise_exceptions=False), trusted=True)
 
 
 def open_remote_gateway(target: str) -> AbstractAsyncContextManager[Gateway]:
     """A gateway to another MCP server: an ``http(s)://.../mcp`` URL (streamable HTTP)."""
+    from mcp.client import Client
+
     return _session(Client(target), trusted=False)
+
+
+class StartingGateway(Gateway):
+    """Stands in for a gateway that is still opening (a dashboard paints before the MCP pair is up).
+
+    Calls made before :meth:`attach` wait for it, then go to the real gateway; after :meth:`fail` they
+    raise the reason the gateway could not open. Every typed method goes through :meth:`call`.
+    """
+
+    def __init__(self) -> None:
+        self._real: Gateway | None = None
+        self._failed: NetspyError | None = None
+        self._settled = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._real is not None
+
+    def attach(self, gateway: Gateway) -> None:
+        self._real = gateway
+        self._settled.set()
+
+    def fail(self, error: NetspyError) -> None:
+        self._failed = error
+        self._settled.set()
+
+    async def wait(self) -> Gateway:
+        await self._settled.wait()
+        if self._real is None:
+            raise self._failed or NetspyError("the MCP gateway did not start")
+        return self._real
+
+    async def list_tools(self) -> list[Tool]:
+        return await (await self.wait()).list_tools()
+
+    async def call(self, name: str, arguments: dict[str, Any] | None = None) -> ToolResult:
+        return await (await self.wait()).call(name, arguments)
