@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.errors import NetspyError, sole_exception
+from netspy_tui.mcp_tools.schemas import DashboardSnapshot
 from netspy_tui.models import (
     ConnectionList,
     Insight,
@@ -189,6 +190,28 @@ class Gateway:
             LatencyReport,
             {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit},
         )
+
+    async def snapshot(
+        self,
+        pid: int | None = None,
+        process_name: str | None = None,
+        duration: int = 60,
+        *,
+        max_events: int = 100,
+        since: str | None = None,
+        drops_since: str | None = None,
+        parts: Iterable[str] | None = None,
+        limit: int = 20,
+        addresses: list[str] | None = None,
+    ) -> DashboardSnapshot:
+        """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it."""
+        return await self._typed(
+            "dashboard_snapshot",
+            DashboardSnapshot,
+            {"pid": pid, "process_name": process_name, "duration": duration, "max_events": max_events,
+             "since": since, "drops_since": drops_since, "parts": None if parts is None else list(parts),
+             "limit": limit, "addresses": addresses or None},
+        )  # fmt: skip
 
     async def status(self) -> ServerStatus:
         return await self._typed("server_status", ServerStatus, {})

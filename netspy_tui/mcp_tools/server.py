@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -26,16 +27,21 @@ from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools.schemas import (
+    SNAPSHOT_PARTS,
     Addresses,
+    DashboardSnapshot,
+    DropsSince,
     Duration,
     Kind,
     LatencyReport,
     Limit,
     MaxEvents,
+    NameAddresses,
     Pid,
     ProcessName,
     Query,
     Since,
+    SnapshotParts,
     SummaryText,
     TrafficReport,
     Until,
@@ -203,10 +209,18 @@ class TelemetryServer(MCPServer[ToolContext]):
             raise
 
 
+#: Set while ``dashboard_snapshot`` gathers its parts: a part's readable text block is not built (the snapshot
+#: returns structured parts only), and an event list's ``text`` is one line instead of a line per event
+#: (formatting and cleaning up to 1,000 lines was most of a list call's cost; a live view shows the events).
+_PARTS_ONLY: ContextVar[bool] = ContextVar("netspy_parts_only", default=False)
+
+
 def _result(model: BaseModel, text: str) -> CallToolResult:
     """Readable text plus structured content. The text is cleaned once more as it leaves the server:
     whatever a description forgot to escape (a server's free-text field), no escape sequence reaches a
     client's terminal or a model's context. The structured content keeps the exact values."""
+    if _PARTS_ONLY.get():
+        return CallToolResult(content=[], structured_content=model.model_dump(mode="json"))
     return CallToolResult(
         content=[TextContent(type="text", text=clean(text, None, keep_newlines=True))],
         structured_content=model.model_dump(mode="json"),
@@ -271,7 +285,12 @@ def _listed(
     sampled: bool = False,
 ) -> CallToolResult:
     """``list_connections`` / ``list_packet_drops``: the page as text and as the tool's result."""
-    text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled), *_page_notes(page))
+    if _PARTS_ONLY.get():
+        text = f"{len(events)} of {total} {'connection' if kind == 'connection' else 'packet drop'} events listed."
+    else:
+        text = describe.with_notes(
+            describe.list_text(kind, events, total, pid, process_name, sampled), *_page_notes(page)
+        )
     extra = {"sampled": sampled} if model is ConnectionList else {}
     result = model(
         text=text,
@@ -581,6 +600,45 @@ def create_server(
         return await _ai_tool(
             ctx, "contextual_analysis", {"query": query, "pid": pid, "process_name": process_name, "duration": duration}
         )
+
+    @srv.tool(annotations=READ_ONLY)
+    async def dashboard_snapshot(
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        max_events: MaxEvents = 100,
+        since: Since = None,
+        drops_since: DropsSince = None,
+        parts: SnapshotParts | None = None,
+        limit: Limit = 20,
+        addresses: NameAddresses = None,
+    ) -> Annotated[CallToolResult, DashboardSnapshot]:
+        """One refresh of a live view in one call: the server status, the connections and drops newer than
+        their cursors, the connection and drop patterns and the process ranking over `duration`, and names
+        for `addresses` — each part what its own tool returns for the same arguments (the event lists'
+        `text` is one line, not a line per event)."""
+        wanted = set(SNAPSHOT_PARTS if parts is None else parts)
+        calls: dict[str, Callable[[], Awaitable[CallToolResult]]] = {
+            "status": lambda: server_status(ctx),
+            "connections": lambda: list_connections(ctx, pid, process_name, max_events, since),
+            "drops": lambda: list_packet_drops(ctx, pid, process_name, max_events, drops_since),
+            "patterns": lambda: analyze_patterns(ctx, pid, process_name, duration),
+            "drop_patterns": lambda: analyze_packet_drops(ctx, pid, process_name, duration),
+            "processes": lambda: list_processes(ctx, duration, "connection", limit),
+            "names": lambda: lookup_names(ctx, addresses or []),
+        }
+        got: dict[str, Any] = {}
+        token = _PARTS_ONLY.set(True)
+        try:
+            for part, call in calls.items():
+                if part in wanted and (part != "names" or addresses):
+                    got[part] = (await call()).structured_content
+        finally:
+            _PARTS_ONLY.reset(token)
+        counts = [f"{len(got[k]['events'])} {k}" for k in ("connections", "drops") if k in got]
+        text = f"Snapshot of {', '.join(got) or 'nothing'}" + (f" ({', '.join(counts)})" if counts else "") + "."
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"text": text, **got})
 
     return srv
 
