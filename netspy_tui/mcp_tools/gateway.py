@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.errors import NetspyError, sole_exception
+from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.schemas import DashboardSnapshot
 from netspy_tui.models import (
     ConnectionList,
@@ -213,6 +214,35 @@ class Gateway:
              "limit": limit, "addresses": addresses or None},
         )  # fmt: skip
 
+    @asynccontextmanager
+    async def changes(self) -> AsyncIterator[AsyncIterator[object] | None]:
+        """The server's "new telemetry stored" notifications (the ``netspy://telemetry/events`` resource), or
+        None when it cannot send them (a source that does not say when it changes, an older server or
+        protocol): then poll. Iterating ends or raises when the stream is lost."""
+        from mcp.client.subscriptions import ListenNotSupportedError
+        from mcp.shared.exceptions import MCPError
+        from mcp.types import TextResourceContents
+
+        try:
+            contents = (await self._client.read_resource(EVENTS_URI)).contents
+            text = next((c.text for c in contents if isinstance(c, TextResourceContents)), "{}")
+            notifies = bool(json.loads(text).get("notifies"))
+        except (MCPError, ValueError, AttributeError):
+            notifies = False
+        if not notifies:
+            yield None
+            return
+        try:
+            listening = self._client.listen(resource_subscriptions=[EVENTS_URI])
+            subscription = await listening.__aenter__()
+        except (ListenNotSupportedError, MCPError):
+            yield None
+            return
+        try:
+            yield subscription
+        finally:
+            await listening.__aexit__(None, None, None)
+
     async def status(self) -> ServerStatus:
         return await self._typed("server_status", ServerStatus, {})
 
@@ -296,3 +326,8 @@ class StartingGateway(Gateway):
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> ToolResult:
         return await (await self.wait()).call(name, arguments)
+
+    @asynccontextmanager
+    async def changes(self) -> AsyncIterator[AsyncIterator[object] | None]:
+        async with (await self.wait()).changes() as changes:
+            yield changes

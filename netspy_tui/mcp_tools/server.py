@@ -8,6 +8,8 @@ Errors the caller can fix come back as ``isError`` results with one sentence.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -19,6 +21,7 @@ from typing import Annotated, Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 
@@ -26,6 +29,7 @@ from netspy_tui import __version__
 from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
+from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.schemas import (
     SNAPSHOT_PARTS,
     Addresses,
@@ -71,12 +75,14 @@ from netspy_tui.models import (
 )
 from netspy_tui.names.resolver import NameResolver, address_of
 from netspy_tui.names.workload import WorkloadResolver, k8s_identity
-from netspy_tui.telemetry.source import TelemetrySource, TrafficSource
+from netspy_tui.telemetry.source import ChangingSource, TelemetrySource, TrafficSource
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "network-telemetry"
+#: Shortest gap between two change notifications (a burst of writes is one notification).
+CHANGE_GAP = 0.1
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 
 #: The AI tools' implementation: (source, tool name, arguments) -> Insight (see mcp_tools.ai_bridge).
@@ -374,9 +380,20 @@ def create_server(
     ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call);
     ``only`` limits the tools offered to those named (a one-shot command; default: all)."""
 
+    bus = InMemorySubscriptionBus()
+    notifies = isinstance(source, ChangingSource)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
-        yield ToolContext(source=source, ai_tools=ai_tools, names=names, names_wait=names_wait, workloads=workloads)
+        async with anyio.create_task_group() as tasks:
+            if isinstance(source, ChangingSource):
+                tasks.start_soon(_publish_changes, source, bus)
+            try:
+                yield ToolContext(
+                    source=source, ai_tools=ai_tools, names=names, names_wait=names_wait, workloads=workloads
+                )
+            finally:
+                tasks.cancel_scope.cancel()
 
     srv = TelemetryServer(
         SERVER_NAME,
@@ -390,8 +407,21 @@ def create_server(
         ),
         log_level="WARNING",
         lifespan=lifespan,
+        subscriptions=bus,
     )
     srv.only = frozenset(only) if only is not None else None
+
+    @srv.resource(
+        EVENTS_URI,
+        name="events",
+        title="New telemetry",
+        description="Updated (notifications/resources/updated; subscriptions/listen from protocol 2026-07-28) "
+        "whenever new events or counts are stored, at most every 0.1 s: read the tools again after it. Reading "
+        "it says whether this server notifies at all (a remote eBPF server's data does not: poll instead).",
+        mime_type="application/json",
+    )
+    def events_resource() -> str:
+        return json.dumps({"notifies": notifies})
 
     @srv.tool(annotations=READ_ONLY)
     async def get_network_summary(
@@ -641,6 +671,26 @@ def create_server(
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"text": text, **got})
 
     return srv
+
+
+async def _publish_changes(source: ChangingSource, bus: InMemorySubscriptionBus) -> None:
+    """Publish :data:`EVENTS_URI` updated after the source changes, at most every :data:`CHANGE_GAP` seconds."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def wake() -> None:  # on the writing thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(changed.set)
+
+    stop = source.on_change(wake)
+    try:
+        while True:
+            await changed.wait()
+            changed.clear()
+            await bus.publish(ResourceUpdated(uri=EVENTS_URI))
+            await anyio.sleep(CHANGE_GAP)
+    finally:
+        stop()
 
 
 async def _ai_tool(ctx: Context[ToolContext, Any], name: str, args: dict[str, Any]) -> CallToolResult:

@@ -88,6 +88,8 @@ class NetspyApp(App[int]):
         self.gateway = gateway
         self.poller.gateway = gateway
         self.dashboard.gateway = gateway
+        if self.is_running:
+            self.follow_changes()
 
     def get_default_screen(self) -> Screen[Any]:
         return self.dashboard
@@ -110,6 +112,29 @@ class NetspyApp(App[int]):
             self.show_starting(self.starting)
         if self.gateway is not None:  # else set_gateway() comes later, then poll_loop()
             self.poll_loop()
+            self.follow_changes()
+
+    @work(group="changes", exclusive=True, exit_on_error=False)
+    async def follow_changes(self) -> None:
+        """Push, don't poll: while the server notifies new telemetry, the poll loop fetches only after a change
+        (see :meth:`Poller.next_poll`); without notifications, or once they stop, it polls every interval."""
+        poller = self.poller
+        try:
+            async with self.gateway.changes() as changes:
+                if changes is None:
+                    log.info("the server does not notify changes: polling every %.1fs", self.interval)
+                    return
+                poller.following = True
+                log.info("following the server's change notifications")
+                async for _ in changes:
+                    poller.changed.set()
+        except NetspyError as exc:  # the gateway did not start: the poll loop says why
+            log.debug("no change notifications: %s", exc)
+        except (RuntimeError, OSError) as exc:  # the stream was lost (SubscriptionLost): back to the timer
+            log.warning("change notifications stopped (%s): polling every %.1fs", _describe(exc), self.interval)
+        finally:
+            poller.following = False
+            poller.wake.set()
 
     @work(group="poll", exclusive=True, exit_on_error=False)
     async def poll_loop(self) -> None:
@@ -147,7 +172,7 @@ class NetspyApp(App[int]):
                 log.info("poll recovered after %d failures", failures)
             failures, stale_since = 0, None
             self.post_message(SnapshotReady(snapshot))
-            await self.poller.sleep(self.interval - (time.monotonic() - started))
+            await self.poller.next_poll(self.interval - (time.monotonic() - started))
 
     @on(SnapshotReady)
     def _snapshot_ready(self, message: SnapshotReady) -> None:

@@ -51,6 +51,8 @@ MAX_BACKOFF = 30.0
 OVERLAP = timedelta(seconds=2)
 #: With no new events, the summaries (which only age) are re-read every this many polls.
 IDLE_SUMMARY_EVERY = 5
+#: While the server notifies changes: seconds between refreshes with no change (the window still moves).
+IDLE_REFRESH = 10.0
 
 E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 
@@ -183,6 +185,12 @@ class Poller:
         self._reset()
         self.wake = asyncio.Event()
         """Set to end the current sleep early (a new configuration is waiting)."""
+        self.changed = asyncio.Event()
+        """Set when the server says new telemetry was stored (see :meth:`next_poll`)."""
+        self.following = False
+        """True while the server's change notifications arrive: poll after a change, not on every tick."""
+        self.names_pending = False
+        """Names of held rows are still being asked: poll again after the interval even without a change."""
 
     def _reset(self) -> None:
         self._conns: _Window[ConnectionEvent] = _Window(self._max_rows)
@@ -228,8 +236,8 @@ class Poller:
         subject = replace(cfg.subject, window=cfg.window)
         started = time.perf_counter()
         parts = ["connections", "drops"]
-        if self._status is None or self._tick % STATUS_EVERY == 0:
-            parts.append("status")
+        if self._status is None or self._tick % STATUS_EVERY == 0 or self.following:
+            parts.append("status")  # following changes, polls are few: each reads the health too
         summaries_due = self._summaries is None or (
             self._tick % self._summary_every == 0
             and (self._idle_ticks == 0 or self._idle_ticks % IDLE_SUMMARY_EVERY == 0)
@@ -253,6 +261,8 @@ class Poller:
         new_drops = self._drops.add(list(snap.drops.events))
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
+        if snap.names is None and new and self._names_supported:
+            self.names_pending = bool(self._conns.unnamed(1))  # ask about the new rows' names next poll
         if new or new_drops:
             self._idle_ticks = 0
         else:
@@ -317,6 +327,7 @@ class Poller:
 
     def _names(self, lookup: NameLookup) -> None:
         """Names learnt since rows arrived (the list call names only what was known when it ran)."""
+        self.names_pending = lookup.enabled and lookup.pending > 0
         if not lookup.enabled:
             self._names_supported = False
         elif lookup.names:
@@ -345,6 +356,25 @@ class Poller:
             page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until)
         newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)
         return self._conns.add(newest_first), left
+
+    async def next_poll(self, seconds: float) -> None:
+        """Wait until the next poll is due: the rest of the interval (at most one refresh an interval), then,
+        while following the server's change notifications, until something changed — or :data:`IDLE_REFRESH`
+        passed (rows leave the window as it moves) or a new configuration waits; while names of shown rows are
+        still being asked, after the interval. Without notifications (a remote eBPF server), every interval."""
+        await self.sleep(seconds)
+        if not self.following or self.changed.is_set() or self.names_pending:
+            self.changed.clear()
+            return
+        changed = asyncio.ensure_future(self.changed.wait())
+        woken = asyncio.ensure_future(self.wake.wait())
+        try:
+            await asyncio.wait((changed, woken), timeout=IDLE_REFRESH, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            woken.cancel()
+        self.changed.clear()
+        self.wake.clear()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` or until :meth:`configure` wakes the loop."""

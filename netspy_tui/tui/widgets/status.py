@@ -81,6 +81,9 @@ class StatusBar(Static):
         self.set_interval(1.0, self.redraw, name="status-tick")
         self.redraw()
 
+    def on_resize(self) -> None:
+        self.redraw()  # what fits the line depends on the width (a build before layout kept every part)
+
     def _watch_any(self) -> None:
         if self.is_mounted:
             self.redraw()
