@@ -136,12 +136,15 @@ def importtime(url: str, env: dict[str, str], top: int = 15) -> list[dict[str, A
 
 def dashboard_in_pty(url: str, env: dict[str, str], idle_seconds: float, marker: bytes) -> dict[str, float]:
     """Launch the dashboard on a 160x45 pseudo-terminal: seconds to the first frame (the tab bar
-    drawn), to the first data (``marker`` on screen), then its CPU share over ``idle_seconds``."""
+    drawn), to the first data (``marker`` on screen), then its CPU share over ``idle_seconds``.
+    ``url`` is an eBPF server's, or ``replay:FILE`` for the embedded source replaying FILE."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 160, 0, 0))
+    replay = url.removeprefix("replay:")
+    source = ["--replay", replay, "--replay-speed", "0"] if replay != url else ["--server", url]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [PY, "-m", "netspy_tui", "--server", url, "--interval", "1"],
+        [PY, "-m", "netspy_tui", *source, "--interval", "1"],
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -270,6 +273,8 @@ def run(ctx: Context) -> list[Metric]:
             idle_run = dashboard_in_pty(quiet.url, env, idle, b"Connections (0)")
         finally:
             quiet.close()
+        # the embedded source (its store notifies the dashboard: nothing is fetched while nothing arrives)
+        idle_embedded = dashboard_in_pty(f"replay:{empty}", env, idle, b"Connections (0)")
         ms.append(
             metric(
                 NAME,
@@ -288,6 +293,16 @@ def run(ctx: Context) -> list[Metric]:
                 "%",
                 target=TARGET_IDLE_CPU,
                 note=f"HTTP source with no events, interval 1 s; RSS {idle_run['rss_mb']:.0f} MB",
+            )
+        )
+        ms.append(
+            Metric(
+                NAME,
+                f"dashboard idle CPU, real terminal, {idle:.0f} s, embedded source, no traffic",
+                idle_embedded["idle_cpu_pct"],
+                "%",
+                target=TARGET_IDLE_CPU,
+                note=f"replay of an empty recording, interval 1 s; RSS {idle_embedded['rss_mb']:.0f} MB",
             )
         )
         ms.append(Metric(NAME, "dashboard RSS, real terminal, HTTP source (5,000 events)", runs[0]["rss_mb"], "MB"))
