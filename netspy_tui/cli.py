@@ -12,7 +12,8 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -585,18 +586,36 @@ def _workloads() -> Any:
     return WorkloadResolver()
 
 
+def _lazy_ai_tools(settings: Settings) -> Any:
+    """The AI tools' hook, importing the AI layer (and openai) only when an AI tool runs."""
+
+    async def hook(source: Any, name: str, args: dict[str, Any]) -> Any:
+        from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
+
+        return await ai_tools_hook(_ai(settings))(source, name, args)
+
+    return hook
+
+
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.runtime import open_source
 
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(_ai(settings), None, arguments)
     names = _names(settings)  # one command: wait for names up to the resolver's timeout
+    # The server offers the one tool called (building each tool's models is most of a server's start);
+    # contextual_analysis lets the model read every data tool.
+    only = None if ns.tool == "contextual_analysis" else (ns.tool,)
     async with (
         open_source(settings, "oneshot") as source,
         open_gateway(
-            source, ai_tools_hook(_ai(settings)), names=names, names_wait=names.timeout, workloads=_workloads()
+            source,
+            _lazy_ai_tools(settings),
+            names=names,
+            names_wait=names.timeout,
+            workloads=_workloads(),
+            only=only,
         ) as gw,
     ):
         if ns.tool == "contextual_analysis" and not ns.json:
@@ -765,33 +784,52 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
 
 
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook, dashboard_hooks
-    from netspy_tui.mcp_tools.gateway import open_gateway
-    from netspy_tui.runtime import open_source
+    # Paint first: only Textual and the dashboard's own modules load before the frame is drawn; the MCP SDK,
+    # the source (an eBPF server, or the embedded collector and its store) and the gateway come up beside it.
+    from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
     from netspy_tui.tui.app import run_dashboard
 
-    ai_settings = _ai(settings)
-    ai = dashboard_hooks(ai_settings)
-    async with (
-        open_source(settings, "live") as source,
-        open_gateway(source, ai_tools_hook(ai_settings), names=_names(settings), workloads=_workloads()) as gw,
-    ):
-        info = await source.info()
-        code = await run_dashboard(
-            gw,
-            interval=settings.interval,
-            window=settings.window,
-            source_note=info.detail,
-            ai=ai,
-            export_dir=settings.export_dir,
-        )
-        # The process ends now: what the dashboard allocated is freed with it. Without this the interpreter's last
-        # full collection walks that heap and quitting took 1-3 s (issue 14); frozen objects are skipped.
-        gc.freeze()
-        return code
+    @asynccontextmanager
+    async def connect(progress: Callable[[str], None]) -> AsyncIterator[tuple[Any, str]]:
+        progress(f"{what}, the MCP gateway")
+        # Importing the SDK and the server's modules takes ~0.6 s of CPU: in a thread, the UI keeps answering.
+        await asyncio.to_thread(_import_gateway_modules)
+        from netspy_tui.mcp_tools.gateway import open_gateway
+        from netspy_tui.runtime import open_source
+
+        async with open_source(settings, "live") as source:
+            progress("the MCP gateway")
+            async with open_gateway(
+                source, _lazy_ai_tools(settings), names=_names(settings), workloads=_workloads()
+            ) as gw:
+                info = await source.info()
+                yield gw, info.detail
+
+    what = f"the eBPF server at {settings.server}" if settings.server else "the data source"
+    code = await run_dashboard(
+        connect,
+        starting=what,
+        interval=settings.interval,
+        window=settings.window,
+        ai=dashboard_hooks(_ai(settings)),
+        export_dir=settings.export_dir,
+    )
+    # The process ends now: what the dashboard allocated is freed with it. Without this the interpreter's last
+    # full collection walks that heap and quitting took 1-3 s (issue 14); frozen objects are skipped.
+    gc.freeze()
+    return code
+
+
+def _import_gateway_modules() -> None:
+    import netspy_tui.mcp_tools.server  # noqa: F401  (the MCP SDK, client and server, with it)
+    import netspy_tui.runtime  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "httpx" not in sys.modules:
+        # httpx's package imports its command-line client (rich, pygments, click: ~40 ms of every start) when
+        # it can; netspy-tui never runs it. Marked absent, httpx keeps a stub `httpx.main` instead.
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
     previous = os.umask(0o077)  # whatever this process creates (log, store, exports) is private to root
     try:
         return _main(argv)

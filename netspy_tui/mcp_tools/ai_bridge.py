@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netspy_tui.ai import (
     AISettings,
@@ -32,9 +32,11 @@ from netspy_tui.ai.settings import NOT_CONFIGURED_HINT
 from netspy_tui.errors import AIError, NetspyError
 from netspy_tui.mcp_tools import DATA_TOOLS
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
-from netspy_tui.mcp_tools.server import AIToolsHook
 from netspy_tui.models import Insight, Scope
 from netspy_tui.telemetry.source import TelemetrySource
+
+if TYPE_CHECKING:  # the server module imports the MCP SDK: it loads with the gateway's session, not with the AI hooks
+    from netspy_tui.mcp_tools.server import AIToolsHook
 
 #: ``explain(gateway, scope)``: explain the traffic of ``scope``'s pid or command (neither: all
 #: traffic) over its window.

@@ -7,18 +7,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mcp.client import Client
-from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, TextContent, Tool
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.errors import NetspyError, sole_exception
-from netspy_tui.mcp_tools.server import AIToolsHook, create_server
+from netspy_tui.mcp_tools import EVENTS_URI
+from netspy_tui.mcp_tools.schemas import DashboardSnapshot
 from netspy_tui.models import (
     ConnectionList,
     Insight,
@@ -31,10 +31,16 @@ from netspy_tui.models import (
     ServerStatus,
     TrafficReport,
 )
-from netspy_tui.names.resolver import NameResolver
-from netspy_tui.names.workload import WorkloadResolver
-from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import inert_json
+
+if TYPE_CHECKING:  # the SDK (~0.6 s to import) loads when a session opens: a dashboard paints before that
+    from mcp.client import Client
+    from mcp.types import Tool
+
+    from netspy_tui.mcp_tools.server import AIToolsHook
+    from netspy_tui.names.resolver import NameResolver
+    from netspy_tui.names.workload import WorkloadResolver
+    from netspy_tui.telemetry.source import TelemetrySource
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -84,6 +90,8 @@ class Gateway:
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> ToolResult:
         """Call a tool; ``isError`` results come back as results (never raised)."""
+        from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, TextContent
+
         args = {k: v for k, v in (arguments or {}).items() if v is not None}
         if self._trusted:
             request = CallToolRequest(params=CallToolRequestParams(name=name, arguments=args))
@@ -184,6 +192,57 @@ class Gateway:
             {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit},
         )
 
+    async def snapshot(
+        self,
+        pid: int | None = None,
+        process_name: str | None = None,
+        duration: int = 60,
+        *,
+        max_events: int = 100,
+        since: str | None = None,
+        drops_since: str | None = None,
+        parts: Iterable[str] | None = None,
+        limit: int = 20,
+        addresses: list[str] | None = None,
+    ) -> DashboardSnapshot:
+        """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it."""
+        return await self._typed(
+            "dashboard_snapshot",
+            DashboardSnapshot,
+            {"pid": pid, "process_name": process_name, "duration": duration, "max_events": max_events,
+             "since": since, "drops_since": drops_since, "parts": None if parts is None else list(parts),
+             "limit": limit, "addresses": addresses or None},
+        )  # fmt: skip
+
+    @asynccontextmanager
+    async def changes(self) -> AsyncIterator[AsyncIterator[object] | None]:
+        """The server's "new telemetry stored" notifications (the ``netspy://telemetry/events`` resource), or
+        None when it cannot send them (a source that does not say when it changes, an older server or
+        protocol): then poll. Iterating ends or raises when the stream is lost."""
+        from mcp.client.subscriptions import ListenNotSupportedError
+        from mcp.shared.exceptions import MCPError
+        from mcp.types import TextResourceContents
+
+        try:
+            contents = (await self._client.read_resource(EVENTS_URI)).contents
+            text = next((c.text for c in contents if isinstance(c, TextResourceContents)), "{}")
+            notifies = bool(json.loads(text).get("notifies"))
+        except (MCPError, ValueError, AttributeError):
+            notifies = False
+        if not notifies:
+            yield None
+            return
+        try:
+            listening = self._client.listen(resource_subscriptions=[EVENTS_URI])
+            subscription = await listening.__aenter__()
+        except (ListenNotSupportedError, MCPError):
+            yield None
+            return
+        try:
+            yield subscription
+        finally:
+            await listening.__aexit__(None, None, None)
+
     async def status(self) -> ServerStatus:
         return await self._typed("server_status", ServerStatus, {})
 
@@ -213,13 +272,62 @@ def open_gateway(
     names: NameResolver | None = None,
     names_wait: float = 0.0,
     workloads: WorkloadResolver | None = None,
+    only: Iterable[str] | None = None,
 ) -> AbstractAsyncContextManager[Gateway]:
     """An in-process MCP client/server pair over ``source`` (which the caller owns and closes);
-    ``names`` names destinations in the tools' results (see :func:`create_server`)."""
-    server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads)
+    ``names`` names destinations in the tools' results, ``only`` limits the tools (see :func:`create_server`)."""
+    from mcp.client import Client
+
+    from netspy_tui.mcp_tools.server import create_server
+
+    server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads, only=only)
     return _session(Client(server, raise_exceptions=False), trusted=True)
 
 
 def open_remote_gateway(target: str) -> AbstractAsyncContextManager[Gateway]:
     """A gateway to another MCP server: an ``http(s)://.../mcp`` URL (streamable HTTP)."""
+    from mcp.client import Client
+
     return _session(Client(target), trusted=False)
+
+
+class StartingGateway(Gateway):
+    """Stands in for a gateway that is still opening (a dashboard paints before the MCP pair is up).
+
+    Calls made before :meth:`attach` wait for it, then go to the real gateway; after :meth:`fail` they
+    raise the reason the gateway could not open. Every typed method goes through :meth:`call`.
+    """
+
+    def __init__(self) -> None:
+        self._real: Gateway | None = None
+        self._failed: NetspyError | None = None
+        self._settled = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._real is not None
+
+    def attach(self, gateway: Gateway) -> None:
+        self._real = gateway
+        self._settled.set()
+
+    def fail(self, error: NetspyError) -> None:
+        self._failed = error
+        self._settled.set()
+
+    async def wait(self) -> Gateway:
+        await self._settled.wait()
+        if self._real is None:
+            raise self._failed or NetspyError("the MCP gateway did not start")
+        return self._real
+
+    async def list_tools(self) -> list[Tool]:
+        return await (await self.wait()).list_tools()
+
+    async def call(self, name: str, arguments: dict[str, Any] | None = None) -> ToolResult:
+        return await (await self.wait()).call(name, arguments)
+
+    @asynccontextmanager
+    async def changes(self) -> AsyncIterator[AsyncIterator[object] | None]:
+        async with (await self.wait()).changes() as changes:
+            yield changes

@@ -108,6 +108,43 @@ Addresses = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=64)]],
     Field(min_length=1, max_length=500, description="IP addresses to name (1 to 500)."),
 ]
+#: What one refresh of a live view asks ``dashboard_snapshot`` for.
+SnapshotPart = Literal["status", "connections", "drops", "patterns", "drop_patterns", "processes", "names"]
+SNAPSHOT_PARTS: tuple[SnapshotPart, ...] = ("status", "connections", "drops", "patterns", "drop_patterns", "processes")
+SnapshotParts = Annotated[
+    list[SnapshotPart],
+    Field(
+        max_length=7,
+        description="The parts to return: status (server_status), connections and drops (list_connections / "
+        "list_packet_drops since the cursors), patterns and drop_patterns (analyze_patterns / "
+        "analyze_packet_drops), processes (list_processes), names (lookup_names of `addresses`).",
+    ),
+]
+NameAddresses = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
+    Field(max_length=500, description="IP addresses to name (the names part; up to 500)."),
+]
+DropsSince = Annotated[
+    str | None,
+    Field(max_length=64, description="The drops part's cursor: only drops strictly newer than this RFC3339 time."),
+    AfterValidator(_rfc3339),
+]
+
+
+class DashboardSnapshot(BaseModel):
+    """One refresh of a live view: each part is exactly what its own tool returns for the same arguments
+    (None: not asked for)."""
+
+    text: str
+    status: ServerStatus | None = None
+    connections: ConnectionList | None = None
+    drops: PacketDropList | None = None
+    patterns: PatternAnalysis | None = None
+    drop_patterns: PatternAnalysis | None = None
+    processes: ProcessList | None = None
+    names: NameLookup | None = None
+
+
 SummaryText = Annotated[str, Field(min_length=1, max_length=20_000, description="Network summary text to explain.")]
 Query = Annotated[str, Field(min_length=1, max_length=4000, description="The question to answer.")]
 

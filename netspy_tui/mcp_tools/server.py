@@ -8,10 +8,13 @@ Errors the caller can fix come back as ``isError`` results with one sentence.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -19,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 
@@ -26,20 +30,26 @@ from netspy_tui import __version__
 from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
+from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes
 from netspy_tui.mcp_tools.schemas import (
+    SNAPSHOT_PARTS,
     Addresses,
+    DashboardSnapshot,
+    DropsSince,
     Duration,
     GroupBy,
     Kind,
     LatencyReport,
     Limit,
     MaxEvents,
+    NameAddresses,
     Node,
     Pid,
     ProcessName,
     Query,
     Since,
+    SnapshotParts,
     SummaryText,
     TrafficReport,
     Until,
@@ -72,12 +82,14 @@ from netspy_tui.models import (
 )
 from netspy_tui.names.resolver import NameResolver, address_of
 from netspy_tui.names.workload import WorkloadResolver, k8s_identity
-from netspy_tui.telemetry.source import TelemetrySource, TrafficSource
+from netspy_tui.telemetry.source import ChangingSource, TelemetrySource, TrafficSource
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "network-telemetry"
+#: Shortest gap between two change notifications (a burst of writes is one notification).
+CHANGE_GAP = 0.1
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 
 S = TypeVar("S", Scope, EventQuery)
@@ -223,6 +235,14 @@ class TelemetryServer(MCPServer[ToolContext]):
     the pid 1. A tool that fails unexpectedly says so in one sentence; the traceback goes to the log.
     """
 
+    only: frozenset[str] | None = None
+    """Register only these tools (None: all). A one-shot ``--tool`` builds the server for the one
+    tool it calls: each registration builds pydantic models for the tool's arguments and result."""
+
+    def add_tool(self, fn: Callable[..., Any], name: str | None = None, *args: Any, **kwargs: Any) -> None:
+        if self.only is None or (name or fn.__name__) in self.only:
+            super().add_tool(fn, name, *args, **kwargs)
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[ToolContext, Any] | None = None
     ) -> Any:
@@ -249,10 +269,18 @@ class TelemetryServer(MCPServer[ToolContext]):
             raise
 
 
+#: Set while ``dashboard_snapshot`` gathers its parts: a part's readable text block is not built (the snapshot
+#: returns structured parts only), and an event list's ``text`` is one line instead of a line per event
+#: (formatting and cleaning up to 1,000 lines was most of a list call's cost; a live view shows the events).
+_PARTS_ONLY: ContextVar[bool] = ContextVar("netspy_parts_only", default=False)
+
+
 def _result(model: BaseModel, text: str) -> CallToolResult:
     """Readable text plus structured content. The text is cleaned once more as it leaves the server:
     whatever a description forgot to escape (a server's free-text field), no escape sequence reaches a
     client's terminal or a model's context. The structured content keeps the exact values."""
+    if _PARTS_ONLY.get():
+        return CallToolResult(content=[], structured_content=model.model_dump(mode="json"))
     return CallToolResult(
         content=[TextContent(type="text", text=clean(text, None, keep_newlines=True))],
         structured_content=model.model_dump(mode="json"),
@@ -324,8 +352,11 @@ def _listed(
     workload: str | None = None,
 ) -> CallToolResult:
     """``list_connections`` / ``list_packet_drops``: the page as text and as the tool's result."""
-    text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled), *_page_notes(page),
-                               describe.filter_note(node, workload))  # fmt: skip
+    if _PARTS_ONLY.get():
+        text = f"{len(events)} of {total} {'connection' if kind == 'connection' else 'packet drop'} events listed."
+    else:
+        text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled),
+                                   *_page_notes(page), describe.filter_note(node, workload))  # fmt: skip
     extra = {"sampled": sampled} if model is ConnectionList else {}
     result = model(
         text=text,
@@ -464,13 +495,26 @@ def create_server(
     names: NameResolver | None = None,
     names_wait: float = 0.0,
     workloads: WorkloadResolver | None = None,
+    only: Iterable[str] | None = None,
 ) -> TelemetryServer:
     """Build the MCP server over ``source``. ``ai_tools`` answers the AI tools (see netspy_tui.ai);
-    ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call)."""
+    ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call);
+    ``only`` limits the tools offered to those named (a one-shot command; default: all)."""
+
+    bus = InMemorySubscriptionBus()
+    notifies = isinstance(source, ChangingSource)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
-        yield ToolContext(source=source, ai_tools=ai_tools, names=names, names_wait=names_wait, workloads=workloads)
+        async with anyio.create_task_group() as tasks:
+            if isinstance(source, ChangingSource):
+                tasks.start_soon(_publish_changes, source, bus)
+            try:
+                yield ToolContext(
+                    source=source, ai_tools=ai_tools, names=names, names_wait=names_wait, workloads=workloads
+                )
+            finally:
+                tasks.cancel_scope.cancel()
 
     srv = TelemetryServer(
         SERVER_NAME,
@@ -484,7 +528,21 @@ def create_server(
         ),
         log_level="WARNING",
         lifespan=lifespan,
+        subscriptions=bus,
     )
+    srv.only = frozenset(only) if only is not None else None
+
+    @srv.resource(
+        EVENTS_URI,
+        name="events",
+        title="New telemetry",
+        description="Updated (notifications/resources/updated; subscriptions/listen from protocol 2026-07-28) "
+        "whenever new events or counts are stored, at most every 0.1 s: read the tools again after it. Reading "
+        "it says whether this server notifies at all (a remote eBPF server's data does not: poll instead).",
+        mime_type="application/json",
+    )
+    def events_resource() -> str:
+        return json.dumps({"notifies": notifies})
 
     @srv.tool(annotations=READ_ONLY)
     async def get_network_summary(
@@ -749,7 +807,66 @@ def create_server(
         args = {"query": query, "pid": pid, "process_name": process_name, "duration": duration}
         return await _ai_tool(ctx, "contextual_analysis", args | {"node": node, "workload": workload})
 
+    @srv.tool(annotations=READ_ONLY)
+    async def dashboard_snapshot(
+        ctx: Context[ToolContext, Any],
+        pid: Pid = None,
+        process_name: ProcessName = None,
+        duration: Duration = 60,
+        max_events: MaxEvents = 100,
+        since: Since = None,
+        drops_since: DropsSince = None,
+        parts: SnapshotParts | None = None,
+        limit: Limit = 20,
+        addresses: NameAddresses = None,
+    ) -> Annotated[CallToolResult, DashboardSnapshot]:
+        """One refresh of a live view in one call: the server status, the connections and drops newer than
+        their cursors, the connection and drop patterns and the process ranking over `duration`, and names
+        for `addresses` — each part what its own tool returns for the same arguments (the event lists'
+        `text` is one line, not a line per event)."""
+        wanted = set(SNAPSHOT_PARTS if parts is None else parts)
+        calls: dict[str, Callable[[], Awaitable[CallToolResult]]] = {
+            "status": lambda: server_status(ctx),
+            "connections": lambda: list_connections(ctx, pid, process_name, max_events, since),
+            "drops": lambda: list_packet_drops(ctx, pid, process_name, max_events, drops_since),
+            "patterns": lambda: analyze_patterns(ctx, pid, process_name, duration),
+            "drop_patterns": lambda: analyze_packet_drops(ctx, pid, process_name, duration),
+            "processes": lambda: list_processes(ctx, duration, "connection", limit),
+            "names": lambda: lookup_names(ctx, addresses or []),
+        }
+        got: dict[str, Any] = {}
+        token = _PARTS_ONLY.set(True)
+        try:
+            for part, call in calls.items():
+                if part in wanted and (part != "names" or addresses):
+                    got[part] = (await call()).structured_content
+        finally:
+            _PARTS_ONLY.reset(token)
+        counts = [f"{len(got[k]['events'])} {k}" for k in ("connections", "drops") if k in got]
+        text = f"Snapshot of {', '.join(got) or 'nothing'}" + (f" ({', '.join(counts)})" if counts else "") + "."
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"text": text, **got})
+
     return srv
+
+
+async def _publish_changes(source: ChangingSource, bus: InMemorySubscriptionBus) -> None:
+    """Publish :data:`EVENTS_URI` updated after the source changes, at most every :data:`CHANGE_GAP` seconds."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def wake() -> None:  # on the writing thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(changed.set)
+
+    stop = source.on_change(wake)
+    try:
+        while True:
+            await changed.wait()
+            changed.clear()
+            await bus.publish(ResourceUpdated(uri=EVENTS_URI))
+            await anyio.sleep(CHANGE_GAP)
+    finally:
+        stop()
 
 
 async def _ai_tool(ctx: Context[ToolContext, Any], name: str, args: dict[str, Any]) -> CallToolResult:

@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -271,6 +271,7 @@ class EventStore:
         self.max_queued = max_queued
         self._write_lock = threading.Lock()
         self._closed = False
+        self._on_change: dict[object, Callable[[], None]] = {}
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._since_prune = 0
         self._last_prune = time.monotonic()
@@ -607,6 +608,8 @@ class EventStore:
             self._count("store_error", exc.lost)
             raise
         self._count("raw", written)
+        if written or counts or outcomes or losses:
+            self._changed()
         if rejected:
             self._count("rejected", len(rejected))
             raise StoreError(
@@ -615,6 +618,24 @@ class EventStore:
                 "the collector produced malformed events; please report this",
                 lost=len(rejected),
             )
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the writing thread: it must be quick) after every write that added events or
+        counts; returns the call that stops it. The MCP server turns it into change notifications."""
+        token = object()
+        self._on_change[token] = listener
+
+        def stop() -> None:
+            self._on_change.pop(token, None)
+
+        return stop
+
+    def _changed(self) -> None:
+        for listener in list(self._on_change.values()):
+            try:
+                listener()
+            except Exception:  # a listener must not fail a write
+                logger.exception("event store change listener failed")
 
     def _warn_losses(self, losses: dict[tuple[int, str], int]) -> None:
         """A warning (stderr for ``serve`` and one-shot commands, the log file for the dashboard) at

@@ -111,6 +111,9 @@ class HttpSource:
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             headers=headers,
             transport=transport,
+            # Loading the system's CA certificates is ~30 ms of a one-shot command: only for https. A plain
+            # http:// base URL never uses TLS (requests are relative to it and redirects are not followed).
+            verify=self.base_url.lower().startswith("https://"),
         )
         self._generation: ApiGeneration | None = None
         self._detect_lock = asyncio.Lock()

@@ -124,6 +124,10 @@ class EmbeddedSource:
         """What the collector feeds: the recorder (when recording), then the store."""
         return self.recorder if self.recorder is not None else self.store_sink
 
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """New events or counts in the store (see :class:`~netspy_tui.telemetry.source.ChangingSource`)."""
+        return self.store.on_change(listener)
+
     async def start(self) -> None:
         """Start the collector on its own thread, feeding the store."""
         if self._started_at is not None:

@@ -30,6 +30,7 @@ class MemorySource:
     ) -> None:
         self._events: deque[AnyEvent] = deque(events, maxlen=max_events)
         self._lock = threading.Lock()
+        self._listeners: dict[object, Callable[[], None]] = {}
         self._label = label
         self._clock = clock
 
@@ -37,6 +38,21 @@ class MemorySource:
         """A collector sink: append a batch (thread-safe)."""
         with self._lock:
             self._events.extend(events)
+            listeners = list(self._listeners.values())
+        for listener in listeners:
+            listener()
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """``listener`` after each :meth:`add_events` (see :class:`~netspy_tui.telemetry.source.ChangingSource`)."""
+        token = object()
+        with self._lock:
+            self._listeners[token] = listener
+
+        def stop() -> None:
+            with self._lock:
+                self._listeners.pop(token, None)
+
+        return stop
 
     def _snapshot(self) -> list[AnyEvent]:
         with self._lock:

@@ -9,6 +9,7 @@ the same on each.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from netspy_tui.models import (
@@ -66,4 +67,14 @@ class TrafficSource(Protocol):
     async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
                               ) -> LatencyStats:  # fmt: skip
         """TCP connect latency in the last ``window_seconds``, per process and destination."""
+        ...
+
+
+@runtime_checkable
+class ChangingSource(Protocol):
+    """A source that says when it has new data (this process's own store): the MCP server notifies its
+    clients instead of them polling. A remote eBPF server cannot: its clients keep polling."""
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (from any thread, quickly) after new events or counts; returns the call that stops it."""
         ...

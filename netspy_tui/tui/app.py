@@ -7,9 +7,11 @@ Launch with :func:`run_dashboard` (the CLI does). Everything on screen is read t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -17,14 +19,15 @@ from typing import Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
+from textual.css.query import NoMatches
 from textual.markup import escape
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from netspy_tui import export
-from netspy_tui.errors import NetspyError
+from netspy_tui.errors import NetspyError, sole_exception, user_error
 from netspy_tui.mcp_tools.ai_bridge import AIHooks
-from netspy_tui.mcp_tools.gateway import Gateway
+from netspy_tui.mcp_tools.gateway import Gateway, StartingGateway
 from netspy_tui.models import utcnow
 from netspy_tui.textsafe import clean, first_line
 from netspy_tui.tui import keys
@@ -35,7 +38,11 @@ from netspy_tui.tui.widgets.status import Failure
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AIHooks", "NetspyApp", "run_dashboard"]
+__all__ = ["AIHooks", "Connect", "NetspyApp", "run_dashboard"]
+
+#: ``connect(progress)``: opens the source and the MCP pair (saying what it is starting through
+#: ``progress``) and yields the gateway and the source's note for the header; closes them on exit.
+Connect = Callable[[Callable[[str], None]], AbstractAsyncContextManager[tuple[Gateway, str]]]
 
 
 def _describe(exc: BaseException) -> str:
@@ -73,19 +80,61 @@ class NetspyApp(App[int]):
         self.export_dir = export_dir
         self.polls = 0
         """Polls that succeeded (for tests and the status line)."""
+        self.starting = ""
+        """What is still starting (the header says so until the first data); see :meth:`show_starting`."""
 
     def set_gateway(self, gateway: Gateway) -> None:
         """Read from another gateway from the next poll on (e.g. one opened after the app started)."""
         self.gateway = gateway
         self.poller.gateway = gateway
         self.dashboard.gateway = gateway
+        if self.is_running:
+            self.follow_changes()
 
     def get_default_screen(self) -> Screen[Any]:
         return self.dashboard
 
+    def show_starting(self, what: str) -> None:
+        """Say in the header what is still starting ("" once everything is up)."""
+        self.starting = what
+        with contextlib.suppress(NoMatches):  # not composed yet: on_mount shows it
+            self.dashboard.status.show_starting(what)
+
+    def show_source_note(self, note: str) -> None:
+        self.dashboard.source_note = note
+        with contextlib.suppress(NoMatches):
+            status = self.dashboard.status
+            status.source_note = note
+            status.redraw()
+
     def on_mount(self) -> None:
+        if self.starting:
+            self.show_starting(self.starting)
         if self.gateway is not None:  # else set_gateway() comes later, then poll_loop()
             self.poll_loop()
+            self.follow_changes()
+
+    @work(group="changes", exclusive=True, exit_on_error=False)
+    async def follow_changes(self) -> None:
+        """Push, don't poll: while the server notifies new telemetry, the poll loop fetches only after a change
+        (see :meth:`Poller.next_poll`); without notifications, or once they stop, it polls every interval."""
+        poller = self.poller
+        try:
+            async with self.gateway.changes() as changes:
+                if changes is None:
+                    log.info("the server does not notify changes: polling every %.1fs", self.interval)
+                    return
+                poller.following = True
+                log.info("following the server's change notifications")
+                async for _ in changes:
+                    poller.changed.set()
+        except NetspyError as exc:  # the gateway did not start: the poll loop says why
+            log.debug("no change notifications: %s", exc)
+        except (RuntimeError, OSError) as exc:  # the stream was lost (SubscriptionLost): back to the timer
+            log.warning("change notifications stopped (%s): polling every %.1fs", _describe(exc), self.interval)
+        finally:
+            poller.following = False
+            poller.wake.set()
 
     @work(group="poll", exclusive=True, exit_on_error=False)
     async def poll_loop(self) -> None:
@@ -123,7 +172,7 @@ class NetspyApp(App[int]):
                 log.info("poll recovered after %d failures", failures)
             failures, stale_since = 0, None
             self.post_message(SnapshotReady(snapshot))
-            await self.poller.sleep(self.interval - (time.monotonic() - started))
+            await self.poller.next_poll(self.interval - (time.monotonic() - started))
 
     @on(SnapshotReady)
     def _snapshot_ready(self, message: SnapshotReady) -> None:
@@ -185,27 +234,82 @@ class NetspyApp(App[int]):
             )
 
 
+class Backend:
+    """The source and the MCP pair, opened beside the app so that the frame paints first, closed after it.
+
+    :attr:`gateway` stands in for the real gateway until it is up: what needs it (the first poll, an AI
+    request, a command) waits for it; keys that need nothing else are answered at once. If the source or
+    the gateway cannot open, the app exits and :meth:`stop` raises the reason.
+    """
+
+    def __init__(self, connect: Connect) -> None:
+        self.connect = connect
+        self.gateway = StartingGateway()
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+
+    def start(self, app: NetspyApp) -> None:
+        self._task = asyncio.create_task(self._run(app), name="netspy-backend")
+
+    async def _run(self, app: NetspyApp) -> None:
+        try:
+            async with self.connect(app.show_starting) as (gateway, note):
+                self.gateway.attach(gateway)
+                app.set_gateway(gateway)
+                app.show_source_note(note)
+                app.show_starting("")
+                await self._done.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            inner = sole_exception(exc)
+            log.debug("the data source or the MCP gateway did not start", exc_info=inner)
+            self._failure = inner
+            self.gateway.fail(user_error(exc) or NetspyError(_describe(inner)))
+            app.exit(1, return_code=1)
+
+    async def stop(self) -> None:
+        """Close what was opened (stop opening if the user quit first); raise why it failed to open, if it did."""
+        self._done.set()
+        if self._task is not None:
+            if not self.gateway.ready:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._failure is not None:
+            raise self._failure
+
+
 async def run_dashboard(
-    gateway: Gateway,
+    connect: Connect,
     *,
+    starting: str = "the MCP gateway",
     interval: float = 1.0,
     window: int = 60,
-    source_note: str = "",
     clock: Callable[[], datetime] = utcnow,
     ai: AIHooks | None = None,
     max_rows: int = 2000,
     export_dir: Path | None = None,
 ) -> int:
-    """Run the dashboard until the user quits; returns the exit code."""
+    """Run the dashboard until the user quits; returns the exit code.
+
+    Paint first: the frame is drawn, its header saying ``starting``, while ``connect`` opens the source
+    and the MCP pair beside the app (see :class:`Backend`)."""
+    backend = Backend(connect)
     app = NetspyApp(
-        gateway,
+        backend.gateway,
         interval=interval,
         window=window,
-        source_note=source_note,
         clock=clock,
         ai=ai,
         max_rows=max_rows,
         export_dir=export_dir,
     )
-    result = await app.run_async()
+    app.starting = starting
+    backend.start(app)
+    try:
+        result = await app.run_async()
+    finally:
+        await backend.stop()
     return result if isinstance(result, int) else (app.return_code or 0)

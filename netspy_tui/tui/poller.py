@@ -24,9 +24,12 @@ from typing import Generic, TypeVar
 from netspy_tui.analysis import describe
 from netspy_tui.errors import NetspyError
 from netspy_tui.mcp_tools.gateway import Gateway
+from netspy_tui.mcp_tools.schemas import DashboardSnapshot
 from netspy_tui.models import (
     ConnectionEvent,
+    ConnectionList,
     LatencyReport,
+    NameLookup,
     PacketDropEvent,
     PatternAnalysis,
     ProcessList,
@@ -50,6 +53,8 @@ MAX_BACKOFF = 30.0
 OVERLAP = timedelta(seconds=2)
 #: With no new events, the summaries (which only age) are re-read every this many polls.
 IDLE_SUMMARY_EVERY = 5
+#: While the server notifies changes: seconds between refreshes with no change (the window still moves).
+IDLE_REFRESH = 10.0
 
 E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 
@@ -185,6 +190,12 @@ class Poller:
         self._reset()
         self.wake = asyncio.Event()
         """Set to end the current sleep early (a new configuration is waiting)."""
+        self.changed = asyncio.Event()
+        """Set when the server says new telemetry was stored (see :meth:`next_poll`)."""
+        self.following = False
+        """True while the server's change notifications arrive: poll after a change, not on every tick."""
+        self.names_pending = False
+        """Names of held rows are still being asked: poll again after the interval even without a change."""
 
     def _reset(self) -> None:
         self._conns: _Window[ConnectionEvent] = _Window(self._max_rows)
@@ -227,48 +238,64 @@ class Poller:
         return self._pending[0]
 
     async def poll(self) -> Snapshot:
-        """One poll: raises whatever the gateway raises (NetspyError and friends); state is kept."""
+        """One poll: raises whatever the gateway raises (NetspyError and friends); state is kept.
+
+        One round trip (``dashboard_snapshot``) carries what the refresh needs: the status when due, the
+        events since the cursors, names for held rows and the summaries when due. A second call happens only
+        for a burst (older pages of connections) or when events arrive after idle polls skipped the summaries.
+        """
         if self._pending is not None:
             self._version, self._config = self._pending
             self._pending = None
             self._reset()
-        cfg, version, gw = self._config, self._version, self.gateway
+        cfg, version = self._config, self._version
         subject = replace(cfg.subject, window=cfg.window)
         started = time.perf_counter()
-        if self._status is None or self._tick % STATUS_EVERY == 0:
-            self._status = await gw.status()
+        parts = ["connections", "drops"]
+        if self._status is None or self._tick % STATUS_EVERY == 0 or self.following:
+            parts.append("status")  # following changes, polls are few: each reads the health too
+        summaries_due = self._summaries is None or (
+            self._tick % self._summary_every == 0
+            and (self._idle_ticks == 0 or self._idle_ticks % IDLE_SUMMARY_EVERY == 0)
+        )
+        if summaries_due:
+            parts += self._summary_parts(subject)
+        unnamed = self._conns.unnamed(NAMES_PER_POLL) if self._names_supported else []
+        if unnamed:
+            parts.append("names")
         fetched_since = self._conns.newest is not None
-        new, skipped = await self._fetch_connections(subject)
-        drop_page = await gw.drops(subject.pid, subject.command, self._max_events, self._drops.since())
-        new_drops = self._drops.add(list(drop_page.events))
+        since = self._conns.since()
+        snap = await self._snapshot(subject, parts, since, self._drops.since(), unnamed)
+        cost = time.perf_counter() - started
+        if snap.status is not None:
+            self._status = snap.status
+        if snap.names is not None:
+            self._names(snap.names)
+        if snap.connections is None or snap.drops is None:
+            raise NetspyError("dashboard_snapshot answered without the events asked for")
+        new, skipped = await self._fetch_connections(subject, since, snap.connections)
+        new_drops = self._drops.add(list(snap.drops.events))
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
-        await self._name_connections()
+        if snap.names is None and new and self._names_supported:
+            self.names_pending = bool(self._conns.unnamed(1))  # ask about the new rows' names next poll
         if new or new_drops:
             self._idle_ticks = 0
         else:
             self._idle_ticks += 1
-        due = self._tick % self._summary_every == 0 and (
-            self._idle_ticks == 0 or self._idle_ticks % IDLE_SUMMARY_EVERY == 0
-        )
-        if self._summaries is None or due:
+        if summaries_due:
+            self._keep_summaries(subject, snap, cost)
+        elif (new or new_drops) and self._tick % self._summary_every == 0:
+            # events after idle polls (which skip the summaries): the panels follow in this refresh
             s0 = time.perf_counter()
-            patterns = await gw.patterns(subject.pid, subject.command, subject.window)
-            if subject.is_all:
-                # analyze_patterns over all traffic already ranks the processes (the same aggregate that
-                # list_processes returns): one aggregation instead of two.
-                processes = _process_list(patterns)
-            else:
-                processes = await gw.processes(duration=subject.window, limit=PROCESS_LIMIT)
-            drop_patterns = await gw.drop_patterns(subject.pid, subject.command, subject.window)
-            self._summaries = (processes, patterns, drop_patterns)
-            cost = time.perf_counter() - s0
-            self._summary_every = max(1, math.ceil(cost / max(self.interval * 0.5, 1e-3)))
+            extra = await self._snapshot(subject, self._summary_parts(subject), None, None, [])
+            self._keep_summaries(subject, extra, time.perf_counter() - s0)
         self._tick += 1
         now = self._clock()
         cutoff = now - timedelta(seconds=cfg.window)
         self._conns.trim(cutoff)
         self._drops.trim(cutoff)
+        assert self._summaries is not None and self._status is not None
         processes, patterns, drop_patterns = self._summaries
         traffic, latency, traffic_error = await self._fetch_traffic(subject) if self._traffic_wanted else (None,) * 3
         return Snapshot(
@@ -301,32 +328,50 @@ class Poller:
             return None, None, str(exc)
         return traffic, latency, None
 
-    async def _name_connections(self) -> None:
+    @staticmethod
+    def _summary_parts(subject: Scope) -> list[str]:
+        # analyze_patterns over all traffic already ranks the processes (the same aggregate that list_processes
+        # returns): one aggregation instead of two.
+        return ["patterns", "drop_patterns"] + ([] if subject.is_all else ["processes"])
+
+    async def _snapshot(
+        self, subject: Scope, parts: list[str], since: str | None, drops_since: str | None, addresses: list[str]
+    ) -> DashboardSnapshot:
+        return await self.gateway.snapshot(
+            subject.pid,
+            subject.command,
+            subject.window,
+            max_events=self._max_events,
+            since=since,
+            drops_since=drops_since,
+            parts=parts,
+            limit=PROCESS_LIMIT,
+            addresses=addresses,
+        )
+
+    def _keep_summaries(self, subject: Scope, snap: DashboardSnapshot, cost: float) -> None:
+        patterns, drop_patterns = snap.patterns, snap.drop_patterns
+        if patterns is None or drop_patterns is None:
+            raise NetspyError("dashboard_snapshot answered without the summaries asked for")
+        processes = snap.processes if snap.processes is not None else _process_list(patterns)
+        self._summaries = (processes, patterns, drop_patterns)
+        self._summary_every = max(1, math.ceil(cost / max(self.interval * 0.5, 1e-3)))
+
+    def _names(self, lookup: NameLookup) -> None:
         """Names learnt since rows arrived (the list call names only what was known when it ran)."""
-        if not self._names_supported:
-            return
-        unnamed = self._conns.unnamed(NAMES_PER_POLL)
-        if not unnamed:
-            return
-        try:
-            lookup = await self.gateway.names(unnamed)
-        except NetspyError as exc:  # a server without the tool (another MCP server, an older netspy-tui)
-            log.debug("names lookup unavailable: %s", exc)
-            self._names_supported = False
-            return
+        self.names_pending = lookup.enabled and lookup.pending > 0
         if not lookup.enabled:
             self._names_supported = False
         elif lookup.names:
             self._conns.name(lookup.names)
 
-    async def _fetch_connections(self, subject: Scope) -> tuple[int, int]:
-        """New connections since the newest seen, paging backward with ``until`` through a burst
+    async def _fetch_connections(self, subject: Scope, since: str | None, first: ConnectionList) -> tuple[int, int]:
+        """Add ``first`` (the connections since ``since``) and, through a burst, older pages with ``until``
         (up to ``max_rows`` events); returns (added, events left unfetched)."""
-        since = self._conns.since()
         until: str | None = None
         pages: dict[str, ConnectionEvent] = {}
+        page = first
         while True:
-            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until)
             before = len(pages)
             for event in page.events:
                 pages.setdefault(event_key(event), event)
@@ -340,8 +385,28 @@ class Poller:
                     left = max(0, page.total_count - page.returned - max(0, known_unreturned))
                 break
             until = format_time(page.events[-1].time)
+            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until)
         newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)
         return self._conns.add(newest_first), left
+
+    async def next_poll(self, seconds: float) -> None:
+        """Wait until the next poll is due: the rest of the interval (at most one refresh an interval), then,
+        while following the server's change notifications, until something changed — or :data:`IDLE_REFRESH`
+        passed (rows leave the window as it moves) or a new configuration waits; while names of shown rows are
+        still being asked, after the interval. Without notifications (a remote eBPF server), every interval."""
+        await self.sleep(seconds)
+        if not self.following or self.changed.is_set() or self.names_pending:
+            self.changed.clear()
+            return
+        changed = asyncio.ensure_future(self.changed.wait())
+        woken = asyncio.ensure_future(self.wake.wait())
+        try:
+            await asyncio.wait((changed, woken), timeout=IDLE_REFRESH, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            woken.cancel()
+        self.changed.clear()
+        self.wake.clear()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` or until :meth:`configure` wakes the loop."""

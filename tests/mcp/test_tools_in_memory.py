@@ -13,6 +13,7 @@ from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection, drop
 
 EXPECTED_TOOLS = {
+    "dashboard_snapshot",
     "get_network_summary",
     "list_connections",
     "analyze_patterns",

@@ -50,6 +50,18 @@ def demo_source(clock: Callable[[], datetime] | None = None) -> MemorySource:
     return MemorySource(demo_events(), label="replay of demo.jsonl", clock=clock or Clock())
 
 
+class Polled:
+    """``source`` without change notifications, as a remote eBPF server is: the dashboard polls it on its timer."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "on_change":
+            raise AttributeError(name)
+        return getattr(self._source, name)
+
+
 class SourceApp(NetspyApp):
     """NetspyApp that opens its in-process gateway inside its own event loop (for snap_compare and scripts).
 

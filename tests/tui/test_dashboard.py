@@ -29,6 +29,7 @@ from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from tests.factories import connection
 from tests.tui.conftest import Clock, demo_events, wait_for
 from tests.tui.demo_data import DEMO_NOW, HOSTILE
+from tests.tui.scenes import Polled
 from tests.tui.screen_text import screen_text
 
 SIZE = (160, 45)
@@ -68,16 +69,18 @@ async def test_rows_appear_then_only_new_rows_are_added(source: MemorySource, cl
     returned: list[int] = []
 
     def spy(gateway: Gateway) -> None:
-        original = gateway.connections
+        original = gateway.snapshot
 
-        async def connections(*args: Any, **kwargs: Any) -> Any:
-            page = await original(*args, **kwargs)
-            returned.append(page.returned)
-            return page
+        async def snapshot(*args: Any, **kwargs: Any) -> Any:
+            snap = await original(*args, **kwargs)
+            if snap.connections is not None:
+                returned.append(snap.connections.returned)
+            return snap
 
-        gateway.connections = connections  # type: ignore[method-assign]
+        gateway.snapshot = snapshot  # type: ignore[method-assign]
 
-    async with dashboard(source, clock, spy=spy) as (app, pilot):
+    # polls on the timer (a server without change notifications): idle polls re-read only the overlap
+    async with dashboard(Polled(source), clock, spy=spy) as (app, pilot):
         table = app.dashboard.connections
         before = dict(table.rows)
         first_polls = len(returned)
@@ -175,7 +178,7 @@ async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(sour
 
 
 async def test_pause_freezes_the_tables_and_resume_catches_up(source: MemorySource, clock: Clock) -> None:
-    async with dashboard(source, clock) as (app, pilot):
+    async with dashboard(Polled(source), clock) as (app, pilot):  # polls on the timer while paused
         await pilot.press("space")
         assert "PAUSED  since 12:00:00" in status_text(app)  # when it was paused, not a freshness age
         assert "updated" not in status_text(app)
@@ -203,7 +206,7 @@ class LossySource(MemorySource):
 
 async def test_header_health_is_degraded_with_the_figure_while_events_are_lost(clock: Clock) -> None:
     source = LossySource(demo_events(), label="replay of demo.jsonl", clock=clock)
-    async with dashboard(source, clock) as (app, pilot):
+    async with dashboard(Polled(source), clock) as (app, pilot):  # health read on the timer: no event comes
         await wait_for(pilot, lambda: "degraded" in status_text(app), "degraded health")
         first = app.dashboard.status.build().split("\n")[0]
         assert "● degraded (9,300 lost in the last minute)" in first.plain

@@ -16,6 +16,7 @@ from netspy_tui.tui.poller import event_key
 from tests.factories import connection
 from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.demo_data import DEMO_NOW
+from tests.tui.scenes import Polled
 
 SIZE = (160, 45)
 
@@ -49,7 +50,7 @@ async def test_a_explains_the_process_highlighted_in_the_process_table_and_names
     clock = Clock()
     source = demo_source(clock)
     explain = Explainer()
-    async with open_gateway(source) as gateway:
+    async with open_gateway(Polled(source)) as gateway:  # polls on the timer: refreshes with nothing new too
         app = NetspyApp(gateway, interval=0.2, clock=clock, ai=AIHooks(explain=explain, label="test"))
         async with app.run_test(size=SIZE) as pilot:
             d = app.dashboard
@@ -74,7 +75,7 @@ async def test_a_explains_the_highlighted_connection_row_which_stays_put_while_r
     source = demo_source(clock)
     explain = Explainer()
     explain.gate.set()
-    async with open_gateway(source) as gateway:
+    async with open_gateway(Polled(source)) as gateway:  # polls on the timer: refreshes with nothing new too
         app = NetspyApp(gateway, interval=0.2, clock=clock, ai=AIHooks(explain=explain, label="test"))
         async with app.run_test(size=SIZE) as pilot:
             d = app.dashboard

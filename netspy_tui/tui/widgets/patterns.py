@@ -35,13 +35,13 @@ class PatternsPanel(Vertical):
         self._lines = -1
 
     def compose(self) -> ComposeResult:
-        yield Static(id="patterns-body")
+        yield Static(Text("Waiting for the first poll…"), id="patterns-body")  # not on mount: a poll can come first
         yield Label("", id="rate-label")
         yield Sparkline([], id="rate")
 
     def on_mount(self) -> None:
-        self.border_title = "Patterns"
-        self.query_one("#patterns-body", Static).update(Text("Waiting for the first poll…"))
+        if self._shown is None:
+            self.border_title = "Patterns"
 
     def show(self, analysis: PatternAnalysis | None, subject_label: str) -> None:
         if (analysis, subject_label) == self._shown:

@@ -71,6 +71,8 @@ class StatusBar(Static):
         self.source_note = source_note
         self.snapshot: Snapshot | None = None
         self.failure: Failure | None = None
+        self.starting = ""
+        """What is still starting before the first data (the MCP gateway, the collector); "" once up."""
         self.render_ms: float | None = None
         self._shown = ""
         self._shown_spans: list[Span] = []
@@ -78,6 +80,9 @@ class StatusBar(Static):
     def on_mount(self) -> None:
         self.set_interval(1.0, self.redraw, name="status-tick")
         self.redraw()
+
+    def on_resize(self) -> None:
+        self.redraw()  # what fits the line depends on the width (a build before layout kept every part)
 
     def _watch_any(self) -> None:
         if self.is_mounted:
@@ -90,6 +95,10 @@ class StatusBar(Static):
         self.failure = None
         if render_ms is not None:
             self.render_ms = render_ms
+        self.redraw()
+
+    def show_starting(self, what: str) -> None:
+        self.starting = what
         self.redraw()
 
     def show_failure(self, failure: Failure) -> None:
@@ -112,7 +121,8 @@ class StatusBar(Static):
         parts: list[tuple[int, Text]] = [(0, Text(" netspy ", style=self._style("brand")))]
         status = snap.status if snap else None
         if status is None:
-            parts.append((1, Text("connecting…", style=self._style("dim"))))
+            waiting = f"starting: {self.starting}…" if self.starting else "connecting…"
+            parts.append((1, Text(clean(waiting, 100), style=self._style("dim"))))
         else:
             src = status.source
             lost = sum(src.recent_losses.values())

@@ -1,0 +1,65 @@
+"""What a one-shot ``--tool`` imports: the in-process MCP pair and the HTTP client, nothing of the dashboard,
+the AI client, the collector, the store or the server side (issue 17).
+
+The child runs with ``-X importtime`` (every module it imports is listed on stderr). The ``mcp`` SDK itself
+imports part of an HTTP server stack (``mcp.server.mcpserver`` imports starlette, ``sse_starlette`` imports
+uvicorn): those are allowed only as far as importing the SDK's client and server classes alone imports them.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.factories import connection_json
+from tests.fake_ebpf_server import FakeEbpfServer
+
+_LINE = re.compile(r"import time:\s+\d+ \|\s+\d+ \|\s*(\S+)")
+#: Never on the one-shot path (the AI client only when an AI tool runs).
+FORBIDDEN = (
+    "textual",
+    "openai",
+    "prometheus_client",
+    "numpy",
+    "netspy_tui.tui",
+    "netspy_tui.ai",
+    "netspy_tui.collector",
+    "netspy_tui.store",
+    "netspy_tui.serve",
+    "netspy_tui.mcp_tools.ai_bridge",
+)
+#: Server-side HTTP stack: allowed only where the SDK's own import brings it.
+SERVER_STACK = ("uvicorn", "starlette", "sse_starlette")
+
+
+def _imported(argv: list[str], env: dict[str, str]) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return {m.group(1) for line in out.stderr.splitlines() if (m := _LINE.match(line))}
+
+
+def _under(modules: set[str], package: str) -> set[str]:
+    return {m for m in modules if m == package or m.startswith(package + ".")}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeEbpfServer("current", events=[connection_json(pid=7, command="curl", ago=3)]) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("tool", ["get_network_summary", "list_connections"])
+def test_tool_imports_no_dashboard_ai_or_server_stack(tool, server, cli_env):
+    modules = _imported(["-m", "netspy_tui", "--tool", tool, "--server", server.url], cli_env)
+    assert "netspy_tui.cli" in modules and "mcp.client" in modules  # the listing is real
+    for package in FORBIDDEN:
+        assert not _under(modules, package), f"--tool {tool} imported {sorted(_under(modules, package))[:5]}"
+    floor = _imported(["-c", "from mcp.client import Client; from mcp.server.mcpserver import MCPServer"], cli_env)
+    for package in SERVER_STACK:
+        extra = _under(modules, package) - floor
+        assert not extra, f"--tool {tool} imported more of {package} than the SDK does: {sorted(extra)[:5]}"

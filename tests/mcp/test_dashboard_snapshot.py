@@ -1,0 +1,113 @@
+"""``dashboard_snapshot`` (issue 17: one round trip per refresh): each part equals what its own tool returns for
+the same arguments and cursor, whatever the scope, cursors, parts and addresses (a property test over the demo
+recording with the clock standing still); only the event lists' readable ``text`` is one line there."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp.client import Client
+
+from netspy_tui.mcp_tools.schemas import SNAPSHOT_PARTS, DashboardSnapshot
+from netspy_tui.mcp_tools.server import create_server
+from netspy_tui.models import ConnectionEvent, format_time
+from netspy_tui.names import NameResolver
+from tests.tui.demo_data import DEMO_NOW
+from tests.tui.scenes import Clock, demo_events, demo_source
+
+EVENTS = demo_events()
+PIDS = sorted({e.pid for e in EVENTS if e.pid >= 1})[:6]
+COMMANDS = sorted({e.command for e in EVENTS})[:6]
+ADDRESSES = sorted({e.destination_ip for e in EVENTS if isinstance(e, ConnectionEvent) and e.destination_ip})[:8]
+
+cursors = st.one_of(
+    st.none(), st.integers(min_value=0, max_value=400).map(lambda s: format_time(DEMO_NOW - timedelta(seconds=s)))
+)
+
+
+def _separately(args: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each part's own tool call, with the same arguments the snapshot passes it."""
+    scope = {"pid": args.get("pid"), "process_name": args.get("process_name")}
+    events = {**scope, "max_events": args.get("max_events", 100)}
+    window = {**scope, "duration": args.get("duration", 60)}
+    return {
+        "status": ("server_status", {}),
+        "connections": ("list_connections", {**events, "since": args.get("since")}),
+        "drops": ("list_packet_drops", {**events, "since": args.get("drops_since")}),
+        "patterns": ("analyze_patterns", window),
+        "drop_patterns": ("analyze_packet_drops", window),
+        "processes": ("list_processes", {"duration": args.get("duration", 60), "limit": args.get("limit", 20)}),
+        "names": ("lookup_names", {"addresses": args.get("addresses")}),
+    }
+
+
+async def _compare(args: dict[str, Any]) -> None:
+    clock = Clock()
+    server = create_server(demo_source(clock), names=NameResolver(enabled=False))
+    wanted = set(SNAPSHOT_PARTS if args.get("parts") is None else args["parts"])
+    async with Client(server) as client:
+        snap = await client.call_tool("dashboard_snapshot", {k: v for k, v in args.items() if v is not None})
+        alone = {}
+        for part, (tool, tool_args) in _separately(args).items():
+            if part in wanted and (part != "names" or args.get("addresses")):
+                alone[part] = await client.call_tool(tool, {k: v for k, v in tool_args.items() if v is not None})
+    errors = [r.content[0].text.split(": ", 1)[-1] for r in alone.values() if r.is_error]
+    if errors:  # e.g. a pid and a process name that disagree: the snapshot says the same sentence
+        assert snap.is_error and any(e in snap.content[0].text for e in errors)
+        return
+    assert not snap.is_error, snap.content
+    content = snap.structured_content
+    assert content is not None
+    DashboardSnapshot.model_validate(content)  # what its output schema describes
+    for part in [*SNAPSHOT_PARTS, "names"]:
+        if part in alone:
+            expected = dict(alone[part].structured_content or {})
+            if part in ("connections", "drops"):  # the listing text is one line in a snapshot
+                assert content[part].pop("text").endswith("events listed.")
+                expected.pop("text")
+            assert content[part] == expected, part
+        else:
+            assert content.get(part) is None, part
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pid=st.sampled_from([None, None, *PIDS]),
+    process_name=st.sampled_from([None, None, *COMMANDS]),
+    duration=st.sampled_from([1, 10, 60, 300, 3600]),
+    max_events=st.integers(min_value=1, max_value=1000),
+    since=cursors,
+    drops_since=cursors,
+    parts=st.one_of(st.none(), st.lists(st.sampled_from([*SNAPSHOT_PARTS, "names"]), unique=True, max_size=7)),
+    limit=st.integers(min_value=1, max_value=200),
+    addresses=st.one_of(st.none(), st.lists(st.sampled_from(ADDRESSES), min_size=1, max_size=5, unique=True)),
+)
+def test_each_part_equals_its_own_tool(**args: Any) -> None:
+    asyncio.run(_compare(args))
+
+
+async def test_the_poller_makes_one_call_per_refresh() -> None:
+    """A refresh with new events is one tool call (it was 5-6): the snapshot."""
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.tui.poller import Poller
+
+    clock = Clock()
+    async with open_gateway(demo_source(clock)) as gateway:
+        calls: list[str] = []
+        real = gateway.call
+
+        async def spy(name: str, arguments: dict[str, Any] | None = None) -> Any:
+            calls.append(name)
+            return await real(name, arguments)
+
+        gateway.call = spy  # type: ignore[method-assign]
+        poller = Poller(gateway, clock=clock, window=300, interval=1.0)
+        first = await poller.poll()
+        assert calls == ["dashboard_snapshot"] and first.connections and first.processes.processes
+        calls.clear()
+        await poller.poll()
+        assert calls == ["dashboard_snapshot"]

@@ -1,0 +1,65 @@
+"""Push, don't poll (issue 17): the in-process MCP server notifies when new telemetry is stored
+(``netspy://telemetry/events`` updated over ``subscriptions/listen``); the dashboard refreshes after a
+notification and, while nothing changes, does not poll. A source that cannot notify keeps the timer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from mcp.client import Client
+
+from netspy_tui.mcp_tools import EVENTS_URI
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.mcp_tools.server import create_server
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui import poller as poller_module
+from netspy_tui.tui.app import NetspyApp
+from tests.factories import connection
+from tests.tui.conftest import Clock, wait_for
+from tests.tui.demo_data import DEMO_NOW
+from tests.tui.scenes import Polled
+
+SIZE = (160, 45)
+
+
+async def test_a_notification_refreshes_without_the_timer(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(poller_module, "IDLE_REFRESH", 3600.0)  # the fallback timer cannot fire in this test
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=0.05, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.polls >= 1 and app.poller.following, "the first data, then push")
+            before = app.polls
+            assert not any(e.command == "pushed" for e in app.dashboard.connections.events.values())
+            source.add_events([connection(pid=4242, command="pushed", time=DEMO_NOW - timedelta(seconds=0.01))])
+            await wait_for(
+                pilot,
+                lambda: any(e.command == "pushed" for e in app.dashboard.connections.events.values()),
+                "the pushed event on screen",
+            )
+            # one refresh for the change (plus at most the one in flight when push began): a 0.05 s timer
+            # would have made dozens
+            assert app.poller.following and app.polls - before <= 2
+
+
+async def test_the_server_notifies_outside_agents_and_says_whether_it_can() -> None:
+    source = MemorySource([connection(ago=1)])
+    async with Client(create_server(source)) as client:
+        contents = (await client.read_resource(EVENTS_URI)).contents
+        assert '"notifies": true' in contents[0].text  # type: ignore[union-attr]
+        async with client.listen(resource_subscriptions=[EVENTS_URI]) as events:
+            source.add_events([connection(ago=0)])
+            event = await anext(aiter(events))
+        assert getattr(event, "uri", None) == EVENTS_URI
+
+
+async def test_a_source_that_cannot_notify_keeps_the_timer(clock: Clock, source: MemorySource) -> None:
+    async with open_gateway(Polled(source)) as gateway:  # type: ignore[arg-type]
+        async with gateway.changes() as changes:
+            assert changes is None
+        app = NetspyApp(gateway, interval=0.05, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.polls >= 3, "polls on the timer")
+            assert not app.poller.following
