@@ -53,9 +53,12 @@ def write(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
 
 
 def prune(conn: Any, second: int) -> None:
-    """Forget minutes and hours wholly older than ``second``."""
+    """Forget the minutes and hours that start before ``second`` (the per-second rows before it are
+    deleted in the same transaction): a coarse row never holds counts of seconds retention deleted,
+    so every table agrees on what is kept. :func:`select` starts a window at the oldest second
+    kept, so a unit cut by retention is read from the finer rows that are left."""
     for table, unit, size in SPANS:
-        conn.execute(f"DELETE FROM {table} WHERE {unit} < ?", (second // size,))
+        conn.execute(f"DELETE FROM {table} WHERE {unit} < ?", (-(-second // size),))
 
 
 def _split(lo: int, hi: int, size: int) -> tuple[tuple[int, int], tuple[int, int] | None, tuple[int, int]]:
@@ -68,10 +71,18 @@ def _split(lo: int, hi: int, size: int) -> tuple[tuple[int, int], tuple[int, int
     return (lo, first * size - 1), (first, end), (end * size, hi)
 
 
-def select(where: str, params: Sequence[Any], lo: int, hi: int) -> tuple[str, list[Any]]:
+def oldest(conn: Any) -> int | None:
+    """The oldest second with a per-second row (None: none): where every window starts at the earliest."""
+    row = conn.execute("SELECT min(second) FROM rollup").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def select(where: str, params: Sequence[Any], lo: int, hi: int, floor: int | None = None) -> tuple[str, list[Any]]:
     """SQL (and parameters) for the rollup rows of seconds lo..hi matching ``where`` (over the key
     columns), from the coarsest tables that fit; columns as :data:`COLUMNS`, ``second`` the first
-    second of a coarse row."""
+    second of a coarse row. ``floor``: the oldest second kept (:func:`oldest`); nothing before it."""
+    if floor is not None:
+        lo = max(lo, floor)
     parts: list[str] = []
     args: list[Any] = []
 

@@ -822,9 +822,9 @@ class EventStore:
                     if oldest is not None and oldest < second:
                         upto = min(second, oldest + 300)  # a few minutes of rollups per transaction
                         conn.execute("DELETE FROM rollup WHERE second < ?", (upto,))
+                        S.prune(conn, upto)  # (the minutes and hours those seconds were part of)
                         more = upto < second
                     conn.execute("DELETE FROM losses WHERE second < ?", (second,))
-                    S.prune(conn, second)
                     T.prune(conn, second)
                     L.prune(conn, second)
                 if self.max_rows is not None and removed < PRUNE_CHUNK:
@@ -1043,10 +1043,12 @@ class EventStore:
             where, params = _where(kind, pid, command, "second", lo - 1, hi)
             sql, args = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {where}", params
         else:  # a long window: whole hours and minutes from the coarse tables (see store/spans.py)
-            where, params = _where(kind, pid, command, "second", None, None)
-            sql, args = S.select(where, params, lo, hi)
-            sql, args = S.summed(sql, args, hi, bucket or hi - lo + 1)
+            sql = ""
         with self._snapshot() as conn:
+            if not sql:
+                where, params = _where(kind, pid, command, "second", None, None)
+                sql, args = S.select(where, params, lo, hi, S.oldest(conn))
+                sql, args = S.summed(sql, args, hi, bucket or hi - lo + 1)
             rows = conn.execute(sql, args).fetchall()
         names = self.names
         return R.seconds_of(R.to_array(rows, names), code), names
@@ -1064,8 +1066,8 @@ class EventStore:
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
         where, params = _where(kind, pid, command, "second", None, None)
-        sql, args = S.select(where, params, lo, hi)
         with self._snapshot() as conn:
+            sql, args = S.select(where, params, lo, hi, S.oldest(conn))
             return int(conn.execute(f"SELECT coalesce(sum(n), 0) FROM ({sql})", args).fetchone()[0])
 
     def count(self, scope: Scope, now: datetime | None = None) -> int:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netspy_tui.store.sqlite as store_module
-from netspy_tui.analysis.aggregate import aggregate, filter_events
+from netspy_tui.analysis.aggregate import aggregate, filter_events, second_of
 from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scope, parse_event, utcnow
 from netspy_tui.store import EventStore
 from tests.factories import BASE_TIME, connection_json, drop_json
@@ -241,3 +241,36 @@ def test_long_windows_read_hours_and_minutes_and_stay_exact(tmp_path: Path) -> N
                 got, want = store.stats(scope, now=now), aggregate(evs, scope, now)
                 assert got.model_copy(update={"rate_buckets": []}) == want.model_copy(update={"rate_buckets": []})
                 assert sum(got.rate_buckets) == want.total == store.count(scope, now=now)
+
+
+def test_retention_cuts_every_rollup_table_at_the_same_second(tmp_path: Path) -> None:
+    """Minutes and hours retention cuts are read from the seconds left: a long window after pruning
+    counts exactly the events of the seconds kept, never the pruned part of a coarse row."""
+    rng = random.Random(5)
+    now = utcnow().replace(microsecond=0)
+    evs = [
+        parse_event(
+            connection_json(
+                pid=rng.choice(PIDS),
+                command=rng.choice(COMMANDS),
+                port=443,
+                timestamp=i,
+                time=now - timedelta(microseconds=rng.randint(0, 7_200_000_000)),
+            )
+        )  # fmt: skip
+        for i in range(3000)
+    ]
+    with EventStore(tmp_path / "cut.db", retention_seconds=2 * 3600) as store:
+        store.add_events(evs)
+        for keep in (5400, 2410, 1801, 95):  # cuts inside hours and minutes, from the old end
+            store.retention_seconds = keep
+            store.prune(now)
+            cutoff = second_of(now) - keep
+            kept = [e for e in evs if second_of(e.time) >= cutoff]
+            for window in (7 * 86_400, 3 * 3600 + 1):
+                for pid in (None, 77):
+                    scope = Scope("connection", pid, None, window)
+                    want = aggregate(kept, scope, now)
+                    assert store.count(scope, now=now) == want.total
+                    got = store.stats(scope, now=now)
+                    assert got.model_copy(update={"rate_buckets": []}) == want.model_copy(update={"rate_buckets": []})
