@@ -394,25 +394,29 @@ class Poller:
         while following the server's change notifications, until something changed — or :data:`IDLE_REFRESH`
         passed (rows leave the window as it moves) or a new configuration waits; while names of shown rows are
         still being asked, after the interval. Without notifications (a remote eBPF server), every interval."""
-        await self.sleep(seconds)
-        if not self.following or self.changed.is_set() or self.names_pending:
+        woken = await self.sleep(seconds)
+        if woken or not self.following or self.changed.is_set() or self.names_pending:
             self.changed.clear()
             return
         changed = asyncio.ensure_future(self.changed.wait())
-        woken = asyncio.ensure_future(self.wake.wait())
+        waking = asyncio.ensure_future(self.wake.wait())
         try:
-            await asyncio.wait((changed, woken), timeout=IDLE_REFRESH, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((changed, waking), timeout=IDLE_REFRESH, return_when=asyncio.FIRST_COMPLETED)
         finally:
             changed.cancel()
-            woken.cancel()
+            waking.cancel()
         self.changed.clear()
         self.wake.clear()
 
-    async def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds`` or until :meth:`configure` wakes the loop."""
-        if seconds > 0 and not self.wake.is_set():
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until :meth:`configure` (or a view that wants data now) wakes the loop;
+        True when woken."""
+        woken = self.wake.is_set()
+        if seconds > 0 and not woken:
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+                woken = True
             except TimeoutError:
                 pass
         self.wake.clear()
+        return woken

@@ -346,3 +346,27 @@ async def test_a_source_without_traffic_says_so_and_a_failing_tool_is_one_line()
             assert "traffic unavailable: Unknown tool: get_traffic" in screen_text(app)
             assert d.query_one("#traffic-summary").has_class("-error")
             assert app.polls > 0 and d.status.failure is None  # the rest of the dashboard keeps polling
+
+
+class SampledSource(EmbeddedSource):
+    """Traffic as procfs sampling reports it (the kernel's per-socket TCP counters, sampled)."""
+
+    async def traffic(self, *args: Any, **kwargs: Any) -> Any:
+        return (await super().traffic(*args, **kwargs)).model_copy(update={"sampled": True})
+
+
+async def test_sampled_traffic_says_so_on_the_summary_line() -> None:
+    store = EventStore(None)
+    seed(store, datetime.now(UTC))
+    source = SampledSource(None, store)
+    try:
+        async with open_gateway(source) as gateway:
+            app = NetspyApp(gateway, interval=0.2, source_note="test")
+            async with app.run_test(size=(120, 35)) as pilot:
+                d = app.dashboard
+                await pilot.press("t")
+                await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is not None, "traffic")
+                await pilot.pause()
+                assert "by process (v) · sampled TCP counters · rx" in screen_text(app)
+    finally:
+        await source.aclose()

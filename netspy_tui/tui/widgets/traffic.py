@@ -268,7 +268,10 @@ def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, e
         return head + Text("reading traffic…")
     s = traffic.stats
     if not s.available:
-        return head + Text("not counted by this source (needs the eBPF collector on Linux 6.3 or later)")
+        return head + Text(
+            "not counted by this source (needs the eBPF collector on Linux 6.3 or later, or procfs "
+            "sampling where the kernel answers socket diagnostics)"
+        )
     parts = [f"rx {rate_text(s.rx_rate)} tx {rate_text(s.tx_rate)}", f"{s.retransmits:,} retrans"]
     if s.inbound_connections or s.outbound_connections:
         parts.append(f"{s.inbound_connections:,} in / {s.outbound_connections:,} out")
@@ -277,6 +280,8 @@ def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, e
         parts.append(f"connect p50 {duration_us(ls.p50_us)} p95 {duration_us(ls.p95_us)}")
     if not traffic.counts_exact:
         parts.append("some counts lost")
+    if s.sampled:  # (first: the line is cut on narrow screens)
+        parts.insert(0, "sampled TCP counters")
     return head + Text(" · ".join(parts))
 
 
