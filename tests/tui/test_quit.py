@@ -14,6 +14,7 @@ from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from tests.tui.conftest import Clock, demo_source, wait_for
+from tests.tui.scenes import Polled
 
 #: well under SlowSource's 3 s: leaving sooner proves the poll was cancelled, not waited for
 QUIT_WITHIN = 1.5
@@ -38,7 +39,7 @@ class SlowSource(MemorySource):
 async def test_q_leaves_without_waiting_for_a_slow_poll_in_flight() -> None:
     clock = Clock()
     source = SlowSource(clock)
-    async with open_gateway(source) as gateway:
+    async with open_gateway(Polled(source)) as gateway:  # (polled on the timer: nothing changes in between)
         app = NetspyApp(gateway, interval=0.1, clock=clock)
         async with app.run_test(size=(120, 35)) as pilot:
             await wait_for(pilot, lambda: app.dashboard.connections.row_count > 0, "the first rows")

@@ -51,8 +51,9 @@ class EventTable(DataTable[Cell], Generic[E]):
         """The columns shown now (a table may add one when the data has it)."""
 
     def on_mount(self) -> None:
-        for column in self.spec:
-            self.add_column(column.label, key=column.key, width=column.least)
+        if not self.columns:  # (sync may have added them first: a snapshot can arrive before the mount)
+            for column in self.spec:
+                self.add_column(column.label, key=column.key, width=column.least)
 
     def cells(self, event: E) -> list[Cell]:
         raise NotImplementedError
@@ -84,6 +85,10 @@ class EventTable(DataTable[Cell], Generic[E]):
 
     def sync(self, events: Sequence[E]) -> tuple[int, int]:
         """Show exactly ``events`` (oldest first). Returns (rows added, rows removed)."""
+        if len(self.columns) != len(self.spec):  # not mounted yet: the columns first
+            self.clear(columns=True)
+            self.events, self._cells = {}, {}
+            self.on_mount()
         wanted = {event_key(e): e for e in events}
         current = self.events
         removed = [k for k in current if k not in wanted]
