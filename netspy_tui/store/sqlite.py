@@ -1051,7 +1051,7 @@ class EventStore:
                 sql, args = S.summed(sql, args, hi, bucket or hi - lo + 1)
             rows = conn.execute(sql, args).fetchall()
         names = self.names
-        return R.seconds_of(R.to_array(rows, names), code), names
+        return R.seconds_of(R.to_array(rows, names), code, names), names
 
     def _in_memory(self, lo: int) -> bool:
         """Whether memory holds the seconds from ``lo`` on (waiting for them while they load)."""
