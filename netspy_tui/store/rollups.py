@@ -307,6 +307,38 @@ class Block:
         return self._seconds, self._totals
 
 
+class Span:
+    """A whole window's figures for rows of any seconds (read from SQLite, one row per key and
+    unit: an hour of ``rollup_hour``, the minutes and seconds at a long window's edge), summed
+    per id like a :class:`Block`; the rate counts each row at its second."""
+
+    __slots__ = ("second", "total", "procs", "_marginals", "_seconds", "_totals")
+
+    def __init__(self, rows: np.ndarray, names: Names) -> None:
+        rows = rows[rows["n"] != 0]
+        self.second = int(rows["second"].min()) if len(rows) else 0
+        n = rows["n"].astype(np.float64)
+        self.total = int(rows["n"].sum())
+        self._seconds, at = np.unique(rows["second"], return_inverse=True)
+        self._totals = np.bincount(at.ravel(), weights=n, minlength=len(self._seconds))
+        self._marginals: dict[str, Marginal] = {}
+        for name in MARGINALS:
+            sums = np.bincount(rows[name].astype(np.int64), weights=n)
+            keep = np.flatnonzero(sums != 0)
+            self._marginals[name] = keep.astype(np.uint32), sums[keep]
+        self.procs = _procs({"n": n, "failed": rows["failed"], "first": rows["first"], "last": rows["last"]},
+                            rows["command"])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self._marginals["cd"][0])
+
+    def marginal(self, name: str, names: Names) -> Marginal:
+        return self._marginals[name]
+
+    def totals(self) -> tuple[Any, Any]:
+        return self._seconds, self._totals
+
+
 def concat_procs(parts: Sequence[np.ndarray]) -> np.ndarray:
     """:data:`PROCS` arrays joined as raw bytes (see :func:`concat`)."""
     if len(parts) == 1:
@@ -591,7 +623,7 @@ def _unknown_if_empty(by: Marginal, names: Names) -> Marginal:
 
 
 def window_stats(
-    secs: Sequence[Second | Block],
+    secs: Sequence[Second | Block | Span],
     names: Names,
     scope: Scope,
     now: datetime,

@@ -12,10 +12,13 @@ hour's events a little early.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
-_KEY = "kind, pid, command, destination, port, protocol, outcome"
+T = TypeVar("T")
+
+KEY = "kind, pid, command, destination, port, protocol, outcome"
 _TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
     {unit}      INTEGER NOT NULL,   -- wall-clock second since the epoch // {size}
@@ -35,14 +38,14 @@ CREATE TABLE IF NOT EXISTS {name} (
 """
 #: (table, unit column, seconds per unit), coarsest first
 SPANS = (("rollup_hour", "hour", 3600), ("rollup_minute", "minute", 60))
-SCHEMA = "".join(_TABLE.format(name=t, unit=u, size=s, key=_KEY) for t, u, s in SPANS)
+SCHEMA = "".join(_TABLE.format(name=t, unit=u, size=s, key=KEY) for t, u, s in SPANS)
 _UPSERT = (
     "INSERT INTO {name} ({unit}, {key}, failed, n, first, last) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO UPDATE SET n = n + excluded.n, "
     "first = CASE WHEN excluded.n > 0 AND excluded.first < first THEN excluded.first ELSE first END, "
     "last = CASE WHEN excluded.n > 0 AND excluded.last > last THEN excluded.last ELSE last END"
 )
-_UPSERTS = [(_UPSERT.format(name=t, unit=u, key=_KEY), s) for t, u, s in SPANS]
+_UPSERTS = [(_UPSERT.format(name=t, unit=u, key=KEY), s) for t, u, s in SPANS]
 COLUMNS = "second, kind, pid, command, destination, port, protocol, outcome, failed, n, first, last"
 
 
@@ -101,7 +104,7 @@ def select(where: str, params: Sequence[Any], lo: int, hi: int, floor: int | Non
         left, whole, right = _split(a, b, size)
         cover(*left, level + 1)
         if whole is not None:
-            parts.append(f"SELECT {unit} * {size} AS second, {_KEY}, failed, n, first, last FROM {table} "
+            parts.append(f"SELECT {unit} * {size} AS second, {KEY}, failed, n, first, last FROM {table} "
                          f"WHERE {where} AND {unit} >= ? AND {unit} < ?")  # fmt: skip
             args.extend([*params, *whole])
         cover(*right, level + 1)
@@ -117,7 +120,48 @@ def summed(sql: str, args: list[Any], hi: int, bucket: int) -> tuple[str, list[A
     ``hi``) in SQLite: a long window hands Python one row per key and bucket, not per key and hour.
     ``first``/``last`` are those of the rows that count (``n`` > 0), as the rollups keep them."""
     return (
-        f"SELECT max(second), {_KEY}, max(failed), sum(n), coalesce(min(CASE WHEN n > 0 THEN first END), 0), "
-        f"coalesce(max(CASE WHEN n > 0 THEN last END), 0) FROM ({sql}) GROUP BY {_KEY}, (? - second) / ?",
+        f"SELECT max(second), {KEY}, max(failed), sum(n), coalesce(min(CASE WHEN n > 0 THEN first END), 0), "
+        f"coalesce(max(CASE WHEN n > 0 THEN last END), 0) FROM ({sql}) GROUP BY {KEY}, (? - second) / ?",
         [*args, hi, bucket],
     )
+
+
+class Units(Generic[T]):
+    """Whole hours (or minutes) of one kind, summed: what a long window reads for every unit older
+    than the memory, kept after their first use, so a day asked twice reads SQLite for the seconds
+    at its edge only.
+
+    The writer calls :meth:`forget` for the units it writes (a late row) or retention cuts; a sum
+    built from a read that started before such a change is not kept (:attr:`generation`).
+    Bounded in units and in their size, the least recently used first out."""
+
+    def __init__(self, limit: int, size: Callable[[T], int], budget: int) -> None:
+        self._kept: dict[tuple[int, int], tuple[object, T]] = {}  # (unit, kind) -> (names of its ids, sums)
+        self._limit, self._size, self._budget = limit, size, budget
+        self._lock = threading.Lock()
+        self.generation = 0
+
+    def get(self, unit: int, kind: int, names: object) -> T | None:
+        """The unit's sums if kept, with ids of ``names``."""
+        with self._lock:
+            got = self._kept.pop((unit, kind), None)
+            if got is None:
+                return None
+            self._kept[(unit, kind)] = got  # (most recently used last)
+            return got[1] if got[0] is names else None
+
+    def put(self, unit: int, kind: int, names: object, value: T, generation: int) -> None:
+        """Keep a unit's sums read when :attr:`generation` was ``generation``."""
+        with self._lock:
+            if generation != self.generation or self._size(value) > self._budget:
+                return
+            self._kept[(unit, kind)] = (names, value)
+            while len(self._kept) > self._limit or sum(self._size(v) for _, v in self._kept.values()) > self._budget:
+                del self._kept[next(iter(self._kept))]
+
+    def forget(self, lo: int | None = None, hi: int | None = None) -> None:
+        """Drop the units lo..hi (inclusive; None: unbounded); every one with neither."""
+        with self._lock:
+            self.generation += 1
+            for key in [k for k in self._kept if (lo is None or k[0] >= lo) and (hi is None or k[0] <= hi)]:
+                del self._kept[key]

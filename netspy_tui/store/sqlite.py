@@ -71,6 +71,7 @@ logger = logging.getLogger(__name__)
 
 _EVENT_JSON: TypeAdapter[Any] = TypeAdapter(Event)
 _KIND_CODE = R.KIND_CODE
+_KIND_NAME: dict[int, EventKind] = {0: "connection", 1: "packet_drop"}
 #: Distinct (kind, command, outcome) kept by :meth:`EventStore.counted_since_open`; beyond it,
 #: commands count as :data:`OTHER_COMMAND`.
 MAX_COUNTED_KEYS = 20_000
@@ -92,6 +93,13 @@ MEMORY_HORIZON = 3660
 LOAD_SLICE = 60
 #: Seconds a window waits for the rollups being loaded before it reads them from SQLite instead.
 LOAD_WAIT = 30.0
+#: Whole hours and minutes of sums kept for long windows (:class:`spans.Units`): how many at most
+#: of each, and their size in ids at most.
+UNITS_KEPT = 2 * 7 * 24
+UNITS_BUDGET = 500_000
+#: A window this many hours long answers at once after the file is opened: the hours before the
+#: memory are summed (one more too), and the minutes of the hour where such a window starts.
+HOURS_LOADED = 24
 #: At most one warning about losses per this many seconds.
 WARN_EVERY = 30.0
 
@@ -277,6 +285,10 @@ class EventStore:
         self._last_prune = time.monotonic()
         self._read_codec = threading.local()
         self.rollups = R.Rollups(R.Names(), MEMORY_HORIZON)
+        #: (hours, minutes) summed: (seconds per unit, the coarse table, what is kept)
+        self._units: tuple[tuple[int, str, S.Units[R.Span]], ...] = tuple(
+            (size, table, S.Units(UNITS_KEPT, len, UNITS_BUDGET)) for table, _, size in S.SPANS
+        )
         self.totals: dict[str, int] = {}
         self._counted: dict[tuple[str, str, str], int] = {}  # (kind, command, outcome) -> events
         self._counted_lock = threading.Lock()
@@ -440,6 +452,12 @@ class EventStore:
                         self.rollups.extend(lo, R.to_array(rows, self.names))
                     with self._load_progress:
                         self._load_progress.notify_all()
+                if (since := self.rollups.since) is not None:  # the day before the memory, summed
+                    end = -(-since // 3600)
+                    for code in _KIND_CODE.values():
+                        self._unit_sums(conn, code, end - HOURS_LOADED - 1, end, self.names, 0)
+                        self._unit_sums(conn, code, (end - HOURS_LOADED) * 60, (end - HOURS_LOADED + 1) * 60,
+                                        self.names, 1)  # fmt: skip
             finally:
                 conn.close()
         except (sqlite3.Error, StoreError) as exc:
@@ -733,6 +751,9 @@ class EventStore:
                             rejected.append(_one_line(exc))
                     counts = good_counts
                 S.write(conn, counts)
+                if (since := self.rollups.since) is not None and (late := min(r[0] for r in counts)) < since:
+                    for size, _, units in self._units:  # (a late row changed a unit kept summed)
+                        units.forget(late // size, None)
             if losses:
                 conn.executemany(_UPSERT_LOSS, [(s, c, n) for (s, c), n in losses.items()])
             if traffic:
@@ -788,7 +809,9 @@ class EventStore:
             self._last_prune = time.monotonic()
         self.rollups.prune(second_of(now), cutoff // NS if cutoff is not None else None)
         with self._write_lock:
-            self.rollups.compact()
+            if self.rollups.compact():
+                for _, _, units in self._units:
+                    units.forget()  # (their ids are those of the names before)
         _trim_heap()
         if deleted:
             logger.debug("event store %s: pruned %d events", self.location, deleted)
@@ -823,6 +846,8 @@ class EventStore:
                         upto = min(second, oldest + 300)  # a few minutes of rollups per transaction
                         conn.execute("DELETE FROM rollup WHERE second < ?", (upto,))
                         S.prune(conn, upto)  # (the minutes and hours those seconds were part of)
+                        for size, _, units in self._units:
+                            units.forget(None, -(-upto // size) - 1)
                         more = upto < second
                     conn.execute("DELETE FROM losses WHERE second < ?", (second,))
                     T.prune(conn, second)
@@ -1039,6 +1064,8 @@ class EventStore:
         code = _KIND_CODE[kind]
         if self._in_memory(lo):
             return self.rollups.snapshot(code, lo, hi, blocks=pid is None and command is None)
+        if pid is None and command is None and (got := self._long_window(code, lo, hi, bucket)) is not None:
+            return got
         if hi - lo < MEMORY_HORIZON:  # per second: the rate buckets stay exact too
             where, params = _where(kind, pid, command, "second", lo - 1, hi)
             sql, args = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {where}", params
@@ -1061,10 +1088,73 @@ class EventStore:
             self._load_progress.wait_for(lambda: self.rollups.covers(lo) or self._loaded.is_set(), LOAD_WAIT)
         return self.rollups.covers(lo)
 
+    def _long_window(self, code: int, lo: int, hi: int, bucket: int) -> tuple[list[Any], R.Names] | None:
+        """A window without a pid or command filter that starts before the memory: the memory from
+        its first whole hour on, the whole hours and then minutes before from their sums
+        (:class:`spans.Units`), the seconds before the first whole minute summed per key in SQLite.
+        None: the memory is not loaded (the caller reads everything from SQLite)."""
+        since = self.rollups.since
+        if since is None:
+            return None
+        end = -(-since // 3600)  # the memory's first whole hour
+        if end * 3600 > hi or not self._in_memory(end * 3600):
+            return None
+        generations = [units.generation for _, _, units in self._units]
+        parts, names = self.rollups.snapshot(code, end * 3600, hi, blocks=True)
+        out: list[Any] = list(parts)
+        with self._snapshot() as conn:
+            floor = S.oldest(conn)
+            lo = max(lo, floor) if floor is not None else lo
+            upto = end * 3600  # what is summed ends here; each coarser unit takes the whole ones before it
+            for level, (size, _, _) in enumerate(self._units):
+                first = min(-(-lo // size), upto // size)
+                out.extend(self._unit_sums(conn, code, first, upto // size, names, level, generations[level]))
+                upto = first * size
+            if lo < upto:  # the seconds before the first whole minute
+                where, params = _where(_KIND_NAME[code], None, None, "second", lo - 1, upto - 1)
+                sql = f"SELECT {_ROLLUP_COLUMNS} FROM rollup WHERE {where}"
+                sql, args = S.summed(sql, params, hi, bucket or hi - lo + 1)
+                edge = R.Span(R.to_array(conn.execute(sql, args).fetchall(), names), names)
+                if edge.total or len(edge):
+                    out.append(edge)
+        return out, names
+
+    def _unit_sums(
+        self,
+        conn: sqlite3.Connection,
+        code: int,
+        first: int,
+        end: int,
+        names: R.Names,
+        level: int,
+        generation: int | None = None,
+    ) -> list[R.Span]:
+        """The sums of the units first..end-1 (hour or minute numbers: ``level`` of
+        :data:`spans.SPANS`), kept or read from their coarse table."""
+        size, table, units = self._units[level]
+        generation = units.generation if generation is None else generation
+        got = {u: units.get(u, code, names) for u in range(first, end)}
+        missing = [u for u, v in got.items() if v is None]
+        if missing:
+            unit = S.SPANS[level][1]
+            rows = conn.execute(
+                f"SELECT {unit} * {size}, {S.KEY}, failed, n, first, last FROM {table} WHERE {unit} >= ? "
+                f"AND {unit} <= ? AND kind = ?",
+                (missing[0], missing[-1], code),
+            ).fetchall()
+            arr = R.to_array(rows, names)
+            at = arr["second"] // size
+            for u in missing:
+                span = got[u] = R.Span(arr[at == u], names)
+                units.put(u, code, names, span, generation)
+        return [v for v in got.values() if v is not None and (v.total or len(v))]
+
     def _rollup_total(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
         if self._in_memory(lo):
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
+        if pid is None and command is None and (got := self._long_window(_KIND_CODE[kind], lo, hi, 0)) is not None:
+            return sum(part.total for part in got[0])
         where, params = _where(kind, pid, command, "second", None, None)
         with self._snapshot() as conn:
             sql, args = S.select(where, params, lo, hi, S.oldest(conn))

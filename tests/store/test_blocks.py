@@ -122,8 +122,10 @@ def test_names_no_row_uses_are_forgotten_and_figures_do_not_change(tmp_path: Pat
                            codec=codec)])  # fmt: skip
         assert store.stats(Scope("connection", None, None, 60), now=now).total == before[0].total + 5
         with EventStore(tmp_path / "names.db", readonly=True) as view:  # two hours ago: from the file
-            assert store.stats(Scope("connection", None, None, 3 * 3600), now=now) == view.stats(
-                Scope("connection", None, None, 3 * 3600), now=now
-            )
+            # (the store's last hour comes from memory, second by second; the view places a coarse
+            # row's events at its first second: only the rate sparkline may differ)
+            got, want = (s.stats(Scope("connection", None, None, 3 * 3600), now=now) for s in (store, view))
+            assert got.model_copy(update={"rate_buckets": []}) == want.model_copy(update={"rate_buckets": []})
+            assert sum(got.rate_buckets) == sum(want.rate_buckets) == want.total
     finally:
         store.close()
