@@ -179,25 +179,31 @@ def merge(rows: np.ndarray) -> np.ndarray:
     return out[out["n"] != 0]
 
 
-#: the columns a second keeps, contiguous (``n`` as float for bincount). The command, pid and
-#: destination of a row are those of its pairs (``cp``, ``cd``: see :meth:`Names.pairs`), read
+#: the columns a second keeps, packed in one array (``n`` as float for bincount). The command, pid
+#: and destination of a row are those of its pairs (``cp``, ``cd``: see :meth:`Names.pairs`), read
 #: through :func:`derived` when a figure needs them, so a row costs 43 bytes instead of 75.
 COLUMNS = ("protocol", "outcome", "port", "failed", "cp", "cd", "first", "last")
+_KEPT = [("cp", "<u4"), ("cd", "<u4"), ("protocol", "<u4"), ("outcome", "<u4"), ("n", "<f8"), ("first", "<i8"),
+         ("last", "<i8"), ("port", "<u2"), ("failed", "u1")]  # fmt: skip
+SECOND = np.dtype(_KEPT)
+#: rows of several seconds (read from SQLite) keep their second
+SECONDS = np.dtype([*_KEPT, ("second", "<i8")])
 #: columns a row's pairs give back: name -> (pair table, side)
 DERIVED = {"command": (0, "major"), "pid": (0, "minor"), "destination": (1, "minor")}
 
 
-def derived(cols: dict[str, np.ndarray], name: str, names: Names) -> np.ndarray:
-    """A column of ``cols``, kept or given back by the rows' pairs."""
-    got = cols.get(name)
-    if got is not None:
+def derived(cols: Any, name: str, names: Names) -> np.ndarray:
+    """A column of ``cols`` (a :data:`SECOND` array or a dict of columns), kept or given back by
+    the rows' pairs."""
+    if name in (cols.dtype.names or () if isinstance(cols, np.ndarray) else cols):
+        got: np.ndarray = cols[name]
         return got
     table, side = DERIVED[name]
     pairs = names.pairs[table]
     return getattr(pairs, side)[cols["cd" if table else "cp"]]
 
 
-def _procs(cols: dict[str, np.ndarray], command: np.ndarray) -> np.ndarray:
+def _procs(cols: Any, command: np.ndarray) -> np.ndarray:
     """Per command: events, failures, first and last time (of the rows that count)."""
     cmd = command.astype(np.int64)
     uniq, inverse = np.unique(cmd, return_inverse=True)
@@ -215,27 +221,24 @@ def _procs(cols: dict[str, np.ndarray], command: np.ndarray) -> np.ndarray:
 
 
 class Second:
-    """One second's rows of one kind, as contiguous columns, with what whole-window figures need
-    precomputed (``second`` None: rows of several seconds, as read from SQLite for a window beyond
-    the memory; they keep a ``second`` column)."""
+    """One second's rows of one kind, packed (:data:`SECOND`: one array, not one per column: an
+    hour holds 7,200 of them); ``second`` None: rows of several seconds, as read from SQLite for a
+    window beyond the memory (:data:`SECONDS`)."""
 
-    __slots__ = ("kind", "cols", "total", "procs", "second")
+    __slots__ = ("kind", "cols", "total", "second")
 
     def __init__(self, rows: np.ndarray, names: Names, second: int | None = None) -> None:
         self.kind = int(rows["kind"][0]) if len(rows) else 0
         self.second = second
-        self.cols = {name: np.ascontiguousarray(rows[name]) for name in COLUMNS}
-        self.cols["port"] = self.cols["port"].astype(np.uint16)
-        if second is None:
-            self.cols["second"] = np.ascontiguousarray(rows["second"])
-        self.cols["n"] = rows["n"].astype(np.float64)
+        self.cols = np.zeros(len(rows), SECOND if second is not None else SECONDS)
+        for name in self.cols.dtype.names or ():
+            self.cols[name] = rows[name]
         self.total = int(rows["n"].sum())
-        self.procs = _procs(self.cols, rows["command"])
 
     def rows(self, names: Names) -> np.ndarray:
         """The rows back from the columns and their pairs in ``names`` (not kept twice: a second's
         rows change rarely)."""
-        out = np.zeros(len(self.cols["n"]), ROWS)
+        out = np.zeros(len(self.cols), ROWS)
         for name in (*COLUMNS, *DERIVED):
             out[name] = derived(self.cols, name, names)
         out["second"] = self.cols["second"] if self.second is None else self.second
@@ -246,7 +249,7 @@ class Second:
         """Each row's second."""
         if self.second is None:
             return self.cols["second"]
-        return np.full(len(self.cols["n"]), self.second, np.int64)
+        return np.full(len(self.cols), self.second, np.int64)
 
     def marginal(self, name: str, names: Names) -> Marginal:
         """(ids, weights) of one column: a row per key (ids may repeat)."""
@@ -288,17 +291,7 @@ class Block:
                 sums = np.bincount(np.concatenate([s.cols[name] for s in secs]), weights=weights)
             keep = np.flatnonzero(sums != 0)
             self._marginals[name] = keep.astype(np.uint32), sums[keep]
-        procs = concat_procs([s.procs for s in secs])
-        uniq, inverse = np.unique(procs["command"], return_inverse=True)
-        inverse = inverse.ravel()
-        merged = np.zeros(len(uniq), PROCS)
-        merged["command"] = uniq
-        merged["n"] = np.bincount(inverse, weights=procs["n"], minlength=len(uniq))
-        merged["failures"] = np.bincount(inverse, weights=procs["failures"], minlength=len(uniq))
-        merged["first"] = _BIG
-        np.minimum.at(merged["first"], inverse, procs["first"])
-        np.maximum.at(merged["last"], inverse, procs["last"])
-        self.procs = merged
+        self.procs = procs_of(secs, names)
 
     def marginal(self, name: str, names: Names) -> Marginal:
         return self._marginals[name]
@@ -337,6 +330,17 @@ class Span:
 
     def totals(self) -> tuple[Any, Any]:
         return self._seconds, self._totals
+
+
+def procs_of(parts: Sequence[Second | Block | Span], names: Names) -> np.ndarray:
+    """:data:`PROCS` of ``parts`` (commands may repeat): the sums a block or span keeps, and the
+    seconds' rows summed per command in one pass."""
+    secs = [p for p in parts if isinstance(p, Second)]
+    out = [p.procs for p in parts if not isinstance(p, Second)]
+    if secs:
+        cols = {name: np.concatenate([s.cols[name] for s in secs]) for name in ("cp", "n", "failed", "first", "last")}
+        out.append(_procs(cols, derived(cols, "command", names)))
+    return concat_procs(out) if out else np.zeros(0, PROCS)
 
 
 def concat_procs(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -528,7 +532,7 @@ class Rollups:
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(v.cols["n"]) for v in self._seconds.values())
+            return sum(len(v.cols) for v in self._seconds.values())
 
 
 def _sizes(names: Names) -> tuple[int, int, int]:
@@ -649,7 +653,7 @@ def window_stats(
         seconds, totals = zip(*(s.totals() for s in secs), strict=True)
         rate = np.bincount(count - 1 - (hi - np.concatenate(seconds)) // size, weights=np.concatenate(totals),
                            minlength=count)  # fmt: skip
-        procs = concat_procs([s.procs for s in secs])
+        procs = procs_of(secs, names)
 
         def by(name: str) -> tuple[np.ndarray, np.ndarray]:
             ids, weights = zip(*(s.marginal(name, names) for s in secs), strict=True)
