@@ -4,10 +4,12 @@ No widgets here. The app's one poll worker calls :meth:`Poller.poll` on an inter
 result; the screen asks for a different subject or window with :meth:`Poller.configure`, which
 takes effect at the start of the next poll (and wakes the loop so that happens at once).
 
-Polling is incremental: connections and drops are asked for with ``since=<newest time seen>``,
-so a refresh costs in proportion to the new events; events are de-duplicated by id, trimmed to
-the window and capped at ``max_rows``. Summary panels (processes, patterns) are fetched every
-tick unless they get slow, then every N ticks so they take at most about half the interval.
+Polling is incremental: connections and drops are asked for with ``since=<newest time seen - OVERLAP>``
+and, where the source has an insertion order (a store), ``after=<its cursor>``, so each event comes once;
+a remote eBPF server has only the time cursor, and the overlap it re-reads is de-duplicated by id. A
+refresh costs in proportion to the new events. Events are trimmed to the window and capped at
+``max_rows``. Summary panels (processes, patterns) are fetched every tick unless they get slow, then
+every N ticks so they take at most about half the interval.
 """
 
 from __future__ import annotations
@@ -97,14 +99,16 @@ class _Window(Generic[E]):
         self.max_rows = max_rows
         self.events: dict[str, E] = {}
         self.newest: datetime | None = None
+        self.cursor: int | None = None
+        """The source's insertion-order cursor after the last page (None: it has none; the time cursor alone)."""
 
     def since(self) -> str | None:
         return format_time(self.newest - OVERLAP) if self.newest is not None else None
 
     def known_after(self, since: str | None) -> int:
         """How many events already held are newer than ``since`` (the overlap a poll re-reads)."""
-        if since is None or self.newest is None:
-            return 0
+        if since is None or self.newest is None or self.cursor is not None:
+            return 0  # (with a cursor, a page holds only events not seen before)
         cutoff = self.newest - OVERLAP
         return sum(1 for event in self.events.values() if event.time > cutoff)
 
@@ -265,7 +269,8 @@ class Poller:
             parts.append("names")
         fetched_since = self._conns.newest is not None
         since = self._conns.since()
-        snap = await self._snapshot(subject, parts, since, self._drops.since(), unnamed)
+        drops = (self._drops.since(), self._drops.cursor)
+        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed)
         cost = time.perf_counter() - started
         if snap.status is not None:
             self._status = snap.status
@@ -273,7 +278,9 @@ class Poller:
             self._names(snap.names)
         if snap.connections is None or snap.drops is None:
             raise NetspyError("dashboard_snapshot answered without the events asked for")
-        new, skipped = await self._fetch_connections(subject, since, snap.connections)
+        after = self._conns.cursor
+        self._conns.cursor, self._drops.cursor = snap.connections.cursor, snap.drops.cursor
+        new, skipped = await self._fetch_connections(subject, since, after, snap.connections)
         new_drops = self._drops.add(list(snap.drops.events))
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
@@ -288,7 +295,7 @@ class Poller:
         elif (new or new_drops) and self._tick % self._summary_every == 0:
             # events after idle polls (which skip the summaries): the panels follow in this refresh
             s0 = time.perf_counter()
-            extra = await self._snapshot(subject, self._summary_parts(subject), None, None, [])
+            extra = await self._snapshot(subject, self._summary_parts(subject), (None, None), (None, None), [])
             self._keep_summaries(subject, extra, time.perf_counter() - s0)
         self._tick += 1
         now = self._clock()
@@ -335,15 +342,23 @@ class Poller:
         return ["patterns", "drop_patterns"] + ([] if subject.is_all else ["processes"])
 
     async def _snapshot(
-        self, subject: Scope, parts: list[str], since: str | None, drops_since: str | None, addresses: list[str]
+        self,
+        subject: Scope,
+        parts: list[str],
+        conns: tuple[str | None, int | None],
+        drops: tuple[str | None, int | None],
+        addresses: list[str],
     ) -> DashboardSnapshot:
+        """``conns`` and ``drops``: each list's (since, after) cursors."""
         return await self.gateway.snapshot(
             subject.pid,
             subject.command,
             subject.window,
             max_events=self._max_events,
-            since=since,
-            drops_since=drops_since,
+            since=conns[0],
+            drops_since=drops[0],
+            after=conns[1],
+            drops_after=drops[1],
             parts=parts,
             limit=PROCESS_LIMIT,
             addresses=addresses,
@@ -365,9 +380,11 @@ class Poller:
         elif lookup.names:
             self._conns.name(lookup.names)
 
-    async def _fetch_connections(self, subject: Scope, since: str | None, first: ConnectionList) -> tuple[int, int]:
-        """Add ``first`` (the connections since ``since``) and, through a burst, older pages with ``until``
-        (up to ``max_rows`` events); returns (added, events left unfetched)."""
+    async def _fetch_connections(
+        self, subject: Scope, since: str | None, after: int | None, first: ConnectionList
+    ) -> tuple[int, int]:
+        """Add ``first`` (the connections since ``since``, stored after ``after``) and, through a burst, older
+        pages with ``until`` (up to ``max_rows`` events); returns (added, events left unfetched)."""
         until: str | None = None
         pages: dict[str, ConnectionEvent] = {}
         page = first
@@ -385,7 +402,7 @@ class Poller:
                     left = max(0, page.total_count - page.returned - max(0, known_unreturned))
                 break
             until = format_time(page.events[-1].time)
-            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until)
+            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until, after)
         newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)
         return self._conns.add(newest_first), left
 
