@@ -208,6 +208,8 @@ class Poller:
         self._tick = 0
         self._idle_ticks = 0
         self._summary_every = 1
+        self._since_summaries = 0
+        """Polls since the summaries were last read."""
 
     @property
     def config(self) -> PollConfig:
@@ -258,10 +260,10 @@ class Poller:
         parts = ["connections", "drops"]
         if self._status is None or self._tick % STATUS_EVERY == 0 or self.following:
             parts.append("status")  # following changes, polls are few: each reads the health too
-        summaries_due = self._summaries is None or (
-            self._tick % self._summary_every == 0
-            and (self._idle_ticks == 0 or self._idle_ticks % IDLE_SUMMARY_EVERY == 0)
-        )
+        # every N polls while events arrive, at least every IDLE_SUMMARY_EVERY while idle (counted from the last
+        # read, not as two moduli of the poll count: those could stay out of phase for good, and the panels stale)
+        every = self._summary_every if self._idle_ticks == 0 else max(self._summary_every, IDLE_SUMMARY_EVERY)
+        summaries_due = self._summaries is None or self._since_summaries >= every
         if summaries_due:
             parts += self._summary_parts(subject)
         unnamed = self._conns.unnamed(NAMES_PER_POLL) if self._names_supported else []
@@ -292,12 +294,13 @@ class Poller:
             self._idle_ticks += 1
         if summaries_due:
             self._keep_summaries(subject, snap, cost)
-        elif (new or new_drops) and self._tick % self._summary_every == 0:
+        elif (new or new_drops) and self._since_summaries >= self._summary_every:
             # events after idle polls (which skip the summaries): the panels follow in this refresh
             s0 = time.perf_counter()
             extra = await self._snapshot(subject, self._summary_parts(subject), (None, None), (None, None), [])
             self._keep_summaries(subject, extra, time.perf_counter() - s0)
         self._tick += 1
+        self._since_summaries += 1
         now = self._clock()
         cutoff = now - timedelta(seconds=cfg.window)
         self._conns.trim(cutoff)
@@ -370,6 +373,7 @@ class Poller:
             raise NetspyError("dashboard_snapshot answered without the summaries asked for")
         processes = snap.processes if snap.processes is not None else _process_list(patterns)
         self._summaries = (processes, patterns, drop_patterns)
+        self._since_summaries = 0
         self._summary_every = max(1, math.ceil(cost / max(self.interval * 0.5, 1e-3)))
 
     def _names(self, lookup: NameLookup) -> None:

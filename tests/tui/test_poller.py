@@ -101,3 +101,36 @@ def test_poll_results_coalesce() -> None:
     old, new = SnapshotReady(snap), SnapshotReady(snap)
     failed = PollFailed("down", stale_since=DEMO_NOW, retry_at=DEMO_NOW, attempt=1)
     assert old.can_replace(new) and old.can_replace(failed) and failed.can_replace(new)
+
+
+async def test_slow_summaries_are_still_reread_while_idle() -> None:
+    """Summaries read every 5th poll (they are slow) and idle polls (re-read every IDLE_SUMMARY_EVERY): both
+    counted from the last read, so the process table ages out; as two moduli of the poll count they could stay
+    out of phase for good."""
+    import itertools
+    from typing import Any
+
+    from netspy_tui.tui.poller import IDLE_SUMMARY_EVERY
+
+    class Slow(Poller):
+        def _keep_summaries(self, *args: Any) -> None:
+            super()._keep_summaries(*args)
+            self._summary_every = 5
+
+    clock = Clock()
+    source = MemorySource([connection(pid=7, command="steady", time=clock.now - timedelta(seconds=1))], clock=clock)
+    async with open_gateway(source) as gateway:
+        asked: list[list[str]] = []
+        real = gateway.snapshot
+
+        async def spy(*args: Any, **kw: Any) -> Any:
+            asked.append(list(kw.get("parts") or []))
+            return await real(*args, **kw)
+
+        gateway.snapshot = spy  # type: ignore[method-assign]
+        poller = Slow(gateway, clock=clock, window=60, interval=1.0)
+        await poller.poll()
+        for _ in range(4 * max(5, IDLE_SUMMARY_EVERY)):
+            await poller.poll()  # nothing new arrives
+        reads = [i for i, parts in enumerate(asked) if "patterns" in parts]
+        assert len(reads) >= 4 and all(b - a <= max(5, IDLE_SUMMARY_EVERY) for a, b in itertools.pairwise(reads)), reads
