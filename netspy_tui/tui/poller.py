@@ -8,15 +8,14 @@ Polling is incremental: connections and drops are asked for with ``since=<newest
 and, where the source has an insertion order (a store), ``after=<its cursor>``, so each event comes once;
 a remote eBPF server has only the time cursor, and the overlap it re-reads is de-duplicated by id. A
 refresh costs in proportion to the new events. Events are trimmed to the window and capped at
-``max_rows``. Summary panels (processes, patterns) are fetched every tick unless they get slow, then
-every N ticks so they take at most about half the interval.
+``max_rows``. Summary panels (processes, patterns) are fetched every poll unless they get slow, then at
+most every twice their cost in seconds, so they take at most about half the time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -207,9 +206,10 @@ class Poller:
         self._summaries: tuple[ProcessList, PatternAnalysis, PatternAnalysis] | None = None
         self._tick = 0
         self._idle_ticks = 0
-        self._summary_every = 1
-        self._since_summaries = 0
-        """Polls since the summaries were last read."""
+        self._summary_gap = 0.0
+        """Seconds between summary reads while events arrive: twice what the last read cost (they take at most
+        about half the time), however often polls come (every interval, or only on change notifications)."""
+        self._summaries_at = 0.0
 
     @property
     def config(self) -> PollConfig:
@@ -260,10 +260,14 @@ class Poller:
         parts = ["connections", "drops"]
         if self._status is None or self._tick % STATUS_EVERY == 0 or self.following:
             parts.append("status")  # following changes, polls are few: each reads the health too
-        # every N polls while events arrive, at least every IDLE_SUMMARY_EVERY while idle (counted from the last
-        # read, not as two moduli of the poll count: those could stay out of phase for good, and the panels stale)
-        every = self._summary_every if self._idle_ticks == 0 else max(self._summary_every, IDLE_SUMMARY_EVERY)
-        summaries_due = self._summaries is None or self._since_summaries >= every
+        # by the time since the last read (counted in polls, as two moduli of the poll count, they could stay out
+        # of phase for good and the panels stale): at most every gap while events arrive, every
+        # IDLE_SUMMARY_EVERY intervals (or the gap) while idle
+        since_read = started - self._summaries_at
+        idle_gap = max(self._summary_gap, IDLE_SUMMARY_EVERY * self.interval)
+        summaries_due = self._summaries is None or since_read >= (
+            self._summary_gap if not self._idle_ticks else idle_gap
+        )
         if summaries_due:
             parts += self._summary_parts(subject)
         unnamed = self._conns.unnamed(NAMES_PER_POLL) if self._names_supported else []
@@ -294,13 +298,12 @@ class Poller:
             self._idle_ticks += 1
         if summaries_due:
             self._keep_summaries(subject, snap, cost)
-        elif (new or new_drops) and self._since_summaries >= self._summary_every:
+        elif (new or new_drops) and since_read >= self._summary_gap:
             # events after idle polls (which skip the summaries): the panels follow in this refresh
             s0 = time.perf_counter()
             extra = await self._snapshot(subject, self._summary_parts(subject), (None, None), (None, None), [])
             self._keep_summaries(subject, extra, time.perf_counter() - s0)
         self._tick += 1
-        self._since_summaries += 1
         now = self._clock()
         cutoff = now - timedelta(seconds=cfg.window)
         self._conns.trim(cutoff)
@@ -373,8 +376,8 @@ class Poller:
             raise NetspyError("dashboard_snapshot answered without the summaries asked for")
         processes = snap.processes if snap.processes is not None else _process_list(patterns)
         self._summaries = (processes, patterns, drop_patterns)
-        self._since_summaries = 0
-        self._summary_every = max(1, math.ceil(cost / max(self.interval * 0.5, 1e-3)))
+        self._summaries_at = time.perf_counter()
+        self._summary_gap = 2 * cost
 
     def _names(self, lookup: NameLookup) -> None:
         """Names learnt since rows arrived (the list call names only what was known when it ran)."""

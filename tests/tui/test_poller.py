@@ -104,18 +104,17 @@ def test_poll_results_coalesce() -> None:
 
 
 async def test_slow_summaries_are_still_reread_while_idle() -> None:
-    """Summaries read every 5th poll (they are slow) and idle polls (re-read every IDLE_SUMMARY_EVERY): both
-    counted from the last read, so the process table ages out; as two moduli of the poll count they could stay
-    out of phase for good."""
-    import itertools
+    """Summaries that are slow to read (here pinned to at most one read every 50 ms) are re-read while idle:
+    throttled by the time since the last read (counted as two moduli of the poll count, slow summaries and
+    idle polls could stay out of phase for good, and the process table stale)."""
+    import asyncio
+    import time
     from typing import Any
-
-    from netspy_tui.tui.poller import IDLE_SUMMARY_EVERY
 
     class Slow(Poller):
         def _keep_summaries(self, *args: Any) -> None:
             super()._keep_summaries(*args)
-            self._summary_every = 5
+            self._summary_gap = 0.05
 
     clock = Clock()
     source = MemorySource([connection(pid=7, command="steady", time=clock.now - timedelta(seconds=1))], clock=clock)
@@ -128,9 +127,10 @@ async def test_slow_summaries_are_still_reread_while_idle() -> None:
             return await real(*args, **kw)
 
         gateway.snapshot = spy  # type: ignore[method-assign]
-        poller = Slow(gateway, clock=clock, window=60, interval=1.0)
+        poller = Slow(gateway, clock=clock, window=60, interval=0.01)
         await poller.poll()
-        for _ in range(4 * max(5, IDLE_SUMMARY_EVERY)):
-            await poller.poll()  # nothing new arrives
-        reads = [i for i, parts in enumerate(asked) if "patterns" in parts]
-        assert len(reads) >= 4 and all(b - a <= max(5, IDLE_SUMMARY_EVERY) for a, b in itertools.pairwise(reads)), reads
+        deadline = time.monotonic() + 10
+        while sum("patterns" in parts for parts in asked) < 4:  # nothing new arrives
+            assert time.monotonic() < deadline, asked
+            await poller.poll()
+            await asyncio.sleep(0.01)
