@@ -261,13 +261,12 @@ class Poller:
         if self._status is None or self._tick % STATUS_EVERY == 0 or self.following:
             parts.append("status")  # following changes, polls are few: each reads the health too
         # by the time since the last read (counted in polls, as two moduli of the poll count, they could stay out
-        # of phase for good and the panels stale): at most every gap while events arrive, every
-        # IDLE_SUMMARY_EVERY intervals (or the gap) while idle
+        # of phase for good and the panels stale): at most every gap while events arrive, about every
+        # IDLE_SUMMARY_EVERY-th poll while idle
         since_read = started - self._summaries_at
-        idle_gap = max(self._summary_gap, IDLE_SUMMARY_EVERY * self.interval)
-        summaries_due = self._summaries is None or since_read >= (
-            self._summary_gap if not self._idle_ticks else idle_gap
-        )
+        idle_gap = IDLE_SUMMARY_EVERY * (IDLE_REFRESH if self.following else self.interval)
+        gap = max(self._summary_gap, idle_gap) if self._idle_ticks else self._summary_gap
+        summaries_due = self._summaries is None or since_read >= gap
         if summaries_due:
             parts += self._summary_parts(subject)
         unnamed = self._conns.unnamed(NAMES_PER_POLL) if self._names_supported else []
