@@ -6,7 +6,13 @@ gateway. Its data is what the eBPF collector delivers (records + counts, :mod:`b
 the window the dashboard shows. Between refreshes 100 new events arrive; one refresh is
 ``Poller.poll()`` (one ``dashboard_snapshot`` call: status, connections, drops, processes, patterns,
 drop patterns) plus ``apply_snapshot`` (the diffed table updates), timed apart and together; "+ paint"
-also waits until Textual is idle again.
+waits until the messages the refresh queued are handled and a frame is drawn (``pilot.pause(0)``: Textual's
+handlers, then a paint), and "until idle" until the process has used no CPU for a 20 ms slice (Pilot's
+``wait_for_idle``: its granularity is in the figure).
+
+Keys: on the same data, Pilot sends a key as a terminal would and the time runs until the screen shows the
+answer (the state changed and a frame is drawn): narrowing the filter a character at a time, focusing the
+process under the cursor (enter), switching to the drops tab and back (d).
 
 Memory: a child process writes 1,000,000 events from the last hour into a file store (the
 product's default is a scratch file) and opens the dashboard headless on it with the 1 h window
@@ -28,7 +34,7 @@ from bench import synth
 from bench.common import PY, REPO, Context, Metric, child_env, metric
 
 NAME = "dashboard"
-TARGET_REFRESH_MS, TARGET_IDLE_CPU, TARGET_RSS_MB = 30.0, 0.5, 200.0
+TARGET_REFRESH_MS, TARGET_PAINT_MS, TARGET_KEY_MS, TARGET_IDLE_CPU, TARGET_RSS_MB = 30.0, 60.0, 50.0, 0.5, 200.0
 SIZE = (160, 45)
 
 
@@ -49,7 +55,7 @@ async def _refresh(db: Path, window_events: int, refreshes: int, new_per_refresh
     store = EventStore(db, retention_seconds=None, max_rows=None)
     store.write(list(synth.batches(window_events, 55, seed=4)))
     source = EmbeddedSource(None, store, reason="bench")
-    out: dict[str, list[float]] = {"poll": [], "apply": [], "refresh": [], "paint": [], "first": []}
+    out: dict[str, list[float]] = {"poll": [], "apply": [], "refresh": [], "paint": [], "idle": [], "first": []}
     async with open_gateway(source) as gw:
         app = NetspyApp(gw, interval=3600, window=60, source_note="bench")
         async with app.run_test(size=SIZE) as pilot:
@@ -62,14 +68,62 @@ async def _refresh(db: Path, window_events: int, refreshes: int, new_per_refresh
                 t1 = time.perf_counter()
                 app.dashboard.apply_snapshot(snap)
                 t2 = time.perf_counter()
-                await pilot.pause()
+                await pilot.pause(0)  # the queued messages handled, a frame drawn
                 t3 = time.perf_counter()
+                await pilot.pause()
+                t4 = time.perf_counter()
                 out["poll"].append((t1 - t0) * 1000)
                 out["apply"].append((t2 - t1) * 1000)
                 out["refresh"].append((t2 - t0) * 1000)
                 out["paint"].append((t3 - t0) * 1000)
+                out["idle"].append((t4 - t0) * 1000)
             out["rows"] = [float(app.dashboard.connections.row_count)]
+            out.update(await _keys(app, pilot))
     store.close()
+    return out
+
+
+async def _key(app: Any, pilot: Any, key: str, shown: Any) -> float:
+    """Milliseconds from a key (sent as Pilot sends it) until ``shown()`` holds and a frame is drawn."""
+    from textual import events
+
+    await pilot.pause()  # (what the last key set off has settled: a woken poll, its snapshot)
+    char = key if len(key) == 1 else None
+    t0 = time.perf_counter()
+    event = events.Key(key, char)
+    event.set_sender(app)
+    app._driver.send_message(event)
+    deadline = t0 + 10
+    while not shown():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"no visible answer to {key!r}")
+        await pilot.pause(0)
+    await pilot.pause(0)
+    return (time.perf_counter() - t0) * 1000
+
+
+async def _keys(app: Any, pilot: Any, rounds: int = 3) -> dict[str, list[float]]:
+    """Keypress to visible response with the window full: filter narrowing, focus, tab switch."""
+    from textual.widgets import Input, TabbedContent
+
+    screen = app.dashboard
+    tabs = screen.query_one("#views", TabbedContent)
+    bar = screen.query_one("#filter-bar", Input)
+    out: dict[str, list[float]] = {"filter": [], "focus": [], "tab": []}
+    for _ in range(rounds):
+        rows = screen.connections.row_count
+        await pilot.press("slash")
+        for i, ch in enumerate("curl"):
+            typed = "curl"[: i + 1]
+            out["filter"].append(await _key(app, pilot, ch, lambda t=typed: screen.filter_text == t and bar.value == t))
+        assert screen.connections.row_count < rows, "the filter did not narrow the table"
+        await pilot.press("escape", "escape")
+        await _wait(pilot, lambda: not screen.filter_text and screen.connections.has_focus, "the filter cleared")
+        out["focus"].append(await _key(app, pilot, "enter", lambda: screen.focus_subject is not None))
+        await pilot.press("escape")
+        await _wait(pilot, lambda: screen.focus_subject is None, "the focus cleared")
+        for target in ("drops-tab", "connections-tab"):
+            out["tab"].append(await _key(app, pilot, "d", lambda t=target: tabs.active == t))
     return out
 
 
@@ -131,8 +185,16 @@ def run(ctx: Context) -> list[Metric]:
         metric(NAME, f"refresh = poll + table updates ({label})", r["refresh"], "ms", target=TARGET_REFRESH_MS),
         metric(NAME, "  of which MCP poll (one dashboard_snapshot call)", r["poll"], "ms"),
         metric(NAME, "  of which table updates (apply_snapshot)", r["apply"], "ms"),
-        metric(NAME, "refresh + paint (until Textual is idle)", r["paint"], "ms"),
+        metric(NAME, "refresh + paint (messages handled, frame drawn)", r["paint"], "ms", target=TARGET_PAINT_MS),
+        metric(NAME, "refresh until Textual is idle (20 ms slices)", r["idle"], "ms"),
         metric(NAME, f"first render ({int(r['rows'][0])} rows)", r["first"], "ms"),
+        metric(
+            NAME, f"key to screen: filter narrowing, a character ({label})", r["filter"], "ms", target=TARGET_KEY_MS
+        ),
+        metric(
+            NAME, "key to screen: focus the process under the cursor (enter)", r["focus"], "ms", target=TARGET_KEY_MS
+        ),
+        metric(NAME, "key to screen: switch tab (d)", r["tab"], "ms", target=TARGET_KEY_MS),
     ]
     events = 20_000 if ctx.quick else 1_000_000
     idle = 1.0 if ctx.quick else 10.0

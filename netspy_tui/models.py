@@ -628,6 +628,9 @@ class EventQuery:
     limit: int = 100
     node: str | None = None
     workload: str | None = None
+    after: int | None = None
+    """Only events stored after this position of the source's insertion order (an :attr:`EventPage.cursor`),
+    so an incremental poll gets each event once, however late it arrived; a source without one ignores it."""
 
 
 class EventPage(BaseModel):
@@ -646,6 +649,9 @@ class EventPage(BaseModel):
     not_kept_until: datetime | None = None
     not_events: int = 0
     """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
+    cursor: int | None = None
+    """The source's insertion-order position when the page was read (pass it as ``after`` next time); None:
+    the source has no such order (a remote server): page forward by time."""
 
 
 # --- traffic (bytes per process and connection) -----------------------------------------------
@@ -820,6 +826,9 @@ class _Listed(_Result, Generic[_E]):
     process_name: str | None = None
     since: datetime | None = None
     source: str
+    cursor: int | None = None
+    """Where the source's store stood when listed: pass it as ``after`` to list only events stored since (each
+    once, even one that arrived late); None: this source has no store order (use ``since``)."""
 
 
 class NetworkSummary(_Windowed):

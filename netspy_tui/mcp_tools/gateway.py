@@ -126,12 +126,14 @@ class Gateway:
         max_events: int = 100,
         since: str | None = None,
         until: str | None = None,
+        after: int | None = None,
     ) -> ConnectionList:
         return await self._typed(
             "list_connections",
             ConnectionList,
-            {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since, "until": until},
-        )
+            {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since, "until": until,
+             "after": after},
+        )  # fmt: skip
 
     async def patterns(
         self, pid: int | None = None, process_name: str | None = None, duration: int = 60
@@ -204,6 +206,8 @@ class Gateway:
         parts: Iterable[str] | None = None,
         limit: int = 20,
         addresses: list[str] | None = None,
+        after: int | None = None,
+        drops_after: int | None = None,
     ) -> DashboardSnapshot:
         """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it."""
         return await self._typed(
@@ -211,7 +215,7 @@ class Gateway:
             DashboardSnapshot,
             {"pid": pid, "process_name": process_name, "duration": duration, "max_events": max_events,
              "since": since, "drops_since": drops_since, "parts": None if parts is None else list(parts),
-             "limit": limit, "addresses": addresses or None},
+             "limit": limit, "addresses": addresses or None, "after": after, "drops_after": drops_after},
         )  # fmt: skip
 
     @asynccontextmanager

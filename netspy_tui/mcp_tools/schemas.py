@@ -72,6 +72,14 @@ Since = Annotated[
     ),
     AfterValidator(_rfc3339),
 ]
+After = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        description="Only events stored after this cursor (the `cursor` of an earlier list): each event once, even "
+        "one that arrived late. Sources without a store order return no cursor and ignore it (use `since`).",
+    ),
+]
 Until = Annotated[
     str | None,
     Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),
@@ -124,6 +132,10 @@ NameAddresses = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
     Field(max_length=500, description="IP addresses to name (the names part; up to 500)."),
 ]
+DropsAfter = Annotated[
+    int | None,
+    Field(ge=0, description="The drops part's cursor: only drops stored after this `cursor` of an earlier list."),
+]
 DropsSince = Annotated[
     str | None,
     Field(max_length=64, description="The drops part's cursor: only drops strictly newer than this RFC3339 time."),
@@ -155,6 +167,7 @@ ARGUMENT_TYPES: dict[str, Any] = {
     "duration": Duration,
     "max_events": MaxEvents,
     "since": Since,
+    "after": After,
     "until": Until,
     "kind": Kind,
     "limit": Limit,

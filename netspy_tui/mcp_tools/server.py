@@ -35,7 +35,9 @@ from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes
 from netspy_tui.mcp_tools.schemas import (
     SNAPSHOT_PARTS,
     Addresses,
+    After,
     DashboardSnapshot,
+    DropsAfter,
     DropsSince,
     Duration,
     GroupBy,
@@ -370,6 +372,7 @@ def _listed(
         source=label,
         not_kept=page.not_kept,
         not_events=page.not_events,
+        cursor=page.cursor,
         **extra,
     )
     return _result(result, text)
@@ -566,11 +569,12 @@ def create_server(
         until: Until = None,
         node: Node = None,
         workload: Workload = None,
+        after: After = None,
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connection attempts (destination, protocol, outcome), newest first."""
         since_dt = _time(since)
         events, total, label, sampled, page = await _list(
-            ctx, EventQuery("connection", pid, process_name, since_dt, _time(until), max_events, node, workload)
+            ctx, EventQuery("connection", pid, process_name, since_dt, _time(until), max_events, node, workload, after)
         )
         conns = await _ctx(ctx).with_workloads(
             await _ctx(ctx).named([e for e in events if isinstance(e, ConnectionEvent)])
@@ -614,11 +618,12 @@ def create_server(
         until: Until = None,
         node: Node = None,
         workload: Workload = None,
+        after: After = None,
     ) -> Annotated[CallToolResult, PacketDropList]:
         """List recent packet drops with the kernel's drop reason, newest first."""
         since_dt = _time(since)
         events, total, label, _, page = await _list(
-            ctx, EventQuery("packet_drop", pid, process_name, since_dt, _time(until), max_events, node, workload)
+            ctx, EventQuery("packet_drop", pid, process_name, since_dt, _time(until), max_events, node, workload, after)
         )
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
         return _listed(PacketDropList, "packet_drop", drops, total, pid, process_name, since_dt, label, page,
@@ -819,6 +824,8 @@ def create_server(
         parts: SnapshotParts | None = None,
         limit: Limit = 20,
         addresses: NameAddresses = None,
+        after: After = None,
+        drops_after: DropsAfter = None,
     ) -> Annotated[CallToolResult, DashboardSnapshot]:
         """One refresh of a live view in one call: the server status, the connections and drops newer than
         their cursors, the connection and drop patterns and the process ranking over `duration`, and names
@@ -827,8 +834,8 @@ def create_server(
         wanted = set(SNAPSHOT_PARTS if parts is None else parts)
         calls: dict[str, Callable[[], Awaitable[CallToolResult]]] = {
             "status": lambda: server_status(ctx),
-            "connections": lambda: list_connections(ctx, pid, process_name, max_events, since),
-            "drops": lambda: list_packet_drops(ctx, pid, process_name, max_events, drops_since),
+            "connections": lambda: list_connections(ctx, pid, process_name, max_events, since, after=after),
+            "drops": lambda: list_packet_drops(ctx, pid, process_name, max_events, drops_since, after=drops_after),
             "patterns": lambda: analyze_patterns(ctx, pid, process_name, duration),
             "drop_patterns": lambda: analyze_packet_drops(ctx, pid, process_name, duration),
             "processes": lambda: list_processes(ctx, duration, "connection", limit),

@@ -84,11 +84,12 @@ def records(blob: bytes) -> np.ndarray:
 
 class Match:
     """Which records a list wants: of ``kind``, ``pid``, ``command`` (decoded by ``command_of``),
-    with ``since < wall <= until`` (ns; None unbounded)."""
+    with ``since < wall <= until`` (ns; None unbounded), stored after ``after`` (a seq; None: any)."""
 
     def __init__(self, kind: int, pid: int | None, command: str | None, since: int | None, until: int | None,
-                 command_of: Callable[[bytes], str]) -> None:  # fmt: skip
+                 command_of: Callable[[bytes], str], after: int | None = None) -> None:  # fmt: skip
         self.kind, self.pid, self.command = kind, pid, command
+        self.after = after
         self.since = since if since is not None else -(2**63)
         self.until = until if until is not None else 2**63 - 1
         self._command_of = command_of
@@ -118,13 +119,20 @@ class Match:
             mask = m if mask is None else mask & m
         return mask
 
+    def after_mask(self, first: int, n: int) -> np.ndarray | None:
+        """Which of a chunk's ``n`` records (seqs from ``first``) were stored after :attr:`after` (None: all)."""
+        if self.after is None or first > self.after:
+            return None
+        return np.arange(first, first + n) > self.after
+
     def chunks(self, conn: sqlite3.Connection, newest_first: bool = True) -> Iterator[tuple[Any, ...]]:
         """``(seq, n, t_lo, t_hi)`` of the chunks that may hold matching records."""
         order = "DESC" if newest_first else "ASC"
+        after = " AND seq + n - 1 > ?" if self.after is not None else ""
         yield from conn.execute(
-            "SELECT seq, n, t_lo, t_hi FROM chunks INDEXED BY chunks_time WHERE kind = ? AND t_hi > ? AND t_lo <= ? "
-            f"ORDER BY t_hi {order}",
-            (self.kind, self.since, self.until),
+            "SELECT seq, n, t_lo, t_hi FROM chunks INDEXED BY chunks_time WHERE kind = ? AND t_hi > ? AND t_lo <= ?"
+            f"{after} ORDER BY t_hi {order}",
+            (self.kind, self.since, self.until, *(() if self.after is None else (self.after,))),
         )
 
 
@@ -133,6 +141,10 @@ def join(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
     return np.concatenate([p.view(f"V{P.RECORD_SIZE}") for p in parts]).view(P.RECORD)
+
+
+def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return b if a is None else a if b is None else a & b
 
 
 def _blob(conn: sqlite3.Connection, seq: int) -> bytes:
@@ -155,7 +167,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[np.ndarray
             more = True
             break
         recs = records(_blob(conn, seq))
-        mask = match.mask(recs, t_lo, t_hi)
+        mask = _and(match.mask(recs, t_lo, t_hi), match.after_mask(seq, len(recs)))
         idx = np.arange(len(recs)) if mask is None else np.flatnonzero(mask)
         if not len(idx):
             continue
@@ -183,11 +195,12 @@ def count(conn: sqlite3.Connection, match: Match) -> int:
     """Matching records stored (whole chunks inside the range are counted without reading them)."""
     total = 0
     for seq, n, t_lo, t_hi in match.chunks(conn):
-        if not match.filtered and t_lo > match.since and t_hi <= match.until:
+        whole = match.after is None or seq > match.after
+        if not match.filtered and t_lo > match.since and t_hi <= match.until and whole:
             total += n
             continue
         recs = records(_blob(conn, seq))
-        mask = match.mask(recs, t_lo, t_hi)
+        mask = _and(match.mask(recs, t_lo, t_hi), match.after_mask(seq, len(recs)))
         total += len(recs) if mask is None else int(np.count_nonzero(mask))
     return total
 

@@ -213,11 +213,20 @@ def _where(
 
 
 def _events_where(
-    kind: EventKind, pid: int | None, command: str | None, since_ns: int | None, until_ns: int | None
+    kind: EventKind,
+    pid: int | None,
+    command: str | None,
+    since_ns: int | None,
+    until_ns: int | None,
+    after: int | None = None,
 ) -> tuple[str, list[Any], str]:
-    """WHERE clause over raw rows, its parameters and the index that serves it best."""
+    """WHERE clause over raw rows (stored after seq ``after`` when given), its parameters and the index that
+    serves it best."""
     index = "events_pid" if pid is not None else "events_command" if command is not None else "events_time"
-    return *_where(kind, pid, command, "t", since_ns, until_ns), index
+    where, params = _where(kind, pid, command, "t", since_ns, until_ns)
+    if after is not None:
+        where, params = f"{where} AND seq > ?", [*params, after]
+    return where, params, index
 
 
 def _load_trim() -> Any:
@@ -944,9 +953,7 @@ class EventStore:
     def newest_seq(self) -> int:
         """The ``seq`` of the newest raw event stored (0: none yet)."""
         with self._snapshot() as conn:
-            row = conn.execute("SELECT max(seq) FROM events").fetchone()
-            last = conn.execute("SELECT seq + n - 1 FROM chunks ORDER BY seq DESC LIMIT 1").fetchone()
-        return max(int(row[0] or 0), int(last[0]) if last is not None else 0)
+            return self._newest_seq(conn)
 
     def get_meta(self, key: str) -> str | None:
         with self._snapshot() as conn:
@@ -966,9 +973,10 @@ class EventStore:
         limit = max(0, q.limit)
         since_ns = time_to_ns(q.since) if q.since is not None else None
         until_ns = time_to_ns(q.until) if q.until is not None else None
-        where, params, index = _events_where(q.kind, q.pid, q.command, since_ns, until_ns)
-        match = self._match(q.kind, q.pid, q.command, since_ns, until_ns)
+        where, params, index = _events_where(q.kind, q.pid, q.command, since_ns, until_ns, q.after)
+        match = self._match(q.kind, q.pid, q.command, since_ns, until_ns, q.after)
         with self._snapshot() as conn:
+            cursor = self._newest_seq(conn)
             rows = conn.execute(
                 f"SELECT t, ts, seq, body FROM events INDEXED BY {index} "
                 f"WHERE {where} ORDER BY t DESC, ts DESC, seq LIMIT ?",
@@ -983,7 +991,7 @@ class EventStore:
             if len(rows) < limit and not more:
                 total = len(rows) + len(recs)
             else:
-                total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns)
+                total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns, q.after)
             rec_idx = [-1 - k[3] for k in keyed if k[3] < 0]
             built_recs = iter(self._record_events(conn, recs[rec_idx], seqs[rec_idx].tolist()))
             built_json = iter(self._json_events([rows[k[3]][3] for k in keyed if k[3] >= 0]))
@@ -996,20 +1004,28 @@ class EventStore:
             not_kept=not_kept,
             not_kept_since=span[0] if not_kept else None,
             not_kept_until=span[1] if not_kept else None,
+            cursor=cursor,
         )
 
+    @staticmethod
+    def _newest_seq(conn: sqlite3.Connection) -> int:
+        """The seq of the newest raw event (row or record) in this snapshot (0: none)."""
+        row = conn.execute("SELECT max(seq) FROM events").fetchone()
+        last = conn.execute("SELECT seq + n - 1 FROM chunks ORDER BY seq DESC LIMIT 1").fetchone()
+        return max(int(row[0] or 0), int(last[0]) if last is not None else 0)
+
     def _match(self, kind: EventKind, pid: int | None, command: str | None, since_ns: int | None,
-               until_ns: int | None) -> C.Match:  # fmt: skip
-        return C.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, self._codec().command)
+               until_ns: int | None, after: int | None = None) -> C.Match:  # fmt: skip
+        return C.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, self._codec().command, after)
 
     def _kept_rows(self, conn: sqlite3.Connection, kind: EventKind, pid: int | None, command: str | None,
-                   since_ns: int | None, until_ns: int | None) -> int:  # fmt: skip
+                   since_ns: int | None, until_ns: int | None, after: int | None = None) -> int:  # fmt: skip
         """Raw events kept (rows and records) of ``kind``, ``pid``, ``command`` with
-        ``since < t <= until``, in one snapshot."""
-        chunked = C.count(conn, self._match(kind, pid, command, since_ns, until_ns))
-        if pid is None and command is None:
+        ``since < t <= until`` (stored after seq ``after`` when given), in one snapshot."""
+        chunked = C.count(conn, self._match(kind, pid, command, since_ns, until_ns, after))
+        if pid is None and command is None and after is None:
             return chunked + self._count_range(conn, _KIND_CODE[kind], since_ns, until_ns)
-        where, params, index = _events_where(kind, pid, command, since_ns, until_ns)
+        where, params, index = _events_where(kind, pid, command, since_ns, until_ns, after)
         return chunked + int(conn.execute(f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}",
                                           params).fetchone()[0])  # fmt: skip
 

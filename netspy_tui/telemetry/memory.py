@@ -29,6 +29,8 @@ class MemorySource:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._events: deque[AnyEvent] = deque(events, maxlen=max_events)
+        self._added = len(self._events)
+        """Events ever added: the newest one's position in insertion order (``EventQuery.after``)."""
         self._lock = threading.Lock()
         self._listeners: dict[object, Callable[[], None]] = {}
         self._label = label
@@ -38,6 +40,7 @@ class MemorySource:
         """A collector sink: append a batch (thread-safe)."""
         with self._lock:
             self._events.extend(events)
+            self._added += len(events)
             listeners = list(self._listeners.values())
         for listener in listeners:
             listener()
@@ -68,8 +71,12 @@ class MemorySource:
         )
 
     async def query(self, q: EventQuery) -> EventPage:
-        events, total = filter_events(self._snapshot(), q)
-        return EventPage(events=events, total_count=total, truncated=total > len(events))
+        with self._lock:
+            held, cursor = list(self._events), self._added
+        if q.after is not None:  # the i-th held event was added as number cursor - len(held) + i + 1
+            held = held[max(0, q.after - (cursor - len(held))) :]
+        events, total = filter_events(held, q)
+        return EventPage(events=events, total_count=total, truncated=total > len(events), cursor=cursor)
 
     async def count(self, scope: Scope) -> int:
         return (await self.stats(scope, top_n=1, buckets=1)).total

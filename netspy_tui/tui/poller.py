@@ -4,17 +4,18 @@ No widgets here. The app's one poll worker calls :meth:`Poller.poll` on an inter
 result; the screen asks for a different subject or window with :meth:`Poller.configure`, which
 takes effect at the start of the next poll (and wakes the loop so that happens at once).
 
-Polling is incremental: connections and drops are asked for with ``since=<newest time seen>``,
-so a refresh costs in proportion to the new events; events are de-duplicated by id, trimmed to
-the window and capped at ``max_rows``. Summary panels (processes, patterns) are fetched every
-tick unless they get slow, then every N ticks so they take at most about half the interval.
+Polling is incremental: connections and drops are asked for with ``since=<newest time seen - OVERLAP>``
+and, where the source has an insertion order (a store), ``after=<its cursor>``, so each event comes once;
+a remote eBPF server has only the time cursor, and the overlap it re-reads is de-duplicated by id. A
+refresh costs in proportion to the new events. Events are trimmed to the window and capped at
+``max_rows``. Summary panels (processes, patterns) are fetched every poll unless they get slow, then at
+most every twice their cost in seconds, so they take at most about half the time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -97,14 +98,16 @@ class _Window(Generic[E]):
         self.max_rows = max_rows
         self.events: dict[str, E] = {}
         self.newest: datetime | None = None
+        self.cursor: int | None = None
+        """The source's insertion-order cursor after the last page (None: it has none; the time cursor alone)."""
 
     def since(self) -> str | None:
         return format_time(self.newest - OVERLAP) if self.newest is not None else None
 
     def known_after(self, since: str | None) -> int:
         """How many events already held are newer than ``since`` (the overlap a poll re-reads)."""
-        if since is None or self.newest is None:
-            return 0
+        if since is None or self.newest is None or self.cursor is not None:
+            return 0  # (with a cursor, a page holds only events not seen before)
         cutoff = self.newest - OVERLAP
         return sum(1 for event in self.events.values() if event.time > cutoff)
 
@@ -203,7 +206,10 @@ class Poller:
         self._summaries: tuple[ProcessList, PatternAnalysis, PatternAnalysis] | None = None
         self._tick = 0
         self._idle_ticks = 0
-        self._summary_every = 1
+        self._summary_gap = 0.0
+        """Seconds between summary reads while events arrive: twice what the last read cost (they take at most
+        about half the time), however often polls come (every interval, or only on change notifications)."""
+        self._summaries_at = 0.0
 
     @property
     def config(self) -> PollConfig:
@@ -254,10 +260,13 @@ class Poller:
         parts = ["connections", "drops"]
         if self._status is None or self._tick % STATUS_EVERY == 0 or self.following:
             parts.append("status")  # following changes, polls are few: each reads the health too
-        summaries_due = self._summaries is None or (
-            self._tick % self._summary_every == 0
-            and (self._idle_ticks == 0 or self._idle_ticks % IDLE_SUMMARY_EVERY == 0)
-        )
+        # by the time since the last read (counted in polls, as two moduli of the poll count, they could stay out
+        # of phase for good and the panels stale): at most every gap while events arrive, about every
+        # IDLE_SUMMARY_EVERY-th poll while idle
+        since_read = started - self._summaries_at
+        idle_gap = IDLE_SUMMARY_EVERY * (IDLE_REFRESH if self.following else self.interval)
+        gap = max(self._summary_gap, idle_gap) if self._idle_ticks else self._summary_gap
+        summaries_due = self._summaries is None or since_read >= gap
         if summaries_due:
             parts += self._summary_parts(subject)
         unnamed = self._conns.unnamed(NAMES_PER_POLL) if self._names_supported else []
@@ -265,7 +274,8 @@ class Poller:
             parts.append("names")
         fetched_since = self._conns.newest is not None
         since = self._conns.since()
-        snap = await self._snapshot(subject, parts, since, self._drops.since(), unnamed)
+        drops = (self._drops.since(), self._drops.cursor)
+        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed)
         cost = time.perf_counter() - started
         if snap.status is not None:
             self._status = snap.status
@@ -273,7 +283,9 @@ class Poller:
             self._names(snap.names)
         if snap.connections is None or snap.drops is None:
             raise NetspyError("dashboard_snapshot answered without the events asked for")
-        new, skipped = await self._fetch_connections(subject, since, snap.connections)
+        after = self._conns.cursor
+        self._conns.cursor, self._drops.cursor = snap.connections.cursor, snap.drops.cursor
+        new, skipped = await self._fetch_connections(subject, since, after, snap.connections)
         new_drops = self._drops.add(list(snap.drops.events))
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
@@ -285,10 +297,10 @@ class Poller:
             self._idle_ticks += 1
         if summaries_due:
             self._keep_summaries(subject, snap, cost)
-        elif (new or new_drops) and self._tick % self._summary_every == 0:
+        elif (new or new_drops) and since_read >= self._summary_gap:
             # events after idle polls (which skip the summaries): the panels follow in this refresh
             s0 = time.perf_counter()
-            extra = await self._snapshot(subject, self._summary_parts(subject), None, None, [])
+            extra = await self._snapshot(subject, self._summary_parts(subject), (None, None), (None, None), [])
             self._keep_summaries(subject, extra, time.perf_counter() - s0)
         self._tick += 1
         now = self._clock()
@@ -335,15 +347,23 @@ class Poller:
         return ["patterns", "drop_patterns"] + ([] if subject.is_all else ["processes"])
 
     async def _snapshot(
-        self, subject: Scope, parts: list[str], since: str | None, drops_since: str | None, addresses: list[str]
+        self,
+        subject: Scope,
+        parts: list[str],
+        conns: tuple[str | None, int | None],
+        drops: tuple[str | None, int | None],
+        addresses: list[str],
     ) -> DashboardSnapshot:
+        """``conns`` and ``drops``: each list's (since, after) cursors."""
         return await self.gateway.snapshot(
             subject.pid,
             subject.command,
             subject.window,
             max_events=self._max_events,
-            since=since,
-            drops_since=drops_since,
+            since=conns[0],
+            drops_since=drops[0],
+            after=conns[1],
+            drops_after=drops[1],
             parts=parts,
             limit=PROCESS_LIMIT,
             addresses=addresses,
@@ -355,7 +375,8 @@ class Poller:
             raise NetspyError("dashboard_snapshot answered without the summaries asked for")
         processes = snap.processes if snap.processes is not None else _process_list(patterns)
         self._summaries = (processes, patterns, drop_patterns)
-        self._summary_every = max(1, math.ceil(cost / max(self.interval * 0.5, 1e-3)))
+        self._summaries_at = time.perf_counter()
+        self._summary_gap = 2 * cost
 
     def _names(self, lookup: NameLookup) -> None:
         """Names learnt since rows arrived (the list call names only what was known when it ran)."""
@@ -365,9 +386,11 @@ class Poller:
         elif lookup.names:
             self._conns.name(lookup.names)
 
-    async def _fetch_connections(self, subject: Scope, since: str | None, first: ConnectionList) -> tuple[int, int]:
-        """Add ``first`` (the connections since ``since``) and, through a burst, older pages with ``until``
-        (up to ``max_rows`` events); returns (added, events left unfetched)."""
+    async def _fetch_connections(
+        self, subject: Scope, since: str | None, after: int | None, first: ConnectionList
+    ) -> tuple[int, int]:
+        """Add ``first`` (the connections since ``since``, stored after ``after``) and, through a burst, older
+        pages with ``until`` (up to ``max_rows`` events); returns (added, events left unfetched)."""
         until: str | None = None
         pages: dict[str, ConnectionEvent] = {}
         page = first
@@ -385,7 +408,7 @@ class Poller:
                     left = max(0, page.total_count - page.returned - max(0, known_unreturned))
                 break
             until = format_time(page.events[-1].time)
-            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until)
+            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until, after)
         newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)
         return self._conns.add(newest_first), left
 

@@ -1,6 +1,7 @@
 """``dashboard_snapshot`` (issue 17: one round trip per refresh): each part equals what its own tool returns for
-the same arguments and cursor, whatever the scope, cursors, parts and addresses (a property test over the demo
-recording with the clock standing still); only the event lists' readable ``text`` is one line there."""
+the same arguments and cursors (time and insertion order), whatever the scope, cursors, parts and addresses (a
+property test over the demo recording with the clock standing still); only the event lists' readable ``text``
+is one line there."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ cursors = st.one_of(
     st.none(), st.integers(min_value=0, max_value=400).map(lambda s: format_time(DEMO_NOW - timedelta(seconds=s)))
 )
 
+seq_cursors = st.one_of(st.none(), st.integers(min_value=0, max_value=len(EVENTS) + 3))
+
 
 def _separately(args: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     """Each part's own tool call, with the same arguments the snapshot passes it."""
@@ -36,8 +39,8 @@ def _separately(args: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     window = {**scope, "duration": args.get("duration", 60)}
     return {
         "status": ("server_status", {}),
-        "connections": ("list_connections", {**events, "since": args.get("since")}),
-        "drops": ("list_packet_drops", {**events, "since": args.get("drops_since")}),
+        "connections": ("list_connections", {**events, "since": args.get("since"), "after": args.get("after")}),
+        "drops": ("list_packet_drops", {**events, "since": args.get("drops_since"), "after": args.get("drops_after")}),
         "patterns": ("analyze_patterns", window),
         "drop_patterns": ("analyze_packet_drops", window),
         "processes": ("list_processes", {"duration": args.get("duration", 60), "limit": args.get("limit", 20)}),
@@ -82,6 +85,8 @@ async def _compare(args: dict[str, Any]) -> None:
     max_events=st.integers(min_value=1, max_value=1000),
     since=cursors,
     drops_since=cursors,
+    after=seq_cursors,
+    drops_after=seq_cursors,
     parts=st.one_of(st.none(), st.lists(st.sampled_from([*SNAPSHOT_PARTS, "names"]), unique=True, max_size=7)),
     limit=st.integers(min_value=1, max_value=200),
     addresses=st.one_of(st.none(), st.lists(st.sampled_from(ADDRESSES), min_size=1, max_size=5, unique=True)),
@@ -111,3 +116,35 @@ async def test_the_poller_makes_one_call_per_refresh() -> None:
         calls.clear()
         await poller.poll()
         assert calls == ["dashboard_snapshot"]
+
+
+async def test_a_refresh_carries_only_the_new_events() -> None:
+    """With the source's insertion-order cursor a refresh's connections part holds just the events stored since
+    the last one (the time cursor's overlap re-sent the last seconds' events every refresh), a late one too."""
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.tui.poller import Poller
+    from tests.factories import connection
+
+    clock = Clock()
+    source = demo_source(clock)
+    async with open_gateway(source) as gateway:
+        answers: list[tuple[dict[str, Any], Any]] = []
+        real = gateway.call
+
+        async def spy(name: str, arguments: dict[str, Any] | None = None) -> Any:
+            result = await real(name, arguments)
+            answers.append((dict(arguments or {}), result.data))
+            return result
+
+        gateway.call = spy  # type: ignore[method-assign]
+        poller = Poller(gateway, clock=clock, window=300, interval=1.0)
+        first = await poller.poll()
+        newest = max(e.time for e in first.connections)
+        fresh = [connection(pid=900 + i, command="fresh", time=newest - timedelta(seconds=i * 0.5)) for i in range(3)]
+        source.add_events(fresh)  # (stamped up to a second before the newest shown: late arrivals)
+        answers.clear()
+        second = await poller.poll()
+        args, data = answers[0]
+        assert args["after"] == len(EVENTS) and "since" in args  # (the demo source's events so far)
+        assert sorted(e["pid"] for e in data["connections"]["events"]) == [900, 901, 902]
+        assert second.new_connections == 3 and {e.pid for e in second.connections} >= {900, 901, 902}

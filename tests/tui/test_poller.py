@@ -101,3 +101,36 @@ def test_poll_results_coalesce() -> None:
     old, new = SnapshotReady(snap), SnapshotReady(snap)
     failed = PollFailed("down", stale_since=DEMO_NOW, retry_at=DEMO_NOW, attempt=1)
     assert old.can_replace(new) and old.can_replace(failed) and failed.can_replace(new)
+
+
+async def test_slow_summaries_are_still_reread_while_idle() -> None:
+    """Summaries that are slow to read (here pinned to at most one read every 50 ms) are re-read while idle:
+    throttled by the time since the last read (counted as two moduli of the poll count, slow summaries and
+    idle polls could stay out of phase for good, and the process table stale)."""
+    import asyncio
+    import time
+    from typing import Any
+
+    class Slow(Poller):
+        def _keep_summaries(self, *args: Any) -> None:
+            super()._keep_summaries(*args)
+            self._summary_gap = 0.05
+
+    clock = Clock()
+    source = MemorySource([connection(pid=7, command="steady", time=clock.now - timedelta(seconds=1))], clock=clock)
+    async with open_gateway(source) as gateway:
+        asked: list[list[str]] = []
+        real = gateway.snapshot
+
+        async def spy(*args: Any, **kw: Any) -> Any:
+            asked.append(list(kw.get("parts") or []))
+            return await real(*args, **kw)
+
+        gateway.snapshot = spy  # type: ignore[method-assign]
+        poller = Slow(gateway, clock=clock, window=60, interval=0.01)
+        await poller.poll()
+        deadline = time.monotonic() + 10
+        while sum("patterns" in parts for parts in asked) < 4:  # nothing new arrives
+            assert time.monotonic() < deadline, asked
+            await poller.poll()
+            await asyncio.sleep(0.01)

@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.reactive import reactive
-from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from netspy_tui.analysis.describe import human_bytes
@@ -28,6 +27,7 @@ from netspy_tui.tui.widgets.cells import (
     table_width,
     window_label,
 )
+from netspy_tui.tui.widgets.table import KeyedTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ def _pids_text(pids: Sequence[int], width: int = 13) -> str:
     return f"+{len(pids)}" if pids else ""
 
 
-class ProcessTable(DataTable[Cell]):
+class ProcessTable(KeyedTable):
     COMPONENT_CLASSES: ClassVar[set[str]] = {"processes--focused", "processes--failing", "processes--group"}
 
     window: reactive[int] = reactive(60, init=False)

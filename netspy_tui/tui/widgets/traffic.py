@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.text import Text
-from textual.widgets import DataTable
 
 from netspy_tui.analysis.describe import duration_us, human_bytes
 from netspy_tui.models import LatencyGroup, LatencyReport, TrafficFlow, TrafficRemote, TrafficReport
@@ -28,6 +27,7 @@ from netspy_tui.tui.widgets.cells import (
     set_column_widths,
     table_width,
 )
+from netspy_tui.tui.widgets.table import KeyedTable
 
 MODES = ("processes", "connections", "remotes", "latency")
 MODE_LABELS = {"processes": "by process", "connections": "by connection", "remotes": "by remote address",
@@ -285,7 +285,7 @@ def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, e
     return head + Text(" · ".join(parts))
 
 
-class TrafficTable(DataTable[Cell]):
+class TrafficTable(KeyedTable):
     """One list of the Traffic view; rebuilt when its rows change (at most a few hundred), the cursor kept on
     the same row by key."""
 

@@ -1,0 +1,160 @@
+"""Table mechanics that cost what changed, not the table's size.
+
+Textual 8's ``DataTable`` re-indexes every row on each ``remove_row`` (a new key-to-index map per call) and,
+on the next idle, measures every cell of every added row to widen auto-width columns. Our tables give each
+column a fixed width (:func:`netspy_tui.tui.widgets.cells.set_column_widths`) and every row one line, so
+that measuring is wasted, and a refresh that drops the oldest 100 of 2,000 rows rebuilt the key map 100
+times. :class:`KeyedTable` keeps the ``DataTable`` API (cursor, keys, bindings, sort) and adds
+:meth:`KeyedTable.place_rows`: show these keys in this order, in one pass, with cells made only for the
+rows that are new. The private parts touched are the ones ``remove_row`` and ``add_row`` themselves touch;
+tests/tui/test_table_mechanics.py fails if Textual changes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual._two_way_dict import TwoWayDict
+from textual.widgets import DataTable
+from textual.widgets.data_table import Row, RowKey
+
+from netspy_tui.tui.widgets.cells import Cell
+
+_JOIN = Text("\n")
+
+
+class KeyedTable(DataTable[Cell]):
+    """A ``DataTable`` of fixed-width columns and one-line rows, updated by key."""
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        # New rows only widen auto-width columns or size auto-height rows: with neither, skip the measuring
+        # (the virtual size, computed below it, is all that is left to do).
+        if not any(column.auto_width for column in self.columns.values()):
+            rows = self.rows
+            new_rows = [k for k in new_rows if (row := rows.get(k)) is not None and (row.auto_height or row.label)]
+        super()._update_dimensions(new_rows)
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> list[list[Segment]]:
+        # A one-line data cell holding Text: the same segments as DataTable's own render (cell_line), about
+        # five times cheaper; a header, a label, a taller row or anything else goes the usual way.
+        if row_index < 0 or column_index < 0:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cache_key = (
+            row_key,
+            column_key,
+            base_style,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cache = self._cell_render_cache
+        if cache_key in cache:
+            return cache[cache_key]
+        row = self.rows.get(row_key)
+        value = self._data[row_key].get(column_key) if row is not None and row.height == 1 else None
+        if not isinstance(value, Text):
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        component_style, post_style = self._get_styles_to_render_cell(
+            False,
+            False,
+            row_index < self.fixed_rows or column_index < self.fixed_columns,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        pre = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+        line = cell_line(self.app.console, value, width, self.cell_padding, pre, post_style)
+        if line is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cache[cache_key] = lines = [line]
+        return lines
+
+    def place_rows(self, order: Sequence[str], new: Mapping[str, Sequence[Cell]]) -> None:
+        """Show exactly the rows ``order`` (keys, top to bottom): rows shown already keep their cells, ``new``
+        gives the cells of the others. One pass over the keys, whatever was removed or where rows were added."""
+        rows, data = self.rows, self._data
+        columns = [column.key for column in self.ordered_columns]
+        keep = set(order)
+        gone = [key for key in rows if key.value not in keep]
+        for key in gone:
+            del rows[key]
+            del data[key]
+        if gone and self._updated_cells:
+            self._updated_cells = {c for c in self._updated_cells if c.row_key in rows}
+        was_empty = not rows
+        located: dict[RowKey, int] = {}
+        for index, value in enumerate(order):
+            row = rows.get(value)  # type: ignore[call-overload]  # (StringKey matches its str)
+            if row is None:
+                key = RowKey(value)
+                data[key] = dict(zip(columns, new[value], strict=True))
+                row = rows[key] = Row(key, 1)
+                self._new_rows.add(key)
+            located[row.key] = index
+        self._row_locations = TwoWayDict(located)
+        self._update_count += 1
+        if any(column.auto_width for column in self.columns.values()):
+            self._require_update_dimensions = True  # the columns are measured on idle, as add_row leaves them
+        else:
+            # nothing to measure: the new height now, so a cursor moved next scrolls at once (not after a paint,
+            # which would paint the table twice)
+            self._new_rows.clear()
+            self._require_update_dimensions = False
+            super()._update_dimensions(())
+        self.cursor_coordinate = self.cursor_coordinate  # (clamped to the rows left)
+        self.hover_coordinate = self.hover_coordinate
+        if was_empty and rows and self.columns and self.show_cursor and self.cursor_type != "none":
+            self._highlight_cursor()  # as add_row does for the first row
+        self.check_idle()
+        self.refresh()
+
+
+def cell_line(console: Console, text: Text, width: int, padding: int, pre: Style, post: Style) -> list[Segment] | None:
+    """One table cell as one line of segments, ``width`` cells wide: what ``DataTable._render_cell`` gets from
+    ``console.render_lines(Styled(Padding(text, (0, padding)), pre, post))`` for a one-line, unwrapped cell,
+    without Rich's general layout machinery. None where this is not that case (a caller renders it as usual)."""
+    if "\n" in text.plain or "\t" in text.plain:
+        return None
+    inner = width - 2 * padding
+    if inner <= 0:
+        return None
+    justify = text.justify or "default"
+    overflow = text.overflow or "fold"
+    line = text.copy()
+    if justify == "left":
+        line.truncate(inner, overflow=overflow, pad=True)
+    elif justify == "right":
+        line.rstrip()
+        line.truncate(inner, overflow=overflow)
+        line.pad_left(inner - line.cell_len)
+    elif justify != "default":
+        return None
+    line.truncate(inner, overflow=overflow)
+    body = list(_JOIN.join([line]).render(console, end=""))  # (as Text renders itself: the style as a span)
+    short = inner - line.cell_len
+    if short > 0:
+        body.append(Segment(" " * short))
+    space = Segment(" " * padding) if padding else None
+    segments = [space, *body, space] if space else body
+    return [Segment(s.text, pre + s.style + post if s.style else pre + post) for s in segments]

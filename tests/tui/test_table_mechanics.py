@@ -1,0 +1,90 @@
+"""KeyedTable (widgets/table.py) draws exactly what Textual's DataTable draws, and place_rows leaves the same
+table as building it row by row: checked side by side in a running app, through random updates."""
+
+from __future__ import annotations
+
+import random
+
+from rich.style import Style
+from textual.app import App, ComposeResult
+from textual.widgets import DataTable
+
+from netspy_tui.tui.widgets.cells import Cell, cell
+from netspy_tui.tui.widgets.table import KeyedTable
+
+WIDTHS = (12, 3, 20, 7, 1)
+
+
+def row_cells(n: int) -> list[Cell]:
+    """Cells like the dashboard's: plain, styled, right-justified, too long, wide characters, empty."""
+    return [
+        cell(f"12:00:{n % 60:02d}.{n:03d}", 12),
+        cell("x" * (n % 7), 24, style="bold" if n % 2 else ""),
+        cell(["nginx", "中文进程名字很长的", "a b c", "", "curl\u200b"][n % 5] * (1 + n % 3), 64),
+        cell(n * 37, 7, justify="right", style=Style(color="red") if n % 3 else ""),
+        cell("refused" if n % 4 else "ok", 12, justify="left"),
+    ]
+
+
+class Pair(App[None]):
+    AUTO_FOCUS = None  # (a focused table is drawn differently)
+
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(id="fast", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="plain", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        for table in self.query(DataTable):
+            table.styles.height = 12
+            for i, width in enumerate(WIDTHS):
+                table.add_column(f"c{i}", key=f"c{i}", width=width)
+
+
+def lines(table: DataTable[Cell]) -> list[list[tuple[str, Style | None]]]:
+    table._pseudo_class_state = table.get_pseudo_class_state()
+    out = []
+    for y in range(table.size.height):
+        strip = table.render_line(y).simplify()
+        out.append([(seg.text, seg.style) for seg in strip])
+    return out
+
+
+async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
+    app = Pair()
+    rng = random.Random(7)
+    async with app.run_test(size=(80, 30)) as pilot:
+        fast = app.query_one("#fast", KeyedTable)
+        plain = app.query_one("#plain", DataTable)
+        shown: list[int] = []
+        cells: dict[str, list[Cell]] = {}
+        for step in range(12):
+            # drop some of the oldest and some at random, add new rows at the end and a few in between
+            keep = [n for i, n in enumerate(shown) if i >= rng.randint(0, 6) and rng.random() > 0.1]
+            new = [100 * step + i for i in range(rng.randint(0, 30))]
+            order = keep + new
+            for n in rng.sample(new, min(3, len(new))):
+                order.remove(n)
+                order.insert(rng.randint(0, len(order)), n)
+            shown = order
+            for n in new:
+                cells[str(n)] = row_cells(n)
+            fast.place_rows([str(n) for n in order], cells)
+            plain.clear()
+            for n in order:
+                plain.add_row(*cells[str(n)], key=str(n))
+            row = rng.randint(0, max(0, len(order) - 1))
+            fast.move_cursor(row=row)
+            plain.move_cursor(row=row)
+            await pilot.pause()
+            assert fast.row_count == plain.row_count == len(order)
+            assert [r.key.value for r in fast.ordered_rows] == [str(n) for n in order]
+            assert all(fast.get_row_index(str(n)) == i for i, n in enumerate(order))
+            assert fast.virtual_size == plain.virtual_size
+            assert fast.scroll_offset.y <= row < fast.scroll_offset.y + fast.scrollable_content_region.height - 1
+            plain.scroll_to(y=fast.scroll_offset.y, animate=False, immediate=True)
+            await pilot.pause()
+            assert lines(fast) == lines(plain), f"step {step}"
+        fast.place_rows([], cells)
+        plain.clear()
+        await pilot.pause()
+        assert fast.row_count == 0 and fast.virtual_size == plain.virtual_size
