@@ -13,6 +13,11 @@ the aggregator's). Meanwhile the dashboard is open on the aggregator: a headless
 Figures: events/s = events the aggregator accepted / wall time from the first post to the last
 answer; the aggregator's CPU over that time; dashboard polls made and failed. Exactness: the
 aggregator's ``/api/stats`` per-node counts must equal what each sender had accepted.
+
+Forwarding cost: one agent, ``serve --replay REC --replay-speed 1`` (a recording of 2,000 events/s of the
+same synthetic events, played at real-time pace into its store), with ``--forward`` to an aggregator (its
+own process, not counted) and without, in turns; the agent's CPU over the same stretch of the replay.
+The figure is the median ratio of the rounds.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -30,10 +36,11 @@ import httpx
 import psutil
 
 from bench import synth
-from bench.common import PY, REPO, Context, FailedPolls, Metric, child_env, free_port
+from bench.common import PY, REPO, Context, FailedPolls, Metric, child_env, free_port, metric
 
 NAME = "fleet"
 TARGET_EPS = 50_000.0
+TARGET_FORWARD = 1.05  # agent CPU with forwarding / without
 AGENTS = 3
 BATCH = 1000  # serve --forward's batch
 TOKEN = "bench-ingest-token"  # noqa: S105 (a throwaway token for a loopback bench)
@@ -101,7 +108,7 @@ async def _wait_health(url: str, proc: subprocess.Popen[bytes], limit: float = 6
             await asyncio.sleep(0.1)
 
 
-async def measure(tmp: Path, per_agent: int, log: Any) -> dict[str, Any]:
+async def ingest(tmp: Path, per_agent: int, log: Any) -> dict[str, Any]:
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.telemetry.client import HttpSource
     from netspy_tui.tui.app import NetspyApp
@@ -195,10 +202,69 @@ async def measure(tmp: Path, per_agent: int, log: Any) -> dict[str, Any]:
     }
 
 
+def recording(path: Path, rate: float, seconds: float) -> Path:
+    """A JSON-lines recording (``--replay``) of ``rate`` events/s over ``seconds``, as an agent collects them."""
+    from netspy_tui.serve.app import event_json
+
+    n = int(rate * seconds)
+    lines = [json.dumps(event_json(e)).encode() for chunk in synth.event_batches(n, seconds, seed=9) for e in chunk]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+async def agent_cpu(tmp: Path, rec: Path, forward: str | None, settle: float, measure: float) -> dict[str, Any]:
+    """CPU of one agent (``serve --replay REC`` at real-time pace, with ``--forward`` or not) over ``measure``
+    seconds, from ``settle`` seconds after it answered (the replay is still running then)."""
+    port = free_port()
+    argv = [PY, "-m", "netspy_tui", "serve", "--port", str(port), "--replay", str(rec), "--replay-speed", "1"]
+    if forward:
+        argv += ["--forward", forward, "--forward-token", TOKEN]
+    agent = _spawn(argv, stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-agent.log").open("ab"))
+    try:
+        await _wait_health(f"http://127.0.0.1:{port}", agent)
+        proc = psutil.Process(agent.pid)
+        await asyncio.sleep(settle)
+        c0, t0 = sum(proc.cpu_times()[:2]), time.perf_counter()
+        await asyncio.sleep(measure)
+        cpu = (sum(proc.cpu_times()[:2]) - c0) / (time.perf_counter() - t0) * 100
+        async with httpx.AsyncClient(timeout=10) as client:
+            health = (await client.get(f"http://127.0.0.1:{port}/health")).json()
+    finally:
+        agent.terminate()
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+    return {"cpu_pct": cpu, "forwarding": health.get("forwarding")}
+
+
+async def forward_cost(tmp: Path, rate: float, rounds: int, settle: float, measure: float) -> dict[str, Any]:
+    """Agent CPU with and without forwarding to an aggregator (its own process, not counted), in turns."""
+    rec = recording(tmp / "fleet-agent.jsonl", rate, settle + measure + 10)
+    port = free_port()
+    agg = _spawn([PY, "-m", "netspy_tui", "serve", "--aggregate", "--port", str(port), "--ingest-token", TOKEN],
+                 stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-aggregator-2.log").open("wb"))  # fmt: skip
+    base: list[float] = []
+    fwd: list[float] = []
+    forwarded: list[Any] = []
+    try:
+        await _wait_health(f"http://127.0.0.1:{port}", agg)
+        for _ in range(rounds):
+            base.append((await agent_cpu(tmp, rec, None, settle, measure))["cpu_pct"])
+            r = await agent_cpu(tmp, rec, f"http://127.0.0.1:{port}/api/events/ingest", settle, measure)
+            fwd.append(r["cpu_pct"])
+            forwarded.append(r["forwarding"])
+    finally:
+        agg.terminate()
+        agg.wait(timeout=30)
+    return {"base": base, "forward": fwd, "forwarding": forwarded}
+
+
 def run(ctx: Context) -> list[Metric]:
-    per_agent = 5_000 if ctx.quick else 100_000
+    per_agent = 2_000 if ctx.quick else 100_000
     ctx.log(f"fleet: aggregator + {AGENTS} senders x {per_agent:,} events (batches of {BATCH}) + dashboard")
-    r = asyncio.run(measure(ctx.tmp, per_agent, ctx.log))
+    r = asyncio.run(ingest(ctx.tmp, per_agent, ctx.log))
     throttled = sum(s["throttled"] for s in r["senders"])
     ms = [
         Metric(NAME, f"aggregator ingest, {AGENTS} agents, dashboard open (events/s)", r["eps"], "events/s",
@@ -212,7 +278,19 @@ def run(ctx: Context) -> list[Metric]:
         Metric(NAME, "  dashboard polls during ingest (interval 1 s)", r["dashboard_polls"], "polls",
                note=f"{r['dashboard_poll_failures']} failed; {r['dashboard_rows']} rows shown"),
     ]  # fmt: skip
-    ctx.shared[f"{NAME}_extra"] = {"ingest": r}
+    rate = 2_000.0
+    rounds, settle, measure = (1, 0.5, 1.0) if ctx.quick else (3, 4.0, 15.0)
+    ctx.log(f"fleet: agent CPU at {rate:,.0f} events/s (serve --replay), with and without --forward, {rounds} rounds")
+    f = asyncio.run(forward_cost(ctx.tmp, rate, rounds, settle, measure))
+    base, fwd = statistics.median(f["base"]), statistics.median(f["forward"])
+    sent = f["forwarding"][-1] or {}
+    ratios = [w / b for b, w in zip(f["base"], f["forward"], strict=True) if b]
+    ms.append(metric(NAME, f"agent CPU with --forward / without ({rate:,.0f} events/s replayed)", ratios, "",
+                     target=TARGET_FORWARD, baseline=base, baseline_label="without: CPU %",
+                     ratio=statistics.median(ratios) if ratios else None,
+                     note=f"with forwarding {fwd:.1f} % of a core, without {base:.1f} %; last round forwarded "
+                     f"{sent.get('forwarded', 0):,} events in {sent.get('batches', 0)} batches"))  # fmt: skip
+    ctx.shared[f"{NAME}_extra"] = {"ingest": r, "forward_cost": f}
     return ms
 
 
