@@ -92,6 +92,16 @@ def _spawn(argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
     return subprocess.Popen(argv, env=child_env(), cwd=REPO, **kw)
 
 
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """Stop a product process (SIGTERM: it shuts down as a user's would), killed if it does not."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def _wait_health(url: str, proc: subprocess.Popen[bytes], limit: float = 60.0) -> None:
     deadline = time.monotonic() + limit
     async with httpx.AsyncClient(timeout=2) as client:
@@ -176,12 +186,7 @@ async def ingest(tmp: Path, per_agent: int, log: Any) -> dict[str, Any]:
             if s.poll() is None:
                 s.kill()
                 s.wait()
-        agg.terminate()
-        try:
-            agg.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            agg.kill()
-            agg.wait()
+        _stop(agg)
     accepted = sum(r["accepted"] for r in results)
     exact = all(
         stats["events_by_node"].get(n) == r["accepted"] == per_agent for n, r in zip(nodes, results, strict=True)
@@ -230,12 +235,7 @@ async def agent_cpu(tmp: Path, rec: Path, forward: str | None, settle: float, me
         async with httpx.AsyncClient(timeout=10) as client:
             health = (await client.get(f"http://127.0.0.1:{port}/health")).json()
     finally:
-        agent.terminate()
-        try:
-            agent.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        _stop(agent)
     return {"cpu_pct": cpu, "forwarding": health.get("forwarding")}
 
 
@@ -256,8 +256,7 @@ async def forward_cost(tmp: Path, rate: float, rounds: int, settle: float, measu
             fwd.append(r["cpu_pct"])
             forwarded.append(r["forwarding"])
     finally:
-        agg.terminate()
-        agg.wait(timeout=30)
+        _stop(agg)
     return {"base": base, "forward": fwd, "forwarding": forwarded}
 
 
