@@ -45,6 +45,11 @@ if TYPE_CHECKING:  # the SDK (~0.6 s to import) loads when a session opens: a da
 M = TypeVar("M", bound=BaseModel)
 
 
+def _narrowing(node: str | None, workload: str | None) -> dict[str, str]:
+    """The ``node`` and ``workload`` arguments when set (absent otherwise, as before the tools took them)."""
+    return {k: v for k, v in (("node", node), ("workload", workload)) if v is not None}
+
+
 class ToolFailed(NetspyError):
     """A tool answered with ``isError``; the message is the tool's own sentence."""
 
@@ -126,12 +131,16 @@ class Gateway:
         max_events: int = 100,
         since: str | None = None,
         until: str | None = None,
+        *,
+        node: str | None = None,
+        workload: str | None = None,
     ) -> ConnectionList:
         return await self._typed(
             "list_connections",
             ConnectionList,
-            {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since, "until": until},
-        )
+            {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since, "until": until,
+             **_narrowing(node, workload)},
+        )  # fmt: skip
 
     async def patterns(
         self, pid: int | None = None, process_name: str | None = None, duration: int = 60
@@ -204,6 +213,8 @@ class Gateway:
         parts: Iterable[str] | None = None,
         limit: int = 20,
         addresses: list[str] | None = None,
+        node: str | None = None,
+        workload: str | None = None,
     ) -> DashboardSnapshot:
         """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it."""
         return await self._typed(
@@ -211,7 +222,7 @@ class Gateway:
             DashboardSnapshot,
             {"pid": pid, "process_name": process_name, "duration": duration, "max_events": max_events,
              "since": since, "drops_since": drops_since, "parts": None if parts is None else list(parts),
-             "limit": limit, "addresses": addresses or None},
+             "limit": limit, "addresses": addresses or None, **_narrowing(node, workload)},
         )  # fmt: skip
 
     @asynccontextmanager

@@ -64,11 +64,13 @@ class EventFilter:
         return n in command.casefold() or any(n in t.casefold() for t in texts)
 
 
-def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Scope | None:
-    """A filter that is exactly a known pid or process name narrows the tool calls too."""
+def subject_for_filter(text: str, processes: Iterable[ProcessStat], nodes: Iterable[str] = ()) -> Scope | None:
+    """A filter that is exactly a known pid, process name or node (an aggregator's) narrows the tool calls too."""
     text = text.strip()
     if not text:
         return None
+    if text in set(nodes):
+        return Scope(node=text)
     procs = list(processes)
     if text.isdigit() and any(int(text) in p.pids for p in procs):
         return Scope(pid=int(text))

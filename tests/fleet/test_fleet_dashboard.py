@@ -1,6 +1,7 @@
 """The dashboard pointed at a real aggregator (``serve --aggregate``'s API on 127.0.0.1, fed through its
 ingest endpoint): the Node column, per-node totals in the header, grouping by node (``g``), the filter and a
-node heading's focus (enter), and the node in what the AI is told."""
+node heading's focus (enter: a known node narrows the tool calls, so the figures are that node's own), and
+the node in what the AI is told."""
 
 from __future__ import annotations
 
@@ -92,6 +93,12 @@ async def test_the_dashboard_on_an_aggregator_shows_nodes_groups_by_node_and_foc
                 await wait_for(pilot, lambda: d.connections.row_count == 3, "node-c's connections only")
                 assert {e.k8s_node_name for e in d.connections.events.values()} == {"node-c"}
                 await wait_for(pilot, lambda: set(procs.stats) == {"redis"}, "node-c's process only")
+                assert d.filter_subject == Scope(node="node-c")  # a known node: the tools are asked about it
+                await wait_for(pilot, lambda: d.latest is not None and d.latest.config.subject.node == "node-c"
+                               and d.latest.patterns is not None, "a poll narrowed to node-c")  # fmt: skip
+                assert d.latest is not None and d.latest.patterns is not None
+                assert d.latest.patterns.stats.total == 3  # the aggregator's figure for node-c alone
+                assert "filter “node-c”" in screen_text(app)
 
                 d.connections.focus()
                 await pilot.pause()

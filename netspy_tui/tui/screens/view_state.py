@@ -88,7 +88,9 @@ class ViewState(InputKeys):
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
         procs = self.latest.processes.processes if self.latest and self.latest.processes else []
-        self.filter_subject = subject_for_filter(text, procs)
+        status = self.latest.status if self.latest else None
+        nodes = (status.source.nodes or {}) if status is not None else {}
+        self.filter_subject = subject_for_filter(text, procs, nodes)
         self.reconfigure()
 
     def action_focus_selected(self) -> None:
