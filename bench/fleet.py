@@ -118,7 +118,7 @@ async def _wait_health(url: str, proc: subprocess.Popen[bytes], limit: float = 6
             await asyncio.sleep(0.1)
 
 
-async def ingest(tmp: Path, per_agent: int, log: Any) -> dict[str, Any]:
+async def ingest(tmp: Path, per_agent: int, log: Any, interval: float = 1.0) -> dict[str, Any]:
     from netspy_tui.mcp_tools.gateway import open_gateway
     from netspy_tui.telemetry.client import HttpSource
     from netspy_tui.tui.app import NetspyApp
@@ -142,7 +142,7 @@ async def ingest(tmp: Path, per_agent: int, log: Any) -> dict[str, Any]:
         agg_proc = psutil.Process(agg.pid)
         source = HttpSource(url, read_timeout=30, retries=0)
         async with open_gateway(source) as gateway:
-            app = NetspyApp(gateway, interval=1.0, window=60)
+            app = NetspyApp(gateway, interval=interval, window=60)
             failed = FailedPolls(app)
             async with app.run_test(headless=True, size=(160, 45)) as pilot:
                 deadline = time.monotonic() + 60
@@ -280,6 +280,13 @@ def run(ctx: Context) -> list[Metric]:
         Metric(NAME, "  dashboard polls during ingest (interval 1 s)", r["dashboard_polls"], "polls",
                note=f"{r['dashboard_poll_failures']} failed; {r['dashboard_rows']} rows shown"),
     ]  # fmt: skip
+    if not ctx.quick:
+        ctx.log("fleet: DIAGNOSIS the same ingest (30,000 events per agent) with the dashboard not polling")
+        (ctx.tmp / "idle").mkdir()
+        q = asyncio.run(ingest(ctx.tmp / "idle", 30_000, ctx.log, interval=3600.0))
+        ms.append(Metric(NAME, "  DIAGNOSIS: the same, dashboard open but not polling (interval 1 h)", q["eps"],
+                         "events/s", note=f"{q['events'] / (q['aggregator_cpu_pct'] / 100 * q['seconds']):,.0f} "
+                         f"events per aggregator CPU-second; {q['dashboard_polls']} polls"))  # fmt: skip
     rate = 2_000.0
     rounds, settle, measure = (1, 0.5, 1.0) if ctx.quick else (3, 4.0, 15.0)
     ctx.log(f"fleet: agent CPU at {rate:,.0f} events/s (serve --replay), with and without --forward, {rounds} rounds")
