@@ -5,10 +5,11 @@ process (real HTTP on 127.0.0.1, an ingest token, its per-node file stores in a 
 Three agent-shaped senders, each its own process and node (``bench-node-0..2``), post what
 ``serve --forward`` posts: contract ``{"events": [...]}`` bodies of 1,000 events (the forwarder's
 batch) made by :func:`netspy_tui.serve.app.event_json` from synthetic collector events
-(:mod:`bench.synth`), one request at a time, as fast as the answers come (a 429 is waited out as the
-forwarder would). Bodies are encoded before the clock starts (an agent's encoding is its own CPU, not
-the aggregator's). Meanwhile the dashboard is open on the aggregator: a headless ``NetspyApp`` over
-``HttpSource`` polling it every second, as ``netspy-tui --server URL`` does.
+(:mod:`bench.synth`, times in the 50 s before they are made), one request at a time, as fast as the
+answers come (a 429 is waited out as the forwarder would). Each sender encodes its bodies before the
+clock starts (an agent's encoding is its own CPU, not the aggregator's). Meanwhile the dashboard is open
+on the aggregator: a headless ``NetspyApp`` over ``HttpSource`` polling it every second, as
+``netspy-tui --server URL`` does.
 
 Figures: events/s = events the aggregator accepted / wall time from the first post to the last
 answer; the aggregator's CPU over that time; dashboard polls made and failed. Exactness: the
@@ -60,9 +61,10 @@ def make_bodies(node: str, events: int, seed: int) -> list[bytes]:
     return bodies
 
 
-def sender(url: str, path: Path) -> dict[str, Any]:
-    """One agent: post every body of ``path`` (JSON lines) in order, one at a time."""
-    bodies = path.read_bytes().splitlines()
+def sender(url: str, node: str, events: int, seed: int) -> dict[str, Any]:
+    """One agent: make its bodies (events of the last 50 s, so the dashboard's window shows them), then,
+    on the go signal, post them in order, one at a time."""
+    bodies = make_bodies(node, events, seed)
     accepted = duplicates = rejected = throttled = 0
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     with httpx.Client(timeout=60) as client:
@@ -124,11 +126,6 @@ async def ingest(tmp: Path, per_agent: int, log: Any, interval: float = 1.0) -> 
     from netspy_tui.tui.app import NetspyApp
 
     nodes = [f"bench-node-{i}" for i in range(AGENTS)]
-    files = []
-    for i, node in enumerate(nodes):
-        path = tmp / f"fleet-{node}.jsonl"
-        path.write_bytes(b"\n".join(make_bodies(node, per_agent, seed=40 + i)))
-        files.append(path)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     agg = _spawn(
@@ -150,9 +147,10 @@ async def ingest(tmp: Path, per_agent: int, log: Any, interval: float = 1.0) -> 
                     if time.monotonic() > deadline:
                         raise TimeoutError("the dashboard's first poll of the aggregator did not come")
                     await pilot.pause(0.05)
-                for path in files:
+                for i, node in enumerate(nodes):
                     senders.append(_spawn(
-                        [PY, "-m", "bench.fleet", "--sender", f"{url}/api/events/ingest", str(path)],
+                        [PY, "-m", "bench.fleet", "--sender", f"{url}/api/events/ingest", node, str(per_agent),
+                         str(40 + i)],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                     ))  # fmt: skip
                 for s in senders:
@@ -305,7 +303,8 @@ def run(ctx: Context) -> list[Metric]:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("--sender", nargs=2, metavar=("URL", "BODIES"), required=True)
+    p.add_argument("--sender", nargs=4, metavar=("URL", "NODE", "EVENTS", "SEED"), required=True)
     a = p.parse_args()
-    print(json.dumps(sender(a.sender[0], Path(a.sender[1]))))
+    url, node, events, seed = a.sender
+    print(json.dumps(sender(url, node, int(events), int(seed))))
     sys.exit(0)
