@@ -9,7 +9,8 @@ batch) made by :func:`netspy_tui.serve.app.event_json` from synthetic collector 
 answers come (a 429 is waited out as the forwarder would). Each sender encodes its bodies before the
 clock starts (an agent's encoding is its own CPU, not the aggregator's). Meanwhile the dashboard is open
 on the aggregator: a headless ``NetspyApp`` over ``HttpSource`` polling it every second, as
-``netspy-tui --server URL`` does.
+``netspy-tui --server URL`` does, with the 1 h window (making 100,000 events can take a loaded machine
+longer than a minute: they would be out of the 60 s window before they are sent).
 
 Figures: events/s = events the aggregator accepted / wall time from the first post to the last
 answer; the aggregator's CPU over that time; dashboard polls made and failed. Exactness: the
@@ -62,8 +63,8 @@ def make_bodies(node: str, events: int, seed: int) -> list[bytes]:
 
 
 def sender(url: str, node: str, events: int, seed: int) -> dict[str, Any]:
-    """One agent: make its bodies (events of the last 50 s, so the dashboard's window shows them), then,
-    on the go signal, post them in order, one at a time."""
+    """One agent: make its bodies (events of the 50 s before), then, on the go signal, post them in order,
+    one at a time."""
     bodies = make_bodies(node, events, seed)
     accepted = duplicates = rejected = throttled = 0
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -139,7 +140,7 @@ async def ingest(tmp: Path, per_agent: int, log: Any, interval: float = 1.0) -> 
         agg_proc = psutil.Process(agg.pid)
         source = HttpSource(url, read_timeout=30, retries=0)
         async with open_gateway(source) as gateway:
-            app = NetspyApp(gateway, interval=interval, window=60)
+            app = NetspyApp(gateway, interval=interval, window=3600)
             failed = FailedPolls(app)
             async with app.run_test(headless=True, size=(160, 45)) as pilot:
                 deadline = time.monotonic() + 60
