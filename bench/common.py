@@ -225,3 +225,19 @@ class Context:
     log: Callable[[str], None]
     shared: dict[str, Any] = field(default_factory=dict)
     """Things one area made that another may reuse (e.g. the 1M-event store file)."""
+
+
+class FailedPolls:
+    """Counts a headless dashboard's polls that failed: ``FailedPolls(app).n`` (wraps ``app.poller.poll``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.n = 0
+        self._poll = app.poller.poll
+        app.poller.poll = self
+
+    async def __call__(self) -> Any:
+        try:
+            return await self._poll()
+        except Exception:
+            self.n += 1
+            raise

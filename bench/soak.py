@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from bench import synth  # noqa: E402
-from bench.common import REPO, Metric, machine_info, table, write_json  # noqa: E402
+from bench.common import REPO, FailedPolls, Metric, machine_info, table, write_json  # noqa: E402
 from netspy_tui.collector.base import Batch, Collector, Sink  # noqa: E402
 from netspy_tui.errors import CollectorError  # noqa: E402
 from netspy_tui.models import Scope, ns_to_time, time_to_ns, utcnow  # noqa: E402
@@ -293,7 +293,6 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
     proc = psutil.Process()
     proc.cpu_percent()
     samples: list[Sample] = []
-    failures = 0
     started = time.monotonic()
     await source.start()
     server = BackgroundServer(create_app(source), host="127.0.0.1", port=0).start()
@@ -305,17 +304,7 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
     try:
         async with open_gateway(client) as gateway:
             app = NetspyApp(gateway, interval=interval, window=60)
-            poll = app.poller.poll
-
-            async def counted_poll() -> Any:
-                nonlocal failures
-                try:
-                    return await poll()
-                except Exception:
-                    failures += 1
-                    raise
-
-            app.poller.poll = counted_poll  # type: ignore[method-assign]
+            failed = FailedPolls(app)
             async with app.run_test(headless=True, size=(160, 45)):
                 app_started = time.monotonic()
                 next_sample = 0.0
@@ -336,7 +325,7 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
                             store.pruned,
                             _queued(store),
                             app.polls,
-                            failures,
+                            failed.n,
                             proc.cpu_percent(),
                         )
                         samples.append(s)
@@ -390,7 +379,7 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
         pruned,
         _queued(store),
         polls,
-        failures,
+        failed.n,
         proc.cpu_percent(),
     )
     samples.append(final)
@@ -447,7 +436,7 @@ async def soak(args: argparse.Namespace, workdir: Path, log: Any) -> dict[str, A
         "dashboard_polls": polls,
         "dashboard_polls_expected": round(expected_polls, 1),
         "dashboard_polls_per_interval": round(polls / expected_polls, 3) if expected_polls else None,
-        "dashboard_poll_failures": failures,
+        "dashboard_poll_failures": failed.n,
         "dashboard_rows_at_end": rendered_rows,
         "samples": [asdict(s) for s in samples],
     }

@@ -539,6 +539,8 @@ class ProcessStat(BaseModel):
     last_seen: datetime
     workloads: list[str] = Field(default_factory=list)
     """The workloads its pids run in, in pid order, each once (see ``ConnectionEvent.workload``)."""
+    nodes: list[str] = Field(default_factory=list)
+    """The nodes it ran on, sorted (an aggregator's ``k8s_node_name``s); empty for one host."""
 
 
 class WindowStats(BaseModel):

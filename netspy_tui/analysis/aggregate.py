@@ -146,6 +146,7 @@ def aggregate(
             failures=sum(1 for e in evs if is_failure(e)),
             first_seen=min(e.time for e in evs),
             last_seen=max(e.time for e in evs),
+            nodes=sorted({e.k8s_node_name for e in evs if e.k8s_node_name}),
         )
         for cmd, evs in per_proc.items()
     ]

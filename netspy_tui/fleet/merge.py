@@ -57,6 +57,7 @@ def merge_processes(parts: Sequence[Sequence[ProcessStat]]) -> list[ProcessStat]
             first_seen=min(p.first_seen for p in same),
             last_seen=max(p.last_seen for p in same),
             workloads=list(dict.fromkeys(w for p in same for w in p.workloads)),
+            nodes=sorted({n for p in same for n in p.nodes}),
         ))  # fmt: skip
     merged.sort(key=lambda p: (-p.attempts, p.command))
     return merged

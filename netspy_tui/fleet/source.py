@@ -118,7 +118,11 @@ class FleetSource:
     async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:
         parts = await self.stats_by_node(scope, max(top_n, NODE_TOP_N), buckets)
         template = aggregate([], scope, utcnow(), top_n, buckets)
-        return merge_stats(list(parts.values()), template, top_n)
+        tagged = [  # each process with the node it ran on (merged: the nodes a command ran on)
+            part.model_copy(update={"processes": [p.model_copy(update={"nodes": [node]}) for p in part.processes]})
+            for node, part in parts.items()
+        ]
+        return merge_stats(tagged, template, top_n)
 
     def counted_since_open(self) -> dict[tuple[str, str, str], int]:
         """The fleet's exact counts since the nodes' stores opened, by (kind, command, outcome) (/metrics)."""

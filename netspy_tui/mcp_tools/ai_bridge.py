@@ -121,9 +121,13 @@ async def explanation_context(gateway: Gateway, scope: Scope) -> dict[str, Any]:
         drops = await gateway.drop_patterns(pid=pid, process_name=command, duration=window)
     except NetspyError:
         drops = None  # a seed-generation server has no packet-drop endpoints
-    return build_context(
+    context = build_context(
         pid=pid, command=command, summary=summary, patterns=patterns, recent=recent, packet_drops=drops
     )
+    nodes = sorted({e.k8s_node_name for e in recent.events if e.k8s_node_name})
+    if nodes:  # an aggregator's events: which hosts the process ran on
+        context["nodes"] = nodes
+    return context
 
 
 async def stream_process_explanation(

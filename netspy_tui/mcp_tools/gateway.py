@@ -45,6 +45,11 @@ if TYPE_CHECKING:  # the SDK (~0.6 s to import) loads when a session opens: a da
 M = TypeVar("M", bound=BaseModel)
 
 
+def _narrowing(node: str | None, workload: str | None) -> dict[str, str]:
+    """The ``node`` and ``workload`` arguments when set (absent otherwise, as before the tools took them)."""
+    return {k: v for k, v in (("node", node), ("workload", workload)) if v is not None}
+
+
 class ToolFailed(NetspyError):
     """A tool answered with ``isError``; the message is the tool's own sentence."""
 
@@ -127,12 +132,15 @@ class Gateway:
         since: str | None = None,
         until: str | None = None,
         after: int | None = None,
+        *,
+        node: str | None = None,
+        workload: str | None = None,
     ) -> ConnectionList:
         return await self._typed(
             "list_connections",
             ConnectionList,
             {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since, "until": until,
-             "after": after},
+             "after": after, **_narrowing(node, workload)},
         )  # fmt: skip
 
     async def patterns(
@@ -208,6 +216,8 @@ class Gateway:
         addresses: list[str] | None = None,
         after: int | None = None,
         drops_after: int | None = None,
+        node: str | None = None,
+        workload: str | None = None,
     ) -> DashboardSnapshot:
         """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it."""
         return await self._typed(
@@ -215,7 +225,8 @@ class Gateway:
             DashboardSnapshot,
             {"pid": pid, "process_name": process_name, "duration": duration, "max_events": max_events,
              "since": since, "drops_since": drops_since, "parts": None if parts is None else list(parts),
-             "limit": limit, "addresses": addresses or None, "after": after, "drops_after": drops_after},
+             "limit": limit, "addresses": addresses or None, "after": after, "drops_after": drops_after,
+             **_narrowing(node, workload)},
         )  # fmt: skip
 
     @asynccontextmanager

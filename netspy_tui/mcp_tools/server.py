@@ -826,19 +826,24 @@ def create_server(
         addresses: NameAddresses = None,
         after: After = None,
         drops_after: DropsAfter = None,
+        node: Node = None,
+        workload: Workload = None,
     ) -> Annotated[CallToolResult, DashboardSnapshot]:
         """One refresh of a live view in one call: the server status, the connections and drops newer than
         their cursors, the connection and drop patterns and the process ranking over `duration`, and names
         for `addresses` — each part what its own tool returns for the same arguments (the event lists'
         `text` is one line, not a line per event)."""
         wanted = set(SNAPSHOT_PARTS if parts is None else parts)
+        n, w = node, workload
         calls: dict[str, Callable[[], Awaitable[CallToolResult]]] = {
             "status": lambda: server_status(ctx),
-            "connections": lambda: list_connections(ctx, pid, process_name, max_events, since, after=after),
-            "drops": lambda: list_packet_drops(ctx, pid, process_name, max_events, drops_since, after=drops_after),
-            "patterns": lambda: analyze_patterns(ctx, pid, process_name, duration),
-            "drop_patterns": lambda: analyze_packet_drops(ctx, pid, process_name, duration),
-            "processes": lambda: list_processes(ctx, duration, "connection", limit),
+            "connections": lambda: list_connections(ctx, pid, process_name, max_events, since, None, n, w, after),
+            "drops": lambda: list_packet_drops(
+                ctx, pid, process_name, max_events, drops_since, None, n, w, drops_after
+            ),
+            "patterns": lambda: analyze_patterns(ctx, pid, process_name, duration, n, w),
+            "drop_patterns": lambda: analyze_packet_drops(ctx, pid, process_name, duration, n, w),
+            "processes": lambda: list_processes(ctx, duration, "connection", limit, "process", n, w),
             "names": lambda: lookup_names(ctx, addresses or []),
         }
         got: dict[str, Any] = {}

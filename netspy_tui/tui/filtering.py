@@ -9,8 +9,8 @@ from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat, Sco
 
 
 class EventFilter:
-    """Client-side narrowing by process name, pid, destination or workload (case-insensitive substring; pid
-    prefix)."""
+    """Client-side narrowing by process name, pid, destination, workload or node (case-insensitive substring;
+    pid prefix)."""
 
     def __init__(self, text: str, focus: Scope | None) -> None:
         self.text = text.strip()
@@ -38,7 +38,7 @@ class EventFilter:
         if n.isdigit() and str(e.pid).startswith(n):
             return True
         dest = destination_text(e) if isinstance(e, ConnectionEvent) else (e.destination or e.drop_reason)
-        names = (e.hostname, e.workload) if isinstance(e, ConnectionEvent) else ()
+        names = (e.hostname, e.workload, e.k8s_node_name) if isinstance(e, ConnectionEvent) else (e.k8s_node_name,)
         return n in e.command.casefold() or n in dest.casefold() or any(x and n in x.casefold() for x in names)
 
     def process(self, p: ProcessStat) -> bool:
@@ -48,7 +48,7 @@ class EventFilter:
         return (
             n in p.command.casefold()
             or (n.isdigit() and any(str(pid).startswith(n) for pid in p.pids))
-            or any(n in w.casefold() for w in p.workloads)
+            or any(n in w.casefold() for w in (*p.workloads, *p.nodes))
         )
 
     def row(self, command: str, pids: Sequence[int], texts: Iterable[str]) -> bool:
@@ -64,11 +64,13 @@ class EventFilter:
         return n in command.casefold() or any(n in t.casefold() for t in texts)
 
 
-def subject_for_filter(text: str, processes: Iterable[ProcessStat]) -> Scope | None:
-    """A filter that is exactly a known pid or process name narrows the tool calls too."""
+def subject_for_filter(text: str, processes: Iterable[ProcessStat], nodes: Iterable[str] = ()) -> Scope | None:
+    """A filter that is exactly a known pid, process name or node (an aggregator's) narrows the tool calls too."""
     text = text.strip()
     if not text:
         return None
+    if text in set(nodes):
+        return Scope(node=text)
     procs = list(processes)
     if text.isdigit() and any(int(text) in p.pids for p in procs):
         return Scope(pid=int(text))

@@ -64,7 +64,7 @@ ACTIONS: tuple[KeyAction, ...] = (
         "slash",
         "filter",
         "Filter",
-        "Filter by process name, pid, destination or workload; narrows as you type.",
+        "Filter by process name, pid, destination, workload or node; narrows as you type.",
         "view",
         key_display="/",
         rank=1,
@@ -139,7 +139,8 @@ ACTIONS: tuple[KeyAction, ...] = (
         "g",
         "toggle_group",
         "Group",
-        "Group the process table by workload (container, pod, systemd unit, host) or not.",
+        "Group the process table by workload (container, pod, systemd unit, host), then by node (an aggregator's), "
+        "or not.",
         "process",
         show=False,
     ),

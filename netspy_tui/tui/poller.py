@@ -367,6 +367,8 @@ class Poller:
             parts=parts,
             limit=PROCESS_LIMIT,
             addresses=addresses,
+            node=subject.node,
+            workload=subject.workload,
         )
 
     def _keep_summaries(self, subject: Scope, snap: DashboardSnapshot, cost: float) -> None:
@@ -408,7 +410,8 @@ class Poller:
                     left = max(0, page.total_count - page.returned - max(0, known_unreturned))
                 break
             until = format_time(page.events[-1].time)
-            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until, after)
+            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until, after,
+                                                  node=subject.node, workload=subject.workload)  # fmt: skip
         newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)
         return self._conns.add(newest_first), left
 

@@ -82,6 +82,14 @@ async def _test_node_filters_on_an_aggregator(fleet_client: Client) -> None:
         assert drops["count"] == 1
     patterns = await call(fleet_client, "analyze_patterns", node="node-a", process_name="curl")
     assert patterns["stats"]["total"] == 7 and patterns["stats"]["outcomes"]
+    snap = await call(fleet_client, "dashboard_snapshot", node="node-a")  # every part of one node
+    assert {e["k8s_node_name"] for e in snap["connections"]["events"]} == {"node-a"}
+    assert len(snap["connections"]["events"]) == 10 and len(snap["drops"]["events"]) == 1
+    assert snap["patterns"]["stats"]["total"] == 10 and snap["drop_patterns"]["stats"]["total"] == 1
+    assert {p["command"]: p["attempts"] for p in snap["processes"]["processes"]} == {"curl": 7, "nginx": 3}
+    assert all(p["nodes"] == ["node-a"] for p in snap["processes"]["processes"])
+    merged = await call(fleet_client, "list_processes")  # across nodes: a process names every node it ran on
+    assert {p["command"]: p["nodes"] for p in merged["processes"]}["curl"] == ["node-a", "node-b"]
 
 
 async def test_workload_filters_on_an_aggregator() -> None:

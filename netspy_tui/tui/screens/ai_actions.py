@@ -40,6 +40,9 @@ class AIActions(PaneLayout, InputKeys):
     def selected_process(self) -> tuple[str | None, int | None]:
         raise NotImplementedError
 
+    def selected_nodes(self) -> list[str]:
+        raise NotImplementedError
+
     def _request(
         self, key: tuple[object, ...], title: str, failure_title: str, produce: Callable[[], AsyncIterator[AnswerItem]]
     ) -> None:
@@ -78,6 +81,9 @@ class AIActions(PaneLayout, InputKeys):
         name, pid = self.selected_process()
         if name is not None or pid is not None:
             context["selected_process"] = {k: v for k, v in (("process_name", name), ("pid", pid)) if v is not None}
+            nodes = self.selected_nodes()
+            if nodes:  # an aggregator's row: the host(s) it is about
+                context["selected_process"]["nodes"] = nodes
         await self.ask(question, context)
 
     async def ask(self, question: str, context: dict[str, Any] | None) -> None:

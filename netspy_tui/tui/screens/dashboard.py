@@ -116,7 +116,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 yield AIPane(label=self.ai.label, id="ai-pane")
         yield ResultPanel(id="result")
         yield Input(
-            placeholder="filter: process name, pid, destination or workload (enter keeps it, esc clears)",
+            placeholder="filter: process name, pid, destination, workload or node (enter keeps it, esc clears)",
             id="filter-bar",
         )
         yield Input(
@@ -309,6 +309,18 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             return row.command, row.pids[0] if len(row.pids) == 1 else None
         event = (table if isinstance(table, EventTable) else self.connections).selected_event()
         return (None, None) if event is None else ((event.command or None), event.pid or None)
+
+    def selected_nodes(self) -> list[str]:
+        """The node(s) of the row :meth:`selected_process` reads (an aggregator's; empty for one host)."""
+        table = self.focused if isinstance(self.focused, DataTable) else self._last_table
+        if isinstance(table, ProcessTable):
+            name = table.selected_process()
+            stat = table.stats.get(name) if name is not None else None
+            return list(stat.nodes) if stat is not None else []
+        if isinstance(table, TrafficTable):
+            return []
+        event = (table if isinstance(table, EventTable) else self.connections).selected_event()
+        return [event.k8s_node_name] if event is not None and event.k8s_node_name else []
 
     # --- palette -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from netspy_tui.tui.filtering import subject_for_filter
 from netspy_tui.tui.screens.panes import InputKeys
 from netspy_tui.tui.snapshot import ALL, Snapshot
 from netspy_tui.tui.widgets.connections import ConnectionTable
-from netspy_tui.tui.widgets.processes import NO_WORKLOAD, ProcessTable
+from netspy_tui.tui.widgets.processes import NO_NODE, NO_WORKLOAD, ProcessTable
 from netspy_tui.tui.widgets.traffic import MODES, TrafficTable
 
 if TYPE_CHECKING:
@@ -88,19 +88,24 @@ class ViewState(InputKeys):
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
         procs = self.latest.processes.processes if self.latest and self.latest.processes else []
-        self.filter_subject = subject_for_filter(text, procs)
+        status = self.latest.status if self.latest else None
+        nodes = (status.source.nodes or {}) if status is not None else {}
+        self.filter_subject = subject_for_filter(text, procs, nodes)
         self.reconfigure()
 
     def action_focus_selected(self) -> None:
         procs = self.query_one("#processes", ProcessTable)
-        workload = procs.selected_workload() if procs.has_focus else None
-        if workload is not None:  # a workload's heading (grouped): its rows, through the filter
-            if workload == NO_WORKLOAD:
-                self.notify("These processes have no known workload.", severity="warning")
+        group = procs.selected_group() if procs.has_focus else None
+        if group is not None:  # a workload's or node's heading (grouped): its rows, through the filter
+            if group in (NO_WORKLOAD, NO_NODE):
+                self.notify(f"These processes have no known {procs.group_by}.", severity="warning")
+                return
+            if procs.group_by == "node" and ", " in group:
+                self.notify("These processes ran on several nodes: filter by one of them (/).", severity="warning")
                 return
             bar = self.query_one("#filter-bar", Input)
             bar.display = True
-            bar.value = workload  # (Input.Changed sets the filter)
+            bar.value = group  # (Input.Changed sets the filter)
             return
         name, pid = self.selected_process()
         if name is None and pid is None:
@@ -134,8 +139,8 @@ class ViewState(InputKeys):
         self.reconfigure()
 
     def action_toggle_group(self) -> None:
-        grouped = self.query_one("#processes", ProcessTable).toggle_grouped()
-        self.notify("Processes grouped by workload" if grouped else "Processes ungrouped", timeout=2)
+        group_by = self.query_one("#processes", ProcessTable).cycle_grouping()
+        self.notify(f"Processes grouped by {group_by}" if group_by else "Processes ungrouped", timeout=2)
 
     def action_cycle_sort(self) -> None:
         self.query_one("#processes", ProcessTable).cycle_sort()

@@ -1,7 +1,9 @@
 """Per-process summary table: keyed by process name, diffed with ``update_cell``, sortable by any column.
 
-Grouped by workload (``g``), each workload gets a heading row (its processes' totals) above its processes,
-which keep the chosen sort inside the group; the table is then rebuilt on change (at most 200 processes).
+Grouped by workload or, against an aggregator, by node (``g`` cycles), each group gets a heading row (its
+processes' totals) above its processes, which keep the chosen sort inside the group; the table is then rebuilt
+on change (at most 200 processes). A process seen on several nodes is one row (its figures summed over them), in
+the group of those nodes together.
 Rates (Rx/s, Tx/s) come from the Traffic view's poll and read ``–`` while it is not shown.
 """
 
@@ -45,19 +47,32 @@ COLUMNS: tuple[ProcessColumn, ...] = (
     ProcessColumn("failures", "Failed", 8, 8, numeric=True),
     ProcessColumn("last", "Last seen", 11, 11, numeric=True),
     ProcessColumn("workload", "Workload", 10, 32),
+    ProcessColumn("nodes", "Node", 10, 32),
     ProcessColumn("rx_rate", "Rx/s", 9, 9, numeric=True),
     ProcessColumn("tx_rate", "Tx/s", 9, 9, numeric=True),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 #: Shown only once a process carries a workload (this host's own collector); other sources have none.
 WORKLOAD = "workload"
-#: Row keys of workload headings start with NUL, which no process name (a kernel comm) contains.
+#: Shown only once a process carries a node (an aggregator's processes).
+NODES = "nodes"
+#: Row keys of group headings start with NUL, which no process name (a kernel comm) contains.
 GROUP_PREFIX = "\0group:"
 NO_WORKLOAD = "(no workload known)"
+NO_NODE = "(no node known)"
+#: What the process table can be grouped by (``g`` cycles through those the data has, then ungrouped).
+GROUPINGS = ("workload", "node")
 
 
 def workload_label(stat: ProcessStat) -> str:
     return ", ".join(stat.workloads) if stat.workloads else NO_WORKLOAD
+
+
+def node_label(stat: ProcessStat) -> str:
+    return ", ".join(stat.nodes) if stat.nodes else NO_NODE
+
+
+GROUP_LABEL = {"workload": workload_label, "node": node_label}
 
 
 def _rate(rates: dict[str, TrafficProcess] | None, command: str, attr: str) -> tuple[str, float]:
@@ -87,16 +102,16 @@ class ProcessTable(KeyedTable):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.stats: dict[str, ProcessStat] = {}
-        self.spec: tuple[ProcessColumn, ...] = tuple(c for c in COLUMNS if c.key != WORKLOAD)
-        """The columns shown now (the Workload column joins when the data has workloads)."""
+        self.spec: tuple[ProcessColumn, ...] = tuple(c for c in COLUMNS if c.key not in (WORKLOAD, NODES))
+        """The columns shown now (the Workload and Node columns join when the data has workloads, nodes)."""
         self.sort_column = "attempts"
         self.sort_reverse = True
         self.focused_process: str | None = None
         self._cells: dict[str, list[Cell]] = {}
         self.pid_width = 13
         self.rates: dict[str, TrafficProcess] | None = None
-        self.grouped = False
-        """Rows grouped by workload under a heading row each (``g``)."""
+        self.group_by: str | None = None
+        """Rows grouped by workload or node under a heading row each (``g``); None: not grouped."""
         self._order: list[str] = []
         """Row keys in table order, when grouped."""
 
@@ -109,8 +124,16 @@ class ProcessTable(KeyedTable):
         return self.keys.index(self.sort_column)
 
     @property
+    def grouped(self) -> bool:
+        return self.group_by is not None
+
+    @property
     def shows_workload(self) -> bool:
         return WORKLOAD in self.keys
+
+    @property
+    def shows_nodes(self) -> bool:
+        return NODES in self.keys
 
     def on_mount(self) -> None:
         for column in self.spec:
@@ -122,7 +145,7 @@ class ProcessTable(KeyedTable):
 
     def _title(self) -> None:
         self.border_title = f"Processes · {window_label(self.window)}"
-        group = " · by workload (g)" if self.grouped else ""
+        group = f" · by {self.group_by} (g)" if self.group_by else ""
         self.border_subtitle = (
             f"sort {self.spec[self.sort_index].label} {'▼' if self.sort_reverse else '▲'} (s / S){group}"
         )
@@ -153,6 +176,7 @@ class ProcessTable(KeyedTable):
         rx, rx_value = _rate(self.rates, stat.command, "rx_rate")
         tx, tx_value = _rate(self.rates, stat.command, "tx_rate")
         workload = ", ".join(stat.workloads)
+        nodes = ", ".join(stat.nodes)
         return self._shown(
             [
                 cell(
@@ -167,13 +191,14 @@ class ProcessTable(KeyedTable):
                 cell(stat.failures, 6, justify="right", style=failing if stat.failures else "", sort_key=stat.failures),
                 cell(stat.last_seen.strftime("%H:%M:%S"), 9, sort_key=stat.last_seen),
                 cell(workload, 40, sort_key=workload.casefold()),
+                cell(nodes, 40, sort_key=nodes.casefold()),
                 cell(rx, 10, justify="right", sort_key=rx_value),
                 cell(tx, 10, justify="right", sort_key=tx_value),
             ]
         )
 
     def group_cells(self, label: str, members: Sequence[ProcessStat]) -> list[Cell]:
-        """A workload's heading row: its processes' totals (destinations are not additive: the largest)."""
+        """A group's heading row: its processes' totals (destinations are not additive: the largest)."""
         heading = self.get_component_rich_style("processes--group", partial=True)
         attempts = sum(s.attempts for s in members)
         failures = sum(s.failures for s in members)
@@ -198,7 +223,8 @@ class ProcessTable(KeyedTable):
                 ),
                 cell(failures, 6, justify="right", style=heading, sort_key=failures),
                 cell(last.strftime("%H:%M:%S"), 9, style=heading, sort_key=last),
-                cell(label, 40, style=heading, sort_key=label.casefold()),
+                cell(label if self.group_by == "workload" else "", 40, style=heading, sort_key=label.casefold()),
+                cell(label if self.group_by == "node" else "", 40, style=heading, sort_key=label.casefold()),
                 cell(human_bytes(rx) if known else "–", 10, justify="right", style=heading, sort_key=rx),
                 cell(human_bytes(tx) if known else "–", 10, justify="right", style=heading, sort_key=tx),
             ]
@@ -210,8 +236,8 @@ class ProcessTable(KeyedTable):
         key = self._cursor_key()
         return None if key is None or key.startswith(GROUP_PREFIX) else key
 
-    def selected_workload(self) -> str | None:
-        """The workload of the heading row under the cursor (grouped), else None."""
+    def selected_group(self) -> str | None:
+        """The workload or node(s) of the heading row under the cursor (grouped), else None."""
         key = self._cursor_key()
         return key.removeprefix(GROUP_PREFIX) if key is not None and key.startswith(GROUP_PREFIX) else None
 
@@ -225,8 +251,10 @@ class ProcessTable(KeyedTable):
         ``rates``: the Traffic view's processes by name (None: not read this poll)."""
         self.focused_process = focused
         self.rates = rates
-        if not self.shows_workload and any(stat.workloads for stat in stats):
-            self._add_workload_column()
+        workload = self.shows_workload or any(stat.workloads for stat in stats)
+        nodes = self.shows_nodes or any(stat.nodes for stat in stats)
+        if (workload, nodes) != (self.shows_workload, self.shows_nodes):
+            self._set_columns(workload=workload, nodes=nodes)
         if self.grouped:
             self._sync_grouped(stats)
             return
@@ -268,11 +296,12 @@ class ProcessTable(KeyedTable):
             self.move_cursor(row=self.get_row_index(selected), animate=False)
 
     def _sync_grouped(self, stats: Sequence[ProcessStat], *, force: bool = False) -> None:
-        """Rebuild as heading + processes per workload when anything shown changed (or ``force``)."""
+        """Rebuild as heading + processes per group when anything shown changed (or ``force``)."""
         index = self.sort_index
+        label_of = GROUP_LABEL[self.group_by or GROUPINGS[0]]
         groups: dict[str, list[ProcessStat]] = {}
         for stat in stats:
-            groups.setdefault(workload_label(stat), []).append(stat)
+            groups.setdefault(label_of(stat), []).append(stat)
         cells = {stat.command: self.cells(stat) for stat in stats}
         rows: list[tuple[str, list[Cell]]] = []
         headed = []
@@ -300,23 +329,26 @@ class ProcessTable(KeyedTable):
             if selected in order:
                 self.move_cursor(row=order.index(selected), animate=False)
 
-    def _add_workload_column(self) -> None:
-        """Rebuild with every column (the rows come back with the sync that follows)."""
-        self.spec = COLUMNS
+    def _set_columns(self, *, workload: bool, nodes: bool) -> None:
+        """Rebuild with the Workload and Node columns the data has (the rows come back with the sync that
+        follows). Once shown, a column stays."""
+        self.spec = tuple(c for c in COLUMNS if (c.key != WORKLOAD or workload) and (c.key != NODES or nodes))
         self.clear(columns=True)
         self.stats, self._cells, self._order = {}, {}, []
         self.on_mount()
         self.on_resize()
 
-    def toggle_grouped(self) -> bool:
-        """Group by workload, or stop; returns whether grouped now."""
-        self.grouped = not self.grouped
+    def cycle_grouping(self) -> str | None:
+        """Group by workload, then by node (when the processes carry nodes), then stop; returns the grouping."""
+        offered = [g for g in GROUPINGS if g == "workload" or self.shows_nodes]
+        at = offered.index(self.group_by) + 1 if self.group_by in offered else 0
+        self.group_by = offered[at] if at < len(offered) else None
         stats = list(self.stats.values())
         self.clear()
         self.stats, self._cells, self._order = {}, {}, []
         self._title()
         self.sync(stats, self.focused_process, self.rates)
-        return self.grouped
+        return self.group_by
 
     def cycle_sort(self) -> str:
         """Sort by the next column (numbers largest first, names A-Z); returns the column label."""

@@ -17,6 +17,9 @@ from netspy_tui.textsafe import clean
 from netspy_tui.tui.snapshot import Snapshot
 from netspy_tui.tui.widgets.cells import window_label
 
+#: nodes named on the header's per-node line (an aggregator's); the rest are counted
+MAX_NODES_SHOWN = 8
+
 
 @dataclass
 class Failure:
@@ -188,6 +191,11 @@ class StatusBar(Static):
                 )
             elif src.events_lost:
                 notes.append(Text(f"lost {src.events_lost} events", style=self._style("warn")))
+            if src.nodes:  # an aggregator: each node's events, exact (its own store's count)
+                nodes = sorted(src.nodes.items())
+                shown = " · ".join(f"{clean(n, 24)} {c:,}" for n, c in nodes[:MAX_NODES_SHOWN])
+                more = f" · +{len(nodes) - MAX_NODES_SHOWN} more" if len(nodes) > MAX_NODES_SHOWN else ""
+                notes.append(Text.assemble(("nodes ", self._style("key")), shown + more))
         if snap is not None and snap.burst_skipped:
             notes.append(Text(f"burst: {snap.burst_skipped} events not fetched in one poll", style=self._style("warn")))
         if self.source_note:

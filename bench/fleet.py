@@ -1,0 +1,320 @@
+"""Fleet: one aggregator (``serve --aggregate``) ingesting from 3 agents with the dashboard open on it.
+
+The aggregator runs as the product runs it: ``python -m netspy_tui serve --aggregate`` in its own
+process (real HTTP on 127.0.0.1, an ingest token, its per-node file stores in a scratch directory).
+Three agent-shaped senders, each its own process and node (``bench-node-0..2``), post what
+``serve --forward`` posts: contract ``{"events": [...]}`` bodies of 1,000 events (the forwarder's
+batch) made by :func:`netspy_tui.serve.app.event_json` from synthetic collector events
+(:mod:`bench.synth`, times in the 50 s before they are made), one request at a time, as fast as the
+answers come (a 429 is waited out as the forwarder would). Each sender encodes its bodies before the
+clock starts (an agent's encoding is its own CPU, not the aggregator's). Meanwhile the dashboard is open
+on the aggregator: a headless ``NetspyApp`` over ``HttpSource`` polling it every second, as
+``netspy-tui --server URL`` does, with the 1 h window (making 100,000 events can take a loaded machine
+longer than a minute: they would be out of the 60 s window before they are sent).
+
+Figures: events/s = events the aggregator accepted / wall time from the first post to the last
+answer; the aggregator's CPU over that time; dashboard polls made and failed. Exactness: the
+aggregator's ``/api/stats`` per-node counts must equal what each sender had accepted.
+
+Forwarding cost: one agent, ``serve --replay REC --replay-speed 1`` (a recording of 2,000 events/s of the
+same synthetic events, played at real-time pace into its store), with ``--forward`` to an aggregator (its
+own process, not counted) and without, in turns; the agent's CPU over the same stretch of the replay.
+The figure is the median ratio of the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench import synth
+from bench.common import PY, REPO, Context, FailedPolls, Metric, child_env, free_port, metric
+
+NAME = "fleet"
+TARGET_EPS = 50_000.0
+TARGET_FORWARD = 1.05  # agent CPU with forwarding / without
+AGENTS = 3
+BATCH = 1000  # serve --forward's batch
+TOKEN = "bench-ingest-token"  # noqa: S105 (a throwaway token for a loopback bench)
+
+
+def make_bodies(node: str, events: int, seed: int) -> list[bytes]:
+    """``events`` synthetic events of ``node`` as forwarder bodies of :data:`BATCH` events."""
+    from netspy_tui.serve.app import event_json
+
+    identity = {"k8s_node_name": node}
+    bodies = []
+    for chunk in synth.event_batches(events, 50, seed=seed, batch=BATCH):
+        items = [event_json(e, identity) for e in chunk]
+        for item in items:
+            item.update(identity)
+        bodies.append(json.dumps({"events": items}, separators=(",", ":")).encode())
+    return bodies
+
+
+def sender(url: str, node: str, events: int, seed: int) -> dict[str, Any]:
+    """One agent: make its bodies (events of the 50 s before), then, on the go signal, post them in order,
+    one at a time."""
+    bodies = make_bodies(node, events, seed)
+    accepted = duplicates = rejected = throttled = 0
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    with httpx.Client(timeout=60) as client:
+        print("ready", flush=True)
+        sys.stdin.readline()  # the go signal: every sender starts together
+        t0, c0 = time.perf_counter(), time.process_time()
+        for body in bodies:
+            while True:
+                r = client.post(url, content=body, headers=headers)
+                if r.status_code == 429:
+                    throttled += 1
+                    time.sleep(float(r.headers.get("retry-after", "1")))
+                    continue
+                r.raise_for_status()
+                answer = r.json()
+                accepted += answer["events_processed"]
+                duplicates += answer["duplicates"]
+                rejected += answer["rejected_count"]
+                break
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "throttled": throttled,
+            "seconds": seconds, "cpu": cpu, "batches": len(bodies)}  # fmt: skip
+
+
+def _spawn(argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
+    """A product or sender process (started from the async measurement: it does not block)."""
+    return subprocess.Popen(argv, env=child_env(), cwd=REPO, **kw)
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """Stop a product process (SIGTERM: it shuts down as a user's would), killed if it does not."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def _wait_health(url: str, proc: subprocess.Popen[bytes], limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the aggregator exited ({proc.returncode}) before it answered")
+            try:
+                if (await client.get(f"{url}/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the aggregator did not answer /health")
+            await asyncio.sleep(0.1)
+
+
+async def ingest(tmp: Path, per_agent: int, log: Any, interval: float = 1.0) -> dict[str, Any]:
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.telemetry.client import HttpSource
+    from netspy_tui.tui.app import NetspyApp
+
+    nodes = [f"bench-node-{i}" for i in range(AGENTS)]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    agg = _spawn(
+        [PY, "-m", "netspy_tui", "serve", "--aggregate", "--port", str(port), "--ingest-token", TOKEN,
+         "--db", str(tmp / "fleet-stores")],
+        stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-aggregator.log").open("wb"),
+    )  # fmt: skip
+    senders: list[subprocess.Popen[str]] = []
+    try:
+        await _wait_health(url, agg)
+        agg_proc = psutil.Process(agg.pid)
+        source = HttpSource(url, read_timeout=30, retries=0)
+        async with open_gateway(source) as gateway:
+            app = NetspyApp(gateway, interval=interval, window=3600)
+            failed = FailedPolls(app)
+            async with app.run_test(headless=True, size=(160, 45)) as pilot:
+                deadline = time.monotonic() + 60
+                while app.polls < 1:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the dashboard's first poll of the aggregator did not come")
+                    await pilot.pause(0.05)
+                for i, node in enumerate(nodes):
+                    senders.append(_spawn(
+                        [PY, "-m", "bench.fleet", "--sender", f"{url}/api/events/ingest", node, str(per_agent),
+                         str(40 + i)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    ))  # fmt: skip
+                for s in senders:
+                    assert s.stdout is not None
+                    if (await asyncio.to_thread(s.stdout.readline)).strip() != "ready":
+                        raise RuntimeError("a sender did not start")
+                polls0 = app.polls
+                me = psutil.Process()
+                cpu0, me0 = sum(agg_proc.cpu_times()[:2]), sum(me.cpu_times()[:2])
+                t0 = time.perf_counter()
+                for s in senders:
+                    assert s.stdin is not None
+                    s.stdin.write("go\n")
+                    s.stdin.flush()
+                peak = 0
+
+                async def watch() -> None:  # what the dashboard shows while it ingests
+                    nonlocal peak
+                    while True:
+                        peak = max(peak, app.dashboard.connections.row_count)
+                        await asyncio.sleep(0.25)
+
+                watcher = asyncio.create_task(watch())
+                results = []
+                for s in senders:
+                    out, _ = await asyncio.to_thread(s.communicate, timeout=900)
+                    if s.returncode != 0:
+                        raise RuntimeError(f"a sender failed ({s.returncode})")
+                    results.append(json.loads(out.strip().splitlines()[-1]))
+                wall = time.perf_counter() - t0
+                cpu = sum(agg_proc.cpu_times()[:2]) - cpu0
+                dashboard_cpu = sum(me.cpu_times()[:2]) - me0
+                polls = app.polls - polls0
+                watcher.cancel()
+            async with httpx.AsyncClient(timeout=30) as client:
+                stats = (await client.get(f"{url}/api/stats")).json()
+        await source.aclose()
+    finally:
+        for s in senders:
+            if s.poll() is None:
+                s.kill()
+                s.wait()
+        _stop(agg)
+    accepted = sum(r["accepted"] for r in results)
+    exact = all(
+        stats["events_by_node"].get(n) == r["accepted"] == per_agent for n, r in zip(nodes, results, strict=True)
+    )
+    return {
+        "events": accepted,
+        "seconds": wall,
+        "eps": accepted / wall,
+        "aggregator_cpu_pct": cpu / wall * 100,
+        "senders_cpu_pct": sum(r["cpu"] for r in results) / wall * 100,
+        "dashboard_cpu_pct": dashboard_cpu / wall * 100,
+        "dashboard_polls": polls,
+        "dashboard_poll_failures": failed.n,
+        "dashboard_rows": peak,
+        "exact": exact,
+        "events_by_node": stats["events_by_node"],
+        "senders": results,
+    }
+
+
+def recording(path: Path, rate: float, seconds: float) -> Path:
+    """A JSON-lines recording (``--replay``) of ``rate`` events/s over ``seconds``, as an agent collects them."""
+    from netspy_tui.serve.app import event_json
+
+    n = int(rate * seconds)
+    lines = [json.dumps(event_json(e)).encode() for chunk in synth.event_batches(n, seconds, seed=9) for e in chunk]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+async def agent_cpu(tmp: Path, rec: Path, forward: str | None, settle: float, measure: float) -> dict[str, Any]:
+    """CPU of one agent (``serve --replay REC`` at real-time pace, with ``--forward`` or not) over ``measure``
+    seconds, from ``settle`` seconds after it answered (the replay is still running then)."""
+    port = free_port()
+    argv = [PY, "-m", "netspy_tui", "serve", "--port", str(port), "--replay", str(rec), "--replay-speed", "1"]
+    if forward:
+        argv += ["--forward", forward, "--forward-token", TOKEN]
+    agent = _spawn(argv, stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-agent.log").open("ab"))
+    try:
+        await _wait_health(f"http://127.0.0.1:{port}", agent)
+        proc = psutil.Process(agent.pid)
+        await asyncio.sleep(settle)
+        c0, t0 = sum(proc.cpu_times()[:2]), time.perf_counter()
+        await asyncio.sleep(measure)
+        cpu = (sum(proc.cpu_times()[:2]) - c0) / (time.perf_counter() - t0) * 100
+        async with httpx.AsyncClient(timeout=10) as client:
+            health = (await client.get(f"http://127.0.0.1:{port}/health")).json()
+    finally:
+        _stop(agent)
+    return {"cpu_pct": cpu, "forwarding": health.get("forwarding")}
+
+
+async def forward_cost(tmp: Path, rate: float, rounds: int, settle: float, measure: float) -> dict[str, Any]:
+    """Agent CPU with and without forwarding to an aggregator (its own process, not counted), in turns."""
+    rec = recording(tmp / "fleet-agent.jsonl", rate, settle + measure + 10)
+    port = free_port()
+    agg = _spawn([PY, "-m", "netspy_tui", "serve", "--aggregate", "--port", str(port), "--ingest-token", TOKEN],
+                 stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-aggregator-2.log").open("wb"))  # fmt: skip
+    base: list[float] = []
+    fwd: list[float] = []
+    forwarded: list[Any] = []
+    try:
+        await _wait_health(f"http://127.0.0.1:{port}", agg)
+        for _ in range(rounds):
+            base.append((await agent_cpu(tmp, rec, None, settle, measure))["cpu_pct"])
+            r = await agent_cpu(tmp, rec, f"http://127.0.0.1:{port}/api/events/ingest", settle, measure)
+            fwd.append(r["cpu_pct"])
+            forwarded.append(r["forwarding"])
+    finally:
+        _stop(agg)
+    return {"base": base, "forward": fwd, "forwarding": forwarded}
+
+
+def run(ctx: Context) -> list[Metric]:
+    per_agent = 2_000 if ctx.quick else 100_000
+    ctx.log(f"fleet: aggregator + {AGENTS} senders x {per_agent:,} events (batches of {BATCH}) + dashboard")
+    r = asyncio.run(ingest(ctx.tmp, per_agent, ctx.log))
+    throttled = sum(s["throttled"] for s in r["senders"])
+    ms = [
+        Metric(NAME, f"aggregator ingest, {AGENTS} agents, dashboard open (events/s)", r["eps"], "events/s",
+               target=TARGET_EPS, op=">=", note=f"{r['events']:,} events in {r['seconds']:.1f} s; "
+               f"{throttled} batches answered 429"),
+        Metric(NAME, "  events ingested per aggregator CPU-second (what one core sustains)",
+               r["events"] / (r["aggregator_cpu_pct"] / 100 * r["seconds"]), "events/s",
+               note="wall events/s is bounded by the CPU the aggregator gets on a shared machine; this is not"),
+        Metric(NAME, "  aggregator CPU while ingesting", r["aggregator_cpu_pct"], "%",
+               note=f"of one core; the 3 senders used {r['senders_cpu_pct']:.0f} %, the dashboard (and this "
+               f"bench) {r['dashboard_cpu_pct']:.0f} %, on {psutil.cpu_count()} cores"),
+        Metric(NAME, "  per-node counts in /api/stats = events each agent sent", 1.0 if r["exact"] else 0.0, "",
+               target=1.0, op=">=", note=json.dumps(r["events_by_node"])),
+        Metric(NAME, "  dashboard polls during ingest (interval 1 s)", r["dashboard_polls"], "polls",
+               note=f"{r['dashboard_poll_failures']} failed; up to {r['dashboard_rows']} connection rows shown"),
+    ]  # fmt: skip
+    if not ctx.quick:
+        ctx.log("fleet: DIAGNOSIS the same ingest (30,000 events per agent) with the dashboard not polling")
+        (ctx.tmp / "idle").mkdir()
+        q = asyncio.run(ingest(ctx.tmp / "idle", 30_000, ctx.log, interval=3600.0))
+        ms.append(Metric(NAME, "  DIAGNOSIS: the same, dashboard open but not polling (interval 1 h)", q["eps"],
+                         "events/s", note=f"{q['events'] / (q['aggregator_cpu_pct'] / 100 * q['seconds']):,.0f} "
+                         f"events per aggregator CPU-second; {q['dashboard_polls']} polls"))  # fmt: skip
+    rate = 2_000.0
+    rounds, settle, measure = (1, 0.5, 1.0) if ctx.quick else (3, 4.0, 15.0)
+    ctx.log(f"fleet: agent CPU at {rate:,.0f} events/s (serve --replay), with and without --forward, {rounds} rounds")
+    f = asyncio.run(forward_cost(ctx.tmp, rate, rounds, settle, measure))
+    base, fwd = statistics.median(f["base"]), statistics.median(f["forward"])
+    sent = f["forwarding"][-1] or {}
+    ratios = [w / b for b, w in zip(f["base"], f["forward"], strict=True) if b]
+    ms.append(metric(NAME, f"agent CPU with --forward / without ({rate:,.0f} events/s replayed)", ratios, "",
+                     target=TARGET_FORWARD, baseline=base, baseline_label="without: CPU %",
+                     ratio=statistics.median(ratios) if ratios else None,
+                     note=f"with forwarding {fwd:.1f} % of a core, without {base:.1f} %; last round forwarded "
+                     f"{sent.get('forwarded', 0):,} events in {sent.get('batches', 0)} batches"))  # fmt: skip
+    ctx.shared[f"{NAME}_extra"] = {"ingest": r, "forward_cost": f}
+    return ms
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--sender", nargs=4, metavar=("URL", "NODE", "EVENTS", "SEED"), required=True)
+    a = p.parse_args()
+    url, node, events, seed = a.sender
+    print(json.dumps(sender(url, node, int(events), int(seed))))
+    sys.exit(0)

@@ -1,0 +1,117 @@
+"""The dashboard pointed at a real aggregator (``serve --aggregate``'s API on 127.0.0.1, fed through its
+ingest endpoint): the Node column, per-node totals in the header, grouping by node (``g``), the filter and a
+node heading's focus (enter: a known node narrows the tool calls, so the figures are that node's own), and
+the node in what the AI is told."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from netspy_tui.fleet.source import FleetSource
+from netspy_tui.fleet.store import FleetStore
+from netspy_tui.mcp_tools.ai_bridge import explanation_context
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import Scope
+from netspy_tui.serve import BackgroundServer, create_app
+from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
+from netspy_tui.telemetry.client import HttpSource
+from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.widgets.processes import GROUP_PREFIX
+from tests.factories import connection_json
+from tests.tui.conftest import wait_for
+from tests.tui.screen_text import screen_text
+
+INGEST = "agents-secret"
+#: node -> (command, pid, connections): curl runs on two nodes
+LOAD = {"node-a": [("curl", 101, 6)], "node-b": [("nginx", 201, 4), ("curl", 202, 2)], "node-c": [("redis", 301, 3)]}
+
+
+def events_of(node: str) -> list[dict[str, Any]]:
+    out = []
+    for command, pid, n in LOAD[node]:
+        for i in range(n):
+            event = connection_json(pid=pid, command=command, port=1000 + i, ago=5)
+            event.update(id=f"{node}-{command}-{i}", k8s_node_name=node)
+            out.append(event)
+    return out
+
+
+@asynccontextmanager
+async def aggregator() -> AsyncIterator[str]:
+    fleet = FleetStore(None)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            for node in LOAD:
+                r = await client.post(INGEST_PATH, json={"events": events_of(node)},
+                                      headers={"Authorization": f"Bearer {INGEST}"})  # fmt: skip
+                assert r.status_code == 200 and r.json()["success"], r.text
+        yield server.url
+    finally:
+        server.stop()
+        fleet.close()
+
+
+async def test_the_dashboard_on_an_aggregator_shows_nodes_groups_by_node_and_focuses_one() -> None:
+    async with aggregator() as url:
+        source = HttpSource(url, retries=0)
+        async with open_gateway(source) as gw:
+            app = NetspyApp(gw, interval=3600, window=60)
+            async with app.run_test(size=(160, 45)) as pilot:
+                d = app.dashboard
+                procs = d.processes
+                await wait_for(pilot, lambda: set(procs.stats) == {"curl", "nginx", "redis"}, "the processes")
+                await wait_for(pilot, lambda: d.connections.row_count == 15, "every node's connections")
+                assert d.connections.shows_node and procs.shows_nodes
+                assert procs.get_cell("curl", "nodes").plain == "node-a, node-b"  # one row, its nodes
+                assert procs.get_cell("curl", "attempts").plain == "8"
+                await pilot.pause()
+                text = screen_text(app)
+                assert "nodes node-a 6 · node-b 6 · node-c 3" in text  # per-node totals, the aggregator's own
+
+                await pilot.press("g")  # by workload (none known here), then by node
+                await wait_for(pilot, lambda: procs.group_by == "workload", "grouped by workload")
+                await pilot.press("g")
+                await wait_for(pilot, lambda: procs.group_by == "node" and procs.row_count == 6, "grouped by node")
+                await pilot.pause()
+                assert "by node (g)" in screen_text(app)
+                keys = procs._order
+                assert keys == [GROUP_PREFIX + "node-a, node-b", "curl", GROUP_PREFIX + "node-b", "nginx",
+                                GROUP_PREFIX + "node-c", "redis"]  # fmt: skip
+                assert procs.get_cell(GROUP_PREFIX + "node-c", "attempts").plain == "3"
+
+                procs.focus()
+                procs.move_cursor(row=keys.index(GROUP_PREFIX + "node-c"), animate=False)
+                await pilot.press("enter")  # a node's heading: its rows, through the filter
+                await wait_for(pilot, lambda: d.filter_text == "node-c", "the node filter")
+                await wait_for(pilot, lambda: d.connections.row_count == 3, "node-c's connections only")
+                assert {e.k8s_node_name for e in d.connections.events.values()} == {"node-c"}
+                await wait_for(pilot, lambda: set(procs.stats) == {"redis"}, "node-c's process only")
+                assert d.filter_subject == Scope(node="node-c")  # a known node: the tools are asked about it
+                await wait_for(pilot, lambda: d.latest is not None and d.latest.config.subject.node == "node-c"
+                               and d.latest.patterns is not None, "a poll narrowed to node-c")  # fmt: skip
+                assert d.latest is not None and d.latest.patterns is not None
+                assert d.latest.patterns.stats.total == 3  # the aggregator's figure for node-c alone
+                assert "filter “node-c”" in screen_text(app)
+
+                d.connections.focus()
+                await pilot.pause()
+                assert d.selected_process()[0] == "redis" and d.selected_nodes() == ["node-c"]
+                await pilot.press("escape", "escape")
+                await wait_for(pilot, lambda: d.filter_text == "", "the filter cleared")
+                await pilot.press("g")  # node -> ungrouped
+                await wait_for(pilot, lambda: procs.group_by is None, "ungrouped")
+                procs.focus()
+                procs.move_cursor(row=procs.get_row_index("curl"), animate=False)
+                await pilot.pause()
+                assert d.selected_nodes() == ["node-a", "node-b"]
+
+            context = await explanation_context(gw, Scope(command="curl"))  # what the AI is told names the nodes
+            assert context["nodes"] == ["node-a", "node-b"]
+        await source.aclose()
