@@ -340,6 +340,22 @@ def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
 
 
 @pytest.mark.ebpf
+def test_state_drop_and_byte_programs_run_as_raw_tracepoints(live) -> None:
+    """Where the kernel's BTF says what the tracepoints pass, the programs on the busiest tracepoints
+    (state changes, freed packets, every send() and recv()) get the arguments as they are: no trace
+    record is built before each run. connect() is only seen through the syscall tracepoints (perf)."""
+    collector, _ = live
+    if not all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
+        pytest.skip("this kernel's BTF has no tracepoint prototypes")
+    types = {name: syscalls.prog_type(prog_id) for name, _, _, prog_id in collector.programs()}
+    raw, perf = syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, syscalls.BPF_PROG_TYPE_TRACEPOINT
+    assert {name: types[name] for name in ("tcp_state", "skb_drop", "sock_send", "sock_recv")} == dict.fromkeys(
+        ("tcp_state", "skb_drop", "sock_send", "sock_recv"), raw
+    )
+    assert types["connect_enter"] == types["connect_exit"] == types["tcp_retransmit"] == perf
+
+
+@pytest.mark.ebpf
 def test_a_failing_sink_does_not_stop_the_reader(listener) -> None:
     rec = Recorder()
     calls = {"n": 0}

@@ -213,15 +213,19 @@ class _Session:
                                        "netspy_listeners")  # fmt: skip
             maps.opened = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OPENED_SIZE, OPENED_ENTRIES, "netspy_opened")
         self._write_ctl()
+        # programs that run as raw tracepoint programs (the tracepoint's arguments, no trace record)
+        raw_bytes, raw_state, raw_drop = P.raw_sock_bytes_ok(offsets), P.raw_state_ok(offsets), P.raw_drop_ok(offsets)
+        raw_progs = {name for name, ok in (("sock_send", raw_bytes), ("sock_recv", raw_bytes), ("tcp_state", raw_state),
+                                           ("skb_drop", raw_drop)) if ok}  # fmt: skip
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
         builders = {
             "connect_enter": lambda tp: P.connect_enter(tp, maps),
             "connect_exit": lambda tp: P.connect_exit(tp, maps, offsets),
-            "tcp_state": lambda tp: P.tcp_state(tp, maps, states, offsets),
-            "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute),
-            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX),
-            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX),
+            "tcp_state": lambda tp: P.tcp_state(tp, maps, states, offsets, raw=raw_state),
+            "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=raw_drop),
+            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw_bytes),
+            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw_bytes),
             "tcp_retransmit": lambda tp: P.tcp_retransmit(tp, maps, offsets),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
@@ -231,7 +235,7 @@ class _Session:
         for spec in _ATTACH:
             tp = tps.get(spec.name)
             if tp is not None:
-                self._load_and_attach(spec, tp, builders[spec.name](tp).assemble())
+                self._load_and_attach(spec, tp, builders[spec.name](tp).assemble(), spec.name in raw_progs)
         for note in self.notes:
             log.warning("eBPF collector: %s", note)
 
@@ -253,9 +257,10 @@ class _Session:
         self.map_fds.append(fd)
         return fd
 
-    def _load_and_attach(self, spec: _Attach, tp: tracefs.Tracepoint, insns: bytes) -> None:
+    def _load_and_attach(self, spec: _Attach, tp: tracefs.Tracepoint, insns: bytes, raw: bool = False) -> None:
+        prog_type = syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT if raw else syscalls.BPF_PROG_TYPE_TRACEPOINT
         try:
-            prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACEPOINT, insns, spec.name)
+            prog = syscalls.prog_load(prog_type, insns, spec.name)
         except syscalls.BpfError as exc:
             if exc.errno == errno.EPERM:
                 raise CollectorError(f"not allowed to load eBPF programs ({exc.strerror})", PROCFS_HINT) from exc
@@ -266,19 +271,17 @@ class _Session:
             ) from exc
         self.prog_fds.append(prog)
         try:
-            perf = syscalls.perf_event_open_tracepoint(tp.id)
+            if raw:
+                self.perf_fds.append(syscalls.raw_tracepoint_open(spec.tracepoint, prog))
+            else:
+                perf = syscalls.perf_event_open_tracepoint(tp.id)
+                self.perf_fds.append(perf)
+                syscalls.attach_bpf(perf, prog)
         except syscalls.BpfError as exc:
             hint = PROCFS_HINT if exc.errno in (errno.EPERM, errno.EACCES) else "use --collector procfs"
             raise CollectorError(
-                f"cannot open tracepoint {spec.group}/{spec.tracepoint}: {exc.strerror}", hint
-            ) from exc
-        self.perf_fds.append(perf)
-        try:
-            syscalls.attach_bpf(perf, prog)
-        except syscalls.BpfError as exc:
-            raise CollectorError(
-                f"cannot attach eBPF program to {spec.group}/{spec.tracepoint}: {exc.strerror}",
-                "use --collector procfs",
+                f"cannot attach eBPF program {spec.name} to tracepoint {spec.group}/{spec.tracepoint}: {exc.strerror}",
+                hint,
             ) from exc
         self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
 

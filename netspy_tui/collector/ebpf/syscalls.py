@@ -29,6 +29,7 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_ENABLE_STATS = 32
 
 BPF_MAP_TYPE_HASH = 1
@@ -42,6 +43,7 @@ _NR_MEMBARRIER = {"x86_64": 324, "aarch64": 283}
 MEMBARRIER_CMD_GLOBAL = 1
 
 BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 
 PERF_TYPE_TRACEPOINT = 2
 PERF_SAMPLE_RAW = 1 << 10
@@ -268,6 +270,21 @@ def prog_id(prog_fd: int) -> int:
     return int(struct.unpack_from("<I", info, 4)[0])
 
 
+def prog_type(prog_id: int) -> int:
+    """The program type (``BPF_PROG_TYPE_*``) of the kernel's program ``prog_id``."""
+    attr = ctypes.create_string_buffer(12)
+    struct.pack_into("<III", attr, 0, prog_id, 0, 0)
+    fd = _bpf(BPF_PROG_GET_FD_BY_ID, attr, f"opening program {prog_id}")
+    try:
+        info = ctypes.create_string_buffer(64)
+        attr = ctypes.create_string_buffer(16)
+        struct.pack_into("<IIQ", attr, 0, fd, len(info), ctypes.addressof(info))
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading program info")
+        return int(struct.unpack_from("<I", info, 0)[0])
+    finally:
+        os.close(fd)
+
+
 def prog_exists(prog_id: int) -> bool:
     """True while the kernel still holds program ``prog_id`` (it is freed once detached and closed)."""
     attr = ctypes.create_string_buffer(12)
@@ -307,6 +324,16 @@ def attach_bpf(perf_fd: int, prog_fd: int) -> None:
         raise BpfError(ctypes.get_errno(), "attaching program to tracepoint")
     if _libc().ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0) < 0:
         raise BpfError(ctypes.get_errno(), "enabling tracepoint")
+
+
+def raw_tracepoint_open(name: str, prog_fd: int) -> int:
+    """Attach a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program to the tracepoint ``name`` (no group): it gets
+    the tracepoint's arguments as they are (``u64 args[]``), without the trace record a perf event
+    builds first. Returns the attachment's fd (closing it detaches)."""
+    name_buf = ctypes.create_string_buffer(name.encode("ascii"))
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<QI", attr, 0, ctypes.addressof(name_buf), prog_fd)
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching program to raw tracepoint {name}")
 
 
 def mount_tracefs(target: str) -> None:
