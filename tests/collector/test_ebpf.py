@@ -28,6 +28,7 @@ from netspy_tui.collector.ebpf.asm import DW, R0, R2, Asm
 from netspy_tui.collector.ebpf.decode import Codec, walls
 from netspy_tui.errors import CollectorError
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ns_to_time, parse_event
+from netspy_tui.names.workload import cgroup2_mount, kernel_cgroups
 from netspy_tui.serve.app import event_json
 from tests.contract import validate_event
 
@@ -160,6 +161,24 @@ def test_blocking_connect_to_closed_port_is_refused(live) -> None:
     (e,) = rec.wait_for(mine(port))
     assert (e.return_code, e.outcome, e.protocol, e.destination) == (-111, "refused", "TCP", f"127.0.0.1:{port}")
     check_contract(e)
+
+
+@pytest.mark.ebpf
+def test_connects_carry_the_processs_cgroup_id(live) -> None:
+    """The kernel reads the cgroup v2 id of the process that connects (drops charged to a task carry
+    it too); the reader hands it to the workload resolver by pid, with the cgroup's path."""
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines() if x.startswith("0::"))
+    expected = os.stat(mount / line[3:].lstrip("/")).st_ino
+    _, rec = live
+    port = closed_port()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+    rec.wait_for(mine(port))
+    assert kernel_cgroups().cgroup_of(os.getpid()) == expected
+    assert kernel_cgroups().path_of(os.getpid()) == "/" + line[3:].strip("/")
 
 
 @pytest.mark.ebpf

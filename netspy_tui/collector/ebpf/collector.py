@@ -38,6 +38,7 @@ from netspy_tui.collector.ebpf import syscalls, tracefs
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
 from netspy_tui.errors import CollectorError
+from netspy_tui.names.workload import kernel_cgroups
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +427,8 @@ class _Session:
         traffic: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         n = len(records) if records is not None else 0
+        if n:
+            _note_cgroups(records)  # type: ignore[arg-type]
         try:
             if self.batch_sink is not None:
                 self.batch_sink(Batch(records=records, counts=counts, lost=lost, second=time.time_ns() // P.NS,
@@ -538,6 +541,19 @@ class _Session:
         if self.wake_fd >= 0:
             syscalls.close_fd(self.wake_fd)
             self.wake_fd = -1
+
+
+def _note_cgroups(records: np.ndarray) -> None:
+    """Tell the workload resolver which cgroup each process connected (or dropped a packet) from: the
+    last id of each pid in the batch (the kernel read it; the process may be gone before anyone
+    reads its ``/proc`` entry)."""
+    cgroups = P.record_cgroups(records)
+    known = cgroups != 0
+    if not known.any():
+        return
+    pids, ids = records["pid"][known][::-1], cgroups[known][::-1]
+    _, last = np.unique(pids, return_index=True)
+    kernel_cgroups().note(zip(pids[last].tolist(), ids[last].tolist(), strict=True))
 
 
 def _close_together(fds: list[int]) -> None:

@@ -73,6 +73,7 @@ KTIME_GET_NS = 5
 GET_CURRENT_PID_TGID = 14
 GET_CURRENT_COMM = 16
 GET_CURRENT_TASK = 35
+GET_CURRENT_CGROUP_ID = 80
 PROBE_READ_USER = 112
 PROBE_READ_KERNEL = 113
 RINGBUF_RESERVE, RINGBUF_SUBMIT, RINGBUF_QUERY = 131, 132, 134
@@ -182,11 +183,11 @@ RECORD = np.dtype(
     {
         "names": [
             "kind", "flags", "ts", "wall", "key", "pid", "tid", "code", "result", "comm", "thread", "addr",
-            "family", "port", "socktype", "protocol", "length", "size", "sockfam",
+            "family", "port", "socktype", "protocol", "length", "size", "sockfam", "cgroup_hi", "cgroup_lo",
         ],
         "formats": ["<u4", "<u4", "<u8", "<u8", "<u8", "<u4", "<u4", "<i4", "<u4", "S16", "S16", ("u1", (16,)),
-                    "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u2"],
-        "offsets": [0, 4, 8, 16, 24, 32, 36, 40, 44, 48, 64, 80, 96, 98, 100, 102, 104, 108, 112],
+                    "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u2", "<u2", "<u4"],
+        "offsets": [0, 4, 8, 16, 24, 32, 36, 40, 44, 48, 64, 80, 96, 98, 100, 102, 104, 108, 112, 114, 116],
         "itemsize": 120,
     }
 )  # fmt: skip
@@ -197,8 +198,19 @@ counts agree on the second). ``key``: socket address of a TCP connect (matches i
 type for connects, ethertype for drops. ``length``: skb->len, ``size``: IP packet size (drops);
 ``length`` of a TCP connect whose handshake has ended (F_RESOLVED, and every OUTCOME record): its
 latency in microseconds, CLOSE -> SYN_SENT to the end of the handshake (0: not measured).
-``sockfam``: the socket's own family when the destination was IPv4-mapped."""
+``sockfam``: the socket's own family when the destination was IPv4-mapped. ``cgroup_hi``/``cgroup_lo``:
+the process's cgroup v2 id (``bpf_get_current_cgroup_id``: its directory's inode number), bits 32-47
+and 0-31 (see :func:`record_cgroups`; 0: unknown, a drop not charged to a task, or an id beyond 48
+bits) — in the record's last 6 bytes, so stored records keep their size."""
 _O = {name: RECORD.fields[name][1] for name in RECORD.names}
+CGROUP_BITS = 48
+
+
+def record_cgroups(records: np.ndarray) -> np.ndarray:
+    """The cgroup v2 id of each record (u64; 0 where unknown)."""
+    return records["cgroup_lo"].astype(np.uint64) | (records["cgroup_hi"].astype(np.uint64) << np.uint64(32))
+
+
 RECORD_SIZE = RECORD.itemsize
 _K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
 KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
@@ -217,14 +229,15 @@ _I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
 # conns[skaddr] value: the count key first, so it can be copied out in one go
 CONN = np.dtype(
     {
-        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam", "done"],
-        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2", "<u8"],
-        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100, 104],
-        "itemsize": 112,
+        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam", "done", "cgroup"],
+        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2", "<u8", "<u8"],
+        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100, 104, 112],
+        "itemsize": 120,
     }
 )
 """``ts``: when the socket went CLOSE -> SYN_SENT (ns since boot); ``done``: when the handshake
-ended (0 until then): the connect's latency is ``done - ts``."""
+ended (0 until then): the connect's latency is ``done - ts``. ``cgroup``: the connecting process's
+cgroup v2 id."""
 _C = {name: CONN.fields[name][1] for name in CONN.names}
 
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
@@ -701,7 +714,7 @@ _S_FLAGS = -88  # record flags
 _S_CNT = -96  # counter index scratch
 _S_VAL = -128  # 24-byte value of a new count entry (the overflow index goes at -136)
 _S_SA = -168  # sockaddr copy (32 bytes); -136..-168 also holds the overflow index at -136
-_S_CONN = -280  # conn value (112 bytes); the count key is its first 48
+_S_CONN = -288  # conn value (120 bytes); the count key is its first 48
 _S_KEY = _S_CONN
 
 
@@ -741,8 +754,8 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
     a.label(unknown)
     a.stx(DW, R9, _O["length"], R1)  # length + size (r1 < 2**32, or 0)
     a.ldx(H, R1, FP, _S_CONN + _C["sockfam"]).stx(H, R9, _O["sockfam"], R1)
-    a.st(H, R9, _O["sockfam"] + 2, 0)
-    a.st(W, R9, _O["sockfam"] + 4, 0)
+    a.ldx(DW, R1, FP, _S_CONN + _C["cgroup"])
+    _store_cgroup(a, R9, R1)
     _submit(a, maps, R9)
     a.label(skip)
 
@@ -837,6 +850,17 @@ def raw_state_ok(off: SockOffsets) -> bool:
             and raw_prototype_ok("inet_sock_set_state"))  # fmt: skip
 
 
+def _store_cgroup(a: Asm, rec: Reg, cg: Reg) -> None:
+    """The record's cgroup_hi/cgroup_lo = ``cg`` (0 when it does not fit in 48 bits). Clobbers r2."""
+    fits = _uniq(a, "cg_fits")
+    a.mov(R2, cg).rsh(R2, CGROUP_BITS)
+    a.jeq(R2, 0, fits)
+    a.mov(cg, 0)
+    a.label(fits)
+    a.stx(W, rec, _O["cgroup_lo"], cg)
+    a.rsh(cg, 32).stx(H, rec, _O["cgroup_hi"], cg)
+
+
 def _dest_from_tp(a: Asm, f: _Fields, key: int) -> None:
     """key.family/addr/port from inet_sock_set_state: the socket's own destination."""
     v6, done = _uniq(a, "dest_v6"), _uniq(a, "dest_done")
@@ -867,6 +891,8 @@ def _start_key(a: Asm, off: SockOffsets) -> None:
     a.mov(R1, FP).add(R1, _S_CONN + _C["thread"])
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
+    a.call(GET_CURRENT_CGROUP_ID)
+    a.stx(DW, FP, _S_CONN + _C["cgroup"], R0)
     a.st(B, FP, _S_KEY + _K["kind"], KIND_CONNECT)
     a.ldx(DW, R1, FP, _S_WALL).stx(DW, FP, _S_CONN + _C["wall"], R1)
     a.call(KTIME_GET_NS)
@@ -1418,7 +1444,7 @@ _D_VAL = -104  # 24 bytes; overflow index at -112
 _D_KEY = -160  # 48
 _D_THREAD = -176  # 16
 _D_HDR = -216  # 40 bytes of packet header
-_D_REASON, _D_SP = -224, -232
+_D_REASON, _D_SP, _D_CGROUP = -224, -232, -240
 
 
 def raw_drop_ok(off: SockOffsets) -> bool:
@@ -1446,6 +1472,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     for value in skipped:
         a.jeq(R7, value, "out")
     a.stx(DW, FP, _D_REASON, R7)
+    a.st(DW, FP, _D_CGROUP, 0)
     _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out")
     a.zero_stack(_D_KEY, 48)
     a.zero_stack(_D_THREAD, 16)
@@ -1510,6 +1537,8 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.mov(R1, FP).add(R1, _D_THREAD)
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
+    a.call(GET_CURRENT_CGROUP_ID)
+    a.stx(DW, FP, _D_CGROUP, R0)
     a.label("attributed")
 
     if off.skb_len is not None:
@@ -1544,7 +1573,9 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.ldx(DW, R1, FP, _D_ETH).stx(H, R9, _O["socktype"], R1)
     a.ldx(DW, R1, FP, _D_LEN).stx(W, R9, _O["length"], R1)
     a.ldx(DW, R1, FP, _D_SIZE).stx(W, R9, _O["size"], R1)
-    a.st(DW, R9, _O["sockfam"], 0)
+    a.st(H, R9, _O["sockfam"], 0)
+    a.ldx(DW, R1, FP, _D_CGROUP)
+    _store_cgroup(a, R9, R1)
     _submit(a, maps, R9)
     a.label("out")
     return a.ret(0)
