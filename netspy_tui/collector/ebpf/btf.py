@@ -141,6 +141,14 @@ class Btf:
         prefix = {_STRUCT: "struct ", _UNION: "union ", _ENUM: "enum ", _ENUM64: "enum "}.get(kind, "")
         return prefix + (self._str(name_off) if name_off else "?")
 
+    def raw_tracepoint_id(self, name: str) -> int:
+        """The BTF id of tracepoint ``name``'s ``btf_trace_<name>`` prototype (what a BTF-typed raw
+        tracepoint program is loaded against)."""
+        type_id = self._typedefs.get(f"btf_trace_{name}")
+        if type_id is None:
+            raise BtfError(f"no BTF prototype for tracepoint {name}")
+        return type_id
+
     def raw_tracepoint_args(self, name: str) -> list[str]:
         """Type names of a tracepoint's arguments as a raw tracepoint program gets them (``u64 args[]``),
         from its ``btf_trace_<name>`` prototype; raises :class:`BtfError` when the kernel has none."""

@@ -33,6 +33,7 @@ from netspy_tui.collector.base import (
     CollectorStats,
     Sink,
 )
+from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf import syscalls, tracefs
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
@@ -233,10 +234,17 @@ class _Session:
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.ring.add_wakeup(self.wake_fd)
         self.codec = Codec(reasons)
+        # the byte counters as BTF-typed programs where the kernel allows (plain loads of the socket's
+        # fields instead of helper calls, on every send() and recv()); raw tracepoint programs if not
+        typed = {
+            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=True, btf=True),
+            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=True, btf=True),
+        } if raw_bytes else {}  # fmt: skip
         for spec in _ATTACH:
             tp = tps.get(spec.name)
-            if tp is not None:
-                self._load_and_attach(spec, tp, builders[spec.name](tp).assemble(), spec.name in raw_progs)
+            if tp is None or (spec.name in typed and self._attach_typed(spec, typed[spec.name](tp).assemble())):
+                continue
+            self._load_and_attach(spec, tp, builders[spec.name](tp).assemble(), spec.name in raw_progs)
         for note in self.notes:
             log.warning("eBPF collector: %s", note)
 
@@ -257,6 +265,28 @@ class _Session:
             raise CollectorError(f"cannot create eBPF map {name}: {exc.strerror}", "use --collector procfs") from exc
         self.map_fds.append(fd)
         return fd
+
+    def _attach_typed(self, spec: _Attach, insns: bytes) -> bool:
+        """Load and attach a BTF-typed raw tracepoint program (``tp_btf``); False, with nothing left
+        open, when this kernel refuses it (the caller falls back to another kind)."""
+        try:
+            type_id = btf_mod.vmlinux().raw_tracepoint_id(spec.tracepoint)
+            prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, insns, spec.name,
+                                      attach_type=syscalls.BPF_TRACE_RAW_TP, attach_btf_id=type_id)  # fmt: skip
+        except (OSError, btf_mod.BtfError) as exc:
+            log.info("eBPF: %s as a BTF-typed program refused (%s): a raw tracepoint program instead", spec.name, exc)
+            return False
+        try:
+            link = syscalls.raw_tracepoint_open(None, prog)
+        except syscalls.BpfError as exc:
+            syscalls.close_fd(prog)
+            log.info("eBPF: %s as a BTF-typed program not attached (%s): a raw tracepoint program instead",
+                     spec.name, exc)  # fmt: skip
+            return False
+        self.prog_fds.append(prog)
+        self.perf_fds.append(link)
+        self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
+        return True
 
     def _load_and_attach(self, spec: _Attach, tp: tracefs.Tracepoint, insns: bytes, raw: bool = False) -> None:
         prog_type = syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT if raw else syscalls.BPF_PROG_TYPE_TRACEPOINT

@@ -1733,7 +1733,8 @@ def sock_span(off: SockOffsets) -> int:
     return max((o + n for o, n in fields if o is not None), default=0)
 
 
-def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw: bool = False) -> Asm:
+def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw: bool = False,
+               btf: bool = False) -> Asm:  # fmt: skip
     """sock/sock_send_length (``DIR_TX``) or sock/sock_recv_length (``DIR_RX``): ``ret`` bytes (when
     > 0, and not a MSG_PEEK read) added to ``traffic[active][(sk, tgid, second, direction)]``; an
     AF_INET/AF_INET6 socket only. The hot path is one lookup and two atomic adds; a new key also
@@ -1743,7 +1744,9 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     ``raw``: a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program (see :func:`raw_sock_bytes_ok`): its input is
     the tracepoint's arguments (``sk``, ``ret``, ``flags``), not the record a perf event builds before
     every run (that costs a send() about as much as the program itself); family and protocol are read
-    from the socket."""
+    from the socket. ``btf`` (with ``raw``): a BTF-typed raw tracepoint program (``tp_btf``), whose
+    ``sk`` the verifier knows as a ``struct sock *``: family and protocol are plain loads, not helper
+    calls."""
     if raw:
         assert off.sk_family is not None and off.sk_protocol is not None
     a = Asm()
@@ -1764,7 +1767,11 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     def load_sk(reg: Reg) -> None:
         a.ldx(DW, reg, R6, 0 if raw else tp.offset("sk", 8))
 
-    if raw:
+    if btf:
+        assert off.sk_family is not None
+        load_sk(R3)
+        a.ldx(H, R8, R3, off.sk_family)
+    elif raw:
         assert off.sk_family is not None
         _read_member(a, load_sk, off.sk_family, _T_CNT, 2, "out")
         a.ldx(DW, R8, FP, _T_CNT)
@@ -1793,7 +1800,11 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
             a.mov(R4, BPF_ANY)
             a.call(MAP_UPDATE)
         a.stx(H, FP, _T_VAL + _TV["family"], R8)
-        if raw:
+        if btf:
+            assert off.sk_protocol is not None
+            load_sk(R3)
+            a.ldx(H, R1, R3, off.sk_protocol).stx(H, FP, _T_VAL + _TV["protocol"], R1)
+        elif raw:
             assert off.sk_protocol is not None
             load_sk(R3)
             a.add(R3, off.sk_protocol)

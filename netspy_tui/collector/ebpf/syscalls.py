@@ -44,6 +44,8 @@ MEMBARRIER_CMD_GLOBAL = 1
 
 BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_RAW_TP = 23  # expected_attach_type of a BTF-typed raw tracepoint program ("tp_btf")
 
 PERF_TYPE_TRACEPOINT = 2
 PERF_SAMPLE_RAW = 1 << 10
@@ -226,8 +228,10 @@ def rcu_barrier() -> None:
         raise BpfError(ctypes.get_errno(), "membarrier")
 
 
-def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log_size: int = 1 << 20) -> int:
-    """Load a program; on rejection raise :class:`BpfError` carrying the verifier log."""
+def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log_size: int = 1 << 20,
+              attach_type: int = 0, attach_btf_id: int = 0) -> int:  # fmt: skip
+    """Load a program; on rejection raise :class:`BpfError` carrying the verifier log. ``attach_type``
+    and ``attach_btf_id`` (vmlinux BTF): for tracing programs, what they will attach to."""
     insn_buf = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     attempts = [(0, None), (1, ctypes.create_string_buffer(log_size))]
@@ -248,6 +252,8 @@ def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log
             ctypes.addressof(log_buf) if log_buf is not None else 0,
         )
         struct.pack_into("16s", attr, 48, _name(name))
+        struct.pack_into("<I", attr, 68, attach_type)  # expected_attach_type
+        struct.pack_into("<I", attr, 108, attach_btf_id)
         try:
             return _bpf(BPF_PROG_LOAD, attr, f"loading program {name}")
         except BpfError as exc:
@@ -326,13 +332,14 @@ def attach_bpf(perf_fd: int, prog_fd: int) -> None:
         raise BpfError(ctypes.get_errno(), "enabling tracepoint")
 
 
-def raw_tracepoint_open(name: str, prog_fd: int) -> int:
+def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
     """Attach a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program to the tracepoint ``name`` (no group): it gets
     the tracepoint's arguments as they are (``u64 args[]``), without the trace record a perf event
-    builds first. Returns the attachment's fd (closing it detaches)."""
-    name_buf = ctypes.create_string_buffer(name.encode("ascii"))
+    builds first. ``name`` None: a tracing program, which names its tracepoint when loaded. Returns
+    the attachment's fd (closing it detaches)."""
+    name_buf = ctypes.create_string_buffer(name.encode("ascii")) if name is not None else None
     attr = ctypes.create_string_buffer(16)
-    struct.pack_into("<QI", attr, 0, ctypes.addressof(name_buf), prog_fd)
+    struct.pack_into("<QI", attr, 0, ctypes.addressof(name_buf) if name_buf is not None else 0, prog_fd)
     return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching program to raw tracepoint {name}")
 
 
