@@ -4,7 +4,8 @@ Every figure is counted once, in the kernel, when it is final; raw records are a
 beside the counts. Programs (``BPF_PROG_TYPE_TRACEPOINT`` attached through perf events; those on the
 busiest tracepoints — ``tcp_state``, ``skb_drop``, ``sock_bytes`` — as ``BPF_PROG_TYPE_RAW_TRACEPOINT``
 where the kernel's BTF says what the tracepoint passes: a perf event builds the trace record before
-every run, which cost a state change, a freed packet or a send() about as much as the program):
+every run, which cost a state change, a freed packet or a send() about as much as the program; the
+byte counters as BTF-typed ones, ``tp_btf``, where the kernel allows, reading the socket directly):
 
 ``connect_enter`` (syscalls/sys_enter_connect)
     Saves ``{uservaddr, addrlen, fd, ts}`` and a copy of the sockaddr, read now (a fault is
