@@ -375,6 +375,31 @@ def test_state_drop_and_byte_programs_run_as_raw_tracepoints(live) -> None:
 
 
 @pytest.mark.ebpf
+def test_a_kernel_that_refuses_raw_tracepoint_programs_gets_perf_ones(monkeypatch, listener) -> None:
+    """Raw and BTF-typed tracepoint programs refused (a sandbox, an older kernel): every program is
+    attached through a perf event instead, nothing is left open, and connects are still seen."""
+
+    def refuse(name: str | None, prog_fd: int) -> int:
+        raise syscalls.BpfError(errno.EPERM, "attaching program to raw tracepoint")
+
+    monkeypatch.setattr(syscalls, "raw_tracepoint_open", refuse)
+    fds = open_fds()
+    rec = Recorder()
+    collector = EbpfCollector(ring_bytes=1 << 20)
+    start_or_skip(collector, rec)
+    try:
+        types = {syscalls.prog_type(prog_id) for _, _, _, prog_id in collector.programs()}
+        assert types == {syscalls.BPF_PROG_TYPE_TRACEPOINT}
+        port = listener.getsockname()[1]
+        with socket.socket() as s:
+            s.connect(("127.0.0.1", port))
+        rec.wait_for(mine(port))
+    finally:
+        collector.stop()
+    assert open_fds() == fds
+
+
+@pytest.mark.ebpf
 def test_a_failing_sink_does_not_stop_the_reader(listener) -> None:
     rec = Recorder()
     calls = {"n": 0}

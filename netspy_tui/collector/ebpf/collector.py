@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ from netspy_tui.collector.base import (
 from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf import syscalls, tracefs
+from netspy_tui.collector.ebpf.asm import Asm
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
 from netspy_tui.errors import CollectorError
@@ -221,14 +223,15 @@ class _Session:
                                            ("skb_drop", raw_drop)) if ok}  # fmt: skip
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
-        builders = {
-            "connect_enter": lambda tp: P.connect_enter(tp, maps),
-            "connect_exit": lambda tp: P.connect_exit(tp, maps, offsets),
-            "tcp_state": lambda tp: P.tcp_state(tp, maps, states, offsets, raw=raw_state),
-            "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=raw_drop),
-            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw_bytes),
-            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw_bytes),
-            "tcp_retransmit": lambda tp: P.tcp_retransmit(tp, maps, offsets),
+        # builders by program: (tracepoint, raw) -> program
+        builders: dict[str, Callable[[tracefs.Tracepoint, bool], Asm]] = {
+            "connect_enter": lambda tp, raw: P.connect_enter(tp, maps),
+            "connect_exit": lambda tp, raw: P.connect_exit(tp, maps, offsets),
+            "tcp_state": lambda tp, raw: P.tcp_state(tp, maps, states, offsets, raw=raw),
+            "skb_drop": lambda tp, raw: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=raw),
+            "sock_send": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw),
+            "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw),
+            "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -242,9 +245,13 @@ class _Session:
         } if raw_bytes else {}  # fmt: skip
         for spec in _ATTACH:
             tp = tps.get(spec.name)
-            if tp is None or (spec.name in typed and self._attach_typed(spec, typed[spec.name](tp).assemble())):
+            if tp is None:
                 continue
-            self._load_and_attach(spec, tp, builders[spec.name](tp).assemble(), spec.name in raw_progs)
+            if spec.name in typed and self._attach_args(spec, typed[spec.name](tp).assemble(), typed=True):
+                continue
+            if spec.name in raw_progs and self._attach_args(spec, builders[spec.name](tp, True).assemble()):
+                continue
+            self._load_and_attach(spec, tp, builders[spec.name](tp, False).assemble())
         for note in self.notes:
             log.warning("eBPF collector: %s", note)
 
@@ -266,32 +273,35 @@ class _Session:
         self.map_fds.append(fd)
         return fd
 
-    def _attach_typed(self, spec: _Attach, insns: bytes) -> bool:
-        """Load and attach a BTF-typed raw tracepoint program (``tp_btf``); False, with nothing left
-        open, when this kernel refuses it (the caller falls back to another kind)."""
+    def _attach_args(self, spec: _Attach, insns: bytes, typed: bool = False) -> bool:
+        """Load and attach a program that gets the tracepoint's arguments: a raw tracepoint program,
+        or (``typed``) a BTF-typed one (``tp_btf``). False, with nothing left open, when this kernel
+        refuses it: the caller falls back to another kind (in the end the perf tracepoint program)."""
+        kind = "a BTF-typed" if typed else "a raw tracepoint"
         try:
-            type_id = btf_mod.vmlinux().raw_tracepoint_id(spec.tracepoint)
-            prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, insns, spec.name,
-                                      attach_type=syscalls.BPF_TRACE_RAW_TP, attach_btf_id=type_id)  # fmt: skip
+            if typed:
+                type_id = btf_mod.vmlinux().raw_tracepoint_id(spec.tracepoint)
+                prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, insns, spec.name,
+                                          attach_type=syscalls.BPF_TRACE_RAW_TP, attach_btf_id=type_id)  # fmt: skip
+            else:
+                prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, insns, spec.name)
         except (OSError, btf_mod.BtfError) as exc:
-            log.info("eBPF: %s as a BTF-typed program refused (%s): a raw tracepoint program instead", spec.name, exc)
+            log.info("eBPF: %s as %s program refused (%s): another kind instead", spec.name, kind, exc)
             return False
         try:
-            link = syscalls.raw_tracepoint_open(None, prog)
+            link = syscalls.raw_tracepoint_open(None if typed else spec.tracepoint, prog)
         except syscalls.BpfError as exc:
             syscalls.close_fd(prog)
-            log.info("eBPF: %s as a BTF-typed program not attached (%s): a raw tracepoint program instead",
-                     spec.name, exc)  # fmt: skip
+            log.info("eBPF: %s as %s program not attached (%s): another kind instead", spec.name, kind, exc)
             return False
         self.prog_fds.append(prog)
         self.perf_fds.append(link)
         self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
         return True
 
-    def _load_and_attach(self, spec: _Attach, tp: tracefs.Tracepoint, insns: bytes, raw: bool = False) -> None:
-        prog_type = syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT if raw else syscalls.BPF_PROG_TYPE_TRACEPOINT
+    def _load_and_attach(self, spec: _Attach, tp: tracefs.Tracepoint, insns: bytes) -> None:
         try:
-            prog = syscalls.prog_load(prog_type, insns, spec.name)
+            prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACEPOINT, insns, spec.name)
         except syscalls.BpfError as exc:
             if exc.errno == errno.EPERM:
                 raise CollectorError(f"not allowed to load eBPF programs ({exc.strerror})", PROCFS_HINT) from exc
@@ -302,12 +312,9 @@ class _Session:
             ) from exc
         self.prog_fds.append(prog)
         try:
-            if raw:
-                self.perf_fds.append(syscalls.raw_tracepoint_open(spec.tracepoint, prog))
-            else:
-                perf = syscalls.perf_event_open_tracepoint(tp.id)
-                self.perf_fds.append(perf)
-                syscalls.attach_bpf(perf, prog)
+            perf = syscalls.perf_event_open_tracepoint(tp.id)
+            self.perf_fds.append(perf)
+            syscalls.attach_bpf(perf, prog)
         except syscalls.BpfError as exc:
             hint = PROCFS_HINT if exc.errno in (errno.EPERM, errno.EACCES) else "use --collector procfs"
             raise CollectorError(
