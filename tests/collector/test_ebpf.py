@@ -368,9 +368,9 @@ def test_state_drop_and_byte_programs_run_as_raw_tracepoints(live) -> None:
         pytest.skip("this kernel's BTF has no tracepoint prototypes")
     types = {name: syscalls.prog_type(prog_id) for name, _, _, prog_id in collector.programs()}
     raw, perf = syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, syscalls.BPF_PROG_TYPE_TRACEPOINT
-    assert types["tcp_state"] == types["skb_drop"] == raw
-    # the byte counters: BTF-typed (tp_btf) where the kernel allows tracing programs, else raw
-    assert types["sock_send"] == types["sock_recv"] in (raw, syscalls.BPF_PROG_TYPE_TRACING)
+    assert types["tcp_state"] == raw
+    # the byte counters and the drops: BTF-typed (tp_btf) where the kernel allows tracing programs, else raw
+    assert types["sock_send"] == types["sock_recv"] == types["skb_drop"] in (raw, syscalls.BPF_PROG_TYPE_TRACING)
     assert types["connect_enter"] == types["connect_exit"] == types["tcp_retransmit"] == perf
 
 

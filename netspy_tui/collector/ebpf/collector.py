@@ -239,10 +239,12 @@ class _Session:
         self.codec = Codec(reasons)
         # the byte counters as BTF-typed programs where the kernel allows (plain loads of the socket's
         # fields instead of helper calls, on every send() and recv()); raw tracepoint programs if not
-        typed = {
-            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=True, btf=True),
-            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=True, btf=True),
-        } if raw_bytes else {}  # fmt: skip
+        typed: dict[str, Callable[[tracefs.Tracepoint], Asm]] = {}
+        if raw_bytes:
+            typed["sock_send"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=True, btf=True)
+            typed["sock_recv"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=True, btf=True)
+        if raw_drop:
+            typed["skb_drop"] = lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=True, btf=True)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
             if tp is None:

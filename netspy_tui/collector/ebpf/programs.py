@@ -75,6 +75,7 @@ GET_CURRENT_PID_TGID = 14
 GET_CURRENT_COMM = 16
 GET_CURRENT_TASK = 35
 GET_CURRENT_CGROUP_ID = 80
+GET_CURRENT_TASK_BTF = 158
 PROBE_READ_USER = 112
 PROBE_READ_KERNEL = 113
 RINGBUF_RESERVE, RINGBUF_SUBMIT, RINGBUF_QUERY = 131, 132, 134
@@ -577,10 +578,18 @@ def _read_member(a: Asm, load: Callable[[Reg], None], member: int, slot: int, si
     _kread(a, slot, size, R3, fail)
 
 
-def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int) -> None:
+def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = False) -> None:
     """FP+dst (16 bytes) = the thread-group leader's comm (the process name); the thread's own
-    comm when BTF does not say where the leader is or the read fails."""
+    comm when BTF does not say where the leader is or the read fails. ``btf``: plain loads through
+    the BTF-typed current task (a tracing program), no helper calls to read kernel memory."""
     own, done = _uniq(a, "pn_own"), _uniq(a, "pn_done")
+    if btf and off.leader:
+        assert off.task_leader is not None and off.task_comm is not None
+        a.call(GET_CURRENT_TASK_BTF)
+        a.ldx(DW, R1, R0, off.task_leader)
+        for i in (0, 8):
+            a.ldx(DW, R2, R1, off.task_comm + i).stx(DW, FP, dst + i, R2)
+        return
     if off.leader:
         assert off.task_leader is not None and off.task_comm is not None
         a.call(GET_CURRENT_TASK)
@@ -1454,12 +1463,14 @@ def raw_drop_ok(off: SockOffsets) -> bool:
 
 
 def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], attribute: bool = True,
-             raw: bool = False) -> Asm:  # fmt: skip
+             raw: bool = False, btf: bool = False) -> Asm:  # fmt: skip
     """See the module docstring. ``attribute`` False: never charge a drop to a task (the kernel
     has no irq tracepoints to tell interrupt context). ``raw``: a raw tracepoint program (input: the
     arguments skb, location, reason; no trace record built for every free, most of which are
     skipped): the packet's ethertype is read from the skb, and the program's own frame pointer
-    (on the stack the tracepoint runs on) tells a task's stack from an interrupt stack."""
+    (on the stack the tracepoint runs on) tells a task's stack from an interrupt stack. ``btf`` (with
+    ``raw``): a BTF-typed program (``tp_btf``): the skb's and the task's fields are plain loads (the
+    verifier knows their types), not helper calls; the packet's bytes are still read with one."""
     a = Asm()
     a.mov(R6, R1)
 
@@ -1484,7 +1495,11 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.st(DW, FP, _D_TID, 0)
     a.st(DW, FP, _D_LEN, 0)
     a.st(DW, FP, _D_SIZE, 0)
-    if raw:
+    if btf:
+        assert off.skb_protocol is not None
+        load_skb(R1)
+        a.ldx(H, R1, R1, off.skb_protocol).be16(R1).stx(DW, FP, _D_ETH, R1)  # (network order in the skb)
+    elif raw:
         assert off.skb_protocol is not None
         _read_member(a, load_skb, off.skb_protocol, _D_ETH, 2, "eth_done")
         a.ldx(DW, R1, FP, _D_ETH).be16(R1).stx(DW, FP, _D_ETH, R1)  # (network order in the skb)
@@ -1513,17 +1528,24 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.ldx(DW, R3, FP, _D_SCR).add(R3, off.regs_sp)
         _kread(a, _D_SCR, 8, R3, "irq")
         a.ldx(DW, R7, FP, _D_SCR)  # r7 = stack pointer at the tracepoint (the reason is in the key already)
-    a.call(GET_CURRENT_TASK)
-    a.mov(R9, R0)
-    a.st(DW, FP, _D_SCR, 0)
-    a.mov(R3, R9).add(R3, off.task_flags)
-    _kread(a, _D_SCR, 4, R3, "irq")
-    a.ldx(DW, R1, FP, _D_SCR)
-    a.mov32(R2, PF_KTHREAD)
-    a.jmp("jset", R1, R2, "irq")
-    a.mov(R3, R9).add(R3, off.task_stack)
-    _kread(a, _D_SCR, 8, R3, "irq")
-    a.ldx(DW, R1, FP, _D_SCR)
+    if btf:
+        a.call(GET_CURRENT_TASK_BTF)
+        a.ldx(W, R1, R0, off.task_flags)
+        a.mov32(R2, PF_KTHREAD)
+        a.jmp("jset", R1, R2, "irq")
+        a.ldx(DW, R1, R0, off.task_stack)
+    else:
+        a.call(GET_CURRENT_TASK)
+        a.mov(R9, R0)
+        a.st(DW, FP, _D_SCR, 0)
+        a.mov(R3, R9).add(R3, off.task_flags)
+        _kread(a, _D_SCR, 4, R3, "irq")
+        a.ldx(DW, R1, FP, _D_SCR)
+        a.mov32(R2, PF_KTHREAD)
+        a.jmp("jset", R1, R2, "irq")
+        a.mov(R3, R9).add(R3, off.task_stack)
+        _kread(a, _D_SCR, 8, R3, "irq")
+        a.ldx(DW, R1, FP, _D_SCR)
     a.sub(R7, R1)
     a.jmp("jge", R7, THREAD_SIZE, "irq")  # (unsigned: below the stack wraps around too)
     a.ja("task")
@@ -1534,7 +1556,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _D_TID, R0)
     a.rsh(R0, 32).stx(W, FP, _D_KEY + _K["tgid"], R0)
-    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR)
+    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf)
     a.mov(R1, FP).add(R1, _D_THREAD)
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
@@ -1542,7 +1564,10 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.stx(DW, FP, _D_CGROUP, R0)
     a.label("attributed")
 
-    if off.skb_len is not None:
+    if off.skb_len is not None and btf:
+        load_skb(R1)
+        a.ldx(W, R1, R1, off.skb_len).stx(DW, FP, _D_LEN, R1).stx(DW, FP, _D_SIZE, R1)
+    elif off.skb_len is not None:
         a.mov(R1, FP).add(R1, _D_LEN)
         a.mov(R2, 4)
         load_skb(R3)
@@ -1550,7 +1575,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.call(PROBE_READ_KERNEL)
         a.ldx(DW, R1, FP, _D_LEN).stx(DW, FP, _D_SIZE, R1)
     if off.packet:
-        _drop_headers(a, load_skb, off)
+        _drop_headers(a, load_skb, off, btf)
     a.label("parsed")
     _bump(a, maps, _D_KEY, 1, _D_WALL, _D_VAL, _D_ACTIVE)
     # the raw record, when wanted
@@ -1587,9 +1612,10 @@ _V6_HOP, _V6_ROUTING, _V6_FRAGMENT, _V6_DSTOPTS, _V6_AH = 0, 43, 44, 60, 51
 _V6_MAX_EXT = 4
 
 
-def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets) -> None:
+def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf: bool = False) -> None:
     """Family, destination, L4 protocol and port into the drop key, from the packet. r8 flags.
-    Non-first IPv4 fragments have no transport header: no port. Jumps to ``parsed``."""
+    Non-first IPv4 fragments have no transport header: no port. Jumps to ``parsed``. ``btf``: the
+    skb is a BTF-typed pointer (its fields are plain loads)."""
     assert off.skb_head is not None and off.skb_network_header is not None
     a.ldx(DW, R1, FP, _D_ETH)
     a.jeq(R1, ETH_P_IP, "l3")
@@ -1597,15 +1623,20 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets) -> 
     a.ja("parsed")
     a.label("l3")
     # r9 = skb->head + skb->network_header
-    load_skb(R3)
-    a.add(R3, off.skb_head)
-    _kread(a, _D_SCR, 8, R3, "parsed")
-    a.ldx(DW, R9, FP, _D_SCR)
-    a.st(DW, FP, _D_SCR, 0)
-    load_skb(R3)
-    a.add(R3, off.skb_network_header)
-    _kread(a, _D_SCR, 2, R3, "parsed")
-    a.ldx(DW, R1, FP, _D_SCR)
+    if btf:
+        load_skb(R1)
+        a.ldx(DW, R9, R1, off.skb_head)
+        a.ldx(H, R1, R1, off.skb_network_header)
+    else:
+        load_skb(R3)
+        a.add(R3, off.skb_head)
+        _kread(a, _D_SCR, 8, R3, "parsed")
+        a.ldx(DW, R9, FP, _D_SCR)
+        a.st(DW, FP, _D_SCR, 0)
+        load_skb(R3)
+        a.add(R3, off.skb_network_header)
+        _kread(a, _D_SCR, 2, R3, "parsed")
+        a.ldx(DW, R1, FP, _D_SCR)
     a.jeq(R1, 0xFFFF, "parsed")  # network header not set
     a.add(R9, R1)
     a.zero_stack(_D_HDR, 40)
