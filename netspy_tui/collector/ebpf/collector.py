@@ -243,6 +243,8 @@ class _Session:
         if raw_bytes:
             typed["sock_send"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=True, btf=True)
             typed["sock_recv"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=True, btf=True)
+        if raw_state:
+            typed["tcp_state"] = lambda tp: P.tcp_state(tp, maps, states, offsets, raw=True, btf=True)
         if raw_drop:
             typed["skb_drop"] = lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=True, btf=True)
         for spec in _ATTACH:

@@ -804,6 +804,8 @@ class _Fields:
     tp: Tracepoint
     off: SockOffsets
     raw: bool = False
+    btf: bool = False
+    """(with ``raw``) a BTF-typed program: the socket's fields are plain loads, no copy."""
 
     _ARGS = ("skaddr", "oldstate", "newstate")
     _SIZES = {"skaddr": 8, "oldstate": 4, "newstate": 4, "sport": 2, "dport": 2, "family": 2, "protocol": 2,
@@ -822,6 +824,13 @@ class _Fields:
             a.ldx(size, dst, R6, self.tp.offset(name, self._SIZES[name]) + at)
         elif name in self._ARGS:
             a.ldx(DW, dst, R6, 8 * self._ARGS.index(name))
+        elif self.btf and name != "sport":  # (inet_sport is beyond struct sock: read into the stack)
+            member = self.off.sk_protocol if name == "protocol" else self._stack(name) - _RS_SOCK
+            assert member is not None
+            a.ldx(DW, dst, R6, 0)
+            a.ldx(size, dst, dst, member + at)
+            if name == "dport":
+                a.be16(dst)
         elif name == "protocol":
             a.ldx(size, dst, FP, _RS_PROTO)
         elif name == "sport":  # inet_sport, as the record has it (a closing socket's skc_num is 0 by then)
@@ -838,6 +847,13 @@ class _Fields:
         if not self.raw:
             return
         assert self.off.sk_protocol is not None and self.off.inet_sport is not None
+        if self.btf:
+            if sport:
+                a.ldx(DW, R3, R6, 0).add(R3, self.off.inet_sport)
+                a.mov(R1, FP).add(R1, _RS_SPORT)
+                a.mov(R2, 2)
+                a.call(PROBE_READ_KERNEL)
+            return
         a.ldx(DW, R3, R6, 0)
         a.mov(R1, FP).add(R1, _RS_SOCK)
         a.mov(R2, sock_span(self.off))
@@ -890,14 +906,14 @@ def _dest_from_tp(a: Asm, f: _Fields, key: int) -> None:
     a.label(done)
 
 
-def _start_key(a: Asm, off: SockOffsets) -> None:
+def _start_key(a: Asm, off: SockOffsets, btf: bool = False) -> None:
     """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts."""
     a.zero_stack(_S_CONN, CONN.itemsize)
     _second(a, _S_WALL, _S_KEY)
     a.ldx(DW, R1, FP, _S_PIDTGID)
     a.stx(W, FP, _S_CONN + _C["tid"], R1)
     a.rsh(R1, 32).stx(W, FP, _S_KEY + _K["tgid"], R1)
-    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR)
+    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR, btf)
     a.mov(R1, FP).add(R1, _S_CONN + _C["thread"])
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
@@ -909,9 +925,11 @@ def _start_key(a: Asm, off: SockOffsets) -> None:
     a.stx(DW, FP, _S_CONN + _C["ts"], R0)
 
 
-def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets, raw: bool = False) -> Asm:
-    """See the module docstring. ``raw``: a raw tracepoint program (see :class:`_Fields`)."""
-    f = _Fields(tp, off, raw)
+def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets, raw: bool = False,
+              btf: bool = False) -> Asm:  # fmt: skip
+    """See the module docstring. ``raw``: a raw tracepoint program; ``btf`` (with it) a BTF-typed one
+    (see :class:`_Fields`)."""
+    f = _Fields(tp, off, raw, btf and raw)
     close, syn_sent = states["TCP_CLOSE"], states["TCP_SYN_SENT"]
     established = states["TCP_ESTABLISHED"]
     directions = maps.traffic is not None and maps.listeners is not None and "TCP_LISTEN" in states and \
@@ -949,7 +967,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.label("build")
     f.read_sock(a, sport=False)
     _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
-    _start_key(a, off)
+    _start_key(a, off, f.btf)
     _dest_from_tp(a, f, _S_KEY)
     f.load(a, H, R1, "family")
     a.stx(H, FP, _S_CONN + _C["sockfam"], R1)
@@ -1027,7 +1045,12 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.mov(R7, 0)  # r7 = result
     a.jne(R8, close, "result_set")  # ESTABLISHED (or SYN_RECV: the handshake went on)
     a.mov(R7, RESULT_ABORTED)
-    if off.sk_err is not None:
+    if off.sk_err is not None and f.btf:
+        f.load(a, DW, R3, "skaddr")
+        a.ldx(W, R1, R3, off.sk_err)
+        a.jeq(R1, 0, "result_set")
+        a.mov(R7, R1)
+    elif off.sk_err is not None:
         a.st(DW, FP, _S_SCR, 0)
         a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_err)
         _kread(a, _S_SCR, 4, R3, "result_set")
@@ -1122,7 +1145,7 @@ def _passive_opens(a: Asm, f: _Fields, maps: Maps, off: SockOffsets, established
     a.stx(DW, FP, _T_CNT, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.rsh(R0, 32).stx(DW, FP, _T_SOCK, R0)
-    _process_name(a, off, _T_SOCK + 8, _T_SCR)
+    _process_name(a, off, _T_SOCK + 8, _T_SCR, f.btf)
     a.ld_map_fd(R1, maps.listeners)
     a.mov(R2, FP).add(R2, _T_CNT)
     a.mov(R3, FP).add(R3, _T_SOCK)
