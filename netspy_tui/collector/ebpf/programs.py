@@ -2,10 +2,14 @@
 
 Every figure is counted once, in the kernel, when it is final; raw records are a detail stream
 beside the counts. Programs (``BPF_PROG_TYPE_TRACEPOINT`` attached through perf events; those on the
-busiest tracepoints — ``tcp_state``, ``skb_drop``, ``sock_bytes`` — as ``BPF_PROG_TYPE_RAW_TRACEPOINT``
-where the kernel's BTF says what the tracepoint passes: a perf event builds the trace record before
-every run, which cost a state change, a freed packet or a send() about as much as the program; the
-byte counters as BTF-typed ones, ``tp_btf``, where the kernel allows, reading the socket directly):
+busiest tracepoints — ``tcp_state``, ``skb_drop``, ``sock_bytes`` — get the tracepoint's arguments
+instead where the kernel's BTF says what it passes: a perf event builds the trace record before every
+run, which cost a state change, a freed packet or a send() about as much as the program. They load
+as BTF-typed programs (``tp_btf``: the socket's, the skb's and the task's fields are plain loads)
+where the kernel allows, else as ``BPF_PROG_TYPE_RAW_TRACEPOINT`` (fields read with helper calls),
+else as perf tracepoint programs. ``connect()`` is seen only through the syscall tracepoints, whose
+being enabled sends every system call on the host through the kernel's slower syscall-tracing path:
+~170 ns each here, the floor of what this collector costs a host's system calls):
 
 ``connect_enter`` (syscalls/sys_enter_connect)
     Saves ``{uservaddr, addrlen, fd, ts}`` and a copy of the sockaddr, read now (a fault is
@@ -1490,8 +1494,8 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     """See the module docstring. ``attribute`` False: never charge a drop to a task (the kernel
     has no irq tracepoints to tell interrupt context). ``raw``: a raw tracepoint program (input: the
     arguments skb, location, reason; no trace record built for every free, most of which are
-    skipped): the packet's ethertype is read from the skb, and the program's own frame pointer
-    (on the stack the tracepoint runs on) tells a task's stack from an interrupt stack. ``btf`` (with
+    skipped): the packet's ethertype is read from the skb, and the address of the arguments (on the
+    stack the tracepoint runs on) tells a task's stack from an interrupt stack. ``btf`` (with
     ``raw``): a BTF-typed program (``tp_btf``): the skb's and the task's fields are plain loads (the
     verifier knows their types), not helper calls; the packet's bytes are still read with one."""
     a = Asm()
