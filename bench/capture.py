@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench import synth
-from bench.common import REPO, Context, Metric, metric, run_measured, skipped
+from bench.common import REPO, Context, Metric, interrupt, metric, run_measured, skipped
 
 NAME = "capture"
 TARGET_CAPTURE, TARGET_OVERHEAD, TARGET_KERNEL = 1.0, 0.90, 0.92
@@ -82,8 +81,7 @@ class Bpftrace:
         time.sleep(1.0)  # bpftrace prints "Attaching" before the probe is live
 
     def stop(self) -> dict[int, int]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
+        out = interrupt(self.proc)
         return {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"@\[(\d+)\]: (\d+)", out)}
 
 

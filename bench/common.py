@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -113,6 +114,22 @@ def run_measured(argv: list[str], timeout: float) -> tuple[str, float]:
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.stdout, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def interrupt(proc: subprocess.Popen[str], tries: int = 3, timeout: float = 10.0) -> str:
+    """SIGINT a tool that prints its results when interrupted (bpftrace) and return its stdout.
+    bpftrace 0.17 here now and then stays in epoll_wait after the first SIGINT (seen twice in ~40
+    runs under load); a second one ends it."""
+    for _ in range(tries):
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            return out
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.communicate()
+    raise RuntimeError(f"{proc.args!r} did not stop after {tries} SIGINTs")
 
 
 def free_port() -> int:

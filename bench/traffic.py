@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import REPO, Context, Metric, metric, run_measured, skipped
+from bench.common import REPO, Context, Metric, interrupt, metric, run_measured, skipped
 
 NAME = "traffic"
 TARGET_BULK, TARGET_SMALL, TARGET_EXACT = 0.95, 0.90, 1.0
@@ -75,8 +74,7 @@ class Bpftrace:
         time.sleep(1.0)  # "Attaching" comes before the probes are live
 
     def stop(self) -> dict[str, dict[int, int]]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
+        out = interrupt(self.proc)
         sums: dict[str, dict[int, int]] = {"tx": {}, "rx": {}}
         for m in re.finditer(r"@(tx|rx)\[(\d+)\]: (\d+)", out):
             sums[m.group(1)][int(m.group(2))] = int(m.group(3))
