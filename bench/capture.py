@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench import synth
-from bench.common import REPO, Context, Metric, metric, skipped
+from bench.common import REPO, Context, Metric, interrupt, metric, run_measured, skipped
 
 NAME = "capture"
 TARGET_CAPTURE, TARGET_OVERHEAD, TARGET_KERNEL = 1.0, 0.90, 0.92
@@ -50,24 +49,19 @@ def build_generator(tmp: Path) -> Path:
     return exe
 
 
-def storm(exe: Path, port: int, workers: int, count: int, seconds: float) -> tuple[dict[int, int], float]:
-    """Run the storm; returns ({worker pid: connects made}, connects per second)."""
-    r = subprocess.run(
-        [str(exe), str(port), str(workers), str(count), str(seconds)],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    )
+def storm(exe: Path, port: int, workers: int, count: int, seconds: float) -> tuple[dict[int, int], float, float]:
+    """Run the storm; returns ({worker pid: connects made}, connects per second, the storm's own CPU
+    microseconds per connect: socket, connect and close, kernel time of the programs included)."""
+    out, cpu = run_measured([str(exe), str(port), str(workers), str(count), str(seconds)], seconds + 60)
     per: dict[int, int] = {}
     total = elapsed = 0
-    for line in r.stdout.splitlines():
+    for line in out.splitlines():
         a, b, c = line.split()
         if a == "total":
             total, elapsed = int(b), int(c)
         else:
             per[int(a)] = int(b)
-    return per, total / (elapsed / 1e9)
+    return per, total / (elapsed / 1e9), cpu / max(1, total) * 1e6
 
 
 class Bpftrace:
@@ -87,8 +81,7 @@ class Bpftrace:
         time.sleep(1.0)  # bpftrace prints "Attaching" before the probe is live
 
     def stop(self) -> dict[int, int]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
+        out = interrupt(self.proc)
         return {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"@\[(\d+)\]: (\d+)", out)}
 
 
@@ -121,7 +114,7 @@ def _collector_round(exe: Path, port: int, workers: int, count: int, seconds: fl
     collector.start(counter)
     try:
         ev0, lost0, cpu0 = collector.stats.events, collector.stats.lost, collector.reader_cpu_seconds
-        made, rate = storm(exe, port, workers, count, seconds)
+        made, rate, _ = storm(exe, port, workers, count, seconds)
         total = sum(made.values())
         deadline = time.monotonic() + 10
         while counter.total() < total and time.monotonic() < deadline:
@@ -162,7 +155,7 @@ def _product_round(
     try:
         cpu0 = collector.reader_cpu_seconds
         t0 = time.time()
-        made, rate = storm(exe, port, workers, count, seconds)
+        made, rate, cpu_us = storm(exe, port, workers, count, seconds)
         time.sleep(collector.drain_interval * 2.5)
         program_stats = collector.program_stats()
         # Read the figures once the collector has delivered everything (stop detaches, then reads
@@ -187,6 +180,7 @@ def _product_round(
     return {
         "made": made,
         "rate": rate,
+        "cpu_us": cpu_us,
         "counts": per_pid,
         "outcomes": {c.key: c.count for c in stats.outcomes},
         "total": stats.total,
@@ -217,7 +211,7 @@ def _kernel_only_round(exe: Path, port: int, workers: int, count: int, seconds: 
     collector = EbpfCollector(raw_connects=False, raw_drops=False, drain_interval=60.0)
     collector.start(Keep())
     try:
-        made, rate = storm(exe, port, workers, count, seconds)
+        made, rate, cpu_us = storm(exe, port, workers, count, seconds)
     finally:
         collector.stop()
     counted: Counter[int] = Counter()
@@ -227,7 +221,7 @@ def _kernel_only_round(exe: Path, port: int, workers: int, count: int, seconds: 
             mine = (keys["kind"] == 1) & (keys["port"] == port)
             for tgid, n in zip(keys["tgid"][mine].tolist(), values["n"][mine].tolist(), strict=True):
                 counted[tgid] += n
-    return {"made": made, "rate": rate, "counts": dict(counted)}
+    return {"made": made, "rate": rate, "cpu_us": cpu_us, "counts": dict(counted)}
 
 
 def _median(values: list[float]) -> float:
@@ -306,8 +300,8 @@ def run(ctx: Context) -> list[Metric]:
                 ctx.log(f"capture: round {r + 1}/{rounds} ({nproc} workers)")
                 res["none"].append(storm(exe, port, nproc, count, seconds))
                 bt = Bpftrace()
-                made, rate = storm(exe, port, nproc, count, seconds)
-                res["bpftrace"].append((made, rate, bt.stop()))
+                made, rate, cpu_us = storm(exe, port, nproc, count, seconds)
+                res["bpftrace"].append((made, rate, bt.stop(), cpu_us))
                 res["product"].append(_product_round(exe, port, nproc, count, seconds, db))
                 bt = Bpftrace()  # the product and bpftrace on the same storm: their counts, side by side
                 both = _product_round(exe, port, nproc, count, seconds, db)
@@ -319,12 +313,18 @@ def run(ctx: Context) -> list[Metric]:
     finally:
         os.close(stats_fd)
     # --- figures ---------------------------------------------------------------------------
-    rates_none = [r for _, r in res["none"]]
+    rates_none = [r for _, r, _ in res["none"]]
+    cpu_none = [c for _, _, c in res["none"]]
     base = float(np.median(rates_none))
     bt_overhead = [b[1] / n for b, n in zip(res["bpftrace"], rates_none, strict=True)]
     overhead = [p["rate"] / n for p, n in zip(res["product"], rates_none, strict=True)]
     counting_overhead = [p["rate"] / n for p, n in zip(res["counting"], rates_none, strict=True)]
     kernel = [k["rate"] / n for k, n in zip(res["kernel"], rates_none, strict=True)]
+    # the same as CPU per connect (without / with: 1.0 = tracing adds nothing to a connect)
+    cpu_product = [n / p["cpu_us"] for p, n in zip(res["product"], cpu_none, strict=True)]
+    cpu_counting = [n / p["cpu_us"] for p, n in zip(res["counting"], cpu_none, strict=True)]
+    cpu_kernel = [n / k["cpu_us"] for k, n in zip(res["kernel"], cpu_none, strict=True)]
+    cpu_bpftrace = [n / b[3] for b, n in zip(res["bpftrace"], cpu_none, strict=True)]
     vs_bt = [min((p["counts"].get(pid, 0) / bt.get(pid, 1) for pid in p["made"]), default=0.0)
              for p, bt in res["product_bt"]]  # fmt: skip
     vs_made = [_ratio_per_process(p["made"], p["counts"]) for p in res["product"] + res["counting"]]
@@ -415,6 +415,15 @@ def run(ctx: Context) -> list[Metric]:
             "s",
             target=TARGET_CPU_COUNT,
         ),
+        metric(NAME, "storm CPU per connect without tracing (socket, connect, close)", cpu_none, "us"),
+        metric(
+            NAME,
+            "CPU per connect: without / with the collector, raw events kept",
+            cpu_product,
+            note="the storm's own CPU (steadier than its rate on a busy host)",
+        ).set_baseline(float(np.median(cpu_bpftrace)), "bpftrace", ratio=None),
+        metric(NAME, "CPU per connect: without / with the collector, counting only", cpu_counting),
+        metric(NAME, "CPU per connect: without / with the kernel side alone", cpu_kernel),
         *[metric(NAME, f"kernel time per connect: {name}", v, "us") for name, v in sorted(per_prog.items())],
     ]
     if diag is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -102,6 +104,32 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def run_measured(argv: list[str], timeout: float) -> tuple[str, float]:
+    """Run a workload to completion: (its stdout, the CPU seconds it and its children used, user +
+    system). Its own CPU per operation moves far less with the rest of a busy host's load than its
+    wall-clock rate does: the steadier figure for what tracing adds to each operation."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.stdout, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def interrupt(proc: subprocess.Popen[str], tries: int = 3, timeout: float = 10.0) -> str:
+    """SIGINT a tool that prints its results when interrupted (bpftrace) and return its stdout.
+    bpftrace 0.17 here now and then stays in epoll_wait after the first SIGINT (seen twice in ~40
+    runs under load); a second one ends it."""
+    for _ in range(tries):
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            return out
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.communicate()
+    raise RuntimeError(f"{proc.args!r} did not stop after {tries} SIGINTs")
 
 
 def free_port() -> int:

@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import REPO, Context, Metric, metric, skipped
+from bench.common import REPO, Context, Metric, interrupt, metric, run_measured, skipped
 
 NAME = "traffic"
 TARGET_BULK, TARGET_SMALL, TARGET_EXACT = 0.95, 0.90, 1.0
@@ -43,11 +42,11 @@ def build(tmp: Path) -> Path:
 
 
 def transfer(exe: Path, chunk: int, max_bytes: int, seconds: float) -> dict[str, int]:
-    """Run one transfer: sender and receiver pids, bytes, calls, the sending time (ns)."""
-    r = subprocess.run([str(exe), str(chunk), str(max_bytes), str(seconds)], capture_output=True, text=True,
-                       timeout=seconds + 60, check=True)  # fmt: skip
-    out: dict[str, int] = {}
-    for line in r.stdout.splitlines():
+    """Run one transfer: sender and receiver pids, bytes, calls, the sending time (ns), and the CPU
+    both processes used (``cpu_ns``: the kernel time of the programs included)."""
+    stdout, cpu = run_measured([str(exe), str(chunk), str(max_bytes), str(seconds)], seconds + 60)
+    out: dict[str, int] = {"cpu_ns": int(cpu * 1e9)}
+    for line in stdout.splitlines():
         parts = line.split()
         if parts[0] == "tx":
             out.update(tx_pid=int(parts[1]), tx_bytes=int(parts[2]), tx_calls=int(parts[3]), ns=int(parts[4]))
@@ -75,8 +74,7 @@ class Bpftrace:
         time.sleep(1.0)  # "Attaching" comes before the probes are live
 
     def stop(self) -> dict[str, dict[int, int]]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
+        out = interrupt(self.proc)
         sums: dict[str, dict[int, int]] = {"tx": {}, "rx": {}}
         for m in re.finditer(r"@(tx|rx)\[(\d+)\]: (\d+)", out):
             sums[m.group(1)][int(m.group(2))] = int(m.group(3))
@@ -94,10 +92,11 @@ def product_round(exe: Path, chunk: int, max_bytes: int, seconds: float, db: Pat
     store = EventStore(db)
     source = EmbeddedSource(EbpfCollector(), store)
     asyncio.run(source.start())
+    assert source.collector is not None
     try:
         moved = transfer(exe, chunk, max_bytes, seconds)
+        runs = {name: run_ns / max(1, n) for name, run_ns, n, _ in source.collector.program_stats()}
     finally:
-        assert source.collector is not None
         source.collector.stop()  # drains the last counts
     try:
         store.flush(60)
@@ -105,7 +104,8 @@ def product_round(exe: Path, chunk: int, max_bytes: int, seconds: float, db: Pat
         rx = store.traffic(moved["rx_pid"], None, 600)
     finally:
         store.close()
-    return {**moved, "store_tx": tx.tx_bytes, "store_rx": rx.rx_bytes}
+    return {**moved, "store_tx": tx.tx_bytes, "store_rx": rx.rx_bytes, "send_ns": runs.get("sock_send", 0.0),
+            "recv_ns": runs.get("sock_recv", 0.0)}  # fmt: skip
 
 
 def run(ctx: Context) -> list[Metric]:
@@ -123,6 +123,8 @@ def run(ctx: Context) -> list[Metric]:
         return [skipped(NAME, "bulk transfer: bytes/s with the collector / without", why, target=TARGET_BULK, op=">="),
                 skipped(NAME, "small writes: send() calls/s with the collector / without", why, target=TARGET_SMALL,
                         op=">=")]  # fmt: skip
+    from netspy_tui.collector.ebpf import syscalls
+
     exe = build(ctx.tmp)
     db = ctx.tmp / "traffic.db"
     rounds = 1 if ctx.quick else 3
@@ -131,51 +133,74 @@ def run(ctx: Context) -> list[Metric]:
     transfer(exe, WORKLOADS["bulk"], max_bytes, 0.3)  # warm-up
     ms: list[Metric] = []
     extra: dict[str, Any] = {}
-    for workload, chunk in WORKLOADS.items():
-        res: dict[str, list[Any]] = {k: [] for k in ("none", "product", "bpftrace", "both")}
-        for r in range(rounds):
-            ctx.log(f"traffic: {workload} round {r + 1}/{rounds}")
-            res["none"].append(transfer(exe, chunk, max_bytes, seconds))
-            res["product"].append(product_round(exe, chunk, max_bytes, seconds, db))
-            bt = Bpftrace()
-            moved = transfer(exe, chunk, max_bytes, seconds)
-            res["bpftrace"].append((moved, bt.stop()))
-            bt = Bpftrace()
-            both = product_round(exe, chunk, max_bytes, seconds, db)
-            res["both"].append((both, bt.stop()))
-
-        def rate(m: dict[str, int], calls: bool = False) -> float:
-            return (m["tx_calls"] if calls else m["tx_bytes"]) / (m["ns"] / 1e9)
-
-        calls = workload == "small"
-        none = [rate(m, calls) for m in res["none"]]
-        product = [rate(p, calls) / n for p, n in zip(res["product"], none, strict=True)]
-        bpftrace = [rate(m, calls) / n for (m, _), n in zip(res["bpftrace"], none, strict=True)]
-        exact = [min(p["store_tx"] / p["tx_bytes"], p["store_rx"] / p["rx_bytes"])
-                 for p in res["product"] + [b for b, _ in res["both"]]]  # fmt: skip
-        vs_bt = [min(p["store_tx"] / max(1, bt["tx"].get(p["tx_pid"], 0)),
-                     p["store_rx"] / max(1, bt["rx"].get(p["rx_pid"], 0))) for p, bt in res["both"]]  # fmt: skip
-        bt_exact = [min(bt["tx"].get(m["tx_pid"], 0) / m["tx_bytes"], bt["rx"].get(m["rx_pid"], 0) / m["rx_bytes"])
-                    for m, bt in res["bpftrace"]]  # fmt: skip
-        if calls:
-            ms.append(metric(NAME, "small writes (64 B): send() calls/s without tracing", none, "calls/s"))
-            ms.append(metric(NAME, "small writes: send() calls/s with the collector / without", product,
-                             target=TARGET_SMALL, op=">=").set_baseline(float(np.median(bpftrace)), "bpftrace ratio",
-                                                                        ratio=None))  # fmt: skip
-            ms.append(metric(NAME, "small writes: send() calls/s with bpftrace / without", bpftrace))
-        else:
-            ms.append(metric(NAME, "bulk transfer (64 KiB writes): MB/s without tracing", [n / 1e6 for n in none],
-                             "MB/s"))  # fmt: skip
-            ms.append(metric(NAME, "bulk transfer: bytes/s with the collector / without", product, target=TARGET_BULK,
-                             op=">=").set_baseline(float(np.median(bpftrace)), "bpftrace ratio",
-                                                   ratio=None))  # fmt: skip
-            ms.append(metric(NAME, "bulk transfer: bytes/s with bpftrace / without", bpftrace))
-        ms.append(metric(NAME, f"{workload}: store bytes / bytes moved, worst direction", exact, target=TARGET_EXACT,
-                         op=">=", note="the store's traffic() for the sender's and the receiver's pid"))  # fmt: skip
-        ms.append(metric(NAME, f"{workload}: store bytes / bpftrace's sum, same transfer, worst direction", vs_bt,
-                         target=TARGET_EXACT, op=">="))  # fmt: skip
-        ms.append(metric(NAME, f"{workload}: bpftrace's sum / bytes moved, worst direction", bt_exact))
-        extra[workload] = {"none": res["none"], "product": res["product"],
-                           "bpftrace": [m for m, _ in res["bpftrace"]]}  # fmt: skip
+    stats_fd = syscalls.enable_stats()  # per-program kernel time (closed at the end)
+    try:
+        for workload, chunk in WORKLOADS.items():
+            _workload(ctx, exe, db, workload, chunk, rounds, seconds, max_bytes, ms, extra)
+    finally:
+        os.close(stats_fd)
     ctx.shared["traffic_extra"] = {"chunk_bytes": WORKLOADS, "seconds": seconds, "rounds": rounds, **extra}
     return ms
+
+
+def _workload(ctx: Context, exe: Path, db: Path, workload: str, chunk: int, rounds: int, seconds: float,
+              max_bytes: int, ms: list[Metric], extra: dict[str, Any]) -> None:  # fmt: skip
+    """One workload's rounds and figures (appended to ``ms``)."""
+    res: dict[str, list[Any]] = {k: [] for k in ("none", "product", "bpftrace", "both")}
+    for r in range(rounds):
+        ctx.log(f"traffic: {workload} round {r + 1}/{rounds}")
+        res["none"].append(transfer(exe, chunk, max_bytes, seconds))
+        res["product"].append(product_round(exe, chunk, max_bytes, seconds, db))
+        bt = Bpftrace()
+        moved = transfer(exe, chunk, max_bytes, seconds)
+        res["bpftrace"].append((moved, bt.stop()))
+        bt = Bpftrace()
+        both = product_round(exe, chunk, max_bytes, seconds, db)
+        res["both"].append((both, bt.stop()))
+
+    def rate(m: dict[str, int], calls: bool = False) -> float:
+        return (m["tx_calls"] if calls else m["tx_bytes"]) / (m["ns"] / 1e9)
+
+    calls = workload == "small"
+
+    def cost(m: dict[str, int], per_call: bool = calls) -> float:
+        """CPU (ns) the two processes spent per write() (small) or per byte (bulk)."""
+        return m["cpu_ns"] / (m["tx_calls"] if per_call else m["tx_bytes"])
+
+    cpu_product = [cost(n) / cost(p) for p, n in zip(res["product"], res["none"], strict=True)]
+    cpu_bpftrace = [cost(n) / cost(m) for (m, _), n in zip(res["bpftrace"], res["none"], strict=True)]
+    none = [rate(m, calls) for m in res["none"]]
+    product = [rate(p, calls) / n for p, n in zip(res["product"], none, strict=True)]
+    bpftrace = [rate(m, calls) / n for (m, _), n in zip(res["bpftrace"], none, strict=True)]
+    exact = [min(p["store_tx"] / p["tx_bytes"], p["store_rx"] / p["rx_bytes"])
+             for p in res["product"] + [b for b, _ in res["both"]]]  # fmt: skip
+    vs_bt = [min(p["store_tx"] / max(1, bt["tx"].get(p["tx_pid"], 0)),
+                 p["store_rx"] / max(1, bt["rx"].get(p["rx_pid"], 0))) for p, bt in res["both"]]  # fmt: skip
+    bt_exact = [min(bt["tx"].get(m["tx_pid"], 0) / m["tx_bytes"], bt["rx"].get(m["rx_pid"], 0) / m["rx_bytes"])
+                for m, bt in res["bpftrace"]]  # fmt: skip
+    if calls:
+        ms.append(metric(NAME, "small writes (64 B): send() calls/s without tracing", none, "calls/s"))
+        ms.append(metric(NAME, "small writes: send() calls/s with the collector / without", product,
+                         target=TARGET_SMALL, op=">=").set_baseline(float(np.median(bpftrace)), "bpftrace ratio",
+                                                                    ratio=None))  # fmt: skip
+        ms.append(metric(NAME, "small writes: send() calls/s with bpftrace / without", bpftrace))
+    else:
+        ms.append(metric(NAME, "bulk transfer (64 KiB writes): MB/s without tracing", [n / 1e6 for n in none],
+                         "MB/s"))  # fmt: skip
+        ms.append(metric(NAME, "bulk transfer: bytes/s with the collector / without", product, target=TARGET_BULK,
+                         op=">=").set_baseline(float(np.median(bpftrace)), "bpftrace ratio",
+                                               ratio=None))  # fmt: skip
+        ms.append(metric(NAME, "bulk transfer: bytes/s with bpftrace / without", bpftrace))
+    what = "CPU per write()" if calls else "CPU per byte"
+    ms.append(metric(NAME, f"{workload}: {what} of sender + receiver, without / with the collector", cpu_product,
+                     note="steadier than the rate on a busy host").set_baseline(
+                         float(np.median(cpu_bpftrace)), "bpftrace", ratio=None))  # fmt: skip
+    ms.append(metric(NAME, f"{workload}: store bytes / bytes moved, worst direction", exact, target=TARGET_EXACT,
+                     op=">=", note="the store's traffic() for the sender's and the receiver's pid"))  # fmt: skip
+    ms.append(metric(NAME, f"{workload}: store bytes / bpftrace's sum, same transfer, worst direction", vs_bt,
+                     target=TARGET_EXACT, op=">="))  # fmt: skip
+    ms.append(metric(NAME, f"{workload}: bpftrace's sum / bytes moved, worst direction", bt_exact))
+    for prog, key in (("sock_send", "send_ns"), ("sock_recv", "recv_ns")):
+        ms.append(metric(NAME, f"{workload}: kernel time per run: {prog}", [p[key] for p in res["product"]], "ns"))
+    extra[workload] = {"none": res["none"], "product": res["product"],
+                       "bpftrace": [m for m, _ in res["bpftrace"]]}  # fmt: skip

@@ -7,20 +7,35 @@ conventions of each runtime, with either cgroup driver (systemd ``…-<id>.scope
 ``/<runtime>/<id>`` directories). :class:`WorkloadResolver` reads a process's cgroup from
 ``/proc/PID/cgroup`` (or a cgroup id, as eBPF's ``bpf_get_current_cgroup_id`` reports it, by the
 inode of its directory under the cgroup2 mount), caches both bounded, and keeps the last known
-workload of a cgroup or process that has gone.
+workload of a cgroup or process that has gone. :func:`kernel_cgroups` is what the eBPF collector
+saw: each process's cgroup id when it connected, its path resolved when first seen, so a process
+that has exited (its ``/proc`` entry gone before anyone read it) still has a workload.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Workload", "WorkloadResolver", "HOST", "classify_cgroup", "cgroup2_mount", "k8s_identity"]
+__all__ = [
+    "Workload",
+    "WorkloadResolver",
+    "HOST",
+    "CgroupIndex",
+    "KernelCgroups",
+    "classify_cgroup",
+    "cgroup2_mount",
+    "kernel_cgroups",
+    "k8s_identity",
+]
 
 _HEX64 = r"[0-9a-f]{64}"
 #: systemd-driver container scopes: <prefix>-<id>.scope
@@ -177,13 +192,132 @@ def k8s_identity(environ: os._Environ[str] | dict[str, str] | None = None) -> di
     return out
 
 
+#: directories a cgroup walk reads at most (a host has hundreds; a busy Kubernetes node thousands)
+_WALK_LIMIT = 200_000
+
+
+class CgroupIndex:
+    """cgroup v2 id -> path. An id not known yet is looked for in one walk of the cgroup2 mount (the
+    directory whose inode number it is; every directory met is remembered on the way), at most once
+    per ``min_rescan`` seconds, so ids of cgroups already removed do not make a walk each. At most
+    ``max_entries`` paths (least recently used go first); a cgroup that has gone keeps its last path."""
+
+    def __init__(self, mount: Path | None, *, max_entries: int = 8192, min_rescan: float = 1.0) -> None:
+        self.mount = mount
+        self.max_entries = max_entries
+        self.min_rescan = min_rescan
+        self.walks = 0
+        self._paths: OrderedDict[int, str] = OrderedDict()
+        self._last_walk = -float("inf")
+        self._lock = threading.Lock()
+
+    def path(self, cgroup_id: int) -> str | None:
+        with self._lock:
+            known = self._paths.get(cgroup_id)
+            if known is not None:
+                self._paths.move_to_end(cgroup_id)
+                return known
+            now = time.monotonic()
+            if self.mount is None or cgroup_id <= 0 or now - self._last_walk < self.min_rescan:
+                return None
+            self._last_walk = now
+        found = self._walk(cgroup_id)
+        with self._lock:
+            for ino, path in found.items():
+                if ino not in self._paths:
+                    self._paths[ino] = path
+            hit = self._paths.get(cgroup_id)
+            if hit is not None:
+                self._paths.move_to_end(cgroup_id)
+            while len(self._paths) > self.max_entries:
+                self._paths.popitem(last=False)
+            return hit
+
+    def _walk(self, wanted: int) -> dict[int, str]:
+        """inode -> path of the directories under the mount, up to ``max_entries`` of them (the
+        wanted one always kept). ``DirEntry.inode`` is the kernfs node id: no stat per directory."""
+        assert self.mount is not None
+        self.walks += 1
+        root = str(self.mount)
+        out: dict[int, str] = {}
+        try:
+            out[os.stat(root).st_ino] = "/"
+        except OSError:
+            return out
+        stack, seen = [root], 0
+        while stack and seen < _WALK_LIMIT:
+            top = stack.pop()
+            try:
+                with os.scandir(top) as entries:
+                    for entry in entries:
+                        if not entry.is_dir(follow_symlinks=False):
+                            continue
+                        seen += 1
+                        stack.append(entry.path)
+                        ino = entry.inode()
+                        if len(out) < self.max_entries or ino == wanted:
+                            out[ino] = "/" + os.path.relpath(entry.path, root)
+            except OSError:
+                continue
+        return out
+
+
+class KernelCgroups:
+    """What the eBPF programs said each process's cgroup was when it connected (pid -> cgroup id, the
+    last one seen; at most ``max_pids``), with each id's path resolved when first seen, while the
+    cgroup most likely still exists. Fed by the collector's reader; read by :class:`WorkloadResolver`
+    for a process whose ``/proc`` entry has gone."""
+
+    def __init__(self, mount: Path | None, *, max_pids: int = 65536) -> None:
+        self.index = CgroupIndex(mount)
+        self.max_pids = max_pids
+        self._pids: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def note(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """(pid, cgroup id) pairs (id 0: unknown, ignored)."""
+        fresh = set()
+        with self._lock:
+            for pid, cgroup_id in pairs:
+                if pid <= 0 or cgroup_id <= 0:
+                    continue
+                if self._pids.get(pid) != cgroup_id:
+                    fresh.add(cgroup_id)
+                self._pids[pid] = cgroup_id
+                self._pids.move_to_end(pid)
+            while len(self._pids) > self.max_pids:
+                self._pids.popitem(last=False)
+        for cgroup_id in fresh:
+            self.index.path(cgroup_id)
+
+    def cgroup_of(self, pid: int) -> int | None:
+        with self._lock:
+            return self._pids.get(pid)
+
+    def path_of(self, pid: int) -> str | None:
+        """The cgroup path the kernel last saw ``pid`` in, if it was resolved."""
+        cgroup_id = self.cgroup_of(pid)
+        return self.index.path(cgroup_id) if cgroup_id is not None else None
+
+
+@functools.cache
+def kernel_cgroups() -> KernelCgroups:
+    """The process-wide :class:`KernelCgroups` (under this host's cgroup2 mount)."""
+    return KernelCgroups(cgroup2_mount())
+
+
 class WorkloadResolver:
     """pid or cgroup id -> :class:`Workload`, cached (at most ``max_entries`` of each, least
-    recently used go first). A process or cgroup that has gone keeps the last workload seen."""
+    recently used go first). A process or cgroup that has gone keeps the last workload seen; a
+    process that exited before its ``/proc`` entry was read gets the workload of the cgroup the
+    kernel saw it connect from (``kernel``, by default what this process's eBPF collector saw)."""
 
-    def __init__(self, *, max_entries: int = 8192, mount: Path | None = None) -> None:
+    def __init__(self, *, max_entries: int = 8192, mount: Path | None = None,
+                 kernel: KernelCgroups | None = None) -> None:  # fmt: skip
         self.max_entries = max_entries
         self._mount = mount if mount is not None else cgroup2_mount()
+        self._kernel = kernel
+        self._index = CgroupIndex(self._mount, max_entries=max_entries)
         self._by_path: OrderedDict[str, Workload] = OrderedDict()
         self._by_pid: OrderedDict[int, Workload] = OrderedDict()
         self._by_id: OrderedDict[int, Workload] = OrderedDict()
@@ -199,7 +333,11 @@ class WorkloadResolver:
                 return known
         path = _cgroup_of(pid)
         if path is None:
-            return known
+            if known is not None:
+                return known
+            path = (self._kernel or kernel_cgroups()).path_of(pid)
+            if path is None:
+                return None
         workload = self.of_path(path)
         with self._lock:
             self._put(self._by_pid, pid, workload)
@@ -224,33 +362,13 @@ class WorkloadResolver:
             if known is not None:
                 self._by_id.move_to_end(cgroup_id)
                 return known
-        if self._mount is None:
-            return None
-        path = self._find(cgroup_id)
+        path = self._index.path(cgroup_id)
         if path is None:
             return None
         workload = self.of_path(path)
         with self._lock:
             self._put(self._by_id, cgroup_id, workload)
         return workload
-
-    def _find(self, cgroup_id: int) -> str | None:
-        assert self._mount is not None
-        root = str(self._mount)
-        try:
-            if os.stat(root).st_ino == cgroup_id:
-                return "/"
-        except OSError:
-            return None
-        for dirpath, dirnames, _ in os.walk(root, followlinks=False):
-            for name in dirnames:
-                full = os.path.join(dirpath, name)
-                try:
-                    if os.stat(full, follow_symlinks=False).st_ino == cgroup_id:
-                        return "/" + os.path.relpath(full, root)
-                except OSError:
-                    continue
-        return None
 
     def _put(self, table: OrderedDict[Any, Workload], key: object, value: Workload) -> None:
         table[key] = value

@@ -28,6 +28,7 @@ from netspy_tui.collector.ebpf.asm import DW, R0, R2, Asm
 from netspy_tui.collector.ebpf.decode import Codec, walls
 from netspy_tui.errors import CollectorError
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ns_to_time, parse_event
+from netspy_tui.names.workload import cgroup2_mount, kernel_cgroups
 from netspy_tui.serve.app import event_json
 from tests.contract import validate_event
 
@@ -160,6 +161,24 @@ def test_blocking_connect_to_closed_port_is_refused(live) -> None:
     (e,) = rec.wait_for(mine(port))
     assert (e.return_code, e.outcome, e.protocol, e.destination) == (-111, "refused", "TCP", f"127.0.0.1:{port}")
     check_contract(e)
+
+
+@pytest.mark.ebpf
+def test_connects_carry_the_processs_cgroup_id(live) -> None:
+    """The kernel reads the cgroup v2 id of the process that connects (drops charged to a task carry
+    it too); the reader hands it to the workload resolver by pid, with the cgroup's path."""
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines() if x.startswith("0::"))
+    expected = os.stat(mount / line[3:].lstrip("/")).st_ino
+    _, rec = live
+    port = closed_port()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+    rec.wait_for(mine(port))
+    assert kernel_cgroups().cgroup_of(os.getpid()) == expected
+    assert kernel_cgroups().path_of(os.getpid()) == "/" + line[3:].strip("/")
 
 
 @pytest.mark.ebpf
@@ -336,6 +355,47 @@ def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
         assert collector.stats.events == len(rec.events) and collector.stats.errors == 0
         for _, _, _, prog_id in progs:  # detached and freed by the kernel
             wait_until(lambda i=prog_id: not syscalls.prog_exists(i), what=f"program {prog_id} freed")
+    assert open_fds() == fds
+
+
+@pytest.mark.ebpf
+def test_state_drop_and_byte_programs_get_the_tracepoints_arguments(live) -> None:
+    """Where the kernel's BTF says what the tracepoints pass, the programs on the busiest tracepoints
+    (state changes, freed packets, every send() and recv()) get the arguments as they are: no trace
+    record is built before each run. connect() is only seen through the syscall tracepoints (perf)."""
+    collector, _ = live
+    if not all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
+        pytest.skip("this kernel's BTF has no tracepoint prototypes")
+    types = {name: syscalls.prog_type(prog_id) for name, _, _, prog_id in collector.programs()}
+    raw, perf = syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, syscalls.BPF_PROG_TYPE_TRACEPOINT
+    # BTF-typed (tp_btf) where the kernel allows tracing programs, else raw
+    assert len({types[name] for name in ("tcp_state", "skb_drop", "sock_send", "sock_recv")}) == 1
+    assert types["tcp_state"] in (raw, syscalls.BPF_PROG_TYPE_TRACING)
+    assert types["connect_enter"] == types["connect_exit"] == types["tcp_retransmit"] == perf
+
+
+@pytest.mark.ebpf
+def test_a_kernel_that_refuses_raw_tracepoint_programs_gets_perf_ones(monkeypatch, listener) -> None:
+    """Raw and BTF-typed tracepoint programs refused (a sandbox, an older kernel): every program is
+    attached through a perf event instead, nothing is left open, and connects are still seen."""
+
+    def refuse(name: str | None, prog_fd: int) -> int:
+        raise syscalls.BpfError(errno.EPERM, "attaching program to raw tracepoint")
+
+    monkeypatch.setattr(syscalls, "raw_tracepoint_open", refuse)
+    fds = open_fds()
+    rec = Recorder()
+    collector = EbpfCollector(ring_bytes=1 << 20)
+    start_or_skip(collector, rec)
+    try:
+        types = {syscalls.prog_type(prog_id) for _, _, _, prog_id in collector.programs()}
+        assert types == {syscalls.BPF_PROG_TYPE_TRACEPOINT}
+        port = listener.getsockname()[1]
+        with socket.socket() as s:
+            s.connect(("127.0.0.1", port))
+        rec.wait_for(mine(port))
+    finally:
+        collector.stop()
     assert open_fds() == fds
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from netspy_tui.names.workload import HOST, WorkloadResolver, cgroup2_mount, classify_cgroup, k8s_identity
+from netspy_tui.names.workload import (
+    HOST,
+    KernelCgroups,
+    WorkloadResolver,
+    cgroup2_mount,
+    classify_cgroup,
+    k8s_identity,
+)
 
 CID = "3f2a" + "0" * 56 + "beef"
 UID = "7c1e5b2a-0d3f-4b6e-9a8c-1234567890ab"
@@ -175,3 +182,32 @@ async def test_in_a_pod_served_events_and_server_status_carry_the_nodes_identity
     monkeypatch.delenv("POD_NAMESPACE")
     async with open_gateway(source) as gw:
         assert "Kubernetes" not in (await gw.call("server_status", {})).text
+
+
+@pytest.mark.root
+def test_kernel_cgroups_keep_a_removed_cgroups_path_and_stay_bounded() -> None:
+    """An id is resolved when first noted (while the cgroup exists) and keeps its path after the
+    cgroup is removed; pids beyond the bound are forgotten oldest first; unknown ids walk at most
+    once per rescan interval."""
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make cgroups")
+    gone = next(p for p in range(4_000_000, 1, -1) if not os.path.exists(f"/proc/{p}"))  # no such process
+    directory = mount / f"netspy-test-{uuid.uuid4().hex[:8]}.service"
+    directory.mkdir()
+    try:
+        kernel = KernelCgroups(mount, max_pids=2)
+        kernel.note([(gone, directory.stat().st_ino), (11, 0)])
+    finally:
+        directory.rmdir()
+    name = "/" + directory.name
+    assert kernel.path_of(gone) == name and kernel.cgroup_of(11) is None
+    resolver = WorkloadResolver(mount=mount, kernel=kernel)
+    assert resolver.of_pid(gone) == classify_cgroup(name)  # no /proc entry: the cgroup the kernel saw
+    kernel.note([(20, 1), (21, 1)])
+    assert kernel.cgroup_of(gone) is None and kernel.cgroup_of(21) == 1  # bounded: the oldest pid went
+    walks = kernel.index.walks
+    assert kernel.index.path(2**40) is None and kernel.index.path(2**40 + 1) is None
+    assert kernel.index.walks <= walks + 1

@@ -55,6 +55,7 @@ class Btf:
         self._strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
         self._pos: list[int] = [0]  # type id -> position of its record (id 0 is void)
         self._structs: dict[str, list[int]] = {}
+        self._typedefs: dict[str, int] = {}  # only btf_trace_* (raw tracepoint prototypes)
         pos, end = self._types_start, self._types_start + type_len
         unpack = struct.Struct("<III").unpack_from
         while pos < end:
@@ -68,6 +69,8 @@ class Btf:
             self._pos.append(pos)
             if kind in (_STRUCT, _UNION) and name_off:
                 self._structs.setdefault(self._str(name_off), []).append(len(self._pos) - 1)
+            elif kind == _TYPEDEF and name_off and data.startswith(b"btf_trace_", hdr_len + str_off + name_off):
+                self._typedefs[self._str(name_off)] = len(self._pos) - 1
             pos += 12 + fixed + per_item * vlen
 
     def _str(self, off: int) -> str:
@@ -128,6 +131,40 @@ class Btf:
             if found is not None:
                 return found
         raise BtfError(f"struct {struct_name} has no member {member} in BTF")
+
+    def _type_name(self, type_id: int) -> str:
+        """``struct sock *``-like names, enough to check a prototype (qualifiers dropped)."""
+        type_id = self._resolve(type_id) if self._header(type_id)[1] != _TYPEDEF else type_id
+        name_off, kind, _, ref = self._header(type_id)
+        if kind == _PTR:
+            return self._type_name(ref) + " *" if ref else "void *"
+        prefix = {_STRUCT: "struct ", _UNION: "union ", _ENUM: "enum ", _ENUM64: "enum "}.get(kind, "")
+        return prefix + (self._str(name_off) if name_off else "?")
+
+    def raw_tracepoint_id(self, name: str) -> int:
+        """The BTF id of tracepoint ``name``'s ``btf_trace_<name>`` prototype (what a BTF-typed raw
+        tracepoint program is loaded against)."""
+        type_id = self._typedefs.get(f"btf_trace_{name}")
+        if type_id is None:
+            raise BtfError(f"no BTF prototype for tracepoint {name}")
+        return type_id
+
+    def raw_tracepoint_args(self, name: str) -> list[str]:
+        """Type names of a tracepoint's arguments as a raw tracepoint program gets them (``u64 args[]``),
+        from its ``btf_trace_<name>`` prototype; raises :class:`BtfError` when the kernel has none."""
+        type_id = self._typedefs.get(f"btf_trace_{name}")
+        if type_id is None:
+            raise BtfError(f"no BTF prototype for tracepoint {name}")
+        _, kind, _, ref = self._header(self._resolve(type_id))
+        if kind != _PTR:
+            raise BtfError(f"btf_trace_{name} is not a function pointer")
+        proto = self._resolve(ref)
+        _, kind, info, _ = self._header(proto)
+        if kind != _FUNC_PROTO:
+            raise BtfError(f"btf_trace_{name} is not a function pointer")
+        pos = self._pos[proto] + 12
+        params = [struct.unpack_from("<II", self._data, pos + 8 * i)[1] for i in range(info & 0xFFFF)]
+        return [self._type_name(t) for t in params[1:]]  # the first is the tracepoint's private data
 
 
 @functools.cache

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,11 +34,14 @@ from netspy_tui.collector.base import (
     CollectorStats,
     Sink,
 )
+from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf import syscalls, tracefs
+from netspy_tui.collector.ebpf.asm import Asm
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
 from netspy_tui.errors import CollectorError
+from netspy_tui.names.workload import kernel_cgroups
 
 log = logging.getLogger(__name__)
 
@@ -213,25 +217,45 @@ class _Session:
                                        "netspy_listeners")  # fmt: skip
             maps.opened = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OPENED_SIZE, OPENED_ENTRIES, "netspy_opened")
         self._write_ctl()
+        # programs that run as raw tracepoint programs (the tracepoint's arguments, no trace record)
+        raw_bytes, raw_state, raw_drop = P.raw_sock_bytes_ok(offsets), P.raw_state_ok(offsets), P.raw_drop_ok(offsets)
+        raw_progs = {name for name, ok in (("sock_send", raw_bytes), ("sock_recv", raw_bytes), ("tcp_state", raw_state),
+                                           ("skb_drop", raw_drop)) if ok}  # fmt: skip
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
-        builders = {
-            "connect_enter": lambda tp: P.connect_enter(tp, maps),
-            "connect_exit": lambda tp: P.connect_exit(tp, maps, offsets),
-            "tcp_state": lambda tp: P.tcp_state(tp, maps, states, offsets),
-            "skb_drop": lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute),
-            "sock_send": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX),
-            "sock_recv": lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX),
-            "tcp_retransmit": lambda tp: P.tcp_retransmit(tp, maps, offsets),
+        # builders by program: (tracepoint, raw) -> program
+        builders: dict[str, Callable[[tracefs.Tracepoint, bool], Asm]] = {
+            "connect_enter": lambda tp, raw: P.connect_enter(tp, maps),
+            "connect_exit": lambda tp, raw: P.connect_exit(tp, maps, offsets),
+            "tcp_state": lambda tp, raw: P.tcp_state(tp, maps, states, offsets, raw=raw),
+            "skb_drop": lambda tp, raw: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=raw),
+            "sock_send": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw),
+            "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw),
+            "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.ring.add_wakeup(self.wake_fd)
         self.codec = Codec(reasons)
+        # the byte counters as BTF-typed programs where the kernel allows (plain loads of the socket's
+        # fields instead of helper calls, on every send() and recv()); raw tracepoint programs if not
+        typed: dict[str, Callable[[tracefs.Tracepoint], Asm]] = {}
+        if raw_bytes:
+            typed["sock_send"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=True, btf=True)
+            typed["sock_recv"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=True, btf=True)
+        if raw_state:
+            typed["tcp_state"] = lambda tp: P.tcp_state(tp, maps, states, offsets, raw=True, btf=True)
+        if raw_drop:
+            typed["skb_drop"] = lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=True, btf=True)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
-            if tp is not None:
-                self._load_and_attach(spec, tp, builders[spec.name](tp).assemble())
+            if tp is None:
+                continue
+            if spec.name in typed and self._attach_args(spec, typed[spec.name](tp).assemble(), typed=True):
+                continue
+            if spec.name in raw_progs and self._attach_args(spec, builders[spec.name](tp, True).assemble()):
+                continue
+            self._load_and_attach(spec, tp, builders[spec.name](tp, False).assemble())
         for note in self.notes:
             log.warning("eBPF collector: %s", note)
 
@@ -253,6 +277,32 @@ class _Session:
         self.map_fds.append(fd)
         return fd
 
+    def _attach_args(self, spec: _Attach, insns: bytes, typed: bool = False) -> bool:
+        """Load and attach a program that gets the tracepoint's arguments: a raw tracepoint program,
+        or (``typed``) a BTF-typed one (``tp_btf``). False, with nothing left open, when this kernel
+        refuses it: the caller falls back to another kind (in the end the perf tracepoint program)."""
+        kind = "a BTF-typed" if typed else "a raw tracepoint"
+        try:
+            if typed:
+                type_id = btf_mod.vmlinux().raw_tracepoint_id(spec.tracepoint)
+                prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, insns, spec.name,
+                                          attach_type=syscalls.BPF_TRACE_RAW_TP, attach_btf_id=type_id)  # fmt: skip
+            else:
+                prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, insns, spec.name)
+        except (OSError, btf_mod.BtfError) as exc:
+            log.info("eBPF: %s as %s program refused (%s): another kind instead", spec.name, kind, exc)
+            return False
+        try:
+            link = syscalls.raw_tracepoint_open(None if typed else spec.tracepoint, prog)
+        except syscalls.BpfError as exc:
+            syscalls.close_fd(prog)
+            log.info("eBPF: %s as %s program not attached (%s): another kind instead", spec.name, kind, exc)
+            return False
+        self.prog_fds.append(prog)
+        self.perf_fds.append(link)
+        self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
+        return True
+
     def _load_and_attach(self, spec: _Attach, tp: tracefs.Tracepoint, insns: bytes) -> None:
         try:
             prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACEPOINT, insns, spec.name)
@@ -267,18 +317,13 @@ class _Session:
         self.prog_fds.append(prog)
         try:
             perf = syscalls.perf_event_open_tracepoint(tp.id)
+            self.perf_fds.append(perf)
+            syscalls.attach_bpf(perf, prog)
         except syscalls.BpfError as exc:
             hint = PROCFS_HINT if exc.errno in (errno.EPERM, errno.EACCES) else "use --collector procfs"
             raise CollectorError(
-                f"cannot open tracepoint {spec.group}/{spec.tracepoint}: {exc.strerror}", hint
-            ) from exc
-        self.perf_fds.append(perf)
-        try:
-            syscalls.attach_bpf(perf, prog)
-        except syscalls.BpfError as exc:
-            raise CollectorError(
-                f"cannot attach eBPF program to {spec.group}/{spec.tracepoint}: {exc.strerror}",
-                "use --collector procfs",
+                f"cannot attach eBPF program {spec.name} to tracepoint {spec.group}/{spec.tracepoint}: {exc.strerror}",
+                hint,
             ) from exc
         self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
 
@@ -423,6 +468,8 @@ class _Session:
         traffic: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         n = len(records) if records is not None else 0
+        if n:
+            _note_cgroups(records)  # type: ignore[arg-type]
         try:
             if self.batch_sink is not None:
                 self.batch_sink(Batch(records=records, counts=counts, lost=lost, second=time.time_ns() // P.NS,
@@ -535,6 +582,19 @@ class _Session:
         if self.wake_fd >= 0:
             syscalls.close_fd(self.wake_fd)
             self.wake_fd = -1
+
+
+def _note_cgroups(records: np.ndarray) -> None:
+    """Tell the workload resolver which cgroup each process connected (or dropped a packet) from: the
+    last id of each pid in the batch (the kernel read it; the process may be gone before anyone
+    reads its ``/proc`` entry)."""
+    cgroups = P.record_cgroups(records)
+    known = cgroups != 0
+    if not known.any():
+        return
+    pids, ids = records["pid"][known][::-1], cgroups[known][::-1]
+    _, last = np.unique(pids, return_index=True)
+    kernel_cgroups().note(zip(pids[last].tolist(), ids[last].tolist(), strict=True))
 
 
 def _close_together(fds: list[int]) -> None:

@@ -1,7 +1,15 @@
 """The eBPF programs (hand-assembled), the maps they share and the records they write.
 
 Every figure is counted once, in the kernel, when it is final; raw records are a detail stream
-beside the counts. Programs (all ``BPF_PROG_TYPE_TRACEPOINT``):
+beside the counts. Programs (``BPF_PROG_TYPE_TRACEPOINT`` attached through perf events; those on the
+busiest tracepoints — ``tcp_state``, ``skb_drop``, ``sock_bytes`` — get the tracepoint's arguments
+instead where the kernel's BTF says what it passes: a perf event builds the trace record before every
+run, which cost a state change, a freed packet or a send() about as much as the program. They load
+as BTF-typed programs (``tp_btf``: the socket's, the skb's and the task's fields are plain loads)
+where the kernel allows, else as ``BPF_PROG_TYPE_RAW_TRACEPOINT`` (fields read with helper calls),
+else as perf tracepoint programs. ``connect()`` is seen only through the syscall tracepoints, whose
+being enabled sends every system call on the host through the kernel's slower syscall-tracing path:
+~170 ns each here, the floor of what this collector costs a host's system calls):
 
 ``connect_enter`` (syscalls/sys_enter_connect)
     Saves ``{uservaddr, addrlen, fd, ts}`` and a copy of the sockaddr, read now (a fault is
@@ -70,6 +78,8 @@ KTIME_GET_NS = 5
 GET_CURRENT_PID_TGID = 14
 GET_CURRENT_COMM = 16
 GET_CURRENT_TASK = 35
+GET_CURRENT_CGROUP_ID = 80
+GET_CURRENT_TASK_BTF = 158
 PROBE_READ_USER = 112
 PROBE_READ_KERNEL = 113
 RINGBUF_RESERVE, RINGBUF_SUBMIT, RINGBUF_QUERY = 131, 132, 134
@@ -179,11 +189,11 @@ RECORD = np.dtype(
     {
         "names": [
             "kind", "flags", "ts", "wall", "key", "pid", "tid", "code", "result", "comm", "thread", "addr",
-            "family", "port", "socktype", "protocol", "length", "size", "sockfam",
+            "family", "port", "socktype", "protocol", "length", "size", "sockfam", "cgroup_hi", "cgroup_lo",
         ],
         "formats": ["<u4", "<u4", "<u8", "<u8", "<u8", "<u4", "<u4", "<i4", "<u4", "S16", "S16", ("u1", (16,)),
-                    "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u2"],
-        "offsets": [0, 4, 8, 16, 24, 32, 36, 40, 44, 48, 64, 80, 96, 98, 100, 102, 104, 108, 112],
+                    "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u2", "<u2", "<u4"],
+        "offsets": [0, 4, 8, 16, 24, 32, 36, 40, 44, 48, 64, 80, 96, 98, 100, 102, 104, 108, 112, 114, 116],
         "itemsize": 120,
     }
 )  # fmt: skip
@@ -194,8 +204,19 @@ counts agree on the second). ``key``: socket address of a TCP connect (matches i
 type for connects, ethertype for drops. ``length``: skb->len, ``size``: IP packet size (drops);
 ``length`` of a TCP connect whose handshake has ended (F_RESOLVED, and every OUTCOME record): its
 latency in microseconds, CLOSE -> SYN_SENT to the end of the handshake (0: not measured).
-``sockfam``: the socket's own family when the destination was IPv4-mapped."""
+``sockfam``: the socket's own family when the destination was IPv4-mapped. ``cgroup_hi``/``cgroup_lo``:
+the process's cgroup v2 id (``bpf_get_current_cgroup_id``: its directory's inode number), bits 32-47
+and 0-31 (see :func:`record_cgroups`; 0: unknown, a drop not charged to a task, or an id beyond 48
+bits) — in the record's last 6 bytes, so stored records keep their size."""
 _O = {name: RECORD.fields[name][1] for name in RECORD.names}
+CGROUP_BITS = 48
+
+
+def record_cgroups(records: np.ndarray) -> np.ndarray:
+    """The cgroup v2 id of each record (u64; 0 where unknown)."""
+    return records["cgroup_lo"].astype(np.uint64) | (records["cgroup_hi"].astype(np.uint64) << np.uint64(32))
+
+
 RECORD_SIZE = RECORD.itemsize
 _K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
 KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
@@ -214,14 +235,15 @@ _I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
 # conns[skaddr] value: the count key first, so it can be copied out in one go
 CONN = np.dtype(
     {
-        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam", "done"],
-        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2", "<u8"],
-        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100, 104],
-        "itemsize": 112,
+        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam", "done", "cgroup"],
+        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2", "<u8", "<u8"],
+        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100, 104, 112],
+        "itemsize": 120,
     }
 )
 """``ts``: when the socket went CLOSE -> SYN_SENT (ns since boot); ``done``: when the handshake
-ended (0 until then): the connect's latency is ``done - ts``."""
+ended (0 until then): the connect's latency is ``done - ts``. ``cgroup``: the connecting process's
+cgroup v2 id."""
 _C = {name: CONN.fields[name][1] for name in CONN.names}
 
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
@@ -259,6 +281,7 @@ class SockOffsets:
     socket_sk: int | None = None
     sk_protocol: int | None = None
     sk_dport: int | None = None
+    sk_family: int | None = None
     sk_err: int | None = None
     task_leader: int | None = None
     task_comm: int | None = None
@@ -266,6 +289,7 @@ class SockOffsets:
     task_flags: int | None = None
     regs_sp: int | None = None
     skb_len: int | None = None
+    skb_protocol: int | None = None
     skb_head: int | None = None
     skb_network_header: int | None = None
     sk_daddr: int | None = None
@@ -322,6 +346,7 @@ class SockOffsets:
             "socket_sk": ("socket", "sk", 8),
             "sk_protocol": ("sock", "sk_protocol", 2),
             "sk_dport": ("sock_common", "skc_dport", 2),
+            "sk_family": ("sock_common", "skc_family", 2),
             "sk_err": ("sock", "sk_err", 4),
             "task_leader": ("task_struct", "group_leader", 8),
             "task_comm": ("task_struct", "comm", 16),
@@ -329,6 +354,7 @@ class SockOffsets:
             "task_flags": ("task_struct", "flags", 4),
             "regs_sp": ("pt_regs", "sp", 8),
             "skb_len": ("sk_buff", "len", 4),
+            "skb_protocol": ("sk_buff", "protocol", 2),
             "skb_head": ("sk_buff", "head", 8),
             "skb_network_header": ("sk_buff", "network_header", 2),
             "sk_daddr": ("sock_common", "skc_daddr", 4),
@@ -547,10 +573,27 @@ def _kread(a: Asm, slot: int, size: int, src: Reg, fail: str) -> None:
     a.jne(R0, 0, fail)
 
 
-def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int) -> None:
+def _read_member(a: Asm, load: Callable[[Reg], None], member: int, slot: int, size: int, fail: str) -> None:
+    """*(FP+slot) = ``size`` bytes at ``member`` bytes into the struct whose address ``load`` puts in a
+    register (the rest of the 8-byte slot zeroed); jump to ``fail`` on error."""
+    a.st(DW, FP, slot, 0)
+    load(R3)
+    a.add(R3, member)
+    _kread(a, slot, size, R3, fail)
+
+
+def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = False) -> None:
     """FP+dst (16 bytes) = the thread-group leader's comm (the process name); the thread's own
-    comm when BTF does not say where the leader is or the read fails."""
+    comm when BTF does not say where the leader is or the read fails. ``btf``: plain loads through
+    the BTF-typed current task (a tracing program), no helper calls to read kernel memory."""
     own, done = _uniq(a, "pn_own"), _uniq(a, "pn_done")
+    if btf and off.leader:
+        assert off.task_leader is not None and off.task_comm is not None
+        a.call(GET_CURRENT_TASK_BTF)
+        a.ldx(DW, R1, R0, off.task_leader)
+        for i in (0, 8):
+            a.ldx(DW, R2, R1, off.task_comm + i).stx(DW, FP, dst + i, R2)
+        return
     if off.leader:
         assert off.task_leader is not None and off.task_comm is not None
         a.call(GET_CURRENT_TASK)
@@ -685,7 +728,7 @@ _S_FLAGS = -88  # record flags
 _S_CNT = -96  # counter index scratch
 _S_VAL = -128  # 24-byte value of a new count entry (the overflow index goes at -136)
 _S_SA = -168  # sockaddr copy (32 bytes); -136..-168 also holds the overflow index at -136
-_S_CONN = -280  # conn value (112 bytes); the count key is its first 48
+_S_CONN = -288  # conn value (120 bytes); the count key is its first 48
 _S_KEY = _S_CONN
 
 
@@ -725,54 +768,182 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
     a.label(unknown)
     a.stx(DW, R9, _O["length"], R1)  # length + size (r1 < 2**32, or 0)
     a.ldx(H, R1, FP, _S_CONN + _C["sockfam"]).stx(H, R9, _O["sockfam"], R1)
-    a.st(H, R9, _O["sockfam"] + 2, 0)
-    a.st(W, R9, _O["sockfam"] + 4, 0)
+    a.ldx(DW, R1, FP, _S_CONN + _C["cgroup"])
+    _store_cgroup(a, R9, R1)
     _submit(a, maps, R9)
     a.label(skip)
 
 
-def _dest_from_tp(a: Asm, tp: Tracepoint, key: int) -> None:
+#: raw tcp_state: where the copy of the socket's ``struct sock_common`` (its first :func:`sock_span`
+#: bytes) and its protocol go (below everything the perf program uses)
+_RS_SOCK, _RS_SPAN, _RS_PROTO, _RS_SPORT = -384, 96, -392, -400
+
+#: the arguments a raw tracepoint program relies on (BTF prototype ``btf_trace_<name>``; more may follow)
+RAW_PROTOTYPES = {
+    "sock_send_length": ("struct sock *", "int", "int"),
+    "sock_recv_length": ("struct sock *", "int", "int"),
+    "inet_sock_set_state": ("struct sock *", "int", "int"),
+    "kfree_skb": ("struct sk_buff *", "void *", "enum skb_drop_reason"),
+}
+
+
+def raw_prototype_ok(tracepoint: str) -> bool:
+    """Whether the running kernel passes ``tracepoint`` the arguments a raw program expects."""
+    try:
+        args = btf_mod.vmlinux().raw_tracepoint_args(tracepoint)
+    except (OSError, btf_mod.BtfError):
+        return False
+    want = RAW_PROTOTYPES[tracepoint]
+    return tuple(args[: len(want)]) == want
+
+
+@dataclass
+class _Fields:
+    """Where a program reads inet_sock_set_state's fields: its perf record (the program's input), or,
+    as a raw tracepoint program (``raw``), the tracepoint's arguments (sk, oldstate, newstate) and a
+    copy of the socket's addresses and ports that :meth:`read_sock` makes on the stack: the perf
+    event's record costs every state change about as much as the program itself, and most changes
+    need none of it."""
+
+    tp: Tracepoint
+    off: SockOffsets
+    raw: bool = False
+    btf: bool = False
+    """(with ``raw``) a BTF-typed program: the socket's fields are plain loads, no copy."""
+
+    _ARGS = ("skaddr", "oldstate", "newstate")
+    _SIZES = {"skaddr": 8, "oldstate": 4, "newstate": 4, "sport": 2, "dport": 2, "family": 2, "protocol": 2,
+              "saddr": 4, "daddr": 4, "saddr_v6": 16, "daddr_v6": 16}  # fmt: skip
+
+    def _stack(self, name: str) -> int:
+        o = self.off
+        at = {"family": o.sk_family, "dport": o.sk_dport, "daddr": o.sk_daddr,
+              "saddr": o.sk_rcv_saddr, "daddr_v6": o.sk_v6_daddr, "saddr_v6": o.sk_v6_rcv_saddr}[name]  # fmt: skip
+        assert at is not None
+        return _RS_SOCK + at
+
+    def load(self, a: Asm, size: int, dst: Reg, name: str, at: int = 0) -> None:
+        """dst = the field (``at`` bytes into it), host order for ports, as the record has it."""
+        if not self.raw:
+            a.ldx(size, dst, R6, self.tp.offset(name, self._SIZES[name]) + at)
+        elif name in self._ARGS:
+            a.ldx(DW, dst, R6, 8 * self._ARGS.index(name))
+        elif self.btf and name != "sport":  # (inet_sport is beyond struct sock: read into the stack)
+            member = self.off.sk_protocol if name == "protocol" else self._stack(name) - _RS_SOCK
+            assert member is not None
+            a.ldx(DW, dst, R6, 0)
+            a.ldx(size, dst, dst, member + at)
+            if name == "dport":
+                a.be16(dst)
+        elif name == "protocol":
+            a.ldx(size, dst, FP, _RS_PROTO)
+        elif name == "sport":  # inet_sport, as the record has it (a closing socket's skc_num is 0 by then)
+            a.ldx(size, dst, FP, _RS_SPORT)
+            a.be16(dst)
+        else:
+            a.ldx(size, dst, FP, self._stack(name) + at)
+            if name == "dport":
+                a.be16(dst)
+
+    def read_sock(self, a: Asm, sport: bool = True) -> None:
+        """Raw: copy the socket's addresses, remote port and protocol to the stack (zeros where
+        unreadable), and its source port when ``sport``. Clobbers r0-r5."""
+        if not self.raw:
+            return
+        assert self.off.sk_protocol is not None and self.off.inet_sport is not None
+        if self.btf:
+            if sport:
+                a.ldx(DW, R3, R6, 0).add(R3, self.off.inet_sport)
+                a.mov(R1, FP).add(R1, _RS_SPORT)
+                a.mov(R2, 2)
+                a.call(PROBE_READ_KERNEL)
+            return
+        a.ldx(DW, R3, R6, 0)
+        a.mov(R1, FP).add(R1, _RS_SOCK)
+        a.mov(R2, sock_span(self.off))
+        a.call(PROBE_READ_KERNEL)  # (a failed read zeroes the copy)
+        a.ldx(DW, R3, R6, 0).add(R3, self.off.sk_protocol)
+        a.mov(R1, FP).add(R1, _RS_PROTO)
+        a.mov(R2, 2)
+        a.call(PROBE_READ_KERNEL)
+        if sport:
+            a.ldx(DW, R3, R6, 0).add(R3, self.off.inet_sport)
+            a.mov(R1, FP).add(R1, _RS_SPORT)
+            a.mov(R2, 2)
+            a.call(PROBE_READ_KERNEL)
+
+
+def raw_state_ok(off: SockOffsets) -> bool:
+    """Whether :func:`tcp_state` can run as a raw tracepoint program."""
+    fields = (off.sk_family, off.sk_protocol, off.inet_sport)
+    return (off.addresses and None not in fields and 0 < sock_span(off) <= _RS_SPAN
+            and raw_prototype_ok("inet_sock_set_state"))  # fmt: skip
+
+
+def _store_cgroup(a: Asm, rec: Reg, cg: Reg) -> None:
+    """The record's cgroup_hi/cgroup_lo = ``cg`` (0 when it does not fit in 48 bits). Clobbers r2."""
+    fits = _uniq(a, "cg_fits")
+    a.mov(R2, cg).rsh(R2, CGROUP_BITS)
+    a.jeq(R2, 0, fits)
+    a.mov(cg, 0)
+    a.label(fits)
+    a.stx(W, rec, _O["cgroup_lo"], cg)
+    a.rsh(cg, 32).stx(H, rec, _O["cgroup_hi"], cg)
+
+
+def _dest_from_tp(a: Asm, f: _Fields, key: int) -> None:
     """key.family/addr/port from inet_sock_set_state: the socket's own destination."""
     v6, done = _uniq(a, "dest_v6"), _uniq(a, "dest_done")
-    a.ldx(H, R1, R6, tp.offset("dport", 2)).stx(H, FP, key + _K["port"], R1)
-    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(B, FP, key + _K["family"], R1)
+    f.load(a, H, R1, "dport")
+    a.stx(H, FP, key + _K["port"], R1)
+    f.load(a, H, R1, "family")
+    a.stx(B, FP, key + _K["family"], R1)
     a.jeq(R1, AF_INET6, v6)
-    a.ldx(W, R1, R6, tp.offset("daddr", 4)).stx(W, FP, key + _K["addr"], R1)
+    f.load(a, W, R1, "daddr")
+    a.stx(W, FP, key + _K["addr"], R1)
     a.ja(done)
     a.label(v6)
-    daddr6 = tp.offset("daddr_v6", 16)
-    a.ldx(DW, R1, R6, daddr6).stx(DW, FP, key + _K["addr"], R1)
-    a.ldx(DW, R1, R6, daddr6 + 8).stx(DW, FP, key + _K["addr"] + 8, R1)
+    f.load(a, DW, R1, "daddr_v6")
+    a.stx(DW, FP, key + _K["addr"], R1)
+    f.load(a, DW, R1, "daddr_v6", 8)
+    a.stx(DW, FP, key + _K["addr"] + 8, R1)
     a.label(done)
 
 
-def _start_key(a: Asm, off: SockOffsets) -> None:
+def _start_key(a: Asm, off: SockOffsets, btf: bool = False) -> None:
     """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts."""
     a.zero_stack(_S_CONN, CONN.itemsize)
     _second(a, _S_WALL, _S_KEY)
     a.ldx(DW, R1, FP, _S_PIDTGID)
     a.stx(W, FP, _S_CONN + _C["tid"], R1)
     a.rsh(R1, 32).stx(W, FP, _S_KEY + _K["tgid"], R1)
-    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR)
+    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR, btf)
     a.mov(R1, FP).add(R1, _S_CONN + _C["thread"])
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
+    a.call(GET_CURRENT_CGROUP_ID)
+    a.stx(DW, FP, _S_CONN + _C["cgroup"], R0)
     a.st(B, FP, _S_KEY + _K["kind"], KIND_CONNECT)
     a.ldx(DW, R1, FP, _S_WALL).stx(DW, FP, _S_CONN + _C["wall"], R1)
     a.call(KTIME_GET_NS)
     a.stx(DW, FP, _S_CONN + _C["ts"], R0)
 
 
-def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets) -> Asm:
+def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets, raw: bool = False,
+              btf: bool = False) -> Asm:  # fmt: skip
+    """See the module docstring. ``raw``: a raw tracepoint program; ``btf`` (with it) a BTF-typed one
+    (see :class:`_Fields`)."""
+    f = _Fields(tp, off, raw, btf and raw)
     close, syn_sent = states["TCP_CLOSE"], states["TCP_SYN_SENT"]
     established = states["TCP_ESTABLISHED"]
     directions = maps.traffic is not None and maps.listeners is not None and "TCP_LISTEN" in states and \
         "TCP_SYN_RECV" in states  # fmt: skip
     a = Asm()
     a.mov(R6, R1)
-    a.ldx(W, R7, R6, tp.offset("oldstate", 4))
-    a.ldx(W, R8, R6, tp.offset("newstate", 4))
-    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _S_SK, R1)
+    f.load(a, W, R7, "oldstate")
+    f.load(a, W, R8, "newstate")
+    f.load(a, DW, R1, "skaddr")
+    a.stx(DW, FP, _S_SK, R1)
     a.jeq(R7, syn_sent, "resolve")
     if directions:
         a.jeq(R8, states["TCP_LISTEN"], "listening")
@@ -798,12 +969,15 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.label("implicit")
     a.or_(R7, F_IMPLICIT)
     a.label("build")
+    f.read_sock(a, sport=False)
     _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
-    _start_key(a, off)
-    _dest_from_tp(a, tp, _S_KEY)
-    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _S_CONN + _C["sockfam"], R1)
+    _start_key(a, off, f.btf)
+    _dest_from_tp(a, f, _S_KEY)
+    f.load(a, H, R1, "family")
+    a.stx(H, FP, _S_CONN + _C["sockfam"], R1)
     _normalize_mapped(a, _S_KEY, R7)
-    a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _S_KEY + _K["protocol"], R1)
+    f.load(a, H, R1, "protocol")
+    a.stx(H, FP, _S_KEY + _K["protocol"], R1)
     a.st(H, FP, _S_KEY + _K["result"], RESULT_PENDING)
     a.st(W, FP, _S_CONN + _C["err"], SOCK_STREAM)  # socket type until the result replaces it
     a.jne(R9, 0, "flags_set")
@@ -840,8 +1014,9 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.ldx(H, R1, R9, _C["key"] + _K["port"])
     a.jne(R1, 0, "out")  # the first socket knew its destination
     # the MPTCP socket had none yet: take the subflow's
+    f.read_sock(a, sport=False)
     a.zero_stack(_S_CONN, 48)
-    _dest_from_tp(a, tp, _S_KEY)
+    _dest_from_tp(a, f, _S_KEY)
     a.mov(R7, 0)
     _normalize_mapped(a, _S_KEY, R7)
     for i in (0, 8):
@@ -866,14 +1041,20 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
         a.ldx(W, R1, R9, _C["key"] + _K["tgid"]).stx(W, FP, _T_KEY + _TK["tgid"], R1)
         for i in (0, 8):
             a.ldx(DW, R1, R9, _C["key"] + _K["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
-        _connection_row(a, tp, maps, DIR_CONNECT, "out_row", "resolve_go")
+        _connection_row(a, f, maps, DIR_CONNECT, "out_row", "resolve_go")
         a.label("resolve_go")
-        a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _S_SK, R1)  # (the row's stack overlapped it)
-        a.ldx(W, R8, R6, tp.offset("newstate", 4))
+        f.load(a, DW, R1, "skaddr")
+        a.stx(DW, FP, _S_SK, R1)  # (the row's stack overlapped it)
+        f.load(a, W, R8, "newstate")
     a.mov(R7, 0)  # r7 = result
     a.jne(R8, close, "result_set")  # ESTABLISHED (or SYN_RECV: the handshake went on)
     a.mov(R7, RESULT_ABORTED)
-    if off.sk_err is not None:
+    if off.sk_err is not None and f.btf:
+        f.load(a, DW, R3, "skaddr")
+        a.ldx(W, R1, R3, off.sk_err)
+        a.jeq(R1, 0, "result_set")
+        a.mov(R7, R1)
+    elif off.sk_err is not None:
         a.st(DW, FP, _S_SCR, 0)
         a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_err)
         _kread(a, _S_SCR, 4, R3, "result_set")
@@ -950,23 +1131,25 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.mov(R2, FP).add(R2, _S_SK)
     a.call(MAP_DELETE)
     if directions:
-        _passive_opens(a, tp, maps, off, established)
+        _passive_opens(a, f, maps, off, established)
     a.label("out")
     return a.ret(0)
 
 
-def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets, established: int) -> None:
+def _passive_opens(a: Asm, f: _Fields, maps: Maps, off: SockOffsets, established: int) -> None:
     """x -> LISTEN (in the process that called listen()): remember who listens on the port.
     SYN_RECV -> ESTABLISHED (often in a softirq): an inbound connection, charged to the process
     that listens on its local port (none when that is not known). Both end at ``out``."""
     assert maps.listeners is not None
     a.ja("out")
     a.label("listening")
+    f.read_sock(a)
     a.zero_stack(_T_SOCK, 24)
-    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(DW, FP, _T_CNT, R1)
+    f.load(a, H, R1, "sport")
+    a.stx(DW, FP, _T_CNT, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.rsh(R0, 32).stx(DW, FP, _T_SOCK, R0)
-    _process_name(a, off, _T_SOCK + 8, _T_SCR)
+    _process_name(a, off, _T_SOCK + 8, _T_SCR, f.btf)
     a.ld_map_fd(R1, maps.listeners)
     a.mov(R2, FP).add(R2, _T_CNT)
     a.mov(R3, FP).add(R3, _T_SOCK)
@@ -975,9 +1158,11 @@ def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets, establi
     a.ja("out")
     a.label("accepted")
     a.jne(R8, established, "out")
+    f.read_sock(a)
     a.zero_stack(_T_KEY, 24)
     a.zero_stack(_T_SOCK, 24)
-    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(DW, FP, _T_CNT, R1)
+    f.load(a, H, R1, "sport")
+    a.stx(DW, FP, _T_CNT, R1)
     a.ld_map_fd(R1, maps.listeners)
     a.mov(R2, FP).add(R2, _T_CNT)
     a.call(MAP_LOOKUP)
@@ -985,13 +1170,14 @@ def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets, establi
     _copy_to_stack(a, R0, 0, _T_SOCK, 24)
     a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
     a.label("in_owned")
-    _connection_row(a, tp, maps, DIR_ACCEPT, "in_row", "out")
+    _connection_row(a, f, maps, DIR_ACCEPT, "in_row", "out", read=False)
     if maps.opened is None:
         return
     # x -> CLOSE of a connection seen opening: its lifetime, charged to whoever opened it
     a.label("closing")
     a.zero_stack(_T_KEY, 24)
-    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    f.load(a, DW, R1, "skaddr")
+    a.stx(DW, FP, _T_KEY + _TK["sk"], R1)
     a.ld_map_fd(R1, maps.opened)
     a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
     a.call(MAP_LOOKUP)
@@ -1009,17 +1195,20 @@ def _passive_opens(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets, establi
     a.ld_map_fd(R1, maps.opened)
     a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
     a.call(MAP_DELETE)
-    _connection_row(a, tp, maps, DIR_CLOSE, "close_row", "out", lifetime=True)
+    _connection_row(a, f, maps, DIR_CLOSE, "close_row", "out", lifetime=True)
 
 
-def _connection_row(a: Asm, tp: Tracepoint, maps: Maps, direction: int, prefix: str, done: str,
-                    lifetime: bool = False) -> None:  # fmt: skip
+def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str, done: str,
+                    lifetime: bool = False, read: bool = True) -> None:  # fmt: skip
     """traffic[active][(sk, tgid at _T_KEY, second, direction)] += one connection (``lifetime``:
     r7 microseconds, a closed one), its process name at _T_SOCK + 8 and its addresses from the
     inet_sock_set_state record; an opened one is remembered in ``opened``. Clobbers r7 and the
-    stack from -8 to -280. Ends at ``done``."""
+    stack from -8 to -280. Ends at ``done``. ``read`` False: the caller has read the socket (raw)."""
+    if read:
+        f.read_sock(a)
     _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, done)
-    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    f.load(a, DW, R1, "skaddr")
+    a.stx(DW, FP, _T_KEY + _TK["sk"], R1)
     if not lifetime:
         if maps.opened is not None:
             a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
@@ -1034,8 +1223,9 @@ def _connection_row(a: Asm, tp: Tracepoint, maps: Maps, direction: int, prefix: 
         a.mov(R7, 1)
 
     def fill(a: Asm, p: str) -> None:
-        a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
-        _fill_from_record(a, tp, p)
+        f.load(a, H, R1, "protocol")
+        a.stx(H, FP, _T_VAL + _TV["protocol"], R1)
+        _fill_from_record(a, f, p)
 
     _traffic_add(a, maps, direction, fill, prefix, done)
 
@@ -1291,16 +1481,37 @@ _D_VAL = -104  # 24 bytes; overflow index at -112
 _D_KEY = -160  # 48
 _D_THREAD = -176  # 16
 _D_HDR = -216  # 40 bytes of packet header
+_D_REASON, _D_SP, _D_CGROUP = -224, -232, -240
 
 
-def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], attribute: bool = True) -> Asm:
+def raw_drop_ok(off: SockOffsets) -> bool:
+    """Whether :func:`skb_drop` can run as a raw tracepoint program."""
+    return off.skb_protocol is not None and raw_prototype_ok("kfree_skb")
+
+
+def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], attribute: bool = True,
+             raw: bool = False, btf: bool = False) -> Asm:  # fmt: skip
     """See the module docstring. ``attribute`` False: never charge a drop to a task (the kernel
-    has no irq tracepoints to tell interrupt context)."""
+    has no irq tracepoints to tell interrupt context). ``raw``: a raw tracepoint program (input: the
+    arguments skb, location, reason; no trace record built for every free, most of which are
+    skipped): the packet's ethertype is read from the skb, and the address of the arguments (on the
+    stack the tracepoint runs on) tells a task's stack from an interrupt stack. ``btf`` (with
+    ``raw``): a BTF-typed program (``tp_btf``): the skb's and the task's fields are plain loads (the
+    verifier knows their types), not helper calls; the packet's bytes are still read with one."""
     a = Asm()
     a.mov(R6, R1)
-    a.ldx(W, R7, R6, tp.offset("reason", 4))
+
+    def load_skb(reg: Reg) -> None:
+        a.ldx(DW, reg, R6, 0 if raw else tp.offset("skbaddr", 8))
+
+    if raw:
+        a.ldx(DW, R7, R6, 16).mov32(R7, R7)  # args[2]: enum skb_drop_reason
+    else:
+        a.ldx(W, R7, R6, tp.offset("reason", 4))
     for value in skipped:
         a.jeq(R7, value, "out")
+    a.stx(DW, FP, _D_REASON, R7)
+    a.st(DW, FP, _D_CGROUP, 0)
     _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out")
     a.zero_stack(_D_KEY, 48)
     a.zero_stack(_D_THREAD, 16)
@@ -1311,7 +1522,17 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.st(DW, FP, _D_TID, 0)
     a.st(DW, FP, _D_LEN, 0)
     a.st(DW, FP, _D_SIZE, 0)
-    a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(DW, FP, _D_ETH, R1)
+    if btf:
+        assert off.skb_protocol is not None
+        load_skb(R1)
+        a.ldx(H, R1, R1, off.skb_protocol).be16(R1).stx(DW, FP, _D_ETH, R1)  # (network order in the skb)
+    elif raw:
+        assert off.skb_protocol is not None
+        _read_member(a, load_skb, off.skb_protocol, _D_ETH, 2, "eth_done")
+        a.ldx(DW, R1, FP, _D_ETH).be16(R1).stx(DW, FP, _D_ETH, R1)  # (network order in the skb)
+        a.label("eth_done")
+    else:
+        a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(DW, FP, _D_ETH, R1)
     # charge the current task only when the drop happened on its own kernel stack (not on an
     # interrupt stack: hardirq, or a softirq run at irq exit or at local_bh_enable) and it is not a
     # kernel thread (ksoftirqd). The perf tracepoint machinery leaves the caller's registers'
@@ -1320,22 +1541,38 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.or_(R8, F_IRQ)
         a.ja("attributed")
     assert off.regs_sp is not None and off.task_stack is not None and off.task_flags is not None
-    a.st(DW, FP, _D_SCR, 0)
-    _kread(a, _D_SCR, 8, R6, "irq")  # struct pt_regs *
-    a.ldx(DW, R3, FP, _D_SCR).add(R3, off.regs_sp)
-    _kread(a, _D_SCR, 8, R3, "irq")
-    a.ldx(DW, R7, FP, _D_SCR)  # r7 = stack pointer at the tracepoint (the reason is in the key already)
-    a.call(GET_CURRENT_TASK)
-    a.mov(R9, R0)
-    a.st(DW, FP, _D_SCR, 0)
-    a.mov(R3, R9).add(R3, off.task_flags)
-    _kread(a, _D_SCR, 4, R3, "irq")
-    a.ldx(DW, R1, FP, _D_SCR)
-    a.mov32(R2, PF_KTHREAD)
-    a.jmp("jset", R1, R2, "irq")
-    a.mov(R3, R9).add(R3, off.task_stack)
-    _kread(a, _D_SCR, 8, R3, "irq")
-    a.ldx(DW, R1, FP, _D_SCR)
+    if raw:
+        # our input (the arguments array) is on the stack the tracepoint runs on (not our own
+        # frame: a program may get a per-CPU stack): its address, as a number (a copy of the
+        # spilled pointer: the verifier lets a root program read it that way)
+        a.stx(DW, FP, _D_SCR, R6)
+        a.mov(R3, FP).add(R3, _D_SCR)
+        _kread(a, _D_SP, 8, R3, "irq")
+        a.ldx(DW, R7, FP, _D_SP)  # r7 = a stack address of this context
+    else:
+        a.st(DW, FP, _D_SCR, 0)
+        _kread(a, _D_SCR, 8, R6, "irq")  # struct pt_regs *
+        a.ldx(DW, R3, FP, _D_SCR).add(R3, off.regs_sp)
+        _kread(a, _D_SCR, 8, R3, "irq")
+        a.ldx(DW, R7, FP, _D_SCR)  # r7 = stack pointer at the tracepoint (the reason is in the key already)
+    if btf:
+        a.call(GET_CURRENT_TASK_BTF)
+        a.ldx(W, R1, R0, off.task_flags)
+        a.mov32(R2, PF_KTHREAD)
+        a.jmp("jset", R1, R2, "irq")
+        a.ldx(DW, R1, R0, off.task_stack)
+    else:
+        a.call(GET_CURRENT_TASK)
+        a.mov(R9, R0)
+        a.st(DW, FP, _D_SCR, 0)
+        a.mov(R3, R9).add(R3, off.task_flags)
+        _kread(a, _D_SCR, 4, R3, "irq")
+        a.ldx(DW, R1, FP, _D_SCR)
+        a.mov32(R2, PF_KTHREAD)
+        a.jmp("jset", R1, R2, "irq")
+        a.mov(R3, R9).add(R3, off.task_stack)
+        _kread(a, _D_SCR, 8, R3, "irq")
+        a.ldx(DW, R1, FP, _D_SCR)
     a.sub(R7, R1)
     a.jmp("jge", R7, THREAD_SIZE, "irq")  # (unsigned: below the stack wraps around too)
     a.ja("task")
@@ -1346,20 +1583,26 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _D_TID, R0)
     a.rsh(R0, 32).stx(W, FP, _D_KEY + _K["tgid"], R0)
-    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR)
+    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf)
     a.mov(R1, FP).add(R1, _D_THREAD)
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
+    a.call(GET_CURRENT_CGROUP_ID)
+    a.stx(DW, FP, _D_CGROUP, R0)
     a.label("attributed")
 
-    if off.skb_len is not None:
+    if off.skb_len is not None and btf:
+        load_skb(R1)
+        a.ldx(W, R1, R1, off.skb_len).stx(DW, FP, _D_LEN, R1).stx(DW, FP, _D_SIZE, R1)
+    elif off.skb_len is not None:
         a.mov(R1, FP).add(R1, _D_LEN)
         a.mov(R2, 4)
-        a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_len)
+        load_skb(R3)
+        a.add(R3, off.skb_len)
         a.call(PROBE_READ_KERNEL)
         a.ldx(DW, R1, FP, _D_LEN).stx(DW, FP, _D_SIZE, R1)
     if off.packet:
-        _drop_headers(a, tp, off)
+        _drop_headers(a, load_skb, off, btf)
     a.label("parsed")
     _bump(a, maps, _D_KEY, 1, _D_WALL, _D_VAL, _D_ACTIVE)
     # the raw record, when wanted
@@ -1372,9 +1615,10 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.ldx(DW, R1, FP, _D_WALL).stx(DW, R9, _O["wall"], R1)
     a.call(KTIME_GET_NS)
     a.stx(DW, R9, _O["ts"], R0)
-    a.ldx(DW, R1, R6, tp.offset("skbaddr", 8)).stx(DW, R9, _O["key"], R1)
+    load_skb(R1)
+    a.stx(DW, R9, _O["key"], R1)
     a.ldx(DW, R1, FP, _D_TID).stx(W, R9, _O["tid"], R1)
-    a.ldx(W, R1, R6, tp.offset("reason", 4)).stx(W, R9, _O["code"], R1)
+    a.ldx(DW, R1, FP, _D_REASON).stx(W, R9, _O["code"], R1)
     for i in (0, 8):
         a.ldx(DW, R1, FP, _D_THREAD + i).stx(DW, R9, _O["thread"] + i, R1)
     _record_from_key(a, R9, _D_KEY)
@@ -1382,7 +1626,9 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.ldx(DW, R1, FP, _D_ETH).stx(H, R9, _O["socktype"], R1)
     a.ldx(DW, R1, FP, _D_LEN).stx(W, R9, _O["length"], R1)
     a.ldx(DW, R1, FP, _D_SIZE).stx(W, R9, _O["size"], R1)
-    a.st(DW, R9, _O["sockfam"], 0)
+    a.st(H, R9, _O["sockfam"], 0)
+    a.ldx(DW, R1, FP, _D_CGROUP)
+    _store_cgroup(a, R9, R1)
     _submit(a, maps, R9)
     a.label("out")
     return a.ret(0)
@@ -1393,9 +1639,10 @@ _V6_HOP, _V6_ROUTING, _V6_FRAGMENT, _V6_DSTOPTS, _V6_AH = 0, 43, 44, 60, 51
 _V6_MAX_EXT = 4
 
 
-def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
+def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf: bool = False) -> None:
     """Family, destination, L4 protocol and port into the drop key, from the packet. r8 flags.
-    Non-first IPv4 fragments have no transport header: no port. Jumps to ``parsed``."""
+    Non-first IPv4 fragments have no transport header: no port. Jumps to ``parsed``. ``btf``: the
+    skb is a BTF-typed pointer (its fields are plain loads)."""
     assert off.skb_head is not None and off.skb_network_header is not None
     a.ldx(DW, R1, FP, _D_ETH)
     a.jeq(R1, ETH_P_IP, "l3")
@@ -1403,13 +1650,20 @@ def _drop_headers(a: Asm, tp: Tracepoint, off: SockOffsets) -> None:
     a.ja("parsed")
     a.label("l3")
     # r9 = skb->head + skb->network_header
-    a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_head)
-    _kread(a, _D_SCR, 8, R3, "parsed")
-    a.ldx(DW, R9, FP, _D_SCR)
-    a.st(DW, FP, _D_SCR, 0)
-    a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_network_header)
-    _kread(a, _D_SCR, 2, R3, "parsed")
-    a.ldx(DW, R1, FP, _D_SCR)
+    if btf:
+        load_skb(R1)
+        a.ldx(DW, R9, R1, off.skb_head)
+        a.ldx(H, R1, R1, off.skb_network_header)
+    else:
+        load_skb(R3)
+        a.add(R3, off.skb_head)
+        _kread(a, _D_SCR, 8, R3, "parsed")
+        a.ldx(DW, R9, FP, _D_SCR)
+        a.st(DW, FP, _D_SCR, 0)
+        load_skb(R3)
+        a.add(R3, off.skb_network_header)
+        _kread(a, _D_SCR, 2, R3, "parsed")
+        a.ldx(DW, R1, FP, _D_SCR)
     a.jeq(R1, 0xFFFF, "parsed")  # network header not set
     a.add(R9, R1)
     a.zero_stack(_D_HDR, 40)
@@ -1538,27 +1792,58 @@ def sock_span(off: SockOffsets) -> int:
     return max((o + n for o, n in fields if o is not None), default=0)
 
 
-def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> Asm:
+def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw: bool = False,
+               btf: bool = False) -> Asm:  # fmt: skip
     """sock/sock_send_length (``DIR_TX``) or sock/sock_recv_length (``DIR_RX``): ``ret`` bytes (when
     > 0, and not a MSG_PEEK read) added to ``traffic[active][(sk, tgid, second, direction)]``; an
     AF_INET/AF_INET6 socket only. The hot path is one lookup and two atomic adds; a new key also
     reads the process name and the socket's addresses, and notes the socket's owner in ``owners``
-    (for retransmits, which the kernel sends from timers). A full map adds to the overflow array."""
+    (for retransmits, which the kernel sends from timers). A full map adds to the overflow array.
+
+    ``raw``: a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program (see :func:`raw_sock_bytes_ok`): its input is
+    the tracepoint's arguments (``sk``, ``ret``, ``flags``), not the record a perf event builds before
+    every run (that costs a send() about as much as the program itself); family and protocol are read
+    from the socket. ``btf`` (with ``raw``): a BTF-typed raw tracepoint program (``tp_btf``), whose
+    ``sk`` the verifier knows as a ``struct sock *``: family and protocol are plain loads, not helper
+    calls."""
+    if raw:
+        assert off.sk_family is not None and off.sk_protocol is not None
     a = Asm()
     a.mov(R6, R1)
-    a.ldx(W, R7, R6, tp.offset("ret", 4))
+    if raw:
+        a.ldx(DW, R7, R6, 8)  # args[1]: int ret
+    else:
+        a.ldx(W, R7, R6, tp.offset("ret", 4))
     a.lsh(R7, 32).alu64("arsh", R7, 32)  # sign-extend the int
     a.jmp("jsle", R7, 0, "out")  # r7 = bytes
     if direction == DIR_RX:
-        a.ldx(W, R1, R6, tp.offset("flags", 4))
+        if raw:
+            a.ldx(DW, R1, R6, 16)  # args[2]: int flags
+        else:
+            a.ldx(W, R1, R6, tp.offset("flags", 4))
         a.jmp("jset", R1, MSG_PEEK, "out")
-    a.ldx(H, R1, R6, tp.offset("family", 2))
-    a.jeq(R1, AF_INET, "inet")
-    a.jne(R1, AF_INET6, "out")
+
+    def load_sk(reg: Reg) -> None:
+        a.ldx(DW, reg, R6, 0 if raw else tp.offset("sk", 8))
+
+    if btf:
+        assert off.sk_family is not None
+        load_sk(R3)
+        a.ldx(H, R8, R3, off.sk_family)
+    elif raw:
+        assert off.sk_family is not None
+        _read_member(a, load_sk, off.sk_family, _T_CNT, 2, "out")
+        a.ldx(DW, R8, FP, _T_CNT)
+    else:
+        a.ldx(H, R8, R6, tp.offset("family", 2))
+    # r8 = the socket's family
+    a.jeq(R8, AF_INET, "inet")
+    a.jne(R8, AF_INET6, "out")
     a.label("inet")
     _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
     a.zero_stack(_T_KEY, 24)
-    a.ldx(DW, R1, R6, tp.offset("sk", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    load_sk(R1)
+    a.stx(DW, FP, _T_KEY + _TK["sk"], R1)
     a.call(GET_CURRENT_PID_TGID)
     a.rsh(R0, 32).stx(W, FP, _T_KEY + _TK["tgid"], R0)
 
@@ -1573,14 +1858,25 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> 
             a.mov(R3, FP).add(R3, _T_SOCK)
             a.mov(R4, BPF_ANY)
             a.call(MAP_UPDATE)
-        a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
-        a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
+        a.stx(H, FP, _T_VAL + _TV["family"], R8)
+        if btf:
+            assert off.sk_protocol is not None
+            load_sk(R3)
+            a.ldx(H, R1, R3, off.sk_protocol).stx(H, FP, _T_VAL + _TV["protocol"], R1)
+        elif raw:
+            assert off.sk_protocol is not None
+            load_sk(R3)
+            a.add(R3, off.sk_protocol)
+            _kread(a, _T_VAL + _TV["protocol"], 2, R3, f"{p}_proto")  # (the value is zeroed: 0 if unreadable)
+            a.label(f"{p}_proto")
+        else:
+            a.ldx(H, R1, R6, tp.offset("protocol", 2)).stx(H, FP, _T_VAL + _TV["protocol"], R1)
         span = sock_span(off)
         if not (off.addresses and 0 < span <= 128):
             return
         assert off.sk_daddr is not None and off.sk_rcv_saddr is not None and off.sk_num is not None
         assert off.sk_dport is not None and off.sk_v6_daddr is not None and off.sk_v6_rcv_saddr is not None
-        a.ldx(DW, R3, R6, tp.offset("sk", 8))
+        load_sk(R3)
         _kread(a, _T_SOCK, span, R3, f"{p}_insert")
         a.ldx(H, R1, FP, _T_SOCK + off.sk_num).stx(H, FP, _T_VAL + _TV["lport"], R1)
         a.ldx(H, R1, FP, _T_SOCK + off.sk_dport).be16(R1).stx(H, FP, _T_VAL + _TV["rport"], R1)
@@ -1588,14 +1884,14 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> 
             # a TCP socket that reached CLOSE (data still queued after the peer's FIN) has lost its
             # local port number (skc_num = 0); the source port it sent from is still there
             a.st(DW, FP, _T_SCR, 0)
-            a.ldx(DW, R3, R6, tp.offset("sk", 8)).add(R3, off.inet_sport)
+            load_sk(R3)
+            a.add(R3, off.inet_sport)
             _kread(a, _T_SCR, 2, R3, f"{p}_sport")
             a.ldx(DW, R1, FP, _T_SCR).be16(R1)
             a.jeq(R1, 0, f"{p}_sport")
             a.stx(H, FP, _T_VAL + _TV["lport"], R1)
             a.label(f"{p}_sport")
-        a.ldx(H, R1, R6, tp.offset("family", 2))
-        a.jeq(R1, AF_INET6, f"{p}_v6")
+        a.jeq(R8, AF_INET6, f"{p}_v6")
         a.ldx(W, R1, FP, _T_SOCK + off.sk_rcv_saddr).stx(W, FP, _T_VAL + _TV["laddr"], R1)
         a.ldx(W, R1, FP, _T_SOCK + off.sk_daddr).stx(W, FP, _T_VAL + _TV["raddr"], R1)
         a.ja(f"{p}_insert")
@@ -1607,6 +1903,13 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int) -> 
     _traffic_add(a, maps, direction, fill)
     a.label("out")
     return a.ret(0)
+
+
+def raw_sock_bytes_ok(off: SockOffsets) -> bool:
+    """Whether :func:`sock_bytes` can run as a raw tracepoint program (BTF says where the socket's
+    family and protocol are, and what the tracepoint passes)."""
+    return (off.sk_family is not None and off.sk_protocol is not None and raw_prototype_ok("sock_send_length")
+            and raw_prototype_ok("sock_recv_length"))  # fmt: skip
 
 
 def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
@@ -1654,33 +1957,33 @@ def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
 
     def fill(a: Asm, p: str) -> None:
         a.st(H, FP, _T_VAL + _TV["protocol"], IPPROTO_TCP)
-        _fill_from_record(a, tp, p)
+        _fill_from_record(a, _Fields(tp, off), p)
 
     _traffic_add(a, maps, DIR_RETRANS, fill)
     a.label("out")
     return a.ret(0)
 
 
-def _fill_from_record(a: Asm, tp: Tracepoint, p: str) -> None:
+def _fill_from_record(a: Asm, f: _Fields, p: str) -> None:
     """A new traffic entry's process name (from _T_SOCK + 8), family, ports and addresses from a TCP
     tracepoint record (tcp_retransmit_skb, inet_sock_set_state: the same field names)."""
     for i in (0, 8):
         a.ldx(DW, R1, FP, _T_SOCK + 8 + i).stx(DW, FP, _T_VAL + _TV["comm"] + i, R1)
-    a.ldx(H, R1, R6, tp.offset("sport", 2)).stx(H, FP, _T_VAL + _TV["lport"], R1)
-    a.ldx(H, R1, R6, tp.offset("dport", 2)).stx(H, FP, _T_VAL + _TV["rport"], R1)
-    a.ldx(H, R1, R6, tp.offset("family", 2)).stx(H, FP, _T_VAL + _TV["family"], R1)
+    for name, field_ in (("sport", "lport"), ("dport", "rport"), ("family", "family")):
+        f.load(a, H, R1, name)
+        a.stx(H, FP, _T_VAL + _TV[field_], R1)
     a.jeq(R1, AF_INET6, f"{p}_v6")
     # (the record's addresses are 2-byte aligned: a wider load from the context is refused)
     for name, field_ in (("saddr", "laddr"), ("daddr", "raddr")):
-        at = tp.offset(name, 4)
         for i in range(0, 4, 2):
-            a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+            f.load(a, H, R1, name, i)
+            a.stx(H, FP, _T_VAL + _TV[field_] + i, R1)
     a.ja(f"{p}_insert")
     a.label(f"{p}_v6")
     for name, field_ in (("saddr_v6", "laddr"), ("daddr_v6", "raddr")):
-        at = tp.offset(name, 16)
         for i in range(0, 16, 2):
-            a.ldx(H, R1, R6, at + i).stx(H, FP, _T_VAL + _TV[field_] + i, R1)
+            f.load(a, H, R1, name, i)
+            a.stx(H, FP, _T_VAL + _TV[field_] + i, R1)
 
 
 def _traffic_add(a: Asm, maps: Maps, direction: int, fill: Callable[[Asm, str], None], prefix: str = "t",

@@ -29,6 +29,7 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_ENABLE_STATS = 32
 
 BPF_MAP_TYPE_HASH = 1
@@ -42,6 +43,9 @@ _NR_MEMBARRIER = {"x86_64": 324, "aarch64": 283}
 MEMBARRIER_CMD_GLOBAL = 1
 
 BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_RAW_TP = 23  # expected_attach_type of a BTF-typed raw tracepoint program ("tp_btf")
 
 PERF_TYPE_TRACEPOINT = 2
 PERF_SAMPLE_RAW = 1 << 10
@@ -224,8 +228,10 @@ def rcu_barrier() -> None:
         raise BpfError(ctypes.get_errno(), "membarrier")
 
 
-def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log_size: int = 1 << 20) -> int:
-    """Load a program; on rejection raise :class:`BpfError` carrying the verifier log."""
+def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log_size: int = 1 << 20,
+              attach_type: int = 0, attach_btf_id: int = 0) -> int:  # fmt: skip
+    """Load a program; on rejection raise :class:`BpfError` carrying the verifier log. ``attach_type``
+    and ``attach_btf_id`` (vmlinux BTF): for tracing programs, what they will attach to."""
     insn_buf = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     attempts = [(0, None), (1, ctypes.create_string_buffer(log_size))]
@@ -246,6 +252,8 @@ def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log
             ctypes.addressof(log_buf) if log_buf is not None else 0,
         )
         struct.pack_into("16s", attr, 48, _name(name))
+        struct.pack_into("<I", attr, 68, attach_type)  # expected_attach_type
+        struct.pack_into("<I", attr, 108, attach_btf_id)
         try:
             return _bpf(BPF_PROG_LOAD, attr, f"loading program {name}")
         except BpfError as exc:
@@ -266,6 +274,21 @@ def prog_id(prog_fd: int) -> int:
     struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), ctypes.addressof(info))
     _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading program info")
     return int(struct.unpack_from("<I", info, 4)[0])
+
+
+def prog_type(prog_id: int) -> int:
+    """The program type (``BPF_PROG_TYPE_*``) of the kernel's program ``prog_id``."""
+    attr = ctypes.create_string_buffer(12)
+    struct.pack_into("<III", attr, 0, prog_id, 0, 0)
+    fd = _bpf(BPF_PROG_GET_FD_BY_ID, attr, f"opening program {prog_id}")
+    try:
+        info = ctypes.create_string_buffer(64)
+        attr = ctypes.create_string_buffer(16)
+        struct.pack_into("<IIQ", attr, 0, fd, len(info), ctypes.addressof(info))
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading program info")
+        return int(struct.unpack_from("<I", info, 0)[0])
+    finally:
+        os.close(fd)
 
 
 def prog_exists(prog_id: int) -> bool:
@@ -307,6 +330,17 @@ def attach_bpf(perf_fd: int, prog_fd: int) -> None:
         raise BpfError(ctypes.get_errno(), "attaching program to tracepoint")
     if _libc().ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0) < 0:
         raise BpfError(ctypes.get_errno(), "enabling tracepoint")
+
+
+def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
+    """Attach a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program to the tracepoint ``name`` (no group): it gets
+    the tracepoint's arguments as they are (``u64 args[]``), without the trace record a perf event
+    builds first. ``name`` None: a tracing program, which names its tracepoint when loaded. Returns
+    the attachment's fd (closing it detaches)."""
+    name_buf = ctypes.create_string_buffer(name.encode("ascii")) if name is not None else None
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<QI", attr, 0, ctypes.addressof(name_buf) if name_buf is not None else 0, prog_fd)
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching program to raw tracepoint {name}")
 
 
 def mount_tracefs(target: str) -> None:
