@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench import synth
-from bench.common import REPO, Context, Metric, interrupt, metric, run_measured, skipped
+from bench.common import REPO, Context, Metric, interrupt, live_ebpf_missing, metric, run_measured, skipped
 
 NAME = "capture"
 TARGET_CAPTURE, TARGET_OVERHEAD, TARGET_KERNEL = 1.0, 0.90, 0.92
@@ -260,15 +259,8 @@ def offline_ingest(quick: bool) -> list[Metric]:
 
 def run(ctx: Context) -> list[Metric]:
     ms = offline_ingest(ctx.quick)
-    why = ""
-    if os.geteuid() != 0:
-        why = "not root: the eBPF collector and bpftrace need root (run the benchmark as root)"
-    elif shutil.which("gcc") is None:
-        why = "no gcc to build the connect() generator"
-    elif shutil.which("bpftrace") is None:
-        why = "no bpftrace (apt-get install -y bpftrace)"
-    elif not Path("/sys/kernel/tracing/events").is_dir():
-        why = "tracefs is not mounted at /sys/kernel/tracing (mount -t tracefs nodev /sys/kernel/tracing)"
+    no_tracefs = "tracefs is not mounted at /sys/kernel/tracing (mount -t tracefs nodev /sys/kernel/tracing)"
+    why = live_ebpf_missing("connect() generator", "", no_tracefs)
     if why:
         ctx.log(f"capture: SKIPPED live part: {why}")
         return ms + [

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -269,3 +270,17 @@ class FailedPolls:
         except Exception:
             self.n += 1
             raise
+
+
+def live_ebpf_missing(builds: str, tracepoint: str, missing: str) -> str:
+    """Why an area that loads the eBPF collector beside bpftrace cannot run here ('' when it can):
+    root, gcc (to build ``builds``), bpftrace, and ``tracepoint`` under tracefs (else ``missing``)."""
+    if os.geteuid() != 0:
+        return "not root: the eBPF collector and bpftrace need root (run the benchmark as root)"
+    if shutil.which("gcc") is None:
+        return f"no gcc to build the {builds}"
+    if shutil.which("bpftrace") is None:
+        return "no bpftrace (apt-get install -y bpftrace)"
+    if not (Path("/sys/kernel/tracing/events") / tracepoint).is_dir():
+        return missing
+    return ""

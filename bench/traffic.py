@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import REPO, Context, Metric, interrupt, metric, run_measured, skipped
+from bench.common import REPO, Context, Metric, interrupt, live_ebpf_missing, metric, run_measured, skipped
 
 NAME = "traffic"
 TARGET_BULK, TARGET_SMALL, TARGET_EXACT = 0.95, 0.90, 1.0
@@ -109,15 +108,11 @@ def product_round(exe: Path, chunk: int, max_bytes: int, seconds: float, db: Pat
 
 
 def run(ctx: Context) -> list[Metric]:
-    why = ""
-    if os.geteuid() != 0:
-        why = "not root: the eBPF collector and bpftrace need root (run the benchmark as root)"
-    elif shutil.which("gcc") is None:
-        why = "no gcc to build the transfer generator"
-    elif shutil.which("bpftrace") is None:
-        why = "no bpftrace (apt-get install -y bpftrace)"
-    elif not Path("/sys/kernel/tracing/events/sock/sock_send_length").is_dir():
-        why = "no sock/sock_send_length tracepoint (Linux 6.3 or later, tracefs at /sys/kernel/tracing)"
+    why = live_ebpf_missing(
+        "transfer generator",
+        "sock/sock_send_length",
+        "no sock/sock_send_length tracepoint (Linux 6.3 or later, tracefs at /sys/kernel/tracing)",
+    )
     if why:
         ctx.log(f"traffic: SKIPPED: {why}")
         return [skipped(NAME, "bulk transfer: bytes/s with the collector / without", why, target=TARGET_BULK, op=">="),
