@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 from bench.common import REPO, Context, Metric, machine_info, table, write_json  # noqa: E402
 
-AREAS = ("store", "mcp", "startup", "dashboard", "quit", "capture", "traffic")
+AREAS = ("store", "mcp", "startup", "dashboard", "names", "quit", "capture", "traffic")
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 
 
