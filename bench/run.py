@@ -4,7 +4,7 @@
     python -m bench.run --quick         # a tiny smoke version (seconds)
     python -m bench.run --only store --only mcp --json /tmp/out.json
 
-Areas: store, mcp, startup, dashboard, capture, traffic (capture and traffic need root: they load
+Areas: store, mcp, startup, dashboard, names, quit, capture, traffic (capture and traffic need root: they load
 the eBPF collector and run bpftrace; they say why when they skip). Every load is bounded in count and time and stays on
 loopback.
 """
