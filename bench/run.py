@@ -4,7 +4,7 @@
     python -m bench.run --quick         # a tiny smoke version (seconds)
     python -m bench.run --only store --only mcp --json /tmp/out.json
 
-Areas: store, mcp, startup, dashboard, quit, capture, traffic, fleet (capture and traffic need root: they load
+Areas: store, mcp, startup, dashboard, names, quit, capture, traffic, fleet (capture and traffic need root: they load
 the eBPF collector and run bpftrace; they say why when they skip). Every load is bounded in count and time and stays on
 loopback.
 """
@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 from bench.common import REPO, Context, Metric, machine_info, table, write_json  # noqa: E402
 
-AREAS = ("store", "mcp", "startup", "dashboard", "quit", "capture", "traffic", "fleet")
+AREAS = ("store", "mcp", "startup", "dashboard", "names", "quit", "capture", "traffic", "fleet")
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 
 

@@ -8,6 +8,7 @@ destinations (Zipf; 10% IPv6), common ports, outcomes 85% ok / 5% refused / 3% i
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterator
 
@@ -30,6 +31,8 @@ OUTCOMES = [(0, 0, 85), (-111, 111, 5), (-115, P.RESULT_PENDING, 3), (-101, 101,
             (-104, 104, 1), (-13, 13, 2)]  # fmt: skip
 DROP_REASONS = {2: "NOT_SPECIFIED", 3: "NO_SOCKET", 5: "TCP_CSUM", 12: "NETFILTER_DROP", 45: "TCP_RESET",
                 16: "OTHERHOST", 27: "TCP_INVALID_SEQUENCE"}  # fmt: skip
+#: distinct destination addresses (10% of them IPv6)
+DESTINATIONS = 2000
 #: "ns since boot" of the newest event (the machine may have booted less than a span ago)
 TS_NOW = 10**15
 
@@ -40,9 +43,17 @@ def _zipf_choice(rng: np.random.Generator, n_items: int, size: int, a: float = 1
 
 
 def records(
-    n: int, span: float, rng: np.random.Generator, *, drop_share: float = 0.1, now_wall_ns: int | None = None
+    n: int,
+    span: float,
+    rng: np.random.Generator,
+    *,
+    drop_share: float = 0.1,
+    now_wall_ns: int | None = None,
+    every_destination: bool = False,
 ) -> np.ndarray:
-    """``n`` ring records spread over the ``span`` seconds before ``now_wall_ns`` (default: now), oldest first."""
+    """``n`` ring records spread over the ``span`` seconds before ``now_wall_ns`` (default: now), oldest first.
+    ``every_destination``: the destinations in turn, each round shuffled, instead of Zipf-weighted: every one of
+    the :data:`DESTINATIONS` appears once ``n`` is that many, and fewer records go to as many destinations."""
     now = time.time_ns() if now_wall_ns is None else now_wall_ns
     out = np.zeros(n, P.RECORD)
     ages = np.sort(rng.uniform(0, span * 1e9, n).astype(np.int64))[::-1]
@@ -55,7 +66,10 @@ def records(
     out["tid"] = out["pid"]
     drops = rng.random(n) < drop_share
     out["kind"] = np.where(drops, P.KIND_DROP, P.KIND_CONNECT)
-    dest = _zipf_choice(rng, 2000, n, 1.05)  # 2,000 addresses, 10% of them IPv6
+    if every_destination:
+        dest = np.concatenate([rng.permutation(DESTINATIONS) for _ in range(-(-n // DESTINATIONS))])[:n]
+    else:
+        dest = _zipf_choice(rng, DESTINATIONS, n, 1.05)  # 2,000 addresses, 10% of them IPv6
     v6 = dest % 10 == 0
     addr = out["addr"]
     addr[:, 0] = np.where(v6, 0x20, 10)
@@ -95,6 +109,15 @@ def records(
     return out
 
 
+def destination_address(index: int) -> str:
+    """The address :func:`records` gives destination ``index`` (0 to :data:`DESTINATIONS` - 1), as text."""
+    if index % 10 == 0:
+        return str(
+            ipaddress.IPv6Address(bytes([0x20, 0x01, 0x0D, 0xB8] + [0] * 10 + [(index >> 8) & 0xFF, index & 0xFF]))
+        )
+    return f"10.{(index >> 8) & 0xFF}.{index & 0xFF}.{1 + index % 250}"
+
+
 def counts(recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The counts the kernel would have kept for these CONNECT/DROP records: one row per key."""
     recs = recs[recs["kind"] != P.KIND_OUTCOME]
@@ -119,11 +142,18 @@ def codec() -> Codec:
 
 
 def batches(
-    n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share: float = 0.1, now_wall_ns: int | None = None
+    n: int,
+    span: float,
+    *,
+    seed: int = 1,
+    batch: int = 4096,
+    drop_share: float = 0.1,
+    now_wall_ns: int | None = None,
+    every_destination: bool = False,
 ) -> Iterator[Batch]:
     """What the eBPF collector would hand the store (records and their counts), oldest first."""
     rng = np.random.default_rng(seed)
-    recs = records(n, span, rng, drop_share=drop_share, now_wall_ns=now_wall_ns)
+    recs = records(n, span, rng, drop_share=drop_share, now_wall_ns=now_wall_ns, every_destination=every_destination)
     c = codec()
     for i in range(0, n, batch):
         part = recs[i : i + batch].copy()  # (a view would keep every record alive with the last batch)

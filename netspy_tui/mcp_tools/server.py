@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -128,7 +129,7 @@ class ToolContext:
             return {}
         if self.names_wait > 0:
             return await anyio.to_thread.run_sync(self.names.resolve, wanted, self.names_wait)
-        return {a: n for a in wanted if (n := self.names.lookup(a)) is not None}
+        return self.names.known(wanted)
 
     async def live_workloads(self) -> bool:
         """True when pids are this host's processes, whose workloads the cgroups tell (this host's
@@ -193,16 +194,19 @@ class ToolContext:
 
     async def named(self, events: list[ConnectionEvent]) -> list[ConnectionEvent]:
         """``events`` with their destinations' names, and netspy-tui's own DNS questions marked."""
-        if self.names is None or not self.names.enabled or not events:
+        resolver = self.names
+        if resolver is None or not resolver.enabled or not events:
             return events
-        names = await self.hostnames(e.destination_ip or e.destination for e in events)
+        keys = [address_of(e.destination_ip or e.destination) or "" for e in events]
+        names = await self.hostnames(keys)
+        own = os.getpid()  # (is_own_query's first test, made here once: most events are not this process's)
         out = []
-        for e in events:
+        for e, key in zip(events, keys, strict=True):
             update: dict[str, Any] = {}
-            name = names.get(address_of(e.destination_ip or e.destination) or "")
+            name = names.get(key)
             if name:
                 update["hostname"] = name
-            if self.names.is_own_query(e.pid, e.destination_ip, e.destination_port):
+            if e.pid == own and resolver.is_own_query(e.pid, e.destination_ip, e.destination_port):
                 update["own_dns_query"] = True
             out.append(e.model_copy(update=update) if update else e)
         return out

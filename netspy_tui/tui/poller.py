@@ -87,6 +87,10 @@ log = logging.getLogger(__name__)
 
 #: destination addresses asked about per poll (the newest rows first)
 NAMES_PER_POLL = 200
+#: addresses the resolver said have no name are not asked about again for this long (its negative cache's TTL)
+NAMELESS_SECONDS = 300.0
+#: at most this many of them remembered
+NAMELESS_MAX = 10_000
 #: rows of each traffic list (processes, remotes, connections, latency destinations): the tools' cap
 TRAFFIC_LIMIT = 200
 
@@ -130,11 +134,17 @@ class _Window(Generic[E]):
             self.events = dict(sorted(self.events.items(), key=lambda item: item[1].time))
         return added
 
-    def unnamed(self, most: int) -> list[str]:
-        """Up to ``most`` destination addresses of held connections that have no name yet."""
+    def unnamed(self, most: int, nameless: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """Up to ``most`` destination addresses of held connections that have no name yet (and are not among
+        the ``nameless``: addresses the resolver already said have none)."""
         out: dict[str, None] = {}
         for event in reversed(self.events.values()):  # the newest first: what the user sees
-            if isinstance(event, ConnectionEvent) and not event.hostname and event.destination_ip:
+            if (
+                isinstance(event, ConnectionEvent)
+                and not event.hostname
+                and event.destination_ip
+                and event.destination_ip not in nameless
+            ):
                 out[event.destination_ip] = None
                 if len(out) >= most:
                     break
@@ -199,6 +209,8 @@ class Poller:
         """True while the server's change notifications arrive: poll after a change, not on every tick."""
         self.names_pending = False
         """Names of held rows are still being asked: poll again after the interval even without a change."""
+        self._nameless: set[str] = set()
+        self._nameless_until = time.monotonic() + NAMELESS_SECONDS
 
     def _reset(self) -> None:
         self._conns: _Window[ConnectionEvent] = _Window(self._max_rows)
@@ -269,7 +281,10 @@ class Poller:
         summaries_due = self._summaries is None or since_read >= gap
         if summaries_due:
             parts += self._summary_parts(subject)
-        unnamed = self._conns.unnamed(NAMES_PER_POLL) if self._names_supported else []
+        if time.monotonic() > self._nameless_until:  # names may have appeared since: ask about them again
+            self._nameless = set()
+            self._nameless_until = time.monotonic() + NAMELESS_SECONDS
+        unnamed = self._conns.unnamed(NAMES_PER_POLL, self._nameless) if self._names_supported else []
         if unnamed:
             parts.append("names")
         fetched_since = self._conns.newest is not None
@@ -280,7 +295,7 @@ class Poller:
         if snap.status is not None:
             self._status = snap.status
         if snap.names is not None:
-            self._names(snap.names)
+            self._names(snap.names, unnamed)
         if snap.connections is None or snap.drops is None:
             raise NetspyError("dashboard_snapshot answered without the events asked for")
         after = self._conns.cursor
@@ -380,13 +395,18 @@ class Poller:
         self._summaries_at = time.perf_counter()
         self._summary_gap = 2 * cost
 
-    def _names(self, lookup: NameLookup) -> None:
-        """Names learnt since rows arrived (the list call names only what was known when it ran)."""
+    def _names(self, lookup: NameLookup, asked: list[str]) -> None:
+        """Names learnt since rows arrived (the list call names only what was known when it ran). With no
+        question in flight, the addresses ``asked`` that came back without a name have none: they are not asked
+        about again for :data:`NAMELESS_SECONDS`."""
         self.names_pending = lookup.enabled and lookup.pending > 0
         if not lookup.enabled:
             self._names_supported = False
-        elif lookup.names:
+            return
+        if lookup.names:
             self._conns.name(lookup.names)
+        if lookup.pending == 0 and len(self._nameless) < NAMELESS_MAX:
+            self._nameless.update(a for a in asked if a not in lookup.names)
 
     async def _fetch_connections(
         self, subject: Scope, since: str | None, after: int | None, first: ConnectionList

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -98,10 +99,56 @@ def test_questions_are_asked_with_bounded_concurrency() -> None:
             resolver.close()
 
 
+def test_a_cold_cache_of_2000_addresses_is_resolved_with_the_configured_concurrency_then_asks_nothing() -> None:
+    # the figures: 2,000 distinct destinations, IPv4 and IPv6, one in ten without a name
+    addresses = [f"10.{i >> 8}.{i & 255}.1" if i % 10 else f"2001:db8::{i + 1:x}" for i in range(2000)]
+    names = {a: f"h{i}.test" for i, a in enumerate(addresses) if i % 10 != 7}
+    with PtrServer(names) as server:
+        server.gate.clear()  # answers wait until as many questions as allowed are in flight
+        resolver = make(server, concurrency=8, timeout=30.0)
+        try:
+            assert resolver.known(addresses) == {}  # all 2,000 asked, none waited for
+            deadline = time.monotonic() + 30
+            while server.in_flight < 8 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)  # (a ninth question, if one were sent, would arrive now)
+            assert server.in_flight == 8 and resolver.stats().pending == 2000
+            server.gate.set()
+            assert resolver.resolve(addresses, wait=120) == names
+            assert server.count == 2000 and sorted(server.questions) == sorted(addresses)  # one question each
+            assert server.in_flight_max == 8 and resolver.stats().in_flight_max == 8
+            # every answer is cached, names and failures alike: no question for any of them again
+            assert resolver.known(addresses) == names
+            assert all(resolver.lookup(a) == names.get(a) for a in addresses)
+            assert resolver.resolve(addresses, wait=5) == names
+            assert server.count == 2000
+            stats = resolver.stats()
+            assert (stats.queries, stats.answered, stats.failed, stats.pending) == (2000, 1800, 200, 0)
+        finally:
+            resolver.close()
+
+
+def test_known_answers_many_addresses_at_once_and_asks_about_the_others() -> None:
+    with PtrServer({"10.6.0.1": "one.example", "10.6.0.2": "two.example"}) as server:
+        resolver = make(server)
+        try:
+            assert resolver.known(["10.6.0.1", "::ffff:10.6.0.2", "not an address", "0.0.0.0"]) == {}
+            assert resolver.resolve(["10.6.0.1", "10.6.0.2"], wait=10)  # the misses above were asked
+            assert server.count == 2
+            assert resolver.known(["10.6.0.1", "::ffff:10.6.0.2"]) == {
+                "10.6.0.1": "one.example",
+                "10.6.0.2": "two.example",
+            }
+            assert server.count == 2
+        finally:
+            resolver.close()
+
+
 def test_no_dns_asks_nothing_at_all(tmp_path: object) -> None:
     with PtrServer({"10.0.0.1": "a.example"}) as server:
         resolver = make(server, enabled=False)
         assert resolver.lookup("10.0.0.1") is None
+        assert resolver.known(["10.0.0.1"]) == {}
         assert resolver.resolve(["10.0.0.1"], wait=1) == {}
         assert server.count == 0
         assert resolver.stats().queries == 0

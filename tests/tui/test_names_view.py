@@ -4,6 +4,7 @@ gateway; n shows addresses; / finds rows by name."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from textual.widgets import Input
 
@@ -11,6 +12,7 @@ from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.names import NameResolver
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.poller import Poller
 from tests.factories import connection
 from tests.names.dns_server import PtrServer
 from tests.tui.conftest import Clock, wait_for
@@ -83,3 +85,43 @@ async def test_lookup_names_says_when_names_are_off() -> None:
         assert not (await gateway.names(["93.184.216.34"])).enabled
         bad = await gateway.call("lookup_names", {"addresses": []})
         assert bad.is_error
+
+
+async def test_an_address_without_a_name_is_not_asked_about_again_on_every_poll(clock: Clock) -> None:
+    ago = DEMO_NOW - timedelta(seconds=2)
+    source = MemorySource(
+        [
+            connection(pid=7, command="curl", ip="93.184.216.34", port=443, time=ago),
+            connection(pid=8, command="wget", ip="10.9.9.9", port=80, time=ago),
+        ],
+        clock=clock,
+    )
+    with PtrServer({"93.184.216.34": "example.com"}) as server:
+        server.gate.clear()  # the first list shows the rows before any answer
+        names = NameResolver(nameservers=["127.0.0.1"], port=server.port, hosts_path=None)
+        async with open_gateway(source, names=names) as gateway:
+            asked: list[list[str]] = []
+            snapshot = gateway.snapshot
+
+            async def spy(*args: Any, **kwargs: Any) -> Any:
+                asked.append(sorted(kwargs.get("addresses") or []))
+                return await snapshot(*args, **kwargs)
+
+            gateway.snapshot = spy  # type: ignore[method-assign]
+            poller = Poller(gateway, clock=clock, window=60, interval=1.0)
+            first = await poller.poll()  # the rows; their addresses are asked about in the background
+            assert {e.hostname for e in first.connections} == {None}
+            server.gate.set()
+            names.resolve(["93.184.216.34", "10.9.9.9"], wait=10)
+            second = await poller.poll()  # the held rows' names: one has one, the other has none
+            assert {e.destination_ip: e.hostname for e in second.connections} == {
+                "93.184.216.34": "example.com",
+                "10.9.9.9": None,
+            }
+            await poller.poll()
+            assert asked == [[], ["10.9.9.9", "93.184.216.34"], []]  # not asked again
+            poller._nameless_until = 0.0  # later (the resolver's negative cache has expired): asked again
+            await poller.poll()
+            assert asked[-1] == ["10.9.9.9"]
+            assert server.count == 2
+        names.close()
