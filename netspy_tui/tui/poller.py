@@ -37,6 +37,7 @@ from netspy_tui.models import (
     Scope,
     ServerStatus,
     TrafficReport,
+    TrafficStats,
     format_time,
 )
 from netspy_tui.tui.snapshot import PollConfig, Snapshot
@@ -87,6 +88,8 @@ log = logging.getLogger(__name__)
 
 #: destination addresses asked about per poll (the newest rows first)
 NAMES_PER_POLL = 200
+#: the bytes rate each poll samples for the pattern panel's sparklines: over this many last seconds
+RECENT_BYTES_SECONDS = 2
 #: addresses the resolver said have no name are not asked about again for this long (its negative cache's TTL)
 NAMELESS_SECONDS = 300.0
 #: at most this many of them remembered
@@ -191,6 +194,7 @@ class Poller:
     ) -> None:
         self.gateway = gateway
         self._names_supported = True
+        self._bytes_supported = True
         self._clock = clock
         self.interval = interval
         self._max_rows = max_rows
@@ -325,6 +329,7 @@ class Poller:
         assert self._summaries is not None and self._status is not None
         processes, patterns, drop_patterns = self._summaries
         traffic, latency, traffic_error = await self._fetch_traffic(subject) if self._traffic_wanted else (None,) * 3
+        recent_bytes = await self._recent_bytes(subject) if self._bytes_supported else None
         return Snapshot(
             version=version,
             config=cfg,
@@ -341,7 +346,21 @@ class Poller:
             traffic=traffic,
             latency=latency,
             traffic_error=traffic_error,
+            recent_bytes=recent_bytes,
         )
+
+    async def _recent_bytes(self, subject: Scope) -> TrafficStats | None:
+        """The subject's bytes over the last :data:`RECENT_BYTES_SECONDS` (the pattern panel's rx/tx sparklines):
+        None when the source does not count bytes (then never asked again) or the call failed."""
+        try:
+            report = await self.gateway.traffic(subject.pid, subject.command, RECENT_BYTES_SECONDS, 1)
+        except NetspyError as exc:
+            log.debug("recent bytes unavailable: %s", exc)
+            return None
+        if not report.stats.available:
+            self._bytes_supported = False
+            return None
+        return report.stats
 
     async def _fetch_traffic(self, subject: Scope) -> tuple[TrafficReport | None, LatencyReport | None, str | None]:
         """Bytes and connect latency for the subject over the window (the Traffic view). A tool that fails

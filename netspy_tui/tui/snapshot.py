@@ -14,6 +14,7 @@ from netspy_tui.models import (
     Scope,
     ServerStatus,
     TrafficReport,
+    TrafficStats,
 )
 
 #: Every process: the dashboard's subject when nothing is focused or filtered.
@@ -54,6 +55,9 @@ class Snapshot:
     """Connect latency per destination (``get_connect_latency``), fetched with ``traffic``."""
     traffic_error: str | None = None
     """Why ``traffic`` or ``latency`` could not be read this poll (one line), else None."""
+    recent_bytes: TrafficStats | None = None
+    """The subject's bytes over the last few seconds (every poll, for the rx/tx sparklines); None when the source
+    does not count bytes."""
 
     @property
     def observed_seconds(self) -> float | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from netspy_tui.ai import AISettings
 from netspy_tui.commands import CommandRunner
 from netspy_tui.mcp_tools.ai_bridge import AIHooks, dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
+from netspy_tui.models import Scope, TrafficStats
 from netspy_tui.tui import keys
 from netspy_tui.tui.filtering import EventFilter, tab_label, with_workloads
 from netspy_tui.tui.screens.ai_actions import AIActions
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WIDE_FROM = 140
+#: polls of bytes the pattern panel's rx/tx sparklines show
+BYTES_SAMPLES = 60
 """Columns from which the pattern panel and the AI pane sit beside the tables (see panes.py)."""
 TALL_FROM = 40
 
@@ -84,6 +88,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.commands = CommandRunner(lambda: self.gateway)
         self.latest: Snapshot | None = None
         self.rendered: Snapshot | None = None
+        self.recent_bytes: deque[TrafficStats] = deque(maxlen=BYTES_SAMPLES)
+        """The subject's bytes at each of the last polls (the pattern panel's rx/tx sparklines)."""
+        self._bytes_subject: Scope | None = None
         self.renders = 0
         self.last_render_ms: float | None = None
         self._applied: dict[str, str] = {}
@@ -159,12 +166,21 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             return  # answers a window/subject the user has already left, or the app is closing
         try:
             self.latest = snapshot
+            self._keep_bytes(snapshot)
             if self.paused or not self.is_current:
                 self.status.show_snapshot(snapshot)
             else:
                 self.render_snapshot()
         except NoMatches:  # the screen lost its widgets mid-way: the app is shutting down
             log.debug("snapshot arrived during shutdown; ignored")
+
+    def _keep_bytes(self, snapshot: Snapshot) -> None:
+        """One more rx/tx sample for the sparklines: another subject starts them afresh."""
+        if snapshot.config.subject != self._bytes_subject:
+            self._bytes_subject = snapshot.config.subject
+            self.recent_bytes.clear()
+        if snapshot.recent_bytes is not None:
+            self.recent_bytes.append(snapshot.recent_bytes)
 
     def show_failure(self, failure: Failure) -> None:
         if not self.alive:
@@ -196,7 +212,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             )
             self.render_traffic(snap, flt)
             same_subject = snap.config.subject == subject
-            self.query_one(PatternsPanel).show(snap.patterns if same_subject else None, subject.label)
+            panel = self.query_one(PatternsPanel)
+            panel.show(snap.patterns if same_subject else None, subject.label)
+            panel.show_bytes(list(self.recent_bytes) if same_subject else [])
             mix = drop_mix_text(snap.drop_patterns if same_subject else None, snap.config.window)
             if self._applied.get("drop-mix") != mix.plain:  # saves a layout per tick
                 self._applied["drop-mix"] = mix.plain

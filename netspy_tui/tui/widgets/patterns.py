@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -10,9 +11,10 @@ from textual.containers import Vertical
 from textual.widgets import Label, Sparkline, Static
 
 from netspy_tui.mcp_tools.schemas import PatternAnalysis
-from netspy_tui.models import OUTCOMES, Counted
+from netspy_tui.models import OUTCOMES, Counted, TrafficStats
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.widgets.cells import outcome_classes, window_label
+from netspy_tui.tui.widgets.traffic import rate_text
 
 TOP_DESTINATIONS = 6
 BAR_WIDTH = 10
@@ -38,6 +40,26 @@ class PatternsPanel(Vertical):
         yield Static(Text("Waiting for the first poll…"), id="patterns-body")  # not on mount: a poll can come first
         yield Label("", id="rate-label")
         yield Sparkline([], id="rate")
+        for way in ("rx", "tx"):  # bytes: shown once the source has counted some (see show_bytes)
+            yield Label("", id=f"{way}-label", classes="bytes")
+            yield Sparkline([], id=f"{way}-rate", classes="bytes")
+
+    def show_bytes(self, samples: Sequence[TrafficStats]) -> None:
+        """The subject's rx and tx rates at each of the last polls (oldest first), as two sparklines with the
+        latest rate, the peak and the retransmits; hidden while there is none."""
+        shown = bool(samples)
+        for widget in self.query(".bytes"):
+            widget.display = shown
+        if not shown:
+            return
+        retrans = sum(s.retransmits for s in samples)
+        for way in ("rx", "tx"):
+            rates = [s.rx_rate if way == "rx" else s.tx_rate for s in samples]
+            label = f"{way.capitalize()} {rate_text(rates[-1])} (peak {rate_text(max(rates))}, {len(rates)} polls)"
+            if way == "tx":
+                label += f" · {retrans:,} retransmit{'s' if retrans != 1 else ''}"
+            self.query_one(f"#{way}-label", Label).update(Text(label))
+            self.query_one(f"#{way}-rate", Sparkline).data = rates
 
     def on_mount(self) -> None:
         if self._shown is None:
