@@ -117,15 +117,20 @@ Addresses = Annotated[
     Field(min_length=1, max_length=500, description="IP addresses to name (1 to 500)."),
 ]
 #: What one refresh of a live view asks ``dashboard_snapshot`` for.
-SnapshotPart = Literal["status", "connections", "drops", "patterns", "drop_patterns", "processes", "names"]
+SnapshotPart = Literal[
+    "status", "connections", "drops", "patterns", "drop_patterns", "processes", "names", "recent_bytes"
+]
 SNAPSHOT_PARTS: tuple[SnapshotPart, ...] = ("status", "connections", "drops", "patterns", "drop_patterns", "processes")
+#: The seconds the ``recent_bytes`` part covers (a live view's rx/tx sparklines sample it every refresh).
+RECENT_BYTES_SECONDS = 2
 SnapshotParts = Annotated[
     list[SnapshotPart],
     Field(
-        max_length=7,
+        max_length=8,
         description="The parts to return: status (server_status), connections and drops (list_connections / "
         "list_packet_drops since the cursors), patterns and drop_patterns (analyze_patterns / "
-        "analyze_packet_drops), processes (list_processes), names (lookup_names of `addresses`).",
+        "analyze_packet_drops), processes (list_processes), names (lookup_names of `addresses`), recent_bytes "
+        f"(get_traffic over the last {RECENT_BYTES_SECONDS} s, limit 1: the totals).",
     ),
 ]
 NameAddresses = Annotated[
@@ -155,6 +160,7 @@ class DashboardSnapshot(BaseModel):
     drop_patterns: PatternAnalysis | None = None
     processes: ProcessList | None = None
     names: NameLookup | None = None
+    recent_bytes: TrafficReport | None = None
 
 
 SummaryText = Annotated[str, Field(min_length=1, max_length=20_000, description="Network summary text to explain.")]

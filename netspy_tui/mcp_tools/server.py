@@ -34,6 +34,7 @@ from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes
 from netspy_tui.mcp_tools.schemas import (
+    RECENT_BYTES_SECONDS,
     SNAPSHOT_PARTS,
     Addresses,
     After,
@@ -849,6 +850,7 @@ def create_server(
             "drop_patterns": lambda: analyze_packet_drops(ctx, pid, process_name, duration, n, w),
             "processes": lambda: list_processes(ctx, duration, "connection", limit, "process", n, w),
             "names": lambda: lookup_names(ctx, addresses or []),
+            "recent_bytes": lambda: get_traffic(ctx, pid, process_name, RECENT_BYTES_SECONDS, 1),
         }
         got: dict[str, Any] = {}
         token = _PARTS_ONLY.set(True)

@@ -88,8 +88,6 @@ log = logging.getLogger(__name__)
 
 #: destination addresses asked about per poll (the newest rows first)
 NAMES_PER_POLL = 200
-#: the bytes rate each poll samples for the pattern panel's sparklines: over this many last seconds
-RECENT_BYTES_SECONDS = 2
 #: addresses the resolver said have no name are not asked about again for this long (its negative cache's TTL)
 NAMELESS_SECONDS = 300.0
 #: at most this many of them remembered
@@ -291,6 +289,8 @@ class Poller:
         unnamed = self._conns.unnamed(NAMES_PER_POLL, self._nameless) if self._names_supported else []
         if unnamed:
             parts.append("names")
+        if self._bytes_supported:
+            parts.append("recent_bytes")
         fetched_since = self._conns.newest is not None
         since = self._conns.since()
         drops = (self._drops.since(), self._drops.cursor)
@@ -329,7 +329,7 @@ class Poller:
         assert self._summaries is not None and self._status is not None
         processes, patterns, drop_patterns = self._summaries
         traffic, latency, traffic_error = await self._fetch_traffic(subject) if self._traffic_wanted else (None,) * 3
-        recent_bytes = await self._recent_bytes(subject) if self._bytes_supported else None
+        recent_bytes = self._recent_bytes(snap)
         return Snapshot(
             version=version,
             config=cfg,
@@ -349,13 +349,11 @@ class Poller:
             recent_bytes=recent_bytes,
         )
 
-    async def _recent_bytes(self, subject: Scope) -> TrafficStats | None:
-        """The subject's bytes over the last :data:`RECENT_BYTES_SECONDS` (the pattern panel's rx/tx sparklines):
-        None when the source does not count bytes (then never asked again) or the call failed."""
-        try:
-            report = await self.gateway.traffic(subject.pid, subject.command, RECENT_BYTES_SECONDS, 1)
-        except NetspyError as exc:
-            log.debug("recent bytes unavailable: %s", exc)
+    def _recent_bytes(self, snap: DashboardSnapshot) -> TrafficStats | None:
+        """The subject's bytes over the last few seconds (the ``recent_bytes`` part: the pattern panel's rx/tx
+        sparklines): None when not asked or the source does not count bytes (then it is not asked again)."""
+        report = snap.recent_bytes
+        if report is None:
             return None
         if not report.stats.available:
             self._bytes_supported = False

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp.client import Client
 
-from netspy_tui.mcp_tools.schemas import SNAPSHOT_PARTS, DashboardSnapshot
+from netspy_tui.mcp_tools.schemas import RECENT_BYTES_SECONDS, SNAPSHOT_PARTS, DashboardSnapshot
 from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.models import ConnectionEvent, format_time
 from netspy_tui.names import NameResolver
@@ -45,6 +45,7 @@ def _separately(args: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
         "drop_patterns": ("analyze_packet_drops", window),
         "processes": ("list_processes", {"duration": args.get("duration", 60), "limit": args.get("limit", 20)}),
         "names": ("lookup_names", {"addresses": args.get("addresses")}),
+        "recent_bytes": ("get_traffic", {**scope, "duration": RECENT_BYTES_SECONDS, "limit": 1}),
     }
 
 
@@ -66,12 +67,15 @@ async def _compare(args: dict[str, Any]) -> None:
     content = snap.structured_content
     assert content is not None
     DashboardSnapshot.model_validate(content)  # what its output schema describes
-    for part in [*SNAPSHOT_PARTS, "names"]:
+    for part in [*SNAPSHOT_PARTS, "names", "recent_bytes"]:
         if part in alone:
             expected = dict(alone[part].structured_content or {})
             if part in ("connections", "drops"):  # the listing text is one line in a snapshot
                 assert content[part].pop("text").endswith("events listed.")
                 expected.pop("text")
+            if part == "recent_bytes":  # "until" is the wall-clock time each call read (a source without bytes)
+                content[part]["stats"].pop("until")
+                expected["stats"] = {k: v for k, v in expected["stats"].items() if k != "until"}
             assert content[part] == expected, part
         else:
             assert content.get(part) is None, part
@@ -87,7 +91,9 @@ async def _compare(args: dict[str, Any]) -> None:
     drops_since=cursors,
     after=seq_cursors,
     drops_after=seq_cursors,
-    parts=st.one_of(st.none(), st.lists(st.sampled_from([*SNAPSHOT_PARTS, "names"]), unique=True, max_size=7)),
+    parts=st.one_of(
+        st.none(), st.lists(st.sampled_from([*SNAPSHOT_PARTS, "names", "recent_bytes"]), unique=True, max_size=8)
+    ),
     limit=st.integers(min_value=1, max_value=200),
     addresses=st.one_of(st.none(), st.lists(st.sampled_from(ADDRESSES), min_size=1, max_size=5, unique=True)),
 )

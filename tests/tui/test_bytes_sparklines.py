@@ -2,7 +2,8 @@
 process), with the latest rate, the peak and the retransmits, as the user sees them at 120x35 and 80x24.
 
 The bytes are real rows of the event store the eBPF collector's writer fills (tests/tui/test_traffic_view.py's
-seed), read through the embedded source and the in-process MCP gateway (get_traffic). Each poll samples the
+seed), read through the embedded source and the in-process MCP gateway (dashboard_snapshot's recent_bytes
+part: get_traffic over the last two seconds). Each poll samples the
 last two seconds, so a test writes its bytes at the current second and makes the poll happen (a connection
 event: the store notifies the dashboard) until a poll has seen them.
 """
@@ -92,19 +93,19 @@ async def test_rx_and_tx_rates_show_as_sparklines_for_the_host_then_the_focused_
 
 
 async def test_a_source_that_counts_no_bytes_shows_no_byte_sparklines_and_stops_asking(clock: Clock) -> None:
-    calls: list[str] = []
+    asked: list[bool] = []
     source = Polled(MemorySource(clock=clock))  # (polled on the timer: a remote server's figures)
     async with open_gateway(source) as gateway:  # type: ignore[arg-type]
-        traffic = gateway.traffic
+        snapshot = gateway.snapshot
 
         async def spy(*args: Any, **kwargs: Any) -> Any:
-            calls.append("get_traffic")
-            return await traffic(*args, **kwargs)
+            asked.append("recent_bytes" in (kwargs.get("parts") or []))
+            return await snapshot(*args, **kwargs)
 
-        gateway.traffic = spy  # type: ignore[method-assign]
+        gateway.snapshot = spy  # type: ignore[method-assign]
         app = NetspyApp(gateway, interval=0.2, clock=clock, source_note="test")
         async with app.run_test(size=(160, 45)) as pilot:
             await wait_for(pilot, lambda: app.polls >= 3, "three polls")
-            assert calls == ["get_traffic"]  # asked once: the source said it does not count bytes
+            assert asked[0] and not any(asked[1:])  # asked once: the source said it does not count bytes
             assert not any(w.display for w in app.dashboard.query(".bytes"))
             assert "retransmit" not in screen_text(app)
