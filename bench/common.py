@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -284,3 +285,28 @@ def live_ebpf_missing(builds: str, tracepoint: str, missing: str) -> str:
     if not (Path("/sys/kernel/tracing/events") / tracepoint).is_dir():
         return missing
     return ""
+
+
+class PtyReader:
+    """What a program on a pseudo-terminal (its ``master`` side) has written so far: the last
+    200 kB in :attr:`seen`."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.seen = b""
+
+    def pump(self, until: float, *, first: bool = False) -> None:
+        """Read until ``until`` (``time.perf_counter``), or only the first chunk with ``first``;
+        returns early when the program has gone."""
+        while time.perf_counter() < until:
+            r, _, _ = select.select([self.master], [], [], 0.05)
+            if r:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                self.seen = (self.seen + chunk)[-200_000:]
+                if first:
+                    return

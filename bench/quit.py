@@ -11,13 +11,12 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
-import select
 import struct
 import subprocess
 import termios
 import time
 
-from bench.common import PY, REPO, Context, Metric, child_env, metric, skipped
+from bench.common import PY, REPO, Context, Metric, PtyReader, child_env, metric, skipped
 from tests.hardening.conftest import DEMO
 
 NAME = "quit"
@@ -31,24 +30,14 @@ def quit_time(argv: list[str], marker: bytes, env: dict[str, str]) -> float:
     proc = subprocess.Popen([PY, "-m", "netspy_tui", *argv], stdin=slave, stdout=slave, stderr=slave, env=env,
                             cwd=REPO, start_new_session=True)  # fmt: skip
     os.close(slave)
-    seen = b""
-
-    def pump(until: float) -> None:
-        nonlocal seen
-        while time.perf_counter() < until:
-            r, _, _ = select.select([master], [], [], 0.05)
-            if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    return
-                seen = (seen + chunk)[-200_000:]
+    screen = PtyReader(master)
+    pump = screen.pump
 
     try:
         deadline = time.perf_counter() + 30
-        while marker not in seen:
+        while marker not in screen.seen:
             if time.perf_counter() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"no data on screen: {seen[-300:]!r}")
+                raise RuntimeError(f"no data on screen: {screen.seen[-300:]!r}")
             pump(time.perf_counter() + 0.1)
         pump(time.perf_counter() + 2.0)
         t0 = time.perf_counter()

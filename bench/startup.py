@@ -13,7 +13,6 @@ import fcntl
 import os
 import pty
 import re
-import select
 import signal
 import statistics
 import struct
@@ -27,7 +26,7 @@ import httpx
 import psutil
 
 from bench import synth
-from bench.common import PY, REPO, Context, Metric, child_env, free_port, metric
+from bench.common import PY, REPO, Context, Metric, PtyReader, child_env, free_port, metric
 from netspy_tui.collector.replay import Recorder
 
 NAME = "startup"
@@ -153,36 +152,25 @@ def dashboard_in_pty(url: str, env: dict[str, str], idle_seconds: float, marker:
         start_new_session=True,
     )
     os.close(slave)
-    seen = b""
+    screen = PtyReader(master)
     first_paint = first_data = None
 
     def pump(until: float) -> None:
-        nonlocal seen
-        while time.perf_counter() < until:
-            r, _, _ = select.select([master], [], [], 0.05)
-            if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                seen = (seen + chunk)[-200_000:]
-                return
+        screen.pump(until, first=True)
 
     try:
         deadline = t0 + 30
         while first_data is None and time.perf_counter() < deadline:
             pump(time.perf_counter() + 0.05)
             now = time.perf_counter()
-            if first_paint is None and b"Connections" in seen:
+            if first_paint is None and b"Connections" in screen.seen:
                 first_paint = now - t0
-            if first_paint is not None and marker in seen:
+            if first_paint is not None and marker in screen.seen:
                 first_data = now - t0
             if proc.poll() is not None:
-                raise RuntimeError(f"the dashboard exited early: {seen[-300:]!r}")
+                raise RuntimeError(f"the dashboard exited early: {screen.seen[-300:]!r}")
         if first_data is None:
-            raise TimeoutError(f"no dashboard frame with data within 30 s: {seen[-300:]!r}")
+            raise TimeoutError(f"no dashboard frame with data within 30 s: {screen.seen[-300:]!r}")
         # settle, then measure idle CPU (the server gets no new events)
         settle = time.perf_counter() + 2
         while time.perf_counter() < settle:

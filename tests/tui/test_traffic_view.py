@@ -323,29 +323,37 @@ async def test_the_workload_column_is_past_the_right_edge_at_80_columns() -> Non
         assert [e.command for e in app.dashboard.connections.events.values()] == ["nginx"]
 
 
-async def test_a_source_without_traffic_says_so_and_a_failing_tool_is_one_line() -> None:
-    source = MemorySource([connection(pid=7, command="curl", time=datetime.now(UTC) - timedelta(seconds=1))])
+@asynccontextmanager
+async def on_traffic_tab(source: Any, size: tuple[int, int]) -> AsyncIterator[tuple[NetspyApp, Pilot[Any], Any]]:
+    """A dashboard on ``source`` switched to the Traffic view once its first traffic poll is shown."""
     async with open_gateway(source) as gateway:
         app = NetspyApp(gateway, interval=0.2, source_note="test")
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with app.run_test(size=size) as pilot:
             d = app.dashboard
             await pilot.press("t")
             await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is not None, "the traffic poll")
             await pilot.pause()
-            assert "not counted by this source" in screen_text(app)
-            # nothing carries workloads or nodes: no such columns
-            assert not d.connections.shows_workload and not d.connections.shows_node and not d.processes.shows_workload
-            assert d.processes.rates is None and d.processes.get_cell("curl", "rx_rate").plain == "–"  # not "0 B"
+            yield app, pilot, gateway
 
-            async def refuse(*_: Any) -> Any:
-                raise ToolFailed("Unknown tool: get_traffic")
 
-            gateway.traffic = refuse  # type: ignore[method-assign]  # (an older server without the tool)
-            await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic_error is not None, "the error")
-            await pilot.pause()
-            assert "traffic unavailable: Unknown tool: get_traffic" in screen_text(app)
-            assert d.query_one("#traffic-summary").has_class("-error")
-            assert app.polls > 0 and d.status.failure is None  # the rest of the dashboard keeps polling
+async def test_a_source_without_traffic_says_so_and_a_failing_tool_is_one_line() -> None:
+    source = MemorySource([connection(pid=7, command="curl", time=datetime.now(UTC) - timedelta(seconds=1))])
+    async with on_traffic_tab(source, (80, 24)) as (app, pilot, gateway):
+        d = app.dashboard
+        assert "not counted by this source" in screen_text(app)
+        # nothing carries workloads or nodes: no such columns
+        assert not d.connections.shows_workload and not d.connections.shows_node and not d.processes.shows_workload
+        assert d.processes.rates is None and d.processes.get_cell("curl", "rx_rate").plain == "–"  # not "0 B"
+
+        async def refuse(*_: Any) -> Any:
+            raise ToolFailed("Unknown tool: get_traffic")
+
+        gateway.traffic = refuse  # type: ignore[method-assign]  # (an older server without the tool)
+        await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic_error is not None, "the error")
+        await pilot.pause()
+        assert "traffic unavailable: Unknown tool: get_traffic" in screen_text(app)
+        assert d.query_one("#traffic-summary").has_class("-error")
+        assert app.polls > 0 and d.status.failure is None  # the rest of the dashboard keeps polling
 
 
 class SampledSource(EmbeddedSource):
@@ -360,13 +368,7 @@ async def test_sampled_traffic_says_so_on_the_summary_line() -> None:
     seed(store, datetime.now(UTC))
     source = SampledSource(None, store)
     try:
-        async with open_gateway(source) as gateway:
-            app = NetspyApp(gateway, interval=0.2, source_note="test")
-            async with app.run_test(size=(120, 35)) as pilot:
-                d = app.dashboard
-                await pilot.press("t")
-                await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is not None, "traffic")
-                await pilot.pause()
-                assert "by process (v) · sampled TCP counters · rx" in screen_text(app)
+        async with on_traffic_tab(source, (120, 35)) as (app, _, _):
+            assert "by process (v) · sampled TCP counters · rx" in screen_text(app)
     finally:
         await source.aclose()
