@@ -7,7 +7,10 @@ table, the whole minutes at its ends from the minute table and the seconds at it
 the second table: a day costs 24 hours of keys plus at most two hours of minutes and two minutes of
 seconds, not 86,400 seconds of rows. Counts stay exact to the second; a coarse row is placed at the
 first second of its minute or hour, so a rate bucket of a long window may take a minute's or an
-hour's events a little early.
+hour's events a little early. Without a pid or command filter such a window does less still: the
+store reads the memory from its first whole hour on and each whole hour and minute before it from
+:class:`Units` (their sums, kept after the first read), and sums only the seconds before the
+first whole minute in SQLite.
 """
 
 from __future__ import annotations
