@@ -191,6 +191,6 @@ def storm_records(n: int, port: int = 40000, workers: int = 2) -> np.ndarray:
     out["flags"] = np.where(drop, P.F_L3 | P.F_PORT | P.F_IRQ, P.F_TCP | P.F_RESOLVED)
     out["code"] = np.where(drop, 3, -111)
     out["result"] = np.where(drop, 0, 111)
-    out["length"] = np.where(drop, 40, 0)
+    out["length"] = np.where(drop, 40, 8 + np.arange(n) % 37)  # a connect: its latency, microseconds
     out["size"] = np.where(drop, 60, 0)
     return out

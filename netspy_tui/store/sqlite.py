@@ -390,6 +390,7 @@ class EventStore:
         if "meta" in tables:
             self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
         conn.executescript(_SCHEMA + S.SCHEMA + C.SCHEMA + T.SCHEMA + L.SCHEMA)
+        L.upgrade(conn)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:

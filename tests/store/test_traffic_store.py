@@ -53,7 +53,7 @@ def test_connect_latency_percentiles_are_nearest_rank_values_of_real_attempts(tm
     with EventStore(tmp_path / "l.sqlite3") as store:
         with store._write_lock:
             store._writer.execute("BEGIN IMMEDIATE")
-            L.write(store._writer, rows)
+            L.write(store._writer, L.rows_of(rows))
             store._writer.execute("COMMIT")
         stats = store.connect_latency(None, None, 10, now=datetime.fromtimestamp(start + 5, UTC))
         assert (stats.attempts, stats.max_us) == (22, 1_000_000)

@@ -73,13 +73,13 @@ def seed(store: EventStore, now: datetime) -> None:
         (s, 202, "curl", "TCP", "10.0.0.2", 40002, "93.184.216.34", 80, DIR_TX, 60_000, 2, t, t),
         (s, 303, HOSTILE, "TCP", "10.0.0.2", 40003, "10.0.0.8", 22, DIR_TX, 6_000, 1, t, t),
     ]
-    latencies: list[L.Row] = [(t + i, 101, "nginx", "10.0.0.7:443", "ok", us) for i, us in
+    latencies: list[tuple[int, int, str, str, str, int]] = [(t + i, 101, "nginx", "10.0.0.7:443", "ok", us) for i, us in
                               enumerate(range(1000, 21000, 1000))]  # fmt: skip
     latencies.append((t, 202, "curl", "93.184.216.34:80", "ok", 180_000))
     with store._write_lock:  # the writer thread's transaction, without a collector
         store._writer.execute("BEGIN IMMEDIATE")
         T.write(store._writer, rows)
-        L.write(store._writer, latencies)
+        L.write(store._writer, L.rows_of(latencies))
         store._writer.execute("COMMIT")
 
 

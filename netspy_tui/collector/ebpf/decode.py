@@ -53,6 +53,12 @@ _KEY_ADDR_VIEW = np.dtype(  # type: ignore[call-overload]  # numpy's stubs: a di
         "itemsize": P.COUNT_KEY.itemsize,
     }
 )
+#: what names a connect attempt's latency (``Codec.latency_rows`` groups by it)
+_LATENCY_KEY = np.dtype([("second", "<i8"), ("pid", "<u4"), ("comm", "S16"), ("family", "<u2"), ("lo", "<u8"),
+                         ("hi", "<u8"), ("port", "<u2"), ("protocol", "<u2"), ("result", "<u4"), ("flags", "<u4"),
+                         ("code", "<i4")])  # fmt: skip
+_LATENCY_KEY_BYTES = np.dtype((np.void, _LATENCY_KEY.itemsize))
+_SAMPLE = np.dtype("<u4")
 #: a record as one opaque value (``tolist`` gives bytes, trailing zeros kept)
 RECORD_BYTES = np.dtype((np.void, P.RECORD.itemsize))
 
@@ -198,9 +204,10 @@ class Codec:
         return out
 
     def latency_rows(self, recs: np.ndarray) -> list[tuple[Any, ...]]:
-        """Records of TCP connects whose handshake ended (a resolved CONNECT, or an OUTCOME) ->
-        ``(t, pid, command, destination, outcome, latency_us)``: one row per attempt, ``t`` when it
-        started (wall-clock ns)."""
+        """Records of TCP connects whose handshake ended (a resolved CONNECT, or an OUTCOME) -> the
+        store's latency rows ``(second, pid, command, destination, outcome, n, samples)``: one row per
+        second the attempts started in and what names them, ``samples`` their latencies (uint32
+        microseconds). Grouped with numpy: names are made once per group, not per attempt."""
         if not len(recs):
             return []
         measured = (
@@ -213,14 +220,25 @@ class Codec:
         if not len(sel):
             return []
         alt = sel.view(_ADDR_VIEW)
+        keys = np.empty(len(sel), _LATENCY_KEY)
+        keys["second"] = sel["wall"] // P.NS
+        keys["lo"], keys["hi"] = alt["addr_lo"], alt["addr_hi"]
+        for name in ("pid", "comm", "family", "port", "protocol", "result", "code"):
+            keys[name] = sel[name]
+        keys["flags"] = sel["flags"] & (P.F_L3 | P.F_PORT | P.F_SOCKINFO | P.F_TCP)
+        uniq, inverse = np.unique(keys.view(_LATENCY_KEY_BYTES), return_inverse=True)  # (bytes sort fast)
+        uniq = uniq.view(_LATENCY_KEY)
+        order = np.argsort(inverse, kind="stable")
+        samples = sel["length"][order].astype(_SAMPLE)
+        ends = np.cumsum(np.bincount(inverse.ravel(), minlength=len(uniq))).tolist()
         out: list[tuple[Any, ...]] = []
-        for wall, pid, comm, family, lo, hi, port, proto, result, flags, code, latency in zip(
-            sel["wall"].tolist(), sel["pid"].tolist(), sel["comm"].tolist(), sel["family"].tolist(),
-            alt["addr_lo"].tolist(), alt["addr_hi"].tolist(), sel["port"].tolist(), sel["protocol"].tolist(),
-            sel["result"].tolist(), sel["flags"].tolist(), sel["code"].tolist(), sel["length"].tolist(), strict=True,
-        ):  # fmt: skip
+        start = 0
+        for end, (second, pid, comm, family, lo, hi, port, proto, result, flags, code) in zip(
+            ends, uniq.tolist(), strict=True
+        ):
             dest, _, _, _, outcome, _ = self.names(P.KIND_CONNECT, family, lo, hi, port, proto, result, flags, code)
-            out.append((wall, pid, self.command(comm), dest, outcome, latency))
+            out.append((second, pid, self.command(comm), dest, outcome, end - start, samples[start:end].tobytes()))
+            start = end
         return out
 
     def traffic_rows(self, keys: np.ndarray, values: np.ndarray) -> list[tuple[Any, ...]]:

@@ -13,6 +13,7 @@ import functools
 import os
 import platform
 import struct
+import threading
 
 _NR = {
     # machine: (bpf, perf_event_open)
@@ -171,8 +172,8 @@ def map_batch(
     ``delete`` uses ``BPF_MAP_LOOKUP_AND_DELETE_BATCH`` (hash maps): exact only when nothing writes
     the map meanwhile. Values of per-CPU maps come back per CPU (``value_size`` must say so).
     """
-    keys = ctypes.create_string_buffer(key_size * max_entries)
-    values = ctypes.create_string_buffer(value_size * max_entries)
+    keys = _scratch("keys", key_size * max_entries)
+    values = _scratch("values", value_size * max_entries)
     token_in = ctypes.create_string_buffer(8)
     token_out = ctypes.create_string_buffer(8)
     cmd = BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BPF_MAP_LOOKUP_BATCH
@@ -196,7 +197,20 @@ def map_batch(
             raise BpfError(err, "reading map in batches")
         first = False
         token_in.raw = token_out.raw
-    return keys.raw[: total * key_size], values.raw[: total * value_size], total
+    return (ctypes.string_at(keys, total * key_size), ctypes.string_at(values, total * value_size), total)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, size: int) -> ctypes.Array[ctypes.c_char]:
+    """A buffer of at least ``size`` bytes for this thread, kept between calls: a drain copies out
+    only what the kernel filled, not megabytes of zeroed buffer each time."""
+    buf = getattr(_SCRATCH, name, None)
+    if buf is None or len(buf) < size:
+        buf = ctypes.create_string_buffer(size)
+        setattr(_SCRATCH, name, buf)
+    return buf
 
 
 def enable_stats() -> int:
