@@ -1,7 +1,10 @@
 """Rollups per minute and per hour, next to the per-second ones: long windows read few rows.
 
-The writer adds every rollup row to ``rollup`` (its second), ``rollup_minute`` and ``rollup_hour``
-(the same key, summed per minute and per hour) in the same transaction, so the three always agree.
+The writer adds every rollup row to ``rollup`` (its second) and, once the row's minute is over, folds
+the minute into ``rollup_minute`` and ``rollup_hour`` (the same key, summed per minute and per hour)
+with one grouped statement (:func:`fold`); a row that comes after its minute was folded goes to all
+three at once. The store keeps the boundary (:data:`FOLDED`): seconds before it agree in every
+table, seconds from it on are read per second.
 A window the in-memory hour does not cover (a day, a week) reads its whole hours from the hour
 table, the whole minutes at its ends from the minute table and the seconds at its very ends from
 the second table: a day costs 24 hours of keys plus at most two hours of minutes and two minutes of
@@ -52,10 +55,46 @@ _UPSERTS = [(_UPSERT.format(name=t, unit=u, key=KEY), s) for t, u, s in SPANS]
 COLUMNS = "second, kind, pid, command, destination, port, protocol, outcome, failed, n, first, last"
 
 
+_FOLD = (
+    "INSERT INTO {name} ({unit}, {key}, failed, n, first, last) "
+    "SELECT second / {size}, {key}, max(failed), sum(n), "
+    "coalesce(min(CASE WHEN n > 0 THEN first END), min(first)), "
+    "coalesce(max(CASE WHEN n > 0 THEN last END), max(last)) "
+    "FROM rollup WHERE second >= ? AND second < ? GROUP BY second / {size}, {key} "
+    "ON CONFLICT DO UPDATE SET n = n + excluded.n, "
+    "first = CASE WHEN excluded.n > 0 AND excluded.first < first THEN excluded.first ELSE first END, "
+    "last = CASE WHEN excluded.n > 0 AND excluded.last > last THEN excluded.last ELSE last END"
+)
+_FOLDS = [_FOLD.format(name=t, unit=u, size=s, key=KEY) for t, u, s in SPANS]
+#: meta key: the first second whose per-second rows are not yet in the minute and hour tables
+FOLDED = "coarse_from"
+#: seconds a minute is left open after the newest row written, for rows of the last drain to land in it
+GRACE = 5
+
+
 def write(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Per-second rollup rows into the minute and hour tables (inside the caller's transaction)."""
+    """Per-second rollup rows into the minute and hour tables (inside the caller's transaction): for
+    rows of seconds already folded (:func:`fold`), i.e. rows that came late."""
     for sql, size in _UPSERTS:
         conn.executemany(sql, [(r[0] // size, *r[1:]) for r in rows])
+
+
+def fold(conn: Any, lo: int, hi: int) -> None:
+    """Sum the per-second rows of seconds lo..hi-1 into the minute and hour tables, in SQLite (inside
+    the caller's transaction). The writer folds each minute once it is over, so the coarse tables
+    cost a grouped statement per minute instead of two upserts per rollup row."""
+    for sql in _FOLDS:
+        conn.execute(sql, (lo, hi))
+
+
+def folded_from(conn: Any) -> int:
+    """The store's fold boundary (see :data:`FOLDED`). A store that has none (new, or written when
+    every row went to the coarse tables at once) starts after its newest per-second row."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (FOLDED,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    newest = conn.execute("SELECT max(second) FROM rollup").fetchone()[0]
+    return 0 if newest is None else int(newest) + 1
 
 
 def prune(conn: Any, second: int) -> None:
@@ -83,10 +122,13 @@ def oldest(conn: Any) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-def select(where: str, params: Sequence[Any], lo: int, hi: int, floor: int | None = None) -> tuple[str, list[Any]]:
+def select(
+    where: str, params: Sequence[Any], lo: int, hi: int, floor: int | None = None, folded: int | None = None
+) -> tuple[str, list[Any]]:
     """SQL (and parameters) for the rollup rows of seconds lo..hi matching ``where`` (over the key
     columns), from the coarsest tables that fit; columns as :data:`COLUMNS`, ``second`` the first
-    second of a coarse row. ``floor``: the oldest second kept (:func:`oldest`); nothing before it."""
+    second of a coarse row. ``floor``: the oldest second kept (:func:`oldest`); nothing before it.
+    ``folded``: the fold boundary (:data:`FOLDED`); seconds from it on are read per second."""
     if floor is not None:
         lo = max(lo, floor)
     parts: list[str] = []
@@ -112,6 +154,9 @@ def select(where: str, params: Sequence[Any], lo: int, hi: int, floor: int | Non
             args.extend([*params, *whole])
         cover(*right, level + 1)
 
+    if folded is not None and hi >= folded:
+        seconds(max(lo, folded), hi)
+        hi = min(hi, folded - 1)
     cover(lo, hi, 0)
     if not parts:
         parts.append(f"SELECT {COLUMNS} FROM rollup WHERE 0")

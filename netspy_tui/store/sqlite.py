@@ -309,6 +309,13 @@ class EventStore:
         self._loaded.set()
         self._load_progress = threading.Condition()
         self._writer = self._connect(writer=True)
+        self._folded = 0
+        """Per-second rollup rows before this second are in the minute and hour tables too (spans.fold)."""
+        if not readonly:
+            with self._write_lock:
+                self._folded = S.folded_from(self._writer)
+                self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                     (S.FOLDED, str(self._folded)))  # fmt: skip
         self._next_seq = 0 if readonly else self._max_seq() + 1
         self._salt = self._id_salt()
         self._drop_reasons: dict[int, str] = self._stored_drop_reasons()
@@ -462,7 +469,8 @@ class EventStore:
                         self.rollups.extend(lo, R.to_array(rows, self.names))
                     with self._load_progress:
                         self._load_progress.notify_all()
-                if (since := self.rollups.since) is not None:  # the day before the memory, summed
+                since = self.rollups.since
+                if since is not None and self._folded >= -(-since // 3600) * 3600:  # the day before the memory
                     end = -(-since // 3600)
                     for code in _KIND_CODE.values():
                         self._unit_sums(conn, code, end - HOURS_LOADED - 1, end, self.names, 0)
@@ -760,7 +768,14 @@ class EventStore:
                         except _ROW_ERRORS as exc:
                             rejected.append(_one_line(exc))
                     counts = good_counts
-                S.write(conn, counts)
+                folded = self._folded
+                if late_rows := [r for r in counts if r[0] < folded]:
+                    S.write(conn, late_rows)
+                upto = (max(r[0] for r in counts) - S.GRACE) // 60 * 60
+                if upto > folded:
+                    S.fold(conn, folded, upto)
+                    conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(upto), S.FOLDED))
+                    folded = upto
                 if (since := self.rollups.since) is not None and (late := min(r[0] for r in counts)) < since:
                     for size, _, units in self._units:  # (a late row changed a unit kept summed)
                         units.forget(late // size, None)
@@ -779,6 +794,8 @@ class EventStore:
                 if n:
                     conn.execute("UPDATE kind_counts SET n = n + ? WHERE kind = ?", (n, kind))
             conn.execute("COMMIT")
+            if counts:
+                self._folded = folded
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:
@@ -1089,13 +1106,19 @@ class EventStore:
         else:  # a long window: whole hours and minutes from the coarse tables (see store/spans.py)
             sql = ""
         with self._snapshot() as conn:
+            folded = self._fold_boundary(conn)
             if not sql:
                 where, params = _where(kind, pid, command, "second", None, None)
-                sql, args = S.select(where, params, lo, hi, S.oldest(conn))
+                sql, args = S.select(where, params, lo, hi, S.oldest(conn), folded)
                 sql, args = S.summed(sql, args, hi, bucket or hi - lo + 1)
             rows = conn.execute(sql, args).fetchall()
         names = self.names
         return R.seconds_of(R.to_array(rows, names), code, names), names
+
+    def _fold_boundary(self, conn: sqlite3.Connection) -> int:
+        """:attr:`_folded` as of ``conn``'s snapshot (call it first in the snapshot: the writer's
+        value is read before the snapshot's first statement; a read-only store reads its file's)."""
+        return S.folded_from(conn) if self.readonly else self._folded
 
     def _in_memory(self, lo: int) -> bool:
         """Whether memory holds the seconds from ``lo`` on (waiting for them while they load)."""
@@ -1120,6 +1143,8 @@ class EventStore:
         parts, names = self.rollups.snapshot(code, end * 3600, hi, blocks=True)
         out: list[Any] = list(parts)
         with self._snapshot() as conn:
+            if self._fold_boundary(conn) < end * 3600:  # (the units before the memory are not all folded)
+                return None
             floor = S.oldest(conn)
             lo = max(lo, floor) if floor is not None else lo
             upto = end * 3600  # what is summed ends here; each coarser unit takes the whole ones before it
@@ -1174,7 +1199,8 @@ class EventStore:
             return sum(part.total for part in got[0])
         where, params = _where(kind, pid, command, "second", None, None)
         with self._snapshot() as conn:
-            sql, args = S.select(where, params, lo, hi, S.oldest(conn))
+            folded = self._fold_boundary(conn)
+            sql, args = S.select(where, params, lo, hi, S.oldest(conn), folded)
             return int(conn.execute(f"SELECT coalesce(sum(n), 0) FROM ({sql})", args).fetchone()[0])
 
     def count(self, scope: Scope, now: datetime | None = None) -> int:

@@ -342,3 +342,68 @@ def test_long_windows_stay_exact_when_late_rows_land_in_hours_already_summed(tmp
             scope = Scope("connection", None, None, window)
             assert store.count(scope, now=now) == aggregate(evs, scope, now).total
             assert store.stats(scope, now=now).total == aggregate(evs, scope, now).total
+
+
+def _coarse_and_seconds(path: Path, folded: int) -> tuple[dict[Any, int], dict[Any, int]]:
+    """Per (table, unit, key): the coarse tables' counts, and the per-second rows before ``folded``
+    summed the same way."""
+    import sqlite3  # noqa: PLC0415
+
+    from netspy_tui.store import spans as S  # noqa: PLC0415
+
+    conn = sqlite3.connect(path)
+    try:
+        coarse, fine = {}, {}
+        for table, unit, size in S.SPANS:
+            for row in conn.execute(f"SELECT {unit}, {S.KEY}, sum(n) FROM {table} GROUP BY {unit}, {S.KEY}"):
+                if row[-1]:
+                    coarse[(table, *row[:-1])] = row[-1]
+            sql = f"SELECT second / {size}, {S.KEY}, sum(n) FROM rollup WHERE second < ? GROUP BY 1, {S.KEY}"
+            for row in conn.execute(sql, (folded,)):
+                if row[-1]:
+                    fine[(table, *row[:-1])] = row[-1]
+        return coarse, fine
+    finally:
+        conn.close()
+
+
+def test_minutes_are_folded_once_over_and_late_rows_still_reach_the_coarse_tables(tmp_path: Path) -> None:
+    """The writer folds each minute into the minute and hour tables once the data has moved past it,
+    and a row that comes after its minute was folded is added to them at once: at every point the
+    coarse tables hold exactly the per-second rows before the boundary, which a reopened store keeps;
+    a store without a boundary (written before folding) starts after its newest second."""
+    from netspy_tui.store import spans as S  # noqa: PLC0415
+
+    rng = random.Random(3)
+    now = utcnow().replace(microsecond=0)
+    ordered = sorted(rng.randint(0, 3 * 3_600_000_000) for _ in range(3000))[::-1]  # oldest first
+    evs = []
+    for i, ago_us in enumerate(ordered):
+        if rng.random() < 0.1:  # late: an event of an older minute, written with the newer ones
+            ago_us += rng.randint(120_000_000, 1_800_000_000)
+        data = connection_json(pid=rng.choice(PIDS), command=rng.choice(COMMANDS[:4]), port=rng.choice([53, 443]),
+                               time=now - timedelta(microseconds=ago_us), timestamp=i)  # fmt: skip
+        evs.append(parse_event(data))
+    path = tmp_path / "fold.db"
+    with EventStore(path, retention_seconds=None) as store:
+        for i in range(0, len(evs), 150):
+            store.add_events(evs[i : i + 150])
+            newest = max(second_of(e.time) for e in evs[: i + 150])
+            assert store._folded % 60 == 0 and store._folded >= newest - S.GRACE - 60
+            coarse, fine = _coarse_and_seconds(path, store._folded)
+            assert coarse == fine and coarse
+        folded = store._folded
+        for window in (3 * 3600 + 1, 2 * 3600 - 7):
+            for pid in (None, 77):
+                scope = Scope("connection", pid, None, window)
+                assert store.count(scope, now=now) == aggregate(evs, scope, now).total
+    with EventStore(path, retention_seconds=None) as store:
+        assert store._folded == folded
+    import sqlite3  # noqa: PLC0415
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE key = ?", (S.FOLDED,))
+        newest_row = conn.execute("SELECT max(second) FROM rollup").fetchone()[0]
+    conn.close()
+    with EventStore(path, retention_seconds=None) as store:
+        assert store._folded == newest_row + 1
