@@ -15,6 +15,7 @@ an event always agree.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import socket
 import time
@@ -53,6 +54,8 @@ _KEY_ADDR_VIEW = np.dtype(  # type: ignore[call-overload]  # numpy's stubs: a di
         "itemsize": P.COUNT_KEY.itemsize,
     }
 )
+#: names kept per codec (:meth:`Codec.names`): a busy host's destinations x ports x outcomes
+NAMES_KEPT = 32768
 #: what names a connect attempt's latency (``Codec.latency_rows`` groups by it)
 _LATENCY_KEY = np.dtype([("second", "<i8"), ("pid", "<u4"), ("comm", "S16"), ("family", "<u2"), ("lo", "<u8"),
                          ("hi", "<u8"), ("port", "<u2"), ("protocol", "<u2"), ("result", "<u4"), ("flags", "<u4"),
@@ -173,8 +176,8 @@ class Codec:
                 inferred = True
                 protocol = "TCP" if code == -errno.EINPROGRESS or port not in UDP_PORTS else "UDP"
             hit = (dest, ip, port, protocol, outcome_name(result), inferred)
-        if len(self._names) > 16384:  # (a host's working set of destinations; bounded memory)
-            self._names.clear()
+        if len(self._names) >= NAMES_KEPT:  # (a host's working set of destinations; bounded memory)
+            self._names = dict(itertools.islice(self._names.items(), NAMES_KEPT // 2, None))  # the older half out
         self._names[key] = hit
         return hit
 
