@@ -23,7 +23,6 @@ connection behind a lock. The last hour of rollups is also kept in memory for fa
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ from netspy_tui import safefs
 from netspy_tui.analysis.aggregate import AnyEvent, bucket_layout, outcome_key, second_of, window_seconds
 from netspy_tui.collector.base import Batch
 from netspy_tui.errors import NetspyError
+from netspy_tui.memory import trim_heap
 from netspy_tui.models import (
     Event,
     EventKind,
@@ -227,25 +227,6 @@ def _events_where(
     if after is not None:
         where, params = f"{where} AND seq > ?", [*params, after]
     return where, params, index
-
-
-def _load_trim() -> Any:
-    """glibc's ``malloc_trim`` (None elsewhere)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_trim()
-
-
-def _trim_heap() -> None:
-    """Hand the C heap's free pages back to the system. The writer allocates and frees rows of
-    every batch; glibc keeps what a long-running store freed (tens of MB of RSS after an hour of
-    writes) unless asked: once per retention pass is enough, and costs a millisecond or two."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray | None:
@@ -485,6 +466,7 @@ class EventStore:
             self._loaded.set()
             with self._load_progress:
                 self._load_progress.notify_all()
+            trim_heap()  # (the slices read while loading)
 
     def _remember(self, counts: np.ndarray | None) -> None:
         """The writer's rollup rows into memory (or aside while the memory is being loaded). Under
@@ -839,7 +821,7 @@ class EventStore:
             if self.rollups.compact():
                 for _, _, units in self._units:
                     units.forget()  # (their ids are those of the names before)
-        _trim_heap()
+        trim_heap()  # (the writer freed the rows of every batch since the last pass)
         if deleted:
             logger.debug("event store %s: pruned %d events", self.location, deleted)
         return deleted

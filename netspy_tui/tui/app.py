@@ -28,6 +28,7 @@ from netspy_tui import export
 from netspy_tui.errors import NetspyError, sole_exception, user_error
 from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import Gateway, StartingGateway
+from netspy_tui.memory import Trimmer
 from netspy_tui.models import utcnow
 from netspy_tui.textsafe import clean, first_line
 from netspy_tui.tui import keys
@@ -78,6 +79,7 @@ class NetspyApp(App[int]):
             gateway, self.poller, clock=clock, window=window, source_note=source_note, ai=ai, export_dir=export_dir
         )
         self.export_dir = export_dir
+        self._trim = Trimmer(60.0)
         self.polls = 0
         """Polls that succeeded (for tests and the status line)."""
         self.starting = ""
@@ -178,6 +180,7 @@ class NetspyApp(App[int]):
     def _snapshot_ready(self, message: SnapshotReady) -> None:
         self.polls += 1
         self.dashboard.apply_snapshot(message.snapshot)
+        self.call_after_refresh(self._trim)  # (what the refresh freed, at most once a minute)
 
     @on(PollFailed)
     def _poll_failed(self, message: PollFailed) -> None:
