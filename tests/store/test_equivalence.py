@@ -399,6 +399,10 @@ def test_minutes_are_folded_once_over_and_late_rows_still_reach_the_coarse_table
                 assert store.count(scope, now=now) == aggregate(evs, scope, now).total
     with EventStore(path, retention_seconds=None) as store:
         assert store._folded == folded
+    with EventStore(path, readonly=True) as store:  # (reads the boundary from the file)
+        for pid in (None, 77):
+            scope = Scope("connection", pid, None, 3 * 3600 + 1)
+            assert store.count(scope, now=now) == aggregate(evs, scope, now).total
     import sqlite3  # noqa: PLC0415
 
     with sqlite3.connect(path) as conn:
