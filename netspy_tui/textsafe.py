@@ -37,15 +37,20 @@ def clean(value: object, max_len: int | None = 200, *, keep_newlines: bool = Fal
         text = value.decode("utf-8", errors="backslashreplace")
     else:
         text = str(value)
-    out: list[str] = []
-    for ch in text:
-        if keep_newlines and ch in "\n\t":
-            out.append(ch)
-        elif ch == " " or unicodedata.category(ch) not in _FORMAT_CATEGORIES:
-            out.append(ch)
-        else:
-            out.append(_escape(ch))
-    result = "".join(out)
+    # (isprintable: no character of the "Other" and "Separator" categories but the space, a superset
+    # of the ones escaped here; checked in C, it spares the loop below almost every value)
+    if (text.replace("\n", "").replace("\t", "") if keep_newlines else text).isprintable():
+        result = text
+    else:
+        out: list[str] = []
+        for ch in text:
+            if keep_newlines and ch in "\n\t":
+                out.append(ch)
+            elif ch == " " or unicodedata.category(ch) not in _FORMAT_CATEGORIES:
+                out.append(ch)
+            else:
+                out.append(_escape(ch))
+        result = "".join(out)
     if max_len is not None and len(result) > max_len:
         result = result[: max(0, max_len - 1)] + ELLIPSIS
     return result

@@ -48,3 +48,21 @@ def test_redact_url_masks_only_the_password():
     assert redact_url("http://admin:hunter2@127.0.0.1:8080/x") == "http://admin:****@127.0.0.1:8080/x"
     assert redact_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
     assert redact_url("http://[::1") == "http://[::1"  # unparsable: as it is
+
+
+def test_every_code_point_is_escaped_exactly_when_its_category_is_a_hidden_one() -> None:
+    """The fast path (values Python calls printable are returned as they are) gives, for every
+    character of the Basic Multilingual Plane and the supplementary planes' first block, what the
+    character-by-character rule gives: escaped when Cc/Cf/Cs/Co/Cn/Zl/Zp, kept otherwise; newlines
+    and tabs kept only when asked."""
+    import unicodedata  # noqa: PLC0415
+
+    hidden = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+    for code in [*range(0x10000), *range(0x10000, 0x10400), 0xE0001, 0xE007F, 0xF0000, 0x10FFFF]:
+        ch = chr(code)
+        for keep in (False, True):
+            got = clean(f"a{ch}b\n", None, keep_newlines=keep)
+            kept = ch == " " or unicodedata.category(ch) not in hidden or (keep and ch in "\n\t")
+            middle = ch if kept else (f"\\x{code:02x}" if code < 0x100 else
+                                      f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")  # fmt: skip
+            assert got == f"a{middle}b" + ("\n" if keep else "\\x0a"), hex(code)
