@@ -10,33 +10,108 @@ forwarded is counted as the loss cause ``forward_dropped`` (shown in ``/health``
 ``server_status`` and the dashboard header like every loss). Failed batches are retried with
 exponential backoff and jitter; forwarding runs beside collection and never slows it (it only
 reads the store).
+
+It is cheap next to collection: a batch goes out once it is full or once a second (not one post per
+event that settled), and events the store keeps as JSON rows are re-encoded from that JSON
+(:func:`contract_json`, orjson) without building a model per event; ring records and the rare
+event the fast path does not cover go through :func:`~netspy_tui.serve.app.event_json`, with the
+same result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import random
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
+import orjson
+from pydantic import TypeAdapter
 
-from netspy_tui.models import time_to_ns, utcnow
+from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, contract_drop, time_to_ns, utcnow
 from netspy_tui.names.workload import k8s_identity
-from netspy_tui.serve.app import event_json
+from netspy_tui.serve.app import CONTRACT_PROTOCOL, event_json
 from netspy_tui.store import EventStore
 from netspy_tui.textsafe import clean
 
-__all__ = ["ForwardStatus", "Forwarder", "node_identity"]
+__all__ = ["ForwardStatus", "Forwarder", "contract_json", "encode_batch", "node_identity"]
 
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "forward_cursor"
 #: an event is forwarded once it is this old: a connect's outcome may still change before that
 SETTLE_SECONDS = 2.0
+
+
+AnyEvent = ConnectionEvent | PacketDropEvent
+_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+#: the fields a stored event's JSON may hold for the fast path (anything else: the model path)
+_FIELDS = {
+    "connection": frozenset(ConnectionEvent.model_fields),
+    "packet_drop": frozenset(PacketDropEvent.model_fields),
+}
+_CONTRACT_DROP = functools.lru_cache(maxsize=4096)(contract_drop)
+
+
+def _fast(data: Any, identity: Mapping[str, str]) -> dict[str, Any] | None:
+    """:func:`event_json` of the event whose stored JSON is ``data``, computed on the JSON; None
+    where it would differ (extension fields, a time that is not ``…ss.ffffffZ``, no id, a protocol
+    the contract has no name for, a short ``raw_ipv6``): the caller takes the model path then."""
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("type")
+    fields = _FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None or not data.keys() <= fields or not data.get("id"):
+        return None
+    t = data.get("time")
+    if not (isinstance(t, str) and len(t) == 27 and t[10] == "T" and t[19] == "." and t[26] == "Z"):
+        return None
+    out = {k: v for k, v in data.items() if v is not None}
+    if kind == "connection":
+        raw6, protocol = out.get("raw_ipv6"), out.get("protocol")
+        if not isinstance(raw6, list) or len(raw6) != 16 or (protocol and not CONTRACT_PROTOCOL.match(protocol)):
+            return None
+    else:
+        reason, code, protocol = out.get("drop_reason", ""), out.get("drop_reason_code", 0), out.get("protocol")
+        category, number = _CONTRACT_DROP(reason, protocol, code)
+        out["drop_reason"], out["drop_reason_code"] = category, number
+        if (category, number) != (reason, code):
+            out["kernel_drop_reason"], out["kernel_drop_reason_code"] = reason, code
+    out.update(identity)
+    return out
+
+
+def contract_json(item: AnyEvent | bytes, identity: Mapping[str, str]) -> dict[str, Any]:
+    """One stored event (its stored JSON, or a built event) as the contract's JSON object with this
+    node's identity over its own (it is where the event was seen): what :func:`event_json` and
+    ``update(identity)`` give, without a model for a stored JSON row where that is exact."""
+    if isinstance(item, bytes):
+        try:
+            out = _fast(orjson.loads(item), identity)
+        except orjson.JSONDecodeError:  # (e.g. an integer beyond 64 bits: the model path takes it)
+            out = None
+        if out is not None:
+            return out
+        item = _EVENT.validate_json(item)
+    data = event_json(item, identity)
+    data.update(identity)
+    return data
+
+
+def encode_batch(items: Sequence[AnyEvent | bytes], identity: Mapping[str, str]) -> bytes:
+    """The ingest body ``{"events": [...]}`` of stored events (:func:`contract_json`)."""
+    body = {"events": [contract_json(item, identity) for item in items]}
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits (an extension field): the standard library writes it
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def node_identity() -> dict[str, str]:
@@ -111,7 +186,7 @@ class Forwarder:
                     await self._sleep(self._backoff(attempt))
                     continue
                 attempt = 0
-                if not sent:
+                if sent < self.batch:  # a full batch may have more behind it; else wait for more to settle
                     await self._sleep(self.interval)
         finally:
             await self._client.aclose()
@@ -133,7 +208,7 @@ class Forwarder:
     async def forward_once(self) -> int:
         """One batch: read, post, and on acceptance move the cursor. Returns events forwarded."""
         settled = time_to_ns(utcnow()) - int(SETTLE_SECONDS * 1e9)
-        rows, oldest = await asyncio.to_thread(self.store.after, self.cursor, self.batch, settled)
+        rows, oldest = await asyncio.to_thread(self.store.after_stored, self.cursor, self.batch, settled)
         if oldest is not None and oldest > self.cursor + 1 and (not rows or rows[0][0] > self.cursor + 1):
             first = rows[0][0] if rows else oldest
             self._dropped(first - self.cursor - 1)
@@ -141,10 +216,8 @@ class Forwarder:
         self.status.waiting = max(0, self._newest() - self.cursor)
         if not rows:
             return 0
-        events = [event_json(e, self.identity) for _, e in rows]
-        for event in events:  # this node's identity, even over an event's own (it is where it was seen)
-            event.update(self.identity)
-        response = await self._client.post(self.url, json={"events": events})
+        body = await asyncio.to_thread(encode_batch, [item for _, item in rows], self.identity)
+        response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
         if response.status_code >= 300:
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {clean(response.text, 200)}",
                                         request=response.request, response=response)  # fmt: skip
