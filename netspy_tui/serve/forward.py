@@ -13,7 +13,7 @@ reads the store).
 
 It is cheap next to collection: a batch goes out once it is full or once a second (not one post per
 event that settled), and events the store keeps as JSON rows are re-encoded from that JSON
-(:func:`contract_json`, orjson) without building a model per event; ring records and the rare
+(:func:`encode_batch`, msgspec) without building a model per event; ring records and the rare
 event the fast path does not cover go through :func:`~netspy_tui.serve.app.event_json`, with the
 same result.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import random
 import socket
@@ -32,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
-import orjson
+import msgspec
 from pydantic import TypeAdapter
 
 from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, contract_drop, time_to_ns, utcnow
@@ -41,7 +40,7 @@ from netspy_tui.serve.app import CONTRACT_PROTOCOL, event_json
 from netspy_tui.store import EventStore
 from netspy_tui.textsafe import clean
 
-__all__ = ["ForwardStatus", "Forwarder", "contract_json", "encode_batch", "node_identity"]
+__all__ = ["ForwardStatus", "Forwarder", "encode_batch", "node_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -52,66 +51,79 @@ SETTLE_SECONDS = 2.0
 
 AnyEvent = ConnectionEvent | PacketDropEvent
 _EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Event)
-#: the fields a stored event's JSON may hold for the fast path (anything else: the model path)
-_FIELDS = {
-    "connection": frozenset(ConnectionEvent.model_fields),
-    "packet_drop": frozenset(PacketDropEvent.model_fields),
-}
 _CONTRACT_DROP = functools.lru_cache(maxsize=4096)(contract_drop)
 
 
-def _fast(data: Any, identity: Mapping[str, str]) -> dict[str, Any] | None:
-    """:func:`event_json` of the event whose stored JSON is ``data``, computed on the JSON; None
-    where it would differ (extension fields, a time that is not ``…ss.ffffffZ``, no id, a protocol
-    the contract has no name for, a short ``raw_ipv6``): the caller takes the model path then."""
-    if not isinstance(data, dict):
+def _stored(model: type[AnyEvent], extra: Sequence[tuple[str, Any, Any]] = ()) -> Any:
+    """A struct of the JSON the store keeps for ``model`` (its ``to_json``: every field, ``null``
+    where unset) as the fast path reads it: the model's fields (``time`` as its text), nothing else
+    (an extension field fails to decode: the model path takes that event), and written back
+    without its ``null`` fields, as :func:`event_json` writes them."""
+    fields: list[Any] = list(extra)
+    for name, f in model.model_fields.items():
+        kind = str if name == "time" else f.annotation
+        if name != "type":
+            fields.append((name, kind, None) if f.default is None else (name, kind))
+    tag = model.model_fields["type"].default
+    return msgspec.defstruct(f"Stored{model.__name__}", fields, kw_only=True, omit_defaults=True,
+                             forbid_unknown_fields=True, tag_field="type", tag=tag)  # fmt: skip
+
+
+_Connection = _stored(ConnectionEvent)
+_Drop = _stored(PacketDropEvent, [("kernel_drop_reason", str | None, None),  # (what the contract's JSON adds)
+                                  ("kernel_drop_reason_code", int | None, None)])  # fmt: skip
+_DECODER = msgspec.json.Decoder(_Connection | _Drop)
+_ENCODER = msgspec.json.Encoder()
+_IDENTITY_FIELDS = frozenset({"k8s_node_name", "k8s_pod_name", "k8s_namespace"})
+
+
+def _fast(body: bytes, identity: Mapping[str, str]) -> Any:
+    """The contract's JSON of the event stored as ``body`` (:func:`event_json` with ``identity`` over
+    the event's own), without a model; None where that would differ (an extension field, a time
+    that is not ``…ss.ffffffZ``, no id, a protocol the contract has no name for, a short
+    ``raw_ipv6``): the caller takes the model path then."""
+    try:
+        event = _DECODER.decode(body)
+    except msgspec.DecodeError:  # (also: a field of the wrong type, an integer beyond 64 bits)
         return None
-    kind = data.get("type")
-    fields = _FIELDS.get(kind) if isinstance(kind, str) else None
-    if fields is None or not data.keys() <= fields or not data.get("id"):
+    t = event.time
+    if not (event.id and len(t) == 27 and t[10] == "T" and t[19] == "." and t[26] == "Z"):
         return None
-    t = data.get("time")
-    if not (isinstance(t, str) and len(t) == 27 and t[10] == "T" and t[19] == "." and t[26] == "Z"):
-        return None
-    out = {k: v for k, v in data.items() if v is not None}
-    if kind == "connection":
-        raw6, protocol = out.get("raw_ipv6"), out.get("protocol")
-        if not isinstance(raw6, list) or len(raw6) != 16 or (protocol and not CONTRACT_PROTOCOL.match(protocol)):
+    if isinstance(event, _Connection):
+        protocol = event.protocol
+        if len(event.raw_ipv6) != 16 or (protocol and not CONTRACT_PROTOCOL.match(protocol)):
             return None
     else:
-        reason, code, protocol = out.get("drop_reason", ""), out.get("drop_reason_code", 0), out.get("protocol")
-        category, number = _CONTRACT_DROP(reason, protocol, code)
-        out["drop_reason"], out["drop_reason_code"] = category, number
+        if event.kernel_drop_reason is not None or event.kernel_drop_reason_code is not None:
+            return None
+        reason, code = event.drop_reason, event.drop_reason_code
+        category, number = _CONTRACT_DROP(reason, event.protocol, code)
+        event.drop_reason, event.drop_reason_code = category, number
         if (category, number) != (reason, code):
-            out["kernel_drop_reason"], out["kernel_drop_reason_code"] = reason, code
-    out.update(identity)
-    return out
+            event.kernel_drop_reason, event.kernel_drop_reason_code = reason, code
+    for key, value in identity.items():
+        setattr(event, key, value)
+    return event
 
 
-def contract_json(item: AnyEvent | bytes, identity: Mapping[str, str]) -> dict[str, Any]:
-    """One stored event (its stored JSON, or a built event) as the contract's JSON object with this
-    node's identity over its own (it is where the event was seen): what :func:`event_json` and
-    ``update(identity)`` give, without a model for a stored JSON row where that is exact."""
-    if isinstance(item, bytes):
-        try:
-            out = _fast(orjson.loads(item), identity)
-        except orjson.JSONDecodeError:  # (e.g. an integer beyond 64 bits: the model path takes it)
-            out = None
-        if out is not None:
-            return out
-        item = _EVENT.validate_json(item)
-    data = event_json(item, identity)
+def _slow(item: AnyEvent | bytes, identity: Mapping[str, str]) -> dict[str, Any]:
+    event = _EVENT.validate_json(item) if isinstance(item, bytes) else item
+    data = event_json(event, identity)
     data.update(identity)
     return data
 
 
 def encode_batch(items: Sequence[AnyEvent | bytes], identity: Mapping[str, str]) -> bytes:
-    """The ingest body ``{"events": [...]}`` of stored events (:func:`contract_json`)."""
-    body = {"events": [contract_json(item, identity) for item in items]}
-    try:
-        return orjson.dumps(body)
-    except TypeError:  # an integer beyond 64 bits (an extension field): the standard library writes it
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """The ingest body ``{"events": [...]}`` of stored events (their stored JSON, or built events): each
+    the contract's JSON object with this node's identity over its own (it is where the event was
+    seen), as :func:`event_json` and ``update(identity)`` give it. Stored JSON of a plain event is
+    re-encoded without a model (:func:`_fast`, msgspec); anything else takes the model."""
+    fast = identity.keys() <= _IDENTITY_FIELDS
+    events: list[Any] = []
+    for item in items:
+        out = _fast(item, identity) if fast and isinstance(item, bytes) else None
+        events.append(out if out is not None else _slow(item, identity))
+    return b'{"events":' + _ENCODER.encode(events) + b"}"
 
 
 def node_identity() -> dict[str, str]:
