@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import msgspec
@@ -36,7 +36,7 @@ from pydantic import TypeAdapter
 
 from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, contract_drop, time_to_ns, utcnow
 from netspy_tui.names.workload import k8s_identity
-from netspy_tui.serve.app import CONTRACT_PROTOCOL, event_json
+from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
 from netspy_tui.textsafe import clean
 
@@ -54,15 +54,27 @@ _EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 _CONTRACT_DROP = functools.lru_cache(maxsize=4096)(contract_drop)
 
 
+#: what the fast path takes as it is (anything else fails to decode there and takes the model path),
+#: checked in C: a time as format_time writes it (the 27 characters of ``…ss.ffffffZ``: the only form of
+#: that length pydantic writes), an id, a raw_ipv6 of 16 bytes, a protocol the contract names (``Unknown(n)``
+#: too, but that is rare: the model path takes it)
+_CHECKED: dict[str, Any] = {
+    "time": Annotated[str, msgspec.Meta(min_length=27, max_length=27)],
+    "id": Annotated[str, msgspec.Meta(min_length=1)],
+    "raw_ipv6": Annotated[list[int], msgspec.Meta(min_length=16, max_length=16)],
+    "protocol": Literal["", "TCP", "UDP"],
+}
+
+
 def _stored(model: type[AnyEvent], extra: Sequence[tuple[str, Any, Any]] = ()) -> Any:
     """A struct of the JSON the store keeps for ``model`` (its ``to_json``: every field, ``null``
-    where unset) as the fast path reads it: the model's fields (``time`` as its text), nothing else
-    (an extension field fails to decode: the model path takes that event), and written back
-    without its ``null`` fields, as :func:`event_json` writes them."""
+    where unset) as the fast path reads it: the model's fields, nothing else (an extension field
+    fails to decode: the model path takes that event), those of :data:`_CHECKED` as it says; and
+    written back without its ``null`` fields, as :func:`event_json` writes them."""
     fields: list[Any] = list(extra)
     for name, f in model.model_fields.items():
-        kind = str if name == "time" else f.annotation
         if name != "type":
+            kind = _CHECKED.get(name, f.annotation) if f.default is not None else f.annotation
             fields.append((name, kind, None) if f.default is None else (name, kind))
     tag = model.model_fields["type"].default
     return msgspec.defstruct(f"Stored{model.__name__}", fields, kw_only=True, omit_defaults=True,
@@ -77,32 +89,16 @@ _ENCODER = msgspec.json.Encoder()
 _IDENTITY_FIELDS = frozenset({"k8s_node_name", "k8s_pod_name", "k8s_namespace"})
 
 
-def _fast(body: bytes, identity: Mapping[str, str]) -> Any:
-    """The contract's JSON of the event stored as ``body`` (:func:`event_json` with ``identity`` over
-    the event's own), without a model; None where that would differ (an extension field, a time
-    that is not ``…ss.ffffffZ``, no id, a protocol the contract has no name for, a short
-    ``raw_ipv6``): the caller takes the model path then."""
-    try:
-        event = _DECODER.decode(body)
-    except msgspec.DecodeError:  # (also: a field of the wrong type, an integer beyond 64 bits)
+def _contract_drop(event: Any) -> Any:
+    """A stored drop, decoded, with the contract's reason and code (the kernel's in fields of their
+    own); None if it already has those fields (the model path)."""
+    if event.kernel_drop_reason is not None or event.kernel_drop_reason_code is not None:
         return None
-    t = event.time
-    if not (event.id and len(t) == 27 and t[10] == "T" and t[19] == "." and t[26] == "Z"):
-        return None
-    if isinstance(event, _Connection):
-        protocol = event.protocol
-        if len(event.raw_ipv6) != 16 or (protocol and not CONTRACT_PROTOCOL.match(protocol)):
-            return None
-    else:
-        if event.kernel_drop_reason is not None or event.kernel_drop_reason_code is not None:
-            return None
-        reason, code = event.drop_reason, event.drop_reason_code
-        category, number = _CONTRACT_DROP(reason, event.protocol, code)
-        event.drop_reason, event.drop_reason_code = category, number
-        if (category, number) != (reason, code):
-            event.kernel_drop_reason, event.kernel_drop_reason_code = reason, code
-    for key, value in identity.items():
-        setattr(event, key, value)
+    reason, code = event.drop_reason, event.drop_reason_code
+    category, number = _CONTRACT_DROP(reason, event.protocol, code)
+    event.drop_reason, event.drop_reason_code = category, number
+    if (category, number) != (reason, code):
+        event.kernel_drop_reason, event.kernel_drop_reason_code = reason, code
     return event
 
 
@@ -117,12 +113,26 @@ def encode_batch(items: Sequence[AnyEvent | bytes], identity: Mapping[str, str])
     """The ingest body ``{"events": [...]}`` of stored events (their stored JSON, or built events): each
     the contract's JSON object with this node's identity over its own (it is where the event was
     seen), as :func:`event_json` and ``update(identity)`` give it. Stored JSON of a plain event is
-    re-encoded without a model (:func:`_fast`, msgspec); anything else takes the model."""
+    re-encoded without a model (decoded into a :func:`_stored` struct, msgspec); anything else (an
+    extension field, a time that is not ``…ss.ffffffZ``, no id, a protocol the contract has no
+    name for, a short ``raw_ipv6``, a built event) takes the model."""
     fast = identity.keys() <= _IDENTITY_FIELDS
+    pairs = list(identity.items())
     events: list[Any] = []
     for item in items:
-        out = _fast(item, identity) if fast and isinstance(item, bytes) else None
-        events.append(out if out is not None else _slow(item, identity))
+        event = None
+        if fast and isinstance(item, bytes):
+            try:
+                event = _DECODER.decode(item)
+            except msgspec.DecodeError:  # (also: a field of the wrong type, an integer beyond 64 bits)
+                pass
+            else:
+                if type(event) is _Drop:
+                    event = _contract_drop(event)
+                if event is not None:
+                    for key, value in pairs:
+                        setattr(event, key, value)
+        events.append(event if event is not None else _slow(item, identity))
     return b'{"events":' + _ENCODER.encode(events) + b"}"
 
 
