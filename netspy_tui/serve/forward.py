@@ -102,14 +102,14 @@ def _contract_drop(event: Any) -> Any:
     return event
 
 
-def _slow(item: AnyEvent | bytes, identity: Mapping[str, str]) -> dict[str, Any]:
-    event = _EVENT.validate_json(item) if isinstance(item, bytes) else item
+def _slow(item: AnyEvent | bytes | str, identity: Mapping[str, str]) -> dict[str, Any]:
+    event = _EVENT.validate_json(item) if isinstance(item, bytes | str) else item
     data = event_json(event, identity)
     data.update(identity)
     return data
 
 
-def encode_batch(items: Sequence[AnyEvent | bytes], identity: Mapping[str, str]) -> bytes:
+def encode_batch(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> bytes:
     """The ingest body ``{"events": [...]}`` of stored events (their stored JSON, or built events): each
     the contract's JSON object with this node's identity over its own (it is where the event was
     seen), as :func:`event_json` and ``update(identity)`` give it. Stored JSON of a plain event is
@@ -121,7 +121,7 @@ def encode_batch(items: Sequence[AnyEvent | bytes], identity: Mapping[str, str])
     events: list[Any] = []
     for item in items:
         event = None
-        if fast and isinstance(item, bytes):
+        if fast and isinstance(item, bytes | str):  # (a body SQLite gives back as text: the same JSON)
             try:
                 event = _DECODER.decode(item)
             except msgspec.DecodeError:  # (also: a field of the wrong type, an integer beyond 64 bits)

@@ -64,6 +64,8 @@ def test_the_posted_json_is_event_json_with_the_identity_for_every_kind_of_event
         data.update(identity)
         want.append(data)
     assert got == want
+    as_text = [item.decode() if isinstance(item, bytes) else item for _, item in stored]  # (a TEXT body)
+    assert json.loads(F.encode_batch(as_text, identity))["events"] == want
     for obj in got:
         if "big" not in obj:  # (the contract's integers are 64-bit; an extension field is the sender's)
             validate_event(obj)
