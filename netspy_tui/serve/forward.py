@@ -230,15 +230,14 @@ class Forwarder:
     async def forward_once(self) -> int:
         """One batch: read, post, and on acceptance move the cursor. Returns events forwarded."""
         settled = time_to_ns(utcnow()) - int(SETTLE_SECONDS * 1e9)
-        rows, oldest = await asyncio.to_thread(self.store.after_stored, self.cursor, self.batch, settled)
+        rows, oldest, newest, body = await asyncio.to_thread(self._read, self.cursor, settled)
         if oldest is not None and oldest > self.cursor + 1 and (not rows or rows[0][0] > self.cursor + 1):
             first = rows[0][0] if rows else oldest
             self._dropped(first - self.cursor - 1)
             self.cursor = first - 1
-        self.status.waiting = max(0, self._newest() - self.cursor)
+        self.status.waiting = max(0, newest - self.cursor)
         if not rows:
             return 0
-        body = await asyncio.to_thread(encode_batch, [item for _, item in rows], self.identity)
         response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
         if response.status_code >= 300:
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {clean(response.text, 200)}",
@@ -249,11 +248,15 @@ class Forwarder:
         self.status.batches += 1
         self.status.last_error = ""
         self.status.last_success = utcnow().isoformat(timespec="seconds")
-        self.status.waiting = max(0, self._newest() - self.cursor)
+        self.status.waiting = max(0, newest - self.cursor)  # (as of the read: the next one counts the rest)
         return len(rows)
 
-    def _newest(self) -> int:
-        return self.store.newest_seq()
+    def _read(self, cursor: int, settled: int) -> tuple[list[tuple[int, Any]], int | None, int, bytes]:
+        """In a worker thread: the next batch after ``cursor`` (settled by ``settled``), the oldest and
+        newest ``seq`` stored, and the batch's body."""
+        rows, oldest = self.store.after_stored(cursor, self.batch, settled)
+        newest = self.store.newest_seq()
+        return rows, oldest, newest, encode_batch([item for _, item in rows], self.identity) if rows else b""
 
     def _dropped(self, n: int) -> None:
         if n <= 0:
