@@ -12,24 +12,25 @@ them; ``serve --forward`` retries within that many events). Node names come from
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event, utcnow
+from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, parse_event, utcnow
 from netspy_tui.safefs import make_private_dirs
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.textsafe import clean
 
-__all__ = ["FleetStore", "IngestResult", "NODE_NAME"]
+__all__ = ["BadBatch", "FleetStore", "IngestResult", "NODE_NAME", "parse_batch"]
 
 AnyEvent = ConnectionEvent | PacketDropEvent
 
@@ -54,6 +55,42 @@ class _Node:
     by_type: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0  # monotonic, of the last batch
     last_event: datetime | None = None
+
+
+class BadBatch(ValueError):
+    """An ingest body that is not ``{"events": [...]}`` JSON (the one-line reason)."""
+
+
+class _Body(BaseModel):
+    events: list[Event]
+
+
+def parse_batch(raw: bytes) -> list[Any]:
+    """An ingest body's events: validated in one pass over the JSON when every one is valid (the
+    events themselves, ready for :meth:`FleetStore.ingest`), else the items as sent, so that ingest
+    refuses each bad one with its reason and keeps the rest. Raises :class:`BadBatch`."""
+    try:
+        return list(_Body.model_validate_json(raw).events)
+    except ValidationError:
+        pass  # some event (or the body) is not right: each item is looked at on its own
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadBatch("Invalid JSON: the request body is not valid JSON") from None
+    items = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise BadBatch('the body must be a JSON object {"events": [event, ...]}')
+    return items
+
+
+def _reason(exc: ValidationError) -> str:
+    """One event's first problem: ``field: what is wrong``."""
+    error = exc.errors()[0]
+    loc = [str(p) for p in error.get("loc", ())]
+    if loc[:1] in (["connection"], ["packet_drop"]):  # the union's tag, not a field
+        loc = loc[1:]
+    where = ".".join(loc) or "event"
+    return f"{clean(where, 60)}: {clean(str(error.get('msg', '')), 120)}"
 
 
 def _key(event: AnyEvent) -> str:
@@ -89,27 +126,35 @@ class FleetStore:
     # --- ingest -------------------------------------------------------------------------------
 
     def ingest(self, items: Sequence[Any], default_node: str | None = None) -> IngestResult:
-        """Check, de-duplicate and store one batch; returns what happened to each event."""
+        """Check, de-duplicate and store one batch; returns what happened to each event.
+
+        ``items``: event objects as sent (dicts, each validated here), or events :func:`parse_batch`
+        already validated (the whole batch in one pass)."""
         result = IngestResult()
         by_node: dict[str, list[AnyEvent]] = {}
+        names: dict[Any, bool] = {}  # node name -> whether it is one (checked once per batch)
         for index, item in enumerate(items):
-            if not isinstance(item, dict):
+            if isinstance(item, ConnectionEvent | PacketDropEvent):
+                node: Any = item.k8s_node_name or default_node
+            elif isinstance(item, dict):
+                node = item.get("k8s_node_name") or default_node
+            else:
                 result.rejected.append((index, f"not an event object ({type(item).__name__})"))
                 continue
-            node = item.get("k8s_node_name") or default_node
-            if not isinstance(node, str) or not NODE_NAME.match(node):
+            ok = names.get(node) if isinstance(node, str) else False
+            if ok is None:
+                ok = names[node] = bool(NODE_NAME.match(node))
+            if not ok:
                 result.rejected.append((index, "k8s_node_name: missing or not a node name"))
                 continue
-            try:
-                event = parse_event(item)
-            except ValidationError as exc:
-                error = exc.errors()[0]
-                loc = [str(p) for p in error.get("loc", ())]
-                if loc[:1] in (["connection"], ["packet_drop"]):  # the union's tag, not a field
-                    loc = loc[1:]
-                where = ".".join(loc) or "event"
-                result.rejected.append((index, f"{clean(where, 60)}: {clean(str(error.get('msg', '')), 120)}"))
-                continue
+            if isinstance(item, dict):
+                try:
+                    event = parse_event(item)
+                except ValidationError as exc:
+                    result.rejected.append((index, _reason(exc)))
+                    continue
+            else:
+                event = item
             by_node.setdefault(node, []).append(event)
         for node, events in by_node.items():
             try:
@@ -133,12 +178,16 @@ class FleetStore:
                 except BaseException:
                     self._forget(state, fresh)
                     raise
+            if fresh:  # (by type: a few events a store error lost may be counted here)
+                by_type = Counter(event.type for event in fresh)
+                newest = max(event.time for event in fresh)
             with self._lock:
                 state.events += len(fresh) - lost
-                for event in fresh:  # (by type: a few events a store error lost may be counted here)
-                    state.by_type[event.type] = state.by_type.get(event.type, 0) + 1
-                    if state.last_event is None or event.time > state.last_event:
-                        state.last_event = event.time
+                if fresh:
+                    for kind, n in by_type.items():
+                        state.by_type[kind] = state.by_type.get(kind, 0) + n
+                    if state.last_event is None or newest > state.last_event:
+                        state.last_event = newest
                 state.last_seen = time.monotonic()
             result.accepted += len(fresh) - lost
             result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost

@@ -10,33 +10,130 @@ forwarded is counted as the loss cause ``forward_dropped`` (shown in ``/health``
 ``server_status`` and the dashboard header like every loss). Failed batches are retried with
 exponential backoff and jitter; forwarding runs beside collection and never slows it (it only
 reads the store).
+
+It is cheap next to collection: a batch goes out once it is full or once a second (not one post per
+event that settled), and events the store keeps as JSON rows are re-encoded from that JSON
+(:func:`encode_batch`, msgspec) without building a model per event; ring records and the rare
+event the fast path does not cover go through :func:`~netspy_tui.serve.app.event_json`, with the
+same result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
+import msgspec
+from pydantic import TypeAdapter
 
-from netspy_tui.models import time_to_ns, utcnow
+from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, contract_drop, time_to_ns, utcnow
 from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
 from netspy_tui.textsafe import clean
 
-__all__ = ["ForwardStatus", "Forwarder", "node_identity"]
+__all__ = ["ForwardStatus", "Forwarder", "encode_batch", "node_identity"]
 
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "forward_cursor"
 #: an event is forwarded once it is this old: a connect's outcome may still change before that
 SETTLE_SECONDS = 2.0
+
+
+AnyEvent = ConnectionEvent | PacketDropEvent
+_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+_CONTRACT_DROP = functools.lru_cache(maxsize=4096)(contract_drop)
+
+
+#: what the fast path takes as it is (anything else fails to decode there and takes the model path),
+#: checked in C: a time as format_time writes it (the 27 characters of ``…ss.ffffffZ``: the only form of
+#: that length pydantic writes), an id, a raw_ipv6 of 16 bytes, a protocol the contract names (``Unknown(n)``
+#: too, but that is rare: the model path takes it)
+_CHECKED: dict[str, Any] = {
+    "time": Annotated[str, msgspec.Meta(min_length=27, max_length=27)],
+    "id": Annotated[str, msgspec.Meta(min_length=1)],
+    "raw_ipv6": Annotated[list[int], msgspec.Meta(min_length=16, max_length=16)],
+    "protocol": Literal["", "TCP", "UDP"],
+}
+
+
+def _stored(model: type[AnyEvent], extra: Sequence[tuple[str, Any, Any]] = ()) -> Any:
+    """A struct of the JSON the store keeps for ``model`` (its ``to_json``: every field, ``null``
+    where unset) as the fast path reads it: the model's fields, nothing else (an extension field
+    fails to decode: the model path takes that event), those of :data:`_CHECKED` as it says; and
+    written back without its ``null`` fields, as :func:`event_json` writes them."""
+    fields: list[Any] = list(extra)
+    for name, f in model.model_fields.items():
+        if name != "type":
+            kind = _CHECKED.get(name, f.annotation) if f.default is not None else f.annotation
+            fields.append((name, kind, None) if f.default is None else (name, kind))
+    tag = model.model_fields["type"].default
+    return msgspec.defstruct(f"Stored{model.__name__}", fields, kw_only=True, omit_defaults=True,
+                             forbid_unknown_fields=True, tag_field="type", tag=tag)  # fmt: skip
+
+
+_Connection = _stored(ConnectionEvent)
+_Drop = _stored(PacketDropEvent, [("kernel_drop_reason", str | None, None),  # (what the contract's JSON adds)
+                                  ("kernel_drop_reason_code", int | None, None)])  # fmt: skip
+_DECODER = msgspec.json.Decoder(_Connection | _Drop)
+_ENCODER = msgspec.json.Encoder()
+_IDENTITY_FIELDS = frozenset({"k8s_node_name", "k8s_pod_name", "k8s_namespace"})
+
+
+def _contract_drop(event: Any) -> Any:
+    """A stored drop, decoded, with the contract's reason and code (the kernel's in fields of their
+    own); None if it already has those fields (the model path)."""
+    if event.kernel_drop_reason is not None or event.kernel_drop_reason_code is not None:
+        return None
+    reason, code = event.drop_reason, event.drop_reason_code
+    category, number = _CONTRACT_DROP(reason, event.protocol, code)
+    event.drop_reason, event.drop_reason_code = category, number
+    if (category, number) != (reason, code):
+        event.kernel_drop_reason, event.kernel_drop_reason_code = reason, code
+    return event
+
+
+def _slow(item: AnyEvent | bytes | str, identity: Mapping[str, str]) -> dict[str, Any]:
+    event = _EVENT.validate_json(item) if isinstance(item, bytes | str) else item
+    data = event_json(event, identity)
+    data.update(identity)
+    return data
+
+
+def encode_batch(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> bytes:
+    """The ingest body ``{"events": [...]}`` of stored events (their stored JSON, or built events): each
+    the contract's JSON object with this node's identity over its own (it is where the event was
+    seen), as :func:`event_json` and ``update(identity)`` give it. Stored JSON of a plain event is
+    re-encoded without a model (decoded into a :func:`_stored` struct, msgspec); anything else (an
+    extension field, a time that is not ``…ss.ffffffZ``, no id, a protocol the contract has no
+    name for, a short ``raw_ipv6``, a built event) takes the model."""
+    fast = identity.keys() <= _IDENTITY_FIELDS
+    pairs = list(identity.items())
+    events: list[Any] = []
+    for item in items:
+        event = None
+        if fast and isinstance(item, bytes | str):  # (a body SQLite gives back as text: the same JSON)
+            try:
+                event = _DECODER.decode(item)
+            except msgspec.DecodeError:  # (also: a field of the wrong type, an integer beyond 64 bits)
+                pass
+            else:
+                if type(event) is _Drop:
+                    event = _contract_drop(event)
+                if event is not None:
+                    for key, value in pairs:
+                        setattr(event, key, value)
+        events.append(event if event is not None else _slow(item, identity))
+    return b'{"events":' + _ENCODER.encode(events) + b"}"
 
 
 def node_identity() -> dict[str, str]:
@@ -111,7 +208,7 @@ class Forwarder:
                     await self._sleep(self._backoff(attempt))
                     continue
                 attempt = 0
-                if not sent:
+                if sent < self.batch:  # a full batch may have more behind it; else wait for more to settle
                     await self._sleep(self.interval)
         finally:
             await self._client.aclose()
@@ -133,18 +230,15 @@ class Forwarder:
     async def forward_once(self) -> int:
         """One batch: read, post, and on acceptance move the cursor. Returns events forwarded."""
         settled = time_to_ns(utcnow()) - int(SETTLE_SECONDS * 1e9)
-        rows, oldest = await asyncio.to_thread(self.store.after, self.cursor, self.batch, settled)
+        rows, oldest, newest, body = await asyncio.to_thread(self._read, self.cursor, settled)
         if oldest is not None and oldest > self.cursor + 1 and (not rows or rows[0][0] > self.cursor + 1):
             first = rows[0][0] if rows else oldest
             self._dropped(first - self.cursor - 1)
             self.cursor = first - 1
-        self.status.waiting = max(0, self._newest() - self.cursor)
+        self.status.waiting = max(0, newest - self.cursor)
         if not rows:
             return 0
-        events = [event_json(e, self.identity) for _, e in rows]
-        for event in events:  # this node's identity, even over an event's own (it is where it was seen)
-            event.update(self.identity)
-        response = await self._client.post(self.url, json={"events": events})
+        response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
         if response.status_code >= 300:
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {clean(response.text, 200)}",
                                         request=response.request, response=response)  # fmt: skip
@@ -154,11 +248,15 @@ class Forwarder:
         self.status.batches += 1
         self.status.last_error = ""
         self.status.last_success = utcnow().isoformat(timespec="seconds")
-        self.status.waiting = max(0, self._newest() - self.cursor)
+        self.status.waiting = max(0, newest - self.cursor)  # (as of the read: the next one counts the rest)
         return len(rows)
 
-    def _newest(self) -> int:
-        return self.store.newest_seq()
+    def _read(self, cursor: int, settled: int) -> tuple[list[tuple[int, Any]], int | None, int, bytes]:
+        """In a worker thread: the next batch after ``cursor`` (settled by ``settled``), the oldest and
+        newest ``seq`` stored, and the batch's body."""
+        rows, oldest = self.store.after_stored(cursor, self.batch, settled)
+        newest = self.store.newest_seq()
+        return rows, oldest, newest, encode_batch([item for _, item in rows], self.identity) if rows else b""
 
     def _dropped(self, n: int) -> None:
         if n <= 0:

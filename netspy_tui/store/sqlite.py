@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -927,6 +927,19 @@ class EventStore:
         one newer than ``settled_ns`` (its outcome may still change), each with its ``seq``; and the
         oldest ``seq`` still stored (None: none), so a reader can tell what retention removed
         before it read it. For a reader that follows the store in order (``serve --forward``)."""
+        out, oldest = self._after(seq, limit, settled_ns, build_json=True)
+        return cast(list[tuple[int, AnyEvent]], out), oldest  # (build_json: every item is an event)
+
+    def after_stored(
+        self, seq: int, limit: int, settled_ns: int
+    ) -> tuple[list[tuple[int, AnyEvent | bytes]], int | None]:
+        """:meth:`after`, with events stored as JSON rows given as their stored JSON (the model's
+        ``to_json``), not built: a reader that re-encodes them (``serve --forward``) skips the models."""
+        return self._after(seq, limit, settled_ns, build_json=False)
+
+    def _after(
+        self, seq: int, limit: int, settled_ns: int, *, build_json: bool
+    ) -> tuple[list[tuple[int, AnyEvent | bytes]], int | None]:
         limit = max(0, limit)
         with self._snapshot() as conn:
             rows = conn.execute("SELECT seq, t, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -945,7 +958,8 @@ class EventStore:
                 settled.append(item)
             json_idx = [i for _, _, i in settled if i >= 0]
             rec_idx = [-1 - i for _, _, i in settled if i < 0]
-            built_json = iter(self._json_events([rows[i][2] for i in json_idx]))
+            bodies = [rows[i][2] for i in json_idx]
+            built_json: Iterator[AnyEvent | bytes] = iter(self._json_events(bodies) if build_json else bodies)
             built_recs = iter(self._record_events(conn, recs[rec_idx], rec_seqs[rec_idx].tolist()))
         out = [(q, next(built_json) if i >= 0 else next(built_recs)) for q, _, i in settled]
         return out, min(oldest) if oldest else None

@@ -3,10 +3,14 @@ kept), a batch sent again not counted twice — also after the aggregator restar
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
-from netspy_tui.fleet.store import FleetStore
-from netspy_tui.models import Scope
+import pytest
+
+from netspy_tui.fleet.store import BadBatch, FleetStore, parse_batch
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, Scope
 from tests.factories import connection_json, drop_json
 
 
@@ -72,3 +76,33 @@ def test_a_batch_sent_again_is_not_counted_twice_even_after_a_restart(tmp_path: 
     }
     assert stats["last_event_time"] is not None and stats["connected_agents"] == 1
     reopened.close()
+
+
+def test_a_valid_batch_is_checked_in_one_pass_and_one_bad_event_among_many_leaves_the_rest() -> None:
+    fleet = FleetStore(None)
+    events = batch("node-a", 500)
+    whole = parse_batch(json.dumps({"events": events}).encode())
+    assert len(whole) == 500 and all(isinstance(e, ConnectionEvent | PacketDropEvent) for e in whole)
+    assert fleet.ingest(whole).accepted == 500
+    more = batch("node-a", 500, start=500)
+    more[250]["pid"] = "many"  # one bad event: the items come back as sent, each checked on its own
+    more[400]["k8s_node_name"] = "bad name"  # valid as an event, not as a node name
+    items = parse_batch(json.dumps({"events": more}).encode())
+    assert all(isinstance(item, dict) for item in items)
+    result = fleet.ingest(items)
+    assert result.accepted == 498 and [i for i, _ in result.rejected] == [250, 400]
+    assert result.rejected[0][1].startswith("pid:") and "node name" in result.rejected[1][1]
+    kept = [e for i, e in enumerate(more) if i not in (250, 400)]  # sent again, all valid: one pass, all known
+    again = fleet.ingest(parse_batch(json.dumps({"events": kept}).encode()))
+    assert (again.accepted, again.duplicates) == (0, 498)
+    named = batch("node-b", 3)
+    named[1]["k8s_node_name"] = "bad name"
+    valid = parse_batch(json.dumps({"events": named}).encode())
+    assert all(isinstance(e, ConnectionEvent | PacketDropEvent) for e in valid)
+    result = fleet.ingest(valid)
+    assert result.accepted == 2 and [i for i, _ in result.rejected] == [1] and "node name" in result.rejected[0][1]
+    assert fleet.stats()["events_by_node"] == {"node-a": 998, "node-b": 2}
+    for body, why in ((b"{nope", "Invalid JSON"), (b"[1, 2]", '{"events": [event, ...]}')):
+        with pytest.raises(BadBatch, match=re.escape(why)):
+            parse_batch(body)
+    fleet.close()

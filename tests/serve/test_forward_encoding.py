@@ -1,0 +1,124 @@
+"""serve --forward's encoding: what it posts for the events of its store is exactly what
+``event_json`` of each event (with this node's identity over the event's own) gives, valid by the
+contract, whether an event takes the fast path (its stored JSON, no model) or the model path; and it
+posts a batch once it is full or once per interval, not once per event that settled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
+from netspy_tui.serve import forward as F
+from netspy_tui.serve.app import event_json
+from netspy_tui.store import EventStore
+from tests.contract import validate_event
+from tests.factories import connection, connection_json, drop_json
+from tests.fake_aggregator import FakeAggregator
+from tests.serve.test_forward import IDENTITY, until
+
+WHEN = datetime(2026, 11, 24, 11, 59, 0, 123456, tzinfo=UTC)
+
+
+def _varied() -> list[ConnectionEvent | PacketDropEvent]:
+    """Events of every shape a store holds: plain ones (the fast path) and each case it leaves to the model."""
+    items: list[dict[str, Any]] = [
+        connection_json(pid=1, time=WHEN, command="curl"),
+        connection_json(pid=2, time=WHEN, ip="2001:db8::1", port=8443, hostname="example.org", outcome="ok"),
+        connection_json(pid=2, time=WHEN, protocol_inferred=False, workload="nginx.service", thread="worker-1"),
+        connection_json(pid=3, time=WHEN, protocol="UDP", port=53, return_code=-111, outcome="refused"),
+        connection_json(pid=4, time=WHEN, command="snowman \u2603 \U0001f600", k8s_node_name="elsewhere"),
+        connection_json(pid=5, time=WHEN, protocol="MPTCP"),  # no contract name: Unknown(6) + protocol_name
+        connection_json(pid=6, time=WHEN.replace(microsecond=0)),  # pydantic writes no fraction
+        connection_json(pid=7, time=WHEN, raw_ipv6=[]),  # derived from destination_ip on the way out
+        connection_json(pid=8, time=WHEN, id=""),  # a stable id made on the way out
+        connection_json(pid=9, time=WHEN, custom={"nested": None, "n": 1}),  # an extension field
+        connection_json(pid=10, time=WHEN, big=2**70),  # beyond 64 bits (orjson refuses it)
+        drop_json(pid=11, time=WHEN, reason="NO_SOCKET", code=3, protocol="UDP"),
+        drop_json(pid=12, time=WHEN, reason="TCP_DROP", code=2),
+        drop_json(pid=13, time=WHEN, reason="NETFILTER_DROP", code=12, protocol="TCP", destination="10.0.0.1:80"),
+        drop_json(pid=14, time=WHEN, reason="UNKNOWN(7)", code=7),
+        drop_json(pid=15, time=WHEN, reason="OTHERHOST", code=16),
+    ]
+    events = [parse_event(item) for item in items]
+    plus2 = timezone(timedelta(hours=2))
+    events.append(connection(pid=16).model_copy(update={"time": WHEN.astimezone(plus2)}))  # an offset, not Z
+    return events
+
+
+def test_the_posted_json_is_event_json_with_the_identity_for_every_kind_of_event(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "spool.db")
+    events = _varied()
+    store.add_events(events)
+    built, _ = store.after(0, 1000, 2**62)
+    stored, _ = store.after_stored(0, 1000, 2**62)
+    assert [q for q, _ in built] == [q for q, _ in stored] and len(built) == len(events)
+    identity = {"k8s_node_name": "node-a", "k8s_pod_name": "agent-x", "k8s_namespace": "netspy"}
+    got = json.loads(F.encode_batch([item for _, item in stored], identity))["events"]
+    want = []
+    for _, event in built:
+        data = event_json(event, identity)
+        data.update(identity)
+        want.append(data)
+    assert got == want
+    as_text = [item.decode() if isinstance(item, bytes) else item for _, item in stored]  # (a TEXT body)
+    assert json.loads(F.encode_batch(as_text, identity))["events"] == want
+    for obj in got:
+        if "big" not in obj:  # (the contract's integers are 64-bit; an extension field is the sender's)
+            validate_event(obj)
+    assert got[5]["protocol"] == "Unknown(17)" and got[5]["protocol_name"] == "MPTCP"
+    assert got[11]["drop_reason"] == "UDP_DROP" and got[11]["kernel_drop_reason"] == "NO_SOCKET"
+    assert got[4]["command"] == "snowman \u2603 \U0001f600" and got[4]["k8s_node_name"] == "node-a"
+    store.close()
+
+
+def test_plain_stored_events_take_the_fast_path(tmp_path: Path, monkeypatch: Any) -> None:
+    store = EventStore(tmp_path / "spool.db")
+    store.add_events(_varied()[:5] + _varied()[11:16])
+    stored, _ = store.after_stored(0, 1000, 2**62)
+    assert all(isinstance(item, bytes) for _, item in stored)
+
+    def no_model(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a plain stored event went through a model")
+
+    monkeypatch.setattr(F, "event_json", no_model)
+    events = json.loads(F.encode_batch([item for _, item in stored], IDENTITY))["events"]
+    assert len(events) == 10 and {e["k8s_node_name"] for e in events} == {"node-a"}
+    store.close()
+
+
+def test_ring_records_are_forwarded_through_their_models(tmp_path: Path) -> None:
+    """The eBPF collector's records (chunks, not JSON rows): the model path, same contract."""
+    from bench import synth
+
+    store = EventStore(tmp_path / "spool.db")
+    batch = next(synth.batches(300, 50, seed=3, batch=300))
+    store.write([batch])
+    built, _ = store.after(0, 1000, 2**62)
+    stored, _ = store.after_stored(0, 1000, 2**62)
+    assert len(built) == 300 and not any(isinstance(item, bytes) for _, item in stored)
+    got = json.loads(F.encode_batch([item for _, item in stored], IDENTITY))["events"]
+    assert got == [{**event_json(e, IDENTITY), **IDENTITY} for _, e in built]
+    for obj in got:
+        validate_event(obj)
+    store.close()
+
+
+async def test_a_batch_goes_out_when_full_or_once_per_interval(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "spool.db")
+    store.add_events([connection(pid=1, port=20000 + i, ago=30) for i in range(250)])
+    with FakeAggregator() as agg:
+        fw = F.Forwarder(store, agg.url + "/api/events/ingest", batch=100, interval=3600, identity=IDENTITY)
+        task = asyncio.create_task(fw.run())
+        # full batches go at once, one after the other; the last, partial one too
+        await until(lambda: len(agg.received()) >= 250, "the 250 stored events")
+        assert agg.batches == 3
+        store.add_events([connection(pid=1, port=30000 + i, ago=30) for i in range(10)])
+        await asyncio.sleep(0.5)  # the forwarder now waits its interval: the 10 new events wait with it
+        assert agg.batches == 3 and len(agg.received()) == 250
+        fw.stop()
+        await task
+    store.close()
