@@ -24,7 +24,9 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.reactive import Reactive
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from netspy_tui.ai import AISettings
@@ -63,6 +65,9 @@ TALL_FROM = 40
 class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, PaneLayout, InputKeys, Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [*keys.bindings()]
     AUTO_FOCUS = "#connections"
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+    """Textual's, without its repaint of the whole screen (every widget, every line) on each change of focus: the
+    widgets that gain and lose the focus redraw themselves (their ``:focus`` styles), as the rest need not."""
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_FROM, "-tall")]
 

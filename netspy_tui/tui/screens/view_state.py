@@ -29,14 +29,16 @@ WINDOWS = (60, 300, 900, 3600)
 
 
 class ViewState(InputKeys):
-    # What the user chose; bound to the status line (and the window to the process table's title).
-    window: reactive[int] = reactive(60, init=False)
-    paused: reactive[bool] = reactive(False, init=False)
-    paused_at: reactive[datetime | None] = reactive(None, init=False)
-    filter_text: reactive[str] = reactive("", init=False)
-    focus_subject: reactive[Scope | None] = reactive(None, init=False)
-    focus_label: reactive[str | None] = reactive(None, init=False)
-    view: reactive[str] = reactive("connections", init=False)
+    # What the user chose; bound to the status line (and the window to the process table's title). The screen
+    # draws none of it (the widgets bound to it redraw themselves): no repaint, which would redraw the whole
+    # screen (every widget, every line) on each key that changes one (a filter character, focus, a tab).
+    window: reactive[int] = reactive(60, init=False, repaint=False)
+    paused: reactive[bool] = reactive(False, init=False, repaint=False)
+    paused_at: reactive[datetime | None] = reactive(None, init=False, repaint=False)
+    filter_text: reactive[str] = reactive("", init=False, repaint=False)
+    focus_subject: reactive[Scope | None] = reactive(None, init=False, repaint=False)
+    focus_label: reactive[str | None] = reactive(None, init=False, repaint=False)
+    view: reactive[str] = reactive("connections", init=False, repaint=False)
 
     filter_subject: Scope | None = None
     """A filter that is exactly a known process name or pid: the tools are asked about it too."""

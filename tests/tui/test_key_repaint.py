@@ -1,0 +1,53 @@
+"""Keys that change what the user chose (a filter character, focus, the drops tab) redraw what changed, not the
+whole screen: the screen's own reactives (view_state.py) do not repaint it (issue 17: key to screen <= 50 ms)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual._compositor import Compositor
+from textual.widgets import Input, TabbedContent
+
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.app import NetspyApp
+from tests.tui.conftest import Clock, wait_for
+
+SIZE = (160, 45)
+
+
+async def test_filter_focus_and_tab_keys_draw_what_changed_not_the_whole_screen(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full: list[int] = []
+    render_full_update = Compositor.render_full_update
+
+    def counted(self: Compositor, *args: Any, **kwargs: Any) -> Any:
+        full.append(1)
+        return render_full_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(Compositor, "render_full_update", counted)
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=3600, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.dashboard
+            await wait_for(pilot, lambda: screen.renders >= 1 and screen.connections.row_count > 1, "the first rows")
+            await pilot.pause()
+            tabs = screen.query_one("#views", TabbedContent)
+            bar = screen.query_one("#filter-bar", Input)
+            await pilot.press("slash")
+            await pilot.pause()
+            full.clear()
+            await pilot.press("c")
+            await wait_for(pilot, lambda: screen.filter_text == "c" and bar.value == "c", "the filter")
+            await pilot.press("escape", "escape")
+            await wait_for(pilot, lambda: not screen.filter_text and screen.connections.has_focus, "the filter cleared")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: screen.focus_subject is not None, "the focus")
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: screen.focus_subject is None, "the focus cleared")
+            await pilot.press("d")
+            await wait_for(pilot, lambda: tabs.active == "drops-tab", "the drops tab")
+            await pilot.pause()
+            assert full == []  # every frame was a partial update
