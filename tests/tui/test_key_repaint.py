@@ -51,3 +51,32 @@ async def test_filter_focus_and_tab_keys_draw_what_changed_not_the_whole_screen(
             await wait_for(pilot, lambda: tabs.active == "drops-tab", "the drops tab")
             await pilot.pause()
             assert full == []  # every frame was a partial update
+
+
+async def test_a_count_of_the_same_width_relabels_its_tab_without_a_layout_pass(
+    source: MemorySource, clock: Clock
+) -> None:
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=3600, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.dashboard
+            await wait_for(pilot, lambda: screen.renders >= 1, "the first render")
+            tab = screen.query_one("#views", TabbedContent).get_tab("connections-tab")
+            screen._tab_label("connections-tab", "Connections (12)")
+            await pilot.pause()
+            layouts: list[bool] = []
+            refresh = tab.refresh
+
+            def spy(*regions: Any, **kwargs: Any) -> Any:
+                layouts.append(bool(kwargs.get("layout")))
+                return refresh(*regions, **kwargs)
+
+            tab.refresh = spy  # type: ignore[method-assign]
+            screen._tab_label("connections-tab", "Connections (47)")  # as wide: redrawn, no layout
+            assert layouts and not any(layouts)
+            await pilot.pause()
+            assert str(tab.label) == "Connections (47)"
+            assert "Connections (47)" in "".join(strip.text for strip in tab.render_lines(tab.region.reset_offset))
+            layouts.clear()
+            screen._tab_label("connections-tab", "Connections (1,047)")  # wider: laid out again
+            assert any(layouts)
