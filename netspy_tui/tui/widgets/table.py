@@ -60,9 +60,26 @@ class KeyedTable(DataTable[Cell]):
         self._frame_memo = None
         super().notify_style_update()
 
+    _sizing = False
+    """True while the rows' height is worked out (see :meth:`refresh`)."""
+
     def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Self:
         self._frame_memo = None  # (what the table shows changed: a reactive, a row, the cursor)
+        if layout and self._sizing:
+            # More or fewer rows (the virtual size): Textual lays the whole screen out for it, though the table's
+            # own size is set by the screen's layout, not by its rows. Only its scrollbars depend on them: updated
+            # here, and a scrollbar that appears or goes asks for the layout itself (its reactive), as it must.
+            self._sizing = False
+            self._scroll_update(self.virtual_size)
+            layout = False
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def _set_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        self._sizing = True
+        try:
+            super()._update_dimensions(new_rows)
+        finally:
+            self._sizing = False
 
     def _flags(self) -> tuple[int, int, bool, bool, bool, bool, int, Console]:
         """The settings each cell's drawing reads (reactives: a lookup each), once a frame."""
@@ -168,7 +185,7 @@ class KeyedTable(DataTable[Cell]):
         if not any(column.auto_width for column in self.columns.values()):
             rows = self.rows
             new_rows = [k for k in new_rows if (row := rows.get(k)) is not None and (row.auto_height or row.label)]
-        super()._update_dimensions(new_rows)
+        self._set_dimensions(new_rows)
 
     def _render_cell(
         self,
@@ -254,7 +271,7 @@ class KeyedTable(DataTable[Cell]):
             # which would paint the table twice)
             self._new_rows.clear()
             self._require_update_dimensions = False
-            super()._update_dimensions(())
+            self._set_dimensions(())
         self.cursor_coordinate = self.cursor_coordinate  # (clamped to the rows left)
         self.hover_coordinate = self.hover_coordinate
         if was_empty and rows and self.columns and self.show_cursor and self.cursor_type != "none":
