@@ -251,8 +251,9 @@ class Poller:
             if wanted:
                 self.wake.set()  # the view is empty until the next poll: make it now
 
-    def configure(self, *, window: int | None = None, subject: Scope | None = None) -> int:
-        """Ask for another window or subject from the next poll on; returns the new config version."""
+    def configure(self, *, window: int | None = None, subject: Scope | None = None, wake: bool = True) -> int:
+        """Ask for another window or subject from the next poll on; returns the new config version. The loop is
+        woken to poll at once unless ``wake`` is False (the caller sets :attr:`wake` when it is ready)."""
         new = self.config
         if window is not None:
             new = replace(new, window=window)
@@ -261,7 +262,8 @@ class Poller:
         if new == self.config:
             return self.version
         self._pending = (self.version + 1, new)
-        self.wake.set()
+        if wake:
+            self.wake.set()
         return self._pending[0]
 
     async def poll(self) -> Snapshot:

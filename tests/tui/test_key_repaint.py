@@ -80,3 +80,26 @@ async def test_a_count_of_the_same_width_relabels_its_tab_without_a_layout_pass(
             layouts.clear()
             screen._tab_label("connections-tab", "Connections (1,047)")  # wider: laid out again
             assert any(layouts)
+
+
+async def test_focus_shows_the_processes_rows_at_once_then_its_poll_keeps_them(
+    source: MemorySource, clock: Clock
+) -> None:
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=3600, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.dashboard
+            table = screen.connections
+            await wait_for(pilot, lambda: screen.renders >= 1 and table.row_count > 3, "the first rows")
+            commands = {e.command for e in table.events.values()}
+            assert len(commands) > 1
+            event = table.selected_event()
+            assert event is not None
+            polls, version = app.polls, app.poller.version
+            await pilot.press("enter")
+            # answered at once from the rows already held: only the focused process's rows
+            assert screen.focus_subject is not None and screen.focus_subject.command == event.command
+            assert table.row_count > 0 and {e.command for e in table.events.values()} == {event.command}
+            assert app.poller.version == version + 1
+            await wait_for(pilot, lambda: app.polls > polls, "the poll for the focused process")
+            assert {e.command for e in table.events.values()} == {event.command}

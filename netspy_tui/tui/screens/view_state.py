@@ -69,8 +69,12 @@ class ViewState(InputKeys):
         return self.focus_subject or self.filter_subject or ALL
 
     def reconfigure(self) -> None:
-        """Tell the poller which subject the tools should be asked about, then redraw what we have."""
-        self.poller.configure(subject=self.subject, window=self.window)
+        """Tell the poller which subject the tools should be asked about, then redraw what we have. The rows on
+        screen answer first (filtered here, drawn in the next frame); the poll for the new subject starts after
+        that frame, so its work does not delay the answer to the key."""
+        before = self.poller.version
+        if self.poller.configure(subject=self.subject, window=self.window, wake=False) != before:
+            self.call_after_refresh(self.poller.wake.set)
         if not self.paused:
             self.render_snapshot()
 
