@@ -57,6 +57,13 @@ OVERLAP = timedelta(seconds=2)
 IDLE_SUMMARY_EVERY = 5
 #: While the server notifies changes: seconds between refreshes with no change (the window still moves).
 IDLE_REFRESH = 10.0
+#: A source that cannot notify (a remote eBPF server) is polled every interval until this many polls in a row
+#: brought nothing new; then each further empty poll doubles the wait, up to :data:`IDLE_POLL_MAX`.
+IDLE_BACKOFF_AFTER = 3
+#: Longest wait between polls of a quiet source that cannot notify: the first event after a quiet spell shows
+#: within this many seconds (the next poll that brings one goes back to every interval). A key that changes what
+#: is shown (window, filter, focus, a view that needs data) polls at once, whatever the wait.
+IDLE_POLL_MAX = 4.0
 
 E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 
@@ -244,8 +251,9 @@ class Poller:
             if wanted:
                 self.wake.set()  # the view is empty until the next poll: make it now
 
-    def configure(self, *, window: int | None = None, subject: Scope | None = None) -> int:
-        """Ask for another window or subject from the next poll on; returns the new config version."""
+    def configure(self, *, window: int | None = None, subject: Scope | None = None, wake: bool = True) -> int:
+        """Ask for another window or subject from the next poll on; returns the new config version. The loop is
+        woken to poll at once unless ``wake`` is False (the caller sets :attr:`wake` when it is ready)."""
         new = self.config
         if window is not None:
             new = replace(new, window=window)
@@ -254,7 +262,8 @@ class Poller:
         if new == self.config:
             return self.version
         self._pending = (self.version + 1, new)
-        self.wake.set()
+        if wake:
+            self.wake.set()
         return self._pending[0]
 
     async def poll(self) -> Snapshot:
@@ -456,7 +465,10 @@ class Poller:
         """Wait until the next poll is due: the rest of the interval (at most one refresh an interval), then,
         while following the server's change notifications, until something changed — or :data:`IDLE_REFRESH`
         passed (rows leave the window as it moves) or a new configuration waits; while names of shown rows are
-        still being asked, after the interval. Without notifications (a remote eBPF server), every interval."""
+        still being asked, after the interval. Without notifications (a remote eBPF server), every interval, and
+        less often while polls bring nothing new (:meth:`idle_wait`)."""
+        if not self.following:
+            seconds += self.idle_wait() - self.interval
         woken = await self.sleep(seconds)
         if woken or not self.following or self.changed.is_set() or self.names_pending:
             self.changed.clear()
@@ -470,6 +482,15 @@ class Poller:
             waking.cancel()
         self.changed.clear()
         self.wake.clear()
+
+    def idle_wait(self) -> float:
+        """Seconds from one poll to the next of a source that cannot notify: the interval, doubled for each empty
+        poll in a row past :data:`IDLE_BACKOFF_AFTER`, at most :data:`IDLE_POLL_MAX` (never less than the
+        interval); the interval while names of shown rows are still being asked."""
+        quiet = self._idle_ticks - IDLE_BACKOFF_AFTER
+        if quiet <= 0 or self.names_pending:
+            return self.interval
+        return float(min(max(self.interval, IDLE_POLL_MAX), self.interval * 2.0 ** min(quiet, 16)))
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep ``seconds`` or until :meth:`configure` (or a view that wants data now) wakes the loop;

@@ -12,10 +12,12 @@ from mcp.client import Client
 from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.mcp_tools.server import create_server
+from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui import poller as poller_module
 from netspy_tui.tui.app import NetspyApp
-from tests.factories import connection
+from tests.factories import connection, connection_json
+from tests.fake_ebpf_server import FakeEbpfServer
 from tests.tui.conftest import Clock, wait_for
 from tests.tui.demo_data import DEMO_NOW
 from tests.tui.scenes import Polled
@@ -63,3 +65,43 @@ async def test_a_source_that_cannot_notify_keeps_the_timer(clock: Clock, source:
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.polls >= 3, "polls on the timer")
             assert not app.poller.following
+
+
+async def test_a_quiet_remote_server_is_polled_less_often_yet_a_new_event_shows_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A remote eBPF server cannot notify: after IDLE_BACKOFF_AFTER empty polls the wait doubles up to
+    IDLE_POLL_MAX; the next event still shows (within that bound) and the poller is back to every interval."""
+    monkeypatch.setattr(poller_module, "IDLE_BACKOFF_AFTER", 2)
+    monkeypatch.setattr(poller_module, "IDLE_POLL_MAX", 0.4)
+    with FakeEbpfServer("current", events=[connection_json(ago=1, command="first")]) as srv:
+        source = HttpSource(srv.url, retries=0)
+        async with open_gateway(source) as gateway:
+            app = NetspyApp(gateway, interval=0.05)
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(pilot, lambda: app.polls >= 1, "the first data")
+                assert not app.poller.following
+                before = app.polls
+                await pilot.pause(2.0)  # quiet: 0.05, 0.05, 0.1, 0.2, 0.4, 0.4... (the 0.05 s timer made ~40)
+                assert 3 <= app.polls - before <= 12
+                assert app.poller.idle_wait() == pytest.approx(0.4)
+                srv.events.append(connection_json(ago=0, command="pushed", pid=4242))
+                await wait_for(
+                    pilot,
+                    lambda: any(e.command == "pushed" for e in app.dashboard.connections.events.values()),
+                    "the new event on screen",
+                )
+        await source.aclose()
+
+
+def test_the_idle_wait_doubles_past_the_empty_polls_allowed_up_to_the_bound() -> None:
+    poller = poller_module.Poller(None, clock=lambda: DEMO_NOW, window=60, interval=0.5)  # type: ignore[arg-type]
+    waits = []
+    for ticks in range(poller_module.IDLE_BACKOFF_AFTER, poller_module.IDLE_BACKOFF_AFTER + 6):
+        poller._idle_ticks = ticks
+        waits.append(poller.idle_wait())
+    assert waits == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    poller.names_pending = True  # names of shown rows still being asked: every interval
+    assert poller.idle_wait() == 0.5
+    poller.names_pending, poller._idle_ticks = False, 0  # a poll that brought events: every interval again
+    assert poller.idle_wait() == 0.5

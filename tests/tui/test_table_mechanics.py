@@ -88,3 +88,26 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
         plain.clear()
         await pilot.pause()
         assert fast.row_count == 0 and fast.virtual_size == plain.virtual_size
+
+
+async def test_more_rows_redraw_the_table_and_its_scrollbar_without_laying_the_screen_out() -> None:
+    """Rows change the table's virtual size: Textual lays the whole screen out for it, though only the
+    scrollbars depend on it. KeyedTable lays out only when a scrollbar appears or goes."""
+    app = Pair()
+    async with app.run_test(size=(80, 30)) as pilot:
+        fast = app.query_one("#fast", KeyedTable)
+        cells = {str(n): row_cells(n) for n in range(200)}
+        fast.place_rows([str(n) for n in range(5)], cells)
+        await pilot.pause()
+        assert not fast.show_vertical_scrollbar
+        fast.place_rows([str(n) for n in range(50)], cells)  # the scrollbar appears: a layout pass
+        assert fast._layout_required
+        await pilot.pause()
+        assert fast.show_vertical_scrollbar
+        thumb = fast.vertical_scrollbar.window_virtual_size
+        fast.place_rows([str(n) for n in range(150)], cells)  # more rows, the scrollbar stays: no layout
+        assert not fast._layout_required
+        assert fast.vertical_scrollbar.window_virtual_size > thumb  # (its thumb follows at once)
+        fast.move_cursor(row=149)
+        await pilot.pause()
+        assert fast.scroll_offset.y == fast.max_scroll_y > 0 and fast.virtual_size.height == 151

@@ -23,8 +23,11 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.css.query import NoMatches
+from textual.reactive import Reactive
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from netspy_tui.ai import AISettings
@@ -63,6 +66,9 @@ TALL_FROM = 40
 class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, PaneLayout, InputKeys, Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [*keys.bindings()]
     AUTO_FOCUS = "#connections"
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+    """Textual's, without its repaint of the whole screen (every widget, every line) on each change of focus: the
+    widgets that gain and lose the focus redraw themselves (their ``:focus`` styles), as the rest need not."""
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_FROM, "-tall")]
 
@@ -267,7 +273,15 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
 
     def _tab_label(self, pane: str, label: str) -> None:
         tab = self.query_one("#views", TabbedContent).get_tab(pane)
-        if str(tab.label) != label:  # compared with the tab itself: a render before the tabs mount is not lost
+        shown = str(tab.label)
+        if shown == label:  # compared with the tab itself: a render before the tabs mount is not lost
+            return
+        if Text(shown).cell_len == Text(label).cell_len:
+            # as wide as before (a count's digits changed): the tab's line redrawn, without the layout pass of the
+            # whole screen that Tab.label's setter asks for (it sets _label and updates the same way)
+            tab._label = Content.from_text(label)
+            Static.update(tab, tab._label, layout=False)
+        else:
             tab.label = Text(label)
 
     # --- actions -------------------------------------------------------------------------

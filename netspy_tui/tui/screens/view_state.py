@@ -29,14 +29,16 @@ WINDOWS = (60, 300, 900, 3600)
 
 
 class ViewState(InputKeys):
-    # What the user chose; bound to the status line (and the window to the process table's title).
-    window: reactive[int] = reactive(60, init=False)
-    paused: reactive[bool] = reactive(False, init=False)
-    paused_at: reactive[datetime | None] = reactive(None, init=False)
-    filter_text: reactive[str] = reactive("", init=False)
-    focus_subject: reactive[Scope | None] = reactive(None, init=False)
-    focus_label: reactive[str | None] = reactive(None, init=False)
-    view: reactive[str] = reactive("connections", init=False)
+    # What the user chose; bound to the status line (and the window to the process table's title). The screen
+    # draws none of it (the widgets bound to it redraw themselves): no repaint, which would redraw the whole
+    # screen (every widget, every line) on each key that changes one (a filter character, focus, a tab).
+    window: reactive[int] = reactive(60, init=False, repaint=False)
+    paused: reactive[bool] = reactive(False, init=False, repaint=False)
+    paused_at: reactive[datetime | None] = reactive(None, init=False, repaint=False)
+    filter_text: reactive[str] = reactive("", init=False, repaint=False)
+    focus_subject: reactive[Scope | None] = reactive(None, init=False, repaint=False)
+    focus_label: reactive[str | None] = reactive(None, init=False, repaint=False)
+    view: reactive[str] = reactive("connections", init=False, repaint=False)
 
     filter_subject: Scope | None = None
     """A filter that is exactly a known process name or pid: the tools are asked about it too."""
@@ -67,8 +69,12 @@ class ViewState(InputKeys):
         return self.focus_subject or self.filter_subject or ALL
 
     def reconfigure(self) -> None:
-        """Tell the poller which subject the tools should be asked about, then redraw what we have."""
-        self.poller.configure(subject=self.subject, window=self.window)
+        """Tell the poller which subject the tools should be asked about, then redraw what we have. The rows on
+        screen answer first (filtered here, drawn in the next frame); the poll for the new subject starts after
+        that frame, so its work does not delay the answer to the key."""
+        before = self.poller.version
+        if self.poller.configure(subject=self.subject, window=self.window, wake=False) != before:
+            self.call_after_refresh(self.poller.wake.set)
         if not self.paused:
             self.render_snapshot()
 

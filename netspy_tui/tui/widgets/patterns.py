@@ -58,8 +58,13 @@ class PatternsPanel(Vertical):
             label = f"{way.capitalize()} {rate_text(rates[-1])} (peak {rate_text(max(rates))}, {len(rates)} polls)"
             if way == "tx":
                 label += f" · {retrans:,} retransmit{'s' if retrans != 1 else ''}"
-            self.query_one(f"#{way}-label", Label).update(Text(label))
-            self.query_one(f"#{way}-rate", Sparkline).data = rates
+            shown_label = self.query_one(f"#{way}-label", Label)
+            if str(shown_label.content) != label:
+                # one line as wide as the panel (app.tcss): a new figure needs no layout pass, only this line
+                shown_label.update(Text(label, no_wrap=True, overflow="ellipsis"), layout=False)
+            spark = self.query_one(f"#{way}-rate", Sparkline)
+            if spark.data != rates:
+                spark.data = rates
 
     def on_mount(self) -> None:
         if self._shown is None:

@@ -12,23 +12,172 @@ tests/tui/test_table_mechanics.py fails if Textual changes them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Self, TypeVar
 
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
+from textual.coordinate import Coordinate
+from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import Row, RowKey
 
 from netspy_tui.tui.widgets.cells import Cell
 
 _JOIN = Text("\n")
+T = TypeVar("T")
 
 
 class KeyedTable(DataTable[Cell]):
-    """A ``DataTable`` of fixed-width columns and one-line rows, updated by key."""
+    """A ``DataTable`` of fixed-width columns and one-line rows, updated by key.
+
+    Drawing: ``DataTable`` works out the same styles for every line it draws (the widget's style, the header's,
+    the row's stripe, each a walk up the DOM), so a table of 30 visible lines walked it ~90 times a frame. Here
+    they are worked out once a frame (:meth:`_memo`, emptied when a frame starts and when the styles change),
+    with the same result (tests/tui/test_table_mechanics.py compares the lines with ``DataTable``'s)."""
+
+    _frame_memo: dict[Any, Any] | None = None
+
+    def _memo(self, key: Any, make: Callable[[], T]) -> T:
+        memo = self._frame_memo
+        if memo is None:
+            memo = self._frame_memo = {}
+        state = (key, self._pseudo_class_state)
+        if state in memo:
+            return memo[state]
+        value = memo[state] = make()
+        return value
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._frame_memo = None  # a new frame: the styles worked out again (once)
+        return super().render_lines(crop)
+
+    def notify_style_update(self) -> None:
+        self._frame_memo = None
+        super().notify_style_update()
+
+    _sizing = False
+    """True while the rows' height is worked out (see :meth:`refresh`)."""
+
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Self:
+        self._frame_memo = None  # (what the table shows changed: a reactive, a row, the cursor)
+        if layout and self._sizing:
+            # More or fewer rows (the virtual size): Textual lays the whole screen out for it, though the table's
+            # own size is set by the screen's layout, not by its rows. Only its scrollbars depend on them: updated
+            # here, and a scrollbar that appears or goes asks for the layout itself (its reactive), as it must.
+            self._sizing = False
+            self._scroll_update(self.virtual_size)
+            layout = False
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def _set_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        self._sizing = True
+        try:
+            super()._update_dimensions(new_rows)
+        finally:
+            self._sizing = False
+
+    def _flags(self) -> tuple[int, int, bool, bool, bool, bool, int, Console]:
+        """The settings each cell's drawing reads (reactives: a lookup each), once a frame."""
+        return self._memo(
+            "flags",
+            lambda: (
+                self.fixed_rows,
+                self.fixed_columns,
+                self.show_cursor,
+                self._show_hover_cursor,
+                self.cursor_foreground_priority == "css",
+                self.cursor_background_priority == "css",
+                self.cell_padding,
+                self.app.console,
+            ),
+        )
+
+    def render_line(self, y: int) -> Strip:
+        if self.fixed_rows:
+            return super().render_line(y)
+        width = self.size.width
+        scroll_x, scroll_y = self.scroll_offset
+        if y >= (self.header_height if self.show_header else 0):
+            y += scroll_y
+        return self._render_line(y, scroll_x, scroll_x + width, self._memo("base", lambda: self.rich_style))
+
+    def _get_row_style(self, row_index: int, base_style: Style) -> Style:
+        kind = -1 if row_index == -1 else -2 if row_index < self.fixed_rows else row_index % 2
+        make = super()._get_row_style
+        return self._memo(("row", kind, base_style), lambda: make(row_index, base_style))
+
+    def _render_line_in_row(
+        self,
+        row_key: RowKey,
+        line_no: int,
+        base_style: Style,
+        cursor_location: Coordinate,
+        hover_location: Coordinate,
+    ) -> tuple[list[list[Segment]], list[list[Segment]]]:
+        # DataTable's, for a table without row labels or fixed columns and with a row cursor (ours), with the
+        # styles from the frame's memo; anything else goes the usual way.
+        cursor_type = self._memo("cursor_type", lambda: self.cursor_type)
+        flags = self._flags()
+        if cursor_type != "row" or flags[1] or (self._labelled_row_exists and self.show_row_labels):
+            return super()._render_line_in_row(row_key, line_no, base_style, cursor_location, hover_location)
+        cache_key = (
+            row_key,
+            line_no,
+            base_style,
+            cursor_location,
+            hover_location,
+            cursor_type,
+            flags[2],
+            flags[3],
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cache = self._row_render_cache
+        if cache_key in cache:
+            return cache[cache_key]
+        locations = self._row_locations
+        found = locations.get(row_key) if row_key in locations else None
+        row_index = -1 if found is None else found
+        row_style = self._get_row_style(row_index, base_style)
+        should_highlight = self._should_highlight
+        render_cell = self._render_cell
+        scrollable_row: list[list[Segment]] = []
+        widths = self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
+        table_width = self._row_label_column_width + sum(widths)
+        for column_index, width in enumerate(widths):
+            cell_location = Coordinate(row_index, column_index)
+            scrollable_row.append(
+                render_cell(
+                    row_index,
+                    column_index,
+                    row_style,
+                    width,
+                    cursor=should_highlight(cursor_location, cell_location, cursor_type),
+                    hover=should_highlight(hover_location, cell_location, cursor_type),
+                )[line_no]
+            )
+        remaining_space = max(0, self._memo("width", lambda: self.size.width) - table_width)
+        hover = should_highlight(hover_location, Coordinate(row_index or 0, 0), cursor_type)
+        cursor = row_index == cursor_location.row
+        show_cursor, show_hover = self._flags()[2:4]
+
+        def extend() -> Style:
+            style, _ = self._get_styles_to_render_cell(
+                row_index == -1, False, False, hover, cursor, show_cursor, show_hover, False, False
+            )
+            return row_style + style
+
+        extend_style = self._memo(("extend", row_style, row_index == -1, hover, cursor), extend)
+        extend_style += Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+        scrollable_row.append([Segment(" " * remaining_space, extend_style)])
+        row_pair: tuple[list[list[Segment]], list[list[Segment]]] = ([], scrollable_row)
+        cache[cache_key] = row_pair
+        return row_pair
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # New rows only widen auto-width columns or size auto-height rows: with neither, skip the measuring
@@ -36,7 +185,7 @@ class KeyedTable(DataTable[Cell]):
         if not any(column.auto_width for column in self.columns.values()):
             rows = self.rows
             new_rows = [k for k in new_rows if (row := rows.get(k)) is not None and (row.auto_height or row.label)]
-        super()._update_dimensions(new_rows)
+        self._set_dimensions(new_rows)
 
     def _render_cell(
         self,
@@ -72,19 +221,20 @@ class KeyedTable(DataTable[Cell]):
         value = self._data[row_key].get(column_key) if row is not None and row.height == 1 else None
         if not isinstance(value, Text):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        fixed_rows, fixed_columns, show_cursor, show_hover, css_fg, css_bg, padding, console = self._flags()
         component_style, post_style = self._get_styles_to_render_cell(
             False,
             False,
-            row_index < self.fixed_rows or column_index < self.fixed_columns,
+            row_index < fixed_rows or column_index < fixed_columns,
             hover,
             cursor,
-            self.show_cursor,
-            self._show_hover_cursor,
-            self.cursor_foreground_priority == "css",
-            self.cursor_background_priority == "css",
+            show_cursor,
+            show_hover,
+            css_fg,
+            css_bg,
         )
         pre = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
-        line = cell_line(self.app.console, value, width, self.cell_padding, pre, post_style)
+        line = cell_line(console, value, width, padding, pre, post_style)
         if line is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         cache[cache_key] = lines = [line]
@@ -121,7 +271,7 @@ class KeyedTable(DataTable[Cell]):
             # which would paint the table twice)
             self._new_rows.clear()
             self._require_update_dimensions = False
-            super()._update_dimensions(())
+            self._set_dimensions(())
         self.cursor_coordinate = self.cursor_coordinate  # (clamped to the rows left)
         self.hover_coordinate = self.hover_coordinate
         if was_empty and rows and self.columns and self.show_cursor and self.cursor_type != "none":
@@ -151,7 +301,10 @@ def cell_line(console: Console, text: Text, width: int, padding: int, pre: Style
     elif justify != "default":
         return None
     line.truncate(inner, overflow=overflow)
-    body = list(_JOIN.join([line]).render(console, end=""))  # (as Text renders itself: the style as a span)
+    if line._spans or not line.plain:
+        body = list(_JOIN.join([line]).render(console, end=""))  # (as Text renders itself: the style as a span)
+    else:  # the same segment, without the join and the span machinery
+        body = [Segment(line.plain, console.get_style(line.style) if line.style else None)]
     short = inner - line.cell_len
     if short > 0:
         body.append(Segment(" " * short))

@@ -1,0 +1,110 @@
+"""Keys that change what the user chose (a filter character, focus, the drops tab) redraw what changed, not the
+whole screen: the screen's own reactives (view_state.py) do not repaint it (issue 17: key to screen <= 50 ms)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from textual._compositor import Compositor
+from textual.pilot import Pilot
+from textual.widgets import Input, TabbedContent
+
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.app import NetspyApp
+from tests.tui.conftest import Clock, wait_for
+
+SIZE = (160, 45)
+
+
+@asynccontextmanager
+async def dashboard(source: MemorySource, clock: Clock) -> AsyncIterator[tuple[NetspyApp, Pilot[Any]]]:
+    """The dashboard on ``source`` (no timer polls), once its first rows are drawn."""
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=3600, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.dashboard
+            await wait_for(pilot, lambda: screen.renders >= 1 and screen.connections.row_count > 3, "the first rows")
+            await pilot.pause()
+            yield app, pilot
+
+
+async def test_filter_focus_and_tab_keys_draw_what_changed_not_the_whole_screen(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full: list[int] = []
+    render_full_update = Compositor.render_full_update
+
+    def counted(self: Compositor, *args: Any, **kwargs: Any) -> Any:
+        full.append(1)
+        return render_full_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(Compositor, "render_full_update", counted)
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        tabs = screen.query_one("#views", TabbedContent)
+        bar = screen.query_one("#filter-bar", Input)
+        await pilot.press("slash")
+        await pilot.pause()
+        full.clear()
+        await pilot.press("c")
+        await wait_for(pilot, lambda: screen.filter_text == "c" and bar.value == "c", "the filter")
+        await pilot.press("escape", "escape")
+        await wait_for(pilot, lambda: not screen.filter_text and screen.connections.has_focus, "the filter cleared")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.focus_subject is not None, "the focus")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen.focus_subject is None, "the focus cleared")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: tabs.active == "drops-tab", "the drops tab")
+        await pilot.pause()
+        assert full == []  # every frame was a partial update
+
+
+async def test_a_count_of_the_same_width_relabels_its_tab_without_a_layout_pass(
+    source: MemorySource, clock: Clock
+) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        tab = screen.query_one("#views", TabbedContent).get_tab("connections-tab")
+        screen._tab_label("connections-tab", "Connections (12)")
+        await pilot.pause()
+        layouts: list[bool] = []
+        refresh = tab.refresh
+
+        def spy(*regions: Any, **kwargs: Any) -> Any:
+            layouts.append(bool(kwargs.get("layout")))
+            return refresh(*regions, **kwargs)
+
+        tab.refresh = spy  # type: ignore[method-assign]
+        screen._tab_label("connections-tab", "Connections (47)")  # as wide: redrawn, no layout
+        assert layouts and not any(layouts)
+        await pilot.pause()
+        assert str(tab.label) == "Connections (47)"
+        assert "Connections (47)" in "".join(strip.text for strip in tab.render_lines(tab.region.reset_offset))
+        layouts.clear()
+        screen._tab_label("connections-tab", "Connections (1,047)")  # wider: laid out again
+        assert any(layouts)
+
+
+async def test_focus_shows_the_processes_rows_at_once_then_its_poll_keeps_them(
+    source: MemorySource, clock: Clock
+) -> None:
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        table = screen.connections
+        commands = {e.command for e in table.events.values()}
+        assert len(commands) > 1
+        event = table.selected_event()
+        assert event is not None
+        polls, version = app.polls, app.poller.version
+        await pilot.press("enter")
+        # answered at once from the rows already held: only the focused process's rows
+        assert screen.focus_subject is not None and screen.focus_subject.command == event.command
+        assert table.row_count > 0 and {e.command for e in table.events.values()} == {event.command}
+        assert app.poller.version == version + 1
+        await wait_for(pilot, lambda: app.polls > polls, "the poll for the focused process")
+        assert {e.command for e in table.events.values()} == {event.command}
