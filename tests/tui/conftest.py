@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from netspy_tui.telemetry.memory import MemorySource
-from tests.tui.scenes import Clock, demo_events, demo_source, wait_for
+from tests.tui.scenes import Clock, demo_events, demo_source, spy_snapshots, wait_for
 
-__all__ = ["Clock", "demo_events", "demo_source", "wait_for"]
+__all__ = ["Clock", "demo_events", "demo_source", "spy_snapshots", "wait_for"]
 
 
 @pytest.fixture

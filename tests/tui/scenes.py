@@ -207,3 +207,16 @@ SCENES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "drops": drops_view,
     "ai-pane": ai_rules,
 }
+
+
+def spy_snapshots(gateway: Any, argument: str) -> list[list[str]]:
+    """Record the ``argument`` list (sorted) of every ``gateway.snapshot`` call from now on."""
+    asked: list[list[str]] = []
+    real = gateway.snapshot
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        asked.append(sorted(kwargs.get(argument) or []))
+        return await real(*args, **kwargs)
+
+    gateway.snapshot = spy
+    return asked

@@ -4,7 +4,6 @@ gateway; n shows addresses; / finds rows by name."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from textual.widgets import Input
 
@@ -15,7 +14,7 @@ from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.poller import Poller
 from tests.factories import connection
 from tests.names.dns_server import PtrServer
-from tests.tui.conftest import Clock, wait_for
+from tests.tui.conftest import Clock, spy_snapshots, wait_for
 from tests.tui.demo_data import DEMO_NOW
 
 SIZE = (120, 35)
@@ -100,14 +99,7 @@ async def test_an_address_without_a_name_is_not_asked_about_again_on_every_poll(
         server.gate.clear()  # the first list shows the rows before any answer
         names = NameResolver(nameservers=["127.0.0.1"], port=server.port, hosts_path=None)
         async with open_gateway(source, names=names) as gateway:
-            asked: list[list[str]] = []
-            snapshot = gateway.snapshot
-
-            async def spy(*args: Any, **kwargs: Any) -> Any:
-                asked.append(sorted(kwargs.get("addresses") or []))
-                return await snapshot(*args, **kwargs)
-
-            gateway.snapshot = spy  # type: ignore[method-assign]
+            asked = spy_snapshots(gateway, "addresses")
             poller = Poller(gateway, clock=clock, window=60, interval=1.0)
             first = await poller.poll()  # the rows; their addresses are asked about in the background
             assert {e.hostname for e in first.connections} == {None}

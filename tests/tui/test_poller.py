@@ -10,7 +10,7 @@ from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.messages import PollFailed, SnapshotReady
 from netspy_tui.tui.poller import MAX_BACKOFF, Poller, backoff
 from tests.factories import connection
-from tests.tui.conftest import Clock
+from tests.tui.conftest import Clock, spy_snapshots
 from tests.tui.demo_data import DEMO_NOW
 
 
@@ -119,14 +119,7 @@ async def test_slow_summaries_are_still_reread_while_idle() -> None:
     clock = Clock()
     source = MemorySource([connection(pid=7, command="steady", time=clock.now - timedelta(seconds=1))], clock=clock)
     async with open_gateway(source) as gateway:
-        asked: list[list[str]] = []
-        real = gateway.snapshot
-
-        async def spy(*args: Any, **kw: Any) -> Any:
-            asked.append(list(kw.get("parts") or []))
-            return await real(*args, **kw)
-
-        gateway.snapshot = spy  # type: ignore[method-assign]
+        asked = spy_snapshots(gateway, "parts")
         poller = Slow(gateway, clock=clock, window=60, interval=0.01)
         await poller.poll()
         deadline = time.monotonic() + 10

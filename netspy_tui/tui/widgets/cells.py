@@ -20,18 +20,10 @@ class Cell(Text):
     sort_key: Any = None
 
 
-def safe(value: object, max_len: int) -> str:
-    """``textsafe.clean`` with a fast path for the common case (already printable, short)."""
-    text = value if isinstance(value, str) else str(value)
-    if len(text) <= max_len and text.isprintable():
-        return text  # isprintable() is False for every category clean() escapes
-    return clean(text, max_len)
-
-
 def cell(
     value: object, max_len: int = 40, *, style: Style | str = "", justify: str | None = None, sort_key: Any = None
 ) -> Cell:
-    text = Cell(safe(value, max_len), style=style, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    text = Cell(clean(value, max_len), style=style, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
     text.sort_key = sort_key
     return text
 
