@@ -8,9 +8,11 @@ millisecond or two.
 glibc also raises its mmap threshold each time a large block it mapped is freed (up to 32 MB), so
 after the first big numpy batch every array of the writer and the tables comes from the heap, where
 it fragments what can be trimmed. :func:`fix_mmap_threshold` fixes the threshold (which turns that
-adjustment off): blocks of :data:`MMAP_THRESHOLD` and more are mapped and unmapped on free. The
-store and the dashboard call it when they start (a dashboard with 1,000,000 events stored: 13 MB
-less; ``python -m bench.run --only dashboard``). Elsewhere (musl, macOS) both do nothing.
+adjustment off): blocks of :data:`MMAP_THRESHOLD` and more are mapped and unmapped on free, and
+heap tops up to :data:`TRIM_THRESHOLD` are kept between trims (lower, and every window query over
+the hour page-faulted its arrays in again: counted with ``ru_minflt``). The store and the dashboard
+call it when they start (a dashboard with 1,000,000 events stored: ~13 MB less; ``python -m
+bench.run --only dashboard``). Elsewhere (musl, macOS) both do nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def _load() -> Any:
 
 
 _MALLOC_TRIM = _load()
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-MMAP_THRESHOLD = 256 * 1024
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+MMAP_THRESHOLD = 4 * 1024 * 1024
+TRIM_THRESHOLD = MMAP_THRESHOLD
 _fixed = False
 
 
@@ -43,7 +46,9 @@ def fix_mmap_threshold() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    _fixed = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    # (fixing it also stops the trim threshold following it: heap tops are kept up to TRIM_THRESHOLD between
+    # trims, as the dynamic setting did, or every window query would page-fault its arrays in again)
+    _fixed = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _fixed
 
 
