@@ -84,6 +84,8 @@ class NetspyApp(App[int]):
         """Polls that succeeded (for tests and the status line)."""
         self.starting = ""
         """What is still starting (the header says so until the first data); see :meth:`show_starting`."""
+        self.painted = asyncio.Event()
+        """Set once the first frame is on screen: the :class:`Backend` starts loading after it."""
 
     def set_gateway(self, gateway: Gateway) -> None:
         """Read from another gateway from the next poll on (e.g. one opened after the app started)."""
@@ -99,7 +101,8 @@ class NetspyApp(App[int]):
     def show_starting(self, what: str) -> None:
         """Say in the header what is still starting ("" once everything is up)."""
         self.starting = what
-        with contextlib.suppress(NoMatches):  # not composed yet: on_mount shows it
+        self.dashboard.starting = what  # (not composed yet: the status bar starts with it)
+        with contextlib.suppress(NoMatches):
             self.dashboard.status.show_starting(what)
 
     def show_source_note(self, note: str) -> None:
@@ -110,8 +113,7 @@ class NetspyApp(App[int]):
             status.redraw()
 
     def on_mount(self) -> None:
-        if self.starting:
-            self.show_starting(self.starting)
+        self.call_after_refresh(self.painted.set)
         if self.gateway is not None:  # else set_gateway() comes later, then poll_loop()
             self.poll_loop()
             self.follow_changes()
@@ -256,6 +258,9 @@ class Backend:
         self._task = asyncio.create_task(self._run(app), name="netspy-backend")
 
     async def _run(self, app: NetspyApp) -> None:
+        # Paint first: what the backend imports and builds (the SDK, the server's tools) takes the interpreter
+        # for a second; started before the frame, it would share the CPU (and the GIL) with drawing it.
+        await app.painted.wait()
         try:
             async with self.connect(app.show_starting) as (gateway, note):
                 self.gateway.attach(gateway)
@@ -309,7 +314,7 @@ async def run_dashboard(
         max_rows=max_rows,
         export_dir=export_dir,
     )
-    app.starting = starting
+    app.show_starting(starting)
     backend.start(app)
     try:
         result = await app.run_async()

@@ -40,7 +40,7 @@ async def test_frame_is_usable_before_the_gateway_is_up(source: MemorySource, cl
 
     backend = Backend(connect)
     app = NetspyApp(backend.gateway, interval=0.25, clock=clock)
-    app.starting = "the data source"
+    app.show_starting("the data source")
     async with app.run_test(size=SIZE) as pilot:
         backend.start(app)
         await wait_for(pilot, lambda: "starting: the test source" in _status(app), "the header to say what starts")
@@ -59,6 +59,30 @@ async def test_frame_is_usable_before_the_gateway_is_up(source: MemorySource, cl
         assert shown and all("curl" in e.command for e in shown)
     await backend.stop()
     assert closed.is_set()
+
+
+async def test_the_backend_starts_loading_after_the_first_frame(source: MemorySource, clock: Clock) -> None:
+    """Started before the app runs (as run_dashboard starts it), the backend opens nothing until the frame is
+    drawn: the SDK import and the server's tools would otherwise share the CPU with drawing it."""
+    seen: list[tuple[bool, str]] = []
+
+    @asynccontextmanager
+    async def connect(progress: Callable[[str], None]) -> AsyncIterator[tuple[Gateway, str]]:
+        seen.append((app.painted.is_set(), _status(app) if app.is_running else "(no screen yet)"))
+        async with open_gateway(source) as gateway:
+            yield gateway, "demo source"
+
+    backend = Backend(connect)
+    app = NetspyApp(backend.gateway, interval=0.25, clock=clock)
+    app.show_starting("the data source")
+    backend.start(app)
+    await asyncio.sleep(0.05)
+    assert seen == []  # the app is not running yet: nothing opens
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.polls >= 1, "the first data")
+    await backend.stop()
+    assert seen and seen[0][0], seen
+    assert "starting: the data source" in seen[0][1]  # the header was on screen before anything opened
 
 
 async def test_a_source_that_cannot_open_ends_the_app_with_its_reason(clock: Clock) -> None:

@@ -91,6 +91,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.export_dir = export_dir
         self.set_reactive(ViewState.window, window)
         self.source_note = source_note
+        self.starting = ""
+        """What is still starting (the app's :meth:`~netspy_tui.tui.app.NetspyApp.show_starting`): the first frame
+        says so."""
         self.commands = CommandRunner(lambda: self.gateway)
         self.latest: Snapshot | None = None
         self.rendered: Snapshot | None = None
@@ -104,7 +107,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         """The table that had the focus last (``a`` and enter act on its cursor while another widget has it)."""
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(self.clock, self.source_note, id="status").data_bind(
+        status = StatusBar(self.clock, self.source_note, id="status")
+        status.starting = self.starting
+        yield status.data_bind(
             ViewState.window,
             ViewState.paused,
             ViewState.paused_at,
