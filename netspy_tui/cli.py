@@ -786,7 +786,6 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     # Paint first: only Textual and the dashboard's own modules load before the frame is drawn; the MCP SDK,
     # the source (an eBPF server, or the embedded collector and its store) and the gateway come up beside it.
-    from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
     from netspy_tui.tui.app import run_dashboard
 
     @asynccontextmanager
@@ -808,13 +807,20 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
                 info = await source.info()
                 yield gw, info.detail
 
+    def ai_hooks() -> Any:  # (the AI layer and its MCP bridge load when the dashboard first needs them)
+        from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
+
+        return dashboard_hooks(ai)
+
+    ai = _ai(settings)
     what = f"the eBPF server at {settings.server}" if settings.server else "the data source"
     code = await run_dashboard(
         connect,
         starting=what,
         interval=settings.interval,
         window=settings.window,
-        ai=dashboard_hooks(_ai(settings)),
+        ai=ai_hooks,
+        ai_label=ai.engine_label,
         export_dir=settings.export_dir,
     )
     # The process ends now: what the dashboard allocated is freed with it. Without this the interpreter's last
@@ -824,6 +830,7 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
 
 
 def _import_gateway_modules() -> None:
+    import netspy_tui.mcp_tools.ai_bridge  # noqa: F401  (the AI layer the dashboard's hooks use)
     import netspy_tui.mcp_tools.server  # noqa: F401  (the MCP SDK, client and server, with it)
     import netspy_tui.runtime  # noqa: F401
 

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -24,9 +24,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from netspy_tui import export
 from netspy_tui.errors import NetspyError, sole_exception, user_error
-from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import Gateway, StartingGateway
 from netspy_tui.memory import Trimmer
 from netspy_tui.models import utcnow
@@ -37,9 +35,12 @@ from netspy_tui.tui.poller import Poller, backoff
 from netspy_tui.tui.screens.dashboard import DashboardScreen
 from netspy_tui.tui.widgets.status import Failure
 
+if TYPE_CHECKING:  # the AI layer loads after the first frame (see DashboardScreen.ai)
+    from netspy_tui.tui.screens.dashboard import AISource
+
 log = logging.getLogger(__name__)
 
-__all__ = ["AIHooks", "Connect", "NetspyApp", "run_dashboard"]
+__all__ = ["Connect", "NetspyApp", "run_dashboard"]
 
 #: ``connect(progress)``: opens the source and the MCP pair (saying what it is starting through
 #: ``progress``) and yields the gateway and the source's note for the header; closes them on exit.
@@ -66,9 +67,10 @@ class NetspyApp(App[int]):
         window: int = 60,
         source_note: str = "",
         clock: Callable[[], datetime] = utcnow,
-        ai: AIHooks | None = None,
+        ai: AISource | None = None,
         max_rows: int = 2000,
         export_dir: Path | None = None,
+        ai_label: str | None = None,
     ) -> None:
         super().__init__()
         self.gateway = gateway
@@ -76,7 +78,14 @@ class NetspyApp(App[int]):
         self.clock = clock
         self.poller = Poller(gateway, clock=clock, window=window, interval=interval, max_rows=max_rows)
         self.dashboard = DashboardScreen(
-            gateway, self.poller, clock=clock, window=window, source_note=source_note, ai=ai, export_dir=export_dir
+            gateway,
+            self.poller,
+            clock=clock,
+            window=window,
+            source_note=source_note,
+            ai=ai,
+            export_dir=export_dir,
+            ai_label=ai_label,
         )
         self.export_dir = export_dir
         self._trim = Trimmer(60.0)
@@ -199,12 +208,16 @@ class NetspyApp(App[int]):
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """Save an SVG of the screen into the export directory (Textual's own saves into ~/Downloads, which a
         server rarely has, and fails without saying why); the toast says where, or why not."""
+        from netspy_tui import export
+
         svg = self.export_screenshot()
         stem = filename.removesuffix(".svg") if filename else f"netspy-screenshot-{export.stamp_of(self.clock())}"
         self._save_screenshot(Path(path) if path else export.export_dir(self.export_dir), stem, svg)
 
     @work(group="screenshot", exit_on_error=False)
     async def _save_screenshot(self, directory: Path, stem: str, svg: str) -> None:
+        from netspy_tui import export
+
         try:
             saved = await export.save_text_async(directory, stem, ".svg", svg)
         except OSError as exc:
@@ -296,9 +309,10 @@ async def run_dashboard(
     interval: float = 1.0,
     window: int = 60,
     clock: Callable[[], datetime] = utcnow,
-    ai: AIHooks | None = None,
+    ai: AISource | None = None,
     max_rows: int = 2000,
     export_dir: Path | None = None,
+    ai_label: str | None = None,
 ) -> int:
     """Run the dashboard until the user quits; returns the exit code.
 
@@ -313,6 +327,7 @@ async def run_dashboard(
         ai=ai,
         max_rows=max_rows,
         export_dir=export_dir,
+        ai_label=ai_label,
     )
     app.show_starting(starting)
     backend.start(app)
