@@ -785,7 +785,7 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
 
 async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     # Paint first: only Textual and the dashboard's own modules load before the frame is drawn; the MCP SDK,
-    # the source (an eBPF server, or the embedded collector and its store) and the gateway come up beside it.
+    # the source (an eBPF server, or the embedded collector and its store) and the gateway come up after it.
     from netspy_tui.tui.app import run_dashboard
 
     @asynccontextmanager
