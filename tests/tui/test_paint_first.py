@@ -177,7 +177,7 @@ NOT_BEFORE_THE_FIRST_FRAME = (
     "netspy_tui.mcp_tools.ai_bridge",
     "netspy_tui.mcp_tools.server",
     "netspy_tui.export",  # with the first export or screenshot
-    "netspy_tui.config",
+    "netspy_tui.config",  # (the CLI loads the settings before the dashboard: its modules need not)
     "netspy_tui.runtime",
     "netspy_tui.telemetry",
     "netspy_tui.collector",
