@@ -20,7 +20,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import httpx
 from platformdirs import user_config_path, user_state_path
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -144,6 +143,8 @@ class Settings(BaseSettings):
         """An http(s) URL with a host, parsed the way the HTTP client will parse it."""
         if value is None:
             return None
+        import httpx  # (only when a URL is set: a dashboard on its own collector starts without it)
+
         what = "AI server" if info.field_name == "openai_base_url" else "eBPF server"
         example = "http://localhost:11434/v1" if info.field_name == "openai_base_url" else "http://localhost:8080"
         shown = clean(redact_url(value), 80)

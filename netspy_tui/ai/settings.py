@@ -42,6 +42,8 @@ NOT_CONFIGURED_HINT = (
     f"Set {ENV_API_KEY} for OpenAI, or {ENV_BASE_URL} for a local OpenAI-compatible server "
     "(Ollama, llama.cpp, vLLM); or openai_api_key / openai_base_url in the config file"
 )
+#: Who answers when no model is configured: the local rule-based explainer (the dashboard's AI pane title).
+RULES_LABEL = "rules (no AI configured)"
 
 
 class AISettings(BaseModel):
@@ -109,3 +111,8 @@ class AISettings(BaseModel):
         """One line for status bars and ``--verbose``: model and server, never the key."""
         key = "key set" if self.api_key and self.api_key.get_secret_value() else "no key"
         return f"{self.model} at {self.display_url} ({key})"
+
+    @property
+    def engine_label(self) -> str:
+        """Who answers in the dashboard: ``gpt-5-mini at http://host/v1 (key set)``, or the local rules."""
+        return self.describe() if self.configured else RULES_LABEL

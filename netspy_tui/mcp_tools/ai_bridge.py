@@ -72,10 +72,6 @@ class AIHooks:
     """One line shown when a question cannot be asked (says how to enable AI)."""
 
 
-#: The dashboard's label for the local rule-based explainer.
-RULES_LABEL = "rules (no AI configured)"
-
-
 async def data_tools(gateway: Gateway) -> list[ToolSpec]:
     tools = await gateway.list_tools()
     return [
@@ -166,7 +162,7 @@ def ai_tools_hook(settings: AISettings) -> AIToolsHook:
 
 def engine_label(settings: AISettings) -> str:
     """Who answers in the dashboard: ``gpt-5-mini at http://host/v1 (key set)``, or the local rules."""
-    return settings.describe() if settings.configured else RULES_LABEL
+    return settings.engine_label
 
 
 def dashboard_hooks(settings: AISettings) -> AIHooks:

@@ -20,12 +20,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from textual.message import Message
 
-from netspy_tui.ai import AIStreamError, Finished, TextDelta, ToolCallFinished, ToolCallStarted, format_call
-from netspy_tui.ai.types import AnswerItem, ProgressNote
 from netspy_tui.errors import NetspyError
 from netspy_tui.textsafe import first_line
 from netspy_tui.tui.messages import (
@@ -37,6 +35,9 @@ from netspy_tui.tui.messages import (
     AIToolCall,
     AIToolDone,
 )
+
+if TYPE_CHECKING:
+    from netspy_tui.ai.types import AnswerItem
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,17 @@ class AIRunner:
     async def stream(request_id: int, request: AIRequest, post: Callable[[Message], object]) -> None:
         """Run ``request`` to its end, posting ``AI*`` messages; a failure is one message, never raised
         (cancellation is: the stream is closed on the way out, which hangs up on the server)."""
+        # the AI layer loads with the first request, not before the dashboard's first frame
+        from netspy_tui.ai.chat import format_call
+        from netspy_tui.ai.types import (
+            AIStreamError,
+            Finished,
+            ProgressNote,
+            TextDelta,
+            ToolCallFinished,
+            ToolCallStarted,
+        )
+
         post(AIStarted(request_id, request.title))
         model: str | None = None
         items = request.produce()

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -24,9 +24,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from netspy_tui import export
 from netspy_tui.errors import NetspyError, sole_exception, user_error
-from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import Gateway, StartingGateway
 from netspy_tui.memory import Trimmer, fix_mmap_threshold
 from netspy_tui.models import utcnow
@@ -37,9 +35,12 @@ from netspy_tui.tui.poller import Poller, backoff
 from netspy_tui.tui.screens.dashboard import DashboardScreen
 from netspy_tui.tui.widgets.status import Failure
 
+if TYPE_CHECKING:  # the AI layer loads after the first frame (see DashboardScreen.ai)
+    from netspy_tui.tui.screens.dashboard import AISource
+
 log = logging.getLogger(__name__)
 
-__all__ = ["AIHooks", "Connect", "NetspyApp", "run_dashboard"]
+__all__ = ["Connect", "NetspyApp", "run_dashboard"]
 
 #: ``connect(progress)``: opens the source and the MCP pair (saying what it is starting through
 #: ``progress``) and yields the gateway and the source's note for the header; closes them on exit.
@@ -66,9 +67,10 @@ class NetspyApp(App[int]):
         window: int = 60,
         source_note: str = "",
         clock: Callable[[], datetime] = utcnow,
-        ai: AIHooks | None = None,
+        ai: AISource | None = None,
         max_rows: int = 2000,
         export_dir: Path | None = None,
+        ai_label: str | None = None,
     ) -> None:
         super().__init__()
         self.gateway = gateway
@@ -76,7 +78,14 @@ class NetspyApp(App[int]):
         self.clock = clock
         self.poller = Poller(gateway, clock=clock, window=window, interval=interval, max_rows=max_rows)
         self.dashboard = DashboardScreen(
-            gateway, self.poller, clock=clock, window=window, source_note=source_note, ai=ai, export_dir=export_dir
+            gateway,
+            self.poller,
+            clock=clock,
+            window=window,
+            source_note=source_note,
+            ai=ai,
+            export_dir=export_dir,
+            ai_label=ai_label,
         )
         self.export_dir = export_dir
         self._trim = Trimmer(60.0)
@@ -85,6 +94,8 @@ class NetspyApp(App[int]):
         """Polls that succeeded (for tests and the status line)."""
         self.starting = ""
         """What is still starting (the header says so until the first data); see :meth:`show_starting`."""
+        self.painted = asyncio.Event()
+        """Set once the first frame is on screen: the :class:`Backend` starts loading after it."""
 
     def set_gateway(self, gateway: Gateway) -> None:
         """Read from another gateway from the next poll on (e.g. one opened after the app started)."""
@@ -100,7 +111,8 @@ class NetspyApp(App[int]):
     def show_starting(self, what: str) -> None:
         """Say in the header what is still starting ("" once everything is up)."""
         self.starting = what
-        with contextlib.suppress(NoMatches):  # not composed yet: on_mount shows it
+        self.dashboard.starting = what  # (not composed yet: the status bar starts with it)
+        with contextlib.suppress(NoMatches):
             self.dashboard.status.show_starting(what)
 
     def show_source_note(self, note: str) -> None:
@@ -111,8 +123,7 @@ class NetspyApp(App[int]):
             status.redraw()
 
     def on_mount(self) -> None:
-        if self.starting:
-            self.show_starting(self.starting)
+        self.call_after_refresh(self.painted.set)
         if self.gateway is not None:  # else set_gateway() comes later, then poll_loop()
             self.poll_loop()
             self.follow_changes()
@@ -198,12 +209,16 @@ class NetspyApp(App[int]):
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """Save an SVG of the screen into the export directory (Textual's own saves into ~/Downloads, which a
         server rarely has, and fails without saying why); the toast says where, or why not."""
+        from netspy_tui import export
+
         svg = self.export_screenshot()
         stem = filename.removesuffix(".svg") if filename else f"netspy-screenshot-{export.stamp_of(self.clock())}"
         self._save_screenshot(Path(path) if path else export.export_dir(self.export_dir), stem, svg)
 
     @work(group="screenshot", exit_on_error=False)
     async def _save_screenshot(self, directory: Path, stem: str, svg: str) -> None:
+        from netspy_tui import export
+
         try:
             saved = await export.save_text_async(directory, stem, ".svg", svg)
         except OSError as exc:
@@ -257,6 +272,9 @@ class Backend:
         self._task = asyncio.create_task(self._run(app), name="netspy-backend")
 
     async def _run(self, app: NetspyApp) -> None:
+        # Paint first: what the backend imports and builds (the SDK, the server's tools) takes the interpreter
+        # for a second; started before the frame, it would share the CPU (and the GIL) with drawing it.
+        await app.painted.wait()
         try:
             async with self.connect(app.show_starting) as (gateway, note):
                 self.gateway.attach(gateway)
@@ -292,9 +310,10 @@ async def run_dashboard(
     interval: float = 1.0,
     window: int = 60,
     clock: Callable[[], datetime] = utcnow,
-    ai: AIHooks | None = None,
+    ai: AISource | None = None,
     max_rows: int = 2000,
     export_dir: Path | None = None,
+    ai_label: str | None = None,
 ) -> int:
     """Run the dashboard until the user quits; returns the exit code.
 
@@ -309,8 +328,9 @@ async def run_dashboard(
         ai=ai,
         max_rows=max_rows,
         export_dir=export_dir,
+        ai_label=ai_label,
     )
-    app.starting = starting
+    app.show_starting(starting)
     backend.start(app)
     try:
         result = await app.run_async()

@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 from textual import on
 from textual.widgets import Input
 
-from netspy_tui.ai.types import AnswerItem
-from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.models import Scope
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.ai_runner import AIRequest
@@ -20,18 +18,23 @@ from netspy_tui.tui.screens.panes import InputKeys, PaneLayout
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.cells import window_label
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the AI layer loads after the first frame (see DashboardScreen.ai)
+    from netspy_tui.ai.types import AnswerItem
+    from netspy_tui.mcp_tools.ai_bridge import AIHooks
     from netspy_tui.mcp_tools.gateway import Gateway
 
 
 class AIActions(PaneLayout, InputKeys):
     # provided by DashboardScreen
     gateway: Gateway
-    ai: AIHooks
     window: int
     view: str
     focus_subject: Scope | None
     filter_subject: Scope | None
+
+    @property
+    def ai(self) -> AIHooks:
+        raise NotImplementedError
 
     @property
     def ai_pane(self) -> AIPane:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.screen import Screen
 from textual.widgets import Input
 
-from netspy_tui import export
 from netspy_tui.commands import CommandResult, CommandRunner
 from netspy_tui.models import Scope
 from netspy_tui.tui.screens.ai_actions import AIActions
@@ -21,6 +21,9 @@ from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable
 from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.traffic import TrafficTable
+
+if TYPE_CHECKING:  # netspy_tui.export loads with the first export, not before the dashboard's first frame
+    from netspy_tui import export
 
 
 class CommandBarActions(AIActions):
@@ -83,6 +86,8 @@ class ExportActions(Screen[None]):
     filter_text: str
 
     def action_export(self, fmt: export.Format) -> None:
+        from netspy_tui import export
+
         snap = self.rendered
         if snap is None:
             self.notify("Nothing to export yet: no poll has finished.", severity="warning")
@@ -110,6 +115,8 @@ class ExportActions(Screen[None]):
 
     @work(group="export", exit_on_error=False)
     async def _export(self, request: export.ExportRequest, fmt: export.Format, directory: Path) -> None:
+        from netspy_tui import export
+
         try:
             done = await export.export_async(request, fmt, directory)
         except OSError as exc:

@@ -30,9 +30,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
-from netspy_tui.ai import AISettings
 from netspy_tui.commands import CommandRunner
-from netspy_tui.mcp_tools.ai_bridge import AIHooks, dashboard_hooks
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import Scope, TrafficStats
 from netspy_tui.tui import keys
@@ -52,7 +50,11 @@ from netspy_tui.tui.widgets.status import Failure, StatusBar
 from netspy_tui.tui.widgets.traffic import NOTHING_KNOWN, Known, TrafficTable, rows_of, summary_text, total_of
 
 if TYPE_CHECKING:
+    from netspy_tui.mcp_tools.ai_bridge import AIHooks
     from netspy_tui.tui.poller import Poller
+
+    #: The dashboard's AI hooks, or what builds them on first use (the AI layer loads after the first frame).
+    AISource = AIHooks | Callable[[], AIHooks]
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +82,31 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         clock: Callable[[], datetime],
         window: int,
         source_note: str,
-        ai: AIHooks | None,
+        ai: AISource | None,
         export_dir: Path | None,
+        ai_label: str | None = None,
     ) -> None:
+        """``ai``: the AI hooks, or a function that builds them when first needed (then ``ai_label`` names who
+        answers, for the AI pane's title); None: the local rules."""
         super().__init__()
         self.gateway = gateway
         self.poller = poller
         self.clock = clock
-        self.ai = ai if ai is not None else dashboard_hooks(AISettings())  # no model: the local rules
+        self._ai = ai
+        if ai_label is None:
+            if ai is None:
+                from netspy_tui.ai.settings import AISettings
+
+                ai_label = AISettings().engine_label  # no model: the local rules
+            else:
+                ai_label = "AI" if callable(ai) else ai.label
+        self.ai_label = ai_label
         self.export_dir = export_dir
         self.set_reactive(ViewState.window, window)
         self.source_note = source_note
+        self.starting = ""
+        """What is still starting (the app's :meth:`~netspy_tui.tui.app.NetspyApp.show_starting`): the first frame
+        says so."""
         self.commands = CommandRunner(lambda: self.gateway)
         self.latest: Snapshot | None = None
         self.rendered: Snapshot | None = None
@@ -104,7 +120,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         """The table that had the focus last (``a`` and enter act on its cursor while another widget has it)."""
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(self.clock, self.source_note, id="status").data_bind(
+        status = StatusBar(self.clock, self.source_note, id="status")
+        status.starting = self.starting
+        yield status.data_bind(
             ViewState.window,
             ViewState.paused,
             ViewState.paused_at,
@@ -126,7 +144,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 yield ProcessTable(id="processes").data_bind(ViewState.window)
             with Vertical(id="right"):
                 yield PatternsPanel(id="patterns")
-                yield AIPane(label=self.ai.label, id="ai-pane")
+                yield AIPane(label=self.ai_label, id="ai-pane")
         yield ResultPanel(id="result")
         yield Input(
             placeholder="filter: process name, pid, destination, workload or node (enter keeps it, esc clears)",
@@ -139,6 +157,21 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         )
         yield CommandInput(id="command-bar")
         yield KeyFooter()
+
+    @property
+    def ai(self) -> AIHooks:
+        """The AI hooks, built on first use when the screen was given a function (or nothing: the local rules)."""
+        hooks = self._ai
+        if hooks is None or callable(hooks):
+            if hooks is None:
+                from netspy_tui.ai.settings import AISettings
+                from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
+
+                hooks = dashboard_hooks(AISettings())
+            else:
+                hooks = hooks()
+            self._ai = hooks
+        return hooks
 
     @property
     def status(self) -> StatusBar:

@@ -15,18 +15,16 @@ never opened: clicking one only copies it and says so.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from markdown_it import MarkdownIt
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Label, Markdown
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Label
 
-from netspy_tui.ai.rules import code
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.ai_runner import AIRequest, AIRunner
 from netspy_tui.tui.messages import (
@@ -39,6 +37,11 @@ from netspy_tui.tui.messages import (
     AIToolCall,
     AIToolDone,
 )
+
+if TYPE_CHECKING:  # the Markdown view (and markdown_it) loads after the dashboard's first frame
+    from markdown_it import MarkdownIt
+    from textual.widgets import Markdown
+    from textual.widgets.markdown import MarkdownStream
 
 IDLE_TEXT = "a explains the selected process · A asks a question"
 
@@ -65,6 +68,8 @@ def md_escape(text: str) -> str:
 
 def _parser() -> MarkdownIt:
     """Textual's default "gfm-like" Markdown, but raw HTML is shown as text rather than dropped."""
+    from markdown_it import MarkdownIt
+
     return MarkdownIt("gfm-like", {"html": False})
 
 
@@ -89,20 +94,42 @@ class AIPane(Vertical):
         self.model: str | None = None
         """Who answered the last finished request (the server's model name, or "rules")."""
         self._stream: MarkdownStream | None = None
+        self._answer: Markdown | None = None
+        self._answer_mounted: asyncio.Future[None] | None = None
         self._chunks = 0
         self.runner = AIRunner()
 
     def compose(self) -> ComposeResult:
         yield Label(id="ai-state")
-        with VerticalScroll(id="ai-scroll"):
-            yield Markdown(id="ai-answer", open_links=False, parser_factory=_parser)
+        yield VerticalScroll(id="ai-scroll")
 
     def on_mount(self) -> None:
         self.set_label(self.label)
         self._set_state("idle", IDLE_TEXT)
+        # Empty until an answer comes: the Markdown view (markdown_it, ~40 ms to import) is mounted after the
+        # dashboard's first frame is drawn, or by the first request if it comes sooner (markdown()).
+        self.call_after_refresh(self._mount_answer)
+
+    def _mount_answer(self) -> None:
+        if self._answer is not None:
+            return
+        from textual.widgets import Markdown
+
+        self._answer = Markdown(id="ai-answer", open_links=False, parser_factory=_parser)
+        self._answer_mounted = asyncio.ensure_future(self.query_one("#ai-scroll", VerticalScroll).mount(self._answer))
+
+    async def answer_view(self) -> Markdown:
+        """The Markdown view of the answer, mounted (at once if the first frame has not done it yet)."""
+        self._mount_answer()
+        assert self._answer is not None and self._answer_mounted is not None
+        await self._answer_mounted
+        return self._answer
 
     @property
     def markdown(self) -> Markdown:
+        """The Markdown view of the answer once mounted (see :meth:`answer_view`)."""
+        from textual.widgets import Markdown
+
         return self.query_one("#ai-answer", Markdown)
 
     @property
@@ -186,7 +213,7 @@ class AIPane(Vertical):
         await self._stop_stream()
         self.answer = self.document = ""
         self.tool_lines = []
-        await self.markdown.update("")
+        await (await self.answer_view()).update("")
         self._set_state("notice", text)
 
     # --- messages from the ai worker ----------------------------------------------------
@@ -200,8 +227,11 @@ class AIPane(Vertical):
         self.tool_lines = []
         self.model = None
         self._chunks = 0
-        await self.markdown.update("")
-        self._stream = Markdown.get_stream(self.markdown)
+        from textual.widgets import Markdown
+
+        markdown = await self.answer_view()
+        await markdown.update("")
+        self._stream = Markdown.get_stream(markdown)
         self.query_one("#ai-scroll", VerticalScroll).anchor()
         self._set_state("started", f"Started: {message.title}", "streaming · esc cancels")
 
@@ -233,6 +263,8 @@ class AIPane(Vertical):
             return
         doc = self.document
         gap = "" if not doc or doc.endswith("\n\n") else ("\n" if doc.endswith("\n") else "\n\n")
+        from netspy_tui.ai.rules import code
+
         self.tool_lines.append(f"→ {clean(message.call, 200)}")
         await self._write(f"{gap}→ {code(message.call, 200)}")
         self._set_state("streaming", f"calling {message.call.split('(', 1)[0]}…", "streaming · esc cancels")
@@ -277,8 +309,7 @@ class AIPane(Vertical):
         self._set_state("failed", f"Failed: {message.error}")
         self.notify(clean(message.error, 400), title=message.title, severity="error", markup=False)
 
-    @on(Markdown.LinkClicked)
-    def _link_clicked(self, event: Markdown.LinkClicked) -> None:
+    def on_markdown_link_clicked(self, event: Markdown.LinkClicked) -> None:
         """Links in model output are never opened: copy the address and say so."""
         event.stop()
         href = clean(event.href, 300)
