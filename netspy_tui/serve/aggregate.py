@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute, Route
 
 from netspy_tui import __version__
 from netspy_tui.fleet.source import FleetSource
-from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, parse_batch
+from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, node_of, parse_batch
 from netspy_tui.models import ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
@@ -169,10 +169,7 @@ class AggregatorApi(Api):
                                  f"{self.limits.max_events}; send smaller batches")  # fmt: skip
         wanted: dict[str, int] = {}
         for item in items:
-            if isinstance(item, ConnectionEvent | PacketDropEvent):
-                node: Any = item.k8s_node_name
-            else:
-                node = item.get("k8s_node_name") if isinstance(item, dict) else None
+            node = node_of(item)
             key = node if isinstance(node, str) else ""
             wanted[key] = wanted.get(key, 0) + 1
         wait = self._buckets.take(wanted)

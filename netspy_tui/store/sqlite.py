@@ -185,7 +185,7 @@ def _clean_event(event: AnyEvent) -> tuple[AnyEvent, bytes]:
 _INT64 = range(-(2**63), 2**63)
 
 
-def _event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
+def event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
     """``(kind, t, ts, pid, command, outcome, body)`` of a built event, and the event
     (made storable). Raises OverflowError for integers SQLite cannot hold."""
     for name in ("pid", "timestamp", "destination_port"):
@@ -587,7 +587,7 @@ class EventStore:
                 kept: list[AnyEvent] = []
                 for event in batch.events:
                     try:
-                        row, clean = _event_row(event)
+                        row, clean = event_row(event)
                     except Exception as exc:  # an event we cannot even serialise: count it, keep the rest
                         rejected.append(_one_line(exc))
                         continue
@@ -613,20 +613,46 @@ class EventStore:
                 if n:
                     key = (batch.second, cause)
                     losses[key] = losses.get(key, 0) + n
-        names = self.names
-        counts_array = R.to_array(counts, names) if counts else None
         for (_, cause), n in losses.items():
             self._count(cause, n)
         if losses:
             self._warn_losses(losses)
+        self._write_rows(raw, counts, rejected, offered, _joined(records), _joined(outcomes), losses, traffic,
+                         latencies)  # fmt: skip
+
+    def add_rows(self, rows: Sequence[tuple[Any, ...]], counts: Sequence[R.Row]) -> None:
+        """Store events given as their raw rows ``(kind, t, ts, pid, command, outcome, JSON)`` (kind 0
+        connection, 1 packet drop; ``t`` ns since the epoch; the JSON one that validates as the event)
+        and their rollup rows, in one transaction in the caller's thread: for a writer that checked the
+        events and derived their rows itself, without a model each (the aggregator's ingest).
+
+        Raises :class:`StoreError` (with ``lost``) as :meth:`add_events` does."""
+        if rows or counts:
+            self._write_rows(list(rows), list(counts), [], len(rows))
+
+    def _write_rows(
+        self,
+        raw: list[tuple[Any, ...]],
+        counts: list[R.Row],
+        rejected: list[str],
+        offered: int,
+        records: np.ndarray | None = None,
+        outcomes: np.ndarray | None = None,
+        losses: dict[tuple[int, str], int] | None = None,
+        traffic: Sequence[T.Row] = (),
+        latencies: Sequence[L.Row] = (),
+    ) -> None:
+        names = self.names
+        counts_array = R.to_array(counts, names) if counts else None
+        losses = losses or {}
         try:
-            written = self._commit(raw, _joined(records), _joined(outcomes), counts, losses, rejected, counts_array,
-                                   names, traffic, latencies)  # fmt: skip
+            written = self._commit(raw, records, outcomes, counts, losses, rejected, counts_array, names, traffic,
+                                   latencies)  # fmt: skip
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
         self._count("raw", written)
-        if written or counts or outcomes or losses:
+        if written or counts or outcomes is not None or losses:
             self._changed()
         if rejected:
             self._count("rejected", len(rejected))
