@@ -4,7 +4,7 @@ turned into the rows its node's store keeps, without a pydantic model per event.
 The structs (:data:`WireConnection`, :data:`WireDrop`) take what the model takes as it is and nothing
 else: the model's own fields and no other (an extension field the model would keep fails here), the
 JSON type of each exactly (no ``"80"`` for a port: the model's lax conversions are left to it),
-integers within 64 bits (what the store holds), a time in RFC 3339 with an offset or ``Z`` and at
+a time in RFC 3339 with an offset or ``Z`` and at
 most microseconds (where ``datetime.fromisoformat`` and the model read the same instant). A batch that
 does not fit, or an event of it :func:`prepare` cannot take, goes the model's way
 (:func:`netspy_tui.models.parse_event`), with its verdict and reason: the fast path changes how fast,
@@ -31,15 +31,13 @@ from netspy_tui.models import (
 __all__ = ["Prepared", "WireConnection", "WireDrop", "as_item", "decode_body", "prepare"]
 
 NS = 1_000_000_000
-_I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_INT64 = range(-(2**63), 2**63)
 #: RFC 3339 with an offset, at most microseconds: the forms where fromisoformat and pydantic agree
 _TIME = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")]
 _MAYBE = str | None | msgspec.UnsetType
 
 
 def _wire_type(annotation: Any) -> Any:
-    if annotation is int:
-        return _I64
     if annotation is datetime:
         return _TIME
     origin = get_origin(annotation)
@@ -71,7 +69,7 @@ def _struct(model: type[ConnectionEvent | PacketDropEvent], extra: list[tuple[st
 
 
 WireConnection = _struct(ConnectionEvent, [("protocol_name", _MAYBE, msgspec.UNSET)])
-_MAYBE_INT = _I64 | None | msgspec.UnsetType
+_MAYBE_INT = int | None | msgspec.UnsetType
 WireDrop = _struct(PacketDropEvent, [("kernel_drop_reason", _MAYBE, msgspec.UNSET),
                                      ("kernel_drop_reason_code", _MAYBE_INT, msgspec.UNSET)])  # fmt: skip
 _Body = msgspec.defstruct("WireBody", [("events", list[WireConnection | WireDrop])])  # type: ignore[valid-type]
@@ -117,6 +115,8 @@ def prepare(event: Any) -> Prepared | None:
             if code is None:
                 return None
             event.drop_reason_code, event.kernel_drop_reason_code = code, msgspec.UNSET
+    if event.pid not in _INT64 or event.timestamp not in _INT64 or getattr(event, "destination_port", 0) not in _INT64:
+        return None  # (what the store cannot hold: the model's way says so)
     try:
         when = datetime.fromisoformat(event.time)
     except ValueError:  # (a day 31 of a short month, ...: the model says why)
