@@ -15,7 +15,7 @@ import time
 from datetime import timedelta
 
 from netspy_tui.analysis.aggregate import aggregate, filter_events
-from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats
+from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats, merge_stored
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats, utcnow
 from netspy_tui.store import EventStore
@@ -72,11 +72,11 @@ class FleetSource:
         return await asyncio.to_thread(self._query, q)
 
     def _query(self, q: EventQuery) -> EventPage:
+        stores = self._stores(q.node).values()
+        if q.workload is None:  # each node's page as stored: only the events the merged page keeps are built
+            return merge_stored([store.query_stored(_plain(q, q.limit)) for store in stores], q.limit)
         pages = []
-        for store in self._stores(q.node).values():
-            if q.workload is None:
-                pages.append(store.query(_plain(q, q.limit)))
-                continue
+        for store in stores:
             raw = store.query(_plain(q, RAW_LIMIT))
             events, total = filter_events(raw.events, q)
             pages.append(EventPage(events=events, total_count=total, truncated=total > len(events)))

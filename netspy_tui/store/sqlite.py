@@ -242,6 +242,20 @@ def _bytes(body: bytes | str) -> bytes:
     return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
 
 
+def _json_events(bodies: Sequence[bytes | str]) -> list[AnyEvent]:
+    """Stored JSON rows built, as one list: one call into pydantic, not one per event."""
+    if len(bodies) < 2:
+        return [_EVENT_JSON.validate_json(body) for body in bodies]
+    # (each body is one JSON object SQLite gives back as it was stored: bytes, or text for an older row)
+    return _EVENTS_JSON.validate_json(b"[" + b",".join(_bytes(b) for b in bodies) + b"]")
+
+
+def build_stored(items: Sequence[AnyEvent | bytes | str]) -> list[AnyEvent]:
+    """Events as :meth:`EventStore.query_stored` gives them (built, or their stored JSON), built, in order."""
+    built = iter(_json_events([item for item in items if isinstance(item, bytes | str)]))
+    return [next(built) if isinstance(item, bytes | str) else item for item in items]
+
+
 def _len(records: np.ndarray | None) -> int:
     return 0 if records is None else len(records)
 
@@ -947,10 +961,7 @@ class EventStore:
         return f"{((seq * _ID_MIX) ^ self._salt) & _MASK64:016x}"
 
     def _json_events(self, bodies: Sequence[bytes]) -> list[AnyEvent]:
-        if len(bodies) < 2:
-            return [_EVENT_JSON.validate_json(body) for body in bodies]
-        # (each body is one JSON object SQLite gives back as it was stored: bytes, or text for an older row)
-        return _EVENTS_JSON.validate_json(b"[" + b",".join(_bytes(b) for b in bodies) + b"]")
+        return _json_events(bodies)
 
     def _record_events(self, conn: sqlite3.Connection, recs: np.ndarray, seqs: Sequence[int]) -> list[AnyEvent]:
         """Stored ring records -> events (ids from their seqs, resolved outcomes applied)."""
@@ -1020,6 +1031,14 @@ class EventStore:
 
         When the events of the page's seconds were counted but not all kept (shed under load),
         the page says how many are missing there."""
+        page, items = self.query_stored(q)
+        return page.model_copy(update={"events": build_stored([item for _, _, item in items])})
+
+    def query_stored(self, q: EventQuery) -> tuple[EventPage, list[tuple[int, int, AnyEvent | bytes]]]:
+        """:meth:`query`'s page without its events, and its events newest first as ``(t, timestamp,
+        event)`` with ``t`` in ns and each event stored as JSON given as that JSON (:func:`build_stored`
+        builds them): a reader that keeps only some of them (the aggregator merging its nodes' pages)
+        builds only those."""
         limit = max(0, q.limit)
         since_ns = time_to_ns(q.since) if q.since is not None else None
         until_ns = time_to_ns(q.until) if q.until is not None else None
@@ -1044,18 +1063,20 @@ class EventStore:
                 total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns, q.after)
             rec_idx = [-1 - k[3] for k in keyed if k[3] < 0]
             built_recs = iter(self._record_events(conn, recs[rec_idx], seqs[rec_idx].tolist()))
-            built_json = iter(self._json_events([rows[k[3]][3] for k in keyed if k[3] >= 0]))
-            events = [next(built_json) if k[3] >= 0 else next(built_recs) for k in keyed]
-        not_kept, span = self._not_kept(q, events)
-        return EventPage(
-            events=events,
+            items: list[tuple[int, int, AnyEvent | bytes]] = [
+                (-k[0], -k[1], rows[k[3]][3] if k[3] >= 0 else next(built_recs)) for k in keyed
+            ]
+        not_kept, span = self._not_kept(q, items[-1][0] // NS, items[0][0] // NS) if items else (0, (None, None))
+        page = EventPage(
+            events=[],
             total_count=total,
-            truncated=total > len(events),
+            truncated=total > len(items),
             not_kept=not_kept,
             not_kept_since=span[0] if not_kept else None,
             not_kept_until=span[1] if not_kept else None,
             cursor=cursor,
         )
+        return page, items
 
     @staticmethod
     def _newest_seq(conn: sqlite3.Connection) -> int:
@@ -1079,11 +1100,8 @@ class EventStore:
         return chunked + int(conn.execute(f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}",
                                           params).fetchone()[0])  # fmt: skip
 
-    def _not_kept(self, q: EventQuery, events: list[AnyEvent]) -> tuple[int, tuple[datetime | None, datetime | None]]:
-        """Events counted but not kept in the seconds the page spans."""
-        if not events:
-            return 0, (None, None)
-        lo, hi = second_of(events[-1].time), second_of(events[0].time)
+    def _not_kept(self, q: EventQuery, lo: int, hi: int) -> tuple[int, tuple[datetime | None, datetime | None]]:
+        """Events counted but not kept in the seconds lo..hi a page spans."""
         missing = self._rollup_total(q.kind, q.pid, q.command, lo, hi) - self._kept_between(
             q.kind, q.pid, q.command, lo, hi
         )

@@ -131,3 +131,24 @@ def test_an_event_the_fast_path_declines_after_decoding_is_judged_by_the_model()
     result = fleet.ingest(items)
     assert result.accepted == 3 and [i for i, _ in result.rejected] == [1] and result.rejected[0][1].startswith("time:")
     fleet.close()
+
+
+async def test_the_fleets_page_builds_only_what_it_keeps_and_is_the_merge_of_the_nodes_pages() -> None:
+    from netspy_tui.fleet.merge import merge_pages
+    from netspy_tui.fleet.source import FleetSource
+
+    fleet = FleetStore(None)
+    events = fast_events()
+    same = _at(1)  # equal times (and timestamps) on both nodes: ties keep the nodes' order, then each one's
+    for i in range(6):
+        events.append(connection_json(pid=50 + i, time=same, timestamp=7, k8s_node_name=NODES[i % 2]))
+    assert not fleet.ingest(parse_batch(body(events))).rejected
+    source = FleetSource(fleet)
+    for kind in ("connection", "packet_drop"):
+        for limit in (1, 5, 9, 500):
+            q = EventQuery(kind=kind, limit=limit)  # type: ignore[arg-type]
+            want = merge_pages([store.query(q) for store in fleet.nodes().values()], limit)
+            got = await source.query(q)
+            assert got == want and [event_json(e) for e in got.events] == [event_json(e) for e in want.events]
+            assert len(got.events) == min(limit, got.total_count)
+    fleet.close()
