@@ -17,7 +17,15 @@ from typing import Any
 from netspy_tui.models import Counted, EventPage, ProcessStat, WindowStats
 from netspy_tui.store.sqlite import build_stored
 
-__all__ = ["NODE_TOP_N", "merge_counted", "merge_pages", "merge_processes", "merge_stats", "merge_stored"]
+__all__ = [
+    "NODE_TOP_N",
+    "merge_counted",
+    "merge_pages",
+    "merge_processes",
+    "merge_stats",
+    "merge_stored",
+    "merge_stored_items",
+]
 
 #: how many keys to ask each node for, so that the fleet's top N is exact in all but extreme cases
 NODE_TOP_N = 200
@@ -102,10 +110,18 @@ def merge_stored(parts: Sequence[tuple[EventPage, Sequence[tuple[int, int, Any]]
     """:func:`merge_pages` of pages as ``EventStore.query_stored`` gives them (each page's events as
     ``(t ns, timestamp, event or its stored JSON)``, newest first): the same page, with only the
     events it keeps built."""
+    page, items = merge_stored_items(parts, limit)
+    return page.model_copy(update={"events": build_stored([item for _, _, item in items])})
+
+
+def merge_stored_items(
+    parts: Sequence[tuple[EventPage, Sequence[tuple[int, int, Any]]]], limit: int
+) -> tuple[EventPage, list[tuple[int, int, Any]]]:
+    """:func:`merge_stored` without building: the merged page without its events, and them as stored."""
     keyed = [(-t, -ts, n, i, item) for n, (_, items) in enumerate(parts) for i, (t, ts, item) in enumerate(items)]
     keyed.sort(key=lambda k: k[:4])  # (ties as merge_pages leaves them: in page order, then in each page's)
-    events = build_stored([k[4] for k in keyed[:limit]])
-    return _merged([page for page, _ in parts], events, len(keyed), limit)
+    kept = [(-k[0], -k[1], k[4]) for k in keyed[:limit]]
+    return _merged([page for page, _ in parts], [], len(keyed), limit), kept
 
 
 def _merged(pages: Sequence[EventPage], events: list[Any], found: int, limit: int) -> EventPage:

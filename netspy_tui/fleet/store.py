@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from netspy_tui.analysis.aggregate import is_failure
 from netspy_tui.fleet import wire as W
-from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, ns_to_time, parse_event, utcnow
+from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, ns_to_time, parse_event, time_to_ns, utcnow
 from netspy_tui.safefs import make_private_dirs
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store.sqlite import event_row
@@ -111,7 +111,8 @@ def _reason(exc: ValidationError) -> str:
 
 
 def _key(event: AnyEvent) -> str:
-    return event.id or f"{event.type}|{event.pid}|{event.timestamp}|{event.time.isoformat()}"
+    """What makes an event the one an agent sent before: its id, else what it is (its time as an instant)."""
+    return event.id or f"{event.type}|{event.pid}|{event.timestamp}|{time_to_ns(event.time)}"
 
 
 def _prepare_model(event: AnyEvent) -> W.Prepared:

@@ -24,6 +24,7 @@ from netspy_tui.models import (
     FAILED_OUTCOMES,
     ConnectionEvent,
     PacketDropEvent,
+    format_time,
     outcome_for_return_code,
     time_to_ns,
 )
@@ -35,6 +36,8 @@ _INT64 = range(-(2**63), 2**63)
 #: RFC 3339 with an offset, at most microseconds: the forms where fromisoformat and pydantic agree
 _TIME = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")]
 _MAYBE = str | None | msgspec.UnsetType
+#: the length of a time as format_time writes it (``2026-12-03T17:00:00.123456Z``)
+_CANONICAL = 27
 
 
 def _wire_type(annotation: Any) -> Any:
@@ -122,8 +125,10 @@ def prepare(event: Any) -> Prepared | None:
     except ValueError:  # (a day 31 of a short month, ...: the model says why)
         return None
     t = time_to_ns(when)
+    if len(event.time) != _CANONICAL or event.time[19] != "." or event.time[-1] != "Z":
+        event.time = format_time(when)  # stored as format_time writes it (the same instant)
     key = event.id or f"{'connection' if type(event) is WireConnection else 'packet_drop'}|{event.pid}|" \
-        f"{event.timestamp}|{when.isoformat()}"  # fmt: skip
+        f"{event.timestamp}|{t}"  # fmt: skip
     if type(event) is WireConnection:
         if event.outcome:
             outcome = event.outcome

@@ -42,7 +42,9 @@ def fast_events() -> list[dict[str, Any]]:
     short["time"] = _at(9).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     whole = connection_json(pid=10, k8s_node_name="node-b")
     whole["time"] = _at(10).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out += [no_id, offset, short, whole]
+    tenth = connection_json(pid=11, k8s_node_name="node-a")  # 27 characters, as format_time's are, but not its form
+    tenth["time"] = _at(10.5).astimezone(timezone(timedelta(hours=5))).strftime("%Y-%m-%dT%H:%M:%S.%f")[:21] + "+05:00"
+    out += [no_id, offset, short, whole, tenth]
     # the contract's forms: a kernel drop reason in fields of its own, MPTCP as Unknown(n) with its name
     kernel = PacketDropEvent(drop_reason="NO_SOCKET", drop_reason_code=3, protocol="UDP", time=_at(11), pid=3, id="k1")
     out.append({**event_json(kernel), "k8s_node_name": "node-a"})
@@ -151,4 +153,46 @@ async def test_the_fleets_page_builds_only_what_it_keeps_and_is_the_merge_of_the
             got = await source.query(q)
             assert got == want and [event_json(e) for e in got.events] == [event_json(e) for e in want.events]
             assert len(got.events) == min(limit, got.total_count)
+    fleet.close()
+
+
+async def test_api_events_written_from_the_stored_json_answer_what_the_models_answer(monkeypatch: Any) -> None:
+    import httpx
+
+    from netspy_tui.fleet.source import FleetSource
+    from netspy_tui.serve import forward
+    from netspy_tui.serve.aggregate import AggregatorApi, IngestLimits
+    from netspy_tui.serve.app import create_app
+
+    fleet = FleetStore(None)
+    events = fast_events()
+    same = _at(1)  # ties across kinds and nodes
+    events += [connection_json(pid=60, time=same, timestamp=5, k8s_node_name="node-a"),
+               connection_json(pid=62, time=same, timestamp=5, k8s_node_name="node-b"),
+               drop_json(pid=61, time=same, timestamp=5, k8s_node_name="node-b")]  # fmt: skip
+    assert not fleet.ingest(parse_batch(body(events))).rejected
+    assert not fleet.ingest(parse_batch(body(slow_events()))).rejected
+    source = FleetSource(fleet)
+    slow = []
+    real = forward._slow
+    monkeypatch.setattr(forward, "_slow", lambda item, identity: slow.append(item) or real(item, identity))
+    app = create_app(source, api=AggregatorApi.factory(fleet, IngestLimits("agents")))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        for params in ({}, {"limit": 3}, {"type": "connection", "limit": 500}, {"type": "packet_drop"},
+                       {"node": "node-a", "limit": 40}, {"command": "curl", "limit": 7}, {"pid": 7}):  # fmt: skip
+            answer = (await client.get("/api/events", params=params)).json()
+            limit = int(params.get("limit", 100))
+            built = []
+            total = 0
+            for kind in (params["type"],) if "type" in params else ("connection", "packet_drop"):
+                page = await source.query(EventQuery(kind=kind, limit=limit, node=params.get("node"),  # type: ignore[arg-type]
+                                                     command=params.get("command"), pid=params.get("pid")))  # fmt: skip
+                built += page.events
+                total += page.total_count
+            built.sort(key=lambda e: (e.time, e.timestamp), reverse=True)
+            want = [event_json(e) for e in built[:limit]]
+            assert answer["events"] == want and answer["count"] == len(want), params
+            assert answer["total_count"] == max(total, len(want)) and answer["filters"]["limit"] == limit
+    # the plain events were written without a model; the others (MPTCP, an extra field, ...) through theirs
+    assert slow and len(slow) < len(events) // 4
     fleet.close()
