@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from netspy_tui.models import Counted, EventPage, ProcessStat, WindowStats
-from netspy_tui.store.sqlite import build_stored
 
 __all__ = [
     "NODE_TOP_N",
@@ -110,6 +109,8 @@ def merge_stored(parts: Sequence[tuple[EventPage, Sequence[tuple[int, int, Any]]
     """:func:`merge_pages` of pages as ``EventStore.query_stored`` gives them (each page's events as
     ``(t ns, timestamp, event or its stored JSON)``, newest first): the same page, with only the
     events it keeps built."""
+    from netspy_tui.store.sqlite import build_stored  # noqa: PLC0415 (the store, numpy: not for a client's merges)
+
     page, items = merge_stored_items(parts, limit)
     return page.model_copy(update={"events": build_stored([item for _, _, item in items])})
 
