@@ -12,10 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from netspy_tui.models import Counted, EventPage, ProcessStat, WindowStats
 
-__all__ = ["NODE_TOP_N", "merge_counted", "merge_pages", "merge_processes", "merge_stats"]
+__all__ = [
+    "NODE_TOP_N",
+    "merge_counted",
+    "merge_pages",
+    "merge_processes",
+    "merge_stats",
+    "merge_stored",
+    "merge_stored_items",
+]
 
 #: how many keys to ask each node for, so that the fleet's top N is exact in all but extreme cases
 NODE_TOP_N = 200
@@ -93,9 +102,33 @@ def merge_stats(parts: Sequence[WindowStats], template: WindowStats, top_n: int)
 def merge_pages(pages: Sequence[EventPage], limit: int) -> EventPage:
     """The newest ``limit`` events of all pages (each newest first), and the totals summed."""
     events = sorted((e for p in pages for e in p.events), key=lambda e: (e.time, e.timestamp), reverse=True)
+    return _merged(pages, events[:limit], len(events), limit)
+
+
+def merge_stored(parts: Sequence[tuple[EventPage, Sequence[tuple[int, int, Any]]]], limit: int) -> EventPage:
+    """:func:`merge_pages` of pages as ``EventStore.query_stored`` gives them (each page's events as
+    ``(t ns, timestamp, event or its stored JSON)``, newest first): the same page, with only the
+    events it keeps built."""
+    from netspy_tui.store.sqlite import build_stored  # noqa: PLC0415 (the store, numpy: not for a client's merges)
+
+    page, items = merge_stored_items(parts, limit)
+    return page.model_copy(update={"events": build_stored([item for _, _, item in items])})
+
+
+def merge_stored_items(
+    parts: Sequence[tuple[EventPage, Sequence[tuple[int, int, Any]]]], limit: int
+) -> tuple[EventPage, list[tuple[int, int, Any]]]:
+    """:func:`merge_stored` without building: the merged page without its events, and them as stored."""
+    keyed = [(-t, -ts, n, i, item) for n, (_, items) in enumerate(parts) for i, (t, ts, item) in enumerate(items)]
+    keyed.sort(key=lambda k: k[:4])  # (ties as merge_pages leaves them: in page order, then in each page's)
+    kept = [(-k[0], -k[1], k[4]) for k in keyed[:limit]]
+    return _merged([page for page, _ in parts], [], len(keyed), limit), kept
+
+
+def _merged(pages: Sequence[EventPage], events: list[Any], found: int, limit: int) -> EventPage:
     total = sum(p.total_count for p in pages)
     not_kept = sum(p.not_kept for p in pages)
-    return EventPage(events=events[:limit], total_count=total, truncated=total > min(limit, len(events)),
+    return EventPage(events=events, total_count=total, truncated=total > min(limit, found),
                      not_kept=not_kept,
                      not_kept_since=_earliest([p.not_kept_since for p in pages]) if not_kept else None,
                      not_kept_until=_latest([p.not_kept_until for p in pages]) if not_kept else None,

@@ -13,9 +13,10 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from netspy_tui.analysis.aggregate import aggregate, filter_events
-from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats
+from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats, merge_stored, merge_stored_items
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats, utcnow
 from netspy_tui.store import EventStore
@@ -72,15 +73,23 @@ class FleetSource:
         return await asyncio.to_thread(self._query, q)
 
     def _query(self, q: EventQuery) -> EventPage:
+        stores = self._stores(q.node).values()
+        if q.workload is None:  # each node's page as stored: only the events the merged page keeps are built
+            return merge_stored([store.query_stored(_plain(q, q.limit)) for store in stores], q.limit)
         pages = []
-        for store in self._stores(q.node).values():
-            if q.workload is None:
-                pages.append(store.query(_plain(q, q.limit)))
-                continue
+        for store in stores:
             raw = store.query(_plain(q, RAW_LIMIT))
             events, total = filter_events(raw.events, q)
             pages.append(EventPage(events=events, total_count=total, truncated=total > len(events)))
         return merge_pages(pages, q.limit)
+
+    def query_stored(self, q: EventQuery) -> tuple[EventPage, list[tuple[int, int, Any]]]:
+        """:meth:`query` (``q`` without a workload) with the page's events as the nodes' stores keep them
+        (``EventStore.query_stored``): for a reader that writes them out as JSON without models."""
+        if q.workload is not None:
+            raise ValueError("a workload filter reads built events: use query")
+        return merge_stored_items([store.query_stored(_plain(q, q.limit)) for store in self._stores(q.node).values()],
+                                  q.limit)  # fmt: skip
 
     async def count(self, scope: Scope) -> int:
         return sum((await self.count_by_node(scope)).values())

@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,18 +25,22 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, parse_event, utcnow
+from netspy_tui.analysis.aggregate import is_failure
+from netspy_tui.fleet import wire as W
+from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, ns_to_time, parse_event, time_to_ns, utcnow
 from netspy_tui.safefs import make_private_dirs
 from netspy_tui.store import EventStore, StoreError
+from netspy_tui.store.sqlite import event_row
 from netspy_tui.textsafe import clean
 
-__all__ = ["BadBatch", "FleetStore", "IngestResult", "NODE_NAME", "parse_batch"]
+__all__ = ["BadBatch", "FleetStore", "IngestResult", "NODE_NAME", "node_of", "parse_batch"]
 
 AnyEvent = ConnectionEvent | PacketDropEvent
 
 #: what a node name may be (a Kubernetes node name or a host name)
 NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 _META_NODE = "fleet_node"
+NS = 1_000_000_000
 
 
 @dataclass
@@ -66,9 +70,13 @@ class _Body(BaseModel):
 
 
 def parse_batch(raw: bytes) -> list[Any]:
-    """An ingest body's events: validated in one pass over the JSON when every one is valid (the
-    events themselves, ready for :meth:`FleetStore.ingest`), else the items as sent, so that ingest
-    refuses each bad one with its reason and keeps the rest. Raises :class:`BadBatch`."""
+    """An ingest body's events: checked in one pass over the JSON when every one is valid (the usual
+    batch: structs in C, :mod:`netspy_tui.fleet.wire`, or, for events only the model takes as they are,
+    the events built), else the items as sent, so that ingest refuses each bad one with its reason and
+    keeps the rest. Each is ready for :meth:`FleetStore.ingest`. Raises :class:`BadBatch`."""
+    fast = W.decode_body(raw)
+    if fast is not None:
+        return fast
     try:
         return list(_Body.model_validate_json(raw).events)
     except ValidationError:
@@ -83,6 +91,15 @@ def parse_batch(raw: bytes) -> list[Any]:
     return items
 
 
+def node_of(item: Any) -> Any:
+    """An item's ``k8s_node_name`` as sent (None when it has none, or is not an event object)."""
+    if isinstance(item, dict):
+        return item.get("k8s_node_name")
+    if isinstance(item, W.WireConnection | W.WireDrop | ConnectionEvent | PacketDropEvent):
+        return item.k8s_node_name
+    return None
+
+
 def _reason(exc: ValidationError) -> str:
     """One event's first problem: ``field: what is wrong``."""
     error = exc.errors()[0]
@@ -94,7 +111,35 @@ def _reason(exc: ValidationError) -> str:
 
 
 def _key(event: AnyEvent) -> str:
-    return event.id or f"{event.type}|{event.pid}|{event.timestamp}|{event.time.isoformat()}"
+    """What makes an event the one an agent sent before: its id, else what it is (its time as an instant)."""
+    return event.id or f"{event.type}|{event.pid}|{event.timestamp}|{time_to_ns(event.time)}"
+
+
+def _prepare_model(event: AnyEvent) -> W.Prepared:
+    """A built event's rows, as :func:`wire.prepare` makes them of a struct (raises when the store
+    cannot hold it)."""
+    row, kept = event_row(event)
+    kind, t, outcome = row[0], row[1], row[5]
+    port = kept.destination_port if isinstance(kept, ConnectionEvent) else 0
+    rollup = (t // NS, kind, kept.pid, kept.command, kept.destination or "", port, kept.protocol or "", outcome,
+              1 if is_failure(kept) else 0)  # fmt: skip
+    return _key(event), kind, t, row, rollup
+
+
+def _rollup_rows(events: list[W.Prepared]) -> list[Any]:
+    """The events' rollup rows: one per key (count, first and last time), in one pass."""
+    acc: dict[tuple[Any, ...], list[int]] = {}
+    for _, _, t, _, key in events:
+        hit = acc.get(key)
+        if hit is None:
+            acc[key] = [1, t, t]
+        else:
+            hit[0] += 1
+            if t < hit[1]:
+                hit[1] = t
+            elif t > hit[2]:
+                hit[2] = t
+    return [(*k, *v) for k, v in acc.items()]
 
 
 class FleetStore:
@@ -128,34 +173,37 @@ class FleetStore:
     def ingest(self, items: Sequence[Any], default_node: str | None = None) -> IngestResult:
         """Check, de-duplicate and store one batch; returns what happened to each event.
 
-        ``items``: event objects as sent (dicts, each validated here), or events :func:`parse_batch`
-        already validated (the whole batch in one pass)."""
+        ``items``: event objects as sent (dicts, each validated here), or what :func:`parse_batch`
+        made of a body whose events were all valid (the whole batch checked in one pass)."""
         result = IngestResult()
-        by_node: dict[str, list[AnyEvent]] = {}
+        by_node: dict[str, list[W.Prepared]] = {}
         names: dict[Any, bool] = {}  # node name -> whether it is one (checked once per batch)
         for index, item in enumerate(items):
-            if isinstance(item, ConnectionEvent | PacketDropEvent):
-                node: Any = item.k8s_node_name or default_node
-            elif isinstance(item, dict):
-                node = item.get("k8s_node_name") or default_node
-            else:
+            if not isinstance(item, dict | W.WireConnection | W.WireDrop | ConnectionEvent | PacketDropEvent):
                 result.rejected.append((index, f"not an event object ({type(item).__name__})"))
                 continue
+            node: Any = node_of(item) or default_node
             ok = names.get(node) if isinstance(node, str) else False
             if ok is None:
                 ok = names[node] = bool(NODE_NAME.match(node))
             if not ok:
                 result.rejected.append((index, "k8s_node_name: missing or not a node name"))
                 continue
-            if isinstance(item, dict):
+            prepared = W.prepare(item) if isinstance(item, W.WireConnection | W.WireDrop) else None
+            if prepared is None:
+                if not isinstance(item, ConnectionEvent | PacketDropEvent):
+                    try:
+                        item = parse_event(W.as_item(item) if isinstance(item, W.WireConnection | W.WireDrop)
+                                           else item)  # fmt: skip
+                    except ValidationError as exc:
+                        result.rejected.append((index, _reason(exc)))
+                        continue
                 try:
-                    event = parse_event(item)
-                except ValidationError as exc:
-                    result.rejected.append((index, _reason(exc)))
+                    prepared = _prepare_model(item)
+                except Exception as exc:  # an event the store cannot hold (an integer beyond 64 bits, ...)
+                    result.rejected.append((index, f"not stored: {clean(str(exc), 160)}"))
                     continue
-            else:
-                event = item
-            by_node.setdefault(node, []).append(event)
+            by_node.setdefault(node, []).append(prepared)
         for node, events in by_node.items():
             try:
                 state = self._node(node)
@@ -167,7 +215,7 @@ class FleetStore:
             lost = 0
             if fresh:
                 try:
-                    state.store.add_events(fresh)
+                    state.store.add_rows([e[3] for e in fresh], _rollup_rows(fresh))
                 except StoreError as exc:
                     if exc.lost < len(fresh):  # the rest was kept: sending it again would count it twice
                         lost = exc.lost
@@ -178,14 +226,16 @@ class FleetStore:
                 except BaseException:
                     self._forget(state, fresh)
                     raise
-            if fresh:  # (by type: a few events a store error lost may be counted here)
-                by_type = Counter(event.type for event in fresh)
-                newest = max(event.time for event in fresh)
+                # (by type: a few events a store error lost may be counted here)
+                drops = sum(e[1] for e in fresh)
+                by_type = {"connection": len(fresh) - drops, "packet_drop": drops}
+                newest = ns_to_time(max(e[2] for e in fresh))
             with self._lock:
                 state.events += len(fresh) - lost
                 if fresh:
                     for kind, n in by_type.items():
-                        state.by_type[kind] = state.by_type.get(kind, 0) + n
+                        if n:
+                            state.by_type[kind] = state.by_type.get(kind, 0) + n
                     if state.last_event is None or newest > state.last_event:
                         state.last_event = newest
                 state.last_seen = time.monotonic()
@@ -206,24 +256,25 @@ class FleetStore:
                 state.seen[_key(event)] = None
             start = rows[-1][0]
 
-    def _fresh(self, state: _Node, events: list[AnyEvent]) -> list[AnyEvent]:
+    def _fresh(self, state: _Node, events: list[W.Prepared]) -> list[W.Prepared]:
         fresh = []
+        seen = state.seen
         with self._lock:
             for event in events:
-                key = _key(event)
-                if key in state.seen:
+                key = event[0]
+                if key in seen:
                     continue
-                state.seen[key] = None
+                seen[key] = None
                 fresh.append(event)
-            while len(state.seen) > self.dedupe_window:
-                state.seen.popitem(last=False)
+            while len(seen) > self.dedupe_window:
+                seen.popitem(last=False)
         return fresh
 
-    def _forget(self, state: _Node, events: list[AnyEvent]) -> None:
+    def _forget(self, state: _Node, events: list[W.Prepared]) -> None:
         """Nothing of ``events`` was stored: the agent's retry must not be taken for a duplicate."""
         with self._lock:
             for event in events:
-                state.seen.pop(_key(event), None)
+                state.seen.pop(event[0], None)
 
     def _node(self, node: str) -> _Node:
         with self._lock:

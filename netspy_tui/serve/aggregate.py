@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute, Route
 
 from netspy_tui import __version__
 from netspy_tui.fleet.source import FleetSource
-from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, parse_batch
+from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, node_of, parse_batch
 from netspy_tui.models import ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
@@ -49,11 +49,13 @@ from netspy_tui.serve.app import (
     Params,
     _guarded,
     _uptime,
+    dumps,
     event_json,
     json_response,
     query_time,
     text_response,
 )
+from netspy_tui.serve.forward import encode_events
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
@@ -169,10 +171,7 @@ class AggregatorApi(Api):
                                  f"{self.limits.max_events}; send smaller batches")  # fmt: skip
         wanted: dict[str, int] = {}
         for item in items:
-            if isinstance(item, ConnectionEvent | PacketDropEvent):
-                node: Any = item.k8s_node_name
-            else:
-                node = item.get("k8s_node_name") if isinstance(item, dict) else None
+            node = node_of(item)
             key = node if isinstance(node, str) else ""
             wanted[key] = wanted.get(key, 0) + 1
         wait = self._buckets.take(wanted)
@@ -274,6 +273,16 @@ class AggregatorApi(Api):
         if since is not None and until is not None and since >= until:
             raise BadRequest("since must be earlier than until")
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        filters: dict[str, Any] = {"type": kind, "pid": pid, "command": command, "node": node, "workload": workload,
+                                   "k8s_pod_name": pod, "k8s_namespace": namespace,
+                                   "since": format_time(since) if since else None,
+                                   "until": format_time(until) if until else None}  # fmt: skip
+        filters = {k: v for k, v in filters.items() if v is not None}
+        filters["limit"] = limit
+        if pod is None and namespace is None and workload is None:
+            queries = [EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=limit, node=node)
+                       for k in ((kind,) if kind else ("connection", "packet_drop"))]  # fmt: skip
+            return await asyncio.to_thread(self._stored_events, queries, limit, filters)
         # pod and namespace are the agents' own (one agent pod per node): filtered on the page read
         fetch = MAX_LIMIT if pod is not None or namespace is not None else limit
         events: list[AnyEvent] = []
@@ -288,15 +297,27 @@ class AggregatorApi(Api):
             total += page.total_count if fetch == limit else len(hits)
         events.sort(key=lambda e: (e.time, e.timestamp), reverse=True)
         events = events[:limit]
-        filters: dict[str, Any] = {"type": kind, "pid": pid, "command": command, "node": node, "workload": workload,
-                                   "k8s_pod_name": pod, "k8s_namespace": namespace,
-                                   "since": format_time(since) if since else None,
-                                   "until": format_time(until) if until else None}  # fmt: skip
-        filters = {k: v for k, v in filters.items() if v is not None}
-        filters["limit"] = limit
         return json_response({"events": [event_json(e) for e in events], "count": len(events),
                               "total_count": max(total, len(events)), "query_time": query_time(),
                               "filters": filters})  # fmt: skip
+
+    def _stored_events(self, queries: list[EventQuery], limit: int, filters: dict[str, Any]) -> Response:
+        """``/api/events`` without a pod, namespace or workload filter: the nodes' pages merged as stored and
+        the newest ``limit`` written out as the contract's JSON without a model each (what
+        :func:`~netspy_tui.serve.forward.encode_events` makes of stored JSON is what :func:`event_json`
+        makes of the event). The dashboard over HTTP asks this for 10,000 events of each kind a poll."""
+        items: list[tuple[int, int, int, int, Any]] = []
+        total = 0
+        for n, q in enumerate(queries):
+            page, stored = self.fleet_source.query_stored(q)
+            total += page.total_count
+            items.extend((-t, -ts, n, i, item) for i, (t, ts, item) in enumerate(stored))
+        items.sort(key=lambda k: k[:4])  # newest first (ties: connections first, then as each page has them)
+        kept = [k[4] for k in items[:limit]]
+        rest = dumps({"count": len(kept), "total_count": max(total, len(kept)), "query_time": query_time(),
+                      "filters": filters})  # fmt: skip
+        body = b'{"events":' + encode_events(kept, {}) + b"," + rest[1:]
+        return Response(body, media_type="application/json")
 
     def routes(self) -> list[BaseRoute]:
         return [

@@ -40,7 +40,7 @@ from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
 from netspy_tui.textsafe import clean
 
-__all__ = ["ForwardStatus", "Forwarder", "encode_batch", "node_identity"]
+__all__ = ["ForwardStatus", "Forwarder", "encode_batch", "encode_events", "node_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,15 @@ def _slow(item: AnyEvent | bytes | str, identity: Mapping[str, str]) -> dict[str
 
 
 def encode_batch(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> bytes:
-    """The ingest body ``{"events": [...]}`` of stored events (their stored JSON, or built events): each
-    the contract's JSON object with this node's identity over its own (it is where the event was
-    seen), as :func:`event_json` and ``update(identity)`` give it. Stored JSON of a plain event is
-    re-encoded without a model (decoded into a :func:`_stored` struct, msgspec); anything else (an
+    """The ingest body ``{"events": [...]}`` of stored events: :func:`encode_events` in it."""
+    return b'{"events":' + encode_events(items, identity) + b"}"
+
+
+def encode_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> bytes:
+    """The JSON list of stored events (their stored JSON, or built events): each the contract's JSON
+    object with this node's identity over its own (it is where the event was seen), as
+    :func:`event_json` and ``update(identity)`` give it. Stored JSON of a plain event is re-encoded
+    without a model (decoded into a :func:`_stored` struct, msgspec); anything else (an
     extension field, a time that is not ``…ss.ffffffZ``, no id, a protocol the contract has no
     name for, a short ``raw_ipv6``, a built event) takes the model."""
     fast = identity.keys() <= _IDENTITY_FIELDS
@@ -133,7 +138,7 @@ def encode_batch(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str,
                     for key, value in pairs:
                         setattr(event, key, value)
         events.append(event if event is not None else _slow(item, identity))
-    return b'{"events":' + _ENCODER.encode(events) + b"}"
+    return _ENCODER.encode(events)
 
 
 def node_identity() -> dict[str, str]:

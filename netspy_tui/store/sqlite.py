@@ -70,6 +70,9 @@ from netspy_tui.textsafe import valid_utf8
 logger = logging.getLogger(__name__)
 
 _EVENT_JSON: TypeAdapter[Any] = TypeAdapter(Event)
+#: stored JSON rows built as one list: one call into pydantic for a page, not one per event (several
+#: times faster for a page of hundreds)
+_EVENTS_JSON: TypeAdapter[list[Any]] = TypeAdapter(list[Event])
 _KIND_CODE = R.KIND_CODE
 _KIND_NAME: dict[int, EventKind] = {0: "connection", 1: "packet_drop"}
 #: Distinct (kind, command, outcome) kept by :meth:`EventStore.counted_since_open`; beyond it,
@@ -185,7 +188,7 @@ def _clean_event(event: AnyEvent) -> tuple[AnyEvent, bytes]:
 _INT64 = range(-(2**63), 2**63)
 
 
-def _event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
+def event_row(event: AnyEvent) -> tuple[tuple[Any, ...], AnyEvent]:
     """``(kind, t, ts, pid, command, outcome, body)`` of a built event, and the event
     (made storable). Raises OverflowError for integers SQLite cannot hold."""
     for name in ("pid", "timestamp", "destination_port"):
@@ -233,6 +236,24 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray | None:
     """Record arrays as one (None: none)."""
     parts = [p for p in parts if len(p)]
     return C.join(parts) if parts else None
+
+
+def _bytes(body: bytes | str) -> bytes:
+    return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+
+
+def _json_events(bodies: Sequence[bytes | str]) -> list[AnyEvent]:
+    """Stored JSON rows built, as one list: one call into pydantic, not one per event."""
+    if len(bodies) < 2:
+        return [_EVENT_JSON.validate_json(body) for body in bodies]
+    # (each body is one JSON object SQLite gives back as it was stored: bytes, or text for an older row)
+    return _EVENTS_JSON.validate_json(b"[" + b",".join(_bytes(b) for b in bodies) + b"]")
+
+
+def build_stored(items: Sequence[AnyEvent | bytes | str]) -> list[AnyEvent]:
+    """Events as :meth:`EventStore.query_stored` gives them (built, or their stored JSON), built, in order."""
+    built = iter(_json_events([item for item in items if isinstance(item, bytes | str)]))
+    return [next(built) if isinstance(item, bytes | str) else item for item in items]
 
 
 def _len(records: np.ndarray | None) -> int:
@@ -589,7 +610,7 @@ class EventStore:
                 kept: list[AnyEvent] = []
                 for event in batch.events:
                     try:
-                        row, clean = _event_row(event)
+                        row, clean = event_row(event)
                     except Exception as exc:  # an event we cannot even serialise: count it, keep the rest
                         rejected.append(_one_line(exc))
                         continue
@@ -615,20 +636,46 @@ class EventStore:
                 if n:
                     key = (batch.second, cause)
                     losses[key] = losses.get(key, 0) + n
-        names = self.names
-        counts_array = R.to_array(counts, names) if counts else None
         for (_, cause), n in losses.items():
             self._count(cause, n)
         if losses:
             self._warn_losses(losses)
+        self._write_rows(raw, counts, rejected, offered, _joined(records), _joined(outcomes), losses, traffic,
+                         latencies)  # fmt: skip
+
+    def add_rows(self, rows: Sequence[tuple[Any, ...]], counts: Sequence[R.Row]) -> None:
+        """Store events given as their raw rows ``(kind, t, ts, pid, command, outcome, JSON)`` (kind 0
+        connection, 1 packet drop; ``t`` ns since the epoch; the JSON one that validates as the event)
+        and their rollup rows, in one transaction in the caller's thread: for a writer that checked the
+        events and derived their rows itself, without a model each (the aggregator's ingest).
+
+        Raises :class:`StoreError` (with ``lost``) as :meth:`add_events` does."""
+        if rows or counts:
+            self._write_rows(list(rows), list(counts), [], len(rows))
+
+    def _write_rows(
+        self,
+        raw: list[tuple[Any, ...]],
+        counts: list[R.Row],
+        rejected: list[str],
+        offered: int,
+        records: np.ndarray | None = None,
+        outcomes: np.ndarray | None = None,
+        losses: dict[tuple[int, str], int] | None = None,
+        traffic: Sequence[T.Row] = (),
+        latencies: Sequence[L.Row] = (),
+    ) -> None:
+        names = self.names
+        counts_array = R.to_array(counts, names) if counts else None
+        losses = losses or {}
         try:
-            written = self._commit(raw, _joined(records), _joined(outcomes), counts, losses, rejected, counts_array,
-                                   names, traffic, latencies)  # fmt: skip
+            written = self._commit(raw, records, outcomes, counts, losses, rejected, counts_array, names, traffic,
+                                   latencies)  # fmt: skip
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
         self._count("raw", written)
-        if written or counts or outcomes or losses:
+        if written or counts or outcomes is not None or losses:
             self._changed()
         if rejected:
             self._count("rejected", len(rejected))
@@ -916,7 +963,7 @@ class EventStore:
         return f"{((seq * _ID_MIX) ^ self._salt) & _MASK64:016x}"
 
     def _json_events(self, bodies: Sequence[bytes]) -> list[AnyEvent]:
-        return [_EVENT_JSON.validate_json(body) for body in bodies]
+        return _json_events(bodies)
 
     def _record_events(self, conn: sqlite3.Connection, recs: np.ndarray, seqs: Sequence[int]) -> list[AnyEvent]:
         """Stored ring records -> events (ids from their seqs, resolved outcomes applied)."""
@@ -986,6 +1033,14 @@ class EventStore:
 
         When the events of the page's seconds were counted but not all kept (shed under load),
         the page says how many are missing there."""
+        page, items = self.query_stored(q)
+        return page.model_copy(update={"events": build_stored([item for _, _, item in items])})
+
+    def query_stored(self, q: EventQuery) -> tuple[EventPage, list[tuple[int, int, AnyEvent | bytes]]]:
+        """:meth:`query`'s page without its events, and its events newest first as ``(t, timestamp,
+        event)`` with ``t`` in ns and each event stored as JSON given as that JSON (:func:`build_stored`
+        builds them): a reader that keeps only some of them (the aggregator merging its nodes' pages)
+        builds only those."""
         limit = max(0, q.limit)
         since_ns = time_to_ns(q.since) if q.since is not None else None
         until_ns = time_to_ns(q.until) if q.until is not None else None
@@ -1010,18 +1065,20 @@ class EventStore:
                 total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns, q.after)
             rec_idx = [-1 - k[3] for k in keyed if k[3] < 0]
             built_recs = iter(self._record_events(conn, recs[rec_idx], seqs[rec_idx].tolist()))
-            built_json = iter(self._json_events([rows[k[3]][3] for k in keyed if k[3] >= 0]))
-            events = [next(built_json) if k[3] >= 0 else next(built_recs) for k in keyed]
-        not_kept, span = self._not_kept(q, events)
-        return EventPage(
-            events=events,
+            items: list[tuple[int, int, AnyEvent | bytes]] = [
+                (-k[0], -k[1], rows[k[3]][3] if k[3] >= 0 else next(built_recs)) for k in keyed
+            ]
+        not_kept, span = self._not_kept(q, items[-1][0] // NS, items[0][0] // NS) if items else (0, (None, None))
+        page = EventPage(
+            events=[],
             total_count=total,
-            truncated=total > len(events),
+            truncated=total > len(items),
             not_kept=not_kept,
             not_kept_since=span[0] if not_kept else None,
             not_kept_until=span[1] if not_kept else None,
             cursor=cursor,
         )
+        return page, items
 
     @staticmethod
     def _newest_seq(conn: sqlite3.Connection) -> int:
@@ -1045,11 +1102,8 @@ class EventStore:
         return chunked + int(conn.execute(f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}",
                                           params).fetchone()[0])  # fmt: skip
 
-    def _not_kept(self, q: EventQuery, events: list[AnyEvent]) -> tuple[int, tuple[datetime | None, datetime | None]]:
-        """Events counted but not kept in the seconds the page spans."""
-        if not events:
-            return 0, (None, None)
-        lo, hi = second_of(events[-1].time), second_of(events[0].time)
+    def _not_kept(self, q: EventQuery, lo: int, hi: int) -> tuple[int, tuple[datetime | None, datetime | None]]:
+        """Events counted but not kept in the seconds lo..hi a page spans."""
         missing = self._rollup_total(q.kind, q.pid, q.command, lo, hi) - self._kept_between(
             q.kind, q.pid, q.command, lo, hi
         )

@@ -179,15 +179,15 @@ async def test_without_an_ingest_token_the_servers_own_token_guards_ingest(fleet
 async def test_a_batch_the_store_could_not_keep_is_taken_again(fleet: FleetStore, monkeypatch: Any) -> None:
     fleet.ingest(batch("node-a", 1))
     store = fleet.nodes()["node-a"]
-    real = store.add_events
+    real = store.add_rows
 
-    def full(events: Any) -> None:
+    def full(rows: Any, counts: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(store, "add_events", full)
+    monkeypatch.setattr(store, "add_rows", full)
     with pytest.raises(OSError):
         fleet.ingest(batch("node-a", 5, 1))
-    monkeypatch.setattr(store, "add_events", real)
+    monkeypatch.setattr(store, "add_rows", real)
     retry = fleet.ingest(batch("node-a", 5, 1))  # the agent got a 500 and sends the batch again
     assert (retry.accepted, retry.duplicates) == (5, 0)
 
@@ -228,13 +228,13 @@ async def test_what_the_store_kept_of_a_batch_is_not_asked_again(fleet: FleetSto
 
     fleet.ingest(batch("node-a", 1))
     store = fleet.nodes()["node-a"]
-    real = store.add_events
+    real = store.add_rows
 
-    def partly(events: Any) -> None:
-        real(events[1:])
+    def partly(rows: Any, counts: Any) -> None:
+        real(rows[1:], counts)
         raise StoreError("1 event could not be stored (value out of range)", lost=1)
 
-    monkeypatch.setattr(store, "add_events", partly)
+    monkeypatch.setattr(store, "add_rows", partly)
     result = fleet.ingest(batch("node-a", 4, 1))
     assert result.accepted == 3 and [why for _, why in result.rejected] == [
         "not stored: 1 event could not be stored (value out of range)."

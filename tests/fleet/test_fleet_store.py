@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from netspy_tui.fleet.store import BadBatch, FleetStore, parse_batch
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, Scope
+from netspy_tui.fleet.wire import WireConnection, WireDrop
+from netspy_tui.models import Scope
 from tests.factories import connection_json, drop_json
 
 
@@ -82,7 +83,7 @@ def test_a_valid_batch_is_checked_in_one_pass_and_one_bad_event_among_many_leave
     fleet = FleetStore(None)
     events = batch("node-a", 500)
     whole = parse_batch(json.dumps({"events": events}).encode())
-    assert len(whole) == 500 and all(isinstance(e, ConnectionEvent | PacketDropEvent) for e in whole)
+    assert len(whole) == 500 and all(isinstance(e, WireConnection | WireDrop) for e in whole)  # (checked in C)
     assert fleet.ingest(whole).accepted == 500
     more = batch("node-a", 500, start=500)
     more[250]["pid"] = "many"  # one bad event: the items come back as sent, each checked on its own
@@ -98,7 +99,7 @@ def test_a_valid_batch_is_checked_in_one_pass_and_one_bad_event_among_many_leave
     named = batch("node-b", 3)
     named[1]["k8s_node_name"] = "bad name"
     valid = parse_batch(json.dumps({"events": named}).encode())
-    assert all(isinstance(e, ConnectionEvent | PacketDropEvent) for e in valid)
+    assert all(isinstance(e, WireConnection | WireDrop) for e in valid)
     result = fleet.ingest(valid)
     assert result.accepted == 2 and [i for i, _ in result.rejected] == [1] and "node name" in result.rejected[0][1]
     assert fleet.stats()["events_by_node"] == {"node-a": 998, "node-b": 2}

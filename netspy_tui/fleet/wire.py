@@ -1,0 +1,147 @@
+"""The aggregator's fast ingest path: an ingest body checked in one pass in C (msgspec) and each event
+turned into the rows its node's store keeps, without a pydantic model per event.
+
+The structs (:data:`WireConnection`, :data:`WireDrop`) take what the model takes as it is and nothing
+else: the model's own fields and no other (an extension field the model would keep fails here), the
+JSON type of each exactly (no ``"80"`` for a port: the model's lax conversions are left to it),
+a time in RFC 3339 with an offset or ``Z`` and at
+most microseconds (where ``datetime.fromisoformat`` and the model read the same instant). A batch that
+does not fit, or an event of it :func:`prepare` cannot take, goes the model's way
+(:func:`netspy_tui.models.parse_event`), with its verdict and reason: the fast path changes how fast,
+never what is accepted, stored or answered.
+"""
+
+from __future__ import annotations
+
+import types
+from datetime import datetime
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import msgspec
+from pydantic_core import PydanticUndefined
+
+from netspy_tui.models import (
+    FAILED_OUTCOMES,
+    ConnectionEvent,
+    PacketDropEvent,
+    format_time,
+    outcome_for_return_code,
+    time_to_ns,
+)
+
+__all__ = ["Prepared", "WireConnection", "WireDrop", "as_item", "decode_body", "prepare"]
+
+NS = 1_000_000_000
+_INT64 = range(-(2**63), 2**63)
+#: RFC 3339 with an offset, at most microseconds: the forms where fromisoformat and pydantic agree
+_TIME = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")]
+_MAYBE = str | None | msgspec.UnsetType
+#: the length of a time as format_time writes it (``2026-12-03T17:00:00.123456Z``)
+_CANONICAL = 27
+
+
+def _wire_type(annotation: Any) -> Any:
+    if annotation is datetime:
+        return _TIME
+    origin = get_origin(annotation)
+    if origin is list:
+        return list[_wire_type(get_args(annotation)[0])]  # type: ignore[misc]
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_wire_type(a) for a in get_args(annotation))]  # noqa: UP007
+    return annotation
+
+
+def _struct(model: type[ConnectionEvent | PacketDropEvent], extra: list[tuple[str, Any, Any]]) -> Any:
+    """The model's fields (their defaults its own), plus ``extra`` (what its before-validator reads:
+    unset unless sent)."""
+    fields: list[Any] = []
+    for name, f in model.model_fields.items():
+        if name == "type":
+            continue
+        kind = _wire_type(f.annotation)
+        if f.default_factory is not None:
+            fields.append((name, kind, msgspec.field(default_factory=f.default_factory)))  # type: ignore[arg-type]
+        elif f.default is PydanticUndefined:
+            fields.append((name, kind))
+        else:
+            fields.append((name, kind, f.default))
+    fields.extend(extra)
+    tag = model.model_fields["type"].default
+    return msgspec.defstruct(f"Wire{model.__name__}", fields, kw_only=True, forbid_unknown_fields=True,
+                             tag_field="type", tag=tag)  # fmt: skip
+
+
+WireConnection = _struct(ConnectionEvent, [("protocol_name", _MAYBE, msgspec.UNSET)])
+_MAYBE_INT = int | None | msgspec.UnsetType
+WireDrop = _struct(PacketDropEvent, [("kernel_drop_reason", _MAYBE, msgspec.UNSET),
+                                     ("kernel_drop_reason_code", _MAYBE_INT, msgspec.UNSET)])  # fmt: skip
+_Body = msgspec.defstruct("WireBody", [("events", list[WireConnection | WireDrop])])  # type: ignore[valid-type]
+_DECODER = msgspec.json.Decoder(_Body)
+_ENCODER = msgspec.json.Encoder()
+
+#: (idempotency key, kind 0/1, t ns, raw row for the store, rollup key without its counts)
+Prepared = tuple[str, int, int, tuple[Any, ...], tuple[Any, ...]]
+
+
+def decode_body(raw: bytes) -> list[Any] | None:
+    """The body's events as structs when every one fits (one pass in C), else None."""
+    try:
+        body: Any = _DECODER.decode(raw)
+        return list(body.events)
+    except msgspec.DecodeError:  # (a bad event, an unusual one, or not a body at all: the model's way)
+        return None
+
+
+def as_item(event: Any) -> dict[str, Any]:
+    """A struct back as the JSON object it was (its defaults filled in), for the model's way."""
+    return msgspec.to_builtins(event)
+
+
+def prepare(event: Any) -> Prepared | None:
+    """A decoded struct's rows, as the model and the store would make them (None: the model's way).
+
+    Applies what the models' before-validators do: a connection's ``protocol_name`` is its protocol, a
+    drop's ``kernel_drop_reason``/``_code`` its reason and code."""
+    if type(event) is WireConnection:
+        name = event.protocol_name
+        if name is not msgspec.UNSET:
+            if not name:  # (null or "": the model keeps it as an extra field)
+                return None
+            event.protocol, event.protocol_name = name, msgspec.UNSET
+    else:
+        reason, code = event.kernel_drop_reason, event.kernel_drop_reason_code
+        if reason is not msgspec.UNSET:
+            if not reason:
+                return None
+            event.drop_reason, event.kernel_drop_reason = reason, msgspec.UNSET
+        if code is not msgspec.UNSET:
+            if code is None:
+                return None
+            event.drop_reason_code, event.kernel_drop_reason_code = code, msgspec.UNSET
+    if event.pid not in _INT64 or event.timestamp not in _INT64 or getattr(event, "destination_port", 0) not in _INT64:
+        return None  # (what the store cannot hold: the model's way says so)
+    try:
+        when = datetime.fromisoformat(event.time)
+    except ValueError:  # (a day 31 of a short month, ...: the model says why)
+        return None
+    t = time_to_ns(when)
+    if len(event.time) != _CANONICAL or event.time[19] != "." or event.time[-1] != "Z":
+        event.time = format_time(when)  # stored as format_time writes it (the same instant)
+    key = event.id or f"{'connection' if type(event) is WireConnection else 'packet_drop'}|{event.pid}|" \
+        f"{event.timestamp}|{t}"  # fmt: skip
+    if type(event) is WireConnection:
+        if event.outcome:
+            outcome = event.outcome
+        elif event.return_code != 0:
+            outcome = outcome_for_return_code(event.return_code)
+        else:
+            outcome = "unknown"
+        kind, port, failed = 0, event.destination_port, 1 if outcome in FAILED_OUTCOMES else 0
+    else:
+        outcome = event.drop_reason or "UNKNOWN"
+        kind, port, failed = 1, 0, 1
+    body = _ENCODER.encode(event)
+    row = (kind, t, event.timestamp, event.pid, event.command, outcome, body)
+    rollup = (t // NS, kind, event.pid, event.command, event.destination or "", port, event.protocol or "", outcome,
+              failed)  # fmt: skip
+    return key, kind, t, row, rollup
