@@ -21,8 +21,12 @@ Where this server differs from the original, on purpose:
 - ``GET /api/traffic`` and ``GET /api/connect-latency`` are extensions (no such paths in the
   original): bytes sent and read and TCP retransmits per process, remote address and connection, and
   TCP connect latency per process and destination, over ``duration_seconds`` (default 60), ``limit``
-  (default 20, at most 1,000) of each, for one ``pid``/``command`` or all. The existing paths answer
-  as before.
+  (default 20, at most 1,000) of each, for one ``pid``/``command`` or all. ``GET /api/window-stats``
+  (also an extension) answers a window's figures from the store's exact counts: the total, top
+  destinations, protocols, ports, outcomes (drop reasons), processes and the rate per bucket, for
+  ``type`` (connection or packet_drop), ``duration_seconds``, ``pid``/``command``, ``top_n`` (at most
+  1,000) and ``buckets`` (at most 3,600) — what a dashboard over HTTP shows, without fetching the events
+  (a client of another server aggregates events it fetched). The existing paths answer as before.
 - Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
   other endpoints answer from whatever the source holds.
 """
@@ -104,9 +108,12 @@ ENDPOINTS: dict[str, str] = {
     "and connection (pid, command, duration_seconds, limit)",
     "GET /api/connect-latency": "netspy-tui extension: TCP connect latency p50/p95/max per process and destination "
     "(pid, command, duration_seconds, limit)",
+    "GET /api/window-stats": "netspy-tui extension: a window's exact figures — total, top destinations, protocols, "
+    "ports, outcomes, processes, rate (type, pid, command, duration_seconds, top_n, buckets)",
 }
 DEFAULT_TRAFFIC_LIMIT = 20
 MAX_TRAFFIC_LIMIT = 1000
+MAX_STATS_TOP, MAX_STATS_BUCKETS = 1000, 3600
 
 
 class BadRequest(Exception):
@@ -508,6 +515,24 @@ class Api:
         payload["query_time"] = query_time()
         return json_response(payload)
 
+    async def window_stats(self, request: Request) -> Response:
+        """``/api/window-stats``: the source's :class:`WindowStats` of one kind and window as JSON."""
+        params = await Params.read(request)
+        kind = params.kind() or "connection"
+        duration = params.integer(
+            "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
+        )
+        top_n = params.integer("top_n", default=10, minimum=1, maximum=MAX_STATS_TOP)
+        buckets = params.integer("buckets", default=60, minimum=1, maximum=MAX_STATS_BUCKETS)
+        scope = Scope(kind, params.pid(), params.command(), duration)
+        stats = await self.source.stats(scope, top_n=top_n, buckets=buckets)
+        payload = stats.model_dump(mode="json")
+        for key in ("first_seen", "last_seen", "until"):
+            value = getattr(stats, key)
+            payload[key] = format_time(value) if value is not None else None
+        payload["query_time"] = query_time()
+        return json_response(payload)
+
     def routes(self) -> list[BaseRoute]:
         both = ["GET", "POST"]
         return [
@@ -546,6 +571,7 @@ class Api:
                 _guarded(functools.partial(self.extension, method="connect_latency", model=LatencyStats)),
                 methods=["GET"],
             ),
+            Route("/api/window-stats", _guarded(self.window_stats), methods=["GET"]),
         ]
 
 

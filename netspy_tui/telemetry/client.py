@@ -116,6 +116,8 @@ class HttpSource:
             verify=self.base_url.lower().startswith("https://"),
         )
         self._generation: ApiGeneration | None = None
+        self._window_stats = True  # the server may answer /api/window-stats (a netspy-tui server)
+        self._window_stats_seen = False  # ... and it did
         self._detect_lock = asyncio.Lock()
         self._warned_not_events = False
 
@@ -376,7 +378,23 @@ class HttpSource:
 
         When the window holds more, ``total`` is still the server's count of the whole window (the
         breakdowns describe the newest events), so rates and totals stay right on a busy host.
+
+        A netspy-tui server answers them itself, exactly and without sending the events
+        (``/api/window-stats``); asked once, a server without that path is not asked again.
         """
+        if self._window_stats and scope.node is None and scope.workload is None and await self.generation() != "seed":
+            params = {"type": scope.kind, "pid": scope.pid, "command": scope.command,
+                      "duration_seconds": scope.window, "top_n": top_n, "buckets": buckets}  # fmt: skip
+            resp = await self._request("GET", "/api/window-stats", params=params)
+            if resp.status_code not in (400, 404, 405, 501):
+                try:
+                    stats = self._parse(resp, "/api/window-stats", WindowStats)
+                    self._window_stats_seen = True
+                    return stats
+                except ContractError:
+                    if self._window_stats_seen:  # it answered before: this server is broken now
+                        raise
+            self._window_stats = False  # not a netspy-tui server (a page of its own for unknown paths)
         now = utcnow()
         page = await self.query(
             EventQuery(
