@@ -48,7 +48,20 @@ def time_of_day(event: ConnectionEvent | PacketDropEvent) -> str:
     return event.time.strftime("%H:%M:%S.%f")[:-3]
 
 
+def inbound_cell(e: ConnectionEvent) -> str:
+    """An accepted connection in a table's Destination cell: who connected, and the local port it came to."""
+    peer = e.peer_ip or "?"
+    return f"{peer} → :{e.destination_port}"
+
+
 def connection_line(e: ConnectionEvent) -> str:
+    if e.direction == "inbound":
+        where = f" [{clean(e.workload, 40)}]" if e.workload and e.workload != "host" else ""
+        return (
+            f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15}{where} <- "
+            f"{_endpoint(e.peer_ip or '', e.peer_port or 0):<28} {clean(e.protocol or '?', 16):<5} inbound, "
+            f"accepted on {_endpoint(e.destination_ip, e.destination_port)}"
+        )
     dest = clean(e.destination or e.destination_ip or "unknown", 60)
     if e.hostname:
         dest = f"{clean(e.hostname, 60)} ({dest})"
@@ -75,8 +88,11 @@ def list_text(
     pid: int | None,
     command: str | None,
     sampled: bool = False,
+    direction: str = "outbound",
 ) -> str:
     noun = "connection events" if kind == "connection" else "packet drops"
+    if kind == "connection" and direction != "outbound":
+        noun = "inbound connections" if direction == "inbound" else "connections (outbound and inbound)"
     who = subject(pid, command)
     if not events:
         lines = [f"No {noun} found for {who.lower() if who == 'All processes' else who}."]

@@ -94,7 +94,7 @@ async def dashboard(
         async with open_gateway(source) as gateway:
             app = NetspyApp(gateway, interval=0.2, source_note="test", export_dir=export_dir)
             async with app.run_test(size=size) as pilot:
-                await wait_for(pilot, lambda: app.dashboard.connections.row_count == 3, "the connections")
+                await wait_for(pilot, lambda: app.dashboard.connections.row_count == 4, "3 connects, 1 accept")
                 yield app, pilot, store
     finally:
         await source.aclose()

@@ -14,7 +14,7 @@ from rich.style import Style
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
-from netspy_tui.analysis.describe import destination_text
+from netspy_tui.analysis.describe import destination_text, inbound_cell
 from netspy_tui.models import OUTCOMES, ConnectionEvent, PacketDropEvent
 from netspy_tui.tui.poller import event_key
 from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width
@@ -138,9 +138,12 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         PROCESS_COLUMN,
         Column("destination", "Destination", 16, 64),
         Column("outcome", "Outcome", 11, 11),
+        Column("direction", "Dir", 3, 3),
         Column("protocol", "Proto", 5, 5),
         PID_COLUMN,
     )
+    """``Dir``: ``out`` a connect() made here, ``in`` a connection a local process accepted (its Destination cell
+    reads ``peer → :local port``). After the outcome, so that stays in view at 80 columns."""
     NODE_COLUMN = Column("node", "Node", 10, 32)
     """Shown (after the outcome) once an event carries a node: an aggregator's events from several hosts."""
     WORKLOAD_COLUMN = Column("workload", "Workload", 10, 40)
@@ -155,6 +158,8 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         super().__init__(id=id)
 
     def destination(self, event: ConnectionEvent) -> str:
+        if event.direction == "inbound":
+            return inbound_cell(event)
         if self.show_names and event.hostname:
             return f"{event.hostname}:{event.destination_port}"
         return destination_text(event)
@@ -218,6 +223,7 @@ class ConnectionTable(EventTable[ConnectionEvent]):
             cell(event.command, 24),
             cell(self.destination(event), 64),
             cell(_OUTCOME_LABEL.get(outcome, outcome), 12, style=self._outcome_style(outcome)),
+            cell("in", 3, style="bold") if event.direction == "inbound" else cell("out", 3),
             cell(proto, 12),
             cell(event.pid, 7, justify="right", sort_key=event.pid),
         ]
