@@ -49,9 +49,9 @@ def time_of_day(event: ConnectionEvent | PacketDropEvent) -> str:
 
 
 def inbound_cell(e: ConnectionEvent) -> str:
-    """An accepted connection in a table's Destination cell: who connected, and the local port it came to."""
-    peer = e.peer_ip or "?"
-    return f"{peer} → :{e.destination_port}"
+    """An accepted connection in a table's Destination cell: the local port it came to (first: it stays in view
+    in a narrow column), and who connected."""
+    return f":{e.destination_port} ← {e.peer_ip or '?'}"
 
 
 def connection_line(e: ConnectionEvent) -> str:

@@ -143,7 +143,7 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         PID_COLUMN,
     )
     """``Dir``: ``out`` a connect() made here, ``in`` a connection a local process accepted (its Destination cell
-    reads ``peer → :local port``). After the outcome, so that stays in view at 80 columns."""
+    reads ``:local port ← peer``). After the outcome, so that stays in view at 80 columns."""
     NODE_COLUMN = Column("node", "Node", 10, 32)
     """Shown (after the outcome) once an event carries a node: an aggregator's events from several hosts."""
     WORKLOAD_COLUMN = Column("workload", "Workload", 10, 40)
