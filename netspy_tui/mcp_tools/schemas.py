@@ -200,6 +200,7 @@ ARGUMENT_TYPES: dict[str, Any] = {
     "node": Node,
     "workload": Workload,
     "group_by": GroupBy,
+    "direction": ConnectionDirection,
     "summary_text": SummaryText,
     "query": Query,
 }

@@ -381,7 +381,8 @@ def _listed(
     else:
         missing = "" if inbound_available is not False else (
             "Note: this source does not see inbound connections (this host's own collector counts them in the "
-            "kernel: run netspy-tui here, or serve on that host); only connect() attempts are listed."
+            "kernel: run netspy-tui on that host)" + ("; the list holds connect() attempts only." if direction == "all"
+                                                       else ".")
         )  # fmt: skip
         text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled, direction),
                                    *_page_notes(page), describe.filter_note(node, workload), missing)  # fmt: skip
