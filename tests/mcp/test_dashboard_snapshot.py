@@ -53,7 +53,7 @@ def _separately(args: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
 
 async def _compare(args: dict[str, Any]) -> None:
     clock = Clock()
-    server = create_server(demo_source(clock), names=NameResolver(enabled=False))
+    server = create_server(demo_source(clock, inbound=True), names=NameResolver(enabled=False))
     wanted = set(SNAPSHOT_PARTS if args.get("parts") is None else args["parts"])
     async with Client(server) as client:
         snap = await client.call_tool("dashboard_snapshot", {k: v for k, v in args.items() if v is not None})
