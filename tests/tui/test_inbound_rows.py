@@ -2,15 +2,17 @@
 connection nginx accepted (the kernel's passive-open count in the store, read through the in-process MCP
 gateway's ``dashboard_snapshot``) is a row with ``in`` in the Dir column and ``:port ← peer`` as its
 destination, beside the connect() rows (``out``); the Outcome column stays in view; one accepted later arrives
-with the next refresh; ``/`` matches the peer."""
+with the next refresh; ``/`` matches the peer. A source that sees no accepts shows no Dir column."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from netspy_tui.collector.base import DIR_ACCEPT
+from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.store import traffic as T
-from tests.tui.conftest import wait_for
+from netspy_tui.tui.app import NetspyApp
+from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.screen_text import screen_text
 from tests.tui.test_traffic_view import NS, dashboard, line_with
 
@@ -53,3 +55,16 @@ async def test_at_120x35_the_dir_column_sits_between_outcome_and_proto() -> None
         row = line_with(app, ":443 ← 10.0.0.9")
         assert row.index(" in ") > row.index(" ok "), screen_text(app)
         assert "192.0.2" not in screen_text(app)
+
+
+async def test_a_source_that_sees_no_accepts_shows_no_dir_column_and_the_destinations_keep_their_room() -> None:
+    clock = Clock()
+    async with open_gateway(demo_source(clock)) as gateway:  # (the demo's connects only, as a remote server)
+        app = NetspyApp(gateway, clock=clock, interval=0.2, source_note="test")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.dashboard.connections.row_count > 0, "the connections")
+            await pilot.pause()
+            header = line_with(app, "Time (UTC)", "Destination")
+            assert "Outcome" in header and "PID" in header and "Dir" not in header
+            assert not app.dashboard.connections.shows_direction
+            assert any("93.184.216.34:443 " in line for line in screen_text(app).splitlines())  # (not cut at 80)
