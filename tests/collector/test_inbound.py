@@ -26,7 +26,7 @@ from netspy_tui.models import ConnectionList
 from netspy_tui.telemetry.embedded import EmbeddedSource
 from tests.collector.test_traffic import embedded  # noqa: F401  (the fixture: a live eBPF collector)
 
-N = 5
+N = 20
 
 SERVER = textwrap.dedent(
     """
