@@ -309,7 +309,9 @@ class Poller:
         fetched_since = self._conns.newest is not None
         since = self._conns.since()
         drops = (self._drops.since(), self._drops.cursor)
-        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed, self._inbound.since())
+        # (the first time, only the window: a store can hold hours of accepted connections)
+        inbound_since = self._inbound.since() or format_time(self._clock() - timedelta(seconds=cfg.window))
+        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed, inbound_since)
         cost = time.perf_counter() - started
         if snap.status is not None:
             self._status = snap.status
