@@ -185,9 +185,34 @@ def merge(rows: np.ndarray) -> np.ndarray:
 COLUMNS = ("protocol", "outcome", "port", "failed", "cp", "cd", "first", "last")
 _KEPT = [("cp", "<u4"), ("cd", "<u4"), ("protocol", "<u4"), ("outcome", "<u4"), ("n", "<f8"), ("first", "<i8"),
          ("last", "<i8"), ("port", "<u2"), ("failed", "u1")]  # fmt: skip
-SECOND = np.dtype(_KEPT)
+SECOND = np.dtype([(name, "<i4" if name in ("n", "first", "last") else kind) for name, kind in _KEPT])
+"""A second's rows as an hour holds them (31 bytes a row, not 43): ``n`` as int32, ``first`` and
+``last`` as nanoseconds from the second's start (:data:`_NO_TIME` for 0, a row of corrections only).
+A second whose rows do not fit (a count or a time beyond int32) keeps :data:`SECOND_WIDE`."""
+SECOND_WIDE = np.dtype(_KEPT)
 #: rows of several seconds (read from SQLite) keep their second
 SECONDS = np.dtype([*_KEPT, ("second", "<i8")])
+_I32 = np.iinfo(np.int32)
+_NO_TIME = _I32.min
+_TIMES = ("first", "last")
+
+
+def _narrow(sums: np.ndarray) -> np.ndarray:
+    """Whole-number sums as int32 when they fit (an hour holds 60 blocks of them), else int64."""
+    whole = np.rint(sums)
+    fits = not len(whole) or float(np.abs(whole).max()) <= _I32.max
+    return whole.astype(np.int32 if fits else np.int64)
+
+
+def _offsets(values: np.ndarray, base: int) -> np.ndarray | None:
+    """``values`` (ns) as int32 offsets from ``base``, 0 as :data:`_NO_TIME`; None: one does not fit."""
+    off = values - base
+    unset = values == 0
+    if not (unset | ((off > _NO_TIME) & (off <= _I32.max))).all():
+        return None
+    return np.where(unset, _NO_TIME, off)
+
+
 #: columns a row's pairs give back: name -> (pair table, side)
 DERIVED = {"command": (0, "major"), "pid": (0, "minor"), "destination": (1, "minor")}
 
@@ -225,22 +250,39 @@ class Second:
     hour holds 7,200 of them); ``second`` None: rows of several seconds, as read from SQLite for a
     window beyond the memory (:data:`SECONDS`)."""
 
-    __slots__ = ("kind", "cols", "total", "second")
+    __slots__ = ("kind", "cols", "total", "second", "_base")
 
     def __init__(self, rows: np.ndarray, names: Names, second: int | None = None) -> None:
         self.kind = int(rows["kind"][0]) if len(rows) else 0
         self.second = second
-        self.cols = np.zeros(len(rows), SECOND if second is not None else SECONDS)
-        for name in self.cols.dtype.names or ():
-            self.cols[name] = rows[name]
+        self._base: int | None = None  # the times are offsets from it (a :data:`SECOND`)
+        kept = {}
+        dtype = SECONDS
+        if second is not None:
+            dtype, base = SECOND_WIDE, second * 1_000_000_000
+            if not len(rows) or int(np.abs(rows["n"]).max()) <= _I32.max:
+                kept = {name: _offsets(rows[name], base) for name in _TIMES}
+                if all(v is not None for v in kept.values()):
+                    dtype, self._base = SECOND, base
+        self.cols = np.zeros(len(rows), dtype)
+        for name in dtype.names or ():
+            got = kept.get(name) if self._base is not None else None
+            self.cols[name] = rows[name] if got is None else got
         self.total = int(rows["n"].sum())
+
+    def col(self, name: str) -> np.ndarray:
+        """One kept column as the rows had it (times in ns since the epoch)."""
+        got: np.ndarray = self.cols[name]
+        if self._base is None or name not in _TIMES:
+            return got
+        return np.where(got == _NO_TIME, 0, got.astype(np.int64) + self._base)
 
     def rows(self, names: Names) -> np.ndarray:
         """The rows back from the columns and their pairs in ``names`` (not kept twice: a second's
         rows change rarely)."""
         out = np.zeros(len(self.cols), ROWS)
         for name in (*COLUMNS, *DERIVED):
-            out[name] = derived(self.cols, name, names)
+            out[name] = self.col(name) if name in _TIMES else derived(self.cols, name, names)
         out["second"] = self.cols["second"] if self.second is None else self.second
         out["n"], out["kind"] = self.cols["n"], self.kind
         return out
@@ -290,7 +332,7 @@ class Block:
             else:
                 sums = np.bincount(np.concatenate([s.cols[name] for s in secs]), weights=weights)
             keep = np.flatnonzero(sums != 0)
-            self._marginals[name] = keep.astype(np.uint32), sums[keep]
+            self._marginals[name] = keep.astype(np.uint32), _narrow(sums[keep])
         self.procs = procs_of(secs, names)
 
     def marginal(self, name: str, names: Names) -> Marginal:
@@ -338,7 +380,7 @@ def procs_of(parts: Sequence[Second | Block | Span], names: Names) -> np.ndarray
     secs = [p for p in parts if isinstance(p, Second)]
     out = [p.procs for p in parts if not isinstance(p, Second)]
     if secs:
-        cols = {name: np.concatenate([s.cols[name] for s in secs]) for name in ("cp", "n", "failed", "first", "last")}
+        cols = {name: np.concatenate([s.col(name) for s in secs]) for name in ("cp", "n", "failed", "first", "last")}
         out.append(_procs(cols, derived(cols, "command", names)))
     return concat_procs(out) if out else np.zeros(0, PROCS)
 
@@ -571,7 +613,7 @@ def _columns(
     def joined(parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-    cols = {name: joined([s.cols[name] for s in secs]) for name in (*COLUMNS, "n")}
+    cols = {name: joined([s.col(name) for s in secs]) for name in (*COLUMNS, "n")}
     cols["second"] = joined([s.seconds() for s in secs])
     mask = None if per_second else (cols["second"] >= lo) & (cols["second"] <= hi)
     if pid is not None or cid is not None:

@@ -177,8 +177,7 @@ class EmbeddedSource:
         recent: dict[str, int] = {}
         healthy = not self._closed
         try:
-            stored = await asyncio.to_thread(self.store.row_count)
-            recent = await asyncio.to_thread(self.store.losses, utcnow() - timedelta(seconds=RECENT_LOSS_SECONDS))
+            stored, recent = await asyncio.to_thread(self._stored_and_recent)  # (one thread hop: a list asks too)
         except NetspyError as exc:
             healthy = False
             problems.append(str(exc))
@@ -239,6 +238,9 @@ class EmbeddedSource:
             forwarding=self.forwarding() if self.forwarding is not None else None,
             notes=list(getattr(collector, "notes", None) or []),
         )
+
+    def _stored_and_recent(self) -> tuple[int, dict[str, int]]:
+        return self.store.row_count(), self.store.losses(utcnow() - timedelta(seconds=RECENT_LOSS_SECONDS))
 
     async def query(self, q: EventQuery) -> EventPage:
         return await asyncio.to_thread(self.store.query, q)

@@ -28,7 +28,7 @@ from netspy_tui import export
 from netspy_tui.errors import NetspyError, sole_exception, user_error
 from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import Gateway, StartingGateway
-from netspy_tui.memory import Trimmer
+from netspy_tui.memory import Trimmer, fix_mmap_threshold
 from netspy_tui.models import utcnow
 from netspy_tui.textsafe import clean, first_line
 from netspy_tui.tui import keys
@@ -80,6 +80,7 @@ class NetspyApp(App[int]):
         )
         self.export_dir = export_dir
         self._trim = Trimmer(60.0)
+        fix_mmap_threshold()  # refreshes free big arrays of cells: keep them off the heap
         self.polls = 0
         """Polls that succeeded (for tests and the status line)."""
         self.starting = ""

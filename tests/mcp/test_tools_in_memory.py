@@ -213,3 +213,22 @@ async def test_get_connect_latency_on_a_source_without_measurements_says_so(sour
     assert result.structured_content["stats"]["available"] is False
     assert "not measured by this source" in result.content[0].text
     assert bad.is_error and "duration must be >= 1" in bad.content[0].text
+
+
+async def test_every_tool_answers_what_its_output_schema_describes(source):
+    # the server does not validate answers again (each is a model's dump): this test does, tool by tool
+    import jsonschema
+
+    async with Client(create_server(source)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        checked = []
+        for name, tool in sorted(tools.items()):
+            args = {"contextual_analysis": {"question": "why?"}, "lookup_names": {"addresses": ["127.0.0.1"]}}
+            result = await client.call_tool(name, args.get(name, {}))
+            assert tool.output_schema is not None, name
+            if result.is_error:  # the AI tools without a key: a one-line error, no structured content
+                assert name in ("ai_insights", "contextual_analysis"), (name, result.content)
+                continue
+            jsonschema.validate(result.structured_content, tool.output_schema)
+            checked.append(name)
+    assert set(checked) >= EXPECTED_TOOLS - {"ai_insights", "contextual_analysis"}

@@ -129,3 +129,38 @@ def test_names_no_row_uses_are_forgotten_and_figures_do_not_change(tmp_path: Pat
             assert sum(got.rate_buckets) == sum(want.rate_buckets) == want.total
     finally:
         store.close()
+
+
+def _second_rows(n: list[int], first: list[int], last: list[int], second: int) -> np.ndarray:
+    rows = np.zeros(len(n), R.ROWS)
+    rows["second"], rows["n"], rows["first"], rows["last"] = second, n, first, last
+    rows["cp"], rows["cd"], rows["port"] = np.arange(len(n)), np.arange(len(n)) + 7, 443
+    return rows
+
+
+def test_a_second_keeps_its_rows_in_31_bytes_and_gives_them_back_exactly() -> None:
+    names = R.Names()
+    s = 1_790_000_000
+    base = s * NS
+    # a time at the second's start and end, a row of corrections only (no time: 0)
+    rows = _second_rows([3, -1, 1], [base, 0, base + NS - 1], [base + 5, 0, base + NS - 1], s)
+    sec = R.Second(rows, names, s)
+    assert sec.cols.dtype == R.SECOND and R.SECOND.itemsize == 31
+    back = sec.rows(names)
+    for name in ("n", "first", "last", "cp", "cd", "port"):
+        assert back[name].tolist() == rows[name].tolist(), name
+    assert sec.total == 3
+
+
+def test_a_second_whose_rows_do_not_fit_keeps_them_wide() -> None:
+    names = R.Names()
+    s = 1_790_000_000
+    base = s * NS
+    late = _second_rows([1, 2], [base, base + 1], [base + 3 * NS, base + 2], s)  # a last time 3 s on
+    huge = _second_rows([2**31 + 5], [base], [base], s)  # a count beyond int32
+    for rows in (late, huge):
+        sec = R.Second(rows, names, s)
+        assert sec.cols.dtype == R.SECOND_WIDE
+        back = sec.rows(names)
+        for name in ("n", "first", "last"):
+            assert back[name].tolist() == rows[name].tolist(), name

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from netspy_tui.collector.ebpf import programs as P
-from netspy_tui.models import FAILED_OUTCOMES, ConnectionEvent, PacketDropEvent, outcome_for_return_code
+from netspy_tui.models import FAILED_OUTCOMES, ConnectionEvent, PacketDropEvent, constructor, outcome_for_return_code
 
 Event = ConnectionEvent | PacketDropEvent
 
@@ -56,6 +56,8 @@ _KEY_ADDR_VIEW = np.dtype(  # type: ignore[call-overload]  # numpy's stubs: a di
 )
 #: names kept per codec (:meth:`Codec.names`): a busy host's destinations x ports x outcomes
 NAMES_KEPT = 32768
+_CONNECTION = constructor(ConnectionEvent)  # (events of a page: model_construct's default lookups were most of it)
+_DROP = constructor(PacketDropEvent)
 #: what names a connect attempt's latency (``Codec.latency_rows`` groups by it)
 _LATENCY_KEY = np.dtype([("second", "<i8"), ("pid", "<u4"), ("comm", "S16"), ("family", "<u2"), ("lo", "<u8"),
                          ("hi", "<u8"), ("port", "<u2"), ("protocol", "<u2"), ("result", "<u4"), ("flags", "<u4"),
@@ -275,7 +277,7 @@ class Codec:
                 "thread": thread_name if thread_name and thread_name != command else None,
             }  # fmt: skip
             if kind == P.KIND_DROP:
-                out.append(PacketDropEvent.model_construct(
+                out.append(_DROP(
                     **common, drop_reason_code=code & 0xFFFFFFFF, drop_reason=override or name,
                     skb_length=length, packet_size_bytes=size, protocol=protocol or None, destination=dest or None,
                 ))  # fmt: skip
@@ -286,7 +288,7 @@ class Codec:
             else:
                 stype = socket_type_name(raw_type or P.SOCK_STREAM)
                 raw_type = raw_type or P.SOCK_STREAM
-            out.append(ConnectionEvent.model_construct(
+            out.append(_CONNECTION(
                 **common, destination_ip=ip, destination_port=port, destination=dest, address_family=family,
                 protocol=protocol, socket_type=stype, return_code=code,
                 raw_ipv4=v4 if family == P.AF_INET else 0,
