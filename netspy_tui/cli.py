@@ -207,6 +207,13 @@ OPTIONS: tuple[Option, ...] = (
         choices=("process", "workload", "node"),
         help="list_processes: rank processes, or sum them by workload or node",
     ),  # fmt: skip
+    _opt(
+        "--direction",
+        runs={"tool"},
+        group=TOOL,
+        choices=("outbound", "inbound", "all"),
+        help="list_connections: connect() attempts (outbound, the default), accepted connections (inbound), or all",
+    ),  # fmt: skip
     _opt("--summary-text", runs={"tool"}, group=TOOL, metavar="TEXT", help="text for ai_insights"),
     _opt("--query", runs={"tool"}, group=TOOL, metavar="TEXT", help="question for contextual_analysis"),
     _opt("--json", runs={"tool"}, group=TOOL, action="store_true", help="print the structured result as JSON"),
@@ -328,9 +335,8 @@ TOOL_FLAGS: dict[str, tuple[str, ...]] = {
         ("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"),
         ("pid", "process", "duration", "node", "workload"),
     ),
-    **dict.fromkeys(
-        ("list_connections", "list_packet_drops"), ("pid", "process", "max_events", "since", "node", "workload")
-    ),
+    "list_connections": ("pid", "process", "max_events", "since", "node", "workload", "direction"),
+    "list_packet_drops": ("pid", "process", "max_events", "since", "node", "workload"),
     "list_processes": ("duration", "group_by", "node", "workload"),
     **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "node", "workload")),
     "server_status": (),
@@ -349,6 +355,7 @@ _ARGUMENT = {
     "node": "node",
     "workload": "workload",
     "group_by": "group_by",
+    "direction": "direction",
 }
 _FLAG_OF = {argument: "--" + dest.replace("_", "-") for dest, argument in _ARGUMENT.items()}
 

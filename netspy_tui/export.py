@@ -166,7 +166,7 @@ def write_csv(fh: IO[str], req: ExportRequest) -> None:
         return
     writer.writerow(
         ["time", "pid", "process", "destination", "protocol", "protocol_inferred", "outcome", "return_code",
-         "hostname", "workload", "id"]
+         "hostname", "workload", "id", "direction", "peer"]
     )  # fmt: skip
     for c in req.connections:
         writer.writerow(
@@ -182,6 +182,8 @@ def write_csv(fh: IO[str], req: ExportRequest) -> None:
                 csv_safe(c.hostname or ""),
                 csv_safe(c.workload or ""),
                 c.id,
+                c.direction,
+                csv_safe(f"{c.peer_ip}:{c.peer_port}" if c.peer_ip else ""),
             ]
         )
 

@@ -142,8 +142,13 @@ class _EventBase(_Wire):
     (``command`` is the process's, the thread-group leader's)."""
 
 
+#: Which end opened a connection: ``outbound`` a ``connect()`` made here, ``inbound`` one this host accepted.
+Direction = Literal["outbound", "inbound"]
+
+
 class ConnectionEvent(_EventBase):
-    """One ``connect()`` attempt."""
+    """One ``connect()`` attempt (``direction`` ``outbound``), or one connection a local process accepted
+    (``inbound``: ``destination_*`` is the local address and port it was accepted on, ``peer_*`` who connected)."""
 
     type: Literal["connection"] = "connection"
     destination_ip: str = ""
@@ -175,6 +180,13 @@ class ConnectionEvent(_EventBase):
     workload: str | None = None
     """The process's workload on this host (``docker 3f2a…``, ``pod 7c1e…/…``, ``nginx.service``,
     ``host``) from its cgroup, when the source is this host's own collector."""
+    direction: Direction = "outbound"
+    """``outbound``: a ``connect()`` made on this host (every event of the contract's servers, which send no
+    direction); ``inbound``: a connection a local process accepted (a passive open: SYN_RECV -> ESTABLISHED)."""
+    peer_ip: str | None = None
+    """Inbound only: the address that connected (the connection's remote end)."""
+    peer_port: int | None = None
+    """Inbound only: the port it connected from."""
 
     @model_validator(mode="before")
     @classmethod
@@ -883,6 +895,12 @@ class NetworkSummary(_Windowed):
 
 class ConnectionList(_Listed[ConnectionEvent]):
     """``list_connections``: newest first."""
+
+    direction: Literal["outbound", "inbound", "all"] = "outbound"
+    """Which connections were listed: ``connect()`` attempts (outbound), accepted ones (inbound), or both."""
+    inbound_available: bool | None = None
+    """With ``direction`` inbound or all: False when this source does not see accepted connections (a remote
+    eBPF server, a recording; they are this host's own collector's kernel counts), None for outbound."""
 
     sampled: bool = False
     """True when the source samples sockets and may miss short-lived connections."""

@@ -49,7 +49,20 @@ def time_of_day(event: ConnectionEvent | PacketDropEvent) -> str:
     return f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}"
 
 
+def inbound_cell(e: ConnectionEvent) -> str:
+    """An accepted connection in a table's Destination cell: the local port it came to (first: it stays in view
+    in a narrow column), and who connected."""
+    return f":{e.destination_port} ← {e.peer_ip or '?'}"
+
+
 def connection_line(e: ConnectionEvent) -> str:
+    if e.direction == "inbound":
+        where = f" [{clean(e.workload, 40)}]" if e.workload and e.workload != "host" else ""
+        return (
+            f"{time_of_day(e)}  pid {e.pid:<7} {clean(e.command, 32):<15}{where} <- "
+            f"{_endpoint(e.peer_ip or '', e.peer_port or 0):<28} {clean(e.protocol or '?', 16):<5} inbound, "
+            f"accepted on {_endpoint(e.destination_ip, e.destination_port)}"
+        )
     dest = clean(e.destination or e.destination_ip or "unknown", 60)
     if e.hostname:
         dest = f"{clean(e.hostname, 60)} ({dest})"
@@ -76,8 +89,11 @@ def list_text(
     pid: int | None,
     command: str | None,
     sampled: bool = False,
+    direction: str = "outbound",
 ) -> str:
     noun = "connection events" if kind == "connection" else "packet drops"
+    if kind == "connection" and direction != "outbound":
+        noun = "inbound connections" if direction == "inbound" else "connections (outbound and inbound)"
     who = subject(pid, command)
     if not events:
         lines = [f"No {noun} found for {who.lower() if who == 'All processes' else who}."]

@@ -135,12 +135,14 @@ class Gateway:
         *,
         node: str | None = None,
         workload: str | None = None,
+        direction: str = "outbound",
     ) -> ConnectionList:
+        which = {"direction": direction} if direction != "outbound" else {}
         return await self._typed(
             "list_connections",
             ConnectionList,
             {"pid": pid, "process_name": process_name, "max_events": max_events, "since": since, "until": until,
-             "after": after, **_narrowing(node, workload)},
+             "after": after, **_narrowing(node, workload), **which},
         )  # fmt: skip
 
     async def patterns(
@@ -218,15 +220,17 @@ class Gateway:
         drops_after: int | None = None,
         node: str | None = None,
         workload: str | None = None,
+        inbound_since: str | None = None,
     ) -> DashboardSnapshot:
         """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it."""
+        cursor = {"inbound_since": inbound_since} if inbound_since is not None else {}
         return await self._typed(
             "dashboard_snapshot",
             DashboardSnapshot,
             {"pid": pid, "process_name": process_name, "duration": duration, "max_events": max_events,
              "since": since, "drops_since": drops_since, "parts": None if parts is None else list(parts),
              "limit": limit, "addresses": addresses or None, "after": after, "drops_after": drops_after,
-             **_narrowing(node, workload)},
+             **_narrowing(node, workload), **cursor},
         )  # fmt: skip
 
     @asynccontextmanager

@@ -98,3 +98,13 @@ class PidsView:
         pids = [p for p in self.pids if q.pid is None or p == q.pid]
         pages = [await self.source.query(dataclasses.replace(q, pid=p, workload=None)) for p in pids]
         return merge_pages(pages, q.limit)
+
+    async def inbound(self, q: EventQuery) -> EventPage | None:
+        reader = getattr(self.source, "inbound", None)
+        if reader is None:
+            return None
+        pids = [p for p in self.pids if q.pid is None or p == q.pid]
+        pages = [await reader(dataclasses.replace(q, pid=p, workload=None)) for p in pids]
+        if any(page is None for page in pages):
+            return None
+        return merge_pages([page for page in pages if page is not None], q.limit)

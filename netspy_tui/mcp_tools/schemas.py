@@ -85,6 +85,14 @@ Until = Annotated[
     Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),
     AfterValidator(_rfc3339),
 ]
+ConnectionDirection = Annotated[
+    Literal["outbound", "inbound", "all"],
+    Field(
+        description="outbound (default): connect() attempts made on this host; inbound: connections local "
+        "processes accepted (the kernel's passive opens, this host's own collector only; `after` does not apply, "
+        "page with `since`); all: both, newest first."
+    ),
+]
 NODE_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$"
 Node = Annotated[
     str | None,
@@ -118,7 +126,7 @@ Addresses = Annotated[
 ]
 #: What one refresh of a live view asks ``dashboard_snapshot`` for.
 SnapshotPart = Literal[
-    "status", "connections", "drops", "patterns", "drop_patterns", "processes", "names", "recent_bytes"
+    "status", "connections", "drops", "patterns", "drop_patterns", "processes", "names", "recent_bytes", "inbound"
 ]
 SNAPSHOT_PARTS: tuple[SnapshotPart, ...] = ("status", "connections", "drops", "patterns", "drop_patterns", "processes")
 #: The seconds the ``recent_bytes`` part covers (a live view's rx/tx sparklines sample it every refresh).
@@ -126,9 +134,10 @@ RECENT_BYTES_SECONDS = 2
 SnapshotParts = Annotated[
     list[SnapshotPart],
     Field(
-        max_length=8,
+        max_length=9,
         description="The parts to return: status (server_status), connections and drops (list_connections / "
-        "list_packet_drops since the cursors), patterns and drop_patterns (analyze_patterns / "
+        "list_packet_drops since the cursors), inbound (list_connections with direction 'inbound' since "
+        "`inbound_since`), patterns and drop_patterns (analyze_patterns / "
         "analyze_packet_drops), processes (list_processes), names (lookup_names of `addresses`), recent_bytes "
         f"(get_traffic over the last {RECENT_BYTES_SECONDS} s, limit 1: the totals).",
     ),
@@ -147,6 +156,16 @@ DropsSince = Annotated[
     AfterValidator(_rfc3339),
 ]
 
+InboundSince = Annotated[
+    str | None,
+    Field(
+        max_length=64,
+        description="The inbound part's cursor: only connections accepted strictly after this RFC3339 time "
+        "(inbound connections have no store cursor: re-read a few seconds, their ids are stable).",
+    ),
+    AfterValidator(_rfc3339),
+]
+
 
 class DashboardSnapshot(BaseModel):
     """One refresh of a live view: each part is exactly what its own tool returns for the same arguments
@@ -161,6 +180,7 @@ class DashboardSnapshot(BaseModel):
     processes: ProcessList | None = None
     names: NameLookup | None = None
     recent_bytes: TrafficReport | None = None
+    inbound: ConnectionList | None = None
 
 
 SummaryText = Annotated[str, Field(min_length=1, max_length=20_000, description="Network summary text to explain.")]
@@ -180,6 +200,7 @@ ARGUMENT_TYPES: dict[str, Any] = {
     "node": Node,
     "workload": Workload,
     "group_by": GroupBy,
+    "direction": ConnectionDirection,
     "summary_text": SummaryText,
     "query": Query,
 }

@@ -31,6 +31,7 @@ from netspy_tui import __version__
 from netspy_tui.analysis import describe
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
+from netspy_tui.fleet.merge import merge_pages
 from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes
 from netspy_tui.mcp_tools.schemas import (
@@ -38,11 +39,13 @@ from netspy_tui.mcp_tools.schemas import (
     SNAPSHOT_PARTS,
     Addresses,
     After,
+    ConnectionDirection,
     DashboardSnapshot,
     DropsAfter,
     DropsSince,
     Duration,
     GroupBy,
+    InboundSince,
     Kind,
     LatencyReport,
     Limit,
@@ -344,6 +347,18 @@ async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any
     return list(page.events), page.total_count, info.label, info.sampled, page
 
 
+async def _inbound(ctx: Context[ToolContext, Any], q: EventQuery) -> EventPage | None:
+    """Connections local processes accepted, in ``q`` (None: the source does not see them)."""
+    tc = _ctx(ctx)
+    await _check_scope(tc.source, q)
+    source, narrowed = await tc.narrow(q)
+    reader = getattr(source, "inbound", None)
+    if reader is None:
+        return None
+    page: EventPage | None = await reader(dataclasses.replace(narrowed, node=None))
+    return page
+
+
 def _listed(
     model: type[ConnectionList] | type[PacketDropList],
     kind: EventKind,
@@ -357,14 +372,23 @@ def _listed(
     sampled: bool = False,
     node: str | None = None,
     workload: str | None = None,
+    direction: str = "outbound",
+    inbound_available: bool | None = None,
 ) -> CallToolResult:
     """``list_connections`` / ``list_packet_drops``: the page as text and as the tool's result."""
     if _PARTS_ONLY.get():
         text = f"{len(events)} of {total} {'connection' if kind == 'connection' else 'packet drop'} events listed."
     else:
-        text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled),
-                                   *_page_notes(page), describe.filter_note(node, workload))  # fmt: skip
-    extra = {"sampled": sampled} if model is ConnectionList else {}
+        missing = "" if inbound_available is not False else (
+            "Note: this source does not see inbound connections (this host's own collector counts them in the "
+            "kernel: run netspy-tui on that host)" + ("; the list holds connect() attempts only." if direction == "all"
+                                                       else ".")
+        )  # fmt: skip
+        text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled, direction),
+                                   *_page_notes(page), describe.filter_note(node, workload), missing)  # fmt: skip
+    extra: dict[str, Any] = {}
+    if model is ConnectionList:
+        extra = {"sampled": sampled, "direction": direction, "inbound_available": inbound_available}
     result = model(
         text=text,
         events=events,
@@ -561,7 +585,8 @@ def create_server(
         node: Node = None,
         workload: Workload = None,
     ) -> Annotated[CallToolResult, NetworkSummary]:
-        """Count outbound connection attempts over the last `duration` seconds, for one process or all."""
+        """Count outbound connection attempts (connect() calls) over the last `duration` seconds, for one process
+        or all. Inbound (accepted) connections are not in this count: get_traffic counts them."""
         return await _summary(ctx, Scope("connection", pid, process_name, duration, node, workload))
 
     @srv.tool(annotations=READ_ONLY)
@@ -575,17 +600,35 @@ def create_server(
         node: Node = None,
         workload: Workload = None,
         after: After = None,
+        direction: ConnectionDirection = "outbound",
     ) -> Annotated[CallToolResult, ConnectionList]:
-        """List recent connection attempts (destination, protocol, outcome), newest first."""
+        """List recent connections newest first: connect() attempts (destination, protocol, outcome), or with
+        `direction` the connections local processes accepted (inbound: who connected, on which local port), or
+        both."""
         since_dt = _time(since)
-        events, total, label, sampled, page = await _list(
-            ctx, EventQuery("connection", pid, process_name, since_dt, _time(until), max_events, node, workload, after)
-        )
-        conns = await _ctx(ctx).with_workloads(
-            await _ctx(ctx).named([e for e in events if isinstance(e, ConnectionEvent)])
-        )
+        query = EventQuery("connection", pid, process_name, since_dt, _time(until), max_events, node, workload, after)
+        tc = _ctx(ctx)
+        events: list[Any] = []
+        total, label, sampled, page = 0, "", False, EventPage(events=[], total_count=0)
+        if direction != "inbound":
+            events, total, label, sampled, page = await _list(ctx, query)
+        available = None
+        if direction != "outbound":
+            inbound = await _inbound(ctx, dataclasses.replace(query, after=None))
+            available = inbound is not None
+            info = await tc.source.info()
+            label, sampled = info.label, info.sampled
+            if inbound is not None:
+                merged = merge_pages([page, inbound], max_events) if direction == "all" else inbound
+                page = merged.model_copy(update={"cursor": page.cursor})
+                events, total = list(page.events), page.total_count
+        conns = [e for e in events if isinstance(e, ConnectionEvent)]
+        outbound = [i for i, e in enumerate(conns) if e.direction == "outbound"]  # (an inbound one's destination is
+        for i, e in zip(outbound, await tc.named([conns[i] for i in outbound]), strict=True):  # this host: no name)
+            conns[i] = e
+        conns = await tc.with_workloads(conns)
         return _listed(ConnectionList, "connection", conns, total, pid, process_name, since_dt, label, page, sampled,
-                       node, workload)  # fmt: skip
+                       node, workload, direction, available)  # fmt: skip
 
     @srv.tool(annotations=READ_ONLY)
     async def analyze_patterns(
@@ -833,11 +876,12 @@ def create_server(
         drops_after: DropsAfter = None,
         node: Node = None,
         workload: Workload = None,
+        inbound_since: InboundSince = None,
     ) -> Annotated[CallToolResult, DashboardSnapshot]:
-        """One refresh of a live view in one call: the server status, the connections and drops newer than
-        their cursors, the connection and drop patterns and the process ranking over `duration`, and names
-        for `addresses` — each part what its own tool returns for the same arguments (the event lists'
-        `text` is one line, not a line per event)."""
+        """One refresh of a live view in one call: the server status, the connections (connect() attempts),
+        inbound connections and drops newer than their cursors, the connection and drop patterns and the process
+        ranking over `duration`, and names for `addresses` — each part what its own tool returns for the same
+        arguments (the event lists' `text` is one line, not a line per event)."""
         wanted = set(SNAPSHOT_PARTS if parts is None else parts)
         n, w = node, workload
         calls: dict[str, Callable[[], Awaitable[CallToolResult]]] = {
@@ -851,6 +895,9 @@ def create_server(
             "processes": lambda: list_processes(ctx, duration, "connection", limit, "process", n, w),
             "names": lambda: lookup_names(ctx, addresses or []),
             "recent_bytes": lambda: get_traffic(ctx, pid, process_name, RECENT_BYTES_SECONDS, 1),
+            "inbound": lambda: list_connections(
+                ctx, pid, process_name, max_events, inbound_since, None, n, w, None, "inbound"
+            ),
         }
         got: dict[str, Any] = {}
         token = _PARTS_ONLY.set(True)
@@ -860,7 +907,7 @@ def create_server(
                     got[part] = (await call()).structured_content
         finally:
             _PARTS_ONLY.reset(token)
-        counts = [f"{len(got[k]['events'])} {k}" for k in ("connections", "drops") if k in got]
+        counts = [f"{len(got[k]['events'])} {k}" for k in ("connections", "inbound", "drops") if k in got]
         text = f"Snapshot of {', '.join(got) or 'nothing'}" + (f" ({', '.join(counts)})" if counts else "") + "."
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"text": text, **got})
 

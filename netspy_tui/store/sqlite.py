@@ -1279,6 +1279,16 @@ class EventStore:
             rows = T.read(conn, lo, hi, pid, command)
         return T.stats(rows, int(window_seconds), pid, command, now, limit)
 
+    def inbound(self, q: EventQuery) -> EventPage:
+        """Connections local processes accepted (``q``'s pid or command, ``since`` exclusive, ``until``
+        inclusive), newest first: read from the traffic rows the kernel counted them in, so they are kept as
+        long as those (the store's retention) and never shed."""
+        since = time_to_ns(q.since) if q.since is not None else None
+        until = time_to_ns(q.until) if q.until is not None else None
+        with self._snapshot() as conn:
+            events, total = T.accepted(conn, since, until, q.pid, q.command, q.limit)
+        return EventPage(events=list(events), total_count=total, truncated=total > len(events))
+
     def connect_latency(
         self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20, now: datetime | None = None
     ) -> LatencyStats:

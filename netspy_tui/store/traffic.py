@@ -9,13 +9,21 @@ socket instead of 3,600. Every figure is a sum of exact kernel counts: nothing i
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from netspy_tui.collector.base import DIR_ACCEPT, DIR_CLOSE, DIR_CONNECT, DIR_RETRANS, DIR_RX
-from netspy_tui.models import TrafficFlow, TrafficProcess, TrafficRemote, TrafficStats, ns_to_time
+from netspy_tui.models import (
+    ConnectionEvent,
+    TrafficFlow,
+    TrafficProcess,
+    TrafficRemote,
+    TrafficStats,
+    ns_to_time,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS traffic (
@@ -50,6 +58,8 @@ CREATE TABLE IF NOT EXISTS traffic_minute (
     last        INTEGER NOT NULL,
     PRIMARY KEY (minute, pid, command, protocol, local, local_port, remote, remote_port, direction)
 ) WITHOUT ROWID;
+-- inbound connections listed newest first (list_connections direction='inbound'): only accept rows are indexed
+CREATE INDEX IF NOT EXISTS traffic_accepted ON traffic (last) WHERE direction = 4;
 """
 
 _COLUMNS = "pid, command, protocol, local, local_port, remote, remote_port, direction, bytes, calls, first, last"
@@ -202,3 +212,53 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
         remotes=remote_list[:limit], flows=flow_list[:limit], total_processes=len(proc_list),
         total_remotes=len(remote_list), total_flows=len(flow_list),
     )  # fmt: skip
+
+
+_ACCEPTED = "FROM traffic WHERE direction = 4 AND last > ? AND first <= ?"
+
+
+def accepted(conn: sqlite3.Connection, since_ns: int | None, until_ns: int | None, pid: int | None,
+             command: str | None, limit: int) -> tuple[list[ConnectionEvent], int]:  # fmt: skip
+    """Inbound connections (the kernel's passive opens, counted per second and socket addresses) that
+    were accepted after ``since_ns`` and up to ``until_ns``, newest first, at most ``limit``; and how many
+    there are in all. A row that counts n connections (the same addresses accepted twice in one second)
+    is n events; the first takes the row's first time, the others its last. An older store has none."""
+    filters, params = subject_filter(pid, command)
+    bounds = [-1 if since_ns is None else since_ns, 2**63 - 1 if until_ns is None else until_ns]
+    columns = "second, pid, command, protocol, local, local_port, remote, remote_port, bytes, first, last"
+    rows = select(conn, f"SELECT {columns} {_ACCEPTED}{filters} ORDER BY last DESC LIMIT ?", [*bounds, *params, limit])
+    total = select(conn, f"SELECT coalesce(sum(bytes), 0) {_ACCEPTED}{filters}", [*bounds, *params])
+    events: list[ConnectionEvent] = []
+    for second, r_pid, cmd, proto, local, lport, remote, rport, n, first, last in rows:
+        for k in range(max(1, n)):
+            t = first if k == 0 else last
+            if since_ns is not None and t <= since_ns:
+                continue
+            if until_ns is not None and t > until_ns:
+                continue
+            events.append(_inbound_event(second, r_pid, cmd, proto, local, lport, remote, rport, k, t))
+    events.sort(key=lambda e: (e.time, e.id), reverse=True)
+    return events[:limit], int(total[0][0]) if total else 0
+
+
+def _inbound_event(second: int, pid: int, command: str, protocol: str, local: str, local_port: int, remote: str,
+                   remote_port: int, k: int, t: int) -> ConnectionEvent:  # fmt: skip
+    key = f"{second}|{pid}|{command}|{protocol}|{local}|{local_port}|{remote}|{remote_port}|{k}"
+    six = ":" in local
+    where = f"[{local}]:{local_port}" if six else f"{local}:{local_port}"
+    return ConnectionEvent(
+        id="in-" + hashlib.blake2b(key.encode(), digest_size=8).hexdigest(),
+        pid=pid,
+        command=command,
+        time=ns_to_time(t),
+        destination_ip=local,
+        destination_port=local_port,
+        destination=where,
+        address_family=10 if six else 2,
+        protocol=protocol,
+        socket_type="STREAM" if protocol in ("TCP", "MPTCP") else "",
+        outcome="ok",
+        direction="inbound",
+        peer_ip=remote,
+        peer_port=remote_port,
+    )

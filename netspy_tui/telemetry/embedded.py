@@ -261,6 +261,14 @@ class EmbeddedSource:
         stats = await asyncio.to_thread(self.store.traffic, pid, command, window_seconds, limit)
         return stats.model_copy(update={"sampled": True}) if collector is not None and collector.sampled else stats
 
+    async def inbound(self, q: EventQuery) -> EventPage | None:
+        """Accepted connections from the store's traffic rows; None when a running collector does not count
+        them (the replay of a recording)."""
+        collector = self.collector
+        if collector is not None and not getattr(collector, "counts_traffic", False):
+            return None
+        return await asyncio.to_thread(self.store.inbound, q)
+
     async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
                               ) -> LatencyStats:  # fmt: skip
         """From the store; ``available`` False when a running collector does not measure connects."""

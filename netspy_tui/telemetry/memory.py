@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
-from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats, utcnow
+from netspy_tui.models import (
+    ConnectionEvent,
+    EventPage,
+    EventQuery,
+    ProgramInfo,
+    Scope,
+    SourceInfo,
+    WindowStats,
+    utcnow,
+)
 
 
 class MemorySource:
@@ -27,7 +36,10 @@ class MemorySource:
         label: str = "events in memory",
         max_events: int = 1_000_000,
         clock: Callable[[], datetime] = utcnow,
+        inbound: Iterable[ConnectionEvent] | None = None,
     ) -> None:
+        self._accepted = None if inbound is None else list(inbound)
+        """Connections local processes accepted (None: this source does not see them, as a remote server)."""
         self._events: deque[AnyEvent] = deque(events, maxlen=max_events)
         self._added = len(self._events)
         """Events ever added: the newest one's position in insertion order (``EventQuery.after``)."""
@@ -77,6 +89,13 @@ class MemorySource:
             held = held[max(0, q.after - (cursor - len(held))) :]
         events, total = filter_events(held, q)
         return EventPage(events=events, total_count=total, truncated=total > len(events), cursor=cursor)
+
+    async def inbound(self, q: EventQuery) -> EventPage | None:
+        """The accepted connections given, as ``list_connections(direction="inbound")`` pages them."""
+        if self._accepted is None:
+            return None
+        events, total = filter_events(self._accepted, q)
+        return EventPage(events=events, total_count=total, truncated=total > len(events))
 
     async def count(self, scope: Scope) -> int:
         return (await self.stats(scope, top_n=1, buckets=1)).total

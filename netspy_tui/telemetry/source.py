@@ -71,6 +71,17 @@ class TrafficSource(Protocol):
 
 
 @runtime_checkable
+class InboundSource(Protocol):
+    """A source that also lists the connections local processes accepted (this host's own collector: the
+    kernel counts passive opens with the traffic). Optional: ``list_connections`` says when a source has none."""
+
+    async def inbound(self, q: EventQuery) -> EventPage | None:
+        """Accepted connections in ``q`` (``since`` exclusive, ``until`` inclusive), newest first, at most
+        ``q.limit``; None when this source does not see them."""
+        ...
+
+
+@runtime_checkable
 class ChangingSource(Protocol):
     """A source that says when it has new data (this process's own store): the MCP server notifies its
     clients instead of them polling. A remote eBPF server cannot: its clients keep polling."""

@@ -38,7 +38,8 @@ class EventFilter:
         if n.isdigit() and str(e.pid).startswith(n):
             return True
         dest = destination_text(e) if isinstance(e, ConnectionEvent) else (e.destination or e.drop_reason)
-        names = (e.hostname, e.workload, e.k8s_node_name) if isinstance(e, ConnectionEvent) else (e.k8s_node_name,)
+        names = (e.hostname, e.workload, e.k8s_node_name, e.peer_ip) if isinstance(e, ConnectionEvent) else \
+            (e.k8s_node_name,)  # fmt: skip
         return n in e.command.casefold() or n in dest.casefold() or any(x and n in x.casefold() for x in names)
 
     def process(self, p: ProcessStat) -> bool:

@@ -15,6 +15,7 @@ most every twice their cost in seconds, so they take at most about half the time
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -200,6 +201,7 @@ class Poller:
         self.gateway = gateway
         self._names_supported = True
         self._bytes_supported = True
+        self._inbound_supported = True
         self._clock = clock
         self.interval = interval
         self._max_rows = max_rows
@@ -223,6 +225,8 @@ class Poller:
 
     def _reset(self) -> None:
         self._conns: _Window[ConnectionEvent] = _Window(self._max_rows)
+        self._inbound: _Window[ConnectionEvent] = _Window(self._max_rows)
+        """Connections accepted (``inbound``): a window of their own, paged by time (they have no store cursor)."""
         self._drops: _Window[PacketDropEvent] = _Window(self._max_rows)
         self._summaries: tuple[ProcessList, PatternAnalysis, PatternAnalysis] | None = None
         self._tick = 0
@@ -300,10 +304,14 @@ class Poller:
             parts.append("names")
         if self._bytes_supported:
             parts.append("recent_bytes")
+        if self._inbound_supported:
+            parts.append("inbound")
         fetched_since = self._conns.newest is not None
         since = self._conns.since()
         drops = (self._drops.since(), self._drops.cursor)
-        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed)
+        # (the first time, only the window: a store can hold hours of accepted connections)
+        inbound_since = self._inbound.since() or format_time(self._clock() - timedelta(seconds=cfg.window))
+        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed, inbound_since)
         cost = time.perf_counter() - started
         if snap.status is not None:
             self._status = snap.status
@@ -315,6 +323,7 @@ class Poller:
         self._conns.cursor, self._drops.cursor = snap.connections.cursor, snap.drops.cursor
         new, skipped = await self._fetch_connections(subject, since, after, snap.connections)
         new_drops = self._drops.add(list(snap.drops.events))
+        new += self._add_inbound(snap)
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
         if snap.names is None and new and self._names_supported:
@@ -334,6 +343,7 @@ class Poller:
         now = self._clock()
         cutoff = now - timedelta(seconds=cfg.window)
         self._conns.trim(cutoff)
+        self._inbound.trim(cutoff)
         self._drops.trim(cutoff)
         assert self._summaries is not None and self._status is not None
         processes, patterns, drop_patterns = self._summaries
@@ -345,7 +355,7 @@ class Poller:
             taken_at=now,
             latency_ms=(time.perf_counter() - started) * 1000,
             status=self._status,
-            connections=self._conns.frozen(),
+            connections=self._connections(),
             drops=self._drops.frozen(),
             processes=processes,
             patterns=patterns,
@@ -357,6 +367,25 @@ class Poller:
             traffic_error=traffic_error,
             recent_bytes=recent_bytes,
         )
+
+    def _add_inbound(self, snap: DashboardSnapshot) -> int:
+        """Add the accepted connections of the ``inbound`` part; a source that does not see them is not asked
+        again."""
+        page = snap.inbound
+        if page is None:
+            return 0
+        if page.inbound_available is False:
+            self._inbound_supported = False
+            return 0
+        return self._inbound.add(list(page.events))
+
+    def _connections(self) -> tuple[ConnectionEvent, ...]:
+        """connect() attempts and accepted connections in time order, the newest ``max_rows`` of them."""
+        inbound = self._inbound.frozen()
+        if not inbound:
+            return self._conns.frozen()
+        both = list(heapq.merge(self._conns.events.values(), inbound, key=lambda e: e.time))
+        return tuple(both[-self._max_rows :])
 
     def _recent_bytes(self, snap: DashboardSnapshot) -> TrafficStats | None:
         """The subject's bytes over the last few seconds (the ``recent_bytes`` part: the pattern panel's rx/tx
@@ -394,8 +423,9 @@ class Poller:
         conns: tuple[str | None, int | None],
         drops: tuple[str | None, int | None],
         addresses: list[str],
+        inbound_since: str | None = None,
     ) -> DashboardSnapshot:
-        """``conns`` and ``drops``: each list's (since, after) cursors."""
+        """``conns`` and ``drops``: each list's (since, after) cursors; ``inbound_since`` the inbound part's."""
         return await self.gateway.snapshot(
             subject.pid,
             subject.command,
@@ -410,6 +440,7 @@ class Poller:
             addresses=addresses,
             node=subject.node,
             workload=subject.workload,
+            inbound_since=inbound_since,
         )
 
     def _keep_summaries(self, subject: Scope, snap: DashboardSnapshot, cost: float) -> None:

@@ -47,12 +47,13 @@ def _separately(args: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
         "processes": ("list_processes", {"duration": args.get("duration", 60), "limit": args.get("limit", 20)}),
         "names": ("lookup_names", {"addresses": args.get("addresses")}),
         "recent_bytes": ("get_traffic", {**scope, "duration": RECENT_BYTES_SECONDS, "limit": 1}),
+        "inbound": ("list_connections", {**events, "since": args.get("inbound_since"), "direction": "inbound"}),
     }
 
 
 async def _compare(args: dict[str, Any]) -> None:
     clock = Clock()
-    server = create_server(demo_source(clock), names=NameResolver(enabled=False))
+    server = create_server(demo_source(clock, inbound=True), names=NameResolver(enabled=False))
     wanted = set(SNAPSHOT_PARTS if args.get("parts") is None else args["parts"])
     async with Client(server) as client:
         snap = await client.call_tool("dashboard_snapshot", {k: v for k, v in args.items() if v is not None})
@@ -73,10 +74,10 @@ async def _compare(args: dict[str, Any]) -> None:
     assert schema is not None
     jsonschema.validate(content, schema)
     DashboardSnapshot.model_validate(content)
-    for part in [*SNAPSHOT_PARTS, "names", "recent_bytes"]:
+    for part in [*SNAPSHOT_PARTS, "names", "recent_bytes", "inbound"]:
         if part in alone:
             expected = dict(alone[part].structured_content or {})
-            if part in ("connections", "drops"):  # the listing text is one line in a snapshot
+            if part in ("connections", "drops", "inbound"):  # the listing text is one line in a snapshot
                 assert content[part].pop("text").endswith("events listed.")
                 expected.pop("text")
             if part == "recent_bytes":  # "until" is the wall-clock time each call read (a source without bytes)
@@ -95,10 +96,12 @@ async def _compare(args: dict[str, Any]) -> None:
     max_events=st.integers(min_value=1, max_value=1000),
     since=cursors,
     drops_since=cursors,
+    inbound_since=cursors,
     after=seq_cursors,
     drops_after=seq_cursors,
     parts=st.one_of(
-        st.none(), st.lists(st.sampled_from([*SNAPSHOT_PARTS, "names", "recent_bytes"]), unique=True, max_size=8)
+        st.none(),
+        st.lists(st.sampled_from([*SNAPSHOT_PARTS, "names", "recent_bytes", "inbound"]), unique=True, max_size=9),
     ),
     limit=st.integers(min_value=1, max_value=200),
     addresses=st.one_of(st.none(), st.lists(st.sampled_from(ADDRESSES), min_size=1, max_size=5, unique=True)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from textual import work
@@ -46,8 +46,27 @@ class Clock:
         return self.now
 
 
-def demo_source(clock: Callable[[], datetime] | None = None) -> MemorySource:
-    return MemorySource(demo_events(), label="replay of demo.jsonl", clock=clock or Clock())
+#: Connections the demo host's nginx accepted on 10.0.2.2:443: (seconds before DEMO_NOW, peer, peer port).
+DEMO_ACCEPTS = ((1.5, "203.0.113.7", 50412), (4.2, "198.51.100.23", 61877), (12.8, "203.0.113.7", 50398),
+                (33.0, "192.0.2.80", 40021))  # fmt: skip
+
+
+def demo_inbound() -> list[ConnectionEvent]:
+    """The demo's inbound connections, as the store lists the kernel's passive-open counts."""
+    return [
+        ConnectionEvent(id=f"in-demo-{i}", pid=812, command="nginx", time=DEMO_NOW - timedelta(seconds=ago),
+                        destination_ip="10.0.2.2", destination_port=443, destination="10.0.2.2:443", address_family=2,
+                        protocol="TCP", socket_type="STREAM", outcome="ok", direction="inbound", peer_ip=peer,
+                        peer_port=port)
+        for i, (ago, peer, port) in enumerate(DEMO_ACCEPTS)
+    ]  # fmt: skip
+
+
+def demo_source(clock: Callable[[], datetime] | None = None, *, inbound: bool = False) -> MemorySource:
+    """The demo recording; with ``inbound``, nginx's accepted connections too (the snapshot scenes and
+    screenshots show them; the other tests count the recording's connects)."""
+    return MemorySource(demo_events(), label="replay of demo.jsonl", clock=clock or Clock(),
+                        inbound=demo_inbound() if inbound else None)  # fmt: skip
 
 
 class Polled:
@@ -86,7 +105,7 @@ class SourceApp(NetspyApp):
 def demo_app(**kwargs: Any) -> SourceApp:
     clock = Clock()
     return SourceApp(
-        demo_source(clock),
+        demo_source(clock, inbound=True),
         clock=clock,
         interval=kwargs.pop("interval", 0.25),
         source_note="recorded demo · clock fixed at 2026-11-24 12:00:00 UTC",

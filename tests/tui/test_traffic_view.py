@@ -94,7 +94,7 @@ async def dashboard(
         async with open_gateway(source) as gateway:
             app = NetspyApp(gateway, interval=0.2, source_note="test", export_dir=export_dir)
             async with app.run_test(size=size) as pilot:
-                await wait_for(pilot, lambda: app.dashboard.connections.row_count == 3, "the connections")
+                await wait_for(pilot, lambda: app.dashboard.connections.row_count == 4, "3 connects, 1 accept")
                 yield app, pilot, store
     finally:
         await source.aclose()
@@ -306,7 +306,7 @@ async def test_at_120x35_grouping_by_workload_and_the_node_column() -> None:
         # an event from an aggregator's node: the Node column appears, with its node
         store.add_events([connection(pid=404, command="redis", ip="10.0.0.5", port=6379, time=datetime.now(UTC),
                                      k8s_node_name="node-a")])  # fmt: skip
-        await wait_for(pilot, lambda: d.connections.shows_node and d.connections.row_count == 4, "the node's row")
+        await wait_for(pilot, lambda: d.connections.shows_node and d.connections.row_count == 5, "the node's row")
         await pilot.pause()
         header = line_with(app, "Time (UTC)", "Destination")
         assert "Node" in header

@@ -78,7 +78,19 @@ def test_csv_names_each_destination_and_workload_when_known(tmp_path: Path) -> N
                                connections=(named, connection(pid=5, command="wget")), drops=())  # fmt: skip
     path = export.export(req, "csv", tmp_path).path
     header, first, second = list(csv.reader(path.open()))
-    assert header[-3:] == ["hostname", "workload", "id"]
-    assert first[-3:-1] == ["db.internal", "docker 3f2a"] and second[-3:-1] == ["", ""]
+    assert header[-5:] == ["hostname", "workload", "id", "direction", "peer"]
+    assert first[-5:-3] == ["db.internal", "docker 3f2a"] and second[-5:-3] == ["", ""]
+    assert first[-2:] == ["outbound", ""]
     data = json.loads(export.export(req, "json", tmp_path).path.read_text())
     assert data["connections"][0]["hostname"] == "db.internal" and data["connections"][0]["workload"] == "docker 3f2a"
+
+
+def test_csv_gives_an_inbound_connection_its_direction_and_peer(tmp_path: Path) -> None:
+    accepted = connection(pid=4, command="nginx", ip="10.0.0.2", port=443).model_copy(
+        update={"direction": "inbound", "peer_ip": "10.0.0.9", "peer_port": 51000}
+    )
+    req = export.ExportRequest(view="connections", exported_at=BASE_TIME, window_seconds=60,
+                               connections=(accepted,), drops=())  # fmt: skip
+    header, row = list(csv.reader(export.export(req, "csv", tmp_path).path.open()))
+    got = dict(zip(header, row, strict=True))
+    assert (got["destination"], got["direction"], got["peer"]) == ("10.0.0.2:443", "inbound", "10.0.0.9:51000")

@@ -1209,6 +1209,11 @@ def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str,
     _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, done)
     f.load(a, DW, R1, "skaddr")
     a.stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    # both ports in the key's padding: a socket freed and reused within the same second (short connections
+    # accepted or made one after another) is another connection, not one more of the first with its addresses
+    for name, at in (("sport", _TK_PORTS), ("dport", _TK_PORTS + 2)):
+        f.load(a, H, R1, name)
+        a.stx(H, FP, _T_KEY + at, R1)
     if not lifetime:
         if maps.opened is not None:
             a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
@@ -1753,7 +1758,8 @@ TRAFFIC_KEY = np.dtype(
     }
 )
 """What bytes are summed by: the socket (kernel address), the process (tgid) that sent or read them,
-the wall-clock second and the direction (:data:`DIR_RX` read, :data:`DIR_TX` sent,
+the wall-clock second and the direction (connection rows also on the socket's ports, in bytes 20-23: a
+socket's memory reused within the second is another connection) (:data:`DIR_RX` read, :data:`DIR_TX` sent,
 :data:`DIR_RETRANS` TCP segments retransmitted, :data:`DIR_ACCEPT` a connection passively opened
 (the listener's process), :data:`DIR_CONNECT` an outbound TCP connection established,
 :data:`DIR_CLOSE` one of those closed: ``bytes`` is its lifetime in microseconds)."""
@@ -1771,6 +1777,8 @@ last wall-clock ns (``last`` is refreshed on every call, not atomically: a nanos
 harmless), the process name, the socket's addresses (IPv4 in the first 4 bytes, network order) and
 ports (host order) as the socket had them then (an unconnected UDP socket has no remote)."""
 _TK = {name: TRAFFIC_KEY.fields[name][1] for name in TRAFFIC_KEY.names}
+#: connection rows (accepted, connected, closed) also key on the socket's two ports, in the key's padding here
+_TK_PORTS = 20
 _TV = {name: TRAFFIC_VALUE.fields[name][1] for name in TRAFFIC_VALUE.names}
 #: traffic overflow array: (direction - 1) * 2 -> bytes, + 1 -> calls (cumulative)
 TRAFFIC_OVERFLOW_SLOTS = 12

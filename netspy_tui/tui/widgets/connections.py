@@ -14,7 +14,7 @@ from rich.style import Style
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
-from netspy_tui.analysis.describe import destination_text
+from netspy_tui.analysis.describe import destination_text, inbound_cell
 from netspy_tui.models import OUTCOMES, ConnectionEvent, PacketDropEvent
 from netspy_tui.tui.poller import event_key
 from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width
@@ -141,6 +141,11 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         Column("protocol", "Proto", 5, 5),
         PID_COLUMN,
     )
+    DIRECTION_COLUMN = Column("direction", "Dir", 3, 3)
+    """Shown (right after the outcome, which stays in view at 80 columns) once a row is a connection a local
+    process accepted: ``in`` for those (their Destination cell reads ``:local port ← peer``), ``out`` for a
+    connect() made here. A source that sees no accepts (a remote server, a recording) shows connects only: the
+    column would say ``out`` on every row and cost the destinations 5 cells at 80 columns."""
     NODE_COLUMN = Column("node", "Node", 10, 32)
     """Shown (after the outcome) once an event carries a node: an aggregator's events from several hosts."""
     WORKLOAD_COLUMN = Column("workload", "Workload", 10, 40)
@@ -155,6 +160,8 @@ class ConnectionTable(EventTable[ConnectionEvent]):
         super().__init__(id=id)
 
     def destination(self, event: ConnectionEvent) -> str:
+        if event.direction == "inbound":
+            return inbound_cell(event)
         if self.show_names and event.hostname:
             return f"{event.hostname}:{event.destination_port}"
         return destination_text(event)
@@ -175,19 +182,25 @@ class ConnectionTable(EventTable[ConnectionEvent]):
     def shows_workload(self) -> bool:
         return self.WORKLOAD_COLUMN in self.spec
 
+    @property
+    def shows_direction(self) -> bool:
+        return self.DIRECTION_COLUMN in self.spec
+
     def sync(self, events: Sequence[ConnectionEvent]) -> tuple[int, int]:
         node = self.shows_node or any(e.k8s_node_name for e in events)
         workload = self.shows_workload or any(e.workload for e in events)
-        if (node, workload) != (self.shows_node, self.shows_workload):
-            self._set_columns(node=node, workload=workload)
+        direction = self.shows_direction or any(e.direction == "inbound" for e in events)
+        if (node, workload, direction) != (self.shows_node, self.shows_workload, self.shows_direction):
+            self._set_columns(node=node, workload=workload, direction=direction)
         return super().sync(events)
 
-    def _set_columns(self, *, node: bool, workload: bool) -> None:
-        """Rebuild with the Node column (after the outcome) and the Workload column (last) the data has; the
-        rows are redrawn by the sync that follows. Once shown, a column stays."""
+    def _set_columns(self, *, node: bool, workload: bool, direction: bool) -> None:
+        """Rebuild with the Dir and Node columns (after the outcome) and the Workload column (last) the data has;
+        the rows are redrawn by the sync that follows. Once shown, a column stays."""
         at = [c.key for c in self.COLUMNS].index("outcome") + 1
         self.spec = (
             *self.COLUMNS[:at],
+            *((self.DIRECTION_COLUMN,) if direction else ()),
             *((self.NODE_COLUMN,) if node else ()),
             *self.COLUMNS[at:],
             *((self.WORKLOAD_COLUMN,) if workload else ()),
@@ -218,11 +231,12 @@ class ConnectionTable(EventTable[ConnectionEvent]):
             cell(event.command, 24),
             cell(self.destination(event), 64),
             cell(_OUTCOME_LABEL.get(outcome, outcome), 12, style=self._outcome_style(outcome)),
-            cell(proto, 12),
-            cell(event.pid, 7, justify="right", sort_key=event.pid),
         ]
+        if self.shows_direction:
+            cells.append(cell("in", 3, style="bold") if event.direction == "inbound" else cell("out", 3))
         if self.shows_node:
-            cells.insert(4, cell(event.k8s_node_name or "", 32))
+            cells.append(cell(event.k8s_node_name or "", 32))
+        cells += [cell(proto, 12), cell(event.pid, 7, justify="right", sort_key=event.pid)]
         if self.shows_workload:
             cells.append(cell(event.workload or "", 40))
         return cells
