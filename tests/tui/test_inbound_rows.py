@@ -36,6 +36,7 @@ async def test_at_80x24_an_accepted_connection_is_an_inbound_row_and_the_outcome
             T.write(store._writer, [(second, 101, "nginx", "TCP", "10.0.0.2", 443, "192.0.2.44", 60000, DIR_ACCEPT,
                                      1, 1, t, t)])  # fmt: skip
             store._writer.execute("COMMIT")
+        store._changed()  # (what the writer does after a write: the dashboard follows the notification)
         d = app.dashboard
         await wait_for(pilot, lambda: d.connections.row_count == 5, "the connection accepted later")
         await pilot.pause()
