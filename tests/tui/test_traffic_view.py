@@ -156,6 +156,7 @@ async def test_at_80x24_the_traffic_view_shows_processes_rates_and_is_read_only_
 
         await pilot.press("t")  # back to connections: the poller stops asking for traffic
         await wait_for(pilot, lambda: d.view == "connections", "the connections view")
+        app.poller.wake.set()  # poll now: nothing changes in the store, so the next poll would be the idle one (10 s)
         await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is None, "a poll without traffic")
         assert not app.poller.traffic_wanted
 
@@ -226,6 +227,7 @@ async def test_paused_the_traffic_lists_show_the_paused_poll() -> None:
             T.write(store._writer, [(s, 505, "wget", "TCP", "10.0.0.2", 40005, "10.0.0.6", 80, DIR_RX, 9, 1, s * NS,
                                      s * NS)])  # fmt: skip
             store._writer.execute("COMMIT")
+        store._changed()  # (what the writer does after a write: the dashboard follows the notification)
 
         def polled_wget() -> bool:
             return d.latest is not None and d.latest.traffic is not None and d.latest.traffic.stats.total_processes == 4
@@ -349,6 +351,7 @@ async def test_a_source_without_traffic_says_so_and_a_failing_tool_is_one_line()
             raise ToolFailed("Unknown tool: get_traffic")
 
         gateway.traffic = refuse  # type: ignore[method-assign]  # (an older server without the tool)
+        app.poller.wake.set()  # poll now: nothing changes in the source, so the next poll would be the idle one (10 s)
         await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic_error is not None, "the error")
         await pilot.pause()
         assert "traffic unavailable: Unknown tool: get_traffic" in screen_text(app)
