@@ -45,33 +45,17 @@ if TYPE_CHECKING:
         ToolSpec,
     )
 
-#: Each name's module: the package imports it on first use (a dashboard paints before the AI layer loads).
-_WHERE = {
-    "available_models": "netspy_tui.ai.chat",
-    "collect": "netspy_tui.ai.chat",
-    "format_call": "netspy_tui.ai.chat",
-    "map_error": "netspy_tui.ai.chat",
-    "stream_answer": "netspy_tui.ai.chat",
-    "stream_explanation": "netspy_tui.ai.chat",
-    "stream_summary_explanation": "netspy_tui.ai.chat",
-    "ExplanationContext": "netspy_tui.ai.context",
-    "build_context": "netspy_tui.ai.context",
-    "parse_context": "netspy_tui.ai.context",
-    "rule_based_explanation": "netspy_tui.ai.rules",
-    "DEFAULT_MODEL": "netspy_tui.ai.settings",
-    "AISettings": "netspy_tui.ai.settings",
-    "AIStreamError": "netspy_tui.ai.types",
-    "AnswerItem": "netspy_tui.ai.types",
-    "Finished": "netspy_tui.ai.types",
-    "ProgressNote": "netspy_tui.ai.types",
-    "StreamEvent": "netspy_tui.ai.types",
-    "TextDelta": "netspy_tui.ai.types",
-    "ToolCaller": "netspy_tui.ai.types",
-    "ToolCallFinished": "netspy_tui.ai.types",
-    "ToolCallStarted": "netspy_tui.ai.types",
-    "ToolOutput": "netspy_tui.ai.types",
-    "ToolSpec": "netspy_tui.ai.types",
-}
+#: Each module's names: the package imports one on first use (a dashboard paints before the AI layer loads).
+_NAMES = {
+    "netspy_tui.ai.chat": ("available_models", "collect", "format_call", "map_error", "stream_answer",
+                           "stream_explanation", "stream_summary_explanation"),
+    "netspy_tui.ai.context": ("ExplanationContext", "build_context", "parse_context"),
+    "netspy_tui.ai.rules": ("rule_based_explanation",),
+    "netspy_tui.ai.settings": ("DEFAULT_MODEL", "AISettings"),
+    "netspy_tui.ai.types": ("AIStreamError", "AnswerItem", "Finished", "ProgressNote", "StreamEvent", "TextDelta",
+                            "ToolCaller", "ToolCallFinished", "ToolCallStarted", "ToolOutput", "ToolSpec"),
+}  # fmt: skip
+_WHERE = {name: module for module, names in _NAMES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:

@@ -152,6 +152,16 @@ def query_time() -> str:
     return format_time(utcnow())
 
 
+def _figures_response(figures: Any, *times: str) -> Response:
+    """An extension's figures as JSON: ``times`` written as the server writes ``time``, and the query time."""
+    payload = figures.model_dump(mode="json")
+    for key in times:
+        value = getattr(figures, key)
+        payload[key] = format_time(value) if value is not None else None
+    payload["query_time"] = query_time()
+    return json_response(payload)
+
+
 # --- events on the wire ----------------------------------------------------------------------
 
 
@@ -510,10 +520,7 @@ class Api:
             stats = await getattr(source, method)(pid, command, duration, limit)
         else:
             stats = model(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False)
-        payload = stats.model_dump(mode="json")
-        payload["until"] = format_time(stats.until) if stats.until is not None else None
-        payload["query_time"] = query_time()
-        return json_response(payload)
+        return _figures_response(stats, "until")
 
     async def window_stats(self, request: Request) -> Response:
         """``/api/window-stats``: the source's :class:`WindowStats` of one kind and window as JSON."""
@@ -526,12 +533,7 @@ class Api:
         buckets = params.integer("buckets", default=60, minimum=1, maximum=MAX_STATS_BUCKETS)
         scope = Scope(kind, params.pid(), params.command(), duration)
         stats = await self.source.stats(scope, top_n=top_n, buckets=buckets)
-        payload = stats.model_dump(mode="json")
-        for key in ("first_seen", "last_seen", "until"):
-            value = getattr(stats, key)
-            payload[key] = format_time(value) if value is not None else None
-        payload["query_time"] = query_time()
-        return json_response(payload)
+        return _figures_response(stats, "first_seen", "last_seen", "until")
 
     def routes(self) -> list[BaseRoute]:
         both = ["GET", "POST"]
