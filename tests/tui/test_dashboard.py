@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import html
 import io
@@ -527,6 +528,33 @@ async def test_keys_typed_right_after_an_opening_key_go_into_the_input(
         assert app.dashboard.focused is bar
         assert not any(tmp_path.iterdir())  # e did not export  # noqa: ASYNC240
         assert not app.dashboard.paused and app.dashboard.view == "connections"
+
+
+async def test_the_input_has_the_focus_as_soon_as_its_opening_key_is_handled_even_while_the_app_is_busy(
+    source: MemorySource, clock: Clock, tmp_path: Path
+) -> None:
+    """The app hands ``/uxgen`` to the table before the table handles ``/`` (its queue is behind); the app's
+    own queue is busy meanwhile (here: held until the test lets it go). The input is opened and focused as
+    the key reaches the screen, not once the app gets round to the key's binding."""
+    async with dashboard(source, clock, export_dir=tmp_path) as (app, pilot):
+        table, bar = app.dashboard.connections, app.dashboard.query_one("#filter-bar", Input)
+        assert app.dashboard.focused is table
+        release = asyncio.Event()
+        app.call_later(release.wait)  # the app's message loop waits here (so the Pilot cannot be used)
+        try:
+            for ch in "/uxgen":
+                table._forward_event(events.Key("slash" if ch == "/" else ch, ch))  # as the app forwards a key
+            for _ in range(500):  # the table and the screen handle the keys meanwhile
+                if bar.value == "uxgen":
+                    break
+                await asyncio.sleep(0.01)
+            focused, shown = app.dashboard.focused, bar.display
+        finally:
+            release.set()
+        assert bar.value == "uxgen" and focused is bar and shown
+        await pilot.pause(0.1)
+        assert app.dashboard.focused is bar and bar.value == "uxgen" and app.dashboard.filter_text == "uxgen"
+        assert not any(tmp_path.iterdir())  # e did not export  # noqa: ASYNC240
 
 
 async def test_help_is_shown_whole_and_ai_commands_clear_an_earlier_error(source: MemorySource, clock: Clock) -> None:

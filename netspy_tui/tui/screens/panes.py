@@ -96,9 +96,16 @@ class InputKeys(Screen[None]):
         The app hands every queued key to the widget that has the focus when it arrives, so letters typed
         before the input has the focus reach the screen, and then the single-letter bindings (``e`` would
         export). From the opening key until the input loses the focus, such letters go into the input.
+
+        The opening key opens its input here, as it reaches the screen, not when the app gets to its binding:
+        the app's queue can hold other work (a snapshot to draw) before it, and the input would be filled
+        while the focus was still on the table.
         """
         if not isinstance(self.focused, Input) and event.key in OPENERS:
+            event.stop()
+            event.prevent_default()
             self._typeahead = self.query_one(OPENERS[event.key], Input)
+            self.open_input(self._typeahead)
             return
         bar = self._typeahead
         if bar is not None and event.is_printable and event.character:
