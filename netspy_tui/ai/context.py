@@ -13,6 +13,13 @@ key                value
 ``recent_events``  ``[ConnectionEvent.model_dump(mode="json"), ...]`` newest first
 ``packet_drops``   ``PatternAnalysis.model_dump(mode="json")`` with ``stats.kind == "packet_drop"``
                    (``stats.outcomes`` are the kernel drop reasons)
+``traffic``        ``TrafficStats.model_dump(mode="json")``: bytes sent and read (per remote address and
+                   connection), retransmitted segments, TCP connections opened and closed; only where
+                   the source counts them
+``latency``        ``LatencyStats.model_dump(mode="json")``: TCP connect latency (p50/p95/max, slowest
+                   destinations); only where the source measures it
+``inbound_events`` ``[ConnectionEvent.model_dump(mode="json"), ...]`` connections the process accepted
+                   (``direction`` ``inbound``: ``peer_*`` who connected), newest first
 ``sampled``        ``bool``: the source samples sockets (procfs) and may miss short-lived connections
 ``source``         ``str``: where the data comes from, as ``SourceInfo.label``
 =================  =================================================================================
@@ -31,8 +38,10 @@ from netspy_tui.errors import AIError
 from netspy_tui.models import (
     ConnectionEvent,
     ConnectionList,
+    LatencyStats,
     NetworkSummary,
     PatternAnalysis,
+    TrafficStats,
     describe_validation_error,
 )
 
@@ -50,6 +59,9 @@ class ExplanationContext(TypedDict, total=False):
     patterns: dict[str, Any]
     recent_events: list[dict[str, Any]]
     packet_drops: dict[str, Any]
+    traffic: dict[str, Any]
+    latency: dict[str, Any]
+    inbound_events: list[dict[str, Any]]
     sampled: bool
     source: str
 
@@ -66,10 +78,14 @@ def build_context(
     patterns: PatternAnalysis | None = None,
     recent: ConnectionList | list[ConnectionEvent] | None = None,
     packet_drops: PatternAnalysis | None = None,
+    traffic: TrafficStats | None = None,
+    latency: LatencyStats | None = None,
+    inbound: ConnectionList | list[ConnectionEvent] | None = None,
     sampled: bool | None = None,
     source: str | None = None,
 ) -> dict[str, Any]:
-    """The explanation context from tool results (any may be None: that key is left out)."""
+    """The explanation context from tool results (any may be None: that key is left out; so are traffic
+    and latency figures the source does not have, and an empty inbound list)."""
     ctx: dict[str, Any] = {"process": {"pid": pid, "command": command}}
     if summary is not None:
         ctx["summary"] = _dump(summary)
@@ -82,6 +98,13 @@ def build_context(
             sampled = True
     if packet_drops is not None:
         ctx["packet_drops"] = _dump(packet_drops)
+    if traffic is not None and traffic.available:
+        ctx["traffic"] = _dump(traffic)
+    if latency is not None and latency.available:
+        ctx["latency"] = _dump(latency)
+    accepted = inbound.events if isinstance(inbound, ConnectionList) else inbound
+    if accepted:
+        ctx["inbound_events"] = [_dump(e) for e in accepted]
     if sampled is not None:
         ctx["sampled"] = sampled
     src = source or (patterns.source if patterns else None) or (summary.source if summary else None)
@@ -100,6 +123,9 @@ class ParsedContext:
     patterns: PatternAnalysis | None = None
     recent_events: list[ConnectionEvent] = field(default_factory=list)
     packet_drops: PatternAnalysis | None = None
+    traffic: TrafficStats | None = None
+    latency: LatencyStats | None = None
+    inbound_events: list[ConnectionEvent] = field(default_factory=list)
     sampled: bool = False
     source: str | None = None
 
@@ -129,6 +155,14 @@ def parse_context(context: dict[str, Any]) -> ParsedContext:
         part = "packet_drops"
         if context.get("packet_drops") is not None:
             parsed.packet_drops = PatternAnalysis.model_validate(context["packet_drops"])
+        part = "traffic"
+        if context.get("traffic") is not None:
+            parsed.traffic = TrafficStats.model_validate(context["traffic"])
+        part = "latency"
+        if context.get("latency") is not None:
+            parsed.latency = LatencyStats.model_validate(context["latency"])
+        part = "inbound_events"
+        parsed.inbound_events = [ConnectionEvent.model_validate(e) for e in context.get("inbound_events") or []]
     except ValidationError as exc:
         raise AIError(f"Explanation context field {part} is malformed: {describe_validation_error(exc)}") from None
     except (TypeError, ValueError) as exc:

@@ -57,8 +57,9 @@ How to answer:
 EXPLAIN_INSTRUCTION = """\
 Explain the recent network behaviour of the process described by the telemetry below: what it \
 connects to, how often, whether its connections succeed, any refused or unreachable bursts, \
-unusual ports or packet drops, and whether anything looks worth investigating. The "subject" \
-field names the process."""
+unusual ports or packet drops, how many bytes it moves and with whom, how long its connects \
+take, whether it retransmits, who connects to it, and whether anything looks worth \
+investigating. The "subject" field names the process."""
 
 SUMMARY_INSTRUCTION = """\
 Give insights into the network telemetry summary below: notable patterns, failures, unusual \
@@ -233,6 +234,70 @@ def _briefs(events: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _traffic(stats: Any, top: int) -> dict[str, Any]:
+    """Traffic figures (``TrafficStats`` as JSON) in a few lines: totals and rates, retransmits, TCP
+    connections opened and closed, and the remote addresses moving the most bytes."""
+    if not isinstance(stats, dict) or not stats.get("available", True):
+        return {}
+    out: dict[str, Any] = {}
+    for key in ("tx_bytes", "rx_bytes", "retransmits", "inbound_connections", "outbound_connections",
+                "closed_connections"):  # fmt: skip
+        if stats.get(key):
+            out[key] = int(stats[key])
+    for key in ("tx_rate", "rx_rate"):
+        if stats.get(key):
+            out[key + "_per_s"] = round(float(stats[key]), 1)
+    remotes = {}
+    for r in (stats.get("remotes") or [])[:top]:
+        if isinstance(r, dict):
+            item = {k: int(r[k]) for k in ("tx_bytes", "rx_bytes", "retransmits") if r.get(k)}
+            remotes[str(r.get("remote") or "(no peer)")] = item
+    if remotes:
+        out["remotes"] = remotes
+    procs = [p for p in stats.get("processes") or [] if isinstance(p, dict)]
+    if len(procs) > 1:
+        out["processes"] = {str(p.get("command")): {k: int(p[k]) for k in ("tx_bytes", "rx_bytes", "retransmits")
+                                                     if p.get(k)} for p in procs[:top]}  # fmt: skip
+    if stats.get("sampled"):
+        out["sampled"] = True
+    return out
+
+
+def _latency(stats: Any, top: int) -> dict[str, Any]:
+    """Connect latency (``LatencyStats`` as JSON): attempts, p50/p95/max in microseconds, the slowest
+    destinations."""
+    if not isinstance(stats, dict) or not stats.get("available", True) or not stats.get("attempts"):
+        return {}
+    out: dict[str, Any] = {k: int(stats.get(k) or 0) for k in ("attempts", "p50_us", "p95_us", "max_us")}
+    slowest = {}
+    for g in (stats.get("destinations") or [])[:top]:
+        if isinstance(g, dict):
+            slowest[str(g.get("destination"))] = {k: int(g.get(k) or 0) for k in ("attempts", "p50_us", "p95_us")}
+    if slowest:
+        out["slowest_destinations"] = slowest
+    return out
+
+
+def _inbound(events: Any, top: int) -> dict[str, Any]:
+    """Connections accepted (inbound events as JSON): how many, from which peers, on which local ports."""
+    accepted = [e for e in events or [] if isinstance(e, dict)]
+    if not accepted:
+        return {}
+    peers: dict[str, int] = {}
+    ports: dict[str, int] = {}
+    for e in accepted:
+        peer = str(e.get("peer_ip") or "unknown")
+        peers[peer] = peers.get(peer, 0) + 1
+        port = str(e.get("destination_port") or 0)
+        ports[port] = ports.get(port, 0) + 1
+    return {"accepted": len(accepted), "peers": _most(peers, top), "local_ports": _most(ports, top)}
+
+
+def _most(counts: dict[str, int], n: int) -> dict[str, int]:
+    """The ``n`` largest of ``counts``, largest first (ties in first-seen order)."""
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:n])
+
+
 def compact_context(context: dict[str, Any], level: int = 0) -> dict[str, Any]:
     """An explanation context (see :mod:`netspy_tui.ai.context`) as a compact summary: the window's
     totals, outcome mix, top destinations/ports, rate shape, drops, and a few representative events
@@ -256,6 +321,15 @@ def compact_context(context: dict[str, Any], level: int = 0) -> dict[str, Any]:
     drops = context.get("packet_drops")
     if drops and (drops.get("stats") or {}).get("total"):
         out["packet_drops"] = _window(drops, "packet_drop", top, buckets)
+    traffic = _traffic(context.get("traffic"), top)
+    if traffic:
+        out["traffic"] = traffic
+    latency = _latency(context.get("latency"), top)
+    if latency:
+        out["connect_latency"] = latency
+    inbound = _inbound(context.get("inbound_events"), top)
+    if inbound:
+        out["inbound"] = inbound
     events = list(context.get("recent_events") or [])
     shown = _examples(events, examples)
     if shown:

@@ -1,7 +1,8 @@
 """A local, deterministic explanation of one process's network behaviour, for when no AI is configured.
 
 Reads the same context as the AI (see :mod:`netspy_tui.ai.context`) and states the figures with a
-few fixed rules: failure ratio, refused/unreachable bursts, rate spikes, unusual ports, packet drops.
+few fixed rules: failure ratio, refused/unreachable bursts, rate spikes, unusual ports, packet drops, and
+where the source counts them bytes moved, retransmits, slow connects and accepted connections.
 Untrusted strings (process names, hosts, drop reasons) are cleaned and shown as code spans, so they
 can neither break the Markdown nor pass for markup.
 """
@@ -15,6 +16,7 @@ from typing import Any
 from netspy_tui.ai.context import ParsedContext, parse_context
 from netspy_tui.ai.settings import ENV_API_KEY, ENV_BASE_URL
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, second_of
+from netspy_tui.analysis.describe import duration_us, human_bytes
 from netspy_tui.models import ConnectionEvent, Counted, ns_to_time
 from netspy_tui.textsafe import clean
 
@@ -106,6 +108,10 @@ COMMON_PORTS = frozenset(
     }
 )
 TOP_N = 5
+#: Connect latency at or above this at p95 is flagged (a SYN the kernel had to send again waits ~1 s).
+SLOW_CONNECT_US = 500_000
+#: This many retransmitted TCP segments in the window are flagged.
+RETRANSMITS_MIN = 3
 
 
 def code(value: object, max_len: int = 60) -> str:
@@ -224,6 +230,60 @@ def _unusual_ports(ports: list[Counted]) -> list[Counted]:
     return unusual
 
 
+def _traffic(ctx: ParsedContext, bullets: list[str], flags: list[str], notes: list[str]) -> None:
+    """Bytes, retransmits, connect latency and accepted connections, where the context has them."""
+    traffic = ctx.traffic
+    if traffic is not None:
+        if traffic.tx_bytes or traffic.rx_bytes:
+            line = (f"**Traffic:** sent {human_bytes(traffic.tx_bytes)} ({human_bytes(traffic.tx_rate)}/s), "
+                    f"read {human_bytes(traffic.rx_bytes)} ({human_bytes(traffic.rx_rate)}/s)")  # fmt: skip
+            peers = [r for r in traffic.remotes if r.remote]
+            if peers:
+                top = peers[0]
+                line += (f"; most with {code(top.remote)} ({human_bytes(top.tx_bytes)} sent, "
+                         f"{human_bytes(top.rx_bytes)} read)")  # fmt: skip
+            bullets.append(line + ".")
+        else:
+            bullets.append("**Traffic:** no bytes sent or read over sockets in the window.")
+        opened = [f"{n:,} {what}" for n, what in ((traffic.outbound_connections, "established"),
+                  (traffic.inbound_connections, "accepted"), (traffic.closed_connections, "closed")) if n]  # fmt: skip
+        if opened:
+            bullets.append(f"**TCP connections:** {', '.join(opened)}.")
+        if traffic.retransmits:
+            line = f"**Retransmits:** {_plural(traffic.retransmits, 'TCP segment')} sent again"
+            worst = max(traffic.remotes, key=lambda r: r.retransmits, default=None)
+            if worst is not None and worst.retransmits and worst.remote:
+                line += f", {worst.retransmits:,} of them to {code(worst.remote)}"
+            bullets.append(line + ".")
+            if traffic.retransmits >= RETRANSMITS_MIN:
+                flags.append(f"TCP retransmits ({traffic.retransmits:,})")
+        if traffic.sampled:
+            notes.append("**Note:** the byte counts are sampled from the kernel's TCP counters: UDP and connections "
+                         "that came and went between two samples are missing.")  # fmt: skip
+    latency = ctx.latency
+    if latency is not None and latency.attempts:
+        line = (f"**Connect latency:** {_plural(latency.attempts, 'TCP connect')}, p50 {duration_us(latency.p50_us)}, "
+                f"p95 {duration_us(latency.p95_us)}, max {duration_us(latency.max_us)}")  # fmt: skip
+        slowest = latency.destinations[0] if latency.destinations else None
+        if slowest is not None and slowest.destination and len(latency.destinations) > 1:
+            line += f"; slowest {code(slowest.destination)} (p95 {duration_us(slowest.p95_us)})"
+        bullets.append(line + ".")
+        if latency.p95_us >= SLOW_CONNECT_US:
+            flags.append(f"slow connects (p95 {duration_us(latency.p95_us)})")
+    accepted = ctx.inbound_events
+    if accepted:
+        from_peers = Counter(e.peer_ip or "unknown" for e in accepted).most_common(TOP_N)
+        ports = Counter(str(e.destination_port) for e in accepted).most_common(TOP_N)
+        bullets.append(
+            f"**Inbound:** {_plural(len(accepted), 'connection')} accepted recently, from "
+            + ", ".join(f"{code(p)} ×{n}" for p, n in from_peers)
+            + " on local port"
+            + ("s " if len(ports) > 1 else " ")
+            + ", ".join(f"{p} ×{n}" for p, n in ports)
+            + "."
+        )
+
+
 def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
     """Markdown explaining ``subject`` from ``context`` (see :mod:`netspy_tui.ai.context`), deterministically.
 
@@ -246,7 +306,7 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
     notes: list[str] = []
     total = stats.total if stats else (ctx.summary.count if ctx.summary and ctx.summary.kind == "connection" else None)
 
-    if total is None and not ctx.recent_events and ctx.packet_drops is None:
+    if total is None and not ctx.recent_events and ctx.packet_drops is None and ctx.traffic is None:
         bullets.append("No telemetry was gathered for this process, so there is nothing to explain yet.")
     elif total == 0:
         bullets.append("**Activity:** no connect() attempts in the window.")
@@ -308,6 +368,8 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
             flags.append("packet drops")
         else:
             bullets.append("**Packet drops:** none in the window.")
+
+    _traffic(ctx, bullets, flags, notes)
 
     if ctx.sampled:
         notes.append(

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from netspy_tui.ai import (
     AISettings,
@@ -32,8 +34,15 @@ from netspy_tui.ai.settings import NOT_CONFIGURED_HINT
 from netspy_tui.errors import AIError, NetspyError
 from netspy_tui.mcp_tools import DATA_TOOLS
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
-from netspy_tui.models import Insight, Scope
+from netspy_tui.models import Insight, Scope, format_time, utcnow
 from netspy_tui.telemetry.source import TelemetrySource
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: Entries of each traffic and latency list an explanation is given (the largest, the slowest).
+TOP_PARTS = 10
+#: Connections the process accepted, newest first, that an explanation is given.
+MAX_INBOUND = 20
 
 if TYPE_CHECKING:  # the server module imports the MCP SDK: it loads with the gateway's session, not with the AI hooks
     from netspy_tui.mcp_tools.server import AIToolsHook
@@ -107,19 +116,35 @@ def subject_name(pid: int | None, command: str | None) -> str:
     return command or (f"pid {pid}" if pid else "all processes")
 
 
+async def _optional(call: Awaitable[T]) -> T | None:
+    """A tool's result, or None where the source cannot answer it (a seed-generation server has no
+    packet-drop endpoints; a plain eBPF server no traffic): the explanation goes on without it."""
+    try:
+        return await call
+    except NetspyError as exc:
+        log.debug("explanation context without a part: %s", exc)
+        return None
+
+
 async def explanation_context(gateway: Gateway, scope: Scope) -> dict[str, Any]:
-    """Summary, pattern analysis, recent events and drops of one process, all via MCP tools."""
+    """Summary, pattern analysis, recent events and drops of one process, and where the source has them its
+    traffic (bytes, retransmits), connect latency and the connections it accepted, all via MCP tools."""
     pid, command, window = scope.pid, scope.command, scope.window
     summary = await gateway.summary(pid=pid, process_name=command, duration=window)
     patterns = await gateway.patterns(pid=pid, process_name=command, duration=window)
     recent = await gateway.connections(pid=pid, process_name=command, max_events=30)
-    try:
-        drops = await gateway.drop_patterns(pid=pid, process_name=command, duration=window)
-    except NetspyError:
-        drops = None  # a seed-generation server has no packet-drop endpoints
+    drops = await _optional(gateway.drop_patterns(pid=pid, process_name=command, duration=window))
+    traffic = await _optional(gateway.traffic(pid=pid, process_name=command, duration=window, limit=TOP_PARTS))
+    latency = await _optional(gateway.connect_latency(pid=pid, process_name=command, duration=window,
+                                                      limit=TOP_PARTS))  # fmt: skip
+    since = format_time(utcnow() - timedelta(seconds=window))
+    inbound = await _optional(gateway.connections(pid=pid, process_name=command, max_events=MAX_INBOUND,
+                                                  since=since, direction="inbound"))  # fmt: skip
     context = build_context(
-        pid=pid, command=command, summary=summary, patterns=patterns, recent=recent, packet_drops=drops
-    )
+        pid=pid, command=command, summary=summary, patterns=patterns, recent=recent, packet_drops=drops,
+        traffic=traffic.stats if traffic is not None else None, latency=latency.stats if latency is not None else None,
+        inbound=inbound if inbound is not None and inbound.inbound_available is not False else None,
+    )  # fmt: skip
     nodes = sorted({e.k8s_node_name for e in recent.events if e.k8s_node_name})
     if nodes:  # an aggregator's events: which hosts the process ran on
         context["nodes"] = nodes
@@ -175,7 +200,7 @@ def dashboard_hooks(settings: AISettings) -> AIHooks:
 
     async def explain(gateway: Gateway, scope: Scope) -> AsyncIterator[AnswerItem]:
         yield ProgressNote(
-            f"gathering {subject_name(scope.pid, scope.command)}: summary, patterns and recent events via MCP…"
+            f"gathering {subject_name(scope.pid, scope.command)}: summary, patterns, recent events and traffic via MCP…"
         )
         async for event in stream_process_explanation(gateway, settings, scope):
             yield event
