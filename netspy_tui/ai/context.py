@@ -144,25 +144,17 @@ def parse_context(context: dict[str, Any]) -> ParsedContext:
         parsed.pid = int(pid) if pid is not None else None
         cmd = process.get("command")
         parsed.command = str(cmd) if cmd is not None else None
-        part = "summary"
-        if context.get("summary") is not None:
-            parsed.summary = NetworkSummary.model_validate(context["summary"])
-        part = "patterns"
-        if context.get("patterns") is not None:
-            parsed.patterns = PatternAnalysis.model_validate(context["patterns"])
-        part = "recent_events"
-        parsed.recent_events = [ConnectionEvent.model_validate(e) for e in context.get("recent_events") or []]
-        part = "packet_drops"
-        if context.get("packet_drops") is not None:
-            parsed.packet_drops = PatternAnalysis.model_validate(context["packet_drops"])
-        part = "traffic"
-        if context.get("traffic") is not None:
-            parsed.traffic = TrafficStats.model_validate(context["traffic"])
-        part = "latency"
-        if context.get("latency") is not None:
-            parsed.latency = LatencyStats.model_validate(context["latency"])
-        part = "inbound_events"
-        parsed.inbound_events = [ConnectionEvent.model_validate(e) for e in context.get("inbound_events") or []]
+        parts: tuple[tuple[str, type[BaseModel]], ...] = (
+            ("summary", NetworkSummary), ("patterns", PatternAnalysis), ("recent_events", ConnectionEvent),
+            ("packet_drops", PatternAnalysis), ("traffic", TrafficStats), ("latency", LatencyStats),
+            ("inbound_events", ConnectionEvent),
+        )  # fmt: skip
+        for part, model in parts:
+            value = context.get(part)
+            if part.endswith("_events"):  # a list of events (empty when absent)
+                setattr(parsed, part, [model.model_validate(e) for e in value or []])
+            elif value is not None:
+                setattr(parsed, part, model.model_validate(value))
     except ValidationError as exc:
         raise AIError(f"Explanation context field {part} is malformed: {describe_validation_error(exc)}") from None
     except (TypeError, ValueError) as exc:
