@@ -139,6 +139,7 @@ class NetspyApp(App[int]):
                     log.info("the server does not notify changes: polling every %.1fs", self.interval)
                     return
                 poller.following = True
+                self._show_pushed(True)
                 log.info("following the server's change notifications")
                 async for _ in changes:
                     poller.changed.set()
@@ -148,7 +149,15 @@ class NetspyApp(App[int]):
             log.warning("change notifications stopped (%s): polling every %.1fs", _describe(exc), self.interval)
         finally:
             poller.following = False
+            self._show_pushed(False)
             poller.wake.set()
+
+    def _show_pushed(self, pushed: bool) -> None:
+        self.dashboard.pushed = pushed  # (not composed yet: the status bar starts with it)
+        with contextlib.suppress(NoMatches):
+            status = self.dashboard.status
+            status.pushed = pushed
+            status.redraw()
 
     @work(group="poll", exclusive=True, exit_on_error=False)
     async def poll_loop(self) -> None:

@@ -60,8 +60,8 @@ async def test_below_140_columns_the_tables_take_the_width_and_outcome_is_in_vie
         procs = next(line for line in lines if "Attempts" in line)
         assert "Last seen" in procs and "Failed" in procs
         # header: each line fits on its own line; footer: one line with the most important keys
-        assert "healthy" in lines[0] and "LIVE" in lines[0] and "updated" in lines[0]
-        assert "updated" not in lines[1] and "LIVE" not in lines[1]
+        assert "healthy" in lines[0] and "LIVE" in lines[0] and "updates pushed" in lines[0]
+        assert "updates" not in lines[1] and "LIVE" not in lines[1]
         assert lines[-1].startswith(" ? Help") and "q Quit" in lines[-1] and "a Explain" in lines[-1]
         assert "p Patterns" in lines[-1]
 

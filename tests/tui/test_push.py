@@ -44,6 +44,12 @@ async def test_a_notification_refreshes_without_the_timer(
             # one refresh for the change (plus at most the one in flight when push began): a 0.05 s timer
             # would have made dozens
             assert app.poller.following and app.polls - before <= 2
+            # the header says the data is pushed rather than an age: nothing to redraw each second while idle
+            status = app.dashboard.status
+            shown = status.build().plain
+            assert "updates pushed" in shown and " ago" not in shown
+            clock.now += timedelta(seconds=7)
+            assert status.build().plain == shown
 
 
 async def test_the_server_notifies_outside_agents_and_says_whether_it_can() -> None:
@@ -65,6 +71,8 @@ async def test_a_source_that_cannot_notify_keeps_the_timer(clock: Clock, source:
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.polls >= 3, "polls on the timer")
             assert not app.poller.following
+            shown = app.dashboard.status.build().plain
+            assert "updated 0s ago" in shown and "pushed" not in shown  # polled: how old the data is
 
 
 async def test_a_quiet_remote_server_is_polled_less_often_yet_a_new_event_shows_within_the_bound(

@@ -77,6 +77,9 @@ class StatusBar(Static):
         self.starting = ""
         """What is still starting before the first data (the MCP gateway, the collector); "" once up."""
         self.render_ms: float | None = None
+        self.pushed = False
+        """The server notifies new telemetry and the dashboard follows: the data is as fresh as the last change,
+        so the header says so instead of an age that would tick (and repaint) every second while nothing happens."""
         self._shown = ""
         self._shown_spans: list[Span] = []
 
@@ -150,7 +153,8 @@ class StatusBar(Static):
         else:
             parts.append((2, Text(" LIVE ", style=self._style("live"))))
         if snap is not None and fail is None and not view.paused:
-            parts.append((3, Text(f"updated {_age((now - snap.taken_at).total_seconds())} ago")))
+            fresh = "updates pushed" if self.pushed else f"updated {_age((now - snap.taken_at).total_seconds())} ago"
+            parts.append((3, Text(fresh)))
         if snap is not None and fail is None and self.SHOW_TIMINGS:
             parts.append((10, Text(f"poll {snap.latency_ms:.0f} ms")))
             if self.render_ms is not None:
