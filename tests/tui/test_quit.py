@@ -54,3 +54,18 @@ async def test_q_leaves_without_waiting_for_a_slow_poll_in_flight() -> None:
     assert app.return_code == 0
     assert left < QUIT_WITHIN, f"the app took {left:.2f}s to exit"
     assert closed < QUIT_WITHIN, f"closing the gateway after the app took {closed:.2f}s"
+
+
+async def test_q_before_the_ai_pane_has_mounted_its_answer_view_leaves_without_an_error() -> None:
+    """The AI pane mounts its Markdown view after the first frame; a ``q`` that came first (a user who quits at
+    once) must not make that mount fail as the app closes (it did: MountError, and a traceback on exit)."""
+    clock = Clock()
+    async with open_gateway(Polled(demo_source(clock))) as gateway:
+        app = NetspyApp(gateway, interval=0.2, clock=clock)
+        async with app.run_test(size=(160, 45)) as pilot:
+            pane = app.dashboard.ai_pane
+            await wait_for(pilot, lambda: pane._answer is not None, "the answer view mounted after the first frame")
+            pane._answer = None  # as before that frame
+            app.exit(0)
+            assert pane._mount_answer() is False  # the app is closing: nothing mounted, nothing raised
+        assert app.return_code == 0

@@ -110,17 +110,26 @@ class AIPane(Vertical):
         # dashboard's first frame is drawn, or by the first request if it comes sooner (markdown()).
         self.call_after_refresh(self._mount_answer)
 
-    def _mount_answer(self) -> None:
+    def _mount_answer(self) -> bool:
+        """Mount the Markdown view once; False when the pane's scroll is not attached: not yet (tried again after
+        the next frame) or no longer (the app is quitting: a ``q`` right after start-up came first)."""
         if self._answer is not None:
-            return
+            return True
+        scroll = self.query_one("#ai-scroll", VerticalScroll)
+        if not scroll.is_attached or scroll._closing or scroll._pruning:
+            if self.is_attached and not (self._closing or self._pruning or self.app._closing):
+                self.call_after_refresh(self._mount_answer)
+            return False
         from textual.widgets import Markdown
 
         self._answer = Markdown(id="ai-answer", open_links=False, parser_factory=_parser)
-        self._answer_mounted = asyncio.ensure_future(self.query_one("#ai-scroll", VerticalScroll).mount(self._answer))
+        self._answer_mounted = asyncio.ensure_future(scroll.mount(self._answer))
+        return True
 
     async def answer_view(self) -> Markdown:
         """The Markdown view of the answer, mounted (at once if the first frame has not done it yet)."""
-        self._mount_answer()
+        if not self._mount_answer():
+            raise asyncio.CancelledError  # the pane is going away with the app: no answer to show
         assert self._answer is not None and self._answer_mounted is not None
         await self._answer_mounted
         return self._answer
