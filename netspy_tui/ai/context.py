@@ -4,25 +4,27 @@ The lead code gathers it through the MCP tools and passes it to
 :func:`netspy_tui.ai.stream_explanation` (sent to the model inside a telemetry block) or to
 :func:`netspy_tui.ai.rule_based_explanation` (read locally). Every key is optional.
 
-=================  =================================================================================
-key                value
-=================  =================================================================================
-``process``        ``{"pid": int | None, "command": str | None}``: who is being explained
-``summary``        ``NetworkSummary.model_dump(mode="json")``: connection count in the window
-``patterns``       ``PatternAnalysis.model_dump(mode="json")`` with ``stats.kind == "connection"``
-``recent_events``  ``[ConnectionEvent.model_dump(mode="json"), ...]`` newest first
-``packet_drops``   ``PatternAnalysis.model_dump(mode="json")`` with ``stats.kind == "packet_drop"``
-                   (``stats.outcomes`` are the kernel drop reasons)
-``traffic``        ``TrafficStats.model_dump(mode="json")``: bytes sent and read (per remote address and
-                   connection), retransmitted segments, TCP connections opened and closed; only where
-                   the source counts them
-``latency``        ``LatencyStats.model_dump(mode="json")``: TCP connect latency (p50/p95/max, slowest
-                   destinations); only where the source measures it
-``inbound_events`` ``[ConnectionEvent.model_dump(mode="json"), ...]`` connections the process accepted
-                   (``direction`` ``inbound``: ``peer_*`` who connected), newest first
-``sampled``        ``bool``: the source samples sockets (procfs) and may miss short-lived connections
-``source``         ``str``: where the data comes from, as ``SourceInfo.label``
-=================  =================================================================================
+====================  ========================================================================================
+key                   value
+====================  ========================================================================================
+``process``           ``{"pid": int | None, "command": str | None}``: who is being explained
+``summary``           ``NetworkSummary.model_dump(mode="json")``: connection count in the window
+``patterns``          ``PatternAnalysis.model_dump(mode="json")`` with ``stats.kind == "connection"``
+``recent_events``     ``[ConnectionEvent.model_dump(mode="json"), ...]`` newest first
+``packet_drops``      ``PatternAnalysis.model_dump(mode="json")`` with ``stats.kind == "packet_drop"``
+                      (``stats.outcomes`` are the kernel drop reasons)
+``traffic``           ``TrafficStats.model_dump(mode="json")``: bytes sent and read (per remote address and
+                      connection), retransmitted segments, TCP connections opened and closed; only where
+                      the source counts them
+``latency``           ``LatencyStats.model_dump(mode="json")``: TCP connect latency (p50/p95/max, slowest
+                      destinations); only where the source measures it
+``inbound_events``    ``[ConnectionEvent.model_dump(mode="json"), ...]``: the newest connections the process
+                      accepted (``direction`` ``inbound``: ``peer_*`` who connected)
+``inbound_total``     ``int``: how many it accepted in the window (``inbound_events`` holds the newest of them)
+``nodes``             ``[str, ...]``: the nodes its events came from (an aggregator's)
+``sampled``           ``bool``: the source samples sockets (procfs) and may miss short-lived connections
+``source``            ``str``: where the data comes from, as ``SourceInfo.label``
+====================  ========================================================================================
 
 :func:`build_context` makes this dict from the models; :func:`parse_context` reads it back.
 """
@@ -62,6 +64,8 @@ class ExplanationContext(TypedDict, total=False):
     traffic: dict[str, Any]
     latency: dict[str, Any]
     inbound_events: list[dict[str, Any]]
+    inbound_total: int
+    nodes: list[str]
     sampled: bool
     source: str
 
@@ -105,6 +109,9 @@ def build_context(
     accepted = inbound.events if isinstance(inbound, ConnectionList) else inbound
     if accepted:
         ctx["inbound_events"] = [_dump(e) for e in accepted]
+        ctx["inbound_total"] = (
+            max(inbound.total_count, len(accepted)) if isinstance(inbound, ConnectionList) else len(accepted)
+        )
     if sampled is not None:
         ctx["sampled"] = sampled
     src = source or (patterns.source if patterns else None) or (summary.source if summary else None)
@@ -126,6 +133,7 @@ class ParsedContext:
     traffic: TrafficStats | None = None
     latency: LatencyStats | None = None
     inbound_events: list[ConnectionEvent] = field(default_factory=list)
+    inbound_total: int = 0
     sampled: bool = False
     source: str | None = None
 
@@ -159,6 +167,10 @@ def parse_context(context: dict[str, Any]) -> ParsedContext:
         raise AIError(f"Explanation context field {part} is malformed: {describe_validation_error(exc)}") from None
     except (TypeError, ValueError) as exc:
         raise AIError(f"Explanation context is malformed: {exc}") from None
+    try:
+        parsed.inbound_total = max(int(context.get("inbound_total") or 0), len(parsed.inbound_events))
+    except (TypeError, ValueError):
+        raise AIError("Explanation context field inbound_total must be a whole number") from None
     parsed.sampled = bool(context.get("sampled")) or any(e.sampled for e in parsed.recent_events)
     src = context.get("source")
     parsed.source = str(src) if src else (parsed.patterns.source if parsed.patterns else None)

@@ -36,7 +36,9 @@ The data you get was recorded by eBPF probes (or a procfs sampler) on that host:
 - packet drop events: packets the kernel dropped, each with a kernel drop reason (e.g. NO_SOCKET,
   NETFILTER_DROP, TCP_INVALID_SEQUENCE) and a size;
 - aggregates over a time window: totals, rate per minute, failure ratio, top destinations, ports,
-  outcome counts and per-bucket rates.
+  outcome counts and per-bucket rates;
+- where counted: bytes sent/read per remote address, TCP retransmits, connect latency (us) and the
+  connections the process accepted.
 The data covers only the stated time window. When it says "sampled", short-lived connections may be
 missing, so absence proves nothing.
 
@@ -236,17 +238,21 @@ def _briefs(events: list[Any]) -> list[dict[str, Any]]:
 
 def _traffic(stats: Any, top: int) -> dict[str, Any]:
     """Traffic figures (``TrafficStats`` as JSON) in a few lines: totals and rates, retransmits, TCP
-    connections opened and closed, and the remote addresses moving the most bytes."""
+    connections opened and closed, and (``top`` > 0) the remote addresses moving the most bytes."""
     if not isinstance(stats, dict) or not stats.get("available", True):
         return {}
     out: dict[str, Any] = {}
-    for key in ("tx_bytes", "rx_bytes", "retransmits", "inbound_connections", "outbound_connections",
-                "closed_connections"):  # fmt: skip
+    brief = ("tx_bytes", "rx_bytes", "retransmits")
+    for key in brief if not top else (*brief, "inbound_connections", "outbound_connections", "closed_connections"):
         if stats.get(key):
             out[key] = int(stats[key])
-    for key in ("tx_rate", "rx_rate"):
-        if stats.get(key):
-            out[key + "_per_s"] = round(float(stats[key]), 1)
+    if stats.get("sampled"):
+        out["sampled"] = True
+    if not top:  # the least detail: the totals alone
+        return out
+    for key in ("tx", "rx"):
+        if stats.get(f"{key}_rate"):
+            out[f"{key}_bytes_per_s"] = round(float(stats[f"{key}_rate"]), 1)
     remotes = {}
     for r in (stats.get("remotes") or [])[:top]:
         if isinstance(r, dict):
@@ -258,31 +264,38 @@ def _traffic(stats: Any, top: int) -> dict[str, Any]:
     if len(procs) > 1:
         out["processes"] = {str(p.get("command")): {k: int(p[k]) for k in ("tx_bytes", "rx_bytes", "retransmits")
                                                      if p.get(k)} for p in procs[:top]}  # fmt: skip
-    if stats.get("sampled"):
-        out["sampled"] = True
     return out
 
 
 def _latency(stats: Any, top: int) -> dict[str, Any]:
-    """Connect latency (``LatencyStats`` as JSON): attempts, p50/p95/max in microseconds, the slowest
-    destinations."""
+    """Connect latency (``LatencyStats`` as JSON): attempts, p50/p95/max in microseconds, (``top`` > 0) the
+    slowest destinations (``command -> destination`` when several processes are in it)."""
     if not isinstance(stats, dict) or not stats.get("available", True) or not stats.get("attempts"):
         return {}
-    out: dict[str, Any] = {k: int(stats.get(k) or 0) for k in ("attempts", "p50_us", "p95_us", "max_us")}
+    keys = ("attempts", "p50_us", "p95_us", "max_us") if top else ("attempts", "p95_us")
+    out: dict[str, Any] = {k: int(stats.get(k) or 0) for k in keys}
+    if not top:
+        return out
+    groups = [g for g in (stats.get("destinations") or [])[:top] if isinstance(g, dict)]
+    several = len({g.get("command") for g in groups}) > 1
     slowest = {}
-    for g in (stats.get("destinations") or [])[:top]:
-        if isinstance(g, dict):
-            slowest[str(g.get("destination"))] = {k: int(g.get(k) or 0) for k in ("attempts", "p50_us", "p95_us")}
+    for g in groups:
+        key = f"{g.get('command')} -> {g.get('destination')}" if several else str(g.get("destination"))
+        slowest[key] = {k: int(g.get(k) or 0) for k in ("attempts", "p50_us", "p95_us")}
     if slowest:
         out["slowest_destinations"] = slowest
     return out
 
 
-def _inbound(events: Any, top: int) -> dict[str, Any]:
-    """Connections accepted (inbound events as JSON): how many, from which peers, on which local ports."""
+def _inbound(events: Any, total: Any, top: int) -> dict[str, Any]:
+    """Connections accepted (inbound events as JSON, the newest of ``total``): how many, and (``top`` > 0) from
+    which peers, on which local ports (counted over the newest)."""
     accepted = [e for e in events or [] if isinstance(e, dict)]
     if not accepted:
         return {}
+    count = max(int(total) if isinstance(total, int) else 0, len(accepted))
+    if not top:
+        return {"accepted": count}
     peers: dict[str, int] = {}
     ports: dict[str, int] = {}
     for e in accepted:
@@ -290,7 +303,10 @@ def _inbound(events: Any, top: int) -> dict[str, Any]:
         peers[peer] = peers.get(peer, 0) + 1
         port = str(e.get("destination_port") or 0)
         ports[port] = ports.get(port, 0) + 1
-    return {"accepted": len(accepted), "peers": _most(peers, top), "local_ports": _most(ports, top)}
+    out: dict[str, Any] = {"accepted": count}
+    if count > len(accepted):
+        out["newest_counted"] = len(accepted)  # peers and ports below are of the newest ones
+    return {**out, "peers": _most(peers, top), "local_ports": _most(ports, top)}
 
 
 def _most(counts: dict[str, int], n: int) -> dict[str, int]:
@@ -321,13 +337,14 @@ def compact_context(context: dict[str, Any], level: int = 0) -> dict[str, Any]:
     drops = context.get("packet_drops")
     if drops and (drops.get("stats") or {}).get("total"):
         out["packet_drops"] = _window(drops, "packet_drop", top, buckets)
-    traffic = _traffic(context.get("traffic"), top)
+    lists = 0 if level >= len(_DETAIL) - 1 else top  # the least detail: the traffic parts' totals only
+    traffic = _traffic(context.get("traffic"), lists)
     if traffic:
         out["traffic"] = traffic
-    latency = _latency(context.get("latency"), top)
+    latency = _latency(context.get("latency"), lists)
     if latency:
         out["connect_latency"] = latency
-    inbound = _inbound(context.get("inbound_events"), top)
+    inbound = _inbound(context.get("inbound_events"), context.get("inbound_total"), lists)
     if inbound:
         out["inbound"] = inbound
     events = list(context.get("recent_events") or [])

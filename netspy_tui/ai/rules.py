@@ -110,8 +110,11 @@ COMMON_PORTS = frozenset(
 TOP_N = 5
 #: Connect latency at or above this at p95 is flagged (a SYN the kernel had to send again waits ~1 s).
 SLOW_CONNECT_US = 500_000
-#: This many retransmitted TCP segments in the window are flagged.
+#: Retransmitted TCP segments are flagged from this many in the window, when they are at least
+#: RETRANSMIT_SHARE of the segments sent (estimated as bytes sent / SEGMENT_BYTES; SYNs alone: always).
 RETRANSMITS_MIN = 3
+RETRANSMIT_SHARE = 0.01
+SEGMENT_BYTES = 1448
 
 
 def code(value: object, max_len: int = 60) -> str:
@@ -250,13 +253,18 @@ def _traffic(ctx: ParsedContext, bullets: list[str], flags: list[str], notes: li
         if opened:
             bullets.append(f"**TCP connections:** {', '.join(opened)}.")
         if traffic.retransmits:
-            line = f"**Retransmits:** {_plural(traffic.retransmits, 'TCP segment')} sent again"
+            n = traffic.retransmits
+            segments = traffic.tx_bytes / SEGMENT_BYTES
+            share = n / (segments + n) if segments else 1.0
+            line = f"**Retransmits:** {n:,} TCP segment{'' if n == 1 else 's'} sent again"
+            if segments:
+                line += f" (about {share:.2%} of the segments sent)"
             worst = max(traffic.remotes, key=lambda r: r.retransmits, default=None)
             if worst is not None and worst.retransmits and worst.remote:
                 line += f", {worst.retransmits:,} of them to {code(worst.remote)}"
             bullets.append(line + ".")
-            if traffic.retransmits >= RETRANSMITS_MIN:
-                flags.append(f"TCP retransmits ({traffic.retransmits:,})")
+            if n >= RETRANSMITS_MIN and share >= RETRANSMIT_SHARE:
+                flags.append(f"TCP retransmits ({n:,}" + (f", about {share:.1%} of segments)" if segments else ")"))
         if traffic.sampled:
             notes.append("**Note:** the byte counts are sampled from the kernel's TCP counters: UDP and connections "
                          "that came and went between two samples are missing.")  # fmt: skip
@@ -268,14 +276,16 @@ def _traffic(ctx: ParsedContext, bullets: list[str], flags: list[str], notes: li
         if slowest is not None and slowest.destination and len(latency.destinations) > 1:
             line += f"; slowest {code(slowest.destination)} (p95 {duration_us(slowest.p95_us)})"
         bullets.append(line + ".")
-        if latency.p95_us >= SLOW_CONNECT_US:
+        if latency.p95_us >= SLOW_CONNECT_US and latency.attempts >= MIN_ATTEMPTS:
             flags.append(f"slow connects (p95 {duration_us(latency.p95_us)})")
     accepted = ctx.inbound_events
     if accepted:
         from_peers = Counter(e.peer_ip or "unknown" for e in accepted).most_common(TOP_N)
         ports = Counter(str(e.destination_port) for e in accepted).most_common(TOP_N)
+        total = max(ctx.inbound_total, len(accepted))
+        counted = "" if total == len(accepted) else f" (peers and ports of the newest {len(accepted)})"
         bullets.append(
-            f"**Inbound:** {_plural(len(accepted), 'connection')} accepted recently, from "
+            f"**Inbound:** {total:,} connection{'' if total == 1 else 's'} accepted in the window{counted}, from "
             + ", ".join(f"{code(p)} ×{n}" for p, n in from_peers)
             + " on local port"
             + ("s " if len(ports) > 1 else " ")
@@ -306,7 +316,8 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
     notes: list[str] = []
     total = stats.total if stats else (ctx.summary.count if ctx.summary and ctx.summary.kind == "connection" else None)
 
-    if total is None and not ctx.recent_events and ctx.packet_drops is None and ctx.traffic is None:
+    gathered = any(part is not None for part in (ctx.packet_drops, ctx.traffic, ctx.latency)) or ctx.inbound_events
+    if total is None and not ctx.recent_events and not gathered:
         bullets.append("No telemetry was gathered for this process, so there is nothing to explain yet.")
     elif total == 0:
         bullets.append("**Activity:** no connect() attempts in the window.")

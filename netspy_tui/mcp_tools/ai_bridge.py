@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -132,14 +133,16 @@ async def explanation_context(gateway: Gateway, scope: Scope) -> dict[str, Any]:
     pid, command, window = scope.pid, scope.command, scope.window
     summary = await gateway.summary(pid=pid, process_name=command, duration=window)
     patterns = await gateway.patterns(pid=pid, process_name=command, duration=window)
-    recent = await gateway.connections(pid=pid, process_name=command, max_events=30)
-    drops = await _optional(gateway.drop_patterns(pid=pid, process_name=command, duration=window))
-    traffic = await _optional(gateway.traffic(pid=pid, process_name=command, duration=window, limit=TOP_PARTS))
-    latency = await _optional(gateway.connect_latency(pid=pid, process_name=command, duration=window,
-                                                      limit=TOP_PARTS))  # fmt: skip
-    since = format_time(utcnow() - timedelta(seconds=window))
-    inbound = await _optional(gateway.connections(pid=pid, process_name=command, max_events=MAX_INBOUND,
-                                                  since=since, direction="inbound"))  # fmt: skip
+    since = format_time((patterns.stats.until or utcnow()) - timedelta(seconds=window))  # (the source's clock)
+    # the parts a source may not have, asked together: over HTTP each is a round trip or two
+    recent, drops, traffic, latency, inbound = await asyncio.gather(
+        gateway.connections(pid=pid, process_name=command, max_events=30),
+        _optional(gateway.drop_patterns(pid=pid, process_name=command, duration=window)),
+        _optional(gateway.traffic(pid=pid, process_name=command, duration=window, limit=TOP_PARTS)),
+        _optional(gateway.connect_latency(pid=pid, process_name=command, duration=window, limit=TOP_PARTS)),
+        _optional(gateway.connections(pid=pid, process_name=command, max_events=MAX_INBOUND, since=since,
+                                      direction="inbound")),
+    )  # fmt: skip
     context = build_context(
         pid=pid, command=command, summary=summary, patterns=patterns, recent=recent, packet_drops=drops,
         traffic=traffic.stats if traffic is not None else None, latency=latency.stats if latency is not None else None,

@@ -75,3 +75,48 @@ async def test_a_prompt_the_model_cannot_take_says_why_instead_of_try_again(over
     assert "~" in message and "NETSPY_AI_CONTEXT_TOKENS" in (caught.value.hint or ""), caught.value.hint
     assert "try again" not in message + (caught.value.hint or "")
     assert "\n" not in message and TEST_KEY not in message
+
+
+def _busy_with_traffic() -> dict[str, object]:
+    """:func:`_busy` plus what the collector counts: bytes with 10 remotes and 10 processes, latency to 10
+    destinations, and the 20 newest of 5,000 accepted connections (as ``a`` gathers them)."""
+    from netspy_tui.ai.context import build_context
+    from netspy_tui.models import LatencyGroup, LatencyStats, TrafficProcess, TrafficRemote, TrafficStats
+
+    traffic = TrafficStats(
+        window_seconds=300, rx_bytes=9_000_000, tx_bytes=60_000_000, rx_rate=30_000.0, tx_rate=200_000.0,
+        retransmits=900, inbound_connections=5000, outbound_connections=1000, closed_connections=5900,
+        processes=[TrafficProcess(command=f"busy-{i}", pids=[700 + i], rx_bytes=900_000, tx_bytes=6_000_000,
+                                  rx_rate=3000.0, tx_rate=20_000.0, flows=10) for i in range(10)],
+        remotes=[TrafficRemote(remote=f"10.1.{i}.7", rx_bytes=900_000, tx_bytes=6_000_000, commands=["busy"],
+                               retransmits=90) for i in range(10)],
+    )  # fmt: skip
+    latency = LatencyStats(
+        window_seconds=300, attempts=1000, p50_us=900, p95_us=1_020_000, max_us=3_000_000,
+        destinations=[LatencyGroup(command=f"busy-{i}", pids=[700 + i], destination=f"10.1.{i}.7:443", attempts=100,
+                                   p50_us=900, p95_us=1_020_000, max_us=3_000_000) for i in range(10)],
+    )  # fmt: skip
+    inbound = [connection(pid=700, command="busy", ip="10.9.0.1", port=443, direction="inbound",
+                          peer_ip=f"192.0.2.{i}", peer_port=40000 + i, time=BASE_TIME - timedelta(seconds=i))
+               for i in range(20)]  # fmt: skip
+    context = _busy()
+    extra = build_context(traffic=traffic, latency=latency, inbound=inbound)
+    return {**context, **{k: v for k, v in extra.items() if k != "process"}, "inbound_total": 5000}
+
+
+@pytest.mark.parametrize("window", [1536, 2048])
+async def test_a_busy_process_with_traffic_still_fits_a_small_model_whole(window: int) -> None:
+    """The traffic parts keep only their totals at the least detail: the data block is never cut, the counts
+    are all there."""
+    with FakeOpenAI(context_limit=window) as fake:
+        fake.text("busy retransmits.")
+        finished = await collect(stream_explanation(_settings(fake, context_tokens=window), "busy",
+                                                    _busy_with_traffic()))  # fmt: skip
+        assert finished.text == "busy retransmits."
+        body = fake.chat_requests[0].body
+        assert body is not None and prompt_tokens(body) <= window - ANSWER_TOKENS
+        user = body["messages"][1]["content"]
+        assert "truncated" not in user.split(DATA_CLOSE)[0]
+        for figure in ('"total": 1000', '"tx_bytes": 60000000', '"retransmits": 900', '"p95_us": 1020000',
+                       '"accepted": 5000'):  # fmt: skip
+            assert figure in user, figure

@@ -139,3 +139,59 @@ def test_context_round_trips_through_parse() -> None:
     assert parsed.packet_drops is not None and parsed.packet_drops.stats.total == 5
     assert len(parsed.recent_events) == 30
     assert set(build_context(pid=1)) == {"process"}
+
+
+def _traffic_only(**parts: object) -> dict[str, object]:
+    from netspy_tui.models import LatencyStats, TrafficStats
+
+    traffic = parts.pop("traffic", None)
+    latency = parts.pop("latency", None)
+    return build_context(
+        command="svc",
+        traffic=TrafficStats(window_seconds=60, **traffic) if isinstance(traffic, dict) else None,
+        latency=LatencyStats(window_seconds=60, **latency) if isinstance(latency, dict) else None,
+        **parts,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("traffic", "flag"),
+    [
+        ({"tx_bytes": 60_000_000, "retransmits": 7}, None),  # 7 of ~41,000 segments: told, not flagged
+        ({"tx_bytes": 144_800, "retransmits": 5}, "TCP retransmits (5, about 4.8% of segments)"),
+        ({"retransmits": 4}, "TCP retransmits (4)"),  # SYNs only: nothing was sent
+        ({"tx_bytes": 1448, "retransmits": 2}, None),  # too few to call
+    ],
+)
+def test_retransmits_are_flagged_by_their_share_of_the_segments_sent(traffic: dict[str, int], flag: str | None) -> None:
+    text = rule_based_explanation("svc", _traffic_only(traffic=traffic))
+    assert f"**Retransmits:** {traffic['retransmits']} TCP segment" in text
+    if flag is None:
+        assert "Worth a look" not in text
+    else:
+        assert f"**Worth a look:** {flag}." in text
+
+
+def test_slow_connects_are_flagged_only_with_enough_attempts() -> None:
+    one = rule_based_explanation("svc", _traffic_only(latency={"attempts": 1, "p50_us": 600_000, "p95_us": 600_000,
+                                                               "max_us": 600_000}))  # fmt: skip
+    assert "**Connect latency:** 1 TCP connect, p50 600.0 ms, p95 600.0 ms, max 600.0 ms." in one
+    assert "Worth a look" not in one and "No telemetry was gathered" not in one
+    many = rule_based_explanation("svc", _traffic_only(latency={"attempts": 6, "p50_us": 900, "p95_us": 1_020_000,
+                                                                "max_us": 1_020_000}))  # fmt: skip
+    assert "**Worth a look:** slow connects (p95 1.02 s)." in many
+
+
+def test_inbound_says_how_many_were_accepted_and_of_how_many_it_names_the_peers() -> None:
+    accepted = [connection(pid=1, command="svc", ip="10.0.0.2", port=443, direction="inbound",
+                           peer_ip="192.0.2.9" if i % 2 else "`evil`", peer_port=40000 + i, time=at(i))
+                for i in range(20)]  # fmt: skip
+    ctx = _traffic_only(inbound=accepted)
+    ctx["inbound_total"] = 5000
+    text = rule_based_explanation("svc", ctx)
+    assert "**Inbound:** 5,000 connections accepted in the window (peers and ports of the newest 20), from " in text
+    assert "`192.0.2.9` ×10" in text and code("`evil`") + " ×10" in text and "on local port 443 ×20." in text
+    assert parse_context(ctx).inbound_total == 5000
+    ctx["inbound_total"] = "many"
+    with pytest.raises(AIError, match="inbound_total"):
+        parse_context(ctx)

@@ -530,6 +530,21 @@ async def test_keys_typed_right_after_an_opening_key_go_into_the_input(
         assert not app.dashboard.paused and app.dashboard.view == "connections"
 
 
+@pytest.mark.parametrize(("opener", "bar_id"), [("/", "filter-bar"), (":", "command-bar"), ("A", "question-bar")])
+async def test_letters_typed_in_two_bursts_after_an_opening_key_all_go_into_the_input_in_order(
+    opener: str, bar_id: str, source: MemorySource, clock: Clock
+) -> None:
+    """The first letter reaches the input before it has the focus; the rest come after it has it. Focusing must
+    not select what is already there (the next letter would replace it)."""
+    async with dashboard(source, clock) as (app, pilot):
+        await keys_in_one_go(pilot, opener + "u")
+        await pilot.pause(0.05)
+        await keys_in_one_go(pilot, "xgen")
+        bar = app.dashboard.query_one(f"#{bar_id}", Input)
+        await wait_for(pilot, lambda: len(bar.value) >= 5, "five letters in the input")
+        assert bar.value == "uxgen" and app.dashboard.focused is bar
+
+
 async def test_the_input_has_the_focus_as_soon_as_its_opening_key_is_handled_even_while_the_app_is_busy(
     source: MemorySource, clock: Clock, tmp_path: Path
 ) -> None:

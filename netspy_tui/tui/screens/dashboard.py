@@ -152,11 +152,13 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         yield Input(
             placeholder="filter: process name, pid, destination, workload or node (enter keeps it, esc clears)",
             id="filter-bar",
+            select_on_focus=False,  # letters typed right after '/' may be in it before it has the focus
         )
         yield Input(
             placeholder="ask the AI about this host's traffic, e.g. why does nginx see refused connections? "
             "(enter asks, esc closes)",
             id="question-bar",
+            select_on_focus=False,
         )
         yield CommandInput(id="command-bar")
         yield KeyFooter()

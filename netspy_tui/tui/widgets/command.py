@@ -54,6 +54,7 @@ class CommandInput(Input):
             placeholder="command — summary, list, analyze, drops, top, status, insights, tools, help "
             "(tab/→ completes, ↑/↓ history, esc closes)",
             suggester=CommandSuggester(self.history),
+            select_on_focus=False,  # letters typed right after ':' may be in it before it has the focus
             id=id,
         )
         self._index: int | None = None
