@@ -135,11 +135,20 @@ async def _settle(pilot: Pilot[Any]) -> None:
     for widget in pilot.app.screen.query(Input):
         widget.cursor_blink = False
     await pilot.pause()
-    shown = [screen_text(pilot.app)]
+
+    def state() -> tuple[object, ...]:
+        """The text, and where every scrolling view is and how tall its content is (a scrollbar's thumb shows
+        both: a Markdown answer still laying out a block changes it without changing the text in view)."""
+        from textual.containers import ScrollableContainer
+
+        views = [(w.id, w.virtual_size, w.scroll_offset) for w in pilot.app.screen.query(ScrollableContainer)]
+        return screen_text(pilot.app), views
+
+    shown = [state()]
 
     def steady() -> bool:
-        shown.append(screen_text(pilot.app))
-        return shown[-1] == shown[-2]
+        shown.append(state())
+        return shown[-1] == shown[-2] == shown[-3] if len(shown) >= 3 else False
 
     await wait_for(pilot, steady, "a steady screen")
 
