@@ -1,6 +1,7 @@
 """The interactive commands of the Go netspy (REPL and the dashboard's command bar).
 
-``summary --pid 1234 --duration 120``, ``list --process curl --max-events 20``,
+``summary --pid 1234 --duration 120``, ``list --process curl --max-events 20`` (``--direction inbound``:
+the connections local processes accepted),
 ``analyze --process nginx``, ``insights "..."``, ``tools``, ``help``, ``quit`` — plus ``drops``,
 ``dropsummary``, ``top``, ``traffic``, ``latency``, ``status`` and ``ask "..."``. :func:`parse_command`
 turns one line into a tool call; mistakes raise :class:`~netspy_tui.errors.UsageError` with one line of help.
@@ -50,9 +51,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "list",
         "list_connections",
-        "list [--pid N] [--process NAME] [--max-events N] [--since TIME]",
-        "list recent connections, newest first",
-        (*_FILTERS, "--max-events", "--since"),
+        "list [--pid N] [--process NAME] [--max-events N] [--since TIME] [--direction outbound|inbound|all]",
+        "list recent connections, newest first (inbound: the ones accepted here)",
+        (*_FILTERS, "--max-events", "--since", "--direction"),
     ),
     CommandSpec(
         "analyze",
@@ -128,7 +129,10 @@ _FLAG_ARG = {
     "--max-events": ("max_events", int),
     "--limit": ("limit", int),
     "--since": ("since", str),
+    "--direction": ("direction", str),
 }
+_CHOICES = {"--direction": ("outbound", "inbound", "all")}
+"""Flags whose value is one of a few words: checked as the line is parsed, and completed."""
 
 
 @dataclass(frozen=True)
@@ -148,16 +152,26 @@ def complete_word(line: str) -> list[str]:
     if len(words) == 1:
         return [spec.name for spec in COMMANDS if spec.name.startswith(last.lower())]
     spec = _BY_NAME.get(words[0].lower())
+    if spec is not None and len(words) > 2 and words[-2] in _CHOICES and words[-2] in spec.flags:
+        return [choice for choice in _CHOICES[words[-2]] if choice.startswith(last)]
     if spec is None or not last.startswith("-"):
         return []
     used = set(words[1:-1])
     return [flag for flag in spec.flags if flag.startswith(last) and flag not in used]
 
 
+_HELP_COLUMN = 64
+"""Usage lines longer than this have their description on the next line (the help stays narrow)."""
+
+
 def help_text() -> str:
-    width = max(len(spec.usage) for spec in COMMANDS)
+    width = max(len(spec.usage) for spec in COMMANDS if len(spec.usage) <= _HELP_COLUMN)
     lines = ["Commands:"]
-    lines += [f"  {spec.usage:<{width}}  {spec.help}" for spec in COMMANDS]
+    for spec in COMMANDS:
+        if len(spec.usage) > width:
+            lines += [f"  {spec.usage}", f"  {'':<{width}}  {spec.help}"]
+        else:
+            lines.append(f"  {spec.usage:<{width}}  {spec.help}")
     return "\n".join(lines)
 
 
@@ -203,6 +217,9 @@ def parse_command(line: str) -> ParsedCommand:
                     ) from None
                 if args[key] <= 0:
                     raise UsageError(f"{flag} must be a positive number", f"usage: {spec.usage}")
+            elif flag in _CHOICES and value not in _CHOICES[flag]:
+                choices = ", ".join(_CHOICES[flag])
+                raise UsageError(f"{flag} must be one of {choices}, not '{clean(value, 30)}'", f"usage: {spec.usage}")
             else:
                 args[key] = value
             continue
