@@ -32,11 +32,17 @@ class CommandSpec:
     name: str
     tool: str | None
     usage: str
+    """The command and its flags; a long one goes on over indented lines (help lists stay narrow)."""
     help: str
     flags: tuple[str, ...] = ()
     text_arg: str | None = None
     """Name of the tool argument that takes the free text after the command (insights, ask)."""
     aliases: tuple[str, ...] = ()
+
+    @property
+    def usage_line(self) -> str:
+        """``usage`` on one line, as errors say it."""
+        return " ".join(self.usage.split())
 
 
 _FILTERS = ("--pid", "--process")
@@ -51,8 +57,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "list",
         "list_connections",
-        "list [--pid N] [--process NAME] [--max-events N] [--since TIME] [--direction outbound|inbound|all]",
-        "list recent connections, newest first (inbound: the ones accepted here)",
+        "list [--pid N] [--process NAME] [--max-events N] [--since TIME]\n     [--direction outbound|inbound|all]",
+        "list recent connections, newest first (inbound: those accepted here)",
         (*_FILTERS, "--max-events", "--since", "--direction"),
     ),
     CommandSpec(
@@ -160,18 +166,13 @@ def complete_word(line: str) -> list[str]:
     return [flag for flag in spec.flags if flag.startswith(last) and flag not in used]
 
 
-_HELP_COLUMN = 64
-"""Usage lines longer than this have their description on the next line (the help stays narrow)."""
-
-
 def help_text() -> str:
-    width = max(len(spec.usage) for spec in COMMANDS if len(spec.usage) <= _HELP_COLUMN)
+    width = max(len(line) for spec in COMMANDS for line in spec.usage.splitlines())
     lines = ["Commands:"]
     for spec in COMMANDS:
-        if len(spec.usage) > width:
-            lines += [f"  {spec.usage}", f"  {'':<{width}}  {spec.help}"]
-        else:
-            lines.append(f"  {spec.usage:<{width}}  {spec.help}")
+        first, *more = spec.usage.splitlines()
+        lines.append(f"  {first:<{width}}  {spec.help}")
+        lines += [f"  {line}" for line in more]
     return "\n".join(lines)
 
 
@@ -189,7 +190,7 @@ def parse_command(line: str) -> ParsedCommand:
         raise UsageError(f"Unknown command '{clean(words[0], 40)}'", "commands: " + ", ".join(COMMAND_NAMES))
     if spec.tool is None:
         if rest:
-            raise UsageError(f"'{spec.name}' takes no arguments", f"usage: {spec.usage}")
+            raise UsageError(f"'{spec.name}' takes no arguments", f"usage: {spec.usage_line}")
         return ParsedCommand(action=spec.name, spec=spec)  # type: ignore[arg-type]
     args: dict[str, Any] = {}
     text: list[str] = []
@@ -200,10 +201,10 @@ def parse_command(line: str) -> ParsedCommand:
         if flag.startswith("--"):
             allowed = {f for f in spec.flags} | ({"--process-name"} if "--process" in spec.flags else set())
             if flag not in allowed:
-                raise UsageError(f"'{spec.name}' has no option {clean(flag, 30)}", f"usage: {spec.usage}")
+                raise UsageError(f"'{spec.name}' has no option {clean(flag, 30)}", f"usage: {spec.usage_line}")
             if inline == "" and "=" not in word:
                 if i + 1 >= len(rest):
-                    raise UsageError(f"{flag} needs a value", f"usage: {spec.usage}")
+                    raise UsageError(f"{flag} needs a value", f"usage: {spec.usage_line}")
                 value, i = rest[i + 1], i + 2
             else:
                 value, i = inline, i + 1
@@ -213,23 +214,25 @@ def parse_command(line: str) -> ParsedCommand:
                     args[key] = int(value)
                 except ValueError:
                     raise UsageError(
-                        f"{flag} expects a whole number, not '{clean(value, 30)}'", f"usage: {spec.usage}"
+                        f"{flag} expects a whole number, not '{clean(value, 30)}'", f"usage: {spec.usage_line}"
                     ) from None
                 if args[key] <= 0:
-                    raise UsageError(f"{flag} must be a positive number", f"usage: {spec.usage}")
+                    raise UsageError(f"{flag} must be a positive number", f"usage: {spec.usage_line}")
             elif flag in _CHOICES and value not in _CHOICES[flag]:
                 choices = ", ".join(_CHOICES[flag])
-                raise UsageError(f"{flag} must be one of {choices}, not '{clean(value, 30)}'", f"usage: {spec.usage}")
+                raise UsageError(
+                    f"{flag} must be one of {choices}, not '{clean(value, 30)}'", f"usage: {spec.usage_line}"
+                )
             else:
                 args[key] = value
             continue
         if spec.text_arg is None:
-            raise UsageError(f"Unexpected argument '{clean(word, 40)}'", f"usage: {spec.usage}")
+            raise UsageError(f"Unexpected argument '{clean(word, 40)}'", f"usage: {spec.usage_line}")
         text.append(word)
         i += 1
     if spec.text_arg is not None:
         if not text:
-            raise UsageError(f"'{spec.name}' needs text", f"usage: {spec.usage}")
+            raise UsageError(f"'{spec.name}' needs text", f"usage: {spec.usage_line}")
         args[spec.text_arg] = " ".join(text)
     return ParsedCommand(action="tool", tool=spec.tool, arguments=args, spec=spec)
 
