@@ -1,6 +1,7 @@
 """The interactive commands of the Go netspy (REPL and the dashboard's command bar).
 
-``summary --pid 1234 --duration 120``, ``list --process curl --max-events 20``,
+``summary --pid 1234 --duration 120``, ``list --process curl --max-events 20`` (``--direction inbound``:
+the connections local processes accepted),
 ``analyze --process nginx``, ``insights "..."``, ``tools``, ``help``, ``quit`` — plus ``drops``,
 ``dropsummary``, ``top``, ``traffic``, ``latency``, ``status`` and ``ask "..."``. :func:`parse_command`
 turns one line into a tool call; mistakes raise :class:`~netspy_tui.errors.UsageError` with one line of help.
@@ -31,11 +32,17 @@ class CommandSpec:
     name: str
     tool: str | None
     usage: str
+    """The command and its flags; a long one goes on over indented lines (help lists stay narrow)."""
     help: str
     flags: tuple[str, ...] = ()
     text_arg: str | None = None
     """Name of the tool argument that takes the free text after the command (insights, ask)."""
     aliases: tuple[str, ...] = ()
+
+    @property
+    def usage_line(self) -> str:
+        """``usage`` on one line, as errors say it."""
+        return " ".join(self.usage.split())
 
 
 _FILTERS = ("--pid", "--process")
@@ -50,9 +57,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "list",
         "list_connections",
-        "list [--pid N] [--process NAME] [--max-events N] [--since TIME]",
-        "list recent connections, newest first",
-        (*_FILTERS, "--max-events", "--since"),
+        "list [--pid N] [--process NAME] [--max-events N] [--since TIME]\n     [--direction outbound|inbound|all]",
+        "list recent connections, newest first (inbound: those accepted here)",
+        (*_FILTERS, "--max-events", "--since", "--direction"),
     ),
     CommandSpec(
         "analyze",
@@ -128,7 +135,10 @@ _FLAG_ARG = {
     "--max-events": ("max_events", int),
     "--limit": ("limit", int),
     "--since": ("since", str),
+    "--direction": ("direction", str),
 }
+_CHOICES = {"--direction": ("outbound", "inbound", "all")}
+"""Flags whose value is one of a few words: checked as the line is parsed, and completed."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,8 @@ def complete_word(line: str) -> list[str]:
     if len(words) == 1:
         return [spec.name for spec in COMMANDS if spec.name.startswith(last.lower())]
     spec = _BY_NAME.get(words[0].lower())
+    if spec is not None and len(words) > 2 and words[-2] in _CHOICES and words[-2] in spec.flags:
+        return [choice for choice in _CHOICES[words[-2]] if choice.startswith(last)]
     if spec is None or not last.startswith("-"):
         return []
     used = set(words[1:-1])
@@ -155,9 +167,12 @@ def complete_word(line: str) -> list[str]:
 
 
 def help_text() -> str:
-    width = max(len(spec.usage) for spec in COMMANDS)
+    width = max(len(line) for spec in COMMANDS for line in spec.usage.splitlines())
     lines = ["Commands:"]
-    lines += [f"  {spec.usage:<{width}}  {spec.help}" for spec in COMMANDS]
+    for spec in COMMANDS:
+        first, *more = spec.usage.splitlines()
+        lines.append(f"  {first:<{width}}  {spec.help}")
+        lines += [f"  {line}" for line in more]
     return "\n".join(lines)
 
 
@@ -175,7 +190,7 @@ def parse_command(line: str) -> ParsedCommand:
         raise UsageError(f"Unknown command '{clean(words[0], 40)}'", "commands: " + ", ".join(COMMAND_NAMES))
     if spec.tool is None:
         if rest:
-            raise UsageError(f"'{spec.name}' takes no arguments", f"usage: {spec.usage}")
+            raise UsageError(f"'{spec.name}' takes no arguments", f"usage: {spec.usage_line}")
         return ParsedCommand(action=spec.name, spec=spec)  # type: ignore[arg-type]
     args: dict[str, Any] = {}
     text: list[str] = []
@@ -186,10 +201,10 @@ def parse_command(line: str) -> ParsedCommand:
         if flag.startswith("--"):
             allowed = {f for f in spec.flags} | ({"--process-name"} if "--process" in spec.flags else set())
             if flag not in allowed:
-                raise UsageError(f"'{spec.name}' has no option {clean(flag, 30)}", f"usage: {spec.usage}")
+                raise UsageError(f"'{spec.name}' has no option {clean(flag, 30)}", f"usage: {spec.usage_line}")
             if inline == "" and "=" not in word:
                 if i + 1 >= len(rest):
-                    raise UsageError(f"{flag} needs a value", f"usage: {spec.usage}")
+                    raise UsageError(f"{flag} needs a value", f"usage: {spec.usage_line}")
                 value, i = rest[i + 1], i + 2
             else:
                 value, i = inline, i + 1
@@ -199,20 +214,25 @@ def parse_command(line: str) -> ParsedCommand:
                     args[key] = int(value)
                 except ValueError:
                     raise UsageError(
-                        f"{flag} expects a whole number, not '{clean(value, 30)}'", f"usage: {spec.usage}"
+                        f"{flag} expects a whole number, not '{clean(value, 30)}'", f"usage: {spec.usage_line}"
                     ) from None
                 if args[key] <= 0:
-                    raise UsageError(f"{flag} must be a positive number", f"usage: {spec.usage}")
+                    raise UsageError(f"{flag} must be a positive number", f"usage: {spec.usage_line}")
+            elif flag in _CHOICES and value not in _CHOICES[flag]:
+                choices = ", ".join(_CHOICES[flag])
+                raise UsageError(
+                    f"{flag} must be one of {choices}, not '{clean(value, 30)}'", f"usage: {spec.usage_line}"
+                )
             else:
                 args[key] = value
             continue
         if spec.text_arg is None:
-            raise UsageError(f"Unexpected argument '{clean(word, 40)}'", f"usage: {spec.usage}")
+            raise UsageError(f"Unexpected argument '{clean(word, 40)}'", f"usage: {spec.usage_line}")
         text.append(word)
         i += 1
     if spec.text_arg is not None:
         if not text:
-            raise UsageError(f"'{spec.name}' needs text", f"usage: {spec.usage}")
+            raise UsageError(f"'{spec.name}' needs text", f"usage: {spec.usage_line}")
         args[spec.text_arg] = " ".join(text)
     return ParsedCommand(action="tool", tool=spec.tool, arguments=args, spec=spec)
 

@@ -5,7 +5,8 @@ Agents (``serve --forward``, or the Go agents) push ``{"events": [event, ...]}``
 ``POST /api/events/ingest``; every query endpoint answers across the nodes, with the contract's
 per-node fields (``count_by_node``, ``events_by_node``, ``total_nodes``) and a ``node`` (or
 ``k8s_node_name``) filter; ``/api/stats`` says events by node and type, connected agents and the
-last event's time.
+last event's time. ``/api/inbound`` answers ``"available": false``: agents forward their events, not
+the kernel's counts of the connections their processes accepted (ask an agent's own ``serve``).
 
 Ingest is:
 
@@ -268,10 +269,7 @@ class AggregatorApi(Api):
         node, workload = narrow["node"], narrow["workload"]
         pod = params.string("k8s_pod_name")
         namespace = params.string("k8s_namespace")
-        since = params.time("since")
-        until = params.time("until")
-        if since is not None and until is not None and since >= until:
-            raise BadRequest("since must be earlier than until")
+        since, until = params.between()
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         filters: dict[str, Any] = {"type": kind, "pid": pid, "command": command, "node": node, "workload": workload,
                                    "k8s_pod_name": pod, "k8s_namespace": namespace,

@@ -26,7 +26,10 @@ Where this server differs from the original, on purpose:
   destinations, protocols, ports, outcomes (drop reasons), processes and the rate per bucket, for
   ``type`` (connection or packet_drop), ``duration_seconds``, ``pid``/``command``, ``top_n`` (at most
   1,000) and ``buckets`` (at most 3,600) — what a dashboard over HTTP shows, without fetching the events
-  (a client of another server aggregates events it fetched). The existing paths answer as before.
+  (a client of another server aggregates events it fetched). ``GET /api/inbound`` (an extension too)
+  lists the connections local processes accepted, newest first (``pid``, ``command``, ``since``,
+  ``until``, ``limit`` as ``/api/events``), with ``available`` false when the source does not see them.
+  The existing paths answer as before.
 - Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
   other endpoints answer from whatever the source holds.
 """
@@ -76,7 +79,7 @@ from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
 from netspy_tui.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from netspy_tui.serve.metrics import MetricsExporter, counted_of
-from netspy_tui.telemetry.source import TelemetrySource, TrafficSource
+from netspy_tui.telemetry.source import InboundSource, TelemetrySource, TrafficSource
 from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
@@ -110,6 +113,8 @@ ENDPOINTS: dict[str, str] = {
     "(pid, command, duration_seconds, limit)",
     "GET /api/window-stats": "netspy-tui extension: a window's exact figures — total, top destinations, protocols, "
     "ports, outcomes, processes, rate (type, pid, command, duration_seconds, top_n, buckets)",
+    "GET /api/inbound": "netspy-tui extension: connections local processes accepted, newest first, with the peer "
+    "(pid, command, since, until, limit)",
 }
 DEFAULT_TRAFFIC_LIMIT = 20
 MAX_TRAFFIC_LIMIT = 1000
@@ -299,6 +304,13 @@ class Params:
         except ValueError as exc:
             raise BadRequest(f"{name} is not a valid time: {_show(value)}") from exc
 
+    def between(self) -> tuple[datetime | None, datetime | None]:
+        """``since`` and ``until`` (either may be absent); ``since`` must be earlier."""
+        since, until = self.time("since"), self.time("until")
+        if since is not None and until is not None and since >= until:
+            raise BadRequest("since must be earlier than until")
+        return since, until
+
     def kind(self) -> EventKind | None:
         value = self._raw("type")
         if value is None:
@@ -455,10 +467,7 @@ class Api:
         kind = params.kind()
         pid = params.pid()
         command = params.command()
-        since = params.time("since")
-        until = params.time("until")
-        if since is not None and until is not None and since >= until:
-            raise BadRequest("since must be earlier than until")
+        since, until = params.between()
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         events: list[ConnectionEvent | PacketDropEvent] = []
         total = 0
@@ -535,6 +544,29 @@ class Api:
         stats = await self.source.stats(scope, top_n=top_n, buckets=buckets)
         return _figures_response(stats, "first_seen", "last_seen", "until")
 
+    async def inbound(self, request: Request) -> Response:
+        """``/api/inbound``: the source's accepted connections (:class:`InboundSource`), newest first;
+        ``available`` false (no events) when it has none to tell."""
+        params = await Params.read(request)
+        pid = params.pid()
+        command = params.command()
+        since, until = params.between()
+        limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        page = None
+        if isinstance(self.source, InboundSource):
+            q = EventQuery(kind="connection", pid=pid, command=command, since=since, until=until, limit=limit)
+            page = await self.source.inbound(q)
+        events = sorted(page.events, key=_newest_first, reverse=True)[:limit] if page is not None else []
+        return json_response(
+            {
+                "events": [event_json(e, self.identity) for e in events],
+                "count": len(events),
+                "total_count": max(page.total_count, len(events)) if page is not None else 0,
+                "available": page is not None,
+                "query_time": query_time(),
+            }
+        )
+
     def routes(self) -> list[BaseRoute]:
         both = ["GET", "POST"]
         return [
@@ -574,6 +606,7 @@ class Api:
                 methods=["GET"],
             ),
             Route("/api/window-stats", _guarded(self.window_stats), methods=["GET"]),
+            Route("/api/inbound", _guarded(self.inbound), methods=["GET"]),
         ]
 
 

@@ -59,6 +59,13 @@ NO_SERVER_HINT = (
 )
 
 
+class InboundResponse(EventsResponse):
+    """``/api/inbound`` (a netspy-tui server's): accepted connections, as ``/api/events`` sends events."""
+
+    available: bool = True
+    """False: the server's source does not see inbound connections (the list is empty)."""
+
+
 def _says_aggregator(health: HealthResponse) -> bool:
     """The aggregator's ``/health``: ``component`` names it, or it carries the aggregator's ``stats``."""
     stats = (health.model_extra or {}).get("stats")
@@ -118,6 +125,7 @@ class HttpSource:
         self._generation: ApiGeneration | None = None
         self._window_stats = True  # the server may answer /api/window-stats (a netspy-tui server)
         self._window_stats_seen = False  # ... and it did
+        self._inbound = True  # the server may answer /api/inbound (a netspy-tui server)
         self._detect_lock = asyncio.Lock()
         self._warned_not_events = False
 
@@ -311,9 +319,12 @@ class HttpSource:
         if gen == "aggregator":  # the aggregator filters by node (the contract names both) and, netspy-tui's, workload
             params["node"] = params["k8s_node_name"] = q.node
             params["workload"] = q.workload  # (matched here again: another aggregator may ignore it)
-        resp = await self._get("/api/events", EventsResponse, params)
-        self._note_not_events(resp.not_events, "/api/events")
-        # Filter again on the client: servers differ on since/until edges and on ignored filters.
+        return self._filtered(await self._get("/api/events", EventsResponse, params), q, "/api/events")
+
+    def _filtered(self, resp: EventsResponse, q: EventQuery, path: str) -> EventPage:
+        """``resp``'s events filtered again on the client: servers differ on since/until edges and on ignored
+        filters."""
+        self._note_not_events(resp.not_events, path)
         events, matched = filter_events(resp.events, q)
         dropped = len(resp.events) + resp.not_events - matched
         total = max(resp.total_count - dropped, matched)
@@ -415,6 +426,21 @@ class HttpSource:
         if page.not_events:
             stats = stats.model_copy(update={"not_events": page.not_events})
         return stats
+
+    async def inbound(self, q: EventQuery) -> EventPage | None:
+        """Connections local processes accepted, from a netspy-tui server's ``/api/inbound``; None where the
+        server does not see them (``available`` false) or has no such path (an ebpf-server: asked once)."""
+        if not self._inbound or await self.generation() == "seed":
+            return None
+        params = {"pid": q.pid, "command": q.command, "since": format_time(q.since) if q.since else None,
+                  "until": format_time(q.until) if q.until else None, "limit": q.limit}  # fmt: skip
+        resp = await self._request("GET", "/api/inbound", params=params)
+        if resp.status_code in (404, 405):
+            log.info("no /api/inbound at %s: inbound connections are not listed", self.shown_url)
+            self._inbound = False
+            return None
+        page = self._parse(resp, "/api/inbound", InboundResponse)
+        return self._filtered(page, q, "/api/inbound") if page.available else None
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
         """Nothing to tell: events arrive here as they are (a remote server's losses show in info)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pty
 import select
@@ -9,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+from netspy_tui.serve import BackgroundServer, create_app
 from tests.factories import connection_json
 from tests.fake_ebpf_server import FakeEbpfServer
 from tests.hardening.conftest import DEMO
+from tests.mcp.test_inbound_tools import seeded_source
 
 
 def test_repl_runs_seed_commands_and_survives_mistakes(run_cli):
@@ -43,6 +46,27 @@ def test_repl_runs_seed_commands_and_survives_mistakes(run_cli):
     assert "list_connections" in text and "Commands:" in text
     assert "Top destinations:" in text
     assert "netspy>" not in text  # input is piped: no prompt
+    assert "Traceback" not in out.stderr
+
+
+def test_repl_lists_the_connections_a_served_host_accepted(run_cli):
+    """``list --direction inbound`` over ``--server`` of a netspy-tui ``serve`` (its ``/api/inbound``)."""
+    source = seeded_source()
+    try:
+        with BackgroundServer(create_app(source)) as srv:
+            script = "list --direction inbound\nlist --direction sideways\nlist --process curl\nquit\n"
+            out = run_cli("repl", "--server", srv.url, input=script)
+    finally:
+        asyncio.run(source.aclose())
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "4 of 4 inbound connections, newest first" in text
+    assert "sshd            <- [fd00::7]:40000" in text and "inbound, accepted on 10.0.0.2:22" in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --direction must be one of outbound, inbound, all, not 'sideways'. "
+                      "Usage: list [--pid N] [--process NAME] [--max-events N] [--since TIME] "
+                      "[--direction outbound|inbound|all]."]  # fmt: skip
+    assert "-> 93.184.216.34:443" in text  # the default is still the connect() attempts
     assert "Traceback" not in out.stderr
 
 

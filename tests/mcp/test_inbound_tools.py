@@ -31,8 +31,9 @@ def accept(second: int, pid: int, command: str, port: int, peer: str, peer_port:
     return (second, pid, command, "TCP", "10.0.0.2", port, peer, peer_port, DIR_ACCEPT, n, n, t + 1000, t + 9000)
 
 
-@asynccontextmanager
-async def seeded() -> AsyncIterator[Client]:
+def seeded_source() -> EmbeddedSource:
+    """Two connect()s of curl, four connections nginx and sshd accepted (two in one row) and a byte row, in a
+    store of its own (closed with the source)."""
     store = EventStore(None)
     source = EmbeddedSource(None, store)
     store.add_events([connection(pid=7, command="curl", ip="93.184.216.34", port=443, time=NOW - timedelta(seconds=s))
@@ -47,6 +48,12 @@ async def seeded() -> AsyncIterator[Client]:
         store._writer.execute("BEGIN IMMEDIATE")
         T.write(store._writer, rows)
         store._writer.execute("COMMIT")
+    return source
+
+
+@asynccontextmanager
+async def seeded() -> AsyncIterator[Client]:
+    source = seeded_source()
     try:
         async with Client(create_server(source)) as c:
             yield c

@@ -29,7 +29,13 @@ async def test_parameters_are_checked(client: httpx.AsyncClient, path: str) -> N
 
 async def test_traffic_is_listed_as_an_extension(client: httpx.AsyncClient) -> None:
     root = (await client.get("/")).json()
-    extensions = {"GET /api/traffic", "GET /api/connect-latency", "GET /api/window-stats", "GET /metrics"}
+    extensions = {
+        "GET /api/traffic",
+        "GET /api/connect-latency",
+        "GET /api/window-stats",
+        "GET /api/inbound",
+        "GET /metrics",
+    }
     assert all("extension" in root["endpoints"][path] for path in extensions)
     assert set(ENDPOINTS) - extensions == {
         "GET /health", "GET|POST /api/connection-summary", "GET|POST /api/packet-drop-summary",

@@ -20,6 +20,9 @@ from netspy_tui.errors import UsageError
         ("LIST", "list_connections", {}),
         ("traffic --process nginx --limit 5", "get_traffic", {"process_name": "nginx", "limit": 5}),
         ("latency --pid 42 --duration 300", "get_connect_latency", {"pid": 42, "duration": 300}),
+        ("list --direction inbound", "list_connections", {"direction": "inbound"}),
+        ("list --process nginx --direction=all", "list_connections", {"process_name": "nginx", "direction": "all"}),
+        ("list --direction outbound --max-events 3", "list_connections", {"direction": "outbound", "max_events": 3}),
     ],
 )
 def test_seed_commands_map_to_tools(line, tool, args):
@@ -42,6 +45,10 @@ def test_builtin_commands(line, action):
         ("summary --pid", "--pid needs a value"),
         ("summary --max-events 3", "has no option --max-events"),
         ("list curl", "Unexpected argument 'curl'"),
+        ("list --direction sideways", "--direction must be one of outbound, inbound, all, not 'sideways'"),
+        ("list --direction Inbound", "--direction must be one of outbound, inbound, all"),
+        ("list --direction", "--direction needs a value"),
+        ("drops --direction inbound", "'drops' has no option --direction"),
         ('insights "unclosed', "Close the quotes"),
         ("insights", "needs text"),
         ("help me", "takes no arguments"),
@@ -73,6 +80,25 @@ def test_complete_word_offers_commands_then_unused_flags():
     assert complete_word("list --p") == ["--pid", "--process"]
     assert complete_word("list --pid 3 --p") == ["--process"]  # a flag given already is not offered again
     assert complete_word("status --") == [] and complete_word("frob --p") == [] and complete_word("list cu") == []
+    assert complete_word("list --d") == ["--direction"] and complete_word("drops --d") == []
+    assert complete_word("list --direction ") == ["outbound", "inbound", "all"]  # its values, then
+    assert complete_word("list --direction in") == ["inbound"] and complete_word("drops --direction in") == []
+
+
+def test_the_help_lists_each_usage_and_stays_narrow():
+    from netspy_tui.commands import COMMANDS
+
+    text = help_text()
+    lines = text.splitlines()[1:]
+    assert "  list [--pid N] [--process NAME] [--max-events N] [--since TIME]   list recent" in lines[1]
+    assert lines[2] == "       [--direction outbound|inbound|all]"  # a long usage goes on below, indented
+    assert all(line in text for spec in COMMANDS for line in spec.usage.splitlines())
+    columns = {line.index(spec.help) for spec in COMMANDS for line in lines if line.endswith("  " + spec.help)}
+    assert len(columns) == 1 and columns.pop() < 70  # one column, not pushed right by list's long usage
+    list_spec = next(spec for spec in COMMANDS if spec.name == "list")
+    assert "\n" not in list_spec.usage_line and list_spec.usage_line.endswith(
+        "[--since TIME] [--direction outbound|inbound|all]"
+    )
 
 
 async def test_the_command_runner_is_what_the_repl_and_the_command_bar_share() -> None:
