@@ -70,6 +70,22 @@ def test_repl_lists_the_connections_a_served_host_accepted(run_cli):
     assert "Traceback" not in out.stderr
 
 
+def test_tool_lists_the_connections_a_served_host_accepted(run_cli):
+    """The one-shot ``--tool list_connections --direction inbound`` over ``--server`` of a netspy-tui ``serve``."""
+    source = seeded_source()
+    try:
+        with BackgroundServer(create_app(source)) as srv:
+            out = run_cli("--server", srv.url, "--tool", "list_connections", "--direction", "inbound")
+            bad = run_cli("--server", srv.url, "--tool", "list_connections", "--direction", "sideways")
+    finally:
+        asyncio.run(source.aclose())
+    assert out.returncode == 0, out.stderr
+    assert "4 of 4 inbound connections, newest first" in out.stdout
+    assert "sshd            <- [fd00::7]:40000" in out.stdout
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert len([line for line in bad.stderr.splitlines() if line.strip()]) <= 3 and "sideways" in bad.stderr
+
+
 def test_repl_ends_cleanly_at_end_of_input(run_cli):
     with FakeEbpfServer("current") as srv:
         out = run_cli("repl", "--server", srv.url, input="summary\n")
