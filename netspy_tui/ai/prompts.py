@@ -12,6 +12,7 @@ Only the user's own question is placed outside the block.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from netspy_tui.models import outcome_for_return_code
@@ -296,22 +297,12 @@ def _inbound(events: Any, total: Any, top: int) -> dict[str, Any]:
     count = max(int(total) if isinstance(total, int) else 0, len(accepted))
     if not top:
         return {"accepted": count}
-    peers: dict[str, int] = {}
-    ports: dict[str, int] = {}
-    for e in accepted:
-        peer = str(e.get("peer_ip") or "unknown")
-        peers[peer] = peers.get(peer, 0) + 1
-        port = str(e.get("destination_port") or 0)
-        ports[port] = ports.get(port, 0) + 1
+    peers = Counter(str(e.get("peer_ip") or "unknown") for e in accepted)
+    ports = Counter(str(e.get("destination_port") or 0) for e in accepted)
     out: dict[str, Any] = {"accepted": count}
     if count > len(accepted):
         out["newest_counted"] = len(accepted)  # peers and ports below are of the newest ones
-    return {**out, "peers": _most(peers, top), "local_ports": _most(ports, top)}
-
-
-def _most(counts: dict[str, int], n: int) -> dict[str, int]:
-    """The ``n`` largest of ``counts``, largest first (ties in first-seen order)."""
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:n])
+    return {**out, "peers": dict(peers.most_common(top)), "local_ports": dict(ports.most_common(top))}
 
 
 def compact_context(context: dict[str, Any], level: int = 0) -> dict[str, Any]:

@@ -556,7 +556,7 @@ class Api:
         if isinstance(self.source, InboundSource):
             q = EventQuery(kind="connection", pid=pid, command=command, since=since, until=until, limit=limit)
             page = await self.source.inbound(q)
-        events = sorted(page.events, key=_newest_first, reverse=True)[:limit] if page is not None else []
+        events = page.events if page is not None else []  # (newest first, at most limit: InboundSource's promise)
         return json_response(
             {
                 "events": [event_json(e, self.identity) for e in events],

@@ -153,8 +153,7 @@ class NetspyApp(App[int]):
             poller.wake.set()
 
     def _show_pushed(self, pushed: bool) -> None:
-        self.dashboard.pushed = pushed  # (not composed yet: the status bar starts with it)
-        with contextlib.suppress(NoMatches):
+        with contextlib.suppress(NoMatches):  # (not composed yet: the status bar starts from the poller)
             status = self.dashboard.status
             status.pushed = pushed
             status.redraw()

@@ -107,8 +107,6 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.starting = ""
         """What is still starting (the app's :meth:`~netspy_tui.tui.app.NetspyApp.show_starting`): the first frame
         says so."""
-        self.pushed = False
-        """Whether the app follows the server's change notifications (the header says "updates pushed")."""
         self.commands = CommandRunner(lambda: self.gateway)
         self.latest: Snapshot | None = None
         self.rendered: Snapshot | None = None
@@ -124,7 +122,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
     def compose(self) -> ComposeResult:
         status = StatusBar(self.clock, self.source_note, id="status")
         status.starting = self.starting
-        status.pushed = self.pushed
+        status.pushed = self.poller.following  # (the app may follow the server's changes before this frame)
         yield status.data_bind(
             ViewState.window,
             ViewState.paused,
