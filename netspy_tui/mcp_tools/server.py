@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import mcp.server.mcpserver.server as _sdk_server
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
@@ -93,6 +94,16 @@ from netspy_tui.telemetry.source import ChangingSource, TelemetrySource, Traffic
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger(__name__)
+
+
+def _leave_logging_alone(level: str = "INFO") -> None:
+    """Replaces the SDK's ``configure_logging``, which every ``MCPServer()`` calls: it imports rich (~25 ms of
+    every ``--tool`` start) to build a root handler for ``logging.basicConfig`` — dropped when the root logger
+    already has one, as in every netspy-tui command (:mod:`netspy_tui.logs`), and unwanted where it has none:
+    a program embedding this server keeps its own logging."""
+
+
+_sdk_server.configure_logging = _leave_logging_alone
 
 SERVER_NAME = "network-telemetry"
 #: Shortest gap between two change notifications (a burst of writes is one notification).

@@ -30,6 +30,7 @@ FORBIDDEN = (
     "netspy_tui.store",
     "netspy_tui.serve",
     "netspy_tui.mcp_tools.ai_bridge",
+    "rich",  # the SDK's MCPServer() imports it for a root log handler netspy-tui replaces with its own
 )
 #: Server-side HTTP stack: allowed only where the SDK's own import brings it.
 SERVER_STACK = ("uvicorn", "starlette", "sse_starlette")
@@ -63,3 +64,15 @@ def test_tool_imports_no_dashboard_ai_or_server_stack(tool, server, cli_env):
     for package in SERVER_STACK:
         extra = _under(modules, package) - floor
         assert not extra, f"--tool {tool} imported more of {package} than the SDK does: {sorted(extra)[:5]}"
+
+
+def test_building_the_server_leaves_the_root_logger_alone(cli_env):
+    """The SDK's ``MCPServer()`` would put a rich handler on the root logger of a program embedding the server."""
+    code = (
+        "import logging, sys; from netspy_tui.mcp_tools.server import create_server; "
+        "from netspy_tui.telemetry.memory import MemorySource; create_server(MemorySource([])); "
+        "print(logging.getLogger().handlers, logging.getLogger().level, 'rich' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["[]", "30", "False"]
