@@ -80,6 +80,43 @@ class Bpftrace:
         return sums
 
 
+class EmptyPrograms:
+    """The floor of any program on these tracepoints: ``r0 = 0; exit`` attached as the collector attaches its own
+    (BTF-typed where the kernel allows, else raw tracepoint) to sock_send_length and sock_recv_length. What a
+    send() pays with it is the tracepoints' dispatch alone, which no program can go under."""
+
+    def __init__(self) -> None:
+        from netspy_tui.collector.ebpf import btf, syscalls
+        from netspy_tui.collector.ebpf.asm import R0, Asm
+
+        insns = Asm().mov(R0, 0).exit().assemble()
+        self.fds: list[int] = []
+        self.kind = "tp_btf"
+        try:
+            for tp in ("sock_send_length", "sock_recv_length"):
+                try:
+                    prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, insns, "nsbench_empty",
+                                              attach_type=syscalls.BPF_TRACE_RAW_TP,
+                                              attach_btf_id=btf.vmlinux().raw_tracepoint_id(tp))  # fmt: skip
+                    self.fds.append(prog)
+                    self.fds.append(syscalls.raw_tracepoint_open(None, prog))
+                except (OSError, btf.BtfError):
+                    self.kind = "raw tracepoint"
+                    prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, insns, "nsbench_empty")
+                    self.fds.append(prog)
+                    self.fds.append(syscalls.raw_tracepoint_open(tp, prog))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        from netspy_tui.collector.ebpf import syscalls
+
+        for fd in reversed(self.fds):
+            syscalls.close_fd(fd)
+        self.fds.clear()
+
+
 def product_round(exe: Path, chunk: int, max_bytes: int, seconds: float, db: Path) -> dict[str, Any]:
     """The product path: the collector feeding a file store; then the store's own traffic figures."""
     from netspy_tui.collector.ebpf import EbpfCollector
@@ -141,10 +178,17 @@ def run(ctx: Context) -> list[Metric]:
 def _workload(ctx: Context, exe: Path, db: Path, workload: str, chunk: int, rounds: int, seconds: float,
               max_bytes: int, ms: list[Metric], extra: dict[str, Any]) -> None:  # fmt: skip
     """One workload's rounds and figures (appended to ``ms``)."""
-    res: dict[str, list[Any]] = {k: [] for k in ("none", "product", "bpftrace", "both")}
+    res: dict[str, list[Any]] = {k: [] for k in ("none", "product", "bpftrace", "both", "empty")}
+    floor = workload == "small" and not ctx.quick  # DIAGNOSIS: the tracepoints' own dispatch cost
     for r in range(rounds):
         ctx.log(f"traffic: {workload} round {r + 1}/{rounds}")
         res["none"].append(transfer(exe, chunk, max_bytes, seconds))
+        if floor:
+            empty = EmptyPrograms()
+            try:
+                res["empty"].append((transfer(exe, chunk, max_bytes, seconds), empty.kind))
+            finally:
+                empty.stop()
         res["product"].append(product_round(exe, chunk, max_bytes, seconds, db))
         bt = Bpftrace()
         moved = transfer(exe, chunk, max_bytes, seconds)
@@ -179,6 +223,11 @@ def _workload(ctx: Context, exe: Path, db: Path, workload: str, chunk: int, roun
                          target=TARGET_SMALL, op=">=").set_baseline(float(np.median(bpftrace)), "bpftrace ratio",
                                                                     ratio=None))  # fmt: skip
         ms.append(metric(NAME, "small writes: send() calls/s with bpftrace / without", bpftrace))
+        if res["empty"]:
+            empty = [rate(m, calls) / n for (m, _), n in zip(res["empty"], none, strict=True)]
+            ms.append(metric(NAME, "DIAGNOSIS: small writes with an empty program on the same two tracepoints / "
+                             "without", empty, note=f"r0 = 0; exit, attached as {res['empty'][0][1]}: the "
+                             "dispatch floor no program goes under"))  # fmt: skip
     else:
         ms.append(metric(NAME, "bulk transfer (64 KiB writes): MB/s without tracing", [n / 1e6 for n in none],
                          "MB/s"))  # fmt: skip
