@@ -224,9 +224,9 @@ def _workload(ctx: Context, exe: Path, db: Path, workload: str, chunk: int, roun
                                                                     ratio=None))  # fmt: skip
         ms.append(metric(NAME, "small writes: send() calls/s with bpftrace / without", bpftrace))
         if res["empty"]:
-            empty = [rate(m, calls) / n for (m, _), n in zip(res["empty"], none, strict=True)]
+            dispatch = [rate(m, calls) / n for (m, _), n in zip(res["empty"], none, strict=True)]
             ms.append(metric(NAME, "DIAGNOSIS: small writes with an empty program on the same two tracepoints / "
-                             "without", empty, note=f"r0 = 0; exit, attached as {res['empty'][0][1]}: the "
+                             "without", dispatch, note=f"r0 = 0; exit, attached as {res['empty'][0][1]}: the "
                              "dispatch floor no program goes under"))  # fmt: skip
     else:
         ms.append(metric(NAME, "bulk transfer (64 KiB writes): MB/s without tracing", [n / 1e6 for n in none],
