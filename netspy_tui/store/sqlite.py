@@ -297,6 +297,8 @@ class EventStore:
         self._since_prune = 0
         self._last_prune = time.monotonic()
         self._read_codec = threading.local()
+        self._read_names: tuple[Any, Any] | None = None  # (drop reasons, the NameCache every reader's codec shares)
+        self._read_names_lock = threading.Lock()
         self.rollups = R.Rollups(R.Names(), MEMORY_HORIZON)
         #: (hours, minutes) summed: (seconds per unit, the coarse table, what is kept)
         self._units: tuple[tuple[int, str, S.Units[R.Span]], ...] = tuple(
@@ -945,10 +947,15 @@ class EventStore:
         """This thread's codec for stored records, with the kernel's drop reason names."""
         codec = getattr(self._read_codec, "codec", None)
         if codec is None or codec.drop_reasons is not self._drop_reasons:
-            from netspy_tui.collector.ebpf.decode import Codec  # noqa: PLC0415
+            from netspy_tui.collector.ebpf.decode import Codec, NameCache  # noqa: PLC0415
 
-            codec = self._read_codec.codec = Codec(source="ebpf")
-            codec.drop_reasons = self._drop_reasons
+            reasons = self._drop_reasons
+            with self._read_names_lock:  # (a drop's name holds its reason's: new reason names, new names)
+                if self._read_names is None or self._read_names[0] is not reasons:
+                    self._read_names = (reasons, NameCache())
+                names = self._read_names[1]
+            codec = self._read_codec.codec = Codec(source="ebpf", names=names)
+            codec.drop_reasons = reasons
         return codec
 
     def _learn_drop_reasons(self, codec: Any) -> None:

@@ -18,6 +18,7 @@ import errno
 import itertools
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -54,7 +55,7 @@ _KEY_ADDR_VIEW = np.dtype(  # type: ignore[call-overload]  # numpy's stubs: a di
         "itemsize": P.COUNT_KEY.itemsize,
     }
 )
-#: names kept per codec (:meth:`Codec.names`): a busy host's destinations x ports x outcomes
+#: names kept per cache (:meth:`Codec.names`): a busy host's destinations x ports x outcomes
 NAMES_KEPT = 32768
 _CONNECTION = constructor(ConnectionEvent)  # (events of a page: model_construct's default lookups were most of it)
 _DROP = constructor(PacketDropEvent)
@@ -127,16 +128,47 @@ def walls(ns: np.ndarray) -> list[datetime]:
     return [fromts(s, utc) for s in (us / 1e6).tolist()]
 
 
+_Name = tuple[str, str, int | None, str, str, bool]
+
+
+class NameCache:
+    """What :meth:`Codec.names` made of record fields, bounded at ``kept``: the older half goes out when full.
+
+    A store's readers run on many threads (the asyncio and anyio worker pools, one codec each): they share
+    one cache, so the names a host's destinations take are kept once, not once a thread (the 10-minute soak's
+    heap grew ~3.5 MB a minute while each thread's own cache filled). Lookups take no lock; an insert (rare
+    once a host's destinations are known) takes one, so nothing changes the dict while it is cut."""
+
+    def __init__(self, kept: int = NAMES_KEPT) -> None:
+        self.kept = kept
+        self._names: dict[tuple[int, ...], _Name] = {}
+        self._lock = threading.Lock()
+        self.get = self._names.get
+
+    def put(self, key: tuple[int, ...], name: _Name) -> None:
+        with self._lock:
+            names = self._names
+            if len(names) >= self.kept:
+                for old in list(itertools.islice(names, len(names) - self.kept // 2)):
+                    del names[old]
+            names[key] = name
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 class Codec:
     """Names for records and counts, with caches. ``drop_reasons``: the kernel's reason names by
     number (read from the tracepoint format); not needed to read stored rows back (they keep the
-    name). One instance per thread."""
+    name). One instance per thread; ``names``: a cache shared with other threads' codecs (see :class:`NameCache`)."""
 
-    def __init__(self, drop_reasons: dict[int, str] | None = None, source: str = "ebpf") -> None:
+    def __init__(
+        self, drop_reasons: dict[int, str] | None = None, source: str = "ebpf", names: NameCache | None = None
+    ) -> None:
         self.drop_reasons = dict(drop_reasons or {})
         self.source = source
         self._comm: dict[bytes, str] = {}
-        self._names: dict[tuple[int, ...], tuple[str, str, int | None, str, str, bool]] = {}
+        self._names = names if names is not None else NameCache()
         self._outcome: dict[tuple[int, int, int], str] = {}
 
     # --- names ----------------------------------------------------------------------------
@@ -154,7 +186,7 @@ class Codec:
 
     def names(
         self, kind: int, family: int, lo: int, hi: int, port: int, proto: int, result: int, flags: int, code: int
-    ) -> tuple[str, str, int | None, str, str, bool]:
+    ) -> _Name:
         """(destination, ip, port or None, protocol, outcome or drop reason, protocol inferred)."""
         key = (kind, family, lo, hi, port, proto, result, flags & (P.F_L3 | P.F_PORT | P.F_SOCKINFO | P.F_TCP), code)
         hit = self._names.get(key)
@@ -178,9 +210,7 @@ class Codec:
                 inferred = True
                 protocol = "TCP" if code == -errno.EINPROGRESS or port not in UDP_PORTS else "UDP"
             hit = (dest, ip, port, protocol, outcome_name(result), inferred)
-        if len(self._names) >= NAMES_KEPT:  # (a host's working set of destinations; bounded memory)
-            self._names = dict(itertools.islice(self._names.items(), NAMES_KEPT // 2, None))  # the older half out
-        self._names[key] = hit
+        self._names.put(key, hit)
         return hit
 
     # --- ingest ---------------------------------------------------------------------------
