@@ -280,7 +280,8 @@ def run(ctx: Context) -> list[Metric]:
                 idle_run["idle_cpu_pct"],
                 "%",
                 target=TARGET_IDLE_CPU,
-                note=f"HTTP source with no events, interval 1 s; RSS {idle_run['rss_mb']:.0f} MB",
+                note=f"HTTP source with no events (serve: pushed over /api/changes), interval 1 s; "
+                f"RSS {idle_run['rss_mb']:.0f} MB",
             )
         )
         ms.append(

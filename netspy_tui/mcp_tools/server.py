@@ -21,10 +21,11 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import anyio.abc
 import mcp.server.mcpserver.server as _sdk_server
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 
@@ -90,7 +91,7 @@ from netspy_tui.models import (
 )
 from netspy_tui.names.resolver import NameResolver, address_of
 from netspy_tui.names.workload import WorkloadResolver, k8s_identity
-from netspy_tui.telemetry.source import ChangingSource, TelemetrySource, TrafficSource
+from netspy_tui.telemetry.source import ChangingSource, FollowedSource, TelemetrySource, TrafficSource
 from netspy_tui.textsafe import clean
 
 log = logging.getLogger(__name__)
@@ -545,12 +546,17 @@ def create_server(
     ``only`` limits the tools offered to those named (a one-shot command; default: all)."""
 
     bus = InMemorySubscriptionBus()
-    notifies = isinstance(source, ChangingSource)
+    # A remote server's changes (HttpSource of a netspy-tui server) are followed only once a client asks whether
+    # this server notifies, and only when that server offers them; a source that changes itself notifies always.
+    remote = _RemoteChanges(source, bus) if isinstance(source, FollowedSource) else None
+    notifies = remote is None and isinstance(source, ChangingSource)
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
+    async def lifespan(server: MCPServer[ToolContext]) -> AsyncIterator[ToolContext]:
         async with anyio.create_task_group() as tasks:
-            if isinstance(source, ChangingSource):
+            if remote is not None:
+                remote.tasks, remote.server = tasks, server
+            elif isinstance(source, ChangingSource):
                 tasks.start_soon(_publish_changes, source, bus)
             try:
                 yield ToolContext(
@@ -581,11 +587,12 @@ def create_server(
         title="New telemetry",
         description="Updated (notifications/resources/updated; subscriptions/listen from protocol 2026-07-28) "
         "whenever new events or counts are stored, at most every 0.1 s: read the tools again after it. Reading "
-        "it says whether this server notifies at all (a remote eBPF server's data does not: poll instead).",
+        "it says whether this server notifies at all (a remote eBPF server's data does not: poll instead; a "
+        "remote netspy-tui server's does while it tells its changes, and the listen stream ends when it stops).",
         mime_type="application/json",
     )
-    def events_resource() -> str:
-        return json.dumps({"notifies": notifies})
+    async def events_resource() -> str:
+        return json.dumps({"notifies": notifies if remote is None else await remote.start()})
 
     @srv.tool(annotations=READ_ONLY)
     async def get_network_summary(
@@ -950,6 +957,53 @@ async def _publish_changes(source: ChangingSource, bus: InMemorySubscriptionBus)
             await anyio.sleep(CHANGE_GAP)
     finally:
         stop()
+
+
+class _RemoteChanges:
+    """The changes of a :class:`FollowedSource` published as :data:`EVENTS_URI` updated: followed from the first
+    read of the resource on (a one-shot command never pays for it), when the remote server offers them. When
+    its stream breaks, publishing ends, the open listen streams are closed (a client's loop over them ends:
+    back to its timer) and the resource says this server does not notify."""
+
+    def __init__(self, source: FollowedSource, bus: InMemorySubscriptionBus) -> None:
+        self.source = source
+        self.bus = bus
+        self.tasks: anyio.abc.TaskGroup | None = None
+        self.server: MCPServer[ToolContext] | None = None
+        self.following: bool | None = None  # None: not asked yet (or the server could not be asked)
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> bool:
+        """Whether changes are published; the first call (after a failed one: the next) asks the source."""
+        async with self._lock:
+            if self.following is None and self.tasks is not None:
+                if await self.source.offers_changes():
+                    self.following = True
+                    self.tasks.start_soon(self._follow)
+        return bool(self.following)
+
+    async def _follow(self) -> None:
+        try:
+            async with anyio.create_task_group() as tasks:
+                assert isinstance(self.source, ChangingSource)
+                tasks.start_soon(_publish_changes, self.source, self.bus)
+                await self.source.follow_changes()
+                tasks.cancel_scope.cancel()
+        finally:
+            self.following = False
+            _end_listen_streams(self.server)
+
+
+def _end_listen_streams(server: MCPServer[ToolContext] | None) -> None:
+    """Close ``server``'s open ``subscriptions/listen`` streams gracefully (the SDK's ListenHandler.close: each
+    client's subscription loop ends)."""
+    lowlevel = getattr(server, "_lowlevel_server", None)  # (the SDK keeps its ListenHandler there)
+    entry = lowlevel.get_request_handler("subscriptions/listen") if lowlevel is not None else None
+    handler = getattr(entry, "handler", None)
+    if isinstance(handler, ListenHandler):
+        handler.close()
+    else:
+        log.warning("cannot end the change notifications of this MCP server: its clients keep waiting")
 
 
 async def _ai_tool(ctx: Context[ToolContext, Any], name: str, args: dict[str, Any]) -> CallToolResult:

@@ -29,7 +29,11 @@ Where this server differs from the original, on purpose:
   (a client of another server aggregates events it fetched). ``GET /api/inbound`` (an extension too)
   lists the connections local processes accepted, newest first (``pid``, ``command``, ``since``,
   ``until``, ``limit`` as ``/api/events``), with ``available`` false when the source does not see them.
-  The existing paths answer as before.
+  ``GET /api/changes`` (an extension) is a long poll on the store's change sequence: ``after`` (the ``seq`` of
+  the last answer; absent: answer at once), ``timeout`` (seconds, at most 30, default 25); it answers
+  ``{"seq": N, "changed": bool}`` as soon as the sequence is not ``after`` (a change, or a restarted server),
+  else when ``timeout`` passes. Only a server whose source says when it changes has it (404 elsewhere, as on
+  ebpf-server): a client follows it instead of polling. The existing paths answer as before.
 - Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
   other endpoints answer from whatever the source holds.
 """
@@ -41,6 +45,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import json
 import logging
 import re
@@ -79,7 +84,13 @@ from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
 from netspy_tui.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from netspy_tui.serve.metrics import MetricsExporter, counted_of
-from netspy_tui.telemetry.source import InboundSource, TelemetrySource, TrafficSource
+from netspy_tui.telemetry.source import (
+    ChangingSource,
+    FollowedSource,
+    InboundSource,
+    TelemetrySource,
+    TrafficSource,
+)
 from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
@@ -116,6 +127,12 @@ ENDPOINTS: dict[str, str] = {
     "GET /api/inbound": "netspy-tui extension: connections local processes accepted, newest first, with the peer "
     "(pid, command, since, until, limit)",
 }
+CHANGES_ENDPOINT = (
+    "GET /api/changes",
+    "netspy-tui extension: a long poll that answers {seq, changed} once the store changed after seq "
+    "(after, timeout: seconds, at most 30)",
+)
+MAX_CHANGES_WAIT, DEFAULT_CHANGES_WAIT = 30, 25
 DEFAULT_TRAFFIC_LIMIT = 20
 MAX_TRAFFIC_LIMIT = 1000
 MAX_STATS_TOP, MAX_STATS_BUCKETS = 1000, 3600
@@ -360,15 +377,94 @@ def _uptime(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+class ChangeFeed:
+    """The source's changes as a sequence number a request can wait on (``/api/changes``).
+
+    The source's ``on_change`` (on its writing thread) bumps :attr:`seq` and, only while requests wait, wakes
+    them on the event loop (``call_soon_threadsafe``). No thread per waiter: each waits on one shared
+    :class:`asyncio.Event` with a timeout. Idle (nothing stored, nobody waiting) it costs nothing; the source
+    is only listened to from the first request on."""
+
+    def __init__(self, source: ChangingSource) -> None:
+        self.source = source
+        self.seq = 0
+        self._counter = itertools.count(1)
+        self._stop: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._waiting = 0
+        self._closed = False
+
+    def _changed(self) -> None:  # on the writing thread: be quick
+        self.seq = next(self._counter)  # (atomic: two writing threads cannot lose a change)
+        loop = self._loop
+        if self._waiting and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+    def close(self) -> None:
+        """Answer every waiting request now, and later ones at once (the server is shutting down)."""
+        self._closed = True
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake)
+
+    async def wait(self, after: int | None, seconds: float) -> tuple[int, bool]:
+        """The sequence and whether it is not ``after``: at once when it is not (or ``after`` is None), else
+        as soon as it changes or ``seconds`` passed."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._event = loop, None
+        if self._stop is None and not self._closed:
+            self._stop = self.source.on_change(self._changed)
+        if after is None or self.seq != after or seconds <= 0 or self._closed:
+            return self.seq, after is not None and self.seq != after
+        deadline = loop.time() + seconds
+        self._waiting += 1  # before the check below: a change from now on wakes this request
+        try:
+            while self.seq == after and not self._closed:
+                if self._event is None:
+                    self._event = asyncio.Event()
+                event = self._event
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    break
+        finally:
+            self._waiting -= 1
+        return self.seq, self.seq != after
+
+
+def changes_feed(source: TelemetrySource) -> ChangeFeed | None:
+    """A feed of ``source``'s changes when it says when it changes itself (the embedded store, a MemorySource);
+    None for a source that only relays another server (it may not have changes to tell)."""
+    if isinstance(source, ChangingSource) and not isinstance(source, FollowedSource):
+        return ChangeFeed(source)
+    return None
+
+
 class Api:
     def __init__(self, source: TelemetrySource, extra_paths: Sequence[str], metrics_top: int = 20) -> None:
         self.source = source
         self.extra_paths = list(extra_paths)
         self.exporter = MetricsExporter(metrics_top)
         self.identity = k8s_identity()  # the node/pod/namespace of a pod this runs in (downward API)
+        self.feed = changes_feed(source)
 
     async def root(self, request: Request) -> Response:
         endpoints = dict(ENDPOINTS)
+        if self.feed is not None:
+            endpoints[CHANGES_ENDPOINT[0]] = CHANGES_ENDPOINT[1]
         for path in self.extra_paths:
             endpoints[path] = "Mounted application"
         return json_response(
@@ -567,9 +663,23 @@ class Api:
             }
         )
 
+    async def changes(self, request: Request) -> Response:
+        """``/api/changes``: a long poll on the source's changes (see :class:`ChangeFeed`)."""
+        assert self.feed is not None
+        params = await Params.read(request)
+        after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        timeout = params.integer(
+            "timeout", default=DEFAULT_CHANGES_WAIT, minimum=0, maximum=MAX_CHANGES_WAIT, zero_is_default=False
+        )
+        seq, changed = await self.feed.wait(None if after < 0 else after, timeout)
+        return json_response({"seq": seq, "changed": changed})
+
     def routes(self) -> list[BaseRoute]:
         both = ["GET", "POST"]
-        return [
+        changes: list[BaseRoute] = []
+        if self.feed is not None:
+            changes.append(Route("/api/changes", _guarded(self.changes), methods=["GET"]))
+        return changes + [
             Route("/", _guarded(self.root), methods=["GET"]),
             Route("/health", _guarded(self.health), methods=["GET"]),
             Route(
@@ -768,4 +878,5 @@ def create_app(
     )
     app.state.token_required = token is not None
     app.state.source = source
+    app.state.changes = endpoints.feed
     return app

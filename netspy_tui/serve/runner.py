@@ -88,6 +88,13 @@ class _Server(uvicorn.Server):
         if self.started and self._on_started is not None:
             self._on_started(self)
 
+    async def shutdown(self, sockets: Any = None) -> None:
+        # Long polls (/api/changes) answer now: uvicorn waits for requests in flight before it stops.
+        feed = getattr(getattr(self.config.app, "state", None), "changes", None)
+        if feed is not None:
+            feed.close()
+        await super().shutdown(sockets=sockets)
+
     @property
     def bound_port(self) -> int:
         for server in getattr(self, "servers", []):

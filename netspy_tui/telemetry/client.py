@@ -13,6 +13,8 @@ import asyncio
 import json
 import logging
 import socket
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -50,6 +52,8 @@ DEFAULT_SERVER = "http://localhost:8080"
 #: How many events ``stats`` fetches to aggregate a window on the client.
 STATS_FETCH_LIMIT = 10_000
 _RETRY_STATUSES = {502, 503, 504}
+#: Seconds one long poll of a netspy-tui server's ``/api/changes`` waits for a change (its bound is 30).
+CHANGES_WAIT = 25
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,6 +68,13 @@ class InboundResponse(EventsResponse):
 
     available: bool = True
     """False: the server's source does not see inbound connections (the list is empty)."""
+
+
+class ChangesResponse(BaseModel):
+    """``/api/changes`` (a netspy-tui server's long poll): the store's change sequence, and whether it moved."""
+
+    seq: int
+    changed: bool = False
 
 
 def _says_aggregator(health: HealthResponse) -> bool:
@@ -128,18 +139,31 @@ class HttpSource:
         self._inbound = True  # the server may answer /api/inbound (a netspy-tui server)
         self._detect_lock = asyncio.Lock()
         self._warned_not_events = False
+        self._changes_offered: bool | None = None  # the server has /api/changes (None: not asked yet)
+        self._change_seq = 0
+        self._change_listeners: dict[object, Callable[[], None]] = {}
 
     # --- plumbing ---------------------------------------------------------------------
 
     async def _request(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        read_timeout: float | None = None,
     ) -> httpx.Response:
         url = f"{self.shown_url}{path}"
+        timeout = httpx.Timeout(read_timeout, connect=self.connect_timeout) if read_timeout else None
         params = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
             try:
-                resp = await self._http.request(method, path, params=params or None, json=body)
+                if timeout is None:
+                    resp = await self._http.request(method, path, params=params or None, json=body)
+                else:
+                    resp = await self._http.request(method, path, params=params or None, json=body, timeout=timeout)
             except httpx.ConnectError as exc:
                 if attempt < self.retries:
                     attempt += 1
@@ -151,7 +175,7 @@ class HttpSource:
                 ) from None
             except httpx.TimeoutException as exc:
                 which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
-                limit = self.connect_timeout if which == "connect" else self.read_timeout
+                limit = self.connect_timeout if which == "connect" else read_timeout or self.read_timeout
                 raise ServerUnavailable(
                     f"The eBPF server at {self.shown_url} did not answer {path} within {limit:g} s ({which} timeout)",
                     "check that it is not overloaded, or raise --timeout",
@@ -480,6 +504,61 @@ class HttpSource:
                               ) -> LatencyStats:  # fmt: skip
         """``/api/connect-latency``."""
         return await self._extension("/api/connect-latency", LatencyStats, pid, command, window_seconds, limit)
+
+    # --- changes (a netspy-tui server's /api/changes) ------------------------------------------
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after each change the server reports while :meth:`follow_changes` runs (a
+        :class:`~netspy_tui.telemetry.source.FollowedSource`); returns the call that stops it."""
+        token = object()
+        self._change_listeners[token] = listener
+
+        def stop() -> None:
+            self._change_listeners.pop(token, None)
+
+        return stop
+
+    async def offers_changes(self) -> bool:
+        """Whether the server has ``/api/changes`` (a netspy-tui server): asked once; an ebpf-server or an
+        aggregator without it (404/405) is polled from then on. A failure (unreachable, 401) is False for now."""
+        if self._changes_offered is None:
+            try:
+                resp = await self._request("GET", "/api/changes", params={"timeout": 0})
+                if resp.status_code in (404, 405):
+                    log.info("no /api/changes at %s: polled", self.shown_url)
+                    self._changes_offered = False
+                else:
+                    self._change_seq = self._parse(resp, "/api/changes", ChangesResponse).seq
+                    self._changes_offered = True
+            except NetspyError as exc:
+                log.info("no change stream from %s for now (%s): polled", self.shown_url, exc)
+                return False
+        return self._changes_offered
+
+    async def follow_changes(self) -> None:
+        """Long-poll ``/api/changes`` and call the listeners after each change; returns at once when the server
+        has no such path, and when the stream breaks (the server is gone, or answers an error)."""
+        if not await self.offers_changes():
+            return
+        while True:
+            started = time.monotonic()
+            try:
+                params = {"after": self._change_seq, "timeout": CHANGES_WAIT}
+                resp = await self._request("GET", "/api/changes", params=params, read_timeout=CHANGES_WAIT + 10.0)
+                answer = self._parse(resp, "/api/changes", ChangesResponse)
+            except NetspyError as exc:
+                log.warning("the change stream of %s stopped: %s", self.shown_url, exc)
+                return
+            if answer.seq == self._change_seq:
+                if time.monotonic() - started < 1.0:  # unchanged yet not waited: a server that does not hold
+                    await asyncio.sleep(1.0)
+                continue
+            self._change_seq = answer.seq
+            for listener in list(self._change_listeners.values()):
+                try:
+                    listener()
+                except Exception:  # a listener must not end the stream
+                    log.exception("change listener failed")
 
     async def aclose(self) -> None:
         await self._http.aclose()

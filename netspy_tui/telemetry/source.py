@@ -89,3 +89,20 @@ class ChangingSource(Protocol):
     def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (from any thread, quickly) after new events or counts; returns the call that stops it."""
         ...
+
+
+@runtime_checkable
+class FollowedSource(Protocol):
+    """A source whose changes come from another server (:class:`~netspy_tui.telemetry.client.HttpSource` of a
+    ``netspy-tui serve``, which offers ``/api/changes``): it has ``on_change`` (a :class:`ChangingSource`), yet
+    its listeners are called only while :meth:`follow_changes` runs, and only when the server offers the
+    stream. Check this before trusting ``isinstance(source, ChangingSource)``."""
+
+    async def offers_changes(self) -> bool:
+        """Whether the server tells its changes (asked once; a server without the stream is polled)."""
+        ...
+
+    async def follow_changes(self) -> None:
+        """Call the ``on_change`` listeners after each change the server reports; returns when the stream
+        breaks (the server is gone or stopped telling): from then on, poll."""
+        ...

@@ -143,6 +143,7 @@ class NetspyApp(App[int]):
                 log.info("following the server's change notifications")
                 async for _ in changes:
                     poller.changed.set()
+                log.warning("the server stopped notifying changes: polling every %.1fs", self.interval)
         except NetspyError as exc:  # the gateway did not start: the poll loop says why
             log.debug("no change notifications: %s", exc)
         except (RuntimeError, OSError) as exc:  # the stream was lost (SubscriptionLost): back to the timer
