@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,10 +23,13 @@ from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.telemetry.source import ChangingSource, FollowedSource
 from tests.factories import connection, connection_json
 from tests.fake_ebpf_server import FakeEbpfServer
+from tests.hardening.conftest import Child, free_port, spawn  # noqa: F401 (fixture)
+from tests.hardening.test_security import served_url
 from tests.tui.scenes import Polled
 
 #: Generous bound for a wait that must end (never a measured duration): a long poll asked to wait 30 s.
 LIMIT = 20.0
+TOKEN = "changes-test-token-0123456789"
 
 
 @pytest.fixture
@@ -188,3 +193,22 @@ async def test_the_mcp_server_over_http_notifies_only_where_the_server_tells_its
                 assert '"notifies": false' in contents[0].text  # type: ignore[union-attr]
         finally:
             await http.aclose()
+
+
+async def test_netspy_tui_serve_offers_the_stream_behind_its_token(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    recording = tmp_path / "rec.jsonl"
+    recording.write_text(json.dumps(connection_json(ago=1)) + "\n")
+    port = free_port()
+    child = spawn("serve", "--replay", str(recording), "--replay-speed", "0", "--port", str(port),
+                  env={"NETSPY_TOKEN": TOKEN})  # fmt: skip
+    url = served_url(child, "the eBPF server API")
+    anonymous, http = HttpSource(url, retries=0), HttpSource(url, retries=0, token=TOKEN)
+    try:
+        assert not await anonymous.offers_changes()  # a 401: not offered to a client without the token
+        assert await http.offers_changes()
+    finally:
+        await anonymous.aclose()
+        await http.aclose()
