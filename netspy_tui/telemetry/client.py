@@ -155,15 +155,14 @@ class HttpSource:
         read_timeout: float | None = None,
     ) -> httpx.Response:
         url = f"{self.shown_url}{path}"
-        timeout = httpx.Timeout(read_timeout, connect=self.connect_timeout) if read_timeout else None
+        timeout: Any = httpx.USE_CLIENT_DEFAULT  # (a long poll waits longer than other requests)
+        if read_timeout:
+            timeout = httpx.Timeout(read_timeout, connect=self.connect_timeout)
         params = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
             try:
-                if timeout is None:
-                    resp = await self._http.request(method, path, params=params or None, json=body)
-                else:
-                    resp = await self._http.request(method, path, params=params or None, json=body, timeout=timeout)
+                resp = await self._http.request(method, path, params=params or None, json=body, timeout=timeout)
             except httpx.ConnectError as exc:
                 if attempt < self.retries:
                     attempt += 1
