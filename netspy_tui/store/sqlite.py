@@ -1179,15 +1179,18 @@ class EventStore:
         value is read before the snapshot's first statement; a read-only store reads its file's)."""
         return S.folded_from(conn) if self.readonly else self._folded
 
-    def _in_memory(self, lo: int) -> bool:
-        """Whether memory holds the seconds from ``lo`` on (waiting for them while they load)."""
-        if self.rollups.covers(lo) or self._loaded.is_set():
+    def _in_memory(self, lo: int, wait: bool = True) -> bool:
+        """Whether memory holds the seconds from ``lo`` on (``wait``: waiting for them while they
+        load; a count does not wait: SQLite sums it from the coarse tables at once)."""
+        if self.rollups.covers(lo) or self._loaded.is_set() or not wait:
             return self.rollups.covers(lo)
         with self._load_progress:
             self._load_progress.wait_for(lambda: self.rollups.covers(lo) or self._loaded.is_set(), LOAD_WAIT)
         return self.rollups.covers(lo)
 
-    def _long_window(self, code: int, lo: int, hi: int, bucket: int) -> tuple[list[Any], R.Names] | None:
+    def _long_window(
+        self, code: int, lo: int, hi: int, bucket: int, wait: bool = True
+    ) -> tuple[list[Any], R.Names] | None:
         """A window without a pid or command filter that starts before the memory: the memory from
         its first whole hour on, the whole hours and then minutes before from their sums
         (:class:`spans.Units`), the seconds before the first whole minute summed per key in SQLite.
@@ -1196,7 +1199,7 @@ class EventStore:
         if since is None:
             return None
         end = -(-since // 3600)  # the memory's first whole hour
-        if end * 3600 > hi or not self._in_memory(end * 3600):
+        if end * 3600 > hi or not self._in_memory(end * 3600, wait):
             return None
         generations = [units.generation for _, _, units in self._units]
         parts, names = self.rollups.snapshot(code, end * 3600, hi, blocks=True)
@@ -1251,10 +1254,11 @@ class EventStore:
         return [v for v in got.values() if v is not None and (v.total or len(v))]
 
     def _rollup_total(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
-        if self._in_memory(lo):
+        if self._in_memory(lo, wait=False):
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
-        if pid is None and command is None and (got := self._long_window(_KIND_CODE[kind], lo, hi, 0)) is not None:
+        code = _KIND_CODE[kind]
+        if pid is None and command is None and (got := self._long_window(code, lo, hi, 0, wait=False)) is not None:
             return sum(part.total for part in got[0])
         where, params = _where(kind, pid, command, "second", None, None)
         with self._snapshot() as conn:

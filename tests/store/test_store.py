@@ -388,3 +388,49 @@ def test_a_reopened_store_answers_the_same_while_and_after_it_loads(tmp_path: Pa
         assert store.count(Scope("connection", window=700)) + store.count(Scope("packet_drop", window=700)) == 35_000
     finally:
         store.close()
+
+
+def test_a_reopened_store_counts_at_once_while_its_memory_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count does not wait for the background load of the last hour: SQLite sums the coarse
+    tables at once, exact; a window's figures (rate buckets per second) wait for their seconds."""
+    from bench import synth
+
+    path = tmp_path / "events.db"
+    with EventStore(path, retention_seconds=None, max_rows=None) as store:
+        store.write(list(synth.batches(20_000, 600, seed=1)))
+    with EventStore(path, readonly=True) as view:
+        now = utcnow()
+        expected = {
+            (kind, pid, command): view.count(Scope(kind, pid, command, 900), now=now)  # type: ignore[arg-type]
+            for kind in ("connection", "packet_drop")
+            for pid, command in ((None, None), (None, "curl"), (1001, None))
+        }
+    assert expected[("connection", None, None)] > 10_000
+    gate = threading.Event()
+    load = EventStore._load_in_background
+
+    def held(self: EventStore, floor: int) -> None:
+        gate.wait(120)
+        load(self, floor)
+
+    monkeypatch.setattr(EventStore, "_load_in_background", held)
+    monkeypatch.setattr(store_module, "LOAD_WAIT", 120.0)
+    store = EventStore(path, retention_seconds=None, max_rows=None)
+    try:
+        got: dict[tuple[str, int | None, str | None], int] = {}
+
+        def count_all() -> None:
+            for kind, pid, command in expected:
+                got[(kind, pid, command)] = store.count(Scope(kind, pid, command, 900), now=now)  # type: ignore[arg-type]
+
+        counting = threading.Thread(target=count_all)
+        counting.start()
+        counting.join(60)
+        assert not counting.is_alive(), "a count waited for the memory to load"
+        assert not store._loaded.is_set()
+        assert got == expected
+    finally:
+        gate.set()
+        store.close()
