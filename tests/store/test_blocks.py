@@ -164,3 +164,24 @@ def test_a_second_whose_rows_do_not_fit_keeps_them_wide() -> None:
         back = sec.rows(names)
         for name in ("n", "first", "last"):
             assert back[name].tolist() == rows[name].tolist(), name
+
+
+def test_rollup_rows_from_sqlite_become_the_packed_array() -> None:
+    """``to_array``: each column where it belongs, strings interned once, a NULL port as 0."""
+    names = R.Names()
+    rows = [
+        (10, 0, 7, "curl", "1.2.3.4", 443, "tcp", "ok", 0, 3, 100, 200),
+        (10, 0, 7, "curl", "1.2.3.4", None, "tcp", "ok", 0, 1, 5, 6),
+        (11, 1, 2**40, "nginx", "::1", 80, "udp", "NO_SOCKET", 1, 2, 2**62, 2**62 + 1),
+    ]
+    arr = R.to_array(rows, names)
+    back = [
+        (int(r["second"]), int(r["kind"]), int(r["pid"]), names.values[r["command"]], names.values[r["destination"]],
+         int(r["port"]), names.values[r["protocol"]], names.values[r["outcome"]], int(r["failed"]), int(r["n"]),
+         int(r["first"]), int(r["last"]))
+        for r in arr
+    ]  # fmt: skip
+    assert back == [rows[0], (*rows[1][:5], 0, *rows[1][6:]), rows[2]]
+    assert sorted(names.values) == sorted({"curl", "1.2.3.4", "tcp", "ok", "nginx", "::1", "udp", "NO_SOCKET"})
+    assert arr["cp"][0] == arr["cp"][1] != arr["cp"][2]
+    assert len(R.to_array([], names)) == 0
