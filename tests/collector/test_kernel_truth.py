@@ -72,6 +72,8 @@ _munmap = _libc.munmap
 _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _setns = _libc.setns
 _setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_getsockopt = _libc.getsockopt
+_getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 
 Event = ConnectionEvent | PacketDropEvent
@@ -635,6 +637,52 @@ def test_arp_failure_after_the_syn_is_unreachable(live) -> None:
             assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EHOSTUNREACH
         got = settle(rec, to(f"{lab.remote}:80"), outcome="unreachable")
     assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "unreachable")]
+
+
+def _spin_so_error(fd: int, stop: threading.Event, took: list[int]) -> None:
+    """getsockopt(SO_ERROR) on ``fd`` in a loop (the GIL released in each call) until it takes an error."""
+    value, size = ctypes.c_int(0), ctypes.c_uint(4)
+    while not stop.is_set():
+        if (
+            _getsockopt(fd, socket.SOL_SOCKET, socket.SO_ERROR, ctypes.byref(value), ctypes.byref(size)) == 0
+            and value.value
+        ):
+            took.append(value.value)
+            return
+
+
+@pytest.mark.ebpf
+def test_refused_while_another_thread_reads_so_error_is_still_refused(live) -> None:
+    """The kernel writes sk_err, then moves the socket SYN_SENT -> CLOSE: a thread that takes the
+    error with getsockopt(SO_ERROR) in between leaves 0 for the state change to see (here most of
+    the time: the connect() call itself then fails with ECONNABORTED). The outcome is still the
+    error the kernel closed the socket with, for every one of them."""
+    collector, rec = live
+    if collector.error_source() is None:
+        reason = "this kernel lets the collector trace neither tcp_done_with_error() nor the error report"
+        pytest.xfail(reason) if REQUIRE else pytest.skip(reason)
+    port = closed_port()
+    codes: list[int] = []
+    for _ in range(200):
+        with socket.socket() as s:
+            stop, took = threading.Event(), []
+            t = threading.Thread(target=_spin_so_error, args=(s.fileno(), stop, took))
+            t.start()
+            codes.append(s.connect_ex(("127.0.0.1", port)))
+            stop.set()
+            t.join(5)
+    got = finals([e for e in rec.events if to(f"127.0.0.1:{port}")(e)])
+    deadline = time.monotonic() + 10
+    while (len(got) < len(codes) or any(e.outcome == "in_progress" for e in got)) and time.monotonic() < deadline:
+        flush(rec)
+        got = finals([e for e in rec.events if to(f"127.0.0.1:{port}")(e)])
+    taken = codes.count(errno.ECONNABORTED)
+    assert sorted({(e.return_code, e.outcome) for e in got}) in (
+        [(-errno.ECONNREFUSED, "refused")],
+        [(-errno.ECONNABORTED, "refused")],
+        [(-errno.ECONNABORTED, "refused"), (-errno.ECONNREFUSED, "refused")],
+    ), f"{taken} of {len(codes)} errors taken by the reading thread first"
+    assert len(got) == len(codes)
 
 
 # --- 11. process and thread names -------------------------------------------------------------
