@@ -622,8 +622,13 @@ def test_socket_closed_before_the_handshake_is_aborted(live) -> None:
 @pytest.mark.ebpf
 def test_arp_failure_after_the_syn_is_unreachable(live) -> None:
     """In a namespace: the SYN waits for ARP that nobody answers; when the neighbour fails the
-    kernel sends itself ICMP host-unreachable and the socket goes SYN_SENT -> CLOSE, sk_err 113."""
-    _, rec = live
+    kernel sends itself ICMP host-unreachable and the socket goes SYN_SENT -> CLOSE, sk_err 113.
+
+    The kernel writes sk_err before it changes the state, and this thread, woken meanwhile (rarely:
+    about 1 run in 500 here), can take the error with SO_ERROR first: without ``conn_error`` (a
+    kernel that refuses to trace tcp_done_with_error(), which the collector notes) the state change
+    then sees no error: "aborted". That known, noted case is an xfail; every other answer fails."""
+    collector, rec = live
     with netns_lab(peer=True) as lab:
         assert lab.dev is not None
         ns_sysctl(lab.a, f"ipv4/neigh/{lab.dev}/mcast_solicit", "1")
@@ -636,7 +641,10 @@ def test_arp_failure_after_the_syn_is_unreachable(live) -> None:
             wait_writable_or_error(s, timeout=5)
             assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EHOSTUNREACH
         got = settle(rec, to(f"{lab.remote}:80"), outcome="unreachable")
-    assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "unreachable")]
+    answer = [(e.return_code, e.outcome) for e in got]
+    if answer == [(-errno.EINPROGRESS, "aborted")] and collector.error_source() is None:
+        pytest.xfail("the error was taken with SO_ERROR before the state changed (noted: conn_error unavailable)")
+    assert answer == [(-errno.EINPROGRESS, "unreachable")], f"kernel counters: {collector.kernel_counters()}"
 
 
 def _spin_so_error(fd: int, stop: threading.Event, took: list[int]) -> None:
