@@ -41,9 +41,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from netspy_tui.collector.ebpf import EbpfCollector
+from netspy_tui.collector.ebpf import EbpfCollector, btf, syscalls
+from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
 from tests.collector.test_ebpf import REQUIRE, Recorder, closed_port, my_comm, start_or_skip, wait_until
 
@@ -667,7 +669,7 @@ def test_refused_while_another_thread_reads_so_error_is_still_refused(live) -> N
     error the kernel closed the socket with, for every one of them."""
     collector, rec = live
     if collector.error_source() is None:
-        reason = "this kernel lets the collector trace neither tcp_done_with_error() nor the error report"
+        reason = "this kernel does not let the collector trace tcp_done_with_error() (see its notes)"
         pytest.xfail(reason) if REQUIRE else pytest.skip(reason)
     port = closed_port()
     codes: list[int] = []
@@ -691,6 +693,51 @@ def test_refused_while_another_thread_reads_so_error_is_still_refused(live) -> N
         [(-errno.ECONNABORTED, "refused"), (-errno.ECONNREFUSED, "refused")],
     ), f"{taken} of {len(codes)} errors taken by the reading thread first"
     assert len(got) == len(codes)
+
+
+def report_by_hand(collector: EbpfCollector, port: int, err: int) -> None:
+    """Write ``err`` into the ``conns`` value of this process's connect to ``port``, as conn_error
+    does when the kernel closes the socket with an error."""
+    session = collector._session  # the kernel maps (no public handle: this is the programs' contract)
+    assert session is not None and session.maps is not None
+    conns = session.maps.conns
+    raw_keys, raw_values, n = syscalls.map_batch(conns, 8, P.CONN.itemsize, 65536, delete=False)
+    values = np.frombuffer(raw_values, P.CONN)[:n].copy()
+    keys = np.frombuffer(raw_keys, "<u8")[:n]
+    mine = np.flatnonzero((values["key"]["tgid"] == os.getpid()) & (values["key"]["port"] == port))
+    assert len(mine) == 1, f"{len(mine)} conns entries for this connect"
+    values["reported"][mine[0]] = err
+    syscalls.map_update(conns, keys[mine[0]].tobytes(), values[mine[0] : mine[0] + 1].tobytes(), flags=2)  # EXIST
+
+
+@pytest.mark.ebpf
+def test_the_error_conn_error_saw_is_the_outcome_whatever_sk_err_says(live) -> None:
+    """tcp_state's half of the fix, on any kernel: a SYN_SENT socket whose ``conns`` value says the
+    kernel closed it with EHOSTUNREACH (what conn_error writes, done here by hand) is unreachable
+    even though sk_err reads 0 when it goes to CLOSE (the application closes it: otherwise aborted)."""
+    collector, rec = live
+    with full_listener() as full, socket.socket() as s:
+        s.setblocking(False)
+        assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
+        report_by_hand(collector, full.port, errno.EHOSTUNREACH)
+        s.close()
+        got = settle(rec, to(full.dest), outcome="unreachable")
+    assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "unreachable")]
+
+
+@pytest.mark.ebpf
+def test_conn_error_passes_the_verifier_where_fentry_is_refused(live) -> None:
+    """conn_error reads (struct sock *, int) from its context: checked by the verifier even where the
+    kernel refuses fentry, as a BTF-typed program of a tracepoint with the same two arguments."""
+    collector, _ = live
+    session = collector._session
+    assert session is not None and session.maps is not None
+    if btf.vmlinux().raw_tracepoint_args("sock_send_length")[:2] != ["struct sock *", "int"]:
+        skip_env("no sock/sock_send_length with (struct sock *, int) on this kernel")
+    prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, P.conn_error(session.maps).assemble(), "conn_error",
+                              attach_type=syscalls.BPF_TRACE_RAW_TP,
+                              attach_btf_id=btf.vmlinux().raw_tracepoint_id("sock_send_length"))  # fmt: skip
+    syscalls.close_fd(prog)
 
 
 # --- 11. process and thread names -------------------------------------------------------------

@@ -8,7 +8,6 @@ collector is garbage-collected) closes them all, which detaches the programs.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -249,7 +248,7 @@ class _Session:
             typed["tcp_state"] = lambda tp: P.tcp_state(tp, maps, states, offsets, raw=True, btf=True)
         if raw_drop:
             typed["skb_drop"] = lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=True, btf=True)
-        self._attach_conn_error(maps, offsets)
+        self._attach_conn_error(maps)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
             if tp is None:
@@ -306,53 +305,38 @@ class _Session:
         self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
         return True
 
-    def _attach_conn_error(self, maps: P.Maps, offsets: P.SockOffsets) -> None:
-        """``conn_error`` (before ``tcp_state``, whose outcomes it makes exact): at the entry of the
-        function that closes a TCP socket with an error, else on the error report's tracepoint; one
-        note when neither loads (a failed handshake whose error the application reads at the moment
-        the kernel closes the socket is then reported as aborted)."""
-        kbtf: btf_mod.Btf | None
+    def _attach_conn_error(self, maps: P.Maps) -> None:
+        """``conn_error`` (before ``tcp_state``, whose outcomes it makes exact) at the entry of the
+        function that closes a TCP socket with an error; one note when the kernel has none or refuses
+        it (a failed handshake whose error the application takes while the kernel closes the socket
+        is then reported as aborted)."""
         try:
             kbtf = btf_mod.vmlinux()
-        except (OSError, btf_mod.BtfError):
-            kbtf = None
-        tries: list[tuple[str, Callable[[btf_mod.Btf], int], int, bool]] = []
-        if kbtf is not None:
-            args: list[str] | None = None
-            with contextlib.suppress(btf_mod.BtfError):
-                args = kbtf.function_args(P.ERROR_FUNCTION)
-            if args is not None and args[:2] == ["struct sock *", "int"]:
-                tries.append((f"fentry {P.ERROR_FUNCTION}", lambda b: b.function_id(P.ERROR_FUNCTION),
-                              syscalls.BPF_TRACE_FENTRY, True))  # fmt: skip
-            # a kernel with that function reports the error only after the state changed: the
-            # tracepoint would come too late (and read a sk_err already taken)
-            if args is None and offsets.sk_err is not None and P.raw_prototype_ok(P.ERROR_TRACEPOINT):
-                tries.append((f"tracepoint sock/{P.ERROR_TRACEPOINT}",
-                              lambda b: b.raw_tracepoint_id(P.ERROR_TRACEPOINT), syscalls.BPF_TRACE_RAW_TP,
-                              False))  # fmt: skip
-        for where, type_id, attach_type, function in tries:
-            assert kbtf is not None
-            try:
-                insns = P.conn_error(maps, offsets, function).assemble()
-                prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, insns, "conn_error", attach_type=attach_type,
-                                          attach_btf_id=type_id(kbtf))  # fmt: skip
-            except (OSError, btf_mod.BtfError) as exc:
-                log.info("eBPF: conn_error at %s refused (%s)", where, exc)
-                continue
-            try:
-                link = syscalls.raw_tracepoint_open(None, prog)
-            except syscalls.BpfError as exc:
-                syscalls.close_fd(prog)
-                log.info("eBPF: conn_error at %s not attached (%s)", where, exc)
-                continue
-            self.prog_fds.append(prog)
-            self.perf_fds.append(link)
-            self.loaded.append(("conn_error", syscalls.prog_id(prog), prog))
-            self.conn_error_at = where
+            args = kbtf.function_args(P.ERROR_FUNCTION)
+            if args[:2] != ["struct sock *", "int"]:
+                raise btf_mod.BtfError(f"{P.ERROR_FUNCTION}({', '.join(args)}) is not (struct sock *, int)")
+            prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, P.conn_error(maps).assemble(), "conn_error",
+                                      attach_type=syscalls.BPF_TRACE_FENTRY,
+                                      attach_btf_id=kbtf.function_id(P.ERROR_FUNCTION))  # fmt: skip
+        except (OSError, btf_mod.BtfError) as exc:
+            self._no_conn_error(f"{exc}")
             return
+        try:
+            link = syscalls.raw_tracepoint_open(None, prog)
+        except syscalls.BpfError as exc:
+            syscalls.close_fd(prog)
+            self._no_conn_error(f"{exc}")
+            return
+        self.prog_fds.append(prog)
+        self.perf_fds.append(link)
+        self.loaded.append(("conn_error", syscalls.prog_id(prog), prog))
+        self.conn_error_at = f"fentry {P.ERROR_FUNCTION}"
+
+    def _no_conn_error(self, why: str) -> None:
+        log.info("eBPF: conn_error not attached to %s(): %s", P.ERROR_FUNCTION, why)
         self.notes.append(
-            f"neither {P.ERROR_FUNCTION}() nor sock/{P.ERROR_TRACEPOINT} can be traced: a failed handshake whose "
-            "error the application reads while the kernel closes the socket is reported as aborted"
+            f"{P.ERROR_FUNCTION}() cannot be traced here: a failed TCP handshake whose error the application takes "
+            "(SO_ERROR) while the kernel closes the socket is reported as aborted"
         )
 
     def _load_and_attach(self, spec: _Attach, tp: tracefs.Tracepoint, insns: bytes) -> None:
@@ -759,7 +743,7 @@ class EbpfCollector(Collector):
 
     def error_source(self) -> str | None:
         """Where ``conn_error`` learns the error a failing handshake's socket is closed with (None:
-        nowhere on this kernel, see the notes)."""
+        nowhere on this kernel, see the notes: a race can then report such a handshake as aborted)."""
         session = self._live()
         return session.conn_error_at if session is not None else None
 

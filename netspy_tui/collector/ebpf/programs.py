@@ -27,11 +27,12 @@ being enabled sends every system call on the host through the kernel's slower sy
     "aborted"), or rather the error ``conn_error`` saw the kernel close it with. If ``connect()``
     has already returned, the connect is moved from the in-progress count to its outcome's and an
     OUTCOME record follows its CONNECT record.
-``conn_error`` (fentry on ``tcp_done_with_error``, else tp_btf ``sock/inet_sk_error_report``)
-    A socket in ``conns`` being closed with an error: the error goes into the value's ``reported``,
-    which ``tcp_state`` prefers to ``sk_err``. The kernel writes ``sk_err`` before SYN_SENT -> CLOSE,
-    and a thread of the application that reads it meanwhile (getsockopt(SO_ERROR) exchanges it with
-    0) would leave 0 there: "aborted" instead of the kernel's answer. Runs only on errors.
+``conn_error`` (fentry on ``tcp_done_with_error``, Linux 6.10 and later, where the kernel allows it)
+    A socket in ``conns`` being closed with an error: the error (the function's argument) goes into
+    the value's ``reported``, which ``tcp_state`` prefers to ``sk_err``. The kernel writes ``sk_err``
+    before SYN_SENT -> CLOSE, and a thread of the application that is awake meanwhile can take it
+    (getsockopt(SO_ERROR) exchanges it with 0): the state change would see 0, "aborted", instead
+    of the kernel's answer. Runs only on errors. Without it (a note says so) that race stays.
 ``connect_exit`` (syscalls/sys_exit_connect)
     A call that started a connection hands off with ``tcp_state`` through atomic fetch-ors on the
     ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
@@ -792,7 +793,6 @@ RAW_PROTOTYPES = {
     "sock_recv_length": ("struct sock *", "int", "int"),
     "inet_sock_set_state": ("struct sock *", "int", "int"),
     "kfree_skb": ("struct sk_buff *", "void *", "enum skb_drop_reason"),
-    "inet_sk_error_report": ("struct sock *",),
 }
 
 
@@ -1152,26 +1152,18 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     return a.ret(0)
 
 
-#: where ``conn_error`` learns a closing socket's error: the function every TCP path calls to close a
-#: socket with an error (Linux 6.10 and later: RST, ICMP, timeout, SOCK_DESTROY; it writes sk_err,
-#: then changes the state, then wakes the application), else the tracepoint of the error report
-#: (earlier kernels report the error, waking the application, before the state changes)
+#: the function every TCP path calls to close a socket with an error on Linux 6.10 and later (RST,
+#: ICMP, timeout, SOCK_DESTROY): it writes sk_err, moves the socket to CLOSE, then wakes the
+#: application. (sock/inet_sk_error_report would not do: it fires after the wakeup, and reads sk_err.)
 ERROR_FUNCTION = "tcp_done_with_error"
-ERROR_TRACEPOINT = "inet_sk_error_report"
 
 
-def conn_error(maps: Maps, off: SockOffsets, function: bool) -> Asm:
-    """See the module docstring. ``function``: an fentry program on :data:`ERROR_FUNCTION` (``args``:
-    sk, err), else a BTF-typed program on :data:`ERROR_TRACEPOINT` (``args``: sk; the error is read
-    from the socket, needs ``off.sk_err``)."""
+def conn_error(maps: Maps) -> Asm:
+    """See the module docstring: an fentry program on :data:`ERROR_FUNCTION` (``args``: sk, err)."""
     a = Asm()
     a.ldx(DW, R2, R1, 0)
     a.stx(DW, FP, _S_SK, R2)
-    if function:
-        a.ldx(DW, R7, R1, 8)
-    else:
-        assert off.sk_err is not None
-        a.ldx(W, R7, R2, off.sk_err)
+    a.ldx(DW, R7, R1, 8)
     a.lsh(R7, 32).rsh(R7, 32)  # (an int: errno values are positive)
     a.jeq(R7, 0, "out")
     a.jmp("jgt", R7, 0xFFFF, "out")
