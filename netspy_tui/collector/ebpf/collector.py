@@ -156,6 +156,7 @@ class _Session:
         self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
         self._last_sink_log = 0.0
         self._pending: OrderedDict[int, Event] = OrderedDict()
+        self._early: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # OUTCOMEs before their CONNECT
 
     # --- loading ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -536,6 +537,7 @@ class _Session:
         events = self.codec.events(fresh, random_ids(len(fresh)))
         pending = (fresh["flags"] & P.F_PENDING) != 0
         keys = fresh["key"].tolist()
+        starts = fresh["ts"].tolist()  # (a connection's CONNECT and OUTCOME records share it)
         by_pos = iter(events)
         outcome_at = iter(np.flatnonzero(kind == P.KIND_OUTCOME).tolist())
         next_outcome = next(outcome_at, None)
@@ -547,15 +549,27 @@ class _Session:
                 if old is not None:
                     new = self.codec.events(rec, [old.id])[0]
                     out.append(old.model_copy(update={"outcome": new.outcome}))  # type: ignore[union-attr]
+                else:
+                    # its CONNECT record is still to come: connect_exit and tcp_state hand off through
+                    # the conns flags, then each reserves its record, and the second can reserve first
+                    self._early[(int(rec["key"][0]), int(rec["ts"][0]))] = rec
+                    if len(self._early) > PENDING_EVENTS:
+                        self._early.popitem(last=False)
                 next_outcome = next(outcome_at, None)
                 continue
             event = next(by_pos)
-            if pending[fresh_pos]:
-                self._pending[keys[fresh_pos]] = event
-                if len(self._pending) > PENDING_EVENTS:
-                    self._pending.popitem(last=False)
             fresh_pos += 1
             out.append(event)
+            if not pending[fresh_pos - 1]:
+                continue
+            early = self._early.pop((keys[fresh_pos - 1], starts[fresh_pos - 1]), None) if self._early else None
+            if early is not None:
+                new = self.codec.events(early, [event.id])[0]
+                out.append(event.model_copy(update={"outcome": new.outcome}))  # type: ignore[union-attr]
+                continue
+            self._pending[keys[fresh_pos - 1]] = event
+            if len(self._pending) > PENDING_EVENTS:
+                self._pending.popitem(last=False)
         return out
 
     def _publish_lost(self) -> None:
