@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from netspy_tui.collector.base import CollectorStats
 from netspy_tui.collector.ebpf import EbpfCollector, syscalls, tracefs
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf.asm import DW, R0, R2, Asm
+from netspy_tui.collector.ebpf.collector import _Session
 from netspy_tui.collector.ebpf.decode import Codec, walls
 from netspy_tui.errors import CollectorError
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ns_to_time, parse_event
@@ -723,3 +725,22 @@ def test_vectorised_wall_clock_equals_the_exact_integer_conversion() -> None:
     fast = walls(ns)
     assert fast == [ns_to_time(int(v)) for v in ns.tolist()]
     assert all(t.tzinfo is UTC for t in fast[:100])
+
+
+def test_an_outcome_read_before_its_connect_record_is_not_lost() -> None:
+    """connect_exit and tcp_state hand off through the conns flags, then each reserves its ring record:
+    the OUTCOME can be first in the ring. It is kept until its CONNECT (same socket, same start
+    time) comes, in the same read or a later one; one of another connection there is not applied."""
+    session = _Session(CollectorStats(), lambda batch: None, 1 << 16, 0.1, 1.0, 0)
+    session.codec = Codec({})
+    outcome = {**_connect(7, 0xA, P.F_TCP | P.F_RESOLVED, result=111), "kind": P.KIND_OUTCOME}
+    connect = _connect(7, 0xA, P.F_TCP | P.F_PENDING, result=P.RESULT_PENDING)
+    same_read = session._events(_records(outcome, connect))
+    assert [(e.outcome, e.id) for e in same_read] == [("in_progress", same_read[0].id), ("refused", same_read[0].id)]
+    assert session._events(_records(outcome)) == []
+    later = session._events(_records({**connect, "ts": 8}, connect))  # another connection on that socket first
+    assert [(e.outcome, e.id) for e in later] == [("in_progress", later[0].id), ("in_progress", later[1].id),
+                                                  ("refused", later[1].id)]  # fmt: skip
+    assert later[0].id != later[1].id
+    ends = session._events(_records({**outcome, "ts": 8, "result": 110}))
+    assert [(e.outcome, e.id) for e in ends] == [("timeout", later[0].id)]

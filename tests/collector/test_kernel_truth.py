@@ -41,9 +41,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from netspy_tui.collector.ebpf import EbpfCollector
+from netspy_tui.collector.ebpf import EbpfCollector, btf, syscalls
+from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
 from tests.collector.test_ebpf import REQUIRE, Recorder, closed_port, my_comm, start_or_skip, wait_until
 
@@ -72,6 +74,8 @@ _munmap = _libc.munmap
 _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _setns = _libc.setns
 _setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_getsockopt = _libc.getsockopt
+_getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 
 Event = ConnectionEvent | PacketDropEvent
@@ -620,8 +624,13 @@ def test_socket_closed_before_the_handshake_is_aborted(live) -> None:
 @pytest.mark.ebpf
 def test_arp_failure_after_the_syn_is_unreachable(live) -> None:
     """In a namespace: the SYN waits for ARP that nobody answers; when the neighbour fails the
-    kernel sends itself ICMP host-unreachable and the socket goes SYN_SENT -> CLOSE, sk_err 113."""
-    _, rec = live
+    kernel sends itself ICMP host-unreachable and the socket goes SYN_SENT -> CLOSE, sk_err 113.
+
+    The kernel writes sk_err before it changes the state, and this thread, woken meanwhile (rarely:
+    about 1 run in 500 here), can take the error with SO_ERROR first: without ``conn_error`` (a
+    kernel that refuses to trace tcp_done_with_error(), which the collector notes) the state change
+    then sees no error: "aborted". That known, noted case is an xfail; every other answer fails."""
+    collector, rec = live
     with netns_lab(peer=True) as lab:
         assert lab.dev is not None
         ns_sysctl(lab.a, f"ipv4/neigh/{lab.dev}/mcast_solicit", "1")
@@ -634,7 +643,101 @@ def test_arp_failure_after_the_syn_is_unreachable(live) -> None:
             wait_writable_or_error(s, timeout=5)
             assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EHOSTUNREACH
         got = settle(rec, to(f"{lab.remote}:80"), outcome="unreachable")
+    answer = [(e.return_code, e.outcome) for e in got]
+    if answer == [(-errno.EINPROGRESS, "aborted")] and collector.error_source() is None:
+        pytest.xfail("the error was taken with SO_ERROR before the state changed (noted: conn_error unavailable)")
+    assert answer == [(-errno.EINPROGRESS, "unreachable")], f"kernel counters: {collector.kernel_counters()}"
+
+
+def _spin_so_error(fd: int, stop: threading.Event, took: list[int]) -> None:
+    """getsockopt(SO_ERROR) on ``fd`` in a loop (the GIL released in each call) until it takes an error."""
+    value, size = ctypes.c_int(0), ctypes.c_uint(4)
+    while not stop.is_set():
+        if (
+            _getsockopt(fd, socket.SOL_SOCKET, socket.SO_ERROR, ctypes.byref(value), ctypes.byref(size)) == 0
+            and value.value
+        ):
+            took.append(value.value)
+            return
+
+
+@pytest.mark.ebpf
+def test_refused_while_another_thread_reads_so_error_is_still_refused(live) -> None:
+    """The kernel writes sk_err, then moves the socket SYN_SENT -> CLOSE: a thread that takes the
+    error with getsockopt(SO_ERROR) in between leaves 0 for the state change to see (here most of
+    the time: the connect() call itself then fails with ECONNABORTED). The outcome is still the
+    error the kernel closed the socket with, for every one of them."""
+    collector, rec = live
+    if collector.error_source() is None:
+        reason = "this kernel does not let the collector trace tcp_done_with_error() (see its notes)"
+        pytest.xfail(reason) if REQUIRE else pytest.skip(reason)
+    port = closed_port()
+    codes: list[int] = []
+    for _ in range(200):
+        with socket.socket() as s:
+            stop, took = threading.Event(), []
+            t = threading.Thread(target=_spin_so_error, args=(s.fileno(), stop, took))
+            t.start()
+            codes.append(s.connect_ex(("127.0.0.1", port)))
+            stop.set()
+            t.join(5)
+    got = finals([e for e in rec.events if to(f"127.0.0.1:{port}")(e)])
+    deadline = time.monotonic() + 10
+    while (len(got) < len(codes) or any(e.outcome == "in_progress" for e in got)) and time.monotonic() < deadline:
+        flush(rec)
+        got = finals([e for e in rec.events if to(f"127.0.0.1:{port}")(e)])
+    taken = codes.count(errno.ECONNABORTED)
+    assert sorted({(e.return_code, e.outcome) for e in got}) in (
+        [(-errno.ECONNREFUSED, "refused")],
+        [(-errno.ECONNABORTED, "refused")],
+        [(-errno.ECONNABORTED, "refused"), (-errno.ECONNREFUSED, "refused")],
+    ), f"{taken} of {len(codes)} errors taken by the reading thread first"
+    assert len(got) == len(codes)
+
+
+def report_by_hand(collector: EbpfCollector, port: int, err: int) -> None:
+    """Write ``err`` into the ``conns`` value of this process's connect to ``port``, as conn_error
+    does when the kernel closes the socket with an error."""
+    session = collector._session  # the kernel maps (no public handle: this is the programs' contract)
+    assert session is not None and session.maps is not None
+    conns = session.maps.conns
+    raw_keys, raw_values, n = syscalls.map_batch(conns, 8, P.CONN.itemsize, 65536, delete=False)
+    values = np.frombuffer(raw_values, P.CONN)[:n].copy()
+    keys = np.frombuffer(raw_keys, "<u8")[:n]
+    mine = np.flatnonzero((values["key"]["tgid"] == os.getpid()) & (values["key"]["port"] == port))
+    assert len(mine) == 1, f"{len(mine)} conns entries for this connect"
+    values["reported"][mine[0]] = err
+    syscalls.map_update(conns, keys[mine[0]].tobytes(), values[mine[0] : mine[0] + 1].tobytes(), flags=2)  # EXIST
+
+
+@pytest.mark.ebpf
+def test_the_error_conn_error_saw_is_the_outcome_whatever_sk_err_says(live) -> None:
+    """tcp_state's half of the fix, on any kernel: a SYN_SENT socket whose ``conns`` value says the
+    kernel closed it with EHOSTUNREACH (what conn_error writes, done here by hand) is unreachable
+    even though sk_err reads 0 when it goes to CLOSE (the application closes it: otherwise aborted)."""
+    collector, rec = live
+    with full_listener() as full, socket.socket() as s:
+        s.setblocking(False)
+        assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
+        report_by_hand(collector, full.port, errno.EHOSTUNREACH)
+        s.close()
+        got = settle(rec, to(full.dest), outcome="unreachable")
     assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "unreachable")]
+
+
+@pytest.mark.ebpf
+def test_conn_error_passes_the_verifier_where_fentry_is_refused(live) -> None:
+    """conn_error reads (struct sock *, int) from its context: checked by the verifier even where the
+    kernel refuses fentry, as a BTF-typed program of a tracepoint with the same two arguments."""
+    collector, _ = live
+    session = collector._session
+    assert session is not None and session.maps is not None
+    if btf.vmlinux().raw_tracepoint_args("sock_send_length")[:2] != ["struct sock *", "int"]:
+        skip_env("no sock/sock_send_length with (struct sock *, int) on this kernel")
+    prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, P.conn_error(session.maps).assemble(), "conn_error",
+                              attach_type=syscalls.BPF_TRACE_RAW_TP,
+                              attach_btf_id=btf.vmlinux().raw_tracepoint_id("sock_send_length"))  # fmt: skip
+    syscalls.close_fd(prog)
 
 
 # --- 11. process and thread names -------------------------------------------------------------

@@ -56,6 +56,7 @@ class Btf:
         self._pos: list[int] = [0]  # type id -> position of its record (id 0 is void)
         self._structs: dict[str, list[int]] = {}
         self._typedefs: dict[str, int] = {}  # only btf_trace_* (raw tracepoint prototypes)
+        self._funcs: dict[str, int] = {}  # kernel functions (what an fentry program attaches to)
         pos, end = self._types_start, self._types_start + type_len
         unpack = struct.Struct("<III").unpack_from
         while pos < end:
@@ -71,6 +72,8 @@ class Btf:
                 self._structs.setdefault(self._str(name_off), []).append(len(self._pos) - 1)
             elif kind == _TYPEDEF and name_off and data.startswith(b"btf_trace_", hdr_len + str_off + name_off):
                 self._typedefs[self._str(name_off)] = len(self._pos) - 1
+            elif kind == _FUNC and name_off:
+                self._funcs[self._str(name_off)] = len(self._pos) - 1
             pos += 12 + fixed + per_item * vlen
 
     def _str(self, off: int) -> str:
@@ -148,6 +151,23 @@ class Btf:
         if type_id is None:
             raise BtfError(f"no BTF prototype for tracepoint {name}")
         return type_id
+
+    def function_id(self, name: str) -> int:
+        """The BTF id of kernel function ``name`` (what an fentry program is loaded against)."""
+        type_id = self._funcs.get(name)
+        if type_id is None:
+            raise BtfError(f"no BTF for kernel function {name}")
+        return type_id
+
+    def function_args(self, name: str) -> list[str]:
+        """Type names of kernel function ``name``'s parameters (an fentry program's ``u64 args[]``)."""
+        _, kind, _, ref = self._header(self.function_id(name))
+        proto = self._resolve(ref)
+        _, kind, info, _ = self._header(proto)
+        if kind != _FUNC_PROTO:
+            raise BtfError(f"{name} has no prototype")
+        pos = self._pos[proto] + 12
+        return [self._type_name(struct.unpack_from("<II", self._data, pos + 8 * i)[1]) for i in range(info & 0xFFFF)]
 
     def raw_tracepoint_args(self, name: str) -> list[str]:
         """Type names of a tracepoint's arguments as a raw tracepoint program gets them (``u64 args[]``),

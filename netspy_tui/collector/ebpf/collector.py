@@ -153,8 +153,10 @@ class _Session:
         self.drained_once = False
         self.started_mid_call = 0
         self.notes: list[str] = []
+        self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
         self._last_sink_log = 0.0
         self._pending: OrderedDict[int, Event] = OrderedDict()
+        self._early: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # OUTCOMEs before their CONNECT
 
     # --- loading ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -247,6 +249,7 @@ class _Session:
             typed["tcp_state"] = lambda tp: P.tcp_state(tp, maps, states, offsets, raw=True, btf=True)
         if raw_drop:
             typed["skb_drop"] = lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=True, btf=True)
+        self._attach_conn_error(maps)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
             if tp is None:
@@ -302,6 +305,40 @@ class _Session:
         self.perf_fds.append(link)
         self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
         return True
+
+    def _attach_conn_error(self, maps: P.Maps) -> None:
+        """``conn_error`` (before ``tcp_state``, whose outcomes it makes exact) at the entry of the
+        function that closes a TCP socket with an error; one note when the kernel has none or refuses
+        it (a failed handshake whose error the application takes while the kernel closes the socket
+        is then reported as aborted)."""
+        try:
+            kbtf = btf_mod.vmlinux()
+            args = kbtf.function_args(P.ERROR_FUNCTION)
+            if args[:2] != ["struct sock *", "int"]:
+                raise btf_mod.BtfError(f"{P.ERROR_FUNCTION}({', '.join(args)}) is not (struct sock *, int)")
+            prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACING, P.conn_error(maps).assemble(), "conn_error",
+                                      attach_type=syscalls.BPF_TRACE_FENTRY,
+                                      attach_btf_id=kbtf.function_id(P.ERROR_FUNCTION))  # fmt: skip
+        except (OSError, btf_mod.BtfError) as exc:
+            self._no_conn_error(f"{exc}")
+            return
+        try:
+            link = syscalls.raw_tracepoint_open(None, prog)
+        except syscalls.BpfError as exc:
+            syscalls.close_fd(prog)
+            self._no_conn_error(f"{exc}")
+            return
+        self.prog_fds.append(prog)
+        self.perf_fds.append(link)
+        self.loaded.append(("conn_error", syscalls.prog_id(prog), prog))
+        self.conn_error_at = f"fentry {P.ERROR_FUNCTION}"
+
+    def _no_conn_error(self, why: str) -> None:
+        log.info("eBPF: conn_error not attached to %s(): %s", P.ERROR_FUNCTION, why)
+        self.notes.append(
+            f"{P.ERROR_FUNCTION}() cannot be traced here: a failed TCP handshake whose error the application takes "
+            "(SO_ERROR) while the kernel closes the socket is reported as aborted"
+        )
 
     def _load_and_attach(self, spec: _Attach, tp: tracefs.Tracepoint, insns: bytes) -> None:
         try:
@@ -500,6 +537,7 @@ class _Session:
         events = self.codec.events(fresh, random_ids(len(fresh)))
         pending = (fresh["flags"] & P.F_PENDING) != 0
         keys = fresh["key"].tolist()
+        starts = fresh["ts"].tolist()  # (a connection's CONNECT and OUTCOME records share it)
         by_pos = iter(events)
         outcome_at = iter(np.flatnonzero(kind == P.KIND_OUTCOME).tolist())
         next_outcome = next(outcome_at, None)
@@ -511,15 +549,27 @@ class _Session:
                 if old is not None:
                     new = self.codec.events(rec, [old.id])[0]
                     out.append(old.model_copy(update={"outcome": new.outcome}))  # type: ignore[union-attr]
+                else:
+                    # its CONNECT record is still to come: connect_exit and tcp_state hand off through
+                    # the conns flags, then each reserves its record, and the second can reserve first
+                    self._early[(int(rec["key"][0]), int(rec["ts"][0]))] = rec
+                    if len(self._early) > PENDING_EVENTS:
+                        self._early.popitem(last=False)
                 next_outcome = next(outcome_at, None)
                 continue
             event = next(by_pos)
-            if pending[fresh_pos]:
-                self._pending[keys[fresh_pos]] = event
-                if len(self._pending) > PENDING_EVENTS:
-                    self._pending.popitem(last=False)
             fresh_pos += 1
             out.append(event)
+            if not pending[fresh_pos - 1]:
+                continue
+            early = self._early.pop((keys[fresh_pos - 1], starts[fresh_pos - 1]), None) if self._early else None
+            if early is not None:
+                new = self.codec.events(early, [event.id])[0]
+                out.append(event.model_copy(update={"outcome": new.outcome}))  # type: ignore[union-attr]
+                continue
+            self._pending[keys[fresh_pos - 1]] = event
+            if len(self._pending) > PENDING_EVENTS:
+                self._pending.popitem(last=False)
         return out
 
     def _publish_lost(self) -> None:
@@ -704,6 +754,12 @@ class EbpfCollector(Collector):
         """The kernel's loss/skip counters, totals of the current session (all zero when stopped)."""
         session = self._live()
         return session.kernel_counters() if session is not None else {name: 0 for name in P.COUNTERS}
+
+    def error_source(self) -> str | None:
+        """Where ``conn_error`` learns the error a failing handshake's socket is closed with (None:
+        nowhere on this kernel, see the notes: a race can then report such a handshake as aborted)."""
+        session = self._live()
+        return session.conn_error_at if session is not None else None
 
     def tracked(self) -> dict[str, int]:
         """Entries the kernel maps hold now: connect() calls in flight, connections in SYN_SENT."""

@@ -24,8 +24,15 @@ being enabled sends every system call on the host through the kernel's slower sy
     sendmsg, io_uring) starts an *implicit* connection, counted and reported at once as in
     progress. SYN_SENT -> x resolves it: ESTABLISHED is ok; CLOSE carries the socket's ``sk_err``
     (111 refused, 110 timeout, 113 unreachable ...; 0 means the application closed it first:
-    "aborted"). If ``connect()`` has already returned, the connect is moved from the in-progress
-    count to its outcome's and an OUTCOME record follows its CONNECT record.
+    "aborted"), or rather the error ``conn_error`` saw the kernel close it with. If ``connect()``
+    has already returned, the connect is moved from the in-progress count to its outcome's and an
+    OUTCOME record follows its CONNECT record.
+``conn_error`` (fentry on ``tcp_done_with_error``, Linux 6.10 and later, where the kernel allows it)
+    A socket in ``conns`` being closed with an error: the error (the function's argument) goes into
+    the value's ``reported``, which ``tcp_state`` prefers to ``sk_err``. The kernel writes ``sk_err``
+    before SYN_SENT -> CLOSE, and a thread of the application that is awake meanwhile can take it
+    (getsockopt(SO_ERROR) exchanges it with 0): the state change would see 0, "aborted", instead
+    of the kernel's answer. Runs only on errors. Without it (a note says so) that race stays.
 ``connect_exit`` (syscalls/sys_exit_connect)
     A call that started a connection hands off with ``tcp_state`` through atomic fetch-ors on the
     ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
@@ -235,15 +242,17 @@ _I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
 # conns[skaddr] value: the count key first, so it can be copied out in one go
 CONN = np.dtype(
     {
-        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam", "done", "cgroup"],
-        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2", "<u8", "<u8"],
-        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100, 104, 112],
+        "names": ["key", "flags", "ts", "wall", "tid", "code", "thread", "err", "sockfam", "reported", "done",
+                  "cgroup"],
+        "formats": [COUNT_KEY, "<u8", "<u8", "<u8", "<u4", "<i4", "S16", "<u4", "<u2", "<u2", "<u8", "<u8"],
+        "offsets": [0, 48, 56, 64, 72, 76, 80, 96, 100, 102, 104, 112],
         "itemsize": 120,
     }
-)
+)  # fmt: skip
 """``ts``: when the socket went CLOSE -> SYN_SENT (ns since boot); ``done``: when the handshake
 ended (0 until then): the connect's latency is ``done - ts``. ``cgroup``: the connecting process's
-cgroup v2 id."""
+cgroup v2 id. ``reported``: the error the kernel is closing the socket with, set by ``conn_error``
+just before SYN_SENT -> CLOSE (0: none seen)."""
 _C = {name: CONN.fields[name][1] for name in CONN.names}
 
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
@@ -1049,6 +1058,13 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.mov(R7, 0)  # r7 = result
     a.jne(R8, close, "result_set")  # ESTABLISHED (or SYN_RECV: the handshake went on)
     a.mov(R7, RESULT_ABORTED)
+    # the error the closing path passed (conn_error): exact even when the application has already
+    # taken sk_err with getsockopt(SO_ERROR) (the kernel writes sk_err before the state changes)
+    a.ldx(H, R1, R9, _C["reported"])
+    a.jeq(R1, 0, "no_report")
+    a.mov(R7, R1)
+    a.ja("result_set")
+    a.label("no_report")
     if off.sk_err is not None and f.btf:
         f.load(a, DW, R3, "skaddr")
         a.ldx(W, R1, R3, off.sk_err)
@@ -1132,6 +1148,30 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.call(MAP_DELETE)
     if directions:
         _passive_opens(a, f, maps, off, established)
+    a.label("out")
+    return a.ret(0)
+
+
+#: the function every TCP path calls to close a socket with an error on Linux 6.10 and later (RST,
+#: ICMP, timeout, SOCK_DESTROY): it writes sk_err, moves the socket to CLOSE, then wakes the
+#: application. (sock/inet_sk_error_report would not do: it fires after the wakeup, and reads sk_err.)
+ERROR_FUNCTION = "tcp_done_with_error"
+
+
+def conn_error(maps: Maps) -> Asm:
+    """See the module docstring: an fentry program on :data:`ERROR_FUNCTION` (``args``: sk, err)."""
+    a = Asm()
+    a.ldx(DW, R2, R1, 0)
+    a.stx(DW, FP, _S_SK, R2)
+    a.ldx(DW, R7, R1, 8)
+    a.lsh(R7, 32).rsh(R7, 32)  # (an int: errno values are positive)
+    a.jeq(R7, 0, "out")
+    a.jmp("jgt", R7, 0xFFFF, "out")
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SK)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")  # not a connection we follow (or it has ended)
+    a.stx(H, R0, _C["reported"], R7)
     a.label("out")
     return a.ret(0)
 

@@ -47,6 +47,7 @@ BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_RAW_TP = 23  # expected_attach_type of a BTF-typed raw tracepoint program ("tp_btf")
+BPF_TRACE_FENTRY = 24  # expected_attach_type of a program run at a kernel function's entry
 
 PERF_TYPE_TRACEPOINT = 2
 PERF_SAMPLE_RAW = 1 << 10
@@ -349,8 +350,8 @@ def attach_bpf(perf_fd: int, prog_fd: int) -> None:
 def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
     """Attach a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program to the tracepoint ``name`` (no group): it gets
     the tracepoint's arguments as they are (``u64 args[]``), without the trace record a perf event
-    builds first. ``name`` None: a tracing program, which names its tracepoint when loaded. Returns
-    the attachment's fd (closing it detaches)."""
+    builds first. ``name`` None: a tracing program (tp_btf, fentry), which names what it attaches to
+    when loaded. Returns the attachment's fd (closing it detaches)."""
     name_buf = ctypes.create_string_buffer(name.encode("ascii")) if name is not None else None
     attr = ctypes.create_string_buffer(16)
     struct.pack_into("<QI", attr, 0, ctypes.addressof(name_buf) if name_buf is not None else 0, prog_fd)
