@@ -1188,9 +1188,7 @@ class EventStore:
             self._load_progress.wait_for(lambda: self.rollups.covers(lo) or self._loaded.is_set(), LOAD_WAIT)
         return self.rollups.covers(lo)
 
-    def _long_window(
-        self, code: int, lo: int, hi: int, bucket: int, wait: bool = True
-    ) -> tuple[list[Any], R.Names] | None:
+    def _long_window(self, code: int, lo: int, hi: int, bucket: int) -> tuple[list[Any], R.Names] | None:
         """A window without a pid or command filter that starts before the memory: the memory from
         its first whole hour on, the whole hours and then minutes before from their sums
         (:class:`spans.Units`), the seconds before the first whole minute summed per key in SQLite.
@@ -1199,7 +1197,7 @@ class EventStore:
         if since is None:
             return None
         end = -(-since // 3600)  # the memory's first whole hour
-        if end * 3600 > hi or not self._in_memory(end * 3600, wait):
+        if end * 3600 > hi or not self._in_memory(end * 3600):
             return None
         generations = [units.generation for _, _, units in self._units]
         parts, names = self.rollups.snapshot(code, end * 3600, hi, blocks=True)
@@ -1258,7 +1256,10 @@ class EventStore:
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
         code = _KIND_CODE[kind]
-        if pid is None and command is None and (got := self._long_window(code, lo, hi, 0, wait=False)) is not None:
+        # (while the memory loads, SQLite sums the window itself: the long-window path would read the
+        # coarse rows of every unit into Python first, which only pays once they are kept)
+        loaded = self._loaded.is_set()
+        if pid is None and command is None and loaded and (got := self._long_window(code, lo, hi, 0)) is not None:
             return sum(part.total for part in got[0])
         where, params = _where(kind, pid, command, "second", None, None)
         with self._snapshot() as conn:
