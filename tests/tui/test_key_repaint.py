@@ -33,6 +33,19 @@ async def dashboard(source: MemorySource, clock: Clock) -> AsyncIterator[tuple[N
             yield app, pilot
 
 
+def layout_requests(widget: Widget) -> list[bool]:
+    """From now on, one entry per ``widget.refresh()`` call: whether it asked for a layout."""
+    layouts: list[bool] = []
+    refresh = widget.refresh
+
+    def spy(*regions: Any, **kwargs: Any) -> Any:
+        layouts.append(bool(kwargs.get("layout")))
+        return refresh(*regions, **kwargs)
+
+    widget.refresh = spy  # type: ignore[method-assign]
+    return layouts
+
+
 async def test_filter_focus_and_tab_keys_draw_what_changed_not_the_whole_screen(
     source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -73,14 +86,7 @@ async def test_a_count_of_the_same_width_relabels_its_tab_without_a_layout_pass(
         tab = screen.query_one("#views", TabbedContent).get_tab("connections-tab")
         screen._tab_label("connections-tab", "Connections (12)")
         await pilot.pause()
-        layouts: list[bool] = []
-        refresh = tab.refresh
-
-        def spy(*regions: Any, **kwargs: Any) -> Any:
-            layouts.append(bool(kwargs.get("layout")))
-            return refresh(*regions, **kwargs)
-
-        tab.refresh = spy  # type: ignore[method-assign]
+        layouts = layout_requests(tab)
         screen._tab_label("connections-tab", "Connections (47)")  # as wide: redrawn, no layout
         assert layouts and not any(layouts)
         await pilot.pause()
@@ -162,14 +168,7 @@ async def test_a_rate_peak_of_the_same_width_redraws_its_line_without_a_layout_p
 
         panel.show(with_peak(12), "all")
         await pilot.pause()
-        layouts: list[bool] = []
-        refresh = label.refresh
-
-        def spy(*regions: Any, **kwargs: Any) -> Any:
-            layouts.append(bool(kwargs.get("layout")))
-            return refresh(*regions, **kwargs)
-
-        label.refresh = spy  # type: ignore[method-assign]
+        layouts = layout_requests(label)
         panel.show(with_peak(47), "all")  # as wide: redrawn, no layout
         assert layouts and not any(layouts)
         await pilot.pause()
