@@ -17,21 +17,47 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 
 from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats
-from netspy_tui.models import EventPage, EventQuery, Scope, WindowStats
+from netspy_tui.models import EventPage, EventQuery, Scope, SourceInfo, WindowStats
 from netspy_tui.names.workload import k8s_identity
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
-__all__ = ["PidsView", "host_node", "known_nodes"]
+__all__ = ["PidsView", "host_node", "known_nodes", "one_info", "source_info"]
 
 #: most pids a workload filter fans out to
 MAX_PIDS = 200
+
+_INFO: ContextVar[dict[int, tuple[TelemetrySource, SourceInfo]] | None] = ContextVar("netspy_info", default=None)
+
+
+@contextmanager
+def one_info() -> Iterator[None]:
+    """Inside: :func:`source_info` asks each source once (``dashboard_snapshot``'s parts each read the source's
+    info: its label, health and counts; on this host's store a thread hop and two queries, four times a refresh)."""
+    token = _INFO.set({})
+    try:
+        yield
+    finally:
+        _INFO.reset(token)
+
+
+async def source_info(source: TelemetrySource) -> SourceInfo:
+    """``source.info()``; inside :func:`one_info`, the first answer for this source."""
+    memo = _INFO.get()
+    if memo is None:
+        return await source.info()
+    kept = memo.get(id(source))
+    if kept is None or kept[0] is not source:
+        kept = memo[id(source)] = (source, await source.info())
+    return kept[1]
 
 
 def host_node() -> str:
@@ -46,7 +72,7 @@ async def known_nodes(source: TelemetrySource) -> list[str] | None:
     if callable(method):
         return list(method())
     stats_of = getattr(source, "aggregator_stats", None)
-    info = await source.info()
+    info = await source_info(source)
     if info.generation == "aggregator" and callable(stats_of):
         stats = await stats_of()
         return sorted(stats.events_by_node) if stats is not None else []
@@ -67,7 +93,7 @@ async def check_node(source: TelemetrySource, node: str | None) -> bool:
         shown = ", ".join(clean(n, 60) for n in nodes[:20]) + (", …" if len(nodes) > 20 else "")
         raise ToolError(f"node '{clean(node, 60)}' is not a node of this source (its nodes: {shown or 'none yet'}); "
                         "pass one of those, or leave node out for all.")  # fmt: skip
-    info = await source.info()
+    info = await source_info(source)
     return info.generation == "aggregator" or len(nodes) > 1
 
 

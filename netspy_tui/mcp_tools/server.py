@@ -35,7 +35,7 @@ from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.fleet.merge import merge_pages
 from netspy_tui.mcp_tools import EVENTS_URI
-from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes
+from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes, one_info, source_info
 from netspy_tui.mcp_tools.schemas import (
     RECENT_BYTES_SECONDS,
     SNAPSHOT_PARTS,
@@ -152,7 +152,7 @@ class ToolContext:
         own live collector, not a remote server or a recording)."""
         if self.workloads is None:
             return False
-        info = await self.source.info()
+        info = await source_info(self.source)
         return info.kind == "embedded" and info.collector in ("ebpf", "procfs")
 
     async def workload_names(self, pids: Iterable[int]) -> dict[int, str]:
@@ -187,7 +187,7 @@ class ToolContext:
                     f"(workloads seen: {seen}); list_processes with group_by='workload' names them."
                 )
             return PidsView(source, by_workload[scope.workload]), scope
-        info = await source.info()
+        info = await source_info(source)
         if info.kind == "embedded" and info.generation != "aggregator":
             raise ToolError(
                 "workload filters need this host's live collector (eBPF or procfs): the processes of a "
@@ -338,7 +338,7 @@ async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResu
     source, narrowed = await tc.narrow(scope)
     count = await source.count(narrowed)
     kind, pid, process_name, duration = scope.kind, scope.pid, scope.command, scope.window
-    info = await tc.source.info()
+    info = await source_info(tc.source)
     losses = await tc.source.losses(duration)
     text = describe.with_notes(
         describe.summary_text(kind, count, pid, process_name, duration),
@@ -355,7 +355,7 @@ async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any
     await _check_scope(tc.source, q)
     source, narrowed = await tc.narrow(q)
     page = await source.query(narrowed)
-    info = await tc.source.info()
+    info = await source_info(tc.source)
     return list(page.events), page.total_count, info.label, info.sampled, page
 
 
@@ -432,7 +432,7 @@ async def _patterns(
     await _check_scope(source, scope)
     narrowed_source, narrowed = await tc.narrow(scope) if tc is not None else (source, scope)
     stats = await narrowed_source.stats(narrowed, top_n=top_n)
-    info = await source.info()
+    info = await source_info(source)
     losses = await source.losses(scope.window)
     rate = stats.total / (scope.window / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if scope.kind == "connection" else 0
@@ -478,7 +478,7 @@ async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[An
         stats = await getattr(source, method)(pid, process_name, duration, limit)
     else:
         stats = model(window_seconds=duration, pid=pid, command=process_name, until=utcnow(), available=False)
-    info = await source.info()
+    info = await source_info(source)
     losses = {k: v for k, v in (await source.losses(duration)).items() if k in causes and v}
     return stats, info.label, losses
 
@@ -494,7 +494,7 @@ async def _node_groups(tc: ToolContext, scope: Scope, stats: WindowStats) -> lis
     if nodes is None:
         raise ToolError("this eBPF server does not say which nodes it has: group_by='node' needs an aggregator "
                         "(serve --aggregate) or this host's own collector.")  # fmt: skip
-    info = await tc.source.info()
+    info = await source_info(tc.source)
     if info.generation != "aggregator":
         return [_group(nodes[0], stats)] if nodes else []
     if scope.node is not None:
@@ -514,7 +514,7 @@ async def _workload_groups(tc: ToolContext, source: TelemetrySource, scope: Scop
             if part.total:
                 groups.append(_group(name, part))
     else:
-        info = await source.info()
+        info = await source_info(source)
         if info.kind == "embedded" and info.generation != "aggregator":
             raise ToolError("group_by='workload' needs this host's live collector (eBPF or procfs), an aggregator "
                             "or a server whose events carry their workload.")  # fmt: skip
@@ -634,7 +634,7 @@ def create_server(
         if direction != "outbound":
             inbound = await _inbound(ctx, dataclasses.replace(query, after=None))
             available = inbound is not None
-            info = await tc.source.info()
+            info = await source_info(tc.source)
             label, sampled = info.label, info.sampled
             if inbound is not None:
                 merged = merge_pages([page, inbound], max_events) if direction == "all" else inbound
@@ -725,7 +725,7 @@ def create_server(
         scope = Scope(kind, window=duration, node=node, workload=workload)
         source, narrowed = await tc.narrow(scope)
         stats = await source.stats(narrowed, top_n=1, buckets=1)
-        info = await tc.source.info()
+        info = await source_info(tc.source)
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
         workloads = await tc.workload_names(pid for p in procs for pid in p.pids)
@@ -817,7 +817,7 @@ def create_server(
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:
         """Where the data comes from, whether it is healthy, and the eBPF programs behind it."""
         tc = _ctx(ctx)
-        info = await tc.source.info()
+        info = await source_info(tc.source)
         programs = await tc.source.programs() if info.healthy else []
         lines = [f"Source: {info.label} ({info.status})"]
         if info.detail:
@@ -920,9 +920,10 @@ def create_server(
         got: dict[str, Any] = {}
         token = _PARTS_ONLY.set(True)
         try:
-            for part, call in calls.items():
-                if part in wanted and (part != "names" or addresses):
-                    got[part] = (await call()).structured_content
+            with one_info():  # (the parts read the source's info once, not once each)
+                for part, call in calls.items():
+                    if part in wanted and (part != "names" or addresses):
+                        got[part] = (await call()).structured_content
         finally:
             _PARTS_ONLY.reset(token)
         counts = [f"{len(got[k]['events'])} {k}" for k in ("connections", "inbound", "drops") if k in got]

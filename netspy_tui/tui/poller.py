@@ -129,19 +129,38 @@ class _Window(Generic[E]):
         recorded after newer connects, or an older page of a burst fetched after a newer one)."""
         added = 0
         late = False
+        events = self.events
+        earliest: datetime | None = None
         for event in reversed(newest_first):
             key = event_key(event)
-            if key in self.events:
+            if key in events:
                 continue
-            self.events[key] = event
+            events[key] = event
             added += 1
+            if earliest is None or event.time < earliest:
+                earliest = event.time
             if self.newest is None or event.time >= self.newest:
                 self.newest = event.time
             else:
                 late = True
-        if late:
-            self.events = dict(sorted(self.events.items(), key=lambda item: item[1].time))
+        if late and earliest is not None:
+            self._resort_from(earliest, added)
         return added
+
+    def _resort_from(self, earliest: datetime, added: int) -> None:
+        """Put the ``added`` events (the last ones in :attr:`events`) in time order: the same order as a stable sort
+        of the whole window by time, re-sorting only the events after ``earliest`` (the held ones newer than the
+        earliest added, then the added ones): a late event is seconds old, the window holds thousands."""
+        events = self.events
+        tail: list[tuple[str, E]] = []
+        for i, item in enumerate(reversed(events.items())):
+            if i >= added and item[1].time <= earliest:
+                break
+            tail.append(item)
+        tail.reverse()
+        for key, _ in tail:
+            del events[key]
+        events.update(sorted(tail, key=lambda item: item[1].time))
 
     def unnamed(self, most: int, nameless: frozenset[str] | set[str] = frozenset()) -> list[str]:
         """Up to ``most`` destination addresses of held connections that have no name yet (and are not among

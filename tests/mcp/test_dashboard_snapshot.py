@@ -163,3 +163,30 @@ async def test_a_refresh_carries_only_the_new_events() -> None:
         assert args["after"] == len(EVENTS) and "since" in args  # (the demo source's events so far)
         assert sorted(e["pid"] for e in data["connections"]["events"]) == [900, 901, 902]
         assert second.new_connections == 3 and {e.pid for e in second.connections} >= {900, 901, 902}
+
+
+async def test_a_refresh_reads_the_source_info_once_and_each_tool_call_its_own() -> None:
+    """The snapshot's parts (the lists, the status, the patterns) share one reading of the source's info (on this
+    host's store each reading is a thread hop and two queries); a tool called on its own still reads it afresh."""
+    from netspy_tui.mcp_tools.gateway import open_gateway
+
+    clock = Clock()
+    source = demo_source(clock, inbound=True)
+    reads: list[int] = []
+    real = source.info
+
+    async def counted() -> Any:
+        reads.append(1)
+        return await real()
+
+    source.info = counted  # type: ignore[method-assign]
+    async with open_gateway(source) as gateway:
+        reads.clear()
+        snap = await gateway.snapshot(duration=300, parts=SNAPSHOT_PARTS)
+        assert snap.status is not None and snap.connections is not None and snap.drops is not None
+        assert snap.connections.source == snap.status.source.label  # (the parts' source, from the one reading)
+        assert len(reads) == 1
+        reads.clear()
+        await gateway.connections(max_events=5)
+        await gateway.drops(max_events=5)
+        assert len(reads) == 2

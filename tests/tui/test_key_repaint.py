@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from textual._compositor import Compositor
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import Input, TabbedContent
 
 from netspy_tui.mcp_tools.gateway import open_gateway
@@ -30,6 +31,19 @@ async def dashboard(source: MemorySource, clock: Clock) -> AsyncIterator[tuple[N
             await wait_for(pilot, lambda: screen.renders >= 1 and screen.connections.row_count > 3, "the first rows")
             await pilot.pause()
             yield app, pilot
+
+
+def layout_requests(widget: Widget) -> list[bool]:
+    """From now on, one entry per ``widget.refresh()`` call: whether it asked for a layout."""
+    layouts: list[bool] = []
+    refresh = widget.refresh
+
+    def spy(*regions: Any, **kwargs: Any) -> Any:
+        layouts.append(bool(kwargs.get("layout")))
+        return refresh(*regions, **kwargs)
+
+    widget.refresh = spy  # type: ignore[method-assign]
+    return layouts
 
 
 async def test_filter_focus_and_tab_keys_draw_what_changed_not_the_whole_screen(
@@ -72,14 +86,7 @@ async def test_a_count_of_the_same_width_relabels_its_tab_without_a_layout_pass(
         tab = screen.query_one("#views", TabbedContent).get_tab("connections-tab")
         screen._tab_label("connections-tab", "Connections (12)")
         await pilot.pause()
-        layouts: list[bool] = []
-        refresh = tab.refresh
-
-        def spy(*regions: Any, **kwargs: Any) -> Any:
-            layouts.append(bool(kwargs.get("layout")))
-            return refresh(*regions, **kwargs)
-
-        tab.refresh = spy  # type: ignore[method-assign]
+        layouts = layout_requests(tab)
         screen._tab_label("connections-tab", "Connections (47)")  # as wide: redrawn, no layout
         assert layouts and not any(layouts)
         await pilot.pause()
@@ -108,3 +115,66 @@ async def test_focus_shows_the_processes_rows_at_once_then_its_poll_keeps_them(
         assert app.poller.version == version + 1
         await wait_for(pilot, lambda: app.polls > polls, "the poll for the focused process")
         assert {e.command for e in table.events.values()} == {event.command}
+
+
+async def test_a_filter_that_hides_processes_drops_their_rows_without_a_layout_pass(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process table drops the rows a filter character hides in one pass (DataTable.remove_row asked for a
+    layout of the whole screen per row); the rows left keep the table's sort."""
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        table = screen.processes
+        await wait_for(pilot, lambda: table.row_count > 3, "the processes")
+        names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        kept = [n for n in names if "c" in n]
+        assert 0 < len(kept) < len(names)
+        layouts: list[bool] = []
+        refresh = Widget.refresh
+
+        def spy(self: Widget, *regions: Any, **kwargs: Any) -> Any:
+            # what reaches Textual (KeyedTable turns its own row-count layouts into scrollbar updates)
+            if self is table:
+                layouts.append(bool(kwargs.get("layout")))
+            return refresh(self, *regions, **kwargs)
+
+        monkeypatch.setattr(Widget, "refresh", spy)
+        await pilot.press("slash", "c")
+        await wait_for(pilot, lambda: table.row_count == len(kept), "the processes narrowed")
+        await pilot.pause()
+        assert [str(table.get_row_at(i)[0]) for i in range(table.row_count)] == kept  # (attempts, largest first)
+        assert not any(layouts)
+
+
+async def test_a_rate_peak_of_the_same_width_redraws_its_line_without_a_layout_pass(
+    source: MemorySource, clock: Clock
+) -> None:
+    """The pattern panel's rate line ("Rate per 1s over 1m (peak 12)") changes with nearly every refresh: as wide
+    as before it is redrawn in place; wider, the screen is laid out again (the label is as wide as its text)."""
+    from textual.widgets import Label
+
+    from netspy_tui.tui.widgets.patterns import PatternsPanel
+
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        panel = screen.query_one(PatternsPanel)
+        label = panel.query_one("#rate-label", Label)
+        analysis = screen.latest.patterns if screen.latest else None
+        assert analysis is not None and analysis.stats.total > 0
+
+        def with_peak(peak: int) -> Any:
+            stats = analysis.stats.model_copy(update={"rate_buckets": [1, peak, 2]})
+            return analysis.model_copy(update={"stats": stats})
+
+        panel.show(with_peak(12), "all")
+        await pilot.pause()
+        layouts = layout_requests(label)
+        panel.show(with_peak(47), "all")  # as wide: redrawn, no layout
+        assert layouts and not any(layouts)
+        await pilot.pause()
+        assert "(peak 47)" in "".join(strip.text for strip in label.render_lines(label.region.reset_offset))
+        layouts.clear()
+        panel.show(with_peak(1047), "all")  # wider: laid out again
+        assert any(layouts)
+        await pilot.pause()
+        assert "(peak 1047)" in "".join(strip.text for strip in label.render_lines(label.region.reset_offset))

@@ -36,3 +36,33 @@ async def test_rows_added_after_a_theme_change_take_its_outcome_colours(clock: C
             after = table.get_row(second.id)[column].style
             assert after != before
             assert after == table.get_component_rich_style("outcome--refused", partial=True)
+
+
+async def test_the_focused_process_row_takes_the_new_theme_after_a_theme_change(clock: Clock) -> None:
+    # the process table remembers its row styles (focused, failing) as the connection table its outcome styles:
+    # a theme change must still reach the rows drawn after it
+    source = MemorySource(clock=clock)
+    source.add_events([connection(pid=7, command="curl", ip="10.0.0.1", port=443, time=clock.now, outcome="refused")])
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=0.2, clock=clock, source_note="test")
+        async with app.run_test(size=(160, 45)) as pilot:
+            screen, table = app.dashboard, app.dashboard.processes
+            await wait_for(pilot, lambda: table.row_count == 1, "the process row")
+            table.focus()
+            await pilot.press("enter")  # focus the process under the cursor
+            await wait_for(pilot, lambda: str(table.get_row_at(0)[0]).startswith("▶ "), "the focused row")
+
+            def shown() -> Any:
+                return table.get_row_at(0)[0].style
+
+            before = shown()
+            assert before == table.get_component_rich_style("processes--focused", partial=True)
+            app.theme = "dracula" if app.theme != "dracula" else "nord"
+            await pilot.pause()
+            after = table.get_component_rich_style("processes--focused", partial=True)
+            assert after != before
+            source.add_events(
+                [connection(pid=7, command="curl", ip="10.0.0.2", port=443, time=clock.now, outcome="ok")]
+            )
+            await wait_for(pilot, lambda: shown() == after, "the focused row in the new theme's colours")
+            assert screen.focus_subject is not None

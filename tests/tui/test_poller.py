@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import Scope
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.messages import PollFailed, SnapshotReady
-from netspy_tui.tui.poller import MAX_BACKOFF, Poller, backoff
+from netspy_tui.tui.poller import MAX_BACKOFF, Poller, _Window, backoff, event_key
 from tests.factories import connection
 from tests.tui.conftest import Clock, spy_snapshots
 from tests.tui.demo_data import DEMO_NOW
@@ -109,7 +113,6 @@ async def test_slow_summaries_are_still_reread_while_idle() -> None:
     idle polls could stay out of phase for good, and the process table stale)."""
     import asyncio
     import time
-    from typing import Any
 
     class Slow(Poller):
         def _keep_summaries(self, *args: Any) -> None:
@@ -127,3 +130,53 @@ async def test_slow_summaries_are_still_reread_while_idle() -> None:
             assert time.monotonic() < deadline, asked
             await poller.poll()
             await asyncio.sleep(0.01)
+
+
+def _window_as_before(pages: list[list[Any]]) -> list[str]:
+    """The window's order as it was kept before: each page's new events appended, then, when one was older than
+    the newest held, the whole window sorted (stably) by time."""
+    events: dict[str, Any] = {}
+    newest = None
+    for page in pages:
+        late = False
+        for event in reversed(page):
+            key = event_key(event)
+            if key in events:
+                continue
+            events[key] = event
+            if newest is None or event.time >= newest:
+                newest = event.time
+            else:
+                late = True
+        if late:
+            events = dict(sorted(events.items(), key=lambda item: item[1].time))
+    return list(events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 40), st.integers(0, 12)), max_size=12),  # (event number, seconds)
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_the_window_keeps_time_order_as_a_full_sort_would(pages: list[list[tuple[int, int]]]) -> None:
+    """Late events (older than the newest held: an outcome recorded after newer connects, an older page of a
+    burst) are put in place by re-sorting only what is newer than the earliest of them; the order, ties
+    included, is what a stable sort of the whole window gives. An event number seen again is the same event."""
+    first_time: dict[int, int] = {}
+    made = []
+    for page in pages:
+        events = []
+        for number, seconds in page:
+            at = first_time.setdefault(number, seconds)  # (an id seen again is the same event, same time)
+            when = DEMO_NOW + timedelta(seconds=at)
+            events.append(connection(pid=1000 + number, timestamp=number + 1, time=when, id=f"e{number}"))
+        made.append(sorted(events, key=lambda e: e.time, reverse=True))  # (pages come newest first)
+    window: _Window[Any] = _Window(max_rows=1000)
+    for page in made:
+        window.add(page)
+    assert list(window.events) == _window_as_before(made)
+    times = [e.time for e in window.events.values()]
+    assert times == sorted(times)

@@ -118,12 +118,14 @@ class PatternsPanel(Vertical):
         lines = text.plain.count("\n")
         body.update(text, layout=lines != self._lines)
         self._lines = lines
-        rate_label.update(
-            Text(
-                f"Rate per {stats.bucket_seconds}s over {window_label(stats.window_seconds)} "
-                f"(peak {max(stats.rate_buckets, default=0)})"
-            )
+        rate = (
+            f"Rate per {stats.bucket_seconds}s over {window_label(stats.window_seconds)} "
+            f"(peak {max(stats.rate_buckets, default=0)})"
         )
+        shown = str(rate_label.content)
+        if shown != rate:
+            # as wide as before (the peak's digits changed): the line redrawn without a layout pass of the screen
+            rate_label.update(Text(rate), layout=Text(shown).cell_len != Text(rate).cell_len)
         spark.data = [float(v) for v in stats.rate_buckets]
 
 

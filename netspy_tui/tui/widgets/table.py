@@ -20,6 +20,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
+from textual.cache import LRUCache
 from textual.coordinate import Coordinate
 from textual.geometry import Region
 from textual.strip import Strip
@@ -42,6 +43,11 @@ class KeyedTable(DataTable[Cell]):
 
     _frame_memo: dict[Any, Any] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._kept_cells: LRUCache[Any, tuple[Text, list[list[Segment]]]] = LRUCache(10_000)
+        """Drawn cells by place, width and style, with the Cell drawn (see :meth:`_render_cell`)."""
+        super().__init__(*args, **kwargs)
+
     def _memo(self, key: Any, make: Callable[[], T]) -> T:
         memo = self._frame_memo
         if memo is None:
@@ -58,6 +64,7 @@ class KeyedTable(DataTable[Cell]):
 
     def notify_style_update(self) -> None:
         self._frame_memo = None
+        self._kept_cells.clear()
         super().notify_style_update()
 
     _sizing = False
@@ -204,24 +211,21 @@ class KeyedTable(DataTable[Cell]):
         column_key = self._column_locations.get_key(column_index)
         if row_key is None or column_key is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        cache_key = (
-            row_key,
-            column_key,
-            base_style,
-            cursor,
-            hover,
-            self._show_hover_cursor,
-            self._update_count,
-            self._pseudo_class_state,
-        )
-        cache = self._cell_render_cache
-        if cache_key in cache:
-            return cache[cache_key]
         row = self.rows.get(row_key)
         value = self._data[row_key].get(column_key) if row is not None and row.height == 1 else None
         if not isinstance(value, Text):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        fixed_rows, fixed_columns, show_cursor, show_hover, css_fg, css_bg, padding, console = self._flags()
+        flags = self._flags()
+        fixed_rows, fixed_columns, show_cursor, show_hover, css_fg, css_bg, padding, console = flags
+        # Kept across table updates (DataTable keys its cache by the update count: every row added, removed or
+        # sorted, every cell updated, drew every visible cell again): a cell is drawn again only when its value
+        # (the Cell object: update_cell puts in a new one), its place (the row index is in its segments' meta),
+        # its width or what it is drawn with changed. Emptied with DataTable's caches (widths, styles, clear).
+        cache_key = (row_key, column_key, row_index, column_index, width, base_style, cursor, hover,
+                     self._pseudo_class_state, flags[:7])  # fmt: skip
+        kept = self._kept_cells.get(cache_key)
+        if kept is not None and kept[0] is value:
+            return kept[1]
         component_style, post_style = self._get_styles_to_render_cell(
             False,
             False,
@@ -237,8 +241,13 @@ class KeyedTable(DataTable[Cell]):
         line = cell_line(console, value, width, padding, pre, post_style)
         if line is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        cache[cache_key] = lines = [line]
+        lines = [line]
+        self._kept_cells.set(cache_key, (value, lines))
         return lines
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._kept_cells.clear()
 
     def place_rows(self, order: Sequence[str], new: Mapping[str, Sequence[Cell]]) -> None:
         """Show exactly the rows ``order`` (keys, top to bottom): rows shown already keep their cells, ``new``
