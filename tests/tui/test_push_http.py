@@ -60,11 +60,11 @@ async def test_the_dashboard_falls_back_to_the_timer_when_the_stream_breaks(monk
         async with open_gateway(http) as gateway:
             app = NetspyApp(gateway, interval=0.05)
             async with app.run_test(size=SIZE) as pilot:
-                await wait_for(pilot, lambda: app.poller.following, "push")
-                polls = app.polls
+                await wait_for(pilot, lambda: app.polls >= 1 and app.poller.following, "the first data, then push")
                 # the server is gone: the long poll fails, the MCP server ends its notifications
                 await asyncio.to_thread(srv.stop)
                 await wait_for(pilot, lambda: not app.poller.following, "the fallback to the timer")
+                polls = app.polls  # (a refresh a change notification asked for may have ended meanwhile)
                 shown = app.dashboard.status.build().plain
                 assert "updates pushed" not in shown
                 # polled again on the timer (failing: the header says the server cannot be reached)
