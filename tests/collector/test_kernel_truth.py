@@ -776,7 +776,10 @@ def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_free
             detach(collector, "tcp_state")
             for s in socks:
                 s.close()  # SYN_SENT -> CLOSE unseen, then the socket is freed
-            got = [settle(rec, to(quiet.dest), outcome="unknown"), settle(rec, to(told.dest), outcome="unreachable")]
+            got = [
+                settle(rec, to(quiet.dest), outcome="unknown", timeout=15),
+                settle(rec, to(told.dest), outcome="unreachable", timeout=15),
+            ]
         assert [[(e.return_code, e.outcome) for e in g] for g in got] == [
             [(-errno.EINPROGRESS, "unknown")], [(-errno.EINPROGRESS, "unreachable")]]  # fmt: skip
         assert my_conns(collector) == []
