@@ -542,6 +542,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "counts_full": ("events counted without their process (kernel count map full)", True),
     "traffic_full": ("bytes counted without their process and connection (kernel traffic map full)", True),
     "conns_full": ("connections whose outcome could not be followed", True),
+    "state_unseen": ("connections whose handshake end the kernel did not show (outcome from the freed socket)", True),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),
     "forward_dropped": ("raw events removed by retention before they were forwarded", True),

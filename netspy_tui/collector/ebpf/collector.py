@@ -86,6 +86,7 @@ _ATTACH = (
     _Attach("sock_recv", "sock", "sock_recv_length", False),
     _Attach("skb_drop", "skb", "kfree_skb", False),
     _Attach("tcp_retransmit", "tcp", "tcp_retransmit_skb", False),
+    _Attach("conn_destroy", "tcp", "tcp_destroy_sock", False),
     _Attach("tcp_state", "sock", "inet_sock_set_state", True),
     _Attach("connect_exit", "syscalls", "sys_exit_connect", True),
     _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
@@ -97,6 +98,7 @@ _WITHOUT = {
     "sock_recv": "bytes read are not counted (needs Linux 6.3 or later)",
     "skb_drop": "packet drops are not reported",
     "tcp_retransmit": "TCP retransmits are not counted",
+    "conn_destroy": "a connect whose handshake end the kernel does not show tcp_state stays in progress",
 }
 
 #: kernel map sizes: concurrent connect() calls, connections in SYN_SENT, count keys per drain
@@ -234,6 +236,7 @@ class _Session:
             "sock_send": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw),
             "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw),
             "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets),
+            "conn_destroy": lambda tp, raw: P.conn_destroy(tp, maps, offsets),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)

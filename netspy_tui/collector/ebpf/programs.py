@@ -33,6 +33,14 @@ being enabled sends every system call on the host through the kernel's slower sy
     before SYN_SENT -> CLOSE, and a thread of the application that is awake meanwhile can take it
     (getsockopt(SO_ERROR) exchanges it with 0): the state change would see 0, "aborted", instead
     of the kernel's answer. Runs only on errors. Without it (a note says so) that race stays.
+``conn_destroy`` (tcp/tcp_destroy_sock)
+    A socket being freed whose connection is still in ``conns``, unresolved: its handshake ended
+    without ``tcp_state`` running for it. The kernel does that, rarely: a SYN_SENT -> CLOSE seen by
+    ftrace, in a softirq run on top of a task with migration disabled, reached neither
+    ``tcp_state`` nor another tracer's program on that tracepoint, with no recursion miss counted.
+    It is resolved here (counted ``state_unseen``) with the error the kernel closed it with
+    (``conn_error``'s, or ``sk_err`` if the application has not taken it), else as unknown, instead
+    of staying in progress for good with its ``conns`` value never freed.
 ``connect_exit`` (syscalls/sys_exit_connect)
     A call that started a connection hands off with ``tcp_state`` through atomic fetch-ors on the
     ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
@@ -150,6 +158,7 @@ COUNTERS = (
     "restarted",  # connect() calls interrupted by a signal and restarted by the kernel
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
     "traffic_full",  # bytes of a (process, socket) that did not fit in the traffic map (totals kept)
+    "state_unseen",  # a handshake's end the kernel did not run tcp_state for: resolved when the socket is freed
 )
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 #: counters that are losses (the others count calls that are not new connects: nothing is lost)
@@ -161,6 +170,7 @@ LOSS_COUNTERS = (
     "counts_full",
     "exit_without_enter",
     "traffic_full",
+    "state_unseen",
 )
 N_COUNTERS = 16
 #: overflow array: 256 slots per kind (connect, drop), by result (see :func:`overflow_slot`)
@@ -1060,23 +1070,43 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.mov(R7, RESULT_ABORTED)
     # the error the closing path passed (conn_error): exact even when the application has already
     # taken sk_err with getsockopt(SO_ERROR) (the kernel writes sk_err before the state changes)
+    _closing_error(a, off, (lambda reg: f.load(a, DW, reg, "skaddr")) if f.btf else None)
+    _resolve(a, maps)
+    if directions:
+        _passive_opens(a, f, maps, off, established)
+    a.label("out")
+    return a.ret(0)
+
+
+def _closing_error(a: Asm, off: SockOffsets, load_sk: Callable[[Reg], None] | None = None) -> None:
+    """r7 = the error the socket is closed with when known (r9 = its ``conns`` value): the one
+    ``conn_error`` saw, else ``sk_err`` if not 0; r7 is left as it is otherwise. ``load_sk`` puts the
+    BTF-typed socket in a register (then a plain load); without it sk_err is read with a helper from
+    the socket at FP+_S_SK. Jumps to ``result_set`` (:func:`_resolve`) or falls through."""
     a.ldx(H, R1, R9, _C["reported"])
     a.jeq(R1, 0, "no_report")
     a.mov(R7, R1)
     a.ja("result_set")
     a.label("no_report")
-    if off.sk_err is not None and f.btf:
-        f.load(a, DW, R3, "skaddr")
+    if off.sk_err is None:
+        return
+    if load_sk is not None:
+        load_sk(R3)
         a.ldx(W, R1, R3, off.sk_err)
-        a.jeq(R1, 0, "result_set")
-        a.mov(R7, R1)
-    elif off.sk_err is not None:
+    else:
         a.st(DW, FP, _S_SCR, 0)
         a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_err)
         _kread(a, _S_SCR, 4, R3, "result_set")
         a.ldx(W, R1, FP, _S_SCR)
-        a.jeq(R1, 0, "result_set")
-        a.mov(R7, R1)
+    a.jeq(R1, 0, "result_set")
+    a.mov(R7, R1)
+
+
+def _resolve(a: Asm, maps: Maps) -> None:
+    """The handshake of the connection in ``conns`` (r9 = its value, FP+_S_SK = the socket) ended
+    with result r7: record it, then whichever of this and connect() comes second counts and reports
+    it (see the module docstring); the value is deleted once reported. Jumps to ``out`` or falls
+    through. Labels: result_set (the entry), report, interrupted, call_running, self_report, forget."""
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
@@ -1146,10 +1176,6 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, _S_SK)
     a.call(MAP_DELETE)
-    if directions:
-        _passive_opens(a, f, maps, off, established)
-    a.label("out")
-    return a.ret(0)
 
 
 #: the function every TCP path calls to close a socket with an error on Linux 6.10 and later (RST,
@@ -1172,6 +1198,29 @@ def conn_error(maps: Maps) -> Asm:
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, "out")  # not a connection we follow (or it has ended)
     a.stx(H, R0, _C["reported"], R7)
+    a.label("out")
+    return a.ret(0)
+
+
+def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
+    """See the module docstring: tcp/tcp_destroy_sock (perf tracepoint program)."""
+    a = Asm()
+    a.mov(R6, R1)
+    a.ldx(DW, R1, R6, tp.offset("skaddr", 8))
+    a.stx(DW, FP, _S_SK, R1)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, _S_SK)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")  # (the usual case: the state change resolved it and deleted the value)
+    a.mov(R9, R0)
+    a.ldx(DW, R1, R9, _C["flags"])
+    a.ld_imm64(R2, CF_RESOLVED)
+    a.jmp("jset", R1, R2, "out")  # resolved: connect() reports it (it cannot still be running)
+    _count(a, maps.counters, "state_unseen", _S_CNT)
+    # the socket's error, if the application has not taken it; else the outcome is unknown
+    a.mov(R7, RESULT_UNTRACKED)
+    _closing_error(a, off)
+    _resolve(a, maps)
     a.label("out")
     return a.ret(0)
 
