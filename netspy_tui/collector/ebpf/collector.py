@@ -19,6 +19,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -113,6 +114,15 @@ LISTENER_ENTRIES = 16384
 OPENED_ENTRIES = 65536
 #: events a simple (event-list) sink can still update when their outcome arrives
 PENDING_EVENTS = 65536
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _put_bounded(held: OrderedDict[K, V], key: K, value: V) -> None:
+    """``held[key] = value``, the oldest entry out past :data:`PENDING_EVENTS`."""
+    held[key] = value
+    if len(held) > PENDING_EVENTS:
+        held.popitem(last=False)
 
 
 class _Session:
@@ -299,15 +309,23 @@ class _Session:
             log.info("eBPF: %s as %s program refused (%s): another kind instead", spec.name, kind, exc)
             return False
         try:
-            link = syscalls.raw_tracepoint_open(None if typed else spec.tracepoint, prog)
+            self._link(spec.name, prog, None if typed else spec.tracepoint)
         except syscalls.BpfError as exc:
-            syscalls.close_fd(prog)
             log.info("eBPF: %s as %s program not attached (%s): another kind instead", spec.name, kind, exc)
             return False
+        return True
+
+    def _link(self, name: str, prog: int, tracepoint: str | None) -> None:
+        """Attach loaded program ``prog`` (:func:`syscalls.raw_tracepoint_open`) and keep it; on
+        :class:`syscalls.BpfError` it is closed and the error raised."""
+        try:
+            link = syscalls.raw_tracepoint_open(tracepoint, prog)
+        except syscalls.BpfError:
+            syscalls.close_fd(prog)
+            raise
         self.prog_fds.append(prog)
         self.perf_fds.append(link)
-        self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
-        return True
+        self.loaded.append((name, syscalls.prog_id(prog), prog))
 
     def _attach_conn_error(self, maps: P.Maps) -> None:
         """``conn_error`` (before ``tcp_state``, whose outcomes it makes exact) at the entry of the
@@ -326,14 +344,10 @@ class _Session:
             self._no_conn_error(f"{exc}")
             return
         try:
-            link = syscalls.raw_tracepoint_open(None, prog)
+            self._link("conn_error", prog, None)
         except syscalls.BpfError as exc:
-            syscalls.close_fd(prog)
             self._no_conn_error(f"{exc}")
             return
-        self.prog_fds.append(prog)
-        self.perf_fds.append(link)
-        self.loaded.append(("conn_error", syscalls.prog_id(prog), prog))
         self.conn_error_at = f"fentry {P.ERROR_FUNCTION}"
 
     def _no_conn_error(self, why: str) -> None:
@@ -550,30 +564,30 @@ class _Session:
                 rec = records[i : i + 1]
                 old = self._pending.pop(int(rec["key"][0]), None)
                 if old is not None:
-                    new = self.codec.events(rec, [old.id])[0]
-                    out.append(old.model_copy(update={"outcome": new.outcome}))  # type: ignore[union-attr]
+                    out.append(self._with_outcome(old, rec))
                 else:
                     # its CONNECT record is still to come: connect_exit and tcp_state hand off through
                     # the conns flags, then each reserves its record, and the second can reserve first
-                    self._early[(int(rec["key"][0]), int(rec["ts"][0]))] = rec
-                    if len(self._early) > PENDING_EVENTS:
-                        self._early.popitem(last=False)
+                    _put_bounded(self._early, (int(rec["key"][0]), int(rec["ts"][0])), rec)
                 next_outcome = next(outcome_at, None)
                 continue
-            event = next(by_pos)
+            event, pos = next(by_pos), fresh_pos
             fresh_pos += 1
             out.append(event)
-            if not pending[fresh_pos - 1]:
+            if not pending[pos]:
                 continue
-            early = self._early.pop((keys[fresh_pos - 1], starts[fresh_pos - 1]), None) if self._early else None
+            early = self._early.pop((keys[pos], starts[pos]), None) if self._early else None
             if early is not None:
-                new = self.codec.events(early, [event.id])[0]
-                out.append(event.model_copy(update={"outcome": new.outcome}))  # type: ignore[union-attr]
-                continue
-            self._pending[keys[fresh_pos - 1]] = event
-            if len(self._pending) > PENDING_EVENTS:
-                self._pending.popitem(last=False)
+                out.append(self._with_outcome(event, early))
+            else:
+                _put_bounded(self._pending, keys[pos], event)
         return out
+
+    def _with_outcome(self, event: Event, outcome: np.ndarray) -> Event:
+        """``event`` again (same id) with the outcome its OUTCOME record (one record) carries."""
+        assert self.codec is not None
+        new = self.codec.events(outcome, [event.id])[0]
+        return event.model_copy(update={"outcome": new.outcome})  # type: ignore[union-attr]
 
     def _publish_lost(self) -> None:
         self.stats.lost = sum(self.stats.losses.get(k, 0) for k in ("ring_full", "sink_rejected", "bad_records"))
