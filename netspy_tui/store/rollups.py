@@ -147,8 +147,8 @@ def to_array(rows: Sequence[Row], names: Names) -> np.ndarray:
     cols = np.array(rows, _ROW_TUPLE)  # (one pass over the tuples: cheaper than zip(*rows) per column)
     for name in ("second", "kind", "pid", "failed", "n", "first", "last"):
         out[name] = cols[name]
-    port = cols["port"]
-    out["port"] = [p if p is not None else 0 for p in port.tolist()] if (port == None).any() else port  # noqa: E711
+    ports = cols["port"].tolist()
+    out["port"] = [p or 0 for p in ports] if None in ports else ports
     for name in ("command", "destination", "protocol", "outcome"):
         out[name] = _ids(cols[name], names)
     out["cp"] = names.pairs[0].ids_of(out["command"], out["pid"])

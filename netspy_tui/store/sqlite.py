@@ -1179,10 +1179,10 @@ class EventStore:
         value is read before the snapshot's first statement; a read-only store reads its file's)."""
         return S.folded_from(conn) if self.readonly else self._folded
 
-    def _in_memory(self, lo: int, wait: bool = True) -> bool:
-        """Whether memory holds the seconds from ``lo`` on (``wait``: waiting for them while they
-        load; a count does not wait: SQLite sums it from the coarse tables at once)."""
-        if self.rollups.covers(lo) or self._loaded.is_set() or not wait:
+    def _in_memory(self, lo: int) -> bool:
+        """Whether memory holds the seconds from ``lo`` on (waiting for them while they load; a count
+        does not wait: see :meth:`_rollup_total`)."""
+        if self.rollups.covers(lo) or self._loaded.is_set():
             return self.rollups.covers(lo)
         with self._load_progress:
             self._load_progress.wait_for(lambda: self.rollups.covers(lo) or self._loaded.is_set(), LOAD_WAIT)
@@ -1252,12 +1252,13 @@ class EventStore:
         return [v for v in got.values() if v is not None and (v.total or len(v))]
 
     def _rollup_total(self, kind: EventKind, pid: int | None, command: str | None, lo: int, hi: int) -> int:
-        if self._in_memory(lo, wait=False):
+        # A count never waits for the memory to load: SQLite sums the window from the coarse tables at
+        # once (the long-window path would read every unit's coarse rows into Python first, which only
+        # pays once the memory is loaded and the units are kept).
+        if self.rollups.covers(lo):
             secs, names = self.rollups.snapshot(_KIND_CODE[kind], lo, hi, blocks=False)
             return R.total(secs, names, pid, command)  # type: ignore[arg-type]
         code = _KIND_CODE[kind]
-        # (while the memory loads, SQLite sums the window itself: the long-window path would read the
-        # coarse rows of every unit into Python first, which only pays once they are kept)
         loaded = self._loaded.is_set()
         if pid is None and command is None and loaded and (got := self._long_window(code, lo, hi, 0)) is not None:
             return sum(part.total for part in got[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -125,7 +126,7 @@ class PatternsPanel(Vertical):
         shown = str(rate_label.content)
         if shown != rate:
             # as wide as before (the peak's digits changed): the line redrawn without a layout pass of the screen
-            rate_label.update(Text(rate), layout=Text(shown).cell_len != Text(rate).cell_len)
+            rate_label.update(Text(rate), layout=cell_len(shown) != cell_len(rate))
         spark.data = [float(v) for v in stats.rate_buckets]
 
 
