@@ -93,10 +93,24 @@ def listener() -> Iterator[socket.socket]:
     s.close()
 
 
+#: wall-clock seconds when the running test began (:func:`_test_start`)
+_started = [0.0]
+
+
+@pytest.fixture(autouse=True)
+def _test_start() -> None:
+    _started[0] = time.time()
+
+
 def to(destination: str, pid: int | None = None) -> Callable[[Event], bool]:
-    """Connection events from ``pid`` (default: this process) to ``destination``."""
+    """Connection events from ``pid`` (default: this process) to ``destination`` made during the running
+    test: the recorder is shared by the module, and a port the kernel gave an earlier test's listener can
+    come back (10 ms of slack for the kernel clock's mapping to wall time)."""
     pid = os.getpid() if pid is None else pid
-    return lambda e: isinstance(e, ConnectionEvent) and e.destination == destination and e.pid == pid
+    since = _started[0] - 0.01
+    return lambda e: (
+        isinstance(e, ConnectionEvent) and e.destination == destination and e.pid == pid and e.time.timestamp() >= since
+    )
 
 
 def finals(events: Sequence[Event]) -> list[ConnectionEvent]:
