@@ -30,6 +30,7 @@ from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import EventPage, EventQuery, Scope
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.messages import AIFailed, AIStarted
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from tests import fake_openai
@@ -424,6 +425,30 @@ async def test_an_unreachable_server_is_one_line_too(source: MemorySource, clock
             "Start the server or fix OPENAI_BASE_URL."
         )
         assert notified(app, "connection refused")
+        assert app.is_running
+
+
+async def test_a_failure_right_behind_the_start_is_shown_with_its_partial_text(
+    source: MemorySource, clock: Clock
+) -> None:
+    """The worker can post AIFailed before the pane has finished starting the answer (a refused connection on a
+    busy machine): the answer's stream is then stopped before its task ever ran. The pane must still say
+    "failed" and keep the partial text (it used to raise CancelledError out of the handler and stay "started")."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    async with ai_dashboard(source, clock, AISettings(base_url=url, max_retries=0)) as (app, pilot, pane):
+        pane.expect(7, "explaining process 'x' over 1m")
+        pane.post_message(AIStarted(7, "explaining process 'x' over 1m"))
+        pane.post_message(AIFailed(7, "refused", title="AI explanation failed"))
+        await wait_for(pilot, lambda: pane.state == "failed", "failure")
+        assert pane.state_text == "Failed: refused" and pane.answer == ""
+        assert notified(app, "refused")
+        # the pane still answers the next request
+        pane.expect(8, "explaining process 'x' over 1m")
+        pane.post_message(AIStarted(8, "explaining process 'x' over 1m"))
+        pane.post_message(AIFailed(8, "the stream broke", title="AI explanation failed", partial_text="**half**"))
+        await wait_for(pilot, lambda: pane.state == "failed" and pane.answer, "second failure")
+        assert pane.state_text == "Failed: the stream broke" and pane.answer == "**half**"
+        await wait_for(pilot, lambda: shown(pane) == "half", "the partial text rendered")
         assert app.is_running
 
 

@@ -162,6 +162,10 @@ class AIPane(Vertical):
     async def _stop_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
+            # Let the stream's task take its first step before it is cancelled: a task cancelled before it ever
+            # ran makes ``stop()`` raise CancelledError, which ends this pane's message loop (an AIFailed posted
+            # right behind AIStarted, e.g. a refused connection, was then never shown) and drops pending text.
+            await asyncio.sleep(0)
             await stream.stop()
 
     async def _write(self, fragment: str) -> None:
