@@ -944,16 +944,21 @@ async def _publish_changes(source: ChangingSource, bus: InMemorySubscriptionBus)
     """Publish :data:`EVENTS_URI` updated after the source changes, at most every :data:`CHANGE_GAP` seconds."""
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
+    pending = False  # a wake is on its way to the loop: later writes need not send another
 
-    def wake() -> None:  # on the writing thread
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(changed.set)
+    def wake() -> None:  # on the writing thread, after every write: one thread-safe call per notification, not
+        nonlocal pending  # per write (each is a write to the loop's self-pipe: ~14 % of a busy agent's CPU)
+        if pending or loop.is_closed():
+            return
+        pending = True
+        loop.call_soon_threadsafe(changed.set)
 
     stop = source.on_change(wake)
     try:
         while True:
             await changed.wait()
             changed.clear()
+            pending = False  # (before publishing: a write that saw it set is covered by this notification)
             await bus.publish(ResourceUpdated(uri=EVENTS_URI))
             await anyio.sleep(CHANGE_GAP)
     finally:
