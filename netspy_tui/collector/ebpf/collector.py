@@ -93,6 +93,13 @@ _ATTACH = (
     _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
 )
 
+#: how a program is attached, as :meth:`EbpfCollector.programs` (and ``server_status``) names it:
+#: ``tp_btf`` (a BTF-typed tracing program: the tracepoint's arguments, fields read with plain
+#: loads), ``raw_tracepoint`` (the arguments, fields read with helper calls), ``tracepoint`` (through
+#: a perf event, which builds the trace record before every run: the syscall tracepoints, and every
+#: program where the kernel refuses the others), ``fentry`` (a kernel function's entry)
+KINDS = ("tp_btf", "raw_tracepoint", "tracepoint", "fentry")
+
 #: what an optional tracepoint's absence costs (one line in server_status)
 _WITHOUT = {
     "sock_send": "bytes sent are not counted (needs Linux 6.3 or later)",
@@ -144,6 +151,7 @@ class _Session:
         self.prog_fds: list[int] = []
         self.perf_fds: list[int] = []
         self.loaded: list[tuple[str, int, int]] = []  # (program name, kernel id, fd)
+        self.kinds: dict[str, str] = {}  # program name -> how it is attached (see :data:`KINDS`)
         self.maps: P.Maps | None = None
         self.ring: RingBuffer | None = None
         self.wake_fd = -1
@@ -233,8 +241,9 @@ class _Session:
         self._write_ctl()
         # programs that run as raw tracepoint programs (the tracepoint's arguments, no trace record)
         raw_bytes, raw_state, raw_drop = P.raw_sock_bytes_ok(offsets), P.raw_state_ok(offsets), P.raw_drop_ok(offsets)
+        raw_destroy = P.raw_prototype_ok("tcp_destroy_sock")
         raw_progs = {name for name, ok in (("sock_send", raw_bytes), ("sock_recv", raw_bytes), ("tcp_state", raw_state),
-                                           ("skb_drop", raw_drop)) if ok}  # fmt: skip
+                                           ("skb_drop", raw_drop), ("conn_destroy", raw_destroy)) if ok}  # fmt: skip
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
         # builders by program: (tracepoint, raw) -> program
@@ -246,7 +255,7 @@ class _Session:
             "sock_send": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw),
             "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw),
             "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets),
-            "conn_destroy": lambda tp, raw: P.conn_destroy(tp, maps, offsets),
+            "conn_destroy": lambda tp, raw: P.conn_destroy(tp, maps, offsets, raw=raw),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -262,6 +271,8 @@ class _Session:
             typed["tcp_state"] = lambda tp: P.tcp_state(tp, maps, states, offsets, raw=True, btf=True)
         if raw_drop:
             typed["skb_drop"] = lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=True, btf=True)
+        if raw_destroy:
+            typed["conn_destroy"] = lambda tp: P.conn_destroy(tp, maps, offsets, raw=True, btf=True)
         self._attach_conn_error(maps)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
@@ -309,15 +320,15 @@ class _Session:
             log.info("eBPF: %s as %s program refused (%s): another kind instead", spec.name, kind, exc)
             return False
         try:
-            self._link(spec.name, prog, None if typed else spec.tracepoint)
+            self._link(spec.name, prog, None if typed else spec.tracepoint, "tp_btf" if typed else "raw_tracepoint")
         except syscalls.BpfError as exc:
             log.info("eBPF: %s as %s program not attached (%s): another kind instead", spec.name, kind, exc)
             return False
         return True
 
-    def _link(self, name: str, prog: int, tracepoint: str | None) -> None:
-        """Attach loaded program ``prog`` (:func:`syscalls.raw_tracepoint_open`) and keep it; on
-        :class:`syscalls.BpfError` it is closed and the error raised."""
+    def _link(self, name: str, prog: int, tracepoint: str | None, kind: str) -> None:
+        """Attach loaded program ``prog`` (:func:`syscalls.raw_tracepoint_open`) and keep it as
+        ``kind``; on :class:`syscalls.BpfError` it is closed and the error raised."""
         try:
             link = syscalls.raw_tracepoint_open(tracepoint, prog)
         except syscalls.BpfError:
@@ -326,6 +337,7 @@ class _Session:
         self.prog_fds.append(prog)
         self.perf_fds.append(link)
         self.loaded.append((name, syscalls.prog_id(prog), prog))
+        self.kinds[name] = kind
 
     def _attach_conn_error(self, maps: P.Maps) -> None:
         """``conn_error`` (before ``tcp_state``, whose outcomes it makes exact) at the entry of the
@@ -344,7 +356,7 @@ class _Session:
             self._no_conn_error(f"{exc}")
             return
         try:
-            self._link("conn_error", prog, None)
+            self._link("conn_error", prog, None, "fentry")
         except syscalls.BpfError as exc:
             self._no_conn_error(f"{exc}")
             return
@@ -380,6 +392,7 @@ class _Session:
                 hint,
             ) from exc
         self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
+        self.kinds[spec.name] = "tracepoint"
 
     # --- reading ----------------------------------------------------------------------------
     def start_reader(self) -> None:
@@ -761,7 +774,7 @@ class EbpfCollector(Collector):
         session = self._session
         if session is None or session.closed:
             return []
-        return [(name, "tracepoint", "active", prog_id) for name, prog_id, _ in session.loaded]
+        return [(name, session.kinds.get(name, "tracepoint"), "active", prog_id) for name, prog_id, _ in session.loaded]
 
     def _live(self) -> _Session | None:
         session = self._session

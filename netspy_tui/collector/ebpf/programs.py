@@ -12,7 +12,7 @@ being enabled sends every system call on the host through the kernel's slower sy
 ~170 ns each here, the floor of what this collector costs a host's system calls):
 
 ``connect_enter`` (syscalls/sys_enter_connect)
-    Saves ``{uservaddr, addrlen, fd, ts}`` and a copy of the sockaddr, read now (a fault is
+    Saves ``{uservaddr, addrlen, fd}`` and a copy of the sockaddr, read now (a fault is
     retried at exit and counted if that fails too) in ``inflight[pid_tgid]``. A call the kernel
     restarts after a signal finds its earlier entry marked RESTARTING and leaves it alone.
 ``tcp_state`` (sock/inet_sock_set_state)
@@ -238,12 +238,12 @@ RECORD_SIZE = RECORD.itemsize
 _K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
 KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
 
-# inflight[pid_tgid] value
+# inflight[pid_tgid] value (bytes 8..15 unused)
 INFLIGHT = np.dtype(
     {
-        "names": ["uaddr", "ts", "sk", "addrlen", "fd", "flags", "sa"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<i4", "<u4", ("u1", (32,))],
-        "offsets": [0, 8, 16, 24, 28, 32, 40],
+        "names": ["uaddr", "sk", "addrlen", "fd", "flags", "sa"],
+        "formats": ["<u8", "<u8", "<u4", "<i4", "<u4", ("u1", (32,))],
+        "offsets": [0, 16, 24, 28, 32, 40],
         "itemsize": 72,
     }
 )
@@ -460,11 +460,14 @@ def _ctl(a: Asm, maps: Maps, slot: int, fail: str) -> None:
     a.jeq(R0, 0, fail)
 
 
-def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str) -> None:
-    """Stack: FP+wall = wall-clock ns now, FP+active = live count map, FP+raw = raw-record flags."""
+def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str, mono: int | None = None) -> None:
+    """Stack: FP+wall = wall-clock ns now, FP+active = live count map, FP+raw = raw-record flags;
+    FP+mono (if given) = the same instant in ns since boot (one clock read serves both)."""
     _live(a, maps, slot, active, raw, fail)
     a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)
     a.call(KTIME_GET_NS)
+    if mono is not None:
+        a.stx(DW, FP, mono, R0)
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
 
 
@@ -601,14 +604,19 @@ def _read_member(a: Asm, load: Callable[[Reg], None], member: int, slot: int, si
     _kread(a, slot, size, R3, fail)
 
 
-def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = False) -> None:
+def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = False,
+                  thread: int | None = None) -> None:  # fmt: skip
     """FP+dst (16 bytes) = the thread-group leader's comm (the process name); the thread's own
     comm when BTF does not say where the leader is or the read fails. ``btf``: plain loads through
-    the BTF-typed current task (a tracing program), no helper calls to read kernel memory."""
+    the BTF-typed current task (a tracing program), no helper calls to read kernel memory.
+    ``thread``: FP+thread (16 bytes) = the thread's own comm too."""
     own, done = _uniq(a, "pn_own"), _uniq(a, "pn_done")
     if btf and off.leader:
         assert off.task_leader is not None and off.task_comm is not None
         a.call(GET_CURRENT_TASK_BTF)
+        if thread is not None:  # (the thread's name: two loads instead of bpf_get_current_comm)
+            for i in (0, 8):
+                a.ldx(DW, R2, R0, off.task_comm + i).stx(DW, FP, thread + i, R2)
         a.ldx(DW, R1, R0, off.task_leader)
         for i in (0, 8):
             a.ldx(DW, R2, R1, off.task_comm + i).stx(DW, FP, dst + i, R2)
@@ -628,6 +636,10 @@ def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = 
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
     a.label(done)
+    if thread is not None:
+        a.mov(R1, FP).add(R1, thread)
+        a.mov(R2, 16)
+        a.call(GET_CURRENT_COMM)
 
 
 def _normalize_mapped(a: Asm, key: int, flags_reg: Reg) -> None:
@@ -681,34 +693,19 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 
 
 def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
-    """Stack: -8 key, -80 inflight value (72 bytes), -88 scratch."""
+    """Stack: -8 key, -80 inflight value (72 bytes), -88 scratch. The entry is inserted with
+    ``BPF_NOEXIST`` (one map operation in the usual case, no lookup first); only when one is there
+    already is it looked at: a call the kernel restarts after a signal continues it, anything else
+    (left by a call whose exit was not seen) is replaced."""
     V = -80
     a = Asm()
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, -8, R0)
-    # a call the kernel restarts after a signal (same fd) continues the interrupted one
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, -8)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "fresh")
-    a.ldx(W, R1, R0, _I["flags"])
-    a.jmp("jset", R1, IF_RESTARTING, "restarting")
-    a.ja("fresh")
-    a.label("restarting")
-    a.ldx(W, R1, R0, _I["fd"])
-    a.ldx(DW, R2, R6, tp.offset("fd", 8)).mov32(R2, R2)
-    a.jne(R1, R2, "fresh")  # another socket: the interrupted connect was left to finish on its own
-    a.mov(R1, IF_INCALL)
-    a.atomic(W, R0, _I["flags"], R1, _OR)
-    a.ja("out")
-    a.label("fresh")
     a.zero_stack(V, 72)
     a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, FP, V + _I["ts"], R0)
     # the sockaddr as the call passed it (a fault here is retried at exit)
     a.ldx(W, R2, FP, V + _I["addrlen"])
     a.jmp("jle", R2, 28, "len_ok")
@@ -724,9 +721,33 @@ def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, -8)
     a.mov(R3, FP).add(R3, V)
+    a.mov(R4, BPF_NOEXIST)
+    a.call(MAP_UPDATE)
+    a.jeq(R0, 0, "out")
+    a.jne(R0, -_errno.EEXIST, "full")
+    # an entry is there: a call the kernel restarts after a signal (same fd) continues the interrupted one
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, -8)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "replace")  # (its exit has just removed it)
+    a.ldx(W, R1, R0, _I["flags"])
+    a.jmp("jset", R1, IF_RESTARTING, "restarting")
+    a.ja("replace")
+    a.label("restarting")
+    a.ldx(W, R1, R0, _I["fd"])
+    a.ldx(W, R2, FP, V + _I["fd"])
+    a.jne(R1, R2, "replace")  # another socket: the interrupted connect was left to finish on its own
+    a.mov(R1, IF_INCALL)
+    a.atomic(W, R0, _I["flags"], R1, _OR)
+    a.ja("out")
+    a.label("replace")
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, -8)
+    a.mov(R3, FP).add(R3, V)
     a.mov(R4, BPF_ANY)
     a.call(MAP_UPDATE)
     a.jeq(R0, 0, "out")
+    a.label("full")
     _count(a, maps.counters, "inflight_full", -88)
     a.label("out")
     return a.ret(0)
@@ -749,6 +770,7 @@ _S_VAL = -128  # 24-byte value of a new count entry (the overflow index goes at 
 _S_SA = -168  # sockaddr copy (32 bytes); -136..-168 also holds the overflow index at -136
 _S_CONN = -288  # conn value (120 bytes); the count key is its first 48
 _S_KEY = _S_CONN
+_S_MONO = -408  # the clock read (ns since boot) behind _S_WALL (below the raw tcp_state's copies)
 
 
 def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
@@ -803,6 +825,7 @@ RAW_PROTOTYPES = {
     "sock_recv_length": ("struct sock *", "int", "int"),
     "inet_sock_set_state": ("struct sock *", "int", "int"),
     "kfree_skb": ("struct sk_buff *", "void *", "enum skb_drop_reason"),
+    "tcp_destroy_sock": ("struct sock *",),
 }
 
 
@@ -930,22 +953,19 @@ def _dest_from_tp(a: Asm, f: _Fields, key: int) -> None:
 
 
 def _start_key(a: Asm, off: SockOffsets, btf: bool = False) -> None:
-    """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts."""
+    """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts (the
+    clock read :func:`_clock` saved at _S_MONO)."""
     a.zero_stack(_S_CONN, CONN.itemsize)
     _second(a, _S_WALL, _S_KEY)
     a.ldx(DW, R1, FP, _S_PIDTGID)
     a.stx(W, FP, _S_CONN + _C["tid"], R1)
     a.rsh(R1, 32).stx(W, FP, _S_KEY + _K["tgid"], R1)
-    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR, btf)
-    a.mov(R1, FP).add(R1, _S_CONN + _C["thread"])
-    a.mov(R2, 16)
-    a.call(GET_CURRENT_COMM)
+    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR, btf, thread=_S_CONN + _C["thread"])
     a.call(GET_CURRENT_CGROUP_ID)
     a.stx(DW, FP, _S_CONN + _C["cgroup"], R0)
     a.st(B, FP, _S_KEY + _K["kind"], KIND_CONNECT)
     a.ldx(DW, R1, FP, _S_WALL).stx(DW, FP, _S_CONN + _C["wall"], R1)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, FP, _S_CONN + _C["ts"], R0)
+    a.ldx(DW, R1, FP, _S_MONO).stx(DW, FP, _S_CONN + _C["ts"], R1)
 
 
 def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets, raw: bool = False,
@@ -989,7 +1009,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.or_(R7, F_IMPLICIT)
     a.label("build")
     f.read_sock(a, sport=False)
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO)
     _start_key(a, off, f.btf)
     _dest_from_tp(a, f, _S_KEY)
     f.load(a, H, R1, "family")
@@ -1202,11 +1222,13 @@ def conn_error(maps: Maps) -> Asm:
     return a.ret(0)
 
 
-def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
-    """See the module docstring: tcp/tcp_destroy_sock (perf tracepoint program)."""
+def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False, btf: bool = False) -> Asm:
+    """See the module docstring: tcp/tcp_destroy_sock. It runs for every TCP socket freed (once per
+    connect), so where the kernel allows it gets the tracepoint's argument as it is (``raw``; ``btf``:
+    as a BTF-typed program, sk_err a plain load) instead of a perf trace record built for each run."""
     a = Asm()
     a.mov(R6, R1)
-    a.ldx(DW, R1, R6, tp.offset("skaddr", 8))
+    a.ldx(DW, R1, R6, 0 if raw else tp.offset("skaddr", 8))
     a.stx(DW, FP, _S_SK, R1)
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, _S_SK)
@@ -1219,7 +1241,11 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     _count(a, maps.counters, "state_unseen", _S_CNT)
     # the socket's error, if the application has not taken it; else the outcome is unknown
     a.mov(R7, RESULT_UNTRACKED)
-    _closing_error(a, off)
+
+    def load_sk(reg: Reg) -> None:
+        a.ldx(DW, reg, R6, 0)
+
+    _closing_error(a, off, load_sk if raw and btf else None)
     _resolve(a, maps)
     a.label("out")
     return a.ret(0)
@@ -1479,7 +1505,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jeq(R1, AF_INET6, "inet")
     a.ja("out")  # AF_UNIX, AF_NETLINK, AF_UNSPEC (disconnect), ...
     a.label("inet")
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO)
     _start_key(a, off)
     a.ldx(H, R1, FP, _S_SA).stx(B, FP, _S_KEY + _K["family"], R1)
     a.stx(H, FP, _S_CONN + _C["sockfam"], R1)
@@ -1575,7 +1601,7 @@ _D_VAL = -104  # 24 bytes; overflow index at -112
 _D_KEY = -160  # 48
 _D_THREAD = -176  # 16
 _D_HDR = -216  # 40 bytes of packet header
-_D_REASON, _D_SP, _D_CGROUP = -224, -232, -240
+_D_REASON, _D_SP, _D_CGROUP, _D_MONO = -224, -232, -240, -248
 
 
 def raw_drop_ok(off: SockOffsets) -> bool:
@@ -1606,7 +1632,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.jeq(R7, value, "out")
     a.stx(DW, FP, _D_REASON, R7)
     a.st(DW, FP, _D_CGROUP, 0)
-    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out")
+    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out", _D_MONO)
     a.zero_stack(_D_KEY, 48)
     a.zero_stack(_D_THREAD, 16)
     a.mov(R8, 0)  # r8 = flags
@@ -1677,10 +1703,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _D_TID, R0)
     a.rsh(R0, 32).stx(W, FP, _D_KEY + _K["tgid"], R0)
-    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf)
-    a.mov(R1, FP).add(R1, _D_THREAD)
-    a.mov(R2, 16)
-    a.call(GET_CURRENT_COMM)
+    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf, thread=_D_THREAD)
     a.call(GET_CURRENT_CGROUP_ID)
     a.stx(DW, FP, _D_CGROUP, R0)
     a.label("attributed")
@@ -1707,8 +1730,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.st(W, R9, _O["kind"], KIND_DROP)
     a.stx(W, R9, _O["flags"], R8)
     a.ldx(DW, R1, FP, _D_WALL).stx(DW, R9, _O["wall"], R1)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, R9, _O["ts"], R0)
+    a.ldx(DW, R1, FP, _D_MONO).stx(DW, R9, _O["ts"], R1)
     load_skb(R1)
     a.stx(DW, R9, _O["key"], R1)
     a.ldx(DW, R1, FP, _D_TID).stx(W, R9, _O["tid"], R1)
