@@ -27,6 +27,7 @@ from netspy_tui.collector.base import CollectorStats
 from netspy_tui.collector.ebpf import EbpfCollector, syscalls, tracefs
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf.asm import DW, R0, R2, Asm
+from netspy_tui.collector.ebpf.collector import KINDS as CollectorKinds
 from netspy_tui.collector.ebpf.collector import _Session
 from netspy_tui.collector.ebpf.decode import Codec, walls
 from netspy_tui.errors import CollectorError
@@ -348,7 +349,7 @@ def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
         progs = collector.programs()
         assert {p[0] for p in progs} >= {"connect_enter", "connect_exit", "tcp_state", "skb_drop"}
         assert all(
-            kind == "tracepoint" and status == "active" and syscalls.prog_exists(i) for _, kind, status, i in progs
+            kind in CollectorKinds and status == "active" and syscalls.prog_exists(i) for _, kind, status, i in progs
         )
         with socket.socket() as s:
             s.connect(("127.0.0.1", port))

@@ -109,7 +109,10 @@ _WITHOUT = {
     "conn_destroy": "a connect whose handshake end the kernel does not show tcp_state stays in progress",
 }
 
-#: kernel map sizes: concurrent connect() calls, connections in SYN_SENT, count keys per drain
+#: kernel map sizes: threads that make connect() calls (LRU: a thread's entry is kept between its
+#: calls, so a call writes it in place instead of inserting and deleting one; a live entry is lost
+#: only past 16,384 threads making calls since, counted as ``exit_without_enter``), connections in
+#: SYN_SENT, count keys per drain
 INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
 #: (socket, process, second, direction) keys of traffic per drain
 TRAFFIC_ENTRIES = 32768
@@ -214,11 +217,11 @@ class _Session:
         if traffic and not offsets.addresses:
             self.notes.append("no BTF for socket addresses: traffic is counted per process without addresses")
 
-        hash_, array = syscalls.BPF_MAP_TYPE_HASH, syscalls.BPF_MAP_TYPE_ARRAY
+        hash_, array, lru = syscalls.BPF_MAP_TYPE_HASH, syscalls.BPF_MAP_TYPE_ARRAY, syscalls.BPF_MAP_TYPE_LRU_HASH
         self.maps = maps = P.Maps(
             ring=self._map(syscalls.BPF_MAP_TYPE_RINGBUF, 0, 0, self.ring_bytes, "netspy_ring"),
             ring_bytes=self.ring_bytes,
-            inflight=self._map(hash_, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, "netspy_inflight"),
+            inflight=self._map(lru, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, "netspy_inflight"),
             conns=self._map(hash_, 8, P.CONN.itemsize, CONNS_ENTRIES, "netspy_conns"),
             counts=(
                 self._map(hash_, P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, "netspy_counts0"),
@@ -614,9 +617,17 @@ class _Session:
         if self.maps is None or self.closed:
             return {"inflight": 0, "conns": 0}
         return {
-            "inflight": syscalls.map_count(self.maps.inflight, 8),
+            "inflight": self._calls_in_flight(),
             "conns": syscalls.map_count(self.maps.conns, 8),
         }
+
+    def _calls_in_flight(self) -> int:
+        """Threads in a connect() call: their ``inflight`` entries marked live (a thread's entry
+        stays between its calls)."""
+        assert self.maps is not None
+        _, raw, n = syscalls.map_batch(self.maps.inflight, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, delete=False)
+        flags = np.frombuffer(raw, P.INFLIGHT)[:n]["flags"]
+        return int(np.count_nonzero(flags & P.IF_LIVE))
 
     def program_stats(self) -> list[tuple[str, int, int, int]]:
         """(program, run_time_ns, run_cnt, recursion_misses) of each loaded program."""

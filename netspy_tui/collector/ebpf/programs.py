@@ -13,8 +13,10 @@ being enabled sends every system call on the host through the kernel's slower sy
 
 ``connect_enter`` (syscalls/sys_enter_connect)
     Saves ``{uservaddr, addrlen, fd}`` and a copy of the sockaddr, read now (a fault is
-    retried at exit and counted if that fails too) in ``inflight[pid_tgid]``. A call the kernel
-    restarts after a signal finds its earlier entry marked RESTARTING and leaves it alone.
+    retried at exit and counted if that fails too) in ``inflight[pid_tgid]``, marked LIVE until the
+    call returns (an LRU map: a thread's entry is rewritten in place by its next call, not inserted
+    and deleted each time). A call the kernel restarts after a signal finds its earlier entry marked
+    RESTARTING and leaves it alone.
 ``tcp_state`` (sock/inet_sock_set_state)
     CLOSE -> SYN_SENT inside ``connect()`` starts a connection: ``conns[skaddr]`` gets its count
     key — process (tgid and the thread-group leader's name), destination as the *socket* has it
@@ -138,6 +140,7 @@ CF_RESTARTING = 1 << 34  # connect() was interrupted by a signal: the restarted 
 IF_SA_OK = 1  # the sockaddr copy was read at entry
 IF_RESTARTING = 2  # the call returned a restart code: the next call on this fd continues it
 IF_INCALL = 4  # (with IF_RESTARTING) the continuing call is running
+IF_LIVE = 8  # the thread is in a connect() call (its entry stays in the map between calls, not live)
 
 #: return codes the kernel uses to restart a syscall (never seen by the application)
 RESTART_CODES = range(-516, -511)
@@ -150,10 +153,10 @@ INVALID_CALL = tuple(
 COUNTERS = (
     "ring_full",  # a raw record did not fit in the ring (its counts were kept)
     "sockaddr_fault",  # the address could not be read at entry nor at exit: connect not counted
-    "inflight_full",  # no room to follow a connect() call: not counted
+    "inflight_full",  # no room to follow a connect() call: not counted (the LRU map evicts instead)
     "conns_full",  # no room to follow a connection: counted with outcome "unknown"
     "counts_full",  # a count did not fit in the count map: counted in the overflow array
-    "exit_without_enter",  # connect() returned without its entry (attached mid-call, or inflight full)
+    "exit_without_enter",  # connect() returned without its entry (attached mid-call, or its entry evicted)
     "repeat_connects",  # EALREADY/EISCONN or a call reporting an earlier attempt: not a new connect
     "restarted",  # connect() calls interrupted by a signal and restarted by the kernel
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
@@ -693,16 +696,34 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 
 
 def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
-    """Stack: -8 key, -80 inflight value (72 bytes), -88 scratch. The entry is inserted with
-    ``BPF_NOEXIST`` (one map operation in the usual case, no lookup first); only when one is there
-    already is it looked at: a call the kernel restarts after a signal continues it, anything else
-    (left by a call whose exit was not seen) is replaced."""
+    """Stack: -8 key, -80 inflight value (72 bytes), -88 scratch. A thread's entry stays in the map
+    (LRU) between its calls, marked IF_LIVE only during one: a call writes the entry in place, and
+    only a thread's first call inserts one (no insert and delete per call). A live entry is looked
+    at first: a call the kernel restarts after a signal (same fd) continues the interrupted one;
+    anything else (a call whose exit was not seen) is replaced."""
     V = -80
     a = Asm()
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, -8, R0)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, -8)
+    a.call(MAP_LOOKUP)
+    a.mov(R9, R0)  # r9 = this thread's entry, or NULL
+    a.jeq(R9, 0, "build")
+    a.ldx(W, R1, R9, _I["flags"])
+    a.jmp("jset", R1, IF_RESTARTING, "restarting")  # (set only while live)
+    a.ja("build")
+    a.label("restarting")
+    a.ldx(W, R1, R9, _I["fd"])
+    a.ldx(DW, R2, R6, tp.offset("fd", 8)).mov32(R2, R2)
+    a.jne(R1, R2, "build")  # another socket: the interrupted connect was left to finish on its own
+    a.mov(R1, IF_INCALL)
+    a.atomic(W, R9, _I["flags"], R1, _OR)
+    a.ja("out")
+    a.label("build")
     a.zero_stack(V, 72)
+    a.st(W, FP, V + _I["flags"], IF_LIVE)
     a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
@@ -716,38 +737,22 @@ def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
     a.ldx(DW, R3, FP, V + _I["uaddr"])
     a.call(PROBE_READ_USER)
     a.jne(R0, 0, "store")
-    a.st(W, FP, V + _I["flags"], IF_SA_OK)
+    a.st(W, FP, V + _I["flags"], IF_LIVE | IF_SA_OK)
     a.label("store")
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, -8)
-    a.mov(R3, FP).add(R3, V)
-    a.mov(R4, BPF_NOEXIST)
-    a.call(MAP_UPDATE)
-    a.jeq(R0, 0, "out")
-    a.jne(R0, -_errno.EEXIST, "full")
-    # an entry is there: a call the kernel restarts after a signal (same fd) continues the interrupted one
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, -8)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "replace")  # (its exit has just removed it)
-    a.ldx(W, R1, R0, _I["flags"])
-    a.jmp("jset", R1, IF_RESTARTING, "restarting")
-    a.ja("replace")
-    a.label("restarting")
-    a.ldx(W, R1, R0, _I["fd"])
-    a.ldx(W, R2, FP, V + _I["fd"])
-    a.jne(R1, R2, "replace")  # another socket: the interrupted connect was left to finish on its own
-    a.mov(R1, IF_INCALL)
-    a.atomic(W, R0, _I["flags"], R1, _OR)
+    a.jeq(R9, 0, "insert")
+    # written in place, the flags word last (the entry is this thread's: only its programs write it)
+    for at in range(0, INFLIGHT.itemsize, 8):
+        if at != _I["flags"]:
+            a.ldx(DW, R1, FP, V + at).stx(DW, R9, at, R1)
+    a.ldx(DW, R1, FP, V + _I["flags"]).stx(DW, R9, _I["flags"], R1)
     a.ja("out")
-    a.label("replace")
+    a.label("insert")
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, -8)
     a.mov(R3, FP).add(R3, V)
     a.mov(R4, BPF_ANY)
     a.call(MAP_UPDATE)
     a.jeq(R0, 0, "out")
-    a.label("full")
     _count(a, maps.counters, "inflight_full", -88)
     a.label("out")
     return a.ret(0)
@@ -1001,6 +1006,11 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.mov(R9, R0)  # r9 = the connect() call's entry, or NULL: an implicit connect
     a.mov(R7, F_TCP)  # r7 = flags
     a.jeq(R9, 0, "implicit")
+    a.ldx(W, R1, R9, _I["flags"])
+    a.jmp("jset", R1, IF_LIVE, "in_call")
+    a.mov(R9, 0)  # the thread's entry, kept between its calls: not in one now
+    a.ja("implicit")
+    a.label("in_call")
     a.ldx(DW, R1, R9, _I["sk"])
     a.jne(R1, 0, "subflow")
     a.ldx(DW, R1, FP, _S_SK).stx(DW, R9, _I["sk"], R1)
@@ -1359,11 +1369,14 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, _S_PIDTGID)
     a.call(MAP_LOOKUP)
-    a.jne(R0, 0, "entered")
+    a.jeq(R0, 0, "no_entry")
+    a.ldx(W, R1, R0, _I["flags"])
+    a.jmp("jset", R1, IF_LIVE, "entered")
+    a.label("no_entry")
     _count(a, maps.counters, "exit_without_enter", _S_CNT)
     a.ja("out")
     a.label("entered")
-    a.mov(R9, R0)  # r9 = the call's entry (until deleted)
+    a.mov(R9, R0)  # r9 = the call's entry (live until its flags are cleared: it stays in the map)
     a.ldx(DW, R8, R6, tp.offset("ret", 8))  # r8 = return code
     a.ldx(DW, R1, R9, _I["sk"]).stx(DW, FP, _S_SK, R1)
     a.ldx(W, R7, R9, _I["flags"])  # r7 = the entry's flags
@@ -1394,15 +1407,11 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _AND)
     a.ja("out")
     a.label("forget_call")
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, _S_PIDTGID)
-    a.call(MAP_DELETE)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.ja("out")
     a.label("not_restart")
     a.jmp("jset", R7, IF_RESTARTING, "continued")
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, _S_PIDTGID)
-    a.call(MAP_DELETE)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.jeq(R8, -_errno.EALREADY, "repeat")
     a.jeq(R8, -_errno.EISCONN, "repeat")
     a.ldx(DW, R1, FP, _S_SK)
@@ -1419,9 +1428,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _AND)
     a.ja("out")
     a.label("continued_ends")
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, _S_PIDTGID)
-    a.call(MAP_DELETE)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.jne(R8, -_errno.EISCONN, "continued_code")
     a.mov(R8, 0)  # connected by now: what the application learns is that it succeeded
     a.label("continued_code")
