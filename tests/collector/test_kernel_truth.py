@@ -536,11 +536,13 @@ def test_raw_connect_syscall_with_high_register_bits_is_captured(live, listener)
 
 @pytest.mark.ebpf
 def test_tcp_fast_open_sendto_is_a_connection(live, listener) -> None:
-    """sendto(MSG_FASTOPEN) moves the socket CLOSE -> SYN_SENT inside sendto(): no connect() call."""
+    """sendto(MSG_FASTOPEN) moves the socket CLOSE -> SYN_SENT inside sendto(): no connect() call —
+    even in a thread whose earlier connect() left its (no longer live) entry in the kernel's map."""
     _, rec = live
     if not int(Path("/proc/sys/net/ipv4/tcp_fastopen").read_text()) & 1:
         skip_env("net.ipv4.tcp_fastopen has the client bit off")
     port = listener.getsockname()[1]
+    flush(rec)  # a connect() call from this thread first
     with socket.socket() as s:
         assert s.sendto(b"hello", socket.MSG_FASTOPEN, ("127.0.0.1", port)) == 5
         conn, _ = listener.accept()
