@@ -929,13 +929,15 @@ def test_non_first_ipv4_fragment_has_no_port(live) -> None:
 
 @pytest.mark.ebpf
 def test_ipv6_extension_headers_are_skipped_to_the_port(live) -> None:
-    """UDP to closed ports on ::1 with a hop-by-hop header, a destination-options header, and both."""
+    """UDP to closed ports on ::1 with a hop-by-hop header, a destination-options header, both, and
+    none (the port then comes with the header's copy)."""
     _, rec = live
     padn = bytes([0, 0, 1, 4, 0, 0, 0, 0])  # next header (the kernel fills it), length 0, PadN(4)
     cases = {
         "hop": [socket.IPV6_HOPOPTS],
         "dst": [socket.IPV6_DSTOPTS],
         "both": [socket.IPV6_HOPOPTS, socket.IPV6_DSTOPTS],
+        "none": [],
     }
     sent: dict[int, tuple[str, int]] = {}  # UDP length -> (case, port): the length tells our packets apart
     t0 = time.monotonic_ns()

@@ -1607,7 +1607,7 @@ _D_LEN, _D_SIZE, _D_ETH = -64, -72, -80
 _D_VAL = -104  # 24 bytes; overflow index at -112
 _D_KEY = -160  # 48
 _D_THREAD = -176  # 16
-_D_HDR = -216  # 40 bytes of packet header
+_D_HDR = -296  # 48 bytes of packet header: IPv4 or IPv6 and, without options, the transport ports
 _D_REASON, _D_SP, _D_CGROUP, _D_MONO = -224, -232, -240, -248
 
 
@@ -1668,10 +1668,22 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.or_(R8, F_IRQ)
         a.ja("attributed")
     assert off.regs_sp is not None and off.task_stack is not None and off.task_flags is not None
-    if raw:
+    if btf:
         # our input (the arguments array) is on the stack the tracepoint runs on (not our own
-        # frame: a program may get a per-CPU stack): its address, as a number (a copy of the
-        # spilled pointer: the verifier lets a root program read it that way)
+        # frame: a program may get a per-CPU stack): compared with the task's stack as it is (the
+        # verifier lets a program allowed to leak pointers, CAP_PERFMON, compare one with a number)
+        a.call(GET_CURRENT_TASK_BTF)
+        a.ldx(W, R1, R0, off.task_flags)
+        a.mov32(R2, PF_KTHREAD)
+        a.jmp("jset", R1, R2, "irq")
+        a.ldx(DW, R1, R0, off.task_stack)  # (void *: a number)
+        a.jmp("jgt", R1, R6, "irq")
+        a.add(R1, THREAD_SIZE)
+        a.jmp("jle", R1, R6, "irq")
+        a.ja("task")
+    elif raw:
+        # the same, its address read as a number (a copy of the spilled pointer: the verifier lets
+        # a root program read it that way)
         a.stx(DW, FP, _D_SCR, R6)
         a.mov(R3, FP).add(R3, _D_SCR)
         _kread(a, _D_SP, 8, R3, "irq")
@@ -1682,13 +1694,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.ldx(DW, R3, FP, _D_SCR).add(R3, off.regs_sp)
         _kread(a, _D_SCR, 8, R3, "irq")
         a.ldx(DW, R7, FP, _D_SCR)  # r7 = stack pointer at the tracepoint (the reason is in the key already)
-    if btf:
-        a.call(GET_CURRENT_TASK_BTF)
-        a.ldx(W, R1, R0, off.task_flags)
-        a.mov32(R2, PF_KTHREAD)
-        a.jmp("jset", R1, R2, "irq")
-        a.ldx(DW, R1, R0, off.task_stack)
-    else:
+    if not btf:
         a.call(GET_CURRENT_TASK)
         a.mov(R9, R0)
         a.st(DW, FP, _D_SCR, 0)
@@ -1700,9 +1706,9 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.mov(R3, R9).add(R3, off.task_stack)
         _kread(a, _D_SCR, 8, R3, "irq")
         a.ldx(DW, R1, FP, _D_SCR)
-    a.sub(R7, R1)
-    a.jmp("jge", R7, THREAD_SIZE, "irq")  # (unsigned: below the stack wraps around too)
-    a.ja("task")
+        a.sub(R7, R1)
+        a.jmp("jge", R7, THREAD_SIZE, "irq")  # (unsigned: below the stack wraps around too)
+        a.ja("task")
     a.label("irq")
     a.or_(R8, F_IRQ)
     a.ja("attributed")
@@ -1789,8 +1795,17 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf
         a.ldx(DW, R1, FP, _D_SCR)
     a.jeq(R1, 0xFFFF, "parsed")  # network header not set
     a.add(R9, R1)
-    a.zero_stack(_D_HDR, 40)
+    # 48 bytes: the transport ports come with the IP header when it has no options (the usual
+    # case: one read, not two); 40 (the IP header alone) if that read fails
+    a.zero_stack(_D_HDR, 48)
+    a.mov(R7, 1)  # r7 = 1: the first 48 bytes are on the stack (until the ports say otherwise)
+    _kread(a, _D_HDR, 48, R9, "hdr_short")
+    a.ja("hdr_read")
+    a.label("hdr_short")
+    a.zero_stack(_D_HDR, 48)
+    a.mov(R7, 0)
     _kread(a, _D_HDR, 40, R9, "parsed")
+    a.label("hdr_read")
     a.ldx(B, R1, FP, _D_HDR).rsh(R1, 4)
     a.jeq(R1, 6, "ipv6")
     a.jne(R1, 4, "parsed")
@@ -1804,6 +1819,8 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf
     a.jne(R1, 0, "parsed")  # a fragment after the first: its payload is not a transport header
     a.ldx(B, R1, FP, _D_HDR).and_(R1, 0x0F).lsh(R1, 2)
     a.add(R9, R1)
+    a.jeq(R1, 20, "ports")  # (no options: the ports are at 20 in the copy, if it has 48 bytes)
+    a.mov(R7, 0)
     a.ja("ports")
     a.label("ipv6")
     # IPv6: payload_len @4 (be), nexthdr @6, daddr @24..40
@@ -1822,7 +1839,7 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf
         a.jeq(R2, _V6_DSTOPTS, f"v6opt{i}")
         a.jeq(R2, _V6_AH, f"v6ah{i}")
         a.jeq(R2, _V6_FRAGMENT, f"v6frag{i}")
-        a.ja("v6l4")
+        a.ja("v6l4_direct" if i == 0 else "v6l4")
         a.label(f"v6opt{i}")  # length in 8-byte units, not counting the first 8
         a.st(DW, FP, _D_SCR, 0)
         _kread(a, _D_SCR, 4, R9, "v6unknown")
@@ -1847,18 +1864,35 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf
     a.mov(R2, 0)
     a.st(H, FP, _D_KEY + _K["protocol"], 0)
     a.ja("parsed")
+    a.label("v6l4_direct")  # no extension headers: the ports are at 40 in the copy, if it has 48 bytes
+    a.jeq(R7, 0, "v6l4")
+    a.mov(R7, 2)
+    a.ja("v6l4_set")
     a.label("v6l4")
+    a.mov(R7, 0)
+    a.label("v6l4_set")
     a.stx(H, FP, _D_KEY + _K["protocol"], R2)
     a.label("ports")
-    # r2 = L4 protocol, r9 = its header: TCP, UDP and UDPLite have the destination port at +2
+    # r2 = L4 protocol, r9 = its header: TCP, UDP and UDPLite have the destination port at +2;
+    # r7: 1 (IPv4) or 2 (IPv6) when the header is in the copy, else 0 (read it)
     a.ldx(H, R2, FP, _D_KEY + _K["protocol"])
     a.jeq(R2, IPPROTO_TCP, "port")
     a.jeq(R2, 136, "port")
     a.jne(R2, IPPROTO_UDP, "parsed")
     a.label("port")
+    a.jeq(R7, 1, "port_v4")
+    a.jeq(R7, 2, "port_v6")
     a.st(DW, FP, _D_SCR, 0)
     _kread(a, _D_SCR, 4, R9, "parsed")
-    a.ldx(H, R1, FP, _D_SCR + 2).be16(R1).stx(H, FP, _D_KEY + _K["port"], R1)
+    a.ldx(H, R1, FP, _D_SCR + 2)
+    a.ja("port_set")
+    a.label("port_v4")
+    a.ldx(H, R1, FP, _D_HDR + 20 + 2)
+    a.ja("port_set")
+    a.label("port_v6")
+    a.ldx(H, R1, FP, _D_HDR + 40 + 2)
+    a.label("port_set")
+    a.be16(R1).stx(H, FP, _D_KEY + _K["port"], R1)
     a.or_(R8, F_PORT)
     a.ja("parsed")
 
