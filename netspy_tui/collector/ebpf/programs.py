@@ -12,8 +12,8 @@ being enabled sends every system call on the host through the kernel's slower sy
 ~170 ns each here, the floor of what this collector costs a host's system calls):
 
 ``connect_enter`` (syscalls/sys_enter_connect)
-    Saves ``{uservaddr, addrlen, fd}`` and a copy of the sockaddr, read now (a fault is
-    retried at exit and counted if that fails too) in ``inflight[pid_tgid]``, marked LIVE until the
+    Saves ``{uservaddr, addrlen, fd}`` in ``inflight[pid_tgid]`` (the sockaddr is read at exit,
+    and only by a call that started no connection; a fault there is counted), marked LIVE until the
     call returns (an LRU map: a thread's entry is rewritten in place by its next call, not inserted
     and deleted each time). A call the kernel restarts after a signal finds its earlier entry marked
     RESTARTING and leaves it alone.
@@ -137,7 +137,6 @@ CF_RESOLVED = 1 << 33  # the handshake ended; ``err`` holds the result
 CF_RESTARTING = 1 << 34  # connect() was interrupted by a signal: the restarted call (if any) reports it
 
 # inflight[] flags
-IF_SA_OK = 1  # the sockaddr copy was read at entry
 IF_RESTARTING = 2  # the call returned a restart code: the next call on this fd continues it
 IF_INCALL = 4  # (with IF_RESTARTING) the continuing call is running
 IF_LIVE = 8  # the thread is in a connect() call (its entry stays in the map between calls, not live)
@@ -152,7 +151,7 @@ INVALID_CALL = tuple(
 #: counters (array map) by index: each path that loses, skips or cannot follow something
 COUNTERS = (
     "ring_full",  # a raw record did not fit in the ring (its counts were kept)
-    "sockaddr_fault",  # the address could not be read at entry nor at exit: connect not counted
+    "sockaddr_fault",  # the address of a call that started no connection could not be read: not counted
     "inflight_full",  # no room to follow a connect() call: not counted (the LRU map evicts instead)
     "conns_full",  # no room to follow a connection: counted with outcome "unknown"
     "counts_full",  # a count did not fit in the count map: counted in the overflow array
@@ -244,10 +243,10 @@ KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
 # inflight[pid_tgid] value (bytes 8..15 unused)
 INFLIGHT = np.dtype(
     {
-        "names": ["uaddr", "sk", "addrlen", "fd", "flags", "sa"],
-        "formats": ["<u8", "<u8", "<u4", "<i4", "<u4", ("u1", (32,))],
-        "offsets": [0, 16, 24, 28, 32, 40],
-        "itemsize": 72,
+        "names": ["uaddr", "sk", "addrlen", "fd", "flags"],
+        "formats": ["<u8", "<u8", "<u4", "<i4", "<u4"],
+        "offsets": [0, 16, 24, 28, 32],
+        "itemsize": 40,
     }
 )
 _I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
@@ -696,11 +695,13 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 
 
 def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
-    """Stack: -8 key, -80 inflight value (72 bytes), -88 scratch. A thread's entry stays in the map
+    """Stack: -8 key, -80 inflight value, -88 scratch. A thread's entry stays in the map
     (LRU) between its calls, marked IF_LIVE only during one: a call writes the entry in place, and
     only a thread's first call inserts one (no insert and delete per call). A live entry is looked
     at first: a call the kernel restarts after a signal (same fd) continues the interrupted one;
-    anything else (a call whose exit was not seen) is replaced."""
+    anything else (a call whose exit was not seen) is replaced. The sockaddr is not read here: only
+    a call that starts no connection needs it, and its exit reads it (the page is resident by then,
+    where a read now could fault) — most connects (TCP) never read it at all."""
     V = -80
     a = Asm()
     a.mov(R6, R1)
@@ -722,23 +723,11 @@ def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _OR)
     a.ja("out")
     a.label("build")
-    a.zero_stack(V, 72)
+    a.zero_stack(V, INFLIGHT.itemsize)
     a.st(W, FP, V + _I["flags"], IF_LIVE)
     a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
-    # the sockaddr as the call passed it (a fault here is retried at exit)
-    a.ldx(W, R2, FP, V + _I["addrlen"])
-    a.jmp("jle", R2, 28, "len_ok")
-    a.mov(R2, 28)
-    a.label("len_ok")
-    a.jmp("jlt", R2, 2, "store")
-    a.mov(R1, FP).add(R1, V + _I["sa"])
-    a.ldx(DW, R3, FP, V + _I["uaddr"])
-    a.call(PROBE_READ_USER)
-    a.jne(R0, 0, "store")
-    a.st(W, FP, V + _I["flags"], IF_LIVE | IF_SA_OK)
-    a.label("store")
     a.jeq(R9, 0, "insert")
     # written in place, the flags word last (the entry is this thread's: only its programs write it)
     for at in range(0, INFLIGHT.itemsize, 8):
@@ -776,6 +765,7 @@ _S_SA = -168  # sockaddr copy (32 bytes); -136..-168 also holds the overflow ind
 _S_CONN = -288  # conn value (120 bytes); the count key is its first 48
 _S_KEY = _S_CONN
 _S_MONO = -408  # the clock read (ns since boot) behind _S_WALL (below the raw tcp_state's copies)
+_S_ADDRLEN = -416  # connect_exit: the call's addrlen (the kernel's int)
 
 
 def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
@@ -1381,8 +1371,8 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ldx(DW, R1, R9, _I["sk"]).stx(DW, FP, _S_SK, R1)
     a.ldx(W, R7, R9, _I["flags"])  # r7 = the entry's flags
     a.st(DW, FP, _S_FLAGS, 0)
-    _copy_to_stack(a, R9, _I["sa"], _S_SA, 32)
     a.ldx(DW, R1, R9, _I["uaddr"]).stx(DW, FP, _S_UADDR, R1)
+    a.ldx(W, R1, R9, _I["addrlen"]).stx(DW, FP, _S_ADDRLEN, R1)
     a.ldx(W, R1, R9, _I["fd"]).stx(DW, FP, _S_FD, R1)
     # a restart code: a signal interrupted the call, which the kernel restarts after the handler
     # (SA_RESTART) or reports as EINTR. The connection is reported by whichever call ends it,
@@ -1496,11 +1486,14 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.mov(R1, 0).sub(R1, R8)
     a.stx(DW, FP, _S_RESULT, R1)  # errno, 0 for ok
     a.label("by_address")
-    a.jmp("jset", R7, IF_SA_OK, "sa_ok")
-    # the read at entry faulted; the page is resident now that connect() has used it
+    # the sockaddr as the call passed it (connect() has used it: the page is resident), no more
+    # than the call said it has (the next byte may be unreadable)
     a.zero_stack(_S_SA, 32)
-    a.mov(R1, FP).add(R1, _S_SA)
+    a.ldx(DW, R2, FP, _S_ADDRLEN)
+    a.jmp("jle", R2, 28, "len_ok")
     a.mov(R2, 28)
+    a.label("len_ok")
+    a.mov(R1, FP).add(R1, _S_SA)
     a.ldx(DW, R3, FP, _S_UADDR)
     a.call(PROBE_READ_USER)
     a.jeq(R0, 0, "sa_ok")
