@@ -2,9 +2,9 @@
 
 Every figure is counted once, in the kernel, when it is final; raw records are a detail stream
 beside the counts. Programs (``BPF_PROG_TYPE_TRACEPOINT`` attached through perf events; those on the
-busiest tracepoints — ``tcp_state``, ``skb_drop``, ``sock_bytes`` — get the tracepoint's arguments
+busiest tracepoints — ``tcp_state``, ``skb_drop``, ``sock_bytes``, ``conn_destroy`` — get the tracepoint's arguments
 instead where the kernel's BTF says what it passes: a perf event builds the trace record before every
-run, which cost a state change, a freed packet or a send() about as much as the program. They load
+run, which cost a state change, a freed packet or socket or a send() about as much as the program. They load
 as BTF-typed programs (``tp_btf``: the socket's, the skb's and the task's fields are plain loads)
 where the kernel allows, else as ``BPF_PROG_TYPE_RAW_TRACEPOINT`` (fields read with helper calls),
 else as perf tracepoint programs. ``connect()`` is seen only through the syscall tracepoints, whose
