@@ -436,6 +436,33 @@ def test_a_kernel_that_refuses_btf_typed_programs_gets_raw_tracepoint_ones(monke
 
 
 @pytest.mark.ebpf
+def test_threads_connect_calls_are_tracked_only_while_they_run(live, listener) -> None:
+    """A thread's inflight entry is kept between its connect() calls (written in place, not inserted
+    and deleted each call): once every call has returned none is in flight, whatever the map holds,
+    and every thread's connect is seen, each once."""
+    collector, rec = live
+    port = listener.getsockname()[1]
+
+    def connect_twice() -> None:
+        for _ in range(2):
+            with socket.socket() as s:
+                s.connect(("127.0.0.1", port))
+
+    threads = [threading.Thread(target=connect_twice) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = rec.wait_for(mine(port), count=16)
+    assert len(got) == 16 and {e.outcome for e in got} == {"ok"}
+    assert len({e.id for e in got}) == 16
+    wait_until(lambda: collector.tracked()["inflight"] == 0, what="no connect() call in flight")
+    session = collector._session
+    assert session is not None and session.maps is not None  # the threads' entries are still there
+    assert syscalls.map_count(session.maps.inflight, 8) >= 8
+
+
+@pytest.mark.ebpf
 def test_server_status_names_how_each_program_is_attached(spawn, cli) -> None:  # noqa: F811
     """``server_status`` (a served collector, asked from the command line) has one line per program
     with how it is attached: perf tracepoints for connect(), the arguments (tp_btf, or raw tracepoint
