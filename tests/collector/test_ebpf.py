@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from netspy_tui.collector.base import CollectorStats
 from netspy_tui.collector.ebpf import EbpfCollector, syscalls, tracefs
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf.asm import DW, R0, R2, Asm
+from netspy_tui.collector.ebpf.collector import KINDS as CollectorKinds
 from netspy_tui.collector.ebpf.collector import _Session
 from netspy_tui.collector.ebpf.decode import Codec, walls
 from netspy_tui.errors import CollectorError
@@ -33,6 +35,8 @@ from netspy_tui.models import ConnectionEvent, PacketDropEvent, ns_to_time, pars
 from netspy_tui.names.workload import cgroup2_mount, kernel_cgroups
 from netspy_tui.serve.app import event_json
 from tests.contract import validate_event
+from tests.hardening.conftest import cli, free_port, spawn  # noqa: F401 (fixtures)
+from tests.hardening.test_security import served_url
 
 REQUIRE = os.environ.get("NETSPY_REQUIRE_EBPF") == "1"
 LOOPBACK_V4 = int.from_bytes(socket.inet_aton("127.0.0.1"), "little")
@@ -345,7 +349,7 @@ def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
         progs = collector.programs()
         assert {p[0] for p in progs} >= {"connect_enter", "connect_exit", "tcp_state", "skb_drop"}
         assert all(
-            kind == "tracepoint" and status == "active" and syscalls.prog_exists(i) for _, kind, status, i in progs
+            kind in CollectorKinds and status == "active" and syscalls.prog_exists(i) for _, kind, status, i in progs
         )
         with socket.socket() as s:
             s.connect(("127.0.0.1", port))
@@ -370,10 +374,112 @@ def test_state_drop_and_byte_programs_get_the_tracepoints_arguments(live) -> Non
         pytest.skip("this kernel's BTF has no tracepoint prototypes")
     types = {name: syscalls.prog_type(prog_id) for name, _, _, prog_id in collector.programs()}
     raw, perf = syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, syscalls.BPF_PROG_TYPE_TRACEPOINT
-    # BTF-typed (tp_btf) where the kernel allows tracing programs, else raw
-    assert len({types[name] for name in ("tcp_state", "skb_drop", "sock_send", "sock_recv")}) == 1
+    # BTF-typed (tp_btf) where the kernel allows tracing programs, else raw; conn_destroy runs for
+    # every TCP socket freed (once per connect) and gets its argument the same way
+    assert len({types[name] for name in ("tcp_state", "skb_drop", "sock_send", "sock_recv", "conn_destroy")}) == 1
     assert types["tcp_state"] in (raw, syscalls.BPF_PROG_TYPE_TRACING)
     assert types["connect_enter"] == types["connect_exit"] == types["tcp_retransmit"] == perf
+    # what programs() (and so server_status) says each one is, is what the kernel has
+    kernel_type = {"tracepoint": perf, "raw_tracepoint": raw, "tp_btf": syscalls.BPF_PROG_TYPE_TRACING,
+                   "fentry": syscalls.BPF_PROG_TYPE_TRACING}  # fmt: skip
+    kinds = {name: kind for name, kind, _, _ in collector.programs()}
+    assert {name: kernel_type[kind] for name, kind in kinds.items()} == types
+    assert kinds["connect_enter"] == "tracepoint" and kinds["conn_destroy"] == kinds["tcp_state"] != "tracepoint"
+
+
+def start_refusing(
+    monkeypatch: pytest.MonkeyPatch, call: str, fake: Callable[..., int]
+) -> tuple[set[str], Recorder, EbpfCollector]:
+    """A collector started with ``syscalls.<call>`` replaced by ``fake`` (a kernel refusing
+    something); the fds open before it, its sink."""
+    monkeypatch.setattr(syscalls, call, fake)
+    fds = open_fds()
+    rec = Recorder()
+    collector = EbpfCollector(ring_bytes=1 << 20)
+    start_or_skip(collector, rec)
+    return fds, rec, collector
+
+
+@pytest.mark.ebpf
+def test_a_kernel_that_refuses_btf_typed_programs_gets_raw_tracepoint_ones(monkeypatch) -> None:
+    """BTF-typed (tracing) programs refused: the programs that get the tracepoints' arguments load as
+    raw tracepoint programs instead (fields read with helper calls), say so, and see the same truth."""
+    if not all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
+        pytest.skip("this kernel's BTF has no tracepoint prototypes")
+    real_load = syscalls.prog_load
+
+    def refuse_tracing(prog_type: int, *args: object, **kwargs: object) -> int:
+        if prog_type == syscalls.BPF_PROG_TYPE_TRACING:
+            raise syscalls.BpfError(errno.EPERM, "loading program")
+        return real_load(prog_type, *args, **kwargs)  # type: ignore[arg-type]
+
+    fds, rec, collector = start_refusing(monkeypatch, "prog_load", refuse_tracing)
+    try:
+        kinds = {name: kind for name, kind, _, _ in collector.programs()}
+        for name in ("tcp_state", "skb_drop", "conn_destroy", "sock_send", "sock_recv"):
+            assert kinds[name] == "raw_tracepoint", name
+        assert kinds["connect_enter"] == kinds["connect_exit"] == "tracepoint" and "conn_error" not in kinds
+        port = closed_port()
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+        (e,) = rec.wait_for(mine(port))
+        assert (e.return_code, e.outcome, e.protocol) == (-111, "refused", "TCP")
+        udp = closed_port(kind=socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"x", ("127.0.0.1", udp))
+        (d,) = rec.wait_for(lambda e: isinstance(e, PacketDropEvent) and e.destination == f"127.0.0.1:{udp}")
+        assert (d.drop_reason, d.protocol) == ("NO_SOCKET", "UDP")
+        assert collector.tracked() == {"inflight": 0, "conns": 0}  # (conn_destroy found nothing left over)
+    finally:
+        collector.stop()
+    assert open_fds() == fds
+
+
+@pytest.mark.ebpf
+def test_threads_connect_calls_are_tracked_only_while_they_run(live, listener) -> None:
+    """A thread's inflight entry is kept between its connect() calls (written in place, not inserted
+    and deleted each call): once every call has returned none is in flight, whatever the map holds,
+    and every thread's connect is seen, each once."""
+    collector, rec = live
+    port = listener.getsockname()[1]
+
+    def connect_twice() -> None:
+        for _ in range(2):
+            with socket.socket() as s:
+                s.connect(("127.0.0.1", port))
+
+    threads = [threading.Thread(target=connect_twice) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = rec.wait_for(mine(port), count=16)
+    assert len(got) == 16 and {e.outcome for e in got} == {"ok"}
+    assert len({e.id for e in got}) == 16
+    wait_until(lambda: collector.tracked()["inflight"] == 0, what="no connect() call in flight")
+    session = collector._session
+    assert session is not None and session.maps is not None  # the threads' entries are still there
+    assert syscalls.map_count(session.maps.inflight, 8) >= 8
+
+
+@pytest.mark.ebpf
+def test_server_status_names_how_each_program_is_attached(spawn, cli) -> None:  # noqa: F811
+    """``server_status`` (a served collector, asked from the command line) has one line per program
+    with how it is attached: perf tracepoints for connect(), the arguments (tp_btf, or raw tracepoint
+    programs) for the state changes, drops and socket frees where the kernel allows."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (eBPF)")
+    port = free_port()
+    child = spawn("serve", "--collector", "ebpf", "--port", str(port))
+    url = served_url(child, "the eBPF server API")
+    out = cli("--tool", "server_status", "--server", url)
+    assert out.returncode == 0, out.stderr
+    kinds = dict(re.findall(r"^Program: (\w+) \((\w+), active\)$", out.stdout, re.M))
+    assert kinds["connect_enter"] == kinds["connect_exit"] == "tracepoint", out.stdout
+    assert set(kinds.values()) <= {"tracepoint", "raw_tracepoint", "tp_btf", "fentry"}
+    assert kinds["conn_destroy"] == kinds["tcp_state"]
+    if all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
+        assert kinds["conn_destroy"] in ("tp_btf", "raw_tracepoint")
 
 
 @pytest.mark.ebpf
@@ -384,11 +490,7 @@ def test_a_kernel_that_refuses_raw_tracepoint_programs_gets_perf_ones(monkeypatc
     def refuse(name: str | None, prog_fd: int) -> int:
         raise syscalls.BpfError(errno.EPERM, "attaching program to raw tracepoint")
 
-    monkeypatch.setattr(syscalls, "raw_tracepoint_open", refuse)
-    fds = open_fds()
-    rec = Recorder()
-    collector = EbpfCollector(ring_bytes=1 << 20)
-    start_or_skip(collector, rec)
+    fds, rec, collector = start_refusing(monkeypatch, "raw_tracepoint_open", refuse)
     try:
         types = {syscalls.prog_type(prog_id) for _, _, _, prog_id in collector.programs()}
         assert types == {syscalls.BPF_PROG_TYPE_TRACEPOINT}

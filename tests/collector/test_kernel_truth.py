@@ -536,11 +536,13 @@ def test_raw_connect_syscall_with_high_register_bits_is_captured(live, listener)
 
 @pytest.mark.ebpf
 def test_tcp_fast_open_sendto_is_a_connection(live, listener) -> None:
-    """sendto(MSG_FASTOPEN) moves the socket CLOSE -> SYN_SENT inside sendto(): no connect() call."""
+    """sendto(MSG_FASTOPEN) moves the socket CLOSE -> SYN_SENT inside sendto(): no connect() call —
+    even in a thread whose earlier connect() left its (no longer live) entry in the kernel's map."""
     _, rec = live
     if not int(Path("/proc/sys/net/ipv4/tcp_fastopen").read_text()) & 1:
         skip_env("net.ipv4.tcp_fastopen has the client bit off")
     port = listener.getsockname()[1]
+    flush(rec)  # a connect() call from this thread first
     with socket.socket() as s:
         assert s.sendto(b"hello", socket.MSG_FASTOPEN, ("127.0.0.1", port)) == 5
         conn, _ = listener.accept()
@@ -927,13 +929,15 @@ def test_non_first_ipv4_fragment_has_no_port(live) -> None:
 
 @pytest.mark.ebpf
 def test_ipv6_extension_headers_are_skipped_to_the_port(live) -> None:
-    """UDP to closed ports on ::1 with a hop-by-hop header, a destination-options header, and both."""
+    """UDP to closed ports on ::1 with a hop-by-hop header, a destination-options header, both, and
+    none (the port then comes with the header's copy)."""
     _, rec = live
     padn = bytes([0, 0, 1, 4, 0, 0, 0, 0])  # next header (the kernel fills it), length 0, PadN(4)
     cases = {
         "hop": [socket.IPV6_HOPOPTS],
         "dst": [socket.IPV6_DSTOPTS],
         "both": [socket.IPV6_HOPOPTS, socket.IPV6_DSTOPTS],
+        "none": [],
     }
     sent: dict[int, tuple[str, int]] = {}  # UDP length -> (case, port): the length tells our packets apart
     t0 = time.monotonic_ns()

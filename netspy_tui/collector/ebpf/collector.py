@@ -93,6 +93,13 @@ _ATTACH = (
     _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
 )
 
+#: how a program is attached, as :meth:`EbpfCollector.programs` (and ``server_status``) names it:
+#: ``tp_btf`` (a BTF-typed tracing program: the tracepoint's arguments, fields read with plain
+#: loads), ``raw_tracepoint`` (the arguments, fields read with helper calls), ``tracepoint`` (through
+#: a perf event, which builds the trace record before every run: the syscall tracepoints, and every
+#: program where the kernel refuses the others), ``fentry`` (a kernel function's entry)
+KINDS = ("tp_btf", "raw_tracepoint", "tracepoint", "fentry")
+
 #: what an optional tracepoint's absence costs (one line in server_status)
 _WITHOUT = {
     "sock_send": "bytes sent are not counted (needs Linux 6.3 or later)",
@@ -102,7 +109,10 @@ _WITHOUT = {
     "conn_destroy": "a connect whose handshake end the kernel does not show tcp_state stays in progress",
 }
 
-#: kernel map sizes: concurrent connect() calls, connections in SYN_SENT, count keys per drain
+#: kernel map sizes: threads that make connect() calls (LRU: a thread's entry is kept between its
+#: calls, so a call writes it in place instead of inserting and deleting one; a live entry is lost
+#: only past 16,384 threads making calls since, counted as ``exit_without_enter``), connections in
+#: SYN_SENT, count keys per drain
 INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
 #: (socket, process, second, direction) keys of traffic per drain
 TRAFFIC_ENTRIES = 32768
@@ -144,6 +154,7 @@ class _Session:
         self.prog_fds: list[int] = []
         self.perf_fds: list[int] = []
         self.loaded: list[tuple[str, int, int]] = []  # (program name, kernel id, fd)
+        self.kinds: dict[str, str] = {}  # program name -> how it is attached (see :data:`KINDS`)
         self.maps: P.Maps | None = None
         self.ring: RingBuffer | None = None
         self.wake_fd = -1
@@ -206,11 +217,11 @@ class _Session:
         if traffic and not offsets.addresses:
             self.notes.append("no BTF for socket addresses: traffic is counted per process without addresses")
 
-        hash_, array = syscalls.BPF_MAP_TYPE_HASH, syscalls.BPF_MAP_TYPE_ARRAY
+        hash_, array, lru = syscalls.BPF_MAP_TYPE_HASH, syscalls.BPF_MAP_TYPE_ARRAY, syscalls.BPF_MAP_TYPE_LRU_HASH
         self.maps = maps = P.Maps(
             ring=self._map(syscalls.BPF_MAP_TYPE_RINGBUF, 0, 0, self.ring_bytes, "netspy_ring"),
             ring_bytes=self.ring_bytes,
-            inflight=self._map(hash_, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, "netspy_inflight"),
+            inflight=self._map(lru, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, "netspy_inflight"),
             conns=self._map(hash_, 8, P.CONN.itemsize, CONNS_ENTRIES, "netspy_conns"),
             counts=(
                 self._map(hash_, P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, "netspy_counts0"),
@@ -233,8 +244,9 @@ class _Session:
         self._write_ctl()
         # programs that run as raw tracepoint programs (the tracepoint's arguments, no trace record)
         raw_bytes, raw_state, raw_drop = P.raw_sock_bytes_ok(offsets), P.raw_state_ok(offsets), P.raw_drop_ok(offsets)
+        raw_destroy = P.raw_prototype_ok("tcp_destroy_sock")
         raw_progs = {name for name, ok in (("sock_send", raw_bytes), ("sock_recv", raw_bytes), ("tcp_state", raw_state),
-                                           ("skb_drop", raw_drop)) if ok}  # fmt: skip
+                                           ("skb_drop", raw_drop), ("conn_destroy", raw_destroy)) if ok}  # fmt: skip
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
         # builders by program: (tracepoint, raw) -> program
@@ -246,7 +258,7 @@ class _Session:
             "sock_send": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw),
             "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw),
             "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets),
-            "conn_destroy": lambda tp, raw: P.conn_destroy(tp, maps, offsets),
+            "conn_destroy": lambda tp, raw: P.conn_destroy(tp, maps, offsets, raw=raw),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -262,6 +274,8 @@ class _Session:
             typed["tcp_state"] = lambda tp: P.tcp_state(tp, maps, states, offsets, raw=True, btf=True)
         if raw_drop:
             typed["skb_drop"] = lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=True, btf=True)
+        if raw_destroy:
+            typed["conn_destroy"] = lambda tp: P.conn_destroy(tp, maps, offsets, raw=True, btf=True)
         self._attach_conn_error(maps)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
@@ -309,15 +323,15 @@ class _Session:
             log.info("eBPF: %s as %s program refused (%s): another kind instead", spec.name, kind, exc)
             return False
         try:
-            self._link(spec.name, prog, None if typed else spec.tracepoint)
+            self._link(spec.name, prog, None if typed else spec.tracepoint, "tp_btf" if typed else "raw_tracepoint")
         except syscalls.BpfError as exc:
             log.info("eBPF: %s as %s program not attached (%s): another kind instead", spec.name, kind, exc)
             return False
         return True
 
-    def _link(self, name: str, prog: int, tracepoint: str | None) -> None:
-        """Attach loaded program ``prog`` (:func:`syscalls.raw_tracepoint_open`) and keep it; on
-        :class:`syscalls.BpfError` it is closed and the error raised."""
+    def _link(self, name: str, prog: int, tracepoint: str | None, kind: str) -> None:
+        """Attach loaded program ``prog`` (:func:`syscalls.raw_tracepoint_open`) and keep it as
+        ``kind``; on :class:`syscalls.BpfError` it is closed and the error raised."""
         try:
             link = syscalls.raw_tracepoint_open(tracepoint, prog)
         except syscalls.BpfError:
@@ -326,6 +340,7 @@ class _Session:
         self.prog_fds.append(prog)
         self.perf_fds.append(link)
         self.loaded.append((name, syscalls.prog_id(prog), prog))
+        self.kinds[name] = kind
 
     def _attach_conn_error(self, maps: P.Maps) -> None:
         """``conn_error`` (before ``tcp_state``, whose outcomes it makes exact) at the entry of the
@@ -344,7 +359,7 @@ class _Session:
             self._no_conn_error(f"{exc}")
             return
         try:
-            self._link("conn_error", prog, None)
+            self._link("conn_error", prog, None, "fentry")
         except syscalls.BpfError as exc:
             self._no_conn_error(f"{exc}")
             return
@@ -380,6 +395,7 @@ class _Session:
                 hint,
             ) from exc
         self.loaded.append((spec.name, syscalls.prog_id(prog), prog))
+        self.kinds[spec.name] = "tracepoint"
 
     # --- reading ----------------------------------------------------------------------------
     def start_reader(self) -> None:
@@ -601,9 +617,17 @@ class _Session:
         if self.maps is None or self.closed:
             return {"inflight": 0, "conns": 0}
         return {
-            "inflight": syscalls.map_count(self.maps.inflight, 8),
+            "inflight": self._calls_in_flight(),
             "conns": syscalls.map_count(self.maps.conns, 8),
         }
+
+    def _calls_in_flight(self) -> int:
+        """Threads in a connect() call: their ``inflight`` entries marked live (a thread's entry
+        stays between its calls)."""
+        assert self.maps is not None
+        _, raw, n = syscalls.map_batch(self.maps.inflight, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, delete=False)
+        flags = np.frombuffer(raw, P.INFLIGHT)[:n]["flags"]
+        return int(np.count_nonzero(flags & P.IF_LIVE))
 
     def program_stats(self) -> list[tuple[str, int, int, int]]:
         """(program, run_time_ns, run_cnt, recursion_misses) of each loaded program."""
@@ -761,7 +785,7 @@ class EbpfCollector(Collector):
         session = self._session
         if session is None or session.closed:
             return []
-        return [(name, "tracepoint", "active", prog_id) for name, prog_id, _ in session.loaded]
+        return [(name, session.kinds.get(name, "tracepoint"), "active", prog_id) for name, prog_id, _ in session.loaded]
 
     def _live(self) -> _Session | None:
         session = self._session

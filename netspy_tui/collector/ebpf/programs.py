@@ -2,9 +2,9 @@
 
 Every figure is counted once, in the kernel, when it is final; raw records are a detail stream
 beside the counts. Programs (``BPF_PROG_TYPE_TRACEPOINT`` attached through perf events; those on the
-busiest tracepoints — ``tcp_state``, ``skb_drop``, ``sock_bytes`` — get the tracepoint's arguments
+busiest tracepoints — ``tcp_state``, ``skb_drop``, ``sock_bytes``, ``conn_destroy`` — get the tracepoint's arguments
 instead where the kernel's BTF says what it passes: a perf event builds the trace record before every
-run, which cost a state change, a freed packet or a send() about as much as the program. They load
+run, which cost a state change, a freed packet or socket or a send() about as much as the program. They load
 as BTF-typed programs (``tp_btf``: the socket's, the skb's and the task's fields are plain loads)
 where the kernel allows, else as ``BPF_PROG_TYPE_RAW_TRACEPOINT`` (fields read with helper calls),
 else as perf tracepoint programs. ``connect()`` is seen only through the syscall tracepoints, whose
@@ -12,9 +12,11 @@ being enabled sends every system call on the host through the kernel's slower sy
 ~170 ns each here, the floor of what this collector costs a host's system calls):
 
 ``connect_enter`` (syscalls/sys_enter_connect)
-    Saves ``{uservaddr, addrlen, fd, ts}`` and a copy of the sockaddr, read now (a fault is
-    retried at exit and counted if that fails too) in ``inflight[pid_tgid]``. A call the kernel
-    restarts after a signal finds its earlier entry marked RESTARTING and leaves it alone.
+    Saves ``{uservaddr, addrlen, fd}`` in ``inflight[pid_tgid]`` (the sockaddr is read at exit,
+    and only by a call that started no connection; a fault there is counted), marked LIVE until the
+    call returns (an LRU map: a thread's entry is rewritten in place by its next call, not inserted
+    and deleted each time). A call the kernel restarts after a signal finds its earlier entry marked
+    RESTARTING and leaves it alone.
 ``tcp_state`` (sock/inet_sock_set_state)
     CLOSE -> SYN_SENT inside ``connect()`` starts a connection: ``conns[skaddr]`` gets its count
     key — process (tgid and the thread-group leader's name), destination as the *socket* has it
@@ -135,9 +137,9 @@ CF_RESOLVED = 1 << 33  # the handshake ended; ``err`` holds the result
 CF_RESTARTING = 1 << 34  # connect() was interrupted by a signal: the restarted call (if any) reports it
 
 # inflight[] flags
-IF_SA_OK = 1  # the sockaddr copy was read at entry
 IF_RESTARTING = 2  # the call returned a restart code: the next call on this fd continues it
 IF_INCALL = 4  # (with IF_RESTARTING) the continuing call is running
+IF_LIVE = 8  # the thread is in a connect() call (its entry stays in the map between calls, not live)
 
 #: return codes the kernel uses to restart a syscall (never seen by the application)
 RESTART_CODES = range(-516, -511)
@@ -149,11 +151,11 @@ INVALID_CALL = tuple(
 #: counters (array map) by index: each path that loses, skips or cannot follow something
 COUNTERS = (
     "ring_full",  # a raw record did not fit in the ring (its counts were kept)
-    "sockaddr_fault",  # the address could not be read at entry nor at exit: connect not counted
-    "inflight_full",  # no room to follow a connect() call: not counted
+    "sockaddr_fault",  # the address of a call that started no connection could not be read: not counted
+    "inflight_full",  # no room to follow a connect() call: not counted (the LRU map evicts instead)
     "conns_full",  # no room to follow a connection: counted with outcome "unknown"
     "counts_full",  # a count did not fit in the count map: counted in the overflow array
-    "exit_without_enter",  # connect() returned without its entry (attached mid-call, or inflight full)
+    "exit_without_enter",  # connect() returned without its entry (attached mid-call, or its entry evicted)
     "repeat_connects",  # EALREADY/EISCONN or a call reporting an earlier attempt: not a new connect
     "restarted",  # connect() calls interrupted by a signal and restarted by the kernel
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
@@ -238,13 +240,13 @@ RECORD_SIZE = RECORD.itemsize
 _K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
 KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
 
-# inflight[pid_tgid] value
+# inflight[pid_tgid] value (bytes 8..15 unused)
 INFLIGHT = np.dtype(
     {
-        "names": ["uaddr", "ts", "sk", "addrlen", "fd", "flags", "sa"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<i4", "<u4", ("u1", (32,))],
-        "offsets": [0, 8, 16, 24, 28, 32, 40],
-        "itemsize": 72,
+        "names": ["uaddr", "sk", "addrlen", "fd", "flags"],
+        "formats": ["<u8", "<u8", "<u4", "<i4", "<u4"],
+        "offsets": [0, 16, 24, 28, 32],
+        "itemsize": 40,
     }
 )
 _I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
@@ -460,11 +462,14 @@ def _ctl(a: Asm, maps: Maps, slot: int, fail: str) -> None:
     a.jeq(R0, 0, fail)
 
 
-def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str) -> None:
-    """Stack: FP+wall = wall-clock ns now, FP+active = live count map, FP+raw = raw-record flags."""
+def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str, mono: int | None = None) -> None:
+    """Stack: FP+wall = wall-clock ns now, FP+active = live count map, FP+raw = raw-record flags;
+    FP+mono (if given) = the same instant in ns since boot (one clock read serves both)."""
     _live(a, maps, slot, active, raw, fail)
     a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)
     a.call(KTIME_GET_NS)
+    if mono is not None:
+        a.stx(DW, FP, mono, R0)
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
 
 
@@ -601,14 +606,19 @@ def _read_member(a: Asm, load: Callable[[Reg], None], member: int, slot: int, si
     _kread(a, slot, size, R3, fail)
 
 
-def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = False) -> None:
+def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = False,
+                  thread: int | None = None) -> None:  # fmt: skip
     """FP+dst (16 bytes) = the thread-group leader's comm (the process name); the thread's own
     comm when BTF does not say where the leader is or the read fails. ``btf``: plain loads through
-    the BTF-typed current task (a tracing program), no helper calls to read kernel memory."""
+    the BTF-typed current task (a tracing program), no helper calls to read kernel memory.
+    ``thread``: FP+thread (16 bytes) = the thread's own comm too."""
     own, done = _uniq(a, "pn_own"), _uniq(a, "pn_done")
     if btf and off.leader:
         assert off.task_leader is not None and off.task_comm is not None
         a.call(GET_CURRENT_TASK_BTF)
+        if thread is not None:  # (the thread's name: two loads instead of bpf_get_current_comm)
+            for i in (0, 8):
+                a.ldx(DW, R2, R0, off.task_comm + i).stx(DW, FP, thread + i, R2)
         a.ldx(DW, R1, R0, off.task_leader)
         for i in (0, 8):
             a.ldx(DW, R2, R1, off.task_comm + i).stx(DW, FP, dst + i, R2)
@@ -628,6 +638,10 @@ def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = 
     a.mov(R2, 16)
     a.call(GET_CURRENT_COMM)
     a.label(done)
+    if thread is not None:
+        a.mov(R1, FP).add(R1, thread)
+        a.mov(R2, 16)
+        a.call(GET_CURRENT_COMM)
 
 
 def _normalize_mapped(a: Asm, key: int, flags_reg: Reg) -> None:
@@ -681,46 +695,47 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 
 
 def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
-    """Stack: -8 key, -80 inflight value (72 bytes), -88 scratch."""
+    """Stack: -8 key, -80 inflight value, -88 scratch. A thread's entry stays in the map
+    (LRU) between its calls, marked IF_LIVE only during one: a call writes the entry in place, and
+    only a thread's first call inserts one (no insert and delete per call). A live entry is looked
+    at first: a call the kernel restarts after a signal (same fd) continues the interrupted one;
+    anything else (a call whose exit was not seen) is replaced. The sockaddr is not read here: only
+    a call that starts no connection needs it, and its exit reads it (the page is resident by then,
+    where a read now could fault) — most connects (TCP) never read it at all."""
     V = -80
     a = Asm()
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, -8, R0)
-    # a call the kernel restarts after a signal (same fd) continues the interrupted one
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, -8)
     a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "fresh")
-    a.ldx(W, R1, R0, _I["flags"])
-    a.jmp("jset", R1, IF_RESTARTING, "restarting")
-    a.ja("fresh")
+    a.mov(R9, R0)  # r9 = this thread's entry, or NULL
+    a.jeq(R9, 0, "build")
+    a.ldx(W, R1, R9, _I["flags"])
+    a.jmp("jset", R1, IF_RESTARTING, "restarting")  # (set only while live)
+    a.ja("build")
     a.label("restarting")
-    a.ldx(W, R1, R0, _I["fd"])
+    a.ldx(W, R1, R9, _I["fd"])
     a.ldx(DW, R2, R6, tp.offset("fd", 8)).mov32(R2, R2)
-    a.jne(R1, R2, "fresh")  # another socket: the interrupted connect was left to finish on its own
+    a.jne(R1, R2, "build")  # another socket: the interrupted connect was left to finish on its own
     a.mov(R1, IF_INCALL)
-    a.atomic(W, R0, _I["flags"], R1, _OR)
+    a.atomic(W, R9, _I["flags"], R1, _OR)
     a.ja("out")
-    a.label("fresh")
-    a.zero_stack(V, 72)
+    a.label("build")
+    a.zero_stack(V, INFLIGHT.itemsize)
+    a.st(W, FP, V + _I["flags"], IF_LIVE)
     a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, FP, V + _I["ts"], R0)
-    # the sockaddr as the call passed it (a fault here is retried at exit)
-    a.ldx(W, R2, FP, V + _I["addrlen"])
-    a.jmp("jle", R2, 28, "len_ok")
-    a.mov(R2, 28)
-    a.label("len_ok")
-    a.jmp("jlt", R2, 2, "store")
-    a.mov(R1, FP).add(R1, V + _I["sa"])
-    a.ldx(DW, R3, FP, V + _I["uaddr"])
-    a.call(PROBE_READ_USER)
-    a.jne(R0, 0, "store")
-    a.st(W, FP, V + _I["flags"], IF_SA_OK)
-    a.label("store")
+    a.jeq(R9, 0, "insert")
+    # written in place, the flags word last (the entry is this thread's: only its programs write it)
+    for at in range(0, INFLIGHT.itemsize, 8):
+        if at != _I["flags"]:
+            a.ldx(DW, R1, FP, V + at).stx(DW, R9, at, R1)
+    a.ldx(DW, R1, FP, V + _I["flags"]).stx(DW, R9, _I["flags"], R1)
+    a.ja("out")
+    a.label("insert")
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, -8)
     a.mov(R3, FP).add(R3, V)
@@ -749,6 +764,8 @@ _S_VAL = -128  # 24-byte value of a new count entry (the overflow index goes at 
 _S_SA = -168  # sockaddr copy (32 bytes); -136..-168 also holds the overflow index at -136
 _S_CONN = -288  # conn value (120 bytes); the count key is its first 48
 _S_KEY = _S_CONN
+_S_MONO = -408  # the clock read (ns since boot) behind _S_WALL (below the raw tcp_state's copies)
+_S_ADDRLEN = -416  # connect_exit: the call's addrlen (the kernel's int)
 
 
 def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
@@ -803,6 +820,7 @@ RAW_PROTOTYPES = {
     "sock_recv_length": ("struct sock *", "int", "int"),
     "inet_sock_set_state": ("struct sock *", "int", "int"),
     "kfree_skb": ("struct sk_buff *", "void *", "enum skb_drop_reason"),
+    "tcp_destroy_sock": ("struct sock *",),
 }
 
 
@@ -930,22 +948,19 @@ def _dest_from_tp(a: Asm, f: _Fields, key: int) -> None:
 
 
 def _start_key(a: Asm, off: SockOffsets, btf: bool = False) -> None:
-    """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts."""
+    """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts (the
+    clock read :func:`_clock` saved at _S_MONO)."""
     a.zero_stack(_S_CONN, CONN.itemsize)
     _second(a, _S_WALL, _S_KEY)
     a.ldx(DW, R1, FP, _S_PIDTGID)
     a.stx(W, FP, _S_CONN + _C["tid"], R1)
     a.rsh(R1, 32).stx(W, FP, _S_KEY + _K["tgid"], R1)
-    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR, btf)
-    a.mov(R1, FP).add(R1, _S_CONN + _C["thread"])
-    a.mov(R2, 16)
-    a.call(GET_CURRENT_COMM)
+    _process_name(a, off, _S_KEY + _K["comm"], _S_SCR, btf, thread=_S_CONN + _C["thread"])
     a.call(GET_CURRENT_CGROUP_ID)
     a.stx(DW, FP, _S_CONN + _C["cgroup"], R0)
     a.st(B, FP, _S_KEY + _K["kind"], KIND_CONNECT)
     a.ldx(DW, R1, FP, _S_WALL).stx(DW, FP, _S_CONN + _C["wall"], R1)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, FP, _S_CONN + _C["ts"], R0)
+    a.ldx(DW, R1, FP, _S_MONO).stx(DW, FP, _S_CONN + _C["ts"], R1)
 
 
 def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets, raw: bool = False,
@@ -981,6 +996,11 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.mov(R9, R0)  # r9 = the connect() call's entry, or NULL: an implicit connect
     a.mov(R7, F_TCP)  # r7 = flags
     a.jeq(R9, 0, "implicit")
+    a.ldx(W, R1, R9, _I["flags"])
+    a.jmp("jset", R1, IF_LIVE, "in_call")
+    a.mov(R9, 0)  # the thread's entry, kept between its calls: not in one now
+    a.ja("implicit")
+    a.label("in_call")
     a.ldx(DW, R1, R9, _I["sk"])
     a.jne(R1, 0, "subflow")
     a.ldx(DW, R1, FP, _S_SK).stx(DW, R9, _I["sk"], R1)
@@ -989,7 +1009,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.or_(R7, F_IMPLICIT)
     a.label("build")
     f.read_sock(a, sport=False)
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO)
     _start_key(a, off, f.btf)
     _dest_from_tp(a, f, _S_KEY)
     f.load(a, H, R1, "family")
@@ -1202,11 +1222,13 @@ def conn_error(maps: Maps) -> Asm:
     return a.ret(0)
 
 
-def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
-    """See the module docstring: tcp/tcp_destroy_sock (perf tracepoint program)."""
+def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False, btf: bool = False) -> Asm:
+    """See the module docstring: tcp/tcp_destroy_sock. It runs for every TCP socket freed (once per
+    connect), so where the kernel allows it gets the tracepoint's argument as it is (``raw``; ``btf``:
+    as a BTF-typed program, sk_err a plain load) instead of a perf trace record built for each run."""
     a = Asm()
     a.mov(R6, R1)
-    a.ldx(DW, R1, R6, tp.offset("skaddr", 8))
+    a.ldx(DW, R1, R6, 0 if raw else tp.offset("skaddr", 8))
     a.stx(DW, FP, _S_SK, R1)
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, _S_SK)
@@ -1219,7 +1241,11 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     _count(a, maps.counters, "state_unseen", _S_CNT)
     # the socket's error, if the application has not taken it; else the outcome is unknown
     a.mov(R7, RESULT_UNTRACKED)
-    _closing_error(a, off)
+
+    def load_sk(reg: Reg) -> None:
+        a.ldx(DW, reg, R6, 0)
+
+    _closing_error(a, off, load_sk if raw and btf else None)
     _resolve(a, maps)
     a.label("out")
     return a.ret(0)
@@ -1333,17 +1359,20 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, _S_PIDTGID)
     a.call(MAP_LOOKUP)
-    a.jne(R0, 0, "entered")
+    a.jeq(R0, 0, "no_entry")
+    a.ldx(W, R1, R0, _I["flags"])
+    a.jmp("jset", R1, IF_LIVE, "entered")
+    a.label("no_entry")
     _count(a, maps.counters, "exit_without_enter", _S_CNT)
     a.ja("out")
     a.label("entered")
-    a.mov(R9, R0)  # r9 = the call's entry (until deleted)
+    a.mov(R9, R0)  # r9 = the call's entry (live until its flags are cleared: it stays in the map)
     a.ldx(DW, R8, R6, tp.offset("ret", 8))  # r8 = return code
     a.ldx(DW, R1, R9, _I["sk"]).stx(DW, FP, _S_SK, R1)
     a.ldx(W, R7, R9, _I["flags"])  # r7 = the entry's flags
     a.st(DW, FP, _S_FLAGS, 0)
-    _copy_to_stack(a, R9, _I["sa"], _S_SA, 32)
     a.ldx(DW, R1, R9, _I["uaddr"]).stx(DW, FP, _S_UADDR, R1)
+    a.ldx(W, R1, R9, _I["addrlen"]).stx(DW, FP, _S_ADDRLEN, R1)
     a.ldx(W, R1, R9, _I["fd"]).stx(DW, FP, _S_FD, R1)
     # a restart code: a signal interrupted the call, which the kernel restarts after the handler
     # (SA_RESTART) or reports as EINTR. The connection is reported by whichever call ends it,
@@ -1368,15 +1397,11 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _AND)
     a.ja("out")
     a.label("forget_call")
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, _S_PIDTGID)
-    a.call(MAP_DELETE)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.ja("out")
     a.label("not_restart")
     a.jmp("jset", R7, IF_RESTARTING, "continued")
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, _S_PIDTGID)
-    a.call(MAP_DELETE)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.jeq(R8, -_errno.EALREADY, "repeat")
     a.jeq(R8, -_errno.EISCONN, "repeat")
     a.ldx(DW, R1, FP, _S_SK)
@@ -1393,9 +1418,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _AND)
     a.ja("out")
     a.label("continued_ends")
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, _S_PIDTGID)
-    a.call(MAP_DELETE)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.jne(R8, -_errno.EISCONN, "continued_code")
     a.mov(R8, 0)  # connected by now: what the application learns is that it succeeded
     a.label("continued_code")
@@ -1463,11 +1486,14 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.mov(R1, 0).sub(R1, R8)
     a.stx(DW, FP, _S_RESULT, R1)  # errno, 0 for ok
     a.label("by_address")
-    a.jmp("jset", R7, IF_SA_OK, "sa_ok")
-    # the read at entry faulted; the page is resident now that connect() has used it
+    # the sockaddr as the call passed it (connect() has used it: the page is resident), no more
+    # than the call said it has (the next byte may be unreadable)
     a.zero_stack(_S_SA, 32)
-    a.mov(R1, FP).add(R1, _S_SA)
+    a.ldx(DW, R2, FP, _S_ADDRLEN)
+    a.jmp("jle", R2, 28, "len_ok")
     a.mov(R2, 28)
+    a.label("len_ok")
+    a.mov(R1, FP).add(R1, _S_SA)
     a.ldx(DW, R3, FP, _S_UADDR)
     a.call(PROBE_READ_USER)
     a.jeq(R0, 0, "sa_ok")
@@ -1479,7 +1505,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jeq(R1, AF_INET6, "inet")
     a.ja("out")  # AF_UNIX, AF_NETLINK, AF_UNSPEC (disconnect), ...
     a.label("inet")
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out")
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO)
     _start_key(a, off)
     a.ldx(H, R1, FP, _S_SA).stx(B, FP, _S_KEY + _K["family"], R1)
     a.stx(H, FP, _S_CONN + _C["sockfam"], R1)
@@ -1574,8 +1600,8 @@ _D_LEN, _D_SIZE, _D_ETH = -64, -72, -80
 _D_VAL = -104  # 24 bytes; overflow index at -112
 _D_KEY = -160  # 48
 _D_THREAD = -176  # 16
-_D_HDR = -216  # 40 bytes of packet header
-_D_REASON, _D_SP, _D_CGROUP = -224, -232, -240
+_D_HDR = -296  # 48 bytes of packet header: IPv4 or IPv6 and, without options, the transport ports
+_D_REASON, _D_SP, _D_CGROUP, _D_MONO = -224, -232, -240, -248
 
 
 def raw_drop_ok(off: SockOffsets) -> bool:
@@ -1606,7 +1632,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.jeq(R7, value, "out")
     a.stx(DW, FP, _D_REASON, R7)
     a.st(DW, FP, _D_CGROUP, 0)
-    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out")
+    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out", _D_MONO)
     a.zero_stack(_D_KEY, 48)
     a.zero_stack(_D_THREAD, 16)
     a.mov(R8, 0)  # r8 = flags
@@ -1635,10 +1661,22 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.or_(R8, F_IRQ)
         a.ja("attributed")
     assert off.regs_sp is not None and off.task_stack is not None and off.task_flags is not None
-    if raw:
+    if btf:
         # our input (the arguments array) is on the stack the tracepoint runs on (not our own
-        # frame: a program may get a per-CPU stack): its address, as a number (a copy of the
-        # spilled pointer: the verifier lets a root program read it that way)
+        # frame: a program may get a per-CPU stack): compared with the task's stack as it is (the
+        # verifier lets a program allowed to leak pointers, CAP_PERFMON, compare one with a number)
+        a.call(GET_CURRENT_TASK_BTF)
+        a.ldx(W, R1, R0, off.task_flags)
+        a.mov32(R2, PF_KTHREAD)
+        a.jmp("jset", R1, R2, "irq")
+        a.ldx(DW, R1, R0, off.task_stack)  # (void *: a number)
+        a.jmp("jgt", R1, R6, "irq")
+        a.add(R1, THREAD_SIZE)
+        a.jmp("jle", R1, R6, "irq")
+        a.ja("task")
+    elif raw:
+        # the same, its address read as a number (a copy of the spilled pointer: the verifier lets
+        # a root program read it that way)
         a.stx(DW, FP, _D_SCR, R6)
         a.mov(R3, FP).add(R3, _D_SCR)
         _kread(a, _D_SP, 8, R3, "irq")
@@ -1649,13 +1687,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.ldx(DW, R3, FP, _D_SCR).add(R3, off.regs_sp)
         _kread(a, _D_SCR, 8, R3, "irq")
         a.ldx(DW, R7, FP, _D_SCR)  # r7 = stack pointer at the tracepoint (the reason is in the key already)
-    if btf:
-        a.call(GET_CURRENT_TASK_BTF)
-        a.ldx(W, R1, R0, off.task_flags)
-        a.mov32(R2, PF_KTHREAD)
-        a.jmp("jset", R1, R2, "irq")
-        a.ldx(DW, R1, R0, off.task_stack)
-    else:
+    if not btf:
         a.call(GET_CURRENT_TASK)
         a.mov(R9, R0)
         a.st(DW, FP, _D_SCR, 0)
@@ -1667,9 +1699,9 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.mov(R3, R9).add(R3, off.task_stack)
         _kread(a, _D_SCR, 8, R3, "irq")
         a.ldx(DW, R1, FP, _D_SCR)
-    a.sub(R7, R1)
-    a.jmp("jge", R7, THREAD_SIZE, "irq")  # (unsigned: below the stack wraps around too)
-    a.ja("task")
+        a.sub(R7, R1)
+        a.jmp("jge", R7, THREAD_SIZE, "irq")  # (unsigned: below the stack wraps around too)
+        a.ja("task")
     a.label("irq")
     a.or_(R8, F_IRQ)
     a.ja("attributed")
@@ -1677,10 +1709,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _D_TID, R0)
     a.rsh(R0, 32).stx(W, FP, _D_KEY + _K["tgid"], R0)
-    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf)
-    a.mov(R1, FP).add(R1, _D_THREAD)
-    a.mov(R2, 16)
-    a.call(GET_CURRENT_COMM)
+    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf, thread=_D_THREAD)
     a.call(GET_CURRENT_CGROUP_ID)
     a.stx(DW, FP, _D_CGROUP, R0)
     a.label("attributed")
@@ -1707,8 +1736,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.st(W, R9, _O["kind"], KIND_DROP)
     a.stx(W, R9, _O["flags"], R8)
     a.ldx(DW, R1, FP, _D_WALL).stx(DW, R9, _O["wall"], R1)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, R9, _O["ts"], R0)
+    a.ldx(DW, R1, FP, _D_MONO).stx(DW, R9, _O["ts"], R1)
     load_skb(R1)
     a.stx(DW, R9, _O["key"], R1)
     a.ldx(DW, R1, FP, _D_TID).stx(W, R9, _O["tid"], R1)
@@ -1760,8 +1788,17 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf
         a.ldx(DW, R1, FP, _D_SCR)
     a.jeq(R1, 0xFFFF, "parsed")  # network header not set
     a.add(R9, R1)
-    a.zero_stack(_D_HDR, 40)
+    # 48 bytes: the transport ports come with the IP header when it has no options (the usual
+    # case: one read, not two); 40 (the IP header alone) if that read fails
+    a.zero_stack(_D_HDR, 48)
+    a.mov(R7, 1)  # r7 = 1: the first 48 bytes are on the stack (until the ports say otherwise)
+    _kread(a, _D_HDR, 48, R9, "hdr_short")
+    a.ja("hdr_read")
+    a.label("hdr_short")
+    a.zero_stack(_D_HDR, 48)
+    a.mov(R7, 0)
     _kread(a, _D_HDR, 40, R9, "parsed")
+    a.label("hdr_read")
     a.ldx(B, R1, FP, _D_HDR).rsh(R1, 4)
     a.jeq(R1, 6, "ipv6")
     a.jne(R1, 4, "parsed")
@@ -1775,6 +1812,8 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf
     a.jne(R1, 0, "parsed")  # a fragment after the first: its payload is not a transport header
     a.ldx(B, R1, FP, _D_HDR).and_(R1, 0x0F).lsh(R1, 2)
     a.add(R9, R1)
+    a.jeq(R1, 20, "ports")  # (no options: the ports are at 20 in the copy, if it has 48 bytes)
+    a.mov(R7, 0)
     a.ja("ports")
     a.label("ipv6")
     # IPv6: payload_len @4 (be), nexthdr @6, daddr @24..40
@@ -1793,7 +1832,7 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf
         a.jeq(R2, _V6_DSTOPTS, f"v6opt{i}")
         a.jeq(R2, _V6_AH, f"v6ah{i}")
         a.jeq(R2, _V6_FRAGMENT, f"v6frag{i}")
-        a.ja("v6l4")
+        a.ja("v6l4_direct" if i == 0 else "v6l4")
         a.label(f"v6opt{i}")  # length in 8-byte units, not counting the first 8
         a.st(DW, FP, _D_SCR, 0)
         _kread(a, _D_SCR, 4, R9, "v6unknown")
@@ -1818,18 +1857,35 @@ def _drop_headers(a: Asm, load_skb: Callable[[Reg], None], off: SockOffsets, btf
     a.mov(R2, 0)
     a.st(H, FP, _D_KEY + _K["protocol"], 0)
     a.ja("parsed")
+    a.label("v6l4_direct")  # no extension headers: the ports are at 40 in the copy, if it has 48 bytes
+    a.jeq(R7, 0, "v6l4")
+    a.mov(R7, 2)
+    a.ja("v6l4_set")
     a.label("v6l4")
+    a.mov(R7, 0)
+    a.label("v6l4_set")
     a.stx(H, FP, _D_KEY + _K["protocol"], R2)
     a.label("ports")
-    # r2 = L4 protocol, r9 = its header: TCP, UDP and UDPLite have the destination port at +2
+    # r2 = L4 protocol, r9 = its header: TCP, UDP and UDPLite have the destination port at +2;
+    # r7: 1 (IPv4) or 2 (IPv6) when the header is in the copy, else 0 (read it)
     a.ldx(H, R2, FP, _D_KEY + _K["protocol"])
     a.jeq(R2, IPPROTO_TCP, "port")
     a.jeq(R2, 136, "port")
     a.jne(R2, IPPROTO_UDP, "parsed")
     a.label("port")
+    a.jeq(R7, 1, "port_v4")
+    a.jeq(R7, 2, "port_v6")
     a.st(DW, FP, _D_SCR, 0)
     _kread(a, _D_SCR, 4, R9, "parsed")
-    a.ldx(H, R1, FP, _D_SCR + 2).be16(R1).stx(H, FP, _D_KEY + _K["port"], R1)
+    a.ldx(H, R1, FP, _D_SCR + 2)
+    a.ja("port_set")
+    a.label("port_v4")
+    a.ldx(H, R1, FP, _D_HDR + 20 + 2)
+    a.ja("port_set")
+    a.label("port_v6")
+    a.ldx(H, R1, FP, _D_HDR + 40 + 2)
+    a.label("port_set")
+    a.be16(R1).stx(H, FP, _D_KEY + _K["port"], R1)
     a.or_(R8, F_PORT)
     a.ja("parsed")
 
