@@ -593,10 +593,10 @@ class EventStore:
         needs it reads it then)."""
         _, table, _ = self._units[level]
         unit = S.SPANS[level][1]
-        sizes = conn.execute(f"SELECT {unit}, count(*) FROM {table} WHERE {unit} >= ? AND {unit} < ? AND kind = ? "
-                             f"GROUP BY {unit}", (first, end, code)).fetchall()  # fmt: skip
-        for u, rows in sizes:
-            if rows <= WARM_ROWS:
+        for u in range(first, end):
+            rows = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {unit} = ? AND kind = ? LIMIT ?)",
+                                (u, code, WARM_ROWS + 1)).fetchone()[0]  # fmt: skip
+            if 0 < rows <= WARM_ROWS:
                 self._unit_sums(conn, code, u, u + 1, self.names, level)
 
     def _remember(self, counts: np.ndarray | None) -> None:
