@@ -283,7 +283,8 @@ class EventStore:
 
     ``path`` None keeps the store in memory. ``retention_seconds`` / ``max_rows`` None disable
     that limit. Limits are applied every :data:`PRUNE_EVERY_ROWS` rows or
-    :data:`PRUNE_EVERY_SECONDS` seconds of ingest, and by :meth:`prune`.
+    :data:`PRUNE_EVERY_SECONDS` seconds of ingest, and by :meth:`prune`. ``keep_memory`` False: a
+    file nobody reopens (a scratch store) does not keep its memory at close (:meth:`_keep_memory`).
     """
 
     def __init__(
@@ -294,11 +295,13 @@ class EventStore:
         max_rows: int | None = 2_000_000,
         readonly: bool = False,
         max_queued: int = 200_000,
+        keep_memory: bool = True,
     ) -> None:
         self.path = Path(path).expanduser() if path is not None else None
         if readonly and self.path is None:
             raise ValueError("a read-only store needs a file")
         self.readonly = readonly
+        self.keep_memory = keep_memory
         if not readonly:
             fix_mmap_threshold()  # a writer lives long and frees big batches: keep them off the heap
         self.retention_seconds = retention_seconds
@@ -500,8 +503,10 @@ class EventStore:
         (created exclusively, 0600), then a token in ``meta`` that says they are this file's as it
         is now, and the triggers that remove it on any change. Not when the memory holds counts the
         file refused (a failed write)."""
-        arrays = self.rollups.dump() if not self._memory_differs else None
-        if arrays is None or self.path is None or self.readonly:
+        if self.path is None or self.readonly or not self.keep_memory or self._memory_differs:
+            return
+        arrays = self.rollups.dump()
+        if arrays is None:
             return
         path = self._memory_path()
         token = os.urandom(16).hex()

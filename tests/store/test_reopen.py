@@ -122,3 +122,16 @@ def test_the_kept_memory_is_written_without_following_a_planted_link(tmp_path: P
     assert target.read_text() == "untouched"
     kept = Path(f"{path}-memory")
     assert stat.S_ISREG(kept.lstat().st_mode) and stat.S_IMODE(kept.lstat().st_mode) == 0o600
+
+
+def test_a_store_that_keeps_no_memory_leaves_no_file_and_reopens_from_its_rows(tmp_path: Path) -> None:
+    """A scratch store (removed at exit) does not spend its close writing memory nobody reads."""
+    path = tmp_path / "events.db"
+    with EventStore(path, retention_seconds=None, max_rows=None, keep_memory=False) as store:
+        _write(store, 5_000, 600, seed=1)
+        now = utcnow()
+        expected = _answers(store, now)
+    assert not Path(f"{path}-memory").exists()
+    with EventStore(path, retention_seconds=None, max_rows=None) as store:
+        assert store._loaded.wait(30)
+        assert _answers(store, now) == expected
