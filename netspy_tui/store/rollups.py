@@ -662,16 +662,18 @@ class Rollups:
             pairs._major, pairs._minor, pairs._keys, pairs._id_of_key = major, minor, keys, ids.astype(np.uint32)
             pairs._n = len(major)
         seconds: dict[tuple[int, int], Second] = {}
+        # (each second and block gets its own copy: a view would keep the whole hour alive until
+        # its last second is pruned)
         packed = {True: arrays["narrow"], False: arrays["wide"]}
         at = {True: 0, False: 0}
         for s, k, narrow, total, n in arrays["seconds"].tolist():
-            cols = packed[bool(narrow)][at[bool(narrow)] : at[bool(narrow)] + n]
+            cols = packed[bool(narrow)][at[bool(narrow)] : at[bool(narrow)] + n].copy()
             at[bool(narrow)] += n
             seconds[(s, k)] = Second.packed(cols, k, s, total, bool(narrow))
         fields = {}
         for field in _BLOCK_FIELDS:
             cuts = np.cumsum(arrays[f"block_{field}_len"])[:-1]
-            fields[field] = np.split(arrays[f"block_{field}"], cuts)
+            fields[field] = [part.copy() for part in np.split(arrays[f"block_{field}"], cuts)]
         blocks = {}
         for i, (s, k, total) in enumerate(arrays["blocks"].tolist()):
             blocks[(s, k)] = Block.packed(s, total, {field: parts[i] for field, parts in fields.items()})
