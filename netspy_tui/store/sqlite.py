@@ -18,7 +18,10 @@ Rows of these kinds, written in one transaction per batch by one writer:
 Threads: one writer (the collector's thread through :meth:`EventStore.add_events`, or the
 :class:`~netspy_tui.store.writer.Writer` thread through :meth:`EventStore.ingest`); readers on any
 thread. A file store uses WAL and a small pool of read connections; an in-memory store one
-connection behind a lock. The last hour of rollups is also kept in memory for fast windows.
+connection behind a lock. The last hour of rollups is also kept in memory for fast windows; a
+clean close writes that memory next to the file (``<file>-memory``), so the next open answers at
+once instead of reading the hour back one row per key (a crash leaves no valid copy: that open
+reads the file in the background, as a file of an older netspy-tui is read).
 """
 
 from __future__ import annotations
