@@ -651,10 +651,21 @@ class Rollups:
 
     def restore(self, arrays: Any) -> None:
         """Hold what :meth:`dump` gave (``arrays``: its dict, or an ``np.load`` of it) instead of
-        anything held now."""
+        anything held now; ValueError (nothing changed) when the arrays do not fit together."""
+        index, blocks_index = arrays["seconds"], arrays["blocks"]
+        fits = [
+            index[index[:, 2] == 1, 4].sum() == len(arrays["narrow"]),
+            index[index[:, 2] == 0, 4].sum() == len(arrays["wide"]),
+            *(len(arrays[f"block_{f}_len"]) == len(blocks_index)
+              and arrays[f"block_{f}_len"].sum() == len(arrays[f"block_{f}"]) for f in _BLOCK_FIELDS),
+        ]  # fmt: skip
+        if not all(fits):
+            raise ValueError("the kept rows do not match their index")
         names = Names()
         text = bytes(arrays["names"]).decode("utf-8", "surrogatepass")
         ends = arrays["name_ends"].tolist()
+        if (ends[-1] if ends else 0) != len(text):
+            raise ValueError("the kept names do not match their index")
         names.values = [text[a:b] for a, b in zip([0, *ends], ends, strict=False)]
         names._ids = {v: i for i, v in enumerate(names.values)}
         for i, pairs in enumerate(names.pairs):

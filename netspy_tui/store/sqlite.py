@@ -480,7 +480,13 @@ class EventStore:
                 self.rollups.load(floor if newest is not None else -(2**62), empty)  # nothing to read
                 return
             if kept is not None:
-                self.rollups.restore(kept)
+                try:
+                    self.rollups.restore(kept)  # (all or nothing)
+                except (KeyError, IndexError, TypeError, ValueError) as exc:
+                    logger.warning("event store %s: kept memory not usable (%s); loading from the file",
+                                   self.location, _one_line(exc))  # fmt: skip
+                    kept = None
+            if kept is not None:
                 self.rollups.prune(now)
             else:
                 self.rollups.load(newest + 1, empty)

@@ -3,6 +3,7 @@ once and exact; after a crash, or a write the kept memory does not know, it read
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -11,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from netspy_tui.models import Scope, WindowStats, utcnow
@@ -135,3 +137,28 @@ def test_a_store_that_keeps_no_memory_leaves_no_file_and_reopens_from_its_rows(t
     with EventStore(path, retention_seconds=None, max_rows=None) as store:
         assert store._loaded.wait(30)
         assert _answers(store, now) == expected
+
+
+def test_a_kept_memory_that_cannot_be_restored_is_read_from_the_file_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kept memory file whose arrays do not fit together (a damaged disk): a warning, and the
+    store reads its rows back as after a crash; the answers stay exact."""
+    path = tmp_path / "events.db"
+    with EventStore(path, retention_seconds=None, max_rows=None) as store:
+        _write(store, 5_000, 600, seed=1)
+        now = utcnow()
+        expected = _answers(store, now)
+    kept = np.load(f"{path}-memory", allow_pickle=False)  # (the token, the names of the arrays, the arrays)
+    assert bytes(kept).decode().isalnum()
+    real = np.load
+
+    def damaged(*args: Any, **kwargs: Any) -> Any:
+        got = real(*args, **kwargs)
+        return got[:-1] if got.dtype == np.int64 and got.ndim == 2 and got.shape[1:] == (5,) else got
+
+    monkeypatch.setattr(np, "load", damaged)  # (the index of the seconds one short)
+    with caplog.at_level(logging.WARNING), EventStore(path, retention_seconds=None, max_rows=None) as store:
+        assert store._loaded.wait(30)
+        assert _answers(store, now) == expected
+    assert "kept memory not usable" in caplog.text
