@@ -278,6 +278,15 @@ class Second:
             self.cols[name] = rows[name] if got is None else got
         self.total = int(rows["n"].sum())
 
+    @classmethod
+    def packed(cls, cols: np.ndarray, kind: int, second: int, total: int, narrow: bool) -> Second:
+        """A second from the columns another one kept (:meth:`Rollups.dump`; ``narrow``: a
+        :data:`SECOND`, else a :data:`SECOND_WIDE`)."""
+        self = cls.__new__(cls)
+        self.kind, self.cols, self.total, self.second = kind, cols, total, second
+        self._base = second * 1_000_000_000 if narrow else None
+        return self
+
     def col(self, name: str) -> np.ndarray:
         """One kept column as the rows had it (times in ns since the epoch)."""
         got: np.ndarray = self.cols[name]
@@ -349,6 +358,32 @@ class Block:
     def totals(self) -> tuple[Any, Any]:
         return self._seconds, self._totals
 
+    @classmethod
+    def packed(cls, start: int, total: int, fields: dict[str, np.ndarray]) -> Block:
+        """A block from the arrays :func:`_block_fields` took from another one."""
+        self = cls.__new__(cls)
+        self.second, self.total, self.procs = start, total, fields["procs"].view(PROCS)
+        self._seconds, self._totals = fields["seconds"], fields["totals"]
+        self._marginals = {name: (fields[f"{name}_ids"], _narrow(fields[f"{name}_sums"])) for name in MARGINALS}
+        return self
+
+
+#: a :class:`Block`'s arrays, by name (:func:`_block_fields`)
+_BLOCK_FIELDS = ("procs", "seconds", "totals", *(f"{m}_{p}" for m in MARGINALS for p in ("ids", "sums")))
+
+
+def _block_fields(blocks: Sequence[Block]) -> dict[str, list[np.ndarray]]:
+    """Each of :data:`_BLOCK_FIELDS` of every block (sums as int64, the procs as raw bytes)."""
+    out: dict[str, list[np.ndarray]] = {
+        "procs": [b.procs.view(np.uint8) for b in blocks],
+        "seconds": [b._seconds for b in blocks],
+        "totals": [b._totals for b in blocks],
+    }
+    for m in MARGINALS:
+        out[f"{m}_ids"] = [b._marginals[m][0] for b in blocks]
+        out[f"{m}_sums"] = [b._marginals[m][1].astype(np.int64) for b in blocks]
+    return out
+
 
 class Span:
     """A whole window's figures for rows of any seconds (read from SQLite, one row per key and
@@ -394,10 +429,8 @@ def procs_of(parts: Sequence[Second | Block | Span], names: Names) -> np.ndarray
 
 
 def concat_procs(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """:data:`PROCS` arrays joined as raw bytes (see :func:`concat`)."""
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate([p.view(f"V{PROCS.itemsize}") for p in parts]).view(PROCS)
+    """:data:`PROCS` arrays joined (:func:`_joined`)."""
+    return parts[0] if len(parts) == 1 else _joined(parts, PROCS)
 
 
 class Rollups:
@@ -584,18 +617,100 @@ class Rollups:
         with self._lock:
             return sum(len(v.cols) for v in self._seconds.values())
 
+    def dump(self) -> dict[str, np.ndarray] | None:
+        """Everything held, as a few plain arrays (:meth:`restore` takes them back): a store closed
+        cleanly keeps them, so reopening it does not rebuild the hour from one SQLite row per key.
+        None: nothing loaded."""
+        with self._lock:
+            if self.since is None:
+                return None
+            names = self.names
+            out: dict[str, np.ndarray] = {
+                "state": np.array([self.since, self._newest, *self._compacted], np.int64),
+                "unbuilt": np.array(sorted(self._unbuilt), np.int64).reshape(-1, 2),
+            }
+            text = "".join(names.values).encode("utf-8", "surrogatepass")
+            out["names"] = np.frombuffer(text, np.uint8)
+            out["name_ends"] = np.cumsum([len(v) for v in names.values], dtype=np.int64)  # (in characters)
+            for i, pairs in enumerate(names.pairs):
+                n = len(pairs)
+                out[f"pairs{i}"] = np.stack([pairs.major[:n], pairs.minor[:n], pairs._keys, pairs._id_of_key])
+            secs = sorted(self._seconds.items())
+            narrow = [sec._base is not None for _, sec in secs]  # (a SECOND, else a SECOND_WIDE)
+            out["seconds"] = np.array([(s, k, wide, sec.total, len(sec.cols)) for ((s, k), sec), wide
+                                       in zip(secs, narrow, strict=True)], np.int64).reshape(-1, 5)  # fmt: skip
+            for dtype, name, kept in ((SECOND, "narrow", True), (SECOND_WIDE, "wide", False)):
+                parts = [sec.cols for (_, sec), n in zip(secs, narrow, strict=True) if n is kept]
+                out[name] = _joined(parts, dtype)
+            blocks = sorted(self._blocks.items())
+            out["blocks"] = np.array([(s, k, b.total) for (s, k), b in blocks], np.int64).reshape(-1, 3)
+            for field, parts in _block_fields([b for _, b in blocks]).items():
+                out[f"block_{field}"] = np.concatenate(parts) if parts else np.zeros(0)
+                out[f"block_{field}_len"] = np.array([len(p) for p in parts], np.int64)
+            return out
+
+    def restore(self, arrays: Any) -> None:
+        """Hold what :meth:`dump` gave (``arrays``: its dict, or an ``np.load`` of it) instead of
+        anything held now; ValueError (nothing changed) when the arrays do not fit together."""
+        index, blocks_index = arrays["seconds"], arrays["blocks"]
+        fits = [
+            index[index[:, 2] == 1, 4].sum() == len(arrays["narrow"]),
+            index[index[:, 2] == 0, 4].sum() == len(arrays["wide"]),
+            *(len(arrays[f"block_{f}_len"]) == len(blocks_index)
+              and arrays[f"block_{f}_len"].sum() == len(arrays[f"block_{f}"]) for f in _BLOCK_FIELDS),
+        ]  # fmt: skip
+        if not all(fits):
+            raise ValueError("the kept rows do not match their index")
+        names = Names()
+        text = bytes(arrays["names"]).decode("utf-8", "surrogatepass")
+        ends = arrays["name_ends"].tolist()
+        if (ends[-1] if ends else 0) != len(text):
+            raise ValueError("the kept names do not match their index")
+        names.values = [text[a:b] for a, b in zip([0, *ends], ends, strict=False)]
+        names._ids = {v: i for i, v in enumerate(names.values)}
+        for i, pairs in enumerate(names.pairs):
+            major, minor, keys, ids = arrays[f"pairs{i}"]
+            pairs._major, pairs._minor, pairs._keys, pairs._id_of_key = major, minor, keys, ids.astype(np.uint32)
+            pairs._n = len(major)
+        seconds: dict[tuple[int, int], Second] = {}
+        # (each second and block gets its own copy: a view would keep the whole hour alive until
+        # its last second is pruned)
+        packed = {True: arrays["narrow"], False: arrays["wide"]}
+        at = {True: 0, False: 0}
+        for s, k, narrow, total, n in arrays["seconds"].tolist():
+            cols = packed[bool(narrow)][at[bool(narrow)] : at[bool(narrow)] + n].copy()
+            at[bool(narrow)] += n
+            seconds[(s, k)] = Second.packed(cols, k, s, total, bool(narrow))
+        fields = {}
+        for field in _BLOCK_FIELDS:
+            cuts = np.cumsum(arrays[f"block_{field}_len"])[:-1]
+            fields[field] = [part.copy() for part in np.split(arrays[f"block_{field}"], cuts)]
+        blocks = {}
+        for i, (s, k, total) in enumerate(arrays["blocks"].tolist()):
+            blocks[(s, k)] = Block.packed(s, total, {field: parts[i] for field, parts in fields.items()})
+        since, newest, *compacted = arrays["state"].tolist()
+        with self._lock:
+            self.names, self._compacted = names, (compacted[0], compacted[1], compacted[2])
+            self._seconds, self._blocks = seconds, blocks
+            self._unbuilt = {(s, k) for s, k in arrays["unbuilt"].tolist()}
+            self._newest = newest
+            self.since = since
+
 
 def _sizes(names: Names) -> tuple[int, int, int]:
     return len(names.values), len(names.pairs[0]), len(names.pairs[1])
 
 
 def concat(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """Row arrays joined as raw bytes (numpy's structured concatenation checks every field of every
-    part: ten times slower for thousands of seconds)."""
-    if len(parts) == 1:
-        return parts[0]
-    raw = np.concatenate([p.view(f"V{ROWS.itemsize}") for p in parts])
-    return raw.view(ROWS)
+    """Row arrays joined (:func:`_joined`)."""
+    return parts[0] if len(parts) == 1 else _joined(parts, ROWS)
+
+
+def _joined(parts: Sequence[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    """Structured arrays of ``dtype`` joined as raw bytes (numpy's structured concatenation checks
+    every field of every part: ten times slower for thousands of seconds)."""
+    raw = f"V{dtype.itemsize}"
+    return np.concatenate([np.zeros(0, raw), *(p.view(raw) for p in parts)]).view(dtype)
 
 
 def seconds_of(rows: np.ndarray, kind: int, names: Names) -> list[Second]:

@@ -18,7 +18,10 @@ Rows of these kinds, written in one transaction per batch by one writer:
 Threads: one writer (the collector's thread through :meth:`EventStore.add_events`, or the
 :class:`~netspy_tui.store.writer.Writer` thread through :meth:`EventStore.ingest`); readers on any
 thread. A file store uses WAL and a small pool of read connections; an in-memory store one
-connection behind a lock. The last hour of rollups is also kept in memory for fast windows.
+connection behind a lock. The last hour of rollups is also kept in memory for fast windows; a
+clean close writes that memory next to the file (``<file>-memory``), so the next open answers at
+once instead of reading the hour back one row per key (a crash leaves no valid copy: that open
+reads the file in the background, as a file of an older netspy-tui is read).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import logging
 import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 import urllib.parse
@@ -100,9 +104,22 @@ LOAD_WAIT = 30.0
 #: of each, and their size in ids at most.
 UNITS_KEPT = 2 * 7 * 24
 UNITS_BUDGET = 500_000
+#: Units of more rows are not summed ahead of a window (:meth:`EventStore._warm_units`).
+WARM_ROWS = UNITS_BUDGET // 8
 #: A window this many hours long answers at once after the file is opened: the hours before the
 #: memory are summed (one more too), and the minutes of the hour where such a window starts.
 HOURS_LOADED = 24
+#: A clean close keeps the rollups in memory in ``<file>-memory`` (:meth:`EventStore.close`), valid
+#: while this ``meta`` key holds the token written into it. Until the next open, any change to the
+#: rollups (by a netspy-tui that does not know it, or anyone else) removes the token: triggers.
+MEMORY_SUFFIX = "-memory"
+MEMORY_TOKEN = "memory_token"
+_STALE_TRIGGERS = [
+    (f"DROP TRIGGER IF EXISTS memory_stale_{op.lower()}",
+     f"CREATE TRIGGER memory_stale_{op.lower()} AFTER {op} ON rollup "
+     f"BEGIN DELETE FROM meta WHERE key = '{MEMORY_TOKEN}'; END")
+    for op in ("INSERT", "UPDATE", "DELETE")
+]  # fmt: skip
 #: At most one warning about losses per this many seconds.
 WARN_EVERY = 30.0
 
@@ -269,7 +286,8 @@ class EventStore:
 
     ``path`` None keeps the store in memory. ``retention_seconds`` / ``max_rows`` None disable
     that limit. Limits are applied every :data:`PRUNE_EVERY_ROWS` rows or
-    :data:`PRUNE_EVERY_SECONDS` seconds of ingest, and by :meth:`prune`.
+    :data:`PRUNE_EVERY_SECONDS` seconds of ingest, and by :meth:`prune`. ``keep_memory`` False: a
+    file nobody reopens (a scratch store) does not keep its memory at close (:meth:`_keep_memory`).
     """
 
     def __init__(
@@ -280,11 +298,13 @@ class EventStore:
         max_rows: int | None = 2_000_000,
         readonly: bool = False,
         max_queued: int = 200_000,
+        keep_memory: bool = True,
     ) -> None:
         self.path = Path(path).expanduser() if path is not None else None
         if readonly and self.path is None:
             raise ValueError("a read-only store needs a file")
         self.readonly = readonly
+        self.keep_memory = keep_memory
         if not readonly:
             fix_mmap_threshold()  # a writer lives long and frees big batches: keep them off the heap
         self.retention_seconds = retention_seconds
@@ -311,6 +331,7 @@ class EventStore:
         self._warned_at = -WARN_EVERY
         """Since this store was opened: ``raw`` rows written, and losses by cause."""
         self._writer_thread: Any = None
+        self._memory_differs = False  # the memory holds counts a failed write did not store
         self._loaded = threading.Event()  # set when the last hour of rollups is in memory
         self._loaded.set()
         self._load_progress = threading.Condition()
@@ -441,25 +462,112 @@ class EventStore:
 
     def _max_seq(self) -> int:
         with self._write_lock:
-            row = self._writer.execute("SELECT max(seq) FROM events").fetchone()
-            last = self._writer.execute("SELECT seq + n - 1 FROM chunks ORDER BY seq DESC LIMIT 1").fetchone()
-        return max(int(row[0] or 0), int(last[0]) if last is not None else 0)
+            return self._newest_seq(self._writer)
 
     def _load_rollups(self) -> None:
-        """Fill the in-memory rollups with the file's last hour. A new store has nothing to load;
-        otherwise memory starts with the seconds after the file's newest, and a thread reads the
-        file's seconds newest first, a slice at a time, so recent windows answer from memory at
-        once and longer ones as soon as their seconds are in."""
-        floor = second_of(utcnow()) - MEMORY_HORIZON
+        """Fill the in-memory rollups with the file's last hour. A new store has nothing to load; a
+        file closed cleanly gives back the memory it had (:meth:`_kept_memory`); otherwise memory
+        starts with the seconds after the file's newest, and a thread reads the file's seconds
+        newest first, a slice at a time, so recent windows answer from memory at once and longer
+        ones as soon as their seconds are in."""
+        now = second_of(utcnow())
+        floor = now - MEMORY_HORIZON
         with self._write_lock:
             newest = self._writer.execute("SELECT max(second) FROM rollup").fetchone()[0]
+            kept = self._kept_memory()
             empty = R.to_array([], self.names)
             if newest is None or newest < floor:
                 self.rollups.load(floor if newest is not None else -(2**62), empty)  # nothing to read
                 return
-            self.rollups.load(newest + 1, empty)
+            if kept is not None:
+                try:
+                    self.rollups.restore(kept)  # (all or nothing)
+                except (KeyError, IndexError, TypeError, ValueError) as exc:
+                    logger.warning("event store %s: kept memory not usable (%s); loading from the file",
+                                   self.location, _one_line(exc))  # fmt: skip
+                    kept = None
+            if kept is not None:
+                self.rollups.prune(now)
+            else:
+                self.rollups.load(newest + 1, empty)
             self._loaded = threading.Event()
         threading.Thread(target=self._load_in_background, args=(floor,), name="netspy-store-load", daemon=True).start()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction on the writer's connection (its lock held), rolled back on error."""
+        self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._writer.execute("ROLLBACK")
+            raise
+        self._writer.execute("COMMIT")
+
+    def _memory_path(self) -> Path:
+        return Path(f"{self.path}{MEMORY_SUFFIX}")
+
+    def _keep_memory(self) -> None:
+        """At a clean close (the write lock held): the rollups in memory into ``<file>-memory``
+        (created exclusively, 0600), then a token in ``meta`` that says they are this file's as it
+        is now, and the triggers that remove it on any change. Not when the memory holds counts the
+        file refused (a failed write)."""
+        if self.path is None or self.readonly or not self.keep_memory or self._memory_differs:
+            return
+        arrays = self.rollups.dump()
+        if arrays is None:
+            return
+        path = self._memory_path()
+        token = os.urandom(16).hex()
+        try:
+            path.unlink(missing_ok=True)  # (a leftover, or a link someone planted: removed, not followed)
+            fd = safefs.create_exclusive(path, "the store's memory", "remove it; the store reads its file instead")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.frombuffer(token.encode(), np.uint8))
+                np.save(f, np.frombuffer("\n".join(arrays).encode(), np.uint8))
+                for array in arrays.values():
+                    np.save(f, array, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            with self._transaction():
+                self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (MEMORY_TOKEN, token))
+                for drop, create in _STALE_TRIGGERS:
+                    self._writer.execute(drop)
+                    self._writer.execute(create)
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            logger.warning("event store %s: memory not kept for the next open (%s)", self.location, _one_line(exc))
+
+    def _kept_memory(self) -> dict[str, np.ndarray] | None:
+        """The memory :meth:`_keep_memory` kept, if its token is still in ``meta`` (nothing changed the
+        rollups since: :data:`_STALE_TRIGGERS`) and in the file (the writer's connection, its lock
+        held). Token, triggers and file go first, whatever follows: from now on this process writes,
+        and a crash must not leave them looking valid."""
+        conn = self._writer
+        path = self._memory_path()
+        try:
+            with self._transaction():
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (MEMORY_TOKEN,)).fetchone()
+                conn.execute("DELETE FROM meta WHERE key = ?", (MEMORY_TOKEN,))
+                for drop, _ in _STALE_TRIGGERS:
+                    conn.execute(drop)
+            if row is None:
+                return None
+            token = str(row[0])
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+                    return None
+                if bytes(np.load(f, allow_pickle=False)) != token.encode():
+                    return None
+                keys = bytes(np.load(f, allow_pickle=False)).decode().split("\n")
+                return {key: np.load(f, allow_pickle=False) for key in keys}
+        except (OSError, ValueError, EOFError, sqlite3.Error) as exc:
+            logger.warning("event store %s: kept memory not read (%s); loading from the file", self.location,
+                           _one_line(exc))  # fmt: skip
+            return None
+        finally:
+            path.unlink(missing_ok=True)
 
     def _load_in_background(self, floor: int) -> None:
         try:
@@ -479,9 +587,8 @@ class EventStore:
                 if since is not None and self._folded >= -(-since // 3600) * 3600:  # the day before the memory
                     end = -(-since // 3600)
                     for code in _KIND_CODE.values():
-                        self._unit_sums(conn, code, end - HOURS_LOADED - 1, end, self.names, 0)
-                        self._unit_sums(conn, code, (end - HOURS_LOADED) * 60, (end - HOURS_LOADED + 1) * 60,
-                                        self.names, 1)  # fmt: skip
+                        self._warm_units(conn, code, 0, end - HOURS_LOADED - 1, end)
+                        self._warm_units(conn, code, 1, (end - HOURS_LOADED) * 60, (end - HOURS_LOADED + 1) * 60)
             finally:
                 conn.close()
         except (sqlite3.Error, StoreError) as exc:
@@ -492,6 +599,19 @@ class EventStore:
             with self._load_progress:
                 self._load_progress.notify_all()
             trim_heap()  # (the slices read while loading)
+
+    def _warm_units(self, conn: sqlite3.Connection, code: int, level: int, first: int, end: int) -> None:
+        """Keep the sums of the units first..end-1 (``level`` of :data:`spans.SPANS`) for the first long
+        window, but not a unit of more than :data:`WARM_ROWS` rows: reading it here would hold the
+        interpreter for seconds while the first windows of a reopened store want it (a window that
+        needs it reads it then)."""
+        _, table, _ = self._units[level]
+        unit = S.SPANS[level][1]
+        for u in range(first, end):
+            rows = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {unit} = ? AND kind = ? LIMIT ?)",
+                                (u, code, WARM_ROWS + 1)).fetchone()[0]  # fmt: skip
+            if 0 < rows <= WARM_ROWS:
+                self._unit_sums(conn, code, u, u + 1, self.names, level)
 
     def _remember(self, counts: np.ndarray | None) -> None:
         """The writer's rollup rows into memory (or aside while the memory is being loaded). Under
@@ -743,6 +863,9 @@ class EventStore:
             try:
                 written, due = self._commit_locked(raw, records, outcomes, counts, losses, rejected, traffic,
                                                    latencies)  # fmt: skip
+            except StoreError:
+                self._memory_differs = self._memory_differs or bool(counts)
+                raise
             finally:
                 if counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
                     counts_array = R.to_array(counts, self.rollups.names)
@@ -1357,8 +1480,8 @@ class EventStore:
             return int(conn.execute("SELECT coalesce(sum(n), 0) FROM kind_counts").fetchone()[0])
 
     def close(self) -> None:
-        """Write what is queued, then close every connection (idempotent); later reads and writes
-        raise :class:`StoreError`."""
+        """Write what is queued, keep the rollups in memory for the next open (:meth:`_keep_memory`),
+        then close every connection (idempotent); later reads and writes raise :class:`StoreError`."""
         writer = self._writer_thread
         if writer is not None:
             writer.close()
@@ -1366,6 +1489,7 @@ class EventStore:
             if self._closed:
                 return
             self._closed = True
+            self._keep_memory()
             # Idle read connections close now; ones in use close when their reader hands them back.
             while True:
                 try:

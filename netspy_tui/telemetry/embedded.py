@@ -338,7 +338,10 @@ async def open_embedded(settings: Settings) -> AsyncIterator[EmbeddedSource]:
 
 @asynccontextmanager
 async def _open_embedded(settings: Settings, db: Path | None) -> AsyncIterator[EmbeddedSource]:
-    opening = asyncio.ensure_future(asyncio.to_thread(EventStore, db, retention_seconds=settings.retention))
+    # (a scratch store is removed at exit: it keeps no memory for a next open)
+    opening = asyncio.ensure_future(
+        asyncio.to_thread(EventStore, db, retention_seconds=settings.retention, keep_memory=settings.db is not None)
+    )
     try:
         store = await asyncio.shield(opening)
     except asyncio.CancelledError:

@@ -141,7 +141,7 @@ async def test_open_embedded_and_open_history_from_settings(tmp_path: Path) -> N
         assert await asyncio.to_thread(collector.wait, 10)
         assert (await source.info()).detail == f"replay of {path} as fast as possible"
         live = await source.query(EventQuery(limit=100))
-    assert db.is_file()
+    assert db.is_file() and db.with_name(f"{db.name}-memory").is_file()  # (the memory kept for the next open of --db)
     async with open_history(Settings(db=db)) as history:
         info = await history.info()
         assert info.label == f"history in {db}" and info.collector is None and info.stored_events == 60

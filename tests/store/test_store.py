@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -359,14 +361,41 @@ def test_counting_a_big_window_as_total_minus_outside(monkeypatch: pytest.Monkey
         assert store.count(Scope("connection", None, None, 60), now=now) == 20
 
 
+@contextmanager
+def held_background_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The background load of a reopened file's last hour held until the block ends; a window that
+    needs it waits for it (up to two minutes), so an answer that comes at once did not use it."""
+    gate = threading.Event()
+    load = EventStore._load_in_background
+
+    def held(self: EventStore, floor: int) -> None:
+        gate.wait(120)
+        load(self, floor)
+
+    monkeypatch.setattr(EventStore, "_load_in_background", held)
+    monkeypatch.setattr(store_module, "LOAD_WAIT", 120.0)
+    try:
+        yield
+    finally:
+        gate.set()
+
+
+def unclosed_copy(path: Path, to: Path) -> None:
+    """A store's files as a crash leaves them (copied while it is open)."""
+    for suffix in ("", "-wal"):
+        if Path(f"{path}{suffix}").exists():
+            shutil.copyfile(f"{path}{suffix}", f"{to}{suffix}")
+
+
 def test_a_reopened_store_answers_the_same_while_and_after_it_loads(tmp_path: Path) -> None:
     """Rollups come back from the file, newest first, a slice at a time (a window waits for its
     seconds), with what was written meanwhile; every answer equals a read-only view of the file."""
     from bench import synth
 
     path = tmp_path / "events.db"
-    with EventStore(path, retention_seconds=None, max_rows=None) as store:
+    with EventStore(tmp_path / "written.db", retention_seconds=None, max_rows=None) as store:
         store.write(list(synth.batches(30_000, 600, seed=1)))
+        unclosed_copy(tmp_path / "written.db", path)  # (no memory kept at close: read from the file)
     store = EventStore(path, retention_seconds=None, max_rows=None)
     try:
         store.write(list(synth.batches(3_000, 5, seed=2)))  # (while the memory may still be loading)
@@ -398,8 +427,9 @@ def test_a_reopened_store_counts_at_once_while_its_memory_loads(
     from bench import synth
 
     path = tmp_path / "events.db"
-    with EventStore(path, retention_seconds=None, max_rows=None) as store:
+    with EventStore(tmp_path / "written.db", retention_seconds=None, max_rows=None) as store:
         store.write(list(synth.batches(20_000, 600, seed=1)))
+        unclosed_copy(tmp_path / "written.db", path)  # (no memory kept at close: read from the file)
     with EventStore(path, readonly=True) as view:
         now = utcnow()
         expected = {
@@ -408,17 +438,7 @@ def test_a_reopened_store_counts_at_once_while_its_memory_loads(
             for pid, command in ((None, None), (None, "curl"), (1001, None))
         }
     assert expected[("connection", None, None)] > 10_000
-    gate = threading.Event()
-    load = EventStore._load_in_background
-
-    def held(self: EventStore, floor: int) -> None:
-        gate.wait(120)
-        load(self, floor)
-
-    monkeypatch.setattr(EventStore, "_load_in_background", held)
-    monkeypatch.setattr(store_module, "LOAD_WAIT", 120.0)
-    store = EventStore(path, retention_seconds=None, max_rows=None)
-    try:
+    with held_background_load(monkeypatch), EventStore(path, retention_seconds=None, max_rows=None) as store:
         got: dict[tuple[str, int | None, str | None], int] = {}
 
         def count_all() -> None:
@@ -431,6 +451,3 @@ def test_a_reopened_store_counts_at_once_while_its_memory_loads(
         assert not counting.is_alive(), "a count waited for the memory to load"
         assert not store._loaded.is_set()
         assert got == expected
-    finally:
-        gate.set()
-        store.close()
