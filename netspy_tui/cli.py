@@ -840,6 +840,39 @@ def _import_gateway_modules() -> None:
     import netspy_tui.mcp_tools.ai_bridge  # noqa: F401  (the AI layer the dashboard's hooks use)
     import netspy_tui.mcp_tools.server  # noqa: F401  (the MCP SDK, client and server, with it)
     import netspy_tui.runtime  # noqa: F401
+    from netspy_tui.mcp_tools.schemas import DashboardSnapshot
+    from netspy_tui.models import build_models
+
+    # The dashboard uses most models: built here, off the UI thread, not at its first refresh.
+    build_models()
+    DashboardSnapshot.model_rebuild()
+
+
+def run() -> NoReturn:
+    """The program's entry point (``netspy-tui``, ``python -m netspy_tui``): :func:`main`, then the exit.
+
+    What a command leaves behind (the SDK's and the models' classes, ~100,000 objects) is freed by the
+    process ending; the interpreter's own teardown (clearing every module, a last full collection) took
+    0.06-0.1 s of every ``--tool`` (issue 17) and adds nothing. So the exit runs the ``atexit`` handlers
+    (the log's flush among them), flushes stdout and stderr, and ends the process — unless a thread the
+    interpreter would wait for is still running, or stdout cannot be flushed (a closed pipe): then it
+    exits the ordinary way, as before."""
+    _exit(main())
+
+
+def _exit(code: int) -> NoReturn:
+    import atexit
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,9 +13,7 @@ the key (and the closest known one), as are a directory or an oversized file whe
 
 from __future__ import annotations
 
-import difflib
 import os
-import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -203,6 +201,8 @@ def _unknown_key(key: str) -> str:
     by_env = {env.lower(): name for name, env in ((n, env_name(n)) for n in Settings.model_fields)}
     if wanted in by_env:  # an environment variable's name: OPENAI_API_KEY, NETSPY_SERVER
         return f"{shown} (did you mean '{by_env[wanted]}'?)"
+    import difflib
+
     close = difflib.get_close_matches(wanted, list(Settings.model_fields), n=1, cutoff=0.6)
     return f"{shown} (did you mean '{close[0]}'?)" if close else shown
 
@@ -232,6 +232,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise UsageError(
             f"{where} is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB, too big for a config file", fix
         )
+    import tomllib  # (~6 ms: only when there is a file)
+
     try:
         values = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
