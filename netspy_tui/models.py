@@ -105,7 +105,7 @@ def ns_to_time(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value // 1000)
 
 
-_DATETIME = TypeAdapter(datetime)
+_DATETIME = TypeAdapter(datetime, config=ConfigDict(defer_build=True))
 
 
 def parse_time(value: str) -> datetime:
@@ -1011,3 +1011,4 @@ def build_models() -> None:
         ):
             value.model_rebuild()
     _EVENT_ADAPTER.rebuild()
+    _DATETIME.rebuild()
