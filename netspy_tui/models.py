@@ -10,7 +10,8 @@ Nothing here imports textual, httpx or mcp.
 
 Every model is built when first used (``defer_build``): building the validators of all of them took
 ~30 ms of every start, and a one-shot ``--tool`` uses a few. A process that will use most of them
-builds them ahead, off its critical path (:func:`build_models`).
+builds them ahead, off its critical path (:func:`build_models`). (A first build racing another thread's first
+use is safe from pydantic 2.14, the floor in pyproject.toml.)
 """
 
 from __future__ import annotations
