@@ -1,3 +1,3 @@
-from netspy_tui.cli import main
+from netspy_tui.cli import run
 
-raise SystemExit(main())
+run()

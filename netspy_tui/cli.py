@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -795,25 +795,6 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     # the source (an eBPF server, or the embedded collector and its store) and the gateway come up after it.
     from netspy_tui.tui.app import run_dashboard
 
-    @asynccontextmanager
-    async def connect(progress: Callable[[str], None]) -> AsyncIterator[tuple[Any, str]]:
-        progress(f"{what}, the MCP gateway")
-        # Importing the SDK and the server's modules takes ~0.6 s of CPU: in a thread, the UI keeps answering.
-        await asyncio.to_thread(_import_gateway_modules)
-        # What is imported lives as long as the process: frozen, the collector never walks it again; on from here.
-        gc.freeze()
-        gc.enable()
-        from netspy_tui.mcp_tools.gateway import open_gateway
-        from netspy_tui.runtime import open_source
-
-        async with open_source(settings, "live") as source:
-            progress("the MCP gateway")
-            async with open_gateway(
-                source, _lazy_ai_tools(settings), names=_names(settings), workloads=_workloads()
-            ) as gw:
-                info = await source.info()
-                yield gw, info.detail
-
     def ai_hooks() -> Any:  # (the AI layer and its MCP bridge load when the dashboard first needs them)
         from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
 
@@ -822,7 +803,7 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     ai = _ai(settings)
     what = f"the eBPF server at {settings.server}" if settings.server else "the data source"
     code = await run_dashboard(
-        connect,
+        _connect_dashboard(settings, what),
         starting=what,
         interval=settings.interval,
         window=settings.window,
@@ -836,10 +817,80 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
     return code
 
 
+def _connect_dashboard(
+    settings: Any, what: str
+) -> Callable[[Callable[[str], None]], AbstractAsyncContextManager[tuple[Any, str]]]:
+    """The dashboard's ``connect``: the source and the in-process MCP pair, opened after the first frame."""
+
+    @asynccontextmanager
+    async def connect(progress: Callable[[str], None]) -> AsyncIterator[tuple[Any, str]]:
+        progress(f"{what}, the MCP gateway")
+        # The source opens while the SDK and the server's modules load (~0.6 s of CPU, in a thread: the UI keeps
+        # answering): what the source waits for — an embedded collector's programs loading in the kernel, a
+        # server probed — is off the path to the first data. The source's own module (and the HTTP client) first.
+        await asyncio.to_thread(_import_source_modules)
+        from netspy_tui.runtime import open_source
+
+        imports = asyncio.ensure_future(asyncio.to_thread(_import_gateway_modules))
+        imports.add_done_callback(lambda f: f.cancelled() or f.exception())  # (its error is raised below)
+        async with open_source(settings, "live") as source:
+            progress("the MCP gateway")
+            await imports
+            # What is imported lives as long as the process: frozen, the collector never walks it again; on from here.
+            gc.freeze()
+            gc.enable()
+            from netspy_tui.mcp_tools.gateway import open_gateway
+
+            async with open_gateway(
+                source, _lazy_ai_tools(settings), names=_names(settings), workloads=_workloads()
+            ) as gw:
+                info = await source.info()
+                yield gw, info.detail
+
+    return connect
+
+
+def _import_source_modules() -> None:
+    import netspy_tui.runtime  # noqa: F401  (the HTTP client with it)
+
+
 def _import_gateway_modules() -> None:
     import netspy_tui.mcp_tools.ai_bridge  # noqa: F401  (the AI layer the dashboard's hooks use)
     import netspy_tui.mcp_tools.server  # noqa: F401  (the MCP SDK, client and server, with it)
     import netspy_tui.runtime  # noqa: F401
+    from netspy_tui.mcp_tools.schemas import DashboardSnapshot
+    from netspy_tui.models import build_models
+
+    # The dashboard uses most models: built here, off the UI thread, not at its first refresh.
+    build_models()
+    DashboardSnapshot.model_rebuild()
+
+
+def run() -> NoReturn:
+    """The program's entry point (``netspy-tui``, ``python -m netspy_tui``): :func:`main`, then the exit.
+
+    What a command leaves behind (the SDK's and the models' classes, ~100,000 objects) is freed by the
+    process ending; the interpreter's own teardown (clearing every module, a last full collection) took
+    0.06-0.1 s of every ``--tool`` (issue 17) and adds nothing. So the exit runs the ``atexit`` handlers
+    (the log's flush among them), flushes stdout and stderr, and ends the process — unless a thread the
+    interpreter would wait for is still running, or stdout cannot be flushed (a closed pipe): then it
+    exits the ordinary way, as before."""
+    _exit(main())
+
+
+def _exit(code: int) -> NoReturn:
+    import atexit
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

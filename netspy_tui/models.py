@@ -7,6 +7,11 @@ a :class:`pydantic.ValidationError` that names the field. Analysis models are wh
 return as structured content and what the dashboard renders.
 
 Nothing here imports textual, httpx or mcp.
+
+Every model is built when first used (``defer_build``): building the validators of all of them took
+~30 ms of every start, and a one-shot ``--tool`` uses a few. A process that will use most of them
+builds them ahead, off its critical path (:func:`build_models`). (A first build racing another thread's first
+use is safe from pydantic 2.14, the floor in pyproject.toml.)
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ def ns_to_time(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value // 1000)
 
 
-_DATETIME = TypeAdapter(datetime)
+_DATETIME = TypeAdapter(datetime, config=ConfigDict(defer_build=True))
 
 
 def parse_time(value: str) -> datetime:
@@ -116,7 +121,7 @@ def parse_time(value: str) -> datetime:
 class _Wire(BaseModel):
     """Base of every model that comes off the wire: tolerant of extra fields."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, defer_build=True)
 
 
 def _null_is_empty(value: Any) -> Any:
@@ -285,7 +290,7 @@ class PacketDropEvent(_EventBase):
 
 
 Event = Annotated[ConnectionEvent | PacketDropEvent, Field(discriminator="type")]
-_EVENT_ADAPTER: TypeAdapter[ConnectionEvent | PacketDropEvent] = TypeAdapter(Event)
+_EVENT_ADAPTER: TypeAdapter[ConnectionEvent | PacketDropEvent] = TypeAdapter(Event, config=ConfigDict(defer_build=True))
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -498,7 +503,7 @@ ApiGeneration = Literal["seed", "current", "aggregator", "embedded"]
 class SourceInfo(BaseModel):
     """Where the data comes from, for status lines and ``server_status``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     label: str
     """Human wording, e.g. ``eBPF (embedded)`` or ``ebpf-server at http://localhost:8080``."""
@@ -570,7 +575,7 @@ def describe_losses(losses: dict[str, int], when: str = "") -> str:
 
 
 class Counted(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     key: str
     count: int
 
@@ -578,7 +583,7 @@ class Counted(BaseModel):
 class ProcessStat(BaseModel):
     """One process (command) in a window: the row of the per-process summary table."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     command: str
     pids: list[int]
     attempts: int
@@ -600,7 +605,7 @@ class WindowStats(BaseModel):
     rollups (embedded source); both must agree on the same data.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     kind: EventKind
     window_seconds: int
     pid: int | None = None
@@ -687,7 +692,7 @@ class EventQuery:
 class EventPage(BaseModel):
     """A page of events, newest first, plus how many matched in total."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     events: list[Event]
     total_count: int
     """Events kept that match (the page is the newest of them)."""
@@ -712,7 +717,7 @@ class TrafficFlow(BaseModel):
     """Bytes one process sent and read on one socket (its addresses as the socket had them) in a
     window. ``remote`` is ``""`` when the socket had no peer (an unconnected UDP socket)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     pid: int
     command: str
     protocol: str
@@ -740,7 +745,7 @@ class TrafficFlow(BaseModel):
 class TrafficProcess(BaseModel):
     """One process (command) in a window: bytes in and out, and their average rates."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     command: str
     pids: list[int]
     rx_bytes: int
@@ -760,7 +765,7 @@ class TrafficProcess(BaseModel):
 class TrafficRemote(BaseModel):
     """One remote address in a window (``""``: sockets with no peer address)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     remote: str
     rx_bytes: int
     tx_bytes: int
@@ -771,7 +776,7 @@ class TrafficRemote(BaseModel):
 class _SocketFigures(BaseModel):
     """A window's figures for one pid/command or all, from a source that may not have them."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     window_seconds: int
     pid: int | None = None
     command: str | None = None
@@ -814,7 +819,7 @@ class LatencyGroup(BaseModel):
     """Connect attempts of one process (command) to one destination in a window, and how long their
     handshakes took (microseconds; percentiles are values of real attempts, nearest rank)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     command: str
     pids: list[int]
     destination: str
@@ -845,7 +850,7 @@ class LatencyStats(_SocketFigures):
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     text: str
     """The same readable sentence(s) as the text content block."""
 
@@ -936,7 +941,7 @@ class PatternAnalysis(_Windowed):
 class GroupStat(BaseModel):
     """``list_processes`` grouped by node or workload: one group's figures in the window."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     key: str
     """The node or workload (``unknown``: events that did not say theirs)."""
     attempts: int
@@ -993,3 +998,18 @@ class LatencyReport(_Windowed):
 
     stats: LatencyStats
     source: str
+
+
+def build_models() -> None:
+    """Build every model's (and the event adapter's) validator and serializer now, not at first use: the
+    dashboard calls this in the thread that imports its MCP pair, so its first refresh does not."""
+    for value in list(globals().values()):
+        if (
+            isinstance(value, type)
+            and issubclass(value, BaseModel)
+            and value.__module__ == __name__
+            and not value.__pydantic_complete__
+        ):
+            value.model_rebuild()
+    _EVENT_ADAPTER.rebuild()
+    _DATETIME.rebuild()

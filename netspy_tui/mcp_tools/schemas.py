@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import PydanticCustomError
 
 # The tools' structured results are domain models shared by every layer above the store (the AI
@@ -170,6 +170,8 @@ InboundSince = Annotated[
 class DashboardSnapshot(BaseModel):
     """One refresh of a live view: each part is exactly what its own tool returns for the same arguments
     (None: not asked for)."""
+
+    model_config = ConfigDict(defer_build=True)  # (built when first used: a one-shot --tool never does)
 
     text: str
     status: ServerStatus | None = None
