@@ -95,7 +95,18 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "con
 
 
 def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+    """This process's open files but its sockets and pipes ("fd -> what"): a collector opens neither, and
+    other tests' leftovers (an event loop's self-pipe, a client's connection) may be closed by the
+    garbage collector at any moment, which must not pass for the collector's doing."""
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # (closed meanwhile, or listdir's own)
+            continue
+        if not target.startswith(("socket:", "pipe:")):
+            fds.add(f"{fd} -> {target}")
+    return fds
 
 
 def my_comm() -> str:
@@ -118,9 +129,24 @@ def listener() -> Iterator[socket.socket]:
     s.close()
 
 
+#: wall-clock seconds when the running test began (:func:`_test_start`)
+_started = [0.0]
+
+
+@pytest.fixture(autouse=True)
+def _test_start() -> None:
+    _started[0] = time.time()
+
+
 def mine(port: int, pid: int | None = None) -> Callable[[Event], bool]:
+    """Connection events from ``pid`` (default: this process) to ``port`` made during the running test: the
+    recorder is shared by the module, and a port the kernel gave an earlier test's listener can come back
+    (10 ms of slack for the kernel clock's mapping to wall time)."""
     pid = os.getpid() if pid is None else pid
-    return lambda e: isinstance(e, ConnectionEvent) and e.destination_port == port and e.pid == pid
+    since = _started[0] - 0.01
+    return lambda e: (
+        isinstance(e, ConnectionEvent) and e.destination_port == port and e.pid == pid and e.time.timestamp() >= since
+    )
 
 
 def check_contract(event: ConnectionEvent) -> None:
