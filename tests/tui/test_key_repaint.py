@@ -178,3 +178,39 @@ async def test_a_rate_peak_of_the_same_width_redraws_its_line_without_a_layout_p
         assert any(layouts)
         await pilot.pause()
         assert "(peak 1047)" in "".join(strip.text for strip in label.render_lines(label.region.reset_offset))
+
+
+async def test_d_gives_the_shown_table_the_focus_and_leaves_the_footer_as_it_is(
+    source: MemorySource, clock: Clock
+) -> None:
+    """Switching tabs hid the focused table and nothing had the focus (the arrows and enter did nothing); the
+    footer, rebuilt by Textual on every change of focus (~30 ms and a layout each), is rebuilt only when its keys
+    change."""
+    from textual.widgets._footer import FooterKey
+
+    from netspy_tui.tui.widgets.footer import KeyFooter
+    from tests.tui.screen_text import screen_lines
+
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        footer = screen.query_one(KeyFooter)
+        keys = list(footer.query_children(FooterKey))
+        line = screen_lines(app)[-1]
+        assert "d Drops" in line and "q Quit" in line
+        await pilot.press("d")
+        await wait_for(pilot, lambda: screen.drops.has_focus, "the drops table focused")
+        assert screen.drops.row_count > 1
+        row = screen.drops.cursor_row
+        await pilot.press("up")
+        await wait_for(pilot, lambda: screen.drops.cursor_row == row - 1, "the drops cursor moved")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: screen.connections.has_focus, "the connections table focused")
+        await pilot.pause()
+        assert list(footer.query_children(FooterKey)) == keys  # the same keys: not rebuilt
+        assert screen_lines(app)[-1] == line
+        await pilot.press("slash")  # the filter input's keys: rebuilt
+        await wait_for(pilot, lambda: "q Quit" not in screen_lines(app)[-1], "the input's footer")
+        assert "esc Back" in screen_lines(app)[-1]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen_lines(app)[-1] == line, "the tables' footer again")
+        assert screen.connections.has_focus

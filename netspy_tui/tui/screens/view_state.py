@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from netspy_tui.tui.poller import Poller
 
 WINDOWS = (60, 300, 900, 3600)
+#: ids of the tables the tabs show (one at a time)
+VIEW_TABLES = frozenset({"connections", "drops", "traffic"})
 
 
 class ViewState(InputKeys):
@@ -182,6 +184,11 @@ class ViewState(InputKeys):
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         self.view = {"drops-tab": "drops", "traffic-tab": "traffic"}.get(event.pane.id or "", "connections")
         self.poller.want_traffic(self.view == "traffic")  # the traffic tools are called only while it is shown
+        focused = self.focused
+        if focused is None or (isinstance(focused, DataTable) and focused.id in VIEW_TABLES):
+            # the table of the view left is hidden and Textual drops the focus (nothing had it after d): the view's
+            # table takes it, so the arrows, enter and the footer's keys act on what is shown
+            self.focus_active_table()
 
     def focus_process(self, name: str) -> None:
         self.focus_subject = Scope(command=name)
