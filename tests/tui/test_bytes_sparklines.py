@@ -28,6 +28,7 @@ from tests.factories import connection
 from tests.tui.conftest import Clock, wait_for
 from tests.tui.scenes import Polled
 from tests.tui.screen_text import screen_text
+from tests.tui.test_key_repaint import layout_requests
 from tests.tui.test_traffic_view import NS, dashboard
 
 CURL_RX = 4_000_000  # 2.0 MB/s over the 2 s sampled
@@ -83,13 +84,17 @@ async def test_rx_and_tx_rates_show_as_sparklines_for_the_host_then_the_focused_
         assert max(screen.query_one("#tx-rate", Sparkline).data or [0]) == pytest.approx(NGINX_TX / 2)
         assert len(screen.recent_bytes) >= 1
 
-        # focus curl: the sparklines start again, with curl's bytes only
+        # focus curl: the sparklines start again, with curl's bytes only; their lines stay on screen (emptied until
+        # curl's first sample), not hidden and shown again: no layout pass of the screen for them on the key
+        layouts = [layout_requests(screen.query_one(f"#{w}", Label if "label" in w else Sparkline))
+                   for w in ("rx-label", "rx-rate", "tx-label", "tx-rate")]  # fmt: skip
         await pilot.press("slash", *"curl", "enter")
         await wait_for(pilot, lambda: screen.subject.command == "curl", "curl focused")
         await wait_for(pilot, lambda: "peak 1.0 MB/s" not in label(app, "tx"), "nginx's bytes gone")
         await until_seen(pilot, app, store, "peak 2.0 MB/s", pid=202, command="curl", rows=[(DIR_RX, CURL_RX)])
         assert "Rx " in label(app, "rx") and "peak 2.0 MB/s" in label(app, "rx")
         assert max(screen.query_one("#tx-rate", Sparkline).data or [0]) < NGINX_TX / 2
+        assert all(layouts) and not any(any(requests) for requests in layouts)
 
 
 async def test_a_source_that_counts_no_bytes_shows_no_byte_sparklines_and_stops_asking(clock: Clock) -> None:

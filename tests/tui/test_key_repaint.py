@@ -3,8 +3,10 @@ whole screen: the screen's own reactives (view_state.py) do not repaint it (issu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -178,3 +180,87 @@ async def test_a_rate_peak_of_the_same_width_redraws_its_line_without_a_layout_p
         assert any(layouts)
         await pilot.pause()
         assert "(peak 1047)" in "".join(strip.text for strip in label.render_lines(label.region.reset_offset))
+
+
+async def test_d_gives_the_shown_table_the_focus_and_leaves_the_footer_as_it_is(
+    source: MemorySource, clock: Clock
+) -> None:
+    """Switching tabs hid the focused table and nothing had the focus (the arrows and enter did nothing); the
+    footer, rebuilt by Textual on every change of focus (~30 ms and a layout each), is rebuilt only when its keys
+    change."""
+    from textual.widgets._footer import FooterKey
+
+    from netspy_tui.tui.widgets.footer import KeyFooter
+    from tests.tui.screen_text import screen_lines
+
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        footer = screen.query_one(KeyFooter)
+        keys = list(footer.query_children(FooterKey))
+        line = screen_lines(app)[-1]
+        assert "d Drops" in line and "q Quit" in line
+        await pilot.press("d")
+        await wait_for(pilot, lambda: screen.drops.has_focus, "the drops table focused")
+        assert screen.drops.row_count > 1
+        row = screen.drops.cursor_row
+        await pilot.press("up")
+        await wait_for(pilot, lambda: screen.drops.cursor_row == row - 1, "the drops cursor moved")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: screen.connections.has_focus, "the connections table focused")
+        await pilot.pause()
+        assert list(footer.query_children(FooterKey)) == keys  # the same keys: not rebuilt
+        assert screen_lines(app)[-1] == line
+        await pilot.press("slash")  # the filter input's keys: rebuilt
+        await wait_for(pilot, lambda: "q Quit" not in screen_lines(app)[-1], "the input's footer")
+        assert "esc Back" in screen_lines(app)[-1]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen_lines(app)[-1] == line, "the tables' footer again")
+        assert screen.connections.has_focus
+        # the focus moves with the key, not after a frame that drew the view with its table unfocused
+        screen.action_toggle_drops()
+        assert screen.focused is screen.drops
+        screen.action_toggle_traffic()
+        assert screen.focused is screen.traffic
+        screen.action_toggle_traffic()
+        assert screen.focused is screen.connections
+
+
+async def test_esc_after_focus_brings_the_rows_back_with_the_cells_they_had(source: MemorySource, clock: Clock) -> None:
+    """Focus hides the other processes' rows; esc shows them again with the cells they were drawn with, not new
+    ones (every row's cells were made again: ~40 ms for 1,300 rows), and a row whose event changed meanwhile (a
+    name learnt) gets new cells."""
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        table = screen.connections
+        before = {key: list(cells) for key, cells in table._cells.items()}
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        event = table.selected_event()
+        assert event is not None
+        other = next(e for e in table.events.values() if e.command != event.command and not e.hostname)
+        key = next(k for k, e in table.events.items() if e is other)
+        wake, app.poller.wake = app.poller.wake, asyncio.Event()  # (the keys' polls wait: the rows drawn are held)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: set(table.events) < set(before), "the focused process's rows")
+        # a name learnt for a hidden row while focused: its row comes back with it
+        latest = screen.latest
+        assert latest is not None
+        renamed = other.model_copy(update={"hostname": "renamed.example"})
+        conns = tuple(renamed if e is other else e for e in latest.connections)
+        screen.latest = replace(latest, connections=conns)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen.focus_subject is None and len(table.events) == len(before), "all rows")
+        assert all(table._cells[k] == before[k] and all(a is b for a, b in zip(table._cells[k], before[k], strict=True))
+                   for k in before if k != key)  # fmt: skip
+        assert "renamed.example" in str(table._cells[key][2])
+        index = list(table.events).index(key)
+        assert [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count) if i != index] == [
+            r for i, r in enumerate(rows) if i != index
+        ]
+        assert "renamed.example" in str(table.get_row_at(index)[2])
+        # the poll for all traffic reads the window afresh: equal events keep their cells too
+        polls = app.polls
+        app.poller.wake = wake
+        wake.set()
+        await wait_for(pilot, lambda: app.polls > polls, "the poll")
+        assert all(a is b for k in before if k != key for a, b in zip(table._cells[k], before[k], strict=True))
+        assert "renamed.example" not in str(table.get_row_at(index)[2])  # (the source has no such name)

@@ -5,7 +5,9 @@ are kept across updates: a replaced cell, a row moved or the cursor moved must s
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import pytest
 from rich.style import Style
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
@@ -126,3 +128,54 @@ async def test_more_rows_redraw_the_table_and_its_scrollbar_without_laying_the_s
         fast.move_cursor(row=149)
         await pilot.pause()
         assert fast.scroll_offset.y == fast.max_scroll_y > 0 and fast.virtual_size.height == 151
+
+
+async def test_focus_coming_and_going_draws_only_the_cursor_row_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tab switch (d) moves the focus between the tables, and each change of focus is a style update of the
+    table: its cells are kept for both states (only the cursor's row, drawn with the focused or unfocused cursor
+    style, is drawn again), still exactly as DataTable draws them, and a new theme still draws everything anew."""
+    from netspy_tui.tui.widgets import table as table_module
+
+    drawn: list[int] = []
+    cell_line = table_module.cell_line
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        drawn.append(1)
+        return cell_line(*args, **kwargs)
+
+    monkeypatch.setattr(table_module, "cell_line", counted)
+    app = Pair()
+    async with app.run_test(size=(80, 30)) as pilot:
+        fast = app.query_one("#fast", KeyedTable)
+        plain = app.query_one("#plain", DataTable)
+        cells = {str(n): row_cells(n) for n in range(40)}
+        fast.place_rows(list(cells), cells)
+        for key, row in cells.items():
+            plain.add_row(*row, key=key)
+        for table in (fast, plain):
+            table.move_cursor(row=3)
+
+        async def focus(table: DataTable[Cell] | None) -> list[list[tuple[str, Style | None]]]:
+            """``table`` focused (None: neither), then how fast draws as ``table`` or plain does the same."""
+            app.set_focus(table)
+            await pilot.pause()
+            if table is plain:
+                return lines(plain)
+            return lines(fast)
+
+        focused, unfocused = await focus(fast), await focus(None)
+        assert focused != unfocused  # (the cursor's colours)
+        assert await focus(plain) == focused and lines(plain) != lines(fast)
+        assert lines(fast) == unfocused == (await focus(None)) == lines(plain)
+        await focus(fast)
+        await focus(None)  # both states drawn: from here the cells are kept
+        drawn.clear()
+        assert await focus(fast) == focused
+        assert await focus(None) == unfocused
+        assert 0 < len(drawn) <= 2 * len(WIDTHS), drawn  # the cursor row's cells, focused then unfocused
+        drawn.clear()
+        app.theme = "textual-light" if app.theme != "textual-light" else "nord"
+        await pilot.pause()
+        assert lines(fast) == lines(plain) != unfocused
+        assert len(drawn) > 2 * len(WIDTHS)
+        assert await focus(fast) == await focus(plain) != focused

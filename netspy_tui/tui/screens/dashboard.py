@@ -244,8 +244,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         flt = EventFilter(self.filter_text, self.focus_subject)
         subject = self.subject
         with self.app.batch_update():
-            self.connections.sync([e for e in snap.connections if flt.event(e)] if flt.active else snap.connections)
-            self.drops.sync([e for e in snap.drops if flt.event(e)] if flt.active else snap.drops)
+            held, dropped = snap.connections, snap.drops
+            self.connections.sync([e for e in held if flt.event(e)] if flt.active else held, held)
+            self.drops.sync([e for e in dropped if flt.event(e)] if flt.active else dropped, dropped)
             procs = with_workloads(snap.processes.processes if snap.processes else [], snap.connections)
             counted = snap.traffic is not None and snap.traffic.stats.available
             rates = {p.command: p for p in snap.traffic.stats.processes} if snap.traffic and counted else None

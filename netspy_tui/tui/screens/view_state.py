@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from netspy_tui.tui.poller import Poller
 
 WINDOWS = (60, 300, 900, 3600)
+#: ids of the tables the tabs show (one at a time)
+VIEW_TABLES = frozenset({"connections", "drops", "traffic"})
+"""(each view's name is its table's id)"""
 
 
 class ViewState(InputKeys):
@@ -156,11 +159,17 @@ class ViewState(InputKeys):
 
     def action_toggle_drops(self) -> None:
         tabs = self.query_one("#views", TabbedContent)
-        tabs.active = "drops-tab" if tabs.active == "connections-tab" else "connections-tab"
+        self._show_view(tabs, "drops-tab" if tabs.active == "connections-tab" else "connections-tab")
 
     def action_toggle_traffic(self) -> None:
         tabs = self.query_one("#views", TabbedContent)
-        tabs.active = "connections-tab" if tabs.active == "traffic-tab" else "traffic-tab"
+        self._show_view(tabs, "connections-tab" if tabs.active == "traffic-tab" else "traffic-tab")
+
+    def _show_view(self, tabs: TabbedContent, pane: str) -> None:
+        """Show the tab ``pane``; its table takes the focus the other view's table had in the same frame (the
+        tab's TabActivated message comes after a frame has drawn the view unfocused: the table drawn twice)."""
+        tabs.active = pane
+        self._focus_view_table(pane.removesuffix("-tab"))
 
     def action_next_traffic_list(self) -> None:
         """The Traffic view's next list (processes, connections, remote addresses, connect latency)."""
@@ -182,6 +191,17 @@ class ViewState(InputKeys):
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         self.view = {"drops-tab": "drops", "traffic-tab": "traffic"}.get(event.pane.id or "", "connections")
         self.poller.want_traffic(self.view == "traffic")  # the traffic tools are called only while it is shown
+        self._focus_view_table(self.view)
+
+    def _focus_view_table(self, view: str) -> None:
+        """The table of the view left is hidden and Textual drops the focus (nothing had it after d): the shown
+        view's table takes it, so the arrows, enter and the footer's keys act on what is shown; now, not after the
+        next frame (Widget.focus). Another widget that has the focus (an input, the AI pane) keeps it."""
+        focused = self.focused
+        if focused is None or (isinstance(focused, DataTable) and focused.id in VIEW_TABLES):
+            table = self.query_one(f"#{view}", DataTable)
+            if focused is not table:
+                self.set_focus(table)
 
     def focus_process(self, name: str) -> None:
         self.focus_subject = Scope(command=name)

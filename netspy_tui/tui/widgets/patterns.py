@@ -36,6 +36,8 @@ class PatternsPanel(Vertical):
         super().__init__(id=id)
         self._shown: tuple[PatternAnalysis | None, str] | None = None
         self._lines = -1
+        self._bytes_seen = False
+        """The source has counted bytes: the rx/tx lines are on show from then on."""
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Waiting for the first poll…"), id="patterns-body")  # not on mount: a poll can come first
@@ -47,12 +49,24 @@ class PatternsPanel(Vertical):
 
     def show_bytes(self, samples: Sequence[TrafficStats]) -> None:
         """The subject's rx and tx rates at each of the last polls (oldest first), as two sparklines with the
-        latest rate, the peak and the retransmits; hidden while there is none."""
+        latest rate, the peak and the retransmits; hidden until the source has counted some."""
+        if not samples and self._bytes_seen:
+            # another subject (focus, a filter naming a process): its first sample comes with its first poll. The
+            # lines stay, emptied, rather than going and coming back (two layout passes of the whole screen, one
+            # of them on the key that changed the subject)
+            for way in ("rx", "tx"):
+                waiting = f"{way.capitalize()} … (next poll)"
+                shown_label = self.query_one(f"#{way}-label", Label)
+                if str(shown_label.content) != waiting:
+                    shown_label.update(Text(waiting), layout=False)
+                self.query_one(f"#{way}-rate", Sparkline).data = []
+            return
         shown = bool(samples)
         for widget in self.query(".bytes"):
             widget.display = shown
         if not shown:
             return
+        self._bytes_seen = True
         retrans = sum(s.retransmits for s in samples)
         for way in ("rx", "tx"):
             rates = [s.rx_rate if way == "rx" else s.tx_rate for s in samples]

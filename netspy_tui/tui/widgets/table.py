@@ -62,9 +62,18 @@ class KeyedTable(DataTable[Cell]):
         self._frame_memo = None  # a new frame: the styles worked out again (once)
         return super().render_lines(crop)
 
+    _styles_seen = 0
+    """Style updates so far: the kept cells under the cursor or the mouse are drawn with the component styles of
+    the update they were drawn after (see :meth:`_render_cell`)."""
+
     def notify_style_update(self) -> None:
+        # The focus comes and goes with every tab switch (d), and each changes the table's styles: every visible
+        # cell was drawn again (~15 ms a table). A kept cell is keyed by what it was drawn with (the row's style,
+        # which holds the widget's colours and the :focus tint, the pseudo-classes, the cursor and hover flags),
+        # so the cells of both states stay and neither is drawn again; only the cursor and hover cells also take
+        # component styles (datatable--cursor, a theme's), and they are keyed by the style update they follow.
         self._frame_memo = None
-        self._kept_cells.clear()
+        self._styles_seen += 1
         super().notify_style_update()
 
     _sizing = False
@@ -220,9 +229,10 @@ class KeyedTable(DataTable[Cell]):
         # Kept across table updates (DataTable keys its cache by the update count: every row added, removed or
         # sorted, every cell updated, drew every visible cell again): a cell is drawn again only when its value
         # (the Cell object: update_cell puts in a new one), its place (the row index is in its segments' meta),
-        # its width or what it is drawn with changed. Emptied with DataTable's caches (widths, styles, clear).
+        # its width or what it is drawn with changed. Emptied with DataTable's caches (widths, clear).
         cache_key = (row_key, column_key, row_index, column_index, width, base_style, cursor, hover,
-                     self._pseudo_class_state, flags[:7])  # fmt: skip
+                     self._pseudo_class_state, flags[:7],
+                     self._styles_seen if show_cursor and (cursor or (hover and show_hover)) else 0)  # fmt: skip
         kept = self._kept_cells.get(cache_key)
         if kept is not None and kept[0] is value:
             return kept[1]
