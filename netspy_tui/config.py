@@ -58,7 +58,7 @@ def state_dir() -> Path:
 #: frame is drawn before the HTTP client loads. Anything else (IPv6, user info, a query) goes to httpx.
 _PLAIN_URL = re.compile(
     r"https?://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
-    r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:/[A-Za-z0-9._~/-]*)?"
 )
 _DOTTED_QUAD = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 
@@ -67,7 +67,9 @@ def _plain_http_url(value: str) -> bool:
     match = _PLAIN_URL.fullmatch(value) if len(value) <= 2048 else None
     if match is None:
         return False
-    host = match["host"]
+    host, port = match["host"], match["port"]
+    if port is not None and not 0 < int(port) <= 65535:  # (httpx keeps any port as given: refused below)
+        return False
     if _DOTTED_QUAD.fullmatch(host):  # httpx reads it as an IPv4 address: it must be one
         import ipaddress
 
@@ -181,6 +183,8 @@ class Settings(BaseSettings):
                 problem = "it must start with http:// or https://"
             elif not url.host:
                 problem = "it has no host name"
+            elif url.port is not None and not 0 < url.port <= 65535:
+                problem = f"port {url.port} is not one: ports are 1-65535"
         except httpx.InvalidURL as exc:
             problem = clean(exc, 80)
         if problem:

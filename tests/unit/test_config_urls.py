@@ -20,8 +20,7 @@ PLAIN = [
     "https://example.com/netspy/api",
     "http://10.0.0.1",
     "http://1.2.3:80",  # not four numbers: a name to httpx as well
-    "http://0.0.0.0:0",
-    "http://localhost:99999",  # httpx keeps the port as given
+    "http://0.0.0.0:65535",
 ]
 NOT_PLAIN = [
     "http://999.1.1.1:8080",  # four numbers that are no IPv4 address: httpx refuses it
@@ -38,6 +37,8 @@ NOT_PLAIN = [
     "http://hóst",
     "http://host/%41",
     "http://host/a b",
+    "http://localhost:99999",  # httpx keeps any port as given: the check below refuses it
+    "http://localhost:0",
 ]
 
 
@@ -66,6 +67,8 @@ def test_anything_else_is_left_to_httpx(value):
         ("http://999.1.1.1:8080", "Invalid IPv4 address"),
         ("ftp://host", "it must start with http:// or https://"),
         ("http://host:port", "Invalid port"),
+        ("http://127.0.0.1:99999", "port 99999 is not one: ports are 1-65535"),
+        ("http://localhost:0", "port 0 is not one: ports are 1-65535"),
     ],
 )
 def test_a_bad_url_is_refused_in_httpx_words(value, problem, monkeypatch, tmp_path):
@@ -86,3 +89,13 @@ def test_the_dashboard_draws_its_frame_before_httpx_loads(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["http://127.0.0.1:8080", "False"]
+
+
+def test_a_port_beyond_65535_is_one_line_and_exit_2_not_a_traceback(tmp_path):
+    """httpx takes any port as given; connecting to it raised OverflowError inside a tool (a traceback)."""
+    env = {"NETSPY_CONFIG": str(tmp_path / "none.toml"), "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    argv = [sys.executable, "-m", "netspy_tui", "--tool", "get_network_summary", "--server", "http://127.0.0.1:99999"]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "port 99999 is not one: ports are 1-65535" in out.stderr
