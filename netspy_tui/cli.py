@@ -857,7 +857,6 @@ def _import_source_modules() -> None:
 def _import_gateway_modules() -> None:
     import netspy_tui.mcp_tools.ai_bridge  # noqa: F401  (the AI layer the dashboard's hooks use)
     import netspy_tui.mcp_tools.server  # noqa: F401  (the MCP SDK, client and server, with it)
-    import netspy_tui.runtime  # noqa: F401
     from netspy_tui.mcp_tools.schemas import DashboardSnapshot
     from netspy_tui.models import build_models
 

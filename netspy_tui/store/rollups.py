@@ -637,7 +637,7 @@ class Rollups:
                 out[f"pairs{i}"] = np.stack([pairs.major[:n], pairs.minor[:n], pairs._keys, pairs._id_of_key])
             secs = sorted(self._seconds.items())
             narrow = [sec._base is not None for _, sec in secs]  # (a SECOND, else a SECOND_WIDE)
-            out["seconds"] = np.array([(s, k, wide, sec.total, len(sec.cols)) for ((s, k), sec), wide
+            out["seconds"] = np.array([(s, k, is_narrow, sec.total, len(sec.cols)) for ((s, k), sec), is_narrow
                                        in zip(secs, narrow, strict=True)], np.int64).reshape(-1, 5)  # fmt: skip
             for dtype, name, kept in ((SECOND, "narrow", True), (SECOND_WIDE, "wide", False)):
                 parts = [sec.cols for (_, sec), n in zip(secs, narrow, strict=True) if n is kept]
@@ -675,12 +675,12 @@ class Rollups:
         seconds: dict[tuple[int, int], Second] = {}
         # (each second and block gets its own copy: a view would keep the whole hour alive until
         # its last second is pruned)
-        packed = {True: arrays["narrow"], False: arrays["wide"]}
-        at = {True: 0, False: 0}
+        packed = (arrays["wide"], arrays["narrow"])  # (by the index's narrow flag, 0 or 1)
+        at = [0, 0]
         for s, k, narrow, total, n in arrays["seconds"].tolist():
-            cols = packed[bool(narrow)][at[bool(narrow)] : at[bool(narrow)] + n].copy()
-            at[bool(narrow)] += n
-            seconds[(s, k)] = Second.packed(cols, k, s, total, bool(narrow))
+            cols = packed[narrow][at[narrow] : at[narrow] + n].copy()
+            at[narrow] += n
+            seconds[(s, k)] = Second.packed(cols, k, s, total, narrow == 1)
         fields = {}
         for field in _BLOCK_FIELDS:
             cuts = np.cumsum(arrays[f"block_{field}_len"])[:-1]
