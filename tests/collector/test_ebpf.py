@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -459,6 +460,33 @@ def test_a_kernel_that_refuses_btf_typed_programs_gets_raw_tracepoint_ones(monke
     finally:
         collector.stop()
     assert open_fds() == fds
+
+
+@pytest.mark.ebpf
+def test_signals_arriving_while_the_programs_load_are_not_taken_for_a_rejection(live) -> None:
+    """The verifier gives up on a program when a signal is pending (a terminal resize, Ctrl-C, a child
+    exiting): under a storm of signals the collector still loads every program as it does in a quiet
+    process (no slower fallback, no "the kernel verifier rejected" failure), and the signals are
+    delivered, not lost."""
+    quiet = {name: kind for name, kind, _, _ in live[0].programs()}
+    got: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+    pinger = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\nwhile True:\n os.kill(int(sys.argv[1]), 10)\n time.sleep(0.0002)",
+         str(os.getpid())]
+    )  # fmt: skip
+    collector = EbpfCollector(ring_bytes=1 << 20)
+    try:
+        wait_until(lambda: len(got) > 10, what="the signal storm")
+        collector.start(Recorder())  # (not start_or_skip: a quiet process just loaded the same)
+        assert {name: kind for name, kind, _, _ in collector.programs()} == quiet
+        seen = len(got)
+        wait_until(lambda: len(got) > seen, what="signals delivered after the load")
+    finally:
+        pinger.kill()
+        pinger.wait()
+        signal.signal(signal.SIGUSR1, old)
+        collector.stop()
 
 
 @pytest.mark.ebpf

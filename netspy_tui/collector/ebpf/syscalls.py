@@ -12,6 +12,7 @@ import errno
 import functools
 import os
 import platform
+import signal
 import struct
 import threading
 
@@ -270,7 +271,7 @@ def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log
         struct.pack_into("<I", attr, 68, attach_type)  # expected_attach_type
         struct.pack_into("<I", attr, 108, attach_btf_id)
         try:
-            return _bpf(BPF_PROG_LOAD, attr, f"loading program {name}")
+            return _load_verified(attr, name)
         except BpfError as exc:
             if log_buf is not None:
                 exc.log = log_buf.value.decode("utf-8", "replace")
@@ -280,6 +281,29 @@ def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", log
                 raise
     assert last is not None
     raise last
+
+
+#: how many times a load the verifier abandoned for a pending signal is tried again (libbpf: 5)
+LOAD_ATTEMPTS = 10
+
+
+def _load_verified(attr: ctypes.Array[ctypes.c_char], name: str) -> int:
+    """BPF_PROG_LOAD with this thread's catchable signals blocked: the verifier gives up with EAGAIN
+    when a signal is pending (a terminal resize, a child exiting, Ctrl-C, a profiler's stop), and
+    the collector would take that for a rejection (fall back to a slower attach, or fail). Blocked
+    signals are delivered when the load returns; what blocking cannot hold off (a ptrace stop) is
+    retried, as libbpf does."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        for _ in range(LOAD_ATTEMPTS - 1):
+            try:
+                return _bpf(BPF_PROG_LOAD, attr, f"loading program {name}")
+            except BpfError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+        return _bpf(BPF_PROG_LOAD, attr, f"loading program {name}")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def prog_id(prog_fd: int) -> int:
