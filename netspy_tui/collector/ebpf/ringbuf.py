@@ -49,7 +49,9 @@ class RingBuffer:
             self._cons.close()
             raise
         self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
+        # edge-triggered: woken by the kernel's wakeups (a submit with the ring more than a quarter
+        # full), not whenever a record is there (level: a reader spinning on a few records at a time)
+        self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
         self.skipped = 0
         """Records of an unexpected size (skipped)."""
         self.closed = False
