@@ -49,28 +49,38 @@ async def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> AsyncIterato
     """While inside: the signals cancel the current task, which then raises :class:`Terminated`
     after every ``finally`` inside ran. Outside the main thread signals are left as they are, and a
     handler installed meanwhile by someone else (uvicorn's graceful shutdown in ``serve``) keeps its
-    signal while it is installed."""
+    signal while it is installed.
+
+    The handler is the interpreter's (it runs in the main thread even while the event loop is held
+    up in a blocking call, as Textual's shutdown can be by a terminal that hung up): it arms the
+    :func:`_force_exit` watchdog itself and hands the cancellation to the loop."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     received: list[int] = []
-    installed: dict[int, object] = {}
+    armed: list[threading.Timer] = []
+    previous: dict[int, Any] = {}
 
-    def on_signal(signum: int) -> None:
-        if signal.getsignal(signum) is not installed[signum]:
-            return
+    def on_signal(signum: int) -> None:  # (in the loop)
         if not received and task is not None:
             logger.warning("received %s: stopping", signal.Signals(signum).name)
             received.append(signum)
             task.cancel()
+
+    def handler(signum: int, _frame: object) -> None:  # (the interpreter's handler: main thread)
+        if task is None:
+            return
+        if not armed:
             watchdog = threading.Timer(FORCE_EXIT_AFTER, _force_exit, (signum,))
             watchdog.daemon = True
+            armed.append(watchdog)
             watchdog.start()
+        with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile: the watchdog ends it)
+            loop.call_soon_threadsafe(on_signal, signum)
 
     if threading.current_thread() is threading.main_thread():
         for signum in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, on_signal, signum)
-                installed[signum] = signal.getsignal(signum)
+            with contextlib.suppress(ValueError, OSError):
+                previous[signum] = signal.signal(signum, handler)
     try:
         yield
     except asyncio.CancelledError:
@@ -78,27 +88,35 @@ async def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> AsyncIterato
             raise Terminated(received[0]) from None
         raise
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        for signum, before in previous.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, before if before is not None else signal.SIG_DFL)
     if received:  # the cancellation was swallowed on the way (e.g. by a server shutting down)
         raise Terminated(received[0])
 
 
 def _exit_now(exc: Terminated) -> NoReturn:
-    sys.stderr.write(f"netspy-tui: {exc}\n")
+    """Say why on stderr (when there still is one: a terminal that hung up is not) and exit."""
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"netspy-tui: {exc}\n")
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    logging.shutdown()
+    with contextlib.suppress(Exception):
+        logging.shutdown()
     os._exit(exc.exit_code)
 
 
 def _force_exit(signum: int) -> None:
     """The cleanup did not finish in time (a thread blocked reading stdin holds up the cancellation,
-    as MCP over stdio does): remove the scratch data, then exit anyway."""
-    logger.warning("stopping took more than %g s: exiting without waiting", FORCE_EXIT_AFTER)
-    safefs.remove_all_scratch()
-    _exit_now(Terminated(signum))
+    as MCP over stdio does; Textual's shutdown writing to a terminal that hung up): remove the
+    scratch data, then exit anyway."""
+    with contextlib.suppress(Exception):
+        logger.warning("stopping took more than %g s: exiting without waiting", FORCE_EXIT_AFTER)
+    try:
+        safefs.remove_all_scratch()
+    finally:
+        _exit_now(Terminated(signum))
 
 
 async def stoppable(command: Coroutine[Any, Any, T]) -> T:
