@@ -46,8 +46,9 @@ AnyEvent = ConnectionEvent | PacketDropEvent
 
 #: Events handed to the sink at once when replaying as fast as possible.
 FAST_BATCH = 2000
-#: Events due within this many seconds of each other go to the sink together.
-BATCH_SLACK = 0.02
+#: Events due within this many seconds of each other go to the sink together (the eBPF reader's poll: a
+#: store write per 50 ms of events, not per event, when a recording plays at its own pace).
+BATCH_SLACK = 0.05
 #: The longest line a recording may hold: an event is well under 4 KiB, but extension fields may be
 #: large; what is read at once (and so memory) stays bounded by this.
 MAX_LINE_BYTES = 8 << 20
