@@ -10,6 +10,7 @@ client is this process. Waits are bounded polls on the tool's own answer; the as
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import socket
@@ -24,10 +25,10 @@ import httpx
 import pytest
 from mcp.client import Client
 
-from netspy_tui.collector.ebpf import EbpfCollector
+from netspy_tui.collector.ebpf import EbpfCollector, syscalls
 from netspy_tui.errors import CollectorError
 from netspy_tui.mcp_tools.server import create_server
-from netspy_tui.models import LatencyStats, TrafficFlow, TrafficStats
+from netspy_tui.models import LatencyStats, TrafficFlow, TrafficStats, ns_to_time
 from netspy_tui.serve.app import create_app
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
@@ -118,6 +119,15 @@ SYN_RETRANSMIT = textwrap.dedent(
 
 @pytest.fixture
 async def embedded() -> AsyncIterator[EmbeddedSource]:
+    source = await started()
+    try:
+        yield source
+    finally:
+        await source.aclose()
+
+
+async def started() -> EmbeddedSource:
+    """A live eBPF collector feeding an in-memory store, counting traffic (else the test is skipped)."""
     collector = EbpfCollector(drain_interval=0.2)
     store = EventStore(None)
     source = EmbeddedSource(collector, store)
@@ -128,12 +138,10 @@ async def embedded() -> AsyncIterator[EmbeddedSource]:
         if REQUIRE:
             pytest.fail(f"NETSPY_REQUIRE_EBPF=1 but the eBPF collector cannot start: {exc}")
         pytest.skip(f"eBPF collector unavailable: {exc}")
-    try:
-        if not collector.counts_traffic:
-            pytest.skip("this kernel has no sock/sock_send_length and sock_recv_length tracepoints")
-        yield source
-    finally:
+    if not collector.counts_traffic:
         await source.aclose()
+        pytest.skip("this kernel has no sock/sock_send_length and sock_recv_length tracepoints")
+    return source
 
 
 def exchange(host: str) -> tuple[int, int, int, int]:
@@ -345,3 +353,85 @@ async def test_a_plain_loopback_connect_takes_under_5_ms(embedded: EmbeddedSourc
         (group,) = [g for g in stats.destinations if g.destination == f"127.0.0.1:{port}"]
         assert (group.attempts, group.outcomes) == (1, {"ok": 1})
         assert 0 < group.max_us < 5000
+
+
+#: the boundary test: datagrams sent back to back from just before a second starts until after it
+BOUNDARIES, BEFORE_NS, AFTER_NS = 4, 30_000_000, 6_000_000
+#: how far the kernel's wall clock (monotonic + the offset the reader measured) may be from time.time_ns()
+CLOCK_SLACK_NS = 200_000
+NS = 1_000_000_000
+
+
+@pytest.mark.ebpf
+@pytest.mark.parametrize("kind", ["tp_btf", "raw_tracepoint", "tracepoint"])
+async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they_were_sent(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The byte programs read the clock only when the kernel's tick count has moved (a per-CPU cache of the
+    second): datagrams sent back to back across a second's start are stored in the second each was sent in,
+    exactly, however the programs are attached (BTF-typed, raw tracepoint, perf tracepoint)."""
+    if kind != "tp_btf":  # a kernel that refuses BTF-typed programs (and raw tracepoints: perf ones)
+        real_load, real_open = syscalls.prog_load, syscalls.raw_tracepoint_open
+
+        def load(prog_type: int, *args: Any, **kwargs: Any) -> int:
+            if prog_type == syscalls.BPF_PROG_TYPE_TRACING:
+                raise syscalls.BpfError(errno.EPERM, "loading program")
+            return real_load(prog_type, *args, **kwargs)
+
+        def open_raw(name: str | None, prog_fd: int) -> int:
+            if kind == "tracepoint":
+                raise syscalls.BpfError(errno.EPERM, "attaching program to raw tracepoint")
+            return real_open(name, prog_fd)
+
+        monkeypatch.setattr(syscalls, "prog_load", load)
+        monkeypatch.setattr(syscalls, "raw_tracepoint_open", open_raw)
+    source = await started()
+    try:
+        assert source.collector is not None
+        kinds = {name: k for name, k, _, _ in source.collector.programs()}
+        assert kinds["sock_send"] == kinds["sock_recv"] == kind
+        known: dict[int, int] = {}  # second -> bytes of the datagrams surely sent in it
+        either: dict[int, int] = {}  # second -> bytes of those sent too close to its start or end to say
+        total = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:  # fmt: skip
+            rx.bind(("127.0.0.1", 0))
+            rx.setblocking(False)
+            tx.connect(rx.getsockname())
+            port = rx.getsockname()[1]
+            start = time.time_ns() // NS + 1
+            for b in range(start, start + BOUNDARIES):
+                edge = b * NS
+                await asyncio.sleep(max(0.0, (edge - BEFORE_NS - time.time_ns()) / 1e9))
+                size = 0
+                while (t0 := time.time_ns()) < edge + AFTER_NS:
+                    size = size % 40 + 1
+                    tx.send(b"b" * size)
+                    t1 = time.time_ns()
+                    total += size
+                    lo, hi = (t0 - CLOCK_SLACK_NS) // NS, (t1 + CLOCK_SLACK_NS) // NS
+                    for second in {lo, hi}:
+                        into = known if lo == hi else either
+                        into[second] = into.get(second, 0) + size
+                while True:  # (read them: the receive buffer stays empty)
+                    try:
+                        rx.recv(64)
+                    except BlockingIOError:
+                        break
+        me = os.getpid()
+
+        def sent(stats: TrafficStats) -> int:
+            return sum(f.tx_bytes for f in stats.flows if f.protocol == "UDP" and f.remote_port == port)
+
+        async def at(second: int | None = None) -> TrafficStats:
+            now = ns_to_time(second * NS if second is not None else time.time_ns())
+            return source.store.traffic(me, None, 1 if second is not None else 120, now=now, limit=1000)
+
+        assert sent(await poll(at, lambda stats: sent(stats) >= total)) == total
+        seconds = sorted(set(known) | set(either))
+        got = {s: sent(await at(s)) for s in seconds}
+        for s in seconds:
+            assert known.get(s, 0) <= got[s] <= known.get(s, 0) + either.get(s, 0), (s, got, known, either)
+        assert len([s for s in seconds if known.get(s, 0)]) == BOUNDARIES + 1  # (each side of each start)
+    finally:
+        await source.aclose()

@@ -241,6 +241,8 @@ class _Session:
             maps.listeners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, LISTENER_ENTRIES,
                                        "netspy_listeners")  # fmt: skip
             maps.opened = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OPENED_SIZE, OPENED_ENTRIES, "netspy_opened")
+            # the byte programs' clock cache (one slot per CPU; read and written by the programs only)
+            maps.tick = self._map(syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.TICK.itemsize, 1, "netspy_tick")
         self._write_ctl()
         # programs that run as raw tracepoint programs (the tracepoint's arguments, no trace record)
         raw_bytes, raw_state, raw_drop = P.raw_sock_bytes_ok(offsets), P.raw_state_ok(offsets), P.raw_drop_ok(offsets)

@@ -92,6 +92,7 @@ log = logging.getLogger(__name__)
 # helper function ids (include/uapi/linux/bpf.h, stable ABI)
 MAP_LOOKUP, MAP_UPDATE, MAP_DELETE = 1, 2, 3
 KTIME_GET_NS = 5
+JIFFIES64 = 118
 GET_CURRENT_PID_TGID = 14
 GET_CURRENT_COMM = 16
 GET_CURRENT_TASK = 35
@@ -428,6 +429,9 @@ class Maps:
     """LRU: local port -> the process that last started listening on it (accepted connections)."""
     opened: int | None = None
     """LRU: socket -> when its connection opened and whose it is (its lifetime when it closes)."""
+    tick: int | None = None
+    """Per-CPU array of one :data:`TICK`: the second a CPU last read the clock in, valid while the kernel's
+    tick count (jiffies) has not moved (see :func:`_tick_clock`)."""
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -471,6 +475,56 @@ def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail
     if mono is not None:
         a.stx(DW, FP, mono, R0)
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
+
+
+#: per-CPU clock cache: the tick count (jiffies; 0: not valid), the wall-clock second and the wall-clock ns of
+#: the clock read it comes from
+TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8")])
+#: a clock read that close to the next second is not cached: a tick (10 ms at HZ=100, 4 ms at 250) and
+#: as much again for the kernel's late tick count updates
+TICK_MARGIN_NS = 25_000_000
+
+
+def _tick_clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, second: int, fail: str) -> None:
+    """:func:`_clock` (FP+wall, FP+active, FP+raw) and the second (FP+second, 4 bytes), without a clock read
+    on most runs: the clock costs a run here about as much as its hash lookup and atomic adds (~60 ns).
+
+    A CPU that reads the clock keeps the second and the wall time in its ``tick`` slot with the kernel's tick
+    count (jiffies, one load) read before the clock. While the tick count has not moved, less than a tick
+    and the kernel's delay in counting it has passed since: a later run on that CPU takes the kept second
+    and wall time (``last`` then lags by under a tick). A read within :data:`TICK_MARGIN_NS` of the next
+    second is not kept, so a run never takes the second before it. The slot is invalidated while it is
+    written (a run preempted mid-write leaves values of one tick: the same second)."""
+    assert maps.tick is not None
+    slow, keep, done = _uniq(a, "tick_slow"), _uniq(a, "tick_keep"), _uniq(a, "tick_done")
+    _live(a, maps, slot, active, raw, fail)
+    a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)  # the clock offset (the slow path adds the clock)
+    a.st(W, FP, slot, 0)
+    a.ld_map_fd(R1, maps.tick)
+    a.mov(R2, FP).add(R2, slot)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, fail)  # (cannot fail: an array)
+    a.mov(R9, R0)  # r9 = this CPU's slot
+    a.call(JIFFIES64)
+    a.ldx(DW, R1, R9, 0)
+    a.jne(R0, R1, slow)
+    a.ldx(DW, R1, R9, 8).stx(W, FP, second, R1)
+    a.ldx(DW, R1, R9, 16).stx(DW, FP, wall, R1)
+    a.ja(done)
+    a.label(slow)
+    a.stx(DW, FP, slot, R0)  # the tick count, read before the clock
+    a.call(KTIME_GET_NS)
+    a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
+    a.mov(R2, R1).alu64("div", R2, NS).stx(W, FP, second, R2)
+    a.st(DW, R9, 0, 0)
+    a.mov(R3, R2).alu64("mul", R3, NS)
+    a.mov(R4, R1).sub(R4, R3)  # ns into the second
+    a.jmp("jle", R4, NS - TICK_MARGIN_NS, keep)
+    a.ja(done)
+    a.label(keep)
+    a.stx(DW, R9, 8, R2).stx(DW, R9, 16, R1)
+    a.ldx(DW, R1, FP, slot).stx(DW, R9, 0, R1)
+    a.label(done)
 
 
 def _live(a: Asm, maps: Maps, slot: int, active: int, raw: int, fail: str) -> None:
@@ -1949,7 +2003,8 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
                btf: bool = False) -> Asm:  # fmt: skip
     """sock/sock_send_length (``DIR_TX``) or sock/sock_recv_length (``DIR_RX``): ``ret`` bytes (when
     > 0, and not a MSG_PEEK read) added to ``traffic[active][(sk, tgid, second, direction)]``; an
-    AF_INET/AF_INET6 socket only. The hot path is one lookup and two atomic adds; a new key also
+    AF_INET/AF_INET6 socket only. The hot path is one lookup and two atomic adds, and no clock read
+    (:func:`_tick_clock`: the second is the one this CPU read in the kernel's current tick); a new key also
     reads the process name and the socket's addresses, and notes the socket's owner in ``owners``
     (for retransmits, which the kernel sends from timers). A full map adds to the overflow array.
 
@@ -1993,8 +2048,12 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.jeq(R8, AF_INET, "inet")
     a.jne(R8, AF_INET6, "out")
     a.label("inet")
-    _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
     a.zero_stack(_T_KEY, 24)
+    if maps.tick is not None:
+        _tick_clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, _T_KEY + _TK["second"], "out")
+    else:
+        _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
+        a.ldx(DW, R1, FP, _T_WALL).alu64("div", R1, NS).stx(W, FP, _T_KEY + _TK["second"], R1)
     load_sk(R1)
     a.stx(DW, FP, _T_KEY + _TK["sk"], R1)
     a.call(GET_CURRENT_PID_TGID)
@@ -2053,7 +2112,7 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
             a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_rcv_saddr + i).stx(DW, FP, _T_VAL + _TV["laddr"] + i, R1)
             a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_daddr + i).stx(DW, FP, _T_VAL + _TV["raddr"] + i, R1)
 
-    _traffic_add(a, maps, direction, fill)
+    _traffic_add(a, maps, direction, fill, keyed=True)
     a.label("out")
     return a.ret(0)
 
@@ -2140,14 +2199,13 @@ def _fill_from_record(a: Asm, f: _Fields, p: str) -> None:
 
 
 def _traffic_add(a: Asm, maps: Maps, direction: int, fill: Callable[[Asm, str], None], prefix: str = "t",
-                 done: str = "out") -> None:  # fmt: skip
-    """traffic[active][key at _T_KEY] += (r7, 1 call), the key's second and direction set here;
-    ``fill`` writes a new entry's process name, family, protocol, addresses and ports (it may jump to
-    ``<prefix>N_insert``). Ends by jumping to ``done``."""
+                 done: str = "out", keyed: bool = False) -> None:  # fmt: skip
+    """traffic[active][key at _T_KEY] += (r7, 1 call), the key's direction set here, and its second too
+    unless ``keyed`` (the caller has set it); ``fill`` writes a new entry's process name, family,
+    protocol, addresses and ports (it may jump to ``<prefix>N_insert``). Ends by jumping to ``done``."""
     assert maps.traffic is not None
-    a.ldx(DW, R1, FP, _T_WALL)
-    a.alu64("div", R1, NS)
-    a.stx(W, FP, _T_KEY + _TK["second"], R1)
+    if not keyed:
+        a.ldx(DW, R1, FP, _T_WALL).alu64("div", R1, NS).stx(W, FP, _T_KEY + _TK["second"], R1)
     a.st(B, FP, _T_KEY + _TK["direction"], direction)
     a.ldx(DW, R1, FP, _T_ACTIVE)
     a.jne(R1, 0, f"{prefix}_map1")
