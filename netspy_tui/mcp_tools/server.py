@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -25,8 +26,9 @@ import anyio.abc
 import mcp.server.mcpserver.server as _sdk_server
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.tools import Tool, ToolManager
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, Icon, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui import __version__
@@ -248,6 +250,56 @@ def _argument_problems(parameters: dict[str, Any], arguments: dict[str, Any]) ->
     return problems
 
 
+class _LazyTools(ToolManager):
+    """The server's tools, each built when first asked for: building one (its argument model, input and output
+    JSON schemas) is ~10 ms of CPU, ~0.15 s for all of them, and a dashboard calls one tool (dashboard_snapshot)
+    on its way to the first data. ``tools/list`` builds every tool, in the order they were registered."""
+
+    def __init__(self, warn_on_duplicate_tools: bool = True) -> None:
+        super().__init__(warn_on_duplicate_tools)
+        self._later: dict[str, Callable[[], Tool]] = {}
+        self._order: list[str] = []
+
+    def defer(self, name: str, build: Callable[[], Tool]) -> None:
+        """Register ``name``, built by ``build`` at its first use (a duplicate name keeps the first, as the SDK)."""
+        if name in self._later or name in self._tools:
+            if self.warn_on_duplicate_tools:
+                log.warning("Tool already exists: %s", name)
+            return
+        self._later[name] = build
+        self._order.append(name)
+
+    def _built(self, name: str) -> Tool | None:
+        build = self._later.pop(name, None)
+        if build is not None:
+            tool = build()
+            # Every tool's structured content is a model's dump (_result; dashboard_snapshot's parts are such
+            # dumps), so it matches the published outputSchema by construction; the SDK validating it again against
+            # the model was ~40 % of a dashboard refresh and ~10 % of a list_connections(100) call. The schemas stay
+            # published; the check is skipped (FuncMetadata's fields are read live: no output_model, no validation).
+            # tests/mcp/test_tools_in_memory.py validates every tool's answer against its outputSchema.
+            tool.fn_metadata.output_model = None
+            self._tools[name] = tool
+        return self._tools.get(name)
+
+    def get_tool(self, name: str) -> Tool | None:
+        return self._built(name)
+
+    def list_tools(self) -> list[Tool]:
+        return [tool for name in list(self._order) if (tool := self._built(name)) is not None]
+
+    def add_tool(self, fn: Callable[..., Any], name: str | None = None, *args: Any, **kwargs: Any) -> Tool:
+        tool = super().add_tool(fn, name, *args, **kwargs)
+        if tool.name not in self._order:
+            self._order.append(tool.name)
+        return tool
+
+    def remove_tool(self, name: str) -> None:
+        if self._later.pop(name, None) is None:
+            super().remove_tool(name)
+        self._order.remove(name)
+
+
 class TelemetryServer(MCPServer[ToolContext]):
     """MCPServer whose errors read as one sentence each.
 
@@ -261,9 +313,41 @@ class TelemetryServer(MCPServer[ToolContext]):
     """Register only these tools (None: all). A one-shot ``--tool`` builds the server for the one
     tool it calls: each registration builds pydantic models for the tool's arguments and result."""
 
-    def add_tool(self, fn: Callable[..., Any], name: str | None = None, *args: Any, **kwargs: Any) -> None:
-        if self.only is None or (name or fn.__name__) in self.only:
-            super().add_tool(fn, name, *args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tool_manager = _LazyTools(warn_on_duplicate_tools=self.settings.warn_on_duplicate_tools)
+
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: ToolAnnotations | None = None,
+        icons: list[Icon] | None = None,
+        meta: dict[str, Any] | None = None,
+        structured_output: bool | None = None,
+    ) -> None:
+        """Register ``fn`` (built at its first use, see :class:`_LazyTools`), unless :attr:`only` leaves it out."""
+        tool_name = name or fn.__name__
+        if self.only is not None and tool_name not in self.only:
+            return
+        tools = self._tool_manager
+        assert isinstance(tools, _LazyTools)
+        tools.defer(
+            tool_name,
+            partial(
+                Tool.from_function,
+                fn,
+                name=name,
+                title=title,
+                description=description,
+                annotations=annotations,
+                icons=icons,
+                meta=meta,
+                structured_output=structured_output,
+            ),
+        )
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[ToolContext, Any] | None = None
@@ -930,13 +1014,6 @@ def create_server(
         text = f"Snapshot of {', '.join(got) or 'nothing'}" + (f" ({', '.join(counts)})" if counts else "") + "."
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"text": text, **got})
 
-    # Every tool's structured content is a model's dump (_result; dashboard_snapshot's parts are such dumps), so
-    # it matches the published outputSchema by construction; the SDK validating it again against the model was
-    # ~40 % of a dashboard refresh and ~10 % of a list_connections(100) call. The schemas stay published; the
-    # check is skipped (FuncMetadata's fields are read live: no output_model, no validation).
-    # tests/mcp/test_tools_in_memory.py validates every tool's answer against its outputSchema.
-    for tool in srv._tool_manager.list_tools():
-        tool.fn_metadata.output_model = None
     return srv
 
 
