@@ -196,3 +196,28 @@ async def test_api_events_written_from_the_stored_json_answer_what_the_models_an
     # the plain events were written without a model; the others (MPTCP, an extra field, ...) through theirs
     assert slow and len(slow) < len(events) // 4
     fleet.close()
+
+
+def test_times_as_format_time_writes_them_are_read_as_the_model_reads_them() -> None:
+    """The fast path reads a canonical time (``…ss.ffffffZ``) from its minute's instant plus its seconds; an
+    hour, minute, second or day that does not exist in that form is the model's to refuse."""
+    fleet = FleetStore(None)
+    good = ["2026-12-03T17:00:00.000000Z", "2026-12-03T17:59:59.999999Z", "2024-02-29T23:59:30.000001Z",
+            "1999-12-31T00:00:01.500000Z", "2026-12-03T17:00:00.000000Z"]  # fmt: skip
+    bad = ["2026-02-29T10:00:00.000000Z", "2026-12-03T24:00:00.000000Z", "2026-12-03T10:60:00.000000Z",
+           "2026-12-03T10:00:60.000000Z", "0000-01-01T00:00:00.000000Z"]  # fmt: skip
+    events = []
+    for i, text in enumerate(good + bad):
+        event = connection_json(pid=900 + i, k8s_node_name="node-a", id=f"t{i}")
+        event["time"] = text
+        events.append(event)
+    items = parse_batch(body(events))
+    assert all(isinstance(e, WireConnection) for e in items)
+    result = fleet.ingest(items)
+    assert result.accepted == len(good)
+    assert [i for i, _ in result.rejected] == list(range(len(good), len(good) + len(bad)))
+    assert all(why.startswith("time:") for _, why in result.rejected)
+    store = fleet.nodes()["node-a"]
+    stored = {e.pid: e.time for e in store.query(EventQuery(limit=100)).events}
+    assert stored == {900 + i: parse_event({**events[i]}).time for i in range(len(good))}
+    fleet.close()
