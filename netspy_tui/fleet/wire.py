@@ -3,9 +3,10 @@ turned into the rows its node's store keeps, without a pydantic model per event.
 
 The structs (:data:`WireConnection`, :data:`WireDrop`) take what the model takes as it is and nothing
 else: the model's own fields and no other (an extension field the model would keep fails here), the
-JSON type of each exactly (no ``"80"`` for a port: the model's lax conversions are left to it),
-a time in RFC 3339 with an offset or ``Z`` and at
-most microseconds (where ``datetime.fromisoformat`` and the model read the same instant). A batch that
+JSON type of each exactly (no ``"80"`` for a port: the model's lax conversions are left to it); the
+time a string, which :func:`prepare` takes when it is RFC 3339 with an offset or ``Z`` and at most
+microseconds (where ``datetime.fromisoformat`` and the model read the same instant; checked there, not
+in the decoder: msgspec's pattern check costs more than the rest of an event's decoding). A batch that
 does not fit, or an event of it :func:`prepare` cannot take, goes the model's way
 (:func:`netspy_tui.models.parse_event`), with its verdict and reason: the fast path changes how fast,
 never what is accepted, stored or answered.
@@ -13,9 +14,10 @@ never what is accepted, stored or answered.
 
 from __future__ import annotations
 
+import re
 import types
 from datetime import datetime
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
 from pydantic_core import PydanticUndefined
@@ -33,7 +35,9 @@ __all__ = ["Prepared", "WireConnection", "WireDrop", "as_item", "decode_body", "
 
 NS = 1_000_000_000
 #: RFC 3339 with an offset, at most microseconds: the forms where fromisoformat and pydantic agree
-_TIME = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")]
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)\Z", re.ASCII)
+#: a minute as format_time writes it (the start of its times)
+_MINUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d\Z", re.ASCII)
 _MAYBE = str | None | msgspec.UnsetType
 #: the length of a time as format_time writes it (``2026-12-03T17:00:00.123456Z``)
 _CANONICAL = 27
@@ -41,7 +45,7 @@ _CANONICAL = 27
 
 def _wire_type(annotation: Any) -> Any:
     if annotation is datetime:
-        return _TIME
+        return str  # (checked by prepare)
     origin = get_origin(annotation)
     if origin is list:
         return list[_wire_type(get_args(annotation)[0])]  # type: ignore[misc]
@@ -104,12 +108,15 @@ _LO, _HI = -(2**63), 2**63 - 1
 
 
 def _canonical_ns(text: str) -> int | None:
-    """The instant of a time as format_time writes it (``…Thh:mm:ss.ffffffZ``, the pattern checked), what
-    ``time_to_ns(datetime.fromisoformat(text))`` says, without parsing it each time; None when not a real
-    date, hour or minute (the model says why)."""
+    """The instant of a time of format_time's length, ``.`` and ``Z`` where it writes them: what
+    ``time_to_ns(datetime.fromisoformat(text))`` says when the rest is its form too (``…Thh:mm:ss.ffffffZ``,
+    ASCII digits), without parsing it each time; None when it is not that form or not a real date, hour,
+    minute or second (the model says why)."""
     minute = text[:16]
     base = _MINUTES.get(minute)
     if base is None:
+        if not _MINUTE.match(minute):
+            return None
         try:
             base = time_to_ns(datetime.fromisoformat(minute + ":00+00:00"))
         except ValueError:
@@ -117,10 +124,12 @@ def _canonical_ns(text: str) -> int | None:
         if len(_MINUTES) >= _MINUTES_KEPT:
             _MINUTES.clear()
         _MINUTES[minute] = base
-    second = int(text[17:19])
-    if second > 59:  # (fromisoformat has no leap second either)
+    second, fraction = text[17:19], text[20:26]
+    if text[16] != ":" or not (second + fraction).isascii() or not (second + fraction).isdigit():
         return None
-    return base + second * NS + int(text[20:26]) * 1000
+    if second > "59":  # (fromisoformat has no leap second either)
+        return None
+    return base + int(second) * NS + int(fraction) * 1000
 
 
 def prepare(event: Any) -> Prepared | None:
@@ -155,6 +164,8 @@ def prepare(event: Any) -> Prepared | None:
         if t is None:  # (a day 31 of a short month, ...: the model says why)
             return None
     else:
+        if not _TIME.match(text):
+            return None
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
