@@ -87,11 +87,6 @@ def columns(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, COLUMNS)
 
 
-def _body(cols: np.ndarray, bodies: bytes, i: int) -> bytes:
-    start = int(cols["end"][i - 1]) if i else 0
-    return bodies[start : int(cols["end"][i])]
-
-
 class Match:
     """Which events a list wants: of ``kind``, ``pid``, ``command``, with ``since < t <= until`` (ns; None
     unbounded), stored after ``after`` (a seq; None: any)."""
@@ -145,6 +140,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
     ts_: list[np.ndarray] = []
     stamps: list[np.ndarray] = []
     seqs: list[np.ndarray] = []
+    firsts: list[np.ndarray] = []  # the block each is in
     held = 0
     kth: int | None = None  # the t of the limit-th newest held so far
     more = False
@@ -164,6 +160,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
         ts_.append(cols["t"][idx])
         stamps.append(cols["ts"][idx])
         seqs.append(seq + idx)
+        firsts.append(np.full(len(idx), seq, np.int64))
         held += len(idx)
         if held > limit:
             t_all = np.concatenate(ts_)
@@ -171,7 +168,8 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
             keep = t_all >= kth
             if not keep.all():
                 more = True
-            ts_, stamps, seqs = [t_all[keep]], [np.concatenate(stamps)[keep]], [np.concatenate(seqs)[keep]]
+            ts_, stamps = [t_all[keep]], [np.concatenate(stamps)[keep]]
+            seqs, firsts = [np.concatenate(seqs)[keep]], [np.concatenate(firsts)[keep]]
             held = len(ts_[0])
         elif held == limit:
             kth = int(min(int(t.min()) for t in ts_))
@@ -181,22 +179,23 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
     order = np.lexsort((seq_all, -ts_all, -t_all))[:limit]
     more = more or held > limit
     t_all, ts_all, seq_all = t_all[order].tolist(), ts_all[order].tolist(), seq_all[order].tolist()
-    return [(t, ts, q, b) for t, ts, q, b in zip(t_all, ts_all, seq_all, _bodies(conn, seq_all), strict=True)], more
+    bodies = _bodies(conn, seq_all, np.concatenate(firsts)[order].tolist())
+    return [(t, ts, q, b) for t, ts, q, b in zip(t_all, ts_all, seq_all, bodies, strict=True)], more
 
 
-def _bodies(conn: sqlite3.Connection, seqs: Sequence[int]) -> list[bytes]:
-    """The JSON of the events ``seqs`` (in that order), reading each block they are in once."""
-    if not seqs:
-        return []
-    lo = min(seqs)
-    held = conn.execute("SELECT seq, n, cols, bodies FROM json_blocks WHERE seq > ? AND seq <= ? ORDER BY seq",
-                        (lo - BLOCK_EVENTS, max(seqs))).fetchall()  # fmt: skip
-    starts = [r[0] for r in held]
+def _bodies(conn: sqlite3.Connection, seqs: Sequence[int], firsts: Sequence[int]) -> list[bytes]:
+    """The JSON of the events ``seqs`` (in that order) in the blocks starting at ``firsts``, reading each
+    block once."""
+    held: dict[int, tuple[list[int], bytes]] = {}
     out = []
-    for q in seqs:
-        i = int(np.searchsorted(starts, q, side="right")) - 1
-        first, _, blob, bodies = held[i]
-        out.append(_body(columns(blob), bodies, q - first))
+    for q, first in zip(seqs, firsts, strict=True):
+        got = held.get(first)
+        if got is None:
+            blob, bodies = _read(conn, first, "cols, bodies")
+            got = held[first] = (columns(blob)["end"].tolist(), bodies)
+        ends, bodies = got
+        i = q - first
+        out.append(bodies[ends[i - 1] if i else 0 : ends[i]])
     return out
 
 

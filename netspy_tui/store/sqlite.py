@@ -1209,8 +1209,8 @@ class EventStore:
             ).fetchall()
             block_match = self._block_match(q.kind, q.pid, q.command, since_ns, until_ns, q.after)
             in_blocks, more_blocks = J.page(conn, block_match, limit)
-            if in_blocks:
-                rows = sorted(rows + in_blocks, key=lambda r: (-r[0], -r[1], r[2]))[:limit]
+            if in_blocks:  # (each newest first already)
+                rows = sorted(rows + in_blocks, key=lambda r: (-r[0], -r[1], r[2]))[:limit] if rows else in_blocks
             more_rows = len(rows) >= limit or more_blocks
             recs, seqs, more = C.page(conn, match, limit)
             # newest first: (-t, -ts, seq) over both, then the page
