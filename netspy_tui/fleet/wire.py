@@ -124,12 +124,10 @@ def _canonical_ns(text: str) -> int | None:
         if len(_MINUTES) >= _MINUTES_KEPT:
             _MINUTES.clear()
         _MINUTES[minute] = base
-    second, fraction = text[17:19], text[20:26]
-    if text[16] != ":" or not (second + fraction).isascii() or not (second + fraction).isdigit():
-        return None
-    if second > "59":  # (fromisoformat has no leap second either)
-        return None
-    return base + int(second) * NS + int(fraction) * 1000
+    micros = text[17:19] + text[20:26]  # (the second and its microseconds: 8 digits)
+    if text[16] != ":" or not micros.isascii() or not micros.isdigit() or micros > "59999999":
+        return None  # (not that form; a second 60 or more: fromisoformat has no leap second either)
+    return base + int(micros) * 1000
 
 
 def prepare(event: Any) -> Prepared | None:

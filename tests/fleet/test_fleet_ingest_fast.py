@@ -6,13 +6,14 @@ is not counted twice."""
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from netspy_tui.fleet.store import FleetStore, parse_batch
 from netspy_tui.fleet.wire import WireConnection, WireDrop
-from netspy_tui.models import EventQuery, PacketDropEvent, Scope, parse_event
+from netspy_tui.models import EventQuery, PacketDropEvent, Scope, format_time, ns_to_time, parse_event
 from netspy_tui.serve.app import event_json
 from tests.factories import connection_json, drop_json
 
@@ -227,4 +228,19 @@ def test_times_as_format_time_writes_them_are_read_as_the_model_reads_them() -> 
     assert all(why.startswith("time:") for _, why in result.rejected)
     stored = {e.pid: e.time for e in fleet.nodes()["node-a"].query(EventQuery(limit=100)).events}
     assert stored == want
+    fleet.close()
+
+
+def test_any_instant_written_by_format_time_is_stored_as_the_model_reads_it() -> None:
+    rng = random.Random(7)
+    fleet = FleetStore(None, retention_seconds=None)
+    events = []
+    for i in range(2000):  # instants from 1970 to 2096, any second and microsecond
+        event = connection_json(pid=i, k8s_node_name="node-a", id=f"r{i}")
+        event["time"] = format_time(ns_to_time(rng.randrange(0, 4 * 10**18)))
+        events.append(event)
+    result = fleet.ingest(parse_batch(body(events)))
+    assert (result.accepted, result.rejected) == (2000, [])
+    stored = {e.pid: e.time for e in fleet.nodes()["node-a"].query(EventQuery(limit=5000)).events}
+    assert stored == {e["pid"]: parse_event(dict(e)).time for e in events}
     fleet.close()
