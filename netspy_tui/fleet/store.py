@@ -122,24 +122,24 @@ def _prepare_model(event: AnyEvent) -> W.Prepared:
     kind, t, outcome = row[0], row[1], row[5]
     port = kept.destination_port if isinstance(kept, ConnectionEvent) else 0
     rollup = (t // NS, kind, kept.pid, kept.command, kept.destination or "", port, kept.protocol or "", outcome,
-              1 if is_failure(kept) else 0)  # fmt: skip
+              1 if is_failure(kept) else 0, 1, t, t)  # fmt: skip
     return _key(event), kind, t, row, rollup
 
 
 def _rollup_rows(events: list[W.Prepared]) -> list[Any]:
-    """The events' rollup rows: one per key (count, first and last time), in one pass."""
-    acc: dict[tuple[Any, ...], list[int]] = {}
-    for _, _, t, _, key in events:
+    """The events' rollup rows: one per key (count, first and last time), in one pass (an event's own row
+    as it is while its key is its alone)."""
+    acc: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for event in events:
+        row = event[4]
+        key = row[:9]
         hit = acc.get(key)
         if hit is None:
-            acc[key] = [1, t, t]
+            acc[key] = row
         else:
-            hit[0] += 1
-            if t < hit[1]:
-                hit[1] = t
-            elif t > hit[2]:
-                hit[2] = t
-    return [(*k, *v) for k, v in acc.items()]
+            t = row[10]
+            acc[key] = (*key, hit[9] + 1, min(hit[10], t), max(hit[11], t))
+    return list(acc.values())
 
 
 class FleetStore:

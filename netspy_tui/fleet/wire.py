@@ -82,7 +82,7 @@ _Body = msgspec.defstruct("WireBody", [("events", list[WireConnection | WireDrop
 _DECODER = msgspec.json.Decoder(_Body)
 _ENCODER = msgspec.json.Encoder()
 
-#: (idempotency key, kind 0/1, t ns, raw row for the store, rollup key without its counts)
+#: (idempotency key, kind 0/1, t ns, raw row for the store, its rollup row: the key, then n 1, first and last t)
 Prepared = tuple[str, int, int, tuple[Any, ...], tuple[Any, ...]]
 
 
@@ -182,5 +182,6 @@ def prepare(event: Any) -> Prepared | None:
         kind, failed = 1, 1
     command = event.command
     row = (kind, t, stamp, pid, command, outcome, _ENCODER.encode(event))
-    rollup = (t // NS, kind, pid, command, event.destination or "", port, event.protocol or "", outcome, failed)
+    rollup = (t // NS, kind, pid, command, event.destination or "", port, event.protocol or "", outcome, failed, 1, t,
+              t)  # fmt: skip
     return key, kind, t, row, rollup
