@@ -51,17 +51,17 @@ def _as_bytes(body: bytes | str) -> bytes:
 
 
 def _block(seq: int, kind: int, part: Sequence[tuple[Any, ...]]) -> Row:
+    _, t, ts, pid, command, _, texts = zip(*part, strict=True)
+    bodies = [_as_bytes(b) for b in texts] if not all(type(b) is bytes for b in texts) else texts
     commands: dict[str, int] = {}
-    bodies = [_as_bytes(r[6]) for r in part]
     cols = np.empty(len(part), COLUMNS)
-    cols["t"] = [r[1] for r in part]  # (OverflowError beyond 64 bits: the caller stores rows instead)
-    cols["ts"] = [r[2] for r in part]
-    cols["pid"] = [r[3] for r in part]
-    cols["cmd"] = [commands.setdefault(r[4], len(commands)) for r in part]
-    cols["end"] = np.cumsum([len(b) for b in bodies])
-    t = cols["t"]
-    return (seq, kind, len(part), int(t.min()), int(t.max()), cols.tobytes(), json.dumps(list(commands)),
-            b"".join(bodies))  # fmt: skip
+    cols["t"] = t  # (OverflowError beyond 64 bits: the caller stores rows instead)
+    cols["ts"] = ts
+    cols["pid"] = pid
+    cols["cmd"] = [commands.setdefault(c, len(commands)) for c in command]
+    cols["end"] = np.cumsum(list(map(len, bodies)))
+    return (seq, kind, len(part), int(cols["t"].min()), int(cols["t"].max()), cols.tobytes(),
+            json.dumps(list(commands)), b"".join(bodies))  # fmt: skip
 
 
 def rows(raw: Sequence[tuple[Any, ...]], first_seq: int) -> list[Row]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from netspy_tui.models import EventQuery, Scope
-from netspy_tui.store import EventStore
+from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store import jsonblocks as J
 from netspy_tui.store import rollups as R
 from netspy_tui.store.sqlite import event_row
@@ -152,3 +152,16 @@ def test_retention_by_age_removes_whole_blocks_all_older_and_keeps_totals_exact(
         assert store.row_count() == 2 == len(store.query(EventQuery(limit=1000)).events)
         assert store.prune(now=BASE_TIME + timedelta(seconds=210)) == 2
         assert store.row_count() == 0 == store.query(EventQuery(limit=1000)).total_count
+
+
+def test_a_value_a_block_cannot_hold_is_refused_alone_and_the_rest_is_kept() -> None:
+    events = _events(10)
+    rows = [event_row(e)[0] for e in events]
+    rows[3] = (*rows[3][:3], 2**64, *rows[3][4:])  # a pid beyond 64 bits
+    with EventStore(retention_seconds=None) as store:
+        with pytest.raises(StoreError) as caught:
+            store.add_rows(rows, R.rows_from_events(events))
+        assert caught.value.lost == 1 and "1 of 10 events" in str(caught.value)
+        assert store.row_count() == 9
+        kept = {e.id for k in ("connection", "packet_drop") for e in store.query(EventQuery(kind=k, limit=100)).events}
+        assert kept == {e.id for e in events} - {events[3].id}
