@@ -122,24 +122,24 @@ def _prepare_model(event: AnyEvent) -> W.Prepared:
     kind, t, outcome = row[0], row[1], row[5]
     port = kept.destination_port if isinstance(kept, ConnectionEvent) else 0
     rollup = (t // NS, kind, kept.pid, kept.command, kept.destination or "", port, kept.protocol or "", outcome,
-              1 if is_failure(kept) else 0)  # fmt: skip
+              1 if is_failure(kept) else 0, 1, t, t)  # fmt: skip
     return _key(event), kind, t, row, rollup
 
 
 def _rollup_rows(events: list[W.Prepared]) -> list[Any]:
-    """The events' rollup rows: one per key (count, first and last time), in one pass."""
-    acc: dict[tuple[Any, ...], list[int]] = {}
-    for _, _, t, _, key in events:
+    """The events' rollup rows: one per key (count, first and last time), in one pass (an event's own row
+    as it is while its key is its alone)."""
+    acc: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for event in events:
+        row = event[4]
+        key = row[:9]
         hit = acc.get(key)
         if hit is None:
-            acc[key] = [1, t, t]
+            acc[key] = row
         else:
-            hit[0] += 1
-            if t < hit[1]:
-                hit[1] = t
-            elif t > hit[2]:
-                hit[2] = t
-    return [(*k, *v) for k, v in acc.items()]
+            t = row[10]
+            acc[key] = (*key, hit[9] + 1, min(hit[10], t), max(hit[11], t))
+    return list(acc.values())
 
 
 class FleetStore:
@@ -178,23 +178,24 @@ class FleetStore:
         result = IngestResult()
         by_node: dict[str, list[W.Prepared]] = {}
         names: dict[Any, bool] = {}  # node name -> whether it is one (checked once per batch)
+        wire = (W.WireConnection, W.WireDrop)
         for index, item in enumerate(items):
-            if not isinstance(item, dict | W.WireConnection | W.WireDrop | ConnectionEvent | PacketDropEvent):
+            structs = type(item) in wire  # (the usual batch: every event checked in one pass, parse_batch)
+            if not structs and not isinstance(item, dict | ConnectionEvent | PacketDropEvent):
                 result.rejected.append((index, f"not an event object ({type(item).__name__})"))
                 continue
-            node: Any = node_of(item) or default_node
-            ok = names.get(node) if isinstance(node, str) else False
+            node: Any = (item.k8s_node_name if structs else node_of(item)) or default_node
+            ok = names.get(node) if type(node) is str else False
             if ok is None:
                 ok = names[node] = bool(NODE_NAME.match(node))
             if not ok:
                 result.rejected.append((index, "k8s_node_name: missing or not a node name"))
                 continue
-            prepared = W.prepare(item) if isinstance(item, W.WireConnection | W.WireDrop) else None
+            prepared = W.prepare(item) if structs else None
             if prepared is None:
                 if not isinstance(item, ConnectionEvent | PacketDropEvent):
                     try:
-                        item = parse_event(W.as_item(item) if isinstance(item, W.WireConnection | W.WireDrop)
-                                           else item)  # fmt: skip
+                        item = parse_event(W.as_item(item) if structs else item)
                     except ValidationError as exc:
                         result.rejected.append((index, _reason(exc)))
                         continue
@@ -203,7 +204,10 @@ class FleetStore:
                 except Exception as exc:  # an event the store cannot hold (an integer beyond 64 bits, ...)
                     result.rejected.append((index, f"not stored: {clean(str(exc), 160)}"))
                     continue
-            by_node.setdefault(node, []).append(prepared)
+            events = by_node.get(node)
+            if events is None:
+                events = by_node[node] = []
+            events.append(prepared)
         for node, events in by_node.items():
             try:
                 state = self._node(node)

@@ -3,9 +3,10 @@ turned into the rows its node's store keeps, without a pydantic model per event.
 
 The structs (:data:`WireConnection`, :data:`WireDrop`) take what the model takes as it is and nothing
 else: the model's own fields and no other (an extension field the model would keep fails here), the
-JSON type of each exactly (no ``"80"`` for a port: the model's lax conversions are left to it),
-a time in RFC 3339 with an offset or ``Z`` and at
-most microseconds (where ``datetime.fromisoformat`` and the model read the same instant). A batch that
+JSON type of each exactly (no ``"80"`` for a port: the model's lax conversions are left to it); the
+time a string, which :func:`prepare` takes when it is RFC 3339 with an offset or ``Z`` and at most
+microseconds (where ``datetime.fromisoformat`` and the model read the same instant; checked there, not
+in the decoder: msgspec's pattern check costs more than the rest of an event's decoding). A batch that
 does not fit, or an event of it :func:`prepare` cannot take, goes the model's way
 (:func:`netspy_tui.models.parse_event`), with its verdict and reason: the fast path changes how fast,
 never what is accepted, stored or answered.
@@ -13,9 +14,10 @@ never what is accepted, stored or answered.
 
 from __future__ import annotations
 
+import re
 import types
 from datetime import datetime
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
 from pydantic_core import PydanticUndefined
@@ -32,9 +34,10 @@ from netspy_tui.models import (
 __all__ = ["Prepared", "WireConnection", "WireDrop", "as_item", "decode_body", "prepare"]
 
 NS = 1_000_000_000
-_INT64 = range(-(2**63), 2**63)
 #: RFC 3339 with an offset, at most microseconds: the forms where fromisoformat and pydantic agree
-_TIME = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")]
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)\Z", re.ASCII)
+#: a minute as format_time writes it (the start of its times)
+_MINUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d\Z", re.ASCII)
 _MAYBE = str | None | msgspec.UnsetType
 #: the length of a time as format_time writes it (``2026-12-03T17:00:00.123456Z``)
 _CANONICAL = 27
@@ -42,7 +45,7 @@ _CANONICAL = 27
 
 def _wire_type(annotation: Any) -> Any:
     if annotation is datetime:
-        return _TIME
+        return str  # (checked by prepare)
     origin = get_origin(annotation)
     if origin is list:
         return list[_wire_type(get_args(annotation)[0])]  # type: ignore[misc]
@@ -79,7 +82,7 @@ _Body = msgspec.defstruct("WireBody", [("events", list[WireConnection | WireDrop
 _DECODER = msgspec.json.Decoder(_Body)
 _ENCODER = msgspec.json.Encoder()
 
-#: (idempotency key, kind 0/1, t ns, raw row for the store, rollup key without its counts)
+#: (idempotency key, kind 0/1, t ns, raw row for the store, its rollup row: the key, then n 1, first and last t)
 Prepared = tuple[str, int, int, tuple[Any, ...], tuple[Any, ...]]
 
 
@@ -97,17 +100,49 @@ def as_item(event: Any) -> dict[str, Any]:
     return msgspec.to_builtins(event)
 
 
+#: the instant each minute a time names starts (``2026-12-03T17:00`` -> ns), for times as format_time writes
+#: them: a batch's thousand times name a few minutes (bounded: cleared when full)
+_MINUTES: dict[str, int] = {}
+_MINUTES_KEPT = 4096
+_LO, _HI = -(2**63), 2**63 - 1
+
+
+def _canonical_ns(text: str) -> int | None:
+    """The instant of a time of format_time's length, ``.`` and ``Z`` where it writes them: what
+    ``time_to_ns(datetime.fromisoformat(text))`` says when the rest is its form too (``…Thh:mm:ss.ffffffZ``,
+    ASCII digits), without parsing it each time; None when it is not that form or not a real date, hour,
+    minute or second (the model says why)."""
+    minute = text[:16]
+    base = _MINUTES.get(minute)
+    if base is None:
+        if not _MINUTE.match(minute):
+            return None
+        try:
+            base = time_to_ns(datetime.fromisoformat(minute + ":00+00:00"))
+        except ValueError:
+            return None
+        if len(_MINUTES) >= _MINUTES_KEPT:
+            _MINUTES.clear()
+        _MINUTES[minute] = base
+    micros = text[17:19] + text[20:26]  # (the second and its microseconds: 8 digits)
+    if text[16] != ":" or not micros.isascii() or not micros.isdigit() or micros > "59999999":
+        return None  # (not that form; a second 60 or more: fromisoformat has no leap second either)
+    return base + int(micros) * 1000
+
+
 def prepare(event: Any) -> Prepared | None:
     """A decoded struct's rows, as the model and the store would make them (None: the model's way).
 
     Applies what the models' before-validators do: a connection's ``protocol_name`` is its protocol, a
     drop's ``kernel_drop_reason``/``_code`` its reason and code."""
-    if type(event) is WireConnection:
+    connection = type(event) is WireConnection
+    if connection:
         name = event.protocol_name
         if name is not msgspec.UNSET:
             if not name:  # (null or "": the model keeps it as an extra field)
                 return None
             event.protocol, event.protocol_name = name, msgspec.UNSET
+        port = event.destination_port
     else:
         reason, code = event.kernel_drop_reason, event.kernel_drop_reason_code
         if reason is not msgspec.UNSET:
@@ -118,30 +153,35 @@ def prepare(event: Any) -> Prepared | None:
             if code is None:
                 return None
             event.drop_reason_code, event.kernel_drop_reason_code = code, msgspec.UNSET
-    if event.pid not in _INT64 or event.timestamp not in _INT64 or getattr(event, "destination_port", 0) not in _INT64:
+        port = 0
+    pid, stamp, text = event.pid, event.timestamp, event.time
+    if not (_LO <= pid <= _HI and _LO <= stamp <= _HI and _LO <= port <= _HI):
         return None  # (what the store cannot hold: the model's way says so)
-    try:
-        when = datetime.fromisoformat(event.time)
-    except ValueError:  # (a day 31 of a short month, ...: the model says why)
-        return None
-    t = time_to_ns(when)
-    if len(event.time) != _CANONICAL or event.time[19] != "." or event.time[-1] != "Z":
-        event.time = format_time(when)  # stored as format_time writes it (the same instant)
-    key = event.id or f"{'connection' if type(event) is WireConnection else 'packet_drop'}|{event.pid}|" \
-        f"{event.timestamp}|{t}"  # fmt: skip
-    if type(event) is WireConnection:
-        if event.outcome:
-            outcome = event.outcome
-        elif event.return_code != 0:
-            outcome = outcome_for_return_code(event.return_code)
-        else:
-            outcome = "unknown"
-        kind, port, failed = 0, event.destination_port, 1 if outcome in FAILED_OUTCOMES else 0
+    if len(text) == _CANONICAL and text[19] == "." and text[-1] == "Z":
+        t = _canonical_ns(text)
+        if t is None:  # (a day 31 of a short month, ...: the model says why)
+            return None
     else:
+        if not _TIME.match(text):
+            return None
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        t = time_to_ns(when)
+        event.time = format_time(when)  # stored as format_time writes it (the same instant)
+    if connection:
+        key = event.id or f"connection|{pid}|{stamp}|{t}"
+        outcome = event.outcome
+        if not outcome:
+            outcome = outcome_for_return_code(event.return_code) if event.return_code != 0 else "unknown"
+        kind, failed = 0, 1 if outcome in FAILED_OUTCOMES else 0
+    else:
+        key = event.id or f"packet_drop|{pid}|{stamp}|{t}"
         outcome = event.drop_reason or "UNKNOWN"
-        kind, port, failed = 1, 0, 1
-    body = _ENCODER.encode(event)
-    row = (kind, t, event.timestamp, event.pid, event.command, outcome, body)
-    rollup = (t // NS, kind, event.pid, event.command, event.destination or "", port, event.protocol or "", outcome,
-              failed)  # fmt: skip
+        kind, failed = 1, 1
+    command = event.command
+    row = (kind, t, stamp, pid, command, outcome, _ENCODER.encode(event))
+    rollup = (t // NS, kind, pid, command, event.destination or "", port, event.protocol or "", outcome, failed, 1, t,
+              t)  # fmt: skip
     return key, kind, t, row, rollup

@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Route
 
 from netspy_tui import __version__
 from netspy_tui.fleet.source import FleetSource
-from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, node_of, parse_batch
+from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, node_of, parse_batch
 from netspy_tui.models import ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
@@ -155,16 +155,12 @@ class AggregatorApi(Api):
         matched = hmac.compare_digest(credentials.strip().encode("utf-8"), self._expected)
         return scheme.lower() == "bearer" and matched
 
-    async def ingest(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return text_response(401, "Unauthorized: send the aggregator's ingest token as Authorization: Bearer "
-                                 "<token> (--forward-token on the agent)",
-                                 {"WWW-Authenticate": 'Bearer realm="netspy-tui-ingest"'})  # fmt: skip
-        raw = await request.body()
+    def _ingest_body(self, raw: bytes) -> IngestResult | Response:
+        """In a worker thread: parse, bound, rate-limit and store one ingest body; the result, or the
+        answer that refuses it. Every event valid (the usual batch): checked in one pass over the JSON;
+        else the items as sent, each checked on its own by ingest."""
         try:
-            # up to the body limit: not on the event loop. Every event valid (the usual batch): checked
-            # in one pass over the JSON; else the items as sent, each checked on its own by ingest.
-            items = await asyncio.to_thread(parse_batch, raw)
+            items = parse_batch(raw)
         except BadBatch as exc:
             raise BadRequest(str(exc)) from None
         if len(items) > self.limits.max_events:
@@ -180,7 +176,18 @@ class AggregatorApi(Api):
             seconds = math.ceil(wait)
             return text_response(429, f"Too many events: more than {self.limits.rate:g} events/s from one node; "
                                  f"retry in {seconds} s", {"Retry-After": str(seconds)})  # fmt: skip
-        result = await asyncio.to_thread(self.fleet.ingest, items)
+        return self.fleet.ingest(items)
+
+    async def ingest(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return text_response(401, "Unauthorized: send the aggregator's ingest token as Authorization: Bearer "
+                                 "<token> (--forward-token on the agent)",
+                                 {"WWW-Authenticate": 'Bearer realm="netspy-tui-ingest"'})  # fmt: skip
+        raw = await request.body()
+        # up to the body limit: not on the event loop (one hop to a worker thread for all of it)
+        result = await asyncio.to_thread(self._ingest_body, raw)
+        if isinstance(result, Response):
+            return result
         rejected = [{"index": i, "reason": why} for i, why in result.rejected[:MAX_REJECTED_SHOWN]]
         message = f"{result.accepted} events ingested"
         if result.duplicates:

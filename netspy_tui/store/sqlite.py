@@ -9,7 +9,9 @@ Rows of these kinds, written in one transaction per batch by one writer:
   from these (:mod:`netspy_tui.store.rollups`), never from whether a raw event was kept.
 - raw events, for ``list_connections``/``list_packet_drops`` and the tables: eBPF ring records
   as ``chunks`` (one row per batch, the records as the ring gave them: :mod:`netspy_tui.store.chunks`;
-  models are built only when a tool asks), other events as ``events`` rows with their JSON. Under
+  models are built only when a tool asks), other events as ``events`` rows with their JSON, or, for a
+  writer that gives their rows itself (the aggregator's ingest, :meth:`EventStore.add_rows`), as
+  ``json_blocks`` (one row per write and kind: :mod:`netspy_tui.store.jsonblocks`). Under
   load the writer sheds raw events (never counts); what was shed is in ``losses``.
 - ``rollup_minute``/``rollup_hour``: the same counts per minute and hour (:mod:`netspy_tui.store.spans`),
   so a day or a week reads few rows.
@@ -65,6 +67,7 @@ from netspy_tui.models import (
     utcnow,
 )
 from netspy_tui.store import chunks as C
+from netspy_tui.store import jsonblocks as J
 from netspy_tui.store import latency as L
 from netspy_tui.store import rollups as R
 from netspy_tui.store import spans as S
@@ -423,7 +426,7 @@ class EventStore:
             self._check_schema(conn)  # someone else's database: refuse to touch it
         if "meta" in tables:
             self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
-        conn.executescript(_SCHEMA + S.SCHEMA + C.SCHEMA + T.SCHEMA + L.SCHEMA)
+        conn.executescript(_SCHEMA + S.SCHEMA + C.SCHEMA + J.SCHEMA + T.SCHEMA + L.SCHEMA)
         L.upgrade(conn)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -769,11 +772,12 @@ class EventStore:
         """Store events given as their raw rows ``(kind, t, ts, pid, command, outcome, JSON)`` (kind 0
         connection, 1 packet drop; ``t`` ns since the epoch; the JSON one that validates as the event)
         and their rollup rows, in one transaction in the caller's thread: for a writer that checked the
-        events and derived their rows itself, without a model each (the aggregator's ingest).
+        events and derived their rows itself, without a model each (the aggregator's ingest). The events
+        are kept as blocks (:mod:`netspy_tui.store.jsonblocks`: one row per kind, not an indexed row each).
 
         Raises :class:`StoreError` (with ``lost``) as :meth:`add_events` does."""
         if rows or counts:
-            self._write_rows(list(rows), list(counts), [], len(rows))
+            self._write_rows(list(rows), list(counts), [], len(rows), as_blocks=True)
 
     def _write_rows(
         self,
@@ -786,13 +790,15 @@ class EventStore:
         losses: dict[tuple[int, str], int] | None = None,
         traffic: Sequence[T.Row] = (),
         latencies: Sequence[L.Row] = (),
+        *,
+        as_blocks: bool = False,
     ) -> None:
         names = self.names
         counts_array = R.to_array(counts, names) if counts else None
         losses = losses or {}
         try:
             written = self._commit(raw, records, outcomes, counts, losses, rejected, counts_array, names, traffic,
-                                   latencies)  # fmt: skip
+                                   latencies, as_blocks=as_blocks)  # fmt: skip
         except StoreError as exc:
             self._count("store_error", exc.lost)
             raise
@@ -858,11 +864,13 @@ class EventStore:
         names: R.Names | None = None,
         traffic: Sequence[T.Row] = (),
         latencies: Sequence[L.Row] = (),
+        *,
+        as_blocks: bool = False,
     ) -> int:
         with self._write_lock:
             try:
                 written, due = self._commit_locked(raw, records, outcomes, counts, losses, rejected, traffic,
-                                                   latencies)  # fmt: skip
+                                                   latencies, as_blocks=as_blocks)  # fmt: skip
             except StoreError:
                 self._memory_differs = self._memory_differs or bool(counts)
                 raise
@@ -884,8 +892,11 @@ class EventStore:
         rejected: list[str],
         traffic: Sequence[T.Row] = (),
         latencies: Sequence[L.Row] = (),
+        *,
+        as_blocks: bool = False,
     ) -> tuple[int, bool]:
-        """One transaction (the write lock held): (raw rows written, whether retention is due)."""
+        """One transaction (the write lock held): (raw rows written, whether retention is due). ``as_blocks``:
+        the raw rows are kept as blocks (:mod:`netspy_tui.store.jsonblocks`)."""
         if self._closed or self.readonly:
             state = "closed" if self._closed else "open read-only"
             raise StoreError(f"the event store {self.location} is {state}", lost=len(raw) + _len(records))
@@ -893,8 +904,17 @@ class EventStore:
         first = self._next_seq
         try:
             conn.execute("BEGIN IMMEDIATE")
+            block_rows = None
+            if as_blocks and raw:
+                try:
+                    block_rows = J.rows(raw, first)
+                except _ROW_ERRORS:  # some value a block cannot hold: as rows, which say which
+                    block_rows = None
             try:
-                conn.executemany(_INSERT_EVENT, [(first + i, *row) for i, row in enumerate(raw)])
+                if block_rows is not None:
+                    J.write(conn, block_rows)
+                else:
+                    conn.executemany(_INSERT_EVENT, [(first + i, *row) for i, row in enumerate(raw)])
             except _ROW_ERRORS:
                 # Some value cannot be stored (an integer beyond 64 bits, ...): keep the others.
                 conn.execute("ROLLBACK")
@@ -1020,7 +1040,8 @@ class EventStore:
                         if n > 0:
                             conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
                             removed += n
-                    for kind, n in C.prune_age(conn, cutoff, PRUNE_CHUNK - removed):
+                    for kind, n in [*J.prune_age(conn, cutoff, PRUNE_CHUNK - removed),
+                                    *C.prune_age(conn, cutoff, PRUNE_CHUNK - removed)]:  # fmt: skip
                         conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
                         removed += n
                     second = cutoff // NS
@@ -1040,7 +1061,7 @@ class EventStore:
                     excess = min(total - self.max_rows, PRUNE_CHUNK - removed)
                     if excess > 0:
                         # The oldest by insertion order go first: rows (a rowid range: cheap to find
-                        # and delete), then records (whole chunks; the last one touched is cut).
+                        # and delete), then blocks and records (whole ones; the last one touched is cut).
                         boundary = conn.execute(
                             "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)
                         ).fetchone()
@@ -1050,6 +1071,7 @@ class EventStore:
                             "SELECT kind, count(*) FROM events WHERE seq <= ? GROUP BY kind", (boundary[0] or -1,)
                         ).fetchall()
                         conn.execute("DELETE FROM events WHERE seq <= ?", (boundary[0] or -1,))
+                        per_kind += J.prune_oldest(conn, excess - sum(n for _, n in per_kind))
                         rows_gone = sum(n for _, n in per_kind)
                         for kind, n in [*per_kind, *C.prune_oldest(conn, excess - rows_gone)]:
                             conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
@@ -1123,8 +1145,10 @@ class EventStore:
         with self._snapshot() as conn:
             rows = conn.execute("SELECT seq, t, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                                 (seq, limit)).fetchall()  # fmt: skip
+            rows = sorted(rows + J.after(conn, seq, limit))[:limit]
             recs, rec_seqs = C.after(conn, seq, limit)
-            firsts = [conn.execute(f"SELECT min(seq) FROM {table}").fetchone()[0] for table in ("events", "chunks")]
+            firsts = [conn.execute(f"SELECT min(seq) FROM {table}").fetchone()[0]
+                      for table in ("events", "chunks", "json_blocks")]  # fmt: skip
             oldest = [v for v in firsts if v is not None]
             # (seq, t, JSON row index or -1 - record index), in insertion order
             walls = recs["wall"].tolist()
@@ -1183,13 +1207,18 @@ class EventStore:
                 f"WHERE {where} ORDER BY t DESC, ts DESC, seq LIMIT ?",
                 (*params, limit),
             ).fetchall()
+            block_match = self._block_match(q.kind, q.pid, q.command, since_ns, until_ns, q.after)
+            in_blocks, more_blocks = J.page(conn, block_match, limit)
+            if in_blocks:  # (each newest first already)
+                rows = sorted(rows + in_blocks, key=lambda r: (-r[0], -r[1], r[2]))[:limit] if rows else in_blocks
+            more_rows = len(rows) >= limit or more_blocks
             recs, seqs, more = C.page(conn, match, limit)
             # newest first: (-t, -ts, seq) over both, then the page
             walls, stamps = recs["wall"].tolist(), recs["ts"].tolist()
             keyed = [(-r[0], -r[1], r[2], i) for i, r in enumerate(rows)]
             keyed += [(-walls[i], -stamps[i], q_, -1 - i) for i, q_ in enumerate(seqs.tolist())]
             keyed = sorted(keyed)[:limit]
-            if len(rows) < limit and not more:
+            if not more_rows and not more:
                 total = len(rows) + len(recs)
             else:
                 total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns, q.after)
@@ -1215,17 +1244,24 @@ class EventStore:
         """The seq of the newest raw event (row or record) in this snapshot (0: none)."""
         row = conn.execute("SELECT max(seq) FROM events").fetchone()
         last = conn.execute("SELECT seq + n - 1 FROM chunks ORDER BY seq DESC LIMIT 1").fetchone()
-        return max(int(row[0] or 0), int(last[0]) if last is not None else 0)
+        block = conn.execute("SELECT seq + n - 1 FROM json_blocks ORDER BY seq DESC LIMIT 1").fetchone()
+        return max([int(row[0] or 0), *(int(r[0]) for r in (last, block) if r is not None)])
 
     def _match(self, kind: EventKind, pid: int | None, command: str | None, since_ns: int | None,
                until_ns: int | None, after: int | None = None) -> C.Match:  # fmt: skip
         return C.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, self._codec().command, after)
+
+    @staticmethod
+    def _block_match(kind: EventKind, pid: int | None, command: str | None, since_ns: int | None,
+                     until_ns: int | None, after: int | None = None) -> J.Match:  # fmt: skip
+        return J.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, after)
 
     def _kept_rows(self, conn: sqlite3.Connection, kind: EventKind, pid: int | None, command: str | None,
                    since_ns: int | None, until_ns: int | None, after: int | None = None) -> int:  # fmt: skip
         """Raw events kept (rows and records) of ``kind``, ``pid``, ``command`` with
         ``since < t <= until`` (stored after seq ``after`` when given), in one snapshot."""
         chunked = C.count(conn, self._match(kind, pid, command, since_ns, until_ns, after))
+        chunked += J.count(conn, self._block_match(kind, pid, command, since_ns, until_ns, after))
         if pid is None and command is None and after is None:
             return chunked + self._count_range(conn, _KIND_CODE[kind], since_ns, until_ns)
         where, params, index = _events_where(kind, pid, command, since_ns, until_ns, after)
@@ -1249,6 +1285,8 @@ class EventStore:
         """
         total = conn.execute("SELECT n FROM kind_counts WHERE kind = ?", (kind,)).fetchone()[0]
         total -= conn.execute("SELECT coalesce(sum(n), 0) FROM chunks INDEXED BY chunks_time WHERE kind = ?",
+                              (kind,)).fetchone()[0]  # fmt: skip
+        total -= conn.execute("SELECT coalesce(sum(n), 0) FROM json_blocks INDEXED BY json_blocks_time WHERE kind = ?",
                               (kind,)).fetchone()[0]  # fmt: skip
         if since_ns is None and until_ns is None:
             return int(total)
@@ -1462,7 +1500,11 @@ class EventStore:
             values = [
                 row[0]
                 for kind in (0, 1)
-                for sql in ("SELECT max(t) FROM events WHERE kind = ?", "SELECT max(t_hi) FROM chunks WHERE kind = ?")
+                for sql in (
+                    "SELECT max(t) FROM events WHERE kind = ?",
+                    "SELECT max(t_hi) FROM chunks WHERE kind = ?",
+                    "SELECT max(t_hi) FROM json_blocks WHERE kind = ?",
+                )
                 if (row := conn.execute(sql, (kind,)).fetchone())[0] is not None
             ]
         return ns_to_time(max(values)) if values else None

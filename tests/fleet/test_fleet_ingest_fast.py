@@ -6,13 +6,14 @@ is not counted twice."""
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from netspy_tui.fleet.store import FleetStore, parse_batch
 from netspy_tui.fleet.wire import WireConnection, WireDrop
-from netspy_tui.models import EventQuery, PacketDropEvent, Scope, parse_event
+from netspy_tui.models import EventQuery, PacketDropEvent, Scope, format_time, ns_to_time, parse_event
 from netspy_tui.serve.app import event_json
 from tests.factories import connection_json, drop_json
 
@@ -195,4 +196,51 @@ async def test_api_events_written_from_the_stored_json_answer_what_the_models_an
             assert answer["total_count"] == max(total, len(want)) and answer["filters"]["limit"] == limit
     # the plain events were written without a model; the others (MPTCP, an extra field, ...) through theirs
     assert slow and len(slow) < len(events) // 4
+    fleet.close()
+
+
+def test_times_as_format_time_writes_them_are_read_as_the_model_reads_them() -> None:
+    """The fast path reads a time of format_time's form (``…ss.ffffffZ``) from its minute's instant plus its
+    seconds; whatever is not exactly that form, or names no real day, hour, minute or second, is the model's
+    to judge: the same verdict and instant as the model gives."""
+    fleet = FleetStore(None)
+    texts = ["2026-12-03T17:00:00.000000Z", "2026-12-03T17:59:59.999999Z", "2024-02-29T23:59:30.000001Z",
+             "1999-12-31T00:00:01.500000Z", "2026-12-03T17:00:00.000000Z", "2026-12-03T17:00:07.25+01:00",
+             "2026-02-29T10:00:00.000000Z", "2026-12-03T24:00:00.000000Z", "2026-12-03T10:60:00.000000Z",
+             "2026-12-03T10:00:60.000000Z", "0000-01-01T00:00:00.000000Z", "2026-12-03T10:00:0\uff15.000000Z",
+             "2026-12-03T10:00:05.1_2345Z", "2026-12-03 10:00:05.123456Z", "2026-W49-3T10:00:05.123456Z",
+             "2026-12-03T10:00:05.123456789Z", "2026-12-03T10:00:05Z"]  # fmt: skip
+    events, want = [], {}
+    for i, text in enumerate(texts):
+        event = connection_json(pid=900 + i, k8s_node_name="node-a", id=f"t{i}")
+        event["time"] = text
+        events.append(event)
+        try:
+            want[900 + i] = parse_event(dict(event)).time
+        except ValueError:
+            pass
+    assert 5 < len(want) < len(texts)
+    items = parse_batch(body(events))
+    assert all(isinstance(e, WireConnection) for e in items)
+    result = fleet.ingest(items)
+    assert result.accepted == len(want)
+    assert [900 + i for i, _ in result.rejected] == [pid for pid in range(900, 900 + len(texts)) if pid not in want]
+    assert all(why.startswith("time:") for _, why in result.rejected)
+    stored = {e.pid: e.time for e in fleet.nodes()["node-a"].query(EventQuery(limit=100)).events}
+    assert stored == want
+    fleet.close()
+
+
+def test_any_instant_written_by_format_time_is_stored_as_the_model_reads_it() -> None:
+    rng = random.Random(7)
+    fleet = FleetStore(None, retention_seconds=None)
+    events = []
+    for i in range(2000):  # instants from 1970 to 2096, any second and microsecond
+        event = connection_json(pid=i, k8s_node_name="node-a", id=f"r{i}")
+        event["time"] = format_time(ns_to_time(rng.randrange(0, 4 * 10**18)))
+        events.append(event)
+    result = fleet.ingest(parse_batch(body(events)))
+    assert (result.accepted, result.rejected) == (2000, [])
+    stored = {e.pid: e.time for e in fleet.nodes()["node-a"].query(EventQuery(limit=5000)).events}
+    assert stored == {e["pid"]: parse_event(dict(e)).time for e in events}
     fleet.close()

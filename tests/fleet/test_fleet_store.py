@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,21 @@ def test_a_valid_batch_is_checked_in_one_pass_and_one_bad_event_among_many_leave
         with pytest.raises(BadBatch, match=re.escape(why)):
             parse_batch(body)
     fleet.close()
+
+
+def test_events_of_one_key_in_one_second_are_one_rollup_row_with_their_count_first_and_last(tmp_path: Path) -> None:
+    second = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    offsets = [500_000, 100_000, 900_000, 300_000]  # not in time order
+    events = []
+    for i, us in enumerate(offsets):
+        event = connection_json(pid=77, command="curl", port=443, time=second + timedelta(microseconds=us))
+        event.update(id=f"same-key-{i}", k8s_node_name="node-a")
+        events.append(event)
+    fleet = FleetStore(tmp_path / "fleet")
+    assert fleet.ingest(parse_batch(json.dumps({"events": events}).encode())).accepted == 4
+    fleet.close()
+    (path,) = (tmp_path / "fleet").glob("node-*.sqlite3")
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT n, first, last FROM rollup WHERE pid = 77").fetchall()
+    base = int(second.timestamp()) * 1_000_000_000
+    assert rows == [(4, base + 100_000_000, base + 900_000_000)]

@@ -227,7 +227,7 @@ def test_disk_full_raises_to_the_caller_and_the_store_keeps_working(tmp_path: Pa
     mount = tmp_path / "tiny"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=320k,mode=0700", "tmpfs", str(mount)], capture_output=True
     )
     if done.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
@@ -244,7 +244,7 @@ def test_disk_full_raises_to_the_caller_and_the_store_keeps_working(tmp_path: Pa
                 failures.append(exc)
                 if len(failures) >= 3:
                     break
-        assert failures, "a 256 KiB filesystem should have filled up"
+        assert failures, "a 320 KiB filesystem should have filled up"
         exc = failures[0]
         assert exc.lost == 50 and str(mount / "events.db") in str(exc) and "\n" not in str(exc)
         assert "disk" in str(exc).lower()

@@ -1,0 +1,276 @@
+"""Raw events as blocks of JSON: one SQLite row per write and kind, not one indexed row per event.
+
+Events a writer stores as their JSON rows (the aggregator's ingest, :meth:`EventStore.add_rows`) are kept
+in blocks: per block the events' JSON concatenated (each exactly the body an ``events`` row would hold),
+and beside it the columns a list filters and orders by (time, timestamp, pid, the command as an index
+into the block's distinct commands, where each body ends), as a little-endian array. Writing a block is
+one row and one index entry, whatever the number of events in it; reading decodes the columns with numpy
+and slices out only the bodies a page keeps.
+
+An event keeps its place in the store's insertion order: a block starting at ``seq`` holds the events
+``seq .. seq + n - 1`` (the same numbering as ``events`` rows and ``chunks`` records). Lists, counts,
+reads in order and retention answer from blocks exactly as from rows: :mod:`netspy_tui.store.sqlite`
+merges the three.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS json_blocks (
+    seq      INTEGER PRIMARY KEY,   -- insertion order of its first event (the others follow it)
+    kind     INTEGER NOT NULL,      -- 0 connection, 1 packet_drop
+    n        INTEGER NOT NULL,      -- events in it
+    t_lo     INTEGER NOT NULL,      -- wall-clock ns of its oldest and newest event
+    t_hi     INTEGER NOT NULL,
+    cols     BLOB    NOT NULL,      -- n x COLUMNS: t, ts, pid, command (index into commands), end of body
+    commands TEXT    NOT NULL,      -- the distinct commands, a JSON list
+    bodies   BLOB    NOT NULL       -- the n events' JSON, concatenated in order
+);
+CREATE INDEX IF NOT EXISTS json_blocks_time ON json_blocks (kind, t_hi, t_lo, n);
+"""
+
+#: one event's columns in a block
+COLUMNS = np.dtype([("t", "<i8"), ("ts", "<i8"), ("pid", "<i8"), ("cmd", "<i4"), ("end", "<i8")])
+#: events per block at most (a write makes several when it has more)
+BLOCK_EVENTS = 16384
+_INSERT = "INSERT INTO json_blocks (seq, kind, n, t_lo, t_hi, cols, commands, bodies) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+#: (seq, kind, n, t_lo, t_hi, cols, commands, bodies)
+Row = tuple[int, int, int, int, int, bytes, str, bytes]
+_I64 = (-(2**63), 2**63 - 1)
+
+
+def _as_bytes(body: bytes | str) -> bytes:
+    return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+
+
+def _block(seq: int, kind: int, part: Sequence[tuple[Any, ...]]) -> Row:
+    _, t, ts, pid, command, _, texts = zip(*part, strict=True)
+    bodies = [_as_bytes(b) for b in texts] if not all(type(b) is bytes for b in texts) else texts
+    commands: dict[str, int] = {}
+    cols = np.empty(len(part), COLUMNS)
+    cols["t"] = t  # (OverflowError beyond 64 bits: the caller stores rows instead)
+    cols["ts"] = ts
+    cols["pid"] = pid
+    cols["cmd"] = [commands.setdefault(c, len(commands)) for c in command]
+    cols["end"] = np.cumsum(list(map(len, bodies)))
+    return (seq, kind, len(part), int(cols["t"].min()), int(cols["t"].max()), cols.tobytes(),
+            json.dumps(list(commands)), b"".join(bodies))  # fmt: skip
+
+
+def rows(raw: Sequence[tuple[Any, ...]], first_seq: int) -> list[Row]:
+    """Raw event rows ``(kind, t, ts, pid, command, outcome, JSON)`` -> block rows numbered from ``first_seq``
+    (connections first, then drops; each in the order given). Raises OverflowError (or TypeError) for a
+    value a block cannot hold."""
+    out = []
+    seq = first_seq
+    for kind in (0, 1):
+        part = [r for r in raw if r[0] == kind]
+        for i in range(0, len(part), BLOCK_EVENTS):
+            piece = part[i : i + BLOCK_EVENTS]
+            out.append(_block(seq, kind, piece))
+            seq += len(piece)
+    return out
+
+
+def write(conn: sqlite3.Connection, block_rows: list[Row]) -> None:
+    conn.executemany(_INSERT, block_rows)
+
+
+def columns(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, COLUMNS)
+
+
+class Match:
+    """Which events a list wants: of ``kind``, ``pid``, ``command``, with ``since < t <= until`` (ns; None
+    unbounded), stored after ``after`` (a seq; None: any)."""
+
+    def __init__(self, kind: int, pid: int | None, command: str | None, since: int | None, until: int | None,
+                 after: int | None = None) -> None:  # fmt: skip
+        self.kind, self.pid, self.command, self.after = kind, pid, command, after
+        self.since = since if since is not None else _I64[0]
+        self.until = until if until is not None else _I64[1]
+
+    @property
+    def filtered(self) -> bool:
+        return self.pid is not None or self.command is not None
+
+    def mask(self, seq: int, cols: np.ndarray, commands: str, t_lo: int, t_hi: int) -> np.ndarray | None:
+        """The events of a block that match (None: all of them)."""
+        mask = None
+        if t_lo <= self.since or t_hi > self.until:
+            t = cols["t"]
+            mask = (t > self.since) & (t <= self.until)
+        if self.pid is not None:
+            m = cols["pid"] == self.pid
+            mask = m if mask is None else mask & m
+        if self.command is not None:
+            names = json.loads(commands)
+            index = names.index(self.command) if self.command in names else -1
+            m = cols["cmd"] == index
+            mask = m if mask is None else mask & m
+        if self.after is not None and seq <= self.after:
+            m = np.arange(seq, seq + len(cols)) > self.after
+            mask = m if mask is None else mask & m
+        return mask
+
+    def blocks(self, conn: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
+        """``(seq, n, t_lo, t_hi)`` of the blocks that may hold matching events, newest first."""
+        after = " AND seq + n - 1 > ?" if self.after is not None else ""
+        yield from conn.execute(
+            "SELECT seq, n, t_lo, t_hi FROM json_blocks INDEXED BY json_blocks_time "
+            f"WHERE kind = ? AND t_hi > ? AND t_lo <= ?{after} ORDER BY t_hi DESC",
+            (self.kind, self.since, self.until, *(() if self.after is None else (self.after,))),
+        )
+
+
+def _read(conn: sqlite3.Connection, seq: int, what: str) -> Any:
+    return conn.execute(f"SELECT {what} FROM json_blocks WHERE seq = ?", (seq,)).fetchone()  # noqa: S608
+
+
+def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple[int, int, int, bytes]], bool]:
+    """The ``limit`` newest matching events as ``(t, ts, seq, JSON)`` (newest first; equal times by ``ts``
+    descending, then insertion order), and whether more may match beyond them."""
+    ts_: list[np.ndarray] = []
+    stamps: list[np.ndarray] = []
+    seqs: list[np.ndarray] = []
+    firsts: list[np.ndarray] = []  # the block each is in
+    held = 0
+    kth: int | None = None  # the t of the limit-th newest held so far
+    more = False
+    for seq, n, t_lo, t_hi in match.blocks(conn):
+        if limit <= 0:
+            more = True
+            break
+        if kth is not None and t_hi < kth:
+            more = True
+            break
+        blob, commands = _read(conn, seq, "cols, commands")
+        cols = columns(blob)
+        mask = match.mask(seq, cols, commands, t_lo, t_hi)
+        idx = np.arange(n) if mask is None else np.flatnonzero(mask)
+        if not len(idx):
+            continue
+        ts_.append(cols["t"][idx])
+        stamps.append(cols["ts"][idx])
+        seqs.append(seq + idx)
+        firsts.append(np.full(len(idx), seq, np.int64))
+        held += len(idx)
+        if held > limit:
+            t_all = np.concatenate(ts_)
+            kth = int(np.partition(t_all, len(t_all) - limit)[len(t_all) - limit])
+            keep = t_all >= kth
+            if not keep.all():
+                more = True
+            ts_, stamps = [t_all[keep]], [np.concatenate(stamps)[keep]]
+            seqs, firsts = [np.concatenate(seqs)[keep]], [np.concatenate(firsts)[keep]]
+            held = len(ts_[0])
+        elif held == limit:
+            kth = int(min(int(t.min()) for t in ts_))
+    if not ts_:
+        return [], more
+    t_all, ts_all, seq_all = np.concatenate(ts_), np.concatenate(stamps), np.concatenate(seqs)
+    order = np.lexsort((seq_all, -ts_all, -t_all))[:limit]
+    more = more or held > limit
+    t_all, ts_all, seq_all = t_all[order].tolist(), ts_all[order].tolist(), seq_all[order].tolist()
+    bodies = _bodies(conn, seq_all, np.concatenate(firsts)[order].tolist())
+    return [(t, ts, q, b) for t, ts, q, b in zip(t_all, ts_all, seq_all, bodies, strict=True)], more
+
+
+def _bodies(conn: sqlite3.Connection, seqs: Sequence[int], firsts: Sequence[int]) -> list[bytes]:
+    """The JSON of the events ``seqs`` (in that order) in the blocks starting at ``firsts``, reading each
+    block once."""
+    held: dict[int, tuple[list[int], bytes]] = {}
+    out = []
+    for q, first in zip(seqs, firsts, strict=True):
+        got = held.get(first)
+        if got is None:
+            blob, bodies = _read(conn, first, "cols, bodies")
+            got = held[first] = (columns(blob)["end"].tolist(), bodies)
+        ends, bodies = got
+        i = q - first
+        out.append(bodies[ends[i - 1] if i else 0 : ends[i]])
+    return out
+
+
+def count(conn: sqlite3.Connection, match: Match) -> int:
+    """Matching events stored (whole blocks inside the range are counted without reading them)."""
+    total = 0
+    for seq, n, t_lo, t_hi in match.blocks(conn):
+        whole = match.after is None or seq > match.after
+        if not match.filtered and t_lo > match.since and t_hi <= match.until and whole:
+            total += n
+            continue
+        blob, commands = _read(conn, seq, "cols, commands")
+        mask = match.mask(seq, columns(blob), commands, t_lo, t_hi)
+        total += n if mask is None else int(np.count_nonzero(mask))
+    return total
+
+
+def after(conn: sqlite3.Connection, seq: int, limit: int) -> list[tuple[int, int, bytes]]:
+    """Up to ``limit`` events stored after ``seq``, in insertion order, as ``(seq, t, JSON)``."""
+    out: list[tuple[int, int, bytes]] = []
+    for first, n, blob, bodies in conn.execute(
+        "SELECT seq, n, cols, bodies FROM json_blocks WHERE seq > ? AND seq + n > ? ORDER BY seq",
+        (seq - BLOCK_EVENTS, seq + 1),
+    ):
+        if len(out) >= limit:
+            break
+        cols = columns(blob)
+        start = max(0, seq + 1 - first)
+        ends = cols["end"].tolist()
+        t = cols["t"].tolist()
+        for i in range(start, min(n, start + limit - len(out))):
+            out.append((first + i, t[i], bodies[ends[i - 1] if i else 0 : ends[i]]))
+    return out
+
+
+def prune_age(conn: sqlite3.Connection, cutoff: int, limit: int) -> list[tuple[int, int]]:
+    """Delete up to about ``limit`` events' worth of whole blocks all older than ``cutoff`` (ns); returns
+    ``(kind, events deleted)`` per block deleted. A block with an event at or after the cutoff stays whole
+    until that event is old too."""
+    gone = conn.execute("SELECT seq, kind, n FROM json_blocks INDEXED BY json_blocks_time "
+                        "WHERE kind IN (0, 1) AND t_hi < ? ORDER BY seq", (cutoff,)).fetchall()  # fmt: skip
+    out: list[tuple[int, int]] = []
+    held = 0
+    for seq, kind, n in gone:
+        if held >= limit:
+            break
+        conn.execute("DELETE FROM json_blocks WHERE seq = ?", (seq,))
+        out.append((kind, n))
+        held += n
+    return out
+
+
+def prune_oldest(conn: sqlite3.Connection, excess: int) -> list[tuple[int, int]]:
+    """Delete the ``excess`` oldest events (insertion order; the last block touched keeps its newer
+    events); returns ``(kind, events deleted)`` per block touched."""
+    out: list[tuple[int, int]] = []
+    if excess <= 0:
+        return out
+    for seq, kind, n in conn.execute("SELECT seq, kind, n FROM json_blocks ORDER BY seq").fetchall():
+        if excess <= 0:
+            break
+        if n <= excess:
+            conn.execute("DELETE FROM json_blocks WHERE seq = ?", (seq,))
+            out.append((kind, n))
+            excess -= n
+            continue
+        blob, bodies = _read(conn, seq, "cols, bodies")
+        cols = columns(blob)
+        cut = int(cols["end"][excess - 1])
+        rest = cols[excess:].copy()
+        rest["end"] -= cut
+        t = rest["t"]
+        kept = (seq + excess, len(rest), int(t.min()), int(t.max()), rest.tobytes(), bodies[cut:], seq)
+        conn.execute("UPDATE json_blocks SET seq = ?, n = ?, t_lo = ?, t_hi = ?, cols = ?, bodies = ? "
+                     "WHERE seq = ?", kept)  # fmt: skip
+        out.append((kind, excess))
+        excess = 0
+    return out

@@ -1,0 +1,167 @@
+"""Raw events kept as JSON blocks (the aggregator's ingest, ``EventStore.add_rows``) answer every list, count
+and read in order exactly as the same events kept as one row each (``add_events``) — also after the file
+is reopened, and after retention by age and by row count."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from netspy_tui.models import EventQuery, Scope
+from netspy_tui.store import EventStore, StoreError
+from netspy_tui.store import jsonblocks as J
+from netspy_tui.store import rollups as R
+from netspy_tui.store.sqlite import event_row
+from tests.factories import BASE_TIME, connection, drop
+
+NS = 1_000_000_000
+
+
+def _events(n: int, start: int = 0) -> list:  # type: ignore[type-arg]
+    """Connections and drops of a few pids and commands, times in no particular order, some equal; each 10
+    connections first (a block numbers a write's connections first, then its drops: rows written in that
+    order have the same seqs)."""
+    out = []
+    for i in range(start, start + n):
+        when = BASE_TIME + timedelta(seconds=(i * 7) % 40, microseconds=(i % 3) * 10)
+        if i % 6 == 0:
+            out.append(drop(pid=7 + i % 2, command="nginx", time=when, timestamp=1000 + i, id=f"d{i:05d}"))
+        else:
+            cmd = ("curl", "wget", "python3", "naïve ☃ cmd")[i % 4]
+            out.append(connection(pid=100 + i % 5, command=cmd, time=when, timestamp=1000 + (i % 4),
+                                  port=1000 + i, id=f"c{i:05d}"))  # fmt: skip
+    return [e for i in range(0, n, 10) for e in sorted(out[i : i + 10], key=lambda e: e.type != "connection")]
+
+
+def _add_as_blocks(store: EventStore, events: list) -> None:  # type: ignore[type-arg]
+    rows = [event_row(e)[0] for e in events]
+    store.add_rows(rows, R.rows_from_events(events))
+
+
+QUERIES = [
+    EventQuery(limit=1000),
+    EventQuery(limit=7),
+    EventQuery(kind="packet_drop", limit=1000),
+    EventQuery(kind="packet_drop", limit=3),
+    EventQuery(pid=101, limit=1000),
+    EventQuery(pid=102, limit=4),
+    EventQuery(command="curl", limit=1000),
+    EventQuery(command="naïve ☃ cmd", limit=5),
+    EventQuery(command="nobody", limit=5),
+    EventQuery(pid=101, command="wget", limit=1000),
+    EventQuery(since=BASE_TIME + timedelta(seconds=10), until=BASE_TIME + timedelta(seconds=20), limit=1000),
+    EventQuery(since=BASE_TIME + timedelta(seconds=10), until=BASE_TIME + timedelta(seconds=20), limit=6),
+    EventQuery(kind="packet_drop", since=BASE_TIME + timedelta(seconds=5), limit=1000),
+    EventQuery(after=40, limit=1000),
+    EventQuery(after=40, pid=100, limit=3),
+    EventQuery(limit=0),
+]
+
+
+def _answers(store: EventStore) -> list:  # type: ignore[type-arg]
+    """What a user of the store sees: every list (events and totals), counts kept, reads in order."""
+    out: list = []  # type: ignore[type-arg]
+    for q in QUERIES:
+        page = store.query(q)
+        out.append((q, [e.model_dump() for e in page.events], page.total_count, page.truncated, page.cursor))
+    for kind in ("connection", "packet_drop"):
+        out.append(store.kept(Scope(kind, window=10**6), now=BASE_TIME + timedelta(seconds=60)))  # type: ignore[arg-type]
+        out.append(store.count(Scope(kind, window=10**6), now=BASE_TIME + timedelta(seconds=60)))  # type: ignore[arg-type]
+    for seq, limit in ((0, 10_000), (0, 9), (33, 12), (10**6, 5)):
+        got, oldest = store.after(seq, limit, 2**62)
+        out.append(([(q, e.model_dump()) for q, e in got], oldest))
+    out.append((store.row_count(), store.stored_by_kind(), store.newest_time(), store.newest_seq()))
+    return out
+
+
+def test_blocks_answer_as_rows_and_again_when_reopened(tmp_path: Path) -> None:
+    events = _events(200)
+    with EventStore(tmp_path / "rows.sqlite3", retention_seconds=None) as rows:
+        for i in range(0, len(events), 10):
+            rows.add_events(events[i : i + 10])
+        want = _answers(rows)
+    blocks_path = tmp_path / "blocks.sqlite3"
+    with EventStore(blocks_path, retention_seconds=None) as store:
+        for i in range(0, len(events), 10):
+            _add_as_blocks(store, events[i : i + 10])
+        assert _answers(store) == want
+    with sqlite3.connect(blocks_path) as conn:  # kept as blocks: one row per write and kind, no event rows
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*), sum(n) FROM json_blocks").fetchone() == (40, 200)
+    with EventStore(blocks_path, retention_seconds=None) as reopened:
+        assert _answers(reopened) == want
+        _add_as_blocks(reopened, _events(10, start=200))  # numbering goes on after the blocks kept
+        assert reopened.newest_seq() == 210 and reopened.row_count() == 210
+        got, _ = reopened.after(200, 100, 2**62)
+        assert [e.id for _, e in got] == [e.id for e in _events(10, start=200) if e.type == "connection"] + [
+            e.id for e in _events(10, start=200) if e.type == "packet_drop"
+        ]
+
+
+def test_a_block_splits_when_a_write_has_more_events_than_one_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(J, "BLOCK_EVENTS", 16)
+    events = sorted(_events(100), key=lambda e: e.type != "connection")  # (one write: its connections first)
+    with EventStore(retention_seconds=None) as rows:
+        rows.add_events(events)
+        want = _answers(rows)
+    with EventStore(retention_seconds=None) as store:
+        _add_as_blocks(store, events)
+        assert _answers(store) == want
+
+
+def test_retention_by_row_count_cuts_the_oldest_block_and_keeps_totals_exact(tmp_path: Path) -> None:
+    events = _events(120)
+    with EventStore(tmp_path / "rows.sqlite3", retention_seconds=None, max_rows=75) as rows:
+        for i in range(0, len(events), 10):
+            rows.add_events(events[i : i + 10])
+        rows.prune()
+        want = _answers(rows)
+    with EventStore(tmp_path / "blocks.sqlite3", retention_seconds=None, max_rows=75) as store:
+        for i in range(0, len(events), 10):
+            _add_as_blocks(store, events[i : i + 10])
+        store.prune()
+        got = _answers(store)
+        assert store.row_count() == 75 == sum(store.stored_by_kind().values())
+        assert len(store.after(0, 10_000, 2**62)[0]) == 75
+        # the counts are the rollups': every event stays counted whatever retention removed of the raw ones
+        n = sum(store.count(Scope(k, window=10**6), now=BASE_TIME + timedelta(seconds=60))  # type: ignore[arg-type]
+                for k in ("connection", "packet_drop"))  # fmt: skip
+        assert n == 120
+    assert got == want
+
+
+def test_retention_by_age_removes_whole_blocks_all_older_and_keeps_totals_exact() -> None:
+    old = [connection(time=BASE_TIME + timedelta(seconds=i), id=f"old{i}", pid=5) for i in range(30)]
+    new = [connection(time=BASE_TIME + timedelta(seconds=100 + i), id=f"new{i}", pid=6) for i in range(20)]
+    mixed = [connection(time=BASE_TIME + timedelta(seconds=s), id=f"mix{s}", pid=7) for s in (10, 140)]
+    with EventStore(retention_seconds=60) as store:
+        _add_as_blocks(store, old)
+        _add_as_blocks(store, mixed)  # one event old, one new: the block stays whole until both are old
+        _add_as_blocks(store, new)
+        assert store.prune(now=BASE_TIME + timedelta(seconds=150)) == 30
+        assert store.row_count() == 22 == store.stored_by_kind()["connection"]
+        page = store.query(EventQuery(limit=1000))
+        assert page.total_count == 22 == len(page.events)
+        assert {e.id for e in page.events} == {e.id for e in new + mixed}
+        assert store.query(EventQuery(pid=5)).total_count == 0
+        assert store.after(0, 100, 2**62)[1] == 31  # the oldest seq still stored: the mixed block's
+        assert store.prune(now=BASE_TIME + timedelta(seconds=190)) == 20  # the new ones; the mixed block stays
+        assert store.row_count() == 2 == len(store.query(EventQuery(limit=1000)).events)
+        assert store.prune(now=BASE_TIME + timedelta(seconds=210)) == 2
+        assert store.row_count() == 0 == store.query(EventQuery(limit=1000)).total_count
+
+
+def test_a_value_a_block_cannot_hold_is_refused_alone_and_the_rest_is_kept() -> None:
+    events = _events(10)
+    rows = [event_row(e)[0] for e in events]
+    rows[3] = (*rows[3][:3], 2**64, *rows[3][4:])  # a pid beyond 64 bits
+    with EventStore(retention_seconds=None) as store:
+        with pytest.raises(StoreError) as caught:
+            store.add_rows(rows, R.rows_from_events(events))
+        assert caught.value.lost == 1 and "1 of 10 events" in str(caught.value)
+        assert store.row_count() == 9
+        kept = {e.id for k in ("connection", "packet_drop") for e in store.query(EventQuery(kind=k, limit=100)).events}
+        assert kept == {e.id for e in events} - {events[3].id}
