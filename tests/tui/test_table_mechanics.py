@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from rich.style import Style
 from textual.app import App, ComposeResult
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from netspy_tui.tui.widgets.cells import Cell, cell
@@ -88,6 +89,17 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
             assert [r.key.value for r in fast.ordered_rows] == [str(n) for n in order]
             assert all(fast.get_row_index(str(n)) == i for i, n in enumerate(order))
             assert fast.virtual_size == plain.virtual_size
+            # a row's place and a line's row worked out from the index (one-line rows), as DataTable adds them up
+            header = fast.header_height
+            assert [(k.value, y) for k, y in map(fast._get_offsets, range(header + len(order)))] == [
+                (k.value, y) for k, y in map(plain._get_offsets, range(header + len(order)))
+            ]
+            with pytest.raises(LookupError):
+                fast._get_offsets(header + len(order))
+            for r in [*range(-1, len(order) + 1)]:
+                assert fast._get_row_region(r) == plain._get_row_region(r)
+                for c in range(-1, len(WIDTHS) + 1):
+                    assert fast._get_cell_region(Coordinate(r, c)) == plain._get_cell_region(Coordinate(r, c))
             assert fast.scroll_offset.y <= row < fast.scroll_offset.y + fast.scrollable_content_region.height - 1
             plain.scroll_to(y=fast.scroll_offset.y, animate=False, immediate=True)
             await pilot.pause()
@@ -105,6 +117,8 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
         plain.clear()
         await pilot.pause()
         assert fast.row_count == 0 and fast.virtual_size == plain.virtual_size
+        with pytest.raises(ValueError, match="one line"):  # (the index is the place only while every row is one line)
+            fast.add_row(*row_cells(1), height=2)
 
 
 async def test_more_rows_redraw_the_table_and_its_scrollbar_without_laying_the_screen_out() -> None:

@@ -18,7 +18,7 @@ from typing import Any, Self, TypeVar
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from rich.text import Text, TextType
 from textual._two_way_dict import TwoWayDict
 from textual.cache import LRUCache
 from textual.coordinate import Coordinate
@@ -195,6 +195,49 @@ class KeyedTable(DataTable[Cell]):
         cache[cache_key] = row_pair
         return row_pair
 
+    # --- one-line rows: a row's place is its index -------------------------------------------------------------
+    # DataTable keeps rows of any height, so it finds a line's row in a list of (row key, line) for every line of
+    # the table, and a row's place by adding up the heights of the rows above it (a list of every row in order):
+    # both built again after each update (~10,000 tuples and a list of 10,000 rows a refresh of a full window: a
+    # few ms, and enough new objects to set off a dozen collections of the cyclic collector). Every row here is
+    # one line (add_row refuses others), so line y of the rows is row y.
+
+    def add_row(
+        self,
+        *cells: Cell,
+        height: int | None = 1,
+        key: str | None = None,
+        label: TextType | None = None,
+    ) -> RowKey:
+        if height != 1:
+            raise ValueError("a KeyedTable's rows are one line high")
+        return super().add_row(*cells, height=height, key=key, label=label)
+
+    @property
+    def _y_offsets(self) -> _RowLines:  # type: ignore[override]
+        return _RowLines(self)
+
+    @property
+    def _total_row_height(self) -> int:
+        return len(self.rows)
+
+    def _get_row_region(self, row_index: int) -> Region:
+        if not self.is_valid_row_index(row_index):
+            return Region(0, 0, 0, 0)
+        width = self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
+        row_width = sum(width) + self._row_label_column_width
+        y = row_index + (self.header_height if self.show_header else 0)
+        return Region(0, y, max(self.size.width, row_width), 1)
+
+    def _get_cell_region(self, coordinate: Coordinate) -> Region:
+        if not self.is_valid_coordinate(coordinate):
+            return Region(0, 0, 0, 0)
+        row_index, column_index = coordinate
+        widths = self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
+        x = sum(widths[:column_index]) + self._row_label_column_width
+        y = row_index + (self.header_height if self.show_header else 0)
+        return Region(x, y, widths[column_index], 1)
+
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # New rows only widen auto-width columns or size auto-height rows: with neither, skip the measuring
         # (the virtual size, computed below it, is all that is left to do).
@@ -297,6 +340,27 @@ class KeyedTable(DataTable[Cell]):
             self._highlight_cursor()  # as add_row does for the first row
         self.check_idle()
         self.refresh()
+
+
+class _RowLines:
+    """``DataTable._y_offsets`` of a table of one-line rows, without the list: line ``y`` is (row ``y``'s key, 0)."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: KeyedTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return len(self._table.rows)
+
+    def __getitem__(self, y: int) -> tuple[RowKey, int]:
+        key = self._table._row_locations.get_key(y) if 0 <= y else None
+        if key is None:
+            raise IndexError(y)
+        return key, 0
+
+    def clear(self) -> None:
+        """(DataTable.clear empties its list: nothing is kept here)"""
 
 
 def cell_line(console: Console, text: Text, width: int, padding: int, pre: Style, post: Style) -> list[Segment] | None:
