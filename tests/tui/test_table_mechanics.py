@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from rich.style import Style
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
@@ -193,3 +194,47 @@ async def test_focus_coming_and_going_draws_only_the_cursor_row_again(monkeypatc
         assert lines(fast) == lines(plain) != unfocused
         assert len(drawn) > 2 * len(WIDTHS)
         assert await focus(fast) == await focus(plain) != focused
+
+
+async def test_the_header_is_drawn_again_only_when_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows added (a refresh) leave the header's cells as they were drawn: DataTable laid each label out again
+    through Rich after every update. A new label, width or theme draws them anew, as DataTable does."""
+    headers: list[int] = []
+    render_cell = DataTable._render_cell
+
+    def counted(self: DataTable[Cell], row_index: int, *args: Any, **kwargs: Any) -> Any:
+        if row_index == -1 and isinstance(self, KeyedTable):
+            headers.append(1)
+        return render_cell(self, row_index, *args, **kwargs)
+
+    monkeypatch.setattr(DataTable, "_render_cell", counted)
+    app = Pair()
+    async with app.run_test(size=(80, 30)) as pilot:
+        fast = app.query_one("#fast", KeyedTable)
+        plain = app.query_one("#plain", DataTable)
+        cells = {str(n): row_cells(n) for n in range(60)}
+        for step in range(3):
+            order = [str(n) for n in range(step * 20, step * 20 + 20)]
+            fast.place_rows(order, cells)
+            plain.clear()
+            for key in order:
+                plain.add_row(*cells[key], key=key)
+            await pilot.pause()
+            assert lines(fast) == lines(plain)
+            if step == 0:
+                assert len(headers) == len(WIDTHS)
+                headers.clear()
+        assert not headers  # (two updates drawn: the header kept)
+        for table in (fast, plain):
+            table.columns[table.ordered_columns[1].key].label = Text("renamed")
+            table._clear_caches()  # (as DataTable's own label changes do, by a new column or a refresh)
+            table.refresh()
+        fast.place_rows(order[:-1], cells)  # (and a row fewer)
+        plain.remove_row(order[-1])
+        await pilot.pause()
+        assert lines(fast) == lines(plain) and " ren " in "".join(t for t, _ in lines(fast)[0])
+        assert len(headers) >= len(WIDTHS)
+        headers.clear()
+        app.theme = "textual-light" if app.theme != "textual-light" else "nord"
+        await pilot.pause()
+        assert lines(fast) == lines(plain) and len(headers) == len(WIDTHS)

@@ -257,6 +257,8 @@ class KeyedTable(DataTable[Cell]):
     ) -> list[list[Segment]]:
         # A one-line data cell holding Text: the same segments as DataTable's own render (cell_line), about
         # five times cheaper; a header, a label, a taller row or anything else goes the usual way.
+        if row_index == -1 and column_index >= 0:
+            return self._header_cell(column_index, base_style, width, cursor, hover)
         if row_index < 0 or column_index < 0:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
@@ -296,6 +298,26 @@ class KeyedTable(DataTable[Cell]):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         lines = [line]
         self._kept_cells.set(cache_key, (value, lines))
+        return lines
+
+    def _header_cell(
+        self, column_index: int, base_style: Style, width: int, cursor: bool, hover: bool
+    ) -> list[list[Segment]]:
+        """A header cell as DataTable draws it, kept across table updates: DataTable keys its cache by the update
+        count, so every refresh laid each column's label out again through Rich (Padding, Styled, render_lines).
+        Drawn again when the label (the object), the place, the width or what it is drawn with changed; the
+        component styles (datatable--header) count as changed at every style update."""
+        column_key = self._column_locations.get_key(column_index)
+        column = self.columns.get(column_key) if column_key is not None else None
+        if column is None:
+            return super()._render_cell(-1, column_index, base_style, width, cursor, hover)
+        cache_key = ("header", column_key, column_index, width, base_style, cursor, hover, self.header_height,
+                     self._pseudo_class_state, self._flags()[:7], self._styles_seen)  # fmt: skip
+        kept = self._kept_cells.get(cache_key)
+        if kept is not None and kept[0] is column.label:
+            return kept[1]
+        lines = super()._render_cell(-1, column_index, base_style, width, cursor, hover)
+        self._kept_cells.set(cache_key, (column.label, lines))
         return lines
 
     def _clear_caches(self) -> None:
