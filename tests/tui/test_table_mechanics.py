@@ -5,6 +5,8 @@ are kept across updates: a replaced cell, a row moved or the cursor moved must s
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
+from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from netspy_tui.tui.widgets.cells import Cell, cell
@@ -43,6 +46,13 @@ class Pair(App[None]):
             table.styles.height = 12
             for i, width in enumerate(WIDTHS):
                 table.add_column(f"c{i}", key=f"c{i}", width=width)
+
+
+@asynccontextmanager
+async def running_pair() -> AsyncIterator[tuple[Pair, Pilot[None], KeyedTable, DataTable[Cell]]]:
+    app = Pair()
+    async with app.run_test(size=(80, 30)) as pilot:
+        yield app, pilot, app.query_one("#fast", KeyedTable), app.query_one("#plain", DataTable)
 
 
 def lines(table: DataTable[Cell]) -> list[list[tuple[str, Style | None]]]:
@@ -208,10 +218,7 @@ async def test_the_header_is_drawn_again_only_when_it_changed(monkeypatch: pytes
         return render_cell(self, row_index, *args, **kwargs)
 
     monkeypatch.setattr(DataTable, "_render_cell", counted)
-    app = Pair()
-    async with app.run_test(size=(80, 30)) as pilot:
-        fast = app.query_one("#fast", KeyedTable)
-        plain = app.query_one("#plain", DataTable)
+    async with running_pair() as (app, pilot, fast, plain):
         cells = {str(n): row_cells(n) for n in range(60)}
         for step in range(3):
             order = [str(n) for n in range(step * 20, step * 20 + 20)]
