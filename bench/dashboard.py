@@ -57,7 +57,7 @@ async def _refresh(db: Path, window_events: int, refreshes: int, new_per_refresh
     source = EmbeddedSource(None, store, reason="bench")
     out: dict[str, list[float]] = {"poll": [], "apply": [], "refresh": [], "paint": [], "idle": [], "first": []}
     async with open_gateway(source) as gw:
-        app = NetspyApp(gw, interval=3600, window=60, source_note="bench")
+        app = NetspyApp(gw, interval=3600, window=60, source_note="bench", freeze_heap=True)  # (as the CLI runs it)
         async with app.run_test(size=SIZE) as pilot:
             await _wait(pilot, lambda: app.dashboard.renders >= 1, "the first render")
             out["first"].append(app.dashboard.last_render_ms)
@@ -147,7 +147,7 @@ async def _memory_child(store_arg: str, events: int, idle: float) -> dict[str, A
     result: dict[str, Any] = {"stored": store.row_count(), "rss_store_mb": rss_store / 2**20, "in_window": in_window,
                               "rss_imports_mb": rss_imports / 2**20}  # fmt: skip
     async with open_gateway(source) as gw:
-        app = NetspyApp(gw, interval=1.0, window=3600, source_note="bench")
+        app = NetspyApp(gw, interval=1.0, window=3600, source_note="bench", freeze_heap=True)
         async with app.run_test(size=SIZE) as pilot:
             await _wait(pilot, lambda: app.dashboard.renders >= 1, "the first render", 120)
             await pilot.pause(2.0)

@@ -5,11 +5,16 @@ are kept across updates: a replaced cell, a row moved or the cursor moved must s
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from rich.style import Style
+from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.coordinate import Coordinate
+from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from netspy_tui.tui.widgets.cells import Cell, cell
@@ -41,6 +46,13 @@ class Pair(App[None]):
             table.styles.height = 12
             for i, width in enumerate(WIDTHS):
                 table.add_column(f"c{i}", key=f"c{i}", width=width)
+
+
+@asynccontextmanager
+async def running_pair() -> AsyncIterator[tuple[Pair, Pilot[None], KeyedTable, DataTable[Cell]]]:
+    app = Pair()
+    async with app.run_test(size=(80, 30)) as pilot:
+        yield app, pilot, app.query_one("#fast", KeyedTable), app.query_one("#plain", DataTable)
 
 
 def lines(table: DataTable[Cell]) -> list[list[tuple[str, Style | None]]]:
@@ -88,6 +100,17 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
             assert [r.key.value for r in fast.ordered_rows] == [str(n) for n in order]
             assert all(fast.get_row_index(str(n)) == i for i, n in enumerate(order))
             assert fast.virtual_size == plain.virtual_size
+            # a row's place and a line's row worked out from the index (one-line rows), as DataTable adds them up
+            header = fast.header_height
+            assert [(k.value, y) for k, y in map(fast._get_offsets, range(header + len(order)))] == [
+                (k.value, y) for k, y in map(plain._get_offsets, range(header + len(order)))
+            ]
+            with pytest.raises(LookupError):
+                fast._get_offsets(header + len(order))
+            for r in [*range(-1, len(order) + 1)]:
+                assert fast._get_row_region(r) == plain._get_row_region(r)
+                for c in range(-1, len(WIDTHS) + 1):
+                    assert fast._get_cell_region(Coordinate(r, c)) == plain._get_cell_region(Coordinate(r, c))
             assert fast.scroll_offset.y <= row < fast.scroll_offset.y + fast.scrollable_content_region.height - 1
             plain.scroll_to(y=fast.scroll_offset.y, animate=False, immediate=True)
             await pilot.pause()
@@ -105,6 +128,8 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
         plain.clear()
         await pilot.pause()
         assert fast.row_count == 0 and fast.virtual_size == plain.virtual_size
+        with pytest.raises(ValueError, match="one line"):  # (the index is the place only while every row is one line)
+            fast.add_row(*row_cells(1), height=2)
 
 
 async def test_more_rows_redraw_the_table_and_its_scrollbar_without_laying_the_screen_out() -> None:
@@ -179,3 +204,44 @@ async def test_focus_coming_and_going_draws_only_the_cursor_row_again(monkeypatc
         assert lines(fast) == lines(plain) != unfocused
         assert len(drawn) > 2 * len(WIDTHS)
         assert await focus(fast) == await focus(plain) != focused
+
+
+async def test_the_header_is_drawn_again_only_when_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows added (a refresh) leave the header's cells as they were drawn: DataTable laid each label out again
+    through Rich after every update. A new label, width or theme draws them anew, as DataTable does."""
+    headers: list[int] = []
+    render_cell = DataTable._render_cell
+
+    def counted(self: DataTable[Cell], row_index: int, *args: Any, **kwargs: Any) -> Any:
+        if row_index == -1 and isinstance(self, KeyedTable):
+            headers.append(1)
+        return render_cell(self, row_index, *args, **kwargs)
+
+    monkeypatch.setattr(DataTable, "_render_cell", counted)
+    async with running_pair() as (app, pilot, fast, plain):
+        cells = {str(n): row_cells(n) for n in range(60)}
+        for step in range(3):
+            order = [str(n) for n in range(step * 20, step * 20 + 20)]
+            fast.place_rows(order, cells)
+            plain.clear()
+            for key in order:
+                plain.add_row(*cells[key], key=key)
+            await pilot.pause()
+            assert lines(fast) == lines(plain)
+            if step == 0:
+                assert len(headers) == len(WIDTHS)
+                headers.clear()
+        assert not headers  # (two updates drawn: the header kept)
+        for table in (fast, plain):
+            table.columns[table.ordered_columns[1].key].label = Text("renamed")
+            table._clear_caches()  # (as DataTable's own label changes do, by a new column or a refresh)
+            table.refresh()
+        fast.place_rows(order[:-1], cells)  # (and a row fewer)
+        plain.remove_row(order[-1])
+        await pilot.pause()
+        assert lines(fast) == lines(plain) and " ren " in "".join(t for t, _ in lines(fast)[0])
+        assert len(headers) >= len(WIDTHS)
+        headers.clear()
+        app.theme = "textual-light" if app.theme != "textual-light" else "nord"
+        await pilot.pause()
+        assert lines(fast) == lines(plain) and len(headers) == len(WIDTHS)

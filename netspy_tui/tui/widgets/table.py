@@ -18,7 +18,7 @@ from typing import Any, Self, TypeVar
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from rich.text import Text, TextType
 from textual._two_way_dict import TwoWayDict
 from textual.cache import LRUCache
 from textual.coordinate import Coordinate
@@ -195,6 +195,49 @@ class KeyedTable(DataTable[Cell]):
         cache[cache_key] = row_pair
         return row_pair
 
+    # --- one-line rows: a row's place is its index -------------------------------------------------------------
+    # DataTable keeps rows of any height, so it finds a line's row in a list of (row key, line) for every line of
+    # the table, and a row's place by adding up the heights of the rows above it (a list of every row in order):
+    # both built again after each update (~10,000 tuples and a list of 10,000 rows a refresh of a full window: a
+    # few ms, and enough new objects to set off a dozen collections of the cyclic collector). Every row here is
+    # one line (add_row refuses others), so line y of the rows is row y.
+
+    def add_row(
+        self,
+        *cells: Cell,
+        height: int | None = 1,
+        key: str | None = None,
+        label: TextType | None = None,
+    ) -> RowKey:
+        if height != 1:
+            raise ValueError("a KeyedTable's rows are one line high")
+        return super().add_row(*cells, height=height, key=key, label=label)
+
+    @property
+    def _y_offsets(self) -> _RowLines:  # type: ignore[override]
+        return _RowLines(self)
+
+    @property
+    def _total_row_height(self) -> int:
+        return len(self.rows)
+
+    def _get_row_region(self, row_index: int) -> Region:
+        if not self.is_valid_row_index(row_index):
+            return Region(0, 0, 0, 0)
+        width = self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
+        row_width = sum(width) + self._row_label_column_width
+        y = row_index + (self.header_height if self.show_header else 0)
+        return Region(0, y, max(self.size.width, row_width), 1)
+
+    def _get_cell_region(self, coordinate: Coordinate) -> Region:
+        if not self.is_valid_coordinate(coordinate):
+            return Region(0, 0, 0, 0)
+        row_index, column_index = coordinate
+        widths = self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
+        x = sum(widths[:column_index]) + self._row_label_column_width
+        y = row_index + (self.header_height if self.show_header else 0)
+        return Region(x, y, widths[column_index], 1)
+
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # New rows only widen auto-width columns or size auto-height rows: with neither, skip the measuring
         # (the virtual size, computed below it, is all that is left to do).
@@ -214,6 +257,8 @@ class KeyedTable(DataTable[Cell]):
     ) -> list[list[Segment]]:
         # A one-line data cell holding Text: the same segments as DataTable's own render (cell_line), about
         # five times cheaper; a header, a label, a taller row or anything else goes the usual way.
+        if row_index == -1 and column_index >= 0:
+            return self._header_cell(column_index, base_style, width, cursor, hover)
         if row_index < 0 or column_index < 0:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
@@ -253,6 +298,26 @@ class KeyedTable(DataTable[Cell]):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         lines = [line]
         self._kept_cells.set(cache_key, (value, lines))
+        return lines
+
+    def _header_cell(
+        self, column_index: int, base_style: Style, width: int, cursor: bool, hover: bool
+    ) -> list[list[Segment]]:
+        """A header cell as DataTable draws it, kept across table updates: DataTable keys its cache by the update
+        count, so every refresh laid each column's label out again through Rich (Padding, Styled, render_lines).
+        Drawn again when the label (the object), the place, the width or what it is drawn with changed; the
+        component styles (datatable--header) count as changed at every style update."""
+        column_key = self._column_locations.get_key(column_index)
+        column = self.columns.get(column_key) if column_key is not None else None
+        if column is None:
+            return super()._render_cell(-1, column_index, base_style, width, cursor, hover)
+        cache_key = ("header", column_key, column_index, width, base_style, cursor, hover, self.header_height,
+                     self._pseudo_class_state, self._flags()[:7], self._styles_seen)  # fmt: skip
+        kept = self._kept_cells.get(cache_key)
+        if kept is not None and kept[0] is column.label:
+            return kept[1]
+        lines = super()._render_cell(-1, column_index, base_style, width, cursor, hover)
+        self._kept_cells.set(cache_key, (column.label, lines))
         return lines
 
     def _clear_caches(self) -> None:
@@ -297,6 +362,27 @@ class KeyedTable(DataTable[Cell]):
             self._highlight_cursor()  # as add_row does for the first row
         self.check_idle()
         self.refresh()
+
+
+class _RowLines:
+    """``DataTable._y_offsets`` of a table of one-line rows, without the list: line ``y`` is (row ``y``'s key, 0)."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: KeyedTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return len(self._table.rows)
+
+    def __getitem__(self, y: int) -> tuple[RowKey, int]:
+        key = self._table._row_locations.get_key(y) if 0 <= y else None
+        if key is None:
+            raise IndexError(y)
+        return key, 0
+
+    def clear(self) -> None:
+        """(DataTable.clear empties its list: nothing is kept here)"""
 
 
 def cell_line(console: Console, text: Text, width: int, padding: int, pre: Style, post: Style) -> list[Segment] | None:
