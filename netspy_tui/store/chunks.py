@@ -151,6 +151,13 @@ def _blob(conn: sqlite3.Connection, seq: int) -> bytes:
     return conn.execute("SELECT recs FROM chunks WHERE seq = ?", (seq,)).fetchone()[0]
 
 
+def newest_cut(times: np.ndarray, limit: int) -> tuple[int, np.ndarray]:
+    """For a page of the ``limit`` newest of more than ``limit`` held: the time of the ``limit``-th newest
+    (a block or chunk all older than it holds none of the page) and which of ``times`` are kept (ties too)."""
+    kth = int(np.partition(times, len(times) - limit)[len(times) - limit])
+    return kth, times >= kth
+
+
 def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
     """The ``limit`` newest matching records (newest first; equal times by ``ts`` descending, then
     insertion order), their seqs, and whether more may match beyond them."""
@@ -175,9 +182,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[np.ndarray
         seqs.append(seq + idx)
         held += len(idx)
         if held > limit:
-            walls = np.concatenate([g["wall"] for g in got]).astype(np.int64)
-            kth = int(np.partition(walls, len(walls) - limit)[len(walls) - limit])
-            keep = walls >= kth
+            kth, keep = newest_cut(np.concatenate([g["wall"] for g in got]).astype(np.int64), limit)
             if not keep.all():
                 more = True
             allr, alls = join(got)[keep], np.concatenate(seqs)[keep]

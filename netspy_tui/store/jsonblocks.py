@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from netspy_tui.store.chunks import newest_cut
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS json_blocks (
     seq      INTEGER PRIMARY KEY,   -- insertion order of its first event (the others follow it)
@@ -164,8 +166,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
         held += len(idx)
         if held > limit:
             t_all = np.concatenate(ts_)
-            kth = int(np.partition(t_all, len(t_all) - limit)[len(t_all) - limit])
-            keep = t_all >= kth
+            kth, keep = newest_cut(t_all, limit)
             if not keep.all():
                 more = True
             ts_, stamps = [t_all[keep]], [np.concatenate(stamps)[keep]]

@@ -163,7 +163,7 @@ class KeyedTable(DataTable[Cell]):
         should_highlight = self._should_highlight
         render_cell = self._render_cell
         scrollable_row: list[list[Segment]] = []
-        widths = self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
+        widths = self._column_widths()
         table_width = self._row_label_column_width + sum(widths)
         for column_index, width in enumerate(widths):
             cell_location = Coordinate(row_index, column_index)
@@ -195,6 +195,10 @@ class KeyedTable(DataTable[Cell]):
         cache[cache_key] = row_pair
         return row_pair
 
+    def _column_widths(self) -> list[int]:
+        """Every column's rendered width, in order (kept until the next update)."""
+        return self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
+
     # --- one-line rows: a row's place is its index -------------------------------------------------------------
     # DataTable keeps rows of any height, so it finds a line's row in a list of (row key, line) for every line of
     # the table, and a row's place by adding up the heights of the rows above it (a list of every row in order):
@@ -224,8 +228,7 @@ class KeyedTable(DataTable[Cell]):
     def _get_row_region(self, row_index: int) -> Region:
         if not self.is_valid_row_index(row_index):
             return Region(0, 0, 0, 0)
-        width = self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
-        row_width = sum(width) + self._row_label_column_width
+        row_width = sum(self._column_widths()) + self._row_label_column_width
         y = row_index + (self.header_height if self.show_header else 0)
         return Region(0, y, max(self.size.width, row_width), 1)
 
@@ -233,7 +236,7 @@ class KeyedTable(DataTable[Cell]):
         if not self.is_valid_coordinate(coordinate):
             return Region(0, 0, 0, 0)
         row_index, column_index = coordinate
-        widths = self._memo("widths", lambda: [column.get_render_width(self) for column in self.ordered_columns])
+        widths = self._column_widths()
         x = sum(widths[:column_index]) + self._row_label_column_width
         y = row_index + (self.header_height if self.show_header else 0)
         return Region(x, y, widths[column_index], 1)
