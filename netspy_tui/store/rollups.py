@@ -785,18 +785,31 @@ def _top(values: Sequence[str] | _PortNames, counts: np.ndarray, ids: np.ndarray
     return [Counted(key=k, count=c) for k, c in items[:n]]
 
 
-def _by(ids: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids with a positive sum, their sums)."""
+def _by(ids: np.ndarray, weights: np.ndarray, names: Names | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids with a positive sum, their sums); with ``names``, an empty destination or protocol is
+    reported as "unknown" (and counted with it: merged after summing, not per entry)."""
     sums = np.bincount(ids, weights=weights)
+    empty = names.find("") if names is not None else None
+    if names is not None and empty is not None and empty < len(sums) and sums[empty]:
+        unknown = names.id("unknown")
+        if unknown >= len(sums):
+            sums = np.concatenate([sums, np.zeros(unknown + 1 - len(sums))])
+        sums[unknown] += sums[empty]
+        sums[empty] = 0
     nz = np.flatnonzero(sums > 0.5)
     return nz, np.rint(sums[nz]).astype(np.int64)
 
 
-def _unknown_if_empty(by: Marginal, names: Names) -> Marginal:
-    """An empty destination or protocol is reported as "unknown" (and counted with it)."""
-    ids, weights = by
-    empty = names.find("")
-    return (np.where(ids == empty, names.id("unknown"), ids) if empty is not None else ids), weights
+def _positive(ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The ids whose weights sum above zero, sorted: without a negative weight (nothing nets out)
+    an id's presence decides, which is twice as fast as summing ~500k entries of an hour."""
+    if not len(ids):
+        return ids.astype(np.intp)
+    if weights.min() >= 0:
+        seen = np.zeros(int(ids.max()) + 1, bool)
+        seen[ids if weights.all() else ids[weights > 0]] = True
+        return np.flatnonzero(seen)
+    return np.flatnonzero(np.bincount(ids, weights=weights) > 0.5)
 
 
 def window_stats(
@@ -846,8 +859,8 @@ def window_stats(
             return sel[name], n
 
     values = names.values
-    dest_ids, dest_n = _by(*_unknown_if_empty(by("destination"), names))
-    proto_ids, proto_n = _by(*_unknown_if_empty(by("protocol"), names))
+    dest_ids, dest_n = _by(*by("destination"), names)
+    proto_ids, proto_n = _by(*by("protocol"), names)
     out_ids, out_n = _by(*by("outcome"))
     ports: list[Counted] = []
     if kind == "connection":
@@ -899,9 +912,9 @@ def _processes(cp_by: Marginal, cd_by: Marginal, per_command: tuple[np.ndarray, 
     width = len(attempts)
     # pids and destinations that count: pairs whose events did not net out (dense ids: no sort)
     cp_pairs, cd_pairs = names.pairs
-    cp = np.flatnonzero(np.bincount(*cp_by) > 0.5)
+    cp = _positive(*cp_by)
     pid_cmd, pid = cp_pairs.major[cp], cp_pairs.minor[cp]
-    cd = np.flatnonzero(np.bincount(*cd_by) > 0.5)
+    cd = _positive(*cd_by)
     dest_cmd, dest = cd_pairs.major[cd], cd_pairs.minor[cd]
     empty = names.find("")  # (an unknown destination is not a distinct destination)
     known = dest_cmd[dest != empty] if empty is not None else dest_cmd
