@@ -149,8 +149,9 @@ def test_the_demo_recording_replays(tmp_path: Path) -> None:
 
 
 def test_speed_paces_the_replay(tmp_path: Path) -> None:
-    # 41 events over 4 seconds of recorded time, replayed at 10x: at least 0.4 s of wall time
-    items = [connection_json(time=BASE_TIME + timedelta(milliseconds=100 * i), timestamp=i) for i in range(41)]
+    # 41 events over 20 seconds of recorded time, replayed at 10x: at least 2 s of wall time, in
+    # batches of at most a quarter second (BATCH_SLACK)
+    items = [connection_json(time=BASE_TIME + timedelta(milliseconds=500 * i), timestamp=i) for i in range(41)]
     path = write_recording(tmp_path / "rec.jsonl", items)
     sink = ListSink()
     collector = ReplayCollector(path, speed=10)
@@ -160,13 +161,33 @@ def test_speed_paces_the_replay(tmp_path: Path) -> None:
     assert len(sink.events) < 41  # not all at once
     assert collector.wait(20)
     elapsed = time.monotonic() - started
-    assert elapsed >= 0.4 * 0.95
+    assert elapsed >= 2 * 0.95
     assert len(sink.batches) > 5  # delivered over time, in several batches
     got = sink.events
     assert [e.timestamp for e in got] == list(range(41))
     # the last event is stamped (about) when the replay finished, the first 4 s before it
     assert abs((utcnow() - got[-1].time).total_seconds()) < 2
-    assert got[-1].time - got[0].time == timedelta(seconds=4)
+    assert got[-1].time - got[0].time == timedelta(seconds=20)
+
+
+def test_no_event_reaches_the_sink_before_its_time(tmp_path: Path) -> None:
+    # 51 events 20 ms apart at their own pace: batched (a store write per quarter second, not per
+    # event), but each batch goes out once its last event is due, never ahead of the recording
+    items = [connection_json(time=BASE_TIME + timedelta(milliseconds=20 * i), timestamp=i) for i in range(51)]
+    path = write_recording(tmp_path / "rec.jsonl", items)
+    arrivals: list[tuple[float, list[int]]] = []
+    started = time.monotonic()
+
+    def sink(events: Sequence[AnyEvent]) -> None:
+        arrivals.append((time.monotonic() - started, [e.timestamp for e in events]))
+
+    collector = ReplayCollector(path, speed=1)
+    collector.start(sink)
+    assert collector.wait(20)
+    assert [t for _, batch in arrivals for t in batch] == list(range(51))
+    assert 2 <= len(arrivals) <= 8  # ~1 s of events: a batch per quarter second
+    for at, batch in arrivals:
+        assert at >= 0.020 * max(batch), (at, batch)  # the batch's last event was due
 
 
 def test_stop_interrupts_a_slow_replay(tmp_path: Path) -> None:
