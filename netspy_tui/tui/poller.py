@@ -264,11 +264,6 @@ class Poller:
         return self._pending[0] if self._pending else self._version
 
     @property
-    def max_rows(self) -> int:
-        """Events of each kind a snapshot holds at most (the newest of the window)."""
-        return self._max_rows
-
-    @property
     def traffic_wanted(self) -> bool:
         return self._traffic_wanted
 

@@ -267,21 +267,16 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             if self._applied.get("drop-mix") != mix.plain:  # saves a layout per tick
                 self._applied["drop-mix"] = mix.plain
                 self.query_one("#drop-mix", Static).update(mix, layout=False)
-            # the window's totals count what the tools were asked about: known unless a text filter narrows further,
-            # and said only of a list the poller cut at max_rows (below it the table holds every event of the window:
-            # a bigger total is the summaries' count, read apart from the rows and not at every poll, a moment later)
+            # the window's totals count what the tools were asked about: known unless a text filter narrows further
             narrowed = bool(self.filter_text) and (self.filter_subject is None or self.focus_subject is not None)
             same = same_subject and not narrowed
-            cut = self.poller.max_rows
             conns = tab_label(
-                "Connections",
-                self.connections.row_count,
-                snap.patterns.stats.total if same and snap.patterns and len(held) >= cut else None,
+                "Connections", self.connections.row_count, snap.patterns.stats.total if same and snap.patterns else None
             )
             drops = tab_label(
                 "Packet drops",
                 self.drops.row_count,
-                snap.drop_patterns.stats.total if same and snap.drop_patterns and len(dropped) >= cut else None,
+                snap.drop_patterns.stats.total if same and snap.drop_patterns else None,
             )
             for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
                 self._tab_label(pane, label, (snap.config, self.filter_text, self.focus_subject))
