@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from tests.tui.conftest import Clock, wait_for
+from tests.tui.screen_text import screen_lines
 
 SIZE = (160, 45)
 
@@ -86,17 +88,79 @@ async def test_a_count_of_the_same_width_relabels_its_tab_without_a_layout_pass(
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         tab = screen.query_one("#views", TabbedContent).get_tab("connections-tab")
-        screen._tab_label("connections-tab", "Connections (12)")
+        screen._tab_label("connections-tab", "Connections (12)", None)
         await pilot.pause()
         layouts = layout_requests(tab)
-        screen._tab_label("connections-tab", "Connections (47)")  # as wide: redrawn, no layout
+        screen._tab_label("connections-tab", "Connections (47)", None)  # as wide: redrawn, no layout
         assert layouts and not any(layouts)
         await pilot.pause()
         assert str(tab.label) == "Connections (47)"
         assert "Connections (47)" in "".join(strip.text for strip in tab.render_lines(tab.region.reset_offset))
         layouts.clear()
-        screen._tab_label("connections-tab", "Connections (1,047)")  # wider: laid out again
+        screen._tab_label("connections-tab", "Connections (1,047)", None)  # wider: laid out again
         assert any(layouts)
+
+
+async def test_a_polls_count_that_loses_a_digit_keeps_its_tab_width_without_a_layout_pass(
+    source: MemorySource, clock: Clock
+) -> None:
+    """A poll's count that loses a digit (and its comma) keeps the tab as wide, blank at its end: a count hovering at
+    999/1,000 laid the whole screen out again at every poll, and slid the tab's underline. A count of another view
+    (the user's filter, focus or window) is shown as wide as it is."""
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        tabs = screen.query_one("#views", TabbedContent)
+        tab, drops = tabs.get_tab("connections-tab"), tabs.get_tab("drops-tab")
+        assert str(tab.label) == "Connections (150)"
+        width, drops_at = tab.region.width, drops.region.x
+        layouts = layout_requests(tab)
+        clock.now += timedelta(seconds=30)  # 70 of the 150 leave the window
+        screen.apply_snapshot(await app.poller.poll())
+        await pilot.pause()
+        assert str(tab.label) == "Connections (80)"
+        assert layouts and not any(layouts)
+        assert (tab.region.width, drops.region.x) == (width, drops_at)
+        assert screen_lines(app)[tab.region.y][tab.region.x : tab.region.right] == " Connections (80)  "
+        await pilot.press("slash", *"curl")  # the user's filter: the tab as wide as its count
+        await wait_for(pilot, lambda: str(tab.label) == "Connections (13)", "the filtered count")
+        await pilot.pause()
+        assert any(layouts)
+        assert (tab.region.width, drops.region.x) == (width - 1, drops_at - 1)
+        assert screen_lines(app)[tab.region.y][tab.region.x : tab.region.right] == " Connections (13) "
+
+
+async def test_a_count_that_widens_its_tab_moves_the_underline_at_once(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count that widens its tab lays the screen out again and the underline spans the tab after that frame, not
+    slid there over 0.3 s (Tab.label's Relabelled did that: ~18 frames at each count that gained a digit)."""
+    from textual.widgets._tabs import Underline
+
+    slides: list[str] = []
+    animate = Underline.animate
+
+    def spy(self: Underline, attribute: str, *args: Any, **kwargs: Any) -> None:
+        slides.append(attribute)
+        animate(self, attribute, *args, **kwargs)
+
+    monkeypatch.setattr(Underline, "animate", spy)
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        tabs = screen.query_one("#views", TabbedContent)
+        tab, underline = tabs.get_tab("connections-tab"), tabs.query_one(Underline)
+        width = tab.region.width
+        slides.clear()
+        screen._tab_label("connections-tab", "Connections (latest 50 of 150)", None)
+        await wait_for(pilot, lambda: tab.region.width == width + 13, "the wider tab")
+
+        def spans_tab() -> bool:
+            start, end = tab.region.shrink(tab.styles.gutter).column_span
+            return (underline.highlight_start, underline.highlight_end) == (start - tabs.region.x, end - tabs.region.x)
+
+        await wait_for(pilot, spans_tab, "the underline under the tab")
+        await pilot.pause(0.4)  # (what a slide would have taken)
+        assert spans_tab() and slides == []
+        assert "Connections (latest 50 of 150)" in screen_lines(app)[tab.region.y]
 
 
 async def test_focus_shows_the_processes_rows_at_once_then_its_poll_keeps_them(
