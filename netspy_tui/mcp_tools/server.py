@@ -253,14 +253,20 @@ def _argument_problems(parameters: dict[str, Any], arguments: dict[str, Any]) ->
 class _LazyTools(ToolManager):
     """The server's tools, each built when first asked for: building one (its argument model, input and output
     JSON schemas) is ~10 ms of CPU, ~0.15 s for all of them, and a dashboard calls one tool (dashboard_snapshot)
-    on its way to the first data. ``tools/list`` builds every tool, in the order they were registered."""
+    on its way to the first data. ``tools/list`` builds every tool, in the order they were registered.
+
+    A call needs less: the arguments' model and input schema. The output schema (JSON schema generation over the
+    result's model: 13 of dashboard_snapshot's 16 ms) is only published, never checked (see :meth:`_built`), so
+    a tool asked for by a call before any listing is built without it; ``tools/list`` builds the full one."""
 
     def __init__(self, warn_on_duplicate_tools: bool = True) -> None:
         super().__init__(warn_on_duplicate_tools)
-        self._later: dict[str, Callable[[], Tool]] = {}
+        self._later: dict[str, Callable[..., Tool]] = {}
         self._order: list[str] = []
+        self._callable: dict[str, Tool] = {}
+        """Tools built for calls only (no output schema), until the listing builds them whole."""
 
-    def defer(self, name: str, build: Callable[[], Tool]) -> None:
+    def defer(self, name: str, build: Callable[..., Tool]) -> None:
         """Register ``name``, built by ``build`` at its first use (a duplicate name keeps the first, as the SDK)."""
         if name in self._later or name in self._tools:
             if self.warn_on_duplicate_tools:
@@ -280,10 +286,17 @@ class _LazyTools(ToolManager):
             # tests/mcp/test_tools_in_memory.py validates every tool's answer against its outputSchema.
             tool.fn_metadata.output_model = None
             self._tools[name] = tool
+            self._callable.pop(name, None)
         return self._tools.get(name)
 
     def get_tool(self, name: str) -> Tool | None:
-        return self._built(name)
+        """The tool to call: the whole one once listed, else one built without its output schema (every tool
+        returns a CallToolResult, which the SDK passes on as it is when there is no output model)."""
+        tool = self._tools.get(name) or self._callable.get(name)
+        build = self._later.get(name) if tool is None else None
+        if build is not None:
+            tool = self._callable[name] = build(structured_output=False)
+        return tool
 
     def list_tools(self) -> list[Tool]:
         return [tool for name in list(self._order) if (tool := self._built(name)) is not None]
@@ -295,6 +308,7 @@ class _LazyTools(ToolManager):
         return tool
 
     def remove_tool(self, name: str) -> None:
+        self._callable.pop(name, None)
         if self._later.pop(name, None) is None:
             super().remove_tool(name)
         self._order.remove(name)
