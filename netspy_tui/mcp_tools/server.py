@@ -363,6 +363,18 @@ class TelemetryServer(MCPServer[ToolContext]):
             ),
         )
 
+    async def _handle_call_tool(self, ctx: Any, params: Any) -> Any:
+        """``tools/call``: the result handed to the SDK's outbound pass in its wire form (a handler may return a
+        dict). The SDK dumps a returned CallToolResult whole, walking the structured content once more, though it
+        is already a model's JSON-mode dump (:func:`_result`): ~0.26 ms per 100 events listed (the 85 kB of
+        a list_connections(100)), a walk of what the outbound pass then validates and dumps anyway."""
+        result = await super()._handle_call_tool(ctx, params)
+        if type(result) is not CallToolResult or result.structured_content is None:
+            return result
+        wire = result.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"structured_content"})
+        wire["structuredContent"] = result.structured_content
+        return wire
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[ToolContext, Any] | None = None
     ) -> Any:
