@@ -37,7 +37,7 @@ from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.fleet.merge import merge_pages
 from netspy_tui.mcp_tools import EVENTS_URI
-from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes, one_info, source_info
+from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes, one_info, source_info, source_label
 from netspy_tui.mcp_tools.schemas import (
     RECENT_BYTES_SECONDS,
     SNAPSHOT_PARTS,
@@ -448,7 +448,7 @@ async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResu
     source, narrowed = await tc.narrow(scope)
     count = await source.count(narrowed)
     kind, pid, process_name, duration = scope.kind, scope.pid, scope.command, scope.window
-    info = await source_info(tc.source)
+    label = await source_label(tc.source)
     losses = await tc.source.losses(duration)
     text = describe.with_notes(
         describe.summary_text(kind, count, pid, process_name, duration),
@@ -456,7 +456,7 @@ async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResu
         describe.loss_note(losses),
     )
     return _result(NetworkSummary(text=text, kind=kind, count=count, pid=pid, process_name=process_name,
-                                  duration_seconds=duration, source=info.label, query_time=utcnow(), losses=losses,
+                                  duration_seconds=duration, source=label, query_time=utcnow(), losses=losses,
                                   counts_exact=counts_exact(losses)), text)  # fmt: skip
 
 
@@ -542,7 +542,7 @@ async def _patterns(
     await _check_scope(source, scope)
     narrowed_source, narrowed = await tc.narrow(scope) if tc is not None else (source, scope)
     stats = await narrowed_source.stats(narrowed, top_n=top_n)
-    info = await source_info(source)
+    label = await source_label(source)
     losses = await source.losses(scope.window)
     rate = stats.total / (scope.window / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if scope.kind == "connection" else 0
@@ -559,7 +559,7 @@ async def _patterns(
         stats=stats,
         rate_per_minute=round(rate, 3),
         failure_ratio=round(ratio, 4),
-        source=info.label,
+        source=label,
         losses=losses,
         counts_exact=counts_exact(losses),
         hostnames=names,
@@ -588,9 +588,9 @@ async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[An
         stats = await getattr(source, method)(pid, process_name, duration, limit)
     else:
         stats = model(window_seconds=duration, pid=pid, command=process_name, until=utcnow(), available=False)
-    info = await source_info(source)
+    label = await source_label(source)
     losses = {k: v for k, v in (await source.losses(duration)).items() if k in causes and v}
-    return stats, info.label, losses
+    return stats, label, losses
 
 
 def _group(key: str, stats: WindowStats) -> GroupStat:
@@ -835,7 +835,7 @@ def create_server(
         scope = Scope(kind, window=duration, node=node, workload=workload)
         source, narrowed = await tc.narrow(scope)
         stats = await source.stats(narrowed, top_n=1, buckets=1)
-        info = await source_info(tc.source)
+        label = await source_label(tc.source)
         losses = await tc.source.losses(duration)
         procs = stats.processes[:limit]
         workloads = await tc.workload_names(pid for p in procs for pid in p.pids)
@@ -864,7 +864,7 @@ def create_server(
                 group_by=group_by,
                 groups=groups,
                 total_events=stats.total,
-                source=info.label,
+                source=label,
                 losses=losses,
                 counts_exact=counts_exact(losses),
                 not_events=stats.not_events,
