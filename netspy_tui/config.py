@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from platformdirs import user_config_path, user_state_path
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from netspy_tui.errors import UsageError
 from netspy_tui.textsafe import clean, redact_url
@@ -80,14 +79,21 @@ def _plain_http_url(value: str) -> bool:
     return True
 
 
-class Settings(BaseSettings):
-    """Every setting netspy-tui reads. Field docs are the reference in README."""
+class Settings(BaseModel):
+    """Every setting netspy-tui reads. Field docs are the reference in README.
 
-    # env_ignore_empty: an empty variable counts as unset (``OPENAI_API_KEY= netspy-tui``);
+    ``Settings(**values)`` takes ``values`` (the command line's) over the environment over the config file over
+    the defaults. The environment is read here (:func:`_env_values`), not by pydantic-settings: importing that
+    package was ~15 ms of CPU of every start (the dashboard's first frame, each ``--tool``) for one loop."""
+
     # populate_by_name: the file and the command line name the two OpenAI settings by field name.
-    model_config = SettingsConfigDict(
-        env_prefix="NETSPY_", extra="ignore", validate_default=True, env_ignore_empty=True, populate_by_name=True
-    )
+    model_config = ConfigDict(extra="ignore", validate_default=True, populate_by_name=True)
+
+    def __init__(self, **values: Any) -> None:
+        file_values = _FILE_VALUES.get()
+        if file_values is None:
+            file_values = read_config_file(config_file())
+        super().__init__(**{**file_values, **_env_values(), **values})
 
     server: str | None = None
     """eBPF server URL. Unset: use http://localhost:8080 if it answers, else the embedded collector."""
@@ -205,25 +211,19 @@ class Settings(BaseSettings):
             raise ValueError(f"{what} must be printable ASCII without spaces")  # never echo the secret itself
         return SecretStr(token)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        values = _FILE_VALUES.get()
-        file_values = read_config_file(config_file()) if values is None else values
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
-
 
 def env_name(name: str) -> str:
     """The environment variable of setting ``name``: ``NETSPY_SERVER``, or its own name where the
     field has one (``OPENAI_API_KEY``)."""
     alias = Settings.model_fields[name].validation_alias
     return alias if isinstance(alias, str) else f"NETSPY_{name.upper()}"
+
+
+def _env_values() -> dict[str, str]:
+    """The settings given in the environment, by field name. Names match in any case (``netspy_server``); an
+    empty variable counts as unset (``OPENAI_API_KEY= netspy-tui``); other variables are ignored."""
+    environ = {key.upper(): value for key, value in os.environ.items()}
+    return {name: value for name in Settings.model_fields if (value := environ.get(env_name(name).upper()))}
 
 
 def _unknown_key(key: str) -> str:

@@ -30,7 +30,7 @@ from netspy_tui.names.workload import k8s_identity
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
-__all__ = ["PidsView", "host_node", "known_nodes", "one_info", "source_info"]
+__all__ = ["PidsView", "host_node", "known_nodes", "one_info", "source_info", "source_label"]
 
 #: most pids a workload filter fans out to
 MAX_PIDS = 200
@@ -58,6 +58,13 @@ async def source_info(source: TelemetrySource) -> SourceInfo:
     if kept is None or kept[0] is not source:
         kept = memo[id(source)] = (source, await source.info())
     return kept[1]
+
+
+async def source_label(source: TelemetrySource) -> str:
+    """``source_info(source).label``: the source's own ``source_label`` where it has one (this host's store: no
+    thread hop and two queries for a name), else its info's."""
+    label = getattr(source, "source_label", None)
+    return label if isinstance(label, str) else (await source_info(source)).label
 
 
 def host_node() -> str:

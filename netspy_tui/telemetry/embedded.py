@@ -216,12 +216,8 @@ class EmbeddedSource:
         if recent:
             problems.append(describe_losses(recent, f"in the last {RECENT_LOSS_SECONDS} s"))
         detail = "; ".join([self.reason, *problems] if self.reason else problems)
-        if collector is not None:
-            label = f"{collector.label} (embedded)"
-        else:
-            label = f"history in {self.store.location}"
         return SourceInfo(
-            label=label,
+            label=self.source_label,
             kind="embedded",
             generation="embedded",
             healthy=healthy,
@@ -238,6 +234,13 @@ class EmbeddedSource:
             forwarding=self.forwarding() if self.forwarding is not None else None,
             notes=list(getattr(collector, "notes", None) or []),
         )
+
+    @property
+    def source_label(self) -> str:
+        """:meth:`info`'s label, read without the thread hop :meth:`info` takes (a summary tool names its source
+        and needs nothing else of the info: see :func:`netspy_tui.mcp_tools.narrow.source_label`)."""
+        collector = self.collector
+        return f"{collector.label} (embedded)" if collector is not None else f"history in {self.store.location}"
 
     def _stored_and_recent(self) -> tuple[int, dict[str, int]]:
         return self.store.row_count(), self.store.losses(utcnow() - timedelta(seconds=RECENT_LOSS_SECONDS))

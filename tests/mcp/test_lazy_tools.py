@@ -24,7 +24,14 @@ ORDER = [
 
 
 def _built(server: object) -> list[str]:
-    return sorted(server._tool_manager._tools)  # type: ignore[attr-defined]
+    """The tools built, whole (listed) or for calls only."""
+    tools = server._tool_manager  # type: ignore[attr-defined]
+    return sorted({*tools._tools, *tools._callable})
+
+
+def _output_schema(server: object, name: str) -> dict[str, Any] | None:
+    schema: dict[str, Any] | None = server._tool_manager.get_tool(name).output_schema  # type: ignore[attr-defined]
+    return schema
 
 
 async def test_a_call_builds_only_the_tool_it_calls(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,6 +59,15 @@ async def test_a_call_builds_only_the_tool_it_calls(monkeypatch: pytest.MonkeyPa
         snapshot = await gw.snapshot(parts=["connections"])  # the dashboard's one call: its parts build nothing
         assert [e.command for e in snapshot.connections.events] == ["curl"]  # type: ignore[union-attr]
         assert _built(server) == ["dashboard_snapshot", "get_network_summary", "list_connections"]
+        # a call builds no output schema (JSON schema generation over the result's model: most of a build); the
+        # listing publishes every tool whole, and calls use the whole tool from then on
+        assert _output_schema(server, "dashboard_snapshot") is None
+        listed = {t.name: t for t in await gw.list_tools()}
+        assert listed["dashboard_snapshot"].output_schema is not None
+        assert listed["dashboard_snapshot"].output_schema["type"] == "object"
+        assert _output_schema(server, "dashboard_snapshot") == listed["dashboard_snapshot"].output_schema
+        again = await gw.snapshot(parts=["connections"])
+        assert [e.command for e in again.connections.events] == ["curl"]  # type: ignore[union-attr]
 
 
 async def test_the_listing_has_every_tool_in_order_with_its_schemas() -> None:
