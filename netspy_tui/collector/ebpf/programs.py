@@ -494,8 +494,8 @@ def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail
 
 
 #: per-CPU clock cache: the tick count (jiffies; 0: not valid), the wall-clock second and the wall-clock ns of
-#: the clock read it comes from
-TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8")])
+#: the clock read it comes from; and the tick count when this CPU last woke the reader (see :func:`_submit`)
+TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8"), ("woke", "<u8")])
 #: a clock read that close to the next second is not cached: a tick (10 ms at HZ=100, 4 ms at 250) and
 #: as much again for the kernel's late tick count updates
 TICK_MARGIN_NS = 25_000_000
@@ -637,14 +637,32 @@ def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
     a.label(skip)
 
 
-def _submit(a: Asm, maps: Maps, rec: Reg) -> None:
-    """Submit ``rec`` without a wakeup, unless the ring is more than a quarter full."""
-    done = _uniq(a, "sub")
+def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
+    """Submit ``rec`` without a wakeup, unless the ring is more than a quarter full; then the reader is woken
+    at most once per kernel tick by each CPU (noted in its ``tick`` slot, where there is one): under a storm
+    the ring stays that full for a while, and a wakeup with every record cost each record more than all the
+    rest of its program. Uses the stack word at FP+slot."""
+    done, wake = _uniq(a, "sub"), _uniq(a, "sub_wake")
     a.ld_map_fd(R1, maps.ring)
     a.mov(R2, RB_AVAIL_DATA)
     a.call(RINGBUF_QUERY)
     a.mov(R2, RB_NO_WAKEUP)
     a.jmp("jle", R0, maps.ring_bytes // 4, done)
+    if maps.tick is not None:
+        a.st(W, FP, slot, 0)
+        a.ld_map_fd(R1, maps.tick)
+        a.mov(R2, FP).add(R2, slot)
+        a.call(MAP_LOOKUP)
+        a.jeq(R0, 0, wake)  # (cannot fail: an array)
+        a.stx(DW, FP, slot, R0)
+        a.call(JIFFIES64)
+        a.ldx(DW, R1, FP, slot)
+        a.ldx(DW, R2, R1, TICK.fields["woke"][1])
+        a.mov(R3, R2)
+        a.mov(R2, RB_NO_WAKEUP)
+        a.jeq(R0, R3, done)  # this CPU woke the reader in this tick already
+        a.stx(DW, R1, TICK.fields["woke"][1], R0)
+    a.label(wake)
     a.mov(R2, RB_FORCE_WAKEUP)
     a.label(done)
     a.mov(R1, rec)
@@ -884,7 +902,7 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
     a.ldx(H, R1, FP, _S_CONN + _C["sockfam"]).stx(H, R9, _O["sockfam"], R1)
     a.ldx(DW, R1, FP, _S_CONN + _C["cgroup"])
     _store_cgroup(a, R9, R1)
-    _submit(a, maps, R9)
+    _submit(a, maps, R9, _S_CNT)
     a.label(skip)
 
 
@@ -1843,7 +1861,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.st(H, R9, _O["sockfam"], 0)
     a.ldx(DW, R1, FP, _D_CGROUP)
     _store_cgroup(a, R9, R1)
-    _submit(a, maps, R9)
+    _submit(a, maps, R9, _D_CNT)
     a.label("out")
     return a.ret(0)
 
