@@ -749,6 +749,54 @@ def test_interpreter_exit_and_garbage_collection_detach_cleanly() -> None:
     assert "Traceback" not in child.stderr and "Exception" not in child.stderr, child.stderr
 
 
+@pytest.mark.ebpf
+def test_counting_only_counts_every_connect_and_drop_in_its_second() -> None:
+    """With no raw records (``raw_connects``/``raw_drops`` off) the programs take the second from each CPU's
+    tick cache instead of reading the clock, and skip what only records carry: every refused connect made
+    here is still counted once, refused, and its SYN's drop once, each in a second the test was connecting
+    in, with first/last no earlier than a tick before the test's first connect."""
+    from netspy_tui.collector.base import Batch
+
+    got: list[Batch] = []
+
+    class Keep:
+        def ingest(self, batch: Batch) -> None:
+            got.append(batch)
+
+        def __call__(self, events: Sequence[Event]) -> None:
+            raise AssertionError("a batch sink gets batches")
+
+    port, n = closed_port(), 300
+    collector = EbpfCollector(raw_connects=False, raw_drops=False)
+    start_or_skip(collector, Keep())  # type: ignore[arg-type]
+    try:
+        t0 = time.time_ns()
+        for i in range(n):
+            with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+                s.connect(("127.0.0.1", port))
+            if i % 100 == 99:
+                time.sleep(0.4)  # across a second's start or two
+        t1 = time.time_ns()
+        time.sleep(0.2)  # (the drops run after connect() returns)
+    finally:
+        collector.stop()  # drains the counts a last time
+    assert all(b.records is None or not len(b.records) for b in got)  # no raw records
+    mine = {P.KIND_CONNECT: 0, P.KIND_DROP: 0}
+    for b in got:
+        if b.counts is None:
+            continue
+        keys, values = b.counts
+        sel = (keys["port"] == port) & ((keys["kind"] == P.KIND_DROP) | (keys["tgid"] == os.getpid()))
+        for key, value in zip(keys[sel], values[sel], strict=True):
+            want = errno.ECONNREFUSED if key["kind"] == P.KIND_CONNECT else None
+            assert want is None or key["result"] == want, key
+            assert t0 // P.NS <= key["second"] <= t1 // P.NS, (key["second"], t0, t1)
+            assert t0 - 25_000_000 <= value["first"] <= value["last"] <= t1 + 200_000_000, (value, t0, t1)
+            mine[int(key["kind"])] += int(value["n"])
+    assert mine == {P.KIND_CONNECT: n, P.KIND_DROP: n}
+    assert collector.stats.lost == 0
+
+
 # --- burst ------------------------------------------------------------------------------------
 
 

@@ -466,20 +466,36 @@ def _ctl(a: Asm, maps: Maps, slot: int, fail: str) -> None:
     a.jeq(R0, 0, fail)
 
 
-def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str, mono: int | None = None) -> None:
+def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str, mono: int | None = None,
+           record: int = 0, reg: Reg = R9) -> None:  # fmt: skip
     """Stack: FP+wall = wall-clock ns now, FP+active = live count map, FP+raw = raw-record flags;
-    FP+mono (if given) = the same instant in ns since boot (one clock read serves both)."""
+    FP+mono (if given) = the same instant in ns since boot (one clock read serves both).
+
+    ``record``: the raw-record flag (``RAW_CONNECTS``, ``RAW_DROPS``) of what the instant is for. When
+    such records are not written, the instant only names a count's second and its first/last: it comes from
+    this CPU's tick cache (:func:`_tick_read`, clobbering ``reg``) instead of a clock read, and FP+mono is 0
+    (latencies are measured for records only)."""
+    precise, done = _uniq(a, "clk_precise"), _uniq(a, "clk_done")
     _live(a, maps, slot, active, raw, fail)
     a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)
+    if record and maps.tick is not None:
+        a.ldx(DW, R1, FP, raw)
+        a.jmp("jset", R1, record, precise)
+        _tick_read(a, maps, slot, wall, slot, fail, reg)
+        if mono is not None:
+            a.st(DW, FP, mono, 0)
+        a.ja(done)
+    a.label(precise)
     a.call(KTIME_GET_NS)
     if mono is not None:
         a.stx(DW, FP, mono, R0)
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
+    a.label(done)
 
 
 #: per-CPU clock cache: the tick count (jiffies; 0: not valid), the wall-clock second and the wall-clock ns of
-#: the clock read it comes from
-TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8")])
+#: the clock read it comes from; and the tick count when this CPU last woke the reader (see :func:`_submit`)
+TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8"), ("woke", "<u8")])
 #: a clock read that close to the next second is not cached: a tick (10 ms at HZ=100, 4 ms at 250) and
 #: as much again for the kernel's late tick count updates
 TICK_MARGIN_NS = 25_000_000
@@ -495,35 +511,43 @@ def _tick_clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int,
     and wall time (``last`` then lags by under a tick). A read within :data:`TICK_MARGIN_NS` of the next
     second is not kept, so a run never takes the second before it. The slot is invalidated while it is
     written (a run preempted mid-write leaves values of one tick: the same second)."""
-    assert maps.tick is not None
-    slow, keep, done = _uniq(a, "tick_slow"), _uniq(a, "tick_keep"), _uniq(a, "tick_done")
     _live(a, maps, slot, active, raw, fail)
     a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)  # the clock offset (the slow path adds the clock)
+    _tick_read(a, maps, slot, wall, second, fail)
+
+
+def _tick_read(a: Asm, maps: Maps, slot: int, wall: int, second: int, fail: str, reg: Reg = R9) -> None:
+    """:func:`_tick_clock` once FP+wall holds the clock offset: FP+wall = wall-clock ns, FP+second (4 bytes) =
+    its second. Clobbers ``reg`` and the stack word at FP+slot (``second`` may be ``slot``)."""
+    assert maps.tick is not None
+    slow, keep, done = _uniq(a, "tick_slow"), _uniq(a, "tick_keep"), _uniq(a, "tick_done")
     a.st(W, FP, slot, 0)
     a.ld_map_fd(R1, maps.tick)
     a.mov(R2, FP).add(R2, slot)
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, fail)  # (cannot fail: an array)
-    a.mov(R9, R0)  # r9 = this CPU's slot
+    a.mov(reg, R0)  # this CPU's slot
     a.call(JIFFIES64)
-    a.ldx(DW, R1, R9, 0)
+    a.ldx(DW, R1, reg, 0)
     a.jne(R0, R1, slow)
-    a.ldx(DW, R1, R9, 8).stx(W, FP, second, R1)
-    a.ldx(DW, R1, R9, 16).stx(DW, FP, wall, R1)
+    a.ldx(DW, R1, reg, 8).stx(W, FP, second, R1)
+    a.ldx(DW, R1, reg, 16).stx(DW, FP, wall, R1)
     a.ja(done)
     a.label(slow)
     a.stx(DW, FP, slot, R0)  # the tick count, read before the clock
     a.call(KTIME_GET_NS)
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
-    a.mov(R2, R1).alu64("div", R2, NS).stx(W, FP, second, R2)
-    a.st(DW, R9, 0, 0)
+    a.mov(R2, R1).alu64("div", R2, NS)
+    a.st(DW, reg, 0, 0)
     a.mov(R3, R2).alu64("mul", R3, NS)
     a.mov(R4, R1).sub(R4, R3)  # ns into the second
     a.jmp("jle", R4, NS - TICK_MARGIN_NS, keep)
+    a.stx(W, FP, second, R2)
     a.ja(done)
     a.label(keep)
-    a.stx(DW, R9, 8, R2).stx(DW, R9, 16, R1)
-    a.ldx(DW, R1, FP, slot).stx(DW, R9, 0, R1)
+    a.stx(DW, reg, 8, R2).stx(DW, reg, 16, R1)
+    a.ldx(DW, R1, FP, slot).stx(DW, reg, 0, R1)
+    a.stx(W, FP, second, R2)
     a.label(done)
 
 
@@ -613,14 +637,32 @@ def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
     a.label(skip)
 
 
-def _submit(a: Asm, maps: Maps, rec: Reg) -> None:
-    """Submit ``rec`` without a wakeup, unless the ring is more than a quarter full."""
-    done = _uniq(a, "sub")
+def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
+    """Submit ``rec`` without a wakeup, unless the ring is more than a quarter full; then the reader is woken
+    at most once per kernel tick by each CPU (noted in its ``tick`` slot, where there is one): under a storm
+    the ring stays that full for a while, and a wakeup with every record cost each record more than all the
+    rest of its program. Uses the stack word at FP+slot."""
+    done, wake = _uniq(a, "sub"), _uniq(a, "sub_wake")
     a.ld_map_fd(R1, maps.ring)
     a.mov(R2, RB_AVAIL_DATA)
     a.call(RINGBUF_QUERY)
     a.mov(R2, RB_NO_WAKEUP)
     a.jmp("jle", R0, maps.ring_bytes // 4, done)
+    if maps.tick is not None:
+        a.st(W, FP, slot, 0)
+        a.ld_map_fd(R1, maps.tick)
+        a.mov(R2, FP).add(R2, slot)
+        a.call(MAP_LOOKUP)
+        a.jeq(R0, 0, wake)  # (cannot fail: an array)
+        a.stx(DW, FP, slot, R0)
+        a.call(JIFFIES64)
+        a.ldx(DW, R1, FP, slot)
+        a.ldx(DW, R2, R1, TICK.fields["woke"][1])
+        a.mov(R3, R2)
+        a.mov(R2, RB_NO_WAKEUP)
+        a.jeq(R0, R3, done)  # this CPU woke the reader in this tick already
+        a.stx(DW, R1, TICK.fields["woke"][1], R0)
+    a.label(wake)
     a.mov(R2, RB_FORCE_WAKEUP)
     a.label(done)
     a.mov(R1, rec)
@@ -860,7 +902,7 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
     a.ldx(H, R1, FP, _S_CONN + _C["sockfam"]).stx(H, R9, _O["sockfam"], R1)
     a.ldx(DW, R1, FP, _S_CONN + _C["cgroup"])
     _store_cgroup(a, R9, R1)
-    _submit(a, maps, R9)
+    _submit(a, maps, R9, _S_CNT)
     a.label(skip)
 
 
@@ -1001,17 +1043,29 @@ def _dest_from_tp(a: Asm, f: _Fields, key: int) -> None:
     a.label(done)
 
 
+def _record_cgroup(a: Asm, raw: int, record: int, dst: int) -> None:
+    """FP+dst (8 bytes) = the current cgroup v2 id when the raw-record flags at FP+raw have ``record`` (only
+    records carry it); left as it is otherwise."""
+    skip = _uniq(a, "cg_skip")
+    a.ldx(DW, R1, FP, raw)
+    a.and_(R1, record)
+    a.jeq(R1, 0, skip)
+    a.call(GET_CURRENT_CGROUP_ID)
+    a.stx(DW, FP, dst, R0)
+    a.label(skip)
+
+
 def _start_key(a: Asm, off: SockOffsets, btf: bool = False) -> None:
     """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts (the
-    clock read :func:`_clock` saved at _S_MONO)."""
+    clock read :func:`_clock` saved at _S_MONO: 0 when no raw connect records are written, which alone
+    carry the latency), the cgroup (records only)."""
     a.zero_stack(_S_CONN, CONN.itemsize)
     _second(a, _S_WALL, _S_KEY)
     a.ldx(DW, R1, FP, _S_PIDTGID)
     a.stx(W, FP, _S_CONN + _C["tid"], R1)
     a.rsh(R1, 32).stx(W, FP, _S_KEY + _K["tgid"], R1)
     _process_name(a, off, _S_KEY + _K["comm"], _S_SCR, btf, thread=_S_CONN + _C["thread"])
-    a.call(GET_CURRENT_CGROUP_ID)
-    a.stx(DW, FP, _S_CONN + _C["cgroup"], R0)
+    _record_cgroup(a, _S_RAW, RAW_CONNECTS, _S_CONN + _C["cgroup"])
     a.st(B, FP, _S_KEY + _K["kind"], KIND_CONNECT)
     a.ldx(DW, R1, FP, _S_WALL).stx(DW, FP, _S_CONN + _C["wall"], R1)
     a.ldx(DW, R1, FP, _S_MONO).stx(DW, FP, _S_CONN + _C["ts"], R1)
@@ -1063,7 +1117,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.or_(R7, F_IMPLICIT)
     a.label("build")
     f.read_sock(a, sport=False)
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO)
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO, RAW_CONNECTS, reg=R8)
     _start_key(a, off, f.btf)
     _dest_from_tp(a, f, _S_KEY)
     f.load(a, H, R1, "family")
@@ -1184,8 +1238,11 @@ def _resolve(a: Asm, maps: Maps) -> None:
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
+    a.ldx(DW, R1, R9, _C["ts"])
+    a.jeq(R1, 0, "untimed")  # (no raw connect records: its latency is not reported)
     a.call(KTIME_GET_NS)
     a.stx(DW, R9, _C["done"], R0)  # (before CF_RESOLVED: whoever sees that flag sees the time)
+    a.label("untimed")
     a.ld_imm64(R1, CF_RESOLVED)
     a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)  # r1 = the flags before
     a.ld_imm64(R2, CF_EXITED)
@@ -1559,7 +1616,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jeq(R1, AF_INET6, "inet")
     a.ja("out")  # AF_UNIX, AF_NETLINK, AF_UNSPEC (disconnect), ...
     a.label("inet")
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO)
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO, RAW_CONNECTS)
     _start_key(a, off)
     a.ldx(H, R1, FP, _S_SA).stx(B, FP, _S_KEY + _K["family"], R1)
     a.stx(H, FP, _S_CONN + _C["sockfam"], R1)
@@ -1686,7 +1743,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.jeq(R7, value, "out")
     a.stx(DW, FP, _D_REASON, R7)
     a.st(DW, FP, _D_CGROUP, 0)
-    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out", _D_MONO)
+    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out", _D_MONO, RAW_DROPS)
     a.zero_stack(_D_KEY, 48)
     a.zero_stack(_D_THREAD, 16)
     a.mov(R8, 0)  # r8 = flags
@@ -1764,8 +1821,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.stx(DW, FP, _D_TID, R0)
     a.rsh(R0, 32).stx(W, FP, _D_KEY + _K["tgid"], R0)
     _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf, thread=_D_THREAD)
-    a.call(GET_CURRENT_CGROUP_ID)
-    a.stx(DW, FP, _D_CGROUP, R0)
+    _record_cgroup(a, _D_RAW, RAW_DROPS, _D_CGROUP)
     a.label("attributed")
 
     if off.skb_len is not None and btf:
@@ -1805,7 +1861,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.st(H, R9, _O["sockfam"], 0)
     a.ldx(DW, R1, FP, _D_CGROUP)
     _store_cgroup(a, R9, R1)
-    _submit(a, maps, R9)
+    _submit(a, maps, R9, _D_CNT)
     a.label("out")
     return a.ret(0)
 
