@@ -399,11 +399,16 @@ async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they
             rx.setblocking(False)
             tx.connect(rx.getsockname())
             port = rx.getsockname()[1]
-            start = time.time_ns() // NS + 1
-            for b in range(start, start + BOUNDARIES):
+            # BOUNDARIES second starts with sends surely on each side; a start the test woke up too late for (a
+            # loaded machine: no send before it) does not count, the next one is tried
+            first, straddled = time.time_ns() // NS + 1, 0
+            for b in range(first, first + 30):
+                if straddled == BOUNDARIES:
+                    break
                 edge = b * NS
                 await asyncio.sleep(max(0.0, (edge - BEFORE_NS - time.time_ns()) / 1e9))
                 size = 0
+                sides: set[int] = set()
                 while (t0 := time.time_ns()) < edge + AFTER_NS:
                     size = size % 40 + 1
                     tx.send(b"b" * size)
@@ -413,6 +418,9 @@ async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they
                     for second in {lo, hi}:
                         into = known if lo == hi else either
                         into[second] = into.get(second, 0) + size
+                    if lo == hi:
+                        sides.add(lo)
+                straddled += {b - 1, b} <= sides
                 while True:  # (read them: the receive buffer stays empty)
                     try:
                         rx.recv(64)
@@ -432,6 +440,7 @@ async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they
         got = {s: sent(await at(s)) for s in seconds}
         for s in seconds:
             assert known.get(s, 0) <= got[s] <= known.get(s, 0) + either.get(s, 0), (s, got, known, either)
-        assert len([s for s in seconds if known.get(s, 0)]) == BOUNDARIES + 1  # (each side of each start)
+        assert straddled == BOUNDARIES
+        assert len([s for s in seconds if known.get(s, 0)]) >= BOUNDARIES + 1  # (each side of each start)
     finally:
         await source.aclose()
