@@ -731,7 +731,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
     from netspy_tui.mcp_tools.server import create_server
     from netspy_tui.safefs import remove_tree, scratch_dir
-    from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
+    from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits, tune_collector
     from netspy_tui.serve.hosts import is_loopback
     from netspy_tui.serve.runner import serve_source
 
@@ -754,6 +754,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
     if directory is None:
         scratch = directory = await asyncio.to_thread(scratch_dir)
     try:
+        tune_collector()
         fleet = await asyncio.to_thread(FleetStore, directory, retention_seconds=settings.retention)
         try:
             from netspy_tui.fleet.source import FleetSource
