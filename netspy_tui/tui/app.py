@@ -92,7 +92,7 @@ class NetspyApp(App[int]):
         freeze_heap: bool = False,
     ) -> None:
         """``freeze_heap``: once the first data is on screen, leave what the process built so far to reference
-        counting (:meth:`_freeze_heap`); for a process that runs one dashboard (the CLI's), not for one that
+        counting (:func:`freeze_heap`); for a process that runs one dashboard (the CLI's), not for one that
         opens many (tests)."""
         super().__init__()
         self.gateway = gateway

@@ -516,16 +516,22 @@ def _tick_clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int,
     _tick_read(a, maps, slot, wall, second, fail)
 
 
-def _tick_read(a: Asm, maps: Maps, slot: int, wall: int, second: int, fail: str, reg: Reg = R9) -> None:
-    """:func:`_tick_clock` once FP+wall holds the clock offset: FP+wall = wall-clock ns, FP+second (4 bytes) =
-    its second. Clobbers ``reg`` and the stack word at FP+slot (``second`` may be ``slot``)."""
+def _tick_slot(a: Asm, maps: Maps, slot: int, missing: str) -> None:
+    """R0 = this CPU's :data:`TICK` slot (jumps to ``missing`` if the lookup fails, which an array's cannot).
+    Uses the stack word at FP+slot."""
     assert maps.tick is not None
-    slow, keep, done = _uniq(a, "tick_slow"), _uniq(a, "tick_keep"), _uniq(a, "tick_done")
     a.st(W, FP, slot, 0)
     a.ld_map_fd(R1, maps.tick)
     a.mov(R2, FP).add(R2, slot)
     a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, fail)  # (cannot fail: an array)
+    a.jeq(R0, 0, missing)
+
+
+def _tick_read(a: Asm, maps: Maps, slot: int, wall: int, second: int, fail: str, reg: Reg = R9) -> None:
+    """:func:`_tick_clock` once FP+wall holds the clock offset: FP+wall = wall-clock ns, FP+second (4 bytes) =
+    its second. Clobbers ``reg`` and the stack word at FP+slot (``second`` may be ``slot``)."""
+    slow, keep, done = _uniq(a, "tick_slow"), _uniq(a, "tick_keep"), _uniq(a, "tick_done")
+    _tick_slot(a, maps, slot, fail)
     a.mov(reg, R0)  # this CPU's slot
     a.call(JIFFIES64)
     a.ldx(DW, R1, reg, 0)
@@ -649,16 +655,11 @@ def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
     a.mov(R2, RB_NO_WAKEUP)
     a.jmp("jle", R0, maps.ring_bytes // 4, done)
     if maps.tick is not None:
-        a.st(W, FP, slot, 0)
-        a.ld_map_fd(R1, maps.tick)
-        a.mov(R2, FP).add(R2, slot)
-        a.call(MAP_LOOKUP)
-        a.jeq(R0, 0, wake)  # (cannot fail: an array)
+        _tick_slot(a, maps, slot, wake)
         a.stx(DW, FP, slot, R0)
         a.call(JIFFIES64)
         a.ldx(DW, R1, FP, slot)
-        a.ldx(DW, R2, R1, TICK.fields["woke"][1])
-        a.mov(R3, R2)
+        a.ldx(DW, R3, R1, TICK.fields["woke"][1])
         a.mov(R2, RB_NO_WAKEUP)
         a.jeq(R0, R3, done)  # this CPU woke the reader in this tick already
         a.stx(DW, R1, TICK.fields["woke"][1], R0)
