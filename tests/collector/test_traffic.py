@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -444,3 +445,69 @@ async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they
         assert len([s for s in seconds if known.get(s, 0)]) >= BOUNDARIES + 1  # (each side of each start)
     finally:
         await source.aclose()
+
+
+def take_turns(seconds: float) -> tuple[list[int], list[int], list[int], list[int]]:
+    """On one CPU, three UDP sockets send in turns of 1-20 datagrams to three receiving sockets, which are read
+    in turns too, now and then with a pause longer than a kernel tick: (bytes each sender sent, each
+    receiver read, the receivers' ports, the senders' ports)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})  # (this thread only)
+    rng = random.Random(15)
+    rxs = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    txs = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    sent, read = [0, 0, 0], [0, 0, 0]
+
+    def drain(j: int) -> None:
+        while True:
+            try:
+                read[j] += len(rxs[j].recv(65536))
+            except BlockingIOError:
+                return
+
+    try:
+        for rx, tx in zip(rxs, txs, strict=True):
+            rx.bind(("127.0.0.1", 0))
+            rx.setblocking(False)
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            tx.connect(rx.getsockname())
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            i = rng.randrange(3)
+            for _ in range(rng.randint(1, 20)):
+                size = rng.randint(1, 200)
+                txs[i].send(b"t" * size)
+                sent[i] += size
+            drain(rng.randrange(3))
+            if rng.random() < 0.05:
+                time.sleep(0.005)
+        for j in range(3):
+            drain(j)
+        return sent, read, [s.getsockname()[1] for s in rxs], [s.getsockname()[1] for s in txs]
+    finally:
+        for s in rxs + txs:
+            s.close()
+        os.sched_setaffinity(0, before)
+
+
+@pytest.mark.ebpf
+async def test_sockets_taking_turns_on_one_cpu_get_exactly_their_bytes_across_drains(
+        embedded: EmbeddedSource) -> None:  # fmt: skip
+    """A CPU sums a run of calls on one socket in a slot of its own, added to the traffic map when another
+    socket takes the slot over or the reader drains the map: sockets taking turns on one CPU, for several
+    drains (every 0.2 s) and kernel ticks, each get exactly the bytes they sent and read, the last ones
+    (left in a slot when the sending stopped) included."""
+    sent, read, rx_ports, tx_ports = await asyncio.to_thread(take_turns, 1.5)
+    assert all(sent) and all(read)
+    me = os.getpid()
+
+    def figures(stats: TrafficStats) -> tuple[list[int], list[int]]:
+        tx = [sum(f.tx_bytes for f in flows(stats, protocol="UDP", local_port=port)) for port in tx_ports]
+        rx = [sum(f.rx_bytes for f in flows(stats, protocol="UDP", local_port=port)) for port in rx_ports]
+        return tx, rx
+
+    async def mine() -> TrafficStats:
+        return embedded.store.traffic(me, None, 120, limit=1000)
+
+    stats = await poll(mine, lambda stats: figures(stats) == (sent, read))
+    assert figures(stats) == (sent, read)

@@ -243,6 +243,9 @@ class _Session:
             maps.opened = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OPENED_SIZE, OPENED_ENTRIES, "netspy_opened")
             # the byte programs' clock cache (one slot per CPU; read and written by the programs only)
             maps.tick = self._map(syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.TICK.itemsize, 1, "netspy_tick")
+            # the byte programs' last key per CPU and its sums (drained with the traffic map they go with)
+            maps.byte_slots = self._map(syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.BYTE_SLOT.itemsize, P.BYTE_SLOTS,
+                                        "netspy_byteslot")  # fmt: skip
         self._write_ctl()
         # programs that run as raw tracepoint programs (the tracepoint's arguments, no trace record)
         raw_bytes, raw_state, raw_drop = P.raw_sock_bytes_ok(offsets), P.raw_state_ok(offsets), P.raw_drop_ok(offsets)
@@ -479,8 +482,8 @@ class _Session:
 
     def _drain_traffic(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The idle traffic map (flipped with the counts, by :meth:`_drain_counts`, so the same grace
-        period covers it), and what went to the overflow array since the last drain as keys with no
-        socket (sk 0, tgid 0): totals stay exact when the map was full."""
+        period covers it) with the byte slots that go with it, and what went to the overflow array since
+        the last drain as keys with no socket (sk 0, tgid 0): totals stay exact when the map was full."""
         assert self.maps is not None
         if self.maps.traffic is None or self.maps.traffic_overflow is None:
             return None
@@ -490,9 +493,9 @@ class _Session:
         )
         keys = np.frombuffer(raw_keys, P.TRAFFIC_KEY)[:n]
         values = np.frombuffer(raw_values, P.TRAFFIC_VALUE)[:n]
+        values, extra = self._add_byte_slots(idle, keys, values)
         _, raw, m = syscalls.map_batch(self.maps.traffic_overflow, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, delete=False)
         totals = np.frombuffer(raw, "<u8")[:m].tolist()
-        extra = []
         for direction in (DIR_RX, DIR_TX, DIR_RETRANS, DIR_ACCEPT, DIR_CONNECT, DIR_CLOSE):
             slot = (direction - 1) * 2
             if slot + 1 < len(totals) and totals[slot] != self.traffic_overflow[slot]:
@@ -508,6 +511,40 @@ class _Session:
                 more_v[j]["bytes"], more_v[j]["calls"], more_v[j]["first"], more_v[j]["last"] = nbytes, calls, now, now
             keys, values = np.concatenate([keys, more_k]), np.concatenate([values, more_v])
         return keys, values
+
+    def _add_byte_slots(self, idle: int, keys: np.ndarray, values: np.ndarray
+                        ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:  # fmt: skip
+        """The byte programs' slots that go with traffic map ``idle`` (:func:`P.sock_bytes`; no program writes
+        them now: the grace period of the flip covers them too), each CPU's sums added to its key's row,
+        then emptied for the map's next turn. A slot's key has a row (the slot's first call made it), else
+        its sums are the overflow's: ``(direction, bytes, calls)`` for :meth:`_drain_traffic`."""
+        assert self.maps is not None
+        unmatched: list[tuple[int, int, int]] = []
+        if self.maps.byte_slots is None:
+            return values, unmatched
+        size = P.BYTE_SLOT.itemsize * syscalls.possible_cpus()
+        for direction in (DIR_TX, DIR_RX):
+            index = P.byte_slot(direction, idle).to_bytes(4, "little")
+            slots = np.frombuffer(syscalls.map_lookup(self.maps.byte_slots, index, size) or b"", P.BYTE_SLOT)
+            if not slots["sk"].any():
+                continue
+            syscalls.map_update(self.maps.byte_slots, index, bytes(size))
+            for sk, tgid, second, nbytes, calls, last in zip(
+                *(slots[name].tolist() for name in ("sk", "tgid", "second", "bytes", "calls", "last")), strict=True
+            ):  # fmt: skip
+                if not calls:
+                    continue
+                row = np.flatnonzero((keys["sk"] == sk) & (keys["tgid"] == tgid) & (keys["second"] == second)
+                                     & (keys["direction"] == direction))  # fmt: skip
+                if not len(row):
+                    unmatched.append((direction, nbytes, calls))
+                    continue
+                if not values.flags.writeable:
+                    values = values.copy()
+                values["bytes"][row[0]] += nbytes
+                values["calls"][row[0]] += calls
+                values["last"][row[0]] = max(int(values["last"][row[0]]), last)
+        return values, unmatched
 
     def _counter_deltas(self) -> dict[str, int]:
         assert self.maps is not None

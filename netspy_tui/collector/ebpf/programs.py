@@ -429,6 +429,8 @@ class Maps:
     """LRU: local port -> the process that last started listening on it (accepted connections)."""
     opened: int | None = None
     """LRU: socket -> when its connection opened and whose it is (its lifetime when it closes)."""
+    byte_slots: int | None = None
+    """Per-CPU array of :data:`BYTE_SLOTS` :data:`BYTE_SLOT` (:func:`sock_bytes`), read with ``traffic``."""
     tick: int | None = None
     """Per-CPU array of one :data:`TICK`: the second a CPU last read the clock in, valid while the kernel's
     tick count (jiffies) has not moved (see :func:`_tick_clock`)."""
@@ -2047,6 +2049,29 @@ _T_WALL, _T_ACTIVE, _T_RAW, _T_SCR, _T_CNT = -8, -16, -24, -32, -40
 _T_KEY = -64  # 24
 _T_VAL = -152  # 88
 _T_SOCK = -280  # 128: the start of struct sock_common
+_T_JIF, _T_SLOT, _T_VALID = -288, -296, -304  # sock_bytes: the tick count read first, its slot's index, the slot's tick
+
+BYTE_SLOT = np.dtype(
+    {
+        "names": ["sk", "tgid", "second", "direction", "jiffies", "bytes", "calls", "last"],
+        "formats": ["<u8", "<u4", "<u4", "u1", "<u8", "<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 12, 16, 24, 32, 40, 48],
+        "itemsize": 56,
+    }
+)
+"""A byte program's per-CPU slot (:func:`sock_bytes`): the traffic key (its first 24 bytes, as
+:data:`TRAFFIC_KEY`) this CPU last counted bytes for, the tick count (jiffies) its second is known good
+in (0: not known), and the bytes, calls and last wall-clock ns counted since they were last added to
+the key's entry in the traffic map."""
+_BS = {name: BYTE_SLOT.fields[name][1] for name in BYTE_SLOT.names}
+#: byte slots per CPU: sent and read, each for both traffic maps (see :func:`byte_slot`)
+BYTE_SLOTS = 4
+
+
+def byte_slot(direction: int, active: int) -> int:
+    """The index of the byte slot of ``direction`` (:data:`DIR_TX` or :data:`DIR_RX`) that goes with
+    traffic map ``active``."""
+    return (2 if direction == DIR_RX else 0) + active
 
 
 def sock_span(off: SockOffsets) -> int:
@@ -2059,11 +2084,27 @@ def sock_span(off: SockOffsets) -> int:
 def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw: bool = False,
                btf: bool = False) -> Asm:  # fmt: skip
     """sock/sock_send_length (``DIR_TX``) or sock/sock_recv_length (``DIR_RX``): ``ret`` bytes (when
-    > 0, and not a MSG_PEEK read) added to ``traffic[active][(sk, tgid, second, direction)]``; an
-    AF_INET/AF_INET6 socket only. The hot path is one lookup and two atomic adds, and no clock read
-    (:func:`_tick_clock`: the second is the one this CPU read in the kernel's current tick); a new key also
-    reads the process name and the socket's addresses, and notes the socket's owner in ``owners``
-    (for retransmits, which the kernel sends from timers). A full map adds to the overflow array.
+    > 0, and not a MSG_PEEK read) counted for ``(sk, tgid, second, direction)`` in ``traffic[active]``; an
+    AF_INET/AF_INET6 socket only.
+
+    A stream of calls on one socket costs a run a compare and two adds: this CPU's byte slot
+    (:data:`BYTE_SLOT`, one per direction and traffic map) holds the key it last counted and sums its
+    bytes and calls until another key comes; only then are they added to the key's entry in the map (which
+    the slot's first call made, so the map says who and where; the slot's runs have read neither the
+    socket nor the clock). A run is a hit when the slot holds its socket and process and the kernel's tick
+    count is the one the slot's second is known good in (:func:`_tick_read`'s guarantee: the tick cache
+    held that count); anything else is a miss, which reads the second (the tick cache, else the clock).
+    A miss with the slot's own key moves the slot on to this tick; one with another key adds the slot to
+    its entry and takes the slot over, unless the slot's key was already counted in this tick (two
+    sockets taking turns: the slot stays with the first, the others are added to the map directly).
+
+    No atomic add: a slot is written only by its program on its CPU (a program does not run nested on one
+    CPU), and while its traffic map is live; the reader takes a slot with its map, after flipping
+    ``ctl.active`` and waiting out every run that could still write them, and empties it then.
+
+    A new key in the map reads the process name and the socket's addresses, and notes the socket's owner
+    in ``owners`` (for retransmits, which the kernel sends from timers). A full map adds to the overflow
+    array (and leaves the slot empty).
 
     ``raw``: a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program (see :func:`raw_sock_bytes_ok`): its input is
     the tracepoint's arguments (``sk``, ``ret``, ``flags``), not the record a perf event builds before
@@ -2071,6 +2112,7 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     from the socket. ``btf`` (with ``raw``): a BTF-typed raw tracepoint program (``tp_btf``), whose
     ``sk`` the verifier knows as a ``struct sock *``: family and protocol are plain loads, not helper
     calls."""
+    assert maps.byte_slots is not None and maps.tick is not None and maps.traffic is not None
     if raw:
         assert off.sk_family is not None and off.sk_protocol is not None
     a = Asm()
@@ -2091,6 +2133,27 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     def load_sk(reg: Reg) -> None:
         a.ldx(DW, reg, R6, 0 if raw else tp.offset("sk", 8))
 
+    # the hit: this CPU's slot for the live map holds this socket and process, in this tick
+    _ctl(a, maps, _T_SCR, "out")
+    a.ldx(DW, R1, R0, 0).stx(DW, FP, _T_ACTIVE, R1)
+    a.add(R1, byte_slot(direction, 0)).stx(DW, FP, _T_SLOT, R1)
+    _byte_slot(a, maps, R9)
+    a.call(JIFFIES64)
+    a.stx(DW, FP, _T_JIF, R0)
+    a.ldx(DW, R1, R9, _BS["jiffies"])
+    a.jne(R0, R1, "miss")
+    load_sk(R1)
+    a.ldx(DW, R2, R9, _BS["sk"])
+    a.jne(R1, R2, "miss")
+    a.call(GET_CURRENT_PID_TGID)
+    a.rsh(R0, 32)
+    a.ldx(W, R1, R9, _BS["tgid"])
+    a.jne(R0, R1, "miss")
+    _slot_add(a)
+    a.ja("out")
+
+    # a miss: the socket's family (a slot only ever holds an AF_INET or AF_INET6 socket: read here only)
+    a.label("miss")
     if btf:
         assert off.sk_family is not None
         load_sk(R3)
@@ -2106,15 +2169,36 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.jne(R8, AF_INET6, "out")
     a.label("inet")
     a.zero_stack(_T_KEY, 24)
-    if maps.tick is not None:
-        _tick_clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, _T_KEY + _TK["second"], "out")
-    else:
-        _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
-        a.ldx(DW, R1, FP, _T_WALL).alu64("div", R1, NS).stx(W, FP, _T_KEY + _TK["second"], R1)
+    # the second (the map stays the one the slot was chosen for: the clock offset only, from ctl)
+    _ctl(a, maps, _T_SCR, "out")
+    a.ldx(DW, R1, R0, 8).stx(DW, FP, _T_WALL, R1)
+    _tick_read(a, maps, _T_SCR, _T_WALL, _T_KEY + _TK["second"], "out")
+    # still the tick count read first in the tick cache: the second holds for the rest of that tick
+    _tick_slot(a, maps, _T_SCR, "out")
+    a.ldx(DW, R1, R0, 0)
+    a.ldx(DW, R2, FP, _T_JIF)
+    a.jeq(R1, R2, "known")
+    a.mov(R2, 0)
+    a.label("known")
+    a.stx(DW, FP, _T_VALID, R2)
     load_sk(R1)
     a.stx(DW, FP, _T_KEY + _TK["sk"], R1)
     a.call(GET_CURRENT_PID_TGID)
     a.rsh(R0, 32).stx(W, FP, _T_KEY + _TK["tgid"], R0)
+    a.st(B, FP, _T_KEY + _TK["direction"], direction)
+    _byte_slot(a, maps, R9)  # (the tick read used r9)
+    a.ldx(DW, R1, R9, _BS["sk"])
+    a.jeq(R1, 0, "take")  # an empty slot
+    a.ldx(DW, R2, FP, _T_KEY + _TK["sk"])
+    a.jne(R1, R2, "other")
+    a.ldx(DW, R1, R9, _BS["tgid"])  # (tgid and second, one load)
+    a.ldx(DW, R2, FP, _T_KEY + _TK["tgid"])
+    a.jne(R1, R2, "other")
+    # the slot's own key in a new tick
+    a.ldx(DW, R1, FP, _T_VALID).stx(DW, R9, _BS["jiffies"], R1)
+    a.ldx(DW, R1, FP, _T_WALL).stx(DW, R9, _BS["last"], R1)
+    _slot_add(a)
+    a.ja("out")
 
     def fill(a: Asm, p: str) -> None:
         _process_name(a, off, _T_VAL + _TV["comm"], _T_SCR)
@@ -2169,9 +2253,75 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
             a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_rcv_saddr + i).stx(DW, FP, _T_VAL + _TV["laddr"] + i, R1)
             a.ldx(DW, R1, FP, _T_SOCK + off.sk_v6_daddr + i).stx(DW, FP, _T_VAL + _TV["raddr"] + i, R1)
 
-    _traffic_add(a, maps, direction, fill, keyed=True)
+    # another key: the slot's key already counted in this tick keeps the slot (this call goes to the map)
+    a.label("other")
+    a.ldx(DW, R1, R9, _BS["jiffies"])
+    a.jeq(R1, 0, "flush")
+    a.ldx(DW, R2, FP, _T_JIF)
+    a.jne(R1, R2, "flush")
+    _traffic_add(a, maps, direction, fill, prefix="d", keyed=True)
+    # else the slot's sums go to its entry, and the slot to this key
+    a.label("flush")
+    a.ldx(DW, R1, FP, _T_ACTIVE)
+    a.jne(R1, 0, "flush1")
+    _flush_slot(a, maps, maps.traffic[0], direction, "f0")
+    a.label("flush1")
+    _flush_slot(a, maps, maps.traffic[1], direction, "f1")
+    a.label("take")
+    _traffic_add(a, maps, direction, fill, keyed=True, done="taken", full="out")  # (full: the slot stays empty)
+    a.label("taken")
+    for i in (0, 8):
+        a.ldx(DW, R1, FP, _T_KEY + i).stx(DW, R9, i, R1)
+    a.st(DW, R9, 16, direction)
+    a.ldx(DW, R1, FP, _T_VALID).stx(DW, R9, _BS["jiffies"], R1)
+    a.ldx(DW, R1, FP, _T_WALL).stx(DW, R9, _BS["last"], R1)
     a.label("out")
     return a.ret(0)
+
+
+def _byte_slot(a: Asm, maps: Maps, dst: Reg) -> None:
+    """dst = this CPU's byte slot number FP+_T_SLOT (jumps to ``out`` if the lookup fails, which an array's
+    cannot)."""
+    assert maps.byte_slots is not None
+    a.ld_map_fd(R1, maps.byte_slots)
+    a.mov(R2, FP).add(R2, _T_SLOT)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")
+    a.mov(dst, R0)
+
+
+def _slot_add(a: Asm) -> None:
+    """The byte slot at r9 += (r7 bytes, 1 call)."""
+    a.ldx(DW, R1, R9, _BS["bytes"]).add(R1, R7).stx(DW, R9, _BS["bytes"], R1)
+    a.ldx(DW, R1, R9, _BS["calls"]).add(R1, 1).stx(DW, R9, _BS["calls"], R1)
+
+
+def _flush_slot(a: Asm, maps: Maps, map_fd: int, direction: int, p: str) -> None:
+    """The byte slot at r9: its bytes and calls added to its key's entry in ``map_fd`` (which the slot's
+    first call made; were it missing, to the overflow array, counted), then emptied. Ends at ``take``."""
+    assert maps.traffic_overflow is not None
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, R9)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, f"{p}_over")
+    a.ldx(DW, R1, R9, _BS["bytes"])
+    a.atomic(DW, R0, _TV["bytes"], R1, _ADD)
+    a.ldx(DW, R1, R9, _BS["calls"])
+    a.atomic(DW, R0, _TV["calls"], R1, _ADD)
+    a.ldx(DW, R1, R9, _BS["last"]).stx(DW, R0, _TV["last"], R1)
+    a.ja(f"{p}_empty")
+    a.label(f"{p}_over")
+
+    def amount(slot: int) -> Reg:
+        a.ldx(DW, R1, R9, _BS["calls" if slot else "bytes"])
+        return R1
+
+    _traffic_overflow(a, maps, direction, p, amount)
+    _count(a, maps.counters, "traffic_full", _T_CNT)
+    a.label(f"{p}_empty")
+    for name in ("sk", "jiffies", "bytes", "calls"):
+        a.st(DW, R9, _BS[name], 0)
+    a.ja("take")
 
 
 def raw_sock_bytes_ok(off: SockOffsets) -> bool:
@@ -2256,23 +2406,24 @@ def _fill_from_record(a: Asm, f: _Fields, p: str) -> None:
 
 
 def _traffic_add(a: Asm, maps: Maps, direction: int, fill: Callable[[Asm, str], None], prefix: str = "t",
-                 done: str = "out", keyed: bool = False) -> None:  # fmt: skip
+                 done: str = "out", keyed: bool = False, full: str | None = None) -> None:  # fmt: skip
     """traffic[active][key at _T_KEY] += (r7, 1 call), the key's direction set here, and its second too
     unless ``keyed`` (the caller has set it); ``fill`` writes a new entry's process name, family,
-    protocol, addresses and ports (it may jump to ``<prefix>N_insert``). Ends by jumping to ``done``."""
+    protocol, addresses and ports (it may jump to ``<prefix>N_insert``). Ends by jumping to ``done``
+    (to ``full``, if given, when the map was full and the overflow array took them)."""
     assert maps.traffic is not None
     if not keyed:
         a.ldx(DW, R1, FP, _T_WALL).alu64("div", R1, NS).stx(W, FP, _T_KEY + _TK["second"], R1)
     a.st(B, FP, _T_KEY + _TK["direction"], direction)
     a.ldx(DW, R1, FP, _T_ACTIVE)
     a.jne(R1, 0, f"{prefix}_map1")
-    _traffic_into(a, maps.traffic[0], maps, direction, f"{prefix}0", fill, done)
+    _traffic_into(a, maps.traffic[0], maps, direction, f"{prefix}0", fill, done, full or done)
     a.label(f"{prefix}_map1")
-    _traffic_into(a, maps.traffic[1], maps, direction, f"{prefix}1", fill, done)
+    _traffic_into(a, maps.traffic[1], maps, direction, f"{prefix}1", fill, done, full or done)
 
 
 def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill: Callable[[Asm, str], None],
-                  done: str) -> None:  # fmt: skip
+                  done: str, full: str) -> None:  # fmt: skip
     assert maps.traffic_overflow is not None
     a.ld_map_fd(R1, map_fd)
     a.mov(R2, FP).add(R2, _T_KEY)
@@ -2303,18 +2454,27 @@ def _traffic_into(a: Asm, map_fd: int, maps: Maps, direction: int, p: str, fill:
     a.ldx(DW, R1, FP, _T_WALL).stx(DW, R0, _TV["last"], R1)
     a.ja(done)
     a.label(f"{p}_over")
-    for slot, src in ((0, R7), (1, None)):
+
+    def amount(slot: int) -> Reg:
+        if slot:
+            a.mov(R1, 1)
+            return R1
+        return R7
+
+    _traffic_overflow(a, maps, direction, p, amount)
+    _count(a, maps.counters, "traffic_full", _T_CNT)
+    a.ja(full)
+
+
+def _traffic_overflow(a: Asm, maps: Maps, direction: int, p: str, amount: Callable[[int], Reg]) -> None:
+    """traffic_overflow[direction's bytes, calls] += the register ``amount(0)``, ``amount(1)`` load and return."""
+    assert maps.traffic_overflow is not None
+    for slot in (0, 1):
         skip = f"{p}_of{slot}"
         a.st(W, FP, _T_CNT, (direction - 1) * 2 + slot)
         a.ld_map_fd(R1, maps.traffic_overflow)
         a.mov(R2, FP).add(R2, _T_CNT)
         a.call(MAP_LOOKUP)
         a.jeq(R0, 0, skip)
-        if src is None:
-            a.mov(R1, 1)
-            a.atomic(DW, R0, 0, R1, _ADD)
-        else:
-            a.atomic(DW, R0, 0, src, _ADD)
+        a.atomic(DW, R0, 0, amount(slot), _ADD)
         a.label(skip)
-    _count(a, maps.counters, "traffic_full", _T_CNT)
-    a.ja(done)

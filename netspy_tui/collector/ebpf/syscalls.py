@@ -130,6 +130,14 @@ def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
     return value_buf.raw
 
 
+@functools.cache
+def possible_cpus() -> int:
+    """CPUs the kernel could ever bring online: a per-CPU map's element holds one value per such CPU."""
+    with open("/sys/devices/system/cpu/possible") as f:  # e.g. "0-3" or "0,2-5"
+        spans = [part.split("-") for part in f.read().strip().split(",")]
+    return sum(int(span[-1]) - int(span[0]) + 1 for span in spans)
+
+
 def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     key_buf = ctypes.create_string_buffer(key, len(key))
     value_buf = ctypes.create_string_buffer(value, len(value))
