@@ -363,15 +363,10 @@ CLOCK_SLACK_NS = 200_000
 NS = 1_000_000_000
 
 
-@pytest.mark.ebpf
-@pytest.mark.parametrize("kind", ["tp_btf", "raw_tracepoint", "tracepoint"])
-async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they_were_sent(
-    kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The byte programs read the clock only when the kernel's tick count has moved (a per-CPU cache of the
-    second): datagrams sent back to back across a second's start are stored in the second each was sent in,
-    exactly, however the programs are attached (BTF-typed, raw tracepoint, perf tracepoint)."""
-    if kind != "tp_btf":  # a kernel that refuses BTF-typed programs (and raw tracepoints: perf ones)
+async def started_as(kind: str, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSource:
+    """:func:`started`, the byte programs attached as ``kind``: as on a kernel that refuses BTF-typed
+    programs (``raw_tracepoint``), and raw tracepoints too (``tracepoint``: perf tracepoint programs)."""
+    if kind != "tp_btf":
         real_load, real_open = syscalls.prog_load, syscalls.raw_tracepoint_open
 
         def load(prog_type: int, *args: Any, **kwargs: Any) -> int:
@@ -387,10 +382,24 @@ async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they
         monkeypatch.setattr(syscalls, "prog_load", load)
         monkeypatch.setattr(syscalls, "raw_tracepoint_open", open_raw)
     source = await started()
+    assert source.collector is not None
+    kinds = {name: k for name, k, _, _ in source.collector.programs()}
+    if kinds["sock_send"] != kind or kinds["sock_recv"] != kind:
+        await source.aclose()
+        pytest.fail(f"byte programs attached as {kinds['sock_send']}/{kinds['sock_recv']}, not {kind}")
+    return source
+
+
+@pytest.mark.ebpf
+@pytest.mark.parametrize("kind", ["tp_btf", "raw_tracepoint", "tracepoint"])
+async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they_were_sent(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The byte programs read the clock only when the kernel's tick count has moved (a per-CPU cache of the
+    second): datagrams sent back to back across a second's start are stored in the second each was sent in,
+    exactly, however the programs are attached (BTF-typed, raw tracepoint, perf tracepoint)."""
+    source = await started_as(kind, monkeypatch)
     try:
-        assert source.collector is not None
-        kinds = {name: k for name, k, _, _ in source.collector.programs()}
-        assert kinds["sock_send"] == kinds["sock_recv"] == kind
         known: dict[int, int] = {}  # second -> bytes of the datagrams surely sent in it
         either: dict[int, int] = {}  # second -> bytes of those sent too close to its start or end to say
         total = 0
@@ -491,23 +500,28 @@ def take_turns(seconds: float) -> tuple[list[int], list[int], list[int], list[in
 
 
 @pytest.mark.ebpf
+@pytest.mark.parametrize("kind", ["tp_btf", "raw_tracepoint", "tracepoint"])
 async def test_sockets_taking_turns_on_one_cpu_get_exactly_their_bytes_across_drains(
-        embedded: EmbeddedSource) -> None:  # fmt: skip
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A CPU sums a run of calls on one socket in a slot of its own, added to the traffic map when another
     socket takes the slot over or the reader drains the map: sockets taking turns on one CPU, for several
     drains (every 0.2 s) and kernel ticks, each get exactly the bytes they sent and read, the last ones
-    (left in a slot when the sending stopped) included."""
-    sent, read, rx_ports, tx_ports = await asyncio.to_thread(take_turns, 1.5)
-    assert all(sent) and all(read)
-    me = os.getpid()
+    (left in a slot when the sending stopped) included, however the programs are attached."""
+    source = await started_as(kind, monkeypatch)
+    try:
+        sent, read, rx_ports, tx_ports = await asyncio.to_thread(take_turns, 1.5)
+        assert all(sent) and all(read)
+        me = os.getpid()
 
-    def figures(stats: TrafficStats) -> tuple[list[int], list[int]]:
-        tx = [sum(f.tx_bytes for f in flows(stats, protocol="UDP", local_port=port)) for port in tx_ports]
-        rx = [sum(f.rx_bytes for f in flows(stats, protocol="UDP", local_port=port)) for port in rx_ports]
-        return tx, rx
+        def figures(stats: TrafficStats) -> tuple[list[int], list[int]]:
+            tx = [sum(f.tx_bytes for f in flows(stats, protocol="UDP", local_port=port)) for port in tx_ports]
+            rx = [sum(f.rx_bytes for f in flows(stats, protocol="UDP", local_port=port)) for port in rx_ports]
+            return tx, rx
 
-    async def mine() -> TrafficStats:
-        return embedded.store.traffic(me, None, 120, limit=1000)
+        async def mine() -> TrafficStats:
+            return source.store.traffic(me, None, 120, limit=1000)
 
-    stats = await poll(mine, lambda stats: figures(stats) == (sent, read))
-    assert figures(stats) == (sent, read)
+        stats = await poll(mine, lambda stats: figures(stats) == (sent, read))
+        assert figures(stats) == (sent, read)
+    finally:
+        await source.aclose()
