@@ -433,7 +433,7 @@ class Maps:
     """Per-CPU array of :data:`BYTE_SLOTS` :data:`BYTE_SLOT` (:func:`sock_bytes`), read with ``traffic``."""
     tick: int | None = None
     """Per-CPU array of one :data:`TICK`: the second a CPU last read the clock in, valid while the kernel's
-    tick count (jiffies) has not moved (see :func:`_tick_clock`)."""
+    tick count (jiffies) has not moved (see :func:`_tick_read`)."""
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -503,21 +503,6 @@ TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8"), ("woke"
 TICK_MARGIN_NS = 25_000_000
 
 
-def _tick_clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, second: int, fail: str) -> None:
-    """:func:`_clock` (FP+wall, FP+active, FP+raw) and the second (FP+second, 4 bytes), without a clock read
-    on most runs: the clock costs a run here about as much as its hash lookup and atomic adds (~60 ns).
-
-    A CPU that reads the clock keeps the second and the wall time in its ``tick`` slot with the kernel's tick
-    count (jiffies, one load) read before the clock. While the tick count has not moved, less than a tick
-    and the kernel's delay in counting it has passed since: a later run on that CPU takes the kept second
-    and wall time (``last`` then lags by under a tick). A read within :data:`TICK_MARGIN_NS` of the next
-    second is not kept, so a run never takes the second before it. The slot is invalidated while it is
-    written (a run preempted mid-write leaves values of one tick: the same second)."""
-    _live(a, maps, slot, active, raw, fail)
-    a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)  # the clock offset (the slow path adds the clock)
-    _tick_read(a, maps, slot, wall, second, fail)
-
-
 def _tick_slot(a: Asm, maps: Maps, slot: int, missing: str) -> None:
     """R0 = this CPU's :data:`TICK` slot (jumps to ``missing`` if the lookup fails, which an array's cannot).
     Uses the stack word at FP+slot."""
@@ -530,8 +515,16 @@ def _tick_slot(a: Asm, maps: Maps, slot: int, missing: str) -> None:
 
 
 def _tick_read(a: Asm, maps: Maps, slot: int, wall: int, second: int, fail: str, reg: Reg = R9) -> None:
-    """:func:`_tick_clock` once FP+wall holds the clock offset: FP+wall = wall-clock ns, FP+second (4 bytes) =
-    its second. Clobbers ``reg`` and the stack word at FP+slot (``second`` may be ``slot``)."""
+    """Once FP+wall holds the clock offset (``ctl.offset``): FP+wall = wall-clock ns, FP+second (4 bytes) = its
+    second, without a clock read on most runs (the clock costs a run about as much as a hash lookup and
+    two atomic adds). Clobbers ``reg`` and the stack word at FP+slot (``second`` may be ``slot``).
+
+    A CPU that reads the clock keeps the second and the wall time in its ``tick`` slot with the kernel's tick
+    count (jiffies, one load) read before the clock. While the tick count has not moved, less than a tick
+    and the kernel's delay in counting it has passed since: a later run on that CPU takes the kept second
+    and wall time (``last`` then lags by under a tick). A read within :data:`TICK_MARGIN_NS` of the next
+    second is not kept, so a run never takes the second before it. The slot is invalidated while it is
+    written (a run preempted mid-write leaves values of one tick: the same second)."""
     slow, keep, done = _uniq(a, "tick_slow"), _uniq(a, "tick_keep"), _uniq(a, "tick_done")
     _tick_slot(a, maps, slot, fail)
     a.mov(reg, R0)  # this CPU's slot
