@@ -16,10 +16,10 @@ Figures: events/s = events the aggregator accepted / wall time from the first po
 answer; the aggregator's CPU over that time; dashboard polls made and failed. Exactness: the
 aggregator's ``/api/stats`` per-node counts must equal what each sender had accepted.
 
-Forwarding cost: one agent, ``serve --replay REC --replay-speed 1`` (a recording of 2,000 events/s of the
-same synthetic events, played at real-time pace into its store), with ``--forward`` to an aggregator (its
-own process, not counted) and without, in turns; the agent's CPU over the same stretch of the replay.
-The figure is the median ratio of the rounds.
+Forwarding cost: two agents, each ``serve --replay REC --replay-speed 1`` (a recording of 2,000 events/s of
+the same synthetic events, played at real-time pace into its store), one with ``--forward`` to an aggregator
+(its own process, not counted), one without, side by side; each agent's CPU over the same seconds of the
+replay. The figure is the median ratio of the rounds.
 """
 
 from __future__ import annotations
@@ -225,30 +225,36 @@ def recording(path: Path, rate: float, seconds: float) -> Path:
     return path
 
 
-async def agent_cpu(tmp: Path, rec: Path, forward: str | None, settle: float, measure: float) -> dict[str, Any]:
-    """CPU of one agent (``serve --replay REC`` at real-time pace, with ``--forward`` or not) over ``measure``
-    seconds, from ``settle`` seconds after it answered (the replay is still running then)."""
-    port = free_port()
-    argv = [PY, "-m", "netspy_tui", "serve", "--port", str(port), "--replay", str(rec), "--replay-speed", "1"]
-    if forward:
-        argv += ["--forward", forward, "--forward-token", TOKEN]
-    agent = _spawn(argv, stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-agent.log").open("ab"))
+async def agents_cpu(tmp: Path, rec: Path, forward: str, settle: float, measure: float) -> dict[str, Any]:
+    """CPU of two agents (``serve --replay REC`` at real-time pace), one with ``--forward``, one without, run side by
+    side: over the same ``measure`` seconds, from ``settle`` seconds after both answered (the replay is still running
+    then). Side by side, what else the machine runs meanwhile weighs on both alike (in turns, a busy minute for one and
+    a quiet one for the other moved the ratio by more than forwarding costs)."""
+    agents: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        await _wait_health(f"http://127.0.0.1:{port}", agent)
-        proc = psutil.Process(agent.pid)
+        for name, extra in (("base", []), ("forward", ["--forward", forward, "--forward-token", TOKEN])):
+            port = free_port()
+            argv = [PY, "-m", "netspy_tui", "serve", "--port", str(port), "--replay", str(rec), "--replay-speed", "1",
+                    *extra]  # fmt: skip
+            agents[name] = (_spawn(argv, stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-agent.log").open("ab")), port)
+        for proc, port in agents.values():
+            await _wait_health(f"http://127.0.0.1:{port}", proc)
+        procs = {name: psutil.Process(proc.pid) for name, (proc, _) in agents.items()}
         await asyncio.sleep(settle)
-        c0, t0 = sum(proc.cpu_times()[:2]), time.perf_counter()
+        c0, t0 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}, time.perf_counter()
         await asyncio.sleep(measure)
-        cpu = (sum(proc.cpu_times()[:2]) - c0) / (time.perf_counter() - t0) * 100
+        c1, wall = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}, time.perf_counter() - t0
         async with httpx.AsyncClient(timeout=10) as client:
-            health = (await client.get(f"http://127.0.0.1:{port}/health")).json()
+            health = (await client.get(f"http://127.0.0.1:{agents['forward'][1]}/health")).json()
     finally:
-        _stop(agent)
-    return {"cpu_pct": cpu, "forwarding": health.get("forwarding")}
+        for proc, _ in agents.values():
+            _stop(proc)
+    cpu = {n: (c1[n] - c0[n]) / wall * 100 for n in procs}
+    return {"base": cpu["base"], "forward": cpu["forward"], "forwarding": health.get("forwarding")}
 
 
 async def forward_cost(tmp: Path, rate: float, rounds: int, settle: float, measure: float) -> dict[str, Any]:
-    """Agent CPU with and without forwarding to an aggregator (its own process, not counted), in turns."""
+    """Agent CPU with and without forwarding to an aggregator (its own process, not counted), side by side."""
     rec = recording(tmp / "fleet-agent.jsonl", rate, settle + measure + 10)
     port = free_port()
     agg = _spawn([PY, "-m", "netspy_tui", "serve", "--aggregate", "--port", str(port), "--ingest-token", TOKEN],
@@ -259,9 +265,9 @@ async def forward_cost(tmp: Path, rate: float, rounds: int, settle: float, measu
     try:
         await _wait_health(f"http://127.0.0.1:{port}", agg)
         for _ in range(rounds):
-            base.append((await agent_cpu(tmp, rec, None, settle, measure))["cpu_pct"])
-            r = await agent_cpu(tmp, rec, f"http://127.0.0.1:{port}/api/events/ingest", settle, measure)
-            fwd.append(r["cpu_pct"])
+            r = await agents_cpu(tmp, rec, f"http://127.0.0.1:{port}/api/events/ingest", settle, measure)
+            base.append(r["base"])
+            fwd.append(r["forward"])
             forwarded.append(r["forwarding"])
     finally:
         _stop(agg)
@@ -296,7 +302,7 @@ def run(ctx: Context) -> list[Metric]:
                          "events/s", note=f"{q['events'] / (q['aggregator_cpu_pct'] / 100 * q['seconds']):,.0f} "
                          f"events per aggregator CPU-second; {q['dashboard_polls']} polls"))  # fmt: skip
     rate = 2_000.0
-    rounds, settle, measure = (1, 0.5, 1.0) if ctx.quick else (3, 4.0, 15.0)
+    rounds, settle, measure = (1, 0.5, 1.0) if ctx.quick else (5, 4.0, 15.0)
     ctx.log(f"fleet: agent CPU at {rate:,.0f} events/s (serve --replay), with and without --forward, {rounds} rounds")
     f = asyncio.run(forward_cost(ctx.tmp, rate, rounds, settle, measure))
     base, fwd = statistics.median(f["base"]), statistics.median(f["forward"])

@@ -12,7 +12,10 @@ exponential backoff and jitter; forwarding runs beside collection and never slow
 reads the store).
 
 It is cheap next to collection: a batch goes out once it is full or once a second (not one post per
-event that settled), and events the store keeps as JSON rows are re-encoded from that JSON
+event that settled); what the store's writer just wrote is taken as it handed it over
+(:meth:`EventStore.on_rows`, the last :data:`RECENT_BATCHES` batches' worth), not read back (so an
+outage shorter than that loses nothing to the store's own limits either); and events the store keeps
+as JSON rows are re-encoded from that JSON
 (:func:`encode_batch`, msgspec) without building a model per event; ring records and the rare
 event the fast path does not cover go through :func:`~netspy_tui.serve.app.event_json`, with the
 same result.
@@ -25,7 +28,9 @@ import functools
 import logging
 import random
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
@@ -47,6 +52,8 @@ log = logging.getLogger(__name__)
 CURSOR_KEY = "forward_cursor"
 #: an event is forwarded once it is this old: a connect's outcome may still change before that
 SETTLE_SECONDS = 2.0
+#: batches' worth of just-written events kept in memory for forwarding (beyond it they are read back from the store)
+RECENT_BATCHES = 16
 
 
 AnyEvent = ConnectionEvent | PacketDropEvent
@@ -194,11 +201,17 @@ class Forwarder:
         stored = store.get_meta(CURSOR_KEY)
         self.cursor = int(stored) if stored and stored.isdigit() else 0
         self._stop = asyncio.Event()
+        #: ``(seq, t, JSON)`` of the events the store wrote while :meth:`run` runs, as its writer gave them
+        #: (:meth:`EventStore.on_rows`): what is forwarded next is taken from here, not read back from the
+        #: store, while it is there (the store stays the spool: anything not here is read from it)
+        self._recent: deque[tuple[int, int, Any]] = deque(maxlen=RECENT_BATCHES * batch)
+        self._recent_lock = threading.Lock()
 
     async def run(self) -> None:
         """Forward until :meth:`stop`; never raises (errors are counted, logged once per kind and
         retried)."""
         attempt = 0
+        stop_rows = self.store.on_rows(self._written)
         try:
             while not self._stop.is_set():
                 try:
@@ -216,6 +229,7 @@ class Forwarder:
                 if sent < self.batch:  # a full batch may have more behind it; else wait for more to settle
                     await self._sleep(self.interval)
         finally:
+            stop_rows()
             await self._client.aclose()
 
     def stop(self) -> None:
@@ -256,10 +270,34 @@ class Forwarder:
         self.status.waiting = max(0, newest - self.cursor)  # (as of the read: the next one counts the rest)
         return len(rows)
 
+    def _written(self, first: int, rows: list[tuple[Any, ...]]) -> None:
+        """The store's writer wrote ``rows`` as ``first``, ``first + 1``, ...: kept for the next batches."""
+        with self._recent_lock:
+            self._recent.extend(zip(range(first, first + len(rows)), [r[1] for r in rows], [r[6] for r in rows],
+                                    strict=True))  # fmt: skip
+
+    def _recent_after(self, cursor: int, settled: int) -> list[tuple[int, Any]] | None:
+        """The next batch after ``cursor`` from what the writer gave (up to a gap: ring records, or what the
+        full :attr:`_recent` let go), or None when it does not start right after ``cursor``."""
+        with self._recent_lock:
+            recent = self._recent
+            while recent and recent[0][0] <= cursor:
+                recent.popleft()
+            if not recent or recent[0][0] != cursor + 1:
+                return None
+            rows: list[tuple[int, Any]] = []
+            for seq, t, body in recent:
+                if seq != cursor + 1 + len(rows) or t > settled or len(rows) >= self.batch:
+                    break
+                rows.append((seq, body))
+            return rows
+
     def _read(self, cursor: int, settled: int) -> tuple[list[tuple[int, Any]], int | None, int, bytes]:
         """In a worker thread: the next batch after ``cursor`` (settled by ``settled``), the oldest and
-        newest ``seq`` stored, and the batch's body."""
-        rows, oldest = self.store.after_stored(cursor, self.batch, settled)
+        newest ``seq`` stored (the oldest None when the batch was taken from :attr:`_recent`: it starts
+        right after ``cursor``, nothing was removed before it), and the batch's body."""
+        recent = self._recent_after(cursor, settled)
+        rows, oldest = (recent, None) if recent is not None else self.store.after_stored(cursor, self.batch, settled)
         newest = self.store.newest_seq()
         return rows, oldest, newest, encode_batch([item for _, item in rows], self.identity) if rows else b""
 

@@ -316,6 +316,7 @@ class EventStore:
         self._write_lock = threading.Lock()
         self._closed = False
         self._on_change: dict[object, Callable[[], None]] = {}
+        self._on_rows: dict[object, Callable[[int, list[tuple[Any, ...]]], None]] = {}
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._since_prune = 0
         self._last_prune = time.monotonic()
@@ -825,6 +826,20 @@ class EventStore:
 
         return stop
 
+    def on_rows(self, listener: Callable[[int, list[tuple[Any, ...]]], None]) -> Callable[[], None]:
+        """Call ``listener(first, rows)`` (on the writing thread, under the write lock: it must be quick) after
+        every committed write of raw event rows ``(kind, t, ts, pid, command, outcome, JSON)``, the ``i``-th of
+        them stored as ``seq`` ``first + i``; returns the call that stops it. A reader that follows the store in
+        order (``serve --forward``) takes what was just written from there instead of reading it back. Rows kept
+        as blocks (:meth:`add_rows`) and ring records are not given."""
+        token = object()
+        self._on_rows[token] = listener
+
+        def stop() -> None:
+            self._on_rows.pop(token, None)
+
+        return stop
+
     def _changed(self) -> None:
         for listener in list(self._on_change.values()):
             try:
@@ -972,6 +987,12 @@ class EventStore:
             conn.execute("COMMIT")
             if counts:
                 self._folded = folded
+            if raw and block_rows is None:
+                for listener in list(self._on_rows.values()):
+                    try:
+                        listener(first, raw)
+                    except Exception:  # a listener must not fail a write
+                        logger.exception("event store rows listener failed")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:

@@ -12,6 +12,7 @@ import httpx
 
 from netspy_tui.serve.forward import CURSOR_KEY, Forwarder
 from netspy_tui.store import EventStore
+from netspy_tui.store.sqlite import event_row
 from tests.factories import connection, connection_json, drop_json
 from tests.fake_aggregator import FakeAggregator
 from tests.hardening.conftest import Child, free_port, spawn  # noqa: F401 (fixture)
@@ -138,3 +139,49 @@ def test_serve_forward_end_to_end(tmp_path: Path, spawn: Callable[..., Child]) -
         assert health["forwarding"]["forwarded"] == 45 and health["forwarding"]["url"].endswith("/api/events/ingest")
         assert child.stop() == 0
     assert "agg-secret-token" not in "".join(child.err)
+
+
+async def test_events_written_while_forwarding_are_sent_even_if_retention_removes_them_first(tmp_path: Path) -> None:
+    # The forwarder keeps what the store's writer just wrote (up to 16 batches) and sends it from there: an
+    # aggregator outage shorter than that loses nothing to the store's own limit.
+    store = EventStore(tmp_path / "spool.db", max_rows=100)
+    with FakeAggregator() as agg:
+        fw = Forwarder(store, agg.url + "/api/events/ingest", batch=100, interval=0.05, max_backoff=0.1,
+                       identity=IDENTITY)  # fmt: skip
+        fill(store, 1, start=-1)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: fw.status.forwarded == 1, "the forwarder running (a first event sent)")
+        agg.down = True
+        fill(store, 300)  # while the aggregator is away, more than the store keeps
+        assert await asyncio.to_thread(store.prune) == 201
+        agg.down = False
+        await until(lambda: fw.status.forwarded >= 301, "every event forwarded")
+        fw.stop()
+        await task
+    assert sorted(ports(agg.received())) == list(range(19999, 20300))  # each once
+    assert ports(agg.received()) == sorted(ports(agg.received()))  # in the store's order
+    assert fw.status.dropped == 0 and not store.totals.get("forward_dropped")
+    store.close()
+
+
+async def test_what_the_writer_did_not_hand_over_is_read_from_the_store_in_order(tmp_path: Path) -> None:
+    # Rows the writer does not give the forwarder (kept as blocks here, as ring records are on an eBPF agent)
+    # leave a gap in what it holds: those are read back from the store, and the order stays the store's.
+    store = EventStore(tmp_path / "spool.db")
+    with FakeAggregator() as agg:
+        agg.down = True
+        fw = Forwarder(store, agg.url + "/api/events/ingest", batch=40, interval=0.05, max_backoff=0.1,
+                       identity=IDENTITY)  # fmt: skip
+        fill(store, 1, start=-1)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: fw.status.failures >= 1, "the forwarder running (a refused batch)")
+        fill(store, 50)
+        blocks = [connection(pid=7, port=20050 + i, ago=30) for i in range(30)]
+        store.add_rows([event_row(e)[0] for e in blocks], [])
+        fill(store, 50, start=80)
+        agg.down = False
+        await until(lambda: fw.status.forwarded >= 131, "every event forwarded")
+        fw.stop()
+        await task
+    assert ports(agg.received()) == list(range(19999, 20130))  # each once, in the store's order
+    store.close()
