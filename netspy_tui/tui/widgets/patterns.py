@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -137,10 +136,9 @@ class PatternsPanel(Vertical):
             f"Rate per {stats.bucket_seconds}s over {window_label(stats.window_seconds)} "
             f"(peak {max(stats.rate_buckets, default=0)})"
         )
-        shown = str(rate_label.content)
-        if shown != rate:
-            # as wide as before (the peak's digits changed): the line redrawn without a layout pass of the screen
-            rate_label.update(Text(rate), layout=cell_len(shown) != cell_len(rate))
+        if str(rate_label.content) != rate:
+            # one line as wide as the panel (app.tcss): a peak that gains a digit needs no layout pass of the screen
+            rate_label.update(Text(rate, no_wrap=True, overflow="ellipsis"), layout=False)
         spark.data = [float(v) for v in stats.rate_buckets]
 
 
