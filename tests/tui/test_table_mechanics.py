@@ -111,6 +111,10 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
                 assert fast._get_row_region(r) == plain._get_row_region(r)
                 for c in range(-1, len(WIDTHS) + 1):
                     assert fast._get_cell_region(Coordinate(r, c)) == plain._get_cell_region(Coordinate(r, c))
+            for fixed in (0, 2, len(order) + 1):  # (the offset the cursor scrolls by, without DataTable's row list)
+                fast.fixed_rows = plain.fixed_rows = fixed
+                assert fast._get_fixed_offset() == plain._get_fixed_offset()
+            fast.fixed_rows = plain.fixed_rows = 0
             assert fast.scroll_offset.y <= row < fast.scroll_offset.y + fast.scrollable_content_region.height - 1
             plain.scroll_to(y=fast.scroll_offset.y, animate=False, immediate=True)
             await pilot.pause()

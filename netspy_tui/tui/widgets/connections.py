@@ -172,6 +172,9 @@ class ConnectionTable(EventTable[ConnectionEvent]):
 
     def __init__(self, *, id: str | None = None) -> None:
         self._outcome_styles: dict[str, Style] = {}
+        self._extra = (False, False, False)
+        """Whether the Node, Workload and Dir columns are shown (read for every new row's cells: a lookup in
+        :attr:`spec` compares the columns field by field)."""
         super().__init__(id=id)
 
     def destination(self, event: ConnectionEvent) -> str:
@@ -192,15 +195,15 @@ class ConnectionTable(EventTable[ConnectionEvent]):
 
     @property
     def shows_node(self) -> bool:
-        return self.NODE_COLUMN in self.spec
+        return self._extra[0]
 
     @property
     def shows_workload(self) -> bool:
-        return self.WORKLOAD_COLUMN in self.spec
+        return self._extra[1]
 
     @property
     def shows_direction(self) -> bool:
-        return self.DIRECTION_COLUMN in self.spec
+        return self._extra[2]
 
     def sync(
         self, events: Sequence[ConnectionEvent], held: Collection[ConnectionEvent] | None = None
@@ -223,6 +226,7 @@ class ConnectionTable(EventTable[ConnectionEvent]):
             *self.COLUMNS[at:],
             *((self.WORKLOAD_COLUMN,) if workload else ()),
         )
+        self._extra = (node, workload, direction)
         self.clear(columns=True)
         self.events, self._cells, self._spare = {}, {}, {}
         self.on_mount()

@@ -22,7 +22,7 @@ from rich.text import Text, TextType
 from textual._two_way_dict import TwoWayDict
 from textual.cache import LRUCache
 from textual.coordinate import Coordinate
-from textual.geometry import Region
+from textual.geometry import Region, Spacing
 from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import Row, RowKey
@@ -231,6 +231,13 @@ class KeyedTable(DataTable[Cell]):
         row_width = sum(self._column_widths()) + self._row_label_column_width
         y = row_index + (self.header_height if self.show_header else 0)
         return Region(0, y, max(self.size.width, row_width), 1)
+
+    def _get_fixed_offset(self) -> Spacing:
+        # DataTable adds up the heights of the fixed rows from its list of every row in order (ordered_rows), built
+        # again after each update: ~2,000 rows at every cursor move that follows the newest row (4 a refresh)
+        top = (self.header_height if self.show_header else 0) + min(self.fixed_rows, len(self.rows))
+        fixed = self.ordered_columns[: self.fixed_columns]
+        return Spacing(top, 0, 0, sum(column.get_render_width(self) for column in fixed) + self._row_label_column_width)
 
     def _get_cell_region(self, coordinate: Coordinate) -> Region:
         if not self.is_valid_coordinate(coordinate):
