@@ -279,13 +279,17 @@ async def test_d_gives_the_shown_table_the_focus_and_leaves_the_footer_as_it_is(
         await pilot.press("escape")
         await wait_for(pilot, lambda: screen_lines(app)[-1] == line, "the tables' footer again")
         assert screen.connections.has_focus
-        # the focus moves with the key, not after a frame that drew the view with its table unfocused
+        # the focus and the status line's view change with the key, not after a frame that drew the view with its
+        # table unfocused and the status line as it was (then each drawn again)
         screen.action_toggle_drops()
         assert screen.focused is screen.drops
+        assert screen.view == screen.status.view == "drops"
         screen.action_toggle_traffic()
         assert screen.focused is screen.traffic
+        assert screen.view == screen.status.view == "traffic"
         screen.action_toggle_traffic()
         assert screen.focused is screen.connections
+        assert screen.view == screen.status.view == "connections"
 
 
 async def test_esc_after_focus_brings_the_rows_back_with_the_cells_they_had(source: MemorySource, clock: Clock) -> None:
