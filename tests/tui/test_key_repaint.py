@@ -245,6 +245,31 @@ async def test_a_new_rate_peak_redraws_its_line_without_a_layout_pass(source: Me
         assert "(peak 1047)" in "".join(strip.text for strip in label.render_lines(label.region.reset_offset))
 
 
+async def test_a_new_analysis_redraws_the_pattern_panels_lines_not_its_border(
+    source: MemorySource, clock: Clock
+) -> None:
+    """Every refresh at 100 events/s brings a new analysis: its lines are redrawn, not the panel around them
+    (setting the border title, even to the same text, redrew the whole panel: its border and every line)."""
+    from textual.widgets import Static
+
+    from netspy_tui.tui.widgets.patterns import PatternsPanel
+
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        panel = screen.query_one(PatternsPanel)
+        analysis = screen.latest.patterns if screen.latest else None
+        assert analysis is not None and analysis.stats.total > 0
+        stats = analysis.stats.model_copy(update={"total": analysis.stats.total + 1})
+        body = panel.query_one("#patterns-body", Static)
+        redraws, body_redraws = layout_requests(panel), layout_requests(body)
+        panel.show(analysis.model_copy(update={"stats": stats}), screen.subject.label)
+        assert body_redraws and not redraws
+        await pilot.pause()
+        assert f"{stats.total} attempts" in str(body.content)
+        panel.show(analysis, "nginx")  # another subject: the title changes
+        assert redraws and panel.border_title == "Patterns · nginx"
+
+
 async def test_d_gives_the_shown_table_the_focus_and_leaves_the_footer_as_it_is(
     source: MemorySource, clock: Clock
 ) -> None:

@@ -87,8 +87,10 @@ class PatternsPanel(Vertical):
     def show(self, analysis: PatternAnalysis | None, subject_label: str) -> None:
         if (analysis, subject_label) == self._shown:
             return
+        if self._shown is None or self._shown[1] != subject_label:
+            # (set only when it changes: setting it redraws the whole panel, its border and every line)
+            self.border_title = Text(f"Patterns · {subject_label}")  # a process name is data, never markup
         self._shown = (analysis, subject_label)
-        self.border_title = Text(f"Patterns · {subject_label}")  # a process name is data, never markup
         body = self.query_one("#patterns-body", Static)
         spark = self.query_one("#rate", Sparkline)
         rate_label = self.query_one("#rate-label", Label)
