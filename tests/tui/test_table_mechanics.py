@@ -16,6 +16,7 @@ from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist
 
 from netspy_tui.tui.widgets.cells import Cell, cell
 from netspy_tui.tui.widgets.table import KeyedTable
@@ -87,11 +88,12 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
             plain.clear()
             for n in order:
                 plain.add_row(*cells[str(n)], key=str(n))
-            if keep:  # a kept row's cell replaced (a name learnt): drawn anew, its other cells as they were
-                n, column = rng.choice(keep), rng.randrange(len(WIDTHS))
-                cells[str(n)][column] = value = row_cells(n + 1 + step)[column]
-                fast.update_cell(str(n), f"c{column}", value)
-                plain.update_cell(str(n), f"c{column}", value)
+            if keep:  # kept rows' cells replaced (a name learnt): drawn anew, their other cells as they were
+                changed = [(rng.choice(keep), rng.randrange(len(WIDTHS))) for _ in range(3)]
+                for n, column in changed:
+                    cells[str(n)][column] = value = row_cells(n + 1 + step)[column]
+                    plain.update_cell(str(n), f"c{column}", value)
+                fast.update_cells([(str(n), f"c{column}", cells[str(n)][column]) for n, column in changed])
             row = rng.randint(0, max(0, len(order) - 1))
             fast.move_cursor(row=row)
             plain.move_cursor(row=row)
@@ -132,6 +134,8 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
         plain.clear()
         await pilot.pause()
         assert fast.row_count == 0 and fast.virtual_size == plain.virtual_size
+        with pytest.raises(CellDoesNotExist):
+            fast.update_cells([("no such row", "c0", row_cells(1)[0])])
         with pytest.raises(ValueError, match="one line"):  # (the index is the place only while every row is one line)
             fast.add_row(*row_cells(1), height=2)
 

@@ -124,6 +124,7 @@ class EventTable(KeyedTable, Generic[E]):
         """Rows whose event the poller replaced (a name learnt after the row arrived): new cells. An equal event (the
         same row fetched again: a poll for a new subject or window reads the window afresh) keeps its cells."""
         current = self.events
+        updated: list[tuple[str, str, Cell]] = []
         for key, event in wanted.items():
             old = current.get(key)
             if old is not None and old is not event:
@@ -133,8 +134,9 @@ class EventTable(KeyedTable, Generic[E]):
                 cells = self.cells(event)
                 for column, (before, after) in zip(self.spec, zip(self._cells[key], cells, strict=True), strict=True):
                     if str(before) != str(after):
-                        self.update_cell(key, column.key, after)
+                        updated.append((key, column.key, after))
                 self._cells[key] = cells
+        self.update_cells(updated)
 
     def _cursor_key(self) -> str | None:
         try:
@@ -187,11 +189,12 @@ class ConnectionTable(EventTable[ConnectionEvent]):
     def refresh_destinations(self) -> None:
         """Re-draw the Destination cells after ``show_names`` changed."""
         self._spare = {}  # (made with the other setting)
-        with self.app.batch_update():
-            for key, event in self.events.items():
-                text = cell(self.destination(event), 64)
-                self.update_cell(key, "destination", text)  # (column 2 whether or not a Node column is shown)
-                self._cells[key][2] = text
+        updated = []
+        for key, event in self.events.items():
+            text = cell(self.destination(event), 64)
+            updated.append((key, "destination", text))
+            self._cells[key][2] = text  # (column 2 whether or not a Node column is shown)
+        self.update_cells(updated)
 
     @property
     def shows_node(self) -> bool:

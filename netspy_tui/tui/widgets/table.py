@@ -25,7 +25,7 @@ from textual.coordinate import Coordinate
 from textual.geometry import Region, Spacing
 from textual.strip import Strip
 from textual.widgets import DataTable
-from textual.widgets.data_table import Row, RowKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, Row, RowKey
 
 from netspy_tui.tui.widgets.cells import Cell
 
@@ -333,6 +333,22 @@ class KeyedTable(DataTable[Cell]):
     def _clear_caches(self) -> None:
         super()._clear_caches()
         self._kept_cells.clear()
+
+    def update_cells(self, changes: Iterable[tuple[str, str, Cell]]) -> None:
+        """``update_cell(row, column, value)`` for each change, with one refresh of the table (update_cell refreshes
+        it for each cell: the ~80 cells of the process table that change at a refresh at 100 events/s)."""
+        data, columns = self._data, self.columns
+        changed = False
+        for row, column, value in changes:
+            cells = data.get(row)  # type: ignore[call-overload]  # (StringKey matches its str)
+            key = ColumnKey(column)
+            if cells is None or key not in columns:
+                raise CellDoesNotExist(f"No cell exists for row_key={row!r}, column_key={column!r}.")
+            cells[key] = value
+            changed = True
+        if changed:
+            self._update_count += 1
+            self.refresh()
 
     def place_rows(self, order: Sequence[str], new: Mapping[str, Sequence[Cell]]) -> None:
         """Show exactly the rows ``order`` (keys, top to bottom): rows shown already keep their cells, ``new``
