@@ -33,6 +33,7 @@ from netspy_tui.models import (
     LatencyReport,
     NameLookup,
     PacketDropEvent,
+    PacketDropList,
     PatternAnalysis,
     ProcessList,
     Scope,
@@ -113,6 +114,25 @@ class _Window(Generic[E]):
         self.newest: datetime | None = None
         self.cursor: int | None = None
         """The source's insertion-order cursor after the last page (None: it has none; the time cursor alone)."""
+        self.missing_until: datetime | None = None
+        """Events of the window at or before this time may not be held (a page that left some unfetched, the cut
+        at ``max_rows``, events the source shed): until they have left the window it is not held whole."""
+
+    def missing(self, until: datetime) -> None:
+        if self.missing_until is None or until > self.missing_until:
+            self.missing_until = until
+
+    def missing_from(self, page: ConnectionList | PacketDropList, now: datetime) -> None:
+        """Note what ``page`` (newest first) did not bring: events older than its oldest when it was cut, any
+        time up to now when the source shed some."""
+        if page.not_kept:
+            self.missing(now)
+        elif page.truncated and page.total_count > page.returned:
+            self.missing(page.events[-1].time if page.events else now)
+
+    def whole(self, cutoff: datetime) -> bool:
+        """Whether every event of the window (after ``cutoff``) is held."""
+        return self.missing_until is None or self.missing_until <= cutoff
 
     def since(self) -> str | None:
         return format_time(self.newest - OVERLAP) if self.newest is not None else None
@@ -196,6 +216,8 @@ class _Window(Generic[E]):
         for key, event in events.items():
             if excess > 0 or event.time <= cutoff:
                 stale.append(key)
+                if event.time > cutoff:  # (cut at max_rows while still in the window)
+                    self.missing(event.time)
                 excess -= 1
             else:
                 break
@@ -341,6 +363,7 @@ class Poller:
         after = self._conns.cursor
         self._conns.cursor, self._drops.cursor = snap.connections.cursor, snap.drops.cursor
         new, skipped = await self._fetch_connections(subject, since, after, snap.connections)
+        self._drops.missing_from(snap.drops, self._clock())
         new_drops = self._drops.add(list(snap.drops.events))
         new += self._add_inbound(snap)
         if not fetched_since:
@@ -366,6 +389,8 @@ class Poller:
         self._drops.trim(cutoff)
         assert self._summaries is not None and self._status is not None
         processes, patterns, drop_patterns = self._summaries
+        connections = self._connections()
+        held = len(self._conns.events) + len(self._inbound.events)
         traffic, latency, traffic_error = await self._fetch_traffic(subject) if self._traffic_wanted else (None,) * 3
         recent_bytes = self._recent_bytes(snap)
         return Snapshot(
@@ -374,8 +399,10 @@ class Poller:
             taken_at=now,
             latency_ms=(time.perf_counter() - started) * 1000,
             status=self._status,
-            connections=self._connections(),
+            connections=connections,
             drops=self._drops.frozen(),
+            connections_whole=self._conns.whole(cutoff) and self._inbound.whole(cutoff) and held == len(connections),
+            drops_whole=self._drops.whole(cutoff),
             processes=processes,
             patterns=patterns,
             drop_patterns=drop_patterns,
@@ -396,6 +423,7 @@ class Poller:
         if page.inbound_available is False:
             self._inbound_supported = False
             return 0
+        self._inbound.missing_from(page, self._clock())
         return self._inbound.add(list(page.events))
 
     def _connections(self) -> tuple[ConnectionEvent, ...]:
@@ -509,6 +537,10 @@ class Poller:
             page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until, after,
                                                   node=subject.node, workload=subject.workload)  # fmt: skip
         newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)
+        if first.not_kept:
+            self._conns.missing(self._clock())
+        elif left:
+            self._conns.missing(newest_first[-1].time if newest_first else self._clock())
         return self._conns.add(newest_first), left
 
     async def next_poll(self, seconds: float) -> None:

@@ -49,6 +49,11 @@ class Snapshot:
     """Connection events that arrived in this poll."""
     burst_skipped: int = 0
     """Events a burst pushed past ``max_events`` in one poll (not fetched)."""
+    connections_whole: bool = False
+    """``connections`` holds every connection event of the window (none left unfetched, cut at the row cap or shed
+    by the source): their count is the window's, whatever a summary read at another moment says."""
+    drops_whole: bool = False
+    """The same for ``drops``."""
     traffic: TrafficReport | None = None
     """Bytes per process, remote and connection (``get_traffic``): fetched only while the Traffic view is shown."""
     latency: LatencyReport | None = None

@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ from rich.console import Console
 from rich.text import Text
 from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, TabbedContent
 
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, Scope, SourceInfo
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.poller import Poller
 from netspy_tui.tui.screens.help import HelpScreen
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
@@ -231,6 +233,51 @@ async def test_tab_title_says_latest_n_of_the_window_total(source: MemorySource,
             assert label() == f"Connections (latest 50 of {len(in_window(60))})"
             await pilot.press("slash", *"curl")  # a text filter: only what is shown is counted
             await wait_for(pilot, lambda: " of " not in label(), "count of the filtered rows")
+
+
+async def test_tab_title_says_no_total_while_the_table_holds_the_whole_window(
+    source: MemorySource, clock: Clock
+) -> None:
+    """The summaries are read apart from the rows (and not at every poll): while the table holds every event of the
+    window, a total counted a moment later is no "latest N of M" (it came into the title for a poll and went, as
+    the window filled)."""
+    async with dashboard(source, clock, interval=3600) as (app, pilot):
+        screen = app.dashboard
+        snap = screen.latest
+        assert snap is not None and snap.patterns is not None and snap.patterns.stats.total == len(snap.connections)
+        assert snap.connections_whole and snap.drops_whole
+        stats = snap.patterns.stats.model_copy(update={"total": snap.patterns.stats.total + 5})
+        screen.apply_snapshot(replace(snap, patterns=snap.patterns.model_copy(update={"stats": stats})))
+        await pilot.pause()
+        assert f"Connections ({len(snap.connections)})" in screen_text(app)
+        assert " of " not in str(screen.query_one("#views", TabbedContent).get_tab("connections-tab").label)
+
+
+async def test_tab_title_says_latest_n_of_m_while_the_first_page_left_older_events_unfetched(
+    source: MemorySource, clock: Clock
+) -> None:
+    """The first poll fetches one page of the newest events; the older ones of the window are not fetched later.
+    That table holds fewer than its row cap without holding the window: "latest 20 of 150" until the events it
+    did not fetch have left the window."""
+    n = len(in_window(60))
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=3600, clock=clock)
+        app.poller = app.dashboard.poller = Poller(gateway, clock=clock, window=60, interval=3600, max_events=20)
+        async with app.run_test(size=SIZE) as pilot:
+            tab = app.dashboard.query_one("#views", TabbedContent).get_tab("connections-tab")
+            await wait_for(pilot, lambda: app.dashboard.renders >= 1, "the first render")
+            assert str(tab.label) == f"Connections (latest 20 of {n})"
+            assert app.dashboard.latest is not None and not app.dashboard.latest.connections_whole
+            clock.now += timedelta(seconds=61)  # the window moves past every event held or not
+            source.add_events([connection(command="wget", time=clock.now - timedelta(seconds=1))])
+            app.poller.wake.set()
+            await wait_for(
+                pilot,
+                lambda: app.dashboard.latest is not None and app.dashboard.latest.connections_whole,
+                "the window held whole",
+            )
+            await pilot.pause()
+            assert str(tab.label) == "Connections (1)"
 
 
 async def test_w_cycles_the_window(source: MemorySource, clock: Clock) -> None:

@@ -16,6 +16,7 @@ from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist
 
 from netspy_tui.tui.widgets.cells import Cell, cell
 from netspy_tui.tui.widgets.table import KeyedTable
@@ -87,11 +88,12 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
             plain.clear()
             for n in order:
                 plain.add_row(*cells[str(n)], key=str(n))
-            if keep:  # a kept row's cell replaced (a name learnt): drawn anew, its other cells as they were
-                n, column = rng.choice(keep), rng.randrange(len(WIDTHS))
-                cells[str(n)][column] = value = row_cells(n + 1 + step)[column]
-                fast.update_cell(str(n), f"c{column}", value)
-                plain.update_cell(str(n), f"c{column}", value)
+            if keep:  # kept rows' cells replaced (a name learnt): drawn anew, their other cells as they were
+                changed = [(rng.choice(keep), rng.randrange(len(WIDTHS))) for _ in range(3)]
+                for n, column in changed:
+                    cells[str(n)][column] = value = row_cells(n + 1 + step)[column]
+                    plain.update_cell(str(n), f"c{column}", value)
+                fast.update_cells([(str(n), f"c{column}", cells[str(n)][column]) for n, column in changed])
             row = rng.randint(0, max(0, len(order) - 1))
             fast.move_cursor(row=row)
             plain.move_cursor(row=row)
@@ -111,6 +113,10 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
                 assert fast._get_row_region(r) == plain._get_row_region(r)
                 for c in range(-1, len(WIDTHS) + 1):
                     assert fast._get_cell_region(Coordinate(r, c)) == plain._get_cell_region(Coordinate(r, c))
+            for fixed in (0, 2, len(order) + 1):  # (the offset the cursor scrolls by, without DataTable's row list)
+                fast.fixed_rows = plain.fixed_rows = fixed
+                assert fast._get_fixed_offset() == plain._get_fixed_offset()
+            fast.fixed_rows = plain.fixed_rows = 0
             assert fast.scroll_offset.y <= row < fast.scroll_offset.y + fast.scrollable_content_region.height - 1
             plain.scroll_to(y=fast.scroll_offset.y, animate=False, immediate=True)
             await pilot.pause()
@@ -128,6 +134,8 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
         plain.clear()
         await pilot.pause()
         assert fast.row_count == 0 and fast.virtual_size == plain.virtual_size
+        with pytest.raises(CellDoesNotExist):
+            fast.update_cells([("no such row", "c0", row_cells(1)[0])])
         with pytest.raises(ValueError, match="one line"):  # (the index is the place only while every row is one line)
             fast.add_row(*row_cells(1), height=2)
 

@@ -267,16 +267,20 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             if self._applied.get("drop-mix") != mix.plain:  # saves a layout per tick
                 self._applied["drop-mix"] = mix.plain
                 self.query_one("#drop-mix", Static).update(mix, layout=False)
-            # the window's totals count what the tools were asked about: known unless a text filter narrows further
+            # the window's totals count what the tools were asked about: known unless a text filter narrows further,
+            # and not said of a list that holds the whole window (the summaries are read apart from the rows, and
+            # not at every poll: their total can be a moment newer, "latest 910 of 917" for one poll)
             narrowed = bool(self.filter_text) and (self.filter_subject is None or self.focus_subject is not None)
             same = same_subject and not narrowed
             conns = tab_label(
-                "Connections", self.connections.row_count, snap.patterns.stats.total if same and snap.patterns else None
+                "Connections",
+                self.connections.row_count,
+                snap.patterns.stats.total if same and snap.patterns and not snap.connections_whole else None,
             )
             drops = tab_label(
                 "Packet drops",
                 self.drops.row_count,
-                snap.drop_patterns.stats.total if same and snap.drop_patterns else None,
+                snap.drop_patterns.stats.total if same and snap.drop_patterns and not snap.drops_whole else None,
             )
             for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
                 self._tab_label(pane, label, (snap.config, self.filter_text, self.focus_subject))

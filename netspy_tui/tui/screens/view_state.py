@@ -166,10 +166,11 @@ class ViewState(InputKeys):
         self._show_view(tabs, "connections-tab" if tabs.active == "traffic-tab" else "traffic-tab")
 
     def _show_view(self, tabs: TabbedContent, pane: str) -> None:
-        """Show the tab ``pane``; its table takes the focus the other view's table had in the same frame (the
-        tab's TabActivated message comes after a frame has drawn the view unfocused: the table drawn twice)."""
+        """Show the tab ``pane``; the status line's view and the table's focus change in the same frame (the tab's
+        TabActivated message comes after a frame has drawn the view unfocused, and the status line unchanged: the
+        table and the status line drawn twice)."""
         tabs.active = pane
-        self._focus_view_table(pane.removesuffix("-tab"))
+        self._view_shown(pane)
 
     def action_next_traffic_list(self) -> None:
         """The Traffic view's next list (processes, connections, remote addresses, connect latency)."""
@@ -189,7 +190,10 @@ class ViewState(InputKeys):
 
     @on(TabbedContent.TabActivated, "#views")
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
-        self.view = {"drops-tab": "drops", "traffic-tab": "traffic"}.get(event.pane.id or "", "connections")
+        self._view_shown(event.pane.id or "")  # (a click on a tab; a key has done it already)
+
+    def _view_shown(self, pane: str) -> None:
+        self.view = {"drops-tab": "drops", "traffic-tab": "traffic"}.get(pane, "connections")
         self.poller.want_traffic(self.view == "traffic")  # the traffic tools are called only while it is shown
         self._focus_view_table(self.view)
 

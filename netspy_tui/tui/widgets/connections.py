@@ -124,6 +124,7 @@ class EventTable(KeyedTable, Generic[E]):
         """Rows whose event the poller replaced (a name learnt after the row arrived): new cells. An equal event (the
         same row fetched again: a poll for a new subject or window reads the window afresh) keeps its cells."""
         current = self.events
+        updated: list[tuple[str, str, Cell]] = []
         for key, event in wanted.items():
             old = current.get(key)
             if old is not None and old is not event:
@@ -133,8 +134,9 @@ class EventTable(KeyedTable, Generic[E]):
                 cells = self.cells(event)
                 for column, (before, after) in zip(self.spec, zip(self._cells[key], cells, strict=True), strict=True):
                     if str(before) != str(after):
-                        self.update_cell(key, column.key, after)
+                        updated.append((key, column.key, after))
                 self._cells[key] = cells
+        self.update_cells(updated)
 
     def _cursor_key(self) -> str | None:
         try:
@@ -172,6 +174,9 @@ class ConnectionTable(EventTable[ConnectionEvent]):
 
     def __init__(self, *, id: str | None = None) -> None:
         self._outcome_styles: dict[str, Style] = {}
+        self._extra = (False, False, False)
+        """Whether the Node, Workload and Dir columns are shown (read for every new row's cells: a lookup in
+        :attr:`spec` compares the columns field by field)."""
         super().__init__(id=id)
 
     def destination(self, event: ConnectionEvent) -> str:
@@ -184,23 +189,24 @@ class ConnectionTable(EventTable[ConnectionEvent]):
     def refresh_destinations(self) -> None:
         """Re-draw the Destination cells after ``show_names`` changed."""
         self._spare = {}  # (made with the other setting)
-        with self.app.batch_update():
-            for key, event in self.events.items():
-                text = cell(self.destination(event), 64)
-                self.update_cell(key, "destination", text)  # (column 2 whether or not a Node column is shown)
-                self._cells[key][2] = text
+        updated = []
+        for key, event in self.events.items():
+            text = cell(self.destination(event), 64)
+            updated.append((key, "destination", text))
+            self._cells[key][2] = text  # (column 2 whether or not a Node column is shown)
+        self.update_cells(updated)
 
     @property
     def shows_node(self) -> bool:
-        return self.NODE_COLUMN in self.spec
+        return self._extra[0]
 
     @property
     def shows_workload(self) -> bool:
-        return self.WORKLOAD_COLUMN in self.spec
+        return self._extra[1]
 
     @property
     def shows_direction(self) -> bool:
-        return self.DIRECTION_COLUMN in self.spec
+        return self._extra[2]
 
     def sync(
         self, events: Sequence[ConnectionEvent], held: Collection[ConnectionEvent] | None = None
@@ -223,6 +229,7 @@ class ConnectionTable(EventTable[ConnectionEvent]):
             *self.COLUMNS[at:],
             *((self.WORKLOAD_COLUMN,) if workload else ()),
         )
+        self._extra = (node, workload, direction)
         self.clear(columns=True)
         self.events, self._cells, self._spare = {}, {}, {}
         self.on_mount()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -88,8 +87,10 @@ class PatternsPanel(Vertical):
     def show(self, analysis: PatternAnalysis | None, subject_label: str) -> None:
         if (analysis, subject_label) == self._shown:
             return
+        if self._shown is None or self._shown[1] != subject_label:
+            # (set only when it changes: setting it redraws the whole panel, its border and every line)
+            self.border_title = Text(f"Patterns · {subject_label}")  # a process name is data, never markup
         self._shown = (analysis, subject_label)
-        self.border_title = Text(f"Patterns · {subject_label}")  # a process name is data, never markup
         body = self.query_one("#patterns-body", Static)
         spark = self.query_one("#rate", Sparkline)
         rate_label = self.query_one("#rate-label", Label)
@@ -137,10 +138,9 @@ class PatternsPanel(Vertical):
             f"Rate per {stats.bucket_seconds}s over {window_label(stats.window_seconds)} "
             f"(peak {max(stats.rate_buckets, default=0)})"
         )
-        shown = str(rate_label.content)
-        if shown != rate:
-            # as wide as before (the peak's digits changed): the line redrawn without a layout pass of the screen
-            rate_label.update(Text(rate), layout=cell_len(shown) != cell_len(rate))
+        if str(rate_label.content) != rate:
+            # one line as wide as the panel (app.tcss): a peak that gains a digit needs no layout pass of the screen
+            rate_label.update(Text(rate, no_wrap=True, overflow="ellipsis"), layout=False)
         spark.data = [float(v) for v in stats.rate_buckets]
 
 

@@ -1,4 +1,4 @@
-"""Per-process summary table: keyed by process name, diffed with ``update_cell``, sortable by any column.
+"""Per-process summary table: keyed by process name, diffed with ``update_cells``, sortable by any column.
 
 Grouped by workload or, against an aggregator, by node (``g`` cycles), each group gets a heading row (its
 processes' totals) above its processes, which keep the chosen sort inside the group; the table is then rebuilt
@@ -289,18 +289,23 @@ class ProcessTable(KeyedTable):
                 self.place_rows(self._row_order(), {})
                 changed = True
             added: dict[str, list[Cell]] = {}
+            updated: list[tuple[str, str, Cell]] = []
             for key, stat in wanted.items():
                 new_cells = self.cells(stat)
                 old_cells = self._cells.get(key)
                 if old_cells is None:
                     added[key] = new_cells
                 else:
-                    for column, new, old in zip(self.keys, new_cells, old_cells, strict=True):
-                        if new.plain != old.plain or new.style != old.style:
-                            self.update_cell(key, column, new)
-                            changed = True
+                    updated += (
+                        (key, column, new)
+                        for column, new, old in zip(self.keys, new_cells, old_cells, strict=True)
+                        if new.plain != old.plain or new.style != old.style
+                    )
                 self._cells[key] = new_cells
                 self.stats[key] = stat
+            if updated:
+                self.update_cells(updated)
+                changed = True
             if added:
                 self.place_rows([*self._row_order(), *added], added)
                 changed = True

@@ -22,10 +22,10 @@ from rich.text import Text, TextType
 from textual._two_way_dict import TwoWayDict
 from textual.cache import LRUCache
 from textual.coordinate import Coordinate
-from textual.geometry import Region
+from textual.geometry import Region, Spacing
 from textual.strip import Strip
 from textual.widgets import DataTable
-from textual.widgets.data_table import Row, RowKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, Row, RowKey
 
 from netspy_tui.tui.widgets.cells import Cell
 
@@ -232,6 +232,13 @@ class KeyedTable(DataTable[Cell]):
         y = row_index + (self.header_height if self.show_header else 0)
         return Region(0, y, max(self.size.width, row_width), 1)
 
+    def _get_fixed_offset(self) -> Spacing:
+        # DataTable adds up the heights of the fixed rows from its list of every row in order (ordered_rows), built
+        # again after each update: ~2,000 rows at every cursor move that follows the newest row (4 a refresh)
+        top = (self.header_height if self.show_header else 0) + min(self.fixed_rows, len(self.rows))
+        fixed = self.ordered_columns[: self.fixed_columns]
+        return Spacing(top, 0, 0, sum(column.get_render_width(self) for column in fixed) + self._row_label_column_width)
+
     def _get_cell_region(self, coordinate: Coordinate) -> Region:
         if not self.is_valid_coordinate(coordinate):
             return Region(0, 0, 0, 0)
@@ -326,6 +333,22 @@ class KeyedTable(DataTable[Cell]):
     def _clear_caches(self) -> None:
         super()._clear_caches()
         self._kept_cells.clear()
+
+    def update_cells(self, changes: Iterable[tuple[str, str, Cell]]) -> None:
+        """``update_cell(row, column, value)`` for each change, with one refresh of the table (update_cell refreshes
+        it for each cell: the ~80 cells of the process table that change at a refresh at 100 events/s)."""
+        data, columns = self._data, self.columns
+        changed = False
+        for row, column, value in changes:
+            cells = data.get(row)  # type: ignore[call-overload]  # (StringKey matches its str)
+            key = ColumnKey(column)
+            if cells is None or key not in columns:
+                raise CellDoesNotExist(f"No cell exists for row_key={row!r}, column_key={column!r}.")
+            cells[key] = value
+            changed = True
+        if changed:
+            self._update_count += 1
+            self.refresh()
 
     def place_rows(self, order: Sequence[str], new: Mapping[str, Sequence[Cell]]) -> None:
         """Show exactly the rows ``order`` (keys, top to bottom): rows shown already keep their cells, ``new``
