@@ -230,6 +230,9 @@ class _Session:
             overflow=self._map(array, 4, 8, P.OVERFLOW_SLOTS, "netspy_overflow"),
             counters=self._map(array, 4, 8, P.N_COUNTERS, "netspy_counters"),
             ctl=self._map(array, 4, P.CTL.itemsize, 1, "netspy_ctl"),
+            cache=self._map(
+                syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.COUNT_SLOT.itemsize, 2 * P.CACHE_SLOTS, "netspy_cache"
+            ),  # fmt: skip
         )
         if traffic:
             maps.traffic = (
@@ -460,6 +463,19 @@ class _Session:
         )
         keys = np.frombuffer(raw_keys, P.COUNT_KEY)[:n]
         values = np.frombuffer(raw_values, P.COUNT_VALUE)[:n]
+        # what each CPU's count cache slots of that map hold (counted in no map yet), emptied for its next turn
+        if self.maps.cache is not None:
+            cpus = syscalls.possible_cpus()
+            for index in range(idle * P.CACHE_SLOTS, (idle + 1) * P.CACHE_SLOTS):
+                key = index.to_bytes(4, "little")
+                raw_slots = syscalls.map_lookup(self.maps.cache, key, P.COUNT_SLOT.itemsize * cpus)
+                if raw_slots is None:
+                    continue
+                slots = np.frombuffer(raw_slots, P.COUNT_SLOT)
+                held = slots[slots["value"]["n"] != 0]
+                if len(held):
+                    keys, values = np.concatenate([keys, held["key"]]), np.concatenate([values, held["value"]])
+                    syscalls.map_update(self.maps.cache, key, bytes(len(raw_slots)))
         # counts that did not fit: the overflow array, cumulative
         _, raw, m = syscalls.map_batch(self.maps.overflow, 4, 8, P.OVERFLOW_SLOTS, delete=False)
         totals = np.frombuffer(raw, "<i8")[:m].tolist()

@@ -65,7 +65,9 @@ being enabled sends every system call on the host through the kernel's slower sy
 Counts go into one of two hash maps keyed by :data:`COUNT_KEY` (second, tgid, process name,
 destination, protocol, outcome or drop reason): ``ctl.active`` says which. The reader flips it,
 waits an RCU grace period (every program that could still write the other map has returned) and
-drains the idle map, so no count is read twice or missed. A count that does not fit (map full)
+drains the idle map, so no count is read twice or missed. ``connect_exit`` and ``skb_drop`` count
+through a per-CPU slot holding the last key they counted on that CPU (:func:`_bump_cached`), moved into
+the map when another key comes; the reader drains the idle map's slots with it. A count that does not fit (map full)
 goes to the ``overflow`` array by kind and outcome, still exact in totals. Every path that loses
 or skips something has a counter (:data:`COUNTERS`).
 """
@@ -204,6 +206,13 @@ bytes or IPv6, network order. ``port``: host order. ``result``: connect outcome 
 COUNT_VALUE = np.dtype([("n", "<i8"), ("first", "<u8"), ("last", "<u8")])
 """``n`` may go down: a connect counted in progress moves to its outcome's key when it resolves.
 ``first``/``last``: wall-clock ns of the first and last event counted (increments only)."""
+COUNT_SLOT = np.dtype([("key", COUNT_KEY), ("value", COUNT_VALUE), ("busy", "<u8")])
+"""One CPU's count cache slot (see :func:`_bump_cached`): the last key a program counted on that CPU and its
+count so far, not yet in the count map; ``busy`` while a program is using it."""
+#: count cache slots per ``ctl.active``: connects (``connect_exit``) and drops (``skb_drop``)
+CACHE_CONNECTS, CACHE_DROPS = 0, 1
+CACHE_SLOTS = 2
+_CS_N, _CS_FIRST, _CS_LAST, _CS_BUSY = 48, 56, 64, 72
 
 RECORD = np.dtype(
     {
@@ -429,6 +438,8 @@ class Maps:
     """LRU: local port -> the process that last started listening on it (accepted connections)."""
     opened: int | None = None
     """LRU: socket -> when its connection opened and whose it is (its lifetime when it closes)."""
+    cache: int | None = None
+    """Per-CPU array of :data:`COUNT_SLOT`, :data:`CACHE_SLOTS` per ``ctl.active`` (see :func:`_bump_cached`)."""
     tick: int | None = None
     """Per-CPU array of one :data:`TICK`: the second a CPU last read the clock in, valid while the kernel's
     tick count (jiffies) has not moved (see :func:`_tick_clock`)."""
@@ -585,42 +596,120 @@ def _bump(a: Asm, maps: Maps, key: int, delta: int, wall: int, value: int, activ
     a.label(done)
 
 
-def _bump_into(a: Asm, map_fd: int, maps: Maps, key: int, delta: int, wall: int, value: int, done: str) -> None:
+def _bump_into(a: Asm, map_fd: int, maps: Maps, key: int, delta: int, wall: int, value: int, done: str,
+               spill: int | None = None) -> None:  # fmt: skip
+    """map[*(FP+key)] += delta (last: FP+wall); or (``spill``) map[slot.key] += the slot's count, first and last,
+    the count cache slot's address at FP+spill. Ends by jumping to ``done``."""
     add, relook, over = _uniq(a, "bump_add"), _uniq(a, "bump_relook"), _uniq(a, "bump_over")
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, FP).add(R2, key)
+
+    def load_key() -> None:
+        a.ld_map_fd(R1, map_fd)
+        if spill is None:
+            a.mov(R2, FP).add(R2, key)
+        else:
+            a.ldx(DW, R2, FP, spill)  # (the slot's key, in place)
+
+    load_key()
     a.call(MAP_LOOKUP)
     a.jne(R0, 0, add)
-    a.st(DW, FP, value, delta)
-    a.ldx(DW, R1, FP, wall).stx(DW, FP, value + 8, R1).stx(DW, FP, value + 16, R1)
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, FP).add(R2, key)
-    a.mov(R3, FP).add(R3, value)
+    if spill is None:
+        a.st(DW, FP, value, delta)
+        a.ldx(DW, R1, FP, wall).stx(DW, FP, value + 8, R1).stx(DW, FP, value + 16, R1)
+    load_key()
+    if spill is None:
+        a.mov(R3, FP).add(R3, value)
+    else:
+        a.mov(R3, R2).add(R3, _CS_N)  # (the slot's count, first and last: a COUNT_VALUE)
     a.mov(R4, BPF_NOEXIST)
     a.call(MAP_UPDATE)
     a.jeq(R0, 0, done)
     a.jeq(R0, -_errno.EEXIST, relook)  # another CPU inserted it meanwhile
     a.ja(over)
     a.label(relook)
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, FP).add(R2, key)
+    load_key()
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, over)
     a.label(add)
-    a.mov(R1, delta)
-    a.atomic(DW, R0, 0, R1, _ADD)
-    a.ldx(DW, R1, FP, wall).stx(DW, R0, 16, R1)
+    if spill is None:
+        a.mov(R1, delta)
+        a.atomic(DW, R0, 0, R1, _ADD)
+        a.ldx(DW, R1, FP, wall).stx(DW, R0, 16, R1)
+    else:
+        a.ldx(DW, R2, FP, spill)
+        a.ldx(DW, R1, R2, _CS_N)
+        a.atomic(DW, R0, 0, R1, _ADD)
+        a.ldx(DW, R1, R2, _CS_LAST).stx(DW, R0, 16, R1)
     a.ja(done)
     a.label(over)
-    _overflow(a, maps, key, delta, value - 8)
+    _overflow(a, maps, key, None if spill is not None else delta, value - 8, spill)
     _count(a, maps.counters, "counts_full", value - 8)
     a.ja(done)
 
 
-def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
-    """overflow[overflow_slot(key.kind, key.result)] += delta."""
+def _bump_cached(a: Asm, maps: Maps, key: int, wall: int, value: int, active: int, spill: int, cache: int) -> None:
+    """:func:`_bump` by one through this CPU's count cache slot ``cache`` (of the live map's): a storm counts
+    the same key again and again, and one compare and add in a per-CPU slot costs a run a fraction of a hash
+    lookup and of an atomic add on a value every CPU counting that key writes to. A key other than the
+    slot's moves the slot's count into the count map and takes the slot; the reader adds the slots of the
+    map it drains (nothing writes them then: the same flip and grace period as the maps). A slot another run
+    on this CPU is using (this one interrupted or preempted it) is left alone: the count goes to the map.
+    Uses 8 bytes at FP+spill and what :func:`_bump` uses."""
+    if maps.cache is None:
+        _bump(a, maps, key, 1, wall, value, active)
+        return
+    hashed, take, flushed, done = (_uniq(a, s) for s in ("bc_hashed", "bc_take", "bc_flushed", "bc_done"))
+    other = _uniq(a, "bc_other")
+    a.ldx(DW, R1, FP, active).alu64("mul", R1, CACHE_SLOTS).add(R1, cache).stx(W, FP, value, R1)
+    a.ld_map_fd(R1, maps.cache)
+    a.mov(R2, FP).add(R2, value)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, hashed)
+    a.mov(R1, 1)
+    a.atomic(DW, R0, _CS_BUSY, R1, _OR | FETCH)
+    a.jne(R1, 0, hashed)
+    for i in range(0, KEY_SIZE, 8):
+        a.ldx(DW, R1, R0, i).ldx(DW, R2, FP, key + i)
+        a.jne(R1, R2, other)
+    a.ldx(DW, R1, R0, _CS_N).add(R1, 1).stx(DW, R0, _CS_N, R1)
+    a.ldx(DW, R1, FP, wall).stx(DW, R0, _CS_LAST, R1)
+    a.st(DW, R0, _CS_BUSY, 0)  # (only runs on this CPU look at it: program order is enough)
+    a.ja(done)
+    a.label(other)
+    a.ldx(DW, R1, R0, _CS_N)
+    a.jeq(R1, 0, take)  # empty (new, or drained)
+    a.stx(DW, FP, spill, R0)
+    second_map = _uniq(a, "bc_map1")
+    a.ldx(DW, R1, FP, active)
+    a.jne(R1, 0, second_map)
+    _bump_into(a, maps.counts[0], maps, key, 0, wall, value, flushed, spill)
+    a.label(second_map)
+    _bump_into(a, maps.counts[1], maps, key, 0, wall, value, flushed, spill)
+    a.label(flushed)
+    a.ldx(DW, R0, FP, spill)
+    a.label(take)
+    for i in range(0, KEY_SIZE, 8):
+        a.ldx(DW, R1, FP, key + i).stx(DW, R0, i, R1)
+    a.st(DW, R0, _CS_N, 1)
+    a.ldx(DW, R1, FP, wall).stx(DW, R0, _CS_FIRST, R1).stx(DW, R0, _CS_LAST, R1)
+    a.st(DW, R0, _CS_BUSY, 0)
+    a.ja(done)
+    a.label(hashed)
+    _bump(a, maps, key, 1, wall, value, active)
+    a.label(done)
+
+
+def _overflow(a: Asm, maps: Maps, key: int, delta: int | None, slot: int, spill: int | None = None) -> None:
+    """overflow[overflow_slot(key.kind, key.result)] += delta. The key is at FP+key, or (``spill``) it is the
+    count cache slot's whose address is at FP+spill, and ``delta`` None adds the slot's count."""
+
+    def load(size: int, dst: Reg, name: str) -> None:
+        if spill is None:
+            a.ldx(size, dst, FP, key + _K[name])
+        else:
+            a.ldx(DW, dst, FP, spill).ldx(size, dst, dst, _K[name])
+
     small, ready, out = _uniq(a, "of_small"), _uniq(a, "of_ready"), _uniq(a, "of_out")
-    a.ldx(H, R1, FP, key + _K["result"])
+    load(H, R1, "result")
     a.jmp("jlt", R1, RESULT_UNTRACKED, small)
     a.add(R1, 255 - 0xFFFF)
     a.ja(ready)
@@ -628,7 +717,7 @@ def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
     a.jmp("jle", R1, 252, ready)
     a.mov(R1, 252)
     a.label(ready)
-    a.ldx(B, R2, FP, key + _K["kind"])
+    load(B, R2, "kind")
     a.jne(R2, KIND_DROP, out)
     a.add(R1, 256)
     a.label(out)
@@ -638,7 +727,10 @@ def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
     a.call(MAP_LOOKUP)
     skip = _uniq(a, "of_skip")
     a.jeq(R0, 0, skip)
-    a.mov(R1, delta)
+    if delta is None:
+        a.ldx(DW, R1, FP, spill).ldx(DW, R1, R1, _CS_N)  # type: ignore[arg-type]
+    else:
+        a.mov(R1, delta)
     a.atomic(DW, R0, 0, R1, _ADD)
     a.label(skip)
 
@@ -1566,7 +1658,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ld_imm64(R1, CF_RESOLVED)
     a.jmp("jset", R7, R1, "resolved_first")
     # in progress: counted now; the outcome moves it later
-    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    _bump_cached(a, maps, _S_KEY, _S_WALL, _S_VAL, _S_ACTIVE, _S_SCR, CACHE_CONNECTS)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_PENDING).stx(DW, FP, _S_FLAGS, R1)
     _emit_connect(a, maps, KIND_CONNECT)
     a.ja("out")
@@ -1582,7 +1674,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.label("err_ok")
     a.stx(H, FP, _S_KEY + _K["result"], R1)
     a.st(W, FP, _S_CONN + _C["err"], SOCK_STREAM)
-    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    _bump_cached(a, maps, _S_KEY, _S_WALL, _S_VAL, _S_ACTIVE, _S_SCR, CACHE_CONNECTS)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_RESOLVED).stx(DW, FP, _S_FLAGS, R1)
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, _S_SK)
@@ -1638,7 +1730,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
         _sockinfo(a, maps, off)
     a.label("sockinfo_done")
     a.stx(DW, FP, _S_FLAGS, R7)
-    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    _bump_cached(a, maps, _S_KEY, _S_WALL, _S_VAL, _S_ACTIVE, _S_SCR, CACHE_CONNECTS)
     _emit_connect(a, maps, KIND_CONNECT)
     a.label("out")
     return a.ret(0)
@@ -1838,7 +1930,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     if off.packet:
         _drop_headers(a, load_skb, off, btf)
     a.label("parsed")
-    _bump(a, maps, _D_KEY, 1, _D_WALL, _D_VAL, _D_ACTIVE)
+    _bump_cached(a, maps, _D_KEY, _D_WALL, _D_VAL, _D_ACTIVE, _D_SCR, CACHE_DROPS)
     # the raw record, when wanted
     a.ldx(DW, R1, FP, _D_RAW)
     a.and_(R1, RAW_DROPS)

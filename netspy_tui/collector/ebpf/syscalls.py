@@ -115,6 +115,19 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
     return _bpf(BPF_MAP_CREATE, attr, f"creating map {name}")
 
 
+@functools.cache
+def possible_cpus() -> int:
+    """How many CPUs the kernel could bring up: a per-CPU map's value, read from user space, holds one copy
+    per possible CPU, in order (``/sys/devices/system/cpu/possible``, e.g. ``0-3`` or ``0,2-5``)."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
 def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
     """Read one element; None when the key is absent."""
     key_buf = ctypes.create_string_buffer(key, len(key))
