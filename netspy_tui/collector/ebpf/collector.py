@@ -223,6 +223,7 @@ class _Session:
             ring_bytes=self.ring_bytes,
             inflight=self._map(lru, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, "netspy_inflight"),
             conns=self._map(hash_, 8, P.CONN.itemsize, CONNS_ENTRIES, "netspy_conns"),
+            conn_slots=self._map(array, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, "netspy_conn_slots"),
             counts=(
                 self._map(hash_, P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, "netspy_counts0"),
                 self._map(hash_, P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, "netspy_counts1"),
@@ -634,10 +635,15 @@ class _Session:
         """Entries currently held in the maps that follow connect() calls and connections."""
         if self.maps is None or self.closed:
             return {"inflight": 0, "conns": 0}
-        return {
-            "inflight": self._calls_in_flight(),
-            "conns": syscalls.map_count(self.maps.conns, 8),
-        }
+        return {"inflight": self._calls_in_flight(), "conns": len(self.connections())}
+
+    def connections(self) -> np.ndarray:
+        """The conns values of the connections the kernel follows now (in their slots or the hash map)."""
+        assert self.maps is not None
+        _, raw, n = syscalls.map_batch(self.maps.conn_slots, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, delete=False)
+        slots = np.frombuffer(raw, P.CONN_SLOT)[:n]
+        _, raw, m = syscalls.map_batch(self.maps.conns, 8, P.CONN.itemsize, CONNS_ENTRIES, delete=False)
+        return np.concatenate([slots[slots["sk"] != 0]["conn"], np.frombuffer(raw, P.CONN)[:m]])
 
     def _calls_in_flight(self) -> int:
         """Threads in a connect() call: their ``inflight`` entries marked live (a thread's entry

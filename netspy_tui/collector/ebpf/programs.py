@@ -62,6 +62,9 @@ being enabled sends every system call on the host through the kernel's slower sy
     the caller's registers' address instead), and the stack pointer tells task context from an
     interrupt or softirq stack; kernel threads (ksoftirqd) are not charged either.
 
+``conns`` is in fact two maps: a direct-mapped array of :data:`CONN_SLOTS` slots by socket address, where
+most connections are followed, and a hash map for those whose slot another socket holds (:func:`_conn_find`).
+
 Counts go into one of two hash maps keyed by :data:`COUNT_KEY` (second, tgid, process name,
 destination, protocol, outcome or drop reason): ``ctl.active`` says which. The reader flips it,
 waits an RCU grace period (every program that could still write the other map has returned) and
@@ -85,6 +88,7 @@ from netspy_tui.collector.base import DIR_ACCEPT, DIR_CLOSE, DIR_CONNECT, DIR_RE
 from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf.asm import ATOMIC_ADD as _ADD
 from netspy_tui.collector.ebpf.asm import ATOMIC_AND as _AND
+from netspy_tui.collector.ebpf.asm import ATOMIC_CMPXCHG as _CMPXCHG
 from netspy_tui.collector.ebpf.asm import ATOMIC_OR as _OR
 from netspy_tui.collector.ebpf.asm import DW, FETCH, FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Asm, B, H, Reg, W
 from netspy_tui.collector.ebpf.tracefs import Tracepoint
@@ -277,6 +281,11 @@ cgroup v2 id. ``reported``: the error the kernel is closing the socket with, set
 just before SYN_SENT -> CLOSE (0: none seen)."""
 _C = {name: CONN.fields[name][1] for name in CONN.names}
 
+CONN_SLOT = np.dtype([("sk", "<u8"), ("conn", CONN)])
+"""A ``conn_slots`` entry: the socket (0: free) and its conns value (see :func:`_conn_find`)."""
+CONN_SLOTS = 4096  # a power of two
+_SLOT_CONN = CONN_SLOT.fields["conn"][1]
+
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
 CTL = np.dtype([("active", "<u8"), ("offset", "<i8"), ("raw", "<u8")])
 RAW_CONNECTS, RAW_DROPS = 1, 2
@@ -425,6 +434,8 @@ class Maps:
     ring_bytes: int
     inflight: int
     conns: int
+    conn_slots: int
+    """Array of :data:`CONN_SLOTS` :data:`CONN_SLOT`: most connections' conns values (see :func:`_conn_find`)."""
     counts: tuple[int, int]
     overflow: int
     counters: int
@@ -733,6 +744,93 @@ def _overflow(a: Asm, maps: Maps, key: int, delta: int | None, slot: int, spill:
         a.mov(R1, delta)
     a.atomic(DW, R0, 0, R1, _ADD)
     a.label(skip)
+
+
+def conn_slot_index(sk: int) -> int:
+    """The ``conn_slots`` index of socket address ``sk`` (the programs compute the same)."""
+    return ((sk >> 7) ^ (sk >> 19)) & (CONN_SLOTS - 1)
+
+
+def _conn_slot(a: Asm, maps: Maps, sk: int, scratch: int, fail: str, typed: bool) -> None:
+    """R0 = the ``conn_slots`` entry of the socket at FP+sk (:func:`conn_slot_index`; jumps to ``fail`` if the
+    lookup fails, which an array's cannot). Uses the stack word at FP+scratch. ``typed``: the socket is a
+    BTF-typed pointer (a tracing program's argument), on which the verifier allows no arithmetic: a copy,
+    read as a number, is used (a helper call; as cheap here as writing it to a per-CPU map and reading it
+    back)."""
+    if typed:
+        a.mov(R3, FP).add(R3, sk)
+        _kread(a, scratch, 8, R3, fail)
+        a.ldx(DW, R1, FP, scratch)
+    else:
+        a.ldx(DW, R1, FP, sk)
+    a.mov(R2, R1).rsh(R2, 19)
+    a.rsh(R1, 7).alu64("xor", R1, R2).and_(R1, CONN_SLOTS - 1)
+    a.stx(W, FP, scratch, R1)
+    a.ld_map_fd(R1, maps.conn_slots)
+    a.mov(R2, FP).add(R2, scratch)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, fail)
+
+
+def _conn_find(a: Asm, maps: Maps, sk: int, scratch: int, miss: str, typed: bool = False) -> None:
+    """R0 = the conns value of the socket at FP+sk, else jumps to ``miss``. Connections are followed in a
+    direct-mapped array by socket address (``conn_slots``), and in the ``conns`` hash map when their slot
+    was taken: taking and freeing a slot are a compare-and-swap and a store, where inserting into and
+    deleting from a hash map took a lock each and cost every connect about a tenth of its own CPU time.
+    Uses the stack word at FP+scratch; ``typed``: see :func:`_conn_slot`."""
+    hashed, done = _uniq(a, "cf_hashed"), _uniq(a, "cf_done")
+    _conn_slot(a, maps, sk, scratch, hashed, typed)
+    a.ldx(DW, R1, R0, 0).ldx(DW, R2, FP, sk)
+    a.jne(R1, R2, hashed)
+    a.add(R0, _SLOT_CONN)
+    a.ja(done)
+    a.label(hashed)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, sk)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, miss)
+    a.label(done)
+
+
+def _conn_insert(a: Asm, maps: Maps, sk: int, value: int, scratch: int, full: str, typed: bool = False) -> None:
+    """Follow the socket at FP+sk with the conns value at FP+value: in its slot if the slot is free (or
+    already the socket's), else in the ``conns`` hash map; jumps to ``full`` if that has no room. Nothing
+    else looks for the socket before the program returns (its SYN is not sent yet): the slot is filled after
+    it is taken."""
+    hashed, fill, done = _uniq(a, "ci_hashed"), _uniq(a, "ci_fill"), _uniq(a, "ci_done")
+    _conn_slot(a, maps, sk, scratch, hashed, typed)
+    a.mov(R3, R0)
+    a.mov(R0, 0)
+    a.ldx(DW, R2, FP, sk)
+    a.atomic(DW, R3, 0, R2, _CMPXCHG)  # r0 = the slot's socket before
+    a.jeq(R0, 0, fill)
+    a.jne(R0, R2, hashed)
+    a.label(fill)
+    _copy_stack(a, R3, _SLOT_CONN, value, CONN.itemsize)
+    a.ja(done)
+    a.label(hashed)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, sk)
+    a.mov(R3, FP).add(R3, value)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+    a.jne(R0, 0, full)
+    a.label(done)
+
+
+def _conn_forget(a: Asm, maps: Maps, sk: int, scratch: int, typed: bool = False) -> None:
+    """Stop following the socket at FP+sk: free its slot if it holds it, else delete its ``conns`` entry."""
+    hashed, done = _uniq(a, "cg_hashed"), _uniq(a, "cg_done")
+    _conn_slot(a, maps, sk, scratch, hashed, typed)
+    a.ldx(DW, R1, R0, 0).ldx(DW, R2, FP, sk)
+    a.jne(R1, R2, hashed)
+    a.st(DW, R0, 0, 0)
+    a.ja(done)
+    a.label(hashed)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, sk)
+    a.call(MAP_DELETE)
+    a.label(done)
 
 
 def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
@@ -1225,12 +1323,9 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.or_(R7, R1)
     a.label("flags_set")
     a.stx(DW, FP, _S_CONN + _C["flags"], R7)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.mov(R3, FP).add(R3, _S_CONN)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
-    a.jeq(R0, 0, "tracked")
+    _conn_insert(a, maps, _S_SK, _S_CONN, _S_SCR, "untracked", f.btf)
+    a.ja("tracked")
+    a.label("untracked")
     _count(a, maps.counters, "conns_full", _S_CNT)
     a.jne(R9, 0, "out")  # connect() counts it when it returns (outcome unknown)
     a.st(H, FP, _S_KEY + _K["result"], RESULT_UNTRACKED)
@@ -1246,10 +1341,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     # --- a second CLOSE -> SYN_SENT in the same connect(): an MPTCP subflow ------------------
     a.label("subflow")
     a.stx(DW, FP, _S_SCR, R1)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SCR)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")
+    _conn_find(a, maps, _S_SCR, _S_CNT, "out")  # (a number: the inflight entry's copy)
     a.mov(R9, R0)
     a.ldx(H, R1, R9, _C["key"] + _K["port"])
     a.jne(R1, 0, "out")  # the first socket knew its destination
@@ -1268,10 +1360,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
 
     # --- SYN_SENT -> x: the handshake ended ------------------------------------------------
     a.label("resolve")
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")  # not ours (started before we attached, or an MPTCP subflow)
+    _conn_find(a, maps, _S_SK, _S_SCR, "out", f.btf)  # not ours (started before we attached, or an MPTCP subflow)
     a.mov(R9, R0)
     if directions:
         # established: an outbound connection of the process that connected (now the local port is known)
@@ -1292,7 +1381,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     # the error the closing path passed (conn_error): exact even when the application has already
     # taken sk_err with getsockopt(SO_ERROR) (the kernel writes sk_err before the state changes)
     _closing_error(a, off, (lambda reg: f.load(a, DW, reg, "skaddr")) if f.btf else None)
-    _resolve(a, maps)
+    _resolve(a, maps, f.btf)
     if directions:
         _passive_opens(a, f, maps, off, established)
     a.label("out")
@@ -1323,11 +1412,12 @@ def _closing_error(a: Asm, off: SockOffsets, load_sk: Callable[[Reg], None] | No
     a.mov(R7, R1)
 
 
-def _resolve(a: Asm, maps: Maps) -> None:
+def _resolve(a: Asm, maps: Maps, typed: bool) -> None:
     """The handshake of the connection in ``conns`` (r9 = its value, FP+_S_SK = the socket) ended
     with result r7: record it, then whichever of this and connect() comes second counts and reports
     it (see the module docstring); the value is deleted once reported. Jumps to ``out`` or falls
-    through. Labels: result_set (the entry), report, interrupted, call_running, self_report, forget."""
+    through. Labels: result_set (the entry), report, interrupted, call_running, self_report, forget. ``typed``:
+    the socket at FP+_S_SK is a BTF-typed pointer (see :func:`_conn_slot`)."""
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
@@ -1397,9 +1487,7 @@ def _resolve(a: Asm, maps: Maps) -> None:
     a.stx(DW, FP, _S_FLAGS, R1)
     _emit_connect(a, maps, KIND_CONNECT)
     a.label("forget")
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_DELETE)
+    _conn_forget(a, maps, _S_SK, _S_SCR, typed)
 
 
 #: the function every TCP path calls to close a socket with an error on Linux 6.10 and later (RST,
@@ -1417,10 +1505,7 @@ def conn_error(maps: Maps) -> Asm:
     a.lsh(R7, 32).rsh(R7, 32)  # (an int: errno values are positive)
     a.jeq(R7, 0, "out")
     a.jmp("jgt", R7, 0xFFFF, "out")
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")  # not a connection we follow (or it has ended)
+    _conn_find(a, maps, _S_SK, _S_SCR, "out", typed=True)  # not a connection we follow (or it has ended)
     a.stx(H, R0, _C["reported"], R7)
     a.label("out")
     return a.ret(0)
@@ -1434,10 +1519,7 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     a.mov(R6, R1)
     a.ldx(DW, R1, R6, 0 if raw else tp.offset("skaddr", 8))
     a.stx(DW, FP, _S_SK, R1)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")  # (the usual case: the state change resolved it and deleted the value)
+    _conn_find(a, maps, _S_SK, _S_SCR, "out", raw and btf)  # (the usual case: the state change resolved it)
     a.mov(R9, R0)
     a.ldx(DW, R1, R9, _C["flags"])
     a.ld_imm64(R2, CF_RESOLVED)
@@ -1450,7 +1532,7 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
         a.ldx(DW, reg, R6, 0)
 
     _closing_error(a, off, load_sk if raw and btf else None)
-    _resolve(a, maps)
+    _resolve(a, maps, raw and btf)
     a.label("out")
     return a.ret(0)
 
@@ -1589,10 +1671,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jeq(R1, 0, "forget_call")  # nothing had started
     a.mov(R1, IF_RESTARTING)
     a.atomic(W, R9, _I["flags"], R1, _OR)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")
+    _conn_find(a, maps, _S_SK, _S_SCR, "out")
     a.ld_imm64(R1, CF_RESTARTING)
     a.atomic(DW, R0, _C["flags"], R1, _OR)
     a.ja("out")
@@ -1633,10 +1712,9 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     # --- this call moved a socket CLOSE -> SYN_SENT ------------------------------------------
     a.label("started")
     a.stx(DW, FP, _S_CODE, R8)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jne(R0, 0, "have_conn")
+    _conn_find(a, maps, _S_SK, _S_SCR, "no_conn")
+    a.ja("have_conn")
+    a.label("no_conn")
     # no room to follow it when it started: counted below with the outcome unknown
     a.st(DW, FP, _S_RESULT, RESULT_UNTRACKED)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_TCP).stx(DW, FP, _S_FLAGS, R1)
@@ -1676,9 +1754,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.st(W, FP, _S_CONN + _C["err"], SOCK_STREAM)
     _bump_cached(a, maps, _S_KEY, _S_WALL, _S_VAL, _S_ACTIVE, _S_SCR, CACHE_CONNECTS)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_RESOLVED).stx(DW, FP, _S_FLAGS, R1)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_DELETE)
+    _conn_forget(a, maps, _S_SK, _S_SCR)
     _emit_connect(a, maps, KIND_CONNECT)
     a.ja("out")
 
@@ -2298,10 +2374,7 @@ def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.zero_stack(_T_KEY, 24)
     a.zero_stack(_T_SOCK, 24)  # the owner: tgid, process name
     a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "not_connecting")
+    _conn_find(a, maps, _T_KEY + _TK["sk"], _T_SCR, "not_connecting")
     a.ldx(W, R1, R0, _C["key"] + _K["tgid"]).stx(DW, FP, _T_SOCK, R1)
     for i in (0, 8):
         a.ldx(DW, R1, R0, _C["key"] + _K["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
