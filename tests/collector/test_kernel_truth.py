@@ -848,6 +848,9 @@ def test_connections_whose_slot_is_taken_are_followed_in_the_hash_map() -> None:
             [(-errno.ECONNREFUSED, "refused")], [(-errno.EINPROGRESS, "ok")]]  # fmt: skip
         assert my_conns(collector) == []
         assert collector.kernel_counters()["conns_full"] == 0
+        # the programs' own count of what the hash map holds is back to 0: sockets not followed skip the map
+        gauge = syscalls.map_lookup(session.maps.counters, P.CONNS_HASHED.to_bytes(4, "little"), 8)
+        assert gauge == bytes(8)
         _, raw, n = syscalls.map_batch(session.maps.conn_slots, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, delete=False)
         assert n == P.CONN_SLOTS and (np.frombuffer(raw, P.CONN_SLOT)["sk"] == 1).all()
     finally:

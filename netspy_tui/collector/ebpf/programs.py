@@ -182,6 +182,9 @@ LOSS_COUNTERS = (
     "state_unseen",
 )
 N_COUNTERS = 16
+#: counters[] index of how many connections the ``conns`` hash map holds, at least (a gauge the programs keep
+#: for themselves: while it is 0, a socket whose slot is not its own is not followed, without a hash lookup)
+CONNS_HASHED = N_COUNTERS - 1
 #: overflow array: 256 slots per kind (connect, drop), by result (see :func:`overflow_slot`)
 OVERFLOW_SLOTS = 512
 
@@ -778,13 +781,17 @@ def _conn_find(a: Asm, maps: Maps, sk: int, scratch: int, miss: str, typed: bool
     was taken: taking and freeing a slot are a compare-and-swap and a store, where inserting into and
     deleting from a hash map took a lock each and cost every connect about a tenth of its own CPU time.
     Uses the stack word at FP+scratch; ``typed``: see :func:`_conn_slot`."""
-    hashed, done = _uniq(a, "cf_hashed"), _uniq(a, "cf_done")
-    _conn_slot(a, maps, sk, scratch, hashed, typed)
+    hashed, lookup, done = _uniq(a, "cf_hashed"), _uniq(a, "cf_lookup"), _uniq(a, "cf_done")
+    _conn_slot(a, maps, sk, scratch, lookup, typed)
     a.ldx(DW, R1, R0, 0).ldx(DW, R2, FP, sk)
     a.jne(R1, R2, hashed)
     a.add(R0, _SLOT_CONN)
     a.ja(done)
     a.label(hashed)
+    _conns_hashed(a, maps, scratch, lookup)
+    a.ldx(DW, R1, R0, 0)
+    a.jeq(R1, 0, miss)  # (most sockets: no connection is followed in the hash map)
+    a.label(lookup)
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, sk)
     a.call(MAP_LOOKUP)
@@ -809,12 +816,16 @@ def _conn_insert(a: Asm, maps: Maps, sk: int, value: int, scratch: int, full: st
     _copy_stack(a, R3, _SLOT_CONN, value, CONN.itemsize)
     a.ja(done)
     a.label(hashed)
+    _conns_hashed(a, maps, scratch, hashed + "_up", 1)  # (before the entry: never below what the map holds)
+    a.label(hashed + "_up")
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, sk)
     a.mov(R3, FP).add(R3, value)
     a.mov(R4, BPF_ANY)
     a.call(MAP_UPDATE)
-    a.jne(R0, 0, full)
+    a.jeq(R0, 0, done)
+    _conns_hashed(a, maps, scratch, full, -1)
+    a.ja(full)
     a.label(done)
 
 
@@ -830,7 +841,22 @@ def _conn_forget(a: Asm, maps: Maps, sk: int, scratch: int, typed: bool = False)
     a.ld_map_fd(R1, maps.conns)
     a.mov(R2, FP).add(R2, sk)
     a.call(MAP_DELETE)
+    a.jne(R0, 0, done)
+    _conns_hashed(a, maps, scratch, done, -1)
     a.label(done)
+
+
+def _conns_hashed(a: Asm, maps: Maps, scratch: int, fail: str, delta: int = 0) -> None:
+    """R0 = &counters[CONNS_HASHED], after adding ``delta`` to it atomically (jumps to ``fail`` if the lookup
+    fails, which an array's cannot). Uses the stack word at FP+scratch."""
+    a.st(W, FP, scratch, CONNS_HASHED)
+    a.ld_map_fd(R1, maps.counters)
+    a.mov(R2, FP).add(R2, scratch)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, fail)
+    if delta:
+        a.mov(R1, delta)
+        a.atomic(DW, R0, 0, R1, _ADD)
 
 
 def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
