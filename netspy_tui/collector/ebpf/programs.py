@@ -213,13 +213,13 @@ bytes or IPv6, network order. ``port``: host order. ``result``: connect outcome 
 COUNT_VALUE = np.dtype([("n", "<i8"), ("first", "<u8"), ("last", "<u8")])
 """``n`` may go down: a connect counted in progress moves to its outcome's key when it resolves.
 ``first``/``last``: wall-clock ns of the first and last event counted (increments only)."""
-COUNT_SLOT = np.dtype([("key", COUNT_KEY), ("value", COUNT_VALUE), ("busy", "<u8")])
+COUNT_SLOT = np.dtype([("key", COUNT_KEY), ("value", COUNT_VALUE)])
 """One CPU's count cache slot (see :func:`_bump_cached`): the last key a program counted on that CPU and its
-count so far, not yet in the count map; ``busy`` while a program is using it."""
+count so far, not yet in the count map."""
 #: count cache slots per ``ctl.active``: connects (``connect_exit``) and drops (``skb_drop``)
 CACHE_CONNECTS, CACHE_DROPS = 0, 1
 CACHE_SLOTS = 2
-_CS_N, _CS_FIRST, _CS_LAST, _CS_BUSY = 48, 56, 64, 72
+_CS_N, _CS_FIRST, _CS_LAST = 48, 56, 64
 
 RECORD = np.dtype(
     {
@@ -665,9 +665,10 @@ def _bump_cached(a: Asm, maps: Maps, key: int, wall: int, value: int, active: in
     the same key again and again, and one compare and add in a per-CPU slot costs a run a fraction of a hash
     lookup and of an atomic add on a value every CPU counting that key writes to. A key other than the
     slot's moves the slot's count into the count map and takes the slot; the reader adds the slots of the
-    map it drains (nothing writes them then: the same flip and grace period as the maps). A slot another run
-    on this CPU is using (this one interrupted or preempted it) is left alone: the count goes to the map.
-    Uses 8 bytes at FP+spill and what :func:`_bump` uses."""
+    map it drains (nothing writes them then: the same flip and grace period as the maps). Each slot has one
+    program (``cache``), which the kernel never runs nested in itself on a CPU (a run that would is skipped
+    and counted as a miss): plain loads and stores are enough. Uses 8 bytes at FP+spill and what
+    :func:`_bump` uses."""
     if maps.cache is None:
         _bump(a, maps, key, 1, wall, value, active)
         return
@@ -678,15 +679,11 @@ def _bump_cached(a: Asm, maps: Maps, key: int, wall: int, value: int, active: in
     a.mov(R2, FP).add(R2, value)
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, hashed)
-    a.mov(R1, 1)
-    a.atomic(DW, R0, _CS_BUSY, R1, _OR | FETCH)
-    a.jne(R1, 0, hashed)
     for i in range(0, KEY_SIZE, 8):
         a.ldx(DW, R1, R0, i).ldx(DW, R2, FP, key + i)
         a.jne(R1, R2, other)
     a.ldx(DW, R1, R0, _CS_N).add(R1, 1).stx(DW, R0, _CS_N, R1)
     a.ldx(DW, R1, FP, wall).stx(DW, R0, _CS_LAST, R1)
-    a.st(DW, R0, _CS_BUSY, 0)  # (only runs on this CPU look at it: program order is enough)
     a.ja(done)
     a.label(other)
     a.ldx(DW, R1, R0, _CS_N)
@@ -705,7 +702,6 @@ def _bump_cached(a: Asm, maps: Maps, key: int, wall: int, value: int, active: in
         a.ldx(DW, R1, FP, key + i).stx(DW, R0, i, R1)
     a.st(DW, R0, _CS_N, 1)
     a.ldx(DW, R1, FP, wall).stx(DW, R0, _CS_FIRST, R1).stx(DW, R0, _CS_LAST, R1)
-    a.st(DW, R0, _CS_BUSY, 0)
     a.ja(done)
     a.label(hashed)
     _bump(a, maps, key, 1, wall, value, active)
