@@ -749,26 +749,32 @@ def test_interpreter_exit_and_garbage_collection_detach_cleanly() -> None:
     assert "Traceback" not in child.stderr and "Exception" not in child.stderr, child.stderr
 
 
+class KeepBatches:
+    """A batch sink that keeps every batch."""
+
+    def __init__(self) -> None:
+        from netspy_tui.collector.base import Batch
+
+        self.got: list[Batch] = []
+
+    def ingest(self, batch: Any) -> None:
+        self.got.append(batch)
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        raise AssertionError("a batch sink gets batches")
+
+
 @pytest.mark.ebpf
 def test_counting_only_counts_every_connect_and_drop_in_its_second() -> None:
     """With no raw records (``raw_connects``/``raw_drops`` off) the programs take the second from each CPU's
     tick cache instead of reading the clock, and skip what only records carry: every refused connect made
     here is still counted once, refused, and its SYN's drop once, each in a second the test was connecting
     in, with first/last no earlier than a tick before the test's first connect."""
-    from netspy_tui.collector.base import Batch
-
-    got: list[Batch] = []
-
-    class Keep:
-        def ingest(self, batch: Batch) -> None:
-            got.append(batch)
-
-        def __call__(self, events: Sequence[Event]) -> None:
-            raise AssertionError("a batch sink gets batches")
-
+    keep = KeepBatches()
+    got = keep.got
     port, n = closed_port(), 300
     collector = EbpfCollector(raw_connects=False, raw_drops=False)
-    start_or_skip(collector, Keep())  # type: ignore[arg-type]
+    start_or_skip(collector, keep)  # type: ignore[arg-type]
     try:
         t0 = time.time_ns()
         for i in range(n):
@@ -794,6 +800,43 @@ def test_counting_only_counts_every_connect_and_drop_in_its_second() -> None:
             assert t0 - 25_000_000 <= value["first"] <= value["last"] <= t1 + 200_000_000, (value, t0, t1)
             mine[int(key["kind"])] += int(value["n"])
     assert mine == {P.KIND_CONNECT: n, P.KIND_DROP: n}
+    assert collector.stats.lost == 0
+
+
+@pytest.mark.ebpf
+def test_counts_stay_exact_when_the_key_changes_mid_storm_and_across_drains() -> None:
+    """Each CPU keeps the last key connect_exit and skb_drop counted in a slot, moved into the count map when
+    another key comes and drained by the reader with the map: connects alternating between two ports in
+    runs of different lengths, some runs held across a drain, are each counted once (not lost in a slot,
+    not counted twice by a slot drained and then moved into the map), per port, for connects and drops."""
+    keep = KeepBatches()
+    got = keep.got
+    ports = (closed_port(), closed_port())
+    made = dict.fromkeys(ports, 0)
+    collector = EbpfCollector(raw_connects=False, raw_drops=False, drain_interval=0.1)
+    start_or_skip(collector, keep)  # type: ignore[arg-type]
+    try:
+        for i, run in enumerate((40, 1, 25, 3, 60, 1, 1, 17, 30, 2)):
+            port = ports[i % 2]
+            for _ in range(run):
+                with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+                    s.connect(("127.0.0.1", port))
+                made[port] += 1
+            if i % 3 == 2:
+                time.sleep(0.35)  # drains while the slots hold this port's counts; the next run changes key
+        time.sleep(0.2)  # (the drops run after connect() returns)
+    finally:
+        collector.stop()  # drains the counts a last time
+    counted = {(kind, port): 0 for kind in (P.KIND_CONNECT, P.KIND_DROP) for port in ports}
+    for b in got:
+        if b.counts is None:
+            continue
+        keys, values = b.counts
+        for key, value in zip(keys, values, strict=True):
+            k = (int(key["kind"]), int(key["port"]))
+            if k in counted and (key["kind"] == P.KIND_DROP or key["tgid"] == os.getpid()):
+                counted[k] += int(value["n"])
+    assert counted == {(kind, port): made[port] for kind, port in counted}
     assert collector.stats.lost == 0
 
 

@@ -717,18 +717,33 @@ def test_refused_while_another_thread_reads_so_error_is_still_refused(live) -> N
 
 
 def report_by_hand(collector: EbpfCollector, port: int, err: int) -> None:
-    """Write ``err`` into the ``conns`` value of this process's connect to ``port``, as conn_error
-    does when the kernel closes the socket with an error."""
+    """Write ``err`` into the ``conns`` value of this process's connect to ``port`` (in its slot or the
+    hash map), as conn_error does when the kernel closes the socket with an error."""
     session = collector._session  # the kernel maps (no public handle: this is the programs' contract)
     assert session is not None and session.maps is not None
-    conns = session.maps.conns
-    raw_keys, raw_values, n = syscalls.map_batch(conns, 8, P.CONN.itemsize, 65536, delete=False)
-    values = np.frombuffer(raw_values, P.CONN)[:n].copy()
-    keys = np.frombuffer(raw_keys, "<u8")[:n]
-    mine = np.flatnonzero((values["key"]["tgid"] == os.getpid()) & (values["key"]["port"] == port))
-    assert len(mine) == 1, f"{len(mine)} conns entries for this connect"
-    values["reported"][mine[0]] = err
-    syscalls.map_update(conns, keys[mine[0]].tobytes(), values[mine[0] : mine[0] + 1].tobytes(), flags=2)  # EXIST
+    maps = session.maps
+    _, raw, n = syscalls.map_batch(maps.conn_slots, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, delete=False)
+    slots = np.frombuffer(raw, P.CONN_SLOT)[:n].copy()
+    raw_keys, raw_values, m = syscalls.map_batch(maps.conns, 8, P.CONN.itemsize, 65536, delete=False)
+    values = np.frombuffer(raw_values, P.CONN)[:m].copy()
+    keys = np.frombuffer(raw_keys, "<u8")[:m]
+
+    def mine(conns: np.ndarray) -> np.ndarray:
+        return np.flatnonzero((conns["key"]["tgid"] == os.getpid()) & (conns["key"]["port"] == port))
+
+    in_slots = [i for i in mine(slots["conn"]) if slots["sk"][i] != 0]
+    in_hash = mine(values)
+    assert len(in_slots) + len(in_hash) == 1, f"{len(in_slots)} + {len(in_hash)} conns entries for this connect"
+    if in_slots:
+        i = in_slots[0]
+        assert P.conn_slot_index(int(slots["sk"][i])) == i
+        slots["conn"]["reported"][i] = err
+        syscalls.map_update(maps.conn_slots, int(i).to_bytes(4, "little"), slots[i : i + 1].tobytes())
+    else:
+        values["reported"][in_hash[0]] = err
+        syscalls.map_update(
+            maps.conns, keys[in_hash[0]].tobytes(), values[in_hash[0] : in_hash[0] + 1].tobytes(), flags=2
+        )  # fmt: skip (BPF_EXIST)
 
 
 @pytest.mark.ebpf
@@ -758,12 +773,10 @@ def detach(collector: EbpfCollector, name: str) -> None:
 
 
 def my_conns(collector: EbpfCollector) -> list[int]:
-    """Ports of this process's connections still in the ``conns`` map."""
+    """Ports of this process's connections the kernel still follows (``conns`` slots or map)."""
     session = collector._session
     assert session is not None and session.maps is not None
-    _, raw_values, n = syscalls.map_batch(session.maps.conns, 8, P.CONN.itemsize, 65536, delete=False)
-    values = np.frombuffer(raw_values, P.CONN)[:n]
-    return sorted(int(v["key"]["port"]) for v in values if int(v["key"]["tgid"]) == os.getpid())
+    return sorted(int(v["key"]["port"]) for v in session.connections() if int(v["key"]["tgid"]) == os.getpid())
 
 
 @pytest.mark.ebpf
@@ -800,6 +813,46 @@ def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_free
             [(-errno.EINPROGRESS, "unknown")], [(-errno.EINPROGRESS, "unreachable")]]  # fmt: skip
         assert my_conns(collector) == []
         wait_until(lambda: collector.kernel_counters()["state_unseen"] == 2, what="state_unseen == 2")
+    finally:
+        collector.stop()
+
+
+@pytest.mark.ebpf
+def test_connections_whose_slot_is_taken_are_followed_in_the_hash_map() -> None:
+    """Connections are followed in a direct-mapped array by socket address, and in the ``conns`` hash map
+    when their slot holds another socket. With every slot taken (by a socket at address 1, which cannot
+    exist), a refused blocking connect and a non-blocking one whose handshake ends after connect()
+    returned still get their outcomes; nothing is left in the hash map and no slot is overwritten."""
+    collector = EbpfCollector()
+    rec = Recorder()
+    start_or_skip(collector, rec)
+    try:
+        session = collector._session  # the kernel maps (no public handle: this is the programs' contract)
+        assert session is not None and session.maps is not None
+        taken = np.zeros(1, P.CONN_SLOT)
+        taken["sk"] = 1
+        for i in range(P.CONN_SLOTS):
+            syscalls.map_update(session.maps.conn_slots, i.to_bytes(4, "little"), taken.tobytes())
+        port = closed_port()
+        with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+        with full_listener() as full, socket.socket() as s:
+            s.setblocking(False)
+            assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
+            assert my_conns(collector) == [full.port]  # in progress, in the hash map
+            full.drain()  # the next retransmitted SYN (~1 s) gets through
+            wait_writable_or_error(s, timeout=6)
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            got = [settle(rec, to(f"127.0.0.1:{port}"), outcome="refused"), settle(rec, to(full.dest), outcome="ok")]
+        assert [[(e.return_code, e.outcome) for e in g] for g in got] == [
+            [(-errno.ECONNREFUSED, "refused")], [(-errno.EINPROGRESS, "ok")]]  # fmt: skip
+        assert my_conns(collector) == []
+        assert collector.kernel_counters()["conns_full"] == 0
+        # the programs' own count of what the hash map holds is back to 0: sockets not followed skip the map
+        gauge = syscalls.map_lookup(session.maps.counters, P.CONNS_HASHED.to_bytes(4, "little"), 8)
+        assert gauge == bytes(8)
+        _, raw, n = syscalls.map_batch(session.maps.conn_slots, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, delete=False)
+        assert n == P.CONN_SLOTS and (np.frombuffer(raw, P.CONN_SLOT)["sk"] == 1).all()
     finally:
         collector.stop()
 

@@ -47,6 +47,7 @@ _END = 0xD0  # byte swap (ALU class)
 # atomic operations (imm field of BPF_STX | BPF_ATOMIC)
 ATOMIC_ADD, ATOMIC_OR, ATOMIC_AND, ATOMIC_XOR = 0x00, 0x40, 0x50, 0xA0
 FETCH = 0x01
+ATOMIC_CMPXCHG = 0xF1  # r0 = *(dst + off); if it equalled r0 (before), *(dst + off) = src
 
 PSEUDO_MAP_FD = 1
 

@@ -223,6 +223,7 @@ class _Session:
             ring_bytes=self.ring_bytes,
             inflight=self._map(lru, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, "netspy_inflight"),
             conns=self._map(hash_, 8, P.CONN.itemsize, CONNS_ENTRIES, "netspy_conns"),
+            conn_slots=self._map(array, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, "netspy_conn_slots"),
             counts=(
                 self._map(hash_, P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, "netspy_counts0"),
                 self._map(hash_, P.KEY_SIZE, P.VALUE_SIZE, COUNT_ENTRIES, "netspy_counts1"),
@@ -230,6 +231,9 @@ class _Session:
             overflow=self._map(array, 4, 8, P.OVERFLOW_SLOTS, "netspy_overflow"),
             counters=self._map(array, 4, 8, P.N_COUNTERS, "netspy_counters"),
             ctl=self._map(array, 4, P.CTL.itemsize, 1, "netspy_ctl"),
+            cache=self._map(
+                syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.COUNT_SLOT.itemsize, 2 * P.CACHE_SLOTS, "netspy_cache"
+            ),  # fmt: skip
         )
         if traffic:
             maps.traffic = (
@@ -463,6 +467,19 @@ class _Session:
         )
         keys = np.frombuffer(raw_keys, P.COUNT_KEY)[:n]
         values = np.frombuffer(raw_values, P.COUNT_VALUE)[:n]
+        # what each CPU's count cache slots of that map hold (counted in no map yet), emptied for its next turn
+        if self.maps.cache is not None:
+            cpus = syscalls.possible_cpus()
+            for index in range(idle * P.CACHE_SLOTS, (idle + 1) * P.CACHE_SLOTS):
+                key = index.to_bytes(4, "little")
+                raw_slots = syscalls.map_lookup(self.maps.cache, key, P.COUNT_SLOT.itemsize * cpus)
+                if raw_slots is None:
+                    continue
+                slots = np.frombuffer(raw_slots, P.COUNT_SLOT)
+                held = slots[slots["value"]["n"] != 0]
+                if len(held):
+                    keys, values = np.concatenate([keys, held["key"]]), np.concatenate([values, held["value"]])
+                    syscalls.map_update(self.maps.cache, key, bytes(len(raw_slots)))
         # counts that did not fit: the overflow array, cumulative
         _, raw, m = syscalls.map_batch(self.maps.overflow, 4, 8, P.OVERFLOW_SLOTS, delete=False)
         totals = np.frombuffer(raw, "<i8")[:m].tolist()
@@ -655,10 +672,15 @@ class _Session:
         """Entries currently held in the maps that follow connect() calls and connections."""
         if self.maps is None or self.closed:
             return {"inflight": 0, "conns": 0}
-        return {
-            "inflight": self._calls_in_flight(),
-            "conns": syscalls.map_count(self.maps.conns, 8),
-        }
+        return {"inflight": self._calls_in_flight(), "conns": len(self.connections())}
+
+    def connections(self) -> np.ndarray:
+        """The conns values of the connections the kernel follows now (in their slots or the hash map)."""
+        assert self.maps is not None
+        _, raw, n = syscalls.map_batch(self.maps.conn_slots, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, delete=False)
+        slots = np.frombuffer(raw, P.CONN_SLOT)[:n]
+        _, raw, m = syscalls.map_batch(self.maps.conns, 8, P.CONN.itemsize, CONNS_ENTRIES, delete=False)
+        return np.concatenate([slots[slots["sk"] != 0]["conn"], np.frombuffer(raw, P.CONN)[:m]])
 
     def _calls_in_flight(self) -> int:
         """Threads in a connect() call: their ``inflight`` entries marked live (a thread's entry

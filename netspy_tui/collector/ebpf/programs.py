@@ -62,10 +62,15 @@ being enabled sends every system call on the host through the kernel's slower sy
     the caller's registers' address instead), and the stack pointer tells task context from an
     interrupt or softirq stack; kernel threads (ksoftirqd) are not charged either.
 
+``conns`` is in fact two maps: a direct-mapped array of :data:`CONN_SLOTS` slots by socket address, where
+most connections are followed, and a hash map for those whose slot another socket holds (:func:`_conn_find`).
+
 Counts go into one of two hash maps keyed by :data:`COUNT_KEY` (second, tgid, process name,
 destination, protocol, outcome or drop reason): ``ctl.active`` says which. The reader flips it,
 waits an RCU grace period (every program that could still write the other map has returned) and
-drains the idle map, so no count is read twice or missed. A count that does not fit (map full)
+drains the idle map, so no count is read twice or missed. ``connect_exit`` and ``skb_drop`` count
+through a per-CPU slot holding the last key they counted on that CPU (:func:`_bump_cached`), moved into
+the map when another key comes; the reader drains the idle map's slots with it. A count that does not fit (map full)
 goes to the ``overflow`` array by kind and outcome, still exact in totals. Every path that loses
 or skips something has a counter (:data:`COUNTERS`).
 """
@@ -83,6 +88,7 @@ from netspy_tui.collector.base import DIR_ACCEPT, DIR_CLOSE, DIR_CONNECT, DIR_RE
 from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf.asm import ATOMIC_ADD as _ADD
 from netspy_tui.collector.ebpf.asm import ATOMIC_AND as _AND
+from netspy_tui.collector.ebpf.asm import ATOMIC_CMPXCHG as _CMPXCHG
 from netspy_tui.collector.ebpf.asm import ATOMIC_OR as _OR
 from netspy_tui.collector.ebpf.asm import DW, FETCH, FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Asm, B, H, Reg, W
 from netspy_tui.collector.ebpf.tracefs import Tracepoint
@@ -176,6 +182,9 @@ LOSS_COUNTERS = (
     "state_unseen",
 )
 N_COUNTERS = 16
+#: counters[] index of how many connections the ``conns`` hash map holds, at least (a gauge the programs keep
+#: for themselves: while it is 0, a socket whose slot is not its own is not followed, without a hash lookup)
+CONNS_HASHED = N_COUNTERS - 1
 #: overflow array: 256 slots per kind (connect, drop), by result (see :func:`overflow_slot`)
 OVERFLOW_SLOTS = 512
 
@@ -204,6 +213,13 @@ bytes or IPv6, network order. ``port``: host order. ``result``: connect outcome 
 COUNT_VALUE = np.dtype([("n", "<i8"), ("first", "<u8"), ("last", "<u8")])
 """``n`` may go down: a connect counted in progress moves to its outcome's key when it resolves.
 ``first``/``last``: wall-clock ns of the first and last event counted (increments only)."""
+COUNT_SLOT = np.dtype([("key", COUNT_KEY), ("value", COUNT_VALUE)])
+"""One CPU's count cache slot (see :func:`_bump_cached`): the last key a program counted on that CPU and its
+count so far, not yet in the count map."""
+#: count cache slots per ``ctl.active``: connects (``connect_exit``) and drops (``skb_drop``)
+CACHE_CONNECTS, CACHE_DROPS = 0, 1
+CACHE_SLOTS = 2
+_CS_N, _CS_FIRST, _CS_LAST = 48, 56, 64
 
 RECORD = np.dtype(
     {
@@ -267,6 +283,11 @@ ended (0 until then): the connect's latency is ``done - ts``. ``cgroup``: the co
 cgroup v2 id. ``reported``: the error the kernel is closing the socket with, set by ``conn_error``
 just before SYN_SENT -> CLOSE (0: none seen)."""
 _C = {name: CONN.fields[name][1] for name in CONN.names}
+
+CONN_SLOT = np.dtype([("sk", "<u8"), ("conn", CONN)])
+"""A ``conn_slots`` entry: the socket (0: free) and its conns value (see :func:`_conn_find`)."""
+CONN_SLOTS = 4096  # a power of two
+_SLOT_CONN = CONN_SLOT.fields["conn"][1]
 
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
 CTL = np.dtype([("active", "<u8"), ("offset", "<i8"), ("raw", "<u8")])
@@ -416,6 +437,8 @@ class Maps:
     ring_bytes: int
     inflight: int
     conns: int
+    conn_slots: int
+    """Array of :data:`CONN_SLOTS` :data:`CONN_SLOT`: most connections' conns values (see :func:`_conn_find`)."""
     counts: tuple[int, int]
     overflow: int
     counters: int
@@ -431,6 +454,8 @@ class Maps:
     """LRU: socket -> when its connection opened and whose it is (its lifetime when it closes)."""
     byte_slots: int | None = None
     """Per-CPU array of :data:`BYTE_SLOTS` :data:`BYTE_SLOT` (:func:`sock_bytes`), read with ``traffic``."""
+    cache: int | None = None
+    """Per-CPU array of :data:`COUNT_SLOT`, :data:`CACHE_SLOTS` per ``ctl.active`` (see :func:`_bump_cached`)."""
     tick: int | None = None
     """Per-CPU array of one :data:`TICK`: the second a CPU last read the clock in, valid while the kernel's
     tick count (jiffies) has not moved (see :func:`_tick_read`)."""
@@ -580,42 +605,116 @@ def _bump(a: Asm, maps: Maps, key: int, delta: int, wall: int, value: int, activ
     a.label(done)
 
 
-def _bump_into(a: Asm, map_fd: int, maps: Maps, key: int, delta: int, wall: int, value: int, done: str) -> None:
+def _bump_into(a: Asm, map_fd: int, maps: Maps, key: int, delta: int, wall: int, value: int, done: str,
+               spill: int | None = None) -> None:  # fmt: skip
+    """map[*(FP+key)] += delta (last: FP+wall); or (``spill``) map[slot.key] += the slot's count, first and last,
+    the count cache slot's address at FP+spill. Ends by jumping to ``done``."""
     add, relook, over = _uniq(a, "bump_add"), _uniq(a, "bump_relook"), _uniq(a, "bump_over")
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, FP).add(R2, key)
+
+    def load_key() -> None:
+        a.ld_map_fd(R1, map_fd)
+        if spill is None:
+            a.mov(R2, FP).add(R2, key)
+        else:
+            a.ldx(DW, R2, FP, spill)  # (the slot's key, in place)
+
+    load_key()
     a.call(MAP_LOOKUP)
     a.jne(R0, 0, add)
-    a.st(DW, FP, value, delta)
-    a.ldx(DW, R1, FP, wall).stx(DW, FP, value + 8, R1).stx(DW, FP, value + 16, R1)
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, FP).add(R2, key)
-    a.mov(R3, FP).add(R3, value)
+    if spill is None:
+        a.st(DW, FP, value, delta)
+        a.ldx(DW, R1, FP, wall).stx(DW, FP, value + 8, R1).stx(DW, FP, value + 16, R1)
+    load_key()
+    if spill is None:
+        a.mov(R3, FP).add(R3, value)
+    else:
+        a.mov(R3, R2).add(R3, _CS_N)  # (the slot's count, first and last: a COUNT_VALUE)
     a.mov(R4, BPF_NOEXIST)
     a.call(MAP_UPDATE)
     a.jeq(R0, 0, done)
     a.jeq(R0, -_errno.EEXIST, relook)  # another CPU inserted it meanwhile
     a.ja(over)
     a.label(relook)
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, FP).add(R2, key)
+    load_key()
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, over)
     a.label(add)
-    a.mov(R1, delta)
-    a.atomic(DW, R0, 0, R1, _ADD)
-    a.ldx(DW, R1, FP, wall).stx(DW, R0, 16, R1)
+    if spill is None:
+        a.mov(R1, delta)
+        a.atomic(DW, R0, 0, R1, _ADD)
+        a.ldx(DW, R1, FP, wall).stx(DW, R0, 16, R1)
+    else:
+        a.ldx(DW, R2, FP, spill)
+        a.ldx(DW, R1, R2, _CS_N)
+        a.atomic(DW, R0, 0, R1, _ADD)
+        a.ldx(DW, R1, R2, _CS_LAST).stx(DW, R0, 16, R1)
     a.ja(done)
     a.label(over)
-    _overflow(a, maps, key, delta, value - 8)
+    _overflow(a, maps, key, None if spill is not None else delta, value - 8, spill)
     _count(a, maps.counters, "counts_full", value - 8)
     a.ja(done)
 
 
-def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
-    """overflow[overflow_slot(key.kind, key.result)] += delta."""
+def _bump_cached(a: Asm, maps: Maps, key: int, wall: int, value: int, active: int, spill: int, cache: int) -> None:
+    """:func:`_bump` by one through this CPU's count cache slot ``cache`` (of the live map's): a storm counts
+    the same key again and again, and one compare and add in a per-CPU slot costs a run a fraction of a hash
+    lookup and of an atomic add on a value every CPU counting that key writes to. A key other than the
+    slot's moves the slot's count into the count map and takes the slot; the reader adds the slots of the
+    map it drains (nothing writes them then: the same flip and grace period as the maps). Each slot has one
+    program (``cache``), which the kernel never runs nested in itself on a CPU (a run that would is skipped
+    and counted as a miss): plain loads and stores are enough. Uses 8 bytes at FP+spill and what
+    :func:`_bump` uses."""
+    if maps.cache is None:
+        _bump(a, maps, key, 1, wall, value, active)
+        return
+    hashed, take, flushed, done = (_uniq(a, s) for s in ("bc_hashed", "bc_take", "bc_flushed", "bc_done"))
+    other = _uniq(a, "bc_other")
+    a.ldx(DW, R1, FP, active).alu64("mul", R1, CACHE_SLOTS).add(R1, cache).stx(W, FP, value, R1)
+    a.ld_map_fd(R1, maps.cache)
+    a.mov(R2, FP).add(R2, value)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, hashed)
+    for i in range(0, KEY_SIZE, 8):
+        a.ldx(DW, R1, R0, i).ldx(DW, R2, FP, key + i)
+        a.jne(R1, R2, other)
+    a.ldx(DW, R1, R0, _CS_N).add(R1, 1).stx(DW, R0, _CS_N, R1)
+    a.ldx(DW, R1, FP, wall).stx(DW, R0, _CS_LAST, R1)
+    a.ja(done)
+    a.label(other)
+    a.ldx(DW, R1, R0, _CS_N)
+    a.jeq(R1, 0, take)  # empty (new, or drained)
+    a.stx(DW, FP, spill, R0)
+    second_map = _uniq(a, "bc_map1")
+    a.ldx(DW, R1, FP, active)
+    a.jne(R1, 0, second_map)
+    _bump_into(a, maps.counts[0], maps, key, 0, wall, value, flushed, spill)
+    a.label(second_map)
+    _bump_into(a, maps.counts[1], maps, key, 0, wall, value, flushed, spill)
+    a.label(flushed)
+    a.ldx(DW, R0, FP, spill)
+    a.label(take)
+    for i in range(0, KEY_SIZE, 8):
+        a.ldx(DW, R1, FP, key + i).stx(DW, R0, i, R1)
+    a.st(DW, R0, _CS_N, 1)
+    a.ldx(DW, R1, FP, wall).stx(DW, R0, _CS_FIRST, R1).stx(DW, R0, _CS_LAST, R1)
+    a.ja(done)
+    a.label(hashed)
+    _bump(a, maps, key, 1, wall, value, active)
+    a.label(done)
+
+
+def _overflow(a: Asm, maps: Maps, key: int, delta: int | None, slot: int, spill: int | None = None) -> None:
+    """overflow[overflow_slot(key.kind, key.result)] += delta. The key is at FP+key, or (``spill``) it is the
+    count cache slot's whose address is at FP+spill, and ``delta`` None adds the slot's count."""
+
+    def load(size: int, dst: Reg, name: str) -> None:
+        if spill is None:
+            a.ldx(size, dst, FP, key + _K[name])
+        else:
+            a.ldx(DW, dst, FP, spill).ldx(size, dst, dst, _K[name])
+
     small, ready, out = _uniq(a, "of_small"), _uniq(a, "of_ready"), _uniq(a, "of_out")
-    a.ldx(H, R1, FP, key + _K["result"])
+    load(H, R1, "result")
     a.jmp("jlt", R1, RESULT_UNTRACKED, small)
     a.add(R1, 255 - 0xFFFF)
     a.ja(ready)
@@ -623,7 +722,7 @@ def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
     a.jmp("jle", R1, 252, ready)
     a.mov(R1, 252)
     a.label(ready)
-    a.ldx(B, R2, FP, key + _K["kind"])
+    load(B, R2, "kind")
     a.jne(R2, KIND_DROP, out)
     a.add(R1, 256)
     a.label(out)
@@ -633,9 +732,122 @@ def _overflow(a: Asm, maps: Maps, key: int, delta: int, slot: int) -> None:
     a.call(MAP_LOOKUP)
     skip = _uniq(a, "of_skip")
     a.jeq(R0, 0, skip)
-    a.mov(R1, delta)
+    if delta is None:
+        a.ldx(DW, R1, FP, spill).ldx(DW, R1, R1, _CS_N)  # type: ignore[arg-type]
+    else:
+        a.mov(R1, delta)
     a.atomic(DW, R0, 0, R1, _ADD)
     a.label(skip)
+
+
+def conn_slot_index(sk: int) -> int:
+    """The ``conn_slots`` index of socket address ``sk`` (the programs compute the same)."""
+    return ((sk >> 7) ^ (sk >> 19)) & (CONN_SLOTS - 1)
+
+
+def _conn_slot(a: Asm, maps: Maps, sk: int, scratch: int, fail: str, typed: bool) -> None:
+    """R0 = the ``conn_slots`` entry of the socket at FP+sk (:func:`conn_slot_index`; jumps to ``fail`` if the
+    lookup fails, which an array's cannot). Uses the stack word at FP+scratch. ``typed``: the socket is a
+    BTF-typed pointer (a tracing program's argument), on which the verifier allows no arithmetic: a copy,
+    read as a number, is used (a helper call; as cheap here as writing it to a per-CPU map and reading it
+    back)."""
+    if typed:
+        a.mov(R3, FP).add(R3, sk)
+        _kread(a, scratch, 8, R3, fail)
+        a.ldx(DW, R1, FP, scratch)
+    else:
+        a.ldx(DW, R1, FP, sk)
+    a.mov(R2, R1).rsh(R2, 19)
+    a.rsh(R1, 7).alu64("xor", R1, R2).and_(R1, CONN_SLOTS - 1)
+    a.stx(W, FP, scratch, R1)
+    a.ld_map_fd(R1, maps.conn_slots)
+    a.mov(R2, FP).add(R2, scratch)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, fail)
+
+
+def _conn_find(a: Asm, maps: Maps, sk: int, scratch: int, miss: str, typed: bool = False) -> None:
+    """R0 = the conns value of the socket at FP+sk, else jumps to ``miss``. Connections are followed in a
+    direct-mapped array by socket address (``conn_slots``), and in the ``conns`` hash map when their slot
+    was taken: taking and freeing a slot are a compare-and-swap and a store, where inserting into and
+    deleting from a hash map took a lock each and cost every connect about a tenth of its own CPU time.
+    Uses the stack word at FP+scratch; ``typed``: see :func:`_conn_slot`."""
+    hashed, lookup, done = _uniq(a, "cf_hashed"), _uniq(a, "cf_lookup"), _uniq(a, "cf_done")
+    _conn_slot(a, maps, sk, scratch, lookup, typed)
+    a.ldx(DW, R1, R0, 0).ldx(DW, R2, FP, sk)
+    a.jne(R1, R2, hashed)
+    a.add(R0, _SLOT_CONN)
+    a.ja(done)
+    a.label(hashed)
+    _conns_hashed(a, maps, scratch, lookup)
+    a.ldx(DW, R1, R0, 0)
+    a.jeq(R1, 0, miss)  # (most sockets: no connection is followed in the hash map)
+    a.label(lookup)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, sk)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, miss)
+    a.label(done)
+
+
+def _conn_insert(a: Asm, maps: Maps, sk: int, value: int, scratch: int, full: str, typed: bool = False) -> None:
+    """Follow the socket at FP+sk with the conns value at FP+value: in its slot if the slot is free (or
+    already the socket's), else in the ``conns`` hash map; jumps to ``full`` if that has no room. Nothing
+    else looks for the socket before the program returns (its SYN is not sent yet): the slot is filled after
+    it is taken."""
+    hashed, fill, done = _uniq(a, "ci_hashed"), _uniq(a, "ci_fill"), _uniq(a, "ci_done")
+    _conn_slot(a, maps, sk, scratch, hashed, typed)
+    a.mov(R3, R0)
+    a.mov(R0, 0)
+    a.ldx(DW, R2, FP, sk)
+    a.atomic(DW, R3, 0, R2, _CMPXCHG)  # r0 = the slot's socket before
+    a.jeq(R0, 0, fill)
+    a.jne(R0, R2, hashed)
+    a.label(fill)
+    _copy_stack(a, R3, _SLOT_CONN, value, CONN.itemsize)
+    a.ja(done)
+    a.label(hashed)
+    _conns_hashed(a, maps, scratch, hashed + "_up", 1)  # (before the entry: never below what the map holds)
+    a.label(hashed + "_up")
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, sk)
+    a.mov(R3, FP).add(R3, value)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+    a.jeq(R0, 0, done)
+    _conns_hashed(a, maps, scratch, full, -1)
+    a.ja(full)
+    a.label(done)
+
+
+def _conn_forget(a: Asm, maps: Maps, sk: int, scratch: int, typed: bool = False) -> None:
+    """Stop following the socket at FP+sk: free its slot if it holds it, else delete its ``conns`` entry."""
+    hashed, done = _uniq(a, "cg_hashed"), _uniq(a, "cg_done")
+    _conn_slot(a, maps, sk, scratch, hashed, typed)
+    a.ldx(DW, R1, R0, 0).ldx(DW, R2, FP, sk)
+    a.jne(R1, R2, hashed)
+    a.st(DW, R0, 0, 0)
+    a.ja(done)
+    a.label(hashed)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, sk)
+    a.call(MAP_DELETE)
+    a.jne(R0, 0, done)
+    _conns_hashed(a, maps, scratch, done, -1)
+    a.label(done)
+
+
+def _conns_hashed(a: Asm, maps: Maps, scratch: int, fail: str, delta: int = 0) -> None:
+    """R0 = &counters[CONNS_HASHED], after adding ``delta`` to it atomically (jumps to ``fail`` if the lookup
+    fails, which an array's cannot). Uses the stack word at FP+scratch."""
+    a.st(W, FP, scratch, CONNS_HASHED)
+    a.ld_map_fd(R1, maps.counters)
+    a.mov(R2, FP).add(R2, scratch)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, fail)
+    if delta:
+        a.mov(R1, delta)
+        a.atomic(DW, R0, 0, R1, _ADD)
 
 
 def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
@@ -1128,12 +1340,9 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.or_(R7, R1)
     a.label("flags_set")
     a.stx(DW, FP, _S_CONN + _C["flags"], R7)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.mov(R3, FP).add(R3, _S_CONN)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
-    a.jeq(R0, 0, "tracked")
+    _conn_insert(a, maps, _S_SK, _S_CONN, _S_SCR, "untracked", f.btf)
+    a.ja("tracked")
+    a.label("untracked")
     _count(a, maps.counters, "conns_full", _S_CNT)
     a.jne(R9, 0, "out")  # connect() counts it when it returns (outcome unknown)
     a.st(H, FP, _S_KEY + _K["result"], RESULT_UNTRACKED)
@@ -1149,10 +1358,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     # --- a second CLOSE -> SYN_SENT in the same connect(): an MPTCP subflow ------------------
     a.label("subflow")
     a.stx(DW, FP, _S_SCR, R1)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SCR)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")
+    _conn_find(a, maps, _S_SCR, _S_CNT, "out")  # (a number: the inflight entry's copy)
     a.mov(R9, R0)
     a.ldx(H, R1, R9, _C["key"] + _K["port"])
     a.jne(R1, 0, "out")  # the first socket knew its destination
@@ -1171,10 +1377,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
 
     # --- SYN_SENT -> x: the handshake ended ------------------------------------------------
     a.label("resolve")
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")  # not ours (started before we attached, or an MPTCP subflow)
+    _conn_find(a, maps, _S_SK, _S_SCR, "out", f.btf)  # not ours (started before we attached, or an MPTCP subflow)
     a.mov(R9, R0)
     if directions:
         # established: an outbound connection of the process that connected (now the local port is known)
@@ -1195,7 +1398,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     # the error the closing path passed (conn_error): exact even when the application has already
     # taken sk_err with getsockopt(SO_ERROR) (the kernel writes sk_err before the state changes)
     _closing_error(a, off, (lambda reg: f.load(a, DW, reg, "skaddr")) if f.btf else None)
-    _resolve(a, maps)
+    _resolve(a, maps, f.btf)
     if directions:
         _passive_opens(a, f, maps, off, established)
     a.label("out")
@@ -1226,11 +1429,12 @@ def _closing_error(a: Asm, off: SockOffsets, load_sk: Callable[[Reg], None] | No
     a.mov(R7, R1)
 
 
-def _resolve(a: Asm, maps: Maps) -> None:
+def _resolve(a: Asm, maps: Maps, typed: bool) -> None:
     """The handshake of the connection in ``conns`` (r9 = its value, FP+_S_SK = the socket) ended
     with result r7: record it, then whichever of this and connect() comes second counts and reports
     it (see the module docstring); the value is deleted once reported. Jumps to ``out`` or falls
-    through. Labels: result_set (the entry), report, interrupted, call_running, self_report, forget."""
+    through. Labels: result_set (the entry), report, interrupted, call_running, self_report, forget. ``typed``:
+    the socket at FP+_S_SK is a BTF-typed pointer (see :func:`_conn_slot`)."""
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
@@ -1300,9 +1504,7 @@ def _resolve(a: Asm, maps: Maps) -> None:
     a.stx(DW, FP, _S_FLAGS, R1)
     _emit_connect(a, maps, KIND_CONNECT)
     a.label("forget")
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_DELETE)
+    _conn_forget(a, maps, _S_SK, _S_SCR, typed)
 
 
 #: the function every TCP path calls to close a socket with an error on Linux 6.10 and later (RST,
@@ -1320,10 +1522,7 @@ def conn_error(maps: Maps) -> Asm:
     a.lsh(R7, 32).rsh(R7, 32)  # (an int: errno values are positive)
     a.jeq(R7, 0, "out")
     a.jmp("jgt", R7, 0xFFFF, "out")
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")  # not a connection we follow (or it has ended)
+    _conn_find(a, maps, _S_SK, _S_SCR, "out", typed=True)  # not a connection we follow (or it has ended)
     a.stx(H, R0, _C["reported"], R7)
     a.label("out")
     return a.ret(0)
@@ -1337,10 +1536,7 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     a.mov(R6, R1)
     a.ldx(DW, R1, R6, 0 if raw else tp.offset("skaddr", 8))
     a.stx(DW, FP, _S_SK, R1)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")  # (the usual case: the state change resolved it and deleted the value)
+    _conn_find(a, maps, _S_SK, _S_SCR, "out", raw and btf)  # (the usual case: the state change resolved it)
     a.mov(R9, R0)
     a.ldx(DW, R1, R9, _C["flags"])
     a.ld_imm64(R2, CF_RESOLVED)
@@ -1353,7 +1549,7 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
         a.ldx(DW, reg, R6, 0)
 
     _closing_error(a, off, load_sk if raw and btf else None)
-    _resolve(a, maps)
+    _resolve(a, maps, raw and btf)
     a.label("out")
     return a.ret(0)
 
@@ -1492,10 +1688,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jeq(R1, 0, "forget_call")  # nothing had started
     a.mov(R1, IF_RESTARTING)
     a.atomic(W, R9, _I["flags"], R1, _OR)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "out")
+    _conn_find(a, maps, _S_SK, _S_SCR, "out")
     a.ld_imm64(R1, CF_RESTARTING)
     a.atomic(DW, R0, _C["flags"], R1, _OR)
     a.ja("out")
@@ -1536,10 +1729,9 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     # --- this call moved a socket CLOSE -> SYN_SENT ------------------------------------------
     a.label("started")
     a.stx(DW, FP, _S_CODE, R8)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_LOOKUP)
-    a.jne(R0, 0, "have_conn")
+    _conn_find(a, maps, _S_SK, _S_SCR, "no_conn")
+    a.ja("have_conn")
+    a.label("no_conn")
     # no room to follow it when it started: counted below with the outcome unknown
     a.st(DW, FP, _S_RESULT, RESULT_UNTRACKED)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_TCP).stx(DW, FP, _S_FLAGS, R1)
@@ -1561,7 +1753,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ld_imm64(R1, CF_RESOLVED)
     a.jmp("jset", R7, R1, "resolved_first")
     # in progress: counted now; the outcome moves it later
-    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    _bump_cached(a, maps, _S_KEY, _S_WALL, _S_VAL, _S_ACTIVE, _S_SCR, CACHE_CONNECTS)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_PENDING).stx(DW, FP, _S_FLAGS, R1)
     _emit_connect(a, maps, KIND_CONNECT)
     a.ja("out")
@@ -1577,11 +1769,9 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.label("err_ok")
     a.stx(H, FP, _S_KEY + _K["result"], R1)
     a.st(W, FP, _S_CONN + _C["err"], SOCK_STREAM)
-    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    _bump_cached(a, maps, _S_KEY, _S_WALL, _S_VAL, _S_ACTIVE, _S_SCR, CACHE_CONNECTS)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_RESOLVED).stx(DW, FP, _S_FLAGS, R1)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _S_SK)
-    a.call(MAP_DELETE)
+    _conn_forget(a, maps, _S_SK, _S_SCR)
     _emit_connect(a, maps, KIND_CONNECT)
     a.ja("out")
 
@@ -1633,7 +1823,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
         _sockinfo(a, maps, off)
     a.label("sockinfo_done")
     a.stx(DW, FP, _S_FLAGS, R7)
-    _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
+    _bump_cached(a, maps, _S_KEY, _S_WALL, _S_VAL, _S_ACTIVE, _S_SCR, CACHE_CONNECTS)
     _emit_connect(a, maps, KIND_CONNECT)
     a.label("out")
     return a.ret(0)
@@ -1833,7 +2023,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     if off.packet:
         _drop_headers(a, load_skb, off, btf)
     a.label("parsed")
-    _bump(a, maps, _D_KEY, 1, _D_WALL, _D_VAL, _D_ACTIVE)
+    _bump_cached(a, maps, _D_KEY, _D_WALL, _D_VAL, _D_ACTIVE, _D_SCR, CACHE_DROPS)
     # the raw record, when wanted
     a.ldx(DW, R1, FP, _D_RAW)
     a.and_(R1, RAW_DROPS)
@@ -2349,10 +2539,7 @@ def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.zero_stack(_T_KEY, 24)
     a.zero_stack(_T_SOCK, 24)  # the owner: tgid, process name
     a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "not_connecting")
+    _conn_find(a, maps, _T_KEY + _TK["sk"], _T_SCR, "not_connecting")
     a.ldx(W, R1, R0, _C["key"] + _K["tgid"]).stx(DW, FP, _T_SOCK, R1)
     for i in (0, 8):
         a.ldx(DW, R1, R0, _C["key"] + _K["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)

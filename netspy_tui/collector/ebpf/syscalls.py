@@ -115,6 +115,19 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
     return _bpf(BPF_MAP_CREATE, attr, f"creating map {name}")
 
 
+@functools.cache
+def possible_cpus() -> int:
+    """How many CPUs the kernel could bring up: a per-CPU map's value, read from user space, holds one copy
+    per possible CPU, in order (``/sys/devices/system/cpu/possible``, e.g. ``0-3`` or ``0,2-5``)."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
 def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
     """Read one element; None when the key is absent."""
     key_buf = ctypes.create_string_buffer(key, len(key))
@@ -128,14 +141,6 @@ def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
             return None
         raise
     return value_buf.raw
-
-
-@functools.cache
-def possible_cpus() -> int:
-    """CPUs the kernel could ever bring online: a per-CPU map's element holds one value per such CPU."""
-    with open("/sys/devices/system/cpu/possible") as f:  # e.g. "0-3" or "0,2-5"
-        spans = [part.split("-") for part in f.read().strip().split(",")]
-    return sum(int(span[-1]) - int(span[0]) + 1 for span in spans)
 
 
 def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
