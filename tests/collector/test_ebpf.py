@@ -840,6 +840,46 @@ def test_counts_stay_exact_when_the_key_changes_mid_storm_and_across_drains() ->
     assert collector.stats.lost == 0
 
 
+@pytest.mark.ebpf
+def test_raw_records_over_the_rate_cap_are_shed_and_counted_and_every_connect_still_counted() -> None:
+    """Each CPU makes at most ``raw_rate`` raw records a second (windows of 2**30 ns): a burst of refused
+    connects far over it keeps at most the cap's worth of raw records per CPU and window, reports the rest as
+    shed (in the collector's losses and in the batches the store gets, not as lost), and every connect is still
+    counted, refused."""
+    keep = KeepBatches()
+    got = keep.got
+    port, n, rate = closed_port(), 1500, 200
+    collector = EbpfCollector(raw_rate=rate, drain_interval=0.1)
+    start_or_skip(collector, keep)  # type: ignore[arg-type]
+    try:
+        w0 = time.monotonic_ns() >> P.BUDGET_SHIFT
+        for _ in range(n):
+            with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+                s.connect(("127.0.0.1", port))
+        windows = (time.monotonic_ns() >> P.BUDGET_SHIFT) - w0 + 1
+        time.sleep(0.3)  # (the drops run after connect() returns; a drain or two)
+        assert collector.kernel_counters()["raw_capped"] > 0
+    finally:
+        collector.stop()  # drains the counts a last time
+    kept = counted = shed = 0
+    for b in got:
+        shed += b.lost.get("shed", 0)
+        if b.records is not None and len(b.records):
+            r = b.records
+            kept += int(((r["kind"] == P.KIND_CONNECT) & (r["port"] == port) & (r["pid"] == os.getpid())).sum())
+        if b.counts is not None:
+            keys, values = b.counts
+            sel = (keys["kind"] == P.KIND_CONNECT) & (keys["port"] == port) & (keys["tgid"] == os.getpid())
+            assert (keys["result"][sel] == errno.ECONNREFUSED).all()
+            counted += int(values["n"][sel].sum())
+    per_window = rate * (1 << P.BUDGET_SHIFT) // P.NS
+    assert counted == n  # every connect counted, whatever was kept raw
+    assert 0 < kept <= windows * per_window * os.cpu_count()  # type: ignore[operator]
+    assert shed >= n - kept  # what was not kept is reported (other processes' records may be shed too)
+    assert collector.stats.losses.get("shed", 0) == shed
+    assert collector.stats.lost == 0  # shed is not lost: the counts are exact
+
+
 # --- burst ------------------------------------------------------------------------------------
 
 

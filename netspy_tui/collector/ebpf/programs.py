@@ -168,6 +168,7 @@ COUNTERS = (
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
     "traffic_full",  # bytes of a (process, socket) that did not fit in the traffic map (totals kept)
     "state_unseen",  # a handshake's end the kernel did not run tcp_state for: resolved when the socket is freed
+    "raw_capped",  # a raw record over its CPU's rate cap (see :func:`_within_budget`): not made, its counts kept
 )
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 #: counters that are losses (the others count calls that are not new connects: nothing is lost)
@@ -180,7 +181,11 @@ LOSS_COUNTERS = (
     "exit_without_enter",
     "traffic_full",
     "state_unseen",
+    "raw_capped",
 )
+#: loss counters reported under another cause: raw records the rate cap did not make are raw events shed
+#: under load, as the store's writer sheds them (counts exact either way)
+REPORTED_AS = {"raw_capped": "shed"}
 N_COUNTERS = 16
 #: counters[] index of how many connections the ``conns`` hash map holds, at least (a gauge the programs keep
 #: for themselves: while it is 0, a socket whose slot is not its own is not followed, without a hash lookup)
@@ -459,6 +464,10 @@ class Maps:
     tick: int | None = None
     """Per-CPU array of one :data:`TICK`: the second a CPU last read the clock in, valid while the kernel's
     tick count (jiffies) has not moved (see :func:`_tick_read`)."""
+    budget: int | None = None
+    """Per-CPU array of one :data:`BUDGET` (see :func:`_within_budget`); None: raw records are not capped."""
+    budget_cap: int = 0
+    """Raw records a CPU makes per budget window (2**:data:`BUDGET_SHIFT` ns) before the rest are capped."""
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -526,6 +535,10 @@ TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8"), ("woke"
 #: a clock read that close to the next second is not cached: a tick (10 ms at HZ=100, 4 ms at 250) and
 #: as much again for the kernel's late tick count updates
 TICK_MARGIN_NS = 25_000_000
+#: a CPU's raw-record budget: the window (monotonic ns >> BUDGET_SHIFT) and the records made in it
+BUDGET = np.dtype([("window", "<u8"), ("n", "<u8")])
+#: budget windows of 2**30 ns (1.07 s): a shift, not a division
+BUDGET_SHIFT = 30
 
 
 def _tick_slot(a: Asm, maps: Maps, slot: int, missing: str) -> None:
@@ -877,8 +890,43 @@ def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
     a.call(RINGBUF_SUBMIT)
 
 
-def _reserve(a: Asm, maps: Maps, dst: Reg, full: str, slot: int) -> None:
-    """dst = ringbuf_reserve(RECORD_SIZE); on NULL count ring_full and jump to ``full``."""
+def _within_budget(a: Asm, maps: Maps, slot: int, over: str) -> None:
+    """Count this raw record in its CPU's budget, or, once the CPU has made ``maps.budget_cap`` of them in this
+    window of 2**:data:`BUDGET_SHIFT` ns, count it ``raw_capped`` and jump to ``over``: under a storm the raw
+    detail stream stays bounded (each record costs the reader and the store's writer far more than its counts
+    cost the kernel), and what it leaves out is counted. Uses the stack word at FP+slot."""
+    ok, new, capped = _uniq(a, "bud_ok"), _uniq(a, "bud_new"), _uniq(a, "bud_capped")
+    assert maps.budget is not None
+    a.st(W, FP, slot, 0)
+    a.ld_map_fd(R1, maps.budget)
+    a.mov(R2, FP).add(R2, slot)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, ok)  # (an array's lookup cannot fail)
+    a.stx(DW, FP, slot, R0)
+    a.call(KTIME_GET_NS)
+    a.rsh(R0, BUDGET_SHIFT)
+    a.ldx(DW, R1, FP, slot)
+    a.ldx(DW, R2, R1, BUDGET.fields["window"][1])
+    a.jne(R0, R2, new)
+    a.ldx(DW, R2, R1, BUDGET.fields["n"][1])
+    a.jmp("jge", R2, maps.budget_cap, capped)
+    a.add(R2, 1).stx(DW, R1, BUDGET.fields["n"][1], R2)  # (only this CPU's runs write it: no atomic needed)
+    a.ja(ok)
+    a.label(new)
+    a.stx(DW, R1, BUDGET.fields["window"][1], R0)
+    a.st(DW, R1, BUDGET.fields["n"][1], 1)
+    a.ja(ok)
+    a.label(capped)
+    _count(a, maps.counters, "raw_capped", slot)
+    a.ja(over)
+    a.label(ok)
+
+
+def _reserve(a: Asm, maps: Maps, dst: Reg, full: str, slot: int, capped: bool = True) -> None:
+    """dst = ringbuf_reserve(RECORD_SIZE); on NULL count ring_full and jump to ``full``. When ``capped`` and
+    raw records have a rate cap, a record over it is not reserved (see :func:`_within_budget`)."""
+    if capped and maps.budget is not None:
+        _within_budget(a, maps, slot, full)
     ok = _uniq(a, "res_ok")
     a.ld_map_fd(R1, maps.ring)
     a.mov(R2, RECORD_SIZE)
@@ -1079,7 +1127,8 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
     a.ldx(DW, R1, FP, _S_RAW)
     a.and_(R1, RAW_CONNECTS)
     a.jeq(R1, 0, skip)
-    _reserve(a, maps, R9, skip, _S_CNT)
+    # (an OUTCOME is not capped: the CONNECT record kept before it would stay "in progress" without it)
+    _reserve(a, maps, R9, skip, _S_CNT, capped=kind != KIND_OUTCOME)
     a.st(W, R9, _O["kind"], kind)
     a.ldx(DW, R1, FP, _S_FLAGS).stx(W, R9, _O["flags"], R1)
     a.ldx(DW, R1, FP, _S_CONN + _C["ts"]).stx(DW, R9, _O["ts"], R1)
