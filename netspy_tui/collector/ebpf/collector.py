@@ -139,6 +139,17 @@ def _put_bounded(held: OrderedDict[K, V], key: K, value: V) -> None:
         held.popitem(last=False)
 
 
+def _take_slots(map_fd: int, index: int, dtype: np.dtype) -> np.ndarray:
+    """Every CPU's element ``index`` of the per-CPU array ``map_fd`` (slots no program writes now: the grace
+    period of the flip they go with covers them), emptied for their next turn when any holds something."""
+    size = dtype.itemsize * syscalls.possible_cpus()
+    key = index.to_bytes(4, "little")
+    raw = syscalls.map_lookup(map_fd, key, size) or b""
+    if raw.strip(b"\0"):
+        syscalls.map_update(map_fd, key, bytes(size))
+    return np.frombuffer(raw, dtype)
+
+
 class _Session:
     """One start..stop: owns every fd, the mmaps and the reader thread. Holds no reference to the
     collector, so a forgotten collector can be finalised (and its session closed)."""
@@ -477,17 +488,11 @@ class _Session:
         values = np.frombuffer(raw_values, P.COUNT_VALUE)[:n]
         # what each CPU's count cache slots of that map hold (counted in no map yet), emptied for its next turn
         if self.maps.cache is not None:
-            cpus = syscalls.possible_cpus()
             for index in range(idle * P.CACHE_SLOTS, (idle + 1) * P.CACHE_SLOTS):
-                key = index.to_bytes(4, "little")
-                raw_slots = syscalls.map_lookup(self.maps.cache, key, P.COUNT_SLOT.itemsize * cpus)
-                if raw_slots is None:
-                    continue
-                slots = np.frombuffer(raw_slots, P.COUNT_SLOT)
+                slots = _take_slots(self.maps.cache, index, P.COUNT_SLOT)
                 held = slots[slots["value"]["n"] != 0]
                 if len(held):
                     keys, values = np.concatenate([keys, held["key"]]), np.concatenate([values, held["value"]])
-                    syscalls.map_update(self.maps.cache, key, bytes(len(raw_slots)))
         # counts that did not fit: the overflow array, cumulative
         _, raw, m = syscalls.map_batch(self.maps.overflow, 4, 8, P.OVERFLOW_SLOTS, delete=False)
         totals = np.frombuffer(raw, "<i8")[:m].tolist()
@@ -547,13 +552,8 @@ class _Session:
         unmatched: list[tuple[int, int, int]] = []
         if self.maps.byte_slots is None:
             return values, unmatched
-        size = P.BYTE_SLOT.itemsize * syscalls.possible_cpus()
         for direction in (DIR_TX, DIR_RX):
-            index = P.byte_slot(direction, idle).to_bytes(4, "little")
-            slots = np.frombuffer(syscalls.map_lookup(self.maps.byte_slots, index, size) or b"", P.BYTE_SLOT)
-            if not slots["sk"].any():
-                continue
-            syscalls.map_update(self.maps.byte_slots, index, bytes(size))
+            slots = _take_slots(self.maps.byte_slots, P.byte_slot(direction, idle), P.BYTE_SLOT)
             for sk, tgid, second, nbytes, calls, last in zip(
                 *(slots[name].tolist() for name in ("sk", "tgid", "second", "bytes", "calls", "last")), strict=True
             ):  # fmt: skip

@@ -493,13 +493,19 @@ def _count(a: Asm, counters_fd: int, name: str, slot: int) -> None:
     a.label(skip)
 
 
-def _ctl(a: Asm, maps: Maps, slot: int, fail: str) -> None:
-    """r0 = &ctl[0] (jumps to ``fail`` if the lookup fails, which it cannot for an array)."""
+def _element0(a: Asm, map_fd: int, slot: int, fail: str) -> None:
+    """r0 = &map[0] of an array (this CPU's, for a per-CPU one); jumps to ``fail`` if the lookup fails, which
+    it cannot for an array. Uses the stack word at FP+slot."""
     a.st(W, FP, slot, 0)
-    a.ld_map_fd(R1, maps.ctl)
+    a.ld_map_fd(R1, map_fd)
     a.mov(R2, FP).add(R2, slot)
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, fail)
+
+
+def _ctl(a: Asm, maps: Maps, slot: int, fail: str) -> None:
+    """r0 = &ctl[0] (jumps to ``fail`` if the lookup fails, which it cannot for an array)."""
+    _element0(a, maps.ctl, slot, fail)
 
 
 def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str, mono: int | None = None,
@@ -545,11 +551,7 @@ def _tick_slot(a: Asm, maps: Maps, slot: int, missing: str) -> None:
     """R0 = this CPU's :data:`TICK` slot (jumps to ``missing`` if the lookup fails, which an array's cannot).
     Uses the stack word at FP+slot."""
     assert maps.tick is not None
-    a.st(W, FP, slot, 0)
-    a.ld_map_fd(R1, maps.tick)
-    a.mov(R2, FP).add(R2, slot)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, missing)
+    _element0(a, maps.tick, slot, missing)
 
 
 def _tick_read(a: Asm, maps: Maps, slot: int, wall: int, second: int, fail: str, reg: Reg = R9) -> None:
@@ -907,11 +909,7 @@ def _within_budget(a: Asm, maps: Maps, slot: int, over: str) -> None:
     cost the kernel), and what it leaves out is counted. Uses the stack word at FP+slot."""
     ok, new, capped = _uniq(a, "bud_ok"), _uniq(a, "bud_new"), _uniq(a, "bud_capped")
     assert maps.budget is not None
-    a.st(W, FP, slot, 0)
-    a.ld_map_fd(R1, maps.budget)
-    a.mov(R2, FP).add(R2, slot)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, ok)  # (an array's lookup cannot fail)
+    _element0(a, maps.budget, slot, ok)
     a.stx(DW, FP, slot, R0)
     a.call(KTIME_GET_NS)
     a.rsh(R0, BUDGET_SHIFT)
