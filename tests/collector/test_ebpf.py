@@ -881,6 +881,72 @@ def test_raw_records_over_the_rate_cap_are_shed_and_counted_and_every_connect_st
     assert collector.stats.lost == 0  # shed is not lost: the counts are exact
 
 
+@pytest.mark.ebpf
+def test_a_connect_over_the_rate_cap_makes_no_outcome_record_and_a_kept_one_gets_its_outcome() -> None:
+    """Non-blocking connects whose handshakes end after connect() returned (the listener's queue is full, then
+    it closes: the retransmitted SYNs are refused ~1 s later) with a cap of one raw record per CPU and window:
+    a connect over the cap makes neither its CONNECT record nor its OUTCOME (an OUTCOME alone was a raw
+    record the cap did not bound, for a connect the reader never saw), every CONNECT kept in progress gets
+    its OUTCOME, and every connect is counted."""
+    keep = KeepBatches()
+    got = keep.got
+    n = 20
+    collector = EbpfCollector(raw_rate=1, drain_interval=0.1)
+    start_or_skip(collector, keep)  # type: ignore[arg-type]
+    socks: list[socket.socket] = []
+    try:
+        with socket.socket() as srv:
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(0)  # the accept queue holds one connection
+            port = srv.getsockname()[1]
+            first = socket.socket()
+            socks.append(first)
+            assert first.connect_ex(("127.0.0.1", port)) == 0
+            for _ in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.setblocking(False)
+                assert s.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
+        deadline = time.monotonic() + 15  # (the listener is closed: each SYN retransmit is refused)
+        while any(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and _unconnected(s) for s in socks[1:]):
+            assert time.monotonic() < deadline, "the handshakes did not end"
+            time.sleep(0.1)
+        time.sleep(0.3)  # a drain or two
+    finally:
+        for s in socks:
+            s.close()
+        collector.stop()  # drains the counts a last time
+    connects: dict[int, int] = {}  # socket key -> flags of its CONNECT record
+    outcomes: list[int] = []
+    counted = 0
+    for b in got:
+        if b.records is not None and len(b.records):
+            r = b.records[(b.records["port"] == port) & (b.records["pid"] == os.getpid())]
+            for kind, key, flags in zip(r["kind"].tolist(), r["key"].tolist(), r["flags"].tolist(), strict=True):
+                if kind == P.KIND_CONNECT:
+                    connects[key] = flags
+                elif kind == P.KIND_OUTCOME:
+                    outcomes.append(key)
+        if b.counts is not None:
+            keys, values = b.counts
+            sel = (keys["kind"] == P.KIND_CONNECT) & (keys["port"] == port) & (keys["tgid"] == os.getpid())
+            counted += int(values["n"][sel].sum())
+    assert counted == n + 1  # every connect counted, whatever was kept raw
+    assert collector.stats.losses.get("shed", 0) > 0
+    assert len(connects) < n  # the cap bound them
+    assert all(key in connects for key in outcomes), "an OUTCOME record for a connect that made no CONNECT record"
+    pending = sorted(key for key, flags in connects.items() if flags & P.F_PENDING)
+    assert sorted(outcomes) == pending  # each connect kept in progress got its outcome, once
+
+
+def _unconnected(s: socket.socket) -> bool:
+    try:
+        s.getpeername()
+    except OSError:
+        return True
+    return False
+
+
 # --- burst ------------------------------------------------------------------------------------
 
 

@@ -575,6 +575,10 @@ class _Session:
         assert self.maps is not None
         _, raw, m = syscalls.map_batch(self.maps.counters, 4, 8, P.N_COUNTERS, delete=False)
         totals = np.frombuffer(raw, "<u8")[:m].tolist()
+        if self.maps.budget is not None:
+            # raw records capped: counted per CPU in the budget map (see P._within_budget), summed here
+            budgets = syscalls.map_lookup(self.maps.budget, bytes(4), P.BUDGET.itemsize * syscalls.possible_cpus())
+            totals[P.CTR["raw_capped"]] = int(np.frombuffer(budgets or b"", P.BUDGET)["capped"].sum())
         out: dict[str, int] = {}
         for i, name in enumerate(P.COUNTERS):
             if i < len(totals) and totals[i] != self.counters[i]:

@@ -142,6 +142,7 @@ F_RESTARTED = 1 << 9  # connect: the call was interrupted by a signal (the kerne
 CF_EXITED = 1 << 32  # connect() returned (or there is no connect() call: implicit)
 CF_RESOLVED = 1 << 33  # the handshake ended; ``err`` holds the result
 CF_RESTARTING = 1 << 34  # connect() was interrupted by a signal: the restarted call (if any) reports it
+CF_CAPPED = 1 << 35  # over its CPU's raw-record cap when it started: no CONNECT or OUTCOME record (counted as shed)
 
 # inflight[] flags
 IF_RESTARTING = 2  # the call returned a restart code: the next call on this fd continues it
@@ -168,7 +169,7 @@ COUNTERS = (
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
     "traffic_full",  # bytes of a (process, socket) that did not fit in the traffic map (totals kept)
     "state_unseen",  # a handshake's end the kernel did not run tcp_state for: resolved when the socket is freed
-    "raw_capped",  # a raw record over its CPU's rate cap (see :func:`_within_budget`): not made, its counts kept
+    "raw_capped",  # a raw record over its CPU's rate cap: not made, its counts kept (summed from ``budget``)
 )
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 #: counters that are losses (the others count calls that are not new connects: nothing is lost)
@@ -297,6 +298,8 @@ _SLOT_CONN = CONN_SLOT.fields["conn"][1]
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
 CTL = np.dtype([("active", "<u8"), ("offset", "<i8"), ("raw", "<u8")])
 RAW_CONNECTS, RAW_DROPS = 1, 2
+#: a program's copy of the raw-record flags: ``flag << RAW_CAPPED_SHIFT`` once its event is over the cap
+RAW_CAPPED_SHIFT = 4
 
 
 def overflow_slot(kind: int, result: int) -> int:
@@ -516,7 +519,10 @@ def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail
     ``record``: the raw-record flag (``RAW_CONNECTS``, ``RAW_DROPS``) of what the instant is for. When
     such records are not written, the instant only names a count's second and its first/last: it comes from
     this CPU's tick cache (:func:`_tick_read`, clobbering ``reg``) instead of a clock read, and FP+mono is 0
-    (latencies are measured for records only)."""
+    (latencies are measured for records only). When they are and raw records are capped, the record is
+    counted in its CPU's budget here (:func:`_within_budget`, with this clock read); one over the cap clears
+    ``record`` in FP+raw (setting ``record << RAW_CAPPED_SHIFT``) and FP+mono, so the event costs what a
+    counted-only one does from here on."""
     precise, done = _uniq(a, "clk_precise"), _uniq(a, "clk_done")
     _live(a, maps, slot, active, raw, fail)
     a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)
@@ -532,6 +538,17 @@ def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail
     if mono is not None:
         a.stx(DW, FP, mono, R0)
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
+    if record and maps.budget is not None:
+        assert mono is not None
+        over = _uniq(a, "clk_over")
+        a.ldx(DW, R1, FP, raw)
+        a.and_(R1, record)
+        a.jeq(R1, 0, done)
+        _within_budget(a, maps, slot, mono, over)
+        a.ja(done)
+        a.label(over)
+        a.ldx(DW, R1, FP, raw).and_(R1, ~record).or_(R1, record << RAW_CAPPED_SHIFT).stx(DW, FP, raw, R1)
+        a.st(DW, FP, mono, 0)
     a.label(done)
 
 
@@ -541,8 +558,10 @@ TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8"), ("woke"
 #: a clock read that close to the next second is not cached: a tick (10 ms at HZ=100, 4 ms at 250) and
 #: as much again for the kernel's late tick count updates
 TICK_MARGIN_NS = 25_000_000
-#: a CPU's raw-record budget: the window (monotonic ns >> BUDGET_SHIFT) and the records made in it
-BUDGET = np.dtype([("window", "<u8"), ("n", "<u8")])
+#: a CPU's raw-record budget: the window (monotonic ns >> BUDGET_SHIFT), the records made in it, and the
+#: records this CPU capped so far (the ``raw_capped`` counter: per CPU, so a storm's capped records do not
+#: bounce one shared counter's cache line between the CPUs)
+BUDGET = np.dtype([("window", "<u8"), ("n", "<u8"), ("capped", "<u8")])
 #: budget windows of 2**30 ns (1.07 s): a shift, not a division
 BUDGET_SHIFT = 30
 
@@ -902,39 +921,38 @@ def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
     a.call(RINGBUF_SUBMIT)
 
 
-def _within_budget(a: Asm, maps: Maps, slot: int, over: str) -> None:
-    """Count this raw record in its CPU's budget, or, once the CPU has made ``maps.budget_cap`` of them in this
-    window of 2**:data:`BUDGET_SHIFT` ns, count it ``raw_capped`` and jump to ``over``: under a storm the raw
-    detail stream stays bounded (each record costs the reader and the store's writer far more than its counts
-    cost the kernel), and what it leaves out is counted. Uses the stack word at FP+slot."""
+def _within_budget(a: Asm, maps: Maps, slot: int, now: int, over: str) -> None:
+    """Count a raw record in its CPU's budget (FP+now: ns since boot), or, once the CPU has made
+    ``maps.budget_cap`` of them in this window of 2**:data:`BUDGET_SHIFT` ns, count it capped and jump to
+    ``over``: under a storm the raw detail stream stays bounded (each record costs the reader and the store's
+    writer far more than its counts cost the kernel), and what it leaves out is counted. Uses the stack word
+    at FP+slot."""
     ok, new, capped = _uniq(a, "bud_ok"), _uniq(a, "bud_new"), _uniq(a, "bud_capped")
     assert maps.budget is not None
     _element0(a, maps.budget, slot, ok)
-    a.stx(DW, FP, slot, R0)
-    a.call(KTIME_GET_NS)
+    a.mov(R1, R0)
+    a.ldx(DW, R0, FP, now)
     a.rsh(R0, BUDGET_SHIFT)
-    a.ldx(DW, R1, FP, slot)
     a.ldx(DW, R2, R1, BUDGET.fields["window"][1])
     a.jne(R0, R2, new)
     a.ldx(DW, R2, R1, BUDGET.fields["n"][1])
     a.jmp("jge", R2, maps.budget_cap, capped)
-    a.add(R2, 1).stx(DW, R1, BUDGET.fields["n"][1], R2)  # (only this CPU's runs write it: no atomic needed)
+    a.add(R2, 1).stx(DW, R1, BUDGET.fields["n"][1], R2)  # (a nested program's lost update only moves the cap)
     a.ja(ok)
     a.label(new)
     a.stx(DW, R1, BUDGET.fields["window"][1], R0)
     a.st(DW, R1, BUDGET.fields["n"][1], 1)
     a.ja(ok)
     a.label(capped)
-    _count(a, maps.counters, "raw_capped", slot)
+    # atomic: a program in an interrupt on this CPU may cap one meanwhile, and every capped one is reported
+    a.mov(R2, 1)
+    a.atomic(DW, R1, BUDGET.fields["capped"][1], R2, _ADD)
     a.ja(over)
     a.label(ok)
 
 
-def _reserve(a: Asm, maps: Maps, dst: Reg, full: str, slot: int, capped: bool = True) -> None:
-    """dst = ringbuf_reserve(RECORD_SIZE); on NULL count ring_full and jump to ``full``. When ``capped`` and
-    raw records have a rate cap, a record over it is not reserved (see :func:`_within_budget`)."""
-    if capped and maps.budget is not None:
-        _within_budget(a, maps, slot, full)
+def _reserve(a: Asm, maps: Maps, dst: Reg, full: str, slot: int) -> None:
+    """dst = ringbuf_reserve(RECORD_SIZE); on NULL count ring_full and jump to ``full``."""
     ok = _uniq(a, "res_ok")
     a.ld_map_fd(R1, maps.ring)
     a.mov(R2, RECORD_SIZE)
@@ -1128,6 +1146,20 @@ _S_MONO = -408  # the clock read (ns since boot) behind _S_WALL (below the raw t
 _S_ADDRLEN = -416  # connect_exit: the call's addrlen (the kernel's int)
 
 
+def _raw_of_conn(a: Asm, maps: Maps) -> None:
+    """After :func:`_live` for the conn value copied to _S_CONN: RAW_CONNECTS cleared in FP+_S_RAW when the
+    connection was over the raw-record cap when it started (CF_CAPPED): it makes no record, now or later."""
+    if maps.budget is None:
+        return
+    keep = _uniq(a, "raw_kept")
+    a.ldx(DW, R1, FP, _S_CONN + _C["flags"])
+    a.ld_imm64(R2, CF_CAPPED)
+    a.and_(R1, R2)
+    a.jeq(R1, 0, keep)
+    a.ldx(DW, R1, FP, _S_RAW).and_(R1, ~RAW_CONNECTS).stx(DW, FP, _S_RAW, R1)
+    a.label(keep)
+
+
 def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
     """A CONNECT/OUTCOME record from the conn value at _S_CONN, flags at _S_FLAGS and the return
     code at _S_CODE, when raw connect records are wanted."""
@@ -1135,8 +1167,7 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
     a.ldx(DW, R1, FP, _S_RAW)
     a.and_(R1, RAW_CONNECTS)
     a.jeq(R1, 0, skip)
-    # (an OUTCOME is not capped: the CONNECT record kept before it would stay "in progress" without it)
-    _reserve(a, maps, R9, skip, _S_CNT, capped=kind != KIND_OUTCOME)
+    _reserve(a, maps, R9, skip, _S_CNT)
     a.st(W, R9, _O["kind"], kind)
     a.ldx(DW, R1, FP, _S_FLAGS).stx(W, R9, _O["flags"], R1)
     a.ldx(DW, R1, FP, _S_CONN + _C["ts"]).stx(DW, R9, _O["ts"], R1)
@@ -1396,11 +1427,32 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.ld_imm64(R1, CF_EXITED)  # implicit: there is no connect() call to wait for
     a.or_(R7, R1)
     a.label("flags_set")
+    if maps.budget is not None:
+        # over the cap: neither its CONNECT record nor its OUTCOME is made (whichever program reports it)
+        a.ldx(DW, R1, FP, _S_RAW)
+        a.jmp("jset", R1, RAW_CONNECTS << RAW_CAPPED_SHIFT, "capped")
+        a.ja("flags_done")
+        a.label("capped")
+        a.ld_imm64(R1, CF_CAPPED)
+        a.or_(R7, R1)
+        a.label("flags_done")
     a.stx(DW, FP, _S_CONN + _C["flags"], R7)
     _conn_insert(a, maps, _S_SK, _S_CONN, _S_SCR, "untracked", f.btf)
     a.ja("tracked")
     a.label("untracked")
     _count(a, maps.counters, "conns_full", _S_CNT)
+    if maps.budget is not None:
+        # connect() counts it when it returns, and decides then whether its record is kept: not capped here
+        a.jeq(R9, 0, "implicit_untracked")
+        a.ld_imm64(R1, CF_CAPPED)
+        a.jmp("jset", R7, R1, "uncap")
+        a.ja("out")
+        a.label("uncap")
+        _element0(a, maps.budget, _S_SCR, "out")
+        a.mov(R1, -1)
+        a.atomic(DW, R0, BUDGET.fields["capped"][1], R1, _ADD)
+        a.ja("out")
+        a.label("implicit_untracked")
     a.jne(R9, 0, "out")  # connect() counts it when it returns (outcome unknown)
     a.st(H, FP, _S_KEY + _K["result"], RESULT_UNTRACKED)
     a.label("tracked")
@@ -1513,6 +1565,7 @@ def _resolve(a: Asm, maps: Maps, typed: bool) -> None:
     a.ldx(W, R1, R9, _C["code"]).stx(DW, FP, _S_CODE, R1)
     a.ldx(DW, R1, FP, _S_RESULT).stx(W, FP, _S_CONN + _C["err"], R1)
     _live(a, maps, _S_SCR, _S_ACTIVE, _S_RAW, "forget")
+    _raw_of_conn(a, maps)
     a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)  # counted at its start
     # it was counted in progress when connect() returned: move it to its outcome
     _bump(a, maps, _S_KEY, -1, _S_WALL, _S_VAL, _S_ACTIVE)
@@ -1552,6 +1605,7 @@ def _resolve(a: Asm, maps: Maps, typed: bool) -> None:
     a.ldx(DW, R1, FP, _S_RESULT).stx(W, FP, _S_CONN + _C["err"], R1)
     a.st(DW, FP, _S_CODE, -_errno.EINTR)
     _live(a, maps, _S_SCR, _S_ACTIVE, _S_RAW, "forget")
+    _raw_of_conn(a, maps)
     a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)
     a.stx(H, FP, _S_KEY + _K["result"], R7)
     _bump(a, maps, _S_KEY, 1, _S_WALL, _S_VAL, _S_ACTIVE)
@@ -1803,6 +1857,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jmp("jset", R7, R1, "out")  # reported already (its handshake ended while no call ran)
     _copy_to_stack(a, R9, 0, _S_CONN, CONN.itemsize)
     _live(a, maps, _S_SCR, _S_ACTIVE, _S_RAW, "out")
+    _raw_of_conn(a, maps)
     a.ldx(DW, R1, FP, _S_CONN + _C["wall"]).stx(DW, FP, _S_WALL, R1)  # counted at its start
     a.mov(R1, R7).and_(R1, 0xFFFF)
     a.ldx(DW, R2, FP, _S_FLAGS).or_(R1, R2)
