@@ -62,6 +62,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count_or_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text[:30]}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _dns_server(text: str) -> str:
     from netspy_tui.names.resolver import parse_server
 
@@ -152,6 +162,15 @@ OPTIONS: tuple[Option, ...] = (
         group=SOURCE,
         choices=("auto", "ebpf", "procfs", "replay"),
         help="embedded collector (auto: eBPF if it loads, else procfs sampling)",
+    ),
+    _opt(
+        "--raw-rate",
+        runs=_ALL,
+        group=SOURCE,
+        type=_count_or_zero,
+        metavar="N",
+        help="eBPF: raw events each CPU keeps per second, at most (50000; 0: no cap); the rest are shed, "
+        "counted and reported as shed, and every count stays exact",
     ),
     _opt("--replay", runs=_ALL, group=SOURCE, type=Path, metavar="FILE", help="replay a JSON-lines recording"),
     _opt(
@@ -496,7 +515,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 _INGEST_FLAGS = (("ingest_token", "--ingest-token"), ("ingest_max_events", "--ingest-max-events"),
                  ("ingest_rate", "--ingest-rate"))  # fmt: skip
 _COLLECTOR_FLAGS = (("forward", "--forward"), ("replay", "--replay"), ("collector", "--collector"),
-                    ("record", "--record"))  # fmt: skip
+                    ("record", "--record"), ("raw_rate", "--raw-rate"))  # fmt: skip
 
 
 def _check_aggregate(ns: argparse.Namespace, where: argparse.ArgumentParser) -> None:
@@ -538,6 +557,7 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
         "collector": "replay" if ns.replay and not ns.collector else ns.collector,
         "replay": ns.replay,
         "replay_speed": ns.replay_speed,
+        "raw_rate": ns.raw_rate,
         "record": ns.record,
         "db": ns.db,
         "interval": ns.interval,

@@ -44,13 +44,14 @@ def _looks_privileged() -> bool:
     return bool(caps >> _CAP_SYS_ADMIN & 1) or bool(caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1)
 
 
-def _ebpf() -> Collector:
-    """A new eBPF collector (imported lazily: it is the heaviest module)."""
+def _ebpf(raw_rate: int | None = None) -> Collector:
+    """A new eBPF collector (imported lazily: it is the heaviest module); ``raw_rate``: raw records each CPU
+    makes per second at most (None: the collector's default; 0: no cap)."""
     try:
         from netspy_tui.collector.ebpf import EbpfCollector
     except ImportError as exc:  # a broken install; never expected in a working checkout
         raise CollectorError(f"the eBPF collector cannot be imported ({exc})", "use --collector procfs") from exc
-    return EbpfCollector()
+    return EbpfCollector() if raw_rate is None else EbpfCollector(raw_rate=raw_rate)
 
 
 def _replay(path: str | Path | None, speed: float) -> tuple[Collector, str]:
@@ -66,6 +67,7 @@ def open_collector(
     replay_path: str | Path | None = None,
     replay_speed: float = 1.0,
     procfs_interval: float = 1.0,
+    raw_rate: int | None = None,
 ) -> tuple[Collector, str]:
     """An unstarted collector of ``kind`` and why it was chosen.
 
@@ -77,11 +79,11 @@ def open_collector(
     if kind == "procfs":
         return ProcfsCollector(procfs_interval), "procfs sampling: requested"
     if kind == "ebpf":
-        return _ebpf(), "eBPF: requested"
+        return _ebpf(raw_rate), "eBPF: requested"
     if kind != "auto":
         raise CollectorError(f"unknown collector {kind!r}", "use auto, ebpf, procfs or replay")
     if _looks_privileged():
-        return _ebpf(), f"eBPF: running as {_who()} (not yet loaded)"
+        return _ebpf(raw_rate), f"eBPF: running as {_who()} (not yet loaded)"
     return ProcfsCollector(procfs_interval), f"procfs sampling: eBPF unavailable (not privileged: {_who()})"
 
 
@@ -92,6 +94,7 @@ def start_collector(
     replay_path: str | Path | None = None,
     replay_speed: float = 1.0,
     procfs_interval: float = 1.0,
+    raw_rate: int | None = None,
 ) -> tuple[Collector, str]:
     """Start the collector ``kind`` feeding ``sink``; return it and a one-line reason.
 
@@ -108,14 +111,14 @@ def start_collector(
         collector.start(sink)
         return collector, "procfs sampling: requested"
     if kind == "ebpf":
-        collector = _ebpf()
+        collector = _ebpf(raw_rate)
         collector.start(sink)
         return collector, f"eBPF: tracepoints loaded as {_who()}"
     if kind != "auto":
         raise CollectorError(f"unknown collector {kind!r}", "use auto, ebpf, procfs or replay")
 
     try:
-        collector = _ebpf()
+        collector = _ebpf(raw_rate)
         collector.start(sink)
         return collector, f"eBPF: tracepoints loaded as {_who()}"
     except CollectorError as exc:

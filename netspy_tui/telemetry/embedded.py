@@ -146,6 +146,7 @@ class EmbeddedSource:
         replay_path: str | Path | None = None,
         replay_speed: float = 1.0,
         procfs_interval: float = 1.0,
+        raw_rate: int | None = None,
     ) -> EmbeddedSource:
         """Choose and start a collector of ``kind`` (``auto``: eBPF, else procfs) feeding ``store``."""
         source = cls(None, store, record=record)
@@ -157,6 +158,7 @@ class EmbeddedSource:
                 replay_path=replay_path,
                 replay_speed=replay_speed,
                 procfs_interval=procfs_interval,
+                raw_rate=raw_rate,
             )
         except BaseException:
             if source.recorder is not None:
@@ -362,6 +364,7 @@ async def _open_embedded(settings: Settings, db: Path | None) -> AsyncIterator[E
             replay_path=settings.replay,
             replay_speed=settings.replay_speed,
             procfs_interval=settings.procfs_interval,
+            raw_rate=settings.raw_rate,
         )
     except BaseException:
         store.close()

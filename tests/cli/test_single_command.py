@@ -75,6 +75,26 @@ def test_bad_flags_are_one_line_with_exit_2(run_cli, server, args, fragment):
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["serve", "--raw-rate", "-1"], "argument --raw-rate: must be 0 or more, got -1"),
+        (["serve", "--raw-rate", "many"], "argument --raw-rate: expected a whole number, got 'many'"),
+        (["serve", "--aggregate", "--raw-rate", "100"], "--raw-rate does not apply to serve --aggregate"),
+    ],
+)
+def test_a_bad_raw_rate_is_one_line_with_exit_2(run_cli, args, fragment):
+    """``--raw-rate`` (raw events kept per CPU a second) takes 0 (no cap) or more, and only where a collector
+    runs; the help says what it sheds."""
+    out = run_cli(*args)
+    assert out.returncode == 2, out.stderr
+    assert fragment in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "shed, counted and reported as shed, and every count stays exact" in " ".join(
+        run_cli("serve", "--help").stdout.split()
+    )
+
+
 def test_unreachable_server_is_one_line_exit_1(run_cli):
     srv = FakeEbpfServer().start()
     url = srv.url

@@ -538,6 +538,31 @@ def test_server_status_names_how_each_program_is_attached(spawn, cli) -> None:  
 
 
 @pytest.mark.ebpf
+def test_the_raw_rate_flag_caps_raw_events_and_health_reports_them_shed(spawn) -> None:  # noqa: F811
+    """``serve --raw-rate 1``: each CPU keeps one raw event a window (~1 s), so 300 refused connects (600 raw
+    events: each connect and its dropped SYN) are nearly all shed, and ``/health`` says so as shed, not lost,
+    with the counts exact (the default cap, 50,000 a second per CPU, would keep every one of them)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (eBPF)")
+    import json
+    import urllib.request
+
+    child = spawn("serve", "--collector", "ebpf", "--raw-rate", "1", "--port", str(free_port()))
+    url = served_url(child, "the eBPF server API")
+    port = closed_port()
+    for _ in range(300):
+        with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+
+    def health() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    wait_until(lambda: health()["losses"].get("shed", 0) >= 500, timeout=15, what="the capped raw events shed")
+    assert health()["counts_exact"] is True
+
+
+@pytest.mark.ebpf
 def test_a_kernel_that_refuses_raw_tracepoint_programs_gets_perf_ones(monkeypatch, listener) -> None:
     """Raw and BTF-typed tracepoint programs refused (a sandbox, an older kernel): every program is
     attached through a perf event instead, nothing is left open, and connects are still seen."""
