@@ -45,6 +45,7 @@ _RESOLVE = "INSERT OR REPLACE INTO resolved (key, t, outcome) VALUES (?, ?, ?)"
 #: store kind code -> ring record kind
 _RECORD_KIND = {0: P.KIND_CONNECT, 1: P.KIND_DROP}
 _SIGN = 1 << 63
+_RECORD_BYTES = np.dtype((np.void, P.RECORD_SIZE))
 
 
 def signed(key: int) -> int:
@@ -52,22 +53,26 @@ def signed(key: int) -> int:
     return key - (1 << 64) if key >= _SIGN else key
 
 
-def rows(recs: np.ndarray, first_seq: int) -> list[tuple[int, int, int, int, int, bytes]]:
-    """CONNECT and DROP records -> chunk rows ``(seq, kind, n, t_lo, t_hi, bytes)``, numbered from
-    ``first_seq`` in the order given (connects first, then drops)."""
+def rows(recs: np.ndarray, first_seq: int) -> list[tuple[int, int, int, int, int, memoryview]]:
+    """CONNECT and DROP records -> chunk rows ``(seq, kind, n, t_lo, t_hi, blob)``, numbered from
+    ``first_seq`` in the order given (connects first, then drops). ``blob``: a view of the records' bytes
+    (SQLite copies it when the row is inserted)."""
     out = []
     seq = first_seq
+    # each record as one opaque value: split by kind, a record is copied as bytes, not field by field
+    whole = np.ascontiguousarray(recs).view(_RECORD_BYTES)
+    kinds = recs["kind"]
     for code, kind in _RECORD_KIND.items():
-        part = recs[recs["kind"] == kind]
+        part = whole[kinds == kind]
         for i in range(0, len(part), CHUNK_RECORDS):
             piece = part[i : i + CHUNK_RECORDS]
-            wall = piece["wall"].astype(np.int64)
-            out.append((seq, code, len(piece), int(wall.min()), int(wall.max()), piece.tobytes()))
+            wall = piece.view(P.RECORD)["wall"].astype(np.int64)
+            out.append((seq, code, len(piece), int(wall.min()), int(wall.max()), memoryview(piece.view(np.uint8))))
             seq += len(piece)
     return out
 
 
-def write(conn: sqlite3.Connection, chunk_rows: list[tuple[int, int, int, int, int, bytes]],
+def write(conn: sqlite3.Connection, chunk_rows: list[tuple[int, int, int, int, int, memoryview]],
           outcomes: np.ndarray | None, name: Callable[[int], str]) -> None:  # fmt: skip
     """Insert chunks and the outcomes of OUTCOME records (``name``: result code -> outcome)."""
     if chunk_rows:
