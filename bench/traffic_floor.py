@@ -22,16 +22,24 @@ the program itself, in the traced syscall slow path (where any syscall tracepoin
 programs', puts every syscall of every process), and the samples of this process. A sender that spends a share
 ``s`` of its CPU there makes at most ``1 - s`` of its calls: the ratio those costs alone allow.
 
+``--beside CHECKOUT``: the byte programs of this checkout and of another one (a git worktree at another
+commit) attached side by side, so both run on every call of the same transfers, with BPF_ENABLE_STATS on: each
+one's kernel time per run, and the paired difference per round (which one attaches first alternates).
+
     python -m bench.traffic_floor [--rounds 7] [--seconds 2] [--modes empty,programs,product] [--profile]
+    python -m bench.traffic_floor --beside /path/to/other/checkout [--rounds 16] [--seconds 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import statistics
+import struct
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -154,13 +162,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--modes", default="empty,programs,product")
     ap.add_argument("--profile", action="store_true", help="shares of the sender's CPU samples (perf)")
+    ap.add_argument("--beside", type=Path, help="another checkout: its byte programs' kernel time beside these")
+    ap.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.hold:
+        _hold()
+        return
     modes = args.modes.split(",") + (["none"] if args.profile else [])
     res: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         exe = build(tmp)
         transfer(exe, 65536, MAX_BYTES, 0.3)  # warm-up
+        if args.beside:
+            _beside(args.beside.resolve(), exe, args.rounds, args.seconds)
+            return
         for r in range(args.rounds):
             order = modes[r % len(modes) :] + modes[: r % len(modes)]
             others = foreign_bpf()
@@ -187,6 +203,78 @@ def main() -> None:
                     for k, v in ((k, [x[k] for x in rounds]) for k in rounds[0])))  # fmt: skip
         if not args.profile:
             _runs_per_call(exe, args.seconds)
+
+
+def _hold() -> None:
+    """``--hold``: the byte programs attached until stdin closes; their ids on stdout (for ``--beside``)."""
+    session = _programs_only(KEEP["bytes"])
+    try:
+        print(" ".join(f"{name}={prog_id}" for name, prog_id, _ in session.loaded if name in KEEP["bytes"]), flush=True)
+        sys.stdin.read()
+    finally:
+        session.close()
+
+
+def _run_stats(prog_id: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a loaded program, by id (it may be another process's)."""
+    from netspy_tui.collector.ebpf import syscalls
+
+    attr = ctypes.create_string_buffer(12)
+    struct.pack_into("<I", attr, 0, prog_id)
+    fd = syscalls._bpf(syscalls.BPF_PROG_GET_FD_BY_ID, attr, f"opening program {prog_id}")
+    try:
+        run_ns, runs, _ = syscalls.prog_run_stats(fd)
+    finally:
+        os.close(fd)
+    return run_ns, runs
+
+
+def _beside(other: Path, exe: Path, rounds: int, seconds: float) -> None:
+    """This checkout's byte programs and ``other``'s side by side: kernel ns per run of each, per round."""
+    from netspy_tui.collector.ebpf import syscalls
+
+    here = Path(__file__).resolve().parent.parent
+    roots = {}
+    for side, checkout in (("this", here), ("other", other)):
+        # that checkout's product with this checkout's bench (an older one may have no --hold)
+        roots[side] = exe.parent / f"beside-{side}"
+        roots[side].mkdir(exist_ok=True)
+        for package, src in (("netspy_tui", checkout), ("bench", here)):
+            if not (roots[side] / package).exists():
+                (roots[side] / package).symlink_to(src / package)
+
+    def holder(side: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+        env = {**os.environ, "PYTHONPATH": str(roots[side])}
+        proc = subprocess.Popen([sys.executable, "-m", "bench.traffic_floor", "--hold"], cwd=roots[side], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert proc.stdout is not None
+        ids = dict(item.split("=") for item in proc.stdout.readline().split())
+        return proc, {name: int(i) for name, i in ids.items()}
+
+    per_run: dict[str, dict[str, list[float]]] = {"this": {}, "other": {}}
+    for r in range(rounds):
+        held = {side: holder(side) for side in ("this", "other")[:: 1 if r % 2 == 0 else -1]}
+        try:
+            stats_fd = syscalls.enable_stats()
+            try:
+                before = {side: {n: _run_stats(i) for n, i in ids.items()} for side, (_, ids) in held.items()}
+                transfer(exe, CHUNK, MAX_BYTES, seconds)
+                for side, (_, ids) in held.items():
+                    for name, prog_id in ids.items():
+                        (ns1, n1), (ns0, n0) = _run_stats(prog_id), before[side][name]
+                        per_run[side].setdefault(name, []).append((ns1 - ns0) / max(1, n1 - n0))
+            finally:
+                os.close(stats_fd)
+        finally:
+            for proc, _ in held.values():
+                proc.communicate("")
+    for name in per_run["this"]:
+        this, that = per_run["this"][name], per_run["other"].get(name, [])
+        diff = [a - b for a, b in zip(this, that, strict=True)]
+        print(f"{name}: this checkout {statistics.median(this):.1f} ns/run ({min(this):.1f}..{max(this):.1f}), "
+              f"{other} {statistics.median(that):.1f} ({min(that):.1f}..{max(that):.1f}); paired this - other "
+              f"median {statistics.median(diff):+.1f} ns ({min(diff):+.1f}..{max(diff):+.1f}), this faster in "
+              f"{sum(d < 0 for d in diff)} of {len(diff)} rounds")  # fmt: skip
 
 
 def _runs_per_call(exe: Path, seconds: float) -> None:
