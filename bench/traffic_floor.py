@@ -23,8 +23,9 @@ programs', puts every syscall of every process), and the samples of this process
 ``s`` of its CPU there makes at most ``1 - s`` of its calls: the ratio those costs alone allow.
 
 ``--beside CHECKOUT``: the byte programs of this checkout and of another one (a git worktree at another
-commit) attached side by side, so both run on every call of the same transfers, with BPF_ENABLE_STATS on: each
-one's kernel time per run, and the paired difference per round (which one attaches first alternates).
+commit; ``empty``: the empty program) attached side by side, so both run on every call of the same transfers,
+with BPF_ENABLE_STATS on: each one's kernel time per run, and the paired difference per round (which one
+attaches first alternates).
 
     python -m bench.traffic_floor [--rounds 7] [--seconds 2] [--modes empty,programs,product] [--profile]
     python -m bench.traffic_floor --beside /path/to/other/checkout [--rounds 16] [--seconds 1]
@@ -163,10 +164,10 @@ def main() -> None:
     ap.add_argument("--modes", default="empty,programs,product")
     ap.add_argument("--profile", action="store_true", help="shares of the sender's CPU samples (perf)")
     ap.add_argument("--beside", type=Path, help="another checkout: its byte programs' kernel time beside these")
-    ap.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--hold", choices=("bytes", "empty"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.hold:
-        _hold()
+        _hold(args.hold == "empty")
         return
     modes = args.modes.split(",") + (["none"] if args.profile else [])
     res: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
@@ -175,7 +176,8 @@ def main() -> None:
         exe = build(tmp)
         transfer(exe, 65536, MAX_BYTES, 0.3)  # warm-up
         if args.beside:
-            _beside(args.beside.resolve(), exe, args.rounds, args.seconds)
+            _beside(args.beside if str(args.beside) == "empty" else args.beside.resolve(), exe, args.rounds,
+                    args.seconds)  # fmt: skip
             return
         for r in range(args.rounds):
             order = modes[r % len(modes) :] + modes[: r % len(modes)]
@@ -205,14 +207,25 @@ def main() -> None:
             _runs_per_call(exe, args.seconds)
 
 
-def _hold() -> None:
-    """``--hold``: the byte programs attached until stdin closes; their ids on stdout (for ``--beside``)."""
-    session = _programs_only(KEEP["bytes"])
+def _hold(empty: bool) -> None:
+    """``--hold``: the byte programs (``empty``: the empty program in their place) attached until stdin closes;
+    their ids on stdout (for ``--beside``)."""
+    from netspy_tui.collector.ebpf import syscalls
+
+    if empty:
+        programs = EmptyPrograms()
+        # (fds: program, link, program, link; send first)
+        ids = zip(("sock_send", "sock_recv"), (syscalls.prog_id(fd) for fd in programs.fds[::2]), strict=True)
+        close = programs.stop
+    else:
+        session = _programs_only(KEEP["bytes"])
+        ids = ((name, prog_id) for name, prog_id, _ in session.loaded if name in KEEP["bytes"])
+        close = session.close
     try:
-        print(" ".join(f"{name}={prog_id}" for name, prog_id, _ in session.loaded if name in KEEP["bytes"]), flush=True)
+        print(" ".join(f"{name}={prog_id}" for name, prog_id in ids), flush=True)
         sys.stdin.read()
     finally:
-        session.close()
+        close()
 
 
 def _run_stats(prog_id: int) -> tuple[int, int]:
@@ -235,7 +248,7 @@ def _beside(other: Path, exe: Path, rounds: int, seconds: float) -> None:
 
     here = Path(__file__).resolve().parent.parent
     roots = {}
-    for side, checkout in (("this", here), ("other", other)):
+    for side, checkout in (("this", here), ("other", here if str(other) == "empty" else other)):
         # that checkout's product with this checkout's bench (an older one may have no --hold)
         roots[side] = exe.parent / f"beside-{side}"
         roots[side].mkdir(exist_ok=True)
@@ -245,7 +258,8 @@ def _beside(other: Path, exe: Path, rounds: int, seconds: float) -> None:
 
     def holder(side: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
         env = {**os.environ, "PYTHONPATH": str(roots[side])}
-        proc = subprocess.Popen([sys.executable, "-m", "bench.traffic_floor", "--hold"], cwd=roots[side], env=env,
+        what = "empty" if side == "other" and str(other) == "empty" else "bytes"
+        proc = subprocess.Popen([sys.executable, "-m", "bench.traffic_floor", "--hold", what], cwd=roots[side], env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert proc.stdout is not None
         ids = dict(item.split("=") for item in proc.stdout.readline().split())
