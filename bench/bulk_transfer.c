@@ -5,7 +5,9 @@
  * Listens on 127.0.0.1 (a free port), forks a receiver (comm "nsbench-rx") that reads until EOF in
  * 256 KiB reads; the sender (comm "nsbench-tx") connects and write()s CHUNK-byte buffers until it
  * has sent MAX_BYTES or MAX_SECONDS passed, then shuts down its side and waits for the receiver.
- * Prints "tx PID BYTES CALLS NS" (the sender's bytes, write() calls and the sending time) and
+ * Prints "tx PID BYTES CALLS NS CPU_NS" (the sender's bytes, write() calls, the sending time and the CPU
+ * the sender used meanwhile, user + system: its cost per call, which other load on the host moves far less
+ * than the rate) and
  * "rx PID BYTES CALLS" (what the receiver read, in how many reads that returned data).
  */
 #define _GNU_SOURCE
@@ -15,10 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static long long cpu_ns(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+}
 
 static long long now_ns(void) {
     struct timespec ts;
@@ -63,7 +72,7 @@ int main(int argc, char **argv) {
     if (connect(s, (struct sockaddr *)&a, sizeof a)) return perror("connect"), 1;
     char *buf = malloc(chunk);
     memset(buf, 'x', chunk);
-    long long sent = 0, calls = 0, t0 = now_ns(), limit = (long long)(max_s * 1e9), t = t0;
+    long long cpu0 = cpu_ns(), sent = 0, calls = 0, t0 = now_ns(), limit = (long long)(max_s * 1e9), t = t0;
     while (sent < max_bytes && t - t0 < limit) {
         long want = max_bytes - sent < chunk ? (long)(max_bytes - sent) : chunk;
         ssize_t n = write(s, buf, want);
@@ -72,7 +81,7 @@ int main(int argc, char **argv) {
         calls++;
         if ((calls & 63) == 0) t = now_ns();
     }
-    long long elapsed = now_ns() - t0;
+    long long elapsed = now_ns() - t0, cpu = cpu_ns() - cpu0;
     shutdown(s, SHUT_WR);
     int status;
     waitpid(child, &status, 0);
@@ -81,6 +90,6 @@ int main(int argc, char **argv) {
     ssize_t n = read(pipefd[0], line, sizeof line - 1);
     if (n <= 0) return 1;
     line[n] = 0;
-    printf("tx %d %lld %lld %lld\n%s", (int)getpid(), sent, calls, elapsed, line);
+    printf("tx %d %lld %lld %lld %lld\n%s", (int)getpid(), sent, calls, elapsed, cpu, line);
     return 0;
 }

@@ -2429,7 +2429,7 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
         a.ldx(DW, reg, R6, 0 if raw else tp.offset("sk", 8))
 
     # the hit: this CPU's slot for the live map holds this socket and process, in this tick
-    _ctl(a, maps, _T_SCR, "out")
+    _ctl_address(a, maps, R0)
     a.ldx(DW, R1, R0, 0).stx(DW, FP, _T_ACTIVE, R1)
     a.add(R1, byte_slot(direction, 0)).stx(DW, FP, _T_SLOT, R1)
     _byte_slot(a, maps, R9)
@@ -2465,7 +2465,7 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.label("inet")
     a.zero_stack(_T_KEY, 24)
     # the second (the map stays the one the slot was chosen for: the clock offset only, from ctl)
-    _ctl(a, maps, _T_SCR, "out")
+    _ctl_address(a, maps, R0)
     a.ldx(DW, R1, R0, 8).stx(DW, FP, _T_WALL, R1)
     _tick_read(a, maps, _T_SCR, _T_WALL, _T_KEY + _TK["second"], "out")
     # still the tick count read first in the tick cache: the second holds for the rest of that tick
@@ -2572,6 +2572,17 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.ldx(DW, R1, FP, _T_WALL).stx(DW, R9, _BS["last"], R1)
     a.label("out")
     return a.ret(0)
+
+
+#: ld_imm64's source for "the address of a map's value" (uapi BPF_PSEUDO_MAP_VALUE)
+_PSEUDO_MAP_VALUE = 2
+
+
+def _ctl_address(a: Asm, maps: Maps, dst: Reg) -> None:
+    """dst = &ctl[0] as a constant the verifier writes into the instruction (``BPF_PSEUDO_MAP_VALUE``: an
+    array's value address), instead of :func:`_ctl`'s lookup (a key on the stack, a bounds check, a null
+    check): a dozen instructions fewer on every send() and recv()."""
+    a.ld_imm64(dst, maps.ctl, _PSEUDO_MAP_VALUE)  # (the second word: offset 0 in the value)
 
 
 def _byte_slot(a: Asm, maps: Maps, dst: Reg) -> None:
