@@ -163,6 +163,56 @@ async def test_a_count_that_widens_its_tab_moves_the_underline_at_once(
         assert "Connections (latest 50 of 150)" in screen_lines(app)[tab.region.y]
 
 
+async def test_a_tab_that_changes_width_is_drawn_in_one_layout_pass_with_its_underline(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count that widens or narrows its tab (focus, a filter character) costs one layout pass, and the frame it
+    draws has the underline under the tab: the tab's new virtual size laid the screen out a second time, and Tabs
+    moved the underline after the first frame (a focus key drew three frames, not two)."""
+    from textual._compositor import Compositor
+    from textual.screen import Screen
+    from textual.widgets._tabs import Underline
+
+    reflows: list[int] = []
+    reflow = Compositor.reflow
+
+    def counted(self: Compositor, *args: Any, **kwargs: Any) -> Any:
+        reflows.append(1)
+        return reflow(self, *args, **kwargs)
+
+    monkeypatch.setattr(Compositor, "reflow", counted)
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        tabs = screen.query_one("#views", TabbedContent)
+        tab, underline = tabs.get_tab("connections-tab"), tabs.query_one(Underline)
+        frames: list[tuple[int, bool]] = []
+        paint = Screen._compositor_refresh
+
+        def drawn(self: Screen[Any]) -> None:
+            start, end = tab.region.shrink(tab.styles.gutter).column_span
+            under = (underline.highlight_start, underline.highlight_end) == (start - tabs.region.x, end - tabs.region.x)
+            frames.append((tab.region.width, under))
+            paint(self)
+
+        monkeypatch.setattr(Screen, "_compositor_refresh", drawn)
+        width = tab.region.width
+        for label, wider in (("Connections (latest 50 of 150)", 13), ("Connections (7)", -2)):
+            reflows.clear()
+            frames.clear()
+            screen._tab_label("connections-tab", label, label)
+            await pilot.pause()
+            await pilot.pause()
+            assert tab.region.width == width + wider
+            assert len(reflows) == 1
+            assert frames and all(under for tab_width, under in frames if tab_width == width + wider)
+        app.poller.wake = asyncio.Event()  # (the key's poll waits: what the key itself draws is counted)
+        reflows.clear()
+        await pilot.press("enter")  # focus: both counts change
+        await wait_for(pilot, lambda: screen.focus_subject is not None, "the focus")
+        await pilot.pause()
+        assert len(reflows) == 1
+
+
 async def test_focus_shows_the_processes_rows_at_once_then_its_poll_keeps_them(
     source: MemorySource, clock: Clock
 ) -> None:
