@@ -406,3 +406,47 @@ async def test_esc_after_focus_brings_the_rows_back_with_the_cells_they_had(sour
         await wait_for(pilot, lambda: app.polls > polls, "the poll")
         assert all(a is b for k in before if k != key for a, b in zip(table._cells[k], before[k], strict=True))
         assert "renamed.example" not in str(table.get_row_at(index)[2])  # (the source has no such name)
+
+
+async def test_the_hidden_drops_table_is_updated_when_shown_or_read_not_at_every_key_or_poll(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the Connections tab is shown, a focus key and a poll leave the hidden drops table as it is (a focus
+    key spent ~4 ms on it); its tab's count is exact all the same, and the table is up to date once shown (d) or
+    read (the export, the tests)."""
+    from netspy_tui.tui.widgets.connections import DropTable
+
+    syncs: list[int] = []
+    sync = DropTable.sync
+
+    def counted(self: DropTable, *args: Any, **kwargs: Any) -> Any:
+        syncs.append(1)
+        return sync(self, *args, **kwargs)
+
+    monkeypatch.setattr(DropTable, "sync", counted)
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        tabs = screen.query_one("#views", TabbedContent)
+        table = screen.query_one("#drops", DropTable)
+        held = screen.latest.drops if screen.latest else ()
+        assert len(held) > 1
+        assert str(tabs.get_tab("drops-tab").label) == f"Packet drops ({len(held)})"
+        event = screen.connections.selected_event()
+        assert event is not None
+        mine = [e for e in held if e.command == event.command]
+        syncs.clear()
+        await pilot.press("enter")  # focus: the drops narrow to the process's
+        await wait_for(pilot, lambda: screen.focus_subject is not None, "the focus")
+        clock.now += timedelta(seconds=1)
+        screen.apply_snapshot(await app.poller.poll())
+        await pilot.pause()
+        assert syncs == []
+        assert str(tabs.get_tab("drops-tab").label) == f"Packet drops ({len(mine)})"
+        await pilot.press("d")
+        await wait_for(pilot, lambda: tabs.active == "drops-tab", "the drops tab")
+        assert syncs and table.row_count == len(mine)
+        assert {e.command for e in table.events.values()} <= {event.command}
+        await pilot.press("d", "escape")  # back, the focus ended: the read catches up
+        await wait_for(pilot, lambda: screen.focus_subject is None, "the focus cleared")
+        assert table.row_count == len(mine)
+        assert screen.drops.row_count == len(held)

@@ -193,7 +193,10 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
 
     @property
     def drops(self) -> DropTable:
-        return self.query_one("#drops", DropTable)
+        """The drops table, up to date (while its tab is hidden it is updated when read or shown)."""
+        table = self.query_one("#drops", DropTable)
+        table.catch_up()
+        return table
 
     @property
     def processes(self) -> ProcessTable:
@@ -253,7 +256,12 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         with self.app.batch_update():
             held, dropped = snap.connections, snap.drops
             self.connections.sync([e for e in held if flt.event(e)] if flt.active else held, held)
-            self.drops.sync([e for e in dropped if flt.event(e)] if flt.active else dropped, dropped)
+            shown = [e for e in dropped if flt.event(e)] if flt.active else dropped
+            if self.view == "drops":
+                self.drops.sync(shown, dropped)
+                drop_rows = self.drops.row_count
+            else:
+                drop_rows = self.query_one("#drops", DropTable).sync_later(shown, dropped)
             procs = with_workloads(snap.processes.processes if snap.processes else [], snap.connections)
             counted = snap.traffic is not None and snap.traffic.stats.available
             rates = {p.command: p for p in snap.traffic.stats.processes} if snap.traffic and counted else None
@@ -281,7 +289,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             )
             drops = tab_label(
                 "Packet drops",
-                self.drops.row_count,
+                drop_rows,
                 snap.drop_patterns.stats.total if same and snap.drop_patterns and not snap.drops_whole else None,
             )
             for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
