@@ -163,6 +163,56 @@ async def test_a_count_that_widens_its_tab_moves_the_underline_at_once(
         assert "Connections (latest 50 of 150)" in screen_lines(app)[tab.region.y]
 
 
+async def test_a_tab_that_changes_width_is_drawn_in_one_layout_pass_with_its_underline(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count that widens or narrows its tab (focus, a filter character) costs one layout pass, and the frame it
+    draws has the underline under the tab: the tab's new virtual size laid the screen out a second time, and Tabs
+    moved the underline after the first frame (a focus key drew three frames, not two)."""
+    from textual._compositor import Compositor
+    from textual.screen import Screen
+    from textual.widgets._tabs import Underline
+
+    reflows: list[int] = []
+    reflow = Compositor.reflow
+
+    def counted(self: Compositor, *args: Any, **kwargs: Any) -> Any:
+        reflows.append(1)
+        return reflow(self, *args, **kwargs)
+
+    monkeypatch.setattr(Compositor, "reflow", counted)
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        tabs = screen.query_one("#views", TabbedContent)
+        tab, underline = tabs.get_tab("connections-tab"), tabs.query_one(Underline)
+        frames: list[tuple[int, bool]] = []
+        paint = Screen._compositor_refresh
+
+        def drawn(self: Screen[Any]) -> None:
+            start, end = tab.region.shrink(tab.styles.gutter).column_span
+            under = (underline.highlight_start, underline.highlight_end) == (start - tabs.region.x, end - tabs.region.x)
+            frames.append((tab.region.width, under))
+            paint(self)
+
+        monkeypatch.setattr(Screen, "_compositor_refresh", drawn)
+        width = tab.region.width
+        for label, wider in (("Connections (latest 50 of 150)", 13), ("Connections (7)", -2)):
+            reflows.clear()
+            frames.clear()
+            screen._tab_label("connections-tab", label, label)
+            await pilot.pause()
+            await pilot.pause()
+            assert tab.region.width == width + wider
+            assert len(reflows) == 1
+            assert frames and all(under for tab_width, under in frames if tab_width == width + wider)
+        app.poller.wake = asyncio.Event()  # (the key's poll waits: what the key itself draws is counted)
+        reflows.clear()
+        await pilot.press("enter")  # focus: both counts change
+        await wait_for(pilot, lambda: screen.focus_subject is not None, "the focus")
+        await pilot.pause()
+        assert len(reflows) == 1
+
+
 async def test_focus_shows_the_processes_rows_at_once_then_its_poll_keeps_them(
     source: MemorySource, clock: Clock
 ) -> None:
@@ -356,3 +406,47 @@ async def test_esc_after_focus_brings_the_rows_back_with_the_cells_they_had(sour
         await wait_for(pilot, lambda: app.polls > polls, "the poll")
         assert all(a is b for k in before if k != key for a, b in zip(table._cells[k], before[k], strict=True))
         assert "renamed.example" not in str(table.get_row_at(index)[2])  # (the source has no such name)
+
+
+async def test_the_hidden_drops_table_is_updated_when_shown_or_read_not_at_every_key_or_poll(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the Connections tab is shown, a focus key and a poll leave the hidden drops table as it is (a focus
+    key spent ~4 ms on it); its tab's count is exact all the same, and the table is up to date once shown (d) or
+    read (the export, the tests)."""
+    from netspy_tui.tui.widgets.connections import DropTable
+
+    syncs: list[int] = []
+    sync = DropTable.sync
+
+    def counted(self: DropTable, *args: Any, **kwargs: Any) -> Any:
+        syncs.append(1)
+        return sync(self, *args, **kwargs)
+
+    monkeypatch.setattr(DropTable, "sync", counted)
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        tabs = screen.query_one("#views", TabbedContent)
+        table = screen.query_one("#drops", DropTable)
+        held = screen.latest.drops if screen.latest else ()
+        assert len(held) > 1
+        assert str(tabs.get_tab("drops-tab").label) == f"Packet drops ({len(held)})"
+        event = screen.connections.selected_event()
+        assert event is not None
+        mine = [e for e in held if e.command == event.command]
+        syncs.clear()
+        await pilot.press("enter")  # focus: the drops narrow to the process's
+        await wait_for(pilot, lambda: screen.focus_subject is not None, "the focus")
+        clock.now += timedelta(seconds=1)
+        screen.apply_snapshot(await app.poller.poll())
+        await pilot.pause()
+        assert syncs == []
+        assert str(tabs.get_tab("drops-tab").label) == f"Packet drops ({len(mine)})"
+        await pilot.press("d")
+        await wait_for(pilot, lambda: tabs.active == "drops-tab", "the drops tab")
+        assert syncs and table.row_count == len(mine)
+        assert {e.command for e in table.events.values()} <= {event.command}
+        await pilot.press("d", "escape")  # back, the focus ended: the read catches up
+        await wait_for(pilot, lambda: screen.focus_subject is None, "the focus cleared")
+        assert table.row_count == len(mine)
+        assert screen.drops.row_count == len(held)

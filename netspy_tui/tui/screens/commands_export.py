@@ -93,6 +93,7 @@ class ExportActions(Screen[None]):
             self.notify("Nothing to export yet: no poll has finished.", severity="warning")
             return
         conns, drops = self.query_one("#connections", ConnectionTable), self.query_one("#drops", DropTable)
+        drops.catch_up()  # (not updated while its tab is hidden)
         traffic = self.query_one("#traffic", TrafficTable)
         request = export.ExportRequest(  # the rows as shown
             view="traffic" if self.view == "traffic" else "drops" if self.view == "drops" else "connections",

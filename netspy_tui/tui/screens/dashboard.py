@@ -25,10 +25,12 @@ from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.css.query import NoMatches
+from textual.geometry import Size
 from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane, Tabs
+from textual.widgets import DataTable, Input, Static, Tab, TabbedContent, TabPane, Tabs
+from textual.widgets._tabs import Underline
 
 from netspy_tui.commands import CommandRunner
 from netspy_tui.mcp_tools.gateway import Gateway
@@ -191,7 +193,10 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
 
     @property
     def drops(self) -> DropTable:
-        return self.query_one("#drops", DropTable)
+        """The drops table, up to date (while its tab is hidden it is updated when read or shown)."""
+        table = self.query_one("#drops", DropTable)
+        table.catch_up()
+        return table
 
     @property
     def processes(self) -> ProcessTable:
@@ -251,7 +256,12 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         with self.app.batch_update():
             held, dropped = snap.connections, snap.drops
             self.connections.sync([e for e in held if flt.event(e)] if flt.active else held, held)
-            self.drops.sync([e for e in dropped if flt.event(e)] if flt.active else dropped, dropped)
+            shown = [e for e in dropped if flt.event(e)] if flt.active else dropped
+            if self.view == "drops":
+                self.drops.sync(shown, dropped)
+                drop_rows = self.drops.row_count
+            else:
+                drop_rows = self.query_one("#drops", DropTable).sync_later(shown, dropped)
             procs = with_workloads(snap.processes.processes if snap.processes else [], snap.connections)
             counted = snap.traffic is not None and snap.traffic.stats.available
             rates = {p.command: p for p in snap.traffic.stats.processes} if snap.traffic and counted else None
@@ -279,7 +289,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             )
             drops = tab_label(
                 "Packet drops",
-                self.drops.row_count,
+                drop_rows,
                 snap.drop_patterns.stats.total if same and snap.drop_patterns and not snap.drops_whole else None,
             )
             for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
@@ -342,7 +352,30 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         else:
             Static.update(tab, tab._label)
             self._tab_widths[pane] = (width, view)
-            views.query_one(Tabs)._highlight_active(animate=False)  # (after the layout: the underline spans the tab)
+            self._resize_tab(views.query_one(Tabs), tab, width)
+
+    @staticmethod
+    def _resize_tab(tabs: Tabs, tab: Tab, width: int) -> None:
+        """What the layout pass that follows a tab's new width (``width`` cells of label) will do, done now, so that
+        one frame shows it all: the underline spans the active tab in that frame (Tabs moves it after the frame, so
+        the next frame did), and the tab's virtual size is the one the layout gives it (it set it, and the change
+        of that reactive laid the whole screen out a second time: ~7 ms of a focus key). Tabs confirms the
+        underline after the layout, as before; a guess that missed costs that frame, not a wrong picture."""
+        if not tab.size:  # not laid out yet: the first layout sizes it
+            return
+        tab.set_reactive(Widget.virtual_size, Size(width + tab.styles.gutter.width, tab.size.height))
+        underline = tabs.query_one(Underline)
+        shown = [t for t in tabs.query("#tabs-list > Tab").results(Tab) if t.display]
+        x = shown[0].virtual_region.x if shown else 0
+        for each in shown:
+            if each.has_class("-active"):
+                gutter = each.styles.gutter
+                underline.highlight_start, underline.highlight_end = (
+                    x + gutter.left,
+                    x + each.virtual_size.width - gutter.right,
+                )
+            x += each.virtual_size.width
+        tabs._highlight_active(animate=False)  # (after the layout, from the tabs' regions)
 
     # --- actions -------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from netspy_tui.models import Scope
 from netspy_tui.tui.filtering import subject_for_filter
 from netspy_tui.tui.screens.panes import InputKeys
 from netspy_tui.tui.snapshot import ALL, Snapshot
-from netspy_tui.tui.widgets.connections import ConnectionTable
+from netspy_tui.tui.widgets.connections import ConnectionTable, EventTable
 from netspy_tui.tui.widgets.processes import NO_NODE, NO_WORKLOAD, ProcessTable
 from netspy_tui.tui.widgets.traffic import MODES, TrafficTable
 
@@ -194,6 +194,9 @@ class ViewState(InputKeys):
 
     def _view_shown(self, pane: str) -> None:
         self.view = {"drops-tab": "drops", "traffic-tab": "traffic"}.get(pane, "connections")
+        table = self.query_one(f"#{self.view}", DataTable)
+        if isinstance(table, EventTable):
+            table.catch_up()  # (a hidden table is updated when shown)
         self.poller.want_traffic(self.view == "traffic")  # the traffic tools are called only while it is shown
         self._focus_view_table(self.view)
 

@@ -82,10 +82,25 @@ class EventTable(KeyedTable, Generic[E]):
             return None
         return self.events.get(key or "")
 
+    _due: tuple[Sequence[E], Collection[E] | None] | None = None
+    """What :meth:`sync_later` was given: shown by :meth:`catch_up`."""
+
+    def sync_later(self, events: Sequence[E], held: Collection[E] | None = None) -> int:
+        """:meth:`sync` when the table is next shown (:meth:`catch_up`): a hidden tab's table is not updated at every
+        poll or key (a focus key spent ~4 ms on the hidden drops). Returns the rows it will have."""
+        self._due = (events, held)
+        return len({event_key(e) for e in events})
+
+    def catch_up(self) -> None:
+        """Show what :meth:`sync_later` was given, if anything (before the table is shown or read)."""
+        if self._due is not None:
+            self.sync(*self._due)
+
     def sync(self, events: Sequence[E], held: Collection[E] | None = None) -> tuple[int, int]:
         """Show exactly ``events`` (oldest first); ``held``: every event the screen holds, of which ``events`` are
         those the filter lets through (the cells of the others are kept for when it widens). Returns (rows added,
         rows removed)."""
+        self._due = None
         if len(self.columns) != len(self.spec):  # not mounted yet: the columns first
             self.clear(columns=True)
             self.events, self._cells, self._spare = {}, {}, {}

@@ -415,12 +415,32 @@ def cell_line(console: Console, text: Text, width: int, padding: int, pre: Style
     """One table cell as one line of segments, ``width`` cells wide: what ``DataTable._render_cell`` gets from
     ``console.render_lines(Styled(Padding(text, (0, padding)), pre, post))`` for a one-line, unwrapped cell,
     without Rich's general layout machinery. None where this is not that case (a caller renders it as usual)."""
-    if "\n" in text.plain or "\t" in text.plain:
+    plain = text.plain
+    if "\n" in plain or "\t" in plain:
         return None
     inner = width - 2 * padding
     if inner <= 0:
         return None
     justify = text.justify or "default"
+    if not text._spans and plain.isascii() and len(plain.rstrip() if justify == "right" else plain) <= inner:
+        # A plain cell that fits (most of them): the same segments from string operations (a copy of the Text
+        # truncated and padded cost more than the rest of the cell's drawing; new rows draw every cell once)
+        if justify == "left":
+            plain = plain.ljust(inner)
+        elif justify == "right":
+            plain = plain.rstrip().rjust(inner)
+        elif justify != "default":
+            return None
+        if plain:
+            around = pre + post
+            style = console.get_style(text.style) if text.style else None
+            cells = [Segment(plain, pre + style + post if style else around)]
+            if len(plain) < inner:
+                cells.append(Segment(" " * (inner - len(plain)), around))
+            if padding:
+                pad = Segment(" " * padding, around)
+                cells = [pad, *cells, pad]
+            return cells
     overflow = text.overflow or "fold"
     line = text.copy()
     if justify == "left":
