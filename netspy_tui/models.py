@@ -548,6 +548,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "counts_full": ("events counted without their process (kernel count map full)", True),
     "traffic_full": ("bytes counted without their process and connection (kernel traffic map full)", True),
     "conns_full": ("connections whose outcome could not be followed", True),
+    "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),
     "state_unseen": ("connections whose handshake end the kernel did not show (outcome from the freed socket)", True),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),

@@ -170,6 +170,7 @@ COUNTERS = (
     "traffic_full",  # bytes of a (process, socket) that did not fit in the traffic map (totals kept)
     "state_unseen",  # a handshake's end the kernel did not run tcp_state for: resolved when the socket is freed
     "raw_capped",  # a raw record over its CPU's rate cap: not made, its counts kept (summed from ``budget``)
+    "outcome_lost",  # a kept connect's OUTCOME record did not fit in the ring: its raw event stays in progress
 )
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 #: counters that are losses (the others count calls that are not new connects: nothing is lost)
@@ -183,6 +184,7 @@ LOSS_COUNTERS = (
     "traffic_full",
     "state_unseen",
     "raw_capped",
+    "outcome_lost",
 )
 #: loss counters reported under another cause: raw records the rate cap did not make are raw events shed
 #: under load, as the store's writer sheds them (counts exact either way)
@@ -951,8 +953,8 @@ def _within_budget(a: Asm, maps: Maps, slot: int, now: int, over: str) -> None:
     a.label(ok)
 
 
-def _reserve(a: Asm, maps: Maps, dst: Reg, full: str, slot: int) -> None:
-    """dst = ringbuf_reserve(RECORD_SIZE); on NULL count ring_full and jump to ``full``."""
+def _reserve(a: Asm, maps: Maps, dst: Reg, full: str, slot: int, counter: str = "ring_full") -> None:
+    """dst = ringbuf_reserve(RECORD_SIZE); on NULL count ``counter`` and jump to ``full``."""
     ok = _uniq(a, "res_ok")
     a.ld_map_fd(R1, maps.ring)
     a.mov(R2, RECORD_SIZE)
@@ -960,7 +962,7 @@ def _reserve(a: Asm, maps: Maps, dst: Reg, full: str, slot: int) -> None:
     a.call(RINGBUF_RESERVE)
     a.mov(dst, R0)
     a.jne(dst, 0, ok)
-    _count(a, maps.counters, "ring_full", slot)
+    _count(a, maps.counters, counter, slot)
     a.ja(full)
     a.label(ok)
 
@@ -1167,7 +1169,8 @@ def _emit_connect(a: Asm, maps: Maps, kind: int) -> None:
     a.ldx(DW, R1, FP, _S_RAW)
     a.and_(R1, RAW_CONNECTS)
     a.jeq(R1, 0, skip)
-    _reserve(a, maps, R9, skip, _S_CNT)
+    # an OUTCOME that does not fit loses no event (its CONNECT record was kept), only the event's outcome
+    _reserve(a, maps, R9, skip, _S_CNT, "outcome_lost" if kind == KIND_OUTCOME else "ring_full")
     a.st(W, R9, _O["kind"], kind)
     a.ldx(DW, R1, FP, _S_FLAGS).stx(W, R9, _O["flags"], R1)
     a.ldx(DW, R1, FP, _S_CONN + _C["ts"]).stx(DW, R9, _O["ts"], R1)
