@@ -10,6 +10,10 @@ forwarder bodies: times spread over the 50 s before), then
    holds one of its events whole.
 
     python scripts/diag_aggregator_poll.py --events 10000 --polls 10 --repeat 20
+    python scripts/diag_aggregator_poll.py --serve --events 30000   # a plain serve instead: the same events replayed
+
+With ``--serve``, a plain ``serve --replay REC --replay-speed 0`` (all ``--events`` at once, as bench/fleet.py's
+recordings: times over the 50 s before) is measured instead of the aggregator.
 
 CPU is read from the aggregator process (psutil): on a shared machine, repeat and compare medians.
 """
@@ -70,7 +74,7 @@ async def per_poll(url: str, agg: psutil.Process, polls: int) -> None:
                     asked.clear()
             n1, c1 = app.polls, _cpu(agg)
     await source.aclose()
-    print(f"aggregator CPU per dashboard poll: {(c1 - c0) / (n1 - n0) * 1000:.1f} ms over {n1 - n0} polls")
+    print(f"server CPU per dashboard poll: {(c1 - c0) / (n1 - n0) * 1000:.1f} ms over {n1 - n0} polls")
     print("requests of the last poll:", *last, sep="\n")
 
 
@@ -94,15 +98,25 @@ async def per_request(url: str, agg: psutil.Process, repeat: int) -> None:
             print(f"{(_cpu(agg) - c0) / repeat * 1000:6.1f} ms  {path}{'?' + shown if shown else ''}")
 
 
-async def main(tmp: Path, events: int, polls: int, repeat: int) -> None:
+async def main(tmp: Path, events: int, polls: int, repeat: int, plain: bool) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [PY, "-m", "netspy_tui", "serve", "--aggregate", "--port", str(port), "--ingest-token", fleet.TOKEN,
             "--db", str(tmp / "stores")]  # fmt: skip
+    if plain:
+        rec = fleet.recording(tmp / "rec.jsonl", events / 50, 50)
+        argv = [PY, "-m", "netspy_tui", "serve", "--port", str(port), "--replay", str(rec), "--replay-speed", "0"]
     proc = fleet._spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await fleet._wait_health(url, proc)
         agg = psutil.Process(proc.pid)
+        if plain:
+            await asyncio.sleep(5)  # (the replay is stored at once; let it settle)
+            print(f"serve --replay of {events:,} events")
+            await per_poll(url, agg, polls)
+            print(f"serve CPU per request ({repeat} of each):")
+            await per_request(url, agg, repeat)
+            return
         headers = {"Authorization": f"Bearer {fleet.TOKEN}", "Content-Type": "application/json"}
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             for i in range(fleet.AGENTS):
@@ -129,10 +143,12 @@ if __name__ == "__main__":
     p.add_argument("--events", type=int, default=10_000, help="events per node (default 10,000)")
     p.add_argument("--polls", type=int, default=10)
     p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--serve", action="store_true", help="measure a plain serve (a replay) instead of an aggregator")
     a = p.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="netspy-diag-"))
     try:
-        asyncio.run(main(scratch, a.events, a.polls, a.repeat))
-        blocks(scratch / "stores")
+        asyncio.run(main(scratch, a.events, a.polls, a.repeat, a.serve))
+        if not a.serve:
+            blocks(scratch / "stores")
     finally:
         shutil.rmtree(scratch)
