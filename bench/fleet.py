@@ -2,15 +2,16 @@
 
 The aggregator runs as the product runs it: ``python -m netspy_tui serve --aggregate`` in its own
 process (real HTTP on 127.0.0.1, an ingest token, its per-node file stores in a scratch directory).
-Three agent-shaped senders, each its own process and node (``bench-node-0..2``), post what
-``serve --forward`` posts: contract ``{"events": [...]}`` bodies of 1,000 events (the forwarder's
-batch) made by :func:`netspy_tui.serve.app.event_json` from synthetic collector events
-(:mod:`bench.synth`, times in the 50 s before they are made), one request at a time, as fast as the
-answers come (a 429 is waited out as the forwarder would). Each sender encodes its bodies before the
-clock starts (an agent's encoding is its own CPU, not the aggregator's). Meanwhile the dashboard is open
-on the aggregator: a headless ``NetspyApp`` over ``HttpSource`` polling it every second, as
-``netspy-tui --server URL`` does, with the 1 h window (making 100,000 events can take a loaded machine
-longer than a minute: they would be out of the 60 s window before they are sent).
+Three agent-shaped senders, each its own process and node (``bench-node-0..2``), post what ``serve --forward``
+posts: contract ``{"events": [...]}`` bodies of 5,000 events (the forwarder's batch,
+:data:`netspy_tui.serve.forward.BATCH`, which it posts when events come faster than it sends them) made by
+:func:`netspy_tui.serve.app.event_json` from synthetic collector events (:mod:`bench.synth`, times in the 50 s
+before they are made), one request at a time, as fast as the answers come (a 429 is waited out as the
+forwarder would). Each sender encodes its bodies before the clock starts (an agent's encoding is its own CPU,
+not the aggregator's). Meanwhile the dashboard is open on the aggregator: a headless ``NetspyApp`` over
+``HttpSource`` polling it every second, as ``netspy-tui --server URL`` does, with the 1 h window (making
+100,000 events can take a loaded machine longer than a minute: they would be out of the 60 s window before
+they are sent).
 
 Figures: events/s = events the aggregator accepted / wall time from the first post to the last
 answer; the aggregator's CPU over that time; dashboard polls made and failed. Exactness: the
@@ -39,12 +40,13 @@ import psutil
 
 from bench import synth
 from bench.common import PY, REPO, Context, FailedPolls, Metric, child_env, free_port, metric
+from netspy_tui.serve.forward import BATCH as FORWARD_BATCH
 
 NAME = "fleet"
 TARGET_EPS = 50_000.0
 TARGET_FORWARD = 1.05  # agent CPU with forwarding / without
 AGENTS = 3
-BATCH = 1000  # serve --forward's batch
+BATCH = FORWARD_BATCH  # serve --forward's batch: what it posts when events come faster than it sends them
 TOKEN = "bench-ingest-token"  # noqa: S105 (a throwaway token for a loopback bench)
 
 

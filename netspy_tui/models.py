@@ -463,6 +463,8 @@ class EventsResponse(_Wire):
 
     not_events: int = 0
     """netspy-tui: items of ``events`` that were not events (``null``, ...), skipped (:func:`split_events`)."""
+    cursor: int | None = None
+    """netspy-tui server: its store's insertion position after this answer (pass it back as ``after``)."""
 
     _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))  # type: ignore[arg-type]
 

@@ -1,6 +1,7 @@
 """An ebpf-server aggregator's ingest endpoint on 127.0.0.1 (real HTTP, uvicorn in a thread): it
-records every event it accepts, checks the bearer token, and can be told to refuse (503) or be
-stopped and started again on the same port, like an aggregator that restarts."""
+records every event it accepts, checks the bearer token, refuses batches of more than ``max_events``
+(413, as ``serve --aggregate`` does), and can be told to refuse (503) or be stopped and started again on
+the same port, like an aggregator that restarts."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from netspy_tui.serve import BackgroundServer
 
 
 class FakeAggregator:
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, max_events: int = 5000) -> None:
         self.token = token
+        self.max_events = max_events
+        self.too_large = 0  # batches refused with 413
         self.events: list[dict[str, Any]] = []
         self.batches = 0
         self.refused = 0
@@ -37,6 +40,10 @@ class FakeAggregator:
                 return PlainTextResponse("storage unavailable", status_code=503)
             body = await request.json()
             events = body["events"]
+            if len(events) > self.max_events:
+                with self._lock:
+                    self.too_large += 1
+                return PlainTextResponse(f"Too many events in one batch: {len(events)}", status_code=413)
             with self._lock:
                 self.events.extend(events)
                 self.batches += 1

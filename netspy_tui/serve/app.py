@@ -114,7 +114,7 @@ ENDPOINTS: dict[str, str] = {
     "GET|POST /api/packet-drop-summary": "Count packet-drop events (pid, command, duration_seconds)",
     "GET|POST /api/list-connections": "Connection events grouped by PID (pid, command, limit, duration_seconds)",
     "GET|POST /api/list-packet-drops": "Packet-drop events grouped by PID (pid, command, limit, duration_seconds)",
-    "GET /api/events": "Filtered events (type, pid, command, since, until, limit)",
+    "GET /api/events": "Filtered events (type, pid, command, since, until, limit; netspy-tui: after, a cursor)",
     "GET /api/programs": "The eBPF programs behind the data",
     "GET /metrics": "Prometheus counters: connects by process and outcome, drops by reason, collector health "
     "(a netspy-tui extension)",
@@ -565,14 +565,18 @@ class Api:
         command = params.command()
         since, until = params.between()
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        # netspy-tui extension: of one type, only events stored after ``after`` (the ``cursor`` a previous answer
+        # gave), so that a poller is sent each event once instead of re-reading the overlap it asks again by time
+        after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False) if kind else -1
         events: list[ConnectionEvent | PacketDropEvent] = []
         total = 0
+        cursor: int | None = None
         for k in (kind,) if kind else _KINDS:
-            page = await self.source.query(
-                EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=limit)
-            )
+            page = await self.source.query(EventQuery(kind=k, pid=pid, command=command, since=since, until=until,
+                                                      limit=limit, after=None if after < 0 else after))  # fmt: skip
             events.extend(page.events)
             total += page.total_count
+            cursor = page.cursor if kind else None
         events.sort(key=_newest_first, reverse=True)
         events = events[:limit]
         filters: dict[str, Any] = {}
@@ -594,6 +598,7 @@ class Api:
                 "total_count": max(total, len(events)),
                 "query_time": query_time(),
                 "filters": filters,
+                **({} if cursor is None else {"cursor": cursor}),
             }
         )
 

@@ -12,8 +12,10 @@ exponential backoff and jitter; forwarding runs beside collection and never slow
 reads the store).
 
 It is cheap next to collection: a batch goes out once it is full or once a second (not one post per
-event that settled); what the store's writer just wrote is taken as it handed it over
-(:meth:`EventStore.on_rows`, the last :data:`RECENT_BATCHES` batches' worth), not read back (so an
+event that settled), and a batch holds up to :data:`BATCH` events, so at the rates an agent sees one post
+a second carries them all (a post costs the agent a millisecond or more of CPU; an aggregator that refuses
+a batch as too large, 413, is sent half as many, and so on); what the store's writer just wrote is taken
+as it handed it over (:meth:`EventStore.on_rows`, the last :data:`RECENT_EVENTS` events), not read back (so an
 outage shorter than that loses nothing to the store's own limits either); and events the store keeps
 as JSON rows are re-encoded from that JSON
 (:func:`encode_batch`, msgspec) without building a model per event; ring records and the rare
@@ -52,8 +54,11 @@ log = logging.getLogger(__name__)
 CURSOR_KEY = "forward_cursor"
 #: an event is forwarded once it is this old: a connect's outcome may still change before that
 SETTLE_SECONDS = 2.0
-#: batches' worth of just-written events kept in memory for forwarding (beyond it they are read back from the store)
-RECENT_BATCHES = 16
+#: events in one post at most: the aggregator's own limit per batch (``--ingest-max-events``, 5,000). An event
+#: still waits at most a second (:attr:`Forwarder.interval`) once it settled: a full batch goes at once.
+BATCH = 5000
+#: just-written events kept in memory for forwarding (beyond them they are read back from the store)
+RECENT_EVENTS = 16_000
 
 
 AnyEvent = ConnectionEvent | PacketDropEvent
@@ -181,7 +186,7 @@ class Forwarder:
         *,
         token: str | None = None,
         verify: bool = True,
-        batch: int = 1000,
+        batch: int = BATCH,
         interval: float = 1.0,
         timeout: float = 10.0,
         max_backoff: float = 30.0,
@@ -204,7 +209,7 @@ class Forwarder:
         #: ``(seq, t, JSON)`` of the events the store wrote while :meth:`run` runs, as its writer gave them
         #: (:meth:`EventStore.on_rows`): what is forwarded next is taken from here, not read back from the
         #: store, while it is there (the store stays the spool: anything not here is read from it)
-        self._recent: deque[tuple[int, int, Any]] = deque(maxlen=RECENT_BATCHES * batch)
+        self._recent: deque[tuple[int, int, Any]] = deque(maxlen=max(RECENT_EVENTS, batch))
         self._recent_lock = threading.Lock()
 
     async def run(self) -> None:
@@ -258,6 +263,13 @@ class Forwarder:
         if not rows:
             return 0
         response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
+        if response.status_code == 413 and len(rows) > 1:
+            # too many events (or bytes) for this aggregator: half as many from now on, at once (nothing is lost:
+            # the cursor has not moved)
+            self.batch = len(rows) // 2
+            self.status.last_error = f"HTTP 413: batches of {len(rows)} events refused; sending {self.batch}"
+            log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+            return await self.forward_once()
         if response.status_code >= 300:
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {clean(response.text, 200)}",
                                         request=response.request, response=response)  # fmt: skip

@@ -338,6 +338,7 @@ class HttpSource:
             "since": format_time(q.since) if q.since else None,
             "until": format_time(q.until) if q.until else None,
             "limit": q.limit,
+            "after": q.after,  # (a netspy-tui server's insertion cursor: each event comes once; others ignore it)
         }
         if gen == "aggregator":  # the aggregator filters by node (the contract names both) and, netspy-tui's, workload
             params["node"] = params["k8s_node_name"] = q.node
@@ -351,7 +352,8 @@ class HttpSource:
         events, matched = filter_events(resp.events, q)
         dropped = len(resp.events) + resp.not_events - matched
         total = max(resp.total_count - dropped, matched)
-        return EventPage(events=events, total_count=total, truncated=total > len(events), not_events=resp.not_events)
+        return EventPage(events=events, total_count=total, truncated=total > len(events), not_events=resp.not_events,
+                         cursor=resp.cursor)  # fmt: skip
 
     def _note_not_events(self, n: int, path: str) -> None:
         """Log skipped non-events once as a warning (a poller would repeat it every second), then at debug."""

@@ -59,6 +59,37 @@ async def test_every_event_once_in_order_with_the_nodes_identity(tmp_path: Path)
     store.close()
 
 
+async def test_one_post_carries_what_settled_meanwhile(tmp_path: Path) -> None:
+    # Posts cost the agent CPU: the events that settled since the last post go in one (up to the aggregator's
+    # own batch limit, 5,000), not in posts of 1,000.
+    store = EventStore(tmp_path / "spool.db")
+    fill(store, 2500)
+    with FakeAggregator() as agg:
+        fw = Forwarder(store, agg.url + "/api/events/ingest", interval=3600, identity=IDENTITY)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: fw.status.forwarded == 2500, "2,500 events forwarded")
+        fw.stop()
+        await task
+    assert agg.batches == 1 and sorted(ports(agg.received())) == list(range(20000, 22500))
+    store.close()
+
+
+async def test_an_aggregator_that_takes_smaller_batches_gets_them(tmp_path: Path) -> None:
+    # An aggregator with a lower limit per batch answers 413: the forwarder halves its batch until it fits,
+    # and nothing is lost, repeated or counted as a failed batch.
+    store = EventStore(tmp_path / "spool.db")
+    fill(store, 1000)
+    with FakeAggregator(max_events=300) as agg:
+        fw = Forwarder(store, agg.url + "/api/events/ingest", batch=1000, interval=0.05, identity=IDENTITY)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: fw.status.forwarded == 1000, "1,000 events forwarded")
+        fw.stop()
+        await task
+    assert agg.too_large == 2 and fw.batch == 250 and fw.status.failures == 0  # 1000 -> 500 -> 250
+    assert ports(agg.received()) == list(range(20000, 21000))  # each once, in order
+    store.close()
+
+
 async def test_an_outage_is_retried_and_a_restart_resumes_without_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     store = EventStore(path)
@@ -142,7 +173,7 @@ def test_serve_forward_end_to_end(tmp_path: Path, spawn: Callable[..., Child]) -
 
 
 async def test_events_written_while_forwarding_are_sent_even_if_retention_removes_them_first(tmp_path: Path) -> None:
-    # The forwarder keeps what the store's writer just wrote (up to 16 batches) and sends it from there: an
+    # The forwarder keeps what the store's writer just wrote (up to 16,000 events) and sends it from there: an
     # aggregator outage shorter than that loses nothing to the store's own limit.
     store = EventStore(tmp_path / "spool.db", max_rows=100)
     with FakeAggregator() as agg:
