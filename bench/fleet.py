@@ -278,21 +278,30 @@ async def forward_cost(tmp: Path, rate: float, rounds: int, settle: float, measu
 
 def run(ctx: Context) -> list[Metric]:
     per_agent = 2_000 if ctx.quick else 100_000
-    ctx.log(f"fleet: aggregator + {AGENTS} senders x {per_agent:,} events (batches of {BATCH}) + dashboard")
-    r = asyncio.run(ingest(ctx.tmp, per_agent, ctx.log))
-    throttled = sum(s["throttled"] for s in r["senders"])
+    # (one run swings by ±10 % on 2 shared cores: 46,000-56,000 events/s for the same code; the median of 3)
+    runs = 1 if ctx.quick else 3
+    ctx.log(
+        f"fleet: aggregator + {AGENTS} senders x {per_agent:,} events (batches of {BATCH}) + dashboard, {runs} runs"
+    )
+    rs = []
+    for i in range(runs):
+        (ctx.tmp / f"ingest-{i}").mkdir()
+        rs.append(asyncio.run(ingest(ctx.tmp / f"ingest-{i}", per_agent, ctx.log)))
+    r = rs[-1]
+    throttled = sum(s["throttled"] for x in rs for s in x["senders"])
     ms = [
-        Metric(NAME, f"aggregator ingest, {AGENTS} agents, dashboard open (events/s)", r["eps"], "events/s",
-               target=TARGET_EPS, op=">=", note=f"{r['events']:,} events in {r['seconds']:.1f} s; "
+        metric(NAME, f"aggregator ingest, {AGENTS} agents, dashboard open (events/s)", [x["eps"] for x in rs],
+               "events/s", target=TARGET_EPS, op=">=", note=f"{r['events']:,} events a run, {runs} runs; "
                f"{throttled} batches answered 429"),
-        Metric(NAME, "  events ingested per aggregator CPU-second (what one core sustains)",
-               r["events"] / (r["aggregator_cpu_pct"] / 100 * r["seconds"]), "events/s",
+        metric(NAME, "  events ingested per aggregator CPU-second (what one core sustains)",
+               [x["events"] / (x["aggregator_cpu_pct"] / 100 * x["seconds"]) for x in rs], "events/s",
                note="wall events/s is bounded by the CPU the aggregator gets on a shared machine; this is not"),
-        Metric(NAME, "  aggregator CPU while ingesting", r["aggregator_cpu_pct"], "%",
+        metric(NAME, "  aggregator CPU while ingesting", [x["aggregator_cpu_pct"] for x in rs], "%",
                note=f"of one core; the 3 senders used {r['senders_cpu_pct']:.0f} %, the dashboard (and this "
-               f"bench) {r['dashboard_cpu_pct']:.0f} %, on {psutil.cpu_count()} cores"),
-        Metric(NAME, "  per-node counts in /api/stats = events each agent sent", 1.0 if r["exact"] else 0.0, "",
-               target=1.0, op=">=", note=json.dumps(r["events_by_node"])),
+               f"bench) {r['dashboard_cpu_pct']:.0f} %, on {psutil.cpu_count()} cores (last run)"),
+        Metric(NAME, "  per-node counts in /api/stats = events each agent sent",
+               1.0 if all(x["exact"] for x in rs) else 0.0, "", target=1.0, op=">=",
+               note=json.dumps(r["events_by_node"])),
         Metric(NAME, "  dashboard polls during ingest (interval 1 s)", r["dashboard_polls"], "polls",
                note=f"{r['dashboard_poll_failures']} failed; up to {r['dashboard_rows']} connection rows shown"),
     ]  # fmt: skip
@@ -315,7 +324,7 @@ def run(ctx: Context) -> list[Metric]:
                      ratio=statistics.median(ratios) if ratios else None,
                      note=f"with forwarding {fwd:.1f} % of a core, without {base:.1f} %; last round forwarded "
                      f"{sent.get('forwarded', 0):,} events in {sent.get('batches', 0)} batches"))  # fmt: skip
-    ctx.shared[f"{NAME}_extra"] = {"ingest": r, "forward_cost": f}
+    ctx.shared[f"{NAME}_extra"] = {"ingest": rs, "forward_cost": f}
     return ms
 
 
