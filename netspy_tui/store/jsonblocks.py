@@ -42,6 +42,8 @@ CREATE INDEX IF NOT EXISTS json_blocks_time ON json_blocks (kind, t_hi, t_lo, n)
 COLUMNS = np.dtype([("t", "<i8"), ("ts", "<i8"), ("pid", "<i8"), ("cmd", "<i4"), ("end", "<i8")])
 #: events per block at most (a write makes several when it has more)
 BLOCK_EVENTS = 16384
+#: a block is read whole when at least 1/_WHOLE_BLOCK of its events are wanted, else event by event
+_WHOLE_BLOCK = 8
 _INSERT = "INSERT INTO json_blocks (seq, kind, n, t_lo, t_hi, cols, commands, bodies) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 #: (seq, kind, n, t_lo, t_hi, cols, commands, bodies)
 Row = tuple[int, int, int, int, int, bytes, str, bytes]
@@ -185,18 +187,37 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
 
 
 def _bodies(conn: sqlite3.Connection, seqs: Sequence[int], firsts: Sequence[int]) -> list[bytes]:
-    """The JSON of the events ``seqs`` (in that order) in the blocks starting at ``firsts``, reading each
-    block once."""
-    held: dict[int, tuple[list[int], bytes]] = {}
+    """The JSON of the events ``seqs`` (in that order) in the blocks starting at ``firsts``: a block most of
+    whose events are wanted is read once whole; from one of which only a few are (a page of the newest
+    events, a dashboard's poll) just their bytes are read (a block's bodies are megabytes)."""
+    wanted: dict[int, int] = {}
+    for first in firsts:
+        wanted[first] = wanted.get(first, 0) + 1
+    held: dict[int, tuple[list[int], bytes | sqlite3.Blob]] = {}
     out = []
-    for q, first in zip(seqs, firsts, strict=True):
-        got = held.get(first)
-        if got is None:
-            blob, bodies = _read(conn, first, "cols, bodies")
-            got = held[first] = (columns(blob)["end"].tolist(), bodies)
-        ends, bodies = got
-        i = q - first
-        out.append(bodies[ends[i - 1] if i else 0 : ends[i]])
+    try:
+        for q, first in zip(seqs, firsts, strict=True):
+            got = held.get(first)
+            if got is None:
+                (blob,) = _read(conn, first, "cols")
+                ends_ = columns(blob)["end"].tolist()
+                if wanted[first] * _WHOLE_BLOCK >= len(ends_):
+                    (whole,) = _read(conn, first, "bodies")
+                    got = held[first] = (ends_, whole)
+                else:
+                    got = held[first] = (ends_, conn.blobopen("json_blocks", "bodies", first, readonly=True))
+            ends, bodies = got
+            i = q - first
+            start = ends[i - 1] if i else 0
+            if isinstance(bodies, bytes):
+                out.append(bodies[start : ends[i]])
+            else:
+                bodies.seek(start)
+                out.append(bodies.read(ends[i] - start))
+    finally:
+        for _, bodies in held.values():
+            if not isinstance(bodies, bytes):
+                bodies.close()
     return out
 
 

@@ -165,3 +165,25 @@ def test_a_value_a_block_cannot_hold_is_refused_alone_and_the_rest_is_kept() -> 
         assert store.row_count() == 9
         kept = {e.id for k in ("connection", "packet_drop") for e in store.query(EventQuery(kind=k, limit=100)).events}
         assert kept == {e.id for e in events} - {events[3].id}
+
+
+def test_a_few_events_of_a_big_block_answer_as_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page that wants a few events of a block reads just their bytes, one that wants most of them the
+    whole block: either way the same events as rows (one write of 200: one block per kind)."""
+    events = sorted(_events(200), key=lambda e: e.type != "connection")  # (a block's order: see _events)
+    with EventStore(None, retention_seconds=None) as rows:
+        rows.add_events(events)
+        want = _answers(rows)
+    reads: list[str] = []
+    real = J._read
+    monkeypatch.setattr(J, "_read", lambda conn, seq, what: reads.append(what) or real(conn, seq, what))
+    with EventStore(None, retention_seconds=None) as store:
+        _add_as_blocks(store, events)
+        reads.clear()
+        few = store.query(EventQuery(limit=3))
+        assert "bodies" not in reads  # three events of ~170: read alone
+        reads.clear()
+        store.query(EventQuery(limit=1000))
+        assert "bodies" in reads  # all of them: the block at once
+        assert _answers(store) == want
+    assert [e.model_dump() for e in few.events] == want[QUERIES.index(EventQuery(limit=1000))][1][:3]
