@@ -145,6 +145,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
     stamps: list[np.ndarray] = []
     seqs: list[np.ndarray] = []
     firsts: list[np.ndarray] = []  # the block each is in
+    ends: dict[int, np.ndarray] = {}  # where each event's JSON ends in the bodies, by block
     held = 0
     kth: int | None = None  # the t of the limit-th newest held so far
     more = False
@@ -165,6 +166,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
         stamps.append(cols["ts"][idx])
         seqs.append(seq + idx)
         firsts.append(np.full(len(idx), seq, np.int64))
+        ends[seq] = cols["end"]
         held += len(idx)
         if held > limit:
             t_all = np.concatenate(ts_)
@@ -182,14 +184,17 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[list[tuple
     order = np.lexsort((seq_all, -ts_all, -t_all))[:limit]
     more = more or held > limit
     t_all, ts_all, seq_all = t_all[order].tolist(), ts_all[order].tolist(), seq_all[order].tolist()
-    bodies = _bodies(conn, seq_all, np.concatenate(firsts)[order].tolist())
+    bodies = _bodies(conn, seq_all, np.concatenate(firsts)[order].tolist(), ends)
     return [(t, ts, q, b) for t, ts, q, b in zip(t_all, ts_all, seq_all, bodies, strict=True)], more
 
 
-def _bodies(conn: sqlite3.Connection, seqs: Sequence[int], firsts: Sequence[int]) -> list[bytes]:
-    """The JSON of the events ``seqs`` (in that order) in the blocks starting at ``firsts``: a block most of
-    whose events are wanted is read once whole; from one of which only a few are (a page of the newest
-    events, a dashboard's poll) just their bytes are read (a block's bodies are megabytes)."""
+def _bodies(
+    conn: sqlite3.Connection, seqs: Sequence[int], firsts: Sequence[int], ends: dict[int, np.ndarray]
+) -> list[bytes]:
+    """The JSON of the events ``seqs`` (in that order) in the blocks starting at ``firsts`` (``ends``: where each
+    event's JSON ends in its block's bodies): a block most of whose events are wanted is read once whole; from
+    one of which only a few are (a page of the newest events, a dashboard's poll) just their bytes are read (a
+    block's bodies are megabytes)."""
     wanted: dict[int, int] = {}
     for first in firsts:
         wanted[first] = wanted.get(first, 0) + 1
@@ -199,21 +204,20 @@ def _bodies(conn: sqlite3.Connection, seqs: Sequence[int], firsts: Sequence[int]
         for q, first in zip(seqs, firsts, strict=True):
             got = held.get(first)
             if got is None:
-                (blob,) = _read(conn, first, "cols")
-                ends_ = columns(blob)["end"].tolist()
-                if wanted[first] * _WHOLE_BLOCK >= len(ends_):
-                    (whole,) = _read(conn, first, "bodies")
-                    got = held[first] = (ends_, whole)
+                block_ends = ends[first].tolist()
+                if wanted[first] * _WHOLE_BLOCK >= len(block_ends):
+                    got = (block_ends, _read(conn, first, "bodies")[0])
                 else:
-                    got = held[first] = (ends_, conn.blobopen("json_blocks", "bodies", first, readonly=True))
-            ends, bodies = got
+                    got = (block_ends, conn.blobopen("json_blocks", "bodies", first, readonly=True))
+                held[first] = got
+            block_ends, bodies = got
             i = q - first
-            start = ends[i - 1] if i else 0
+            start = block_ends[i - 1] if i else 0
             if isinstance(bodies, bytes):
-                out.append(bodies[start : ends[i]])
+                out.append(bodies[start : block_ends[i]])
             else:
                 bodies.seek(start)
-                out.append(bodies.read(ends[i] - start))
+                out.append(bodies.read(block_ends[i] - start))
     finally:
         for _, bodies in held.values():
             if not isinstance(bodies, bytes):

@@ -37,6 +37,19 @@ async def dashboard(source: MemorySource, clock: Clock) -> AsyncIterator[tuple[N
             yield app, pilot
 
 
+def count_calls(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[int]:
+    """From now on, one entry per call of ``cls.name`` (still called)."""
+    calls: list[int] = []
+    real = getattr(cls, name)
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
 def layout_requests(widget: Widget) -> list[bool]:
     """From now on, one entry per ``widget.refresh()`` call: whether it asked for a layout."""
     layouts: list[bool] = []
@@ -53,14 +66,7 @@ def layout_requests(widget: Widget) -> list[bool]:
 async def test_filter_focus_and_tab_keys_draw_what_changed_not_the_whole_screen(
     source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    full: list[int] = []
-    render_full_update = Compositor.render_full_update
-
-    def counted(self: Compositor, *args: Any, **kwargs: Any) -> Any:
-        full.append(1)
-        return render_full_update(self, *args, **kwargs)
-
-    monkeypatch.setattr(Compositor, "render_full_update", counted)
+    full = count_calls(monkeypatch, Compositor, "render_full_update")
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         tabs = screen.query_one("#views", TabbedContent)
@@ -173,14 +179,7 @@ async def test_a_tab_that_changes_width_is_drawn_in_one_layout_pass_with_its_und
     from textual.screen import Screen
     from textual.widgets._tabs import Underline
 
-    reflows: list[int] = []
-    reflow = Compositor.reflow
-
-    def counted(self: Compositor, *args: Any, **kwargs: Any) -> Any:
-        reflows.append(1)
-        return reflow(self, *args, **kwargs)
-
-    monkeypatch.setattr(Compositor, "reflow", counted)
+    reflows = count_calls(monkeypatch, Compositor, "reflow")
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         tabs = screen.query_one("#views", TabbedContent)
@@ -416,14 +415,7 @@ async def test_the_hidden_drops_table_is_updated_when_shown_or_read_not_at_every
     read (the export, the tests)."""
     from netspy_tui.tui.widgets.connections import DropTable
 
-    syncs: list[int] = []
-    sync = DropTable.sync
-
-    def counted(self: DropTable, *args: Any, **kwargs: Any) -> Any:
-        syncs.append(1)
-        return sync(self, *args, **kwargs)
-
-    monkeypatch.setattr(DropTable, "sync", counted)
+    syncs = count_calls(monkeypatch, DropTable, "sync")
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         tabs = screen.query_one("#views", TabbedContent)
