@@ -62,11 +62,11 @@ _DROP = constructor(PacketDropEvent)
 #: what names a connect attempt's latency (``Codec.latency_rows`` groups by it)
 _LATENCY_KEY = np.dtype([("second", "<i8"), ("pid", "<u4"), ("comm", "S16"), ("family", "<u2"), ("lo", "<u8"),
                          ("hi", "<u8"), ("port", "<u2"), ("protocol", "<u2"), ("result", "<u4"), ("flags", "<u4"),
-                         ("code", "<i4")])  # fmt: skip
-_LATENCY_KEY_BYTES = np.dtype((np.void, _LATENCY_KEY.itemsize))
+                         ("code", "<i4"), ("pad", "<u2")])  # fmt: skip
+#: a latency key as 64-bit words (the pad makes it 64 bytes), to hash and compare whole
+_KEY_WORDS = _LATENCY_KEY.itemsize // 8
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 _SAMPLE = np.dtype("<u4")
-#: a record as one opaque value (``tolist`` gives bytes, trailing zeros kept)
-RECORD_BYTES = np.dtype((np.void, P.RECORD.itemsize))
 
 
 def outcome_name(result: int) -> str:
@@ -256,20 +256,29 @@ class Codec:
             return []
         # the key's fields gathered one by one: indexing whole 120-byte records copied each field over again
         alt = recs.view(_ADDR_VIEW)
-        keys = np.empty(n, _LATENCY_KEY)
+        keys = np.zeros(n, _LATENCY_KEY)
         keys["second"] = recs["wall"][measured] // P.NS
         keys["lo"], keys["hi"] = alt["addr_lo"][measured], alt["addr_hi"][measured]
         for name in ("pid", "comm", "family", "port", "protocol", "result", "code"):
             keys[name] = recs[name][measured]
         keys["flags"] = recs["flags"][measured] & (P.F_L3 | P.F_PORT | P.F_SOCKINFO | P.F_TCP)
-        uniq, inverse = np.unique(keys.view(_LATENCY_KEY_BYTES), return_inverse=True)  # (bytes sort fast)
-        uniq = uniq.view(_LATENCY_KEY)
-        order = np.argsort(inverse, kind="stable")
+        # Equal keys made adjacent by one sort of a 64-bit hash of each (sorting the 62-byte keys themselves
+        # compared bytes, and a second sort ordered the samples): a group ends where the next key differs in
+        # any word, so two keys that share a hash only ever split a group into two rows of the same key.
+        words = keys.view("<u8").reshape(n, _KEY_WORDS)
+        mixed = words[:, 0].copy()
+        for j in range(1, _KEY_WORDS):
+            mixed *= _MIX
+            mixed ^= words[:, j]
+        order = np.argsort(mixed)
+        ordered = words[order]
+        starts = np.flatnonzero(np.concatenate(([True], (ordered[1:] != ordered[:-1]).any(axis=1))))
+        uniq = keys[order[starts]]
         samples = recs["length"][measured][order].astype(_SAMPLE)
-        ends = np.cumsum(np.bincount(inverse.ravel(), minlength=len(uniq))).tolist()
+        ends = [*starts[1:].tolist(), n]
         out: list[tuple[Any, ...]] = []
         start = 0
-        for end, (second, pid, comm, family, lo, hi, port, proto, result, flags, code) in zip(
+        for end, (second, pid, comm, family, lo, hi, port, proto, result, flags, code, _) in zip(
             ends, uniq.tolist(), strict=True
         ):
             dest, _, _, _, outcome, _ = self.names(P.KIND_CONNECT, family, lo, hi, port, proto, result, flags, code)
