@@ -45,7 +45,6 @@ _RESOLVE = "INSERT OR REPLACE INTO resolved (key, t, outcome) VALUES (?, ?, ?)"
 #: store kind code -> ring record kind
 _RECORD_KIND = {0: P.KIND_CONNECT, 1: P.KIND_DROP}
 _SIGN = 1 << 63
-_RECORD_BYTES = np.dtype((np.void, P.RECORD_SIZE))
 
 
 def signed(key: int) -> int:
@@ -60,7 +59,7 @@ def rows(recs: np.ndarray, first_seq: int) -> list[tuple[int, int, int, int, int
     out = []
     seq = first_seq
     # each record as one opaque value: split by kind, a record is copied as bytes, not field by field
-    whole = np.ascontiguousarray(recs).view(_RECORD_BYTES)
+    whole = np.ascontiguousarray(recs).view(P.RECORD_BYTES)
     kinds = recs["kind"]
     for code, kind in _RECORD_KIND.items():
         part = whole[kinds == kind]
@@ -183,7 +182,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[np.ndarray
         idx = np.arange(len(recs)) if mask is None else np.flatnonzero(mask)
         if not len(idx):
             continue
-        got.append(recs[idx])
+        got.append(P.pick(recs, idx))
         seqs.append(seq + idx)
         held += len(idx)
         if held > limit:
@@ -198,7 +197,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[np.ndarray
         return np.empty(0, P.RECORD), np.empty(0, np.int64), more
     recs, seq_all = join(got), np.concatenate(seqs)
     order = np.lexsort((seq_all, -recs["ts"].astype(np.int64), -recs["wall"].astype(np.int64)))[:limit]
-    return recs[order], seq_all[order], more or held > limit
+    return P.pick(recs, order), seq_all[order], more or held > limit
 
 
 def count(conn: sqlite3.Connection, match: Match) -> int:

@@ -50,6 +50,7 @@ from pydantic_core import PydanticSerializationError
 from netspy_tui import safefs
 from netspy_tui.analysis.aggregate import AnyEvent, bucket_layout, outcome_key, second_of, window_seconds
 from netspy_tui.collector.base import Batch
+from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.errors import NetspyError
 from netspy_tui.memory import fix_mmap_threshold, trim_heap
 from netspy_tui.models import (
@@ -747,10 +748,10 @@ class EventStore:
                 codec = batch.codec
                 recs = batch.records
                 latencies.extend(codec.latency_rows(recs))
-                is_outcome = recs["kind"] == 2
+                is_outcome = recs["kind"] == P.KIND_OUTCOME
                 if is_outcome.any():
-                    outcomes.append(recs[is_outcome])
-                    recs = recs[~is_outcome]
+                    outcomes.append(P.pick(recs, is_outcome))
+                    recs = P.pick(recs, ~is_outcome)
                 records.append(recs)
                 self._learn_drop_reasons(codec)
             if batch.counts is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from netspy_tui.collector.base import Batch
+from netspy_tui.collector.ebpf import programs as P
 
 if TYPE_CHECKING:
     from netspy_tui.store.sqlite import EventStore
@@ -71,11 +72,11 @@ class Writer:
         """The batch without its raw CONNECT/DROP records; they are counted per second as shed.
         OUTCOME records stay (a few bytes each: they finish rows already stored)."""
         recs = batch.records
-        keep = recs["kind"] == 2
-        gone = recs[~keep]
-        seconds, counts = np.unique(gone["wall"] // 1_000_000_000, return_counts=True)
+        keep = recs["kind"] == P.KIND_OUTCOME
+        gone = recs["wall"][~keep]
+        seconds, counts = np.unique(gone // 1_000_000_000, return_counts=True)
         self.shed += len(gone)  # (the store warns about it when it writes the shed counts)
-        out = Batch(records=recs[keep], counts=batch.counts, lost=dict(batch.lost), second=batch.second,
+        out = Batch(records=P.pick(recs, keep), counts=batch.counts, lost=dict(batch.lost), second=batch.second,
                     codec=batch.codec, traffic=batch.traffic)  # fmt: skip
         extra = [Batch(lost={"shed": int(c)}, second=int(s)) for s, c in zip(seconds.tolist(), counts.tolist(),
                                                                               strict=True)]  # fmt: skip

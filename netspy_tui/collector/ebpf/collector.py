@@ -635,7 +635,7 @@ class _Session:
         assert self.codec is not None
         kind = records["kind"]
         out: list[Event] = []
-        fresh = records[kind != P.KIND_OUTCOME]
+        fresh = P.pick(records, kind != P.KIND_OUTCOME)
         events = self.codec.events(fresh, random_ids(len(fresh)))
         pending = (fresh["flags"] & P.F_PENDING) != 0
         keys = fresh["key"].tolist()

@@ -262,6 +262,16 @@ def record_cgroups(records: np.ndarray) -> np.ndarray:
 
 
 RECORD_SIZE = RECORD.itemsize
+#: a record as one opaque value
+RECORD_BYTES = np.dtype((np.void, RECORD_SIZE))
+
+
+def pick(records: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """``records[which]`` (a mask or indices), each record copied as one value: numpy copies structured
+    records field by field, ~20 times slower for these 21 fields."""
+    return np.ascontiguousarray(records).view(RECORD_BYTES)[which].view(RECORD)
+
+
 _K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
 KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
 

@@ -77,7 +77,11 @@ class RingBuffer:
         if avail % self._stride:
             return self._read_slow(cons, prod, max_records)
         n = min(avail // self._stride, max_records)
-        view = np.frombuffer(self._prod, self._framed, count=n, offset=self._page + (cons & self._mask))
+        start = self._page + (cons & self._mask)
+        view = np.frombuffer(self._prod, self._framed, count=n, offset=start)
+        # each record's bytes as one row: copied as bytes, not field by field (a structured copy moves
+        # the record's 21 fields one at a time: ~4x the time)
+        rows = np.frombuffer(self._prod, np.uint8, count=n * self._stride, offset=start).reshape(n, self._stride)
         try:
             hdr = view["hdr_len"]
             busy = (hdr & BUSY) != 0
@@ -90,9 +94,13 @@ class RingBuffer:
                 del hdr, busy
                 return self._read_slow(cons, prod, max_records)
             keep = (hdr & DISCARD) == 0
-            out = view["rec"][:n][keep] if not keep.all() else view["rec"][:n].copy()
+            body = rows[:n, HEADER : HEADER + self._record.itemsize]
+            if not keep.all():
+                body = body[keep]
+            out = np.empty(len(body), self._record)
+            out.view(np.uint8).reshape(len(body), self._record.itemsize)[:] = body
         finally:
-            del view
+            del view, rows
         _U64.pack_into(self._cons, 0, cons + n * self._stride)
         return out
 
