@@ -216,3 +216,26 @@ async def test_what_the_writer_did_not_hand_over_is_read_from_the_store_in_order
         await task
     assert ports(agg.received()) == list(range(19999, 20130))  # each once, in the store's order
     store.close()
+
+
+async def test_what_the_writer_hands_over_goes_in_batches_and_only_as_far_as_it_settled(tmp_path: Path) -> None:
+    # One write of the store is sent in batches of at most `batch`, in order; a write whose events are not all
+    # old enough to send (a connect's outcome may still change) goes up to its first such event and no further.
+    store = EventStore(tmp_path / "spool.db")
+    with FakeAggregator() as agg:
+        fw = Forwarder(store, agg.url + "/api/events/ingest", batch=100, interval=0.05, identity=IDENTITY)
+        fill(store, 1, start=-1)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: fw.status.forwarded == 1, "the forwarder running (a first event sent)")
+        fill(store, 250)  # one write: batches of 100, 100 and 50
+        await until(lambda: fw.status.forwarded == 251, "the write of 250")
+        assert agg.batches == 4
+        later = [connection(pid=1, port=20300 + i, ago=30 if i < 5 or i > 7 else -3600) for i in range(10)]
+        store.add_events(later)  # its 6th to 8th events settle only in an hour: they and what follows them wait
+        await until(lambda: fw.status.forwarded == 256, "the settled start of the last write")
+        await asyncio.sleep(0.3)  # (several intervals: nothing more goes)
+        assert fw.status.forwarded == 256 and fw.status.waiting == 5
+        fw.stop()
+        await task
+    assert ports(agg.received()) == [*range(19999, 20250), *range(20300, 20305)]  # each once, in order
+    store.close()

@@ -49,6 +49,11 @@ def _varied() -> list[ConnectionEvent | PacketDropEvent]:
     return events
 
 
+def _exactly(events: list[dict[str, Any]]) -> list[str]:
+    """Each object as canonical JSON text: equal only if every value is, type included (``1 == True`` in Python)."""
+    return [json.dumps(e, sort_keys=True) for e in events]
+
+
 def test_the_posted_json_is_event_json_with_the_identity_for_every_kind_of_event(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "spool.db")
     events = _varied()
@@ -63,9 +68,16 @@ def test_the_posted_json_is_event_json_with_the_identity_for_every_kind_of_event
         data = event_json(event, identity)
         data.update(identity)
         want.append(data)
-    assert got == want
+    assert _exactly(got) == _exactly(want)
     as_text = [item.decode() if isinstance(item, bytes) else item for _, item in stored]  # (a TEXT body)
-    assert json.loads(F.encode_batch(as_text, identity))["events"] == want
+    assert _exactly(json.loads(F.encode_batch(as_text, identity))["events"]) == _exactly(want)
+    # built events (what a ring record is read back as) and a batch mixing them with stored JSON: the same
+    as_built = [event for _, event in built]
+    assert _exactly(json.loads(F.encode_batch(as_built, identity))["events"]) == _exactly(want)
+    mixed = [s if i % 2 else b for i, ((_, s), (_, b)) in enumerate(zip(stored, built, strict=True))]
+    assert _exactly(json.loads(F.encode_batch(mixed, identity))["events"]) == _exactly(want)
+    plain = [item for _, item in stored[:5]] + [item for _, item in stored[11:16]]  # (the batch decoded at once)
+    assert _exactly(json.loads(F.encode_batch(plain, identity))["events"]) == _exactly(want[:5] + want[11:16])
     for obj in got:
         if "big" not in obj:  # (the contract's integers are 64-bit; an extension field is the sender's)
             validate_event(obj)
@@ -91,7 +103,7 @@ def test_plain_stored_events_take_the_fast_path(tmp_path: Path, monkeypatch: Any
 
 
 def test_ring_records_are_forwarded_through_their_models(tmp_path: Path) -> None:
-    """The eBPF collector's records (chunks, not JSON rows): the model path, same contract."""
+    """The eBPF collector's records (chunks, not JSON rows, read back as built events): same contract."""
     from bench import synth
 
     store = EventStore(tmp_path / "spool.db")
