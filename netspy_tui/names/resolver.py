@@ -199,6 +199,26 @@ class NameResolver:
                     out[key] = name
         return out
 
+    def lookup_many(self, addresses: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+        """:meth:`lookup` for each of ``addresses`` (one lock): the names known now, and the addresses known to have
+        none (answered without one, kept for ``negative_ttl``), each as given."""
+        names: dict[str, str] = {}
+        nameless: list[str] = []
+        if not self.enabled:
+            return names, nameless
+        with self._lock:
+            for address in addresses:
+                key = normalize_address(address)
+                if key is None or key in _SKIP:
+                    continue
+                hit = self._cached(key)
+                name = hit[0] if hit is not None else self._known(key)
+                if name is not None:
+                    names[address] = name
+                elif hit is not None:
+                    nameless.append(address)
+        return names, nameless
+
     def resolve(self, addresses: Iterable[str], wait: float) -> dict[str, str]:
         """The names of ``addresses`` that are known within ``wait`` seconds (asking for the
         others meanwhile): for a tool call that can afford a short wait. Addresses without a
