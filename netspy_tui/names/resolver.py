@@ -384,6 +384,8 @@ class NameResolver:
         import dns.rdatatype
         import dns.reversename
 
+        if not self._servers:  # (servers not given as addresses: dnspython's resolver finds and asks them)
+            return (await self._resolver.resolve_address(key, lifetime=self.timeout)).rrset
         loop = asyncio.get_running_loop()
         qname = dns.reversename.from_address(key)
         deadline = loop.time() + self.timeout
