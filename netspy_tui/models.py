@@ -932,6 +932,8 @@ class NameLookup(_Result):
     """False when names are off (``--no-dns``) or this server does not resolve them."""
     pending: int = 0
     """Questions waiting or in flight in the resolver now."""
+    nameless: list[str] = Field(default_factory=list)
+    """Of the addresses asked about, those the resolver already found have no name (answers it keeps for a while)."""
 
 
 class PatternAnalysis(_Windowed):

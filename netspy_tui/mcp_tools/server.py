@@ -918,10 +918,10 @@ def create_server(
         if tc.names is None or not tc.names.enabled:
             text = "Names are off: destinations are shown by address."
             return _result(NameLookup(text=text, enabled=False), text)
-        names = {a: n for a in dict.fromkeys(addresses) if (n := tc.names.lookup(a)) is not None}
+        names, nameless = tc.names.lookup_many(dict.fromkeys(addresses))
         pending = tc.names.stats().pending
         text = f"{len(names)} of {len(set(addresses))} addresses have a name ({pending} questions in flight)."
-        return _result(NameLookup(text=text, names=names, pending=pending), text)
+        return _result(NameLookup(text=text, names=names, pending=pending, nameless=nameless), text)
 
     @srv.tool(annotations=READ_ONLY)
     async def server_status(ctx: Context[ToolContext, Any]) -> Annotated[CallToolResult, ServerStatus]:

@@ -48,8 +48,10 @@ __all__ = ["Connect", "NetspyApp", "run_dashboard"]
 Connect = Callable[[Callable[[str], None]], AbstractAsyncContextManager[tuple[Gateway, str]]]
 
 
-#: allocations between the cyclic collector's young passes once the dashboard runs (Python's default: 700)
-YOUNG_THRESHOLD = 5000
+#: allocations between the cyclic collector's young passes once the dashboard runs (Python's default: 700). At 100
+#: events/s a pass every 5,000 came several times a refresh, each walking what the refresh still held (new rows,
+#: cells, the frame's strips), and every tenth pass all the survivors again: ~7 ms a second of collecting, ~2 now.
+YOUNG_THRESHOLD = 30_000
 
 
 def freeze_heap() -> None:
@@ -58,7 +60,8 @@ def freeze_heap() -> None:
     each full pass took 0.1-0.2 s, a frame's worth of delay at every few refreshes or keys (profiled: a refresh,
     a focus, a tab switch). The young passes come every YOUNG_THRESHOLD allocations instead of 700: a frame
     allocates thousands of short-lived objects (Textual's strips, seven caches each), and each pass walked the
-    live ones among them again (~3 ms a key). Cyclic garbage alive at this moment is never collected: it is
+    live ones among them again (~3 ms a key; fewer passes, fewer objects kept to be walked again by the older
+    generation's). Cyclic garbage alive at this moment is never collected: it is
     called once, on the first data."""
     gc.collect(1)  # (the recent garbage first, so little of it is kept for good)
     gc.freeze()

@@ -500,17 +500,21 @@ class Poller:
         self._summary_gap = 2 * cost
 
     def _names(self, lookup: NameLookup, asked: list[str]) -> None:
-        """Names learnt since rows arrived (the list call names only what was known when it ran). With no
-        question in flight, the addresses ``asked`` that came back without a name have none: they are not asked
-        about again for :data:`NAMELESS_SECONDS`."""
+        """Names learnt since rows arrived (the list call names only what was known when it ran). The addresses
+        ``asked`` that the resolver says have no name (or all that came back without one, with no question in flight)
+        are not asked about again for :data:`NAMELESS_SECONDS`: a poll asks about the addresses new since, not again
+        about every address of the window while other questions are in flight."""
         self.names_pending = lookup.enabled and lookup.pending > 0
         if not lookup.enabled:
             self._names_supported = False
             return
         if lookup.names:
             self._conns.name(lookup.names)
-        if lookup.pending == 0 and len(self._nameless) < NAMELESS_MAX:
-            self._nameless.update(a for a in asked if a not in lookup.names)
+        if len(self._nameless) < NAMELESS_MAX:
+            if lookup.pending == 0:
+                self._nameless.update(a for a in asked if a not in lookup.names)
+            else:
+                self._nameless.update(lookup.nameless)
 
     async def _fetch_connections(
         self, subject: Scope, since: str | None, after: int | None, first: ConnectionList

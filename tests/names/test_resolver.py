@@ -85,6 +85,42 @@ def test_a_server_that_never_answers_delays_nobody() -> None:
             resolver.close()
 
 
+def test_a_server_that_refuses_is_passed_over_for_the_next_and_stray_datagrams_are_dropped() -> None:
+    """The name servers are asked in turn: one with nothing listening (127.0.0.2, same port: the kernel refuses) is
+    passed over for the next. A datagram that does not answer the question (another id) is dropped, and the
+    answer that follows it is read."""
+    import socket
+
+    import dns.message
+
+    with PtrServer({"10.0.0.5": "five.example"}) as server:
+        resolver = NameResolver(nameservers=["127.0.0.2", "127.0.0.1"], port=server.port, hosts_path=None, timeout=5)
+        try:
+            assert resolver.resolve(["10.0.0.5"], wait=10) == {"10.0.0.5": "five.example"}
+            assert server.questions == ["10.0.0.5"]
+        finally:
+            resolver.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.settimeout(10)
+        resolver = NameResolver(nameservers=["127.0.0.1"], port=fake.getsockname()[1], hosts_path=None, timeout=5)
+        try:
+            assert resolver.lookup("10.0.0.6") is None
+            wire, peer = fake.recvfrom(4096)
+            query = dns.message.from_wire(wire)
+            stray = dns.message.make_response(query)
+            stray.id = (query.id + 1) % 65536
+            stray.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "PTR", "forged.example."))
+            fake.sendto(b"not dns", peer)
+            fake.sendto(stray.to_wire(), peer)
+            right = dns.message.make_response(query)
+            right.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "PTR", "six.example."))
+            fake.sendto(right.to_wire(), peer)
+            assert resolver.resolve(["10.0.0.6"], wait=10) == {"10.0.0.6": "six.example"}
+        finally:
+            resolver.close()
+
+
 def test_questions_are_asked_with_bounded_concurrency() -> None:
     addresses = [f"10.2.0.{i}" for i in range(1, 41)]
     with PtrServer({a: f"h{a.rsplit('.', 1)[1]}.test" for a in addresses}, delay=0.05) as server:

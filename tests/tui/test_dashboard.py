@@ -29,7 +29,7 @@ from netspy_tui.tui.poller import Poller
 from netspy_tui.tui.screens.help import HelpScreen
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
-from tests.factories import connection
+from tests.factories import connection, drop
 from tests.tui.conftest import Clock, demo_events, wait_for
 from tests.tui.demo_data import DEMO_NOW, HOSTILE
 from tests.tui.scenes import Polled
@@ -647,3 +647,25 @@ async def test_rows_stay_in_time_order_when_an_event_arrives_late(source: Memory
         table = app.dashboard.connections
         shown = [str(table.get_cell_at((i, 0))) for i in range(table.row_count)]
         assert shown == sorted(shown)
+
+
+async def test_the_drops_line_shows_the_drops_that_came_while_its_tab_was_hidden(
+    source: MemorySource, clock: Clock
+) -> None:
+    """The line above the drops table is drawn only while its tab is shown: it must still show every drop of the
+    window when the tab comes back, and follow new drops while shown."""
+    async with dashboard(source, clock) as (app, pilot):
+        line = app.dashboard.query_one("#drop-mix")
+
+        def shown() -> str:
+            return str(line.render())
+
+        before = len(in_window(60, PacketDropEvent))
+        source.add_events([drop(reason="PKT_TOO_SMALL", time=DEMO_NOW - timedelta(seconds=0.01))])
+        await wait_for(pilot, lambda: (snap := app.dashboard.rendered) is not None and len(snap.drops) > before)
+        await pilot.press("space", "d")  # paused: no snapshot is drawn, the line is drawn as the tab is shown
+        assert f"{before + 1} packet drops in 1m" in shown() and "PKT_TOO_SMALL 1" in shown()
+        await pilot.press("space")
+        source.add_events([drop(reason="PKT_TOO_SMALL", time=DEMO_NOW - timedelta(seconds=0.005))])
+        await wait_for(pilot, lambda: f"{before + 2} packet drops in 1m" in shown(), "a new drop while shown")
+        assert "PKT_TOO_SMALL 2" in shown()

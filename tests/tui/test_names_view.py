@@ -117,3 +117,33 @@ async def test_an_address_without_a_name_is_not_asked_about_again_on_every_poll(
             assert asked[-1] == ["10.9.9.9"]
             assert server.count == 2
         names.close()
+
+
+async def test_addresses_without_a_name_are_not_asked_again_while_other_questions_are_in_flight(clock: Clock) -> None:
+    """With new addresses arriving all the time some question is always in flight: a poll still asks only about the
+    addresses it has not heard back about, not again about every address of the window that has no name; a new
+    address's name still comes to its row."""
+    ago = DEMO_NOW - timedelta(seconds=3)
+    source = MemorySource([connection(pid=8, command="wget", ip="10.9.9.9", port=80, time=ago)], clock=clock)
+    with PtrServer({"10.8.8.8": "bee.example"}) as server:
+        names = NameResolver(nameservers=["127.0.0.1"], port=server.port, hosts_path=None)
+        async with open_gateway(source, names=names) as gateway:
+            asked = spy_snapshots(gateway, "addresses")
+            poller = Poller(gateway, clock=clock, window=60, interval=1.0)
+            await poller.poll()
+            names.resolve(["10.9.9.9"], wait=10)  # answered: no name
+            server.gate.clear()  # the next address's answer stays in flight
+            source.add_events([connection(pid=9, command="curl", ip="10.8.8.8", port=443, time=ago + timedelta(1))])
+            await poller.poll()  # 10.9.9.9 asked about again: the resolver says it has no name
+            assert names.stats().pending == 1
+            await poller.poll()
+            assert asked[1:] == [["10.9.9.9"], ["10.8.8.8"]]  # then only the address not heard back about
+            server.gate.set()
+            names.resolve(["10.8.8.8"], wait=10)
+            last = await poller.poll()
+            assert {e.destination_ip: e.hostname for e in last.connections} == {
+                "10.9.9.9": None,
+                "10.8.8.8": "bee.example",
+            }
+            assert server.questions == ["10.9.9.9", "10.8.8.8"]
+        names.close()

@@ -140,6 +140,66 @@ async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
             fast.add_row(*row_cells(1), height=2)
 
 
+async def test_a_live_table_sliding_down_matches_datatable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oldest rows leave from the top and new ones come at the bottom (a live table: place_rows then touches only
+    those rows): the table is the one DataTable builds row by row, also when DataTable's own methods (add_row,
+    sort, remove_row) changed the rows since the last update."""
+    slid: list[bool] = []
+    worked_out = KeyedTable._slid
+
+    def spied(self: KeyedTable, order: Any) -> Any:
+        found = worked_out(self, order)
+        slid.append(found is not None)
+        return found
+
+    monkeypatch.setattr(KeyedTable, "_slid", spied)
+    async with running_pair() as (app, pilot, fast, plain):
+        rng = random.Random(3)
+        cells = {str(n): row_cells(n) for n in range(400)}
+        shown: list[str] = []
+        made = 0
+        for step in range(14):
+            gone = rng.choice([0, 1, 5, len(shown)])
+            new = rng.randint(0 if step % 4 else 1, 25)
+            shown = shown[gone:] + [str(n) for n in range(made, made + new)]
+            made += new
+            fast.place_rows(shown, cells)
+            if step == 9:  # DataTable's own add_row in between: the next update is worked out in full
+                fast.add_row(*cells["399"], key="399")
+                shown = [*shown, "399"]
+                fast.place_rows(shown, cells)
+            plain.clear()
+            for key in shown:
+                plain.add_row(*cells[key], key=key)
+            for table in (fast, plain):
+                table.move_cursor(row=len(shown) - 1)
+            await pilot.pause()
+            assert [r.key.value for r in fast.ordered_rows] == shown, f"step {step}"
+            assert all(fast.get_row_index(key) == i for i, key in enumerate(shown))
+            assert [fast.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value for i in range(len(shown))] == shown
+            assert fast.virtual_size == plain.virtual_size
+            plain.scroll_to(y=fast.scroll_offset.y, animate=False, immediate=True)
+            await pilot.pause()
+            assert lines(fast) == lines(plain), f"step {step}"
+        assert slid.count(True) >= 10 and slid[10] is False  # (the update after add_row: in full)
+        for table in (fast, plain):
+            table.sort("c3", key=lambda c: c.plain)
+        order = [r.key.value or "" for r in plain.ordered_rows]
+        fast.place_rows([*order[3:], "398"], cells)
+        for key in order[:3]:
+            plain.remove_row(key)
+        plain.add_row(*cells["398"], key="398")
+        for table in (fast, plain):
+            table.move_cursor(row=0)
+        await pilot.pause()
+        plain.scroll_to(y=fast.scroll_offset.y, animate=False, immediate=True)
+        await pilot.pause()
+        assert slid[-1] is False  # (sorted since: in full)
+        assert [r.key.value for r in fast.ordered_rows] == [r.key.value for r in plain.ordered_rows]
+        assert all(fast.get_row_index(r.key) == i for i, r in enumerate(plain.ordered_rows))
+        assert lines(fast) == lines(plain)
+
+
 async def test_more_rows_redraw_the_table_and_its_scrollbar_without_laying_the_screen_out() -> None:
     """Rows change the table's virtual size: Textual lays the whole screen out for it, though only the
     scrollbars depend on it. KeyedTable lays out only when a scrollbar appears or goes."""

@@ -121,6 +121,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.renders = 0
         self.last_render_ms: float | None = None
         self._applied: dict[str, str] = {}
+        self._drop_mix = drop_mix_text(None, window)
+        """The drops tab's line for the last snapshot (see :meth:`_show_drop_mix`)."""
         self._tab_widths: dict[str, tuple[int, object]] = {}
         """Each tab label's width on screen and the view its count counted then (see :meth:`_tab_label`)."""
         self._last_table: DataTable[Any] | None = None
@@ -273,10 +275,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             panel = self.query_one(PatternsPanel)
             panel.show(snap.patterns if same_subject else None, subject.label)
             panel.show_bytes(list(self.recent_bytes) if same_subject else [])
-            mix = drop_mix_text(snap.drop_patterns if same_subject else None, snap.config.window)
-            if self._applied.get("drop-mix") != mix.plain:  # saves a layout per tick
-                self._applied["drop-mix"] = mix.plain
-                self.query_one("#drop-mix", Static).update(mix, layout=False)
+            self._drop_mix = drop_mix_text(snap.drop_patterns if same_subject else None, snap.config.window)
+            if self.view == "drops":
+                self._show_drop_mix()
             # the window's totals count what the tools were asked about: known unless a text filter narrows further,
             # and not said of a list that holds the whole window (the summaries are read apart from the rows, and
             # not at every poll: their total can be a moment newer, "latest 910 of 917" for one poll)
@@ -298,6 +299,19 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.renders += 1
         self.last_render_ms = (time.perf_counter() - started) * 1000
         self.status.show_snapshot(snap, self.last_render_ms)
+
+    def _show_drop_mix(self) -> None:
+        """The drops tab's line, as the last snapshot has it. Drawn only while the tab is shown (and when it is shown):
+        a hidden widget's update made Textual work out where every widget on the screen is again (~2 ms a frame)."""
+        mix = self._drop_mix
+        if self._applied.get("drop-mix") != mix.plain:  # saves a layout per tick
+            self._applied["drop-mix"] = mix.plain
+            self.query_one("#drop-mix", Static).update(mix, layout=False)
+
+    def _view_shown(self, pane: str) -> None:
+        super()._view_shown(pane)
+        if self.view == "drops":
+            self._show_drop_mix()
 
     def render_traffic(self, snap: Snapshot, flt: EventFilter) -> None:
         """The Traffic view's summary line and its current list (empty until the poller has fetched traffic)."""

@@ -106,6 +106,11 @@ class EventTable(KeyedTable, Generic[E]):
             self.events, self._cells, self._spare = {}, {}, {}
             self.on_mount()
         wanted = {event_key(e): e for e in events}
+        if self._columns_for([e for k, e in wanted.items() if k not in self.events]):
+            self.clear(columns=True)  # (another set of columns: every row made again)
+            self.events, self._cells, self._spare = {}, {}, {}
+            self.on_mount()
+            self.on_resize()
         current = self.events
         removed = [k for k in current if k not in wanted]
         added = [k for k in wanted if k not in current]
@@ -121,7 +126,7 @@ class EventTable(KeyedTable, Generic[E]):
             event = wanted[key]
             kept = spare.pop(key, None)
             cells[key] = kept[1] if kept is not None and (kept[0] is event or kept[0] == event) else self.cells(event)
-        if held is None:
+        if held is None or len(held) == len(wanted):  # (nothing held is hidden: nothing to keep)
             spare.clear()
         elif len(spare) > len(held) - len(wanted):  # (some left the window: only the held ones kept)
             keys = {event_key(e) for e in held}
@@ -134,6 +139,10 @@ class EventTable(KeyedTable, Generic[E]):
             elif anchor is not None and anchor in wanted:
                 self.move_cursor(row=self.get_row_index(anchor), animate=False)
         return len(added), len(removed)
+
+    def _columns_for(self, new: list[E]) -> bool:
+        """Whether the columns change for the events ``new`` to the table (the table is then made again)."""
+        return False
 
     def _changed(self, wanted: dict[str, E]) -> None:
         """Rows whose event the poller replaced (a name learnt after the row arrived): new cells. An equal event (the
@@ -223,19 +232,14 @@ class ConnectionTable(EventTable[ConnectionEvent]):
     def shows_direction(self) -> bool:
         return self._extra[2]
 
-    def sync(
-        self, events: Sequence[ConnectionEvent], held: Collection[ConnectionEvent] | None = None
-    ) -> tuple[int, int]:
-        node = self.shows_node or any(e.k8s_node_name for e in events)
-        workload = self.shows_workload or any(e.workload for e in events)
-        direction = self.shows_direction or any(e.direction == "inbound" for e in events)
-        if (node, workload, direction) != (self.shows_node, self.shows_workload, self.shows_direction):
-            self._set_columns(node=node, workload=workload, direction=direction)
-        return super().sync(events, held)
-
-    def _set_columns(self, *, node: bool, workload: bool, direction: bool) -> None:
-        """Rebuild with the Dir and Node columns (after the outcome) and the Workload column (last) the data has;
-        the rows are redrawn by the sync that follows. Once shown, a column stays."""
+    def _columns_for(self, new: list[ConnectionEvent]) -> bool:
+        """The Dir and Node columns (after the outcome) and the Workload column (last) once an event has them (the
+        rows shown were looked at when they came). Once shown, a column stays."""
+        node = self.shows_node or any(e.k8s_node_name for e in new)
+        workload = self.shows_workload or any(e.workload for e in new)
+        direction = self.shows_direction or any(e.direction == "inbound" for e in new)
+        if (node, workload, direction) == (self.shows_node, self.shows_workload, self.shows_direction):
+            return False
         at = [c.key for c in self.COLUMNS].index("outcome") + 1
         self.spec = (
             *self.COLUMNS[:at],
@@ -245,10 +249,7 @@ class ConnectionTable(EventTable[ConnectionEvent]):
             *((self.WORKLOAD_COLUMN,) if workload else ()),
         )
         self._extra = (node, workload, direction)
-        self.clear(columns=True)
-        self.events, self._cells, self._spare = {}, {}, {}
-        self.on_mount()
-        self.on_resize()
+        return True
 
     def _outcome_style(self, outcome: str) -> Style:
         # Remembered per outcome until the styles change: Textual's own cache of component styles is emptied by

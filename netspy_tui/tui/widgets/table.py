@@ -12,6 +12,7 @@ tests/tui/test_table_mechanics.py fails if Textual changes them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
@@ -350,29 +351,70 @@ class KeyedTable(DataTable[Cell]):
             self._update_count += 1
             self.refresh()
 
+    def _slid(self, order: Sequence[str]) -> tuple[_RowPlaces, list[str]] | None:
+        """When ``order`` is the rows placed last less some of the first and with new rows after them, the row places
+        and the keys of the rows that left; else None (any other change, or rows added, removed or sorted since by
+        DataTable's own methods)."""
+        placed, places = self._placed, self._row_locations
+        if placed is None or not isinstance(places, _RowPlaces) or not (len(placed) == len(places) == len(self.rows)):
+            return None
+        if not order:
+            return places, placed
+        first = places.get(order[0])  # type: ignore[arg-type]  # (StringKey matches its str)
+        if first is None:
+            first = len(placed)  # (every row left, or the first in order is new)
+        kept = len(placed) - first
+        if list(order[:kept]) != placed[first:]:
+            return None
+        rows = self.rows
+        if any(value in rows for value in order[kept:]):
+            return None  # (a row shown already moved to the end)
+        return places, placed[:first]
+
+    _placed: list[str] | None = None
+    """The keys :meth:`place_rows` placed last, in order, while :attr:`_row_locations` is the :class:`_RowPlaces` it
+    made then (see :meth:`_slid`)."""
+
     def place_rows(self, order: Sequence[str], new: Mapping[str, Sequence[Cell]]) -> None:
         """Show exactly the rows ``order`` (keys, top to bottom): rows shown already keep their cells, ``new``
-        gives the cells of the others. One pass over the keys, whatever was removed or where rows were added."""
+        gives the cells of the others. One pass over the keys, whatever was removed or where rows were added;
+        when the oldest rows left from the top and new ones came at the end (a live table), a pass over those
+        rows only."""
         rows, data = self.rows, self._data
         columns = [column.key for column in self.ordered_columns]
-        keep = set(order)
-        gone = [key for key in rows if key.value not in keep]
-        for key in gone:
-            del rows[key]
-            del data[key]
-        if gone and self._updated_cells:
-            self._updated_cells = {c for c in self._updated_cells if c.row_key in rows}
         was_empty = not rows
-        located: dict[RowKey, int] = {}
-        for index, value in enumerate(order):
-            row = rows.get(value)  # type: ignore[call-overload]  # (StringKey matches its str)
-            if row is None:
+        slid = self._slid(order)
+        if slid is not None:
+            places, gone = slid
+            for value in gone:
+                del rows[value]  # type: ignore[arg-type]  # (StringKey matches its str)
+                del data[value]  # type: ignore[arg-type]
+            places.drop_first(len(gone))
+            for value in order[len(places) :]:
                 key = RowKey(value)
                 data[key] = dict(zip(columns, new[value], strict=True))
-                row = rows[key] = Row(key, 1)
+                rows[key] = Row(key, 1)
                 self._new_rows.add(key)
-            located[row.key] = index
-        self._row_locations = TwoWayDict(located)
+                places.append(key)
+        else:
+            keep = set(order)
+            gone = [key.value or "" for key in rows if key.value not in keep]
+            for value in gone:
+                del rows[value]  # type: ignore[arg-type]
+                del data[value]  # type: ignore[arg-type]
+            located: list[RowKey] = []
+            for value in order:
+                row = rows.get(value)  # type: ignore[call-overload]  # (StringKey matches its str)
+                if row is None:
+                    key = RowKey(value)
+                    data[key] = dict(zip(columns, new[value], strict=True))
+                    row = rows[key] = Row(key, 1)
+                    self._new_rows.add(key)
+                located.append(row.key)
+            self._row_locations = places = _RowPlaces(located)
+        self._placed = list(order)
+        if gone and self._updated_cells:
+            self._updated_cells = {c for c in self._updated_cells if c.row_key in rows}
         self._update_count += 1
         if any(column.auto_width for column in self.columns.values()):
             self._require_update_dimensions = True  # the columns are measured on idle, as add_row leaves them
@@ -388,6 +430,41 @@ class KeyedTable(DataTable[Cell]):
             self._highlight_cursor()  # as add_row does for the first row
         self.check_idle()
         self.refresh()
+
+
+class _RowPlaces(TwoWayDict[RowKey, int]):
+    """``DataTable._row_locations`` (row key <-> index) of rows that leave from the top and come at the bottom: each
+    row keeps the number it came with, its index is that number less the rows that left, so a live table's update
+    touches only the rows that left and came, not the two maps of every row."""
+
+    def __init__(self, keys: Iterable[RowKey]) -> None:
+        super().__init__(dict(zip(keys, itertools.count())))
+        self._left = 0
+
+    def __setitem__(self, key: RowKey, value: int) -> None:
+        super().__setitem__(key, value + self._left)
+
+    def get(self, key: RowKey) -> int | None:
+        number = self._forward.get(key)
+        return None if number is None else number - self._left
+
+    def get_key(self, value: int) -> RowKey | None:
+        return self._reverse.get(value + self._left)
+
+    def contains_value(self, value: int) -> bool:
+        return value + self._left in self._reverse
+
+    def drop_first(self, n: int) -> None:
+        """The first ``n`` rows left (their keys already gone from the table)."""
+        forward, reverse = self._forward, self._reverse
+        for number in range(self._left, self._left + n):
+            del forward[reverse.pop(number)]
+        self._left += n
+
+    def append(self, key: RowKey) -> None:
+        number = self._left + len(self._forward)
+        self._forward[key] = number
+        self._reverse[number] = key
 
 
 class _RowLines:
