@@ -169,8 +169,8 @@ OPTIONS: tuple[Option, ...] = (
         group=SOURCE,
         type=_count_or_zero,
         metavar="N",
-        help="eBPF: raw events each CPU keeps per second, at most (50000; 0: no cap); the rest are shed, "
-        "counted and reported as shed, and every count stays exact",
+        help="eBPF: raw events the host keeps per second, all CPUs together, at most (50000; 0: no cap); the "
+        "rest are shed, counted and reported as shed, and every count stays exact",
     ),
     _opt("--replay", runs=_ALL, group=SOURCE, type=Path, metavar="FILE", help="replay a JSON-lines recording"),
     _opt(

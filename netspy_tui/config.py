@@ -122,8 +122,8 @@ class Settings(BaseModel):
     procfs_interval: float = Field(1.0, ge=0.05, le=60)
     """Sampling interval of the procfs collector in seconds."""
     raw_rate: int | None = Field(None, ge=0)
-    """Raw events each CPU keeps per second at most with the eBPF collector (``--raw-rate``; None: its default,
-    50,000; 0: no cap): the rest are shed and reported as shed, their counts kept."""
+    """Raw events the host keeps per second at most, all CPUs together, with the eBPF collector (``--raw-rate``;
+    None: its default, 50,000; 0: no cap): the rest are shed and reported as shed, their counts kept."""
     dns: bool = True
     """Name destinations (``/etc/hosts``, then reverse DNS in the background); false: addresses only,
     no question sent (``--no-dns``)."""

@@ -45,8 +45,8 @@ def _looks_privileged() -> bool:
 
 
 def _ebpf(raw_rate: int | None = None) -> Collector:
-    """A new eBPF collector (imported lazily: it is the heaviest module); ``raw_rate``: raw records each CPU
-    makes per second at most (None: the collector's default; 0: no cap)."""
+    """A new eBPF collector (imported lazily: it is the heaviest module); ``raw_rate``: raw records the host
+    makes per second at most, all CPUs together (None: the collector's default; 0: no cap)."""
     try:
         from netspy_tui.collector.ebpf import EbpfCollector
     except ImportError as exc:  # a broken install; never expected in a working checkout

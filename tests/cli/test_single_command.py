@@ -84,7 +84,7 @@ def test_bad_flags_are_one_line_with_exit_2(run_cli, server, args, fragment):
     ],
 )
 def test_a_bad_raw_rate_is_one_line_with_exit_2(run_cli, args, fragment):
-    """``--raw-rate`` (raw events kept per CPU a second) takes 0 (no cap) or more, and only where a collector
+    """``--raw-rate`` (raw events the host keeps a second) takes 0 (no cap) or more, and only where a collector
     runs; the help says what it sheds."""
     out = run_cli(*args)
     assert out.returncode == 2, out.stderr

@@ -124,10 +124,10 @@ LISTENER_ENTRIES = 16384
 OPENED_ENTRIES = 65536
 #: events a simple (event-list) sink can still update when their outcome arrives
 PENDING_EVENTS = 65536
-#: raw records each CPU makes per second, at most, by default: the raw detail stream stays bounded under a
-#: storm (the rest are counted as shed; every count stays exact), and ~50,000 a second per CPU is more detail
-#: than anyone reads while costing the reader and the store's writer ~1.5 µs of CPU each
-RAW_RATE_PER_CPU = 50_000
+#: raw records the host makes per second, at most, by default (all CPUs together): the raw detail stream stays
+#: bounded under a storm (the rest are counted as shed; every count stays exact), and ~50,000 a second is more
+#: detail than anyone reads while costing the reader and the store's writer ~1.5 µs of CPU each
+RAW_RATE = 50_000
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -268,7 +268,9 @@ class _Session:
                                         "netspy_byteslot")  # fmt: skip
         if self.raw and self.raw_rate:
             maps.budget = self._map(syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.BUDGET.itemsize, 1, "netspy_budget")
-            maps.budget_cap = max(1, self.raw_rate * (1 << P.BUDGET_SHIFT) // P.NS)  # (per window)
+            maps.host_budget = self._map(array, 4, P.HOST_BUDGET.itemsize, 1, "netspy_hostbud")
+            # (per window; a cap that large is no cap in practice)
+            maps.budget_cap = min(max(1, self.raw_rate * (1 << P.BUDGET_SHIFT) // P.NS), P.BUDGET_CAP_MAX)
         self._write_ctl()
         # programs that run as raw tracepoint programs (the tracepoint's arguments, no trace record)
         raw_bytes, raw_state, raw_drop = P.raw_sock_bytes_ok(offsets), P.raw_state_ok(offsets), P.raw_drop_ok(offsets)
@@ -784,8 +786,8 @@ class EbpfCollector(Collector):
     reader reads the ring (seconds; it is also woken early when the ring is a quarter full).
     ``drain_interval``: how often the kernel's counts are drained. ``raw_connects`` /
     ``raw_drops``: whether the kernel writes a raw record per connect / drop (counts are kept
-    either way). ``raw_rate``: raw records each CPU makes per second at most (0: no cap); the ones
-    over it are counted as shed, their counts kept.
+    either way). ``raw_rate``: raw records the host makes per second at most, all CPUs together (0: no
+    cap); the ones over it are counted as shed, their counts kept.
     """
 
     name = "ebpf"
@@ -800,7 +802,7 @@ class EbpfCollector(Collector):
         drain_interval: float = 1.0,
         raw_connects: bool = True,
         raw_drops: bool = True,
-        raw_rate: int = RAW_RATE_PER_CPU,
+        raw_rate: int = RAW_RATE,
     ) -> None:
         super().__init__()
         if ring_bytes < MIN_RING or ring_bytes & (ring_bytes - 1):
@@ -816,7 +818,7 @@ class EbpfCollector(Collector):
         self.poll_interval = poll_interval
         self.drain_interval = drain_interval
         if raw_rate < 0:
-            raise CollectorError(f"raw event rate {raw_rate} per CPU is negative", "use 0 (no cap) or more")
+            raise CollectorError(f"raw event rate {raw_rate} a second is negative", "use 0 (no cap) or more")
         self.raw = (P.RAW_CONNECTS if raw_connects else 0) | (P.RAW_DROPS if raw_drops else 0)
         self.raw_rate = raw_rate
         self._session: _Session | None = None

@@ -481,8 +481,11 @@ class Maps:
     tick count (jiffies) has not moved (see :func:`_tick_read`)."""
     budget: int | None = None
     """Per-CPU array of one :data:`BUDGET` (see :func:`_within_budget`); None: raw records are not capped."""
+    host_budget: int | None = None
+    """Array of one :data:`HOST_BUDGET` word shared by the CPUs (with ``budget``)."""
     budget_cap: int = 0
-    """Raw records a CPU makes per budget window (2**:data:`BUDGET_SHIFT` ns) before the rest are capped."""
+    """Raw records the host makes per budget window (2**:data:`BUDGET_SHIFT` ns) before the rest are capped
+    (at most :data:`BUDGET_CAP_MAX`)."""
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -570,12 +573,18 @@ TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8"), ("woke"
 #: a clock read that close to the next second is not cached: a tick (10 ms at HZ=100, 4 ms at 250) and
 #: as much again for the kernel's late tick count updates
 TICK_MARGIN_NS = 25_000_000
-#: a CPU's raw-record budget: the window (monotonic ns >> BUDGET_SHIFT), the records made in it, and the
-#: records this CPU capped so far (the ``raw_capped`` counter: per CPU, so a storm's capped records do not
-#: bounce one shared counter's cache line between the CPUs)
-BUDGET = np.dtype([("window", "<u8"), ("n", "<u8"), ("capped", "<u8")])
+#: a CPU's view of the host's raw-record budget: the window (monotonic ns >> BUDGET_SHIFT) plus one in which
+#: this CPU found the host's budget spent (0: none), and the records this CPU capped so far (the
+#: ``raw_capped`` counter). Both per CPU, so that once the budget is spent a storm's records are capped
+#: without bouncing a shared cache line between the CPUs.
+BUDGET = np.dtype([("full", "<u8"), ("capped", "<u8")])
+#: the host's raw-record budget, one word so that one atomic add counts a record and reads its window: the
+#: window in the high 32 bits, the records made in it in the low 32
+HOST_BUDGET = np.dtype("<u8")
 #: budget windows of 2**30 ns (1.07 s): a shift, not a division
 BUDGET_SHIFT = 30
+#: the largest cap a window can have (a jump's immediate is a signed 32-bit number)
+BUDGET_CAP_MAX = (1 << 31) - 1
 
 
 def _tick_slot(a: Asm, maps: Maps, slot: int, missing: str) -> None:
@@ -934,32 +943,38 @@ def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
 
 
 def _within_budget(a: Asm, maps: Maps, slot: int, now: int, over: str) -> None:
-    """Count a raw record in its CPU's budget (FP+now: ns since boot), or, once the CPU has made
-    ``maps.budget_cap`` of them in this window of 2**:data:`BUDGET_SHIFT` ns, count it capped and jump to
-    ``over``: under a storm the raw detail stream stays bounded (each record costs the reader and the store's
-    writer far more than its counts cost the kernel), and what it leaves out is counted. Uses the stack word
+    """Count a raw record in the host's budget (FP+now: ns since boot), or, once the host has made
+    ``maps.budget_cap`` of them in this window of 2**:data:`BUDGET_SHIFT` ns, count it capped in its CPU's
+    entry and jump to ``over``: under a storm the raw detail stream stays bounded however many CPUs the host
+    has (each record costs the reader and the store's writer far more than its counts cost the kernel), and
+    what it leaves out is counted. A CPU that found the budget spent notes the window in its own entry and
+    caps the rest of that window's records from there, without touching the shared word. Uses the stack word
     at FP+slot."""
     ok, new, capped = _uniq(a, "bud_ok"), _uniq(a, "bud_new"), _uniq(a, "bud_capped")
-    assert maps.budget is not None
+    assert maps.budget is not None and maps.host_budget is not None
     _element0(a, maps.budget, slot, ok)
-    a.mov(R1, R0)
-    a.ldx(DW, R0, FP, now)
-    a.rsh(R0, BUDGET_SHIFT)
-    a.ldx(DW, R2, R1, BUDGET.fields["window"][1])
-    a.jne(R0, R2, new)
-    a.ldx(DW, R2, R1, BUDGET.fields["n"][1])
-    a.jmp("jge", R2, maps.budget_cap, capped)
-    a.add(R2, 1).stx(DW, R1, BUDGET.fields["n"][1], R2)  # (a nested program's lost update only moves the cap)
-    a.ja(ok)
-    a.label(new)
-    a.stx(DW, R1, BUDGET.fields["window"][1], R0)
-    a.st(DW, R1, BUDGET.fields["n"][1], 1)
-    a.ja(ok)
+    a.ldx(DW, R1, FP, now).rsh(R1, BUDGET_SHIFT).add(R1, 1)
+    a.ldx(DW, R2, R0, BUDGET.fields["full"][1])
+    a.jeq(R1, R2, capped)  # this CPU found this window's budget spent already
+    _element0(a, maps.host_budget, slot, ok)
+    a.mov(R1, 1)
+    a.atomic(DW, R0, 0, R1, _ADD | FETCH)  # r1 = the word before
+    a.ldx(DW, R2, FP, now).rsh(R2, BUDGET_SHIFT)
+    a.mov(R3, R1).rsh(R3, 32)
+    a.jmp("jlt", R3, R2, new)  # (a window after this one: this CPU's clock read is a hair late; count it there)
+    a.lsh(R1, 32).rsh(R1, 32)
+    a.jmp("jlt", R1, maps.budget_cap, ok)
+    _element0(a, maps.budget, slot, ok)
+    a.ldx(DW, R1, FP, now).rsh(R1, BUDGET_SHIFT).add(R1, 1).stx(DW, R0, BUDGET.fields["full"][1], R1)
     a.label(capped)
     # atomic: a program in an interrupt on this CPU may cap one meanwhile, and every capped one is reported
-    a.mov(R2, 1)
-    a.atomic(DW, R1, BUDGET.fields["capped"][1], R2, _ADD)
+    a.mov(R1, 1)
+    a.atomic(DW, R0, BUDGET.fields["capped"][1], R1, _ADD)
     a.ja(over)
+    a.label(new)
+    # the window's first record restarts the count. CPUs racing here (or adding between another's add and its
+    # store) may each admit one more record in this window than the cap: that moves the cap, never a count.
+    a.lsh(R2, 32).or_(R2, 1).stx(DW, R0, 0, R2)
     a.label(ok)
 
 
