@@ -161,11 +161,11 @@ def batches(
 
 
 def event_batches(
-    n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share: float = 0.1
+    n: int, span: float, *, seed: int = 1, batch: int = 4096, drop_share: float = 0.1, now_wall_ns: int | None = None
 ) -> Iterator[list[Event]]:
     """The same data as built events (what a plain sink or an HTTP server would see)."""
     rng = np.random.default_rng(seed)
-    recs = records(n, span, rng, drop_share=drop_share)
+    recs = records(n, span, rng, drop_share=drop_share, now_wall_ns=now_wall_ns)
     c = codec()
     for i in range(0, n, batch):
         part = recs[i : i + batch]

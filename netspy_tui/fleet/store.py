@@ -126,22 +126,6 @@ def _prepare_model(event: AnyEvent) -> W.Prepared:
     return _key(event), kind, t, row, rollup
 
 
-def _rollup_rows(events: list[W.Prepared]) -> list[Any]:
-    """The events' rollup rows: one per key (count, first and last time), in one pass (an event's own row
-    as it is while its key is its alone)."""
-    acc: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for event in events:
-        row = event[4]
-        key = row[:9]
-        hit = acc.get(key)
-        if hit is None:
-            acc[key] = row
-        else:
-            t = row[10]
-            acc[key] = (*key, hit[9] + 1, min(hit[10], t), max(hit[11], t))
-    return list(acc.values())
-
-
 class FleetStore:
     """Per-node stores under ``directory`` (None: in memory, for tests)."""
 
@@ -219,7 +203,7 @@ class FleetStore:
             lost = 0
             if fresh:
                 try:
-                    state.store.add_rows([e[3] for e in fresh], _rollup_rows(fresh))
+                    state.store.add_rows([e[3] for e in fresh], [e[4] for e in fresh])
                 except StoreError as exc:
                     if exc.lost < len(fresh):  # the rest was kept: sending it again would count it twice
                         lost = exc.lost

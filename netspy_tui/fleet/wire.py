@@ -70,8 +70,10 @@ def _struct(model: type[ConnectionEvent | PacketDropEvent], extra: list[tuple[st
             fields.append((name, kind, f.default))
     fields.extend(extra)
     tag = model.model_fields["type"].default
+    # gc=False: a struct holds strings, numbers and a list of numbers, never itself (no cycle); untracked, a
+    # batch's thousands of them are not walked by every young pass of the cyclic collector while it is stored
     return msgspec.defstruct(f"Wire{model.__name__}", fields, kw_only=True, forbid_unknown_fields=True,
-                             tag_field="type", tag=tag)  # fmt: skip
+                             tag_field="type", tag=tag, gc=False)  # fmt: skip
 
 
 WireConnection = _struct(ConnectionEvent, [("protocol_name", _MAYBE, msgspec.UNSET)])

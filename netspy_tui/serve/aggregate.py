@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -149,6 +150,11 @@ class AggregatorApi(Api):
         self._expected = limits.token.encode("utf-8") if limits.token else None
         self._buckets = _Buckets(limits.rate, max(limits.rate, float(limits.max_events)))
         self._started = time.monotonic()
+        # Batches are checked and stored one at a time, in one thread: agents posting together took a
+        # thread each, and their Python fought for the interpreter's lock (a switch every few ms, each
+        # waking a thread) for no gain, while SQLite's part of a batch (done without the lock) still
+        # overlaps the event loop's reading of the next body.
+        self._ingest_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netspy-ingest")
 
     @classmethod
     def factory(cls, fleet: FleetStore, limits: IngestLimits) -> Any:
@@ -197,8 +203,8 @@ class AggregatorApi(Api):
                                  "<token> (--forward-token on the agent)",
                                  {"WWW-Authenticate": 'Bearer realm="netspy-tui-ingest"'})  # fmt: skip
         raw = await request.body()
-        # up to the body limit: not on the event loop (one hop to a worker thread for all of it)
-        result = await asyncio.to_thread(self._ingest_body, raw)
+        # up to the body limit: not on the event loop (one hop to the ingest thread for all of it)
+        result = await asyncio.get_running_loop().run_in_executor(self._ingest_thread, self._ingest_body, raw)
         if isinstance(result, Response):
             return result
         rejected = [{"index": i, "reason": why} for i, why in result.rejected[:MAX_REJECTED_SHOWN]]

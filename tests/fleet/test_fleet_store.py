@@ -127,3 +127,36 @@ def test_events_of_one_key_in_one_second_are_one_rollup_row_with_their_count_fir
         rows = conn.execute("SELECT n, first, last FROM rollup WHERE pid = 77").fetchall()
     base = int(second.timestamp()) * 1_000_000_000
     assert rows == [(4, base + 100_000_000, base + 900_000_000)]
+
+
+def test_one_keys_events_over_batches_out_of_order_and_a_retry_are_counted_once_each_everywhere(tmp_path: Path) -> None:
+    """Events of one key in one second, over two batches (the second older than the first, one of them sent again
+    with it) and a third batch of the next minute, 6 s into it, which folds the minute: the second's rollup row, the
+    minute and hour rows, the node's counts and the window's figures all hold each event once, first and last those
+    of the events."""
+    minute = (int(datetime.now(UTC).timestamp()) // 60 - 3) * 60
+    second = datetime.fromtimestamp(minute + 30, UTC)
+
+    def event(i: int, us: int) -> dict:  # type: ignore[type-arg]
+        data = connection_json(pid=77, command="curl", port=443, time=second + timedelta(microseconds=us))
+        data.update(id=f"key-{i}", k8s_node_name="node-a")
+        return data
+
+    first = [event(0, 700_000), event(1, 800_000), event(2, 750_000)]
+    older = [event(3, 200_000), event(4, 400_000), first[1]]  # (the retry of event 1)
+    later = [connection_json(pid=5, time=second + timedelta(seconds=s), k8s_node_name="node-a") for s in (35, 36)]
+    fleet = FleetStore(tmp_path / "fleet")
+    results = [fleet.ingest(parse_batch(json.dumps({"events": b}).encode())) for b in (first, older, later)]
+    assert [(r.accepted, r.duplicates) for r in results] == [(3, 0), (2, 1), (2, 0)]
+    store = fleet.nodes()["node-a"]
+    scope = Scope("connection", 77, None, 3600)
+    assert store.count(scope) == 5 and store.stats(scope).total == 5
+    assert fleet.stats()["events_by_node"] == {"node-a": 7}
+    fleet.close()
+    (path,) = (tmp_path / "fleet").glob("node-*.sqlite3")
+    base = (minute + 30) * 1_000_000_000
+    want = [(5, base + 200_000_000, base + 800_000_000)]
+    with sqlite3.connect(path) as conn:
+        for table, unit in (("rollup", "second"), ("rollup_minute", "minute"), ("rollup_hour", "hour")):
+            rows = conn.execute(f"SELECT n, first, last FROM {table} WHERE pid = 77").fetchall()  # noqa: S608
+            assert rows == want, (table, unit)
