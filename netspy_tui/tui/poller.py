@@ -276,6 +276,10 @@ class Poller:
         """Seconds between summary reads while events arrive: twice what the last read cost (they take at most
         about half the time), however often polls come (every interval, or only on change notifications)."""
         self._summaries_at = 0.0
+        self.summaries_behind = False
+        """Events came after the last summary read (within its gap): the panels are read again once the gap has
+        passed, even if nothing else comes (else a lone event stayed out of them until the idle read, 50 s
+        while following)."""
 
     @property
     def config(self) -> PollConfig:
@@ -333,7 +337,7 @@ class Poller:
         # IDLE_SUMMARY_EVERY-th poll while idle
         since_read = started - self._summaries_at
         idle_gap = IDLE_SUMMARY_EVERY * (IDLE_REFRESH if self.following else self.interval)
-        gap = max(self._summary_gap, idle_gap) if self._idle_ticks else self._summary_gap
+        gap = max(self._summary_gap, idle_gap) if self._idle_ticks and not self.summaries_behind else self._summary_gap
         summaries_due = self._summaries is None or since_read >= gap
         if summaries_due:
             parts += self._summary_parts(subject)
@@ -381,6 +385,8 @@ class Poller:
             s0 = time.perf_counter()
             extra = await self._snapshot(subject, self._summary_parts(subject), (None, None), (None, None), [])
             self._keep_summaries(subject, extra, time.perf_counter() - s0)
+        elif new or new_drops:
+            self.summaries_behind = True
         self._tick += 1
         now = self._clock()
         cutoff = now - timedelta(seconds=cfg.window)
@@ -498,6 +504,7 @@ class Poller:
         self._summaries = (processes, patterns, drop_patterns)
         self._summaries_at = time.perf_counter()
         self._summary_gap = 2 * cost
+        self.summaries_behind = False
 
     def _names(self, lookup: NameLookup, asked: list[str]) -> None:
         """Names learnt since rows arrived (the list call names only what was known when it ran). The addresses
@@ -556,7 +563,7 @@ class Poller:
         if not self.following:
             seconds += self.idle_wait() - self.interval
         woken = await self.sleep(seconds)
-        if woken or not self.following or self.changed.is_set() or self.names_pending:
+        if woken or not self.following or self.changed.is_set() or self.names_pending or self.summaries_behind:
             self.changed.clear()
             return
         changed = asyncio.ensure_future(self.changed.wait())
@@ -574,7 +581,7 @@ class Poller:
         poll in a row past :data:`IDLE_BACKOFF_AFTER`, at most :data:`IDLE_POLL_MAX` (never less than the
         interval); the interval while names of shown rows are still being asked."""
         quiet = self._idle_ticks - IDLE_BACKOFF_AFTER
-        if quiet <= 0 or self.names_pending:
+        if quiet <= 0 or self.names_pending or self.summaries_behind:
             return self.interval
         return float(min(max(self.interval, IDLE_POLL_MAX), self.interval * 2.0 ** min(quiet, 16)))
 

@@ -662,7 +662,16 @@ async def test_the_drops_line_shows_the_drops_that_came_while_its_tab_was_hidden
 
         before = len(in_window(60, PacketDropEvent))
         source.add_events([drop(reason="PKT_TOO_SMALL", time=DEMO_NOW - timedelta(seconds=0.01))])
-        await wait_for(pilot, lambda: (snap := app.dashboard.rendered) is not None and len(snap.drops) > before)
+        # the rows and the summaries the line is drawn from (read apart from the rows, a poll later at times)
+        await wait_for(
+            pilot,
+            lambda: (
+                (snap := app.dashboard.rendered) is not None
+                and len(snap.drops) > before
+                and snap.drop_patterns is not None
+                and snap.drop_patterns.stats.total > before
+            ),
+        )
         await pilot.press("space", "d")  # paused: no snapshot is drawn, the line is drawn as the tab is shown
         assert f"{before + 1} packet drops in 1m" in shown() and "PKT_TOO_SMALL 1" in shown()
         await pilot.press("space")
