@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -132,6 +133,11 @@ class FleetSource:
             for node, part in parts.items()
         ]
         return merge_stats(tagged, template, top_n)
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """``listener`` after each ingest batch that stored events (a
+        :class:`~netspy_tui.telemetry.source.ChangingSource`: ``/api/changes``, the MCP server's notifications)."""
+        return self.fleet.on_change(listener)
 
     def counted_since_open(self) -> dict[tuple[str, str, str], int]:
         """The fleet's exact counts since the nodes' stores opened, by (kind, command, outcome) (/metrics)."""

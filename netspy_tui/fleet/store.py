@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,8 @@ from netspy_tui.store.sqlite import event_row
 from netspy_tui.textsafe import clean
 
 __all__ = ["BadBatch", "FleetStore", "IngestResult", "NODE_NAME", "node_of", "parse_batch"]
+
+log = logging.getLogger(__name__)
 
 AnyEvent = ConnectionEvent | PacketDropEvent
 
@@ -138,6 +141,7 @@ class FleetStore:
         self.started = utcnow()
         self._nodes: dict[str, _Node] = {}
         self._lock = threading.Lock()
+        self._on_change: dict[object, Callable[[], None]] = {}
         if directory is not None:
             make_private_dirs(directory)
             for path in sorted(directory.glob("node-*.sqlite3")):
@@ -229,7 +233,24 @@ class FleetStore:
                 state.last_seen = time.monotonic()
             result.accepted += len(fresh) - lost
             result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost
+        if result.accepted:
+            for listener in list(self._on_change.values()):
+                try:
+                    listener()
+                except Exception:  # a listener must not fail a batch the stores kept
+                    log.exception("fleet change listener failed")
         return result
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the ingesting thread: it must be quick) after every batch that stored events;
+        returns the call that stops it. ``/api/changes`` and the MCP server's notifications follow it."""
+        token = object()
+        self._on_change[token] = listener
+
+        def stop() -> None:
+            self._on_change.pop(token, None)
+
+        return stop
 
     def _remember_stored(self, state: _Node) -> None:
         """After a restart: the ids of the node's newest stored events, so that a batch an agent

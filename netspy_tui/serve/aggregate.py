@@ -7,6 +7,9 @@ per-node fields (``count_by_node``, ``events_by_node``, ``total_nodes``) and a `
 ``k8s_node_name``) filter; ``/api/stats`` says events by node and type, connected agents and the
 last event's time. ``/api/inbound`` answers ``"available": false``: agents forward their events, not
 the kernel's counts of the connections their processes accepted (ask an agent's own ``serve``).
+``GET /api/changes`` is ``serve``'s long poll (:class:`~netspy_tui.serve.app.ChangeFeed`): its sequence moves
+after each ingest batch that stored events, so a dashboard on the aggregator refreshes on what agents send
+instead of polling on its timer.
 
 Ingest is:
 
@@ -238,12 +241,9 @@ class AggregatorApi(Api):
         return json_response({**self._stats(), "query_time": query_time()})
 
     async def root(self, request: Request) -> Response:
-        endpoints = dict(AGGREGATOR_ENDPOINTS)
-        for path in self.extra_paths:
-            endpoints[path] = "Mounted application"
         return json_response({"service": "netspy-tui aggregator", "version": __version__,
                               "description": "eBPF Event Aggregator API (ebpf-server compatible) served by netspy-tui",
-                              "endpoints": endpoints})  # fmt: skip
+                              "endpoints": self.endpoints(AGGREGATOR_ENDPOINTS)})  # fmt: skip
 
     async def health(self, request: Request) -> Response:
         stats = self._stats()

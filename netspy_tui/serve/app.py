@@ -461,18 +461,22 @@ class Api:
         self.identity = k8s_identity()  # the node/pod/namespace of a pod this runs in (downward API)
         self.feed = changes_feed(source)
 
-    async def root(self, request: Request) -> Response:
-        endpoints = dict(ENDPOINTS)
+    def endpoints(self, listed: Mapping[str, str]) -> dict[str, str]:
+        """The root's endpoint list: ``listed``, ``/api/changes`` where it is served, the mounted paths."""
+        endpoints = dict(listed)
         if self.feed is not None:
             endpoints[CHANGES_ENDPOINT[0]] = CHANGES_ENDPOINT[1]
         for path in self.extra_paths:
             endpoints[path] = "Mounted application"
+        return endpoints
+
+    async def root(self, request: Request) -> Response:
         return json_response(
             {
                 "service": "netspy-tui",
                 "version": __version__,
                 "description": "eBPF Network Monitor API (ebpf-server compatible) served by netspy-tui",
-                "endpoints": endpoints,
+                "endpoints": self.endpoints(ENDPOINTS),
             }
         )
 
