@@ -56,6 +56,44 @@ async def test_a_notification_refreshes_without_the_timer(
             assert status.build().plain == shown
 
 
+async def test_the_header_is_built_again_each_second_only_while_it_shows_an_age(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header's once-a-second tick draws ages and countdowns; with updates pushed it shows neither, and the tick
+    no longer builds the header to find it unchanged."""
+    from netspy_tui.tui.widgets.status import StatusBar
+
+    builds: list[str] = []
+    build = StatusBar.build
+
+    def counted(self: StatusBar) -> Any:
+        text = build(self)
+        builds.append(text.plain)
+        return text
+
+    monkeypatch.setattr(StatusBar, "build", counted)
+    monkeypatch.setattr(poller_module, "IDLE_REFRESH", 3600.0)  # no refresh (and header) while the ticks are counted
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=3600, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            status = app.dashboard.status
+            await wait_for(pilot, lambda: app.polls >= 1 and status.pushed, "the first data, then push")
+            ticks: list[int] = []
+            timer = next(t for t in status._timers if t.name == "status-tick")
+            tick = timer._callback
+            assert tick is not None
+            timer._callback = lambda: (ticks.append(1), tick())
+            for pushed, ago in ((True, False), (False, True)):
+                status.pushed = pushed
+                status.redraw()
+                builds.clear()
+                ticks.clear()
+                clock.now += timedelta(seconds=3)
+                await wait_for(pilot, lambda: len(ticks) >= 2, "two ticks", limit=10)
+                assert bool(builds) == ago
+                assert (" ago" in builds[-1]) if ago else "updates pushed" in status._shown
+
+
 async def test_the_server_notifies_outside_agents_and_says_whether_it_can() -> None:
     source = MemorySource([connection(ago=1)])
     async with Client(create_server(source)) as client:

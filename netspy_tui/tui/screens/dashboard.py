@@ -212,8 +212,15 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
 
     @property
     def alive(self) -> bool:
-        """False once the app is tearing the screen down (a poll can still finish then)."""
-        return self.is_attached and bool(self.query("#status"))
+        """False once the app is tearing the screen down (a poll can still finish then). (query_one by id is kept
+        until the screen's children change; query() matched every widget on the screen at each refresh.)"""
+        if not self.is_attached:
+            return False
+        try:
+            self.query_one("#status")
+        except NoMatches:
+            return False
+        return True
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         if snapshot.version < self.poller.version or not self.alive:

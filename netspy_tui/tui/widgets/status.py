@@ -84,8 +84,14 @@ class StatusBar(Static):
         self._shown_spans: list[Span] = []
 
     def on_mount(self) -> None:
-        self.set_interval(1.0, self.redraw, name="status-tick")
+        self.set_interval(1.0, self._tick, name="status-tick")
         self.redraw()
+
+    def _tick(self) -> None:
+        """Once a second: what moves with the clock (a freshness age, a retry countdown) is drawn again; a header
+        that shows neither (updates pushed, paused, still starting) is not built again to find it unchanged."""
+        if self.failure is not None or (self.snapshot is not None and not self.pushed and not self.paused):
+            self.redraw()
 
     def on_resize(self) -> None:
         self.redraw()  # what fits the line depends on the width (a build before layout kept every part)
