@@ -111,8 +111,10 @@ async def test_ring_buffer_overflow_is_counted_and_shown() -> None:
         async with open_gateway(source) as gateway:
             info = await source.info()
             assert info.healthy  # loss before the store is reported, not treated as a failure
-            await asyncio.sleep(0.2)
-            status = await gateway.status()
+            deadline = asyncio.get_running_loop().time() + 10
+            while (status := await gateway.status()).source.events_lost == 0:  # the collector's first batch
+                assert asyncio.get_running_loop().time() < deadline, "no batch in 10 s"
+                await asyncio.sleep(0.01)
             lost, seen = status.source.events_lost, status.source.events_seen
             assert lost > 0 and abs(lost - 3 * seen // 10) <= 3  # 3 per batch of 10 (read while it runs)
             assert f"lost: {lost}" in status.text

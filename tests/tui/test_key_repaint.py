@@ -27,12 +27,18 @@ SIZE = (160, 45)
 
 @asynccontextmanager
 async def dashboard(source: MemorySource, clock: Clock) -> AsyncIterator[tuple[NetspyApp, Pilot[Any]]]:
-    """The dashboard on ``source`` (no timer polls), once its first rows are drawn."""
+    """The dashboard on ``source`` (no timer polls), once its first rows are drawn and it has finished starting:
+    the AI pane mounts its answer view after the first frame, and on a busy machine that mount (three layout
+    passes) came in the middle of a test that counts them."""
     async with open_gateway(source) as gateway:
         app = NetspyApp(gateway, interval=3600, clock=clock)
         async with app.run_test(size=SIZE) as pilot:
             screen = app.dashboard
             await wait_for(pilot, lambda: screen.renders >= 1 and screen.connections.row_count > 3, "the first rows")
+            pane = screen.ai_pane
+            await wait_for(
+                pilot, lambda: pane._answer_mounted is not None and pane._answer_mounted.done(), "the AI answer view"
+            )
             await pilot.pause()
             yield app, pilot
 
