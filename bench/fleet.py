@@ -19,10 +19,15 @@ Figures: events/s = events the aggregator accepted / wall time from the first po
 answer; the aggregator's CPU over that time; dashboard polls made and failed. Exactness: the
 aggregator's ``/api/stats`` per-node counts must equal what each sender had accepted.
 
-Forwarding cost: two agents, each ``serve --replay REC --replay-speed 1`` (a recording of 2,000 events/s of
-the same synthetic events, played at real-time pace into its store), one with ``--forward`` to an aggregator
-(its own process, not counted), one without, side by side; each agent's CPU over the same seconds of the
-replay. The figure is the median ratio of the rounds.
+Forwarding cost: two agents, one with ``--forward`` to an aggregator (its own process, not counted), one
+without, side by side; each agent's CPU over the same seconds. The figure (the target's) is the median ratio of
+the rounds with agents as the product runs them on a host: ``serve --collector ebpf`` with the eBPF reader's
+output, ring records at 2,000 events/s handed to ``sink.ingest`` as :class:`bench.soak.SyntheticCollector` does
+(``python -m bench.fleet --agent RATE SERVE_ARGS``: the CLI's own ``serve``, only the collector it starts is the
+synthetic one). The store keeps ring records as records, so the forwarder builds every event it sends; a
+``--replay`` agent's events are stored as JSON, which the forwarder re-encodes (cheaper), and it parses every
+line (dearer): the same with ``serve --replay REC --replay-speed 1`` (a recording of 2,000 events/s of the same
+synthetic events) is the second figure.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from netspy_tui.serve.forward import BATCH as FORWARD_BATCH
 NAME = "fleet"
 TARGET_EPS = 50_000.0
 TARGET_FORWARD = 1.05  # agent CPU with forwarding / without
+AGENT_RATE = 2_000.0  # events/s of each agent in the forwarding cost
 AGENTS = 3
 BATCH = FORWARD_BATCH  # serve --forward's batch: what it posts when events come faster than it sends them
 TOKEN = "bench-ingest-token"  # noqa: S105 (a throwaway token for a loopback bench)
@@ -263,17 +269,35 @@ def recording(path: Path, rate: float, seconds: float) -> Path:
     return path
 
 
-async def agents_cpu(tmp: Path, rec: Path, forward: str, settle: float, measure: float) -> dict[str, Any]:
-    """CPU of two agents (``serve --replay REC`` at real-time pace), one with ``--forward``, one without, run side by
-    side: over the same ``measure`` seconds, from ``settle`` seconds after both answered (the replay is still running
-    then). Side by side, what else the machine runs meanwhile weighs on both alike (in turns, a busy minute for one and
-    a quiet one for the other moved the ratio by more than forwarding costs)."""
+def agent(rate: float, argv: list[str]) -> int:
+    """``netspy-tui serve --collector ebpf ARGV`` as the CLI runs it, its collector handing the store ``rate`` ring
+    records a second as the eBPF reader does (:class:`bench.soak.SyntheticCollector`): an agent on a host, without a
+    kernel to make the events."""
+    import netspy_tui.telemetry.embedded as embedded
+    from bench.soak import SyntheticCollector
+    from netspy_tui.cli import main
+
+    def start(kind: str, sink: Any, **_: Any) -> tuple[SyntheticCollector, str]:
+        collector = SyntheticCollector(rate)
+        collector.start(sink)
+        return collector, f"synthetic eBPF ring records, {rate:g} a second"
+
+    embedded.start_collector = start  # (the one thing the bench replaces)
+    return main(["serve", "--collector", "ebpf", *argv])
+
+
+async def agents_cpu(tmp: Path, rec: Path | None, forward: str, settle: float, measure: float) -> dict[str, Any]:
+    """CPU of two agents (ring records at :data:`AGENT_RATE`, or ``serve --replay REC`` at real-time pace), one with
+    ``--forward``, one without, run side by side: over the same ``measure`` seconds, from ``settle`` seconds after both
+    answered (the events still coming then). Side by side, what else the machine runs meanwhile weighs on both alike
+    (in turns, a busy minute for one and a quiet one for the other moved the ratio by more than forwarding costs)."""
     agents: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
         for name, extra in (("base", []), ("forward", ["--forward", forward, "--forward-token", TOKEN])):
             port = free_port()
-            argv = [PY, "-m", "netspy_tui", "serve", "--port", str(port), "--replay", str(rec), "--replay-speed", "1",
-                    *extra]  # fmt: skip
+            events = (["-m", "netspy_tui", "serve", "--replay", str(rec), "--replay-speed", "1"] if rec is not None
+                      else ["-m", "bench.fleet", "--agent", str(AGENT_RATE)])  # fmt: skip
+            argv = [PY, *events, "--port", str(port), *extra]
             agents[name] = (_spawn(argv, stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-agent.log").open("ab")), port)
         for proc, port in agents.values():
             await _wait_health(f"http://127.0.0.1:{port}", proc)
@@ -291,9 +315,11 @@ async def agents_cpu(tmp: Path, rec: Path, forward: str, settle: float, measure:
     return {"base": cpu["base"], "forward": cpu["forward"], "forwarding": health.get("forwarding")}
 
 
-async def forward_cost(tmp: Path, rate: float, rounds: int, settle: float, measure: float) -> dict[str, Any]:
-    """Agent CPU with and without forwarding to an aggregator (its own process, not counted), side by side."""
-    rec = recording(tmp / "fleet-agent.jsonl", rate, settle + measure + 10)
+async def forward_cost(tmp: Path, rate: float, rounds: int, settle: float, measure: float, *,
+                       replay: bool) -> dict[str, Any]:  # fmt: skip
+    """Agent CPU with and without forwarding to an aggregator (its own process, not counted), side by side: agents
+    with ring records (:func:`agent`), or ``serve --replay`` when ``replay``."""
+    rec = recording(tmp / "fleet-agent.jsonl", rate, settle + measure + 10) if replay else None
     port = free_port()
     agg = _spawn([PY, "-m", "netspy_tui", "serve", "--aggregate", "--port", str(port), "--ingest-token", TOKEN],
                  stdout=subprocess.DEVNULL, stderr=(tmp / "fleet-aggregator-2.log").open("wb"))  # fmt: skip
@@ -356,23 +382,29 @@ def run(ctx: Context) -> list[Metric]:
         ms.append(Metric(NAME, "  DIAGNOSIS: the same, dashboard open but not polling (interval 1 h)", q["eps"],
                          "events/s", note=f"{q['events'] / (q['aggregator_cpu_pct'] / 100 * q['seconds']):,.0f} "
                          f"events per aggregator CPU-second; {q['dashboard_polls']} polls"))  # fmt: skip
-    rate = 2_000.0
+    rate = AGENT_RATE
     rounds, settle, measure = (1, 0.5, 1.0) if ctx.quick else (5, 4.0, 15.0)
-    ctx.log(f"fleet: agent CPU at {rate:,.0f} events/s (serve --replay), with and without --forward, {rounds} rounds")
-    f = asyncio.run(forward_cost(ctx.tmp, rate, rounds, settle, measure))
-    base, fwd = statistics.median(f["base"]), statistics.median(f["forward"])
-    sent = f["forwarding"][-1] or {}
-    ratios = [w / b for b, w in zip(f["base"], f["forward"], strict=True) if b]
-    ms.append(metric(NAME, f"agent CPU with --forward / without ({rate:,.0f} events/s replayed)", ratios, "",
-                     target=TARGET_FORWARD, baseline=base, baseline_label="without: CPU %",
-                     ratio=statistics.median(ratios) if ratios else None,
-                     note=f"with forwarding {fwd:.1f} % of a core, without {base:.1f} %; last round forwarded "
-                     f"{sent.get('forwarded', 0):,} events in {sent.get('batches', 0)} batches"))  # fmt: skip
-    ctx.shared[f"{NAME}_extra"] = {"ingest": rs, "forward_cost": f}
+    costs = {}
+    for replay, label, target in ((False, "eBPF ring records", TARGET_FORWARD), (True, "serve --replay", None)):
+        ctx.log(f"fleet: agent CPU at {rate:,.0f} events/s ({label}), with and without --forward, {rounds} rounds")
+        f = costs["replay" if replay else "records"] = asyncio.run(
+            forward_cost(ctx.tmp, rate, rounds, settle, measure, replay=replay)
+        )
+        base, fwd = statistics.median(f["base"]), statistics.median(f["forward"])
+        sent = f["forwarding"][-1] or {}
+        ratios = [w / b for b, w in zip(f["base"], f["forward"], strict=True) if b]
+        ms.append(metric(NAME, f"agent CPU with --forward / without ({rate:,.0f} events/s, {label})", ratios, "",
+                         target=target, baseline=base, baseline_label="without: CPU %",
+                         ratio=statistics.median(ratios) if ratios else None,
+                         note=f"with forwarding {fwd:.1f} % of a core, without {base:.1f} %; last round forwarded "
+                         f"{sent.get('forwarded', 0):,} events in {sent.get('batches', 0)} batches"))  # fmt: skip
+    ctx.shared[f"{NAME}_extra"] = {"ingest": rs, "forward_cost": costs}
     return ms
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--agent"]:
+        sys.exit(agent(float(sys.argv[2]), sys.argv[3:]))
     p = argparse.ArgumentParser()
     p.add_argument("--sender", nargs=5, metavar=("URL", "NODE", "EVENTS", "SEED", "NEWEST_NS"), required=True)
     a = p.parse_args()

@@ -37,7 +37,7 @@ import stat
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -1139,11 +1139,14 @@ class EventStore:
     def _json_events(self, bodies: Sequence[bytes]) -> list[AnyEvent]:
         return _json_events(bodies)
 
-    def _record_events(self, conn: sqlite3.Connection, recs: np.ndarray, seqs: Sequence[int]) -> list[AnyEvent]:
-        """Stored ring records -> events (ids from their seqs, resolved outcomes applied)."""
+    def _record_events(
+        self, conn: sqlite3.Connection, recs: np.ndarray, seqs: Sequence[int], make: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        """Stored ring records -> events (ids from their seqs, resolved outcomes applied); ``make``: what
+        :meth:`Codec.events` makes of them instead of models."""
         if not len(recs):
             return []
-        return self._codec().events(recs, [self._event_id(q) for q in seqs], C.outcomes_of(conn, recs))
+        return self._codec().events(recs, [self._event_id(q) for q in seqs], C.outcomes_of(conn, recs), **(make or {}))
 
     def after(self, seq: int, limit: int, settled_ns: int) -> tuple[list[tuple[int, AnyEvent]], int | None]:
         """Raw events stored after ``seq`` in insertion order, up to ``limit``, stopping at the first
@@ -1154,15 +1157,16 @@ class EventStore:
         return cast(list[tuple[int, AnyEvent]], out), oldest  # (build_json: every item is an event)
 
     def after_stored(
-        self, seq: int, limit: int, settled_ns: int
-    ) -> tuple[list[tuple[int, AnyEvent | bytes]], int | None]:
+        self, seq: int, limit: int, settled_ns: int, records: Mapping[str, Any] | None = None
+    ) -> tuple[list[tuple[int, Any]], int | None]:
         """:meth:`after`, with events stored as JSON rows given as their stored JSON (the model's
-        ``to_json``), not built: a reader that re-encodes them (``serve --forward``) skips the models."""
-        return self._after(seq, limit, settled_ns, build_json=False)
+        ``to_json``), not built: a reader that re-encodes them (``serve --forward``) skips the models; and
+        ring records as what :meth:`Codec.events` makes with ``records`` (its keywords; None: models)."""
+        return self._after(seq, limit, settled_ns, build_json=False, records=records)
 
     def _after(
-        self, seq: int, limit: int, settled_ns: int, *, build_json: bool
-    ) -> tuple[list[tuple[int, AnyEvent | bytes]], int | None]:
+        self, seq: int, limit: int, settled_ns: int, *, build_json: bool, records: Mapping[str, Any] | None = None
+    ) -> tuple[list[tuple[int, Any]], int | None]:
         limit = max(0, limit)
         with self._snapshot() as conn:
             rows = conn.execute("SELECT seq, t, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -1185,7 +1189,7 @@ class EventStore:
             rec_idx = [-1 - i for _, _, i in settled if i < 0]
             bodies = [rows[i][2] for i in json_idx]
             built_json: Iterator[AnyEvent | bytes] = iter(self._json_events(bodies) if build_json else bodies)
-            built_recs = iter(self._record_events(conn, recs[rec_idx], rec_seqs[rec_idx].tolist()))
+            built_recs = iter(self._record_events(conn, recs[rec_idx], rec_seqs[rec_idx].tolist(), records))
         out = [(q, next(built_json) if i >= 0 else next(built_recs)) for q, _, i in settled]
         return out, min(oldest) if oldest else None
 

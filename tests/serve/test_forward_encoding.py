@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
 from netspy_tui.serve import forward as F
 from netspy_tui.serve.app import event_json
@@ -102,20 +104,37 @@ def test_plain_stored_events_take_the_fast_path(tmp_path: Path, monkeypatch: Any
     store.close()
 
 
-def test_ring_records_are_forwarded_through_their_models(tmp_path: Path) -> None:
-    """The eBPF collector's records (chunks, not JSON rows, read back as built events): same contract."""
+def test_ring_records_are_forwarded_as_their_models_would_be(tmp_path: Path) -> None:
+    """The eBPF collector's records (chunks, not JSON rows): what the forwarder reads of them (structs, no model;
+    a model where the contract has no name for the protocol) posts what their built events' event_json gives."""
     from bench import synth
+    from netspy_tui.collector.ebpf import programs as P
 
     store = EventStore(tmp_path / "spool.db")
     batch = next(synth.batches(300, 50, seed=3, batch=300))
+    recs = batch.records
+    assert recs is not None
+    connects = np.flatnonzero(recs["kind"] == P.KIND_CONNECT)
+    recs["protocol"][connects[:3]] = 262  # MPTCP: Unknown(262) and protocol_name on the way out
+    recs["thread"][connects[3:6]] = b"worker-1"  # a thread named unlike its process
+    recs["wall"][connects[6]] = recs["wall"][connects[6]] // 10**9 * 10**9  # a whole second
     store.write([batch])
     built, _ = store.after(0, 1000, 2**62)
-    stored, _ = store.after_stored(0, 1000, 2**62)
+    stored, _ = store.after_stored(0, 1000, 2**62, F._RECORDS)
     assert len(built) == 300 and not any(isinstance(item, bytes) for _, item in stored)
+    assert sum(isinstance(item, ConnectionEvent) for _, item in stored) == 3  # (the MPTCP ones)
     got = json.loads(F.encode_batch([item for _, item in stored], IDENTITY))["events"]
+    assert sum("protocol_name" in e for e in got) == 3 and sum(e.get("thread") == "worker-1" for e in got) == 3
     assert got == [{**event_json(e, IDENTITY), **IDENTITY} for _, e in built]
     for obj in got:
         validate_event(obj)
+    # after a JSON row (each on its own), and with an identity the structs have no field for (event_json)
+    row = connection(pid=1).__pydantic_serializer__.to_json(connection(pid=1))
+    mixed = [row] + [item for _, item in store.after_stored(0, 1000, 2**62, F._RECORDS)[0]]
+    assert json.loads(F.encode_batch(mixed, IDENTITY))["events"][1:] == got
+    other = {**IDENTITY, "cluster": "c1"}
+    again = [item for _, item in store.after_stored(0, 1000, 2**62, F._RECORDS)[0]]
+    assert json.loads(F.encode_batch(again, other))["events"] == [{**event_json(e, other), **other} for _, e in built]
     store.close()
 
 

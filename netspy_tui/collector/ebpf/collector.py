@@ -674,7 +674,7 @@ class _Session:
         """``event`` again (same id) with the outcome its OUTCOME record (one record) carries."""
         assert self.codec is not None
         new = self.codec.events(outcome, [event.id])[0]
-        return event.model_copy(update={"outcome": new.outcome})  # type: ignore[union-attr]
+        return event.model_copy(update={"outcome": new.outcome})
 
     def _publish_lost(self) -> None:
         self.stats.lost = sum(self.stats.losses.get(k, 0) for k in ("ring_full", "sink_rejected", "bad_records"))

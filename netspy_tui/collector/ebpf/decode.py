@@ -291,16 +291,21 @@ class Codec:
         return traffic_rows(self, keys, values)
 
     # --- models ---------------------------------------------------------------------------
-    def events(self, recs: np.ndarray, ids: Sequence[str], outcomes: Sequence[str | None] | None = None) -> list[Event]:
+    def events(
+        self, recs: np.ndarray, ids: Sequence[str], outcomes: Sequence[str | None] | None = None, *,
+        connection: Any = _CONNECTION, drop: Any = _DROP, time_of: Any = walls,
+    ) -> list[Any]:  # fmt: skip
         """Records -> events, with the given ids; ``outcomes`` (stored rows) override a connect's
-        outcome or a drop's reason name."""
+        outcome or a drop's reason name. ``connection`` and ``drop`` (called with the model's fields) and
+        ``time_of`` (of the wall-clock ns) may make something else of the same fields: ``serve --forward``
+        makes its structs of the contract's JSON, with the time as its text, and no model."""
         n = len(recs)
         if not n:
             return []
         alt = recs.view(_ADDR_VIEW)
-        times = walls(recs["wall"])
+        times = time_of(recs["wall"])
         overrides = outcomes if outcomes is not None else [None] * n
-        out: list[Event] = []
+        out: list[Any] = []
         for i, (kind, ts, when, pid, comm, thread, family, v4, lo, hi, port, proto, socktype, result, flags, code,
                 length, size, sockfam, override) in enumerate(zip(
             recs["kind"].tolist(), recs["ts"].tolist(), times, recs["pid"].tolist(), recs["comm"].tolist(),
@@ -317,7 +322,7 @@ class Codec:
                 "thread": thread_name if thread_name and thread_name != command else None,
             }  # fmt: skip
             if kind == P.KIND_DROP:
-                out.append(_DROP(
+                out.append(drop(
                     **common, drop_reason_code=code & 0xFFFFFFFF, drop_reason=override or name,
                     skb_length=length, packet_size_bytes=size, protocol=protocol or None, destination=dest or None,
                 ))  # fmt: skip
@@ -328,7 +333,7 @@ class Codec:
             else:
                 stype = socket_type_name(raw_type or P.SOCK_STREAM)
                 raw_type = raw_type or P.SOCK_STREAM
-            out.append(_CONNECTION(
+            out.append(connection(
                 **common, destination_ip=ip, destination_port=port, destination=dest, address_family=family,
                 protocol=protocol, socket_type=stype, return_code=code,
                 raw_ipv4=v4 if family == P.AF_INET else 0,
