@@ -778,7 +778,10 @@ def test_interpreter_exit_and_garbage_collection_detach_cleanly() -> None:
             pytest.fail(child.stdout)
         pytest.skip(child.stdout)
     assert child.returncode == 0, child.stderr
-    assert child.stdout.split("\n")[:3] == ["collected True", "interrupted", "at exit True"], child.stdout
+    assert child.stdout.split("\n")[:3] == ["collected True", "interrupted", "at exit True"], (
+        child.stdout,
+        child.stderr,
+    )
     assert "Traceback" not in child.stderr and "Exception" not in child.stderr, child.stderr
 
 
