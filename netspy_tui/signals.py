@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -77,12 +78,14 @@ async def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> AsyncIterato
         with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile: the watchdog ends it)
             loop.call_soon_threadsafe(on_signal, signum)
 
-    if threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if main:
         for signum in signals:
             with contextlib.suppress(ValueError, OSError):
                 previous[signum] = signal.signal(signum, handler)
     try:
-        yield
+        with _signals_wake(loop) if main else contextlib.nullcontext():
+            yield
     except asyncio.CancelledError:
         if received:
             raise Terminated(received[0]) from None
@@ -93,6 +96,50 @@ async def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> AsyncIterato
                 signal.signal(signum, before if before is not None else signal.SIG_DFL)
     if received:  # the cancellation was swallowed on the way (e.g. by a server shutting down)
         raise Terminated(received[0])
+
+
+@contextlib.contextmanager
+def _signals_wake(loop: asyncio.AbstractEventLoop) -> Any:
+    """While inside, a signal wakes the event loop, whichever thread the kernel gave it to.
+
+    The kernel hands a process's signal to any thread that does not block it: at the REPL's prompt a Ctrl-C
+    can land on the thread reading the terminal. The interpreter's handlers (asyncio's for SIGINT, ours
+    for SIGTERM/SIGHUP) run only when the main thread next runs Python code, and the event loop asleep in
+    its selector had nothing to wake it: the REPL ignored that Ctrl-C until the next key. With a wakeup
+    fd the C-level handler writes to a socket the loop reads, so the loop wakes and the handler runs. A
+    wakeup fd someone else set (asyncio's ``add_signal_handler`` does) is left as it is: it wakes a loop."""
+    receive, send = socket.socketpair()
+    receive.setblocking(False)
+    send.setblocking(False)
+    try:
+        before: int | None = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):  # (not the main thread)
+        before = None
+    if before == -1:
+        try:
+            loop.add_reader(receive.fileno(), _drain, receive)
+        except (NotImplementedError, RuntimeError, OSError):  # (a loop without readers)
+            signal.set_wakeup_fd(-1)
+            before = None
+    elif before is not None:
+        signal.set_wakeup_fd(before)
+    try:
+        yield
+    finally:
+        if before == -1:
+            loop.remove_reader(receive.fileno())
+            current = signal.set_wakeup_fd(-1)
+            if current != send.fileno():  # replaced meanwhile: not ours to clear
+                signal.set_wakeup_fd(current)
+        receive.close()
+        send.close()
+
+
+def _drain(receive: socket.socket) -> None:
+    """Empty the wakeup socket (its bytes are signal numbers; the interpreter's handlers act on the signals)."""
+    with contextlib.suppress(OSError):
+        while receive.recv(512):
+            pass
 
 
 def _exit_now(exc: Terminated) -> NoReturn:

@@ -202,6 +202,28 @@ def test_ctrl_c_at_the_prompt_leaves_the_terminal_as_it_was(cli_env):
     assert after[3] & termios.ICANON and after[3] & termios.ECHO
 
 
+def test_ctrl_c_the_kernel_hands_to_the_reading_thread_still_leaves(cli_env):
+    """The kernel gives a process's SIGINT to any thread that does not block it: here, as it may at random,
+    to the thread reading the terminal. The REPL must still leave at once (it waited for the next key: the
+    interpreter's handler runs in the main thread, whose event loop nothing woke)."""
+    import signal
+
+    term = Terminal(["repl", "--replay", str(DEMO), "--replay-speed", "0"], {**cli_env, "TERM": "xterm"})
+    term.expect(b"netspy> ")
+    term.wait_until_reading()
+    reading = [
+        int(task.name)
+        for task in Path(f"/proc/{term.pid}/task").iterdir()
+        if int(task.name) != term.pid
+        and "poll_schedule_timeout" in (task / "wchan").read_text()
+        and (task / "syscall").read_text().split()[1:2] == ["0x1"]  # select() on the terminal alone
+    ]
+    assert reading, "no thread of the REPL waits for a key"
+    os.kill(reading[0], signal.SIGINT)  # (a thread's id: the signal goes to that thread first)
+    assert term.wait() == 130
+    os.close(term.fd)
+
+
 def test_traffic_and_latency_commands_call_their_tools(run_cli):
     """A recording has no byte counts: the tools say so instead of showing zeros as if measured."""
     out = run_cli("repl", "--replay", str(DEMO), "--replay-speed", "0", input="traffic\nlatency --process curl\nquit\n")
