@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import threading
 import time
@@ -31,12 +30,11 @@ from netspy_tui.fleet import wire as W
 from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, ns_to_time, parse_event, time_to_ns, utcnow
 from netspy_tui.safefs import make_private_dirs
 from netspy_tui.store import EventStore, StoreError
+from netspy_tui.store.listeners import Listeners
 from netspy_tui.store.sqlite import event_row
 from netspy_tui.textsafe import clean
 
 __all__ = ["BadBatch", "FleetStore", "IngestResult", "NODE_NAME", "node_of", "parse_batch"]
-
-log = logging.getLogger(__name__)
 
 AnyEvent = ConnectionEvent | PacketDropEvent
 
@@ -141,7 +139,7 @@ class FleetStore:
         self.started = utcnow()
         self._nodes: dict[str, _Node] = {}
         self._lock = threading.Lock()
-        self._on_change: dict[object, Callable[[], None]] = {}
+        self._changed = Listeners("fleet change")
         if directory is not None:
             make_private_dirs(directory)
             for path in sorted(directory.glob("node-*.sqlite3")):
@@ -234,23 +232,13 @@ class FleetStore:
             result.accepted += len(fresh) - lost
             result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost
         if result.accepted:
-            for listener in list(self._on_change.values()):
-                try:
-                    listener()
-                except Exception:  # a listener must not fail a batch the stores kept
-                    log.exception("fleet change listener failed")
+            self._changed()
         return result
 
     def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (on the ingesting thread: it must be quick) after every batch that stored events;
         returns the call that stops it. ``/api/changes`` and the MCP server's notifications follow it."""
-        token = object()
-        self._on_change[token] = listener
-
-        def stop() -> None:
-            self._on_change.pop(token, None)
-
-        return stop
+        return self._changed.add(listener)
 
     def _remember_stored(self, state: _Node) -> None:
         """After a restart: the ids of the node's newest stored events, so that a batch an agent

@@ -188,16 +188,8 @@ class NameResolver:
     def known(self, addresses: Iterable[str]) -> dict[str, str]:
         """:meth:`lookup` for many addresses at once (one lock): address (normalized) -> name for those with a
         name known now; the unknown ones are asked in the background."""
-        if not self.enabled:
-            return {}
-        keys = {k for a in addresses if (k := normalize_address(a)) is not None and k not in _SKIP}
-        out = {}
-        with self._lock:
-            for key in keys:
-                name = self._known(key)
-                if name is not None:
-                    out[key] = name
-        return out
+        names, _ = self.lookup_many(addresses)
+        return {key: name for address, name in names.items() if (key := normalize_address(address)) is not None}
 
     def lookup_many(self, addresses: Iterable[str]) -> tuple[dict[str, str], list[str]]:
         """:meth:`lookup` for each of ``addresses`` (one lock): the names known now, and the addresses known to have

@@ -73,6 +73,7 @@ from netspy_tui.store import latency as L
 from netspy_tui.store import rollups as R
 from netspy_tui.store import spans as S
 from netspy_tui.store import traffic as T
+from netspy_tui.store.listeners import Listeners
 from netspy_tui.textsafe import valid_utf8
 
 logger = logging.getLogger(__name__)
@@ -316,8 +317,8 @@ class EventStore:
         self.max_queued = max_queued
         self._write_lock = threading.Lock()
         self._closed = False
-        self._on_change: dict[object, Callable[[], None]] = {}
-        self._on_rows: dict[object, Callable[[int, list[tuple[Any, ...]]], None]] = {}
+        self._changed = Listeners("event store change")
+        self._on_rows = Listeners("event store rows")
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._since_prune = 0
         self._last_prune = time.monotonic()
@@ -819,13 +820,7 @@ class EventStore:
     def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (on the writing thread: it must be quick) after every write that added events or
         counts; returns the call that stops it. The MCP server turns it into change notifications."""
-        token = object()
-        self._on_change[token] = listener
-
-        def stop() -> None:
-            self._on_change.pop(token, None)
-
-        return stop
+        return self._changed.add(listener)
 
     def on_rows(self, listener: Callable[[int, list[tuple[Any, ...]]], None]) -> Callable[[], None]:
         """Call ``listener(first, rows)`` (on the writing thread, under the write lock: it must be quick) after
@@ -833,20 +828,7 @@ class EventStore:
         them stored as ``seq`` ``first + i``; returns the call that stops it. A reader that follows the store in
         order (``serve --forward``) takes what was just written from there instead of reading it back. Rows kept
         as blocks (:meth:`add_rows`) and ring records are not given."""
-        token = object()
-        self._on_rows[token] = listener
-
-        def stop() -> None:
-            self._on_rows.pop(token, None)
-
-        return stop
-
-    def _changed(self) -> None:
-        for listener in list(self._on_change.values()):
-            try:
-                listener()
-            except Exception:  # a listener must not fail a write
-                logger.exception("event store change listener failed")
+        return self._on_rows.add(listener)
 
     def _warn_losses(self, losses: dict[tuple[int, str], int]) -> None:
         """A warning (stderr for ``serve`` and one-shot commands, the log file for the dashboard) at
@@ -989,11 +971,7 @@ class EventStore:
             if counts:
                 self._folded = folded
             if raw and block_rows is None:
-                for listener in list(self._on_rows.values()):
-                    try:
-                        listener(first, raw)
-                    except Exception:  # a listener must not fail a write
-                        logger.exception("event store rows listener failed")
+                self._on_rows(first, raw)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:

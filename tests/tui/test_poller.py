@@ -107,6 +107,17 @@ def test_poll_results_coalesce() -> None:
     assert old.can_replace(new) and old.can_replace(failed) and failed.can_replace(new)
 
 
+def gap_pinned(seconds: float) -> type[Poller]:
+    """A poller whose summaries are read at most every ``seconds`` while events arrive (as if slow to read)."""
+
+    class Slow(Poller):
+        def _keep_summaries(self, *args: Any) -> None:
+            super()._keep_summaries(*args)
+            self._summary_gap = seconds
+
+    return Slow
+
+
 async def test_slow_summaries_are_still_reread_while_idle() -> None:
     """Summaries that are slow to read (here pinned to at most one read every 50 ms) are re-read while idle:
     throttled by the time since the last read (counted as two moduli of the poll count, slow summaries and
@@ -114,10 +125,7 @@ async def test_slow_summaries_are_still_reread_while_idle() -> None:
     import asyncio
     import time
 
-    class Slow(Poller):
-        def _keep_summaries(self, *args: Any) -> None:
-            super()._keep_summaries(*args)
-            self._summary_gap = 0.05
+    Slow = gap_pinned(0.05)
 
     clock = Clock()
     source = MemorySource([connection(pid=7, command="steady", time=clock.now - timedelta(seconds=1))], clock=clock)
@@ -139,10 +147,7 @@ async def test_an_event_within_the_summary_gap_reaches_the_panels_without_anothe
     held 11."""
     import time
 
-    class Slow(Poller):
-        def _keep_summaries(self, *args: Any) -> None:
-            super()._keep_summaries(*args)
-            self._summary_gap = 0.3
+    Slow = gap_pinned(0.3)
 
     clock = Clock()
     source = MemorySource([connection(pid=7, command="steady", time=clock.now - timedelta(seconds=2))], clock=clock)

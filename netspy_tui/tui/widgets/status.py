@@ -82,6 +82,8 @@ class StatusBar(Static):
         so the header says so instead of an age that would tick (and repaint) every second while nothing happens."""
         self._shown = ""
         self._shown_spans: list[Span] = []
+        self._clocked = True
+        """The last line built shows something that moves with the clock (set by :meth:`build`)."""
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick, name="status-tick")
@@ -90,7 +92,7 @@ class StatusBar(Static):
     def _tick(self) -> None:
         """Once a second: what moves with the clock (a freshness age, a retry countdown) is drawn again; a header
         that shows neither (updates pushed, paused, still starting) is not built again to find it unchanged."""
-        if self.failure is not None or (self.snapshot is not None and not self.pushed and not self.paused):
+        if self._clocked:
             self.redraw()
 
     def on_resize(self) -> None:
@@ -128,6 +130,7 @@ class StatusBar(Static):
 
     def build(self) -> Text:
         snap, fail, view, now = self.snapshot, self.failure, self, self._clock()
+        self._clocked = fail is not None  # (a retry countdown)
         sep = (" · ", self._style("dim"))
         # (rank, part) in display order; when the line is too long for the terminal the highest ranks go first.
         parts: list[tuple[int, Text]] = [(0, Text(" netspy ", style=self._style("brand")))]
@@ -160,6 +163,7 @@ class StatusBar(Static):
             parts.append((2, Text(" LIVE ", style=self._style("live"))))
         if snap is not None and fail is None and not view.paused:
             fresh = "updates pushed" if self.pushed else f"updated {_age((now - snap.taken_at).total_seconds())} ago"
+            self._clocked = not self.pushed
             parts.append((3, Text(fresh)))
         if snap is not None and fail is None and self.SHOW_TIMINGS:
             parts.append((10, Text(f"poll {snap.latency_ms:.0f} ms")))
