@@ -862,8 +862,13 @@ def _connect_dashboard(
             gc.enable()
             from netspy_tui.mcp_tools.gateway import open_gateway
 
+            # (its one client refreshes at most every interval: told of changes as often, not ten times as often)
             async with open_gateway(
-                source, _lazy_ai_tools(settings), names=_names(settings), workloads=_workloads()
+                source,
+                _lazy_ai_tools(settings),
+                names=_names(settings),
+                workloads=_workloads(),
+                change_gap=settings.interval,
             ) as gw:
                 info = await source.info()
                 yield gw, info.detail

@@ -292,14 +292,18 @@ def open_gateway(
     names_wait: float = 0.0,
     workloads: WorkloadResolver | None = None,
     only: Iterable[str] | None = None,
+    change_gap: float | None = None,
 ) -> AbstractAsyncContextManager[Gateway]:
     """An in-process MCP client/server pair over ``source`` (which the caller owns and closes);
-    ``names`` names destinations in the tools' results, ``only`` limits the tools (see :func:`create_server`)."""
+    ``names`` names destinations in the tools' results, ``only`` limits the tools, ``change_gap`` spaces the
+    change notifications (default: what outside agents get; see :func:`create_server`)."""
     from mcp.client import Client
 
     from netspy_tui.mcp_tools.server import create_server
 
-    server = create_server(source, ai_tools, names=names, names_wait=names_wait, workloads=workloads, only=only)
+    server = create_server(
+        source, ai_tools, names=names, names_wait=names_wait, workloads=workloads, only=only, change_gap=change_gap
+    )
     return _session(Client(server, raise_exceptions=False), trusted=True)
 
 

@@ -109,7 +109,8 @@ def _leave_logging_alone(level: str = "INFO") -> None:
 _sdk_server.configure_logging = _leave_logging_alone
 
 SERVER_NAME = "network-telemetry"
-#: Shortest gap between two change notifications (a burst of writes is one notification).
+#: Shortest gap between two change notifications (a burst of writes is one notification): what outside agents are
+#: promised. A dashboard's own in-process server waits its refresh interval instead (see :func:`create_server`).
 CHANGE_GAP = 0.1
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 
@@ -650,15 +651,21 @@ def create_server(
     names_wait: float = 0.0,
     workloads: WorkloadResolver | None = None,
     only: Iterable[str] | None = None,
+    change_gap: float | None = None,
 ) -> TelemetryServer:
     """Build the MCP server over ``source``. ``ai_tools`` answers the AI tools (see netspy_tui.ai);
     ``names`` names destinations in the tools' results (waiting at most ``names_wait`` per call);
-    ``only`` limits the tools offered to those named (a one-shot command; default: all)."""
+    ``only`` limits the tools offered to those named (a one-shot command; default: all); ``change_gap`` is the
+    shortest gap between two change notifications (default :data:`CHANGE_GAP`; a server whose one client
+    refreshes at most every N seconds need not tell it more often: each notification is a message through the
+    SDK's streams and a wake of the loop from the writing thread, up to ten a second while events arrive, of which
+    a dashboard refreshing every second uses one)."""
 
     bus = InMemorySubscriptionBus()
+    change_gap = CHANGE_GAP if change_gap is None else change_gap
     # A remote server's changes (HttpSource of a netspy-tui server) are followed only once a client asks whether
     # this server notifies, and only when that server offers them; a source that changes itself notifies always.
-    remote = _RemoteChanges(source, bus) if isinstance(source, FollowedSource) else None
+    remote = _RemoteChanges(source, bus, change_gap) if isinstance(source, FollowedSource) else None
     notifies = remote is None and isinstance(source, ChangingSource)
 
     @asynccontextmanager
@@ -667,7 +674,7 @@ def create_server(
             if remote is not None:
                 remote.tasks, remote.server = tasks, server
             elif isinstance(source, ChangingSource):
-                tasks.start_soon(_publish_changes, source, bus)
+                tasks.start_soon(_publish_changes, source, bus, change_gap)
             try:
                 yield ToolContext(
                     source=source, ai_tools=ai_tools, names=names, names_wait=names_wait, workloads=workloads
@@ -696,8 +703,8 @@ def create_server(
         name="events",
         title="New telemetry",
         description="Updated (notifications/resources/updated; subscriptions/listen from protocol 2026-07-28) "
-        "whenever new events or counts are stored, at most every 0.1 s: read the tools again after it. Reading "
-        "it says whether this server notifies at all (a remote eBPF server's data does not: poll instead; a "
+        f"whenever new events or counts are stored, at most every {change_gap:g} s: read the tools again after it. "
+        "Reading it says whether this server notifies at all (a remote eBPF server's data does not: poll instead; a "
         "remote netspy-tui server's does while it tells its changes, and the listen stream ends when it stops).",
         mime_type="application/json",
     )
@@ -1043,8 +1050,8 @@ def create_server(
     return srv
 
 
-async def _publish_changes(source: ChangingSource, bus: InMemorySubscriptionBus) -> None:
-    """Publish :data:`EVENTS_URI` updated after the source changes, at most every :data:`CHANGE_GAP` seconds."""
+async def _publish_changes(source: ChangingSource, bus: InMemorySubscriptionBus, gap: float) -> None:
+    """Publish :data:`EVENTS_URI` updated after the source changes, at most every ``gap`` seconds."""
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
     pending = False  # a wake is on its way to the loop: later writes need not send another
@@ -1063,7 +1070,7 @@ async def _publish_changes(source: ChangingSource, bus: InMemorySubscriptionBus)
             changed.clear()
             pending = False  # (before publishing: a write that saw it set is covered by this notification)
             await bus.publish(ResourceUpdated(uri=EVENTS_URI))
-            await anyio.sleep(CHANGE_GAP)
+            await anyio.sleep(gap)
     finally:
         stop()
 
@@ -1074,9 +1081,10 @@ class _RemoteChanges:
     its stream breaks, publishing ends, the open listen streams are closed (a client's loop over them ends:
     back to its timer) and the resource says this server does not notify."""
 
-    def __init__(self, source: FollowedSource, bus: InMemorySubscriptionBus) -> None:
+    def __init__(self, source: FollowedSource, bus: InMemorySubscriptionBus, gap: float) -> None:
         self.source = source
         self.bus = bus
+        self.gap = gap
         self.tasks: anyio.abc.TaskGroup | None = None
         self.server: MCPServer[ToolContext] | None = None
         self.following: bool | None = None  # None: not asked yet (or the server could not be asked)
@@ -1095,7 +1103,7 @@ class _RemoteChanges:
         try:
             async with anyio.create_task_group() as tasks:
                 assert isinstance(self.source, ChangingSource)
-                tasks.start_soon(_publish_changes, self.source, self.bus)
+                tasks.start_soon(_publish_changes, self.source, self.bus, self.gap)
                 await self.source.follow_changes()
                 tasks.cancel_scope.cancel()
         finally:

@@ -190,3 +190,39 @@ def test_the_idle_wait_doubles_past_the_empty_polls_allowed_up_to_the_bound() ->
     assert poller.idle_wait() == 0.5
     poller.names_pending, poller._idle_ticks = False, 0  # a poll that brought events: every interval again
     assert poller.idle_wait() == 0.5
+
+
+async def test_the_dashboards_own_server_tells_it_of_changes_at_most_once_a_refresh(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The dashboard refreshes at most every interval, so its in-process server (opened by the CLI's ``connect``)
+    notifies at most that often: the first change after a quiet spell at once, later ones after the interval.
+    Each notification was a message through the SDK's streams and a wake of the loop from the writing thread, up
+    to ten a second while events arrive (outside agents still get them every CHANGE_GAP)."""
+    from contextlib import asynccontextmanager
+
+    from netspy_tui import cli, runtime
+    from netspy_tui.config import load_settings
+
+    @asynccontextmanager
+    async def open_source(settings: Any, mode: str) -> Any:
+        yield source
+
+    monkeypatch.setenv("NETSPY_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setattr(cli.gc, "freeze", lambda: None)  # (the dashboard's process freezes its heap; not pytest's)
+    monkeypatch.setattr(runtime, "open_source", open_source)
+    settings = load_settings({"dns": False, "interval": 30.0})[0]
+    async with cli._connect_dashboard(settings, "the data source")(lambda what: None) as (gateway, _):
+        app = NetspyApp(gateway, interval=settings.interval, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.polls >= 1 and app.poller.following, "the first data, then push")
+            notified: list[float] = []
+            changed = app.poller.changed
+            setter = changed.set
+            monkeypatch.setattr(changed, "set", lambda: (notified.append(time.monotonic()), setter()))
+            source.add_events([connection(pid=4242, command="first", time=DEMO_NOW)])
+            await wait_for(pilot, lambda: bool(notified), "the first change told at once")
+            for _ in range(10):  # a change every 0.1 s: told every 0.1 s before
+                source.add_events([connection(pid=4242, command="later", time=DEMO_NOW)])
+                await pilot.pause(0.1)
+            assert len(notified) == 1, notified  # (the next one is due 30 s after the first)
