@@ -204,16 +204,35 @@ def dashboard_in_pty(url: str, env: dict[str, str], idle_seconds: float, marker:
     }
 
 
-def run(ctx: Context) -> list[Metric]:
-    events = 1_000 if ctx.quick else 5_000
-    repeat = 2 if ctx.quick else 7
-    env = child_env(
-        HOME=str(ctx.tmp / "home"),
-        XDG_STATE_HOME=str(ctx.tmp / "state"),
-        XDG_CONFIG_HOME=str(ctx.tmp / "config"),
+def _env(tmp: Path) -> dict[str, str]:
+    return child_env(
+        HOME=str(tmp / "home"),
+        XDG_STATE_HOME=str(tmp / "state"),
+        XDG_CONFIG_HOME=str(tmp / "config"),
         TERM="xterm-256color",
         COLORTERM="truecolor",
     )
+
+
+def _trickle_recording(tmp: Path) -> Path:
+    """A quiet host: TRICKLE_RATE events a second for a minute (replayed at its own pace: arriving in real time)."""
+    trickle = tmp / "trickle.jsonl"
+    with Recorder(lambda batch: None, trickle) as rec:
+        for batch in synth.event_batches(TRICKLE_RATE * 60, 60, seed=5):
+            rec(batch)
+    return trickle
+
+
+def trickle_run(recording: Path, env: dict[str, str], seconds: float) -> dict[str, float]:
+    """The dashboard on the embedded source replaying ``recording`` at its own pace: its CPU over ``seconds`` from
+    5 s after the first data (steady state: the first names asked, the first panels)."""
+    return dashboard_in_pty(f"replay:{recording}", env, seconds, b"Connections (", speed="1", settle_seconds=5.0)
+
+
+def run(ctx: Context) -> list[Metric]:
+    events = 1_000 if ctx.quick else 5_000
+    repeat = 2 if ctx.quick else 7
+    env = _env(ctx.tmp)
     # The server is `serve --replay` (no root): its store is filled by the product's replay path,
     # from a recording, and a recording holds built events, so synth.event_batches makes the file.
     # No store is filled here.
@@ -267,14 +286,7 @@ def run(ctx: Context) -> list[Metric]:
             quiet.close()
         # the embedded source (its store notifies the dashboard: nothing is fetched while nothing arrives)
         idle_embedded = dashboard_in_pty(f"replay:{empty}", env, idle, b"Connections (0)")
-        # a quiet host: 100 events a second arriving in real time (a recording replayed at its own pace)
-        trickle = ctx.tmp / "trickle.jsonl"
-        with Recorder(lambda batch: None, trickle) as rec:
-            for batch in synth.event_batches(TRICKLE_RATE * 60, 60, seed=5):
-                rec(batch)
-        busy_embedded = dashboard_in_pty(
-            f"replay:{trickle}", env, idle, b"Connections (", speed="1", settle_seconds=5.0
-        )  # (steady state: the first names asked, the first panels)
+        busy_embedded = trickle_run(_trickle_recording(ctx.tmp), env, idle)
         ms.append(
             metric(
                 NAME,
@@ -330,3 +342,21 @@ def run(ctx: Context) -> list[Metric]:
     finally:
         server.close()
     return ms
+
+
+if __name__ == "__main__":
+    # `python -m bench.startup --trickle N`: only the "embedded source, 100 events/s" row, N times (the area's other
+    # rows take minutes); run it from two checkouts in turn to compare them.
+    import argparse
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m bench.startup")
+    p.add_argument("--trickle", type=int, required=True, metavar="N", help="runs of the 100 events/s row")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="netspy-bench-") as tmp:
+        recording = _trickle_recording(Path(tmp))
+        cpu = []
+        for _ in range(a.trickle):
+            cpu.append(trickle_run(recording, _env(Path(tmp)), 10.0)["idle_cpu_pct"])
+            print(f"{cpu[-1]:.2f} %", flush=True)
+    print(f"median {statistics.median(cpu):.2f} % ({min(cpu):.2f}-{max(cpu):.2f}) over {len(cpu)} runs, {REPO}")
