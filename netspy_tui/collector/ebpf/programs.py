@@ -304,7 +304,7 @@ _C = {name: CONN.fields[name][1] for name in CONN.names}
 
 CONN_SLOT = np.dtype([("sk", "<u8"), ("conn", CONN)])
 """A ``conn_slots`` entry: the socket (0: free) and its conns value (see :func:`_conn_find`)."""
-CONN_SLOTS = 4096  # a power of two
+CONN_SLOTS = 4096  # a power of two, at most 2**13 (:func:`conn_slot_index` reads no bit above 31)
 _SLOT_CONN = CONN_SLOT.fields["conn"][1]
 
 # ctl[0]: which count map is live, the monotonic -> wall offset, what raw records to write
@@ -806,22 +806,21 @@ def _overflow(a: Asm, maps: Maps, key: int, delta: int | None, slot: int, spill:
 
 
 def conn_slot_index(sk: int) -> int:
-    """The ``conn_slots`` index of socket address ``sk`` (the programs compute the same)."""
+    """The ``conn_slots`` index of socket address ``sk`` (the programs compute the same, from its low 32 bits:
+    the index uses bits 7 to 30)."""
     return ((sk >> 7) ^ (sk >> 19)) & (CONN_SLOTS - 1)
 
 
 def _conn_slot(a: Asm, maps: Maps, sk: int, scratch: int, fail: str, typed: bool) -> None:
     """R0 = the ``conn_slots`` entry of the socket at FP+sk (:func:`conn_slot_index`; jumps to ``fail`` if the
     lookup fails, which an array's cannot). Uses the stack word at FP+scratch. ``typed``: the socket is a
-    BTF-typed pointer (a tracing program's argument), on which the verifier allows no arithmetic: a copy,
-    read as a number, is used (a helper call; as cheap here as writing it to a per-CPU map and reading it
-    back)."""
+    BTF-typed pointer (a tracing program's argument), on which the verifier allows no arithmetic: its low
+    32 bits, copied with a 32-bit move, are a number (the verifier allows the partial copy to a program that
+    may leak pointers, as these must to compare one), and the index uses no higher bit. It was read with
+    probe_read_kernel, a helper call on each of a connect's three runs that look up its socket."""
+    a.ldx(DW, R1, FP, sk)
     if typed:
-        a.mov(R3, FP).add(R3, sk)
-        _kread(a, scratch, 8, R3, fail)
-        a.ldx(DW, R1, FP, scratch)
-    else:
-        a.ldx(DW, R1, FP, sk)
+        a.mov32(R1, R1)
     a.mov(R2, R1).rsh(R2, 19)
     a.rsh(R1, 7).alu64("xor", R1, R2).and_(R1, CONN_SLOTS - 1)
     a.stx(W, FP, scratch, R1)
