@@ -1127,19 +1127,22 @@ def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _OR)
     a.ja("out")
     a.label("build")
+    a.jeq(R9, 0, "insert")
+    # written in place from the arguments, not through a copy on the stack (its 8-byte loads of words just
+    # written in parts waited for those stores), the flags word last (the entry is this thread's: only its
+    # programs write it)
+    a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, R9, _I["uaddr"], R1)
+    a.st(DW, R9, _I["sk"], 0)
+    a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, R9, _I["addrlen"], R1)  # the kernel's int
+    a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, R9, _I["fd"], R1)
+    a.st(DW, R9, _I["flags"], IF_LIVE)
+    a.ja("out")
+    a.label("insert")
     a.zero_stack(V, INFLIGHT.itemsize)
     a.st(W, FP, V + _I["flags"], IF_LIVE)
     a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
-    a.jeq(R9, 0, "insert")
-    # written in place, the flags word last (the entry is this thread's: only its programs write it)
-    for at in range(0, INFLIGHT.itemsize, 8):
-        if at != _I["flags"]:
-            a.ldx(DW, R1, FP, V + at).stx(DW, R9, at, R1)
-    a.ldx(DW, R1, FP, V + _I["flags"]).stx(DW, R9, _I["flags"], R1)
-    a.ja("out")
-    a.label("insert")
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, -8)
     a.mov(R3, FP).add(R3, V)
