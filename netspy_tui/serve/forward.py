@@ -46,6 +46,7 @@ from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.collector.ebpf.decode import _ADDR_VIEW, destination, raw_address
 from netspy_tui.models import (
     ConnectionEvent,
     Event,
@@ -180,8 +181,19 @@ _CONNECTION_HOLES = (_HEAD, _THREAD,
                      ('"raw_ipv4":0,"raw_ipv6":[]', "%s"))  # fmt: skip
 _DROP_HOLES = (_HEAD, _THREAD, ('"skb_length":0,"packet_size_bytes":0', '"skb_length":%d,"packet_size_bytes":%d'),
                (',"destination":""', "%s"))  # fmt: skip
-#: the fields of a connect's place (its destination's fields, as they come in its JSON; then its raw address's)
-_CONNECTION_PLACE = (("destination_ip", "destination_port", "destination", "address_family"), ("raw_ipv4", "raw_ipv6"))
+
+
+def _connect_place(family: int, v4: int, lo: int, hi: int, port: int) -> tuple[str, str]:
+    """The text of a connect's place, as its struct writes its fields (:meth:`Codec.events` sets them so, from the
+    same functions): its destination's fields, then its raw address's."""
+    ip, dest = destination(family, lo, hi, port)
+    raw_ipv4, raw_ipv6 = raw_address(family, v4, lo, hi)
+    fields = {"destination_ip": ip, "destination_port": port, "destination": dest, "address_family": family}
+    return _ENCODER.encode(fields)[1:-1].decode(), _ENCODER.encode({"raw_ipv4": raw_ipv4, "raw_ipv6": raw_ipv6})[
+        1:-1
+    ].decode()
+
+
 #: the fields of a ring record each event fills in its template: zeroed, what is left of the record names its
 #: template; those its JSON does not show (a connect's latency, the pending connect's socket, the cgroup) too
 _PER_EVENT = ("ts", "wall", "key", "pid", "tid", "comm", "thread", "length", "size", "cgroup_hi", "cgroup_lo",
@@ -242,11 +254,20 @@ class RecordJson:
                 new_shapes.setdefault(key, i)
             if place not in places:
                 new_places.setdefault(place, i)
-        if new_shapes or new_places:  # (their events made in one call, as the store makes events)
-            first = sorted({*new_shapes.values(), *new_places.values()})
+        connects = {place: i for place, i in new_places.items() if recs["kind"][i] != P.KIND_DROP}
+        if connects:  # (a connect's place from its address and port: many more of those than of shapes)
+            these = recs[list(connects.values())]
+            alt = these.view(_ADDR_VIEW)
+            for place, family, v4, lo, hi, port in zip(
+                connects, these["family"].tolist(), alt["ipv4"].tolist(), alt["addr_lo"].tolist(),
+                alt["addr_hi"].tolist(), these["port"].tolist(), strict=True,
+            ):  # fmt: skip
+                places[place] = _connect_place(family, v4, lo, hi, port)
+        first = sorted({*new_shapes.values(), *(i for place, i in new_places.items() if place not in connects)})
+        if first:  # (their events made in one call, as the store makes events)
             made = dict(zip(first, codec.events(recs[first], [""] * len(first), [outcomes[i] for i in first],
                                                  **_STRUCT_EVENTS), strict=True))  # fmt: skip
-            places.update((place, self._place(made[i])) for place, i in new_places.items())
+            places.update((place, self._place(made[i])) for place, i in new_places.items() if place not in connects)
             templates.update((key, self._template(made[i])) for key, i in new_shapes.items())
         out: list[Any] = []
         raw = msgspec.Raw
@@ -291,14 +312,10 @@ class RecordJson:
             template = template.replace(stand_in, field)
         return template
 
-    def _place(self, event: Any) -> tuple[str, ...]:
-        """The text of ``event``'s place's fields, each part as its struct writes them: a connect's destination and
-        raw address, a drop's destination (with its comma; none: "")."""
-        if type(event) is _Drop:
-            inner = _ENCODER.encode({} if event.destination is None else {"destination": event.destination})
-            return ("," + inner[1:-1].decode() if len(inner) > 2 else "",)
-        return tuple(_ENCODER.encode({name: getattr(event, name) for name in names})[1:-1].decode()
-                     for names in _CONNECTION_PLACE)  # fmt: skip
+    def _place(self, event: Any) -> tuple[str]:
+        """The text of a drop's place: its ``destination`` field as its struct writes it, with its comma ("": none)."""
+        inner = _ENCODER.encode({} if event.destination is None else {"destination": event.destination})
+        return ("," + inner[1:-1].decode() if len(inner) > 2 else "",)
 
     def _alone(self, codec: Any, rec: np.ndarray, id_: str, override: str | None) -> Any:
         """One record's JSON the way :func:`encode_events` writes it of what :meth:`Codec.events` makes."""
