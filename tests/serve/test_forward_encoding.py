@@ -136,19 +136,33 @@ def _varied_records(n: int = 300, seed: int = 3) -> np.ndarray:
     return recs
 
 
+def _write_varied(store: EventStore) -> None:
+    """:func:`_varied_records` stored, and the kernel's outcome of the first connect stored in progress."""
+    from bench import synth
+    from netspy_tui.collector.ebpf import programs as P
+
+    recs = _varied_records()
+    store.write([Batch(records=recs, codec=synth.codec())])
+    pending = recs[(recs["flags"] & P.F_PENDING) != 0]
+    outcome = np.zeros(1, P.RECORD)
+    outcome["kind"], outcome["key"], outcome["wall"], outcome["result"] = (P.KIND_OUTCOME, pending["key"][0],
+                                                                           pending["wall"][0], 111)  # fmt: skip
+    store.write([Batch(records=outcome, codec=synth.codec())])
+
+
 def test_ring_records_are_forwarded_as_their_models_would_be(tmp_path: Path) -> None:
     """The eBPF collector's records (chunks, not JSON rows): what the forwarder makes of them (each event's JSON
     from a template per record shape, no model) posts what their built events' event_json gives."""
-    from bench import synth
 
     store = EventStore(tmp_path / "spool.db")
-    store.write([Batch(records=_varied_records(), codec=synth.codec())])
+    _write_varied(store)
     built, _ = store.after(0, 1000, 2**62)
     stored, _ = store.after_stored(0, 1000, 2**62, F.RecordJson(IDENTITY))
     assert len(built) == 300 and all(isinstance(item, msgspec.Raw) for _, item in stored)
     got = json.loads(F.encode_batch([item for _, item in stored], IDENTITY))["events"]
     assert sum("protocol_name" in e for e in got) == 3 and sum(e.get("thread") == "worker-1" for e in got) == 3
     assert sum(e.get("thread") == "ksoftirqd/0" for e in got) == 2 and sum("socket_family" in e for e in got) == 1
+    assert sum(e.get("outcome") == "refused" and e["return_code"] == -115 for e in got) == 1  # (resolved later)
     assert got == [{**event_json(e, IDENTITY), **IDENTITY} for _, e in built]
     for obj in got:
         validate_event(obj)
@@ -172,7 +186,7 @@ def test_ring_records_templates_write_the_bytes_their_structs_write(
     from bench import synth
 
     store = EventStore(tmp_path / "spool.db")
-    store.write([Batch(records=_varied_records(), codec=synth.codec())])
+    _write_varied(store)
     make = F.RecordJson(identity)
 
     def structs(codec: Any, recs: np.ndarray, ids: list[str], outcomes: list[str | None]) -> list[Any]:
