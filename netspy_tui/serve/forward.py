@@ -188,10 +188,10 @@ def _connect_place(family: int, v4: int, lo: int, hi: int, port: int) -> tuple[s
     same functions): its destination's fields, then its raw address's."""
     ip, dest = destination(family, lo, hi, port)
     raw_ipv4, raw_ipv6 = raw_address(family, v4, lo, hi)
-    fields = {"destination_ip": ip, "destination_port": port, "destination": dest, "address_family": family}
-    return _ENCODER.encode(fields)[1:-1].decode(), _ENCODER.encode({"raw_ipv4": raw_ipv4, "raw_ipv6": raw_ipv6})[
-        1:-1
-    ].decode()
+    where = _ENCODER.encode({"destination_ip": ip, "destination_port": port, "destination": dest,
+                             "address_family": family})  # fmt: skip
+    raw = _ENCODER.encode({"raw_ipv4": raw_ipv4, "raw_ipv6": raw_ipv6})
+    return where[1:-1].decode(), raw[1:-1].decode()
 
 
 #: the fields of a ring record each event fills in its template: zeroed, what is left of the record names its
