@@ -267,6 +267,7 @@ class RecordJson:
         if first:  # (their events made in one call, as the store makes events)
             made = dict(zip(first, codec.events(recs[first], [""] * len(first), [outcomes[i] for i in first],
                                                  **_STRUCT_EVENTS), strict=True))  # fmt: skip
+            # (places first: a template is made by setting the struct's fields to stand-ins)
             places.update((place, self._place(made[i])) for place, i in new_places.items() if place not in connects)
             templates.update((key, self._template(made[i])) for key, i in new_shapes.items())
         out: list[Any] = []
