@@ -18,15 +18,16 @@ a batch as too large, 413, is sent half as many, and so on); what the store's wr
 as it handed it over (:meth:`EventStore.on_rows`, the last :data:`RECENT_EVENTS` events), not read back (so an
 outage shorter than that loses nothing to the store's own limits either); and events the store keeps
 as JSON rows are re-encoded from that JSON (:func:`encode_batch`, msgspec, a batch in one call) without
-building a model per event; ring records (read back as built events) from their models' own JSON the
-same way; the rare event the fast path does not cover goes through
-:func:`~netspy_tui.serve.app.event_json`, with the same result.
+building a model per event; ring records (an eBPF agent's) from a template per record shape
+(:class:`RecordJson`: the same bytes their structs' JSON has); the rare event the fast path does not cover
+goes through :func:`~netspy_tui.serve.app.event_json`, with the same result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import random
 import socket
@@ -44,6 +45,8 @@ import numpy as np
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
+from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.collector.ebpf.decode import _ADDR_VIEW, destination, raw_address
 from netspy_tui.models import (
     ConnectionEvent,
     Event,
@@ -58,7 +61,7 @@ from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
 from netspy_tui.textsafe import clean
 
-__all__ = ["ForwardStatus", "Forwarder", "encode_batch", "encode_events", "node_identity"]
+__all__ = ["ForwardStatus", "Forwarder", "RecordJson", "encode_batch", "encode_events", "node_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +156,186 @@ def _drop(**fields: Any) -> Any:
     return _Drop(**{**_DROP_FIELDS, **fields})
 
 
+def _utc_text(wall: np.ndarray) -> list[str]:
+    """Wall-clock ns as ``time`` in the contract's JSON without its ``Z``: what :func:`format_time` writes of
+    :func:`walls`' datetimes (whole microseconds, truncated), made by numpy for the lot."""
+    return np.datetime_as_string((wall.astype(np.int64) // 1000).astype("datetime64[us]")).tolist()
+
+
 def _time_text(wall: np.ndarray) -> list[str]:
-    """Wall-clock ns as ``time`` in the contract's JSON: what :func:`format_time` writes of :func:`walls`' datetimes
-    (whole microseconds, truncated), made by numpy for the lot."""
-    return [t + "Z" for t in np.datetime_as_string((wall.astype(np.int64) // 1000).astype("datetime64[us]")).tolist()]
+    return [t + "Z" for t in _utc_text(wall)]
 
 
-#: :meth:`EventStore.after_stored`'s ``records``: ring records as structs, not models (building the model and
-#: writing its JSON to decode it again was most of what forwarding them cost)
-_RECORDS = {"connection": _connection, "drop": _drop, "time_of": _time_text}
+#: :meth:`Codec.events`' keywords for ring records as structs, not models (building the model and writing its JSON
+#: to decode it again was most of what forwarding them cost)
+_STRUCT_EVENTS = {"connection": _connection, "drop": _drop, "time_of": _time_text}
+#: a template's stand-ins (see :class:`RecordJson`): the text of the fields set to them as the struct is encoded,
+#: and the ``%`` fields that take their place, in the order they come in the JSON: what differs from one event to
+#: the next (the id to the time, the thread, a drop's lengths), and where it went (the destination's fields)
+_T0 = "2000-01-01T00:00:00.000000Z"
+_HEAD = ('"id":"","pid":0,"command":"","timestamp":0,"time":"' + _T0 + '"',
+         '"id":"%s","pid":%d,"command":%s,"timestamp":%d,"time":"%sZ"')  # fmt: skip
+_THREAD = (',"thread":""', "%s")
+_CONNECTION_HOLES = (_HEAD, _THREAD,
+                     ('"destination_ip":"","destination_port":0,"destination":"","address_family":0', "%s"),
+                     ('"raw_ipv4":0,"raw_ipv6":[]', "%s"))  # fmt: skip
+_DROP_HOLES = (_HEAD, _THREAD, ('"skb_length":0,"packet_size_bytes":0', '"skb_length":%d,"packet_size_bytes":%d'),
+               (',"destination":""', "%s"))  # fmt: skip
+
+
+def _connect_place(family: int, v4: int, lo: int, hi: int, port: int) -> tuple[str, str]:
+    """The text of a connect's place, as its struct writes its fields (:meth:`Codec.events` sets them so, from the
+    same functions): its destination's fields, then its raw address's."""
+    ip, dest = destination(family, lo, hi, port)
+    raw_ipv4, raw_ipv6 = raw_address(family, v4, lo, hi)
+    where = _ENCODER.encode({"destination_ip": ip, "destination_port": port, "destination": dest,
+                             "address_family": family})  # fmt: skip
+    raw = _ENCODER.encode({"raw_ipv4": raw_ipv4, "raw_ipv6": raw_ipv6})
+    return where[1:-1].decode(), raw[1:-1].decode()
+
+
+#: the fields of a ring record each event fills in its template: zeroed, what is left of the record names its
+#: template; those its JSON does not show (a connect's latency, the pending connect's socket, the cgroup) too
+_PER_EVENT = ("ts", "wall", "key", "pid", "tid", "comm", "thread", "length", "size", "cgroup_hi", "cgroup_lo",
+              "addr", "family")  # fmt: skip
+#: what names an event's place: a drop's destination is its address and port when the kernel gave them
+_PLACE = np.dtype([("kind", "<u4"), ("l3", "<u4"), ("family", "<u2"), ("port", "<u2"), ("addr", "u1", (16,))])
+#: record shapes (templates) and places kept per :class:`RecordJson`: the older half goes out when full
+TEMPLATES_KEPT = 32768
+
+
+class RecordJson:
+    """:meth:`EventStore.after_stored`'s ``records`` for ``serve --forward``: each ring record as its event's
+    contract JSON with this node's ``identity`` (a :class:`msgspec.Raw`, which :func:`encode_events` puts in the
+    body as it is): what :func:`encode_events` writes of its struct, byte for byte.
+
+    A host repeats the same commands, destinations and outcomes over and over, and only the id, pid, command,
+    times, thread (and a drop's lengths) differ from one event to the next: the rest of an event's JSON is made
+    once per record shape, as a ``%`` template, and each event is one ``%`` of it. The template is the struct
+    encoded by :func:`encode_events` with stand-ins for those fields, and for its place (a connect's destination
+    and raw address, a drop's destination: many more of those than of shapes), each stand-in's text replaced by its
+    ``%`` field (a stand-in's quotes are the JSON's own, never inside a string: it is found only where its fields
+    are); a place's text is made once per place, by encoding its fields as the struct does. Shapes and places not
+    seen yet are made from :meth:`Codec.events`' structs, one call a batch. A record whose struct
+    :func:`encode_events` does not write (a protocol the contract has no name for, an identity the structs have no
+    field for) is encoded on its own, the old way."""
+
+    def __init__(self, identity: Mapping[str, str]) -> None:
+        self.identity = dict(identity)
+        self._templates: dict[Any, str | None] = {}  # a record's shape (and outcome) -> its template
+        self._places: dict[bytes, tuple[str, ...]] = {}  # a record's place -> the text of its place's fields
+        self._reasons: Any = None  # (the drop reason names the templates were made with)
+        self._commands: dict[bytes, str] = {}  # a record's comm -> its command as JSON
+        self._threads: dict[tuple[bytes, bytes], str] = {}  # (comm, thread) -> its ``"thread"`` field or ""
+
+    def __call__(self, codec: Any, recs: np.ndarray, ids: list[str], outcomes: list[str | None]) -> list[Any]:
+        if codec.drop_reasons is not self._reasons:  # (new reason names: new drop names)
+            self._templates.clear()
+            self._reasons = codec.drop_reasons
+        templates, places, commands, threads = self._templates, self._places, self._commands, self._threads
+        for cache in (templates, places):
+            if len(cache) > TEMPLATES_KEPT:  # (the older half out: before this batch's are looked up)
+                for old in list(itertools.islice(cache, len(cache) - TEMPLATES_KEPT // 2)):
+                    del cache[old]
+        shapes = recs.copy()
+        for name in _PER_EVENT:
+            shapes[name] = 0
+        keys = [shape if override is None else (shape, override)
+                for shape, override in zip(shapes.view(P.RECORD_BYTES).tolist(), outcomes, strict=True)]  # fmt: skip
+        where = np.zeros(len(recs), _PLACE)
+        for name in ("kind", "family", "port", "addr"):
+            where[name] = recs[name]
+        where["l3"] = recs["flags"] & (P.F_L3 | P.F_PORT)
+        wheres = where.view((np.void, _PLACE.itemsize)).tolist()
+        new_shapes: dict[Any, int] = {}  # shapes not seen yet -> the first record of each
+        new_places: dict[bytes, int] = {}
+        for i, (key, place) in enumerate(zip(keys, wheres, strict=True)):
+            if key not in templates:
+                new_shapes.setdefault(key, i)
+            if place not in places:
+                new_places.setdefault(place, i)
+        connects = {place: i for place, i in new_places.items() if recs["kind"][i] != P.KIND_DROP}
+        if connects:  # (a connect's place from its address and port: many more of those than of shapes)
+            these = recs[list(connects.values())]
+            alt = these.view(_ADDR_VIEW)
+            for place, family, v4, lo, hi, port in zip(
+                connects, these["family"].tolist(), alt["ipv4"].tolist(), alt["addr_lo"].tolist(),
+                alt["addr_hi"].tolist(), these["port"].tolist(), strict=True,
+            ):  # fmt: skip
+                places[place] = _connect_place(family, v4, lo, hi, port)
+        first = sorted({*new_shapes.values(), *(i for place, i in new_places.items() if place not in connects)})
+        if first:  # (their events made in one call, as the store makes events)
+            made = dict(zip(first, codec.events(recs[first], [""] * len(first), [outcomes[i] for i in first],
+                                                 **_STRUCT_EVENTS), strict=True))  # fmt: skip
+            # (places first: a template is made by setting the struct's fields to stand-ins)
+            places.update((place, self._place(made[i])) for place, i in new_places.items() if place not in connects)
+            templates.update((key, self._template(made[i])) for key, i in new_shapes.items())
+        out: list[Any] = []
+        raw = msgspec.Raw
+        for i, (id_, key, place, kind, ts, when, pid, comm, thread, length, size) in enumerate(zip(
+            ids, keys, wheres, recs["kind"].tolist(), recs["ts"].tolist(), _utc_text(recs["wall"]),
+            recs["pid"].tolist(), recs["comm"].tolist(), recs["thread"].tolist(), recs["length"].tolist(),
+            recs["size"].tolist(), strict=True,
+        )):  # fmt: skip
+            template = templates[key]
+            if template is None:
+                out.append(self._alone(codec, recs[i : i + 1], id_, outcomes[i]))
+                continue
+            command = commands.get(comm) or self._command(codec, comm)
+            named = ""
+            if thread and (named := threads.get((comm, thread))) is None:  # type: ignore[assignment]
+                named = self._thread(codec, comm, thread)
+            if kind == P.KIND_DROP:
+                out.append(raw(template % (id_, pid, command, ts, when, named, length, size, *places[place])))
+            else:
+                out.append(raw(template % (id_, pid, command, ts, when, named, *places[place])))
+        return out
+
+    def _template(self, event: Any) -> str | None:
+        """The template of ``event``'s shape (None: it is encoded alone)."""
+        if type(event) not in _STRUCTS or not self.identity.keys() <= _IDENTITY_FIELDS:
+            return None
+        event.pid, event.command, event.timestamp, event.time, event.thread = 0, "", 0, _T0, ""
+        if type(event) is _Drop:
+            event.skb_length = event.packet_size_bytes = 0
+            event.destination = ""
+            holes = _DROP_HOLES
+        else:
+            event.destination_ip, event.destination_port, event.destination, event.address_family = "", 0, "", 0
+            event.raw_ipv4, event.raw_ipv6 = 0, []
+            holes = _CONNECTION_HOLES
+        template = encode_events([event], self.identity).decode()[1:-1].replace("%", "%%")
+        at = [template.find(stand_in) for stand_in, _ in holes]
+        # (each once, and in this order: the % fields are filled in it)
+        if at != sorted(at) or any(template.count(stand_in) != 1 for stand_in, _ in holes):
+            return None
+        for stand_in, field in holes:
+            template = template.replace(stand_in, field)
+        return template
+
+    def _place(self, event: Any) -> tuple[str]:
+        """The text of a drop's place: its ``destination`` field as its struct writes it, with its comma ("": none)."""
+        inner = _ENCODER.encode({} if event.destination is None else {"destination": event.destination})
+        return ("," + inner[1:-1].decode() if len(inner) > 2 else "",)
+
+    def _alone(self, codec: Any, rec: np.ndarray, id_: str, override: str | None) -> Any:
+        """One record's JSON the way :func:`encode_events` writes it of what :meth:`Codec.events` makes."""
+        return msgspec.Raw(encode_events(codec.events(rec, [id_], [override], **_STRUCT_EVENTS), self.identity)[1:-1])
+
+    def _command(self, codec: Any, comm: bytes) -> str:
+        if len(self._commands) > 8192:
+            self._commands.clear()
+        text = self._commands[comm] = _ENCODER.encode(codec.command(comm)).decode()
+        return text
+
+    def _thread(self, codec: Any, comm: bytes, thread: bytes) -> str:
+        """The ``"thread"`` field of an event (as :meth:`Codec.events` sets it: a thread named unlike its process)."""
+        if len(self._threads) > 8192:
+            self._threads.clear()
+        name = codec.command(thread)
+        text = "" if not name or name == codec.command(comm) else ',"thread":' + _ENCODER.encode(name).decode()
+        self._threads[(comm, thread)] = text
+        return text
 
 
 def _slow(item: Any, identity: Mapping[str, str]) -> dict[str, Any]:
@@ -173,19 +347,37 @@ def _slow(item: Any, identity: Mapping[str, str]) -> dict[str, Any]:
     return data
 
 
-def encode_batch(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> bytes:
-    """The ingest body ``{"events": [...]}`` of stored events: :func:`encode_events` in it."""
-    return b'{"events":' + encode_events(items, identity) + b"}"
+def encode_batch(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
+    """The ingest body ``{"events": [...]}`` of stored events: :func:`encode_events` in it (encoded as one object:
+    joining a megabyte list to its braces afterwards copied it again, which cost twice what encoding it did)."""
+    return _ENCODER.encode({"events": _encodable(items, identity)})
 
 
-def encode_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> bytes:
+def encode_events(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
     """The JSON list of stored events (their stored JSON, or built events): each the contract's JSON
     object with this node's identity over its own (it is where the event was seen), as
     :func:`event_json` and ``update(identity)`` give it. The JSON of a plain event (as stored, or a built
     event's own, pydantic's ``to_json``) is re-encoded without ``event_json`` (decoded into a :func:`_stored`
     struct, msgspec; the whole batch at once, as one list, when every event takes that path); anything else
     (an extension field, a time that is not ``…ss.ffffffZ``, no id, a protocol the contract has no name for,
-    a short ``raw_ipv6``) takes :func:`event_json`."""
+    a short ``raw_ipv6``) takes :func:`event_json`. What :class:`RecordJson` made (:class:`msgspec.Raw`, with
+    the same identity) goes in as it is."""
+    return _ENCODER.encode(_encodable(items, identity))
+
+
+def _encodable(items: Sequence[Any], identity: Mapping[str, str]) -> list[Any]:
+    """:func:`encode_events`' list before it is encoded."""
+    made = [type(item) is msgspec.Raw for item in items]
+    if all(made):  # (ring records: nothing else to do)
+        return list(items)
+    if not any(made):
+        return _contract_events(items, identity)
+    others = iter(_contract_events([item for item, m in zip(items, made, strict=True) if not m], identity))
+    return [item if m else next(others) for item, m in zip(items, made, strict=True)]
+
+
+def _contract_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> list[Any]:
+    """:func:`encode_events`' list before it is encoded: structs (the fast path), and dicts (``event_json``)."""
     fast = identity.keys() <= _IDENTITY_FIELDS
     events: list[Any] | None = None
     bodies: list[bytes | None] = []
@@ -209,7 +401,7 @@ def encode_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str
         else:
             for key, value in pairs:
                 setattr(event, key, value)
-    return _ENCODER.encode(events)
+    return events
 
 
 def _json(item: AnyEvent | bytes | str) -> bytes | None:
@@ -283,6 +475,7 @@ class Forwarder:
         self.interval = interval
         self.max_backoff = max_backoff
         self.identity = node_identity() if identity is None else identity
+        self._records = RecordJson(self.identity)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=timeout, transport=transport,
                                          follow_redirects=False)  # fmt: skip
@@ -413,7 +606,7 @@ class Forwarder:
             first, items = recent
             span, oldest = (first, first + len(items) - 1, len(items)), None
         else:
-            rows, oldest = self.store.after_stored(cursor, self.batch, settled, _RECORDS)
+            rows, oldest = self.store.after_stored(cursor, self.batch, settled, self._records)
             items = [item for _, item in rows]
             span = (rows[0][0], rows[-1][0], len(rows)) if rows else (0, 0, 0)
         newest = self.store.newest_seq()

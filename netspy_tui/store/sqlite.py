@@ -37,7 +37,7 @@ import stat
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -283,7 +283,9 @@ def _len(records: np.ndarray | None) -> int:
 
 
 _ID_MIX = 0x9E3779B97F4A7C15
-_MASK64 = (1 << 64) - 1
+#: what :meth:`EventStore.after_stored` makes of ring records instead of models: called as ``(codec, records, ids,
+#: outcomes)`` (this thread's :class:`Codec`, then :meth:`Codec.events`' arguments), one item per record
+RecordsMaker = Callable[[Any, np.ndarray, list[str], list[str | None]], list[Any]]
 
 
 class EventStore:
@@ -1111,20 +1113,26 @@ class EventStore:
             self._drop_reasons = merged
             self.set_meta("drop_reasons", json.dumps(merged))
 
-    def _event_id(self, seq: int) -> str:
-        return f"{((seq * _ID_MIX) ^ self._salt) & _MASK64:016x}"
+    def _event_ids(self, seqs: np.ndarray) -> list[str]:
+        """The ids of the events stored as ``seqs``: ``(seq * _ID_MIX) ^ salt`` (mod 2**64) as 16 hex digits, made
+        by numpy for the lot (its unsigned 64-bit product wraps as the mask does)."""
+        mixed = (seqs.astype(np.uint64) * np.uint64(_ID_MIX)) ^ np.uint64(self._salt)
+        text = mixed.astype(">u8").tobytes().hex()
+        return [text[i : i + 16] for i in range(0, len(text), 16)]
 
     def _json_events(self, bodies: Sequence[bytes]) -> list[AnyEvent]:
         return _json_events(bodies)
 
     def _record_events(
-        self, conn: sqlite3.Connection, recs: np.ndarray, seqs: Sequence[int], make: Mapping[str, Any] | None = None
+        self, conn: sqlite3.Connection, recs: np.ndarray, seqs: np.ndarray, make: RecordsMaker | None = None
     ) -> list[Any]:
         """Stored ring records -> events (ids from their seqs, resolved outcomes applied); ``make``: what
-        :meth:`Codec.events` makes of them instead of models."""
+        is made of them instead of models (called as :meth:`Codec.events` is, with this thread's codec first)."""
         if not len(recs):
             return []
-        return self._codec().events(recs, [self._event_id(q) for q in seqs], C.outcomes_of(conn, recs), **(make or {}))
+        codec = self._codec()
+        ids, outcomes = self._event_ids(seqs), C.outcomes_of(conn, recs)
+        return codec.events(recs, ids, outcomes) if make is None else make(codec, recs, ids, outcomes)
 
     def after(self, seq: int, limit: int, settled_ns: int) -> tuple[list[tuple[int, AnyEvent]], int | None]:
         """Raw events stored after ``seq`` in insertion order, up to ``limit``, stopping at the first
@@ -1135,15 +1143,15 @@ class EventStore:
         return cast(list[tuple[int, AnyEvent]], out), oldest  # (build_json: every item is an event)
 
     def after_stored(
-        self, seq: int, limit: int, settled_ns: int, records: Mapping[str, Any] | None = None
+        self, seq: int, limit: int, settled_ns: int, records: RecordsMaker | None = None
     ) -> tuple[list[tuple[int, Any]], int | None]:
         """:meth:`after`, with events stored as JSON rows given as their stored JSON (the model's
         ``to_json``), not built: a reader that re-encodes them (``serve --forward``) skips the models; and
-        ring records as what :meth:`Codec.events` makes with ``records`` (its keywords; None: models)."""
+        ring records as what ``records(codec, recs, ids, outcomes)`` makes of them (None: models)."""
         return self._after(seq, limit, settled_ns, build_json=False, records=records)
 
     def _after(
-        self, seq: int, limit: int, settled_ns: int, *, build_json: bool, records: Mapping[str, Any] | None = None
+        self, seq: int, limit: int, settled_ns: int, *, build_json: bool, records: RecordsMaker | None = None
     ) -> tuple[list[tuple[int, Any]], int | None]:
         limit = max(0, limit)
         with self._snapshot() as conn:
@@ -1154,6 +1162,11 @@ class EventStore:
             firsts = [conn.execute(f"SELECT min(seq) FROM {table}").fetchone()[0]
                       for table in ("events", "chunks", "json_blocks")]  # fmt: skip
             oldest = [v for v in firsts if v is not None]
+            if not rows:  # ring records only (an eBPF agent's store): in insertion order already
+                late = np.flatnonzero(recs["wall"] > settled_ns)
+                n = int(late[0]) if len(late) else len(recs)
+                made = self._record_events(conn, recs[:n], rec_seqs[:n], records)
+                return list(zip(rec_seqs[:n].tolist(), made, strict=True)), min(oldest) if oldest else None
             # (seq, t, JSON row index or -1 - record index), in insertion order
             walls = recs["wall"].tolist()
             merged = sorted([(r[0], r[1], i) for i, r in enumerate(rows)]
@@ -1167,7 +1180,7 @@ class EventStore:
             rec_idx = [-1 - i for _, _, i in settled if i < 0]
             bodies = [rows[i][2] for i in json_idx]
             built_json: Iterator[AnyEvent | bytes] = iter(self._json_events(bodies) if build_json else bodies)
-            built_recs = iter(self._record_events(conn, recs[rec_idx], rec_seqs[rec_idx].tolist(), records))
+            built_recs = iter(self._record_events(conn, recs[rec_idx], rec_seqs[rec_idx], records))
         out = [(q, next(built_json) if i >= 0 else next(built_recs)) for q, _, i in settled]
         return out, min(oldest) if oldest else None
 
@@ -1227,7 +1240,7 @@ class EventStore:
             else:
                 total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns, q.after)
             rec_idx = [-1 - k[3] for k in keyed if k[3] < 0]
-            built_recs = iter(self._record_events(conn, recs[rec_idx], seqs[rec_idx].tolist()))
+            built_recs = iter(self._record_events(conn, recs[rec_idx], seqs[rec_idx]))
             items: list[tuple[int, int, AnyEvent | bytes]] = [
                 (-k[0], -k[1], rows[k[3]][3] if k[3] >= 0 else next(built_recs)) for k in keyed
             ]

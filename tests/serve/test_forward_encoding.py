@@ -11,8 +11,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
+import pytest
 
+from netspy_tui.collector.base import Batch
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, parse_event
 from netspy_tui.serve import forward as F
 from netspy_tui.serve.app import event_json
@@ -104,37 +107,112 @@ def test_plain_stored_events_take_the_fast_path(tmp_path: Path, monkeypatch: Any
     store.close()
 
 
-def test_ring_records_are_forwarded_as_their_models_would_be(tmp_path: Path) -> None:
-    """The eBPF collector's records (chunks, not JSON rows): what the forwarder reads of them (structs, no model;
-    a model where the contract has no name for the protocol) posts what their built events' event_json gives."""
+def _varied_records(n: int = 300, seed: int = 3) -> np.ndarray:
+    """Ring records of every shape the forwarder meets: connects and drops (synthetic spread), and the cases
+    its templates must get right."""
     from bench import synth
     from netspy_tui.collector.ebpf import programs as P
 
-    store = EventStore(tmp_path / "spool.db")
-    batch = next(synth.batches(300, 50, seed=3, batch=300))
-    recs = batch.records
+    recs = next(synth.batches(n, 50, seed=seed, batch=n)).records
     assert recs is not None
     connects = np.flatnonzero(recs["kind"] == P.KIND_CONNECT)
+    drops = np.flatnonzero(recs["kind"] == P.KIND_DROP)
     recs["protocol"][connects[:3]] = 262  # MPTCP: Unknown(262) and protocol_name on the way out
     recs["thread"][connects[3:6]] = b"worker-1"  # a thread named unlike its process
-    recs["wall"][connects[6]] = recs["wall"][connects[6]] // 10**9 * 10**9  # a whole second
-    store.write([batch])
+    recs["thread"][connects[6]] = recs["comm"][connects[6]]  # a thread named as its process: no "thread"
+    recs["thread"][drops[:2]] = b"ksoftirqd/0"
+    recs["wall"][connects[7]] = recs["wall"][connects[7]] // 10**9 * 10**9  # a whole second
+    recs["comm"][connects[8:10]] = "snowman \u2603 100%".encode()  # non-ASCII, and a % in a template's values
+    recs["comm"][connects[10]] = b'\xff\xfebad"q'  # not UTF-8 (replaced), a quote to escape
+    recs["flags"][connects[11]] |= P.F_MAPPED  # an IPv6 socket to an IPv4-mapped address: socket_family
+    recs["sockfam"][connects[11]] = P.AF_INET6
+    recs["code"][drops[2]] = 77  # a drop reason the kernel named no name for
+    recs["pid"][connects[12]] = 2**32 - 1
+    # the same destination and outcome again with other ids, pids, commands and times: one template, filled in
+    recs[connects[20:30]] = recs[connects[19]]
+    recs["pid"][connects[20:30]] += np.arange(10, dtype=np.uint32)
+    recs["comm"][connects[25:30]] = b"other"
+    recs["length"][drops[3:6]] = (40, 41, 1500)  # a drop's lengths differ per event
+    return recs
+
+
+def _write_varied(store: EventStore) -> None:
+    """:func:`_varied_records` stored, and the kernel's outcome of the first connect stored in progress."""
+    from bench import synth
+    from netspy_tui.collector.ebpf import programs as P
+
+    recs = _varied_records()
+    store.write([Batch(records=recs, codec=synth.codec())])
+    pending = recs[(recs["flags"] & P.F_PENDING) != 0]
+    outcome = np.zeros(1, P.RECORD)
+    outcome["kind"], outcome["key"], outcome["wall"], outcome["result"] = (P.KIND_OUTCOME, pending["key"][0],
+                                                                           pending["wall"][0], 111)  # fmt: skip
+    store.write([Batch(records=outcome, codec=synth.codec())])
+
+
+def test_ring_records_are_forwarded_as_their_models_would_be(tmp_path: Path) -> None:
+    """The eBPF collector's records (chunks, not JSON rows): what the forwarder makes of them (each event's JSON
+    from a template per record shape, no model) posts what their built events' event_json gives."""
+
+    store = EventStore(tmp_path / "spool.db")
+    _write_varied(store)
     built, _ = store.after(0, 1000, 2**62)
-    stored, _ = store.after_stored(0, 1000, 2**62, F._RECORDS)
-    assert len(built) == 300 and not any(isinstance(item, bytes) for _, item in stored)
-    assert sum(isinstance(item, ConnectionEvent) for _, item in stored) == 3  # (the MPTCP ones)
+    stored, _ = store.after_stored(0, 1000, 2**62, F.RecordJson(IDENTITY))
+    assert len(built) == 300 and all(isinstance(item, msgspec.Raw) for _, item in stored)
     got = json.loads(F.encode_batch([item for _, item in stored], IDENTITY))["events"]
     assert sum("protocol_name" in e for e in got) == 3 and sum(e.get("thread") == "worker-1" for e in got) == 3
+    assert sum(e.get("thread") == "ksoftirqd/0" for e in got) == 2 and sum("socket_family" in e for e in got) == 1
+    assert sum(e.get("outcome") == "refused" and e["return_code"] == -115 for e in got) == 1  # (resolved later)
     assert got == [{**event_json(e, IDENTITY), **IDENTITY} for _, e in built]
     for obj in got:
         validate_event(obj)
     # after a JSON row (each on its own), and with an identity the structs have no field for (event_json)
     row = connection(pid=1).__pydantic_serializer__.to_json(connection(pid=1))
-    mixed = [row] + [item for _, item in store.after_stored(0, 1000, 2**62, F._RECORDS)[0]]
+    mixed = [row] + [item for _, item in store.after_stored(0, 1000, 2**62, F.RecordJson(IDENTITY))[0]]
     assert json.loads(F.encode_batch(mixed, IDENTITY))["events"][1:] == got
     other = {**IDENTITY, "cluster": "c1"}
-    again = [item for _, item in store.after_stored(0, 1000, 2**62, F._RECORDS)[0]]
+    again = [item for _, item in store.after_stored(0, 1000, 2**62, F.RecordJson(other))[0]]
     assert json.loads(F.encode_batch(again, other))["events"] == [{**event_json(e, other), **other} for _, e in built]
+    store.close()
+
+
+@pytest.mark.parametrize("identity", [IDENTITY, {"k8s_node_name": 'n"1', "k8s_pod_name": "p%d", "k8s_namespace": "ns"}])
+def test_ring_records_templates_write_the_bytes_their_structs_write(
+    tmp_path: Path, identity: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte for byte: a template filled in per event is what encoding the event's struct writes (the JSON the
+    forwarder posted before it had templates), for every shape, read twice (the second time from the templates
+    the first made), and after the store learns new drop reason names (new templates)."""
+    from bench import synth
+
+    store = EventStore(tmp_path / "spool.db")
+    _write_varied(store)
+    make = F.RecordJson(identity)
+
+    def structs(codec: Any, recs: np.ndarray, ids: list[str], outcomes: list[str | None]) -> list[Any]:
+        return codec.events(recs, ids, outcomes, connection=F._connection, drop=F._drop, time_of=F._time_text)
+
+    alone = 0
+    encode_alone = F.RecordJson._alone
+
+    def counted(*args: Any) -> Any:
+        nonlocal alone
+        alone += 1
+        return encode_alone(*args)
+
+    monkeypatch.setattr(F.RecordJson, "_alone", counted)
+    want = F.encode_batch([item for _, item in store.after_stored(0, 1000, 2**62, structs)[0]], identity)
+    for _ in range(2):
+        assert F.encode_batch([item for _, item in store.after_stored(0, 1000, 2**62, make)[0]], identity) == want
+    assert alone == 2 * 3  # (only the MPTCP connects: every other record from its template)
+    assert "UNKNOWN(77)" in want.decode()
+    codec = synth.codec()
+    codec.drop_reasons[77] = "SOME_NEW_REASON"
+    recs = _varied_records()
+    store.write([Batch(records=recs[recs["code"] == 77], codec=codec)])  # (a store learns names from a write)
+    want = F.encode_batch([item for _, item in store.after_stored(0, 1000, 2**62, structs)[0]], identity)
+    assert "SOME_NEW_REASON" in want.decode()
+    assert F.encode_batch([item for _, item in store.after_stored(0, 1000, 2**62, make)[0]], identity) == want
     store.close()
 
 

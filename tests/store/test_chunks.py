@@ -151,3 +151,19 @@ def test_retention_by_age_deletes_whole_chunks_that_are_all_old(stored: tuple[Ev
     old_left = [e for e in remaining if e.time < cutoff]
     assert len(old_left) < 500 and deleted > 0
     assert deleted + store.row_count() == len(recs)
+
+
+def test_a_records_id_is_its_seq_mixed_with_the_stores_salt(tmp_path: Path) -> None:
+    """Ids are stable: ``(seq * mix) ^ salt`` mod 2**64 as 16 hex digits (made by numpy for a batch: its 64-bit
+    product wraps as the mask did), whatever the seq and the salt."""
+
+    def want(seq: int, salt: int) -> str:
+        return f"{((seq * 0x9E3779B97F4A7C15) ^ salt) & (2**64 - 1):016x}"
+
+    with EventStore(tmp_path / "ids.db", retention_seconds=None, max_rows=None) as store:
+        _write(store, _records(300))
+        got = store.after(0, 1000, 2**62)[0]
+        assert len(got) == 300 and all(event.id == want(seq, store._salt) for seq, event in got)
+        store._salt = 2**64 - 12345  # (the top bit set)
+        seqs = [1, 2**32 + 7, 2**62 + 3]
+        assert store._event_ids(np.array(seqs, np.int64)) == [want(q, store._salt) for q in seqs]

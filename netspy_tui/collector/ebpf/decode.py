@@ -97,6 +97,19 @@ def _address(family: int, lo: int, hi: int) -> tuple[str, list[int] | None]:
     return "", None
 
 
+def destination(family: int, lo: int, hi: int, port: int) -> tuple[str, str]:
+    """A record's address as text, and with its port (``address:port``, ``[address]:port`` for IPv6)."""
+    ip, _ = _address(family, lo, hi)
+    return ip, f"[{ip}]:{port}" if family == P.AF_INET6 else f"{ip}:{port}"
+
+
+def raw_address(family: int, v4: int, lo: int, hi: int) -> tuple[int, list[int]]:
+    """A connect's ``raw_ipv4`` and ``raw_ipv6`` (zeros where the family is the other one)."""
+    if family == P.AF_INET6:
+        return 0, list(lo.to_bytes(8, "little") + hi.to_bytes(8, "little"))
+    return v4 if family == P.AF_INET else 0, [0] * 16
+
+
 class Clock:
     """bpf_ktime_get_ns (CLOCK_MONOTONIC) -> wall-clock ns: the offset the programs add."""
 
@@ -194,15 +207,14 @@ class Codec:
             return hit
         if kind == P.KIND_DROP:
             if flags & P.F_L3:
-                ip, _ = _address(family, lo, hi)
-                dest = (f"[{ip}]:{port}" if family == P.AF_INET6 else f"{ip}:{port}") if flags & P.F_PORT else ip
+                ip, dest = destination(family, lo, hi, port)
+                dest = dest if flags & P.F_PORT else ip
                 protocol = DROP_PROTOCOLS.get(proto) or (f"Unknown({proto})" if proto else "")
             else:
                 ip, dest, protocol = "", "", ""
             hit = (dest, ip, None, protocol, self.drop_reason(code & 0xFFFFFFFF), False)
         else:
-            ip, _ = _address(family, lo, hi)
-            dest = f"[{ip}]:{port}" if family == P.AF_INET6 else f"{ip}:{port}"
+            ip, dest = destination(family, lo, hi, port)
             inferred = False
             if proto:
                 protocol = protocol_name(proto)
@@ -333,12 +345,10 @@ class Codec:
             else:
                 stype = socket_type_name(raw_type or P.SOCK_STREAM)
                 raw_type = raw_type or P.SOCK_STREAM
+            raw_ipv4, raw_ipv6 = raw_address(family, v4, lo, hi)
             out.append(connection(
                 **common, destination_ip=ip, destination_port=port, destination=dest, address_family=family,
-                protocol=protocol, socket_type=stype, return_code=code,
-                raw_ipv4=v4 if family == P.AF_INET else 0,
-                raw_ipv6=list(lo.to_bytes(8, "little") + hi.to_bytes(8, "little")) if family == P.AF_INET6
-                else [0] * 16,
+                protocol=protocol, socket_type=stype, return_code=code, raw_ipv4=raw_ipv4, raw_ipv6=raw_ipv6,
                 raw_protocol=proto, raw_socktype=raw_type, outcome=override or name, protocol_inferred=inferred,
                 socket_family=sockfam if flags & P.F_MAPPED else None,
             ))  # fmt: skip
