@@ -238,7 +238,6 @@ class _Session:
             ring=self._map(syscalls.BPF_MAP_TYPE_RINGBUF, 0, 0, self.ring_bytes, "netspy_ring"),
             ring_bytes=self.ring_bytes,
             inflight=self._map(lru, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, "netspy_inflight"),
-            inflight_slots=self._map(array, 4, P.INFLIGHT_SLOT.itemsize, P.INFLIGHT_SLOTS, "netspy_if_slots"),
             conns=self._map(hash_, 8, P.CONN.itemsize, CONNS_ENTRIES, "netspy_conns"),
             conn_slots=self._map(array, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, "netspy_conn_slots"),
             counts=(
@@ -699,15 +698,12 @@ class _Session:
         return np.concatenate([slots[slots["sk"] != 0]["conn"], np.frombuffer(raw, P.CONN)[:m]])
 
     def _calls_in_flight(self) -> int:
-        """Threads in a connect() call: their inflight entries (in their slots or the LRU map) marked
-        live (a thread's entry stays between its calls)."""
+        """Threads in a connect() call: their ``inflight`` entries marked live (a thread's entry
+        stays between its calls)."""
         assert self.maps is not None
         _, raw, n = syscalls.map_batch(self.maps.inflight, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, delete=False)
-        _, slots, m = syscalls.map_batch(
-            self.maps.inflight_slots, 4, P.INFLIGHT_SLOT.itemsize, P.INFLIGHT_SLOTS, delete=False
-        )  # fmt: skip
-        flags = np.frombuffer(raw, P.INFLIGHT)[:n]["flags"], np.frombuffer(slots, P.INFLIGHT_SLOT)[:m]["entry"]["flags"]
-        return sum(int(np.count_nonzero(f & P.IF_LIVE)) for f in flags)
+        flags = np.frombuffer(raw, P.INFLIGHT)[:n]["flags"]
+        return int(np.count_nonzero(flags & P.IF_LIVE))
 
     def program_stats(self) -> list[tuple[str, int, int, int]]:
         """(program, run_time_ns, run_cnt, recursion_misses) of each loaded program."""

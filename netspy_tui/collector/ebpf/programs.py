@@ -12,12 +12,10 @@ being enabled sends every system call on the host through the kernel's slower sy
 ~170 ns each here, the floor of what this collector costs a host's system calls):
 
 ``connect_enter`` (syscalls/sys_enter_connect)
-    Saves ``{uservaddr, addrlen, fd}`` in the thread's inflight entry (the sockaddr is read at exit,
+    Saves ``{uservaddr, addrlen, fd}`` in ``inflight[pid_tgid]`` (the sockaddr is read at exit,
     and only by a call that started no connection; a fault there is counted), marked LIVE until the
-    call returns: in its slot of the ``inflight_slots`` array (thread id modulo :data:`INFLIGHT_SLOTS`),
-    or, while another thread's call holds that slot, in ``inflight[pid_tgid]`` (an LRU map). A thread's
-    entry is rewritten in place by its next call, not inserted and deleted each time (see
-    :func:`_inflight_find`). A call the kernel restarts after a signal finds its earlier entry marked
+    call returns (an LRU map: a thread's entry is rewritten in place by its next call, not inserted
+    and deleted each time). A call the kernel restarts after a signal finds its earlier entry marked
     RESTARTING and leaves it alone.
 ``tcp_state`` (sock/inet_sock_set_state)
     CLOSE -> SYN_SENT inside ``connect()`` starts a connection: ``conns[skaddr]`` gets its count
@@ -277,26 +275,16 @@ def pick(records: np.ndarray, which: np.ndarray) -> np.ndarray:
 _K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
 KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
 
-# inflight value (a thread's connect() call): in its slot of ``inflight_slots``, or ``inflight[pid_tgid]``
+# inflight[pid_tgid] value (bytes 8..15 unused)
 INFLIGHT = np.dtype(
     {
-        "names": ["uaddr", "owner", "sk", "addrlen", "fd", "flags"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<i4", "<u4"],
-        "offsets": [0, 8, 16, 24, 28, 32],
+        "names": ["uaddr", "sk", "addrlen", "fd", "flags"],
+        "formats": ["<u8", "<u8", "<u4", "<i4", "<u4"],
+        "offsets": [0, 16, 24, 28, 32],
         "itemsize": 40,
     }
 )
-"""``owner`` (slots only): the thread (pid_tgid) whose entry the slot holds, with :data:`IN_BUSY` while the
-entry has flags (a call is running or being restarted); 0: never taken."""
 _I = {name: INFLIGHT.fields[name][1] for name in INFLIGHT.names}
-#: ``inflight_slots``: a thread's slot is its thread id modulo this (a power of two)
-INFLIGHT_SLOTS = 4096
-#: an ``inflight_slots`` element: an :data:`INFLIGHT` padded to 128 bytes, so that two slots' entries never share
-#: a cache line (threads with adjacent ids, such as two processes started one after the other, take adjacent
-#: slots: 40-byte slots made their connects bounce a cache line between their CPUs)
-INFLIGHT_SLOT = np.dtype({"names": ["entry"], "formats": [INFLIGHT], "offsets": [0], "itemsize": 128})
-#: ``owner``: the slot's entry is in use; no other thread may take the slot
-IN_BUSY = 1 << 63
 
 # conns[skaddr] value: the count key first, so it can be copied out in one go
 CONN = np.dtype(
@@ -468,9 +456,6 @@ class Maps:
     ring: int
     ring_bytes: int
     inflight: int
-    inflight_slots: int
-    """Array of :data:`INFLIGHT_SLOTS` :data:`INFLIGHT_SLOT`: most threads' connect() calls
-    (see :func:`_inflight_find`)."""
     conns: int
     conn_slots: int
     """Array of :data:`CONN_SLOTS` :data:`CONN_SLOT`: most connections' conns values (see :func:`_conn_find`)."""
@@ -862,16 +847,11 @@ def _conn_find(a: Asm, maps: Maps, sk: int, scratch: int, miss: str, typed: bool
     a.ldx(DW, R1, R0, 0)
     a.jeq(R1, 0, miss)  # (most sockets: no connection is followed in the hash map)
     a.label(lookup)
-    _lookup(a, maps.conns, sk, miss)
-    a.label(done)
-
-
-def _lookup(a: Asm, map_fd: int, key: int, miss: str) -> None:
-    """R0 = map[*(FP+key)], else jumps to ``miss``."""
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, FP).add(R2, key)
+    a.ld_map_fd(R1, maps.conns)
+    a.mov(R2, FP).add(R2, sk)
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, miss)
+    a.label(done)
 
 
 def _conn_insert(a: Asm, maps: Maps, sk: int, value: int, scratch: int, full: str, typed: bool = False) -> None:
@@ -1119,44 +1099,23 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 
 
 def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
-    """Stack: -8 key, -80 inflight value, -88 scratch. A thread's entry stays (in its slot, or in the LRU
-    map) between its calls, marked IF_LIVE only during one: a call writes the entry in place, and only a
-    thread's first call takes a slot or inserts one (no insert and delete per call). A thread takes its
-    slot of ``inflight_slots`` (thread id modulo :data:`INFLIGHT_SLOTS`) with a compare-and-swap of its
-    ``owner`` word unless another thread's entry there is in use (:data:`IN_BUSY`); then the LRU map
-    holds its entry. A live entry is looked at first: a call the kernel restarts after a signal (same
-    fd) continues the interrupted one; anything else (a call whose exit was not seen) is replaced. The
-    sockaddr is not read here: only a call that starts no connection needs it, and its exit reads it
-    (the page is resident by then, where a read now could fault) — most connects (TCP) never read it
-    at all."""
+    """Stack: -8 key, -80 inflight value, -88 scratch. A thread's entry stays in the map
+    (LRU) between its calls, marked IF_LIVE only during one: a call writes the entry in place, and
+    only a thread's first call inserts one (no insert and delete per call). A live entry is looked
+    at first: a call the kernel restarts after a signal (same fd) continues the interrupted one;
+    anything else (a call whose exit was not seen) is replaced. The sockaddr is not read here: only
+    a call that starts no connection needs it, and its exit reads it (the page is resident by then,
+    where a read now could fault) — most connects (TCP) never read it at all."""
     V = -80
     a = Asm()
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, -8, R0)
-    a.and_(R0, INFLIGHT_SLOTS - 1).stx(W, FP, -88, R0)
-    a.ld_map_fd(R1, maps.inflight_slots)
-    a.mov(R2, FP).add(R2, -88)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, "hashed")
-    a.mov(R9, R0)  # r9 = this thread's slot
-    a.ldx(DW, R2, R9, _I["owner"])
-    a.ldx(DW, R3, FP, -8)
-    a.ld_imm64(R1, IN_BUSY)
-    a.or_(R1, R3)  # r1 = this thread, busy
-    a.jeq(R2, R1, "existing")  # its entry, in use (a call being restarted, or one whose exit was not seen)
-    a.ld_imm64(R3, IN_BUSY)
-    a.jmp("jset", R2, R3, "hashed")  # another thread's call holds the slot
-    a.mov(R0, R2)
-    a.atomic(DW, R9, _I["owner"], R1, _CMPXCHG)  # r0 = the owner word before
-    a.jeq(R0, R2, "build")  # taken (its flags are 0: nothing to continue)
-    a.label("hashed")
     a.ld_map_fd(R1, maps.inflight)
     a.mov(R2, FP).add(R2, -8)
     a.call(MAP_LOOKUP)
     a.mov(R9, R0)  # r9 = this thread's entry, or NULL
-    a.jeq(R9, 0, "insert")
-    a.label("existing")
+    a.jeq(R9, 0, "build")
     a.ldx(W, R1, R9, _I["flags"])
     a.jmp("jset", R1, IF_RESTARTING, "restarting")  # (set only while live)
     a.ja("build")
@@ -1168,6 +1127,7 @@ def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _OR)
     a.ja("out")
     a.label("build")
+    a.jeq(R9, 0, "insert")
     # written in place from the arguments, not through a copy on the stack (its 8-byte loads of words just
     # written in parts waited for those stores), the flags word last (the entry is this thread's: only its
     # programs write it)
@@ -1192,32 +1152,6 @@ def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
     _count(a, maps.counters, "inflight_full", -88)
     a.label("out")
     return a.ret(0)
-
-
-def _inflight_find(a: Asm, maps: Maps, key: int, scratch: int, miss: str) -> None:
-    """R0 = the inflight entry of the thread whose pid_tgid is at FP+key, else jumps to ``miss``: its slot of
-    ``inflight_slots`` when the thread owns it, else ``inflight[pid_tgid]``. The slots are a direct-mapped
-    array (an inlined lookup): the LRU hash map's lookup (hashing the key, walking a bucket, comparing)
-    cost each of the three programs a connect runs through it more than anything else they did. Uses the
-    stack word at FP+scratch."""
-    hashed, done = _uniq(a, "if_hashed"), _uniq(a, "if_done")
-    a.ldx(DW, R1, FP, key).and_(R1, INFLIGHT_SLOTS - 1).stx(W, FP, scratch, R1)
-    _lookup(a, maps.inflight_slots, scratch, hashed)
-    a.ldx(DW, R1, R0, _I["owner"]).lsh(R1, 1).rsh(R1, 1)  # (without IN_BUSY)
-    a.ldx(DW, R2, FP, key)
-    a.jeq(R1, R2, done)
-    a.label(hashed)
-    _lookup(a, maps.inflight, key, miss)
-    a.label(done)
-
-
-def _call_over(a: Asm) -> None:
-    """The connect() call of the inflight entry at r9 is over (the entry is kept for the thread's next call):
-    flags 0, then the owner word without IN_BUSY (the pid_tgid at FP+_S_PIDTGID), with an atomic that orders
-    the flags' store before it: once it is seen another thread may take the slot. Clobbers r1."""
-    a.st(W, R9, _I["flags"], 0)
-    a.ld_imm64(R1, ~IN_BUSY)
-    a.atomic(DW, R9, _I["owner"], R1, _AND | FETCH)
 
 
 # tcp_state / connect_exit stack layout
@@ -1490,10 +1424,12 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     # --- CLOSE -> SYN_SENT: a connection starts ----------------------------------------------
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _S_PIDTGID, R0)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.mov(R9, R0)  # r9 = the connect() call's entry, or NULL: an implicit connect
     a.mov(R7, F_TCP)  # r7 = flags
-    a.mov(R9, 0)
-    _inflight_find(a, maps, _S_PIDTGID, _S_SCR, "implicit")
-    a.mov(R9, R0)  # r9 = the thread's entry (none: an implicit connect)
+    a.jeq(R9, 0, "implicit")
     a.ldx(W, R1, R9, _I["flags"])
     a.jmp("jset", R1, IF_LIVE, "in_call")
     a.mov(R9, 0)  # the thread's entry, kept between its calls: not in one now
@@ -1679,7 +1615,10 @@ def _resolve(a: Asm, maps: Maps, typed: bool) -> None:
     a.ldx(W, R1, R9, _C["key"] + _K["tgid"]).lsh(R1, 32)
     a.ldx(W, R2, R9, _C["tid"]).or_(R1, R2)
     a.stx(DW, FP, _S_PIDTGID, R1)
-    _inflight_find(a, maps, _S_PIDTGID, _S_SCR, "self_report")
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "self_report")
     a.ldx(W, R1, R0, _I["flags"])
     a.jmp("jset", R1, IF_INCALL, "call_running")
     a.ja("self_report")
@@ -1861,7 +1800,10 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _S_PIDTGID, R0)
-    _inflight_find(a, maps, _S_PIDTGID, _S_SCR, "no_entry")
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "no_entry")
     a.ldx(W, R1, R0, _I["flags"])
     a.jmp("jset", R1, IF_LIVE, "entered")
     a.label("no_entry")
@@ -1896,11 +1838,11 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _AND)
     a.ja("out")
     a.label("forget_call")
-    _call_over(a)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.ja("out")
     a.label("not_restart")
     a.jmp("jset", R7, IF_RESTARTING, "continued")
-    _call_over(a)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.jeq(R8, -_errno.EALREADY, "repeat")
     a.jeq(R8, -_errno.EISCONN, "repeat")
     a.ldx(DW, R1, FP, _S_SK)
@@ -1917,7 +1859,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _AND)
     a.ja("out")
     a.label("continued_ends")
-    _call_over(a)
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.jne(R8, -_errno.EISCONN, "continued_code")
     a.mov(R8, 0)  # connected by now: what the application learns is that it succeeded
     a.label("continued_code")
