@@ -137,11 +137,17 @@ async def _settle(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
     def state() -> tuple[object, ...]:
-        """The text, and where every scrolling view is and how tall its content is (a scrollbar's thumb shows
-        both: a Markdown answer still laying out a block changes it without changing the text in view)."""
+        """The text, and where every scrolling view is and how big its content is (a scrollbar's thumb shows
+        both: a Markdown answer still laying out a block, or a table widening a column for a row that came
+        later, changes it without changing the text in view). Tables are scroll views, not containers."""
         from textual.containers import ScrollableContainer
+        from textual.scroll_view import ScrollView
 
-        views = [(w.id, w.virtual_size, w.scroll_offset) for w in pilot.app.screen.query(ScrollableContainer)]
+        scrolling = [*pilot.app.screen.query(ScrollableContainer), *pilot.app.screen.query(ScrollView)]
+        # (a table sizes its content when idle: one with a size still to work out is not steady yet)
+        views = [
+            (w.id, w.virtual_size, w.scroll_offset, getattr(w, "_require_update_dimensions", False)) for w in scrolling
+        ]
         return screen_text(pilot.app), views
 
     shown = [state()]
