@@ -349,7 +349,9 @@ def _slow(item: Any, identity: Mapping[str, str]) -> dict[str, Any]:
 
 def encode_batch(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
     """The ingest body ``{"events": [...]}`` of stored events: :func:`encode_events` in it (encoded as one object:
-    joining a megabyte list to its braces afterwards copied it again, which cost twice what encoding it did)."""
+    joining a megabyte list to its braces afterwards copied it again, which cost twice what encoding it did).
+    What :class:`RecordJson` made carries the identity it was made with, not ``identity`` (the forwarder gives
+    both the same)."""
     return _ENCODER.encode({"events": _encodable(items, identity)})
 
 
@@ -405,10 +407,10 @@ def _contract_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[
 
 
 def _json(item: AnyEvent | bytes | str) -> bytes | None:
-    """A built event's JSON as the store keeps it (without its null fields: the struct's defaults; the ring
-    records of an eBPF agent come as built events: this is 3 times quicker than ``event_json``), or a body
-    SQLite gave back as text, as bytes; None if it cannot be (untrusted text that is not valid Unicode:
-    ``event_json`` escapes it)."""
+    """A built event's JSON as the store keeps it (without its null fields: a fast-path struct's defaults, for
+    one in a batch that is not all structs; 3 times quicker than ``event_json``), or a body SQLite gave back
+    as text, as bytes; None if it cannot be (untrusted text that is not valid Unicode: ``event_json``
+    escapes it). An eBPF agent's ring records do not come here: :class:`RecordJson` makes their JSON."""
     try:
         if isinstance(item, bytes | str):
             return item.encode() if isinstance(item, str) else item

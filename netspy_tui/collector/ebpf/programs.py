@@ -816,8 +816,8 @@ def _conn_slot(a: Asm, maps: Maps, sk: int, scratch: int, fail: str, typed: bool
     lookup fails, which an array's cannot). Uses the stack word at FP+scratch. ``typed``: the socket is a
     BTF-typed pointer (a tracing program's argument), on which the verifier allows no arithmetic: its low
     32 bits, copied with a 32-bit move, are a number (the verifier allows the partial copy to a program that
-    may leak pointers, as these must to compare one), and the index uses no higher bit. It was read with
-    probe_read_kernel, a helper call on each of a connect's three runs that look up its socket."""
+    may leak pointers, as these must to compare one), and the index uses no higher bit: no helper call on
+    any of the three runs of a connect that look up its socket."""
     a.ldx(DW, R1, FP, sk)
     if typed:
         a.mov32(R1, R1)
