@@ -152,9 +152,27 @@ async def _settle(pilot: Pilot[Any]) -> None:
 
     shown = [state()]
 
+    def underlined() -> bool:
+        """Every tab bar's underline sits under its active tab: a tab whose label changed width ("Connections
+        (12)" to "(4)") moves it after the next refresh, animated over 0.3 s; on a loaded machine three
+        samples can match before it has moved."""
+        from textual.widgets import Tabs
+        from textual.widgets._tabs import Underline
+
+        for tabs in pilot.app.screen.query(Tabs):
+            active = tabs.query("#tabs-list > Tab.-active")
+            if not active:
+                continue
+            line = tabs.query_one(Underline)
+            span = active.first().virtual_region.shrink(active.first().styles.gutter).column_span
+            animating = any(pilot.app.animator.is_being_animated(line, a) for a in ("highlight_start", "highlight_end"))
+            if animating or (line.highlight_start, line.highlight_end) != span:
+                return False
+        return True
+
     def steady() -> bool:
         shown.append(state())
-        return shown[-1] == shown[-2] == shown[-3] if len(shown) >= 3 else False
+        return shown[-1] == shown[-2] == shown[-3] and underlined() if len(shown) >= 3 else False
 
     await wait_for(pilot, steady, "a steady screen")
 
