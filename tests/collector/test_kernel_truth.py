@@ -1069,3 +1069,51 @@ def test_kernel_counters_are_exported_and_invalid_addresses_are_not_connects(liv
         for e in rec.events
         if isinstance(e, ConnectionEvent) and e.pid == os.getpid() and e.return_code == -errno.EFAULT
     ]
+
+
+# --- failures before the SYN ------------------------------------------------------------------
+
+
+@pytest.mark.ebpf
+def test_failures_before_any_syn_keep_the_kernels_error(live) -> None:
+    """Connects the kernel fails inside connect() itself, before a packet leaves: the socket state
+    tracepoint sees none of them as an error (a TCP connect out of local ports goes SYN_SENT -> CLOSE
+    with port 0 and no sk_err; a connect with no route, TCP or UDP, never changes state), so only the
+    call's own return says what happened. Each is one event with the kernel's errno: ephemeral port
+    exhaustion (EADDRNOTAVAIL, "failed") and no route ("unreachable") are what an SRE looks for."""
+    _, rec = live
+    with netns_lab(peer=False) as lab:
+        ns_sysctl(lab.a, "ipv4/ip_local_port_range", "40000\t40001")  # two local ports in all
+
+        def run() -> list[int]:
+            srv = socket.socket()
+            srv.bind((lab.local, 8080))  # (a port of its own: port 0 would take one of the two)
+            srv.listen(8)
+            port = srv.getsockname()[1]
+            kept: list[socket.socket] = [srv]
+            codes = [port]
+            try:
+                for _ in range(4):  # the first two take the two ports; the next two find none
+                    s = socket.socket()
+                    kept.append(s)
+                    codes.append(s.connect_ex((lab.local, port)))
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):  # only lo's /32 is routed here
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        codes.append(s.connect_ex(("203.0.113.7", 53)))
+            finally:
+                for s in kept:
+                    s.close()
+            return codes
+
+        result = in_netns(lab.a, run)
+        assert isinstance(result, list)
+        port, *codes = result
+        assert codes == [0, 0, errno.EADDRNOTAVAIL, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.ENETUNREACH]
+        exhausted = settle(rec, to(f"{lab.local}:{port}"))
+        no_route = settle(rec, to("203.0.113.7:53"))
+    assert sorted((e.return_code, e.outcome) for e in exhausted) == [
+        (-errno.EADDRNOTAVAIL, "failed"), (-errno.EADDRNOTAVAIL, "failed"), (0, "ok"), (0, "ok"),
+    ]  # fmt: skip
+    assert sorted((e.protocol, e.return_code, e.outcome) for e in no_route) == [
+        ("TCP", -errno.ENETUNREACH, "unreachable"), ("UDP", -errno.ENETUNREACH, "unreachable"),
+    ]  # fmt: skip
