@@ -40,11 +40,14 @@ EventKind = Literal["connection", "packet_drop"]
 
 #: Outcome names of a connect(), shown in the table and counted by analyze_patterns.
 OUTCOMES = (
-    "ok", "in_progress", "refused", "unreachable", "timeout", "reset", "denied", "failed", "aborted", "unknown",
+    "ok", "in_progress", "refused", "unreachable", "timeout", "reset", "denied", "no_port", "failed", "aborted",
+    "unknown",
 )  # fmt: skip
-"""``aborted``: the application closed the socket before the handshake finished (not a failure)."""
+"""``aborted``: the application closed the socket before the handshake finished (not a failure).
+``no_port``: no local port was free for it (EADDRNOTAVAIL: the host's ephemeral ports to that destination
+are all taken, often by sockets in TIME_WAIT) -- a failure of this host, not of the peer."""
 #: Outcomes counted as failures (packet drops always are).
-FAILED_OUTCOMES = frozenset({"refused", "unreachable", "timeout", "reset", "denied", "failed"})
+FAILED_OUTCOMES = frozenset({"refused", "unreachable", "timeout", "reset", "denied", "no_port", "failed"})
 
 _ERRNO_OUTCOME = {
     _errno.EINPROGRESS: "in_progress",
@@ -56,6 +59,7 @@ _ERRNO_OUTCOME = {
     _errno.ECONNRESET: "reset",
     _errno.EACCES: "denied",
     _errno.EPERM: "denied",
+    _errno.EADDRNOTAVAIL: "no_port",
 }
 
 

@@ -1,8 +1,9 @@
 """A local, deterministic explanation of one process's network behaviour, for when no AI is configured.
 
 Reads the same context as the AI (see :mod:`netspy_tui.ai.context`) and states the figures with a
-few fixed rules: failure ratio, refused/unreachable bursts, rate spikes, unusual ports, packet drops, and
-where the source counts them bytes moved, retransmits, slow connects and accepted connections.
+few fixed rules: failure ratio, refused/unreachable bursts, ephemeral port exhaustion, rate spikes, unusual
+ports, packet drops, and where the source counts them bytes moved, retransmits, slow connects and accepted
+connections.
 Untrusted strings (process names, hosts, drop reasons) are cleaned and shown as code spans, so they
 can neither break the Markdown nor pass for markup.
 """
@@ -353,6 +354,14 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
                 f"**Note:** {_plural(in_progress, 'attempt')} ended in_progress: non-blocking connect() calls "
                 "whose final result was not observed (they may have succeeded or failed later)."
             )
+        no_port = outcomes.get("no_port", 0)
+        if no_port:
+            bullets.append(
+                f"**No local port:** {_plural(no_port, 'connect() attempt')} failed with EADDRNOTAVAIL: this host "
+                "had no free ephemeral port for the destination (`net.ipv4.ip_local_port_range`; sockets in "
+                "TIME_WAIT hold ports; pooled or kept-alive connections need fewer)."
+            )
+            flags.append("ephemeral port exhaustion")
         unknown = outcomes.get("unknown", 0)
         if unknown:
             notes.append(

@@ -195,3 +195,17 @@ def test_inbound_says_how_many_were_accepted_and_of_how_many_it_names_the_peers(
     ctx["inbound_total"] = "many"
     with pytest.raises(AIError, match="inbound_total"):
         parse_context(ctx)
+
+
+def test_ephemeral_port_exhaustion_is_named_and_flagged() -> None:
+    """EADDRNOTAVAIL from connect() is this host running out of local ports, not a peer refusing: its own
+    outcome, counted as a failure, explained with what to look at."""
+    events = [
+        connection(pid=8, command="worker", ip="10.0.0.5", port=6379, time=at(100 + i), return_code=-99)
+        for i in range(6)
+    ] + [connection(pid=8, command="worker", ip="10.0.0.5", port=6379, time=at(90), outcome="ok")]
+    text = rule_based_explanation("worker", context_for(events, 8, "worker", 300, NOW))
+    assert "no_port 6, ok 1 — 6 of 7 failed" in text
+    assert "**No local port:** 6 connect() attempts failed with EADDRNOTAVAIL" in text
+    assert "`net.ipv4.ip_local_port_range`" in text
+    assert "**Worth a look:** a high failure ratio (85.7%), ephemeral port exhaustion, a rate spike." in text

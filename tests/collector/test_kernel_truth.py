@@ -1080,7 +1080,7 @@ def test_failures_before_any_syn_keep_the_kernels_error(live) -> None:
     tracepoint sees none of them as an error (a TCP connect out of local ports goes SYN_SENT -> CLOSE
     with port 0 and no sk_err; a connect with no route, TCP or UDP, never changes state), so only the
     call's own return says what happened. Each is one event with the kernel's errno: ephemeral port
-    exhaustion (EADDRNOTAVAIL, "failed") and no route ("unreachable") are what an SRE looks for."""
+    exhaustion (EADDRNOTAVAIL, "no_port") and no route ("unreachable") are what an SRE looks for."""
     _, rec = live
     with netns_lab(peer=False) as lab:
         ns_sysctl(lab.a, "ipv4/ip_local_port_range", "40000\t40001")  # two local ports in all
@@ -1112,7 +1112,7 @@ def test_failures_before_any_syn_keep_the_kernels_error(live) -> None:
         exhausted = settle(rec, to(f"{lab.local}:{port}"))
         no_route = settle(rec, to("203.0.113.7:53"))
     assert sorted((e.return_code, e.outcome) for e in exhausted) == [
-        (-errno.EADDRNOTAVAIL, "failed"), (-errno.EADDRNOTAVAIL, "failed"), (0, "ok"), (0, "ok"),
+        (-errno.EADDRNOTAVAIL, "no_port"), (-errno.EADDRNOTAVAIL, "no_port"), (0, "ok"), (0, "ok"),
     ]  # fmt: skip
     assert sorted((e.protocol, e.return_code, e.outcome) for e in no_route) == [
         ("TCP", -errno.ENETUNREACH, "unreachable"), ("UDP", -errno.ENETUNREACH, "unreachable"),
