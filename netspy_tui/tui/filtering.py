@@ -80,9 +80,13 @@ def subject_for_filter(text: str, processes: Iterable[ProcessStat], nodes: Itera
     return None
 
 
-def tab_label(name: str, rows: int, total: int | None) -> str:
+def tab_label(name: str, rows: int, total: int | None, searched: int | None = None) -> str:
     """``Connections (1,003)``, or ``Connections (latest 2,000 of 14,946)`` when the window holds more events
-    than the table keeps (``total``: the window's count from the pattern analysis, None when not known)."""
+    than the table keeps (``total``: the window's count from the pattern analysis, None when not known), or
+    ``Connections (3 in the latest 2,000)`` when a text filter could search only the ``searched`` rows kept of
+    a window that held more (older matches are not shown: the count is not the window's)."""
+    if searched is not None:
+        return f"{name} ({rows:,} in the latest {searched:,})"
     if total is not None and total > rows:
         return f"{name} (latest {rows:,} of {total:,})"
     return f"{name} ({rows:,})"

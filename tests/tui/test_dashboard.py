@@ -143,6 +143,41 @@ async def test_filter_narrows_as_you_type_and_esc_clears(source: MemorySource, c
         await wait_for(pilot, lambda: bool(rows(app)) and {e.pid for e in rows(app)} == {4211}, "pid 4211 rows")
 
 
+async def test_a_filter_typed_before_its_process_appears_shows_it_when_others_fill_the_rows(
+    source: MemorySource, clock: Clock
+) -> None:
+    """``/zzprobe``, then zzprobe runs while other processes make more events than the table keeps: its rows
+    show (the filter names a process now, so the tools are asked about it), not "Connections (0)" for good."""
+    async with dashboard(source, clock, max_rows=200) as (app, pilot):
+        await pilot.press("slash", *"zzprobe", "enter")
+        assert not rows(app)
+        probe = [
+            connection(
+                pid=777, command="zzprobe", ip="10.9.8.7", port=80, time=DEMO_NOW - timedelta(seconds=0.5), outcome="ok"
+            )  # fmt: skip
+            for _ in range(4)
+        ]
+        storm = [
+            connection(
+                pid=900,
+                command="storm",
+                ip="127.0.0.1",
+                port=9,
+                time=DEMO_NOW - timedelta(seconds=0.4),
+                outcome="refused",
+            )  # fmt: skip
+            for _ in range(300)
+        ]
+        source.add_events(probe + storm)
+        await wait_for(pilot, lambda: app.poller.config.subject == Scope(command="zzprobe"), "subject zzprobe")
+        await wait_for(pilot, lambda: [e.id for e in rows(app)] == [e.id for e in probe], "the four zzprobe rows")
+        tab = app.dashboard.query_one("#views").get_tab("connections-tab")
+        assert "Connections (4)" in str(tab.label)
+        # a part of a name narrows only the rows kept, the latest 200 (all storm): the label says what it searched
+        await pilot.press("escape", "slash", *"zzpr")
+        await wait_for(pilot, lambda: "Connections (0 in the latest 200)" in str(tab.label), "the searched label")
+
+
 async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(source: MemorySource, clock: Clock) -> None:
     async with dashboard(source, clock) as (app, pilot):
         procs = app.dashboard.processes
@@ -199,12 +234,15 @@ class LossySource(MemorySource):
     """Reports raw events shed in the last minute while ``lossy`` is set."""
 
     lossy = True
+    shed = 9300
 
     async def info(self) -> SourceInfo:
         base = await super().info()
-        if not self.lossy:
-            return base
-        return base.model_copy(update={"recent_losses": {"shed": 9300}, "events_lost": 9300, "degraded": True})
+        shed = {"shed": self.shed}
+        since_start = base.model_copy(update={"losses": shed, "events_lost": self.shed})
+        if not self.lossy:  # (what was shed since start stays counted)
+            return since_start
+        return since_start.model_copy(update={"recent_losses": shed, "degraded": True})
 
 
 async def test_header_health_is_degraded_with_the_figure_while_events_are_lost(clock: Clock) -> None:
@@ -212,13 +250,28 @@ async def test_header_health_is_degraded_with_the_figure_while_events_are_lost(c
     async with dashboard(Polled(source), clock) as (app, pilot):  # health read on the timer: no event comes
         await wait_for(pilot, lambda: "degraded" in status_text(app), "degraded health")
         first = app.dashboard.status.build().split("\n")[0]
-        assert "● degraded (9,300 lost in the last minute)" in first.plain
+        assert "● degraded · 9,300 not kept, counts exact" in first.plain  # shed, not lost: the counts are whole
         warn = app.dashboard.status._style("warn")
         start = first.plain.index("degraded")
         assert any(span.style == warn and span.start <= start < span.end for span in first.spans)
         source.lossy = False
         await wait_for(pilot, lambda: "● healthy" in status_text(app), "healthy again", limit=30)
-        assert "lost" not in status_text(app).split("\n")[0]
+        assert "not kept" not in status_text(app).split("\n")[0]
+        assert "since start: 9,300 raw events shed under load; counts are exact" in status_text(app).split("\n")[1]
+
+
+async def test_at_80_columns_a_degraded_header_still_says_paused(clock: Clock) -> None:
+    """The loss figure gives way before PAUSED / LIVE does (the second line still says what was not kept)."""
+    source = LossySource(demo_events(), label="replay of demo.jsonl", clock=clock)
+    source.shed = 2_330_981
+    async with open_gateway(Polled(source)) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=clock)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: "degraded" in status_text(app), "degraded health")
+            assert "LIVE" in status_text(app).split("\n")[0]
+            await pilot.press("space")
+            await wait_for(pilot, lambda: "PAUSED" in status_text(app).split("\n")[0], "PAUSED in the header")
+            assert "degraded" in status_text(app).split("\n")[0]
 
 
 async def test_tab_title_says_latest_n_of_the_window_total(source: MemorySource, clock: Clock) -> None:

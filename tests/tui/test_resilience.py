@@ -59,6 +59,17 @@ class FlakySource:
         await self.inner.aclose()
 
 
+async def test_a_source_that_never_answered_is_not_live() -> None:
+    clock = Clock()
+    source = FlakySource(demo_source(clock))
+    source.down = True
+    async with open_gateway(source) as gateway:  # type: ignore[arg-type]
+        app = NetspyApp(gateway, interval=0.2, clock=clock)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: "stale since" in status_text(app), "the failure shown")
+            assert "LIVE" not in status_text(app)
+
+
 async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> None:
     clock = Clock()
     source = FlakySource(demo_source(clock))
@@ -73,6 +84,7 @@ async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> N
             assert "stale since 12:00:00, retry in" in text
             assert "Cannot reach the eBPF server at http://127.0.0.1:9" in text
             assert "○ stale" in text  # health mark turns hollow
+            assert "LIVE" not in text  # (nothing is live while the source does not answer)
             await wait_for(pilot, lambda: "attempt 3" in status_text(app), "backing off")
             assert app.dashboard.connections.row_count == n  # last good data stays on screen
             polls = app.polls

@@ -230,7 +230,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             self._keep_bytes(snapshot)
             if self.paused or not self.is_current:
                 self.status.show_snapshot(snapshot)
-            else:
+            elif not self.filter_named_later():  # (which redrew it)
                 self.render_snapshot()
         except NoMatches:  # the screen lost its widgets mid-way: the app is shutting down
             log.debug("snapshot arrived during shutdown; ignored")
@@ -294,11 +294,13 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 "Connections",
                 self.connections.row_count,
                 snap.patterns.stats.total if same and snap.patterns and not snap.connections_whole else None,
+                len(held) if narrowed and not snap.connections_whole else None,
             )
             drops = tab_label(
                 "Packet drops",
                 drop_rows,
                 snap.drop_patterns.stats.total if same and snap.drop_patterns and not snap.drops_whole else None,
+                len(dropped) if narrowed and not snap.drops_whole else None,
             )
             for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
                 self._tab_label(pane, label, (snap.config, self.filter_text, self.focus_subject))

@@ -96,11 +96,27 @@ class ViewState(InputKeys):
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
+        self.filter_subject = self._filter_subject()
+        self.reconfigure()
+
+    def _filter_subject(self) -> Scope | None:
         procs = self.latest.processes.processes if self.latest and self.latest.processes else []
         status = self.latest.status if self.latest else None
         nodes = (status.source.nodes or {}) if status is not None else {}
-        self.filter_subject = subject_for_filter(text, procs, nodes)
+        return subject_for_filter(self.filter_text, procs, nodes)
+
+    def filter_named_later(self) -> bool:
+        """A filter typed before the process it names appeared (``/zzprobe``, then zzprobe runs) narrows the tool
+        calls as soon as a snapshot knows it, as if typed then: matched only against the latest rows of all
+        traffic, its events would stay out of sight whenever other processes fill those rows. True when the
+        poller was told (and the screen redrawn)."""
+        if not self.filter_text or self.filter_subject is not None:
+            return False
+        self.filter_subject = self._filter_subject()
+        if self.filter_subject is None:
+            return False
         self.reconfigure()
+        return True
 
     def action_focus_selected(self) -> None:
         procs = self.query_one("#processes", ProcessTable)

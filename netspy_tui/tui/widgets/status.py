@@ -12,7 +12,7 @@ from rich.text import Span, Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from netspy_tui.models import describe_losses
+from netspy_tui.models import counts_exact, describe_losses
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.snapshot import Snapshot
 from netspy_tui.tui.widgets.cells import window_label
@@ -146,9 +146,10 @@ class StatusBar(Static):
             mood = "bad" if not healthy else ("warn" if word == "degraded" else "ok")
             health = Text("● " if healthy else "○ ", style=self._style(mood))
             health.append(word, style=self._style(mood))
-            if lost and healthy:
-                health.append(f" ({lost:,} lost in the last minute)", style=self._style(mood))
             parts.append((1, health))
+            if lost and healthy:  # (the second line says what, by cause; a narrow terminal keeps LIVE/PAUSED first)
+                what = "not kept, counts exact" if counts_exact(src.recent_losses) else "lost, counts incomplete"
+                parts.append((3, Text(f"{lost:,} {what}", style=self._style(mood))))
             parts.append((8, Text(clean(src.label, 60))))
             parts.append((9, Text(f"api {src.generation}")))
         if snap is not None and snap.events_per_second is not None:
@@ -159,7 +160,7 @@ class StatusBar(Static):
             if view.paused_at is not None:
                 paused.append(f" since {view.paused_at:%H:%M:%S}")
             parts.append((2, paused))
-        else:
+        elif snap is not None and fail is None:  # (not while the source does not answer: nothing is live then)
             parts.append((2, Text(" LIVE ", style=self._style("live"))))
         if snap is not None and fail is None and not view.paused:
             fresh = "updates pushed" if self.pushed else f"updated {_age((now - snap.taken_at).total_seconds())} ago"
@@ -204,7 +205,8 @@ class StatusBar(Static):
                     Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}", style=self._style("warn"))
                 )
             elif src.events_lost:
-                notes.append(Text(f"lost {src.events_lost} events", style=self._style("warn")))
+                since = describe_losses(src.losses) if src.losses else f"{src.events_lost:,} events not kept"
+                notes.append(Text(f"since start: {clean(since, 120)}", style=self._style("warn")))
             if src.nodes:  # an aggregator: each node's events, exact (its own store's count)
                 nodes = sorted(src.nodes.items())
                 shown = " · ".join(f"{clean(n, 24)} {c:,}" for n, c in nodes[:MAX_NODES_SHOWN])
