@@ -948,6 +948,63 @@ def test_raw_records_over_the_host_rate_cap_are_shed_and_counted_and_every_conne
     assert collector.stats.lost == 0  # shed is not lost: the counts are exact
 
 
+def _storm_on(cpu: int, n: int, port: int) -> int:
+    """Run :data:`STORM` (``n`` refused connects) pinned to ``cpu``; returns its pid."""
+    proc = subprocess.Popen([sys.executable, "-c", STORM, str(cpu), str(n), str(port)], stdin=subprocess.PIPE)
+    proc.communicate(b"go\n", timeout=60)
+    assert proc.returncode == 0
+    return proc.pid
+
+
+@pytest.mark.ebpf
+def test_a_cpu_over_the_raw_rate_cap_keeps_records_again_once_the_window_turns() -> None:
+    """A CPU that found the host's raw-record budget spent caps the rest of that window's events from its tick
+    cache (no clock read); the next window's records on that CPU are kept again from its start: a storm far over
+    the cap on one CPU within one window, then, in the next window, a few connects on the same CPU keep their
+    records (unless other processes spent that window's budget first, which the kept records show)."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    keep = KeepBatches()
+    port, rate, few = closed_port(), 500, 20
+    cap = rate * (1 << P.BUDGET_SHIFT) // P.NS
+    collector = EbpfCollector(raw_rate=rate, drain_interval=0.1)
+    start_or_skip(collector, keep)  # type: ignore[arg-type]
+    try:
+        for _ in range(3):
+            window = time.monotonic_ns() >> P.BUDGET_SHIFT  # (bpf_ktime_get_ns is CLOCK_MONOTONIC)
+            while time.monotonic_ns() >> P.BUDGET_SHIFT == window:  # start the storm as a window starts
+                time.sleep(0.005)
+            stormer = _storm_on(cpu, 4 * cap, port)
+            storm_window = time.monotonic_ns() >> P.BUDGET_SHIFT
+            if storm_window == window + 1:  # it ran within that window (a loaded host may take longer)
+                break
+        else:
+            pytest.fail(f"a storm of {4 * cap} connects took more than a window three times")
+        while time.monotonic_ns() >> P.BUDGET_SHIFT == storm_window:
+            time.sleep(0.005)
+        after = _storm_on(cpu, few, port)
+        time.sleep(0.3)
+    finally:
+        collector.stop()
+    kept_by_window: dict[int, int] = {}
+    connects: dict[int, list[int]] = {stormer: [], after: []}
+    for b in keep.got:
+        if b.records is None or not len(b.records):
+            continue
+        r = b.records
+        budgeted = r[(r["kind"] == P.KIND_CONNECT) | (r["kind"] == P.KIND_DROP)]
+        for w in (budgeted["ts"] >> P.BUDGET_SHIFT).tolist():
+            kept_by_window[w] = kept_by_window.get(w, 0) + 1
+        for pid in connects:
+            mine = (r["kind"] == P.KIND_CONNECT) & (r["pid"] == pid) & (r["port"] == port)
+            connects[pid] += (r["ts"][mine] >> P.BUDGET_SHIFT).tolist()
+    assert kept_by_window[storm_window] >= cap  # the window's budget was spent (by the storm, or others too)
+    assert len(connects[stormer]) < 4 * cap
+    next_window = storm_window + 1
+    if kept_by_window.get(next_window, 0) < cap - few:  # the next window's budget was not spent by others
+        assert len(connects[after]) == few, kept_by_window
+        assert set(connects[after]) == {next_window}
+
+
 @pytest.mark.ebpf
 def test_a_raw_rate_beyond_what_a_window_can_count_is_no_cap(listener) -> None:
     """A rate of ten billion raw events a second (more than a window's 32-bit count) loads and keeps records."""

@@ -535,19 +535,25 @@ def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail
     such records are not written, the instant only names a count's second and its first/last: it comes from
     this CPU's tick cache (:func:`_tick_read`, clobbering ``reg``) instead of a clock read, and FP+mono is 0
     (latencies are measured for records only). When they are and raw records are capped, the record is
-    counted in its CPU's budget here (:func:`_within_budget`, with this clock read); one over the cap clears
-    ``record`` in FP+raw (setting ``record << RAW_CAPPED_SHIFT``) and FP+mono, so the event costs what a
-    counted-only one does from here on."""
-    precise, done = _uniq(a, "clk_precise"), _uniq(a, "clk_done")
+    counted in its CPU's budget here (:func:`_within_budget`, with this clock read; an event on a CPU that
+    found this window's budget spent already is capped from the tick cache, :func:`_capped_early`); one over
+    the cap clears ``record`` in FP+raw (setting ``record << RAW_CAPPED_SHIFT``) and FP+mono, so the event
+    costs what a counted-only one does from here on."""
+    precise, done, over = _uniq(a, "clk_precise"), _uniq(a, "clk_done"), _uniq(a, "clk_over")
     _live(a, maps, slot, active, raw, fail)
     a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)
     if record and maps.tick is not None:
+        raw_on = _uniq(a, "clk_raw")
         a.ldx(DW, R1, FP, raw)
-        a.jmp("jset", R1, record, precise)
+        a.jmp("jset", R1, record, raw_on)
         _tick_read(a, maps, slot, wall, slot, fail, reg)
         if mono is not None:
             a.st(DW, FP, mono, 0)
         a.ja(done)
+        a.label(raw_on)
+        if maps.budget is not None:
+            assert mono is not None
+            _capped_early(a, maps, slot, wall, active, raw, mono, fail, over, reg)
     a.label(precise)
     a.call(KTIME_GET_NS)
     if mono is not None:
@@ -555,11 +561,10 @@ def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
     if record and maps.budget is not None:
         assert mono is not None
-        over = _uniq(a, "clk_over")
         a.ldx(DW, R1, FP, raw)
         a.and_(R1, record)
         a.jeq(R1, 0, done)
-        _within_budget(a, maps, slot, mono, over)
+        _within_budget(a, maps, slot, mono, wall, over)
         a.ja(done)
         a.label(over)
         a.ldx(DW, R1, FP, raw).and_(R1, ~record).or_(R1, record << RAW_CAPPED_SHIFT).stx(DW, FP, raw, R1)
@@ -575,9 +580,10 @@ TICK = np.dtype([("jiffies", "<u8"), ("second", "<u8"), ("wall", "<u8"), ("woke"
 TICK_MARGIN_NS = 25_000_000
 #: a CPU's view of the host's raw-record budget: the window (monotonic ns >> BUDGET_SHIFT) plus one in which
 #: this CPU found the host's budget spent (0: none), and the records this CPU capped so far (the
-#: ``raw_capped`` counter). Both per CPU, so that once the budget is spent a storm's records are capped
-#: without bouncing a shared cache line between the CPUs.
-BUDGET = np.dtype([("full", "<u8"), ("capped", "<u8")])
+#: ``raw_capped`` counter), and when that window ends as wall-clock ns (0: none yet; see :func:`_capped_early`).
+#: Per CPU, so that once the budget is spent a storm's records are capped without bouncing a shared cache line
+#: between the CPUs.
+BUDGET = np.dtype([("full", "<u8"), ("capped", "<u8"), ("until", "<u8")])
 #: the host's raw-record budget, one word so that one atomic add counts a record and reads its window: the
 #: window in the high 32 bits, the records made in it in the low 32
 HOST_BUDGET = np.dtype("<u8")
@@ -941,14 +947,43 @@ def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
     a.call(RINGBUF_SUBMIT)
 
 
-def _within_budget(a: Asm, maps: Maps, slot: int, now: int, over: str) -> None:
-    """Count a raw record in the host's budget (FP+now: ns since boot), or, once the host has made
-    ``maps.budget_cap`` of them in this window of 2**:data:`BUDGET_SHIFT` ns, count it capped in its CPU's
-    entry and jump to ``over``: under a storm the raw detail stream stays bounded however many CPUs the host
-    has (each record costs the reader and the store's writer far more than its counts cost the kernel), and
-    what it leaves out is counted. A CPU that found the budget spent notes the window in its own entry and
-    caps the rest of that window's records from there, without touching the shared word. Uses the stack word
-    at FP+slot."""
+def _capped_early(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, mono: int, fail: str,
+                  over: str, reg: Reg) -> None:  # fmt: skip
+    """For :func:`_clock` (FP+wall = the clock offset): an event whose CPU found the host's raw-record budget
+    spent in this window, judged from the tick cache's time (:func:`_tick_read`), is counted capped and goes to
+    ``over`` without a clock read: under a storm nearly every event is over the cap, and the clock read was
+    most of what the cap cost each of them. Otherwise FP+wall is the offset again and the code after this
+    reads the clock. The cache's time lags by under :data:`TICK_MARGIN_NS`, so a window that may have ended
+    is left to :func:`_within_budget` (with the clock read): a record is not capped into the next window
+    (unless the wall clock was set back meanwhile: then for as long as it went back, counted as capped).
+    Uses FP+mono as scratch."""
+    precise = _uniq(a, "early_no")
+    _element0(a, maps.budget, slot, precise)  # type: ignore[arg-type]
+    a.ldx(DW, R1, R0, BUDGET.fields["until"][1])
+    a.jeq(R1, 0, precise)
+    a.stx(DW, FP, mono, R1)
+    _tick_read(a, maps, slot, wall, slot, fail, reg)
+    a.ldx(DW, R1, FP, wall).add(R1, TICK_MARGIN_NS)
+    a.ldx(DW, R2, FP, mono)
+    a.jmp("jge", R1, R2, precise)
+    _element0(a, maps.budget, slot, precise)  # type: ignore[arg-type]
+    # atomic: a program in an interrupt on this CPU may cap one meanwhile, and every capped one is reported
+    a.mov(R1, 1)
+    a.atomic(DW, R0, BUDGET.fields["capped"][1], R1, _ADD)
+    a.ja(over)
+    a.label(precise)
+    _live(a, maps, slot, active, raw, fail)
+    a.ldx(DW, R1, R0, 8).stx(DW, FP, wall, R1)
+
+
+def _within_budget(a: Asm, maps: Maps, slot: int, now: int, wall: int, over: str) -> None:
+    """Count a raw record in the host's budget (FP+now: ns since boot; FP+wall: the same instant as wall-clock
+    ns), or, once the host has made ``maps.budget_cap`` of them in this window of 2**:data:`BUDGET_SHIFT` ns,
+    count it capped in its CPU's entry and jump to ``over``: under a storm the raw detail stream stays bounded
+    however many CPUs the host has (each record costs the reader and the store's writer far more than its
+    counts cost the kernel), and what it leaves out is counted. A CPU that found the budget spent notes the
+    window (and when it ends, for :func:`_capped_early`) in its own entry and caps the rest of that window's
+    records from there, without touching the shared word. Uses the stack word at FP+slot."""
     ok, new, capped = _uniq(a, "bud_ok"), _uniq(a, "bud_new"), _uniq(a, "bud_capped")
     assert maps.budget is not None and maps.host_budget is not None
     _element0(a, maps.budget, slot, ok)
@@ -965,6 +1000,9 @@ def _within_budget(a: Asm, maps: Maps, slot: int, now: int, over: str) -> None:
     a.jmp("jlt", R1, maps.budget_cap, ok)
     _element0(a, maps.budget, slot, ok)
     a.ldx(DW, R1, FP, now).rsh(R1, BUDGET_SHIFT).add(R1, 1).stx(DW, R0, BUDGET.fields["full"][1], R1)
+    # and when the window ends as wall-clock ns, for _capped_early
+    a.lsh(R1, BUDGET_SHIFT).ldx(DW, R2, FP, now).sub(R1, R2).ldx(DW, R2, FP, wall).add(R1, R2)
+    a.stx(DW, R0, BUDGET.fields["until"][1], R1)
     a.label(capped)
     # atomic: a program in an interrupt on this CPU may cap one meanwhile, and every capped one is reported
     a.mov(R1, 1)
