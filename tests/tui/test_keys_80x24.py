@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
 from textual.widget import Widget
 from textual.widgets import Input
 
+from netspy_tui.commands import COMMANDS
 from netspy_tui.tui import keys
-from netspy_tui.tui.screens.help import HelpScreen
+from netspy_tui.tui.screens.help import HelpScreen, help_table
 from tests.tui.scenes import SCENES, demo_app, wait_for
 
 SIZE = (80, 24)
@@ -130,3 +132,13 @@ async def test_every_readme_key_works_at_80x24(tmp_path: Path) -> None:
     assert app.return_code == 0
     every_key = {key for action in keys.ACTIONS for key in action.keys.split(",")}
     assert every_key <= pressed, every_key - pressed
+
+
+def test_the_help_reads_at_80_columns() -> None:
+    """Every command bar entry's description reads as words at 80 columns (beside the usages, up to ~60
+    columns wide, it was squeezed to a character per line)."""
+    console = Console(width=76, record=True, color_system=None)  # (the help box's inside at 80 columns)
+    console.print(help_table())
+    text = " ".join(console.export_text().split())
+    for spec in COMMANDS:
+        assert " ".join(spec.help.split()[:4]) in text, spec.usage

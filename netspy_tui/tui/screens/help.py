@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rich.console import Group
+from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -32,10 +33,12 @@ def help_table() -> Group:
         keys_table.add_row("", "")
     keys_table.add_row(Text("PALETTE", style="bold underline"), "")
     keys_table.add_row(Text("ctrl+p"), Text("Command palette: every action above, plus focus: <process>."))
-    commands = _table()
+    # each command's usage on its line(s), what it does indented below: side by side, the usages (up to ~60
+    # columns, never wrapped) left the descriptions a column or two at 80 columns
+    commands: list[RenderableType] = []
     for spec in COMMANDS:
-        commands.add_row(Text(spec.usage), Text(spec.help))
-    return Group(keys_table, Text(""), Text("COMMAND BAR ( : )", style="bold underline"), commands)
+        commands += [Text(spec.usage, style="bold"), Padding(Text(spec.help), (0, 0, 0, 4))]
+    return Group(keys_table, Text(""), Text("COMMAND BAR ( : )", style="bold underline"), *commands)
 
 
 class HelpScreen(ModalScreen[None]):
