@@ -265,6 +265,15 @@ OPTIONS: tuple[Option, ...] = (
         help="bearer token for the aggregator (env NETSPY_FORWARD_TOKEN)",
     ),
     _opt(
+        "--forward-interval",
+        runs={"serve"},
+        group=NET,
+        type=_positive_float,
+        metavar="S",
+        help="seconds between posts to the aggregator when fewer than a full batch (5,000 events) wait "
+        "(2 s; a full batch goes at once)",
+    ),
+    _opt(
         "--aggregate",
         runs={"serve"},
         group=NET,
@@ -726,14 +735,14 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
             await serving
             return 0
         from netspy_tui.logs import add_secrets
-        from netspy_tui.serve.forward import Forwarder
+        from netspy_tui.serve.forward import INTERVAL, Forwarder
         from netspy_tui.telemetry.embedded import EmbeddedSource
 
         assert isinstance(source, EmbeddedSource)  # serve always runs the embedded collector
         forward_token = ns.forward_token or os.environ.get("NETSPY_FORWARD_TOKEN") or None
         if forward_token:
             add_secrets(forward_token)
-        forwarder = Forwarder(source.store, ns.forward, token=forward_token)
+        forwarder = Forwarder(source.store, ns.forward, token=forward_token, interval=ns.forward_interval or INTERVAL)
         source.forwarding = forwarder.status.as_dict
         task = asyncio.create_task(forwarder.run(), name="netspy-forward")
         try:

@@ -12,6 +12,7 @@ its outcome from ``resolved`` (the kernel's OUTCOME record for its socket, at or
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -45,6 +46,8 @@ _RESOLVE = "INSERT OR REPLACE INTO resolved (key, t, outcome) VALUES (?, ?, ?)"
 #: store kind code -> ring record kind
 _RECORD_KIND = {0: P.KIND_CONNECT, 1: P.KIND_DROP}
 _SIGN = 1 << 63
+#: sockets looked up in ``resolved`` per query (well under SQLite's limit on parameters)
+_KEYS_PER_QUERY = 500
 
 
 def signed(key: int) -> int:
@@ -216,14 +219,23 @@ def count(conn: sqlite3.Connection, match: Match) -> int:
 
 def outcomes_of(conn: sqlite3.Connection, recs: np.ndarray) -> list[str | None]:
     """The resolved outcome of each record stored while its connect was in progress (None: not
-    pending, or not resolved yet)."""
+    pending, or not resolved yet): the first resolved at or after its start for its socket. One query
+    per :data:`_KEYS_PER_QUERY` sockets, not one per record (a host's connects are mostly non-blocking:
+    in progress when stored)."""
     out: list[str | None] = [None] * len(recs)
     pending = np.flatnonzero((recs["flags"] & P.F_PENDING) != 0)
-    for i in pending.tolist():
-        row = conn.execute("SELECT outcome FROM resolved WHERE key = ? AND t >= ? ORDER BY t LIMIT 1",
-                           (signed(int(recs["key"][i])), int(recs["wall"][i]))).fetchone()  # fmt: skip
-        if row is not None:
-            out[i] = row[0]
+    keys = [signed(k) for k in recs["key"][pending].tolist()]
+    unique = sorted(set(keys))
+    found: dict[int, list[tuple[int, str]]] = {}
+    for i in range(0, len(unique), _KEYS_PER_QUERY):
+        part = unique[i : i + _KEYS_PER_QUERY]
+        sql = f"SELECT key, t, outcome FROM resolved WHERE key IN ({','.join('?' * len(part))}) ORDER BY key, t"  # noqa: S608 - placeholders only
+        for key, t, outcome in conn.execute(sql, part):
+            found.setdefault(key, []).append((t, outcome))
+    for i, key, wall in zip(pending.tolist(), keys, recs["wall"][pending].tolist(), strict=True):
+        resolved = found.get(key)
+        if resolved and (j := bisect.bisect_left(resolved, (wall,))) < len(resolved):  # (the first at t >= wall)
+            out[i] = resolved[j][1]
     return out
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from netspy_tui.serve.forward import CURSOR_KEY, Forwarder
+from netspy_tui.serve.forward import CURSOR_KEY, INTERVAL, Forwarder
 from netspy_tui.store import EventStore
 from netspy_tui.store.sqlite import event_row
 from tests.factories import connection, connection_json, drop_json
@@ -124,6 +126,22 @@ async def test_an_outage_is_retried_and_a_restart_resumes_without_duplicates(tmp
     assert sorted(ports(agg.received())) == list(range(20000, 20150))  # nothing missing, nothing twice
 
 
+async def test_a_long_interval_does_not_slow_the_retries(tmp_path: Path) -> None:
+    """The interval spaces posts; a failed batch is retried after about a second (then backing off) whatever it is."""
+    store = EventStore(tmp_path / "spool.db")
+    fill(store, 20)
+    with FakeAggregator() as agg:
+        agg.down = True
+        fw = Forwarder(store, agg.url + "/api/events/ingest", interval=3600, identity=IDENTITY)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: fw.status.failures >= 1, "a refused batch")
+        agg.down = False
+        await until(lambda: len(agg.received()) >= 20, "the batch retried", limit=10)  # (1-2 s; not 15-30 s)
+        fw.stop()
+        await task
+    store.close()
+
+
 async def test_what_retention_removed_unsent_is_counted_as_a_loss(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "spool.db", max_rows=100)
     with FakeAggregator() as agg:
@@ -152,8 +170,8 @@ def test_serve_forward_end_to_end(tmp_path: Path, spawn: Callable[..., Child]) -
     with FakeAggregator(token="agg-secret-token") as agg:
         port = free_port()
         child = spawn("serve", "--replay", str(rec), "--replay-speed", "0", "--port", str(port), "--verbose",
-                      "--forward", agg.url, env={"NETSPY_FORWARD_TOKEN": "agg-secret-token",
-                                                 "NODE_NAME": "node-e2e"})  # fmt: skip
+                      "--forward", agg.url, "--forward-interval", "2.5",
+                      env={"NETSPY_FORWARD_TOKEN": "agg-secret-token", "NODE_NAME": "node-e2e"})  # fmt: skip
         url = served_url(child, "the eBPF server API")
         for _ in range(1000):
             if len(agg.received()) >= 45:
@@ -168,8 +186,20 @@ def test_serve_forward_end_to_end(tmp_path: Path, spawn: Callable[..., Child]) -
                 break
             asyncio.run(asyncio.sleep(0.02))
         assert health["forwarding"]["forwarded"] == 45 and health["forwarding"]["url"].endswith("/api/events/ingest")
+        assert health["forwarding"]["interval"] == 2.5
         assert child.stop() == 0
     assert "agg-secret-token" not in "".join(child.err)
+
+
+def test_the_post_interval_is_shown_where_users_set_and_read_it(tmp_path: Path) -> None:
+    """The default interval (between posts of less than a full batch) is the one serve --help names, and the one
+    /health shows."""
+    shown = subprocess.run([sys.executable, "-m", "netspy_tui", "serve", "--help"], capture_output=True, text=True,
+                           timeout=60, check=True).stdout  # fmt: skip
+    assert f"({INTERVAL:g} s; a full batch goes at once)" in " ".join(shown.split())
+    store = EventStore(tmp_path / "spool.db")
+    assert Forwarder(store, "http://127.0.0.1:9/api/events/ingest").status.as_dict()["interval"] == INTERVAL
+    store.close()
 
 
 async def test_events_written_while_forwarding_are_sent_even_if_retention_removes_them_first(tmp_path: Path) -> None:

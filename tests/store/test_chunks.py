@@ -103,6 +103,28 @@ def test_a_connect_stored_in_progress_gets_its_outcome_when_the_kernel_says(tmp_
         assert store.row_count() == 2  # an OUTCOME record is not an event
 
 
+def test_a_reused_socket_s_connects_each_take_the_first_outcome_at_or_after_their_start(tmp_path: Path) -> None:
+    """Outcomes are looked up for a batch of sockets at once: a socket connected three times (resolved after the
+    first and after the third) and one never resolved each get what a lookup of their own would give."""
+    recs = np.zeros(4, P.RECORD)
+    wall = synth.time.time_ns()
+    for r in recs:
+        r["pid"], r["comm"], r["family"], r["port"], r["protocol"] = 42, b"curl", P.AF_INET, 443, 6
+        r["addr"][:4] = (10, 0, 0, 1)
+    recs["kind"], recs["flags"] = P.KIND_CONNECT, P.F_TCP | P.F_PENDING
+    recs["result"], recs["code"] = P.RESULT_PENDING, -115
+    recs["key"] = (0xFFFF888000000040,) * 3 + (0xFFFF888000000080,)
+    recs["wall"], recs["ts"] = (wall - 4000, wall - 3000, wall - 2000, wall - 1000), (1, 2, 3, 4)
+    outcome = np.zeros(2, P.RECORD)
+    outcome["kind"], outcome["key"] = 2, recs["key"][0]
+    outcome["wall"], outcome["result"] = (recs["wall"][0], recs["wall"][2]), (111, 0)
+    with EventStore(tmp_path / "p.db", retention_seconds=None, max_rows=None) as store:
+        store.write([Batch(records=recs, codec=synth.codec())])
+        store.write([Batch(records=outcome, codec=synth.codec())])
+        got = store.query(EventQuery(limit=5)).events
+        assert [e.outcome for e in got] == ["in_progress", "ok", "ok", "refused"]  # newest first
+
+
 def test_a_reopened_file_answers_the_same(stored: tuple[EventStore, np.ndarray, Path]) -> None:
     store, _, path = stored
     before = [(e.id, _key(e)) for e in store.query(EventQuery(kind="packet_drop", limit=100)).events]
