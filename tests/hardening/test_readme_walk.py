@@ -1,0 +1,55 @@
+"""What a new user meets walking the README: ``serve`` and its HTTP API, the CLI's errors and notices.
+
+Every case runs ``python -m netspy_tui`` as a subprocess (``serve`` on a free 127.0.0.1 port, stopped
+by the test), as the README's examples do.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hardening.conftest import DEMO, Child, free_port, wait_until
+
+DEMO_EVENTS = sum(1 for line in DEMO.read_text().splitlines() if line.strip())
+
+
+def _serving(child: Child) -> str:
+    """The base URL ``serve`` says it listens on."""
+    return child.wait_for("serving ", 60).rsplit(" ", 1)[-1].strip()
+
+
+# --- M1: SIGTERM of serve ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigterm_of_serve_flushes_the_store_then_exits_128_plus_15_saying_so(
+    spawn: Callable[..., Child], tmp_path: Path
+) -> None:
+    db = tmp_path / "history.sqlite3"
+    child = spawn("serve", "--port", str(free_port()), "--replay", str(DEMO), "--replay-speed", "0", "--db", str(db))
+    url = _serving(child)
+    total = lambda: httpx.get(url + "/api/events?limit=1", timeout=5).json()["total_count"]  # noqa: E731
+    wait_until(lambda: total() == DEMO_EVENTS, "the recording served", 30)
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.proc.wait(30) == 128 + signal.SIGTERM
+    wait_until(lambda: "netspy-tui: stopped by SIGTERM.\n" in child.err, "the one-line reason", 10)
+    # the store was closed cleanly before the exit: every event in it, the close's -memory beside it
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (DEMO_EVENTS,)
+    assert Path(f"{db}-memory").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_of_serve_aggregate_exits_128_plus_15_saying_so(spawn: Callable[..., Child], tmp_path: Path) -> None:
+    child = spawn("serve", "--aggregate", "--port", str(free_port()), "--db", str(tmp_path))
+    url = _serving(child)
+    assert httpx.get(url + "/health", timeout=5).status_code == 200
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.proc.wait(30) == 128 + signal.SIGTERM
+    wait_until(lambda: "netspy-tui: stopped by SIGTERM.\n" in child.err, "the one-line reason", 10)
