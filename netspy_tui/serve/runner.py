@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -145,8 +146,8 @@ async def serve_async(
     """Serve ``app`` until SIGINT/SIGTERM (or cancellation), then shut down gracefully; after a SIGTERM,
     raise :class:`~netspy_tui.signals.Terminated` (the caller cleans up, the process exits 128 + 15).
 
-    ``port=0`` picks a free port; ``on_started`` receives the base URL once it listens. The log
-    line says "serving ``what`` on ``URL`` ``path``".
+    ``port=0`` picks a free port; ``on_started`` receives the base URL once it listens. A line on
+    stderr says "netspy-tui: serving ``what`` on ``URL`` ``path``".
     """
     warning = exposure_warning(host, _token_required(app))
     if warning:
@@ -155,7 +156,9 @@ async def serve_async(
     def started(server: _Server) -> None:
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{server.bound_port}"
-        logger.warning("serving %s on %s%s", what, url, path)
+        # A notice, not a warning: one plain line on stderr, whatever the log level (stdout may be a stream)
+        sys.stderr.write(f"netspy-tui: serving {what} on {url}{path}\n")
+        sys.stderr.flush()
         if on_started is not None:
             on_started(url)
 

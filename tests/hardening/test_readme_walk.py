@@ -53,3 +53,23 @@ def test_sigterm_of_serve_aggregate_exits_128_plus_15_saying_so(spawn: Callable[
     child.proc.send_signal(signal.SIGTERM)
     assert child.proc.wait(30) == 128 + signal.SIGTERM
     wait_until(lambda: "netspy-tui: stopped by SIGTERM.\n" in child.err, "the one-line reason", 10)
+
+
+# --- L11: the startup notice ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [(["serve"], "the eBPF server API on http://127.0.0.1:{port}"), (["mcp", "--http"], "MCP (streamable HTTP) on "
+                                                                     "http://127.0.0.1:{port}/mcp")],
+    ids=["serve", "mcp-http"],
+)  # fmt: skip
+def test_the_startup_notice_is_a_plain_line_not_a_warning(
+    spawn: Callable[..., Child], command: list[str], what: str
+) -> None:
+    port = free_port()
+    child = spawn(*command, "--port", str(port), "--replay", str(DEMO), "--replay-speed", "0")
+    line = child.wait_for("serving ", 60)
+    assert line == f"netspy-tui: serving {what.format(port=port)}\n"
+    assert not [ln for ln in child.err if "WARNING" in ln], child.err
