@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hardening.conftest import DEMO, Child, free_port, wait_until
+from tests.hardening.conftest import DEMO, Child, Cli, assert_one_line_error, free_port, wait_until
 
 DEMO_EVENTS = sum(1 for line in DEMO.read_text().splitlines() if line.strip())
 
@@ -73,3 +73,30 @@ def test_the_startup_notice_is_a_plain_line_not_a_warning(
     line = child.wait_for("serving ", 60)
     assert line == f"netspy-tui: serving {what.format(port=port)}\n"
     assert not [ln for ln in child.err if "WARNING" in ln], child.err
+
+
+# --- M2: a --db in a directory that does not exist -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve", "--port", "1"], ["--collector", "procfs"], ["serve", "--aggregate", "--port", "1"]],
+    ids=["serve", "dashboard", "aggregate"],
+)
+def test_a_db_in_a_missing_directory_is_one_line_exit_2_and_creates_nothing(
+    cli: Cli, tmp_path: Path, command: list[str]
+) -> None:
+    db = tmp_path / "typo" / "dir" / "h.sqlite3"
+    run = cli(*command, "--db", str(db), timeout=60)
+    line = assert_one_line_error(run, 2)
+    assert line == f"netspy-tui: --db {db}: directory {db.parent} does not exist. Create it first."
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_db_from_the_environment_in_a_missing_directory_names_its_source(cli: Cli, tmp_path: Path) -> None:
+    db = tmp_path / "typo" / "h.sqlite3"
+    run = cli("--tool", "server_status", "--replay", str(DEMO), env={"NETSPY_DB": str(db)})
+    line = assert_one_line_error(run, 2)
+    assert line.startswith(f"netspy-tui: db (env NETSPY_DB) {db}: directory {db.parent} does not exist")
+    assert not (tmp_path / "typo").exists()
+
