@@ -100,3 +100,16 @@ def test_a_db_from_the_environment_in_a_missing_directory_names_its_source(cli: 
     assert line.startswith(f"netspy-tui: db (env NETSPY_DB) {db}: directory {db.parent} does not exist")
     assert not (tmp_path / "typo").exists()
 
+
+# --- L9: --show-config shows the effective raw_rate -----------------------------------------------------
+
+
+def test_show_config_gives_raw_rate_its_effective_default(cli: Cli) -> None:
+    from netspy_tui.collector.ebpf.collector import RAW_RATE
+
+    run = cli("--show-config")
+    assert run.returncode == 0, run.stderr
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("raw_rate "))
+    assert line.split() == ["raw_rate", str(RAW_RATE), "default"]
+    assert RAW_RATE == 50_000  # what README and --help say
+    assert "(50000; 0: no cap)" in " ".join(cli("--help").stdout.split())
