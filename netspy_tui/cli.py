@@ -967,6 +967,8 @@ def _main(argv: Sequence[str] | None) -> int:
             sys.stdout.write(describe_settings(settings, sources) + "\n")
             return 0
         _check_db_directory(settings.db, sources.get("db", ""))
+        if settings.collector == "replay" and settings.replay is None and not getattr(ns, "aggregate", False):
+            raise UsageError("the replay collector needs a recording", "pass --replay FILE")  # before any UI
         if settings.replay is not None:  # a FIFO, a device or garbage fails here, before the slow imports
             from netspy_tui.collector.replay import check_start
 

@@ -113,3 +113,23 @@ def test_show_config_gives_raw_rate_its_effective_default(cli: Cli) -> None:
     assert line.split() == ["raw_rate", str(RAW_RATE), "default"]
     assert RAW_RATE == 50_000  # what README and --help say
     assert "(50000; 0: no cap)" in " ".join(cli("--help").stdout.split())
+
+
+# --- L1: the replay collector without a recording ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [
+        (["--collector", "replay"], {}),
+        (["--collector", "replay", "--tool", "server_status"], {}),
+        (["repl"], {"NETSPY_COLLECTOR": "replay"}),
+    ],
+    ids=["dashboard", "tool", "repl-env"],
+)
+def test_the_replay_collector_without_a_recording_is_one_line_exit_2_before_any_ui(
+    cli: Cli, command: list[str], env: dict[str, str]
+) -> None:
+    run = cli(*command, env=env, input="", timeout=60)
+    line = assert_one_line_error(run, 2)  # nothing on stdout: no dashboard was drawn
+    assert line == "netspy-tui: the replay collector needs a recording. Pass --replay FILE."
