@@ -133,3 +133,43 @@ def test_the_replay_collector_without_a_recording_is_one_line_exit_2_before_any_
     run = cli(*command, env=env, input="", timeout=60)
     line = assert_one_line_error(run, 2)  # nothing on stdout: no dashboard was drawn
     assert line == "netspy-tui: the replay collector needs a recording. Pass --replay FILE."
+
+
+# --- M9: zero on the HTTP API ------------------------------------------------------------------------------
+
+#: Our extension paths: 0 is out of range like -5 (the same 400 line).
+ZERO_REFUSED = [
+    ("/api/traffic", "duration_seconds", "duration_seconds must be between 1 and 31622400, got 0"),
+    ("/api/traffic", "limit", "limit must be between 1 and 1000, got 0"),
+    ("/api/traffic", "pid", "pid must be between 1 and 4294967295, got 0"),
+    ("/api/connect-latency", "duration_seconds", "duration_seconds must be between 1 and 31622400, got 0"),
+    ("/api/connect-latency", "limit", "limit must be between 1 and 1000, got 0"),
+    ("/api/connect-latency", "pid", "pid must be between 1 and 4294967295, got 0"),
+    ("/api/window-stats", "duration_seconds", "duration_seconds must be between 1 and 31622400, got 0"),
+    ("/api/window-stats", "top_n", "top_n must be between 1 and 1000, got 0"),
+    ("/api/window-stats", "buckets", "buckets must be between 1 and 3600, got 0"),
+    ("/api/window-stats", "pid", "pid must be between 1 and 4294967295, got 0"),
+    ("/api/inbound", "limit", "limit must be between 1 and 10000, got 0"),
+    ("/api/inbound", "pid", "pid must be between 1 and 4294967295, got 0"),
+]
+
+
+@pytest.mark.slow
+def test_zero_is_refused_by_the_extensions_and_unset_on_the_contracts_paths(spawn: Callable[..., Child]) -> None:
+    child = spawn("serve", "--port", str(free_port()), "--replay", str(DEMO), "--replay-speed", "0")
+    url = _serving(child)
+    with httpx.Client(base_url=url, timeout=10) as http:
+        wait_until(lambda: http.get("/api/events?limit=1").json()["total_count"] == DEMO_EVENTS, "the recording", 30)
+        negative = http.get("/api/traffic?duration_seconds=-5")
+        assert (negative.status_code, negative.text.strip()) == (
+            400,
+            "duration_seconds must be between 1 and 31622400, got -5",
+        )
+        for path, name, message in ZERO_REFUSED:
+            resp = http.get(path, params={name: 0})
+            assert (resp.status_code, resp.text.strip()) == (400, message), (path, name)
+        # the contract's own paths: 0 is an unset Go field (the default; pid 0: every process), as documented
+        events = http.get("/api/events", params={"limit": 0, "pid": 0}).json()
+        assert events["filters"] == {"limit": 100} and events["total_count"] == DEMO_EVENTS
+        summary = http.get("/api/connection-summary", params={"duration_seconds": 0, "pid": 0}).json()
+        assert summary["duration_seconds"] == 60 and summary["pid"] == 0
