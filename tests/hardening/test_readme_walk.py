@@ -173,3 +173,22 @@ def test_zero_is_refused_by_the_extensions_and_unset_on_the_contracts_paths(spaw
         assert events["filters"] == {"limit": 100} and events["total_count"] == DEMO_EVENTS
         summary = http.get("/api/connection-summary", params={"duration_seconds": 0, "pid": 0}).json()
         assert summary["duration_seconds"] == 60 and summary["pid"] == 0
+
+
+# --- L10: repl with piped input ------------------------------------------------------------------------------
+
+
+def test_piped_repl_prints_only_results_errors_on_stderr_and_exit_1_after_a_failure(cli: Cli) -> None:
+    replay = ["repl", "--replay", str(DEMO), "--replay-speed", "0"]
+    good = cli(*replay, input="status\n")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("Source: replay of "), good.stdout  # the result, no banner before it
+    assert "interactive mode" not in good.stdout and "Type 'help'" not in good.stdout
+    bad = cli(*replay, input="frobnicate\nstatus\nquit\n")
+    assert bad.returncode == 1, bad.stderr
+    assert bad.stdout.startswith("Source: replay of ")  # the next command still ran
+    assert "error" not in bad.stdout
+    assert [ln for ln in bad.stderr.splitlines() if ln.startswith("error: ")] == [
+        "error: Unknown command 'frobnicate'. Commands: summary, list, analyze, drops, dropsummary, top, traffic, "
+        "latency, status, insights, ask, tools, help, quit."
+    ]
