@@ -192,3 +192,15 @@ def test_piped_repl_prints_only_results_errors_on_stderr_and_exit_1_after_a_fail
         "error: Unknown command 'frobnicate'. Commands: summary, list, analyze, drops, dropsummary, top, traffic, "
         "latency, status, insights, ask, tools, help, quit."
     ]
+
+
+# --- L8: where the HTTP limits are stated ---------------------------------------------------------------------
+
+
+def test_the_help_the_readme_names_states_the_http_limits(cli: Cli) -> None:
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert "`netspy-tui serve --help` and `netspy-tui mcp --help` state the same." in readme
+    for command in (["serve"], ["mcp"]):
+        shown = " ".join(cli(*command, "--help").stdout.split())
+        for limit in ("within 10 s", "after 5 s", "at most 100 connections", "after 16 KiB is a 400"):
+            assert limit in shown, (command, limit)
