@@ -204,3 +204,19 @@ def test_the_help_the_readme_names_states_the_http_limits(cli: Cli) -> None:
         shown = " ".join(cli(*command, "--help").stdout.split())
         for limit in ("within 10 s", "after 5 s", "at most 100 connections", "after 16 KiB is a 400"):
             assert limit in shown, (command, limit)
+
+
+# --- L7: the README's tool table and --tool -------------------------------------------------------------------
+
+
+def test_every_tool_in_the_readme_table_runs_as_a_tool_or_is_marked_mcp_only(cli: Cli) -> None:
+    from netspy_tui.cli import TOOLS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("| tool | parameters | returns |", 1)[1].split("\n\n", 1)[0]
+    rows = {line.split("`")[1]: line for line in table.splitlines() if line.startswith("| `")}
+    assert set(TOOLS) <= set(rows)
+    mcp_only = {name for name, row in rows.items() if "MCP only" in row}
+    assert set(rows) - set(TOOLS) == mcp_only == {"lookup_names"}
+    run = cli("--tool", "lookup_names")
+    assert run.returncode == 2 and "invalid choice: 'lookup_names'" in run.stderr
