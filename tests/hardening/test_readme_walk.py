@@ -220,3 +220,13 @@ def test_every_tool_in_the_readme_table_runs_as_a_tool_or_is_marked_mcp_only(cli
     assert set(rows) - set(TOOLS) == mcp_only == {"lookup_names"}
     run = cli("--tool", "lookup_names")
     assert run.returncode == 2 and "invalid choice: 'lookup_names'" in run.stderr
+
+
+# --- L6: a pid filter names the pid ---------------------------------------------------------------------------
+
+
+def test_a_pid_filter_is_named_pid_n_in_the_tools_sentences(cli: Cli) -> None:
+    replay = ["--replay", str(DEMO), "--replay-speed", "0", "--pid", "1234"]
+    summary, listing = cli.many([["--tool", "get_network_summary", *replay], ["--tool", "list_connections", *replay]])
+    assert summary.stdout == "pid 1234 made 0 outbound connection attempts over the last 60 seconds\n", summary
+    assert listing.stdout == "No connection events found for pid 1234.\n", listing
