@@ -580,6 +580,20 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     return settings, sources
 
 
+def _check_db_directory(db: Path | None, source: str) -> None:
+    """A store the user named must be in a directory that exists: a typo must not leave a tree of new
+    directories behind (only the scratch store's directory is made, by netspy-tui itself)."""
+    if db is None:
+        return
+    directory = Path(os.path.abspath(db)).parent
+    if not directory.is_dir():
+        given = "--db" if source == "command line" else f"db ({source})"
+        raise UsageError(
+            f"{given} {clean(str(db), 200)}: directory {clean(str(directory), 200)} does not exist",
+            "create it first",
+        )
+
+
 def _mask_secrets(settings: Settings) -> None:
     """Secrets that came from the command line or the config file are masked in logs too."""
     from urllib.parse import urlsplit
@@ -961,6 +975,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
             sys.stdout.write(describe_settings(settings, sources) + "\n")
             return 0
+        _check_db_directory(settings.db, sources.get("db", ""))
+        if settings.collector == "replay" and settings.replay is None and not getattr(ns, "aggregate", False):
+            raise UsageError("the replay collector needs a recording", "pass --replay FILE")  # before any UI
         if settings.replay is not None:  # a FIFO, a device or garbage fails here, before the slow imports
             from netspy_tui.collector.replay import check_start
 

@@ -121,9 +121,10 @@ class Settings(BaseModel):
     """Dashboard time window in seconds (cycle with `w`)."""
     procfs_interval: float = Field(1.0, ge=0.05, le=60)
     """Sampling interval of the procfs collector in seconds."""
-    raw_rate: int | None = Field(None, ge=0)
+    raw_rate: int = Field(50_000, ge=0)
     """Raw events the host keeps per second at most, all CPUs together, with the eBPF collector (``--raw-rate``;
-    None: its default, 50,000; 0: no cap): the rest are shed and reported as shed, their counts kept."""
+    0: no cap): the rest are shed and reported as shed, their counts kept. (The collector's own default, shown
+    as the effective value by ``--show-config``.)"""
     dns: bool = True
     """Name destinations (``/etc/hosts``, then reverse DNS in the background); false: addresses only,
     no question sent (``--no-dns``)."""

@@ -115,7 +115,8 @@ class LineReader:
 
 
 async def run_repl(gateway: Gateway, info: SourceInfo) -> int:
-    """Read commands until ``quit`` or end of input; every error is one line and the loop goes on."""
+    """Read commands until ``quit`` or end of input; every error is one line on stderr and the loop goes on.
+    The exit status is 1 when any command failed, else 0 (a script can tell)."""
     reader = LineReader()
     try:
         return await _loop(gateway, info, reader)
@@ -123,30 +124,42 @@ async def run_repl(gateway: Gateway, info: SourceInfo) -> int:
         reader.close()
 
 
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
-    _out(
-        f"netspy-tui interactive mode. Source: {clean(info.label, 120)}"
-        + (f" ({clean(info.detail, 160)})" if info.detail else "")
-    )
+    if reader.interactive:  # from a pipe or a file: only the results on stdout
+        _out(
+            f"netspy-tui interactive mode. Source: {clean(info.label, 120)}"
+            + (f" ({clean(info.detail, 160)})" if info.detail else "")
+        )
     if info.sampled:
-        _out("Note: procfs sampling; short-lived connections can be missed.")
-    _out(
-        "Type 'help' for commands, 'quit' to leave" + (" (tab completes, ↑/↓ history)." if reader.interactive else ".")
-    )
+        (_out if reader.interactive else _err)("Note: procfs sampling; short-lived connections can be missed.")
+    if reader.interactive:
+        _out("Type 'help' for commands, 'quit' to leave (tab completes, ↑/↓ history).")
     runner = CommandRunner(lambda: gateway)
+    failed = False
     while True:
         line = await reader.read_async()
         if line is None:
             if reader.interactive:
                 _out("")  # end the prompt's line
-            return 0
+            break
         if not line.strip():
             continue
         cmd = runner.parse(line)
         if isinstance(cmd, CommandResult):
-            _out(f"error: {cmd.text}")
+            _err(f"error: {cmd.text}")
+            failed = True
             continue
         if cmd.action == "quit":
-            return 0
+            break
         result = await runner.run(cmd, line)
-        _out(f"error: {result.text}" if result.is_error else result.text)
+        if result.is_error:
+            _err(f"error: {result.text}")
+            failed = True
+        else:
+            _out(result.text)
+    return 1 if failed else 0

@@ -23,13 +23,13 @@ from netspy_tui.textsafe import clean
 
 
 def subject(pid: int | None, command: str | None) -> str:
-    """``Process 'curl'``, ``Process 1234``, ``Process 'curl' (PID 1234)`` or ``All processes``."""
+    """``Process 'curl'``, ``pid 1234``, ``Process 'curl' (PID 1234)`` or ``All processes``."""
     if command is not None and pid is not None:
         return f"Process '{clean(command, 64)}' (PID {pid})"
     if command is not None:
         return f"Process '{clean(command, 64)}'"
     if pid is not None:
-        return f"Process {pid}"
+        return f"pid {pid}"  # (the number alone, "Process 1234", reads as a count)
     return "All processes"
 
 

@@ -11,8 +11,9 @@ Where this server differs from the original, on purpose:
   body, and ``duration_seconds`` (default 3600: the original's fixed "last hour"). The original
   ignores every filter.
 - Parameters are validated: a value that is not what the parameter needs is a ``400`` naming the
-  parameter (the original silently ignores it). Zero stays "no filter" for ``pid`` and "the
-  default" for ``duration_seconds`` and ``limit``, as unset Go struct fields are zero.
+  parameter (the original silently ignores it). On the contract's paths zero stays "no filter" for
+  ``pid`` and "the default" for ``duration_seconds`` and ``limit``, as unset Go struct fields are zero;
+  the extensions below refuse 0 like any other value out of range.
 - ``/api/events`` treats ``since`` as exclusive and ``until`` as inclusive (EventQuery semantics, so a
   poll that passes the newest time it has seen gets no repeats); Kubernetes filters are a ``400``
   because this server has no Kubernetes metadata.
@@ -250,13 +251,17 @@ def _show(value: Any) -> str:
 
 
 class Params:
-    """Request parameters: the query string, overlaid by the JSON object body of a POST."""
+    """Request parameters: the query string, overlaid by the JSON object body of a POST.
 
-    def __init__(self, values: dict[str, Any]) -> None:
+    ``strict`` (our extension endpoints): 0 is out of range like any other bad number. The contract's
+    endpoints take 0 as unset (the default, or no pid filter), as the original's Go struct fields do."""
+
+    def __init__(self, values: dict[str, Any], *, strict: bool = False) -> None:
         self.values = values
+        self.strict = strict
 
     @classmethod
-    async def read(cls, request: Request) -> Params:
+    async def read(cls, request: Request, *, strict: bool = False) -> Params:
         values: dict[str, Any] = dict(request.query_params)
         if request.method == "POST":
             raw = await request.body()
@@ -268,7 +273,7 @@ class Params:
                 if not isinstance(body, dict):
                     raise BadRequest("Invalid JSON: the request body must be a JSON object")
                 values.update(body)
-        return cls(values)
+        return cls(values, strict=strict)
 
     def _raw(self, name: str) -> Any:
         value = self.values.get(name)
@@ -286,14 +291,14 @@ class Params:
             number = value
         else:
             raise BadRequest(f"{name} must be an integer, got {_show(value)}")
-        if number == 0 and zero_is_default:
+        if number == 0 and zero_is_default and not self.strict:
             return default
         if not minimum <= number <= maximum:
             raise BadRequest(f"{name} must be between {minimum} and {maximum}, got {number}")
         return number
 
     def pid(self) -> int | None:
-        pid = self.integer("pid", default=0, minimum=0, maximum=MAX_UINT32)
+        pid = self.integer("pid", default=0, minimum=1 if self.strict else 0, maximum=MAX_UINT32)
         return pid or None
 
     def string(self, name: str, *, max_chars: int = MAX_COMMAND_CHARS) -> str | None:
@@ -622,7 +627,7 @@ class Api:
 
     async def extension(self, request: Request, method: str, model: type[Any]) -> Response:
         """``/api/traffic`` and ``/api/connect-latency``: a :class:`TrafficSource` figure as JSON."""
-        params = await Params.read(request)
+        params = await Params.read(request, strict=True)
         pid = params.pid()
         command = params.command()
         duration = params.integer(
@@ -638,7 +643,7 @@ class Api:
 
     async def window_stats(self, request: Request) -> Response:
         """``/api/window-stats``: the source's :class:`WindowStats` of one kind and window as JSON."""
-        params = await Params.read(request)
+        params = await Params.read(request, strict=True)
         kind = params.kind() or "connection"
         duration = params.integer(
             "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
@@ -652,7 +657,7 @@ class Api:
     async def inbound(self, request: Request) -> Response:
         """``/api/inbound``: the source's accepted connections (:class:`InboundSource`), newest first;
         ``available`` false (no events) when it has none to tell."""
-        params = await Params.read(request)
+        params = await Params.read(request, strict=True)
         pid = params.pid()
         command = params.command()
         since, until = params.between()

@@ -2,8 +2,9 @@
 
 Logging goes through the stdlib root logger (stderr, set up by netspy_tui.logs): uvicorn is told
 not to configure logging, so its access log never reaches stdout. SIGINT and SIGTERM stop the
-server gracefully (in-flight requests finish) and :func:`serve_async` returns normally; a second
-SIGINT forces the exit.
+server gracefully (in-flight requests finish); then :func:`serve_async` returns normally after a
+SIGINT and raises :class:`~netspy_tui.signals.Terminated` after a SIGTERM, so the caller's cleanup
+runs and the process exits 128 + signal like every other command. A second SIGINT forces the exit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -28,6 +30,7 @@ from netspy_tui.httplimits import KEEP_ALIVE_TIMEOUT, MAX_CONNECTIONS, MAX_HEADE
 from netspy_tui.serve.app import create_app, guard_middleware, text_response
 from netspy_tui.serve.connections import GuardedH11Protocol
 from netspy_tui.serve.hosts import HostPolicy, is_loopback
+from netspy_tui.signals import Terminated
 from netspy_tui.telemetry.source import TelemetrySource
 
 if TYPE_CHECKING:
@@ -54,14 +57,15 @@ def _token_required(app: ASGIApp) -> bool:
 class _Server(uvicorn.Server):
     """uvicorn's server with signal handling that ends in a normal return.
 
-    uvicorn re-raises the captured signal after a graceful shutdown (so a SIGTERM still kills the
-    process); ``netspy-tui serve`` wants to finish its own cleanup (closing the collector and store)
-    and exit 0 instead.
+    uvicorn re-raises the captured signal after a graceful shutdown, which kills the process before
+    ``netspy-tui serve`` finished its own cleanup (closing the collector and store); the signal is
+    kept in :attr:`stopped_by` instead, for :func:`serve_async` to report once the server is down.
     """
 
     def __init__(self, config: uvicorn.Config, on_started: Callable[[_Server], None] | None = None) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self.stopped_by: int | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -82,6 +86,8 @@ class _Server(uvicorn.Server):
         else:
             logger.warning("received %s: shutting down", signal.Signals(sig).name)
             self.should_exit = True
+            if self.stopped_by is None:
+                self.stopped_by = sig
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets=sockets)
@@ -137,10 +143,11 @@ async def serve_async(
     what: str = "the eBPF server API",
     path: str = "",
 ) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM (or cancellation), then shut down gracefully.
+    """Serve ``app`` until SIGINT/SIGTERM (or cancellation), then shut down gracefully; after a SIGTERM,
+    raise :class:`~netspy_tui.signals.Terminated` (the caller cleans up, the process exits 128 + 15).
 
-    ``port=0`` picks a free port; ``on_started`` receives the base URL once it listens. The log
-    line says "serving ``what`` on ``URL`` ``path``".
+    ``port=0`` picks a free port; ``on_started`` receives the base URL once it listens. A line on
+    stderr says "netspy-tui: serving ``what`` on ``URL`` ``path``".
     """
     warning = exposure_warning(host, _token_required(app))
     if warning:
@@ -149,7 +156,9 @@ async def serve_async(
     def started(server: _Server) -> None:
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{server.bound_port}"
-        logger.warning("serving %s on %s%s", what, url, path)
+        # A notice, not a warning: one plain line on stderr, whatever the log level (stdout may be a stream)
+        sys.stderr.write(f"netspy-tui: serving {what} on {url}{path}\n")
+        sys.stderr.flush()
         if on_started is not None:
             on_started(url)
 
@@ -174,6 +183,8 @@ async def serve_async(
             f"Could not listen on {host}:{port} (the line above says why)",
             "pick another --port, or stop what listens there",
         )
+    if server.stopped_by == signal.SIGTERM:
+        raise Terminated(server.stopped_by)
 
 
 def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.factories import connection_json, drop_json
-from tests.hardening.conftest import Child, Cli, cli, free_port, spawn, wait_until  # noqa: F401 (fixtures)
+from tests.hardening.conftest import TERMINATED, Child, Cli, cli, free_port, spawn, wait_until  # noqa: F401 (fixtures)
 from tests.hardening.test_security import served_url
 
 INGEST_TOKEN = "fleet-ingest-secret"
@@ -160,5 +160,5 @@ def test_ingest_abuse_against_the_real_server(tmp_path: Path, spawn: Callable[..
     assert huge.status_code == 413
     stats = httpx.get(url.removesuffix("/api/events/ingest") + "/api/stats", timeout=10).json()
     assert stats["events_by_node"] == {"edge-1": 5}  # only the good ones, once
-    assert agg.stop() == 0
+    assert agg.stop() == TERMINATED
     assert "Traceback" not in "".join(agg.err) and INGEST_TOKEN not in "".join(agg.err)

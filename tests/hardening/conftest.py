@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "tests" / "data" / "demo.jsonl"
+#: The exit status of a command :meth:`Child.stop` ended (SIGTERM: cleaned up, then 128 + signal).
+TERMINATED = 128 + signal.SIGTERM
 
 
 def product_env(tmp: Path, **extra: str) -> dict[str, str]:

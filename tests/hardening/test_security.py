@@ -25,7 +25,7 @@ from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.tui.app import NetspyApp
 from tests.factories import connection_json
 from tests.fake_ebpf_server import FakeEbpfServer
-from tests.hardening.conftest import DEMO, REPO, Child, Cli, free_port
+from tests.hardening.conftest import DEMO, REPO, TERMINATED, Child, Cli, free_port
 from tests.tui.scenes import wait_for
 
 TOKEN = "hardening-token-7f3a9c2e51"
@@ -103,7 +103,7 @@ def test_serve_binds_loopback_and_guards_every_path_with_the_token(spawn: Callab
             big = http.post(path, content=b" " * BIG, headers={**auth, **MCP_HEADERS})
             assert (big.status_code, big.text) == (413, "Request body too large: the limit is 1048576 bytes\n")
     assert "made" in asyncio.run(mcp_call(url + "/mcp", TOKEN))
-    assert child.stop() == 0
+    assert child.stop() == TERMINATED
     logs = "".join(child.err)
     assert "GET /health" in logs  # --verbose access log was on: the secrets had every chance to appear
     assert TOKEN not in logs and KEY not in logs and "Traceback" not in logs
@@ -137,7 +137,7 @@ def test_mcp_http_binds_loopback_and_requires_the_token(spawn: Callable[..., Chi
         other = http.get(url.removesuffix("/mcp") + "/health", headers={"Authorization": f"Bearer {TOKEN}"})
         assert (other.status_code, other.text) == (404, "404 page not found\n")  # only /mcp is served
     assert "made" in asyncio.run(mcp_call(url, TOKEN))
-    assert child.stop() == 0
+    assert child.stop() == TERMINATED
     assert TOKEN not in "".join(child.err)
 
 

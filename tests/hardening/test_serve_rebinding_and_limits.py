@@ -20,7 +20,7 @@ from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.serve import BackgroundServer, create_app, create_mcp_app
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection
-from tests.hardening.conftest import DEMO, Child, free_port
+from tests.hardening.conftest import DEMO, TERMINATED, Child, free_port
 from tests.hardening.test_security import MCP_HEADERS, MCP_INIT, served_url
 
 #: Every path family the API serves, the MCP route, and one that does not exist.
@@ -65,7 +65,7 @@ def test_serve_refuses_rebinding_on_every_path_and_answers_its_own_names(spawn: 
                 answered = request(http, method, path, Host=host, Origin=f"http://{host}")
                 assert answered.status_code not in (403, 421), (method, path, host, answered.text)
         assert http.get("/api/events").json()["events"]  # the data is there for the names it answers
-    assert child.stop() == 0
+    assert child.stop() == TERMINATED
 
 
 def test_mcp_http_refuses_rebinding_with_the_same_policy(spawn: Callable[..., Child]) -> None:
@@ -78,7 +78,7 @@ def test_mcp_http_refuses_rebinding_with_the_same_policy(spawn: Callable[..., Ch
         assert request(http, "POST", "/mcp", Origin="https://evil.example").status_code == 403
         ok = request(http, "POST", "/mcp", Host="localhost")  # the SDK alone wanted a port here
         assert ok.status_code == 200, ok.text
-    assert child.stop() == 0
+    assert child.stop() == TERMINATED
 
 
 @pytest.mark.parametrize(
@@ -204,4 +204,4 @@ def test_serve_disconnects_a_slowloris_client_within_its_stated_timeout(spawn: C
         took = closed_within(slow, REQUEST_TIMEOUT + SLACK, SLOW_HEAD)
     assert took is not None, f"still open after {REQUEST_TIMEOUT + SLACK} s"
     assert took > REQUEST_TIMEOUT - 1
-    assert child.stop() == 0
+    assert child.stop() == TERMINATED

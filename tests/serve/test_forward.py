@@ -17,7 +17,7 @@ from netspy_tui.store import EventStore
 from netspy_tui.store.sqlite import event_row
 from tests.factories import connection, connection_json, drop_json
 from tests.fake_aggregator import FakeAggregator
-from tests.hardening.conftest import Child, free_port, spawn  # noqa: F401 (fixture)
+from tests.hardening.conftest import TERMINATED, Child, free_port, spawn  # noqa: F401 (fixture)
 from tests.hardening.test_security import served_url
 
 IDENTITY = {"k8s_node_name": "node-a"}
@@ -187,7 +187,7 @@ def test_serve_forward_end_to_end(tmp_path: Path, spawn: Callable[..., Child]) -
             asyncio.run(asyncio.sleep(0.02))
         assert health["forwarding"]["forwarded"] == 45 and health["forwarding"]["url"].endswith("/api/events/ingest")
         assert health["forwarding"]["interval"] == 2.5
-        assert child.stop() == 0
+        assert child.stop() == TERMINATED
     assert "agg-secret-token" not in "".join(child.err)
 
 

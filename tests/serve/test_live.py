@@ -191,9 +191,14 @@ async def test_serve_async_warns_when_exposed_without_token(
 _SERVE_SCRIPT = """
 import logging, sys
 from netspy_tui.serve import create_app, serve
+from netspy_tui.signals import Terminated
 from netspy_tui.telemetry.memory import MemorySource
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-serve(create_app(MemorySource()), host="127.0.0.1", port=0)
+try:
+    serve(create_app(MemorySource()), host="127.0.0.1", port=0)
+except Terminated as exc:
+    logging.getLogger("test").warning("serve returned: %s", exc)
+    raise SystemExit(exc.exit_code)
 logging.getLogger("test").warning("serve returned")
 """
 
@@ -229,8 +234,13 @@ def test_serve_process_shuts_down_gracefully_on_signal(sig: signal.Signals) -> N
         url = line.rsplit(" ", 1)[-1].strip()
         assert httpx.get(url + "/health", timeout=5).status_code == 200
         proc.send_signal(sig)
-        _wait_for_line(lines, "serve returned", seen)  # serve() came back: cleanup code runs
-        assert proc.wait(timeout=15) == 0
+        # serve() came back (SIGTERM: with Terminated, for the exit status 128 + 15): cleanup code runs
+        returned = _wait_for_line(lines, "serve returned", seen)
+        if sig == signal.SIGTERM:
+            assert "stopped by SIGTERM" in returned
+            assert proc.wait(timeout=15) == 128 + signal.SIGTERM
+        else:
+            assert proc.wait(timeout=15) == 0
         stdout = proc.stdout.read() if proc.stdout else ""
         assert stdout == ""  # stdout stays clean (it may be a protocol stream)
         assert any(f"received {sig.name}" in s for s in seen)

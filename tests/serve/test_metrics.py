@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from netspy_tui.models import SourceInfo
 from netspy_tui.serve.metrics import MetricsExporter
 from tests.factories import connection_json, drop_json
-from tests.hardening.conftest import Child, free_port, spawn  # noqa: F401 (fixture)
+from tests.hardening.conftest import TERMINATED, Child, free_port, spawn  # noqa: F401 (fixture)
 from tests.hardening.test_security import served_url
 
 TOKEN = "metrics-test-token-0123456789"
@@ -72,7 +72,7 @@ def test_a_scrape_agrees_with_the_tools(tmp_path: Path, spawn: Callable[..., Chi
         again = samples(http.get("/metrics", headers=auth).text)  # labels stick between scrapes
         series = {k for k in got if k[0] == "netspy_connects_total"}
         assert {k for k in again if k[0] == "netspy_connects_total"} == series
-    assert child.stop() == 0
+    assert child.stop() == TERMINATED
 
 
 def test_labels_are_bounded_and_sticky_so_counters_only_grow() -> None:
