@@ -103,9 +103,11 @@ def list_text(
         for e in events:
             lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))
         if total > len(events):
+            # The list is newest first: the rest are older, reached by until (at or before: the oldest shown
+            # comes again), not by since (strictly newer: only what arrived after this list).
             lines.append(
-                f"({total - len(events)} more: raise max_events, narrow with pid/process_name, "
-                f"or pass since=<time of the newest event shown> to page forward)"
+                f"({total - len(events):,} more, older than those shown: raise max_events (at most 1,000), narrow "
+                f"with pid/process_name, or pass until=<time of the oldest event shown> to page back)"
             )
     if sampled and kind == "connection":
         lines.append("Note: the source samples sockets every interval; short-lived connections can be missed.")
