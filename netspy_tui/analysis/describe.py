@@ -194,11 +194,20 @@ def loss_note(losses: dict[str, int]) -> str:
     return f"Note: {text}." if text else ""
 
 
-def not_kept_note(not_kept: int, since: datetime | None, until: datetime | None) -> str:
-    """``Note: 2,000 more events between 12:00:01 and 12:00:04 were counted but not kept ...``."""
+def not_kept_note(
+    not_kept: int, since: datetime | None, until: datetime | None, kind: EventKind = "connection", listed: bool = True
+) -> str:
+    """``Note: 2,000 more events between 12:00:01 and 12:00:04 were counted but not kept ...``; for an empty list
+    (``listed`` False), how many the counts have in its window though none of their events is left."""
     if not_kept <= 0:
         return ""
     span = f" between {since:%H:%M:%S} and {until:%H:%M:%S} UTC" if since and until else ""
+    if not listed:
+        noun = "connection attempt" if kind == "connection" else "packet drop"
+        return (
+            f"Note: {_plural(not_kept, noun)} counted{span}, but their events were not kept (shed under load, or "
+            "removed by the store's row limit or retention); summary and analyze have the exact counts."
+        )
     return (
         f"Note: {not_kept:,} more events{span} were counted but not kept as raw events (shed under load); "
         "counts and summaries include them."

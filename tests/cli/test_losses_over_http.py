@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from netspy_tui.collector.base import Batch
+from netspy_tui.models import format_time
 from netspy_tui.serve import BackgroundServer, create_app
 from netspy_tui.store import rollups as R
 from netspy_tui.store.sqlite import EventStore
@@ -75,3 +76,17 @@ def test_over_a_server_without_api_losses_the_figures_carry_what_its_health_says
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)["data"]
     assert data["losses"] == {"shed": 82254} and data["counts_exact"] is True
+
+
+def test_an_empty_list_says_the_counts_have_events_it_no_longer_keeps(run_cli, server_url):
+    """zzprobe's 4 connects were counted but none of their events is left: the list says so, not "none found"."""
+    since = format_time(NOW - timedelta(minutes=5))
+    out = run_cli("--server", server_url, "--tool", "list_connections", "--process", "zzprobe", "--since", since)
+    assert out.returncode == 0, out.stderr
+    assert "No connection events found for Process 'zzprobe'." in out.stdout
+    assert "Note: 4 connection attempts counted between " in out.stdout
+    assert "but their events were not kept (shed under load, or removed by the store's row limit or retention); " \
+           "summary and analyze have the exact counts." in out.stdout  # fmt: skip
+    later = format_time(NOW - timedelta(seconds=15))  # (after zzprobe's connects: none counted since)
+    none = run_cli("--server", server_url, "--tool", "list_connections", "--process", "zzprobe", "--since", later)
+    assert none.stdout.strip() == "No connection events found for Process 'zzprobe'."
