@@ -19,14 +19,12 @@ from netspy_tui.telemetry.embedded import EmbeddedSource
 from tests.factories import connection
 from tests.fake_ebpf_server import FakeEbpfServer
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-
 
 def shed_source() -> EmbeddedSource:
     """curl: 2 connects kept and 40 more of the same second counted but shed; zzprobe: 4 connects counted, none
     kept (a storm's shedding or retention took their raw rows)."""
     store = EventStore(None)
-    at = NOW - timedelta(seconds=5)
+    at = datetime.now(UTC) - timedelta(seconds=5)
     kept = [connection(pid=7, command="curl", ip="93.184.216.34", port=443, time=at) for _ in range(2)]
     shed = [connection(pid=7, command="curl", ip="93.184.216.34", port=443, time=at) for _ in range(40)]
     probes = [connection(pid=9, command="zzprobe", ip="10.0.0.5", port=80, time=at - timedelta(seconds=20))
@@ -80,13 +78,13 @@ def test_over_a_server_without_api_losses_the_figures_carry_what_its_health_says
 
 def test_an_empty_list_says_the_counts_have_events_it_no_longer_keeps(run_cli, server_url):
     """zzprobe's 4 connects were counted but none of their events is left: the list says so, not "none found"."""
-    since = format_time(NOW - timedelta(minutes=5))
+    since = format_time(datetime.now(UTC) - timedelta(minutes=5))
     out = run_cli("--server", server_url, "--tool", "list_connections", "--process", "zzprobe", "--since", since)
     assert out.returncode == 0, out.stderr
     assert "No connection events found for Process 'zzprobe'." in out.stdout
     assert "Note: 4 connection attempts counted between " in out.stdout
     assert "but their events were not kept (shed under load, or removed by the store's row limit or retention); " \
            "summary and analyze have the exact counts." in out.stdout  # fmt: skip
-    later = format_time(NOW - timedelta(seconds=15))  # (after zzprobe's connects: none counted since)
+    later = format_time(datetime.now(UTC) - timedelta(seconds=15))  # (after zzprobe's connects: none counted since)
     none = run_cli("--server", server_url, "--tool", "list_connections", "--process", "zzprobe", "--since", later)
     assert none.stdout.strip() == "No connection events found for Process 'zzprobe'."

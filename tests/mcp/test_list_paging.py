@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from mcp.client import Client
 
 from netspy_tui.mcp_tools.server import create_server
+from netspy_tui.models import LatencyGroup, LatencyStats, TrafficStats
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
+from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -32,3 +34,29 @@ async def test_the_hint_names_the_argument_that_reaches_the_older_events() -> No
             assert pids == [2, 3, 4, 5]  # the oldest shown again, then the three the hint counted
     finally:
         await source.aclose()
+
+
+class _Measured(MemorySource):
+    """A source whose connect latencies are given: one process with one connect, one with 12,345."""
+
+    async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                      ) -> TrafficStats:  # fmt: skip
+        return TrafficStats(window_seconds=window_seconds, available=False)
+
+    async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                              ) -> LatencyStats:  # fmt: skip
+        def group(command: str, n: int) -> LatencyGroup:
+            return LatencyGroup(command=command, pids=[1], destination="10.0.0.1:80", attempts=n, p50_us=900,
+                                p95_us=900, max_us=900, outcomes={"ok": n})  # fmt: skip
+
+        groups = [group("busy", 12_345), group("once", 1)]
+        return LatencyStats(window_seconds=window_seconds, attempts=12_346, p50_us=900, p95_us=900, max_us=900,
+                            processes=groups, destinations=groups, total_destinations=1)  # fmt: skip
+
+
+async def test_latency_text_counts_with_separators_and_the_right_plural() -> None:
+    async with Client(create_server(_Measured([]))) as c:
+        text = (await c.call_tool("get_connect_latency", {})).content[0].text  # type: ignore[union-attr]
+    assert "All processes: 12,346 TCP connects in the last 60 seconds" in text
+    assert "12,345 connects  p50" in text and " 1 connect  p50" in text and "1 connects" not in text
+    assert "busy -> 10.0.0.1:80: 12,345 connects" in text and "(12,345 ok)" in text
