@@ -150,8 +150,15 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
-def _counted(items: list[Counted], limit: int = TOP_N) -> str:
-    return ", ".join(f"{code(c.key)} ×{c.count:,}" for c in items[:limit])
+def _counted(items: list[Counted], limit: int = TOP_N, names: dict[str, str] | None = None) -> str:
+    """``key ×count`` each; a destination with a name in ``names`` as ``name (address)``, as the tools show it."""
+    from netspy_tui.names.resolver import address_of  # noqa: PLC0415  (only where names are given)
+
+    out = []
+    for c in items[:limit]:
+        name = (names or {}).get(address_of(c.key) or c.key)
+        out.append(f"{code(name)} ({code(c.key)}) ×{c.count:,}" if name else f"{code(c.key)} ×{c.count:,}")
+    return ", ".join(out)
 
 
 def _who(ctx: ParsedContext) -> str:
@@ -343,7 +350,8 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
             flags.append(f"a high failure ratio ({ratio:.1%})")
         bullets.append(line + ".")
         if stats.top_destinations:
-            bullets.append(f"**Top destinations:** {_counted(stats.top_destinations)}.")
+            names = ctx.patterns.hostnames if ctx.patterns is not None else {}
+            bullets.append(f"**Top destinations:** {_counted(stats.top_destinations, names=names)}.")
         unusual = _unusual_ports(stats.ports)
         if unusual:
             bullets.append(f"**Unusual ports:** {_counted(unusual)} (not common service ports).")
