@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from mcp.client import Client
 
+from netspy_tui.errors import NetspyError
 from netspy_tui.mcp_tools.server import create_server
-from netspy_tui.models import LatencyGroup, LatencyStats, TrafficStats
+from netspy_tui.models import LatencyGroup, LatencyStats, Scope, TrafficStats
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
 from netspy_tui.telemetry.memory import MemorySource
@@ -60,3 +61,17 @@ async def test_latency_text_counts_with_separators_and_the_right_plural() -> Non
     assert "All processes: 12,346 TCP connects in the last 60 seconds" in text
     assert "12,345 connects  p50" in text and " 1 connect  p50" in text and "1 connects" not in text
     assert "busy -> 10.0.0.1:80: 12,345 connects" in text and "(12,345 ok)" in text
+
+
+class _NoLongCounts(MemorySource):
+    """A server that refuses to count a long window (as some eBPF servers bound ``duration_seconds``)."""
+
+    async def count(self, scope: Scope) -> int:
+        raise NetspyError("the eBPF server refused duration_seconds=604800 (400)")
+
+
+async def test_an_empty_list_stands_when_the_source_cannot_count_its_window() -> None:
+    async with Client(create_server(_NoLongCounts([]))) as c:
+        result = await c.call_tool("list_connections", {"process_name": "zzprobe"})
+    assert not result.is_error
+    assert result.content[0].text == "No connection events found for Process 'zzprobe'."  # type: ignore[union-attr]
