@@ -469,6 +469,10 @@ class EventsResponse(_Wire):
     """netspy-tui: items of ``events`` that were not events (``null``, ...), skipped (:func:`split_events`)."""
     cursor: int | None = None
     """netspy-tui server: its store's insertion position after this answer (pass it back as ``after``)."""
+    not_kept: int = 0
+    """netspy-tui server: events of the page's seconds counted but not kept (see :attr:`EventPage.not_kept`)."""
+    not_kept_since: QueryTime = None
+    not_kept_until: QueryTime = None
 
     _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))  # type: ignore[arg-type]
 

@@ -147,11 +147,18 @@ def _span(seconds: int) -> str:
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (plural or word + 's')}"
+    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
-def _counted(items: list[Counted], limit: int = TOP_N) -> str:
-    return ", ".join(f"{code(c.key)} ×{c.count}" for c in items[:limit])
+def _counted(items: list[Counted], limit: int = TOP_N, names: dict[str, str] | None = None) -> str:
+    """``key ×count`` each; a destination with a name in ``names`` as ``name (address)``, as the tools show it."""
+    from netspy_tui.names.resolver import address_of  # noqa: PLC0415  (only where names are given)
+
+    out = []
+    for c in items[:limit]:
+        name = (names or {}).get(address_of(c.key) or c.key)
+        out.append(f"{code(name)} ({code(c.key)}) ×{c.count:,}" if name else f"{code(c.key)} ×{c.count:,}")
+    return ", ".join(out)
 
 
 def _who(ctx: ParsedContext) -> str:
@@ -188,11 +195,11 @@ def _bursts(events: list[ConnectionEvent]) -> list[tuple[str, str]]:
         burst = hits[first : first + count]
         seconds = (_utc(burst[-1].time) - _utc(burst[0].time)).total_seconds()
         dest, dest_count = Counter(e.destination or e.destination_ip or "unknown" for e in burst).most_common(1)[0]
-        target = f"all to {code(dest)}" if dest_count == count else f"mostly to {code(dest)} (×{dest_count})"
+        target = f"all to {code(dest)}" if dest_count == count else f"mostly to {code(dest)} (×{dest_count:,})"
         lines.append(
             (
                 outcome,
-                f"**{outcome.capitalize()} burst:** {count} {outcome} connect() attempts within {seconds:.1f} s "
+                f"**{outcome.capitalize()} burst:** {count:,} {outcome} connect() attempts within {seconds:.1f} s "
                 f"({_clock(burst[0].time)}–{_clock(burst[-1].time)} UTC), {target}.",
             )
         )
@@ -217,8 +224,8 @@ def _spike(ctx: ParsedContext) -> str | None:
         last = second_of(_utc(stats.until)) - (len(buckets) - 1 - idx) * stats.bucket_seconds
         when = f" ending {_clock(ns_to_time((last + 1) * 1_000_000_000))} UTC"
     return (
-        f"**Rate spike:** {peak} attempts in one {stats.bucket_seconds} s interval{when}, "
-        f"{peak / mean:.1f}× the window average of {mean:.1f} per interval."
+        f"**Rate spike:** {_plural(peak, 'attempt')} in one {stats.bucket_seconds} s interval{when}, "
+        f"{peak / mean:,.1f}× the window average of {mean:,.1f} per interval."
     )
 
 
@@ -284,13 +291,13 @@ def _traffic(ctx: ParsedContext, bullets: list[str], flags: list[str], notes: li
         from_peers = Counter(e.peer_ip or "unknown" for e in accepted).most_common(TOP_N)
         ports = Counter(str(e.destination_port) for e in accepted).most_common(TOP_N)
         total = max(ctx.inbound_total, len(accepted))
-        counted = "" if total == len(accepted) else f" (peers and ports of the newest {len(accepted)})"
+        counted = "" if total == len(accepted) else f" (peers and ports of the newest {len(accepted):,})"
         bullets.append(
             f"**Inbound:** {total:,} connection{'' if total == 1 else 's'} accepted in the window{counted}, from "
-            + ", ".join(f"{code(p)} ×{n}" for p, n in from_peers)
+            + ", ".join(f"{code(p)} ×{n:,}" for p, n in from_peers)
             + " on local port"
             + ("s " if len(ports) > 1 else " ")
-            + ", ".join(f"{p} ×{n}" for p, n in ports)
+            + ", ".join(f"{p} ×{n:,}" for p, n in ports)
             + "."
         )
 
@@ -325,7 +332,7 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
     elif total is not None:
         activity = f"**Activity:** {_plural(total, 'connect() attempt')}"
         if ctx.patterns is not None:
-            activity += f" ({ctx.patterns.rate_per_minute:.1f} per minute)"
+            activity += f" ({ctx.patterns.rate_per_minute:,.1f} per minute)"
         if stats is not None and len(stats.processes) == 1:
             activity += f" to {_plural(stats.processes[0].distinct_destinations, 'distinct destination')}"
         if stats is not None and stats.first_seen and stats.last_seen:
@@ -336,14 +343,15 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
         outcomes = {c.key: c.count for c in stats.outcomes}
         failures = sum(n for k, n in outcomes.items() if k in FAILED_OUTCOMES)
         ratio = ctx.patterns.failure_ratio if ctx.patterns else 0.0
-        mix = ", ".join(f"{clean(c.key, 20)} {c.count}" for c in stats.outcomes)
-        line = f"**Outcomes:** {mix} — {failures} of {stats.total} failed (failure ratio {ratio:.1%})"
+        mix = ", ".join(f"{clean(c.key, 20)} {c.count:,}" for c in stats.outcomes)
+        line = f"**Outcomes:** {mix} — {failures:,} of {stats.total:,} failed (failure ratio {ratio:.1%})"
         if ratio >= HIGH_FAILURE_RATIO and stats.total >= MIN_ATTEMPTS:
             line += ", **high**"
             flags.append(f"a high failure ratio ({ratio:.1%})")
         bullets.append(line + ".")
         if stats.top_destinations:
-            bullets.append(f"**Top destinations:** {_counted(stats.top_destinations)}.")
+            names = ctx.patterns.hostnames if ctx.patterns is not None else {}
+            bullets.append(f"**Top destinations:** {_counted(stats.top_destinations, names=names)}.")
         unusual = _unusual_ports(stats.ports)
         if unusual:
             bullets.append(f"**Unusual ports:** {_counted(unusual)} (not common service ports).")
@@ -369,7 +377,7 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
             )
 
     for outcome, line in _bursts(ctx.recent_events):
-        bullets.append(line[:-1] + f" (among the {len(ctx.recent_events)} most recent events).")
+        bullets.append(line[:-1] + f" (among the {len(ctx.recent_events):,} most recent events).")
         flags.append(f"a burst of {outcome} connections")
 
     spike = _spike(ctx)
@@ -381,7 +389,7 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
         drops = ctx.packet_drops.stats
         if drops.total:
             rate = ctx.packet_drops.rate_per_minute
-            line = f"**Packet drops:** {_plural(drops.total, 'drop')} ({rate:.1f} per minute)"
+            line = f"**Packet drops:** {_plural(drops.total, 'drop')} ({rate:,.1f} per minute)"
             if drops.outcomes:
                 line += f"; kernel reasons: {_counted(drops.outcomes)}"
             bullets.append(line + ".")

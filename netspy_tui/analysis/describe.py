@@ -34,7 +34,7 @@ def subject(pid: int | None, command: str | None) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    return f"{n} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def summary_text(kind: EventKind, count: int, pid: int | None, command: str | None, duration: int) -> str:
@@ -79,7 +79,7 @@ def connection_line(e: ConnectionEvent) -> str:
 
 def drop_line(e: PacketDropEvent) -> str:
     who = f"pid {e.pid:<7} {clean(e.command, 32):<15}" if e.pid else f"{'(kernel context)':<27}"
-    return f"{time_of_day(e)}  {who} {clean(e.drop_reason or 'UNKNOWN', 40)} ({e.packet_size_bytes} bytes)"
+    return f"{time_of_day(e)}  {who} {clean(e.drop_reason or 'UNKNOWN', 40)} ({e.packet_size_bytes:,} bytes)"
 
 
 def list_text(
@@ -98,14 +98,16 @@ def list_text(
     if not events:
         lines = [f"No {noun} found for {who.lower() if who == 'All processes' else who}."]
     else:
-        head = f"{who}: {len(events)} of {total} {noun}, newest first"
+        head = f"{who}: {len(events):,} of {total:,} {noun}, newest first"
         lines = [head]
         for e in events:
             lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))
         if total > len(events):
+            # The list is newest first: the rest are older, reached by until (at or before: the oldest shown
+            # comes again), not by since (strictly newer: only what arrived after this list).
             lines.append(
-                f"({total - len(events)} more: raise max_events, narrow with pid/process_name, "
-                f"or pass since=<time of the newest event shown> to page forward)"
+                f"({total - len(events):,} more, older than those shown: raise max_events (at most 1,000), narrow "
+                f"with pid/process_name, or pass until=<time of the oldest event shown> to page back)"
             )
     if sampled and kind == "connection":
         lines.append("Note: the source samples sockets every interval; short-lived connections can be missed.")
@@ -113,7 +115,7 @@ def list_text(
 
 
 def _mix(items: Sequence[object]) -> str:
-    return ", ".join(f"{clean(getattr(c, 'key', ''), 60)} {getattr(c, 'count', 0)}" for c in items) or "none"
+    return ", ".join(f"{clean(getattr(c, 'key', ''), 60)} {getattr(c, 'count', 0):,}" for c in items) or "none"
 
 
 def _named_mix(items: Sequence[object], names: Mapping[str, str]) -> str:
@@ -123,7 +125,7 @@ def _named_mix(items: Sequence[object], names: Mapping[str, str]) -> str:
         key = str(getattr(c, "key", ""))
         name = names.get(address_of(key) or key)
         label = f"{clean(name, 60)} ({clean(key, 60)})" if name else clean(key, 60)
-        out.append(f"{label} {getattr(c, 'count', 0)}")
+        out.append(f"{label} {getattr(c, 'count', 0):,}")
     return ", ".join(out) or "none"
 
 
@@ -137,7 +139,7 @@ def patterns_text(
         head = summary_text("packet_drop", stats.total, stats.pid, stats.command, stats.window_seconds)
     if stats.total == 0:
         return f"{head}. No pattern to analyse for {who}."
-    lines = [f"{head} ({rate_per_minute:.1f} per minute)."]
+    lines = [f"{head} ({rate_per_minute:,.1f} per minute)."]
     lines.append("Top destinations: " + _named_mix(stats.top_destinations, names or {}))
     lines.append("Protocols: " + _mix(stats.protocols))
     if stats.kind == "connection":
@@ -148,7 +150,7 @@ def patterns_text(
     if stats.first_seen and stats.last_seen:
         lines.append(f"First seen {stats.first_seen:%Y-%m-%d %H:%M:%S} UTC, last seen {stats.last_seen:%H:%M:%S} UTC.")
     if len(stats.processes) > 1:
-        lines.append("Processes: " + ", ".join(f"{clean(p.command, 32)} {p.attempts}" for p in stats.processes[:5]))
+        lines.append("Processes: " + ", ".join(f"{clean(p.command, 32)} {p.attempts:,}" for p in stats.processes[:5]))
     return "\n".join(lines)
 
 
@@ -162,8 +164,8 @@ def processes_text(kind: EventKind, processes: Sequence[ProcessStat], duration: 
         shown = [clean(w, 40) for w in p.workloads[:3]] + (["…"] if len(p.workloads) > 3 else [])
         where = f"  in {', '.join(shown)}" if shown else ""
         lines.append(
-            f"  {clean(p.command, 32):<15} pids {pids:<14} {p.attempts:>6} attempts  "
-            f"{p.distinct_destinations:>4} destinations  {p.failures:>5} failures{where}"
+            f"  {clean(p.command, 32):<15} pids {pids:<14} {_plural(p.attempts, 'attempt'):>14}  "
+            f"{_plural(p.distinct_destinations, 'destination'):>16}  {_plural(p.failures, 'failure'):>14}{where}"
         )
     return "\n".join(lines)
 
@@ -176,7 +178,8 @@ def groups_text(kind: EventKind, group_by: str, groups: Sequence[GroupStat], dur
     lines = [f"{noun.capitalize()} by {group_by} over the last {duration} seconds:"]
     for g in groups:
         shown = ", ".join(clean(p, 20) for p in g.processes[:5]) + (", …" if len(g.processes) > 5 else "")
-        lines.append(f"  {clean(g.key, 40):<24} {g.attempts:>7} attempts  {g.failures:>6} failures  ({shown})")
+        attempts, failures = _plural(g.attempts, "attempt"), _plural(g.failures, "failure")
+        lines.append(f"  {clean(g.key, 40):<24} {attempts:>15}  {failures:>14}  ({shown})")
     return "\n".join(lines)
 
 
@@ -192,11 +195,20 @@ def loss_note(losses: dict[str, int]) -> str:
     return f"Note: {text}." if text else ""
 
 
-def not_kept_note(not_kept: int, since: datetime | None, until: datetime | None) -> str:
-    """``Note: 2,000 more events between 12:00:01 and 12:00:04 were counted but not kept ...``."""
+def not_kept_note(
+    not_kept: int, since: datetime | None, until: datetime | None, kind: EventKind = "connection", listed: bool = True
+) -> str:
+    """``Note: 2,000 more events between 12:00:01 and 12:00:04 were counted but not kept ...``; for an empty list
+    (``listed`` False), how many the counts have in its window though none of their events is left."""
     if not_kept <= 0:
         return ""
     span = f" between {since:%H:%M:%S} and {until:%H:%M:%S} UTC" if since and until else ""
+    if not listed:
+        noun = "connection attempt" if kind == "connection" else "packet drop"
+        return (
+            f"Note: {_plural(not_kept, noun)} counted{span}, but their events were not kept (shed under load, or "
+            "removed by the store's row limit or retention); summary and analyze have the exact counts."
+        )
     return (
         f"Note: {not_kept:,} more events{span} were counted but not kept as raw events (shed under load); "
         "counts and summaries include them."
@@ -326,14 +338,14 @@ def latency_text(stats: LatencyStats) -> str:
              "Processes:"]  # fmt: skip
     for g in stats.processes:
         lines.append(
-            f"  {clean(g.command, 32):<15} {g.attempts:>6} connects  p50 {duration_us(g.p50_us):>9}  "
+            f"  {clean(g.command, 32):<15} {_plural(g.attempts, 'connect'):>14}  p50 {duration_us(g.p50_us):>9}  "
             f"p95 {duration_us(g.p95_us):>9}  max {duration_us(g.max_us)}"
         )
     lines.append("Destinations (slowest p95 first):")
     for g in stats.destinations:
-        mix = ", ".join(f"{n} {clean(o, 20)}" for o, n in sorted(g.outcomes.items(), key=lambda kv: -kv[1]))
+        mix = ", ".join(f"{n:,} {clean(o, 20)}" for o, n in sorted(g.outcomes.items(), key=lambda kv: -kv[1]))
         lines.append(
-            f"  {clean(g.command, 32)} -> {clean(g.destination, 64)}: {g.attempts} connects  "
+            f"  {clean(g.command, 32)} -> {clean(g.destination, 64)}: {_plural(g.attempts, 'connect')}  "
             f"p50 {duration_us(g.p50_us)}  p95 {duration_us(g.p95_us)}  max {duration_us(g.max_us)}  ({mix})"
         )
     if stats.total_destinations > len(stats.destinations):

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -39,6 +40,7 @@ from netspy_tui.fleet.merge import merge_pages
 from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes, one_info, source_info, source_label
 from netspy_tui.mcp_tools.schemas import (
+    MAX_DURATION,
     RECENT_BYTES_SECONDS,
     SNAPSHOT_PARTS,
     Addresses,
@@ -466,8 +468,29 @@ async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any
     await _check_scope(tc.source, q)
     source, narrowed = await tc.narrow(q)
     page = await source.query(narrowed)
+    if not page.events and not page.not_kept and q.after is None and q.until is None:
+        page = await _counted_not_kept(source, narrowed, page)
     info = await source_info(tc.source)
     return list(page.events), page.total_count, info.label, info.sampled, page
+
+
+async def _counted_not_kept(source: TelemetrySource, q: EventQuery, page: EventPage) -> EventPage:
+    """An empty ``page`` that says how many events of ``q``'s window (since ``q.since``, else the longest
+    window a tool counts) the source counted without keeping them (shed, or removed by the store's row
+    limit or retention): the counts outlive the raw events, and "no events found" would be wrong."""
+    now = utcnow()
+    since = q.since or now - timedelta(seconds=MAX_DURATION)
+    window = min(MAX_DURATION, math.ceil((now - since).total_seconds()))
+    if window < 1:
+        return page
+    try:
+        counted = await source.count(Scope(q.kind, q.pid, q.command, window, q.node, q.workload))
+    except NetspyError as exc:  # (a server that will not count so long a window: the list stands without the note)
+        log.info("no count for the empty list's window: %s", exc)
+        return page
+    if counted <= 0:
+        return page
+    return page.model_copy(update={"not_kept": counted, "not_kept_since": since, "not_kept_until": now})
 
 
 async def _inbound(ctx: Context[ToolContext, Any], q: EventQuery) -> EventPage | None:
@@ -508,7 +531,7 @@ def _listed(
                                                        else ".")
         )  # fmt: skip
         text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled, direction),
-                                   *_page_notes(page), describe.filter_note(node, workload), missing)  # fmt: skip
+                                   *_page_notes(page, kind), describe.filter_note(node, workload), missing)  # fmt: skip
     extra: dict[str, Any] = {}
     if model is ConnectionList:
         extra = {"sampled": sampled, "direction": direction, "inbound_available": inbound_available}
@@ -530,9 +553,9 @@ def _listed(
     return _result(result, text)
 
 
-def _page_notes(page: EventPage) -> tuple[str, str]:
+def _page_notes(page: EventPage, kind: EventKind) -> tuple[str, str]:
     return (
-        describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until),
+        describe.not_kept_note(page.not_kept, page.not_kept_since, page.not_kept_until, kind, listed=bool(page.events)),
         describe.not_events_note(page.not_events),
     )
 

@@ -34,7 +34,10 @@ Where this server differs from the original, on purpose:
   the last answer; absent: answer at once), ``timeout`` (seconds, at most 30, default 25); it answers
   ``{"seq": N, "changed": bool}`` as soon as the sequence is not ``after`` (a change, or a restarted server),
   else when ``timeout`` passes. Only a server whose source says when it changes has it (404 elsewhere, as on
-  ebpf-server): a client follows it instead of polling. The existing paths answer as before.
+  ebpf-server): a client follows it instead of polling. ``GET /api/losses`` (an extension) answers the events
+  lost or shed in the last ``duration_seconds``, by cause, and ``/api/events`` of one ``type`` adds ``not_kept``
+  (with ``not_kept_since``/``not_kept_until``) when events of its page's seconds were counted but not kept: a
+  client's tools note a window's losses as they do over this host's own store. The existing paths answer as before.
 - Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
   other endpoints answer from whatever the source holds.
 """
@@ -127,6 +130,8 @@ ENDPOINTS: dict[str, str] = {
     "ports, outcomes, processes, rate (type, pid, command, duration_seconds, top_n, buckets)",
     "GET /api/inbound": "netspy-tui extension: connections local processes accepted, newest first, with the peer "
     "(pid, command, since, until, limit)",
+    "GET /api/losses": "netspy-tui extension: events lost or shed in the last duration_seconds, by cause, and "
+    "whether the counts are still exact",
 }
 CHANGES_ENDPOINT = (
     "GET /api/changes",
@@ -580,12 +585,19 @@ class Api:
         events: list[ConnectionEvent | PacketDropEvent] = []
         total = 0
         cursor: int | None = None
+        not_kept: dict[str, Any] = {}
         for k in (kind,) if kind else _KINDS:
             page = await self.source.query(EventQuery(kind=k, pid=pid, command=command, since=since, until=until,
                                                       limit=limit, after=None if after < 0 else after))  # fmt: skip
             events.extend(page.events)
             total += page.total_count
             cursor = page.cursor if kind else None
+            if kind and page.not_kept:  # netspy-tui extension: events of the page's seconds counted but not kept
+                not_kept = {
+                    "not_kept": page.not_kept,
+                    "not_kept_since": page.not_kept_since and format_time(page.not_kept_since),
+                    "not_kept_until": page.not_kept_until and format_time(page.not_kept_until),
+                }
         events.sort(key=_newest_first, reverse=True)
         events = events[:limit]
         filters: dict[str, Any] = {}
@@ -608,8 +620,20 @@ class Api:
                 "query_time": query_time(),
                 "filters": filters,
                 **({} if cursor is None else {"cursor": cursor}),
+                **not_kept,
             }
         )
+
+    async def losses(self, request: Request) -> Response:
+        """``/api/losses``: what the source lost or shed in the last ``duration_seconds``, by cause (the window's
+        figure every tool result notes; ``/health`` has only the last minute and since start)."""
+        params = await Params.read(request)
+        duration = params.integer(
+            "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
+        )
+        losses = await self.source.losses(duration)
+        return json_response({"losses": losses, "counts_exact": counts_exact(losses), "duration_seconds": duration,
+                              "query_time": query_time()})  # fmt: skip
 
     async def programs(self, request: Request) -> Response:
         programs: list[ProgramInfo] = await self.source.programs()
@@ -731,6 +755,7 @@ class Api:
             ),
             Route("/api/window-stats", _guarded(self.window_stats), methods=["GET"]),
             Route("/api/inbound", _guarded(self.inbound), methods=["GET"]),
+            Route("/api/losses", _guarded(self.losses), methods=["GET"]),
         ]
 
 

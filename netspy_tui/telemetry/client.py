@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -75,6 +75,17 @@ class ChangesResponse(BaseModel):
 
     seq: int
     changed: bool = False
+
+
+class LossesResponse(BaseModel):
+    """``/api/losses`` (a netspy-tui server's): the events lost or shed in a window, by cause."""
+
+    losses: dict[str, int] = {}
+
+
+def _positive(losses: dict[str, int] | None) -> dict[str, int]:
+    """``losses`` without the causes that lost nothing."""
+    return {k: v for k, v in (losses or {}).items() if isinstance(v, int) and v > 0}
 
 
 def _says_aggregator(health: HealthResponse) -> bool:
@@ -137,6 +148,8 @@ class HttpSource:
         self._window_stats = True  # the server may answer /api/window-stats (a netspy-tui server)
         self._window_stats_seen = False  # ... and it did
         self._inbound = True  # the server may answer /api/inbound (a netspy-tui server)
+        self._losses_path = True  # the server may answer /api/losses (a netspy-tui server)
+        self._warned_losses = False
         self._detect_lock = asyncio.Lock()
         self._warned_not_events = False
         self._changes_offered: bool | None = None  # the server has /api/changes (None: not asked yet)
@@ -297,8 +310,8 @@ class HttpSource:
             gen = await self.generation()
             if gen == "aggregator":
                 what = "aggregator"
-            recent = {k: v for k, v in (health.recent_losses or {}).items() if isinstance(v, int) and v > 0}
-            losses = {k: v for k, v in (health.losses or {}).items() if isinstance(v, int) and v > 0}
+            recent = _positive(health.recent_losses)
+            losses = _positive(health.losses)
             detail = f"{gen} API"
             stats = (health.model_extra or {}).get("stats")
             by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
@@ -352,8 +365,10 @@ class HttpSource:
         events, matched = filter_events(resp.events, q)
         dropped = len(resp.events) + resp.not_events - matched
         total = max(resp.total_count - dropped, matched)
+        span = [t if isinstance(t, datetime) else None for t in (resp.not_kept_since, resp.not_kept_until)]
         return EventPage(events=events, total_count=total, truncated=total > len(events), not_events=resp.not_events,
-                         cursor=resp.cursor)  # fmt: skip
+                         cursor=resp.cursor, not_kept=max(0, resp.not_kept), not_kept_since=span[0],
+                         not_kept_until=span[1])  # fmt: skip
 
     def _note_not_events(self, n: int, path: str) -> None:
         """Log skipped non-events once as a warning (a poller would repeat it every second), then at debug."""
@@ -468,8 +483,28 @@ class HttpSource:
         return self._filtered(page, q, "/api/inbound") if page.available else None
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
-        """Nothing to tell: events arrive here as they are (a remote server's losses show in info)."""
-        return {}
+        """What the server lost or shed in the last ``window_seconds``: a netspy-tui server answers for any window
+        (``/api/losses``); another says at most what its ``/health`` has for the last minute (asked once)."""
+        if self._losses_path and await self.generation() != "seed":
+            resp = await self._request("GET", "/api/losses", params={"duration_seconds": window_seconds})
+            if resp.status_code not in (400, 404, 405, 501):
+                return self._note_losses(_positive(self._parse(resp, "/api/losses", LossesResponse).losses),
+                                         f"in the last {window_seconds} s")  # fmt: skip
+            self._losses_path = False
+        try:
+            health = await self.health()
+        except NetspyError:  # (the tools' own queries say what is wrong with the server)
+            return {}
+        return self._note_losses(_positive(health.recent_losses), "in the last minute")
+
+    def _note_losses(self, losses: dict[str, int], when: str) -> dict[str, int]:
+        """``losses``, logged as a warning the first time there are any (a one-shot command's stderr; a
+        poller would repeat it every second), then at debug."""
+        if losses:
+            level = logging.DEBUG if self._warned_losses else logging.WARNING
+            self._warned_losses = True
+            log.log(level, "the eBPF server at %s reports %s", self.shown_url, describe_losses(losses, when))
+        return losses
 
     async def programs(self) -> list[ProgramInfo]:
         if await self.generation() == "seed":

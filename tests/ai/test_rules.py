@@ -209,3 +209,22 @@ def test_ephemeral_port_exhaustion_is_named_and_flagged() -> None:
     assert "**No local port:** 6 connect() attempts failed with EADDRNOTAVAIL" in text
     assert "`net.ipv4.ip_local_port_range`" in text
     assert "**Worth a look:** a high failure ratio (85.7%), ephemeral port exhaustion, a rate spike." in text
+
+
+def test_large_counts_and_rates_have_thousands_separators() -> None:
+    events = [connection(pid=42, command="storm", ip="127.0.0.1", port=18080, time=at(i / 100), outcome="ok")
+              for i in range(1500)]  # fmt: skip
+    text = rule_based_explanation("storm (pid 42)", context_for(events, 42, "storm", 60, at(30)))
+    assert "1,500 connect() attempts (1,500.0 per minute) to 1 distinct destination," in text
+    assert "ok 1,500 — 0 of 1,500 failed" in text and "`127.0.0.1:18080` ×1,500" in text
+
+
+def test_top_destinations_are_named_as_the_tools_name_them() -> None:
+    """``localhost (127.0.0.1:18080)`` as analyze_patterns and list_connections show it, not the bare address."""
+    events = [
+        connection(pid=42, command="curl", ip="127.0.0.1", port=18080, time=at(i), outcome="ok") for i in range(3)
+    ]
+    context = context_for(events, 42, "curl", 60, at(30))
+    context["patterns"]["hostnames"] = {"127.0.0.1": "localhost"}  # type: ignore[index]
+    text = rule_based_explanation("curl (pid 42)", context)
+    assert "**Top destinations:** `localhost` (`127.0.0.1:18080`) ×3." in text

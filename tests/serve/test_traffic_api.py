@@ -34,6 +34,7 @@ async def test_traffic_is_listed_as_an_extension(client: httpx.AsyncClient) -> N
         "GET /api/connect-latency",
         "GET /api/window-stats",
         "GET /api/inbound",
+        "GET /api/losses",
         "GET /metrics",
     }
     assert all("extension" in root["endpoints"][path] for path in extensions)

@@ -1,0 +1,77 @@
+"""Following ``list_connections``' own paging hint in a real MCP session reaches the events it says are left."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from mcp.client import Client
+
+from netspy_tui.errors import NetspyError
+from netspy_tui.mcp_tools.server import create_server
+from netspy_tui.models import LatencyGroup, LatencyStats, Scope, TrafficStats
+from netspy_tui.store.sqlite import EventStore
+from netspy_tui.telemetry.embedded import EmbeddedSource
+from netspy_tui.telemetry.memory import MemorySource
+from tests.factories import connection
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+async def test_the_hint_names_the_argument_that_reaches_the_older_events() -> None:
+    store = EventStore(None)
+    store.add_events([connection(pid=n, command="curl", time=NOW - timedelta(seconds=n)) for n in range(1, 6)])
+    source = EmbeddedSource(None, store)
+    try:
+        async with Client(create_server(source)) as c:
+            first = await c.call_tool("list_connections", {"max_events": 2})
+            text = first.content[0].text  # type: ignore[union-attr]
+            hint = re.search(r"\(3 more, older than those shown: .*pass (\w+)=<time of the oldest event shown>", text)
+            assert hint is not None, text
+            shown = first.structured_content["events"]  # type: ignore[index]
+            assert [e["pid"] for e in shown] == [1, 2]
+            rest = await c.call_tool("list_connections", {"max_events": 10, hint.group(1): shown[-1]["time"]})
+            pids = [e["pid"] for e in rest.structured_content["events"]]  # type: ignore[index]
+            assert pids == [2, 3, 4, 5]  # the oldest shown again, then the three the hint counted
+    finally:
+        await source.aclose()
+
+
+class _Measured(MemorySource):
+    """A source whose connect latencies are given: one process with one connect, one with 12,345."""
+
+    async def traffic(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                      ) -> TrafficStats:  # fmt: skip
+        return TrafficStats(window_seconds=window_seconds, available=False)
+
+    async def connect_latency(self, pid: int | None, command: str | None, window_seconds: int, limit: int = 20
+                              ) -> LatencyStats:  # fmt: skip
+        def group(command: str, n: int) -> LatencyGroup:
+            return LatencyGroup(command=command, pids=[1], destination="10.0.0.1:80", attempts=n, p50_us=900,
+                                p95_us=900, max_us=900, outcomes={"ok": n})  # fmt: skip
+
+        groups = [group("busy", 12_345), group("once", 1)]
+        return LatencyStats(window_seconds=window_seconds, attempts=12_346, p50_us=900, p95_us=900, max_us=900,
+                            processes=groups, destinations=groups, total_destinations=1)  # fmt: skip
+
+
+async def test_latency_text_counts_with_separators_and_the_right_plural() -> None:
+    async with Client(create_server(_Measured([]))) as c:
+        text = (await c.call_tool("get_connect_latency", {})).content[0].text  # type: ignore[union-attr]
+    assert "All processes: 12,346 TCP connects in the last 60 seconds" in text
+    assert "12,345 connects  p50" in text and " 1 connect  p50" in text and "1 connects" not in text
+    assert "busy -> 10.0.0.1:80: 12,345 connects" in text and "(12,345 ok)" in text
+
+
+class _NoLongCounts(MemorySource):
+    """A server that refuses to count a long window (as some eBPF servers bound ``duration_seconds``)."""
+
+    async def count(self, scope: Scope) -> int:
+        raise NetspyError("the eBPF server refused duration_seconds=604800 (400)")
+
+
+async def test_an_empty_list_stands_when_the_source_cannot_count_its_window() -> None:
+    async with Client(create_server(_NoLongCounts([]))) as c:
+        result = await c.call_tool("list_connections", {"process_name": "zzprobe"})
+    assert not result.is_error
+    assert result.content[0].text == "No connection events found for Process 'zzprobe'."  # type: ignore[union-attr]
