@@ -217,6 +217,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt("--max-events", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most events to list (100)"),
     _opt("--since", runs={"tool"}, group=TOOL, metavar="TIME", help="only events newer than this RFC3339 time"),
+    _opt("--until", runs={"tool"}, group=TOOL, metavar="TIME",
+         help="only events at or before this RFC3339 time (lists are newest first: this pages back)"),  # fmt: skip
     _opt("--node", runs={"tool"}, group=TOOL, metavar="NAME", help="only this node (an aggregator's; or this host)"),
     _opt("--workload", runs={"tool"}, group=TOOL, metavar="NAME", help="only this workload (e.g. nginx.service)"),
     _opt(
@@ -363,8 +365,8 @@ TOOL_FLAGS: dict[str, tuple[str, ...]] = {
         ("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"),
         ("pid", "process", "duration", "node", "workload"),
     ),
-    "list_connections": ("pid", "process", "max_events", "since", "node", "workload", "direction"),
-    "list_packet_drops": ("pid", "process", "max_events", "since", "node", "workload"),
+    "list_connections": ("pid", "process", "max_events", "since", "until", "node", "workload", "direction"),
+    "list_packet_drops": ("pid", "process", "max_events", "since", "until", "node", "workload"),
     "list_processes": ("duration", "group_by", "node", "workload"),
     **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "node", "workload")),
     "server_status": (),
@@ -378,6 +380,7 @@ _ARGUMENT = {
     "duration": "duration",
     "max_events": "max_events",
     "since": "since",
+    "until": "until",
     "summary_text": "summary_text",
     "query": "query",
     "node": "node",
@@ -675,8 +678,21 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
         sys.stderr.write(f"netspy-tui: {clean(result.text, 1000)}\n")
         return 1
     # The tools already escape untrusted text; cleaning again keeps stdout inert whatever a server sent.
-    sys.stdout.write((result.json() if ns.json else clean(result.text, None, keep_newlines=True)) + "\n")
+    sys.stdout.write((result.json() if ns.json else _in_flags(clean(result.text, None, keep_newlines=True))) + "\n")
     return 0
+
+
+#: a list's paging hint as the tools word it (their argument names), and in this command line's flags
+_HINT_IN_FLAGS = (
+    ("raise max_events (at most 1,000), narrow with pid/process_name, or pass until=<",
+     "raise --max-events (at most 1,000), narrow with --pid/--process, or pass --until <"),
+)  # fmt: skip
+
+
+def _in_flags(text: str) -> str:
+    for tool_words, flag_words in _HINT_IN_FLAGS:
+        text = text.replace(tool_words, flag_words)
+    return text
 
 
 async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, Any]) -> int:
