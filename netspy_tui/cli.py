@@ -217,8 +217,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt("--max-events", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most events to list (100)"),
     _opt("--since", runs={"tool"}, group=TOOL, metavar="TIME", help="only events newer than this RFC3339 time"),
-    _opt("--until", runs={"tool"}, group=TOOL, metavar="TIME",
-         help="only events at or before this RFC3339 time (lists are newest first: this pages back)"),  # fmt: skip
+    _opt(
+        "--until",
+        runs={"tool"},
+        group=TOOL,
+        metavar="TIME",
+        help="only events at or before this RFC3339 time (lists are newest first: this pages back)",
+    ),  # fmt: skip
     _opt("--node", runs={"tool"}, group=TOOL, metavar="NAME", help="only this node (an aggregator's; or this host)"),
     _opt("--workload", runs={"tool"}, group=TOOL, metavar="NAME", help="only this workload (e.g. nginx.service)"),
     _opt(
