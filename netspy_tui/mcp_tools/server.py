@@ -965,8 +965,9 @@ def create_server(
         if info.sampled:
             lines.append("Sampling: short-lived connections can be missed.")
         if info.kind == "embedded":
+            # (not kept: shed in the kernel, never seen, as well as lost after: it can exceed seen; by cause below)
             lines.append(f"Events seen: {info.events_seen:,}, stored: {info.stored_events or 0:,}, "
-                         f"lost: {info.events_lost:,}")  # fmt: skip
+                         f"not kept: {info.events_lost:,}")  # fmt: skip
         if info.recent_losses:
             lines.append(f"Last minute: {clean(describe_losses(info.recent_losses), 300)}")
         if info.losses:

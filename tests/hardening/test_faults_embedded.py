@@ -3,7 +3,7 @@
 Behaviour (decided by telemetry/embedded.py and store/sqlite.py, documented here): when the store
 cannot write (disk full, file gone read-only) collection goes on; the events of a batch that could
 not be written are dropped and counted as lost, never raised into the collector thread. The loss
-is visible everywhere the source is described — ``server_status`` ("lost: N"), the dashboard header
+is visible everywhere the source is described — ``server_status`` ("not kept: N"), the dashboard header
 ("lost N events"), ``/health`` of ``serve`` (503 while a write failed in the last minute) — and
 writing resumes by itself as soon as there is space again. Nothing falls back to memory: a store
 that silently stopped being durable would be worse than an honest count of what was lost.
@@ -117,12 +117,13 @@ async def test_ring_buffer_overflow_is_counted_and_shown() -> None:
                 await asyncio.sleep(0.01)
             lost, seen = status.source.events_lost, status.source.events_seen
             assert lost > 0 and abs(lost - 3 * seen // 10) <= 3  # 3 per batch of 10 (read while it runs)
-            assert f"lost: {lost}" in status.text
+            assert f"not kept: {lost:,}" in status.text
+            assert "raw events lost (kernel ring buffer full)" in status.text
             app = NetspyApp(gateway, interval=0.1)
             async with app.run_test(size=SIZE) as pilot:
-                await wait_for(pilot, lambda: "lost " in header(app), "lost events in the header")
-                shown = int(header(app).split("lost ", 1)[1].split(" events", 1)[0])
-                assert shown >= lost
+                shown = "raw events lost (kernel ring buffer full)"
+                await wait_for(pilot, lambda: shown in header(app), "lost events in the header")
+                assert int(header(app).split(shown)[0].split()[-1].replace(",", "")) >= lost
                 await wait_for(pilot, lambda: f"lost {shown} events" not in header(app), "the count keeps up")
     finally:
         await source.aclose()

@@ -101,9 +101,9 @@ class PatternsPanel(Vertical):
         bar_style = self.get_component_rich_style("patterns--bar", partial=True)
         dim = self.get_component_rich_style("patterns--dim", partial=True)
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f"{stats.total} attempts", style=heading)
+        text.append(f"{stats.total:,} attempt{'' if stats.total == 1 else 's'}", style=heading)
         text.append(
-            f" in {window_label(stats.window_seconds)} · {analysis.rate_per_minute:.1f}/min · "
+            f" in {window_label(stats.window_seconds)} · {analysis.rate_per_minute:,.1f}/min · "
             f"{analysis.failure_ratio:.0%} failed\n"
         )
         if stats.total == 0:
