@@ -60,7 +60,10 @@ def lines(table: DataTable[Cell]) -> list[list[tuple[str, Style | None]]]:
     table._pseudo_class_state = table.get_pseudo_class_state()
     out = []
     for y in range(table.size.height):
-        strip = table.render_line(y).simplify()
+        drawn = table.render_line(y)
+        # (a line is as wide as it says: the compositor places and crops it by that length)
+        assert drawn.cell_length == sum(seg.cell_length for seg in drawn) == table.size.width, f"line {y}"
+        strip = drawn.simplify()
         out.append([(seg.text, seg.style) for seg in strip])
     return out
 
