@@ -4,9 +4,11 @@ are kept across updates: a replaced cell, a row moved or the cursor moved must s
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,8 +20,12 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
+from netspy_tui.models import ConnectionEvent
+from netspy_tui.tui.poller import event_key
 from netspy_tui.tui.widgets.cells import Cell, cell
+from netspy_tui.tui.widgets.connections import ConnectionTable
 from netspy_tui.tui.widgets.table import KeyedTable
+from tests.factories import connection
 
 WIDTHS = (12, 3, 20, 7, 1)
 
@@ -316,3 +322,45 @@ async def test_the_header_is_drawn_again_only_when_it_changed(monkeypatch: pytes
         app.theme = "textual-light" if app.theme != "textual-light" else "nord"
         await pilot.pause()
         assert lines(fast) == lines(plain) and len(headers) == len(WIDTHS)
+
+
+class Live(App[None]):
+    def compose(self) -> ComposeResult:
+        yield ConnectionTable(id="conns")
+
+
+async def test_a_live_connection_table_keys_its_rows_as_the_events_it_is_given() -> None:
+    """sync keeps the keys of the rows that stay (the same event objects, in order) and keys only the others: the
+    rows shown, their order and their events are those of keying every event given, through polls that slide the
+    window, bring late events between held ones, replace events (a name learnt), narrow and widen a filter and
+    bring events without an id (keyed by their fields)."""
+    rng = random.Random(11)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    serial = itertools.count()
+
+    def new(n: int) -> list[ConnectionEvent]:
+        made = []
+        for _ in range(n):
+            i = next(serial)
+            event = connection(pid=100 + i % 7, time=start + timedelta(milliseconds=10 * i), ip=f"10.0.0.{i % 250}")
+            made.append(event if i % 9 else event.model_copy(update={"id": ""}))
+        return made
+
+    async with Live().run_test(size=(100, 30)) as pilot:
+        table = pilot.app.query_one(ConnectionTable)
+        held: list[ConnectionEvent] = []
+        for step in range(40):
+            held = held[rng.randint(0, 15) :] + new(rng.randint(0, 25))  # the oldest leave, new ones come
+            if step % 5 == 2 and len(held) > 10:  # late events between held ones
+                at = rng.randint(1, len(held) - 1)
+                held[at:at] = new(3)
+            if step % 7 == 3 and held:  # a name learnt: the poller's window holds a copy of the event
+                at = rng.randrange(len(held))
+                held[at] = held[at].model_copy(update={"hostname": f"host{step}.example"})
+            shown = [e for e in held if e.pid % 3] if step % 6 == 4 else held  # a filter, then none again
+            table.sync(shown, held)
+            await pilot.pause()
+            wanted = {event_key(e): e for e in shown}
+            assert list(table.events) == list(wanted), f"step {step}"
+            assert all(table.events[k] is e for k, e in wanted.items()), f"step {step}"
+            assert [row.key.value for row in table.ordered_rows] == list(wanted), f"step {step}"
