@@ -20,10 +20,11 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
-from netspy_tui.models import ConnectionEvent
+from netspy_tui.models import ConnectionEvent, ProcessStat, TrafficProcess
 from netspy_tui.tui.poller import event_key
 from netspy_tui.tui.widgets.cells import Cell, cell
 from netspy_tui.tui.widgets.connections import ConnectionTable
+from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.table import KeyedTable
 from tests.factories import connection
 
@@ -364,3 +365,54 @@ async def test_a_live_connection_table_keys_its_rows_as_the_events_it_is_given()
             assert list(table.events) == list(wanted), f"step {step}"
             assert all(table.events[k] is e for k, e in wanted.items()), f"step {step}"
             assert [row.key.value for row in table.ordered_rows] == list(wanted), f"step {step}"
+
+
+class Processes(App[None]):
+    def compose(self) -> ComposeResult:
+        yield ProcessTable(id="procs")
+
+
+def shown_cells(table: ProcessTable) -> list[list[tuple[str, Style | str]]]:
+    return [
+        [(c.plain, c.style) for c in table.get_row(row.key)]  # type: ignore[union-attr]
+        for row in table.ordered_rows
+    ]
+
+
+async def test_a_process_table_shows_what_a_fresh_one_shows_after_each_poll() -> None:
+    """Rows whose process is unchanged since the last poll are not made again: after polls that change some
+    figures, the focus, the rates (read, then not) and the width of the PIDs column, the table shows the cells a
+    table given only the last poll shows."""
+    rng = random.Random(5)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def stat(name: str, attempts: int) -> ProcessStat:
+        return ProcessStat(command=name, pids=[10, 11, 12, 13][: 1 + attempts % 4], attempts=attempts,
+                           distinct_destinations=attempts % 5, failures=attempts % 3, first_seen=when,
+                           last_seen=when + timedelta(seconds=attempts))  # fmt: skip
+
+    def rate(name: str, n: int) -> TrafficProcess:
+        return TrafficProcess(command=name, pids=[10], rx_bytes=n, tx_bytes=n, rx_rate=n / 60, tx_rate=n, flows=1)
+
+    names = [f"proc{i}" for i in range(12)]
+    figures = {name: rng.randint(1, 50) for name in names}
+    async with Processes().run_test(size=(120, 30)) as pilot:
+        table = pilot.app.query_one(ProcessTable)
+        for step in range(12):
+            for name in rng.sample(names, 3):  # a few processes busy since the last poll, the rest quiet
+                figures[name] += rng.randint(1, 9)
+            stats = [stat(name, n) for name, n in figures.items()]
+            focused = names[step % 5] if step % 3 else None
+            rates = {n: rate(n, figures[n]) for n in names} if step % 4 == 1 else None
+            if step == 7:
+                table.styles.width = 90  # (the PIDs column narrower: its cells made again)
+            table.sync(stats, focused, rates)
+            await pilot.pause()
+            async with Processes().run_test(size=(120, 30)) as fresh_pilot:
+                fresh = fresh_pilot.app.query_one(ProcessTable)
+                fresh.styles.width = table.styles.width
+                await fresh_pilot.pause()
+                fresh.sync(stats, focused, rates)
+                await fresh_pilot.pause()
+                assert fresh.pid_width == table.pid_width
+                assert shown_cells(table) == shown_cells(fresh), f"step {step}"
