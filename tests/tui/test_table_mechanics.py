@@ -1,6 +1,8 @@
 """KeyedTable (widgets/table.py) draws exactly what Textual's DataTable draws, and place_rows leaves the same
 table as building it row by row: checked side by side in a running app, through random updates (its drawn cells
-are kept across updates: a replaced cell, a row moved or the cursor moved must still be drawn as DataTable does)."""
+are kept across updates: a replaced cell, a row moved or the cursor moved must still be drawn as DataTable does).
+The live tables built on it re-use what they made at the last poll (row keys, a quiet process's cells): they must
+show what they would show had they made everything again."""
 
 from __future__ import annotations
 
