@@ -1,12 +1,16 @@
 """KeyedTable (widgets/table.py) draws exactly what Textual's DataTable draws, and place_rows leaves the same
 table as building it row by row: checked side by side in a running app, through random updates (its drawn cells
-are kept across updates: a replaced cell, a row moved or the cursor moved must still be drawn as DataTable does)."""
+are kept across updates: a replaced cell, a row moved or the cursor moved must still be drawn as DataTable does).
+The live tables built on it re-use what they made at the last poll (row keys, a quiet process's cells): they must
+show what they would show had they made everything again."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,8 +22,13 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
+from netspy_tui.models import ConnectionEvent, ProcessStat, TrafficProcess
+from netspy_tui.tui.poller import event_key
 from netspy_tui.tui.widgets.cells import Cell, cell
+from netspy_tui.tui.widgets.connections import ConnectionTable
+from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.table import KeyedTable
+from tests.factories import connection
 
 WIDTHS = (12, 3, 20, 7, 1)
 
@@ -60,7 +69,10 @@ def lines(table: DataTable[Cell]) -> list[list[tuple[str, Style | None]]]:
     table._pseudo_class_state = table.get_pseudo_class_state()
     out = []
     for y in range(table.size.height):
-        strip = table.render_line(y).simplify()
+        drawn = table.render_line(y)
+        # (a line is as wide as it says: the compositor places and crops it by that length)
+        assert drawn.cell_length == sum(seg.cell_length for seg in drawn) == table.size.width, f"line {y}"
+        strip = drawn.simplify()
         out.append([(seg.text, seg.style) for seg in strip])
     return out
 
@@ -313,3 +325,96 @@ async def test_the_header_is_drawn_again_only_when_it_changed(monkeypatch: pytes
         app.theme = "textual-light" if app.theme != "textual-light" else "nord"
         await pilot.pause()
         assert lines(fast) == lines(plain) and len(headers) == len(WIDTHS)
+
+
+class Live(App[None]):
+    def compose(self) -> ComposeResult:
+        yield ConnectionTable(id="conns")
+
+
+async def test_a_live_connection_table_keys_its_rows_as_the_events_it_is_given() -> None:
+    """sync keeps the keys of the rows that stay (the same event objects, in order) and keys only the others: the
+    rows shown, their order and their events are those of keying every event given, through polls that slide the
+    window, bring late events between held ones, replace events (a name learnt), narrow and widen a filter and
+    bring events without an id (keyed by their fields)."""
+    rng = random.Random(11)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    serial = itertools.count()
+
+    def new(n: int) -> list[ConnectionEvent]:
+        made = []
+        for _ in range(n):
+            i = next(serial)
+            event = connection(pid=100 + i % 7, time=start + timedelta(milliseconds=10 * i), ip=f"10.0.0.{i % 250}")
+            made.append(event if i % 9 else event.model_copy(update={"id": ""}))
+        return made
+
+    async with Live().run_test(size=(100, 30)) as pilot:
+        table = pilot.app.query_one(ConnectionTable)
+        held: list[ConnectionEvent] = []
+        for step in range(40):
+            held = held[rng.randint(0, 15) :] + new(rng.randint(0, 25))  # the oldest leave, new ones come
+            if step % 5 == 2 and len(held) > 10:  # late events between held ones
+                at = rng.randint(1, len(held) - 1)
+                held[at:at] = new(3)
+            if step % 7 == 3 and held:  # a name learnt: the poller's window holds a copy of the event
+                at = rng.randrange(len(held))
+                held[at] = held[at].model_copy(update={"hostname": f"host{step}.example"})
+            shown = [e for e in held if e.pid % 3] if step % 6 == 4 else held  # a filter, then none again
+            table.sync(shown, held)
+            await pilot.pause()
+            wanted = {event_key(e): e for e in shown}
+            assert list(table.events) == list(wanted), f"step {step}"
+            assert all(table.events[k] is e for k, e in wanted.items()), f"step {step}"
+            assert [row.key.value for row in table.ordered_rows] == list(wanted), f"step {step}"
+
+
+class Processes(App[None]):
+    def compose(self) -> ComposeResult:
+        yield ProcessTable(id="procs")
+
+
+def shown_cells(table: ProcessTable) -> list[list[tuple[str, Style | str]]]:
+    return [
+        [(c.plain, c.style) for c in table.get_row(row.key)]  # type: ignore[union-attr]
+        for row in table.ordered_rows
+    ]
+
+
+async def test_a_process_table_shows_what_a_fresh_one_shows_after_each_poll() -> None:
+    """Rows whose process is unchanged since the last poll are not made again: after polls that change some
+    figures, the focus, the rates (read, then not) and the width of the PIDs column, the table shows the cells a
+    table given only the last poll shows."""
+    rng = random.Random(5)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def stat(name: str, attempts: int) -> ProcessStat:
+        return ProcessStat(command=name, pids=[10, 11, 12, 13][: 1 + attempts % 4], attempts=attempts,
+                           distinct_destinations=attempts % 5, failures=attempts % 3, first_seen=when,
+                           last_seen=when + timedelta(seconds=attempts))  # fmt: skip
+
+    def rate(name: str, n: int) -> TrafficProcess:
+        return TrafficProcess(command=name, pids=[10], rx_bytes=n, tx_bytes=n, rx_rate=n / 60, tx_rate=n, flows=1)
+
+    names = [f"proc{i}" for i in range(12)]
+    figures = {name: rng.randint(1, 50) for name in names}
+    async with Processes().run_test(size=(120, 30)) as pilot:
+        table = pilot.app.query_one(ProcessTable)
+        for step in range(12):
+            for name in rng.sample(names, 3):  # a few processes busy since the last poll, the rest quiet
+                figures[name] += rng.randint(1, 9)
+            stats = [stat(name, n) for name, n in figures.items()]
+            focused = names[step % 5] if step % 3 else None
+            rates = {n: rate(n, figures[n]) for n in names} if step % 4 == 1 else None
+            if step == 7:
+                table.styles.width = 90  # (the PIDs column narrower: its cells made again)
+            table.sync(stats, focused, rates)
+            await pilot.pause()
+            async with Processes().run_test(size=(120, 30)) as fresh_pilot:
+                fresh = fresh_pilot.app.query_one(ProcessTable)
+                fresh.styles.width = table.styles.width
+                await fresh_pilot.pause()
+                fresh.sync(stats, focused, rates)
+                await fresh_pilot.pause()
+                assert fresh.pid_width == table.pid_width
+                assert shown_cells(table) == shown_cells(fresh), f"step {step}"

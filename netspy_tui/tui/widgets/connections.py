@@ -7,6 +7,8 @@ back to the end (``end``).
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Collection, Sequence
 from typing import ClassVar, Generic, TypeVar
 
@@ -105,7 +107,7 @@ class EventTable(KeyedTable, Generic[E]):
             self.clear(columns=True)
             self.events, self._cells, self._spare = {}, {}, {}
             self.on_mount()
-        wanted = {event_key(e): e for e in events}
+        wanted = self._keyed(events)
         if self._columns_for([e for k, e in wanted.items() if k not in self.events]):
             self.clear(columns=True)  # (another set of columns: every row made again)
             self.events, self._cells, self._spare = {}, {}, {}
@@ -139,6 +141,22 @@ class EventTable(KeyedTable, Generic[E]):
             elif anchor is not None and anchor in wanted:
                 self.move_cursor(row=self.get_row_index(anchor), animate=False)
         return len(added), len(removed)
+
+    def _keyed(self, events: Sequence[E]) -> dict[str, E]:
+        """``events`` by row key, in order. The events that begin as the table's rows did after some of its oldest (a
+        live table at each poll: the same objects, in the same order, up to the first new or late one) keep the keys
+        they have; only the others are keyed (a key made for each of the ~2,000 rows of a full window was a third
+        of the connection table's update at each refresh at 100 events/s)."""
+        current = self.events
+        if not (current and events and (first := event_key(events[0])) in current):
+            return {event_key(e): e for e in events}
+        shown = dict(itertools.islice(current.items(), list(current).index(first), None))
+        same = list(map(operator.is_, shown.values(), events))
+        kept = same.index(False) if False in same else len(same)
+        keyed = shown if kept == len(shown) else dict(itertools.islice(shown.items(), kept))
+        for event in events[kept:]:
+            keyed[event_key(event)] = event
+        return keyed
 
     def _columns_for(self, new: list[E]) -> bool:
         """Whether the columns change for the events ``new`` to the table (the table is then made again)."""

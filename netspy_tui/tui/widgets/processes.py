@@ -110,6 +110,8 @@ class ProcessTable(KeyedTable):
         self.sort_reverse = True
         self.focused_process: str | None = None
         self._cells: dict[str, list[Cell]] = {}
+        self._made: dict[str, tuple[object, ...]] = {}
+        """What each row's cells were made from (see :meth:`sync`), until the styles change."""
         self.pid_width = 13
         self.rates: dict[str, TrafficProcess] | None = None
         self.group_by: str | None = None
@@ -209,6 +211,7 @@ class ProcessTable(KeyedTable):
 
     def notify_style_update(self) -> None:
         self._cell_styles = {}  # a theme or CSS change: the styles again
+        self._made = {}  # (and the cells made with them)
         super().notify_style_update()
 
     def group_cells(self, label: str, members: Sequence[ProcessStat]) -> list[Cell]:
@@ -286,13 +289,22 @@ class ProcessTable(KeyedTable):
                 for key in gone:
                     del self.stats[key]
                     del self._cells[key]
+                    self._made.pop(key, None)
                 self.place_rows(self._row_order(), {})
                 changed = True
             added: dict[str, list[Cell]] = {}
             updated: list[tuple[str, str, Cell]] = []
+            made, rate_of = self._made, (rates or {}).get
             for key, stat in wanted.items():
-                new_cells = self.cells(stat)
                 old_cells = self._cells.get(key)
+                # what the row's cells are made from: a row that would show what it shows (its process quiet since
+                # the last poll) is not made again to be compared cell by cell
+                source = (stat, key == focused, rates is None, rate_of(key), self.pid_width)
+                if old_cells is not None and made.get(key) == source:
+                    self.stats[key] = stat
+                    continue
+                made[key] = source
+                new_cells = self.cells(stat)
                 if old_cells is None:
                     added[key] = new_cells
                 else:

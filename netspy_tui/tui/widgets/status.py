@@ -84,6 +84,7 @@ class StatusBar(Static):
         self._shown_spans: list[Span] = []
         self._clocked = True
         """The last line built shows something that moves with the clock (set by :meth:`build`)."""
+        self._styles: dict[str, Style] = {}
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._tick, name="status-tick")
@@ -120,7 +121,16 @@ class StatusBar(Static):
         self.redraw()
 
     def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(f"status--{name}", partial=True)
+        # Remembered until the styles change: Textual empties its own cache of component styles at every refresh(),
+        # so each line built (every poll) worked its ~20 styles out again.
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(f"status--{name}", partial=True)
+        return style
+
+    def notify_style_update(self) -> None:
+        self._styles = {}  # a theme or CSS change: the styles again
+        super().notify_style_update()
 
     def redraw(self) -> None:
         text = self.build()

@@ -123,6 +123,29 @@ class KeyedTable(DataTable[Cell]):
             y += scroll_y
         return self._render_line(y, scroll_x, scroll_x + width, self._memo("base", lambda: self.rich_style))
 
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
+        # DataTable's, for a line that starts at the left edge and whose row fits the width (ours unless scrolled
+        # sideways): the row's segments are the line, as wide as the table, so they are not cropped, measured and
+        # made into a strip twice (every line of every refresh at 100 events/s is a new row).
+        width = self.size.width
+        widths = self._column_widths()
+        if x1 or x2 != width or self.fixed_columns or self._row_label_column_width + sum(widths) > width:
+            return super()._render_line(y, x1, x2, base_style)
+        try:
+            row_key, y_offset_in_row = self._get_offsets(y)
+        except LookupError:
+            return Strip.blank(width, base_style)
+        cursor, hover = self.cursor_coordinate, self.hover_coordinate
+        cache_key = (y, x1, x2, width, cursor, hover, base_style, self.cursor_type, self._show_hover_cursor,
+                     self._update_count, self._pseudo_class_state)  # fmt: skip
+        cache = self._line_cache
+        if cache_key in cache:
+            return cache[cache_key]
+        fixed, scrollable = self._render_line_in_row(row_key, y_offset_in_row, base_style, cursor, hover)
+        segments = [segment for part in (*fixed, *scrollable) for segment in part]
+        strip = cache[cache_key] = Strip(Segment.simplify(segments), width)
+        return strip
+
     def _get_row_style(self, row_index: int, base_style: Style) -> Style:
         kind = -1 if row_index == -1 else -2 if row_index < self.fixed_rows else row_index % 2
         make = super()._get_row_style
