@@ -307,7 +307,8 @@ class NameResolver:
             return
         self._pending.add(key)
         future: Future[None] = asyncio.run_coroutine_threadsafe(self._query(key), loop)
-        future.add_done_callback(lambda f: f.exception())  # never "exception was never retrieved"
+        # never "exception was never retrieved"; a question cancelled at close() has none (exception() would raise)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # --- the resolver's thread -----------------------------------------------------------------
 

@@ -85,6 +85,23 @@ def test_a_server_that_never_answers_delays_nobody() -> None:
             resolver.close()
 
 
+def test_questions_still_in_flight_at_close_are_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """Closing with questions unanswered (a dashboard quit on a host whose name server is slow) cancels them:
+    no "exception calling callback" traceback for each one."""
+    with PtrServer(silent=True) as server:
+        resolver = make(server, timeout=30.0)
+        try:
+            for i in range(20):
+                resolver.lookup(f"10.0.1.{i}")
+            deadline = time.monotonic() + 10
+            while server.count < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert resolver.stats().pending > 0
+        finally:
+            resolver.close()
+    assert not [r for r in caplog.records if "exception calling callback" in r.getMessage()], caplog.text
+
+
 def test_a_server_that_refuses_is_passed_over_for_the_next_and_stray_datagrams_are_dropped() -> None:
     """The name servers are asked in turn: one with nothing listening (127.0.0.2, same port: the kernel refuses) is
     passed over for the next. A datagram that does not answer the question (another id) is dropped, and the
