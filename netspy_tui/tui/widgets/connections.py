@@ -224,9 +224,10 @@ class ConnectionTable(EventTable[ConnectionEvent]):
     def destination(self, event: ConnectionEvent) -> str:
         if event.direction == "inbound":
             return inbound_cell(event)
-        if self.show_names and event.hostname:
-            return f"{event.hostname}:{event.destination_port}"
-        return destination_text(event)
+        where = f"{event.hostname}:{event.destination_port}" if self.show_names and event.hostname else \
+            destination_text(event)  # fmt: skip
+        # (netspy-tui's own reverse-DNS questions are the host's traffic too, but not the user's: said so)
+        return f"{where} [own DNS]" if event.own_dns_query else where
 
     def refresh_destinations(self) -> None:
         """Re-draw the Destination cells after ``show_names`` changed."""
