@@ -1,4 +1,5 @@
-"""What the pattern panel and the connection table say of a busy window, of a host out of local ports and of\nnetspy-tui's own DNS questions."""
+"""What the pattern panel and the connection table say of a busy window, of a host out of local ports and of
+netspy-tui's own DNS questions."""
 
 from __future__ import annotations
 
