@@ -593,7 +593,7 @@ def _check_db_directory(db: Path | None, source: str) -> None:
     directories behind (only the scratch store's directory is made, by netspy-tui itself)."""
     if db is None:
         return
-    directory = Path(os.path.abspath(db)).parent
+    directory = Path(os.path.abspath(Path(db).expanduser())).parent  # (the store expands ~ too)
     if not directory.is_dir():
         given = "--db" if source == "command line" else f"db ({source})"
         raise UsageError(
@@ -810,7 +810,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
             f"serve --aggregate on {clean(host, 80)} needs an ingest token, or anyone who reaches it can add events",
             "pass --ingest-token TOKEN (or NETSPY_INGEST_TOKEN) and give agents the same with --forward-token",
         )
-    directory = settings.db
+    directory = settings.db.expanduser() if settings.db is not None else None
     if directory is not None and directory.exists() and not directory.is_dir():
         raise UsageError(f"--db {clean(str(directory), 200)} is a file: serve --aggregate keeps one store per node "
                          "in a directory", "pass a directory (it is created if missing)")  # fmt: skip
@@ -997,7 +997,10 @@ def _main(argv: Sequence[str] | None) -> int:
             sys.stdout.write(describe_settings(settings, sources) + "\n")
             return 0
         _check_db_directory(settings.db, sources.get("db", ""))
-        if settings.collector == "replay" and settings.replay is None and not getattr(ns, "aggregate", False):
+        # (an explicit --server is read instead of any collector, except by serve, which runs one)
+        server_read = settings.server is not None and ns.run != "serve"
+        if settings.collector == "replay" and settings.replay is None and not getattr(ns, "aggregate", False) \
+                and not server_read:  # fmt: skip
             raise UsageError("the replay collector needs a recording", "pass --replay FILE")  # before any UI
         if settings.replay is not None:  # a FIFO, a device or garbage fails here, before the slow imports
             from netspy_tui.collector.replay import check_start

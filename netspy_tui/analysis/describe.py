@@ -4,7 +4,7 @@ strings passed through :func:`netspy_tui.textsafe.clean`."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from netspy_tui.models import (
     ConnectionEvent,
@@ -202,7 +202,10 @@ def not_kept_note(
     (``listed`` False), how many the counts have in its window though none of their events is left."""
     if not_kept <= 0:
         return ""
-    span = f" between {since:%H:%M:%S} and {until:%H:%M:%S} UTC" if since and until else ""
+    span = ""
+    if since and until:  # times of day for a span within a day, else dates too
+        form = "%H:%M:%S" if until - since < timedelta(days=1) else "%Y-%m-%d %H:%M"
+        span = f" between {since:{form}} and {until:{form}} UTC"
     if not listed:
         noun = "connection attempt" if kind == "connection" else "packet drop"
         return (

@@ -490,7 +490,9 @@ async def _counted_not_kept(source: TelemetrySource, q: EventQuery, page: EventP
         return page
     if counted <= 0:
         return page
-    return page.model_copy(update={"not_kept": counted, "not_kept_since": since, "not_kept_until": now})
+    # (the window counted: a since older than the longest window is not what the count covers)
+    counted_since = now - timedelta(seconds=window)
+    return page.model_copy(update={"not_kept": counted, "not_kept_since": counted_since, "not_kept_until": now})
 
 
 async def _inbound(ctx: Context[ToolContext, Any], q: EventQuery) -> EventPage | None:

@@ -627,7 +627,7 @@ class Api:
     async def losses(self, request: Request) -> Response:
         """``/api/losses``: what the source lost or shed in the last ``duration_seconds``, by cause (the window's
         figure every tool result notes; ``/health`` has only the last minute and since start)."""
-        params = await Params.read(request)
+        params = await Params.read(request, strict=True)  # (an extension: 0 is refused, not the default)
         duration = params.integer(
             "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
         )

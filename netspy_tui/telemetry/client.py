@@ -484,18 +484,21 @@ class HttpSource:
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
         """What the server lost or shed in the last ``window_seconds``: a netspy-tui server answers for any window
-        (``/api/losses``); another says at most what its ``/health`` has for the last minute (asked once)."""
-        if self._losses_path and await self.generation() != "seed":
-            resp = await self._request("GET", "/api/losses", params={"duration_seconds": window_seconds})
-            if resp.status_code not in (400, 404, 405, 501):
-                return self._note_losses(_positive(self._parse(resp, "/api/losses", LossesResponse).losses),
-                                         f"in the last {window_seconds} s")  # fmt: skip
-            self._losses_path = False
+        (``/api/losses``). Another has at most its ``/health``'s figure for the last minute: said on stderr (a
+        one-shot's; once), not returned as the window's (a tool would print it as "in this window")."""
         try:
+            if self._losses_path and await self.generation() != "seed":
+                resp = await self._request("GET", "/api/losses", params={"duration_seconds": window_seconds})
+                if resp.status_code not in (400, 404, 405, 501):
+                    return self._note_losses(_positive(self._parse(resp, "/api/losses", LossesResponse).losses),
+                                             f"in the last {window_seconds} s")  # fmt: skip
+                self._losses_path = False
             health = await self.health()
-        except NetspyError:  # (the tools' own queries say what is wrong with the server)
+        except NetspyError as exc:  # (a note must not fail the tool: its own queries say what is wrong)
+            log.debug("no losses from %s: %s", self.shown_url, exc)
             return {}
-        return self._note_losses(_positive(health.recent_losses), "in the last minute")
+        self._note_losses(_positive(health.recent_losses), "in the last minute")
+        return {}
 
     def _note_losses(self, losses: dict[str, int], when: str) -> dict[str, int]:
         """``losses``, logged as a warning the first time there are any (a one-shot command's stderr; a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -65,15 +66,18 @@ def test_figures_over_http_carry_the_windows_losses(run_cli, server_url, tool):
     assert data["losses"] == {"shed": 44} and data["counts_exact"] is True
 
 
-def test_over_a_server_without_api_losses_the_figures_carry_what_its_health_says(run_cli):
-    """Another server (no ``/api/losses``): the losses its ``/health`` reports for the last minute."""
+def test_over_a_server_without_api_losses_its_last_minute_is_said_not_taken_for_the_window(run_cli):
+    """Another server (no ``/api/losses``): what its ``/health`` reports for the last minute is said on stderr as
+    the last minute's; a result over another window does not print it as that window's ("in this window")."""
     health = {"status": "degraded", "component": "ebpf-server", "uptime": "1m", "version": "1.0.0",
               "recent_losses": {"shed": 82254}}  # fmt: skip
     with FakeEbpfServer("current", health=health) as srv:
-        out = run_cli("--server", srv.url, "--tool", "get_network_summary", "--json")
+        out = run_cli("--server", srv.url, "--tool", "get_network_summary", "--duration", "5")
+        data = json.loads(run_cli("--server", srv.url, "--tool", "get_network_summary", "--json").stdout)["data"]
     assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)["data"]
-    assert data["losses"] == {"shed": 82254} and data["counts_exact"] is True
+    assert "82,254 raw events shed under load in the last minute; counts are exact" in out.stderr
+    assert "in this window" not in out.stdout and "82,254" not in out.stdout
+    assert data["losses"] == {}
 
 
 def test_an_empty_list_says_the_counts_have_events_it_no_longer_keeps(run_cli, server_url):
@@ -88,3 +92,13 @@ def test_an_empty_list_says_the_counts_have_events_it_no_longer_keeps(run_cli, s
     later = format_time(datetime.now(UTC) - timedelta(seconds=15))  # (after zzprobe's connects: none counted since)
     none = run_cli("--server", server_url, "--tool", "list_connections", "--process", "zzprobe", "--since", later)
     assert none.stdout.strip() == "No connection events found for Process 'zzprobe'."
+
+
+def test_without_since_the_empty_lists_note_names_the_week_it_counted_by_dates(run_cli, server_url):
+    """No --since: the longest window a tool counts (7 days), named with its dates, not two equal times of day."""
+    out = run_cli("--server", server_url, "--tool", "list_connections", "--process", "zzprobe")
+    assert out.returncode == 0, out.stderr
+    found = re.search(r"counted between (\S+ \S+) and (\S+ \S+) UTC", out.stdout)
+    assert found, out.stdout
+    start, end = (datetime.strptime(x, "%Y-%m-%d %H:%M").replace(tzinfo=UTC) for x in found.groups())
+    assert end - start == timedelta(days=7) and abs(datetime.now(UTC) - end) < timedelta(minutes=2)

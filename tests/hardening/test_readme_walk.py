@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fake_ebpf_server import FakeEbpfServer
 from tests.hardening.conftest import DEMO, Child, Cli, assert_one_line_error, free_port, wait_until
 
 DEMO_EVENTS = sum(1 for line in DEMO.read_text().splitlines() if line.strip())
@@ -101,6 +102,24 @@ def test_a_db_from_the_environment_in_a_missing_directory_names_its_source(cli: 
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_db_under_home_written_with_a_tilde_is_accepted(cli: Cli, tmp_path: Path) -> None:
+    """``~`` in a --db path (quoted, from the environment or the config file) is the home directory, as the store
+    reads it: not a directory named ``~`` under the working directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    run = cli("--tool", "server_status", "--replay", str(DEMO), env={"NETSPY_DB": "~/h.sqlite3", "HOME": str(home)})
+    assert run.returncode == 0, run.stderr
+    assert (home / "h.sqlite3").exists()
+
+
+def test_an_explicit_server_is_read_whatever_collector_the_environment_names(cli: Cli) -> None:
+    """NETSPY_COLLECTOR=replay (no recording) does not stop a command from reading the --server it was given:
+    only a command that runs the collector needs the recording."""
+    with FakeEbpfServer("current") as srv:
+        run = cli("--server", srv.url, "--tool", "server_status", env={"NETSPY_COLLECTOR": "replay"})
+    assert run.returncode == 0, run.stderr
+
+
 # --- L9: --show-config shows the effective raw_rate -----------------------------------------------------
 
 
@@ -151,6 +170,7 @@ ZERO_REFUSED = [
     ("/api/window-stats", "pid", "pid must be between 1 and 4294967295, got 0"),
     ("/api/inbound", "limit", "limit must be between 1 and 10000, got 0"),
     ("/api/inbound", "pid", "pid must be between 1 and 4294967295, got 0"),
+    ("/api/losses", "duration_seconds", "duration_seconds must be between 1 and 31622400, got 0"),
 ]
 
 

@@ -955,7 +955,7 @@ def _capped_early(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: in
     most of what the cap cost each of them. Otherwise FP+wall is the offset again and the code after this
     reads the clock. The cache's time lags by under :data:`TICK_MARGIN_NS`, so a window that may have ended
     is left to :func:`_within_budget` (with the clock read): a record is not capped into the next window
-    (unless the wall clock was set back meanwhile: then for as long as it went back, counted as capped).
+    (nor, after the wall clock was set back, for longer than a window: an end further ahead is re-judged).
     Uses FP+mono as scratch."""
     precise = _uniq(a, "early_no")
     _element0(a, maps.budget, slot, precise)  # type: ignore[arg-type]
@@ -966,6 +966,10 @@ def _capped_early(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: in
     a.ldx(DW, R1, FP, wall).add(R1, TICK_MARGIN_NS)
     a.ldx(DW, R2, FP, mono)
     a.jmp("jge", R1, R2, precise)
+    # a window's end more than a window ahead: the wall clock was set back since it was noted (NTP, a resumed VM);
+    # the precise path re-judges it, rather than capping every record for as long as the clock went back
+    a.sub(R2, R1)
+    a.jmp("jgt", R2, 1 << BUDGET_SHIFT, precise)
     _element0(a, maps.budget, slot, precise)  # type: ignore[arg-type]
     # atomic: a program in an interrupt on this CPU may cap one meanwhile, and every capped one is reported
     a.mov(R1, 1)
