@@ -33,4 +33,4 @@ async def test_a_busy_window_reads_with_separators_and_port_exhaustion_is_its_ow
             # netspy-tui's own reverse-DNS question is marked as such, not shown as the user's traffic
             await wait_for(pilot, lambda: own.id in table.events, "the own DNS row")
             where = table.get_row(own.id)[[c.key for c in table.COLUMNS].index("destination")]
-            assert str(where) == "10.255.255.53:53 [own DNS]"
+            assert str(where) == "[own DNS] 10.255.255.53:53"

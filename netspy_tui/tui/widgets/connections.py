@@ -226,8 +226,9 @@ class ConnectionTable(EventTable[ConnectionEvent]):
             return inbound_cell(event)
         where = f"{event.hostname}:{event.destination_port}" if self.show_names and event.hostname else \
             destination_text(event)  # fmt: skip
-        # (netspy-tui's own reverse-DNS questions are the host's traffic too, but not the user's: said so)
-        return f"{where} [own DNS]" if event.own_dns_query else where
+        # (netspy-tui's own reverse-DNS questions are the host's traffic too, but not the user's: said so, first, to
+        # be seen in the narrow column of an 80-column terminal)
+        return f"[own DNS] {where}" if event.own_dns_query else where
 
     def refresh_destinations(self) -> None:
         """Re-draw the Destination cells after ``show_names`` changed."""
