@@ -683,21 +683,10 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
         sys.stderr.write(f"netspy-tui: {clean(result.text, 1000)}\n")
         return 1
     # The tools already escape untrusted text; cleaning again keeps stdout inert whatever a server sent.
-    sys.stdout.write((result.json() if ns.json else _in_flags(clean(result.text, None, keep_newlines=True))) + "\n")
+    from netspy_tui.commands import in_flags  # (its paging hint in this command line's flags)
+
+    sys.stdout.write((result.json() if ns.json else in_flags(clean(result.text, None, keep_newlines=True))) + "\n")
     return 0
-
-
-#: a list's paging hint as the tools word it (their argument names), and in this command line's flags
-_HINT_IN_FLAGS = (
-    ("raise max_events (at most 1,000), narrow with pid/process_name, or pass until=<",
-     "raise --max-events (at most 1,000), narrow with --pid/--process, or pass --until <"),
-)  # fmt: skip
-
-
-def _in_flags(text: str) -> str:
-    for tool_words, flag_words in _HINT_IN_FLAGS:
-        text = text.replace(tool_words, flag_words)
-    return text
 
 
 async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, Any]) -> int:

@@ -57,9 +57,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "list",
         "list_connections",
-        "list [--pid N] [--process NAME] [--max-events N] [--since TIME]\n     [--direction outbound|inbound|all]",
+        "list [--pid N] [--process NAME] [--max-events N] [--since TIME]\n"
+        "     [--until TIME] [--direction outbound|inbound|all]",
         "list recent connections, newest first (inbound: those accepted here)",
-        (*_FILTERS, "--max-events", "--since", "--direction"),
+        (*_FILTERS, "--max-events", "--since", "--until", "--direction"),
     ),
     CommandSpec(
         "analyze",
@@ -71,9 +72,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "drops",
         "list_packet_drops",
-        "drops [--pid N] [--process NAME] [--max-events N] [--since TIME]",
+        "drops [--pid N] [--process NAME] [--max-events N] [--since TIME]\n      [--until TIME]",
         "list recent packet drops with kernel reasons",
-        (*_FILTERS, "--max-events", "--since"),
+        (*_FILTERS, "--max-events", "--since", "--until"),
     ),
     CommandSpec(
         "dropsummary",
@@ -135,6 +136,7 @@ _FLAG_ARG = {
     "--max-events": ("max_events", int),
     "--limit": ("limit", int),
     "--since": ("since", str),
+    "--until": ("until", str),
     "--direction": ("direction", str),
 }
 _CHOICES = {"--direction": ("outbound", "inbound", "all")}
@@ -164,6 +166,21 @@ def complete_word(line: str) -> list[str]:
         return []
     used = set(words[1:-1])
     return [flag for flag in spec.flags if flag.startswith(last) and flag not in used]
+
+
+#: a list's paging hint as the tools word it (their argument names), and in the flags of the command line, the
+#: REPL and the command bar
+_HINT_IN_FLAGS = (
+    ("raise max_events (at most 1,000), narrow with pid/process_name, or pass until=<",
+     "raise --max-events (at most 1,000), narrow with --pid/--process, or pass --until <"),
+)  # fmt: skip
+
+
+def in_flags(text: str) -> str:
+    """A tool's text for someone who types flags, not tool arguments: its paging hint in their words."""
+    for tool_words, flag_words in _HINT_IN_FLAGS:
+        text = text.replace(tool_words, flag_words)
+    return text
 
 
 def help_text() -> str:
@@ -280,7 +297,7 @@ class CommandRunner:
             if parsed.tool is None:
                 return CommandResult(f"'{parsed.action}' is not run here", is_error=True)
             res = await self._gateway().call(parsed.tool, parsed.arguments)
-            return CommandResult(res.text, is_error=res.is_error)
+            return CommandResult(res.text if res.is_error else in_flags(res.text), is_error=res.is_error)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

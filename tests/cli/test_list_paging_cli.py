@@ -1,4 +1,4 @@
-"""A one-shot list's paging hint is in the command line's own flags, and following it pages back."""
+"""A list's paging hint is in the flags of the command line and the REPL, and following it pages back."""
 
 from __future__ import annotations
 
@@ -33,8 +33,13 @@ def test_the_list_hint_names_cli_flags_and_until_pages_back(run_cli):
             oldest = (start + timedelta(seconds=3)).isoformat().replace("+00:00", "Z")
             back = run_cli("--server", srv.url, "--tool", "list_connections", "--max-events", "10", "--until", oldest)
             bad = run_cli("--server", srv.url, "--tool", "list_connections", "--until", "yesterday")
+            # the REPL (and the dashboard's command bar, which runs the same commands) pages the same way
+            repl = run_cli("--server", srv.url, "repl", input=f"list --max-events 2\nlist --until {oldest}\n")
     finally:
         asyncio.run(source.aclose())
     assert back.returncode == 0, back.stderr
     assert re.findall(r"10\.0\.0\.1:(\d+)", back.stdout) == ["1003", "1002", "1001", "1000"]
     assert bad.returncode == 2 and "until" in bad.stderr and "Traceback" not in bad.stderr
+    assert repl.returncode == 0, repl.stderr
+    assert "or pass --until <time of the oldest event shown> to page back)" in repl.stdout
+    assert re.findall(r"10\.0\.0\.1:(\d+)", repl.stdout) == ["1004", "1003", "1003", "1002", "1001", "1000"]

@@ -66,7 +66,7 @@ def test_repl_lists_the_connections_a_served_host_accepted(run_cli):
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: --direction must be one of outbound, inbound, all, not 'sideways'. "
                       "Usage: list [--pid N] [--process NAME] [--max-events N] [--since TIME] "
-                      "[--direction outbound|inbound|all]."]  # fmt: skip
+                      "[--until TIME] [--direction outbound|inbound|all]."]  # fmt: skip
     assert "-> 93.184.216.34:443" in text  # the default is still the connect() attempts
     assert "Traceback" not in out.stderr
 
