@@ -130,7 +130,7 @@ def _err(text: str) -> None:
 
 
 async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
-    if reader.interactive:  # from a pipe or a file: only the results on stdout
+    if reader.interactive:  # (from a pipe or a file: no banner, only the results on stdout)
         _out(
             f"netspy-tui interactive mode. Source: {clean(info.label, 120)}"
             + (f" ({clean(info.detail, 160)})" if info.detail else "")

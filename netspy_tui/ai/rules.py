@@ -17,7 +17,7 @@ from typing import Any
 from netspy_tui.ai.context import ParsedContext, parse_context
 from netspy_tui.ai.settings import ENV_API_KEY, ENV_BASE_URL
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, second_of
-from netspy_tui.analysis.describe import duration_us, human_bytes
+from netspy_tui.analysis.describe import duration_us, human_bytes, name_of
 from netspy_tui.models import ConnectionEvent, Counted, ns_to_time
 from netspy_tui.textsafe import clean
 
@@ -152,11 +152,9 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 
 def _counted(items: list[Counted], limit: int = TOP_N, names: dict[str, str] | None = None) -> str:
     """``key ×count`` each; a destination with a name in ``names`` as ``name (address)``, as the tools show it."""
-    from netspy_tui.names.resolver import address_of  # noqa: PLC0415  (only where names are given)
-
     out = []
     for c in items[:limit]:
-        name = (names or {}).get(address_of(c.key) or c.key)
+        name = name_of(c.key, names or {})
         out.append(f"{code(name)} ({code(c.key)}) ×{c.count:,}" if name else f"{code(c.key)} ×{c.count:,}")
     return ", ".join(out)
 

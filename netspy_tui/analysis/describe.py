@@ -118,12 +118,17 @@ def _mix(items: Sequence[object]) -> str:
     return ", ".join(f"{clean(getattr(c, 'key', ''), 60)} {getattr(c, 'count', 0):,}" for c in items) or "none"
 
 
+def name_of(key: str, names: Mapping[str, str]) -> str | None:
+    """The name ``names`` has for a destination key (``addr:port`` or an address), None when it has none."""
+    return names.get(address_of(key) or key)
+
+
 def _named_mix(items: Sequence[object], names: Mapping[str, str]) -> str:
     """Like :func:`_mix`, a destination's name before its address when it has one."""
     out = []
     for c in items:
         key = str(getattr(c, "key", ""))
-        name = names.get(address_of(key) or key)
+        name = name_of(key, names)
         label = f"{clean(name, 60)} ({clean(key, 60)})" if name else clean(key, 60)
         out.append(f"{label} {getattr(c, 'count', 0):,}")
     return ", ".join(out) or "none"

@@ -149,6 +149,7 @@ class HttpSource:
         self._window_stats_seen = False  # ... and it did
         self._inbound = True  # the server may answer /api/inbound (a netspy-tui server)
         self._losses_path = True  # the server may answer /api/losses (a netspy-tui server)
+        self._health_losses_told = False  # (without it: /health's last minute said once, not asked at every poll)
         self._warned_losses = False
         self._detect_lock = asyncio.Lock()
         self._warned_not_events = False
@@ -493,10 +494,13 @@ class HttpSource:
                     return self._note_losses(_positive(self._parse(resp, "/api/losses", LossesResponse).losses),
                                              f"in the last {window_seconds} s")  # fmt: skip
                 self._losses_path = False
+            if self._health_losses_told:
+                return {}
             health = await self.health()
         except NetspyError as exc:  # (a note must not fail the tool: its own queries say what is wrong)
             log.debug("no losses from %s: %s", self.shown_url, exc)
             return {}
+        self._health_losses_told = True
         self._note_losses(_positive(health.recent_losses), "in the last minute")
         return {}
 
