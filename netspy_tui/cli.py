@@ -99,6 +99,12 @@ def _forward_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"expected an http(s):// URL of an aggregator, got '{text[:80]}'")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:  # (a port beyond 65535 or not a number; 0 is none a server listens on)
+        raise argparse.ArgumentTypeError(f"the port of '{text[:80]}' is not a port (1-65535)")
     path = parts.path.rstrip("/")
     if not path.endswith("/api/events/ingest"):
         path += "/api/events/ingest"
@@ -749,6 +755,13 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
 
     if ns.aggregate:
         return await _run_aggregate(ns, settings)
+    if ns.forward:
+        from netspy_tui.serve.forward import identity_problem, node_identity
+
+        problem = identity_problem(node_identity())
+        if problem:
+            raise UsageError(f"serve --forward: {problem}: the aggregator would refuse every event",
+                             "set NODE_NAME (or K8S_NODE_NAME) to this node's name")  # fmt: skip
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
         mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=_workloads())

@@ -563,6 +563,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),
     "forward_dropped": ("raw events removed by retention before they were forwarded", True),
+    "forward_rejected": ("raw events the aggregator refused (not forwarded)", True),
     "sockaddr_fault": ("connects not counted (address unreadable)", False),
     "inflight_full": ("connects not counted (too many at once)", False),
     "exit_without_enter": ("connects not counted (call not seen starting)", False),

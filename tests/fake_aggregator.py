@@ -18,9 +18,15 @@ from netspy_tui.serve import BackgroundServer
 
 
 class FakeAggregator:
-    def __init__(self, token: str | None = None, max_events: int = 5000) -> None:
+    def __init__(self, token: str | None = None, max_events: int = 5000, refuse_ports: frozenset[int] = frozenset(),
+                 answer: str = "netspy") -> None:  # fmt: skip
         self.token = token
         self.max_events = max_events
+        #: events to these destination ports are refused one by one (the rest of their batch kept), answered as
+        #: ``serve --aggregate`` does (``answer="netspy"``: ``rejected_count`` and reasons) or as the contract's
+        #: ``IngestResponse`` only says (``"contract"``: ``success`` false, fewer ``events_processed``)
+        self.refuse_ports = refuse_ports
+        self.answer = answer
         self.too_large = 0  # batches refused with 413
         self.events: list[dict[str, Any]] = []
         self.batches = 0
@@ -44,11 +50,16 @@ class FakeAggregator:
                 with self._lock:
                     self.too_large += 1
                 return PlainTextResponse(f"Too many events in one batch: {len(events)}", status_code=413)
+            refused = [i for i, e in enumerate(events) if e.get("destination_port") in self.refuse_ports]
             with self._lock:
-                self.events.extend(events)
+                self.events.extend(e for i, e in enumerate(events) if i not in refused)
                 self.batches += 1
-            return JSONResponse({"success": True, "events_processed": len(events), "message": "ok",
-                                 "timestamp": datetime.now(UTC).isoformat()})  # fmt: skip
+            answer: dict[str, Any] = {"success": not refused, "events_processed": len(events) - len(refused),
+                                      "message": "ok", "timestamp": datetime.now(UTC).isoformat()}  # fmt: skip
+            if refused and self.answer == "netspy":
+                answer["rejected_count"] = len(refused)
+                answer["rejected"] = [{"index": i, "reason": "destination_port: refused by the test"} for i in refused]
+            return JSONResponse(answer)
 
         return Starlette(routes=[Route("/api/events/ingest", ingest, methods=["POST"])])
 

@@ -59,7 +59,7 @@ from netspy_tui.models import (
 from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
-from netspy_tui.textsafe import clean
+from netspy_tui.textsafe import clean, first_line
 
 __all__ = ["INTERVAL", "ForwardStatus", "Forwarder", "RecordJson", "encode_batch", "encode_events", "node_identity"]
 
@@ -456,11 +456,43 @@ def node_identity() -> dict[str, str]:
     return identity
 
 
+def identity_problem(identity: Mapping[str, str]) -> str | None:
+    """Why an aggregator would refuse every event of a node with this identity (its name is not a node name:
+    a Kubernetes node's, a host's), or None. Checked at start: an agent that only learnt it from the
+    aggregator's answers would forward nothing."""
+    from netspy_tui.fleet.store import NODE_NAME
+
+    node = identity.get("k8s_node_name", "")
+    if NODE_NAME.match(node):
+        return None
+    return f"this node's name {clean(node, 80)!r} is not a node name (letters, digits, '.', '_' and '-')"
+
+
+def _refused(body: Any, n: int) -> tuple[int, str]:
+    """How many of the ``n`` events posted an aggregator's 2xx answer says it did not take, and why (its first
+    reason): ``rejected_count``/``rejected`` (netspy-tui's aggregator), else ``success: false`` with fewer
+    ``events_processed`` than posted (the contract's ``IngestResponse``)."""
+    if not isinstance(body, dict):
+        return 0, ""
+    count, why = body.get("rejected_count"), ""
+    rejected = body.get("rejected")
+    if isinstance(rejected, list) and rejected and isinstance(rejected[0], dict):
+        why = f"event {rejected[0].get('index')}: {rejected[0].get('reason')}"
+    if type(count) is not int:
+        processed, duplicates = body.get("events_processed"), body.get("duplicates", 0)
+        if body.get("success") is not False or type(processed) is not int:
+            return 0, ""
+        count = n - processed - (duplicates if type(duplicates) is int else 0)
+        why = why or clean(body.get("message", ""), 160)
+    return max(0, min(n, count)), first_line(why, 160)
+
+
 @dataclass
 class ForwardStatus:
     url: str
     interval: float = INTERVAL  # seconds between posts when fewer than a full batch wait
     forwarded: int = 0  # events the aggregator accepted
+    rejected: int = 0  # events the aggregator answered it did not take (not retried: it would refuse them again)
     batches: int = 0
     failures: int = 0  # batches that failed (each retried)
     dropped: int = 0  # removed by retention before they were forwarded
@@ -522,10 +554,10 @@ class Forwarder:
             while not self._stop.is_set():
                 try:
                     sent = await self.forward_once()
-                except (httpx.HTTPError, OSError, ValueError) as exc:
+                except Exception as exc:  # noqa: BLE001 (any failure is counted and retried: the task never dies)
                     attempt += 1
                     self.status.failures += 1
-                    error = f"{type(exc).__name__}: {clean(str(exc), 200)}"
+                    error = f"{type(exc).__name__}: {first_line(exc, 200)}"
                     if error != self.status.last_error:
                         log.warning("forwarding to %s failed (%s); retrying with backoff", self.url, error)
                     self.status.last_error = error
@@ -573,13 +605,24 @@ class Forwarder:
             log.warning("forwarding to %s: %s", self.url, self.status.last_error)
             return await self.forward_once()
         if response.status_code >= 300:
-            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {clean(response.text, 200)}",
+            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {first_line(response.text, 200)}",
                                         request=response.request, response=response)  # fmt: skip
+        try:
+            refused, why = _refused(response.json(), n)
+        except ValueError:  # (an answer that is not JSON: the contract's aggregator always sends some)
+            refused, why = 0, ""
         self.cursor = last
         await asyncio.to_thread(self.store.set_meta, CURSOR_KEY, str(self.cursor))
-        self.status.forwarded += n
+        self.status.forwarded += n - refused
         self.status.batches += 1
         self.status.last_error = ""
+        if refused:
+            # moved past all the same (sent again, they would be refused again), and counted where losses show
+            self.status.rejected += refused
+            said = f" (first: {why})" if why else ""
+            self.status.last_error = f"the aggregator rejected {refused} of {n} events{said}"
+            log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+            await asyncio.to_thread(self.store.note_losses, int(time.time()), {"forward_rejected": refused})
         self.status.last_success = utcnow().isoformat(timespec="seconds")
         self.status.waiting = max(0, newest - self.cursor)  # (as of the read: the next one counts the rest)
         return n

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -269,3 +270,57 @@ async def test_what_the_writer_hands_over_goes_in_batches_and_only_as_far_as_it_
         await task
     assert ports(agg.received()) == [*range(19999, 20250), *range(20300, 20305)]  # each once, in order
     store.close()
+
+
+async def test_events_the_aggregator_refuses_are_counted_and_shown_not_forwarded(tmp_path: Path) -> None:
+    """An aggregator that takes a batch but refuses some of its events (a 200 whose answer says so, in
+    ``serve --aggregate``'s words or only the contract's) does not make them forwarded: they are counted as
+    refused, said in the last error with the first reason, and noted as a loss (``/health``, ``server_status``);
+    they are not sent again (the aggregator would refuse them again)."""
+    for answer in ("netspy", "contract"):
+        store = EventStore(tmp_path / f"spool-{answer}.db")
+        fill(store, 100)
+        with FakeAggregator(refuse_ports=frozenset({20007, 20042, 20099}), answer=answer) as agg:
+            fw = Forwarder(store, agg.url + "/api/events/ingest", batch=40, interval=0.05, identity=IDENTITY)
+            task = asyncio.create_task(fw.run())
+            await until(lambda: fw.status.waiting == 0 and fw.status.batches == 3, "three batches answered")  # noqa: B023
+            fw.stop()
+            await task
+        assert len(agg.received()) == 97 and agg.batches == 3, answer  # each batch once, nothing sent again
+        assert (fw.status.forwarded, fw.status.rejected, fw.status.failures) == (97, 3, 0), answer
+        assert fw.status.last_error.startswith("the aggregator rejected 1 of 20 events"), fw.status.last_error
+        if answer == "netspy":
+            assert "(first: event 19: destination_port: refused by the test)" in fw.status.last_error
+        assert store.totals.get("forward_rejected") == 3
+        store.close()
+
+
+async def test_a_failure_of_any_kind_is_counted_and_retried_never_ends_forwarding(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "spool.db")
+    fill(store, 5)
+    # (a port httpx cannot even connect to: not an HTTP or OS error; the forwarder must carry on all the same)
+    fw = Forwarder(store, "http://127.0.0.1:99999/api/events/ingest", interval=0.05, max_backoff=0.05,
+                   identity=IDENTITY)  # fmt: skip
+    task = asyncio.create_task(fw.run())
+    await until(lambda: fw.status.failures >= 2, "two failed batches")
+    assert not task.done() and fw.status.last_error and "\\x0a" not in fw.status.last_error
+    fw.stop()
+    await task
+    store.close()
+
+
+def test_serve_forward_refuses_what_it_could_never_forward_at_start(tmp_path: Path) -> None:
+    """A port no aggregator can listen on, and a node name every aggregator refuses, are said at start (exit 2,
+    one line), not found out later one failed batch at a time."""
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text(json.dumps(connection_json(pid=5, command="curl", port=443, ago=5)) + "\n")
+    cases = [
+        (["--forward", "http://127.0.0.1:99999"], {}, "is not a port (1-65535)"),
+        (["--forward", "http://127.0.0.1:9"], {"NODE_NAME": "my node"}, "'my node' is not a node name"),
+    ]
+    for flags, env, said in cases:
+        child = subprocess.run([sys.executable, "-m", "netspy_tui", "serve", "--replay", str(rec), "--port",
+                                str(free_port()), *flags], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "NETSPY_CONFIG": str(tmp_path / "none.toml"), **env})  # fmt: skip
+        assert child.returncode == 2, (flags, child.stderr)
+        assert said in child.stderr and "Traceback" not in child.stderr, child.stderr
