@@ -692,7 +692,19 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
     from netspy_tui.commands import in_flags  # (its paging hint in this command line's flags)
 
     sys.stdout.write((result.json() if ns.json else in_flags(clean(result.text, None, keep_newlines=True))) + "\n")
+    unhealthy = _unhealthy(result.data) if ns.tool == "server_status" else None
+    if unhealthy is not None:  # (a script asking whether the source is up gets its answer in the exit status)
+        sys.stderr.write(f"netspy-tui: the source is unhealthy: {clean(unhealthy, 300)}\n")
+        return 1
     return 0
+
+
+def _unhealthy(data: dict[str, Any] | None) -> str | None:
+    """server_status's structured result -> why its source is unhealthy, or None when it is not."""
+    source = (data or {}).get("source")
+    if isinstance(source, dict) and source.get("healthy") is False:
+        return str(source.get("detail") or "no detail")
+    return None
 
 
 async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, Any]) -> int:

@@ -986,6 +986,7 @@ def create_server(
                 f"Forwarding to {clean(str(fw.get('url')), 200)}: {fw.get('forwarded', 0):,} sent, "
                 f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
                 f"{fw.get('failures', 0):,} failed batches"
+                + (f", {fw['rejected']:,} refused by the aggregator" if fw.get("rejected") else "")
                 + (f"; last error: {clean(str(fw['last_error']), 200)}" if fw.get("last_error") else "")
             )
         for p in programs:

@@ -314,7 +314,10 @@ class HttpSource:
             recent = _positive(health.recent_losses)
             losses = _positive(health.losses)
             detail = f"{gen} API"
-            stats = (health.model_extra or {}).get("stats")
+            extra = health.model_extra or {}
+            stats = extra.get("stats")
+            forwarding = extra.get("forwarding")  # (a netspy-tui agent's: serve --forward's state)
+            collector = extra.get("collector")
             by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
             nodes = {str(k): v for k, v in by_node.items() if isinstance(v, int)} if isinstance(by_node, dict) else None
             if nodes is not None:
@@ -331,6 +334,8 @@ class HttpSource:
                 recent_losses=recent,
                 events_lost=health.events_lost or sum(losses.values()),
                 nodes=nodes,
+                forwarding=forwarding if isinstance(forwarding, dict) else None,
+                collector=clean(collector, 80) if isinstance(collector, str) else None,
             )
         except NetspyError as exc:
             return SourceInfo(

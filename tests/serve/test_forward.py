@@ -188,7 +188,17 @@ def test_serve_forward_end_to_end(tmp_path: Path, spawn: Callable[..., Child]) -
             asyncio.run(asyncio.sleep(0.02))
         assert health["forwarding"]["forwarded"] == 45 and health["forwarding"]["url"].endswith("/api/events/ingest")
         assert health["forwarding"]["interval"] == 2.5
+        # what an operator asks of the agent from elsewhere: its forwarding, as its /health says it
+        status = subprocess.run([sys.executable, "-m", "netspy_tui", "--server", url, "--tool", "server_status"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert f"Forwarding to {agg.url}/api/events/ingest: 45 sent, 0 waiting" in status.stdout, status.stdout
         assert child.stop() == TERMINATED
+    # and whether it is up at all, in the exit status too
+    down = subprocess.run([sys.executable, "-m", "netspy_tui", "--server", url, "--tool", "server_status"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert down.returncode == 1 and "(unhealthy)" in down.stdout, (down.stdout, down.stderr)
+    assert down.stderr.startswith("netspy-tui: the source is unhealthy: ") and down.stderr.count("\n") == 1
     assert "agg-secret-token" not in "".join(child.err)
 
 
