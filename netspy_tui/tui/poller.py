@@ -55,6 +55,11 @@ MAX_BACKOFF = 30.0
 #: Incremental polls ask for events newer than (newest seen - this): an event stamped earlier that
 #: reaches the server late (per-CPU buffers, an aggregator's agents) is still fetched; ids de-duplicate.
 OVERLAP = timedelta(seconds=2)
+#: The overlap on an aggregator: its agents post every few seconds each, not in step (``serve --forward`` posts
+#: every 2 s what settled 2 s, and retries a failed post after about a second), so one node's events arrive
+#: seconds behind another's newest. (An agent's backlog after a longer outage arrives later still: it is in the
+#: counts and the process table at once, in the table only once it is among the newest.)
+FLEET_OVERLAP = timedelta(seconds=15)
 #: With no new events, the summaries (which only age) are re-read every this many polls.
 IDLE_SUMMARY_EVERY = 5
 #: While the server notifies changes: seconds between refreshes with no change (the window still moves).
@@ -71,8 +76,10 @@ E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 
 
 def event_key(event: ConnectionEvent | PacketDropEvent) -> str:
-    """Row key of an event: its id, or a stand-in when a server sent none."""
-    return event.id or f"{event.type}-{event.pid}-{event.timestamp}-{event.time.isoformat()}"
+    """Row key of an event: its id (with its node's name when it has one: an aggregator's agents number their
+    events each on its own, two replaying one recording alike), or a stand-in when a server sent none."""
+    key = event.id or f"{event.type}-{event.pid}-{event.timestamp}-{event.time.isoformat()}"
+    return f"{event.k8s_node_name}/{key}" if event.k8s_node_name else key
 
 
 def backoff(interval: float, attempt: int) -> float:
@@ -112,6 +119,7 @@ class _Window(Generic[E]):
         self.max_rows = max_rows
         self.events: dict[str, E] = {}
         self.newest: datetime | None = None
+        self.overlap = OVERLAP
         self.cursor: int | None = None
         """The source's insertion-order cursor after the last page (None: it has none; the time cursor alone)."""
         self.missing_until: datetime | None = None
@@ -135,13 +143,13 @@ class _Window(Generic[E]):
         return self.missing_until is None or self.missing_until <= cutoff
 
     def since(self) -> str | None:
-        return format_time(self.newest - OVERLAP) if self.newest is not None else None
+        return format_time(self.newest - self.overlap) if self.newest is not None else None
 
     def known_after(self, since: str | None) -> int:
         """How many events already held are newer than ``since`` (the overlap a poll re-reads)."""
         if since is None or self.newest is None or self.cursor is not None:
             return 0  # (with a cursor, a page holds only events not seen before)
-        cutoff = self.newest - OVERLAP
+        cutoff = self.newest - self.overlap
         return sum(1 for event in self.events.values() if event.time > cutoff)
 
     def add(self, newest_first: list[E]) -> int:
@@ -360,6 +368,8 @@ class Poller:
         cost = time.perf_counter() - started
         if snap.status is not None:
             self._status = snap.status
+            overlap = FLEET_OVERLAP if snap.status.source.generation == "aggregator" else OVERLAP
+            self._conns.overlap = self._inbound.overlap = self._drops.overlap = overlap
         if snap.names is not None:
             self._names(snap.names, unnamed)
         if snap.connections is None or snap.drops is None:

@@ -115,3 +115,41 @@ async def test_the_dashboard_on_an_aggregator_shows_nodes_groups_by_node_and_foc
             context = await explanation_context(gw, Scope(command="curl"))  # what the AI is told names the nodes
             assert context["nodes"] == ["node-a", "node-b"]
         await source.aclose()
+
+
+async def test_a_node_whose_events_arrive_seconds_behind_another_s_still_shows_them() -> None:
+    """Agents post every few seconds, not in step: node-y's batch, stamped 8 s ago, lands after the dashboard has
+    node-x's newest. Those rows still appear; and node-y's events numbered as node-x's (two agents replaying one
+    recording) are rows of their own, not taken for node-x's."""
+    fleet = FleetStore(None)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+
+    def batch(node: str, ago: float) -> list[dict[str, Any]]:
+        out = []
+        for i in range(6):
+            event = connection_json(pid=400, command="curl", port=2000 + i, ago=ago)
+            event.update(id=f"rec-{i}", k8s_node_name=node)  # (the same ids on both nodes)
+            out.append(event)
+        return out
+
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {INGEST}"}) as client:
+
+            async def post(node: str, ago: float) -> None:
+                r = await client.post(INGEST_PATH, json={"events": batch(node, ago)})
+                assert r.status_code == 200 and r.json()["success"], r.text
+
+            await post("node-x", 1)
+            async with open_gateway(HttpSource(server.url, retries=0)) as gw:
+                dash = NetspyApp(gw, interval=0.2, window=300)
+                async with dash.run_test(size=(160, 45)) as pilot:
+                    table = dash.dashboard.connections
+                    await wait_for(pilot, lambda: table.row_count == 6, "node-x's connections")
+                    await pilot.pause(0.5)  # (a poll or two more: the dashboard's newest is node-x's)
+                    await post("node-y", 8)
+                    await wait_for(pilot, lambda: table.row_count == 12, "node-y's late connections too")
+    finally:
+        server.stop()
+        fleet.close()
