@@ -929,7 +929,9 @@ def _connect_dashboard(
                 change_gap=settings.interval,
             ) as gw:
                 info = await source.info()
-                yield gw, info.detail
+                # (the header's note is fixed for the session: why this collector, not a server's detail of the
+                # moment, which the header's live figures say and would contradict as it ages)
+                yield gw, info.detail if info.kind != "http" else ""
 
     return connect
 

@@ -320,8 +320,6 @@ class HttpSource:
             collector = extra.get("collector")
             by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
             nodes = {str(k): v for k, v in by_node.items() if isinstance(v, int)} if isinstance(by_node, dict) else None
-            if nodes is not None:
-                detail += f" with {len(nodes)} node{'' if len(nodes) == 1 else 's'}"
             if recent:
                 detail += f"; the server reports {describe_losses(recent, 'in the last minute')}"
             return SourceInfo(

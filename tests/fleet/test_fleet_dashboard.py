@@ -153,3 +153,32 @@ async def test_a_node_whose_events_arrive_seconds_behind_another_s_still_shows_t
     finally:
         server.stop()
         fleet.close()
+
+
+async def test_the_header_keeps_no_figure_the_aggregator_gave_at_start(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Opened on an aggregator no agent has posted to yet, the header's notes must not keep saying so ("with 0
+    nodes") once nodes post: the live nodes line says it."""
+    from netspy_tui import cli
+    from netspy_tui.config import load_settings
+
+    monkeypatch.setenv("NETSPY_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setattr(cli.gc, "freeze", lambda: None)  # (the dashboard's process freezes its heap; not pytest's)
+    fleet = FleetStore(None)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+    try:
+        settings = load_settings({"server": server.url, "dns": False})[0]
+        async with cli._connect_dashboard(settings, "the data source")(lambda what: None) as (gw, note):
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                for node in ("node-a", "node-b"):
+                    r = await client.post(INGEST_PATH, json={"events": events_of(node)},
+                                          headers={"Authorization": f"Bearer {INGEST}"})  # fmt: skip
+                    assert r.status_code == 200, r.text
+            dash = NetspyApp(gw, interval=0.2, window=60, source_note=note)
+            async with dash.run_test(size=(160, 45)) as pilot:
+                await wait_for(pilot, lambda: "nodes node-a 6 · node-b 6" in screen_text(dash), "the nodes line")
+                assert "0 nodes" not in screen_text(dash)
+    finally:
+        server.stop()
+        fleet.close()
