@@ -45,7 +45,9 @@ class CommandSpec:
         return " ".join(self.usage.split())
 
 
-_FILTERS = ("--pid", "--process")
+#: (``--node`` and ``--workload`` narrow every data command too: said once at the end of the help, not in each usage)
+_SCOPE = ("--node", "--workload")
+_FILTERS = ("--pid", "--process", *_SCOPE)
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "summary",
@@ -86,9 +88,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "top",
         "list_processes",
-        "top [--duration S] [--limit N]",
+        "top [--duration S] [--limit N]\n    [--group-by process|workload|node]",
         "processes ranked by connection attempts",
-        ("--duration", "--limit"),
+        ("--duration", "--limit", "--group-by", *_SCOPE),
         aliases=("processes",),
     ),
     CommandSpec(
@@ -138,8 +140,11 @@ _FLAG_ARG = {
     "--since": ("since", str),
     "--until": ("until", str),
     "--direction": ("direction", str),
+    "--node": ("node", str),
+    "--workload": ("workload", str),
+    "--group-by": ("group_by", str),
 }
-_CHOICES = {"--direction": ("outbound", "inbound", "all")}
+_CHOICES = {"--direction": ("outbound", "inbound", "all"), "--group-by": ("process", "workload", "node")}
 """Flags whose value is one of a few words: checked as the line is parsed, and completed."""
 
 
@@ -190,6 +195,8 @@ def help_text() -> str:
         first, *more = spec.usage.splitlines()
         lines.append(f"  {first:<{width}}  {spec.help}")
         lines += [f"  {line}" for line in more]
+    lines.append("Data commands (and top) also take --node NAME (an aggregator's node) and --workload NAME")
+    lines.append("(a unit, container or pod: as top --group-by workload names them).")
     return "\n".join(lines)
 
 

@@ -231,3 +231,33 @@ def test_traffic_and_latency_commands_call_their_tools(run_cli):
     assert out.returncode == 0, out.stderr
     assert "Traffic is not counted by this source" in out.stdout
     assert "Connect latency is not measured by this source" in out.stdout
+
+
+def test_repl_narrows_to_a_node_or_workload_and_groups_by_node_on_an_aggregator(run_cli):
+    """On an aggregator the REPL takes what `--tool` takes: `--node`, `--workload`, and `top --group-by`."""
+    from netspy_tui.fleet.source import FleetSource
+    from netspy_tui.fleet.store import FleetStore
+    from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
+    from tests.fleet.test_fleet_mcp import fleet_events
+
+    fleet = FleetStore(None)
+    assert not fleet.ingest(fleet_events()).rejected
+    app = create_app(
+        FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits("t")), own_auth_paths=[INGEST_PATH]
+    )
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+    try:
+        script = "list --node node-b\ntop --group-by node\nsummary --workload nginx.service\nlist --node\n"
+        out = run_cli("repl", "--server", server.url, input=script)
+    finally:
+        server.stop()
+        fleet.close()
+    assert out.returncode == 1, out.stderr  # the last command failed; the others ran
+    text = out.stdout
+    assert "5 of 5 connection events" in text and "Only node node-b." in text  # node-b's 5 curl connects only
+    assert "node-a" in text and "node-c" in text  # top grouped by node: one row each
+    assert "made 3 outbound connection attempts" in text and "Only workload nginx.service." in text
+    assert (
+        out.stderr == "error: --node needs a value. Usage: list [--pid N] [--process NAME] [--max-events N] "
+        "[--since TIME] [--until TIME] [--direction outbound|inbound|all].\n"
+    )
