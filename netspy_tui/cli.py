@@ -1004,7 +1004,7 @@ def _main(argv: Sequence[str] | None) -> int:
             from netspy_tui.config import state_dir
 
             log_file = state_dir() / "netspy-tui.log"  # the dashboard owns the terminal: log to a file
-        setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token])
+        setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token], make_dirs=ns.log_file is None)
         arguments = tool_arguments(ns) if ns.run == "tool" else {}
         settings, sources = _settings(ns)
         if ns.show_config:

@@ -12,6 +12,7 @@ third-party libraries cannot leak them. :func:`add_secrets` registers secrets le
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ from netspy_tui.errors import UsageError
 from netspy_tui.textsafe import clean
 
 MAX_BYTES = 5 * 1024 * 1024
+_LOG_HINT = "pass --log-file with a new file or a regular file of yours, in a directory that exists"
 BACKUPS = 3
 
 _SECRET_ENV = ("OPENAI_API_KEY", "NETSPY_TOKEN")
@@ -74,18 +76,43 @@ class MaskingFormatter(logging.Formatter):
         return mask(super().format(record))
 
 
+class _PrivateLog(RotatingFileHandler):
+    """A rotating log opened as every file netspy-tui writes is (:func:`safefs.open_append`): appended to
+    without following a link, only a regular file with one name, created ``0600`` — at the start and after each
+    rollover. (The standard handler's ``open()`` followed a link planted at the name, and waited on a FIFO.)"""
+
+    def _open(self) -> io.TextIOWrapper:
+        from netspy_tui import safefs
+
+        fd = safefs.open_append(Path(self.baseFilename), "the log file", _LOG_HINT)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)  # noqa: SIM115 (the handler closes it)
+
+
 def setup_logging(
-    verbose: bool = False, *, log_file: Path | None = None, extra_secrets: list[str | None] | None = None
+    verbose: bool = False,
+    *,
+    log_file: Path | None = None,
+    extra_secrets: list[str | None] | None = None,
+    make_dirs: bool = False,
 ) -> None:
     """Configure the root logger once: WARNING (or DEBUG with ``verbose``) to stderr or ``log_file``.
 
-    Raises :class:`UsageError` (one line) when ``log_file`` cannot be opened for appending."""
+    ``make_dirs``: create the file's missing directories (``0700``; the dashboard's own log under the state
+    directory); a ``--log-file`` in a directory that does not exist is refused like ``--db``'s: a typo never
+    leaves new directories behind. Raises :class:`UsageError` (one line) when ``log_file`` cannot be opened
+    for appending."""
     add_secrets(*(os.environ.get(name, "") for name in _SECRET_ENV), *(extra_secrets or []))
     handler: logging.Handler
     if log_file is not None:
+        from netspy_tui import safefs
+
+        if make_dirs:
+            safefs.make_private_dirs(log_file.parent)
+        elif not log_file.parent.is_dir():
+            raise UsageError(f"cannot write the log file {clean(log_file, 200)}: directory "
+                             f"{clean(log_file.parent, 200)} does not exist", "create it first")  # fmt: skip
         try:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            handler = RotatingFileHandler(log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+            handler = _PrivateLog(log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
         except OSError as exc:
             raise UsageError(
                 f"cannot write the log file {clean(log_file, 200)}: {exc.strerror or type(exc).__name__}",

@@ -123,6 +123,10 @@ def open_append(path: Path, what: str, hint: str) -> int:
     except OSError:
         if os.path.islink(path):
             raise UnsafePath(f"refusing to write {what} {shown(path)}: it is a symbolic link", hint) from None
+        with contextlib.suppress(OSError):  # (a FIFO with no reader: ENXIO; a socket: ENXIO too)
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(f"refusing to write {what} {shown(path)}: it is {describe(st)}", hint) from None
         raise
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:

@@ -43,3 +43,28 @@ def test_an_unwritable_log_file_is_one_line_exit_2(run_cli, tmp_path: Path):
     assert out.returncode == 2
     assert out.stderr.startswith(f"netspy-tui: cannot write the log file {tmp_path}: Is a directory")
     assert out.stderr.count("\n") == 1 and out.stdout == ""
+
+
+def test_a_log_file_name_another_user_planted_is_never_followed_or_waited_on(run_cli, tmp_path: Path):
+    """As every file netspy-tui writes as root: a link at the name (to a file, or dangling) is refused, not
+    followed; a FIFO is refused, not waited on; a directory that does not exist is not made (a typo)."""
+    import os
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "to-victim").symlink_to(victim)
+    (tmp_path / "dangling").symlink_to(tmp_path / "made-through-the-link")
+    os.mkfifo(tmp_path / "fifo")
+    cases = {
+        "to-victim": "it is a symbolic link",
+        "dangling": "it is a symbolic link",
+        "fifo": "it is a FIFO",
+        "missing/x.log": f"directory {tmp_path}/missing does not exist",
+    }
+    for name, said in cases.items():
+        out = run_cli("--tool", "server_status", "--log-file", str(tmp_path / name), "--server", "http://127.0.0.1:9",
+                      timeout=20)  # fmt: skip
+        assert out.returncode == 2, (name, out.stderr)
+        assert said in out.stderr and out.stderr.count("\n") == 1 and out.stdout == "", (name, out.stderr)
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "made-through-the-link").exists() and not (tmp_path / "missing").exists()
