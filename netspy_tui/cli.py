@@ -610,19 +610,15 @@ def _check_db_directory(db: Path | None, source: str) -> None:
 
 def _mask_secrets(settings: Settings) -> None:
     """Secrets that came from the command line or the config file are masked in logs too."""
-    from urllib.parse import urlsplit
-
     from netspy_tui.logs import add_secrets
+    from netspy_tui.textsafe import url_secrets
 
     for secret in (settings.token, settings.openai_api_key):
         if secret is not None:
             add_secrets(secret.get_secret_value())
     for url in (settings.server, settings.openai_base_url):
         if url:
-            try:
-                add_secrets(urlsplit(url).password)
-            except ValueError:
-                pass
+            add_secrets(*url_secrets(url))
 
 
 def _ai(settings: Settings) -> AISettings:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 ELLIPSIS = "…"
 
@@ -84,17 +84,38 @@ def valid_utf8(value: Any, errors: Literal["replace", "backslashreplace"]) -> An
     return value
 
 
+def url_secrets(url: str) -> list[str]:
+    """What ``url`` may carry as credentials: the password of its ``user:password@`` part and the value of every
+    query parameter (``?api_key=…``, ``?token=…``: a proxy's key often rides there)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return []
+    values = [value or name for name, value in parse_qsl(parts.query, keep_blank_values=True)]
+    return [s for s in (password, *values, parts.fragment) if s]
+
+
 def redact_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced by ``****`` (for messages and logs)."""
+    """``url`` with the password of its ``user:password@`` part and the values of its query replaced by ``****``
+    (for messages and logs)."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return url
-    if not password:
+    if password:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:****@{host}")
+    if parts.query:
+        # (a bare word is masked whole: it may be the token itself)
+        masked = [f"{name}=****" if value else "****" for name, value in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query="&".join(masked) or "****")
+    if parts.fragment:
+        parts = parts._replace(fragment="****")
+    if not password and not parts.query and not parts.fragment:
         return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
+    return urlunsplit(parts)
 
 
 def _json_escape(match: re.Match[str]) -> str:

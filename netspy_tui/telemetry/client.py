@@ -44,7 +44,7 @@ from netspy_tui.models import (
     format_time,
     utcnow,
 )
-from netspy_tui.textsafe import clean, first_line, redact_url
+from netspy_tui.textsafe import clean, first_line, redact_url, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class HttpSource:
         self.backoff = backoff
         headers = {"Accept": "application/json", "User-Agent": "netspy-tui"}
         # Never repeat our own credentials, even when a server echoes them back in an error body.
-        self._secrets = [s for s in (token, httpx.URL(self.base_url).password) if s]
+        self._secrets = [s for s in (token, *url_secrets(self.base_url)) if s]
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(
