@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -659,7 +659,6 @@ def _lazy_ai_tools(settings: Settings) -> Any:
 
 async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, Any]) -> int:
     from netspy_tui.mcp_tools.gateway import open_gateway
-    from netspy_tui.runtime import open_source
 
     if ns.tool == "ai_insights" and not ns.json:
         return await _stream_ai(_ai(settings), None, arguments)
@@ -668,7 +667,7 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
     # contextual_analysis lets the model read every data tool.
     only = None if ns.tool == "contextual_analysis" else (ns.tool,)
     async with (
-        open_source(settings, "oneshot") as source,
+        _tool_source(settings, ns.tool) as source,
         open_gateway(
             source,
             _lazy_ai_tools(settings),
@@ -682,7 +681,12 @@ async def _run_tool(ns: argparse.Namespace, settings: Any, arguments: dict[str, 
             return await _stream_ai(_ai(settings), gw, arguments)
         result = await gw.call(ns.tool, arguments)
     if result.is_error:
-        sys.stderr.write(f"netspy-tui: {clean(result.text, 1000)}\n")
+        from netspy_tui.ai.types import PARTIAL_MARK
+
+        error, _, partial = result.text.partition(PARTIAL_MARK)
+        if partial:  # an AI answer that broke off: what had come is kept (stdout), the error said (stderr)
+            sys.stdout.write((result.json() if ns.json else clean(partial, None, keep_newlines=True)) + "\n")
+        sys.stderr.write(f"netspy-tui: {clean(error, 1000)}\n")
         return 1
     # The tools already escape untrusted text; cleaning again keeps stdout inert whatever a server sent.
     from netspy_tui.commands import in_flags  # (its paging hint in this command line's flags)
@@ -701,6 +705,18 @@ def _unhealthy(data: dict[str, Any] | None) -> str | None:
     if isinstance(source, dict) and source.get("healthy") is False:
         return str(source.get("detail") or "no detail")
     return None
+
+
+def _tool_source(settings: Any, tool: str) -> AbstractAsyncContextManager[Any]:
+    """The telemetry source a one-shot tool reads. ``ai_insights`` reads none (it explains the text it is given):
+    it runs over an empty source, so that ``--json`` (the tool's own result) needs no server either."""
+    if tool == "ai_insights":
+        from netspy_tui.telemetry.memory import MemorySource
+
+        return nullcontext(MemorySource(label="no telemetry (ai_insights explains the text given)"))
+    from netspy_tui.runtime import open_source
+
+    return open_source(settings, "oneshot")
 
 
 async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, Any]) -> int:

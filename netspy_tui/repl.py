@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from netspy_tui.ai.types import PARTIAL_MARK
 from netspy_tui.commands import CommandResult, CommandRunner, complete_word
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import SourceInfo
@@ -158,7 +159,10 @@ async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
             break
         result = await runner.run(cmd, line)
         if result.is_error:
-            _err(f"error: {result.text}")
+            error, _, partial = result.text.partition(PARTIAL_MARK)  # (an AI answer that broke off: kept, on stdout)
+            if partial:
+                _out(partial)
+            _err(f"error: {error}")
             failed = True
         else:
             _out(result.text)

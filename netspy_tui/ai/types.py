@@ -88,6 +88,11 @@ class ToolOutput:
 ToolCaller = Callable[[str, dict[str, Any]], Awaitable[ToolOutput]]
 
 
+#: Between an AI tool's one-line error and the answer its stream had given when it broke off (the MCP tools'
+#: text; the REPL prints the answer on stdout and the error line on stderr)
+PARTIAL_MARK = "\n\nThe answer so far:\n"
+
+
 class AIStreamError(AIError):
     """An AI stream failed after it had started producing text.
 

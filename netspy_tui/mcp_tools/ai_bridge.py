@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mcp.server.mcpserver.exceptions import ToolError
+
 from netspy_tui.ai import (
     AISettings,
+    AIStreamError,
     AnswerItem,
     ProgressNote,
     StreamEvent,
@@ -32,6 +35,7 @@ from netspy_tui.ai import (
     stream_summary_explanation,
 )
 from netspy_tui.ai.settings import NOT_CONFIGURED_HINT
+from netspy_tui.ai.types import PARTIAL_MARK
 from netspy_tui.errors import AIError, NetspyError
 from netspy_tui.mcp_tools import DATA_TOOLS
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
@@ -176,13 +180,19 @@ def ai_tools_hook(settings: AISettings) -> AIToolsHook:
 
     async def hook(source: TelemetrySource, name: str, args: dict[str, Any]) -> Insight:
         settings.require_configured()
-        if name == "ai_insights":
-            finished = await collect(stream_summary_explanation(settings, args["summary_text"]))
-        else:
-            keys = ("pid", "process_name", "duration", "node", "workload")
-            context = {k: args.get(k) for k in keys if args.get(k) is not None}
-            async with open_gateway(source) as gateway:
-                finished = await collect(stream_question(gateway, settings, args["query"], context or None))
+        try:
+            if name == "ai_insights":
+                finished = await collect(stream_summary_explanation(settings, args["summary_text"]))
+            else:
+                keys = ("pid", "process_name", "duration", "node", "workload")
+                context = {k: args.get(k) for k in keys if args.get(k) is not None}
+                async with open_gateway(source) as gateway:
+                    finished = await collect(stream_question(gateway, settings, args["query"], context or None))
+        except AIStreamError as exc:
+            if not exc.partial_text:
+                raise
+            # an error all the same (the answer is incomplete), with what had come: "the text so far is kept"
+            raise ToolError(f"{exc}{PARTIAL_MARK}{exc.partial_text}") from None
         return Insight(text=finished.text, model=finished.model, engine="openai", tool_calls=finished.tool_calls)
 
     return hook

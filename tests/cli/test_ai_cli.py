@@ -142,3 +142,26 @@ def test_contextual_analysis_failures_are_one_line_never_an_exception_group(run_
                 assert out.stderr.count("\n") == 1 and out.stderr.startswith("netspy-tui: "), out.stderr
                 assert fragment in out.stderr, (extra, out.stderr)
                 assert KEY not in out.stderr and out.stdout == ""
+
+
+def test_an_answer_that_breaks_off_is_kept_in_the_repl_and_the_one_shot_json(run_cli, tmp_path):
+    """The AI stream breaks off mid-answer: the REPL prints what had come (stdout) and the one-line error
+    (stderr); ``--tool ai_insights --json`` gives the tool's result with it, and needs no telemetry server to do
+    so (the tool only explains the text it is given)."""
+    from tests.hardening.conftest import DEMO
+
+    env = {"NETSPY_CONFIG": str(tmp_path / "none.toml"), "OPENAI_API_KEY": KEY, "NETSPY_MODEL": "m1"}
+    with FakeOpenAI() as ai:
+        env["OPENAI_BASE_URL"] = ai.base_url
+        ai.cut("curl keeps ", "retrying ")
+        repl = run_cli("repl", "--replay", str(DEMO), "--replay-speed", "0", input='insights "curl made 5"\n',
+                       env=env, timeout=60)  # fmt: skip
+        ai.cut("nginx is ", "fine ")
+        one = run_cli("--tool", "ai_insights", "--summary-text", "x", "--json", "--server", "http://127.0.0.1:9",
+                      env=env, timeout=60)  # fmt: skip
+    assert repl.returncode == 1 and repl.stdout == "curl keeps retrying \n", (repl.stdout, repl.stderr)
+    assert repl.stderr.startswith("error: ") and "ended early" in repl.stderr and repl.stderr.count("\n") == 1
+    assert one.returncode == 1, one.stderr
+    result = json.loads(one.stdout)
+    assert result["is_error"] and result["text"].endswith("The answer so far:\nnginx is fine ")
+    assert "ended early" in one.stderr and one.stderr.count("\n") == 1 and "No eBPF server" not in one.stderr
