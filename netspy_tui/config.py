@@ -283,7 +283,40 @@ def read_config_file(path: Path) -> dict[str, Any]:
             f"unknown setting{'s' if len(unknown) > 1 else ''} {names} in {where}",
             "the settings are: " + ", ".join(Settings.model_fields),
         )
+    for key, value in values.items():
+        problem = _toml_type_problem(key, value)
+        if problem:
+            raise UsageError(f"invalid setting {key} in {where}: {problem}", fix)
     return values
+
+
+def _toml_kind(name: str) -> str:
+    """What TOML value setting ``name`` takes: ``bool``, ``int``, ``number`` or ``text``."""
+    import typing
+
+    kinds = {bool: "bool", int: "int", float: "number"}
+    annotation = Settings.model_fields[name].annotation
+    for arm in typing.get_args(annotation) or (annotation,):  # (``X | None``: X)
+        arm = typing.get_args(arm)[0] if typing.get_origin(arm) is Annotated else arm
+        if arm in kinds:
+            return kinds[arm]
+    return "text"
+
+
+def _toml_type_problem(name: str, value: Any) -> str | None:
+    """Why a config file's ``value`` is not one setting ``name`` takes, or None. TOML values are typed, so they
+    are taken as written: ``retries = true`` is not 1, ``dns = "yes"`` not true (the environment's text is
+    converted; a file's is not), and a text setting set to "" is a mistake, not its default."""
+    kind = _toml_kind(name)
+    if kind == "bool":
+        return None if type(value) is bool else "expected true or false"
+    if kind == "int":
+        return None if type(value) is int else "expected a whole number"
+    if kind == "number":
+        return None if type(value) in (int, float) else "expected a number"
+    if type(value) is not str:
+        return "expected a quoted text"
+    return None if value.strip() else "empty (remove the line to use the default)"
 
 
 def load_settings(cli: dict[str, Any]) -> tuple[Settings, dict[str, str]]:

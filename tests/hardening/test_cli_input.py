@@ -136,14 +136,24 @@ def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
     env_name.write_text('OPENAI_API_KEY = "sk-in-the-file-1234"\n')
     huge = tmp_path / "huge.toml"
     huge.write_text("# padding\n" * 110_000)  # 1.1 MB of comments: valid TOML, but no config file is that big
+    typed = {}  # TOML values are typed: taken as written, not converted as the environment's text is
+    for name, line in {"flag": "retries = true", "word": 'dns = "yes"', "empty": 'model = ""'}.items():
+        typed[name] = tmp_path / f"{name}.toml"
+        typed[name].write_text(line + "\n")
     cases = [
+        (
+            {"NETSPY_CONFIG": str(typed["flag"])},
+            f"invalid setting retries in the config file {typed['flag']}: expected a whole number",
+        ),
+        ({"NETSPY_CONFIG": str(typed["word"])}, "invalid setting dns in the config file"),
+        ({"NETSPY_CONFIG": str(typed["empty"])}, "model in the config file"),
         ({"NETSPY_CONFIG": str(typo)}, f"unknown setting 'sever' (did you mean 'server'?) in the config file {typo}"),
         ({"NETSPY_CONFIG": str(env_name)}, "unknown setting 'OPENAI_API_KEY' (did you mean 'openai_api_key'?)"),
         ({"NETSPY_CONFIG": str(tmp_path)}, f"the config file {tmp_path} is a directory, not a file"),
         ({"NETSPY_CONFIG": str(huge)}, f"the config file {huge} is larger than 1 MiB"),
         ({"NETSPY_CONFIG": str(broken)}, f"cannot read the config file {broken}: not valid TOML"),
         ({"NETSPY_CONFIG": str(binary)}, f"cannot read the config file {binary}: not UTF-8 text"),
-        ({"NETSPY_CONFIG": str(wrong)}, "invalid setting timeout: Input should be a valid number"),
+        ({"NETSPY_CONFIG": str(wrong)}, "invalid setting timeout in the config file"),
         ({"NETSPY_RETRIES": "many"}, "invalid setting retries: Input should be a valid integer"),
         ({"NETSPY_SERVER": "localhost:8080"}, "invalid setting server: 'localhost:8080' is not a usable"),
         ({"NETSPY_TOKEN": "two words"}, "the token must be printable ASCII without spaces"),
