@@ -402,12 +402,31 @@ def run(ctx: Context) -> list[Metric]:
     return ms
 
 
+def forward_rows(rounds: int, replay: bool) -> dict[str, Any]:
+    """The forwarding cost's rounds alone (``python -m bench.fleet --forward-cost ROUNDS [--replay]``, what
+    :func:`run` measures after the ingest, in a minute or two instead of the area's half hour): each round's agent
+    CPU with and without ``--forward``, and their ratios."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f = asyncio.run(forward_cost(Path(tmp), AGENT_RATE, rounds, 4.0, 15.0, replay=replay))
+    ratios = [w / b for b, w in zip(f["base"], f["forward"], strict=True) if b]
+    return {**f, "ratios": ratios, "median": statistics.median(ratios) if ratios else None}
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--agent"]:
         sys.exit(agent(float(sys.argv[2]), sys.argv[3:]))
     p = argparse.ArgumentParser()
-    p.add_argument("--sender", nargs=5, metavar=("URL", "NODE", "EVENTS", "SEED", "NEWEST_NS"), required=True)
+    p.add_argument("--sender", nargs=5, metavar=("URL", "NODE", "EVENTS", "SEED", "NEWEST_NS"))
+    p.add_argument("--forward-cost", type=int, metavar="ROUNDS", help="only the forwarding cost's rounds")
+    p.add_argument("--replay", action="store_true", help="with --forward-cost: serve --replay agents")
     a = p.parse_args()
+    if a.forward_cost:
+        print(json.dumps(forward_rows(a.forward_cost, a.replay)))
+        sys.exit(0)
+    if not a.sender:
+        p.error("--sender or --forward-cost")
     url, node, events, seed, newest = a.sender
     print(json.dumps(sender(url, node, int(events), int(seed), int(newest))))
     sys.exit(0)
