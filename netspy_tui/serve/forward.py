@@ -46,7 +46,7 @@ from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from netspy_tui.collector.ebpf import programs as P
-from netspy_tui.collector.ebpf.decode import _ADDR_VIEW, destination, raw_address
+from netspy_tui.collector.ebpf.decode import _ADDR_VIEW, destination, raw_address, with_port
 from netspy_tui.models import (
     ConnectionEvent,
     Event,
@@ -203,12 +203,19 @@ _DROP_HOLES = (_HEAD, _THREAD, (b'"skb_length":0,"packet_size_bytes":0', b'"skb_
 def _connect_place(family: int, v4: int, lo: int, hi: int, port: int) -> tuple[bytes, bytes]:
     """The text of a connect's place, as its struct writes its fields (:meth:`Codec.events` sets them so, from the
     same functions): its destination's fields, then its raw address's."""
-    ip, dest = destination(family, lo, hi, port)
+    ip, ip_json, raw = _address_json(family, v4, lo, hi)
+    where = b'"destination_ip":%s,"destination_port":%d,"destination":%s,"address_family":%d' % (
+        ip_json, port, _ENCODER.encode(with_port(family, ip, port)), family)  # fmt: skip
+    return where, raw
+
+
+@functools.lru_cache(maxsize=32768)
+def _address_json(family: int, v4: int, lo: int, hi: int) -> tuple[str, bytes, bytes]:
+    """A connect's address as text and as JSON, and its raw address's fields as its struct writes them: made once
+    per address (a host's destinations come again on other ports: these were most of what a new place cost)."""
+    ip, _ = destination(family, lo, hi, 0)
     raw_ipv4, raw_ipv6 = raw_address(family, v4, lo, hi)
-    where = _ENCODER.encode({"destination_ip": ip, "destination_port": port, "destination": dest,
-                             "address_family": family})  # fmt: skip
-    raw = _ENCODER.encode({"raw_ipv4": raw_ipv4, "raw_ipv6": raw_ipv6})
-    return where[1:-1], raw[1:-1]
+    return ip, _ENCODER.encode(ip), _ENCODER.encode({"raw_ipv4": raw_ipv4, "raw_ipv6": raw_ipv6})[1:-1]
 
 
 #: the fields of a ring record each event fills in its template: zeroed, what is left of the record names its

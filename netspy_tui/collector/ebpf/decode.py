@@ -98,9 +98,14 @@ def _address(family: int, lo: int, hi: int) -> tuple[str, list[int] | None]:
 
 
 def destination(family: int, lo: int, hi: int, port: int) -> tuple[str, str]:
-    """A record's address as text, and with its port (``address:port``, ``[address]:port`` for IPv6)."""
+    """A record's address as text, and with its port (:func:`with_port`)."""
     ip, _ = _address(family, lo, hi)
-    return ip, f"[{ip}]:{port}" if family == P.AF_INET6 else f"{ip}:{port}"
+    return ip, with_port(family, ip, port)
+
+
+def with_port(family: int, ip: str, port: int) -> str:
+    """An address as text with its port: ``address:port``, ``[address]:port`` for IPv6."""
+    return f"[{ip}]:{port}" if family == P.AF_INET6 else f"{ip}:{port}"
 
 
 def raw_address(family: int, v4: int, lo: int, hi: int) -> tuple[int, list[int]]:
