@@ -124,6 +124,9 @@ def _varied_records(n: int = 300, seed: int = 3) -> np.ndarray:
     recs["wall"][connects[7]] = recs["wall"][connects[7]] // 10**9 * 10**9  # a whole second
     recs["comm"][connects[8:10]] = "snowman \u2603 100%".encode()  # non-ASCII, and a % in a template's values
     recs["comm"][connects[10]] = b'\xff\xfebad"q'  # not UTF-8 (replaced), a quote to escape
+    recs["comm"][connects[13:15]] = b"back\\slash\x01\t\x1f"  # a backslash and control characters to escape
+    recs["thread"][connects[14:16]] = b'q"t\\\x7f\x00x'  # in a thread's name too (a NUL ends it, as in the kernel)
+    recs["comm"][drops[6]] = "\u00e9t\u00e9 \U0001f600".encode()[:15]  # non-ASCII cut mid-character
     recs["flags"][connects[11]] |= P.F_MAPPED  # an IPv6 socket to an IPv4-mapped address: socket_family
     recs["sockfam"][connects[11]] = P.AF_INET6
     recs["code"][drops[2]] = 77  # a drop reason the kernel named no name for
@@ -230,4 +233,27 @@ async def test_a_batch_goes_out_when_full_or_once_per_interval(tmp_path: Path) -
         assert agg.batches == 3 and len(agg.received()) == 250
         fw.stop()
         await task
+    store.close()
+
+
+def test_ring_records_between_json_rows_keep_their_order(tmp_path: Path) -> None:
+    """A store with JSON rows between runs of ring records (a collector changed with ``--db`` kept): the body
+    lists every event in insertion order, from the start and from inside a run or a JSON row."""
+    from bench import synth
+
+    store = EventStore(tmp_path / "spool.db")
+    recs = _varied_records()
+    store.write([Batch(records=recs[:100], codec=synth.codec())])
+    store.add_events([connection(pid=1, port=20000 + i, ago=30) for i in range(3)])
+    store.write([Batch(records=recs[100:], codec=synth.codec())])
+    store.add_events([connection(pid=2, port=30000, ago=30)])
+    built, _ = store.after(0, 1000, 2**62)
+    stored, _ = store.after_stored(0, 1000, 2**62, F.RecordJson(IDENTITY))
+    assert [q for q, _ in stored] == [q for q, _ in built] == list(range(1, 305))
+    got = json.loads(F.encode_batch([item for _, item in stored], IDENTITY))["events"]
+    assert [e["pid"] for e in got[100:103]] == [1, 1, 1] and got[-1]["pid"] == 2
+    assert got == [{**event_json(e, IDENTITY), **IDENTITY} for _, e in built]
+    for start in (50, 101, 102):  # (from inside a run, and from a JSON row)
+        rows, _ = store.after_stored(start, 1000, 2**62, F.RecordJson(IDENTITY))
+        assert json.loads(F.encode_batch([item for _, item in rows], IDENTITY))["events"] == got[start:]
     store.close()
