@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -89,6 +90,8 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text[:30]}'") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text[:30]}")
+    if not math.isfinite(value):  # (inf would never come round: a forwarder that never posts)
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text[:30]}")
     return value
 
 
@@ -535,8 +538,15 @@ _COLLECTOR_FLAGS = (("forward", "--forward"), ("replay", "--replay"), ("collecto
                     ("record", "--record"), ("raw_rate", "--raw-rate"))  # fmt: skip
 
 
+_FORWARD_FLAGS = (("forward_token", "--forward-token"), ("forward_interval", "--forward-interval"))
+
+
 def _check_aggregate(ns: argparse.Namespace, where: argparse.ArgumentParser) -> None:
-    """The aggregator runs no collector; the ingest flags belong to it."""
+    """The aggregator runs no collector; the ingest flags belong to it, the forwarding flags to --forward."""
+    if not ns.forward:
+        for dest, flag in _FORWARD_FLAGS:
+            if getattr(ns, dest, None) is not None:
+                where.error(f"{flag} applies to serve --forward only")
     if ns.aggregate:
         for dest, flag in _COLLECTOR_FLAGS:
             if getattr(ns, dest, None) not in (None, False):

@@ -1,0 +1,28 @@
+"""What ``serve`` (and ``serve --aggregate``) refuses at start, as a user meets it: one line, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.hardening.conftest import Cli, assert_one_line_error, cli  # noqa: F401 (fixtures)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999"])
+def test_a_forward_interval_that_never_comes_round_is_refused(cli: Cli, value: str) -> None:  # noqa: F811
+    run = cli("serve", "--forward", "http://127.0.0.1:9/", f"--forward-interval={value}")
+    line = assert_one_line_error(run, 2)
+    assert "--forward-interval" in line and ("finite" in line or "greater than 0" in line)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--forward-token", "t"),
+        ("--forward-interval", "3"),
+        ("--aggregate", "--forward-token", "t"),
+        ("--aggregate", "--forward-interval", "3"),
+    ],
+)
+def test_forwarding_flags_without_forward_are_refused(cli: Cli, args: tuple[str, ...]) -> None:  # noqa: F811
+    line = assert_one_line_error(cli("serve", *args), 2)
+    assert f"{args[-2]} applies to serve --forward only" in line
