@@ -265,11 +265,12 @@ class AggregatorApi(Api):
         duration = params.integer("duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1,
                                   maximum=MAX_WINDOW_SECONDS)  # fmt: skip
         scope = Scope(kind, pid, command, duration, _node_param(params), _workload_param(params))
-        by_node = await self.fleet_source.count_by_node(scope)
+        # the nodes with events in the scope (the contract's total_nodes), as the Go aggregator lists them
+        by_node = {node: n for node, n in (await self.fleet_source.count_by_node(scope)).items() if n}
         return json_response({
             "count": sum(by_node.values()),
             "count_by_node": by_node,
-            "total_nodes": sum(1 for n in by_node.values() if n),
+            "total_nodes": len(by_node),
             "pid": pid or 0,
             "command": command or "",
             "duration_seconds": duration,
