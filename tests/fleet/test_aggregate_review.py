@@ -40,3 +40,25 @@ def test_total_nodes_counts_the_nodes_listed_with_events(tmp_path: Path, spawn: 
         # the contract: total_nodes is the "number of nodes with events"; count_by_node lists those nodes
         assert summary["count_by_node"] == by_node, path
         assert summary["total_nodes"] == len(by_node) and summary["count"] == sum(by_node.values()), path
+
+
+def test_metrics_write_a_process_name_with_escape_sequences_as_visible_text(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, url = aggregator(spawn, tmp_path / "fleet")
+    hostile = "[bold red]x\x1b[2J\x07"
+    ingest(url, [connection_json(pid=7, command=hostile, ago=3, k8s_node_name="node-a", outcome="refused"),
+                 drop_json(pid=8, command="ok\x9b2J", ago=3, k8s_node_name="node-a")])  # fmt: skip
+    body = httpx.get(url + "/metrics", timeout=10).text
+    assert not any(ch in body for ch in "\x1b\x07\x9b"), "a control character reached the exposition"
+    labels: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            for value in sample.labels.values():
+                assert value.isprintable(), (family.name, value)
+            if family.name in ("netspy_connects", "netspy_packet_drops"):
+                labels[sample.labels["process"]] = sample.value
+    assert labels == {"[bold red]x\\x1b[2J\\x07": 1.0, "ok\\x9b2J": 1.0}  # the escapes the tools show
