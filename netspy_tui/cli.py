@@ -612,6 +612,26 @@ def _check_db_directory(db: Path | None, source: str) -> None:
         )
 
 
+#: the tokens a server reads from the environment, and the flag that overrides each
+_SERVER_TOKENS = (("NETSPY_TOKEN", "token"), ("NETSPY_INGEST_TOKEN", "ingest_token"),
+                  ("NETSPY_FORWARD_TOKEN", "forward_token"))  # fmt: skip
+
+
+def _check_empty_tokens(ns: argparse.Namespace) -> None:
+    """A server's token variable that is set but empty (an unfilled Kubernetes Secret, a ``$TOKEN`` that
+    expanded to nothing) is refused at start: taken as unset, it served every read without authentication
+    with only a warning. Unset, the variable means no token (on loopback, or refused beyond it)."""
+    if ns.run != "serve" and not (ns.run == "mcp" and ns.http):
+        return
+    applies = {"NETSPY_TOKEN": True, "NETSPY_INGEST_TOKEN": getattr(ns, "aggregate", False),
+               "NETSPY_FORWARD_TOKEN": bool(getattr(ns, "forward", None))}  # fmt: skip
+    for var, dest in _SERVER_TOKENS:
+        value = os.environ.get(var)
+        if applies[var] and getattr(ns, dest, None) is None and value is not None and not value.strip():
+            raise UsageError(f"{var} is set but empty", f"put the token in it, or unset it to run without one "
+                             f"(--{dest.replace('_', '-')} TOKEN overrides it)")  # fmt: skip
+
+
 def _mask_secrets(settings: Settings) -> None:
     """Secrets that came from the command line or the config file are masked in logs too."""
     from urllib.parse import urlsplit
@@ -989,6 +1009,7 @@ def _main(argv: Sequence[str] | None) -> int:
             log_file = state_dir() / "netspy-tui.log"  # the dashboard owns the terminal: log to a file
         setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token])
         arguments = tool_arguments(ns) if ns.run == "tool" else {}
+        _check_empty_tokens(ns)
         settings, sources = _settings(ns)
         if ns.show_config:
             from netspy_tui.config import describe_settings

@@ -26,3 +26,25 @@ def test_a_forward_interval_that_never_comes_round_is_refused(cli: Cli, value: s
 def test_forwarding_flags_without_forward_are_refused(cli: Cli, args: tuple[str, ...]) -> None:  # noqa: F811
     line = assert_one_line_error(cli("serve", *args), 2)
     assert f"{args[-2]} applies to serve --forward only" in line
+
+
+@pytest.mark.parametrize(
+    ("var", "args"),
+    [
+        ("NETSPY_TOKEN", ("serve", "--aggregate", "--host", "0.0.0.0", "--ingest-token", "I")),
+        ("NETSPY_TOKEN", ("serve", "--replay", "tests/data/demo.jsonl", "--host", "0.0.0.0")),
+        ("NETSPY_TOKEN", ("serve", "--replay", "tests/data/demo.jsonl")),
+        ("NETSPY_INGEST_TOKEN", ("serve", "--aggregate")),
+        ("NETSPY_FORWARD_TOKEN", ("serve", "--replay", "tests/data/demo.jsonl", "--forward", "http://127.0.0.1:9")),
+    ],
+)
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_a_token_variable_set_but_empty_is_refused_at_start(
+    cli: Cli,  # noqa: F811
+    var: str,
+    args: tuple[str, ...],
+    empty: str,
+) -> None:
+    """An unfilled Secret (aggregator.yaml's tokens) must not serve reads unauthenticated with a warning."""
+    line = assert_one_line_error(cli(*args, "--port", "1", env={var: empty}, timeout=20), 2)
+    assert f"{var} is set but empty" in line
