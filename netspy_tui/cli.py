@@ -606,9 +606,15 @@ def _check_db_directory(db: Path | None, source: str) -> None:
     directory = Path(os.path.abspath(Path(db).expanduser())).parent  # (the store expands ~ too)
     if not directory.is_dir():
         given = "--db" if source == "command line" else f"db ({source})"
+        exists = os.path.lexists(directory)
         raise UsageError(
-            f"{given} {clean(str(db), 200)}: directory {clean(str(directory), 200)} does not exist",
-            "create it first",
+            f"{given} {clean(str(db), 200)}: "
+            + (
+                f"{clean(str(directory), 200)} is not a directory"
+                if exists
+                else f"directory {clean(str(directory), 200)} does not exist"
+            ),  # fmt: skip
+            "choose a path under a directory" if exists else "create it first",
         )
 
 

@@ -178,6 +178,14 @@ def _unsafe_directory(directory: Path) -> str | None:
     return None
 
 
+def check_directory(directory: Path, what: str, hint: str) -> None:
+    """Refuse ``directory`` for files SQLite creates by name when another user could add or swap names in
+    it or above it (the rules of :func:`check_db_path`); :class:`UnsafePath` names ``what``."""
+    problem = _unsafe_directory(directory)
+    if problem:
+        raise UnsafePath(f"refusing {what} {shown(directory)}: {problem}", hint)
+
+
 def check_db_path(path: Path, *, creating: bool) -> None:
     """Refuse an SQLite path that is a link, not a regular file, sits in a directory other users can
     write, or has a side file (``-wal``, ``-shm``, ``-journal``) that is not ours."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -26,9 +28,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.analysis.aggregate import is_failure
+from netspy_tui.errors import UsageError
 from netspy_tui.fleet import wire as W
 from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, ns_to_time, parse_event, time_to_ns, utcnow
-from netspy_tui.safefs import make_private_dirs
+from netspy_tui.safefs import check_directory, create_unique, make_private_dirs, shown
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store.listeners import Listeners
 from netspy_tui.store.sqlite import event_row
@@ -127,6 +130,27 @@ def _prepare_model(event: AnyEvent) -> W.Prepared:
     return _key(event), kind, t, row, rollup
 
 
+def _prepare_directory(directory: Path) -> None:
+    """The nodes' stores' directory, made 0700 if missing, checked and written once: what would refuse
+    every node's store later (at each ingest, answered 503 while the server looked healthy) is refused at
+    start (:class:`UsageError`: one line, exit 2)."""
+    what = "the aggregator's store directory"
+    hint = "pass --db a directory on a writable disk that no other user can write (it is made if missing)"
+    try:
+        make_private_dirs(directory)
+        st = os.stat(directory)
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{what} {shown(directory)} is not a directory", hint)
+        check_directory(directory, what, hint)
+        probe, fd = create_unique(directory, ".netspy-write-check", "")
+        os.close(fd)
+        probe.unlink()
+    except UsageError:
+        raise
+    except OSError as exc:
+        raise UsageError(f"{what} {shown(directory)} cannot be made or written: {exc.strerror or exc}", hint) from None
+
+
 class FleetStore:
     """Per-node stores under ``directory`` (None: in memory, for tests)."""
 
@@ -141,7 +165,7 @@ class FleetStore:
         self._lock = threading.Lock()
         self._changed = Listeners("fleet change")
         if directory is not None:
-            make_private_dirs(directory)
+            _prepare_directory(directory)
             for path in sorted(directory.glob("node-*.sqlite3")):
                 store = EventStore(path, retention_seconds=retention_seconds)
                 name = store.get_meta(_META_NODE)

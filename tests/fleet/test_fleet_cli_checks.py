@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from tests.hardening.conftest import Cli, assert_one_line_error, cli  # noqa: F401 (fixtures)
@@ -48,3 +51,33 @@ def test_a_token_variable_set_but_empty_is_refused_at_start(
     """An unfilled Secret (aggregator.yaml's tokens) must not serve reads unauthenticated with a warning."""
     line = assert_one_line_error(cli(*args, "--port", "1", env={var: empty}, timeout=20), 2)
     assert f"{var} is set but empty" in line
+
+
+def _aggregate_db(cli: Cli, db: str) -> str:  # noqa: F811
+    return assert_one_line_error(cli("serve", "--aggregate", "--port", "1", "--db", db, timeout=30), 2)
+
+
+def test_an_aggregator_store_it_could_not_write_is_refused_at_start(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+    """Each of these served (healthy) and answered every ingest 503, or ended in 'unexpected error', rc 1."""
+    assert "/proc/x cannot be made or written: No such file or directory" in _aggregate_db(cli, "/proc/x")
+    (tmp_path / "afile").write_text("")
+    assert f"{tmp_path / 'afile'} is not a directory" in _aggregate_db(cli, str(tmp_path / "afile" / "sub"))
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # (root: a parent others can write is refused, as for every store root makes)
+    line = _aggregate_db(cli, str(shared / "fleet"))
+    assert f"{shared} is writable by other users" in line and "--db" in line
+
+
+def test_an_aggregator_store_on_a_read_only_filesystem_is_refused_at_start(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0700", "tmpfs", str(readonly)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        for db in (readonly, readonly / "fleet"):
+            assert "cannot be made or written: Read-only file system" in _aggregate_db(cli, str(db))
+    finally:
+        subprocess.run(["umount", str(readonly)], check=True)
