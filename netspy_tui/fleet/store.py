@@ -31,7 +31,7 @@ from netspy_tui.analysis.aggregate import is_failure
 from netspy_tui.errors import UsageError
 from netspy_tui.fleet import wire as W
 from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, ns_to_time, parse_event, time_to_ns, utcnow
-from netspy_tui.safefs import check_directory, create_unique, make_private_dirs, shown
+from netspy_tui.safefs import DIR_MODE, check_directory, create_unique, make_private_dirs, shown
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store.listeners import Listeners
 from netspy_tui.store.sqlite import event_row
@@ -133,7 +133,9 @@ def _prepare_model(event: AnyEvent) -> W.Prepared:
 def _prepare_directory(directory: Path) -> None:
     """The nodes' stores' directory, made 0700 if missing, checked and written once: what would refuse
     every node's store later (at each ingest, answered 503 while the server looked healthy) is refused at
-    start (:class:`UsageError`: one line, exit 2)."""
+    start (:class:`UsageError`: one line, exit 2). One of ours with group or other bits (a Kubernetes volume
+    remounted with ``fsGroup`` makes everything on it group-writable) is made 0700 again, as
+    ``prepare_db_file`` tightens a store file of ours."""
     what = "the aggregator's store directory"
     hint = "pass --db a directory on a writable disk that no other user can write (it is made if missing)"
     try:
@@ -141,6 +143,8 @@ def _prepare_directory(directory: Path) -> None:
         st = os.stat(directory)
         if not stat.S_ISDIR(st.st_mode):
             raise UsageError(f"{what} {shown(directory)} is not a directory", hint)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(directory, DIR_MODE | (st.st_mode & stat.S_ISGID))
         check_directory(directory, what, hint)
         probe, fd = create_unique(directory, ".netspy-write-check", "")
         os.close(fd)
@@ -164,6 +168,9 @@ class FleetStore:
         self._nodes: dict[str, _Node] = {}
         self._lock = threading.Lock()
         self._changed = Listeners("fleet change")
+        self._failures: dict[str, tuple[float, str]] = {}  # node -> (monotonic, why) of its last write, if it failed
+        self.store_failures = 0
+        """Batches (one node's part of an ingest) a store could not write: the agent was answered 503 and retries."""
         if directory is not None:
             _prepare_directory(directory)
             for path in sorted(directory.glob("node-*.sqlite3")):
@@ -224,6 +231,9 @@ class FleetStore:
             except OverflowError as exc:
                 result.rejected.extend((-1, str(exc)) for _ in events)
                 continue
+            except Exception as exc:  # its store cannot be opened (a directory others can write, a full disk, ...)
+                self._failed(node, exc)
+                raise
             fresh = self._fresh(state, events)
             result.duplicates += len(events) - len(fresh)
             lost = 0
@@ -231,14 +241,17 @@ class FleetStore:
                 try:
                     state.store.add_rows([e[3] for e in fresh], [e[4] for e in fresh])
                 except StoreError as exc:
+                    self._failed(node, exc)
                     if exc.lost < len(fresh):  # the rest was kept: sending it again would count it twice
                         lost = exc.lost
                         result.rejected.extend((-1, f"not stored: {clean(str(exc), 160)}") for _ in range(lost))
                     else:
                         self._forget(state, fresh)
                         raise
-                except BaseException:
+                except BaseException as exc:
                     self._forget(state, fresh)
+                    if isinstance(exc, Exception):
+                        self._failed(node, exc)
                     raise
                 # (by type: a few events a store error lost may be counted here)
                 drops = sum(e[1] for e in fresh)
@@ -253,11 +266,34 @@ class FleetStore:
                     if state.last_event is None or newest > state.last_event:
                         state.last_event = newest
                 state.last_seen = time.monotonic()
+                if not lost:
+                    self._failures.pop(node, None)  # its store writes again
             result.accepted += len(fresh) - lost
             result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost
         if result.accepted:
             self._changed()
         return result
+
+    def _failed(self, node: str, exc: BaseException) -> None:
+        with self._lock:
+            self._failures[node] = (time.monotonic(), clean(str(exc), 300))
+            self.store_failures += 1
+
+    def health(self, recent_seconds: float = 60.0) -> tuple[str, str]:
+        """``healthy``, ``degraded`` (some node's store cannot be written) or ``unhealthy`` (no node stored
+        anything in the last ``recent_seconds`` while one fails: every ingest fails), and why (the newest failure).
+        A node's failure lasts until one of its batches is stored (its agent retries it)."""
+        now = time.monotonic()
+        with self._lock:
+            failures = dict(self._failures)
+            storing = any(name not in failures and s.last_seen and now - s.last_seen <= recent_seconds
+                          for name, s in self._nodes.items())  # fmt: skip
+        if not failures:
+            return "healthy", ""
+        node, (_, why) = max(failures.items(), key=lambda kv: kv[1][0])
+        n = len(failures)
+        detail = f"the store of {n} node{'' if n == 1 else 's'} cannot be written (node {clean(node, 80)}: {why})"
+        return ("degraded" if storing else "unhealthy"), detail
 
     def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (on the ingesting thread: it must be quick) after every batch that stored events;

@@ -246,17 +246,28 @@ class AggregatorApi(Api):
                               "endpoints": self.endpoints(AGGREGATOR_ENDPOINTS)})  # fmt: skip
 
     async def health(self, request: Request) -> Response:
+        """Healthy, or degraded/unhealthy with why while a node's store cannot be written (every ingest of it
+        answered 503): unhealthy is a 503 with the contract's error shape (strings only), so a probe fails."""
+        status, detail = self.fleet.health()
+        uptime = _uptime(time.monotonic() - self._started)
+        if status == "unhealthy":
+            return json_response({"status": status, "component": "aggregator", "uptime": uptime,
+                                  "version": __version__, "detail": detail}, 503)  # fmt: skip
         stats = self._stats()
         nodes = len(stats["events_by_node"])
-        return json_response({
-            "status": "healthy",
+        payload = {
+            "status": status,
             "component": "aggregator",
-            "uptime": _uptime(time.monotonic() - self._started),
+            "uptime": uptime,
             "version": __version__,
             "source": f"netspy-tui aggregator of {nodes} node{'' if nodes == 1 else 's'}",
             "nodes": nodes,
             "stats": stats,
-        })  # fmt: skip
+            "store_failures": self.fleet.store_failures,
+        }
+        if detail:
+            payload["detail"] = detail
+        return json_response(payload)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:
         params = await Params.read(request)

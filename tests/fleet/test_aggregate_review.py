@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.factories import connection_json, drop_json
 from tests.hardening.conftest import Child, free_port, spawn  # noqa: F401 (fixtures)
@@ -62,3 +63,94 @@ def test_metrics_write_a_process_name_with_escape_sequences_as_visible_text(
             if family.name in ("netspy_connects", "netspy_packet_drops"):
                 labels[sample.labels["process"]] = sample.value
     assert labels == {"[bold red]x\\x1b[2J\\x07": 1.0, "ok\\x9b2J": 1.0}  # the escapes the tools show
+
+
+def test_health_says_unhealthy_with_why_while_every_ingest_fails_and_healthy_again_after(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    base = tmp_path / "volume"
+    base.mkdir(mode=0o755)
+    _, url = aggregator(spawn, base / "fleet")
+    assert httpx.get(url + "/health", timeout=10).json()["status"] == "healthy"
+    base.chmod(0o777)  # after the start's check: now anyone could plant links beside a node's new store
+    event = connection_json(pid=5, ago=2, k8s_node_name="node-a")
+    refused = httpx.post(url + "/api/events/ingest", json={"events": [event]}, headers=AGENT, timeout=20)
+    assert refused.status_code == 503 and "writable by other users" in refused.text
+    health = httpx.get(url + "/health", timeout=10)
+    assert health.status_code == 503 and health.json()["status"] == "unhealthy", health.text
+    assert "node-a" in health.json()["detail"] and "writable by other users" in health.json()["detail"]
+    assert all(isinstance(v, str) for v in health.json().values())  # the contract's 503: strings only
+    assert "netspy_source_up 0.0" in httpx.get(url + "/metrics", timeout=10).text
+    base.chmod(0o755)
+    assert ingest(url, [event])["events_processed"] == 1  # the agent's retry
+    health = httpx.get(url + "/health", timeout=10)
+    assert health.status_code == 200 and health.json()["status"] == "healthy" and "detail" not in health.json()
+    assert health.json()["store_failures"] == 1
+    assert "netspy_source_up 1.0" in httpx.get(url + "/metrics", timeout=10).text
+
+
+def _as_user_10001(work: Callable[[], None]) -> None:
+    """``work`` in a forked child that has become uid/gid 10001 (the manifest's runAsUser, runAsGroup and
+    fsGroup): this interpreter lives under /root, which that user cannot run, so not as a subprocess."""
+    import os
+    import traceback
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            os.setgroups([10001])
+            os.setresgid(10001, 10001, 10001)
+            os.setresuid(10001, 10001, 10001)
+            work()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the work as user 10001 failed (its traceback is above)"
+
+
+def test_the_manifests_volume_under_fs_group_works_as_shipped() -> None:
+    """aggregator.yaml runs as 10001 with fsGroup 10001: the volume's root is root:10001, 2775, and kubelet
+    makes what is on it group-writable at each mount. The aggregator, as that user, makes its stores'
+    directory there (0700), keeps it so, and stores; as root, the same volume is still refused."""
+    import os
+    import shutil
+    import tempfile
+
+    from netspy_tui.errors import UsageError
+    from netspy_tui.fleet.store import FleetStore
+
+    top = Path(tempfile.mkdtemp(prefix="netspy-fsgroup-"))
+    try:
+        top.chmod(0o755)
+        volume = top / "volume"
+        volume.mkdir()
+        os.chown(volume, 0, 10001)
+        volume.chmod(0o2775)
+        store = volume / "fleet"
+
+        rounds = []
+
+        def run() -> None:
+            fleet = FleetStore(store)
+            result = fleet.ingest([connection_json(pid=5, ago=2, k8s_node_name="node-a", id=f"round-{len(rounds)}")])
+            assert (result.accepted, result.rejected) == (1, []), (result, len(rounds))
+            assert fleet.health()[0] == "healthy"
+            fleet.close()
+
+        for _ in range(2):  # the second: after a remount, kubelet having made the directory group-writable
+            _as_user_10001(run)
+            rounds.append(1)
+            st = store.stat()
+            assert st.st_uid == 10001 and st.st_mode & 0o777 == 0o700
+            for path in [store, *store.iterdir()]:  # what kubelet's fsGroup change does at each mount
+                os.chown(path, -1, 10001)
+                path.chmod(path.stat().st_mode | (0o2070 if path.is_dir() else 0o060))
+        with pytest.raises(UsageError, match="writable by other users"):  # root: its rules unchanged
+            FleetStore(top / "volume" / "as-root")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
