@@ -11,7 +11,9 @@ them; ``serve --forward`` retries within that many events). Node names come from
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -30,11 +32,21 @@ from pydantic import BaseModel, ValidationError
 from netspy_tui.analysis.aggregate import is_failure
 from netspy_tui.errors import UsageError
 from netspy_tui.fleet import wire as W
-from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, ns_to_time, parse_event, time_to_ns, utcnow
+from netspy_tui.models import (
+    OUTCOMES,
+    ConnectionEvent,
+    Event,
+    PacketDropEvent,
+    format_time,
+    ns_to_time,
+    parse_event,
+    time_to_ns,
+    utcnow,
+)
 from netspy_tui.safefs import DIR_MODE, check_directory, create_unique, make_private_dirs, shown
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store.listeners import Listeners
-from netspy_tui.store.sqlite import event_row
+from netspy_tui.store.sqlite import LOAD_AHEAD, event_row
 from netspy_tui.textsafe import clean
 
 __all__ = ["BadBatch", "FleetStore", "IngestResult", "NODE_NAME", "node_of", "parse_batch"]
@@ -45,6 +57,19 @@ AnyEvent = ConnectionEvent | PacketDropEvent
 NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 _META_NODE = "fleet_node"
 NS = 1_000_000_000
+#: how far past the aggregator's clock an event's time may be: agents' clocks may run a little ahead; an event from
+#: further on is a wrong clock, which pinned the fleet's newest event (one from 2099 stayed first everywhere)
+MAX_AHEAD_SECONDS = LOAD_AHEAD
+#: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
+PID_MAX = 4_194_304
+_OUTCOMES = frozenset(OUTCOMES)
+#: the fields each kind holds as JSON integers and booleans: the model takes "32", 32.0 and true for an integer
+#: (lax), an agent sends none of them
+_INTS = {kind: frozenset(n for n, f in model.model_fields.items() if f.annotation in (int, int | None))
+         | ({"kernel_drop_reason_code"} if kind == "packet_drop" else set())
+         for kind, model in (("connection", ConnectionEvent), ("packet_drop", PacketDropEvent))}  # fmt: skip
+_BOOLS = {kind: frozenset(n for n, f in model.model_fields.items() if f.annotation in (bool, bool | None))
+          for kind, model in (("connection", ConnectionEvent), ("packet_drop", PacketDropEvent))}  # fmt: skip
 
 
 @dataclass
@@ -81,8 +106,8 @@ def parse_batch(raw: bytes) -> list[Any]:
     fast = W.decode_body(raw)
     if fast is not None:
         return fast
-    try:
-        return list(_Body.model_validate_json(raw).events)
+    try:  # (strict: the model's lax conversions, "32" or true for an integer, are refused per event by ingest)
+        return list(_Body.model_validate_json(raw, strict=True).events)
     except ValidationError:
         pass  # some event (or the body) is not right: each item is looked at on its own
     try:
@@ -112,6 +137,68 @@ def _reason(exc: ValidationError) -> str:
         loc = loc[1:]
     where = ".".join(loc) or "event"
     return f"{clean(where, 60)}: {clean(str(error.get('msg', '')), 120)}"
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", float: "a number with a fraction", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+def _type_problem(item: dict[str, Any]) -> str | None:
+    """An event object's integer or boolean field sent as another JSON type (the model would convert it)."""
+    kind = str(item.get("type"))
+    for name in _INTS.get(kind, frozenset()):
+        value = item.get(name)
+        if value is not None and type(value) is not int:
+            return f"{name}: must be an integer, got {_json_type(value)}"
+    for name in _BOOLS.get(kind, frozenset()):
+        value = item.get(name)
+        if value is not None and type(value) is not bool:
+            return f"{name}: must be true or false, got {_json_type(value)}"
+    raw = item.get("raw_ipv6")
+    if isinstance(raw, list) and any(type(b) is not int for b in raw):
+        return "raw_ipv6: must be an array of integers"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _range_problem(event: Any, t: int, latest: int) -> str | None:
+    """What an event the structs or the model took holds beyond what its fields can be: a time before the epoch
+    or more than :data:`MAX_AHEAD_SECONDS` ahead (``latest``), a pid, port, address or outcome that is none.
+    ``event`` is a wire struct or a model (the same field names); ``t`` its time in ns."""
+    if t > latest:
+        return f"time: {format_time(ns_to_time(t))} is more than {MAX_AHEAD_SECONDS} s ahead of the aggregator's clock"
+    if t < 0:
+        return "time: before 1970"
+    if not 0 <= event.pid <= PID_MAX:
+        return f"pid: must be 0 to {PID_MAX}, got {event.pid}"
+    if event.timestamp < 0:
+        return f"timestamp: must be 0 or more (ns since boot), got {event.timestamp}"
+    if type(event) is W.WireDrop or isinstance(event, PacketDropEvent):
+        if event.skb_length < 0 or event.packet_size_bytes < 0:
+            return "skb_length, packet_size_bytes: must be 0 or more"
+        return None
+    if not 0 <= event.destination_port <= 65535:
+        return f"destination_port: must be 0 to 65535, got {event.destination_port}"
+    if event.peer_port is not None and not 0 <= event.peer_port <= 65535:
+        return f"peer_port: must be 0 to 65535, got {event.peer_port}"
+    if not 0 <= event.address_family <= 65535:
+        return f"address_family: must be 0 to 65535, got {event.address_family}"
+    for name in ("destination_ip", "peer_ip"):
+        ip = getattr(event, name)
+        if ip and not _is_ip(ip):
+            return f"{name}: not an IP address: {clean(ip, 60)!r}"
+    if event.outcome and event.outcome not in _OUTCOMES:
+        return f"outcome: must be one of {', '.join(OUTCOMES)}, got {clean(event.outcome, 40)!r}"
+    return None
 
 
 def _key(event: AnyEvent) -> str:
@@ -193,6 +280,7 @@ class FleetStore:
         ``items``: event objects as sent (dicts, each validated here), or what :func:`parse_batch`
         made of a body whose events were all valid (the whole batch checked in one pass)."""
         result = IngestResult()
+        latest = time.time_ns() + MAX_AHEAD_SECONDS * NS
         by_node: dict[str, list[W.Prepared]] = {}
         names: dict[Any, bool] = {}  # node name -> whether it is one (checked once per batch)
         wire = (W.WireConnection, W.WireDrop)
@@ -211,16 +299,25 @@ class FleetStore:
             prepared = W.prepare(item) if structs else None
             if prepared is None:
                 if not isinstance(item, ConnectionEvent | PacketDropEvent):
+                    raw = W.as_item(item) if structs else item
                     try:
-                        item = parse_event(W.as_item(item) if structs else item)
+                        item = parse_event(raw)
                     except ValidationError as exc:
                         result.rejected.append((index, _reason(exc)))
+                        continue
+                    why = _type_problem(raw)
+                    if why:
+                        result.rejected.append((index, why))
                         continue
                 try:
                     prepared = _prepare_model(item)
                 except Exception as exc:  # an event the store cannot hold (an integer beyond 64 bits, ...)
                     result.rejected.append((index, f"not stored: {clean(str(exc), 160)}"))
                     continue
+            why = _range_problem(item, prepared[2], latest)
+            if why:
+                result.rejected.append((index, why))
+                continue
             events = by_node.get(node)
             if events is None:
                 events = by_node[node] = []

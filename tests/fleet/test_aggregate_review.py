@@ -154,3 +154,77 @@ def test_the_manifests_volume_under_fs_group_works_as_shipped() -> None:
             FleetStore(top / "volume" / "as-root")
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_ingest_refuses_what_the_contract_types_do_not_allow_and_keeps_the_rest(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    _, url = aggregator(spawn, tmp_path / "fleet")
+    good = connection_json(pid=7, ago=2, k8s_node_name="node-a", outcome="refused")
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"time": "2099-01-01T00:00:00Z"}, "time: 2099-01-01T00:00:00"),
+        ({"pid": -5}, "pid: must be 0 to"),
+        ({"pid": True}, "pid: must be an integer, got a boolean"),
+        ({"pid": "32"}, "pid: must be an integer, got a string"),
+        ({"destination_port": 99999}, "destination_port: must be 0 to 65535"),
+        ({"destination_ip": "not-an-ip"}, "destination_ip: not an IP address"),
+        ({"outcome": "weird"}, "outcome: must be one of ok, in_progress"),
+        ({"time": "1969-12-31T23:59:59Z"}, "time: before 1970"),
+    ]
+    events = [{**good, **change, "id": f"bad{i}"} for i, (change, _) in enumerate(bad)] + [good]
+    answer = ingest(url, events)
+    assert answer["events_processed"] == 1 and answer["success"] is False
+    reasons = {r["index"]: r["reason"] for r in answer["rejected"]}
+    for i, (_, why) in enumerate(bad):
+        assert why in reasons.get(i, ""), (i, reasons.get(i))
+    # the fast path (every event of the batch of a valid shape) refuses the same
+    future = {**good, "id": "future", "time": "2099-01-01T00:00:00.000000Z"}
+    answer = ingest(url, [future, {**good, "id": "ipv6", "destination_ip": "2001:db8::1"}])
+    assert answer["events_processed"] == 1 and answer["rejected"][0]["index"] == 0
+    stats = httpx.get(url + "/api/stats", timeout=10).json()
+    assert stats["total_events"] == 2 and not stats["last_event_time"].startswith("2099")
+    newest = httpx.get(url + "/api/events", params={"limit": 1}, timeout=10).json()["events"][0]
+    assert newest["time"] == good["time"]
+
+
+def _write_in_a_child_that_dies(work: Callable[[], None]) -> None:
+    """``work``, then the process ends without closing anything (as ``kill -9`` ends an aggregator)."""
+    import os
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_store_an_older_version_let_hold_an_event_from_2099_opens_and_answers(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    """Its loader walked from 2099 down to the last hour a minute at a time (days of CPU): /api/window-stats
+    never answered, nor the MCP tools that read it."""
+    from netspy_tui.models import parse_event
+    from netspy_tui.store import EventStore
+
+    directory = tmp_path / "fleet"
+    directory.mkdir(mode=0o700)
+
+    def legacy() -> None:
+        store = EventStore(directory / "node-legacy.sqlite3")
+        store.set_meta("fleet_node", "node-a")
+        store.add_events([parse_event(connection_json(pid=3, ago=5, k8s_node_name="node-a")),
+                          parse_event({**connection_json(pid=4, k8s_node_name="node-a"),
+                                       "time": "2099-01-01T00:00:00Z"})])  # fmt: skip
+
+    _write_in_a_child_that_dies(legacy)
+    _, url = aggregator(spawn, directory)
+    stats = httpx.get(url + "/api/window-stats", params={"duration_seconds": 600}, timeout=15)
+    assert stats.status_code == 200, stats.text
+    assert httpx.get(url + "/api/connection-summary", params={"duration_seconds": 600}, timeout=15).json()["count"] == 1
