@@ -113,6 +113,7 @@ def _as_user_10001(work: Callable[[], None]) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, "the work as user 10001 failed (its traceback is above)"
 
 
+@pytest.mark.root  # (becomes user 10001 and chowns to it)
 def test_the_manifests_volume_under_fs_group_works_as_shipped() -> None:
     """aggregator.yaml runs as 10001 with fsGroup 10001: the volume's root is root:10001, 2775, and kubelet
     makes what is on it group-writable at each mount. The aggregator, as that user, makes its stores'

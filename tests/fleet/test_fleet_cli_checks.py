@@ -69,6 +69,7 @@ def test_an_aggregator_store_it_could_not_write_is_refused_at_start(cli: Cli, tm
     assert f"{shared} is writable by other users" in line and "--db" in line
 
 
+@pytest.mark.root  # (mounts a read-only tmpfs)
 def test_an_aggregator_store_on_a_read_only_filesystem_is_refused_at_start(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
     readonly = tmp_path / "ro"
     readonly.mkdir()
