@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -89,6 +90,8 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text[:30]}'") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text[:30]}")
+    if not math.isfinite(value):  # (inf would never come round: a forwarder that never posts)
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text[:30]}")
     return value
 
 
@@ -541,8 +544,15 @@ _COLLECTOR_FLAGS = (("forward", "--forward"), ("replay", "--replay"), ("collecto
                     ("record", "--record"), ("raw_rate", "--raw-rate"))  # fmt: skip
 
 
+_FORWARD_FLAGS = (("forward_token", "--forward-token"), ("forward_interval", "--forward-interval"))
+
+
 def _check_aggregate(ns: argparse.Namespace, where: argparse.ArgumentParser) -> None:
-    """The aggregator runs no collector; the ingest flags belong to it."""
+    """The aggregator runs no collector; the ingest flags belong to it, the forwarding flags to --forward."""
+    if not ns.forward:
+        for dest, flag in _FORWARD_FLAGS:
+            if getattr(ns, dest, None) is not None:
+                where.error(f"{flag} applies to serve --forward only")
     if ns.aggregate:
         for dest, flag in _COLLECTOR_FLAGS:
             if getattr(ns, dest, None) not in (None, False):
@@ -602,10 +612,36 @@ def _check_db_directory(db: Path | None, source: str) -> None:
     directory = Path(os.path.abspath(Path(db).expanduser())).parent  # (the store expands ~ too)
     if not directory.is_dir():
         given = "--db" if source == "command line" else f"db ({source})"
+        exists = os.path.lexists(directory)
         raise UsageError(
-            f"{given} {clean(str(db), 200)}: directory {clean(str(directory), 200)} does not exist",
-            "create it first",
+            f"{given} {clean(str(db), 200)}: "
+            + (
+                f"{clean(str(directory), 200)} is not a directory"
+                if exists
+                else f"directory {clean(str(directory), 200)} does not exist"
+            ),  # fmt: skip
+            "choose a path under a directory" if exists else "create it first",
         )
+
+
+#: the tokens a server reads from the environment, and the flag that overrides each
+_SERVER_TOKENS = (("NETSPY_TOKEN", "token"), ("NETSPY_INGEST_TOKEN", "ingest_token"),
+                  ("NETSPY_FORWARD_TOKEN", "forward_token"))  # fmt: skip
+
+
+def _check_empty_tokens(ns: argparse.Namespace) -> None:
+    """A server's token variable that is set but empty (an unfilled Kubernetes Secret, a ``$TOKEN`` that
+    expanded to nothing) is refused at start: taken as unset, it served every read without authentication
+    with only a warning. Unset, the variable means no token (on loopback, or refused beyond it)."""
+    if ns.run != "serve" and not (ns.run == "mcp" and ns.http):
+        return
+    applies = {"NETSPY_TOKEN": True, "NETSPY_INGEST_TOKEN": getattr(ns, "aggregate", False),
+               "NETSPY_FORWARD_TOKEN": bool(getattr(ns, "forward", None))}  # fmt: skip
+    for var, dest in _SERVER_TOKENS:
+        value = os.environ.get(var)
+        if applies[var] and getattr(ns, dest, None) is None and value is not None and not value.strip():
+            raise UsageError(f"{var} is set but empty", f"put the token in it, or unset it to run without one "
+                             f"(--{dest.replace('_', '-')} TOKEN overrides it)")  # fmt: skip
 
 
 def _mask_secrets(settings: Settings) -> None:
@@ -1018,6 +1054,7 @@ def _main(argv: Sequence[str] | None) -> int:
             log_file = state_dir() / "netspy-tui.log"  # the dashboard owns the terminal: log to a file
         setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token], make_dirs=ns.log_file is None)
         arguments = tool_arguments(ns) if ns.run == "tool" else {}
+        _check_empty_tokens(ns)
         settings, sources = _settings(ns)
         if ns.show_config:
             from netspy_tui.config import describe_settings

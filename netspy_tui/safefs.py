@@ -169,6 +169,7 @@ def _unsafe_directory(directory: Path) -> str | None:
     sticky (like /tmp: others cannot rename what they do not own there).
     """
     uid = os.geteuid()
+    groups = {os.getegid(), *os.getgroups()}
     for variant in dict.fromkeys([Path(os.path.abspath(directory)), Path(os.path.realpath(directory))]):
         for depth, path in enumerate([variant, *variant.parents]):
             try:
@@ -178,8 +179,22 @@ def _unsafe_directory(directory: Path) -> str | None:
             if st.st_uid not in (0, uid):
                 return f"{shown(path)} belongs to another user (uid {st.st_uid})"
             if st.st_mode & 0o022 and (depth == 0 or not st.st_mode & stat.S_ISVTX):
+                if depth and uid != 0 and not st.st_mode & 0o002 and st.st_gid in groups:
+                    # Not root: a directory above the store's own, writable by a group this process is in (a
+                    # Kubernetes volume's root under fsGroup: root:<fsGroup>, 2775). Whoever could rename names
+                    # in it could only redirect this process's writes to files its own user may write anyway;
+                    # the store's own directory must still be private (depth 0), and for root nothing changes.
+                    continue
                 return f"{shown(path)} is writable by other users"
     return None
+
+
+def check_directory(directory: Path, what: str, hint: str) -> None:
+    """Refuse ``directory`` for files SQLite creates by name when another user could add or swap names in
+    it or above it (the rules of :func:`check_db_path`); :class:`UnsafePath` names ``what``."""
+    problem = _unsafe_directory(directory)
+    if problem:
+        raise UnsafePath(f"refusing {what} {shown(directory)}: {problem}", hint)
 
 
 def check_db_path(path: Path, *, creating: bool) -> None:

@@ -58,12 +58,17 @@ class FleetSource:
         stats = self.fleet.stats()
         nodes: dict[str, int] = stats["events_by_node"]
         n = len(nodes)
+        status, failing = self.fleet.health()
+        detail = (
+            f"serve --aggregate: {n} node{'' if n == 1 else 's'}, {stats['connected_agents']} sent in the last minute"
+        )
         return SourceInfo(
             label=f"aggregator of {n} node{'' if n == 1 else 's'}",
             kind="embedded",
             generation="aggregator",
-            detail=f"serve --aggregate: {n} node{'' if n == 1 else 's'}, {stats['connected_agents']} sent in the "
-            f"last minute",
+            healthy=status != "unhealthy",
+            degraded=status != "healthy",
+            detail=f"{failing}; {detail}" if failing else detail,
             events_seen=stats["total_events"],
             stored_events=stats["total_events"],
             uptime_seconds=time.monotonic() - self._started,

@@ -11,9 +11,13 @@ them; ``serve --forward`` retries within that many events). Node names come from
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import json
+import os
 import re
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -26,12 +30,23 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui.analysis.aggregate import is_failure
+from netspy_tui.errors import UsageError
 from netspy_tui.fleet import wire as W
-from netspy_tui.models import ConnectionEvent, Event, PacketDropEvent, ns_to_time, parse_event, time_to_ns, utcnow
-from netspy_tui.safefs import make_private_dirs
+from netspy_tui.models import (
+    OUTCOMES,
+    ConnectionEvent,
+    Event,
+    PacketDropEvent,
+    format_time,
+    ns_to_time,
+    parse_event,
+    time_to_ns,
+    utcnow,
+)
+from netspy_tui.safefs import DIR_MODE, check_directory, create_unique, make_private_dirs, shown
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store.listeners import Listeners
-from netspy_tui.store.sqlite import event_row
+from netspy_tui.store.sqlite import LOAD_AHEAD, event_row
 from netspy_tui.textsafe import clean
 
 __all__ = ["BadBatch", "FleetStore", "IngestResult", "NODE_NAME", "node_of", "parse_batch"]
@@ -42,6 +57,19 @@ AnyEvent = ConnectionEvent | PacketDropEvent
 NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 _META_NODE = "fleet_node"
 NS = 1_000_000_000
+#: how far past the aggregator's clock an event's time may be: agents' clocks may run a little ahead; an event from
+#: further on is a wrong clock, which pinned the fleet's newest event (one from 2099 stayed first everywhere)
+MAX_AHEAD_SECONDS = LOAD_AHEAD
+#: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
+PID_MAX = 4_194_304
+_OUTCOMES = frozenset(OUTCOMES)
+#: the fields each kind holds as JSON integers and booleans: the model takes "32", 32.0 and true for an integer
+#: (lax), an agent sends none of them
+_INTS = {kind: frozenset(n for n, f in model.model_fields.items() if f.annotation in (int, int | None))
+         | ({"kernel_drop_reason_code"} if kind == "packet_drop" else set())
+         for kind, model in (("connection", ConnectionEvent), ("packet_drop", PacketDropEvent))}  # fmt: skip
+_BOOLS = {kind: frozenset(n for n, f in model.model_fields.items() if f.annotation in (bool, bool | None))
+          for kind, model in (("connection", ConnectionEvent), ("packet_drop", PacketDropEvent))}  # fmt: skip
 
 
 @dataclass
@@ -78,8 +106,8 @@ def parse_batch(raw: bytes) -> list[Any]:
     fast = W.decode_body(raw)
     if fast is not None:
         return fast
-    try:
-        return list(_Body.model_validate_json(raw).events)
+    try:  # (strict: the model's lax conversions, "32" or true for an integer, are refused per event by ingest)
+        return list(_Body.model_validate_json(raw, strict=True).events)
     except ValidationError:
         pass  # some event (or the body) is not right: each item is looked at on its own
     try:
@@ -111,6 +139,68 @@ def _reason(exc: ValidationError) -> str:
     return f"{clean(where, 60)}: {clean(str(error.get('msg', '')), 120)}"
 
 
+def _json_type(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", float: "a number with a fraction", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+def _type_problem(item: dict[str, Any]) -> str | None:
+    """An event object's integer or boolean field sent as another JSON type (the model would convert it)."""
+    kind = str(item.get("type"))
+    for name in _INTS.get(kind, frozenset()):
+        value = item.get(name)
+        if value is not None and type(value) is not int:
+            return f"{name}: must be an integer, got {_json_type(value)}"
+    for name in _BOOLS.get(kind, frozenset()):
+        value = item.get(name)
+        if value is not None and type(value) is not bool:
+            return f"{name}: must be true or false, got {_json_type(value)}"
+    raw = item.get("raw_ipv6")
+    if isinstance(raw, list) and any(type(b) is not int for b in raw):
+        return "raw_ipv6: must be an array of integers"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _range_problem(event: Any, t: int, latest: int) -> str | None:
+    """What an event the structs or the model took holds beyond what its fields can be: a time before the epoch
+    or more than :data:`MAX_AHEAD_SECONDS` ahead (``latest``), a pid, port, address or outcome that is none.
+    ``event`` is a wire struct or a model (the same field names); ``t`` its time in ns."""
+    if t > latest:
+        return f"time: {format_time(ns_to_time(t))} is more than {MAX_AHEAD_SECONDS} s ahead of the aggregator's clock"
+    if t < 0:
+        return "time: before 1970"
+    if not 0 <= event.pid <= PID_MAX:
+        return f"pid: must be 0 to {PID_MAX}, got {event.pid}"
+    if event.timestamp < 0:
+        return f"timestamp: must be 0 or more (ns since boot), got {event.timestamp}"
+    if type(event) is W.WireDrop or isinstance(event, PacketDropEvent):
+        if event.skb_length < 0 or event.packet_size_bytes < 0:
+            return "skb_length, packet_size_bytes: must be 0 or more"
+        return None
+    if not 0 <= event.destination_port <= 65535:
+        return f"destination_port: must be 0 to 65535, got {event.destination_port}"
+    if event.peer_port is not None and not 0 <= event.peer_port <= 65535:
+        return f"peer_port: must be 0 to 65535, got {event.peer_port}"
+    if not 0 <= event.address_family <= 65535:
+        return f"address_family: must be 0 to 65535, got {event.address_family}"
+    for name in ("destination_ip", "peer_ip"):
+        ip = getattr(event, name)
+        if ip and not _is_ip(ip):
+            return f"{name}: not an IP address: {clean(ip, 60)!r}"
+    if event.outcome and event.outcome not in _OUTCOMES:
+        return f"outcome: must be one of {', '.join(OUTCOMES)}, got {clean(event.outcome, 40)!r}"
+    return None
+
+
 def _key(event: AnyEvent) -> str:
     """What makes an event the one an agent sent before: its id, else what it is (its time as an instant)."""
     return event.id or f"{event.type}|{event.pid}|{event.timestamp}|{time_to_ns(event.time)}"
@@ -127,6 +217,31 @@ def _prepare_model(event: AnyEvent) -> W.Prepared:
     return _key(event), kind, t, row, rollup
 
 
+def _prepare_directory(directory: Path) -> None:
+    """The nodes' stores' directory, made 0700 if missing, checked and written once: what would refuse
+    every node's store later (at each ingest, answered 503 while the server looked healthy) is refused at
+    start (:class:`UsageError`: one line, exit 2). One of ours with group or other bits (a Kubernetes volume
+    remounted with ``fsGroup`` makes everything on it group-writable) is made 0700 again, as
+    ``prepare_db_file`` tightens a store file of ours."""
+    what = "the aggregator's store directory"
+    hint = "pass --db a directory on a writable disk that no other user can write (it is made if missing)"
+    try:
+        make_private_dirs(directory)
+        st = os.stat(directory)
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{what} {shown(directory)} is not a directory", hint)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(directory, DIR_MODE | (st.st_mode & stat.S_ISGID))
+        check_directory(directory, what, hint)
+        probe, fd = create_unique(directory, ".netspy-write-check", "")
+        os.close(fd)
+        probe.unlink()
+    except UsageError:
+        raise
+    except OSError as exc:
+        raise UsageError(f"{what} {shown(directory)} cannot be made or written: {exc.strerror or exc}", hint) from None
+
+
 class FleetStore:
     """Per-node stores under ``directory`` (None: in memory, for tests)."""
 
@@ -140,8 +255,11 @@ class FleetStore:
         self._nodes: dict[str, _Node] = {}
         self._lock = threading.Lock()
         self._changed = Listeners("fleet change")
+        self._failures: dict[str, tuple[float, str]] = {}  # node -> (monotonic, why) of its last write, if it failed
+        self.store_failures = 0
+        """Batches (one node's part of an ingest) a store could not write: the agent was answered 503 and retries."""
         if directory is not None:
-            make_private_dirs(directory)
+            _prepare_directory(directory)
             for path in sorted(directory.glob("node-*.sqlite3")):
                 store = EventStore(path, retention_seconds=retention_seconds)
                 name = store.get_meta(_META_NODE)
@@ -162,6 +280,7 @@ class FleetStore:
         ``items``: event objects as sent (dicts, each validated here), or what :func:`parse_batch`
         made of a body whose events were all valid (the whole batch checked in one pass)."""
         result = IngestResult()
+        latest = time.time_ns() + MAX_AHEAD_SECONDS * NS
         by_node: dict[str, list[W.Prepared]] = {}
         names: dict[Any, bool] = {}  # node name -> whether it is one (checked once per batch)
         wire = (W.WireConnection, W.WireDrop)
@@ -180,16 +299,25 @@ class FleetStore:
             prepared = W.prepare(item) if structs else None
             if prepared is None:
                 if not isinstance(item, ConnectionEvent | PacketDropEvent):
+                    raw = W.as_item(item) if structs else item
                     try:
-                        item = parse_event(W.as_item(item) if structs else item)
+                        item = parse_event(raw)
                     except ValidationError as exc:
                         result.rejected.append((index, _reason(exc)))
+                        continue
+                    why = _type_problem(raw)
+                    if why:
+                        result.rejected.append((index, why))
                         continue
                 try:
                     prepared = _prepare_model(item)
                 except Exception as exc:  # an event the store cannot hold (an integer beyond 64 bits, ...)
                     result.rejected.append((index, f"not stored: {clean(str(exc), 160)}"))
                     continue
+            why = _range_problem(item, prepared[2], latest)
+            if why:
+                result.rejected.append((index, why))
+                continue
             events = by_node.get(node)
             if events is None:
                 events = by_node[node] = []
@@ -200,6 +328,9 @@ class FleetStore:
             except OverflowError as exc:
                 result.rejected.extend((-1, str(exc)) for _ in events)
                 continue
+            except Exception as exc:  # its store cannot be opened (a directory others can write, a full disk, ...)
+                self._failed(node, exc)
+                raise
             fresh = self._fresh(state, events)
             result.duplicates += len(events) - len(fresh)
             lost = 0
@@ -207,14 +338,17 @@ class FleetStore:
                 try:
                     state.store.add_rows([e[3] for e in fresh], [e[4] for e in fresh])
                 except StoreError as exc:
+                    self._failed(node, exc)
                     if exc.lost < len(fresh):  # the rest was kept: sending it again would count it twice
                         lost = exc.lost
                         result.rejected.extend((-1, f"not stored: {clean(str(exc), 160)}") for _ in range(lost))
                     else:
                         self._forget(state, fresh)
                         raise
-                except BaseException:
+                except BaseException as exc:
                     self._forget(state, fresh)
+                    if isinstance(exc, Exception):
+                        self._failed(node, exc)
                     raise
                 # (by type: a few events a store error lost may be counted here)
                 drops = sum(e[1] for e in fresh)
@@ -229,11 +363,34 @@ class FleetStore:
                     if state.last_event is None or newest > state.last_event:
                         state.last_event = newest
                 state.last_seen = time.monotonic()
+                if not lost:
+                    self._failures.pop(node, None)  # its store writes again
             result.accepted += len(fresh) - lost
             result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost
         if result.accepted:
             self._changed()
         return result
+
+    def _failed(self, node: str, exc: BaseException) -> None:
+        with self._lock:
+            self._failures[node] = (time.monotonic(), clean(str(exc), 300))
+            self.store_failures += 1
+
+    def health(self, recent_seconds: float = 60.0) -> tuple[str, str]:
+        """``healthy``, ``degraded`` (some node's store cannot be written) or ``unhealthy`` (no node stored
+        anything in the last ``recent_seconds`` while one fails: every ingest fails), and why (the newest failure).
+        A node's failure lasts until one of its batches is stored (its agent retries it)."""
+        now = time.monotonic()
+        with self._lock:
+            failures = dict(self._failures)
+            storing = any(name not in failures and s.last_seen and now - s.last_seen <= recent_seconds
+                          for name, s in self._nodes.items())  # fmt: skip
+        if not failures:
+            return "healthy", ""
+        node, (_, why) = max(failures.items(), key=lambda kv: kv[1][0])
+        n = len(failures)
+        detail = f"the store of {n} node{'' if n == 1 else 's'} cannot be written (node {clean(node, 80)}: {why})"
+        return ("degraded" if storing else "unhealthy"), detail
 
     def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (on the ingesting thread: it must be quick) after every batch that stored events;

@@ -246,17 +246,28 @@ class AggregatorApi(Api):
                               "endpoints": self.endpoints(AGGREGATOR_ENDPOINTS)})  # fmt: skip
 
     async def health(self, request: Request) -> Response:
+        """Healthy, or degraded/unhealthy with why while a node's store cannot be written (every ingest of it
+        answered 503): unhealthy is a 503 with the contract's error shape (strings only), so a probe fails."""
+        status, detail = self.fleet.health()
+        uptime = _uptime(time.monotonic() - self._started)
+        if status == "unhealthy":
+            return json_response({"status": status, "component": "aggregator", "uptime": uptime,
+                                  "version": __version__, "detail": detail}, 503)  # fmt: skip
         stats = self._stats()
         nodes = len(stats["events_by_node"])
-        return json_response({
-            "status": "healthy",
+        payload = {
+            "status": status,
             "component": "aggregator",
-            "uptime": _uptime(time.monotonic() - self._started),
+            "uptime": uptime,
             "version": __version__,
             "source": f"netspy-tui aggregator of {nodes} node{'' if nodes == 1 else 's'}",
             "nodes": nodes,
             "stats": stats,
-        })  # fmt: skip
+            "store_failures": self.fleet.store_failures,
+        }
+        if detail:
+            payload["detail"] = detail
+        return json_response(payload)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:
         params = await Params.read(request)
@@ -265,11 +276,12 @@ class AggregatorApi(Api):
         duration = params.integer("duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1,
                                   maximum=MAX_WINDOW_SECONDS)  # fmt: skip
         scope = Scope(kind, pid, command, duration, _node_param(params), _workload_param(params))
-        by_node = await self.fleet_source.count_by_node(scope)
+        # the nodes with events in the scope (the contract's total_nodes), as the Go aggregator lists them
+        by_node = {node: n for node, n in (await self.fleet_source.count_by_node(scope)).items() if n}
         return json_response({
             "count": sum(by_node.values()),
             "count_by_node": by_node,
-            "total_nodes": sum(1 for n in by_node.values() if n),
+            "total_nodes": len(by_node),
             "pid": pid or 0,
             "command": command or "",
             "duration_seconds": duration,

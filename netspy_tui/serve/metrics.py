@@ -7,7 +7,9 @@ the source says at scrape time: the store's exact counts since it was opened
 (:class:`~netspy_tui.models.SourceInfo`). Label cardinality is bounded: at most ``top_n``
 processes get a label of their own per metric, chosen by count the first time they are seen and
 kept from then on (so every series only grows, as a counter must); every other process counts
-as ``process="other"``.
+as ``process="other"``. Label values are untrusted text (a process names itself): control characters
+and escape sequences are written as visible escapes (:func:`~netspy_tui.textsafe.clean`), as the tools
+and the dashboard show them, never raw to the terminal of whoever reads the scrape.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from netspy_tui.models import SourceInfo
+from netspy_tui.textsafe import clean
 
 __all__ = ["CONTENT_TYPE", "MetricsExporter"]
 
@@ -78,7 +81,7 @@ class MetricsExporter:
         lost = CounterMetricFamily("netspy_events_lost", "Raw events not kept since start, by cause (counts "
                                    "stay exact: the kernel counts every event).", labels=["cause"])  # fmt: skip
         for cause, n in sorted(info.losses.items()):
-            lost.add_metric([cause], float(n))
+            lost.add_metric([clean(cause, None)], float(n))
         stored = GaugeMetricFamily("netspy_events_stored", "Raw events held in the store now.")
         stored.add_metric([], float(info.stored_events or 0))
         out += [up, degraded, seen, lost, stored]
@@ -111,7 +114,7 @@ class MetricsExporter:
                 if kind == "connection" and outcome == "in_progress":
                     in_progress += n
                     continue
-                key = (budget.label(command), outcome)
+                key = (clean(budget.label(command), None), clean(outcome, None))
                 merged[key] = merged.get(key, 0) + n
             for (process, outcome), n in sorted(merged.items()):
                 family.add_metric([process, outcome], float(max(n, 0)))

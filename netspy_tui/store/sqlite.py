@@ -103,6 +103,10 @@ READ_POOL_SIZE = 4
 MEMORY_HORIZON = 3660
 #: Seconds of rollups read from the file at a time when it is opened (newest first).
 LOAD_SLICE = 60
+#: Seconds past the clock an opened store's memory starts from (rows further on, which a wrong clock wrote, are
+#: left to the file: loading from the newest row down walked from 2099 to now a slice at a time, for days).
+#: The aggregator refuses events further ahead than this (``fleet/store.py``).
+LOAD_AHEAD = 300
 #: Seconds a window waits for the rollups being loaded before it reads them from SQLite instead.
 LOAD_WAIT = 30.0
 #: Whole hours and minutes of sums kept for long windows (:class:`spans.Units`): how many at most
@@ -482,6 +486,8 @@ class EventStore:
         floor = now - MEMORY_HORIZON
         with self._write_lock:
             newest = self._writer.execute("SELECT max(second) FROM rollup").fetchone()[0]
+            if newest is not None:
+                newest = min(newest, now + LOAD_AHEAD)
             kept = self._kept_memory()
             empty = R.to_array([], self.names)
             if newest is None or newest < floor:

@@ -32,7 +32,7 @@ FLAG_CASES: list[tuple[list[str], int, str]] = [
 
 #: Values the settings model refuses (after argparse accepted them): exit 2 naming the setting.
 SETTING_CASES: list[tuple[list[str], int, str]] = [
-    (["--tool", "list_connections", "--timeout", "inf"], 2, "invalid setting timeout: Input should be less than"),
+    (["--tool", "list_connections", "--timeout", "inf"], 2, "argument --timeout: must be a finite number, got inf"),
     (["--interval", "0.01", "--show-config"], 2, "invalid setting interval"),
     (["--window", "999999999", "--show-config"], 2, "invalid setting window"),
     (["--tool", "list_connections", "--replay-speed", "nan", "--replay", str(DEMO)], 2, "invalid setting replay_speed"),
