@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from netspy_tui.names.resolver import NameResolver, normalize_address, read_hosts
+from netspy_tui.names.resolver import NameResolver, normalize_address, ptr_query, ptr_question, read_hosts
 from tests.names.dns_server import PtrServer
 
 
@@ -23,6 +26,19 @@ def make(server: PtrServer, **kw: object) -> NameResolver:
     kw.setdefault("hosts_path", None)
     kw.setdefault("timeout", 2.0)
     return NameResolver(nameservers=["127.0.0.1"], port=server.port, **kw)  # type: ignore[arg-type]
+
+
+@contextmanager
+def hand_answered() -> Iterator[tuple[socket.socket, NameResolver]]:
+    """A resolver asking a UDP socket that the test reads and answers by hand."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.settimeout(10)
+        resolver = NameResolver(nameservers=["127.0.0.1"], port=fake.getsockname()[1], hosts_path=None, timeout=5)
+        try:
+            yield fake, resolver
+        finally:
+            resolver.close()
 
 
 def test_a_name_is_resolved_once_and_then_served_from_the_cache() -> None:
@@ -106,8 +122,6 @@ def test_a_server_that_refuses_is_passed_over_for_the_next_and_stray_datagrams_a
     """The name servers are asked in turn: one with nothing listening (127.0.0.2, same port: the kernel refuses) is
     passed over for the next. A datagram that does not answer the question (another id) is dropped, and the
     answer that follows it is read."""
-    import socket
-
     import dns.message
 
     with PtrServer({"10.0.0.5": "five.example"}) as server:
@@ -117,25 +131,65 @@ def test_a_server_that_refuses_is_passed_over_for_the_next_and_stray_datagrams_a
             assert server.questions == ["10.0.0.5"]
         finally:
             resolver.close()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:
-        fake.bind(("127.0.0.1", 0))
-        fake.settimeout(10)
-        resolver = NameResolver(nameservers=["127.0.0.1"], port=fake.getsockname()[1], hosts_path=None, timeout=5)
-        try:
-            assert resolver.lookup("10.0.0.6") is None
-            wire, peer = fake.recvfrom(4096)
-            query = dns.message.from_wire(wire)
-            stray = dns.message.make_response(query)
-            stray.id = (query.id + 1) % 65536
-            stray.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "PTR", "forged.example."))
-            fake.sendto(b"not dns", peer)
-            fake.sendto(stray.to_wire(), peer)
-            right = dns.message.make_response(query)
-            right.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "PTR", "six.example."))
-            fake.sendto(right.to_wire(), peer)
-            assert resolver.resolve(["10.0.0.6"], wait=10) == {"10.0.0.6": "six.example"}
-        finally:
-            resolver.close()
+    with hand_answered() as (fake, resolver):
+        assert resolver.lookup("10.0.0.6") is None
+        wire, peer = fake.recvfrom(4096)
+        query = dns.message.from_wire(wire)
+        stray = dns.message.make_response(query)
+        stray.id = (query.id + 1) % 65536
+        stray.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "PTR", "forged.example."))
+        fake.sendto(b"not dns", peer)
+        fake.sendto(stray.to_wire(), peer)
+        right = dns.message.make_response(query)
+        right.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "PTR", "six.example."))
+        fake.sendto(right.to_wire(), peer)
+        assert resolver.resolve(["10.0.0.6"], wait=10) == {"10.0.0.6": "six.example"}
+
+
+@pytest.mark.parametrize("address", ["10.0.1.2", "192.168.200.254", "2001:db8::1"])
+def test_a_question_is_the_one_dnspython_writes(address: str) -> None:
+    """The question is written as bytes: the same datagram as dnspython's make_query (recursion desired, one PTR
+    question for the reverse name), with a new id each time."""
+    import dns.message
+    import dns.rdatatype
+    import dns.reversename
+
+    wire = ptr_query(ptr_question(address))
+    expected = dns.message.make_query(dns.reversename.from_address(address), dns.rdatatype.PTR)
+    expected.id = int.from_bytes(wire[:2], "big")
+    assert wire == expected.to_wire()
+    assert len({ptr_query(ptr_question(address))[:2] for _ in range(20)}) > 1
+
+
+def test_an_answer_to_another_question_is_dropped_and_an_echo_in_other_case_is_read() -> None:
+    """An answer is read from its header as bytes: one with the question's id but another question (a forgery, a
+    late answer to a former question) is dropped; the question echoed in upper case (0x20 randomisation) answers it."""
+    import dns.message
+    import dns.rcode
+    import dns.reversename
+
+    with hand_answered() as (fake, resolver):
+        assert resolver.lookup("10.0.0.7") is None
+        wire, peer = fake.recvfrom(4096)
+        query = dns.message.from_wire(wire)
+        other = dns.message.make_query(dns.reversename.from_address("10.0.0.8"), "PTR")
+        other.id = query.id
+        forged = dns.message.make_response(other)
+        forged.answer.append(dns.rrset.from_text(other.question[0].name, 300, "IN", "PTR", "forged.example."))
+        fake.sendto(forged.to_wire(), peer)
+        right = dns.message.make_response(query)
+        right.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "PTR", "seven.example."))
+        echo = bytearray(right.to_wire())
+        echo[12 : len(wire)] = bytes(echo[12 : len(wire)]).upper()
+        fake.sendto(bytes(echo), peer)
+        assert resolver.resolve(["10.0.0.7"], wait=10) == {"10.0.0.7": "seven.example"}
+        assert resolver.lookup("10.0.0.8") is None  # (asked now: the forged answer was not kept for it)
+        wire, peer = fake.recvfrom(4096)
+        nothing = dns.message.make_response(dns.message.from_wire(wire))
+        nothing.set_rcode(dns.rcode.NXDOMAIN)
+        fake.sendto(nothing.to_wire(), peer)
+        assert resolver.resolve(["10.0.0.8"], wait=10) == {}
+        assert resolver.stats().failed == 1
 
 
 def test_questions_are_asked_with_bounded_concurrency() -> None:

@@ -19,6 +19,7 @@ from textual.widgets import Input, TabbedContent
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
+from netspy_tui.tui.screens.dashboard import LABEL_SLACK
 from tests.tui.conftest import Clock, wait_for
 from tests.tui.screen_text import screen_lines
 
@@ -139,6 +140,45 @@ async def test_a_polls_count_that_loses_a_digit_keeps_its_tab_width_without_a_la
         assert any(layouts)
         assert (tab.region.width, drops.region.x) == (width - 1, drops_at - 1)
         assert screen_lines(app)[tab.region.y][tab.region.x : tab.region.right] == " Connections (13) "
+
+
+async def test_a_polls_count_that_widens_its_tab_leaves_room_for_the_next_digits(
+    source: MemorySource, clock: Clock
+) -> None:
+    """A window filling up: drops arrive and their count gains digits (10, 100, 1,000). The tab is laid out again
+    when it first widens, with a digit and its comma to spare (blank at its end), so the next digits are drawn in
+    place: the layout of the whole screen came at 99 -> 100 and again at 999 -> 1,000 (two passes, ~35 ms, within
+    ten seconds of a dashboard's first data at 100 events/s)."""
+    from netspy_tui.models import PacketDropEvent
+
+    drop = next(e for e in source._snapshot() if isinstance(e, PacketDropEvent))
+
+    def drops(n: int, start: int) -> list[PacketDropEvent]:
+        return [
+            drop.model_copy(update={"id": f"more-{start + i}", "time": clock.now - timedelta(milliseconds=i % 1000)})
+            for i in range(n)
+        ]
+
+    async with dashboard(source, clock) as (app, pilot):
+        tab = app.dashboard.query_one("#views", TabbedContent).get_tab("drops-tab")
+        assert str(tab.label) == "Packet drops (10)"
+        width = tab.region.width
+        layouts = layout_requests(tab)
+        source.add_events(drops(90, 0))
+        app.dashboard.apply_snapshot(await app.poller.poll())  # (the dashboard's refresh, without its timer)
+        await pilot.pause()
+        assert str(tab.label) == "Packet drops (100)"
+        assert sum(layouts) == 1
+        assert tab.region.width == width + 1 + LABEL_SLACK
+        assert screen_lines(app)[tab.region.y][tab.region.x : tab.region.right] == " Packet drops (100)   "
+        layouts.clear()
+        source.add_events(drops(900, 90))
+        app.dashboard.apply_snapshot(await app.poller.poll())
+        await pilot.pause()
+        assert str(tab.label) == "Packet drops (1,000)"
+        assert layouts and not any(layouts)  # drawn in place
+        assert tab.region.width == width + 1 + LABEL_SLACK
+        assert screen_lines(app)[tab.region.y][tab.region.x : tab.region.right] == " Packet drops (1,000) "
 
 
 async def test_a_count_that_widens_its_tab_moves_the_underline_at_once(
