@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mcp.server.mcpserver.exceptions import ToolError
-
 from netspy_tui.ai import (
     AISettings,
     AIStreamError,
@@ -192,6 +190,8 @@ def ai_tools_hook(settings: AISettings) -> AIToolsHook:
             if not exc.partial_text:
                 raise
             # an error all the same (the answer is incomplete), with what had come: "the text so far is kept"
+            from mcp.server.mcpserver.exceptions import ToolError  # (the SDK loads after the dashboard's frame)
+
             raise ToolError(f"{exc}{PARTIAL_MARK}{exc.partial_text}") from None
         return Insight(text=finished.text, model=finished.model, engine="openai", tool_calls=finished.tool_calls)
 
