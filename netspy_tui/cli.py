@@ -591,6 +591,38 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     }
     settings, sources = load_settings(cli)
     _mask_secrets(settings)
+    return _server_or_collector(settings, sources, ns.run)
+
+
+#: How strongly each place a setting comes from holds (the precedence: file < env < command line).
+_RANK = {"command": 3, "env": 2, "file": 1}  # (by the first word of the source)
+
+
+def _given(name: str, source: str) -> str:
+    """'--record' when the command line gave the setting, else 'record (env NETSPY_RECORD)'."""
+    return "--" + name.replace("_", "-") if source == "command line" else f"{name} ({source})"
+
+
+def _server_or_collector(settings: Settings, sources: dict[str, str], run: str) -> tuple[Settings, dict[str, str]]:
+    """A server is read, or the embedded collector replays and records: never both. Of ``server`` and
+    ``replay``/``record``, the one given with the higher precedence wins (``--replay`` over ``NETSPY_SERVER``,
+    ``--server`` over a ``record`` in the config file); both given at one level is refused (exit 2)."""
+    if settings.server is None or run == "serve":  # (serve runs its collector whatever NETSPY_SERVER says)
+        return settings, sources
+    rank = {name: _RANK.get(sources[name].split(" ", 1)[0], 0) for name in ("server", "replay", "record")}
+    for name in ("replay", "record"):
+        if getattr(settings, name) is None or settings.server is None:
+            continue
+        if rank[name] == rank["server"]:
+            raise UsageError(
+                f"{_given(name, sources[name])} does not apply with {_given('server', sources['server'])}: a server "
+                "is read as it is, only the embedded collector replays or records",
+                f"drop {_given(name, sources[name])} or {_given('server', sources['server'])}",
+            )
+        loser = "server" if rank[name] > rank["server"] else name
+        winner = name if loser == "server" else "server"
+        settings = settings.model_copy(update={loser: None})
+        sources = {**sources, loser: f"{sources[loser]}, not used: {_given(winner, sources[winner])} wins"}
     return settings, sources
 
 

@@ -1,5 +1,6 @@
 """Choosing and opening the telemetry source every front end reads from.
 
+* ``--replay FILE`` or ``--record FILE``: the embedded collector (a server cannot be replayed or recorded).
 * ``--server URL`` (or ``NETSPY_SERVER``): that eBPF server over HTTP, whatever state it is in.
 * otherwise, if ``http://localhost:8080`` answers ``/health``: that server.
 * otherwise long-running front ends (dashboard, REPL, MCP server, ``serve``) start the embedded
@@ -37,8 +38,10 @@ def http_source(settings: Settings, url: str) -> HttpSource:
 @asynccontextmanager
 async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[TelemetrySource]:
     """Open the source for ``mode`` and close it (and any collector) on exit."""
-    wants_embedded = settings.replay is not None or settings.collector != "auto"
-    if mode != "serve" and (settings.server is not None or not wants_embedded):
+    # (the command line resolved a server given with --replay/--record: see cli._server_or_collector)
+    wants_embedded = settings.replay is not None or settings.record is not None
+    wants_embedded = wants_embedded or (settings.server is None and settings.collector != "auto")
+    if mode != "serve" and not wants_embedded:
         url = settings.server
         if url is None and await probe(DEFAULT_SERVER):
             url = DEFAULT_SERVER
