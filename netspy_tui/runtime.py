@@ -10,15 +10,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from netspy_tui.config import DEFAULT_SERVER, Settings
 from netspy_tui.errors import NoData
 from netspy_tui.telemetry.client import HttpSource, probe
 from netspy_tui.telemetry.source import TelemetrySource
+
+if TYPE_CHECKING:
+    from netspy_tui.telemetry.embedded import EmbeddedSource
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +69,18 @@ async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[Telemetry
             yield source
         return
     async with _embedded_source(settings) as source:
+        from netspy_tui.collector.replay import ReplayCollector
+
+        replay = source.collector
+        if mode == "oneshot" and isinstance(replay, ReplayCollector) and replay.speed == 0:
+            await asyncio.to_thread(replay.wait)  # (one answer over the whole recording)
         yield source
+        if source.recorder is not None and source.recorder.error is not None:
+            raise source.recorder.error  # (a command whose recording failed did not do what it was asked)
 
 
 @asynccontextmanager
-async def _embedded_source(settings: Settings) -> AsyncIterator[TelemetrySource]:
+async def _embedded_source(settings: Settings) -> AsyncIterator[EmbeddedSource]:
     from netspy_tui.telemetry.embedded import open_embedded
 
     async with open_embedded(settings) as source:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,49 @@ def test_replay_and_record_are_never_silently_dropped_for_a_server(cli: Cli, ser
     # both from the environment: neither beats the other
     both = cli("--tool", "server_status", env={"NETSPY_SERVER": server.url, "NETSPY_REPLAY": str(DEMO)})
     assert "replay (env NETSPY_REPLAY) does not apply with server (env NETSPY_SERVER)" in assert_one_line_error(both, 2)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 KiB tmpfs (the demo's recording needs ~100 KiB), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_fails_the_command_and_leaves_a_recording_that_replays(cli: Cli, small_disk: Path) -> None:
+    recording = small_disk / "rec.jsonl"
+    run = cli("--replay", str(DEMO), "--replay-speed", "0", "--record", str(recording), "--tool", "get_network_summary")
+    assert run.returncode == 1, run.stderr
+    lines = recording.read_bytes().splitlines(keepends=True)
+    assert 0 < len(lines) < len(DEMO.read_bytes().splitlines()) and all(ln.endswith(b"\n") for ln in lines)
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"netspy-tui: recording to {recording} stopped after {len(lines)} events: No space left on device. "
+        "Free disk space or choose another file for --record."
+    )
+    replayed = cli("--replay", str(recording), "--replay-speed", "0", "--tool", "server_status")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"Events seen: {len(lines)}, stored: {len(lines)}," in replayed.stdout
+
+
+def test_a_cut_last_line_is_skipped_and_said_a_bad_line_before_it_is_an_error(cli: Cli, tmp_path: Path) -> None:
+    whole = DEMO.read_bytes().splitlines(keepends=True)[:10]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(b"".join(whole) + whole[10 - 1][:40])  # as a recorder killed mid-write leaves it
+    run = cli("--replay", str(cut), "--replay-speed", "0", "--tool", "server_status")
+    assert run.returncode == 0, run.stderr
+    note = "line 11, the last, is cut short (the recording was interrupted): 1 event skipped"
+    assert f"Note: recording {cut}: {note}" in run.stdout
+    assert note in run.stderr
+    assert "Events seen: 10" in run.stdout
+    middle = tmp_path / "middle.jsonl"
+    middle.write_bytes(b"".join(whole[:3]) + whole[3][:40] + b"\n" + b"".join(whole[4:]))
+    bad = cli("--replay", str(middle), "--replay-speed", "0", "--tool", "server_status")
+    assert f"{middle}:4: bad JSON" in assert_one_line_error(bad)
