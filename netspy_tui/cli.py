@@ -626,16 +626,17 @@ def _server_or_collector(settings: Settings, sources: dict[str, str], run: str) 
     return settings, sources
 
 
-def _check_db_directory(db: Path | None, source: str) -> None:
-    """A store the user named must be in a directory that exists: a typo must not leave a tree of new
-    directories behind (only the scratch store's directory is made, by netspy-tui itself)."""
-    if db is None:
+def _check_directory(name: str, path: Path | None, source: str) -> None:
+    """A store or recording the user named must be in a directory that exists: a typo must not leave a tree
+    of new directories behind (only the scratch store's directory is made, by netspy-tui itself)."""
+    if path is None:
         return
-    directory = Path(os.path.abspath(Path(db).expanduser())).parent  # (the store expands ~ too)
+    if name == "db":
+        path = Path(path).expanduser()  # (the store expands ~ too)
+    directory = Path(os.path.abspath(path)).parent
     if not directory.is_dir():
-        given = "--db" if source == "command line" else f"db ({source})"
         raise UsageError(
-            f"{given} {clean(str(db), 200)}: directory {clean(str(directory), 200)} does not exist",
+            f"{_given(name, source)} {clean(str(path), 200)}: directory {clean(str(directory), 200)} does not exist",
             "create it first",
         )
 
@@ -1044,7 +1045,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
             sys.stdout.write(describe_settings(settings, sources) + "\n")
             return 0
-        _check_db_directory(settings.db, sources.get("db", ""))
+        _check_directory("db", settings.db, sources.get("db", ""))
+        _check_directory("record", settings.record, sources.get("record", ""))
         # (an explicit --server is read instead of any collector, except by serve, which runs one)
         server_read = settings.server is not None and ns.run != "serve"
         if settings.collector == "replay" and settings.replay is None and not getattr(ns, "aggregate", False) \

@@ -316,7 +316,6 @@ class Recorder:
         self.error: NetspyError | None = None
         hint = "choose a new file name for --record (an existing file or link is never overwritten)"
         try:
-            safefs.make_private_dirs(self.path.parent)
             # never through a link; a new file is created exclusively, 0600
             if append:
                 fd = safefs.open_append(self.path, "the recording", hint)

@@ -86,3 +86,17 @@ def test_a_cut_last_line_is_skipped_and_said_a_bad_line_before_it_is_an_error(cl
     middle.write_bytes(b"".join(whole[:3]) + whole[3][:40] + b"\n" + b"".join(whole[4:]))
     bad = cli("--replay", str(middle), "--replay-speed", "0", "--tool", "server_status")
     assert f"{middle}:4: bad JSON" in assert_one_line_error(bad)
+
+
+def test_record_in_a_missing_directory_is_refused_like_db(cli: Cli, tmp_path: Path) -> None:
+    typo = tmp_path / "no" / "such" / "x.jsonl"
+    runs = cli.many(
+        [
+            ["--replay", str(DEMO), "--replay-speed", "0", "--record", str(typo), "--tool", "get_network_summary"],
+            ["--replay", str(DEMO), "--replay-speed", "0", "--db", str(typo), "--tool", "get_network_summary"],
+        ]
+    )
+    for run, flag in zip(runs, ("--record", "--db"), strict=True):
+        line = assert_one_line_error(run, 2)
+        assert line == f"netspy-tui: {flag} {typo}: directory {typo.parent} does not exist. Create it first."
+    assert not (tmp_path / "no").exists()
