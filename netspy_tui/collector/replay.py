@@ -24,7 +24,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
@@ -57,7 +57,9 @@ MAX_LINE_BYTES = 8 << 20
 
 
 class ReplayFileError(CollectorError):
-    """A recording cannot be read or holds a malformed line."""
+    """A recording cannot be read, holds a malformed line or no event: a bad value, exit 2."""
+
+    exit_code = 2
 
 
 def _line_error(path: Path, lineno: int, what: str) -> ReplayFileError:
@@ -90,6 +92,20 @@ def _open_recording(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
+def _parse_line(raw: bytes) -> tuple[Any, str]:
+    """A line's JSON value, or what is wrong with it."""
+    try:
+        return json.loads(raw), ""
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        return None, f"bad JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, "bad JSON (nested too deeply to be an event)"
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        return None, f"bad JSON ({str(exc).splitlines()[0][:80]})"
+
+
 def iter_recording(path: Path, cut: list[int] | None = None) -> Generator[tuple[int, AnyEvent], None, None]:
     """(line number, event) for every non-blank line; raises :class:`ReplayFileError` on a bad line.
 
@@ -117,20 +133,13 @@ def iter_recording(path: Path, cut: list[int] | None = None) -> Generator[tuple[
             lineno += 1
             if not raw.strip():
                 continue
-            try:
-                data = json.loads(raw)
-            except UnicodeDecodeError as exc:
-                raise _line_error(path, lineno, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-            except json.JSONDecodeError as exc:
+            data, problem = _parse_line(raw)
+            if problem:
                 if not raw.endswith(b"\n"):  # (readline returns a line without its end only at the end of the file)
                     if cut is not None:
                         cut.append(lineno)
                     return
-                raise _line_error(path, lineno, f"bad JSON ({exc.msg} at column {exc.colno})") from None
-            except RecursionError:
-                raise _line_error(path, lineno, "bad JSON (nested too deeply to be an event)") from None
-            except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-                raise _line_error(path, lineno, f"bad JSON ({str(exc).splitlines()[0][:80]})") from None
+                raise _line_error(path, lineno, problem)
             if not isinstance(data, dict):
                 raise _line_error(path, lineno, f"expected an event object, got {type(data).__name__}")
             if "time" not in data:
@@ -143,11 +152,14 @@ def iter_recording(path: Path, cut: list[int] | None = None) -> Generator[tuple[
 
 
 def check_start(path: str | Path) -> None:
-    """Fail fast (before anything slow starts) if ``path`` is not a regular file or its first line is
-    not an event: the whole file is checked again when the replay starts."""
+    """Fail fast (before anything slow starts) if ``path`` is not a regular file, its first line is not
+    an event or it holds none (a replay of nothing shows nothing: a wrong name or a failed recording);
+    the whole file is checked again when the replay starts."""
     events = iter_recording(Path(path))
     try:
-        next(events, None)
+        if next(events, None) is None:
+            raise ReplayFileError(f"recording {path} holds no events: there is nothing to replay",
+                                  "check the file name (netspy-tui --record FILE writes recordings)")  # fmt: skip
     finally:
         events.close()
 

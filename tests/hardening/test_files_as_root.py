@@ -158,7 +158,7 @@ def test_a_failed_start_or_one_shot_leaves_no_scratch(cli: Cli, tmp_path: Path, 
         ],
         env=env,
     )
-    assert "bad.jsonl:2: bad JSON" in assert_one_line_error(runs[0], 1)
+    assert "bad.jsonl:2: bad JSON" in assert_one_line_error(runs[0], 2)
     assert "already exists" in assert_one_line_error(runs[1], 2)
     assert runs[2].returncode == 0, runs[2].stderr
     assert existing.read_text() == "keep me\n"

@@ -100,3 +100,17 @@ def test_record_in_a_missing_directory_is_refused_like_db(cli: Cli, tmp_path: Pa
         line = assert_one_line_error(run, 2)
         assert line == f"netspy-tui: {flag} {typo}: directory {typo.parent} does not exist. Create it first."
     assert not (tmp_path / "no").exists()
+
+
+def test_a_replay_file_that_is_missing_a_directory_or_empty_is_a_bad_value(cli: Cli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    missing = tmp_path / "missing.jsonl"
+    cases = [
+        (missing, f"netspy-tui: cannot read recording {missing}: No such file or directory."),
+        (tmp_path, f"netspy-tui: cannot read recording {tmp_path}: it is a directory, not a regular file."),
+        (empty, f"netspy-tui: recording {empty} holds no events: there is nothing to replay."),
+    ]
+    runs = cli.many([["--replay", str(path), "--tool", "get_network_summary"] for path, _ in cases])
+    for (_, start), run in zip(cases, runs, strict=True):
+        assert assert_one_line_error(run, 2).startswith(start)
