@@ -591,6 +591,11 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     }
     settings, sources = load_settings(cli)
     _mask_secrets(settings)
+    if ns.run == "tool" and ns.replay_speed is None and settings.replay_speed != 0:
+        # One answer cannot wait for a replay at the recording's own pace (it saw the first second): a one-shot
+        # replays at once, over the whole recording, unless its command line gives --replay-speed.
+        settings = settings.model_copy(update={"replay_speed": 0.0})
+        sources = {**sources, "replay_speed": "a one-shot --tool replays at once (without --replay-speed)"}
     return _server_or_collector(settings, sources, ns.run)
 
 

@@ -114,3 +114,19 @@ def test_a_replay_file_that_is_missing_a_directory_or_empty_is_a_bad_value(cli: 
     runs = cli.many([["--replay", str(path), "--tool", "get_network_summary"] for path, _ in cases])
     for (_, start), run in zip(cases, runs, strict=True):
         assert assert_one_line_error(run, 2).startswith(start)
+
+
+def test_a_one_shot_replays_the_whole_recording_at_once_unless_given_a_speed(cli: Cli) -> None:
+    connects = sum('"type": "connection"' in line or '"type":"connection"' in line for line in DEMO.open())
+    week = ["--tool", "get_network_summary", "--duration", "604800", "--replay", str(DEMO)]
+    default, instant = cli.many([week, [*week, "--replay-speed", "0"]])
+    assert default.returncode == instant.returncode == 0, default.stderr + instant.stderr
+    assert (
+        default.stdout
+        == instant.stdout
+        == (f"All processes made {connects} outbound connection attempts over the last 604800 seconds\n")
+    )
+    # only a one-shot: the dashboard (and the REPL, serve) keep the recording's own pace
+    shown = cli.many([[*week, "--show-config"], ["--replay", str(DEMO), "--show-config"]])
+    speeds = [next(ln for ln in run.stdout.splitlines() if ln.startswith("replay_speed")).split() for run in shown]
+    assert speeds[0][:2] == ["replay_speed", "0.0"] and speeds[1] == ["replay_speed", "1.0", "default"]
