@@ -596,6 +596,13 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
         # replays at once, over the whole recording, unless its command line gives --replay-speed.
         settings = settings.model_copy(update={"replay_speed": 0.0})
         sources = {**sources, "replay_speed": "a one-shot --tool replays at once (without --replay-speed)"}
+    if ns.run == "tool" and settings.record is not None and ns.record is None:
+        # Recording is for sessions (the dashboard, serve): a record setting would be used up by the first one-shot.
+        settings = settings.model_copy(update={"record": None})
+        sources = {**sources, "record": f"{sources['record']}, not used by a one-shot --tool"}
+    if ns.run == "tool" and ns.record is not None and ns.replay is None and settings.replay is None:
+        raise UsageError("--record applies to a one-shot --tool only with --replay: it runs no collector",
+                         "drop --record, or record a session: netspy-tui serve --record FILE")  # fmt: skip
     return _server_or_collector(settings, sources, ns.run)
 
 
@@ -644,6 +651,26 @@ def _check_directory(name: str, path: Path | None, source: str) -> None:
             f"{_given(name, source)} {clean(str(path), 200)}: directory {clean(str(directory), 200)} does not exist",
             "create it first",
         )
+
+
+def _check_record(path: Path | None, source: str) -> None:
+    """A recording is never overwritten: say so naming where its name came from, before anything starts (the
+    recorder's exclusive create stays the guard)."""
+    if path is None:
+        return
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    import stat
+
+    from netspy_tui.safefs import describe
+
+    kind = "" if stat.S_ISREG(st.st_mode) else f" as {describe(st)}"
+    raise UsageError(
+        f"refusing to write the recording {clean(str(path), 200)}: it already exists{kind}",
+        f"an existing file or link is never overwritten: choose a new file name for {_given('record', source)}",
+    )
 
 
 def _mask_secrets(settings: Settings) -> None:
@@ -1052,6 +1079,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return 0
         _check_directory("db", settings.db, sources.get("db", ""))
         _check_directory("record", settings.record, sources.get("record", ""))
+        _check_record(settings.record, sources.get("record", ""))
         # (an explicit --server is read instead of any collector, except by serve, which runs one)
         server_read = settings.server is not None and ns.run != "serve"
         if settings.collector == "replay" and settings.replay is None and not getattr(ns, "aggregate", False) \

@@ -130,3 +130,29 @@ def test_a_one_shot_replays_the_whole_recording_at_once_unless_given_a_speed(cli
     shown = cli.many([[*week, "--show-config"], ["--replay", str(DEMO), "--show-config"]])
     speeds = [next(ln for ln in run.stdout.splitlines() if ln.startswith("replay_speed")).split() for run in shown]
     assert speeds[0][:2] == ["replay_speed", "0.0"] and speeds[1] == ["replay_speed", "1.0", "default"]
+
+
+def test_a_record_setting_is_for_sessions_and_its_errors_say_where_it_came_from(cli: Cli, tmp_path: Path) -> None:
+    recording = tmp_path / "session.jsonl"
+    config = tmp_path / "config.toml"
+    config.write_text(f'record = "{recording}"\n')
+    one_shot = ["--replay", str(DEMO), "--tool", "get_network_summary"]
+    for env in ({"NETSPY_CONFIG": str(config)}, {"NETSPY_RECORD": str(recording)}):
+        runs = [cli(*one_shot, env=env) for _ in range(2)]  # (the first used up the name: the second exited 2)
+        assert [run.returncode for run in runs] == [0, 0], runs[1].stderr
+        assert not recording.exists()
+    recording.write_text("")
+    cases = [
+        ({"NETSPY_CONFIG": str(config)}, [], f"record (file {config})"),
+        ({"NETSPY_RECORD": str(recording)}, [], "record (env NETSPY_RECORD)"),
+        ({}, ["--record", str(recording)], "--record"),
+    ]
+    for env, extra, given in cases:
+        run = cli("serve", "--port", "1", "--replay", str(DEMO), *extra, env=env)
+        assert assert_one_line_error(run, 2) == (
+            f"netspy-tui: refusing to write the recording {recording}: it already exists. An existing file or "
+            f"link is never overwritten: choose a new file name for {given}."
+        )
+    # an explicit --record with a one-shot that runs no collector would record nothing
+    nothing = cli("--tool", "get_network_summary", "--record", str(tmp_path / "new.jsonl"))
+    assert "--record applies to a one-shot --tool only with --replay" in assert_one_line_error(nothing, 2)
