@@ -600,10 +600,11 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
         # Recording is for sessions (the dashboard, serve): a record setting would be used up by the first one-shot.
         settings = settings.model_copy(update={"record": None})
         sources = {**sources, "record": f"{sources['record']}, not used by a one-shot --tool"}
-    if ns.run == "tool" and ns.record is not None and ns.replay is None and settings.replay is None:
+    settings, sources = _server_or_collector(settings, sources, ns.run)
+    if ns.run == "tool" and settings.record is not None and settings.replay is None:
         raise UsageError("--record applies to a one-shot --tool only with --replay: it runs no collector",
                          "drop --record, or record a session: netspy-tui serve --record FILE")  # fmt: skip
-    return _server_or_collector(settings, sources, ns.run)
+    return settings, sources
 
 
 #: How strongly each place a setting comes from holds (the precedence: file < env < command line).
