@@ -56,6 +56,7 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.root
 def test_a_full_disk_fails_the_command_and_leaves_a_recording_that_replays(cli: Cli, small_disk: Path) -> None:
     recording = small_disk / "rec.jsonl"
     run = cli("--replay", str(DEMO), "--replay-speed", "0", "--record", str(recording), "--tool", "get_network_summary")
