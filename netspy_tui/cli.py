@@ -601,20 +601,66 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     }
     settings, sources = load_settings(cli)
     _mask_secrets(settings)
+    if ns.run == "tool" and ns.replay_speed is None and settings.replay_speed != 0:
+        # One answer cannot wait for a replay at the recording's own pace (it saw the first second): a one-shot
+        # replays at once, over the whole recording, unless its command line gives --replay-speed.
+        settings = settings.model_copy(update={"replay_speed": 0.0})
+        sources = {**sources, "replay_speed": "a one-shot --tool replays at once (without --replay-speed)"}
+    if ns.run == "tool" and settings.record is not None and ns.record is None:
+        # Recording is for sessions (the dashboard, serve): a record setting would be used up by the first one-shot.
+        settings = settings.model_copy(update={"record": None})
+        sources = {**sources, "record": f"{sources['record']}, not used by a one-shot --tool"}
+    settings, sources = _server_or_collector(settings, sources, ns.run)
+    if ns.run == "tool" and settings.record is not None and settings.replay is None:
+        raise UsageError("--record applies to a one-shot --tool only with --replay: it runs no collector",
+                         "drop --record, or record a session: netspy-tui serve --record FILE")  # fmt: skip
     return settings, sources
 
 
-def _check_db_directory(db: Path | None, source: str) -> None:
-    """A store the user named must be in a directory that exists: a typo must not leave a tree of new
-    directories behind (only the scratch store's directory is made, by netspy-tui itself)."""
-    if db is None:
+#: How strongly each place a setting comes from holds (the precedence: file < env < command line).
+_RANK = {"command": 3, "env": 2, "file": 1}  # (by the first word of the source)
+
+
+def _given(name: str, source: str) -> str:
+    """'--record' when the command line gave the setting, else 'record (env NETSPY_RECORD)'."""
+    return "--" + name.replace("_", "-") if source == "command line" else f"{name} ({source})"
+
+
+def _server_or_collector(settings: Settings, sources: dict[str, str], run: str) -> tuple[Settings, dict[str, str]]:
+    """A server is read, or the embedded collector replays and records: never both. Of ``server`` and
+    ``replay``/``record``, the one given with the higher precedence wins (``--replay`` over ``NETSPY_SERVER``,
+    ``--server`` over a ``record`` in the config file); both given at one level is refused (exit 2)."""
+    if settings.server is None or run == "serve":  # (serve runs its collector whatever NETSPY_SERVER says)
+        return settings, sources
+    rank = {name: _RANK.get(sources[name].split(" ", 1)[0], 0) for name in ("server", "replay", "record")}
+    for name in ("replay", "record"):
+        if getattr(settings, name) is None or settings.server is None:
+            continue
+        if rank[name] == rank["server"]:
+            raise UsageError(
+                f"{_given(name, sources[name])} does not apply with {_given('server', sources['server'])}: a server "
+                "is read as it is, only the embedded collector replays or records",
+                f"drop {_given(name, sources[name])} or {_given('server', sources['server'])}",
+            )
+        loser = "server" if rank[name] > rank["server"] else name
+        winner = name if loser == "server" else "server"
+        settings = settings.model_copy(update={loser: None})
+        sources = {**sources, loser: f"{sources[loser]}, not used: {_given(winner, sources[winner])} wins"}
+    return settings, sources
+
+
+def _check_directory(name: str, path: Path | None, source: str) -> None:
+    """A store or recording the user named must be in a directory that exists: a typo must not leave a tree
+    of new directories behind (only the scratch store's directory is made, by netspy-tui itself)."""
+    if path is None:
         return
-    directory = Path(os.path.abspath(Path(db).expanduser())).parent  # (the store expands ~ too)
+    if name == "db":
+        path = Path(path).expanduser()  # (the store expands ~ too)
+    directory = Path(os.path.abspath(path)).parent
     if not directory.is_dir():
-        given = "--db" if source == "command line" else f"db ({source})"
         exists = os.path.lexists(directory)
         raise UsageError(
-            f"{given} {clean(str(db), 200)}: "
+            f"{_given(name, source)} {clean(str(path), 200)}: "
             + (
                 f"{clean(str(directory), 200)} is not a directory"
                 if exists
@@ -642,6 +688,26 @@ def _check_empty_tokens(ns: argparse.Namespace) -> None:
         if applies[var] and getattr(ns, dest, None) is None and value is not None and not value.strip():
             raise UsageError(f"{var} is set but empty", f"put the token in it, or unset it to run without one "
                              f"(--{dest.replace('_', '-')} TOKEN overrides it)")  # fmt: skip
+
+
+def _check_record(path: Path | None, source: str) -> None:
+    """A recording is never overwritten: say so naming where its name came from, before anything starts (the
+    recorder's exclusive create stays the guard)."""
+    if path is None:
+        return
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    import stat
+
+    from netspy_tui.safefs import describe
+
+    kind = "" if stat.S_ISREG(st.st_mode) else f" as {describe(st)}"
+    raise UsageError(
+        f"refusing to write the recording {clean(str(path), 200)}: it already exists{kind}",
+        f"an existing file or link is never overwritten: choose a new file name for {_given('record', source)}",
+    )
 
 
 def _mask_secrets(settings: Settings) -> None:
@@ -1061,7 +1127,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
             sys.stdout.write(describe_settings(settings, sources) + "\n")
             return 0
-        _check_db_directory(settings.db, sources.get("db", ""))
+        _check_directory("db", settings.db, sources.get("db", ""))
+        _check_directory("record", settings.record, sources.get("record", ""))
+        _check_record(settings.record, sources.get("record", ""))
         # (an explicit --server is read instead of any collector, except by serve, which runs one)
         server_read = settings.server is not None and ns.run != "serve"
         if settings.collector == "replay" and settings.replay is None and not getattr(ns, "aggregate", False) \

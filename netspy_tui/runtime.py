@@ -1,5 +1,6 @@
 """Choosing and opening the telemetry source every front end reads from.
 
+* ``--replay FILE`` or ``--record FILE``: the embedded collector (a server cannot be replayed or recorded).
 * ``--server URL`` (or ``NETSPY_SERVER``): that eBPF server over HTTP, whatever state it is in.
 * otherwise, if ``http://localhost:8080`` answers ``/health``: that server.
 * otherwise long-running front ends (dashboard, REPL, MCP server, ``serve``) start the embedded
@@ -9,15 +10,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from netspy_tui.config import DEFAULT_SERVER, Settings
 from netspy_tui.errors import NoData
 from netspy_tui.telemetry.client import HttpSource, probe
 from netspy_tui.telemetry.source import TelemetrySource
+
+if TYPE_CHECKING:
+    from netspy_tui.telemetry.embedded import EmbeddedSource
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,10 @@ def http_source(settings: Settings, url: str) -> HttpSource:
 @asynccontextmanager
 async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[TelemetrySource]:
     """Open the source for ``mode`` and close it (and any collector) on exit."""
-    wants_embedded = settings.replay is not None or settings.collector != "auto"
-    if mode != "serve" and (settings.server is not None or not wants_embedded):
+    # (the command line resolved a server given with --replay/--record: see cli._server_or_collector)
+    wants_embedded = settings.replay is not None or settings.record is not None
+    wants_embedded = wants_embedded or (settings.server is None and settings.collector != "auto")
+    if mode != "serve" and not wants_embedded:
         url = settings.server
         if url is None and await probe(DEFAULT_SERVER):
             url = DEFAULT_SERVER
@@ -62,11 +69,18 @@ async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[Telemetry
             yield source
         return
     async with _embedded_source(settings) as source:
+        from netspy_tui.collector.replay import ReplayCollector
+
+        replay = source.collector
+        if mode == "oneshot" and isinstance(replay, ReplayCollector) and replay.speed == 0:
+            await asyncio.to_thread(replay.wait)  # (one answer over the whole recording)
         yield source
+        if source.recorder is not None and source.recorder.error is not None:
+            raise source.recorder.error  # (a command whose recording failed did not do what it was asked)
 
 
 @asynccontextmanager
-async def _embedded_source(settings: Settings) -> AsyncIterator[TelemetrySource]:
+async def _embedded_source(settings: Settings) -> AsyncIterator[EmbeddedSource]:
     from netspy_tui.telemetry.embedded import open_embedded
 
     async with open_embedded(settings) as source:

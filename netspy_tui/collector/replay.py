@@ -13,6 +13,7 @@ events, apart from that one offset.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
@@ -56,7 +57,9 @@ MAX_LINE_BYTES = 8 << 20
 
 
 class ReplayFileError(CollectorError):
-    """A recording cannot be read or holds a malformed line."""
+    """A recording cannot be read, holds a malformed line or no event: a bad value, exit 2."""
+
+    exit_code = 2
 
 
 def _line_error(path: Path, lineno: int, what: str) -> ReplayFileError:
@@ -89,11 +92,27 @@ def _open_recording(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
-def iter_recording(path: Path) -> Generator[tuple[int, AnyEvent], None, None]:
+def _parse_line(raw: bytes) -> tuple[Any, str]:
+    """A line's JSON value, or what is wrong with it."""
+    try:
+        return json.loads(raw), ""
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        return None, f"bad JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, "bad JSON (nested too deeply to be an event)"
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        return None, f"bad JSON ({str(exc).splitlines()[0][:80]})"
+
+
+def iter_recording(path: Path, cut: list[int] | None = None) -> Generator[tuple[int, AnyEvent], None, None]:
     """(line number, event) for every non-blank line; raises :class:`ReplayFileError` on a bad line.
 
-    Memory stays bounded whatever the file holds: a line longer than :data:`MAX_LINE_BYTES` (e.g.
-    ``/dev/zero``'s or a sparse file's NULs) is an error as soon as that much was read.
+    A last line without its line end that is not JSON was cut short as it was written (the recorder
+    killed, the disk full): it is skipped, and its number appended to ``cut``. A bad line anywhere else
+    is an error. Memory stays bounded whatever the file holds: a line longer than :data:`MAX_LINE_BYTES`
+    (e.g. ``/dev/zero``'s or a sparse file's NULs) is an error as soon as that much was read.
     """
     handle = _open_recording(path)
     with handle:
@@ -114,16 +133,13 @@ def iter_recording(path: Path) -> Generator[tuple[int, AnyEvent], None, None]:
             lineno += 1
             if not raw.strip():
                 continue
-            try:
-                data = json.loads(raw)
-            except UnicodeDecodeError as exc:
-                raise _line_error(path, lineno, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-            except json.JSONDecodeError as exc:
-                raise _line_error(path, lineno, f"bad JSON ({exc.msg} at column {exc.colno})") from None
-            except RecursionError:
-                raise _line_error(path, lineno, "bad JSON (nested too deeply to be an event)") from None
-            except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-                raise _line_error(path, lineno, f"bad JSON ({str(exc).splitlines()[0][:80]})") from None
+            data, problem = _parse_line(raw)
+            if problem:
+                if not raw.endswith(b"\n"):  # (readline returns a line without its end only at the end of the file)
+                    if cut is not None:
+                        cut.append(lineno)
+                    return
+                raise _line_error(path, lineno, problem)
             if not isinstance(data, dict):
                 raise _line_error(path, lineno, f"expected an event object, got {type(data).__name__}")
             if "time" not in data:
@@ -136,11 +152,14 @@ def iter_recording(path: Path) -> Generator[tuple[int, AnyEvent], None, None]:
 
 
 def check_start(path: str | Path) -> None:
-    """Fail fast (before anything slow starts) if ``path`` is not a regular file or its first line is
-    not an event: the whole file is checked again when the replay starts."""
+    """Fail fast (before anything slow starts) if ``path`` is not a regular file, its first line is not
+    an event or it holds none (a replay of nothing shows nothing: a wrong name or a failed recording);
+    the whole file is checked again when the replay starts."""
     events = iter_recording(Path(path))
     try:
-        next(events, None)
+        if next(events, None) is None:
+            raise ReplayFileError(f"recording {path} holds no events: there is nothing to replay",
+                                  "check the file name (netspy-tui --record FILE writes recordings)")  # fmt: skip
     finally:
         events.close()
 
@@ -152,6 +171,15 @@ class RecordingSummary:
     events: int
     first_time: datetime | None
     newest_time: datetime | None
+    cut_line: int | None = None
+    """The number of a last line cut short as it was written (skipped), if there is one."""
+
+    @property
+    def cut_note(self) -> str:
+        """One line about the cut last line, or ''."""
+        if self.cut_line is None:
+            return ""
+        return f"line {self.cut_line}, the last, is cut short (the recording was interrupted): 1 event skipped"
 
 
 def check_recording(path: str | Path) -> RecordingSummary:
@@ -160,13 +188,14 @@ def check_recording(path: str | Path) -> RecordingSummary:
     count = 0
     first: datetime | None = None
     newest: datetime | None = None
-    for _, event in iter_recording(path):
+    cut: list[int] = []
+    for _, event in iter_recording(path, cut):
         count += 1
         if first is None:
             first = event.time
         if newest is None or event.time > newest:
             newest = event.time
-    return RecordingSummary(count, first, newest)
+    return RecordingSummary(count, first, newest, cut[0] if cut else None)
 
 
 class ReplayCollector(Collector):
@@ -184,6 +213,8 @@ class ReplayCollector(Collector):
         self.rebase = rebase
         self.label = f"replay of {self.path}"
         self.summary: RecordingSummary | None = None
+        self.notes: list[str] = []
+        """What the replay skipped, one line each (server_status shows them)."""
         self.offset = timedelta(0)
         """How far every event time was moved (zero without ``rebase``)."""
         self._thread: threading.Thread | None = None
@@ -205,6 +236,9 @@ class ReplayCollector(Collector):
         self.summary = check_recording(self.path)
         if self.summary.events == 0:
             logger.warning("recording %s holds no events", self.path)
+        if self.summary.cut_note:
+            self.notes.append(f"recording {self.path}: {self.summary.cut_note}")
+            logger.warning("recording %s: %s", self.path, self.summary.cut_note)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, args=(sink,), name="netspy-replay", daemon=True)
         self._thread.start()
@@ -281,8 +315,9 @@ def _json_line(event: AnyEvent) -> str:
 class Recorder:
     """A sink that writes every event as one JSON line to ``path``, then forwards the batch.
 
-    The file is flushed after every batch. If writing fails (disk full, ...), recording stops
-    with one logged error and :attr:`error` set, while events keep flowing to the inner sink.
+    Each batch is written straight to the file. If writing fails (disk full, ...), recording stops
+    with one logged error and :attr:`error` set, while events keep flowing to the inner sink; a line
+    the failure cut is taken back, so the file holds :attr:`written` whole events and replays.
     """
 
     def __init__(self, sink: Sink, path: str | Path, *, append: bool = False) -> None:
@@ -293,18 +328,17 @@ class Recorder:
         self.error: NetspyError | None = None
         hint = "choose a new file name for --record (an existing file or link is never overwritten)"
         try:
-            safefs.make_private_dirs(self.path.parent)
             # never through a link; a new file is created exclusively, 0600
             if append:
                 fd = safefs.open_append(self.path, "the recording", hint)
             else:
                 fd = safefs.create_exclusive(self.path, "the recording", hint)
-            self._file: IO[str] | None = safefs.open_text(fd)
         except OSError as exc:
             raise CollectorError(
                 f"cannot write recording {self.path}: {exc.strerror or exc}",
                 "choose a writable file for --record",
             ) from exc
+        self._fd: int | None = fd
 
     def __call__(self, events: Sequence[AnyEvent]) -> None:
         self._record(events)
@@ -313,7 +347,7 @@ class Recorder:
     def ingest(self, batch: Batch) -> None:
         """A collector's batch (eBPF: ring records and counts): its events are recorded as they
         were reported (a connect in progress as in progress), then the batch goes on unchanged."""
-        if self._file is not None and batch.records is not None and len(batch.records) and batch.codec is not None:
+        if self._fd is not None and batch.records is not None and len(batch.records) and batch.codec is not None:
             recs = batch.records[batch.records["kind"] != 2]  # (OUTCOME records update earlier events)
             self._record(batch.codec.events(recs, [new_event_id() for _ in range(len(recs))]))
         inner = getattr(self._sink, "ingest", None)
@@ -324,26 +358,33 @@ class Recorder:
 
     def _record(self, events: Sequence[AnyEvent]) -> None:
         with self._lock:
-            if self._file is not None and events:
-                try:
-                    self._file.write("".join(_json_line(e) for e in events))
-                    self._file.flush()
-                    self.written += len(events)
-                except (OSError, ValueError) as exc:
-                    self.error = CollectorError(
-                        f"recording to {self.path} stopped after {self.written} events: {exc}",
-                        "free disk space or choose another file for --record",
-                    )
-                    logger.error("%s", self.error)
-                    self._close_file()
+            if self._fd is None or not events:
+                return
+            data = "".join(_json_line(e) for e in events).encode()
+            done = 0
+            try:
+                while done < len(data):
+                    done += os.write(self._fd, data[done:])
+                self.written += len(events)
+            except OSError as exc:
+                whole = data.rfind(b"\n", 0, done) + 1
+                self.written += data.count(b"\n", 0, whole)
+                with contextlib.suppress(OSError):  # (a line cut by the failure is taken back)
+                    os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR) - (done - whole))
+                self.error = CollectorError(
+                    f"recording to {self.path} stopped after {self.written} events: {exc.strerror or exc}",
+                    "free disk space or choose another file for --record",
+                )
+                logger.error("%s", self.error)
+                self._close_file()
 
     def _close_file(self) -> None:
-        if self._file is not None:
+        if self._fd is not None:
             try:
-                self._file.close()
+                os.close(self._fd)
             except OSError:
                 logger.debug("closing the recording failed", exc_info=True)
-            self._file = None
+            self._fd = None
 
     def close(self) -> None:
         with self._lock:

@@ -265,7 +265,7 @@ def test_a_failing_sink_is_counted_and_the_replay_goes_on(tmp_path: Path) -> Non
 
 def test_recorder_writes_json_lines_that_replay_to_the_same_events(tmp_path: Path) -> None:
     source = write_recording(tmp_path / "in.jsonl", varied_events(40))
-    out = tmp_path / "deep" / "out.jsonl"
+    out = tmp_path / "out.jsonl"
     inner = ListSink()
     recorder = record_sink(inner, out)
     collector = ReplayCollector(source, speed=0, rebase=False)

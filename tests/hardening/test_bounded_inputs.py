@@ -79,7 +79,7 @@ def test_garbage_replay_is_one_line_at_once_in_bounded_memory(
     path = Path(kind) if kind.startswith("/") else request.getfixturevalue(kind)
     for command in (["--tool", "list_connections"], ["serve", "--port", "1"]):
         run, rss_mb, seconds = measured(tmp_path, *command, "--replay", str(path))
-        line = assert_one_line_error(run, 1)
+        line = assert_one_line_error(run, 2)
         expected = {
             "/dev/zero": "it is a character device, not a regular file",
             "sparse": f":1: longer than {MAX_LINE_BYTES >> 20} MiB with no line end",
@@ -95,5 +95,5 @@ def test_a_long_line_later_in_a_recording_is_refused_with_its_line_number(tmp_pa
     path = tmp_path / "long.jsonl"
     path.write_text("\n".join(demo[:3]) + "\n" + "[" * (MAX_LINE_BYTES + 1) + "\n")
     run, rss_mb, _ = measured(tmp_path, "--tool", "list_connections", "--replay", str(path))
-    assert f"{path}:4: longer than {MAX_LINE_BYTES >> 20} MiB with no line end" in assert_one_line_error(run, 1)
+    assert f"{path}:4: longer than {MAX_LINE_BYTES >> 20} MiB with no line end" in assert_one_line_error(run, 2)
     assert rss_mb < MAX_RSS_MB

@@ -169,16 +169,10 @@ def test_unusable_files_are_one_line_exit_1(cli: Cli, tmp_path: Path) -> None:
     not_a_db = tmp_path / "notes.txt"
     not_a_db.write_text("hello\n")
     cases = [
-        (
-            ["--tool", "list_connections", "--replay", str(tmp_path / "missing.jsonl")],
-            "cannot read recording",
-            "No such file or directory",
-        ),
-        (["--tool", "list_connections", "--replay", str(tmp_path)], "cannot read recording", "is a directory"),
         (["--tool", "list_connections", "--db", str(not_a_db)], "cannot open the event store", "not a database"),
         (
-            ["--tool", "list_connections", "--replay", str(DEMO), "--record", "/proc/no/such.jsonl"],
-            "cannot write recording /proc/no/such.jsonl",
+            ["--tool", "list_connections", "--replay", str(DEMO), "--record", "/proc/such.jsonl"],
+            "cannot write recording /proc/such.jsonl",
             "--record",
         ),
         (

@@ -254,8 +254,9 @@ def test_replay_reader_on_mixed_good_and_bad_lines(parts: list[bytes], newline: 
     data = newline.join(parts) + (newline if final_newline else b"")
     count = _read(data)
     good = [p for p in parts if p.strip()]
-    if count >= 0:
-        assert count == len(good)
+    if count >= 0:  # (a last line without its line end that is not JSON was cut as it was written: skipped)
+        cut = not final_newline and bool(parts) and bool(parts[-1].strip())
+        assert count == len(good) or (cut and count == len(good) - 1)
 
 
 def test_replay_reader_edge_files(tmp_path: Path) -> None:
@@ -268,7 +269,9 @@ def test_replay_reader_edge_files(tmp_path: Path) -> None:
         "nul": (event + b"\n\x00\x00\x00\n", -1),
         "huge junk line": (b"x" * 20_000_000 + b"\n", -1),
         "huge valid line": (json.dumps({**connection_json(), "note": "n" * 5_000_000}).encode() + b"\n", 1),
-        "truncated tail": (event + b"\n" + event[: len(event) // 2], -1),
+        "truncated tail": (event + b"\n" + event[: len(event) // 2], 1),  # a cut last line is skipped
+        "cut in a character": (event + b"\n" + '{"command": "caf\u00e9'.encode()[:-1], 1),
+        "truncated middle": (event + b"\n" + event[: len(event) // 2] + b"\n" + event, -1),
     }
     for name, (data, expected) in cases.items():
         assert _read(data) == expected, name

@@ -1,0 +1,159 @@
+"""``--replay`` and ``--record`` as a user runs them: with a server, a full disk, a cut line, typos, empty files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.factories import connection_json
+from tests.fake_ebpf_server import FakeEbpfServer
+from tests.hardening.conftest import DEMO, Cli, assert_one_line_error
+
+
+@pytest.fixture
+def server():
+    with FakeEbpfServer("current", events=[connection_json(pid=7, command="curl", ago=2)]) as srv:
+        yield srv
+
+
+def test_replay_and_record_are_never_silently_dropped_for_a_server(cli: Cli, server, tmp_path: Path) -> None:
+    recording = tmp_path / "srv.jsonl"
+    refused = cli.many(
+        [
+            ["--server", server.url, "--record", str(recording), "--tool", "get_network_summary"],
+            ["--server", server.url, "--replay", str(tmp_path / "garbage.jsonl"), "--tool", "get_network_summary"],
+        ]
+    )
+    assert "--record does not apply with --server" in assert_one_line_error(refused[0], 2)
+    assert "--replay does not apply with --server" in assert_one_line_error(refused[1], 2)
+    assert not recording.exists()
+    # a flag beats the environment: --replay over NETSPY_SERVER, --server over NETSPY_REPLAY
+    replayed = cli("--replay", str(DEMO), "--tool", "server_status", env={"NETSPY_SERVER": server.url})
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"Source: replay of {DEMO}" in replayed.stdout
+    served = cli("--server", server.url, "--tool", "server_status", env={"NETSPY_REPLAY": str(tmp_path / "none")})
+    assert served.returncode == 0, served.stderr
+    assert "Source: ebpf-server at" in served.stdout
+    # both from the environment: neither beats the other
+    both = cli("--tool", "server_status", env={"NETSPY_SERVER": server.url, "NETSPY_REPLAY": str(DEMO)})
+    assert "replay (env NETSPY_REPLAY) does not apply with server (env NETSPY_SERVER)" in assert_one_line_error(both, 2)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 KiB tmpfs (the demo's recording needs ~100 KiB), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.root
+def test_a_full_disk_fails_the_command_and_leaves_a_recording_that_replays(cli: Cli, small_disk: Path) -> None:
+    recording = small_disk / "rec.jsonl"
+    run = cli("--replay", str(DEMO), "--replay-speed", "0", "--record", str(recording), "--tool", "get_network_summary")
+    assert run.returncode == 1, run.stderr
+    lines = recording.read_bytes().splitlines(keepends=True)
+    assert 0 < len(lines) < len(DEMO.read_bytes().splitlines()) and all(ln.endswith(b"\n") for ln in lines)
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"netspy-tui: recording to {recording} stopped after {len(lines)} events: No space left on device. "
+        "Free disk space or choose another file for --record."
+    )
+    replayed = cli("--replay", str(recording), "--replay-speed", "0", "--tool", "server_status")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"Events seen: {len(lines)}, stored: {len(lines)}," in replayed.stdout
+
+
+def test_a_cut_last_line_is_skipped_and_said_a_bad_line_before_it_is_an_error(cli: Cli, tmp_path: Path) -> None:
+    whole = DEMO.read_bytes().splitlines(keepends=True)[:10]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(b"".join(whole) + whole[10 - 1][:40])  # as a recorder killed mid-write leaves it
+    run = cli("--replay", str(cut), "--replay-speed", "0", "--tool", "server_status")
+    assert run.returncode == 0, run.stderr
+    note = "line 11, the last, is cut short (the recording was interrupted): 1 event skipped"
+    assert f"Note: recording {cut}: {note}" in run.stdout
+    assert note in run.stderr
+    assert "Events seen: 10" in run.stdout
+    middle = tmp_path / "middle.jsonl"
+    middle.write_bytes(b"".join(whole[:3]) + whole[3][:40] + b"\n" + b"".join(whole[4:]))
+    bad = cli("--replay", str(middle), "--replay-speed", "0", "--tool", "server_status")
+    assert f"{middle}:4: bad JSON" in assert_one_line_error(bad)
+
+
+def test_record_in_a_missing_directory_is_refused_like_db(cli: Cli, tmp_path: Path) -> None:
+    typo = tmp_path / "no" / "such" / "x.jsonl"
+    runs = cli.many(
+        [
+            ["--replay", str(DEMO), "--replay-speed", "0", "--record", str(typo), "--tool", "get_network_summary"],
+            ["--replay", str(DEMO), "--replay-speed", "0", "--db", str(typo), "--tool", "get_network_summary"],
+        ]
+    )
+    for run, flag in zip(runs, ("--record", "--db"), strict=True):
+        line = assert_one_line_error(run, 2)
+        assert line == f"netspy-tui: {flag} {typo}: directory {typo.parent} does not exist. Create it first."
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_replay_file_that_is_missing_a_directory_or_empty_is_a_bad_value(cli: Cli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    missing = tmp_path / "missing.jsonl"
+    cases = [
+        (missing, f"netspy-tui: cannot read recording {missing}: No such file or directory."),
+        (tmp_path, f"netspy-tui: cannot read recording {tmp_path}: it is a directory, not a regular file."),
+        (empty, f"netspy-tui: recording {empty} holds no events: there is nothing to replay."),
+    ]
+    runs = cli.many([["--replay", str(path), "--tool", "get_network_summary"] for path, _ in cases])
+    for (_, start), run in zip(cases, runs, strict=True):
+        assert assert_one_line_error(run, 2).startswith(start)
+
+
+def test_a_one_shot_replays_the_whole_recording_at_once_unless_given_a_speed(cli: Cli) -> None:
+    connects = sum('"type": "connection"' in line or '"type":"connection"' in line for line in DEMO.open())
+    week = ["--tool", "get_network_summary", "--duration", "604800", "--replay", str(DEMO)]
+    default, instant = cli.many([week, [*week, "--replay-speed", "0"]])
+    assert default.returncode == instant.returncode == 0, default.stderr + instant.stderr
+    assert (
+        default.stdout
+        == instant.stdout
+        == (f"All processes made {connects} outbound connection attempts over the last 604800 seconds\n")
+    )
+    # only a one-shot: the dashboard (and the REPL, serve) keep the recording's own pace
+    shown = cli.many([[*week, "--show-config"], ["--replay", str(DEMO), "--show-config"]])
+    speeds = [next(ln for ln in run.stdout.splitlines() if ln.startswith("replay_speed")).split() for run in shown]
+    assert speeds[0][:2] == ["replay_speed", "0.0"] and speeds[1] == ["replay_speed", "1.0", "default"]
+
+
+def test_a_record_setting_is_for_sessions_and_its_errors_say_where_it_came_from(cli: Cli, tmp_path: Path) -> None:
+    recording = tmp_path / "session.jsonl"
+    config = tmp_path / "config.toml"
+    config.write_text(f'record = "{recording}"\n')
+    one_shot = ["--replay", str(DEMO), "--tool", "get_network_summary"]
+    for env in ({"NETSPY_CONFIG": str(config)}, {"NETSPY_RECORD": str(recording)}):
+        runs = [cli(*one_shot, env=env) for _ in range(2)]  # (the first used up the name: the second exited 2)
+        assert [run.returncode for run in runs] == [0, 0], runs[1].stderr
+        assert not recording.exists()
+    recording.write_text("")
+    cases = [
+        ({"NETSPY_CONFIG": str(config)}, [], f"record (file {config})"),
+        ({"NETSPY_RECORD": str(recording)}, [], "record (env NETSPY_RECORD)"),
+        ({}, ["--record", str(recording)], "--record"),
+    ]
+    for env, extra, given in cases:
+        run = cli("serve", "--port", "1", "--replay", str(DEMO), *extra, env=env)
+        assert assert_one_line_error(run, 2) == (
+            f"netspy-tui: refusing to write the recording {recording}: it already exists. An existing file or "
+            f"link is never overwritten: choose a new file name for {given}."
+        )
+    # an explicit --record with a one-shot that runs no collector would record nothing
+    nothing = cli("--tool", "get_network_summary", "--record", str(tmp_path / "new.jsonl"))
+    assert "--record applies to a one-shot --tool only with --replay" in assert_one_line_error(nothing, 2)
