@@ -161,6 +161,11 @@ def open_regular_for_reading(path: Path) -> int:
 # --- SQLite files ---------------------------------------------------------------------------------
 
 
+#: Store directories whose parents may be writable by a group this process is in: only the aggregator's (its
+#: stores on a Kubernetes volume under ``fsGroup``), named by :func:`check_directory` with ``group_parents``.
+_GROUP_PARENTS_OK: set[Path] = set()
+
+
 def _unsafe_directory(directory: Path) -> str | None:
     """Why another user could add or swap names in ``directory`` (None: only root or we can).
 
@@ -170,6 +175,7 @@ def _unsafe_directory(directory: Path) -> str | None:
     """
     uid = os.geteuid()
     groups = {os.getegid(), *os.getgroups()}
+    group_ok = Path(os.path.abspath(directory)) in _GROUP_PARENTS_OK
     for variant in dict.fromkeys([Path(os.path.abspath(directory)), Path(os.path.realpath(directory))]):
         for depth, path in enumerate([variant, *variant.parents]):
             try:
@@ -179,7 +185,7 @@ def _unsafe_directory(directory: Path) -> str | None:
             if st.st_uid not in (0, uid):
                 return f"{shown(path)} belongs to another user (uid {st.st_uid})"
             if st.st_mode & 0o022 and (depth == 0 or not st.st_mode & stat.S_ISVTX):
-                if depth and uid != 0 and not st.st_mode & 0o002 and st.st_gid in groups:
+                if group_ok and depth and uid != 0 and not st.st_mode & 0o002 and st.st_gid in groups:
                     # Not root: a directory above the store's own, writable by a group this process is in (a
                     # Kubernetes volume's root under fsGroup: root:<fsGroup>, 2775). Whoever could rename names
                     # in it could only redirect this process's writes to files its own user may write anyway;
@@ -189,9 +195,13 @@ def _unsafe_directory(directory: Path) -> str | None:
     return None
 
 
-def check_directory(directory: Path, what: str, hint: str) -> None:
+def check_directory(directory: Path, what: str, hint: str, *, group_parents: bool = False) -> None:
     """Refuse ``directory`` for files SQLite creates by name when another user could add or swap names in
-    it or above it (the rules of :func:`check_db_path`); :class:`UnsafePath` names ``what``."""
+    it or above it (the rules of :func:`check_db_path`); :class:`UnsafePath` names ``what``. ``group_parents``:
+    directories above it may be writable by a group this (non-root) process is in, for it and the stores in it
+    from now on (the aggregator's volume under ``fsGroup``; nowhere else)."""
+    if group_parents:
+        _GROUP_PARENTS_OK.add(Path(os.path.abspath(directory)))
     problem = _unsafe_directory(directory)
     if problem:
         raise UnsafePath(f"refusing {what} {shown(directory)}: {problem}", hint)

@@ -217,6 +217,10 @@ def _prepare_model(event: AnyEvent) -> W.Prepared:
     return _key(event), kind, t, row, rollup
 
 
+#: what the aggregator keeps in its store directory: the nodes' stores, their SQLite side files, a write check
+_OURS = re.compile(r"^(node-.*\.sqlite3(-wal|-shm|-journal|-memory)?|\.netspy-write-check(-\d+)?)$")
+
+
 def _prepare_directory(directory: Path) -> None:
     """The nodes' stores' directory, made 0700 if missing, checked and written once: what would refuse
     every node's store later (at each ingest, answered 503 while the server looked healthy) is refused at
@@ -226,13 +230,17 @@ def _prepare_directory(directory: Path) -> None:
     what = "the aggregator's store directory"
     hint = "pass --db a directory on a writable disk that no other user can write (it is made if missing)"
     try:
+        made = not os.path.lexists(directory)
         make_private_dirs(directory)
         st = os.stat(directory)
         if not stat.S_ISDIR(st.st_mode):
             raise UsageError(f"{what} {shown(directory)} is not a directory", hint)
-        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        # tightened only when it is ours alone: made here, or holding nothing but node stores (what a volume's
+        # fsGroup change loosened); never a directory of other things (``--db /tmp``, ``--db ~``): refused below
+        ours = made or all(_OURS.match(name) for name in os.listdir(directory))
+        if ours and st.st_uid == os.geteuid() and st.st_mode & 0o077 and not st.st_mode & (stat.S_ISVTX | 0o002):
             os.chmod(directory, DIR_MODE | (st.st_mode & stat.S_ISGID))
-        check_directory(directory, what, hint)
+        check_directory(directory, what, hint, group_parents=True)
         probe, fd = create_unique(directory, ".netspy-write-check", "")
         os.close(fd)
         probe.unlink()

@@ -157,6 +157,55 @@ def test_the_manifests_volume_under_fs_group_works_as_shipped() -> None:
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.root  # (becomes user 10001 and chowns to it)
+def test_only_the_aggregators_stores_take_a_group_writable_parent() -> None:
+    """The group rule is the aggregator's (its volume under fsGroup): another store of the same user under the
+    same group-writable directory (a dashboard's --db) is refused as before."""
+    import os
+    import shutil
+    import tempfile
+
+    from netspy_tui import safefs
+    from netspy_tui.fleet.store import FleetStore
+
+    top = Path(tempfile.mkdtemp(prefix="netspy-group-"))
+    try:
+        top.chmod(0o755)
+        shared = top / "shared"
+        shared.mkdir()
+        os.chown(shared, 0, 10001)
+        shared.chmod(0o2775)
+
+        def run() -> None:
+            FleetStore(shared / "fleet").close()  # the aggregator's: taken
+            mine = shared / "mine"
+            mine.mkdir(mode=0o700)
+            with pytest.raises(safefs.UnsafePath, match="writable by other users"):
+                safefs.check_db_path(mine / "history.sqlite3", creating=True)
+
+        _as_user_10001(run)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_an_existing_directory_of_other_things_is_never_re_moded(tmp_path: Path) -> None:
+    """``serve --aggregate --db /var/lib`` (or /tmp, or ~) must not make that directory 0700: only a directory
+    the aggregator made, or one holding nothing but its node stores, is tightened."""
+    from netspy_tui.fleet.store import FleetStore
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "someone-elses.conf").write_text("x\n")
+    shared.chmod(0o755)
+    FleetStore(shared).close()
+    assert shared.stat().st_mode & 0o7777 == 0o755
+    ours = tmp_path / "ours"
+    FleetStore(ours).close()  # made here: 0700
+    ours.chmod(0o750)  # (loosened since: holds only its stores' files, so tightened again)
+    FleetStore(ours).close()
+    assert ours.stat().st_mode & 0o777 == 0o700
+
+
 def test_ingest_refuses_what_the_contract_types_do_not_allow_and_keeps_the_rest(
     tmp_path: Path,
     spawn: Callable[..., Child],  # noqa: F811
