@@ -160,10 +160,10 @@ async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
         result = await runner.run(cmd, line)
         if result.is_error:
             error, _, partial = result.text.partition(PARTIAL_MARK)  # (an AI answer that broke off: kept, on stdout)
-            if partial:
-                _out(partial)
+            if partial:  # (model output: plain text only, as every other answer)
+                _out(clean(partial, None, keep_newlines=True))
             _err(f"error: {error}")
             failed = True
         else:
-            _out(result.text)
+            _out(clean(result.text, None, keep_newlines=True))  # (tools escape what they quote; AI answers too here)
     return 1 if failed else 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 ELLIPSIS = "…"
 
@@ -84,16 +84,29 @@ def valid_utf8(value: Any, errors: Literal["replace", "backslashreplace"]) -> An
     return value
 
 
+#: query parameters whose values are credentials (``?api_key=``, ``?token=``, ``?sig=``): masked in every log line
+_SECRET_PARAM = re.compile(r"key|token|secret|sig|pass|auth|cred|session", re.IGNORECASE)
+
+
 def url_secrets(url: str) -> list[str]:
-    """What ``url`` may carry as credentials: the password of its ``user:password@`` part and the value of every
-    query parameter (``?api_key=…``, ``?token=…``: a proxy's key often rides there)."""
+    """What ``url`` carries as credentials, to mask wherever it appears: the password of its ``user:password@``
+    part, the values of its query parameters named like keys (``?api_key=…``, ``?token=…``: a proxy's key often
+    rides there) and a bare word in the query, each as written (percent-encoded, as logs show the URL) and decoded.
+    (Other values, ``?api-version=2024-06-01``, would garble every log line they appear in: messages and labels
+    show the URL through :func:`redact_url`, which hides every value.)"""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return []
-    values = [value or name for name, value in parse_qsl(parts.query, keep_blank_values=True)]
-    return [s for s in (password, *values, parts.fragment) if s]
+    found = [password] if password else []
+    for pair in filter(None, re.split(r"[&;]", parts.query)):
+        name, eq, value = pair.partition("=")
+        if not eq:
+            found += [name, unquote_plus(name)]
+        elif _SECRET_PARAM.search(unquote_plus(name)):
+            found += [value, unquote_plus(value)]
+    return [s for s in dict.fromkeys(found) if s]
 
 
 def redact_url(url: str) -> str:

@@ -616,7 +616,7 @@ class Forwarder:
                                         request=response.request, response=response)  # fmt: skip
         try:
             refused, why = _refused(response.json(), n)
-        except ValueError:  # (an answer that is not JSON: the contract's aggregator always sends some)
+        except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested: none refused)
             refused, why = 0, ""
         self.cursor = last
         await asyncio.to_thread(self.store.set_meta, CURSOR_KEY, str(self.cursor))

@@ -240,16 +240,16 @@ def test_a_key_in_a_urls_query_is_masked_like_a_password(cli: Cli, tmp_path: Pat
     """``?api_key=`` on an AI proxy's URL, ``?token=`` on a server's: masked in errors, --show-config and the
     --verbose log, as the password of ``user:password@`` is."""
     log = tmp_path / "verbose.log"
-    env = {"NETSPY_CONFIG": str(tmp_path / "none.toml"),
-           "OPENAI_BASE_URL": "http://127.0.0.1:9/v1?api_key=QSECRET99", "NETSPY_MODEL": "m"}  # fmt: skip
+    env = {"NETSPY_CONFIG": str(tmp_path / "none.toml"), "NETSPY_MODEL": "m",
+           "OPENAI_BASE_URL": "http://127.0.0.1:9/v1?api_key=QSECRET99%2Bx&api-version=2024-06-01"}  # fmt: skip
     ai = cli("--tool", "ai_insights", "--summary-text", "x", "--verbose", "--log-file", str(log), env=env)
     server = cli("--tool", "server_status", "--server", "http://127.0.0.1:9/?token=TOK9&BARE", env=env)
     show = cli("--show-config", "--server", "http://127.0.0.1:9/?token=TOK9", env=env)
-    assert ai.returncode == 1 and "127.0.0.1:9/v1?api_key=****" in ai.stderr, ai.stderr
+    assert ai.returncode == 1 and "127.0.0.1:9/v1?api_key=****&api-version=****" in ai.stderr, ai.stderr
     assert server.returncode == 1 and "?token=****&****" in server.stdout + server.stderr, server.stdout
     assert "?token=****" in show.stdout and "?api_key=****" in show.stdout, show.stdout
     for text in (ai.stdout, ai.stderr, server.stdout, server.stderr, show.stdout, show.stderr, log.read_text()):
-        assert "QSECRET99" not in text and "TOK9" not in text and "BARE" not in text
+        assert "QSECRET99" not in text and "TOK9" not in text and "BARE" not in text  # (as written and decoded)
 
 
 def _read_export(directory: Path) -> str:
