@@ -20,7 +20,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from netspy_tui.errors import UsageError
-from netspy_tui.textsafe import clean
+from netspy_tui.textsafe import clean, first_line
 
 MAX_BYTES = 5 * 1024 * 1024
 _LOG_HINT = "pass --log-file with a new file or a regular file of yours, in a directory that exists"
@@ -80,6 +80,20 @@ class _PrivateLog(RotatingFileHandler):
     """A rotating log opened as every file netspy-tui writes is (:func:`safefs.open_append`): appended to
     without following a link, only a regular file with one name, created ``0600`` — at the start and after each
     rollover. (The standard handler's ``open()`` followed a link planted at the name, and waited on a FIFO.)"""
+
+    _failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        """The file cannot be written (a rollover found a link planted at its name, the disk is full): said once,
+        in one line, and the log stops there — not a traceback at every later record (on the dashboard's screen)."""
+        if not self._failed:
+            self._failed = True
+            why = first_line(sys.exc_info()[1] or "unknown error")
+            sys.stderr.write(f"netspy-tui: logging to {clean(self.baseFilename, 200)} stopped: {why}\n")
 
     def _open(self) -> io.TextIOWrapper:
         from netspy_tui import safefs

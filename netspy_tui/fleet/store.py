@@ -217,6 +217,8 @@ def _prepare_model(event: AnyEvent) -> W.Prepared:
     return _key(event), kind, t, row, rollup
 
 
+#: a node's store failure counts in the health this long after its agent last tried (it retries every ≤ 30 s)
+FAILURE_SECONDS = 300.0
 #: what the aggregator keeps in its store directory: the nodes' stores, their SQLite side files, a write check
 _OURS = re.compile(r"^(node-.*\.sqlite3(-wal|-shm|-journal|-memory)?|\.netspy-write-check(-\d+)?)$")
 
@@ -387,10 +389,11 @@ class FleetStore:
     def health(self, recent_seconds: float = 60.0) -> tuple[str, str]:
         """``healthy``, ``degraded`` (some node's store cannot be written) or ``unhealthy`` (no node stored
         anything in the last ``recent_seconds`` while one fails: every ingest fails), and why (the newest failure).
-        A node's failure lasts until one of its batches is stored (its agent retries it)."""
+        A node's failure lasts until one of its batches is stored (its agent retries it), or until its agent has
+        not tried again for :data:`FAILURE_SECONDS` (a node drained, its agent gone: nothing is failing now)."""
         now = time.monotonic()
         with self._lock:
-            failures = dict(self._failures)
+            failures = {node: f for node, f in self._failures.items() if now - f[0] <= FAILURE_SECONDS}
             storing = any(name not in failures and s.last_seen and now - s.last_seen <= recent_seconds
                           for name, s in self._nodes.items())  # fmt: skip
         if not failures:

@@ -68,3 +68,27 @@ def test_a_log_file_name_another_user_planted_is_never_followed_or_waited_on(run
         assert said in out.stderr and out.stderr.count("\n") == 1 and out.stdout == "", (name, out.stderr)
     assert victim.read_text() == "precious\n"
     assert not (tmp_path / "made-through-the-link").exists() and not (tmp_path / "missing").exists()
+
+
+def test_a_log_that_can_no_longer_be_written_says_so_once(tmp_path: Path, capsys):
+    """A rollover that finds a link planted at the log's name: one line on stderr, then no more logging to the
+    file — not a traceback at every later record."""
+    import logging
+
+    from netspy_tui.logs import setup_logging
+
+    log = tmp_path / "x.log"
+    try:
+        setup_logging(log_file=log)
+        handler = logging.getLogger().handlers[0]
+        handler.maxBytes = 1  # (every record rolls the file over)
+        logging.getLogger("t").warning("first")
+        log.unlink()
+        log.symlink_to(tmp_path / "elsewhere")
+        for i in range(5):
+            logging.getLogger("t").warning("more %d", i)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "stopped: refusing to write the log file" in err and "Traceback" not in err
+        assert not (tmp_path / "elsewhere").exists()
+    finally:
+        setup_logging()

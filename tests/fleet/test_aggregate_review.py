@@ -278,3 +278,20 @@ def test_a_store_an_older_version_let_hold_an_event_from_2099_opens_and_answers(
     stats = httpx.get(url + "/api/window-stats", params={"duration_seconds": 600}, timeout=15)
     assert stats.status_code == 200, stats.text
     assert httpx.get(url + "/api/connection-summary", params={"duration_seconds": 600}, timeout=15).json()["count"] == 1
+
+
+def test_a_store_failure_of_a_node_whose_agent_stopped_trying_ages_out() -> None:
+    """A node drained after its store failed: once its agent has not tried for FAILURE_SECONDS the aggregator is
+    healthy again (it stayed degraded, then unhealthy with a 503 once the fleet went quiet)."""
+    import time
+
+    from netspy_tui.fleet import store as S
+
+    fleet = S.FleetStore(None)
+    try:
+        fleet._failures["node-gone"] = (time.monotonic() - 10, "disk full")
+        assert fleet.health()[0] == "unhealthy" and "node-gone" in fleet.health()[1]
+        fleet._failures["node-gone"] = (time.monotonic() - S.FAILURE_SECONDS - 1, "disk full")
+        assert fleet.health() == ("healthy", "")
+    finally:
+        fleet.close()
