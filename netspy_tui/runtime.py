@@ -68,7 +68,7 @@ async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[Telemetry
         async with _history_source(settings) as source:
             yield source
         return
-    async with _embedded_source(settings) as source:
+    async with _embedded_source(settings, oneshot=mode == "oneshot") as source:
         from netspy_tui.collector.replay import ReplayCollector
 
         replay = source.collector
@@ -80,10 +80,10 @@ async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[Telemetry
 
 
 @asynccontextmanager
-async def _embedded_source(settings: Settings) -> AsyncIterator[EmbeddedSource]:
+async def _embedded_source(settings: Settings, *, oneshot: bool = False) -> AsyncIterator[EmbeddedSource]:
     from netspy_tui.telemetry.embedded import open_embedded
 
-    async with open_embedded(settings) as source:
+    async with open_embedded(settings, oneshot=oneshot) as source:
         yield source
 
 

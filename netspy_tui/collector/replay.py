@@ -320,8 +320,11 @@ class Recorder:
     the failure cut is taken back, so the file holds :attr:`written` whole events and replays.
     """
 
-    def __init__(self, sink: Sink, path: str | Path, *, append: bool = False) -> None:
+    def __init__(self, sink: Sink, path: str | Path, *, append: bool = False, log_failure: bool = True) -> None:
         self.path = Path(path)
+        self.log_failure = log_failure
+        """Log a failure when it happens (a session runs on: the log says it then); a one-shot says it once, as
+        its one line at exit (:attr:`error`)."""
         self._sink = sink
         self._lock = threading.Lock()
         self.written = 0
@@ -375,7 +378,8 @@ class Recorder:
                     f"recording to {self.path} stopped after {self.written} events: {exc.strerror or exc}",
                     "free disk space or choose another file for --record",
                 )
-                logger.error("%s", self.error)
+                if self.log_failure:
+                    logger.error("%s", self.error)
                 self._close_file()
 
     def _close_file(self) -> None:

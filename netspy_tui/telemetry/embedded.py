@@ -108,12 +108,15 @@ class EmbeddedSource:
         *,
         reason: str = "",
         record: str | Path | None = None,
+        record_log_failure: bool = True,
     ) -> None:
         self.collector = collector
         self.store = store
         self.reason = reason
         self.store_sink = StoreSink(store)
-        self.recorder = Recorder(self.store_sink, record) if record is not None else None
+        self.recorder = (
+            Recorder(self.store_sink, record, log_failure=record_log_failure) if record is not None else None
+        )
         self._started_at: float | None = None
         self._closed = False
         self.forwarding: Callable[[], dict[str, Any]] | None = None
@@ -143,13 +146,14 @@ class EmbeddedSource:
         store: EventStore,
         *,
         record: str | Path | None = None,
+        record_log_failure: bool = True,
         replay_path: str | Path | None = None,
         replay_speed: float = 1.0,
         procfs_interval: float = 1.0,
         raw_rate: int | None = None,
     ) -> EmbeddedSource:
         """Choose and start a collector of ``kind`` (``auto``: eBPF, else procfs) feeding ``store``."""
-        source = cls(None, store, record=record)
+        source = cls(None, store, record=record, record_log_failure=record_log_failure)
         try:
             collector, reason = await asyncio.to_thread(
                 start_collector,
@@ -330,7 +334,7 @@ async def _scratch_db() -> AsyncIterator[Path]:
 
 
 @asynccontextmanager
-async def open_embedded(settings: Settings) -> AsyncIterator[EmbeddedSource]:
+async def open_embedded(settings: Settings, *, oneshot: bool = False) -> AsyncIterator[EmbeddedSource]:
     """The collector the settings ask for (``auto``: eBPF, else procfs), its store, closed on exit.
 
     Without ``--db`` the store is a scratch file in a private directory, deleted on exit (the CLI
@@ -338,11 +342,11 @@ async def open_embedded(settings: Settings) -> AsyncIterator[EmbeddedSource]:
     """
     async with contextlib.AsyncExitStack() as stack:
         db = settings.db if settings.db is not None else await stack.enter_async_context(_scratch_db())
-        yield await stack.enter_async_context(_open_embedded(settings, db))
+        yield await stack.enter_async_context(_open_embedded(settings, db, oneshot))
 
 
 @asynccontextmanager
-async def _open_embedded(settings: Settings, db: Path | None) -> AsyncIterator[EmbeddedSource]:
+async def _open_embedded(settings: Settings, db: Path | None, oneshot: bool = False) -> AsyncIterator[EmbeddedSource]:
     # (a scratch store is removed at exit: it keeps no memory for a next open)
     opening = asyncio.ensure_future(
         asyncio.to_thread(EventStore, db, retention_seconds=settings.retention, keep_memory=settings.db is not None)
@@ -361,6 +365,7 @@ async def _open_embedded(settings: Settings, db: Path | None) -> AsyncIterator[E
             kind,
             store,
             record=settings.record,
+            record_log_failure=not oneshot,  # (a one-shot says a failed recording once, as its exit's one line)
             replay_path=settings.replay,
             replay_speed=settings.replay_speed,
             procfs_interval=settings.procfs_interval,

@@ -63,6 +63,7 @@ def test_a_full_disk_fails_the_command_and_leaves_a_recording_that_replays(cli: 
     assert run.returncode == 1, run.stderr
     lines = recording.read_bytes().splitlines(keepends=True)
     assert 0 < len(lines) < len(DEMO.read_bytes().splitlines()) and all(ln.endswith(b"\n") for ln in lines)
+    assert run.stderr.count("\n") == 1, run.stderr  # (one line: said once, at the exit)
     last = run.stderr.strip().splitlines()[-1]
     assert last == (
         f"netspy-tui: recording to {recording} stopped after {len(lines)} events: No space left on device. "
