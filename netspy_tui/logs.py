@@ -19,12 +19,13 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from netspy_tui import safefs
 from netspy_tui.errors import UsageError
 from netspy_tui.textsafe import clean, first_line
 
 MAX_BYTES = 5 * 1024 * 1024
-_LOG_HINT = "pass --log-file with a new file or a regular file of yours, in a directory that exists"
 BACKUPS = 3
+_LOG_HINT = "pass --log-file with a new file or a regular file of yours, in a directory that exists"
 
 _SECRET_ENV = ("OPENAI_API_KEY", "NETSPY_TOKEN")
 #: Secrets shorter than this are not masked (masking "ab" would garble every line).
@@ -96,8 +97,6 @@ class _PrivateLog(RotatingFileHandler):
             sys.stderr.write(f"netspy-tui: logging to {clean(self.baseFilename, 200)} stopped: {why}\n")
 
     def _open(self) -> io.TextIOWrapper:
-        from netspy_tui import safefs
-
         fd = safefs.open_append(Path(self.baseFilename), "the log file", _LOG_HINT)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)  # noqa: SIM115 (the handler closes it)
 
@@ -118,8 +117,6 @@ def setup_logging(
     add_secrets(*(os.environ.get(name, "") for name in _SECRET_ENV), *(extra_secrets or []))
     handler: logging.Handler
     if log_file is not None:
-        from netspy_tui import safefs
-
         if make_dirs:
             safefs.make_private_dirs(log_file.parent)
         elif not log_file.parent.is_dir():

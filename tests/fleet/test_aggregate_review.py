@@ -113,6 +113,21 @@ def _as_user_10001(work: Callable[[], None]) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, "the work as user 10001 failed (its traceback is above)"
 
 
+def _group_writable_volume(prefix: str) -> tuple[Path, Path]:
+    """A fresh directory (0755, removed by the caller) holding ``volume``: root:10001, 2775, as a Kubernetes volume's
+    root is under the manifest's fsGroup."""
+    import os
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix=prefix))
+    top.chmod(0o755)
+    volume = top / "volume"
+    volume.mkdir()
+    os.chown(volume, 0, 10001)
+    volume.chmod(0o2775)
+    return top, volume
+
+
 @pytest.mark.root  # (becomes user 10001 and chowns to it)
 def test_the_manifests_volume_under_fs_group_works_as_shipped() -> None:
     """aggregator.yaml runs as 10001 with fsGroup 10001: the volume's root is root:10001, 2775, and kubelet
@@ -120,18 +135,12 @@ def test_the_manifests_volume_under_fs_group_works_as_shipped() -> None:
     directory there (0700), keeps it so, and stores; as root, the same volume is still refused."""
     import os
     import shutil
-    import tempfile
 
     from netspy_tui.errors import UsageError
     from netspy_tui.fleet.store import FleetStore
 
-    top = Path(tempfile.mkdtemp(prefix="netspy-fsgroup-"))
+    top, volume = _group_writable_volume("netspy-fsgroup-")
     try:
-        top.chmod(0o755)
-        volume = top / "volume"
-        volume.mkdir()
-        os.chown(volume, 0, 10001)
-        volume.chmod(0o2775)
         store = volume / "fleet"
 
         rounds = []
@@ -161,20 +170,13 @@ def test_the_manifests_volume_under_fs_group_works_as_shipped() -> None:
 def test_only_the_aggregators_stores_take_a_group_writable_parent() -> None:
     """The group rule is the aggregator's (its volume under fsGroup): another store of the same user under the
     same group-writable directory (a dashboard's --db) is refused as before."""
-    import os
     import shutil
-    import tempfile
 
     from netspy_tui import safefs
     from netspy_tui.fleet.store import FleetStore
 
-    top = Path(tempfile.mkdtemp(prefix="netspy-group-"))
+    top, shared = _group_writable_volume("netspy-group-")
     try:
-        top.chmod(0o755)
-        shared = top / "shared"
-        shared.mkdir()
-        os.chown(shared, 0, 10001)
-        shared.chmod(0o2775)
 
         def run() -> None:
             FleetStore(shared / "fleet").close()  # the aggregator's: taken
