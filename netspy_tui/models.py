@@ -539,6 +539,9 @@ class SourceInfo(BaseModel):
     uptime_seconds: float | None = None
     forwarding: dict[str, Any] | None = None
     """``serve --forward``: where to, events forwarded, waiting, dropped, failures, last error."""
+    recording: dict[str, Any] | None = None
+    """``--record``: the file (``path``), the events written (``events``) and why recording stopped (``error``,
+    None while it records)."""
     notes: list[str] = Field(default_factory=list)
     """What the collector cannot do on this kernel, one line each (a missing tracepoint, no BTF)."""
     nodes: dict[str, int] | None = None

@@ -394,6 +394,12 @@ class Recorder:
         with self._lock:
             self._close_file()
 
+    @property
+    def status(self) -> dict[str, Any]:
+        """For ``server_status``, ``/health`` and the header: the file, the events written so far and, once
+        recording stopped, why (None while it records)."""
+        return {"path": str(self.path), "events": self.written, "error": str(self.error) if self.error else None}
+
     def __enter__(self) -> Recorder:
         return self
 

@@ -989,6 +989,11 @@ def create_server(
                 + (f", {fw['rejected']:,} refused by the aggregator" if fw.get("rejected") else "")
                 + (f"; last error: {clean(str(fw['last_error']), 200)}" if fw.get("last_error") else "")
             )
+        if info.recording:
+            rec = info.recording
+            where, written = clean(str(rec.get("path")), 200), rec.get("events", 0)
+            lines.append(f"Recording to {where}: {written:,} events written" if not rec.get("error") else
+                         f"Recording stopped: {clean(str(rec['error']), 300)}")  # fmt: skip
         for p in programs:
             lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")
         kubernetes = k8s_identity() if info.kind == "embedded" else {}

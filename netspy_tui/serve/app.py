@@ -518,6 +518,8 @@ class Api:
                 payload["detail"] = describe_losses(info.recent_losses, "in the last minute")
             if info.forwarding is not None:
                 payload["forwarding"] = info.forwarding
+            if info.recording is not None:
+                payload["recording"] = info.recording
         return json_response(payload)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:

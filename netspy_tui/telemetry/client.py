@@ -317,6 +317,7 @@ class HttpSource:
             extra = health.model_extra or {}
             stats = extra.get("stats")
             forwarding = extra.get("forwarding")  # (a netspy-tui agent's: serve --forward's state)
+            recording = extra.get("recording")  # (a netspy-tui server's: serve --record's state)
             collector = extra.get("collector")
             by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
             nodes = {str(k): v for k, v in by_node.items() if isinstance(v, int)} if isinstance(by_node, dict) else None
@@ -333,6 +334,7 @@ class HttpSource:
                 events_lost=health.events_lost or sum(losses.values()),
                 nodes=nodes,
                 forwarding=forwarding if isinstance(forwarding, dict) else None,
+                recording=recording if isinstance(recording, dict) else None,
                 collector=clean(collector, 80) if isinstance(collector, str) else None,
             )
         except NetspyError as exc:

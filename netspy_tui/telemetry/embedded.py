@@ -238,6 +238,7 @@ class EmbeddedSource:
             stored_events=stored,
             uptime_seconds=None if self._started_at is None else time.monotonic() - self._started_at,
             forwarding=self.forwarding() if self.forwarding is not None else None,
+            recording=self.recorder.status if self.recorder is not None else None,
             notes=list(getattr(collector, "notes", None) or []),
         )
 

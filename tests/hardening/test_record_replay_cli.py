@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.telemetry.client import HttpSource
+from netspy_tui.tui.app import NetspyApp
 from tests.factories import connection_json
 from tests.fake_ebpf_server import FakeEbpfServer
-from tests.hardening.conftest import DEMO, Cli, assert_one_line_error
+from tests.hardening.conftest import DEMO, TERMINATED, Child, Cli, assert_one_line_error, free_port, wait_until
+from tests.hardening.test_security import served_url
+from tests.tui.conftest import wait_for
+from tests.tui.screen_text import screen_text
 
 
 @pytest.fixture
@@ -158,3 +168,51 @@ def test_a_record_setting_is_for_sessions_and_its_errors_say_where_it_came_from(
     # an explicit --record with a one-shot that runs no collector would record nothing
     nothing = cli("--tool", "get_network_summary", "--record", str(tmp_path / "new.jsonl"))
     assert "--record applies to a one-shot --tool only with --replay" in assert_one_line_error(nothing, 2)
+
+
+@pytest.mark.root
+async def test_a_server_whose_recording_stopped_says_so_in_health_status_and_the_dashboard_header(
+    small_disk: Path, spawn: Callable[..., Child]
+) -> None:
+    """The recording fills its disk while ``serve`` goes on storing events: an operator sees it stopped where
+    they look (``/health``, ``--tool server_status``, the dashboard's header), not only in the server's log."""
+    recording = small_disk / "rec.jsonl"
+    port = free_port()
+    child = spawn("serve", "--replay", str(DEMO), "--replay-speed", "0", "--record", str(recording),
+                  "--port", str(port))  # fmt: skip
+    url = served_url(child, "the eBPF server API")
+    health = wait_until(lambda: (h := httpx.get(url + "/health", timeout=10).json())["recording"]["error"] and h,
+                        "the recording's failure in /health")  # fmt: skip
+    written = len(recording.read_bytes().splitlines())
+    assert health["recording"] == {
+        "path": str(recording),
+        "events": written,
+        "error": f"recording to {recording} stopped after {written} events: No space left on device. "
+        "Free disk space or choose another file for --record.",
+    }
+    assert health["status"] == "healthy"  # (every event is still stored: only the recording stopped)
+    status = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "netspy_tui", "--server", url, "--tool", "server_status"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert f"Recording stopped: recording to {recording} stopped after {written} events" in status.stdout
+    http = HttpSource(url, retries=0)
+    try:
+        async with open_gateway(http) as gateway:
+            app = NetspyApp(gateway, interval=0.2)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await wait_for(pilot, lambda: app.polls >= 1, "the first data")
+                await wait_for(pilot, lambda: "recording stopped" in screen_text(app), "the header's note")
+                assert f"recording stopped after {written:,} events" in screen_text(app)
+    finally:
+        await http.aclose()
+    assert child.stop() == TERMINATED
+
+
+def test_a_recording_that_works_is_said_in_server_status(cli: Cli, tmp_path: Path) -> None:
+    recording = tmp_path / "rec.jsonl"
+    run = cli("--replay", str(DEMO), "--replay-speed", "0", "--record", str(recording), "--tool", "server_status")
+    assert run.returncode == 0, run.stderr
+    written = len(recording.read_bytes().splitlines())
+    assert written and f"Recording to {recording}: {written:,} events written" in run.stdout, run.stdout

@@ -217,6 +217,11 @@ class StatusBar(Static):
             elif src.events_lost:
                 since = describe_losses(src.losses) if src.losses else f"{src.events_lost:,} events not kept"
                 notes.append(Text(f"since start: {clean(since, 120)}", style=self._style("warn")))
+            if src.recording and src.recording.get("error"):  # (it goes on without: the events are still stored)
+                written = src.recording.get("events")
+                notes.append(Text(f"recording stopped after {written:,} events (:status says why)"
+                                  if isinstance(written, int) else "recording stopped (:status says why)",
+                                  style=self._style("bad")))  # fmt: skip
             if src.nodes:  # an aggregator: each node's events, exact (its own store's count)
                 nodes = sorted(src.nodes.items())
                 shown = " · ".join(f"{clean(n, 24)} {c:,}" for n, c in nodes[:MAX_NODES_SHOWN])
