@@ -759,7 +759,8 @@ def test_interpreter_exit_and_garbage_collection_detach_cleanly() -> None:
         del dropped
         gc.collect()
         deadline = time.monotonic() + 10
-        while any(syscalls.prog_exists(i) for i in ids) and time.monotonic() < deadline:
+        # (the reader thread ends on its own after the programs are released: wait for both, not one)
+        while (readers() or any(syscalls.prog_exists(i) for i in ids)) and time.monotonic() < deadline:
             time.sleep(0.01)
         print("collected", not readers() and not any(syscalls.prog_exists(i) for i in ids))
 
