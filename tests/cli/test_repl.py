@@ -6,6 +6,7 @@ import asyncio
 import os
 import pty
 import select
+import signal
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,9 @@ class Terminal:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: become the REPL on the pty
+            # (as a terminal starts it: SIGINT not ignored even when this run of the tests was started in the
+            # background, which ignores it, so the REPL's Python would ignore ctrl-c too)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(sys.executable, [sys.executable, "-m", "netspy_tui", *args], env)
         self.screen = b""
 
