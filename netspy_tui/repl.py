@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import stat
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from netspy_tui import safefs
 from netspy_tui.ai.types import PARTIAL_MARK
 from netspy_tui.commands import CommandResult, CommandRunner, complete_word
 from netspy_tui.mcp_tools.gateway import Gateway
@@ -23,6 +27,10 @@ from netspy_tui.textsafe import clean
 
 PROMPT = "netspy> "
 HISTORY_LENGTH = 1000
+#: the most of a history file read back (HISTORY_LENGTH lines of commands are far less)
+MAX_HISTORY_BYTES = 1 << 20
+
+logger = logging.getLogger(__name__)
 
 
 def _out(text: str) -> None:
@@ -34,6 +42,70 @@ def history_file() -> Path:
     from netspy_tui.config import state_dir
 
     return state_dir() / "repl_history"
+
+
+class _History:
+    """The REPL's history file, read and written without being redirected (netspy-tui runs as root, and
+    ``sudo`` may keep a user's ``HOME``): kept only in a directory no other user can write, read only when it
+    is a regular file of ours with one name, never through a link, and written as a new file (exclusive,
+    0600) put in place by rename. ``readline`` reads and writes a private scratch copy, in its own format."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _directory_problem(self) -> str | None:
+        directory = self.path.parent
+        if not directory.exists():
+            return None
+        try:
+            safefs.check_directory(directory, "the REPL history's directory", "")
+        except safefs.UnsafePath as exc:
+            return exc.message
+        return None
+
+    def load(self, readline: Any) -> None:
+        problem = self._directory_problem()
+        if problem:
+            logger.warning("no REPL history: %s", problem)
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # (none yet; a link: not followed, and replaced on save)
+            return
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+                logger.warning("REPL history %s not read: it is not a file of ours", safefs.shown(self.path))
+                return
+            data = fh.read(MAX_HISTORY_BYTES)
+        self._through_scratch(lambda copy: (copy.write_bytes(data), readline.read_history_file(str(copy))))
+
+    def save(self, readline: Any) -> None:
+        directory = self.path.parent
+        safefs.make_private_dirs(directory)
+        problem = self._directory_problem()
+        if problem:
+            return  # (said when loading)
+        data = self._through_scratch(lambda copy: (readline.write_history_file(str(copy)), copy.read_bytes())[1])
+        if data is None:
+            return
+        tmp, fd = safefs.create_unique(directory, ".repl_history", ".new")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.path)  # (a name planted there, link or not, is replaced, never followed)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    @staticmethod
+    def _through_scratch(work: Any) -> Any:
+        scratch = safefs.scratch_dir()
+        try:
+            return work(scratch / "history")
+        finally:
+            safefs.remove_tree(scratch)
 
 
 class LineReader:
@@ -58,8 +130,9 @@ class LineReader:
         else:
             readline.parse_and_bind("tab: complete")
         readline.set_history_length(HISTORY_LENGTH)
+        self._history = _History(history_file())
         with contextlib.suppress(OSError):
-            readline.read_history_file(history_file())
+            self._history.load(readline)
 
     def _complete(self, text: str, state: int) -> str | None:
         line = self._readline.get_line_buffer()[: self._readline.get_endidx()]
@@ -103,11 +176,8 @@ class LineReader:
 
     def close(self) -> None:
         if self._readline is not None:
-            path = history_file()
             with contextlib.suppress(OSError):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._readline.write_history_file(path)
-                path.chmod(0o600)
+                self._history.save(self._readline)
         if self._terminal is not None:
             import termios
 

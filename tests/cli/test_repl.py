@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from netspy_tui.serve import BackgroundServer, create_app
 from tests.factories import connection_json
 from tests.fake_ebpf_server import FakeEbpfServer
@@ -181,6 +183,46 @@ def test_repl_on_a_terminal_edits_completes_and_remembers(cli_env, tmp_path: Pat
     os.close(term.fd)
     history = (tmp_path / "state" / "netspy-tui" / "repl_history").read_text()
     assert "summary --duration 600" in history and "analyze --duration 600" in history
+
+
+def _one_command(env: dict[str, str], command: bytes) -> bytes:
+    term = Terminal(["repl", "--replay", str(DEMO), "--replay-speed", "0"], env)
+    term.expect(b"netspy> ")
+    term.type(command + b"\r")
+    term.expect(b"netspy> ", count=2)
+    term.type(b"\x04")
+    assert term.wait() == 0
+    os.close(term.fd)
+    return term.screen
+
+
+def test_the_history_never_writes_or_reads_through_a_link_planted_at_its_name(cli_env, tmp_path: Path):
+    """Root's REPL with a HOME another user prepared (sudo may keep it): a link at the history's name is
+    neither read nor written through; the history is a new 0600 file of ours put in its place."""
+    victim = tmp_path / "victim"
+    victim.write_text("DATA\n")
+    victim.chmod(0o644)
+    state = tmp_path / "state" / "netspy-tui"
+    state.mkdir(parents=True, mode=0o700)
+    history = state / "repl_history"
+    history.symlink_to(victim)
+    screen = _one_command({**cli_env, "TERM": "xterm"}, b"summary --duration 600")
+    assert b"over the last 600 seconds" in screen
+    assert victim.read_text() == "DATA\n" and victim.stat().st_mode & 0o777 == 0o644
+    assert not history.is_symlink() and history.stat().st_mode & 0o777 == 0o600
+    assert "summary --duration 600" in history.read_text() and "DATA" not in history.read_text()
+    assert [p.name for p in state.iterdir()] == ["repl_history"]  # (no scratch file left beside it)
+
+
+@pytest.mark.root
+def test_no_history_in_a_directory_another_user_can_write(cli_env, tmp_path: Path):
+    state = tmp_path / "state" / "netspy-tui"
+    state.mkdir(parents=True, mode=0o700)
+    os.chown(state, 1000, 1000)  # (another user's state directory: they could swap names in it at any time)
+    (state / "repl_history").write_text("theirs\n")
+    screen = _one_command({**cli_env, "TERM": "xterm"}, b"summary --duration 600")
+    assert b"no REPL history:" in screen and b"belongs to another user (uid 1000)" in screen
+    assert (state / "repl_history").read_text() == "theirs\n"
 
 
 def test_piped_repl_prints_no_prompt(run_cli):
