@@ -525,3 +525,55 @@ async def test_sockets_taking_turns_on_one_cpu_get_exactly_their_bytes_across_dr
         assert figures(stats) == (sent, read)
     finally:
         await source.aclose()
+
+
+def one_after_another(n: int) -> tuple[list[int], list[int]]:
+    """From one CPU, ``n`` short TCP connections one after another between a client and a server socket of
+    this process (as a proxy's are): each connects, is accepted, sends 1,000 × its number bytes and closes, and
+    the server side reads them and closes, so the kernel hands each new socket the memory of one just freed:
+    (each client's local port, the bytes it sent)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            ports, sizes = [], []
+            for i in range(1, n + 1):
+                c = socket.create_connection(listener.getsockname())
+                s, _ = listener.accept()
+                ports.append(c.getsockname()[1])
+                c.sendall(b"x" * (1000 * i))
+                c.close()
+                got = 0
+                while chunk := s.recv(65536):
+                    got += len(chunk)
+                s.close()
+                assert got == 1000 * i
+                sizes.append(got)
+        return ports, sizes
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@pytest.mark.ebpf
+@pytest.mark.parametrize("kind", ["tp_btf", "raw_tracepoint", "tracepoint"])
+async def test_connections_one_after_another_each_get_exactly_their_own_bytes(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A socket freed and its memory reused by the next connection within the same second (and tick, on the
+    same CPU) is another connection: each gets its own bytes, none is charged to the one before."""
+    source = await started_as(kind, monkeypatch)
+    try:
+        ports, sizes = await asyncio.to_thread(one_after_another, 8)
+        me = os.getpid()
+
+        def figures(stats: TrafficStats) -> list[int]:
+            return [sum(f.tx_bytes for f in flows(stats, protocol="TCP", local_port=port)) for port in ports]
+
+        async def mine() -> TrafficStats:
+            return source.store.traffic(me, None, 120, limit=1000)
+
+        stats = await poll(mine, lambda stats: figures(stats) == sizes)
+        assert figures(stats) == sizes, [(f.local_port, f.tx_bytes, f.tx_calls) for f in stats.flows]
+    finally:
+        await source.aclose()

@@ -556,13 +556,14 @@ class _Session:
             return values, unmatched
         for direction in (DIR_TX, DIR_RX):
             slots = _take_slots(self.maps.byte_slots, P.byte_slot(direction, idle), P.BYTE_SLOT)
-            for sk, tgid, second, nbytes, calls, last in zip(
-                *(slots[name].tolist() for name in ("sk", "tgid", "second", "bytes", "calls", "last")), strict=True
+            for sk, tgid, second, ports, nbytes, calls, last in zip(
+                *(slots[name].tolist() for name in ("sk", "tgid", "second", "ports", "bytes", "calls", "last")),
+                strict=True,
             ):  # fmt: skip
                 if not calls:
                     continue
                 row = np.flatnonzero((keys["sk"] == sk) & (keys["tgid"] == tgid) & (keys["second"] == second)
-                                     & (keys["direction"] == direction))  # fmt: skip
+                                     & (keys["direction"] == direction) & (keys["ports"] == ports))  # fmt: skip
                 if not len(row):
                     unmatched.append((direction, nbytes, calls))
                     continue

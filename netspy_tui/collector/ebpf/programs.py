@@ -2394,15 +2394,16 @@ MSG_PEEK = 2
 
 TRAFFIC_KEY = np.dtype(
     {
-        "names": ["sk", "tgid", "second", "direction"],
-        "formats": ["<u8", "<u4", "<u4", "u1"],
-        "offsets": [0, 8, 12, 16],
+        "names": ["sk", "tgid", "second", "direction", "ports"],
+        "formats": ["<u8", "<u4", "<u4", "u1", "<u4"],
+        "offsets": [0, 8, 12, 16, 20],
         "itemsize": 24,
     }
 )
 """What bytes are summed by: the socket (kernel address), the process (tgid) that sent or read them,
-the wall-clock second and the direction (connection rows also on the socket's ports, in bytes 20-23: a
-socket's memory reused within the second is another connection) (:data:`DIR_RX` read, :data:`DIR_TX` sent,
+the wall-clock second, the direction and the socket's two ports (``ports``: a socket freed and its memory
+reused within the second is another connection, not more of the first with its addresses; byte rows hold
+the kernel's port pair as it is, connection rows both ports in host order) (:data:`DIR_RX` read, :data:`DIR_TX` sent,
 :data:`DIR_RETRANS` TCP segments retransmitted, :data:`DIR_ACCEPT` a connection passively opened
 (the listener's process), :data:`DIR_CONNECT` an outbound TCP connection established,
 :data:`DIR_CLOSE` one of those closed: ``bytes`` is its lifetime in microseconds)."""
@@ -2420,8 +2421,7 @@ last wall-clock ns (``last`` is refreshed on every call, not atomically: a nanos
 harmless), the process name, the socket's addresses (IPv4 in the first 4 bytes, network order) and
 ports (host order) as the socket had them then (an unconnected UDP socket has no remote)."""
 _TK = {name: TRAFFIC_KEY.fields[name][1] for name in TRAFFIC_KEY.names}
-#: connection rows (accepted, connected, closed) also key on the socket's two ports, in the key's padding here
-_TK_PORTS = 20
+_TK_PORTS = _TK["ports"]
 _TV = {name: TRAFFIC_VALUE.fields[name][1] for name in TRAFFIC_VALUE.names}
 #: traffic overflow array: (direction - 1) * 2 -> bytes, + 1 -> calls (cumulative)
 TRAFFIC_OVERFLOW_SLOTS = 12
@@ -2438,9 +2438,9 @@ _T_JIF, _T_SLOT, _T_VALID = -288, -296, -304  # sock_bytes: the tick count read 
 
 BYTE_SLOT = np.dtype(
     {
-        "names": ["sk", "tgid", "second", "direction", "jiffies", "bytes", "calls", "last"],
-        "formats": ["<u8", "<u4", "<u4", "u1", "<u8", "<u8", "<u8", "<u8"],
-        "offsets": [0, 8, 12, 16, 24, 32, 40, 48],
+        "names": ["sk", "tgid", "second", "direction", "ports", "jiffies", "bytes", "calls", "last"],
+        "formats": ["<u8", "<u4", "<u4", "u1", "<u4", "<u8", "<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 12, 16, 20, 24, 32, 40, 48],
         "itemsize": 56,
     }
 )
@@ -2518,6 +2518,24 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     def load_sk(reg: Reg) -> None:
         a.ldx(DW, reg, R6, 0 if raw else tp.offset("sk", 8))
 
+    # the socket's port pair (skc_dport, skc_num: one 4-byte word of struct sock_common) tells a connection from
+    # the one whose freed memory it took
+    ports = off.sk_dport is not None and off.sk_num == off.sk_dport + 2
+
+    def port_pair(slot: int) -> None:
+        """*(u32 *)(FP+slot) = the socket's port pair (0 when unreadable)."""
+        assert off.sk_dport is not None
+        if btf:
+            load_sk(R1)
+            a.ldx(W, R1, R1, off.sk_dport).stx(W, FP, slot, R1)
+            return
+        done = _uniq(a, "pp")
+        a.st(W, FP, slot, 0)
+        load_sk(R3)
+        a.add(R3, off.sk_dport)
+        _kread(a, slot, 4, R3, done)
+        a.label(done)
+
     # the hit: this CPU's slot for the live map holds this socket and process, in this tick
     _ctl_address(a, maps, R0)
     a.ldx(DW, R1, R0, 0).stx(DW, FP, _T_ACTIVE, R1)
@@ -2534,6 +2552,11 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.rsh(R0, 32)
     a.ldx(W, R1, R9, _BS["tgid"])
     a.jne(R0, R1, "miss")
+    if ports:  # (the same memory, another socket: a connection made since, in the same tick)
+        port_pair(_T_SCR)
+        a.ldx(W, R1, FP, _T_SCR)
+        a.ldx(W, R2, R9, _BS["ports"])
+        a.jne(R1, R2, "miss")
     _slot_add(a)
     a.ja("out")
 
@@ -2571,14 +2594,17 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.call(GET_CURRENT_PID_TGID)
     a.rsh(R0, 32).stx(W, FP, _T_KEY + _TK["tgid"], R0)
     a.st(B, FP, _T_KEY + _TK["direction"], direction)
+    if ports:
+        port_pair(_T_KEY + _TK["ports"])
     _byte_slot(a, maps, R9)  # (the tick read used r9)
     a.ldx(DW, R1, R9, _BS["sk"])
     a.jeq(R1, 0, "take")  # an empty slot
     a.ldx(DW, R2, FP, _T_KEY + _TK["sk"])
     a.jne(R1, R2, "other")
-    a.ldx(DW, R1, R9, _BS["tgid"])  # (tgid and second, one load)
-    a.ldx(DW, R2, FP, _T_KEY + _TK["tgid"])
-    a.jne(R1, R2, "other")
+    for at in (_BS["tgid"], _BS["direction"]):  # (tgid and second, then direction and ports: a load each)
+        a.ldx(DW, R1, R9, at)
+        a.ldx(DW, R2, FP, _T_KEY + at)
+        a.jne(R1, R2, "other")
     # the slot's own key in a new tick
     a.ldx(DW, R1, FP, _T_VALID).stx(DW, R9, _BS["jiffies"], R1)
     a.ldx(DW, R1, FP, _T_WALL).stx(DW, R9, _BS["last"], R1)
@@ -2655,9 +2681,8 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.label("take")
     _traffic_add(a, maps, direction, fill, keyed=True, done="taken", full="out")  # (full: the slot stays empty)
     a.label("taken")
-    for i in (0, 8):
+    for i in (0, 8, 16):  # (the whole key: direction and ports in its last word)
         a.ldx(DW, R1, FP, _T_KEY + i).stx(DW, R9, i, R1)
-    a.st(DW, R9, 16, direction)
     a.ldx(DW, R1, FP, _T_VALID).stx(DW, R9, _BS["jiffies"], R1)
     a.ldx(DW, R1, FP, _T_WALL).stx(DW, R9, _BS["last"], R1)
     a.label("out")
