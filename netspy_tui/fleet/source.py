@@ -5,6 +5,10 @@ Every figure is asked of each node's store (only the scope's ``node`` when it na
 with :mod:`netspy_tui.fleet.merge`, so the fleet's counts are the exact sums of the nodes' own. A
 ``workload`` filter has no rollup to read: it is answered from the raw events the agents sent
 (their ``workload`` field), at most :data:`RAW_LIMIT` per node and query.
+
+A page says the fleet's insertion position (its ``cursor``); a query ``after`` it reads only the nodes that
+stored events since, each from where its store stood then (:meth:`FleetStore.changes`): the events stored
+since, each once, an agent's backlog of minutes-old events as well as the newest.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ from typing import Any
 from netspy_tui.analysis.aggregate import aggregate, filter_events
 from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats, merge_stored, merge_stored_items
 from netspy_tui.fleet.store import FleetStore
-from netspy_tui.models import EventPage, EventQuery, ProgramInfo, Scope, SourceInfo, WindowStats, utcnow
+from netspy_tui.models import (
+    EventPage,
+    EventQuery,
+    ProgramInfo,
+    Scope,
+    SourceInfo,
+    WindowStats,
+    ns_to_time,
+    utcnow,
+)
 from netspy_tui.store import EventStore
 
 __all__ = ["FleetSource", "RAW_LIMIT"]
@@ -30,9 +43,17 @@ log = logging.getLogger(__name__)
 RAW_LIMIT = 200_000
 
 
-def _plain(q: EventQuery, limit: int) -> EventQuery:
-    """``q`` as a node's store can answer it (it knows neither nodes nor workloads)."""
-    return EventQuery(kind=q.kind, pid=q.pid, command=q.command, since=q.since, until=q.until, limit=limit)
+def _plain(q: EventQuery, limit: int, change: tuple[int, int] | None = None) -> EventQuery:
+    """``q`` as a node's store can answer it (it knows neither nodes nor workloads, nor the fleet's positions):
+    ``change``, for a query after a fleet position, is the node's (store position then, oldest event time stored
+    since in ns): its events stored after that position, none older than that time (the time index reads only
+    their seconds: a few, or an agent's backlog's minutes, not the whole window)."""
+    since, after = q.since, None
+    if change is not None:
+        after = change[0]
+        oldest = ns_to_time(change[1] - 1000)  # (strictly before it: since is exclusive, times are in µs)
+        since = oldest if since is None or oldest > since else since
+    return EventQuery(kind=q.kind, pid=q.pid, command=q.command, since=since, until=q.until, limit=limit, after=after)
 
 
 class FleetSource:
@@ -78,24 +99,37 @@ class FleetSource:
     async def query(self, q: EventQuery) -> EventPage:
         return await asyncio.to_thread(self._query, q)
 
+    def _reads(self, q: EventQuery, limit: int) -> tuple[int, list[tuple[EventStore, EventQuery]]]:
+        """The fleet's position now (the page's cursor) and what to ask each node's store for ``q``: with
+        ``q.after``, only the nodes that stored events after that position, each from where it stood then; else
+        (or a position this run cannot answer for) every node, by time alone."""
+        position, changed = self.fleet.changes(q.after)
+        stores = self._stores(q.node)
+        if changed is None:
+            return position, [(store, _plain(q, limit)) for store in stores.values()]
+        return position, [(stores[node], _plain(q, limit, step)) for node, step in changed.items() if node in stores]
+
     def _query(self, q: EventQuery) -> EventPage:
-        stores = self._stores(q.node).values()
         if q.workload is None:  # each node's page as stored: only the events the merged page keeps are built
-            return merge_stored([store.query_stored(_plain(q, q.limit)) for store in stores], q.limit)
+            position, reads = self._reads(q, q.limit)
+            page = merge_stored([store.query_stored(nq) for store, nq in reads], q.limit)
+            return page.model_copy(update={"cursor": position})
+        position, reads = self._reads(q, RAW_LIMIT)
         pages = []
-        for store in stores:
-            raw = store.query(_plain(q, RAW_LIMIT))
+        for store, nq in reads:
+            raw = store.query(nq)
             events, total = filter_events(raw.events, q)
             pages.append(EventPage(events=events, total_count=total, truncated=total > len(events)))
-        return merge_pages(pages, q.limit)
+        return merge_pages(pages, q.limit).model_copy(update={"cursor": position})
 
     def query_stored(self, q: EventQuery) -> tuple[EventPage, list[tuple[int, int, Any]]]:
         """:meth:`query` (``q`` without a workload) with the page's events as the nodes' stores keep them
         (``EventStore.query_stored``): for a reader that writes them out as JSON without models."""
         if q.workload is not None:
             raise ValueError("a workload filter reads built events: use query")
-        return merge_stored_items([store.query_stored(_plain(q, q.limit)) for store in self._stores(q.node).values()],
-                                  q.limit)  # fmt: skip
+        position, reads = self._reads(q, q.limit)
+        page, items = merge_stored_items([store.query_stored(nq) for store, nq in reads], q.limit)
+        return page.model_copy(update={"cursor": position}), items
 
     async def count(self, scope: Scope) -> int:
         return sum((await self.count_by_node(scope)).values())

@@ -7,6 +7,12 @@ reason and the rest of the batch is kept. A batch an agent sends again (it did n
 is not counted twice: each node's recent event ids are remembered (the last ``dedupe_window`` of
 them; ``serve --forward`` retries within that many events). Node names come from the events'
 ``k8s_node_name`` (the agents set it), else the ingest's own default.
+
+The fleet has an insertion order of its own (:attr:`FleetStore.seq`, moved by every event stored): a reader
+that passes the position of its last read (:meth:`FleetStore.changes`) is told which nodes stored events
+since, where each node's store stood then and the oldest event time among them, so it reads each event stored
+since once, however old its time (an agent's backlog after an outage) — the single store's ``after`` cursor,
+fleet-wide.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import re
 import stat
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,6 +76,11 @@ _INTS = {kind: frozenset(n for n, f in model.model_fields.items() if f.annotatio
          for kind, model in (("connection", ConnectionEvent), ("packet_drop", PacketDropEvent))}  # fmt: skip
 _BOOLS = {kind: frozenset(n for n, f in model.model_fields.items() if f.annotation in (bool, bool | None))
           for kind, model in (("connection", ConnectionEvent), ("packet_drop", PacketDropEvent))}  # fmt: skip
+
+
+#: ingest marks kept (one per node per batch stored): a reader's cursor older than the oldest is answered by time
+#: alone (its ``since`` again, which it de-duplicates by id). At 100 agents posting every 2 s, 200 s of them.
+MAX_MARKS = 10_000
 
 
 @dataclass
@@ -266,6 +277,13 @@ class FleetStore:
         self._lock = threading.Lock()
         self._changed = Listeners("fleet change")
         self._failures: dict[str, tuple[float, str]] = {}  # node -> (monotonic, why) of its last write, if it failed
+        # The fleet's insertion order: moved by each event stored. It starts at the clock's microseconds, so a cursor
+        # of an earlier run (smaller unless it stored more than an event a microsecond) is not taken for one of this.
+        self._seq = time.time_ns() // 1000
+        self._floor = self._seq
+        """The oldest position :meth:`changes` can answer for (the marks after it are all kept)."""
+        self._marks: deque[tuple[int, str, int, int]] = deque()
+        """(fleet position after the batch, node, where the node's store stood before it, its oldest event ns)."""
         self.store_failures = 0
         """Batches (one node's part of an ingest) a store could not write: the agent was answered 503 and retries."""
         if directory is not None:
@@ -345,6 +363,7 @@ class FleetStore:
             result.duplicates += len(events) - len(fresh)
             lost = 0
             if fresh:
+                before = state.store.written_seq
                 try:
                     state.store.add_rows([e[3] for e in fresh], [e[4] for e in fresh])
                 except StoreError as exc:
@@ -367,6 +386,7 @@ class FleetStore:
             with self._lock:
                 state.events += len(fresh) - lost
                 if fresh:
+                    self._mark(node, before, len(fresh) - lost, min(e[2] for e in fresh))
                     for kind, n in by_type.items():
                         if n:
                             state.by_type[kind] = state.by_type.get(kind, 0) + n
@@ -380,6 +400,38 @@ class FleetStore:
         if result.accepted:
             self._changed()
         return result
+
+    def _mark(self, node: str, before: int, stored: int, oldest_ns: int) -> None:
+        """(The lock held) ``stored`` events of ``node`` were stored after its store's ``before``, the oldest of
+        them at ``oldest_ns``: the fleet's position moves past them."""
+        self._seq += stored
+        self._marks.append((self._seq, node, before, oldest_ns))
+        while len(self._marks) > MAX_MARKS:
+            self._floor = self._marks.popleft()[0]
+
+    @property
+    def seq(self) -> int:
+        """The fleet's insertion position: pass it to :meth:`changes` to learn what was stored after it."""
+        with self._lock:
+            return self._seq
+
+    def changes(self, after: int | None) -> tuple[int, dict[str, tuple[int, int]] | None]:
+        """The fleet's position now, and what was stored after position ``after``: each node that stored events
+        since, with where its store stood then (its events after that ``seq``) and the oldest event time among
+        them (ns). None when ``after`` is None or a position this run cannot answer for (older than the marks
+        kept, or of another run): read by time alone."""
+        with self._lock:
+            now = self._seq
+            if after is None or not self._floor <= after <= now:
+                return now, None
+            changed: dict[str, tuple[int, int]] = {}
+            for position, node, before, oldest in reversed(self._marks):
+                if position <= after:
+                    break
+                seen = changed.get(node)
+                # (batches of a node written in parallel may be marked out of their order: the lowest start)
+                changed[node] = (before, oldest) if seen is None else (min(before, seen[0]), min(oldest, seen[1]))
+            return now, changed
 
     def _failed(self, node: str, exc: BaseException) -> None:
         with self._lock:

@@ -9,7 +9,9 @@ last event's time. ``/api/inbound`` answers ``"available": false``: agents forwa
 the kernel's counts of the connections their processes accepted (ask an agent's own ``serve``).
 ``GET /api/changes`` is ``serve``'s long poll (:class:`~netspy_tui.serve.app.ChangeFeed`): its sequence moves
 after each ingest batch that stored events, so a dashboard on the aggregator refreshes on what agents send
-instead of polling on its timer.
+instead of polling on its timer. ``/api/events`` of one ``type`` takes ``serve``'s ``after`` extension and answers
+its ``cursor``: the fleet's insertion position (:meth:`FleetStore.changes`), so a poller is sent each event stored
+since its last read once, an agent's backlog of minutes-old events included.
 
 Ingest is:
 
@@ -309,6 +311,10 @@ class AggregatorApi(Api):
         namespace = params.string("k8s_namespace")
         since, until = params.between()
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        # netspy-tui extension (as serve's): of one type, only events stored after ``after`` (a ``cursor`` an earlier
+        # answer gave: the fleet's insertion position), whatever their times
+        raw_after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False) if kind else -1
+        after = None if raw_after < 0 else raw_after
         filters: dict[str, Any] = {"type": kind, "pid": pid, "command": command, "node": node, "workload": workload,
                                    "k8s_pod_name": pod, "k8s_namespace": namespace,
                                    "since": format_time(since) if since else None,
@@ -316,17 +322,20 @@ class AggregatorApi(Api):
         filters = {k: v for k, v in filters.items() if v is not None}
         filters["limit"] = limit
         if pod is None and namespace is None and workload is None:
-            queries = [EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=limit, node=node)
+            queries = [EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=limit,
+                                  node=node, after=after)
                        for k in ((kind,) if kind else ("connection", "packet_drop"))]  # fmt: skip
             return await asyncio.to_thread(self._stored_events, queries, limit, filters)
         # pod and namespace are the agents' own (one agent pod per node): filtered on the page read
         fetch = MAX_LIMIT if pod is not None or namespace is not None else limit
         events: list[AnyEvent] = []
         total = 0
+        cursor: int | None = None
         for k in (kind,) if kind else ("connection", "packet_drop"):
             q = EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=fetch, node=node,
-                           workload=workload)  # fmt: skip
+                           workload=workload, after=after)  # fmt: skip
             page = await self.source.query(q)
+            cursor = page.cursor if kind else None
             hits = [e for e in page.events if (pod is None or e.k8s_pod_name == pod)
                     and (namespace is None or e.k8s_namespace == namespace)]  # fmt: skip
             events.extend(hits)
@@ -335,7 +344,7 @@ class AggregatorApi(Api):
         events = events[:limit]
         return json_response({"events": [event_json(e) for e in events], "count": len(events),
                               "total_count": max(total, len(events)), "query_time": query_time(),
-                              "filters": filters})  # fmt: skip
+                              "filters": filters, **({} if cursor is None else {"cursor": cursor})})  # fmt: skip
 
     def _stored_events(self, queries: list[EventQuery], limit: int, filters: dict[str, Any]) -> Response:
         """``/api/events`` without a pod, namespace or workload filter: the nodes' pages merged as stored and
@@ -344,14 +353,17 @@ class AggregatorApi(Api):
         makes of the event). The dashboard over HTTP asks this for 10,000 events of each kind a poll."""
         items: list[tuple[int, int, int, int, Any]] = []
         total = 0
+        cursor: dict[str, int] = {}
         for n, q in enumerate(queries):
             page, stored = self.fleet_source.query_stored(q)
             total += page.total_count
             items.extend((-t, -ts, n, i, item) for i, (t, ts, item) in enumerate(stored))
+            if len(queries) == 1 and page.cursor is not None:  # (of one type: serve's cursor extension)
+                cursor["cursor"] = page.cursor
         items.sort(key=lambda k: k[:4])  # newest first (ties: connections first, then as each page has them)
         kept = [k[4] for k in items[:limit]]
         rest = dumps({"count": len(kept), "total_count": max(total, len(kept)), "query_time": query_time(),
-                      "filters": filters})  # fmt: skip
+                      "filters": filters, **cursor})  # fmt: skip
         body = b'{"events":' + encode_events(kept, {}) + b"," + rest[1:]
         return Response(body, media_type="application/json")
 

@@ -1190,6 +1190,12 @@ class EventStore:
         out = [(q, next(built_json) if i >= 0 else next(built_recs)) for q, _, i in settled]
         return out, min(oldest) if oldest else None
 
+    @property
+    def written_seq(self) -> int:
+        """The ``seq`` of the last raw event this store wrote (at open: the newest it held), without a query: events
+        written after it is read have greater seqs (a writer's mark of where its batch begins)."""
+        return self._next_seq - 1
+
     def newest_seq(self) -> int:
         """The ``seq`` of the newest raw event stored (0: none yet)."""
         with self._snapshot() as conn:

@@ -6,10 +6,13 @@ takes effect at the start of the next poll (and wakes the loop so that happens a
 
 Polling is incremental: connections and drops are asked for with ``since=<newest time seen - OVERLAP>``
 and, where the source has an insertion order (a store), ``after=<its cursor>``, so each event comes once;
-a remote eBPF server has only the time cursor, and the overlap it re-reads is de-duplicated by id. A
-refresh costs in proportion to the new events. Events are trimmed to the window and capped at
-``max_rows``. Summary panels (processes, patterns) are fetched every poll unless they get slow, then at
-most every twice their cost in seconds, so they take at most about half the time.
+a remote eBPF server has only the time cursor, and the overlap it re-reads is de-duplicated by id. On an
+aggregator with an insertion cursor (netspy-tui's: the fleet's, :meth:`FleetStore.changes`) ``since`` is the
+window's start: what was stored since the cursor, however old its time (an agent's backlog after an outage),
+takes its place by time in the tables, each event once. A refresh costs in proportion to the new events.
+Events are trimmed to the window and capped at ``max_rows``. Summary panels (processes, patterns) are
+fetched every poll unless they get slow, then at most every twice their cost in seconds, so they take at
+most about half the time.
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ MAX_BACKOFF = 30.0
 #: Incremental polls ask for events newer than (newest seen - this): an event stamped earlier that
 #: reaches the server late (per-CPU buffers, an aggregator's agents) is still fetched; ids de-duplicate.
 OVERLAP = timedelta(seconds=2)
-#: The overlap on an aggregator: its agents post every few seconds each, not in step (``serve --forward`` posts
-#: every 2 s what settled 2 s, and retries a failed post after about a second), so one node's events arrive
-#: seconds behind another's newest. (An agent's backlog after a longer outage arrives later still: it is in the
-#: counts and the process table at once, in the table only once it is among the newest.)
+#: The overlap on an aggregator without an insertion cursor (ebpf-server's own): its agents post every few seconds
+#: each, not in step (``serve --forward`` posts every 2 s what settled 2 s, and retries a failed post after about a
+#: second), so one node's events arrive seconds behind another's newest. (An agent's backlog after a longer outage
+#: arrives later still: there it is in the counts at once, in the table only once it is among the newest.) On
+#: netspy-tui's aggregator the fleet's cursor brings every event stored since, whatever its time: no overlap.
 FLEET_OVERLAP = timedelta(seconds=15)
 #: With no new events, the summaries (which only age) are re-read every this many polls.
 IDLE_SUMMARY_EVERY = 5
@@ -142,8 +146,16 @@ class _Window(Generic[E]):
         """Whether every event of the window (after ``cutoff``) is held."""
         return self.missing_until is None or self.missing_until <= cutoff
 
-    def since(self) -> str | None:
-        return format_time(self.newest - self.overlap) if self.newest is not None else None
+    def since(self, start: datetime | None = None) -> str | None:
+        """The time cursor of the next poll: the newest time held less the overlap; with an insertion cursor
+        that reaches back in time (``start``: the window's start, given on an aggregator), the window's start:
+        the cursor alone says what is new, and an event stored late by minutes (an agent's backlog) still
+        comes (one older than the window does not)."""
+        if self.newest is None:
+            return None
+        if start is not None and self.cursor is not None:
+            return format_time(start)
+        return format_time(self.newest - self.overlap)
 
     def known_after(self, since: str | None) -> int:
         """How many events already held are newer than ``since`` (the overlap a poll re-reads)."""
@@ -360,8 +372,10 @@ class Poller:
         if self._inbound_supported:
             parts.append("inbound")
         fetched_since = self._conns.newest is not None
-        since = self._conns.since()
-        drops = (self._drops.since(), self._drops.cursor)
+        # (an aggregator's cursor is the fleet's: what was stored since, of any time in the window)
+        start = self._window_start(cfg.window) if self._on_aggregator() else None
+        since = self._conns.since(start)
+        drops = (self._drops.since(start), self._drops.cursor)
         # (the first time, only the window: a store can hold hours of accepted connections)
         inbound_since = self._inbound.since() or format_time(self._clock() - timedelta(seconds=cfg.window))
         snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed, inbound_since)
@@ -429,6 +443,12 @@ class Poller:
             traffic_error=traffic_error,
             recent_bytes=recent_bytes,
         )
+
+    def _on_aggregator(self) -> bool:
+        return self._status is not None and self._status.source.generation == "aggregator"
+
+    def _window_start(self, window: int) -> datetime:
+        return self._clock() - timedelta(seconds=window)
 
     def _add_inbound(self, snap: DashboardSnapshot) -> int:
         """Add the accepted connections of the ``inbound`` part; a source that does not see them is not asked

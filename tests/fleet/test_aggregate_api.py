@@ -240,3 +240,71 @@ async def test_what_the_store_kept_of_a_batch_is_not_asked_again(fleet: FleetSto
         "not stored: 1 event could not be stored (value out of range)."
     ]
     assert fleet.stats()["events_by_node"] == {"node-a": 4}
+
+
+async def test_events_after_the_fleets_cursor_are_those_stored_since_whatever_their_times(
+    fleet: FleetStore, monkeypatch: Any, tmp_path: Any
+) -> None:
+    """``/api/events`` of one type takes serve's ``after`` extension and answers its ``cursor``: the fleet's
+    insertion position. After it: exactly the events stored since (an agent's backlog of minutes-old events as
+    well as the newest), each once; a cursor this aggregator cannot answer for (of before its restart, or older
+    than what it remembers) is answered by time alone, as without one. Listings of both types are unchanged."""
+    from datetime import UTC, datetime, timedelta
+
+    from netspy_tui.fleet import store as fleet_store
+    from netspy_tui.models import format_time
+
+    def events(node: str, ids: range, ago: float, **extra: Any) -> list[dict[str, Any]]:
+        out = [connection_json(pid=70, command="app", port=4000 + i, ago=ago, **extra) for i in ids]
+        for i, event in zip(ids, out, strict=True):
+            event.update(id=f"{node}-{i}", k8s_node_name=node)
+        return out
+
+    async def listed(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
+        since = format_time(datetime.now(UTC) - timedelta(seconds=600))
+        r = await client.get("/api/events", params={"type": "connection", "since": since, "limit": 100, **params},
+                             headers=READER)  # fmt: skip
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def ingest(client: httpx.AsyncClient, batch_: list[dict[str, Any]]) -> None:
+        r = await client.post(INGEST_PATH, json={"events": batch_}, headers=AGENT)
+        assert r.status_code == 200 and r.json()["success"], r.text
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(fleet)), base_url="http://127.0.0.1") as c:
+        await ingest(c, events("node-a", range(4), 1))
+        first = await listed(c)
+        assert first["count"] == 4 and isinstance(first["cursor"], int)
+        assert {"events", "count", "total_count", "query_time", "filters"} <= set(first)
+        await ingest(c, events("node-b", range(3), 200, workload="web") + events("node-b", range(3, 4), 900))
+        after = await listed(c, after=first["cursor"])
+        assert sorted(e["id"] for e in after["events"]) == ["node-b-0", "node-b-1", "node-b-2"]  # (900 s: too old)
+        assert after["total_count"] == 3 and after["cursor"] > first["cursor"]
+        again = await listed(c, after=after["cursor"])
+        assert again["events"] == [] and again["total_count"] == 0 and again["cursor"] == after["cursor"]
+        assert (await listed(c, after=first["cursor"], node="node-a"))["events"] == []
+        web = await listed(c, after=first["cursor"], workload="web")
+        assert web["count"] == 3 and web["cursor"] == after["cursor"]
+        both = (await c.get("/api/events", params={"limit": 100}, headers=READER)).json()
+        assert both["count"] == 8 and "cursor" not in both  # (of both types: as the contract has it)
+
+        monkeypatch.setattr(fleet_store, "MAX_MARKS", 2)  # what it remembers: two batches
+        for n in range(3):
+            await ingest(c, events("node-c", range(n, n + 1), 1))
+        forgotten = await listed(c, after=after["cursor"])  # older than the marks kept: by time alone
+        assert forgotten["count"] == 10 and forgotten["cursor"] > after["cursor"]
+
+    durable = FleetStore(tmp_path / "fleet")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(durable)), base_url="http://127.0.0.1") as c:
+        await ingest(c, events("node-a", range(2), 1))
+        before = (await listed(c))["cursor"]
+    durable.close()
+    durable = FleetStore(tmp_path / "fleet")  # a restart: the stores kept, the positions not
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(durable)),
+                                     base_url="http://127.0.0.1") as c:  # fmt: skip
+            await ingest(c, events("node-a", range(2, 3), 1))
+            restarted = await listed(c, after=before)
+            assert restarted["count"] == 3 and restarted["cursor"] > before  # by time: nothing missed
+    finally:
+        durable.close()

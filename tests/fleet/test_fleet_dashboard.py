@@ -21,7 +21,7 @@ from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
 from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.processes import GROUP_PREFIX
-from tests.factories import connection_json
+from tests.factories import connection_json, drop_json
 from tests.tui.conftest import wait_for
 from tests.tui.screen_text import screen_text
 
@@ -179,6 +179,67 @@ async def test_the_header_keeps_no_figure_the_aggregator_gave_at_start(monkeypat
             async with dash.run_test(size=(160, 45)) as pilot:
                 await wait_for(pilot, lambda: "nodes node-a 6 · node-b 6" in screen_text(dash), "the nodes line")
                 assert "0 nodes" not in screen_text(dash)
+    finally:
+        server.stop()
+        fleet.close()
+
+
+async def test_an_agents_backlog_after_an_outage_shows_in_the_tables_by_time_each_row_once() -> None:
+    """An agent whose aggregator was down drains its spool when it returns: events minutes older than the
+    dashboard's newest. The aggregator's cursor (what was stored since the last poll, whatever its time) brings
+    them into the connection and drop tables, in their place by time, each once however many polls follow; one
+    older than the window is counted by the aggregator but not shown."""
+    fleet = FleetStore(None)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+
+    def conn(node: str, i: int, ago: float) -> dict[str, Any]:
+        event = connection_json(pid=500 + i, command=f"{node}-app", port=3000 + i, ago=ago)
+        event.update(id=f"{node}-c{i}", k8s_node_name=node)
+        return event
+
+    def drop(node: str, i: int, ago: float) -> dict[str, Any]:
+        event = drop_json(pid=600 + i, command=f"{node}-srv", ago=ago)
+        event.update(id=f"{node}-d{i}", k8s_node_name=node)
+        return event
+
+    live = [conn("node-live", i, 1) for i in range(4)] + [drop("node-live", i, 1) for i in range(2)]
+    backlog_conns = [conn("node-back", i, ago) for i, ago in enumerate((120, 170, 220, 260, 300))]
+    backlog_drops = [drop("node-back", i, ago) for i, ago in enumerate((150, 200, 280))]
+    too_old = conn("node-back", 9, 900)  # (older than the dashboard's 10-minute window)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {INGEST}"}) as client:
+
+            async def post(events: list[dict[str, Any]]) -> None:
+                r = await client.post(INGEST_PATH, json={"events": events})
+                assert r.status_code == 200 and r.json()["success"], r.text
+
+            await post(live)
+            async with open_gateway(HttpSource(server.url, retries=0)) as gw:
+                dash = NetspyApp(gw, interval=0.2, window=600)
+                async with dash.run_test(size=(160, 45)) as pilot:
+                    d = dash.dashboard
+                    await wait_for(pilot, lambda: d.connections.row_count == 4, "the live node's connections")
+                    await wait_for(pilot, lambda: d.drops.row_count == 2, "the live node's drops")
+                    await post(backlog_conns + backlog_drops + [too_old])  # the agent drains its spool
+                    await wait_for(pilot, lambda: d.connections.row_count == 9, "the backlog's connections")
+                    await wait_for(pilot, lambda: d.drops.row_count == 5, "the backlog's drops")
+                    conns = list(d.connections.events.values())
+                    drops = list(d.drops.events.values())
+                    assert sorted(e.id for e in conns) == sorted(e["id"] for e in live[:4] + backlog_conns)
+                    assert sorted(e.id for e in drops) == sorted(e["id"] for e in live[4:] + backlog_drops)
+                    # in their place by time: the backlog (minutes old) before the live rows, oldest first
+                    assert [e.time for e in conns] == sorted(e.time for e in conns)
+                    assert [e.time for e in drops] == sorted(e.time for e in drops)
+                    assert [e.id for e in conns][:5] == [e["id"] for e in reversed(backlog_conns)]
+                    assert [e.id for e in drops][:3] == [e["id"] for e in reversed(backlog_drops)]
+                    for i in range(3):  # the live node goes on sending: each poll brings its one new row, only it
+                        await post([conn("node-live", 10 + i, 0.5)])
+                        await wait_for(pilot, lambda i=i: d.connections.row_count == 10 + i, "the next live row")
+                        assert d.drops.row_count == 5
+                    assert "node-live-c12" in {e.id for e in d.connections.events.values()}
+                    assert fleet.stats()["events_by_node"]["node-back"] == 9  # the old one is counted
     finally:
         server.stop()
         fleet.close()
