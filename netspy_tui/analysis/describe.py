@@ -34,7 +34,16 @@ def subject(pid: int | None, command: str | None) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n:,} {word}s"
+    """``1 process``, ``2 processes``, ``1,000 attempts``."""
+    return f"{n} {word}" if n == 1 else f"{n:,} {word}{'es' if word.endswith('s') else 's'}"
+
+
+def _process(command: str, pid: int | None = None, width: int = 32) -> str:
+    """A process's name as text; a packet dropped where the kernel ran for no process (pid 0, no name) is
+    ``(kernel context)``, as the lists say."""
+    if not command and not pid:
+        return "(kernel context)"
+    return clean(command, width)
 
 
 def summary_text(kind: EventKind, count: int, pid: int | None, command: str | None, duration: int) -> str:
@@ -155,7 +164,8 @@ def patterns_text(
     if stats.first_seen and stats.last_seen:
         lines.append(f"First seen {stats.first_seen:%Y-%m-%d %H:%M:%S} UTC, last seen {stats.last_seen:%H:%M:%S} UTC.")
     if len(stats.processes) > 1:
-        lines.append("Processes: " + ", ".join(f"{clean(p.command, 32)} {p.attempts:,}" for p in stats.processes[:5]))
+        lines.append("Processes: " + ", ".join(f"{_process(p.command, min(p.pids, default=0))} {p.attempts:,}"
+                                               for p in stats.processes[:5]))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -168,10 +178,12 @@ def processes_text(kind: EventKind, processes: Sequence[ProcessStat], duration: 
         pids = ",".join(str(x) for x in p.pids[:5]) + ("…" if len(p.pids) > 5 else "")
         shown = [clean(w, 40) for w in p.workloads[:3]] + (["…"] if len(p.workloads) > 3 else [])
         where = f"  in {', '.join(shown)}" if shown else ""
-        lines.append(
-            f"  {clean(p.command, 32):<15} pids {pids:<14} {_plural(p.attempts, 'attempt'):>14}  "
-            f"{_plural(p.distinct_destinations, 'destination'):>16}  {_plural(p.failures, 'failure'):>14}{where}"
-        )
+        if kind == "connection":
+            counts = f"{_plural(p.attempts, 'attempt'):>14}  {_plural(p.distinct_destinations, 'destination'):>16}  "
+            counts += f"{_plural(p.failures, 'failure'):>14}"
+        else:  # (a drop is not an attempt, all of them are drops, and they name no destination: the count alone)
+            counts = f"{_plural(p.attempts, 'drop'):>14}"
+        lines.append(f"  {_process(p.command, min(p.pids, default=0)):<15} pids {pids:<14} {counts}{where}")
     return "\n".join(lines)
 
 
@@ -183,8 +195,11 @@ def groups_text(kind: EventKind, group_by: str, groups: Sequence[GroupStat], dur
     lines = [f"{noun.capitalize()} by {group_by} over the last {duration} seconds:"]
     for g in groups:
         shown = ", ".join(clean(p, 20) for p in g.processes[:5]) + (", …" if len(g.processes) > 5 else "")
-        attempts, failures = _plural(g.attempts, "attempt"), _plural(g.failures, "failure")
-        lines.append(f"  {clean(g.key, 40):<24} {attempts:>15}  {failures:>14}  ({shown})")
+        if kind == "connection":
+            counts = f"{_plural(g.attempts, 'attempt'):>15}  {_plural(g.failures, 'failure'):>14}"
+        else:
+            counts = f"{_plural(g.attempts, 'drop'):>15}"
+        lines.append(f"  {clean(g.key, 40):<24} {counts}  ({shown})")
     return "\n".join(lines)
 
 
@@ -276,7 +291,8 @@ def traffic_text(stats: TrafficStats) -> str:
     if not stats.total_flows:
         return f"{who} sent and read no bytes over sockets in the last {window} seconds."  # (and retransmitted none)
     lines = [
-        f"{who} sent {stats.tx_bytes:,} bytes ({human_bytes(stats.tx_rate)}/s) and read {stats.rx_bytes:,} bytes "
+        f"{who} sent {_plural(stats.tx_bytes, 'byte')} ({human_bytes(stats.tx_rate)}/s) and read "
+        f"{_plural(stats.rx_bytes, 'byte')} "
         f"({human_bytes(stats.rx_rate)}/s) over the last {window} seconds, in "
         f"{_plural(stats.total_flows, 'connection')} of {_plural(stats.total_processes, 'process')}"
         + (f"; {_plural(stats.retransmits, 'TCP segment')} retransmitted" if stats.retransmits else "")
@@ -293,7 +309,7 @@ def traffic_text(stats: TrafficStats) -> str:
         lines.append(
             f"  {clean(p.command, 32):<15} pids {pids:<14} {human_bytes(p.tx_bytes):>10} "
             f"({human_bytes(p.tx_rate)}/s) / {human_bytes(p.rx_bytes)} ({human_bytes(p.rx_rate)}/s)"
-            + (f"  {p.retransmits:,} retransmits" if p.retransmits else "")
+            + (f"  {_plural(p.retransmits, 'retransmit')}" if p.retransmits else "")
         )
     if stats.sampled:
         lines.insert(1, "Sampled from the kernel's per-connection TCP counters: connections that came and went "
@@ -312,7 +328,7 @@ def traffic_text(stats: TrafficStats) -> str:
             f"  {clean(f.command, 32)} ({f.pid}) {f.protocol or '?'} {f.direction or '-':<8} "
             f"{_endpoint(f.local, f.local_port)} {arrow} "
             f"{_endpoint(f.remote, f.remote_port)}: {f.tx_bytes:,} / {f.rx_bytes:,} bytes"
-            + (f", {f.retransmits:,} retransmits" if f.retransmits else "")
+            + (f", {_plural(f.retransmits, 'retransmit')}" if f.retransmits else "")
             + (f", closed after {duration_us(f.lifetime_us)}" if f.lifetime_us is not None else "")
         )
     shown = max(len(stats.processes), len(stats.remotes), len(stats.flows))

@@ -952,7 +952,8 @@ def create_server(
             return _result(NameLookup(text=text, enabled=False), text)
         names, nameless = tc.names.lookup_many(dict.fromkeys(addresses))
         pending = tc.names.stats().pending
-        text = f"{len(names)} of {len(set(addresses))} addresses have a name ({pending} questions in flight)."
+        flight = f"{pending} question{'' if pending == 1 else 's'} in flight"
+        text = f"{len(names)} of {len(set(addresses))} addresses have a name ({flight})."
         return _result(NameLookup(text=text, names=names, pending=pending, nameless=nameless), text)
 
     @srv.tool(annotations=READ_ONLY)

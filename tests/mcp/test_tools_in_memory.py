@@ -232,3 +232,26 @@ async def test_every_tool_answers_what_its_output_schema_describes(source):
             jsonschema.validate(result.structured_content, tool.output_schema)
             checked.append(name)
     assert set(checked) >= EXPECTED_TOOLS - {"ai_insights", "contextual_analysis"}
+
+
+async def test_drop_texts_name_the_kernel_context_and_count_drops_not_attempts() -> None:
+    """Drops where the kernel ran for no process (pid 0, no name) are "(kernel context)", as the lists say; a
+    drop is counted as a drop (not an attempt, nor a failure); plurals are English."""
+    source = MemorySource([*(drop(pid=0, command="", ago=5) for _ in range(3)), drop(pid=77, command="python", ago=4)])
+    async with Client(create_server(source)) as client:
+        processes = await client.call_tool("list_processes", {"kind": "packet_drop", "duration": 600})
+        analysis = await client.call_tool("analyze_packet_drops", {"duration": 600})
+        by_node = await client.call_tool("list_processes", {"kind": "packet_drop", "group_by": "node", "duration": 600})
+    text = processes.content[0].text  # type: ignore[union-attr]
+    assert "(kernel context) pids 0" in text and "3 drops" in text and "1 drop" in text, text
+    assert "attempt" not in text and "failure" not in text and "destination" not in text, text
+    assert "Processes: (kernel context) 3, python 1" in analysis.content[0].text  # type: ignore[union-attr]
+    grouped = by_node.content[0].text  # type: ignore[union-attr]
+    assert "4 drops" in grouped and "attempt" not in grouped and "failure" not in grouped, grouped
+
+
+def test_plurals_are_english() -> None:
+    from netspy_tui.analysis.describe import _plural
+
+    assert [_plural(1, "process"), _plural(2, "process"), _plural(1, "byte"), _plural(1000, "byte")] == [
+        "1 process", "2 processes", "1 byte", "1,000 bytes"]  # fmt: skip
