@@ -191,6 +191,14 @@ OPTIONS: tuple[Option, ...] = (
         help="replay speed (1 = real time, 0 = instant)",
     ),
     _opt(
+        "--replay-times",
+        runs=_ALL,
+        group=SOURCE,
+        choices=("now", "recorded"),
+        help="now: move the replay's times so its newest event lands now (the default: windows of the last N "
+        "seconds show it); recorded: keep the recording's own times",
+    ),
+    _opt(
         "--record",
         runs=_ALL,
         group=SOURCE,
@@ -590,6 +598,7 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
         "collector": "replay" if ns.replay and not ns.collector else ns.collector,
         "replay": ns.replay,
         "replay_speed": ns.replay_speed,
+        "replay_times": ns.replay_times,
         "raw_rate": ns.raw_rate,
         "record": ns.record,
         "db": ns.db,
@@ -611,6 +620,10 @@ def _settings(ns: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
         settings = settings.model_copy(update={"record": None})
         sources = {**sources, "record": f"{sources['record']}, not used by a one-shot --tool"}
     settings, sources = _server_or_collector(settings, sources, ns.run)
+    for flag, given in (("--replay-speed", ns.replay_speed), ("--replay-times", ns.replay_times)):
+        if given is not None and settings.replay is None:
+            raise UsageError(f"{flag} applies only with --replay: nothing is replayed",
+                             f"add --replay FILE, or drop {flag}")  # fmt: skip
     if ns.run == "tool" and settings.record is not None and settings.replay is None:
         raise UsageError("--record applies to a one-shot --tool only with --replay: it runs no collector",
                          "drop --record, or record a session: netspy-tui serve --record FILE")  # fmt: skip

@@ -109,6 +109,9 @@ class Settings(BaseModel):
     """JSON-lines recording to replay (implies collector=replay)."""
     replay_speed: float = Field(1.0, ge=0)
     """Replay speed multiplier; 0 replays as fast as possible."""
+    replay_times: Literal["now", "recorded"] = "now"
+    """``now``: every replayed time moved by one offset so the recording's newest event lands now (windows of
+    "the last N seconds" show it); ``recorded``: the recording's own times (``--since``/``--until`` as they were)."""
     record: Path | None = None
     """Write every collected event to this JSON-lines file as well."""
     db: Path | None = None

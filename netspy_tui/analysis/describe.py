@@ -3,6 +3,7 @@ strings passed through :func:`netspy_tui.textsafe.clean`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -54,8 +55,13 @@ def summary_text(kind: EventKind, count: int, pid: int | None, command: str | No
 
 
 def time_of_day(event: ConnectionEvent | PacketDropEvent) -> str:
+    """``12:56:30.000`` (UTC) for an event of today, with its date before it for another day's (a replay at
+    its recorded times, a long window)."""
     t = event.time  # (formatted by hand: strftime was a fifth of a 100-event list's text)
-    return f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}"
+    clock = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}"
+    if t.timestamp() // 86400 != time.time() // 86400:
+        return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {clock}"
+    return clock
 
 
 def inbound_cell(e: ConnectionEvent) -> str:

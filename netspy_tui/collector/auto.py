@@ -54,11 +54,12 @@ def _ebpf(raw_rate: int | None = None) -> Collector:
     return EbpfCollector() if raw_rate is None else EbpfCollector(raw_rate=raw_rate)
 
 
-def _replay(path: str | Path | None, speed: float) -> tuple[Collector, str]:
+def _replay(path: str | Path | None, speed: float, times: str = "now") -> tuple[Collector, str]:
     if path is None:
         raise CollectorError("the replay collector needs a recording", "pass --replay FILE")
     pace = "as fast as possible" if speed == 0 else f"at {speed:g}x speed"
-    return ReplayCollector(path, speed=speed), f"replay of {path} {pace}"
+    kept = ", at its recorded times" if times == "recorded" else ""
+    return ReplayCollector(path, speed=speed, rebase=times != "recorded"), f"replay of {path} {pace}{kept}"
 
 
 def open_collector(
@@ -66,6 +67,7 @@ def open_collector(
     *,
     replay_path: str | Path | None = None,
     replay_speed: float = 1.0,
+    replay_times: str = "now",
     procfs_interval: float = 1.0,
     raw_rate: int | None = None,
 ) -> tuple[Collector, str]:
@@ -75,7 +77,7 @@ def open_collector(
     :func:`start_collector` to find out for sure.
     """
     if kind == "replay" or (kind == "auto" and replay_path is not None):
-        return _replay(replay_path, replay_speed)
+        return _replay(replay_path, replay_speed, replay_times)
     if kind == "procfs":
         return ProcfsCollector(procfs_interval), "procfs sampling: requested"
     if kind == "ebpf":
@@ -93,6 +95,7 @@ def start_collector(
     *,
     replay_path: str | Path | None = None,
     replay_speed: float = 1.0,
+    replay_times: str = "now",
     procfs_interval: float = 1.0,
     raw_rate: int | None = None,
 ) -> tuple[Collector, str]:
@@ -103,7 +106,7 @@ def start_collector(
     :class:`CollectorError`.
     """
     if kind == "replay" or (kind == "auto" and replay_path is not None):
-        collector, reason = _replay(replay_path, replay_speed)
+        collector, reason = _replay(replay_path, replay_speed, replay_times)
         collector.start(sink)
         return collector, reason
     if kind == "procfs":

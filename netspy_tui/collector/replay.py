@@ -277,6 +277,12 @@ class ReplayCollector(Collector):
             # seconds, so every event keeps its place in its second (windows are whole seconds)
             shift = utcnow() + timedelta(seconds=duration) - summary.newest_time
             self.offset = timedelta(seconds=math.floor(shift.total_seconds()))
+            if abs(self.offset) >= timedelta(seconds=1):  # (said where users look: server_status's notes)
+                self.notes.append(
+                    f"replay of {self.path}: every time moved {abs(self.offset)} "
+                    f"{'later' if self.offset > timedelta(0) else 'earlier'}, so its newest event lands now "
+                    "(--replay-times recorded keeps the recording's own times)"
+                )
         batch: list[AnyEvent] = []
         batch_due = 0.0
         due = 0.0

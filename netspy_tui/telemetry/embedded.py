@@ -149,6 +149,7 @@ class EmbeddedSource:
         record_log_failure: bool = True,
         replay_path: str | Path | None = None,
         replay_speed: float = 1.0,
+        replay_times: str = "now",
         procfs_interval: float = 1.0,
         raw_rate: int | None = None,
     ) -> EmbeddedSource:
@@ -161,6 +162,7 @@ class EmbeddedSource:
                 source.sink,
                 replay_path=replay_path,
                 replay_speed=replay_speed,
+                replay_times=replay_times,
                 procfs_interval=procfs_interval,
                 raw_rate=raw_rate,
             )
@@ -369,6 +371,7 @@ async def _open_embedded(settings: Settings, db: Path | None, oneshot: bool = Fa
             record_log_failure=not oneshot,  # (a one-shot says a failed recording once, as its exit's one line)
             replay_path=settings.replay,
             replay_speed=settings.replay_speed,
+            replay_times=settings.replay_times,
             procfs_interval=settings.procfs_interval,
             raw_rate=settings.raw_rate,
         )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -216,3 +218,34 @@ def test_a_recording_that_works_is_said_in_server_status(cli: Cli, tmp_path: Pat
     assert run.returncode == 0, run.stderr
     written = len(recording.read_bytes().splitlines())
     assert written and f"Recording to {recording}: {written:,} events written" in run.stdout, run.stdout
+
+
+def test_a_replay_says_it_moved_the_times_and_can_keep_the_recorded_ones(cli: Cli, tmp_path: Path) -> None:
+    """A recording of yesterday replays with its times moved so its newest event lands now (windows of the
+    last N seconds show it), which server_status says; --replay-times recorded keeps them, and --since/--until
+    then find the events at their own times, shown with their date."""
+    old = tmp_path / "yesterday.jsonl"
+    start = datetime(2026, 12, 4, 12, 56, 30, tzinfo=UTC)
+    lines = [connection_json(pid=9, command="curl", time=start + timedelta(seconds=i)) for i in range(3)]
+    old.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    status = cli("--replay", str(old), "--tool", "server_status")
+    assert status.returncode == 0, status.stderr
+    assert f"Note: replay of {old}: every time moved 1 day, " in status.stdout, status.stdout
+    assert "later, so its newest event lands now (--replay-times recorded keeps the recording's own times)" in (
+        status.stdout
+    )
+    window = ["--since", "2026-12-04T12:56:00Z", "--until", "2026-12-04T12:57:00Z"]
+    moved = cli("--replay", str(old), "--tool", "list_connections", *window)
+    assert moved.returncode == 0 and "No connection events" in moved.stdout, moved.stdout
+    kept = cli("--replay", str(old), "--replay-times", "recorded", "--tool", "list_connections", *window)
+    assert kept.returncode == 0, kept.stderr
+    assert "3 of 3 connection events" in kept.stdout and "2026-12-04 12:56:32.000  pid 9" in kept.stdout, kept.stdout
+    kept_status = cli("--replay", str(old), "--replay-times", "recorded", "--tool", "server_status")
+    assert f"Detail: replay of {old} as fast as possible, at its recorded times" in kept_status.stdout
+    assert "every time moved" not in kept_status.stdout
+
+
+def test_replay_flags_without_a_replay_are_refused(cli: Cli) -> None:
+    for flag, value in (("--replay-speed", "2"), ("--replay-times", "recorded")):
+        run = cli(flag, value, "--tool", "server_status")
+        assert f"{flag} applies only with --replay: nothing is replayed" in assert_one_line_error(run, 2)
