@@ -68,6 +68,7 @@ from netspy_tui.mcp_tools.schemas import (
     Until,
     Workload,
     invalid_arguments,
+    time_order_problem,
 )
 from netspy_tui.models import (
     ConnectionEvent,
@@ -386,6 +387,9 @@ class TelemetryServer(MCPServer[ToolContext]):
             problems = _argument_problems(tool.parameters, arguments)
             if problems:
                 raise ToolError(f"Invalid arguments for {name}: " + "; ".join(problems) + ".")
+            order = time_order_problem(name, arguments)  # (each bound alone is the argument model's)
+            if order:
+                raise ToolError(order)
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:

@@ -76,6 +76,14 @@ def test_out_of_range_values_exit_2_with_the_tools_own_bounds(cli: Cli) -> None:
         ),
         (["--since", "\x1b[31myesterday"], "not '\\x1b[31myesterday'"),
         (
+            ["--since", "2026-12-05T13:00:00Z", "--until", "2026-12-05T12:00:00Z"],
+            "Invalid arguments for list_connections: --since must be earlier than --until.",
+        ),
+        (
+            ["--since", "2026-12-05T13:00:00+01:00", "--until", "2026-12-05T12:00:00Z"],
+            "Invalid arguments for list_connections: --since must be earlier than --until.",
+        ),
+        (
             ["--max-events", "99999999999999999999", "--process", ""],
             "--max-events must be <= 1000; --process must not be empty.",
         ),
