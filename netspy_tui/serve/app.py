@@ -583,7 +583,9 @@ class Api:
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         # netspy-tui extension: of one type, only events stored after ``after`` (the ``cursor`` a previous answer
         # gave), so that a poller is sent each event once instead of re-reading the overlap it asks again by time
-        after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False) if kind else -1
+        after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        if after >= 0 and kind is None:
+            raise BadRequest("after needs type (a cursor is one type's): pass type=connection or type=packet_drop")
         events: list[ConnectionEvent | PacketDropEvent] = []
         total = 0
         cursor: int | None = None
