@@ -71,6 +71,7 @@ from netspy_tui.mcp_tools.schemas import (
     time_order_problem,
 )
 from netspy_tui.models import (
+    LOSS_CAUSES,
     ConnectionEvent,
     ConnectionList,
     EventKind,
@@ -623,6 +624,18 @@ async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[An
     return stats, label, losses
 
 
+def _latency_loss_note(losses: dict[str, int]) -> str:
+    """What the window's lost raw events mean for connect latency (``LatencyReport.counts_exact`` is False then):
+    it is measured on the raw events kept, so a connect whose event was shed or lost is in none of its figures.
+    (The generic :func:`describe.loss_note` calls a shed exact: true of the counts kept apart, not of latency.)"""
+    parts = [f"{n:,} {LOSS_CAUSES.get(cause, (cause.replace('_', ' '), False))[0]}"
+             for cause, n in sorted(losses.items(), key=lambda kv: -kv[1]) if n]  # fmt: skip
+    if not parts:
+        return ""
+    return (f"Note: {', '.join(parts)} in this window; latency is measured on the raw events kept, so these "
+            "figures leave those connects out: the counts are short and the percentiles are of the rest.")  # fmt: skip
+
+
 def _group(key: str, stats: WindowStats) -> GroupStat:
     return GroupStat(key=key, attempts=stats.total, failures=sum(p.failures for p in stats.processes),
                      processes=[p.command for p in stats.processes[:10]])  # fmt: skip
@@ -940,7 +953,7 @@ def create_server(
         timed out, in microseconds): p50/p95/max per process and per destination, slowest first."""
         stats, label, losses = await _extension(ctx, "connect_latency", LatencyStats, pid, process_name, duration,
                                                 limit, ("shed", "ring_full"), node, workload)  # fmt: skip
-        text = describe.with_notes(describe.latency_text(stats), describe.loss_note(losses))
+        text = describe.with_notes(describe.latency_text(stats), _latency_loss_note(losses))
         return _result(LatencyReport(text=text, stats=stats, source=label, losses=losses,
                                      counts_exact=not losses), text)  # fmt: skip
 
