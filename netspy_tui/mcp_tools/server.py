@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -661,11 +662,16 @@ async def _workload_groups(tc: ToolContext, source: TelemetrySource, scope: Scop
     """``list_processes`` by workload: this host's processes by their cgroups, or the events' own
     ``workload`` field (an aggregator's agents, a server); events that do not say one are ``unknown``."""
     groups = []
+    unnamed: list[str] = []  # the commands of the events no group has, busiest first
     if await tc.live_workloads():
+        named: set[int] = set()
         for name, pids in (await tc.pids_by_workload(scope)).items():
-            part = await PidsView(source, pids).stats(scope, top_n=1, buckets=1)
+            view = PidsView(source, pids)
+            named.update(view.pids)
+            part = await view.stats(scope, top_n=1, buckets=1)
             if part.total:
                 groups.append(_group(name, part))
+        unnamed = [p.command for p in stats.processes if not named.issuperset(p.pids)]
     else:
         info = await source_info(source)
         if info.kind == "embedded" and info.generation != "aggregator":
@@ -679,9 +685,12 @@ async def _workload_groups(tc: ToolContext, source: TelemetrySource, scope: Scop
             part = await source.stats(dataclasses.replace(scope, workload=name), top_n=1, buckets=1)
             if part.total:
                 groups.append(_group(name, part))
+        without = Counter(e.command for e in page.events if not getattr(e, "workload", None))
+        unnamed = [command for command, _ in without.most_common()]
     rest = stats.total - sum(g.attempts for g in groups)
-    if rest > 0:
-        groups.append(GroupStat(key="unknown", attempts=rest, failures=0))
+    if rest > 0:  # the window's events no group has: its exact figures less the groups' (failures too)
+        failures = sum(p.failures for p in stats.processes) - sum(g.failures for g in groups)
+        groups.append(GroupStat(key="unknown", attempts=rest, failures=max(0, failures), processes=unnamed[:10]))
     return groups
 
 
