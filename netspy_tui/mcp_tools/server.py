@@ -122,6 +122,10 @@ READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotent
 S = TypeVar("S", Scope, EventQuery)
 #: processes whose workloads a workload filter or grouping looks at, for a list (no window of its own)
 WORKLOAD_LOOKBACK = 3600
+#: A one-host eBPF server's events do not say their workload (its host knows them: netspy-tui serve's /mcp does).
+_REMOTE_WORKLOADS = ("{what} the processes' own host: this eBPF server's events do not say their workload; "
+                     "ask the server's own MCP tools (netspy-tui serve answers MCP at /mcp), or filter by pid or "
+                     "process_name.")  # fmt: skip
 #: events read to find the workloads a source's events name (group_by='workload' off this host)
 STATS_EVENTS = 10_000
 
@@ -201,6 +205,8 @@ class ToolContext:
                 "workload filters need this host's live collector (eBPF or procfs): the processes of a "
                 "recording or history are not this host's now; filter by pid or process_name instead."
             )
+        if info.kind == "http" and info.generation != "aggregator":
+            raise ToolError(_REMOTE_WORKLOADS.format(what="workload filters need"))
         return source, scope
 
     async def pids_by_workload(self, scope: Scope) -> dict[str, list[int]]:
@@ -677,6 +683,8 @@ async def _workload_groups(tc: ToolContext, source: TelemetrySource, scope: Scop
         if info.kind == "embedded" and info.generation != "aggregator":
             raise ToolError("group_by='workload' needs this host's live collector (eBPF or procfs), an aggregator "
                             "or a server whose events carry their workload.")  # fmt: skip
+        if info.kind == "http" and info.generation != "aggregator":
+            raise ToolError(_REMOTE_WORKLOADS.format(what="group_by='workload' needs"))
         now = utcnow()
         page = await source.query(EventQuery(scope.kind, since=now - timedelta(seconds=scope.window + 1),
                                              limit=STATS_EVENTS, node=scope.node, workload=scope.workload))  # fmt: skip
