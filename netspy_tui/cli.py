@@ -390,7 +390,8 @@ TOOL_FLAGS: dict[str, tuple[str, ...]] = {
     "list_connections": ("pid", "process", "max_events", "since", "until", "node", "workload", "direction"),
     "list_packet_drops": ("pid", "process", "max_events", "since", "until", "node", "workload"),
     "list_processes": ("duration", "group_by", "node", "workload"),
-    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "node", "workload")),
+    # (kept per process, not per workload: they take no --workload)
+    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "node")),
     "server_status": (),
     "ai_insights": ("summary_text",),
     "contextual_analysis": ("query", "pid", "process", "duration", "node", "workload"),

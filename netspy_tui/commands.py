@@ -98,14 +98,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "get_traffic",
         "traffic [--pid N] [--process NAME] [--duration S] [--limit N]",
         "bytes sent and read per process, remote address and connection",
-        (*_FILTERS, "--duration", "--limit"),
+        ("--pid", "--process", "--node", "--duration", "--limit"),  # (kept per process: no --workload)
     ),
     CommandSpec(
         "latency",
         "get_connect_latency",
         "latency [--pid N] [--process NAME] [--duration S] [--limit N]",
         "how long TCP connects take, per process and destination",
-        (*_FILTERS, "--duration", "--limit"),
+        ("--pid", "--process", "--node", "--duration", "--limit"),  # (kept per process: no --workload)
     ),
     CommandSpec("status", "server_status", "status", "data source, health and eBPF programs"),
     CommandSpec(

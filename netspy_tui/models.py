@@ -546,6 +546,9 @@ class SourceInfo(BaseModel):
     """What the collector cannot do on this kernel, one line each (a missing tracepoint, no BTF)."""
     nodes: dict[str, int] | None = None
     """An aggregator's nodes (``serve --aggregate``): events stored per node; None for one host."""
+    node: str | None = None
+    """The node a one-host server says it is (netspy-tui ``serve``'s ``/health`` ``node``): the one name its
+    ``node`` filter accepts. None: not said (another eBPF server, an aggregator, this host's own collector)."""
 
     @property
     def status(self) -> Literal["healthy", "degraded", "unhealthy"]:

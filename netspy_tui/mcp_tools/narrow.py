@@ -5,18 +5,18 @@ say them (an aggregator's per-node stores, an eBPF server's ``k8s_node_name``, e
 ``workload``). This host's own collector stores neither: every event is this node's, and a
 process's workload is read from its cgroup. So here:
 
-- ``node`` is checked against the nodes the source has (an aggregator's, or this host's own name);
-  an unknown node is an error naming the known ones. On one host the filter is then dropped (it
-  keeps everything) — on an aggregator it is passed down.
+- ``node`` is checked against the nodes the source has (an aggregator's, this host's own name, or the
+  name a netspy-tui ``serve`` says is its own); an unknown node is an error naming the known ones. On one
+  host the filter is then dropped (it keeps everything) — on an aggregator it is passed down.
 - ``workload`` on this host's live collector becomes the pids that run in it (of the processes in
-  the window), and the figures are the sums of those pids' exact ones (:class:`PidsView`).
+  the window), and the figures are the sums of those pids' exact ones (:class:`PidsView`). A remote
+  one-host server's events do not say their workload: the filter is refused there (its own ``/mcp`` has it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,7 +26,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats
 from netspy_tui.models import EventPage, EventQuery, Scope, SourceInfo, WindowStats
-from netspy_tui.names.workload import k8s_identity
+from netspy_tui.names.workload import host_node
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
@@ -67,14 +67,10 @@ async def source_label(source: TelemetrySource) -> str:
     return label if isinstance(label, str) else (await source_info(source)).label
 
 
-def host_node() -> str:
-    """This host's node name: the downward API's in a pod, else the host name (as ``serve --forward`` sends it)."""
-    return k8s_identity().get("k8s_node_name") or socket.gethostname()
-
-
 async def known_nodes(source: TelemetrySource) -> list[str] | None:
     """The nodes ``source`` has events of: an aggregator's (sorted), this host's for the embedded
-    collector, None when a plain remote server cannot say (its events carry their node, or none)."""
+    collector, a netspy-tui ``serve``'s own (its ``/health`` says it), None when another remote server
+    cannot say (its events carry their node, or none)."""
     method = getattr(source, "known_nodes", None)
     if callable(method):
         return list(method())
@@ -85,6 +81,8 @@ async def known_nodes(source: TelemetrySource) -> list[str] | None:
         return sorted(stats.events_by_node) if stats is not None else []
     if info.kind == "embedded":
         return [host_node()]
+    if info.node is not None and info.generation != "aggregator":
+        return [info.node]
     return None
 
 

@@ -245,10 +245,28 @@ def _arguments_model(names: frozenset[str]) -> type[BaseModel]:
     return create_model("Arguments", **fields)
 
 
+def time_order_problem(tool: str, arguments: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str | None:
+    """The sentence for a ``since`` that is not earlier than ``until`` (an empty window: a mistake, not a question
+    whose answer is "nothing"), as a server's ``/api/events`` refuses it; None otherwise (or when either is absent or
+    not a time: its own bound says so)."""
+    since, until = arguments.get("since"), arguments.get("until")
+    if not isinstance(since, str) or not isinstance(until, str):
+        return None
+    try:
+        earlier = parse_time(since) < parse_time(until)
+    except ValueError:
+        return None
+    if earlier:
+        return None
+    shown = names or {}
+    return (f"Invalid arguments for {tool}: {shown.get('since', 'since')} must be earlier than "
+            f"{shown.get('until', 'until')}.")  # fmt: skip
+
+
 def argument_problem(tool: str, arguments: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str | None:
     """None when ``arguments`` are within the tools' bounds, else the sentence the tool would answer."""
     try:
         _arguments_model(frozenset(arguments)).model_validate(dict(arguments))
     except ValidationError as exc:
         return invalid_arguments(tool, exc, names)
-    return None
+    return time_order_problem(tool, arguments, names)

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -68,8 +69,10 @@ from netspy_tui.mcp_tools.schemas import (
     Until,
     Workload,
     invalid_arguments,
+    time_order_problem,
 )
 from netspy_tui.models import (
+    LOSS_CAUSES,
     ConnectionEvent,
     ConnectionList,
     EventKind,
@@ -119,6 +122,10 @@ READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotent
 S = TypeVar("S", Scope, EventQuery)
 #: processes whose workloads a workload filter or grouping looks at, for a list (no window of its own)
 WORKLOAD_LOOKBACK = 3600
+#: A one-host eBPF server's events do not say their workload (its host knows them: netspy-tui serve's /mcp does).
+_REMOTE_WORKLOADS = ("{what} the processes' own host: this eBPF server's events do not say their workload; "
+                     "ask the server's own MCP tools (netspy-tui serve answers MCP at /mcp), or filter by pid or "
+                     "process_name.")  # fmt: skip
 #: events read to find the workloads a source's events name (group_by='workload' off this host)
 STATS_EVENTS = 10_000
 
@@ -198,6 +205,8 @@ class ToolContext:
                 "workload filters need this host's live collector (eBPF or procfs): the processes of a "
                 "recording or history are not this host's now; filter by pid or process_name instead."
             )
+        if info.kind == "http" and info.generation != "aggregator":
+            raise ToolError(_REMOTE_WORKLOADS.format(what="workload filters need"))
         return source, scope
 
     async def pids_by_workload(self, scope: Scope) -> dict[str, list[int]]:
@@ -386,6 +395,9 @@ class TelemetryServer(MCPServer[ToolContext]):
             problems = _argument_problems(tool.parameters, arguments)
             if problems:
                 raise ToolError(f"Invalid arguments for {name}: " + "; ".join(problems) + ".")
+            order = time_order_problem(name, arguments)  # (each bound alone is the argument model's)
+            if order:
+                raise ToolError(order)
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:
@@ -619,6 +631,18 @@ async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[An
     return stats, label, losses
 
 
+def _latency_loss_note(losses: dict[str, int]) -> str:
+    """What the window's lost raw events mean for connect latency (``LatencyReport.counts_exact`` is False then):
+    it is measured on the raw events kept, so a connect whose event was shed or lost is in none of its figures.
+    (The generic :func:`describe.loss_note` calls a shed exact: true of the counts kept apart, not of latency.)"""
+    parts = [f"{n:,} {LOSS_CAUSES.get(cause, (cause.replace('_', ' '), False))[0]}"
+             for cause, n in sorted(losses.items(), key=lambda kv: -kv[1]) if n]  # fmt: skip
+    if not parts:
+        return ""
+    return (f"Note: {', '.join(parts)} in this window; latency is measured on the raw events kept, so these "
+            "figures leave those connects out: the counts are short and the percentiles are of the rest.")  # fmt: skip
+
+
 def _group(key: str, stats: WindowStats) -> GroupStat:
     return GroupStat(key=key, attempts=stats.total, failures=sum(p.failures for p in stats.processes),
                      processes=[p.command for p in stats.processes[:10]])  # fmt: skip
@@ -644,16 +668,23 @@ async def _workload_groups(tc: ToolContext, source: TelemetrySource, scope: Scop
     """``list_processes`` by workload: this host's processes by their cgroups, or the events' own
     ``workload`` field (an aggregator's agents, a server); events that do not say one are ``unknown``."""
     groups = []
+    unnamed: list[str] = []  # the commands of the events no group has, busiest first
     if await tc.live_workloads():
+        named: set[int] = set()
         for name, pids in (await tc.pids_by_workload(scope)).items():
-            part = await PidsView(source, pids).stats(scope, top_n=1, buckets=1)
+            view = PidsView(source, pids)
+            named.update(view.pids)
+            part = await view.stats(scope, top_n=1, buckets=1)
             if part.total:
                 groups.append(_group(name, part))
+        unnamed = [p.command for p in stats.processes if not named.issuperset(p.pids)]
     else:
         info = await source_info(source)
         if info.kind == "embedded" and info.generation != "aggregator":
             raise ToolError("group_by='workload' needs this host's live collector (eBPF or procfs), an aggregator "
                             "or a server whose events carry their workload.")  # fmt: skip
+        if info.kind == "http" and info.generation != "aggregator":
+            raise ToolError(_REMOTE_WORKLOADS.format(what="group_by='workload' needs"))
         now = utcnow()
         page = await source.query(EventQuery(scope.kind, since=now - timedelta(seconds=scope.window + 1),
                                              limit=STATS_EVENTS, node=scope.node, workload=scope.workload))  # fmt: skip
@@ -662,9 +693,12 @@ async def _workload_groups(tc: ToolContext, source: TelemetrySource, scope: Scop
             part = await source.stats(dataclasses.replace(scope, workload=name), top_n=1, buckets=1)
             if part.total:
                 groups.append(_group(name, part))
+        without = Counter(e.command for e in page.events if not getattr(e, "workload", None))
+        unnamed = [command for command, _ in without.most_common()]
     rest = stats.total - sum(g.attempts for g in groups)
-    if rest > 0:
-        groups.append(GroupStat(key="unknown", attempts=rest, failures=0))
+    if rest > 0:  # the window's events no group has: its exact figures less the groups' (failures too)
+        failures = sum(p.failures for p in stats.processes) - sum(g.failures for g in groups)
+        groups.append(GroupStat(key="unknown", attempts=rest, failures=max(0, failures), processes=unnamed[:10]))
     return groups
 
 
@@ -936,7 +970,7 @@ def create_server(
         timed out, in microseconds): p50/p95/max per process and per destination, slowest first."""
         stats, label, losses = await _extension(ctx, "connect_latency", LatencyStats, pid, process_name, duration,
                                                 limit, ("shed", "ring_full"), node, workload)  # fmt: skip
-        text = describe.with_notes(describe.latency_text(stats), describe.loss_note(losses))
+        text = describe.with_notes(describe.latency_text(stats), _latency_loss_note(losses))
         return _result(LatencyReport(text=text, stats=stats, source=label, losses=losses,
                                      counts_exact=not losses), text)  # fmt: skip
 

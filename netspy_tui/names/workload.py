@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -190,6 +191,12 @@ def k8s_identity(environ: os._Environ[str] | dict[str, str] | None = None) -> di
                 out[field] = env[name]
                 break
     return out
+
+
+def host_node() -> str:
+    """This host's node name: the downward API's in a pod, else the host name (as ``serve --forward`` sends it,
+    ``serve``'s ``/health`` says it and the tools' ``node`` filter takes it)."""
+    return k8s_identity().get("k8s_node_name") or socket.gethostname()
 
 
 #: directories a cgroup walk reads at most (a host has hundreds; a busy Kubernetes node thousands)

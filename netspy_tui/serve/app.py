@@ -84,7 +84,7 @@ from netspy_tui.models import (
     format_time,
     utcnow,
 )
-from netspy_tui.names.workload import k8s_identity
+from netspy_tui.names.workload import host_node, k8s_identity
 from netspy_tui.serve.hosts import HostGuardMiddleware, HostPolicy
 from netspy_tui.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from netspy_tui.serve.metrics import MetricsExporter, counted_of
@@ -509,7 +509,9 @@ class Api:
         if info.collector:
             payload["collector"] = info.collector
         if info.kind == "embedded":
-            # netspy-tui extensions: what was lost or shed, by cause, since start and in the last minute
+            # netspy-tui extensions: the node this is (the one name the tools' node filter takes over --server);
+            # what was lost or shed, by cause, since start and in the last minute
+            payload["node"] = host_node()
             payload["events_lost"] = info.events_lost
             payload["losses"] = info.losses
             payload["recent_losses"] = info.recent_losses
@@ -576,6 +578,9 @@ class Api:
         for name in _K8S_FILTERS:
             if params._raw(name) is not None:
                 raise BadRequest(f"{name} is not supported: this server has no Kubernetes metadata")
+        if params._raw("workload") is not None:
+            raise BadRequest("workload is not supported: this server's events do not carry their workload; its MCP "
+                             "tools at /mcp take workload (this host's processes by cgroup)")  # fmt: skip
         kind = params.kind()
         pid = params.pid()
         command = params.command()
@@ -583,7 +588,9 @@ class Api:
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         # netspy-tui extension: of one type, only events stored after ``after`` (the ``cursor`` a previous answer
         # gave), so that a poller is sent each event once instead of re-reading the overlap it asks again by time
-        after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False) if kind else -1
+        after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        if after >= 0 and kind is None:
+            raise BadRequest("after needs type (a cursor is one type's): pass type=connection or type=packet_drop")
         events: list[ConnectionEvent | PacketDropEvent] = []
         total = 0
         cursor: int | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from netspy_tui.models import (
 )
 from netspy_tui.textsafe import clean, first_line, redact_url, url_secrets
 
+#: a node name as the tools' node filter takes it (a server's ``/health`` ``node`` that is not one is not used)
+_NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "http://localhost:8080"
@@ -319,6 +322,7 @@ class HttpSource:
             forwarding = extra.get("forwarding")  # (a netspy-tui agent's: serve --forward's state)
             recording = extra.get("recording")  # (a netspy-tui server's: serve --record's state)
             collector = extra.get("collector")
+            node = extra.get("node")  # (a netspy-tui server's: the node it is, the one its node filter takes)
             by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
             nodes = {str(k): v for k, v in by_node.items() if isinstance(v, int)} if isinstance(by_node, dict) else None
             if recent:
@@ -333,6 +337,7 @@ class HttpSource:
                 recent_losses=recent,
                 events_lost=health.events_lost or sum(losses.values()),
                 nodes=nodes,
+                node=node if isinstance(node, str) and gen != "aggregator" and _NODE_NAME.match(node) else None,
                 forwarding=forwarding if isinstance(forwarding, dict) else None,
                 recording=recording if isinstance(recording, dict) else None,
                 collector=clean(collector, 80) if isinstance(collector, str) else None,

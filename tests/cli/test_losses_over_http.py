@@ -102,3 +102,18 @@ def test_without_since_the_empty_lists_note_names_the_week_it_counted_by_dates(r
     assert found, out.stdout
     start, end = (datetime.strptime(x, "%Y-%m-%d %H:%M").replace(tzinfo=UTC) for x in found.groups())
     assert end - start == timedelta(days=7) and abs(datetime.now(UTC) - end) < timedelta(minutes=2)
+
+
+def test_connect_latency_over_http_says_what_shed_events_mean_for_it(run_cli, server_url):
+    """Latency is measured on the raw events kept: a shed one is a connect missing from its figures, so its note
+    does not call the counts exact (the other tools' counts are kept apart from the raw events; latency's are not),
+    and agrees with its ``counts_exact``."""
+    out = run_cli("--server", server_url, "--tool", "get_connect_latency", "--duration", "600")
+    assert out.returncode == 0, out.stderr
+    assert "Note: 44 raw events shed under load in this window; latency is measured on the raw events kept, so " \
+           "these figures leave those connects out: the counts are short and the percentiles are of the rest." \
+           in out.stdout  # fmt: skip
+    assert "counts are exact" not in out.stdout
+    data = json.loads(run_cli("--server", server_url, "--tool", "get_connect_latency", "--duration", "600",
+                              "--json").stdout)["data"]  # fmt: skip
+    assert data["losses"] == {"shed": 44} and data["counts_exact"] is False

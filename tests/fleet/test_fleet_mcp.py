@@ -201,3 +201,37 @@ async def _test_on_one_host_a_workload_is_its_pids_and_the_node_is_this_host(hos
     assert "no process of workload 'docker zzz'" in text and "'docker aaa', 'ssh.service'" in text
     text = await error(host_client, "list_connections", node="elsewhere")
     assert f"its nodes: {host_node()}" in text
+
+
+# --- the "unknown" workload group: the events no workload names --------------------------------------
+
+
+async def test_the_unknown_workload_group_has_its_failures_and_processes_on_one_host() -> None:
+    """A process gone before its cgroup was read (a short script's connects refused) is in ``unknown``: its
+    refusals are that group's failures (they were 0) and its name is among the group's processes."""
+    events = [connection(pid=1, command="curl", port=p, ago=5, return_code=-111 if p == 0 else 0) for p in range(4)]
+    events += [connection(pid=900 + i, command="python3", port=1, ago=5, return_code=-111) for i in range(26)]
+    events += [connection(pid=950, command="probe", port=80, ago=5)]
+    cgroups = _Cgroups({1: "docker aaa"})
+    async with Client(create_server(_LiveHost(events), workloads=cgroups)) as client:  # type: ignore[arg-type]
+        groups = await call(client, "list_processes", group_by="workload")
+    assert [(g["key"], g["attempts"], g["failures"], g["processes"]) for g in groups["groups"]] == [
+        ("unknown", 27, 26, ["python3", "probe"]), ("docker aaa", 4, 1, ["curl"]),
+    ]  # fmt: skip
+    assert "26 failures" in groups["text"] and "python3, probe" in groups["text"]
+
+
+async def test_the_unknown_workload_group_has_its_failures_and_processes_on_an_aggregator() -> None:
+    """Events an agent sent without a workload are ``unknown`` on the aggregator, with their own failures."""
+    extra = [{**connection_json(pid=40, command="python3", port=1, ago=5, return_code=-111), "k8s_node_name": "node-c"}
+             for _ in range(26)]  # fmt: skip
+    fleet = FleetStore(None)
+    assert not fleet.ingest(fleet_events() + extra).rejected
+    try:
+        async with Client(create_server(FleetSource(fleet))) as client:
+            groups = await call(client, "list_processes", group_by="workload")
+    finally:
+        fleet.close()
+    unknown = [g for g in groups["groups"] if g["key"] == "unknown"]
+    assert [(g["attempts"], g["failures"], g["processes"]) for g in unknown] == [(26, 26, ["python3"])]
+    assert sum(g["failures"] for g in groups["groups"]) == 4 + 26  # each of FLEET's rows has one refused connect

@@ -76,6 +76,14 @@ def test_out_of_range_values_exit_2_with_the_tools_own_bounds(cli: Cli) -> None:
         ),
         (["--since", "\x1b[31myesterday"], "not '\\x1b[31myesterday'"),
         (
+            ["--since", "2026-12-05T13:00:00Z", "--until", "2026-12-05T12:00:00Z"],
+            "Invalid arguments for list_connections: --since must be earlier than --until.",
+        ),
+        (
+            ["--since", "2026-12-05T13:00:00+01:00", "--until", "2026-12-05T12:00:00Z"],
+            "Invalid arguments for list_connections: --since must be earlier than --until.",
+        ),
+        (
             ["--max-events", "99999999999999999999", "--process", ""],
             "--max-events must be <= 1000; --process must not be empty.",
         ),
@@ -102,6 +110,15 @@ def test_flags_that_do_not_apply_are_refused_with_exit_2(cli: Cli) -> None:
             "--tool list_processes takes no --pid (its flags: --duration, --group-by, --node, --workload)",
         ),
         (["--tool", "list_connections", "--window", "60"], "--window does not apply to --tool"),
+        # traffic and latency are kept per process: the flags the refusal lists are the ones that work
+        (
+            ["--tool", "get_traffic", "--workload", "host"],
+            "--tool get_traffic takes no --workload (its flags: --pid, --process, --duration, --node)",
+        ),
+        (
+            ["--tool", "get_connect_latency", "--workload", "host"],
+            "--tool get_connect_latency takes no --workload (its flags: --pid, --process, --duration, --node)",
+        ),
         (["repl", "--interval", "2"], "--interval does not apply to repl (it is an option of the dashboard)"),
         (["serve", "--bogus"], "unrecognized arguments: --bogus (see netspy-tui serve --help)"),
         (["tui", "--json"], "--json does not apply to the dashboard"),

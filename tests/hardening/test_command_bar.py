@@ -24,6 +24,12 @@ GARBAGE = [
     ("list --pid 99999999999999999999999999", "pid must be <= 4194304"),
     ("list --pid -5", "--pid must be a positive number"),
     ("summary --since 2026-01-01", "'summary' has no option --since"),
+    ("traffic --workload host", "'traffic' has no option --workload"),
+    ("latency --workload host", "'latency' has no option --workload"),
+    (
+        "list --since 2026-12-05T13:00:00Z --until 2026-12-05T12:00:00Z",
+        "Invalid arguments for list_connections: since must be earlier than until.",
+    ),
     (
         "list --since 9999-99-99T99:99:99Z",
         "Invalid arguments for list_connections: since must be an RFC3339 time (e.g. "

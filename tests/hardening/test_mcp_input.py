@@ -49,6 +49,17 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("list_connections", {"since": HUGE}, "since must be at most 64 characters"),
     ("list_connections", {"since": 1700000000}, "since: Input should be a valid string"),
     ("list_connections", {"max_events": False}, "max_events must be a whole number"),
+    # an empty or backward window is a mistake, refused as the server's /api/events refuses it (not "no events")
+    (
+        "list_connections",
+        {"since": "2026-12-05T13:00:00Z", "until": "2026-12-05T12:00:00Z"},
+        "since must be earlier than until",
+    ),
+    (
+        "list_packet_drops",
+        {"since": "2026-12-05T12:00:00Z", "until": "2026-12-05T12:00:00Z"},
+        "since must be earlier than until",
+    ),
     ("list_processes", {"kind": "everything"}, "kind: Input should be 'connection' or 'packet_drop'"),
     ("list_processes", {"limit": 0, "kind": None}, "limit must be >= 1"),
     ("ai_insights", {"summary_text": None}, "summary_text: Input should be a valid string"),

@@ -52,6 +52,23 @@ def test_every_endpoint_over_a_real_socket(live: BackgroundServer) -> None:
         assert (bad.status_code, bad.text) == (400, "limit must be an integer, got 'many'\n")
 
 
+def test_the_events_cursor_is_checked_with_or_without_a_type(live: BackgroundServer) -> None:
+    """``after`` is never ignored: a bad one is a 400 whether or not ``type`` is given, and a good one without
+    ``type`` (a cursor is one type's) is a 400 saying to pass it, not every event as if it were not there."""
+    with httpx.Client(base_url=live.url, timeout=5) as client:
+        for query in ({"after": "abc"}, {"after": "abc", "type": "connection"}):
+            bad = client.get("/api/events", params=query)
+            assert (bad.status_code, bad.text) == (400, "after must be an integer, got 'abc'\n"), query
+        assert client.get("/api/events", params={"after": "-1"}).status_code == 400
+        untyped = client.get("/api/events", params={"after": "0"})
+        assert (untyped.status_code, untyped.text) == (
+            400,
+            "after needs type (a cursor is one type's): pass type=connection or type=packet_drop\n",
+        )
+        typed = client.get("/api/events", params={"after": "0", "type": "connection"})
+        assert typed.status_code == 200 and typed.json()["count"] == 5
+
+
 async def test_the_products_http_client_reads_the_served_api(live: BackgroundServer) -> None:
     """netspy-tui's own HttpSource, pointed at netspy-tui serve, sees what the source holds."""
     held = live.app.state.source  # type: ignore[attr-defined]
