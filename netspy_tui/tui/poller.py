@@ -432,6 +432,7 @@ class Poller:
             connections=connections,
             drops=self._drops.frozen(),
             connections_whole=self._conns.whole(cutoff) and self._inbound.whole(cutoff) and held == len(connections),
+            inbound_held=len(self._inbound.events),
             drops_whole=self._drops.whole(cutoff),
             processes=processes,
             patterns=patterns,

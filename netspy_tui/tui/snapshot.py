@@ -54,6 +54,9 @@ class Snapshot:
     by the source): their count is the window's, whatever a summary read at another moment says."""
     drops_whole: bool = False
     """The same for ``drops``."""
+    inbound_held: int = 0
+    """Accepted connections held (``connections`` merges them with the connect() attempts, whose window count the
+    pattern analysis gives): what the Connections tab's "latest N of M" adds to that count."""
     traffic: TrafficReport | None = None
     """Bytes per process, remote and connection (``get_traffic``): fetched only while the Traffic view is shown."""
     latency: LatencyReport | None = None

@@ -69,3 +69,31 @@ async def test_a_source_that_sees_no_accepts_shows_no_dir_column_and_the_destina
             assert "Outcome" in header and "PID" in header and "Dir" not in header
             assert not app.dashboard.connections.shows_direction
             assert any("93.184.216.34:443 " in line for line in screen_text(app).splitlines())  # (not cut at 80)
+
+
+async def test_the_tab_counts_accepted_connections_when_the_table_keeps_only_the_latest() -> None:
+    """Three connects and three accepts in the window, a table that keeps four rows: the tab says it shows the
+    latest 4 of 6 (the pattern analysis counts the connects only; the accepts held are added)."""
+    from netspy_tui.store.sqlite import EventStore
+    from netspy_tui.telemetry.embedded import EmbeddedSource
+    from tests.factories import connection
+
+    now = datetime.now(UTC)
+    store = EventStore(None)
+    source = EmbeddedSource(None, store)
+    second = int(now.timestamp()) - 2
+    store.add_events([connection(pid=7, command="curl", port=80 + i, ago=3 - i * 0.1) for i in range(3)])
+    with store._write_lock:
+        store._writer.execute("BEGIN IMMEDIATE")
+        T.write(store._writer, [(second, 101, "nginx", "TCP", "10.0.0.2", 443, "192.0.2.4", 60000 + i, DIR_ACCEPT,
+                                 1, 1, second * NS + i, second * NS + i) for i in range(3)])  # fmt: skip
+        store._writer.execute("COMMIT")
+    try:
+        async with open_gateway(source) as gateway:
+            app = NetspyApp(gateway, interval=0.2, max_rows=4)
+            async with app.run_test(size=(120, 35)) as pilot:
+                d = app.dashboard
+                await wait_for(pilot, lambda: d.connections.row_count == 4, "the latest four rows")
+                await wait_for(pilot, lambda: "Connections (latest 4 of 6)" in screen_text(app), "the tab's count")
+    finally:
+        await source.aclose()

@@ -142,3 +142,38 @@ def test_the_help_reads_at_80_columns() -> None:
     text = " ".join(console.export_text().split())
     for spec in COMMANDS:
         assert " ".join(spec.help.split()[:4]) in text, spec.usage
+
+
+async def test_d_from_traffic_shows_drops_and_a_cancelled_command_leaves_the_bar_empty() -> None:
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await SCENES["main"](pilot)
+        d = app.dashboard
+        await pilot.press("t")
+        await pilot.pause()
+        assert d.view == "traffic"
+        await pilot.press("d")  # (the help: "d switch between connections and packet drops")
+        await pilot.pause()
+        assert d.view == "drops"
+        await wait_for(pilot, lambda: shown(d.drops), "the drop table")
+        await pilot.press("d")
+        await pilot.pause()
+        assert d.view == "connections"
+
+        bar = d.query_one("#command-bar", Input)
+        await pilot.press("colon", "a", "b", "c", "escape")
+        await pilot.pause()
+        assert not bar.display
+        await pilot.press("colon")
+        await pilot.pause()
+        assert bar.display and bar.value == ""  # (not "abc": the next command would be "abcsummary")
+        await pilot.press("escape")
+
+
+def test_a_narrow_pid_column_keeps_the_first_pid_and_a_traffic_pid_has_no_separator() -> None:
+    from netspy_tui.tui.widgets.processes import _pids_text
+    from netspy_tui.tui.widgets.traffic import _pid
+
+    assert _pids_text(list(range(5504, 5504 + 37)), 6) == "5504+"  # (not "+37": which processes?)
+    assert _pids_text([4194304, 5], 6) == "+2"
+    assert _pid(29570).plain == "29570"

@@ -293,7 +293,10 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             conns = tab_label(
                 "Connections",
                 self.connections.row_count,
-                snap.patterns.stats.total if same and snap.patterns and not snap.connections_whole else None,
+                # (the attempts' count is the pattern analysis's; the accepted connections held are added to it)
+                snap.patterns.stats.total + snap.inbound_held
+                if same and snap.patterns and not snap.connections_whole
+                else None,
                 len(held) if narrowed and not snap.connections_whole else None,
             )
             drops = tab_label(
@@ -420,6 +423,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         command = self.query_one("#command-bar", CommandInput)
         question = self.query_one("#question-bar", Input)
         if command.has_focus:
+            command.value = ""  # (cancelled: the next ':' starts empty, as the question bar does)
             command.display = False
             self.focus_active_table()
         elif question.has_focus or question.display:

@@ -175,7 +175,8 @@ class ViewState(InputKeys):
 
     def action_toggle_drops(self) -> None:
         tabs = self.query_one("#views", TabbedContent)
-        self._show_view(tabs, "drops-tab" if tabs.active == "connections-tab" else "connections-tab")
+        # (d from any other view goes to the drops, as the help says; from the drops back to the connections)
+        self._show_view(tabs, "connections-tab" if tabs.active == "drops-tab" else "drops-tab")
 
     def action_toggle_traffic(self) -> None:
         tabs = self.query_one("#views", TabbedContent)

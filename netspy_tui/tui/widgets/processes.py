@@ -86,11 +86,14 @@ def _rate(rates: dict[str, TrafficProcess] | None, command: str, attr: str) -> t
 
 
 def _pids_text(pids: Sequence[int], width: int = 13) -> str:
-    """As many pids as fit in ``width`` cells, then ``+N`` for the rest."""
+    """As many pids as fit in ``width`` cells, then ``+N`` for the rest; in a narrow column the first pid and a
+    ``+`` (more), the count alone only when not even that fits."""
     for shown in range(len(pids), 0, -1):
         text = ",".join(str(p) for p in pids[:shown]) + (f"+{len(pids) - shown}" if shown < len(pids) else "")
         if len(text) <= width:
             return text
+    if pids and len(str(pids[0])) + 1 <= width:
+        return f"{pids[0]}+"
     return f"+{len(pids)}" if pids else ""
 
 

@@ -112,6 +112,11 @@ def _count(n: int) -> Cell:
     return cell(f"{n:,}", 12, justify="right", sort_key=n)
 
 
+def _pid(n: int) -> Cell:
+    """A pid as the kernel writes it (``29570``: with a thousands separator it reads as two pids in a list)."""
+    return cell(str(n), 12, justify="right", sort_key=n)
+
+
 def _us(n: int) -> Cell:
     return cell(duration_us(n), 12, justify="right", sort_key=n)
 
@@ -191,7 +196,7 @@ def _flow_row(f: TrafficFlow, seconds: int, known: Known) -> Row:
     return Row(
         key,
         [_text(f.command, 24), _text(remote, 48), _rate(f.rx_bytes / seconds), _rate(f.tx_bytes / seconds),
-         _text(f.direction or "–", 10), _count(f.pid), _bytes(f.rx_bytes), _bytes(f.tx_bytes),
+         _text(f.direction or "–", 10), _pid(f.pid), _bytes(f.rx_bytes), _bytes(f.tx_bytes),
          _count(f.retransmits), _text(f.protocol or "?", 6), _text(local, 48), lifetime],
         f.command,
         (f.pid,),
