@@ -201,7 +201,7 @@ async def test_listeners_sharing_a_port_number_each_get_their_own_inbound_connec
         async with collecting(monkeypatch, kind) as client:
             servers: list[Server] = []
             try:
-                p, q, r = free_port(), free_port(), free_port()
+                p, q, r, t = free_port(), free_port(), free_port(), free_port()
                 # the same address and port in another namespace, listening first
                 n = Server("0.0.0.0", p, 2, netns=ns)
                 # the same port on two addresses: B listens after A (the last one to listen took them all)
@@ -212,11 +212,15 @@ async def test_listeners_sharing_a_port_number_each_get_their_own_inbound_connec
                 x = Server("127.0.0.5", q, 2, reuseport=True)
                 # a dual-stack :: listener: IPv4 connections come as v4-mapped IPv6 sockets
                 d = Server("::", r, 2)
-                servers = [a, b, w, x, d, n]
+                # a listener that closed: a wildcard one on its port later gets its address's connections
+                gone = Server("127.0.0.3", t, 0)
+                gone.finish()
+                v = Server("0.0.0.0", t, 1)
+                servers = [a, b, w, x, d, n, v]
                 connect(("127.0.0.1", p), ("127.0.0.2", p), ("127.0.0.2", p), ("127.0.0.1", q), ("127.0.0.5", q),
-                        ("127.0.0.5", q), ("127.0.0.1", r), ("::1", r))  # fmt: skip
+                        ("127.0.0.5", q), ("127.0.0.1", r), ("::1", r), ("127.0.0.3", t))  # fmt: skip
                 connect(("127.0.0.1", p), ("127.0.0.1", p), netns=ns)
-                want = {a.pid: 1, b.pid: 2, w.pid: 1, x.pid: 2, d.pid: 2, n.pid: 2}
+                want = {a.pid: 1, b.pid: 2, w.pid: 1, x.pid: 2, d.pid: 2, n.pid: 2, v.pid: 1, gone.pid: 0}
                 got = await inbound(client, want)
                 assert sorted(got[a.pid]) == [("127.0.0.1", p)]
                 assert sorted(got[b.pid]) == [("127.0.0.2", p)] * 2
@@ -224,6 +228,7 @@ async def test_listeners_sharing_a_port_number_each_get_their_own_inbound_connec
                 assert sorted(got[x.pid]) == [("127.0.0.5", q)] * 2
                 assert sorted(got[d.pid]) == sorted([("127.0.0.1", r), ("::1", r)])
                 assert sorted(got[n.pid]) == [("127.0.0.1", p)] * 2
+                assert got[v.pid] == [("127.0.0.3", t)] and got[gone.pid] == []
                 for s in servers:
                     s.finish()
             finally:
@@ -257,3 +262,36 @@ async def test_servers_listening_before_the_collector_started_own_their_inbound_
         finally:
             for s in servers:
                 s.kill()
+
+
+def test_what_the_scan_of_listening_sockets_could_not_seed_is_said(tmp_path: Path) -> None:
+    """A listening socket that no process holds is counted and said in one note (server_status shows the
+    collector's notes); the ones some process holds are seeded with the one that started first."""
+    from netspy_tui.collector.ebpf import listeners  # noqa: PLC0415
+
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    rows = [  # 127.0.0.1:8080 and 0.0.0.0:22 listening, one established connection
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n",
+        "   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1\n",
+        "   2: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n",
+    ]
+    for pid, start, fds in ((40, 500, {"3": 111}), (41, 900, {"4": 111}), (42, 100, {})):
+        d = tmp_path / str(pid)
+        (d / "ns").mkdir(parents=True)
+        (d / "net").mkdir()
+        (d / "fd").mkdir()
+        (d / "ns" / "net").write_text("")
+        (d / "net" / "tcp").write_text(header + "".join(rows))
+        (d / "net" / "tcp6").write_text(header)
+        (d / "comm").write_text(f"srv{pid}\n")
+        (d / "stat").write_text(f"{pid} (srv {pid}) S 1 " + " ".join(["0"] * 17) + f" {start} 0\n")
+        for fd, inode in fds.items():
+            (d / "fd" / fd).symlink_to(f"socket:[{inode}]")
+    seed = listeners.scan(False, proc=str(tmp_path))
+    seeded = [(int(k["port"]), bytes(k["addr"][:4]), int(v["tgid"]), bytes(v["comm"]))
+              for k, v in zip(seed.keys, seed.values, strict=True)]  # fmt: skip
+    assert seeded == [(8080, bytes([127, 0, 0, 1]), 40, b"srv40")]
+    assert seed.notes() == [
+        "no process holds 1 listening TCP socket that listened before the collector started: inbound connections "
+        "to it are charged to no process (pid 0)"
+    ]
