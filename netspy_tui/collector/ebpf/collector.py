@@ -36,8 +36,8 @@ from netspy_tui.collector.base import (
     Sink,
 )
 from netspy_tui.collector.ebpf import btf as btf_mod
+from netspy_tui.collector.ebpf import listeners, syscalls, tracefs
 from netspy_tui.collector.ebpf import programs as P
-from netspy_tui.collector.ebpf import syscalls, tracefs
 from netspy_tui.collector.ebpf.asm import Asm
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
@@ -118,7 +118,8 @@ INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
 TRAFFIC_ENTRIES = 32768
 #: sockets whose owner is remembered for retransmits (least recently used forgotten first)
 OWNER_ENTRIES = 65536
-#: local ports whose listening process is remembered (inbound connections are charged to it)
+#: listening sockets (network namespace, address, port) whose process is remembered (inbound connections are
+#: charged to it)
 LISTENER_ENTRIES = 16384
 #: open TCP connections followed to their close (least recently opened forgotten first)
 OPENED_ENTRIES = 65536
@@ -258,8 +259,8 @@ class _Session:
             )
             maps.traffic_overflow = self._map(array, 4, 8, P.TRAFFIC_OVERFLOW_SLOTS, "netspy_traffic_of")
             maps.owners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, OWNER_ENTRIES, "netspy_owners")
-            maps.listeners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OWNER_SIZE, LISTENER_ENTRIES,
-                                       "netspy_listeners")  # fmt: skip
+            maps.listeners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, P.LISTENER_KEY.itemsize,
+                                       P.LISTENER_VALUE.itemsize, LISTENER_ENTRIES, "netspy_listeners")  # fmt: skip
             maps.opened = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OPENED_SIZE, OPENED_ENTRIES, "netspy_opened")
             # the byte programs' clock cache (one slot per CPU; read and written by the programs only)
             maps.tick = self._map(syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.TICK.itemsize, 1, "netspy_tick")
@@ -316,8 +317,36 @@ class _Session:
             if spec.name in raw_progs and self._attach_args(spec, builders[spec.name](tp, True).assemble()):
                 continue
             self._load_and_attach(spec, tp, builders[spec.name](tp, False).assemble())
+        if maps.listeners is not None and "TCP_LISTEN" in states:
+            self._seed_listeners(maps.listeners, offsets)
         for note in self.notes:
             log.warning("eBPF collector: %s", note)
+
+    def _seed_listeners(self, map_fd: int, offsets: P.SockOffsets) -> None:
+        """The sockets that were listening before the programs were attached, with their owners (see
+        :mod:`.listeners`), into the ``listeners`` map. After the attach: a listen() the programs saw since is
+        newer and stays (BPF_NOEXIST). A socket that stopped listening between the attach and the scan (a few
+        milliseconds) stays listed until that address and port listen and close again, or it is evicted: only a
+        wildcard listener on its port would then lose that address's connections to it."""
+        if not offsets.netns:
+            self.notes.append(
+                "no BTF for network namespaces: listeners on one address and port in different "
+                "namespaces are not told apart (inbound connections go to the last to listen)"
+            )
+        seed = listeners.scan(offsets.netns)
+        seeded, failed = 0, 0
+        for key, value in zip(seed.keys, seed.values, strict=True):
+            try:
+                syscalls.map_update(map_fd, key.tobytes(), value.tobytes(), flags=1)  # BPF_NOEXIST
+                seeded += 1
+            except syscalls.BpfError as exc:
+                failed += exc.errno != errno.EEXIST
+        self.notes.extend(seed.notes())
+        if failed:
+            self.notes.append(f"{failed} of the listening TCP sockets that listened before the collector started could "
+                              "not be stored with their owners: inbound connections to them are charged to no process "
+                              "(pid 0)")  # fmt: skip
+        log.info("eBPF: %d listening sockets that were there before the collector charged to their owners", seeded)
 
     def _write_ctl(self) -> None:
         assert self.maps is not None

@@ -360,6 +360,10 @@ class SockOffsets:
     sk_num: int | None = None
     sk_v6_daddr: int | None = None
     sk_v6_rcv_saddr: int | None = None
+    sk_net: int | None = None
+    """``sock_common.skc_net``: the socket's network namespace (``struct net *``; None without namespaces)."""
+    net_inum: int | None = None
+    """``net.ns.inum``: the namespace's inode number, as ``/proc/PID/ns/net`` has it."""
     skb_cb: int | None = None
     tcp_gso_segs: int | None = None
     inet_sport: int | None = None
@@ -425,6 +429,7 @@ class SockOffsets:
             "sk_num": ("sock_common", "skc_num", 2),
             "sk_v6_daddr": ("sock_common", "skc_v6_daddr", 16),
             "sk_v6_rcv_saddr": ("sock_common", "skc_v6_rcv_saddr", 16),
+            "sk_net": ("sock_common", "skc_net", 8),  # (possible_net_t: the pointer, or nothing without netns)
             "skb_cb": ("sk_buff", "cb", 48),
             "tcp_gso_segs": ("tcp_skb_cb", "tcp_gso_segs", 2),
             "inet_sport": ("inet_sock", "inet_sport", 2),
@@ -448,7 +453,22 @@ class SockOffsets:
                 log.warning("BTF: %s.%s is %d bytes, expected %d", struct_name, member, m.size, size)
                 continue
             setattr(out, attr, m.offset)
+        try:  # net.ns.inum: two members deep
+            ns, inum = kbtf.member("net", "ns"), kbtf.member("ns_common", "inum")
+        except btf_mod.BtfError as exc:
+            out.missing.append("net_inum")
+            log.warning("BTF: %s", exc)
+        else:
+            if inum.size == 4:
+                out.net_inum = ns.offset + inum.offset
+            else:
+                out.missing.append("net_inum")
         return out
+
+    @property
+    def netns(self) -> bool:
+        """Enough to read a socket's network namespace (its inode number)."""
+        return self.sk_net is not None and self.net_inum is not None
 
 
 @dataclass
@@ -469,7 +489,8 @@ class Maps:
     owners: int | None = None
     """LRU: socket -> the process that last moved bytes on it (retransmits are charged to it)."""
     listeners: int | None = None
-    """LRU: local port -> the process that last started listening on it (accepted connections)."""
+    """LRU: :data:`LISTENER_KEY` (network namespace, local address, port) -> :data:`LISTENER_VALUE`, the process
+    that last started listening there (accepted connections are charged to it)."""
     opened: int | None = None
     """LRU: socket -> when its connection opened and whose it is (its lifetime when it closes)."""
     byte_slots: int | None = None
@@ -1456,6 +1477,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.stx(DW, FP, _S_SK, R1)
     a.jeq(R7, syn_sent, "resolve")
     if directions:
+        a.jeq(R7, states["TCP_LISTEN"], "unlisten")
         a.jeq(R8, states["TCP_LISTEN"], "listening")
         a.jeq(R7, states["TCP_SYN_RECV"], "accepted")
         if maps.opened is not None:
@@ -1581,7 +1603,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     _closing_error(a, off, (lambda reg: f.load(a, DW, reg, "skaddr")) if f.btf else None)
     _resolve(a, maps, f.btf)
     if directions:
-        _passive_opens(a, f, maps, off, established)
+        _passive_opens(a, f, maps, off, established, close)
     a.label("out")
     return a.ret(0)
 
@@ -1737,40 +1759,126 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     return a.ret(0)
 
 
-def _passive_opens(a: Asm, f: _Fields, maps: Maps, off: SockOffsets, established: int) -> None:
-    """x -> LISTEN (in the process that called listen()): remember who listens on the port.
-    SYN_RECV -> ESTABLISHED (often in a softirq): an inbound connection, charged to the process
-    that listens on its local port (none when that is not known). Both end at ``out``."""
+#: listeners[] key: where a socket listens, as its accepted connections have it too
+LISTENER_KEY = np.dtype(
+    {
+        "names": ["netns", "port", "family", "addr"],
+        "formats": ["<u4", "<u2", "<u2", ("u1", (16,))],
+        "offsets": [0, 4, 6, 8],
+        "itemsize": 24,
+    }
+)
+"""``netns``: the network namespace's inode number (``/proc/PID/ns/net``; 0 where BTF does not say where it is:
+namespaces are then not told apart). ``port``: host order. ``family``: the socket's own (AF_INET, AF_INET6: a
+dual-stack ``::`` listener's IPv4 connections are AF_INET6 sockets with IPv4-mapped addresses). ``addr``: the
+local address, network order (IPv4 in the first 4 bytes); all zeros for a wildcard listener (0.0.0.0, ::)."""
+#: listeners[] value: the process (tgid, its name) and the listening socket (0: seeded at start, socket unknown)
+LISTENER_VALUE = np.dtype({"names": ["tgid", "comm", "sk"], "formats": ["<u8", "S16", "<u8"], "itemsize": 32})
+_LK = {name: LISTENER_KEY.fields[name][1] for name in LISTENER_KEY.names}
+_LV_SK = LISTENER_VALUE.fields["sk"][1]
+
+
+def _listener_key(a: Asm, f: _Fields, off: SockOffsets, key: int) -> None:
+    """FP+key (:data:`LISTENER_KEY`) = the socket's network namespace, family, local address and port (after
+    ``f.read_sock``). Clobbers r0-r5 and the stack word at _T_SCR."""
+    v6, addr_done = _uniq(a, "lk_v6"), _uniq(a, "lk_addr")
+    a.zero_stack(key, LISTENER_KEY.itemsize)
+    f.load(a, H, R1, "sport")
+    a.stx(H, FP, key + _LK["port"], R1)
+    f.load(a, H, R1, "family")
+    a.stx(H, FP, key + _LK["family"], R1)
+    a.jeq(R1, AF_INET6, v6)
+    f.load(a, W, R1, "saddr")
+    a.stx(W, FP, key + _LK["addr"], R1)
+    a.ja(addr_done)
+    a.label(v6)
+    for i in (0, 8):
+        f.load(a, DW, R1, "saddr_v6", i)
+        a.stx(DW, FP, key + _LK["addr"] + i, R1)
+    a.label(addr_done)
+    if not off.netns:
+        return
+    assert off.sk_net is not None and off.net_inum is not None
+    if f.raw and f.btf:  # plain loads: sk->__sk_common.skc_net.net->ns.inum
+        f.load(a, DW, R1, "skaddr")
+        a.ldx(DW, R1, R1, off.sk_net)
+        a.ldx(W, R1, R1, off.net_inum)
+        a.stx(W, FP, key + _LK["netns"], R1)
+        return
+    unread = _uniq(a, "lk_nons")
+    f.load(a, DW, R3, "skaddr")
+    a.add(R3, off.sk_net)
+    _kread(a, _T_SCR, 8, R3, unread)
+    a.ldx(DW, R3, FP, _T_SCR).add(R3, off.net_inum)
+    a.mov(R1, FP).add(R1, key + _LK["netns"])
+    a.mov(R2, 4)
+    a.call(PROBE_READ_KERNEL)  # (a failed read zeroes it)
+    a.label(unread)
+
+
+def _passive_opens(a: Asm, f: _Fields, maps: Maps, off: SockOffsets, established: int, close: int) -> None:
+    """x -> LISTEN (in the process that called listen()): remember who listens where — network namespace,
+    local address, port (:data:`LISTENER_KEY`). LISTEN -> CLOSE: forget it, unless another socket listens
+    there now (SO_REUSEPORT). SYN_RECV -> ESTABLISHED (often in a softirq): an inbound connection, charged to
+    the process that listens on its local address and port in its namespace, else on the wildcard address
+    (none when neither is known). All end at ``out``. A listen() with no bind() before it is not learnt (its port
+    is chosen after the state change), nor which of several SO_REUSEPORT listeners of one address took a
+    connection (the last to listen is charged)."""
     assert maps.listeners is not None
     a.ja("out")
     a.label("listening")
     f.read_sock(a)
-    a.zero_stack(_T_SOCK, 24)
-    f.load(a, H, R1, "sport")
-    a.stx(DW, FP, _T_CNT, R1)
+    _listener_key(a, f, off, _T_KEY)
+    a.zero_stack(_T_SOCK, LISTENER_VALUE.itemsize)
     a.call(GET_CURRENT_PID_TGID)
     a.rsh(R0, 32).stx(DW, FP, _T_SOCK, R0)
     _process_name(a, off, _T_SOCK + 8, _T_SCR, f.btf)
+    f.load(a, DW, R1, "skaddr")
+    a.stx(DW, FP, _T_SOCK + _LV_SK, R1)
     a.ld_map_fd(R1, maps.listeners)
-    a.mov(R2, FP).add(R2, _T_CNT)
+    a.mov(R2, FP).add(R2, _T_KEY)
     a.mov(R3, FP).add(R3, _T_SOCK)
     a.mov(R4, BPF_ANY)
     a.call(MAP_UPDATE)
     a.ja("out")
+    a.label("unlisten")
+    a.jne(R8, close, "out")
+    f.read_sock(a)
+    _listener_key(a, f, off, _T_KEY)
+    a.ld_map_fd(R1, maps.listeners)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")
+    a.ldx(DW, R2, R0, _LV_SK)
+    a.jeq(R2, 0, "unlisten_go")  # seeded at start (its socket unknown): any listener there closing ends it
+    f.load(a, DW, R1, "skaddr")
+    a.jne(R1, R2, "out")  # another socket listens there now (SO_REUSEPORT): its entry
+    a.label("unlisten_go")
+    a.ld_map_fd(R1, maps.listeners)
+    a.mov(R2, FP).add(R2, _T_KEY)
+    a.call(MAP_DELETE)
+    a.ja("out")
     a.label("accepted")
     a.jne(R8, established, "out")
     f.read_sock(a)
-    a.zero_stack(_T_KEY, 24)
     a.zero_stack(_T_SOCK, 24)
-    f.load(a, H, R1, "sport")
-    a.stx(DW, FP, _T_CNT, R1)
+    _listener_key(a, f, off, _T_VAL)
     a.ld_map_fd(R1, maps.listeners)
-    a.mov(R2, FP).add(R2, _T_CNT)
+    a.mov(R2, FP).add(R2, _T_VAL)
+    a.call(MAP_LOOKUP)
+    a.jne(R0, 0, "in_found")
+    # no listener on that very address: one on the wildcard address (0.0.0.0, ::) of its family
+    a.st(DW, FP, _T_VAL + _LK["addr"], 0)
+    a.st(DW, FP, _T_VAL + _LK["addr"] + 8, 0)
+    a.ld_map_fd(R1, maps.listeners)
+    a.mov(R2, FP).add(R2, _T_VAL)
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, "in_owned")
+    a.label("in_found")
     _copy_to_stack(a, R0, 0, _T_SOCK, 24)
-    a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
     a.label("in_owned")
+    a.zero_stack(_T_KEY, 24)
+    a.ldx(DW, R1, FP, _T_SOCK).stx(W, FP, _T_KEY + _TK["tgid"], R1)
     _connection_row(a, f, maps, DIR_ACCEPT, "in_row", "out", read=False)
     if maps.opened is None:
         return
