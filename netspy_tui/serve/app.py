@@ -522,6 +522,8 @@ class Api:
                 payload["forwarding"] = info.forwarding
             if info.recording is not None:
                 payload["recording"] = info.recording
+            if info.notes:  # (what the collector cannot do on this kernel: server_status says them from afar too)
+                payload["notes"] = info.notes
         return json_response(payload)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:

@@ -321,6 +321,7 @@ class HttpSource:
             stats = extra.get("stats")
             forwarding = extra.get("forwarding")  # (a netspy-tui agent's: serve --forward's state)
             recording = extra.get("recording")  # (a netspy-tui server's: serve --record's state)
+            notes = extra.get("notes")  # (a netspy-tui server's: what its collector cannot do there)
             collector = extra.get("collector")
             node = extra.get("node")  # (a netspy-tui server's: the node it is, the one its node filter takes)
             by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
@@ -340,6 +341,7 @@ class HttpSource:
                 node=node if isinstance(node, str) and gen != "aggregator" and _NODE_NAME.match(node) else None,
                 forwarding=forwarding if isinstance(forwarding, dict) else None,
                 recording=recording if isinstance(recording, dict) else None,
+                notes=[clean(n, 300) for n in notes if isinstance(n, str)][:20] if isinstance(notes, list) else [],
                 collector=clean(collector, 80) if isinstance(collector, str) else None,
             )
         except NetspyError as exc:

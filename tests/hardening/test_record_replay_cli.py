@@ -249,3 +249,22 @@ def test_replay_flags_without_a_replay_are_refused(cli: Cli) -> None:
     for flag, value in (("--replay-speed", "2"), ("--replay-times", "recorded")):
         run = cli(flag, value, "--tool", "server_status")
         assert f"{flag} applies only with --replay: nothing is replayed" in assert_one_line_error(run, 2)
+
+
+def test_a_servers_notes_reach_server_status_from_afar(spawn: Callable[..., Child], tmp_path: Path) -> None:
+    """What the served collector notes (here a recording's cut last line, skipped) is in its /health and in
+    `--server URL --tool server_status`, as in the serving host's own server_status."""
+    cut = tmp_path / "cut.jsonl"
+    whole = DEMO.read_bytes().splitlines(keepends=True)
+    cut.write_bytes(b"".join(whole[:5]) + whole[5][:30])
+    port = free_port()
+    child = spawn("serve", "--replay", str(cut), "--replay-speed", "0", "--port", str(port))
+    url = served_url(child, "the eBPF server API")
+    notes = httpx.get(url + "/health", timeout=10).json()["notes"]
+    assert notes[0].startswith(f"recording {cut}: line 6, the last, is cut short"), notes
+    assert notes[1].startswith(f"replay of {cut}: every time moved"), notes
+    status = subprocess.run([sys.executable, "-m", "netspy_tui", "--server", url, "--tool", "server_status"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert f"Note: {notes[0]}" in status.stdout and f"Note: {notes[1]}" in status.stdout, status.stdout
+    assert child.stop() == TERMINATED
