@@ -9,7 +9,9 @@ socket instead of 3,600. Every figure is a sum of exact kernel counts: nothing i
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -241,11 +243,28 @@ def accepted(conn: sqlite3.Connection, since_ns: int | None, until_ns: int | Non
     return events[:limit], int(total[0][0]) if total else 0
 
 
+#: the contract's raw_protocol of a protocol's name (IPPROTO_*)
+_IPPROTO = {"TCP": 6, "UDP": 17, "MPTCP": 262}
+
+
+@functools.lru_cache(maxsize=4096)
+def _raw_address(text: str) -> tuple[int, tuple[int, ...]]:
+    """``raw_ipv4``/``raw_ipv6`` of an address as the collectors write them (0 and () when not one)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return 0, ()
+    if address.version == 4:
+        return int.from_bytes(address.packed, "little"), (0,) * 16
+    return 0, tuple(address.packed)
+
+
 def _inbound_event(second: int, pid: int, command: str, protocol: str, local: str, local_port: int, remote: str,
                    remote_port: int, k: int, t: int) -> ConnectionEvent:  # fmt: skip
     key = f"{second}|{pid}|{command}|{protocol}|{local}|{local_port}|{remote}|{remote_port}|{k}"
     six = ":" in local
     where = f"[{local}]:{local_port}" if six else f"{local}:{local_port}"
+    raw = _raw_address(local)
     return ConnectionEvent(
         id="in-" + hashlib.blake2b(key.encode(), digest_size=8).hexdigest(),
         pid=pid,
@@ -257,6 +276,10 @@ def _inbound_event(second: int, pid: int, command: str, protocol: str, local: st
         address_family=10 if six else 2,
         protocol=protocol,
         socket_type="STREAM" if protocol in ("TCP", "MPTCP") else "",
+        raw_ipv4=raw[0],
+        raw_ipv6=list(raw[1]),
+        raw_protocol=_IPPROTO.get(protocol, 0),
+        raw_socktype=1 if protocol in ("TCP", "MPTCP") else 0,
         outcome="ok",
         direction="inbound",
         peer_ip=remote,

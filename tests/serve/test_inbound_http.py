@@ -40,6 +40,10 @@ async def test_the_served_inbound_connections_are_the_stores() -> None:
             assert set(body) == {"events", "count", "total_count", "available", "query_time"}
             assert (body["available"], body["count"], body["total_count"]) == (True, 4, 4)
             assert body["events"][0]["peer_ip"] == "fd00::7" and body["events"][0]["direction"] == "inbound"
+            # the contract's raw fields agree with the readable ones (10.0.0.2, TCP, a stream socket)
+            first = body["events"][0]
+            assert (first["raw_ipv4"], first["raw_ipv6"], first["raw_protocol"], first["raw_socktype"]) == (
+                int.from_bytes(bytes([10, 0, 0, 2]), "little"), [0] * 16, 6, 1)  # fmt: skip
             http = HttpSource(srv.url, retries=0)
             try:
                 served = await http.inbound(Q)
