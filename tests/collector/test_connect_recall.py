@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import secrets
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -104,6 +107,82 @@ async def test_connect_again_after_a_nonblocking_attempt_failed_is_not_another_a
             ), to_port
             latency = await tool(client, "get_connect_latency", pid=child.pid)
             assert latency["stats"]["attempts"] == RUNS + 1, latency["stats"]
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(timeout=10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+BLACKHOLE = textwrap.dedent(
+    """
+    import ctypes, errno, socket, struct, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    seen = []
+    for fam, dst in ((socket.AF_INET, "203.0.113.9"), (socket.AF_INET6, "2001:db8:bb::9")):
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(fam, kind) as s:
+                seen.append(errno.errorcode.get(s.connect_ex((dst, 80))))
+    # EINVAL for the arguments: none is an attempt
+    v4 = struct.pack("!HH4s8x", socket.AF_INET, 80, socket.inet_aton("203.0.113.9"))
+    v4 = struct.pack("=H", socket.AF_INET) + v4[2:]
+    for length in (8, 200, 0xFFFFFFFF):  # shorter than sockaddr_in, longer than sockaddr_storage, negative
+        with socket.socket() as s:
+            libc.connect.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            rc = libc.connect(s.fileno(), v4.ljust(256, b"\\0"), length)
+            seen.append(errno.errorcode.get(ctypes.get_errno()) if rc else "0")
+    for kind, dst in ((socket.SOCK_STREAM, "fe80::1"), (socket.SOCK_DGRAM, "fe80::1"), (socket.SOCK_DGRAM, "ff02::1")):
+        with socket.socket(socket.AF_INET6, kind) as s:  # they need a scope id
+            seen.append(errno.errorcode.get(s.connect_ex((dst, 80))))
+    print(seen, flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+@pytest.fixture
+def blackholed_ns() -> Iterator[str]:
+    """A network namespace whose routes blackhole 203.0.113.0/24 and 2001:db8:bb::/48 (removed after)."""
+    if shutil.which("ip") is None:
+        pytest.skip("needs iproute2")
+    name = f"nsrecall{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for args in (["link", "set", "lo", "up"], ["route", "add", "blackhole", "203.0.113.0/24"],
+                     ["-6", "route", "add", "blackhole", "2001:db8:bb::/48"]):  # fmt: skip
+            subprocess.run(["ip", "-n", name, *args], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.mark.ebpf
+async def test_a_blackhole_route_is_an_attempt_blackholed_and_bad_arguments_are_not(
+    embedded: EmbeddedSource,  # noqa: F811
+    blackholed_ns: str,
+) -> None:
+    child = subprocess.Popen(["ip", "netns", "exec", blackholed_ns, sys.executable, "-c", BLACKHOLE],  # noqa: ASYNC220
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        seen = await asyncio.to_thread(child.stdout.readline)
+        assert seen.strip() == repr(["EINVAL"] * 10)
+        async with Client(create_server(embedded)) as client:
+            await until(client, "get_network_summary", lambda s: s["count"] >= 4, pid=child.pid)
+            await asyncio.sleep(1.0)  # (anything counted from the bad calls would be drained by now)
+            summary = await tool(client, "get_network_summary", pid=child.pid)
+            assert summary["count"] == 4, summary["text"]
+            patterns = await tool(client, "analyze_patterns", pid=child.pid)
+            assert outcomes(patterns) == {"blackholed": 4}, patterns["stats"]["outcomes"]
+            assert patterns["failure_ratio"] == 1.0
+            listed = await tool(client, "list_connections", pid=child.pid, max_events=100)
+            assert sorted((e["destination"], e["protocol"], e["return_code"], e["outcome"])
+                          for e in listed["events"]) == sorted(
+                (dst, proto, -errno.EINVAL, "blackholed")
+                for dst in ("203.0.113.9:80", "[2001:db8:bb::9]:80") for proto in ("TCP", "UDP")
+            )  # fmt: skip
         child.stdin.write("\n")
         child.stdin.flush()
         assert child.wait(timeout=10) == 0

@@ -50,10 +50,12 @@ being enabled sends every system call on the host through the kernel's slower sy
     ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
     ``CF_RESOLVED``, bit 33): whichever comes second knows both the return code and the outcome. The
     connect is counted once, as soon as it returns (in progress, or with its outcome when that
-    came first). Calls that start nothing are not connects: EALREADY/EISCONN, a call on a socket that
-    was SS_CONNECTING when it began (it reports an earlier attempt's result: 0, the attempt's error, or
-    ECONNABORTED), a TCP call that reports an earlier attempt's error (the socket has a peer port), restarted calls,
-    TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL ...) neither.
+    came first). A connect() the routing refuses with EINVAL (a blackhole route) is one, "blackholed"
+    (told from an EINVAL for its arguments by the address it passed). Calls that start nothing are not
+    connects: EALREADY/EISCONN, a call on a socket that was SS_CONNECTING when it began (it reports an
+    earlier attempt's result: 0, the attempt's error, or ECONNABORTED), a TCP call that reports an
+    earlier attempt's error (the socket has a peer port), restarted calls,
+    TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL for its arguments ...) neither.
     Everything else that did not go through SYN_SENT (UDP setting its peer, a TCP connect
     refused before its SYN: no route, denied) is counted with its return code's outcome.
     Socket type and protocol come from the fd (BTF offsets), read only on that path.
@@ -2015,7 +2017,8 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     # --- nothing went through SYN_SENT: UDP setting its peer, or an attempt refused early -----
     a.label("no_transition")
     for code in INVALID_CALL:
-        a.jeq(R8, code, "out")
+        if code != -_errno.EINVAL:  # (EINVAL is also a blackhole route's answer: told apart by the address)
+            a.jeq(R8, code, "out")
     a.stx(DW, FP, _S_CODE, R8)
     a.mov(R1, 0).sub(R1, R8)
     a.stx(DW, FP, _S_RESULT, R1)  # errno, 0 for ok
@@ -2039,6 +2042,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jeq(R1, AF_INET6, "inet")
     a.ja("out")  # AF_UNIX, AF_NETLINK, AF_UNSPEC (disconnect), ...
     a.label("inet")
+    _blackhole_or_invalid(a)
     _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO, RAW_CONNECTS)
     _start_key(a, off)
     a.ldx(H, R1, FP, _S_SA).stx(B, FP, _S_KEY + _K["family"], R1)
@@ -2064,6 +2068,35 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     _emit_connect(a, maps, KIND_CONNECT)
     a.label("out")
     return a.ret(0)
+
+
+def _blackhole_or_invalid(a: Asm) -> None:
+    """An EINVAL (r8) with an inet address at _S_SA (its family read into r1): a route that blackholes the
+    destination (the kernel's answer for ``ip route add blackhole``, IPv4 and IPv6, TCP and UDP) when the call's
+    arguments were good, else an invalid call (jumps to ``out``): an address length the kernel refuses (above
+    sockaddr_storage, shorter than the family's sockaddr) or an IPv6 destination that needs a scope id
+    (link-local, interface- or link-local multicast) — the EINVALs a connect() gets for its arguments."""
+    ok, v6, not_ll = _uniq(a, "arg_ok"), _uniq(a, "arg_v6"), _uniq(a, "arg_not_ll")
+    a.jne(R8, -_errno.EINVAL, ok)
+    a.ldx(DW, R2, FP, _S_ADDRLEN)
+    a.jmp("jgt", R2, 128, "out")  # (the kernel's int: a negative one is large here)
+    a.jeq(R1, AF_INET6, v6)
+    a.jmp("jlt", R2, 16, "out")
+    a.ja(ok)
+    a.label(v6)
+    a.jmp("jlt", R2, 24, "out")  # SIN6_LEN_RFC2133
+    a.ldx(B, R3, FP, _S_SA + 8)
+    a.ldx(B, R4, FP, _S_SA + 9)
+    a.jne(R3, 0xFE, not_ll)
+    a.and_(R4, 0xC0)
+    a.jeq(R4, 0x80, "out")  # fe80::/10
+    a.ja(ok)
+    a.label(not_ll)
+    a.jne(R3, 0xFF, ok)
+    a.and_(R4, 0x0F)
+    a.jeq(R4, 1, "out")  # ff01::/16, interface-local
+    a.jeq(R4, 2, "out")  # ff02::/16, link-local
+    a.label(ok)
 
 
 #: the count key's 8-byte word that holds ``result`` (with port, protocol, family and kind), and where in it
