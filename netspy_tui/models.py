@@ -566,6 +566,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "traffic_full": ("bytes counted without their process and connection (kernel traffic map full)", True),
     "conns_full": ("connections whose outcome could not be followed", True),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),
+    "restart_unresolved": ("connects the collector was following when it last stopped (outcome unknown)", True),
     "state_unseen": ("connections whose handshake end the kernel did not show (outcome from the freed socket)", True),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),

@@ -136,8 +136,18 @@ class EmbeddedSource:
         if self._started_at is not None:
             return
         if self.collector is not None:
+            await asyncio.to_thread(self._settle_previous_run)
             await asyncio.to_thread(self.collector.start, self.sink)
         self._started_at = time.monotonic()
+
+    def _settle_previous_run(self) -> None:
+        """Before the collector starts: the connects a previous run left in progress in the store are settled
+        (outcome unknown, counted as a loss; see :meth:`EventStore.settle_in_progress`): none of this run's is
+        stored yet, and no one will report theirs. A store that cannot be written says so when it is written."""
+        try:
+            self.store.settle_in_progress()
+        except NetspyError as exc:
+            logger.warning("event store %s: connects left in progress not settled: %s", self.store.location, exc)
 
     @classmethod
     async def launch(
@@ -154,6 +164,7 @@ class EmbeddedSource:
     ) -> EmbeddedSource:
         """Choose and start a collector of ``kind`` (``auto``: eBPF, else procfs) feeding ``store``."""
         source = cls(None, store, record=record, record_log_failure=record_log_failure)
+        await asyncio.to_thread(source._settle_previous_run)
         try:
             collector, reason = await asyncio.to_thread(
                 start_collector,
