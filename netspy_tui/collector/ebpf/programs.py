@@ -1151,7 +1151,8 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 
 def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str) -> None:
     """r1 = the state of the socket behind the fd at FP+``fd`` (fd -> file -> socket -> state); jumps to
-    ``done`` when a read fails (not a socket, or no such fd: the call fails EBADF/ENOTSOCK and is not counted)."""
+    ``done`` when a read fails (not a socket, or no such fd: the call fails EBADF/ENOTSOCK and is not counted).
+    ``scratch``: 16 bytes."""
     assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
     assert off.fdt_max_fds is not None and off.file_private is not None and off.socket_state is not None
     S = scratch
@@ -1160,15 +1161,22 @@ def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str
     _kread(a, S, 8, R0, done)
     a.ldx(DW, R3, FP, S).add(R3, off.files_fdt)
     _kread(a, S, 8, R3, done)
-    a.ldx(DW, R7, FP, S)  # r7 = fdt
-    a.mov(R3, R7).add(R3, off.fdt_max_fds)
-    a.st(DW, FP, S, 0)
-    _kread(a, S, 4, R3, done)
-    a.ldx(W, R2, FP, S)
+    if off.fdt_fd == off.fdt_max_fds + 8:  # (struct fdtable: both in one read)
+        a.ldx(DW, R3, FP, S).add(R3, off.fdt_max_fds)
+        _kread(a, S, 16, R3, done)
+        a.ldx(W, R2, FP, S)
+        a.ldx(DW, R1, FP, S + 8).stx(DW, FP, S, R1)  # the fd array
+    else:
+        a.ldx(DW, R7, FP, S)  # r7 = fdt
+        a.mov(R3, R7).add(R3, off.fdt_max_fds)
+        a.st(DW, FP, S, 0)
+        _kread(a, S, 4, R3, done)
+        a.mov(R3, R7).add(R3, off.fdt_fd)
+        a.ldx(W, R7, FP, S)
+        _kread(a, S, 8, R3, done)
+        a.mov(R2, R7)
     a.ldx(DW, R1, FP, fd)
     a.jmp("jge", R1, R2, done)  # no such fd
-    a.mov(R3, R7).add(R3, off.fdt_fd)
-    _kread(a, S, 8, R3, done)
     a.ldx(DW, R3, FP, fd).lsh(R3, 3)
     a.ldx(DW, R1, FP, S).add(R3, R1)
     _kread(a, S, 8, R3, done)  # struct file *
@@ -1181,7 +1189,7 @@ def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str
 
 
 def connect_enter(tp: Tracepoint, maps: Maps, off: SockOffsets | None = None) -> Asm:
-    """Stack: -8 key, -80 inflight value, -88 scratch, -96 fd, -104 read scratch, -112 the entry's flags. The
+    """Stack: -8 key, -80 inflight value, -88 scratch, -96 fd, -104 the entry's flags, -120 read scratch. The
     socket's state is read here (fd -> file -> socket), where the kernel has not touched it yet: a socket
     already SS_CONNECTING (a non-blocking attempt started by an earlier call) makes a call that only reports
     that attempt (EALREADY, its result, or ECONNABORTED once SO_ERROR took it) and starts nothing — by the time
@@ -1214,13 +1222,13 @@ def connect_enter(tp: Tracepoint, maps: Maps, off: SockOffsets | None = None) ->
     a.atomic(W, R9, _I["flags"], R1, _OR)
     a.ja("out")
     a.label("build")
-    a.st(DW, FP, -112, IF_LIVE)
+    a.st(DW, FP, -104, IF_LIVE)
     if off is not None and None not in (off.task_files, off.files_fdt, off.fdt_fd, off.fdt_max_fds,
                                         off.file_private, off.socket_state):  # fmt: skip
         a.ldx(DW, R1, R6, tp.offset("fd", 8)).mov32(R1, R1).stx(DW, FP, -96, R1)
-        _enter_connecting(a, off, -96, -104, "state_read")
+        _enter_connecting(a, off, -96, -120, "state_read")
         a.jne(R1, SS_CONNECTING, "state_read")
-        a.st(DW, FP, -112, IF_LIVE | IF_CONNECTING)
+        a.st(DW, FP, -104, IF_LIVE | IF_CONNECTING)
         a.label("state_read")
     a.jeq(R9, 0, "insert")
     # written in place from the arguments, not through a copy on the stack (its 8-byte loads of words just
@@ -1230,11 +1238,11 @@ def connect_enter(tp: Tracepoint, maps: Maps, off: SockOffsets | None = None) ->
     a.st(DW, R9, _I["sk"], 0)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, R9, _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, R9, _I["fd"], R1)
-    a.ldx(DW, R1, FP, -112).stx(DW, R9, _I["flags"], R1)
+    a.ldx(DW, R1, FP, -104).stx(DW, R9, _I["flags"], R1)
     a.ja("out")
     a.label("insert")
     a.zero_stack(V, INFLIGHT.itemsize)
-    a.ldx(DW, R1, FP, -112).stx(W, FP, V + _I["flags"], R1)
+    a.ldx(DW, R1, FP, -104).stx(W, FP, V + _I["flags"], R1)
     a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
