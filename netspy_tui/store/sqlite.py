@@ -93,6 +93,9 @@ NS = 1_000_000_000
 IN_PROGRESS, UNRESOLVED = "in_progress", "unknown"
 #: loss cause: connects a previous run of the collector left in progress (:meth:`EventStore.settle_in_progress`)
 RESTART_UNRESOLVED = "restart_unresolved"
+#: meta key: "1" while the store is fed by a collector that follows connects to their outcome (eBPF), "0" by one
+#: that does not (a sampler's in_progress is final); absent (a store older than the key): taken as "1"
+FOLLOWED = "connects_followed"
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
 PRUNE_EVERY_ROWS = 50_000
@@ -865,8 +868,9 @@ class EventStore:
         (it settles every connect stored in progress). Their counts move from ``in_progress`` to ``unknown`` in
         the seconds they started; their raw events stored in progress resolve to ``unknown``; how many is counted
         as ``cause`` now (a loss: counts exact, outcomes unknown), so /health and server_status say so. Returns
-        how many; 0 for a store in memory or read-only."""
-        if self.path is None or self.readonly or self._closed:
+        how many; 0 for a store in memory or read-only, or whose last run's collector followed no connect's
+        outcome (:data:`FOLLOWED` "0": a sampler's in_progress is what it saw, not a connect left behind)."""
+        if self.path is None or self.readonly or self._closed or self.get_meta(FOLLOWED) == "0":
             return 0
         with self._write_lock:
             conn = self._writer

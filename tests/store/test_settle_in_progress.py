@@ -9,6 +9,7 @@ from pathlib import Path
 from netspy_tui.models import Scope, utcnow
 from netspy_tui.store import EventStore
 from netspy_tui.store.rollups import Row
+from netspy_tui.store.sqlite import FOLLOWED
 
 NS = 1_000_000_000
 
@@ -56,3 +57,16 @@ def test_a_store_in_memory_has_nothing_to_settle() -> None:
         store.add_rows([], rows(second))
         assert store.settle_in_progress() == 0
         assert outcomes(store)["in_progress"] == 2
+
+
+def test_a_store_a_sampler_fed_last_is_not_settled(tmp_path: Path) -> None:
+    """procfs reports a socket it saw in SYN_SENT as in_progress, its last word: nothing was left behind."""
+    path = tmp_path / "h.sqlite3"
+    with EventStore(path) as store:
+        store.add_rows([], rows(int(utcnow().timestamp()) - 30))
+        store.set_meta(FOLLOWED, "0")
+    with EventStore(path) as store:
+        assert store.settle_in_progress() == 0
+        assert outcomes(store)["in_progress"] == 2 and store.losses() == {}
+        store.set_meta(FOLLOWED, "1")
+        assert store.settle_in_progress() == 2
