@@ -40,14 +40,18 @@ EventKind = Literal["connection", "packet_drop"]
 
 #: Outcome names of a connect(), shown in the table and counted by analyze_patterns.
 OUTCOMES = (
-    "ok", "in_progress", "refused", "unreachable", "timeout", "reset", "denied", "no_port", "failed", "aborted",
-    "unknown",
+    "ok", "in_progress", "refused", "unreachable", "blackholed", "timeout", "reset", "denied", "no_port", "failed",
+    "aborted", "unknown",
 )  # fmt: skip
 """``aborted``: the application closed the socket before the handshake finished (not a failure).
 ``no_port``: no local port was free for it (EADDRNOTAVAIL: the host's ephemeral ports to that destination
-are all taken, often by sockets in TIME_WAIT) -- a failure of this host, not of the peer."""
+are all taken, often by sockets in TIME_WAIT) -- a failure of this host, not of the peer.
+``blackholed``: a blackhole route dropped it before any packet left (EINVAL from the routing: ``ip route add
+blackhole``, as Calico installs them) -- the no-route family, like ``unreachable`` (ENETUNREACH/EHOSTUNREACH:
+no route, an unreachable route) and ``denied`` (EACCES: a prohibit route, or a firewall)."""
 #: Outcomes counted as failures (packet drops always are).
-FAILED_OUTCOMES = frozenset({"refused", "unreachable", "timeout", "reset", "denied", "no_port", "failed"})
+FAILED_OUTCOMES = frozenset({"refused", "unreachable", "blackholed", "timeout", "reset", "denied", "no_port",
+                             "failed"})  # fmt: skip
 
 _ERRNO_OUTCOME = {
     _errno.EINPROGRESS: "in_progress",
@@ -565,6 +569,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "traffic_full": ("bytes counted without their process and connection (kernel traffic map full)", True),
     "conns_full": ("connections whose outcome could not be followed", True),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),
+    "restart_unresolved": ("connects the collector was following when it last stopped (outcome unknown)", True),
     "state_unseen": ("connections whose handshake end the kernel did not show (outcome from the freed socket)", True),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),

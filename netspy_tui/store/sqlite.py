@@ -89,6 +89,13 @@ _KIND_NAME: dict[int, EventKind] = {0: "connection", 1: "packet_drop"}
 MAX_COUNTED_KEYS = 20_000
 OTHER_COMMAND = "(other)"
 NS = 1_000_000_000
+#: outcome names of a connect still in progress, and of one whose outcome no one will report
+IN_PROGRESS, UNRESOLVED = "in_progress", "unknown"
+#: loss cause: connects a previous run of the collector left in progress (:meth:`EventStore.settle_in_progress`)
+RESTART_UNRESOLVED = "restart_unresolved"
+#: meta key: "1" while the store is fed by a collector that follows connects to their outcome (eBPF), "0" by one
+#: that does not (a sampler's in_progress is final); absent (a store older than the key): taken as "1"
+FOLLOWED = "connects_followed"
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
 PRUNE_EVERY_ROWS = 50_000
@@ -627,14 +634,16 @@ class EventStore:
             if 0 < rows <= WARM_ROWS:
                 self._unit_sums(conn, code, u, u + 1, self.names, level)
 
-    def _remember(self, counts: np.ndarray | None) -> None:
+    def _remember(self, counts: np.ndarray | None, since_open: bool = True) -> None:
         """The writer's rollup rows into memory (or aside while the memory is being loaded). Under
         the write lock, right after the transaction that wrote them ended, whether or not it
-        committed: in-process figures stay exact while the disk refuses writes."""
+        committed: in-process figures stay exact while the disk refuses writes. ``since_open``: False for rows
+        that correct counts made before the store was opened (not in :meth:`counted_since_open`)."""
         if counts is None or not len(counts):
             return
         self.rollups.add(counts)
-        self._count_since_open(counts)
+        if since_open:
+            self._count_since_open(counts)
 
     def _count_since_open(self, counts: np.ndarray) -> None:
         """Add a round's counts to :meth:`counted_since_open` (one entry per kind, command and
@@ -853,6 +862,74 @@ class EventStore:
         if n:
             self.totals[what] = self.totals.get(what, 0) + n
 
+    def settle_in_progress(self, cause: str = RESTART_UNRESOLVED) -> int:
+        """Settle the connects a previous run of the collector left in progress: nothing will ever report their
+        outcome (the kernel maps that followed them went with that run). Call before this run's collector starts
+        (it settles every connect stored in progress). Their counts move from ``in_progress`` to ``unknown`` in
+        the seconds they started; their raw events stored in progress resolve to ``unknown``; how many is counted
+        as ``cause`` now (a loss: counts exact, outcomes unknown), so /health and server_status say so. Returns
+        how many; 0 for a store in memory or read-only, or whose last run's collector followed no connect's
+        outcome (:data:`FOLLOWED` "0": a sampler's in_progress is what it saw, not a connect left behind)."""
+        if self.path is None or self.readonly or self._closed or self.get_meta(FOLLOWED) == "0":
+            return 0
+        with self._write_lock:
+            conn = self._writer
+            left = conn.execute(
+                "SELECT second, pid, command, destination, port, protocol, n, first, last FROM rollup "
+                "WHERE kind = 0 AND outcome = ? AND n > 0", (IN_PROGRESS,)
+            ).fetchall()  # fmt: skip
+            outcomes = self._unresolved_records(conn, {(second, pid) for second, pid, *_ in left})
+        if not left:
+            return 0
+        counts: list[R.Row] = []
+        for second, pid, command, destination, port, protocol, n, first, last in left:
+            counts.append((second, 0, pid, command, destination, port, protocol, IN_PROGRESS, 0, -n, first, last))
+            counts.append((second, 0, pid, command, destination, port, protocol, UNRESOLVED, 0, n, first, last))
+        total = sum(row[6] for row in left)
+        now = second_of(utcnow())
+        names = self.names
+        self._count(cause, total)
+        self._commit([], None, outcomes, counts, {(now, cause): total}, [], R.to_array(counts, names), names,
+                     since_open=False)  # fmt: skip
+        self._changed()
+        logger.warning("event store %s: %d connects left in progress by the collector's previous run: outcome "
+                       "unknown", self.location, total)  # fmt: skip
+        return total
+
+    def _unresolved_records(self, conn: sqlite3.Connection, started: set[tuple[int, int]]) -> np.ndarray | None:
+        """OUTCOME records (result unknown) for the raw events stored in progress, not resolved since, that
+        started in one of the ``started`` (second, pid)."""
+        if not started:
+            return None
+        found: list[np.ndarray] = []
+        seen: set[int] = set()
+        for second in sorted({s for s, _ in started}):
+            lo, hi = second * NS, (second + 1) * NS - 1
+            for seq, blob in conn.execute(
+                "SELECT seq, recs FROM chunks INDEXED BY chunks_time WHERE kind = 0 AND t_hi >= ? AND t_lo <= ?",
+                (lo, hi),
+            ):
+                if seq in seen:
+                    continue
+                seen.add(seq)
+                recs = C.records(blob)
+                pending = P.pick(recs, (recs["flags"] & P.F_PENDING) != 0)
+                if not len(pending):
+                    continue
+                keep = [
+                    outcome is None and (int(wall) // NS, int(pid)) in started
+                    for outcome, wall, pid in zip(C.outcomes_of(conn, pending), pending["wall"].tolist(),
+                                                  pending["pid"].tolist(), strict=True)
+                ]  # fmt: skip
+                if any(keep):
+                    found.append(P.pick(pending, np.array(keep)))
+        if not found:
+            return None
+        out = np.concatenate(found)
+        out["kind"] = P.KIND_OUTCOME
+        out["result"] = P.RESULT_UNTRACKED
+        return out
+
     def note_losses(self, second: int, losses: dict[str, int]) -> None:
         """Record losses noticed outside a batch (the writer's shedding), in the next transaction."""
         if losses:
@@ -872,6 +949,7 @@ class EventStore:
         latencies: Sequence[L.Row] = (),
         *,
         as_blocks: bool = False,
+        since_open: bool = True,
     ) -> int:
         with self._write_lock:
             try:
@@ -883,7 +961,7 @@ class EventStore:
             finally:
                 if counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
                     counts_array = R.to_array(counts, self.rollups.names)
-                self._remember(counts_array)
+                self._remember(counts_array, since_open)
         if due:
             self.prune()
         return written

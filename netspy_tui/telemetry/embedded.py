@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -42,7 +43,7 @@ from netspy_tui.models import (
     ns_to_time,
     utcnow,
 )
-from netspy_tui.store.sqlite import EventStore, StoreError, window_seconds_of
+from netspy_tui.store.sqlite import FOLLOWED, EventStore, StoreError, window_seconds_of
 
 if TYPE_CHECKING:
     from netspy_tui.config import Settings
@@ -136,8 +137,26 @@ class EmbeddedSource:
         if self._started_at is not None:
             return
         if self.collector is not None:
+            await asyncio.to_thread(self._settle_previous_run)
             await asyncio.to_thread(self.collector.start, self.sink)
+            await asyncio.to_thread(self._note_follower, self.collector)
         self._started_at = time.monotonic()
+
+    def _settle_previous_run(self) -> None:
+        """Before the collector starts: the connects a previous run left in progress in the store are settled
+        (outcome unknown, counted as a loss; see :meth:`EventStore.settle_in_progress`): none of this run's is
+        stored yet, and no one will report theirs. A store that cannot be written says so when it is written."""
+        try:
+            self.store.settle_in_progress()
+        except NetspyError as exc:
+            logger.warning("event store %s: connects left in progress not settled: %s", self.store.location, exc)
+
+    def _note_follower(self, collector: Collector) -> None:
+        """Whether this run's collector follows connects to their outcome (the next run settles what it leaves)."""
+        try:
+            self.store.set_meta(FOLLOWED, "1" if collector.name == "ebpf" else "0")
+        except (NetspyError, sqlite3.Error) as exc:
+            logger.warning("event store %s: %s", self.store.location, exc)
 
     @classmethod
     async def launch(
@@ -155,6 +174,7 @@ class EmbeddedSource:
     ) -> EmbeddedSource:
         """Choose and start a collector of ``kind`` (``auto``: eBPF, else procfs) feeding ``store``."""
         source = cls(None, store, record=record, record_log_failure=record_log_failure)
+        await asyncio.to_thread(source._settle_previous_run)
         try:
             collector, reason = await asyncio.to_thread(
                 start_collector,
@@ -171,6 +191,7 @@ class EmbeddedSource:
                 source.recorder.close()
             raise
         source.collector = collector
+        await asyncio.to_thread(source._note_follower, collector)
         source.reason = reason
         source._started_at = time.monotonic()
         logger.info("embedded collector: %s", reason)

@@ -616,7 +616,7 @@ def test_a_failing_sink_does_not_stop_the_reader(listener) -> None:
 
 @pytest.mark.ebpf
 def test_verifier_rejection_is_one_line_with_the_verifier_reason(monkeypatch) -> None:
-    def broken(tp, maps):  # reads r2, which is not initialised
+    def broken(tp, maps, off=None):  # reads r2, which is not initialised
         return Asm().ldx(DW, R0, R2, 0).exit()
 
     monkeypatch.setattr(P, "connect_enter", broken)

@@ -282,7 +282,7 @@ class _Session:
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
         # builders by program: (tracepoint, raw) -> program
         builders: dict[str, Callable[[tracefs.Tracepoint, bool], Asm]] = {
-            "connect_enter": lambda tp, raw: P.connect_enter(tp, maps),
+            "connect_enter": lambda tp, raw: P.connect_enter(tp, maps, offsets),
             "connect_exit": lambda tp, raw: P.connect_exit(tp, maps, offsets),
             "tcp_state": lambda tp, raw: P.tcp_state(tp, maps, states, offsets, raw=raw),
             "skb_drop": lambda tp, raw: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=raw),

@@ -77,6 +77,8 @@ def outcome_name(result: int) -> str:
         return "aborted"
     if result == P.RESULT_UNTRACKED:
         return "unknown"
+    if result == errno.EINVAL:  # (counted only when a blackhole route refused the call: see connect_exit)
+        return "blackholed"
     return outcome_for_return_code(-result)
 
 

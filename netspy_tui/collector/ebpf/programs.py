@@ -13,7 +13,9 @@ being enabled sends every system call on the host through the kernel's slower sy
 
 ``connect_enter`` (syscalls/sys_enter_connect)
     Saves ``{uservaddr, addrlen, fd}`` in ``inflight[pid_tgid]`` (the sockaddr is read at exit,
-    and only by a call that started no connection; a fault there is counted), marked LIVE until the
+    and only by a call that started no connection; a fault there is counted) and whether the fd's
+    socket is already SS_CONNECTING (IF_CONNECTING: the call can only report an attempt an earlier
+    call started; the kernel disconnects the socket before such a call returns), marked LIVE until the
     call returns (an LRU map: a thread's entry is rewritten in place by its next call, not inserted
     and deleted each time). A call the kernel restarts after a signal finds its earlier entry marked
     RESTARTING and leaves it alone.
@@ -48,9 +50,12 @@ being enabled sends every system call on the host through the kernel's slower sy
     ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
     ``CF_RESOLVED``, bit 33): whichever comes second knows both the return code and the outcome. The
     connect is counted once, as soon as it returns (in progress, or with its outcome when that
-    came first). Calls that start nothing are not connects: EALREADY/EISCONN, a TCP call that
-    reports an earlier attempt's error (the socket already has a peer port), restarted calls,
-    TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL ...) neither.
+    came first). A connect() the routing refuses with EINVAL (a blackhole route) is one, "blackholed"
+    (told from an EINVAL for its arguments by the address it passed). Calls that start nothing are not
+    connects: EALREADY/EISCONN, a call on a socket that was SS_CONNECTING when it began (it reports an
+    earlier attempt's result: 0, the attempt's error, or ECONNABORTED), a TCP call that reports an
+    earlier attempt's error (the socket has a peer port), restarted calls,
+    TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL for its arguments ...) neither.
     Everything else that did not go through SYN_SENT (UDP setting its peer, a TCP connect
     refused before its SYN: no route, denied) is counted with its return code's outcome.
     Socket type and protocol come from the fd (BTF offsets), read only on that path.
@@ -148,6 +153,8 @@ CF_CAPPED = 1 << 35  # over its CPU's raw-record cap when it started: no CONNECT
 IF_RESTARTING = 2  # the call returned a restart code: the next call on this fd continues it
 IF_INCALL = 4  # (with IF_RESTARTING) the continuing call is running
 IF_LIVE = 8  # the thread is in a connect() call (its entry stays in the map between calls, not live)
+IF_CONNECTING = 16  # the call's socket was SS_CONNECTING when it began: it reports an earlier attempt
+SS_CONNECTING = 2  # struct socket's state (include/uapi/linux/net.h: socket_state)
 
 #: return codes the kernel uses to restart a syscall (never seen by the application)
 RESTART_CODES = range(-516, -511)
@@ -341,6 +348,7 @@ class SockOffsets:
     fdt_max_fds: int | None = None
     file_private: int | None = None
     socket_type: int | None = None
+    socket_state: int | None = None
     socket_sk: int | None = None
     sk_protocol: int | None = None
     sk_dport: int | None = None
@@ -410,6 +418,7 @@ class SockOffsets:
             "fdt_max_fds": ("fdtable", "max_fds", 4),
             "file_private": ("file", "private_data", 8),
             "socket_type": ("socket", "type", 2),
+            "socket_state": ("socket", "state", 4),
             "socket_sk": ("socket", "sk", 8),
             "sk_protocol": ("sock", "sk_protocol", 2),
             "sk_dport": ("sock_common", "skc_dport", 2),
@@ -1161,8 +1170,52 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 # --- programs ---------------------------------------------------------------------------------
 
 
-def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
-    """Stack: -8 key, -80 inflight value, -88 scratch. A thread's entry stays in the map
+def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str) -> None:
+    """r1 = the state of the socket behind the fd at FP+``fd`` (fd -> file -> socket -> state); jumps to
+    ``done`` when a read fails (not a socket, or no such fd: the call fails EBADF/ENOTSOCK and is not counted).
+    ``scratch``: 16 bytes."""
+    assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
+    assert off.fdt_max_fds is not None and off.file_private is not None and off.socket_state is not None
+    S = scratch
+    a.call(GET_CURRENT_TASK)
+    a.add(R0, off.task_files)
+    _kread(a, S, 8, R0, done)
+    a.ldx(DW, R3, FP, S).add(R3, off.files_fdt)
+    _kread(a, S, 8, R3, done)
+    if off.fdt_fd == off.fdt_max_fds + 8:  # (struct fdtable: both in one read)
+        a.ldx(DW, R3, FP, S).add(R3, off.fdt_max_fds)
+        _kread(a, S, 16, R3, done)
+        a.ldx(W, R2, FP, S)
+        a.ldx(DW, R1, FP, S + 8).stx(DW, FP, S, R1)  # the fd array
+    else:
+        a.ldx(DW, R7, FP, S)  # r7 = fdt
+        a.mov(R3, R7).add(R3, off.fdt_max_fds)
+        a.st(DW, FP, S, 0)
+        _kread(a, S, 4, R3, done)
+        a.mov(R3, R7).add(R3, off.fdt_fd)
+        a.ldx(W, R7, FP, S)
+        _kread(a, S, 8, R3, done)
+        a.mov(R2, R7)
+    a.ldx(DW, R1, FP, fd)
+    a.jmp("jge", R1, R2, done)  # no such fd
+    a.ldx(DW, R3, FP, fd).lsh(R3, 3)
+    a.ldx(DW, R1, FP, S).add(R3, R1)
+    _kread(a, S, 8, R3, done)  # struct file *
+    a.ldx(DW, R3, FP, S).add(R3, off.file_private)
+    _kread(a, S, 8, R3, done)  # struct socket * (if it is one)
+    a.ldx(DW, R3, FP, S).add(R3, off.socket_state)
+    a.st(DW, FP, S, 0)
+    _kread(a, S, 4, R3, done)
+    a.ldx(W, R1, FP, S)
+
+
+def connect_enter(tp: Tracepoint, maps: Maps, off: SockOffsets | None = None) -> Asm:
+    """Stack: -8 key, -80 inflight value, -88 scratch, -96 fd, -104 the entry's flags, -120 read scratch. The
+    socket's state is read here (fd -> file -> socket), where the kernel has not touched it yet: a socket
+    already SS_CONNECTING (a non-blocking attempt started by an earlier call) makes a call that only reports
+    that attempt (EALREADY, its result, or ECONNABORTED once SO_ERROR took it) and starts nothing — by the time
+    such a call fails, the kernel has disconnected the socket and nothing at the exit tells it from a new
+    attempt refused before its SYN. The entry is marked IF_CONNECTING. A thread's entry stays in the map
     (LRU) between its calls, marked IF_LIVE only during one: a call writes the entry in place, and
     only a thread's first call inserts one (no insert and delete per call). A live entry is looked
     at first: a call the kernel restarts after a signal (same fd) continues the interrupted one;
@@ -1190,6 +1243,14 @@ def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
     a.atomic(W, R9, _I["flags"], R1, _OR)
     a.ja("out")
     a.label("build")
+    a.st(DW, FP, -104, IF_LIVE)
+    if off is not None and None not in (off.task_files, off.files_fdt, off.fdt_fd, off.fdt_max_fds,
+                                        off.file_private, off.socket_state):  # fmt: skip
+        a.ldx(DW, R1, R6, tp.offset("fd", 8)).mov32(R1, R1).stx(DW, FP, -96, R1)
+        _enter_connecting(a, off, -96, -120, "state_read")
+        a.jne(R1, SS_CONNECTING, "state_read")
+        a.st(DW, FP, -104, IF_LIVE | IF_CONNECTING)
+        a.label("state_read")
     a.jeq(R9, 0, "insert")
     # written in place from the arguments, not through a copy on the stack (its 8-byte loads of words just
     # written in parts waited for those stores), the flags word last (the entry is this thread's: only its
@@ -1198,11 +1259,11 @@ def connect_enter(tp: Tracepoint, maps: Maps) -> Asm:
     a.st(DW, R9, _I["sk"], 0)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, R9, _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, R9, _I["fd"], R1)
-    a.st(DW, R9, _I["flags"], IF_LIVE)
+    a.ldx(DW, R1, FP, -104).stx(DW, R9, _I["flags"], R1)
     a.ja("out")
     a.label("insert")
     a.zero_stack(V, INFLIGHT.itemsize)
-    a.st(W, FP, V + _I["flags"], IF_LIVE)
+    a.ldx(DW, R1, FP, -104).stx(W, FP, V + _I["flags"], R1)
     a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
@@ -1997,6 +2058,8 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jeq(R8, -_errno.EISCONN, "repeat")
     a.ldx(DW, R1, FP, _S_SK)
     a.jne(R1, 0, "started")
+    # its socket was already connecting: it reports that attempt's result (counted when it ended)
+    a.jmp("jset", R7, IF_CONNECTING, "repeat")
     a.ja("no_transition")
     a.label("repeat")
     _count(a, maps.counters, "repeat_connects", _S_CNT)
@@ -2070,7 +2133,8 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     # --- nothing went through SYN_SENT: UDP setting its peer, or an attempt refused early -----
     a.label("no_transition")
     for code in INVALID_CALL:
-        a.jeq(R8, code, "out")
+        if code != -_errno.EINVAL:  # (EINVAL is also a blackhole route's answer: told apart by the address)
+            a.jeq(R8, code, "out")
     a.stx(DW, FP, _S_CODE, R8)
     a.mov(R1, 0).sub(R1, R8)
     a.stx(DW, FP, _S_RESULT, R1)  # errno, 0 for ok
@@ -2094,6 +2158,7 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.jeq(R1, AF_INET6, "inet")
     a.ja("out")  # AF_UNIX, AF_NETLINK, AF_UNSPEC (disconnect), ...
     a.label("inet")
+    _blackhole_or_invalid(a)
     _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO, RAW_CONNECTS)
     _start_key(a, off)
     a.ldx(H, R1, FP, _S_SA).stx(B, FP, _S_KEY + _K["family"], R1)
@@ -2119,6 +2184,35 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     _emit_connect(a, maps, KIND_CONNECT)
     a.label("out")
     return a.ret(0)
+
+
+def _blackhole_or_invalid(a: Asm) -> None:
+    """An EINVAL (r8) with an inet address at _S_SA (its family read into r1): a route that blackholes the
+    destination (the kernel's answer for ``ip route add blackhole``, IPv4 and IPv6, TCP and UDP) when the call's
+    arguments were good, else an invalid call (jumps to ``out``): an address length the kernel refuses (above
+    sockaddr_storage, shorter than the family's sockaddr) or an IPv6 destination that needs a scope id
+    (link-local, interface- or link-local multicast) — the EINVALs a connect() gets for its arguments."""
+    ok, v6, not_ll = _uniq(a, "arg_ok"), _uniq(a, "arg_v6"), _uniq(a, "arg_not_ll")
+    a.jne(R8, -_errno.EINVAL, ok)
+    a.ldx(DW, R2, FP, _S_ADDRLEN)
+    a.jmp("jgt", R2, 128, "out")  # (the kernel's int: a negative one is large here)
+    a.jeq(R1, AF_INET6, v6)
+    a.jmp("jlt", R2, 16, "out")
+    a.ja(ok)
+    a.label(v6)
+    a.jmp("jlt", R2, 24, "out")  # SIN6_LEN_RFC2133
+    a.ldx(B, R3, FP, _S_SA + 8)
+    a.ldx(B, R4, FP, _S_SA + 9)
+    a.jne(R3, 0xFE, not_ll)
+    a.and_(R4, 0xC0)
+    a.jeq(R4, 0x80, "out")  # fe80::/10
+    a.ja(ok)
+    a.label(not_ll)
+    a.jne(R3, 0xFF, ok)
+    a.and_(R4, 0x0F)
+    a.jeq(R4, 1, "out")  # ff01::/16, interface-local
+    a.jeq(R4, 2, "out")  # ff02::/16, link-local
+    a.label(ok)
 
 
 #: the count key's 8-byte word that holds ``result`` (with port, protocol, family and kind), and where in it
