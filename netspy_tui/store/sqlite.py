@@ -28,6 +28,7 @@ reads the file in the background, as a file of an older netspy-tui is read).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -204,6 +205,12 @@ class StoreError(NetspyError):
         self.lost = lost
 
 
+class StoreBusy(StoreError):
+    """The store file is open for writing by another process (a usage problem: exit 2, as a bad value)."""
+
+    exit_code = 2
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -355,6 +362,13 @@ class EventStore:
         self._loaded.set()
         self._load_progress = threading.Condition()
         self._writer = self._connect(writer=True)
+        self._lock_fd: int | None = None
+        if not readonly and self.path is not None:
+            try:
+                self._lock_fd = self._lock_writer()
+            except BaseException:
+                self._writer.close()
+                raise
         self._folded = 0
         """Per-second rollup rows before this second are in the minute and hour tables too (spans.fold)."""
         if not readonly:
@@ -378,6 +392,27 @@ class EventStore:
     @property
     def location(self) -> str:
         return str(self.path) if self.path is not None else ":memory:"
+
+    def _lock_writer(self) -> int:
+        """An exclusive lock on the store file for as long as it is open to be written: a second collector on
+        the same file would store every event twice (and settle the first one's connects in progress).
+        ``flock``, not SQLite's POSIX locks, which it takes and drops on the same file for its transactions;
+        readers (a one-shot ``--tool --db``) take none and read on."""
+        assert self.path is not None
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreBusy(
+                f"the event store {self.location} is being written by another netspy-tui process",
+                "read it from there (netspy-tui --server URL of that serve), read its history with a one-shot "
+                "--tool --db, or give this command its own --db file",
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def _open_error(self, exc: BaseException) -> StoreError:
         return StoreError(
@@ -1647,6 +1682,9 @@ class EventStore:
                     break
                 conn.close()
             self._writer.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # (the lock goes with it: another process may write the file now)
+                self._lock_fd = None
 
     def __enter__(self) -> EventStore:
         return self

@@ -406,3 +406,23 @@ async def test_export_skips_a_link_another_user_planted_at_the_predicted_name(sh
         assert str(path) in toasts(app)
     assert predicted.is_symlink() and not target.exists(), "root wrote an export through another user's link"
     assert_private_file(path)
+
+
+def test_a_second_writer_of_one_db_is_refused_and_readers_read_on(spawn, cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """Two collectors on one --db file would store every event twice: while `serve --db` writes it, another
+    session on it is one line, exit 2; a one-shot --tool --db reads its history; once the server stopped, the
+    file is free again."""
+    from tests.hardening.conftest import DEMO, TERMINATED, assert_one_line_error, free_port
+    from tests.hardening.test_security import served_url
+
+    db = tmp_path / "events.sqlite3"
+    child = spawn("serve", "--db", str(db), "--replay", str(DEMO), "--replay-speed", "0", "--port", str(free_port()))
+    served_url(child, "the eBPF server API")
+    second = cli("repl", "--db", str(db), "--replay", str(DEMO), "--replay-speed", "0", input="summary\nquit\n")
+    line = assert_one_line_error(second, 2)
+    assert line.startswith(f"netspy-tui: the event store {db} is being written by another netspy-tui process."), line
+    reader = cli("--db", str(db), "--tool", "get_network_summary", "--duration", "604800")
+    assert reader.returncode == 0 and "made" in reader.stdout, reader.stderr
+    assert child.stop() == TERMINATED
+    again = cli("repl", "--db", str(db), "--replay", str(DEMO), "--replay-speed", "0", input="quit\n")
+    assert again.returncode == 0, again.stderr
