@@ -28,6 +28,7 @@ reads the file in the background, as a file of an older netspy-tui is read).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -51,7 +52,7 @@ from netspy_tui import safefs
 from netspy_tui.analysis.aggregate import AnyEvent, bucket_layout, outcome_key, second_of, window_seconds
 from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf import programs as P
-from netspy_tui.errors import NetspyError
+from netspy_tui.errors import NetspyError, UsageError
 from netspy_tui.memory import fix_mmap_threshold, trim_heap
 from netspy_tui.models import (
     Event,
@@ -195,6 +196,15 @@ class StoreError(NetspyError):
     def __init__(self, message: str, hint: str = "", *, lost: int = 0) -> None:
         super().__init__(message, hint)
         self.lost = lost
+
+
+class StorePathRefused(StoreError, UsageError):
+    """The store cannot be made or written where it was named (no permission, a read-only file system): a bad
+    value, refused at start with exit 2 like any other."""
+
+
+#: what an open says when the file or its directory may not be written by this process
+_REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -373,9 +383,18 @@ class EventStore:
         return str(self.path) if self.path is not None else ":memory:"
 
     def _open_error(self, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"cannot open the event store {self.location}: {_one_line(exc)}",
-            "choose a writable file for the store, or run without one to keep events in memory",
+        message = f"cannot open the event store {self.location}: {_one_line(exc)}"
+        if self.readonly:
+            return StoreError(message, "check that it is a store netspy-tui wrote and that you can read it")
+        refused = isinstance(exc, OSError) and exc.errno in _REFUSED
+        if not refused and isinstance(exc, sqlite3.Error) and self.path is not None:
+            # (SQLite says only "unable to open database file"; the directory's mode says why)
+            folder = self.path.absolute().parent
+            refused = not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+        return (StorePathRefused if refused else StoreError)(
+            message,
+            "choose a file in a directory you can write, or leave out --db: events then go to a scratch file "
+            "removed on exit",
         )
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
