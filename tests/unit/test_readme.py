@@ -75,3 +75,15 @@ def test_measured_figures_live_in_the_performance_table_and_its_fleet_row_is_lat
     low, high = ring["spread"]
     assert f"×{ring['value']:.2f} (rounds {low:.2f}-{high:.2f}" in row
     assert f"/ ×{replay:.2f} (" in row
+
+
+def test_the_mcp_client_configs_name_the_script_the_quick_start_installs():
+    # The quick start installs into the clone's .venv/bin, which is on no PATH: a bare "netspy-tui" is not found.
+    (block,) = [b for b in re.findall(r"```json\n(.*?)```", README, re.S) if "mcpServers" in b]
+    (server,) = json.loads(block)["mcpServers"].values()
+    install = _quick_start()[1]
+    assert ".venv/bin/pip install" in install
+    assert server["command"].startswith("/") and server["command"].endswith("/.venv/bin/netspy-tui")
+    assert server["args"] == ["mcp"]
+    (inspector,) = re.findall(r"`npx @modelcontextprotocol/inspector ([^`]*)`", README)
+    assert inspector == '"$PWD/.venv/bin/netspy-tui" mcp'
