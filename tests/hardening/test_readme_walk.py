@@ -220,9 +220,11 @@ def test_piped_repl_prints_only_results_errors_on_stderr_and_exit_1_after_a_fail
 def test_the_help_the_readme_names_states_the_http_limits(cli: Cli) -> None:
     readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
     assert "`netspy-tui serve --help` and `netspy-tui mcp --help` state the same." in readme
+    assert "bodies are limited to 1 MiB (`413`)" in readme
     for command in (["serve"], ["mcp"]):
         shown = " ".join(cli(*command, "--help").stdout.split())
-        for limit in ("within 10 s", "after 5 s", "at most 100 connections", "after 16 KiB is a 400"):
+        limits = ("within 10 s", "after 5 s", "at most 100 connections", "after 16 KiB is a 400", "over 1 MiB is a 413")
+        for limit in limits:
             assert limit in shown, (command, limit)
 
 
