@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_error
-from netspy_tui.httplimits import LIMITS_HELP
+from netspy_tui.httplimits import LIMITS_HELP, MAX_INGEST_BODY_BYTES
 from netspy_tui.mcp_tools import ALL_TOOLS
 from netspy_tui.textsafe import clean
 
@@ -974,7 +974,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
                                allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
                                api=AggregatorApi.factory(fleet, limits),
                                own_auth_paths=[INGEST_PATH] if ingest_token else [],
-                               max_body_bytes=16 << 20, what="the aggregator API")  # fmt: skip
+                               max_body_bytes=MAX_INGEST_BODY_BYTES, what="the aggregator API")  # fmt: skip
         finally:
             await asyncio.to_thread(fleet.close)
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from netspy_tui.collector.base import Collector, Sink
+from netspy_tui.collector.privilege import EBPF_NEEDS_ROOT, ebpf_privileged
 from netspy_tui.collector.procfs import ProcfsCollector
 from netspy_tui.collector.replay import ReplayCollector
 from netspy_tui.errors import CollectorError
@@ -27,21 +28,6 @@ KINDS: tuple[CollectorKind, ...] = ("auto", "ebpf", "procfs", "replay")
 def _who() -> str:
     euid = os.geteuid()
     return "root" if euid == 0 else f"uid {euid}"
-
-
-_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
-
-
-def _looks_privileged() -> bool:
-    """Root, or the capabilities eBPF tracing needs (read from /proc/self/status)."""
-    if os.geteuid() == 0:
-        return True
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            caps = next((int(line.split()[1], 16) for line in status if line.startswith("CapEff:")), 0)
-    except OSError:
-        return False
-    return bool(caps >> _CAP_SYS_ADMIN & 1) or bool(caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1)
 
 
 def _ebpf(raw_rate: int | None = None) -> Collector:
@@ -84,9 +70,9 @@ def open_collector(
         return _ebpf(raw_rate), "eBPF: requested"
     if kind != "auto":
         raise CollectorError(f"unknown collector {kind!r}", "use auto, ebpf, procfs or replay")
-    if _looks_privileged():
+    if ebpf_privileged():
         return _ebpf(raw_rate), f"eBPF: running as {_who()} (not yet loaded)"
-    return ProcfsCollector(procfs_interval), f"procfs sampling: eBPF unavailable (not privileged: {_who()})"
+    return ProcfsCollector(procfs_interval), f"procfs sampling: {EBPF_NEEDS_ROOT} (running as {_who()})"
 
 
 def start_collector(
@@ -138,4 +124,6 @@ def start_collector(
             f"no collector could start: eBPF: {why}; procfs: {exc.message}",
             "run as root for eBPF, or replay a recording with --replay FILE",
         ) from exc
-    return fallback, f"procfs sampling: eBPF unavailable ({' '.join(why.split())})"
+    why = " ".join(why.split())
+    # (the header shows it at 80 columns: "eBPF needs root" as it is, anything else inside "eBPF unavailable (…)")
+    return fallback, f"procfs sampling: {why if why.startswith('eBPF ') else f'eBPF unavailable ({why})'}"

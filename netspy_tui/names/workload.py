@@ -176,13 +176,14 @@ def _cgroup_of(pid: int) -> str | None:
 
 def k8s_identity(environ: os._Environ[str] | dict[str, str] | None = None) -> dict[str, str]:
     """This process's own node, pod and namespace when it runs in a Kubernetes pod, from the
-    downward-API environment (``NODE_NAME``/``K8S_NODE_NAME``, ``POD_NAME``/``K8S_POD_NAME``,
-    ``POD_NAMESPACE``/``K8S_NAMESPACE``), as the contract's ``k8s_*`` fields; empty elsewhere."""
+    downward-API environment (``NODE_NAME``, ``POD_NAME``, ``POD_NAMESPACE`` or the same names with a
+    ``K8S_`` prefix, as the README says; ``K8S_NAMESPACE`` too, the field's own name, read before), as the
+    contract's ``k8s_*`` fields; empty elsewhere."""
     env = os.environ if environ is None else environ
     pairs = {
         "k8s_node_name": ("K8S_NODE_NAME", "NODE_NAME"),
         "k8s_pod_name": ("K8S_POD_NAME", "POD_NAME"),
-        "k8s_namespace": ("K8S_NAMESPACE", "POD_NAMESPACE"),
+        "k8s_namespace": ("K8S_POD_NAMESPACE", "K8S_NAMESPACE", "POD_NAMESPACE"),
     }
     out = {}
     for field, names in pairs.items():

@@ -69,6 +69,7 @@ from starlette.types import Scope as ASGIScope
 
 from netspy_tui import __version__
 from netspy_tui.errors import NetspyError
+from netspy_tui.httplimits import MAX_BODY_BYTES
 from netspy_tui.models import (
     ConnectionEvent,
     EventKind,
@@ -896,7 +897,7 @@ def create_app(
     source: TelemetrySource,
     *,
     token: str | None = None,
-    max_body_bytes: int = 1 << 20,
+    max_body_bytes: int = MAX_BODY_BYTES,
     extra_routes: list[BaseRoute] | None = None,
     lifespan: Lifespan[Starlette] | None = None,
     host: str = "127.0.0.1",

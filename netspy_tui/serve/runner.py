@@ -26,7 +26,13 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from netspy_tui.errors import NetspyError
-from netspy_tui.httplimits import KEEP_ALIVE_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES, REQUEST_TIMEOUT
+from netspy_tui.httplimits import (
+    KEEP_ALIVE_TIMEOUT,
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    MAX_HEADER_BYTES,
+    REQUEST_TIMEOUT,
+)
 from netspy_tui.serve.app import create_app, guard_middleware, text_response
 from netspy_tui.serve.connections import GuardedH11Protocol
 from netspy_tui.serve.hosts import HostPolicy, is_loopback
@@ -199,7 +205,7 @@ async def serve_source(
     port: int = 8080,
     token: str | None = None,
     mcp_server: MCPServer[Any] | None = None,
-    max_body_bytes: int = 1 << 20,
+    max_body_bytes: int = MAX_BODY_BYTES,
     on_started: Callable[[str], None] | None = None,
     allowed_hosts: Sequence[str] = (),
     metrics_top: int = 20,
@@ -252,7 +258,7 @@ def create_mcp_app(
     *,
     host: str = "127.0.0.1",
     token: str | None = None,
-    max_body_bytes: int = 1 << 20,
+    max_body_bytes: int = MAX_BODY_BYTES,
     allowed_hosts: Sequence[str] = (),
 ) -> Starlette:
     """``netspy-tui mcp --http``: the MCP streamable-HTTP endpoint at ``/mcp`` alone, behind the same
@@ -284,7 +290,7 @@ async def serve_mcp_http(
     host: str = "127.0.0.1",
     port: int = 8000,
     token: str | None = None,
-    max_body_bytes: int = 1 << 20,
+    max_body_bytes: int = MAX_BODY_BYTES,
     on_started: Callable[[str], None] | None = None,
     allowed_hosts: Sequence[str] = (),
 ) -> None:

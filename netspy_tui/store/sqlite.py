@@ -28,6 +28,7 @@ reads the file in the background, as a file of an older netspy-tui is read).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -52,7 +53,7 @@ from netspy_tui import safefs
 from netspy_tui.analysis.aggregate import AnyEvent, bucket_layout, outcome_key, second_of, window_seconds
 from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf import programs as P
-from netspy_tui.errors import NetspyError
+from netspy_tui.errors import NetspyError, UsageError
 from netspy_tui.memory import fix_mmap_threshold, trim_heap
 from netspy_tui.models import (
     Event,
@@ -209,6 +210,15 @@ class StoreBusy(StoreError):
     """The store file is open for writing by another process (a usage problem: exit 2, as a bad value)."""
 
     exit_code = 2
+
+
+class StorePathRefused(StoreError, UsageError):
+    """The store cannot be made or written where it was named (no permission, a read-only file system): a bad
+    value, refused at start with exit 2 like any other."""
+
+
+#: what an open says when the file or its directory may not be written by this process
+_REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -415,9 +425,18 @@ class EventStore:
         return fd
 
     def _open_error(self, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"cannot open the event store {self.location}: {_one_line(exc)}",
-            "choose a writable file for the store, or run without one to keep events in memory",
+        message = f"cannot open the event store {self.location}: {_one_line(exc)}"
+        if self.readonly:
+            return StoreError(message, "check that it is a store netspy-tui wrote and that you can read it")
+        refused = isinstance(exc, OSError) and exc.errno in _REFUSED
+        if not refused and isinstance(exc, sqlite3.Error) and self.path is not None:
+            # (SQLite says only "unable to open database file"; the directory's mode says why)
+            folder = self.path.absolute().parent
+            refused = not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+        return (StorePathRefused if refused else StoreError)(
+            message,
+            "choose a file in a directory you can write, or leave out --db: events then go to a scratch file "
+            "removed on exit",
         )
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,30 @@ def test_an_unknown_shell_is_one_line_exit_2(run_cli):
     out = run_cli("--completion", "powershell")
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "argument --completion: invalid choice: 'powershell'" in out.stderr
+
+
+def test_the_readmes_install_lines_work_in_a_new_home(cli_env, tmp_path: Path):
+    """Each line of the README's block, run by sh in a home where none of the directories exist yet."""
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Shell completion", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block
+    lines = [line for line in block.group(1).splitlines() if line.strip()]
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    home.mkdir()
+    bin_dir.mkdir()
+    shim = bin_dir / "netspy-tui"  # the command as installed: this checkout's
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m netspy_tui "$@"\n')
+    shim.chmod(0o755)
+    env = {**cli_env, "HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(repo)}
+    for line in lines:
+        done = subprocess.run(["sh", "-ec", line], capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, (line, done.stderr)
+    written = {
+        "bash": home / ".local/share/bash-completion/completions/netspy-tui",
+        "zsh": home / ".local/share/zsh/site-functions/_netspy-tui",
+        "fish": home / ".config/fish/completions/netspy-tui.fish",
+    }
+    for shell, path in written.items():
+        assert "netspy-tui" in path.read_text(), shell

@@ -657,7 +657,9 @@ def test_unprivileged_start_says_what_to_do() -> None:
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     lines = child.stdout.splitlines()
     assert len(lines) == 2, child.stderr
-    assert "needs root" in lines[0] and lines[0].lower().endswith("run as root or use --collector procfs.")
+    assert lines[0] == (
+        "eBPF needs root. Run as root (or with CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH) or use --collector procfs."
+    )
     assert "run as root" in lines[1].lower() and "procfs" in lines[1]
 
 

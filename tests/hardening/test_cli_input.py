@@ -7,9 +7,15 @@ unknown tool, unknown flag, missing --summary-text, duration beyond the tool's r
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.hardening.conftest import DEMO, Cli, assert_one_line_error
+import pytest
+
+from tests.hardening.conftest import DEMO, REPO, Cli, Run, assert_one_line_error, product_env
 
 #: (arguments, exit code, a fragment of the one line on stderr). Flag and setting errors exit 2 before
 #: any data source is opened; values only a tool's schema can judge exit 1 after it answered.
@@ -195,13 +201,40 @@ def test_unusable_files_are_one_line_exit_1(cli: Cli, tmp_path: Path) -> None:
         (
             ["serve", "--replay", str(DEMO), "--db", "/proc/such.db", "--port", "1"],
             "cannot open the event store /proc/such.db",
-            "writable file",
+            "a directory you can write",
         ),
     ]
     runs = cli.many([args for args, _, _ in cases])
     for (args, first, second), run in zip(cases, runs, strict=True):
         line = assert_one_line_error(run, 1)
         assert first in line and second in line, (args, line)
+
+
+@pytest.mark.root
+def test_a_db_this_user_cannot_write_is_a_bad_value_exit_2_and_the_hint_names_the_scratch_file(tmp_path: Path) -> None:
+    """As a user: --db in a directory of root's (a non-root user's /var/lib), and on a read-only file system. The
+    user is uid 0 without any capability (no root override of file modes: a user's view of them), the read-only
+    file system a tmpfs mounted read-only in a mount namespace of the command's own."""
+    if os.geteuid() != 0 or not (shutil.which("setpriv") and shutil.which("unshare")):
+        pytest.skip("needs root, setpriv and unshare")
+    roots = tmp_path / "var-lib"
+    roots.mkdir()
+    roots.chmod(0o555)
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    as_user = ["setpriv", "--securebits=+noroot,+noroot_locked", "--bounding-set=-all", "--inh-caps=-all"]
+    mount_ro = 'mount -t tmpfs -o ro,size=1m,mode=0755 none "$0" && exec "$@"'
+    on_read_only = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount_ro, str(readonly)]
+    for wrap, db, why in ((as_user, roots / "x.sqlite3", "Permission denied"),
+                          (on_read_only, readonly / "x.sqlite3", "Read-only file system")):  # fmt: skip
+        args = ("--tool", "server_status", "--replay", str(DEMO), "--db", str(db))
+        done = subprocess.run([*wrap, sys.executable, "-m", "netspy_tui", *args], env=product_env(tmp_path),
+                              cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+        line = assert_one_line_error(Run(args, done.returncode, done.stdout, done.stderr), 2)
+        assert f"cannot open the event store {db}: " in line and why in line, line
+        assert "leave out --db: events then go to a scratch file removed on exit" in line, line
+        assert "in memory" not in line, line
+        assert not db.exists()
 
 
 def test_an_infinite_replay_speed_is_instant(cli: Cli) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,16 @@ import httpx
 import pytest
 
 from tests.fake_ebpf_server import FakeEbpfServer
-from tests.hardening.conftest import DEMO, Child, Cli, assert_one_line_error, free_port, wait_until
+from tests.hardening.conftest import (
+    DEMO,
+    REPO,
+    Child,
+    Cli,
+    assert_one_line_error,
+    free_port,
+    product_env,
+    wait_until,
+)
 
 DEMO_EVENTS = sum(1 for line in DEMO.read_text().splitlines() if line.strip())
 
@@ -220,9 +230,11 @@ def test_piped_repl_prints_only_results_errors_on_stderr_and_exit_1_after_a_fail
 def test_the_help_the_readme_names_states_the_http_limits(cli: Cli) -> None:
     readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
     assert "`netspy-tui serve --help` and `netspy-tui mcp --help` state the same." in readme
+    assert "bodies are limited to 1 MiB (`413`)" in readme
     for command in (["serve"], ["mcp"]):
         shown = " ".join(cli(*command, "--help").stdout.split())
-        for limit in ("within 10 s", "after 5 s", "at most 100 connections", "after 16 KiB is a 400"):
+        limits = ("within 10 s", "after 5 s", "at most 100 connections", "after 16 KiB is a 400", "over 1 MiB is a 413")
+        for limit in limits:
             assert limit in shown, (command, limit)
 
 
@@ -237,9 +249,26 @@ def test_every_tool_in_the_readme_table_runs_as_a_tool_or_is_marked_mcp_only(cli
     rows = {line.split("`")[1]: line for line in table.splitlines() if line.startswith("| `")}
     assert set(TOOLS) <= set(rows)
     mcp_only = {name for name, row in rows.items() if "MCP only" in row}
-    assert set(rows) - set(TOOLS) == mcp_only == {"lookup_names"}
+    assert set(rows) - set(TOOLS) == mcp_only == {"lookup_names", "dashboard_snapshot"}
     run = cli("--tool", "lookup_names")
     assert run.returncode == 2 and "invalid choice: 'lookup_names'" in run.stderr
+
+
+README_TEXT = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+async def test_the_readme_tool_table_is_what_an_mcp_client_lists(tmp_path: Path) -> None:
+    """`netspy-tui mcp` over stdio, as Claude Desktop starts it: tools/list names exactly the table's rows."""
+    from mcp import StdioServerParameters
+    from mcp.client import Client
+
+    table = README_TEXT.split("| tool | parameters | returns |", 1)[1].split("\n\n", 1)[0]
+    rows = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "netspy_tui", "mcp", "--replay", str(DEMO)],
+                                   env=product_env(tmp_path), cwd=str(REPO))  # fmt: skip
+    async with Client(params, read_timeout_seconds=30) as client:
+        listed = {tool.name for tool in (await client.list_tools()).tools}
+    assert listed == rows, (listed - rows, rows - listed)
 
 
 # --- L6: a pid filter names the pid ---------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from netspy_tui.names.workload import (
@@ -18,6 +21,9 @@ from netspy_tui.names.workload import (
     classify_cgroup,
     k8s_identity,
 )
+from tests.factories import connection_json
+from tests.hardening.conftest import Child, free_port, spawn, wait_until  # noqa: F401 (fixture)
+from tests.hardening.test_security import served_url
 
 CID = "3f2a" + "0" * 56 + "beef"
 UID = "7c1e5b2a-0d3f-4b6e-9a8c-1234567890ab"
@@ -89,6 +95,25 @@ def test_kubernetes_identity_comes_from_the_downward_api_environment() -> None:
     env = {"NODE_NAME": "node-1", "POD_NAME": "netspy-abc", "POD_NAMESPACE": "monitoring"}
     assert k8s_identity(env) == {"k8s_node_name": "node-1", "k8s_pod_name": "netspy-abc", "k8s_namespace": "monitoring"}
     assert k8s_identity({}) == {}
+
+
+def test_serve_fills_the_k8s_fields_from_the_k8s_prefixed_downward_api_names(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    """The README: NODE_NAME, POD_NAME, POD_NAMESPACE "or the same names with a K8S_ prefix"."""
+    recording = tmp_path / "rec.jsonl"
+    recording.write_text(json.dumps(connection_json(ago=5)) + "\n")
+    token = "k8s-env-test-token-0123456789"
+    env = {"NETSPY_TOKEN": token, "K8S_NODE_NAME": "node-k", "K8S_POD_NAME": "agent-k", "K8S_POD_NAMESPACE": "obs"}
+    child = spawn("serve", "--replay", str(recording), "--replay-speed", "0", "--port", str(free_port()), env=env)
+    url = served_url(child, "the eBPF server API")
+    with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as http:
+        events = wait_until(lambda: http.get("/api/events").json()["events"], "the replayed event")
+    assert [(e["k8s_node_name"], e["k8s_pod_name"], e["k8s_namespace"]) for e in events] == [
+        ("node-k", "agent-k", "obs")
+    ]
+    assert k8s_identity({"K8S_NAMESPACE": "older"}) == {"k8s_namespace": "older"}  # still read
 
 
 def test_a_process_that_has_gone_keeps_its_last_workload() -> None:

@@ -1,7 +1,8 @@
 """The sdist and the wheel, built offline from a copy of the tree (``python -m build --no-isolation``).
 
 The copy gets the clutter a working tree really has — .ci/run's venv, a hand-made .venv, benchmark
-results, screenshots — so the exclusions are tested, not assumed.
+results, screenshots, the .hypothesis/ cache the README's test command leaves — so the exclusions are
+tested, not assumed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 _SKIP = shutil.ignore_patterns(
-    ".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", "dist", "build", "*.egg-info"
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "dist",
+    "build",
+    "*.egg-info",
 )
 
 
@@ -37,6 +47,11 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[str
     (tree / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
     (tree / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (tree / "bench" / "results" / "scratch.json").write_text("{}\n")
+    # What `python -m pytest` leaves (hypothesis's example database, with its own .gitignore, which
+    # hatchling does not read).
+    (tree / ".hypothesis" / "examples" / "0a1b2c").mkdir(parents=True)
+    (tree / ".hypothesis" / "examples" / "0a1b2c" / "3d4e5f").write_bytes(b"\x00\x01")
+    (tree / ".hypothesis" / ".gitignore").write_text("# automatically created by Hypothesis\n*\n")
     out = base / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(tree)],
@@ -59,11 +74,11 @@ def _metadata(files: dict[str, bytes]):
     return Parser().parsestr(files[name].decode("utf-8"))
 
 
-def test_sdist_has_the_license_and_marker_and_no_venvs_screenshots_or_results(dists):
+def test_sdist_has_the_license_and_marker_and_no_venvs_caches_screenshots_or_results(dists):
     names, _ = dists
     assert "LICENSE" in names and "netspy_tui/py.typed" in names and "pyproject.toml" in names
     assert "README.md" in names and "tests/fake_ebpf_server.py" in names
-    for clutter in (".ci/venv", ".venv", "screenshots/", "bench/results/"):
+    for clutter in (".ci/venv", ".venv", ".hypothesis", "screenshots/", "bench/results/"):
         assert not [n for n in names if n.startswith(clutter)], clutter
     assert not [n for n in names if n.endswith("pyvenv.cfg") or "__pycache__" in n]
 

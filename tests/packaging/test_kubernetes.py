@@ -4,6 +4,7 @@ needs and nothing more (the aggregator: nothing at all), and run flags this nets
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,39 @@ def test_the_agents_forward_to_the_aggregators_service() -> None:
     (port,) = service["spec"]["ports"]
     assert forward == f"http://{service['metadata']['name']}:{port['port']}/api/events/ingest"
     assert service["spec"]["selector"] == _of_kind("Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def _scrape_jobs() -> list[dict[str, Any]]:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "scrape_configs:" in b]
+    return list(yaml.safe_load(block)["scrape_configs"])
+
+
+@pytest.mark.parametrize("kind", ["DaemonSet", "Deployment"])
+def test_prometheus_is_told_to_send_the_token_not_to_scrape_by_annotation(kind: str) -> None:
+    """/metrics is behind NETSPY_TOKEN like every path: an annotation-driven scrape sends no token and
+    reads 401, so the pods carry none, and the README's scrape job for the pod sends the pod's own
+    api-token from the file the Secret is mounted as."""
+    workload = next(doc for _, doc in documents() if doc["kind"] == kind)
+    template = workload["spec"]["template"]
+    annotations = template["metadata"].get("annotations", {})
+    assert not [a for a in annotations if a.startswith("prometheus.io/")], annotations
+    (container,) = template["spec"]["containers"]
+    ref = next(e for e in container["env"] if e["name"] == "NETSPY_TOKEN")["valueFrom"]["secretKeyRef"]
+    labels = template["metadata"]["labels"]
+    port = next(p for p in container["ports"] if p["containerPort"] == parse_args(container["args"]).port)
+
+    def keeps(job: dict[str, Any]) -> bool:
+        meta = {"__meta_kubernetes_pod_label_" + re.sub(r"[^A-Za-z0-9_]", "_", k): v for k, v in labels.items()} | {
+            "__meta_kubernetes_pod_container_port_name": port["name"]
+        }
+        rules = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
+        return bool(rules) and all(
+            re.fullmatch(r["regex"], ";".join(meta.get(s, "") for s in r["source_labels"])) for r in rules
+        )
+
+    (job,) = [job for job in _scrape_jobs() if keeps(job)]
+    assert job["authorization"] == {"credentials_file": f"/etc/prometheus/secrets/{ref['name']}/{ref['key']}"}
+    told = (REPO / "deploy" / "kubernetes" / "agent.yaml").read_text()
+    (namespace,) = re.findall(r"kubectl create namespace (\S+)", told)
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": [namespace]}}]

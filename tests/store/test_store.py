@@ -178,7 +178,7 @@ def test_unwritable_path_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
         EventStore(blocker / "events.db")
     text = str(err.value)
     assert str(blocker / "events.db") in text and "\n" not in text
-    assert "writable" in err.value.hint
+    assert "a directory you can write" in err.value.hint
 
 
 def test_not_an_event_store_is_refused_untouched(tmp_path: Path) -> None:

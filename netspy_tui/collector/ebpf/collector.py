@@ -41,6 +41,7 @@ from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf.asm import Asm
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
+from netspy_tui.collector.privilege import EBPF_NEEDS_ROOT, EBPF_PRIVILEGE_HINT, ebpf_privileged
 from netspy_tui.errors import CollectorError
 from netspy_tui.names.workload import kernel_cgroups
 
@@ -48,28 +49,13 @@ log = logging.getLogger(__name__)
 
 PROCFS_HINT = "run as root or use --collector procfs"
 MIN_RING = 1 << 20
-_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
 #: records read per ring pass; a larger backlog is handed to the sink in several batches (bounds the
 #: memory a burst's event objects take: ~1 KiB each)
 _BATCH = 16384
 
 
-def _effective_caps() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
-
-
 def _privileged() -> bool:
-    if os.geteuid() == 0:
-        return True
-    caps = _effective_caps()
-    return bool(caps >> _CAP_SYS_ADMIN & 1) or bool(caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1)
+    return ebpf_privileged()
 
 
 @dataclass(frozen=True)
@@ -863,7 +849,7 @@ class EbpfCollector(Collector):
         if platform.machine() not in ("x86_64", "aarch64"):
             raise CollectorError(f"the eBPF collector does not support {platform.machine()}", "use --collector procfs")
         if not _privileged():
-            raise CollectorError("the eBPF collector needs root (or CAP_BPF and CAP_PERFMON)", PROCFS_HINT)
+            raise CollectorError(EBPF_NEEDS_ROOT, EBPF_PRIVILEGE_HINT)
         # stats accumulate over restarts and stay the same object, so holders see the updates
         session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.drain_interval, self.raw,
                            self.raw_rate)  # fmt: skip

@@ -206,9 +206,16 @@ class StatusBar(Static):
             notes.append(
                 Text(f"view: {'packet drops' if view.view == 'drops' else 'traffic'}", style=self._style("key"))
             )
+        note_shown = False
         if status is not None:
             src = status.source
-            if src.sampled:
+            if src.sampled and self.source_note:
+                # why this collector first ("procfs sampling: eBPF needs root"), then what sampling costs: at 80
+                # columns both fit, where "sampled: …" first left "procfs sampling: eBPF" of the reason
+                notes.append(Text(clean(self.source_note, 80), style=self._style("dim")))
+                notes.append(Text("short-lived connections can be missed", style=self._style("warn")))
+                note_shown = True
+            elif src.sampled:
                 notes.append(Text("sampled: short-lived connections can be missed", style=self._style("warn")))
             if src.recent_losses:
                 notes.append(
@@ -229,7 +236,7 @@ class StatusBar(Static):
                 notes.append(Text.assemble(("nodes ", self._style("key")), shown + more))
         if snap is not None and snap.burst_skipped:
             notes.append(Text(f"burst: {snap.burst_skipped} events not fetched in one poll", style=self._style("warn")))
-        if self.source_note:
+        if self.source_note and not note_shown:
             notes.append(Text(clean(self.source_note, 80), style=self._style("dim")))
         if not notes:
             notes.append(Text("press ? for keys, : for commands, / to filter", style=self._style("dim")))

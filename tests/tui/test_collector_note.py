@@ -1,0 +1,62 @@
+"""The header says which collector runs and why, at the smallest terminal the README names (80x24)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import SourceInfo
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.app import NetspyApp
+from tests.tui.conftest import Clock, demo_events, wait_for
+from tests.tui.screen_text import screen_lines
+
+
+def note_of_an_unprivileged_start() -> str:
+    """What ``start_collector("auto")`` says as an ordinary user: a child that drops root (after its imports:
+    the interpreter may live where nobody can read) and starts the collector the dashboard would."""
+    code = textwrap.dedent(
+        """
+        import os
+        import netspy_tui.collector.ebpf, netspy_tui.collector.procfs, psutil
+        from netspy_tui.collector.auto import start_collector
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+        collector, reason = start_collector("auto", lambda events: None, procfs_interval=0.1)
+        collector.stop()
+        print(collector.name)
+        print(reason)
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    name, reason = child.stdout.splitlines()
+    assert name == "procfs", (name, reason)
+    return reason
+
+
+class SampledSource(MemorySource):
+    """The demo's events, reported as procfs sampling reports itself."""
+
+    async def info(self) -> SourceInfo:
+        info = await super().info()
+        return info.model_copy(update={"label": "procfs sampling (embedded)", "collector": "procfs", "sampled": True})
+
+
+async def test_an_unprivileged_start_shows_why_not_ebpf_and_what_sampling_misses_at_80x24() -> None:
+    note = note_of_an_unprivileged_start()
+    assert note == "procfs sampling: eBPF needs root"
+    clock = Clock()
+    async with open_gateway(SampledSource(demo_events())) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=clock, source_note=note)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.polls > 0, "a poll")
+            await pilot.pause()
+            header = screen_lines(app)[:3]
+            assert any(
+                "procfs sampling: eBPF needs root · short-lived connections can be missed" in line for line in header
+            ), header
