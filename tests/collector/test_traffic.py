@@ -780,3 +780,65 @@ async def retransmits_of_one_sender(embedded: EmbeddedSource, upload: bool) -> N
         assert [(p.pids, p.retransmits) for p in mine.processes] == [([pid], want)]
         if prev:
             assert (await read(prev)).retransmits == 0
+
+
+def churn(k: int) -> int:
+    """``k`` loopback TCP connections of this process to its own listener, one after another, each moving 100
+    bytes each way: the listener's port."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        for _ in range(k):
+            with socket.create_connection(listener.getsockname()) as c:
+                s, _ = listener.accept()
+                with s:
+                    c.sendall(b"c" * 100)
+                    assert len(s.recv(100)) == 100
+                    s.sendall(b"s" * 100)
+                    assert len(c.recv(100)) == 100
+        return int(listener.getsockname()[1])
+
+
+@pytest.mark.ebpf
+async def test_a_full_traffic_map_is_reported_as_the_calls_and_connections_it_could_not_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The kernel's traffic map holds a few keys only (as a host with more sockets than it holds would find
+    it): what did not fit is counted in totals with no process, and get_traffic says how many send/read calls,
+    retransmits and connections those were (it said bytes), at least every one of this process's that is not in
+    its own rows."""
+    from netspy_tui.collector.ebpf import collector as collector_mod
+
+    monkeypatch.setattr(collector_mod, "TRAFFIC_ENTRIES", 8)
+    k = 300
+    embedded = await started()
+    try:
+        port = await asyncio.to_thread(churn, k)
+        me = os.getpid()
+        async with Client(create_server(embedded)) as client:
+
+            async def report() -> tuple[TrafficStats, dict[str, int], str]:
+                result = await client.call_tool("get_traffic", {"pid": me, "duration": 120, "limit": 200})
+                assert not result.is_error, result.content
+                body = result.structured_content
+                return TrafficStats.model_validate(body["stats"]), body["losses"], result.content[0].text
+
+            def placed(stats: TrafficStats) -> int:
+                calls = sum(f.tx_calls + f.rx_calls for f in stats.flows if port in (f.local_port, f.remote_port))
+                return calls + stats.inbound_connections + stats.outbound_connections + stats.closed_connections
+
+            # 4 calls (a send and a read each side) and 4 connection events (opened and closed, each side) each
+            made = 8 * k
+            deadline = time.monotonic() + 10
+            while True:
+                stats, losses, text = await report()
+                full = losses.get("traffic_full", 0)
+                if placed(stats) + full >= made or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        assert full >= made - placed(stats) > 0, (full, placed(stats), made)
+        assert f"{full:,} send/read calls, retransmits and opened or closed connections counted without their " \
+               "process and connection (kernel traffic map full; their bytes and connections are in the totals)" \
+               in text  # fmt: skip
+        assert "bytes counted without" not in text
+    finally:
+        await embedded.aclose()
