@@ -774,9 +774,9 @@ async def retransmits_of_one_sender(embedded: EmbeddedSource, upload: bool) -> N
         if misses["tcp_retransmit"]:
             want = charged.get(owner, 0)
             assert segs - 64 * misses["tcp_retransmit"] <= want < segs, (segs, failed, misses, charged)
-        elif not upload and charged.get(owner, 0) < segs:
-            # (known residual, accepted sockets only, about one run in ten on a host where other collectors attach
-            # and detach programs on the same tracepoint: the program ran once or twice less than an ftrace
+        elif charged.get(owner, 0) < segs:
+            # (a known residual, about one run in ten here, on a host where other collectors attach and detach
+            # programs on the same tracepoint all the time: the program ran once or twice less than an ftrace
             # instance saw the event, no recursion miss counted; a few segments of ~900, never another owner)
             want = charged[owner]
             assert segs - segs // 50 <= want, (segs, failed, charged)
