@@ -42,7 +42,8 @@ being enabled sends every system call on the host through the kernel's slower sy
     ``tcp_state`` nor another tracer's program on that tracepoint, with no recursion miss counted.
     It is resolved here (counted ``state_unseen``) with the error the kernel closed it with
     (``conn_error``'s, or ``sk_err`` if the application has not taken it), else as unknown, instead
-    of staying in progress for good with its ``conns`` value never freed.
+    of staying in progress for good with its ``conns`` value never freed. Every socket freed also loses its
+    ``owners`` entry (whose retransmits these are), so the next socket at that address is not charged to it.
 ``connect_exit`` (syscalls/sys_exit_connect)
     A call that started a connection hands off with ``tcp_state`` through atomic fetch-ors on the
     ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
