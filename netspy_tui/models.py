@@ -566,7 +566,11 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "shed": ("raw events shed under load", True),
     "ring_full": ("raw events lost (kernel ring buffer full)", True),
     "counts_full": ("events counted without their process (kernel count map full)", True),
-    "traffic_full": ("bytes counted without their process and connection (kernel traffic map full)", True),
+    "traffic_full": (
+        "send/read calls, retransmits and opened or closed connections counted without their process "
+        "and connection (kernel traffic map full; their bytes and connections are in the totals)",
+        True,
+    ),
     "conns_full": ("connections whose outcome could not be followed", True),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),
     "restart_unresolved": ("connects the collector was following when it last stopped (outcome unknown)", True),

@@ -411,10 +411,12 @@ def test_state_drop_and_byte_programs_get_the_tracepoints_arguments(live) -> Non
     types = {name: syscalls.prog_type(prog_id) for name, _, _, prog_id in collector.programs()}
     raw, perf = syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, syscalls.BPF_PROG_TYPE_TRACEPOINT
     # BTF-typed (tp_btf) where the kernel allows tracing programs, else raw; conn_destroy runs for
-    # every TCP socket freed (once per connect) and gets its argument the same way
-    assert len({types[name] for name in ("tcp_state", "skb_drop", "sock_send", "sock_recv", "conn_destroy")}) == 1
+    # every TCP socket freed (once per connect) and gets its argument the same way; so does tcp_retransmit (not
+    # to be skipped when its softirq interrupts a perf tracepoint program: see P.tcp_retransmit)
+    names = ("tcp_state", "skb_drop", "sock_send", "sock_recv", "conn_destroy", "tcp_retransmit")
+    assert len({types[name] for name in names}) == 1
     assert types["tcp_state"] in (raw, syscalls.BPF_PROG_TYPE_TRACING)
-    assert types["connect_enter"] == types["connect_exit"] == types["tcp_retransmit"] == perf
+    assert types["connect_enter"] == types["connect_exit"] == perf
     # what programs() (and so server_status) says each one is, is what the kernel has
     kernel_type = {"tracepoint": perf, "raw_tracepoint": raw, "tp_btf": syscalls.BPF_PROG_TYPE_TRACING,
                    "fentry": syscalls.BPF_PROG_TYPE_TRACING}  # fmt: skip

@@ -10,16 +10,18 @@ client is this process. Waits are bounded polls on the tool's own answer; the as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import random
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -577,3 +579,272 @@ async def test_connections_one_after_another_each_get_exactly_their_own_bytes(
         assert figures(stats) == sizes, [(f.local_port, f.tx_bytes, f.tx_calls) for f in stats.flows]
     finally:
         await source.aclose()
+
+
+#: One side of a bulk TCP transfer through a lossy link (run in a network namespace by ``ip netns exec``):
+#: ``sink``/``client`` read until EOF; ``upload``/``server`` send N bytes in ONE sendall() (one send() call: the
+#: kernel reports its bytes when it returns, after every retransmit) and print their pid, the connection's ports,
+#: the namespace's RetransSegs and TCPRetransFail deltas around the transfer and the socket's
+#: tcpi_total_retrans; ``prev`` makes 50 loopback connections freed at once (SO_LINGER 0) on the same CPU, so the
+#: kernel hands the next socket the memory of one of them, and exits. Only the test's processes use the namespace:
+#: its counters are theirs.
+BULK = textwrap.dedent(
+    """
+    import ctypes, os, socket, struct, sys
+    role, host, port, n, cpu = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    ctypes.CDLL(None).prctl(15, ("rt_" + role).encode(), 0, 0, 0)
+    os.sched_setaffinity(0, {cpu})
+    def counters():
+        out = {}
+        for path in ("/proc/net/snmp", "/proc/net/netstat"):
+            with open(path) as f:
+                lines = [line.split() for line in f]
+            for head, values in zip(lines[::2], lines[1::2]):
+                out.update({head[0] + k: int(v) for k, v in zip(head[1:], values[1:])})
+        return out["Tcp:RetransSegs"], out["TcpExt:TCPRetransFail"]
+    def drain(c):
+        while c.recv(1 << 16):
+            pass
+    def send(c, before):
+        me, peer = c.getsockname()[1], c.getpeername()[1]
+        c.sendall(b"r" * n)
+        c.shutdown(socket.SHUT_WR)
+        drain(c)  # until the peer has read everything and closed: nothing left to retransmit
+        after = counters()
+        info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        c.close()
+        print(os.getpid(), me, peer, after[0] - before[0], after[1] - before[1], struct.unpack_from("I", info, 100)[0],
+              flush=True)
+    if role == "prev":
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(64)
+        for _ in range(50):
+            s = socket.create_connection(ls.getsockname())
+            s.send(b"p" * 10)
+            c, _ = ls.accept()
+            c.recv(10)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+            c.close()
+        print(os.getpid(), flush=True)
+    elif role in ("sink", "server"):
+        ls = socket.socket()
+        ls.bind((host, 0))
+        ls.listen(1)
+        print(ls.getsockname()[1], flush=True)
+        c, _ = ls.accept()
+        if role == "sink":
+            drain(c)
+            c.close()
+        else:
+            send(c, counters())
+    else:
+        before = counters()
+        c = socket.create_connection((host, port))
+        if role == "client":
+            drain(c)
+            c.close()
+        else:
+            send(c, before)
+    """
+)
+
+
+@contextlib.contextmanager
+def lossy_link() -> Iterator[tuple[str, str, str, str]]:
+    """Namespaces a and b joined by a veth whose a end sends through a tiny tbf queue (20 Mbit/s, 8 KB: a
+    bulk sender overruns it, its segments are dropped and retransmitted, and some retransmissions are
+    dropped by the qdisc too): (a, b, a's address, b's address)."""
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"iproute2 ({tool}) is needed for the test's network namespaces")
+    token = secrets.token_hex(3)
+    net = f"10.{100 + secrets.randbelow(150)}.{secrets.randbelow(256)}"
+    a, b = f"nsrt-{token}-a", f"nsrt-{token}-b"
+    made = []
+
+    def run(*args: str) -> None:
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, f"{' '.join(args)}: {done.stderr.strip()}"
+
+    try:
+        for ns in (a, b):
+            run("ip", "netns", "add", ns)
+            made.append(ns)
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "link", "add", f"vr{token}a", "netns", a, "type", "veth", "peer", "name", f"vr{token}b", "netns", b)
+        for ns, dev, addr in ((a, f"vr{token}a", f"{net}.1"), (b, f"vr{token}b", f"{net}.2")):
+            run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            run("ip", "-n", ns, "link", "set", dev, "up")
+        run("ip", "netns", "exec", a, "tc", "qdisc", "add", "dev", f"vr{token}a", "root", "tbf", "rate", "20mbit",
+            "burst", "4k", "limit", "8k")  # fmt: skip
+        yield a, b, f"{net}.1", f"{net}.2"
+    finally:
+        for ns in reversed(made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def bulk(ns: str, role: str, host: str = "", port: int = 0, cpu: int = 0) -> subprocess.Popen[str]:
+    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", BULK, role, host, str(port),
+                             str(BULK_BYTES), str(cpu)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def answer(p: subprocess.Popen[str]) -> list[int]:
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return [int(x) for x in out.split()]
+
+
+BULK_BYTES = 3_000_000
+
+
+def transfer(upload: bool) -> tuple[int, int, int, int, int, int]:
+    """3 MB through the lossy link, sent by a process in namespace a (``upload``: it connected; else it
+    accepted): (its pid, the pid of ``prev``, its port, its peer's port, RetransSegs delta, TCPRetransFail
+    delta)."""
+    cpu = min(os.sched_getaffinity(0))
+    with lossy_link() as (a, b, addr_a, addr_b):
+        if upload:
+            sink = bulk(b, "sink", addr_b)
+            assert sink.stdout is not None
+            port = int(sink.stdout.readline())
+            (prev,) = answer(bulk(a, "prev", cpu=cpu))
+            pid, me, peer, segs, failed, total = answer(bulk(a, "upload", addr_b, port, cpu))
+            answer(sink)
+        else:
+            prev = 0
+            server = bulk(a, "server", addr_a, cpu=cpu)
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            client = bulk(b, "client", addr_a, port)
+            pid, me, peer, segs, failed, total = answer(server)
+            answer(client)
+    # (the sender's socket is the only one in namespace a that sent through the tbf queue)
+    assert segs == total, f"RetransSegs delta {segs} but the socket's tcpi_total_retrans {total}"
+    assert segs > 0 and failed > 0, f"the link did not drop retransmissions: RetransSegs {segs}, failed {failed}"
+    return pid, prev, me, peer, segs, failed
+
+
+@pytest.mark.ebpf
+@pytest.mark.parametrize(
+    ("upload", "kind"),
+    [(True, "tp_btf"), (False, "tp_btf"), (True, "raw_tracepoint"), (True, "tracepoint")],
+    ids=["connected", "accepted", "connected-raw", "connected-perf"],
+)
+async def test_retransmits_equal_retranssegs_failed_ones_included_and_belong_to_the_sender(
+        upload: bool, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A process sends 3 MB in one send() through a qdisc that drops: every retransmission the kernel counts
+    in RetransSegs (those the qdisc dropped again, TCPRetransFail, included) is charged to that process, the
+    one that connected (``connected``) or listened and accepted (``accepted``), though the kernel sends them
+    from timers and softirqs before its send() returns; none to a process whose sockets were freed just before
+    (their memory is the new socket's) nor to pid 0; however the programs are attached."""
+    embedded = await started_as(kind, monkeypatch)
+    try:
+        assert embedded.collector is not None
+        assert {name: k for name, k, _, _ in embedded.collector.programs()}["tcp_retransmit"] == kind
+        await retransmits_of_one_sender(embedded, upload)
+    finally:
+        await embedded.aclose()
+
+
+async def retransmits_of_one_sender(embedded: EmbeddedSource, upload: bool) -> None:
+    assert embedded.collector is not None
+    skipped = {name: n for name, _, _, n in embedded.collector.program_stats()}
+    pid, prev, me, peer, segs, failed = await asyncio.to_thread(transfer, upload)
+    async with Client(create_server(embedded)) as client:
+
+        async def read(who: int | None = None) -> TrafficStats:
+            args: dict[str, Any] = {"duration": 120, "limit": 200}
+            if who is not None:
+                args["pid"] = who
+            result = await client.call_tool("get_traffic", args)
+            assert not result.is_error, result.content
+            return TrafficStats.model_validate(result.structured_content["stats"])
+
+        stats = await poll(read, lambda s: sum(f.retransmits for f in flows(s, local_port=me, remote_port=peer))
+                           >= segs)  # fmt: skip
+        charged = {(f.pid, f.command): f.retransmits for f in flows(stats, local_port=me, remote_port=peer)
+                   if f.retransmits}  # fmt: skip
+        # (a run the kernel skipped, counted as the program's recursion miss: a softirq's retransmit on a CPU
+        # where a BPF program of the same kind was running. Then, and only then, fewer: at most 64 each, GSO)
+        misses = {name: n - skipped.get(name, 0) for name, _, _, n in embedded.collector.program_stats()}
+        owner, want = (pid, "rt_upload" if upload else "rt_server"), segs
+        if misses["tcp_retransmit"]:
+            want = charged.get(owner, 0)
+            assert segs - 64 * misses["tcp_retransmit"] <= want < segs, (segs, failed, misses, charged)
+        elif charged.get(owner, 0) < segs:
+            # (a known residual, about one run in ten here, on a host where other collectors attach and detach
+            # programs on the same tracepoint all the time: the program ran once or twice less than an ftrace
+            # instance saw the event, no recursion miss counted; a few segments of ~900, never another owner)
+            want = charged[owner]
+            assert segs - segs // 50 <= want, (segs, failed, charged)
+        assert charged == {owner: want}, (segs, failed, charged, misses)
+        mine = await read(pid)
+        assert mine.retransmits == want
+        assert [(p.pids, p.retransmits) for p in mine.processes] == [([pid], want)]
+        if prev:
+            assert (await read(prev)).retransmits == 0
+
+
+def churn(k: int) -> int:
+    """``k`` loopback TCP connections of this process to its own listener, one after another, each moving 100
+    bytes each way: the listener's port."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        for _ in range(k):
+            with socket.create_connection(listener.getsockname()) as c:
+                s, _ = listener.accept()
+                with s:
+                    c.sendall(b"c" * 100)
+                    assert len(s.recv(100)) == 100
+                    s.sendall(b"s" * 100)
+                    assert len(c.recv(100)) == 100
+        return int(listener.getsockname()[1])
+
+
+@pytest.mark.ebpf
+async def test_a_full_traffic_map_is_reported_as_the_calls_and_connections_it_could_not_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The kernel's traffic map holds a few keys only (as a host with more sockets than it holds would find
+    it): what did not fit is counted in totals with no process, and get_traffic says how many send/read calls,
+    retransmits and connections those were (it said bytes), at least every one of this process's that is not in
+    its own rows."""
+    from netspy_tui.collector.ebpf import collector as collector_mod
+
+    monkeypatch.setattr(collector_mod, "TRAFFIC_ENTRIES", 8)
+    k = 300
+    embedded = await started()
+    try:
+        port = await asyncio.to_thread(churn, k)
+        me = os.getpid()
+        async with Client(create_server(embedded)) as client:
+
+            async def report() -> tuple[TrafficStats, dict[str, int], str]:
+                result = await client.call_tool("get_traffic", {"pid": me, "duration": 120, "limit": 200})
+                assert not result.is_error, result.content
+                body = result.structured_content
+                return TrafficStats.model_validate(body["stats"]), body["losses"], result.content[0].text
+
+            def placed(stats: TrafficStats) -> int:
+                calls = sum(f.tx_calls + f.rx_calls for f in stats.flows if port in (f.local_port, f.remote_port))
+                return calls + stats.inbound_connections + stats.outbound_connections + stats.closed_connections
+
+            # 4 calls (a send and a read each side) and 4 connection events (opened and closed, each side) each
+            made = 8 * k
+            deadline = time.monotonic() + 10
+            while True:
+                stats, losses, text = await report()
+                full = losses.get("traffic_full", 0)
+                if placed(stats) + full >= made or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        assert full >= made - placed(stats) > 0, (full, placed(stats), made)
+        assert f"{full:,} send/read calls, retransmits and opened or closed connections counted without their " \
+               "process and connection (kernel traffic map full; their bytes and connections are in the totals)" \
+               in text  # fmt: skip
+        assert "bytes counted without" not in text
+    finally:
+        await embedded.aclose()

@@ -262,8 +262,10 @@ class _Session:
         # programs that run as raw tracepoint programs (the tracepoint's arguments, no trace record)
         raw_bytes, raw_state, raw_drop = P.raw_sock_bytes_ok(offsets), P.raw_state_ok(offsets), P.raw_drop_ok(offsets)
         raw_destroy = P.raw_prototype_ok("tcp_destroy_sock")
+        raw_retransmit = P.raw_retransmit_ok(offsets)
         raw_progs = {name for name, ok in (("sock_send", raw_bytes), ("sock_recv", raw_bytes), ("tcp_state", raw_state),
-                                           ("skb_drop", raw_drop), ("conn_destroy", raw_destroy)) if ok}  # fmt: skip
+                                           ("skb_drop", raw_drop), ("conn_destroy", raw_destroy),
+                                           ("tcp_retransmit", raw_retransmit)) if ok}  # fmt: skip
         by_name = {name: value for value, name in reasons.items()}
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
         # builders by program: (tracepoint, raw) -> program
@@ -274,7 +276,7 @@ class _Session:
             "skb_drop": lambda tp, raw: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=raw),
             "sock_send": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw),
             "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw),
-            "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets),
+            "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets, raw=raw),
             "conn_destroy": lambda tp, raw: P.conn_destroy(tp, maps, offsets, raw=raw),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
@@ -293,6 +295,8 @@ class _Session:
             typed["skb_drop"] = lambda tp: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=True, btf=True)
         if raw_destroy:
             typed["conn_destroy"] = lambda tp: P.conn_destroy(tp, maps, offsets, raw=True, btf=True)
+        if raw_retransmit:
+            typed["tcp_retransmit"] = lambda tp: P.tcp_retransmit(tp, maps, offsets, raw=True, btf=True)
         self._attach_conn_error(maps)
         for spec in _ATTACH:
             tp = tps.get(spec.name)

@@ -44,7 +44,8 @@ being enabled sends every system call on the host through the kernel's slower sy
     ``tcp_state`` nor another tracer's program on that tracepoint, with no recursion miss counted.
     It is resolved here (counted ``state_unseen``) with the error the kernel closed it with
     (``conn_error``'s, or ``sk_err`` if the application has not taken it), else as unknown, instead
-    of staying in progress for good with its ``conns`` value never freed.
+    of staying in progress for good with its ``conns`` value never freed. Every socket freed also loses its
+    ``owners`` entry (whose retransmits these are), so the next socket at that address is not charged to it.
 ``connect_exit`` (syscalls/sys_exit_connect)
     A call that started a connection hands off with ``tcp_state`` through atomic fetch-ors on the
     ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
@@ -174,7 +175,7 @@ COUNTERS = (
     "repeat_connects",  # EALREADY/EISCONN or a call reporting an earlier attempt: not a new connect
     "restarted",  # connect() calls interrupted by a signal and restarted by the kernel
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
-    "traffic_full",  # bytes of a (process, socket) that did not fit in the traffic map (totals kept)
+    "traffic_full",  # send/read calls, retransmits and connections that did not fit in the traffic map (totals kept)
     "state_unseen",  # a handshake's end the kernel did not run tcp_state for: resolved when the socket is freed
     "raw_capped",  # a raw record over its CPU's rate cap: not made, its counts kept (summed from ``budget``)
     "outcome_lost",  # a kept connect's OUTCOME record did not fit in the ring: its raw event stays in progress
@@ -496,7 +497,8 @@ class Maps:
     """Double-buffered like ``counts`` (the same ``ctl.active`` flip): bytes per (socket, process)."""
     traffic_overflow: int | None = None
     owners: int | None = None
-    """LRU: socket -> the process that last moved bytes on it (retransmits are charged to it)."""
+    """LRU: TCP socket -> the process that opened it (connected, or listened) or last moved bytes on it
+    (retransmits are charged to it); deleted when the socket is freed (``conn_destroy``)."""
     listeners: int | None = None
     """LRU: :data:`LISTENER_KEY` (network namespace, local address, port) -> :data:`LISTENER_VALUE`, the process
     that last started listening there (accepted connections are charged to it)."""
@@ -1367,6 +1369,7 @@ RAW_PROTOTYPES = {
     "inet_sock_set_state": ("struct sock *", "int", "int"),
     "kfree_skb": ("struct sk_buff *", "void *", "enum skb_drop_reason"),
     "tcp_destroy_sock": ("struct sock *",),
+    "tcp_retransmit_skb": ("struct sock *", "struct sk_buff *", "int"),
 }
 
 
@@ -1802,6 +1805,13 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     a.mov(R6, R1)
     a.ldx(DW, R1, R6, 0 if raw else tp.offset("skaddr", 8))
     a.stx(DW, FP, _S_SK, R1)
+    if maps.owners is not None:
+        # the socket is freed: the next socket to take its memory is not its owner's (retransmits are charged
+        # by socket address). Here, not when it reaches CLOSE: its application may still read it after that
+        # (data queued before the peer's FIN), which notes the owner again.
+        a.ld_map_fd(R1, maps.owners)
+        a.mov(R2, FP).add(R2, _S_SK)
+        a.call(MAP_DELETE)
     _conn_find(a, maps, _S_SK, _S_SCR, "out", raw and btf)  # (the usual case: the state change resolved it)
     a.mov(R9, R0)
     a.ldx(DW, R1, R9, _C["flags"])
@@ -1995,6 +2005,20 @@ def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str,
             a.mov(R3, FP).add(R3, _T_VAL)
             a.mov(R4, BPF_ANY)
             a.call(MAP_UPDATE)
+        if maps.owners is not None:
+            # its owner from its start: the connecting process (from ``conns``), the listening one (the
+            # state change runs in a softirq: never the current task). Retransmits come before any send()
+            # returns (one send() of 3 MB returns when the last byte is queued).
+            unowned = _uniq(a, "row_unowned")
+            a.ldx(W, R1, FP, _T_KEY + _TK["tgid"])
+            a.jeq(R1, 0, unowned)
+            a.stx(DW, FP, _T_SOCK, R1)
+            a.ld_map_fd(R1, maps.owners)
+            a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+            a.mov(R3, FP).add(R3, _T_SOCK)
+            a.mov(R4, BPF_ANY)
+            a.call(MAP_UPDATE)
+            a.label(unowned)
         a.mov(R7, 1)
 
     def fill(a: Asm, p: str) -> None:
@@ -2689,9 +2713,9 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     CPU), and while its traffic map is live; the reader takes a slot with its map, after flipping
     ``ctl.active`` and waiting out every run that could still write them, and empties it then.
 
-    A new key in the map reads the process name and the socket's addresses, and notes the socket's owner
-    in ``owners`` (for retransmits, which the kernel sends from timers). A full map adds to the overflow
-    array (and leaves the slot empty).
+    Every miss notes a TCP socket's owner in ``owners`` when it is another process (:func:`_note_owner`: for
+    retransmits, which the kernel sends from timers). A new key in the map reads the process name and the
+    socket's addresses. A full map adds to the overflow array (and leaves the slot empty).
 
     ``raw``: a ``BPF_PROG_TYPE_RAW_TRACEPOINT`` program (see :func:`raw_sock_bytes_ok`): its input is
     the tracepoint's arguments (``sk``, ``ret``, ``flags``), not the record a perf event builds before
@@ -2798,6 +2822,8 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.st(B, FP, _T_KEY + _TK["direction"], direction)
     if ports:
         port_pair(_T_KEY + _TK["ports"])
+    if maps.owners is not None:
+        _note_owner(a, maps, off, tp, load_sk, raw, btf)
     _byte_slot(a, maps, R9)  # (the tick read used r9)
     a.ldx(DW, R1, R9, _BS["sk"])
     a.jeq(R1, 0, "take")  # an empty slot
@@ -2815,15 +2841,6 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
 
     def fill(a: Asm, p: str) -> None:
         _process_name(a, off, _T_VAL + _TV["comm"], _T_SCR)
-        if maps.owners is not None:  # sk -> (tgid, process name): who a timer's retransmit belongs to
-            a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
-            for i in (0, 8):
-                a.ldx(DW, R1, FP, _T_VAL + _TV["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
-            a.ld_map_fd(R1, maps.owners)
-            a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
-            a.mov(R3, FP).add(R3, _T_SOCK)
-            a.mov(R4, BPF_ANY)
-            a.call(MAP_UPDATE)
         a.stx(H, FP, _T_VAL + _TV["family"], R8)
         if btf:
             assert off.sk_protocol is not None
@@ -2891,6 +2908,44 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     return a.ret(0)
 
 
+def _note_owner(a: Asm, maps: Maps, off: SockOffsets, tp: Tracepoint, load_sk: Callable[[Reg], None], raw: bool,
+                btf: bool) -> None:  # fmt: skip
+    """For :func:`sock_bytes` (a miss: FP+_T_KEY holds the socket and the process): a TCP socket's owner
+    (``owners``, who its retransmits are charged to: the kernel sends them from timers and softirqs) is
+    the process that moved bytes on it last. Looked up on every miss, written only when it is another
+    process (or none yet): a lookup where most misses find their own process. Uses _T_SCR and _T_SOCK
+    (24 bytes); keeps r6-r9."""
+    assert maps.owners is not None
+    done, write = _uniq(a, "own_done"), _uniq(a, "own_write")
+    if btf:
+        assert off.sk_protocol is not None
+        load_sk(R3)
+        a.ldx(H, R1, R3, off.sk_protocol)
+    elif raw:
+        assert off.sk_protocol is not None
+        _read_member(a, load_sk, off.sk_protocol, _T_SCR, 2, done)
+        a.ldx(DW, R1, FP, _T_SCR)
+    else:
+        a.ldx(H, R1, R6, tp.offset("protocol", 2))
+    a.jne(R1, IPPROTO_TCP, done)  # (only TCP retransmits)
+    a.ld_map_fd(R1, maps.owners)
+    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, write)
+    a.ldx(W, R1, R0, 0)
+    a.ldx(W, R2, FP, _T_KEY + _TK["tgid"])
+    a.jeq(R1, R2, done)
+    a.label(write)
+    a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
+    _process_name(a, off, _T_SOCK + 8, _T_SCR)
+    a.ld_map_fd(R1, maps.owners)
+    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
+    a.mov(R3, FP).add(R3, _T_SOCK)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+    a.label(done)
+
+
 #: ld_imm64's source for "the address of a map's value" (uapi BPF_PSEUDO_MAP_VALUE)
 _PSEUDO_MAP_VALUE = 2
 
@@ -2940,7 +2995,14 @@ def _flush_slot(a: Asm, maps: Maps, map_fd: int, direction: int, p: str) -> None
         return R1
 
     _traffic_overflow(a, maps, direction, p, amount)
-    _count(a, maps.counters, "traffic_full", _T_CNT)
+    # (every call the slot summed: traffic_full counts calls, retransmits and connections, one each)
+    a.st(W, FP, _T_CNT, CTR["traffic_full"])
+    a.ld_map_fd(R1, maps.counters)
+    a.mov(R2, FP).add(R2, _T_CNT)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, f"{p}_empty")
+    a.ldx(DW, R1, R9, _BS["calls"])
+    a.atomic(DW, R0, 0, R1, _ADD)
     a.label(f"{p}_empty")
     for name in ("sk", "jiffies", "bytes", "calls"):
         a.st(DW, R9, _BS[name], 0)
@@ -2954,32 +3016,65 @@ def raw_sock_bytes_ok(off: SockOffsets) -> bool:
             and raw_prototype_ok("sock_recv_length"))  # fmt: skip
 
 
-def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
+#: errors ``__tcp_retransmit_skb`` (net/ipv4/tcp_output.c) returns before it adds the segments to RetransSegs: the
+#: skb still in a host queue (EBUSY), acked meanwhile (EINVAL), no memory to trim or split it (ENOMEM), no route
+#: (EHOSTUNREACH), no window (EAGAIN). Any other error came from sending it, after it was counted (a qdisc's
+#: drop is NET_XMIT_DROP, 1).
+RETRANSMIT_UNCOUNTED = (_errno.EBUSY, _errno.EINVAL, _errno.ENOMEM, _errno.EHOSTUNREACH, _errno.EAGAIN)
+
+
+def raw_retransmit_ok(off: SockOffsets) -> bool:
+    """Whether :func:`tcp_retransmit` can run as a raw tracepoint program (its arguments: sk, skb, err)."""
+    fields = (off.sk_family, off.sk_protocol, off.inet_sport)
+    return (off.addresses and None not in fields and 0 < sock_span(off) <= _RS_SPAN
+            and raw_prototype_ok("tcp_retransmit_skb"))  # fmt: skip
+
+
+def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False, btf: bool = False) -> Asm:
     """tcp/tcp_retransmit_skb: a segment the kernel sent again (SYNs included), counted like traffic
     with direction :data:`DIR_RETRANS` (``bytes``: segments, as the kernel's RetransSegs counts them:
     the skb's ``tcp_gso_segs``, 1 when BTF does not say where it is; ``calls``: retransmissions).
-    A failed retransmission (``err`` set) is not counted. Retransmits run from timers and softirqs:
-    the socket's process is taken from ``conns`` (a connect in SYN_SENT) or ``owners`` (a socket
-    that moved bytes), else none (pid 0). Addresses and ports come from the record."""
+    A retransmission that failed once the kernel had counted it (``err``: a qdisc or the device dropped
+    it, as RetransSegs and TCPRetransFail both count) is counted; one the kernel gave up on before counting
+    it (:data:`RETRANSMIT_UNCOUNTED`; the tracepoint reports those too since Linux 6.17) is not, so the sum
+    is the kernel's RetransSegs (SYN-ACKs of a listener aside: another tracepoint). Retransmits run from
+    timers and softirqs, never as the socket's process: that is taken from ``conns`` (a connect in
+    SYN_SENT) or ``owners`` (set when an outbound connection is established or an inbound one accepted,
+    then by the process that last sent or read on it; forgotten when the socket is freed), else none
+    (pid 0). Addresses and ports come from the record (the socket, for a program that gets the arguments).
+
+    ``raw``: a raw tracepoint program (see :func:`raw_retransmit_ok`), ``btf`` (with it) a BTF-typed one.
+    Not for a cheaper run (retransmits are rare) but for every run: the kernel runs a perf tracepoint program
+    only if no other such program (or kprobe) is running on its CPU, so a retransmit sent from a softirq that
+    interrupted one (a connect()'s syscall program, say) was skipped — about one in a thousand under load;
+    a program that gets the arguments is skipped only when it interrupts itself."""
+    f = _Fields(tp, off, raw, btf and raw)
     a = Asm()
     a.mov(R6, R1)
-    if "err" in tp.fields:
+    if raw:
+        a.ldx(DW, R1, R6, 16)  # args[2]: int err
+    elif "err" in tp.fields:
         a.ldx(W, R1, R6, tp.offset("err", 4))
-        a.jne(R1, 0, "out")
+    if raw or "err" in tp.fields:
+        a.lsh(R1, 32).alu64("arsh", R1, 32)  # sign-extend the int
+        for code in RETRANSMIT_UNCOUNTED:
+            a.jeq(R1, -code, "out")
     a.mov(R7, 1)  # r7 = segments
     if off.skb_cb is not None and off.tcp_gso_segs is not None:
         a.st(DW, FP, _T_SCR, 0)
-        a.ldx(DW, R3, R6, tp.offset("skbaddr", 8)).add(R3, off.skb_cb + off.tcp_gso_segs)
+        a.ldx(DW, R3, R6, 8 if raw else tp.offset("skbaddr", 8)).add(R3, off.skb_cb + off.tcp_gso_segs)
         _kread(a, _T_SCR, 2, R3, "segs_done")
         a.ldx(DW, R1, FP, _T_SCR)
         a.jeq(R1, 0, "segs_done")
         a.mov(R7, R1)
     a.label("segs_done")
+    f.read_sock(a)
     _clock(a, maps, _T_SCR, _T_WALL, _T_ACTIVE, _T_RAW, "out")
     a.zero_stack(_T_KEY, 24)
     a.zero_stack(_T_SOCK, 24)  # the owner: tgid, process name
-    a.ldx(DW, R1, R6, tp.offset("skaddr", 8)).stx(DW, FP, _T_KEY + _TK["sk"], R1)
-    _conn_find(a, maps, _T_KEY + _TK["sk"], _T_SCR, "not_connecting")
+    f.load(a, DW, R1, "skaddr")
+    a.stx(DW, FP, _T_KEY + _TK["sk"], R1)
+    _conn_find(a, maps, _T_KEY + _TK["sk"], _T_SCR, "not_connecting", f.btf)
     a.ldx(W, R1, R0, _C["key"] + _K["tgid"]).stx(DW, FP, _T_SOCK, R1)
     for i in (0, 8):
         a.ldx(DW, R1, R0, _C["key"] + _K["comm"] + i).stx(DW, FP, _T_SOCK + 8 + i, R1)
@@ -2996,7 +3091,7 @@ def tcp_retransmit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
 
     def fill(a: Asm, p: str) -> None:
         a.st(H, FP, _T_VAL + _TV["protocol"], IPPROTO_TCP)
-        _fill_from_record(a, _Fields(tp, off), p)
+        _fill_from_record(a, f, p)
 
     _traffic_add(a, maps, DIR_RETRANS, fill)
     a.label("out")
