@@ -11,7 +11,7 @@ Rows of these kinds, written in one transaction per batch by one writer:
   as ``chunks`` (one row per batch, the records as the ring gave them: :mod:`netspy_tui.store.chunks`;
   models are built only when a tool asks), other events as ``events`` rows with their JSON, or, for a
   writer that gives their rows itself (the aggregator's ingest, :meth:`EventStore.add_rows`), as
-  ``json_blocks`` (one row per write and kind: :mod:`netspy_tui.store.jsonblocks`). Under
+  ``json_blocks`` (a row per write and kind, per 1,024 events: :mod:`netspy_tui.store.jsonblocks`). Under
   load the writer sheds raw events (never counts); what was shed is in ``losses``.
 - ``rollup_minute``/``rollup_hour``: the same counts per minute and hour (:mod:`netspy_tui.store.spans`),
   so a day or a week reads few rows.

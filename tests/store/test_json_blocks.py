@@ -187,3 +187,19 @@ def test_a_few_events_of_a_big_block_answer_as_rows(monkeypatch: pytest.MonkeyPa
         assert "bodies" in reads  # all of them: the block at once
         assert _answers(store) == want
     assert [e.model_dump() for e in few.events] == want[QUERIES.index(EventQuery(limit=1000))][1][:3]
+
+
+def test_reading_in_order_finds_an_event_inside_a_larger_block_an_earlier_version_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks hold at most BLOCK_EVENTS events now; a store written when they held more (a whole ingest batch) is
+    read in order from inside one of its blocks as before (the aggregator's restart reads its ids so)."""
+    events = sorted(_events(60), key=lambda e: e.type != "connection")
+    monkeypatch.setattr(J, "BLOCK_EVENTS", 64)  # (as written before: one block per write and kind)
+    with EventStore(tmp_path / "old.sqlite3", retention_seconds=None) as store:
+        _add_as_blocks(store, events)
+    monkeypatch.setattr(J, "BLOCK_EVENTS", 4)
+    monkeypatch.setattr(J, "MAX_BLOCK_EVENTS", 64)
+    with EventStore(tmp_path / "old.sqlite3", retention_seconds=None) as reopened:
+        got, _ = reopened.after(30, 100, 2**62)
+        assert [e.id for _, e in got] == [e.id for e in events[30:]]
