@@ -4,12 +4,14 @@ No widgets here. The app's one poll worker calls :meth:`Poller.poll` on an inter
 result; the screen asks for a different subject or window with :meth:`Poller.configure`, which
 takes effect at the start of the next poll (and wakes the loop so that happens at once).
 
-Polling is incremental: connections and drops are asked for with ``since=<newest time seen - OVERLAP>``
-and, where the source has an insertion order (a store), ``after=<its cursor>``, so each event comes once;
-a remote eBPF server has only the time cursor, and the overlap it re-reads is de-duplicated by id. On an
-aggregator with an insertion cursor (netspy-tui's: the fleet's, :meth:`FleetStore.changes`) ``since`` is the
-window's start: what was stored since the cursor, however old its time (an agent's backlog after an outage),
-takes its place by time in the tables, each event once. A refresh costs in proportion to the new events.
+Polling is incremental. Where the source has an insertion order (a store; netspy-tui's aggregator: the fleet's,
+:meth:`FleetStore.changes`) connections and drops are asked for with ``after=<its cursor>`` and ``since`` the
+window's start: what was stored since the cursor, however old its time (a blocking connect stored when it
+returned, seconds after it started; an agent's backlog after an outage), takes its place by time in the tables,
+each event once. A connect listed in progress comes again with its outcome: the snapshot also returns the
+connects resolved since the store's resolution cursor (``resolved_after``). A remote eBPF server has only the
+time cursor: ``since=<newest time seen - OVERLAP>``, and the overlap it re-reads is de-duplicated by id. A refresh
+costs in proportion to the new events and outcomes.
 Events are trimmed to the window and capped at ``max_rows``. Summary panels (processes, patterns) are
 fetched every poll unless they get slow, then at most every twice their cost in seconds, so they take at
 most about half the time.
@@ -126,6 +128,9 @@ class _Window(Generic[E]):
         self.overlap = OVERLAP
         self.cursor: int | None = None
         """The source's insertion-order cursor after the last page (None: it has none; the time cursor alone)."""
+        self.resolved: int | None = None
+        """The source's resolution cursor after the last page (None: it numbers none): held connects listed in
+        progress come again with their outcome once the source has it."""
         self.missing_until: datetime | None = None
         """Events of the window at or before this time may not be held (a page that left some unfetched, the cut
         at ``max_rows``, events the source shed): until they have left the window it is not held whole."""
@@ -148,8 +153,8 @@ class _Window(Generic[E]):
 
     def since(self, start: datetime | None = None) -> str | None:
         """The time cursor of the next poll: the newest time held less the overlap; with an insertion cursor
-        that reaches back in time (``start``: the window's start, given on an aggregator), the window's start:
-        the cursor alone says what is new, and an event stored late by minutes (an agent's backlog) still
+        (``start``: the window's start), the window's start: the cursor alone says what is new, and an event
+        stored late (a blocking connect that returned seconds after it started, an agent's backlog) still
         comes (one older than the window does not)."""
         if self.newest is None:
             return None
@@ -174,6 +179,9 @@ class _Window(Generic[E]):
         for event in reversed(newest_first):
             key = event_key(event)
             if key in events:
+                held = events[key]
+                if isinstance(held, ConnectionEvent) and held.outcome == "in_progress" != event.outcome:
+                    events[key] = event  # (the same connect again with its outcome: a source without resolutions)
                 continue
             events[key] = event
             added += 1
@@ -186,6 +194,23 @@ class _Window(Generic[E]):
         if late and earliest is not None:
             self._resort_from(earliest, added)
         return added
+
+    def update(self, events: list[E]) -> int:
+        """Put events that came again with their outcome (same key) in place of the held ones; returns how many
+        changed. One not held (left the window, cut at ``max_rows``) is not added: it was not listed."""
+        changed = 0
+        held = self.events
+        for event in events:
+            key = event_key(event)
+            old = held.get(key)
+            if old is None or old == event:
+                continue
+            if isinstance(old, ConnectionEvent) and isinstance(event, ConnectionEvent):
+                if old.hostname and not event.hostname:  # (a name learnt since it was listed stays)
+                    event = event.model_copy(update={"hostname": old.hostname})
+            held[key] = event
+            changed += 1
+        return changed
 
     def _resort_from(self, earliest: datetime, added: int) -> None:
         """Put the ``added`` events (the last ones in :attr:`events`) in time order: the same order as a stable sort
@@ -372,13 +397,16 @@ class Poller:
         if self._inbound_supported:
             parts.append("inbound")
         fetched_since = self._conns.newest is not None
-        # (an aggregator's cursor is the fleet's: what was stored since, of any time in the window)
-        start = self._window_start(cfg.window) if self._on_aggregator() else None
+        # with an insertion cursor (a store's, an aggregator's: the fleet's) the time bound is the window's start: what
+        # was stored since the cursor, of any time in the window (a blocking connect is stored when it returns,
+        # seconds after its start; an agent's backlog minutes after), each event once
+        start = self._window_start(cfg.window)
         since = self._conns.since(start)
         drops = (self._drops.since(start), self._drops.cursor)
         # (the first time, only the window: a store can hold hours of accepted connections)
         inbound_since = self._inbound.since() or format_time(self._clock() - timedelta(seconds=cfg.window))
-        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed, inbound_since)
+        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed, inbound_since,
+                                    None if self._conns.cursor is None else self._conns.resolved or 0)  # fmt: skip
         cost = time.perf_counter() - started
         if snap.status is not None:
             self._status = snap.status
@@ -390,6 +418,10 @@ class Poller:
             raise NetspyError("dashboard_snapshot answered without the events asked for")
         after = self._conns.cursor
         self._conns.cursor, self._drops.cursor = snap.connections.cursor, snap.drops.cursor
+        self._conns.resolved = snap.connections.resolved_cursor
+        # (outcomes resolved since the last poll, of connects held in progress: before the new page, which may page
+        # older events and cut at max_rows)
+        resolved = self._conns.update(list(snap.connections.updates))
         new, skipped = await self._fetch_connections(subject, since, after, snap.connections)
         self._drops.missing_from(snap.drops, self._clock())
         new_drops = self._drops.add(list(snap.drops.events))
@@ -398,18 +430,18 @@ class Poller:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
         if snap.names is None and new and self._names_supported:
             self.names_pending = bool(self._conns.unnamed(1))  # ask about the new rows' names next poll
-        if new or new_drops:
+        if new or new_drops or resolved:
             self._idle_ticks = 0
         else:
             self._idle_ticks += 1
         if summaries_due:
             self._keep_summaries(subject, snap, cost)
-        elif (new or new_drops) and since_read >= self._summary_gap:
+        elif (new or new_drops or resolved) and since_read >= self._summary_gap:
             # events after idle polls (which skip the summaries): the panels follow in this refresh
             s0 = time.perf_counter()
             extra = await self._snapshot(subject, self._summary_parts(subject), (None, None), (None, None), [])
             self._keep_summaries(subject, extra, time.perf_counter() - s0)
-        elif new or new_drops:
+        elif new or new_drops or resolved:
             self.summaries_behind = True
         self._tick += 1
         now = self._clock()
@@ -443,9 +475,6 @@ class Poller:
             traffic_error=traffic_error,
             recent_bytes=recent_bytes,
         )
-
-    def _on_aggregator(self) -> bool:
-        return self._status is not None and self._status.source.generation == "aggregator"
 
     def _window_start(self, window: int) -> datetime:
         return self._clock() - timedelta(seconds=window)
@@ -507,8 +536,10 @@ class Poller:
         drops: tuple[str | None, int | None],
         addresses: list[str],
         inbound_since: str | None = None,
+        resolved_after: int | None = None,
     ) -> DashboardSnapshot:
-        """``conns`` and ``drops``: each list's (since, after) cursors; ``inbound_since`` the inbound part's."""
+        """``conns`` and ``drops``: each list's (since, after) cursors; ``inbound_since`` the inbound part's;
+        ``resolved_after`` the connections' resolution cursor."""
         return await self.gateway.snapshot(
             subject.pid,
             subject.command,
@@ -524,6 +555,7 @@ class Poller:
             node=subject.node,
             workload=subject.workload,
             inbound_since=inbound_since,
+            resolved_after=resolved_after,
         )
 
     def _keep_summaries(self, subject: Scope, snap: DashboardSnapshot, cost: float) -> None:

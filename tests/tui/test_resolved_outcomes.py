@@ -1,0 +1,107 @@
+"""The connection table agrees with the store for slow connects: a connect listed in progress shows its outcome
+once the store resolves it (the kernel's OUTCOME record, seconds later), and a blocking connect stored when it
+returned (its time is its start, seconds before) still gets its row. The store is fed ring records the way the eBPF
+collector's writer feeds it (``Batch(records=...)``: CONNECT records, then OUTCOME records in a later write)."""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from textual.pilot import Pilot
+
+from bench import synth
+from netspy_tui.collector.base import Batch
+from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.store.sqlite import EventStore
+from netspy_tui.telemetry.embedded import EmbeddedSource
+from netspy_tui.tui.app import NetspyApp
+from tests.tui.conftest import wait_for
+from tests.tui.screen_text import screen_text
+
+SIZE = (160, 40)
+NS = 1_000_000_000
+
+
+def connect(pid: int, comm: bytes, last_octet: int, wall: int, key: int, *, result: int, code: int) -> np.ndarray:
+    """One CONNECT record to 10.0.0.<last_octet>:443 started at ``wall`` (ns) on socket ``key``: in progress when
+    ``result`` is RESULT_PENDING (an OUTCOME record follows), else resolved with ``result`` (the kernel's errno)."""
+    rec = np.zeros(1, P.RECORD)
+    rec["kind"], rec["pid"], rec["comm"], rec["family"], rec["port"], rec["protocol"] = (
+        P.KIND_CONNECT, pid, comm, P.AF_INET, 443, 6,
+    )  # fmt: skip
+    rec["addr"][0][:4] = (10, 0, 0, last_octet)
+    pending = result == P.RESULT_PENDING
+    rec["flags"] = P.F_TCP | (P.F_PENDING if pending else P.F_RESOLVED)
+    rec["result"], rec["code"], rec["key"], rec["wall"], rec["ts"] = result, code, key, wall, wall
+    return rec
+
+
+def outcome(of: np.ndarray, result: int) -> np.ndarray:
+    """The OUTCOME record of ``of`` (same socket, same start) with the handshake's result (an errno, 0 ok)."""
+    rec = np.zeros(1, P.RECORD)
+    rec["kind"], rec["result"] = P.KIND_OUTCOME, result
+    rec["key"], rec["wall"], rec["ts"] = of["key"], of["wall"], of["ts"]
+    return rec
+
+
+def store_records(store: EventStore, recs: np.ndarray) -> None:
+    store.write([Batch(records=recs, codec=synth.codec())])
+
+
+@asynccontextmanager
+async def dashboard(store: EventStore) -> AsyncIterator[tuple[NetspyApp, Pilot[Any]]]:
+    source = EmbeddedSource(None, store)
+    try:
+        async with open_gateway(source) as gateway:
+            app = NetspyApp(gateway, interval=0.2, source_note="test")
+            async with app.run_test(size=SIZE) as pilot:
+                yield app, pilot
+    finally:
+        await source.aclose()
+
+
+def outcome_cells(app: NetspyApp) -> dict[str, str]:
+    """Destination -> the outcome cell of its row, as the connection table shows it."""
+    table = app.dashboard.connections
+    column = next(i for i, c in enumerate(table.spec) if c.key == "outcome")
+    dest = next(i for i, c in enumerate(table.spec) if c.key == "destination")
+    return {str(cells[dest]).strip(): str(cells[column]).strip() for cells in table._cells.values()}
+
+
+async def test_a_connect_listed_in_progress_shows_its_outcome_once_the_store_resolves_it() -> None:
+    now = time.time_ns()
+    slow = connect(42, b"curl", 1, now - NS, 0xFFFF888000000040, result=P.RESULT_PENDING, code=-errno.EINPROGRESS)
+    fast = connect(43, b"wget", 2, now - NS // 2, 0xFFFF888000000080, result=0, code=0)
+    with EventStore(None) as store:
+        store_records(store, np.concatenate([slow, fast]))
+        async with dashboard(store) as (app, pilot):
+            await wait_for(pilot, lambda: len(outcome_cells(app)) == 2, "both connects in the table")
+            assert outcome_cells(app) == {"10.0.0.1:443": "in progress", "10.0.0.2:443": "ok"}
+            store_records(store, outcome(slow, errno.EHOSTUNREACH))  # the handshake ended, seconds later
+            await wait_for(
+                pilot, lambda: outcome_cells(app).get("10.0.0.1:443") == "unreachable", "its outcome in the table"
+            )
+            assert outcome_cells(app) == {"10.0.0.1:443": "unreachable", "10.0.0.2:443": "ok"}
+            assert "Connections (2)" in screen_text(app)
+
+
+async def test_a_blocking_connect_stored_when_it_returned_seconds_after_its_start_gets_its_row() -> None:
+    """A blocking connect's record is written when connect() returns (ETIMEDOUT after ~3 s) with its start as its time:
+    older than what the table already holds by more than the old 2 s overlap. It still comes, with its outcome."""
+    now = time.time_ns()
+    with EventStore(None) as store:
+        store_records(store, connect(43, b"wget", 2, now - NS // 10, 0xFFFF8880000000C0, result=0, code=0))
+        async with dashboard(store) as (app, pilot):
+            await wait_for(pilot, lambda: len(outcome_cells(app)) == 1, "the first connect in the table")
+            started = now - 4 * NS  # (it started 4 s ago, before the newest row held)
+            store_records(store, connect(44, b"python3", 3, started, 0xFFFF888000000100, result=errno.ETIMEDOUT,
+                                         code=-errno.ETIMEDOUT))  # fmt: skip
+            await wait_for(pilot, lambda: len(outcome_cells(app)) == 2, "the late-stored connect in the table")
+            assert outcome_cells(app) == {"10.0.0.2:443": "ok", "10.0.0.3:443": "timeout"}
+            assert "Connections (2)" in screen_text(app)
