@@ -397,6 +397,7 @@ class Poller:
         if self._inbound_supported:
             parts.append("inbound")
         fetched_since = self._conns.newest is not None
+        drops_fetched_since = self._drops.newest is not None
         # with an insertion cursor (a store's, an aggregator's: the fleet's) the time bound is the window's start: what
         # was stored since the cursor, of any time in the window (a blocking connect is stored when it returns,
         # seconds after its start; an agent's backlog minutes after), each event once
@@ -424,10 +425,13 @@ class Poller:
         resolved = self._conns.update(list(snap.connections.updates))
         new, skipped = await self._fetch_connections(subject, since, after, snap.connections)
         self._drops.missing_from(snap.drops, self._clock())
+        drops_skipped = self._skipped(self._drops, drops[0], snap.drops)
         new_drops = self._drops.add(list(snap.drops.events))
         new += self._add_inbound(snap)
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
+        if not drops_fetched_since:
+            drops_skipped = 0
         if snap.names is None and new and self._names_supported:
             self.names_pending = bool(self._conns.unnamed(1))  # ask about the new rows' names next poll
         if new or new_drops or resolved:
@@ -470,6 +474,7 @@ class Poller:
             drop_patterns=drop_patterns,
             new_connections=new,
             burst_skipped=skipped,
+            drops_skipped=drops_skipped,
             traffic=traffic,
             latency=latency,
             traffic_error=traffic_error,
@@ -521,6 +526,15 @@ class Poller:
             log.debug("traffic unavailable: %s", exc)
             return None, None, str(exc)
         return traffic, latency, None
+
+    @staticmethod
+    def _skipped(window: _Window[E], since: str | None, page: ConnectionList | PacketDropList) -> int:
+        """Events of a poll's page that a burst left unfetched (the page is the newest ``max_events`` of them): its
+        total less what it returned and what the window already held of the overlap it re-read."""
+        if not page.truncated:
+            return 0
+        known = window.known_after(since) - sum(1 for e in page.events if event_key(e) in window.events)
+        return max(0, page.total_count - page.returned - max(0, known))
 
     @staticmethod
     def _summary_parts(subject: Scope) -> list[str]:

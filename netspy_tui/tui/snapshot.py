@@ -49,6 +49,8 @@ class Snapshot:
     """Connection events that arrived in this poll."""
     burst_skipped: int = 0
     """Events a burst pushed past ``max_events`` in one poll (not fetched)."""
+    drops_skipped: int = 0
+    """Packet drops a burst pushed past ``max_events`` in one poll (not fetched: the drops table has a gap there)."""
     connections_whole: bool = False
     """``connections`` holds every connection event of the window (none left unfetched, cut at the row cap or shed
     by the source): their count is the window's, whatever a summary read at another moment says."""

@@ -105,3 +105,24 @@ async def test_a_blocking_connect_stored_when_it_returned_seconds_after_its_star
             await wait_for(pilot, lambda: len(outcome_cells(app)) == 2, "the late-stored connect in the table")
             assert outcome_cells(app) == {"10.0.0.2:443": "ok", "10.0.0.3:443": "timeout"}
             assert "Connections (2)" in screen_text(app)
+
+
+def drops(n: int, wall: int) -> np.ndarray:
+    """``n`` packet drops charged to pid 7 (``nc``) in the nanoseconds from ``wall`` on."""
+    recs = np.zeros(n, P.RECORD)
+    recs["kind"], recs["pid"], recs["comm"], recs["code"] = P.KIND_DROP, 7, b"nc", 2
+    recs["wall"] = recs["ts"] = wall + np.arange(n)
+    return recs
+
+
+async def test_a_burst_of_drops_says_how_many_it_did_not_fetch() -> None:
+    """25,000 drops in one second reach the drops table as one page (the newest 1,000): the rest leave a gap there,
+    and the header says so, as it does for connections."""
+    now = time.time_ns()
+    with EventStore(None) as store:
+        store_records(store, drops(5, now - 5 * NS))
+        async with dashboard(store) as (app, pilot):
+            await wait_for(pilot, lambda: app.poller._drops.newest is not None, "the first drops held")
+            store_records(store, drops(2500, now - NS))
+            await wait_for(pilot, lambda: "not fetched" in screen_text(app), "the burst note")
+            assert "burst: 1,500 drops not fetched in one poll" in screen_text(app)
