@@ -66,6 +66,9 @@ OVERLAP = timedelta(seconds=2)
 #: arrives later still: there it is in the counts at once, in the table only once it is among the newest.) On
 #: netspy-tui's aggregator the fleet's cursor brings every event stored since, whatever its time: no overlap.
 FLEET_OVERLAP = timedelta(seconds=15)
+#: Seconds before the summaries were read in which a process's last event means it is still running (the header's
+#: events per second keep its count while it is not the subject: its new events are not fetched by the polls).
+ACTIVE_SECONDS = 5.0
 #: With no new events, the summaries (which only age) are re-read every this many polls.
 IDLE_SUMMARY_EVERY = 5
 #: While the server notifies changes: seconds between refreshes with no change (the window still moves).
@@ -321,6 +324,11 @@ class Poller:
         """Seconds between summary reads while events arrive: twice what the last read cost (they take at most
         about half the time), however often polls come (every interval, or only on change notifications)."""
         self._summaries_at = 0.0
+        self._read_at: datetime | None = None
+        """When (by the clock) the summaries were read: the header's events of the window are aged from it."""
+        self._arrived = 0
+        """Connection events of every process that arrived since the summaries were read (counted while the subject
+        is every process: then a poll's pages are every arrival)."""
         self.summaries_behind = False
         """Events came after the last summary read (within its gap): the panels are read again once the gap has
         passed, even if nothing else comes (else a lone event stayed out of them until the idle read, 50 s
@@ -424,6 +432,8 @@ class Poller:
         # older events and cut at max_rows)
         resolved = self._conns.update(list(snap.connections.updates))
         new, skipped = await self._fetch_connections(subject, since, after, snap.connections)
+        if subject.is_all and fetched_since:
+            self._arrived += new + skipped
         self._drops.missing_from(snap.drops, self._clock())
         drops_skipped = self._skipped(self._drops, drops[0], snap.drops)
         new_drops = self._drops.add(list(snap.drops.events))
@@ -475,6 +485,7 @@ class Poller:
             new_connections=new,
             burst_skipped=skipped,
             drops_skipped=drops_skipped,
+            window_events=self._window_events(processes, now, cfg.window, subject.is_all),
             traffic=traffic,
             latency=latency,
             traffic_error=traffic_error,
@@ -572,6 +583,31 @@ class Poller:
             resolved_after=resolved_after,
         )
 
+    def _window_events(self, processes: ProcessList, now: datetime, window: int, everyone: bool) -> float:
+        """The connection events of the window now, from the summaries read at :attr:`_read_at` (every poll would be
+        a window's aggregation each): what has left the window since by each process's first and last event
+        (spread evenly between them), plus what arrived since. While the subject is every process the polls see
+        every arrival; under a filter or focus they see the subject's alone, and a process whose last event was
+        within :data:`ACTIVE_SECONDS` of the read is taken to go on as it did (its count kept) until the next read."""
+        total = processes.total_events
+        read_at = self._read_at
+        if read_at is None or now <= read_at:
+            return float(total)
+        cut = now - timedelta(seconds=window)
+        active = read_at - timedelta(seconds=ACTIVE_SECONDS)
+        listed = 0
+        kept = 0.0
+        for proc in processes.processes:
+            listed += proc.attempts
+            if (not everyone and proc.last_seen >= active) or proc.first_seen > cut:
+                kept += proc.attempts
+            elif proc.last_seen > cut:
+                span = (proc.last_seen - proc.first_seen).total_seconds()
+                kept += proc.attempts * min(1.0, (proc.last_seen - cut).total_seconds() / span) if span > 0 else 0.0
+        rest = max(0, total - listed)  # (processes past the list's limit: aged as the listed ones)
+        aged = kept + (rest * kept / listed if listed else rest)
+        return aged + (self._arrived if everyone else 0)
+
     def _keep_summaries(self, subject: Scope, snap: DashboardSnapshot, cost: float) -> None:
         patterns, drop_patterns = snap.patterns, snap.drop_patterns
         if patterns is None or drop_patterns is None:
@@ -579,6 +615,8 @@ class Poller:
         processes = snap.processes if snap.processes is not None else _process_list(patterns)
         self._summaries = (processes, patterns, drop_patterns)
         self._summaries_at = time.perf_counter()
+        self._read_at = self._clock()
+        self._arrived = 0
         self._summary_gap = 2 * cost
         self.summaries_behind = False
 

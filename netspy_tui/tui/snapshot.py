@@ -62,6 +62,9 @@ class Snapshot:
     """Connect latency per destination (``get_connect_latency``), fetched with ``traffic``."""
     traffic_error: str | None = None
     """Why ``traffic`` or ``latency`` could not be read this poll (one line), else None."""
+    window_events: float | None = None
+    """The connection events of the window at ``taken_at``: the summaries' count (read at most every few polls)
+    aged to now (see :meth:`Poller._window_events`); None: the count as read."""
     recent_bytes: TrafficStats | None = None
     """The subject's bytes over the last few seconds (every poll, for the rx/tx sparklines); None when the source
     does not count bytes."""
@@ -82,4 +85,5 @@ class Snapshot:
         observed = self.observed_seconds
         if self.processes is None or observed is None:
             return None
-        return self.processes.total_events / observed
+        total = self.processes.total_events if self.window_events is None else self.window_events
+        return max(0.0, total) / observed

@@ -9,6 +9,7 @@ import errno
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,14 @@ from bench import synth
 from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.models import Scope
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
+from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
-from tests.tui.conftest import wait_for
+from tests.factories import connection
+from tests.tui.conftest import Clock, wait_for
+from tests.tui.demo_data import DEMO_NOW
 from tests.tui.screen_text import screen_text
 
 SIZE = (160, 40)
@@ -126,3 +131,38 @@ async def test_a_burst_of_drops_says_how_many_it_did_not_fetch() -> None:
             store_records(store, drops(2500, now - NS))
             await wait_for(pilot, lambda: "not fetched" in screen_text(app), "the burst note")
             assert "burst: 1,500 drops not fetched in one poll" in screen_text(app)
+
+
+async def poll_now(app: NetspyApp, pilot: Pilot[Any]) -> None:
+    """The poll the dashboard makes after 10 s with no change (or at a key), now; waits for its snapshot."""
+    taken = app.dashboard.latest
+    app.poller.wake.set()
+    await wait_for(pilot, lambda: app.dashboard.latest is not taken, "a poll")
+
+
+async def test_events_per_second_decays_under_a_focus_once_the_busy_process_has_stopped() -> None:
+    """A process made 1,200 connects in 6 s and stopped; focused on another (whose events alone the polls fetch) the
+    header's ev/s is read with the summaries, then aged at each poll: as the busy process's connects leave the
+    window it falls (it stayed at 20.0 until the next read of the summaries, up to 50 s later), then reads 0.0."""
+    clock = Clock()
+    busy = [connection(pid=500, command="busy", time=DEMO_NOW - timedelta(seconds=30 - i * 0.005)) for i in range(1200)]
+    quiet = [connection(pid=600, command="quiet", time=DEMO_NOW - timedelta(seconds=50))]
+    async with open_gateway(MemorySource(busy + quiet, clock=clock)) as gateway:
+        app = NetspyApp(gateway, interval=0.2, clock=clock, window=60)
+        async with app.run_test(size=SIZE) as pilot:
+            procs = app.dashboard.processes
+            await wait_for(pilot, lambda: "quiet" in procs.stats, "quiet in the process table")
+            procs.focus()
+            procs.move_cursor(row=procs.get_row_index("quiet"))
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.poller.config.subject == Scope(command="quiet"), "focus quiet")
+            await wait_for(pilot, lambda: "20.0 ev/s" in screen_text(app), "1,201 connects over the 60 s window")
+            for _ in range(2):  # (the first poll after the focus's events reads the summaries again)
+                await poll_now(app, pilot)
+            assert "20.0 ev/s" in screen_text(app)
+            clock.now = DEMO_NOW + timedelta(seconds=33)  # half the busy one's connects have left the window
+            await poll_now(app, pilot)
+            await wait_for(pilot, lambda: "10.0 ev/s" in screen_text(app), "the rate aged: 600 connects left")
+            clock.now = DEMO_NOW + timedelta(seconds=45)  # all of them have left (and quiet's one)
+            await poll_now(app, pilot)
+            await wait_for(pilot, lambda: "0.0 ev/s" in screen_text(app), "no connect left in the window")
