@@ -16,6 +16,7 @@ window again.
 from __future__ import annotations
 
 import bisect
+import errno
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.models import outcome_for_return_code
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -250,11 +252,27 @@ def outcomes_of(conn: sqlite3.Connection, recs: np.ndarray) -> list[str | None]:
         sql = f"SELECT key, t, outcome FROM resolved WHERE key IN ({','.join('?' * len(part))}) ORDER BY key, t"  # noqa: S608 - placeholders only
         for key, t, outcome in conn.execute(sql, part):
             found.setdefault(key, []).append((t, outcome))
-    for i, key, wall in zip(pending.tolist(), keys, recs["wall"][pending].tolist(), strict=True):
+    codes = recs["code"][pending].tolist()
+    for i, key, wall, code in zip(pending.tolist(), keys, recs["wall"][pending].tolist(), codes, strict=True):
         resolved = found.get(key)
         if resolved and (j := bisect.bisect_left(resolved, (wall,))) < len(resolved):  # (the first at t >= wall)
-            out[i] = resolved[j][1]
+            out[i] = _settled(resolved[j][1], code)
     return out
+
+
+#: connect() return codes that say the call did not end the handshake (it goes on, or was interrupted)
+#: (and the kernel's restart codes, 512-516, that a call interrupted by a signal can return at its exit tracepoint)
+_UNSETTLED_CODES = frozenset({0, -errno.EINPROGRESS, -errno.EALREADY, -errno.EINTR, -errno.EAGAIN, -512, -513, -514,
+                              -516})  # fmt: skip
+
+
+def _settled(outcome: str, code: int) -> str:
+    """A resolved outcome the kernel could not tell (``unknown``: the socket was freed with its error already taken,
+    or ``aborted``) of a connect whose own call returned the handshake's error (a blocking connect that returned
+    ETIMEDOUT, ECONNREFUSED ...): that error's outcome, as the call saw it."""
+    if outcome in ("unknown", "aborted") and code < 0 and code not in _UNSETTLED_CODES:
+        return outcome_for_return_code(code)
+    return outcome
 
 
 #: resolutions read per call of :func:`resolved_since` at most (a write's are read whole)

@@ -166,3 +166,18 @@ async def test_events_per_second_decays_under_a_focus_once_the_busy_process_has_
             clock.now = DEMO_NOW + timedelta(seconds=45)  # all of them have left (and quiet's one)
             await poll_now(app, pilot)
             await wait_for(pilot, lambda: "0.0 ev/s" in screen_text(app), "no connect left in the window")
+
+
+async def test_a_blocking_connect_that_returned_etimedout_reads_timeout_when_the_kernel_could_not_tell() -> None:
+    """The kernel did not see the handshake end before connect() returned ETIMEDOUT (its record says in progress), and
+    when it resolved the socket the error was already taken by the call (its OUTCOME says unknown): the row reads
+    the call's own answer, timeout (it read 'unknown rc=ETIMEDOUT')."""
+    now = time.time_ns()
+    stuck = connect(45, b"python3", 4, now - 4 * NS, 0xFFFF888000000140, result=P.RESULT_PENDING,
+                    code=-errno.ETIMEDOUT)  # fmt: skip
+    with EventStore(None) as store:
+        store_records(store, stuck)
+        store_records(store, outcome(stuck, P.RESULT_UNTRACKED))
+        async with dashboard(store) as (app, pilot):
+            await wait_for(pilot, lambda: len(outcome_cells(app)) == 1, "the connect in the table")
+            assert outcome_cells(app) == {"10.0.0.4:443": "timeout"}
