@@ -356,7 +356,9 @@ class EventStore:
                 self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                      (S.FOLDED, str(self._folded)))  # fmt: skip
         self._next_seq = 0 if readonly else self._max_seq() + 1
-        self._resolutions = 0 if readonly else self._resolution_cursor()
+        self._numbered = self._resolutions_numbered()
+        """The file numbers its resolutions (``resolved.at``): an older netspy-tui's file opened read-only may not."""
+        self._resolutions = self._resolution_cursor() if self._numbered and not readonly else 0
         """The number of the last write of resolutions (``resolved.at``)."""
         self._salt = self._id_salt()
         self._drop_reasons: dict[int, str] = self._stored_drop_reasons()
@@ -478,6 +480,10 @@ class EventStore:
     def _max_seq(self) -> int:
         with self._write_lock:
             return self._newest_seq(self._writer)
+
+    def _resolutions_numbered(self) -> bool:
+        with self._write_lock:
+            return "at" in {r[1] for r in self._writer.execute("PRAGMA table_info(resolved)")}
 
     def _resolution_cursor(self) -> int:
         with self._write_lock:
@@ -1267,7 +1273,7 @@ class EventStore:
             ]
             updates: list[AnyEvent] = []
             resolved: int | None = None
-            if q.kind == "connection":
+            if q.kind == "connection" and self._numbered:
                 if q.resolved_after is not None and q.after is not None:
                     plain = self._match(q.kind, q.pid, q.command, since_ns, until_ns)
                     up_recs, up_seqs, resolved = C.resolved_since(conn, plain, q.after, q.resolved_after)
