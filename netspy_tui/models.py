@@ -456,6 +456,12 @@ class EventFilters(_Wire):
     limit: int | None = None
 
 
+def _events_only(value: Any) -> Any:
+    """The items of a list that are events (``null``: none)."""
+    value = _null_is_empty(value)
+    return split_events(value)[0] if isinstance(value, list) else value
+
+
 class EventsResponse(_Wire):
     """``/api/events``."""
 
@@ -473,8 +479,14 @@ class EventsResponse(_Wire):
     """netspy-tui server: events of the page's seconds counted but not kept (see :attr:`EventPage.not_kept`)."""
     not_kept_since: QueryTime = None
     not_kept_until: QueryTime = None
+    updates: list[Event] = Field(default_factory=list)
+    """netspy-tui server, with ``resolved_after``: events stored at or before ``after`` whose outcome was resolved
+    since (see :attr:`EventPage.updates`)."""
+    resolved_cursor: int | None = None
+    """netspy-tui server: its store's resolution position (pass it back as ``resolved_after``)."""
 
     _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))  # type: ignore[arg-type]
+    _updates = field_validator("updates", mode="before")(classmethod(lambda cls, v: _events_only(v)))
 
 
 class ProgramInfo(_Wire):

@@ -20,7 +20,9 @@ from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import Scope
+from netspy_tui.serve import BackgroundServer, create_app
 from netspy_tui.store.sqlite import EventStore
+from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.telemetry.embedded import EmbeddedSource
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
@@ -181,3 +183,29 @@ async def test_a_blocking_connect_that_returned_etimedout_reads_timeout_when_the
         async with dashboard(store) as (app, pilot):
             await wait_for(pilot, lambda: len(outcome_cells(app)) == 1, "the connect in the table")
             assert outcome_cells(app) == {"10.0.0.4:443": "timeout"}
+
+
+async def test_over_http_a_served_store_s_connect_listed_in_progress_shows_its_outcome() -> None:
+    """The dashboard on ``--server`` of a real ``netspy-tui serve`` (127.0.0.1, a free port) of the store: its
+    /api/events takes resolved_after and sends the connects resolved since as updates."""
+    now = time.time_ns()
+    slow = connect(42, b"curl", 1, now - NS, 0xFFFF888000000180, result=P.RESULT_PENDING, code=-errno.EINPROGRESS)
+    with EventStore(None) as store:
+        source = EmbeddedSource(None, store)
+        store_records(store, slow)
+        try:
+            with BackgroundServer(create_app(source)) as srv:
+                http = HttpSource(srv.url, retries=0)
+                try:
+                    async with open_gateway(http) as gateway:
+                        app = NetspyApp(gateway, interval=0.2, source_note="test")
+                        async with app.run_test(size=SIZE) as pilot:
+                            await wait_for(pilot, lambda: len(outcome_cells(app)) == 1, "the connect in the table")
+                            assert outcome_cells(app) == {"10.0.0.1:443": "in progress"}
+                            store_records(store, outcome(slow, errno.ECONNREFUSED))
+                            await wait_for(pilot, lambda: outcome_cells(app) == {"10.0.0.1:443": "refused"},
+                                           "its outcome in the table")  # fmt: skip
+                finally:
+                    await http.aclose()
+        finally:
+            await source.aclose()
