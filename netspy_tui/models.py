@@ -460,6 +460,12 @@ class EventFilters(_Wire):
     limit: int | None = None
 
 
+def _events_only(value: Any) -> Any:
+    """The items of a list that are events (``null``: none)."""
+    value = _null_is_empty(value)
+    return split_events(value)[0] if isinstance(value, list) else value
+
+
 class EventsResponse(_Wire):
     """``/api/events``."""
 
@@ -477,8 +483,14 @@ class EventsResponse(_Wire):
     """netspy-tui server: events of the page's seconds counted but not kept (see :attr:`EventPage.not_kept`)."""
     not_kept_since: QueryTime = None
     not_kept_until: QueryTime = None
+    updates: list[Event] = Field(default_factory=list)
+    """netspy-tui server, with ``resolved_after``: events stored at or before ``after`` whose outcome was resolved
+    since (see :attr:`EventPage.updates`)."""
+    resolved_cursor: int | None = None
+    """netspy-tui server: its store's resolution position (pass it back as ``resolved_after``)."""
 
     _skip = model_validator(mode="before")(classmethod(lambda cls, data: _skip_non_events(data, "events")))  # type: ignore[arg-type]
+    _updates = field_validator("updates", mode="before")(classmethod(lambda cls, v: _events_only(v)))
 
 
 class ProgramInfo(_Wire):
@@ -715,6 +727,10 @@ class EventQuery:
     after: int | None = None
     """Only events stored after this position of the source's insertion order (an :attr:`EventPage.cursor`),
     so an incremental poll gets each event once, however late it arrived; a source without one ignores it."""
+    resolved_after: int | None = None
+    """With ``after``: also the events stored at or before ``after`` whose outcome the source resolved after this
+    position of its resolutions (an :attr:`EventPage.resolved_cursor`), as :attr:`EventPage.updates`: a connect
+    listed in progress comes again with its outcome. A source without resolutions ignores it."""
 
 
 class EventPage(BaseModel):
@@ -736,6 +752,12 @@ class EventPage(BaseModel):
     cursor: int | None = None
     """The source's insertion-order position when the page was read (pass it as ``after`` next time); None:
     the source has no such order (a remote server): page forward by time."""
+    updates: list[Event] = Field(default_factory=list)
+    """Events stored at or before ``after`` (so listed before) whose outcome was resolved since ``resolved_after``,
+    with that outcome (same ids)."""
+    resolved_cursor: int | None = None
+    """The source's resolution position when the page was read (pass it as ``resolved_after`` next time); None:
+    the source does not number its resolutions."""
 
 
 # --- traffic (bytes per process and connection) -----------------------------------------------
@@ -916,6 +938,12 @@ class _Listed(_Result, Generic[_E]):
     cursor: int | None = None
     """Where the source's store stood when listed: pass it as ``after`` to list only events stored since (each
     once, even one that arrived late); None: this source has no store order (use ``since``)."""
+    updates: list[_E] = Field(default_factory=list)
+    """With ``resolved_after``: events listed before (stored at or before ``after``) whose outcome was resolved
+    since, with that outcome and their ids (a connect listed in progress, now ended)."""
+    resolved_cursor: int | None = None
+    """Where the source's resolutions stood when listed: pass it as ``resolved_after`` with ``after`` to get the
+    outcomes resolved since as ``updates``; None: this source does not number them."""
 
 
 class NetworkSummary(_Windowed):

@@ -221,9 +221,12 @@ class Gateway:
         node: str | None = None,
         workload: str | None = None,
         inbound_since: str | None = None,
+        resolved_after: int | None = None,
     ) -> DashboardSnapshot:
         """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it."""
-        cursor = {"inbound_since": inbound_since} if inbound_since is not None else {}
+        cursor: dict[str, object] = {"inbound_since": inbound_since} if inbound_since is not None else {}
+        if resolved_after is not None:  # (only when asked: a server before it refuses what it does not know)
+            cursor["resolved_after"] = resolved_after
         return await self._typed(
             "dashboard_snapshot",
             DashboardSnapshot,

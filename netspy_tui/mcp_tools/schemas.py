@@ -80,6 +80,15 @@ After = Annotated[
         "one that arrived late. Sources without a store order return no cursor and ignore it (use `since`).",
     ),
 ]
+ResolvedAfter = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        description="With `after`: also return, as `updates`, the events listed before (stored at or before `after`) "
+        "whose outcome was resolved after this `resolved_cursor` of an earlier list (a connect listed in progress, "
+        "now ended). Sources that do not number resolutions return no resolved_cursor and ignore it.",
+    ),
+]
 Until = Annotated[
     str | None,
     Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),

@@ -62,6 +62,7 @@ from netspy_tui.mcp_tools.schemas import (
     Pid,
     ProcessName,
     Query,
+    ResolvedAfter,
     Since,
     SnapshotParts,
     SummaryText,
@@ -562,6 +563,8 @@ def _listed(
         not_kept=page.not_kept,
         not_events=page.not_events,
         cursor=page.cursor,
+        updates=page.updates if model is ConnectionList else [],
+        resolved_cursor=page.resolved_cursor if model is ConnectionList else None,
         **extra,
     )
     return _result(result, text)
@@ -795,12 +798,14 @@ def create_server(
         workload: Workload = None,
         after: After = None,
         direction: ConnectionDirection = "outbound",
+        resolved_after: ResolvedAfter = None,
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connections newest first: connect() attempts (destination, protocol, outcome), or with
         `direction` the connections local processes accepted (inbound: who connected, on which local port), or
         both."""
         since_dt = _time(since)
-        query = EventQuery("connection", pid, process_name, since_dt, _time(until), max_events, node, workload, after)
+        query = EventQuery("connection", pid, process_name, since_dt, _time(until), max_events, node, workload, after,
+                           resolved_after)  # fmt: skip
         tc = _ctx(ctx)
         events: list[Any] = []
         total, label, sampled, page = 0, "", False, EventPage(events=[], total_count=0)
@@ -821,6 +826,9 @@ def create_server(
         for i, e in zip(outbound, await tc.named([conns[i] for i in outbound]), strict=True):  # this host: no name)
             conns[i] = e
         conns = await tc.with_workloads(conns)
+        if page.updates:
+            updates = [e for e in page.updates if isinstance(e, ConnectionEvent)]
+            page = page.model_copy(update={"updates": await tc.with_workloads(await tc.named(updates))})
         return _listed(ConnectionList, "connection", conns, total, pid, process_name, since_dt, label, page, sampled,
                        node, workload, direction, available)  # fmt: skip
 
@@ -1079,6 +1087,7 @@ def create_server(
         node: Node = None,
         workload: Workload = None,
         inbound_since: InboundSince = None,
+        resolved_after: ResolvedAfter = None,
     ) -> Annotated[CallToolResult, DashboardSnapshot]:
         """One refresh of a live view in one call: the server status, the connections (connect() attempts),
         inbound connections and drops newer than their cursors, the connection and drop patterns and the process
@@ -1088,7 +1097,9 @@ def create_server(
         n, w = node, workload
         calls: dict[str, Callable[[], Awaitable[CallToolResult]]] = {
             "status": lambda: server_status(ctx),
-            "connections": lambda: list_connections(ctx, pid, process_name, max_events, since, None, n, w, after),
+            "connections": lambda: list_connections(
+                ctx, pid, process_name, max_events, since, None, n, w, after, "outbound", resolved_after
+            ),
             "drops": lambda: list_packet_drops(
                 ctx, pid, process_name, max_events, drops_since, None, n, w, drops_after
             ),

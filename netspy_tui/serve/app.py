@@ -45,6 +45,7 @@ Where this server differs from the original, on purpose:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -594,14 +595,26 @@ class Api:
         after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
         if after >= 0 and kind is None:
             raise BadRequest("after needs type (a cursor is one type's): pass type=connection or type=packet_drop")
+        # and with ``after``, the connects stored up to it whose outcome was resolved after ``resolved_after`` (the
+        # ``resolved_cursor`` a previous answer gave), as ``updates``: a row listed in progress gets its outcome
+        resolved_after = params.integer("resolved_after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        if resolved_after >= 0 and (after < 0 or kind != "connection"):
+            raise BadRequest("resolved_after needs type=connection and after (it updates the connects listed up to it)")
+        updates: list[ConnectionEvent | PacketDropEvent] = []
+        resolved: int | None = None
         events: list[ConnectionEvent | PacketDropEvent] = []
         total = 0
         cursor: int | None = None
         not_kept: dict[str, Any] = {}
         for k in (kind,) if kind else _KINDS:
-            page = await self.source.query(EventQuery(kind=k, pid=pid, command=command, since=since, until=until,
-                                                      limit=limit, after=None if after < 0 else after))  # fmt: skip
+            q = EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=limit,
+                           after=None if after < 0 else after)  # fmt: skip
+            if resolved_after >= 0:
+                q = dataclasses.replace(q, resolved_after=resolved_after)
+            page = await self.source.query(q)
             events.extend(page.events)
+            if kind:
+                updates, resolved = list(page.updates), page.resolved_cursor
             total += page.total_count
             cursor = page.cursor if kind else None
             if kind and page.not_kept:  # netspy-tui extension: events of the page's seconds counted but not kept
@@ -632,6 +645,8 @@ class Api:
                 "query_time": query_time(),
                 "filters": filters,
                 **({} if cursor is None else {"cursor": cursor}),
+                **({} if resolved is None else {"resolved_cursor": resolved}),
+                **({"updates": [event_json(e, self.identity) for e in updates]} if updates else {}),
                 **not_kept,
             }
         )

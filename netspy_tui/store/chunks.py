@@ -8,11 +8,15 @@ numpy (time, pid and command masks over the records), and build models for the p
 A record keeps its place in the store's insertion order: a chunk starting at ``seq`` holds the
 records ``seq .. seq + n - 1``. A TCP connect still in progress when stored (``F_PENDING``) gets
 its outcome from ``resolved`` (the kernel's OUTCOME record for its socket, at or after its start).
+Each resolution is numbered (``at``, one number per write): a reader that holds such a connect
+asks for the resolutions after the number it last saw (:func:`resolved_since`), not for the
+window again.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.models import outcome_for_return_code
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -42,12 +47,26 @@ CREATE TABLE IF NOT EXISTS resolved (
 #: Records per chunk at most (one write makes several when it has more).
 CHUNK_RECORDS = 16384
 _INSERT = "INSERT INTO chunks (seq, kind, n, t_lo, t_hi, recs) VALUES (?, ?, ?, ?, ?, ?)"
-_RESOLVE = "INSERT OR REPLACE INTO resolved (key, t, outcome) VALUES (?, ?, ?)"
+_RESOLVE = "INSERT OR REPLACE INTO resolved (key, t, outcome, at) VALUES (?, ?, ?, ?)"
 #: store kind code -> ring record kind
 _RECORD_KIND = {0: P.KIND_CONNECT, 1: P.KIND_DROP}
 _SIGN = 1 << 63
 #: sockets looked up in ``resolved`` per query (well under SQLite's limit on parameters)
 _KEYS_PER_QUERY = 500
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Number the resolutions (``at``: which write stored it) in a file written before they were: its
+    resolutions count as written before any reader's cursor (0)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(resolved)")}
+    if "at" not in columns:
+        conn.execute("ALTER TABLE resolved ADD COLUMN at INTEGER NOT NULL DEFAULT 0")
+    conn.execute("CREATE INDEX IF NOT EXISTS resolved_at ON resolved (at)")
+
+
+def resolution_cursor(conn: sqlite3.Connection) -> int:
+    """The number of the newest write of resolutions (0: none)."""
+    return int(conn.execute("SELECT max(at) FROM resolved").fetchone()[0] or 0)
 
 
 def signed(key: int) -> int:
@@ -75,13 +94,14 @@ def rows(recs: np.ndarray, first_seq: int) -> list[tuple[int, int, int, int, int
 
 
 def write(conn: sqlite3.Connection, chunk_rows: list[tuple[int, int, int, int, int, memoryview]],
-          outcomes: np.ndarray | None, name: Callable[[int], str]) -> None:  # fmt: skip
-    """Insert chunks and the outcomes of OUTCOME records (``name``: result code -> outcome)."""
+          outcomes: np.ndarray | None, name: Callable[[int], str], at: int = 0) -> None:  # fmt: skip
+    """Insert chunks and the outcomes of OUTCOME records (``name``: result code -> outcome), numbered ``at``."""
     if chunk_rows:
         conn.executemany(_INSERT, chunk_rows)
     if outcomes is not None and len(outcomes):
         keys, walls, results = outcomes["key"].tolist(), outcomes["wall"].tolist(), outcomes["result"].tolist()
-        conn.executemany(_RESOLVE, [(signed(k), w, name(r)) for k, w, r in zip(keys, walls, results, strict=True)])
+        conn.executemany(_RESOLVE, [(signed(k), w, name(r), at) for k, w, r in zip(keys, walls, results,
+                                                                                      strict=True)])  # fmt: skip
 
 
 def records(blob: bytes) -> np.ndarray:
@@ -232,11 +252,78 @@ def outcomes_of(conn: sqlite3.Connection, recs: np.ndarray) -> list[str | None]:
         sql = f"SELECT key, t, outcome FROM resolved WHERE key IN ({','.join('?' * len(part))}) ORDER BY key, t"  # noqa: S608 - placeholders only
         for key, t, outcome in conn.execute(sql, part):
             found.setdefault(key, []).append((t, outcome))
-    for i, key, wall in zip(pending.tolist(), keys, recs["wall"][pending].tolist(), strict=True):
+    codes = recs["code"][pending].tolist()
+    for i, key, wall, code in zip(pending.tolist(), keys, recs["wall"][pending].tolist(), codes, strict=True):
         resolved = found.get(key)
         if resolved and (j := bisect.bisect_left(resolved, (wall,))) < len(resolved):  # (the first at t >= wall)
-            out[i] = resolved[j][1]
+            out[i] = _settled(resolved[j][1], code)
     return out
+
+
+#: connect() return codes that say the call did not end the handshake (it goes on, or was interrupted)
+#: (and the kernel's restart codes, 512-516, that a call interrupted by a signal can return at its exit tracepoint)
+_UNSETTLED_CODES = frozenset({0, -errno.EINPROGRESS, -errno.EALREADY, -errno.EINTR, -errno.EAGAIN, -512, -513, -514,
+                              -516})  # fmt: skip
+
+
+def _settled(outcome: str, code: int) -> str:
+    """A resolved outcome the kernel could not tell (``unknown``: the socket was freed with its error already taken,
+    or ``aborted``) of a connect whose own call returned the handshake's error (a blocking connect that returned
+    ETIMEDOUT, ECONNREFUSED ...): that error's outcome, as the call saw it."""
+    if outcome in ("unknown", "aborted") and code < 0 and code not in _UNSETTLED_CODES:
+        return outcome_for_return_code(code)
+    return outcome
+
+
+#: resolutions read per call of :func:`resolved_since` at most (a write's are read whole)
+RESOLVED_PER_READ = 20_000
+
+
+def resolved_since(conn: sqlite3.Connection, match: Match, upto: int, since_at: int,
+                   most: int = RESOLVED_PER_READ) -> tuple[np.ndarray, np.ndarray, int]:  # fmt: skip
+    """The connects stored in progress at or before seq ``upto`` (and matching ``match``: its kind, pid, command
+    and times) whose outcome was resolved after write number ``since_at``; their seqs; and the number to ask
+    after next time. Reads the resolutions after ``since_at`` (up to about ``most``, whole writes) through their
+    index, then only the chunks that hold one of their connects (by time), not the window."""
+    rows = conn.execute("SELECT key, t, at FROM resolved INDEXED BY resolved_at WHERE at > ? ORDER BY at LIMIT ?",
+                        (since_at, most + 1)).fetchall()  # fmt: skip
+    empty = np.empty(0, P.RECORD), np.empty(0, np.int64)
+    if not rows:
+        return *empty, since_at
+    if len(rows) > most:  # (cut before the last write read: it may have more; one write is read whole)
+        last = rows[-1][2]
+        kept = [r for r in rows if r[2] != last]
+        rows = kept or conn.execute("SELECT key, t, at FROM resolved WHERE at = ?", (last,)).fetchall()
+    cursor = rows[-1][2]
+    wanted = {(k, t) for k, t, _ in rows if match.since < t <= match.until}
+    if not wanted:
+        return *empty, cursor
+    times = sorted({t for _, t in wanted})
+    lo, hi = times[0], times[-1]
+    got: list[np.ndarray] = []
+    seqs: list[np.ndarray] = []
+    for seq, n, t_lo, t_hi in conn.execute(
+        "SELECT seq, n, t_lo, t_hi FROM chunks INDEXED BY chunks_time WHERE kind = ? AND t_hi >= ? AND t_lo <= ? "
+        "AND seq <= ?",
+        (match.kind, lo, hi, upto),
+    ).fetchall():
+        i = bisect.bisect_left(times, t_lo)
+        if i >= len(times) or times[i] > t_hi:
+            continue  # (no resolved connect started in this chunk's span)
+        recs = records(_blob(conn, seq))
+        pending: np.ndarray = (recs["flags"] & P.F_PENDING) != 0
+        wanted_mask = match.mask(recs, t_lo, t_hi)
+        mask = pending if wanted_mask is None else wanted_mask & pending
+        mask = mask & np.isin(recs["wall"].astype(np.int64), times) & (np.arange(seq, seq + n) <= upto)
+        idx = [
+            i for i in np.flatnonzero(mask).tolist() if (signed(int(recs["key"][i])), int(recs["wall"][i])) in wanted
+        ]
+        if idx:
+            got.append(P.pick(recs, np.array(idx)))
+            seqs.append(seq + np.array(idx, np.int64))
+    if not got:
+        return *empty, cursor
+    return join(got), np.concatenate(seqs), cursor
 
 
 def after(conn: sqlite3.Connection, seq: int, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -387,6 +387,10 @@ class EventStore:
                 self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                      (S.FOLDED, str(self._folded)))  # fmt: skip
         self._next_seq = 0 if readonly else self._max_seq() + 1
+        self._numbered = self._resolutions_numbered()
+        """The file numbers its resolutions (``resolved.at``): an older netspy-tui's file opened read-only may not."""
+        self._resolutions = self._resolution_cursor() if self._numbered and not readonly else 0
+        """The number of the last write of resolutions (``resolved.at``)."""
         self._salt = self._id_salt()
         self._drop_reasons: dict[int, str] = self._stored_drop_reasons()
         if not readonly:
@@ -498,6 +502,7 @@ class EventStore:
             self._check_schema(conn)  # an older netspy-tui store: refuse before changing anything
         conn.executescript(_SCHEMA + S.SCHEMA + C.SCHEMA + J.SCHEMA + T.SCHEMA + L.SCHEMA)
         L.upgrade(conn)
+        C.upgrade(conn)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
@@ -536,6 +541,14 @@ class EventStore:
     def _max_seq(self) -> int:
         with self._write_lock:
             return self._newest_seq(self._writer)
+
+    def _resolutions_numbered(self) -> bool:
+        with self._write_lock:
+            return "at" in {r[1] for r in self._writer.execute("PRAGMA table_info(resolved)")}
+
+    def _resolution_cursor(self) -> int:
+        with self._write_lock:
+            return C.resolution_cursor(self._writer)
 
     def _load_rollups(self) -> None:
         """Fill the in-memory rollups with the file's last hour. A new store has nothing to load; a
@@ -1069,7 +1082,7 @@ class EventStore:
             if chunk_rows or outcomes is not None:
                 from netspy_tui.collector.ebpf.decode import outcome_name  # noqa: PLC0415
 
-                C.write(conn, chunk_rows, outcomes, outcome_name)
+                C.write(conn, chunk_rows, outcomes, outcome_name, self._resolutions + 1)
             if counts:
                 try:
                     conn.executemany(_UPSERT_ROLLUP, counts)
@@ -1108,6 +1121,8 @@ class EventStore:
                 if n:
                     conn.execute("UPDATE kind_counts SET n = n + ? WHERE kind = ?", (n, kind))
             conn.execute("COMMIT")
+            if outcomes is not None and len(outcomes):
+                self._resolutions += 1
             if counts:
                 self._folded = folded
             if raw and block_rows is None:
@@ -1388,6 +1403,15 @@ class EventStore:
             items: list[tuple[int, int, AnyEvent | bytes]] = [
                 (-k[0], -k[1], rows[k[3]][3] if k[3] >= 0 else next(built_recs)) for k in keyed
             ]
+            updates: list[AnyEvent] = []
+            resolved: int | None = None
+            if q.kind == "connection" and self._numbered:
+                if q.resolved_after is not None and q.after is not None:
+                    plain = self._match(q.kind, q.pid, q.command, since_ns, until_ns)
+                    up_recs, up_seqs, resolved = C.resolved_since(conn, plain, q.after, q.resolved_after)
+                    updates = self._record_events(conn, up_recs, up_seqs)
+                else:  # (None while none is numbered: a reader asks after 0, every resolution since)
+                    resolved = C.resolution_cursor(conn) or None
         not_kept, span = self._not_kept(q, items[-1][0] // NS, items[0][0] // NS) if items else (0, (None, None))
         page = EventPage(
             events=[],
@@ -1397,6 +1421,8 @@ class EventStore:
             not_kept_since=span[0] if not_kept else None,
             not_kept_until=span[1] if not_kept else None,
             cursor=cursor,
+            updates=updates,
+            resolved_cursor=resolved,
         )
         return page, items
 

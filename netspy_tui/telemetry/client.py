@@ -365,6 +365,8 @@ class HttpSource:
             "until": format_time(q.until) if q.until else None,
             "limit": q.limit,
             "after": q.after,  # (a netspy-tui server's insertion cursor: each event comes once; others ignore it)
+            # (and its resolutions': the connects listed before whose outcome came since)
+            "resolved_after": q.resolved_after if q.after is not None else None,
         }
         if gen == "aggregator":  # the aggregator filters by node (the contract names both) and, netspy-tui's, workload
             params["node"] = params["k8s_node_name"] = q.node
@@ -381,7 +383,8 @@ class HttpSource:
         span = [t if isinstance(t, datetime) else None for t in (resp.not_kept_since, resp.not_kept_until)]
         return EventPage(events=events, total_count=total, truncated=total > len(events), not_events=resp.not_events,
                          cursor=resp.cursor, not_kept=max(0, resp.not_kept), not_kept_since=span[0],
-                         not_kept_until=span[1])  # fmt: skip
+                         not_kept_until=span[1], updates=filter_events(resp.updates, q)[0] if resp.updates else [],
+                         resolved_cursor=resp.resolved_cursor)  # fmt: skip
 
     def _note_not_events(self, n: int, path: str) -> None:
         """Log skipped non-events once as a warning (a poller would repeat it every second), then at debug."""

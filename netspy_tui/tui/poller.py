@@ -4,12 +4,14 @@ No widgets here. The app's one poll worker calls :meth:`Poller.poll` on an inter
 result; the screen asks for a different subject or window with :meth:`Poller.configure`, which
 takes effect at the start of the next poll (and wakes the loop so that happens at once).
 
-Polling is incremental: connections and drops are asked for with ``since=<newest time seen - OVERLAP>``
-and, where the source has an insertion order (a store), ``after=<its cursor>``, so each event comes once;
-a remote eBPF server has only the time cursor, and the overlap it re-reads is de-duplicated by id. On an
-aggregator with an insertion cursor (netspy-tui's: the fleet's, :meth:`FleetStore.changes`) ``since`` is the
-window's start: what was stored since the cursor, however old its time (an agent's backlog after an outage),
-takes its place by time in the tables, each event once. A refresh costs in proportion to the new events.
+Polling is incremental. Where the source has an insertion order (a store; netspy-tui's aggregator: the fleet's,
+:meth:`FleetStore.changes`) connections and drops are asked for with ``after=<its cursor>`` and ``since`` the
+window's start: what was stored since the cursor, however old its time (a blocking connect stored when it
+returned, seconds after it started; an agent's backlog after an outage), takes its place by time in the tables,
+each event once. A connect listed in progress comes again with its outcome: the snapshot also returns the
+connects resolved since the store's resolution cursor (``resolved_after``). A remote eBPF server has only the
+time cursor: ``since=<newest time seen - OVERLAP>``, and the overlap it re-reads is de-duplicated by id. A refresh
+costs in proportion to the new events and outcomes.
 Events are trimmed to the window and capped at ``max_rows``. Summary panels (processes, patterns) are
 fetched every poll unless they get slow, then at most every twice their cost in seconds, so they take at
 most about half the time.
@@ -64,6 +66,9 @@ OVERLAP = timedelta(seconds=2)
 #: arrives later still: there it is in the counts at once, in the table only once it is among the newest.) On
 #: netspy-tui's aggregator the fleet's cursor brings every event stored since, whatever its time: no overlap.
 FLEET_OVERLAP = timedelta(seconds=15)
+#: Seconds before the summaries were read in which a process's last event means it is still running (the header's
+#: events per second keep its count while it is not the subject: its new events are not fetched by the polls).
+ACTIVE_SECONDS = 5.0
 #: With no new events, the summaries (which only age) are re-read every this many polls.
 IDLE_SUMMARY_EVERY = 5
 #: While the server notifies changes: seconds between refreshes with no change (the window still moves).
@@ -126,6 +131,9 @@ class _Window(Generic[E]):
         self.overlap = OVERLAP
         self.cursor: int | None = None
         """The source's insertion-order cursor after the last page (None: it has none; the time cursor alone)."""
+        self.resolved: int | None = None
+        """The source's resolution cursor after the last page (None: it numbers none): held connects listed in
+        progress come again with their outcome once the source has it."""
         self.missing_until: datetime | None = None
         """Events of the window at or before this time may not be held (a page that left some unfetched, the cut
         at ``max_rows``, events the source shed): until they have left the window it is not held whole."""
@@ -148,8 +156,8 @@ class _Window(Generic[E]):
 
     def since(self, start: datetime | None = None) -> str | None:
         """The time cursor of the next poll: the newest time held less the overlap; with an insertion cursor
-        that reaches back in time (``start``: the window's start, given on an aggregator), the window's start:
-        the cursor alone says what is new, and an event stored late by minutes (an agent's backlog) still
+        (``start``: the window's start), the window's start: the cursor alone says what is new, and an event
+        stored late (a blocking connect that returned seconds after it started, an agent's backlog) still
         comes (one older than the window does not)."""
         if self.newest is None:
             return None
@@ -174,6 +182,9 @@ class _Window(Generic[E]):
         for event in reversed(newest_first):
             key = event_key(event)
             if key in events:
+                held = events[key]
+                if isinstance(held, ConnectionEvent) and held.outcome == "in_progress" != event.outcome:
+                    events[key] = event  # (the same connect again with its outcome: a source without resolutions)
                 continue
             events[key] = event
             added += 1
@@ -186,6 +197,23 @@ class _Window(Generic[E]):
         if late and earliest is not None:
             self._resort_from(earliest, added)
         return added
+
+    def update(self, events: list[E]) -> int:
+        """Put events that came again with their outcome (same key) in place of the held ones; returns how many
+        changed. One not held (left the window, cut at ``max_rows``) is not added: it was not listed."""
+        changed = 0
+        held = self.events
+        for event in events:
+            key = event_key(event)
+            old = held.get(key)
+            if old is None or old == event:
+                continue
+            if isinstance(old, ConnectionEvent) and isinstance(event, ConnectionEvent):
+                if old.hostname and not event.hostname:  # (a name learnt since it was listed stays)
+                    event = event.model_copy(update={"hostname": old.hostname})
+            held[key] = event
+            changed += 1
+        return changed
 
     def _resort_from(self, earliest: datetime, added: int) -> None:
         """Put the ``added`` events (the last ones in :attr:`events`) in time order: the same order as a stable sort
@@ -296,6 +324,11 @@ class Poller:
         """Seconds between summary reads while events arrive: twice what the last read cost (they take at most
         about half the time), however often polls come (every interval, or only on change notifications)."""
         self._summaries_at = 0.0
+        self._read_at: datetime | None = None
+        """When (by the clock) the summaries were read: the header's events of the window are aged from it."""
+        self._arrived = 0
+        """Connection events of every process that arrived since the summaries were read (counted while the subject
+        is every process: then a poll's pages are every arrival)."""
         self.summaries_behind = False
         """Events came after the last summary read (within its gap): the panels are read again once the gap has
         passed, even if nothing else comes (else a lone event stayed out of them until the idle read, 50 s
@@ -372,13 +405,17 @@ class Poller:
         if self._inbound_supported:
             parts.append("inbound")
         fetched_since = self._conns.newest is not None
-        # (an aggregator's cursor is the fleet's: what was stored since, of any time in the window)
-        start = self._window_start(cfg.window) if self._on_aggregator() else None
+        drops_fetched_since = self._drops.newest is not None
+        # with an insertion cursor (a store's, an aggregator's: the fleet's) the time bound is the window's start: what
+        # was stored since the cursor, of any time in the window (a blocking connect is stored when it returns,
+        # seconds after its start; an agent's backlog minutes after), each event once
+        start = self._window_start(cfg.window)
         since = self._conns.since(start)
         drops = (self._drops.since(start), self._drops.cursor)
         # (the first time, only the window: a store can hold hours of accepted connections)
         inbound_since = self._inbound.since() or format_time(self._clock() - timedelta(seconds=cfg.window))
-        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed, inbound_since)
+        snap = await self._snapshot(subject, parts, (since, self._conns.cursor), drops, unnamed, inbound_since,
+                                    None if self._conns.cursor is None else self._conns.resolved or 0)  # fmt: skip
         cost = time.perf_counter() - started
         if snap.status is not None:
             self._status = snap.status
@@ -390,26 +427,35 @@ class Poller:
             raise NetspyError("dashboard_snapshot answered without the events asked for")
         after = self._conns.cursor
         self._conns.cursor, self._drops.cursor = snap.connections.cursor, snap.drops.cursor
+        self._conns.resolved = snap.connections.resolved_cursor
+        # (outcomes resolved since the last poll, of connects held in progress: before the new page, which may page
+        # older events and cut at max_rows)
+        resolved = self._conns.update(list(snap.connections.updates))
         new, skipped = await self._fetch_connections(subject, since, after, snap.connections)
+        if subject.is_all and fetched_since:
+            self._arrived += new + skipped
         self._drops.missing_from(snap.drops, self._clock())
+        drops_skipped = self._skipped(self._drops, drops[0], snap.drops)
         new_drops = self._drops.add(list(snap.drops.events))
         new += self._add_inbound(snap)
         if not fetched_since:
             skipped = 0  # the first poll shows the newest rows; older ones are not "missed"
+        if not drops_fetched_since:
+            drops_skipped = 0
         if snap.names is None and new and self._names_supported:
             self.names_pending = bool(self._conns.unnamed(1))  # ask about the new rows' names next poll
-        if new or new_drops:
+        if new or new_drops or resolved:
             self._idle_ticks = 0
         else:
             self._idle_ticks += 1
         if summaries_due:
             self._keep_summaries(subject, snap, cost)
-        elif (new or new_drops) and since_read >= self._summary_gap:
+        elif (new or new_drops or resolved) and since_read >= self._summary_gap:
             # events after idle polls (which skip the summaries): the panels follow in this refresh
             s0 = time.perf_counter()
             extra = await self._snapshot(subject, self._summary_parts(subject), (None, None), (None, None), [])
             self._keep_summaries(subject, extra, time.perf_counter() - s0)
-        elif new or new_drops:
+        elif new or new_drops or resolved:
             self.summaries_behind = True
         self._tick += 1
         now = self._clock()
@@ -439,14 +485,13 @@ class Poller:
             drop_patterns=drop_patterns,
             new_connections=new,
             burst_skipped=skipped,
+            drops_skipped=drops_skipped,
+            window_events=self._window_events(processes, now, cfg.window, subject.is_all),
             traffic=traffic,
             latency=latency,
             traffic_error=traffic_error,
             recent_bytes=recent_bytes,
         )
-
-    def _on_aggregator(self) -> bool:
-        return self._status is not None and self._status.source.generation == "aggregator"
 
     def _window_start(self, window: int) -> datetime:
         return self._clock() - timedelta(seconds=window)
@@ -495,6 +540,15 @@ class Poller:
         return traffic, latency, None
 
     @staticmethod
+    def _skipped(window: _Window[E], since: str | None, page: ConnectionList | PacketDropList) -> int:
+        """Events of a poll's page that a burst left unfetched (the page is the newest ``max_events`` of them): its
+        total less what it returned and what the window already held of the overlap it re-read."""
+        if not page.truncated:
+            return 0
+        known = window.known_after(since) - sum(1 for e in page.events if event_key(e) in window.events)
+        return max(0, page.total_count - page.returned - max(0, known))
+
+    @staticmethod
     def _summary_parts(subject: Scope) -> list[str]:
         # analyze_patterns over all traffic already ranks the processes (the same aggregate that list_processes
         # returns): one aggregation instead of two.
@@ -508,8 +562,10 @@ class Poller:
         drops: tuple[str | None, int | None],
         addresses: list[str],
         inbound_since: str | None = None,
+        resolved_after: int | None = None,
     ) -> DashboardSnapshot:
-        """``conns`` and ``drops``: each list's (since, after) cursors; ``inbound_since`` the inbound part's."""
+        """``conns`` and ``drops``: each list's (since, after) cursors; ``inbound_since`` the inbound part's;
+        ``resolved_after`` the connections' resolution cursor."""
         return await self.gateway.snapshot(
             subject.pid,
             subject.command,
@@ -525,7 +581,33 @@ class Poller:
             node=subject.node,
             workload=subject.workload,
             inbound_since=inbound_since,
+            resolved_after=resolved_after,
         )
+
+    def _window_events(self, processes: ProcessList, now: datetime, window: int, everyone: bool) -> float:
+        """The connection events of the window now, from the summaries read at :attr:`_read_at` (every poll would be
+        a window's aggregation each): what has left the window since by each process's first and last event
+        (spread evenly between them), plus what arrived since. While the subject is every process the polls see
+        every arrival; under a filter or focus they see the subject's alone, and a process whose last event was
+        within :data:`ACTIVE_SECONDS` of the read is taken to go on as it did (its count kept) until the next read."""
+        total = processes.total_events
+        read_at = self._read_at
+        if read_at is None or now <= read_at:
+            return float(total)
+        cut = now - timedelta(seconds=window)
+        active = read_at - timedelta(seconds=ACTIVE_SECONDS)
+        listed = 0
+        kept = 0.0
+        for proc in processes.processes:
+            listed += proc.attempts
+            if (not everyone and proc.last_seen >= active) or proc.first_seen > cut:
+                kept += proc.attempts
+            elif proc.last_seen > cut:
+                span = (proc.last_seen - proc.first_seen).total_seconds()
+                kept += proc.attempts * min(1.0, (proc.last_seen - cut).total_seconds() / span) if span > 0 else 0.0
+        rest = max(0, total - listed)  # (processes past the list's limit: aged as the listed ones)
+        aged = kept + (rest * kept / listed if listed else rest)
+        return aged + (self._arrived if everyone else 0)
 
     def _keep_summaries(self, subject: Scope, snap: DashboardSnapshot, cost: float) -> None:
         patterns, drop_patterns = snap.patterns, snap.drop_patterns
@@ -534,6 +616,8 @@ class Poller:
         processes = snap.processes if snap.processes is not None else _process_list(patterns)
         self._summaries = (processes, patterns, drop_patterns)
         self._summaries_at = time.perf_counter()
+        self._read_at = self._clock()
+        self._arrived = 0
         self._summary_gap = 2 * cost
         self.summaries_behind = False
 

@@ -49,6 +49,8 @@ class Snapshot:
     """Connection events that arrived in this poll."""
     burst_skipped: int = 0
     """Events a burst pushed past ``max_events`` in one poll (not fetched)."""
+    drops_skipped: int = 0
+    """Packet drops a burst pushed past ``max_events`` in one poll (not fetched: the drops table has a gap there)."""
     connections_whole: bool = False
     """``connections`` holds every connection event of the window (none left unfetched, cut at the row cap or shed
     by the source): their count is the window's, whatever a summary read at another moment says."""
@@ -63,6 +65,9 @@ class Snapshot:
     """Connect latency per destination (``get_connect_latency``), fetched with ``traffic``."""
     traffic_error: str | None = None
     """Why ``traffic`` or ``latency`` could not be read this poll (one line), else None."""
+    window_events: float | None = None
+    """The connection events of the window at ``taken_at``: the summaries' count (read at most every few polls)
+    aged to now (see :meth:`Poller._window_events`); None: the count as read."""
     recent_bytes: TrafficStats | None = None
     """The subject's bytes over the last few seconds (every poll, for the rx/tx sparklines); None when the source
     does not count bytes."""
@@ -83,4 +88,5 @@ class Snapshot:
         observed = self.observed_seconds
         if self.processes is None or observed is None:
             return None
-        return self.processes.total_events / observed
+        total = self.processes.total_events if self.window_events is None else self.window_events
+        return max(0.0, total) / observed

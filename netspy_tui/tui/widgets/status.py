@@ -234,8 +234,10 @@ class StatusBar(Static):
                 shown = " · ".join(f"{clean(n, 24)} {c:,}" for n, c in nodes[:MAX_NODES_SHOWN])
                 more = f" · +{len(nodes) - MAX_NODES_SHOWN} more" if len(nodes) > MAX_NODES_SHOWN else ""
                 notes.append(Text.assemble(("nodes ", self._style("key")), shown + more))
-        if snap is not None and snap.burst_skipped:
-            notes.append(Text(f"burst: {snap.burst_skipped} events not fetched in one poll", style=self._style("warn")))
+        if snap is not None and (snap.burst_skipped or snap.drops_skipped):
+            counts = ((snap.burst_skipped, "events"), (snap.drops_skipped, "drops"))
+            skipped = [f"{n:,} {what}" for n, what in counts if n]
+            notes.append(Text(f"burst: {' and '.join(skipped)} not fetched in one poll", style=self._style("warn")))
         if self.source_note and not note_shown:
             notes.append(Text(clean(self.source_note, 80), style=self._style("dim")))
         if not notes:
