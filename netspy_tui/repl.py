@@ -55,8 +55,8 @@ class _History:
 
     def _directory_problem(self) -> str | None:
         directory = self.path.parent
-        if not directory.exists():
-            return None
+        if not directory.exists():  # (the one it would be made in, checked as it would be)
+            directory = next((d for d in directory.parents if d.exists()), directory)
         try:
             safefs.check_directory(directory, "the REPL history's directory", "")
         except safefs.UnsafePath as exc:
@@ -82,6 +82,9 @@ class _History:
 
     def save(self, readline: Any) -> None:
         directory = self.path.parent
+        existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
+        if existing is None or safefs.unsafe_directory(existing):
+            return  # (another user's directory: nothing made in it, not even ours; said when loading)
         safefs.make_private_dirs(directory)
         problem = self._directory_problem()
         if problem:

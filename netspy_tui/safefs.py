@@ -195,6 +195,12 @@ def _unsafe_directory(directory: Path) -> str | None:
     return None
 
 
+def unsafe_directory(directory: Path) -> str | None:
+    """Why another user could add or swap names in ``directory`` (an existing one), or None: see
+    :func:`check_directory`, which refuses it."""
+    return _unsafe_directory(directory)
+
+
 def check_directory(directory: Path, what: str, hint: str, *, group_parents: bool = False) -> None:
     """Refuse ``directory`` for files SQLite creates by name when another user could add or swap names in
     it or above it (the rules of :func:`check_db_path`); :class:`UnsafePath` names ``what``. ``group_parents``:

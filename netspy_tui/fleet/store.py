@@ -505,7 +505,11 @@ class FleetStore:
                 digest = hashlib.sha256(node.encode()).hexdigest()[:20]
                 path = self.directory / f"node-{digest}.sqlite3"
             store = EventStore(path, retention_seconds=self.retention_seconds)
-            store.set_meta(_META_NODE, node)
+            try:
+                store.set_meta(_META_NODE, node)
+            except BaseException:  # (a full disk: closed, its file free for the agent's retry)
+                store.close()
+                raise
             state = self._nodes[node] = _Node(store)
             return state
 

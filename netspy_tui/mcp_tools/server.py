@@ -1035,7 +1035,8 @@ def create_server(
         if info.recording:
             rec = info.recording
             where, written = clean(str(rec.get("path")), 200), rec.get("events", 0)
-            lines.append(f"Recording to {where}: {written:,} events written" if not rec.get("error") else
+            written = f"{written:,}" if isinstance(written, int) else "?"  # (a remote server's word: not trusted)
+            lines.append(f"Recording to {where}: {written} events written" if not rec.get("error") else
                          f"Recording stopped: {clean(str(rec['error']), 300)}")  # fmt: skip
         for p in programs:
             lines.append(f"Program: {clean(p.name, 60)} ({clean(p.type, 20)}, {clean(p.status, 20)})")

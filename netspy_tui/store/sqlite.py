@@ -98,6 +98,9 @@ RESTART_UNRESOLVED = "restart_unresolved"
 #: meta key: "1" while the store is fed by a collector that follows connects to their outcome (eBPF), "0" by one
 #: that does not (a sampler's in_progress is final); absent (a store older than the key): taken as "1"
 FOLLOWED = "connects_followed"
+#: meta: the second the last run's collector started (what it left in progress started then or after; before it,
+#: an earlier run's rows, settled or final already: a sampler's in_progress is what it saw)
+FOLLOWED_SINCE = "connects_followed_since"
 
 #: Prune (retention) after this many inserted rows or this many seconds, whichever comes first.
 PRUNE_EVERY_ROWS = 50_000
@@ -373,12 +376,19 @@ class EventStore:
         self._load_progress = threading.Condition()
         self._writer = self._connect(writer=True)
         self._lock_fd: int | None = None
-        if not readonly and self.path is not None:
-            try:
+        try:
+            if not readonly and self.path is not None:
                 self._lock_fd = self._lock_writer()
-            except BaseException:
-                self._writer.close()
-                raise
+            self._open_rest(readonly)
+        except BaseException:  # (nothing kept open: a later open of the file in this process must not be refused)
+            self._writer.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            raise
+
+    def _open_rest(self, readonly: bool) -> None:
+        """What opening reads and writes once the writer connection (and the file's lock) is held."""
         self._folded = 0
         """Per-second rollup rows before this second are in the minute and hour tables too (spans.fold)."""
         if not readonly:
@@ -939,11 +949,12 @@ class EventStore:
         outcome (:data:`FOLLOWED` "0": a sampler's in_progress is what it saw, not a connect left behind)."""
         if self.path is None or self.readonly or self._closed or self.get_meta(FOLLOWED) == "0":
             return 0
+        since = int(self.get_meta(FOLLOWED_SINCE) or 0)  # (a store of an older netspy-tui: all of it)
         with self._write_lock:
             conn = self._writer
             left = conn.execute(
                 "SELECT second, pid, command, destination, port, protocol, n, first, last FROM rollup "
-                "WHERE kind = 0 AND outcome = ? AND n > 0", (IN_PROGRESS,)
+                "WHERE kind = 0 AND outcome = ? AND n > 0 AND second >= ?", (IN_PROGRESS, since)
             ).fetchall()  # fmt: skip
             outcomes = self._unresolved_records(conn, {(second, pid) for second, pid, *_ in left})
         if not left:

@@ -43,7 +43,7 @@ from netspy_tui.models import (
     ns_to_time,
     utcnow,
 )
-from netspy_tui.store.sqlite import FOLLOWED, EventStore, StoreError, window_seconds_of
+from netspy_tui.store.sqlite import FOLLOWED, FOLLOWED_SINCE, EventStore, StoreError, window_seconds_of
 
 if TYPE_CHECKING:
     from netspy_tui.config import Settings
@@ -148,7 +148,9 @@ class EmbeddedSource:
         stored yet, and no one will report theirs. A store that cannot be written says so when it is written."""
         try:
             self.store.settle_in_progress()
-        except NetspyError as exc:
+            if self.store.path is not None:  # (this run's rows start now: the next run settles only those)
+                self.store.set_meta(FOLLOWED_SINCE, str(int(time.time())))
+        except (NetspyError, sqlite3.Error) as exc:
             logger.warning("event store %s: connects left in progress not settled: %s", self.store.location, exc)
 
     def _note_follower(self, collector: Collector) -> None:

@@ -307,3 +307,15 @@ def test_repl_narrows_to_a_node_or_workload_and_groups_by_node_on_an_aggregator(
         out.stderr == "error: --node needs a value. Usage: list [--pid N] [--process NAME] [--max-events N] "
         "[--since TIME] [--until TIME] [--direction outbound|inbound|all].\n"
     )
+
+
+@pytest.mark.root
+def test_nothing_is_made_in_a_directory_of_another_user(cli_env, tmp_path: Path):
+    """Root's REPL with another user's state directory (sudo keeping their HOME): no history, and no directory
+    of root's left in theirs (a root-owned 0700 one would lock them out of their own state)."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    os.chown(state, 1000, 1000)
+    screen = _one_command({**cli_env, "TERM": "xterm"}, b"summary --duration 600")
+    assert b"no REPL history:" in screen
+    assert list(state.iterdir()) == []

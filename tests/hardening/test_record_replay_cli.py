@@ -268,3 +268,12 @@ def test_a_servers_notes_reach_server_status_from_afar(spawn: Callable[..., Chil
     assert status.returncode == 0, status.stderr
     assert f"Note: {notes[0]}" in status.stdout and f"Note: {notes[1]}" in status.stdout, status.stdout
     assert child.stop() == TERMINATED
+
+
+def test_a_remote_recording_state_of_the_wrong_type_does_not_break_server_status(cli: Cli) -> None:
+    health = {"status": "healthy", "component": "x", "uptime": "1s", "version": "1",
+              "recording": {"path": "/r.jsonl", "events": "many", "error": None}}  # fmt: skip
+    with FakeEbpfServer("current", health=health) as srv:
+        run = cli("--server", srv.url, "--tool", "server_status")
+    assert run.returncode == 0, run.stderr
+    assert "Recording to /r.jsonl: ? events written" in run.stdout, run.stdout

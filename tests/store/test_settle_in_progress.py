@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from netspy_tui.collector.base import Collector, Sink
 from netspy_tui.models import Scope, utcnow
 from netspy_tui.store import EventStore
 from netspy_tui.store.rollups import Row
 from netspy_tui.store.sqlite import FOLLOWED
+from netspy_tui.telemetry.embedded import EmbeddedSource
 
 NS = 1_000_000_000
 
@@ -70,3 +72,55 @@ def test_a_store_a_sampler_fed_last_is_not_settled(tmp_path: Path) -> None:
         assert outcomes(store)["in_progress"] == 2 and store.losses() == {}
         store.set_meta(FOLLOWED, "1")
         assert store.settle_in_progress() == 2
+
+
+class _Following(Collector):
+    """A collector that follows connects to their outcome (as the eBPF one does), feeding nothing itself."""
+
+    name = "ebpf"
+
+    def start(self, sink: Sink) -> None:
+        self._stop.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def test_a_samplers_rows_stay_its_own_when_a_following_run_comes_after(tmp_path: Path) -> None:
+    """procfs writes in_progress as its last word; a later eBPF run on the same file, stopped while it followed
+    a connect, leaves only that connect to settle at the next start, not the sampler's rows before it."""
+    path = tmp_path / "h.sqlite3"
+    with EventStore(path) as store:  # the sampler's run, a minute ago
+        store.add_rows([], rows(int(utcnow().timestamp()) - 60))
+        store.set_meta(FOLLOWED, "0")
+    store = EventStore(path)
+    source = EmbeddedSource(_Following(), store)
+    await source.start()  # (the sampler left nothing behind: nothing settled)
+    now = int(utcnow().timestamp())
+    t = now * NS
+    store.add_rows([], [(now, 0, 7, "curl", "198.51.100.9", 80, "TCP", "in_progress", 0, 1, t, t)])
+    assert store.losses() == {}
+    await source.aclose()
+    with EventStore(path) as store:
+        assert store.settle_in_progress() == 1  # the eBPF run's connect, not the sampler's two
+        assert outcomes(store) == {"ok": 4, "in_progress": 2, "refused": 1, "unknown": 1}
+
+
+def test_a_failed_open_leaves_the_file_free_to_open_again(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """An open that fails after taking the file's writer lock (a full disk while reading it) releases it: the
+    next open in the same process is not refused as "written by another netspy-tui process"."""
+    path = tmp_path / "h.sqlite3"
+    EventStore(path).close()
+
+    def full(self: EventStore) -> bytes:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EventStore, "_id_salt", full)
+        try:
+            EventStore(path)
+        except OSError as exc:
+            assert exc.errno == 28
+        else:
+            raise AssertionError("the open did not fail")
+    EventStore(path).close()
