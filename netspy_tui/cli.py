@@ -989,6 +989,13 @@ async def _run_repl(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.repl import run_repl
     from netspy_tui.runtime import open_source
 
+    if settings.server and sys.stdin.isatty() and sys.stdout.isatty():
+        from netspy_tui.textsafe import clean, redact_url
+
+        # (a server that takes the connection and never answers keeps the first prompt ~20 s away: say what it waits
+        # for meanwhile, not a blank terminal)
+        sys.stdout.write(f"Connecting to {clean(redact_url(settings.server), 200)}…\n")
+        sys.stdout.flush()
     async with (
         open_source(settings, "live") as source,
         open_gateway(source, ai_tools_hook(_ai(settings)), names=_names(settings), workloads=_workloads()) as gw,

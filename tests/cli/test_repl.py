@@ -319,3 +319,21 @@ def test_nothing_is_made_in_a_directory_of_another_user(cli_env, tmp_path: Path)
     screen = _one_command({**cli_env, "TERM": "xterm"}, b"summary --duration 600")
     assert b"no REPL history:" in screen
     assert list(state.iterdir()) == []
+
+
+def test_on_a_terminal_the_repl_says_what_it_waits_for_when_the_server_does_not_answer(cli_env):
+    """A server that takes the connection and never answers: the REPL says at once where it is connecting (the
+    first prompt or the one-line error comes after the server's timeouts), not a blank terminal."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # (accepted by the kernel, never read or answered)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        term = Terminal(["repl", "--server", url], {**cli_env, "TERM": "xterm"})
+        try:
+            term.expect(f"Connecting to {url}".encode(), timeout=10)
+        finally:
+            os.kill(term.pid, 9)
+            os.waitpid(term.pid, 0)
+            os.close(term.fd)
