@@ -79,6 +79,14 @@ async def until(client: Client, name: str, done: Any, **args: Any) -> dict[str, 
         await asyncio.sleep(0.1)
 
 
+def release(child: subprocess.Popen[str]) -> None:
+    """Let the child that made the connects (and waited, its sockets open, for the tools to be read) end."""
+    assert child.stdin is not None
+    child.stdin.write("\n")
+    child.stdin.flush()
+    assert child.wait(timeout=10) == 0
+
+
 @pytest.mark.ebpf
 @pytest.mark.parametrize("family", ["4", "6"])
 async def test_connect_again_after_a_nonblocking_attempt_failed_is_not_another_attempt(
@@ -107,9 +115,7 @@ async def test_connect_again_after_a_nonblocking_attempt_failed_is_not_another_a
             ), to_port
             latency = await tool(client, "get_connect_latency", pid=child.pid)
             assert latency["stats"]["attempts"] == RUNS + 1, latency["stats"]
-        child.stdin.write("\n")
-        child.stdin.flush()
-        assert child.wait(timeout=10) == 0
+        release(child)
     finally:
         if child.poll() is None:
             child.kill()
@@ -183,9 +189,7 @@ async def test_a_blackhole_route_is_an_attempt_blackholed_and_bad_arguments_are_
                 (dst, proto, -errno.EINVAL, "blackholed")
                 for dst in ("203.0.113.9:80", "[2001:db8:bb::9]:80") for proto in ("TCP", "UDP")
             )  # fmt: skip
-        child.stdin.write("\n")
-        child.stdin.flush()
-        assert child.wait(timeout=10) == 0
+        release(child)
     finally:
         if child.poll() is None:
             child.kill()

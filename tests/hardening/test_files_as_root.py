@@ -42,6 +42,7 @@ from tests.factories import connection
 from tests.hardening.conftest import (
     DEMO,
     REPO,
+    TERMINATED,
     Child,
     Cli,
     assert_one_line_error,
@@ -49,6 +50,7 @@ from tests.hardening.conftest import (
     product_env,
     wait_until,
 )
+from tests.hardening.test_security import served_url
 from tests.tui.demo_data import DEMO_NOW
 from tests.tui.scenes import Clock, wait_for
 
@@ -412,9 +414,6 @@ def test_a_second_writer_of_one_db_is_refused_and_readers_read_on(spawn, cli, tm
     """Two collectors on one --db file would store every event twice: while `serve --db` writes it, another
     session on it is one line, exit 2; a one-shot --tool --db reads its history; once the server stopped, the
     file is free again."""
-    from tests.hardening.conftest import DEMO, TERMINATED, assert_one_line_error, free_port
-    from tests.hardening.test_security import served_url
-
     db = tmp_path / "events.sqlite3"
     child = spawn("serve", "--db", str(db), "--replay", str(DEMO), "--replay-speed", "0", "--port", str(free_port()))
     served_url(child, "the eBPF server API")
