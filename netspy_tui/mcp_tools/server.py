@@ -1025,9 +1025,11 @@ def create_server(
             lines.append(f"Note: {clean(note, 300)}")
         if info.forwarding:
             fw = info.forwarding
+            resolved = fw.get("resolved")  # (a remote server's word: shown only as a number)
             lines.append(
                 f"Forwarding to {clean(str(fw.get('url')), 200)}: {fw.get('forwarded', 0):,} sent, "
-                f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
+                + (f"{resolved:,} outcomes sent late, " if type(resolved) is int and resolved > 0 else "")
+                + f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
                 f"{fw.get('failures', 0):,} failed batches"
                 + (f", {fw['rejected']:,} refused by the aggregator" if fw.get("rejected") else "")
                 + (f"; last error: {clean(str(fw['last_error']), 200)}" if fw.get("last_error") else "")

@@ -11,6 +11,14 @@ forwarded is counted as the loss cause ``forward_dropped`` (shown in ``/health``
 exponential backoff and jitter; forwarding runs beside collection and never slows it (it only
 reads the store).
 
+An event goes once it is :data:`SETTLE_SECONDS` old; a connect whose outcome is not known by then (a SYN left
+unanswered: a timeout takes two minutes; one a full accept backlog dropped, retried) goes in progress, and when
+its outcome comes it is sent again, the same event (id and fields) with that outcome: the store numbers its
+resolutions, and the forwarder follows them with a second cursor (:data:`RESOLVED_KEY`, kept in the store like
+the first) over the connects it already forwarded (:meth:`EventStore.resolved_stored`, what ``serve``'s
+``updates`` are made of), before each batch of new events; the aggregator puts it in place of the one it holds
+in progress and moves its count (a resolution sent again is a duplicate there).
+
 It is cheap next to collection: a batch goes out once it is full or once every :data:`INTERVAL` seconds (not one
 post per event that settled), and a batch holds up to :data:`BATCH` events, so at the rates an agent sees one post
 carries them all (a post costs the agent a millisecond or more of CPU; an aggregator that refuses
@@ -66,6 +74,8 @@ __all__ = ["INTERVAL", "ForwardStatus", "Forwarder", "RecordJson", "encode_batch
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "forward_cursor"
+#: the store's resolution number up to which the outcomes of connects forwarded in progress were sent
+RESOLVED_KEY = "forward_resolved_cursor"
 #: an event is forwarded once it is this old: a connect's outcome may still change before that
 SETTLE_SECONDS = 2.0
 #: events in one post at most: the aggregator's own limit per batch (``--ingest-max-events``, 5,000). An event
@@ -499,6 +509,7 @@ class ForwardStatus:
     url: str
     interval: float = INTERVAL  # seconds between posts when fewer than a full batch wait
     forwarded: int = 0  # events the aggregator accepted
+    resolved: int = 0  # connects forwarded in progress, sent again with their outcome (and accepted)
     rejected: int = 0  # events the aggregator answered it did not take (not retried: it would refuse them again)
     batches: int = 0
     failures: int = 0  # batches that failed (each retried)
@@ -541,6 +552,13 @@ class Forwarder:
         self.status = ForwardStatus(url=url, interval=interval)
         stored = store.get_meta(CURSOR_KEY)
         self.cursor = int(stored) if stored and stored.isdigit() else 0
+        stored = store.get_meta(RESOLVED_KEY)
+        if stored and stored.isdigit():
+            self.resolved_cursor = int(stored)
+        else:  # (a new store: 0; one a forwarder before this one followed: its resolutions from now on)
+            self.resolved_cursor = store.resolution_cursor()
+            if not store.readonly:
+                store.set_meta(RESOLVED_KEY, str(self.resolved_cursor))
         self._stop = asyncio.Event()
         #: ``(first seq, times, JSON bodies)`` of each write of the store while :meth:`run` runs, as its writer
         #: gave them (:meth:`EventStore.on_rows`), up to :data:`RECENT_EVENTS` events: what is forwarded next is
@@ -593,7 +611,54 @@ class Forwarder:
             pass
 
     async def forward_once(self) -> int:
-        """One batch: read, post, and on acceptance move the cursor. Returns events forwarded."""
+        """The outcomes that came since of connects forwarded in progress (:meth:`resolve_once`), then one batch:
+        read, post, and on acceptance move the cursor. Returns events forwarded."""
+        await self.resolve_once()
+        return await self._forward_batch()
+
+    async def resolve_once(self) -> int:
+        """Send again, with their outcome, the connects forwarded in progress whose outcome the store resolved since
+        :attr:`resolved_cursor`, in batches as events go; on acceptance move that cursor. Returns how many were
+        sent. (Read before the next batch of events: a connect resolved before it is forwarded goes once, with its
+        outcome.)"""
+        items, cursor = await asyncio.to_thread(self.store.resolved_stored, self.cursor, self.resolved_cursor,
+                                                self._records)  # fmt: skip
+        sent = 0
+        while sent < len(items):
+            part = [item for _, item in items[sent : sent + self.batch]]
+            body = await asyncio.to_thread(encode_batch, part, self.identity)
+            response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
+            if response.status_code == 413 and len(part) > 1:
+                self.batch = len(part) // 2
+                self.status.last_error = f"HTTP 413: batches of {len(part)} events refused; sending {self.batch}"
+                log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+                continue
+            refused, why = self._answer(response, len(part))
+            self.status.resolved += len(part) - refused
+            self.status.batches += 1
+            if refused:  # (the aggregator keeps the connect in progress: counted and shown, not sent again)
+                self.status.rejected += refused
+                said = f" (first: {why})" if why else ""
+                self.status.last_error = f"the aggregator rejected {refused} of {len(part)} outcomes{said}"
+                log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+            sent += len(part)
+        if cursor != self.resolved_cursor:
+            self.resolved_cursor = cursor
+            await asyncio.to_thread(self.store.set_meta, RESOLVED_KEY, str(cursor))
+        return sent
+
+    def _answer(self, response: httpx.Response, n: int) -> tuple[int, str]:
+        """How many of the ``n`` events posted an accepting answer says were refused, and why; raises when it did
+        not accept the batch (the caller retries it)."""
+        if response.status_code >= 300:
+            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {first_line(response.text, 200)}",
+                                        request=response.request, response=response)  # fmt: skip
+        try:
+            return _refused(response.json(), n)
+        except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested: none refused)
+            return 0, ""
+
+    async def _forward_batch(self) -> int:
         settled = time_to_ns(utcnow()) - int(SETTLE_SECONDS * 1e9)
         (first, last, n), oldest, newest, body = await asyncio.to_thread(self._read, self.cursor, settled)
         if oldest is not None and oldest > self.cursor + 1 and (not n or first > self.cursor + 1):
@@ -610,14 +675,8 @@ class Forwarder:
             self.batch = n // 2
             self.status.last_error = f"HTTP 413: batches of {n} events refused; sending {self.batch}"
             log.warning("forwarding to %s: %s", self.url, self.status.last_error)
-            return await self.forward_once()
-        if response.status_code >= 300:
-            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {first_line(response.text, 200)}",
-                                        request=response.request, response=response)  # fmt: skip
-        try:
-            refused, why = _refused(response.json(), n)
-        except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested: none refused)
-            refused, why = 0, ""
+            return await self._forward_batch()
+        refused, why = self._answer(response, n)
         self.cursor = last
         await asyncio.to_thread(self.store.set_meta, CURSOR_KEY, str(self.cursor))
         self.status.forwarded += n - refused

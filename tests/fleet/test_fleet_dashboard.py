@@ -243,3 +243,40 @@ async def test_an_agents_backlog_after_an_outage_shows_in_the_tables_by_time_eac
     finally:
         server.stop()
         fleet.close()
+
+
+async def test_a_connect_listed_in_progress_shows_the_outcome_its_agent_sent_later() -> None:
+    """An agent forwards a connect whose SYN goes unanswered in progress, then its outcome: the dashboard on the
+    aggregator puts the outcome in the row it listed (``resolved_after``: the aggregator's ``updates``)."""
+    fleet = FleetStore(None)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+    slow = connection_json(pid=700, command="slowapp", port=4444, ago=3, outcome="in_progress", return_code=-115)
+    slow.update(id="node-s-slow", k8s_node_name="node-s")
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {INGEST}"}) as client:
+
+            async def post(events: list[dict[str, Any]]) -> None:
+                r = await client.post(INGEST_PATH, json={"events": events})
+                assert r.status_code == 200 and r.json()["success"], r.text
+
+            await post([slow])
+            async with open_gateway(HttpSource(server.url, retries=0)) as gw:
+                dash = NetspyApp(gw, interval=0.2, window=300)
+                async with dash.run_test(size=(160, 45)) as pilot:
+                    d = dash.dashboard
+
+                    def outcome() -> str | None:
+                        held = [e for e in d.connections.events.values() if e.id == "node-s-slow"]
+                        return held[0].effective_outcome if held else None
+
+                    await wait_for(pilot, lambda: outcome() == "in_progress", "the connect in progress")
+                    await pilot.pause(0.5)  # (polls after it: it is held, not asked for again)
+                    await post([{**slow, "outcome": "timeout", "return_code": -110}])
+                    await wait_for(pilot, lambda: outcome() == "timeout", "its outcome in the row it had")
+                    await wait_for(pilot, lambda: "timeout" in screen_text(dash), "the outcome on screen")
+                    assert d.connections.row_count == 1
+    finally:
+        server.stop()
+        fleet.close()
