@@ -510,6 +510,7 @@ class ForwardStatus:
     interval: float = INTERVAL  # seconds between posts when fewer than a full batch wait
     forwarded: int = 0  # events the aggregator accepted
     resolved: int = 0  # connects forwarded in progress, sent again with their outcome (and accepted)
+    unsent_outcomes: int = 0  # such outcomes not sent: the aggregator does not take them (ebpf-server's own)
     rejected: int = 0  # events the aggregator answered it did not take (not retried: it would refuse them again)
     batches: int = 0
     failures: int = 0  # batches that failed (each retried)
@@ -559,6 +560,9 @@ class Forwarder:
             self.resolved_cursor = store.resolution_cursor()
             if not store.readonly:
                 store.set_meta(RESOLVED_KEY, str(self.resolved_cursor))
+        self.takes_outcomes: bool | None = None
+        """Whether the aggregator takes a connect's outcome sent after the connect in progress (None: not known yet
+        this run). Another (ebpf-server's own) would store the same id again as a second event: it is sent none."""
         self._stop = asyncio.Event()
         #: ``(first seq, times, JSON bodies)`` of each write of the store while :meth:`run` runs, as its writer
         #: gave them (:meth:`EventStore.on_rows`), up to :data:`RECENT_EVENTS` events: what is forwarded next is
@@ -623,6 +627,20 @@ class Forwarder:
         outcome.)"""
         items, cursor = await asyncio.to_thread(self.store.resolved_stored, self.cursor, self.resolved_cursor,
                                                 self._records)  # fmt: skip
+        if items and self.takes_outcomes is None:  # (not known yet this run: asked with an empty batch)
+            response = await self._client.post(self.url, content=b'{"events":[]}',
+                                               headers={"Content-Type": "application/json"})  # fmt: skip
+            if response.status_code >= 500 or response.status_code in (401, 403, 408, 429):
+                self._answer(response, 0)  # (raises: retried)
+            self._learn(response)
+        if items and not self.takes_outcomes:
+            # another aggregator (ebpf-server's own) would take the same id again for a second event: not sent,
+            # counted and shown (the connect stays in progress there)
+            if not self.status.unsent_outcomes:
+                log.warning("forwarding to %s: the aggregator does not take a connect's outcome sent after it "
+                            "(not netspy-tui's): connects forwarded in progress stay so there", self.url)  # fmt: skip
+            self.status.unsent_outcomes += len(items)
+            items = []
         sent = 0
         while sent < len(items):
             part = [item for _, item in items[sent : sent + self.batch]]
@@ -653,10 +671,17 @@ class Forwarder:
         if response.status_code >= 300:
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {first_line(response.text, 200)}",
                                         request=response.request, response=response)  # fmt: skip
+        return _refused(self._learn(response), n)
+
+    def _learn(self, response: httpx.Response) -> Any:
+        """An ingest answer's JSON (None: not JSON); from it, whether the aggregator takes a connect's outcome sent
+        after the connect (:attr:`takes_outcomes`: netspy-tui's answers say ``updated``)."""
         try:
-            return _refused(response.json(), n)
-        except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested: none refused)
-            return 0, ""
+            body = response.json() if response.status_code < 300 else None
+        except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested)
+            body = None
+        self.takes_outcomes = isinstance(body, dict) and "updated" in body
+        return body
 
     async def _forward_batch(self) -> int:
         settled = time_to_ns(utcnow()) - int(SETTLE_SECONDS * 1e9)

@@ -37,6 +37,7 @@ from netspy_tui.serve.forward import RESOLVED_KEY, SETTLE_SECONDS, Forwarder
 from netspy_tui.store import EventStore
 from netspy_tui.telemetry.client import HttpSource
 from tests.factories import connection_json
+from tests.fake_aggregator import FakeAggregator
 from tests.hardening.conftest import Child, free_port, spawn, wait_until  # noqa: F401 (fixture)
 from tests.hardening.test_security import served_url
 from tests.tui.test_resolved_outcomes import connect, outcome
@@ -244,6 +245,27 @@ async def test_the_forwarder_sends_the_outcome_of_a_connect_it_forwarded_in_prog
     assert at_aggregator() == {"10.0.0.1": "timeout", "10.0.0.2": "ok", "10.0.0.3": "refused"}
     counted = fleet.nodes()[NODE].stats(Scope("connection", None, None, 600))
     assert {c.key: c.count for c in counted.outcomes} == {"timeout": 1, "ok": 1, "refused": 1}
+
+
+async def test_an_aggregator_that_does_not_take_outcomes_is_sent_none_and_they_are_counted(tmp_path: Path) -> None:
+    """ebpf-server's own aggregator (answers without ``updated``) would store the same id again as a second event."""
+    store = EventStore(tmp_path / "agent.sqlite3")
+    codec = synth.codec()
+    slow = pending(time.time_ns() - int((SETTLE_SECONDS + 8) * NS), 0xABC, 1)
+    store.write([Batch(records=slow, codec=codec)])
+    with FakeAggregator(answer="contract") as agg:
+        forwarder = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE})
+        try:
+            assert await forwarder.forward_once() == 1
+            store.write([Batch(records=outcome(slow, errno.ETIMEDOUT), codec=codec)])
+            assert await forwarder.forward_once() == 0 and await forwarder.forward_once() == 0
+            assert [e["outcome"] for e in agg.received()] == ["in_progress"]  # (no second event)
+            assert forwarder.takes_outcomes is False
+            assert (forwarder.status.unsent_outcomes, forwarder.status.resolved) == (1, 0)
+            assert forwarder.resolved_cursor > 0  # (moved past it: not read again every round)
+        finally:
+            await forwarder._client.aclose()
+    store.close()
 
 
 # --- a real eBPF agent (root) ---------------------------------------------------------------------
