@@ -38,7 +38,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,13 +138,15 @@ def tune_collector() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def _resolutions(page: Any) -> dict[str, Any]:
-    """A page's ``resolved_cursor`` and ``updates`` (serve's extension) as the answer's fields, when it has them."""
+def _resolutions(page: Any, kept: Callable[[AnyEvent], bool] | None = None) -> dict[str, Any]:
+    """A page's ``resolved_cursor`` and ``updates`` (serve's extension; those ``kept`` keeps) as the answer's fields,
+    when it has them."""
     out: dict[str, Any] = {}
     if page.resolved_cursor is not None:
         out["resolved_cursor"] = page.resolved_cursor
-    if page.updates:
-        out["updates"] = [event_json(e) for e in page.updates]
+    updates = [event_json(e) for e in page.updates if kept is None or kept(e)]
+    if updates:
+        out["updates"] = updates
     return out
 
 
@@ -358,14 +360,17 @@ class AggregatorApi(Api):
         total = 0
         cursor: int | None = None
         positions: dict[str, Any] = {}
+
+        def kept(e: AnyEvent) -> bool:
+            return (pod is None or e.k8s_pod_name == pod) and (namespace is None or e.k8s_namespace == namespace)
+
         for k in (kind,) if kind else ("connection", "packet_drop"):
             q = EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=fetch, node=node,
                            workload=workload, after=after, resolved_after=resolved_after)  # fmt: skip
             page = await self.source.query(q)
             cursor = page.cursor if kind else None
-            positions = _resolutions(page) if kind else {}
-            hits = [e for e in page.events if (pod is None or e.k8s_pod_name == pod)
-                    and (namespace is None or e.k8s_namespace == namespace)]  # fmt: skip
+            positions = _resolutions(page, kept) if kind else {}
+            hits = list(filter(kept, page.events))
             events.extend(hits)
             total += page.total_count if fetch == limit else len(hits)
         events.sort(key=lambda e: (e.time, e.timestamp), reverse=True)

@@ -109,6 +109,9 @@ def test_an_outcome_sent_after_the_connect_in_progress_takes_its_place_counted_o
     assert since["events"] == [] and [(e["id"], e["outcome"]) for e in since["updates"]] == [("c-0", "timeout")]
     assert since["updates"][0] == {**timed_out, "time": since["updates"][0]["time"], "direction": "outbound"}
     assert since["resolved_cursor"] > resolved_cursor
+    other_pod = get(url, "/api/events", type="connection", after=cursor, resolved_after=resolved_cursor,
+                    k8s_pod_name="elsewhere").json()  # fmt: skip
+    assert "updates" not in other_pod and other_pod["resolved_cursor"] == since["resolved_cursor"]
     again = get(url, "/api/events", type="connection", after=since["cursor"], resolved_after=since["resolved_cursor"])
     assert "updates" not in again.json() and again.json()["resolved_cursor"] == since["resolved_cursor"]
 
