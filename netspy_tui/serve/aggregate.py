@@ -45,7 +45,7 @@ from starlette.routing import BaseRoute, Route
 from netspy_tui import __version__
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, node_of, parse_batch
-from netspy_tui.models import ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
+from netspy_tui.models import MAX_CURSOR, ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
     DEFAULT_SUMMARY_SECONDS,
@@ -313,7 +313,9 @@ class AggregatorApi(Api):
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         # netspy-tui extension (as serve's): of one type, only events stored after ``after`` (a ``cursor`` an earlier
         # answer gave: the fleet's insertion position), whatever their times
-        raw_after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False) if kind else -1
+        raw_after = -1
+        if kind:
+            raw_after = params.integer("after", default=-1, minimum=0, maximum=MAX_CURSOR, zero_is_default=False)
         after = None if raw_after < 0 else raw_after
         filters: dict[str, Any] = {"type": kind, "pid": pid, "command": command, "node": node, "workload": workload,
                                    "k8s_pod_name": pod, "k8s_namespace": namespace,
