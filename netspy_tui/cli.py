@@ -689,7 +689,7 @@ _SERVER_TOKENS = (("NETSPY_TOKEN", "token"), ("NETSPY_INGEST_TOKEN", "ingest_tok
                   ("NETSPY_FORWARD_TOKEN", "forward_token"))  # fmt: skip
 
 
-def _check_empty_tokens(ns: argparse.Namespace) -> None:
+def _check_server_tokens(ns: argparse.Namespace) -> None:
     """A server's token variable that is set but empty (an unfilled Kubernetes Secret, a ``$TOKEN`` that
     expanded to nothing) is refused at start: taken as unset, it served every read without authentication
     with only a warning. Unset, the variable means no token (on loopback, or refused beyond it). The ingest and
@@ -709,17 +709,17 @@ def _check_empty_tokens(ns: argparse.Namespace) -> None:
         if var == "NETSPY_TOKEN" or not applies[var]:
             continue  # (the settings check --token and NETSPY_TOKEN, with the same rule)
         given = getattr(ns, dest, None)
-        problem = token_problem(given if given is not None else value or "")
-        if problem and (given is not None or value):
-            raise UsageError(f"{flag if given is not None else var} {problem}",
-                             "a token is visible ASCII characters on one line")  # fmt: skip
+        named, token = (flag, given) if given is not None else (var, value)
+        problem = token_problem(token) if token is not None else None
+        if problem:
+            raise UsageError(f"{named} {problem}", "a token is visible ASCII characters on one line")
 
 
 def _server_token(ns: argparse.Namespace, dest: str, var: str) -> str | None:
     """The ingest or forward token: its flag, else its variable, outer whitespace dropped (checked at start)."""
     given = getattr(ns, dest, None)
     value = given if given is not None else os.environ.get(var)
-    return value.strip() or None if value is not None else None
+    return (value.strip() or None) if value is not None else None
 
 
 def _check_record(path: Path | None, source: str) -> None:
@@ -1157,7 +1157,7 @@ def _main(argv: Sequence[str] | None) -> int:
             log_file = state_dir() / "netspy-tui.log"  # the dashboard owns the terminal: log to a file
         setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token], make_dirs=ns.log_file is None)
         arguments = tool_arguments(ns) if ns.run == "tool" else {}
-        _check_empty_tokens(ns)
+        _check_server_tokens(ns)
         settings, sources = _settings(ns)
         if ns.show_config:
             from netspy_tui.config import describe_settings
