@@ -23,7 +23,7 @@ from netspy_tui import __version__
 from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_error
 from netspy_tui.httplimits import LIMITS_HELP, MAX_INGEST_BODY_BYTES
 from netspy_tui.mcp_tools import ALL_TOOLS
-from netspy_tui.textsafe import clean
+from netspy_tui.textsafe import clean, token_problem
 
 if TYPE_CHECKING:
     from netspy_tui.ai.settings import AISettings
@@ -689,19 +689,37 @@ _SERVER_TOKENS = (("NETSPY_TOKEN", "token"), ("NETSPY_INGEST_TOKEN", "ingest_tok
                   ("NETSPY_FORWARD_TOKEN", "forward_token"))  # fmt: skip
 
 
-def _check_empty_tokens(ns: argparse.Namespace) -> None:
+def _check_server_tokens(ns: argparse.Namespace) -> None:
     """A server's token variable that is set but empty (an unfilled Kubernetes Secret, a ``$TOKEN`` that
     expanded to nothing) is refused at start: taken as unset, it served every read without authentication
-    with only a warning. Unset, the variable means no token (on loopback, or refused beyond it)."""
+    with only a warning. Unset, the variable means no token (on loopback, or refused beyond it). The ingest and
+    forward tokens, from their flag or variable, are checked as the settings check ``--token``
+    (:func:`~netspy_tui.textsafe.token_problem`): one that is not visible ASCII is refused here, not found out as
+    a traceback at the first post, or as a token no agent can send."""
     if ns.run != "serve" and not (ns.run == "mcp" and ns.http):
         return
     applies = {"NETSPY_TOKEN": True, "NETSPY_INGEST_TOKEN": getattr(ns, "aggregate", False),
                "NETSPY_FORWARD_TOKEN": bool(getattr(ns, "forward", None))}  # fmt: skip
     for var, dest in _SERVER_TOKENS:
         value = os.environ.get(var)
+        flag = f"--{dest.replace('_', '-')}"
         if applies[var] and getattr(ns, dest, None) is None and value is not None and not value.strip():
             raise UsageError(f"{var} is set but empty", f"put the token in it, or unset it to run without one "
-                             f"(--{dest.replace('_', '-')} TOKEN overrides it)")  # fmt: skip
+                             f"({flag} TOKEN overrides it)")  # fmt: skip
+        if var == "NETSPY_TOKEN" or not applies[var]:
+            continue  # (the settings check --token and NETSPY_TOKEN, with the same rule)
+        given = getattr(ns, dest, None)
+        named, token = (flag, given) if given is not None else (var, value)
+        problem = token_problem(token) if token is not None else None
+        if problem:
+            raise UsageError(f"{named} {problem}", "a token is visible ASCII characters on one line")
+
+
+def _server_token(ns: argparse.Namespace, dest: str, var: str) -> str | None:
+    """The ingest or forward token: its flag, else its variable, outer whitespace dropped (checked at start)."""
+    given = getattr(ns, dest, None)
+    value = given if given is not None else os.environ.get(var)
+    return (value.strip() or None) if value is not None else None
 
 
 def _check_record(path: Path | None, source: str) -> None:
@@ -916,7 +934,7 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
         from netspy_tui.telemetry.embedded import EmbeddedSource
 
         assert isinstance(source, EmbeddedSource)  # serve always runs the embedded collector
-        forward_token = ns.forward_token or os.environ.get("NETSPY_FORWARD_TOKEN") or None
+        forward_token = _server_token(ns, "forward_token", "NETSPY_FORWARD_TOKEN")
         if forward_token:
             add_secrets(forward_token)
         forwarder = Forwarder(source.store, ns.forward, token=forward_token, interval=ns.forward_interval or INTERVAL)
@@ -942,9 +960,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.serve.runner import serve_source
 
     host = ns.host or "127.0.0.1"
-    ingest_token = ns.ingest_token or os.environ.get("NETSPY_INGEST_TOKEN") or None
-    if ingest_token is not None and not ingest_token.strip():
-        raise UsageError("the ingest token is empty", "pass --ingest-token TOKEN or set NETSPY_INGEST_TOKEN")
+    ingest_token = _server_token(ns, "ingest_token", "NETSPY_INGEST_TOKEN")
     if ingest_token:
         add_secrets(ingest_token)
     elif not is_loopback(host):
@@ -1141,7 +1157,7 @@ def _main(argv: Sequence[str] | None) -> int:
             log_file = state_dir() / "netspy-tui.log"  # the dashboard owns the terminal: log to a file
         setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token], make_dirs=ns.log_file is None)
         arguments = tool_arguments(ns) if ns.run == "tool" else {}
-        _check_empty_tokens(ns)
+        _check_server_tokens(ns)
         settings, sources = _settings(ns)
         if ns.show_config:
             from netspy_tui.config import describe_settings

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from netspy_tui import safefs
 from netspy_tui.errors import UsageError
-from netspy_tui.textsafe import clean, first_line
+from netspy_tui.textsafe import clean, first_line, secret_forms
 
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
@@ -35,11 +35,12 @@ _secrets: set[str] = set()
 
 
 def add_secrets(*values: str | None) -> None:
-    """Mask these values (and their surrounding-whitespace-stripped form) in every log line from now on."""
+    """Mask these values (and their surrounding-whitespace-stripped form, each also as a JSON string spells it: a
+    server's JSON body echoing it) in every log line from now on."""
     for value in values:
         for candidate in (value, value.strip() if value else value):
             if candidate and len(candidate) >= _MIN_SECRET:
-                _secrets.add(candidate)
+                _secrets.update(secret_forms(candidate))
 
 
 def mask(text: str) -> str:

@@ -51,7 +51,7 @@ from starlette.routing import BaseRoute, Route
 from netspy_tui import __version__
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, node_of, parse_batch
-from netspy_tui.models import ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
+from netspy_tui.models import MAX_CURSOR, ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
     DEFAULT_SUMMARY_SECONDS,
@@ -334,12 +334,13 @@ class AggregatorApi(Api):
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         # netspy-tui extension (as serve's): of one type, only events stored after ``after`` (a ``cursor`` an earlier
         # answer gave: the fleet's insertion position), whatever their times
-        raw_after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        raw_after = params.integer("after", default=-1, minimum=0, maximum=MAX_CURSOR, zero_is_default=False)
         if raw_after >= 0 and kind is None:
             raise BadRequest("after needs type (a cursor is one type's): pass type=connection or type=packet_drop")
         after = None if raw_after < 0 else raw_after
         # and the connects stored by then given their outcome since ``resolved_after`` (a ``resolved_cursor``)
-        raw_resolved = params.integer("resolved_after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        raw_resolved = params.integer("resolved_after", default=-1, minimum=0, maximum=MAX_CURSOR,
+                                      zero_is_default=False)  # fmt: skip
         if raw_resolved >= 0 and (after is None or kind != "connection"):
             raise BadRequest("resolved_after needs type=connection and after (it updates the connects listed up to it)")
         resolved_after = None if raw_resolved < 0 else raw_resolved

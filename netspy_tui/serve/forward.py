@@ -67,7 +67,7 @@ from netspy_tui.models import (
 from netspy_tui.names.workload import k8s_identity
 from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
-from netspy_tui.textsafe import clean, first_line
+from netspy_tui.textsafe import clean, first_line, mask_secrets, redact_url, secret_forms, url_secrets
 
 __all__ = ["INTERVAL", "ForwardStatus", "Forwarder", "RecordJson", "encode_batch", "encode_events", "node_identity"]
 
@@ -550,7 +550,9 @@ class Forwarder:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=timeout, transport=transport,
                                          follow_redirects=False)  # fmt: skip
-        self.status = ForwardStatus(url=url, interval=interval)
+        self.status = ForwardStatus(url=redact_url(url), interval=interval)  # (as /health and the log show it)
+        #: never repeated in last_error (/health, server_status), even when an aggregator's answer echoes them
+        self._secrets = [form for s in (token, *url_secrets(url)) if s for form in secret_forms(s)]
         stored = store.get_meta(CURSOR_KEY)
         self.cursor = int(stored) if stored and stored.isdigit() else 0
         stored = store.get_meta(RESOLVED_KEY)
@@ -586,9 +588,9 @@ class Forwarder:
                 except Exception as exc:  # noqa: BLE001 (any failure is counted and retried: the task never dies)
                     attempt += 1
                     self.status.failures += 1
-                    error = f"{type(exc).__name__}: {first_line(exc, 200)}"
+                    error = f"{type(exc).__name__}: {first_line(mask_secrets(str(exc), self._secrets), 200)}"
                     if error != self.status.last_error:
-                        log.warning("forwarding to %s failed (%s); retrying with backoff", self.url, error)
+                        log.warning("forwarding to %s failed (%s); retrying with backoff", self.status.url, error)
                     self.status.last_error = error
                     await self._sleep(self._backoff(attempt))
                     continue
@@ -638,7 +640,8 @@ class Forwarder:
             # counted and shown (the connect stays in progress there)
             if not self.status.unsent_outcomes:
                 log.warning("forwarding to %s: the aggregator does not take a connect's outcome sent after it "
-                            "(not netspy-tui's): connects forwarded in progress stay so there", self.url)  # fmt: skip
+                            "(not netspy-tui's): connects forwarded in progress stay so there",
+                            self.status.url)  # fmt: skip
             self.status.unsent_outcomes += len(items)
             items = []
         sent = 0
@@ -649,16 +652,16 @@ class Forwarder:
             if response.status_code == 413 and len(part) > 1:
                 self.batch = len(part) // 2
                 self.status.last_error = f"HTTP 413: batches of {len(part)} events refused; sending {self.batch}"
-                log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+                log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
                 continue
             refused, why = self._answer(response, len(part))
             self.status.resolved += len(part) - refused
             self.status.batches += 1
             if refused:  # (the aggregator keeps the connect in progress: counted and shown, not sent again)
                 self.status.rejected += refused
-                said = f" (first: {why})" if why else ""
+                said = f" (first: {mask_secrets(why, self._secrets)})" if why else ""
                 self.status.last_error = f"the aggregator rejected {refused} of {len(part)} outcomes{said}"
-                log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+                log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
             sent += len(part)
         if cursor != self.resolved_cursor:
             self.resolved_cursor = cursor
@@ -669,7 +672,8 @@ class Forwarder:
         """How many of the ``n`` events posted an accepting answer says were refused, and why; raises when it did
         not accept the batch (the caller retries it)."""
         if response.status_code >= 300:
-            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {first_line(response.text, 200)}",
+            said = first_line(mask_secrets(response.text, self._secrets), 200)
+            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {said}",
                                         request=response.request, response=response)  # fmt: skip
         return _refused(self._learn(response), n)
 
@@ -699,7 +703,7 @@ class Forwarder:
             # the cursor has not moved)
             self.batch = n // 2
             self.status.last_error = f"HTTP 413: batches of {n} events refused; sending {self.batch}"
-            log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+            log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
             return await self._forward_batch()
         refused, why = self._answer(response, n)
         self.cursor = last
@@ -710,9 +714,9 @@ class Forwarder:
         if refused:
             # moved past all the same (sent again, they would be refused again), and counted where losses show
             self.status.rejected += refused
-            said = f" (first: {why})" if why else ""
+            said = f" (first: {mask_secrets(why, self._secrets)})" if why else ""
             self.status.last_error = f"the aggregator rejected {refused} of {n} events{said}"
-            log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+            log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
             await asyncio.to_thread(self.store.note_losses, int(time.time()), {"forward_rejected": refused})
         self.status.last_success = utcnow().isoformat(timespec="seconds")
         self.status.waiting = max(0, newest - self.cursor)  # (as of the read: the next one counts the rest)
