@@ -641,19 +641,20 @@ def _given(name: str, source: str) -> str:
 
 
 def _server_or_collector(settings: Settings, sources: dict[str, str], run: str) -> tuple[Settings, dict[str, str]]:
-    """A server is read, or the embedded collector replays and records: never both. Of ``server`` and
-    ``replay``/``record``, the one given with the higher precedence wins (``--replay`` over ``NETSPY_SERVER``,
-    ``--server`` over a ``record`` in the config file); both given at one level is refused (exit 2)."""
+    """A server is read, or the embedded collector replays, records and keeps its store: never both. Of ``server``
+    and ``replay``/``record``/``db``, the one given with the higher precedence wins (``--replay`` over
+    ``NETSPY_SERVER``, ``--server`` over a ``record`` in the config file); both given at one level is refused
+    (exit 2)."""
     if settings.server is None or run == "serve":  # (serve runs its collector whatever NETSPY_SERVER says)
         return settings, sources
-    rank = {name: _RANK.get(sources[name].split(" ", 1)[0], 0) for name in ("server", "replay", "record")}
-    for name in ("replay", "record"):
+    rank = {name: _RANK.get(sources[name].split(" ", 1)[0], 0) for name in ("server", "replay", "record", "db")}
+    for name in ("replay", "record", "db"):
         if getattr(settings, name) is None or settings.server is None:
             continue
         if rank[name] == rank["server"]:
             raise UsageError(
                 f"{_given(name, sources[name])} does not apply with {_given('server', sources['server'])}: a server "
-                "is read as it is, only the embedded collector replays or records",
+                "is read as it is, only the embedded collector replays, records or keeps a store",
                 f"drop {_given(name, sources[name])} or {_given('server', sources['server'])}",
             )
         loser = "server" if rank[name] > rank["server"] else name
