@@ -315,6 +315,8 @@ def compact_context(context: dict[str, Any], level: int = 0) -> dict[str, Any]:
     process = context.get("process")
     if process:
         out["process"] = process
+    if context.get("nodes"):  # an aggregator's: the hosts these figures come from
+        out["nodes"] = list(context["nodes"])[:top]
     for key in ("source", "sampled"):
         if context.get(key):
             out[key] = context[key]

@@ -149,7 +149,8 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
         await pilot.press("a")
         await wait_for(pilot, lambda: "nginx first" in shown(pane), "the first fragment on screen")
         assert not gate.is_set()  # the server is still holding the rest back: this is streaming
-        assert pane.streaming and pane.state_text == "Streaming… (esc cancels)"
+        # the subject stays in the state line while it streams and once it is done
+        assert pane.streaming and pane.state_text == "Streaming: explaining process 'nginx' over 1m… (esc cancels)"
         assert "and the rest" not in shown(pane)
 
         # The model got nginx's real figures, gathered through the MCP tools, in the telemetry block.
@@ -174,7 +175,7 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
         await wait_for(pilot, lambda: pane.state == "finished", "finished")
         assert pane.answer == "**nginx** first and the rest."
         await wait_for(pilot, lambda: "nginx first and the rest." in shown(pane), "the whole answer")
-        assert pane.state_text == "Finished · answered by gpt-5-mini."
+        assert pane.state_text == "Finished: explaining process 'nginx' over 1m · answered by gpt-5-mini."
         assert TEST_KEY not in screen_text(app)
 
 
@@ -467,7 +468,7 @@ async def test_without_a_model_a_explains_with_labelled_rules_and_questions_say_
         assert pane.answer.startswith("### Local rule-based explanation — no AI model configured")
         assert f"**Activity:** {total} connect() attempts" in pane.answer
         assert "OPENAI_API_KEY" in pane.answer and "OPENAI_BASE_URL" in pane.answer
-        assert pane.state_text == "Finished · local rules (no AI model configured)."
+        assert pane.state_text == "Finished: explaining process 'nginx' over 1m · local rules (no AI model configured)."
         await wait_for(pilot, lambda: "Local rule-based explanation" in shown(pane), "rendered")
 
         await pilot.press("A", *"why", "enter")

@@ -93,6 +93,8 @@ class AIPane(Vertical):
         """Each tool call as shown, e.g. ``→ list_connections({"pid": 42}) ✓ 3 events``."""
         self.model: str | None = None
         """Who answered the last finished request (the server's model name, or "rules")."""
+        self.title = ""
+        """What the shown request asks (e.g. ``explaining process 'curl' over 1m``): kept in the state line."""
         self._stream: MarkdownStream | None = None
         self._answer: Markdown | None = None
         self._answer_mounted: asyncio.Future[None] | None = None
@@ -202,6 +204,7 @@ class AIPane(Vertical):
         is asked, e.g. ``explaining process 'curl' over 1m``) shows at once, before the request goes out."""
         self.request_id = request_id
         if title:
+            self.title = title
             self._set_state("started", f"Starting: {title}", "esc cancels")
 
     @property
@@ -246,6 +249,7 @@ class AIPane(Vertical):
         await markdown.update("")
         self._stream = Markdown.get_stream(markdown)
         self.query_one("#ai-scroll", VerticalScroll).anchor()
+        self.title = message.title
         self._set_state("started", f"Started: {message.title}", "streaming · esc cancels")
 
     @on(AIChunk)
@@ -262,7 +266,7 @@ class AIPane(Vertical):
         self.answer += fragment
         self._chunks += 1
         if self.state == "started" or self.state_text.startswith("calling "):
-            self._set_state("streaming", "Streaming… (esc cancels)", "streaming · esc cancels")
+            self._set_state("streaming", f"Streaming: {self.title}… (esc cancels)", "streaming · esc cancels")
         await self._write(fragment)
 
     @on(AINote)
@@ -301,7 +305,8 @@ class AIPane(Vertical):
             who = "local rules (no AI model configured)"
         else:
             who = f"answered by {clean(message.model or self.label, 80)}"
-        text = f"Finished · {who}." if self.answer else f"Finished (the answer was empty) · {who}."
+        empty = "" if self.answer else " (the answer was empty)"
+        text = f"Finished{empty}: {self.title} · {who}." if self.title else f"Finished{empty} · {who}."
         self._set_state("finished", text)
         if self._chunks == 1:  # arrived whole (the local rules): a document to read from the top
             scroll = self.query_one("#ai-scroll", VerticalScroll)
