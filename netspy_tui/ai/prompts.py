@@ -383,6 +383,16 @@ def summary_messages(summary_text: str, *, context_tokens: int = DEFAULT_CONTEXT
     ]
 
 
+def summary_sent(summary_text: str, *, context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> int:
+    """About how many characters of ``summary_text`` :func:`summary_messages` sends a model with ``context_tokens``
+    of context (all of them when it fits; the block is cut past :func:`data_budget`)."""
+    limit = data_budget(context_tokens, SYSTEM_PROMPT, SUMMARY_INSTRUCTION)
+    body = encode_data({"summary_text": summary_text})
+    if len(body) <= limit:
+        return len(summary_text)
+    return len(summary_text) * limit // len(body)  # (escaped characters take more room: in proportion)
+
+
 def question_messages(question: str, context: dict[str, Any] | None = None, *,
                       context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> list[dict[str, Any]]:  # fmt: skip
     """Messages for a free-form question; ``context`` (what the user is looking at: pid, window)

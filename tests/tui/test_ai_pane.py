@@ -415,6 +415,30 @@ async def test_each_failure_is_one_line_in_the_pane_keeps_the_partial_text_and_n
         assert TEST_KEY not in screen_text(app)
 
 
+async def test_an_answer_the_model_did_not_finish_or_that_runs_away_is_said_and_kept(
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]
+) -> None:
+    """finish_reason "length": not "Finished" but a failure naming the length limit, the text kept. A model that
+    never stops: the pane keeps the first 100,000 characters, says so, and the client hangs up on the server."""
+    fake.text("## Findings\n\n- the most likely cause is", finish_reason="length")
+    reply = fake.runaway()
+    async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
+        await select(app, pilot, "curl")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: pane.state == "failed", "the cut-off answer")
+        assert pane.state_text.startswith("Failed: ") and "cut off by the model's length limit" in pane.state_text
+        assert pane.answer == "## Findings\n\n- the most likely cause is"
+        await wait_for(pilot, lambda: "the most likely cause is" in shown(pane), "the partial text rendered")
+        assert notified(app, "cut off by the model's length limit")
+
+        await select(app, pilot, "nginx")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: pane.state == "failed" and "nginx" in pane.title, "the runaway answer", 20)
+        assert "passed 100,000 characters" in pane.state_text, pane.state_text
+        assert len(pane.answer) == 100_000
+        assert reply.ended.wait(10) and reply.outcome == "hung up" and hangups
+
+
 async def test_an_unreachable_server_is_one_line_too(source: MemorySource, clock: Clock) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     settings = AISettings(base_url=url, timeout=5.0, max_retries=0)

@@ -45,8 +45,10 @@ if TYPE_CHECKING:  # the Markdown view (and markdown_it) loads after the dashboa
 
 IDLE_TEXT = "a explains the selected process · A asks a question"
 
+#: The most of one answer the pane keeps: the AI layer's cap (``netspy_tui.ai.types.MAX_ANSWER_CHARS``: it hangs
+#: up on the model there and says so; not imported, the AI layer loads after the first frame), kept here too for
+#: any other stream handed to the pane.
 MAX_ANSWER_CHARS = 100_000
-"""The most of one answer the pane keeps (a runaway model cannot grow the dashboard without bound)."""
 
 #: ``Finished.model`` of the local rule-based explainer (see ``ai_bridge.stream_process_explanation``).
 RULES_MODEL = "rules"
@@ -99,6 +101,7 @@ class AIPane(Vertical):
         self._answer: Markdown | None = None
         self._answer_mounted: asyncio.Future[None] | None = None
         self._chunks = 0
+        self._cut = False
         self.runner = AIRunner()
 
     def compose(self) -> ComposeResult:
@@ -243,6 +246,7 @@ class AIPane(Vertical):
         self.tool_lines = []
         self.model = None
         self._chunks = 0
+        self._cut = False
         from textual.widgets import Markdown
 
         markdown = await self.answer_view()
@@ -258,9 +262,10 @@ class AIPane(Vertical):
             return
         fragment = safe_fragment(message.text)
         room = MAX_ANSWER_CHARS - len(self.answer)
-        if room <= 0:
+        if self._cut or not fragment:
             return
-        if len(fragment) >= room:
+        if len(fragment) > room:  # (the first fragment past the cap says so, once)
+            self._cut = True
             cut = f"\n\n*(the answer passed {MAX_ANSWER_CHARS:,} characters; the rest is not shown)*"
             fragment = fragment[:room] + cut
         self.answer += fragment
