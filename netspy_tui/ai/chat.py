@@ -320,7 +320,9 @@ async def _stream_round(
                         continue
                     delta = choice.delta
                     if delta is not None and delta.content:
-                        content = delta.content[: MAX_ANSWER_CHARS - used]
+                        # (carriage returns dropped: CRLF line ends are plain newlines on every path; a lone CR
+                        # would be shown as \x0d, or overwrite a terminal's line)
+                        content = delta.content.replace("\r", "")[: MAX_ANSWER_CHARS - used]
                         used += len(content)
                         if content:
                             rnd.text.append(content)

@@ -230,3 +230,35 @@ def test_a_server_that_answers_a_stream_request_with_plain_json_is_named_for_wha
     assert out.returncode == 1 and out.stdout == ""
     assert "answered a streaming request with application/json, not an event stream" in out.stderr, out.stderr
     assert "context may be smaller" not in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_verbose_logs_the_ai_request_without_the_http_library_s_internals(run_cli):
+    """--verbose says what netspy-tui asked the model, not ~30 lines of the HTTP library's connection internals
+    (the SDK's httpcore2 logs each send and receive step at DEBUG)."""
+    with FakeOpenAI() as ai:
+        ai.text("fine.")
+        out = run_cli("--tool", "ai_insights", "--summary-text", "x", "--verbose",
+                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "AI request: model=" in out.stderr, out.stderr
+    assert "httpcore2" not in out.stderr and "receive_response_body" not in out.stderr, out.stderr
+
+
+def test_crlf_line_ends_from_the_model_are_plain_newlines_not_escapes(run_cli, tmp_path):
+    """A model (or proxy) that ends lines with CRLF, one CR and its LF even in different chunks: the answer
+    reads as lines on stdout, in the REPL too, with no visible \\x0d; the other control characters stay escaped."""
+    from tests.hardening.conftest import DEMO
+
+    env = {"NETSPY_CONFIG": str(tmp_path / "none.toml"), "OPENAI_API_KEY": KEY}
+    with FakeOpenAI() as ai:
+        env["OPENAI_BASE_URL"] = ai.base_url
+        ai.text("line1\r\n", "- crlf\r", "\nlast \x1b[2J\r\n")
+        one = run_cli("--tool", "ai_insights", "--summary-text", "x", env=env, timeout=60)
+        ai.text("line1\r\n", "- crlf\r", "\nlast\r\n")
+        repl = run_cli("repl", "--replay", str(DEMO), "--replay-speed", "0", input='insights "x"\n',
+                       env=env, timeout=60)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    assert one.stdout == "line1\n- crlf\nlast \\x1b[2J\n"
+    assert repl.returncode == 0, repl.stderr
+    assert repl.stdout == "line1\n- crlf\nlast\n\n", repl.stdout  # (the REPL ends each answer with a line)
+    assert "\\x0d" not in one.stdout + repl.stdout and "\r" not in one.stdout + repl.stdout
