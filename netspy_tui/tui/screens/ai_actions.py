@@ -62,7 +62,9 @@ class AIActions(PaneLayout, InputKeys):
             name, pid = shown[0].command, shown[0].pid
         node = next((s.node for s in shown if s.node), None)
         workload = next((s.workload for s in shown if s.workload), None)
-        window, pid = self.window, None if name else pid
+        if name and pid not in {s.pid for s in shown if s.pid is not None}:
+            pid = None  # a row's process by its name (all its pids), unless the view shows this one pid alone
+        window = self.window
         scope = Scope(pid=pid, command=name, window=window, node=node, workload=workload)
         gateway, explain = self.gateway, self.ai.explain
         self._request(
@@ -74,7 +76,7 @@ class AIActions(PaneLayout, InputKeys):
 
     def _explained(self, scope: Scope) -> str:
         """What ``a`` explains, for the pane: the process, its node and workload, and a filter it cannot apply."""
-        who = scope.label
+        who = scope.label + (f" (pid {scope.pid})" if scope.command is not None and scope.pid is not None else "")
         if scope.workload:
             who += f" in workload '{clean(scope.workload, 40)}'"
         if scope.node:
