@@ -867,18 +867,21 @@ async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, An
         context = {k: v for k, v in arguments.items() if k != "query"}
         stream = stream_question(gateway, settings, arguments["query"], context or None)
     ended_with_newline = True
-    async for event in stream:
-        if isinstance(event, TextDelta):
-            text = clean(event.text, None, keep_newlines=True)
-            sys.stdout.write(text)
+    try:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                text = clean(event.text, None, keep_newlines=True)
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                ended_with_newline = text.endswith("\n") if text else ended_with_newline
+            elif isinstance(event, ToolCallStarted):
+                sys.stderr.write(f"[calling {clean(format_call(event.name, event.arguments), 200)}]\n")
+            elif isinstance(event, ToolCallFinished) and event.is_error:
+                sys.stderr.write(f"[{clean(event.name, 40)} failed: {clean(event.summary, 200)}]\n")
+    finally:  # (an answer that broke off or was cut off ends its line before the error's on stderr)
+        if not ended_with_newline:
+            sys.stdout.write("\n")
             sys.stdout.flush()
-            ended_with_newline = text.endswith("\n") if text else ended_with_newline
-        elif isinstance(event, ToolCallStarted):
-            sys.stderr.write(f"[calling {clean(format_call(event.name, event.arguments), 200)}]\n")
-        elif isinstance(event, ToolCallFinished) and event.is_error:
-            sys.stderr.write(f"[{clean(event.name, 40)} failed: {clean(event.summary, 200)}]\n")
-    if not ended_with_newline:
-        sys.stdout.write("\n")
     return 0
 
 

@@ -140,5 +140,5 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     # Chatty libraries stay at INFO even with --verbose; their DEBUG output includes request internals.
-    for name in ("httpcore", "httpx2", "hpack", "asyncio", "markdown_it"):
+    for name in ("httpcore", "httpcore2", "httpx2", "hpack", "asyncio", "markdown_it"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
