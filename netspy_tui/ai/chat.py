@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -89,6 +89,19 @@ def _server_message(exc: Exception, settings: AISettings) -> str:
         message = getattr(exc, "message", None) or str(exc)
     text = re.sub(r"^Error code: \d+ - ", "", str(message))
     return _scrub(first_line(text, 200), settings).rstrip(" .,;:")
+
+
+def _retry_after(headers: Mapping[str, str]) -> str | None:
+    """How long a 429 asks to wait (``retry-after-ms``, OpenAI's, or ``Retry-After`` in seconds), as the hint says
+    it; None when it says nothing usable (absent, an HTTP date, nonsense, over a day)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(headers.get(name, "")) * scale
+        except ValueError:
+            continue
+        if 0 < seconds <= 86_400:
+            return f"{seconds:.0f} s" if seconds >= 1 else "a second"
+    return None
 
 
 def _error_code(exc: Exception) -> str:
@@ -185,8 +198,10 @@ def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", s
                     f"The AI account has no quota left at {url} (HTTP 429): {message}",
                     "check the plan and billing, or use another key",
                 )
+            wait = _retry_after(exc.response.headers)
             return err(
-                f"The AI server at {url} is rate limiting requests (HTTP 429): {message}", "wait a minute and try again"
+                f"The AI server at {url} is rate limiting requests (HTTP 429): {message}",
+                f"wait {wait} and try again" if wait else "wait a minute and try again",
             )
         if status == 404:
             if code == "model_not_found" or "model" in message.lower():
