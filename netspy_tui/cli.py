@@ -1044,6 +1044,7 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
         ai=ai_hooks,
         ai_label=ai.engine_label,
         export_dir=settings.export_dir,
+        notice=ns.log_note,  # (the default log not kept, and why)
     )
     # The process ends now: what the dashboard allocated is freed with it. Without this the interpreter's last
     # full collection walks that heap and quitting took 1-3 s (issue 14); frozen objects are skipped.
@@ -1159,7 +1160,9 @@ def _main(argv: Sequence[str] | None) -> int:
             from netspy_tui.config import state_dir
 
             log_file = state_dir() / "netspy-tui.log"  # the dashboard owns the terminal: log to a file
-        setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token], make_dirs=ns.log_file is None)
+        ns.log_note = setup_logging(
+            ns.verbose, log_file=log_file, extra_secrets=[ns.token], make_dirs=ns.log_file is None
+        )
         arguments = tool_arguments(ns) if ns.run == "tool" else {}
         _check_server_tokens(ns)
         settings, sources = _settings(ns)

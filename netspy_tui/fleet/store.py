@@ -53,7 +53,7 @@ from netspy_tui.models import (
     time_to_ns,
     utcnow,
 )
-from netspy_tui.safefs import DIR_MODE, check_directory, create_unique, make_private_dirs, shown
+from netspy_tui.safefs import check_directory, create_unique, make_private_dirs, shown, tighten_directory
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store.listeners import Listeners
 from netspy_tui.store.sqlite import LOAD_AHEAD, event_row
@@ -271,15 +271,16 @@ def _prepare_directory(directory: Path) -> None:
     hint = "pass --db a directory on a writable disk that no other user can write (it is made if missing)"
     try:
         made = not os.path.lexists(directory)
-        make_private_dirs(directory)
+        # (refused: another user's link or directory on the way)
+        make_private_dirs(directory, what, hint, group_parents=True)
         st = os.stat(directory)
         if not stat.S_ISDIR(st.st_mode):
             raise UsageError(f"{what} {shown(directory)} is not a directory", hint)
         # tightened only when it is ours alone: made here, or holding nothing but node stores (what a volume's
         # fsGroup change loosened); never a directory of other things (``--db /tmp``, ``--db ~``): refused below
         ours = made or all(_OURS.match(name) for name in os.listdir(directory))
-        if ours and st.st_uid == os.geteuid() and st.st_mode & 0o077 and not st.st_mode & (stat.S_ISVTX | 0o002):
-            os.chmod(directory, DIR_MODE | (st.st_mode & stat.S_ISGID))
+        if ours and not st.st_mode & (stat.S_ISVTX | 0o002):
+            tighten_directory(directory, keep=stat.S_ISGID)  # (never through a link)
         check_directory(directory, what, hint, group_parents=True)
         probe, fd = create_unique(directory, ".netspy-write-check", "")
         os.close(fd)
