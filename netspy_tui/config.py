@@ -24,7 +24,7 @@ from platformdirs import user_config_path, user_state_path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from netspy_tui.errors import UsageError
-from netspy_tui.textsafe import clean, redact_url
+from netspy_tui.textsafe import clean, redact_url, token_problem
 
 APP_NAME = "netspy-tui"
 DEFAULT_SERVER = "http://localhost:8080"
@@ -212,12 +212,10 @@ class Settings(BaseModel):
         if value is None:
             return None
         what = "the API key" if info.field_name == "openai_api_key" else "the token"
-        token = value.get_secret_value().strip()
-        if not token:
-            raise ValueError(f"{what} is empty")
-        if not all("!" <= ch <= "~" for ch in token):
-            raise ValueError(f"{what} must be printable ASCII without spaces")  # never echo the secret itself
-        return SecretStr(token)
+        problem = token_problem(value.get_secret_value())  # (the rule every server token follows; never echoed)
+        if problem:
+            raise ValueError(f"{what} {problem}")
+        return SecretStr(value.get_secret_value().strip())
 
 
 def env_name(name: str) -> str:
