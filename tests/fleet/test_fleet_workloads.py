@@ -186,6 +186,7 @@ def test_a_real_agents_connects_from_a_cgroup_reach_the_aggregator_with_their_wo
 # --- the forwarder over a store fed ring records as the eBPF collector feeds it ------------------
 
 
+@pytest.mark.root
 async def test_records_carry_their_cgroups_workload_and_an_outcome_sent_late_the_same(
     tmp_path: Path,
     fleet_server: tuple[FleetStore, str],  # noqa: F811
@@ -254,6 +255,7 @@ HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.root
 def test_a_procfs_agents_events_carry_their_processes_workload(
     tmp_path: Path,
     spawn: Callable[..., Child],  # noqa: F811
@@ -306,6 +308,7 @@ def test_a_recordings_events_keep_the_workload_they_were_recorded_with_and_are_g
     assert sorted(e["destination_port"] for e in events) == [7000, 7001]
 
 
+@pytest.mark.root
 def test_a_records_workload_is_the_bytes_its_struct_writes_with_it(tmp_path: Path) -> None:
     """Byte for byte, every record shape (the MPTCP connects encoded alone too): the template filled in with the
     workload of the record's cgroup is what encoding its struct with that ``workload`` writes; a cgroup id no
