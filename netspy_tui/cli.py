@@ -926,7 +926,8 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
                              "set NODE_NAME (or K8S_NODE_NAME) to this node's name")  # fmt: skip
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
-        mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=_workloads())
+        workloads = _workloads()
+        mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=workloads)
         serving = serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
                                mcp_server=mcp_server, allowed_hosts=ns.allow_host or [],
                                metrics_top=ns.metrics_top or 20)  # fmt: skip
@@ -941,7 +942,10 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
         forward_token = _server_token(ns, "forward_token", "NETSPY_FORWARD_TOKEN")
         if forward_token:
             add_secrets(forward_token)
-        forwarder = Forwarder(source.store, ns.forward, token=forward_token, interval=ns.forward_interval or INTERVAL)
+        # (the events' workloads from this host's cgroups when they are this host's processes, not a recording's)
+        live = (await source.info()).collector in ("ebpf", "procfs")
+        forwarder = Forwarder(source.store, ns.forward, token=forward_token, interval=ns.forward_interval or INTERVAL,
+                              workloads=workloads if live else None)  # fmt: skip
         source.forwarding = forwarder.status.as_dict
         task = asyncio.create_task(forwarder.run(), name="netspy-forward")
         try:

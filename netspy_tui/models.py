@@ -302,6 +302,9 @@ class PacketDropEvent(_EventBase):
     packet_size_bytes: int = 0
     protocol: str | None = None
     destination: str | None = None
+    workload: str | None = None
+    """netspy-tui extension: the dropping process's workload on its host, as ``ConnectionEvent.workload`` (an
+    agent's, forwarded to an aggregator); None when unknown (a drop no process was charged with)."""
 
     @model_validator(mode="before")
     @classmethod

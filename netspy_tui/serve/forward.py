@@ -29,6 +29,9 @@ as JSON rows are re-encoded from that JSON (:func:`encode_batch`, msgspec, a bat
 building a model per event; ring records (an eBPF agent's) from a template per record shape
 (:class:`RecordJson`: the same bytes their structs' JSON has); the rare event the fast path does not cover
 goes through :func:`~netspy_tui.serve.app.event_json`, with the same result.
+
+Each event goes with its process's workload on this host (:class:`WorkloadJson`: a ring record's from the cgroup
+id it carries, resolved once per id; an event stored as JSON from its pid; none added to a recording's events).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -64,7 +67,7 @@ from netspy_tui.models import (
     time_to_ns,
     utcnow,
 )
-from netspy_tui.names.workload import k8s_identity
+from netspy_tui.names.workload import WorkloadResolver, k8s_identity
 from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
 from netspy_tui.textsafe import clean, first_line, mask_secrets, redact_url, secret_forms, url_secrets
@@ -203,11 +206,76 @@ _T0 = "2000-01-01T00:00:00.000000Z"
 _HEAD = (b'"id":"","pid":0,"command":"","timestamp":0,"time":"' + _T0.encode() + b'"',
          b'"id":"%s","pid":%d,"command":%s,"timestamp":%d,"time":"%s.%06dZ"')  # fmt: skip
 _THREAD = (b',"thread":""', b"%s")
+#: (the workload last: it follows every other stand-in's field in both models)
+_WORKLOAD = (b',"workload":""', b"%s")
 _CONNECTION_HOLES = (_HEAD, _THREAD,
                      (b'"destination_ip":"","destination_port":0,"destination":"","address_family":0', b"%s"),
-                     (b'"raw_ipv4":0,"raw_ipv6":[]', b"%s"))  # fmt: skip
+                     (b'"raw_ipv4":0,"raw_ipv6":[]', b"%s"), _WORKLOAD)  # fmt: skip
 _DROP_HOLES = (_HEAD, _THREAD, (b'"skb_length":0,"packet_size_bytes":0', b'"skb_length":%d,"packet_size_bytes":%d'),
-               (b',"destination":""', b"%s"))  # fmt: skip
+               (b',"destination":""', b"%s"), _WORKLOAD)  # fmt: skip
+#: seconds before a cgroup id that was not found is looked for again (a cgroup made since the mount's last walk)
+WORKLOAD_RETRY = 2.0
+#: cgroup ids whose workload :class:`WorkloadJson` keeps (all of them go when full: a host has a few hundred)
+WORKLOADS_KEPT = 16384
+
+
+class WorkloadJson:
+    """Each forwarded event's ``workload`` on this host (``ConnectionEvent.workload``: what ``list_processes`` with
+    ``group_by='workload'`` names on the host itself), from ``resolver``: a ring record's from the cgroup id the
+    kernel gave with it (the process's cgroup when the event happened, so a connect and its outcome sent late say
+    the same), resolved once per id and kept as the text of its JSON field (``,"workload":"…"``: one ``%s`` of the
+    record's template); an event stored as JSON (procfs), from its pid. Without a resolver (a recording's events:
+    their pids are not this host's processes), none is added: an event says the workload it was recorded with, if
+    any. An id or pid that names no workload (a cgroup gone before it was found, a drop no process was charged
+    with) sends none: the aggregator counts it as ``unknown``."""
+
+    def __init__(self, resolver: WorkloadResolver | None) -> None:
+        self.resolver = resolver
+        self._texts: dict[int, bytes] = {0: b""}  # cgroup id -> its workload's field (b"": none)
+        self._names: dict[int, str | None] = {0: None}
+        self._misses: dict[int, float] = {}  # ids not found -> when to look again
+
+    def texts(self, cgroups: np.ndarray) -> Iterator[bytes]:
+        """The ``workload`` field of each of these records' cgroup ids (:func:`programs.record_cgroups`)."""
+        texts = self._texts
+        if self._misses:
+            now = time.monotonic()
+            for cgroup_id in [c for c, at in self._misses.items() if at <= now]:
+                del self._misses[cgroup_id], texts[cgroup_id], self._names[cgroup_id]
+        ids = np.unique(cgroups).tolist()
+        if len(texts) + len(ids) > WORKLOADS_KEPT:  # (all out, before this batch's are looked up)
+            texts = self._texts = {0: b""}
+            self._names, self._misses = {0: None}, {}
+        for cgroup_id in set(ids).difference(texts):
+            self._resolve(cgroup_id)
+        return map(texts.__getitem__, cgroups.tolist())
+
+    def name(self, cgroup_id: int) -> str | None:
+        """The workload name of a cgroup id :meth:`texts` resolved."""
+        return self._names.get(cgroup_id)
+
+    def _resolve(self, cgroup_id: int) -> None:
+        found = self.resolver.of_cgroup_id(cgroup_id) if self.resolver is not None else None
+        if found is None and self.resolver is not None:
+            self._misses[cgroup_id] = time.monotonic() + WORKLOAD_RETRY
+        self._names[cgroup_id] = None if found is None else found.name
+        self._texts[cgroup_id] = b"" if found is None else b',"workload":' + _ENCODER.encode(found.name)
+
+    def of_pids(self) -> PidWorkload | None:
+        """A pid -> workload name function for one batch of events stored as JSON (each pid looked up once a batch;
+        None: the events are not this host's)."""
+        resolver = self.resolver
+        if resolver is None:
+            return None
+        names: dict[int, str | None] = {0: None}
+
+        def of_pid(pid: int) -> str | None:
+            if pid not in names:
+                found = resolver.of_pid(pid) if pid > 0 else None
+                names[pid] = None if found is None else found.name
+            return names[pid]
+
+        return of_pid
 
 
 def _connect_place(family: int, v4: int, lo: int, hi: int, port: int) -> tuple[bytes, bytes]:
@@ -254,8 +322,9 @@ class RecordJson:
     :func:`encode_events` does not write (a protocol the contract has no name for, an identity the structs have no
     field for) is encoded on its own, the old way."""
 
-    def __init__(self, identity: Mapping[str, str]) -> None:
+    def __init__(self, identity: Mapping[str, str], workloads: WorkloadJson | None = None) -> None:
         self.identity = dict(identity)
+        self.workloads = WorkloadJson(None) if workloads is None else workloads
         self._templates: dict[Any, bytes | None] = {}  # a record's shape (and outcome) -> its template
         self._places: dict[bytes, tuple[bytes, ...]] = {}  # a record's place -> the text of its place's fields
         self._reasons: Any = None  # (the drop reason names the templates were made with)
@@ -306,23 +375,25 @@ class RecordJson:
             templates.update((key, self._template(made[i])) for key, i in new_shapes.items())
         out: list[Any] = []
         raw = msgspec.Raw
-        for i, (id_, key, place, kind, ts, second, us, pid, comm, thread, length, size) in enumerate(zip(
+        cgroups = P.record_cgroups(recs)
+        for i, (id_, key, place, kind, ts, second, us, pid, comm, thread, length, size, workload) in enumerate(zip(
             map(str.encode, ids), keys, wheres, recs["kind"].tolist(), recs["ts"].tolist(), *_utc_parts(recs["wall"]),
             recs["pid"].tolist(), recs["comm"].tolist(), recs["thread"].tolist(), recs["length"].tolist(),
-            recs["size"].tolist(), strict=True,
+            recs["size"].tolist(), self.workloads.texts(cgroups), strict=True,
         )):  # fmt: skip
             template = templates[key]
             if template is None:
-                out.append(self._alone(codec, recs[i : i + 1], ids[i], outcomes[i]))
+                out.append(self._alone(codec, recs[i : i + 1], ids[i], outcomes[i], int(cgroups[i])))
                 continue
             command = commands.get(comm) or self._command(codec, comm)
             named = b""
             if thread and (named := threads.get((comm, thread))) is None:  # type: ignore[assignment]
                 named = self._thread(codec, comm, thread)
             if kind == P.KIND_DROP:
-                out.append(raw(template % (id_, pid, command, ts, second, us, named, length, size, *places[place])))
+                out.append(raw(template % (id_, pid, command, ts, second, us, named, length, size, *places[place],
+                                           workload)))  # fmt: skip
             else:
-                out.append(raw(template % (id_, pid, command, ts, second, us, named, *places[place])))
+                out.append(raw(template % (id_, pid, command, ts, second, us, named, *places[place], workload)))
         return out
 
     def _template(self, event: Any) -> bytes | None:
@@ -330,6 +401,7 @@ class RecordJson:
         if type(event) not in _STRUCTS or not self.identity.keys() <= _IDENTITY_FIELDS:
             return None
         event.pid, event.command, event.timestamp, event.time, event.thread = 0, "", 0, _T0, ""
+        event.workload = ""
         if type(event) is _Drop:
             event.skb_length = event.packet_size_bytes = 0
             event.destination = ""
@@ -352,9 +424,16 @@ class RecordJson:
         inner = _ENCODER.encode({} if event.destination is None else {"destination": event.destination})
         return (b"," + inner[1:-1] if len(inner) > 2 else b"",)
 
-    def _alone(self, codec: Any, rec: np.ndarray, id_: str, override: str | None) -> Any:
-        """One record's JSON the way :func:`encode_events` writes it of what :meth:`Codec.events` makes."""
-        return msgspec.Raw(encode_events(codec.events(rec, [id_], [override], **_STRUCT_EVENTS), self.identity)[1:-1])
+    def _alone(self, codec: Any, rec: np.ndarray, id_: str, override: str | None, cgroup_id: int) -> Any:
+        """One record's JSON the way :func:`encode_events` writes it of what :meth:`Codec.events` makes (with the
+        workload of its cgroup)."""
+        (event,) = codec.events(rec, [id_], [override], **_STRUCT_EVENTS)
+        if (workload := self.workloads.name(cgroup_id)) is not None:
+            if type(event) in _STRUCTS:
+                event.workload = workload
+            else:
+                event = event.model_copy(update={"workload": workload})
+        return msgspec.Raw(encode_events([event], self.identity)[1:-1])
 
     def _command(self, codec: Any, comm: bytes) -> bytes:
         if len(self._commands) > 8192:
@@ -372,6 +451,10 @@ class RecordJson:
         return text
 
 
+#: pid -> its workload's name (None: not known), for events stored as JSON (:meth:`WorkloadJson.of_pids`)
+PidWorkload = Callable[[int], str | None]
+
+
 def _slow(item: Any, identity: Mapping[str, str]) -> dict[str, Any]:
     if type(item) in _STRUCTS:
         item = _ENCODER.encode(item)
@@ -381,12 +464,13 @@ def _slow(item: Any, identity: Mapping[str, str]) -> dict[str, Any]:
     return data
 
 
-def encode_batch(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
+def encode_batch(items: Sequence[Any], identity: Mapping[str, str], workload: PidWorkload | None = None) -> bytes:
     """The ingest body ``{"events": [...]}`` of stored events: :func:`encode_events` in it (encoded as one object:
     joining a megabyte list to its braces afterwards copied it again, which cost twice what encoding it did).
-    What :class:`RecordJson` made carries the identity it was made with, not ``identity`` (the forwarder gives
-    both the same)."""
-    return _ENCODER.encode({"events": _encodable(items, identity)})
+    What :class:`RecordJson` made carries the identity (and workload) it was made with, not ``identity`` (the
+    forwarder gives both the same); an event stored as JSON that does not say its workload is given
+    ``workload(pid)``'s (when not None)."""
+    return _ENCODER.encode({"events": _encodable(items, identity, workload)})
 
 
 def encode_events(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
@@ -401,18 +485,19 @@ def encode_events(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
     return _ENCODER.encode(_encodable(items, identity))
 
 
-def _encodable(items: Sequence[Any], identity: Mapping[str, str]) -> list[Any]:
+def _encodable(items: Sequence[Any], identity: Mapping[str, str], workload: PidWorkload | None = None) -> list[Any]:
     """:func:`encode_events`' list before it is encoded."""
     made = [type(item) is msgspec.Raw for item in items]
     if all(made):  # (ring records: nothing else to do)
         return list(items)
     if not any(made):
-        return _contract_events(items, identity)
-    others = iter(_contract_events([item for item, m in zip(items, made, strict=True) if not m], identity))
+        return _contract_events(items, identity, workload)
+    others = iter(_contract_events([item for item, m in zip(items, made, strict=True) if not m], identity, workload))
     return [item if m else next(others) for item, m in zip(items, made, strict=True)]
 
 
-def _contract_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> list[Any]:
+def _contract_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str],
+                     workload: PidWorkload | None = None) -> list[Any]:  # fmt: skip
     """:func:`encode_events`' list before it is encoded: structs (the fast path), and dicts (``event_json``)."""
     fast = identity.keys() <= _IDENTITY_FIELDS
     events: list[Any] | None = None
@@ -433,10 +518,14 @@ def _contract_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[
         if type(event) is _Drop:
             event = events[i] = _contract_drop(event)
         if event is None:
-            events[i] = _slow(items[i], identity)
+            data = events[i] = _slow(items[i], identity)
+            if workload is not None and not data.get("workload") and (name := workload(data.get("pid", 0))):
+                data["workload"] = name
         else:
             for key, value in pairs:
                 setattr(event, key, value)
+            if workload is not None and not event.workload:
+                event.workload = workload(event.pid)
     return events
 
 
@@ -539,6 +628,7 @@ class Forwarder:
         max_backoff: float = 30.0,
         identity: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        workloads: WorkloadResolver | None = None,
     ) -> None:
         self.store = store
         self.url = url
@@ -546,7 +636,9 @@ class Forwarder:
         self.interval = interval
         self.max_backoff = max_backoff
         self.identity = node_identity() if identity is None else identity
-        self._records = RecordJson(self.identity)
+        #: each event's workload on this host (``workloads``: this host's live collector's processes; None: none)
+        self.workloads = WorkloadJson(workloads)
+        self._records = RecordJson(self.identity, self.workloads)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=timeout, transport=transport,
                                          follow_redirects=False)  # fmt: skip
@@ -647,7 +739,7 @@ class Forwarder:
         sent = 0
         while sent < len(items):
             part = [item for _, item in items[sent : sent + self.batch]]
-            body = await asyncio.to_thread(encode_batch, part, self.identity)
+            body = await asyncio.to_thread(encode_batch, part, self.identity, self.workloads.of_pids())
             response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
             if response.status_code == 413 and len(part) > 1:
                 self.batch = len(part) // 2
@@ -769,7 +861,8 @@ class Forwarder:
             items = [item for _, item in rows]
             span = (rows[0][0], rows[-1][0], len(rows)) if rows else (0, 0, 0)
         newest = self.store.newest_seq()
-        return span, oldest, newest, encode_batch(items, self.identity) if items else b""
+        body = encode_batch(items, self.identity, self.workloads.of_pids()) if items else b""
+        return span, oldest, newest, body
 
     def _dropped(self, n: int) -> None:
         if n <= 0:
