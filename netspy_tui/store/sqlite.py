@@ -327,7 +327,7 @@ class _Unwritten:
     def events_by_kind(self) -> tuple[int, int]:
         """The connects and drops whose counts are held (net of moves between outcomes)."""
         by_kind = [0, 0]
-        for key, (n, _, _) in self.counts.items():
+        for key, (n, _, _) in list(self.counts.items()):
             by_kind[key[1]] += n
         return max(0, by_kind[0]), max(0, by_kind[1])
 
@@ -554,8 +554,9 @@ class EventStore:
 
     def _take_left_losses(self) -> None:
         """Record what the last run could not (:meth:`_leave_losses`) in the losses table, then set
-        :data:`LOST_SIZE` bytes aside beside the file for this run's close (a full disk has no room for a new file)."""
-        if self.path is None:
+        :data:`LOST_SIZE` bytes aside beside the file for this run's close (a full disk has no room for a new file).
+        Not for a scratch store (``keep_memory`` False): no run opens it again."""
+        if self.path is None or not self.keep_memory:
             return
         path = self._lost_path()
         left = None
@@ -596,6 +597,8 @@ class EventStore:
         place: no new space needed), for the next open to record."""
         text = json.dumps({"second": second_of(utcnow()), "losses": losses}).encode()
         path = self._lost_path()
+        if not self.keep_memory:  # (a scratch store, removed at exit)
+            return
         try:
             if len(text) > LOST_SIZE:
                 raise ValueError(f"{len(text)} bytes, more than the {LOST_SIZE} set aside")
@@ -1370,16 +1373,15 @@ class EventStore:
     def unwritten_losses(self, lo: int = -(2**62), hi: int = 2**62) -> dict[str, int]:
         """Losses held in memory (not yet in the losses table) of the seconds lo..hi, by cause."""
         out: dict[str, int] = {}
-        with self._write_lock:
-            for (second, cause), n in self._unwritten.losses.items():
-                if lo <= second <= hi and n:
-                    out[cause] = out.get(cause, 0) + n
+        # (not under the write lock, which a long write holds: a copy of the items is taken at once, GIL held)
+        for (second, cause), n in list(self._unwritten.losses.items()):
+            if lo <= second <= hi and n:
+                out[cause] = out.get(cause, 0) + n
         return out
 
     def unwritten_events(self) -> tuple[int, int]:
         """The connects and drops counted but not yet in the file (a failed write holds them in memory)."""
-        with self._write_lock:
-            return self._unwritten.events_by_kind()
+        return self._unwritten.events_by_kind()  # (as unwritten_losses: no wait for a write)
 
     def note_losses(self, second: int, losses: dict[str, int]) -> None:
         """Record losses noticed outside a batch (the writer's shedding), in the next transaction."""
