@@ -617,7 +617,8 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "sockaddr_fault": ("connects not counted (address unreadable)", False),
     "inflight_full": ("connects not counted (too many at once)", False),
     "exit_without_enter": ("connects not counted (call not seen starting)", False),
-    "store_error": ("events not stored (store write failed)", False),
+    "unstored": ("raw events not stored (store write failed; their counts kept)", True),
+    "store_error": ("events whose counts could not be stored (store write failed)", False),
     "rejected": ("malformed events not stored", False),
 }
 

@@ -38,7 +38,8 @@ Where this server differs from the original, on purpose:
   lost or shed in the last ``duration_seconds``, by cause, and ``/api/events`` of one ``type`` adds ``not_kept``
   (with ``not_kept_since``/``not_kept_until``) when events of its page's seconds were counted but not kept: a
   client's tools note a window's losses as they do over this host's own store. The existing paths answer as before.
-- Only ``/health`` asks the source for its health (503 ``System not initialized`` when unhealthy);
+- Only ``/health`` asks the source for its health (503 when unhealthy: the health answer's JSON with status
+  ``unhealthy`` and why, as ``detail``; plain ``System not initialized`` when the source cannot even say);
   other endpoints answer from whatever the source holds.
 """
 
@@ -80,6 +81,7 @@ from netspy_tui.models import (
     PacketDropEvent,
     ProgramInfo,
     Scope,
+    SourceInfo,
     TrafficStats,
     contract_drop,
     counts_exact,
@@ -504,9 +506,9 @@ class Api:
         except Exception:
             logger.exception("health check: the telemetry source failed")
             return text_response(503, "System not initialized")
+        self._log_health(info)
         if not info.healthy:
-            logger.warning("health check: source unhealthy: %s", info.detail)
-            return text_response(503, "System not initialized")
+            return self._unhealthy(info)
         payload: dict[str, Any] = {
             "status": info.status,
             "component": "netspy-tui",
@@ -533,6 +535,35 @@ class Api:
             if info.notes:  # (what the collector cannot do on this kernel: server_status says them from afar too)
                 payload["notes"] = info.notes
         return json_response(payload)
+
+    _health_logged: str | None = None  # (the unhealthy state last logged, its figures left out; None: healthy)
+
+    def _log_health(self, info: SourceInfo) -> None:
+        """The source's health as ``/health`` finds it, logged when it changes or recovers: not at every request
+        (a dashboard asks several times a second)."""
+        state = None if info.healthy else re.sub(r"\d[\d,.]*", "#", info.detail)
+        if state == self._health_logged:
+            return
+        if state is None:
+            logger.warning("health check: source %s again", info.status)
+        else:
+            logger.warning("health check: source unhealthy: %s", info.detail)
+        self._health_logged = state
+
+    def _unhealthy(self, info: SourceInfo) -> Response:
+        """``/health``'s 503 while the source is unhealthy (a probe fails): the healthy answer's fields with status
+        ``unhealthy``, why (``detail``: not the bare "System not initialized", which read as still starting) and,
+        for a source of this host, its loss figures."""
+        detail = " ".join(info.detail.split()) or "not ready"
+        uptime = _uptime(info.uptime_seconds)
+        payload: dict[str, Any] = {"status": info.status, "component": "netspy-tui", "version": __version__,
+                                   "uptime": uptime, "source": info.label, "detail": detail}  # fmt: skip
+        if info.collector:
+            payload["collector"] = info.collector
+        if info.kind == "embedded":
+            payload.update(node=host_node(), events_lost=info.events_lost, losses=info.losses,
+                           recent_losses=info.recent_losses, counts_exact=counts_exact(info.recent_losses))  # fmt: skip
+        return json_response(payload, 503)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:
         params = await Params.read(request)

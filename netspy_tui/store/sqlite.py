@@ -28,6 +28,7 @@ reads the file in the background, as a file of an older netspy-tui is read).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -76,7 +77,7 @@ from netspy_tui.store import rollups as R
 from netspy_tui.store import spans as S
 from netspy_tui.store import traffic as T
 from netspy_tui.store.listeners import Listeners
-from netspy_tui.textsafe import valid_utf8
+from netspy_tui.textsafe import clean, valid_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,13 @@ _STALE_TRIGGERS = [
 ]  # fmt: skip
 #: At most one warning about losses per this many seconds.
 WARN_EVERY = 30.0
+#: Rows (counts, traffic, latency) a failed write keeps in memory, to write with the next write (the disk may
+#: have room again); beyond it, the oldest seconds' counts are given up (a loss: ``store_error``).
+MAX_UNWRITTEN_ROWS = 200_000
+#: Beside the file while it is open for writing: a few KiB set aside at open, where a close that could not write
+#: what it lost (a full disk) leaves it for the next open to record (:meth:`EventStore._leave_losses`).
+LOST_SUFFIX = "-lost"
+LOST_SIZE = 4096
 
 SCHEMA_VERSION = "3"
 
@@ -202,11 +210,13 @@ DETAIL_ONLY = frozenset({"shed", "ring_full", "sink_rejected", "bad_records"})
 
 
 class StoreError(NetspyError):
-    """The event store cannot be opened or written. ``lost`` counts events a failed write dropped."""
+    """The event store cannot be opened or written. ``lost`` counts events a failed write dropped; ``kept``: their
+    counts were kept in memory, to be written with the next write (only their raw detail is lost)."""
 
     def __init__(self, message: str, hint: str = "", *, lost: int = 0) -> None:
         super().__init__(message, hint)
         self.lost = lost
+        self.kept = False
 
 
 class StoreBusy(StoreError):
@@ -226,6 +236,109 @@ _REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+#: SQLite's primary result codes, and what to do about each when a write fails
+_SQLITE_HINTS = {
+    13: "free disk space or choose another store file",  # SQLITE_FULL
+    11: "the file is damaged: move it away and start with a fresh store file",  # SQLITE_CORRUPT
+    26: "the file is damaged: move it away and start with a fresh store file",  # SQLITE_NOTADB
+    8: "make the file and its directory writable, or choose another store file",  # SQLITE_READONLY
+    10: "check the disk and the kernel log (I/O error), or choose another store file",  # SQLITE_IOERR
+}
+
+
+def _sqlite_code(exc: BaseException) -> int:
+    """SQLite's primary result code of ``exc`` (-1: none)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return 13
+    return code & 0xFF if isinstance(code, int) else -1
+
+
+def write_hint(exc: BaseException, path: Path | None = None) -> str:
+    """What to do about a failed write, from SQLite's own result code (a full disk, a damaged file, ...); an I/O
+    error where ``path``'s file system has no room left is a full disk (SQLite says "disk I/O error" when it cannot
+    make its shared-memory file there)."""
+    code = _sqlite_code(exc)
+    if code == 10 and path is not None and _no_room(path):
+        code = 13
+    return _SQLITE_HINTS.get(code, "check the file and the disk, or choose another store file")
+
+
+def _no_room(path: Path) -> bool:
+    """``path``'s file system has (next to) no free space left."""
+    try:
+        st = os.statvfs(path.absolute().parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
+
+
+def _error_text(exc: BaseException, path: Path | None) -> str:
+    """SQLite's message, with what an I/O error is when the file system is full."""
+    text = _one_line(exc)
+    if _sqlite_code(exc) == 10 and path is not None and _no_room(path):
+        text += " (no free space left on its file system)"
+    return text
+
+
+class _Unwritten:
+    """What failed writes could not store but keeps for the next one: counts (summed per key), losses, traffic,
+    latency rows and resolved outcomes. Raw events are not kept (they are the bounded detail)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[Any, ...], list[int]] = {}  # key -> [n, first, last]
+        self.losses: dict[tuple[int, str], int] = {}
+        self.traffic: list[T.Row] = []
+        self.latencies: list[L.Row] = []
+        self.outcomes: list[np.ndarray] = []
+        self.since: float | None = None  # monotonic time of the first write that failed
+
+    def __bool__(self) -> bool:
+        return bool(self.counts or self.losses or self.traffic or self.latencies or self.outcomes)
+
+    def add(self, counts: Sequence[R.Row], losses: dict[tuple[int, str], int], traffic: Sequence[T.Row],
+            latencies: Sequence[L.Row], outcomes: np.ndarray | None) -> None:  # fmt: skip
+        if self.since is None:
+            self.since = time.monotonic()
+        for row in counts:
+            key, (n, first, last) = row[:9], row[9:]
+            got = self.counts.get(key)
+            if got is None:
+                self.counts[key] = [n, first, last]
+            else:  # (as the upsert sums them)
+                got[0] += n
+                if n > 0:
+                    got[1], got[2] = min(got[1], first), max(got[2], last)
+        for at, n in losses.items():
+            self.losses[at] = self.losses.get(at, 0) + n
+        self.traffic.extend(traffic)
+        self.latencies.extend(latencies)
+        if outcomes is not None and len(outcomes):
+            self.outcomes.append(outcomes)
+
+    def count_rows(self) -> list[R.Row]:
+        return [(*key, n, first, last) for key, (n, first, last) in self.counts.items()]  # type: ignore[misc]
+
+    def rows(self) -> int:
+        return len(self.counts) + len(self.traffic) + len(self.latencies)
+
+    def events_by_kind(self) -> tuple[int, int]:
+        """The connects and drops whose counts are held (net of moves between outcomes)."""
+        by_kind = [0, 0]
+        for key, (n, _, _) in list(self.counts.items()):
+            by_kind[key[1]] += n
+        return max(0, by_kind[0]), max(0, by_kind[1])
+
+    def give_up_before(self, second: int) -> tuple[int, int]:
+        """Forget what is held of the seconds before ``second``; the connects and drops whose counts went."""
+        gone = _Unwritten()
+        gone.counts = {k: v for k, v in self.counts.items() if k[0] < second}
+        self.counts = {k: v for k, v in self.counts.items() if k[0] >= second}
+        self.traffic = [r for r in self.traffic if r[0] >= second]
+        self.latencies = [r for r in self.latencies if r[0] >= second]
+        return gone.events_by_kind()
 
 
 def _clean_event(event: AnyEvent) -> tuple[AnyEvent, bytes]:
@@ -309,6 +422,11 @@ def build_stored(items: Sequence[AnyEvent | bytes | str]) -> list[AnyEvent]:
     return [next(built) if isinstance(item, bytes | str) else item for item in items]
 
 
+def _damaged(exc: BaseException) -> bool:
+    """SQLite found the file damaged (or not a database at all)."""
+    return _sqlite_code(exc) in (11, 26)
+
+
 def _len(records: np.ndarray | None) -> int:
     return 0 if records is None else len(records)
 
@@ -371,6 +489,10 @@ class EventStore:
         """Since this store was opened: ``raw`` rows written, and losses by cause."""
         self._writer_thread: Any = None
         self._memory_differs = False  # the memory holds counts a failed write did not store
+        self._unwritten = _Unwritten()  # what failed writes could not store, written with the next one
+        self._drop_reasons_unsaved = False  # the kernel's drop reason names are not in ``meta`` yet (a full disk)
+        self.last_write_error: StoreError | None = None  # the last write's error (None: it was stored)
+        self.written_at = -float("inf")  # (monotonic) when a write last succeeded
         self._loaded = threading.Event()  # set when the last hour of rollups is in memory
         self._loaded.set()
         self._load_progress = threading.Condition()
@@ -379,7 +501,12 @@ class EventStore:
         try:
             if not readonly and self.path is not None:
                 self._lock_fd = self._lock_writer()
-            self._open_rest(readonly)
+            try:
+                self._open_rest(readonly)
+            except sqlite3.Error as exc:  # (the first writes: a full disk, a damaged file say so as a write would)
+                what = "read" if readonly or _damaged(exc) else "write to"
+                raise StorePathRefused(f"cannot {what} the event store {self.location}: {_error_text(exc, self.path)}",
+                                       write_hint(exc, self.path)) from exc  # fmt: skip
         except BaseException:  # (nothing kept open: a later open of the file in this process must not be refused)
             self._writer.close()
             if self._lock_fd is not None:
@@ -392,6 +519,7 @@ class EventStore:
         self._folded = 0
         """Per-second rollup rows before this second are in the minute and hour tables too (spans.fold)."""
         if not readonly:
+            self._check_intact()
             with self._write_lock:
                 self._folded = S.folded_from(self._writer)
                 self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -404,7 +532,112 @@ class EventStore:
         self._salt = self._id_salt()
         self._drop_reasons: dict[int, str] = self._stored_drop_reasons()
         if not readonly:
+            self._take_left_losses()
             self._load_rollups()
+
+    def _check_intact(self) -> None:
+        """Refuse a file with damaged pages before writing to it (every write would fail, every event be lost):
+        ``PRAGMA quick_check`` reads every page once (0.2-0.3 s for a 126 MB store of 780,000 events)."""
+        if self.path is None:
+            return
+        with self._write_lock:
+            problems = [str(r[0]) for r in self._writer.execute("PRAGMA quick_check(3)").fetchall()]
+        if problems and problems != ["ok"]:
+            raise StorePathRefused(
+                f"cannot read the event store {self.location}: database disk image is malformed "
+                f"({clean('; '.join(' '.join(p.split()) for p in problems), 200)})",
+                _SQLITE_HINTS[11],
+            )
+
+    def _lost_path(self) -> Path:
+        return Path(f"{self.path}{LOST_SUFFIX}")
+
+    def _take_left_losses(self) -> None:
+        """Record what the last run could not (:meth:`_leave_losses`) in the losses table, then set
+        :data:`LOST_SIZE` bytes aside beside the file for this run's close (a full disk has no room for a new file).
+        Not for a scratch store (``keep_memory`` False): no run opens it again."""
+        if self.path is None or not self.keep_memory:
+            return
+        path = self._lost_path()
+        left = None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None
+        except OSError as exc:
+            logger.warning("event store %s: %s not read (%s)", self.location, path, _one_line(exc))
+            fd = None
+        if fd is not None:
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1:
+                    left = f.read(LOST_SIZE).strip(b"\0").strip()
+        if left:
+            try:
+                got = json.loads(left)
+                second, losses = int(got["second"]), {str(k): int(v) for k, v in got["losses"].items() if int(v) > 0}
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                logger.warning("event store %s: %s not usable (%s)", self.location, path, _one_line(exc))
+                losses = {}
+            if losses:
+                with self._write_lock, self._transaction():
+                    self._writer.executemany(_UPSERT_LOSS, [(second, c, n) for c, n in losses.items()])
+                logger.warning("event store %s: the last run could not record %s; recorded now", self.location,
+                               describe_losses(losses))  # fmt: skip
+        try:
+            path.unlink(missing_ok=True)
+            fd = safefs.create_exclusive(path, "the store's loss record", "remove it")
+            with os.fdopen(fd, "wb") as f:
+                f.write(bytes(LOST_SIZE))
+        except (OSError, NetspyError) as exc:
+            logger.warning("event store %s: no room set aside for a loss record (%s)", self.location, _one_line(exc))
+
+    def _leave_losses(self, losses: dict[str, int]) -> None:
+        """At a close whose losses the store cannot take (a full disk): into the room set aside beside it (written in
+        place: no new space needed), for the next open to record."""
+        text = json.dumps({"second": second_of(utcnow()), "losses": losses}).encode()
+        path = self._lost_path()
+        if not self.keep_memory:  # (a scratch store, removed at exit)
+            return
+        try:
+            if len(text) > LOST_SIZE:
+                raise ValueError(f"{len(text)} bytes, more than the {LOST_SIZE} set aside")
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, text + bytes(LOST_SIZE - len(text)), 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as exc:
+            logger.error("event store %s: what was lost is not recorded for the next start either (%s)",
+                         self.location, _one_line(exc))  # fmt: skip
+        else:
+            logger.error("event store %s: recorded in %s; the next start adds it to the store's losses",
+                         self.location, path)  # fmt: skip
+
+    def _close_unwritten(self) -> None:
+        """At close (the write lock held): write what failed writes kept; if the store still refuses, it is lost
+        (``store_error``, said on stderr) and left for the next open to record (:meth:`_leave_losses`)."""
+        if self.path is None or self.readonly:
+            return
+        if self._unwritten:
+            try:
+                self._commit_locked([], None, None, [], {}, [], unwritten=self._unwritten)
+                self._wrote_unwritten()
+            except StoreError as exc:
+                connects, drops = self._unwritten.events_by_kind()
+                held = self._unwritten
+                held.counts, held.traffic, held.latencies, held.outcomes = {}, [], [], []
+                self._lose_counts(connects, drops, f"at close: {_one_line(exc.__cause__ or exc)}")
+                losses: dict[str, int] = {}
+                for (_, cause), n in held.losses.items():
+                    losses[cause] = losses.get(cause, 0) + n
+                logger.error("event store %s: not written to its losses table: %s", self.location,
+                             describe_losses(losses))  # fmt: skip
+                self._leave_losses(losses)
+                return
+        with contextlib.suppress(OSError):
+            self._lost_path().unlink(missing_ok=True)  # (nothing to leave: a clean close leaves no side file)
 
     # --- connections ---------------------------------------------------------------
 
@@ -439,7 +672,7 @@ class EventStore:
         return fd
 
     def _open_error(self, exc: BaseException) -> StoreError:
-        message = f"cannot open the event store {self.location}: {_one_line(exc)}"
+        message = f"cannot open the event store {self.location}: {_error_text(exc, self.path)}"
         if self.readonly:
             return StoreError(message, "check that it is a store netspy-tui wrote and that you can read it")
         refused = isinstance(exc, OSError) and exc.errno in _REFUSED
@@ -447,6 +680,9 @@ class EventStore:
             # (SQLite says only "unable to open database file"; the directory's mode says why)
             folder = self.path.absolute().parent
             refused = not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+        if not refused and _sqlite_code(exc) in _SQLITE_HINTS:
+            # (a damaged file, a full disk, ...: what SQLite said, refused at start as a bad value)
+            return StorePathRefused(message, write_hint(exc, self.path))
         return (StorePathRefused if refused else StoreError)(
             message,
             "choose a file in a directory you can write, or leave out --db: events then go to a scratch file "
@@ -988,9 +1224,10 @@ class EventStore:
         losses = losses or {}
         try:
             written = self._commit(raw, records, outcomes, counts, losses, rejected, counts_array, names, traffic,
-                                   latencies, as_blocks=as_blocks)  # fmt: skip
+                                   latencies, as_blocks=as_blocks, keep=not as_blocks)  # fmt: skip
         except StoreError as exc:
-            self._count("store_error", exc.lost)
+            # (kept: only the raw detail is lost, the counts go with the next write that succeeds)
+            self._count("unstored" if exc.kept else "store_error", exc.lost)
             raise
         self._count("raw", written)
         if written or counts or outcomes is not None or losses:
@@ -1101,6 +1338,51 @@ class EventStore:
         out["result"] = P.RESULT_UNTRACKED
         return out
 
+    def _wrote_unwritten(self) -> None:
+        """After a write that succeeded (the write lock held): what earlier ones kept is stored now."""
+        self.last_write_error = None
+        self.written_at = time.monotonic()
+        if self._unwritten.since is not None:
+            held = time.monotonic() - self._unwritten.since
+            logger.warning("event store %s: written again; the counts held in memory for %.0f s are stored",
+                           self.location, held)  # fmt: skip
+            self._unwritten = _Unwritten()
+
+    def _bound_unwritten(self) -> None:
+        """Past :data:`MAX_UNWRITTEN_ROWS` held, the oldest seconds' counts are given up: a loss (``store_error``)."""
+        held = self._unwritten
+        if held.rows() <= MAX_UNWRITTEN_ROWS:
+            return
+        seconds = sorted({k[0] for k in held.counts} | {r[0] for r in held.traffic} | {r[0] for r in held.latencies})
+        cut = seconds[len(seconds) // 2]
+        connects, drops = held.give_up_before(cut)
+        self._lose_counts(connects, drops, "held in memory longer than the store refused writes")
+
+    def _lose_counts(self, connects: int, drops: int, why: str) -> None:
+        """Counts given up: ``store_error`` (in the totals now, in the losses table with the next write that
+        succeeds, or at the next open: :meth:`_leave_losses`), and said once on stderr."""
+        lost = connects + drops
+        if not lost:
+            return
+        self._memory_differs = True
+        self._count("store_error", lost)
+        self._unwritten.add([], {(second_of(utcnow()), "store_error"): lost}, [], [], None)
+        logger.error("event store %s: the counts of %s connects and %s drops could not be written (%s): lost",
+                     self.location, f"{connects:,}", f"{drops:,}", why)  # fmt: skip
+
+    def unwritten_losses(self, lo: int = -(2**62), hi: int = 2**62) -> dict[str, int]:
+        """Losses held in memory (not yet in the losses table) of the seconds lo..hi, by cause."""
+        out: dict[str, int] = {}
+        # (not under the write lock, which a long write holds: a copy of the items is taken at once, GIL held)
+        for (second, cause), n in list(self._unwritten.losses.items()):
+            if lo <= second <= hi and n:
+                out[cause] = out.get(cause, 0) + n
+        return out
+
+    def unwritten_events(self) -> tuple[int, int]:
+        """The connects and drops counted but not yet in the file (a failed write holds them in memory)."""
+        return self._unwritten.events_by_kind()  # (as unwritten_losses: no wait for a write)
+
     def note_losses(self, second: int, losses: dict[str, int]) -> None:
         """Record losses noticed outside a batch (the writer's shedding), in the next transaction."""
         if losses:
@@ -1122,15 +1404,30 @@ class EventStore:
         as_blocks: bool = False,
         since_open: bool = True,
         edit: Callable[[sqlite3.Connection], list[R.Row]] | None = None,
+        keep: bool = False,
     ) -> int:
+        """:meth:`_commit_locked` under the write lock, the counts into memory. ``keep``: what a failed write could
+        not store but counts (counts, losses, traffic, latency, outcomes) is kept and written with the next write
+        (which writes what earlier ones kept first); only the raw events are lost (:class:`StoreError` ``kept``)."""
         with self._write_lock:
             committed = False
             try:
                 written, due = self._commit_locked(raw, records, outcomes, counts, losses, rejected, traffic,
-                                                   latencies, as_blocks=as_blocks, edit=edit)  # fmt: skip
+                                                   latencies, as_blocks=as_blocks, edit=edit,
+                                                   unwritten=self._unwritten if keep else None)  # fmt: skip
                 committed = True
-            except StoreError:
-                self._memory_differs = self._memory_differs or bool(counts)
+                if keep:
+                    self._wrote_unwritten()
+            except StoreError as exc:
+                self.last_write_error = exc
+                if keep and not self._closed and not self.readonly:
+                    self._unwritten.add(counts, losses, traffic, latencies, outcomes)
+                    if exc.lost:
+                        self._unwritten.add([], {(second_of(utcnow()), "unstored"): exc.lost}, [], [], None)
+                    exc.kept = True
+                    self._bound_unwritten()
+                else:
+                    self._memory_differs = self._memory_differs or bool(counts)
                 raise
             finally:
                 if edit is not None:  # (the edit's counts, known once it ran: only what it did, if it was kept)
@@ -1155,13 +1452,24 @@ class EventStore:
         *,
         as_blocks: bool = False,
         edit: Callable[[sqlite3.Connection], list[R.Row]] | None = None,
+        unwritten: _Unwritten | None = None,
     ) -> tuple[int, bool]:
         """One transaction (the write lock held): (raw rows written, whether retention is due). ``as_blocks``:
         the raw rows are kept as blocks (:mod:`netspy_tui.store.jsonblocks`). ``edit``: changes made in the
-        transaction first, whose rollup rows are added to ``counts`` (the list given)."""
+        transaction first, whose rollup rows are added to ``counts`` (the list given). ``unwritten``: what earlier
+        failed writes kept, written first in the same transaction."""
         if self._closed or self.readonly:
             state = "closed" if self._closed else "open read-only"
             raise StoreError(f"the event store {self.location} is {state}", lost=len(raw) + _len(records))
+        if unwritten:  # (new lists: the caller's are theirs)
+            counts = [*unwritten.count_rows(), *counts]
+            merged = dict(unwritten.losses)
+            for key, n in losses.items():
+                merged[key] = merged.get(key, 0) + n
+            losses = merged
+            traffic = [*unwritten.traffic, *traffic]
+            latencies = [*unwritten.latencies, *latencies]
+            outcomes = _joined([*unwritten.outcomes, *([outcomes] if outcomes is not None else [])])
         conn = self._writer
         first = self._next_seq
         try:
@@ -1247,8 +1555,8 @@ class EventStore:
                 except sqlite3.Error:
                     logger.debug("rollback failed", exc_info=True)
             raise StoreError(
-                f"cannot write to the event store {self.location}: {_one_line(exc)}",
-                "free disk space or choose another store file",
+                f"cannot write to the event store {self.location}: {_error_text(exc, self.path)}",
+                write_hint(exc, self.path),
                 lost=len(raw) + _len(records),
             ) from exc
         stored = len(raw) + _len(records)
@@ -1352,8 +1660,8 @@ class EventStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StoreError(
-                    f"cannot prune the event store {self.location}: {_one_line(exc)}",
-                    "free disk space or choose another store file",
+                    f"cannot prune the event store {self.location}: {_error_text(exc, self.path)}",
+                    write_hint(exc, self.path),
                 ) from exc
             return removed, more or removed >= PRUNE_CHUNK
 
@@ -1377,10 +1685,14 @@ class EventStore:
     def _learn_drop_reasons(self, codec: Any) -> None:
         """Keep the kernel's drop reason names the collector read (in ``meta``, for a reopened file)."""
         reasons = codec.drop_reasons
-        if reasons and reasons != self._drop_reasons:
+        if reasons and (reasons != self._drop_reasons or self._drop_reasons_unsaved):
             merged = {**self._drop_reasons, **reasons}
             self._drop_reasons = merged
-            self.set_meta("drop_reasons", json.dumps(merged))
+            try:
+                self.set_meta("drop_reasons", json.dumps(merged))
+                self._drop_reasons_unsaved = False
+            except sqlite3.Error:  # (a full disk: the batch's counts are kept all the same; saved with a later one)
+                self._drop_reasons_unsaved = True
 
     def _event_ids(self, seqs: np.ndarray) -> list[str]:
         """The ids of the events stored as ``seqs``: ``(seq * _ID_MIX) ^ salt`` (mod 2**64) as 16 hex digits, made
@@ -1795,7 +2107,10 @@ class EventStore:
             rows = conn.execute(
                 "SELECT cause, sum(n) FROM losses WHERE second >= ? AND second <= ? GROUP BY cause", (lo, hi)
             ).fetchall()
-        return {cause: int(n) for cause, n in rows if n}
+        out = {cause: int(n) for cause, n in rows if n}
+        for cause, n in self.unwritten_losses(lo, hi).items():  # (what a failed write holds in memory)
+            out[cause] = out.get(cause, 0) + n
+        return out
 
     def newest_time(self) -> datetime | None:
         """Wall-clock time of the newest stored event, or None when the store is empty."""
@@ -1833,6 +2148,7 @@ class EventStore:
         with self._write_lock:
             if self._closed:
                 return
+            self._close_unwritten()
             self._closed = True
             self._keep_memory()
             # Idle read connections close now; ones in use close when their reader hands them back.

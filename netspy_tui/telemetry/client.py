@@ -91,6 +91,15 @@ def _positive(losses: dict[str, int] | None) -> dict[str, int]:
     return {k: v for k, v in (losses or {}).items() if isinstance(v, int) and v > 0}
 
 
+def _unhealthy_health(body: bytes) -> HealthResponse | None:
+    """A 503's body as the health answer of a server that says why it is unhealthy (JSON, status ``unhealthy``)."""
+    try:
+        health = HealthResponse.model_validate(json.loads(body))
+    except (ValueError, RecursionError, ValidationError):
+        return None
+    return health if health.status == "unhealthy" else None
+
+
 def _says_aggregator(health: HealthResponse) -> bool:
     """The aggregator's ``/health``: ``component`` names it, or it carries the aggregator's ``stats``."""
     stats = (health.model_extra or {}).get("stats")
@@ -200,7 +209,13 @@ class HttpSource:
                 raise ServerUnavailable(
                     f"HTTP error talking to {url}: {clean(str(exc) or type(exc).__name__, 160)}", NO_SERVER_HINT
                 ) from None
-            if resp.status_code in _RETRY_STATUSES and attempt < self.retries:
+            if (
+                resp.status_code in _RETRY_STATUSES
+                and attempt < self.retries
+                and not (
+                    resp.status_code == 503 and _unhealthy_health(resp.content) is not None  # (up, and it said why)
+                )
+            ):
                 attempt += 1
                 log.debug("retrying %s %s after %s", method, path, resp.status_code)
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
@@ -258,7 +273,11 @@ class HttpSource:
     # --- generation detection -----------------------------------------------------------
 
     async def health(self) -> HealthResponse:
+        """``/health``; a 503 that says why (a netspy-tui server's JSON, status ``unhealthy``) is that answer, not an
+        error: the caller shows why (a full disk), not "still starting"."""
         resp = await self._request("GET", "/health")
+        if resp.status_code == 503 and (unhealthy := _unhealthy_health(resp.content)) is not None:
+            return unhealthy
         if resp.status_code >= 400:
             raise self._status_error(resp, "/health")
         try:
@@ -324,12 +343,18 @@ class HttpSource:
             node = extra.get("node")  # (a netspy-tui server's: the node it is, the one its node filter takes)
             by_node = stats.get("events_by_node") if isinstance(stats, dict) else None
             nodes = {str(k): v for k, v in by_node.items() if isinstance(v, int)} if isinstance(by_node, dict) else None
+            why = extra.get("detail")
+            if health.status == "unhealthy":  # (why first: the dashboard's header shows the start)
+                detail = (
+                    f"the server is unhealthy: {clean(why, 300) if isinstance(why, str) else 'no detail'}; {detail}"
+                )
             if recent:
                 detail += f"; the server reports {describe_losses(recent, 'in the last minute')}"
             return SourceInfo(
                 label=f"{what} at {self.shown_url}",
                 kind="http",
                 generation=gen,
+                healthy=health.status != "unhealthy",
                 detail=detail,
                 degraded=health.status == "degraded" or bool(recent),
                 losses=losses,

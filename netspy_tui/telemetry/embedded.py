@@ -78,8 +78,8 @@ class StoreSink:
     def __call__(self, events: Sequence[ConnectionEvent | PacketDropEvent]) -> None:
         try:
             self.store.add_events(events)
-        except StoreError as exc:
-            self._failed(exc.lost, str(exc))
+        except StoreError as exc:  # (kept: their counts go with the next write; the store counts the raw loss)
+            self._failed(0 if exc.kept else exc.lost, str(exc))
         except Exception as exc:  # never let a store bug stop the collector thread
             self._failed(len(events), f"{type(exc).__name__}: {exc}")
             logger.debug("storing events failed", exc_info=True)
@@ -92,7 +92,8 @@ class StoreSink:
         self.last_error_at = now
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now
-            logger.warning("event store: %s (%d events lost so far)", message, self.lost)
+            so_far = f" ({self.lost:,} events lost so far)" if self.lost else ""  # (none: a failed write keeps counts)
+            logger.warning("event store: %s%s", message, so_far)
 
 
 class EmbeddedSource:
@@ -237,16 +238,29 @@ class EmbeddedSource:
         writer = self.store._writer_thread
         errors_at = [t for t in (sink.last_error_at, writer.last_error_at if writer else None) if t is not None]
         last_error = sink.last_error or (writer.last_error if writer else "")
-        if last_error:
+        failing = self.store.last_write_error
+        if failing is not None:  # (the last write failed: nothing can be stored right now)
+            healthy = False
+            problems.append(f"store: {failing}")
+            connects, drops = self.store.unwritten_events()
+            if connects or drops:
+                problems.append(f"the counts of {connects:,} connects and {drops:,} drops are held in memory until "
+                                "the store takes them (lost if it does not before exit)")  # fmt: skip
+        elif last_error and (failed_at := max(errors_at, default=-float("inf"))) > self.store.written_at:
+            # (not once a write succeeded since: the store takes writes again)
             problems.append(f"store: {last_error}")
-            if errors_at and time.monotonic() - max(errors_at) < RECENT_LOSS_SECONDS:
-                recent["store_error"] = max(recent.get("store_error", 0), losses.get("store_error", 1))
+            if time.monotonic() - failed_at < RECENT_LOSS_SECONDS:
+                if losses.get("store_error"):
+                    recent["store_error"] = max(recent.get("store_error", 0), losses["store_error"])
                 healthy = False  # nothing can be stored right now
         if self.recorder is not None and self.recorder.error is not None:
             problems.append(str(self.recorder.error))
         if recent:
             problems.append(describe_losses(recent, f"in the last {RECENT_LOSS_SECONDS} s"))
-        detail = "; ".join([self.reason, *problems] if self.reason else problems)
+        # (unhealthy: why first, the collector's reason after: a header shows the start)
+        detail = "; ".join(
+            problems if not self.reason else [self.reason, *problems] if healthy else [*problems, self.reason]
+        )
         return SourceInfo(
             label=self.source_label,
             kind="embedded",

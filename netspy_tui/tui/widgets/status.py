@@ -209,6 +209,8 @@ class StatusBar(Static):
         note_shown = False
         if status is not None:
             src = status.source
+            if not src.healthy and src.detail:  # why (a full disk, a server that says why it is unhealthy)
+                notes.append(Text(clean(src.detail, 160), style=self._style("bad")))
             if src.sampled and self.source_note:
                 # why this collector first ("procfs sampling: eBPF needs root"), then what sampling costs: at 80
                 # columns both fit, where "sampled: …" first left "procfs sampling: eBPF" of the reason
