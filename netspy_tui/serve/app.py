@@ -551,9 +551,10 @@ class Api:
         self._health_logged = state
 
     def _unhealthy(self, info: SourceInfo) -> Response:
-        """``/health``'s 503 while the source is unhealthy (a probe fails): the healthy answer's fields with status
-        ``unhealthy``, why (``detail``: not the bare "System not initialized", which read as still starting) and,
-        for a source of this host, its loss figures."""
+        """``/health``'s 503 while the source is unhealthy (a probe fails): the healthy answer's text fields with
+        status ``unhealthy`` and why (``detail``: not the bare "System not initialized", which read as still
+        starting). Every value is a string, as the contract types this answer (a client decoding it into a map of
+        strings, as the Go one does, must not fail on it): the loss figures are ``/api/losses``'."""
         detail = " ".join(info.detail.split()) or "not ready"
         uptime = _uptime(info.uptime_seconds)
         payload: dict[str, Any] = {"status": info.status, "component": "netspy-tui", "version": __version__,
@@ -561,8 +562,7 @@ class Api:
         if info.collector:
             payload["collector"] = info.collector
         if info.kind == "embedded":
-            payload.update(node=host_node(), events_lost=info.events_lost, losses=info.losses,
-                           recent_losses=info.recent_losses, counts_exact=counts_exact(info.recent_losses))  # fmt: skip
+            payload["node"] = host_node()
         return json_response(payload, 503)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:

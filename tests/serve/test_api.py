@@ -273,15 +273,15 @@ async def _get(app_source: MemorySource, path: str) -> httpx.Response:
 
 
 async def test_unhealthy_source_is_503_on_health_only() -> None:
-    """503 (a probe fails) with the health answer's fields and why, not the bare "System not initialized" that read
-    as "still starting"; the contract's documented fields (and every other one it types as text) are strings."""
+    """503 (a probe fails) with the health answer's text fields and why, not the bare "System not initialized" that
+    read as "still starting"; every value a string, as the contract types the 503 (a map of strings)."""
     source = UnhealthySource()
     resp = await _get(source, "/health")
     assert resp.status_code == 503 and resp.headers["content-type"] == "application/json"
     body = resp.json()
     assert body["status"] == "unhealthy" and body["detail"] == "collector not started"
-    assert all(isinstance(body[k], str) for k in ("status", "component", "uptime", "version", "source", "detail"))
-    assert body["losses"] == {} and body["counts_exact"] is True and body["events_lost"] == 0
+    assert {"status", "component", "uptime", "version", "source", "detail"} <= set(body)
+    assert all(isinstance(v, str) for v in body.values()), body  # (the contract's 503: a map of strings)
     assert (await _get(source, "/api/events")).status_code == 200
 
 

@@ -4,7 +4,7 @@ damaged store file, driven as an operator does: the real ``serve`` on 127.0.0.1,
 - The counts of what a full disk refuses are held in memory and written once there is room again; raw events are
   the bounded detail (counted as ``unstored``, counts exact). Counts still refused at exit are a loss
   (``store_error``): said on stderr, and recorded in the store's losses table at the next start.
-- ``/health`` answers 503 with why and the figures (not the bare "System not initialized" of a server still
+- ``/health`` answers 503 with why (not the bare "System not initialized" of a server still
   starting); a remote ``server_status`` and dashboard show why; the state is logged once, not per request.
 - A start on a still-full disk, or on a store with damaged pages, is one line naming the cause, exit 2.
 """
@@ -106,17 +106,16 @@ def test_counts_a_full_disk_refuses_are_held_and_written_when_there_is_room_agai
         db = mount / "h.sqlite3"
         child, url = start_serve(spawn, db)
         first, health = filled_and_refusing(url, mount)
-        # /health: 503 with why and the figures, in the healthy answer's shape; its contract fields are strings
+        # /health: 503 with why, in the healthy answer's shape; every value a string (the contract's 503)
         assert health["status"] == "unhealthy", health
         assert f"cannot write to the event store {db}: database or disk is full" in health["detail"]
         assert "Free disk space" in health["detail"] and "are held in memory until the store takes them" in health[
             "detail"]  # fmt: skip
-        assert all(isinstance(health[k], str) for k in ("status", "component", "uptime", "version", "detail"))
-        assert health["losses"].get("unstored", 0) > 0 and health["counts_exact"] is True
-        assert "store_error" not in health["losses"]
+        assert all(isinstance(v, str) for v in health.values()), health
         # /api/losses has what is held in memory, not yet in the store's losses table
         status, losses = get(f"{url}/api/losses?duration_seconds=60")
         assert status == 200 and losses["losses"].get("unstored", 0) > 0 and losses["counts_exact"] is True
+        assert "store_error" not in losses["losses"]
         # a remote server_status says why, not "still starting"
         remote = cli("--server", url, "--tool", "server_status")
         assert remote.returncode == 1, remote
