@@ -518,8 +518,10 @@ class Api:
             payload["losses"] = info.losses
             payload["recent_losses"] = info.recent_losses
             payload["counts_exact"] = counts_exact(info.recent_losses)
-            if info.degraded:
-                payload["detail"] = describe_losses(info.recent_losses, "in the last minute")
+            if info.degraded:  # why: losses in the last minute, forwarding failing for a while
+                stalled = (info.forwarding or {}).get("problem")
+                why = [describe_losses(info.recent_losses, "in the last minute")] if info.recent_losses else []
+                payload["detail"] = "; ".join(why + ([str(stalled)] if stalled else []))
             if info.forwarding is not None:
                 payload["forwarding"] = info.forwarding
             if info.recording is not None:
