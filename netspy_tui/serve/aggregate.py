@@ -271,6 +271,9 @@ class AggregatorApi(Api):
             payload["detail"] = detail
         return json_response(payload)
 
+    async def ready(self) -> bool:
+        return self.fleet.health()[0] != "unhealthy"  # (what makes /health a 503)
+
     async def summary(self, request: Request, kind: EventKind) -> Response:
         params = await Params.read(request)
         pid = params.pid()

@@ -90,6 +90,34 @@ def test_health_says_unhealthy_with_why_while_every_ingest_fails_and_healthy_aga
     assert "netspy_source_up 1.0" in httpx.get(url + "/metrics", timeout=10).text
 
 
+def test_probes_need_no_token_say_nothing_but_ok_and_fail_readiness_while_ingest_fails(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    """A kubelet probe sends no token: /health (401 without it) could not be probed, so the manifests probed the
+    TCP port and an aggregator whose every ingest failed (503) stayed Ready. /livez and /readyz answer without the
+    token, with nothing but ok/unhealthy; the Host check still applies; everything else still wants the token."""
+    base = tmp_path / "volume"
+    base.mkdir(mode=0o755)
+    _, url = aggregator(spawn, base / "fleet", "--token", "read-secret")
+    for path in ("/livez", "/readyz"):
+        answer = httpx.get(url + path, timeout=10)
+        assert (answer.status_code, answer.text) == (200, "ok\n"), (path, answer.text)
+        assert httpx.get(url + path, headers={"Host": "evil.example"}, timeout=10).status_code == 421
+    assert httpx.get(url + "/health", timeout=10).status_code == 401
+    assert httpx.get(url + "/livez/x", timeout=10).status_code == 401  # (exactly those paths)
+    base.chmod(0o777)  # the store cannot be written from now on (as on a full disk): every ingest is a 503
+    event = connection_json(pid=5, ago=2, k8s_node_name="node-a")
+    refused = httpx.post(url + "/api/events/ingest", json={"events": [event]}, headers=AGENT, timeout=20)
+    assert refused.status_code == 503
+    ready = httpx.get(url + "/readyz", timeout=10)
+    assert (ready.status_code, ready.text) == (503, "unhealthy\n")  # (why: /health, behind the token)
+    assert httpx.get(url + "/livez", timeout=10).status_code == 200  # (a restart would not make the disk room)
+    base.chmod(0o755)
+    assert ingest(url, [event])["events_processed"] == 1
+    assert httpx.get(url + "/readyz", timeout=10).status_code == 200
+
+
 def _as_user_10001(work: Callable[[], None]) -> None:
     """``work`` in a forked child that has become uid/gid 10001 (the manifest's runAsUser, runAsGroup and
     fsGroup): this interpreter lives under /root, which that user cannot run, so not as a subprocess."""

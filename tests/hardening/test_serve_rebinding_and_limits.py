@@ -91,6 +91,22 @@ def test_a_suffix_allows_a_clusters_names_and_nothing_else(spawn: Callable[..., 
         assert "--allow-host" in line and bad in line, line
 
 
+def test_serves_probes_answer_without_the_token_and_nothing_else_does(spawn: Callable[..., Child]) -> None:
+    """The manifests' kubelet probes (httpGet, no token): ok without the token, listed at /; every other path still
+    401 without it."""
+    port = free_port()
+    child = spawn("serve", "--replay", str(DEMO), "--replay-speed", "0", "--port", str(port), "--token", "tok-123")
+    url = served_url(child, "the eBPF server API")
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for path in ("/livez", "/readyz"):
+            assert (http.get(path).status_code, http.get(path).text) == (200, "ok\n"), path
+        for _, path in PATHS:
+            assert http.get(path).status_code == 401, path
+        listed = http.get("/", headers={"Authorization": "Bearer tok-123"}).json()["endpoints"]
+        assert "GET /livez" in listed and "GET /readyz" in listed
+    assert child.stop() == TERMINATED
+
+
 def test_mcp_http_refuses_rebinding_with_the_same_policy(spawn: Callable[..., Child]) -> None:
     port = free_port()
     child = spawn("mcp", "--http", "--replay", str(DEMO), "--port", str(port))

@@ -226,3 +226,18 @@ def test_the_agents_forward_to_a_name_the_aggregator_answers() -> None:
     forward = urlsplit(parse_args(_expanded_args(agent, "netspy")).forward)
     ns = parse_args(_expanded_args(aggregator, "netspy"))
     assert HostPolicy(ns.host or "127.0.0.1", ns.allow_host or []).allows_host_header(forward.netloc)
+
+
+@pytest.mark.parametrize("kind", ["DaemonSet", "Deployment"])
+def test_the_probes_ask_the_servers_health_without_a_token(kind: str) -> None:
+    """A tcpSocket probe kept an aggregator that refused every ingest (disk full) Ready: the probes are httpGet on
+    the paths the server answers without the token the kubelet does not send (liveness: it answers; readiness:
+    503 while /health would be)."""
+    from netspy_tui.serve.app import PROBE_PATHS
+
+    workload = next(doc for _, doc in documents() if doc["kind"] == kind)
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    port = next(p["name"] for p in container["ports"] if p["containerPort"] == parse_args(container["args"]).port)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+    assert {"/livez", "/readyz"} <= set(PROBE_PATHS)
