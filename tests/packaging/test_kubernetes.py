@@ -50,7 +50,12 @@ def test_the_agent_has_the_capabilities_ebpf_needs_and_nothing_more() -> None:
     pod = _agent()["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     sc = container["securityContext"]
-    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_RESOURCE"]}
+    # (SYS_PTRACE and DAC_READ_SEARCH: the open files of the host's processes, which own the sockets listening
+    # before the agent started: tests/collector/test_listeners.py runs the scan with exactly this set)
+    assert sc["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"],
+    }
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert pod["automountServiceAccountToken"] is False and not pod.get("hostNetwork")
