@@ -317,6 +317,7 @@ def _capabilities(caps: list[str]) -> list[str]:
     return ["setpriv", "--bounding-set=-all," + ",".join("+" + c.lower() for c in caps), "--inh-caps=-all", "--"]
 
 
+@pytest.mark.ebpf
 @pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs setpriv, as root")
 def test_without_the_capabilities_to_read_other_processes_files_the_note_says_so(tmp_path: Path) -> None:
     """The DaemonSet granted BPF, PERFMON and SYS_RESOURCE: the agent could not read the open files of processes
