@@ -833,6 +833,17 @@ class _SocketFigures(BaseModel):
     until: datetime | None = None
     available: bool = True
     """False when the source does not measure this (procfs sampling, a plain eBPF server, an old kernel)."""
+    unavailable_reason: str = ""
+    """Why not, when ``available`` is False and the source knows better than "needs the eBPF collector" (an
+    aggregator: :data:`NOT_AGGREGATED`)."""
+
+
+#: Why an aggregator (``serve --aggregate``) has no traffic or connect-latency figures: agents forward their
+#: events, not these (counted and timed on each node); the node's agent has them.
+NOT_AGGREGATED = (
+    "the aggregator does not aggregate traffic or connect latency (agents forward their events, not these): "
+    "ask the node's agent for its node's (netspy-tui --server http://AGENT:8080, the agent's serve)"
+)
 
 
 class TrafficStats(_SocketFigures):

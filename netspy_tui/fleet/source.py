@@ -24,6 +24,7 @@ from netspy_tui.analysis.aggregate import aggregate, filter_events
 from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats, merge_stored, merge_stored_items
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import (
+    NOT_AGGREGATED,
     EventPage,
     EventQuery,
     ProgramInfo,
@@ -58,6 +59,9 @@ def _plain(q: EventQuery, limit: int, change: tuple[int, int] | None = None) -> 
 
 class FleetSource:
     """The fleet's events in ``fleet``; the store is its owner's to close."""
+
+    #: why its traffic and connect latency are ``available`` False (the API and the tools say it)
+    figures_unavailable = NOT_AGGREGATED
 
     def __init__(self, fleet: FleetStore) -> None:
         self.fleet = fleet

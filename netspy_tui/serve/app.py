@@ -710,7 +710,8 @@ class Api:
         if isinstance(source, TrafficSource):
             stats = await getattr(source, method)(pid, command, duration, limit)
         else:
-            stats = model(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False)
+            stats = model(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False,
+                          unavailable_reason=getattr(source, "figures_unavailable", ""))  # fmt: skip
         return _figures_response(stats, "until")
 
     async def window_stats(self, request: Request) -> Response:

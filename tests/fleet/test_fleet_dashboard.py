@@ -243,3 +243,32 @@ async def test_an_agents_backlog_after_an_outage_shows_in_the_tables_by_time_eac
     finally:
         server.stop()
         fleet.close()
+
+
+async def test_traffic_on_an_aggregator_says_it_is_not_aggregated_and_where_it_is() -> None:
+    """Agents count bytes; the aggregator does not aggregate them. The Traffic view and get_traffic said "not
+    counted by this source (needs the eBPF collector on Linux 6.3 or later…)", which sent the operator to their
+    kernels: they say the aggregator does not aggregate it, and to ask the node's agent."""
+    import asyncio
+    import subprocess
+    import sys
+
+    async with aggregator() as url:
+        for tool in ("get_traffic", "get_connect_latency"):
+            run = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "netspy_tui", "--server", url,
+                                          "--tool", tool], capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert run.returncode == 0, run.stderr
+            assert "the aggregator does not aggregate traffic or connect latency" in run.stdout, run.stdout
+            assert "ask the node's agent" in run.stdout and "6.3" not in run.stdout and "eBPF" not in run.stdout
+        source = HttpSource(url, retries=0)
+        async with open_gateway(source) as gw:
+            app = NetspyApp(gw, interval=3600, window=60)
+            async with app.run_test(size=(160, 45)) as pilot:
+                d = app.dashboard
+                await pilot.press("t")
+                await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is not None, "the traffic")
+                await pilot.pause()
+                text = " ".join(screen_text(app).split())
+                assert "not counted here: the aggregator does not aggregate traffic" in text, text
+                assert "Linux 6.3" not in text
+        await source.aclose()
