@@ -635,6 +635,13 @@ class ProcessStat(BaseModel):
     """The workloads its pids run in, in pid order, each once (see ``ConnectionEvent.workload``)."""
     nodes: list[str] = Field(default_factory=list)
     """The nodes it ran on, sorted (an aggregator's ``k8s_node_name``s); empty for one host."""
+    by_node: list["ProcessStat"] = Field(default_factory=list)
+    """Each node's own row (``nodes`` that one node), by node, when it ran on several (an aggregator's); else
+    empty (its one node's figures are the row's)."""
+
+    def per_node(self) -> list["ProcessStat"]:
+        """This process as a row per node it ran on, each with that node's figures (one host: itself)."""
+        return list(self.by_node) or [self]
 
 
 class WindowStats(BaseModel):

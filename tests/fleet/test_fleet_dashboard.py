@@ -20,7 +20,7 @@ from netspy_tui.serve import BackgroundServer, create_app
 from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
 from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.tui.app import NetspyApp
-from netspy_tui.tui.widgets.processes import GROUP_PREFIX
+from netspy_tui.tui.widgets.processes import GROUP_PREFIX, NODE_ROW
 from tests.factories import connection_json, drop_json
 from tests.tui.conftest import wait_for
 from tests.tui.screen_text import screen_text
@@ -78,13 +78,28 @@ async def test_the_dashboard_on_an_aggregator_shows_nodes_groups_by_node_and_foc
                 await pilot.press("g")  # by workload (none known here), then by node
                 await wait_for(pilot, lambda: procs.group_by == "workload", "grouped by workload")
                 await pilot.press("g")
-                await wait_for(pilot, lambda: procs.group_by == "node" and procs.row_count == 6, "grouped by node")
+                await wait_for(pilot, lambda: procs.group_by == "node" and procs.row_count == 7, "grouped by node")
                 await pilot.pause()
                 assert "by node (g)" in screen_text(app)
                 keys = procs._order
-                assert keys == [GROUP_PREFIX + "node-a, node-b", "curl", GROUP_PREFIX + "node-b", "nginx",
-                                GROUP_PREFIX + "node-c", "redis"]  # fmt: skip
-                assert procs.get_cell(GROUP_PREFIX + "node-c", "attempts").plain == "3"
+                # per node, as list_processes --group-by node counts: curl under each of its nodes, with that
+                # node's own figures (it was one row under "node-a, node-b" with both nodes' sum)
+                on = {f"{command}@{node}": f"{command}{NODE_ROW}{node}" for node, rows in LOAD.items()
+                      for command, _, _ in rows}  # fmt: skip
+                assert keys == [GROUP_PREFIX + "node-a", on["curl@node-a"],
+                                GROUP_PREFIX + "node-b", on["nginx@node-b"], on["curl@node-b"],
+                                GROUP_PREFIX + "node-c", on["redis@node-c"]]  # fmt: skip
+                totals = {k.removeprefix(GROUP_PREFIX): procs.get_cell(k, "attempts").plain for k in keys
+                          if k.startswith(GROUP_PREFIX)}  # fmt: skip
+                assert totals == {"node-a": "6", "node-b": "6", "node-c": "3"}
+                assert [procs.get_cell(on[k], "attempts").plain for k in ("curl@node-a", "curl@node-b")] == ["6", "2"]
+                assert procs.get_cell(on["curl@node-b"], "pids").plain == "202"
+                tool = await gw.call("list_processes", {"group_by": "node", "duration": 60})
+                assert tool.data is not None and {g["key"]: str(g["attempts"]) for g in tool.data["groups"]} == totals
+                procs.focus()
+                procs.move_cursor(row=keys.index(on["curl@node-b"]), animate=False)
+                await pilot.pause()
+                assert d.selected_process() == ("curl", None) and d.selected_nodes() == ["node-b"]
 
                 procs.focus()
                 procs.move_cursor(row=keys.index(GROUP_PREFIX + "node-c"), animate=False)
