@@ -66,6 +66,9 @@ class FleetSource:
     def __init__(self, fleet: FleetStore) -> None:
         self.fleet = fleet
         self._started = time.monotonic()
+        #: the events its stores held when it started: what it took in since is the total less these (a restart
+        #: starts ``events_seen``, /metrics' netspy_events_seen_total, again from 0, as netspy_connects_total does)
+        self._held_at_start = int(fleet.stats()["total_events"])
 
     def known_nodes(self) -> list[str]:
         """The nodes that have sent events, sorted."""
@@ -94,7 +97,7 @@ class FleetSource:
             healthy=status != "unhealthy",
             degraded=status != "healthy",
             detail=f"{failing}; {detail}" if failing else detail,
-            events_seen=stats["total_events"],
+            events_seen=max(0, stats["total_events"] - self._held_at_start),
             stored_events=stats["total_events"],
             uptime_seconds=time.monotonic() - self._started,
             nodes=nodes,
