@@ -73,8 +73,8 @@ class MetricsExporter:
         out: list[Metric] = []
         up = GaugeMetricFamily("netspy_source_up", "1 while the data source answers and is healthy.")
         up.add_metric([], 1.0 if info.healthy else 0.0)
-        degraded = GaugeMetricFamily("netspy_source_degraded",
-                                     "1 while events are being lost or shed (the last minute).")  # fmt: skip
+        degraded = GaugeMetricFamily("netspy_source_degraded", "1 while events are being lost or shed (the last "
+                                     "minute), or forwarding to an aggregator has been failing.")  # fmt: skip
         degraded.add_metric([], 1.0 if info.degraded or info.recent_losses else 0.0)
         seen = CounterMetricFamily("netspy_events_seen", "Events seen since this server started: its collector's, or "
                                    "an aggregator's taken in from its agents (0 again after a restart).")  # fmt: skip

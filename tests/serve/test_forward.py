@@ -369,6 +369,7 @@ def test_health_says_degraded_while_every_batch_fails_and_healthy_once_they_go(
         status = subprocess.run([sys.executable, "-m", "netspy_tui", "--server", url, "--tool", "server_status"],
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert "(degraded)" in status.stdout, status.stdout
+        assert "netspy_source_degraded 1.0" in httpx.get(url + "/metrics", timeout=10).text  # (an alert's gauge)
         agg.down = False  # the aggregator takes them: healthy again, nothing lost
         for _ in range(1500):
             seen = health()
