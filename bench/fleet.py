@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 
 from bench import synth
@@ -277,13 +279,38 @@ def agent(rate: float, argv: list[str]) -> int:
     from bench.soak import SyntheticCollector
     from netspy_tui.cli import main
 
+    cgroups = _cgroup_ids()
+
+    class Collector(SyntheticCollector):
+        def _records(self, n: int) -> Any:
+            """As the kernel's: each process's cgroup id (those of this host's cgroups), none for a drop no
+            process was charged with (what the forwarder makes the events' workloads of)."""
+            recs = super()._records(n)
+            if cgroups:
+                ids = np.array(cgroups, np.uint64)[recs["pid"] % len(cgroups)] * (recs["pid"] > 0)
+                recs["cgroup_lo"], recs["cgroup_hi"] = ids & np.uint64(0xFFFFFFFF), ids >> np.uint64(32)
+            return recs
+
     def start(kind: str, sink: Any, **_: Any) -> tuple[SyntheticCollector, str]:
-        collector = SyntheticCollector(rate)
+        collector = Collector(rate)
         collector.start(sink)
         return collector, f"synthetic eBPF ring records, {rate:g} a second"
 
     embedded.start_collector = start  # (the one thing the bench replaces)
     return main(["serve", "--collector", "ebpf", *argv])
+
+
+def _cgroup_ids(most: int = 8) -> list[int]:
+    """Up to ``most`` cgroup ids of this host (their directories' inode numbers under the cgroup2 mount)."""
+    from netspy_tui.names.workload import cgroup2_mount
+
+    mount = cgroup2_mount()
+    if mount is None:
+        return []
+    ids = [mount.stat().st_ino]
+    with os.scandir(mount) as entries:
+        ids += [e.inode() for e in entries if e.is_dir(follow_symlinks=False)][: most - 1]
+    return ids
 
 
 async def agents_cpu(tmp: Path, rec: Path | None, forward: str, settle: float, measure: float) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from netspy_tui import __version__
 from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_error
 from netspy_tui.httplimits import LIMITS_HELP, MAX_INGEST_BODY_BYTES
 from netspy_tui.mcp_tools import ALL_TOOLS
-from netspy_tui.textsafe import clean
+from netspy_tui.textsafe import clean, token_problem
 
 if TYPE_CHECKING:
     from netspy_tui.ai.settings import AISettings
@@ -652,19 +652,20 @@ def _given(name: str, source: str) -> str:
 
 
 def _server_or_collector(settings: Settings, sources: dict[str, str], run: str) -> tuple[Settings, dict[str, str]]:
-    """A server is read, or the embedded collector replays and records: never both. Of ``server`` and
-    ``replay``/``record``, the one given with the higher precedence wins (``--replay`` over ``NETSPY_SERVER``,
-    ``--server`` over a ``record`` in the config file); both given at one level is refused (exit 2)."""
+    """A server is read, or the embedded collector replays, records and keeps its store: never both. Of ``server``
+    and ``replay``/``record``/``db``, the one given with the higher precedence wins (``--replay`` over
+    ``NETSPY_SERVER``, ``--server`` over a ``record`` in the config file); both given at one level is refused
+    (exit 2)."""
     if settings.server is None or run == "serve":  # (serve runs its collector whatever NETSPY_SERVER says)
         return settings, sources
-    rank = {name: _RANK.get(sources[name].split(" ", 1)[0], 0) for name in ("server", "replay", "record")}
-    for name in ("replay", "record"):
+    rank = {name: _RANK.get(sources[name].split(" ", 1)[0], 0) for name in ("server", "replay", "record", "db")}
+    for name in ("replay", "record", "db"):
         if getattr(settings, name) is None or settings.server is None:
             continue
         if rank[name] == rank["server"]:
             raise UsageError(
                 f"{_given(name, sources[name])} does not apply with {_given('server', sources['server'])}: a server "
-                "is read as it is, only the embedded collector replays or records",
+                "is read as it is, only the embedded collector replays, records or keeps a store",
                 f"drop {_given(name, sources[name])} or {_given('server', sources['server'])}",
             )
         loser = "server" if rank[name] > rank["server"] else name
@@ -700,19 +701,37 @@ _SERVER_TOKENS = (("NETSPY_TOKEN", "token"), ("NETSPY_INGEST_TOKEN", "ingest_tok
                   ("NETSPY_FORWARD_TOKEN", "forward_token"))  # fmt: skip
 
 
-def _check_empty_tokens(ns: argparse.Namespace) -> None:
+def _check_server_tokens(ns: argparse.Namespace) -> None:
     """A server's token variable that is set but empty (an unfilled Kubernetes Secret, a ``$TOKEN`` that
     expanded to nothing) is refused at start: taken as unset, it served every read without authentication
-    with only a warning. Unset, the variable means no token (on loopback, or refused beyond it)."""
+    with only a warning. Unset, the variable means no token (on loopback, or refused beyond it). The ingest and
+    forward tokens, from their flag or variable, are checked as the settings check ``--token``
+    (:func:`~netspy_tui.textsafe.token_problem`): one that is not visible ASCII is refused here, not found out as
+    a traceback at the first post, or as a token no agent can send."""
     if ns.run != "serve" and not (ns.run == "mcp" and ns.http):
         return
     applies = {"NETSPY_TOKEN": True, "NETSPY_INGEST_TOKEN": getattr(ns, "aggregate", False),
                "NETSPY_FORWARD_TOKEN": bool(getattr(ns, "forward", None))}  # fmt: skip
     for var, dest in _SERVER_TOKENS:
         value = os.environ.get(var)
+        flag = f"--{dest.replace('_', '-')}"
         if applies[var] and getattr(ns, dest, None) is None and value is not None and not value.strip():
             raise UsageError(f"{var} is set but empty", f"put the token in it, or unset it to run without one "
-                             f"(--{dest.replace('_', '-')} TOKEN overrides it)")  # fmt: skip
+                             f"({flag} TOKEN overrides it)")  # fmt: skip
+        if var == "NETSPY_TOKEN" or not applies[var]:
+            continue  # (the settings check --token and NETSPY_TOKEN, with the same rule)
+        given = getattr(ns, dest, None)
+        named, token = (flag, given) if given is not None else (var, value)
+        problem = token_problem(token) if token is not None else None
+        if problem:
+            raise UsageError(f"{named} {problem}", "a token is visible ASCII characters on one line")
+
+
+def _server_token(ns: argparse.Namespace, dest: str, var: str) -> str | None:
+    """The ingest or forward token: its flag, else its variable, outer whitespace dropped (checked at start)."""
+    given = getattr(ns, dest, None)
+    value = given if given is not None else os.environ.get(var)
+    return (value.strip() or None) if value is not None else None
 
 
 def _check_record(path: Path | None, source: str) -> None:
@@ -859,18 +878,21 @@ async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, An
         context = {k: v for k, v in arguments.items() if k != "query"}
         stream = stream_question(gateway, settings, arguments["query"], context or None)
     ended_with_newline = True
-    async for event in stream:
-        if isinstance(event, TextDelta):
-            text = clean(event.text, None, keep_newlines=True)
-            sys.stdout.write(text)
+    try:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                text = clean(event.text, None, keep_newlines=True)
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                ended_with_newline = text.endswith("\n") if text else ended_with_newline
+            elif isinstance(event, ToolCallStarted):
+                sys.stderr.write(f"[calling {clean(format_call(event.name, event.arguments), 200)}]\n")
+            elif isinstance(event, ToolCallFinished) and event.is_error:
+                sys.stderr.write(f"[{clean(event.name, 40)} failed: {clean(event.summary, 200)}]\n")
+    finally:  # (an answer that broke off or was cut off ends its line before the error's on stderr)
+        if not ended_with_newline:
+            sys.stdout.write("\n")
             sys.stdout.flush()
-            ended_with_newline = text.endswith("\n") if text else ended_with_newline
-        elif isinstance(event, ToolCallStarted):
-            sys.stderr.write(f"[calling {clean(format_call(event.name, event.arguments), 200)}]\n")
-        elif isinstance(event, ToolCallFinished) and event.is_error:
-            sys.stderr.write(f"[{clean(event.name, 40)} failed: {clean(event.summary, 200)}]\n")
-    if not ended_with_newline:
-        sys.stdout.write("\n")
     return 0
 
 
@@ -915,7 +937,8 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
                              "set NODE_NAME (or K8S_NODE_NAME) to this node's name")  # fmt: skip
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
-        mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=_workloads())
+        workloads = _workloads()
+        mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=workloads)
         serving = serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
                                mcp_server=mcp_server, allowed_hosts=ns.allow_host or [],
                                metrics_top=ns.metrics_top or 20)  # fmt: skip
@@ -927,10 +950,13 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
         from netspy_tui.telemetry.embedded import EmbeddedSource
 
         assert isinstance(source, EmbeddedSource)  # serve always runs the embedded collector
-        forward_token = ns.forward_token or os.environ.get("NETSPY_FORWARD_TOKEN") or None
+        forward_token = _server_token(ns, "forward_token", "NETSPY_FORWARD_TOKEN")
         if forward_token:
             add_secrets(forward_token)
-        forwarder = Forwarder(source.store, ns.forward, token=forward_token, interval=ns.forward_interval or INTERVAL)
+        # (the events' workloads from this host's cgroups when they are this host's processes, not a recording's)
+        live = (await source.info()).collector in ("ebpf", "procfs")
+        forwarder = Forwarder(source.store, ns.forward, token=forward_token, interval=ns.forward_interval or INTERVAL,
+                              workloads=workloads if live else None)  # fmt: skip
         source.forwarding = forwarder.status.as_dict
         task = asyncio.create_task(forwarder.run(), name="netspy-forward")
         try:
@@ -953,9 +979,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.serve.runner import serve_source
 
     host = ns.host or "127.0.0.1"
-    ingest_token = ns.ingest_token or os.environ.get("NETSPY_INGEST_TOKEN") or None
-    if ingest_token is not None and not ingest_token.strip():
-        raise UsageError("the ingest token is empty", "pass --ingest-token TOKEN or set NETSPY_INGEST_TOKEN")
+    ingest_token = _server_token(ns, "ingest_token", "NETSPY_INGEST_TOKEN")
     if ingest_token:
         add_secrets(ingest_token)
     elif not is_loopback(host):
@@ -1035,6 +1059,7 @@ async def _run_tui(ns: argparse.Namespace, settings: Any) -> int:
         ai=ai_hooks,
         ai_label=ai.engine_label,
         export_dir=settings.export_dir,
+        notice=ns.log_note,  # (the default log not kept, and why)
     )
     # The process ends now: what the dashboard allocated is freed with it. Without this the interpreter's last
     # full collection walks that heap and quitting took 1-3 s (issue 14); frozen objects are skipped.
@@ -1150,9 +1175,11 @@ def _main(argv: Sequence[str] | None) -> int:
             from netspy_tui.config import state_dir
 
             log_file = state_dir() / "netspy-tui.log"  # the dashboard owns the terminal: log to a file
-        setup_logging(ns.verbose, log_file=log_file, extra_secrets=[ns.token], make_dirs=ns.log_file is None)
+        ns.log_note = setup_logging(
+            ns.verbose, log_file=log_file, extra_secrets=[ns.token], make_dirs=ns.log_file is None
+        )
         arguments = tool_arguments(ns) if ns.run == "tool" else {}
-        _check_empty_tokens(ns)
+        _check_server_tokens(ns)
         settings, sources = _settings(ns)
         if ns.show_config:
             from netspy_tui.config import describe_settings

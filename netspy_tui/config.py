@@ -8,7 +8,8 @@ The AI layer takes its part of these through :meth:`netspy_tui.ai.settings.AISet
 ``netspy-tui --show-config`` prints every value with its source, secrets masked.
 
 The file is read once, at most :data:`MAX_CONFIG_BYTES`; an unknown key in it is an error naming
-the key (and the closest known one), as are a directory or an oversized file where it should be.
+the key (and the closest known one), as are a directory or an oversized file where it should be, and
+a file root should not trust (another user's, one others can write, a FIFO: see :func:`read_config_file`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from platformdirs import user_config_path, user_state_path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from netspy_tui.errors import UsageError
-from netspy_tui.textsafe import clean, redact_url
+from netspy_tui.textsafe import clean, redact_url, token_problem
 
 APP_NAME = "netspy-tui"
 DEFAULT_SERVER = "http://localhost:8080"
@@ -211,12 +212,10 @@ class Settings(BaseModel):
         if value is None:
             return None
         what = "the API key" if info.field_name == "openai_api_key" else "the token"
-        token = value.get_secret_value().strip()
-        if not token:
-            raise ValueError(f"{what} is empty")
-        if not all("!" <= ch <= "~" for ch in token):
-            raise ValueError(f"{what} must be printable ASCII without spaces")  # never echo the secret itself
-        return SecretStr(token)
+        problem = token_problem(value.get_secret_value())  # (the rule every server token follows; never echoed)
+        if problem:
+            raise ValueError(f"{what} {problem}")
+        return SecretStr(value.get_secret_value().strip())
 
 
 def env_name(name: str) -> str:
@@ -246,11 +245,23 @@ def _unknown_key(key: str) -> str:
     return f"{shown} (did you mean '{close[0]}'?)" if close else shown
 
 
+def _trust_hint(path: Path) -> str:
+    if os.environ.get("NETSPY_CONFIG"):
+        return "point NETSPY_CONFIG at a regular file of the user running netspy-tui that only that user can write"
+    return (
+        "keep there a regular file of the user running netspy-tui that only that user can write, "
+        "or point NETSPY_CONFIG at one"
+    )
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The config file's settings ({} when there is no file); UsageError (one line) when it is unusable.
 
     Read once and at most :data:`MAX_CONFIG_BYTES` (a config file is a few lines: a huge one is a
-    mistake, and parsing it would stall the start)."""
+    mistake, and parsing it would stall the start). Read only when it is a regular file that belongs to the
+    user running netspy-tui (or root) and that no one else can write, reached through no other user's link
+    (:func:`netspy_tui.safefs.open_trusted_for_reading`): root keeping a user's ``HOME`` (``sudo -E``) never
+    takes its server, token or AI endpoint from a file that user wrote, and a FIFO there never blocks."""
     where = f"the config file {clean(path, 200)}"
     fix = "fix the file, or point NETSPY_CONFIG at another one"
     if path.is_dir():
@@ -260,8 +271,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if os.environ.get("NETSPY_CONFIG")
             else "remove the directory, or point NETSPY_CONFIG at a TOML file",
         )
-    try:
-        with path.open("rb") as f:
+    from netspy_tui import safefs
+
+    try:  # (root takes settings only from its own or its user's file: never another user's, nor a FIFO's)
+        fd = safefs.open_trusted_for_reading(path, "the config file", _trust_hint(path))
+        with os.fdopen(fd, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         return {}

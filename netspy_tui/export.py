@@ -188,9 +188,12 @@ def write_csv(fh: IO[str], req: ExportRequest) -> None:
         )
 
 
+_EXPORT_HINT = "set export_dir (NETSPY_EXPORT_DIR) to a directory of root's or yours"
+
+
 def export(req: ExportRequest, fmt: Format, directory: Path) -> ExportResult:
     """Write ``req`` as ``fmt`` to a fresh file ``netspy-<view>-<stamp>[-N].<fmt>`` in ``directory``
-    (blocking; raises OSError, including safefs's refusals)."""
+    (blocking; raises OSError, and :class:`~netspy_tui.safefs.UnsafePath` for a directory it refuses)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
     write = write_json if fmt == "json" else write_csv
@@ -203,9 +206,11 @@ def stamp_of(when: datetime) -> str:
 
 
 def _create(directory: Path, stem: str, suffix: str, write: Callable[[IO[str]], object]) -> Path:
-    """A fresh private file ``stem[-N]suffix`` in ``directory`` (created 0700 if missing), filled by ``write``."""
+    """A fresh private file ``stem[-N]suffix`` in ``directory`` (created 0700 if missing), filled by ``write``;
+    :class:`~netspy_tui.safefs.UnsafePath` (nothing written) when the way there goes through another user's
+    link or directory (root keeping a user's ``HOME``)."""
     directory = Path(os.path.abspath(directory))
-    safefs.make_private_dirs(directory)
+    safefs.make_private_dirs(directory, "the export directory", _EXPORT_HINT)
     path, fd = safefs.create_unique(directory, stem, suffix)
     with safefs.open_text(fd) as fh:
         write(fh)
@@ -213,7 +218,7 @@ def _create(directory: Path, stem: str, suffix: str, write: Callable[[IO[str]], 
 
 
 def save_text(directory: Path, stem: str, suffix: str, text: str) -> Path:
-    """Write ``text`` (e.g. a screenshot's SVG) to a fresh private file in ``directory``; raises OSError."""
+    """Write ``text`` (e.g. a screenshot's SVG) to a fresh private file in ``directory``; raises as :func:`export`."""
     return _create(directory, stem, suffix, lambda fh: fh.write(text))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from netspy_tui import safefs
 from netspy_tui.errors import UsageError
-from netspy_tui.textsafe import clean, first_line
+from netspy_tui.textsafe import clean, first_line, secret_forms
 
 MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
@@ -35,11 +35,12 @@ _secrets: set[str] = set()
 
 
 def add_secrets(*values: str | None) -> None:
-    """Mask these values (and their surrounding-whitespace-stripped form) in every log line from now on."""
+    """Mask these values (and their surrounding-whitespace-stripped form, each also as a JSON string spells it: a
+    server's JSON body echoing it) in every log line from now on."""
     for value in values:
         for candidate in (value, value.strip() if value else value):
             if candidate and len(candidate) >= _MIN_SECRET:
-                _secrets.add(candidate)
+                _secrets.update(secret_forms(candidate))
 
 
 def mask(text: str) -> str:
@@ -107,19 +108,28 @@ def setup_logging(
     log_file: Path | None = None,
     extra_secrets: list[str | None] | None = None,
     make_dirs: bool = False,
-) -> None:
+) -> str:
     """Configure the root logger once: WARNING (or DEBUG with ``verbose``) to stderr or ``log_file``.
 
     ``make_dirs``: create the file's missing directories (``0700``; the dashboard's own log under the state
     directory); a ``--log-file`` in a directory that does not exist is refused like ``--db``'s: a typo never
     leaves new directories behind. Raises :class:`UsageError` (one line) when ``log_file`` cannot be opened
-    for appending."""
+    for appending. Returns a note to show ("" when none): with ``make_dirs``, a directory on the way that
+    belongs to another user (root keeping a user's ``HOME``: ``sudo -E``) or that others could swap names in
+    is refused, nothing is made or written there, and records go nowhere, the note says why."""
     add_secrets(*(os.environ.get(name, "") for name in _SECRET_ENV), *(extra_secrets or []))
     handler: logging.Handler
-    if log_file is not None:
-        if make_dirs:
-            safefs.make_private_dirs(log_file.parent)
-        elif not log_file.parent.is_dir():
+    note = ""
+    if log_file is not None and make_dirs:
+        try:
+            safefs.make_private_dirs(log_file.parent, "the log file's directory", "")
+        except safefs.UnsafePath as exc:
+            note = f"no log file: {exc.message}. Pass --log-file FILE to keep one"
+            log_file = None
+    if note:
+        handler = logging.NullHandler()  # (not stderr: the dashboard owns the terminal)
+    elif log_file is not None:
+        if not make_dirs and not log_file.parent.is_dir():
             raise UsageError(f"cannot write the log file {clean(log_file, 200)}: directory "
                              f"{clean(log_file.parent, 200)} does not exist", "create it first")  # fmt: skip
         try:
@@ -139,5 +149,6 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     # Chatty libraries stay at INFO even with --verbose; their DEBUG output includes request internals.
-    for name in ("httpcore", "httpx2", "hpack", "asyncio", "markdown_it"):
+    for name in ("httpcore", "httpcore2", "httpx2", "hpack", "asyncio", "markdown_it"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    return note

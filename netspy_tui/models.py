@@ -110,6 +110,26 @@ def time_to_ns(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
+#: The times a query can name: what the store's 64-bit nanoseconds since the epoch hold (1677-09-21 to
+#: 2262-04-11T23:47:16Z), to whole days. A ``since``/``until`` outside is refused (HTTP 400, the tools' isError,
+#: the CLI's exit 2) by every entry point, through :func:`time_range_problem`: refused, not clamped, as every other
+#: bad argument is (a year 9999 is a typo or a "forever", and leaving ``until`` out says "up to now" already).
+FIRST_TIME = datetime(1678, 1, 1, tzinfo=UTC)
+LAST_TIME = datetime(2262, 4, 11, tzinfo=UTC)
+TIME_RANGE = "between 1678-01-01T00:00:00Z and 2262-04-11T00:00:00Z"
+
+
+#: The largest store cursor (``after``, ``resolved_after``, ``drops_after``) a request or a tool may pass.
+MAX_CURSOR = 2**62
+
+
+def time_range_problem(value: datetime) -> str | None:
+    """``must be between … and …`` when ``value`` (naive: UTC) is outside the times a query can name, else None."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return None if FIRST_TIME <= value <= LAST_TIME else f"must be {TIME_RANGE}"
+
+
 def ns_to_time(value: int) -> datetime:
     """Integer ns since the epoch -> UTC datetime (microsecond precision)."""
     return EPOCH + timedelta(microseconds=value // 1000)
@@ -282,6 +302,9 @@ class PacketDropEvent(_EventBase):
     packet_size_bytes: int = 0
     protocol: str | None = None
     destination: str | None = None
+    workload: str | None = None
+    """netspy-tui extension: the dropping process's workload on its host, as ``ConnectionEvent.workload`` (an
+    agent's, forwarded to an aggregator); None when unknown (a drop no process was charged with)."""
 
     @model_validator(mode="before")
     @classmethod

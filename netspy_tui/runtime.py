@@ -1,11 +1,11 @@
 """Choosing and opening the telemetry source every front end reads from.
 
-* ``--replay FILE`` or ``--record FILE``: the embedded collector (a server cannot be replayed or recorded).
+* ``--replay FILE``, ``--record FILE`` or ``--db FILE``: the embedded collector (a server cannot be replayed or
+  recorded, nor keep that store); a one-shot ``--tool`` with ``--db`` alone reads the history in it.
 * ``--server URL`` (or ``NETSPY_SERVER``): that eBPF server over HTTP, whatever state it is in.
 * otherwise, if ``http://localhost:8080`` answers ``/health``: that server.
 * otherwise long-running front ends (dashboard, REPL, MCP server, ``serve``) start the embedded
-  collector in-process; a one-shot ``--tool`` reads the history in ``--db`` if given, else explains
-  how to get data.
+  collector in-process; a one-shot ``--tool`` explains how to get data.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def http_source(settings: Settings, url: str) -> HttpSource:
 async def open_source(settings: Settings, mode: Mode) -> AsyncIterator[TelemetrySource]:
     """Open the source for ``mode`` and close it (and any collector) on exit."""
     # (the command line resolved a server given with --replay/--record: see cli._server_or_collector)
-    wants_embedded = settings.replay is not None or settings.record is not None
+    # (and --db: a store named is read or kept by netspy-tui itself, not by whatever answers at localhost:8080)
+    wants_embedded = settings.replay is not None or settings.record is not None or settings.db is not None
     wants_embedded = wants_embedded or (settings.server is None and settings.collector != "auto")
     if mode != "serve" and not wants_embedded:
         url = settings.server

@@ -11,7 +11,12 @@ creates goes through this module:
   ``0700`` directory under ``$XDG_RUNTIME_DIR`` when that is private, else the temp directory);
 * an SQLite file named by the user (``--db``) is checked by :func:`prepare_db_file`: not a link,
   a regular file, in a directory no other user can write (SQLite creates its ``-wal``/``-shm``
-  side files next to it by name, and copies the database file's mode to them).
+  side files next to it by name, and copies the database file's mode to them);
+* a path through a symbolic link of another user (neither root nor us) is refused wherever the link is
+  (:func:`foreign_link`: what the kernel's ``fs.protected_symlinks`` does in sticky directories, whatever
+  that setting), and so is a directory on the way that belongs to another user (:func:`make_private_dirs`);
+* a file read for settings (the config file) is read only when it is a regular file of ours or root's that
+  no other user can write (:func:`open_trusted_for_reading`), and never blocks on a FIFO.
 
 Refusals are :class:`UnsafePath` (a :class:`~netspy_tui.errors.UsageError`: one line, exit 2).
 """
@@ -61,16 +66,72 @@ def describe(st: os.stat_result) -> str:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and any missing parents with mode ``0700`` (existing ones are left alone)."""
+def foreign_link(path: str | Path) -> str | None:
+    """Why following ``path`` could take us where another user chose: the first symbolic link on the way (the
+    last component included, links in links' targets too) that belongs to neither root nor us, in words; None
+    when there is none (the walk ends at the first missing name). The kernel's ``fs.protected_symlinks`` refuses
+    such a link only in a sticky world-writable directory, and only when it is set: refused here everywhere
+    (a link in another user's own directory is refused anyway, with that directory)."""
+    uid = os.geteuid()
+    pending = list(Path(os.path.abspath(path)).parts[1:])
+    current = Path("/")
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            return None
+        if not stat.S_ISLNK(st.st_mode):
+            current = candidate
+            continue
+        if st.st_uid not in (0, uid):
+            return f"{shown(candidate)} is a symbolic link of another user (uid {st.st_uid})"
+        hops += 1
+        if hops > 40:
+            return f"{shown(candidate)}: too many levels of symbolic links"
+        target = Path(os.readlink(candidate))
+        if target.is_absolute():
+            current = Path("/")
+        pending[:0] = target.parts[1:] if target.is_absolute() else target.parts
+    return None
+
+
+def make_private_dirs(
+    directory: Path, what: str = "the directory", hint: str = "", *, group_parents: bool = False
+) -> None:
+    """Create ``directory`` and any missing parents with mode ``0700`` (existing ones are left alone).
+
+    :class:`UnsafePath` (nothing made) when the way to it goes through another user's symbolic link or
+    directory, or through a directory others can write that is not sticky (:func:`unsafe_directory`; the
+    directory itself may be writable by others, e.g. a shared export directory, since files are created in it
+    exclusively); checked again once made (a name another user made first is not taken as ours).
+    ``group_parents``: as for :func:`check_directory`."""
+    directory = Path(os.path.abspath(directory))
+    if group_parents:
+        _GROUP_PARENTS_OK.add(directory)
+    _refuse_unsafe(directory, what, hint, shared=True)
     missing: list[Path] = []
-    current = Path(os.path.abspath(directory))
-    while not current.exists() and current != current.parent:
+    current = directory
+    while not os.path.lexists(current) and current != current.parent:
         missing.append(current)
         current = current.parent
     for path in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, DIR_MODE)
+    _refuse_unsafe(directory, what, hint, shared=True)
+
+
+def _refuse_unsafe(directory: Path, what: str, hint: str, *, shared: bool = False) -> None:
+    problem = _unsafe_directory(directory, shared=shared)
+    if problem:
+        raise UnsafePath(f"refusing {what} {shown(directory)}: {problem}", hint)
 
 
 def create_exclusive(path: Path, what: str, hint: str) -> int:
@@ -115,7 +176,11 @@ def open_text(fd: int) -> IO[str]:
 
 def open_append(path: Path, what: str, hint: str) -> int:
     """``path`` opened for appending (created 0600 if missing) without following a link; an existing
-    file must be a regular file with one name (not a hard link planted to another file)."""
+    file must be a regular file of ours with one name (not a hard link planted to another file, not
+    another user's file), and the way to it must not go through another user's symbolic link."""
+    problem = foreign_link(path.parent)
+    if problem:
+        raise UnsafePath(f"refusing to write {what} {shown(path)}: {problem}", hint)
     try:
         fd = os.open(
             path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, FILE_MODE
@@ -129,10 +194,22 @@ def open_append(path: Path, what: str, hint: str) -> int:
                 raise UnsafePath(f"refusing to write {what} {shown(path)}: it is {describe(st)}", hint) from None
         raise
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+    kind = None
+    if not stat.S_ISREG(st.st_mode):
+        kind = describe(st)
+    elif st.st_nlink != 1:
+        kind = "a file with several hard links"
+    elif st.st_uid != os.geteuid():
+        kind = f"another user's file (uid {st.st_uid})"
+    return _keep_or_refuse(fd, kind and f"it is {kind}", f"refusing to write {what} {shown(path)}", hint)
+
+
+def _keep_or_refuse(fd: int, problem: str | None, refusal: str, hint: str) -> int:
+    """``fd`` (opened non-blocking) switched to blocking when there is no ``problem``; else closed, and
+    :class:`UnsafePath` saying ``refusal: problem``."""
+    if problem:
         os.close(fd)
-        kind = describe(st) if not stat.S_ISREG(st.st_mode) else "a file with several hard links"
-        raise UnsafePath(f"refusing to write {what} {shown(path)}: it is {kind}", hint)
+        raise UnsafePath(f"{refusal}: {problem}", hint)
     os.set_blocking(fd, True)
     return fd
 
@@ -158,6 +235,45 @@ def open_regular_for_reading(path: Path) -> int:
     return fd
 
 
+def open_trusted_for_reading(path: Path, what: str, hint: str) -> int:
+    """``path`` opened read-only if root may take settings from it: a regular file (never blocks on a FIFO)
+    that belongs to us or root and that neither group nor others can write (what ssh asks of its files), on a
+    way through no other user's symbolic link (a link of ours or root's is followed: a config file kept with
+    one's dotfiles). :class:`UnsafePath` names ``what`` and why; :class:`OSError` when it cannot be opened
+    (:class:`FileNotFoundError`: there is none)."""
+    problem = foreign_link(path)
+    if problem:
+        raise UnsafePath(f"refusing {what} {shown(path)}: {problem}", hint)
+    fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        problem = f"it is {describe(st)}, not a regular file"
+    elif st.st_uid not in (0, os.geteuid()):
+        problem = f"it belongs to another user (uid {st.st_uid})"
+    elif st.st_mode & 0o022:
+        who = "others" if st.st_mode & 0o002 else "its group"
+        problem = f"it is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return _keep_or_refuse(fd, problem, f"refusing {what} {shown(path)}", hint)
+
+
+def tighten_directory(directory: Path, keep: int = 0) -> None:
+    """Make ``directory``, ours, ``0700`` (plus the ``keep`` bits of its mode, e.g. setgid) through a descriptor
+    opened without following a link: a symbolic link there is left alone (what it points to is judged by
+    :func:`check_directory`), never changed through."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        if os.path.islink(directory):
+            return
+        raise
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.fchmod(fd, DIR_MODE | (st.st_mode & keep))
+    finally:
+        os.close(fd)
+
+
 # --- SQLite files ---------------------------------------------------------------------------------
 
 
@@ -166,13 +282,18 @@ def open_regular_for_reading(path: Path) -> int:
 _GROUP_PARENTS_OK: set[Path] = set()
 
 
-def _unsafe_directory(directory: Path) -> str | None:
+def _unsafe_directory(directory: Path, *, shared: bool = False) -> str | None:
     """Why another user could add or swap names in ``directory`` (None: only root or we can).
 
-    Every directory on the way to it (as written and with links resolved) must belong to root or to
-    us; the directory itself must not be writable by group or others, and one above it only if it is
-    sticky (like /tmp: others cannot rename what they do not own there).
+    No symbolic link on the way may belong to another user (:func:`foreign_link`); every directory on the
+    way to it (as written and with links resolved) must belong to root or to us; the directory itself must
+    not be writable by group or others (unless ``shared``: files are only ever created in it exclusively),
+    and one above it only if it is sticky (like /tmp: others cannot rename what they do not own there).
+    Names not made yet are skipped.
     """
+    link = foreign_link(directory)
+    if link:
+        return link
     uid = os.geteuid()
     groups = {os.getegid(), *os.getgroups()}
     group_ok = Path(os.path.abspath(directory)) in _GROUP_PARENTS_OK
@@ -184,7 +305,7 @@ def _unsafe_directory(directory: Path) -> str | None:
                 continue
             if st.st_uid not in (0, uid):
                 return f"{shown(path)} belongs to another user (uid {st.st_uid})"
-            if st.st_mode & 0o022 and (depth == 0 or not st.st_mode & stat.S_ISVTX):
+            if st.st_mode & 0o022 and (depth == 0 and not shared or depth and not st.st_mode & stat.S_ISVTX):
                 if group_ok and depth and uid != 0 and not st.st_mode & 0o002 and st.st_gid in groups:
                     # Not root: a directory above the store's own, writable by a group this process is in (a
                     # Kubernetes volume's root under fsGroup: root:<fsGroup>, 2775). Whoever could rename names
@@ -213,10 +334,13 @@ def check_directory(directory: Path, what: str, hint: str, *, group_parents: boo
         raise UnsafePath(f"refusing {what} {shown(directory)}: {problem}", hint)
 
 
+_DB_HINT = "put the store in a directory only root can write, e.g. /var/lib/netspy-tui/events.sqlite3"
+
+
 def check_db_path(path: Path, *, creating: bool) -> None:
     """Refuse an SQLite path that is a link, not a regular file, sits in a directory other users can
     write, or has a side file (``-wal``, ``-shm``, ``-journal``) that is not ours."""
-    hint = "put the store in a directory only root can write, e.g. /var/lib/netspy-tui/events.sqlite3"
+    hint = _DB_HINT
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -252,7 +376,7 @@ def prepare_db_file(path: Path) -> tuple[int, int]:
     mode); an existing one of ours with group/other bits set is tightened to 0600. Missing parent
     directories are created 0700 first, then everything is checked by :func:`check_db_path`.
     """
-    make_private_dirs(path.parent)
+    make_private_dirs(path.parent, "the store's directory", _DB_HINT)
     check_db_path(path, creating=True)
     try:
         fd = os.open(path, _CREATE, FILE_MODE)

@@ -8,8 +8,10 @@ Textual dependency; the TUI wraps the result in ``rich.text.Text`` so it is neve
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
@@ -129,6 +131,33 @@ def redact_url(url: str) -> str:
     if not password and not parts.query and not parts.fragment:
         return url
     return urlunsplit(parts)
+
+
+def secret_forms(secret: str) -> list[str]:
+    """``secret`` as a text that repeats it may carry it: as written, and as a JSON string spells it (a server's
+    JSON body echoing it: ``\\"``, ``\\\\``, ``\\/``, ``\\uXXXX``)."""
+    escaped = [json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]]
+    return list(dict.fromkeys([secret, *escaped, *(e.replace("/", "\\/") for e in escaped)]))
+
+
+def mask_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` (longest first) replaced by ``****``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and secret in text:
+            text = text.replace(secret, "****")
+    return text
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` (its outer whitespace dropped: a file's newline) cannot be a bearer token, else None: it must
+    be visible ASCII, one line without spaces — what an HTTP header carries and every client can send, and what
+    the log's masking finds whole (a control character would be escaped in a JSON echo of it). Never echoes it."""
+    token = token.strip()
+    if not token:
+        return "is empty"
+    if not all("!" <= ch <= "~" for ch in token):
+        return "must be printable ASCII without spaces"
+    return None
 
 
 def _json_escape(match: re.Match[str]) -> str:

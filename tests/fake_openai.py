@@ -7,6 +7,9 @@ Usage::
         fake.tool_calls(FakeToolCall("list_connections", '{"pid": 42}'))
         fake.error(401, "Incorrect API key provided")
         fake.cut("partial ", "text")                  # close the socket mid-stream
+        fake.text("cut", finish_reason="length")       # the model's length limit
+        fake.text("{...}", plain=True)                 # one JSON reply even to stream: true
+        reply = fake.runaway()                         # text without end; reply.outcome: "hung up"?
         settings = AISettings(api_key=SecretStr("sk-test"), base_url=fake.base_url)
         ...
         fake.requests[0].body["messages"]             # every request, recorded
@@ -68,6 +71,20 @@ class TextReply:
     """Pause between chunks, in seconds."""
     finish_reason: str = "stop"
     model: str | None = None
+    plain: bool = False
+    """Answer one ``chat.completion`` JSON even to ``stream: true`` (a server or proxy that ignores streaming)."""
+
+
+@dataclass
+class RunawayReply:
+    """Text that never ends: ``chunk`` after ``chunk`` with no pause, until the client hangs up (or
+    :data:`MAX_WAIT_SECONDS` pass). Then ``outcome`` is "hung up" or "timed out", ``sent`` the characters sent,
+    and ``ended`` is set."""
+
+    chunk: str = "Z" * 999 + "\n"
+    sent: int = 0
+    outcome: str = ""
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -123,7 +140,7 @@ class StreamErrorReply:
     message: str
 
 
-Reply = TextReply | ToolCallReply | ErrorReply | CutReply | StallReply | StreamErrorReply
+Reply = TextReply | ToolCallReply | ErrorReply | CutReply | StallReply | StreamErrorReply | RunawayReply
 
 
 @dataclass(frozen=True)
@@ -207,10 +224,18 @@ class FakeOpenAI:
         delay: float = 0.0,
         finish_reason: str = "stop",
         model: str | None = None,
+        plain: bool = False,
     ) -> None:
         self.enqueue(
-            TextReply(chunks, gate=gate, gate_after=gate_after, delay=delay, finish_reason=finish_reason, model=model)
-        )
+            TextReply(chunks, gate=gate, gate_after=gate_after, delay=delay, finish_reason=finish_reason, model=model,
+                      plain=plain)
+        )  # fmt: skip
+
+    def runaway(self) -> RunawayReply:
+        """Next reply: text without end (see :class:`RunawayReply`); returned, to read how it ended."""
+        reply = RunawayReply()
+        self.enqueue(reply)
+        return reply
 
     def tool_calls(self, *calls: FakeToolCall, text: str = "") -> None:
         self.enqueue(ToolCallReply(calls, text=text))
@@ -332,7 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(reply, StallReply):
             self.fake._stopped.wait(min(reply.seconds, MAX_WAIT_SECONDS))
             self.close_connection = True
-        elif stream:
+        elif stream and not (isinstance(reply, TextReply) and reply.plain):
             self._stream(reply, model)
         else:
             self._complete(reply, model)
@@ -449,6 +474,8 @@ class _Handler(BaseHTTPRequestHandler):
                 for text in reply.chunks:
                     self._event(self._chunk(cid, model, {"content": text}), chunked)
                 self._abort()
+            elif isinstance(reply, RunawayReply):
+                self._stream_runaway(reply, cid, model)
             elif isinstance(reply, StreamErrorReply):
                 self._start_stream()
                 self._event(self._chunk(cid, model, {"role": "assistant", "content": ""}))
@@ -472,6 +499,23 @@ class _Handler(BaseHTTPRequestHandler):
             reply.gate.wait(MAX_WAIT_SECONDS)
         self._event(self._chunk(cid, model, {}, reply.finish_reason))
         self._end_stream()
+
+    def _stream_runaway(self, reply: RunawayReply, cid: str, model: str) -> None:
+        self._start_stream()
+        deadline = time.monotonic() + MAX_WAIT_SECONDS
+        try:
+            self._event(self._chunk(cid, model, {"role": "assistant", "content": ""}))
+            while time.monotonic() < deadline and not self.fake._stopped.is_set():
+                self._event(self._chunk(cid, model, {"content": reply.chunk}))
+                reply.sent += len(reply.chunk)
+            reply.outcome = "timed out"
+            self._event(self._chunk(cid, model, {}, "stop"))
+            self._end_stream()
+        except OSError:
+            reply.outcome = "hung up"
+            self.close_connection = True
+        finally:
+            reply.ended.set()
 
     def _stream_tool_calls(self, reply: ToolCallReply, cid: str, model: str) -> None:
         self._start_stream()
@@ -520,6 +564,7 @@ __all__ = [
     "FakeOpenAI",
     "FakeToolCall",
     "RecordedRequest",
+    "RunawayReply",
     "StallReply",
     "StreamErrorReply",
     "TextReply",

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from netspy_tui.ai.settings import (
     AISettings,
 )
 from netspy_tui.ai.types import (
+    MAX_ANSWER_CHARS,
     AIStreamError,
     Finished,
     StreamEvent,
@@ -88,6 +89,19 @@ def _server_message(exc: Exception, settings: AISettings) -> str:
         message = getattr(exc, "message", None) or str(exc)
     text = re.sub(r"^Error code: \d+ - ", "", str(message))
     return _scrub(first_line(text, 200), settings).rstrip(" .,;:")
+
+
+def _retry_after(headers: Mapping[str, str]) -> str | None:
+    """How long a 429 asks to wait (``retry-after-ms``, OpenAI's, or ``Retry-After`` in seconds), as the hint says
+    it; None when it says nothing usable (absent, an HTTP date, nonsense, over a day)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(headers.get(name, "")) * scale
+        except ValueError:
+            continue
+        if 0 < seconds <= 86_400:
+            return f"{seconds:.0f} s" if seconds >= 1 else "a second"
+    return None
 
 
 def _error_code(exc: Exception) -> str:
@@ -184,8 +198,10 @@ def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", s
                     f"The AI account has no quota left at {url} (HTTP 429): {message}",
                     "check the plan and billing, or use another key",
                 )
+            wait = _retry_after(exc.response.headers)
             return err(
-                f"The AI server at {url} is rate limiting requests (HTTP 429): {message}", "wait a minute and try again"
+                f"The AI server at {url} is rate limiting requests (HTTP 429): {message}",
+                f"wait {wait} and try again" if wait else "wait a minute and try again",
             )
         if status == 404:
             if code == "model_not_found" or "model" in message.lower():
@@ -242,6 +258,21 @@ class _Round:
     calls: dict[int, _PendingCall] = field(default_factory=dict)
     finish_reason: str | None = None
     model: str | None = None
+    content_type: str = ""
+    """The response's Content-Type (a server that ignores ``stream: true`` answers ``application/json``)."""
+
+
+#: Finish reasons that mean the answer was not finished by the model: (what happened, what to do about it).
+_CUT_OFF = {
+    "length": ("was cut off by the model's length limit (its output or context ran out)",
+               "ask a narrower question, or raise the model's output or context limit on the server"),
+    "content_filter": ("was filtered by the provider (finish_reason content_filter)",
+                       "rephrase the question, or try another model"),
+}  # fmt: skip
+
+
+def _kept(text: str) -> str:
+    return "; the text so far is kept" if text else " before any text arrived"
 
 
 def _add_fragment(rnd: _Round, index: int | None, call_id: str | None, name: str | None, args: str | None) -> None:
@@ -273,8 +304,12 @@ async def _stream_round(
     tools: list[ToolSpec],
     rnd: _Round,
     text_so_far: list[str],
+    used: int = 0,
 ) -> AsyncIterator[TextDelta]:
-    """Stream one completion: yield its text, collect tool calls and finish reason into ``rnd``."""
+    """Stream one completion: yield its text, collect tool calls and finish reason into ``rnd``. ``used``: characters
+    of the answer yielded before this round; at :data:`MAX_ANSWER_CHARS` in all the stream is closed (the server
+    sees the client hang up) and :class:`AIStreamError` says so, the text so far kept. An answer the model did not
+    finish (its length limit, the provider's filter) is an :class:`AIStreamError` too."""
     request: dict[str, Any] = {"model": settings.model, "messages": messages, "stream": True}
     if tools:
         request["tools"] = [t.to_openai() for t in tools]
@@ -289,7 +324,9 @@ async def _stream_round(
     try:
         stream = await client.chat.completions.create(**request)
         started = True
-        async with stream:
+        response = getattr(stream, "response", None)
+        rnd.content_type = str(response.headers.get("content-type") or "") if response is not None else ""
+        async with stream:  # (leaving it closes the response: a stopped stream hangs up on the server)
             async for chunk in stream:
                 if chunk.model:
                     rnd.model = chunk.model
@@ -298,9 +335,22 @@ async def _stream_round(
                         continue
                     delta = choice.delta
                     if delta is not None and delta.content:
-                        rnd.text.append(delta.content)
-                        text_so_far.append(delta.content)
-                        yield TextDelta(delta.content)
+                        # (carriage returns dropped: CRLF line ends are plain newlines on every path; a lone CR
+                        # would be shown as \x0d, or overwrite a terminal's line)
+                        content = delta.content.replace("\r", "")[: MAX_ANSWER_CHARS - used]
+                        used += len(content)
+                        if content:
+                            rnd.text.append(content)
+                            text_so_far.append(content)
+                            yield TextDelta(content)
+                        if used >= MAX_ANSWER_CHARS:
+                            log.debug("AI answer reached %d characters: stream closed", MAX_ANSWER_CHARS)
+                            raise AIStreamError(
+                                f"The answer passed {MAX_ANSWER_CHARS:,} characters, so the stream from "
+                                f"{settings.display_url} was stopped there; the text so far is kept",
+                                "ask a narrower question, or try another model",
+                                partial_text="".join(text_so_far),
+                            )
                     for tc in (delta.tool_calls if delta is not None else None) or []:
                         fn = tc.function
                         _add_fragment(rnd, tc.index, tc.id, fn.name if fn else None, fn.arguments if fn else None)
@@ -323,6 +373,12 @@ async def _stream_round(
         # The body ended cleanly but without a final chunk: a proxy or server cut it short.
         log.debug("AI stream ended without finish_reason")
         partial = "".join(text_so_far)
+        if not partial and not rnd.calls and "event-stream" not in rnd.content_type.lower():
+            raise AIError(
+                f"The AI server at {settings.display_url} answered a streaming request with "
+                f"{clean(rnd.content_type.split(';')[0], 60) or 'no content type'}, not an event stream",
+                "use a server (or proxy) that streams chat completions (stream: true, Server-Sent Events)",
+            )
         if not partial:
             raise _nothing_back(settings, messages)
         raise AIStreamError(
@@ -336,6 +392,11 @@ async def _stream_round(
         len(rnd.calls),
         sum(len(t) for t in rnd.text),
     )
+    if rnd.finish_reason in _CUT_OFF:
+        what, hint = _CUT_OFF[rnd.finish_reason]
+        partial = "".join(text_so_far)
+        raise AIStreamError(f"The answer from {settings.display_url} {what}{_kept(partial)}", hint,
+                            partial_text=partial)  # fmt: skip
 
 
 def _nothing_back(settings: AISettings, messages: list[dict[str, Any]]) -> AIError:
@@ -450,9 +511,11 @@ async def _converse(
     build: Callable[[int], list[dict[str, Any]]],
     tools: list[ToolSpec],
     call_tool: ToolCaller | None,
+    lead_for: Callable[[int], str] | None = None,
 ) -> AsyncIterator[StreamEvent]:
     """The chat loop: stream, run requested tools, feed results back, until the model answers.
-    ``build`` makes the first messages for a model with that many tokens of context."""
+    ``build`` makes the first messages for a model with that many tokens of context; ``lead_for`` (given the same)
+    a line the answer starts with, e.g. what of the user's text did not fit ("" for none)."""
     settings.require_configured()
     specs = {t.name: t for t in tools}
     text: list[str] = []
@@ -462,12 +525,17 @@ async def _converse(
     async with _client(settings) as client:
         window = await context_tokens(client, settings)
         messages = build(window)
+        lead = lead_for(window) if lead_for is not None else ""
+        if lead:
+            text.append(lead)
+            yield TextDelta(lead)
         while True:
             budget_left = bool(tools) and call_tool is not None and rounds < settings.max_tool_rounds
             if tools and call_tool is not None and not budget_left and rounds:
                 messages.append({"role": "user", "content": prompts.TOOL_BUDGET_SPENT})
             rnd = _Round()
-            async for delta in _stream_round(client, settings, messages, tools if budget_left else [], rnd, text):
+            offered = tools if budget_left else []
+            async for delta in _stream_round(client, settings, messages, offered, rnd, text, sum(map(len, text))):
                 yield delta
             model = rnd.model or model
             if not rnd.calls:
@@ -521,7 +589,7 @@ async def _converse(
                         ),
                     }
                 )
-    if not "".join(text).strip():
+    if not "".join(text)[len(lead) :].strip():
         raise _nothing_back(settings, messages)
     yield Finished(model=model, text="".join(text), tool_calls=calls_made)
 
@@ -552,8 +620,20 @@ def stream_answer(
 
 
 def stream_summary_explanation(settings: AISettings, summary_text: str) -> AsyncIterator[StreamEvent]:
-    """An explanation of a summary text: the seed-compatible ``ai_insights(summary_text)`` tool."""
-    return _converse(settings, lambda n: prompts.summary_messages(summary_text, context_tokens=n), [], None)
+    """An explanation of a summary text: the seed-compatible ``ai_insights(summary_text)`` tool. A text longer
+    than the model's context takes is cut, and the answer starts by saying so."""
+
+    def note(window: int) -> str:
+        sent = prompts.summary_sent(summary_text, context_tokens=window)
+        if sent >= len(summary_text):
+            return ""
+        assumed = settings.context_tokens is None and window == prompts.DEFAULT_CONTEXT_TOKENS
+        how = f"{window:,} tokens assumed: the server does not report it" if assumed else f"{window:,} tokens"
+        return (f"_Note: only the first ~{sent:,} of the summary text's {len(summary_text):,} characters fit the "
+                f"model's context ({how}); the rest was not sent. Set {ENV_CONTEXT_TOKENS} to the model's context "
+                "length to send more._\n\n")  # fmt: skip
+
+    return _converse(settings, lambda n: prompts.summary_messages(summary_text, context_tokens=n), [], None, note)
 
 
 async def collect(stream: AsyncIterator[StreamEvent]) -> Finished:

@@ -7,7 +7,8 @@ The lead code gathers it through the MCP tools and passes it to
 ====================  ========================================================================================
 key                   value
 ====================  ========================================================================================
-``process``           ``{"pid": int | None, "command": str | None}``: who is being explained
+``process``           ``{"pid": int | None, "command": str | None}``: who is being explained (with ``node`` and
+                      ``workload`` when the explanation is narrowed to one)
 ``summary``           ``NetworkSummary.model_dump(mode="json")``: connection count in the window
 ``patterns``          ``PatternAnalysis.model_dump(mode="json")`` with ``stats.kind == "connection"``
 ``recent_events``     ``[ConnectionEvent.model_dump(mode="json"), ...]`` newest first
@@ -51,6 +52,8 @@ from netspy_tui.models import (
 class ProcessRef(TypedDict, total=False):
     pid: int | None
     command: str | None
+    node: str
+    workload: str
 
 
 class ExplanationContext(TypedDict, total=False):
@@ -87,10 +90,15 @@ def build_context(
     inbound: ConnectionList | list[ConnectionEvent] | None = None,
     sampled: bool | None = None,
     source: str | None = None,
+    node: str | None = None,
+    workload: str | None = None,
 ) -> dict[str, Any]:
     """The explanation context from tool results (any may be None: that key is left out; so are traffic
-    and latency figures the source does not have, and an empty inbound list)."""
-    ctx: dict[str, Any] = {"process": {"pid": pid, "command": command}}
+    and latency figures the source does not have, and an empty inbound list). ``node`` and ``workload``:
+    what the figures are narrowed to, besides the process."""
+    process: dict[str, Any] = {"pid": pid, "command": command}
+    process.update({k: v for k, v in (("node", node), ("workload", workload)) if v})
+    ctx: dict[str, Any] = {"process": process}
     if summary is not None:
         ctx["summary"] = _dump(summary)
     if patterns is not None:

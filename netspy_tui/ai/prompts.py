@@ -315,6 +315,8 @@ def compact_context(context: dict[str, Any], level: int = 0) -> dict[str, Any]:
     process = context.get("process")
     if process:
         out["process"] = process
+    if context.get("nodes"):  # an aggregator's: the hosts these figures come from
+        out["nodes"] = list(context["nodes"])[:top]
     for key in ("source", "sampled"):
         if context.get(key):
             out[key] = context[key]
@@ -379,6 +381,16 @@ def summary_messages(summary_text: str, *, context_tokens: int = DEFAULT_CONTEXT
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"{SUMMARY_INSTRUCTION}\n\n{block}"},
     ]
+
+
+def summary_sent(summary_text: str, *, context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> int:
+    """About how many characters of ``summary_text`` :func:`summary_messages` sends a model with ``context_tokens``
+    of context (all of them when it fits; the block is cut past :func:`data_budget`)."""
+    limit = data_budget(context_tokens, SYSTEM_PROMPT, SUMMARY_INSTRUCTION)
+    body = encode_data({"summary_text": summary_text})
+    if len(body) <= limit:
+        return len(summary_text)
+    return len(summary_text) * limit // len(body)  # (escaped characters take more room: in proportion)
 
 
 def question_messages(question: str, context: dict[str, Any] | None = None, *,

@@ -88,6 +88,11 @@ class ToolOutput:
 ToolCaller = Callable[[str, dict[str, Any]], Awaitable[ToolOutput]]
 
 
+#: The most of one answer any path keeps (dashboard, CLI, REPL, MCP tools): at this many characters the stream
+#: is hung up and the answer ends with an error saying so, its text kept (a runaway model cannot make a 17 MB
+#: MCP result or keep a server generating for nobody).
+MAX_ANSWER_CHARS = 100_000
+
 #: Between an AI tool's one-line error and the answer its stream had given when it broke off (the MCP tools'
 #: text; the REPL prints the answer on stdout and the error line on stderr)
 PARTIAL_MARK = "\n\nThe answer so far:\n"

@@ -38,6 +38,7 @@ from netspy_tui.models import (
     describe_validation_error,
     new_event_id,
     parse_event,
+    time_range_problem,
     utcnow,
 )
 
@@ -148,6 +149,9 @@ def iter_recording(path: Path, cut: list[int] | None = None) -> Generator[tuple[
                 event = parse_event(data)
             except ValidationError as exc:
                 raise _line_error(path, lineno, describe_validation_error(exc)) from None
+            out_of_range = time_range_problem(event.time)
+            if out_of_range:  # (the store could not hold it: its whole batch would be lost)
+                raise _line_error(path, lineno, f"time {out_of_range}, not {data['time']!r}")
             yield lineno, event
 
 

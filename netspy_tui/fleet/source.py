@@ -8,7 +8,10 @@ with :mod:`netspy_tui.fleet.merge`, so the fleet's counts are the exact sums of 
 
 A page says the fleet's insertion position (its ``cursor``); a query ``after`` it reads only the nodes that
 stored events since, each from where its store stood then (:meth:`FleetStore.changes`): the events stored
-since, each once, an agent's backlog of minutes-old events as well as the newest.
+since, each once, an agent's backlog of minutes-old events as well as the newest. A page of connections also says
+the fleet's resolution position (``resolved_cursor``); a query after both positions (``resolved_after``) is also
+given, as ``updates``, the connects stored by then that their agents gave their outcome since (sent in progress,
+then resolved: :meth:`FleetStore.replaced_since`), as ``serve`` gives its own.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from netspy_tui.analysis.aggregate import aggregate, filter_events
+from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
 from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats, merge_stored, merge_stored_items
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import (
@@ -32,9 +35,11 @@ from netspy_tui.models import (
     SourceInfo,
     WindowStats,
     ns_to_time,
+    time_to_ns,
     utcnow,
 )
 from netspy_tui.store import EventStore
+from netspy_tui.store.sqlite import build_stored
 
 __all__ = ["FleetSource", "RAW_LIMIT"]
 
@@ -106,37 +111,58 @@ class FleetSource:
     async def query(self, q: EventQuery) -> EventPage:
         return await asyncio.to_thread(self._query, q)
 
-    def _reads(self, q: EventQuery, limit: int) -> tuple[int, list[tuple[EventStore, EventQuery]]]:
-        """The fleet's position now (the page's cursor) and what to ask each node's store for ``q``: with
-        ``q.after``, only the nodes that stored events after that position, each from where it stood then; else
-        (or a position this run cannot answer for) every node, by time alone."""
+    def _reads(self, q: EventQuery, limit: int) -> tuple[dict[str, Any], list[tuple[EventStore, EventQuery]]]:
+        """The page's positions (its ``cursor``: the fleet's insertion position now; of connections its
+        ``resolved_cursor`` and ``updates``) and what to ask each node's store for ``q``: with ``q.after``, only the
+        nodes that stored events after that position, each from where it stood then; else (or a position this run
+        cannot answer for) every node, by time alone."""
+        updates = self._updates(q)  # (first: the outcomes since, of the connects stored by the page's position)
         position, changed = self.fleet.changes(q.after)
         stores = self._stores(q.node)
+        update: dict[str, Any] = {"cursor": position, **updates}
         if changed is None:
-            return position, [(store, _plain(q, limit)) for store in stores.values()]
-        return position, [(stores[node], _plain(q, limit, step)) for node, step in changed.items() if node in stores]
+            return update, [(store, _plain(q, limit)) for store in stores.values()]
+        return update, [(stores[node], _plain(q, limit, step)) for node, step in changed.items() if node in stores]
+
+    def _updates(self, q: EventQuery) -> dict[str, Any]:
+        """A page of connections' ``resolved_cursor``, and with ``q.after`` and ``q.resolved_after`` its
+        ``updates``: the connects stored by ``q.after`` given their outcome after ``q.resolved_after``."""
+        if q.kind != "connection":
+            return {}
+        if q.after is None or q.resolved_after is None:
+            return {"resolved_cursor": self.fleet.resolved_position}
+        _, changed = self.fleet.changes(q.after)  # (each node's store position then: None, all it holds)
+        upto = None if changed is None else {node: step[0] for node, step in changed.items()}
+        since = None if q.since is None else time_to_ns(q.since)
+        until = None if q.until is None else time_to_ns(q.until)
+        found, position = self.fleet.replaced_since(self._stores(q.node), q.kind, q.pid, q.command, since, until,
+                                                    upto, q.resolved_after)  # fmt: skip
+        updates: list[AnyEvent] = build_stored([body for _, _, body in found])
+        if q.workload is not None:
+            updates = filter_events(updates, q)[0]
+        return {"resolved_cursor": position, "updates": updates}
 
     def _query(self, q: EventQuery) -> EventPage:
         if q.workload is None:  # each node's page as stored: only the events the merged page keeps are built
-            position, reads = self._reads(q, q.limit)
+            update, reads = self._reads(q, q.limit)
             page = merge_stored([store.query_stored(nq) for store, nq in reads], q.limit)
-            return page.model_copy(update={"cursor": position})
-        position, reads = self._reads(q, RAW_LIMIT)
+            return page.model_copy(update=update)
+        update, reads = self._reads(q, RAW_LIMIT)
         pages = []
         for store, nq in reads:
             raw = store.query(nq)
             events, total = filter_events(raw.events, q)
             pages.append(EventPage(events=events, total_count=total, truncated=total > len(events)))
-        return merge_pages(pages, q.limit).model_copy(update={"cursor": position})
+        return merge_pages(pages, q.limit).model_copy(update=update)
 
     def query_stored(self, q: EventQuery) -> tuple[EventPage, list[tuple[int, int, Any]]]:
         """:meth:`query` (``q`` without a workload) with the page's events as the nodes' stores keep them
         (``EventStore.query_stored``): for a reader that writes them out as JSON without models."""
         if q.workload is not None:
             raise ValueError("a workload filter reads built events: use query")
-        position, reads = self._reads(q, q.limit)
+        update, reads = self._reads(q, q.limit)
         page, items = merge_stored_items([store.query_stored(nq) for store, nq in reads], q.limit)
-        return page.model_copy(update={"cursor": position}), items
+        return page.model_copy(update=update), items
 
     async def count(self, scope: Scope) -> int:
         return sum((await self.count_by_node(scope)).values())

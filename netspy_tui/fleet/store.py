@@ -5,8 +5,12 @@ Each node's store keeps its own exact rollups, so a node's figures are its own c
 are their sums. Ingest checks every event on its own: a bad one is refused with its index and
 reason and the rest of the batch is kept. A batch an agent sends again (it did not see the answer)
 is not counted twice: each node's recent event ids are remembered (the last ``dedupe_window`` of
-them; ``serve --forward`` retries within that many events). Node names come from the events'
-``k8s_node_name`` (the agents set it), else the ingest's own default.
+them; ``serve --forward`` retries within that many events). An id already held is a duplicate, except a connect
+stored in progress sent again with its outcome (``serve --forward`` sends it once the connect ends): the stored
+event takes its place (:meth:`EventStore.replace_rows`) and its count moves from ``in_progress`` to that outcome
+(counted once), numbered by the fleet's resolution position (:attr:`FleetStore.resolved_position`), so that a
+reader that listed it in progress asks for the outcomes that came since (:meth:`FleetStore.replaced_since`).
+Node names come from the events' ``k8s_node_name`` (the agents set it), else the ingest's own default.
 
 The fleet has an insertion order of its own (:attr:`FleetStore.seq`, moved by every event stored): a reader
 that passes the position of its last read (:meth:`FleetStore.changes`) is told which nodes stored events
@@ -49,7 +53,7 @@ from netspy_tui.models import (
     time_to_ns,
     utcnow,
 )
-from netspy_tui.safefs import DIR_MODE, check_directory, create_unique, make_private_dirs, shown
+from netspy_tui.safefs import check_directory, create_unique, make_private_dirs, shown, tighten_directory
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store.listeners import Listeners
 from netspy_tui.store.sqlite import LOAD_AHEAD, event_row
@@ -72,6 +76,7 @@ MAX_AHEAD_SECONDS = LOAD_AHEAD
 #: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
 PID_MAX = 4_194_304
 _OUTCOMES = frozenset(OUTCOMES)
+IN_PROGRESS = "in_progress"
 #: the fields each kind holds as JSON integers and booleans: the model takes "32", 32.0 and true for an integer
 #: (lax), an agent sends none of them
 _INTS = {kind: frozenset(n for n, f in model.model_fields.items() if f.annotation in (int, int | None))
@@ -90,6 +95,7 @@ MAX_MARKS = 10_000
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
+    updated: int = 0  # connects held in progress given their outcome (not new events: counted once)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, why)
     nodes: dict[str, int] = field(default_factory=dict)  # accepted per node
 
@@ -97,7 +103,7 @@ class IngestResult:
 @dataclass
 class _Node:
     store: EventStore
-    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    seen: OrderedDict[str, bool] = field(default_factory=OrderedDict)  # event key -> a connect stored in progress
     events: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0  # monotonic, of the last batch
@@ -220,6 +226,27 @@ def _key(event: AnyEvent) -> str:
     return event.id or f"{event.type}|{event.pid}|{event.timestamp}|{time_to_ns(event.time)}"
 
 
+def _in_progress(event: AnyEvent) -> bool:
+    """Whether ``event`` is a connect stored in progress (its outcome, or its return code's, as ingest reads it)."""
+    return isinstance(event, ConnectionEvent) and event.effective_outcome == IN_PROGRESS
+
+
+def _replaces(stored: bytes, new: W.Prepared) -> list[tuple[Any, ...]] | None:
+    """For :meth:`EventStore.replace_rows`: when ``stored`` (a stored event's JSON) is the connect ``new`` resolves
+    (the same id, time, timestamp, pid and command, stored in progress; ``new`` not in progress), the rollup rows
+    that move its count: -1 where it was counted, +1 where ``new`` is; else None."""
+    try:
+        event = parse_event(json.loads(stored))
+        _, kind, t, row, rollup = _prepare_model(event)
+    except Exception:  # noqa: BLE001 (a body that is not such an event: not the one)
+        return None
+    if kind != 0 or _key(event) != new[0] or row[5] != IN_PROGRESS or new[3][5] == IN_PROGRESS:
+        return None
+    if (t, row[2], row[3], row[4]) != (new[2], new[3][2], new[3][3], new[3][4]):
+        return None
+    return [(*rollup[:9], -1, t, t), new[4]]
+
+
 def _prepare_model(event: AnyEvent) -> W.Prepared:
     """A built event's rows, as :func:`wire.prepare` makes them of a struct (raises when the store
     cannot hold it)."""
@@ -247,15 +274,16 @@ def _prepare_directory(directory: Path) -> None:
     hint = "pass --db a directory on a writable disk that no other user can write (it is made if missing)"
     try:
         made = not os.path.lexists(directory)
-        make_private_dirs(directory)
+        # (refused: another user's link or directory on the way)
+        make_private_dirs(directory, what, hint, group_parents=True)
         st = os.stat(directory)
         if not stat.S_ISDIR(st.st_mode):
             raise UsageError(f"{what} {shown(directory)} is not a directory", hint)
         # tightened only when it is ours alone: made here, or holding nothing but node stores (what a volume's
         # fsGroup change loosened); never a directory of other things (``--db /tmp``, ``--db ~``): refused below
         ours = made or all(_OURS.match(name) for name in os.listdir(directory))
-        if ours and st.st_uid == os.geteuid() and st.st_mode & 0o077 and not st.st_mode & (stat.S_ISVTX | 0o002):
-            os.chmod(directory, DIR_MODE | (st.st_mode & stat.S_ISGID))
+        if ours and not st.st_mode & (stat.S_ISVTX | 0o002):
+            tighten_directory(directory, keep=stat.S_ISGID)  # (never through a link)
         check_directory(directory, what, hint, group_parents=True)
         probe, fd = create_unique(directory, ".netspy-write-check", "")
         os.close(fd)
@@ -290,6 +318,12 @@ class FleetStore:
         """(fleet position after the batch, node, where the node's store stood before it, its oldest event ns)."""
         self.store_failures = 0
         """Batches (one node's part of an ingest) a store could not write: the agent was answered 503 and retries."""
+        self._resolved = time.time_ns() // 1000
+        """The fleet's resolution position: moved by each batch of a node that gave connects held in progress their
+        outcome (their number in the node's store). From the clock, as :attr:`_seq`, and past what the stores hold."""
+        self._resolving = threading.Lock()
+        """Held while a batch's outcomes are numbered and written: a reader is told a position all of whose
+        outcomes are written."""
         if directory is not None:
             _prepare_directory(directory)
             for path in sorted(directory.glob("node-*.sqlite3")):
@@ -302,6 +336,7 @@ class FleetStore:
                                                       last_event=store.newest_time())  # fmt: skip
                     self._aggregating_since(store)
                     self._remember_stored(state)
+                    self._resolved = max(self._resolved, store.replaced_cursor())
                 else:
                     store.close()
 
@@ -364,8 +399,8 @@ class FleetStore:
             except Exception as exc:  # its store cannot be opened (a directory others can write, a full disk, ...)
                 self._failed(node, exc)
                 raise
-            fresh = self._fresh(state, events)
-            result.duplicates += len(events) - len(fresh)
+            fresh, resolving = self._fresh(state, events)
+            result.duplicates += len(events) - len(fresh) - len(resolving)
             lost = 0
             if fresh:
                 before = state.store.written_seq
@@ -402,7 +437,11 @@ class FleetStore:
                     self._failures.pop(node, None)  # its store writes again
             result.accepted += len(fresh) - lost
             result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost
-        if result.accepted:
+            if resolving:  # (after the batch's new events: one may be the connect it resolves)
+                updated = self._resolve(node, state, resolving)
+                result.updated += updated
+                result.duplicates += len(resolving) - updated
+        if result.accepted or result.updated:
             self._changed()
         return result
 
@@ -475,28 +514,78 @@ class FleetStore:
             if not rows:
                 break
             for _, event in rows:
-                state.seen[_key(event)] = None
+                state.seen[_key(event)] = _in_progress(event)
             start = rows[-1][0]
 
-    def _fresh(self, state: _Node, events: list[W.Prepared]) -> list[W.Prepared]:
+    def _fresh(self, state: _Node, events: list[W.Prepared]) -> tuple[list[W.Prepared], list[W.Prepared]]:
+        """The events not held yet, and those that give a connect held in progress its outcome."""
         fresh = []
+        resolving = []
         seen = state.seen
         with self._lock:
             for event in events:
                 key = event[0]
-                if key in seen:
-                    continue
-                seen[key] = None
-                fresh.append(event)
+                held = seen.get(key)
+                if held is None:
+                    seen[key] = event[1] == 0 and event[3][5] == IN_PROGRESS
+                    fresh.append(event)
+                elif held and event[1] == 0 and event[3][5] != IN_PROGRESS:
+                    seen[key] = False  # (its outcome sent again is a duplicate)
+                    resolving.append(event)
             while len(seen) > self.dedupe_window:
                 seen.popitem(last=False)
-        return fresh
+        return fresh, resolving
 
     def _forget(self, state: _Node, events: list[W.Prepared]) -> None:
         """Nothing of ``events`` was stored: the agent's retry must not be taken for a duplicate."""
         with self._lock:
             for event in events:
                 state.seen.pop(event[0], None)
+
+    def _resolve(self, node: str, state: _Node, events: list[W.Prepared]) -> int:
+        """Give the connects ``events`` resolve (held in progress) their outcome; how many were (the others: no
+        longer stored, or not the same connect, are duplicates). Raises what the store raises, the events then
+        held in progress again (the agent's retry resolves them)."""
+        try:
+            with self._resolving:
+                at = self.resolved_position + 1
+                done = state.store.replace_rows([(e[3], e) for e in events], _replaces, at)
+                if any(done):
+                    with self._lock:
+                        self._resolved = at
+        except BaseException as exc:
+            with self._lock:
+                for event in events:
+                    if event[0] in state.seen:
+                        state.seen[event[0]] = True
+            if isinstance(exc, Exception):
+                self._failed(node, exc)
+            raise
+        return sum(done)
+
+    @property
+    def resolved_position(self) -> int:
+        """The fleet's resolution position: the outcomes numbered up to it are written (:meth:`replaced_since`)."""
+        with self._lock:
+            return self._resolved
+
+    def replaced_since(self, stores: dict[str, EventStore], kind: Any, pid: int | None, command: str | None,
+                       since_ns: int | None, until_ns: int | None, upto: dict[str, int] | None,
+                       since: int) -> tuple[list[tuple[int, int, bytes]], int]:  # fmt: skip
+        """The connects of ``stores`` (node -> store) given their outcome after resolution position ``since``
+        (``kind``, ``pid``, ``command``, ``since_ns < t <= until_ns`` as a list filters; each node's stored at or
+        before its ``upto`` store position, when it has one there), as ``(t, ns, JSON)`` newest first; and the
+        position to ask after next time."""
+        position = self.resolved_position  # (first: every outcome numbered up to it is written)
+        found: list[tuple[int, int, bytes]] = []
+        for node, store in stores.items():
+            got, read_to = store.replaced_since(kind, pid, command, since_ns, until_ns,
+                                                None if upto is None else upto.get(node), since)  # fmt: skip
+            found += got
+            if read_to is not None:
+                position = min(position, read_to)
+        found.sort(key=lambda r: (-r[0], -r[1]))
+        return found, position
 
     def _node(self, node: str) -> _Node:
         with self._lock:

@@ -113,10 +113,15 @@ async def stream_question(
         yield event
 
 
-def subject_name(pid: int | None, command: str | None) -> str:
+def subject_name(pid: int | None, command: str | None, node: str | None = None, workload: str | None = None) -> str:
+    """Who is explained, as the model and the user are told: ``curl (pid 42) on node node-a``."""
     if command and pid:
-        return f"{command} (pid {pid})"
-    return command or (f"pid {pid}" if pid else "all processes")
+        who = f"{command} (pid {pid})"
+    else:
+        who = command or (f"pid {pid}" if pid else "all processes")
+    if workload:
+        who += f" in workload {workload}"
+    return who + (f" on node {node}" if node else "")
 
 
 async def _optional(call: Awaitable[T]) -> T | None:
@@ -133,24 +138,29 @@ async def explanation_context(gateway: Gateway, scope: Scope) -> dict[str, Any]:
     """Summary, pattern analysis, recent events and drops of one process, and where the source has them its
     traffic (bytes, retransmits), connect latency and the connections it accepted, all via MCP tools."""
     pid, command, window = scope.pid, scope.command, scope.window
-    summary = await gateway.summary(pid=pid, process_name=command, duration=window)
-    patterns = await gateway.patterns(pid=pid, process_name=command, duration=window)
+    node, workload = scope.node, scope.workload  # what the user narrowed the view to narrows every figure too
+    summary = await gateway.summary(pid=pid, process_name=command, duration=window, node=node, workload=workload)
+    patterns = await gateway.patterns(pid=pid, process_name=command, duration=window, node=node, workload=workload)
     since = format_time((patterns.stats.until or utcnow()) - timedelta(seconds=window))  # (the source's clock)
     # the parts a source may not have, asked together: over HTTP each is a round trip or two
     recent, drops, traffic, latency, inbound = await asyncio.gather(
-        gateway.connections(pid=pid, process_name=command, max_events=30),
-        _optional(gateway.drop_patterns(pid=pid, process_name=command, duration=window)),
-        _optional(gateway.traffic(pid=pid, process_name=command, duration=window, limit=TOP_PARTS)),
-        _optional(gateway.connect_latency(pid=pid, process_name=command, duration=window, limit=TOP_PARTS)),
+        gateway.connections(pid=pid, process_name=command, max_events=30, node=node, workload=workload),
+        _optional(gateway.drop_patterns(pid=pid, process_name=command, duration=window, node=node,
+                                        workload=workload)),
+        _optional(gateway.traffic(pid=pid, process_name=command, duration=window, limit=TOP_PARTS, node=node,
+                                  workload=workload)),
+        _optional(gateway.connect_latency(pid=pid, process_name=command, duration=window, limit=TOP_PARTS,
+                                          node=node, workload=workload)),
         _optional(gateway.connections(pid=pid, process_name=command, max_events=MAX_INBOUND, since=since,
-                                      direction="inbound")),
+                                      direction="inbound", node=node, workload=workload)),
     )  # fmt: skip
     context = build_context(
         pid=pid, command=command, summary=summary, patterns=patterns, recent=recent, packet_drops=drops,
         traffic=traffic.stats if traffic is not None else None, latency=latency.stats if latency is not None else None,
         inbound=inbound if inbound is not None and inbound.inbound_available is not False else None,
+        node=node, workload=workload,
     )  # fmt: skip
-    nodes = sorted({e.k8s_node_name for e in recent.events if e.k8s_node_name})
+    nodes = sorted({e.k8s_node_name for e in recent.events if e.k8s_node_name} | ({node} if node else set()))
     if nodes:  # an aggregator's events: which hosts the process ran on
         context["nodes"] = nodes
     return context
@@ -163,7 +173,7 @@ async def stream_process_explanation(
     from netspy_tui.ai import Finished, TextDelta
 
     context = await explanation_context(gateway, scope)
-    subject = subject_name(scope.pid, scope.command)
+    subject = subject_name(scope.pid, scope.command, scope.node, scope.workload)
     if not settings.configured:
         text = rule_based_explanation(subject, context)
         yield TextDelta(text)
@@ -212,9 +222,8 @@ def dashboard_hooks(settings: AISettings) -> AIHooks:
     """
 
     async def explain(gateway: Gateway, scope: Scope) -> AsyncIterator[AnswerItem]:
-        yield ProgressNote(
-            f"gathering {subject_name(scope.pid, scope.command)}: summary, patterns, recent events and traffic via MCP…"
-        )
+        who = subject_name(scope.pid, scope.command, scope.node, scope.workload)
+        yield ProgressNote(f"gathering {who}: summary, patterns, recent events and traffic via MCP…")
         async for event in stream_process_explanation(gateway, settings, scope):
             yield event
 

@@ -118,11 +118,13 @@ class Gateway:
             raise ToolFailed(f"{name} returned data this version cannot read ({exc.errors()[0]['msg']})") from None
 
     async def summary(
-        self, pid: int | None = None, process_name: str | None = None, duration: int = 60
-    ) -> NetworkSummary:
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, *,
+        node: str | None = None, workload: str | None = None,
+    ) -> NetworkSummary:  # fmt: skip
         return await self._typed(
-            "get_network_summary", NetworkSummary, {"pid": pid, "process_name": process_name, "duration": duration}
-        )
+            "get_network_summary", NetworkSummary,
+            {"pid": pid, "process_name": process_name, "duration": duration, **_narrowing(node, workload)},
+        )  # fmt: skip
 
     async def connections(
         self,
@@ -146,11 +148,13 @@ class Gateway:
         )  # fmt: skip
 
     async def patterns(
-        self, pid: int | None = None, process_name: str | None = None, duration: int = 60
-    ) -> PatternAnalysis:
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, *,
+        node: str | None = None, workload: str | None = None,
+    ) -> PatternAnalysis:  # fmt: skip
         return await self._typed(
-            "analyze_patterns", PatternAnalysis, {"pid": pid, "process_name": process_name, "duration": duration}
-        )
+            "analyze_patterns", PatternAnalysis,
+            {"pid": pid, "process_name": process_name, "duration": duration, **_narrowing(node, workload)},
+        )  # fmt: skip
 
     async def drop_summary(
         self, pid: int | None = None, process_name: str | None = None, duration: int = 60
@@ -174,11 +178,13 @@ class Gateway:
         )
 
     async def drop_patterns(
-        self, pid: int | None = None, process_name: str | None = None, duration: int = 60
-    ) -> PatternAnalysis:
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, *,
+        node: str | None = None, workload: str | None = None,
+    ) -> PatternAnalysis:  # fmt: skip
         return await self._typed(
-            "analyze_packet_drops", PatternAnalysis, {"pid": pid, "process_name": process_name, "duration": duration}
-        )
+            "analyze_packet_drops", PatternAnalysis,
+            {"pid": pid, "process_name": process_name, "duration": duration, **_narrowing(node, workload)},
+        )  # fmt: skip
 
     async def processes(self, duration: int = 60, kind: str = "connection", limit: int = 20) -> ProcessList:
         return await self._typed("list_processes", ProcessList, {"duration": duration, "kind": kind, "limit": limit})
@@ -187,22 +193,26 @@ class Gateway:
         return await self._typed("lookup_names", NameLookup, {"addresses": addresses})
 
     async def traffic(
-        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, limit: int = 20
-    ) -> TrafficReport:
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, limit: int = 20, *,
+        node: str | None = None, workload: str | None = None,
+    ) -> TrafficReport:  # fmt: skip
         return await self._typed(
             "get_traffic",
             TrafficReport,
-            {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit},
-        )
+            {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit,
+             **_narrowing(node, workload)},
+        )  # fmt: skip
 
     async def connect_latency(
-        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, limit: int = 20
-    ) -> LatencyReport:
+        self, pid: int | None = None, process_name: str | None = None, duration: int = 60, limit: int = 20, *,
+        node: str | None = None, workload: str | None = None,
+    ) -> LatencyReport:  # fmt: skip
         return await self._typed(
             "get_connect_latency",
             LatencyReport,
-            {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit},
-        )
+            {"pid": pid, "process_name": process_name, "duration": duration, "limit": limit,
+             **_narrowing(node, workload)},
+        )  # fmt: skip
 
     async def snapshot(
         self,

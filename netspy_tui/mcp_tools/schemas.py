@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 # layer reads them too), so they live in models.py; they are re-exported here, next to the
 # argument types, as the tools' output schemas.
 from netspy_tui.models import (  # noqa: F401
+    MAX_CURSOR,
     ConnectionList,
     Insight,
     LatencyReport,
@@ -33,6 +34,7 @@ from netspy_tui.models import (  # noqa: F401
     ServerStatus,
     TrafficReport,
     parse_time,
+    time_range_problem,
 )
 from netspy_tui.textsafe import clean
 
@@ -42,16 +44,19 @@ MAX_EVENTS = 1000
 
 
 def _rfc3339(value: str | None) -> str | None:
-    """A time the tools can page on; kept as given (the tool parses it again)."""
+    """A time the tools can page on, within the times a query can name; kept as given (the tool parses it again)."""
     if value is not None:
         try:
-            parse_time(value)
+            when = parse_time(value)
         except ValueError:
             raise PydanticCustomError(
                 "rfc3339_time",
                 "must be an RFC3339 time (e.g. 2026-11-24T12:00:00Z), not '{value}'",
                 {"value": clean(value, 60)},
             ) from None
+        problem = time_range_problem(when)
+        if problem:
+            raise PydanticCustomError("rfc3339_time", problem + ", not '{value}'", {"value": clean(value, 60)})
     return value
 
 
@@ -76,6 +81,7 @@ After = Annotated[
     int | None,
     Field(
         ge=0,
+        le=MAX_CURSOR,
         description="Only events stored after this cursor (the `cursor` of an earlier list): each event once, even "
         "one that arrived late. Sources without a store order return no cursor and ignore it (use `since`).",
     ),
@@ -84,6 +90,7 @@ ResolvedAfter = Annotated[
     int | None,
     Field(
         ge=0,
+        le=MAX_CURSOR,
         description="With `after`: also return, as `updates`, the events listed before (stored at or before `after`) "
         "whose outcome was resolved after this `resolved_cursor` of an earlier list (a connect listed in progress, "
         "now ended). Sources that do not number resolutions return no resolved_cursor and ignore it.",
@@ -157,7 +164,11 @@ NameAddresses = Annotated[
 ]
 DropsAfter = Annotated[
     int | None,
-    Field(ge=0, description="The drops part's cursor: only drops stored after this `cursor` of an earlier list."),
+    Field(
+        ge=0,
+        le=MAX_CURSOR,
+        description="The drops part's cursor: only drops stored after this `cursor` of an earlier list.",
+    ),
 ]
 DropsSince = Annotated[
     str | None,

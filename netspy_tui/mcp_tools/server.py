@@ -1026,11 +1026,18 @@ def create_server(
             lines.append(f"Note: {clean(note, 300)}")
         if info.forwarding:
             fw = info.forwarding
+            resolved, unsent = fw.get("resolved"), fw.get("unsent_outcomes")  # (a remote server's word: numbers only)
             lines.append(
                 f"Forwarding to {clean(str(fw.get('url')), 200)}: {fw.get('forwarded', 0):,} sent, "
-                f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
+                + (f"{resolved:,} outcomes sent late, " if type(resolved) is int and resolved > 0 else "")
+                + f"{fw.get('waiting', 0):,} waiting, {fw.get('dropped', 0):,} dropped, "
                 f"{fw.get('failures', 0):,} failed batches"
                 + (f", {fw['rejected']:,} refused by the aggregator" if fw.get("rejected") else "")
+                + (
+                    f", {unsent:,} outcomes not sent (the aggregator takes none)"
+                    if type(unsent) is int and unsent > 0
+                    else ""
+                )
                 + (f"; last error: {clean(str(fw['last_error']), 200)}" if fw.get("last_error") else "")
             )
         if info.recording:

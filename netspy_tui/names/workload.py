@@ -219,6 +219,11 @@ class CgroupIndex:
         self._last_walk = -float("inf")
         self._lock = threading.Lock()
 
+    def known(self, cgroup_id: int) -> str | None:
+        """The path of ``cgroup_id`` if it was found already (no walk)."""
+        with self._lock:
+            return self._paths.get(cgroup_id)
+
     def path(self, cgroup_id: int) -> str | None:
         with self._lock:
             known = self._paths.get(cgroup_id)
@@ -363,14 +368,15 @@ class WorkloadResolver:
         return workload
 
     def of_cgroup_id(self, cgroup_id: int) -> Workload | None:
-        """The workload of a cgroup v2 id (its directory's inode number), looked up under the
-        cgroup2 mount when first seen; None if no such cgroup was ever found."""
+        """The workload of a cgroup v2 id (its directory's inode number): the path the collector found for it
+        when it saw it (``kernel``: while the cgroup still existed), else looked up under the cgroup2 mount when
+        first seen; None if no such cgroup was ever found."""
         with self._lock:
             known = self._by_id.get(cgroup_id)
             if known is not None:
                 self._by_id.move_to_end(cgroup_id)
                 return known
-        path = self._index.path(cgroup_id)
+        path = (self._kernel or kernel_cgroups()).index.known(cgroup_id) or self._index.path(cgroup_id)
         if path is None:
             return None
         workload = self.of_path(path)

@@ -21,7 +21,13 @@ Ingest is:
 - uncompressed: a ``Content-Encoding`` other than ``identity`` (gzip) is 415, naming it;
 - validated per event: a bad event is refused with its index and reason in ``rejected``, the rest of
   the batch is kept (``success`` is then false, the answer still 200: sending it again cannot help);
-- idempotent: an event id a node already sent (a retried batch) is counted once (``duplicates``).
+- idempotent: an event id a node already sent (a retried batch) is counted once (``duplicates``), except a
+  connect it holds in progress sent again with its outcome (``serve --forward`` sends it when the connect ends):
+  the held one takes that outcome, its count moves to it (``updated``; ``events_processed`` counts it too).
+
+``/api/events?type=connection&after=…&resolved_after=…`` (serve's extension) also answers ``updates``: the connects
+stored by ``after`` that their agents gave their outcome since the ``resolved_cursor`` of an earlier answer, so
+a dashboard on the aggregator replaces its rows in progress.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +52,7 @@ from starlette.routing import BaseRoute, Route
 from netspy_tui import __version__
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, node_of, parse_batch
-from netspy_tui.models import ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
+from netspy_tui.models import MAX_CURSOR, ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
     DEFAULT_SUMMARY_SECONDS,
@@ -131,6 +137,18 @@ def tune_collector() -> None:
     CPU in 6.5 s of ingest (3 agents x 100,000 events, the fleet bench), 0.05 s at 20,000. Nothing here makes
     cycles, so few wait the longer for the collector."""
     gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def _resolutions(page: Any, kept: Callable[[AnyEvent], bool] | None = None) -> dict[str, Any]:
+    """A page's ``resolved_cursor`` and ``updates`` (serve's extension; those ``kept`` keeps) as the answer's fields,
+    when it has them."""
+    out: dict[str, Any] = {}
+    if page.resolved_cursor is not None:
+        out["resolved_cursor"] = page.resolved_cursor
+    updates = [event_json(e) for e in page.updates if kept is None or kept(e)]
+    if updates:
+        out["updates"] = updates
+    return out
 
 
 def _node_param(params: Params) -> str | None:
@@ -220,6 +238,8 @@ class AggregatorApi(Api):
             return result
         rejected = [{"index": i, "reason": why} for i, why in result.rejected[:MAX_REJECTED_SHOWN]]
         message = f"{result.accepted} events ingested"
+        if result.updated:
+            message += f", {result.updated} connects held in progress given their outcome"
         if result.duplicates:
             message += f", {result.duplicates} already received (not counted again)"
         if result.rejected:
@@ -227,10 +247,11 @@ class AggregatorApi(Api):
             message += f", {len(result.rejected)} rejected (first: event {index}: {why})"
         return json_response({
             "success": not result.rejected,
-            "events_processed": result.accepted,
+            "events_processed": result.accepted + result.updated,
             "message": message,
             "timestamp": query_time(),
             "duplicates": result.duplicates,
+            "updated": result.updated,
             "rejected_count": len(result.rejected),
             "rejected": rejected,
             "nodes": result.nodes,
@@ -322,8 +343,16 @@ class AggregatorApi(Api):
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         # netspy-tui extension (as serve's): of one type, only events stored after ``after`` (a ``cursor`` an earlier
         # answer gave: the fleet's insertion position), whatever their times
-        raw_after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False) if kind else -1
+        raw_after = params.integer("after", default=-1, minimum=0, maximum=MAX_CURSOR, zero_is_default=False)
+        if raw_after >= 0 and kind is None:
+            raise BadRequest("after needs type (a cursor is one type's): pass type=connection or type=packet_drop")
         after = None if raw_after < 0 else raw_after
+        # and the connects stored by then given their outcome since ``resolved_after`` (a ``resolved_cursor``)
+        raw_resolved = params.integer("resolved_after", default=-1, minimum=0, maximum=MAX_CURSOR,
+                                      zero_is_default=False)  # fmt: skip
+        if raw_resolved >= 0 and (after is None or kind != "connection"):
+            raise BadRequest("resolved_after needs type=connection and after (it updates the connects listed up to it)")
+        resolved_after = None if raw_resolved < 0 else raw_resolved
         filters: dict[str, Any] = {"type": kind, "pid": pid, "command": command, "node": node, "workload": workload,
                                    "k8s_pod_name": pod, "k8s_namespace": namespace,
                                    "since": format_time(since) if since else None,
@@ -332,7 +361,7 @@ class AggregatorApi(Api):
         filters["limit"] = limit
         if pod is None and namespace is None and workload is None:
             queries = [EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=limit,
-                                  node=node, after=after)
+                                  node=node, after=after, resolved_after=resolved_after)
                        for k in ((kind,) if kind else ("connection", "packet_drop"))]  # fmt: skip
             return await asyncio.to_thread(self._stored_events, queries, limit, filters)
         # pod and namespace are the agents' own (one agent pod per node): filtered on the page read
@@ -340,20 +369,26 @@ class AggregatorApi(Api):
         events: list[AnyEvent] = []
         total = 0
         cursor: int | None = None
+        positions: dict[str, Any] = {}
+
+        def kept(e: AnyEvent) -> bool:
+            return (pod is None or e.k8s_pod_name == pod) and (namespace is None or e.k8s_namespace == namespace)
+
         for k in (kind,) if kind else ("connection", "packet_drop"):
             q = EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=fetch, node=node,
-                           workload=workload, after=after)  # fmt: skip
+                           workload=workload, after=after, resolved_after=resolved_after)  # fmt: skip
             page = await self.source.query(q)
             cursor = page.cursor if kind else None
-            hits = [e for e in page.events if (pod is None or e.k8s_pod_name == pod)
-                    and (namespace is None or e.k8s_namespace == namespace)]  # fmt: skip
+            positions = _resolutions(page, kept) if kind else {}
+            hits = list(filter(kept, page.events))
             events.extend(hits)
             total += page.total_count if fetch == limit else len(hits)
         events.sort(key=lambda e: (e.time, e.timestamp), reverse=True)
         events = events[:limit]
         return json_response({"events": [event_json(e) for e in events], "count": len(events),
                               "total_count": max(total, len(events)), "query_time": query_time(),
-                              "filters": filters, **({} if cursor is None else {"cursor": cursor})})  # fmt: skip
+                              "filters": filters, **({} if cursor is None else {"cursor": cursor}),
+                              **positions})  # fmt: skip
 
     def _stored_events(self, queries: list[EventQuery], limit: int, filters: dict[str, Any]) -> Response:
         """``/api/events`` without a pod, namespace or workload filter: the nodes' pages merged as stored and
@@ -362,13 +397,15 @@ class AggregatorApi(Api):
         makes of the event). The dashboard over HTTP asks this for 10,000 events of each kind a poll."""
         items: list[tuple[int, int, int, int, Any]] = []
         total = 0
-        cursor: dict[str, int] = {}
+        cursor: dict[str, Any] = {}
         for n, q in enumerate(queries):
             page, stored = self.fleet_source.query_stored(q)
             total += page.total_count
             items.extend((-t, -ts, n, i, item) for i, (t, ts, item) in enumerate(stored))
             if len(queries) == 1 and page.cursor is not None:  # (of one type: serve's cursor extension)
                 cursor["cursor"] = page.cursor
+            if len(queries) == 1:
+                cursor.update(_resolutions(page))
         items.sort(key=lambda k: k[:4])  # newest first (ties: connections first, then as each page has them)
         kept = [k[4] for k in items[:limit]]
         rest = dumps({"count": len(kept), "total_count": max(total, len(kept)), "query_time": query_time(),

@@ -72,6 +72,7 @@ from netspy_tui import __version__
 from netspy_tui.errors import NetspyError
 from netspy_tui.httplimits import MAX_BODY_BYTES
 from netspy_tui.models import (
+    MAX_CURSOR,
     ConnectionEvent,
     EventKind,
     EventQuery,
@@ -84,6 +85,7 @@ from netspy_tui.models import (
     counts_exact,
     describe_losses,
     format_time,
+    time_range_problem,
     utcnow,
 )
 from netspy_tui.names.workload import host_node, k8s_identity
@@ -335,9 +337,13 @@ class Params:
         if not isinstance(value, str) or not _RFC3339.match(value.strip()):
             raise BadRequest(f"{name} must be an RFC3339 time such as 2026-11-24T12:00:00Z, got {_show(value)}")
         try:
-            return datetime.fromisoformat(value.strip().upper())
+            when = datetime.fromisoformat(value.strip().upper())
         except ValueError as exc:
             raise BadRequest(f"{name} is not a valid time: {_show(value)}") from exc
+        problem = time_range_problem(when)
+        if problem:
+            raise BadRequest(f"{name} {problem}, got {_show(value)}")
+        return when
 
     def between(self) -> tuple[datetime | None, datetime | None]:
         """``since`` and ``until`` (either may be absent); ``since`` must be earlier."""
@@ -613,12 +619,14 @@ class Api:
         limit = params.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         # netspy-tui extension: of one type, only events stored after ``after`` (the ``cursor`` a previous answer
         # gave), so that a poller is sent each event once instead of re-reading the overlap it asks again by time
-        after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        after = params.integer("after", default=-1, minimum=0, maximum=MAX_CURSOR, zero_is_default=False)
         if after >= 0 and kind is None:
             raise BadRequest("after needs type (a cursor is one type's): pass type=connection or type=packet_drop")
         # and with ``after``, the connects stored up to it whose outcome was resolved after ``resolved_after`` (the
         # ``resolved_cursor`` a previous answer gave), as ``updates``: a row listed in progress gets its outcome
-        resolved_after = params.integer("resolved_after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        resolved_after = params.integer(
+            "resolved_after", default=-1, minimum=0, maximum=MAX_CURSOR, zero_is_default=False
+        )
         if resolved_after >= 0 and (after < 0 or kind != "connection"):
             raise BadRequest("resolved_after needs type=connection and after (it updates the connects listed up to it)")
         updates: list[ConnectionEvent | PacketDropEvent] = []
@@ -754,7 +762,7 @@ class Api:
         """``/api/changes``: a long poll on the source's changes (see :class:`ChangeFeed`)."""
         assert self.feed is not None
         params = await Params.read(request)
-        after = params.integer("after", default=-1, minimum=0, maximum=2**62, zero_is_default=False)
+        after = params.integer("after", default=-1, minimum=0, maximum=MAX_CURSOR, zero_is_default=False)
         timeout = params.integer(
             "timeout", default=DEFAULT_CHANGES_WAIT, minimum=0, maximum=MAX_CHANGES_WAIT, zero_is_default=False
         )

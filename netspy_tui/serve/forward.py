@@ -11,6 +11,14 @@ forwarded is counted as the loss cause ``forward_dropped`` (shown in ``/health``
 exponential backoff and jitter; forwarding runs beside collection and never slows it (it only
 reads the store).
 
+An event goes once it is :data:`SETTLE_SECONDS` old; a connect whose outcome is not known by then (a SYN left
+unanswered: a timeout takes two minutes; one a full accept backlog dropped, retried) goes in progress, and when
+its outcome comes it is sent again, the same event (id and fields) with that outcome: the store numbers its
+resolutions, and the forwarder follows them with a second cursor (:data:`RESOLVED_KEY`, kept in the store like
+the first) over the connects it already forwarded (:meth:`EventStore.resolved_stored`, what ``serve``'s
+``updates`` are made of), before each batch of new events; the aggregator puts it in place of the one it holds
+in progress and moves its count (a resolution sent again is a duplicate there).
+
 It is cheap next to collection: a batch goes out once it is full or once every :data:`INTERVAL` seconds (not one
 post per event that settled), and a batch holds up to :data:`BATCH` events, so at the rates an agent sees one post
 carries them all (a post costs the agent a millisecond or more of CPU; an aggregator that refuses
@@ -21,6 +29,9 @@ as JSON rows are re-encoded from that JSON (:func:`encode_batch`, msgspec, a bat
 building a model per event; ring records (an eBPF agent's) from a template per record shape
 (:class:`RecordJson`: the same bytes their structs' JSON has); the rare event the fast path does not cover
 goes through :func:`~netspy_tui.serve.app.event_json`, with the same result.
+
+Each event goes with its process's workload on this host (:class:`WorkloadJson`: a ring record's from the cgroup
+id it carries, resolved once per id; an event stored as JSON from its pid; none added to a recording's events).
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -56,16 +67,18 @@ from netspy_tui.models import (
     time_to_ns,
     utcnow,
 )
-from netspy_tui.names.workload import k8s_identity
+from netspy_tui.names.workload import WorkloadResolver, k8s_identity
 from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
-from netspy_tui.textsafe import clean, first_line
+from netspy_tui.textsafe import clean, first_line, mask_secrets, redact_url, secret_forms, url_secrets
 
 __all__ = ["INTERVAL", "ForwardStatus", "Forwarder", "RecordJson", "encode_batch", "encode_events", "node_identity"]
 
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "forward_cursor"
+#: the store's resolution number up to which the outcomes of connects forwarded in progress were sent
+RESOLVED_KEY = "forward_resolved_cursor"
 #: an event is forwarded once it is this old: a connect's outcome may still change before that
 SETTLE_SECONDS = 2.0
 #: events in one post at most: the aggregator's own limit per batch (``--ingest-max-events``, 5,000). An event
@@ -193,11 +206,76 @@ _T0 = "2000-01-01T00:00:00.000000Z"
 _HEAD = (b'"id":"","pid":0,"command":"","timestamp":0,"time":"' + _T0.encode() + b'"',
          b'"id":"%s","pid":%d,"command":%s,"timestamp":%d,"time":"%s.%06dZ"')  # fmt: skip
 _THREAD = (b',"thread":""', b"%s")
+#: (the workload last: it follows every other stand-in's field in both models)
+_WORKLOAD = (b',"workload":""', b"%s")
 _CONNECTION_HOLES = (_HEAD, _THREAD,
                      (b'"destination_ip":"","destination_port":0,"destination":"","address_family":0', b"%s"),
-                     (b'"raw_ipv4":0,"raw_ipv6":[]', b"%s"))  # fmt: skip
+                     (b'"raw_ipv4":0,"raw_ipv6":[]', b"%s"), _WORKLOAD)  # fmt: skip
 _DROP_HOLES = (_HEAD, _THREAD, (b'"skb_length":0,"packet_size_bytes":0', b'"skb_length":%d,"packet_size_bytes":%d'),
-               (b',"destination":""', b"%s"))  # fmt: skip
+               (b',"destination":""', b"%s"), _WORKLOAD)  # fmt: skip
+#: seconds before a cgroup id that was not found is looked for again (a cgroup made since the mount's last walk)
+WORKLOAD_RETRY = 2.0
+#: cgroup ids whose workload :class:`WorkloadJson` keeps (all of them go when full: a host has a few hundred)
+WORKLOADS_KEPT = 16384
+
+
+class WorkloadJson:
+    """Each forwarded event's ``workload`` on this host (``ConnectionEvent.workload``: what ``list_processes`` with
+    ``group_by='workload'`` names on the host itself), from ``resolver``: a ring record's from the cgroup id the
+    kernel gave with it (the process's cgroup when the event happened, so a connect and its outcome sent late say
+    the same), resolved once per id and kept as the text of its JSON field (``,"workload":"…"``: one ``%s`` of the
+    record's template); an event stored as JSON (procfs), from its pid. Without a resolver (a recording's events:
+    their pids are not this host's processes), none is added: an event says the workload it was recorded with, if
+    any. An id or pid that names no workload (a cgroup gone before it was found, a drop no process was charged
+    with) sends none: the aggregator counts it as ``unknown``."""
+
+    def __init__(self, resolver: WorkloadResolver | None) -> None:
+        self.resolver = resolver
+        self._texts: dict[int, bytes] = {0: b""}  # cgroup id -> its workload's field (b"": none)
+        self._names: dict[int, str | None] = {0: None}
+        self._misses: dict[int, float] = {}  # ids not found -> when to look again
+
+    def texts(self, cgroups: np.ndarray) -> Iterator[bytes]:
+        """The ``workload`` field of each of these records' cgroup ids (:func:`programs.record_cgroups`)."""
+        texts = self._texts
+        if self._misses:
+            now = time.monotonic()
+            for cgroup_id in [c for c, at in self._misses.items() if at <= now]:
+                del self._misses[cgroup_id], texts[cgroup_id], self._names[cgroup_id]
+        ids = np.unique(cgroups).tolist()
+        if len(texts) + len(ids) > WORKLOADS_KEPT:  # (all out, before this batch's are looked up)
+            texts = self._texts = {0: b""}
+            self._names, self._misses = {0: None}, {}
+        for cgroup_id in set(ids).difference(texts):
+            self._resolve(cgroup_id)
+        return map(texts.__getitem__, cgroups.tolist())
+
+    def name(self, cgroup_id: int) -> str | None:
+        """The workload name of a cgroup id :meth:`texts` resolved."""
+        return self._names.get(cgroup_id)
+
+    def _resolve(self, cgroup_id: int) -> None:
+        found = self.resolver.of_cgroup_id(cgroup_id) if self.resolver is not None else None
+        if found is None and self.resolver is not None:
+            self._misses[cgroup_id] = time.monotonic() + WORKLOAD_RETRY
+        self._names[cgroup_id] = None if found is None else found.name
+        self._texts[cgroup_id] = b"" if found is None else b',"workload":' + _ENCODER.encode(found.name)
+
+    def of_pids(self) -> PidWorkload | None:
+        """A pid -> workload name function for one batch of events stored as JSON (each pid looked up once a batch;
+        None: the events are not this host's)."""
+        resolver = self.resolver
+        if resolver is None:
+            return None
+        names: dict[int, str | None] = {0: None}
+
+        def of_pid(pid: int) -> str | None:
+            if pid not in names:
+                found = resolver.of_pid(pid) if pid > 0 else None
+                names[pid] = None if found is None else found.name
+            return names[pid]
+
+        return of_pid
 
 
 def _connect_place(family: int, v4: int, lo: int, hi: int, port: int) -> tuple[bytes, bytes]:
@@ -244,8 +322,9 @@ class RecordJson:
     :func:`encode_events` does not write (a protocol the contract has no name for, an identity the structs have no
     field for) is encoded on its own, the old way."""
 
-    def __init__(self, identity: Mapping[str, str]) -> None:
+    def __init__(self, identity: Mapping[str, str], workloads: WorkloadJson | None = None) -> None:
         self.identity = dict(identity)
+        self.workloads = WorkloadJson(None) if workloads is None else workloads
         self._templates: dict[Any, bytes | None] = {}  # a record's shape (and outcome) -> its template
         self._places: dict[bytes, tuple[bytes, ...]] = {}  # a record's place -> the text of its place's fields
         self._reasons: Any = None  # (the drop reason names the templates were made with)
@@ -296,23 +375,25 @@ class RecordJson:
             templates.update((key, self._template(made[i])) for key, i in new_shapes.items())
         out: list[Any] = []
         raw = msgspec.Raw
-        for i, (id_, key, place, kind, ts, second, us, pid, comm, thread, length, size) in enumerate(zip(
+        cgroups = P.record_cgroups(recs)
+        for i, (id_, key, place, kind, ts, second, us, pid, comm, thread, length, size, workload) in enumerate(zip(
             map(str.encode, ids), keys, wheres, recs["kind"].tolist(), recs["ts"].tolist(), *_utc_parts(recs["wall"]),
             recs["pid"].tolist(), recs["comm"].tolist(), recs["thread"].tolist(), recs["length"].tolist(),
-            recs["size"].tolist(), strict=True,
+            recs["size"].tolist(), self.workloads.texts(cgroups), strict=True,
         )):  # fmt: skip
             template = templates[key]
             if template is None:
-                out.append(self._alone(codec, recs[i : i + 1], ids[i], outcomes[i]))
+                out.append(self._alone(codec, recs[i : i + 1], ids[i], outcomes[i], int(cgroups[i])))
                 continue
             command = commands.get(comm) or self._command(codec, comm)
             named = b""
             if thread and (named := threads.get((comm, thread))) is None:  # type: ignore[assignment]
                 named = self._thread(codec, comm, thread)
             if kind == P.KIND_DROP:
-                out.append(raw(template % (id_, pid, command, ts, second, us, named, length, size, *places[place])))
+                out.append(raw(template % (id_, pid, command, ts, second, us, named, length, size, *places[place],
+                                           workload)))  # fmt: skip
             else:
-                out.append(raw(template % (id_, pid, command, ts, second, us, named, *places[place])))
+                out.append(raw(template % (id_, pid, command, ts, second, us, named, *places[place], workload)))
         return out
 
     def _template(self, event: Any) -> bytes | None:
@@ -320,6 +401,7 @@ class RecordJson:
         if type(event) not in _STRUCTS or not self.identity.keys() <= _IDENTITY_FIELDS:
             return None
         event.pid, event.command, event.timestamp, event.time, event.thread = 0, "", 0, _T0, ""
+        event.workload = ""
         if type(event) is _Drop:
             event.skb_length = event.packet_size_bytes = 0
             event.destination = ""
@@ -342,9 +424,16 @@ class RecordJson:
         inner = _ENCODER.encode({} if event.destination is None else {"destination": event.destination})
         return (b"," + inner[1:-1] if len(inner) > 2 else b"",)
 
-    def _alone(self, codec: Any, rec: np.ndarray, id_: str, override: str | None) -> Any:
-        """One record's JSON the way :func:`encode_events` writes it of what :meth:`Codec.events` makes."""
-        return msgspec.Raw(encode_events(codec.events(rec, [id_], [override], **_STRUCT_EVENTS), self.identity)[1:-1])
+    def _alone(self, codec: Any, rec: np.ndarray, id_: str, override: str | None, cgroup_id: int) -> Any:
+        """One record's JSON the way :func:`encode_events` writes it of what :meth:`Codec.events` makes (with the
+        workload of its cgroup)."""
+        (event,) = codec.events(rec, [id_], [override], **_STRUCT_EVENTS)
+        if (workload := self.workloads.name(cgroup_id)) is not None:
+            if type(event) in _STRUCTS:
+                event.workload = workload
+            else:
+                event = event.model_copy(update={"workload": workload})
+        return msgspec.Raw(encode_events([event], self.identity)[1:-1])
 
     def _command(self, codec: Any, comm: bytes) -> bytes:
         if len(self._commands) > 8192:
@@ -362,6 +451,10 @@ class RecordJson:
         return text
 
 
+#: pid -> its workload's name (None: not known), for events stored as JSON (:meth:`WorkloadJson.of_pids`)
+PidWorkload = Callable[[int], str | None]
+
+
 def _slow(item: Any, identity: Mapping[str, str]) -> dict[str, Any]:
     if type(item) in _STRUCTS:
         item = _ENCODER.encode(item)
@@ -371,12 +464,13 @@ def _slow(item: Any, identity: Mapping[str, str]) -> dict[str, Any]:
     return data
 
 
-def encode_batch(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
+def encode_batch(items: Sequence[Any], identity: Mapping[str, str], workload: PidWorkload | None = None) -> bytes:
     """The ingest body ``{"events": [...]}`` of stored events: :func:`encode_events` in it (encoded as one object:
     joining a megabyte list to its braces afterwards copied it again, which cost twice what encoding it did).
-    What :class:`RecordJson` made carries the identity it was made with, not ``identity`` (the forwarder gives
-    both the same)."""
-    return _ENCODER.encode({"events": _encodable(items, identity)})
+    What :class:`RecordJson` made carries the identity (and workload) it was made with, not ``identity`` (the
+    forwarder gives both the same); an event stored as JSON that does not say its workload is given
+    ``workload(pid)``'s (when not None)."""
+    return _ENCODER.encode({"events": _encodable(items, identity, workload)})
 
 
 def encode_events(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
@@ -391,18 +485,19 @@ def encode_events(items: Sequence[Any], identity: Mapping[str, str]) -> bytes:
     return _ENCODER.encode(_encodable(items, identity))
 
 
-def _encodable(items: Sequence[Any], identity: Mapping[str, str]) -> list[Any]:
+def _encodable(items: Sequence[Any], identity: Mapping[str, str], workload: PidWorkload | None = None) -> list[Any]:
     """:func:`encode_events`' list before it is encoded."""
     made = [type(item) is msgspec.Raw for item in items]
     if all(made):  # (ring records: nothing else to do)
         return list(items)
     if not any(made):
-        return _contract_events(items, identity)
-    others = iter(_contract_events([item for item, m in zip(items, made, strict=True) if not m], identity))
+        return _contract_events(items, identity, workload)
+    others = iter(_contract_events([item for item, m in zip(items, made, strict=True) if not m], identity, workload))
     return [item if m else next(others) for item, m in zip(items, made, strict=True)]
 
 
-def _contract_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str]) -> list[Any]:
+def _contract_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[str, str],
+                     workload: PidWorkload | None = None) -> list[Any]:  # fmt: skip
     """:func:`encode_events`' list before it is encoded: structs (the fast path), and dicts (``event_json``)."""
     fast = identity.keys() <= _IDENTITY_FIELDS
     events: list[Any] | None = None
@@ -423,10 +518,14 @@ def _contract_events(items: Sequence[AnyEvent | bytes | str], identity: Mapping[
         if type(event) is _Drop:
             event = events[i] = _contract_drop(event)
         if event is None:
-            events[i] = _slow(items[i], identity)
+            data = events[i] = _slow(items[i], identity)
+            if workload is not None and not data.get("workload") and (name := workload(data.get("pid", 0))):
+                data["workload"] = name
         else:
             for key, value in pairs:
                 setattr(event, key, value)
+            if workload is not None and not event.workload:
+                event.workload = workload(event.pid)
     return events
 
 
@@ -499,6 +598,8 @@ class ForwardStatus:
     url: str
     interval: float = INTERVAL  # seconds between posts when fewer than a full batch wait
     forwarded: int = 0  # events the aggregator accepted
+    resolved: int = 0  # connects forwarded in progress, sent again with their outcome (and accepted)
+    unsent_outcomes: int = 0  # such outcomes not sent: the aggregator does not take them (ebpf-server's own)
     rejected: int = 0  # events the aggregator answered it did not take (not retried: it would refuse them again)
     batches: int = 0
     failures: int = 0  # batches that failed (each retried)
@@ -527,6 +628,7 @@ class Forwarder:
         max_backoff: float = 30.0,
         identity: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        workloads: WorkloadResolver | None = None,
     ) -> None:
         self.store = store
         self.url = url
@@ -534,13 +636,27 @@ class Forwarder:
         self.interval = interval
         self.max_backoff = max_backoff
         self.identity = node_identity() if identity is None else identity
-        self._records = RecordJson(self.identity)
+        #: each event's workload on this host (``workloads``: this host's live collector's processes; None: none)
+        self.workloads = WorkloadJson(workloads)
+        self._records = RecordJson(self.identity, self.workloads)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=timeout, transport=transport,
                                          follow_redirects=False)  # fmt: skip
-        self.status = ForwardStatus(url=url, interval=interval)
+        self.status = ForwardStatus(url=redact_url(url), interval=interval)  # (as /health and the log show it)
+        #: never repeated in last_error (/health, server_status), even when an aggregator's answer echoes them
+        self._secrets = [form for s in (token, *url_secrets(url)) if s for form in secret_forms(s)]
         stored = store.get_meta(CURSOR_KEY)
         self.cursor = int(stored) if stored and stored.isdigit() else 0
+        stored = store.get_meta(RESOLVED_KEY)
+        if stored and stored.isdigit():
+            self.resolved_cursor = int(stored)
+        else:  # (a new store: 0; one a forwarder before this one followed: its resolutions from now on)
+            self.resolved_cursor = store.resolution_cursor()
+            if not store.readonly:
+                store.set_meta(RESOLVED_KEY, str(self.resolved_cursor))
+        self.takes_outcomes: bool | None = None
+        """Whether the aggregator takes a connect's outcome sent after the connect in progress (None: not known yet
+        this run). Another (ebpf-server's own) would store the same id again as a second event: it is sent none."""
         self._stop = asyncio.Event()
         #: ``(first seq, times, JSON bodies)`` of each write of the store while :meth:`run` runs, as its writer
         #: gave them (:meth:`EventStore.on_rows`), up to :data:`RECENT_EVENTS` events: what is forwarded next is
@@ -564,9 +680,9 @@ class Forwarder:
                 except Exception as exc:  # noqa: BLE001 (any failure is counted and retried: the task never dies)
                     attempt += 1
                     self.status.failures += 1
-                    error = f"{type(exc).__name__}: {first_line(exc, 200)}"
+                    error = f"{type(exc).__name__}: {first_line(mask_secrets(str(exc), self._secrets), 200)}"
                     if error != self.status.last_error:
-                        log.warning("forwarding to %s failed (%s); retrying with backoff", self.url, error)
+                        log.warning("forwarding to %s failed (%s); retrying with backoff", self.status.url, error)
                     self.status.last_error = error
                     await self._sleep(self._backoff(attempt))
                     continue
@@ -593,7 +709,77 @@ class Forwarder:
             pass
 
     async def forward_once(self) -> int:
-        """One batch: read, post, and on acceptance move the cursor. Returns events forwarded."""
+        """The outcomes that came since of connects forwarded in progress (:meth:`resolve_once`), then one batch:
+        read, post, and on acceptance move the cursor. Returns events forwarded."""
+        await self.resolve_once()
+        return await self._forward_batch()
+
+    async def resolve_once(self) -> int:
+        """Send again, with their outcome, the connects forwarded in progress whose outcome the store resolved since
+        :attr:`resolved_cursor`, in batches as events go; on acceptance move that cursor. Returns how many were
+        sent. (Read before the next batch of events: a connect resolved before it is forwarded goes once, with its
+        outcome.)"""
+        items, cursor = await asyncio.to_thread(self.store.resolved_stored, self.cursor, self.resolved_cursor,
+                                                self._records)  # fmt: skip
+        if items and self.takes_outcomes is None:  # (not known yet this run: asked with an empty batch)
+            response = await self._client.post(self.url, content=b'{"events":[]}',
+                                               headers={"Content-Type": "application/json"})  # fmt: skip
+            if response.status_code >= 500 or response.status_code in (401, 403, 408, 429):
+                self._answer(response, 0)  # (raises: retried)
+            self._learn(response)
+        if items and not self.takes_outcomes:
+            # another aggregator (ebpf-server's own) would take the same id again for a second event: not sent,
+            # counted and shown (the connect stays in progress there)
+            if not self.status.unsent_outcomes:
+                log.warning("forwarding to %s: the aggregator does not take a connect's outcome sent after it "
+                            "(not netspy-tui's): connects forwarded in progress stay so there",
+                            self.status.url)  # fmt: skip
+            self.status.unsent_outcomes += len(items)
+            items = []
+        sent = 0
+        while sent < len(items):
+            part = [item for _, item in items[sent : sent + self.batch]]
+            body = await asyncio.to_thread(encode_batch, part, self.identity, self.workloads.of_pids())
+            response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
+            if response.status_code == 413 and len(part) > 1:
+                self.batch = len(part) // 2
+                self.status.last_error = f"HTTP 413: batches of {len(part)} events refused; sending {self.batch}"
+                log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
+                continue
+            refused, why = self._answer(response, len(part))
+            self.status.resolved += len(part) - refused
+            self.status.batches += 1
+            if refused:  # (the aggregator keeps the connect in progress: counted and shown, not sent again)
+                self.status.rejected += refused
+                said = f" (first: {mask_secrets(why, self._secrets)})" if why else ""
+                self.status.last_error = f"the aggregator rejected {refused} of {len(part)} outcomes{said}"
+                log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
+            sent += len(part)
+        if cursor != self.resolved_cursor:
+            self.resolved_cursor = cursor
+            await asyncio.to_thread(self.store.set_meta, RESOLVED_KEY, str(cursor))
+        return sent
+
+    def _answer(self, response: httpx.Response, n: int) -> tuple[int, str]:
+        """How many of the ``n`` events posted an accepting answer says were refused, and why; raises when it did
+        not accept the batch (the caller retries it)."""
+        if response.status_code >= 300:
+            said = first_line(mask_secrets(response.text, self._secrets), 200)
+            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {said}",
+                                        request=response.request, response=response)  # fmt: skip
+        return _refused(self._learn(response), n)
+
+    def _learn(self, response: httpx.Response) -> Any:
+        """An ingest answer's JSON (None: not JSON); from it, whether the aggregator takes a connect's outcome sent
+        after the connect (:attr:`takes_outcomes`: netspy-tui's answers say ``updated``)."""
+        try:
+            body = response.json() if response.status_code < 300 else None
+        except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested)
+            body = None
+        self.takes_outcomes = isinstance(body, dict) and "updated" in body
+        return body
+
+    async def _forward_batch(self) -> int:
         settled = time_to_ns(utcnow()) - int(SETTLE_SECONDS * 1e9)
         (first, last, n), oldest, newest, body = await asyncio.to_thread(self._read, self.cursor, settled)
         if oldest is not None and oldest > self.cursor + 1 and (not n or first > self.cursor + 1):
@@ -609,15 +795,9 @@ class Forwarder:
             # the cursor has not moved)
             self.batch = n // 2
             self.status.last_error = f"HTTP 413: batches of {n} events refused; sending {self.batch}"
-            log.warning("forwarding to %s: %s", self.url, self.status.last_error)
-            return await self.forward_once()
-        if response.status_code >= 300:
-            raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {first_line(response.text, 200)}",
-                                        request=response.request, response=response)  # fmt: skip
-        try:
-            refused, why = _refused(response.json(), n)
-        except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested: none refused)
-            refused, why = 0, ""
+            log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
+            return await self._forward_batch()
+        refused, why = self._answer(response, n)
         self.cursor = last
         await asyncio.to_thread(self.store.set_meta, CURSOR_KEY, str(self.cursor))
         self.status.forwarded += n - refused
@@ -626,9 +806,9 @@ class Forwarder:
         if refused:
             # moved past all the same (sent again, they would be refused again), and counted where losses show
             self.status.rejected += refused
-            said = f" (first: {why})" if why else ""
+            said = f" (first: {mask_secrets(why, self._secrets)})" if why else ""
             self.status.last_error = f"the aggregator rejected {refused} of {n} events{said}"
-            log.warning("forwarding to %s: %s", self.url, self.status.last_error)
+            log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
             await asyncio.to_thread(self.store.note_losses, int(time.time()), {"forward_rejected": refused})
         self.status.last_success = utcnow().isoformat(timespec="seconds")
         self.status.waiting = max(0, newest - self.cursor)  # (as of the read: the next one counts the rest)
@@ -681,7 +861,8 @@ class Forwarder:
             items = [item for _, item in rows]
             span = (rows[0][0], rows[-1][0], len(rows)) if rows else (0, 0, 0)
         newest = self.store.newest_seq()
-        return span, oldest, newest, encode_batch(items, self.identity) if items else b""
+        body = encode_batch(items, self.identity, self.workloads.of_pids()) if items else b""
+        return span, oldest, newest, body
 
     def _dropped(self, n: int) -> None:
         if n <= 0:

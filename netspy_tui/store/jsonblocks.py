@@ -8,6 +8,10 @@ into the block's distinct commands, where each body ends), as a little-endian ar
 one row and one index entry, whatever the number of events in it; reading decodes the columns with numpy
 and slices out only the bodies a page keeps.
 
+An event stored in progress (a connect an agent forwarded before its outcome) may be replaced by the same
+event with its outcome (:func:`find`, :func:`replace`): its body in its block, numbered in ``json_resolved`` so
+that a reader that listed it asks for the ones replaced since (:func:`resolved_since`).
+
 An event keeps its place in the store's insertion order: a block starting at ``seq`` holds the events
 ``seq .. seq + n - 1`` (the same numbering as ``events`` rows and ``chunks`` records). Lists, counts,
 reads in order and retention answer from blocks exactly as from rows: :mod:`netspy_tui.store.sqlite`
@@ -37,6 +41,11 @@ CREATE TABLE IF NOT EXISTS json_blocks (
     bodies   BLOB    NOT NULL       -- the n events' JSON, concatenated in order
 );
 CREATE INDEX IF NOT EXISTS json_blocks_time ON json_blocks (kind, t_hi, t_lo, n);
+CREATE TABLE IF NOT EXISTS json_resolved (
+    seq INTEGER PRIMARY KEY,        -- a stored event replaced by a newer version of itself (a connect's outcome)
+    at  INTEGER NOT NULL            -- the writer's number for that write (the aggregator: the fleet's position)
+);
+CREATE INDEX IF NOT EXISTS json_resolved_at ON json_resolved (at);
 """
 
 #: one event's columns in a block
@@ -306,3 +315,91 @@ def prune_oldest(conn: sqlite3.Connection, excess: int) -> list[tuple[int, int]]
         out.append((kind, excess))
         excess = 0
     return out
+
+
+def find(conn: sqlite3.Connection, kind: int, t: int, ts: int, pid: int) -> list[tuple[int, int, bytes]]:
+    """The events stored in blocks of ``kind`` at time ``t`` (ns) with timestamp ``ts`` and ``pid``, as ``(block
+    seq, index in the block, JSON)``."""
+    out: list[tuple[int, int, bytes]] = []
+    for seq, blob in conn.execute("SELECT seq, cols FROM json_blocks INDEXED BY json_blocks_time "
+                                  "WHERE kind = ? AND t_hi >= ? AND t_lo <= ?", (kind, t, t)).fetchall():  # fmt: skip
+        cols = columns(blob)
+        hits = np.flatnonzero((cols["t"] == t) & (cols["ts"] == ts) & (cols["pid"] == pid)).tolist()
+        if hits:
+            ends = cols["end"].tolist()
+            bodies = _read(conn, seq, "bodies")[0]
+            out.extend((seq, i, bytes(bodies[ends[i - 1] if i else 0 : ends[i]])) for i in hits)
+    return out
+
+
+def replace(conn: sqlite3.Connection, seq: int, new: dict[int, bytes]) -> None:
+    """Put ``new`` bodies (index in the block -> JSON) in place of the block ``seq``'s (the events' columns but
+    where their bodies end stay: the same time, timestamp, pid and command)."""
+    blob, bodies = _read(conn, seq, "cols, bodies")
+    cols = columns(blob).copy()
+    ends = cols["end"].tolist()
+    parts = [bytes(bodies[ends[i - 1] if i else 0 : ends[i]]) for i in range(len(ends))]
+    for i, body in new.items():
+        parts[i] = body
+    cols["end"] = np.cumsum(list(map(len, parts)))
+    conn.execute("UPDATE json_blocks SET cols = ?, bodies = ? WHERE seq = ?", (cols.tobytes(), b"".join(parts), seq))
+
+
+#: replaced events read per call of :func:`resolved_since` at most
+RESOLVED_PER_READ = 20_000
+
+
+def resolved_since(conn: sqlite3.Connection, match: Match, upto: int | None, since_at: int,
+                   most: int = RESOLVED_PER_READ) -> tuple[list[tuple[int, int, int, bytes]], int | None]:  # fmt: skip
+    """The events stored in blocks at or before seq ``upto`` (None: any) matching ``match`` that were replaced after
+    number ``since_at``, as ``(t, ts, seq, JSON)``; and, when more than ``most`` were, the number read up to
+    (None: all were read)."""
+    rows = conn.execute("SELECT seq, at FROM json_resolved INDEXED BY json_resolved_at WHERE at > ? ORDER BY at "
+                        "LIMIT ?", (since_at, most + 1)).fetchall()  # fmt: skip
+    read_to = None
+    if len(rows) > most:  # (cut before the last number read: it may have more; one number's are read whole)
+        last = rows[-1][1]
+        kept = [r for r in rows if r[1] != last]
+        rows = kept or conn.execute("SELECT seq, at FROM json_resolved WHERE at = ?", (last,)).fetchall()
+        read_to = rows[-1][1]
+    seqs = sorted(q for q, _ in rows if upto is None or q <= upto)
+    out: list[tuple[int, int, int, bytes]] = []
+    blocks: dict[int, list[int]] = {}
+    for q in seqs:
+        found = conn.execute("SELECT seq FROM json_blocks WHERE seq <= ? AND seq > ? AND seq + n > ? "
+                             "ORDER BY seq DESC LIMIT 1", (q, q - MAX_BLOCK_EVENTS, q)).fetchone()  # fmt: skip
+        if found is not None:
+            blocks.setdefault(found[0], []).append(q)
+        else:  # (an events row: a value a block could not hold)
+            row = conn.execute("SELECT t, ts, seq, body, pid, command FROM events WHERE seq = ? AND kind = ?",
+                               (q, match.kind)).fetchone()  # fmt: skip
+            if row is not None and match.since < row[0] <= match.until and match.pid in (None, row[4]) \
+                    and match.command in (None, row[5]):  # fmt: skip
+                out.append((row[0], row[1], row[2], bytes(row[3])))
+    for first, wanted in blocks.items():
+        seq, n, t_lo, t_hi, blob, commands, kind = conn.execute(
+            "SELECT seq, n, t_lo, t_hi, cols, commands, kind FROM json_blocks WHERE seq = ?", (first,)
+        ).fetchone()
+        if kind != match.kind:
+            continue
+        cols = columns(blob)
+        mask = match.mask(seq, cols, commands, t_lo, t_hi)
+        idx = [q - seq for q in wanted if q - seq < n and (mask is None or mask[q - seq])]
+        if idx:
+            bodies = _bodies(conn, [seq + i for i in idx], [seq] * len(idx), {seq: cols["end"]})
+            t, ts = cols["t"].tolist(), cols["ts"].tolist()
+            out.extend((t[i], ts[i], seq + i, b) for i, b in zip(idx, bodies, strict=True))
+    return out, read_to
+
+
+def resolution_cursor(conn: sqlite3.Connection) -> int:
+    """The newest number of a replacement (0: none)."""
+    return int(conn.execute("SELECT max(at) FROM json_resolved").fetchone()[0] or 0)
+
+
+def prune_resolved(conn: sqlite3.Connection) -> None:
+    """Forget the replacements of events no longer stored (retention removed them)."""
+    conn.execute(
+        "DELETE FROM json_resolved WHERE seq < coalesce((SELECT min(seq) FROM json_blocks), 1 << 62) "
+        "AND seq < coalesce((SELECT min(seq) FROM events), 1 << 62)"
+    )

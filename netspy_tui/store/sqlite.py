@@ -876,6 +876,99 @@ class EventStore:
         if rows or counts:
             self._write_rows(list(rows), list(counts), [], len(rows), as_blocks=True)
 
+    def replace_rows(self, replacements: Sequence[tuple[tuple[Any, ...], Any]],
+                     check: Callable[[bytes, Any], Sequence[R.Row] | None], at: int) -> list[bool]:  # fmt: skip
+        """Put newer versions of stored JSON events in their place (an aggregator given a connect's outcome after
+        the connect in progress), in one transaction in the caller's thread. Each replacement is the new version's
+        raw row ``(kind, t, ts, pid, command, outcome, JSON)`` (its time, timestamp, pid and command those of
+        the stored one) and a token for ``check``; the stored event it replaces is the one of that kind, time,
+        timestamp and pid for which ``check(stored JSON, token)`` gives rollup rows (those that move its count:
+        e.g. -1 in progress, +1 its outcome; None: not that one, or not to be replaced). Each replaced event is
+        numbered ``at`` for :meth:`replaced_since`. Returns whether each was replaced (False: no such event is
+        stored, retention removed it, or ``check`` refused it). Raises :class:`StoreError` (nothing replaced)."""
+        done = [False] * len(replacements)
+
+        def edit(conn: sqlite3.Connection) -> list[R.Row]:
+            moved: list[R.Row] = []
+            blocks: dict[int, dict[int, bytes]] = {}
+            taken: set[tuple[int, int]] = set()
+            for n, (row, token) in enumerate(replacements):
+                kind, t, ts, pid, command, outcome, body = row
+                found = [(seq, i, stored) for seq, i, stored in J.find(conn, kind, t, ts, pid)
+                         if (seq, i) not in taken]  # fmt: skip
+                found += [(-seq, 0, bytes(stored)) for seq, stored in conn.execute(
+                    "SELECT seq, body FROM events INDEXED BY events_time WHERE kind = ? AND t = ? AND ts = ? "
+                    "AND pid = ? AND command = ?", (kind, t, ts, pid, command))]  # fmt: skip
+                for seq, i, stored in found:
+                    rows = check(stored, token)
+                    if rows is None:
+                        continue
+                    body = _bytes(body)
+                    if seq >= 0:
+                        blocks.setdefault(seq, {})[i] = body
+                        taken.add((seq, i))
+                        at_seq = seq + i
+                    else:
+                        conn.execute("UPDATE events SET outcome = ?, body = ? WHERE seq = ?", (outcome, body, -seq))
+                        at_seq = -seq
+                    conn.execute("INSERT OR REPLACE INTO json_resolved (seq, at) VALUES (?, ?)", (at_seq, at))
+                    moved.extend(rows)
+                    done[n] = True
+                    break
+            for seq, new in blocks.items():
+                J.replace(conn, seq, new)
+            return moved
+
+        if replacements:
+            try:
+                self._commit([], None, None, [], {}, [], edit=edit)
+            except BaseException:
+                done[:] = [False] * len(done)
+                raise
+            if any(done):
+                self._changed()
+        return done
+
+    def replaced_since(self, kind: EventKind, pid: int | None, command: str | None, since_ns: int | None,
+                       until_ns: int | None, upto: int | None, since_at: int) -> tuple[list[tuple[int, int, bytes]],
+                                                                                        int | None]:  # fmt: skip
+        """The JSON events stored at or before seq ``upto`` (None: any) of ``kind``, ``pid``, ``command`` with
+        ``since < t <= until`` that :meth:`replace_rows` replaced after number ``since_at``, as ``(t, ts, JSON)``
+        newest first; and, when there were more than one read takes, the number read up to (None: all read)."""
+        match = self._block_match(kind, pid, command, since_ns, until_ns)
+        with self._snapshot() as conn:
+            found, read_to = J.resolved_since(conn, match, upto, since_at)
+        found.sort(key=lambda r: (-r[0], -r[1], r[2]))
+        return [(t, ts, body) for t, ts, _, body in found], read_to
+
+    def replaced_cursor(self) -> int:
+        """The newest number :meth:`replace_rows` was given (0: none)."""
+        with self._snapshot() as conn:
+            return J.resolution_cursor(conn)
+
+    def resolved_stored(self, upto: int, since_at: int,
+                        records: RecordsMaker | None = None) -> tuple[list[tuple[int, Any]], int]:  # fmt: skip
+        """The connects stored in progress at or before seq ``upto`` whose outcome was resolved after resolution
+        number ``since_at`` (with it), in insertion order, each with its ``seq`` (ring records as ``records`` makes
+        them, as :meth:`after_stored` gives them); and the number to ask after next time. For a reader that
+        followed the store in order and wants the outcomes that came since (``serve --forward``)."""
+        if not self._numbered:
+            return [], since_at
+        match = self._match("connection", None, None, None, None)
+        with self._snapshot() as conn:
+            recs, seqs, cursor = C.resolved_since(conn, match, upto, since_at)
+            order = np.argsort(seqs, kind="stable")
+            recs, seqs = recs[order], seqs[order]
+            made = self._record_events(conn, recs, seqs, records)
+        return list(zip(seqs.tolist(), made, strict=True)), cursor
+
+    def resolution_cursor(self) -> int:
+        """The number of the newest write of resolutions (0: none)."""
+        if not self._numbered:
+            return 0
+        with self._snapshot() as conn:
+            return C.resolution_cursor(conn)
+
     def _write_rows(
         self,
         raw: list[tuple[Any, ...]],
@@ -1028,16 +1121,21 @@ class EventStore:
         *,
         as_blocks: bool = False,
         since_open: bool = True,
+        edit: Callable[[sqlite3.Connection], list[R.Row]] | None = None,
     ) -> int:
         with self._write_lock:
+            committed = False
             try:
                 written, due = self._commit_locked(raw, records, outcomes, counts, losses, rejected, traffic,
-                                                   latencies, as_blocks=as_blocks)  # fmt: skip
+                                                   latencies, as_blocks=as_blocks, edit=edit)  # fmt: skip
+                committed = True
             except StoreError:
                 self._memory_differs = self._memory_differs or bool(counts)
                 raise
             finally:
-                if counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
+                if edit is not None:  # (the edit's counts, known once it ran: only what it did, if it was kept)
+                    counts_array = R.to_array(counts, self.rollups.names) if counts and committed else None
+                elif counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
                     counts_array = R.to_array(counts, self.rollups.names)
                 self._remember(counts_array, since_open)
         if due:
@@ -1056,9 +1154,11 @@ class EventStore:
         latencies: Sequence[L.Row] = (),
         *,
         as_blocks: bool = False,
+        edit: Callable[[sqlite3.Connection], list[R.Row]] | None = None,
     ) -> tuple[int, bool]:
         """One transaction (the write lock held): (raw rows written, whether retention is due). ``as_blocks``:
-        the raw rows are kept as blocks (:mod:`netspy_tui.store.jsonblocks`)."""
+        the raw rows are kept as blocks (:mod:`netspy_tui.store.jsonblocks`). ``edit``: changes made in the
+        transaction first, whose rollup rows are added to ``counts`` (the list given)."""
         if self._closed or self.readonly:
             state = "closed" if self._closed else "open read-only"
             raise StoreError(f"the event store {self.location} is {state}", lost=len(raw) + _len(records))
@@ -1066,6 +1166,8 @@ class EventStore:
         first = self._next_seq
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if edit is not None:
+                counts.extend(edit(conn))
             block_rows = None
             if as_blocks and raw:
                 try:
@@ -1220,6 +1322,8 @@ class EventStore:
                             units.forget(None, -(-upto // size) - 1)
                         more = upto < second
                     conn.execute("DELETE FROM losses WHERE second < ?", (second,))
+                    if removed:
+                        J.prune_resolved(conn)
                     T.prune(conn, second)
                     L.prune(conn, second)
                 if self.max_rows is not None and removed < PRUNE_CHUNK:
@@ -1242,6 +1346,7 @@ class EventStore:
                         for kind, n in [*per_kind, *C.prune_oldest(conn, excess - rows_gone)]:
                             conn.execute("UPDATE kind_counts SET n = n - ? WHERE kind = ?", (n, kind))
                             removed += n
+                        J.prune_resolved(conn)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:

@@ -45,7 +45,7 @@ from netspy_tui.models import (
     format_time,
     utcnow,
 )
-from netspy_tui.textsafe import clean, first_line, redact_url, url_secrets
+from netspy_tui.textsafe import clean, first_line, mask_secrets, redact_url, secret_forms, url_secrets
 
 #: a node name as the tools' node filter takes it (a server's ``/health`` ``node`` that is not one is not used)
 _NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
@@ -135,7 +135,7 @@ class HttpSource:
         self.backoff = backoff
         headers = {"Accept": "application/json", "User-Agent": "netspy-tui"}
         # Never repeat our own credentials, even when a server echoes them back in an error body.
-        self._secrets = [s for s in (token, *url_secrets(self.base_url)) if s]
+        self._secrets = [form for s in (token, *url_secrets(self.base_url)) if s for form in secret_forms(s)]
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(
@@ -210,9 +210,7 @@ class HttpSource:
     def _body_line(self, resp: httpx.Response, max_len: int) -> str:
         """The first line of a response body, cleaned, with our token (or URL password) masked."""
         text = resp.content.decode("utf-8", errors="backslashreplace")
-        for secret in self._secrets:
-            text = text.replace(secret, "****")
-        return first_line(text, max_len)
+        return first_line(mask_secrets(text, self._secrets), max_len)
 
     def _status_error(self, resp: httpx.Response, path: str) -> NetspyError:
         body = self._body_line(resp, 160) or resp.reason_phrase

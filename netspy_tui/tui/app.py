@@ -25,7 +25,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from netspy_tui.errors import NetspyError, sole_exception, user_error
+from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_error
 from netspy_tui.mcp_tools.gateway import Gateway, StartingGateway
 from netspy_tui.memory import Trimmer, fix_mmap_threshold
 from netspy_tui.models import utcnow
@@ -122,6 +122,8 @@ class NetspyApp(App[int]):
         """What is still starting (the header says so until the first data); see :meth:`show_starting`."""
         self.painted = asyncio.Event()
         """Set once the first frame is on screen: the :class:`Backend` starts loading after it."""
+        self.notice = ""
+        """A warning from the start shown as a toast once mounted (see :func:`run_dashboard`)."""
 
     def set_gateway(self, gateway: Gateway) -> None:
         """Read from another gateway from the next poll on (e.g. one opened after the app started)."""
@@ -150,6 +152,8 @@ class NetspyApp(App[int]):
 
     def on_mount(self) -> None:
         self.call_after_refresh(self.painted.set)
+        if self.notice:
+            self.notify(self.notice, title="Log", severity="warning", timeout=30, markup=False)
         if self.gateway is not None:  # else set_gateway() comes later, then poll_loop()
             self.poll_loop()
             self.follow_changes()
@@ -259,7 +263,7 @@ class NetspyApp(App[int]):
 
         try:
             saved = await export.save_text_async(directory, stem, ".svg", svg)
-        except OSError as exc:
+        except (OSError, UsageError) as exc:  # (UsageError: safefs refused the directory)
             self.notify(f"Screenshot not saved: {exc}", title="Screenshot", severity="error", markup=False)
             return
         self.notify(f"Saved screenshot to {saved}", title="Screenshot", markup=False)
@@ -352,11 +356,13 @@ async def run_dashboard(
     max_rows: int = 2000,
     export_dir: Path | None = None,
     ai_label: str | None = None,
+    notice: str = "",
 ) -> int:
     """Run the dashboard until the user quits; returns the exit code.
 
     Paint first: the frame is drawn, its header saying ``starting``, while ``connect`` opens the source
-    and the MCP pair beside the app (see :class:`Backend`)."""
+    and the MCP pair beside the app (see :class:`Backend`). ``notice``: a warning from the start (e.g. no log
+    file, and why) shown as a toast once the frame is up."""
     backend = Backend(connect)
     app = NetspyApp(
         backend.gateway,
@@ -370,6 +376,7 @@ async def run_dashboard(
         freeze_heap=True,
     )
     app.show_starting(starting)
+    app.notice = notice
     backend.start(app)
     try:
         result = await app.run_async()

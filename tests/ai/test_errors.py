@@ -82,6 +82,15 @@ async def test_429_rate_limit(fake: FakeOpenAI, settings: AISettings) -> None:
     assert "rate limiting requests (HTTP 429)" in text and "wait a minute" in text.lower()
 
 
+async def test_429_says_how_long_the_server_asked_to_wait(fake: FakeOpenAI, settings: AISettings) -> None:
+    """The hint says the wait the server gave (``Retry-After``, OpenAI's ``retry-after-ms``), not a fixed minute."""
+    quick = settings.model_copy(update={"max_retries": 0})
+    for headers, wait in (({"Retry-After": "20"}, "wait 20 s"), ({"retry-after-ms": "1500"}, "wait 2 s")):
+        fake.error(429, "Rate limit reached for requests", code="rate_limit_exceeded", headers=headers)
+        text = assert_one_clean_line(await failure(quick))
+        assert wait in text.lower() and "minute" not in text.lower(), text
+
+
 async def test_429_quota(fake: FakeOpenAI, settings: AISettings) -> None:
     fake.error(
         429,

@@ -165,3 +165,100 @@ def test_an_answer_that_breaks_off_is_kept_in_the_repl_and_the_one_shot_json(run
     result = json.loads(one.stdout)
     assert result["is_error"] and result["text"].endswith("The answer so far:\nnginx is fine ")
     assert "ended early" in one.stderr and one.stderr.count("\n") == 1 and "No eBPF server" not in one.stderr
+
+
+def test_an_answer_the_model_did_not_finish_is_kept_and_said_never_passed_off_as_complete(run_cli, tmp_path):
+    """finish_reason "length" (the model's limit) or "content_filter" (the provider's): the text that came is
+    kept on stdout, stderr says in one line why it stops there, and the exit status is 1, as for an answer that
+    broke off: a script must not take half a sentence for the answer. The REPL says the same."""
+    from tests.hardening.conftest import DEMO
+
+    env = {"NETSPY_CONFIG": str(tmp_path / "none.toml"), "OPENAI_API_KEY": KEY, "NETSPY_MODEL": "m1"}
+    with FakeOpenAI() as ai:
+        env["OPENAI_BASE_URL"] = ai.base_url
+        ai.text("## Findings\n\n- the most likely cause is", finish_reason="length")
+        one = run_cli("--tool", "ai_insights", "--summary-text", "curl made 5", env=env, timeout=60)
+        ai.text("The process appears to", finish_reason="content_filter")
+        repl = run_cli("repl", "--replay", str(DEMO), "--replay-speed", "0", input='insights "curl made 5"\n',
+                       env=env, timeout=60)  # fmt: skip
+    assert one.returncode == 1, one.stderr
+    assert one.stdout == "## Findings\n\n- the most likely cause is\n"
+    assert one.stderr.count("\n") == 1 and one.stderr.startswith("netspy-tui: "), one.stderr
+    assert "cut off by the model's length limit" in one.stderr and "the text so far is kept" in one.stderr
+    assert repl.returncode == 1 and repl.stdout == "The process appears to\n", (repl.stdout, repl.stderr)
+    assert repl.stderr.startswith("error: ") and "filtered by the provider" in repl.stderr
+    assert repl.stderr.count("\n") == 1
+
+
+def test_a_runaway_answer_is_stopped_at_the_cap_and_the_client_hangs_up(run_cli):
+    """A model that never stops: the CLI keeps the first 100,000 characters, says it stopped there, exits 1, and
+    hangs up (the server sees the connection closed, not a stream it ran to its end)."""
+    with FakeOpenAI() as ai:
+        reply = ai.runaway()
+        out = run_cli("--tool", "ai_insights", "--summary-text", "x",
+                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)  # fmt: skip
+        assert reply.ended.wait(10)
+    assert reply.outcome == "hung up"
+    assert out.returncode == 1, out.stderr
+    assert len(out.stdout) == 100_000 and set(out.stdout) == {"Z", "\n"}  # (its chunks end lines)
+    assert "passed 100,000 characters" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_summary_text_longer_than_the_model_takes_is_cut_and_the_answer_says_so(run_cli):
+    """A server that does not report its model's context (Ollama): 2,048 tokens are assumed, and a 19,022-character
+    summary text does not fit. What was not sent is said at the top of the answer, with how to send more."""
+    text = "curl made 5 connections to 10.0.0.1:443, all refused. " * 352 + "END-OF-SUMMARY"
+    assert len(text) == 19_022
+    with FakeOpenAI() as ai:
+        ai.text("curl is refused.")
+        out = run_cli("--tool", "ai_insights", "--summary-text", text,
+                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)  # fmt: skip
+        sent = json.dumps(ai.chat_requests[0].body)
+    assert out.returncode == 0, out.stderr
+    assert "END-OF-SUMMARY" not in sent and "[truncated: " in sent  # (what the model got)
+    note, answer = out.stdout.split("\n\n", 1)
+    assert answer == "curl is refused.\n"
+    assert note.startswith("_Note: only the first ~") and "of the summary text's 19,022 characters" in note, note
+    assert "2,048 tokens assumed: the server does not report it" in note and "NETSPY_AI_CONTEXT_TOKENS" in note
+
+
+def test_a_server_that_answers_a_stream_request_with_plain_json_is_named_for_what_it_did(run_cli):
+    with FakeOpenAI() as ai:
+        ai.text("hello", plain=True)
+        out = run_cli("--tool", "ai_insights", "--summary-text", "x",
+                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)  # fmt: skip
+    assert out.returncode == 1 and out.stdout == ""
+    assert "answered a streaming request with application/json, not an event stream" in out.stderr, out.stderr
+    assert "context may be smaller" not in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_verbose_logs_the_ai_request_without_the_http_library_s_internals(run_cli):
+    """--verbose says what netspy-tui asked the model, not ~30 lines of the HTTP library's connection internals
+    (the SDK's httpcore2 logs each send and receive step at DEBUG)."""
+    with FakeOpenAI() as ai:
+        ai.text("fine.")
+        out = run_cli("--tool", "ai_insights", "--summary-text", "x", "--verbose",
+                      env={"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "AI request: model=" in out.stderr, out.stderr
+    assert "httpcore2" not in out.stderr and "receive_response_body" not in out.stderr, out.stderr
+
+
+def test_crlf_line_ends_from_the_model_are_plain_newlines_not_escapes(run_cli, tmp_path):
+    """A model (or proxy) that ends lines with CRLF, one CR and its LF even in different chunks: the answer
+    reads as lines on stdout, in the REPL too, with no visible \\x0d; the other control characters stay escaped."""
+    from tests.hardening.conftest import DEMO
+
+    env = {"NETSPY_CONFIG": str(tmp_path / "none.toml"), "OPENAI_API_KEY": KEY}
+    with FakeOpenAI() as ai:
+        env["OPENAI_BASE_URL"] = ai.base_url
+        ai.text("line1\r\n", "- crlf\r", "\nlast \x1b[2J\r\n")
+        one = run_cli("--tool", "ai_insights", "--summary-text", "x", env=env, timeout=60)
+        ai.text("line1\r\n", "- crlf\r", "\nlast\r\n")
+        repl = run_cli("repl", "--replay", str(DEMO), "--replay-speed", "0", input='insights "x"\n',
+                       env=env, timeout=60)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    assert one.stdout == "line1\n- crlf\nlast \\x1b[2J\n"
+    assert repl.returncode == 0, repl.stderr
+    assert repl.stdout == "line1\n- crlf\nlast\n\n", repl.stdout  # (the REPL ends each answer with a line)
+    assert "\\x0d" not in one.stdout + repl.stdout and "\r" not in one.stdout + repl.stdout

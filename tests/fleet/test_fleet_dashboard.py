@@ -5,15 +5,19 @@ the node in what the AI is told."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
+from netspy_tui.ai.prompts import DATA_CLOSE, DATA_OPEN
+from netspy_tui.ai.settings import AISettings
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import FleetStore
-from netspy_tui.mcp_tools.ai_bridge import explanation_context
+from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks, explanation_context
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import Scope
 from netspy_tui.serve import BackgroundServer, create_app
@@ -22,6 +26,7 @@ from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.processes import GROUP_PREFIX, NODE_ROW
 from tests.factories import connection_json, drop_json
+from tests.fake_openai import FakeOpenAI
 from tests.tui.conftest import wait_for
 from tests.tui.screen_text import screen_text
 
@@ -287,3 +292,96 @@ async def test_traffic_on_an_aggregator_says_it_is_not_aggregated_and_where_it_i
                 assert "not counted here: the aggregator does not aggregate traffic" in text, text
                 assert "Linux 6.3" not in text
         await source.aclose()
+
+
+def telemetry_of(request_body: dict[str, Any] | None) -> dict[str, Any]:
+    """The telemetry block of a chat request, parsed."""
+    assert request_body is not None
+    user = next(m["content"] for m in request_body["messages"] if m["role"] == "user")
+    data: dict[str, Any] = json.loads(user.split(DATA_OPEN, 1)[1].split(DATA_CLOSE, 1)[0])
+    return data
+
+
+async def test_a_with_a_node_filter_explains_that_node_s_figures_and_names_the_node() -> None:
+    """`payments` runs on two nodes: every connect refused on node-a, every one fine on node-b. Filtered to node-a,
+    the table shows node-a's 20 refused connects; `a` must tell the model those (20, failure ratio 1.0, node-a
+    named), not the fleet's 40 at 0.5 with no node."""
+    fleet = FleetStore(None)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {INGEST}"}) as client:
+            for node, pid, code in (("node-a", 500, -111), ("node-b", 600, 0)):
+                events = []
+                for i in range(20):
+                    event = connection_json(pid=pid, command="payments", port=3000 + i, ago=5, return_code=code)
+                    event.update(id=f"{node}-{i}", k8s_node_name=node, outcome="refused" if code else "ok")
+                    events.append(event)
+                r = await client.post(INGEST_PATH, json={"events": events})
+                assert r.status_code == 200 and r.json()["success"], r.text
+        with FakeOpenAI() as fake:
+            fake.text("node-a refuses payments.")
+            settings = AISettings(api_key=SecretStr("sk-test"), base_url=fake.base_url, model="m", timeout=5.0,
+                                  max_retries=0)  # fmt: skip
+            source = HttpSource(server.url, retries=0)
+            async with open_gateway(source) as gw:
+                dash = NetspyApp(gw, interval=3600, window=60, ai=dashboard_hooks(settings))
+                async with dash.run_test(size=(160, 45)) as pilot:
+                    d = dash.dashboard
+                    await wait_for(pilot, lambda: d.connections.row_count == 40, "both nodes' connections")
+                    await pilot.press("slash", *"node-a", "enter")
+                    await wait_for(pilot, lambda: d.filter_subject == Scope(node="node-a"), "the node filter")
+                    await wait_for(pilot, lambda: d.connections.row_count == 20, "node-a's rows only")
+                    d.connections.focus()
+                    await pilot.pause()
+                    await pilot.press("a")
+                    pane = d.ai_pane
+                    await wait_for(pilot, lambda: pane.state == "finished", "the explanation")
+                    data = telemetry_of(fake.chat_requests[0].body)
+                    assert data["connections"]["total"] == 20, data
+                    assert data["connections"]["failure_ratio"] == 1.0
+                    assert data["process"] == {"pid": None, "command": "payments", "node": "node-a"}
+                    assert data["nodes"] == ["node-a"] and "node-a" in data["subject"]
+                    assert "on node 'node-a'" in pane.state_text, pane.state_text
+            await source.aclose()
+    finally:
+        server.stop()
+        fleet.close()
+
+
+async def test_a_connect_listed_in_progress_shows_the_outcome_its_agent_sent_later() -> None:
+    """An agent forwards a connect whose SYN goes unanswered in progress, then its outcome: the dashboard on the
+    aggregator puts the outcome in the row it listed (``resolved_after``: the aggregator's ``updates``)."""
+    fleet = FleetStore(None)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+    slow = connection_json(pid=700, command="slowapp", port=4444, ago=3, outcome="in_progress", return_code=-115)
+    slow.update(id="node-s-slow", k8s_node_name="node-s")
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {INGEST}"}) as client:
+
+            async def post(events: list[dict[str, Any]]) -> None:
+                r = await client.post(INGEST_PATH, json={"events": events})
+                assert r.status_code == 200 and r.json()["success"], r.text
+
+            await post([slow])
+            async with open_gateway(HttpSource(server.url, retries=0)) as gw:
+                dash = NetspyApp(gw, interval=0.2, window=300)
+                async with dash.run_test(size=(160, 45)) as pilot:
+                    d = dash.dashboard
+
+                    def outcome() -> str | None:
+                        held = [e for e in d.connections.events.values() if e.id == "node-s-slow"]
+                        return held[0].effective_outcome if held else None
+
+                    await wait_for(pilot, lambda: outcome() == "in_progress", "the connect in progress")
+                    await pilot.pause(0.5)  # (polls after it: it is held, not asked for again)
+                    await post([{**slow, "outcome": "timeout", "return_code": -110}])
+                    await wait_for(pilot, lambda: outcome() == "timeout", "its outcome in the row it had")
+                    await wait_for(pilot, lambda: "timeout" in screen_text(dash), "the outcome on screen")
+                    assert d.connections.row_count == 1
+    finally:
+        server.stop()
+        fleet.close()

@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import pty
-import shutil
 import signal
 import stat
 import struct
@@ -23,7 +22,7 @@ import sys
 import tempfile
 import termios
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -82,17 +81,6 @@ def assert_private_file(path: Path) -> None:
 def needs_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to run a child as another user")
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A world-writable sticky directory, like /tmp, that nobody can reach (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="netspy-shared-", dir="/tmp"))
-    path.chmod(0o1777)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,16 @@ from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.tui.app import NetspyApp
 from tests.factories import connection_json
 from tests.fake_ebpf_server import FakeEbpfServer
-from tests.hardening.conftest import DEMO, TERMINATED, Child, Cli, assert_one_line_error, free_port, wait_until
+from tests.hardening.conftest import (
+    DEMO,
+    TERMINATED,
+    Child,
+    Cli,
+    assert_one_line_error,
+    free_port,
+    product_env,
+    wait_until,
+)
 from tests.hardening.test_security import served_url
 from tests.tui.conftest import wait_for
 from tests.tui.screen_text import screen_text
@@ -52,6 +63,62 @@ def test_replay_and_record_are_never_silently_dropped_for_a_server(cli: Cli, ser
     # both from the environment: neither beats the other
     both = cli("--tool", "server_status", env={"NETSPY_SERVER": server.url, "NETSPY_REPLAY": str(DEMO)})
     assert "replay (env NETSPY_REPLAY) does not apply with server (env NETSPY_SERVER)" in assert_one_line_error(both, 2)
+
+
+#: In a network namespace of its own: something answering /health at localhost:8080 (the address the product
+#: probes when no server is named), and the CLI run beside it with the arguments given; prints its stdout, stderr
+#: and exit status as JSON.
+_BESIDE_A_DEFAULT_SERVER = textwrap.dedent(
+    """
+    import http.server, json, subprocess, sys, threading
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"status": "healthy"}')
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 8080), Health)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    run = subprocess.run([sys.executable, "-m", "netspy_tui", *sys.argv[1:]], capture_output=True, text=True)
+    httpd.shutdown()
+    print(json.dumps({"stdout": run.stdout, "stderr": run.stderr, "returncode": run.returncode}))
+    """
+)
+
+
+@pytest.mark.root
+def test_a_store_named_with_db_is_read_even_when_a_server_answers_at_the_default_address(
+    cli: Cli, server, tmp_path: Path
+) -> None:
+    """``--db FILE`` names the store to read: a server answering at localhost:8080 (the default the product probes
+    when no server is named) does not take its place; ``--db`` with ``--server`` on one command line is refused as
+    ``--replay``/``--record`` are, and a flag beats the environment either way."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare (a network namespace with its own localhost:8080)")
+    store = tmp_path / "h.sqlite3"
+    made = cli("--replay", str(DEMO), "--db", str(store), "--tool", "server_status")
+    assert made.returncode == 0, made.stderr
+    beside = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", _BESIDE_A_DEFAULT_SERVER, "--db", str(store), "--tool",
+         "server_status"],
+        capture_output=True, text=True, timeout=120, env=product_env(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert beside.returncode == 0, beside.stderr
+    read = json.loads(beside.stdout)
+    assert read["returncode"] == 0, read
+    assert f"Source: history in {store}" in read["stdout"], read
+    both = cli("--server", server.url, "--db", str(store), "--tool", "server_status")
+    assert "--db does not apply with --server" in assert_one_line_error(both, 2)
+    flag = cli("--db", str(store), "--tool", "server_status", env={"NETSPY_SERVER": server.url})
+    assert flag.returncode == 0 and f"Source: history in {store}" in flag.stdout, (flag.stdout, flag.stderr)
+    served = cli("--server", server.url, "--tool", "server_status", env={"NETSPY_DB": str(store)})
+    assert served.returncode == 0 and "Source: ebpf-server at" in served.stdout, (served.stdout, served.stderr)
 
 
 @pytest.fixture

@@ -149,7 +149,8 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
         await pilot.press("a")
         await wait_for(pilot, lambda: "nginx first" in shown(pane), "the first fragment on screen")
         assert not gate.is_set()  # the server is still holding the rest back: this is streaming
-        assert pane.streaming and pane.state_text == "Streaming… (esc cancels)"
+        # the subject stays in the state line while it streams and once it is done
+        assert pane.streaming and pane.state_text == "Streaming: explaining process 'nginx' over 1m… (esc cancels)"
         assert "and the rest" not in shown(pane)
 
         # The model got nginx's real figures, gathered through the MCP tools, in the telemetry block.
@@ -174,7 +175,7 @@ async def test_a_streams_the_explanation_of_the_selected_process_from_its_real_f
         await wait_for(pilot, lambda: pane.state == "finished", "finished")
         assert pane.answer == "**nginx** first and the rest."
         await wait_for(pilot, lambda: "nginx first and the rest." in shown(pane), "the whole answer")
-        assert pane.state_text == "Finished · answered by gpt-5-mini."
+        assert pane.state_text == "Finished: explaining process 'nginx' over 1m · answered by gpt-5-mini."
         assert TEST_KEY not in screen_text(app)
 
 
@@ -414,6 +415,30 @@ async def test_each_failure_is_one_line_in_the_pane_keeps_the_partial_text_and_n
         assert TEST_KEY not in screen_text(app)
 
 
+async def test_an_answer_the_model_did_not_finish_or_that_runs_away_is_said_and_kept(
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock, hangups: list[str]
+) -> None:
+    """finish_reason "length": not "Finished" but a failure naming the length limit, the text kept. A model that
+    never stops: the pane keeps the first 100,000 characters, says so, and the client hangs up on the server."""
+    fake.text("## Findings\n\n- the most likely cause is", finish_reason="length")
+    reply = fake.runaway()
+    async with ai_dashboard(source, clock, settings) as (app, pilot, pane):
+        await select(app, pilot, "curl")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: pane.state == "failed", "the cut-off answer")
+        assert pane.state_text.startswith("Failed: ") and "cut off by the model's length limit" in pane.state_text
+        assert pane.answer == "## Findings\n\n- the most likely cause is"
+        await wait_for(pilot, lambda: "the most likely cause is" in shown(pane), "the partial text rendered")
+        assert notified(app, "cut off by the model's length limit")
+
+        await select(app, pilot, "nginx")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: pane.state == "failed" and "nginx" in pane.title, "the runaway answer", 20)
+        assert "passed 100,000 characters" in pane.state_text, pane.state_text
+        assert len(pane.answer) == 100_000
+        assert reply.ended.wait(10) and reply.outcome == "hung up" and hangups
+
+
 async def test_an_unreachable_server_is_one_line_too(source: MemorySource, clock: Clock) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     settings = AISettings(base_url=url, timeout=5.0, max_retries=0)
@@ -467,7 +492,7 @@ async def test_without_a_model_a_explains_with_labelled_rules_and_questions_say_
         assert pane.answer.startswith("### Local rule-based explanation — no AI model configured")
         assert f"**Activity:** {total} connect() attempts" in pane.answer
         assert "OPENAI_API_KEY" in pane.answer and "OPENAI_BASE_URL" in pane.answer
-        assert pane.state_text == "Finished · local rules (no AI model configured)."
+        assert pane.state_text == "Finished: explaining process 'nginx' over 1m · local rules (no AI model configured)."
         await wait_for(pilot, lambda: "Local rule-based explanation" in shown(pane), "rendered")
 
         await pilot.press("A", *"why", "enter")

@@ -105,3 +105,42 @@ async def test_a_explains_the_highlighted_connection_row_which_stays_put_while_r
             await wait_for(pilot, lambda: table.row_count == before + 8, "more rows")
             newest = list(table.events.values())[-1]
             assert table.cursor_row == table.row_count - 1 and event_key(table.selected_event()) == event_key(newest)
+
+
+async def test_a_under_a_filter_explains_what_the_filter_shows() -> None:
+    """A filter that is a pid shows that pid's rows alone: `a` explains that pid (curl 4388, not every curl), and
+    with no row to read (the table emptied by a filter on a pid, then a poll) the filter's pid itself. A filter
+    that names no process or node cannot narrow the explanation: the pane says so."""
+    clock = Clock()
+    source = demo_source(clock)
+    explain = Explainer()
+    explain.gate.set()
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=0.2, clock=clock, ai=AIHooks(explain=explain, label="test"))
+        async with app.run_test(size=SIZE) as pilot:
+            d = app.dashboard
+            await wait_for(pilot, lambda: d.processes.row_count == 6, "processes")
+            await pilot.press("slash", *"4388", "enter")
+            await wait_for(pilot, lambda: d.filter_subject == Scope(pid=4388), "the pid filter")
+            await wait_for(pilot, lambda: d.selected_process() == ("curl", 4388), "curl 4388's row under the cursor")
+            await pilot.press("a")
+            await wait_for(pilot, lambda: d.ai_pane.state == "finished", "the first explanation")
+            assert explain.seen[-1] == Scope(pid=4388, command="curl", window=60)
+            assert "explaining process 'curl' (pid 4388) over 1m" in d.ai_pane.state_text, d.ai_pane.state_text
+
+            d.connections.clear()  # no row to read: the filter's pid is what the view shows
+            await pilot.pause()
+            assert d.selected_process() == (None, None)
+            await pilot.press("a")
+            await wait_for(pilot, lambda: len(explain.seen) == 2 and d.ai_pane.state == "finished", "the second")
+            assert explain.seen[-1] == Scope(pid=4388, window=60)
+            assert "explaining pid 4388 over 1m" in d.ai_pane.state_text, d.ai_pane.state_text
+
+            await pilot.press("escape", "slash", *"10.0.0", "enter")  # destinations: names no process or node
+            await wait_for(pilot, lambda: d.filter_text == "10.0.0" and d.filter_subject is None, "a text filter")
+            d.connections.clear()
+            await pilot.pause()
+            await pilot.press("a")
+            await wait_for(pilot, lambda: len(explain.seen) == 3 and d.ai_pane.state == "finished", "the third")
+            assert explain.seen[-1] == Scope(window=60)
+            assert "all traffic (not only the rows the filter '10.0.0' shows" in d.ai_pane.state_text

@@ -123,7 +123,8 @@ async def test_explain_streams_markdown_and_shows_finished() -> None:
             noted.set()
             await wait_for(pilot, lambda: pane.answer == "## nginx\n\n", "first fragment")
             assert pane.streaming
-            assert "Streaming… (esc cancels)" in str(pane.query_one("#ai-state").content)
+            state = str(pane.query_one("#ai-state").content)
+            assert "Streaming: explaining process 'nginx' over 1m… (esc cancels)" in state
             assert seen == [Scope(command="nginx", window=60)]
             await pilot.press("a")  # the same request again while it streams: ignored, not restarted
             await wait_for(pilot, lambda: any("esc cancels" in str(n.message) for n in app._notifications), "note")

@@ -31,6 +31,7 @@ class AIActions(PaneLayout, InputKeys):
     view: str
     focus_subject: Scope | None
     filter_subject: Scope | None
+    filter_text: str
 
     @property
     def ai(self) -> AIHooks:
@@ -53,18 +54,36 @@ class AIActions(PaneLayout, InputKeys):
         self.ai_pane.submit(AIRequest(key, title, failure_title, produce))
 
     async def action_explain(self) -> None:
+        """Explain what the table shows: the selected row's process (else the focused or filtered one), on the node
+        and in the workload the focus or filter narrows the view to, over the window shown."""
+        shown = [s for s in (self.focus_subject, self.filter_subject) if s is not None]
         name, pid = self.selected_process()
-        if name is None and pid is None and self.focus_subject is not None:
-            name, pid = self.focus_subject.command, self.focus_subject.pid
-        window, pid = self.window, None if name else pid
-        scope = Scope(pid=pid, command=name, window=window)
+        if name is None and pid is None and shown:
+            name, pid = shown[0].command, shown[0].pid
+        node = next((s.node for s in shown if s.node), None)
+        workload = next((s.workload for s in shown if s.workload), None)
+        if name and pid not in {s.pid for s in shown if s.pid is not None}:
+            pid = None  # a row's process by its name (all its pids), unless the view shows this one pid alone
+        window = self.window
+        scope = Scope(pid=pid, command=name, window=window, node=node, workload=workload)
         gateway, explain = self.gateway, self.ai.explain
         self._request(
-            ("explain", name, pid, window),
-            f"explaining {scope.label} over {window_label(window)}",
+            ("explain", name, pid, window, node, workload),
+            f"explaining {self._explained(scope)} over {window_label(window)}",
             "AI explanation failed",
             lambda: explain(gateway, scope),
         )
+
+    def _explained(self, scope: Scope) -> str:
+        """What ``a`` explains, for the pane: the process, its node and workload, and a filter it cannot apply."""
+        who = scope.label + (f" (pid {scope.pid})" if scope.command is not None and scope.pid is not None else "")
+        if scope.workload:
+            who += f" in workload '{clean(scope.workload, 40)}'"
+        if scope.node:
+            who += f" on node '{clean(scope.node, 40)}'"
+        if self.filter_text and self.filter_subject is None and scope.is_all:
+            who += f" (not only the rows the filter '{clean(self.filter_text, 40)}' shows: it names no process or node)"
+        return who
 
     def action_ask(self) -> None:
         self.open_input(self.query_one("#question-bar", Input))

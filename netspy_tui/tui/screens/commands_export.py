@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Input
 
 from netspy_tui.commands import CommandResult, CommandRunner
+from netspy_tui.errors import UsageError
 from netspy_tui.models import Scope
 from netspy_tui.tui.screens.ai_actions import AIActions
 from netspy_tui.tui.snapshot import Snapshot
@@ -120,7 +121,7 @@ class ExportActions(Screen[None]):
 
         try:
             done = await export.export_async(request, fmt, directory)
-        except OSError as exc:
+        except (OSError, UsageError) as exc:  # (UsageError: safefs refused the directory)
             self.notify(f"Export failed: {exc}", severity="error", markup=False)
             return
         what = request.name.replace("-", " ")

@@ -45,8 +45,10 @@ if TYPE_CHECKING:  # the Markdown view (and markdown_it) loads after the dashboa
 
 IDLE_TEXT = "a explains the selected process · A asks a question"
 
+#: The most of one answer the pane keeps: the AI layer's cap (``netspy_tui.ai.types.MAX_ANSWER_CHARS``: it hangs
+#: up on the model there and says so; not imported, the AI layer loads after the first frame), kept here too for
+#: any other stream handed to the pane.
 MAX_ANSWER_CHARS = 100_000
-"""The most of one answer the pane keeps (a runaway model cannot grow the dashboard without bound)."""
 
 #: ``Finished.model`` of the local rule-based explainer (see ``ai_bridge.stream_process_explanation``).
 RULES_MODEL = "rules"
@@ -93,10 +95,13 @@ class AIPane(Vertical):
         """Each tool call as shown, e.g. ``→ list_connections({"pid": 42}) ✓ 3 events``."""
         self.model: str | None = None
         """Who answered the last finished request (the server's model name, or "rules")."""
+        self.title = ""
+        """What the shown request asks (e.g. ``explaining process 'curl' over 1m``): kept in the state line."""
         self._stream: MarkdownStream | None = None
         self._answer: Markdown | None = None
         self._answer_mounted: asyncio.Future[None] | None = None
         self._chunks = 0
+        self._cut = False
         self.runner = AIRunner()
 
     def compose(self) -> ComposeResult:
@@ -202,6 +207,7 @@ class AIPane(Vertical):
         is asked, e.g. ``explaining process 'curl' over 1m``) shows at once, before the request goes out."""
         self.request_id = request_id
         if title:
+            self.title = title
             self._set_state("started", f"Starting: {title}", "esc cancels")
 
     @property
@@ -240,12 +246,14 @@ class AIPane(Vertical):
         self.tool_lines = []
         self.model = None
         self._chunks = 0
+        self._cut = False
         from textual.widgets import Markdown
 
         markdown = await self.answer_view()
         await markdown.update("")
         self._stream = Markdown.get_stream(markdown)
         self.query_one("#ai-scroll", VerticalScroll).anchor()
+        self.title = message.title
         self._set_state("started", f"Started: {message.title}", "streaming · esc cancels")
 
     @on(AIChunk)
@@ -254,15 +262,16 @@ class AIPane(Vertical):
             return
         fragment = safe_fragment(message.text)
         room = MAX_ANSWER_CHARS - len(self.answer)
-        if room <= 0:
+        if self._cut or not fragment:
             return
-        if len(fragment) >= room:
+        if len(fragment) > room:  # (the first fragment past the cap says so, once)
+            self._cut = True
             cut = f"\n\n*(the answer passed {MAX_ANSWER_CHARS:,} characters; the rest is not shown)*"
             fragment = fragment[:room] + cut
         self.answer += fragment
         self._chunks += 1
         if self.state == "started" or self.state_text.startswith("calling "):
-            self._set_state("streaming", "Streaming… (esc cancels)", "streaming · esc cancels")
+            self._set_state("streaming", f"Streaming: {self.title}… (esc cancels)", "streaming · esc cancels")
         await self._write(fragment)
 
     @on(AINote)
@@ -301,7 +310,8 @@ class AIPane(Vertical):
             who = "local rules (no AI model configured)"
         else:
             who = f"answered by {clean(message.model or self.label, 80)}"
-        text = f"Finished · {who}." if self.answer else f"Finished (the answer was empty) · {who}."
+        empty = "" if self.answer else " (the answer was empty)"
+        text = f"Finished{empty}: {self.title} · {who}." if self.title else f"Finished{empty} · {who}."
         self._set_state("finished", text)
         if self._chunks == 1:  # arrived whole (the local rules): a document to read from the top
             scroll = self.query_one("#ai-scroll", VerticalScroll)
