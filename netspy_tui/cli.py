@@ -95,6 +95,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _allow_host(text: str) -> str:
+    from netspy_tui.serve.hosts import allow_host_entry
+
+    try:
+        return allow_host_entry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _forward_url(text: str) -> str:
     """An aggregator's base URL or its ingest URL -> the ingest URL."""
     from urllib.parse import urlsplit
@@ -269,8 +278,10 @@ OPTIONS: tuple[Option, ...] = (
         runs={"mcp", "serve"},
         group=NET,
         action="append",
+        type=_allow_host,
         metavar="NAME",
-        help="also answer requests whose Host/Origin is NAME (repeatable; '*' turns the check off)",
+        help="also answer requests whose Host/Origin is NAME (repeatable; '*.SUFFIX' allows every name ending in "
+        ".SUFFIX, e.g. '*.svc.cluster.local'; '*' turns the check off)",
     ),
     _opt(
         "--forward",

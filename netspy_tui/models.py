@@ -659,6 +659,13 @@ class ProcessStat(BaseModel):
     """The workloads its pids run in, in pid order, each once (see ``ConnectionEvent.workload``)."""
     nodes: list[str] = Field(default_factory=list)
     """The nodes it ran on, sorted (an aggregator's ``k8s_node_name``s); empty for one host."""
+    by_node: list["ProcessStat"] = Field(default_factory=list)
+    """Each node's own row (``nodes`` that one node), by node, when it ran on several (an aggregator's); else
+    empty (its one node's figures are the row's)."""
+
+    def per_node(self) -> list["ProcessStat"]:
+        """This process as a row per node it ran on, each with that node's figures (one host: itself)."""
+        return list(self.by_node) or [self]
 
 
 class WindowStats(BaseModel):
@@ -857,6 +864,17 @@ class _SocketFigures(BaseModel):
     until: datetime | None = None
     available: bool = True
     """False when the source does not measure this (procfs sampling, a plain eBPF server, an old kernel)."""
+    unavailable_reason: str = ""
+    """Why not, when ``available`` is False and the source knows better than "needs the eBPF collector" (an
+    aggregator: :data:`NOT_AGGREGATED`)."""
+
+
+#: Why an aggregator (``serve --aggregate``) has no traffic or connect-latency figures: agents forward their
+#: events, not these (counted and timed on each node); the node's agent has them.
+NOT_AGGREGATED = (
+    "the aggregator does not aggregate traffic or connect latency (agents forward their events, not these): "
+    "ask the node's agent for its node's (netspy-tui --server http://AGENT:8080, the agent's serve)"
+)
 
 
 class TrafficStats(_SocketFigures):

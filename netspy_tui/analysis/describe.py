@@ -288,6 +288,8 @@ def traffic_text(stats: TrafficStats) -> str:
     """Totals, then the top processes, remote addresses and connections by bytes moved."""
     who = subject(stats.pid, stats.command)
     window = stats.window_seconds
+    if not stats.available and stats.unavailable_reason:
+        return f"Traffic is not counted here: {clean(stats.unavailable_reason, 300)}."
     if not stats.available:
         return (
             "Traffic is not counted by this source: bytes per process need the eBPF collector on a kernel with "
@@ -359,6 +361,8 @@ def latency_text(stats: LatencyStats) -> str:
     """Overall p50/p95, then per process and the slowest destinations."""
     who = subject(stats.pid, stats.command)
     window = stats.window_seconds
+    if not stats.available and stats.unavailable_reason:
+        return f"Connect latency is not measured here: {clean(stats.unavailable_reason, 300)}."
     if not stats.available:
         return "Connect latency is not measured by this source: it needs the eBPF collector."
     if not stats.attempts:

@@ -49,6 +49,13 @@ def _latest(values: Sequence[datetime | None]) -> datetime | None:
     return max(present) if present else None
 
 
+def _shares(same: Sequence[ProcessStat]) -> list[ProcessStat]:
+    """Each node's row of one command that ran on several nodes (each part one node's), by node; else none."""
+    if len(same) < 2 or any(len(p.nodes) != 1 or p.by_node for p in same):
+        return []
+    return sorted(same, key=lambda p: p.nodes[0])
+
+
 def merge_processes(parts: Sequence[Sequence[ProcessStat]]) -> list[ProcessStat]:
     rows: dict[str, list[ProcessStat]] = {}
     for part in parts:
@@ -67,6 +74,7 @@ def merge_processes(parts: Sequence[Sequence[ProcessStat]]) -> list[ProcessStat]
             last_seen=max(p.last_seen for p in same),
             workloads=list(dict.fromkeys(w for p in same for w in p.workloads)),
             nodes=sorted({n for p in same for n in p.nodes}),
+            by_node=_shares(same),
         ))  # fmt: skip
     merged.sort(key=lambda p: (-p.attempts, p.command))
     return merged

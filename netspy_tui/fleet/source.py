@@ -27,6 +27,7 @@ from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
 from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats, merge_stored, merge_stored_items
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import (
+    NOT_AGGREGATED,
     EventPage,
     EventQuery,
     ProgramInfo,
@@ -64,9 +65,15 @@ def _plain(q: EventQuery, limit: int, change: tuple[int, int] | None = None) -> 
 class FleetSource:
     """The fleet's events in ``fleet``; the store is its owner's to close."""
 
+    #: why its traffic and connect latency are ``available`` False (the API and the tools say it)
+    figures_unavailable = NOT_AGGREGATED
+
     def __init__(self, fleet: FleetStore) -> None:
         self.fleet = fleet
         self._started = time.monotonic()
+        #: the events its stores held when it started: what it took in since is the total less these (a restart
+        #: starts ``events_seen``, /metrics' netspy_events_seen_total, again from 0, as netspy_connects_total does)
+        self._held_at_start = int(fleet.stats()["total_events"])
 
     def known_nodes(self) -> list[str]:
         """The nodes that have sent events, sorted."""
@@ -95,7 +102,7 @@ class FleetSource:
             healthy=status != "unhealthy",
             degraded=status != "healthy",
             detail=f"{failing}; {detail}" if failing else detail,
-            events_seen=stats["total_events"],
+            events_seen=max(0, stats["total_events"] - self._held_at_start),
             stored_events=stats["total_events"],
             uptime_seconds=time.monotonic() - self._started,
             nodes=nodes,

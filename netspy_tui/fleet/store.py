@@ -66,6 +66,9 @@ AnyEvent = ConnectionEvent | PacketDropEvent
 #: what a node name may be (a Kubernetes node name or a host name)
 NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 _META_NODE = "fleet_node"
+#: when aggregation started (ns since the epoch), kept in each node's store: /api/stats' ``aggregation_start`` is the
+#: earliest, so that it and the stored counts it goes with (``total_events``, ``events_by_node``) survive a restart
+_META_SINCE = "fleet_since"
 NS = 1_000_000_000
 #: how far past the aggregator's clock an event's time may be: agents' clocks may run a little ahead; an event from
 #: further on is a wrong clock, which pinned the fleet's newest event (one from 2099 stayed first everywhere)
@@ -301,6 +304,7 @@ class FleetStore:
         self.dedupe_window = dedupe_window
         self.max_nodes = max_nodes
         self.started = utcnow()
+        """When aggregation started: this start, or the earliest its nodes' stores say (a restart keeps it)."""
         self._nodes: dict[str, _Node] = {}
         self._lock = threading.Lock()
         self._changed = Listeners("fleet change")
@@ -330,6 +334,7 @@ class FleetStore:
                     by_type = store.stored_by_kind()
                     self._nodes[name] = state = _Node(store, events=sum(by_type.values()), by_type=by_type,
                                                       last_event=store.newest_time())  # fmt: skip
+                    self._aggregating_since(store)
                     self._remember_stored(state)
                     self._resolved = max(self._resolved, store.replaced_cursor())
                 else:
@@ -596,11 +601,24 @@ class FleetStore:
             store = EventStore(path, retention_seconds=self.retention_seconds)
             try:
                 store.set_meta(_META_NODE, node)
+                self._aggregating_since(store)
             except BaseException:  # (a full disk: closed, its file free for the agent's retry)
                 store.close()
                 raise
             state = self._nodes[node] = _Node(store)
             return state
+
+    def _aggregating_since(self, store: EventStore) -> None:
+        """:attr:`started` from the earliest a node's store says; a store that says none (new, or made before it
+        was kept) is told this start's."""
+        since = store.get_meta(_META_SINCE)
+        if since is not None and since.isdigit():
+            self.started = min(self.started, ns_to_time(int(since)))
+        else:
+            try:
+                store.set_meta(_META_SINCE, str(time_to_ns(self.started)))
+            except Exception:  # noqa: BLE001 (a store that cannot be written now, a full disk: the next start says it)
+                pass
 
     # --- reading ------------------------------------------------------------------------------
 

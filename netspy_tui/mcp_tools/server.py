@@ -628,7 +628,8 @@ async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[An
     if isinstance(source, TrafficSource):
         stats = await getattr(source, method)(pid, process_name, duration, limit)
     else:
-        stats = model(window_seconds=duration, pid=pid, command=process_name, until=utcnow(), available=False)
+        stats = model(window_seconds=duration, pid=pid, command=process_name, until=utcnow(), available=False,
+                      unavailable_reason=getattr(source, "figures_unavailable", ""))  # fmt: skip
     label = await source_label(source)
     losses = {k: v for k, v in (await source.losses(duration)).items() if k in causes and v}
     return stats, label, losses

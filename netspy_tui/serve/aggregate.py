@@ -18,6 +18,7 @@ Ingest is:
 - authenticated: ``Authorization: Bearer <ingest token>`` (401 otherwise), compared in constant time;
 - bounded: the body (413), events per batch (413), and events per second per node (429 with
   ``Retry-After``: the agent keeps the batch and retries, nothing is lost);
+- uncompressed: a ``Content-Encoding`` other than ``identity`` (gzip) is 415, naming it;
 - validated per event: a bad event is refused with its index and reason in ``rejected``, the rest of
   the batch is kept (``success`` is then false, the answer still 200: sending it again cannot help);
 - idempotent: an event id a node already sent (a retried batch) is counted once (``duplicates``), except a
@@ -225,6 +226,11 @@ class AggregatorApi(Api):
             return text_response(401, "Unauthorized: send the aggregator's ingest token as Authorization: Bearer "
                                  "<token> (--forward-token on the agent)",
                                  {"WWW-Authenticate": 'Bearer realm="netspy-tui-ingest"'})  # fmt: skip
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):  # (gzip and the rest were read as JSON: a misleading "Invalid JSON")
+            return text_response(415, f"Unsupported Content-Encoding '{clean(encoding, 40)}': send the events "
+                                 "uncompressed (no Content-Encoding, or identity)",
+                                 {"Accept-Encoding": "identity"})  # fmt: skip
         raw = await request.body()
         # up to the body limit: not on the event loop (one hop to the ingest thread for all of it)
         result = await asyncio.get_running_loop().run_in_executor(self._ingest_thread, self._ingest_body, raw)
@@ -291,6 +297,9 @@ class AggregatorApi(Api):
         if detail:
             payload["detail"] = detail
         return json_response(payload)
+
+    async def ready(self) -> bool:
+        return self.fleet.health()[0] != "unhealthy"  # (what makes /health a 503)
 
     async def summary(self, request: Request, kind: EventKind) -> Response:
         params = await Params.read(request)

@@ -138,7 +138,13 @@ ENDPOINTS: dict[str, str] = {
     "(pid, command, since, until, limit)",
     "GET /api/losses": "netspy-tui extension: events lost or shed in the last duration_seconds, by cause, and "
     "whether the counts are still exact",
+    "GET /livez": "netspy-tui extension: liveness probe, no token needed: 200 ok while the server answers",
+    "GET /readyz": "netspy-tui extension: readiness probe, no token needed: 200 ok, or 503 unhealthy when /health "
+    "is (nothing else: the reasons are /health's, behind the token)",
 }
+#: Probe paths: no token needed (a kubelet probe sends none), nothing in the answer but ok/unhealthy; the Host
+#: check still applies (a kubelet sends the pod's address, an IP literal every server bound to 0.0.0.0 answers).
+PROBE_PATHS = ("/livez", "/readyz")
 CHANGES_ENDPOINT = (
     "GET /api/changes",
     "netspy-tui extension: a long poll that answers {seq, changed} once the store changed after seq "
@@ -526,8 +532,10 @@ class Api:
             payload["losses"] = info.losses
             payload["recent_losses"] = info.recent_losses
             payload["counts_exact"] = counts_exact(info.recent_losses)
-            if info.degraded:
-                payload["detail"] = describe_losses(info.recent_losses, "in the last minute")
+            if info.degraded:  # why: losses in the last minute, forwarding failing for a while
+                stalled = (info.forwarding or {}).get("problem")
+                why = [describe_losses(info.recent_losses, "in the last minute")] if info.recent_losses else []
+                payload["detail"] = "; ".join(why + ([str(stalled)] if stalled else []))
             if info.forwarding is not None:
                 payload["forwarding"] = info.forwarding
             if info.recording is not None:
@@ -564,6 +572,19 @@ class Api:
         if info.kind == "embedded":
             payload["node"] = host_node()
         return json_response(payload, 503)
+
+    async def ready(self) -> bool:
+        """What /readyz says: False when /health would say unhealthy (503)."""
+        try:
+            return (await self.source.info()).healthy
+        except Exception:  # noqa: BLE001 (a source that cannot say is not ready: /health logs why)
+            return False
+
+    async def livez(self, request: Request) -> Response:
+        return text_response(200, "ok")
+
+    async def readyz(self, request: Request) -> Response:
+        return text_response(200, "ok") if await self.ready() else text_response(503, "unhealthy")
 
     async def summary(self, request: Request, kind: EventKind) -> Response:
         params = await Params.read(request)
@@ -728,7 +749,8 @@ class Api:
         if isinstance(source, TrafficSource):
             stats = await getattr(source, method)(pid, command, duration, limit)
         else:
-            stats = model(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False)
+            stats = model(window_seconds=duration, pid=pid, command=command, until=utcnow(), available=False,
+                          unavailable_reason=getattr(source, "figures_unavailable", ""))  # fmt: skip
         return _figures_response(stats, "until")
 
     async def window_stats(self, request: Request) -> Response:
@@ -786,6 +808,8 @@ class Api:
         return changes + [
             Route("/", _guarded(self.root), methods=["GET"]),
             Route("/health", _guarded(self.health), methods=["GET"]),
+            Route("/livez", _guarded(self.livez), methods=["GET"]),
+            Route("/readyz", _guarded(self.readyz), methods=["GET"]),
             Route(
                 "/api/connection-summary",
                 _guarded(functools.partial(self.summary, kind="connection")),
@@ -852,6 +876,7 @@ class BearerTokenMiddleware:
         if (
             scope["type"] not in ("http", "websocket")
             or scope.get("path") in self.own_auth_paths
+            or (scope["type"] == "http" and scope.get("path") in PROBE_PATHS)
             or self._authorized(scope)
         ):
             await self.app(scope, receive, send)

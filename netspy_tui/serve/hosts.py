@@ -9,6 +9,9 @@ name in ``Host`` (and in ``Origin``), never an address the server was bound to, 
   address; when bound to one address, that address; when bound to all addresses (``0.0.0.0``,
   ``::``) or to a host name, any IP address literal (a rebinding attack needs a DNS name), and
   ``localhost``. The bound host name itself and every ``--allow-host NAME`` are allowed too;
+  ``--allow-host '*.SUFFIX'`` allows every name ending in ``.SUFFIX`` (a name of two labels or more,
+  ``*.svc.cluster.local``: names only a resolver the operator trusts answers for, such as a cluster's
+  DNS; ``*.com`` or ``*.local`` would let anyone's name through and are refused);
   ``--allow-host '*'`` turns the check off (e.g. behind a reverse proxy that checks names).
   The port is not compared. Otherwise: ``421 Misdirected Request``.
 * ``Origin``, when a browser sends one, must be ``http(s)://`` with a host the same rule allows;
@@ -27,6 +30,23 @@ from netspy_tui.textsafe import clean
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def allow_host_entry(text: str) -> str:
+    """One ``--allow-host`` value, checked: a name, ``*``, or ``*.SUFFIX`` with a suffix of two labels or
+    more. Raises ValueError with the reason."""
+    value = text.strip()
+    if not value:
+        raise ValueError("expected a host name, '*.SUFFIX' or '*', got an empty value")
+    if value == "*" or not value.startswith("*"):
+        if "*" in value:
+            raise ValueError(f"'{clean(value, 80)}': '*' is allowed only alone or as the first label ('*.example.com')")
+        return value
+    suffix = _normal(value[1:])
+    if not value.startswith("*.") or "*" in suffix or suffix.count(".") < 2 or ".." in suffix:
+        raise ValueError(f"'{clean(value, 80)}': a wildcard is '*.' and a suffix of two labels or more "
+                         "('*.svc.cluster.local'), or '*' alone")  # fmt: skip
+    return value
 
 
 def _normal(name: str) -> str:
@@ -67,7 +87,10 @@ class HostPolicy:
         self.allow_all = any(h.strip() == "*" for h in allowed_hosts)
         bind = _normal(bind_host)
         bind_ip = _ip(bind)
-        self.names = {_normal(h) for h in allowed_hosts if h.strip() and h.strip() != "*"}
+        named = [allow_host_entry(h) for h in allowed_hosts if h.strip() and h.strip() != "*"]
+        #: ``--allow-host '*.SUFFIX'``: each as ``.suffix`` (a name allowed ends with it; the suffix alone is not)
+        self.suffixes = tuple(_normal(h[1:]) for h in named if h.startswith("*."))
+        self.names = {_normal(h) for h in named if not h.startswith("*.")}
         self.loopback = is_loopback(bind)
         self.any_ip = bind in _WILDCARDS or (bind_ip is None and not self.loopback)
         if self.loopback or self.any_ip:
@@ -87,7 +110,7 @@ class HostPolicy:
             return True
         ip = _ip(name)
         if ip is None:
-            return False
+            return name.endswith(self.suffixes) and all(name.split("."))  # (no empty label: "..svc.cluster.local")
         return self.any_ip or ip == self.bind_ip or (self.loopback and ip.is_loopback)
 
     def allows_host_header(self, header: str | None) -> bool:

@@ -73,10 +73,11 @@ class MetricsExporter:
         out: list[Metric] = []
         up = GaugeMetricFamily("netspy_source_up", "1 while the data source answers and is healthy.")
         up.add_metric([], 1.0 if info.healthy else 0.0)
-        degraded = GaugeMetricFamily("netspy_source_degraded",
-                                     "1 while events are being lost or shed (the last minute).")  # fmt: skip
+        degraded = GaugeMetricFamily("netspy_source_degraded", "1 while events are being lost or shed (the last "
+                                     "minute), or forwarding to an aggregator has been failing.")  # fmt: skip
         degraded.add_metric([], 1.0 if info.degraded or info.recent_losses else 0.0)
-        seen = CounterMetricFamily("netspy_events_seen", "Events the collector saw since it started.")
+        seen = CounterMetricFamily("netspy_events_seen", "Events seen since this server started: its collector's, or "
+                                   "an aggregator's taken in from its agents (0 again after a restart).")  # fmt: skip
         seen.add_metric([], float(info.events_seen))
         lost = CounterMetricFamily("netspy_events_lost", "Raw events not kept since start, by cause (counts "
                                    "stay exact: the kernel counts every event).", labels=["cause"])  # fmt: skip
@@ -95,12 +96,14 @@ class MetricsExporter:
             command = OTHER if command == "(other)" else command  # the store's own overflow bucket
             if kind in by_kind:
                 by_kind[kind][(command, outcome)] = by_kind[kind].get((command, outcome), 0) + n
-        connects = CounterMetricFamily("netspy_connects", "connect() attempts counted in the kernel, by process "
+        connects = CounterMetricFamily("netspy_connects", "connect() attempts counted in the kernel since this server "
+                                       "started (an aggregator: its agents' events it took in since), by process "
                                        "(top N, then 'other') and outcome.", labels=["process", "outcome"])  # fmt: skip
         pending = GaugeMetricFamily("netspy_connects_in_progress", "Non-blocking connects whose outcome is not "
                                     "known yet.")  # fmt: skip
-        drops = CounterMetricFamily("netspy_packet_drops", "Packets the kernel dropped, by process (top N, then "
-                                    "'other') and reason.", labels=["process", "reason"])  # fmt: skip
+        drops = CounterMetricFamily("netspy_packet_drops", "Packets the kernel dropped since this server started, "
+                                    "by process (top N, then 'other') and reason.",
+                                    labels=["process", "reason"])  # fmt: skip
         in_progress = 0
         for kind, family in (("connection", connects), ("packet_drop", drops)):
             rows = by_kind[kind]

@@ -17,9 +17,9 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,34 @@ logger = logging.getLogger(__name__)
 _WARN_EVERY = 30.0
 #: Losses this recent make the source "degraded".
 RECENT_LOSS_SECONDS = 60
+#: ``serve --forward`` failing for this many post intervals (30 s at the default 2 s), at most
+#: :data:`FORWARD_STALL_MAX_SECONDS`, since its last accepted batch (or its start) makes the source "degraded".
+FORWARD_STALL_INTERVALS = 15
+FORWARD_STALL_MAX_SECONDS = 60.0
+
+
+def forwarding_problem(status: Mapping[str, Any], running_seconds: float | None) -> str:
+    """What is wrong with ``serve --forward`` (its :class:`~netspy_tui.serve.forward.ForwardStatus` as a dict), in
+    one line, when its batches have been failing for a while: the aggregator down, or refusing every batch (a
+    421 for a Host it does not answer, a 401 for a wrong token), while the events wait in the store; "" else."""
+    error = str(status.get("last_error") or "")
+    # (cleared by each accepted batch; an accepted batch the aggregator refused events of says so, and is no failure)
+    if not error or error.startswith(("the aggregator rejected", "HTTP 413: batches of")):
+        return ""
+    interval = status.get("interval")
+    interval = float(interval) if isinstance(interval, int | float) and interval > 0 else 2.0
+    limit = min(FORWARD_STALL_MAX_SECONDS, FORWARD_STALL_INTERVALS * interval)
+    last = status.get("last_success")
+    try:
+        since = (utcnow() - datetime.fromisoformat(last)).total_seconds() if last else running_seconds
+    except (TypeError, ValueError):
+        since = running_seconds
+    if since is None or since < limit:
+        return ""
+    failures, waiting = status.get("failures", 0), status.get("waiting", 0)
+    when = "its last accepted batch" if last else "it started"
+    return (f"forwarding to {status.get('url')} has failed since {when} {int(since)} s ago ({failures:,} failed "
+            f"batches, {waiting:,} events waiting in the store): {error}")  # fmt: skip
 
 
 class StoreSink:
@@ -257,6 +285,13 @@ class EmbeddedSource:
             problems.append(str(self.recorder.error))
         if recent:
             problems.append(describe_losses(recent, f"in the last {RECENT_LOSS_SECONDS} s"))
+        running = None if self._started_at is None else time.monotonic() - self._started_at
+        forwarding = dict(self.forwarding()) if self.forwarding is not None else None
+        if forwarding is not None:
+            stalled = forwarding_problem(forwarding, running)
+            if stalled:
+                forwarding["problem"] = stalled  # (/health's detail says it)
+                problems.append(stalled)
         # (unhealthy: why first, the collector's reason after: a header shows the start)
         detail = "; ".join(
             problems if not self.reason else [self.reason, *problems] if healthy else [*problems, self.reason]
@@ -266,7 +301,7 @@ class EmbeddedSource:
             kind="embedded",
             generation="embedded",
             healthy=healthy,
-            degraded=bool(recent),
+            degraded=bool(recent) or bool(forwarding and forwarding.get("problem")),
             detail=" ".join(detail.split()),
             collector=collector.name if collector is not None else None,
             sampled=collector.sampled if collector is not None else False,
@@ -275,8 +310,8 @@ class EmbeddedSource:
             losses=losses,
             recent_losses=recent,
             stored_events=stored,
-            uptime_seconds=None if self._started_at is None else time.monotonic() - self._started_at,
-            forwarding=self.forwarding() if self.forwarding is not None else None,
+            uptime_seconds=running,
+            forwarding=forwarding,
             recording=self.recorder.status if self.recorder is not None else None,
             notes=list(getattr(collector, "notes", None) or []),
         )

@@ -295,3 +295,82 @@ def test_what_the_scan_of_listening_sockets_could_not_seed_is_said(tmp_path: Pat
         "no process holds 1 listening TCP socket that listened before the collector started: inbound connections "
         "to it are charged to no process (pid 0)"
     ]
+
+
+LISTEN_AS = textwrap.dedent(
+    """
+    import socket, sys
+    t = socket.socket()
+    t.bind(("127.0.0.1", 0))
+    t.listen(8)
+    print(t.getsockname()[1], flush=True)
+    sys.stdin.readline()
+    """
+)
+#: the scan of listening sockets as the collector seeds with them: each port's owner, as JSON
+SCAN_OWNERS = "import json; from netspy_tui.collector.ebpf import listeners as L; s = L.scan(True); " \
+    "print(json.dumps({int(k['port']): int(v['tgid']) for k, v in zip(s.keys, s.values)}))"  # fmt: skip
+
+
+def _capabilities(caps: list[str]) -> list[str]:
+    """setpriv's prefix that runs a command as root with only ``caps`` (Kubernetes' names) in its bounding set."""
+    return ["setpriv", "--bounding-set=-all," + ",".join("+" + c.lower() for c in caps), "--inh-caps=-all", "--"]
+
+
+@pytest.mark.ebpf
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs setpriv, as root")
+def test_without_the_capabilities_to_read_other_processes_files_the_note_says_so(tmp_path: Path) -> None:
+    """The DaemonSet granted BPF, PERFMON and SYS_RESOURCE: the agent could not read the open files of processes
+    with capabilities it lacks (CAP_SYS_PTRACE) or of other users (CAP_DAC_READ_SEARCH), so every server that
+    listened before it had its inbound connections charged to pid 0, and the note said "no process holds" them.
+    Run as the agent runs (``serve --collector=ebpf`` with only those capabilities): the note names the cause.
+    With the manifest's capabilities, a root server's socket and another user's are seeded with their pids."""
+    import json
+
+    import httpx
+    import yaml
+
+    from tests.hardening.conftest import free_port as free_tcp_port
+    from tests.hardening.conftest import product_env
+
+    as_another_user = ["setpriv", "--reuid=10001", "--regid=10001", "--clear-groups", "--"]
+    servers = [
+        subprocess.Popen(
+            [*prefix, sys.executable, "-c", LISTEN_AS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for prefix in ([], as_another_user)
+    ]
+    try:
+        owners = {int(s.stdout.readline()): s.pid for s in servers}  # type: ignore[union-attr]
+        env = product_env(tmp_path, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        port = free_tcp_port()
+        agent = subprocess.Popen([*_capabilities(["BPF", "PERFMON", "SYS_RESOURCE"]), sys.executable, "-m",
+                                  "netspy_tui", "serve", "--collector=ebpf", "--port", str(port), "--db",
+                                  str(tmp_path / "events.db")], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert agent.stderr is not None
+            for line in agent.stderr:
+                if "serving the eBPF server API on" in line:
+                    break
+            else:
+                pytest.fail(f"serve exited ({agent.wait()}) before it served")
+            notes = httpx.get(f"http://127.0.0.1:{port}/health", timeout=20).json().get("notes", [])
+        finally:
+            agent.terminate()
+            agent.wait(timeout=20)
+        said = [n for n in notes if "listened before the collector started" in n]
+        assert len(said) == 1 and "could not read the open files of" in said[0], notes
+        assert "(needs CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH for other users' processes)" in said[0]
+        assert not [n for n in notes if "no process holds" in n], notes
+        manifest = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "agent.yaml"
+        daemonset = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] == "DaemonSet")
+        caps = daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+        scanned = subprocess.run([*_capabilities(caps), sys.executable, "-c", SCAN_OWNERS], env=env,
+                                 capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        seeded = {int(p): pid for p, pid in json.loads(scanned.stdout).items()}
+        assert {p: seeded.get(p) for p in owners} == owners
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()

@@ -162,3 +162,31 @@ def test_ingest_abuse_against_the_real_server(tmp_path: Path, spawn: Callable[..
     assert stats["events_by_node"] == {"edge-1": 5}  # only the good ones, once
     assert agg.stop() == TERMINATED
     assert "Traceback" not in "".join(agg.err) and INGEST_TOKEN not in "".join(agg.err)
+
+
+def test_a_compressed_ingest_is_refused_415_naming_the_encoding(tmp_path: Path, spawn: Callable[..., Child]) -> None:  # noqa: F811
+    """A gzip-compressed batch (Content-Encoding: gzip, as a proxy or an agent's HTTP library may send) was answered
+    400 "Invalid JSON", which sends the operator looking at the JSON: 415, naming the encoding, nothing stored;
+    the same batch uncompressed (or identity) goes."""
+    import gzip
+    import json
+
+    agg = spawn("serve", "--aggregate", "--port", str(free_port()), "--ingest-token", INGEST_TOKEN)
+    url = served_url(agg, "the aggregator API") + "/api/events/ingest"
+    events = [connection_json(pid=5, command="curl", port=100 + i, ago=3, k8s_node_name="edge-1") for i in range(3)]
+    body = json.dumps({"events": events}).encode()
+    for encoding in ("gzip", "br", "deflate"):
+        headers = {**AGENT, "Content-Type": "application/json", "Content-Encoding": encoding}
+        refused = httpx.post(url, content=gzip.compress(body), headers=headers, timeout=10)
+        assert refused.status_code == 415, refused.text
+        assert f"Unsupported Content-Encoding '{encoding}'" in refused.text and refused.text.count("\n") == 1
+        assert refused.headers["accept-encoding"] == "identity"
+    unauthorized = httpx.post(url, content=gzip.compress(body), headers={"Content-Encoding": "gzip"}, timeout=10)
+    assert unauthorized.status_code == 401  # (the token first: nothing said to whoever has none)
+    for encoding in ({}, {"Content-Encoding": "identity"}):
+        taken = httpx.post(url, content=body, headers={**AGENT, "Content-Type": "application/json", **encoding},
+                           timeout=10).json()  # fmt: skip
+        assert taken["success"] is True
+    stats = httpx.get(url.removesuffix("/api/events/ingest") + "/api/stats", timeout=10).json()
+    assert stats["events_by_node"] == {"edge-1": 3}  # (the identity batch again: duplicates, counted once)
+    assert agg.stop() == TERMINATED

@@ -90,6 +90,72 @@ def test_health_says_unhealthy_with_why_while_every_ingest_fails_and_healthy_aga
     assert "netspy_source_up 1.0" in httpx.get(url + "/metrics", timeout=10).text
 
 
+def test_probes_need_no_token_say_nothing_but_ok_and_fail_readiness_while_ingest_fails(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    """A kubelet probe sends no token: /health (401 without it) could not be probed, so the manifests probed the
+    TCP port and an aggregator whose every ingest failed (503) stayed Ready. /livez and /readyz answer without the
+    token, with nothing but ok/unhealthy; the Host check still applies; everything else still wants the token."""
+    base = tmp_path / "volume"
+    base.mkdir(mode=0o755)
+    _, url = aggregator(spawn, base / "fleet", "--token", "read-secret")
+    for path in ("/livez", "/readyz"):
+        answer = httpx.get(url + path, timeout=10)
+        assert (answer.status_code, answer.text) == (200, "ok\n"), (path, answer.text)
+        assert httpx.get(url + path, headers={"Host": "evil.example"}, timeout=10).status_code == 421
+    assert httpx.get(url + "/health", timeout=10).status_code == 401
+    assert httpx.get(url + "/livez/x", timeout=10).status_code == 401  # (exactly those paths)
+    base.chmod(0o777)  # the store cannot be written from now on (as on a full disk): every ingest is a 503
+    event = connection_json(pid=5, ago=2, k8s_node_name="node-a")
+    refused = httpx.post(url + "/api/events/ingest", json={"events": [event]}, headers=AGENT, timeout=20)
+    assert refused.status_code == 503
+    ready = httpx.get(url + "/readyz", timeout=10)
+    assert (ready.status_code, ready.text) == (503, "unhealthy\n")  # (why: /health, behind the token)
+    assert httpx.get(url + "/livez", timeout=10).status_code == 200  # (a restart would not make the disk room)
+    base.chmod(0o755)
+    assert ingest(url, [event])["events_processed"] == 1
+    assert httpx.get(url + "/readyz", timeout=10).status_code == 200
+
+
+def test_a_restart_keeps_when_aggregation_started_and_the_counters_count_since_this_start(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    """/api/stats' aggregation_start went to the restart's time while total_events and events_by_node kept all
+    that was stored; /metrics' netspy_events_seen_total ("since it started") was all stored history while
+    netspy_connects_total started again from 0. Now: the stored figures keep when aggregation started, and every
+    /metrics counter counts since this server started (a counter's reset on restart, as Prometheus expects)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def metrics(url: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+            for sample in family.samples:
+                if sample.name in ("netspy_events_seen_total", "netspy_connects_total"):
+                    out[sample.name] = out.get(sample.name, 0.0) + sample.value
+        return out
+
+    db = tmp_path / "fleet"
+    child, url = aggregator(spawn, db)
+    ingest(url, [connection_json(pid=5, port=100 + i, ago=3, k8s_node_name="node-a") for i in range(4)])
+    first = httpx.get(url + "/api/stats", timeout=10).json()
+    assert first["total_events"] == 4
+    assert metrics(url) == {"netspy_events_seen_total": 4.0, "netspy_connects_total": 4.0}
+    child.stop()
+    child, url = aggregator(spawn, db)
+    again = httpx.get(url + "/api/stats", timeout=10).json()
+    assert again["total_events"] == 4 and again["events_by_node"] == {"node-a": 4}
+    assert again["aggregation_start"] == first["aggregation_start"], (first, again)  # (not this start's time)
+    help_text = httpx.get(url + "/metrics", timeout=10).text
+    assert "# HELP netspy_events_seen_total Events seen since this server started" in help_text
+    assert metrics(url) == {"netspy_events_seen_total": 0.0}  # (no connects since this start: no series)
+    ingest(url, [connection_json(pid=5, port=200 + i, ago=2, k8s_node_name="node-a") for i in range(3)])
+    assert metrics(url) == {"netspy_events_seen_total": 3.0, "netspy_connects_total": 3.0}
+    assert httpx.get(url + "/api/stats", timeout=10).json()["total_events"] == 7
+    child.stop()
+
+
 def _as_user_10001(work: Callable[[], None]) -> None:
     """``work`` in a forked child that has become uid/gid 10001 (the manifest's runAsUser, runAsGroup and
     fsGroup): this interpreter lives under /root, which that user cannot run, so not as a subprocess."""

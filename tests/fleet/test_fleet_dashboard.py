@@ -24,7 +24,7 @@ from netspy_tui.serve import BackgroundServer, create_app
 from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
 from netspy_tui.telemetry.client import HttpSource
 from netspy_tui.tui.app import NetspyApp
-from netspy_tui.tui.widgets.processes import GROUP_PREFIX
+from netspy_tui.tui.widgets.processes import GROUP_PREFIX, NODE_ROW
 from tests.factories import connection_json, drop_json
 from tests.fake_openai import FakeOpenAI
 from tests.tui.conftest import wait_for
@@ -83,13 +83,28 @@ async def test_the_dashboard_on_an_aggregator_shows_nodes_groups_by_node_and_foc
                 await pilot.press("g")  # by workload (none known here), then by node
                 await wait_for(pilot, lambda: procs.group_by == "workload", "grouped by workload")
                 await pilot.press("g")
-                await wait_for(pilot, lambda: procs.group_by == "node" and procs.row_count == 6, "grouped by node")
+                await wait_for(pilot, lambda: procs.group_by == "node" and procs.row_count == 7, "grouped by node")
                 await pilot.pause()
                 assert "by node (g)" in screen_text(app)
                 keys = procs._order
-                assert keys == [GROUP_PREFIX + "node-a, node-b", "curl", GROUP_PREFIX + "node-b", "nginx",
-                                GROUP_PREFIX + "node-c", "redis"]  # fmt: skip
-                assert procs.get_cell(GROUP_PREFIX + "node-c", "attempts").plain == "3"
+                # per node, as list_processes --group-by node counts: curl under each of its nodes, with that
+                # node's own figures (it was one row under "node-a, node-b" with both nodes' sum)
+                on = {f"{command}@{node}": f"{command}{NODE_ROW}{node}" for node, rows in LOAD.items()
+                      for command, _, _ in rows}  # fmt: skip
+                assert keys == [GROUP_PREFIX + "node-a", on["curl@node-a"],
+                                GROUP_PREFIX + "node-b", on["nginx@node-b"], on["curl@node-b"],
+                                GROUP_PREFIX + "node-c", on["redis@node-c"]]  # fmt: skip
+                totals = {k.removeprefix(GROUP_PREFIX): procs.get_cell(k, "attempts").plain for k in keys
+                          if k.startswith(GROUP_PREFIX)}  # fmt: skip
+                assert totals == {"node-a": "6", "node-b": "6", "node-c": "3"}
+                assert [procs.get_cell(on[k], "attempts").plain for k in ("curl@node-a", "curl@node-b")] == ["6", "2"]
+                assert procs.get_cell(on["curl@node-b"], "pids").plain == "202"
+                tool = await gw.call("list_processes", {"group_by": "node", "duration": 60})
+                assert tool.data is not None and {g["key"]: str(g["attempts"]) for g in tool.data["groups"]} == totals
+                procs.focus()
+                procs.move_cursor(row=keys.index(on["curl@node-b"]), animate=False)
+                await pilot.pause()
+                assert d.selected_process() == ("curl", None) and d.selected_nodes() == ["node-b"]
 
                 procs.focus()
                 procs.move_cursor(row=keys.index(GROUP_PREFIX + "node-c"), animate=False)
@@ -248,6 +263,35 @@ async def test_an_agents_backlog_after_an_outage_shows_in_the_tables_by_time_eac
     finally:
         server.stop()
         fleet.close()
+
+
+async def test_traffic_on_an_aggregator_says_it_is_not_aggregated_and_where_it_is() -> None:
+    """Agents count bytes; the aggregator does not aggregate them. The Traffic view and get_traffic said "not
+    counted by this source (needs the eBPF collector on Linux 6.3 or later…)", which sent the operator to their
+    kernels: they say the aggregator does not aggregate it, and to ask the node's agent."""
+    import asyncio
+    import subprocess
+    import sys
+
+    async with aggregator() as url:
+        for tool in ("get_traffic", "get_connect_latency"):
+            run = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "netspy_tui", "--server", url,
+                                          "--tool", tool], capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert run.returncode == 0, run.stderr
+            assert "the aggregator does not aggregate traffic or connect latency" in run.stdout, run.stdout
+            assert "ask the node's agent" in run.stdout and "6.3" not in run.stdout and "eBPF" not in run.stdout
+        source = HttpSource(url, retries=0)
+        async with open_gateway(source) as gw:
+            app = NetspyApp(gw, interval=3600, window=60)
+            async with app.run_test(size=(160, 45)) as pilot:
+                d = app.dashboard
+                await pilot.press("t")
+                await wait_for(pilot, lambda: d.latest is not None and d.latest.traffic is not None, "the traffic")
+                await pilot.pause()
+                text = " ".join(screen_text(app).split())
+                assert "not counted here: the aggregator does not aggregate traffic" in text, text
+                assert "Linux 6.3" not in text
+        await source.aclose()
 
 
 def telemetry_of(request_body: dict[str, Any] | None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.serve import BackgroundServer, create_app, create_mcp_app
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection
-from tests.hardening.conftest import DEMO, TERMINATED, Child, free_port
+from tests.hardening.conftest import DEMO, TERMINATED, Child, Cli, assert_one_line_error, free_port
 from tests.hardening.test_security import MCP_HEADERS, MCP_INIT, served_url
 
 #: Every path family the API serves, the MCP route, and one that does not exist.
@@ -65,6 +65,45 @@ def test_serve_refuses_rebinding_on_every_path_and_answers_its_own_names(spawn: 
                 answered = request(http, method, path, Host=host, Origin=f"http://{host}")
                 assert answered.status_code not in (403, 421), (method, path, host, answered.text)
         assert http.get("/api/events").json()["events"]  # the data is there for the names it answers
+    assert child.stop() == TERMINATED
+
+
+def test_a_suffix_allows_a_clusters_names_and_nothing_else(spawn: Callable[..., Child], cli: Cli) -> None:
+    """``--allow-host '*.SUFFIX'``: every Service name in a cluster's DNS (the manifests' per-pod names of a
+    headless Service), not the suffix itself nor a name that only contains it; a suffix anyone's DNS answers
+    for (one label) is refused at start, one line."""
+    port = free_port()
+    child = spawn("serve", "--replay", str(DEMO), "--replay-speed", "0", "--port", str(port),
+                  "--allow-host", "*.svc.cluster.local", "--allow-host", "ebpf-aggregator")  # fmt: skip
+    url = served_url(child, "the eBPF server API")
+    with httpx.Client(base_url=url, timeout=10) as http:
+        names = ("ebpf-aggregator", "ebpf-aggregator.netspy.svc.cluster.local", "10-1-2-3.agent.ns.svc.cluster.local.")
+        for host in names:
+            answered = http.get("/api/events", headers={"Host": f"{host}:{port}"})
+            assert answered.status_code == 200 and answered.json()["events"], (host, answered.text)
+        for host in ("svc.cluster.local", "a.svc.cluster.local.evil.example", "ebpf-aggregator.evil.example"):
+            refused = http.get("/api/events", headers={"Host": f"{host}:{port}"})
+            assert refused.status_code == 421, (host, refused.text)
+    assert child.stop() == TERMINATED
+    for bad in ("*.local", "*.com", "a*.example.com"):
+        run = cli("serve", "--allow-host", bad, "--port", str(free_port()))
+        line = assert_one_line_error(run, 2)
+        assert "--allow-host" in line and bad in line, line
+
+
+def test_serves_probes_answer_without_the_token_and_nothing_else_does(spawn: Callable[..., Child]) -> None:
+    """The manifests' kubelet probes (httpGet, no token): ok without the token, listed at /; every other path still
+    401 without it."""
+    port = free_port()
+    child = spawn("serve", "--replay", str(DEMO), "--replay-speed", "0", "--port", str(port), "--token", "tok-123")
+    url = served_url(child, "the eBPF server API")
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for path in ("/livez", "/readyz"):
+            assert (http.get(path).status_code, http.get(path).text) == (200, "ok\n"), path
+        for _, path in PATHS:
+            assert http.get(path).status_code == 401, path
+        listed = http.get("/", headers={"Authorization": "Bearer tok-123"}).json()["endpoints"]
+        assert "GET /livez" in listed and "GET /readyz" in listed
     assert child.stop() == TERMINATED
 
 

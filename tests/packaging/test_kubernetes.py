@@ -50,7 +50,12 @@ def test_the_agent_has_the_capabilities_ebpf_needs_and_nothing_more() -> None:
     pod = _agent()["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     sc = container["securityContext"]
-    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_RESOURCE"]}
+    # (SYS_PTRACE and DAC_READ_SEARCH: the open files of the host's processes, which own the sockets listening
+    # before the agent started: tests/collector/test_listeners.py runs the scan with exactly this set)
+    assert sc["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"],
+    }
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert pod["automountServiceAccountToken"] is False and not pod.get("hostNetwork")
@@ -167,3 +172,77 @@ def test_prometheus_is_told_to_send_the_token_not_to_scrape_by_annotation(kind: 
     told = (REPO / "deploy" / "kubernetes" / "agent.yaml").read_text()
     (namespace,) = re.findall(r"kubectl create namespace (\S+)", told)
     assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": [namespace]}}]
+
+
+def _expanded_args(container: dict[str, Any], namespace: str) -> list[str]:
+    """The container's args as the kubelet runs them: ``$(VAR)`` replaced by the container's env (the downward
+    API's namespace as ``namespace``); a reference to a variable the env does not define is left as written, as
+    Kubernetes leaves it."""
+    fields = {"metadata.namespace": namespace, "spec.nodeName": "node-a", "metadata.name": "pod-a"}
+    env: dict[str, str] = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "fieldRef" in e.get("valueFrom", {}):
+            env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), a) for a in container["args"]]
+
+
+def _dns_names(service: dict[str, Any], namespace: str) -> list[str]:
+    name = service["metadata"]["name"]
+    return [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+
+
+@pytest.mark.parametrize("component", ["aggregator", "agent"])
+def test_each_service_is_answered_by_every_name_it_is_reached_by(component: str) -> None:
+    """Bound to 0.0.0.0, a server answers only IP literals and localhost unless --allow-host names more (DNS
+    rebinding): every DNS name of the component's Service, in the namespace the files tell the operator to use,
+    must pass the Host check its pod runs with (the policy built as the server builds it), or every request by
+    that name (an agent's forwarded batch, a dashboard's) is refused 421 while the pods look healthy."""
+    from netspy_tui.serve.hosts import HostPolicy
+
+    told = (REPO / "deploy" / "kubernetes" / "agent.yaml").read_text()
+    (namespace,) = re.findall(r"kubectl create namespace (\S+)", told)
+    workload = _of_kind("Deployment" if component == "aggregator" else "DaemonSet", component)
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    args = _expanded_args(container, namespace)
+    assert not [a for a in args if "$(" in a], args  # every variable the args use is in the env
+    ns = parse_args(args)
+    policy = HostPolicy(ns.host or "127.0.0.1", ns.allow_host or [])
+    service = _of_kind("Service", component)
+    names = _dns_names(service, namespace)
+    if component == "agent":  # a headless Service: each pod by its address's name too
+        names.append(f"10-244-1-7.{names[-1]}")
+    for name in names:
+        assert policy.allows_host_header(f"{name}:8080"), name
+    assert policy.allows_host_header("10.244.1.7:8080")  # the kubelet's probes, Prometheus: the pod's address
+    # still DNS-rebinding protection: a name the cluster's resolver does not answer for is refused
+    for foreign in ("attacker.example", f"{service['metadata']['name']}.attacker.example", "svc.cluster.local"):
+        assert not policy.allows_host_header(f"{foreign}:8080"), foreign
+
+
+def test_the_agents_forward_to_a_name_the_aggregator_answers() -> None:
+    from urllib.parse import urlsplit
+
+    from netspy_tui.serve.hosts import HostPolicy
+
+    (agent,) = _agent()["spec"]["template"]["spec"]["containers"]
+    (aggregator,) = _of_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    forward = urlsplit(parse_args(_expanded_args(agent, "netspy")).forward)
+    ns = parse_args(_expanded_args(aggregator, "netspy"))
+    assert HostPolicy(ns.host or "127.0.0.1", ns.allow_host or []).allows_host_header(forward.netloc)
+
+
+@pytest.mark.parametrize("kind", ["DaemonSet", "Deployment"])
+def test_the_probes_ask_the_servers_health_without_a_token(kind: str) -> None:
+    """A tcpSocket probe kept an aggregator that refused every ingest (disk full) Ready: the probes are httpGet on
+    the paths the server answers without the token the kubelet does not send (liveness: it answers; readiness:
+    503 while /health would be)."""
+    from netspy_tui.serve.app import PROBE_PATHS
+
+    workload = next(doc for _, doc in documents() if doc["kind"] == kind)
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    port = next(p["name"] for p in container["ports"] if p["containerPort"] == parse_args(container["args"]).port)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+    assert {"/livez", "/readyz"} <= set(PROBE_PATHS)

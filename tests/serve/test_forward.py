@@ -334,3 +334,48 @@ def test_serve_forward_refuses_what_it_could_never_forward_at_start(tmp_path: Pa
                                env={**os.environ, "NETSPY_CONFIG": str(tmp_path / "none.toml"), **env})  # fmt: skip
         assert child.returncode == 2, (flags, child.stderr)
         assert said in child.stderr and "Traceback" not in child.stderr, child.stderr
+
+
+def test_health_says_degraded_while_every_batch_fails_and_healthy_once_they_go(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    """An agent whose aggregator refuses every batch (here 503; the shipped manifests' 421 alike) kept answering
+    /health "healthy" for minutes while its events piled up in the store: it is "degraded" once the batches have
+    failed for 15 post intervals, with the reason in one detail line, and "healthy" again when a batch goes."""
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text("".join(json.dumps(connection_json(pid=7, command="curl", port=31000 + i, ago=20)) + "\n"
+                           for i in range(10)))  # fmt: skip
+    with FakeAggregator() as agg:
+        agg.down = True
+        port = free_port()
+        child = spawn("serve", "--replay", str(rec), "--replay-speed", "0", "--port", str(port),
+                      "--forward", agg.url, "--forward-interval", "0.2", env={"NODE_NAME": "node-a"})  # fmt: skip
+        url = served_url(child, "the eBPF server API")
+
+        def health() -> dict:  # type: ignore[type-arg]
+            return httpx.get(url + "/health", timeout=10).json()  # type: ignore[no-any-return]
+
+        for _ in range(1000):  # 15 intervals of 0.2 s: 3 s
+            seen = health()
+            if seen["status"] != "healthy":
+                break
+            asyncio.run(asyncio.sleep(0.02))
+        assert seen["status"] == "degraded", seen
+        assert seen["forwarding"]["failures"] >= 1 and agg.refused >= 1
+        detail = seen["detail"]
+        assert f"forwarding to {agg.url}/api/events/ingest has failed since it started" in detail, detail
+        assert "events waiting in the store" in detail and "HTTP 503" in detail and "\n" not in detail
+        status = subprocess.run([sys.executable, "-m", "netspy_tui", "--server", url, "--tool", "server_status"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert "(degraded)" in status.stdout, status.stdout
+        assert "netspy_source_degraded 1.0" in httpx.get(url + "/metrics", timeout=10).text  # (an alert's gauge)
+        agg.down = False  # the aggregator takes them: healthy again, nothing lost
+        for _ in range(1500):
+            seen = health()
+            if seen["status"] == "healthy":
+                break
+            asyncio.run(asyncio.sleep(0.02))
+        assert seen["status"] == "healthy" and "detail" not in seen, seen
+        assert len(agg.received()) == 10
+        assert child.stop() == TERMINATED

@@ -36,6 +36,8 @@ async def test_traffic_is_listed_as_an_extension(client: httpx.AsyncClient) -> N
         "GET /api/inbound",
         "GET /api/losses",
         "GET /metrics",
+        "GET /livez",
+        "GET /readyz",
     }
     assert all("extension" in root["endpoints"][path] for path in extensions)
     assert set(ENDPOINTS) - extensions == {

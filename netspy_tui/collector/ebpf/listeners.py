@@ -7,8 +7,11 @@ Every network namespace some process is in is read once, through one of its proc
 (``/proc/PID/net/tcp`` and ``tcp6``: the LISTEN sockets with their inode numbers); then every process's open
 files (``/proc/PID/fd``) tell which processes hold those sockets. A socket held by several (a pre-fork
 server's workers inherit the master's) is charged to the one that started first, the one that called
-listen(). What cannot be seeded is counted (:class:`Seed`): a listening socket no process holds (any more), and
-the sockets left when the scan of open files runs past its time budget (:data:`SCAN_BUDGET`). Not seen at all:
+listen(). What cannot be seeded is counted (:class:`Seed`): a listening socket no process holds (any more), or none
+whose open files could be read holds (the processes whose files were refused are counted: without CAP_SYS_PTRACE
+the files of a process with capabilities this one lacks cannot be read, without CAP_DAC_READ_SEARCH those of
+another user's), and the sockets left when the scan of open
+files runs past its time budget (:data:`SCAN_BUDGET`). Not seen at all:
 the listeners of a namespace no process is in (a process that made its socket there, then left it).
 """
 
@@ -41,10 +44,20 @@ class Seed:
     """Listening sockets no process was found holding (closed meanwhile, or held by none)."""
     unscanned: int = 0
     """Listening sockets whose holders were not looked for: the scan ran past :data:`SCAN_BUDGET`."""
+    unreadable: int = 0
+    """Processes whose open files could not be read (EACCES/EPERM: another process's ``/proc/PID/fd`` needs
+    CAP_SYS_PTRACE when it has capabilities this one lacks, and CAP_DAC_READ_SEARCH when another user owns it):
+    the sockets not matched may be theirs."""
 
     def notes(self) -> list[str]:
         out = []
-        if self.unowned:
+        if self.unowned and self.unreadable:
+            n, m = self.unowned, self.unreadable
+            out.append(f"{_sockets(n)} that listened before the collector started {_were(n)} not matched to a "
+                       f"process: could not read the open files of {m} process{'' if m == 1 else 'es'} (needs "
+                       "CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH for other users' processes): inbound connections "
+                       f"to {_them(n)} are charged to no process (pid 0)")  # fmt: skip
+        elif self.unowned:
             out.append(f"no process holds {_sockets(self.unowned)} that listened before the collector started: "
                        f"inbound connections to {_them(self.unowned)} are charged to no process (pid 0)")  # fmt: skip
         if self.unscanned:
@@ -151,10 +164,14 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
                 for entry in it:
                     try:
                         link = os.readlink(f"{fd_dir}/{entry.name}")
+                    except PermissionError:
+                        raise
                     except OSError:
                         continue
                     if link.startswith("socket:[") and (inode := int(link[8:-1])) in sockets:
                         holders.setdefault(inode, []).append(pid)
+        except PermissionError:  # (EACCES, EPERM: not allowed to look at this process's files)
+            seed.unreadable += 1
         except OSError:
             continue
     found_owner = []

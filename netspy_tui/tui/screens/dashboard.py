@@ -470,6 +470,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         """The node(s) of the row :meth:`selected_process` reads (an aggregator's; empty for one host)."""
         table = self.focused if isinstance(self.focused, DataTable) else self._last_table
         if isinstance(table, ProcessTable):
+            if (node := table.selected_node()) is not None:  # (grouped by node: that node's row)
+                return [node]
             name = table.selected_process()
             stat = table.stats.get(name) if name is not None else None
             return list(stat.nodes) if stat is not None else []

@@ -2,8 +2,9 @@
 
 Grouped by workload or, against an aggregator, by node (``g`` cycles), each group gets a heading row (its
 processes' totals) above its processes, which keep the chosen sort inside the group; the table is then rebuilt
-on change (at most 200 processes). A process seen on several nodes is one row (its figures summed over them), in
-the group of those nodes together.
+on change (at most 200 processes). A process seen on several nodes is one row (its figures summed over them);
+grouped by node it is a row under each of its nodes, with that node's own figures (as ``list_processes
+--group-by node`` counts them), so each node's heading is that node's totals.
 Rates (Rx/s, Tx/s) come from the Traffic view's poll and read ``–`` while it is not shown.
 """
 
@@ -59,6 +60,8 @@ WORKLOAD = "workload"
 NODES = "nodes"
 #: Row keys of group headings start with NUL, which no process name (a kernel comm) contains.
 GROUP_PREFIX = "\0group:"
+#: Grouped by node, a process's row under one node is keyed by its name, this and the node.
+NODE_ROW = "\0node:"
 NO_WORKLOAD = "(no workload known)"
 NO_NODE = "(no node known)"
 #: What the process table can be grouped by (``g`` cycles through those the data has, then ungrouped).
@@ -254,7 +257,12 @@ class ProcessTable(KeyedTable):
         if self.row_count == 0:
             return None
         key = self._cursor_key()
-        return None if key is None or key.startswith(GROUP_PREFIX) else key
+        return None if key is None or key.startswith(GROUP_PREFIX) else key.partition(NODE_ROW)[0]
+
+    def selected_node(self) -> str | None:
+        """Grouped by node: the node of the process row under the cursor (its figures are that node's)."""
+        key = self._cursor_key() if self.row_count else None
+        return key.partition(NODE_ROW)[2] or None if key is not None and not key.startswith(GROUP_PREFIX) else None
 
     def selected_group(self) -> str | None:
         """The workload or node(s) of the heading row under the cursor (grouped), else None."""
@@ -349,19 +357,24 @@ class ProcessTable(KeyedTable):
         """Rebuild as heading + processes per group when anything shown changed (or ``force``)."""
         index = self.sort_index
         label_of = GROUP_LABEL[self.group_by or GROUPINGS[0]]
-        groups: dict[str, list[ProcessStat]] = {}
-        for stat in stats:
-            groups.setdefault(label_of(stat), []).append(stat)
-        cells = {stat.command: self.cells(stat) for stat in stats}
+        if self.group_by == "node":  # a row under each node it ran on, with that node's figures
+            entries = [(f"{s.command}{NODE_ROW}{s.nodes[0]}" if s.nodes else s.command, s)
+                       for stat in stats for s in stat.per_node()]  # fmt: skip
+        else:
+            entries = [(stat.command, stat) for stat in stats]
+        groups: dict[str, list[tuple[str, ProcessStat]]] = {}
+        for key, stat in entries:
+            groups.setdefault(label_of(stat), []).append((key, stat))
+        cells = {key: self.cells(stat) for key, stat in entries}
         rows: list[tuple[str, list[Cell]]] = []
         headed = []
         for label, members in groups.items():
-            members.sort(key=lambda s: cells[s.command][index].sort_key, reverse=self.sort_reverse)
-            headed.append((label, self.group_cells(label, members), members))
+            members.sort(key=lambda m: cells[m[0]][index].sort_key, reverse=self.sort_reverse)
+            headed.append((label, self.group_cells(label, [s for _, s in members]), members))
         headed.sort(key=lambda g: g[1][index].sort_key, reverse=self.sort_reverse)
         for label, heading, members in headed:
             rows.append((GROUP_PREFIX + label, heading))
-            rows.extend((m.command, cells[m.command]) for m in members)
+            rows.extend((key, cells[key]) for key, _ in members)
         order = [k for k, _ in rows]
         same = order == self._order and all(
             [c.plain for c in row] == [c.plain for c in self._cells.get(k, [])] for k, row in rows

@@ -272,6 +272,8 @@ def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, e
     if traffic is None:
         return head + Text("reading traffic…")
     s = traffic.stats
+    if not s.available and s.unavailable_reason:
+        return head + Text(f"not counted here: {clean(s.unavailable_reason, 300)}")
     if not s.available:
         return head + Text(
             "not counted by this source (needs the eBPF collector on Linux 6.3 or later, or procfs "
