@@ -170,9 +170,13 @@ async def test_at_80x24_traffic_by_connection_remote_and_latency_and_sorted() ->
         await wait_for(pilot, lambda: table.mode == "connections" and table.row_count == 4, "the connections")
         await pilot.pause()
         assert "by connection (v)" in screen_text(app)
+        assert "Direction" not in line_with(app, "Process", "Remote")  # (shown where there is room)
+        await pilot.resize_terminal(120, 35)
+        await pilot.pause()
         assert "Direction" in line_with(app, "Process", "Remote", "Direction")
         assert "outbound" in line_with(app, "nginx", "web.internal:443")  # the name its connections carry
         assert "inbound" in line_with(app, "nginx", "10.0.0.9:51000")
+        await pilot.resize_terminal(80, 24)
 
         await pilot.press("v")  # per remote address
         await wait_for(pilot, lambda: table.mode == "remotes" and table.row_count == 4, "the remotes")
@@ -190,6 +194,35 @@ async def test_at_80x24_traffic_by_connection_remote_and_latency_and_sorted() ->
         assert table.sort_keys["latency"] == "attempts"
         assert traffic_keys(app) == ["nginx\x0010.0.0.7:443", "curl\x0093.184.216.34:80"]
         assert "Attempts ▼" in line_with(app, "Process", "Destination")
+
+
+async def test_at_80x24_every_column_is_shown_whole_or_not_at_all() -> None:
+    """A column that does not fit is not drawn: no stub of a label, no leading digits of a right-aligned count
+    (``40`` for 400, blank for 1); the name, rates and totals come first, direction and pid where there is room."""
+    async with dashboard((80, 24)) as (app, pilot, _):
+        table = app.dashboard.traffic
+        assert line_with(app, "Time (UTC)", "Destination").split()[-1] == "PID"  # (no stub of Workload)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: table.row_count == 3, "the processes' traffic")
+        await pilot.pause()
+        assert line_with(app, "Process", "Rx/s").split() == ["Process", "Rx/s", "▼", "Tx/s", "Rx", "Tx", "Retrans",
+                                                             "Conns"]  # fmt: skip
+        assert line_with(app, "curl", "100.0 kB/s").split()[-1] == "1"  # curl's one connection, all its digits
+        assert line_with(app, "nginx", "1.0 MB/s").split()[-1] == "2"
+        await pilot.press("v")
+        await wait_for(pilot, lambda: table.mode == "connections" and table.row_count == 4, "the connections")
+        await pilot.pause()
+        assert line_with(app, "Process", "Remote").split() == ["Process", "Remote", "Rx/s", "▼", "Tx/s", "Rx", "Tx"]
+        assert line_with(app, "nginx", "web.internal:443").split()[-4:] == ["600.0", "kB", "60.0", "MB"]
+        await pilot.press("v")
+        await wait_for(pilot, lambda: table.mode == "remotes" and table.row_count == 4, "the remotes")
+        await pilot.pause()
+        assert line_with(app, "Remote", "Rx/s").split()[-1] == "Retrans"
+        assert line_with(app, "web.internal", "600.0 kB").split()[-1] == "7"
+        await pilot.press("v")
+        await wait_for(pilot, lambda: table.mode == "latency" and table.row_count == 2, "the latency")
+        await pilot.pause()
+        assert line_with(app, "Process", "Destination").split()[-1] == "Max"  # (no stub of Outcomes)
 
 
 async def test_enter_on_a_traffic_row_focuses_its_process_and_the_tools_are_asked_about_it() -> None:

@@ -45,9 +45,11 @@ def _col(key: str, label: str, least: int, most: int | None = None, *, numeric: 
 
 
 _RATES = (_col("rx_rate", "Rx/s", 10), _col("tx_rate", "Tx/s", 10))
-_TOTALS = (_col("rx", "Rx", 10), _col("tx", "Tx", 10), _col("retrans", "Retrans", 9))
+_TOTALS = (_col("rx", "Rx", 8), _col("tx", "Tx", 8), _col("retrans", "Retrans", 9))
+"""(A total reads ``999.9 MB`` at most before the next unit: 8 cells.)"""
 
-#: Columns of each list, by importance (the first ones stay in view at 80 columns).
+#: Columns of each list, by priority: the first ones stay in view at 80 columns (the name, the rates and the
+#: totals), the others are shown whole where they fit (:func:`~netspy_tui.tui.widgets.cells.fit_widths`).
 COLUMNS: dict[str, tuple[TrafficColumn, ...]] = {
     "processes": (
         _col("process", "Process", 12, 32, numeric=False),
@@ -62,9 +64,9 @@ COLUMNS: dict[str, tuple[TrafficColumn, ...]] = {
         _col("process", "Process", 10, 24, numeric=False),
         _col("remote", "Remote", 18, 48, numeric=False),
         *_RATES,
+        *_TOTALS,
         _col("direction", "Direction", 11, numeric=False),
         _col("pid", "PID", 7),
-        *_TOTALS,
         _col("protocol", "Proto", 7, numeric=False),
         _col("local", "Local", 8, 48, numeric=False),
         _col("lifetime", "Lifetime", 10),
@@ -196,8 +198,8 @@ def _flow_row(f: TrafficFlow, seconds: int, known: Known) -> Row:
     return Row(
         key,
         [_text(f.command, 24), _text(remote, 48), _rate(f.rx_bytes / seconds), _rate(f.tx_bytes / seconds),
-         _text(f.direction or "–", 10), _pid(f.pid), _bytes(f.rx_bytes), _bytes(f.tx_bytes),
-         _count(f.retransmits), _text(f.protocol or "?", 6), _text(local, 48), lifetime],
+         _bytes(f.rx_bytes), _bytes(f.tx_bytes), _count(f.retransmits), _text(f.direction or "–", 10), _pid(f.pid),
+         _text(f.protocol or "?", 6), _text(local, 48), lifetime],
         f.command,
         (f.pid,),
         (address, remote, f.direction, *known.of_pids((f.pid,))),
