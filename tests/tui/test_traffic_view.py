@@ -225,6 +225,50 @@ async def test_at_80x24_every_column_is_shown_whole_or_not_at_all() -> None:
         assert line_with(app, "Process", "Destination").split()[-1] == "Max"  # (no stub of Outcomes)
 
 
+def write_traffic(store: EventStore, rows: list[T.Row]) -> None:
+    """Traffic rows as the collector's writer adds them, and its notification (the dashboard follows it)."""
+    with store._write_lock:
+        store._writer.execute("BEGIN IMMEDIATE")
+        T.write(store._writer, rows)
+        store._writer.execute("COMMIT")
+    store._changed()
+
+
+async def test_a_filter_gets_totals_of_its_rows_says_the_top_200_and_a_traffic_only_name_narrows_the_tools() -> None:
+    """A text filter picks rows out of the tools' top 200: the summary line sums the rows shown (not the host's
+    112 kB/s over curl's row), the tab says when the top 200 cut the list, and a filter that is exactly the name of
+    a process seen only in the traffic (a server that only accepts: no connect attempts) asks the tools about it."""
+    async with dashboard((80, 24)) as (app, pilot, store):
+        d = app.dashboard
+        await pilot.press("t")
+        await wait_for(pilot, lambda: d.traffic.row_count == 3, "the processes' traffic")
+        await pilot.press("slash", *"cur", "enter")
+        await wait_for(pilot, lambda: traffic_keys(app) == ["curl"], "curl's row")
+        await pilot.pause()
+        assert "by process (v) · shown: rx 100.0 kB/s tx 1.0 kB/s · 0 retrans" in screen_text(app)
+        assert "Traffic (1)" in screen_text(app)
+        await pilot.press("escape")
+
+        # 250 connections of a busy client, and a server's one accepted connection that reads less than any of them
+        s = int(datetime.now(UTC).timestamp()) - 1
+        t = s * NS
+        busy: list[T.Row] = [(s, 606, "busy", "TCP", "10.0.0.2", 20000 + i, "10.0.1.1", 80, DIR_RX, 60_000, 1, t, t)
+                             for i in range(250)]  # fmt: skip
+        accepted = (s, 707, "srvonly", "TCP", "10.0.0.2", 8080, "10.0.0.3", 50000)
+        server: list[T.Row] = [(*accepted, DIR_ACCEPT, 1, 1, t, t), (*accepted, DIR_RX, 600, 1, t, t)]
+        write_traffic(store, busy + server)
+        await pilot.press("v")  # by connection: the top 200 of 255
+        await wait_for(pilot, lambda: d.traffic.mode == "connections" and d.traffic.row_count == 200, "the top 200")
+        await pilot.press("slash", *"srvon", "enter")
+        await wait_for(pilot, lambda: "Traffic (0 of the top 200)" in screen_text(app), "the count out of the top 200")
+        await pilot.press("slash", "ctrl+u", *"srvonly", "enter")  # exactly its name: the tools are asked about srvonly
+        await wait_for(pilot, lambda: len(traffic_keys(app)) == 1, "srvonly's connection")
+        await pilot.pause()
+        assert d.filter_subject is not None and d.filter_subject.command == "srvonly"
+        assert "Traffic (1)" in screen_text(app)
+        assert "by connection (v) · rx 10 B/s tx 0 B/s · 0 retrans · 1 in / 0 out" in screen_text(app)
+
+
 async def test_enter_on_a_traffic_row_focuses_its_process_and_the_tools_are_asked_about_it() -> None:
     async with dashboard((80, 24)) as (app, pilot, _):
         d = app.dashboard

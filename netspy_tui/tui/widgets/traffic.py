@@ -266,8 +266,30 @@ def total_of(mode: str, traffic: TrafficReport | None, latency: LatencyReport | 
     return {"processes": s.total_processes, "connections": s.total_flows, "remotes": s.total_remotes}[mode]
 
 
-def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, error: str | None, mode: str) -> Text:
-    """One line above the table: which list (``v``), the window's totals and connect percentiles, or why not."""
+def shown_totals(mode: str, rows: Sequence[Row]) -> tuple[float, float, int] | None:
+    """Rx/s, Tx/s and retransmits summed over ``rows`` of list ``mode`` (None for a list without them)."""
+    keys = [c.key for c in COLUMNS[mode]]
+    if not {"rx_rate", "tx_rate", "retrans"} <= set(keys):
+        return None
+    rx, tx, retrans = (keys.index(k) for k in ("rx_rate", "tx_rate", "retrans"))
+    return (
+        sum(r.cells[rx].sort_key for r in rows),
+        sum(r.cells[tx].sort_key for r in rows),
+        sum(r.cells[retrans].sort_key for r in rows),
+    )
+
+
+def summary_text(
+    traffic: TrafficReport | None,
+    latency: LatencyReport | None,
+    error: str | None,
+    mode: str,
+    shown: Sequence[Row] | None = None,
+) -> Text:
+    """One line above the table: which list (``v``), the window's totals and connect percentiles, or why not.
+
+    ``shown``: the rows a text filter left on screen (the tools were not narrowed by it): the totals are
+    theirs (``shown: rx …``), or, for a list without bytes, the figures are labelled as the host's."""
     head = Text(f"{MODE_LABELS[mode]} (v) · ", style="bold")
     if error is not None:
         return head + Text(f"traffic unavailable: {clean(error, 200)}")  # (coloured by app.tcss: -error)
@@ -279,10 +301,16 @@ def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, e
             "not counted by this source (needs the eBPF collector on Linux 6.3 or later, or procfs "
             "sampling where the kernel answers socket diagnostics)"
         )
-    parts = [f"rx {rate_text(s.rx_rate)} tx {rate_text(s.tx_rate)}", f"{s.retransmits:,} retrans"]
-    if s.inbound_connections or s.outbound_connections:
+    totals = shown_totals(mode, shown) if shown is not None else None
+    if totals is not None:
+        rx, tx, retrans = totals
+        parts = [f"shown: rx {rate_text(rx)} tx {rate_text(tx)}", f"{retrans:,} retrans"]
+    else:
+        host = "host: " if shown is not None else ""
+        parts = [f"{host}rx {rate_text(s.rx_rate)} tx {rate_text(s.tx_rate)}", f"{s.retransmits:,} retrans"]
+    if totals is None and (s.inbound_connections or s.outbound_connections):
         parts.append(f"{s.inbound_connections:,} in / {s.outbound_connections:,} out")
-    if latency is not None and latency.stats.available and latency.stats.attempts:
+    if totals is None and latency is not None and latency.stats.available and latency.stats.attempts:
         ls = latency.stats
         parts.append(f"connect p50 {duration_us(ls.p50_us)} p95 {duration_us(ls.p95_us)}")
     if not traffic.counts_exact:
