@@ -129,7 +129,7 @@ async def test_at_80x24_the_traffic_view_shows_processes_rates_and_is_read_only_
         await pilot.pause()
         text = screen_text(app)
         assert "Traffic (3)" in text
-        assert "by process (v) · rx 112.0 kB/s tx 1.0 MB/s · 7 retrans · 1 in / 1 out" in text
+        assert "by process (v) · 1m avg rx 112.0 kB/s tx 1.0 MB/s · 7 retrans · 1 in / 1 out" in text
         summary = d.query_one("#traffic-summary", Static)
         assert str(summary.content).endswith(" · connect p50 11.0 ms p95 20.0 ms")  # (past the edge at 80 columns)
         header = line_with(app, "Process", "Rx/s", "Tx/s")
@@ -205,14 +205,15 @@ async def test_at_80x24_every_column_is_shown_whole_or_not_at_all() -> None:
         await pilot.press("t")
         await wait_for(pilot, lambda: table.row_count == 3, "the processes' traffic")
         await pilot.pause()
-        assert line_with(app, "Process", "Rx/s").split() == ["Process", "Rx/s", "▼", "Tx/s", "Rx", "Tx", "Retrans",
-                                                             "Conns"]  # fmt: skip
+        assert line_with(app, "Process", "Rx/s").split() == ["Process", "Rx/s", "avg", "▼", "Tx/s", "avg", "Rx", "Tx",
+                                                             "Retrans", "Conns"]  # fmt: skip
         assert line_with(app, "curl", "100.0 kB/s").split()[-1] == "1"  # curl's one connection, all its digits
         assert line_with(app, "nginx", "1.0 MB/s").split()[-1] == "2"
         await pilot.press("v")
         await wait_for(pilot, lambda: table.mode == "connections" and table.row_count == 4, "the connections")
         await pilot.pause()
-        assert line_with(app, "Process", "Remote").split() == ["Process", "Remote", "Rx/s", "▼", "Tx/s", "Rx", "Tx"]
+        assert line_with(app, "Process", "Remote").split() == ["Process", "Remote", "Rx/s", "avg", "▼", "Tx/s", "avg",
+                                                            "Rx", "Tx"]  # fmt: skip
         assert line_with(app, "nginx", "web.internal:443").split()[-4:] == ["600.0", "kB", "60.0", "MB"]
         await pilot.press("v")
         await wait_for(pilot, lambda: table.mode == "remotes" and table.row_count == 4, "the remotes")
@@ -245,7 +246,7 @@ async def test_a_filter_gets_totals_of_its_rows_says_the_top_200_and_a_traffic_o
         await pilot.press("slash", *"cur", "enter")
         await wait_for(pilot, lambda: traffic_keys(app) == ["curl"], "curl's row")
         await pilot.pause()
-        assert "by process (v) · shown: rx 100.0 kB/s tx 1.0 kB/s · 0 retrans" in screen_text(app)
+        assert "by process (v) · shown, 1m avg rx 100.0 kB/s tx 1.0 kB/s · 0 retrans" in screen_text(app)
         assert "Traffic (1)" in screen_text(app)
         await pilot.press("escape")
 
@@ -266,7 +267,7 @@ async def test_a_filter_gets_totals_of_its_rows_says_the_top_200_and_a_traffic_o
         await pilot.pause()
         assert d.filter_subject is not None and d.filter_subject.command == "srvonly"
         assert "Traffic (1)" in screen_text(app)
-        assert "by connection (v) · rx 10 B/s tx 0 B/s · 0 retrans · 1 in / 0 out" in screen_text(app)
+        assert "by connection (v) · 1m avg rx 10 B/s tx 0 B/s · 0 retrans · 1 in / 0 out" in screen_text(app)
 
 
 async def test_enter_on_a_traffic_row_focuses_its_process_and_the_tools_are_asked_about_it() -> None:
@@ -347,14 +348,29 @@ async def test_at_120x35_workload_and_rate_columns() -> None:
         procs = line_with(app, "Attempts", "Last seen")
         assert "Workload" in procs and "Rx/s" in procs and "Tx/s" in procs
         assert (
-            line_with(app, "│ nginx", "101").rstrip(" │").endswith("–          –")
+            line_with(app, "│ nginx", "101").rstrip(" │").endswith("–           –")
         )  # rates are read only while the Traffic view is shown
 
         await pilot.press("t")
         await wait_for(pilot, lambda: d.processes.rates is not None, "the rates")
         await pilot.pause()
         nginx_row = line_with(app, "│ nginx", "101")  # the process table
-        assert nginx_row.rstrip(" │").endswith("12.0 kB     1.0 MB"), nginx_row
+        assert nginx_row.rstrip(" │").endswith("12.0 kB/s    1.0 MB/s"), nginx_row
+
+
+async def test_rates_read_as_averages_over_the_window_alike_in_the_traffic_view_and_the_process_table() -> None:
+    """Rx/s and Tx/s are the window's averages (bytes / 60 s), not a current rate: both tables say so in their
+    headers, the summary line names the window, and both write a rate with its /s."""
+    async with dashboard((120, 35)) as (app, pilot, _):
+        d = app.dashboard
+        await pilot.press("t")
+        await wait_for(pilot, lambda: d.traffic.row_count == 3 and d.processes.rates is not None, "the rates")
+        await pilot.pause()
+        assert "by process (v) · 1m avg rx 112.0 kB/s tx 1.0 MB/s" in screen_text(app)
+        assert "Rx/s avg ▼  Tx/s avg" in line_with(app, " Process", "Retrans")  # the Traffic view
+        assert "Rx/s avg    Tx/s avg" in line_with(app, "│ Process", "Attempts")  # the process table
+        assert "12.0 kB/s    1.0 MB/s" in line_with(app, " nginx", "720.0 kB")  # the Traffic view's row
+        assert "12.0 kB/s    1.0 MB/s" in line_with(app, "│ nginx", "101")  # the process table's
 
 
 async def test_at_120x35_grouping_by_workload_and_the_node_column() -> None:
@@ -366,7 +382,7 @@ async def test_at_120x35_grouping_by_workload_and_the_node_column() -> None:
         await wait_for(pilot, lambda: d.processes.row_count == 6, "three headings and three processes")
         await pilot.pause()
         text = screen_text(app)
-        assert f"▾ {DOCKER[:15]}" in text and "▾ backup.service" in text and "▾ docker [red]x[/" in text
+        assert f"▾ {DOCKER[:13]}" in text and "▾ backup.service" in text and "▾ docker [red]x[" in text
         assert d.processes.get_cell(GROUP_PREFIX + DOCKER, "process").plain == f"▾ {DOCKER}"  # (in full, where room)
         assert "by workload (g)" in screen_text(app)
         keys = d.processes._order
@@ -449,6 +465,6 @@ async def test_sampled_traffic_says_so_on_the_summary_line() -> None:
     source = SampledSource(None, store)
     try:
         async with on_traffic_tab(source, (120, 35)) as (app, _, _):
-            assert "by process (v) · sampled TCP counters · rx" in screen_text(app)
+            assert "by process (v) · sampled TCP counters · 1m avg rx" in screen_text(app)
     finally:
         await source.aclose()

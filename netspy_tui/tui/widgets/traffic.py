@@ -26,6 +26,7 @@ from netspy_tui.tui.widgets.cells import (
     fit_widths,
     set_column_widths,
     table_width,
+    window_label,
 )
 from netspy_tui.tui.widgets.table import KeyedTable
 
@@ -44,7 +45,9 @@ def _col(key: str, label: str, least: int, most: int | None = None, *, numeric: 
     return TrafficColumn(key, label, least, most if most is not None else least, numeric)
 
 
-_RATES = (_col("rx_rate", "Rx/s", 10), _col("tx_rate", "Tx/s", 10))
+_RATES = (_col("rx_rate", "Rx/s avg", 10), _col("tx_rate", "Tx/s avg", 10))
+"""(Averages over the window, as the tools give them, not a current rate: 10 MB sent in one second of a minute
+reads 166.7 kB/s for the whole minute; the summary line says which window.)"""
 _TOTALS = (_col("rx", "Rx", 8), _col("tx", "Tx", 8), _col("retrans", "Retrans", 9))
 """(A total reads ``999.9 MB`` at most before the next unit: 8 cells.)"""
 
@@ -301,13 +304,14 @@ def summary_text(
             "not counted by this source (needs the eBPF collector on Linux 6.3 or later, or procfs "
             "sampling where the kernel answers socket diagnostics)"
         )
+    avg = f"{window_label(s.window_seconds)} avg"
     totals = shown_totals(mode, shown) if shown is not None else None
     if totals is not None:
         rx, tx, retrans = totals
-        parts = [f"shown: rx {rate_text(rx)} tx {rate_text(tx)}", f"{retrans:,} retrans"]
+        parts = [f"shown, {avg} rx {rate_text(rx)} tx {rate_text(tx)}", f"{retrans:,} retrans"]
     else:
-        host = "host: " if shown is not None else ""
-        parts = [f"{host}rx {rate_text(s.rx_rate)} tx {rate_text(s.tx_rate)}", f"{s.retransmits:,} retrans"]
+        host = "host, " if shown is not None else ""
+        parts = [f"{host}{avg} rx {rate_text(s.rx_rate)} tx {rate_text(s.tx_rate)}", f"{s.retransmits:,} retrans"]
     if totals is None and (s.inbound_connections or s.outbound_connections):
         parts.append(f"{s.inbound_connections:,} in / {s.outbound_connections:,} out")
     if totals is None and latency is not None and latency.stats.available and latency.stats.attempts:
