@@ -233,14 +233,7 @@ OPTIONS: tuple[Option, ...] = (
         help="time window in seconds (60; contextual_analysis: 300)",
     ),
     _opt("--max-events", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most events to list (100)"),
-    _opt(
-        "--limit",
-        runs={"tool"},
-        group=TOOL,
-        type=_positive_int,
-        metavar="N",
-        help="list_processes, get_traffic, get_connect_latency: most rows of each list (20; 1 to 200)",
-    ),
+    _opt("--limit", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most rows of each top list (20)"),
     _opt("--since", runs={"tool"}, group=TOOL, metavar="TIME", help="only events newer than this RFC3339 time"),
     _opt(
         "--until",
