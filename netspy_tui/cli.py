@@ -242,6 +242,7 @@ OPTIONS: tuple[Option, ...] = (
         help="time window in seconds (60; contextual_analysis: 300)",
     ),
     _opt("--max-events", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most events to list (100)"),
+    _opt("--limit", runs={"tool"}, group=TOOL, type=_positive_int, metavar="N", help="most rows of each top list (20)"),
     _opt("--since", runs={"tool"}, group=TOOL, metavar="TIME", help="only events newer than this RFC3339 time"),
     _opt(
         "--until",
@@ -400,9 +401,9 @@ TOOL_FLAGS: dict[str, tuple[str, ...]] = {
     ),
     "list_connections": ("pid", "process", "max_events", "since", "until", "node", "workload", "direction"),
     "list_packet_drops": ("pid", "process", "max_events", "since", "until", "node", "workload"),
-    "list_processes": ("duration", "group_by", "node", "workload"),
+    "list_processes": ("duration", "limit", "group_by", "node", "workload"),
     # (kept per process, not per workload: they take no --workload)
-    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "node")),
+    **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "limit", "node")),
     "server_status": (),
     "ai_insights": ("summary_text",),
     "contextual_analysis": ("query", "pid", "process", "duration", "node", "workload"),
@@ -413,6 +414,7 @@ _ARGUMENT = {
     "process": "process_name",
     "duration": "duration",
     "max_events": "max_events",
+    "limit": "limit",
     "since": "since",
     "until": "until",
     "summary_text": "summary_text",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from netspy_tui.analysis.describe import destination_text
-from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat, Scope
+from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat, Scope, TrafficProcess
 
 
 class EventFilter:
@@ -65,14 +65,18 @@ class EventFilter:
         return n in command.casefold() or any(n in t.casefold() for t in texts)
 
 
-def subject_for_filter(text: str, processes: Iterable[ProcessStat], nodes: Iterable[str] = ()) -> Scope | None:
-    """A filter that is exactly a known pid, process name or node (an aggregator's) narrows the tool calls too."""
+def subject_for_filter(
+    text: str, processes: Iterable[ProcessStat], nodes: Iterable[str] = (), traffic: Iterable[TrafficProcess] = ()
+) -> Scope | None:
+    """A filter that is exactly a known pid, process name or node (an aggregator's) narrows the tool calls too.
+    Known: from the connect attempts' process list, and from the traffic report's processes (a server that
+    only accepts connections is in the second only)."""
     text = text.strip()
     if not text:
         return None
     if text in set(nodes):
         return Scope(node=text)
-    procs = list(processes)
+    procs: list[ProcessStat | TrafficProcess] = [*processes, *traffic]
     if text.isdigit() and any(int(text) in p.pids for p in procs):
         return Scope(pid=int(text))
     if any(p.command == text for p in procs):

@@ -110,7 +110,9 @@ async def test_at_200x55_columns_grow_and_hiding_the_ai_pane_widens_the_tables()
 
 def test_fit_widths_keeps_minimums_and_shares_spare_width_among_growing_columns() -> None:
     cols = [Column("a", "A", 4, 4), Column("b", "B", 5, 9), Column("c", "C", 3, 20)]
-    assert fit_widths(cols, 10) == [4, 5, 3]  # too narrow: minimums, the rest past the edge
+    assert fit_widths(cols, 10) == [4, 0, 0]  # too narrow: what fits whole, nothing after the first cut
+    assert fit_widths(cols, 6 + 7 + 4) == [4, 9, 0]  # c (3 + 2 padding) does not fit whole: b takes the spare
+    assert fit_widths(cols, 2) == [4, 0, 0]  # the first column always
     assert fit_widths(cols, 6 + 7 + 5 + 4) == [4, 7, 5]
     assert fit_widths(cols, 100) == [4, 9, 20]
 

@@ -129,7 +129,7 @@ async def test_at_80x24_the_traffic_view_shows_processes_rates_and_is_read_only_
         await pilot.pause()
         text = screen_text(app)
         assert "Traffic (3)" in text
-        assert "by process (v) · rx 112.0 kB/s tx 1.0 MB/s · 7 retrans · 1 in / 1 out" in text
+        assert "by process (v) · 1m avg rx 112.0 kB/s tx 1.0 MB/s · 7 retrans · 1 in / 1 out" in text
         summary = d.query_one("#traffic-summary", Static)
         assert str(summary.content).endswith(" · connect p50 11.0 ms p95 20.0 ms")  # (past the edge at 80 columns)
         header = line_with(app, "Process", "Rx/s", "Tx/s")
@@ -170,9 +170,13 @@ async def test_at_80x24_traffic_by_connection_remote_and_latency_and_sorted() ->
         await wait_for(pilot, lambda: table.mode == "connections" and table.row_count == 4, "the connections")
         await pilot.pause()
         assert "by connection (v)" in screen_text(app)
+        assert "Direction" not in line_with(app, "Process", "Remote")  # (shown where there is room)
+        await pilot.resize_terminal(120, 35)
+        await pilot.pause()
         assert "Direction" in line_with(app, "Process", "Remote", "Direction")
         assert "outbound" in line_with(app, "nginx", "web.internal:443")  # the name its connections carry
         assert "inbound" in line_with(app, "nginx", "10.0.0.9:51000")
+        await pilot.resize_terminal(80, 24)
 
         await pilot.press("v")  # per remote address
         await wait_for(pilot, lambda: table.mode == "remotes" and table.row_count == 4, "the remotes")
@@ -190,6 +194,80 @@ async def test_at_80x24_traffic_by_connection_remote_and_latency_and_sorted() ->
         assert table.sort_keys["latency"] == "attempts"
         assert traffic_keys(app) == ["nginx\x0010.0.0.7:443", "curl\x0093.184.216.34:80"]
         assert "Attempts ▼" in line_with(app, "Process", "Destination")
+
+
+async def test_at_80x24_every_column_is_shown_whole_or_not_at_all() -> None:
+    """A column that does not fit is not drawn: no stub of a label, no leading digits of a right-aligned count
+    (``40`` for 400, blank for 1); the name, rates and totals come first, direction and pid where there is room."""
+    async with dashboard((80, 24)) as (app, pilot, _):
+        table = app.dashboard.traffic
+        assert line_with(app, "Time (UTC)", "Destination").split()[-1] == "PID"  # (no stub of Workload)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: table.row_count == 3, "the processes' traffic")
+        await pilot.pause()
+        assert line_with(app, "Process", "Rx/s").split() == ["Process", "Rx/s", "avg", "▼", "Tx/s", "avg", "Rx", "Tx",
+                                                             "Retrans", "Conns"]  # fmt: skip
+        assert line_with(app, "curl", "100.0 kB/s").split()[-1] == "1"  # curl's one connection, all its digits
+        assert line_with(app, "nginx", "1.0 MB/s").split()[-1] == "2"
+        await pilot.press("v")
+        await wait_for(pilot, lambda: table.mode == "connections" and table.row_count == 4, "the connections")
+        await pilot.pause()
+        assert line_with(app, "Process", "Remote").split() == ["Process", "Remote", "Rx/s", "avg", "▼", "Tx/s", "avg",
+                                                            "Rx", "Tx"]  # fmt: skip
+        assert line_with(app, "nginx", "web.internal:443").split()[-4:] == ["600.0", "kB", "60.0", "MB"]
+        await pilot.press("v")
+        await wait_for(pilot, lambda: table.mode == "remotes" and table.row_count == 4, "the remotes")
+        await pilot.pause()
+        assert line_with(app, "Remote", "Rx/s").split()[-1] == "Retrans"
+        assert line_with(app, "web.internal", "600.0 kB").split()[-1] == "7"
+        await pilot.press("v")
+        await wait_for(pilot, lambda: table.mode == "latency" and table.row_count == 2, "the latency")
+        await pilot.pause()
+        assert line_with(app, "Process", "Destination").split()[-1] == "Max"  # (no stub of Outcomes)
+
+
+def write_traffic(store: EventStore, rows: list[T.Row]) -> None:
+    """Traffic rows as the collector's writer adds them, and its notification (the dashboard follows it)."""
+    with store._write_lock:
+        store._writer.execute("BEGIN IMMEDIATE")
+        T.write(store._writer, rows)
+        store._writer.execute("COMMIT")
+    store._changed()
+
+
+async def test_a_filter_gets_totals_of_its_rows_says_the_top_200_and_a_traffic_only_name_narrows_the_tools() -> None:
+    """A text filter picks rows out of the tools' top 200: the summary line sums the rows shown (not the host's
+    112 kB/s over curl's row), the tab says when the top 200 cut the list, and a filter that is exactly the name of
+    a process seen only in the traffic (a server that only accepts: no connect attempts) asks the tools about it."""
+    async with dashboard((80, 24)) as (app, pilot, store):
+        d = app.dashboard
+        await pilot.press("t")
+        await wait_for(pilot, lambda: d.traffic.row_count == 3, "the processes' traffic")
+        await pilot.press("slash", *"cur", "enter")
+        await wait_for(pilot, lambda: traffic_keys(app) == ["curl"], "curl's row")
+        await pilot.pause()
+        assert "by process (v) · shown, 1m avg rx 100.0 kB/s tx 1.0 kB/s · 0 retrans" in screen_text(app)
+        assert "Traffic (1)" in screen_text(app)
+        await pilot.press("escape")
+
+        # 250 connections of a busy client, and a server's one accepted connection that reads less than any of them
+        s = int(datetime.now(UTC).timestamp()) - 1
+        t = s * NS
+        busy: list[T.Row] = [(s, 606, "busy", "TCP", "10.0.0.2", 20000 + i, "10.0.1.1", 80, DIR_RX, 60_000, 1, t, t)
+                             for i in range(250)]  # fmt: skip
+        accepted = (s, 707, "srvonly", "TCP", "10.0.0.2", 8080, "10.0.0.3", 50000)
+        server: list[T.Row] = [(*accepted, DIR_ACCEPT, 1, 1, t, t), (*accepted, DIR_RX, 600, 1, t, t)]
+        write_traffic(store, busy + server)
+        await pilot.press("v")  # by connection: the top 200 of 255
+        await wait_for(pilot, lambda: d.traffic.mode == "connections" and d.traffic.row_count == 200, "the top 200")
+        await pilot.press("slash", *"srvon", "enter")
+        await wait_for(pilot, lambda: "Traffic (0 of the top 200)" in screen_text(app), "the count out of the top 200")
+        await pilot.press("slash", "ctrl+u", *"srvonly", "enter")  # exactly its name: the tools are asked about srvonly
+        await wait_for(pilot, lambda: len(traffic_keys(app)) == 1, "srvonly's connection")
+        await pilot.pause()
+        assert d.filter_subject is not None and d.filter_subject.command == "srvonly"
+        assert "Traffic (1)" in screen_text(app)
+        assert "by connection (v) · 1m avg rx 10 B/s tx 0 B/s · 0 retrans · 1 in / 0 out" in screen_text(app)
 
 
 async def test_enter_on_a_traffic_row_focuses_its_process_and_the_tools_are_asked_about_it() -> None:
@@ -270,14 +348,29 @@ async def test_at_120x35_workload_and_rate_columns() -> None:
         procs = line_with(app, "Attempts", "Last seen")
         assert "Workload" in procs and "Rx/s" in procs and "Tx/s" in procs
         assert (
-            line_with(app, "│ nginx", "101").rstrip(" │").endswith("–          –")
+            line_with(app, "│ nginx", "101").rstrip(" │").endswith("–           –")
         )  # rates are read only while the Traffic view is shown
 
         await pilot.press("t")
         await wait_for(pilot, lambda: d.processes.rates is not None, "the rates")
         await pilot.pause()
         nginx_row = line_with(app, "│ nginx", "101")  # the process table
-        assert nginx_row.rstrip(" │").endswith("12.0 kB     1.0 MB"), nginx_row
+        assert nginx_row.rstrip(" │").endswith("12.0 kB/s    1.0 MB/s"), nginx_row
+
+
+async def test_rates_read_as_averages_over_the_window_alike_in_the_traffic_view_and_the_process_table() -> None:
+    """Rx/s and Tx/s are the window's averages (bytes / 60 s), not a current rate: both tables say so in their
+    headers, the summary line names the window, and both write a rate with its /s."""
+    async with dashboard((120, 35)) as (app, pilot, _):
+        d = app.dashboard
+        await pilot.press("t")
+        await wait_for(pilot, lambda: d.traffic.row_count == 3 and d.processes.rates is not None, "the rates")
+        await pilot.pause()
+        assert "by process (v) · 1m avg rx 112.0 kB/s tx 1.0 MB/s" in screen_text(app)
+        assert "Rx/s avg ▼  Tx/s avg" in line_with(app, " Process", "Retrans")  # the Traffic view
+        assert "Rx/s avg    Tx/s avg" in line_with(app, "│ Process", "Attempts")  # the process table
+        assert "12.0 kB/s    1.0 MB/s" in line_with(app, " nginx", "720.0 kB")  # the Traffic view's row
+        assert "12.0 kB/s    1.0 MB/s" in line_with(app, "│ nginx", "101")  # the process table's
 
 
 async def test_at_120x35_grouping_by_workload_and_the_node_column() -> None:
@@ -289,7 +382,7 @@ async def test_at_120x35_grouping_by_workload_and_the_node_column() -> None:
         await wait_for(pilot, lambda: d.processes.row_count == 6, "three headings and three processes")
         await pilot.pause()
         text = screen_text(app)
-        assert f"▾ {DOCKER[:15]}" in text and "▾ backup.service" in text and "▾ docker [red]x[/" in text
+        assert f"▾ {DOCKER[:13]}" in text and "▾ backup.service" in text and "▾ docker [red]x[" in text
         assert d.processes.get_cell(GROUP_PREFIX + DOCKER, "process").plain == f"▾ {DOCKER}"  # (in full, where room)
         assert "by workload (g)" in screen_text(app)
         keys = d.processes._order
@@ -372,6 +465,6 @@ async def test_sampled_traffic_says_so_on_the_summary_line() -> None:
     source = SampledSource(None, store)
     try:
         async with on_traffic_tab(source, (120, 35)) as (app, _, _):
-            assert "by process (v) · sampled TCP counters · rx" in screen_text(app)
+            assert "by process (v) · sampled TCP counters · 1m avg rx" in screen_text(app)
     finally:
         await source.aclose()

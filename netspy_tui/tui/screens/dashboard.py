@@ -328,12 +328,6 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
     def render_traffic(self, snap: Snapshot, flt: EventFilter) -> None:
         """The Traffic view's summary line and its current list (empty until the poller has fetched traffic)."""
         table = self.traffic
-        summary = summary_text(snap.traffic, snap.latency, snap.traffic_error, table.mode)
-        if self._applied.get("traffic-summary") != summary.plain:
-            self._applied["traffic-summary"] = summary.plain
-            line = self.query_one("#traffic-summary", Static)
-            line.update(summary, layout=False)
-            line.set_class(snap.traffic_error is not None, "-error")
         known = NOTHING_KNOWN
         if snap.traffic is not None or snap.latency is not None:  # (not polled while the view is hidden)
             known = Known(
@@ -343,9 +337,25 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 {e.pid: e.workload for e in snap.connections if e.workload},
             )
         rows = rows_of(table.mode, snap.traffic, snap.latency, known)
-        table.show([r for r in rows if flt.row(r.command, r.pids, r.texts)] if flt.active else rows)
-        total = None if self.filter_text else total_of(table.mode, snap.traffic, snap.latency)
-        label = tab_label("Traffic", table.row_count, total) if snap.traffic else "Traffic"
+        shown = [r for r in rows if flt.row(r.command, r.pids, r.texts)] if flt.active else rows
+        table.show(shown)
+        # a text filter the tools were not narrowed by picks rows out of the top TRAFFIC_LIMIT of the host's: the
+        # totals are the rows shown, and the count says out of what
+        on_screen = bool(self.filter_text) and self.filter_subject is None
+        summary = summary_text(snap.traffic, snap.latency, snap.traffic_error, table.mode, shown if on_screen else None)
+        if self._applied.get("traffic-summary") != summary.plain:
+            self._applied["traffic-summary"] = summary.plain
+            line = self.query_one("#traffic-summary", Static)
+            line.update(summary, layout=False)
+            line.set_class(snap.traffic_error is not None, "-error")
+        total = total_of(table.mode, snap.traffic, snap.latency)
+        if not snap.traffic:
+            label = "Traffic"
+        elif on_screen:
+            cut = f" of the top {len(rows):,}" if total is not None and total > len(rows) else ""
+            label = f"Traffic ({table.row_count:,}{cut})"
+        else:
+            label = tab_label("Traffic", table.row_count, total)
         self._tab_label("traffic-tab", label, (snap.config, self.filter_text, self.focus_subject, table.mode))
 
     def redraw_traffic(self) -> None:

@@ -103,7 +103,8 @@ class ViewState(InputKeys):
         procs = self.latest.processes.processes if self.latest and self.latest.processes else []
         status = self.latest.status if self.latest else None
         nodes = (status.source.nodes or {}) if status is not None else {}
-        return subject_for_filter(self.filter_text, procs, nodes)
+        traffic = self.latest.traffic if self.latest else None
+        return subject_for_filter(self.filter_text, procs, nodes, traffic.stats.processes if traffic else ())
 
     def filter_named_later(self) -> bool:
         """A filter typed before the process it names appeared (``/zzprobe``, then zzprobe runs) narrows the tool

@@ -47,8 +47,8 @@ def window_label(seconds: int) -> str:
 class Column:
     """A table column that fits the terminal: ``least`` to ``most`` cells wide (content, without padding).
 
-    Columns are listed by importance: the first ones always get their ``least``, spare width goes to the
-    growing ones (``most > least``), and what does not fit at all is past the right edge.
+    Columns are listed by priority: the first ones get their ``least`` while they fit whole, spare width goes to
+    the growing ones (``most > least``), and a column that does not fit whole is not shown (nor any after it).
     """
 
     key: str
@@ -58,11 +58,23 @@ class Column:
 
 
 def fit_widths(columns: Sequence[Column], available: int, padding: int = 1) -> list[int]:
-    """Content widths for ``columns`` in ``available`` cells: every column its least, then the spare width
-    shared out one cell at a time among the columns that can grow (in order of importance)."""
-    widths = [c.least for c in columns]
-    spare = available - sum(w + 2 * padding for w in widths)
-    growing = [i for i, c in enumerate(columns) if c.most > c.least]
+    """Content widths for ``columns`` in ``available`` cells, shown whole or not at all.
+
+    In their order (their priority) each column gets its least while it fits in what is left; the first one
+    that does not, and every one after it, gets 0 (drawn as blank padding past the columns shown, never as
+    the first digits of a right-aligned number or a stub of a label). The first column is always shown. The
+    spare width is then shared out one cell at a time among the shown columns that can grow.
+    """
+    widths: list[int] = []
+    room = available
+    for c in columns:
+        if widths and (widths[-1] == 0 or c.least + 2 * padding > room):
+            widths.append(0)
+            continue
+        widths.append(c.least)
+        room -= c.least + 2 * padding
+    spare = room
+    growing = [i for i, c in enumerate(columns) if widths[i] and c.most > c.least]
     while spare > 0 and growing:
         for i in list(growing):
             if spare <= 0:

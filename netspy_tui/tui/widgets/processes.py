@@ -5,7 +5,7 @@ processes' totals) above its processes, which keep the chosen sort inside the gr
 on change (at most 200 processes). A process seen on several nodes is one row (its figures summed over them);
 grouped by node it is a row under each of its nodes, with that node's own figures (as ``list_processes
 --group-by node`` counts them), so each node's heading is that node's totals.
-Rates (Rx/s, Tx/s) come from the Traffic view's poll and read ``–`` while it is not shown.
+Rates (Rx/s, Tx/s: averages over the window) come from the Traffic view's poll and read ``–`` while it is not shown.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ COLUMNS: tuple[ProcessColumn, ...] = (
     ProcessColumn("last", "Last seen", 11, 11, numeric=True),
     ProcessColumn("workload", "Workload", 10, 32),
     ProcessColumn("nodes", "Node", 10, 32),
-    ProcessColumn("rx_rate", "Rx/s", 9, 9, numeric=True),
-    ProcessColumn("tx_rate", "Tx/s", 9, 9, numeric=True),
+    ProcessColumn("rx_rate", "Rx/s avg", 10, 10, numeric=True),
+    ProcessColumn("tx_rate", "Tx/s avg", 10, 10, numeric=True),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 #: Shown only once a process carries a workload (this host's own collector); other sources have none.
@@ -85,7 +85,7 @@ def _rate(rates: dict[str, TrafficProcess] | None, command: str, attr: str) -> t
         return "–", -1.0
     p = rates.get(command)
     value = getattr(p, attr) if p is not None else 0.0
-    return human_bytes(value), value
+    return f"{human_bytes(value)}/s", value  # (as the Traffic view writes a rate)
 
 
 def _pids_text(pids: Sequence[int], width: int = 13) -> str:
@@ -248,8 +248,8 @@ class ProcessTable(KeyedTable):
                 cell(last.strftime("%H:%M:%S"), 9, style=heading, sort_key=last),
                 cell(label if self.group_by == "workload" else "", 40, style=heading, sort_key=label.casefold()),
                 cell(label if self.group_by == "node" else "", 40, style=heading, sort_key=label.casefold()),
-                cell(human_bytes(rx) if known else "–", 10, justify="right", style=heading, sort_key=rx),
-                cell(human_bytes(tx) if known else "–", 10, justify="right", style=heading, sort_key=tx),
+                cell(f"{human_bytes(rx)}/s" if known else "–", 10, justify="right", style=heading, sort_key=rx),
+                cell(f"{human_bytes(tx)}/s" if known else "–", 10, justify="right", style=heading, sort_key=tx),
             ]
         )
 

@@ -26,6 +26,7 @@ from netspy_tui.tui.widgets.cells import (
     fit_widths,
     set_column_widths,
     table_width,
+    window_label,
 )
 from netspy_tui.tui.widgets.table import KeyedTable
 
@@ -44,10 +45,14 @@ def _col(key: str, label: str, least: int, most: int | None = None, *, numeric: 
     return TrafficColumn(key, label, least, most if most is not None else least, numeric)
 
 
-_RATES = (_col("rx_rate", "Rx/s", 10), _col("tx_rate", "Tx/s", 10))
-_TOTALS = (_col("rx", "Rx", 10), _col("tx", "Tx", 10), _col("retrans", "Retrans", 9))
+_RATES = (_col("rx_rate", "Rx/s avg", 10), _col("tx_rate", "Tx/s avg", 10))
+"""(Averages over the window, as the tools give them, not a current rate: 10 MB sent in one second of a minute
+reads 166.7 kB/s for the whole minute; the summary line says which window.)"""
+_TOTALS = (_col("rx", "Rx", 8), _col("tx", "Tx", 8), _col("retrans", "Retrans", 9))
+"""(A total reads ``999.9 MB`` at most before the next unit: 8 cells.)"""
 
-#: Columns of each list, by importance (the first ones stay in view at 80 columns).
+#: Columns of each list, by priority: the first ones stay in view at 80 columns (the name, the rates and the
+#: totals), the others are shown whole where they fit (:func:`~netspy_tui.tui.widgets.cells.fit_widths`).
 COLUMNS: dict[str, tuple[TrafficColumn, ...]] = {
     "processes": (
         _col("process", "Process", 12, 32, numeric=False),
@@ -62,9 +67,9 @@ COLUMNS: dict[str, tuple[TrafficColumn, ...]] = {
         _col("process", "Process", 10, 24, numeric=False),
         _col("remote", "Remote", 18, 48, numeric=False),
         *_RATES,
+        *_TOTALS,
         _col("direction", "Direction", 11, numeric=False),
         _col("pid", "PID", 7),
-        *_TOTALS,
         _col("protocol", "Proto", 7, numeric=False),
         _col("local", "Local", 8, 48, numeric=False),
         _col("lifetime", "Lifetime", 10),
@@ -196,8 +201,8 @@ def _flow_row(f: TrafficFlow, seconds: int, known: Known) -> Row:
     return Row(
         key,
         [_text(f.command, 24), _text(remote, 48), _rate(f.rx_bytes / seconds), _rate(f.tx_bytes / seconds),
-         _text(f.direction or "–", 10), _pid(f.pid), _bytes(f.rx_bytes), _bytes(f.tx_bytes),
-         _count(f.retransmits), _text(f.protocol or "?", 6), _text(local, 48), lifetime],
+         _bytes(f.rx_bytes), _bytes(f.tx_bytes), _count(f.retransmits), _text(f.direction or "–", 10), _pid(f.pid),
+         _text(f.protocol or "?", 6), _text(local, 48), lifetime],
         f.command,
         (f.pid,),
         (address, remote, f.direction, *known.of_pids((f.pid,))),
@@ -264,8 +269,30 @@ def total_of(mode: str, traffic: TrafficReport | None, latency: LatencyReport | 
     return {"processes": s.total_processes, "connections": s.total_flows, "remotes": s.total_remotes}[mode]
 
 
-def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, error: str | None, mode: str) -> Text:
-    """One line above the table: which list (``v``), the window's totals and connect percentiles, or why not."""
+def shown_totals(mode: str, rows: Sequence[Row]) -> tuple[float, float, int] | None:
+    """Rx/s, Tx/s and retransmits summed over ``rows`` of list ``mode`` (None for a list without them)."""
+    keys = [c.key for c in COLUMNS[mode]]
+    if not {"rx_rate", "tx_rate", "retrans"} <= set(keys):
+        return None
+    rx, tx, retrans = (keys.index(k) for k in ("rx_rate", "tx_rate", "retrans"))
+    return (
+        sum(r.cells[rx].sort_key for r in rows),
+        sum(r.cells[tx].sort_key for r in rows),
+        sum(r.cells[retrans].sort_key for r in rows),
+    )
+
+
+def summary_text(
+    traffic: TrafficReport | None,
+    latency: LatencyReport | None,
+    error: str | None,
+    mode: str,
+    shown: Sequence[Row] | None = None,
+) -> Text:
+    """One line above the table: which list (``v``), the window's totals and connect percentiles, or why not.
+
+    ``shown``: the rows a text filter left on screen (the tools were not narrowed by it): the totals are
+    theirs (``shown: rx …``), or, for a list without bytes, the figures are labelled as the host's."""
     head = Text(f"{MODE_LABELS[mode]} (v) · ", style="bold")
     if error is not None:
         return head + Text(f"traffic unavailable: {clean(error, 200)}")  # (coloured by app.tcss: -error)
@@ -279,10 +306,17 @@ def summary_text(traffic: TrafficReport | None, latency: LatencyReport | None, e
             "not counted by this source (needs the eBPF collector on Linux 6.3 or later, or procfs "
             "sampling where the kernel answers socket diagnostics)"
         )
-    parts = [f"rx {rate_text(s.rx_rate)} tx {rate_text(s.tx_rate)}", f"{s.retransmits:,} retrans"]
-    if s.inbound_connections or s.outbound_connections:
+    avg = f"{window_label(s.window_seconds)} avg"
+    totals = shown_totals(mode, shown) if shown is not None else None
+    if totals is not None:
+        rx, tx, retrans = totals
+        parts = [f"shown, {avg} rx {rate_text(rx)} tx {rate_text(tx)}", f"{retrans:,} retrans"]
+    else:
+        host = "host, " if shown is not None else ""
+        parts = [f"{host}{avg} rx {rate_text(s.rx_rate)} tx {rate_text(s.tx_rate)}", f"{s.retransmits:,} retrans"]
+    if totals is None and (s.inbound_connections or s.outbound_connections):
         parts.append(f"{s.inbound_connections:,} in / {s.outbound_connections:,} out")
-    if latency is not None and latency.stats.available and latency.stats.attempts:
+    if totals is None and latency is not None and latency.stats.available and latency.stats.attempts:
         ls = latency.stats
         parts.append(f"connect p50 {duration_us(ls.p50_us)} p95 {duration_us(ls.p95_us)}")
     if not traffic.counts_exact:
