@@ -136,7 +136,11 @@ def _refuse_unsafe(directory: Path, what: str, hint: str, *, shared: bool = Fals
 
 def create_exclusive(path: Path, what: str, hint: str) -> int:
     """A new file at ``path`` (mode 0600) opened for writing; :class:`UnsafePath` if the name exists
-    in any form (file, link, dangling link, device). ``what`` names the file in the message."""
+    in any form (file, link, dangling link, device), or when the way to it goes through another user's
+    symbolic link (:func:`foreign_link`). ``what`` names the file in the message."""
+    problem = foreign_link(path.parent)
+    if problem:
+        raise UnsafePath(f"refusing to write {what} {shown(path)}: {problem}", hint)
     try:
         fd = os.open(path, _CREATE, FILE_MODE)
     except FileExistsError:

@@ -232,3 +232,22 @@ def test_db_through_another_users_link_is_refused(cli: Cli, tmp_path: Path, shar
     victim.chmod(0o755)
     assert why in assert_one_line_error(cli(*serve, timeout=30), 2)
     assert mode(victim) == 0o755 and stat.S_ISLNK(os.lstat(link).st_mode)
+
+
+# --- --record --------------------------------------------------------------------------------------------
+
+
+def test_record_through_another_users_link_is_refused_and_nothing_is_created(
+    cli: Cli, tmp_path: Path, shared_dir: Path
+) -> None:
+    needs_root()
+    theirs = tmp_path / "nobodys-home"  # nobody's own directory, and nobody's link to it in a shared one
+    theirs.mkdir()
+    nobodys(theirs)
+    link = shared_dir / "rec"
+    assert plant_link(theirs, link)  # nobody: `ln -s ~nobody /tmp/rec`
+    run = cli("--tool", "list_connections", "--replay", str(DEMO), "--record", str(link / "rec.jsonl"), timeout=30)
+    line = assert_one_line_error(run, 2)
+    why = f"{link} is a symbolic link of another user (uid {NOBODY})"
+    assert f"refusing to write the recording {link / 'rec.jsonl'}: {why}" in line, line
+    assert list(theirs.iterdir()) == [], "root created its recording in another user's directory"
