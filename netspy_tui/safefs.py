@@ -73,7 +73,9 @@ def foreign_link(path: str | Path) -> str | None:
     such a link only in a sticky world-writable directory, and only when it is set: refused here everywhere
     (a link in another user's own directory is refused anyway, with that directory)."""
     uid = os.geteuid()
-    pending = list(Path(os.path.abspath(path)).parts[1:])
+    # The path as written, ``..`` kept: the kernel takes ``link/..`` as the parent of the link's target, while
+    # os.path.abspath would fold it to the link's own directory (and never look at the link).
+    pending = list(Path(os.getcwd(), path).parts[1:])
     current = Path("/")
     hops = 0
     while pending:
@@ -81,7 +83,7 @@ def foreign_link(path: str | Path) -> str | None:
         if part in ("", "."):
             continue
         if part == "..":
-            current = current.parent
+            current = current.parent  # (``current`` is a real directory: links on the way were followed)
             continue
         candidate = current / part
         try:

@@ -251,3 +251,20 @@ def test_record_through_another_users_link_is_refused_and_nothing_is_created(
     why = f"{link} is a symbolic link of another user (uid {NOBODY})"
     assert f"refusing to write the recording {link / 'rec.jsonl'}: {why}" in line, line
     assert list(theirs.iterdir()) == [], "root created its recording in another user's directory"
+
+
+def test_record_through_another_users_link_then_dot_dot_is_refused(cli: Cli, tmp_path: Path, shared_dir: Path) -> None:
+    needs_root()
+    home = tmp_path / "nobodys-home"
+    (home / "sub").mkdir(parents=True)
+    nobodys(home)
+    nobodys(home / "sub")
+    link = shared_dir / "sub"
+    assert plant_link(home / "sub", link)
+    # the kernel follows the link, then goes to its target's parent: nobody's home, not the shared directory
+    record = f"{link}/../rec.jsonl"
+    run = cli("--tool", "list_connections", "--replay", str(DEMO), "--record", record, timeout=30)
+    line = assert_one_line_error(run, 2)
+    assert f"{link} is a symbolic link of another user (uid {NOBODY})" in line, line
+    assert sorted(p.name for p in home.iterdir()) == ["sub"], "root created its recording in another user's directory"
+    assert list(shared_dir.iterdir()) == [link]
