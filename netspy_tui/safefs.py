@@ -115,6 +115,9 @@ def make_private_dirs(
     directory itself may be writable by others, e.g. a shared export directory, since files are created in it
     exclusively); checked again once made (a name another user made first is not taken as ours).
     ``group_parents``: as for :func:`check_directory`."""
+    link = foreign_link(directory)  # (as written: ``link/..`` is the link's target's parent, not folded away)
+    if link:
+        raise UnsafePath(f"refusing {what} {shown(directory)}: {link}", hint)
     directory = Path(os.path.abspath(directory))
     if group_parents:
         _GROUP_PARENTS_OK.add(directory)

@@ -268,3 +268,22 @@ def test_record_through_another_users_link_then_dot_dot_is_refused(cli: Cli, tmp
     assert f"{link} is a symbolic link of another user (uid {NOBODY})" in line, line
     assert sorted(p.name for p in home.iterdir()) == ["sub"], "root created its recording in another user's directory"
     assert list(shared_dir.iterdir()) == [link]
+
+
+def test_aggregator_db_through_another_users_link_then_dot_dot_makes_nothing(
+    cli: Cli, tmp_path: Path, shared_dir: Path
+) -> None:
+    needs_root()
+    home = tmp_path / "nobodys-home"
+    (home / "sub").mkdir(parents=True)
+    (home / "x").mkdir()
+    for path in (home, home / "sub", home / "x"):
+        nobodys(path)
+    link = shared_dir / "sub"
+    assert plant_link(home / "sub", link)
+    # `link/../x` is nobody's x to the kernel; folded as text it was the shared directory's x, made there first
+    run = cli("serve", "--aggregate", "--db", f"{link}/../x", "--port", str(free_port()), timeout=30)
+    line = assert_one_line_error(run, 2)
+    assert f"{link} is a symbolic link of another user (uid {NOBODY})" in line, line
+    assert list(shared_dir.iterdir()) == [link], "root made the store directory before refusing it"
+    assert list((home / "x").iterdir()) == []
