@@ -73,7 +73,9 @@ def foreign_link(path: str | Path) -> str | None:
     such a link only in a sticky world-writable directory, and only when it is set: refused here everywhere
     (a link in another user's own directory is refused anyway, with that directory)."""
     uid = os.geteuid()
-    pending = list(Path(os.path.abspath(path)).parts[1:])
+    # The path as written, ``..`` kept: the kernel takes ``link/..`` as the parent of the link's target, while
+    # os.path.abspath would fold it to the link's own directory (and never look at the link).
+    pending = list(Path(os.getcwd(), path).parts[1:])
     current = Path("/")
     hops = 0
     while pending:
@@ -81,7 +83,7 @@ def foreign_link(path: str | Path) -> str | None:
         if part in ("", "."):
             continue
         if part == "..":
-            current = current.parent
+            current = current.parent  # (``current`` is a real directory: links on the way were followed)
             continue
         candidate = current / part
         try:
@@ -113,6 +115,9 @@ def make_private_dirs(
     directory itself may be writable by others, e.g. a shared export directory, since files are created in it
     exclusively); checked again once made (a name another user made first is not taken as ours).
     ``group_parents``: as for :func:`check_directory`."""
+    link = foreign_link(directory)  # (as written: ``link/..`` is the link's target's parent, not folded away)
+    if link:
+        raise UnsafePath(f"refusing {what} {shown(directory)}: {link}", hint)
     directory = Path(os.path.abspath(directory))
     if group_parents:
         _GROUP_PARENTS_OK.add(directory)
@@ -136,7 +141,11 @@ def _refuse_unsafe(directory: Path, what: str, hint: str, *, shared: bool = Fals
 
 def create_exclusive(path: Path, what: str, hint: str) -> int:
     """A new file at ``path`` (mode 0600) opened for writing; :class:`UnsafePath` if the name exists
-    in any form (file, link, dangling link, device). ``what`` names the file in the message."""
+    in any form (file, link, dangling link, device), or when the way to it goes through another user's
+    symbolic link (:func:`foreign_link`). ``what`` names the file in the message."""
+    problem = foreign_link(path.parent)
+    if problem:
+        raise UnsafePath(f"refusing to write {what} {shown(path)}: {problem}", hint)
     try:
         fd = os.open(path, _CREATE, FILE_MODE)
     except FileExistsError:

@@ -302,10 +302,10 @@ def telemetry_of(request_body: dict[str, Any] | None) -> dict[str, Any]:
     return data
 
 
-async def test_a_with_a_node_filter_explains_that_node_s_figures_and_names_the_node() -> None:
-    """`payments` runs on two nodes: every connect refused on node-a, every one fine on node-b. Filtered to node-a,
-    the table shows node-a's 20 refused connects; `a` must tell the model those (20, failure ratio 1.0, node-a
-    named), not the fleet's 40 at 0.5 with no node."""
+@asynccontextmanager
+async def payments_on_two_nodes() -> AsyncIterator[tuple[NetspyApp, Any, FakeOpenAI]]:
+    """A dashboard with the AI (FakeOpenAI) on a real aggregator where `payments` runs on two nodes: every connect
+    refused on node-a (pid 500), every one fine on node-b (pid 600), 20 each; yields it once both nodes' rows show."""
     fleet = FleetStore(None)
     app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST)),
                      own_auth_paths=[INGEST_PATH])  # fmt: skip
@@ -328,26 +328,55 @@ async def test_a_with_a_node_filter_explains_that_node_s_figures_and_names_the_n
             async with open_gateway(source) as gw:
                 dash = NetspyApp(gw, interval=3600, window=60, ai=dashboard_hooks(settings))
                 async with dash.run_test(size=(160, 45)) as pilot:
-                    d = dash.dashboard
-                    await wait_for(pilot, lambda: d.connections.row_count == 40, "both nodes' connections")
-                    await pilot.press("slash", *"node-a", "enter")
-                    await wait_for(pilot, lambda: d.filter_subject == Scope(node="node-a"), "the node filter")
-                    await wait_for(pilot, lambda: d.connections.row_count == 20, "node-a's rows only")
-                    d.connections.focus()
-                    await pilot.pause()
-                    await pilot.press("a")
-                    pane = d.ai_pane
-                    await wait_for(pilot, lambda: pane.state == "finished", "the explanation")
-                    data = telemetry_of(fake.chat_requests[0].body)
-                    assert data["connections"]["total"] == 20, data
-                    assert data["connections"]["failure_ratio"] == 1.0
-                    assert data["process"] == {"pid": None, "command": "payments", "node": "node-a"}
-                    assert data["nodes"] == ["node-a"] and "node-a" in data["subject"]
-                    assert "on node 'node-a'" in pane.state_text, pane.state_text
+                    await wait_for(pilot, lambda: dash.dashboard.connections.row_count == 40, "both nodes' rows")
+                    yield dash, pilot, fake
             await source.aclose()
     finally:
         server.stop()
         fleet.close()
+
+
+async def assert_node_a_explained(dash: NetspyApp, pilot: Any, fake: FakeOpenAI) -> None:
+    """`a` was pressed: the model is told node-a's 20 refused connects (failure ratio 1.0, node-a named), not the
+    fleet's 40 at 0.5 with no node, and the pane says the node."""
+    pane = dash.dashboard.ai_pane
+    await wait_for(pilot, lambda: pane.state == "finished", "the explanation")
+    data = telemetry_of(fake.chat_requests[0].body)
+    assert data["connections"]["total"] == 20, data
+    assert data["connections"]["failure_ratio"] == 1.0
+    assert data["process"] == {"pid": None, "command": "payments", "node": "node-a"}
+    assert data["nodes"] == ["node-a"] and "node-a" in data["subject"]
+    assert "on node 'node-a'" in pane.state_text, pane.state_text
+
+
+async def test_a_with_a_node_filter_explains_that_node_s_figures_and_names_the_node() -> None:
+    """Filtered to node-a, the table shows node-a's 20 refused connects: `a` must tell the model those."""
+    async with payments_on_two_nodes() as (dash, pilot, fake):
+        d = dash.dashboard
+        await pilot.press("slash", *"node-a", "enter")
+        await wait_for(pilot, lambda: d.filter_subject == Scope(node="node-a"), "the node filter")
+        await wait_for(pilot, lambda: d.connections.row_count == 20, "node-a's rows only")
+        d.connections.focus()
+        await pilot.pause()
+        await pilot.press("a")
+        await assert_node_a_explained(dash, pilot, fake)
+
+
+async def test_a_on_a_process_row_grouped_by_node_explains_that_node_s_figures() -> None:
+    """Grouped by node, `payments` has a row under node-a (20 refused) and one under node-b (20 fine): `a` on
+    node-a's row explains node-a's figures (the old code told the model both nodes' 40 at 0.5, no node)."""
+    async with payments_on_two_nodes() as (dash, pilot, fake):
+        procs = dash.dashboard.processes
+        await wait_for(pilot, lambda: "payments" in procs.stats, "the process")
+        procs.focus()
+        await pilot.press("g", "g")  # by workload (none known here), then by node
+        row = f"payments{NODE_ROW}node-a"
+        await wait_for(pilot, lambda: procs.group_by == "node" and row in procs._order, "grouped by node")
+        procs.move_cursor(row=procs.get_row_index(row), animate=False)
+        await pilot.pause()
+        assert procs.selected_node() == "node-a" and procs.selected_process() == "payments"
+        await pilot.press("a")
+        await assert_node_a_explained(dash, pilot, fake)
 
 
 async def test_a_connect_listed_in_progress_shows_the_outcome_its_agent_sent_later() -> None:

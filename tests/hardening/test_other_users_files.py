@@ -232,3 +232,58 @@ def test_db_through_another_users_link_is_refused(cli: Cli, tmp_path: Path, shar
     victim.chmod(0o755)
     assert why in assert_one_line_error(cli(*serve, timeout=30), 2)
     assert mode(victim) == 0o755 and stat.S_ISLNK(os.lstat(link).st_mode)
+
+
+# --- --record --------------------------------------------------------------------------------------------
+
+
+def test_record_through_another_users_link_is_refused_and_nothing_is_created(
+    cli: Cli, tmp_path: Path, shared_dir: Path
+) -> None:
+    needs_root()
+    theirs = tmp_path / "nobodys-home"  # nobody's own directory, and nobody's link to it in a shared one
+    theirs.mkdir()
+    nobodys(theirs)
+    link = shared_dir / "rec"
+    assert plant_link(theirs, link)  # nobody: `ln -s ~nobody /tmp/rec`
+    run = cli("--tool", "list_connections", "--replay", str(DEMO), "--record", str(link / "rec.jsonl"), timeout=30)
+    line = assert_one_line_error(run, 2)
+    why = f"{link} is a symbolic link of another user (uid {NOBODY})"
+    assert f"refusing to write the recording {link / 'rec.jsonl'}: {why}" in line, line
+    assert list(theirs.iterdir()) == [], "root created its recording in another user's directory"
+
+
+def test_record_through_another_users_link_then_dot_dot_is_refused(cli: Cli, tmp_path: Path, shared_dir: Path) -> None:
+    needs_root()
+    home = tmp_path / "nobodys-home"
+    (home / "sub").mkdir(parents=True)
+    nobodys(home)
+    nobodys(home / "sub")
+    link = shared_dir / "sub"
+    assert plant_link(home / "sub", link)
+    # the kernel follows the link, then goes to its target's parent: nobody's home, not the shared directory
+    record = f"{link}/../rec.jsonl"
+    run = cli("--tool", "list_connections", "--replay", str(DEMO), "--record", record, timeout=30)
+    line = assert_one_line_error(run, 2)
+    assert f"{link} is a symbolic link of another user (uid {NOBODY})" in line, line
+    assert sorted(p.name for p in home.iterdir()) == ["sub"], "root created its recording in another user's directory"
+    assert list(shared_dir.iterdir()) == [link]
+
+
+def test_aggregator_db_through_another_users_link_then_dot_dot_makes_nothing(
+    cli: Cli, tmp_path: Path, shared_dir: Path
+) -> None:
+    needs_root()
+    home = tmp_path / "nobodys-home"
+    (home / "sub").mkdir(parents=True)
+    (home / "x").mkdir()
+    for path in (home, home / "sub", home / "x"):
+        nobodys(path)
+    link = shared_dir / "sub"
+    assert plant_link(home / "sub", link)
+    # `link/../x` is nobody's x to the kernel; folded as text it was the shared directory's x, made there first
+    run = cli("serve", "--aggregate", "--db", f"{link}/../x", "--port", str(free_port()), timeout=30)
+    line = assert_one_line_error(run, 2)
+    assert f"{link} is a symbolic link of another user (uid {NOBODY})" in line, line
+    assert list(shared_dir.iterdir()) == [link], "root made the store directory before refusing it"
+    assert list((home / "x").iterdir()) == []

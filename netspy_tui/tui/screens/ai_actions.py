@@ -55,12 +55,16 @@ class AIActions(PaneLayout, InputKeys):
 
     async def action_explain(self) -> None:
         """Explain what the table shows: the selected row's process (else the focused or filtered one), on the node
-        and in the workload the focus or filter narrows the view to, over the window shown."""
+        and in the workload the focus or filter narrows the view to (else on the selected row's node when it has
+        one: a process row grouped by node, a connection), over the window shown."""
         shown = [s for s in (self.focus_subject, self.filter_subject) if s is not None]
         name, pid = self.selected_process()
         if name is None and pid is None and shown:
             name, pid = shown[0].command, shown[0].pid
         node = next((s.node for s in shown if s.node), None)
+        if node is None and name:  # a process row on one node (grouped by node): that node's figures, as `A` takes
+            nodes = self.selected_nodes()
+            node = nodes[0] if len(nodes) == 1 else None
         workload = next((s.workload for s in shown if s.workload), None)
         if name and pid not in {s.pid for s in shown if s.pid is not None}:
             pid = None  # a row's process by its name (all its pids), unless the view shows this one pid alone
