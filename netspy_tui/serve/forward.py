@@ -724,9 +724,8 @@ class Forwarder:
         if items and self.takes_outcomes is None:  # (not known yet this run: asked with an empty batch)
             response = await self._client.post(self.url, content=b'{"events":[]}',
                                                headers={"Content-Type": "application/json"})  # fmt: skip
-            if response.status_code >= 500 or response.status_code in (401, 403, 408, 429):
-                self._answer(response, 0)  # (raises: retried)
-            self._learn(response)
+            # (only an accepting answer tells: any other, a 421 or 404 of a misconfigured route too, is retried)
+            self._answer(response, 0)  # (raises when not 2xx; on a 2xx learns whether it says ``updated``)
         if items and not self.takes_outcomes:
             # another aggregator (ebpf-server's own) would take the same id again for a second event: not sent,
             # counted and shown (the connect stays in progress there)
@@ -772,8 +771,10 @@ class Forwarder:
     def _learn(self, response: httpx.Response) -> Any:
         """An ingest answer's JSON (None: not JSON); from it, whether the aggregator takes a connect's outcome sent
         after the connect (:attr:`takes_outcomes`: netspy-tui's answers say ``updated``)."""
+        if response.status_code >= 300:  # (not an answer to learn from: the caller retries)
+            return None
         try:
-            body = response.json() if response.status_code < 300 else None
+            body = response.json()
         except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested)
             body = None
         self.takes_outcomes = isinstance(body, dict) and "updated" in body

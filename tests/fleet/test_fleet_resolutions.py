@@ -271,6 +271,40 @@ async def test_an_aggregator_that_does_not_take_outcomes_is_sent_none_and_they_a
     store.close()
 
 
+async def test_an_outcome_sent_after_an_agent_restart_is_retried_when_the_first_answer_is_a_misroute(
+    tmp_path: Path,
+) -> None:
+    """A restarted agent does not know yet whether the aggregator takes outcomes: a 421 (a proxy's Host check, not
+    right yet) or 404 to that first post says nothing about it; the outcome waits, and goes once it is accepted."""
+    store = EventStore(tmp_path / "agent.sqlite3")
+    codec = synth.codec()
+    slow = pending(time.time_ns() - int((SETTLE_SECONDS + 8) * NS), 0xABC, 1)
+    store.write([Batch(records=slow, codec=codec)])
+    with FakeAggregator(answer="updates") as agg:
+        first = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE})
+        try:
+            assert await first.forward_once() == 1
+        finally:
+            await first._client.aclose()
+        store.write([Batch(records=outcome(slow, errno.ETIMEDOUT), codec=codec)])
+        again = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE})
+        try:
+            for status in (421, 404, 400):
+                agg.misrouted = status
+                with pytest.raises(httpx.HTTPStatusError, match=f"HTTP {status}"):
+                    await again.forward_once()
+                assert again.takes_outcomes is None and again.status.unsent_outcomes == 0
+                assert again.resolved_cursor == 0  # (not moved past the outcome)
+            agg.misrouted = 0
+            assert await again.forward_once() == 0
+            assert again.takes_outcomes is True
+            assert (again.status.resolved, again.status.unsent_outcomes) == (1, 0)
+            assert [e["outcome"] for e in agg.received()] == ["in_progress", "timeout"]
+        finally:
+            await again._client.aclose()
+    store.close()
+
+
 # --- a real eBPF agent (root) ---------------------------------------------------------------------
 
 #: a non-blocking connect to a listener whose accept backlog is full: its SYNs are dropped and retried
