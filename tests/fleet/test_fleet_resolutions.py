@@ -36,6 +36,7 @@ from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
 from netspy_tui.serve.forward import RESOLVED_KEY, SETTLE_SECONDS, Forwarder
 from netspy_tui.store import EventStore
 from netspy_tui.telemetry.client import HttpSource
+from netspy_tui.telemetry.embedded import forwarding_problem
 from tests.factories import connection_json
 from tests.fake_aggregator import FakeAggregator
 from tests.hardening.conftest import Child, free_port, spawn, wait_until  # noqa: F401 (fixture)
@@ -302,6 +303,61 @@ async def test_an_outcome_sent_after_an_agent_restart_is_retried_when_the_first_
             assert [e["outcome"] for e in agg.received()] == ["in_progress", "timeout"]
         finally:
             await again._client.aclose()
+    store.close()
+
+
+async def soon(check: Callable[[], object], seconds: float = 5.0) -> None:
+    """Wait (the event loop running) until ``check()`` is true, up to ``seconds``."""
+    for _ in range(int(seconds * 100)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_an_accepted_outcome_post_clears_the_forwarding_error_and_a_refused_one_is_counted(
+    tmp_path: Path,
+) -> None:
+    """An idle node whose only posts after an aggregator outage carry outcomes: once one is accepted the forwarding
+    is no longer failing (``/health``' forwarding problem gone); an outcome the aggregator refuses is counted where
+    refused events are."""
+    store = EventStore(tmp_path / "agent.sqlite3")
+    codec = synth.codec()
+    old = time.time_ns() - int((SETTLE_SECONDS + 8) * NS)
+    slow, other = pending(old, 0xABC, 1), pending(old + 1000, 0xDEF, 2)
+    store.write([Batch(records=np.concatenate([slow, other]), codec=codec)])
+    with FakeAggregator(answer="updates") as agg:
+        forwarder = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE}, interval=0.05)
+        task = None
+        try:
+            assert await forwarder.forward_once() == 2
+            forwarder.status.last_success = "2000-01-01T00:00:00+00:00"  # (as if its last events went long ago)
+            store.write([Batch(records=outcome(slow, errno.ETIMEDOUT), codec=codec)])
+            agg.down = True
+            task = asyncio.create_task(forwarder.run())
+            await soon(lambda: forwarder.status.failures)
+            assert "HTTP 503" in forwarder.status.last_error
+            assert forwarding_problem(forwarder.status.as_dict(), 1000.0)
+            agg.down = False
+            await soon(lambda: forwarder.status.resolved)
+            assert forwarder.status.resolved == 1 and forwarder.status.last_error == ""
+            assert forwarder.status.last_success > "2000-01-01T00:00:00+00:00"
+            assert forwarding_problem(forwarder.status.as_dict(), 1000.0) == ""
+
+            agg.refuse_ports = frozenset({443})  # (the other's outcome is refused)
+            store.write([Batch(records=outcome(other, errno.ECONNREFUSED), codec=codec)])
+            await soon(lambda: forwarder.status.rejected)
+            assert forwarder.status.rejected == 1 and forwarder.status.resolved == 1
+            assert forwarder.status.last_error.startswith("the aggregator rejected 1 of 1 outcomes")
+            assert forwarding_problem(forwarder.status.as_dict(), 1000.0) == ""
+        finally:
+            forwarder.stop()
+            if task is not None:
+                await task
+            else:
+                await forwarder._client.aclose()
+    assert [e["outcome"] for e in agg.received()] == ["in_progress", "in_progress", "timeout"]
+    await soon(lambda: store.losses().get("forward_rejected"))  # (the store writes its loss counts on its own thread)
+    assert store.losses().get("forward_rejected") == 1
     store.close()
 
 
