@@ -8,6 +8,7 @@ and (root) a real eBPF agent whose connect waits on a full accept backlog past t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -180,6 +181,55 @@ async def test_the_dashboard_client_gets_the_outcome_of_a_connect_it_listed_in_p
         fleet.close()
 
 
+@contextlib.contextmanager
+def served_fleet(directory: Path | None, dedupe_window: int = 200_000) -> Iterator[tuple[FleetStore, str]]:
+    """``serve --aggregate``'s API over a fleet store in ``directory`` (None: in memory) remembering
+    ``dedupe_window`` ids a node."""
+    fleet = FleetStore(directory, dedupe_window=dedupe_window)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST_TOKEN)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+    try:
+        yield fleet, server.url
+    finally:
+        server.stop()
+        fleet.close()
+
+
+def test_an_outcome_after_more_events_than_the_dedupe_window_still_takes_the_connects_place(tmp_path: Path) -> None:
+    """A busy node sends more events while a connect waits for its outcome (minutes: a timeout) than the aggregator
+    remembers ids of; and the aggregator may restart meanwhile (it reloads only the last window's ids). The outcome
+    still takes the connect's place: counted once, not in progress and timed out both."""
+    window = 100
+    busy = []
+    for i in range(window + 50):
+        event = connection_json(pid=800, command="busy", port=5000 + i, ago=20)
+        event.update(id=f"other-{i}", k8s_node_name=NODE)
+        busy.append(event)
+    held = []
+    for i in range(2):
+        event = connection_json(pid=700 + i, command="slowapp", port=4444, ago=30, outcome="in_progress",
+                                return_code=-errno.EINPROGRESS)  # fmt: skip
+        event.update(id=f"slow-{i}", k8s_node_name=NODE)
+        held.append(event)
+    with served_fleet(tmp_path / "fleet", window) as (_, url):
+        assert ingest(url, held)["events_processed"] == 2
+        assert ingest(url, busy)["events_processed"] == window + 50
+        timed_out = {**held[0], "outcome": "timeout", "return_code": -errno.ETIMEDOUT}
+        answer = ingest(url, [timed_out])
+        assert (answer["updated"], answer["events_processed"], answer["duplicates"]) == (1, 1, 0), answer
+        assert ingest(url, [timed_out])["duplicates"] == 1
+        assert outcomes(url, command="slowapp") == {"timeout": 1, "in_progress": 1}
+    with served_fleet(tmp_path / "fleet", window) as (fleet, url):  # (restarted: the other still in progress)
+        refused = {**held[1], "outcome": "refused", "return_code": -errno.ECONNREFUSED}
+        answer = ingest(url, [refused])
+        assert (answer["updated"], answer["duplicates"]) == (1, 0), answer
+        assert ingest(url, [refused])["duplicates"] == 1  # (its retry)
+        assert outcomes(url, command="slowapp") == {"timeout": 1, "refused": 1}
+        assert get(url, "/api/stats").json()["events_by_node"] == {NODE: window + 52}
+        assert fleet.pending_forgotten == 0
+
+
 # --- the agent: serve --forward -------------------------------------------------------------------
 
 
@@ -190,15 +240,8 @@ def pending(wall: int, key: int, last_octet: int) -> np.ndarray:
 
 @pytest.fixture
 def fleet_server() -> Iterator[tuple[FleetStore, str]]:
-    fleet = FleetStore(None)
-    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST_TOKEN)),
-                     own_auth_paths=[INGEST_PATH])  # fmt: skip
-    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
-    try:
-        yield fleet, server.url
-    finally:
-        server.stop()
-        fleet.close()
+    with served_fleet(None) as served:
+        yield served
 
 
 async def test_the_forwarder_sends_the_outcome_of_a_connect_it_forwarded_in_progress_once_across_restarts(
