@@ -29,6 +29,7 @@ import pytest
 from bench import synth
 from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.fleet import store as fleet_store
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import EventQuery, Scope
@@ -228,6 +229,29 @@ def test_an_outcome_after_more_events_than_the_dedupe_window_still_takes_the_con
         assert outcomes(url, command="slowapp") == {"timeout": 1, "refused": 1}
         assert get(url, "/api/stats").json()["events_by_node"] == {NODE: window + 52}
         assert fleet.pending_forgotten == 0
+
+
+def test_connects_held_in_progress_beyond_the_cap_are_forgotten_counted_in_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_store, "PENDING_PER_NODE", 1)
+    held = []
+    for i in range(2):
+        event = connection_json(pid=700 + i, command="slowapp", port=4444, ago=30, outcome="in_progress",
+                                return_code=-errno.EINPROGRESS)  # fmt: skip
+        event.update(id=f"slow-{i}", k8s_node_name=NODE)
+        held.append(event)
+    busy = [{**connection_json(pid=800, command="busy", port=5000 + i, ago=20), "id": f"o-{i}", "k8s_node_name": NODE}
+            for i in range(20)]  # fmt: skip
+    with served_fleet(tmp_path / "fleet", 10) as (_, url):
+        assert ingest(url, held)["events_processed"] == 2
+        assert ingest(url, busy)["events_processed"] == 20
+        health = get(url, "/health").json()
+        assert health["in_progress_forgotten"] == 1
+        first = ingest(url, [{**held[0], "outcome": "timeout", "return_code": -errno.ETIMEDOUT}])
+        assert (first["updated"], first["events_processed"]) == (0, 1)  # (forgotten: another event, as counted)
+        second = ingest(url, [{**held[1], "outcome": "ok", "return_code": 0}])
+        assert (second["updated"], second["events_processed"]) == (1, 1)
 
 
 # --- the agent: serve --forward -------------------------------------------------------------------
