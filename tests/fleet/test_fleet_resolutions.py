@@ -197,6 +197,17 @@ def served_fleet(directory: Path | None, dedupe_window: int = 200_000) -> Iterat
         fleet.close()
 
 
+def slow_connects(n: int) -> list[dict[str, Any]]:
+    """``n`` connects of ``slowapp`` (pids 700, 701, ...) sent in progress, ids ``slow-0``, ``slow-1``, ..."""
+    held = []
+    for i in range(n):
+        event = connection_json(pid=700 + i, command="slowapp", port=4444, ago=30, outcome="in_progress",
+                                return_code=-errno.EINPROGRESS)  # fmt: skip
+        event.update(id=f"slow-{i}", k8s_node_name=NODE)
+        held.append(event)
+    return held
+
+
 def test_an_outcome_after_more_events_than_the_dedupe_window_still_takes_the_connects_place(tmp_path: Path) -> None:
     """A busy node sends more events while a connect waits for its outcome (minutes: a timeout) than the aggregator
     remembers ids of; and the aggregator may restart meanwhile (it reloads only the last window's ids). The outcome
@@ -207,12 +218,7 @@ def test_an_outcome_after_more_events_than_the_dedupe_window_still_takes_the_con
         event = connection_json(pid=800, command="busy", port=5000 + i, ago=20)
         event.update(id=f"other-{i}", k8s_node_name=NODE)
         busy.append(event)
-    held = []
-    for i in range(2):
-        event = connection_json(pid=700 + i, command="slowapp", port=4444, ago=30, outcome="in_progress",
-                                return_code=-errno.EINPROGRESS)  # fmt: skip
-        event.update(id=f"slow-{i}", k8s_node_name=NODE)
-        held.append(event)
+    held = slow_connects(2)
     with served_fleet(tmp_path / "fleet", window) as (_, url):
         assert ingest(url, held)["events_processed"] == 2
         assert ingest(url, busy)["events_processed"] == window + 50
@@ -235,12 +241,7 @@ def test_connects_held_in_progress_beyond_the_cap_are_forgotten_counted_in_healt
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(fleet_store, "PENDING_PER_NODE", 1)
-    held = []
-    for i in range(2):
-        event = connection_json(pid=700 + i, command="slowapp", port=4444, ago=30, outcome="in_progress",
-                                return_code=-errno.EINPROGRESS)  # fmt: skip
-        event.update(id=f"slow-{i}", k8s_node_name=NODE)
-        held.append(event)
+    held = slow_connects(2)
     busy = [{**connection_json(pid=800, command="busy", port=5000 + i, ago=20), "id": f"o-{i}", "k8s_node_name": NODE}
             for i in range(20)]  # fmt: skip
     with served_fleet(tmp_path / "fleet", 10) as (_, url):
