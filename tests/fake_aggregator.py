@@ -24,7 +24,8 @@ class FakeAggregator:
         self.max_events = max_events
         #: events to these destination ports are refused one by one (the rest of their batch kept), answered as
         #: ``serve --aggregate`` does (``answer="netspy"``: ``rejected_count`` and reasons) or as the contract's
-        #: ``IngestResponse`` only says (``"contract"``: ``success`` false, fewer ``events_processed``)
+        #: ``IngestResponse`` only says (``"contract"``: ``success`` false, fewer ``events_processed``);
+        #: ``"updates"``: as ``"netspy"``, with ``updated`` (it takes a connect's outcome sent after it)
         self.refuse_ports = refuse_ports
         self.answer = answer
         self.too_large = 0  # batches refused with 413
@@ -32,6 +33,8 @@ class FakeAggregator:
         self.batches = 0
         self.refused = 0
         self.down = False  # answer 503 (the aggregator is up but cannot take events)
+        self.misrouted = 0  # when set, every post is answered this status (a 421, 404 of a proxy in front), counted
+        self.misrouted_posts = 0
         self.port = 0
         self._lock = threading.Lock()
         self._server: BackgroundServer | None = None
@@ -40,6 +43,10 @@ class FakeAggregator:
         async def ingest(request: Request) -> Response:
             if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
                 return PlainTextResponse("unauthorized", status_code=401)
+            if self.misrouted:
+                with self._lock:
+                    self.misrouted_posts += 1
+                return PlainTextResponse("Misdirected Request", status_code=self.misrouted)
             if self.down:
                 with self._lock:
                     self.refused += 1
@@ -56,7 +63,9 @@ class FakeAggregator:
                 self.batches += 1
             answer: dict[str, Any] = {"success": not refused, "events_processed": len(events) - len(refused),
                                       "message": "ok", "timestamp": datetime.now(UTC).isoformat()}  # fmt: skip
-            if refused and self.answer == "netspy":
+            if self.answer == "updates":
+                answer["updated"] = 0  # (a test counts what was sent; the store it would update is not kept)
+            if refused and self.answer in ("netspy", "updates"):
                 answer["rejected_count"] = len(refused)
                 answer["rejected"] = [{"index": i, "reason": "destination_port: refused by the test"} for i in refused]
             return JSONResponse(answer)

@@ -3,13 +3,14 @@
 
 Each node's store keeps its own exact rollups, so a node's figures are its own counts; the fleet's
 are their sums. Ingest checks every event on its own: a bad one is refused with its index and
-reason and the rest of the batch is kept. A batch an agent sends again (it did not see the answer)
-is not counted twice: each node's recent event ids are remembered (the last ``dedupe_window`` of
-them; ``serve --forward`` retries within that many events). An id already held is a duplicate, except a connect
-stored in progress sent again with its outcome (``serve --forward`` sends it once the connect ends): the stored
-event takes its place (:meth:`EventStore.replace_rows`) and its count moves from ``in_progress`` to that outcome
-(counted once), numbered by the fleet's resolution position (:attr:`FleetStore.resolved_position`), so that a
-reader that listed it in progress asks for the outcomes that came since (:meth:`FleetStore.replaced_since`).
+reason and the rest of the batch is kept. A batch an agent sends again (it did not see the answer) is not counted
+twice: each node's recent event ids are remembered (the last ``dedupe_window`` of them; ``serve --forward`` retries
+within that many events). An id already held is a duplicate, except a connect stored in progress (remembered apart,
+however many events came since, up to :data:`PENDING_PER_NODE` a node, and found again in its store after a
+restart) sent again with its outcome (``serve --forward`` sends it once the connect ends): the stored event takes
+its place (:meth:`EventStore.replace_rows`) and its count moves from ``in_progress`` to that outcome (counted
+once), numbered by the fleet's resolution position (:attr:`FleetStore.resolved_position`), so that a reader that
+listed it in progress asks for the outcomes that came since (:meth:`FleetStore.replaced_since`).
 Node names come from the events' ``k8s_node_name`` (the agents set it), else the ingest's own default.
 
 The fleet has an insertion order of its own (:attr:`FleetStore.seq`, moved by every event stored): a reader
@@ -25,6 +26,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import re
 import stat
@@ -33,7 +35,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from netspy_tui.models import (
     OUTCOMES,
     ConnectionEvent,
     Event,
+    EventQuery,
     PacketDropEvent,
     format_time,
     ns_to_time,
@@ -56,7 +59,7 @@ from netspy_tui.models import (
 from netspy_tui.safefs import check_directory, create_unique, make_private_dirs, shown, tighten_directory
 from netspy_tui.store import EventStore, StoreError
 from netspy_tui.store.listeners import Listeners
-from netspy_tui.store.sqlite import LOAD_AHEAD, event_row
+from netspy_tui.store.sqlite import LOAD_AHEAD, build_stored, event_row
 from netspy_tui.textsafe import clean
 
 __all__ = ["BadBatch", "FleetStore", "IngestResult", "NODE_NAME", "node_of", "parse_batch"]
@@ -76,7 +79,12 @@ MAX_AHEAD_SECONDS = LOAD_AHEAD
 #: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
 PID_MAX = 4_194_304
 _OUTCOMES = frozenset(OUTCOMES)
+log = logging.getLogger(__name__)
+
 IN_PROGRESS = "in_progress"
+#: connects held in progress remembered per node (their outcome taking their place); the oldest beyond it are
+#: forgotten, counted (:attr:`FleetStore.pending_forgotten`): an outcome of one then is stored as a new event
+PENDING_PER_NODE = 100_000
 #: the fields each kind holds as JSON integers and booleans: the model takes "32", 32.0 and true for an integer
 #: (lax), an agent sends none of them
 _INTS = {kind: frozenset(n for n, f in model.model_fields.items() if f.annotation in (int, int | None))
@@ -104,6 +112,9 @@ class IngestResult:
 class _Node:
     store: EventStore
     seen: OrderedDict[str, bool] = field(default_factory=OrderedDict)  # event key -> a connect stored in progress
+    #: the keys of its connects stored in progress, however long ago (not only the last ``dedupe_window``): the
+    #: outcome of one that lasts minutes on a busy node still finds it (up to :data:`PENDING_PER_NODE`)
+    pending: OrderedDict[str, None] = field(default_factory=OrderedDict)
     events: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0  # monotonic, of the last batch
@@ -317,6 +328,9 @@ class FleetStore:
         self._marks: deque[tuple[int, str, int, int]] = deque()
         """(fleet position after the batch, node, where the node's store stood before it, its oldest event ns)."""
         self.store_failures = 0
+        self.pending_forgotten = 0
+        """Connects held in progress forgotten (more than :data:`PENDING_PER_NODE` of a node at once): the outcome
+        of one is stored as another event, and the connect counted in progress and with its outcome."""
         """Batches (one node's part of an ingest) a store could not write: the agent was answered 503 and retries."""
         self._resolved = time.time_ns() // 1000
         """The fleet's resolution position: moved by each batch of a node that gave connects held in progress their
@@ -516,6 +530,20 @@ class FleetStore:
             for _, event in rows:
                 state.seen[_key(event)] = _in_progress(event)
             start = rows[-1][0]
+        # the connects held in progress from before the window too (those whose outcome has not come: counted in
+        # progress in the rollups), as retention keeps them: the newest PENDING_PER_NODE
+        keys: list[str] = []
+        for second, pid in state.store.in_progress_seconds(PENDING_PER_NODE):
+            since = datetime.fromtimestamp(second, UTC)
+            query = EventQuery(kind="connection", pid=pid, since=since, until=since + timedelta(seconds=1),
+                               limit=PENDING_PER_NODE)  # fmt: skip
+            _, items = state.store.query_stored(query)
+            keys += [_key(event) for event in build_stored([item for _, _, item in items])
+                     if _in_progress(event) and time_to_ns(event.time) // 1_000_000_000 == second]  # fmt: skip
+            if len(keys) >= PENDING_PER_NODE:
+                break
+        for key in reversed(keys[:PENDING_PER_NODE]):  # (oldest first: forgotten first)
+            state.pending[key] = None
 
     def _fresh(self, state: _Node, events: list[W.Prepared]) -> tuple[list[W.Prepared], list[W.Prepared]]:
         """The events not held yet, and those that give a connect held in progress its outcome."""
@@ -526,21 +554,39 @@ class FleetStore:
             for event in events:
                 key = event[0]
                 held = seen.get(key)
+                if held is None and key in state.pending:  # (held in progress since before the window)
+                    held = True
                 if held is None:
-                    seen[key] = event[1] == 0 and event[3][5] == IN_PROGRESS
+                    seen[key] = in_progress = event[1] == 0 and event[3][5] == IN_PROGRESS
+                    if in_progress:
+                        self._hold(state, key)
                     fresh.append(event)
                 elif held and event[1] == 0 and event[3][5] != IN_PROGRESS:
                     seen[key] = False  # (its outcome sent again is a duplicate)
+                    state.pending.pop(key, None)
                     resolving.append(event)
             while len(seen) > self.dedupe_window:
                 seen.popitem(last=False)
         return fresh, resolving
+
+    def _hold(self, state: _Node, key: str) -> None:
+        """Remember ``key`` as a connect held in progress (the oldest beyond :data:`PENDING_PER_NODE` forgotten,
+        counted)."""
+        pending = state.pending
+        pending[key] = None
+        if len(pending) > PENDING_PER_NODE:
+            pending.popitem(last=False)
+            if not self.pending_forgotten:
+                log.warning("aggregator: more than %d connects of a node held in progress at once: the outcome of "
+                            "the oldest will be stored as another event", PENDING_PER_NODE)  # fmt: skip
+            self.pending_forgotten += 1
 
     def _forget(self, state: _Node, events: list[W.Prepared]) -> None:
         """Nothing of ``events`` was stored: the agent's retry must not be taken for a duplicate."""
         with self._lock:
             for event in events:
                 state.seen.pop(event[0], None)
+                state.pending.pop(event[0], None)
 
     def _resolve(self, node: str, state: _Node, events: list[W.Prepared]) -> int:
         """Give the connects ``events`` resolve (held in progress) their outcome; how many were (the others: no
@@ -558,6 +604,7 @@ class FleetStore:
                 for event in events:
                     if event[0] in state.seen:
                         state.seen[event[0]] = True
+                    state.pending[event[0]] = None  # (held in progress again, wherever it was remembered)
             if isinstance(exc, Exception):
                 self._failed(node, exc)
             raise

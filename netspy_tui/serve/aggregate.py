@@ -293,6 +293,7 @@ class AggregatorApi(Api):
             "nodes": nodes,
             "stats": stats,
             "store_failures": self.fleet.store_failures,
+            "in_progress_forgotten": self.fleet.pending_forgotten,
         }
         if detail:
             payload["detail"] = detail

@@ -724,9 +724,8 @@ class Forwarder:
         if items and self.takes_outcomes is None:  # (not known yet this run: asked with an empty batch)
             response = await self._client.post(self.url, content=b'{"events":[]}',
                                                headers={"Content-Type": "application/json"})  # fmt: skip
-            if response.status_code >= 500 or response.status_code in (401, 403, 408, 429):
-                self._answer(response, 0)  # (raises: retried)
-            self._learn(response)
+            # (only an accepting answer tells: any other, a 421 or 404 of a misconfigured route too, is retried)
+            self._answer(response, 0)  # (raises when not 2xx; on a 2xx learns whether it says ``updated``)
         if items and not self.takes_outcomes:
             # another aggregator (ebpf-server's own) would take the same id again for a second event: not sent,
             # counted and shown (the connect stays in progress there)
@@ -748,12 +747,7 @@ class Forwarder:
                 continue
             refused, why = self._answer(response, len(part))
             self.status.resolved += len(part) - refused
-            self.status.batches += 1
-            if refused:  # (the aggregator keeps the connect in progress: counted and shown, not sent again)
-                self.status.rejected += refused
-                said = f" (first: {mask_secrets(why, self._secrets)})" if why else ""
-                self.status.last_error = f"the aggregator rejected {refused} of {len(part)} outcomes{said}"
-                log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
+            await self._accepted(refused, len(part), why, "outcomes")
             sent += len(part)
         if cursor != self.resolved_cursor:
             self.resolved_cursor = cursor
@@ -772,12 +766,29 @@ class Forwarder:
     def _learn(self, response: httpx.Response) -> Any:
         """An ingest answer's JSON (None: not JSON); from it, whether the aggregator takes a connect's outcome sent
         after the connect (:attr:`takes_outcomes`: netspy-tui's answers say ``updated``)."""
+        if response.status_code >= 300:  # (not an answer to learn from: the caller retries)
+            return None
         try:
-            body = response.json() if response.status_code < 300 else None
+            body = response.json()
         except (ValueError, RecursionError):  # (an answer that is not JSON, or absurdly nested)
             body = None
         self.takes_outcomes = isinstance(body, dict) and "updated" in body
         return body
+
+    async def _accepted(self, refused: int, n: int, why: str, what: str) -> None:
+        """A batch of ``n`` events (or outcomes) accepted, ``refused`` of them refused: the forwarding works again
+        (the last error cleared, :attr:`ForwardStatus.last_success` now); the refused counted where losses show
+        (moved past all the same: sent again, they would be refused again; a refused outcome leaves its connect in
+        progress there)."""
+        self.status.batches += 1
+        self.status.last_error = ""
+        if refused:
+            self.status.rejected += refused
+            said = f" (first: {mask_secrets(why, self._secrets)})" if why else ""
+            self.status.last_error = f"the aggregator rejected {refused} of {n} {what}{said}"
+            log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
+            await asyncio.to_thread(self.store.note_losses, int(time.time()), {"forward_rejected": refused})
+        self.status.last_success = utcnow().isoformat(timespec="seconds")
 
     async def _forward_batch(self) -> int:
         settled = time_to_ns(utcnow()) - int(SETTLE_SECONDS * 1e9)
@@ -801,16 +812,7 @@ class Forwarder:
         self.cursor = last
         await asyncio.to_thread(self.store.set_meta, CURSOR_KEY, str(self.cursor))
         self.status.forwarded += n - refused
-        self.status.batches += 1
-        self.status.last_error = ""
-        if refused:
-            # moved past all the same (sent again, they would be refused again), and counted where losses show
-            self.status.rejected += refused
-            said = f" (first: {mask_secrets(why, self._secrets)})" if why else ""
-            self.status.last_error = f"the aggregator rejected {refused} of {n} events{said}"
-            log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
-            await asyncio.to_thread(self.store.note_losses, int(time.time()), {"forward_rejected": refused})
-        self.status.last_success = utcnow().isoformat(timespec="seconds")
+        await self._accepted(refused, n, why, "events")
         self.status.waiting = max(0, newest - self.cursor)  # (as of the read: the next one counts the rest)
         return n
 

@@ -1269,6 +1269,16 @@ class EventStore:
         if n:
             self.totals[what] = self.totals.get(what, 0) + n
 
+    def in_progress_seconds(self, limit: int) -> list[tuple[int, int]]:
+        """The ``(second, pid)`` of the connects counted in progress still (their outcome not come), newest first, up
+        to ``limit``: where to look for the events an aggregator holds in progress (as retention keeps them)."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT second, pid FROM rollup WHERE kind = 0 AND outcome = ? GROUP BY second, pid "
+                "HAVING SUM(n) > 0 ORDER BY second DESC LIMIT ?", (IN_PROGRESS, limit)
+            ).fetchall()  # fmt: skip
+        return [(int(second), int(pid)) for second, pid in rows]
+
     def settle_in_progress(self, cause: str = RESTART_UNRESOLVED) -> int:
         """Settle the connects a previous run of the collector left in progress: nothing will ever report their
         outcome (the kernel maps that followed them went with that run). Call before this run's collector starts

@@ -8,6 +8,7 @@ and (root) a real eBPF agent whose connect waits on a full accept backlog past t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -28,6 +29,7 @@ import pytest
 from bench import synth
 from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.fleet import store as fleet_store
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import EventQuery, Scope
@@ -36,6 +38,7 @@ from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
 from netspy_tui.serve.forward import RESOLVED_KEY, SETTLE_SECONDS, Forwarder
 from netspy_tui.store import EventStore
 from netspy_tui.telemetry.client import HttpSource
+from netspy_tui.telemetry.embedded import forwarding_problem
 from tests.factories import connection_json
 from tests.fake_aggregator import FakeAggregator
 from tests.hardening.conftest import Child, free_port, spawn, wait_until  # noqa: F401 (fixture)
@@ -179,6 +182,79 @@ async def test_the_dashboard_client_gets_the_outcome_of_a_connect_it_listed_in_p
         fleet.close()
 
 
+@contextlib.contextmanager
+def served_fleet(directory: Path | None, dedupe_window: int = 200_000) -> Iterator[tuple[FleetStore, str]]:
+    """``serve --aggregate``'s API over a fleet store in ``directory`` (None: in memory) remembering
+    ``dedupe_window`` ids a node."""
+    fleet = FleetStore(directory, dedupe_window=dedupe_window)
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST_TOKEN)),
+                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
+    try:
+        yield fleet, server.url
+    finally:
+        server.stop()
+        fleet.close()
+
+
+def slow_connects(n: int) -> list[dict[str, Any]]:
+    """``n`` connects of ``slowapp`` (pids 700, 701, ...) sent in progress, ids ``slow-0``, ``slow-1``, ..."""
+    held = []
+    for i in range(n):
+        event = connection_json(pid=700 + i, command="slowapp", port=4444, ago=30, outcome="in_progress",
+                                return_code=-errno.EINPROGRESS)  # fmt: skip
+        event.update(id=f"slow-{i}", k8s_node_name=NODE)
+        held.append(event)
+    return held
+
+
+def test_an_outcome_after_more_events_than_the_dedupe_window_still_takes_the_connects_place(tmp_path: Path) -> None:
+    """A busy node sends more events while a connect waits for its outcome (minutes: a timeout) than the aggregator
+    remembers ids of; and the aggregator may restart meanwhile (it reloads only the last window's ids). The outcome
+    still takes the connect's place: counted once, not in progress and timed out both."""
+    window = 100
+    busy = []
+    for i in range(window + 50):
+        event = connection_json(pid=800, command="busy", port=5000 + i, ago=20)
+        event.update(id=f"other-{i}", k8s_node_name=NODE)
+        busy.append(event)
+    held = slow_connects(2)
+    with served_fleet(tmp_path / "fleet", window) as (_, url):
+        assert ingest(url, held)["events_processed"] == 2
+        assert ingest(url, busy)["events_processed"] == window + 50
+        timed_out = {**held[0], "outcome": "timeout", "return_code": -errno.ETIMEDOUT}
+        answer = ingest(url, [timed_out])
+        assert (answer["updated"], answer["events_processed"], answer["duplicates"]) == (1, 1, 0), answer
+        assert ingest(url, [timed_out])["duplicates"] == 1
+        assert outcomes(url, command="slowapp") == {"timeout": 1, "in_progress": 1}
+    with served_fleet(tmp_path / "fleet", window) as (fleet, url):  # (restarted: the other still in progress)
+        refused = {**held[1], "outcome": "refused", "return_code": -errno.ECONNREFUSED}
+        answer = ingest(url, [refused])
+        assert (answer["updated"], answer["duplicates"]) == (1, 0), answer
+        assert ingest(url, [refused])["duplicates"] == 1  # (its retry)
+        assert outcomes(url, command="slowapp") == {"timeout": 1, "refused": 1}
+        assert get(url, "/api/stats").json()["events_by_node"] == {NODE: window + 52}
+        assert fleet.pending_forgotten == 0
+
+
+def test_connects_held_in_progress_beyond_the_cap_are_forgotten_counted_in_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_store, "PENDING_PER_NODE", 1)
+    held = slow_connects(2)
+    busy = [{**connection_json(pid=800, command="busy", port=5000 + i, ago=20), "id": f"o-{i}", "k8s_node_name": NODE}
+            for i in range(20)]  # fmt: skip
+    with served_fleet(tmp_path / "fleet", 10) as (_, url):
+        assert ingest(url, held)["events_processed"] == 2
+        assert ingest(url, busy)["events_processed"] == 20
+        health = get(url, "/health").json()
+        assert health["in_progress_forgotten"] == 1
+        first = ingest(url, [{**held[0], "outcome": "timeout", "return_code": -errno.ETIMEDOUT}])
+        assert (first["updated"], first["events_processed"]) == (0, 1)  # (forgotten: another event, as counted)
+        second = ingest(url, [{**held[1], "outcome": "ok", "return_code": 0}])
+        assert (second["updated"], second["events_processed"]) == (1, 1)
+
+
 # --- the agent: serve --forward -------------------------------------------------------------------
 
 
@@ -189,15 +265,8 @@ def pending(wall: int, key: int, last_octet: int) -> np.ndarray:
 
 @pytest.fixture
 def fleet_server() -> Iterator[tuple[FleetStore, str]]:
-    fleet = FleetStore(None)
-    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST_TOKEN)),
-                     own_auth_paths=[INGEST_PATH])  # fmt: skip
-    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
-    try:
-        yield fleet, server.url
-    finally:
-        server.stop()
-        fleet.close()
+    with served_fleet(None) as served:
+        yield served
 
 
 async def test_the_forwarder_sends_the_outcome_of_a_connect_it_forwarded_in_progress_once_across_restarts(
@@ -268,6 +337,95 @@ async def test_an_aggregator_that_does_not_take_outcomes_is_sent_none_and_they_a
             assert forwarder.resolved_cursor > 0  # (moved past it: not read again every round)
         finally:
             await forwarder._client.aclose()
+    store.close()
+
+
+async def test_an_outcome_sent_after_an_agent_restart_is_retried_when_the_first_answer_is_a_misroute(
+    tmp_path: Path,
+) -> None:
+    """A restarted agent does not know yet whether the aggregator takes outcomes: a 421 (a proxy's Host check, not
+    right yet) or 404 to that first post says nothing about it; the outcome waits, and goes once it is accepted."""
+    store = EventStore(tmp_path / "agent.sqlite3")
+    codec = synth.codec()
+    slow = pending(time.time_ns() - int((SETTLE_SECONDS + 8) * NS), 0xABC, 1)
+    store.write([Batch(records=slow, codec=codec)])
+    with FakeAggregator(answer="updates") as agg:
+        first = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE})
+        try:
+            assert await first.forward_once() == 1
+        finally:
+            await first._client.aclose()
+        store.write([Batch(records=outcome(slow, errno.ETIMEDOUT), codec=codec)])
+        again = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE})
+        try:
+            for status in (421, 404, 400):
+                agg.misrouted = status
+                with pytest.raises(httpx.HTTPStatusError, match=f"HTTP {status}"):
+                    await again.forward_once()
+                assert again.takes_outcomes is None and again.status.unsent_outcomes == 0
+                assert again.resolved_cursor == 0  # (not moved past the outcome)
+            agg.misrouted = 0
+            assert await again.forward_once() == 0
+            assert again.takes_outcomes is True
+            assert (again.status.resolved, again.status.unsent_outcomes) == (1, 0)
+            assert [e["outcome"] for e in agg.received()] == ["in_progress", "timeout"]
+        finally:
+            await again._client.aclose()
+    store.close()
+
+
+async def soon(check: Callable[[], object], seconds: float = 5.0) -> None:
+    """Wait (the event loop running) until ``check()`` is true, up to ``seconds``."""
+    for _ in range(int(seconds * 100)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_an_accepted_outcome_post_clears_the_forwarding_error_and_a_refused_one_is_counted(
+    tmp_path: Path,
+) -> None:
+    """An idle node whose only posts after an aggregator outage carry outcomes: once one is accepted the forwarding
+    is no longer failing (``/health``' forwarding problem gone); an outcome the aggregator refuses is counted where
+    refused events are."""
+    store = EventStore(tmp_path / "agent.sqlite3")
+    codec = synth.codec()
+    old = time.time_ns() - int((SETTLE_SECONDS + 8) * NS)
+    slow, other = pending(old, 0xABC, 1), pending(old + 1000, 0xDEF, 2)
+    store.write([Batch(records=np.concatenate([slow, other]), codec=codec)])
+    with FakeAggregator(answer="updates") as agg:
+        forwarder = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE}, interval=0.05)
+        task = None
+        try:
+            assert await forwarder.forward_once() == 2
+            forwarder.status.last_success = "2000-01-01T00:00:00+00:00"  # (as if its last events went long ago)
+            store.write([Batch(records=outcome(slow, errno.ETIMEDOUT), codec=codec)])
+            agg.down = True
+            task = asyncio.create_task(forwarder.run())
+            await soon(lambda: forwarder.status.failures)
+            assert "HTTP 503" in forwarder.status.last_error
+            assert forwarding_problem(forwarder.status.as_dict(), 1000.0)
+            agg.down = False
+            await soon(lambda: forwarder.status.resolved)
+            assert forwarder.status.resolved == 1 and forwarder.status.last_error == ""
+            assert forwarder.status.last_success > "2000-01-01T00:00:00+00:00"
+            assert forwarding_problem(forwarder.status.as_dict(), 1000.0) == ""
+
+            agg.refuse_ports = frozenset({443})  # (the other's outcome is refused)
+            store.write([Batch(records=outcome(other, errno.ECONNREFUSED), codec=codec)])
+            await soon(lambda: forwarder.status.rejected)
+            assert forwarder.status.rejected == 1 and forwarder.status.resolved == 1
+            assert forwarder.status.last_error.startswith("the aggregator rejected 1 of 1 outcomes")
+            assert forwarding_problem(forwarder.status.as_dict(), 1000.0) == ""
+        finally:
+            forwarder.stop()
+            if task is not None:
+                await task
+            else:
+                await forwarder._client.aclose()
+    assert [e["outcome"] for e in agg.received()] == ["in_progress", "in_progress", "timeout"]
+    await soon(lambda: store.losses().get("forward_rejected"))  # (the store writes its loss counts on its own thread)
+    assert store.losses().get("forward_rejected") == 1
     store.close()
 
 
