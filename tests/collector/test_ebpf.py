@@ -272,7 +272,9 @@ def test_nonblocking_connect_resolved_after_it_returned(live) -> None:
             (first,) = rec.wait_for(lambda e: mine(port)(e) and e.return_code == -115, timeout=10)
             assert first.outcome == "in_progress"  # reported at once ...
             accepted, _ = srv.accept()  # room in the queue: the retransmitted SYN gets through
-            hits = rec.wait_for(lambda e: mine(port)(e) and e.return_code == -115 and e.outcome == "ok", timeout=10)
+            # (the SYN is sent again 1, 3, 7, 15 s after the connect: a slow first wait above can leave the next
+            # retry up to 8 s after the accept; the deadline covers the retry at 15 s)
+            hits = rec.wait_for(lambda e: mine(port)(e) and e.return_code == -115 and e.outcome == "ok", timeout=20)
             accepted.close()
     assert [(e.id, e.return_code, e.outcome) for e in hits] == [(first.id, -115, "ok")]  # ... then again, final
 
