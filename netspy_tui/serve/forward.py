@@ -722,10 +722,10 @@ class Forwarder:
         items, cursor = await asyncio.to_thread(self.store.resolved_stored, self.cursor, self.resolved_cursor,
                                                 self._records)  # fmt: skip
         if items and self.takes_outcomes is None:  # (not known yet this run: asked with an empty batch)
-            response = await self._client.post(self.url, content=b'{"events":[]}',
-                                               headers={"Content-Type": "application/json"})  # fmt: skip
             # (only an accepting answer tells: any other, a 421 or 404 of a misconfigured route too, is retried)
-            self._answer(response, 0)  # (raises when not 2xx; on a 2xx learns whether it says ``updated``)
+            probe = await self._post(b'{"events":[]}', 0)  # (never None: an empty batch is not halved)
+            assert probe is not None
+            self._answer(probe, 0)  # (raises when not 2xx; on a 2xx learns whether it says ``updated``)
         if items and not self.takes_outcomes:
             # another aggregator (ebpf-server's own) would take the same id again for a second event: not sent,
             # counted and shown (the connect stays in progress there)
@@ -739,11 +739,8 @@ class Forwarder:
         while sent < len(items):
             part = [item for _, item in items[sent : sent + self.batch]]
             body = await asyncio.to_thread(encode_batch, part, self.identity, self.workloads.of_pids())
-            response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
-            if response.status_code == 413 and len(part) > 1:
-                self.batch = len(part) // 2
-                self.status.last_error = f"HTTP 413: batches of {len(part)} events refused; sending {self.batch}"
-                log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
+            response = await self._post(body, len(part))
+            if response is None:
                 continue
             refused, why = self._answer(response, len(part))
             self.status.resolved += len(part) - refused
@@ -775,6 +772,18 @@ class Forwarder:
         self.takes_outcomes = isinstance(body, dict) and "updated" in body
         return body
 
+    async def _post(self, body: bytes, n: int) -> httpx.Response | None:
+        """POST ``body`` (``n`` events or outcomes) to the aggregator; None when it answered 413 to more than one:
+        too many (or too many bytes) for it, so half as many from now on, at once (nothing is lost: no cursor has
+        moved; the caller sends fewer)."""
+        response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
+        if response.status_code == 413 and n > 1:
+            self.batch = n // 2
+            self.status.last_error = f"HTTP 413: batches of {n} events refused; sending {self.batch}"
+            log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
+            return None
+        return response
+
     async def _accepted(self, refused: int, n: int, why: str, what: str) -> None:
         """A batch of ``n`` events (or outcomes) accepted, ``refused`` of them refused: the forwarding works again
         (the last error cleared, :attr:`ForwardStatus.last_success` now); the refused counted where losses show
@@ -800,13 +809,8 @@ class Forwarder:
         self.status.waiting = max(0, newest - self.cursor)
         if not n:
             return 0
-        response = await self._client.post(self.url, content=body, headers={"Content-Type": "application/json"})
-        if response.status_code == 413 and n > 1:
-            # too many events (or bytes) for this aggregator: half as many from now on, at once (nothing is lost:
-            # the cursor has not moved)
-            self.batch = n // 2
-            self.status.last_error = f"HTTP 413: batches of {n} events refused; sending {self.batch}"
-            log.warning("forwarding to %s: %s", self.status.url, self.status.last_error)
+        response = await self._post(body, n)
+        if response is None:
             return await self._forward_batch()
         refused, why = self._answer(response, n)
         self.cursor = last
