@@ -7,6 +7,11 @@ Alternating rounds of the 64-byte loopback transfer (``bulk_transfer.c``, as ``b
 - ``programs``: the collector's programs and maps loaded and attached, no reader thread, no store;
 - ``bytes`` / ``connects``: the same with only the byte programs / only the connect programs (the syscall
   tracepoints) left attached;
+- ``nobytes``: every collector program but the two byte programs (sock_send_length / sock_recv_length not
+  attached at all): the ceiling of counting TCP bytes from the kernel's own per-socket counters
+  (``collector/ebpf/tcpcounters.py``, read per drain and at close) instead of a program per call;
+- ``cgskb``: ``nobytes`` plus a pass-all cgroup_skb program on the cgroup2 root's ingress and egress: the
+  per-packet hook UDP bytes would need where fentry on udp_sendmsg/udp_recvmsg is refused;
 - ``product``: the collector feeding a file store as ``bench/traffic.py``'s product round runs it, with the CPU
   this process (the reader, the store's writer) used during the transfer.
 
@@ -53,7 +58,9 @@ from bench.traffic import EmptyPrograms, build, foreign_bpf, product_round, tran
 
 CHUNK, MAX_BYTES = 64, 1 << 40
 #: modes that keep only some of the collector's programs attached
-KEEP = {"bytes": {"sock_send", "sock_recv"}, "connects": {"connect_enter", "connect_exit"}}
+KEEP = {"bytes": {"sock_send", "sock_recv"}, "connects": {"connect_enter", "connect_exit"},
+        "nobytes": {"connect_enter", "connect_exit", "tcp_state", "conn_destroy", "tcp_retransmit", "skb_drop",
+                    "conn_error"}}  # fmt: skip
 #: frames of the two tracepoints' dispatch
 DISPATCH = ("call_trace_sock_send_length", "call_trace_sock_recv_length", "__traceiter_sock_send_length",
             "__traceiter_sock_recv_length", "__bpf_trace_sock_msg_length", "bpf_trace_run3")  # fmt: skip
@@ -80,10 +87,47 @@ def _programs_only(keep: set[str] | None = None) -> Any:
     return session
 
 
+class EmptyCgroupSkb:
+    """``r0 = 1; exit`` (let every packet through) as cgroup_skb programs on the cgroup2 root's ingress and
+    egress, linked (closing the links detaches them)."""
+
+    def __init__(self) -> None:
+        from netspy_tui.collector.ebpf import syscalls
+        from netspy_tui.collector.ebpf.asm import R0, Asm
+        from netspy_tui.names.workload import cgroup2_mount
+
+        mount = cgroup2_mount()
+        if mount is None:
+            raise SystemExit("cgskb: no cgroup2 mount on this host")
+        insns = Asm().mov(R0, 1).exit().assemble()
+        self.fds: list[int] = []
+        try:
+            self.fds.append(os.open(mount, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            for at in (syscalls.BPF_CGROUP_INET_INGRESS, syscalls.BPF_CGROUP_INET_EGRESS):
+                prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_CGROUP_SKB, insns, "nsbench_cgskb", attach_type=at)
+                self.fds.append(prog)
+                self.fds.append(syscalls.link_create(prog, self.fds[0], at))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for fd in reversed(self.fds):
+            os.close(fd)
+        self.fds.clear()
+
+
 @contextlib.contextmanager
 def _attached(mode: str) -> Iterator[None]:
     """What ``mode`` (not ``product``) attaches, for the duration of the block."""
-    if mode == "empty":
+    if mode == "cgskb":
+        cg = EmptyCgroupSkb()
+        try:
+            with _attached("nobytes"):
+                yield
+        finally:
+            cg.stop()
+    elif mode == "empty":
         empty = EmptyPrograms()
         try:
             yield

@@ -33,6 +33,8 @@ BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_ENABLE_STATS = 32
+BPF_ITER_CREATE = 33
+BPF_LINK_CREATE = 28
 
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
@@ -45,10 +47,13 @@ _NR_MEMBARRIER = {"x86_64": 324, "aarch64": 283}
 MEMBARRIER_CMD_GLOBAL = 1
 
 BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_PROG_TYPE_CGROUP_SKB = 8
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_RAW_TP = 23  # expected_attach_type of a BTF-typed raw tracepoint program ("tp_btf")
 BPF_TRACE_FENTRY = 24  # expected_attach_type of a program run at a kernel function's entry
+BPF_TRACE_ITER = 28  # expected_attach_type of a BPF iterator program (e.g. over TCP sockets: ``bpf_iter_tcp``)
+BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS = 0, 1  # a cgroup_skb program's packets: received, sent
 
 PERF_TYPE_TRACEPOINT = 2
 PERF_SAMPLE_RAW = 1 << 10
@@ -393,6 +398,29 @@ def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
     attr = ctypes.create_string_buffer(16)
     struct.pack_into("<QI", attr, 0, ctypes.addressof(name_buf) if name_buf is not None else 0, prog_fd)
     return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching program to raw tracepoint {name}")
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """BPF_LINK_CREATE: attach loaded program ``prog_fd`` as ``attach_type`` to ``target_fd`` (a cgroup
+    directory's fd for cgroup programs; 0 for an iterator). Returns the link's fd (closing it detaches)."""
+    attr = ctypes.create_string_buffer(64)
+    struct.pack_into("<IIII", attr, 0, prog_fd, target_fd, attach_type, 0)
+    return _bpf(BPF_LINK_CREATE, attr, f"linking program (attach type {attach_type})")
+
+
+def iter_read(link_fd: int, chunk: int = 1 << 16) -> bytes:
+    """One pass of the BPF iterator behind ``link_fd`` (BPF_ITER_CREATE, read to the end): what its program
+    wrote with ``bpf_seq_write``."""
+    attr = ctypes.create_string_buffer(8)
+    struct.pack_into("<II", attr, 0, link_fd, 0)
+    fd = _bpf(BPF_ITER_CREATE, attr, "creating an iterator")
+    parts = []
+    try:
+        while part := os.read(fd, chunk):
+            parts.append(part)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
 
 
 def mount_tracefs(target: str) -> None:
