@@ -109,6 +109,8 @@ OWNER_ENTRIES = 65536
 LISTENER_ENTRIES = 16384
 #: open TCP connections followed to their close (least recently opened forgotten first)
 OPENED_ENTRIES = 65536
+#: closed TCP connections whose own counters wait for a drain (:meth:`_Session.drain_finals`)
+FINALS_ENTRIES = 16384
 #: events a simple (event-list) sink can still update when their outcome arrives
 PENDING_EVENTS = 65536
 #: raw records the host makes per second, at most, by default (all CPUs together): the raw detail stream stays
@@ -180,6 +182,7 @@ class _Session:
         self.started_mid_call = 0
         self.notes: list[str] = []
         self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
+        self.tcp_finals = False  # (experiment) keep each closing TCP connection's own counters in ``maps.finals``
         self._last_sink_log = 0.0
         self._pending: OrderedDict[int, Event] = OrderedDict()
         self._early: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # OUTCOMEs before their CONNECT
@@ -248,6 +251,8 @@ class _Session:
             maps.listeners = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, P.LISTENER_KEY.itemsize,
                                        P.LISTENER_VALUE.itemsize, LISTENER_ENTRIES, "netspy_listeners")  # fmt: skip
             maps.opened = self._map(syscalls.BPF_MAP_TYPE_LRU_HASH, 8, P.OPENED_SIZE, OPENED_ENTRIES, "netspy_opened")
+            if self.tcp_finals and offsets.tcp_counters:
+                maps.finals = self._map(hash_, P.FINAL_KEY.itemsize, P.FINAL.itemsize, FINALS_ENTRIES, "netspy_finals")
             # the byte programs' clock cache (one slot per CPU; read and written by the programs only)
             maps.tick = self._map(syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.TICK.itemsize, 1, "netspy_tick")
             # the byte programs' last key per CPU and its sums (drained with the traffic map they go with)
@@ -563,6 +568,16 @@ class _Session:
             keys, values = np.concatenate([keys, more_k]), np.concatenate([values, more_v])
         return keys, values
 
+    def drain_finals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(experiment) The TCP connections that closed since the last call, as the kernel's own counters had
+        them then (:data:`P.FINAL_KEY`, :data:`P.FINAL`; :func:`P.final_bytes` makes them bytes)."""
+        assert self.maps is not None
+        if self.maps.finals is None:
+            return np.zeros(0, P.FINAL_KEY), np.zeros(0, P.FINAL)
+        raw_keys, raw_values, n = syscalls.map_batch(self.maps.finals, P.FINAL_KEY.itemsize, P.FINAL.itemsize,
+                                                     FINALS_ENTRIES, delete=True)  # fmt: skip
+        return np.frombuffer(raw_keys, P.FINAL_KEY)[:n].copy(), np.frombuffer(raw_values, P.FINAL)[:n].copy()
+
     def _add_byte_slots(self, idle: int, keys: np.ndarray, values: np.ndarray
                         ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:  # fmt: skip
         """The byte programs' slots that go with traffic map ``idle`` (:func:`P.sock_bytes`; no program writes
@@ -823,6 +838,7 @@ class EbpfCollector(Collector):
         raw_connects: bool = True,
         raw_drops: bool = True,
         raw_rate: int = RAW_RATE,
+        tcp_finals: bool = False,
     ) -> None:
         super().__init__()
         if ring_bytes < MIN_RING or ring_bytes & (ring_bytes - 1):
@@ -841,6 +857,7 @@ class EbpfCollector(Collector):
             raise CollectorError(f"raw event rate {raw_rate} a second is negative", "use 0 (no cap) or more")
         self.raw = (P.RAW_CONNECTS if raw_connects else 0) | (P.RAW_DROPS if raw_drops else 0)
         self.raw_rate = raw_rate
+        self.tcp_finals = tcp_finals
         self._session: _Session | None = None
         self._finalizer: weakref.finalize[..., EbpfCollector] | None = None
         self._stop.set()  # not running until start()
@@ -857,6 +874,7 @@ class EbpfCollector(Collector):
         # stats accumulate over restarts and stay the same object, so holders see the updates
         session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.drain_interval, self.raw,
                            self.raw_rate)  # fmt: skip
+        session.tcp_finals = self.tcp_finals
         try:
             session.load()
         except tracefs.TracefsError as exc:
@@ -903,6 +921,15 @@ class EbpfCollector(Collector):
         nowhere on this kernel, see the notes: a race can then report such a handshake as aborted)."""
         session = self._live()
         return session.conn_error_at if session is not None else None
+
+    def drain_tcp_finals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(experiment, ``tcp_finals=True``) The TCP connections seen opening that closed since the last call:
+        (:data:`P.FINAL_KEY`, :data:`P.FINAL`) as the kernel's own counters had them when they closed; empty when
+        stopped, not asked for, or this kernel's BTF does not say where the counters are."""
+        session = self._live()
+        if session is None:
+            return np.zeros(0, P.FINAL_KEY), np.zeros(0, P.FINAL)
+        return session.drain_finals()
 
     def tracked(self) -> dict[str, int]:
         """Entries the kernel maps hold now: connect() calls in flight, connections in SYN_SENT."""

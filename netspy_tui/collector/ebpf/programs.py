@@ -376,7 +376,18 @@ class SockOffsets:
     skb_cb: int | None = None
     tcp_gso_segs: int | None = None
     inet_sport: int | None = None
+    tcp_bytes_acked: int | None = None
+    tcp_bytes_received: int | None = None
+    tcp_write_seq: int | None = None
+    tcp_snd_una: int | None = None
+    sk_flags: int | None = None
     missing: list[str] = field(default_factory=list)
+
+    @property
+    def tcp_counters(self) -> bool:
+        """Enough to read a TCP socket's own byte counters (``struct tcp_sock``) when it closes."""
+        return None not in (self.tcp_bytes_acked, self.tcp_bytes_received, self.tcp_write_seq, self.tcp_snd_una,
+                            self.sk_flags)  # fmt: skip
 
     @property
     def sockinfo(self) -> bool:
@@ -443,6 +454,11 @@ class SockOffsets:
             "skb_cb": ("sk_buff", "cb", 48),
             "tcp_gso_segs": ("tcp_skb_cb", "tcp_gso_segs", 2),
             "inet_sport": ("inet_sock", "inet_sport", 2),
+            "tcp_bytes_acked": ("tcp_sock", "bytes_acked", 8),
+            "tcp_bytes_received": ("tcp_sock", "bytes_received", 8),
+            "tcp_write_seq": ("tcp_sock", "write_seq", 4),
+            "tcp_snd_una": ("tcp_sock", "snd_una", 4),
+            "sk_flags": ("sock_common", "skc_flags", 8),  # (sock.sk_flags)
         }
         out = cls()
         try:
@@ -504,6 +520,8 @@ class Maps:
     that last started listening there (accepted connections are charged to it)."""
     opened: int | None = None
     """LRU: socket -> when its connection opened and whose it is (its lifetime when it closes)."""
+    finals: int | None = None
+    """Hash: :data:`FINAL_KEY` -> :data:`FINAL`, a TCP connection's own byte counters as it closed (drained)."""
     byte_slots: int | None = None
     """Per-CPU array of :data:`BYTE_SLOTS` :data:`BYTE_SLOT` (:func:`sock_bytes`), read with ``traffic``."""
     cache: int | None = None
@@ -1975,7 +1993,78 @@ def _passive_opens(a: Asm, f: _Fields, maps: Maps, off: SockOffsets, established
     a.ld_map_fd(R1, maps.opened)
     a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
     a.call(MAP_DELETE)
+    if maps.finals is not None and off.tcp_counters:
+        _final_counters(a, f, maps, off)
     _connection_row(a, f, maps, DIR_CLOSE, "close_row", "out", lifetime=True)
+
+
+FINAL_KEY = np.dtype({"names": ["sk", "ports"], "formats": ["<u8", "<u4"], "offsets": [0, 8], "itemsize": 16})
+"""A closed TCP connection: its socket (kernel address) and port pair (source port, destination port, host
+order, as the DIR_CLOSE traffic row's key has them)."""
+FINAL = np.dtype(
+    {
+        "names": ["tgid", "opened", "comm", "bytes_acked", "bytes_received", "write_seq", "snd_una", "oldstate",
+                  "sk_flags"],
+        "formats": ["<u4", "<u4", "S16", "<u8", "<u8", "<u4", "<u4", "<u4", "<u8"],
+        "offsets": [0, 4, 8, 24, 32, 40, 44, 48, 56],
+        "itemsize": 64,
+    }
+)  # fmt: skip
+"""What the kernel held for a TCP connection as it closed: whose it is and how it opened (``opened``:
+:data:`DIR_CONNECT` or :data:`DIR_ACCEPT`, from ``opened``), ``struct tcp_sock``'s own counters, the state it
+left for CLOSE and ``sock.sk_flags`` (see :func:`final_bytes`)."""
+_FV = {"tgid": 0, "opened": 4, "comm": 8, "bytes_acked": 24, "bytes_received": 32, "write_seq": 40, "snd_una": 44,
+       "oldstate": 48, "sk_flags": 56}  # fmt: skip
+_F_KEY, _F_VAL = -152, -136  # finals key (16) and value (64): in _T_VAL, free until _connection_row fills it
+#: TCP states that had queued this side's FIN (its sequence number is in write_seq): FIN_WAIT1, FIN_WAIT2,
+#: LAST_ACK, CLOSING
+FIN_SENT_STATES = (4, 5, 9, 11)
+SOCK_DONE = 1  # enum sock_flags: set by tcp_fin() when the peer's FIN arrived
+
+
+def final_bytes(finals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes the application wrote, bytes that arrived) of each closed connection of ``finals``
+    (:data:`FINAL`): ``bytes_acked`` counts the active opener's SYN and this side's FIN once acknowledged,
+    ``write_seq - snd_una`` what was written and not acknowledged (the FIN too, once queued), and
+    ``bytes_received`` the peer's FIN."""
+    syn = (finals["opened"] == DIR_CONNECT).astype(np.int64)
+    fin_sent = np.isin(finals["oldstate"], FIN_SENT_STATES).astype(np.int64)
+    unacked = (finals["write_seq"].astype(np.int64) - finals["snd_una"].astype(np.int64)) % (1 << 32)
+    sent = finals["bytes_acked"].astype(np.int64) + unacked - syn - fin_sent
+    fin_in = ((finals["sk_flags"] >> SOCK_DONE) & 1).astype(np.int64)
+    received = finals["bytes_received"].astype(np.int64) - fin_in
+    return np.maximum(sent, 0), np.maximum(received, 0)
+
+
+def _final_counters(a: Asm, f: _Fields, maps: Maps, off: SockOffsets) -> None:
+    """finals[(sk, ports)] = the closing connection's owner (_T_SOCK: opened's value) and its own counters
+    (:data:`FINAL`). Keeps r6-r9; uses _T_VAL (before :func:`_connection_row` fills it)."""
+    assert maps.finals is not None
+    f.read_sock(a)
+    a.zero_stack(_F_KEY, 16)
+    f.load(a, DW, R1, "skaddr")
+    a.stx(DW, FP, _F_KEY, R1)
+    for name, at in (("sport", 8), ("dport", 10)):
+        f.load(a, H, R1, name)
+        a.stx(H, FP, _F_KEY + at, R1)
+    a.zero_stack(_F_VAL, FINAL.itemsize)
+    _copy_stack_to_stack(a, _T_SOCK, _F_VAL, 24)
+    f.load(a, W, R1, "oldstate")
+    a.stx(W, FP, _F_VAL + _FV["oldstate"], R1)
+    done = _uniq(a, "final_done")
+    for name, member, size in (("bytes_acked", off.tcp_bytes_acked, 8), ("bytes_received", off.tcp_bytes_received, 8),
+                               ("write_seq", off.tcp_write_seq, 4), ("snd_una", off.tcp_snd_una, 4),
+                               ("sk_flags", off.sk_flags, 8)):  # fmt: skip
+        assert member is not None
+        f.load(a, DW, R3, "skaddr")
+        a.add(R3, member)
+        _kread(a, _F_VAL + _FV[name], size, R3, done)
+    a.ld_map_fd(R1, maps.finals)
+    a.mov(R2, FP).add(R2, _F_KEY)
+    a.mov(R3, FP).add(R3, _F_VAL)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+    a.label(done)
 
 
 def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str, done: str,
@@ -1997,6 +2086,7 @@ def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str,
     if not lifetime:
         if maps.opened is not None:
             a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
+            a.st(W, FP, _T_SOCK + 4, direction)  # (opened's pad: how the connection opened)
             _copy_stack_to_stack(a, _T_SOCK, _T_VAL, 24)
             a.call(KTIME_GET_NS)
             a.stx(DW, FP, _T_VAL + 24, R0)
