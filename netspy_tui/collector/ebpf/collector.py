@@ -41,6 +41,7 @@ from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf.asm import Asm
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
+from netspy_tui.collector.ebpf.tcpcounters import TcpBytes, TcpCounters
 from netspy_tui.collector.privilege import EBPF_NEEDS_ROOT, EBPF_PRIVILEGE_HINT, ebpf_privileged
 from netspy_tui.errors import CollectorError
 from netspy_tui.names.workload import kernel_cgroups
@@ -183,6 +184,9 @@ class _Session:
         self.notes: list[str] = []
         self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
         self.tcp_finals = False  # (experiment) keep each closing TCP connection's own counters in ``maps.finals``
+        # (experiment) TCP bytes from the kernel's own counters (:class:`TcpBytes`), no byte program attached
+        self.tcp_counters = False
+        self.tcp_bytes: TcpBytes | None = None
         self._last_sink_log = 0.0
         self._pending: OrderedDict[int, Event] = OrderedDict()
         self._early: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # OUTCOMEs before their CONNECT
@@ -303,6 +307,8 @@ class _Session:
         if raw_retransmit:
             typed["tcp_retransmit"] = lambda tp: P.tcp_retransmit(tp, maps, offsets, raw=True, btf=True)
         self._attach_conn_error(maps)
+        if self.tcp_counters:
+            self._use_tcp_counters(maps, offsets, tps)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
             if tp is None:
@@ -316,6 +322,28 @@ class _Session:
             self._seed_listeners(maps.listeners, offsets)
         for note in self.notes:
             log.warning("eBPF collector: %s", note)
+
+    def _use_tcp_counters(self, maps: P.Maps, offsets: P.SockOffsets, tps: dict[str, tracefs.Tracepoint]) -> None:
+        """(experiment) Count TCP bytes from the kernel's own per-socket counters (:class:`TcpBytes`) and leave
+        sock_send_length / sock_recv_length without a program; one note either way."""
+        if maps.finals is None or maps.opened is None:
+            self.notes.append("TCP bytes from the kernel's counters need BTF for struct tcp_sock: counted per call")
+            return
+        try:
+            counters = TcpCounters()
+        except (OSError, btf_mod.BtfError) as exc:
+            self.notes.append(f"TCP bytes from the kernel's counters unavailable ({exc}): counted per call")
+            return
+        self.prog_fds.extend((counters._prog, counters._link))  # (closed with the session's programs)
+        try:
+            self.tcp_bytes = TcpBytes(counters, offsets, maps.opened)
+        except btf_mod.BtfError as exc:
+            self.notes.append(f"TCP bytes from the kernel's counters unavailable ({exc}): counted per call")
+            return
+        for name in ("sock_send", "sock_recv"):
+            tps.pop(name, None)
+        self.notes.append("TCP bytes are read from the kernel's per-socket counters each drain; UDP bytes are not "
+                          "counted (no program on sock_send_length / sock_recv_length)")  # fmt: skip
 
     def _seed_listeners(self, map_fd: int, offsets: P.SockOffsets) -> None:
         """The sockets that were listening before the programs were attached, with their owners (see
@@ -490,8 +518,14 @@ class _Session:
                 self._deliver(np.concatenate(chunks), None, {})
                 chunks = []
         records = np.concatenate(chunks) if len(chunks) > 1 else (chunks[0] if chunks else None)
+        finals = self.drain_finals() if drain and self.tcp_bytes is not None else None
         counts, lost = (self._drain_counts(), self._counter_deltas()) if drain else (None, {})
         traffic = self._drain_traffic() if drain else None
+        if finals is not None and self.tcp_bytes is not None:
+            tcp = self.tcp_bytes.drain(finals, traffic, time.time_ns())
+            if len(tcp[0]):
+                traffic = tcp if traffic is None else (np.concatenate([traffic[0], tcp[0]]),
+                                                       np.concatenate([traffic[1], tcp[1]]))  # fmt: skip
         if records is not None or counts is not None or lost or traffic is not None:
             self._deliver(records, counts, lost, traffic)
         self.reader_cpu = time.thread_time()
@@ -839,6 +873,7 @@ class EbpfCollector(Collector):
         raw_drops: bool = True,
         raw_rate: int = RAW_RATE,
         tcp_finals: bool = False,
+        tcp_counters: bool = False,
     ) -> None:
         super().__init__()
         if ring_bytes < MIN_RING or ring_bytes & (ring_bytes - 1):
@@ -858,6 +893,7 @@ class EbpfCollector(Collector):
         self.raw = (P.RAW_CONNECTS if raw_connects else 0) | (P.RAW_DROPS if raw_drops else 0)
         self.raw_rate = raw_rate
         self.tcp_finals = tcp_finals
+        self.tcp_counters = tcp_counters
         self._session: _Session | None = None
         self._finalizer: weakref.finalize[..., EbpfCollector] | None = None
         self._stop.set()  # not running until start()
@@ -874,7 +910,8 @@ class EbpfCollector(Collector):
         # stats accumulate over restarts and stay the same object, so holders see the updates
         session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.drain_interval, self.raw,
                            self.raw_rate)  # fmt: skip
-        session.tcp_finals = self.tcp_finals
+        session.tcp_finals = self.tcp_finals or self.tcp_counters
+        session.tcp_counters = self.tcp_counters
         try:
             session.load()
         except tracefs.TracefsError as exc:
@@ -956,9 +993,11 @@ class EbpfCollector(Collector):
 
     @property
     def counts_traffic(self) -> bool:
-        """True when bytes per (socket, process) are counted (sock/sock_*_length programs attached)."""
+        """True when bytes per (socket, process) are counted (sock/sock_*_length programs attached, or TCP bytes
+        from the kernel's counters)."""
         session = self._live()
-        return session is not None and any(name in ("sock_send", "sock_recv") for name, _, _ in session.loaded)
+        return session is not None and (session.tcp_bytes is not None or any(
+            name in ("sock_send", "sock_recv") for name, _, _ in session.loaded))  # fmt: skip
 
     @property
     def notes(self) -> list[str]:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from netspy_tui.collector.base import DIR_ACCEPT, DIR_CLOSE, DIR_CONNECT, DIR_RX, DIR_TX
 from netspy_tui.collector.ebpf import btf as btf_mod
+from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf import syscalls
 from netspy_tui.collector.ebpf.asm import DW, FP, R0, R1, R2, R3, R6, R7, Asm, B
 
@@ -27,23 +29,26 @@ SEQ_WRITE = 127
 #: TIME_WAIT, NEW_SYN_RECV
 _NOT_CONNECTIONS = (10, 6, 12)
 
+#: bytes of ``struct sock_common`` each record copies (addresses, ports, family, state, flags: offsets from BTF)
+COMMON_SPAN = 128
 COUNTERS = np.dtype(
     {
-        "names": ["sk", "bytes_acked", "bytes_received", "write_seq", "snd_una", "ports", "state"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "u1"],
-        "offsets": [0, 8, 16, 24, 28, 32, 36],
-        "itemsize": 40,
+        "names": ["sk", "bytes_acked", "bytes_received", "write_seq", "snd_una", "ports", "state", "common"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "u1", ("u1", (COMMON_SPAN,))],
+        "offsets": [0, 8, 16, 24, 28, 32, 36, 40],
+        "itemsize": 40 + COMMON_SPAN,
     }
 )
 """One socket of a pass: its kernel address, the two 64-bit counters, the send sequence's write end and
 unacknowledged start, its port pair as ``sock_common`` holds it (``skc_dport`` network order in the low
-half, ``skc_num`` host order in the high half) and its TCP state."""
+half, ``skc_num`` host order in the high half), its TCP state and a copy of the start of its
+``sock_common``."""
 
-_REC = -40  # the record on the stack (40 bytes)
+_REC = -(40 + COMMON_SPAN)  # the record on the stack
 _AT: dict[str, int] = dict(
     zip(
-        ["sk", "bytes_acked", "bytes_received", "write_seq", "snd_una", "ports", "state"],
-        [0, 8, 16, 24, 28, 32, 36],
+        ["sk", "bytes_acked", "bytes_received", "write_seq", "snd_una", "ports", "state", "common"],
+        [0, 8, 16, 24, 28, 32, 36, 40],
         strict=True,
     )
 )  # COUNTERS' field offsets
@@ -85,6 +90,10 @@ class TcpCounters:
             a.mov(R2, size)
             a.mov(R3, R7).add(R3, member.offset)
             a.call(PROBE_READ_KERNEL)
+        a.mov(R1, FP).add(R1, _REC + _AT["common"])
+        a.mov(R2, COMMON_SPAN)
+        a.mov(R3, R7)
+        a.call(PROBE_READ_KERNEL)
         a.ldx(DW, R1, R6, 0)  # ctx->meta
         a.ldx(DW, R1, R1, 0)  # meta->seq
         a.mov(R2, FP).add(R2, _REC)
@@ -111,3 +120,141 @@ class TcpCounters:
             if fd >= 0:
                 syscalls.close_fd(fd)
         self._link = self._prog = -1
+
+
+#: live TCP states that had queued this side's FIN (see :data:`programs.FIN_SENT_STATES`)
+_FIN_SENT = P.FIN_SENT_STATES
+#: connections whose addresses are remembered for a close that a later drain brings (least recent out first)
+_REMEMBERED = 65536
+
+
+class TcpBytes:
+    """TCP bytes per connection from the kernel's own counters, as traffic rows (:data:`P.TRAFFIC_KEY`,
+    :data:`P.TRAFFIC_VALUE`) with no program on send() or recv(): each drain, a pass of :class:`TcpCounters` over
+    the open connections and the counters of those that closed since (``finals``, kept by the state program)
+    give each connection's bytes written and arrived; what grew since the last drain is that drain's row,
+    charged to the connection's owner (whoever connected, or the listener that accepted it: ``opened``).
+
+    A connection seen opening is counted from its start (its close exactly: :func:`P.final_bytes`); one open
+    before the collector started from its first pass on, charged to no process (pid 0), and its bytes after its
+    last pass are not counted when it closes (``uncounted_closes`` says how many such closes were seen)."""
+
+    def __init__(self, counters: TcpCounters, off: P.SockOffsets, opened_fd: int) -> None:
+        self.counters = counters
+        self.opened_fd = opened_fd
+        need = (off.sk_daddr, off.sk_rcv_saddr, off.sk_num, off.sk_dport, off.sk_family, off.sk_v6_daddr,
+                off.sk_v6_rcv_saddr, off.sk_flags)  # fmt: skip
+        if any(o is None for o in need) or max(o for o in need if o is not None) + 16 > COMMON_SPAN:
+            raise btf_mod.BtfError("sock_common's addresses are not where a TCP counter pass copies them")
+        self.off = off
+        # (sk, local port, remote port) -> (bytes written, bytes arrived) counted so far
+        self.counted: dict[tuple[int, int, int], tuple[int, int]] = {}
+        # (sk, local port, remote port) -> (family, local address, remote address): for closes a later drain brings
+        self.addresses: dict[tuple[int, int, int], tuple[int, bytes, bytes]] = {}
+        self.uncounted_closes = 0
+
+    def _owners(self) -> dict[int, tuple[int, int, bytes]]:
+        """sk -> (tgid, how it opened, process name) of the connections the state program saw opening."""
+        raw_keys, raw_values, n = syscalls.map_batch(self.opened_fd, 8, P.OPENED_SIZE, 1 << 16, delete=False)
+        keys = np.frombuffer(raw_keys, "<u8")[:n].tolist()
+        values = np.frombuffer(raw_values, _OPENED)[:n]
+        return dict(zip(keys, zip(values["tgid"].tolist(), values["opened"].tolist(), values["comm"].tolist(),
+                                  strict=True), strict=True))  # fmt: skip
+
+    def drain(self, finals: tuple[np.ndarray, np.ndarray], connection_rows: tuple[np.ndarray, np.ndarray] | None,
+              now_ns: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """This drain's TCP byte rows: ``finals`` (drained before the traffic map's flip) and a pass now;
+        ``connection_rows``: the drained traffic (its connection rows say where a closed connection went)."""
+        off = self.off
+        if connection_rows is not None:
+            keys, values = connection_rows
+            is_conn = np.isin(keys["direction"], (DIR_CONNECT, DIR_ACCEPT, DIR_CLOSE))
+            for k, v in zip(keys[is_conn], values[is_conn], strict=True):
+                ports = int(k["ports"])
+                self.addresses[(int(k["sk"]), ports & 0xFFFF, ports >> 16)] = (
+                    int(v["family"]), bytes(v["laddr"]), bytes(v["raddr"]))  # fmt: skip
+            while len(self.addresses) > _REMEMBERED:
+                del self.addresses[next(iter(self.addresses))]
+        rows: list[tuple[int, int, int, int, bytes, int, bytes, bytes, int, int]] = []
+
+        def add(ident: tuple[int, int, int], sent: int, arrived: int, tgid: int, comm: bytes, family: int,
+                laddr: bytes, raddr: bytes, first: bool) -> None:  # fmt: skip
+            before = self.counted.get(ident)
+            if before is None:
+                if first:  # open before the collector started: counted from now on
+                    self.counted[ident] = (sent, arrived)
+                    return
+                before = (0, 0)
+            self.counted[ident] = (sent, arrived)
+            for direction, delta in ((DIR_TX, sent - before[0]), (DIR_RX, arrived - before[1])):
+                if delta > 0:
+                    rows.append((ident[0], tgid, direction, delta, comm, family, laddr, raddr, ident[1], ident[2]))
+
+        owners = self._owners()
+        live = self.counters.sample()
+        common = live["common"]
+        seen: set[tuple[int, int, int]] = set()
+        if len(live):
+            assert off.sk_family is not None and off.sk_flags is not None and off.sk_num is not None
+            assert off.sk_dport is not None and off.sk_rcv_saddr is not None and off.sk_daddr is not None
+            assert off.sk_v6_rcv_saddr is not None and off.sk_v6_daddr is not None
+            family = common[:, off.sk_family : off.sk_family + 2].copy().view("<u2")[:, 0]
+            flags = common[:, off.sk_flags : off.sk_flags + 8].copy().view("<u8")[:, 0]
+            lport = common[:, off.sk_num : off.sk_num + 2].copy().view("<u2")[:, 0]
+            rport = common[:, off.sk_dport : off.sk_dport + 2].copy().view(">u2")[:, 0]
+            unacked = (live["write_seq"].astype(np.int64) - live["snd_una"].astype(np.int64)) % (1 << 32)
+            fin_sent = np.isin(live["state"], _FIN_SENT).astype(np.int64)
+            sent = live["bytes_acked"].astype(np.int64) + unacked - fin_sent
+            arrived = live["bytes_received"].astype(np.int64) - ((flags >> P.SOCK_DONE) & 1).astype(np.int64)
+            for i, sk in enumerate(live["sk"].tolist()):
+                ident = (sk, int(lport[i]), int(rport[i]))
+                seen.add(ident)
+                owner = owners.get(sk)
+                fam = int(family[i])
+                if fam == P.AF_INET:
+                    laddr = bytes(common[i, off.sk_rcv_saddr : off.sk_rcv_saddr + 4]) + bytes(12)
+                    raddr = bytes(common[i, off.sk_daddr : off.sk_daddr + 4]) + bytes(12)
+                else:
+                    laddr = bytes(common[i, off.sk_v6_rcv_saddr : off.sk_v6_rcv_saddr + 16])
+                    raddr = bytes(common[i, off.sk_v6_daddr : off.sk_v6_daddr + 16])
+                self.addresses[ident] = (fam, laddr, raddr)
+                if owner is None:
+                    add(ident, int(sent[i]), int(arrived[i]), 0, b"", fam, laddr, raddr, first=True)
+                else:
+                    syn = int(owner[1] == DIR_CONNECT)
+                    add(ident, int(sent[i]) - syn, int(arrived[i]), owner[0], owner[2], fam, laddr, raddr, first=False)
+        fkeys, fvalues = finals
+        if len(fkeys):
+            f_sent, f_arrived = P.final_bytes(fvalues)
+            for i, (sk, ports) in enumerate(zip(fkeys["sk"].tolist(), fkeys["ports"].tolist(), strict=True)):
+                ident = (sk, ports & 0xFFFF, ports >> 16)
+                fam, laddr, raddr = self.addresses.pop(ident, (0, bytes(16), bytes(16)))
+                v = fvalues[i]
+                add(ident, int(f_sent[i]), int(f_arrived[i]), int(v["tgid"]), bytes(v["comm"]), fam, laddr, raddr,
+                    first=False)  # fmt: skip
+                self.counted.pop(ident, None)
+                seen.discard(ident)
+        # connections that left without a final (open before the collector started): forgotten
+        for ident in [i for i in self.counted if i not in seen]:
+            del self.counted[ident]
+            self.uncounted_closes += 1
+        keys = np.zeros(len(rows), P.TRAFFIC_KEY)
+        values = np.zeros(len(rows), P.TRAFFIC_VALUE)
+        for j, (sk, tgid, direction, nbytes, comm, fam, laddr, raddr, lp, rp) in enumerate(rows):
+            keys[j]["sk"], keys[j]["tgid"], keys[j]["second"], keys[j]["direction"] = (
+                sk,
+                tgid,
+                now_ns // P.NS,
+                direction,
+            )
+            keys[j]["ports"] = lp | rp << 16
+            v = values[j]
+            v["bytes"], v["calls"], v["first"], v["last"], v["comm"] = nbytes, 0, now_ns, now_ns, comm
+            v["laddr"] = np.frombuffer(laddr, "u1")
+            v["raddr"] = np.frombuffer(raddr, "u1")
+            v["lport"], v["rport"], v["family"], v["protocol"] = lp, rp, fam, P.IPPROTO_TCP
+        return keys, values
+
+
+_OPENED = np.dtype({"names": ["tgid", "opened", "comm", "ktime"], "formats": ["<u4", "<u4", "S16", "<u8"],
+                    "offsets": [0, 4, 8, 24], "itemsize": 32})  # fmt: skip
