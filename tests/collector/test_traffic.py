@@ -129,9 +129,10 @@ async def embedded() -> AsyncIterator[EmbeddedSource]:
         await source.aclose()
 
 
-async def started() -> EmbeddedSource:
-    """A live eBPF collector feeding an in-memory store, counting traffic (else the test is skipped)."""
-    collector = EbpfCollector(drain_interval=0.2)
+async def started(byte_counters: bool = True) -> EmbeddedSource:
+    """A live eBPF collector feeding an in-memory store, counting traffic (else the test is skipped);
+    ``byte_counters`` False: with the per-call byte programs (what a kernel without the counters' hooks gets)."""
+    collector = EbpfCollector(drain_interval=0.2, byte_counters=byte_counters)
     store = EventStore(None)
     source = EmbeddedSource(collector, store)
     try:
@@ -366,8 +367,17 @@ NS = 1_000_000_000
 
 
 async def started_as(kind: str, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSource:
-    """:func:`started`, the byte programs attached as ``kind``: as on a kernel that refuses BTF-typed
-    programs (``raw_tracepoint``), and raw tracepoints too (``tracepoint``: perf tracepoint programs)."""
+    """:func:`started`: ``counters``, as the product starts (bytes from the kernel's TCP counters and UDP packet
+    programs, no program per call); else with the per-call byte programs attached as ``kind``, as on a kernel
+    without those hooks (``tp_btf``), one that refuses BTF-typed programs too (``raw_tracepoint``), and raw
+    tracepoints too (``tracepoint``: perf tracepoint programs)."""
+    if kind == "counters":
+        source = await started()
+        assert source.collector is not None
+        if not source.collector.counts_bytes_per_packet:
+            await source.aclose()
+            pytest.fail(f"bytes are counted per call here: {source.collector.notes}")
+        return source
     if kind != "tp_btf":
         real_load, real_open = syscalls.prog_load, syscalls.raw_tracepoint_open
 
@@ -383,7 +393,7 @@ async def started_as(kind: str, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSour
 
         monkeypatch.setattr(syscalls, "prog_load", load)
         monkeypatch.setattr(syscalls, "raw_tracepoint_open", open_raw)
-    source = await started()
+    source = await started(byte_counters=False)
     assert source.collector is not None
     kinds = {name: k for name, k, _, _ in source.collector.programs()}
     if kinds["sock_send"] != kind or kinds["sock_recv"] != kind:
@@ -393,7 +403,7 @@ async def started_as(kind: str, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSour
 
 
 @pytest.mark.ebpf
-@pytest.mark.parametrize("kind", ["tp_btf", "raw_tracepoint", "tracepoint"])
+@pytest.mark.parametrize("kind", ["counters", "tp_btf", "raw_tracepoint", "tracepoint"])
 async def test_bytes_sent_around_second_boundaries_are_stored_in_the_second_they_were_sent(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -502,7 +512,7 @@ def take_turns(seconds: float) -> tuple[list[int], list[int], list[int], list[in
 
 
 @pytest.mark.ebpf
-@pytest.mark.parametrize("kind", ["tp_btf", "raw_tracepoint", "tracepoint"])
+@pytest.mark.parametrize("kind", ["counters", "tp_btf", "raw_tracepoint", "tracepoint"])
 async def test_sockets_taking_turns_on_one_cpu_get_exactly_their_bytes_across_drains(
         kind: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A CPU sums a run of calls on one socket in a slot of its own, added to the traffic map when another
@@ -559,7 +569,7 @@ def one_after_another(n: int) -> tuple[list[int], list[int]]:
 
 
 @pytest.mark.ebpf
-@pytest.mark.parametrize("kind", ["tp_btf", "raw_tracepoint", "tracepoint"])
+@pytest.mark.parametrize("kind", ["counters", "tp_btf", "raw_tracepoint", "tracepoint"])
 async def test_connections_one_after_another_each_get_exactly_their_own_bytes(
         kind: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A socket freed and its memory reused by the next connection within the same second (and tick, on the
@@ -730,8 +740,15 @@ def transfer(upload: bool) -> tuple[int, int, int, int, int, int]:
 @pytest.mark.ebpf
 @pytest.mark.parametrize(
     ("upload", "kind"),
-    [(True, "tp_btf"), (False, "tp_btf"), (True, "raw_tracepoint"), (True, "tracepoint")],
-    ids=["connected", "accepted", "connected-raw", "connected-perf"],
+    [
+        (True, "counters"),
+        (False, "counters"),
+        (True, "tp_btf"),
+        (False, "tp_btf"),
+        (True, "raw_tracepoint"),
+        (True, "tracepoint"),
+    ],
+    ids=["connected", "accepted", "connected-per-call", "accepted-per-call", "connected-raw", "connected-perf"],
 )
 async def test_retransmits_equal_retranssegs_failed_ones_included_and_belong_to_the_sender(
         upload: bool, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
@@ -743,7 +760,8 @@ async def test_retransmits_equal_retranssegs_failed_ones_included_and_belong_to_
     embedded = await started_as(kind, monkeypatch)
     try:
         assert embedded.collector is not None
-        assert {name: k for name, k, _, _ in embedded.collector.programs()}["tcp_retransmit"] == kind
+        expected = "tp_btf" if kind == "counters" else kind
+        assert {name: k for name, k, _, _ in embedded.collector.programs()}["tcp_retransmit"] == expected
         await retransmits_of_one_sender(embedded, upload)
     finally:
         await embedded.aclose()
@@ -806,8 +824,9 @@ def churn(k: int) -> int:
 
 
 @pytest.mark.ebpf
+@pytest.mark.parametrize("byte_counters", [True, False], ids=["counters", "per-call"])
 async def test_a_full_traffic_map_is_reported_as_the_calls_and_connections_it_could_not_place(
-        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+        monkeypatch: pytest.MonkeyPatch, byte_counters: bool) -> None:  # fmt: skip
     """The kernel's traffic map holds a few keys only (as a host with more sockets than it holds would find
     it): what did not fit is counted in totals with no process, and get_traffic says how many send/read calls,
     retransmits and connections those were (it said bytes), at least every one of this process's that is not in
@@ -816,7 +835,7 @@ async def test_a_full_traffic_map_is_reported_as_the_calls_and_connections_it_co
 
     monkeypatch.setattr(collector_mod, "TRAFFIC_ENTRIES", 8)
     k = 300
-    embedded = await started()
+    embedded = await started(byte_counters)
     try:
         port = await asyncio.to_thread(churn, k)
         me = os.getpid()
@@ -832,8 +851,9 @@ async def test_a_full_traffic_map_is_reported_as_the_calls_and_connections_it_co
                 calls = sum(f.tx_calls + f.rx_calls for f in stats.flows if port in (f.local_port, f.remote_port))
                 return calls + stats.inbound_connections + stats.outbound_connections + stats.closed_connections
 
-            # 4 calls (a send and a read each side) and 4 connection events (opened and closed, each side) each
-            made = 8 * k
+            # 4 connection events (opened and closed, each side) each, and with per-call programs 4 calls (a send
+            # and a read each side); the kernel's TCP counters go through no kernel map (nothing of them to lose)
+            made = (4 if byte_counters else 8) * k
             deadline = time.monotonic() + 10
             while True:
                 stats, losses, text = await report()

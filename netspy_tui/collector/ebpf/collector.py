@@ -42,9 +42,10 @@ from netspy_tui.collector.ebpf.asm import Asm
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
 from netspy_tui.collector.ebpf.tcpcounters import TcpBytes, TcpCounters
+from netspy_tui.collector.ebpf.udpbytes import UdpBytes
 from netspy_tui.collector.privilege import EBPF_NEEDS_ROOT, EBPF_PRIVILEGE_HINT, ebpf_privileged
 from netspy_tui.errors import CollectorError
-from netspy_tui.names.workload import kernel_cgroups
+from netspy_tui.names.workload import cgroup2_mount, kernel_cgroups
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +184,12 @@ class _Session:
         self.started_mid_call = 0
         self.notes: list[str] = []
         self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
-        self.tcp_finals = False  # (experiment) keep each closing TCP connection's own counters in ``maps.finals``
-        # (experiment) TCP bytes from the kernel's own counters (:class:`TcpBytes`), no byte program attached
-        self.tcp_counters = False
+        self.tcp_finals = False  # keep each closing TCP connection's own counters in ``maps.finals``
+        # bytes from the kernel's TCP counters (:class:`TcpBytes`) and UDP cgroup_skb programs (:class:`UdpBytes`)
+        # where this kernel has both, with no program on sock_send_length / sock_recv_length
+        self.byte_counters = False
         self.tcp_bytes: TcpBytes | None = None
+        self.udp_bytes: UdpBytes | None = None
         self._last_sink_log = 0.0
         self._pending: OrderedDict[int, Event] = OrderedDict()
         self._early: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # OUTCOMEs before their CONNECT
@@ -307,8 +310,8 @@ class _Session:
         if raw_retransmit:
             typed["tcp_retransmit"] = lambda tp: P.tcp_retransmit(tp, maps, offsets, raw=True, btf=True)
         self._attach_conn_error(maps)
-        if self.tcp_counters:
-            self._use_tcp_counters(maps, offsets, tps)
+        if self.byte_counters and "sock_send" in tps:
+            self._use_byte_counters(maps, offsets, tps)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
             if tp is None:
@@ -323,27 +326,40 @@ class _Session:
         for note in self.notes:
             log.warning("eBPF collector: %s", note)
 
-    def _use_tcp_counters(self, maps: P.Maps, offsets: P.SockOffsets, tps: dict[str, tracefs.Tracepoint]) -> None:
-        """(experiment) Count TCP bytes from the kernel's own per-socket counters (:class:`TcpBytes`) and leave
-        sock_send_length / sock_recv_length without a program; one note either way."""
+    def _use_byte_counters(self, maps: P.Maps, offsets: P.SockOffsets, tps: dict[str, tracefs.Tracepoint]) -> None:
+        """Count TCP bytes from the kernel's own per-socket counters (:class:`TcpBytes`) and UDP bytes per packet
+        (:class:`UdpBytes`), leaving sock_send_length / sock_recv_length without a program; where this kernel
+        lacks any of it, the per-call byte programs instead and one note saying what is missing."""
         if maps.finals is None or maps.opened is None:
-            self.notes.append("TCP bytes from the kernel's counters need BTF for struct tcp_sock: counted per call")
+            self._per_call("no BTF for struct tcp_sock's byte counters")
             return
         try:
             counters = TcpCounters()
         except (OSError, btf_mod.BtfError) as exc:
-            self.notes.append(f"TCP bytes from the kernel's counters unavailable ({exc}): counted per call")
+            self._per_call(f"no BPF iterator over TCP sockets ({exc})")
             return
         self.prog_fds.extend((counters._prog, counters._link))  # (closed with the session's programs)
         try:
-            self.tcp_bytes = TcpBytes(counters, offsets, maps.opened)
+            tcp_bytes = TcpBytes(counters, offsets, maps.opened)
         except btf_mod.BtfError as exc:
-            self.notes.append(f"TCP bytes from the kernel's counters unavailable ({exc}): counted per call")
+            self._per_call(f"{exc}")
             return
+        mount = cgroup2_mount()
+        if mount is None or maps.traffic_overflow is None:
+            self._per_call("no cgroup2 mount for the UDP packet programs")
+            return
+        try:
+            self.udp_bytes = UdpBytes(str(mount), ctl_fd=maps.ctl, overflow_fd=maps.traffic_overflow)
+        except OSError as exc:
+            self._per_call(f"cgroup_skb programs refused ({exc})")
+            return
+        self.tcp_bytes = tcp_bytes
         for name in ("sock_send", "sock_recv"):
             tps.pop(name, None)
-        self.notes.append("TCP bytes are read from the kernel's per-socket counters each drain; UDP bytes are not "
-                          "counted (no program on sock_send_length / sock_recv_length)")  # fmt: skip
+        log.info("eBPF: TCP bytes from the kernel's per-socket counters, UDP bytes from cgroup_skb programs")
+
+    def _per_call(self, why: str) -> None:
+        self.notes.append(f"bytes counted by a program on every send() and recv() (each call pays for it): {why}")
 
     def _seed_listeners(self, map_fd: int, offsets: P.SockOffsets) -> None:
         """The sockets that were listening before the programs were attached, with their owners (see
@@ -522,10 +538,10 @@ class _Session:
         counts, lost = (self._drain_counts(), self._counter_deltas()) if drain else (None, {})
         traffic = self._drain_traffic() if drain else None
         if finals is not None and self.tcp_bytes is not None:
-            tcp = self.tcp_bytes.drain(finals, traffic, time.time_ns())
-            if len(tcp[0]):
-                traffic = tcp if traffic is None else (np.concatenate([traffic[0], tcp[0]]),
-                                                       np.concatenate([traffic[1], tcp[1]]))  # fmt: skip
+            for more in (self.tcp_bytes.drain(finals, traffic, time.time_ns()), self._udp_rows()):
+                if len(more[0]):
+                    traffic = more if traffic is None else (np.concatenate([traffic[0], more[0]]),
+                                                            np.concatenate([traffic[1], more[1]]))  # fmt: skip
         if records is not None or counts is not None or lost or traffic is not None:
             self._deliver(records, counts, lost, traffic)
         self.reader_cpu = time.thread_time()
@@ -600,6 +616,31 @@ class _Session:
                 more_k[j]["direction"], more_k[j]["second"] = direction, now // P.NS
                 more_v[j]["bytes"], more_v[j]["calls"], more_v[j]["first"], more_v[j]["last"] = nbytes, calls, now, now
             keys, values = np.concatenate([keys, more_k]), np.concatenate([values, more_v])
+        return keys, values
+
+    def _udp_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The UDP sums of the map just flipped out (``_drain_counts`` waited out its writers) as traffic rows,
+        charged to each socket's creator (pid 0 for one made before the collector started)."""
+        assert self.udp_bytes is not None
+        got = self.udp_bytes.drain(self.active ^ 1)
+        keys, values = np.zeros(len(got), P.TRAFFIC_KEY), np.zeros(len(got), P.TRAFFIC_VALUE)
+        if not len(got):
+            return keys, values
+        owners = {cookie: self.udp_bytes.owner(cookie) for cookie in set(got["cookie"].tolist())}
+        tgids = [(owners[c] or (0, ""))[0] for c in got["cookie"].tolist()]
+        keys["sk"], keys["tgid"], keys["second"], keys["direction"] = (
+            got["cookie"],
+            tgids,
+            got["second"],
+            got["direction"],
+        )
+        keys["ports"] = got["lport"] | (got["rport"] << 16)
+        values["bytes"], values["calls"] = got["bytes"], got["datagrams"]
+        values["first"] = values["last"] = got["second"].astype(np.uint64) * P.NS
+        values["comm"] = [(owners[c] or (0, ""))[1].encode() for c in got["cookie"].tolist()]
+        values["laddr"], values["raddr"] = got["laddr"], got["raddr"]
+        values["lport"], values["rport"], values["family"] = got["lport"], got["rport"], got["family"]
+        values["protocol"] = P.IPPROTO_UDP
         return keys, values
 
     def drain_finals(self) -> tuple[np.ndarray, np.ndarray]:
@@ -787,6 +828,8 @@ class _Session:
         # detach first: nothing new is written, then let the reader drain what is there
         _close_together(self.perf_fds)
         self.perf_fds = []
+        if self.udp_bytes is not None:
+            self.udp_bytes.detach()
         self.stop_event.set()
         if self.wake_fd >= 0:
             try:
@@ -809,6 +852,8 @@ class _Session:
 
     def _release(self, keep_ring: bool = False) -> None:
         self.loaded = []
+        if self.udp_bytes is not None:
+            self.udp_bytes.close()
         if self.ring is not None and not keep_ring:
             self.ring.close()
         for fd in self.prog_fds + self.map_fds:
@@ -856,7 +901,11 @@ class EbpfCollector(Collector):
     ``drain_interval``: how often the kernel's counts are drained. ``raw_connects`` /
     ``raw_drops``: whether the kernel writes a raw record per connect / drop (counts are kept
     either way). ``raw_rate``: raw records the host makes per second at most, all CPUs together (0: no
-    cap); the ones over it are counted as shed, their counts kept.
+    cap); the ones over it are counted as shed, their counts kept. ``byte_counters``: TCP bytes from the kernel's
+    own per-socket counters (read each drain and when a connection closes) and UDP bytes from cgroup_skb programs
+    (per packet), so no program runs on every send() and recv(); where the kernel lacks any of that, or with
+    False, a program on sock_send_length / sock_recv_length counts every call. ``tcp_finals`` (tests): keep each
+    closing TCP connection's counters for :meth:`drain_tcp_finals` without counting bytes from them.
     """
 
     name = "ebpf"
@@ -872,8 +921,8 @@ class EbpfCollector(Collector):
         raw_connects: bool = True,
         raw_drops: bool = True,
         raw_rate: int = RAW_RATE,
+        byte_counters: bool = True,
         tcp_finals: bool = False,
-        tcp_counters: bool = False,
     ) -> None:
         super().__init__()
         if ring_bytes < MIN_RING or ring_bytes & (ring_bytes - 1):
@@ -893,7 +942,7 @@ class EbpfCollector(Collector):
         self.raw = (P.RAW_CONNECTS if raw_connects else 0) | (P.RAW_DROPS if raw_drops else 0)
         self.raw_rate = raw_rate
         self.tcp_finals = tcp_finals
-        self.tcp_counters = tcp_counters
+        self.byte_counters = byte_counters
         self._session: _Session | None = None
         self._finalizer: weakref.finalize[..., EbpfCollector] | None = None
         self._stop.set()  # not running until start()
@@ -910,8 +959,8 @@ class EbpfCollector(Collector):
         # stats accumulate over restarts and stay the same object, so holders see the updates
         session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.drain_interval, self.raw,
                            self.raw_rate)  # fmt: skip
-        session.tcp_finals = self.tcp_finals or self.tcp_counters
-        session.tcp_counters = self.tcp_counters
+        session.tcp_finals = self.tcp_finals or self.byte_counters
+        session.byte_counters = self.byte_counters
         try:
             session.load()
         except tracefs.TracefsError as exc:
@@ -998,6 +1047,13 @@ class EbpfCollector(Collector):
         session = self._live()
         return session is not None and (session.tcp_bytes is not None or any(
             name in ("sock_send", "sock_recv") for name, _, _ in session.loaded))  # fmt: skip
+
+    @property
+    def counts_bytes_per_packet(self) -> bool:
+        """True when bytes come from the kernel's TCP counters and UDP cgroup_skb programs, with no program on
+        sock_send_length / sock_recv_length."""
+        session = self._live()
+        return session is not None and session.tcp_bytes is not None
 
     @property
     def notes(self) -> list[str]:
