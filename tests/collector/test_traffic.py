@@ -868,3 +868,64 @@ async def test_a_full_traffic_map_is_reported_as_the_calls_and_connections_it_co
         assert "bytes counted without" not in text
     finally:
         await embedded.aclose()
+
+
+FORKED_SERVER = textwrap.dedent(
+    """
+    import os, socket, sys
+    t = socket.socket()
+    t.bind(("127.0.0.1", 0))
+    t.listen(1)
+    print(t.getsockname()[1], flush=True)
+    child = os.fork()
+    if child == 0:  # the worker: accepts and reads what the listening parent never touches
+        c, _ = t.accept()
+        n = 0
+        while b := c.recv(65536):
+            n += len(b)
+        c.sendall(b"w" * int(sys.argv[1]))
+        c.close()
+        print(os.getpid(), n, flush=True)
+        os._exit(0)
+    t.close()
+    os.waitpid(child, 0)
+    """
+)
+
+
+def forked_exchange(reply: int) -> tuple[int, int, int]:
+    """Send TCP_BYTES to FORKED_SERVER's worker and read its reply: (parent pid, worker pid, port)."""
+    child = subprocess.Popen([sys.executable, "-c", FORKED_SERVER, str(reply)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(b"s" * TCP_BYTES)
+            c.shutdown(socket.SHUT_WR)
+            got = 0
+            while chunk := c.recv(65536):
+                got += len(chunk)
+        assert got == reply
+        worker, n = map(int, child.stdout.readline().split())
+        assert n == TCP_BYTES and child.wait(timeout=10) == 0
+        return child.pid, worker, port
+    finally:
+        child.kill()
+
+
+@pytest.mark.ebpf
+async def test_a_connection_accepted_in_a_forked_worker_is_charged_to_the_worker(embedded: EmbeddedSource) -> None:
+    """A server that listens in one process and accepts in a forked worker (pre-fork servers): the connection's
+    bytes, both ways, are the worker's, not the listening parent's (bytes from the kernel's counters are charged
+    to a connection's owner: the process that accepted it)."""
+    reply = 4_321
+    parent, worker, port = await asyncio.to_thread(forked_exchange, reply)
+
+    async def of(pid: int) -> TrafficStats:
+        return embedded.store.traffic(pid, None, 120, limit=100)
+
+    stats = await poll(lambda: of(worker), lambda s: bool(flows(s, protocol="TCP", local_port=port)))
+    (flow,) = flows(stats, protocol="TCP", local_port=port)
+    assert (flow.rx_bytes, flow.tx_bytes) == (TCP_BYTES, reply)
+    # (the parent keeps the inbound connection's row: it listened; none of the bytes)
+    assert all(f.rx_bytes == f.tx_bytes == 0 for f in flows(await of(parent), protocol="TCP", local_port=port))

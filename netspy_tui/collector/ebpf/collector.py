@@ -78,6 +78,8 @@ _ATTACH = (
     _Attach("conn_destroy", "tcp", "tcp_destroy_sock", False),
     _Attach("tcp_state", "sock", "inet_sock_set_state", True),
     _Attach("connect_exit", "syscalls", "sys_exit_connect", True),
+    _Attach("accept_exit", "syscalls", "sys_exit_accept4", False),
+    _Attach("accept_exit0", "syscalls", "sys_exit_accept", False),
     _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
 )
 
@@ -95,6 +97,8 @@ _WITHOUT = {
     "skb_drop": "packet drops are not reported",
     "tcp_retransmit": "TCP retransmits are not counted",
     "conn_destroy": "a connect whose handshake end the kernel does not show tcp_state stays in progress",
+    "accept_exit": "an accepted connection's bytes are charged to the process that listened",
+    "accept_exit0": "an accepted connection's bytes are charged to the process that listened (accept())",
 }
 
 #: kernel map sizes: threads that make connect() calls (LRU: a thread's entry is kept between its
@@ -290,6 +294,8 @@ class _Session:
             "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw),
             "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets, raw=raw),
             "conn_destroy": lambda tp, raw: P.conn_destroy(tp, maps, offsets, raw=raw),
+            "accept_exit": lambda tp, raw: P.accept_exit(tp, maps, offsets),
+            "accept_exit0": lambda tp, raw: P.accept_exit(tp, maps, offsets),
         }
         self.ring = RingBuffer(maps.ring, self.ring_bytes, P.RECORD)
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -312,6 +318,9 @@ class _Session:
         self._attach_conn_error(maps)
         if self.byte_counters and "sock_send" in tps:
             self._use_byte_counters(maps, offsets, tps)
+        if self.tcp_bytes is None:  # (per-call byte programs charge whoever reads; nothing to re-charge)
+            for name in ("accept_exit", "accept_exit0"):
+                tps.pop(name, None)
         for spec in _ATTACH:
             tp = tps.get(spec.name)
             if tp is None:
@@ -356,6 +365,9 @@ class _Session:
         self.tcp_bytes = tcp_bytes
         for name in ("sock_send", "sock_recv"):
             tps.pop(name, None)
+        if not (offsets.sockinfo and offsets.socket_sk is not None):  # (accepted connections stay the listener's)
+            for name in ("accept_exit", "accept_exit0"):
+                tps.pop(name, None)
         log.info("eBPF: TCP bytes from the kernel's per-socket counters, UDP bytes from cgroup_skb programs")
 
     def _per_call(self, why: str) -> None:

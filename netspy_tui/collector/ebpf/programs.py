@@ -1190,10 +1190,10 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 # --- programs ---------------------------------------------------------------------------------
 
 
-def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str) -> None:
+def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str, socket_only: bool = False) -> None:
     """r1 = the state of the socket behind the fd at FP+``fd`` (fd -> file -> socket -> state); jumps to
     ``done`` when a read fails (not a socket, or no such fd: the call fails EBADF/ENOTSOCK and is not counted).
-    ``scratch``: 16 bytes."""
+    ``scratch``: 16 bytes. ``socket_only``: stop at FP+scratch = the ``struct socket *``."""
     assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
     assert off.fdt_max_fds is not None and off.file_private is not None and off.socket_state is not None
     S = scratch
@@ -1223,6 +1223,8 @@ def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str
     _kread(a, S, 8, R3, done)  # struct file *
     a.ldx(DW, R3, FP, S).add(R3, off.file_private)
     _kread(a, S, 8, R3, done)  # struct socket * (if it is one)
+    if socket_only:
+        return
     a.ldx(DW, R3, FP, S).add(R3, off.socket_state)
     a.st(DW, FP, S, 0)
     _kread(a, S, 4, R3, done)
@@ -1996,6 +1998,43 @@ def _passive_opens(a: Asm, f: _Fields, maps: Maps, off: SockOffsets, established
     if maps.finals is not None and off.tcp_counters:
         _final_counters(a, f, maps, off)
     _connection_row(a, f, maps, DIR_CLOSE, "close_row", "out", lifetime=True)
+
+
+def accept_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
+    """syscalls/sys_exit_accept4 (or sys_exit_accept): the connection behind the returned fd is charged to the
+    process that accepted it (``opened`` and ``owners``, which the state program filled with the listener's
+    process when the handshake ended): a server that listens in one process and accepts in a forked one has its
+    connections' bytes charged to the one that accepted them. A failed call, or a connection not followed from
+    its start, changes nothing."""
+    assert maps.opened is not None
+    assert off.socket_sk is not None and off.sockinfo
+    a = Asm()
+    a.mov(R6, R1)
+    a.ldx(DW, R1, R6, tp.offset("ret", 8))
+    a.jmp("jslt", R1, 0, "out")
+    a.stx(DW, FP, -8, R1)
+    _enter_connecting(a, off, -8, -24, "out", socket_only=True)  # FP-24 = the struct socket *
+    a.ldx(DW, R3, FP, -24).add(R3, off.socket_sk)
+    _kread(a, -32, 8, R3, "out")  # FP-32 = the struct sock *
+    a.ld_map_fd(R1, maps.opened)
+    a.mov(R2, FP).add(R2, -32)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "out")
+    a.mov(R7, R0)
+    a.call(GET_CURRENT_PID_TGID)
+    a.rsh(R0, 32).stx(W, R7, 0, R0)
+    a.stx(DW, FP, -64, R0)
+    _process_name(a, off, -56, -72)
+    for i in (0, 8):
+        a.ldx(DW, R1, FP, -56 + i).stx(DW, R7, 8 + i, R1)
+    if maps.owners is not None:
+        a.ld_map_fd(R1, maps.owners)
+        a.mov(R2, FP).add(R2, -32)
+        a.mov(R3, FP).add(R3, -64)
+        a.mov(R4, BPF_ANY)
+        a.call(MAP_UPDATE)
+    a.label("out")
+    return a.ret(0)
 
 
 FINAL_KEY = np.dtype({"names": ["sk", "ports"], "formats": ["<u8", "<u4"], "offsets": [0, 8], "itemsize": 16})
