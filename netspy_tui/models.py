@@ -607,6 +607,11 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
         True,
     ),
     "conns_full": ("connections whose outcome could not be followed", True),
+    "tcp_tail_uncounted": (
+        "TCP connections open before the collector started that closed: their bytes since the last drain are not "
+        "counted",
+        False,
+    ),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),
     "restart_unresolved": ("connects the collector was following when it last stopped (outcome unknown)", True),
     "state_unseen": ("connections whose handshake end the kernel did not show (outcome from the freed socket)", True),

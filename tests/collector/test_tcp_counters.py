@@ -57,6 +57,7 @@ def row_of(rows: np.ndarray, s: socket.socket) -> np.void:
     return mine[0]
 
 
+@pytest.mark.root
 def test_a_pass_reads_each_connections_counters_as_tcp_info_reports_them(counters: TcpCounters) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -86,6 +87,7 @@ def test_a_pass_reads_each_connections_counters_as_tcp_info_reports_them(counter
             assert int(row_of(rows, client)["bytes_acked"]) == tcp_info(client)[0] == 123_457 + 2
 
 
+@pytest.mark.root
 def test_the_iterator_link_is_closed_with_the_reader() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (BPF iterators)")

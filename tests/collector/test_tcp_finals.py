@@ -82,6 +82,7 @@ def exchange(server_closes_first: bool = False, client_leaves_unread: bool = Fal
         return cport, sport, 0
 
 
+@pytest.mark.ebpf
 @pytest.mark.parametrize("server_closes_first", [False, True])
 def test_a_closed_connections_own_counters_give_exactly_the_bytes_each_side_wrote_and_received(
     collector: EbpfCollector, server_closes_first: bool
@@ -94,6 +95,7 @@ def test_a_closed_connections_own_counters_give_exactly_the_bytes_each_side_wrot
     assert (sent.tolist(), received.tolist()) == ([N, M], [M, N])
 
 
+@pytest.mark.ebpf
 def test_a_close_with_unread_data_resets_and_still_counts_exactly(collector: EbpfCollector) -> None:
     cport, sport, _ = exchange(client_leaves_unread=True)
     finals = finals_for(collector, {(cport, sport), (sport, cport)})

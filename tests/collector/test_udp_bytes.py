@@ -45,6 +45,7 @@ def sums(rows: np.ndarray, of: int, direction: int) -> tuple[int, int]:
     return int(mine["bytes"].sum()), int(mine["datagrams"].sum())
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
 @pytest.mark.parametrize("connected", [False, True])
 def test_each_sockets_datagram_bytes_are_counted_exactly_in_both_directions(
@@ -80,6 +81,7 @@ def test_each_sockets_datagram_bytes_are_counted_exactly_in_both_directions(
         assert owner is not None and owner[0] == os.getpid()
 
 
+@pytest.mark.root
 def test_tcp_traffic_is_not_counted(udp: UdpBytes) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -93,6 +95,7 @@ def test_tcp_traffic_is_not_counted(udp: UdpBytes) -> None:
                 assert not np.isin(got["cookie"], [cookie(c), cookie(s)]).any()
 
 
+@pytest.mark.root
 def test_closing_detaches_everything(udp: UdpBytes) -> None:
     ids = [syscalls.prog_id(fd) for fd in udp.prog_fds]
     assert len(ids) == 3 and all(syscalls.prog_exists(i) for i in ids)

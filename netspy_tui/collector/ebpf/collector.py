@@ -550,10 +550,15 @@ class _Session:
         counts, lost = (self._drain_counts(), self._counter_deltas()) if drain else (None, {})
         traffic = self._drain_traffic() if drain else None
         if finals is not None and self.tcp_bytes is not None:
+            uncounted = self.tcp_bytes.uncounted_closes
             for more in (self.tcp_bytes.drain(finals, traffic, time.time_ns()), self._udp_rows()):
                 if len(more[0]):
                     traffic = more if traffic is None else (np.concatenate([traffic[0], more[0]]),
                                                             np.concatenate([traffic[1], more[1]]))  # fmt: skip
+            if self.tcp_bytes.uncounted_closes != uncounted:
+                n = self.tcp_bytes.uncounted_closes - uncounted
+                lost = {**lost, "tcp_tail_uncounted": lost.get("tcp_tail_uncounted", 0) + n}
+                self.stats.losses["tcp_tail_uncounted"] = self.stats.losses.get("tcp_tail_uncounted", 0) + n
         if records is not None or counts is not None or lost or traffic is not None:
             self._deliver(records, counts, lost, traffic)
         self.reader_cpu = time.thread_time()

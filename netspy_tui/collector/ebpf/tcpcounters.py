@@ -152,6 +152,7 @@ class TcpBytes:
         # (sk, local port, remote port) -> (family, local address, remote address): for closes a later drain brings
         self.addresses: dict[tuple[int, int, int], tuple[int, bytes, bytes]] = {}
         self.uncounted_closes = 0
+        self.absent: dict[tuple[int, int, int], int] = {}  # counted connections missing from the last pass
 
     def _owners(self) -> dict[int, tuple[int, int, bytes]]:
         """sk -> (tgid, how it opened, process name) of the connections the state program saw opening."""
@@ -233,11 +234,20 @@ class TcpBytes:
                 add(ident, int(f_sent[i]), int(f_arrived[i]), int(v["tgid"]), bytes(v["comm"]), fam, laddr, raddr,
                     first=False)  # fmt: skip
                 self.counted.pop(ident, None)
+                self.absent.pop(ident, None)
                 seen.discard(ident)
-        # connections that left without a final (open before the collector started): forgotten
+        # connections that left without a final: one that closed between this drain's finals and its pass has its
+        # final in the next drain (kept until then, so its bytes are not counted twice); one open before the
+        # collector started has none (forgotten after a drain without it, its bytes since its last pass uncounted)
         for ident in [i for i in self.counted if i not in seen]:
-            del self.counted[ident]
-            self.uncounted_closes += 1
+            if self.absent.get(ident):
+                del self.counted[ident]
+                del self.absent[ident]
+                self.uncounted_closes += 1
+            else:
+                self.absent[ident] = 1
+        for ident in [i for i in self.absent if i in seen or i not in self.counted]:
+            del self.absent[ident]
         keys = np.zeros(len(rows), P.TRAFFIC_KEY)
         values = np.zeros(len(rows), P.TRAFFIC_VALUE)
         for j, (sk, tgid, direction, nbytes, comm, fam, laddr, raddr, lp, rp) in enumerate(rows):

@@ -1,0 +1,93 @@
+"""TcpBytes (bytes from the kernel's TCP counters) fed by hand: a connection that closes between a drain's finals
+and its pass is counted once, with its final in the next drain; one open before the collector started is
+counted from its first pass, and its close without a final is reported, not silently dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netspy_tui.collector.base import DIR_ACCEPT, DIR_CONNECT, DIR_RX, DIR_TX
+from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.collector.ebpf.tcpcounters import COUNTERS, TcpBytes
+
+SK, LPORT, RPORT, PID = 0xFFFF888800001000, 40000, 8080, 4242
+OFF = P.SockOffsets(sk_daddr=0, sk_rcv_saddr=4, sk_num=14, sk_dport=12, sk_family=16, sk_v6_daddr=56,
+                    sk_v6_rcv_saddr=72, sk_flags=96)  # fmt: skip
+
+
+class Pass:
+    def __init__(self) -> None:
+        self.rows = np.zeros(0, COUNTERS)
+
+    def sample(self) -> np.ndarray:
+        return self.rows
+
+
+def live(acked: int, received: int) -> np.ndarray:
+    row = np.zeros(1, COUNTERS)
+    row["sk"], row["bytes_acked"], row["bytes_received"], row["state"] = SK, acked, received, 1
+    common = row["common"][0]
+    common[16:18] = np.frombuffer(np.uint16(P.AF_INET).tobytes(), "u1")
+    common[0:4], common[4:8] = (127, 0, 0, 1), (127, 0, 0, 1)
+    common[12:14] = np.frombuffer(RPORT.to_bytes(2, "big"), "u1")
+    common[14:16] = np.frombuffer(LPORT.to_bytes(2, "little"), "u1")
+    return row
+
+
+def final(acked: int, received: int, opened: int = DIR_CONNECT) -> tuple[np.ndarray, np.ndarray]:
+    keys, values = np.zeros(1, P.FINAL_KEY), np.zeros(1, P.FINAL)
+    keys["sk"], keys["ports"] = SK, LPORT | RPORT << 16
+    values["tgid"], values["opened"], values["comm"] = PID, opened, b"client"
+    values["bytes_acked"], values["bytes_received"], values["oldstate"] = acked, received, 5  # FIN_WAIT2
+    values["sk_flags"] = 1 << P.SOCK_DONE
+    return keys, values
+
+
+NONE = (np.zeros(0, P.FINAL_KEY), np.zeros(0, P.FINAL))
+
+
+def sums(rows: tuple[np.ndarray, np.ndarray]) -> dict[tuple[int, int], int]:
+    keys, values = rows
+    out: dict[tuple[int, int], int] = {}
+    for k, v in zip(keys, values, strict=True):
+        out[(int(k["tgid"]), int(k["direction"]))] = out.get((int(k["tgid"]), int(k["direction"])), 0) + int(v["bytes"])
+    return out
+
+
+def accountant(owners: dict[int, tuple[int, int, bytes]]) -> tuple[TcpBytes, Pass]:
+    counters = Pass()
+    tb = TcpBytes(counters, OFF, -1)  # type: ignore[arg-type]
+    tb._owners = lambda: owners  # type: ignore[method-assign]
+    return tb, counters
+
+
+def test_a_close_between_the_finals_and_the_pass_is_counted_once() -> None:
+    owners = {SK: (PID, DIR_CONNECT, b"client")}
+    tb, counters = accountant(owners)
+    counters.rows = live(1 + 1000, 50)  # (SYN acked: 1000 written, 50 arrived)
+    assert sums(tb.drain(NONE, None, 10**18)) == {(PID, DIR_TX): 1000, (PID, DIR_RX): 50}
+    # it closes after this drain's finals were read and before its pass: in neither
+    counters.rows = np.zeros(0, COUNTERS)
+    owners.clear()
+    assert sums(tb.drain(NONE, None, 10**18)) == {}
+    # its final (300 more written and the FIN acked; 20 more and the peer's FIN arrived) comes with the next drain
+    assert sums(tb.drain(final(1 + 1300 + 1, 70 + 1), None, 10**18)) == {(PID, DIR_TX): 300, (PID, DIR_RX): 20}
+    assert tb.uncounted_closes == 0
+
+
+def test_a_connection_from_before_the_start_is_counted_from_its_first_pass_and_its_close_reported() -> None:
+    tb, counters = accountant({})
+    counters.rows = live(5_000, 7_000)
+    assert sums(tb.drain(NONE, None, 10**18)) == {}  # (its history is not this drain's traffic)
+    counters.rows = live(5_600, 7_000)
+    assert sums(tb.drain(NONE, None, 10**18)) == {(0, DIR_TX): 600}
+    counters.rows = np.zeros(0, COUNTERS)
+    tb.drain(NONE, None, 10**18)
+    tb.drain(NONE, None, 10**18)
+    assert tb.uncounted_closes == 1
+
+
+def test_an_accepted_connection_counts_no_syn() -> None:
+    tb, counters = accountant({SK: (PID, DIR_ACCEPT, b"server")})
+    counters.rows = live(900, 1200)
+    assert sums(tb.drain(NONE, None, 10**18)) == {(PID, DIR_TX): 900, (PID, DIR_RX): 1200}
