@@ -424,7 +424,8 @@ def test_state_drop_and_byte_programs_get_the_tracepoints_arguments(live) -> Non
     assert types["connect_enter"] == types["connect_exit"] == perf
     # what programs() (and so server_status) says each one is, is what the kernel has
     kernel_type = {"tracepoint": perf, "raw_tracepoint": raw, "tp_btf": syscalls.BPF_PROG_TYPE_TRACING,
-                   "fentry": syscalls.BPF_PROG_TYPE_TRACING}  # fmt: skip
+                   "fentry": syscalls.BPF_PROG_TYPE_TRACING, "iter": syscalls.BPF_PROG_TYPE_TRACING,
+                   "cgroup_skb": syscalls.BPF_PROG_TYPE_CGROUP_SKB, "cgroup_sock": 9}  # fmt: skip
     kinds = {name: kind for name, kind, _, _ in collector.programs()}
     assert {name: kernel_type[kind] for name, kind in kinds.items()} == types
     assert kinds["connect_enter"] == "tracepoint" and kinds["conn_destroy"] == kinds["tcp_state"] != "tracepoint"
@@ -546,8 +547,14 @@ def test_server_status_names_how_each_program_is_attached(spawn, cli) -> None:  
     assert out.returncode == 0, out.stderr
     kinds = dict(re.findall(r"^Program: (\w+) \((\w+), active\)$", out.stdout, re.M))
     assert kinds["connect_enter"] == kinds["connect_exit"] == "tracepoint", out.stdout
-    assert set(kinds.values()) <= {"tracepoint", "raw_tracepoint", "tp_btf", "fentry"}
+    assert set(kinds.values()) <= {"tracepoint", "raw_tracepoint", "tp_btf", "fentry", "iter", "cgroup_skb",
+                                   "cgroup_sock"}  # fmt: skip
     assert kinds["conn_destroy"] == kinds["tcp_state"]
+    # bytes: from the kernel's counters and UDP packet programs (no per-call program), or per call
+    byte_programs = {name: kinds.get(name) for name in ("tcp_counters", "udp_sent", "udp_read", "udp_owner")}
+    if "sock_send" not in kinds:
+        assert byte_programs == {"tcp_counters": "iter", "udp_sent": "cgroup_skb", "udp_read": "cgroup_skb",
+                                 "udp_owner": "cgroup_sock"}, out.stdout  # fmt: skip
     if all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
         assert kinds["conn_destroy"] in ("tp_btf", "raw_tracepoint")
 
@@ -587,7 +594,9 @@ def test_a_kernel_that_refuses_raw_tracepoint_programs_gets_perf_ones(monkeypatc
 
     fds, rec, collector = start_refusing(monkeypatch, "raw_tracepoint_open", refuse)
     try:
-        types = {syscalls.prog_type(prog_id) for _, _, _, prog_id in collector.programs()}
+        # (the byte counters' iterator and cgroup programs are no tracepoint programs: not refused here)
+        types = {syscalls.prog_type(prog_id) for _, kind, _, prog_id in collector.programs()
+                 if kind not in ("iter", "cgroup_skb", "cgroup_sock")}  # fmt: skip
         assert types == {syscalls.BPF_PROG_TYPE_TRACEPOINT}
         connect_seen(rec, listener)
     finally:

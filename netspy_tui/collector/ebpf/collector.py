@@ -87,8 +87,9 @@ _ATTACH = (
 #: ``tp_btf`` (a BTF-typed tracing program: the tracepoint's arguments, fields read with plain
 #: loads), ``raw_tracepoint`` (the arguments, fields read with helper calls), ``tracepoint`` (through
 #: a perf event, which builds the trace record before every run: the syscall tracepoints, and every
-#: program where the kernel refuses the others), ``fentry`` (a kernel function's entry)
-KINDS = ("tp_btf", "raw_tracepoint", "tracepoint", "fentry")
+#: program where the kernel refuses the others), ``fentry`` (a kernel function's entry), ``iter`` (a BPF iterator
+#: the reader runs each drain: the TCP counters), ``cgroup_skb`` / ``cgroup_sock`` (on the cgroup2 root: UDP bytes)
+KINDS = ("tp_btf", "raw_tracepoint", "tracepoint", "fentry", "iter", "cgroup_skb", "cgroup_sock")
 
 #: what an optional tracepoint's absence costs (one line in server_status)
 _WITHOUT = {
@@ -194,6 +195,7 @@ class _Session:
         self.byte_counters = False
         self.tcp_bytes: TcpBytes | None = None
         self.udp_bytes: UdpBytes | None = None
+        self._counter_programs: list[tuple[str, str, int, int]] = []  # (name, kind, program fd, link or placeholder)
         self._last_sink_log = 0.0
         self._pending: OrderedDict[int, Event] = OrderedDict()
         self._early: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # OUTCOMEs before their CONNECT
@@ -330,6 +332,11 @@ class _Session:
             if spec.name in raw_progs and self._attach_args(spec, builders[spec.name](tp, True).assemble()):
                 continue
             self._load_and_attach(spec, tp, builders[spec.name](tp, False).assemble())
+        for name, kind, prog, link in self._counter_programs:
+            self.perf_fds.append(link)
+            self.loaded.append((name, syscalls.prog_id(prog), prog))
+            self.kinds[name] = kind
+        self._counter_programs = []
         if maps.listeners is not None and "TCP_LISTEN" in states:
             self._seed_listeners(maps.listeners, offsets)
         for note in self.notes:
@@ -363,6 +370,13 @@ class _Session:
             self._per_call(f"cgroup_skb programs refused ({exc})")
             return
         self.tcp_bytes = tcp_bytes
+        # listed with the others once they are attached (see load): the iterator is run by the reader, attached
+        # to nothing (a placeholder where the others' links are); the UDP programs' links go with the others'
+        self._counter_programs = [
+            ("tcp_counters", "iter", counters._prog, os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)),
+            *zip(("udp_owner", "udp_sent", "udp_read"), ("cgroup_sock", "cgroup_skb", "cgroup_skb"),
+                 self.udp_bytes.prog_fds, self.udp_bytes.take_links(), strict=True),
+        ]  # fmt: skip
         for name in ("sock_send", "sock_recv"):
             tps.pop(name, None)
         if not (offsets.sockinfo and offsets.socket_sk is not None):  # (accepted connections stay the listener's)
@@ -843,10 +857,8 @@ class _Session:
                 return
             self.closed = True
         # detach first: nothing new is written, then let the reader drain what is there
-        _close_together(self.perf_fds)
-        self.perf_fds = []
-        if self.udp_bytes is not None:
-            self.udp_bytes.detach()
+        _close_together(self.perf_fds + [link for *_, link in self._counter_programs])  # (a load that failed)
+        self.perf_fds, self._counter_programs = [], []
         self.stop_event.set()
         if self.wake_fd >= 0:
             try:

@@ -256,6 +256,11 @@ class UdpBytes:
         value = np.frombuffer(raw, OWNER)[0]
         return int(value["tgid"]), bytes(value["comm"]).decode("utf-8", "replace")
 
+    def take_links(self) -> list[int]:
+        """The links' fds (owner, sent, read, as ``prog_fds``), handed over: the caller closes them (detaching)."""
+        links, self.link_fds = self.link_fds, []
+        return links
+
     def detach(self) -> None:
         """The programs off the cgroup (the maps stay readable)."""
         for fd in reversed(self.link_fds):
