@@ -385,7 +385,8 @@ def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
     for round_ in (1, 2):
         start_or_skip(collector, rec)
         progs = collector.programs()
-        assert {p[0] for p in progs} >= {"connect_enter", "connect_exit", "tcp_state", "skb_drop"}
+        assert {p[0] for p in progs} >= {"connect_exit", "tcp_state", "skb_drop"}
+        assert "connect_enter" not in {p[0] for p in progs}  # (connect() is followed at its exit alone)
         assert all(
             kind in CollectorKinds and status == "active" and syscalls.prog_exists(i) for _, kind, status, i in progs
         )
@@ -406,7 +407,7 @@ def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
 def test_state_drop_and_byte_programs_get_the_tracepoints_arguments(live) -> None:
     """Where the kernel's BTF says what the tracepoints pass, the programs on the busiest tracepoints
     (state changes, freed packets, every send() and recv()) get the arguments as they are: no trace
-    record is built before each run. connect() is only seen through the syscall tracepoints (perf)."""
+    record is built before each run. connect() is only seen through its syscall exit tracepoint (perf)."""
     collector, _ = live
     if not all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
         pytest.skip("this kernel's BTF has no tracepoint prototypes")
@@ -418,13 +419,13 @@ def test_state_drop_and_byte_programs_get_the_tracepoints_arguments(live) -> Non
     names = ("tcp_state", "skb_drop", "sock_send", "sock_recv", "conn_destroy", "tcp_retransmit")
     assert len({types[name] for name in names}) == 1
     assert types["tcp_state"] in (raw, syscalls.BPF_PROG_TYPE_TRACING)
-    assert types["connect_enter"] == types["connect_exit"] == perf
+    assert types["connect_exit"] == perf and "connect_enter" not in types
     # what programs() (and so server_status) says each one is, is what the kernel has
     kernel_type = {"tracepoint": perf, "raw_tracepoint": raw, "tp_btf": syscalls.BPF_PROG_TYPE_TRACING,
                    "fentry": syscalls.BPF_PROG_TYPE_TRACING}  # fmt: skip
     kinds = {name: kind for name, kind, _, _ in collector.programs()}
     assert {name: kernel_type[kind] for name, kind in kinds.items()} == types
-    assert kinds["connect_enter"] == "tracepoint" and kinds["conn_destroy"] == kinds["tcp_state"] != "tracepoint"
+    assert kinds["connect_exit"] == "tracepoint" and kinds["conn_destroy"] == kinds["tcp_state"] != "tracepoint"
 
 
 def start_refusing(
@@ -458,7 +459,7 @@ def test_a_kernel_that_refuses_btf_typed_programs_gets_raw_tracepoint_ones(monke
         kinds = {name: kind for name, kind, _, _ in collector.programs()}
         for name in ("tcp_state", "skb_drop", "conn_destroy", "sock_send", "sock_recv"):
             assert kinds[name] == "raw_tracepoint", name
-        assert kinds["connect_enter"] == kinds["connect_exit"] == "tracepoint" and "conn_error" not in kinds
+        assert kinds["connect_exit"] == "tracepoint" and "conn_error" not in kinds and "connect_enter" not in kinds
         port = closed_port()
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
@@ -532,7 +533,7 @@ def test_threads_connect_calls_are_tracked_only_while_they_run(live, listener) -
 @pytest.mark.ebpf
 def test_server_status_names_how_each_program_is_attached(spawn, cli) -> None:  # noqa: F811
     """``server_status`` (a served collector, asked from the command line) has one line per program
-    with how it is attached: perf tracepoints for connect(), the arguments (tp_btf, or raw tracepoint
+    with how it is attached: a perf tracepoint for connect()'s exit, the arguments (tp_btf, or raw tracepoint
     programs) for the state changes, drops and socket frees where the kernel allows."""
     if os.geteuid() != 0:
         pytest.skip("needs root (eBPF)")
@@ -542,7 +543,7 @@ def test_server_status_names_how_each_program_is_attached(spawn, cli) -> None:  
     out = cli("--tool", "server_status", "--server", url)
     assert out.returncode == 0, out.stderr
     kinds = dict(re.findall(r"^Program: (\w+) \((\w+), active\)$", out.stdout, re.M))
-    assert kinds["connect_enter"] == kinds["connect_exit"] == "tracepoint", out.stdout
+    assert kinds["connect_exit"] == "tracepoint" and "connect_enter" not in kinds, out.stdout
     assert set(kinds.values()) <= {"tracepoint", "raw_tracepoint", "tp_btf", "fentry"}
     assert kinds["conn_destroy"] == kinds["tcp_state"]
     if all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
@@ -623,7 +624,7 @@ def test_verifier_rejection_is_one_line_with_the_verifier_reason(monkeypatch) ->
     def broken(tp, maps, off=None):  # reads r2, which is not initialised
         return Asm().ldx(DW, R0, R2, 0).exit()
 
-    monkeypatch.setattr(P, "connect_enter", broken)
+    monkeypatch.setattr(P, "connect_exit", broken)
     fds = open_fds()
     collector = EbpfCollector()
     with pytest.raises(CollectorError) as info:
@@ -633,7 +634,7 @@ def test_verifier_rejection_is_one_line_with_the_verifier_reason(monkeypatch) ->
         if REQUIRE:
             pytest.fail(f"NETSPY_REQUIRE_EBPF=1 but eBPF cannot load: {text}")
         pytest.skip(text)
-    assert "connect_enter" in text and "R2 !read_ok" in text and "\n" not in text
+    assert "connect_exit" in text and "R2 !read_ok" in text and "\n" not in text
     assert open_fds() == fds  # a failed start closes what it opened
 
 

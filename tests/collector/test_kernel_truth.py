@@ -351,51 +351,86 @@ def test_nonblocking_connect_polled_until_connected_is_one_event(live) -> None:
 # --- 2. a connect restarted after a signal ----------------------------------------------------
 
 
+@contextlib.contextmanager
+def sigusr1_handled(restart: bool) -> Iterator[list[float]]:
+    """SIGUSR1 handled in the main thread (with SA_RESTART or not) while the block runs: when it was handled."""
+    needs_syscall_numbers()
+    if threading.current_thread() is not threading.main_thread():
+        skip_env("signal handlers can only be installed from the main thread")
+    handled: list[float] = []
+    old = signal.signal(signal.SIGUSR1, lambda *_: handled.append(time.monotonic()))
+    signal.siginterrupt(signal.SIGUSR1, not restart)
+    try:
+        yield handled
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        signal.siginterrupt(signal.SIGUSR1, False)
+
+
+def connect_interrupted(full: FullListener, s: socket.socket, then: Callable[[int], None]) -> tuple[int, int]:
+    """A blocking connect() of ``s`` to ``full`` from the main thread, SIGUSR1 sent to it once its SYN is out;
+    ``then(tid)`` runs in the sending thread after that, and the listener is drained whatever happened (the
+    connect finishes at the next SYN retransmit). (return value, errno); what failed in the sending thread is
+    raised."""
+    addr = ctypes.create_string_buffer(sockaddr_in("127.0.0.1", full.port), 16)
+    tid = threading.get_native_id()
+    problems: list[BaseException] = []
+
+    def interrupter() -> None:
+        try:
+            wait_until(lambda: in_connect(tid, s), timeout=5, what="main thread blocked in connect")
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            then(tid)
+        except BaseException as exc:
+            problems.append(exc)
+        finally:
+            full.drain()
+
+    helper = threading.Thread(target=interrupter, name="interrupter")
+    helper.start()
+    rc = _connect(s.fileno(), ctypes.addressof(addr), 16)
+    err = ctypes.get_errno()
+    helper.join(10)
+    assert not problems, problems
+    return rc, err
+
+
 @pytest.mark.ebpf
 def test_blocking_connect_restarted_after_a_signal_is_one_event(live) -> None:
     """SA_RESTART: connect() returns -ERESTARTSYS inside the kernel and is entered again; the
     application sees one call returning 0, so the collector reports one event."""
-    needs_syscall_numbers()
-    if threading.current_thread() is not threading.main_thread():
-        skip_env("signal handlers can only be installed from the main thread")
     _, rec = live
-    handled: list[float] = []
-    old = signal.signal(signal.SIGUSR1, lambda *_: handled.append(time.monotonic()))
-    signal.siginterrupt(signal.SIGUSR1, False)  # SA_RESTART
-    problems: list[BaseException] = []
     steps: list[str] = []
-    try:
-        with full_listener() as full, socket.socket() as s:
-            addr = ctypes.create_string_buffer(sockaddr_in("127.0.0.1", full.port), 16)
-            tid = threading.get_native_id()
 
-            def interrupter() -> None:
-                try:
-                    wait_until(lambda: in_connect(tid, s), timeout=5, what="main thread blocked in connect")
-                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
-                    steps.append("sent")
-                    wait_until(lambda: not signal_pending(tid, signal.SIGUSR1), timeout=5, what="signal delivered")
-                    steps.append("delivered")
-                    wait_until(lambda: in_connect(tid, s), timeout=5, what="connect restarted")
-                    steps.append("restarted")
-                except BaseException as exc:
-                    problems.append(exc)
-                finally:
-                    full.drain()  # whatever happened: let the connect finish at the next SYN retransmit
+    def restarted(tid: int) -> None:
+        steps.append("sent")
+        wait_until(lambda: not signal_pending(tid, signal.SIGUSR1), timeout=5, what="signal delivered")
+        steps.append("delivered")
+        wait_until(lambda: in_connect(tid, s), timeout=5, what="connect restarted")
+        steps.append("restarted")
 
-            helper = threading.Thread(target=interrupter, name="interrupter")
-            helper.start()
-            rc = _connect(s.fileno(), ctypes.addressof(addr), 16)
-            err = ctypes.get_errno()
-            helper.join(10)
-            got = settle(rec, to(full.dest), outcome="ok")
-    finally:
-        signal.signal(signal.SIGUSR1, old)
-    assert not problems, problems
+    with sigusr1_handled(restart=True) as handled, full_listener() as full, socket.socket() as s:
+        rc, err = connect_interrupted(full, s, restarted)
+        got = settle(rec, to(full.dest), outcome="ok")
     assert steps == ["sent", "delivered", "restarted"] and handled, (steps, handled)  # not vacuous
     assert rc == 0, f"connect failed: errno {err}"  # (errno means nothing when it succeeded)
     assert [(e.return_code, e.outcome) for e in got] == [(0, "ok")]
     assert not [e for e in rec.events if to(full.dest)(e) and e.return_code in RESTART_CODES]  # type: ignore[union-attr]
+
+
+@pytest.mark.ebpf
+def test_blocking_connect_interrupted_without_restart_is_reported_when_its_handshake_ends(live) -> None:
+    """No SA_RESTART: connect() returns EINTR and the application does not call it again (it keeps the socket):
+    the connection is reported, with EINTR, when its handshake ends — not when the socket is closed. (Guards
+    the interrupted path of the exit-only design: whether the thread is in connect() again is read from its
+    saved registers, no program runs at the call's entry.)"""
+    _, rec = live
+    with sigusr1_handled(restart=False) as handled, full_listener() as full, socket.socket() as s:
+        rc, err = connect_interrupted(full, s, lambda tid: None)
+        got = settle(rec, to(full.dest), outcome="ok", timeout=8.0)
+        assert s.fileno() >= 0  # (still open: reported by the handshake's end, not the socket's free)
+    assert handled and (rc, err) == (-1, errno.EINTR), (rc, err)
+    assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINTR, "ok")]
 
 
 # --- 3. MPTCP ---------------------------------------------------------------------------------

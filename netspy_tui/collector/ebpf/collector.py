@@ -66,17 +66,16 @@ class _Attach:
     required: bool
 
 
-# Attach order: the state program before connect_exit, and the exit before the entry (no entry is
-# left without its exit).
+# Attach order: connect_exit before the state program (every call tcp_state sees starting a
+# connection is seen returning, which takes the thread's mark).
 _ATTACH = (
     _Attach("sock_send", "sock", "sock_send_length", False),
     _Attach("sock_recv", "sock", "sock_recv_length", False),
     _Attach("skb_drop", "skb", "kfree_skb", False),
     _Attach("tcp_retransmit", "tcp", "tcp_retransmit_skb", False),
     _Attach("conn_destroy", "tcp", "tcp_destroy_sock", False),
-    _Attach("tcp_state", "sock", "inet_sock_set_state", True),
     _Attach("connect_exit", "syscalls", "sys_exit_connect", True),
-    _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
+    _Attach("tcp_state", "sock", "inet_sock_set_state", True),
 )
 
 #: how a program is attached, as :meth:`EbpfCollector.programs` (and ``server_status``) names it:
@@ -95,11 +94,13 @@ _WITHOUT = {
     "conn_destroy": "a connect whose handshake end the kernel does not show tcp_state stays in progress",
 }
 
-#: kernel map sizes: threads that make connect() calls (LRU: a thread's entry is kept between its
-#: calls, so a call writes it in place instead of inserting and deleting one; a live entry is lost
-#: only past 16,384 threads making calls since, counted as ``exit_without_enter``), connections in
+#: kernel map sizes: threads that make connect() calls that send a SYN (LRU: a thread's entry is kept
+#: between its calls, so a call writes it in place instead of inserting and deleting one), connections in
 #: SYN_SENT, count keys per drain
 INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
+#: sockets a connect() call left connecting (non-blocking, or interrupted), until their next connect() call
+#: (most applications never make one: least recently marked forgotten first)
+CONNECTING_ENTRIES = 65536
 #: (socket, process, second, direction) keys of traffic per drain
 TRAFFIC_ENTRIES = 32768
 #: sockets whose owner is remembered for retransmits (least recently used forgotten first)
@@ -209,6 +210,11 @@ class _Session:
                     f"sock/inet_sock_set_state does not name {needed} on this kernel", "use --collector procfs"
                 )
         offsets = P.SockOffsets.from_btf()
+        if not (offsets.syscall_args and offsets.socket_ino):
+            raise CollectorError(
+                "kernel BTF does not say where connect()'s arguments and a socket's inode are (x86_64 with BTF needed)",
+                "use --collector procfs",
+            )
         attribute = offsets.stack
         if "skb_drop" in tps and not attribute:
             self.notes.append("no BTF for task stacks: packet drops are not attributed to processes")
@@ -234,6 +240,7 @@ class _Session:
             overflow=self._map(array, 4, 8, P.OVERFLOW_SLOTS, "netspy_overflow"),
             counters=self._map(array, 4, 8, P.N_COUNTERS, "netspy_counters"),
             ctl=self._map(array, 4, P.CTL.itemsize, 1, "netspy_ctl"),
+            connecting=self._map(lru, 8, 8, CONNECTING_ENTRIES, "netspy_recall"),
             cache=self._map(
                 syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.COUNT_SLOT.itemsize, 2 * P.CACHE_SLOTS, "netspy_cache"
             ),  # fmt: skip
@@ -270,7 +277,6 @@ class _Session:
         skipped = sorted(by_name[n] for n in P.SKIPPED_DROP_REASONS if n in by_name)
         # builders by program: (tracepoint, raw) -> program
         builders: dict[str, Callable[[tracefs.Tracepoint, bool], Asm]] = {
-            "connect_enter": lambda tp, raw: P.connect_enter(tp, maps, offsets),
             "connect_exit": lambda tp, raw: P.connect_exit(tp, maps, offsets),
             "tcp_state": lambda tp, raw: P.tcp_state(tp, maps, states, offsets, raw=raw),
             "skb_drop": lambda tp, raw: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=raw),
@@ -718,12 +724,12 @@ class _Session:
         return np.concatenate([slots[slots["sk"] != 0]["conn"], np.frombuffer(raw, P.CONN)[:m]])
 
     def _calls_in_flight(self) -> int:
-        """Threads in a connect() call: their ``inflight`` entries marked live (a thread's entry
-        stays between its calls)."""
+        """Threads in a connect() call that started a connection: their ``inflight`` entries holding its socket
+        (a thread's entry stays between its calls)."""
         assert self.maps is not None
         _, raw, n = syscalls.map_batch(self.maps.inflight, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, delete=False)
-        flags = np.frombuffer(raw, P.INFLIGHT)[:n]["flags"]
-        return int(np.count_nonzero(flags & P.IF_LIVE))
+        sk = np.frombuffer(raw, P.INFLIGHT)[:n]["sk"]
+        return int(np.count_nonzero(sk))
 
     def program_stats(self) -> list[tuple[str, int, int, int]]:
         """(program, run_time_ns, run_cnt, recursion_misses) of each loaded program."""
