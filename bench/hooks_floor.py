@@ -1,15 +1,15 @@
 """DIAGNOSIS (not a bench area): what following connect() costs by the hook alone, before any program work.
 
-The collector follows connects on the ``syscalls/sys_exit_connect`` tracepoint (it used to need
-``sys_enter_connect`` too); any program on a syscall tracepoint also puts every other syscall of every
-process through the kernel's traced entry and exit.
+The collector follows connects on the ``syscalls/sys_exit_connect`` tracepoint alone where the kernel lets it read
+a task's saved registers (x86_64 with BTF), else on ``sys_enter_connect`` too; any program on a syscall
+tracepoint also puts every other syscall of every process through the kernel's traced entry and exit.
 The alternative is the cgroup connect hook (``BPF_CGROUP_INET4_CONNECT`` at the
 cgroup v2 root: runs on IPv4 connects only), which sees no return code. This runs the capture area's
 loopback storm (``connect_storm.c``, 2 workers, every connect refused) in alternating rounds:
 
 - ``none``: nothing attached;
 - ``syscall tracepoints``: ``r0 = 0; exit`` on both connect tracepoints;
-- ``syscall exit``: the same on ``sys_exit_connect`` alone (what the collector attaches);
+- ``syscall exit``: the same on ``sys_exit_connect`` alone (what the collector attaches where it can);
 - ``cgroup connect4``: ``r0 = 1; exit`` (allow) attached to the cgroup v2 root.
 
 It prints each mode's connects/s against ``none``'s and the storm's CPU per connect over ``none``'s. Root,

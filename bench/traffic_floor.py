@@ -53,7 +53,8 @@ from bench.traffic import EmptyPrograms, build, foreign_bpf, product_round, tran
 
 CHUNK, MAX_BYTES = 64, 1 << 40
 #: modes that keep only some of the collector's programs attached
-KEEP = {"bytes": {"sock_send", "sock_recv"}, "connects": {"connect_exit"}}
+#: (connect_enter: loaded only where connect() is followed at its entry too, as NETSPY_EBPF_CONNECT_ENTRY=1 forces)
+KEEP = {"bytes": {"sock_send", "sock_recv"}, "connects": {"connect_enter", "connect_exit"}}
 #: frames of the two tracepoints' dispatch
 DISPATCH = ("call_trace_sock_send_length", "call_trace_sock_recv_length", "__traceiter_sock_send_length",
             "__traceiter_sock_recv_length", "__bpf_trace_sock_msg_length", "bpf_trace_run3")  # fmt: skip

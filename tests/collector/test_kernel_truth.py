@@ -47,6 +47,7 @@ import pytest
 from netspy_tui.collector.ebpf import EbpfCollector, btf, syscalls
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
+from tests.collector.connect_paths import check_connect_path, on_connect_path
 from tests.collector.test_ebpf import REQUIRE, Recorder, closed_port, my_comm, start_or_skip, wait_until
 
 HERE = Path(__file__).parent
@@ -437,7 +438,7 @@ def test_blocking_connect_interrupted_without_restart_is_reported_when_its_hands
 
 
 @pytest.mark.ebpf
-def test_mptcp_connects_are_one_event_each_and_leave_no_state() -> None:
+def test_mptcp_connects_are_one_event_each_and_leave_no_state(connect_path) -> None:
     """An MPTCP connect moves two sockets CLOSE -> SYN_SENT in the caller's context (the MPTCP
     socket, still without addresses, then its first TCP subflow). One event each, protocol MPTCP,
     and nothing left in the kernel maps once the sockets are closed."""
@@ -448,8 +449,10 @@ def test_mptcp_connects_are_one_event_each_and_leave_no_state() -> None:
     probe.close()
     rec = Recorder()
     collector = EbpfCollector()
-    start_or_skip(collector, rec)
+    with on_connect_path(connect_path):
+        start_or_skip(collector, rec)
     try:
+        check_connect_path(collector, connect_path)
         tracked = getattr(collector, "tracked", None)
         before = tracked()["conns"] if callable(tracked) else None
         listeners = [socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262), socket.socket()]  # MPTCP, TCP
@@ -815,7 +818,7 @@ def my_conns(collector: EbpfCollector) -> list[int]:
 
 
 @pytest.mark.ebpf
-def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_freed() -> None:
+def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_freed(connect_path) -> None:
     """The kernel, rarely, does not run tcp_state for a SYN_SENT -> CLOSE (ftrace sees it; no
     recursion miss is counted). Made certain here by detaching tcp_state: two connects in progress
     are closed unseen. When their sockets are freed, conn_destroy resolves them — with the error the
@@ -823,8 +826,10 @@ def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_free
     error nobody knows — counts both as ``state_unseen`` and leaves nothing in ``conns``."""
     collector = EbpfCollector()
     rec = Recorder()
-    start_or_skip(collector, rec)
+    with on_connect_path(connect_path):
+        start_or_skip(collector, rec)
     try:
+        check_connect_path(collector, connect_path)
         session = collector._session
         assert session is not None
         if "conn_destroy" not in [n for n, _, _ in session.loaded]:
@@ -853,15 +858,17 @@ def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_free
 
 
 @pytest.mark.ebpf
-def test_connections_whose_slot_is_taken_are_followed_in_the_hash_map() -> None:
+def test_connections_whose_slot_is_taken_are_followed_in_the_hash_map(connect_path) -> None:
     """Connections are followed in a direct-mapped array by socket address, and in the ``conns`` hash map
     when their slot holds another socket. With every slot taken (by a socket at address 1, which cannot
     exist), a refused blocking connect and a non-blocking one whose handshake ends after connect()
     returned still get their outcomes; nothing is left in the hash map and no slot is overwritten."""
     collector = EbpfCollector()
     rec = Recorder()
-    start_or_skip(collector, rec)
+    with on_connect_path(connect_path):
+        start_or_skip(collector, rec)
     try:
+        check_connect_path(collector, connect_path)
         session = collector._session  # the kernel maps (no public handle: this is the programs' contract)
         assert session is not None and session.maps is not None
         taken = np.zeros(1, P.CONN_SLOT)

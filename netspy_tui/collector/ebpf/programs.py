@@ -7,17 +7,34 @@ instead where the kernel's BTF says what it passes: a perf event builds the trac
 run, which cost a state change, a freed packet or socket or a send() about as much as the program. They load
 as BTF-typed programs (``tp_btf``: the socket's, the skb's and the task's fields are plain loads)
 where the kernel allows, else as ``BPF_PROG_TYPE_RAW_TRACEPOINT`` (fields read with helper calls),
-else as perf tracepoint programs. ``connect()`` is seen only through its syscall exit tracepoint, whose
+else as perf tracepoint programs. ``connect()`` is seen only through the syscall tracepoints, whose
 being enabled sends every system call on the host through the kernel's slower syscall-tracing path:
-~170 ns each here, the floor of what this collector costs a host's system calls; there is no program at
-the call's entry, whose tracepoint cost every connect ~100 ns beyond its program's own work:
-a call's arguments are read at its exit from the registers it was made with, x86_64's ``pt_regs``):
+~170 ns each here, the floor of what this collector costs a host's system calls.
 
+Two designs follow ``connect()``; the collector picks one when it loads (:attr:`Maps.exit_only`):
+
+- *at its exit alone* (x86_64 with kernel BTF, where a program that reads a task's saved registers with
+  ``bpf_task_pt_regs`` loads): no program at the call's entry, whose tracepoint cost every connect ~60 ns
+  beyond its program's own work; a call's arguments are read at its exit from the registers it was made
+  with (``pt_regs``), ``tcp_state`` tells a SYN sent inside ``connect()`` by the system call number there
+  (``orig_ax``), and a re-called connect by a mark (``connecting``) the previous call left on its socket;
+- *at its entry and exit* everywhere else: ``connect_enter`` below saves the arguments and marks the call.
+
+Where the two differ, what follows says so ("exit alone" / "entry and exit"):
+
+``connect_enter`` (syscalls/sys_enter_connect; entry and exit only)
+    Saves ``{uservaddr, addrlen, fd}`` in ``inflight[pid_tgid]`` (the sockaddr is read at exit,
+    and only by a call that started no connection; a fault there is counted) and whether the fd's
+    socket is already SS_CONNECTING (IF_CONNECTING: the call can only report an attempt an earlier
+    call started; the kernel disconnects the socket before such a call returns), marked LIVE until the
+    call returns (an LRU map: a thread's entry is rewritten in place by its next call, not inserted
+    and deleted each time). A call the kernel restarts after a signal finds its earlier entry marked
+    RESTARTING and leaves it alone.
 ``tcp_state`` (sock/inet_sock_set_state)
-    CLOSE -> SYN_SENT inside ``connect()`` (the system call the thread is in, ``pt_regs.orig_ax``) starts a
-    connection: the thread's ``inflight[pid_tgid]`` entry (an LRU map: a thread's entry is kept between its
-    calls and written in place) takes the socket, which ``connect_exit`` takes back when the call returns,
-    and ``conns[skaddr]`` gets its count
+    CLOSE -> SYN_SENT inside ``connect()`` (exit alone: the system call the thread is in, ``pt_regs.orig_ax``;
+    entry and exit: the thread's entry marked LIVE) starts a connection: the thread's ``inflight[pid_tgid]``
+    entry (an LRU map: a thread's entry is kept between its calls and written in place) takes the socket,
+    which ``connect_exit`` takes back when the call returns, and ``conns[skaddr]`` gets its count
     key — process (tgid and the thread-group leader's name), destination as the *socket* has it
     (IPv4-mapped IPv6 normalised to IPv4), protocol, the second it started — and the thread's
     name. A second such transition in the same call is an MPTCP subflow: it only fills in the
@@ -50,16 +67,18 @@ a call's arguments are read at its exit from the registers it was made with, x86
     connect is counted once, as soon as it returns (in progress, or with its outcome when that
     came first). A connect() the routing refuses with EINVAL (a blackhole route) is one, "blackholed"
     (told from an EINVAL for its arguments by the address it passed). Calls that start nothing are not
-    connects: EALREADY/EISCONN, a call on a socket an earlier call left connecting (it returned EINPROGRESS
-    or EINTR: the socket's inode number goes in ``connecting``, which its next call without a SYN takes; such
-    a call reports that attempt's result: 0, the attempt's error, or ECONNABORTED — by the time it fails the
-    kernel has disconnected the socket, and nothing else tells it from a new attempt refused before its
-    SYN), a TCP call that reports an earlier attempt's error (the socket has a peer port), restarted calls,
+    connects: EALREADY/EISCONN, a call on a socket an earlier call left connecting (such a call reports that
+    attempt's result: 0, the attempt's error, or ECONNABORTED — by the time it fails the kernel has
+    disconnected the socket, and nothing else tells it from a new attempt refused before its SYN; exit alone:
+    the call that returned EINPROGRESS or EINTR puts the socket's inode number in ``connecting``, which its
+    next call without a SYN takes; entry and exit: the socket was SS_CONNECTING at the call's entry), a TCP
+    call that reports an earlier attempt's error (the socket has a peer port), restarted calls,
     TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL for its arguments ...) neither.
     Everything else that did not go through SYN_SENT (UDP setting its peer, a TCP connect
     refused before its SYN: no route, denied) is counted with its return code's outcome.
-    Socket type and protocol come from the fd (BTF offsets), read only on that path. A TCP call that returned
-    EINPROGRESS without a SYN sent it before ``tcp_state`` was attached: counted ``exit_without_enter``.
+    Socket type and protocol come from the fd (BTF offsets), read only on that path. Exit alone: a TCP call that
+    returned EINPROGRESS without a SYN sent it before ``tcp_state`` was attached, counted ``exit_without_enter``
+    (entry and exit: a call whose entry was not seen).
 ``skb_drop`` (skb/kfree_skb)
     Skips ordinary frees (:data:`SKIPPED_DROP_REASONS`), counts the drop by reason, protocol and
     destination (IPv4 fragments after the first have no port; IPv6 extension headers are walked),
@@ -93,6 +112,7 @@ import numpy as np
 from netspy_tui.collector.base import DIR_ACCEPT, DIR_CLOSE, DIR_CONNECT, DIR_RETRANS, DIR_RX
 from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf.asm import ATOMIC_ADD as _ADD
+from netspy_tui.collector.ebpf.asm import ATOMIC_AND as _AND
 from netspy_tui.collector.ebpf.asm import ATOMIC_CMPXCHG as _CMPXCHG
 from netspy_tui.collector.ebpf.asm import ATOMIC_OR as _OR
 from netspy_tui.collector.ebpf.asm import DW, FETCH, FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, Asm, B, H, Reg, W
@@ -153,6 +173,11 @@ CF_CAPPED = 1 << 35  # over its CPU's raw-record cap when it started: no CONNECT
 
 # inflight[] flags
 IF_RESTARTING = 2  # the call returned a restart code: the next call on this fd continues it
+# (entry and exit only)
+IF_INCALL = 4  # (with IF_RESTARTING) the continuing call is running
+IF_LIVE = 8  # the thread is in a connect() call (its entry stays in the map between calls, not live)
+IF_CONNECTING = 16  # the call's socket was SS_CONNECTING when it began: it reports an earlier attempt
+SS_CONNECTING = 2  # struct socket's state (include/uapi/linux/net.h: socket_state)
 
 #: return codes the kernel uses to restart a syscall (never seen by the application)
 RESTART_CODES = range(-516, -511)
@@ -280,14 +305,16 @@ def pick(records: np.ndarray, which: np.ndarray) -> np.ndarray:
 _K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
 KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
 
-# inflight[pid_tgid] value (bytes 8..15 and 24..27 unused): the socket a running connect() call sent a SYN on
-# (tcp_state; 0 once the call returned), and after a signal interrupted that call, IF_RESTARTING, the call's fd
-# and the thread's saved registers (their address: whether the thread is in connect() again, see _resolve)
+# inflight[pid_tgid] value (bytes 8..15 unused). Exit alone (bytes 24..27 unused): the socket a running connect()
+# call sent a SYN on (tcp_state; 0 once the call returned), and after a signal interrupted that call,
+# IF_RESTARTING, the call's fd and the thread's saved registers (``regs``, their address: whether the thread is
+# in connect() again, see _resolve). Entry and exit: the call's arguments (``uaddr`` where ``regs`` is, addrlen,
+# fd), its socket once tcp_state saw it start, and IF_* flags (IF_LIVE while the call runs).
 INFLIGHT = np.dtype(
     {
-        "names": ["regs", "sk", "fd", "flags"],
-        "formats": ["<u8", "<u8", "<i4", "<u4"],
-        "offsets": [0, 16, 28, 32],
+        "names": ["regs", "uaddr", "sk", "addrlen", "fd", "flags"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<i4", "<u4"],
+        "offsets": [0, 0, 16, 24, 28, 32],
         "itemsize": 40,
     }
 )
@@ -524,9 +551,10 @@ class Maps:
     overflow: int
     counters: int
     ctl: int
-    connecting: int
+    connecting: int | None = None
     """LRU: socket inode number -> the same: sockets a connect() call left connecting (EINPROGRESS, EINTR), whose
-    next connect() call only reports that attempt (see :func:`connect_exit`)."""
+    next connect() call only reports that attempt (see :func:`connect_exit`). Made only where ``connect()`` is
+    followed at its exit alone (:attr:`exit_only`)."""
     traffic: tuple[int, int] | None = None
     """Double-buffered like ``counts`` (the same ``ctl.active`` flip): bytes per (socket, process)."""
     traffic_overflow: int | None = None
@@ -552,6 +580,12 @@ class Maps:
     budget_cap: int = 0
     """Raw records the host makes per budget window (2**:data:`BUDGET_SHIFT` ns) before the rest are capped
     (at most :data:`BUDGET_CAP_MAX`)."""
+
+    @property
+    def exit_only(self) -> bool:
+        """``connect()`` followed at its exit alone (no ``connect_enter``; x86_64 registers read with
+        ``bpf_task_pt_regs``), as where the ``connecting`` map was made; else at its entry and exit."""
+        return self.connecting is not None
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -1206,12 +1240,135 @@ def _record_from_key(a: Asm, rec: Reg, key: int) -> None:
 # --- programs ---------------------------------------------------------------------------------
 
 
+def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str) -> None:
+    """r1 = the state of the socket behind the fd at FP+``fd`` (fd -> file -> socket -> state); jumps to
+    ``done`` when a read fails (not a socket, or no such fd: the call fails EBADF/ENOTSOCK and is not counted).
+    ``scratch``: 16 bytes."""
+    assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
+    assert off.fdt_max_fds is not None and off.file_private is not None and off.socket_state is not None
+    S = scratch
+    a.call(GET_CURRENT_TASK)
+    a.add(R0, off.task_files)
+    _kread(a, S, 8, R0, done)
+    a.ldx(DW, R3, FP, S).add(R3, off.files_fdt)
+    _kread(a, S, 8, R3, done)
+    if off.fdt_fd == off.fdt_max_fds + 8:  # (struct fdtable: both in one read)
+        a.ldx(DW, R3, FP, S).add(R3, off.fdt_max_fds)
+        _kread(a, S, 16, R3, done)
+        a.ldx(W, R2, FP, S)
+        a.ldx(DW, R1, FP, S + 8).stx(DW, FP, S, R1)  # the fd array
+    else:
+        a.ldx(DW, R7, FP, S)  # r7 = fdt
+        a.mov(R3, R7).add(R3, off.fdt_max_fds)
+        a.st(DW, FP, S, 0)
+        _kread(a, S, 4, R3, done)
+        a.mov(R3, R7).add(R3, off.fdt_fd)
+        a.ldx(W, R7, FP, S)
+        _kread(a, S, 8, R3, done)
+        a.mov(R2, R7)
+    a.ldx(DW, R1, FP, fd)
+    a.jmp("jge", R1, R2, done)  # no such fd
+    a.ldx(DW, R3, FP, fd).lsh(R3, 3)
+    a.ldx(DW, R1, FP, S).add(R3, R1)
+    _kread(a, S, 8, R3, done)  # struct file *
+    a.ldx(DW, R3, FP, S).add(R3, off.file_private)
+    _kread(a, S, 8, R3, done)  # struct socket * (if it is one)
+    a.ldx(DW, R3, FP, S).add(R3, off.socket_state)
+    a.st(DW, FP, S, 0)
+    _kread(a, S, 4, R3, done)
+    a.ldx(W, R1, FP, S)
+
+
+def connect_enter(tp: Tracepoint, maps: Maps, off: SockOffsets | None = None) -> Asm:
+    """(Where connect() is followed at its entry and exit: see :attr:`Maps.exit_only`.)
+    Stack: -8 key, -80 inflight value, -88 scratch, -96 fd, -104 the entry's flags, -120 read scratch. The
+    socket's state is read here (fd -> file -> socket), where the kernel has not touched it yet: a socket
+    already SS_CONNECTING (a non-blocking attempt started by an earlier call) makes a call that only reports
+    that attempt (EALREADY, its result, or ECONNABORTED once SO_ERROR took it) and starts nothing — by the time
+    such a call fails, the kernel has disconnected the socket and nothing at the exit tells it from a new
+    attempt refused before its SYN. The entry is marked IF_CONNECTING. A thread's entry stays in the map
+    (LRU) between its calls, marked IF_LIVE only during one: a call writes the entry in place, and
+    only a thread's first call inserts one (no insert and delete per call). A live entry is looked
+    at first: a call the kernel restarts after a signal (same fd) continues the interrupted one;
+    anything else (a call whose exit was not seen) is replaced. The sockaddr is not read here: only
+    a call that starts no connection needs it, and its exit reads it (the page is resident by then,
+    where a read now could fault) — most connects (TCP) never read it at all."""
+    V = -80
+    a = Asm()
+    a.mov(R6, R1)
+    a.call(GET_CURRENT_PID_TGID)
+    a.stx(DW, FP, -8, R0)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, -8)
+    a.call(MAP_LOOKUP)
+    a.mov(R9, R0)  # r9 = this thread's entry, or NULL
+    a.jeq(R9, 0, "build")
+    a.ldx(W, R1, R9, _I["flags"])
+    a.jmp("jset", R1, IF_RESTARTING, "restarting")  # (set only while live)
+    a.ja("build")
+    a.label("restarting")
+    a.ldx(W, R1, R9, _I["fd"])
+    a.ldx(DW, R2, R6, tp.offset("fd", 8)).mov32(R2, R2)
+    a.jne(R1, R2, "build")  # another socket: the interrupted connect was left to finish on its own
+    a.mov(R1, IF_INCALL)
+    a.atomic(W, R9, _I["flags"], R1, _OR)
+    a.ja("out")
+    a.label("build")
+    a.st(DW, FP, -104, IF_LIVE)
+    if off is not None and None not in (off.task_files, off.files_fdt, off.fdt_fd, off.fdt_max_fds,
+                                        off.file_private, off.socket_state):  # fmt: skip
+        a.ldx(DW, R1, R6, tp.offset("fd", 8)).mov32(R1, R1).stx(DW, FP, -96, R1)
+        _enter_connecting(a, off, -96, -120, "state_read")
+        a.jne(R1, SS_CONNECTING, "state_read")
+        a.st(DW, FP, -104, IF_LIVE | IF_CONNECTING)
+        a.label("state_read")
+    a.jeq(R9, 0, "insert")
+    # written in place from the arguments, not through a copy on the stack (its 8-byte loads of words just
+    # written in parts waited for those stores), the flags word last (the entry is this thread's: only its
+    # programs write it)
+    a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, R9, _I["uaddr"], R1)
+    a.st(DW, R9, _I["sk"], 0)
+    a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, R9, _I["addrlen"], R1)  # the kernel's int
+    a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, R9, _I["fd"], R1)
+    a.ldx(DW, R1, FP, -104).stx(DW, R9, _I["flags"], R1)
+    a.ja("out")
+    a.label("insert")
+    a.zero_stack(V, INFLIGHT.itemsize)
+    a.ldx(DW, R1, FP, -104).stx(W, FP, V + _I["flags"], R1)
+    a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
+    a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
+    a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, -8)
+    a.mov(R3, FP).add(R3, V)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+    a.jeq(R0, 0, "out")
+    _count(a, maps.counters, "inflight_full", -88)
+    a.label("out")
+    return a.ret(0)
+
+
 def _syscall_regs(a: Asm) -> None:
     """r0 = the current task's registers as its system call entered (``struct pt_regs``, BTF-typed: plain
     loads). Clobbers r1-r5."""
     a.call(GET_CURRENT_TASK_BTF)
     a.mov(R1, R0)
     a.call(TASK_PT_REGS)
+
+
+def pt_regs_probe(off: SockOffsets) -> Asm:
+    """A tracepoint program that reads the current task's saved registers as :func:`_call_args` and
+    :func:`tcp_state` do (``bpf_get_current_task_btf``, ``bpf_task_pt_regs``, BTF-typed loads of the system
+    call's number and arguments): the collector loads it (and closes it at once) to learn whether this kernel
+    lets connect() be followed at its exit alone."""
+    assert off.regs_di is not None and off.regs_si is not None and off.regs_dx is not None
+    assert off.regs_orig_ax is not None
+    a = Asm()
+    _syscall_regs(a)
+    for member in (off.regs_orig_ax, off.regs_di, off.regs_si, off.regs_dx):
+        a.ldx(DW, R1, R0, member)
+    return a.ret(0)
 
 
 def _call_args(a: Asm, off: SockOffsets) -> None:
@@ -1476,35 +1633,12 @@ def _start_key(a: Asm, off: SockOffsets, btf: bool = False) -> None:
     a.ldx(DW, R1, FP, _S_MONO).stx(DW, FP, _S_CONN + _C["ts"], R1)
 
 
-def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets, raw: bool = False,
-              btf: bool = False) -> Asm:  # fmt: skip
-    """See the module docstring. ``raw``: a raw tracepoint program; ``btf`` (with it) a BTF-typed one
-    (see :class:`_Fields`)."""
-    f = _Fields(tp, off, raw, btf and raw)
-    close, syn_sent = states["TCP_CLOSE"], states["TCP_SYN_SENT"]
-    established = states["TCP_ESTABLISHED"]
-    directions = maps.traffic is not None and maps.listeners is not None and "TCP_LISTEN" in states and \
-        "TCP_SYN_RECV" in states  # fmt: skip
-    a = Asm()
-    a.mov(R6, R1)
-    f.load(a, W, R7, "oldstate")
-    f.load(a, W, R8, "newstate")
-    f.load(a, DW, R1, "skaddr")
-    a.stx(DW, FP, _S_SK, R1)
-    a.jeq(R7, syn_sent, "resolve")
-    if directions:
-        a.jeq(R7, states["TCP_LISTEN"], "unlisten")
-        a.jeq(R8, states["TCP_LISTEN"], "listening")
-        a.jeq(R7, states["TCP_SYN_RECV"], "accepted")
-        if maps.opened is not None:
-            a.jeq(R8, close, "closing")
-    a.jne(R8, syn_sent, "out")
-    a.jne(R7, close, "out")
-
-    # --- CLOSE -> SYN_SENT: a connection starts ----------------------------------------------
-    # inside connect() (the system call the thread is in, from its saved registers): the thread's inflight
-    # entry gets the socket, which connect_exit takes when the call returns. Anything else (TCP Fast Open's
-    # sendmsg, io_uring) is an implicit connect.
+def _syn_in_call(a: Asm, maps: Maps, off: SockOffsets) -> None:
+    """(tcp_state, exit alone) CLOSE -> SYN_SENT inside connect() (the system call the thread is in, from its
+    saved registers): the thread's inflight entry gets the socket, which connect_exit takes when the call
+    returns. Anything else (TCP Fast Open's sendmsg, io_uring) is an implicit connect. Sets r9 (the connect()
+    call's entry, 1 once inserted, 0: an implicit connect) and r7 (flags); jumps to ``subflow``, ``build`` or
+    ``implicit``, or falls through to where ``implicit`` is."""
     assert off.regs_orig_ax is not None and off.regs_di is not None
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _S_PIDTGID, R0)
@@ -1546,7 +1680,62 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.mov(R9, 1)
     a.jeq(R0, 0, "build")
     _count(a, maps.counters, "inflight_full", _S_CNT)
-    a.mov(R9, 0)
+    a.mov(R9, 0)  # (falls through to ``implicit``)
+
+
+def _syn_in_live_call(a: Asm, maps: Maps) -> None:
+    """(tcp_state, entry and exit) CLOSE -> SYN_SENT inside connect() (the thread's inflight entry marked LIVE by
+    connect_enter): the entry gets the socket. Anything else is an implicit connect. Sets r9 (the call's entry,
+    or 0) and r7 (flags); jumps to ``subflow``, ``build`` or ``implicit``."""
+    a.call(GET_CURRENT_PID_TGID)
+    a.stx(DW, FP, _S_PIDTGID, R0)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.mov(R9, R0)  # r9 = the connect() call's entry, or NULL: an implicit connect
+    a.mov(R7, F_TCP)  # r7 = flags
+    a.jeq(R9, 0, "implicit")
+    a.ldx(W, R1, R9, _I["flags"])
+    a.jmp("jset", R1, IF_LIVE, "in_call")
+    a.mov(R9, 0)  # the thread's entry, kept between its calls: not in one now
+    a.ja("implicit")
+    a.label("in_call")
+    a.ldx(DW, R1, R9, _I["sk"])
+    a.jne(R1, 0, "subflow")
+    a.ldx(DW, R1, FP, _S_SK).stx(DW, R9, _I["sk"], R1)
+    a.ja("build")
+
+
+def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets, raw: bool = False,
+              btf: bool = False) -> Asm:  # fmt: skip
+    """See the module docstring. ``raw``: a raw tracepoint program; ``btf`` (with it) a BTF-typed one
+    (see :class:`_Fields`)."""
+    f = _Fields(tp, off, raw, btf and raw)
+    close, syn_sent = states["TCP_CLOSE"], states["TCP_SYN_SENT"]
+    established = states["TCP_ESTABLISHED"]
+    directions = maps.traffic is not None and maps.listeners is not None and "TCP_LISTEN" in states and \
+        "TCP_SYN_RECV" in states  # fmt: skip
+    a = Asm()
+    a.mov(R6, R1)
+    f.load(a, W, R7, "oldstate")
+    f.load(a, W, R8, "newstate")
+    f.load(a, DW, R1, "skaddr")
+    a.stx(DW, FP, _S_SK, R1)
+    a.jeq(R7, syn_sent, "resolve")
+    if directions:
+        a.jeq(R7, states["TCP_LISTEN"], "unlisten")
+        a.jeq(R8, states["TCP_LISTEN"], "listening")
+        a.jeq(R7, states["TCP_SYN_RECV"], "accepted")
+        if maps.opened is not None:
+            a.jeq(R8, close, "closing")
+    a.jne(R8, syn_sent, "out")
+    a.jne(R7, close, "out")
+
+    # --- CLOSE -> SYN_SENT: a connection starts ----------------------------------------------
+    if maps.exit_only:
+        _syn_in_call(a, maps, off)
+    else:
+        _syn_in_live_call(a, maps)
     a.label("implicit")
     a.or_(R7, F_IMPLICIT)
     a.label("build")
@@ -1645,8 +1834,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     # the error the closing path passed (conn_error): exact even when the application has already
     # taken sk_err with getsockopt(SO_ERROR) (the kernel writes sk_err before the state changes)
     _closing_error(a, off, (lambda reg: f.load(a, DW, reg, "skaddr")) if f.btf else None)
-    assert off.regs_orig_ax is not None
-    _resolve(a, maps, f.btf, off.regs_orig_ax)
+    _resolve(a, maps, f.btf, off.regs_orig_ax if maps.exit_only else None)
     if directions:
         _passive_opens(a, f, maps, off, established, close)
     a.label("out")
@@ -1677,13 +1865,14 @@ def _closing_error(a: Asm, off: SockOffsets, load_sk: Callable[[Reg], None] | No
     a.mov(R7, R1)
 
 
-def _resolve(a: Asm, maps: Maps, typed: bool, orig_ax: int) -> None:
+def _resolve(a: Asm, maps: Maps, typed: bool, orig_ax: int | None) -> None:
     """The handshake of the connection in ``conns`` (r9 = its value, FP+_S_SK = the socket) ended
     with result r7: record it, then whichever of this and connect() comes second counts and reports
     it (see the module docstring); the value is deleted once reported. Jumps to ``out`` or falls
     through. Labels: result_set (the entry), report, interrupted, call_may_run, self_report, forget. ``typed``:
     the socket at FP+_S_SK is a BTF-typed pointer (see :func:`_conn_slot`). ``orig_ax``: where ``pt_regs`` holds
-    the number of the system call a thread is in."""
+    the number of the system call a thread is in (exit alone); None: connect() is followed at its entry and
+    exit, whose program marks a continuing call running (IF_INCALL)."""
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
@@ -1719,8 +1908,9 @@ def _resolve(a: Asm, maps: Maps, typed: bool, orig_ax: int) -> None:
     a.ja("forget")
 
     # --- the handshake ended after a signal interrupted connect(): unless the thread may still continue the
-    # call (its entry still says so: the continuing call reports, or conn_destroy once the socket is freed),
-    # the connection is reported now, as the application learnt (EINTR)
+    # call (exit alone: its entry still says so, and the continuing call reports, or conn_destroy once the socket
+    # is freed; entry and exit: a continuing call is running, which reports), the connection is reported now, as
+    # the application learnt (EINTR)
     a.label("interrupted")
     a.stx(DW, FP, _S_FLAGS, R1)
     a.ldx(W, R1, R9, _C["key"] + _K["tgid"]).lsh(R1, 32)
@@ -1731,19 +1921,22 @@ def _resolve(a: Asm, maps: Maps, typed: bool, orig_ax: int) -> None:
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, "self_report")
     a.ldx(W, R1, R0, _I["flags"])
-    a.jmp("jset", R1, IF_RESTARTING, "call_may_run")
+    a.jmp("jset", R1, IF_RESTARTING if orig_ax is not None else IF_INCALL, "call_may_run")
     a.ja("self_report")
     a.label("call_may_run")
     a.ldx(DW, R1, R0, _I["sk"])
     a.ldx(DW, R2, FP, _S_SK)
-    a.jne(R1, R2, "self_report")
-    # the thread is in connect() again (the number of the system call it is in, or last made): the continuing
-    # call reports it. (Just after the interrupted call returned EINTR, before the thread's next system call,
-    # the number is still connect()'s: then conn_destroy reports it when the socket is freed.)
-    a.ldx(DW, R3, R0, _I["regs"]).add(R3, orig_ax)
-    _kread(a, _S_SCR, 8, R3, "self_report")  # (a thread that exited meanwhile: its stack is gone)
-    a.ldx(DW, R1, FP, _S_SCR)
-    a.jeq(R1, NR_CONNECT, "out")
+    if orig_ax is None:
+        a.jeq(R1, R2, "out")  # the continuing call reports it
+    else:
+        a.jne(R1, R2, "self_report")
+        # the thread is in connect() again (the number of the system call it is in, or last made): the
+        # continuing call reports it. (Just after the interrupted call returned EINTR, before the thread's next
+        # system call, the number is still connect()'s: then conn_destroy reports it when the socket is freed.)
+        a.ldx(DW, R3, R0, _I["regs"]).add(R3, orig_ax)
+        _kread(a, _S_SCR, 8, R3, "self_report")  # (a thread that exited meanwhile: its stack is gone)
+        a.ldx(DW, R1, FP, _S_SCR)
+        a.jeq(R1, NR_CONNECT, "out")
     a.label("self_report")
     a.ld_imm64(R1, CF_EXITED)
     a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)
@@ -1806,7 +1999,7 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     a.mov(R9, R0)
     a.ldx(DW, R1, R9, _C["flags"])
     a.ld_imm64(R2, CF_RESOLVED)
-    a.jmp("jset", R1, R2, "resolved")
+    a.jmp("jset", R1, R2, "resolved" if maps.exit_only else "out")  # (entry and exit: connect() reports it)
     _count(a, maps.counters, "state_unseen", _S_CNT)
     # the socket's error, if the application has not taken it; else the outcome is unknown
     a.mov(R7, RESULT_UNTRACKED)
@@ -1815,21 +2008,21 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
         a.ldx(DW, reg, R6, 0)
 
     _closing_error(a, off, load_sk if raw and btf else None)
-    assert off.regs_orig_ax is not None
-    _resolve(a, maps, raw and btf, off.regs_orig_ax)
-    a.ja("out")
-    # resolved: reported, or connect() reports it (it cannot still be running) — unless a signal interrupted
-    # the call and its handshake ended while the thread could still have continued it: reported now (EINTR)
-    a.label("resolved")
-    a.ld_imm64(R2, CF_EXITED)
-    a.jmp("jset", R1, R2, "out")
-    a.ld_imm64(R2, CF_RESTARTING)
-    a.jmp("jset", R1, R2, "unreported")
-    a.ja("out")
-    a.label("unreported")
-    a.ldx(W, R7, R9, _C["err"])
-    a.st(DW, FP, _S_RESULT, SOCK_STREAM)
-    a.ja("self_report")
+    _resolve(a, maps, raw and btf, off.regs_orig_ax if maps.exit_only else None)
+    if maps.exit_only:
+        a.ja("out")
+        # resolved: reported, or connect() reports it (it cannot still be running) — unless a signal interrupted
+        # the call and its handshake ended while the thread could still have continued it: reported now (EINTR)
+        a.label("resolved")
+        a.ld_imm64(R2, CF_EXITED)
+        a.jmp("jset", R1, R2, "out")
+        a.ld_imm64(R2, CF_RESTARTING)
+        a.jmp("jset", R1, R2, "unreported")
+        a.ja("out")
+        a.label("unreported")
+        a.ldx(W, R7, R9, _C["err"])
+        a.st(DW, FP, _S_RESULT, SOCK_STREAM)
+        a.ja("self_report")
     a.label("out")
     return a.ret(0)
 
@@ -2033,11 +2226,11 @@ def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str,
     _traffic_add(a, maps, direction, fill, prefix, done)
 
 
-def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
-    """See the module docstring. connect()'s arguments come from the registers the call was made with (see
-    :func:`_call_args`), read only by the calls that need them: those that started no connection, and those
-    after a signal interrupted one."""
-    a = Asm()
+def _exit_alone(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets) -> None:
+    """connect_exit up to ``started`` where connect() is followed at its exit alone: the call's arguments come
+    from the registers it was made with (see :func:`_call_args`), read only by the calls that need them: those
+    that started no connection, and those after a signal interrupted one. Falls through to ``started`` for a call
+    that moved a socket CLOSE -> SYN_SENT (or continued one that did)."""
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _S_PIDTGID, R0)
@@ -2118,30 +2311,117 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ldx(DW, R1, FP, _S_SK)
     a.jeq(R1, 0, "out")
 
+
+def _exit_after_entry(a: Asm, tp: Tracepoint, maps: Maps) -> None:
+    """connect_exit up to ``started`` where connect() is followed at its entry and exit: the call's arguments are
+    in its entry, which ``connect_enter`` marked live. Falls through to ``started`` as :func:`_exit_alone`."""
+    a.mov(R6, R1)
+    a.call(GET_CURRENT_PID_TGID)
+    a.stx(DW, FP, _S_PIDTGID, R0)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "no_entry")
+    a.ldx(W, R1, R0, _I["flags"])
+    a.jmp("jset", R1, IF_LIVE, "entered")
+    a.label("no_entry")
+    _count(a, maps.counters, "exit_without_enter", _S_CNT)
+    a.ja("out")
+    a.label("entered")
+    a.mov(R9, R0)  # r9 = the call's entry (live until its flags are cleared: it stays in the map)
+    a.ldx(DW, R8, R6, tp.offset("ret", 8))  # r8 = return code
+    a.ldx(DW, R1, R9, _I["sk"]).stx(DW, FP, _S_SK, R1)
+    a.ldx(W, R7, R9, _I["flags"])  # r7 = the entry's flags
+    a.st(DW, FP, _S_FLAGS, 0)
+    a.ldx(DW, R1, R9, _I["uaddr"]).stx(DW, FP, _S_UADDR, R1)
+    a.ldx(W, R1, R9, _I["addrlen"]).stx(DW, FP, _S_ADDRLEN, R1)
+    a.ldx(W, R1, R9, _I["fd"]).stx(DW, FP, _S_FD, R1)
+    # a restart code: a signal interrupted the call, which the kernel restarts after the handler
+    # (SA_RESTART) or reports as EINTR. The connection is reported by whichever call ends it,
+    # with what the application saw then (or by the handshake's end, if no call continues it).
+    a.jmp("jsgt", R8, RESTART_CODES[-1], "not_restart")
+    a.jmp("jslt", R8, RESTART_CODES[0], "not_restart")
+    _count(a, maps.counters, "restarted", _S_CNT)
+    a.jmp("jset", R7, IF_RESTARTING, "interrupted_again")
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jeq(R1, 0, "forget_call")  # nothing had started
+    a.mov(R1, IF_RESTARTING)
+    a.atomic(W, R9, _I["flags"], R1, _OR)
+    _conn_find(a, maps, _S_SK, _S_SCR, "out")
+    a.ld_imm64(R1, CF_RESTARTING)
+    a.atomic(DW, R0, _C["flags"], R1, _OR)
+    a.ja("out")
+    a.label("interrupted_again")
+    a.mov32(R1, ~IF_INCALL)
+    a.atomic(W, R9, _I["flags"], R1, _AND)
+    a.ja("out")
+    a.label("forget_call")
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
+    a.ja("out")
+    a.label("not_restart")
+    a.jmp("jset", R7, IF_RESTARTING, "continued")
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
+    a.jeq(R8, -_errno.EALREADY, "repeat")
+    a.jeq(R8, -_errno.EISCONN, "repeat")
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jne(R1, 0, "started")
+    # its socket was already connecting: it reports that attempt's result (counted when it ended)
+    a.jmp("jset", R7, IF_CONNECTING, "repeat")
+    a.ja("no_transition")
+    a.label("repeat")
+    _count(a, maps.counters, "repeat_connects", _S_CNT)
+    a.ja("out")
+
+    # --- the call after an interrupted one, on the same socket ---------------------------------
+    a.label("continued")
+    a.jne(R8, -_errno.EALREADY, "continued_ends")
+    a.mov32(R1, ~IF_INCALL)  # still connecting (a non-blocking retry): a later call ends it
+    a.atomic(W, R9, _I["flags"], R1, _AND)
+    a.ja("out")
+    a.label("continued_ends")
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
+    a.jne(R8, -_errno.EISCONN, "continued_code")
+    a.mov(R8, 0)  # connected by now: what the application learns is that it succeeded
+    a.label("continued_code")
+    a.st(DW, FP, _S_FLAGS, F_RESTARTED)
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jeq(R1, 0, "out")
+
+
+def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
+    """See the module docstring."""
+    a = Asm()
+    if maps.exit_only:
+        _exit_alone(a, tp, maps, off)
+    else:
+        _exit_after_entry(a, tp, maps)
+
     # --- this call moved a socket CLOSE -> SYN_SENT ------------------------------------------
     a.label("started")
     a.stx(DW, FP, _S_CODE, R8)
-    # returned with the socket still connecting: its next connect() call only reports this attempt
-    assert off.sk_socket is not None
-    a.jeq(R8, -_errno.EINPROGRESS, "mark")
-    a.jne(R8, -_errno.EINTR, "marked")
-    a.label("mark")
-    a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_socket)
-    _kread(a, _S_SCR, 8, R3, "marked")
-    _socket_ino(a, off, _S_SCR, _S_SCR, "marked")
-    a.ld_map_fd(R1, maps.connecting)
-    a.mov(R2, FP).add(R2, _S_SCR)
-    a.mov(R3, R2)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
-    a.label("marked")
+    if maps.connecting is not None:
+        # returned with the socket still connecting: its next connect() call only reports this attempt
+        assert off.sk_socket is not None
+        a.jeq(R8, -_errno.EINPROGRESS, "mark")
+        a.jne(R8, -_errno.EINTR, "marked")
+        a.label("mark")
+        a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_socket)
+        _kread(a, _S_SCR, 8, R3, "marked")
+        _socket_ino(a, off, _S_SCR, _S_SCR, "marked")
+        a.ld_map_fd(R1, maps.connecting)
+        a.mov(R2, FP).add(R2, _S_SCR)
+        a.mov(R3, R2)
+        a.mov(R4, BPF_ANY)
+        a.call(MAP_UPDATE)
+        a.label("marked")
     _conn_find(a, maps, _S_SK, _S_SCR, "no_conn")
     a.ja("have_conn")
     a.label("no_conn")
     # no room to follow it when it started: counted below with the outcome unknown
     a.st(DW, FP, _S_RESULT, RESULT_UNTRACKED)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_TCP).stx(DW, FP, _S_FLAGS, R1)
-    _call_args(a, off)
+    if maps.exit_only:
+        _call_args(a, off)
     a.ja("by_address")
     a.label("have_conn")
     a.mov(R9, R0)
@@ -2188,7 +2468,8 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     for code in INVALID_CALL:
         if code != -_errno.EINVAL:  # (EINVAL is also a blackhole route's answer: told apart by the address)
             a.jeq(R8, code, "out")
-    _call_args(a, off)
+    if maps.exit_only:
+        _call_args(a, off)
     a.stx(DW, FP, _S_CODE, R8)
     a.mov(R1, 0).sub(R1, R8)
     a.stx(DW, FP, _S_RESULT, R1)  # errno, 0 for ok
@@ -2290,9 +2571,9 @@ def _set_result(a: Asm, result: Reg) -> None:
 def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     """fd -> file -> socket -> sock: socket type into the conn value's ``err`` slot, protocol into
     the key (F_SOCKINFO in r7). A TCP call with no transition on a socket an earlier call left connecting
-    (in ``connecting``: taken out), that returned 0 (TCP Fast Open's deferred connect), EINPROGRESS (its SYN
-    came before tcp_state was attached) or reports an earlier attempt's error (the socket has a peer port) is
-    not a new connect: jumps to ``out``. On a failed read jumps to ``sockinfo_done``."""
+    (exit alone: in ``connecting``, taken out), that returned 0 (TCP Fast Open's deferred connect), EINPROGRESS
+    (exit alone: its SYN came before tcp_state was attached) or reports an earlier attempt's error (the socket
+    has a peer port) is not a new connect: jumps to ``out``. On a failed read jumps to ``sockinfo_done``."""
     assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
     assert off.fdt_max_fds is not None and off.file_private is not None and off.socket_type is not None
     assert off.socket_sk is not None and off.sk_protocol is not None and off.sk_dport is not None
@@ -2317,7 +2598,8 @@ def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     a.ldx(DW, R3, FP, S).add(R3, off.file_private)
     _kread(a, S, 8, R3, "sockinfo_done")  # struct socket *
     a.ldx(DW, R8, FP, S)
-    a.stx(DW, FP, _S_UADDR, R8)  # (the sockaddr was read)
+    if maps.exit_only:
+        a.stx(DW, FP, _S_UADDR, R8)  # (the sockaddr was read)
     a.st(DW, FP, S + 8, 0)
     a.mov(R3, R8).add(R3, off.socket_type)
     _kread(a, S + 8, 2, R3, "sockinfo_done")
@@ -2336,16 +2618,19 @@ def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     a.jeq(R1, IPPROTO_TCP, "tcp_check")
     a.jne(R1, IPPROTO_MPTCP, "sockinfo_done")
     a.label("tcp_check")
-    # a socket an earlier call left connecting: this call reports that attempt (its result, EALREADY, or
-    # ECONNABORTED once SO_ERROR took it); by now the kernel has disconnected it if it failed
-    _socket_ino(a, off, _S_UADDR, _S_SCR, "sockinfo_done")
-    a.ld_map_fd(R1, maps.connecting)
-    a.mov(R2, FP).add(R2, _S_SCR)
-    a.call(MAP_DELETE)
-    a.jeq(R0, 0, "recall")
+    if maps.connecting is not None:
+        # a socket an earlier call left connecting: this call reports that attempt (its result, EALREADY, or
+        # ECONNABORTED once SO_ERROR took it); by now the kernel has disconnected it if it failed (entry and
+        # exit: connect_enter saw it SS_CONNECTING, and connect_exit counted the call a repeat)
+        _socket_ino(a, off, _S_UADDR, _S_SCR, "sockinfo_done")
+        a.ld_map_fd(R1, maps.connecting)
+        a.mov(R2, FP).add(R2, _S_SCR)
+        a.call(MAP_DELETE)
+        a.jeq(R0, 0, "recall")
     a.ldx(DW, R1, FP, _S_CODE)
     a.jeq(R1, 0, "deferred")
-    a.jeq(R1, -_errno.EINPROGRESS, "unseen_start")  # its SYN was sent before tcp_state was attached
+    if maps.exit_only:
+        a.jeq(R1, -_errno.EINPROGRESS, "unseen_start")  # its SYN was sent before tcp_state was attached
     a.st(DW, FP, S + 24, 0)
     a.mov(R3, R8).add(R3, off.sk_dport)
     _kread(a, S + 24, 2, R3, "sockinfo_done")
@@ -2357,9 +2642,10 @@ def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     a.label("deferred")
     _count(a, maps.counters, "deferred", _S_CNT)
     a.ja("out")
-    a.label("unseen_start")
-    _count(a, maps.counters, "exit_without_enter", _S_CNT)
-    a.ja("out")
+    if maps.exit_only:
+        a.label("unseen_start")
+        _count(a, maps.counters, "exit_without_enter", _S_CNT)
+        a.ja("out")
 
 
 # --- drops ------------------------------------------------------------------------------------
