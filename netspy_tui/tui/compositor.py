@@ -11,6 +11,7 @@ only those: the same pieces land at the same cuts (tests/tui/test_compositor.py 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 
 from textual._compositor import Compositor
@@ -40,7 +41,8 @@ class FrontFirstCompositor(Compositor):
             for y in render_region.line_range:
                 if not is_rendered_line(y):
                     continue
-                final_cuts = [cut for cut in cuts[y] if last_cut >= cut >= first_cut]
+                line_cuts = cuts[y]  # (sorted: the widget's cuts are a slice, found by bisection)
+                final_cuts = line_cuts[bisect_left(line_cuts, first_cut) : bisect_right(line_cuts, last_cut)]
                 # (a piece goes to each cut but the last: the widget's right edge, or the clip's)
                 get = chops[y].get
                 if any(get(cut) is None for cut in final_cuts[:-1]):
