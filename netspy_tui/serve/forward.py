@@ -429,27 +429,29 @@ class _Numbered:
         if not len(self.words):
             self.words = np.empty((0, words.shape[1]), np.uint64)
         hashed = ((words ^ (words >> np.uint64(31))) * _MIX[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
-        at = np.minimum(np.searchsorted(self._hashes, hashed), max(len(self._hashes) - 1, 0))
-        found = self._hashes[at] == hashed if len(self._hashes) else np.zeros(n, bool)
+        # (the batch's distinct hashes, sorted: found among the known ones in one sweep, not one search a row)
+        distinct, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        if not np.array_equal(words[first[inverse]], words):
+            return None
+        at = np.minimum(np.searchsorted(self._hashes, distinct), max(len(self._hashes) - 1, 0))
+        found = self._hashes[at] == distinct if len(self._hashes) else np.zeros(len(distinct), bool)
         ids = np.where(found, self._ids[at] if len(self._ids) else 0, -1)
-        if found.any() and not np.array_equal(self.words[ids[found]], words[found]):
+        if found.any() and not np.array_equal(self.words[ids[found]], words[first[found]]):
             return None
         new_first = np.empty(0, np.int64)
         if not found.all():
             missing = np.flatnonzero(~found)
-            fresh, first, inverse = np.unique(hashed[missing], return_index=True, return_inverse=True)
-            if not np.array_equal(words[missing[first]][inverse.ravel()], words[missing]):
-                return None
-            order = np.argsort(first, kind="stable")  # (numbered in the order first seen)
+            order = np.argsort(first[missing], kind="stable")  # (numbered in the order first seen)
             rank = np.empty(len(order), np.int64)
             rank[order] = np.arange(len(order))
-            ids[missing] = len(self.words) + rank[inverse.ravel()]
-            new_first = missing[first[order]]
+            ids[missing] = len(self.words) + rank
+            new_first = first[missing[order]]
             self.words = np.concatenate([self.words, words[new_first]])
-            where = np.searchsorted(self._hashes, fresh)
-            self._hashes = np.insert(self._hashes, where, fresh)
-            self._ids = np.insert(self._ids, where, len(self.words) - len(order) + rank)
-        return ids, new_first
+            where = np.searchsorted(self._hashes, distinct[missing])
+            self._hashes = np.insert(self._hashes, where, distinct[missing])
+            self._ids = np.insert(self._ids, where, ids[missing])
+        return ids[inverse], new_first
 
 
 class _Table:
