@@ -7,12 +7,16 @@ changed line though every piece of theirs loses to a widget in front: at 100 eve
 and the header change every second, so a frame cut ~10 widgets on ~40 lines, most of them to be thrown away.
 :class:`FrontFirstCompositor` asks a widget only for the changed lines where one of its cuts is still open, and cuts
 only those: the same pieces land at the same cuts (tests/tui/test_compositor.py compares the frames with Textual's).
+
+It overrides a private method, so it is used only with the Textual it was written against (:func:`compositor`); any
+other Textual draws with its own compositor: the same frames, at its own cost.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import version
 
 from textual._compositor import Compositor
 from textual.geometry import Region
@@ -64,3 +68,18 @@ class FrontFirstCompositor(Compositor):
                     if get(cut) is None:
                         chops_line[cut] = piece
         return chops  # type: ignore[return-value]  # (every cut filled: Textual returns the same lists)
+
+
+#: Textual releases (major, minor) whose ``Compositor._render_chops`` :class:`FrontFirstCompositor` replaces
+WRITTEN_FOR = ((8, 2),)
+
+
+def compositor(textual_version: str | None = None) -> Compositor:
+    """The compositor a screen draws with: :class:`FrontFirstCompositor` with a Textual in :data:`WRITTEN_FOR`, else
+    Textual's own."""
+    release = textual_version or version("textual")
+    try:
+        major_minor = tuple(int(part) for part in release.split(".")[:2])
+    except ValueError:
+        return Compositor()
+    return FrontFirstCompositor() if major_minor in WRITTEN_FOR else Compositor()

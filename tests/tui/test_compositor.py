@@ -79,3 +79,14 @@ async def test_a_refresh_draws_the_frame_textuals_compositor_draws(
         await pilot.pause()
         assert len(frames) >= 5
         assert all(frames)
+
+
+def test_the_front_first_compositor_is_used_only_with_the_textual_it_was_written_for() -> None:
+    from netspy_tui.tui.compositor import compositor
+
+    assert type(compositor("8.2.8")) is FrontFirstCompositor
+    assert type(compositor("8.3.0")) is Compositor
+    assert type(compositor("9.0.0rc1")) is Compositor
+    assert type(compositor("weird")) is Compositor
+    # the Textual installed with the project is one it was written for: a bump that leaves it must say so here
+    assert type(compositor()) is FrontFirstCompositor

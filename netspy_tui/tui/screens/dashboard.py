@@ -36,7 +36,7 @@ from netspy_tui.commands import CommandRunner
 from netspy_tui.mcp_tools.gateway import Gateway
 from netspy_tui.models import PatternAnalysis, Scope, TrafficStats
 from netspy_tui.tui import keys
-from netspy_tui.tui.compositor import FrontFirstCompositor
+from netspy_tui.tui.compositor import compositor
 from netspy_tui.tui.filtering import EventFilter, tab_label, with_workloads
 from netspy_tui.tui.screens.ai_actions import AIActions
 from netspy_tui.tui.screens.commands_export import CommandBarActions, ExportActions
@@ -95,7 +95,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         """``ai``: the AI hooks, or a function that builds them when first needed (then ``ai_label`` names who
         answers, for the AI pane's title); None: the local rules."""
         super().__init__()
-        self._compositor = FrontFirstCompositor()  # (the same frames, without drawing the pieces hidden behind)
+        self._compositor = compositor()  # (the same frames, without drawing the pieces hidden behind)
         self.gateway = gateway
         self.poller = poller
         self.clock = clock
