@@ -1,13 +1,15 @@
 """DIAGNOSIS (not a bench area): what following connect() costs by the hook alone, before any program work.
 
-The collector follows connects on the ``syscalls/sys_enter_connect`` and ``sys_exit_connect`` tracepoints;
-any program on a syscall tracepoint also puts every other syscall of every process through the kernel's
-traced entry and exit. The alternative is the cgroup connect hook (``BPF_CGROUP_INET4_CONNECT`` at the
+The collector follows connects on the ``syscalls/sys_exit_connect`` tracepoint alone where the kernel lets it read
+a task's saved registers (x86_64 with BTF), else on ``sys_enter_connect`` too; any program on a syscall
+tracepoint also puts every other syscall of every process through the kernel's traced entry and exit.
+The alternative is the cgroup connect hook (``BPF_CGROUP_INET4_CONNECT`` at the
 cgroup v2 root: runs on IPv4 connects only), which sees no return code. This runs the capture area's
 loopback storm (``connect_storm.c``, 2 workers, every connect refused) in alternating rounds:
 
 - ``none``: nothing attached;
 - ``syscall tracepoints``: ``r0 = 0; exit`` on both connect tracepoints;
+- ``syscall exit``: the same on ``sys_exit_connect`` alone (what the collector attaches where it can);
 - ``cgroup connect4``: ``r0 = 1; exit`` (allow) attached to the cgroup v2 root.
 
 It prints each mode's connects/s against ``none``'s and the storm's CPU per connect over ``none``'s. Root,
@@ -52,11 +54,11 @@ def cgroup2_root() -> str:
 
 
 @contextlib.contextmanager
-def syscall_tracepoints() -> Iterator[None]:
+def syscall_tracepoints(names: tuple[str, ...] = ("sys_enter_connect", "sys_exit_connect")) -> Iterator[None]:
     prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACEPOINT, _program(0), "floor_tp")
     fds: list[int] = []
     try:
-        for name in ("sys_enter_connect", "sys_exit_connect"):
+        for name in names:
             tp = tracefs.tracepoint("/sys/kernel/tracing", "syscalls", name)
             fds.append(syscalls.perf_event_open_tracepoint(tp.id))  # (a tracepoint's program runs on every CPU)
             syscalls.attach_bpf(fds[-1], prog)
@@ -88,6 +90,7 @@ def cgroup_connect4() -> Iterator[None]:
 MODES: list[tuple[str, Callable[[], contextlib.AbstractContextManager[None]]]] = [
     ("none", contextlib.nullcontext),
     ("syscall tracepoints", syscall_tracepoints),
+    ("syscall exit", lambda: syscall_tracepoints(("sys_exit_connect",))),
     ("cgroup connect4", cgroup_connect4),
 ]
 
@@ -101,7 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         exe, port = build_generator(Path(tmp)), free_port()
         for r in range(args.rounds):
-            for name, attached in MODES[r % 3 :] + MODES[: r % 3]:  # (the order rotates every round)
+            for name, attached in MODES[r % len(MODES) :] + MODES[: r % len(MODES)]:  # (the order rotates each round)
                 with attached():
                     _, rate, cpu_us = storm(exe, port, 2, 10**9, args.seconds)
                 results[name].append((rate, cpu_us))

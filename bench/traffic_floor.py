@@ -58,6 +58,7 @@ from bench.traffic import EmptyPrograms, build, foreign_bpf, product_round, tran
 
 CHUNK, MAX_BYTES = 64, 1 << 40
 #: modes that keep only some of the collector's programs attached
+#: (connect_enter: loaded only where connect() is followed at its entry too, as NETSPY_EBPF_CONNECT_ENTRY=1 forces)
 KEEP = {"bytes": {"sock_send", "sock_recv"}, "connects": {"connect_enter", "connect_exit"},
         "nobytes": {"connect_enter", "connect_exit", "tcp_state", "conn_destroy", "tcp_retransmit", "skb_drop",
                     "conn_error"}}  # fmt: skip

@@ -31,6 +31,7 @@ class FakeAggregator:
         self.too_large = 0  # batches refused with 413
         self.events: list[dict[str, Any]] = []
         self.batches = 0
+        self.raw: list[bytes] = []  # each accepted batch's body as it came
         self.refused = 0
         self.down = False  # answer 503 (the aggregator is up but cannot take events)
         self.misrouted = 0  # when set, every post is answered this status (a 421, 404 of a proxy in front), counted
@@ -51,6 +52,7 @@ class FakeAggregator:
                 with self._lock:
                     self.refused += 1
                 return PlainTextResponse("storage unavailable", status_code=503)
+            raw = await request.body()
             body = await request.json()
             events = body["events"]
             if len(events) > self.max_events:
@@ -61,6 +63,7 @@ class FakeAggregator:
             with self._lock:
                 self.events.extend(e for i, e in enumerate(events) if i not in refused)
                 self.batches += 1
+                self.raw.append(raw)
             answer: dict[str, Any] = {"success": not refused, "events_processed": len(events) - len(refused),
                                       "message": "ok", "timestamp": datetime.now(UTC).isoformat()}  # fmt: skip
             if self.answer == "updates":
@@ -85,6 +88,10 @@ class FakeAggregator:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+    def bodies(self) -> list[bytes]:
+        with self._lock:
+            return list(self.raw)
 
     def received(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -41,6 +41,7 @@ import functools
 import itertools
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -287,6 +288,16 @@ def _connect_place(family: int, v4: int, lo: int, hi: int, port: int) -> tuple[b
     return where, raw
 
 
+def _drop_place(family: int, lo: int, hi: int, port: int, l3: int) -> tuple[bytes]:
+    """The text of a drop's place (:meth:`RecordJson._place` of its event: :meth:`Codec.names` gives its destination
+    so): its ``destination`` field with its comma, when the kernel gave its address ("": none)."""
+    if not l3 & P.F_L3:
+        return (b"",)
+    ip, dest = destination(family, lo, hi, port)
+    text = dest if l3 & P.F_PORT else ip
+    return (b',"destination":' + _ENCODER.encode(text) if text else b"",)
+
+
 @functools.lru_cache(maxsize=32768)
 def _address_json(family: int, v4: int, lo: int, hi: int) -> tuple[str, bytes, bytes]:
     """A connect's address as text and as JSON, and its raw address's fields as its struct writes them: made once
@@ -302,8 +313,159 @@ _PER_EVENT = ("ts", "wall", "key", "pid", "tid", "comm", "thread", "length", "si
               "addr", "family")  # fmt: skip
 #: what names an event's place: a drop's destination is its address and port when the kernel gave them
 _PLACE = np.dtype([("kind", "<u4"), ("l3", "<u4"), ("family", "<u2"), ("port", "<u2"), ("addr", "u1", (16,))])
+#: what names a record's shape (:class:`RecordJson`'s key of its template): the record's fields not in
+#: :data:`_PER_EVENT`, and the outcome it was given (a number per outcome)
+_SHAPE = np.dtype([("kind", "<u4"), ("flags", "<u4"), ("code", "<i4"), ("result", "<u4"), ("port", "<u2"),
+                   ("socktype", "<u2"), ("protocol", "<u2"), ("sockfam", "<u2"), ("outcome", "<u4")])  # fmt: skip
+_SHAPE_FIELDS = [name for name in P.RECORD.names or () if name not in _PER_EVENT]
+_COMM_AT, _THREAD_AT = P.RECORD.fields["comm"][1], P.RECORD.fields["thread"][1]  # type: ignore[index]
 #: record shapes (templates) and places kept per :class:`RecordJson`: the older half goes out when full
 TEMPLATES_KEPT = 32768
+
+
+#: what stands for one event in :meth:`RecordJson.pieces`: its head (``{"type":…,"id":"…","pid":N``), its command
+#: (``,"command":…,"timestamp":``), its times (``N,"time":"…Z"``), then its body up to its workload and the rest
+PIECES = 8
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+_POWERS = np.array([10**k for k in range(19, -1, -1)], np.uint64)  # (20 digits: a u64's most)
+#: the constants between a template's head fields, as :data:`_HEAD` has them (checked for every template; the last
+#: begins the text that follows the time)
+_HEAD_GLUE = (b'","pid":', b',"command":', b',"timestamp":', b',"time":"', b".", b'Z"')
+_SIZE_GLUE = b',"packet_size_bytes":'  # (between a drop's two lengths)
+#: the ``%`` fields of a connect's template and of a drop's (:data:`_CONNECTION_HOLES`, :data:`_DROP_HOLES`)
+_CONNECTION_FIELDS_AT = [b"s", b"d", b"s", b"d", b"s", b"06d", b"s", b"s", b"s", b"s"]
+_DROP_FIELDS_AT = [b"s", b"d", b"s", b"d", b"s", b"06d", b"s", b"d", b"d", b"s", b"s"]
+_FIELD = re.compile(rb"%(%|s|d|06d)")
+#: random odd multipliers of :func:`_groups`' hash (its collisions are checked, never trusted)
+_MIX = np.random.default_rng(0x5EED).integers(1, 2**63, 32, dtype=np.uint64) | np.uint64(1)
+
+
+def _groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a 2-D uint8 array grouped by their bytes: each row's group and each group's first row (in the order
+    of their hashes), made by numpy: a hash of each row's 64-bit words, its collisions checked (exact, then)."""
+    n, width = rows.shape
+    if width % 8:
+        rows = np.concatenate([rows, np.zeros((n, 8 - width % 8), np.uint8)], axis=1)
+    words = np.ascontiguousarray(rows).view(np.uint64)
+    hashed = ((words ^ (words >> np.uint64(31))) * _MIX[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+    _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+    if not np.array_equal(words[first[inverse]], words):  # (a collision: never seen, but then exact)
+        _, first, inverse = np.unique(words.view((np.void, words.shape[1] * 8)).ravel(), return_index=True,
+                                      return_inverse=True)  # fmt: skip
+    return inverse.ravel(), first
+
+
+def _digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unsigned integers as decimal ASCII (what ``%d`` writes): 20 columns, right-aligned with leading zeros, and
+    how many digits each has. (The 9 low digits by 32-bit arithmetic, the rest per distinct value: a batch's times
+    share them; 64-bit division by an array of powers cost several times as much.)"""
+    x = values.astype(np.uint64)
+    n = len(x)
+    high = x // np.uint64(10**9)
+    low = (x - high * np.uint64(10**9)).astype(np.uint32)
+    digits = np.empty((n, 20), np.uint8)
+    for k in range(19, 10, -1):
+        digits[:, k] = low % 10
+        low //= 10
+    highs, which = np.unique(high, return_inverse=True)
+    texts = np.array([b"%011d" % h for h in highs.tolist()], "S11").view(np.uint8).reshape(len(highs), 11)
+    digits[:, :11] = texts[which.ravel()] - np.uint8(48)
+    count = 20 - np.argmax(np.concatenate([digits[:, :19], np.ones((n, 1), np.uint8)], axis=1) != 0, axis=1)
+    return digits + np.uint8(48), count
+
+
+def _hex(numbers: np.ndarray) -> np.ndarray:
+    """64-bit numbers as 16 lowercase hex digits each (ASCII, a row each): what ``bytes.hex`` writes of them."""
+    octets = numbers.astype(">u8").view(np.uint8).reshape(-1, 8)
+    return _HEX[np.stack([octets >> 4, octets & 15], axis=2).reshape(-1, 16)]
+
+
+def _column(table: Sequence[bytes], index: np.ndarray) -> list[bytes]:
+    """``table[i]`` for each ``i`` of ``index``, as a list (numpy's take of an object array: no Python per item)."""
+    objects = np.empty(len(table), object)
+    objects[:] = table
+    return objects[index].tolist()
+
+
+def _split(template: bytes) -> tuple[list[bytes], list[bytes]] | None:
+    """A template's constants (``%%`` back to ``%``) and its ``%`` fields; None when its head is not :data:`_HEAD`'s
+    (then its records are made one by one)."""
+    parts = _FIELD.split(template)  # (text, field, text, field, ..., text)
+    constants: list[bytes] = [parts[0]]
+    fields: list[bytes] = []
+    for field, text in zip(parts[1::2], parts[2::2], strict=True):
+        if field == b"%":
+            constants[-1] += b"%" + text
+        else:
+            fields.append(field)
+            constants.append(text)
+    head = tuple(constants[1:6]) == _HEAD_GLUE[:5] and len(constants) > 8 and constants[6].startswith(_HEAD_GLUE[5])
+    if not head or fields not in (_CONNECTION_FIELDS_AT, _DROP_FIELDS_AT):
+        return None
+    if fields == _DROP_FIELDS_AT and constants[8] != _SIZE_GLUE:  # (what RecordJson._lengths writes between them)
+        return None
+    return constants, fields
+
+
+class _Numbered:
+    """Rows of bytes numbered in the order first seen (0, 1, ...), a batch's looked up by numpy: a hash of each
+    row's 64-bit words found among the known rows' sorted hashes, each found row checked against the row it names."""
+
+    def __init__(self) -> None:
+        self.words = np.empty((0, 0), np.uint64)
+        self._hashes = np.empty(0, np.uint64)  # sorted
+        self._ids = np.empty(0, np.int64)  # the number of each sorted hash's row
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def number(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each row's number, and the first row of each new one (in their numbers' order); None when two rows
+        differ by a hash (never seen: the caller makes the batch another way)."""
+        n, width = rows.shape
+        if width % 8:
+            rows = np.concatenate([rows, np.zeros((n, 8 - width % 8), np.uint8)], axis=1)
+        words = np.ascontiguousarray(rows).view(np.uint64)
+        if not len(self.words):
+            self.words = np.empty((0, words.shape[1]), np.uint64)
+        hashed = ((words ^ (words >> np.uint64(31))) * _MIX[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+        # (the batch's distinct hashes, sorted: found among the known ones in one sweep, not one search a row)
+        distinct, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        if not np.array_equal(words[first[inverse]], words):
+            return None
+        at = np.minimum(np.searchsorted(self._hashes, distinct), max(len(self._hashes) - 1, 0))
+        found = self._hashes[at] == distinct if len(self._hashes) else np.zeros(len(distinct), bool)
+        ids = np.where(found, self._ids[at] if len(self._ids) else 0, -1)
+        if found.any() and not np.array_equal(self.words[ids[found]], words[first[found]]):
+            return None
+        new_first = np.empty(0, np.int64)
+        if not found.all():
+            missing = np.flatnonzero(~found)
+            order = np.argsort(first[missing], kind="stable")  # (numbered in the order first seen)
+            rank = np.empty(len(order), np.int64)
+            rank[order] = np.arange(len(order))
+            ids[missing] = len(self.words) + rank
+            new_first = first[missing[order]]
+            self.words = np.concatenate([self.words, words[new_first]])
+            where = np.searchsorted(self._hashes, distinct[missing])
+            self._hashes = np.insert(self._hashes, where, distinct[missing])
+            self._ids = np.insert(self._ids, where, ids[missing])
+        return ids[inverse], new_first
+
+
+class _Table:
+    """Texts by number, with numpy's take of them (an object array, grown as texts are added)."""
+
+    def __init__(self) -> None:
+        self.texts: list[Any] = []
+        self._array = np.empty(0, object)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        if len(self._array) != len(self.texts):
+            self._array = np.empty(len(self.texts), object)
+            self._array[:] = self.texts
+        return self._array[index]
 
 
 class RecordJson:
@@ -330,6 +492,14 @@ class RecordJson:
         self._reasons: Any = None  # (the drop reason names the templates were made with)
         self._commands: dict[bytes, bytes] = {}  # a record's comm -> its command as JSON
         self._threads: dict[tuple[bytes, bytes], bytes] = {}  # (comm, thread) -> its ``"thread"`` field or b""
+        # (what :meth:`pieces` keeps: shapes (with an outcome), places, commands and threads numbered, and their texts
+        # by number)
+        self._shapes_n, self._places_n, self._threads_n = _Numbered(), _Numbered(), _Numbered()
+        self._shape_parts: list[tuple[list[bytes], list[bytes]] | None] = []
+        self._shape_starts, self._shape_middles, self._shape_plain = _Table(), _Table(), _Table()
+        self._place_firsts, self._place_seconds = _Table(), _Table()
+        self._command_texts, self._thread_texts = _Table(), _Table()
+        self._outcome_codes: dict[str, int] = {}
 
     def __call__(self, codec: Any, recs: np.ndarray, ids: list[str], outcomes: list[str | None]) -> list[Any]:
         if codec.drop_reasons is not self._reasons:  # (new reason names: new drop names)
@@ -395,6 +565,237 @@ class RecordJson:
             else:
                 out.append(raw(template % (id_, pid, command, ts, second, us, named, *places[place], workload)))
         return out
+
+    def pieces(self, codec: Any, recs: np.ndarray, numbers: np.ndarray, outcomes: list[str | None]) -> list[bytes]:
+        """The JSON of these records' events, byte for byte what :meth:`__call__` makes of them (ids: ``numbers`` as
+        16 hex digits), as :data:`PIECES` pieces an event: joined, the body's list without its brackets (each event
+        after the first with its comma). Made by numpy for the batch: the head (type, id, pid), the times and a
+        drop's lengths are digits numpy writes; every other piece is the text of something numbered once
+        (:class:`_Numbered`: a shape, a place, a command, a thread) or of a few such together in this batch, taken by
+        number; Python works only per new shape, place, command and thread, and per shape with a thread or a
+        workload in the batch. A record whose template is not a plain one (its head is not :data:`_HEAD`'s, or
+        :meth:`__call__` encodes it alone) is made by :meth:`__call__`."""
+        n = len(recs)
+        if not n:
+            return []
+        if codec.drop_reasons is not self._reasons:  # (new reason names: new drop names)
+            self._templates.clear()
+            self._reasons = codec.drop_reasons
+            self._numbered_clear()
+        if max(len(self._shapes_n), len(self._places_n), len(self._threads_n)) > TEMPLATES_KEPT:
+            self._numbered_clear()
+        seconds_text, seconds_of, micros = self._seconds(recs["wall"])
+        made = None if seconds_text is None else self._numbers(codec, recs, outcomes)
+        # (a time numpy does not write in 19 characters, a hash shared: the events one by one)
+        if made is None or seconds_text is None:
+            each = self._one_by_one(codec, recs, numbers, outcomes, np.arange(n))
+            each[0] = each[0][1:]
+            return each
+        shape, place, thread = made
+        parts = self._shape_parts
+        drop = recs["kind"] == P.KIND_DROP
+        # (shape, thread) and (shape, cgroup): a few in a batch, each made here
+        pair = shape * np.int64(len(self._threads_n) + 1) + thread
+        pairs, pair_of = np.unique(pair, return_inverse=True)
+        named = self._thread_texts.texts
+        first_texts = []
+        for s, t in zip((pairs // (len(self._threads_n) + 1)).tolist(), (pairs % (len(self._threads_n) + 1)).tolist(),
+                        strict=True):  # fmt: skip
+            p = parts[s]
+            first_texts.append(b"" if p is None else p[0][6][len(_HEAD_GLUE[5]) :] + named[t] + p[0][7])
+        cgroups = P.record_cgroups(recs)
+        tail_of, tail_first = _groups(np.stack([shape.astype(np.uint64), cgroups], axis=1).view(np.uint8))
+        tails = []
+        for s, workload in zip(shape[tail_first].tolist(), self.workloads.texts(cgroups[tail_first]), strict=True):
+            p = parts[s]
+            tails.append(b"" if p is None else p[0][-2] + workload + p[0][-1])
+        out: list[bytes] = [b""] * (PIECES * n)
+        out[0::PIECES] = self._heads(numbers, recs["pid"], shape)
+        out[1::PIECES] = self._command_texts.take(thread).tolist()
+        out[2::PIECES] = self._times(recs["ts"], seconds_text, seconds_of, micros)
+        out[3::PIECES] = _column(first_texts, pair_of.ravel())
+        fourth = self._place_firsts.take(place)
+        if drop.any():
+            rows = np.flatnonzero(drop)
+            fourth[rows] = self._lengths(recs["length"][rows], recs["size"][rows])
+        out[4::PIECES] = fourth.tolist()
+        out[5::PIECES] = self._shape_middles.take(shape).tolist()
+        out[6::PIECES] = self._place_seconds.take(place).tolist()
+        out[7::PIECES] = _column(tails, tail_of)
+        plain = self._shape_plain.take(shape).astype(bool)
+        if not plain.all():
+            alone = np.flatnonzero(~plain)
+            made_alone = self._one_by_one(codec, recs, numbers, outcomes, alone)
+            for k, i in enumerate(alone.tolist()):
+                out[PIECES * i : PIECES * (i + 1)] = made_alone[PIECES * k : PIECES * (k + 1)]
+        out[0] = out[0][1:]
+        return out
+
+    def _numbered_clear(self) -> None:
+        for numbered in (self._shapes_n, self._places_n, self._threads_n):
+            numbered.__init__()  # type: ignore[misc]
+        for table in (self._shape_starts, self._shape_middles, self._shape_plain, self._place_firsts,
+                      self._place_seconds, self._command_texts, self._thread_texts):  # fmt: skip
+            table.__init__()  # type: ignore[misc]
+        self._shape_parts.clear()
+        self._outcome_codes.clear()
+
+    def _numbers(self, codec: Any, recs: np.ndarray, outcomes: list[str | None]) -> tuple[np.ndarray, ...] | None:
+        """Each record's shape (with its outcome), place, command and (command, thread) numbers, what is new of
+        them made (None: a hash shared, see :meth:`_Numbered.number`)."""
+        n = len(recs)
+        octets = np.ascontiguousarray(recs).view(np.uint8).reshape(n, P.RECORD_SIZE)
+        shaped = np.zeros(n, _SHAPE)  # (what __call__'s key keeps of a record: the fields not zeroed, its outcome)
+        for name in _SHAPE_FIELDS:
+            shaped[name] = recs[name]
+        said = np.array(outcomes, object)
+        for i in np.flatnonzero(said != None).tolist():  # noqa: E711 (elementwise)
+            shaped["outcome"][i] = self._outcome_codes.setdefault(outcomes[i], len(self._outcome_codes) + 1)  # type: ignore[arg-type]
+        where = np.zeros(n, _PLACE)
+        for name in ("kind", "family", "port", "addr"):
+            where[name] = recs[name]
+        where["l3"] = recs["flags"] & (P.F_L3 | P.F_PORT)
+        comm_at, thread_at = _COMM_AT, _THREAD_AT
+        named = octets[:, comm_at : thread_at + 16]  # (comm and thread: side by side in a record)
+        got = [
+            self._shapes_n.number(shaped.view(np.uint8).reshape(n, _SHAPE.itemsize)),
+            self._places_n.number(where.view(np.uint8).reshape(n, _PLACE.itemsize)),
+            self._threads_n.number(named),
+        ]
+        if any(g is None for g in got):
+            self._numbered_clear()
+            return None
+        (shape, new_shapes), (place, new_places), (thread, new_threads) = got  # type: ignore[misc]
+        shapes = recs[new_shapes]
+        for name in _PER_EVENT:
+            shapes[name] = 0
+        drop = recs["kind"] == P.KIND_DROP
+        keys = [shape_key if outcomes[i] is None else (shape_key, outcomes[i])
+                for i, shape_key in zip(new_shapes.tolist(), shapes.view(P.RECORD_BYTES).tolist(),
+                                        strict=True)]  # fmt: skip
+        first = [i for i, key in zip(new_shapes.tolist(), keys, strict=True) if key not in self._templates]
+        made: dict[int, Any] = {}
+        if first:  # (their events made in one call, as __call__ makes them)
+            made = dict(zip(first, codec.events(recs[first], [""] * len(first), [outcomes[i] for i in first],
+                                                 **_STRUCT_EVENTS), strict=True))  # fmt: skip
+        # a new place's texts, from its address and port, as the event's struct writes them
+        texts: dict[int, tuple[bytes, ...]] = {}
+        alt = recs[new_places].view(_ADDR_VIEW)
+        for i, family, v4, lo, hi, port, l3 in zip(
+            new_places.tolist(), recs["family"][new_places].tolist(), alt["ipv4"].tolist(), alt["addr_lo"].tolist(),
+            alt["addr_hi"].tolist(), recs["port"][new_places].tolist(), where["l3"][new_places].tolist(), strict=True,
+        ):  # fmt: skip
+            texts[i] = _drop_place(family, lo, hi, port, l3) if drop[i] else _connect_place(family, v4, lo, hi, port)
+        for i in new_places.tolist():
+            self._place_firsts.texts.append(texts[i][0] if len(texts[i]) == 2 else b"")
+            self._place_seconds.texts.append(texts[i][-1])
+        for i, key in zip(new_shapes.tolist(), keys, strict=True):
+            if key not in self._templates:
+                self._templates[key] = self._template(made[i])
+            template = self._templates[key]
+            split = None if template is None else _split(template)
+            self._shape_parts.append(split)
+            self._shape_starts.texts.append(b"," + split[0][0] if split is not None else b",")
+            self._shape_middles.texts.append(split[0][-3] if split is not None else b"")
+            self._shape_plain.texts.append(split is not None)
+        for comm_name, thread_name in zip(recs["comm"][new_threads].tolist(), recs["thread"][new_threads].tolist(),
+                                          strict=True):  # fmt: skip
+            command = self._commands.get(comm_name) or self._command(codec, comm_name)
+            self._command_texts.texts.append(_HEAD_GLUE[1] + command + _HEAD_GLUE[2])
+            text = b""
+            if thread_name and (text := self._threads.get((comm_name, thread_name))) is None:  # type: ignore[assignment]
+                text = self._thread(codec, comm_name, thread_name)
+            self._thread_texts.texts.append(text)
+        return shape, place, thread
+
+    def _one_by_one(self, codec: Any, recs: np.ndarray, numbers: np.ndarray, outcomes: list[str | None],
+                    rows: np.ndarray) -> list[bytes]:  # fmt: skip
+        """:meth:`pieces` of ``rows`` made by :meth:`__call__` (an event a piece, then empty ones)."""
+        ids = _hex(numbers[rows]).view("S16").ravel().astype("U16").tolist()
+        made = self(codec, recs[rows], ids, [outcomes[i] for i in rows.tolist()])
+        out: list[bytes] = []
+        for raw in made:
+            out += [b"," + bytes(raw), *[b""] * (PIECES - 1)]
+        return out
+
+    @staticmethod
+    def _lengths(lengths: np.ndarray, sizes: np.ndarray) -> list[bytes]:
+        """Each drop's ``L,"packet_size_bytes":S`` (its lengths' digits)."""
+        ld, lc = _digits(lengths)
+        sd, sc = _digits(sizes)
+        out = np.empty(len(lengths), object)
+        glue = np.frombuffer(_SIZE_GLUE, np.uint8)
+        widths = lc.astype(np.int64) * 32 + sc
+        for width in np.unique(widths).tolist():
+            rows = np.flatnonzero(widths == width)
+            a, b = width // 32, width % 32
+            block = np.zeros((len(rows), a + len(glue) + b), np.uint8)
+            block[:, :a] = ld[rows, 20 - a :]
+            block[:, a : a + len(glue)] = glue
+            block[:, a + len(glue) :] = sd[rows, 20 - b :]
+            out[rows] = block.view(f"S{block.shape[1]}").ravel().tolist()
+        return out.tolist()
+
+    def _heads(self, numbers: np.ndarray, pids: np.ndarray, shapes: np.ndarray) -> list[bytes]:
+        """Each event's ``,{"type":…,"id":"…","pid":N`` (its type's text from its shape's template)."""
+        n = len(numbers)
+        hexed = _hex(numbers)
+        distinct, which = np.unique(pids, return_inverse=True)  # (a batch's pids: a few hundred at most)
+        pid = np.array([b"%d" % p for p in distinct.tolist()], "S10").view(np.uint8).reshape(len(distinct), 10)
+        pid = pid[which.ravel()]
+        starts: dict[bytes, int] = {}
+        start_of = np.array([starts.setdefault(start, len(starts)) for start in self._shape_starts.texts],
+                            np.int64)[shapes]  # fmt: skip
+        out = np.empty(n, object)
+        for start, number in starts.items():
+            rows = np.flatnonzero(start_of == number)
+            if not len(rows):
+                continue
+            width = len(start)
+            block = np.zeros((len(rows), width + 16 + 8 + 10), np.uint8)
+            block[:, :width] = np.frombuffer(start, np.uint8)
+            block[:, width : width + 16] = hexed[rows]
+            block[:, width + 16 : width + 24] = np.frombuffer(_HEAD_GLUE[0], np.uint8)
+            block[:, width + 24 :] = pid[rows]
+            out[rows] = block.view(f"S{block.shape[1]}").ravel().tolist()
+        return out.tolist()
+
+    @staticmethod
+    def _seconds(wall: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """The text of each event's whole second as numpy writes it (19 characters, else None), which of them each
+        event's is, and each event's microseconds' 6 digits (ASCII)."""
+        us = wall.astype(np.int64) // 1000
+        seconds = us // 1_000_000
+        firsts, which = np.unique(seconds, return_inverse=True)
+        text = np.datetime_as_string(firsts.astype("datetime64[s]")).astype("S")
+        if (np.char.str_len(text) != 19).any():
+            return None, which, us
+        text = text.astype("S19")
+        micros = np.empty((len(us), 6), np.uint8)
+        left = (us % 1_000_000).astype(np.uint32)
+        for k in range(5, -1, -1):
+            micros[:, k] = left % 10
+            left //= 10
+        micros += np.uint8(48)
+        return np.frombuffer(text.tobytes(), np.uint8).reshape(len(firsts), 19), which.ravel(), micros
+
+    @staticmethod
+    def _times(ts: np.ndarray, seconds: np.ndarray, seconds_of: np.ndarray, micros: np.ndarray) -> list[bytes]:
+        """Each event's ``N,"time":"….ffffffZ"`` (the timestamp's digits, then the time)."""
+        digits, count = _digits(ts)
+        out = np.empty(len(ts), object)
+        for width in np.unique(count).tolist():
+            rows = np.flatnonzero(count == width)
+            glue = width + len(_HEAD_GLUE[3])
+            block = np.zeros((len(rows), glue + 19 + 1 + 6 + 2), np.uint8)
+            block[:, :width] = digits[rows, 20 - width :]
+            block[:, width:glue] = np.frombuffer(_HEAD_GLUE[3], np.uint8)
+            block[:, glue : glue + 19] = seconds[seconds_of[rows]]
+            block[:, glue + 19] = ord(".")
+            block[:, glue + 20 : glue + 26] = micros[rows]
+            block[:, glue + 26 :] = np.frombuffer(_HEAD_GLUE[5], np.uint8)
+            out[rows] = block.view(f"S{block.shape[1]}").ravel().tolist()
+        return out.tolist()
 
     def _template(self, event: Any) -> bytes | None:
         """The template of ``event``'s shape (None: it is encoded alone)."""
@@ -718,7 +1119,10 @@ class Forwarder:
         """Send again, with their outcome, the connects forwarded in progress whose outcome the store resolved since
         :attr:`resolved_cursor`, in batches as events go; on acceptance move that cursor. Returns how many were
         sent. (Read before the next batch of events: a connect resolved before it is forwarded goes once, with its
-        outcome.)"""
+        outcome.) Nothing is read while the store has written no resolution since that cursor (a read a round cost
+        more than forwarding may)."""
+        if not self.store.may_have_resolved(self.resolved_cursor):
+            return 0
         items, cursor = await asyncio.to_thread(self.store.resolved_stored, self.cursor, self.resolved_cursor,
                                                 self._records)  # fmt: skip
         if items and self.takes_outcomes is None:  # (not known yet this run: asked with an empty batch)
@@ -862,6 +1266,11 @@ class Forwarder:
         if recent is not None:
             first, items = recent
             span, oldest = (first, first + len(items) - 1, len(items)), None
+        elif (joined := self.store.after_pieces(cursor, self.batch, settled, self._records)) is not None:
+            (first, last, pieces), oldest = joined  # (ring records alone: their events' JSON made for the lot)
+            n = len(pieces) // PIECES
+            body = b"".join([b'{"events":[', *pieces, b"]}"]) if n else b""
+            return (first, last, n) if n else (0, 0, 0), oldest, self.store.newest_seq(), body
         else:
             rows, oldest = self.store.after_stored(cursor, self.batch, settled, self._records)
             items = [item for _, item in rows]

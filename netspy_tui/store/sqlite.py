@@ -1198,6 +1198,12 @@ class EventStore:
             made = self._record_events(conn, recs, seqs, records)
         return list(zip(seqs.tolist(), made, strict=True)), cursor
 
+    def may_have_resolved(self, since_at: int) -> bool:
+        """Whether resolutions may have been written after number ``since_at`` (False: :meth:`resolved_stored` has
+        nothing after it). Known without a query: this store's writer numbers its writes of resolutions in memory
+        (a read-only store cannot tell: True)."""
+        return self.readonly or (self._numbered and self._resolutions > since_at)
+
     def resolution_cursor(self) -> int:
         """The number of the newest write of resolutions (0: none)."""
         if not self._numbered:
@@ -1707,9 +1713,12 @@ class EventStore:
     def _event_ids(self, seqs: np.ndarray) -> list[str]:
         """The ids of the events stored as ``seqs``: ``(seq * _ID_MIX) ^ salt`` (mod 2**64) as 16 hex digits, made
         by numpy for the lot (its unsigned 64-bit product wraps as the mask does)."""
-        mixed = (seqs.astype(np.uint64) * np.uint64(_ID_MIX)) ^ np.uint64(self._salt)
-        text = mixed.astype(">u8").tobytes().hex()
+        text = self._event_numbers(seqs).astype(">u8").tobytes().hex()
         return [text[i : i + 16] for i in range(0, len(text), 16)]
+
+    def _event_numbers(self, seqs: np.ndarray) -> np.ndarray:
+        """The ids of the events stored as ``seqs`` as numbers (:meth:`_event_ids` writes them in hex)."""
+        return (seqs.astype(np.uint64) * np.uint64(_ID_MIX)) ^ np.uint64(self._salt)  # type: ignore[no-any-return]
 
     def _json_events(self, bodies: Sequence[bytes]) -> list[AnyEvent]:
         return _json_events(bodies)
@@ -1740,6 +1749,31 @@ class EventStore:
         ``to_json``), not built: a reader that re-encodes them (``serve --forward``) skips the models; and
         ring records as what ``records(codec, recs, ids, outcomes)`` makes of them (None: models)."""
         return self._after(seq, limit, settled_ns, build_json=False, records=records)
+
+    def after_pieces(
+        self, seq: int, limit: int, settled_ns: int, records: Any
+    ) -> tuple[tuple[int, int, list[bytes]], int | None] | None:
+        """:meth:`after_stored` for a store of ring records alone (an eBPF agent's), the batch's events as one list of
+        JSON pieces, not an item each: ``records.pieces(codec, recs, ids, outcomes)`` of them (ids as numbers), with
+        the first and last ``seq`` (0, 0 and no pieces: none); and the oldest ``seq`` still stored. None when events
+        stored as JSON rows are among them (then :meth:`after_stored` reads them)."""
+        limit = max(0, limit)
+        with self._snapshot() as conn:
+            if conn.execute("SELECT 1 FROM events WHERE seq > ? LIMIT 1", (seq,)).fetchone() is not None:
+                return None
+            if J.after(conn, seq, 1):
+                return None
+            recs, rec_seqs = C.after(conn, seq, limit)
+            firsts = [conn.execute(f"SELECT min(seq) FROM {table}").fetchone()[0]  # noqa: S608 (fixed names)
+                      for table in ("events", "chunks", "json_blocks")]  # fmt: skip
+            oldest = min((v for v in firsts if v is not None), default=None)
+            late = np.flatnonzero(recs["wall"] > settled_ns)
+            n = int(late[0]) if len(late) else len(recs)
+            if not n:
+                return (0, 0, []), oldest
+            recs, rec_seqs = recs[:n], rec_seqs[:n]
+            made = records.pieces(self._codec(), recs, self._event_numbers(rec_seqs), C.outcomes_of(conn, recs))
+            return (int(rec_seqs[0]), int(rec_seqs[-1]), made), oldest
 
     def _after(
         self, seq: int, limit: int, settled_ns: int, *, build_json: bool, records: RecordsMaker | None = None

@@ -7,15 +7,26 @@ from collections.abc import Iterator
 import pytest
 
 from netspy_tui.collector.ebpf import EbpfCollector
+from tests.collector.connect_paths import CONNECT_PATHS, check_connect_path, on_connect_path
 from tests.collector.test_ebpf import Recorder, start_or_skip
 
 
+@pytest.fixture(scope="module", params=CONNECT_PATHS)
+def connect_path(request: pytest.FixtureRequest) -> str:
+    """Each test that takes this (or :func:`live`) runs on both of the ways connect() is followed."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def live() -> Iterator[tuple[EbpfCollector, Recorder]]:
-    """One collector per test module for the cases that need nothing of their own (each test looks
-    only at its own traffic: its own ports, pids and commands)."""
+def live(connect_path: str) -> Iterator[tuple[EbpfCollector, Recorder]]:
+    """One collector per test module and connect() path for the cases that need nothing of their own (each test
+    looks only at its own traffic: its own ports, pids and commands)."""
     collector = EbpfCollector()
     recorder = Recorder()
-    start_or_skip(collector, recorder)
-    yield collector, recorder
-    collector.stop()
+    with on_connect_path(connect_path):
+        start_or_skip(collector, recorder)
+    try:
+        check_connect_path(collector, connect_path)
+        yield collector, recorder
+    finally:
+        collector.stop()

@@ -3,7 +3,9 @@ real kernel).
 
 * A non-blocking connect() called again once its attempt failed returns that attempt's error and starts
   nothing: by the time it returns, the kernel has disconnected the socket (its peer port is 0 again), so only
-  the socket's state when the call began (SS_CONNECTING) says it is not a new attempt. One attempt each, refused.
+  the socket's state when the call began (SS_CONNECTING: where connect() is followed at its entry too), or the
+  mark the call that returned EINPROGRESS left on the socket (where connect() is followed at its exit alone),
+  says it is not a new attempt. One attempt each, refused, on both.
 * A connect() to a blackhole route (Calico installs them) fails EINVAL before any packet: an attempt, shown as
   ``blackholed``; an EINVAL from a bad argument (short address, link-local IPv6 without a scope) is not one.
 """
@@ -18,15 +20,32 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from mcp.client import Client
 
+from netspy_tui.collector.ebpf import EbpfCollector
 from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.telemetry.embedded import EmbeddedSource
-from tests.collector.test_traffic import embedded  # noqa: F401  (the fixture: a live eBPF collector)
+from tests.collector.connect_paths import check_connect_path, on_connect_path
+from tests.collector.test_traffic import started
+
+
+@pytest.fixture
+async def embedded(connect_path: str) -> AsyncIterator[EmbeddedSource]:
+    """A live eBPF collector feeding an in-memory store, on each of the ways connect() is followed (the
+    re-called connect is told apart differently on each)."""
+    with on_connect_path(connect_path):
+        source = await started()
+    try:
+        assert isinstance(source.collector, EbpfCollector)
+        check_connect_path(source.collector, connect_path)
+        yield source
+    finally:
+        await source.aclose()
+
 
 RUNS = 4
 

@@ -47,6 +47,7 @@ import pytest
 from netspy_tui.collector.ebpf import EbpfCollector, btf, syscalls
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
+from tests.collector.connect_paths import check_connect_path, on_connect_path
 from tests.collector.test_ebpf import REQUIRE, Recorder, closed_port, my_comm, start_or_skip, wait_until
 
 HERE = Path(__file__).parent
@@ -351,58 +352,93 @@ def test_nonblocking_connect_polled_until_connected_is_one_event(live) -> None:
 # --- 2. a connect restarted after a signal ----------------------------------------------------
 
 
+@contextlib.contextmanager
+def sigusr1_handled(restart: bool) -> Iterator[list[float]]:
+    """SIGUSR1 handled in the main thread (with SA_RESTART or not) while the block runs: when it was handled."""
+    needs_syscall_numbers()
+    if threading.current_thread() is not threading.main_thread():
+        skip_env("signal handlers can only be installed from the main thread")
+    handled: list[float] = []
+    old = signal.signal(signal.SIGUSR1, lambda *_: handled.append(time.monotonic()))
+    signal.siginterrupt(signal.SIGUSR1, not restart)
+    try:
+        yield handled
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        signal.siginterrupt(signal.SIGUSR1, False)
+
+
+def connect_interrupted(full: FullListener, s: socket.socket, then: Callable[[int], None]) -> tuple[int, int]:
+    """A blocking connect() of ``s`` to ``full`` from the main thread, SIGUSR1 sent to it once its SYN is out;
+    ``then(tid)`` runs in the sending thread after that, and the listener is drained whatever happened (the
+    connect finishes at the next SYN retransmit). (return value, errno); what failed in the sending thread is
+    raised."""
+    addr = ctypes.create_string_buffer(sockaddr_in("127.0.0.1", full.port), 16)
+    tid = threading.get_native_id()
+    problems: list[BaseException] = []
+
+    def interrupter() -> None:
+        try:
+            wait_until(lambda: in_connect(tid, s), timeout=5, what="main thread blocked in connect")
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            then(tid)
+        except BaseException as exc:
+            problems.append(exc)
+        finally:
+            full.drain()
+
+    helper = threading.Thread(target=interrupter, name="interrupter")
+    helper.start()
+    rc = _connect(s.fileno(), ctypes.addressof(addr), 16)
+    err = ctypes.get_errno()
+    helper.join(10)
+    assert not problems, problems
+    return rc, err
+
+
 @pytest.mark.ebpf
 def test_blocking_connect_restarted_after_a_signal_is_one_event(live) -> None:
     """SA_RESTART: connect() returns -ERESTARTSYS inside the kernel and is entered again; the
     application sees one call returning 0, so the collector reports one event."""
-    needs_syscall_numbers()
-    if threading.current_thread() is not threading.main_thread():
-        skip_env("signal handlers can only be installed from the main thread")
     _, rec = live
-    handled: list[float] = []
-    old = signal.signal(signal.SIGUSR1, lambda *_: handled.append(time.monotonic()))
-    signal.siginterrupt(signal.SIGUSR1, False)  # SA_RESTART
-    problems: list[BaseException] = []
     steps: list[str] = []
-    try:
-        with full_listener() as full, socket.socket() as s:
-            addr = ctypes.create_string_buffer(sockaddr_in("127.0.0.1", full.port), 16)
-            tid = threading.get_native_id()
 
-            def interrupter() -> None:
-                try:
-                    wait_until(lambda: in_connect(tid, s), timeout=5, what="main thread blocked in connect")
-                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
-                    steps.append("sent")
-                    wait_until(lambda: not signal_pending(tid, signal.SIGUSR1), timeout=5, what="signal delivered")
-                    steps.append("delivered")
-                    wait_until(lambda: in_connect(tid, s), timeout=5, what="connect restarted")
-                    steps.append("restarted")
-                except BaseException as exc:
-                    problems.append(exc)
-                finally:
-                    full.drain()  # whatever happened: let the connect finish at the next SYN retransmit
+    def restarted(tid: int) -> None:
+        steps.append("sent")
+        wait_until(lambda: not signal_pending(tid, signal.SIGUSR1), timeout=5, what="signal delivered")
+        steps.append("delivered")
+        wait_until(lambda: in_connect(tid, s), timeout=5, what="connect restarted")
+        steps.append("restarted")
 
-            helper = threading.Thread(target=interrupter, name="interrupter")
-            helper.start()
-            rc = _connect(s.fileno(), ctypes.addressof(addr), 16)
-            err = ctypes.get_errno()
-            helper.join(10)
-            got = settle(rec, to(full.dest), outcome="ok")
-    finally:
-        signal.signal(signal.SIGUSR1, old)
-    assert not problems, problems
+    with sigusr1_handled(restart=True) as handled, full_listener() as full, socket.socket() as s:
+        rc, err = connect_interrupted(full, s, restarted)
+        got = settle(rec, to(full.dest), outcome="ok")
     assert steps == ["sent", "delivered", "restarted"] and handled, (steps, handled)  # not vacuous
     assert rc == 0, f"connect failed: errno {err}"  # (errno means nothing when it succeeded)
     assert [(e.return_code, e.outcome) for e in got] == [(0, "ok")]
     assert not [e for e in rec.events if to(full.dest)(e) and e.return_code in RESTART_CODES]  # type: ignore[union-attr]
 
 
+@pytest.mark.ebpf
+def test_blocking_connect_interrupted_without_restart_is_reported_when_its_handshake_ends(live) -> None:
+    """No SA_RESTART: connect() returns EINTR and the application does not call it again (it keeps the socket):
+    the connection is reported, with EINTR, when its handshake ends — not when the socket is closed. (Guards
+    the interrupted path of the exit-only design: whether the thread is in connect() again is read from its
+    saved registers, no program runs at the call's entry.)"""
+    _, rec = live
+    with sigusr1_handled(restart=False) as handled, full_listener() as full, socket.socket() as s:
+        rc, err = connect_interrupted(full, s, lambda tid: None)
+        got = settle(rec, to(full.dest), outcome="ok", timeout=8.0)
+        assert s.fileno() >= 0  # (still open: reported by the handshake's end, not the socket's free)
+    assert handled and (rc, err) == (-1, errno.EINTR), (rc, err)
+    assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINTR, "ok")]
+
+
 # --- 3. MPTCP ---------------------------------------------------------------------------------
 
 
 @pytest.mark.ebpf
-def test_mptcp_connects_are_one_event_each_and_leave_no_state() -> None:
+def test_mptcp_connects_are_one_event_each_and_leave_no_state(connect_path) -> None:
     """An MPTCP connect moves two sockets CLOSE -> SYN_SENT in the caller's context (the MPTCP
     socket, still without addresses, then its first TCP subflow). One event each, protocol MPTCP,
     and nothing left in the kernel maps once the sockets are closed."""
@@ -413,8 +449,10 @@ def test_mptcp_connects_are_one_event_each_and_leave_no_state() -> None:
     probe.close()
     rec = Recorder()
     collector = EbpfCollector()
-    start_or_skip(collector, rec)
+    with on_connect_path(connect_path):
+        start_or_skip(collector, rec)
     try:
+        check_connect_path(collector, connect_path)
         tracked = getattr(collector, "tracked", None)
         before = tracked()["conns"] if callable(tracked) else None
         listeners = [socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262), socket.socket()]  # MPTCP, TCP
@@ -780,7 +818,7 @@ def my_conns(collector: EbpfCollector) -> list[int]:
 
 
 @pytest.mark.ebpf
-def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_freed() -> None:
+def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_freed(connect_path) -> None:
     """The kernel, rarely, does not run tcp_state for a SYN_SENT -> CLOSE (ftrace sees it; no
     recursion miss is counted). Made certain here by detaching tcp_state: two connects in progress
     are closed unseen. When their sockets are freed, conn_destroy resolves them — with the error the
@@ -788,8 +826,10 @@ def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_free
     error nobody knows — counts both as ``state_unseen`` and leaves nothing in ``conns``."""
     collector = EbpfCollector()
     rec = Recorder()
-    start_or_skip(collector, rec)
+    with on_connect_path(connect_path):
+        start_or_skip(collector, rec)
     try:
+        check_connect_path(collector, connect_path)
         session = collector._session
         assert session is not None
         if "conn_destroy" not in [n for n, _, _ in session.loaded]:
@@ -818,15 +858,17 @@ def test_a_handshake_end_tcp_state_never_saw_is_resolved_when_the_socket_is_free
 
 
 @pytest.mark.ebpf
-def test_connections_whose_slot_is_taken_are_followed_in_the_hash_map() -> None:
+def test_connections_whose_slot_is_taken_are_followed_in_the_hash_map(connect_path) -> None:
     """Connections are followed in a direct-mapped array by socket address, and in the ``conns`` hash map
     when their slot holds another socket. With every slot taken (by a socket at address 1, which cannot
     exist), a refused blocking connect and a non-blocking one whose handshake ends after connect()
     returned still get their outcomes; nothing is left in the hash map and no slot is overwritten."""
     collector = EbpfCollector()
     rec = Recorder()
-    start_or_skip(collector, rec)
+    with on_connect_path(connect_path):
+        start_or_skip(collector, rec)
     try:
+        check_connect_path(collector, connect_path)
         session = collector._session  # the kernel maps (no public handle: this is the programs' contract)
         assert session is not None and session.maps is not None
         taken = np.zeros(1, P.CONN_SLOT)
@@ -849,7 +891,14 @@ def test_connections_whose_slot_is_taken_are_followed_in_the_hash_map() -> None:
         assert my_conns(collector) == []
         assert collector.kernel_counters()["conns_full"] == 0
         # the programs' own count of what the hash map holds is back to 0: sockets not followed skip the map
-        gauge = syscalls.map_lookup(session.maps.counters, P.CONNS_HASHED.to_bytes(4, "little"), 8)
+        # (the collector follows the whole host: another process's connect made meanwhile is in the map until its
+        # handshake ends, a moment later)
+        gauge_key = P.CONNS_HASHED.to_bytes(4, "little")
+        deadline = time.monotonic() + 5
+        while (gauge := syscalls.map_lookup(session.maps.counters, gauge_key, 8)) != bytes(8):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert gauge == bytes(8)
         _, raw, n = syscalls.map_batch(session.maps.conn_slots, 4, P.CONN_SLOT.itemsize, P.CONN_SLOTS, delete=False)
         assert n == P.CONN_SLOTS and (np.frombuffer(raw, P.CONN_SLOT)["sk"] == 1).all()

@@ -379,3 +379,39 @@ def test_health_says_degraded_while_every_batch_fails_and_healthy_once_they_go(
         assert seen["status"] == "healthy" and "detail" not in seen, seen
         assert len(agg.received()) == 10
         assert child.stop() == TERMINATED
+
+
+def test_a_stop_while_the_aggregator_never_answers_ends_cleanly_and_says_what_is_sent_later(
+    tmp_path: Path,
+    spawn: Callable[..., Child],  # noqa: F811
+) -> None:
+    """SIGTERM while a batch waits on an aggregator that accepted the connection and never answers: serve ends
+    within the stop wait, as a stop (no 'unexpected error'), saying the batch goes again at the next start."""
+    import socket
+    import time
+
+    from netspy_tui.cli import STOP_FORWARDING_WAIT
+
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)  # accepted by the kernel, never read nor answered
+        agg = f"http://127.0.0.1:{mute.getsockname()[1]}/api/events/ingest"
+        child = spawn("serve", "--replay", str(Path(__file__).parents[1] / "data" / "demo.jsonl"), "--replay-speed",
+                      "0", "--port", str(free_port()), "--forward", agg, "--forward-interval", "0.2")  # fmt: skip
+        served_url(child, "the eBPF server API")
+        for _ in range(500):  # the first batch is on its way: the connection to the aggregator is made
+            with open("/proc/net/tcp") as table:
+                port_hex = f":{mute.getsockname()[1]:04X} "
+                if any(port_hex in line.split()[2] + " " and line.split()[3] == "01" for line in table.readlines()[1:]):
+                    break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("serve never connected to the aggregator")
+        started = time.monotonic()
+        code = child.stop(timeout=STOP_FORWARDING_WAIT + 10)
+        took = time.monotonic() - started
+    err = "".join(child.err)
+    assert code == TERMINATED, err
+    assert took < STOP_FORWARDING_WAIT + 5
+    assert "unexpected error" not in err and "Traceback" not in err, err
+    assert "still unanswered after 5 s: its events are sent again at the next start" in err, err

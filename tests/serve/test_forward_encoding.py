@@ -257,3 +257,93 @@ def test_ring_records_between_json_rows_keep_their_order(tmp_path: Path) -> None
         rows, _ = store.after_stored(start, 1000, 2**62, F.RecordJson(IDENTITY))
         assert json.loads(F.encode_batch([item for _, item in rows], IDENTITY))["events"] == got[start:]
     store.close()
+
+
+async def test_ring_records_forwarded_in_batches_post_the_bytes_each_event_alone_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eBPF agent's store forwarded by the forwarder (posts to an aggregator): every body is byte for byte what
+    each event's own JSON (:meth:`RecordJson.__call__`, the struct's encoding) joined gives, for batches whose
+    records share pieces with earlier batches' and bring new ones (places, threads, commands, pids of every width,
+    timestamps of other widths, drops' lengths, outcomes resolved, every shape :func:`_varied_records` has), with an
+    identity whose text a template must escape."""
+    from bench import synth
+    from netspy_tui.collector.ebpf import programs as P
+
+    identity = {"k8s_node_name": 'n"1', "k8s_pod_name": "p%d", "k8s_namespace": "ns"}
+    monkeypatch.setattr(F, "SETTLE_SECONDS", 0.0)  # (the varied records' newest are from the last two seconds)
+    store = EventStore(tmp_path / "spool.db")
+    _write_varied(store)
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        recs = synth.records(1500, 2.0, rng, now_wall_ns=int(WHEN.timestamp() * 1e9) + i * 10**9)
+        recs["thread"][::7] = b"worker\xff\x01"
+        recs["pid"][::13] = rng.integers(0, 2**32, len(recs[::13]), dtype=np.uint64).astype(np.uint32)
+        recs["ts"][::11] = rng.integers(0, 10**6, len(recs[::11]), dtype=np.uint64)
+        recs["ts"][5::11] = 2**64 - 1 - rng.integers(0, 10**6, len(recs[5::11]), dtype=np.uint64)
+        recs["length"][recs["kind"] == P.KIND_DROP] = rng.integers(0, 70000, int((recs["kind"] == P.KIND_DROP).sum()))
+        store.write([Batch(records=recs, codec=synth.codec())])
+    built, _ = store.after_stored(0, 10_000, 2**62, F.RecordJson(identity))
+    want = [bytes(item) for _, item in built]
+    with FakeAggregator() as agg:
+        fw = F.Forwarder(store, agg.url + "/api/events/ingest", batch=1000, interval=3600, identity=identity)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: len(agg.received()) >= len(want) or fw.status.failures > 0, "every stored event")
+        assert fw.status.failures == 0, fw.status.last_error
+        fw.stop()
+        await task
+        bodies = agg.bodies()
+    assert len(want) == 6300 and agg.batches == 7
+    assert bodies == [b'{"events":[' + b",".join(want[i : i + 1000]) + b"]}" for i in range(0, len(want), 1000)]
+    store.close()
+
+
+async def test_the_outcomes_are_read_only_after_the_store_wrote_some(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forwarder's round reads the outcomes resolved since the last round only once the store wrote one (a read a
+    round, whatever it found, cost more than forwarding may); the outcome of a connect forwarded in progress still
+    goes, in the round after it was written."""
+    from bench import synth
+    from netspy_tui.collector.ebpf import programs as P
+
+    monkeypatch.setattr(F, "SETTLE_SECONDS", 0.0)
+    store = EventStore(tmp_path / "spool.db")
+    recs = _varied_records()
+    store.write([Batch(records=recs, codec=synth.codec())])
+    reads = 0
+    read = store.resolved_stored
+
+    def counted(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return read(*args)
+
+    monkeypatch.setattr(store, "resolved_stored", counted)
+    with FakeAggregator(answer="updates") as agg:
+        fw = F.Forwarder(store, agg.url + "/api/events/ingest", interval=0.05, identity=IDENTITY)
+        rounds = 0
+        forward_batch = fw._forward_batch
+
+        async def round_counted() -> int:
+            nonlocal rounds
+            rounds += 1
+            return await forward_batch()
+
+        monkeypatch.setattr(fw, "_forward_batch", round_counted)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: rounds >= 10, "ten rounds")
+        assert len(agg.received()) == len(recs) and reads == 0
+        pending = recs[(recs["flags"] & P.F_PENDING) != 0]
+        outcome = np.zeros(1, P.RECORD)
+        outcome["kind"], outcome["key"], outcome["wall"], outcome["result"] = (P.KIND_OUTCOME, pending["key"][0],
+                                                                               pending["wall"][0], 111)  # fmt: skip
+        store.write([Batch(records=outcome, codec=synth.codec())])
+        await until(lambda: fw.status.resolved == 1, "the outcome sent")
+        settled = reads
+        await until(lambda: rounds >= 20, "ten more rounds")
+        fw.stop()
+        await task
+    assert 1 <= settled and reads == settled  # (read when written; not again since)
+    assert [e["outcome"] for e in agg.received()[len(recs) :]] == ["refused"]
+    store.close()

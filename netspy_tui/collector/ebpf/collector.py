@@ -68,20 +68,31 @@ class _Attach:
     required: bool
 
 
-# Attach order: the state program before connect_exit, and the exit before the entry (no entry is
-# left without its exit).
-_ATTACH = (
+_COMMON = (
     _Attach("sock_send", "sock", "sock_send_length", False),
     _Attach("sock_recv", "sock", "sock_recv_length", False),
     _Attach("skb_drop", "skb", "kfree_skb", False),
     _Attach("tcp_retransmit", "tcp", "tcp_retransmit_skb", False),
     _Attach("conn_destroy", "tcp", "tcp_destroy_sock", False),
-    _Attach("tcp_state", "sock", "inet_sock_set_state", True),
-    _Attach("connect_exit", "syscalls", "sys_exit_connect", True),
+)
+_EXIT = _Attach("connect_exit", "syscalls", "sys_exit_connect", True)
+_STATE = _Attach("tcp_state", "sock", "inet_sock_set_state", True)
+_ENTER = _Attach("connect_enter", "syscalls", "sys_enter_connect", True)
+#: an accepted connection's bytes re-charged to the process that accepted it (with the kernel's byte counters)
+_ACCEPT = (
     _Attach("accept_exit", "syscalls", "sys_exit_accept4", False),
     _Attach("accept_exit0", "syscalls", "sys_exit_accept", False),
-    _Attach("connect_enter", "syscalls", "sys_enter_connect", True),
 )
+#: connect() followed at its exit alone (see :attr:`programs.Maps.exit_only`). Attach order: connect_exit before
+#: the state program (every call tcp_state sees starting a connection is seen returning, which takes the
+#: thread's mark).
+_ATTACH_EXIT_ALONE: tuple[_Attach, ...] = (*_COMMON, _EXIT, _STATE, *_ACCEPT)
+#: connect() followed at its entry and exit. Attach order: the state program before connect_exit, and the exit
+#: before the entry (no entry is left without its exit).
+_ATTACH_ENTRY_AND_EXIT: tuple[_Attach, ...] = (*_COMMON, _STATE, _EXIT, *_ACCEPT, _ENTER)
+#: set to 1 (tests and benchmarks only): connect() followed at its entry and exit even where its exit alone would
+#: do, to exercise and measure that path
+CONNECT_ENTRY_ENV = "NETSPY_EBPF_CONNECT_ENTRY"
 
 #: how a program is attached, as :meth:`EbpfCollector.programs` (and ``server_status``) names it:
 #: ``tp_btf`` (a BTF-typed tracing program: the tracepoint's arguments, fields read with plain
@@ -102,11 +113,14 @@ _WITHOUT = {
     "accept_exit0": "an accepted connection's bytes are charged to the process that listened (accept())",
 }
 
-#: kernel map sizes: threads that make connect() calls (LRU: a thread's entry is kept between its
-#: calls, so a call writes it in place instead of inserting and deleting one; a live entry is lost
-#: only past 16,384 threads making calls since, counted as ``exit_without_enter``), connections in
-#: SYN_SENT, count keys per drain
+#: kernel map sizes: threads that make connect() calls (exit alone: calls that send a SYN; LRU: a thread's entry is
+#: kept between its calls, so a call writes it in place instead of inserting and deleting one; entry and exit: a
+#: live entry is lost only past 16,384 threads making calls since, counted as ``exit_without_enter``), connections
+#: in SYN_SENT, count keys per drain
 INFLIGHT_ENTRIES, CONNS_ENTRIES, COUNT_ENTRIES = 16384, 65536, 65536
+#: sockets a connect() call left connecting (non-blocking, or interrupted), until their next connect() call
+#: (most applications never make one: least recently marked forgotten first)
+CONNECTING_ENTRIES = 65536
 #: (socket, process, second, direction) keys of traffic per drain
 TRAFFIC_ENTRIES = 32768
 #: sockets whose owner is remembered for retransmits (least recently used forgotten first)
@@ -166,6 +180,7 @@ class _Session:
         self.prog_fds: list[int] = []
         self.perf_fds: list[int] = []
         self.loaded: list[tuple[str, int, int]] = []  # (program name, kernel id, fd)
+        self.attach = _ATTACH_EXIT_ALONE  # the programs to attach (set by load: how connect() is followed)
         self.kinds: dict[str, str] = {}  # program name -> how it is attached (see :data:`KINDS`)
         self.maps: P.Maps | None = None
         self.ring: RingBuffer | None = None
@@ -201,10 +216,37 @@ class _Session:
         self._early: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # OUTCOMEs before their CONNECT
 
     # --- loading ----------------------------------------------------------------------------
+    def _exit_alone(self, offsets: P.SockOffsets) -> str | None:
+        """Why connect() cannot be followed at its exit alone here (None: it can): x86_64, kernel BTF that says
+        where the registers and a socket's inode are, and a program reading a task's saved registers
+        (``bpf_task_pt_regs``) that the kernel loads — tried, not assumed. Or the test's and bench's
+        :data:`CONNECT_ENTRY_ENV`."""
+        if os.environ.get(CONNECT_ENTRY_ENV) == "1":
+            return f"{CONNECT_ENTRY_ENV}=1"
+        if platform.machine() != "x86_64":
+            return f"its exit alone needs x86_64 ({platform.machine()} here)"
+        if not (offsets.syscall_args and offsets.socket_ino):
+            return "kernel BTF does not say where connect()'s arguments and a socket's inode are"
+        try:
+            prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_TRACEPOINT, P.pt_regs_probe(offsets).assemble(),
+                                      "netspy_probe")  # fmt: skip
+        except syscalls.BpfError as exc:
+            log.info("eBPF: a program reading a task's saved registers is refused: %s", exc)
+            detail = exc.last_log_line or exc.strerror
+            return f"this kernel refuses a program reading a task's saved registers ({detail})"
+        syscalls.close_fd(prog)
+        return None
+
     def load(self) -> None:
         root = tracefs.find_tracefs()
+        offsets = P.SockOffsets.from_btf()
+        entry_why = self._exit_alone(offsets)
+        if entry_why is not None:
+            self.notes.append(f"connect() is followed at its entry and exit (sys_enter_connect too), not its exit "
+                              f"alone: {entry_why}")  # fmt: skip
+        self.attach = _ATTACH_EXIT_ALONE if entry_why is None else _ATTACH_ENTRY_AND_EXIT
         tps: dict[str, tracefs.Tracepoint] = {}
-        for spec in _ATTACH:
+        for spec in self.attach:
             if spec.required or tracefs.exists(root, spec.group, spec.tracepoint):
                 tps[spec.name] = tracefs.tracepoint(root, spec.group, spec.tracepoint)
             else:
@@ -224,7 +266,6 @@ class _Session:
                 raise CollectorError(
                     f"sock/inet_sock_set_state does not name {needed} on this kernel", "use --collector procfs"
                 )
-        offsets = P.SockOffsets.from_btf()
         attribute = offsets.stack
         if "skb_drop" in tps and not attribute:
             self.notes.append("no BTF for task stacks: packet drops are not attributed to processes")
@@ -250,6 +291,7 @@ class _Session:
             overflow=self._map(array, 4, 8, P.OVERFLOW_SLOTS, "netspy_overflow"),
             counters=self._map(array, 4, 8, P.N_COUNTERS, "netspy_counters"),
             ctl=self._map(array, 4, P.CTL.itemsize, 1, "netspy_ctl"),
+            connecting=self._map(lru, 8, 8, CONNECTING_ENTRIES, "netspy_recall") if entry_why is None else None,
             cache=self._map(
                 syscalls.BPF_MAP_TYPE_PERCPU_ARRAY, 4, P.COUNT_SLOT.itemsize, 2 * P.CACHE_SLOTS, "netspy_cache"
             ),  # fmt: skip
@@ -323,7 +365,7 @@ class _Session:
         if self.tcp_bytes is None:  # (per-call byte programs charge whoever reads; nothing to re-charge)
             for name in ("accept_exit", "accept_exit0"):
                 tps.pop(name, None)
-        for spec in _ATTACH:
+        for spec in self.attach:
             tp = tps.get(spec.name)
             if tp is None:
                 continue
@@ -839,12 +881,15 @@ class _Session:
         return np.concatenate([slots[slots["sk"] != 0]["conn"], np.frombuffer(raw, P.CONN)[:m]])
 
     def _calls_in_flight(self) -> int:
-        """Threads in a connect() call: their ``inflight`` entries marked live (a thread's entry
-        stays between its calls)."""
+        """Threads in a connect() call (exit alone: one that started a connection): their ``inflight`` entries
+        holding its socket (exit alone) or marked live (entry and exit). A thread's entry stays between its
+        calls."""
         assert self.maps is not None
         _, raw, n = syscalls.map_batch(self.maps.inflight, 8, P.INFLIGHT.itemsize, INFLIGHT_ENTRIES, delete=False)
-        flags = np.frombuffer(raw, P.INFLIGHT)[:n]["flags"]
-        return int(np.count_nonzero(flags & P.IF_LIVE))
+        entries = np.frombuffer(raw, P.INFLIGHT)[:n]
+        if self.maps.exit_only:
+            return int(np.count_nonzero(entries["sk"]))
+        return int(np.count_nonzero(entries["flags"] & P.IF_LIVE))
 
     def program_stats(self) -> list[tuple[str, int, int, int]]:
         """(program, run_time_ns, run_cnt, recursion_misses) of each loaded program."""

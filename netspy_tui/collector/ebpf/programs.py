@@ -9,9 +9,20 @@ as BTF-typed programs (``tp_btf``: the socket's, the skb's and the task's fields
 where the kernel allows, else as ``BPF_PROG_TYPE_RAW_TRACEPOINT`` (fields read with helper calls),
 else as perf tracepoint programs. ``connect()`` is seen only through the syscall tracepoints, whose
 being enabled sends every system call on the host through the kernel's slower syscall-tracing path:
-~170 ns each here, the floor of what this collector costs a host's system calls):
+~170 ns each here, the floor of what this collector costs a host's system calls.
 
-``connect_enter`` (syscalls/sys_enter_connect)
+Two designs follow ``connect()``; the collector picks one when it loads (:attr:`Maps.exit_only`):
+
+- *at its exit alone* (x86_64 with kernel BTF, where a program that reads a task's saved registers with
+  ``bpf_task_pt_regs`` loads): no program at the call's entry, whose tracepoint cost every connect ~60 ns
+  beyond its program's own work; a call's arguments are read at its exit from the registers it was made
+  with (``pt_regs``), ``tcp_state`` tells a SYN sent inside ``connect()`` by the system call number there
+  (``orig_ax``), and a re-called connect by a mark (``connecting``) the previous call left on its socket;
+- *at its entry and exit* everywhere else: ``connect_enter`` below saves the arguments and marks the call.
+
+Where the two differ, what follows says so ("exit alone" / "entry and exit"):
+
+``connect_enter`` (syscalls/sys_enter_connect; entry and exit only)
     Saves ``{uservaddr, addrlen, fd}`` in ``inflight[pid_tgid]`` (the sockaddr is read at exit,
     and only by a call that started no connection; a fault there is counted) and whether the fd's
     socket is already SS_CONNECTING (IF_CONNECTING: the call can only report an attempt an earlier
@@ -20,7 +31,10 @@ being enabled sends every system call on the host through the kernel's slower sy
     and deleted each time). A call the kernel restarts after a signal finds its earlier entry marked
     RESTARTING and leaves it alone.
 ``tcp_state`` (sock/inet_sock_set_state)
-    CLOSE -> SYN_SENT inside ``connect()`` starts a connection: ``conns[skaddr]`` gets its count
+    CLOSE -> SYN_SENT inside ``connect()`` (exit alone: the system call the thread is in, ``pt_regs.orig_ax``;
+    entry and exit: the thread's entry marked LIVE) starts a connection: the thread's ``inflight[pid_tgid]``
+    entry (an LRU map: a thread's entry is kept between its calls and written in place) takes the socket,
+    which ``connect_exit`` takes back when the call returns, and ``conns[skaddr]`` gets its count
     key — process (tgid and the thread-group leader's name), destination as the *socket* has it
     (IPv4-mapped IPv6 normalised to IPv4), protocol, the second it started — and the thread's
     name. A second such transition in the same call is an MPTCP subflow: it only fills in the
@@ -53,13 +67,18 @@ being enabled sends every system call on the host through the kernel's slower sy
     connect is counted once, as soon as it returns (in progress, or with its outcome when that
     came first). A connect() the routing refuses with EINVAL (a blackhole route) is one, "blackholed"
     (told from an EINVAL for its arguments by the address it passed). Calls that start nothing are not
-    connects: EALREADY/EISCONN, a call on a socket that was SS_CONNECTING when it began (it reports an
-    earlier attempt's result: 0, the attempt's error, or ECONNABORTED), a TCP call that reports an
-    earlier attempt's error (the socket has a peer port), restarted calls,
+    connects: EALREADY/EISCONN, a call on a socket an earlier call left connecting (such a call reports that
+    attempt's result: 0, the attempt's error, or ECONNABORTED — by the time it fails the kernel has
+    disconnected the socket, and nothing else tells it from a new attempt refused before its SYN; exit alone:
+    the call that returned EINPROGRESS or EINTR puts the socket's inode number in ``connecting``, which its
+    next call without a SYN takes; entry and exit: the socket was SS_CONNECTING at the call's entry), a TCP
+    call that reports an earlier attempt's error (the socket has a peer port), restarted calls,
     TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL for its arguments ...) neither.
     Everything else that did not go through SYN_SENT (UDP setting its peer, a TCP connect
     refused before its SYN: no route, denied) is counted with its return code's outcome.
-    Socket type and protocol come from the fd (BTF offsets), read only on that path.
+    Socket type and protocol come from the fd (BTF offsets), read only on that path. Exit alone: a TCP call that
+    returned EINPROGRESS without a SYN sent it before ``tcp_state`` was attached, counted ``exit_without_enter``
+    (entry and exit: a call whose entry was not seen).
 ``skb_drop`` (skb/kfree_skb)
     Skips ordinary frees (:data:`SKIPPED_DROP_REASONS`), counts the drop by reason, protocol and
     destination (IPv4 fragments after the first have no port; IPv6 extension headers are walked),
@@ -110,6 +129,7 @@ GET_CURRENT_COMM = 16
 GET_CURRENT_TASK = 35
 GET_CURRENT_CGROUP_ID = 80
 GET_CURRENT_TASK_BTF = 158
+TASK_PT_REGS = 175
 PROBE_READ_USER = 112
 PROBE_READ_KERNEL = 113
 RINGBUF_RESERVE, RINGBUF_SUBMIT, RINGBUF_QUERY = 131, 132, 134
@@ -123,6 +143,7 @@ IPPROTO_TCP, IPPROTO_UDP, IPPROTO_MPTCP = 6, 17, 262
 SOCK_STREAM = 1
 NS = 1_000_000_000
 PF_KTHREAD = 0x00200000  # task_struct.flags: a kernel thread
+NR_CONNECT = 42  # x86_64's connect() (pt_regs.orig_ax holds the running system call's number)
 THREAD_SIZE = 16384  # a task's kernel stack (x86_64 and arm64)
 
 # record kinds (also the count key's kind)
@@ -152,6 +173,7 @@ CF_CAPPED = 1 << 35  # over its CPU's raw-record cap when it started: no CONNECT
 
 # inflight[] flags
 IF_RESTARTING = 2  # the call returned a restart code: the next call on this fd continues it
+# (entry and exit only)
 IF_INCALL = 4  # (with IF_RESTARTING) the continuing call is running
 IF_LIVE = 8  # the thread is in a connect() call (its entry stays in the map between calls, not live)
 IF_CONNECTING = 16  # the call's socket was SS_CONNECTING when it began: it reports an earlier attempt
@@ -283,12 +305,16 @@ def pick(records: np.ndarray, which: np.ndarray) -> np.ndarray:
 _K = {name: COUNT_KEY.fields[name][1] for name in COUNT_KEY.names}
 KEY_SIZE, VALUE_SIZE = COUNT_KEY.itemsize, COUNT_VALUE.itemsize
 
-# inflight[pid_tgid] value (bytes 8..15 unused)
+# inflight[pid_tgid] value (bytes 8..15 unused). Exit alone (bytes 24..27 unused): the socket a running connect()
+# call sent a SYN on (tcp_state; 0 once the call returned), and after a signal interrupted that call,
+# IF_RESTARTING, the call's fd and the thread's saved registers (``regs``, their address: whether the thread is
+# in connect() again, see _resolve). Entry and exit: the call's arguments (``uaddr`` where ``regs`` is, addrlen,
+# fd), its socket once tcp_state saw it start, and IF_* flags (IF_LIVE while the call runs).
 INFLIGHT = np.dtype(
     {
-        "names": ["uaddr", "sk", "addrlen", "fd", "flags"],
-        "formats": ["<u8", "<u8", "<u4", "<i4", "<u4"],
-        "offsets": [0, 16, 24, 28, 32],
+        "names": ["regs", "uaddr", "sk", "addrlen", "fd", "flags"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<i4", "<u4"],
+        "offsets": [0, 0, 16, 24, 28, 32],
         "itemsize": 40,
     }
 )
@@ -381,7 +407,26 @@ class SockOffsets:
     tcp_write_seq: int | None = None
     tcp_snd_una: int | None = None
     sk_flags: int | None = None
+    regs_di: int | None = None
+    regs_si: int | None = None
+    regs_dx: int | None = None
+    regs_orig_ax: int | None = None
+    """x86_64's ``pt_regs``: a system call's first three arguments and its number, as the task entered it."""
+    sk_socket: int | None = None
+    socket_inode: int | None = None
+    """``socket_alloc.vfs_inode``: the socket's inode (right after its ``struct socket``)."""
+    inode_ino: int | None = None
     missing: list[str] = field(default_factory=list)
+
+    @property
+    def syscall_args(self) -> bool:
+        """Enough to read connect()'s arguments and number from the task's saved registers (x86_64)."""
+        return None not in (self.regs_di, self.regs_si, self.regs_dx, self.regs_orig_ax)
+
+    @property
+    def socket_ino(self) -> bool:
+        """Enough to read a socket's inode number from its ``struct sock`` or its ``struct socket``."""
+        return None not in (self.sk_socket, self.socket_inode, self.inode_ino)
 
     @property
     def tcp_counters(self) -> bool:
@@ -459,6 +504,12 @@ class SockOffsets:
             "tcp_write_seq": ("tcp_sock", "write_seq", 4),
             "tcp_snd_una": ("tcp_sock", "snd_una", 4),
             "sk_flags": ("sock_common", "skc_flags", 8),  # (sock.sk_flags)
+            "regs_di": ("pt_regs", "di", 8),
+            "regs_si": ("pt_regs", "si", 8),
+            "regs_dx": ("pt_regs", "dx", 8),
+            "regs_orig_ax": ("pt_regs", "orig_ax", 8),
+            "sk_socket": ("sock", "sk_socket", 8),
+            "inode_ino": ("inode", "i_ino", 8),
         }
         out = cls()
         try:
@@ -479,6 +530,13 @@ class SockOffsets:
                 log.warning("BTF: %s.%s is %d bytes, expected %d", struct_name, member, m.size, size)
                 continue
             setattr(out, attr, m.offset)
+        try:  # the socket's inode follows its struct socket
+            vfs, sock = kbtf.member("socket_alloc", "vfs_inode"), kbtf.member("socket_alloc", "socket")
+        except btf_mod.BtfError as exc:
+            out.missing.append("socket_inode")
+            log.warning("BTF: %s", exc)
+        else:
+            out.socket_inode = vfs.offset - sock.offset
         try:  # net.ns.inum: two members deep
             ns, inum = kbtf.member("net", "ns"), kbtf.member("ns_common", "inum")
         except btf_mod.BtfError as exc:
@@ -509,6 +567,10 @@ class Maps:
     overflow: int
     counters: int
     ctl: int
+    connecting: int | None = None
+    """LRU: socket inode number -> the same: sockets a connect() call left connecting (EINPROGRESS, EINTR), whose
+    next connect() call only reports that attempt (see :func:`connect_exit`). Made only where ``connect()`` is
+    followed at its exit alone (:attr:`exit_only`)."""
     traffic: tuple[int, int] | None = None
     """Double-buffered like ``counts`` (the same ``ctl.active`` flip): bytes per (socket, process)."""
     traffic_overflow: int | None = None
@@ -536,6 +598,12 @@ class Maps:
     budget_cap: int = 0
     """Raw records the host makes per budget window (2**:data:`BUDGET_SHIFT` ns) before the rest are capped
     (at most :data:`BUDGET_CAP_MAX`)."""
+
+    @property
+    def exit_only(self) -> bool:
+        """``connect()`` followed at its exit alone (no ``connect_enter``; x86_64 registers read with
+        ``bpf_task_pt_regs``), as where the ``connecting`` map was made; else at its entry and exit."""
+        return self.connecting is not None
 
 
 # --- snippets ---------------------------------------------------------------------------------
@@ -1232,7 +1300,8 @@ def _enter_connecting(a: Asm, off: SockOffsets, fd: int, scratch: int, done: str
 
 
 def connect_enter(tp: Tracepoint, maps: Maps, off: SockOffsets | None = None) -> Asm:
-    """Stack: -8 key, -80 inflight value, -88 scratch, -96 fd, -104 the entry's flags, -120 read scratch. The
+    """(Where connect() is followed at its entry and exit: see :attr:`Maps.exit_only`.)
+    Stack: -8 key, -80 inflight value, -88 scratch, -96 fd, -104 the entry's flags, -120 read scratch. The
     socket's state is read here (fd -> file -> socket), where the kernel has not touched it yet: a socket
     already SS_CONNECTING (a non-blocking attempt started by an earlier call) makes a call that only reports
     that attempt (EALREADY, its result, or ECONNABORTED once SO_ERROR took it) and starts nothing — by the time
@@ -1298,6 +1367,46 @@ def connect_enter(tp: Tracepoint, maps: Maps, off: SockOffsets | None = None) ->
     _count(a, maps.counters, "inflight_full", -88)
     a.label("out")
     return a.ret(0)
+
+
+def _syscall_regs(a: Asm) -> None:
+    """r0 = the current task's registers as its system call entered (``struct pt_regs``, BTF-typed: plain
+    loads). Clobbers r1-r5."""
+    a.call(GET_CURRENT_TASK_BTF)
+    a.mov(R1, R0)
+    a.call(TASK_PT_REGS)
+
+
+def pt_regs_probe(off: SockOffsets) -> Asm:
+    """A tracepoint program that reads the current task's saved registers as :func:`_call_args` and
+    :func:`tcp_state` do (``bpf_get_current_task_btf``, ``bpf_task_pt_regs``, BTF-typed loads of the system
+    call's number and arguments): the collector loads it (and closes it at once) to learn whether this kernel
+    lets connect() be followed at its exit alone."""
+    assert off.regs_di is not None and off.regs_si is not None and off.regs_dx is not None
+    assert off.regs_orig_ax is not None
+    a = Asm()
+    _syscall_regs(a)
+    for member in (off.regs_orig_ax, off.regs_di, off.regs_si, off.regs_dx):
+        a.ldx(DW, R1, R0, member)
+    return a.ret(0)
+
+
+def _call_args(a: Asm, off: SockOffsets) -> None:
+    """connect()'s arguments from the registers it was called with: fd at FP+_S_FD, the sockaddr's address at
+    FP+_S_UADDR, its length (the kernel's int) at FP+_S_ADDRLEN. Clobbers r0-r5."""
+    assert off.regs_di is not None and off.regs_si is not None and off.regs_dx is not None
+    _syscall_regs(a)
+    a.ldx(DW, R1, R0, off.regs_di).mov32(R1, R1).stx(DW, FP, _S_FD, R1)
+    a.ldx(DW, R1, R0, off.regs_si).stx(DW, FP, _S_UADDR, R1)
+    a.ldx(DW, R1, R0, off.regs_dx).mov32(R1, R1).stx(DW, FP, _S_ADDRLEN, R1)
+
+
+def _socket_ino(a: Asm, off: SockOffsets, socket: int, dst: int, fail: str) -> None:
+    """FP+dst = the inode number of the ``struct socket`` whose address is at FP+``socket``; jumps to ``fail`` when
+    a read fails."""
+    assert off.socket_inode is not None and off.inode_ino is not None
+    a.ldx(DW, R3, FP, socket).add(R3, off.socket_inode + off.inode_ino)
+    _kread(a, dst, 8, R3, fail)
 
 
 # tcp_state / connect_exit stack layout
@@ -1544,6 +1653,79 @@ def _start_key(a: Asm, off: SockOffsets, btf: bool = False) -> None:
     a.ldx(DW, R1, FP, _S_MONO).stx(DW, FP, _S_CONN + _C["ts"], R1)
 
 
+def _syn_in_call(a: Asm, maps: Maps, off: SockOffsets) -> None:
+    """(tcp_state, exit alone) CLOSE -> SYN_SENT inside connect() (the system call the thread is in, from its
+    saved registers): the thread's inflight entry gets the socket, which connect_exit takes when the call
+    returns. Anything else (TCP Fast Open's sendmsg, io_uring) is an implicit connect. Sets r9 (the connect()
+    call's entry, 1 once inserted, 0: an implicit connect) and r7 (flags); jumps to ``subflow``, ``build`` or
+    ``implicit``, or falls through to where ``implicit`` is."""
+    assert off.regs_orig_ax is not None and off.regs_di is not None
+    a.call(GET_CURRENT_PID_TGID)
+    a.stx(DW, FP, _S_PIDTGID, R0)
+    a.mov(R9, 0)  # r9 = the connect() call's entry (or 1 once inserted), 0: an implicit connect
+    a.mov(R7, F_TCP)  # r7 = flags
+    _syscall_regs(a)
+    a.ldx(DW, R1, R0, off.regs_orig_ax)
+    a.jne(R1, NR_CONNECT, "implicit")
+    a.ldx(DW, R1, R0, off.regs_di).mov32(R1, R1).stx(DW, FP, _S_FD, R1)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "first_call")
+    a.mov(R9, R0)
+    a.ldx(W, R1, R9, _I["flags"])
+    a.jmp("jset", R1, IF_RESTARTING, "restarting")
+    a.ldx(DW, R1, R9, _I["sk"])
+    a.jne(R1, 0, "subflow")  # (connect_exit clears it: this call's socket)
+    a.label("claim")
+    a.ldx(DW, R1, FP, _S_SK).stx(DW, R9, _I["sk"], R1)
+    a.ja("build")
+    a.label("restarting")
+    a.ldx(W, R1, R9, _I["fd"])
+    a.ldx(DW, R2, FP, _S_FD)
+    a.jne(R1, R2, "other_socket")
+    a.ldx(DW, R1, R9, _I["sk"])  # (the continuing call's socket)
+    a.ja("subflow")
+    a.label("other_socket")
+    a.st(W, R9, _I["flags"], 0)  # another socket: the interrupted connect was left to finish on its own
+    a.ja("claim")
+    a.label("first_call")  # the thread's first connect() that sends a SYN: its entry
+    a.zero_stack(_S_CONN, INFLIGHT.itemsize)
+    a.ldx(DW, R1, FP, _S_SK).stx(DW, FP, _S_CONN + _I["sk"], R1)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.mov(R3, FP).add(R3, _S_CONN)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+    a.mov(R9, 1)
+    a.jeq(R0, 0, "build")
+    _count(a, maps.counters, "inflight_full", _S_CNT)
+    a.mov(R9, 0)  # (falls through to ``implicit``)
+
+
+def _syn_in_live_call(a: Asm, maps: Maps) -> None:
+    """(tcp_state, entry and exit) CLOSE -> SYN_SENT inside connect() (the thread's inflight entry marked LIVE by
+    connect_enter): the entry gets the socket. Anything else is an implicit connect. Sets r9 (the call's entry,
+    or 0) and r7 (flags); jumps to ``subflow``, ``build`` or ``implicit``."""
+    a.call(GET_CURRENT_PID_TGID)
+    a.stx(DW, FP, _S_PIDTGID, R0)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.mov(R9, R0)  # r9 = the connect() call's entry, or NULL: an implicit connect
+    a.mov(R7, F_TCP)  # r7 = flags
+    a.jeq(R9, 0, "implicit")
+    a.ldx(W, R1, R9, _I["flags"])
+    a.jmp("jset", R1, IF_LIVE, "in_call")
+    a.mov(R9, 0)  # the thread's entry, kept between its calls: not in one now
+    a.ja("implicit")
+    a.label("in_call")
+    a.ldx(DW, R1, R9, _I["sk"])
+    a.jne(R1, 0, "subflow")
+    a.ldx(DW, R1, FP, _S_SK).stx(DW, R9, _I["sk"], R1)
+    a.ja("build")
+
+
 def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffsets, raw: bool = False,
               btf: bool = False) -> Asm:  # fmt: skip
     """See the module docstring. ``raw``: a raw tracepoint program; ``btf`` (with it) a BTF-typed one
@@ -1570,23 +1752,10 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.jne(R7, close, "out")
 
     # --- CLOSE -> SYN_SENT: a connection starts ----------------------------------------------
-    a.call(GET_CURRENT_PID_TGID)
-    a.stx(DW, FP, _S_PIDTGID, R0)
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, _S_PIDTGID)
-    a.call(MAP_LOOKUP)
-    a.mov(R9, R0)  # r9 = the connect() call's entry, or NULL: an implicit connect
-    a.mov(R7, F_TCP)  # r7 = flags
-    a.jeq(R9, 0, "implicit")
-    a.ldx(W, R1, R9, _I["flags"])
-    a.jmp("jset", R1, IF_LIVE, "in_call")
-    a.mov(R9, 0)  # the thread's entry, kept between its calls: not in one now
-    a.ja("implicit")
-    a.label("in_call")
-    a.ldx(DW, R1, R9, _I["sk"])
-    a.jne(R1, 0, "subflow")
-    a.ldx(DW, R1, FP, _S_SK).stx(DW, R9, _I["sk"], R1)
-    a.ja("build")
+    if maps.exit_only:
+        _syn_in_call(a, maps, off)
+    else:
+        _syn_in_live_call(a, maps)
     a.label("implicit")
     a.or_(R7, F_IMPLICIT)
     a.label("build")
@@ -1685,7 +1854,7 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     # the error the closing path passed (conn_error): exact even when the application has already
     # taken sk_err with getsockopt(SO_ERROR) (the kernel writes sk_err before the state changes)
     _closing_error(a, off, (lambda reg: f.load(a, DW, reg, "skaddr")) if f.btf else None)
-    _resolve(a, maps, f.btf)
+    _resolve(a, maps, f.btf, off.regs_orig_ax if maps.exit_only else None)
     if directions:
         _passive_opens(a, f, maps, off, established, close)
     a.label("out")
@@ -1716,12 +1885,14 @@ def _closing_error(a: Asm, off: SockOffsets, load_sk: Callable[[Reg], None] | No
     a.mov(R7, R1)
 
 
-def _resolve(a: Asm, maps: Maps, typed: bool) -> None:
+def _resolve(a: Asm, maps: Maps, typed: bool, orig_ax: int | None) -> None:
     """The handshake of the connection in ``conns`` (r9 = its value, FP+_S_SK = the socket) ended
     with result r7: record it, then whichever of this and connect() comes second counts and reports
     it (see the module docstring); the value is deleted once reported. Jumps to ``out`` or falls
-    through. Labels: result_set (the entry), report, interrupted, call_running, self_report, forget. ``typed``:
-    the socket at FP+_S_SK is a BTF-typed pointer (see :func:`_conn_slot`)."""
+    through. Labels: result_set (the entry), report, interrupted, call_may_run, self_report, forget. ``typed``:
+    the socket at FP+_S_SK is a BTF-typed pointer (see :func:`_conn_slot`). ``orig_ax``: where ``pt_regs`` holds
+    the number of the system call a thread is in (exit alone); None: connect() is followed at its entry and
+    exit, whose program marks a continuing call running (IF_INCALL)."""
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
@@ -1756,8 +1927,10 @@ def _resolve(a: Asm, maps: Maps, typed: bool) -> None:
     _emit_connect(a, maps, KIND_OUTCOME)
     a.ja("forget")
 
-    # --- the handshake ended after a signal interrupted connect(): unless a continuing call is
-    # running (it reports), the connection is reported now, as the application learnt (EINTR)
+    # --- the handshake ended after a signal interrupted connect(): unless the thread may still continue the
+    # call (exit alone: its entry still says so, and the continuing call reports, or conn_destroy once the socket
+    # is freed; entry and exit: a continuing call is running, which reports), the connection is reported now, as
+    # the application learnt (EINTR)
     a.label("interrupted")
     a.stx(DW, FP, _S_FLAGS, R1)
     a.ldx(W, R1, R9, _C["key"] + _K["tgid"]).lsh(R1, 32)
@@ -1768,12 +1941,22 @@ def _resolve(a: Asm, maps: Maps, typed: bool) -> None:
     a.call(MAP_LOOKUP)
     a.jeq(R0, 0, "self_report")
     a.ldx(W, R1, R0, _I["flags"])
-    a.jmp("jset", R1, IF_INCALL, "call_running")
+    a.jmp("jset", R1, IF_RESTARTING if orig_ax is not None else IF_INCALL, "call_may_run")
     a.ja("self_report")
-    a.label("call_running")
+    a.label("call_may_run")
     a.ldx(DW, R1, R0, _I["sk"])
     a.ldx(DW, R2, FP, _S_SK)
-    a.jeq(R1, R2, "out")  # the continuing call reports it
+    if orig_ax is None:
+        a.jeq(R1, R2, "out")  # the continuing call reports it
+    else:
+        a.jne(R1, R2, "self_report")
+        # the thread is in connect() again (the number of the system call it is in, or last made): the
+        # continuing call reports it. (Just after the interrupted call returned EINTR, before the thread's next
+        # system call, the number is still connect()'s: then conn_destroy reports it when the socket is freed.)
+        a.ldx(DW, R3, R0, _I["regs"]).add(R3, orig_ax)
+        _kread(a, _S_SCR, 8, R3, "self_report")  # (a thread that exited meanwhile: its stack is gone)
+        a.ldx(DW, R1, FP, _S_SCR)
+        a.jeq(R1, NR_CONNECT, "out")
     a.label("self_report")
     a.ld_imm64(R1, CF_EXITED)
     a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)
@@ -1836,7 +2019,7 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     a.mov(R9, R0)
     a.ldx(DW, R1, R9, _C["flags"])
     a.ld_imm64(R2, CF_RESOLVED)
-    a.jmp("jset", R1, R2, "out")  # resolved: connect() reports it (it cannot still be running)
+    a.jmp("jset", R1, R2, "resolved" if maps.exit_only else "out")  # (entry and exit: connect() reports it)
     _count(a, maps.counters, "state_unseen", _S_CNT)
     # the socket's error, if the application has not taken it; else the outcome is unknown
     a.mov(R7, RESULT_UNTRACKED)
@@ -1845,7 +2028,21 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
         a.ldx(DW, reg, R6, 0)
 
     _closing_error(a, off, load_sk if raw and btf else None)
-    _resolve(a, maps, raw and btf)
+    _resolve(a, maps, raw and btf, off.regs_orig_ax if maps.exit_only else None)
+    if maps.exit_only:
+        a.ja("out")
+        # resolved: reported, or connect() reports it (it cannot still be running) — unless a signal interrupted
+        # the call and its handshake ended while the thread could still have continued it: reported now (EINTR)
+        a.label("resolved")
+        a.ld_imm64(R2, CF_EXITED)
+        a.jmp("jset", R1, R2, "out")
+        a.ld_imm64(R2, CF_RESTARTING)
+        a.jmp("jset", R1, R2, "unreported")
+        a.ja("out")
+        a.label("unreported")
+        a.ldx(W, R7, R9, _C["err"])
+        a.st(DW, FP, _S_RESULT, SOCK_STREAM)
+        a.ja("self_report")
     a.label("out")
     return a.ret(0)
 
@@ -2158,9 +2355,95 @@ def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str,
     _traffic_add(a, maps, direction, fill, prefix, done)
 
 
-def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
-    """See the module docstring."""
-    a = Asm()
+def _exit_alone(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets) -> None:
+    """connect_exit up to ``started`` where connect() is followed at its exit alone: the call's arguments come
+    from the registers it was made with (see :func:`_call_args`), read only by the calls that need them: those
+    that started no connection, and those after a signal interrupted one. Falls through to ``started`` for a call
+    that moved a socket CLOSE -> SYN_SENT (or continued one that did)."""
+    a.mov(R6, R1)
+    a.call(GET_CURRENT_PID_TGID)
+    a.stx(DW, FP, _S_PIDTGID, R0)
+    a.ldx(DW, R8, R6, tp.offset("ret", 8))  # r8 = return code
+    a.st(DW, FP, _S_FLAGS, 0)
+    a.st(DW, FP, _S_SK, 0)
+    a.ld_map_fd(R1, maps.inflight)
+    a.mov(R2, FP).add(R2, _S_PIDTGID)
+    a.call(MAP_LOOKUP)
+    a.jeq(R0, 0, "no_entry")
+    a.mov(R9, R0)  # r9 = the thread's entry (it stays in the map between its calls)
+    a.ldx(DW, R1, R9, _I["sk"]).stx(DW, FP, _S_SK, R1)  # the socket tcp_state saw this call start, or 0
+    a.ldx(W, R7, R9, _I["flags"])  # r7 = the entry's flags
+    # a restart code: a signal interrupted the call, which the kernel restarts after the handler
+    # (SA_RESTART) or reports as EINTR. The connection is reported by whichever call ends it,
+    # with what the application saw then (or by the handshake's end, if no call continues it).
+    a.jmp("jsgt", R8, RESTART_CODES[-1], "not_restart")
+    a.jmp("jslt", R8, RESTART_CODES[0], "not_restart")
+    _count(a, maps.counters, "restarted", _S_CNT)
+    _call_args(a, off)
+    a.jmp("jset", R7, IF_RESTARTING, "interrupted_again")
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jeq(R1, 0, "out")  # nothing had started
+    a.ldx(DW, R1, FP, _S_FD).stx(W, R9, _I["fd"], R1)
+    _syscall_regs(a)
+    a.stx(DW, R9, _I["regs"], R0)  # (a number from here on: read with a helper)
+    a.mov(R1, IF_RESTARTING)
+    a.atomic(W, R9, _I["flags"], R1, _OR)
+    _conn_find(a, maps, _S_SK, _S_SCR, "out")
+    a.ld_imm64(R1, CF_RESTARTING)
+    a.atomic(DW, R0, _C["flags"], R1, _OR)
+    a.ja("out")
+    a.label("interrupted_again")
+    a.ldx(W, R1, R9, _I["fd"])
+    a.ldx(DW, R2, FP, _S_FD)
+    a.jeq(R1, R2, "out")  # the continuing call, interrupted again: the next one continues it
+    a.ja("abandoned")  # (a call on another socket that started nothing)
+    a.label("not_restart")
+    a.jmp("jset", R7, IF_RESTARTING, "after_restart")
+    a.label("fresh")
+    a.st(DW, R9, _I["sk"], 0)  # the call is over (the thread's entry is kept for its next call)
+    a.label("no_entry_checked")
+    a.jeq(R8, -_errno.EALREADY, "repeat")
+    a.jeq(R8, -_errno.EISCONN, "repeat")
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jne(R1, 0, "started")
+    a.ja("no_transition")
+    a.label("no_entry")  # (a thread whose calls never sent a SYN, or one evicted from the map)
+    a.jmp("jsgt", R8, RESTART_CODES[-1], "no_entry_checked")
+    a.jmp("jslt", R8, RESTART_CODES[0], "no_entry_checked")
+    _count(a, maps.counters, "restarted", _S_CNT)
+    a.ja("out")
+    a.label("repeat")
+    _count(a, maps.counters, "repeat_connects", _S_CNT)
+    a.ja("out")
+
+    # --- the call after an interrupted one: on the same socket it continues it ----------------
+    a.label("after_restart")
+    _call_args(a, off)
+    a.ldx(W, R1, R9, _I["fd"])
+    a.ldx(DW, R2, FP, _S_FD)
+    a.jeq(R1, R2, "continued")
+    a.label("abandoned")  # another socket: the interrupted connect was left to finish on its own
+    a.st(W, R9, _I["flags"], 0)
+    a.st(DW, R9, _I["sk"], 0)
+    a.st(DW, FP, _S_SK, 0)  # (a call on another socket that sent a SYN has a fresh entry: this one sent none)
+    a.jmp("jsgt", R8, RESTART_CODES[-1], "no_entry_checked")
+    a.jmp("jslt", R8, RESTART_CODES[0], "no_entry_checked")
+    a.ja("out")
+    a.label("continued")
+    a.jeq(R8, -_errno.EALREADY, "out")  # still connecting (a non-blocking retry): a later call ends it
+    a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
+    a.st(DW, R9, _I["sk"], 0)
+    a.jne(R8, -_errno.EISCONN, "continued_code")
+    a.mov(R8, 0)  # connected by now: what the application learns is that it succeeded
+    a.label("continued_code")
+    a.st(DW, FP, _S_FLAGS, F_RESTARTED)
+    a.ldx(DW, R1, FP, _S_SK)
+    a.jeq(R1, 0, "out")
+
+
+def _exit_after_entry(a: Asm, tp: Tracepoint, maps: Maps) -> None:
+    """connect_exit up to ``started`` where connect() is followed at its entry and exit: the call's arguments are
+    in its entry, which ``connect_enter`` marked live. Falls through to ``started`` as :func:`_exit_alone`."""
     a.mov(R6, R1)
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _S_PIDTGID, R0)
@@ -2233,15 +2516,41 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.ldx(DW, R1, FP, _S_SK)
     a.jeq(R1, 0, "out")
 
+
+def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
+    """See the module docstring."""
+    a = Asm()
+    if maps.exit_only:
+        _exit_alone(a, tp, maps, off)
+    else:
+        _exit_after_entry(a, tp, maps)
+
     # --- this call moved a socket CLOSE -> SYN_SENT ------------------------------------------
     a.label("started")
     a.stx(DW, FP, _S_CODE, R8)
+    if maps.connecting is not None:
+        # returned with the socket still connecting: its next connect() call only reports this attempt
+        assert off.sk_socket is not None
+        a.jeq(R8, -_errno.EINPROGRESS, "mark")
+        a.jne(R8, -_errno.EINTR, "marked")
+        a.label("mark")
+        a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_socket)
+        _kread(a, _S_SCR, 8, R3, "marked")
+        _socket_ino(a, off, _S_SCR, _S_SCR, "marked")
+        a.ld_map_fd(R1, maps.connecting)
+        a.mov(R2, FP).add(R2, _S_SCR)
+        a.mov(R3, R2)
+        a.mov(R4, BPF_ANY)
+        a.call(MAP_UPDATE)
+        a.label("marked")
     _conn_find(a, maps, _S_SK, _S_SCR, "no_conn")
     a.ja("have_conn")
     a.label("no_conn")
     # no room to follow it when it started: counted below with the outcome unknown
     a.st(DW, FP, _S_RESULT, RESULT_UNTRACKED)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_TCP).stx(DW, FP, _S_FLAGS, R1)
+    if maps.exit_only:
+        _call_args(a, off)
     a.ja("by_address")
     a.label("have_conn")
     a.mov(R9, R0)
@@ -2288,6 +2597,8 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     for code in INVALID_CALL:
         if code != -_errno.EINVAL:  # (EINVAL is also a blackhole route's answer: told apart by the address)
             a.jeq(R8, code, "out")
+    if maps.exit_only:
+        _call_args(a, off)
     a.stx(DW, FP, _S_CODE, R8)
     a.mov(R1, 0).sub(R1, R8)
     a.stx(DW, FP, _S_RESULT, R1)  # errno, 0 for ok
@@ -2388,9 +2699,10 @@ def _set_result(a: Asm, result: Reg) -> None:
 
 def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     """fd -> file -> socket -> sock: socket type into the conn value's ``err`` slot, protocol into
-    the key (F_SOCKINFO in r7). A TCP call with no transition that returned 0 (TCP Fast Open's
-    deferred connect) or reports an earlier attempt's error (the socket has a peer port) is not a
-    new connect: jumps to ``out``. On a failed read jumps to ``sockinfo_done``."""
+    the key (F_SOCKINFO in r7). A TCP call with no transition on a socket an earlier call left connecting
+    (exit alone: in ``connecting``, taken out), that returned 0 (TCP Fast Open's deferred connect), EINPROGRESS
+    (exit alone: its SYN came before tcp_state was attached) or reports an earlier attempt's error (the socket
+    has a peer port) is not a new connect: jumps to ``out``. On a failed read jumps to ``sockinfo_done``."""
     assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
     assert off.fdt_max_fds is not None and off.file_private is not None and off.socket_type is not None
     assert off.socket_sk is not None and off.sk_protocol is not None and off.sk_dport is not None
@@ -2415,6 +2727,8 @@ def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     a.ldx(DW, R3, FP, S).add(R3, off.file_private)
     _kread(a, S, 8, R3, "sockinfo_done")  # struct socket *
     a.ldx(DW, R8, FP, S)
+    if maps.exit_only:
+        a.stx(DW, FP, _S_UADDR, R8)  # (the sockaddr was read)
     a.st(DW, FP, S + 8, 0)
     a.mov(R3, R8).add(R3, off.socket_type)
     _kread(a, S + 8, 2, R3, "sockinfo_done")
@@ -2433,18 +2747,34 @@ def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     a.jeq(R1, IPPROTO_TCP, "tcp_check")
     a.jne(R1, IPPROTO_MPTCP, "sockinfo_done")
     a.label("tcp_check")
+    if maps.connecting is not None:
+        # a socket an earlier call left connecting: this call reports that attempt (its result, EALREADY, or
+        # ECONNABORTED once SO_ERROR took it); by now the kernel has disconnected it if it failed (entry and
+        # exit: connect_enter saw it SS_CONNECTING, and connect_exit counted the call a repeat)
+        _socket_ino(a, off, _S_UADDR, _S_SCR, "sockinfo_done")
+        a.ld_map_fd(R1, maps.connecting)
+        a.mov(R2, FP).add(R2, _S_SCR)
+        a.call(MAP_DELETE)
+        a.jeq(R0, 0, "recall")
     a.ldx(DW, R1, FP, _S_CODE)
     a.jeq(R1, 0, "deferred")
+    if maps.exit_only:
+        a.jeq(R1, -_errno.EINPROGRESS, "unseen_start")  # its SYN was sent before tcp_state was attached
     a.st(DW, FP, S + 24, 0)
     a.mov(R3, R8).add(R3, off.sk_dport)
     _kread(a, S + 24, 2, R3, "sockinfo_done")
     a.ldx(DW, R1, FP, S + 24)
     a.jeq(R1, 0, "sockinfo_done")
+    a.label("recall")
     _count(a, maps.counters, "repeat_connects", _S_CNT)
     a.ja("out")
     a.label("deferred")
     _count(a, maps.counters, "deferred", _S_CNT)
     a.ja("out")
+    if maps.exit_only:
+        a.label("unseen_start")
+        _count(a, maps.counters, "exit_without_enter", _S_CNT)
+        a.ja("out")
 
 
 # --- drops ------------------------------------------------------------------------------------

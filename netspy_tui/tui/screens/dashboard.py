@@ -34,8 +34,9 @@ from textual.widgets._tabs import Underline
 
 from netspy_tui.commands import CommandRunner
 from netspy_tui.mcp_tools.gateway import Gateway
-from netspy_tui.models import Scope, TrafficStats
+from netspy_tui.models import PatternAnalysis, Scope, TrafficStats
 from netspy_tui.tui import keys
+from netspy_tui.tui.compositor import compositor
 from netspy_tui.tui.filtering import EventFilter, tab_label, with_workloads
 from netspy_tui.tui.screens.ai_actions import AIActions
 from netspy_tui.tui.screens.commands_export import CommandBarActions, ExportActions
@@ -94,6 +95,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         """``ai``: the AI hooks, or a function that builds them when first needed (then ``ai_label`` names who
         answers, for the AI pane's title); None: the local rules."""
         super().__init__()
+        self._compositor = compositor()  # (the same frames, without drawing the pieces hidden behind)
         self.gateway = gateway
         self.poller = poller
         self.clock = clock
@@ -121,8 +123,11 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.renders = 0
         self.last_render_ms: float | None = None
         self._applied: dict[str, str] = {}
-        self._drop_mix = drop_mix_text(None, window)
-        """The drops tab's line for the last snapshot (see :meth:`_show_drop_mix`)."""
+        self._drop_mix: tuple[PatternAnalysis | None, int] = (None, window)
+        """What the drops tab's line says for the last snapshot (see :meth:`_show_drop_mix`): made into the line only
+        while the tab is shown."""
+        self._tab_set: dict[str, tuple[Content, str]] = {}
+        """Each tab's label as :meth:`_tab_label` set it last (the Content given to the tab, and its text)."""
         self._tab_widths: dict[str, tuple[int, object]] = {}
         """Each tab label's width on screen and the view its count counted then (see :meth:`_tab_label`)."""
         self._last_table: DataTable[Any] | None = None
@@ -282,7 +287,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             panel = self.query_one(PatternsPanel)
             panel.show(snap.patterns if same_subject else None, subject.label)
             panel.show_bytes(list(self.recent_bytes) if same_subject else [])
-            self._drop_mix = drop_mix_text(snap.drop_patterns if same_subject else None, snap.config.window)
+            self._drop_mix = (snap.drop_patterns if same_subject else None, snap.config.window)
             if self.view == "drops":
                 self._show_drop_mix()
             # the window's totals count what the tools were asked about: known unless a text filter narrows further,
@@ -315,7 +320,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
     def _show_drop_mix(self) -> None:
         """The drops tab's line, as the last snapshot has it. Drawn only while the tab is shown (and when it is shown):
         a hidden widget's update made Textual work out where every widget on the screen is again (~2 ms a frame)."""
-        mix = self._drop_mix
+        mix = drop_mix_text(*self._drop_mix)
         if self._applied.get("drop-mix") != mix.plain:  # saves a layout per tick
             self._applied["drop-mix"] = mix.plain
             self.query_one("#drop-mix", Static).update(mix, layout=False)
@@ -373,10 +378,14 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         view's (the user's filter, focus, window) is shown as wide as it is."""
         views = self.query_one("#views", TabbedContent)
         tab = views.get_tab(pane)
+        set_last = self._tab_set.get(pane)
+        if set_last is not None and set_last[0] is tab._label and set_last[1] == label:
+            return  # (the tab still holds the label set last, and it is this one)
         shown = str(tab.label)
         if shown == label:  # compared with the tab itself: a render before the tabs mount is not lost
             return
         tab._label = Content(label)
+        self._tab_set[pane] = (tab._label, label)
         width = cell_len(label)
         drawn, drawn_view = self._tab_widths.get(pane, (cell_len(shown), None))
         if width == drawn or (view == drawn_view and drawn - LABEL_SLACK <= width < drawn):

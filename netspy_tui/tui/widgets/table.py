@@ -59,9 +59,21 @@ class KeyedTable(DataTable[Cell]):
         value = memo[state] = make()
         return value
 
+    _frame_width: int | None = None
+    """The table's width while it draws a frame (:meth:`render_lines`): Widget.size works it out from the region and
+    the gutter at each call, and a frame drew every line with two of them (~15 % of drawing the new lines)."""
+
     def render_lines(self, crop: Region) -> list[Strip]:
         self._frame_memo = None  # a new frame: the styles worked out again (once)
-        return super().render_lines(crop)
+        self._frame_width = self.size.width
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame_width = None
+
+    def _width(self) -> int:
+        width = self._frame_width
+        return self.size.width if width is None else width
 
     _styles_seen = 0
     """Style updates so far: the kept cells under the cursor or the mouse are drawn with the component styles of
@@ -117,7 +129,7 @@ class KeyedTable(DataTable[Cell]):
     def render_line(self, y: int) -> Strip:
         if self.fixed_rows:
             return super().render_line(y)
-        width = self.size.width
+        width = self._width()
         scroll_x, scroll_y = self.scroll_offset
         if y >= (self.header_height if self.show_header else 0):
             y += scroll_y
@@ -127,7 +139,7 @@ class KeyedTable(DataTable[Cell]):
         # DataTable's, for a line that starts at the left edge and whose row fits the width (ours unless scrolled
         # sideways): the row's segments are the line, as wide as the table, so they are not cropped, measured and
         # made into a strip twice (every line of every refresh at 100 events/s is a new row).
-        width = self.size.width
+        width = self._width()
         widths = self._column_widths()
         if x1 or x2 != width or self.fixed_columns or self._row_label_column_width + sum(widths) > width:
             return super()._render_line(y, x1, x2, base_style)
@@ -201,7 +213,7 @@ class KeyedTable(DataTable[Cell]):
                     hover=should_highlight(hover_location, cell_location, cursor_type),
                 )[line_no]
             )
-        remaining_space = max(0, self._memo("width", lambda: self.size.width) - table_width)
+        remaining_space = max(0, self._width() - table_width)
         hover = should_highlight(hover_location, Coordinate(row_index or 0, 0), cursor_type)
         cursor = row_index == cursor_location.row
         show_cursor, show_hover = self._flags()[2:4]
@@ -213,7 +225,7 @@ class KeyedTable(DataTable[Cell]):
             return row_style + style
 
         extend_style = self._memo(("extend", row_style, row_index == -1, hover, cursor), extend)
-        extend_style += Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+        extend_style += _place_meta(row_index, 0, True)
         scrollable_row.append([Segment(" " * remaining_space, extend_style)])
         row_pair: tuple[list[list[Segment]], list[list[Segment]]] = ([], scrollable_row)
         cache[cache_key] = row_pair
@@ -326,7 +338,7 @@ class KeyedTable(DataTable[Cell]):
             css_fg,
             css_bg,
         )
-        pre = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+        pre = base_style + _place_meta(row_index, column_index) + component_style
         line = cell_line(console, value, width, padding, pre, post_style)
         if line is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
@@ -453,6 +465,27 @@ class KeyedTable(DataTable[Cell]):
             self._highlight_cursor()  # as add_row does for the first row
         self.check_idle()
         self.refresh()
+
+
+_METAS: dict[tuple[int, int, bool], Style] = {}
+#: places whose meta style is kept (the visible rows of the tables at each frame, many times over)
+_METAS_KEPT = 8192
+
+
+def _place_meta(row: int, column: int, out_of_bounds: bool = False) -> Style:
+    """``Style.from_meta`` of a cell's place (what a click reads), as DataTable makes it, made once per place: each
+    made a new Style (its meta marshalled, ~3.5 us) whose sums with the row's styles Rich's cache had never seen
+    (~7 us a cell, ~250 cells a frame at 100 events/s; the visible rows of a full table keep their places)."""
+    key = (row, column, out_of_bounds)
+    style = _METAS.get(key)
+    if style is None:
+        if len(_METAS) >= _METAS_KEPT:
+            _METAS.clear()
+        meta: dict[str, object] = {"row": row, "column": column}
+        if out_of_bounds:
+            meta["out_of_bounds"] = True
+        style = _METAS[key] = Style.from_meta(meta)
+    return style
 
 
 class _RowPlaces(TwoWayDict[RowKey, int]):

@@ -1,0 +1,85 @@
+"""Textual's compositor, drawing a frame without the widgets it would throw away.
+
+A frame's update draws the lines that changed: for each such line Textual asks every widget across it for its line
+and cuts it at the screen's cuts (where one widget meets the next), front to back, the first piece at each cut
+winning. The widgets behind (the screen, the containers holding the tables and panels) are asked and cut on every
+changed line though every piece of theirs loses to a widget in front: at 100 events/s the tables, the pattern panel
+and the header change every second, so a frame cut ~10 widgets on ~40 lines, most of them to be thrown away.
+:class:`FrontFirstCompositor` asks a widget only for the changed lines where one of its cuts is still open, and cuts
+only those: the same pieces land at the same cuts (tests/tui/test_compositor.py compares the frames with Textual's).
+
+It overrides a private method, so it is used only with the Textual it was written against (:func:`compositor`); any
+other Textual draws with its own compositor: the same frames, at its own cost.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import version
+
+from textual._compositor import Compositor
+from textual.geometry import Region
+from textual.strip import Strip
+
+
+class FrontFirstCompositor(Compositor):
+    """:class:`~textual._compositor.Compositor` whose ``_render_chops`` skips the pieces that would lose."""
+
+    def _render_chops(self, crop: Region, is_rendered_line: Callable[[int], bool]) -> Sequence[Mapping[int, Strip]]:
+        # Textual's _render_chops and _get_renders in one loop (same order: front to back), asking a widget for its
+        # lines only when one of its cuts on a line to be drawn is still open.
+        cuts = self.cuts
+        chops: list[dict[int, Strip | None]] = [dict.fromkeys(cut_set[:-1]) for cut_set in cuts]
+        crop_overlaps = crop.overlaps
+        intersection = Region.intersection
+        for widget, (region, clip) in self.visible_widgets.items():
+            if not crop_overlaps(clip):
+                continue
+            render_region = intersection(region, clip)
+            render_x, render_y, width, height = render_region
+            if not (width and height):
+                continue
+            first_cut, last_cut = render_region.column_span
+            open_lines: list[tuple[int, list[int]]] = []
+            for y in render_region.line_range:
+                if not is_rendered_line(y):
+                    continue
+                line_cuts = cuts[y]  # (sorted: the widget's cuts are a slice, found by bisection)
+                final_cuts = line_cuts[bisect_left(line_cuts, first_cut) : bisect_right(line_cuts, last_cut)]
+                # (a piece goes to each cut but the last: the widget's right edge, or the clip's)
+                get = chops[y].get
+                if any(get(cut) is None for cut in final_cuts[:-1]):
+                    open_lines.append((y, final_cuts))
+            if not open_lines:
+                continue
+            if Region.contains_region(clip, region):
+                strips = widget.render_lines(Region(0, 0, region.width, region.height))
+            else:
+                strips = widget.render_lines(Region(render_x - region.x, render_y - region.y, width, height))
+            for y, final_cuts in open_lines:
+                index = y - render_y
+                if index >= len(strips):
+                    break
+                chops_line = chops[y]
+                get = chops_line.get
+                pieces = strips[index].divide([cut - render_x for cut in final_cuts[1:]])
+                for cut, piece in zip(final_cuts, pieces, strict=False):
+                    if get(cut) is None:
+                        chops_line[cut] = piece
+        return chops  # type: ignore[return-value]  # (every cut filled: Textual returns the same lists)
+
+
+#: Textual releases (major, minor) whose ``Compositor._render_chops`` :class:`FrontFirstCompositor` replaces
+WRITTEN_FOR = ((8, 2),)
+
+
+def compositor(textual_version: str | None = None) -> Compositor:
+    """The compositor a screen draws with: :class:`FrontFirstCompositor` with a Textual in :data:`WRITTEN_FOR`, else
+    Textual's own."""
+    release = textual_version or version("textual")
+    try:
+        major_minor = tuple(int(part) for part in release.split(".")[:2])
+    except ValueError:
+        return Compositor()
+    return FrontFirstCompositor() if major_minor in WRITTEN_FOR else Compositor()

@@ -1,0 +1,92 @@
+"""A refresh's frame draws what changed and asks the widgets hidden behind others for nothing (issue 17: the dashboard
+at 100 events/s), and it is the frame Textual's own compositor draws."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from textual._compositor import Compositor
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.widget import Widget
+
+from netspy_tui.models import ConnectionEvent
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui.compositor import FrontFirstCompositor
+from tests.tui.conftest import Clock
+from tests.tui.test_key_repaint import dashboard
+
+
+def more_connections(source: MemorySource, clock: Clock, n: int, start: int) -> list[ConnectionEvent]:
+    """``n`` new connect() attempts, as a live host's next second brings them."""
+    first = next(e for e in source._snapshot() if isinstance(e, ConnectionEvent))
+    return [
+        first.model_copy(update={"id": f"next-{start + i}", "time": clock.now - timedelta(milliseconds=10 * i)})
+        for i in range(n)
+    ]
+
+
+async def test_a_refresh_asks_no_hidden_widget_for_its_lines(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The screen and the containers that hold the tables and panels are covered by them: every piece of their lines
+    lost to the widgets in front, yet every frame drew and cut them on every changed line."""
+    asked: list[Widget] = []
+    render_lines = Widget.render_lines
+
+    def spy(self: Widget, crop: Region) -> list[Strip]:
+        asked.append(self)
+        return render_lines(self, crop)
+
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        covered = [screen, screen.query_one("#body"), screen.query_one("#left"), screen.query_one("#views")]
+        monkeypatch.setattr(Widget, "render_lines", spy)
+        for second in range(3):
+            clock.now += timedelta(seconds=1)
+            source.add_events(more_connections(source, clock, 40, 40 * second))
+            screen.apply_snapshot(await app.poller.poll())
+            await pilot.pause()
+        assert screen.connections in asked  # (the frames were drawn: the new rows)
+        assert screen.query_one("#patterns-body") in asked
+        assert [w for w in asked if w in covered] == []
+
+
+async def test_a_refresh_draws_the_frame_textuals_compositor_draws(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames: list[bool] = []
+    ours = FrontFirstCompositor._render_chops
+
+    def both(self: FrontFirstCompositor, crop: Region, is_rendered_line: Any) -> Any:
+        drawn = ours(self, crop, is_rendered_line)
+        frames.append(drawn == Compositor._render_chops(self, crop, is_rendered_line))
+        return drawn
+
+    monkeypatch.setattr(FrontFirstCompositor, "_render_chops", both)
+    async with dashboard(source, clock) as (app, pilot):
+        screen = app.dashboard
+        assert isinstance(screen._compositor, FrontFirstCompositor)
+        for second in range(3):
+            clock.now += timedelta(seconds=1)
+            source.add_events(more_connections(source, clock, 40, 40 * second))
+            screen.apply_snapshot(await app.poller.poll())
+            await pilot.pause()
+        await pilot.press("p")  # (a side pane toggled, the focus moved: other widgets in front)
+        await pilot.press("d")
+        await pilot.pause()
+        assert len(frames) >= 5
+        assert all(frames)
+
+
+def test_the_front_first_compositor_is_used_only_with_the_textual_it_was_written_for() -> None:
+    from netspy_tui.tui.compositor import compositor
+
+    assert type(compositor("8.2.8")) is FrontFirstCompositor
+    assert type(compositor("8.3.0")) is Compositor
+    assert type(compositor("9.0.0rc1")) is Compositor
+    assert type(compositor("weird")) is Compositor
+    # the Textual installed with the project is one it was written for: a bump that leaves it must say so here
+    assert type(compositor()) is FrontFirstCompositor
