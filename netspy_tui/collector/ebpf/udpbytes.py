@@ -55,18 +55,23 @@ NS = 1_000_000_000
 PSEUDO_MAP_VALUE = 2
 
 
-def _add(a: Asm, sums_fd: int, p: str, overflow_fd: int, direction: int) -> None:
-    """sums[(cookie, direction, second) at FP-32] += r8 bytes, one datagram; a new entry gets the socket's
-    addresses; a full map adds them to ``overflow_fd`` (the collector's traffic overflow array: slot
-    ``(direction - 1) * 2`` bytes, the next one datagrams). Ends at ``out``."""
+def _lookup_add(a: Asm, sums_fd: int, missing: str) -> None:
+    """sums[key at FP-32] += r8 bytes and one datagram, then to ``out``; no such entry: to ``missing``."""
     a.ld_map_fd(R1, sums_fd)
     a.mov(R2, FP).add(R2, -32)
     a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, p + "new")
+    a.jeq(R0, 0, missing)
     a.atomic(DW, R0, 0, R8, 0x00)
     a.mov(R1, 1)
     a.atomic(DW, R0, 8, R1, 0x00)
     a.ja("out")
+
+
+def _add(a: Asm, sums_fd: int, p: str, overflow_fd: int, direction: int) -> None:
+    """sums[(cookie, direction, second) at FP-32] += r8 bytes, one datagram; a new entry gets the socket's
+    addresses; a full map adds them to ``overflow_fd`` (the collector's traffic overflow array: slot
+    ``(direction - 1) * 2`` bytes, the next one datagrams). Ends at ``out``."""
+    _lookup_add(a, sums_fd, p + "new")
     a.label(p + "new")
     v = -32 - VALUE.itemsize
     a.zero_stack(v, VALUE.itemsize)
@@ -90,15 +95,7 @@ def _add(a: Asm, sums_fd: int, p: str, overflow_fd: int, direction: int) -> None
     a.mov(R4, BPF_NOEXIST)
     a.call(MAP_UPDATE)
     a.jeq(R0, 0, "out")
-    # (another CPU made the entry meanwhile: add to it)
-    a.ld_map_fd(R1, sums_fd)
-    a.mov(R2, FP).add(R2, -32)
-    a.call(MAP_LOOKUP)
-    a.jeq(R0, 0, p + "full")
-    a.atomic(DW, R0, 0, R8, 0x00)
-    a.mov(R1, 1)
-    a.atomic(DW, R0, 8, R1, 0x00)
-    a.ja("out")
+    _lookup_add(a, sums_fd, p + "full")  # (another CPU made the entry meanwhile: add to it)
     a.label(p + "full")
     for slot, amount in ((0, R8), (1, None)):
         a.st(W, FP, -4, (direction - 1) * 2 + slot)
