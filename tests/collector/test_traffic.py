@@ -929,3 +929,53 @@ async def test_a_connection_accepted_in_a_forked_worker_is_charged_to_the_worker
     assert (flow.rx_bytes, flow.tx_bytes) == (TCP_BYTES, reply)
     # (the parent keeps the inbound connection's row: it listened; none of the bytes)
     assert all(f.rx_bytes == f.tx_bytes == 0 for f in flows(await of(parent), protocol="TCP", local_port=port))
+
+
+HOLDER = textwrap.dedent(
+    """
+    import socket, sys
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    print(client.getsockname()[1], flush=True)
+    sys.stdin.readline()  # the collector has started: now move bytes
+    client.sendall(b"p" * int(sys.argv[1]))
+    got = 0
+    while got < int(sys.argv[1]):
+        got += len(server.recv(65536))
+    print(got, flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+@pytest.mark.ebpf
+async def test_a_connection_open_before_the_collector_started_is_charged_to_the_process_holding_it() -> None:
+    """A long-lived connection (a database pool, an ssh session) opened before the collector started: the kernel
+    never showed it opening, so its owner comes from the start's scan of every process's open sockets, and its
+    bytes from then on are that process's, not pid 0's."""
+    n = 77_777
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # noqa: ASYNC220
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdin is not None and holder.stdout is not None
+        port = int(holder.stdout.readline())
+        source = await started()
+        try:
+            await asyncio.sleep(0.5)  # (a drain or two: the connection's counters seen before its bytes move)
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+            assert int(await asyncio.to_thread(holder.stdout.readline)) == n
+
+            async def of_holder() -> TrafficStats:
+                return source.store.traffic(holder.pid, None, 120, limit=100)
+
+            stats = await poll(of_holder, lambda s: bool(flows(s, protocol="TCP", local_port=port)))
+            (flow,) = flows(stats, protocol="TCP", local_port=port)
+            assert flow.tx_bytes == n and flow.pid == holder.pid, flow
+            assert not flows(source.store.traffic(0, None, 120, limit=100), protocol="TCP", local_port=port)
+        finally:
+            await source.aclose()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)

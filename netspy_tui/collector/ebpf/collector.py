@@ -441,6 +441,8 @@ class _Session:
                 "namespaces are not told apart (inbound connections go to the last to listen)"
             )
         seed = listeners.scan(offsets.netns)
+        if self.tcp_bytes is not None:  # (the connections open before the start: whose their bytes are)
+            self.tcp_bytes.preexisting = seed.connections
         seeded, failed = 0, 0
         for key, value in zip(seed.keys, seed.values, strict=True):
             try:

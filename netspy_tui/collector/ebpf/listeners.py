@@ -44,6 +44,10 @@ class Seed:
     """Listening sockets no process was found holding (closed meanwhile, or held by none)."""
     unscanned: int = 0
     """Listening sockets whose holders were not looked for: the scan ran past :data:`SCAN_BUDGET`."""
+    connections: dict[tuple[int, bytes, int, bytes, int], tuple[int, bytes]] = field(default_factory=dict)
+    """The TCP connections open at the scan (any state but LISTEN), by (family, local address, local port, remote
+    address, remote port; addresses as 16 bytes, network order) -> (owner's tgid, its name): whose the bytes of a
+    connection that opened before the collector started are (:class:`.tcpcounters.TcpBytes`)."""
     unreadable: int = 0
     """Processes whose open files could not be read (EACCES/EPERM: another process's ``/proc/PID/fd`` needs
     CAP_SYS_PTRACE when it has capabilities this one lacks, and CAP_DAC_READ_SEARCH when another user owns it):
@@ -93,18 +97,20 @@ def _address(text: str) -> bytes:
     return raw.ljust(16, b"\0")
 
 
-def _listening(path: str, family: int) -> Iterator[tuple[int, int, bytes, int]]:
-    """(inode, family, address, port) of each LISTEN socket in one ``/proc/PID/net/tcp{,6}`` table."""
+def _table(path: str, family: int) -> Iterator[tuple[int, bool, int, bytes, int, bytes, int]]:
+    """(inode, listening, family, address, port, remote address, remote port) of each socket with an inode in one
+    ``/proc/PID/net/tcp{,6}`` table."""
     with open(path) as f:
         next(f, None)  # the header
         for line in f:
             cols = line.split()
-            if len(cols) < 10 or cols[3] != _LISTEN:
+            if len(cols) < 10:
                 continue
             addr, _, port = cols[1].partition(":")
+            raddr, _, rport = cols[2].partition(":")
             inode = int(cols[9])
             if inode:
-                yield inode, family, _address(addr), int(port, 16)
+                yield inode, cols[3] == _LISTEN, family, _address(addr), int(port, 16), _address(raddr), int(rport, 16)
 
 
 def _start_time(proc: str, pid: int) -> int:
@@ -126,7 +132,8 @@ def _comm(proc: str, pid: int) -> bytes:
 
 
 def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
-    """The listening TCP sockets of every network namespace a process is in, each with its owner.
+    """The listening TCP sockets of every network namespace a process is in, each with its owner (and the open
+    connections' owners, :attr:`Seed.connections`).
     ``netns`` False: the kernel's programs cannot read a socket's namespace (no BTF for it), so the keys
     carry 0 there too."""
     pids = _pids(proc)
@@ -137,20 +144,24 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
         except OSError:
             continue  # gone, or a kernel thread without one
         by_ns.setdefault(ns, []).append(pid)
-    # inode -> (namespace, family, address, port)
+    # inode -> (namespace, family, address, port) of the listeners; of the connections, their addresses and ports
     sockets: dict[int, tuple[int, int, bytes, int]] = {}
+    connections: dict[int, tuple[int, bytes, int, bytes, int]] = {}
     for ns, members in by_ns.items():
         for pid in members:  # the first of its processes that is still there
             try:
                 tables = f"{proc}/{pid}/net/tcp", f"{proc}/{pid}/net/tcp6"
-                found = [*_listening(tables[0], _AF_INET), *_listening(tables[1], _AF_INET6)]
+                found = [*_table(tables[0], _AF_INET), *_table(tables[1], _AF_INET6)]
             except OSError:
                 continue
-            for inode, family, addr, port in found:
-                sockets[inode] = (ns if netns else 0, family, addr, port)
+            for inode, listening, family, addr, port, raddr, rport in found:
+                if listening:
+                    sockets[inode] = (ns if netns else 0, family, addr, port)
+                else:
+                    connections[inode] = (family, addr, port, raddr, rport)
             break
     seed = Seed()
-    if not sockets:
+    if not sockets and not connections:
         return seed
     holders: dict[int, list[int]] = {}
     deadline, complete = time.monotonic() + budget, True
@@ -168,7 +179,7 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
                         raise
                     except OSError:
                         continue
-                    if link.startswith("socket:[") and (inode := int(link[8:-1])) in sockets:
+                    if link.startswith("socket:[") and ((inode := int(link[8:-1])) in sockets or inode in connections):
                         holders.setdefault(inode, []).append(pid)
         except PermissionError:  # (EACCES, EPERM: not allowed to look at this process's files)
             seed.unreadable += 1
@@ -183,6 +194,10 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
             seed.unscanned += 1
         else:
             seed.unowned += 1
+    for inode, place in connections.items():
+        if inode in holders:
+            owner = min(holders[inode], key=lambda pid: (_start_time(proc, pid), pid))
+            seed.connections[place] = (owner, _comm(proc, owner))
     seed.keys = np.zeros(len(found_owner), P.LISTENER_KEY)
     seed.values = np.zeros(len(found_owner), P.LISTENER_VALUE)
     for i, (inode, owner) in enumerate(found_owner):

@@ -136,7 +136,8 @@ class TcpBytes:
     charged to the connection's owner (whoever connected, or the listener that accepted it: ``opened``).
 
     A connection seen opening is counted from its start (its close exactly: :func:`P.final_bytes`); one open
-    before the collector started from its first pass on, charged to no process (pid 0), and its bytes after its
+    before the collector started from its first pass on, charged to the process that held it when the collector
+    started (``preexisting``, from :func:`.listeners.scan`; else to no process, pid 0), and its bytes after its
     last pass are not counted when it closes (``uncounted_closes`` says how many such closes were seen)."""
 
     def __init__(self, counters: TcpCounters, off: P.SockOffsets, opened_fd: int) -> None:
@@ -152,6 +153,9 @@ class TcpBytes:
         # (sk, local port, remote port) -> (family, local address, remote address): for closes a later drain brings
         self.addresses: dict[tuple[int, int, int], tuple[int, bytes, bytes]] = {}
         self.uncounted_closes = 0
+        self.preexisting: dict[tuple[int, bytes, int, bytes, int], tuple[int, bytes]] = {}
+        """(family, local address, local port, remote address, remote port) -> (tgid, name) of the connections open
+        when the collector started (:attr:`.listeners.Seed.connections`)."""
         self.absent: dict[tuple[int, int, int], int] = {}  # counted connections missing from the last pass
 
     def _owners(self) -> dict[int, tuple[int, int, bytes]]:
@@ -220,7 +224,8 @@ class TcpBytes:
                     raddr = bytes(common[i, off.sk_v6_daddr : off.sk_v6_daddr + 16])
                 self.addresses[ident] = (fam, laddr, raddr)
                 if owner is None:
-                    add(ident, int(sent[i]), int(arrived[i]), 0, b"", fam, laddr, raddr, first=True)
+                    tgid, comm = self.preexisting.get((fam, laddr, ident[1], raddr, ident[2]), (0, b""))
+                    add(ident, int(sent[i]), int(arrived[i]), tgid, comm, fam, laddr, raddr, first=True)
                 else:
                     syn = int(owner[1] == DIR_CONNECT)
                     add(ident, int(sent[i]) - syn, int(arrived[i]), owner[0], owner[2], fam, laddr, raddr, first=False)
