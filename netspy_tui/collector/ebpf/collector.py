@@ -93,6 +93,10 @@ _ATTACH_ENTRY_AND_EXIT: tuple[_Attach, ...] = (*_COMMON, _STATE, _EXIT, *_ACCEPT
 #: set to 1 (tests and benchmarks only): connect() followed at its entry and exit even where its exit alone would
 #: do, to exercise and measure that path
 CONNECT_ENTRY_ENV = "NETSPY_EBPF_CONNECT_ENTRY"
+#: set to 1: TCP bytes from the kernel's own per-connection counters and UDP bytes from packet programs, no program
+#: on every send() and recv() (:class:`EbpfCollector`'s ``byte_counters``); for hosts whose TCP connections are in
+#: the collector's network namespace: the kernel's TCP iterator reads only that namespace's sockets live
+BYTE_COUNTERS_ENV = "NETSPY_EBPF_BYTE_COUNTERS"
 
 #: how a program is attached, as :meth:`EbpfCollector.programs` (and ``server_status``) names it:
 #: ``tp_btf`` (a BTF-typed tracing program: the tracepoint's arguments, fields read with plain
@@ -424,6 +428,10 @@ class _Session:
         if not (offsets.sockinfo and offsets.socket_sk is not None):  # (accepted connections stay the listener's)
             for name in ("accept_exit", "accept_exit0"):
                 tps.pop(name, None)
+        self.notes.append(
+            "TCP bytes from the kernel's per-connection counters, read live in this network namespace "
+            "only: connections in other namespaces (containers) count their bytes when they close"
+        )
         log.info("eBPF: TCP bytes from the kernel's per-socket counters, UDP bytes from cgroup_skb programs")
 
     def _per_call(self, why: str) -> None:
@@ -980,8 +988,11 @@ class EbpfCollector(Collector):
     cap); the ones over it are counted as shed, their counts kept. ``byte_counters``: TCP bytes from the kernel's
     own per-socket counters (read each drain and when a connection closes) and UDP bytes from cgroup_skb programs
     (per packet), so no program runs on every send() and recv(); where the kernel lacks any of that, or with
-    False, a program on sock_send_length / sock_recv_length counts every call. ``tcp_finals`` (tests): keep each
-    closing TCP connection's counters for :meth:`drain_tcp_finals` without counting bytes from them.
+    False, a program on sock_send_length / sock_recv_length counts every call. None (the default): True when
+    :data:`BYTE_COUNTERS_ENV` is 1. Not the default: the kernel's TCP iterator reads the sockets of the collector's
+    own network namespace only, so a container's connections would show their bytes only when they close.
+    ``tcp_finals`` (tests): keep each closing TCP connection's counters for :meth:`drain_tcp_finals` without counting
+    bytes from them.
     """
 
     name = "ebpf"
@@ -997,7 +1008,7 @@ class EbpfCollector(Collector):
         raw_connects: bool = True,
         raw_drops: bool = True,
         raw_rate: int = RAW_RATE,
-        byte_counters: bool = True,
+        byte_counters: bool | None = None,
         tcp_finals: bool = False,
     ) -> None:
         super().__init__()
@@ -1018,6 +1029,8 @@ class EbpfCollector(Collector):
         self.raw = (P.RAW_CONNECTS if raw_connects else 0) | (P.RAW_DROPS if raw_drops else 0)
         self.raw_rate = raw_rate
         self.tcp_finals = tcp_finals
+        if byte_counters is None:
+            byte_counters = os.environ.get(BYTE_COUNTERS_ENV) == "1"
         self.byte_counters = byte_counters
         self._session: _Session | None = None
         self._finalizer: weakref.finalize[..., EbpfCollector] | None = None
