@@ -639,6 +639,7 @@ class RecordJson:
             table.__init__()  # type: ignore[misc]
         self._shape_parts.clear()
         self._outcome_codes.clear()
+        self._templates.clear()  # (made again for the shapes numbered next: bounded with them)
 
     def _numbers(self, codec: Any, recs: np.ndarray, outcomes: list[str | None]) -> tuple[np.ndarray, ...] | None:
         """Each record's shape (with its outcome), place, command and (command, thread) numbers, what is new of

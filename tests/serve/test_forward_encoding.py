@@ -347,3 +347,21 @@ async def test_the_outcomes_are_read_only_after_the_store_wrote_some(
     assert 1 <= settled and reads == settled  # (read when written; not again since)
     assert [e["outcome"] for e in agg.received()[len(recs) :]] == ["refused"]
     store.close()
+
+
+def test_the_forwarders_tables_stay_bounded_over_many_new_destinations(monkeypatch: Any) -> None:
+    """An agent forwarding for days to ever new destinations: every table the batch encoder keeps (shapes, places,
+    their templates) is bounded, not only the numbered ones (found by the review: the templates grew by one per
+    new shape for good)."""
+    from bench import synth
+
+    monkeypatch.setattr(F, "TEMPLATES_KEPT", 1000)
+    codec = synth.codec()
+    encoder = F.RecordJson({"k8s_node_name": "n"})
+    rng = np.random.default_rng(0)
+    for batch in range(20):
+        recs = synth.records(500, 5.0, rng, now_wall_ns=int(1.7e18) + batch * 10**9, drop_share=0)
+        recs["port"] = np.arange(batch * 500, batch * 500 + 500) % 65536
+        encoder.pieces(codec, recs, np.arange(500, dtype=np.uint64), [None] * 500)
+    assert len(encoder._shapes_n) <= 1500 and len(encoder._places) <= 1500
+    assert len(encoder._templates) <= 1500
