@@ -6,13 +6,44 @@ tests/unit/test_markers.py checks that every root-only test carries one of the t
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 REQUIRE_ROOT = os.environ.get("NETSPY_REQUIRE_EBPF") == "1"
 ROOT_MARKERS = ("root", "ebpf")
+
+
+@pytest.fixture(autouse=True)
+def _kernel_tests_alone(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``root`` or ``ebpf`` runs while no other test runs in any worker: the
+    collector it starts follows the whole host, and another worker's connects and drops (thousands a second) moved
+    what such tests read. A readers-writer lock over one file of the run: the other tests share it, a kernel test
+    takes it alone, and a turnstile lets it in between two tests of the other workers (so it is not starved)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"netspy-tests-{run}"
+    alone = any(request.node.get_closest_marker(m) for m in ROOT_MARKERS)
+    fds = [os.open(f"{base}.{name}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600) for name in ("turnstile", "lock")]
+    turnstile, lock = fds
+    try:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if alone:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # (the turnstile held meanwhile: no other test starts)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)  # (and the locks with them)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
