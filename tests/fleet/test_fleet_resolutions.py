@@ -263,6 +263,15 @@ def pending(wall: int, key: int, last_octet: int) -> np.ndarray:
     return connect(4321, b"slowapp", last_octet, wall, key, result=P.RESULT_PENDING, code=-errno.EINPROGRESS)
 
 
+def agent_with_a_slow_connect(tmp_path: Path) -> tuple[EventStore, Any, np.ndarray]:
+    """An agent's store holding one connect in progress past the settle time (key 0xABC), its codec, the record."""
+    store = EventStore(tmp_path / "agent.sqlite3")
+    codec = synth.codec()
+    slow = pending(time.time_ns() - int((SETTLE_SECONDS + 8) * NS), 0xABC, 1)
+    store.write([Batch(records=slow, codec=codec)])
+    return store, codec, slow
+
+
 @pytest.fixture
 def fleet_server() -> Iterator[tuple[FleetStore, str]]:
     with served_fleet(None) as served:
@@ -321,10 +330,7 @@ async def test_the_forwarder_sends_the_outcome_of_a_connect_it_forwarded_in_prog
 
 async def test_an_aggregator_that_does_not_take_outcomes_is_sent_none_and_they_are_counted(tmp_path: Path) -> None:
     """ebpf-server's own aggregator (answers without ``updated``) would store the same id again as a second event."""
-    store = EventStore(tmp_path / "agent.sqlite3")
-    codec = synth.codec()
-    slow = pending(time.time_ns() - int((SETTLE_SECONDS + 8) * NS), 0xABC, 1)
-    store.write([Batch(records=slow, codec=codec)])
+    store, codec, slow = agent_with_a_slow_connect(tmp_path)
     with FakeAggregator(answer="contract") as agg:
         forwarder = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE})
         try:
@@ -345,10 +351,7 @@ async def test_an_outcome_sent_after_an_agent_restart_is_retried_when_the_first_
 ) -> None:
     """A restarted agent does not know yet whether the aggregator takes outcomes: a 421 (a proxy's Host check, not
     right yet) or 404 to that first post says nothing about it; the outcome waits, and goes once it is accepted."""
-    store = EventStore(tmp_path / "agent.sqlite3")
-    codec = synth.codec()
-    slow = pending(time.time_ns() - int((SETTLE_SECONDS + 8) * NS), 0xABC, 1)
-    store.write([Batch(records=slow, codec=codec)])
+    store, codec, slow = agent_with_a_slow_connect(tmp_path)
     with FakeAggregator(answer="updates") as agg:
         first = Forwarder(store, agg.url + INGEST_PATH, identity={"k8s_node_name": NODE})
         try:

@@ -448,7 +448,7 @@ class _Session:
                 "no BTF for network namespaces: listeners on one address and port in different "
                 "namespaces are not told apart (inbound connections go to the last to listen)"
             )
-        seed = listeners.scan(offsets.netns)
+        seed = listeners.scan(offsets.netns, connections=self.tcp_bytes is not None)
         if self.tcp_bytes is not None:  # (the connections open before the start: whose their bytes are)
             self.tcp_bytes.preexisting = seed.connections
         seeded, failed = 0, 0

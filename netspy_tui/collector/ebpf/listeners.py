@@ -131,9 +131,9 @@ def _comm(proc: str, pid: int) -> bytes:
         return b""
 
 
-def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
-    """The listening TCP sockets of every network namespace a process is in, each with its owner (and the open
-    connections' owners, :attr:`Seed.connections`).
+def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET, connections: bool = False) -> Seed:
+    """The listening TCP sockets of every network namespace a process is in, each with its owner (and with
+    ``connections``, the open connections' owners, :attr:`Seed.connections`).
     ``netns`` False: the kernel's programs cannot read a socket's namespace (no BTF for it), so the keys
     carry 0 there too."""
     pids = _pids(proc)
@@ -146,7 +146,7 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
         by_ns.setdefault(ns, []).append(pid)
     # inode -> (namespace, family, address, port) of the listeners; of the connections, their addresses and ports
     sockets: dict[int, tuple[int, int, bytes, int]] = {}
-    connections: dict[int, tuple[int, bytes, int, bytes, int]] = {}
+    open_ones: dict[int, tuple[int, bytes, int, bytes, int]] = {}
     for ns, members in by_ns.items():
         for pid in members:  # the first of its processes that is still there
             try:
@@ -157,11 +157,11 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
             for inode, listening, family, addr, port, raddr, rport in found:
                 if listening:
                     sockets[inode] = (ns if netns else 0, family, addr, port)
-                else:
-                    connections[inode] = (family, addr, port, raddr, rport)
+                elif connections:
+                    open_ones[inode] = (family, addr, port, raddr, rport)
             break
     seed = Seed()
-    if not sockets and not connections:
+    if not sockets and not open_ones:
         return seed
     holders: dict[int, list[int]] = {}
     deadline, complete = time.monotonic() + budget, True
@@ -179,7 +179,7 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
                         raise
                     except OSError:
                         continue
-                    if link.startswith("socket:[") and ((inode := int(link[8:-1])) in sockets or inode in connections):
+                    if link.startswith("socket:[") and ((inode := int(link[8:-1])) in sockets or inode in open_ones):
                         holders.setdefault(inode, []).append(pid)
         except PermissionError:  # (EACCES, EPERM: not allowed to look at this process's files)
             seed.unreadable += 1
@@ -194,7 +194,7 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET) -> Seed:
             seed.unscanned += 1
         else:
             seed.unowned += 1
-    for inode, place in connections.items():
+    for inode, place in open_ones.items():
         if inode in holders:
             owner = min(holders[inode], key=lambda pid: (_start_time(proc, pid), pid))
             seed.connections[place] = (owner, _comm(proc, owner))

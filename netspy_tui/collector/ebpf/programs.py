@@ -2433,6 +2433,12 @@ def _exit_alone(a: Asm, tp: Tracepoint, maps: Maps, off: SockOffsets) -> None:
     a.jeq(R8, -_errno.EALREADY, "out")  # still connecting (a non-blocking retry): a later call ends it
     a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
     a.st(DW, R9, _I["sk"], 0)
+    _continued_result(a)
+
+
+def _continued_result(a: Asm) -> None:
+    """The end of a call that continued an interrupted one on the same socket (both ways of following connect()):
+    EISCONN is the success it reports; marked restarted; a call whose socket sent no SYN goes to ``out``."""
     a.jne(R8, -_errno.EISCONN, "continued_code")
     a.mov(R8, 0)  # connected by now: what the application learns is that it succeeded
     a.label("continued_code")
@@ -2509,12 +2515,7 @@ def _exit_after_entry(a: Asm, tp: Tracepoint, maps: Maps) -> None:
     a.ja("out")
     a.label("continued_ends")
     a.st(W, R9, _I["flags"], 0)  # the call is over (the thread's entry is kept for its next call)
-    a.jne(R8, -_errno.EISCONN, "continued_code")
-    a.mov(R8, 0)  # connected by now: what the application learns is that it succeeded
-    a.label("continued_code")
-    a.st(DW, FP, _S_FLAGS, F_RESTARTED)
-    a.ldx(DW, R1, FP, _S_SK)
-    a.jeq(R1, 0, "out")
+    _continued_result(a)
 
 
 def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
