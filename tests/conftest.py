@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,25 @@ import pytest
 
 REQUIRE_ROOT = os.environ.get("NETSPY_REQUIRE_EBPF") == "1"
 ROOT_MARKERS = ("root", "ebpf")
+
+
+def _lock_base(run: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"netspy-tests-{run}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In pytest-xdist's controller: name the run (xdist would, after this hook) so that the controller
+    knows the lock files its workers share and removes them when the run ends (pytest_unconfigure)."""
+    if not hasattr(config, "workerinput") and getattr(config.option, "testrunuid", "") is None:
+        config.option.testrunuid = uuid.uuid4().hex
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = getattr(config.option, "testrunuid", None)
+    if hasattr(config, "workerinput") or not run:
+        return
+    for name in ("turnstile", "lock"):
+        Path(f"{_lock_base(run)}.{name}").unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +48,7 @@ def _kernel_tests_alone(request: pytest.FixtureRequest) -> Iterator[None]:
     if not run:
         yield
         return
-    base = Path(tempfile.gettempdir()) / f"netspy-tests-{run}"
+    base = _lock_base(run)
     alone = any(request.node.get_closest_marker(m) for m in ROOT_MARKERS)
     fds = [os.open(f"{base}.{name}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600) for name in ("turnstile", "lock")]
     turnstile, lock = fds
