@@ -209,6 +209,7 @@ class _Session:
         self.notes: list[str] = []
         self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
         self.tcp_finals = False  # keep each closing TCP connection's own counters in ``maps.finals``
+        self.keep_finals = False  # (tests) keep them even where no reader drains them
         # bytes from the kernel's TCP counters (:class:`TcpBytes`) and UDP cgroup_skb programs (:class:`UdpBytes`)
         # where this kernel has both, with no program on sock_send_length / sock_recv_length
         self.byte_counters = False
@@ -428,14 +429,16 @@ class _Session:
         if not (offsets.sockinfo and offsets.socket_sk is not None):  # (accepted connections stay the listener's)
             for name in ("accept_exit", "accept_exit0"):
                 tps.pop(name, None)
-        self.notes.append(
-            "TCP bytes from the kernel's per-connection counters, read live in this network namespace "
-            "only: connections in other namespaces (containers) count their bytes when they close"
-        )
         log.info("eBPF: TCP bytes from the kernel's per-socket counters, UDP bytes from cgroup_skb programs")
 
     def _per_call(self, why: str) -> None:
         self.notes.append(f"bytes counted by a program on every send() and recv() (each call pays for it): {why}")
+        # no reader drains the closing connections' counters now: the state program keeps none (unless a test
+        # asked for them, ``tcp_finals``), else every close would write to a map that fills and stays full
+        if self.maps is not None and self.maps.finals is not None and not self.keep_finals:
+            fd, self.maps.finals = self.maps.finals, None
+            self.map_fds.remove(fd)
+            syscalls.close_fd(fd)
 
     def _seed_listeners(self, map_fd: int, offsets: P.SockOffsets) -> None:
         """The sockets that were listening before the programs were attached, with their owners (see
@@ -616,15 +619,18 @@ class _Session:
         counts, lost = (self._drain_counts(), self._counter_deltas()) if drain else (None, {})
         traffic = self._drain_traffic() if drain else None
         if finals is not None and self.tcp_bytes is not None:
-            uncounted = self.tcp_bytes.uncounted_closes
+            uncounted, unread = self.tcp_bytes.uncounted_closes, self.tcp_bytes.counters.namespaces.unread
             for more in (self.tcp_bytes.drain(finals, traffic, time.time_ns()), self._udp_rows()):
                 if len(more[0]):
                     traffic = more if traffic is None else (np.concatenate([traffic[0], more[0]]),
                                                             np.concatenate([traffic[1], more[1]]))  # fmt: skip
-            if self.tcp_bytes.uncounted_closes != uncounted:
-                n = self.tcp_bytes.uncounted_closes - uncounted
-                lost = {**lost, "tcp_tail_uncounted": lost.get("tcp_tail_uncounted", 0) + n}
-                self.stats.losses["tcp_tail_uncounted"] = self.stats.losses.get("tcp_tail_uncounted", 0) + n
+            for cause, n in (
+                ("tcp_tail_uncounted", self.tcp_bytes.uncounted_closes - uncounted),
+                ("tcp_netns_unread", self.tcp_bytes.counters.namespaces.unread - unread),
+            ):
+                if n:
+                    lost = {**lost, cause: lost.get(cause, 0) + n}
+                    self.stats.losses[cause] = self.stats.losses.get(cause, 0) + n
         if records is not None or counts is not None or lost or traffic is not None:
             self._deliver(records, counts, lost, traffic)
         self.reader_cpu = time.thread_time()
@@ -938,6 +944,8 @@ class _Session:
         self.loaded = []
         if self.udp_bytes is not None:
             self.udp_bytes.close()
+        if self.tcp_bytes is not None:
+            self.tcp_bytes.counters.namespaces.close()
         if self.ring is not None and not keep_ring:
             self.ring.close()
         for fd in self.prog_fds + self.map_fds:
@@ -1049,6 +1057,7 @@ class EbpfCollector(Collector):
         session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.drain_interval, self.raw,
                            self.raw_rate)  # fmt: skip
         session.tcp_finals = self.tcp_finals or self.byte_counters
+        session.keep_finals = self.tcp_finals
         session.byte_counters = self.byte_counters
         try:
             session.load()
