@@ -618,7 +618,8 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
         False,
     ),
     "tcp_netns_unread": (
-        "network namespaces past the collector's bound: their TCP connections count their bytes only when they close",
+        "network namespaces whose TCP connections are not read while open (past the collector's bound of 1,024, or "
+        "not enterable: that needs CAP_SYS_ADMIN): they count their bytes when they close",
         True,
     ),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),

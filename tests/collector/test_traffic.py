@@ -1029,14 +1029,13 @@ def own_namespace() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
-@pytest.mark.ebpf
-async def test_an_open_connection_in_another_network_namespace_shows_its_exact_bytes_while_open(
-        embedded: EmbeddedSource) -> None:  # fmt: skip
-    """A container's connection (here a namespace ``ip netns add`` made, a client and a server in it): while it
-    is still open, get_traffic says exactly the bytes each side sent and read, for each process, although the
-    collector runs in another network namespace (the kernel's TCP iterator reads only the namespace of the thread
-    that starts it: one pass per namespace). Before, such a connection showed its bytes only when it closed."""
-    n, m = 654_321, 12_345
+Held = tuple[subprocess.Popen[str], int, subprocess.Popen[str], int]
+
+
+@contextlib.asynccontextmanager
+async def held_in_namespace(n: int, m: int) -> AsyncIterator[Held]:
+    """A client and a server in a namespace of the test's own that moved ``n`` bytes one way and ``m`` the other on
+    a connection they hold open until the end (closed by :func:`release`): (server, its port, client, its port)."""
     with own_namespace() as ns:
         procs: list[subprocess.Popen[str]] = []
         try:
@@ -1057,35 +1056,113 @@ async def test_an_open_connection_in_another_network_namespace_shows_its_exact_b
             client_port = int(await asyncio.to_thread(line, client))
             assert (await asyncio.to_thread(line, server)).split() == ["done", str(n)]
             assert (await asyncio.to_thread(line, client)).split() == ["done", str(m)]
-            want = {
-                "client": dict(pid=client.pid, protocol="TCP", local_port=client_port, remote_port=port, tx_bytes=n,
-                               rx_bytes=m, direction="outbound"),
-                "server": dict(pid=server.pid, protocol="TCP", local_port=port, remote_port=client_port, tx_bytes=m,
-                               rx_bytes=n, direction="inbound"),
-            }  # fmt: skip
-            async with Client(create_server(embedded)) as mcp:
-
-                async def read() -> TrafficStats:
-                    result = await mcp.call_tool("get_traffic", {"duration": 120, "limit": 200})
-                    assert not result.is_error, result.content
-                    assert result.structured_content is not None
-                    return TrafficStats.model_validate(result.structured_content["stats"])
-
-                def there(stats: TrafficStats) -> bool:
-                    return all(
-                        sum(f.tx_bytes for f in flows(stats, **{k: v for k, v in w.items() if k not in _FIGURES}))
-                        >= w["tx_bytes"] for w in want.values())  # fmt: skip
-
-                stats = await poll(read, there)
-                assert all(p.poll() is None for p in procs), "the connection closed before the check"
-                for name, w in want.items():
-                    got = flows(stats, **{k: v for k, v in w.items() if k not in _FIGURES})
-                    assert [(f.tx_bytes, f.rx_bytes, f.direction, f.lifetime_us) for f in got] == [
-                        (w["tx_bytes"], w["rx_bytes"], w["direction"], None)], (name, got)  # fmt: skip
+            yield server, port, client, client_port
         finally:
             for p in procs:
                 p.kill()
                 p.wait(timeout=10)
+
+
+def release(*procs: subprocess.Popen[str]) -> None:
+    """Let :data:`HELD_IN_NS`'s ends close their connection and exit."""
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.close()
+    for p in procs:
+        assert p.wait(timeout=10) == 0
+
+
+def held_flows(server: subprocess.Popen[str], port: int, client: subprocess.Popen[str], client_port: int, n: int,
+               m: int) -> dict[str, dict[str, Any]]:  # fmt: skip
+    return {
+        "client": dict(pid=client.pid, protocol="TCP", local_port=client_port, remote_port=port, tx_bytes=n,
+                       rx_bytes=m, direction="outbound"),
+        "server": dict(pid=server.pid, protocol="TCP", local_port=port, remote_port=client_port, tx_bytes=m,
+                       rx_bytes=n, direction="inbound"),
+    }  # fmt: skip
+
+
+def sent_all(want: dict[str, dict[str, Any]]) -> Callable[[TrafficStats], bool]:
+    def there(stats: TrafficStats) -> bool:
+        return all(sum(f.tx_bytes for f in flows(stats, **{k: v for k, v in w.items() if k not in _FIGURES}))
+                   >= w["tx_bytes"] for w in want.values())  # fmt: skip
+
+    return there
+
+
+def held_figures(stats: TrafficStats, want: dict[str, dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
+    """name -> [(tx, rx, direction, closed)] of each of the held connection's flows"""
+    return {name: [(f.tx_bytes, f.rx_bytes, f.direction, f.lifetime_us is not None)
+                   for f in flows(stats, **{k: v for k, v in w.items() if k not in _FIGURES})]
+            for name, w in want.items()}  # fmt: skip
+
+
+async def traffic_report(client: Client) -> tuple[TrafficStats, dict[str, int], str]:
+    result = await client.call_tool("get_traffic", {"duration": 120, "limit": 200})
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    body = result.structured_content
+    return TrafficStats.model_validate(body["stats"]), body["losses"], result.content[0].text
+
+
+@pytest.mark.ebpf
+async def test_an_open_connection_in_another_network_namespace_shows_its_exact_bytes_while_open(
+        embedded: EmbeddedSource) -> None:  # fmt: skip
+    """A container's connection (here a namespace ``ip netns add`` made, a client and a server in it): while it
+    is still open, get_traffic says exactly the bytes each side sent and read, for each process, although the
+    collector runs in another network namespace (the kernel's TCP iterator reads only the namespace of the thread
+    that starts it: one pass per namespace). Before, such a connection showed its bytes only when it closed."""
+    n, m = 654_321, 12_345
+    async with held_in_namespace(n, m) as (server, port, client, client_port):
+        want = held_flows(server, port, client, client_port, n, m)
+        async with Client(create_server(embedded)) as mcp:
+
+            async def read() -> TrafficStats:
+                return (await traffic_report(mcp))[0]
+
+            stats = await poll(read, sent_all(want))
+            assert server.poll() is None and client.poll() is None, "the connection closed before the check"
+            assert held_figures(stats, want) == {"client": [(n, m, "outbound", False)],
+                                                 "server": [(m, n, "inbound", False)]}  # fmt: skip
+
+
+@pytest.mark.ebpf
+async def test_namespaces_past_the_bound_are_counted_and_their_connections_counted_when_they_close(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The collector reads at most MAX_NAMESPACES namespaces besides its own live (here 0: a host with more
+    containers than that): the others are counted (``tcp_netns_unread``, in get_traffic's losses with what it
+    means), their open connections show no bytes, and each connection's bytes are all there once it closes."""
+    from netspy_tui.collector.ebpf import tcpcounters
+
+    monkeypatch.setattr(tcpcounters, "MAX_NAMESPACES", 0)
+    n, m = 54_321, 1_234
+    embedded = await started()
+    try:
+        async with held_in_namespace(n, m) as (server, port, client, client_port), \
+                Client(create_server(embedded)) as mcp:  # fmt: skip
+            want = held_flows(server, port, client, client_port, n, m)
+            deadline = time.monotonic() + 10
+            while True:  # (found by the scan a connection no pass finds asks for, within a second or two)
+                stats, losses, text = await traffic_report(mcp)
+                if losses.get("tcp_netns_unread") or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert losses.get("tcp_netns_unread", 0) >= 1, losses
+            assert "network namespaces whose TCP connections are not read while open" in text
+            await asyncio.sleep(0.5)  # (a few drains more: still no pass in it)
+            stats = (await traffic_report(mcp))[0]
+            assert held_figures(stats, want) == {"client": [(0, 0, "outbound", False)],
+                                                 "server": [(0, 0, "inbound", False)]}  # fmt: skip
+            await asyncio.to_thread(release, server, client)
+
+            async def read() -> TrafficStats:
+                return (await traffic_report(mcp))[0]
+
+            stats = await poll(read, sent_all(want))
+            assert held_figures(stats, want) == {"client": [(n, m, "outbound", True)],
+                                                 "server": [(m, n, "inbound", True)]}  # fmt: skip
+    finally:
+        await embedded.aclose()
 
 
 @pytest.mark.ebpf

@@ -79,14 +79,17 @@ class Namespaces:
     scan of ``/proc/PID/ns/net`` (every process's) and ``/run/netns/*`` (``ip netns``'s, perhaps with no process
     yet), deduplicated by the namespace's inode. A namespace no scan finds any more is let go (its fd closed: the
     fd alone would keep it alive). Bounded by ``limit``: the namespaces past it are counted (``unread``, once each
-    as they appear), not read."""
+    as they appear), not read; so are those where no pass could start (:meth:`refused`: entering one needs
+    CAP_SYS_ADMIN)."""
 
-    def __init__(self, proc: str = "/proc", run: str = "/run/netns", limit: int = MAX_NAMESPACES) -> None:
-        self.proc, self.run, self.limit = proc, run, limit
+    def __init__(self, proc: str = "/proc", run: str = "/run/netns", limit: int | None = None) -> None:
+        self.proc, self.run = proc, run
+        self.limit = MAX_NAMESPACES if limit is None else limit
         self.home = os.stat(f"{proc}/thread-self/ns/net").st_ino
         self.fds: dict[int, int] = {}  # inode -> fd
         self.unread = 0
         self._over: set[int] = set()
+        self._refused: set[int] = set()
         self.scanned_at = -float("inf")
         self.wanted = True  # a scan at the next chance (the first pass makes one)
 
@@ -115,6 +118,7 @@ class Namespaces:
         places = self._places()
         for ino in [i for i in self.fds if i not in places]:
             syscalls.close_fd(self.fds.pop(ino))
+        self._refused &= set(self.fds)
         over = set()
         for ino, path in places.items():
             if ino == self.home or ino in self.fds:
@@ -133,6 +137,12 @@ class Namespaces:
         self.unread += len(over - self._over)
         self._over = over
 
+    def refused(self, ino: int) -> None:
+        """No pass could start in namespace ``ino`` (counted in ``unread`` once while it lasts)."""
+        if ino not in self._refused:
+            self._refused.add(ino)
+            self.unread += 1
+
     def due(self) -> bool:
         since = time.monotonic() - self.scanned_at
         return since >= NETNS_SCAN_EVERY or (self.wanted and since >= NETNS_RESCAN)
@@ -143,11 +153,11 @@ class Namespaces:
         self.fds = {}
 
 
-def _passes_in(link: int, ns_fds: list[int]) -> list[int]:
-    """A pass of iterator ``link`` started in each namespace of ``ns_fds`` (an fd each to read; a namespace that
-    cannot be entered, or refuses, has none), started by a thread that enters them one after another and ends
-    (its namespace dies with it: the caller's own thread never leaves its namespace)."""
-    fds: list[int] = []
+def _passes_in(link: int, ns_fds: list[int]) -> list[int | None]:
+    """A pass of iterator ``link`` started in each namespace of ``ns_fds`` (an fd each to read; None for a namespace
+    that cannot be entered, or whose pass the kernel refused), started by a thread that enters them one after
+    another and ends (its namespace dies with it: the caller's own thread never leaves its namespace)."""
+    fds: list[int | None] = []
 
     def start() -> None:
         for ns in ns_fds:
@@ -155,7 +165,8 @@ def _passes_in(link: int, ns_fds: list[int]) -> list[int]:
                 syscalls.setns_net(ns)
                 fds.append(syscalls.iter_create(link))
             except OSError as exc:
-                log.debug("TCP counters: no pass in a network namespace: %s", exc)
+                log.info("TCP counters: no pass in a network namespace: %s", exc)
+                fds.append(None)
 
     thread = threading.Thread(target=start, name="netspy-netns-pass", daemon=True)
     thread.start()
@@ -229,7 +240,12 @@ class TcpCounters:
             ns.scan()
         data = [syscalls.iter_read(self._link)]
         if ns.fds:
-            data += [syscalls.read_all(fd) for fd in _passes_in(self._link, list(ns.fds.values()))]
+            inos = list(ns.fds)
+            for ino, fd in zip(inos, _passes_in(self._link, [ns.fds[i] for i in inos]), strict=True):
+                if fd is None:
+                    ns.refused(ino)
+                else:
+                    data.append(syscalls.read_all(fd))
         parts = [np.frombuffer(d[: len(d) - len(d) % COUNTERS.itemsize], COUNTERS) for d in data]
         return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
 
