@@ -612,6 +612,16 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
         "counted",
         False,
     ),
+    "finals_full": (
+        "TCP connections that closed while the kernel's map of closing connections was full: their bytes since "
+        "the last drain are not counted",
+        False,
+    ),
+    "tcp_netns_unread": (
+        "network namespaces whose TCP connections are not read while open (past the collector's bound of 1,024, or "
+        "not enterable: that needs CAP_SYS_ADMIN): they count their bytes when they close",
+        True,
+    ),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),
     "restart_unresolved": ("connects the collector was following when it last stopped (outcome unknown)", True),
     "state_unseen": ("connections whose handshake end the kernel did not show (outcome from the freed socket)", True),

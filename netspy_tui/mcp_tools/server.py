@@ -607,6 +607,10 @@ async def _patterns(
     )
 
 
+#: the losses that touch get_traffic's figures
+TRAFFIC_LOSSES = ("traffic_full", "finals_full", "tcp_tail_uncounted", "tcp_netns_unread")
+
+
 async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[Any], pid: int | None,
                      process_name: str | None, duration: int, limit: int, causes: tuple[str, ...],
                      node: str | None = None, workload: str | None = None
@@ -960,7 +964,7 @@ def create_server(
         """Bytes sent and read over the last `duration` seconds per process, remote address and connection
         (exact totals and average rates; largest first, `limit` of each)."""
         stats, label, losses = await _extension(ctx, "traffic", TrafficStats, pid, process_name, duration, limit,
-                                                ("traffic_full",), node, workload)  # fmt: skip
+                                                TRAFFIC_LOSSES, node, workload)  # fmt: skip
         text = describe.with_notes(describe.traffic_text(stats), describe.loss_note(losses))
         return _result(TrafficReport(text=text, stats=stats, source=label, losses=losses,
                                      counts_exact=counts_exact(losses)), text)  # fmt: skip

@@ -596,8 +596,8 @@ def test_server_status_names_how_each_program_is_attached(spawn, cli, connect_pa
         pytest.skip("needs root (eBPF)")
     port = free_port()
     entry = connect_path == "entry_and_exit"
-    # (the entry-and-exit run also asks for bytes from the kernel's counters: each run checks one way of counting them)
-    env = {CONNECT_ENTRY_ENV: "1", BYTE_COUNTERS_ENV: "1"} if entry else {}
+    # (the entry-and-exit run also asks for bytes per call: each run checks one way of counting them)
+    env = {CONNECT_ENTRY_ENV: "1", BYTE_COUNTERS_ENV: "0"} if entry else {}
     child = spawn("serve", "--collector", "ebpf", "--port", str(port), env=env)
     url = served_url(child, "the eBPF server API")
     out = cli("--tool", "server_status", "--server", url)
@@ -617,12 +617,17 @@ def test_server_status_names_how_each_program_is_attached(spawn, cli, connect_pa
     assert kinds["conn_destroy"] == kinds["tcp_state"]
     # bytes: from the kernel's counters and UDP packet programs (no per-call program), or per call
     byte_programs = {name: kinds.get(name) for name in ("tcp_counters", "udp_sent", "udp_read", "udp_owner")}
-    if not entry:  # (the default: a program on every send() and recv(), which sees every network namespace)
+    per_call = [n for n in notes if n.startswith("bytes counted by a program on every send() and recv()")]
+    if entry:  # (asked for: a program on every send() and recv())
         assert "sock_send" in kinds and set(byte_programs.values()) == {None}, out.stdout
-    elif "sock_send" not in kinds:  # (asked for, and this kernel has what they need)
+        assert per_call == [f"bytes counted by a program on every send() and recv() (each call pays for it): "
+                            f"{BYTE_COUNTERS_ENV}=0"], notes  # fmt: skip
+    elif "sock_send" not in kinds:  # (the default, where this kernel has what they need)
         assert byte_programs == {"tcp_counters": "iter", "udp_sent": "cgroup_skb", "udp_read": "cgroup_skb",
                                  "udp_owner": "cgroup_sock"}, out.stdout  # fmt: skip
-        assert any("other namespaces (containers) count their bytes when they close" in n for n in notes), notes
+        assert not per_call, notes
+    else:  # (the kernel refused them: the note says why)
+        assert len(per_call) == 1, notes
     if all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
         assert kinds["conn_destroy"] in ("tp_btf", "raw_tracepoint")
 

@@ -15,28 +15,35 @@ OFF = P.SockOffsets(sk_daddr=0, sk_rcv_saddr=4, sk_num=14, sk_dport=12, sk_famil
                     sk_v6_rcv_saddr=72, sk_flags=96)  # fmt: skip
 
 
+class Namespaces:
+    wanted = False
+
+
 class Pass:
     def __init__(self) -> None:
         self.rows = np.zeros(0, COUNTERS)
+        self.namespaces = Namespaces()
 
     def sample(self) -> np.ndarray:
         return self.rows
 
 
-def live(acked: int, received: int) -> np.ndarray:
+def live(acked: int, received: int, remote: tuple[int, ...] = (127, 0, 0, 1)) -> np.ndarray:
     row = np.zeros(1, COUNTERS)
     row["sk"], row["bytes_acked"], row["bytes_received"], row["state"] = SK, acked, received, 1
     common = row["common"][0]
     common[16:18] = np.frombuffer(np.uint16(P.AF_INET).tobytes(), "u1")
-    common[0:4], common[4:8] = (127, 0, 0, 1), (127, 0, 0, 1)
+    common[0:4], common[4:8] = remote, (127, 0, 0, 1)
     common[12:14] = np.frombuffer(RPORT.to_bytes(2, "big"), "u1")
     common[14:16] = np.frombuffer(LPORT.to_bytes(2, "little"), "u1")
     return row
 
 
-def final(acked: int, received: int, opened: int = DIR_CONNECT) -> tuple[np.ndarray, np.ndarray]:
+def final(acked: int, received: int, opened: int = DIR_CONNECT, remote: tuple[int, ...] = (127, 0, 0, 1)
+          ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     keys, values = np.zeros(1, P.FINAL_KEY), np.zeros(1, P.FINAL)
     keys["sk"], keys["ports"] = SK, LPORT | RPORT << 16
+    keys["raddr"][0][:4] = remote
     values["tgid"], values["opened"], values["comm"] = PID, opened, b"client"
     values["bytes_acked"], values["bytes_received"], values["oldstate"] = acked, received, 5  # FIN_WAIT2
     values["sk_flags"] = 1 << P.SOCK_DONE
@@ -91,3 +98,21 @@ def test_an_accepted_connection_counts_no_syn() -> None:
     tb, counters = accountant({SK: (PID, DIR_ACCEPT, b"server")})
     counters.rows = live(900, 1200)
     assert sums(tb.drain(NONE, None, 10**18)) == {(PID, DIR_TX): 900, (PID, DIR_RX): 1200}
+
+
+def test_a_socket_reused_for_the_same_ports_to_another_address_between_drains_is_another_connection() -> None:
+    """A socket's memory freed at a close and reused, before the next drain, for a connection between the same port
+    numbers to another address (the pass finds the new one where the old one was, the old one's counters arrive as
+    it closed): each gets exactly its own bytes. (A kernel cannot be made to reuse a socket's memory on demand.)"""
+    first, second = (10, 0, 0, 1), (10, 0, 0, 2)
+    tb, counters = accountant({SK: (PID, DIR_CONNECT, b"client")})
+    counters.rows = live(101, 50, first)  # (+1: the SYN of the side that connected)
+    assert sums(tb.drain(NONE, None, 10**18)) == {(PID, DIR_TX): 100, (PID, DIR_RX): 50}
+    # the first closed (300 bytes written, 80 arrived, its FIN sent and the peer's in), its memory holds the second
+    counters.rows = live(11, 5, second)
+    rows = tb.drain(final(300 + 1 + 1, 80 + 1, remote=first), None, 10**18 + 10**9)
+    got = {(bytes(v["raddr"][:4]), int(k["direction"])): int(v["bytes"]) for k, v in zip(*rows, strict=True)}
+    assert got == {(bytes(first), DIR_TX): 200, (bytes(first), DIR_RX): 30, (bytes(second), DIR_TX): 10,
+                   (bytes(second), DIR_RX): 5}  # fmt: skip
+    counters.rows = live(18, 5, second)  # and the second goes on from its own counters
+    assert sums(tb.drain(NONE, None, 10**18 + 2 * 10**9)) == {(PID, DIR_TX): 7}

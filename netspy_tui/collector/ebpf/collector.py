@@ -93,9 +93,9 @@ _ATTACH_ENTRY_AND_EXIT: tuple[_Attach, ...] = (*_COMMON, _STATE, _EXIT, *_ACCEPT
 #: set to 1 (tests and benchmarks only): connect() followed at its entry and exit even where its exit alone would
 #: do, to exercise and measure that path
 CONNECT_ENTRY_ENV = "NETSPY_EBPF_CONNECT_ENTRY"
-#: set to 1: TCP bytes from the kernel's own per-connection counters and UDP bytes from packet programs, no program
-#: on every send() and recv() (:class:`EbpfCollector`'s ``byte_counters``); for hosts whose TCP connections are in
-#: the collector's network namespace: the kernel's TCP iterator reads only that namespace's sockets live
+#: set to 0: bytes counted by a program on every send() and recv() (each call pays for it) instead of the default,
+#: TCP bytes from the kernel's own per-connection counters (a BPF iterator's pass over each network namespace every
+#: drain) and UDP bytes from packet programs (:class:`EbpfCollector`'s ``byte_counters``)
 BYTE_COUNTERS_ENV = "NETSPY_EBPF_BYTE_COUNTERS"
 
 #: how a program is attached, as :meth:`EbpfCollector.programs` (and ``server_status``) names it:
@@ -209,6 +209,8 @@ class _Session:
         self.notes: list[str] = []
         self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
         self.tcp_finals = False  # keep each closing TCP connection's own counters in ``maps.finals``
+        self.keep_finals = False  # (tests) keep them even where no reader drains them
+        self.per_call_why = ""  # why bytes are counted per call when byte_counters is False
         # bytes from the kernel's TCP counters (:class:`TcpBytes`) and UDP cgroup_skb programs (:class:`UdpBytes`)
         # where this kernel has both, with no program on sock_send_length / sock_recv_length
         self.byte_counters = False
@@ -366,6 +368,8 @@ class _Session:
         self._attach_conn_error(maps)
         if self.byte_counters and "sock_send" in tps:
             self._use_byte_counters(maps, offsets, tps)
+        elif "sock_send" in tps:
+            self._per_call(self.per_call_why)
         if self.tcp_bytes is None:  # (per-call byte programs charge whoever reads; nothing to re-charge)
             for name in ("accept_exit", "accept_exit0"):
                 tps.pop(name, None)
@@ -428,14 +432,16 @@ class _Session:
         if not (offsets.sockinfo and offsets.socket_sk is not None):  # (accepted connections stay the listener's)
             for name in ("accept_exit", "accept_exit0"):
                 tps.pop(name, None)
-        self.notes.append(
-            "TCP bytes from the kernel's per-connection counters, read live in this network namespace "
-            "only: connections in other namespaces (containers) count their bytes when they close"
-        )
         log.info("eBPF: TCP bytes from the kernel's per-socket counters, UDP bytes from cgroup_skb programs")
 
     def _per_call(self, why: str) -> None:
         self.notes.append(f"bytes counted by a program on every send() and recv() (each call pays for it): {why}")
+        # no reader drains the closing connections' counters now: the state program keeps none (unless a test
+        # asked for them, ``tcp_finals``), else every close would write to a map that fills and stays full
+        if self.maps is not None and self.maps.finals is not None and not self.keep_finals:
+            fd, self.maps.finals = self.maps.finals, None
+            self.map_fds.remove(fd)
+            syscalls.close_fd(fd)
 
     def _seed_listeners(self, map_fd: int, offsets: P.SockOffsets) -> None:
         """The sockets that were listening before the programs were attached, with their owners (see
@@ -616,15 +622,18 @@ class _Session:
         counts, lost = (self._drain_counts(), self._counter_deltas()) if drain else (None, {})
         traffic = self._drain_traffic() if drain else None
         if finals is not None and self.tcp_bytes is not None:
-            uncounted = self.tcp_bytes.uncounted_closes
+            uncounted, unread = self.tcp_bytes.uncounted_closes, self.tcp_bytes.counters.namespaces.unread
             for more in (self.tcp_bytes.drain(finals, traffic, time.time_ns()), self._udp_rows()):
                 if len(more[0]):
                     traffic = more if traffic is None else (np.concatenate([traffic[0], more[0]]),
                                                             np.concatenate([traffic[1], more[1]]))  # fmt: skip
-            if self.tcp_bytes.uncounted_closes != uncounted:
-                n = self.tcp_bytes.uncounted_closes - uncounted
-                lost = {**lost, "tcp_tail_uncounted": lost.get("tcp_tail_uncounted", 0) + n}
-                self.stats.losses["tcp_tail_uncounted"] = self.stats.losses.get("tcp_tail_uncounted", 0) + n
+            for cause, n in (
+                ("tcp_tail_uncounted", self.tcp_bytes.uncounted_closes - uncounted),
+                ("tcp_netns_unread", self.tcp_bytes.counters.namespaces.unread - unread),
+            ):
+                if n:
+                    lost = {**lost, cause: lost.get(cause, 0) + n}
+                    self.stats.losses[cause] = self.stats.losses.get(cause, 0) + n
         if records is not None or counts is not None or lost or traffic is not None:
             self._deliver(records, counts, lost, traffic)
         self.reader_cpu = time.thread_time()
@@ -938,6 +947,8 @@ class _Session:
         self.loaded = []
         if self.udp_bytes is not None:
             self.udp_bytes.close()
+        if self.tcp_bytes is not None:
+            self.tcp_bytes.counters.namespaces.close()
         if self.ring is not None and not keep_ring:
             self.ring.close()
         for fd in self.prog_fds + self.map_fds:
@@ -988,9 +999,9 @@ class EbpfCollector(Collector):
     cap); the ones over it are counted as shed, their counts kept. ``byte_counters``: TCP bytes from the kernel's
     own per-socket counters (read each drain and when a connection closes) and UDP bytes from cgroup_skb programs
     (per packet), so no program runs on every send() and recv(); where the kernel lacks any of that, or with
-    False, a program on sock_send_length / sock_recv_length counts every call. None (the default): True when
-    :data:`BYTE_COUNTERS_ENV` is 1. Not the default: the kernel's TCP iterator reads the sockets of the collector's
-    own network namespace only, so a container's connections would show their bytes only when they close.
+    False, a program on sock_send_length / sock_recv_length counts every call. None (the default): True unless
+    :data:`BYTE_COUNTERS_ENV` is 0. The kernel's TCP iterator reads one network namespace a pass: one pass in each
+    of the host's namespaces (:class:`.tcpcounters.Namespaces`).
     ``tcp_finals`` (tests): keep each closing TCP connection's counters for :meth:`drain_tcp_finals` without counting
     bytes from them.
     """
@@ -1029,8 +1040,10 @@ class EbpfCollector(Collector):
         self.raw = (P.RAW_CONNECTS if raw_connects else 0) | (P.RAW_DROPS if raw_drops else 0)
         self.raw_rate = raw_rate
         self.tcp_finals = tcp_finals
+        self.per_call_why = "the per-call byte programs were asked for"
         if byte_counters is None:
-            byte_counters = os.environ.get(BYTE_COUNTERS_ENV) == "1"
+            byte_counters = os.environ.get(BYTE_COUNTERS_ENV) != "0"
+            self.per_call_why = f"{BYTE_COUNTERS_ENV}=0"
         self.byte_counters = byte_counters
         self._session: _Session | None = None
         self._finalizer: weakref.finalize[..., EbpfCollector] | None = None
@@ -1049,6 +1062,8 @@ class EbpfCollector(Collector):
         session = _Session(self.stats, sink, self.ring_bytes, self.poll_interval, self.drain_interval, self.raw,
                            self.raw_rate)  # fmt: skip
         session.tcp_finals = self.tcp_finals or self.byte_counters
+        session.keep_finals = self.tcp_finals
+        session.per_call_why = self.per_call_why
         session.byte_counters = self.byte_counters
         try:
             session.load()

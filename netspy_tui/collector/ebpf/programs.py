@@ -201,6 +201,8 @@ COUNTERS = (
     "state_unseen",  # a handshake's end the kernel did not run tcp_state for: resolved when the socket is freed
     "raw_capped",  # a raw record over its CPU's rate cap: not made, its counts kept (summed from ``budget``)
     "outcome_lost",  # a kept connect's OUTCOME record did not fit in the ring: its raw event stays in progress
+    "finals_full",  # a closing TCP connection's own counters not kept for the drain (finals map full): its bytes
+    # since the last pass over the open connections are not counted
 )
 CTR = {name: i for i, name in enumerate(COUNTERS)}
 #: counters that are losses (the others count calls that are not new connects: nothing is lost)
@@ -215,6 +217,7 @@ LOSS_COUNTERS = (
     "state_unseen",
     "raw_capped",
     "outcome_lost",
+    "finals_full",
 )
 #: loss counters reported under another cause: raw records the rate cap did not make are raw events shed
 #: under load, as the store's writer sheds them (counts exact either way)
@@ -2234,9 +2237,12 @@ def accept_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     return a.ret(0)
 
 
-FINAL_KEY = np.dtype({"names": ["sk", "ports"], "formats": ["<u8", "<u4"], "offsets": [0, 8], "itemsize": 16})
-"""A closed TCP connection: its socket (kernel address) and port pair (source port, destination port, host
-order, as the DIR_CLOSE traffic row's key has them)."""
+FINAL_KEY = np.dtype({"names": ["sk", "ports", "raddr"], "formats": ["<u8", "<u4", ("u1", (16,))],
+                      "offsets": [0, 8, 16], "itemsize": 32})  # fmt: skip
+"""A closed TCP connection: its socket (kernel address), port pair (source port, destination port, host
+order, as the DIR_CLOSE traffic row's key has them) and remote address (16 bytes, network order; IPv4 in the
+first 4, as the traffic rows have it): a socket's memory reused within a drain for a connection with the same
+ports to another address is another connection."""
 FINAL = np.dtype(
     {
         "names": ["tgid", "opened", "comm", "bytes_acked", "bytes_received", "write_seq", "snd_una", "oldstate",
@@ -2251,7 +2257,8 @@ FINAL = np.dtype(
 left for CLOSE and ``sock.sk_flags`` (see :func:`final_bytes`)."""
 _FV = {"tgid": 0, "opened": 4, "comm": 8, "bytes_acked": 24, "bytes_received": 32, "write_seq": 40, "snd_una": 44,
        "oldstate": 48, "sk_flags": 56}  # fmt: skip
-_F_KEY, _F_VAL = -152, -136  # finals key (16) and value (64): in _T_VAL, free until _connection_row fills it
+# finals key (32: in _T_SOCK past the owner's 24 bytes) and value (64: in _T_VAL, free until _connection_row fills it)
+_F_KEY, _F_VAL = -216, -136
 #: TCP states that had queued this side's FIN (its sequence number is in write_seq): FIN_WAIT1, FIN_WAIT2,
 #: LAST_ACK, CLOSING
 FIN_SENT_STATES = (4, 5, 9, 11)
@@ -2273,33 +2280,48 @@ def final_bytes(finals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _final_counters(a: Asm, f: _Fields, maps: Maps, off: SockOffsets) -> None:
-    """finals[(sk, ports)] = the closing connection's owner (_T_SOCK: opened's value) and its own counters
-    (:data:`FINAL`). Keeps r6-r9; uses _T_VAL (before :func:`_connection_row` fills it)."""
+    """finals[(sk, ports, remote address)] = the closing connection's owner (_T_SOCK: opened's value) and its own
+    counters (:data:`FINAL`); one that could not be kept (the map full until the next drain, or the socket
+    unreadable) is counted (``finals_full``). Keeps r6-r9; uses _T_VAL (before :func:`_connection_row` fills it)."""
     assert maps.finals is not None
     f.read_sock(a)
-    a.zero_stack(_F_KEY, 16)
+    a.zero_stack(_F_KEY, FINAL_KEY.itemsize)
     f.load(a, DW, R1, "skaddr")
     a.stx(DW, FP, _F_KEY, R1)
     for name, at in (("sport", 8), ("dport", 10)):
         f.load(a, H, R1, name)
         a.stx(H, FP, _F_KEY + at, R1)
+    v6, addressed = _uniq(a, "final_v6"), _uniq(a, "final_addr")
+    f.load(a, H, R1, "family")
+    a.jeq(R1, AF_INET6, v6)
+    f.load(a, W, R1, "daddr")
+    a.stx(W, FP, _F_KEY + 16, R1)
+    a.ja(addressed)
+    a.label(v6)
+    for at in (0, 8):
+        f.load(a, DW, R1, "daddr_v6", at)
+        a.stx(DW, FP, _F_KEY + 16 + at, R1)
+    a.label(addressed)
     a.zero_stack(_F_VAL, FINAL.itemsize)
     _copy_stack_to_stack(a, _T_SOCK, _F_VAL, 24)
     f.load(a, W, R1, "oldstate")
     a.stx(W, FP, _F_VAL + _FV["oldstate"], R1)
-    done = _uniq(a, "final_done")
+    failed, done = _uniq(a, "final_failed"), _uniq(a, "final_done")
     for name, member, size in (("bytes_acked", off.tcp_bytes_acked, 8), ("bytes_received", off.tcp_bytes_received, 8),
                                ("write_seq", off.tcp_write_seq, 4), ("snd_una", off.tcp_snd_una, 4),
                                ("sk_flags", off.sk_flags, 8)):  # fmt: skip
         assert member is not None
         f.load(a, DW, R3, "skaddr")
         a.add(R3, member)
-        _kread(a, _F_VAL + _FV[name], size, R3, done)
+        _kread(a, _F_VAL + _FV[name], size, R3, failed)
     a.ld_map_fd(R1, maps.finals)
     a.mov(R2, FP).add(R2, _F_KEY)
     a.mov(R3, FP).add(R3, _F_VAL)
     a.mov(R4, BPF_ANY)
     a.call(MAP_UPDATE)
+    a.jeq(R0, 0, done)
+    a.label(failed)
+    _count(a, maps.counters, "finals_full", _T_CNT)
     a.label(done)
 
 

@@ -408,12 +408,16 @@ def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
     return _bpf(BPF_LINK_CREATE, attr, f"linking program (attach type {attach_type})")
 
 
-def iter_read(link_fd: int, chunk: int = 1 << 16) -> bytes:
-    """One pass of the BPF iterator behind ``link_fd`` (BPF_ITER_CREATE, read to the end): what its program
-    wrote with ``bpf_seq_write``."""
+def iter_create(link_fd: int) -> int:
+    """BPF_ITER_CREATE: a new pass of the BPF iterator behind ``link_fd``, as an fd to read to its end. An
+    iterator over a network namespace's sockets (``iter/tcp``) reads the namespace of the thread that makes it."""
     attr = ctypes.create_string_buffer(8)
     struct.pack_into("<II", attr, 0, link_fd, 0)
-    fd = _bpf(BPF_ITER_CREATE, attr, "creating an iterator")
+    return _bpf(BPF_ITER_CREATE, attr, "creating an iterator")
+
+
+def read_all(fd: int, chunk: int = 1 << 16) -> bytes:
+    """Everything ``fd`` gives until its end, then ``fd`` closed."""
     parts = []
     try:
         while part := os.read(fd, chunk):
@@ -421,6 +425,22 @@ def iter_read(link_fd: int, chunk: int = 1 << 16) -> bytes:
     finally:
         os.close(fd)
     return b"".join(parts)
+
+
+def iter_read(link_fd: int, chunk: int = 1 << 16) -> bytes:
+    """One pass of the BPF iterator behind ``link_fd`` (BPF_ITER_CREATE, read to the end): what its program
+    wrote with ``bpf_seq_write``."""
+    return read_all(iter_create(link_fd), chunk)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def setns_net(ns_fd: int) -> None:
+    """Move the calling thread (only it) into the network namespace ``ns_fd`` (a ``/proc/PID/ns/net`` fd)."""
+    if _libc().setns(ctypes.c_int(ns_fd), ctypes.c_int(CLONE_NEWNET)) != 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, "entering a network namespace")
 
 
 def mount_tracefs(target: str) -> None:

@@ -11,9 +11,19 @@ hold, checked against ``TCP_INFO`` on Linux 6.18 (``tests/collector/test_tcp_cou
 
 One pass costs ~1 ms of kernel time per few hundred sockets (346 in 1.1 ms here). The program reads the
 socket with ``bpf_probe_read_kernel``: no BTF-typed access is needed beyond the iterator's attach point.
+
+A pass reads one network namespace: the one the thread that starts it is in (``bpf_iter_init_seq_net`` takes
+``current``'s). The host's other namespaces (containers, ``ip netns``) are found by a scan of every process's
+``/proc/PID/ns/net`` and of ``/run/netns`` (:class:`Namespaces`), and each drain a short-lived thread enters each
+in turn (``setns``, that thread only) to start its pass.
 """
 
 from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
 
 import numpy as np
 
@@ -22,6 +32,8 @@ from netspy_tui.collector.ebpf import btf as btf_mod
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.collector.ebpf import syscalls
 from netspy_tui.collector.ebpf.asm import DW, FP, R0, R1, R2, R3, R6, R7, Asm, B
+
+log = logging.getLogger(__name__)
 
 PROBE_READ_KERNEL = 113
 SEQ_WRITE = 127
@@ -54,12 +66,122 @@ _AT: dict[str, int] = dict(
 )  # COUNTERS' field offsets
 
 
+#: network namespaces besides the collector's own whose TCP connections are read live (one pass each per drain);
+#: the connections of those past it count their bytes when they close (``tcp_netns_unread`` says how many)
+MAX_NAMESPACES = 1024
+#: seconds between scans for network namespaces: at most this often when a connection seen opening is in no pass
+#: (it is in a namespace not found yet), and at least every NETNS_SCAN_EVERY (a vanished namespace let go)
+NETNS_RESCAN, NETNS_SCAN_EVERY = 1.0, 5.0
+
+
+class Namespaces:
+    """The host's network namespaces other than the collector's, each with an open fd to enter it, found by a
+    scan of ``/proc/PID/ns/net`` (every process's) and ``/run/netns/*`` (``ip netns``'s, perhaps with no process
+    yet), deduplicated by the namespace's inode. A namespace no scan finds any more is let go (its fd closed: the
+    fd alone would keep it alive). Bounded by ``limit``: the namespaces past it are counted (``unread``, once each
+    as they appear), not read; so are those where no pass could start (:meth:`refused`: entering one needs
+    CAP_SYS_ADMIN)."""
+
+    def __init__(self, proc: str = "/proc", run: str = "/run/netns", limit: int | None = None) -> None:
+        self.proc, self.run = proc, run
+        self.limit = MAX_NAMESPACES if limit is None else limit
+        self.home = os.stat(f"{proc}/thread-self/ns/net").st_ino
+        self.fds: dict[int, int] = {}  # inode -> fd
+        self.unread = 0
+        self._over: set[int] = set()
+        self._refused: set[int] = set()
+        self.scanned_at = -float("inf")
+        self.wanted = True  # a scan at the next chance (the first pass makes one)
+
+    def _places(self) -> dict[int, str]:
+        """inode -> one path that enters it, of every network namespace a process is in or ``ip netns`` named."""
+        found: dict[int, str] = {}
+        paths = []
+        try:
+            paths += [f"{self.proc}/{name}/ns/net" for name in os.listdir(self.proc) if name.isdigit()]
+        except OSError:
+            pass
+        try:
+            paths += [f"{self.run}/{name}" for name in os.listdir(self.run)]
+        except OSError:
+            pass
+        for path in paths:
+            try:
+                ino = os.stat(path).st_ino
+            except OSError:
+                continue  # gone, or a kernel thread without one
+            found.setdefault(ino, path)
+        return found
+
+    def scan(self) -> None:
+        self.scanned_at, self.wanted = time.monotonic(), False
+        places = self._places()
+        for ino in [i for i in self.fds if i not in places]:
+            syscalls.close_fd(self.fds.pop(ino))
+        self._refused &= set(self.fds)
+        over = set()
+        for ino, path in places.items():
+            if ino == self.home or ino in self.fds:
+                continue
+            if len(self.fds) >= self.limit:
+                over.add(ino)
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            if os.fstat(fd).st_ino != ino:  # (a pid reused since the stat: another namespace, found next scan)
+                os.close(fd)
+                continue
+            self.fds[ino] = fd
+        self.unread += len(over - self._over)
+        self._over = over
+
+    def refused(self, ino: int) -> None:
+        """No pass could start in namespace ``ino`` (counted in ``unread`` once while it lasts)."""
+        if ino not in self._refused:
+            self._refused.add(ino)
+            self.unread += 1
+
+    def due(self) -> bool:
+        since = time.monotonic() - self.scanned_at
+        return since >= NETNS_SCAN_EVERY or (self.wanted and since >= NETNS_RESCAN)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            syscalls.close_fd(fd)
+        self.fds = {}
+
+
+def _passes_in(link: int, ns_fds: list[int]) -> list[int | None]:
+    """A pass of iterator ``link`` started in each namespace of ``ns_fds`` (an fd each to read; None for a namespace
+    that cannot be entered, or whose pass the kernel refused), started by a thread that enters them one after
+    another and ends (its namespace dies with it: the caller's own thread never leaves its namespace)."""
+    fds: list[int | None] = []
+
+    def start() -> None:
+        for ns in ns_fds:
+            try:
+                syscalls.setns_net(ns)
+                fds.append(syscalls.iter_create(link))
+            except OSError as exc:
+                log.info("TCP counters: no pass in a network namespace: %s", exc)
+                fds.append(None)
+
+    thread = threading.Thread(target=start, name="netspy-netns-pass", daemon=True)
+    thread.start()
+    thread.join()
+    return fds
+
+
 class TcpCounters:
-    """An ``iter/tcp`` program and its link; :meth:`sample` reads every open TCP connection's counters.
+    """An ``iter/tcp`` program and its link; :meth:`sample` reads every open TCP connection's counters, in every
+    network namespace of the host (:class:`Namespaces`).
     Raises :class:`syscalls.BpfError` or :class:`btf_mod.BtfError` when this kernel cannot (no BTF for
     ``tcp_sock``, no ``bpf_iter_tcp``, or iterators refused): the caller then counts bytes another way."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespaces: Namespaces | None = None) -> None:
+        self.namespaces = namespaces if namespaces is not None else Namespaces()
         kbtf = btf_mod.vmlinux()
         fields = {
             "bytes_acked": (kbtf.member("tcp_sock", "bytes_acked"), 8),
@@ -111,19 +233,34 @@ class TcpCounters:
             raise
 
     def sample(self) -> np.ndarray:
-        """Every open TCP connection's counters now (:data:`COUNTERS`), one pass."""
-        data = syscalls.iter_read(self._link)
-        return np.frombuffer(data[: len(data) - len(data) % COUNTERS.itemsize], COUNTERS).copy()
+        """Every open TCP connection's counters now (:data:`COUNTERS`): a pass in this namespace, one in each
+        other (scanned for when :meth:`Namespaces.due`)."""
+        ns = self.namespaces
+        if ns.due():
+            ns.scan()
+        data = [syscalls.iter_read(self._link)]
+        if ns.fds:
+            inos = list(ns.fds)
+            for ino, fd in zip(inos, _passes_in(self._link, [ns.fds[i] for i in inos]), strict=True):
+                if fd is None:
+                    ns.refused(ino)
+                else:
+                    data.append(syscalls.read_all(fd))
+        parts = [np.frombuffer(d[: len(d) - len(d) % COUNTERS.itemsize], COUNTERS) for d in data]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
 
     def close(self) -> None:
         for fd in (self._link, self._prog):
             if fd >= 0:
                 syscalls.close_fd(fd)
         self._link = self._prog = -1
+        self.namespaces.close()
 
 
 #: live TCP states that had queued this side's FIN (see :data:`programs.FIN_SENT_STATES`)
 _FIN_SENT = P.FIN_SENT_STATES
+#: a TCP connection: (sk, local port, remote port, remote address)
+_Ident = tuple[int, int, int, bytes]
 #: connections whose addresses are remembered for a close that a later drain brings (least recent out first)
 _REMEMBERED = 65536
 
@@ -148,15 +285,17 @@ class TcpBytes:
         if any(o is None for o in need) or max(o for o in need if o is not None) + 16 > COMMON_SPAN:
             raise btf_mod.BtfError("sock_common's addresses are not where a TCP counter pass copies them")
         self.off = off
-        # (sk, local port, remote port) -> (bytes written, bytes arrived) counted so far
-        self.counted: dict[tuple[int, int, int], tuple[int, int]] = {}
-        # (sk, local port, remote port) -> (family, local address, remote address): for closes a later drain brings
-        self.addresses: dict[tuple[int, int, int], tuple[int, bytes, bytes]] = {}
+        # a connection: (sk, local port, remote port, remote address): a socket's memory reused for a connection
+        # between the same ports to another address within a drain is another connection
+        # connection -> (bytes written, bytes arrived) counted so far
+        self.counted: dict[_Ident, tuple[int, int]] = {}
+        # connection -> (family, local address): for closes a later drain brings
+        self.addresses: dict[_Ident, tuple[int, bytes]] = {}
         self.uncounted_closes = 0
         self.preexisting: dict[tuple[int, bytes, int, bytes, int], tuple[int, bytes]] = {}
         """(family, local address, local port, remote address, remote port) -> (tgid, name) of the connections open
         when the collector started (:attr:`.listeners.Seed.connections`)."""
-        self.absent: dict[tuple[int, int, int], int] = {}  # counted connections missing from the last pass
+        self.absent: dict[_Ident, int] = {}  # counted connections missing from the last pass
 
     def _owners(self) -> dict[int, tuple[int, int, bytes]]:
         """sk -> (tgid, how it opened, process name) of the connections the state program saw opening."""
@@ -176,13 +315,13 @@ class TcpBytes:
             is_conn = np.isin(keys["direction"], (DIR_CONNECT, DIR_ACCEPT, DIR_CLOSE))
             for k, v in zip(keys[is_conn], values[is_conn], strict=True):
                 ports = int(k["ports"])
-                self.addresses[(int(k["sk"]), ports & 0xFFFF, ports >> 16)] = (
-                    int(v["family"]), bytes(v["laddr"]), bytes(v["raddr"]))  # fmt: skip
+                self.addresses[(int(k["sk"]), ports & 0xFFFF, ports >> 16, bytes(v["raddr"]))] = (
+                    int(v["family"]), bytes(v["laddr"]))  # fmt: skip
             while len(self.addresses) > _REMEMBERED:
                 del self.addresses[next(iter(self.addresses))]
         rows: list[tuple[int, int, int, int, bytes, int, bytes, bytes, int, int]] = []
 
-        def add(ident: tuple[int, int, int], sent: int, arrived: int, tgid: int, comm: bytes, family: int,
+        def add(ident: _Ident, sent: int, arrived: int, tgid: int, comm: bytes, family: int,
                 laddr: bytes, raddr: bytes, first: bool) -> None:  # fmt: skip
             before = self.counted.get(ident)
             if before is None:
@@ -198,7 +337,7 @@ class TcpBytes:
         owners = self._owners()
         live = self.counters.sample()
         common = live["common"]
-        seen: set[tuple[int, int, int]] = set()
+        seen: set[_Ident] = set()
         if len(live):
             assert off.sk_family is not None and off.sk_flags is not None and off.sk_num is not None
             assert off.sk_dport is not None and off.sk_rcv_saddr is not None and off.sk_daddr is not None
@@ -212,8 +351,6 @@ class TcpBytes:
             sent = live["bytes_acked"].astype(np.int64) + unacked - fin_sent
             arrived = live["bytes_received"].astype(np.int64) - ((flags >> P.SOCK_DONE) & 1).astype(np.int64)
             for i, sk in enumerate(live["sk"].tolist()):
-                ident = (sk, int(lport[i]), int(rport[i]))
-                seen.add(ident)
                 owner = owners.get(sk)
                 fam = int(family[i])
                 if fam == P.AF_INET:
@@ -222,7 +359,9 @@ class TcpBytes:
                 else:
                     laddr = bytes(common[i, off.sk_v6_rcv_saddr : off.sk_v6_rcv_saddr + 16])
                     raddr = bytes(common[i, off.sk_v6_daddr : off.sk_v6_daddr + 16])
-                self.addresses[ident] = (fam, laddr, raddr)
+                ident = (sk, int(lport[i]), int(rport[i]), raddr)
+                seen.add(ident)
+                self.addresses[ident] = (fam, laddr)
                 if owner is None:
                     tgid, comm = self.preexisting.get((fam, laddr, ident[1], raddr, ident[2]), (0, b""))
                     add(ident, int(sent[i]), int(arrived[i]), tgid, comm, fam, laddr, raddr, first=True)
@@ -233,8 +372,9 @@ class TcpBytes:
         if len(fkeys):
             f_sent, f_arrived = P.final_bytes(fvalues)
             for i, (sk, ports) in enumerate(zip(fkeys["sk"].tolist(), fkeys["ports"].tolist(), strict=True)):
-                ident = (sk, ports & 0xFFFF, ports >> 16)
-                fam, laddr, raddr = self.addresses.pop(ident, (0, bytes(16), bytes(16)))
+                raddr = bytes(fkeys["raddr"][i])
+                ident = (sk, ports & 0xFFFF, ports >> 16, raddr)
+                fam, laddr = self.addresses.pop(ident, (0, bytes(16)))
                 v = fvalues[i]
                 add(ident, int(f_sent[i]), int(f_arrived[i]), int(v["tgid"]), bytes(v["comm"]), fam, laddr, raddr,
                     first=False)  # fmt: skip
@@ -253,6 +393,9 @@ class TcpBytes:
                 self.absent[ident] = 1
         for ident in [i for i in self.absent if i in seen or i not in self.counted]:
             del self.absent[ident]
+        # a connection seen opening that no pass found: in a network namespace not found yet (or it closed since)
+        if not self.counters.namespaces.wanted and set(owners) - {i[0] for i in seen}:
+            self.counters.namespaces.wanted = True
         keys = np.zeros(len(rows), P.TRAFFIC_KEY)
         values = np.zeros(len(rows), P.TRAFFIC_VALUE)
         for j, (sk, tgid, direction, nbytes, comm, fam, laddr, raddr, lp, rp) in enumerate(rows):
