@@ -2011,10 +2011,18 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     if maps.owners is not None:
         # the socket is freed: the next socket to take its memory is not its owner's (retransmits are charged
         # by socket address). Here, not when it reaches CLOSE: its application may still read it after that
-        # (data queued before the peer's FIN), which notes the owner again.
+        # (data queued before the peer's FIN), which notes the owner again. Looked up first: most sockets freed
+        # (a connect storm's, refused) never moved a byte and have no entry, and a lookup takes no lock where a
+        # delete of an LRU map takes its bucket's, interrupts off, on every socket freed. (Nothing adds the entry
+        # of a socket being freed: its send and receive calls are over.)
+        a.ld_map_fd(R1, maps.owners)
+        a.mov(R2, FP).add(R2, _S_SK)
+        a.call(MAP_LOOKUP)
+        a.jeq(R0, 0, "unowned")
         a.ld_map_fd(R1, maps.owners)
         a.mov(R2, FP).add(R2, _S_SK)
         a.call(MAP_DELETE)
+        a.label("unowned")
     _conn_find(a, maps, _S_SK, _S_SCR, "out", raw and btf)  # (the usual case: the state change resolved it)
     a.mov(R9, R0)
     a.ldx(DW, R1, R9, _C["flags"])
