@@ -6,13 +6,15 @@ TCP connects to a bound-but-not-listening port on 127.0.0.1 (refused at once by 
 stack: nothing leaves the host), bounded by count and time. Each connect also makes the kernel drop
 the SYN (``NO_SOCKET``), so the collector sees two events per connect.
 
-Rounds (repeated, in turn, so each ratio compares runs made seconds apart): no tracer; bpftrace
-(``tracepoint:syscalls:sys_enter_connect { @[pid] = count(); }``); the collector with a sink that
-reads every event (the cheapest real consumer); and, fewer times, the collector feeding the real
-store (``EmbeddedSource``). One more round runs bpftrace and the collector on the same storm at
-once, and another product round with ``BPF_ENABLE_STATS`` on gives each program's kernel time per
-connect (only there: while it is on, every program run pays two clock reads, which the ratios must
-not carry).
+Rounds: the traced modes (bpftrace, ``tracepoint:syscalls:sys_enter_connect { @[pid] = count(); }``;
+the collector feeding the real store, ``EmbeddedSource``, raw events kept; the same counting only; the
+kernel side alone) in turn, each between two untraced storms, its ratio taken against their mean, the
+order turned by one each round (so drift in the host's speed, and whatever a mode leaves behind, fall on
+every mode alike); the figures are medians over the rounds. Then, outside the ratios, a round runs bpftrace
+and the collector on the same storm at once, and another product round with ``BPF_ENABLE_STATS`` on gives
+each program's kernel time per connect (only there: while it is on, every program run pays two clock reads,
+which the ratios must not carry). The first round also runs the collector with a sink that reads every
+event (a diagnosis).
 Needs root (eBPF, tracefs); skips with a line saying so otherwise.
 """
 
@@ -38,6 +40,8 @@ from bench.common import REPO, Context, Metric, interrupt, live_ebpf_missing, me
 NAME = "capture"
 TARGET_CAPTURE, TARGET_OVERHEAD, TARGET_KERNEL = 1.0, 0.90, 0.92
 TARGET_CPU_RAW, TARGET_CPU_COUNT, TARGET_KEPT = 0.5, 0.1, 50_000.0
+#: the traced modes whose storm rate is compared with untraced storms (see :func:`run`)
+_RATIO_MODES = ["bpftrace", "product", "counting", "kernel"]
 
 
 def build_generator(tmp: Path) -> Path:
@@ -286,16 +290,38 @@ def run(ctx: Context) -> list[Metric]:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, never listening: every connect is refused
         port = closed.getsockname()[1]
-        storm(exe, port, nproc, count // 10, 0.5)  # warm-up
+        for _ in range(2):
+            storm(exe, port, nproc, count // 4, 1.0)  # warm-up: the first storms after a quiet spell run slow
         res: dict[str, list[Any]] = {k: [] for k in ("none", "bpftrace", "product", "stats", "product_bt",
                                                       "counting", "kernel", "diagnosis")}  # fmt: skip
+        # each traced mode's untraced reference: the mean of the untraced storms just before and just after it
+        refs: dict[str, list[tuple[float, float]]] = {k: [] for k in _RATIO_MODES}
+
+        def traced(mode: str) -> None:
+            if mode == "bpftrace":
+                bt = Bpftrace()
+                made, rate, cpu_us = storm(exe, port, nproc, count, seconds)
+                res["bpftrace"].append((made, rate, bt.stop(), cpu_us))
+            elif mode == "product":
+                res["product"].append(_product_round(exe, port, nproc, count, seconds, db))
+            elif mode == "counting":
+                res["counting"].append(_product_round(exe, port, nproc, count, seconds, db, raw=False))
+            else:
+                res["kernel"].append(_kernel_only_round(exe, port, nproc, count, seconds))
+
         for r in range(rounds):
-            ctx.log(f"capture: round {r + 1}/{rounds} ({nproc} workers)")
-            res["none"].append(storm(exe, port, nproc, count, seconds))
-            bt = Bpftrace()
-            made, rate, cpu_us = storm(exe, port, nproc, count, seconds)
-            res["bpftrace"].append((made, rate, bt.stop(), cpu_us))
-            res["product"].append(_product_round(exe, port, nproc, count, seconds, db))
+            # the traced modes in turn, each between two untraced storms, the order turned by one each round:
+            # a mode is compared with storms seconds away on both sides, and no mode always follows another
+            order = _RATIO_MODES[r % len(_RATIO_MODES) :] + _RATIO_MODES[: r % len(_RATIO_MODES)]
+            ctx.log(f"capture: round {r + 1}/{rounds} ({nproc} workers): {', '.join(order)}")
+            before = storm(exe, port, nproc, count, seconds)
+            res["none"].append(before)
+            for mode in order:
+                traced(mode)
+                after = storm(exe, port, nproc, count, seconds)
+                res["none"].append(after)
+                refs[mode].append(((before[1] + after[1]) / 2, (before[2] + after[2]) / 2))
+                before = after
             # per-program kernel time in a round of its own: while BPF_ENABLE_STATS is on, every
             # program run (bpftrace's too) pays two clock reads, which the ratios must not carry
             stats_fd = syscalls.enable_stats()
@@ -306,23 +332,21 @@ def run(ctx: Context) -> list[Metric]:
             bt = Bpftrace()  # the product and bpftrace on the same storm: their counts, side by side
             both = _product_round(exe, port, nproc, count, seconds, db)
             res["product_bt"].append((both, bt.stop()))
-            res["counting"].append(_product_round(exe, port, nproc, count, seconds, db, raw=False))
-            res["kernel"].append(_kernel_only_round(exe, port, nproc, count, seconds))
             if r == 0:
                 res["diagnosis"].append(_collector_round(exe, port, nproc, count, seconds))
     # --- figures ---------------------------------------------------------------------------
     rates_none = [r for _, r, _ in res["none"]]
     cpu_none = [c for _, _, c in res["none"]]
     base = float(np.median(rates_none))
-    bt_overhead = [b[1] / n for b, n in zip(res["bpftrace"], rates_none, strict=True)]
-    overhead = [p["rate"] / n for p, n in zip(res["product"], rates_none, strict=True)]
-    counting_overhead = [p["rate"] / n for p, n in zip(res["counting"], rates_none, strict=True)]
-    kernel = [k["rate"] / n for k, n in zip(res["kernel"], rates_none, strict=True)]
+    bt_overhead = [b[1] / n for b, (n, _) in zip(res["bpftrace"], refs["bpftrace"], strict=True)]
+    overhead = [p["rate"] / n for p, (n, _) in zip(res["product"], refs["product"], strict=True)]
+    counting_overhead = [p["rate"] / n for p, (n, _) in zip(res["counting"], refs["counting"], strict=True)]
+    kernel = [k["rate"] / n for k, (n, _) in zip(res["kernel"], refs["kernel"], strict=True)]
     # the same as CPU per connect (without / with: 1.0 = tracing adds nothing to a connect)
-    cpu_product = [n / p["cpu_us"] for p, n in zip(res["product"], cpu_none, strict=True)]
-    cpu_counting = [n / p["cpu_us"] for p, n in zip(res["counting"], cpu_none, strict=True)]
-    cpu_kernel = [n / k["cpu_us"] for k, n in zip(res["kernel"], cpu_none, strict=True)]
-    cpu_bpftrace = [n / b[3] for b, n in zip(res["bpftrace"], cpu_none, strict=True)]
+    cpu_product = [n / p["cpu_us"] for p, (_, n) in zip(res["product"], refs["product"], strict=True)]
+    cpu_counting = [n / p["cpu_us"] for p, (_, n) in zip(res["counting"], refs["counting"], strict=True)]
+    cpu_kernel = [n / k["cpu_us"] for k, (_, n) in zip(res["kernel"], refs["kernel"], strict=True)]
+    cpu_bpftrace = [n / b[3] for b, (_, n) in zip(res["bpftrace"], refs["bpftrace"], strict=True)]
     vs_bt = [min((p["counts"].get(pid, 0) / bt.get(pid, 1) for pid in p["made"]), default=0.0)
              for p, bt in res["product_bt"]]  # fmt: skip
     vs_made = [_ratio_per_process(p["made"], p["counts"]) for p in res["product"] + res["counting"]]

@@ -648,9 +648,11 @@ def _ctl(a: Asm, maps: Maps, slot: int, fail: str) -> None:
 
 
 def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail: str, mono: int | None = None,
-           record: int = 0, reg: Reg = R9) -> None:  # fmt: skip
+           record: int = 0, reg: Reg = R9, second: int | None = None) -> None:  # fmt: skip
     """Stack: FP+wall = wall-clock ns now, FP+active = live count map, FP+raw = raw-record flags;
-    FP+mono (if given) = the same instant in ns since boot (one clock read serves both).
+    FP+mono (if given) = the same instant in ns since boot (one clock read serves both); FP+second (if given,
+    4 bytes) = its second (:func:`_second`), from the tick cache when the instant is (no division: one of ~40
+    cycles on every run), else divided here.
 
     ``record``: the raw-record flag (``RAW_CONNECTS``, ``RAW_DROPS``) of what the instant is for. When
     such records are not written, the instant only names a count's second and its first/last: it comes from
@@ -667,19 +669,21 @@ def _clock(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, fail
         raw_on = _uniq(a, "clk_raw")
         a.ldx(DW, R1, FP, raw)
         a.jmp("jset", R1, record, raw_on)
-        _tick_read(a, maps, slot, wall, slot, fail, reg)
+        _tick_read(a, maps, slot, wall, slot if second is None else second, fail, reg)
         if mono is not None:
             a.st(DW, FP, mono, 0)
         a.ja(done)
         a.label(raw_on)
         if maps.budget is not None:
             assert mono is not None
-            _capped_early(a, maps, slot, wall, active, raw, mono, fail, over, reg)
+            _capped_early(a, maps, slot, wall, active, raw, mono, fail, over, reg, second)
     a.label(precise)
     a.call(KTIME_GET_NS)
     if mono is not None:
         a.stx(DW, FP, mono, R0)
     a.ldx(DW, R1, FP, wall).add(R1, R0).stx(DW, FP, wall, R1)
+    if second is not None:
+        a.alu64("div", R1, NS).stx(W, FP, second, R1)
     if record and maps.budget is not None:
         assert mono is not None
         a.ldx(DW, R1, FP, raw)
@@ -1069,7 +1073,7 @@ def _submit(a: Asm, maps: Maps, rec: Reg, slot: int) -> None:
 
 
 def _capped_early(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: int, mono: int, fail: str,
-                  over: str, reg: Reg) -> None:  # fmt: skip
+                  over: str, reg: Reg, second: int | None = None) -> None:  # fmt: skip
     """For :func:`_clock` (FP+wall = the clock offset): an event whose CPU found the host's raw-record budget
     spent in this window, judged from the tick cache's time (:func:`_tick_read`), is counted capped and goes to
     ``over`` without a clock read: under a storm nearly every event is over the cap, and the clock read was
@@ -1077,13 +1081,13 @@ def _capped_early(a: Asm, maps: Maps, slot: int, wall: int, active: int, raw: in
     reads the clock. The cache's time lags by under :data:`TICK_MARGIN_NS`, so a window that may have ended
     is left to :func:`_within_budget` (with the clock read): a record is not capped into the next window
     (nor, after the wall clock was set back, for longer than a window: an end further ahead is re-judged).
-    Uses FP+mono as scratch."""
+    Uses FP+mono as scratch; FP+second (if given): see :func:`_clock`."""
     precise = _uniq(a, "early_no")
     _element0(a, maps.budget, slot, precise)  # type: ignore[arg-type]
     a.ldx(DW, R1, R0, BUDGET.fields["until"][1])
     a.jeq(R1, 0, precise)
     a.stx(DW, FP, mono, R1)
-    _tick_read(a, maps, slot, wall, slot, fail, reg)
+    _tick_read(a, maps, slot, wall, slot if second is None else second, fail, reg)
     a.ldx(DW, R1, FP, wall).add(R1, TICK_MARGIN_NS)
     a.ldx(DW, R2, FP, mono)
     a.jmp("jge", R1, R2, precise)
@@ -1174,19 +1178,22 @@ def _read_member(a: Asm, load: Callable[[Reg], None], member: int, slot: int, si
 
 
 def _process_name(a: Asm, off: SockOffsets, dst: int, scratch: int, btf: bool = False,
-                  thread: int | None = None) -> None:  # fmt: skip
+                  thread: int | None = None, task: Reg | None = None) -> None:  # fmt: skip
     """FP+dst (16 bytes) = the thread-group leader's comm (the process name); the thread's own
     comm when BTF does not say where the leader is or the read fails. ``btf``: plain loads through
-    the BTF-typed current task (a tracing program), no helper calls to read kernel memory.
+    the BTF-typed current task (a tracing program), no helper calls to read kernel memory; ``task``: a
+    register that holds it already (``bpf_get_current_task_btf``'s), else it is got here.
     ``thread``: FP+thread (16 bytes) = the thread's own comm too."""
     own, done = _uniq(a, "pn_own"), _uniq(a, "pn_done")
     if btf and off.leader:
         assert off.task_leader is not None and off.task_comm is not None
-        a.call(GET_CURRENT_TASK_BTF)
+        if task is None:
+            a.call(GET_CURRENT_TASK_BTF)
+            task = R0
         if thread is not None:  # (the thread's name: two loads instead of bpf_get_current_comm)
             for i in (0, 8):
-                a.ldx(DW, R2, R0, off.task_comm + i).stx(DW, FP, thread + i, R2)
-        a.ldx(DW, R1, R0, off.task_leader)
+                a.ldx(DW, R2, task, off.task_comm + i).stx(DW, FP, thread + i, R2)
+        a.ldx(DW, R1, task, off.task_leader)
         for i in (0, 8):
             a.ldx(DW, R2, R1, off.task_comm + i).stx(DW, FP, dst + i, R2)
         return
@@ -1640,12 +1647,14 @@ def _record_cgroup(a: Asm, raw: int, record: int, dst: int) -> None:
     a.label(skip)
 
 
-def _start_key(a: Asm, off: SockOffsets, btf: bool = False) -> None:
+def _start_key(a: Asm, off: SockOffsets, btf: bool = False, zeroed: bool = False) -> None:
     """Conn value at _S_CONN: zeroed; second, tgid, tid, process and thread names, wall and ts (the
     clock read :func:`_clock` saved at _S_MONO: 0 when no raw connect records are written, which alone
-    carry the latency), the cgroup (records only)."""
-    a.zero_stack(_S_CONN, CONN.itemsize)
-    _second(a, _S_WALL, _S_KEY)
+    carry the latency), the cgroup (records only). ``zeroed``: the value was zeroed before :func:`_clock`,
+    which wrote the second."""
+    if not zeroed:
+        a.zero_stack(_S_CONN, CONN.itemsize)
+        _second(a, _S_WALL, _S_KEY)
     a.ldx(DW, R1, FP, _S_PIDTGID)
     a.stx(W, FP, _S_CONN + _C["tid"], R1)
     a.rsh(R1, 32).stx(W, FP, _S_KEY + _K["tgid"], R1)
@@ -1763,8 +1772,10 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     a.or_(R7, F_IMPLICIT)
     a.label("build")
     f.read_sock(a, sport=False)
-    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO, RAW_CONNECTS, reg=R8)
-    _start_key(a, off, f.btf)
+    a.zero_stack(_S_CONN, CONN.itemsize)
+    _clock(a, maps, _S_SCR, _S_WALL, _S_ACTIVE, _S_RAW, "out", _S_MONO, RAW_CONNECTS, reg=R8,
+           second=_S_KEY + _K["second"])  # fmt: skip
+    _start_key(a, off, f.btf, zeroed=True)
     _dest_from_tp(a, f, _S_KEY)
     f.load(a, H, R1, "family")
     a.stx(H, FP, _S_CONN + _C["sockfam"], R1)
@@ -2014,10 +2025,18 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     if maps.owners is not None:
         # the socket is freed: the next socket to take its memory is not its owner's (retransmits are charged
         # by socket address). Here, not when it reaches CLOSE: its application may still read it after that
-        # (data queued before the peer's FIN), which notes the owner again.
+        # (data queued before the peer's FIN), which notes the owner again. Looked up first: most sockets freed
+        # (a connect storm's, refused) never moved a byte and have no entry, and a lookup takes no lock where a
+        # delete of an LRU map takes its bucket's, interrupts off, on every socket freed. (Nothing adds the entry
+        # of a socket being freed: its send and receive calls are over.)
+        a.ld_map_fd(R1, maps.owners)
+        a.mov(R2, FP).add(R2, _S_SK)
+        a.call(MAP_LOOKUP)
+        a.jeq(R0, 0, "unowned")
         a.ld_map_fd(R1, maps.owners)
         a.mov(R2, FP).add(R2, _S_SK)
         a.call(MAP_DELETE)
+        a.label("unowned")
     _conn_find(a, maps, _S_SK, _S_SCR, "out", raw and btf)  # (the usual case: the state change resolved it)
     a.mov(R9, R0)
     a.ldx(DW, R1, R9, _C["flags"])
@@ -2839,11 +2858,10 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         a.jeq(R7, value, "out")
     a.stx(DW, FP, _D_REASON, R7)
     a.st(DW, FP, _D_CGROUP, 0)
-    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out", _D_MONO, RAW_DROPS)
     a.zero_stack(_D_KEY, 48)
+    _clock(a, maps, _D_SCR, _D_WALL, _D_ACTIVE, _D_RAW, "out", _D_MONO, RAW_DROPS, second=_D_KEY + _K["second"])
     a.zero_stack(_D_THREAD, 16)
     a.mov(R8, 0)  # r8 = flags
-    _second(a, _D_WALL, _D_KEY)
     a.stx(H, FP, _D_KEY + _K["result"], R7)
     a.st(B, FP, _D_KEY + _K["kind"], KIND_DROP)
     a.st(DW, FP, _D_TID, 0)
@@ -2873,10 +2891,11 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
         # frame: a program may get a per-CPU stack): compared with the task's stack as it is (the
         # verifier lets a program allowed to leak pointers, CAP_PERFMON, compare one with a number)
         a.call(GET_CURRENT_TASK_BTF)
-        a.ldx(W, R1, R0, off.task_flags)
+        a.mov(R9, R0)  # (kept for the process name: one helper call, not two)
+        a.ldx(W, R1, R9, off.task_flags)
         a.mov32(R2, PF_KTHREAD)
         a.jmp("jset", R1, R2, "irq")
-        a.ldx(DW, R1, R0, off.task_stack)  # (void *: a number)
+        a.ldx(DW, R1, R9, off.task_stack)  # (void *: a number)
         a.jmp("jgt", R1, R6, "irq")
         a.add(R1, THREAD_SIZE)
         a.jmp("jle", R1, R6, "irq")
@@ -2916,7 +2935,7 @@ def skb_drop(tp: Tracepoint, maps: Maps, off: SockOffsets, skipped: list[int], a
     a.call(GET_CURRENT_PID_TGID)
     a.stx(DW, FP, _D_TID, R0)
     a.rsh(R0, 32).stx(W, FP, _D_KEY + _K["tgid"], R0)
-    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf, thread=_D_THREAD)
+    _process_name(a, off, _D_KEY + _K["comm"], _D_SCR, btf, thread=_D_THREAD, task=R9 if btf else None)
     _record_cgroup(a, _D_RAW, RAW_DROPS, _D_CGROUP)
     a.label("attributed")
 
