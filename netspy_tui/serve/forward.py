@@ -23,8 +23,9 @@ It is cheap next to collection: a batch goes out once it is full or once every :
 post per event that settled), and a batch holds up to :data:`BATCH` events, so at the rates an agent sees one post
 carries them all (a post costs the agent a millisecond or more of CPU; an aggregator that refuses
 a batch as too large, 413, is sent half as many, and so on); what the store's writer just wrote is taken
-as it handed it over (:meth:`EventStore.on_rows`, the last :data:`RECENT_EVENTS` events), not read back (so an
-outage shorter than that loses nothing to the store's own limits either); and events the store keeps
+as it handed it over (:meth:`EventStore.on_rows`, :meth:`EventStore.on_records` for ring records, the last
+:data:`RECENT_EVENTS` events), not read back (so an outage shorter than that loses nothing to the store's own
+limits either); and events the store keeps
 as JSON rows are re-encoded from that JSON (:func:`encode_batch`, msgspec, a batch in one call) without
 building a model per event; ring records (an eBPF agent's) from a template per record shape
 (:class:`RecordJson`: the same bytes their structs' JSON has); the rare event the fast path does not cover
@@ -71,6 +72,7 @@ from netspy_tui.models import (
 from netspy_tui.names.workload import WorkloadResolver, k8s_identity
 from netspy_tui.serve.app import event_json
 from netspy_tui.store import EventStore
+from netspy_tui.store import chunks as C
 from netspy_tui.textsafe import clean, first_line, mask_secrets, redact_url, secret_forms, url_secrets
 
 __all__ = ["INTERVAL", "ForwardStatus", "Forwarder", "RecordJson", "encode_batch", "encode_events", "node_identity"]
@@ -281,11 +283,10 @@ class WorkloadJson:
 
 def _connect_place(family: int, v4: int, lo: int, hi: int, port: int) -> tuple[bytes, bytes]:
     """The text of a connect's place, as its struct writes its fields (:meth:`Codec.events` sets them so, from the
-    same functions): its destination's fields, then its raw address's."""
-    ip, ip_json, raw = _address_json(family, v4, lo, hi)
-    where = b'"destination_ip":%s,"destination_port":%d,"destination":%s,"address_family":%d' % (
-        ip_json, port, _ENCODER.encode(with_port(family, ip, port)), family)  # fmt: skip
-    return where, raw
+    same functions): its destination's fields, then its raw address's. Made from its address's pieces
+    (:func:`_address_parts`, once per address) and the port's digits."""
+    head, middle, tail, raw = _address_parts(family, v4, lo, hi)
+    return b"%s%d%s%d%s" % (head, port, middle, port, tail), raw
 
 
 def _drop_place(family: int, lo: int, hi: int, port: int, l3: int) -> tuple[bytes]:
@@ -305,6 +306,22 @@ def _address_json(family: int, v4: int, lo: int, hi: int) -> tuple[str, bytes, b
     ip, _ = destination(family, lo, hi, 0)
     raw_ipv4, raw_ipv6 = raw_address(family, v4, lo, hi)
     return ip, _ENCODER.encode(ip), _ENCODER.encode({"raw_ipv4": raw_ipv4, "raw_ipv6": raw_ipv6})[1:-1]
+
+
+@functools.lru_cache(maxsize=32768)
+def _address_parts(family: int, v4: int, lo: int, hi: int) -> tuple[bytes, bytes, bytes, bytes]:
+    """A connect's place without its port, once per address: the text before the port's digits, between them and
+    the port's digits again (in ``destination``) and after those; and its raw address's fields. A new place is
+    then one ``%`` of them (writing it whole, its address's text with the port's, was half of what a round of a
+    host's new destinations cost). The destination is :func:`with_port`'s text, the port's digits last (digits
+    need no escaping: the JSON of the text before them, without its closing quote, then the digits, is the
+    JSON of the whole)."""
+    ip, ip_json, raw = _address_json(family, v4, lo, hi)
+    zero = with_port(family, ip, 0)
+    if not zero.endswith(":0"):  # (never: with_port writes the port last; then the whole text, each time)
+        raise AssertionError(f"with_port wrote {zero!r}")
+    head = b'"destination_ip":' + ip_json + b',"destination_port":'
+    return head, b',"destination":' + _ENCODER.encode(zero[:-1])[:-1], b'","address_family":%d' % family, raw
 
 
 #: the fields of a ring record each event fills in its template: zeroed, what is left of the record names its
@@ -680,16 +697,21 @@ class RecordJson:
             made = dict(zip(first, codec.events(recs[first], [""] * len(first), [outcomes[i] for i in first],
                                                  **_STRUCT_EVENTS), strict=True))  # fmt: skip
         # a new place's texts, from its address and port, as the event's struct writes them
-        texts: dict[int, tuple[bytes, ...]] = {}
         alt = recs[new_places].view(_ADDR_VIEW)
-        for i, family, v4, lo, hi, port, l3 in zip(
-            new_places.tolist(), recs["family"][new_places].tolist(), alt["ipv4"].tolist(), alt["addr_lo"].tolist(),
-            alt["addr_hi"].tolist(), recs["port"][new_places].tolist(), where["l3"][new_places].tolist(), strict=True,
+        firsts, seconds = self._place_firsts.texts, self._place_seconds.texts
+        parts = _address_parts
+        for dropped, family, v4, lo, hi, port, l3 in zip(
+            drop[new_places].tolist(), recs["family"][new_places].tolist(), alt["ipv4"].tolist(),
+            alt["addr_lo"].tolist(), alt["addr_hi"].tolist(), recs["port"][new_places].tolist(),
+            where["l3"][new_places].tolist(), strict=True,
         ):  # fmt: skip
-            texts[i] = _drop_place(family, lo, hi, port, l3) if drop[i] else _connect_place(family, v4, lo, hi, port)
-        for i in new_places.tolist():
-            self._place_firsts.texts.append(texts[i][0] if len(texts[i]) == 2 else b"")
-            self._place_seconds.texts.append(texts[i][-1])
+            if dropped:
+                firsts.append(b"")
+                seconds.append(_drop_place(family, lo, hi, port, l3)[0])
+            else:  # (:func:`_connect_place`, inline: a round brings hundreds)
+                head, middle, tail, raw = parts(family, v4, lo, hi)
+                firsts.append(b"%s%d%s%d%s" % (head, port, middle, port, tail))
+                seconds.append(raw)
         for i, key in zip(new_shapes.tolist(), keys, strict=True):
             if key not in self._templates:
                 self._templates[key] = self._template(made[i])
@@ -1069,12 +1091,18 @@ class Forwarder:
         self._recent_events = 0
         self._recent_keep = max(RECENT_EVENTS, batch)
         self._recent_lock = threading.Lock()
+        #: the same for ring records (an eBPF agent's), as the writer stored them (:meth:`EventStore.on_records`):
+        #: ``(first seq, records)`` of each run, up to :data:`RECENT_EVENTS` records (reading them back from the
+        #: store's chunks each round cost more than a tenth of what forwarding them did)
+        self._recent_records: deque[tuple[int, np.ndarray]] = deque()
+        self._recent_record_count = 0
 
     async def run(self) -> None:
         """Forward until :meth:`stop`; never raises (errors are counted, logged once per kind and
         retried)."""
         attempt = 0
         stop_rows = self.store.on_rows(self._written)
+        stop_records = self.store.on_records(self._records_written)
         try:
             while not self._stop.is_set():
                 try:
@@ -1093,6 +1121,7 @@ class Forwarder:
                     await self._sleep(self.interval)
         finally:
             stop_rows()
+            stop_records()
             await self._client.aclose()
 
     def stop(self) -> None:
@@ -1234,6 +1263,42 @@ class Forwarder:
             while self._recent_events - len(self._recent[0][1]) >= self._recent_keep:
                 self._recent_events -= len(self._recent.popleft()[1])
 
+    def _records_written(self, parts: list[tuple[int, np.ndarray]]) -> None:
+        """The store's writer stored these runs of ring records (``(first seq, records)``): kept for the next
+        batches."""
+        with self._recent_lock:
+            for part in parts:
+                self._recent_records.append(part)
+                self._recent_record_count += len(part[1])
+            kept = self._recent_records
+            while self._recent_record_count - len(kept[0][1]) >= self._recent_keep:
+                self._recent_record_count -= len(kept.popleft()[1])
+
+    def _records_after(self, cursor: int, settled: int) -> tuple[int, np.ndarray] | None:
+        """The next batch of ring records after ``cursor`` from what the writer gave, up to the first one not
+        settled by ``settled`` or a gap (JSON rows, or what :attr:`_recent_records` let go), as its first ``seq``
+        and its records; None when that does not start right after ``cursor``."""
+        with self._recent_lock:
+            kept = self._recent_records
+            while kept and kept[0][0] + len(kept[0][1]) <= cursor + 1:
+                self._recent_record_count -= len(kept.popleft()[1])
+            if not kept or not kept[0][0] <= cursor + 1:
+                return None
+            parts: list[np.ndarray] = []
+            seq, held = cursor + 1, 0
+            for start, recs in kept:
+                if start > seq or held >= self.batch:
+                    break
+                part = recs[seq - start : seq - start + self.batch - held]
+                parts.append(part)
+                held += len(part)
+                seq += len(part)
+                if seq < start + len(recs):
+                    break
+        recs = C.join(parts) if parts else np.empty(0, P.RECORD)
+        late = np.flatnonzero(recs["wall"] > settled)  # (as the store's read: up to the first not settled)
+        return cursor + 1, recs[: int(late[0])] if len(late) else recs
+
     def _recent_after(self, cursor: int, settled: int) -> tuple[int, list[Any]] | None:
         """The next batch after ``cursor`` from what the writer gave (up to a gap: ring records, or what
         :attr:`_recent` let go), as its first ``seq`` and its events, or None when it does not start right
@@ -1267,6 +1332,13 @@ class Forwarder:
         if recent is not None:
             first, items = recent
             span, oldest = (first, first + len(items) - 1, len(items)), None
+        elif (taken := self._records_after(cursor, settled)) is not None:
+            first, recs = taken  # (ring records as the writer stored them: their events' JSON made for the lot)
+            n = len(recs)
+            if not n:
+                return (0, 0, 0), None, self.store.newest_seq(), b""
+            pieces = self.store.record_pieces(recs, first, self._records)
+            return (first, first + n - 1, n), None, self.store.newest_seq(), b"".join([b'{"events":[', *pieces, b"]}"])
         elif (joined := self.store.after_pieces(cursor, self.batch, settled, self._records)) is not None:
             (first, last, pieces), oldest = joined  # (ring records alone: their events' JSON made for the lot)
             n = len(pieces) // PIECES

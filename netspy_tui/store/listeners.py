@@ -27,6 +27,9 @@ class Listeners:
 
         return stop
 
+    def __bool__(self) -> bool:
+        return bool(self._listeners)
+
     def __call__(self, *args: Any) -> None:
         for listener in list(self._listeners.values()):
             try:

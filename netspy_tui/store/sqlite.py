@@ -470,6 +470,7 @@ class EventStore:
         self._closed = False
         self._changed = Listeners("event store change")
         self._on_rows = Listeners("event store rows")
+        self._on_records = Listeners("event store records")
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._since_prune = 0
         self._last_prune = time.monotonic()
@@ -1260,6 +1261,22 @@ class EventStore:
         as blocks (:meth:`add_rows`) and ring records are not given."""
         return self._on_rows.add(listener)
 
+    def on_records(self, listener: Callable[[list[tuple[int, np.ndarray]]], None]) -> Callable[[], None]:
+        """Call ``listener(parts)`` (on the writing thread, under the write lock: it must be quick) after every
+        committed write of ring records, ``parts`` the ``(first seq, records)`` of each run of them as stored (in
+        ``seq`` order; read-only views); returns the call that stops it. A reader that follows the store in order
+        (``serve --forward``) takes what was just written from there instead of reading it back (then
+        :meth:`record_pieces` makes its events)."""
+        return self._on_records.add(listener)
+
+    def record_pieces(self, recs: np.ndarray, first: int, records: Any) -> list[bytes]:
+        """:meth:`after_pieces`' pieces of ring records this store stored as ``first``, ``first + 1``, ... (given
+        by :meth:`on_records`): ``records.pieces`` of them with their ids and the outcomes resolved since."""
+        seqs = np.arange(first, first + len(recs), dtype=np.int64)
+        with self._snapshot() as conn:
+            outcomes = C.outcomes_of(conn, recs)
+        return records.pieces(self._codec(), recs, self._event_numbers(seqs), outcomes)  # type: ignore[no-any-return]
+
     def _warn_losses(self, losses: dict[tuple[int, str], int]) -> None:
         """A warning (stderr for ``serve`` and one-shot commands, the log file for the dashboard) at
         most every :data:`WARN_EVERY` seconds, with what was lost since the last one."""
@@ -1564,6 +1581,8 @@ class EventStore:
                 self._folded = folded
             if raw and block_rows is None:
                 self._on_rows(first, raw)
+            if chunk_rows and self._on_records:
+                self._on_records([(chunk[0], C.records(chunk[5])) for chunk in chunk_rows])
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:

@@ -298,6 +298,64 @@ async def test_ring_records_forwarded_in_batches_post_the_bytes_each_event_alone
     store.close()
 
 
+async def test_ring_records_written_while_forwarding_are_taken_as_stored_not_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eBPF agent forwarding as its collector writes: the ring records the writer stores while the forwarder
+    runs are taken as the writer handed them over (:meth:`EventStore.on_records`), not read back from the store's
+    chunks, and the bodies are byte for byte what the events read back from the store give (ids, outcomes resolved
+    in the same write, every shape of :func:`_varied_records`, pids, threads and timestamps of every width, drops'
+    lengths); what was stored before the forwarder started is read from the store."""
+    from bench import synth
+    from netspy_tui.collector.ebpf import programs as P
+
+    identity = {"k8s_node_name": 'n"1', "k8s_pod_name": "p%d", "k8s_namespace": "ns"}
+    monkeypatch.setattr(F, "SETTLE_SECONDS", 0.0)
+    store = EventStore(tmp_path / "spool.db")
+    _write_varied(store)  # (before the forwarder: read back)
+    read_back = 0
+    after_pieces = store.after_pieces
+
+    def counted(*args: Any) -> Any:
+        nonlocal read_back
+        got = after_pieces(*args)
+        read_back += 0 if got is None else len(got[0][2]) // F.PIECES
+        return got
+
+    monkeypatch.setattr(store, "after_pieces", counted)
+    rng = np.random.default_rng(9)
+    with FakeAggregator() as agg:
+        fw = F.Forwarder(store, agg.url + "/api/events/ingest", batch=1000, interval=0.05, identity=identity)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: len(agg.received()) >= 300, "the events stored before")
+        assert read_back == 300
+        for i in range(4):  # (written as the forwarder runs: batches across writes, and a write across batches)
+            recs = synth.records(1500, 2.0, rng, now_wall_ns=int(WHEN.timestamp() * 1e9) + i * 10**9)
+            recs["thread"][::7] = b"worker\xff\x01"
+            recs["pid"][::13] = rng.integers(0, 2**32, len(recs[::13]), dtype=np.uint64).astype(np.uint32)
+            recs["ts"][5::11] = 2**64 - 1 - rng.integers(0, 10**6, len(recs[5::11]), dtype=np.uint64)
+            recs["key"][recs["key"] != 0] += np.uint64((i + 1) << 24)  # (sockets of their own: none resolved late)
+            drops = recs["kind"] == P.KIND_DROP
+            recs["length"][drops] = rng.integers(0, 70000, int(drops.sum()))
+            pending = recs[(recs["flags"] & P.F_PENDING) != 0][:3]
+            outcome = np.zeros(len(pending), P.RECORD)  # (resolved in the same write: sent with their outcome)
+            outcome["kind"], outcome["key"], outcome["wall"], outcome["result"] = (P.KIND_OUTCOME, pending["key"],
+                                                                                   pending["wall"], 111)  # fmt: skip
+            store.write([Batch(records=np.concatenate([recs, outcome]), codec=synth.codec())])
+            await asyncio.sleep(0.03)
+        await until(lambda: len(agg.received()) >= 6300 or fw.status.failures > 0, "every stored event")
+        assert fw.status.failures == 0, fw.status.last_error
+        fw.stop()
+        await task
+        bodies = agg.bodies()
+    assert read_back == 300  # (nothing written since the start read back)
+    want = [bytes(item) for _, item in store.after_stored(0, 10_000, 2**62, F.RecordJson(identity))[0]]
+    assert len(want) == 6300 and sum(b'"outcome":"refused"' in w for w in want) >= 12
+    assert all(len(b) > 13 and b.startswith(b'{"events":[') and b.endswith(b"]}") for b in bodies)
+    assert b",".join(b[len(b'{"events":[') : -2] for b in bodies) == b",".join(want)
+    store.close()
+
+
 async def test_the_outcomes_are_read_only_after_the_store_wrote_some(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
