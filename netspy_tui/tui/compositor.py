@@ -7,6 +7,10 @@ changed line though every piece of theirs loses to a widget in front: at 100 eve
 and the header change every second, so a frame cut ~10 widgets on ~40 lines, most of them to be thrown away.
 :class:`FrontFirstCompositor` asks a widget only for the changed lines where one of its cuts is still open, and cuts
 only those: the same pieces land at the same cuts (tests/tui/test_compositor.py compares the frames with Textual's).
+And a changed line is written to the terminal only where it changed (the spans of the regions refreshed), yet Textual
+asks every widget across it for its line: the panels beside a table whose every line changed (the AI pane, the tab
+bar's other tabs, the labels) were drawn and cut at every frame for pieces never written. A widget is asked only for
+the pieces that will be written.
 
 It overrides a private method, so it is used only with the Textual it was written against (:func:`compositor`); any
 other Textual draws with its own compositor: the same frames, at its own cost.
@@ -18,19 +22,60 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 
-from textual._compositor import Compositor
+from textual._compositor import ChopsUpdate, Compositor
 from textual.geometry import Region
 from textual.strip import Strip
 
+_NOTHING = Strip([], 0)
+"""A piece of a line that a partial update writes as no cells (see :meth:`FrontFirstCompositor._render_chops`)."""
+_SKIPPED = Strip([], 0)
+"""A piece a partial update does not write, while its frame is drawn (None, skipped, once it is drawn)."""
+
 
 class FrontFirstCompositor(Compositor):
-    """:class:`~textual._compositor.Compositor` whose ``_render_chops`` skips the pieces that would lose."""
+    """:class:`~textual._compositor.Compositor` whose ``_render_chops`` skips the pieces that would lose, and those
+    a partial update does not write."""
+
+    _spans: dict[int, list[tuple[int, int]]] | None = None
+    """While a partial update draws: each changed line's spans (x1, x2) to be written (None: every piece)."""
+
+    def render_partial_update(self) -> ChopsUpdate | None:
+        # Textual's, with the spans handed to _render_chops: a piece no span writes is left out (None, as Textual's
+        # ChopsUpdate skips it). The spans and chops are Textual's, so the update writes the same sequences.
+        update_regions = self._dirty_regions.copy()
+        self._dirty_regions.clear()
+        if not update_regions:
+            return None
+        crop = Region.from_union(update_regions).intersection(self.size.region)
+        spans = list(self._regions_to_spans(update_regions))
+        lines: dict[int, list[tuple[int, int]]] = {}
+        for y, x1, x2 in spans:
+            lines.setdefault(y, []).append((x1, x2))
+        self._spans = lines
+        try:
+            chops = self._render_chops(crop, lines.__contains__)
+        finally:
+            self._spans = None
+        return ChopsUpdate(chops, spans, [cut_set[1:] for cut_set in self.cuts])
 
     def _render_chops(self, crop: Region, is_rendered_line: Callable[[int], bool]) -> Sequence[Mapping[int, Strip]]:
         # Textual's _render_chops and _get_renders in one loop (same order: front to back), asking a widget for its
-        # lines only when one of its cuts on a line to be drawn is still open.
+        # lines only when one of its cuts on a line to be drawn is still open (and written).
         cuts = self.cuts
         chops: list[dict[int, Strip | None]] = [dict.fromkeys(cut_set[:-1]) for cut_set in cuts]
+        spans = self._spans
+        if spans is not None:
+            # a piece [cut, next cut) is written unless ChopsUpdate skips it (``x > x2 or end <= x1`` for every span of
+            # its line): the others are marked filled (_SKIPPED), so no widget is asked for them, and are put back to
+            # None (skipped) at the end. A piece that starts where a span ends is not skipped but cropped to nothing
+            # (a cursor move and no cells): an empty strip writes the same.
+            for y, line_spans in spans.items():
+                line_cuts = cuts[y]
+                chops_line = chops[y]
+                for cut, end in zip(line_cuts, line_cuts[1:], strict=False):
+                    if all(cut >= x2 or end <= x1 for x1, x2 in line_spans):
+                        skipped = all(cut > x2 or end <= x1 for x1, x2 in line_spans)
+                        chops_line[cut] = _SKIPPED if skipped else _NOTHING
         crop_overlaps = crop.overlaps
         intersection = Region.intersection
         for widget, (region, clip) in self.visible_widgets.items():
@@ -67,7 +112,13 @@ class FrontFirstCompositor(Compositor):
                 for cut, piece in zip(final_cuts, pieces, strict=False):
                     if get(cut) is None:
                         chops_line[cut] = piece
-        return chops  # type: ignore[return-value]  # (every cut filled: Textual returns the same lists)
+        if spans is not None:
+            for y in spans:
+                chops_line = chops[y]
+                for cut, drawn in chops_line.items():
+                    if drawn is _SKIPPED:
+                        chops_line[cut] = None
+        return chops  # type: ignore[return-value]  # (every cut written filled: Textual returns the same lists)
 
 
 #: Textual releases (major, minor) whose ``Compositor._render_chops`` :class:`FrontFirstCompositor` replaces

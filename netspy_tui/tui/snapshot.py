@@ -68,6 +68,8 @@ class Snapshot:
     window_events: float | None = None
     """The connection events of the window at ``taken_at``: the summaries' count (read at most every few polls)
     aged to now (see :meth:`Poller._window_events`); None: the count as read."""
+    workloads_held: bool = True
+    """Some event of ``connections`` may carry a workload (False: none does, and the process rows need not look)."""
     recent_bytes: TrafficStats | None = None
     """The subject's bytes over the last few seconds (every poll, for the rx/tx sparklines); None when the source
     does not count bytes."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from textual._compositor import Compositor
+from textual._context import active_app
 from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
@@ -52,20 +53,41 @@ async def test_a_refresh_asks_no_hidden_widget_for_its_lines(
         assert screen.connections in asked  # (the frames were drawn: the new rows)
         assert screen.query_one("#patterns-body") in asked
         assert [w for w in asked if w in covered] == []
+        # beside the tables, whose every line changed: the AI pane's lines did not change and are not written (Textual
+        # drew and cut them at every frame)
+        unchanged = [screen.query_one("#ai-pane"), *screen.query_one("#ai-pane").query("*")]
+        assert [w for w in asked if w in unchanged] == []
 
 
 async def test_a_refresh_draws_the_frame_textuals_compositor_draws(
     source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """What a frame writes to the terminal (a partial update: the spans of the regions refreshed) is what Textual's
+    compositor writes for it, and a full frame's lines are Textual's."""
     frames: list[bool] = []
     ours = FrontFirstCompositor._render_chops
+    ours_partial = FrontFirstCompositor.render_partial_update
 
     def both(self: FrontFirstCompositor, crop: Region, is_rendered_line: Any) -> Any:
         drawn = ours(self, crop, is_rendered_line)
-        frames.append(drawn == Compositor._render_chops(self, crop, is_rendered_line))
+        if self._spans is None:  # (a full frame: every piece)
+            frames.append(drawn == Compositor._render_chops(self, crop, is_rendered_line))
         return drawn
 
+    def both_partial(self: FrontFirstCompositor) -> Any:
+        dirty = set(self._dirty_regions)
+        update = ours_partial(self)
+        self._dirty_regions.update(dirty)
+        theirs = Compositor.render_partial_update(self)
+        if update is None or theirs is None:
+            frames.append(update is None and theirs is None)
+        else:
+            console = active_app.get().console
+            frames.append(update.render_segments(console) == theirs.render_segments(console))
+        return update
+
     monkeypatch.setattr(FrontFirstCompositor, "_render_chops", both)
+    monkeypatch.setattr(FrontFirstCompositor, "render_partial_update", both_partial)
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         assert isinstance(screen._compositor, FrontFirstCompositor)

@@ -276,7 +276,9 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 drop_rows = self.drops.row_count
             else:
                 drop_rows = self.query_one("#drops", DropTable).sync_later(shown, dropped)
-            procs = with_workloads(snap.processes.processes if snap.processes else [], snap.connections)
+            procs = snap.processes.processes if snap.processes else []
+            if snap.workloads_held:  # (else no event has one to give: the rows stay as listed)
+                procs = with_workloads(procs, snap.connections)
             counted = snap.traffic is not None and snap.traffic.stats.available
             rates = {p.command: p for p in snap.traffic.stats.processes} if snap.traffic and counted else None
             self.processes.sync(
