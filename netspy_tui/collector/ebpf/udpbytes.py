@@ -20,7 +20,7 @@ import numpy as np
 
 from netspy_tui.collector.base import DIR_RX, DIR_TX
 from netspy_tui.collector.ebpf import syscalls
-from netspy_tui.collector.ebpf.asm import DW, FP, R0, R1, R2, R3, R4, R6, R7, R8, Asm, B, W
+from netspy_tui.collector.ebpf.asm import DW, FP, R0, R1, R2, R3, R4, R6, R7, R8, Asm, B, Reg, W
 
 SKB_LOAD_BYTES, GET_SOCKET_COOKIE, GET_CURRENT_PID_TGID, GET_CURRENT_COMM = 26, 46, 14, 16
 MAP_LOOKUP, MAP_UPDATE = 1, 2
@@ -29,6 +29,7 @@ BPF_PROG_TYPE_CGROUP_SOCK = 9
 BPF_CGROUP_INET_SOCK_CREATE = 2
 IPPROTO_UDP = 17
 SKB_LEN = 0  # struct __sk_buff.len
+SKB_DATA, SKB_DATA_END = 76, 80  # struct __sk_buff.data, data_end (packet pointers)
 BPF_SOCK_PROTOCOL = 12  # struct bpf_sock.protocol
 
 KEY = np.dtype([("cookie", "<u8"), ("direction", "<u4"), ("second", "<u4")])
@@ -111,29 +112,43 @@ def _add(a: Asm, sums_fd: int, p: str, overflow_fd: int, direction: int) -> None
     a.ja("out")
 
 
+def _ip_header(a: Asm, base: Reg, off: int, p: str) -> None:
+    """The IP header's first 10 bytes at ``base + off``: a UDP datagram on to ``udp`` with r7 = its IP
+    header's length, anything else to ``out``."""
+    a.ldx(B, R1, base, off)
+    a.rsh(R1, 4)
+    a.jeq(R1, 4, p + "v4")
+    a.jne(R1, 6, "out")
+    a.ldx(B, R1, base, off + 6)  # IPv6 next header (extension headers: not counted)
+    a.jne(R1, IPPROTO_UDP, "out")
+    a.mov(R7, 40)
+    a.ja("udp")
+    a.label(p + "v4")
+    a.ldx(B, R1, base, off + 9)
+    a.jne(R1, IPPROTO_UDP, "out")
+    a.ldx(B, R7, base, off)
+    a.and_(R7, 0xF).lsh(R7, 2)
+    a.ja("udp")
+
+
 def _count_program(sums_fds: list[int], direction: int, ctl_fd: int | None, overflow_fd: int) -> bytes:
     """``ctl_fd``: the collector's ctl array (its value: the live map of ``sums_fds``, then the offset from
     ``bpf_ktime_get_ns`` to wall-clock ns), else one map and seconds since boot."""
     a = Asm()
     a.mov(R6, R1)
-    # the IP header's first 10 bytes (cgroup_skb data starts at the network header)
+    # the IP header's first 10 bytes (cgroup_skb data starts at the network header): read in place when the
+    # linear data holds them (no helper call: most packets are TCP and leave here), else copied out
+    a.ldx(W, R2, R6, SKB_DATA)
+    a.ldx(W, R3, R6, SKB_DATA_END)
+    a.mov(R1, R2).add(R1, 10)
+    a.jmp("jgt", R1, R3, "copy")
+    _ip_header(a, R2, 0, "d")
+    a.label("copy")
     a.zero_stack(-16, 16)
     a.mov(R1, R6).mov(R2, 0).mov(R3, FP).add(R3, -16).mov(R4, 10)
     a.call(SKB_LOAD_BYTES)
     a.jne(R0, 0, "out")
-    a.ldx(B, R1, FP, -16)
-    a.rsh(R1, 4)
-    a.jeq(R1, 4, "v4")
-    a.jne(R1, 6, "out")
-    a.ldx(B, R1, FP, -16 + 6)  # IPv6 next header (extension headers: not counted)
-    a.jne(R1, IPPROTO_UDP, "out")
-    a.mov(R7, 40)
-    a.ja("udp")
-    a.label("v4")
-    a.ldx(B, R1, FP, -16 + 9)
-    a.jne(R1, IPPROTO_UDP, "out")
-    a.ldx(B, R7, FP, -16)
-    a.and_(R7, 0xF).lsh(R7, 2)
+    _ip_header(a, FP, -16, "c")
     a.label("udp")
     a.ldx(W, R8, R6, SKB_LEN)
     a.sub(R8, R7).sub(R8, 8)  # r8 = payload bytes
