@@ -622,6 +622,11 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
         "not enterable: that needs CAP_SYS_ADMIN): they count their bytes when they close",
         True,
     ),
+    "tcp_forgotten_dropped": (
+        "TCP connections missing from their namespace's passes while open, past the collector's bound of 65,536 "
+        "remembered: if they show up again or close, their bytes since they opened may be counted again",
+        True,
+    ),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),
     "restart_unresolved": ("connects the collector was following when it last stopped (outcome unknown)", True),
     "state_unseen": ("connections whose handshake end the kernel did not show (outcome from the freed socket)", True),

@@ -73,7 +73,7 @@ def test_a_pass_reads_each_connections_counters_as_tcp_info_reports_them(counter
             assert len(client.recv(4096)) == 999
             acked(client, 123_457 + 1)  # (each side's data acknowledged: the peer read it all)
             acked(server, 999)
-            rows = counters.sample()
+            rows = counters.sample()[0]
             c, s = row_of(rows, client), row_of(rows, server)
             assert (int(c["bytes_acked"]), int(c["bytes_received"])) == tcp_info(client) == (123_457 + 1, 999)
             assert (int(s["bytes_acked"]), int(s["bytes_received"])) == tcp_info(server) == (999, 123_457)
@@ -82,7 +82,7 @@ def test_a_pass_reads_each_connections_counters_as_tcp_info_reports_them(counter
             client.shutdown(socket.SHUT_WR)
             assert server.recv(10) == b""
             acked(client, 123_457 + 2)  # (the FIN's ACK may still be in flight)
-            rows = counters.sample()
+            rows = counters.sample()[0]
             assert int(row_of(rows, server)["bytes_received"]) == tcp_info(server)[1] == 123_457 + 1
             assert int(row_of(rows, client)["bytes_acked"]) == tcp_info(client)[0] == 123_457 + 2
 

@@ -623,6 +623,7 @@ class _Session:
         traffic = self._drain_traffic() if drain else None
         if finals is not None and self.tcp_bytes is not None:
             uncounted, unread = self.tcp_bytes.uncounted_closes, self.tcp_bytes.counters.namespaces.unread
+            dropped = self.tcp_bytes.forgotten_dropped
             for more in (self.tcp_bytes.drain(finals, traffic, time.time_ns()), self._udp_rows()):
                 if len(more[0]):
                     traffic = more if traffic is None else (np.concatenate([traffic[0], more[0]]),
@@ -630,6 +631,7 @@ class _Session:
             for cause, n in (
                 ("tcp_tail_uncounted", self.tcp_bytes.uncounted_closes - uncounted),
                 ("tcp_netns_unread", self.tcp_bytes.counters.namespaces.unread - unread),
+                ("tcp_forgotten_dropped", self.tcp_bytes.forgotten_dropped - dropped),
             ):
                 if n:
                     lost = {**lost, cause: lost.get(cause, 0) + n}
