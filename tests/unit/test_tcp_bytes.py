@@ -4,7 +4,12 @@ counted from its first pass, and its close without a final is reported, not sile
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from netspy_tui.collector.base import DIR_ACCEPT, DIR_CONNECT, DIR_RX, DIR_TX
 from netspy_tui.collector.ebpf import programs as P
@@ -191,3 +196,58 @@ def test_a_connection_in_no_pass_asks_for_one_namespace_scan_not_one_every_drain
     owners[SK + 64] = (PID, DIR_CONNECT, b"client")  # another one: another scan
     tb.drain(NONE, None, 10**18)
     assert counters.namespaces.wanted
+
+
+def test_the_namespace_scan_opens_only_namespace_files_and_follows_no_link_in_run_netns(tmp_path: Path) -> None:
+    """/run/netns is where ``ip netns`` leaves its namespaces; anything else found there (a file, a FIFO, a link to
+    either, planted by whoever can write there) is neither opened nor followed by the collector, which runs as
+    root. (A FIFO opened for reading would block the scan for good.)"""
+    proc, run = tmp_path / "proc", tmp_path / "run"
+    proc.mkdir()
+    run.mkdir()
+    (proc / "thread-self").symlink_to("/proc/thread-self")
+    (run / "file").write_bytes(b"")
+    os.mkfifo(run / "fifo")
+    (run / "link-to-fifo").symlink_to(run / "fifo")
+    (run / "link-to-file").symlink_to(run / "file")
+    ns = tcpcounters.Namespaces(str(proc), str(run))
+    scan = threading.Thread(target=ns.scan, daemon=True)
+    scan.start()
+    scan.join(10)
+    try:
+        assert not scan.is_alive(), "the scan blocked opening a FIFO"
+        assert ns.fds == {} and ns.unread == 0
+    finally:
+        ns.close()
+
+
+def test_each_namespace_pass_is_read_before_the_next_starts_and_any_failure_costs_only_its_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One iterator fd open at a time (not one per namespace, up to 1,024, before any is read); a namespace whose
+    entry or pass fails in any way (not only OSError) gives no pass, the others theirs; the reasons are returned
+    to be logged from the caller's thread."""
+    open_fds: set[int] = set()
+    most = 0
+
+    def setns(ns: int) -> None:
+        if ns == 2:
+            raise ValueError("no such namespace")
+
+    def iter_create(link: int) -> int:
+        nonlocal most
+        fd = 100 + len(open_fds)
+        open_fds.add(fd)
+        most = max(most, len(open_fds))
+        return fd
+
+    def read_all(fd: int) -> bytes:
+        open_fds.discard(fd)
+        return b"x"
+
+    monkeypatch.setattr(tcpcounters.syscalls, "setns_net", setns)
+    monkeypatch.setattr(tcpcounters.syscalls, "iter_create", iter_create)
+    monkeypatch.setattr(tcpcounters.syscalls, "read_all", read_all)
+    data, why = tcpcounters._passes_in(5, [1, 2, 3, 4])
+    assert data == [b"x", None, b"x", b"x"] and most == 1 and not open_fds
+    assert why == ["ValueError: no such namespace"]

@@ -85,33 +85,37 @@ class Namespaces:
     def __init__(self, proc: str = "/proc", run: str = "/run/netns", limit: int | None = None) -> None:
         self.proc, self.run = proc, run
         self.limit = MAX_NAMESPACES if limit is None else limit
-        self.home = os.stat(f"{proc}/thread-self/ns/net").st_ino
+        home = os.stat(f"{proc}/thread-self/ns/net")
+        self.home, self.nsfs = home.st_ino, home.st_dev  # (every namespace file is on the one nsfs: its st_dev)
         self.fds: dict[int, int] = {}  # inode -> fd
         self.unread = 0
         self._over: set[int] = set()
         self._refused: set[int] = set()
+        self._unopened: set[int] = set()
         self.scanned_at = -float("inf")
         self.wanted = True  # a scan at the next chance (the first pass makes one)
         self.keep: set[int] = set()  # namespaces not to let go: connections counted from them may be open
 
     def _places(self) -> dict[int, str]:
-        """inode -> one path that enters it, of every network namespace a process is in or ``ip netns`` named."""
+        """inode -> one path that enters it, of every network namespace a process is in or ``ip netns`` named:
+        only namespace files (on nsfs), never what a link in ``/run/netns`` points to."""
         found: dict[int, str] = {}
-        paths = []
+        paths: list[tuple[str, bool]] = []
         try:
-            paths += [f"{self.proc}/{name}/ns/net" for name in os.listdir(self.proc) if name.isdigit()]
+            paths += [(f"{self.proc}/{name}/ns/net", True) for name in os.listdir(self.proc) if name.isdigit()]
         except OSError:
             pass
         try:
-            paths += [f"{self.run}/{name}" for name in os.listdir(self.run)]
+            paths += [(f"{self.run}/{name}", False) for name in os.listdir(self.run)]
         except OSError:
             pass
-        for path in paths:
+        for path, follow in paths:
             try:
-                ino = os.stat(path).st_ino
+                st = os.stat(path, follow_symlinks=follow)  # (/proc/PID/ns/net is a link to follow; nothing else)
             except OSError:
                 continue  # gone, or a kernel thread without one
-            found.setdefault(ino, path)
+            if st.st_dev == self.nsfs:
+                found.setdefault(st.st_ino, path)
         return found
 
     def scan(self) -> None:
@@ -120,23 +124,26 @@ class Namespaces:
         for ino in [i for i in self.fds if i not in places and i not in self.keep]:
             syscalls.close_fd(self.fds.pop(ino))
         self._refused &= set(self.fds)
-        over = set()
+        over, unopened = set(), set()
         for ino, path in places.items():
             if ino == self.home or ino in self.fds:
                 continue
             if len(self.fds) >= self.limit:
                 over.add(ino)
                 continue
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(path, flags if path.startswith(f"{self.proc}/") else flags | os.O_NOFOLLOW)
             except OSError:
+                unopened.add(ino)  # (EMFILE, ...: counted once while it lasts, tried again next scan)
                 continue
-            if os.fstat(fd).st_ino != ino:  # (a pid reused since the stat: another namespace, found next scan)
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (self.nsfs, ino):  # a pid reused since the stat, or a path swapped
                 os.close(fd)
                 continue
             self.fds[ino] = fd
-        self.unread += len(over - self._over)
-        self._over = over
+        self.unread += len(over - self._over) + len(unopened - self._unopened)
+        self._over, self._unopened = over, unopened
 
     def refused(self, ino: int) -> None:
         """No pass could start in namespace ``ino`` (counted in ``unread`` once while it lasts)."""
