@@ -619,7 +619,7 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     ),
     "tcp_netns_unread": (
         "network namespaces whose TCP connections are not read while open (past the collector's bound of 1,024, or "
-        "not enterable: that needs CAP_SYS_ADMIN): they count their bytes when they close",
+        "not openable or enterable: that needs CAP_SYS_ADMIN): they count their bytes when they close",
         True,
     ),
     "tcp_forgotten_dropped": (

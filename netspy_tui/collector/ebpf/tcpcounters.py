@@ -77,10 +77,11 @@ NETNS_RESCAN, NETNS_SCAN_EVERY = 1.0, 5.0
 class Namespaces:
     """The host's network namespaces other than the collector's, each with an open fd to enter it, found by a
     scan of ``/proc/PID/ns/net`` (every process's) and ``/run/netns/*`` (``ip netns``'s, perhaps with no process
-    yet), deduplicated by the namespace's inode. A namespace no scan finds any more is let go (its fd closed: the
-    fd alone would keep it alive). Bounded by ``limit``: the namespaces past it are counted (``unread``, once each
-    as they appear), not read; so are those where no pass could start (:meth:`refused`: entering one needs
-    CAP_SYS_ADMIN)."""
+    yet), deduplicated by the namespace's inode (only files on nsfs are taken: no link in ``/run/netns`` is
+    followed). A namespace no scan finds any more is let go (its fd closed: the fd alone would keep it alive),
+    unless it is in ``keep`` (connections counted from it may still be open). Bounded by ``limit``: the
+    namespaces past it are counted (``unread``, once each as they appear), not read; so are those that could not
+    be opened, and those where no pass could start (:meth:`refused`: entering one needs CAP_SYS_ADMIN)."""
 
     def __init__(self, proc: str = "/proc", run: str = "/run/netns", limit: int | None = None) -> None:
         self.proc, self.run = proc, run
