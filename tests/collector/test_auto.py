@@ -154,6 +154,7 @@ def test_auto_picks_ebpf_as_root() -> None:
         collector.stop()
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("value", ["maybe", "2", "disabled"])
 def test_a_mistyped_byte_counter_setting_is_refused_not_taken_as_on_or_fallen_back_from(value: str) -> None:
     """NETSPY_EBPF_BYTE_COUNTERS takes 1/true/yes/on or 0/false/no/off: anything else is one actionable line and
@@ -170,6 +171,7 @@ def test_a_mistyped_byte_counter_setting_is_refused_not_taken_as_on_or_fallen_ba
     ], done.stderr
 
 
+@pytest.mark.ebpf
 @pytest.mark.parametrize(("value", "on"), [("0", False), ("off", False), ("No", False), ("false", False),
                                            ("1", True), ("on", True), ("YES", True), ("", True)])  # fmt: skip
 def test_the_byte_counter_setting_takes_the_usual_spellings(monkeypatch: pytest.MonkeyPatch, value: str,
