@@ -51,6 +51,11 @@ class CollectorError(NetspyError):
     """The embedded collector could not start or stopped working."""
 
 
+class CollectorSettingError(CollectorError):
+    """A collector setting (an environment variable) has a value it cannot take: refused even where another
+    collector could run instead (a mistyped setting must not quietly change what is collected)."""
+
+
 class AIError(NetspyError):
     """The AI backend is not configured or failed."""
 

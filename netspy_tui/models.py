@@ -619,7 +619,12 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     ),
     "tcp_netns_unread": (
         "network namespaces whose TCP connections are not read while open (past the collector's bound of 1,024, or "
-        "not enterable: that needs CAP_SYS_ADMIN): they count their bytes when they close",
+        "not openable or enterable: that needs CAP_SYS_ADMIN): they count their bytes when they close",
+        True,
+    ),
+    "tcp_forgotten_dropped": (
+        "TCP connections missing from their namespace's passes while open, past the collector's bound of 65,536 "
+        "remembered: if they show up again or close, their bytes since they opened may be counted again",
         True,
     ),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),

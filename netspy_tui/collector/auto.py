@@ -17,7 +17,7 @@ from netspy_tui.collector.base import Collector, Sink
 from netspy_tui.collector.privilege import EBPF_NEEDS_ROOT, ebpf_privileged
 from netspy_tui.collector.procfs import ProcfsCollector
 from netspy_tui.collector.replay import ReplayCollector
-from netspy_tui.errors import CollectorError
+from netspy_tui.errors import CollectorError, CollectorSettingError
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ def start_collector(
         collector = _ebpf(raw_rate)
         collector.start(sink)
         return collector, f"eBPF: tracepoints loaded as {_who()}"
+    except CollectorSettingError:
+        raise
     except CollectorError as exc:
         why = exc.message
         logger.info("eBPF unavailable, falling back to procfs sampling: %s", exc)

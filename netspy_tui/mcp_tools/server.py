@@ -608,7 +608,7 @@ async def _patterns(
 
 
 #: the losses that touch get_traffic's figures
-TRAFFIC_LOSSES = ("traffic_full", "finals_full", "tcp_tail_uncounted", "tcp_netns_unread")
+TRAFFIC_LOSSES = ("traffic_full", "finals_full", "tcp_tail_uncounted", "tcp_netns_unread", "tcp_forgotten_dropped")
 
 
 async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[Any], pid: int | None,

@@ -152,3 +152,31 @@ def test_auto_picks_ebpf_as_root() -> None:
         assert collector.programs()
     finally:
         collector.stop()
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("value", ["maybe", "2", "disabled"])
+def test_a_mistyped_byte_counter_setting_is_refused_not_taken_as_on_or_fallen_back_from(value: str) -> None:
+    """NETSPY_EBPF_BYTE_COUNTERS takes 1/true/yes/on or 0/false/no/off: anything else is one actionable line and
+    exit 1 (auto does not quietly fall back to procfs over it)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (auto picks eBPF only as root)")
+    env = {**os.environ, "NETSPY_EBPF_BYTE_COUNTERS": value}
+    cmd = [sys.executable, "-m", "netspy_tui", "serve", "--port", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert done.returncode == 1, done
+    assert done.stderr.strip().splitlines() == [
+        f"netspy-tui: NETSPY_EBPF_BYTE_COUNTERS={value!r} is not an on/off setting. "
+        "Set NETSPY_EBPF_BYTE_COUNTERS to 1 or 0 (or unset it)."
+    ], done.stderr
+
+
+@pytest.mark.ebpf
+@pytest.mark.parametrize(("value", "on"), [("0", False), ("off", False), ("No", False), ("false", False),
+                                           ("1", True), ("on", True), ("YES", True), ("", True)])  # fmt: skip
+def test_the_byte_counter_setting_takes_the_usual_spellings(monkeypatch: pytest.MonkeyPatch, value: str,
+                                                            on: bool) -> None:  # fmt: skip
+    from netspy_tui.collector.ebpf import EbpfCollector
+
+    monkeypatch.setenv("NETSPY_EBPF_BYTE_COUNTERS", value)
+    assert EbpfCollector().byte_counters is on

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import secrets
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -30,6 +28,7 @@ from netspy_tui.collector.ebpf import EbpfCollector
 from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.telemetry.embedded import EmbeddedSource
 from tests.collector.connect_paths import check_connect_path, on_connect_path
+from tests.collector.netns import own_namespace
 from tests.collector.test_traffic import started
 
 
@@ -170,17 +169,10 @@ BLACKHOLE = textwrap.dedent(
 @pytest.fixture
 def blackholed_ns() -> Iterator[str]:
     """A network namespace whose routes blackhole 203.0.113.0/24 and 2001:db8:bb::/48 (removed after)."""
-    if shutil.which("ip") is None:
-        pytest.skip("needs iproute2")
-    name = f"nsrecall{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for args in (["link", "set", "lo", "up"], ["route", "add", "blackhole", "203.0.113.0/24"],
-                     ["-6", "route", "add", "blackhole", "2001:db8:bb::/48"]):  # fmt: skip
-            subprocess.run(["ip", "-n", name, *args], check=True)
+    blackholes = (["route", "add", "blackhole", "203.0.113.0/24"],
+                  ["-6", "route", "add", "blackhole", "2001:db8:bb::/48"])  # fmt: skip
+    with own_namespace("nsrecall", blackholes, required=False) as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.mark.ebpf

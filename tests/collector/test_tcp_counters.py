@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -15,6 +17,7 @@ import pytest
 
 from netspy_tui.collector.ebpf import btf, syscalls
 from netspy_tui.collector.ebpf.tcpcounters import TcpCounters
+from tests.collector.netns import own_namespace
 from tests.collector.test_ebpf import REQUIRE
 
 #: struct tcp_info: tcpi_bytes_acked, tcpi_bytes_received (u64 each)
@@ -73,7 +76,7 @@ def test_a_pass_reads_each_connections_counters_as_tcp_info_reports_them(counter
             assert len(client.recv(4096)) == 999
             acked(client, 123_457 + 1)  # (each side's data acknowledged: the peer read it all)
             acked(server, 999)
-            rows = counters.sample()
+            rows = counters.sample()[0]
             c, s = row_of(rows, client), row_of(rows, server)
             assert (int(c["bytes_acked"]), int(c["bytes_received"])) == tcp_info(client) == (123_457 + 1, 999)
             assert (int(s["bytes_acked"]), int(s["bytes_received"])) == tcp_info(server) == (999, 123_457)
@@ -82,7 +85,7 @@ def test_a_pass_reads_each_connections_counters_as_tcp_info_reports_them(counter
             client.shutdown(socket.SHUT_WR)
             assert server.recv(10) == b""
             acked(client, 123_457 + 2)  # (the FIN's ACK may still be in flight)
-            rows = counters.sample()
+            rows = counters.sample()[0]
             assert int(row_of(rows, server)["bytes_received"]) == tcp_info(server)[1] == 123_457 + 1
             assert int(row_of(rows, client)["bytes_acked"]) == tcp_info(client)[0] == 123_457 + 2
 
@@ -99,3 +102,48 @@ def test_the_iterator_link_is_closed_with_the_reader() -> None:
     reader.close()
     syscalls.rcu_barrier()
     assert not syscalls.prog_exists(prog_id)
+
+
+@pytest.mark.root
+def test_a_pass_in_another_namespace_says_where_its_rows_came_from_and_the_namespace_stays_while_counted(
+    counters: TcpCounters,
+) -> None:
+    """A connection in an ``ip netns`` namespace is read by that namespace's pass, its row tagged with it; once
+    ``ip netns del`` takes its name (the scan finds it nowhere), the namespace is still read while connections
+    counted from it are kept (``keep``), and let go after."""
+    with own_namespace("nskeep") as name:
+        path = f"/run/netns/{name}"
+        ino = os.stat(path).st_ino
+        made: list[socket.socket] = []
+
+        def inside() -> None:  # (sockets belong to the namespace of the thread that makes them)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.setns_net(fd)
+            finally:
+                os.close(fd)
+            listener = socket.create_server(("127.0.0.1", 0))
+            client = socket.create_connection(listener.getsockname())
+            made.extend([listener, client, listener.accept()[0]])
+
+        thread = threading.Thread(target=inside)
+        thread.start()
+        thread.join()
+        try:
+            client = made[1]
+            rows, where, read = counters.sample()
+            assert ino in read and counters.namespaces.home in read
+            lport, rport = client.getsockname()[1], client.getpeername()[1]
+            ports = rows["ports"].astype(np.uint64)
+            mine = ((ports >> 16) == lport) & ((ports & 0xFFFF) == socket.htons(rport))
+            assert where[mine].tolist() == [ino]
+            subprocess.run(["ip", "netns", "del", name], check=True, timeout=10)
+            counters.namespaces.keep = {ino}
+            counters.namespaces.scan()
+            assert ino in counters.namespaces.fds and ino in counters.sample()[2]
+            counters.namespaces.keep = set()
+            counters.namespaces.scan()
+            assert ino not in counters.namespaces.fds
+        finally:
+            for s in made:
+                s.close()

@@ -35,6 +35,7 @@ from netspy_tui.models import LatencyStats, TrafficFlow, TrafficStats, ns_to_tim
 from netspy_tui.serve.app import create_app
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
+from tests.collector.netns import own_namespace
 from tests.collector.test_ebpf import REQUIRE
 
 TCP_BYTES = 1_000_003
@@ -1013,22 +1014,6 @@ HELD_IN_NS = textwrap.dedent(
 )
 
 
-@contextlib.contextmanager
-def own_namespace() -> Iterator[str]:
-    """A network namespace of the test's own (``ip netns add``, loopback up), removed at the end."""
-    if shutil.which("ip") is None:
-        pytest.fail("iproute2 (ip) is needed for the test's network namespace")
-    ns = f"nsbytes-{secrets.token_hex(3)}"
-    made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True, timeout=10)
-    assert made.returncode == 0, made.stderr
-    try:
-        up = subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], capture_output=True, text=True, timeout=10)
-        assert up.returncode == 0, up.stderr
-        yield ns
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-
-
 Held = tuple[subprocess.Popen[str], int, subprocess.Popen[str], int]
 
 
@@ -1036,7 +1021,7 @@ Held = tuple[subprocess.Popen[str], int, subprocess.Popen[str], int]
 async def held_in_namespace(n: int, m: int) -> AsyncIterator[Held]:
     """A client and a server in a namespace of the test's own that moved ``n`` bytes one way and ``m`` the other on
     a connection they hold open until the end (closed by :func:`release`): (server, its port, client, its port)."""
-    with own_namespace() as ns:
+    with own_namespace("nsbytes-") as ns:
         procs: list[subprocess.Popen[str]] = []
         try:
 

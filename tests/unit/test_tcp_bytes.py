@@ -4,10 +4,16 @@ counted from its first pass, and its close without a final is reported, not sile
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from netspy_tui.collector.base import DIR_ACCEPT, DIR_CONNECT, DIR_RX, DIR_TX
 from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.collector.ebpf import tcpcounters
 from netspy_tui.collector.ebpf.tcpcounters import COUNTERS, TcpBytes
 
 SK, LPORT, RPORT, PID = 0xFFFF888800001000, 40000, 8080, 4242
@@ -15,17 +21,26 @@ OFF = P.SockOffsets(sk_daddr=0, sk_rcv_saddr=4, sk_num=14, sk_dport=12, sk_famil
                     sk_v6_rcv_saddr=72, sk_flags=96)  # fmt: skip
 
 
+HOME, OTHER = 1, 7  # network namespaces (inodes): the collector's, a container's
+
+
 class Namespaces:
+    home = HOME
     wanted = False
+    keep: set[int] = set()
 
 
 class Pass:
+    """A pass's rows, all from namespace ``ns``, and the namespaces whose pass was read (``read``)."""
+
     def __init__(self) -> None:
         self.rows = np.zeros(0, COUNTERS)
+        self.ns = HOME
+        self.read = {HOME}
         self.namespaces = Namespaces()
 
-    def sample(self) -> np.ndarray:
-        return self.rows
+    def sample(self) -> tuple[np.ndarray, np.ndarray, set[int]]:
+        return self.rows, np.full(len(self.rows), self.ns, np.uint64), self.read
 
 
 def live(acked: int, received: int, remote: tuple[int, ...] = (127, 0, 0, 1)) -> np.ndarray:
@@ -116,3 +131,123 @@ def test_a_socket_reused_for_the_same_ports_to_another_address_between_drains_is
                    (bytes(second), DIR_RX): 5}  # fmt: skip
     counters.rows = live(18, 5, second)  # and the second goes on from its own counters
     assert sums(tb.drain(NONE, None, 10**18 + 2 * 10**9)) == {(PID, DIR_TX): 7}
+
+
+def test_a_connection_whose_namespace_had_no_pass_is_not_forgotten_and_its_close_counts_only_the_rest() -> None:
+    """A container's connection read in its namespace's pass; then two drains where that namespace had no pass (it
+    could not be entered: no thread, EMFILE, ...); then its close: its bytes are counted once, not again from 0."""
+    owners = {SK: (PID, DIR_CONNECT, b"client")}
+    tb, counters = accountant(owners)
+    counters.rows, counters.ns, counters.read = live(1 + 1000, 50), OTHER, {HOME, OTHER}
+    assert sums(tb.drain(NONE, None, 10**18)) == {(PID, DIR_TX): 1000, (PID, DIR_RX): 50}
+    assert counters.namespaces.keep == {OTHER}  # (the scan does not let its namespace go while it is counted)
+    counters.rows, counters.read = np.zeros(0, COUNTERS), {HOME}
+    assert sums(tb.drain(NONE, None, 10**18)) == {}
+    assert sums(tb.drain(NONE, None, 10**18)) == {}
+    owners.clear()
+    assert sums(tb.drain(final(1 + 1300 + 1, 70 + 1), None, 10**18)) == {(PID, DIR_TX): 300, (PID, DIR_RX): 20}
+    assert tb.uncounted_closes == 0 and counters.namespaces.keep == set()
+
+
+def test_a_connection_whose_namespace_had_no_pass_goes_on_from_its_counted_bytes_when_read_again() -> None:
+    tb, counters = accountant({SK: (PID, DIR_CONNECT, b"client")})
+    counters.rows, counters.ns, counters.read = live(1 + 1000, 50), OTHER, {HOME, OTHER}
+    tb.drain(NONE, None, 10**18)
+    counters.rows, counters.read = np.zeros(0, COUNTERS), {HOME}
+    tb.drain(NONE, None, 10**18)
+    tb.drain(NONE, None, 10**18)
+    counters.rows, counters.read = live(1 + 1100, 60), {HOME, OTHER}
+    assert sums(tb.drain(NONE, None, 10**18)) == {(PID, DIR_TX): 100, (PID, DIR_RX): 10}
+    assert tb.uncounted_closes == 0
+
+
+def test_a_forgotten_connection_found_again_adds_only_what_grew_and_the_bound_is_counted(monkeypatch) -> None:
+    """A connection seen opening that two passes of its namespace missed is forgotten, but its counted bytes are
+    kept: its final later adds only the rest. Past the bound on those kept, the ones let go are counted."""
+    owners = {SK: (PID, DIR_CONNECT, b"client")}
+    tb, counters = accountant(owners)
+    counters.rows, counters.ns, counters.read = live(1 + 1000, 50), OTHER, {HOME, OTHER}
+    tb.drain(NONE, None, 10**18)
+    counters.rows = np.zeros(0, COUNTERS)
+    tb.drain(NONE, None, 10**18)
+    tb.drain(NONE, None, 10**18)
+    assert not tb.counted and len(tb.forgotten) == 1 and counters.namespaces.keep == set()
+    assert sums(tb.drain(final(1 + 1300 + 1, 70 + 1), None, 10**18)) == {(PID, DIR_TX): 300, (PID, DIR_RX): 20}
+    assert not tb.forgotten and tb.uncounted_closes == 0 and tb.forgotten_dropped == 0
+    monkeypatch.setattr(tcpcounters, "_FORGOTTEN", 0)
+    counters.rows = live(1 + 10, 5)
+    tb.drain(NONE, None, 10**18)
+    counters.rows = np.zeros(0, COUNTERS)
+    tb.drain(NONE, None, 10**18)
+    tb.drain(NONE, None, 10**18)
+    assert not tb.forgotten and tb.forgotten_dropped == 1
+
+
+def test_a_connection_in_no_pass_asks_for_one_namespace_scan_not_one_every_drain() -> None:
+    """A connection seen opening in a namespace that is not read (past the bound, or refused) would otherwise make
+    every drain rescan /proc."""
+    owners = {SK: (PID, DIR_CONNECT, b"client")}
+    tb, counters = accountant(owners)
+    tb.drain(NONE, None, 10**18)
+    assert counters.namespaces.wanted
+    counters.namespaces.wanted = False  # (the scan made; the connection still in no pass)
+    tb.drain(NONE, None, 10**18)
+    assert not counters.namespaces.wanted
+    owners[SK + 64] = (PID, DIR_CONNECT, b"client")  # another one: another scan
+    tb.drain(NONE, None, 10**18)
+    assert counters.namespaces.wanted
+
+
+def test_the_namespace_scan_opens_only_namespace_files_and_follows_no_link_in_run_netns(tmp_path: Path) -> None:
+    """/run/netns is where ``ip netns`` leaves its namespaces; anything else found there (a file, a FIFO, a link to
+    either, planted by whoever can write there) is neither opened nor followed by the collector, which runs as
+    root. (A FIFO opened for reading would block the scan for good.)"""
+    proc, run = tmp_path / "proc", tmp_path / "run"
+    proc.mkdir()
+    run.mkdir()
+    (proc / "thread-self").symlink_to("/proc/thread-self")
+    (run / "file").write_bytes(b"")
+    os.mkfifo(run / "fifo")
+    (run / "link-to-fifo").symlink_to(run / "fifo")
+    (run / "link-to-file").symlink_to(run / "file")
+    ns = tcpcounters.Namespaces(str(proc), str(run))
+    scan = threading.Thread(target=ns.scan, daemon=True)
+    scan.start()
+    scan.join(10)
+    try:
+        assert not scan.is_alive(), "the scan blocked opening a FIFO"
+        assert ns.fds == {} and ns.unread == 0
+    finally:
+        ns.close()
+
+
+def test_each_namespace_pass_is_read_before_the_next_starts_and_any_failure_costs_only_its_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One iterator fd open at a time (not one per namespace, up to 1,024, before any is read); a namespace whose
+    entry or pass fails in any way (not only OSError) gives no pass, the others theirs; the reasons are returned
+    to be logged from the caller's thread."""
+    open_fds: set[int] = set()
+    most = 0
+
+    def setns(ns: int) -> None:
+        if ns == 2:
+            raise ValueError("no such namespace")
+
+    def iter_create(link: int) -> int:
+        nonlocal most
+        fd = 100 + len(open_fds)
+        open_fds.add(fd)
+        most = max(most, len(open_fds))
+        return fd
+
+    def read_all(fd: int) -> bytes:
+        open_fds.discard(fd)
+        return b"x"
+
+    monkeypatch.setattr(tcpcounters.syscalls, "setns_net", setns)
+    monkeypatch.setattr(tcpcounters.syscalls, "iter_create", iter_create)
+    monkeypatch.setattr(tcpcounters.syscalls, "read_all", read_all)
+    data, why = tcpcounters._passes_in(5, [1, 2, 3, 4])
+    assert data == [b"x", None, b"x", b"x"] and most == 1 and not open_fds
+    assert why == ["ValueError: no such namespace"]

@@ -44,7 +44,7 @@ from netspy_tui.collector.ebpf.ringbuf import RingBuffer
 from netspy_tui.collector.ebpf.tcpcounters import TcpBytes, TcpCounters
 from netspy_tui.collector.ebpf.udpbytes import UdpBytes
 from netspy_tui.collector.privilege import EBPF_NEEDS_ROOT, EBPF_PRIVILEGE_HINT, ebpf_privileged
-from netspy_tui.errors import CollectorError
+from netspy_tui.errors import CollectorError, CollectorSettingError
 from netspy_tui.names.workload import cgroup2_mount, kernel_cgroups
 
 log = logging.getLogger(__name__)
@@ -623,6 +623,7 @@ class _Session:
         traffic = self._drain_traffic() if drain else None
         if finals is not None and self.tcp_bytes is not None:
             uncounted, unread = self.tcp_bytes.uncounted_closes, self.tcp_bytes.counters.namespaces.unread
+            dropped = self.tcp_bytes.forgotten_dropped
             for more in (self.tcp_bytes.drain(finals, traffic, time.time_ns()), self._udp_rows()):
                 if len(more[0]):
                     traffic = more if traffic is None else (np.concatenate([traffic[0], more[0]]),
@@ -630,6 +631,7 @@ class _Session:
             for cause, n in (
                 ("tcp_tail_uncounted", self.tcp_bytes.uncounted_closes - uncounted),
                 ("tcp_netns_unread", self.tcp_bytes.counters.namespaces.unread - unread),
+                ("tcp_forgotten_dropped", self.tcp_bytes.forgotten_dropped - dropped),
             ):
                 if n:
                     lost = {**lost, cause: lost.get(cause, 0) + n}
@@ -988,6 +990,21 @@ def _close_together(fds: list[int]) -> None:
         thread.join()
 
 
+def _env_switch(var: str, default: bool) -> bool:
+    """An on/off setting from environment variable ``var`` (unset or empty: ``default``); any value but
+    1/true/yes/on or 0/false/no/off is refused."""
+    value = os.environ.get(var, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise CollectorSettingError(
+        f"{var}={os.environ[var]!r} is not an on/off setting", f"set {var} to 1 or 0 (or unset it)"
+    )
+
+
 class EbpfCollector(Collector):
     """Every connect() and packet drop on the host, from eBPF tracepoint programs.
 
@@ -1042,8 +1059,8 @@ class EbpfCollector(Collector):
         self.tcp_finals = tcp_finals
         self.per_call_why = "the per-call byte programs were asked for"
         if byte_counters is None:
-            byte_counters = os.environ.get(BYTE_COUNTERS_ENV) != "0"
-            self.per_call_why = f"{BYTE_COUNTERS_ENV}=0"
+            byte_counters = _env_switch(BYTE_COUNTERS_ENV, default=True)
+            self.per_call_why = f"{BYTE_COUNTERS_ENV}={os.environ.get(BYTE_COUNTERS_ENV)}"
         self.byte_counters = byte_counters
         self._session: _Session | None = None
         self._finalizer: weakref.finalize[..., EbpfCollector] | None = None

@@ -77,65 +77,74 @@ NETNS_RESCAN, NETNS_SCAN_EVERY = 1.0, 5.0
 class Namespaces:
     """The host's network namespaces other than the collector's, each with an open fd to enter it, found by a
     scan of ``/proc/PID/ns/net`` (every process's) and ``/run/netns/*`` (``ip netns``'s, perhaps with no process
-    yet), deduplicated by the namespace's inode. A namespace no scan finds any more is let go (its fd closed: the
-    fd alone would keep it alive). Bounded by ``limit``: the namespaces past it are counted (``unread``, once each
-    as they appear), not read; so are those where no pass could start (:meth:`refused`: entering one needs
-    CAP_SYS_ADMIN)."""
+    yet), deduplicated by the namespace's inode (only files on nsfs are taken: no link in ``/run/netns`` is
+    followed). A namespace no scan finds any more is let go (its fd closed: the fd alone would keep it alive),
+    unless it is in ``keep`` (connections counted from it may still be open). Bounded by ``limit``: the
+    namespaces past it are counted (``unread``, once each as they appear), not read; so are those that could not
+    be opened, and those where no pass could start (:meth:`refused`: entering one needs CAP_SYS_ADMIN)."""
 
     def __init__(self, proc: str = "/proc", run: str = "/run/netns", limit: int | None = None) -> None:
         self.proc, self.run = proc, run
         self.limit = MAX_NAMESPACES if limit is None else limit
-        self.home = os.stat(f"{proc}/thread-self/ns/net").st_ino
+        home = os.stat(f"{proc}/thread-self/ns/net")
+        self.home, self.nsfs = home.st_ino, home.st_dev  # (every namespace file is on the one nsfs: its st_dev)
         self.fds: dict[int, int] = {}  # inode -> fd
         self.unread = 0
         self._over: set[int] = set()
         self._refused: set[int] = set()
+        self._unopened: set[int] = set()
         self.scanned_at = -float("inf")
         self.wanted = True  # a scan at the next chance (the first pass makes one)
+        self.keep: set[int] = set()  # namespaces not to let go: connections counted from them may be open
 
     def _places(self) -> dict[int, str]:
-        """inode -> one path that enters it, of every network namespace a process is in or ``ip netns`` named."""
+        """inode -> one path that enters it, of every network namespace a process is in or ``ip netns`` named:
+        only namespace files (on nsfs), never what a link in ``/run/netns`` points to."""
         found: dict[int, str] = {}
-        paths = []
+        paths: list[tuple[str, bool]] = []
         try:
-            paths += [f"{self.proc}/{name}/ns/net" for name in os.listdir(self.proc) if name.isdigit()]
+            paths += [(f"{self.proc}/{name}/ns/net", True) for name in os.listdir(self.proc) if name.isdigit()]
         except OSError:
             pass
         try:
-            paths += [f"{self.run}/{name}" for name in os.listdir(self.run)]
+            paths += [(f"{self.run}/{name}", False) for name in os.listdir(self.run)]
         except OSError:
             pass
-        for path in paths:
+        for path, follow in paths:
             try:
-                ino = os.stat(path).st_ino
+                st = os.stat(path, follow_symlinks=follow)  # (/proc/PID/ns/net is a link to follow; nothing else)
             except OSError:
                 continue  # gone, or a kernel thread without one
-            found.setdefault(ino, path)
+            if st.st_dev == self.nsfs:
+                found.setdefault(st.st_ino, path)
         return found
 
     def scan(self) -> None:
         self.scanned_at, self.wanted = time.monotonic(), False
         places = self._places()
-        for ino in [i for i in self.fds if i not in places]:
+        for ino in [i for i in self.fds if i not in places and i not in self.keep]:
             syscalls.close_fd(self.fds.pop(ino))
         self._refused &= set(self.fds)
-        over = set()
+        over, unopened = set(), set()
         for ino, path in places.items():
             if ino == self.home or ino in self.fds:
                 continue
             if len(self.fds) >= self.limit:
                 over.add(ino)
                 continue
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(path, flags if path.startswith(f"{self.proc}/") else flags | os.O_NOFOLLOW)
             except OSError:
+                unopened.add(ino)  # (EMFILE, ...: counted once while it lasts, tried again next scan)
                 continue
-            if os.fstat(fd).st_ino != ino:  # (a pid reused since the stat: another namespace, found next scan)
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (self.nsfs, ino):  # a pid reused since the stat, or a path swapped
                 os.close(fd)
                 continue
             self.fds[ino] = fd
-        self.unread += len(over - self._over)
-        self._over = over
+        self.unread += len(over - self._over) + len(unopened - self._unopened)
+        self._over, self._unopened = over, unopened
 
     def refused(self, ino: int) -> None:
         """No pass could start in namespace ``ino`` (counted in ``unread`` once while it lasts)."""
@@ -153,25 +162,30 @@ class Namespaces:
         self.fds = {}
 
 
-def _passes_in(link: int, ns_fds: list[int]) -> list[int | None]:
-    """A pass of iterator ``link`` started in each namespace of ``ns_fds`` (an fd each to read; None for a namespace
-    that cannot be entered, or whose pass the kernel refused), started by a thread that enters them one after
-    another and ends (its namespace dies with it: the caller's own thread never leaves its namespace)."""
-    fds: list[int | None] = []
+def _passes_in(link: int, ns_fds: list[int]) -> tuple[list[bytes | None], list[str]]:
+    """A pass of iterator ``link`` in each namespace of ``ns_fds``, read to its end (None for a namespace that
+    cannot be entered, or whose pass the kernel refused or could not be read), made by a thread that enters them one
+    after another and ends (its namespace dies with it: the caller's own thread never leaves its namespace). Each
+    pass is read as soon as it starts, so one iterator fd is open at a time. Also why each missing pass is missing
+    (to log from the caller's thread, not from inside a foreign namespace)."""
+    data: list[bytes | None] = [None] * len(ns_fds)
+    why: list[str] = []
 
     def start() -> None:
-        for ns in ns_fds:
+        for j, ns in enumerate(ns_fds):
             try:
                 syscalls.setns_net(ns)
-                fds.append(syscalls.iter_create(link))
-            except OSError as exc:
-                log.info("TCP counters: no pass in a network namespace: %s", exc)
-                fds.append(None)
+                data[j] = syscalls.read_all(syscalls.iter_create(link))
+            except Exception as exc:  # one namespace's failure costs that namespace's pass, not the others'
+                why.append(f"{type(exc).__name__}: {exc}")
 
     thread = threading.Thread(target=start, name="netspy-netns-pass", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError as exc:  # (no thread could be made: no pass outside this namespace this drain)
+        return [None] * len(ns_fds), [f"no thread to enter namespaces: {exc}"]
     thread.join()
-    return fds
+    return data, why
 
 
 class TcpCounters:
@@ -232,22 +246,30 @@ class TcpCounters:
             syscalls.close_fd(self._prog)
             raise
 
-    def sample(self) -> np.ndarray:
+    def sample(self) -> tuple[np.ndarray, np.ndarray, set[int]]:
         """Every open TCP connection's counters now (:data:`COUNTERS`): a pass in this namespace, one in each
-        other (scanned for when :meth:`Namespaces.due`)."""
+        other (scanned for when :meth:`Namespaces.due`); with the namespace (inode) each row came from, and the
+        namespaces whose pass was read (a connection of another one may be open though in no row)."""
         ns = self.namespaces
         if ns.due():
             ns.scan()
         data = [syscalls.iter_read(self._link)]
+        inos = [ns.home]
         if ns.fds:
-            inos = list(ns.fds)
-            for ino, fd in zip(inos, _passes_in(self._link, [ns.fds[i] for i in inos]), strict=True):
-                if fd is None:
+            others = list(ns.fds)
+            got, why = _passes_in(self._link, [ns.fds[i] for i in others])
+            for ino, d in zip(others, got, strict=True):
+                if d is None:
                     ns.refused(ino)
                 else:
-                    data.append(syscalls.read_all(fd))
+                    data.append(d)
+                    inos.append(ino)
+            for reason in why:
+                log.info("TCP counters: no pass in a network namespace: %s", reason)
         parts = [np.frombuffer(d[: len(d) - len(d) % COUNTERS.itemsize], COUNTERS) for d in data]
-        return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+        where = np.repeat(np.array(inos, np.uint64), [len(part) for part in parts])
+        return rows, where, set(inos)
 
     def close(self) -> None:
         for fd in (self._link, self._prog):
@@ -263,6 +285,9 @@ _FIN_SENT = P.FIN_SENT_STATES
 _Ident = tuple[int, int, int, bytes]
 #: connections whose addresses are remembered for a close that a later drain brings (least recent out first)
 _REMEMBERED = 65536
+#: connections forgotten (missing from two passes of their namespace) whose counted bytes are remembered, so a pass
+#: or final that finds one again adds only what grew since (least recent out first: ``forgotten_dropped``)
+_FORGOTTEN = 65536
 
 
 class TcpBytes:
@@ -295,7 +320,14 @@ class TcpBytes:
         self.preexisting: dict[tuple[int, bytes, int, bytes, int], tuple[int, bytes]] = {}
         """(family, local address, local port, remote address, remote port) -> (tgid, name) of the connections open
         when the collector started (:attr:`.listeners.Seed.connections`)."""
-        self.absent: dict[_Ident, int] = {}  # counted connections missing from the last pass
+        self.absent: dict[_Ident, int] = {}  # counted connections missing from the last pass of their namespace
+        # counted connection -> (the namespace (inode) of the pass that found it, whether it opened before the start)
+        self.origin: dict[_Ident, tuple[int, bool]] = {}
+        # connection -> (bytes written, bytes arrived) counted when it was forgotten; and how many the bound let go
+        # (a final of one of those would count its bytes since its open again)
+        self.forgotten: dict[_Ident, tuple[int, int]] = {}
+        self.forgotten_dropped = 0
+        self._sought: set[int] = set()  # sks seen opening, in no pass, that already asked for a namespace scan
 
     def _owners(self) -> dict[int, tuple[int, int, bytes]]:
         """sk -> (tgid, how it opened, process name) of the connections the state program saw opening."""
@@ -325,6 +357,8 @@ class TcpBytes:
                 laddr: bytes, raddr: bytes, first: bool) -> None:  # fmt: skip
             before = self.counted.get(ident)
             if before is None:
+                before = self.forgotten.pop(ident, None)
+            if before is None:
                 if first:  # open before the collector started: counted from now on
                     self.counted[ident] = (sent, arrived)
                     return
@@ -335,7 +369,8 @@ class TcpBytes:
                     rows.append((ident[0], tgid, direction, delta, comm, family, laddr, raddr, ident[1], ident[2]))
 
         owners = self._owners()
-        live = self.counters.sample()
+        live, where, read = self.counters.sample()
+        home = self.counters.namespaces.home
         common = live["common"]
         seen: set[_Ident] = set()
         if len(live):
@@ -361,6 +396,7 @@ class TcpBytes:
                     raddr = bytes(common[i, off.sk_v6_daddr : off.sk_v6_daddr + 16])
                 ident = (sk, int(lport[i]), int(rport[i]), raddr)
                 seen.add(ident)
+                self.origin[ident] = (int(where[i]), owner is None)
                 self.addresses[ident] = (fam, laddr)
                 if owner is None:
                     tgid, comm = self.preexisting.get((fam, laddr, ident[1], raddr, ident[2]), (0, b""))
@@ -380,22 +416,41 @@ class TcpBytes:
                     first=False)  # fmt: skip
                 self.counted.pop(ident, None)
                 self.absent.pop(ident, None)
+                self.origin.pop(ident, None)
                 seen.discard(ident)
         # connections that left without a final: one that closed between this drain's finals and its pass has its
         # final in the next drain (kept until then, so its bytes are not counted twice); one open before the
-        # collector started has none (forgotten after a drain without it, its bytes since its last pass uncounted)
+        # collector started has none (forgotten after two passes of its namespace without it, its bytes since its
+        # last pass uncounted). One whose namespace had no pass (refused, or no thread) is not judged: it may be open.
+        # A forgotten connection's counted bytes are kept (bounded), so one found again adds only what grew since.
         for ident in [i for i in self.counted if i not in seen]:
+            ns, before_start = self.origin.get(ident, (home, True))
+            if ns not in read:
+                continue
             if self.absent.get(ident):
-                del self.counted[ident]
+                counted = self.counted.pop(ident)
                 del self.absent[ident]
-                self.uncounted_closes += 1
+                del self.origin[ident]
+                if before_start:  # (no final comes for it)
+                    self.uncounted_closes += 1
+                else:
+                    self.forgotten[ident] = counted
             else:
                 self.absent[ident] = 1
         for ident in [i for i in self.absent if i in seen or i not in self.counted]:
             del self.absent[ident]
-        # a connection seen opening that no pass found: in a network namespace not found yet (or it closed since)
-        if not self.counters.namespaces.wanted and set(owners) - {i[0] for i in seen}:
+        while len(self.forgotten) > _FORGOTTEN:
+            del self.forgotten[next(iter(self.forgotten))]
+            self.forgotten_dropped += 1
+        # the namespaces connections were counted from stay read while those are open (let go, a namespace's
+        # connections would be missing from the passes and forgotten while open)
+        self.counters.namespaces.keep = {ns for ns, _ in self.origin.values()}
+        # a connection seen opening that no pass found: in a network namespace not found yet (or it closed since);
+        # each asks for one scan (one in a namespace not read, past the bound or refused, would ask every drain)
+        unseen = set(owners) - {i[0] for i in seen}
+        if unseen - self._sought:
             self.counters.namespaces.wanted = True
+        self._sought = unseen
         keys = np.zeros(len(rows), P.TRAFFIC_KEY)
         values = np.zeros(len(rows), P.TRAFFIC_VALUE)
         for j, (sk, tgid, direction, nbytes, comm, fam, laddr, raddr, lp, rp) in enumerate(rows):
