@@ -1036,6 +1036,15 @@ class ForwardStatus:
         return asdict(self)
 
 
+def _drop_sent(runs: deque[Any], cursor: int) -> tuple[int, bool]:
+    """Drop the runs (``(first seq, items, ...)``) sent by ``cursor``: how many items went, and whether the first
+    run kept holds the next one (``cursor + 1``)."""
+    gone = 0
+    while runs and runs[0][0] + len(runs[0][1]) <= cursor + 1:
+        gone += len(runs.popleft()[1])
+    return gone, bool(runs) and runs[0][0] <= cursor + 1
+
+
 class Forwarder:
     """Follows ``store`` and posts its events to ``url`` (``…/api/events/ingest``)."""
 
@@ -1280,9 +1289,9 @@ class Forwarder:
         and its records; None when that does not start right after ``cursor``."""
         with self._recent_lock:
             kept = self._recent_records
-            while kept and kept[0][0] + len(kept[0][1]) <= cursor + 1:
-                self._recent_record_count -= len(kept.popleft()[1])
-            if not kept or not kept[0][0] <= cursor + 1:
+            gone, follows = _drop_sent(kept, cursor)
+            self._recent_record_count -= gone
+            if not follows:
                 return None
             parts: list[np.ndarray] = []
             seq, held = cursor + 1, 0
@@ -1305,9 +1314,9 @@ class Forwarder:
         after ``cursor``."""
         with self._recent_lock:
             recent = self._recent
-            while recent and recent[0][0] + len(recent[0][1]) <= cursor + 1:
-                self._recent_events -= len(recent.popleft()[1])
-            if not recent or not recent[0][0] <= cursor + 1:
+            gone, follows = _drop_sent(recent, cursor)
+            self._recent_events -= gone
+            if not follows:
                 return None
             out: list[Any] = []
             seq = cursor + 1

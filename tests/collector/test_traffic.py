@@ -149,6 +149,16 @@ async def started(byte_counters: bool = True) -> EmbeddedSource:
     return source
 
 
+def send_then_read_all(conn: socket.socket, size: int) -> int:
+    """Send ``size`` bytes on ``conn``, shut its writing side, and read until the peer closes: bytes read."""
+    conn.sendall(b"s" * size)
+    conn.shutdown(socket.SHUT_WR)
+    got = 0
+    while chunk := conn.recv(65536):
+        got += len(chunk)
+    return got
+
+
 def exchange(host: str) -> tuple[int, int, int, int]:
     """Run the server child and talk to it: (server pid, its TCP port, its UDP port, our TCP port)."""
     child = subprocess.Popen([sys.executable, "-c", SERVER, host, str(len(DATAGRAMS)), str(REPLY)],
@@ -160,11 +170,7 @@ def exchange(host: str) -> tuple[int, int, int, int]:
         with socket.socket(family, socket.SOCK_STREAM) as t:
             t.connect((host, tport))
             my_port = t.getsockname()[1]
-            t.sendall(b"s" * TCP_BYTES)
-            t.shutdown(socket.SHUT_WR)
-            got = 0
-            while chunk := t.recv(65536):
-                got += len(chunk)
+            got = send_then_read_all(t, TCP_BYTES)
         assert got == REPLY
         with socket.socket(family, socket.SOCK_DGRAM) as u:
             u.connect((host, uport))
@@ -901,11 +907,7 @@ def forked_exchange(reply: int) -> tuple[int, int, int]:
         assert child.stdout is not None
         port = int(child.stdout.readline())
         with socket.create_connection(("127.0.0.1", port)) as c:
-            c.sendall(b"s" * TCP_BYTES)
-            c.shutdown(socket.SHUT_WR)
-            got = 0
-            while chunk := c.recv(65536):
-                got += len(chunk)
+            got = send_then_read_all(c, TCP_BYTES)
         assert got == reply
         worker, n = map(int, child.stdout.readline().split())
         assert n == TCP_BYTES and child.wait(timeout=10) == 0

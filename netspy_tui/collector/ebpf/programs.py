@@ -632,6 +632,15 @@ def _count(a: Asm, counters_fd: int, name: str, slot: int) -> None:
     a.label(skip)
 
 
+def _update_from_stack(a: Asm, map_fd: int, key: int, value: int) -> None:
+    """``map_fd[key] = value`` (both on the stack, at those frame offsets; any flag): the helper's result in r0."""
+    a.ld_map_fd(R1, map_fd)
+    a.mov(R2, FP).add(R2, key)
+    a.mov(R3, FP).add(R3, value)
+    a.mov(R4, BPF_ANY)
+    a.call(MAP_UPDATE)
+
+
 def _element0(a: Asm, map_fd: int, slot: int, fail: str) -> None:
     """r0 = &map[0] of an array (this CPU's, for a per-CPU one); jumps to ``fail`` if the lookup fails, which
     it cannot for an array. Uses the stack word at FP+slot."""
@@ -1004,11 +1013,7 @@ def _conn_insert(a: Asm, maps: Maps, sk: int, value: int, scratch: int, full: st
     a.label(hashed)
     _conns_hashed(a, maps, scratch, hashed + "_up", 1)  # (before the entry: never below what the map holds)
     a.label(hashed + "_up")
-    a.ld_map_fd(R1, maps.conns)
-    a.mov(R2, FP).add(R2, sk)
-    a.mov(R3, FP).add(R3, value)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
+    _update_from_stack(a, maps.conns, sk, value)
     a.jeq(R0, 0, done)
     _conns_hashed(a, maps, scratch, full, -1)
     a.ja(full)
@@ -1368,11 +1373,7 @@ def connect_enter(tp: Tracepoint, maps: Maps, off: SockOffsets | None = None) ->
     a.ldx(DW, R1, R6, tp.offset("uservaddr", 8)).stx(DW, FP, V + _I["uaddr"], R1)
     a.ldx(DW, R1, R6, tp.offset("addrlen", 8)).stx(W, FP, V + _I["addrlen"], R1)  # the kernel's int
     a.ldx(DW, R1, R6, tp.offset("fd", 8)).stx(W, FP, V + _I["fd"], R1)
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, -8)
-    a.mov(R3, FP).add(R3, V)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
+    _update_from_stack(a, maps.inflight, -8, V)
     a.jeq(R0, 0, "out")
     _count(a, maps.counters, "inflight_full", -88)
     a.label("out")
@@ -1704,11 +1705,7 @@ def _syn_in_call(a: Asm, maps: Maps, off: SockOffsets) -> None:
     a.label("first_call")  # the thread's first connect() that sends a SYN: its entry
     a.zero_stack(_S_CONN, INFLIGHT.itemsize)
     a.ldx(DW, R1, FP, _S_SK).stx(DW, FP, _S_CONN + _I["sk"], R1)
-    a.ld_map_fd(R1, maps.inflight)
-    a.mov(R2, FP).add(R2, _S_PIDTGID)
-    a.mov(R3, FP).add(R3, _S_CONN)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
+    _update_from_stack(a, maps.inflight, _S_PIDTGID, _S_CONN)
     a.mov(R9, 1)
     a.jeq(R0, 0, "build")
     _count(a, maps.counters, "inflight_full", _S_CNT)
@@ -2145,11 +2142,7 @@ def _passive_opens(a: Asm, f: _Fields, maps: Maps, off: SockOffsets, established
     _process_name(a, off, _T_SOCK + 8, _T_SCR, f.btf)
     f.load(a, DW, R1, "skaddr")
     a.stx(DW, FP, _T_SOCK + _LV_SK, R1)
-    a.ld_map_fd(R1, maps.listeners)
-    a.mov(R2, FP).add(R2, _T_KEY)
-    a.mov(R3, FP).add(R3, _T_SOCK)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
+    _update_from_stack(a, maps.listeners, _T_KEY, _T_SOCK)
     a.ja("out")
     a.label("unlisten")
     a.jne(R8, close, "out")
@@ -2247,11 +2240,7 @@ def accept_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     for i in (0, 8):
         a.ldx(DW, R1, FP, -56 + i).stx(DW, R7, 8 + i, R1)
     if maps.owners is not None:
-        a.ld_map_fd(R1, maps.owners)
-        a.mov(R2, FP).add(R2, -32)
-        a.mov(R3, FP).add(R3, -64)
-        a.mov(R4, BPF_ANY)
-        a.call(MAP_UPDATE)
+        _update_from_stack(a, maps.owners, -32, -64)
     a.label("out")
     return a.ret(0)
 
@@ -2333,11 +2322,7 @@ def _final_counters(a: Asm, f: _Fields, maps: Maps, off: SockOffsets) -> None:
         f.load(a, DW, R3, "skaddr")
         a.add(R3, member)
         _kread(a, _F_VAL + _FV[name], size, R3, failed)
-    a.ld_map_fd(R1, maps.finals)
-    a.mov(R2, FP).add(R2, _F_KEY)
-    a.mov(R3, FP).add(R3, _F_VAL)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
+    _update_from_stack(a, maps.finals, _F_KEY, _F_VAL)
     a.jeq(R0, 0, done)
     a.label(failed)
     _count(a, maps.counters, "finals_full", _T_CNT)
@@ -2367,11 +2352,7 @@ def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str,
             _copy_stack_to_stack(a, _T_SOCK, _T_VAL, 24)
             a.call(KTIME_GET_NS)
             a.stx(DW, FP, _T_VAL + 24, R0)
-            a.ld_map_fd(R1, maps.opened)
-            a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
-            a.mov(R3, FP).add(R3, _T_VAL)
-            a.mov(R4, BPF_ANY)
-            a.call(MAP_UPDATE)
+            _update_from_stack(a, maps.opened, _T_KEY + _TK["sk"], _T_VAL)
         if maps.owners is not None:
             # its owner from its start: the connecting process (from ``conns``), the listening one (the
             # state change runs in a softirq: never the current task). Retransmits come before any send()
@@ -2380,11 +2361,7 @@ def _connection_row(a: Asm, f: _Fields, maps: Maps, direction: int, prefix: str,
             a.ldx(W, R1, FP, _T_KEY + _TK["tgid"])
             a.jeq(R1, 0, unowned)
             a.stx(DW, FP, _T_SOCK, R1)
-            a.ld_map_fd(R1, maps.owners)
-            a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
-            a.mov(R3, FP).add(R3, _T_SOCK)
-            a.mov(R4, BPF_ANY)
-            a.call(MAP_UPDATE)
+            _update_from_stack(a, maps.owners, _T_KEY + _TK["sk"], _T_SOCK)
             a.label(unowned)
         a.mov(R7, 1)
 
@@ -3439,11 +3416,7 @@ def _note_owner(a: Asm, maps: Maps, off: SockOffsets, tp: Tracepoint, load_sk: C
     a.label(write)
     a.ldx(W, R1, FP, _T_KEY + _TK["tgid"]).stx(DW, FP, _T_SOCK, R1)
     _process_name(a, off, _T_SOCK + 8, _T_SCR)
-    a.ld_map_fd(R1, maps.owners)
-    a.mov(R2, FP).add(R2, _T_KEY + _TK["sk"])
-    a.mov(R3, FP).add(R3, _T_SOCK)
-    a.mov(R4, BPF_ANY)
-    a.call(MAP_UPDATE)
+    _update_from_stack(a, maps.owners, _T_KEY + _TK["sk"], _T_SOCK)
     a.label(done)
 
 
