@@ -429,17 +429,14 @@ def test_state_drop_and_byte_programs_get_the_tracepoints_arguments(live, connec
     # every TCP socket freed (once per connect) and gets its argument the same way; so does tcp_retransmit (not
     # to be skipped when its softirq interrupts a perf tracepoint program: see P.tcp_retransmit)
     # (the byte programs only where bytes are counted per call: not with the kernel's counters)
-    per_call = () if collector.counts_bytes_per_packet else ("sock_send", "sock_recv")
-    assert not collector.counts_bytes_per_packet or not {"sock_send", "sock_recv"} & set(types)
-    names = ("tcp_state", "skb_drop", *per_call, "conn_destroy", "tcp_retransmit")
+    names = ("tcp_state", "skb_drop", "sock_send", "sock_recv", "conn_destroy", "tcp_retransmit")
     assert len({types[name] for name in names}) == 1
     assert types["tcp_state"] in (raw, syscalls.BPF_PROG_TYPE_TRACING)
     assert types["connect_exit"] == perf
     assert types.get("connect_enter") == (perf if connect_path == "entry_and_exit" else None)
     # what programs() (and so server_status) says each one is, is what the kernel has
     kernel_type = {"tracepoint": perf, "raw_tracepoint": raw, "tp_btf": syscalls.BPF_PROG_TYPE_TRACING,
-                   "fentry": syscalls.BPF_PROG_TYPE_TRACING, "iter": syscalls.BPF_PROG_TYPE_TRACING,
-                   "cgroup_skb": syscalls.BPF_PROG_TYPE_CGROUP_SKB, "cgroup_sock": 9}  # fmt: skip
+                   "fentry": syscalls.BPF_PROG_TYPE_TRACING, "iter": syscalls.BPF_PROG_TYPE_TRACING}  # fmt: skip
     kinds = {name: kind for name, kind, _, _ in collector.programs()}
     assert {name: kernel_type[kind] for name, kind in kinds.items()} == types
     assert kinds["connect_exit"] == "tracepoint" and kinds["conn_destroy"] == kinds["tcp_state"] != "tracepoint"
@@ -621,20 +618,19 @@ def test_server_status_names_how_each_program_is_attached(spawn, cli, connect_pa
         assert kinds["connect_enter"] == "tracepoint" and said == [f"{ENTRY_NOTE}{CONNECT_ENTRY_ENV}=1"], out.stdout
     else:
         assert "connect_enter" not in kinds and not said, out.stdout
-    assert set(kinds.values()) <= {"tracepoint", "raw_tracepoint", "tp_btf", "fentry", "iter", "cgroup_skb",
-                                   "cgroup_sock"}  # fmt: skip
+    # (no program on every packet or every socket made: cgroup programs ran on each of a connect storm's packets)
+    assert set(kinds.values()) <= {"tracepoint", "raw_tracepoint", "tp_btf", "fentry", "iter"}, out.stdout
     assert kinds["conn_destroy"] == kinds["tcp_state"]
-    # bytes: from the kernel's counters and UDP packet programs (no per-call program), or per call
+    # bytes: TCP's from the kernel's counters (the per-call programs count UDP sockets' calls only), or per call
     byte_programs = {name: kinds.get(name) for name in ("tcp_counters", "udp_sent", "udp_read", "udp_owner")}
     per_call = [n for n in notes if n.startswith("bytes counted by a program on every send() and recv()")]
     if entry:  # (asked for: a program on every send() and recv())
         assert "sock_send" in kinds and set(byte_programs.values()) == {None}, out.stdout
         assert per_call == [f"bytes counted by a program on every send() and recv() (each call pays for it): "
                             f"{BYTE_COUNTERS_ENV}=0"], notes  # fmt: skip
-    elif "sock_send" not in kinds:  # (the default, where this kernel has what they need)
-        assert byte_programs == {"tcp_counters": "iter", "udp_sent": "cgroup_skb", "udp_read": "cgroup_skb",
-                                 "udp_owner": "cgroup_sock"}, out.stdout  # fmt: skip
-        assert not per_call, notes
+    elif not per_call:  # (the default, where this kernel has the TCP iterator)
+        assert byte_programs == {"tcp_counters": "iter", "udp_sent": None, "udp_read": None, "udp_owner": None}
+        assert kinds["sock_send"] == kinds["sock_recv"] == kinds["tcp_state"], out.stdout
     else:  # (the kernel refused them: the note says why)
         assert len(per_call) == 1, notes
     if all(P.raw_prototype_ok(name) for name in P.RAW_PROTOTYPES):
@@ -676,9 +672,8 @@ def test_a_kernel_that_refuses_raw_tracepoint_programs_gets_perf_ones(monkeypatc
 
     fds, rec, collector = start_refusing(monkeypatch, "raw_tracepoint_open", refuse)
     try:
-        # (the byte counters' iterator and cgroup programs are no tracepoint programs: not refused here)
-        types = {syscalls.prog_type(prog_id) for _, kind, _, prog_id in collector.programs()
-                 if kind not in ("iter", "cgroup_skb", "cgroup_sock")}  # fmt: skip
+        # (the byte counters' iterator is no tracepoint program: not refused here)
+        types = {syscalls.prog_type(prog_id) for _, kind, _, prog_id in collector.programs() if kind != "iter"}
         assert types == {syscalls.BPF_PROG_TYPE_TRACEPOINT}
         connect_seen(rec, listener)
     finally:

@@ -42,10 +42,9 @@ from netspy_tui.collector.ebpf.asm import Asm
 from netspy_tui.collector.ebpf.decode import Clock, Codec, Event, random_ids
 from netspy_tui.collector.ebpf.ringbuf import RingBuffer
 from netspy_tui.collector.ebpf.tcpcounters import TcpBytes, TcpCounters
-from netspy_tui.collector.ebpf.udpbytes import UdpBytes
 from netspy_tui.collector.privilege import EBPF_NEEDS_ROOT, EBPF_PRIVILEGE_HINT, ebpf_privileged
 from netspy_tui.errors import CollectorError, CollectorSettingError
-from netspy_tui.names.workload import cgroup2_mount, kernel_cgroups
+from netspy_tui.names.workload import kernel_cgroups
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,8 @@ _ATTACH_ENTRY_AND_EXIT: tuple[_Attach, ...] = (*_COMMON, _STATE, _EXIT, *_ACCEPT
 CONNECT_ENTRY_ENV = "NETSPY_EBPF_CONNECT_ENTRY"
 #: set to 0: bytes counted by a program on every send() and recv() (each call pays for it) instead of the default,
 #: TCP bytes from the kernel's own per-connection counters (a BPF iterator's pass over each network namespace every
-#: drain) and UDP bytes from packet programs (:class:`EbpfCollector`'s ``byte_counters``)
+#: drain) and UDP bytes from the send() / recv() programs, which return at once for any other socket
+#: (:class:`EbpfCollector`'s ``byte_counters``)
 BYTE_COUNTERS_ENV = "NETSPY_EBPF_BYTE_COUNTERS"
 
 #: how a program is attached, as :meth:`EbpfCollector.programs` (and ``server_status``) names it:
@@ -103,8 +103,8 @@ BYTE_COUNTERS_ENV = "NETSPY_EBPF_BYTE_COUNTERS"
 #: loads), ``raw_tracepoint`` (the arguments, fields read with helper calls), ``tracepoint`` (through
 #: a perf event, which builds the trace record before every run: the syscall tracepoints, and every
 #: program where the kernel refuses the others), ``fentry`` (a kernel function's entry), ``iter`` (a BPF iterator
-#: the reader runs each drain: the TCP counters), ``cgroup_skb`` / ``cgroup_sock`` (on the cgroup2 root: UDP bytes)
-KINDS = ("tp_btf", "raw_tracepoint", "tracepoint", "fentry", "iter", "cgroup_skb", "cgroup_sock")
+#: the reader runs each drain: the TCP counters)
+KINDS = ("tp_btf", "raw_tracepoint", "tracepoint", "fentry", "iter")
 
 #: what an optional tracepoint's absence costs (one line in server_status)
 _WITHOUT = {
@@ -211,11 +211,11 @@ class _Session:
         self.tcp_finals = False  # keep each closing TCP connection's own counters in ``maps.finals``
         self.keep_finals = False  # (tests) keep them even where no reader drains them
         self.per_call_why = ""  # why bytes are counted per call when byte_counters is False
-        # bytes from the kernel's TCP counters (:class:`TcpBytes`) and UDP cgroup_skb programs (:class:`UdpBytes`)
-        # where this kernel has both, with no program on sock_send_length / sock_recv_length
+        # TCP bytes from the kernel's counters (:class:`TcpBytes`) where this kernel has them; the programs on
+        # sock_send_length / sock_recv_length then count UDP sockets' calls only (``udp_only``)
         self.byte_counters = False
         self.tcp_bytes: TcpBytes | None = None
-        self.udp_bytes: UdpBytes | None = None
+        self.udp_only = False
         self._counter_programs: list[tuple[str, str, int, int]] = []  # (name, kind, program fd, link or placeholder)
         self._last_sink_log = 0.0
         self._pending: OrderedDict[int, Event] = OrderedDict()
@@ -340,8 +340,8 @@ class _Session:
             "connect_exit": lambda tp, raw: P.connect_exit(tp, maps, offsets),
             "tcp_state": lambda tp, raw: P.tcp_state(tp, maps, states, offsets, raw=raw),
             "skb_drop": lambda tp, raw: P.skb_drop(tp, maps, offsets, skipped, attribute, raw=raw),
-            "sock_send": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw),
-            "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw),
+            "sock_send": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=raw, udp_only=self.udp_only),
+            "sock_recv": lambda tp, raw: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=raw, udp_only=self.udp_only),
             "tcp_retransmit": lambda tp, raw: P.tcp_retransmit(tp, maps, offsets, raw=raw),
             "conn_destroy": lambda tp, raw: P.conn_destroy(tp, maps, offsets, raw=raw),
             "accept_exit": lambda tp, raw: P.accept_exit(tp, maps, offsets),
@@ -355,8 +355,10 @@ class _Session:
         # fields instead of helper calls, on every send() and recv()); raw tracepoint programs if not
         typed: dict[str, Callable[[tracefs.Tracepoint], Asm]] = {}
         if raw_bytes:
-            typed["sock_send"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=True, btf=True)
-            typed["sock_recv"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=True, btf=True)
+            typed["sock_send"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_TX, raw=True, btf=True,
+                                                         udp_only=self.udp_only)  # fmt: skip
+            typed["sock_recv"] = lambda tp: P.sock_bytes(tp, maps, offsets, DIR_RX, raw=True, btf=True,
+                                                         udp_only=self.udp_only)  # fmt: skip
         if raw_state:
             typed["tcp_state"] = lambda tp: P.tcp_state(tp, maps, states, offsets, raw=True, btf=True)
         if raw_drop:
@@ -393,9 +395,10 @@ class _Session:
             log.warning("eBPF collector: %s", note)
 
     def _use_byte_counters(self, maps: P.Maps, offsets: P.SockOffsets, tps: dict[str, tracefs.Tracepoint]) -> None:
-        """Count TCP bytes from the kernel's own per-socket counters (:class:`TcpBytes`) and UDP bytes per packet
-        (:class:`UdpBytes`), leaving sock_send_length / sock_recv_length without a program; where this kernel
-        lacks any of it, the per-call byte programs instead and one note saying what is missing."""
+        """Count TCP bytes from the kernel's own per-socket counters (:class:`TcpBytes`), the programs on
+        sock_send_length / sock_recv_length counting UDP sockets' calls only (a TCP call returns after reading
+        the socket's protocol); where this kernel lacks the counters, the per-call byte programs count every
+        call instead and one note says what is missing."""
         if maps.finals is None or maps.opened is None:
             self._per_call("no BTF for struct tcp_sock's byte counters")
             return
@@ -410,29 +413,17 @@ class _Session:
         except btf_mod.BtfError as exc:
             self._per_call(f"{exc}")
             return
-        mount = cgroup2_mount()
-        if mount is None or maps.traffic_overflow is None:
-            self._per_call("no cgroup2 mount for the UDP packet programs")
-            return
-        try:
-            self.udp_bytes = UdpBytes(str(mount), ctl_fd=maps.ctl, overflow_fd=maps.traffic_overflow)
-        except OSError as exc:
-            self._per_call(f"cgroup_skb programs refused ({exc})")
-            return
         self.tcp_bytes = tcp_bytes
+        self.udp_only = True
         # listed with the others once they are attached (see load): the iterator is run by the reader, attached
-        # to nothing (a placeholder where the others' links are); the UDP programs' links go with the others'
+        # to nothing (a placeholder where the others' links are)
         self._counter_programs = [
             ("tcp_counters", "iter", counters._prog, os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)),
-            *zip(("udp_owner", "udp_sent", "udp_read"), ("cgroup_sock", "cgroup_skb", "cgroup_skb"),
-                 self.udp_bytes.prog_fds, self.udp_bytes.take_links(), strict=True),
-        ]  # fmt: skip
-        for name in ("sock_send", "sock_recv"):
-            tps.pop(name, None)
+        ]
         if not (offsets.sockinfo and offsets.socket_sk is not None):  # (accepted connections stay the listener's)
             for name in ("accept_exit", "accept_exit0"):
                 tps.pop(name, None)
-        log.info("eBPF: TCP bytes from the kernel's per-socket counters, UDP bytes from cgroup_skb programs")
+        log.info("eBPF: TCP bytes from the kernel's per-socket counters, UDP bytes per send() and recv()")
 
     def _per_call(self, why: str) -> None:
         self.notes.append(f"bytes counted by a program on every send() and recv() (each call pays for it): {why}")
@@ -624,10 +615,10 @@ class _Session:
         if finals is not None and self.tcp_bytes is not None:
             uncounted, unread = self.tcp_bytes.uncounted_closes, self.tcp_bytes.counters.namespaces.unread
             dropped = self.tcp_bytes.forgotten_dropped
-            for more in (self.tcp_bytes.drain(finals, traffic, time.time_ns()), self._udp_rows()):
-                if len(more[0]):
-                    traffic = more if traffic is None else (np.concatenate([traffic[0], more[0]]),
-                                                            np.concatenate([traffic[1], more[1]]))  # fmt: skip
+            more = self.tcp_bytes.drain(finals, traffic, time.time_ns())
+            if len(more[0]):
+                traffic = more if traffic is None else (np.concatenate([traffic[0], more[0]]),
+                                                        np.concatenate([traffic[1], more[1]]))  # fmt: skip
             for cause, n in (
                 ("tcp_tail_uncounted", self.tcp_bytes.uncounted_closes - uncounted),
                 ("tcp_netns_unread", self.tcp_bytes.counters.namespaces.unread - unread),
@@ -710,31 +701,6 @@ class _Session:
                 more_k[j]["direction"], more_k[j]["second"] = direction, now // P.NS
                 more_v[j]["bytes"], more_v[j]["calls"], more_v[j]["first"], more_v[j]["last"] = nbytes, calls, now, now
             keys, values = np.concatenate([keys, more_k]), np.concatenate([values, more_v])
-        return keys, values
-
-    def _udp_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The UDP sums of the map just flipped out (``_drain_counts`` waited out its writers) as traffic rows,
-        charged to each socket's creator (pid 0 for one made before the collector started)."""
-        assert self.udp_bytes is not None
-        got = self.udp_bytes.drain(self.active ^ 1)
-        keys, values = np.zeros(len(got), P.TRAFFIC_KEY), np.zeros(len(got), P.TRAFFIC_VALUE)
-        if not len(got):
-            return keys, values
-        owners = {cookie: self.udp_bytes.owner(cookie) for cookie in set(got["cookie"].tolist())}
-        tgids = [(owners[c] or (0, ""))[0] for c in got["cookie"].tolist()]
-        keys["sk"], keys["tgid"], keys["second"], keys["direction"] = (
-            got["cookie"],
-            tgids,
-            got["second"],
-            got["direction"],
-        )
-        keys["ports"] = got["lport"] | (got["rport"] << 16)
-        values["bytes"], values["calls"] = got["bytes"], got["datagrams"]
-        values["first"] = values["last"] = got["second"].astype(np.uint64) * P.NS
-        values["comm"] = [(owners[c] or (0, ""))[1].encode() for c in got["cookie"].tolist()]
-        values["laddr"], values["raddr"] = got["laddr"], got["raddr"]
-        values["lport"], values["rport"], values["family"] = got["lport"], got["rport"], got["family"]
-        values["protocol"] = P.IPPROTO_UDP
         return keys, values
 
     def drain_finals(self) -> tuple[np.ndarray, np.ndarray]:
@@ -947,8 +913,6 @@ class _Session:
 
     def _release(self, keep_ring: bool = False) -> None:
         self.loaded = []
-        if self.udp_bytes is not None:
-            self.udp_bytes.close()
         if self.tcp_bytes is not None:
             self.tcp_bytes.counters.namespaces.close()
         if self.ring is not None and not keep_ring:
@@ -1014,9 +978,9 @@ class EbpfCollector(Collector):
     ``raw_drops``: whether the kernel writes a raw record per connect / drop (counts are kept
     either way). ``raw_rate``: raw records the host makes per second at most, all CPUs together (0: no
     cap); the ones over it are counted as shed, their counts kept. ``byte_counters``: TCP bytes from the kernel's
-    own per-socket counters (read each drain and when a connection closes) and UDP bytes from cgroup_skb programs
-    (per packet), so no program runs on every send() and recv(); where the kernel lacks any of that, or with
-    False, a program on sock_send_length / sock_recv_length counts every call. None (the default): True unless
+    own per-socket counters (read each drain and when a connection closes), the programs on sock_send_length /
+    sock_recv_length counting UDP sockets' calls only (a TCP call leaves them after one load); where the kernel
+    lacks the counters, or with False, those programs count every call, TCP's too. None (the default): True unless
     :data:`BYTE_COUNTERS_ENV` is 0. The kernel's TCP iterator reads one network namespace a pass: one pass in each
     of the host's namespaces (:class:`.tcpcounters.Namespaces`).
     ``tcp_finals`` (tests): keep each closing TCP connection's counters for :meth:`drain_tcp_finals` without counting
@@ -1170,9 +1134,9 @@ class EbpfCollector(Collector):
             name in ("sock_send", "sock_recv") for name, _, _ in session.loaded))  # fmt: skip
 
     @property
-    def counts_bytes_per_packet(self) -> bool:
-        """True when bytes come from the kernel's TCP counters and UDP cgroup_skb programs, with no program on
-        sock_send_length / sock_recv_length."""
+    def tcp_bytes_from_counters(self) -> bool:
+        """True when TCP bytes come from the kernel's counters (the programs on sock_send_length /
+        sock_recv_length count UDP sockets' calls only)."""
         session = self._live()
         return session is not None and session.tcp_bytes is not None
 

@@ -3171,7 +3171,7 @@ def sock_span(off: SockOffsets) -> int:
 
 
 def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw: bool = False,
-               btf: bool = False) -> Asm:  # fmt: skip
+               btf: bool = False, udp_only: bool = False) -> Asm:  # fmt: skip
     """sock/sock_send_length (``DIR_TX``) or sock/sock_recv_length (``DIR_RX``): ``ret`` bytes (when
     > 0, and not a MSG_PEEK read) counted for ``(sk, tgid, second, direction)`` in ``traffic[active]``; an
     AF_INET/AF_INET6 socket only.
@@ -3200,7 +3200,12 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     every run (that costs a send() about as much as the program itself); family and protocol are read
     from the socket. ``btf`` (with ``raw``): a BTF-typed raw tracepoint program (``tp_btf``), whose
     ``sk`` the verifier knows as a ``struct sock *``: family and protocol are plain loads, not helper
-    calls."""
+    calls.
+
+    ``udp_only``: a UDP socket's calls only (TCP bytes come from the kernel's own counters then,
+    :mod:`.tcpcounters`): the socket's protocol is read right after ``ret`` (a plain load with ``btf``) and
+    any other socket's call ends there, so a TCP send() or recv() pays the dispatch and a few instructions;
+    no owner is noted (that is for TCP retransmits)."""
     assert maps.byte_slots is not None and maps.tick is not None and maps.traffic is not None
     if raw:
         assert off.sk_family is not None and off.sk_protocol is not None
@@ -3212,15 +3217,28 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
         a.ldx(W, R7, R6, tp.offset("ret", 4))
     a.lsh(R7, 32).alu64("arsh", R7, 32)  # sign-extend the int
     a.jmp("jsle", R7, 0, "out")  # r7 = bytes
+
+    def load_sk(reg: Reg) -> None:
+        a.ldx(DW, reg, R6, 0 if raw else tp.offset("sk", 8))
+
+    if udp_only:
+        if btf:
+            assert off.sk_protocol is not None
+            load_sk(R1)
+            a.ldx(H, R1, R1, off.sk_protocol)
+        elif raw:
+            assert off.sk_protocol is not None
+            _read_member(a, load_sk, off.sk_protocol, _T_CNT, 2, "out")
+            a.ldx(DW, R1, FP, _T_CNT)
+        else:
+            a.ldx(H, R1, R6, tp.offset("protocol", 2))
+        a.jne(R1, IPPROTO_UDP, "out")
     if direction == DIR_RX:
         if raw:
             a.ldx(DW, R1, R6, 16)  # args[2]: int flags
         else:
             a.ldx(W, R1, R6, tp.offset("flags", 4))
         a.jmp("jset", R1, MSG_PEEK, "out")
-
-    def load_sk(reg: Reg) -> None:
-        a.ldx(DW, reg, R6, 0 if raw else tp.offset("sk", 8))
 
     # the socket's port pair (skc_dport, skc_num: one 4-byte word of struct sock_common) tells a connection from
     # the one whose freed memory it took
@@ -3300,7 +3318,7 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     a.st(B, FP, _T_KEY + _TK["direction"], direction)
     if ports:
         port_pair(_T_KEY + _TK["ports"])
-    if maps.owners is not None:
+    if maps.owners is not None and not udp_only:
         _note_owner(a, maps, off, tp, load_sk, raw, btf)
     _byte_slot(a, maps, R9)  # (the tick read used r9)
     a.ldx(DW, R1, R9, _BS["sk"])
