@@ -216,6 +216,9 @@ class FullListener:
         self.dest = f"127.0.0.1:{self.port}"
         self.filler = socket.socket()
         self.filler.connect(("127.0.0.2", self.port))
+        # full once the filler is in the accept queue (a listener is readable then): the final ACK can be handled in
+        # softirq after connect() returned, and a SYN before it would be answered, not dropped
+        assert select.select([self.srv], [], [], 10)[0], "the filler's connection never reached the accept queue"
         self.accepted: list[socket.socket] = []
 
     def drain(self) -> None:
