@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def full_listener() -> Iterator[int]:
     srv.listen(0)
     port = srv.getsockname()[1]
     filler = socket.create_connection(("127.0.0.1", port))
-    time.sleep(0.2)
+    # full once the filler is in the accept queue (the listener readable): its final ACK can be handled in softirq
+    # after its connect() returned
+    assert select.select([srv], [], [], 10)[0], "the filler's connection never reached the accept queue"
     yield port
     filler.close()
     srv.close()
