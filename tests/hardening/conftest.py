@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -100,7 +101,23 @@ def assert_one_line_error(run: Run, exit_code: int | None = None) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port on 127.0.0.1 nothing is bound to, for a server started next (or for nothing to listen on). Drawn below
+    the kernel's ephemeral range, where every bind() to port 0 and every connect() takes its port: a port bind(0)
+    handed out and released here could be taken, before the server binds it, by a listener or connection of a test
+    on another xdist worker; below that range, only another draw like this one could."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(100 if low > 11_000 else 0):
+        port = random.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # (in use, or its connections not yet gone)
+                continue
+        return port
+    with socket.socket() as s:  # (no room below the range here)
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
