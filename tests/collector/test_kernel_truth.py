@@ -480,10 +480,12 @@ def test_mptcp_connects_are_one_event_each_and_leave_no_state(connect_path) -> N
             ("MPTCP", 262, 0, "ok")
         }
         assert callable(tracked), "EbpfCollector.tracked() is missing"
-        deadline = time.monotonic() + 5
-        while tracked()["conns"] != before and time.monotonic() < deadline:
+        # (the gauge is the host's: another process's connects in progress come and go in it, at ``before`` too; one
+        # of these left behind keeps it above that)
+        deadline = time.monotonic() + 10
+        while (conns := tracked()["conns"]) > before and time.monotonic() < deadline:
             time.sleep(0.02)  # msk/subflow teardown finishes in a kworker
-        assert tracked()["conns"] == before
+        assert conns <= before, (conns, before)
     finally:
         collector.stop()
 
