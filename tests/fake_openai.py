@@ -552,10 +552,11 @@ def _split(text: str, parts: int) -> list[str]:
 
 
 def free_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 nothing listens on (bound, then released; below the ephemeral range, where another
+    test's listener cannot take it meanwhile)."""
+    from tests.hardening.conftest import free_port as unused  # noqa: PLC0415
+
+    return unused()
 
 
 __all__ = [

@@ -39,7 +39,7 @@ from netspy_tui.names.workload import cgroup2_mount, kernel_cgroups
 from netspy_tui.serve.app import event_json
 from tests.collector.connect_paths import ENTRY_NOTE, entry_too, on_connect_path
 from tests.contract import validate_event
-from tests.hardening.conftest import cli, free_port, spawn  # noqa: F401 (fixtures)
+from tests.hardening.conftest import cli, exact_but_for_the_host, free_port, spawn  # noqa: F401 (fixtures)
 from tests.hardening.test_security import served_url
 
 REQUIRE = os.environ.get("NETSPY_REQUIRE_EBPF") == "1"
@@ -482,11 +482,16 @@ def test_a_kernel_that_refuses_btf_typed_programs_gets_raw_tracepoint_ones(monke
         (e,) = rec.wait_for(mine(port))
         assert (e.return_code, e.outcome, e.protocol) == (-111, "refused", "TCP")
         udp = closed_port(kind=socket.SOCK_DGRAM)
+        t0 = time.monotonic_ns()  # (the TCP SYN above was dropped at a closed port: maybe of the same number)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"x", ("127.0.0.1", udp))
-        (d,) = rec.wait_for(lambda e: isinstance(e, PacketDropEvent) and e.destination == f"127.0.0.1:{udp}")
+        (d,) = rec.wait_for(
+            lambda e: isinstance(e, PacketDropEvent) and e.destination == f"127.0.0.1:{udp}" and e.timestamp >= t0
+        )
         assert (d.drop_reason, d.protocol) == ("NO_SOCKET", "UDP")
-        assert collector.tracked() == {"inflight": 0, "conns": 0}  # (conn_destroy found nothing left over)
+        # (conn_destroy found nothing left over; the gauges are the host's: another process's connect() calls and
+        # handshakes in progress come and go in them)
+        wait_until(lambda: collector.tracked() == {"inflight": 0, "conns": 0}, what="nothing tracked")
     finally:
         collector.stop()
     assert open_fds() == fds
@@ -659,7 +664,8 @@ def test_the_raw_rate_flag_caps_raw_events_and_health_reports_them_shed(spawn) -
             return json.loads(response.read())  # type: ignore[no-any-return]
 
     wait_until(lambda: health()["losses"].get("shed", 0) >= 500, timeout=15, what="the capped raw events shed")
-    assert health()["counts_exact"] is True
+    seen = health()
+    assert exact_but_for_the_host(seen["recent_losses"], seen["counts_exact"]), seen
 
 
 @pytest.mark.ebpf
@@ -1396,45 +1402,69 @@ def test_an_outcome_that_does_not_fit_in_the_ring_loses_an_outcome_not_an_event(
     """A kept in-progress connect whose OUTCOME record finds the ring full has lost its outcome, not an
     event: it is counted ``outcome_lost``, not ``ring_full`` (which counts events whose record was not
     made), so kept + shed + lost still equals the connects made and the events lost are not overstated.
-    Programs loaded with no reader: the ring (one page) fills and stays full."""
-    session = _Session(CollectorStats(), lambda batch: None, 4096, 0.1, 1.0, P.RAW_CONNECTS)
-    try:
-        session.load()
-    except CollectorError as exc:
-        session.close()
-        pytest.skip(f"eBPF unavailable here: {exc}")
+    Programs loaded with no reader: the ring fills and stays full.
+
+    The programs see the whole host: another process's connect or drop while the ring is full is counted
+    ``ring_full`` too (another xdist worker connects all the time), and enough of them fill the ring before this
+    test's connects (a ring of one page filled in a few ms beside a process connecting a thousand times a second:
+    16 pages here). An attempt another process got into is made again (a fresh ring); the closes counted as lost
+    events fail every attempt."""
+    seen: list[tuple[int, int, int]] = []  # per attempt: ring_full before the UDP connects, then around the closes
+    for _ in range(5):
+        session = _Session(CollectorStats(), lambda batch: None, RING, 0.1, 1.0, P.RAW_CONNECTS)
+        try:
+            session.load()
+        except CollectorError as exc:
+            session.close()
+            pytest.skip(f"eBPF unavailable here: {exc}")
+        try:
+            if _outcomes_lost_not_events(session, seen):
+                return
+        finally:
+            session.close()
+    pytest.fail(f"no attempt counted the closes' outcomes without a ring_full: (placed, before, after) {seen}")
+
+
+RING = 1 << 16  #: bytes of the ring the test above fills
+
+
+def _outcomes_lost_not_events(session: _Session, seen: list[tuple[int, int, int]]) -> bool:
+    """One attempt of the test above: False if another process's event was counted ``ring_full`` while this one
+    looked (its own connects' records not all in the ring, or its closes not the only thing in the window)."""
 
     def counters() -> dict[str, int]:
         assert session.maps is not None
         _, raw, n = syscalls.map_batch(session.maps.counters, 4, 8, P.N_COUNTERS, delete=False)
         return dict(zip(P.COUNTERS, np.frombuffer(raw, "<u8")[:n].tolist(), strict=False))
 
-    try:
-        with socket.socket() as srv:
-            srv.bind(("127.0.0.1", 0))
-            srv.listen(0)  # the accept queue holds one connection: the next SYNs are dropped
-            port = srv.getsockname()[1]
-            first = socket.socket()
-            pending = [socket.socket() for _ in range(3)]
-            try:
-                assert first.connect_ex(("127.0.0.1", port)) == 0
-                for s in pending:  # in progress (their CONNECT records fit in the empty ring)
-                    s.setblocking(False)
-                    assert s.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
-                udp_port = closed_port(kind=socket.SOCK_DGRAM)
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                    for _ in range(4096 // P.RECORD_SIZE + 20):  # more records than the ring holds
-                        u.connect(("127.0.0.1", udp_port))
-                before = counters()
-                assert before["ring_full"] >= 20 and before["outcome_lost"] == 0
-            finally:
-                for s in pending:  # their handshakes end: three OUTCOME records, no room for them
-                    s.close()
-                first.close()
-        wait_until(lambda: counters()["outcome_lost"] >= 3, timeout=5, what="three outcomes lost")
-        after = counters()
-        assert after["ring_full"] == before["ring_full"]  # no event was lost by the closes
-        assert session._counter_deltas().get("outcome_lost", 0) >= 3  # reported as its own cause ...
-        assert session.stats.lost == session.stats.losses.get("ring_full", 0)  # ... not as lost events
-    finally:
-        session.close()
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)  # the accept queue holds one connection: the next SYNs are dropped
+        port = srv.getsockname()[1]
+        first = socket.socket()
+        pending = [socket.socket() for _ in range(3)]
+        try:
+            assert first.connect_ex(("127.0.0.1", port)) == 0
+            assert select.select([srv], [], [], 10)[0]  # (the first is in the accept queue: the queue is full)
+            for s in pending:  # in progress (their CONNECT records fit in the empty ring)
+                s.setblocking(False)
+                assert s.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
+            placed = counters()  # (nothing lost yet: this test's records are in the ring)
+            udp_port = closed_port(kind=socket.SOCK_DGRAM)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                for _ in range(RING // P.RECORD_SIZE + 20):  # more records than the ring holds
+                    u.connect(("127.0.0.1", udp_port))
+            before = counters()
+            assert before["ring_full"] >= 20
+        finally:
+            for s in pending:  # their handshakes end: three OUTCOME records, no room for them
+                s.close()
+            first.close()
+    wait_until(lambda: counters()["outcome_lost"] - before["outcome_lost"] >= 3, timeout=5, what="three outcomes lost")
+    after = counters()
+    seen.append((placed["ring_full"], before["ring_full"], after["ring_full"]))
+    if placed["ring_full"] or placed["outcome_lost"] or after["ring_full"] != before["ring_full"]:
+        return False  # (another process's events: in the ring before this test's, or counted lost meanwhile)
+    assert session._counter_deltas().get("outcome_lost", 0) >= 3  # reported as its own cause ...
+    assert session.stats.lost == session.stats.losses.get("ring_full", 0)  # ... not as lost events
+    return True

@@ -95,10 +95,12 @@ async def test_connections_a_test_server_accepted_are_listed_as_inbound(
             summary = await client.call_tool("get_network_summary", {"pid": child.pid})
             assert summary.structured_content is not None and summary.structured_content["count"] == 0
 
-            # both sides of the loopback connections: this process's N connects and the server's N accepts
-            both = await listed(client, direction="all", max_events=1000)
-            ours = [e for e in both.events if (e.direction == "outbound" and e.pid == os.getpid()
-                                               and e.destination_port == port) or
+            # both sides of the loopback connections: this process's N connects and the server's N accepts (asked
+            # by process: the 1,000 newest of the whole host's need not hold them while other tests connect)
+            both = [e for pid in (os.getpid(), child.pid)
+                    for e in (await listed(client, direction="all", pid=pid, max_events=1000)).events]  # fmt: skip
+            ours = [e for e in both if (e.direction == "outbound" and e.pid == os.getpid()
+                                        and e.destination_port == port) or
                     (e.direction == "inbound" and e.pid == child.pid)]  # fmt: skip
             assert sorted(e.direction for e in ours) == ["inbound"] * N + ["outbound"] * N
         child.stdin.write("\n")

@@ -216,6 +216,9 @@ class FullListener:
         self.dest = f"127.0.0.1:{self.port}"
         self.filler = socket.socket()
         self.filler.connect(("127.0.0.2", self.port))
+        # full once the filler is in the accept queue (a listener is readable then): the final ACK can be handled in
+        # softirq after connect() returned, and a SYN before it would be answered, not dropped
+        assert select.select([self.srv], [], [], 10)[0], "the filler's connection never reached the accept queue"
         self.accepted: list[socket.socket] = []
 
     def drain(self) -> None:
@@ -477,10 +480,12 @@ def test_mptcp_connects_are_one_event_each_and_leave_no_state(connect_path) -> N
             ("MPTCP", 262, 0, "ok")
         }
         assert callable(tracked), "EbpfCollector.tracked() is missing"
-        deadline = time.monotonic() + 5
-        while tracked()["conns"] != before and time.monotonic() < deadline:
+        # (the gauge is the host's: another process's connects in progress come and go in it, at ``before`` too; one
+        # of these left behind keeps it above that)
+        deadline = time.monotonic() + 10
+        while (conns := tracked()["conns"]) > before and time.monotonic() < deadline:
             time.sleep(0.02)  # msk/subflow teardown finishes in a kworker
-        assert tracked()["conns"] == before
+        assert conns <= before, (conns, before)
     finally:
         collector.stop()
 
@@ -998,9 +1003,12 @@ def test_no_socket_drop_in_softirq_is_not_attributed(live) -> None:
     """The loopback receive runs in NET_RX softirq (on the sender's CPU, often on its stack): no pid."""
     _, rec = live
     port = closed_port(kind=socket.SOCK_DGRAM)
+    # (the module's collector has seen earlier tests' drops, any process's: a TCP SYN to a closed port of the
+    # same number among them; only a drop after this send is this test's)
+    t0 = time.monotonic_ns()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(b"z" * 21, ("127.0.0.1", port))
-    got = drops_after(rec, lambda d: d.destination == f"127.0.0.1:{port}", 1, timeout=5)
+    got = drops_after(rec, lambda d: d.destination == f"127.0.0.1:{port}" and d.timestamp >= t0, 1, timeout=5)
     assert [(d.drop_reason, d.protocol, d.pid, d.command) for d in got] == [("NO_SOCKET", "UDP", 0, "")]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.hardening.conftest import Child, Cli, cli, free_port, spawn  # noqa: F401 (fixtures)
+from tests.hardening.conftest import Child, Cli, cli, exact_but_for_the_host, free_port, spawn  # noqa: F401 (fixtures)
 from tests.hardening.test_security import served_url
 
 #: a non-blocking connect to a listener whose backlog is full: its SYNs are dropped, it stays in SYN_SENT
@@ -52,7 +53,9 @@ def full_listener() -> Iterator[int]:
     srv.listen(0)
     port = srv.getsockname()[1]
     filler = socket.create_connection(("127.0.0.1", port))
-    time.sleep(0.2)
+    # full once the filler is in the accept queue (the listener readable): its final ACK can be handled in softirq
+    # after its connect() returned
+    assert select.select([srv], [], [], 10)[0], "the filler's connection never reached the accept queue"
     yield port
     filler.close()
     srv.close()
@@ -120,7 +123,7 @@ def test_a_connect_in_progress_across_a_restart_is_settled_and_the_new_runs_own_
         seen = health(url)
         # (the host's other connects in progress when the first run stopped are settled too)
         assert seen["losses"].get("restart_unresolved", 0) >= 1, seen
-        assert seen["counts_exact"] is True
+        assert exact_but_for_the_host(seen["recent_losses"], seen["counts_exact"]), seen
         status = cli("--server", url, "--tool", "server_status")
         assert status.returncode == 0, status.stderr
         assert re.search(

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -464,7 +465,7 @@ def test_a_real_agents_connect_that_outlasts_the_settle_time_ends_with_its_outco
     listener.listen(0)
     port = listener.getsockname()[1]
     filler = socket.create_connection(("127.0.0.1", port))  # (the backlog is full: the next SYNs are dropped)
-    time.sleep(0.2)
+    assert select.select([listener], [], [], 10)[0]  # (once it is in the accept queue: the listener is readable)
     app = subprocess.Popen([sys.executable, "-c", CONNECTOR, str(port)], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:

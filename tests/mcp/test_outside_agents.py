@@ -71,9 +71,9 @@ async def test_stdio_lists_every_tool_and_calls_each(server, mode):
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from tests.hardening.conftest import free_port  # noqa: PLC0415
+
+    return free_port()
 
 
 @pytest.fixture
