@@ -686,9 +686,10 @@ class RecordJson:
         shaped = np.zeros(n, _SHAPE)  # (what __call__'s key keeps of a record: the fields not zeroed, its outcome)
         for name in _SHAPE_FIELDS:
             shaped[name] = recs[name]
-        said = np.array(outcomes, object)
-        for i in np.flatnonzero(said != None).tolist():  # noqa: E711 (elementwise)
-            shaped["outcome"][i] = self._outcome_codes.setdefault(outcomes[i], len(self._outcome_codes) + 1)  # type: ignore[arg-type]
+        if outcomes.count(None) != n:  # (mostly none: a connect's outcome known by the time it is forwarded is rare)
+            said = np.array(outcomes, object)
+            for i in np.flatnonzero(said != None).tolist():  # noqa: E711 (elementwise)
+                shaped["outcome"][i] = self._outcome_codes.setdefault(outcomes[i], len(self._outcome_codes) + 1)  # type: ignore[arg-type]
         where = np.zeros(n, _PLACE)
         for name in ("kind", "family", "port", "addr"):
             where[name] = recs[name]
