@@ -686,7 +686,7 @@ class RecordJson:
         shaped = np.zeros(n, _SHAPE)  # (what __call__'s key keeps of a record: the fields not zeroed, its outcome)
         for name in _SHAPE_FIELDS:
             shaped[name] = recs[name]
-        if outcomes.count(None) != n:  # (mostly none: a connect's outcome known by the time it is forwarded is rare)
+        if outcomes.count(None) != n:  # (no outcome resolved since for any of them: nothing to scan)
             said = np.array(outcomes, object)
             for i in np.flatnonzero(said != None).tolist():  # noqa: E711 (elementwise)
                 shaped["outcome"][i] = self._outcome_codes.setdefault(outcomes[i], len(self._outcome_codes) + 1)  # type: ignore[arg-type]
