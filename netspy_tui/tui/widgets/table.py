@@ -281,8 +281,8 @@ class KeyedTable(DataTable[Cell]):
         self, row_index: int, column_index: int, base_style: Style, width: int, cursor: bool, hover: bool
     ) -> tuple[Style, Style, Style]:
         """The styles a data cell at this place is drawn with, whatever it holds: before, after and around its text
-        (see :func:`cell_line`). Kept by place (a live table's new rows come at the places the rows before them had),
-        where their sums with the place's meta, made anew for every cell, cost more than the rest of its drawing."""
+        (see :func:`cell_line`). Kept by place: once a live table holds its most rows, its new rows come at the places
+        the rows before them had, and the sums with each place's meta cost more than the rest of a cell's drawing."""
         flags = self._flags()
         fixed_rows, fixed_columns, show_cursor, show_hover, css_fg, css_bg = flags[:6]
         place = (row_index, column_index, width, base_style, cursor, hover, self._pseudo_class_state, flags[:7],
