@@ -15,9 +15,15 @@ from netspy_tui.textsafe import clean
 
 
 class Cell(Text):
-    """A plain-text cell that also carries the value it sorts by."""
+    """A plain-text cell that also carries the value it sorts by (made by :func:`cell`).
 
-    sort_key: Any = None
+    A slot, as Rich's Text has only slots: an attribute of its own gave every cell a dict, 7 more objects a new row
+    of the connection table for the cyclic collector to walk (700 a second at 100 events/s), and ~1.5 MB a full
+    window."""
+
+    __slots__ = ("sort_key",)
+
+    sort_key: Any
 
 
 def cell(

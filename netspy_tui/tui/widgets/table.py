@@ -13,6 +13,7 @@ tests/tui/test_table_mechanics.py fails if Textual changes them.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
@@ -47,6 +48,10 @@ class KeyedTable(DataTable[Cell]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._kept_cells: LRUCache[Any, tuple[Text, list[list[Segment]]]] = LRUCache(10_000)
         """Drawn cells by place, width and style, with the Cell drawn (see :meth:`_render_cell`)."""
+        self._kept_rows: LRUCache[Any, tuple[list[Any], list[int], list[list[Segment]]]] = LRUCache(2_000)
+        """Drawn data rows by key, place and style, with the cells and widths drawn (see :meth:`_data_row`)."""
+        self._place_styles: dict[tuple[Any, ...], tuple[Style, Style, Style]] = {}
+        """A data cell's styles by place and what it is drawn with (see :meth:`_place_cell_styles`)."""
         super().__init__(*args, **kwargs)
 
     def _memo(self, key: Any, make: Callable[[], T]) -> T:
@@ -197,22 +202,30 @@ class KeyedTable(DataTable[Cell]):
         row_index = -1 if found is None else found
         row_style = self._get_row_style(row_index, base_style)
         should_highlight = self._should_highlight
-        render_cell = self._render_cell
-        scrollable_row: list[list[Segment]] = []
         widths = self._column_widths()
         table_width = self._row_label_column_width + sum(widths)
-        for column_index, width in enumerate(widths):
-            cell_location = Coordinate(row_index, column_index)
-            scrollable_row.append(
-                render_cell(
-                    row_index,
-                    column_index,
-                    row_style,
-                    width,
-                    cursor=should_highlight(cursor_location, cell_location, cursor_type),
-                    hover=should_highlight(hover_location, cell_location, cursor_type),
-                )[line_no]
+        data_row = None
+        if row_index >= 0 and line_no == 0:
+            data_row = self._data_row(
+                row_key, row_index, row_style, widths, cursor_location.row == row_index, hover_location.row == row_index
             )
+        if data_row is not None:
+            scrollable_row = data_row.copy()
+        else:
+            render_cell = self._render_cell
+            scrollable_row = []
+            for column_index, width in enumerate(widths):
+                cell_location = Coordinate(row_index, column_index)
+                scrollable_row.append(
+                    render_cell(
+                        row_index,
+                        column_index,
+                        row_style,
+                        width,
+                        cursor=should_highlight(cursor_location, cell_location, cursor_type),
+                        hover=should_highlight(hover_location, cell_location, cursor_type),
+                    )[line_no]
+                )
         remaining_space = max(0, self._width() - table_width)
         hover = should_highlight(hover_location, Coordinate(row_index or 0, 0), cursor_type)
         cursor = row_index == cursor_location.row
@@ -230,6 +243,68 @@ class KeyedTable(DataTable[Cell]):
         row_pair: tuple[list[list[Segment]], list[list[Segment]]] = ([], scrollable_row)
         cache[cache_key] = row_pair
         return row_pair
+
+    def _data_row(
+        self, row_key: RowKey, row_index: int, row_style: Style, widths: list[int], cursor: bool, hover: bool
+    ) -> list[list[Segment]] | None:
+        """A data row's cells (one line of segments each, as :meth:`_render_cell` draws them), kept by row: the
+        row's key, place, cells (the objects), widths and what it is drawn with. A new row's cells are drawn with
+        the styles of their places (:meth:`_place_cell_styles`), without a look-up of each cell's value and kept cell.
+        None when the row is not a one-line row of this table's columns (drawn cell by cell)."""
+        row = self.rows.get(row_key)
+        values = self._data.get(row_key)
+        if row is None or values is None or row.height != 1:
+            return None
+        columns = self._memo("column_keys", lambda: [column.key for column in self.ordered_columns])
+        cells = [values.get(key) for key in columns]
+        flags = self._flags()
+        show_cursor, show_hover = flags[2], flags[3]
+        key = (row_key, row_index, row_style, cursor, hover, self._pseudo_class_state, flags[:7],
+               self._styles_seen if show_cursor and (cursor or (hover and show_hover)) else 0)  # fmt: skip
+        kept = self._kept_rows.get(key)
+        if kept is not None and kept[1] == widths and all(map(operator.is_, kept[0], cells)):
+            return kept[2]
+        console, padding = flags[7], flags[6]
+        drawn: list[list[Segment]] = []
+        for column_index, (value, width) in enumerate(zip(cells, widths, strict=True)):
+            line = None
+            if isinstance(value, Text):
+                styles = self._place_cell_styles(row_index, column_index, row_style, width, cursor, hover)
+                line = cell_line(console, value, width, padding, *styles)
+            if line is None:  # (not a one-line Text cell: drawn as DataTable draws it)
+                line = self._render_cell(row_index, column_index, row_style, width, cursor=cursor, hover=hover)[0]
+            drawn.append(line)
+        self._kept_rows.set(key, (cells, widths, drawn))
+        return drawn
+
+    def _place_cell_styles(
+        self, row_index: int, column_index: int, base_style: Style, width: int, cursor: bool, hover: bool
+    ) -> tuple[Style, Style, Style]:
+        """The styles a data cell at this place is drawn with, whatever it holds: before, after and around its text
+        (see :func:`cell_line`). Kept by place: once a live table holds its most rows, its new rows come at the places
+        the rows before them had, and the sums with each place's meta cost more than the rest of a cell's drawing."""
+        flags = self._flags()
+        fixed_rows, fixed_columns, show_cursor, show_hover, css_fg, css_bg = flags[:6]
+        place = (row_index, column_index, width, base_style, cursor, hover, self._pseudo_class_state, flags[:7],
+                 self._styles_seen if show_cursor and (cursor or (hover and show_hover)) else 0)  # fmt: skip
+        styles = self._place_styles.get(place)
+        if styles is None:
+            component_style, post_style = self._get_styles_to_render_cell(
+                False,
+                False,
+                row_index < fixed_rows or column_index < fixed_columns,
+                hover,
+                cursor,
+                show_cursor,
+                show_hover,
+                css_fg,
+                css_bg,
+            )
+            pre = base_style + _place_meta(row_index, column_index) + component_style
+            if len(self._place_styles) >= _PLACES_KEPT:
+                self._place_styles.clear()
+            styles = self._place_styles[place] = (pre, post_style, pre + post_style)
+        return styles
 
     def _column_widths(self) -> list[int]:
         """Every column's rendered width, in order (kept until the next update)."""
@@ -316,7 +391,7 @@ class KeyedTable(DataTable[Cell]):
         if not isinstance(value, Text):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         flags = self._flags()
-        fixed_rows, fixed_columns, show_cursor, show_hover, css_fg, css_bg, padding, console = flags
+        show_cursor, show_hover, padding, console = flags[2], flags[3], flags[6], flags[7]
         # Kept across table updates (DataTable keys its cache by the update count: every row added, removed or
         # sorted, every cell updated, drew every visible cell again): a cell is drawn again only when its value
         # (the Cell object: update_cell puts in a new one), its place (the row index is in its segments' meta),
@@ -327,19 +402,8 @@ class KeyedTable(DataTable[Cell]):
         kept = self._kept_cells.get(cache_key)
         if kept is not None and kept[0] is value:
             return kept[1]
-        component_style, post_style = self._get_styles_to_render_cell(
-            False,
-            False,
-            row_index < fixed_rows or column_index < fixed_columns,
-            hover,
-            cursor,
-            show_cursor,
-            show_hover,
-            css_fg,
-            css_bg,
-        )
-        pre = base_style + _place_meta(row_index, column_index) + component_style
-        line = cell_line(console, value, width, padding, pre, post_style)
+        styles = self._place_cell_styles(row_index, column_index, base_style, width, cursor, hover)
+        line = cell_line(console, value, width, padding, *styles)
         if line is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         lines = [line]
@@ -369,6 +433,8 @@ class KeyedTable(DataTable[Cell]):
     def _clear_caches(self) -> None:
         super()._clear_caches()
         self._kept_cells.clear()
+        self._kept_rows.clear()
+        self._place_styles.clear()
 
     def update_cells(self, changes: Iterable[tuple[str, str, Cell]]) -> None:
         """``update_cell(row, column, value)`` for each change, with one refresh of the table (update_cell refreshes
@@ -467,6 +533,8 @@ class KeyedTable(DataTable[Cell]):
         self.refresh()
 
 
+#: places whose cell styles a table keeps (see :meth:`KeyedTable._render_cell`; the visible cells, many times over)
+_PLACES_KEPT = 4096
 _METAS: dict[tuple[int, int, bool], Style] = {}
 #: places whose meta style is kept (the visible rows of the tables at each frame, many times over)
 _METAS_KEPT = 8192
@@ -486,6 +554,25 @@ def _place_meta(row: int, column: int, out_of_bounds: bool = False) -> Style:
             meta["out_of_bounds"] = True
         style = _METAS[key] = Style.from_meta(meta)
     return style
+
+
+_SUMS: dict[tuple[Style, Style, Style], Style] = {}
+#: sums kept by :func:`_styled` (a styled column's cells at the visible places, many times over)
+_SUMS_KEPT = 4096
+
+
+def _styled(pre: Style, style: Style, post: Style) -> Style:
+    """``pre + style + post``, made once: Rich keeps its sums in one cache of 1,024 for every style added anywhere,
+    which a frame's cells overrun (each place has its own ``pre``, with its meta), so each was made anew."""
+    key = (pre, style, post)
+    found = _SUMS.get(key)
+    if found is None:
+        if len(_SUMS) >= _SUMS_KEPT:
+            _SUMS.clear()
+        found = pre + style + post
+        if not found.link:  # (a link's sum is a new copy each time, as Rich makes it)
+            _SUMS[key] = found
+    return found
 
 
 class _RowPlaces(TwoWayDict[RowKey, int]):
@@ -544,10 +631,13 @@ class _RowLines:
         """(DataTable.clear empties its list: nothing is kept here)"""
 
 
-def cell_line(console: Console, text: Text, width: int, padding: int, pre: Style, post: Style) -> list[Segment] | None:
+def cell_line(
+    console: Console, text: Text, width: int, padding: int, pre: Style, post: Style, around: Style | None = None
+) -> list[Segment] | None:
     """One table cell as one line of segments, ``width`` cells wide: what ``DataTable._render_cell`` gets from
     ``console.render_lines(Styled(Padding(text, (0, padding)), pre, post))`` for a one-line, unwrapped cell,
-    without Rich's general layout machinery. None where this is not that case (a caller renders it as usual)."""
+    without Rich's general layout machinery. None where this is not that case (a caller renders it as usual).
+    ``around``: ``pre + post``, when the caller has it."""
     plain = text.plain
     if "\n" in plain or "\t" in plain:
         return None
@@ -565,9 +655,9 @@ def cell_line(console: Console, text: Text, width: int, padding: int, pre: Style
         elif justify != "default":
             return None
         if plain:
-            around = pre + post
-            style = console.get_style(text.style) if text.style else None
-            cells = [Segment(plain, pre + style + post if style else around)]
+            if around is None:
+                around = pre + post
+            cells = [Segment(plain, _styled(pre, console.get_style(text.style), post) if text.style else around)]
             if len(plain) < inner:
                 cells.append(Segment(" " * (inner - len(plain)), around))
             if padding:
