@@ -608,7 +608,8 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     ),
     "conns_full": ("connections whose outcome could not be followed", True),
     "tcp_tail_uncounted": (
-        "TCP connections open before the collector started that closed: their bytes since the last drain are not "
+        "TCP connections open before the collector started that closed before they could be followed to their "
+        "close (within a drain of the start, or no room to follow them): their bytes since the last drain are not "
         "counted",
         False,
     ),

@@ -251,3 +251,49 @@ def test_each_namespace_pass_is_read_before_the_next_starts_and_any_failure_cost
     data, why = tcpcounters._passes_in(5, [1, 2, 3, 4])
     assert data == [b"x", None, b"x", b"x"] and most == 1 and not open_fds
     assert why == ["ValueError: no such namespace"]
+
+
+def test_a_connection_from_before_the_start_registered_by_its_first_pass_closes_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its first pass registers it in ``opened`` (how it opened: :data:`P.OPENED_BEFORE_START`, so neither the pass
+    nor its final takes a SYN off); its final then adds only what grew since the last pass, and no close is
+    reported uncounted. None is registered past ``room`` (the entries already there count)."""
+    owners: dict[int, tuple[int, int, bytes]] = {}
+    written: list[tuple[int, bytes, int]] = []
+
+    def update(fd: int, key: bytes, value: bytes, flags: int) -> None:
+        written.append((int.from_bytes(key, "little"), value, flags))
+        v = np.frombuffer(value, tcpcounters._OPENED)[0]
+        owners[int.from_bytes(key, "little")] = (int(v["tgid"]), int(v["opened"]), bytes(v["comm"]))
+
+    monkeypatch.setattr(tcpcounters.syscalls, "map_update", update)
+    counters = Pass()
+    tb = TcpBytes(counters, OFF, -1, room=1)  # type: ignore[arg-type]
+    tb._owners = lambda: dict(owners)  # type: ignore[method-assign]
+    tb.preexisting[(P.AF_INET, bytes([127, 0, 0, 1]) + bytes(12), LPORT, bytes([127, 0, 0, 1]) + bytes(12), RPORT)] = (
+        PID, b"client")  # fmt: skip
+    counters.rows = live(5_000, 7_000)
+    assert sums(tb.drain(NONE, None, 10**18)) == {}
+    assert [(sk, flags) for sk, _, flags in written] == [(SK, tcpcounters.syscalls.BPF_NOEXIST)]
+    assert owners[SK] == (PID, P.OPENED_BEFORE_START, b"client")
+    counters.rows = live(5_600, 7_000)
+    assert sums(tb.drain(NONE, None, 10**18)) == {(PID, DIR_TX): 600}
+    assert len(written) == 1  # (registered once)
+    # it closes: its final (the FIN acked, the peer's FIN arrived) adds what it moved since that pass
+    counters.rows = np.zeros(0, COUNTERS)
+    owners.clear()
+    got = sums(tb.drain(final(5_900 + 1, 7_050 + 1, opened=P.OPENED_BEFORE_START), None, 10**18))
+    assert got == {(PID, DIR_TX): 300, (PID, DIR_RX): 50}
+    tb.drain(NONE, None, 10**18)
+    tb.drain(NONE, None, 10**18)
+    assert tb.uncounted_closes == 0
+    # no room: another stays unregistered, and its close is reported uncounted as before
+    owners[SK + 64] = (PID, DIR_CONNECT, b"other")  # (an entry of a connection seen opening fills the room)
+    counters.rows = live(1_000, 1_000)
+    tb.drain(NONE, None, 10**18)
+    assert len(written) == 1
+    counters.rows = np.zeros(0, COUNTERS)
+    tb.drain(NONE, None, 10**18)
+    tb.drain(NONE, None, 10**18)
+    assert tb.uncounted_closes == 1

@@ -409,7 +409,9 @@ class _Session:
             return
         self.prog_fds.extend((counters._prog, counters._link))  # (closed with the session's programs)
         try:
-            tcp_bytes = TcpBytes(counters, offsets, maps.opened)
+            # (connections from before the start registered in opened while it is at most half full: room left for
+            # the connections that open before the next drain)
+            tcp_bytes = TcpBytes(counters, offsets, maps.opened, room=OPENED_ENTRIES // 2)
         except btf_mod.BtfError as exc:
             self._per_call(f"{exc}")
             return

@@ -2209,6 +2209,10 @@ def _passive_opens(a: Asm, f: _Fields, maps: Maps, off: SockOffsets, established
     a.call(MAP_DELETE)
     if maps.finals is not None and off.tcp_counters:
         _final_counters(a, f, maps, off)
+        # one open before the collector started (registered by the reader: OPENED_BEFORE_START) leaves its final
+        # only: its opening was not seen, so its close is no connection row (its lifetime is unknown)
+        a.ldx(W, R1, FP, _F_VAL + _FV["opened"])
+        a.jeq(R1, OPENED_BEFORE_START, "out")
     _connection_row(a, f, maps, DIR_CLOSE, "close_row", "out", lifetime=True)
 
 
@@ -3131,6 +3135,9 @@ _TV = {name: TRAFFIC_VALUE.fields[name][1] for name in TRAFFIC_VALUE.names}
 TRAFFIC_OVERFLOW_SLOTS = 12
 #: opened[sk] value: (tgid, pad, process name, ktime when the connection opened)
 OPENED_SIZE = 32
+#: opened[sk]'s pad (how the connection opened) of a connection open before the collector started, put there by
+#: the TCP byte reader (:class:`.tcpcounters.TcpBytes`) so that its close keeps its final counters
+OPENED_BEFORE_START = 0
 #: owners[sk] value: the process that last moved bytes on a socket (tgid, pad, process name)
 OWNER_SIZE = 24
 

@@ -25,6 +25,7 @@ _NR = {
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_NOEXIST = 1  # map_update's flags: only a key not there yet
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_PROG_GET_FD_BY_ID = 13

@@ -299,12 +299,17 @@ class TcpBytes:
 
     A connection seen opening is counted from its start (its close exactly: :func:`P.final_bytes`); one open
     before the collector started from its first pass on, charged to the process that held it when the collector
-    started (``preexisting``, from :func:`.listeners.scan`; else to no process, pid 0), and its bytes after its
-    last pass are not counted when it closes (``uncounted_closes`` says how many such closes were seen)."""
+    started (``preexisting``, from :func:`.listeners.scan`; else to no process, pid 0). Its first pass registers
+    it in ``opened`` (:data:`P.OPENED_BEFORE_START`), so its close keeps its final counters like any other's and
+    is exact; its bytes after its last pass are not counted when it closes (``uncounted_closes`` says how many
+    such closes were seen) only where that did not happen: it closed between its first pass and its registration,
+    ``opened`` had no room (``room``: how many entries those may hold with the ones seen opening), or its final
+    was not kept (``finals_full``)."""
 
-    def __init__(self, counters: TcpCounters, off: P.SockOffsets, opened_fd: int) -> None:
+    def __init__(self, counters: TcpCounters, off: P.SockOffsets, opened_fd: int, room: int = 0) -> None:
         self.counters = counters
         self.opened_fd = opened_fd
+        self.room = room
         need = (off.sk_daddr, off.sk_rcv_saddr, off.sk_num, off.sk_dport, off.sk_family, off.sk_v6_daddr,
                 off.sk_v6_rcv_saddr, off.sk_flags)  # fmt: skip
         if any(o is None for o in need) or max(o for o in need if o is not None) + 16 > COMMON_SPAN:
@@ -336,6 +341,25 @@ class TcpBytes:
         values = np.frombuffer(raw_values, _OPENED)[:n]
         return dict(zip(keys, zip(values["tgid"].tolist(), values["opened"].tolist(), values["comm"].tolist(),
                                   strict=True), strict=True))  # fmt: skip
+
+    def _register(self, unregistered: list[tuple[int, int, bytes]], held: int) -> None:
+        """Registers connections open before the collector started, as a pass found them, in ``opened``
+        (:data:`P.OPENED_BEFORE_START`): the state program keeps the final counters of a registered one as it
+        closes (and makes no connection row of it), so its bytes since its last pass are counted. ``held``
+        entries are there; up to ``room`` may be (the map is an LRU: one more would push out a connection seen
+        opening); the rest stay unregistered (tried again next pass, their closes counted as uncounted). One that
+        closed since the pass is not found by the state program: its entry stays until its socket's memory opens
+        another connection (which replaces it) or the LRU lets it go, and its close is counted as uncounted."""
+        if not unregistered or held >= self.room:
+            return
+        value = np.zeros(1, _OPENED)
+        for sk, tgid, comm in unregistered[: self.room - held]:
+            value["tgid"], value["opened"], value["comm"] = tgid, P.OPENED_BEFORE_START, comm
+            try:
+                # (not over an entry the state program made meanwhile: a new connection in that socket's memory)
+                syscalls.map_update(self.opened_fd, sk.to_bytes(8, "little"), value.tobytes(), syscalls.BPF_NOEXIST)
+            except syscalls.BpfError:
+                continue  # (EEXIST; else it stays unregistered: tried again next pass)
 
     def drain(self, finals: tuple[np.ndarray, np.ndarray], connection_rows: tuple[np.ndarray, np.ndarray] | None,
               now_ns: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -373,6 +397,7 @@ class TcpBytes:
         home = self.counters.namespaces.home
         common = live["common"]
         seen: set[_Ident] = set()
+        unregistered: list[tuple[int, int, bytes]] = []  # (sk, tgid, name) of connections from before the start
         if len(live):
             assert off.sk_family is not None and off.sk_flags is not None and off.sk_num is not None
             assert off.sk_dport is not None and off.sk_rcv_saddr is not None and off.sk_daddr is not None
@@ -396,14 +421,19 @@ class TcpBytes:
                     raddr = bytes(common[i, off.sk_v6_daddr : off.sk_v6_daddr + 16])
                 ident = (sk, int(lport[i]), int(rport[i]), raddr)
                 seen.add(ident)
-                self.origin[ident] = (int(where[i]), owner is None)
+                before_start = owner is None or owner[1] == P.OPENED_BEFORE_START
+                self.origin[ident] = (int(where[i]), before_start)
                 self.addresses[ident] = (fam, laddr)
                 if owner is None:
                     tgid, comm = self.preexisting.get((fam, laddr, ident[1], raddr, ident[2]), (0, b""))
                     add(ident, int(sent[i]), int(arrived[i]), tgid, comm, fam, laddr, raddr, first=True)
+                    unregistered.append((sk, tgid, comm))
+                elif before_start:  # (registered by an earlier pass: counted from its first pass, no SYN to take)
+                    add(ident, int(sent[i]), int(arrived[i]), owner[0], owner[2], fam, laddr, raddr, first=True)
                 else:
                     syn = int(owner[1] == DIR_CONNECT)
                     add(ident, int(sent[i]) - syn, int(arrived[i]), owner[0], owner[2], fam, laddr, raddr, first=False)
+        self._register(unregistered, len(owners))
         fkeys, fvalues = finals
         if len(fkeys):
             f_sent, f_arrived = P.final_bytes(fvalues)
