@@ -373,11 +373,81 @@ CLOCK_SLACK_NS = 200_000
 NS = 1_000_000_000
 
 
+@pytest.mark.ebpf
+@pytest.mark.parametrize("kind", ["raw_tracepoint", "tracepoint"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_udp_bytes_beside_the_tcp_counters_are_exact_with_each_kind_of_program(
+        kind: str, host: str, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """With the TCP counters (the default), on a kernel that refuses BTF-typed programs on sock_send_length /
+    sock_recv_length (``raw_tracepoint``) or raw tracepoints too (``tracepoint``): UDP datagrams are counted
+    exactly each way (a MSG_PEEK read not counted) and a TCP transfer once (the counters'; the UDP-only programs
+    leave it alone), as get_traffic shows them."""
+    real_load, real_open = syscalls.prog_load, syscalls.raw_tracepoint_open
+
+    def load(prog_type: int, insns: bytes, name: str, *args: Any, **kwargs: Any) -> int:
+        if prog_type == syscalls.BPF_PROG_TYPE_TRACING and name in ("sock_send", "sock_recv"):
+            raise syscalls.BpfError(errno.EPERM, "loading program")
+        return real_load(prog_type, insns, name, *args, **kwargs)
+
+    def open_raw(name: str | None, prog_fd: int) -> int:
+        if kind == "tracepoint" and name in ("sock_send_length", "sock_recv_length"):
+            raise syscalls.BpfError(errno.EPERM, "attaching program to raw tracepoint")
+        return real_open(name, prog_fd)
+
+    monkeypatch.setattr(syscalls, "prog_load", load)
+    monkeypatch.setattr(syscalls, "raw_tracepoint_open", open_raw)
+    sizes = [1, 7, 512, 1400, 8000, 33]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    source = await started()
+    try:
+        assert source.collector is not None and source.collector.tcp_bytes_from_counters, source.collector
+        kinds = {name: k for name, k, _, _ in source.collector.programs()}
+        assert (kinds["sock_send"], kinds["sock_recv"]) == (kind, kind), kinds
+        with socket.socket(family, socket.SOCK_DGRAM) as rx, socket.socket(family, socket.SOCK_DGRAM) as tx:
+            rx.bind((host, 0))
+            tx.connect(rx.getsockname()[:2])
+            uport = rx.getsockname()[1]
+            for size in sizes:
+                tx.send(b"u" * size)
+                rx.recv(1 << 16, socket.MSG_PEEK)
+                assert len(rx.recv(1 << 16)) == size
+        with socket.socket(family) as listener:
+            listener.bind((host, 0))
+            listener.listen()
+            tport = listener.getsockname()[1]
+            with socket.create_connection(listener.getsockname()[:2]) as client:
+                server, _ = listener.accept()
+                with server:
+                    client.sendall(b"t" * 5000)
+                    got = 0
+                    while got < 5000:
+                        got += len(server.recv(10000))
+
+        def figures(stats: TrafficStats) -> tuple[int, int, int]:
+            udp = [f for f in stats.flows if f.protocol == "UDP"]
+            return (sum(f.tx_bytes for f in udp if f.remote_port == uport),
+                    sum(f.rx_bytes for f in udp if f.local_port == uport),
+                    sum(f.tx_bytes for f in stats.flows if f.protocol == "TCP" and f.remote_port == tport))  # fmt: skip
+
+        async with Client(create_server(source)) as mcp:
+
+            async def read() -> TrafficStats:
+                return (await traffic_report(mcp, os.getpid()))[0]
+
+            want = (sum(sizes), sum(sizes), 5000)
+            await poll(read, lambda stats: figures(stats) == want)
+            await asyncio.sleep(0.5)  # (a few drains more: nothing counted twice)
+            assert figures(await read()) == want
+    finally:
+        await source.aclose()
+
+
 async def started_as(kind: str, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSource:
-    """:func:`started`: ``counters``, as the product starts (bytes from the kernel's TCP counters and UDP packet
-    programs, no program per call); else with the per-call byte programs attached as ``kind``, as on a kernel
-    without those hooks (``tp_btf``), one that refuses BTF-typed programs too (``raw_tracepoint``), and raw
-    tracepoints too (``tracepoint``: perf tracepoint programs)."""
+    """:func:`started`: ``counters``, as the product starts (TCP bytes from the kernel's counters, UDP bytes from
+    the send() / recv() programs, which leave at once for a TCP socket); else with the per-call byte programs
+    counting every call, attached as ``kind``, as on a kernel without the counters (``tp_btf``), one that refuses
+    BTF-typed programs too (``raw_tracepoint``), and raw tracepoints too (``tracepoint``: perf tracepoint
+    programs)."""
     if kind == "counters":
         source = await started()
         assert source.collector is not None
