@@ -3228,17 +3228,22 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
     def load_sk(reg: Reg) -> None:
         a.ldx(DW, reg, R6, 0 if raw else tp.offset("sk", 8))
 
-    if udp_only:
+    def sk_u16(member: int | None, field: str, dst: Reg, via: Reg) -> None:
+        """``dst`` = the socket's 2-byte ``member`` (``field`` of the perf tracepoint's record; ``via``: the
+        register the socket is loaded in for a BTF load); unreadable: to ``out``."""
         if btf:
-            assert off.sk_protocol is not None
-            load_sk(R1)
-            a.ldx(H, R1, R1, off.sk_protocol)
+            assert member is not None
+            load_sk(via)
+            a.ldx(H, dst, via, member)
         elif raw:
-            assert off.sk_protocol is not None
-            _read_member(a, load_sk, off.sk_protocol, _T_CNT, 2, "out")
-            a.ldx(DW, R1, FP, _T_CNT)
+            assert member is not None
+            _read_member(a, load_sk, member, _T_CNT, 2, "out")
+            a.ldx(DW, dst, FP, _T_CNT)
         else:
-            a.ldx(H, R1, R6, tp.offset("protocol", 2))
+            a.ldx(H, dst, R6, tp.offset(field, 2))
+
+    if udp_only:
+        sk_u16(off.sk_protocol, "protocol", R1, R1)
         a.jne(R1, IPPROTO_UDP, "out")
     if direction == DIR_RX:
         if raw:
@@ -3291,16 +3296,7 @@ def sock_bytes(tp: Tracepoint, maps: Maps, off: SockOffsets, direction: int, raw
 
     # a miss: the socket's family (a slot only ever holds an AF_INET or AF_INET6 socket: read here only)
     a.label("miss")
-    if btf:
-        assert off.sk_family is not None
-        load_sk(R3)
-        a.ldx(H, R8, R3, off.sk_family)
-    elif raw:
-        assert off.sk_family is not None
-        _read_member(a, load_sk, off.sk_family, _T_CNT, 2, "out")
-        a.ldx(DW, R8, FP, _T_CNT)
-    else:
-        a.ldx(H, R8, R6, tp.offset("family", 2))
+    sk_u16(off.sk_family, "family", R8, R3)
     # r8 = the socket's family
     a.jeq(R8, AF_INET, "inet")
     a.jne(R8, AF_INET6, "out")
