@@ -630,7 +630,15 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     ),
     "outcome_lost": ("raw events whose outcome was lost (kernel ring buffer full; shown in progress)", True),
     "restart_unresolved": ("connects the collector was following when it last stopped (outcome unknown)", True),
-    "state_unseen": ("connections whose handshake end the kernel did not show (outcome from the freed socket)", True),
+    "state_unseen": (
+        "connections whose handshake end the kernel did not show (outcome from connect()'s return or the freed socket)",
+        True,
+    ),
+    "kernel_skipped": (
+        "runs of the collector's kernel programs the kernel skipped (an event they follow came while one ran on its "
+        "CPU: not counted)",
+        False,
+    ),
     "sink_rejected": ("raw events the store refused", True),
     "bad_records": ("unreadable kernel records", True),
     "forward_dropped": ("raw events removed by retention before they were forwarded", True),

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from netspy_tui.collector.ebpf import EbpfCollector
-from tests.collector.connect_paths import CONNECT_PATHS, check_connect_path, on_connect_path
-from tests.collector.test_ebpf import Recorder, start_or_skip
+from tests.collector.connect_paths import CONNECT_PATHS
+from tests.collector.test_ebpf import Recorder, collector_on
 
 
 @pytest.fixture(scope="module", params=CONNECT_PATHS)
@@ -21,12 +21,6 @@ def connect_path(request: pytest.FixtureRequest) -> str:
 def live(connect_path: str) -> Iterator[tuple[EbpfCollector, Recorder]]:
     """One collector per test module and connect() path for the cases that need nothing of their own (each test
     looks only at its own traffic: its own ports, pids and commands)."""
-    collector = EbpfCollector()
     recorder = Recorder()
-    with on_connect_path(connect_path):
-        start_or_skip(collector, recorder)
-    try:
-        check_connect_path(collector, connect_path)
+    with collector_on(connect_path, recorder) as collector:
         yield collector, recorder
-    finally:
-        collector.stop()

@@ -7,6 +7,8 @@ the expected events are there or a deadline passes. The decoder tests at the end
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import os
 import re
@@ -29,7 +31,7 @@ import pytest
 from netspy_tui.collector.base import CollectorStats
 from netspy_tui.collector.ebpf import EbpfCollector, syscalls, tracefs
 from netspy_tui.collector.ebpf import programs as P
-from netspy_tui.collector.ebpf.asm import DW, R0, R2, Asm
+from netspy_tui.collector.ebpf.asm import DW, FP, R0, R1, R2, Asm, W
 from netspy_tui.collector.ebpf.collector import BYTE_COUNTERS_ENV, CONNECT_ENTRY_ENV, _Session
 from netspy_tui.collector.ebpf.collector import KINDS as CollectorKinds
 from netspy_tui.collector.ebpf.decode import Codec, walls
@@ -37,7 +39,7 @@ from netspy_tui.errors import CollectorError
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ns_to_time, parse_event
 from netspy_tui.names.workload import cgroup2_mount, kernel_cgroups
 from netspy_tui.serve.app import event_json
-from tests.collector.connect_paths import ENTRY_NOTE, entry_too, on_connect_path
+from tests.collector.connect_paths import ENTRY_NOTE, check_connect_path, entry_too, on_connect_path
 from tests.contract import validate_event
 from tests.hardening.conftest import cli, exact_but_for_the_host, free_port, spawn  # noqa: F401 (fixtures)
 from tests.hardening.test_security import served_url
@@ -88,6 +90,20 @@ def start_or_skip(collector: EbpfCollector, sink: Callable[[Sequence[Event]], No
         if REQUIRE:
             pytest.fail(f"NETSPY_REQUIRE_EBPF=1 but the eBPF collector cannot start: {exc}")
         pytest.skip(f"eBPF collector unavailable: {exc}")
+
+
+@contextlib.contextmanager
+def collector_on(connect_path: str, sink: Callable[[Sequence[Event]], None]) -> Iterator[EbpfCollector]:
+    """A collector of its own, following connect() on ``connect_path`` (checked), delivering to ``sink``; stopped
+    after the block."""
+    collector = EbpfCollector()
+    with on_connect_path(connect_path):
+        start_or_skip(collector, sink)
+    try:
+        check_connect_path(collector, connect_path)
+        yield collector
+    finally:
+        collector.stop()
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -1468,3 +1484,52 @@ def _outcomes_lost_not_events(session: _Session, seen: list[tuple[int, int, int]
     assert session._counter_deltas().get("outcome_lost", 0) >= 3  # reported as its own cause ...
     assert session.stats.lost == session.stats.losses.get("ring_full", 0)  # ... not as lost events
     return True
+
+
+@pytest.mark.ebpf
+def test_runs_the_kernel_skipped_are_counted_as_a_loss() -> None:
+    """A program the kernel would run while it already runs on that CPU (a softirq's TCP state change during
+    tcp_state, under load) is skipped, and the kernel counts the skip (recursion_misses). The collector reports its
+    programs' skips as ``kernel_skipped``, a loss that leaves the counts incomplete. Made here deterministically: a
+    program of the collector's session that prints (bpf_trace_printk) on a thread rename and also runs on the printk's
+    own tracepoint, so each rename is one skipped run."""
+    from netspy_tui.models import LOSS_CAUSES, counts_exact, describe_losses  # noqa: PLC0415
+
+    a = Asm()
+    a.st(W, FP, -8, int.from_bytes(b"skip", "little"))
+    a.st(W, FP, -4, int.from_bytes(b"\n\0\0\0", "little"))
+    a.mov(R1, FP).add(R1, -8)
+    a.mov(R2, 6)  # the format's size, its NUL included
+    a.call(6)  # bpf_trace_printk
+    a.ret(0)
+    collector = EbpfCollector()
+    start_or_skip(collector, lambda batch: None)
+    prog = syscalls.prog_load(syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT, a.assemble(), "skip_test")
+    links: list[int] = []
+    session = collector._session  # noqa: SLF001  # (a program of its session: the collector reads those)
+    try:
+        assert session is not None
+        links = [syscalls.raw_tracepoint_open(tp, prog) for tp in ("task_rename", "bpf_trace_printk")]
+        session.loaded.append(("skip_test", syscalls.prog_id(prog), prog))
+        before = collector.stats.losses.get("kernel_skipped", 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        name = threading.current_thread().name
+        renames = 5
+        for i in range(renames):
+            assert libc.prctl(15, f"skiptest{i}".encode()) == 0  # PR_SET_NAME: the task_rename tracepoint
+        libc.prctl(15, name[:15].encode())
+        missed = syscalls.prog_run_stats(prog)[2]
+        assert missed >= renames + 1, missed  # (the kernel's own count: what the collector must report)
+        wait_until(lambda: collector.stats.losses.get("kernel_skipped", 0) - before >= missed, timeout=5,
+                   what="the skipped runs reported")  # fmt: skip
+        losses = dict(collector.stats.losses)
+        assert not counts_exact({"kernel_skipped": losses["kernel_skipped"]})
+        assert "kernel_skipped" in LOSS_CAUSES
+        assert "skipped" in describe_losses({"kernel_skipped": 3})
+    finally:
+        if session is not None:
+            session.loaded = [x for x in session.loaded if x[0] != "skip_test"]
+        for fd in links:
+            os.close(fd)
+        os.close(prog)
+        collector.stop()

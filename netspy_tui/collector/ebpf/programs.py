@@ -61,24 +61,25 @@ Where the two differ, what follows says so ("exit alone" / "entry and exit"):
     of staying in progress for good with its ``conns`` value never freed. Every socket freed also loses its
     ``owners`` entry (whose retransmits these are), so the next socket at that address is not charged to it.
 ``connect_exit`` (syscalls/sys_exit_connect)
-    A call that started a connection hands off with ``tcp_state`` through atomic fetch-ors on the
-    ``conns[skaddr]`` value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets
-    ``CF_RESOLVED``, bit 33): whichever comes second knows both the return code and the outcome. The
-    connect is counted once, as soon as it returns (in progress, or with its outcome when that
-    came first). A connect() the routing refuses with EINVAL (a blackhole route) is one, "blackholed"
-    (told from an EINVAL for its arguments by the address it passed). Calls that start nothing are not
-    connects: EALREADY/EISCONN, a call on a socket an earlier call left connecting (such a call reports that
-    attempt's result: 0, the attempt's error, or ECONNABORTED — by the time it fails the kernel has
-    disconnected the socket, and nothing else tells it from a new attempt refused before its SYN; exit alone:
-    the call that returned EINPROGRESS or EINTR puts the socket's inode number in ``connecting``, which its
-    next call without a SYN takes; entry and exit: the socket was SS_CONNECTING at the call's entry), a TCP
-    call that reports an earlier attempt's error (the socket has a peer port), restarted calls,
+    A call that started a connection hands off with ``tcp_state`` through atomic fetch-ors on the ``conns[skaddr]``
+    value's flags (this program sets ``CF_EXITED``, bit 32; ``tcp_state`` sets ``CF_RESOLVED``, bit 33): whichever
+    comes second knows both the return code and the outcome. The connect is counted once, as soon as it returns (in
+    progress, or with its outcome when that came first). A call that returns its handshake's end (0, or the error
+    the socket was closed with) while the connection is still unresolved had its ``tcp_state`` run skipped by the
+    kernel (a recursion miss: a softirq's state change interrupting ``tcp_state`` on the same CPU, a few hundred a
+    minute under a connect storm): the code it returns is the outcome (counted ``state_unseen``). A connect() the
+    routing refuses with EINVAL (a blackhole route) is one, "blackholed" (told from an EINVAL for its arguments by
+    the address it passed). Calls that start nothing are not connects: EALREADY/EISCONN, a call on a socket an
+    earlier call left connecting (such a call reports that attempt's result: 0, the attempt's error, or ECONNABORTED
+    — by the time it fails the kernel has disconnected the socket, and nothing else tells it from a new attempt
+    refused before its SYN; exit alone: the call that returned EINPROGRESS or EINTR puts the socket's inode number
+    in ``connecting``, which its next call without a SYN takes; entry and exit: the socket was SS_CONNECTING at the
+    call's entry), a TCP call that reports an earlier attempt's error (the socket has a peer port), restarted calls,
     TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL for its arguments ...) neither.
-    Everything else that did not go through SYN_SENT (UDP setting its peer, a TCP connect
-    refused before its SYN: no route, denied) is counted with its return code's outcome.
-    Socket type and protocol come from the fd (BTF offsets), read only on that path. Exit alone: a TCP call that
-    returned EINPROGRESS without a SYN sent it before ``tcp_state`` was attached, counted ``exit_without_enter``
-    (entry and exit: a call whose entry was not seen).
+    Everything else that did not go through SYN_SENT (UDP setting its peer, a TCP connect refused before its SYN: no
+    route, denied) is counted with its return code's outcome. Socket type and protocol come from the fd (BTF
+    offsets), read only on that path. Exit alone: a TCP call that returned EINPROGRESS without a SYN sent it before
+    ``tcp_state`` was attached, counted ``exit_without_enter`` (entry and exit: a call whose entry was not seen).
 ``skb_drop`` (skb/kfree_skb)
     Skips ordinary frees (:data:`SKIPPED_DROP_REASONS`), counts the drop by reason, protocol and
     destination (IPv4 fragments after the first have no port; IPv6 extension headers are walked),
@@ -198,7 +199,8 @@ COUNTERS = (
     "restarted",  # connect() calls interrupted by a signal and restarted by the kernel
     "deferred",  # TCP Fast Open connect() that sent nothing (counted when its data is sent)
     "traffic_full",  # send/read calls, retransmits and connections that did not fit in the traffic map (totals kept)
-    "state_unseen",  # a handshake's end the kernel did not run tcp_state for: resolved when the socket is freed
+    "state_unseen",  # a handshake's end the kernel did not run tcp_state for: resolved by connect()'s return or the
+    # socket's free
     "raw_capped",  # a raw record over its CPU's rate cap: not made, its counts kept (summed from ``budget``)
     "outcome_lost",  # a kept connect's OUTCOME record did not fit in the ring: its raw event stays in progress
     "finals_full",  # a closing TCP connection's own counters not kept for the drain (finals map full): its bytes
@@ -2592,6 +2594,21 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     a.stx(DW, FP, _S_FLAGS, R1)
     a.ld_imm64(R1, CF_RESOLVED)
     a.jmp("jset", R7, R1, "resolved_first")
+    a.jeq(R8, -_errno.EINPROGRESS, "in_progress")
+    a.jeq(R8, -_errno.EINTR, "in_progress")
+    # the call returned its handshake's end (0, or the error the kernel closed the socket with: connect() sees
+    # the socket out of SYN_SENT only after tcp_state ran for that change), yet tcp_state did not resolve it:
+    # the kernel skipped that run (a softirq's state change on a CPU where tcp_state was running is a recursion
+    # miss). The call's code is the outcome; the handshake ended by now.
+    _count(a, maps.counters, "state_unseen", _S_CNT)
+    a.mov(R1, 0).sub(R1, R8)
+    a.stx(W, FP, _S_CONN + _C["err"], R1)
+    a.ldx(DW, R1, FP, _S_CONN + _C["ts"])
+    a.jeq(R1, 0, "resolved_first")
+    a.call(KTIME_GET_NS)
+    a.stx(DW, FP, _S_CONN + _C["done"], R0)
+    a.ja("resolved_first")
+    a.label("in_progress")
     # in progress: counted now; the outcome moves it later
     _bump_cached(a, maps, _S_KEY, _S_WALL, _S_VAL, _S_ACTIVE, _S_SCR, CACHE_CONNECTS)
     a.ldx(DW, R1, FP, _S_FLAGS).or_(R1, F_PENDING).stx(DW, FP, _S_FLAGS, R1)
