@@ -115,16 +115,18 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "con
 
 
 def open_fds() -> set[str]:
-    """This process's open files but its sockets and pipes ("fd -> what"): a collector opens neither, and
-    other tests' leftovers (an event loop's self-pipe, a client's connection) may be closed by the
-    garbage collector at any moment, which must not pass for the collector's doing."""
+    """This process's open files but its sockets, pipes and network namespace handles ("fd -> what"): a collector
+    opens no socket or pipe, and other tests' leftovers (an event loop's self-pipe, a client's connection) may be
+    closed by the garbage collector at any moment, which must not pass for the collector's doing; another collector
+    of this process (a module's shared one) opens and closes namespace handles as other workers' namespaces come
+    and go (that the collector's own are closed: tests/unit/test_tcp_bytes.py)."""
     fds = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except FileNotFoundError:  # (closed meanwhile, or listdir's own)
             continue
-        if not target.startswith(("socket:", "pipe:")):
+        if not target.startswith(("socket:", "pipe:", "net:[")):
             fds.add(f"{fd} -> {target}")
     return fds
 

@@ -297,3 +297,36 @@ def test_a_connection_from_before_the_start_registered_by_its_first_pass_closes_
     tb.drain(NONE, None, 10**18)
     tb.drain(NONE, None, 10**18)
     assert tb.uncounted_closes == 1
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="opening another process's network namespace needs root")
+def test_namespaces_close_every_handle_they_opened() -> None:
+    """The namespace handles a scan opens (one per other network namespace: here a child's, made with unshare) are
+    all closed by close(), so a stopped collector keeps no namespace alive. (The collector tests' open-file checks
+    leave namespace handles out: a shared collector of the same process opens and closes them meanwhile.)"""
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    child = subprocess.Popen(["unshare", "--net", "sh", "-c", "echo ready; exec sleep 60"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        theirs = os.stat(f"/proc/{child.pid}/ns/net").st_ino
+        ns = tcpcounters.Namespaces()
+        ns.scan()
+        opened = dict(ns.fds)
+        assert theirs in opened, opened
+        assert all(os.readlink(f"/proc/self/fd/{fd}").startswith("net:[") for fd in opened.values())
+        ns.close()
+        assert ns.fds == {}
+        for ino, fd in opened.items():  # (closed; a number reused meanwhile is some other file)
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except FileNotFoundError:
+                continue
+            assert target != f"net:[{ino}]", (fd, target)
+    finally:
+        child.kill()
+        child.wait()
