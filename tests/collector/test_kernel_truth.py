@@ -452,7 +452,7 @@ def _detach(collector: EbpfCollector, program: str) -> None:
 @pytest.mark.parametrize("end", ["established", "refused"])
 def test_a_handshake_end_the_kernel_skips_is_what_connect_returned(connect_path, end: str) -> None:
     """The kernel skips a tracepoint program's run when it interrupts that program on its CPU (a softirq's state
-    change during tcp_state: a recursion miss, a few hundred a minute under a connect storm here). A blocking
+    change during tcp_state: a recursion miss, hundreds a minute under a connect storm here). A blocking
     connect() whose handshake end tcp_state did not see still has its outcome: what the call returned, with the
     skip counted (``state_unseen``) — not "in progress" for good. The skip is made here by detaching tcp_state
     while the call waits in SYN_SENT (its SYN dropped by a full listener)."""

@@ -66,7 +66,7 @@ Where the two differ, what follows says so ("exit alone" / "entry and exit"):
     comes second knows both the return code and the outcome. The connect is counted once, as soon as it returns (in
     progress, or with its outcome when that came first). A call that returns its handshake's end (0, or the error
     the socket was closed with) while the connection is still unresolved had its ``tcp_state`` run skipped by the
-    kernel (a recursion miss: a softirq's state change interrupting ``tcp_state`` on the same CPU, a few hundred a
+    kernel (a recursion miss: a softirq's state change interrupting ``tcp_state`` on the same CPU, hundreds a
     minute under a connect storm): the code it returns is the outcome (counted ``state_unseen``). A connect() the
     routing refuses with EINVAL (a blackhole route) is one, "blackholed" (told from an EINVAL for its arguments by
     the address it passed). Calls that start nothing are not connects: EALREADY/EISCONN, a call on a socket an
