@@ -485,6 +485,43 @@ def test_a_handshake_end_the_kernel_skips_is_what_connect_returned(connect_path,
     assert [(e.return_code, e.outcome) for e in got] == [expected]
 
 
+@pytest.mark.ebpf
+@pytest.mark.parametrize("end", ["established", "refused"])
+def test_a_non_blocking_connect_whose_handshake_end_the_kernel_skipped_has_it_when_its_socket_is_freed(
+    connect_path, end: str
+) -> None:
+    """A non-blocking connect() returned EINPROGRESS before its handshake ended, and tcp_state's run for that end
+    was skipped (detached here while the SYN waits at a full listener): the connection is resolved when its socket
+    is freed — established if its SYN was acknowledged (the socket's own count of bytes acknowledged, which counts
+    the SYN), else with the error the kernel closed it with — not "unknown"."""
+    rec = Recorder()
+    with collector_on(connect_path, rec) as collector, full_listener() as full:
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
+            rec.wait_for(to(full.dest))  # (in progress: the call's record)
+            _detach(collector, "tcp_state")
+            if end == "established":
+                full.drain()  # the next SYN retransmit completes the handshake
+            else:
+                full.srv.close()  # the next one is answered with a reset
+            wait_writable_or_error(s, timeout=8)  # (SO_ERROR left for the kernel's record)
+            if end == "established":
+                # the peer closes first, so this side's close ends in LAST_ACK and the socket is freed at once (not
+                # after FIN_WAIT2's timeout); an abortive close (SO_LINGER 0) would zero its counters first
+                peer, _ = full.srv.accept()  # (drain() took the filler: this is ours)
+                peer.close()
+                s.settimeout(5)
+                assert s.recv(1) == b"", "the peer's FIN"
+        finally:
+            s.close()
+        got = settle(rec, to(full.dest), outcome="ok" if end == "established" else "refused")
+        wait_until(lambda: collector.stats.losses.get("state_unseen", 0) >= 1, timeout=5, what="the skip counted")
+    expected = "ok" if end == "established" else "refused"
+    assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, expected)]
+
+
 # --- 3. MPTCP ---------------------------------------------------------------------------------
 
 

@@ -53,11 +53,12 @@ Where the two differ, what follows says so ("exit alone" / "entry and exit"):
     of the kernel's answer. Runs only on errors. Without it (a note says so) that race stays.
 ``conn_destroy`` (tcp/tcp_destroy_sock)
     A socket being freed whose connection is still in ``conns``, unresolved: its handshake ended
-    without ``tcp_state`` running for it. The kernel does that, rarely: a SYN_SENT -> CLOSE seen by
-    ftrace, in a softirq run on top of a task with migration disabled, reached neither
-    ``tcp_state`` nor another tracer's program on that tracepoint, with no recursion miss counted.
-    It is resolved here (counted ``state_unseen``) with the error the kernel closed it with
-    (``conn_error``'s, or ``sk_err`` if the application has not taken it), else as unknown, instead
+    without ``tcp_state`` running for it. The kernel does that when the state change comes in a softirq that
+    interrupted ``tcp_state`` on the same CPU: it skips the nested run (a recursion miss, which it counts: the
+    session reports its programs' skipped runs as ``kernel_skipped``).
+    It is resolved here (counted ``state_unseen``): established if its SYN was acknowledged (``tcp_sock.bytes_acked``
+    counts it; an abortive close, SO_LINGER 0, zeroes the counter first), else with the error the kernel closed it
+    with (``conn_error``'s, or ``sk_err`` if the application has not taken it), else as unknown, instead
     of staying in progress for good with its ``conns`` value never freed. Every socket freed also loses its
     ``owners`` entry (whose retransmits these are), so the next socket at that address is not charged to it.
 ``connect_exit`` (syscalls/sys_exit_connect)
@@ -1874,6 +1875,24 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     return a.ret(0)
 
 
+def _syn_acked(a: Asm, off: SockOffsets) -> None:
+    """r7 = 0 (established) and a jump to ``result_set`` (:func:`_resolve`) when the TCP socket at FP+_S_SK had its
+    SYN acknowledged: ``tcp_sock.bytes_acked`` counts it (1, and every byte acknowledged after), and stays 0 for a
+    connect refused or timed out. Falls through otherwise, or where BTF does not say where the counter is. (Read
+    with a helper even from a BTF-typed socket: the verifier lets a ``struct sock *`` be read no further than a
+    ``struct sock``.)"""
+    if off.tcp_bytes_acked is None:
+        return
+    a.st(DW, FP, _S_SCR, 0)
+    a.ldx(DW, R3, FP, _S_SK).add(R3, off.tcp_bytes_acked)
+    _kread(a, _S_SCR, 8, R3, "syn_unacked")
+    a.ldx(DW, R1, FP, _S_SCR)
+    a.jeq(R1, 0, "syn_unacked")
+    a.mov(R7, 0)
+    a.ja("result_set")
+    a.label("syn_unacked")
+
+
 def _closing_error(a: Asm, off: SockOffsets, load_sk: Callable[[Reg], None] | None = None) -> None:
     """r7 = the error the socket is closed with when known (r9 = its ``conns`` value): the one
     ``conn_error`` saw, else ``sk_err`` if not 0; r7 is left as it is otherwise. ``load_sk`` puts the
@@ -2042,12 +2061,14 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
     a.ld_imm64(R2, CF_RESOLVED)
     a.jmp("jset", R1, R2, "resolved" if maps.exit_only else "out")  # (entry and exit: connect() reports it)
     _count(a, maps.counters, "state_unseen", _S_CNT)
-    # the socket's error, if the application has not taken it; else the outcome is unknown
+    # established if its SYN was acknowledged; else the socket's error, if the application has not taken it; else
+    # the outcome is unknown
     a.mov(R7, RESULT_UNTRACKED)
 
     def load_sk(reg: Reg) -> None:
         a.ldx(DW, reg, R6, 0)
 
+    _syn_acked(a, off)
     _closing_error(a, off, load_sk if raw and btf else None)
     _resolve(a, maps, raw and btf, off.regs_orig_ax if maps.exit_only else None)
     if maps.exit_only:
