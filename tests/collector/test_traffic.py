@@ -366,6 +366,53 @@ async def test_a_plain_loopback_connect_takes_under_5_ms(embedded: EmbeddedSourc
         assert 0 < group.max_us < 5000
 
 
+@pytest.mark.ebpf
+async def test_a_handshake_end_the_kernel_skipped_has_no_latency_not_the_time_until_its_socket_was_freed(
+    embedded: EmbeddedSource,
+) -> None:
+    """A non-blocking connect whose handshake end tcp_state did not see (its run skipped by the kernel; detached
+    here while the SYN waits at a full listener) is resolved when its socket is freed, seconds later: listed ok,
+    with no connect latency — not the time from connect() to the socket's free as if it were the handshake's."""
+    from netspy_tui.models import ConnectionList  # noqa: PLC0415
+    from tests.collector.test_kernel_truth import FullListener, _detach, wait_writable_or_error  # noqa: PLC0415
+
+    assert isinstance(embedded.collector, EbpfCollector)
+    full = FullListener()
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
+        _detach(embedded.collector, "tcp_state")
+        full.drain()  # the next SYN retransmit (~1 s) completes the handshake
+        await asyncio.to_thread(wait_writable_or_error, s, 8)
+        peer, _ = full.srv.accept()  # (drain() took the filler: this is ours)
+        await asyncio.sleep(1.0)  # held open: freed well after its handshake ended
+        peer.close()  # the peer closes first: this side's close ends in LAST_ACK and frees the socket at once
+        s.settimeout(5)
+        assert await asyncio.to_thread(s.recv, 1) == b""
+    finally:
+        s.close()
+        full.close()
+    async with Client(create_server(embedded)) as client:
+
+        async def listed() -> ConnectionList:
+            result = await client.call_tool("list_connections", {"pid": os.getpid(), "max_events": 1000})
+            assert not result.is_error, result.content
+            return ConnectionList.model_validate(result.structured_content)
+
+        deadline = time.monotonic() + 10
+        while not (mine := [e for e in (await listed()).events if e.destination == full.dest]) or any(
+            e.outcome != "ok" for e in mine
+        ):
+            assert time.monotonic() < deadline, mine
+            await asyncio.sleep(0.05)
+        assert [e.outcome for e in mine] == ["ok"], mine
+        result = await client.call_tool("get_connect_latency", {"pid": os.getpid(), "duration": 120})
+        assert not result.is_error, result.content
+        stats = LatencyStats.model_validate(result.structured_content["stats"])  # type: ignore[index]
+        assert [g for g in stats.destinations if g.destination == full.dest] == []
+
+
 #: the boundary test: datagrams sent back to back from just before a second starts until after it
 BOUNDARIES, BEFORE_NS, AFTER_NS = 4, 30_000_000, 6_000_000
 #: how far the kernel's wall clock (monotonic + the offset the reader measured) may be from time.time_ns()

@@ -1917,22 +1917,24 @@ def _closing_error(a: Asm, off: SockOffsets, load_sk: Callable[[Reg], None] | No
     a.mov(R7, R1)
 
 
-def _resolve(a: Asm, maps: Maps, typed: bool, orig_ax: int | None) -> None:
+def _resolve(a: Asm, maps: Maps, typed: bool, orig_ax: int | None, timed: bool = True) -> None:
     """The handshake of the connection in ``conns`` (r9 = its value, FP+_S_SK = the socket) ended
     with result r7: record it, then whichever of this and connect() comes second counts and reports
     it (see the module docstring); the value is deleted once reported. Jumps to ``out`` or falls
     through. Labels: result_set (the entry), report, interrupted, call_may_run, self_report, forget. ``typed``:
     the socket at FP+_S_SK is a BTF-typed pointer (see :func:`_conn_slot`). ``orig_ax``: where ``pt_regs`` holds
     the number of the system call a thread is in (exit alone); None: connect() is followed at its entry and
-    exit, whose program marks a continuing call running (IF_INCALL)."""
+    exit, whose program marks a continuing call running (IF_INCALL). ``timed`` False: the handshake ended at a
+    time not known here (its latency is not reported)."""
     a.label("result_set")
     a.ldx(W, R1, R9, _C["err"]).stx(DW, FP, _S_RESULT, R1)  # (the socket type, for the record)
     a.stx(W, R9, _C["err"], R7)
-    a.ldx(DW, R1, R9, _C["ts"])
-    a.jeq(R1, 0, "untimed")  # (no raw connect records: its latency is not reported)
-    a.call(KTIME_GET_NS)
-    a.stx(DW, R9, _C["done"], R0)  # (before CF_RESOLVED: whoever sees that flag sees the time)
-    a.label("untimed")
+    if timed:
+        a.ldx(DW, R1, R9, _C["ts"])
+        a.jeq(R1, 0, "untimed")  # (no raw connect records: its latency is not reported)
+        a.call(KTIME_GET_NS)
+        a.stx(DW, R9, _C["done"], R0)  # (before CF_RESOLVED: whoever sees that flag sees the time)
+        a.label("untimed")
     a.ld_imm64(R1, CF_RESOLVED)
     a.atomic(DW, R9, _C["flags"], R1, _OR | FETCH)  # r1 = the flags before
     a.ld_imm64(R2, CF_EXITED)
@@ -2070,7 +2072,8 @@ def conn_destroy(tp: Tracepoint, maps: Maps, off: SockOffsets, raw: bool = False
 
     _syn_acked(a, off)
     _closing_error(a, off, load_sk if raw and btf else None)
-    _resolve(a, maps, raw and btf, off.regs_orig_ax if maps.exit_only else None)
+    # (when the handshake ended is not known here, only that it has: no latency, not the time until the free)
+    _resolve(a, maps, raw and btf, off.regs_orig_ax if maps.exit_only else None, timed=False)
     if maps.exit_only:
         a.ja("out")
         # resolved: reported, or connect() reports it (it cannot still be running) — unless a signal interrupted
