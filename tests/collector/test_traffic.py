@@ -374,7 +374,7 @@ async def test_a_handshake_end_the_kernel_skipped_has_no_latency_not_the_time_un
     here while the SYN waits at a full listener) is resolved when its socket is freed, seconds later: listed ok,
     with no connect latency — not the time from connect() to the socket's free as if it were the handshake's."""
     from netspy_tui.models import ConnectionList  # noqa: PLC0415
-    from tests.collector.test_kernel_truth import FullListener, _detach, wait_writable_or_error  # noqa: PLC0415
+    from tests.collector.test_kernel_truth import FullListener, detach, wait_writable_or_error  # noqa: PLC0415
 
     assert isinstance(embedded.collector, EbpfCollector)
     full = FullListener()
@@ -382,7 +382,7 @@ async def test_a_handshake_end_the_kernel_skipped_has_no_latency_not_the_time_un
     s.setblocking(False)
     try:
         assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
-        _detach(embedded.collector, "tcp_state")
+        detach(embedded.collector, "tcp_state")
         full.drain()  # the next SYN retransmit (~1 s) completes the handshake
         await asyncio.to_thread(wait_writable_or_error, s, 8)
         peer, _ = full.srv.accept()  # (drain() took the filler: this is ours)

@@ -199,7 +199,7 @@ class _Session:
         self.release_on_exit = False
         self.losses_before = dict(stats.losses)  # earlier sessions of the same collector
         self.counters = [0] * P.N_COUNTERS
-        self.skipped_runs = 0  # runs of this session's programs the kernel skipped (recursion misses), so far
+        self.skipped_runs: dict[int, int] = {}  # program id -> its runs the kernel skipped (recursion misses), so far
         self.overflow = [0] * P.OVERFLOW_SLOTS
         self.traffic_overflow = [0] * P.TRAFFIC_OVERFLOW_SLOTS
         self.dropped = 0  # rejected by the sink, or in a batch that failed to decode
@@ -763,10 +763,17 @@ class _Session:
                 self.counters[i] = totals[i]
         # runs the kernel skipped: a program interrupted on its CPU (by a softirq) by an event it also follows
         # is not run for that event (tcp_state during tcp_state, most): what they would have counted is missing
-        missed = sum(syscalls.prog_run_stats(fd)[2] for _, _, fd in self.loaded)
-        if missed > self.skipped_runs:
-            out["kernel_skipped"] = missed - self.skipped_runs
-            self.skipped_runs = missed
+        missed = 0
+        for _, prog_id, fd in self.loaded:
+            try:
+                n = syscalls.prog_run_stats(fd)[2]
+            except syscalls.BpfError:  # (closed meanwhile: the session is stopping)
+                continue
+            if n > self.skipped_runs.get(prog_id, 0):
+                missed += n - self.skipped_runs.get(prog_id, 0)
+                self.skipped_runs[prog_id] = n
+        if missed:
+            out["kernel_skipped"] = missed
         if not self.drained_once:
             # connect() calls already running when the programs attached: seen ending, not starting
             self.drained_once = True

@@ -68,7 +68,8 @@ Where the two differ, what follows says so ("exit alone" / "entry and exit"):
     progress, or with its outcome when that came first). A call that returns its handshake's end (0, or the error
     the socket was closed with) while the connection is still unresolved had its ``tcp_state`` run skipped by the
     kernel (a recursion miss: a softirq's state change interrupting ``tcp_state`` on the same CPU, hundreds a
-    minute under a connect storm): the code it returns is the outcome (counted ``state_unseen``). A connect() the
+    minute under a connect storm): the code it returns is the outcome (counted ``state_unseen``) — unless the socket is
+    still connecting (a TCP Fast Open connect() the kernel deferred returns 0 before its SYN is sent). A connect() the
     routing refuses with EINVAL (a blackhole route) is one, "blackholed" (told from an EINVAL for its arguments by
     the address it passed). Calls that start nothing are not connects: EALREADY/EISCONN, a call on a socket an
     earlier call left connecting (such a call reports that attempt's result: 0, the attempt's error, or ECONNABORTED
@@ -153,6 +154,8 @@ KIND_CONNECT, KIND_OUTCOME, KIND_DROP = 1, 2, 3
 
 # outcome codes (the count key's ``result`` for connects): 0 ok, an errno, or one of these
 RESULT_PENDING = 0xFFFF  # connect() returned, the handshake has not finished
+#: ``sock_common.skc_state`` values (include/net/tcp_states.h; the same for MPTCP sockets): still connecting
+TCP_SYN_SENT, TCP_SYN_RECV = 2, 3
 RESULT_ABORTED = 0xFFFE  # the application closed the socket before the handshake finished
 RESULT_UNTRACKED = 0xFFFD  # the kernel map that follows connections was full: outcome unknown
 
@@ -387,6 +390,7 @@ class SockOffsets:
     sk_dport: int | None = None
     sk_family: int | None = None
     sk_err: int | None = None
+    sk_state: int | None = None
     task_leader: int | None = None
     task_comm: int | None = None
     task_stack: int | None = None
@@ -487,6 +491,7 @@ class SockOffsets:
             "sk_dport": ("sock_common", "skc_dport", 2),
             "sk_family": ("sock_common", "skc_family", 2),
             "sk_err": ("sock", "sk_err", 4),
+            "sk_state": ("sock_common", "skc_state", 1),
             "task_leader": ("task_struct", "group_leader", 8),
             "task_comm": ("task_struct", "comm", 16),
             "task_stack": ("task_struct", "stack", 8),
@@ -2623,7 +2628,17 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     # the call returned its handshake's end (0, or the error the kernel closed the socket with: connect() sees
     # the socket out of SYN_SENT only after tcp_state ran for that change), yet tcp_state did not resolve it:
     # the kernel skipped that run (a softirq's state change on a CPU where tcp_state was running is a recursion
-    # miss). The call's code is the outcome; the handshake ended by now.
+    # miss). The call's code is the outcome; the handshake ended by now — unless the socket is still in SYN_SENT:
+    # a TCP Fast Open connect() the kernel deferred returns 0 before any SYN is sent (its first send() sends it)
+    if off.sk_state is None:
+        a.ja("in_progress")  # (not told apart: in progress, as before)
+    else:
+        a.st(DW, FP, _S_SCR, 0)
+        a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_state)
+        _kread(a, _S_SCR, 1, R3, "in_progress")
+        a.ldx(B, R1, FP, _S_SCR)
+        a.jeq(R1, TCP_SYN_SENT, "in_progress")
+        a.jeq(R1, TCP_SYN_RECV, "in_progress")
     _count(a, maps.counters, "state_unseen", _S_CNT)
     a.mov(R1, 0).sub(R1, R8)
     a.stx(W, FP, _S_CONN + _C["err"], R1)
