@@ -477,6 +477,25 @@ def test_a_handshake_end_the_kernel_skips_is_what_connect_returned(connect_path,
     assert [(e.return_code, e.outcome) for e in got] == [expected]
 
 
+@pytest.mark.ebpf
+def test_a_blocking_connect_whose_start_the_kernel_skipped_is_counted_with_what_it_returned(connect_path) -> None:
+    """A blocking connect() whose CLOSE -> SYN_SENT tcp_state did not see (its run skipped by the kernel: a task
+    preempted inside tcp_state on a preemptible kernel; detached here before the call) returns 0 with no start seen:
+    connected, so one connect, ok — not taken for TCP Fast Open's deferred connect (whose socket is still
+    connecting) and left uncounted."""
+    needs_syscall_numbers()
+    rec = Recorder()
+    with collector_on(connect_path, rec) as collector, socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        dest = f"127.0.0.1:{srv.getsockname()[1]}"
+        detach(collector, "tcp_state")
+        with socket.socket() as s:  # (blocking: no timeout, which would make Python's connect() non-blocking)
+            assert s.connect_ex(srv.getsockname()) == 0
+        got = settle(rec, to(dest), outcome="ok")
+    assert [(e.return_code, e.outcome, e.protocol) for e in got] == [(0, "ok", "TCP")]
+
+
 #: a TCP Fast Open client in a network namespace of its own (tcp_fastopen=5 there: client on, no cookie needed, so
 #: connect() is deferred): connect() to a closed port returns 0 before any SYN is sent; the first send() sends it,
 #: and learns the refusal

@@ -2779,7 +2779,8 @@ def _set_result(a: Asm, result: Reg) -> None:
 def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     """fd -> file -> socket -> sock: socket type into the conn value's ``err`` slot, protocol into
     the key (F_SOCKINFO in r7). A TCP call with no transition on a socket an earlier call left connecting
-    (exit alone: in ``connecting``, taken out), that returned 0 (TCP Fast Open's deferred connect), EINPROGRESS
+    (exit alone: in ``connecting``, taken out), that returned 0 with the socket still connecting (TCP Fast Open's
+    deferred connect; one connected by then had its start's tcp_state run skipped: counted), EINPROGRESS
     (exit alone: its SYN came before tcp_state was attached) or reports an earlier attempt's error (the socket
     has a peer port) is not a new connect: jumps to ``out``. On a failed read jumps to ``sockinfo_done``."""
     assert off.task_files is not None and off.files_fdt is not None and off.fdt_fd is not None
@@ -2836,7 +2837,22 @@ def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
         a.call(MAP_DELETE)
         a.jeq(R0, 0, "recall")
     a.ldx(DW, R1, FP, _S_CODE)
-    a.jeq(R1, 0, "deferred")
+    returned_error = _uniq(a, "returned_error")
+    a.jne(R1, 0, returned_error)
+    # connected without a CLOSE -> SYN_SENT seen in the call: TCP Fast Open's deferred connect if the socket is still
+    # connecting (no SYN sent yet: counted when its data is), else a connect whose start tcp_state did not see (the
+    # kernel skipped that run): counted with what the call returned
+    if off.sk_state is None:
+        a.ja("deferred")
+    else:
+        a.st(DW, FP, S + 24, 0)
+        a.mov(R3, R8).add(R3, off.sk_state)
+        _kread(a, S + 24, 1, R3, "deferred")
+        a.ldx(DW, R1, FP, S + 24)
+        a.jeq(R1, TCP_SYN_SENT, "deferred")
+        a.jeq(R1, TCP_SYN_RECV, "deferred")
+        a.ja("sockinfo_done")
+    a.label(returned_error)
     if maps.exit_only:
         a.jeq(R1, -_errno.EINPROGRESS, "unseen_start")  # its SYN was sent before tcp_state was attached
     a.st(DW, FP, S + 24, 0)
