@@ -77,7 +77,9 @@ Where the two differ, what follows says so ("exit alone" / "entry and exit"):
     refused before its SYN; exit alone: the call that returned EINPROGRESS or EINTR puts the socket's inode number
     in ``connecting``, which its next call without a SYN takes; entry and exit: the socket was SS_CONNECTING at the
     call's entry), a TCP call that reports an earlier attempt's error (the socket has a peer port), restarted calls,
-    TCP Fast Open's deferred ``connect()``; invalid calls (EBADF, EFAULT, EINVAL for its arguments ...) neither.
+    a call returning 0 with no start seen and its socket still connecting (a TCP Fast Open ``connect()`` deferred:
+    the kernel moves the socket to SYN_SENT before it defers, so this is one whose start run was skipped; counted
+    ``deferred``); invalid calls (EBADF, EFAULT, EINVAL for its arguments ...) neither.
     Everything else that did not go through SYN_SENT (UDP setting its peer, a TCP connect refused before its SYN: no
     route, denied) is counted with its return code's outcome. Socket type and protocol come from the fd (BTF
     offsets), read only on that path. Exit alone: a TCP call that returned EINPROGRESS without a SYN sent it before
