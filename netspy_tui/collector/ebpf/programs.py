@@ -1882,6 +1882,22 @@ def tcp_state(tp: Tracepoint, maps: Maps, states: dict[str, int], off: SockOffse
     return a.ret(0)
 
 
+def _if_connecting(a: Asm, off: SockOffsets, sk: Reg, slot: int, to: str) -> None:
+    """Jump to ``to`` when the socket whose address is in ``sk`` is still connecting (SYN_SENT, SYN_RECV), or its
+    state cannot be read (no BTF offset, a failed read); fall through otherwise. Uses FP+slot; clobbers r0-r3."""
+    if off.sk_state is None:
+        a.ja(to)
+        return
+    a.st(DW, FP, slot, 0)
+    if sk is not R3:
+        a.mov(R3, sk)
+    a.add(R3, off.sk_state)
+    _kread(a, slot, 1, R3, to)
+    a.ldx(DW, R1, FP, slot)
+    a.jeq(R1, TCP_SYN_SENT, to)
+    a.jeq(R1, TCP_SYN_RECV, to)
+
+
 def _syn_acked(a: Asm, off: SockOffsets) -> None:
     """r7 = 0 (established) and a jump to ``result_set`` (:func:`_resolve`) when the TCP socket at FP+_S_SK had its
     SYN acknowledged: ``tcp_sock.bytes_acked`` counts it (1, and every byte acknowledged after), and stays 0 for a
@@ -2632,15 +2648,8 @@ def connect_exit(tp: Tracepoint, maps: Maps, off: SockOffsets) -> Asm:
     # the kernel skipped that run (a softirq's state change on a CPU where tcp_state was running is a recursion
     # miss). The call's code is the outcome; the handshake ended by now — unless the socket is still in SYN_SENT:
     # a TCP Fast Open connect() the kernel deferred returns 0 before any SYN is sent (its first send() sends it)
-    if off.sk_state is None:
-        a.ja("in_progress")  # (not told apart: in progress, as before)
-    else:
-        a.st(DW, FP, _S_SCR, 0)
-        a.ldx(DW, R3, FP, _S_SK).add(R3, off.sk_state)
-        _kread(a, _S_SCR, 1, R3, "in_progress")
-        a.ldx(B, R1, FP, _S_SCR)
-        a.jeq(R1, TCP_SYN_SENT, "in_progress")
-        a.jeq(R1, TCP_SYN_RECV, "in_progress")
+    a.ldx(DW, R3, FP, _S_SK)
+    _if_connecting(a, off, R3, _S_SCR, "in_progress")
     _count(a, maps.counters, "state_unseen", _S_CNT)
     a.mov(R1, 0).sub(R1, R8)
     a.stx(W, FP, _S_CONN + _C["err"], R1)
@@ -2844,16 +2853,8 @@ def _sockinfo(a: Asm, maps: Maps, off: SockOffsets) -> None:
     # connected without a CLOSE -> SYN_SENT seen in the call: TCP Fast Open's deferred connect if the socket is still
     # connecting (no SYN sent yet: counted when its data is), else a connect whose start tcp_state did not see (the
     # kernel skipped that run): counted with what the call returned
-    if off.sk_state is None:
-        a.ja("deferred")
-    else:
-        a.st(DW, FP, S + 24, 0)
-        a.mov(R3, R8).add(R3, off.sk_state)
-        _kread(a, S + 24, 1, R3, "deferred")
-        a.ldx(DW, R1, FP, S + 24)
-        a.jeq(R1, TCP_SYN_SENT, "deferred")
-        a.jeq(R1, TCP_SYN_RECV, "deferred")
-        a.ja("sockinfo_done")
+    _if_connecting(a, off, R8, S + 24, "deferred")
+    a.ja("sockinfo_done")
     a.label(returned_error)
     if maps.exit_only:
         a.jeq(R1, -_errno.EINPROGRESS, "unseen_start")  # its SYN was sent before tcp_state was attached
