@@ -150,7 +150,7 @@ def test_the_demo_recording_replays(tmp_path: Path) -> None:
 
 def test_speed_paces_the_replay(tmp_path: Path) -> None:
     # 41 events over 20 seconds of recorded time, replayed at 10x: at least 2 s of wall time, in
-    # batches of at most a quarter second (BATCH_SLACK)
+    # batches of at most half a second (BATCH_SLACK)
     items = [connection_json(time=BASE_TIME + timedelta(milliseconds=500 * i), timestamp=i) for i in range(41)]
     path = write_recording(tmp_path / "rec.jsonl", items)
     sink = ListSink()
@@ -162,7 +162,7 @@ def test_speed_paces_the_replay(tmp_path: Path) -> None:
     assert collector.wait(20)
     elapsed = time.monotonic() - started
     assert elapsed >= 2 * 0.95
-    assert len(sink.batches) > 5  # delivered over time, in several batches
+    assert len(sink.batches) >= 3  # delivered over time, in several batches
     got = sink.events
     assert [e.timestamp for e in got] == list(range(41))
     # the last event is stamped (about) when the replay finished, the first 4 s before it
@@ -171,7 +171,7 @@ def test_speed_paces_the_replay(tmp_path: Path) -> None:
 
 
 def test_no_event_reaches_the_sink_before_its_time(tmp_path: Path) -> None:
-    # 51 events 20 ms apart at their own pace: batched (a store write per quarter second, not per
+    # 51 events 20 ms apart at their own pace: batched (a store write per half second, not per
     # event), but each batch goes out once its last event is due, never ahead of the recording
     items = [connection_json(time=BASE_TIME + timedelta(milliseconds=20 * i), timestamp=i) for i in range(51)]
     path = write_recording(tmp_path / "rec.jsonl", items)
@@ -185,7 +185,7 @@ def test_no_event_reaches_the_sink_before_its_time(tmp_path: Path) -> None:
     collector.start(sink)
     assert collector.wait(20)
     assert [t for _, batch in arrivals for t in batch] == list(range(51))
-    assert 2 <= len(arrivals) <= 8  # ~1 s of events: a batch per quarter second
+    assert 2 <= len(arrivals) <= 4  # ~1 s of events: a batch per half second
     for at, batch in arrivals:
         assert at >= 0.020 * max(batch), (at, batch)  # the batch's last event was due
 
@@ -247,7 +247,7 @@ def test_an_empty_recording_replays_nothing(tmp_path: Path) -> None:
 
 
 def test_a_failing_sink_is_counted_and_the_replay_goes_on(tmp_path: Path) -> None:
-    path = write_recording(tmp_path / "rec.jsonl", varied_events(10))  # 37 ms apart: several batches
+    path = write_recording(tmp_path / "rec.jsonl", varied_events(30))  # 37 ms apart (~1.1 s): several batches
     calls = []
 
     def flaky(events: Sequence[AnyEvent]) -> None:
@@ -259,7 +259,7 @@ def test_a_failing_sink_is_counted_and_the_replay_goes_on(tmp_path: Path) -> Non
     collector.start(flaky)
     assert collector.wait(10)
     assert len(calls) > 1
-    assert collector.stats.lost == calls[0] and collector.stats.events == 10 - calls[0]
+    assert collector.stats.lost == calls[0] and collector.stats.events == 30 - calls[0]
     assert collector.stats.errors == 1 and "disk full" in collector.stats.last_error
 
 
