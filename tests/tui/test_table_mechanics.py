@@ -77,6 +77,17 @@ def lines(table: DataTable[Cell]) -> list[list[tuple[str, Style | None]]]:
     return out
 
 
+async def _show_in_plain(pilot: Pilot[None], plain: DataTable[Cell], shown: list[str], cells: dict[str, list[Cell]],
+                         fast: KeyedTable) -> None:  # fmt: skip
+    """``plain`` (DataTable's own) filled again with the ``shown`` rows, the cursor on the last row of both tables."""
+    plain.clear()
+    for key in shown:
+        plain.add_row(*cells[key], key=key)
+    for table in (fast, plain):
+        table.move_cursor(row=len(shown) - 1)
+    await pilot.pause()
+
+
 async def test_keyed_table_draws_and_orders_rows_as_datatable_does() -> None:
     app = Pair()
     rng = random.Random(7)
@@ -180,12 +191,7 @@ async def test_a_live_table_sliding_down_matches_datatable(monkeypatch: pytest.M
                 fast.add_row(*cells["399"], key="399")
                 shown = [*shown, "399"]
                 fast.place_rows(shown, cells)
-            plain.clear()
-            for key in shown:
-                plain.add_row(*cells[key], key=key)
-            for table in (fast, plain):
-                table.move_cursor(row=len(shown) - 1)
-            await pilot.pause()
+            await _show_in_plain(pilot, plain, shown, cells, fast)
             assert [r.key.value for r in fast.ordered_rows] == shown, f"step {step}"
             assert all(fast.get_row_index(key) == i for i, key in enumerate(shown))
             assert [fast.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value for i in range(len(shown))] == shown
@@ -245,12 +251,7 @@ async def test_a_live_table_keeps_no_drawing_of_an_older_update() -> None:
         for step in range(12):
             shown = shown[3:] + [str(n) for n in range(step * 20, step * 20 + 20)]
             fast.place_rows(shown, cells)
-            plain.clear()
-            for key in shown:
-                plain.add_row(*cells[key], key=key)
-            for table in (fast, plain):
-                table.move_cursor(row=len(shown) - 1)
-            await pilot.pause()
+            await _show_in_plain(pilot, plain, shown, cells, fast)
             assert lines(fast) == lines(plain), f"step {step}"
         count = fast._update_count
         assert len(fast._line_cache) and len(fast._row_render_cache)  # (the frame just drawn)
