@@ -1888,11 +1888,12 @@ def _if_connecting(a: Asm, off: SockOffsets, sk: Reg, slot: int, to: str) -> Non
     if off.sk_state is None:
         a.ja(to)
         return
-    a.st(DW, FP, slot, 0)
-    if sk is not R3:
-        a.mov(R3, sk)
-    a.add(R3, off.sk_state)
-    _kread(a, slot, 1, R3, to)
+
+    def load(reg: Reg) -> None:
+        if sk is not reg:
+            a.mov(reg, sk)
+
+    _read_member(a, load, off.sk_state, slot, 1, to)
     a.ldx(DW, R1, FP, slot)
     a.jeq(R1, TCP_SYN_SENT, to)
     a.jeq(R1, TCP_SYN_RECV, to)
