@@ -62,8 +62,8 @@ def _no_chunks() -> Iterator[None]:
     """The writer decodes records into chunk rows as ever, but inserts none (``nocommit``)."""
     original = chunks.write
 
-    def write(conn: Any, chunk_rows: Any, outcomes: Any, name: Any) -> None:
-        original(conn, [], outcomes, name)
+    def write(conn: Any, chunk_rows: Any, outcomes: Any, name: Any, at: int = 0) -> None:
+        original(conn, [], outcomes, name, at)
 
     sqlite.C.write = write  # type: ignore[assignment]
     try:
