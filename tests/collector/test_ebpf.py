@@ -150,22 +150,8 @@ def connect_seen(rec: Recorder, listener: socket.socket) -> None:
     rec.wait_for(mine(port))
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(128)
-    yield s
-    s.close()
-
-
-#: wall-clock seconds when the running test began (:func:`_test_start`)
+#: wall-clock seconds when the running test began (set by conftest's autouse ``_test_start``)
 _started = [0.0]
-
-
-@pytest.fixture(autouse=True)
-def _test_start() -> None:
-    _started[0] = time.time()
 
 
 def mine(port: int, pid: int | None = None) -> Callable[[Event], bool]:

@@ -48,7 +48,16 @@ from netspy_tui.collector.ebpf import EbpfCollector, btf, syscalls
 from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.models import ConnectionEvent, PacketDropEvent
 from tests.collector.connect_paths import check_connect_path, on_connect_path
-from tests.collector.test_ebpf import REQUIRE, Recorder, closed_port, collector_on, my_comm, start_or_skip, wait_until
+from tests.collector.test_ebpf import (
+    REQUIRE,
+    Recorder,
+    _started,
+    closed_port,
+    collector_on,
+    my_comm,
+    start_or_skip,
+    wait_until,
+)
 
 HERE = Path(__file__).parent
 SYS_CONNECT = {"x86_64": 42, "aarch64": 203}.get(platform.machine())
@@ -83,24 +92,6 @@ Event = ConnectionEvent | PacketDropEvent
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(128)
-    yield s
-    s.close()
-
-
-#: wall-clock seconds when the running test began (:func:`_test_start`)
-_started = [0.0]
-
-
-@pytest.fixture(autouse=True)
-def _test_start() -> None:
-    _started[0] = time.time()
 
 
 def to(destination: str, pid: int | None = None) -> Callable[[Event], bool]:
