@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import shutil
 import socket
@@ -300,6 +301,48 @@ def test_what_the_scan_of_listening_sockets_could_not_seed_is_said(tmp_path: Pat
         "no process holds 1 listening TCP socket that listened before the collector started: inbound connections "
         "to it are charged to no process (pid 0)"
     ]
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs setpriv, as root")
+def test_a_process_whose_files_were_refused_is_named_and_the_note_says_whether_capabilities_were_why(
+    tmp_path: Path,
+) -> None:
+    """Seen as root in a sandbox whose init's open files are refused even to root: the note said "needs
+    CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH", which that root had. The scan of a /proc tree made here (its
+    ``self/status`` saying which capabilities are in effect), run without the capabilities that pass over a
+    directory's mode, so the one process's ``fd`` (mode 000) is refused: the note names it (its name made
+    printable) and says capabilities are the cause only when they are missing."""
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    row = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n"
+    d = tmp_path / "40"
+    for sub in ("ns", "net", "fd"):
+        (d / sub).mkdir(parents=True)
+    (d / "ns" / "net").write_text("")
+    (d / "net" / "tcp").write_text(header + row)
+    (d / "net" / "tcp6").write_text(header)
+    (d / "comm").write_bytes(b"srv\x1b[31m40\n")
+    (d / "fd" / "3").symlink_to("socket:[111]")
+    (d / "fd").chmod(0)
+    (tmp_path / "self").mkdir()
+    scan = "import json, sys; from netspy_tui.collector.ebpf import listeners as L; " \
+        "print(json.dumps(L.scan(False, proc=sys.argv[1]).notes()))"  # fmt: skip
+    said = {}
+    for effective in (1 << 19 | 1 << 2, 1 << 19):  # CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; CAP_SYS_PTRACE alone
+        (tmp_path / "self" / "status").write_text(f"Name:\tpython\nCapEff:\t{effective:016x}\n")
+        run = subprocess.run([*_capabilities(["SYS_PTRACE"]), sys.executable, "-c", scan, str(tmp_path)],
+                             capture_output=True, text=True, timeout=60, check=True,
+                             cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+        said[effective] = json.loads(run.stdout)
+    start = ("1 listening TCP socket that listened before the collector started was not matched to a process: could "
+             "not read the open files of 1 process, pid 40 srv\\x1b[31m40 (")  # fmt: skip
+    end = "): inbound connections to it are charged to no process (pid 0)"
+    assert said == {
+        1 << 19 | 1 << 2: [
+            start + "refused although this process has CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH: a "
+            "security module or another user namespace guards them" + end
+        ],
+        1 << 19: [start + "needs CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH for other users' processes" + end],
+    }
 
 
 LISTEN_AS = textwrap.dedent(

@@ -26,9 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netspy_tui.collector.ebpf import programs as P
+from netspy_tui.textsafe import clean
 
 #: seconds the scan of every process's open files may take (a host with a million open files needs ~3 s)
 SCAN_BUDGET = 5.0
+#: how many of the processes whose open files were refused the note names
+NAMED = 3
+_CAP_DAC_READ_SEARCH, _CAP_SYS_PTRACE = 2, 19
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's ``st`` column
 _AF_INET, _AF_INET6 = 2, 10
 
@@ -52,15 +56,24 @@ class Seed:
     """Processes whose open files could not be read (EACCES/EPERM: another process's ``/proc/PID/fd`` needs
     CAP_SYS_PTRACE when it has capabilities this one lacks, and CAP_DAC_READ_SEARCH when another user owns it):
     the sockets not matched may be theirs."""
+    unreadable_names: list[str] = field(default_factory=list)
+    """The first :data:`NAMED` of those, as ``pid NAME`` (the name made printable)."""
+    capable: bool = False
+    """This process had CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH in effect: what refused it was something else
+    (a security module, a process in a user namespace this one is not privileged over)."""
 
     def notes(self) -> list[str]:
         out = []
         if self.unowned and self.unreadable:
             n, m = self.unowned, self.unreadable
+            named = ", ".join(self.unreadable_names) + (" …" if m > len(self.unreadable_names) else "")
+            why = ("refused although this process has CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH: a security module "
+                   "or another user namespace guards them" if self.capable else
+                   "needs CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH for other users' processes")  # fmt: skip
             out.append(f"{_sockets(n)} that listened before the collector started {_were(n)} not matched to a "
-                       f"process: could not read the open files of {m} process{'' if m == 1 else 'es'} (needs "
-                       "CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH for other users' processes): inbound connections "
-                       f"to {_them(n)} are charged to no process (pid 0)")  # fmt: skip
+                       f"process: could not read the open files of {m} process{'' if m == 1 else 'es'}"
+                       f"{', ' + named if named else ''} ({why}): inbound connections to {_them(n)} are charged "
+                       "to no process (pid 0)")  # fmt: skip
         elif self.unowned:
             out.append(f"no process holds {_sockets(self.unowned)} that listened before the collector started: "
                        f"inbound connections to {_them(self.unowned)} are charged to no process (pid 0)")  # fmt: skip
@@ -123,6 +136,16 @@ def _start_time(proc: str, pid: int) -> int:
         return 1 << 62
 
 
+def _capable(proc: str, *caps: int) -> bool:
+    """Whether this process has every one of ``caps`` in effect (``CapEff`` of ``PROC/self/status``)."""
+    try:
+        with open(f"{proc}/self/status") as f:
+            effective = next((int(line.split()[1], 16) for line in f if line.startswith("CapEff:")), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return all(effective >> cap & 1 for cap in caps)
+
+
 def _comm(proc: str, pid: int) -> bytes:
     try:
         with open(f"{proc}/{pid}/comm", "rb") as f:
@@ -163,6 +186,7 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET, connecti
     seed = Seed()
     if not sockets and not open_ones:
         return seed
+    seed.capable = _capable(proc, _CAP_SYS_PTRACE, _CAP_DAC_READ_SEARCH)
     holders: dict[int, list[int]] = {}
     deadline, complete = time.monotonic() + budget, True
     for pid in pids:
@@ -183,6 +207,8 @@ def scan(netns: bool, proc: str = "/proc", budget: float = SCAN_BUDGET, connecti
                         holders.setdefault(inode, []).append(pid)
         except PermissionError:  # (EACCES, EPERM: not allowed to look at this process's files)
             seed.unreadable += 1
+            if len(seed.unreadable_names) < NAMED:
+                seed.unreadable_names.append(f"pid {pid} {clean(_comm(proc, pid), 16)}")
         except OSError:
             continue
     found_owner = []
