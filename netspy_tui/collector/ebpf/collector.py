@@ -463,7 +463,7 @@ class _Session:
             self.notes.append(f"{failed} of the listening TCP sockets that listened before the collector started could "
                               "not be stored with their owners: inbound connections to them are charged to no process "
                               "(pid 0)")  # fmt: skip
-        log.info("eBPF: %d listening sockets that were there before the collector charged to their owners", seeded)
+        log.info("eBPF: listening TCP sockets from before the start charged to their owners: %d", seeded)
 
     def _write_ctl(self) -> None:
         assert self.maps is not None
