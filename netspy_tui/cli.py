@@ -1161,6 +1161,9 @@ def _exit(code: int) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pydantic looks for plugins (entry points of every installed distribution) when the first model is built:
+    # ~30 ms of every start, for plugins netspy-tui does not use. Set to anything else (even empty), it looks.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     if "httpx" not in sys.modules:
         # httpx's package imports its command-line client (rich, pygments, click: ~40 ms of every start) when
         # it can; netspy-tui never runs it. Marked absent, httpx keeps a stub `httpx.main` instead.

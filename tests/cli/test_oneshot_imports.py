@@ -8,6 +8,7 @@ uvicorn): those are allowed only as far as importing the SDK's client and server
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -78,3 +79,33 @@ def test_building_the_server_leaves_the_root_logger_alone(cli_env):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["[]", "30", "False"]
+
+
+def test_pydantic_plugins_are_not_looked_for_unless_asked(server, cli_env, tmp_path):
+    """pydantic looks for plugins (the ``pydantic`` entry points of every installed distribution) when the first
+    model is built: ~30 ms of every start. netspy-tui sets ``PYDANTIC_DISABLE_PLUGINS`` unless the environment
+    sets it: a plugin installed beside it (a distribution made here, on the path) is not loaded; with the
+    variable set, even empty, pydantic looks as before and loads it."""
+    site = tmp_path / "site"
+    info = site / "marker_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: marker-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pydantic]\nmarker = marker_plugin:plugin\n")
+    marker = tmp_path / "loaded"
+    (site / "marker_plugin.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "class Plugin:\n"
+        "    def new_schema_validator(self, *args, **kwargs):\n"
+        "        return None, None, None\n"
+        "plugin = Plugin()\n"
+    )
+    env = {**cli_env, "PYTHONPATH": str(site) + os.pathsep + cli_env.get("PYTHONPATH", "")}
+    env.pop("PYDANTIC_DISABLE_PLUGINS", None)
+    argv = [sys.executable, "-m", "netspy_tui", "--tool", "get_network_summary", "--server", server.url]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "1 outbound connection attempt" in out.stdout, out.stderr[-2000:]
+    assert not marker.exists()
+    out = subprocess.run(argv, capture_output=True, text=True, env={**env, "PYDANTIC_DISABLE_PLUGINS": ""},
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert marker.exists()  # the plugin is found, so the first run's absence of the marker means something
