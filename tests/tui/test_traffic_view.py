@@ -435,7 +435,7 @@ async def test_a_source_without_traffic_says_so_and_a_failing_tool_is_one_line()
     source = MemorySource([connection(pid=7, command="curl", time=datetime.now(UTC) - timedelta(seconds=1))])
     async with on_traffic_tab(source, (80, 24)) as (app, pilot, gateway):
         d = app.dashboard
-        assert "not counted by this source" in screen_text(app)
+        assert "by process (v) · not counted by this source (needs eBPF, Linux 6.3+)" in screen_text(app)  # whole
         # nothing carries workloads or nodes: no such columns
         assert not d.connections.shows_workload and not d.connections.shows_node and not d.processes.shows_workload
         assert d.processes.rates is None and d.processes.get_cell("curl", "rx_rate").plain == "–"  # not "0 B"

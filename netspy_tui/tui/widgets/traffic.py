@@ -302,10 +302,8 @@ def summary_text(
     if not s.available and s.unavailable_reason:
         return head + Text(f"not counted here: {clean(s.unavailable_reason, 300)}")
     if not s.available:
-        return head + Text(
-            "not counted by this source (needs the eBPF collector on Linux 6.3 or later, or procfs "
-            "sampling where the kernel answers socket diagnostics)"
-        )
+        # (whole on an 80-column screen; the tools' and the REPL's text says more: analysis/describe.py)
+        return head + Text("not counted by this source (needs eBPF, Linux 6.3+)")
     avg = f"{window_label(s.window_seconds)} avg"
     totals = shown_totals(mode, shown) if shown is not None else None
     if totals is not None:
