@@ -303,6 +303,7 @@ def test_what_the_scan_of_listening_sockets_could_not_seed_is_said(tmp_path: Pat
     ]
 
 
+@pytest.mark.root
 @pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs setpriv, as root")
 def test_a_process_whose_files_were_refused_is_named_and_the_note_says_whether_capabilities_were_why(
     tmp_path: Path,
