@@ -455,6 +455,27 @@ def forward_rows(rounds: int, replay: bool) -> dict[str, Any]:
     return {**f, "ratios": ratios, "median": statistics.median(ratios) if ratios else None}
 
 
+def ingest_rows(runs: int, per_agent: int, interval: float) -> dict[str, Any]:
+    """The ingest rows alone (``python -m bench.fleet --ingest RUNS [--per-agent N] [--interval S]``: what :func:`run`
+    measures first, in a minute or two instead of the area's minutes): each run's events/s, the aggregator's CPU and
+    events per its CPU-second, and the dashboard's polls; ``--interval 3600`` is the dashboard open but not polling
+    (the DIAGNOSIS row, here with as many events as the measured row)."""
+    import tempfile
+
+    rs = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            rs.append(asyncio.run(ingest(Path(tmp), per_agent, print, interval=interval)))
+    keys = ("eps", "aggregator_cpu_pct", "dashboard_polls", "dashboard_poll_failures", "exact")
+    rows = [{k: x[k] for k in keys} | {"per_cpu_s": x["events"] / (x["aggregator_cpu_pct"] / 100 * x["seconds"])}
+            for x in rs]  # fmt: skip
+    return {
+        "runs": rows,
+        "median_eps": statistics.median(r["eps"] for r in rows),
+        "median_per_cpu_s": statistics.median(r["per_cpu_s"] for r in rows),
+    }
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--agent"]:
         sys.exit(agent(float(sys.argv[2]), sys.argv[3:]))
@@ -462,12 +483,18 @@ if __name__ == "__main__":
     p.add_argument("--sender", nargs=5, metavar=("URL", "NODE", "EVENTS", "SEED", "NEWEST_NS"))
     p.add_argument("--forward-cost", type=int, metavar="ROUNDS", help="only the forwarding cost's rounds")
     p.add_argument("--replay", action="store_true", help="with --forward-cost: serve --replay agents")
+    p.add_argument("--ingest", type=int, metavar="RUNS", help="only the ingest rows (dashboard open)")
+    p.add_argument("--per-agent", type=int, default=100_000, help="with --ingest: events each agent sends")
+    p.add_argument("--interval", type=float, default=1.0, help="with --ingest: the dashboard's interval (s)")
     a = p.parse_args()
+    if a.ingest:
+        print(json.dumps(ingest_rows(a.ingest, a.per_agent, a.interval)))
+        sys.exit(0)
     if a.forward_cost:
         print(json.dumps(forward_rows(a.forward_cost, a.replay)))
         sys.exit(0)
     if not a.sender:
-        p.error("--sender or --forward-cost")
+        p.error("--sender, --forward-cost or --ingest")
     url, node, events, seed, newest = a.sender
     print(json.dumps(sender(url, node, int(events), int(seed), int(newest))))
     sys.exit(0)
