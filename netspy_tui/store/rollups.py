@@ -238,18 +238,27 @@ def derived(cols: Any, name: str, names: Names) -> np.ndarray:
 
 def _procs(cols: Any, command: np.ndarray) -> np.ndarray:
     """Per command: events, failures, first and last time (of the rows that count)."""
-    cmd = command.astype(np.int64)
-    uniq, inverse = np.unique(cmd, return_inverse=True)
-    inverse = inverse.ravel()
-    n = cols["n"]
-    procs = np.zeros(len(uniq), PROCS)
-    procs["command"] = uniq
-    procs["n"] = np.rint(np.bincount(inverse, weights=n, minlength=len(uniq)))
-    procs["failures"] = np.rint(np.bincount(inverse, weights=n * cols["failed"], minlength=len(uniq)))
+    n = np.asarray(cols["n"], np.float64)
     positive = n > 0
-    procs["first"] = _BIG
-    np.minimum.at(procs["first"], inverse[positive], cols["first"][positive])
-    np.maximum.at(procs["last"], inverse[positive], cols["last"][positive])
+    return _per_id(command, n, n * cols["failed"], np.where(positive, cols["first"], _BIG),
+                   np.where(positive, cols["last"], 0))  # fmt: skip
+
+
+def _per_id(command: np.ndarray, n: np.ndarray, failures: np.ndarray, first: np.ndarray, last: np.ndarray
+            ) -> np.ndarray:  # fmt: skip
+    """:data:`PROCS` of entries by command id, each id once (sorted): n and failures summed (whole numbers, exact in
+    float64 in any order), the least first and the greatest last (and 0). One stable sort and a reduction per column
+    (``ufunc.at`` and ``np.unique``'s sort cost twice as much for a second's thousand rows)."""
+    order = np.argsort(command, kind="stable")
+    ids = command[order]
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1]))) if len(ids) else np.zeros(0, np.intp)
+    procs = np.zeros(len(starts), PROCS)
+    if len(starts):
+        procs["command"] = ids[starts]
+        procs["n"] = np.rint(np.add.reduceat(np.asarray(n, np.float64)[order], starts))
+        procs["failures"] = np.rint(np.add.reduceat(np.asarray(failures, np.float64)[order], starts))
+        procs["first"] = np.minimum.reduceat(np.asarray(first, np.int64)[order], starts)
+        procs["last"] = np.maximum(np.maximum.reduceat(np.asarray(last, np.int64)[order], starts), 0)
     return procs
 
 
@@ -258,12 +267,13 @@ class Second:
     hour holds 7,200 of them); ``second`` None: rows of several seconds, as read from SQLite for a
     window beyond the memory (:data:`SECONDS`)."""
 
-    __slots__ = ("kind", "cols", "total", "second", "_base")
+    __slots__ = ("kind", "cols", "total", "second", "_base", "_by_command")
 
     def __init__(self, rows: np.ndarray, names: Names, second: int | None = None) -> None:
         self.kind = int(rows["kind"][0]) if len(rows) else 0
         self.second = second
         self._base: int | None = None  # the times are offsets from it (a :data:`SECOND`)
+        self._by_command: np.ndarray | None = None
         kept = {}
         dtype = SECONDS
         if second is not None:
@@ -285,6 +295,7 @@ class Second:
         self = cls.__new__(cls)
         self.kind, self.cols, self.total, self.second = kind, cols, total, second
         self._base = second * 1_000_000_000 if narrow else None
+        self._by_command = None
         return self
 
     def col(self, name: str) -> np.ndarray:
@@ -309,6 +320,17 @@ class Second:
         if self.second is None:
             return self.cols["second"]
         return np.full(len(self.cols), self.second, np.int64)
+
+    def procs(self, names: Names) -> np.ndarray:
+        """:data:`PROCS` of its rows (each command once), made at the first ask: a second's rows never change (rows
+        landing in it make a new :class:`Second`), while every block rebuilt over it and every window with it at an
+        edge asks again (a dashboard on an aggregator: each poll rebuilt the minute still arriving from its tens of
+        thousands of rows; now from its seconds' few dozen of these each)."""
+        got = self._by_command
+        if got is None:
+            cols = {name: self.col(name) for name in ("n", "failed", "first", "last")}
+            got = self._by_command = _procs(cols, derived(self.cols, "command", names))
+        return got
 
     def marginal(self, name: str, names: Names) -> Marginal:
         """(ids, weights) of one column: a row per key (ids may repeat)."""
@@ -350,7 +372,7 @@ class Block:
                 sums = np.bincount(np.concatenate([s.cols[name] for s in secs]), weights=weights)
             keep = np.flatnonzero(sums != 0)
             self._marginals[name] = keep.astype(np.uint32), _narrow(sums[keep])
-        self.procs = procs_of(secs, names)
+        self.procs = _reduced(procs_of(secs, names))
 
     def marginal(self, name: str, names: Names) -> Marginal:
         return self._marginals[name]
@@ -418,14 +440,15 @@ class Span:
 
 
 def procs_of(parts: Sequence[Second | Block | Span], names: Names) -> np.ndarray:
-    """:data:`PROCS` of ``parts`` (commands may repeat): the sums a block or span keeps, and the
-    seconds' rows summed per command in one pass."""
-    secs = [p for p in parts if isinstance(p, Second)]
-    out = [p.procs for p in parts if not isinstance(p, Second)]
-    if secs:
-        cols = {name: np.concatenate([s.col(name) for s in secs]) for name in ("cp", "n", "failed", "first", "last")}
-        out.append(_procs(cols, derived(cols, "command", names)))
+    """:data:`PROCS` of ``parts`` (commands may repeat): the sums each part keeps."""
+    out = [p.procs(names) if isinstance(p, Second) else p.procs for p in parts]
     return concat_procs(out) if out else np.zeros(0, PROCS)
+
+
+def _reduced(procs: np.ndarray) -> np.ndarray:
+    """:data:`PROCS` entries (commands may repeat) summed per command, each once, by id: what :func:`_procs` gives
+    for all the rows they were made of (first and last over the entries that have them)."""
+    return _per_id(procs["command"], procs["n"], procs["failures"], procs["first"], procs["last"])
 
 
 def concat_procs(parts: Sequence[np.ndarray]) -> np.ndarray:

@@ -185,3 +185,62 @@ def test_rollup_rows_from_sqlite_become_the_packed_array() -> None:
     assert sorted(names.values) == sorted({"curl", "1.2.3.4", "tcp", "ok", "nginx", "::1", "udp", "NO_SOCKET"})
     assert arr["cp"][0] == arr["cp"][1] != arr["cp"][2]
     assert len(R.to_array([], names)) == 0
+
+
+def test_procs_per_command_are_the_sums_by_hand() -> None:
+    """``_procs`` (a command's events, failures, first and last time of the rows that count) against a loop over the
+    rows; and parts' procs summed per command (``_reduced``: a block's from its seconds') equal the procs of all their
+    rows, commands that net out, rows of corrections and commands with no row that counts included."""
+    rng = np.random.default_rng(7)
+    size = 400
+    cols = {"n": rng.choice([1, 1, 2, -1, 0], size).astype(np.float64), "failed": rng.integers(0, 2, size),
+            "first": rng.integers(1, 10**18, size), "last": rng.integers(1, 10**18, size)}  # fmt: skip
+    command = rng.integers(0, 9, size).astype(np.int64)
+    command[command == 8] = 3  # (a gap in the ids)
+    want: dict[int, list[int]] = {}
+    for i in range(size):
+        got = want.setdefault(int(command[i]), [0, 0, R._BIG, 0])
+        n = int(cols["n"][i])
+        got[0] += n
+        got[1] += n * int(cols["failed"][i])
+        if n > 0:
+            got[2], got[3] = min(got[2], int(cols["first"][i])), max(got[3], int(cols["last"][i]))
+    procs = R._procs(cols, command)
+    assert {int(p["command"]): [int(p[f]) for f in ("n", "failures", "first", "last")] for p in procs} == want
+    assert procs["command"].tolist() == sorted(want)
+    cuts = [0, 1, 57, 200, 201, 399, size]
+    parts = [R._procs({k: v[a:b] for k, v in cols.items()}, command[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    assert R._reduced(R.concat_procs(parts)).tobytes() == procs.tobytes()
+
+
+def test_a_minute_asked_while_it_fills_has_the_figures_of_all_its_rows(tmp_path: Path) -> None:
+    """A dashboard on an aggregator asks for the window while rows keep landing in its newest minute, some in seconds
+    already asked for: at every ask, and after the last rows, the figures equal those of a store given the same rows
+    at once (a second's per-command sums are kept between asks: they must follow the rows that land in it)."""
+    rng = np.random.default_rng(23)
+    now_s = time.time_ns() // NS
+    codec = Codec({3: "NO_SOCKET"})
+    secs = now_s - 150 + np.sort(rng.integers(0, 150, 3000))
+    batches = []
+    for part in np.array_split(np.arange(len(secs)), 6):
+        batches.append(Batch(counts=_counts(rng, secs[part], rng.choice([0, 111, 110], len(part)),
+                                            np.ones(len(part), np.int64)), codec=codec))  # fmt: skip
+        late = secs[part][::40]  # rows for seconds that earlier batches filled (and asks read)
+        batches.append(Batch(counts=_counts(rng, late, np.zeros(len(late), np.int64), np.ones(len(late), np.int64)),
+                             codec=codec))  # fmt: skip
+    now = ns_to_time(now_s * NS)
+    scopes = [Scope("connection", None, None, w) for w in (60, 120, 3600)]
+    store = EventStore(tmp_path / "asked.db", retention_seconds=None, max_rows=None)
+    try:
+        for i, batch in enumerate(batches):
+            store.write([batch])
+            asked = [store.stats(s, now=now, top_n=50) for s in scopes]
+            fresh = EventStore(tmp_path / f"fresh-{i}.db", retention_seconds=None, max_rows=None)
+            try:
+                fresh.write(batches[: i + 1])
+                assert asked == [fresh.stats(s, now=now, top_n=50) for s in scopes], i
+            finally:
+                fresh.close()
+        assert asked[-1].total == len(secs) + sum(len(s[::40]) for s in np.array_split(secs, 6))
+    finally:
+        store.close()
