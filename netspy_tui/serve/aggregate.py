@@ -407,7 +407,8 @@ class AggregatorApi(Api):
                 cursor["cursor"] = page.cursor
             if len(queries) == 1:
                 cursor.update(_resolutions(page))
-        items.sort(key=lambda k: k[:4])  # newest first (ties: connections first, then as each page has them)
+        if len(queries) > 1:  # newest first (ties: connections first, then as each page has them; one page is so)
+            items.sort(key=lambda k: k[:4])
         kept = [k[4] for k in items[:limit]]
         rest = dumps({"count": len(kept), "total_count": max(total, len(kept)), "query_time": query_time(),
                       "filters": filters, **cursor})  # fmt: skip

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netspy_tui.analysis.aggregate import aggregate
-from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats
-from netspy_tui.models import EventPage, Scope
+from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats, merge_stored_items
+from netspy_tui.models import EventPage, Scope, time_to_ns
 from tests.factories import BASE_TIME, connection
 
 EVENTS = st.lists(
@@ -58,3 +58,25 @@ def test_merged_pages_are_the_newest_of_all(spec, limit) -> None:  # type: ignor
     merged = merge_pages(pages, limit)
     assert [e.time for e in merged.events] == [e.time for e in newest_first[:limit]]
     assert merged.total_count == len(events) and merged.truncated == (len(events) > limit)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(0, 2)), max_size=40), st.integers(1, 20))
+def test_merged_stored_pages_keep_the_order_merge_pages_gives(spec, limit) -> None:  # type: ignore[no-untyped-def]
+    """The aggregator merges its nodes' pages as stored (``merge_stored_items``, what ``/api/events`` writes out): the
+    same events in the same order as :func:`merge_pages` of the built pages, ties (equal times and timestamps, here
+    frequent) in page order, then in each page's."""
+    pages, stored = [], []
+    for node in range(3):
+        mine = [connection(pid=100 + i, time=BASE_TIME - timedelta(seconds=s)) for i, (n, s, _) in enumerate(spec)
+                if n == node]  # fmt: skip
+        mine = [e.model_copy(update={"timestamp": spec[e.pid - 100][2]}) for e in mine]
+        mine.sort(key=lambda e: (e.time, e.timestamp), reverse=True)  # (stable: equal ones keep their order)
+        pages.append(EventPage(events=mine[:limit], total_count=len(mine), truncated=len(mine) > limit))
+        stored.append((pages[-1].model_copy(update={"events": []}),
+                       [(time_to_ns(e.time), e.timestamp, e) for e in mine[:limit]]))  # fmt: skip
+    want = merge_pages(pages, limit)
+    page, kept = merge_stored_items(stored, limit)
+    assert [item[2] for item in kept] == want.events
+    assert [(t, ts) for t, ts, _ in kept] == [(time_to_ns(e.time), e.timestamp) for e in want.events]
+    assert (page.total_count, page.truncated) == (want.total_count, want.truncated)
