@@ -332,6 +332,10 @@ class Second:
             got = self._by_command = _procs(cols, derived(self.cols, "command", names))
         return got
 
+    def forget_procs(self) -> None:
+        """Drop the per-command sums :meth:`procs` kept (they are made again at the next ask)."""
+        self._by_command = None
+
     def marginal(self, name: str, names: Names) -> Marginal:
         """(ids, weights) of one column: a row per key (ids may repeat)."""
         return derived(self.cols, name, names), self.cols["n"]
@@ -343,6 +347,10 @@ class Second:
 
 #: aligned seconds per :class:`Block`
 BLOCK = 60
+_PROC_COLS = ("cp", "n", "failed", "first", "last")
+#: seconds behind the newest from which a built minute's seconds keep no per-command sums (:meth:`Second.procs`):
+#: the minute before the newest one, where late rows still land, keeps them
+KEEP_PROCS = 2 * BLOCK
 #: the columns a whole window's figures count by (each summed per id in a block)
 MARGINALS = ("cd", "destination", "protocol", "outcome", "port", "cp")
 
@@ -356,7 +364,7 @@ class Block:
 
     __slots__ = ("second", "total", "procs", "_marginals", "_seconds", "_totals")
 
-    def __init__(self, start: int, secs: Sequence[Second], names: Names) -> None:
+    def __init__(self, start: int, secs: Sequence[Second], names: Names, keep_procs: bool = True) -> None:
         self.second = start
         self._seconds = np.array([s.second for s in secs], np.int64)
         self._totals = np.array([s.total for s in secs], np.float64)
@@ -372,7 +380,11 @@ class Block:
                 sums = np.bincount(np.concatenate([s.cols[name] for s in secs]), weights=weights)
             keep = np.flatnonzero(sums != 0)
             self._marginals[name] = keep.astype(np.uint32), _narrow(sums[keep])
-        self.procs = _reduced(procs_of(secs, names))
+        if keep_procs:  # (each second's sums kept: rebuilt as late rows land, from them)
+            self.procs = _reduced(procs_of(secs, names))
+        else:  # one pass over all the rows: no per-second sums made only to be dropped
+            cols = {name: np.concatenate([s.col(name) for s in secs]) for name in _PROC_COLS}
+            self.procs = _procs(cols, derived(cols, "command", names))
 
     def marginal(self, name: str, names: Names) -> Marginal:
         return self._marginals[name]
@@ -534,7 +546,13 @@ class Rollups:
         if not secs:
             self._blocks.pop((start, kind), None)
             return None
-        block = self._blocks[(start, kind)] = Block(start, secs, self.names)
+        # rows seldom land in a minute this far behind the newest: its seconds' per-command sums are not kept (an
+        # hour of them is ~14 MB of a dashboard's memory; a window's edge second makes its own again)
+        keep = start + KEEP_PROCS > self._newest
+        block = self._blocks[(start, kind)] = Block(start, secs, self.names, keep_procs=keep)
+        if not keep:
+            for sec in secs:
+                sec.forget_procs()
         return block
 
     def prune(self, newest: int, retention_cutoff: int | None = None) -> None:
