@@ -19,6 +19,8 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
+from textual.scrollbar import ScrollBar
+from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
@@ -27,7 +29,7 @@ from netspy_tui.tui.poller import event_key
 from netspy_tui.tui.widgets.cells import Cell, cell
 from netspy_tui.tui.widgets.connections import ConnectionTable
 from netspy_tui.tui.widgets.processes import ProcessTable
-from netspy_tui.tui.widgets.table import KeyedTable
+from netspy_tui.tui.widgets.table import KeyedTable, SteadyScrollBar
 from tests.factories import connection
 
 WIDTHS = (12, 3, 20, 7, 1)
@@ -239,6 +241,44 @@ async def test_more_rows_redraw_the_table_and_its_scrollbar_without_laying_the_s
         fast.move_cursor(row=149)
         await pilot.pause()
         assert fast.scroll_offset.y == fast.max_scroll_y > 0 and fast.virtual_size.height == 151
+
+
+async def test_a_live_tables_scrollbar_is_drawn_again_only_when_its_thumb_moves() -> None:
+    """A table that follows its newest row gets more rows at each refresh: its scrollbar's sizes and position change,
+    its thumb (the last cell, once the rows are many) does not. The bar's lines drawn last are given again then, and
+    are what Textual's ScrollBar draws; a thumb that moves (the cursor back to the top, fewer rows) is drawn anew."""
+    app = Pair()
+    async with app.run_test(size=(80, 30)) as pilot:
+        fast = app.query_one("#fast", KeyedTable)
+        cells = {str(n): row_cells(n) for n in range(400)}
+        bar = fast.vertical_scrollbar
+        assert isinstance(bar, SteadyScrollBar)
+
+        def bar_lines() -> tuple[list[Strip], list[Strip]]:
+            """The bar's lines, and Textual's ScrollBar's for the bar as it is now (drawn afresh)."""
+            crop = bar.size.region
+            shown = bar.render_lines(crop)
+            bar._set_dirty()  # (Widget's drawing from scratch)
+            return shown, ScrollBar.render_lines(bar, crop)
+
+        async def show(rows: int, cursor: int) -> None:
+            fast.place_rows([str(n) for n in range(rows)], cells)
+            fast.move_cursor(row=cursor, animate=False)
+            await pilot.pause()
+
+        await show(150, 149)
+        first, textuals = bar_lines()
+        assert first == textuals and len(first) == bar.size.height > 0
+        for rows in (200, 300, 400):  # followed to the end: the same thumb, the lines drawn last
+            await show(rows, rows - 1)
+            again, textuals = bar_lines()
+            assert again is first and again == textuals
+        await show(400, 0)  # the thumb at the top: drawn again
+        top, textuals = bar_lines()
+        assert top == textuals and top != first
+        await show(60, 0)  # fewer rows: a bigger thumb
+        bigger, textuals = bar_lines()
+        assert bigger == textuals and bigger != top
 
 
 async def test_a_live_table_keeps_no_drawing_of_an_older_update() -> None:
