@@ -53,6 +53,8 @@ class KeyedTable(DataTable[Cell]):
         """Drawn data rows by key, place and style, with the cells and widths drawn (see :meth:`_data_row`)."""
         self._place_styles: dict[tuple[Any, ...], tuple[Style, Style, Style]] = {}
         """A data cell's styles by place and what it is drawn with (see :meth:`_place_cell_styles`)."""
+        self._row_styles: dict[tuple[Any, ...], list[tuple[Style, Style, Style]]] = {}
+        """A data row's cells' styles by the row's place, widths and what it is drawn with (see :meth:`_data_row`)."""
         super().__init__(*args, **kwargs)
 
     _updates = 0
@@ -299,12 +301,21 @@ class KeyedTable(DataTable[Cell]):
         if kept is not None and kept[1] == widths and all(map(operator.is_, kept[0], cells)):
             return kept[2]
         console, padding = flags[7], flags[6]
+        # the cells' styles at this place, looked up once a row (a look-up a cell was ~40 % of drawing a new row)
+        place = (*key[1:], *widths)
+        row_styles = self._row_styles.get(place)
+        if row_styles is None:
+            if len(self._row_styles) >= _ROW_PLACES_KEPT:
+                self._row_styles.clear()
+            row_styles = self._row_styles[place] = [
+                self._place_cell_styles(row_index, column_index, row_style, width, cursor, hover)
+                for column_index, width in enumerate(widths)
+            ]
         drawn: list[list[Segment]] = []
         for column_index, (value, width) in enumerate(zip(cells, widths, strict=True)):
             line = None
             if isinstance(value, Text):
-                styles = self._place_cell_styles(row_index, column_index, row_style, width, cursor, hover)
-                line = cell_line(console, value, width, padding, *styles)
+                line = cell_line(console, value, width, padding, *row_styles[column_index])
             if line is None:  # (not a one-line Text cell: drawn as DataTable draws it)
                 line = self._render_cell(row_index, column_index, row_style, width, cursor=cursor, hover=hover)[0]
             drawn.append(line)
@@ -469,6 +480,7 @@ class KeyedTable(DataTable[Cell]):
         self._kept_cells.clear()
         self._kept_rows.clear()
         self._place_styles.clear()
+        self._row_styles.clear()
 
     def update_cells(self, changes: Iterable[tuple[str, str, Cell]]) -> None:
         """``update_cell(row, column, value)`` for each change, with one refresh of the table (update_cell refreshes
@@ -597,6 +609,8 @@ class SteadyScrollBar(ScrollBar):
 
 #: places whose cell styles a table keeps (see :meth:`KeyedTable._render_cell`; the visible cells, many times over)
 _PLACES_KEPT = 4096
+#: row places whose cells' styles a table keeps (see :meth:`KeyedTable._data_row`)
+_ROW_PLACES_KEPT = 1024
 _METAS: dict[tuple[int, int, bool], Style] = {}
 #: places whose meta style is kept (the visible rows of the tables at each frame, many times over)
 _METAS_KEPT = 8192
