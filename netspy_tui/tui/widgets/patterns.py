@@ -98,7 +98,7 @@ class _BarsVisual(RichVisual):
     """:class:`_Bars` as the widget draws it, made into lines without Rich's rendering: Textual wraps the bars in the
     widget's style (each segment's style added to it) and cuts the segments into lines; here each line's runs are
     the segments, with the sums made once per colour (~0.75 ms -> ~0.1 ms a 60 x 3 sparkline, redrawn each second).
-    The lines are the same (tests/tui/test_bytes_sparklines.py compares them with Textual's)."""
+    The lines are the same (tests/tui/test_rate_sparkline.py compares them with Textual's)."""
 
     def render_strips(self, width: int, height: int | None, style: VisualStyle, options: RenderOptions) -> list[Strip]:
         bars = self._renderable
