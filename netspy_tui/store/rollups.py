@@ -267,13 +267,14 @@ class Second:
     hour holds 7,200 of them); ``second`` None: rows of several seconds, as read from SQLite for a
     window beyond the memory (:data:`SECONDS`)."""
 
-    __slots__ = ("kind", "cols", "total", "second", "_base", "_by_command")
+    __slots__ = ("kind", "cols", "total", "second", "_base", "_by_command", "_keep")
 
     def __init__(self, rows: np.ndarray, names: Names, second: int | None = None) -> None:
         self.kind = int(rows["kind"][0]) if len(rows) else 0
         self.second = second
         self._base: int | None = None  # the times are offsets from it (a :data:`SECOND`)
         self._by_command: np.ndarray | None = None
+        self._keep = True  # (False: its minute is behind the newest, see forget_procs)
         kept = {}
         dtype = SECONDS
         if second is not None:
@@ -296,6 +297,7 @@ class Second:
         self.kind, self.cols, self.total, self.second = kind, cols, total, second
         self._base = second * 1_000_000_000 if narrow else None
         self._by_command = None
+        self._keep = True
         return self
 
     def col(self, name: str) -> np.ndarray:
@@ -329,12 +331,15 @@ class Second:
         got = self._by_command
         if got is None:
             cols = {name: self.col(name) for name in ("n", "failed", "first", "last")}
-            got = self._by_command = _procs(cols, derived(self.cols, "command", names))
+            got = _procs(cols, derived(self.cols, "command", names))
+            if self._keep:
+                self._by_command = got
         return got
 
     def forget_procs(self) -> None:
-        """Drop the per-command sums :meth:`procs` kept (they are made again at the next ask)."""
-        self._by_command = None
+        """Drop the per-command sums :meth:`procs` kept and keep none from now on (each ask makes them): a window
+        whose old edge is this second asks at every refresh, and over an hour that edge crosses every second."""
+        self._by_command, self._keep = None, False
 
     def marginal(self, name: str, names: Names) -> Marginal:
         """(ids, weights) of one column: a row per key (ids may repeat)."""
