@@ -26,7 +26,8 @@ from textual.widgets.data_table import CellDoesNotExist
 
 from netspy_tui.models import ConnectionEvent, ProcessStat, TrafficProcess
 from netspy_tui.tui.poller import event_key
-from netspy_tui.tui.widgets.cells import Cell, cell
+from netspy_tui.tui.widgets import cells as cells_module
+from netspy_tui.tui.widgets.cells import Cell, SharedCells, cell
 from netspy_tui.tui.widgets.connections import ConnectionTable
 from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.table import KeyedTable, SteadyScrollBar
@@ -438,6 +439,60 @@ async def test_a_live_connection_table_keys_its_rows_as_the_events_it_is_given()
             assert list(table.events) == list(wanted), f"step {step}"
             assert all(table.events[k] is e for k, e in wanted.items()), f"step {step}"
             assert [row.key.value for row in table.ordered_rows] == list(wanted), f"step {step}"
+
+
+def test_shared_cells_are_made_once_per_value_and_are_what_cell_makes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value drawn the same way is one cell (the same object) for every row; values that are equal but of another
+    type, width, style, justification or sort key are cells of their own; the cells are cell()'s; a full memo starts
+    again."""
+    shared = SharedCells()
+    assert shared("curl", 24) is shared("curl", 24)
+    assert shared(7, 7, justify="right", sort_key=7) is shared(7, 7, justify="right", sort_key=7)
+    variants = [
+        shared(1, 7), shared("1", 7), shared(True, 7), shared(1.0, 7), shared(1, 8), shared(1, 7, style="bold"),
+        shared(1, 7, justify="right"), shared(1, 7, sort_key=1),
+    ]  # fmt: skip
+    assert len({id(c) for c in variants}) == len(variants)
+    for made, args, kw in [
+        (shared("curl", 24), ("curl", 24), {}),
+        (shared("a\x1b[31mb" * 20, 12), ("a\x1b[31mb" * 20, 12), {}),  # (untrusted text cleaned and cut as cell() does)
+        (shared(7, 7, justify="right", sort_key=7), (7, 7), {"justify": "right", "sort_key": 7}),
+    ]:
+        fresh = cell(*args, **kw)
+        assert (made.plain, made.style, made.justify, made.sort_key) == (
+            fresh.plain,
+            fresh.style,
+            fresh.justify,
+            fresh.sort_key,
+        )
+    monkeypatch.setattr(cells_module, "SHARED_CELLS", 3)
+    bounded = SharedCells()
+    first = bounded("a", 5)
+    for value in "bcd":
+        bounded(value, 5)
+    assert bounded("a", 5) is not first and len(bounded._cells) <= 3
+
+
+async def test_a_connection_tables_rows_share_the_cells_of_repeated_values() -> None:
+    """Rows of the same process, destination, outcome, protocol and pid show the same cell objects (each row's own
+    time); the table shows what cell() would; a theme change makes the outcome cells again in its colours."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [connection(pid=100 + i % 2, time=start + timedelta(milliseconds=i), ip="10.0.0.1") for i in range(6)]
+    async with Live().run_test(size=(100, 30)) as pilot:
+        table = pilot.app.query_one(ConnectionTable)
+        table.sync(events)
+        await pilot.pause()
+        rows = [table.get_row(row.key) for row in table.ordered_rows]
+        first, third = rows[0], rows[2]  # (the same pid)
+        assert first[0] is not third[0] and first[0].plain != third[0].plain  # the times
+        assert all(a is b for a, b in zip(first[1:], third[1:], strict=True))
+        assert first[-1] is not rows[1][-1]  # another pid
+        for row, event in zip(rows, events, strict=True):
+            assert [c.plain for c in row] == [c.plain for c in table.cells(event)]
+        outcome = first[3]
+        pilot.app.theme = "textual-light" if pilot.app.theme != "textual-light" else "nord"
+        await pilot.pause()
+        assert table.cells(events[0])[3] is not outcome
 
 
 class Processes(App[None]):

@@ -19,7 +19,7 @@ from textual.widgets.data_table import RowDoesNotExist
 from netspy_tui.analysis.describe import destination_text, inbound_cell
 from netspy_tui.models import OUTCOMES, ConnectionEvent, PacketDropEvent
 from netspy_tui.tui.poller import event_key
-from netspy_tui.tui.widgets.cells import Cell, Column, cell, fit_widths, set_column_widths, table_width
+from netspy_tui.tui.widgets.cells import Cell, Column, SharedCells, cell, fit_widths, set_column_widths, table_width
 from netspy_tui.tui.widgets.table import KeyedTable
 
 E = TypeVar("E", ConnectionEvent, PacketDropEvent)
@@ -50,6 +50,8 @@ class EventTable(KeyedTable, Generic[E]):
         being made again when the filter widens or the focus ends (esc gave 1,300 rows new cells: ~40 ms)."""
         self.spec: tuple[Column, ...] = self.COLUMNS
         """The columns shown now (a table may add one when the data has it)."""
+        self.shared = SharedCells()
+        """The cells of repeated values (all but the time), made once for the rows that show them."""
 
     def on_mount(self) -> None:
         if not self.columns:  # (sync may have added them first: a snapshot can arrive before the mount)
@@ -283,24 +285,26 @@ class ConnectionTable(EventTable[ConnectionEvent]):
     def notify_style_update(self) -> None:
         self._outcome_styles = {}  # a theme or CSS change: the outcome colours again
         self._spare = {}
+        self.shared.clear()
         super().notify_style_update()
 
     def cells(self, event: ConnectionEvent) -> list[Cell]:
         proto = (event.protocol or "?") + ("?" if event.protocol_inferred else "")
         outcome = event.effective_outcome
+        shared = self.shared
         cells = [
             time_cell(event),
-            cell(event.command, 24),
-            cell(self.destination(event), 64),
-            cell(_OUTCOME_LABEL.get(outcome, outcome), 12, style=self._outcome_style(outcome)),
+            shared(event.command, 24),
+            shared(self.destination(event), 64),
+            shared(_OUTCOME_LABEL.get(outcome, outcome), 12, style=self._outcome_style(outcome)),
         ]
         if self.shows_direction:
-            cells.append(cell("in", 3, style="bold") if event.direction == "inbound" else cell("out", 3))
+            cells.append(shared("in", 3, style="bold") if event.direction == "inbound" else shared("out", 3))
         if self.shows_node:
-            cells.append(cell(event.k8s_node_name or "", 32))
-        cells += [cell(proto, 12), cell(event.pid, 7, justify="right", sort_key=event.pid)]
+            cells.append(shared(event.k8s_node_name or "", 32))
+        cells += [shared(proto, 12), shared(event.pid, 7, justify="right", sort_key=event.pid)]
         if self.shows_workload:
-            cells.append(cell(event.workload or "", 40))
+            cells.append(shared(event.workload or "", 40))
         return cells
 
 
@@ -317,9 +321,9 @@ class DropTable(EventTable[PacketDropEvent]):
     def cells(self, event: PacketDropEvent) -> list[Cell]:
         return [
             time_cell(event),
-            cell(event.command if event.pid else "(kernel)", 24),
-            cell(event.drop_reason or "UNKNOWN", 28, style="bold"),
-            cell(event.destination or "", 46),
-            cell(event.packet_size_bytes, 8, justify="right", sort_key=event.packet_size_bytes),
-            cell(event.pid if event.pid else "-", 7, justify="right", sort_key=event.pid),
+            self.shared(event.command if event.pid else "(kernel)", 24),
+            self.shared(event.drop_reason or "UNKNOWN", 28, style="bold"),
+            self.shared(event.destination or "", 46),
+            self.shared(event.packet_size_bytes, 8, justify="right", sort_key=event.packet_size_bytes),
+            self.shared(event.pid if event.pid else "-", 7, justify="right", sort_key=event.pid),
         ]
