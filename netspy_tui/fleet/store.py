@@ -77,7 +77,7 @@ NS = 1_000_000_000
 #: further on is a wrong clock, which pinned the fleet's newest event (one from 2099 stayed first everywhere)
 MAX_AHEAD_SECONDS = LOAD_AHEAD
 #: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
-PID_MAX = 4_194_304
+PID_MAX = W.PID_MAX
 _OUTCOMES = frozenset(OUTCOMES)
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,27 @@ def _range_problem(event: Any, t: int, latest: int) -> str | None:
     return None
 
 
+def _wire_problem(event: Any, t: int, latest: int) -> str | None:
+    """:func:`_range_problem` of a struct the decoder took: its integer fields' ranges (:data:`wire.BOUNDS`)
+    the decoder checked, the rest here (the same reasons, in the same order)."""
+    if t > latest:
+        return f"time: {format_time(ns_to_time(t))} is more than {MAX_AHEAD_SECONDS} s ahead of the aggregator's clock"
+    if t < 0:
+        return "time: before 1970"
+    if type(event) is W.WireDrop:
+        return None
+    ip = event.destination_ip
+    if ip and not _is_ip(ip):
+        return f"destination_ip: not an IP address: {clean(ip, 60)!r}"
+    ip = event.peer_ip
+    if ip and not _is_ip(ip):
+        return f"peer_ip: not an IP address: {clean(ip, 60)!r}"
+    outcome = event.outcome
+    if outcome and outcome not in _OUTCOMES:
+        return f"outcome: must be one of {', '.join(OUTCOMES)}, got {clean(outcome, 40)!r}"
+    return None
+
+
 def _key(event: AnyEvent) -> str:
     """What makes an event the one an agent sent before: its id, else what it is (its time as an instant)."""
     return event.id or f"{event.type}|{event.pid}|{event.timestamp}|{time_to_ns(event.time)}"
@@ -379,7 +400,9 @@ class FleetStore:
                 result.rejected.append((index, "k8s_node_name: missing or not a node name"))
                 continue
             prepared = W.prepare(item) if structs else None
-            if prepared is None:
+            if prepared is not None:
+                why = _wire_problem(item, prepared[2], latest)
+            else:
                 if not isinstance(item, ConnectionEvent | PacketDropEvent):
                     raw = W.as_item(item) if structs else item
                     try:
@@ -396,7 +419,7 @@ class FleetStore:
                 except Exception as exc:  # an event the store cannot hold (an integer beyond 64 bits, ...)
                     result.rejected.append((index, f"not stored: {clean(str(exc), 160)}"))
                     continue
-            why = _range_problem(item, prepared[2], latest)
+                why = _range_problem(item, prepared[2], latest)
             if why:
                 result.rejected.append((index, why))
                 continue

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import types
 from datetime import datetime
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import msgspec
 from pydantic_core import PydanticUndefined
@@ -31,7 +31,7 @@ from netspy_tui.models import (
     time_to_ns,
 )
 
-__all__ = ["Prepared", "WireConnection", "WireDrop", "as_item", "decode_body", "prepare"]
+__all__ = ["BOUNDS", "PID_MAX", "Prepared", "WireConnection", "WireDrop", "as_item", "decode_body", "prepare"]
 
 NS = 1_000_000_000
 #: RFC 3339 with an offset, at most microseconds: the forms where fromisoformat and pydantic agree
@@ -54,14 +54,42 @@ def _wire_type(annotation: Any) -> Any:
     return annotation
 
 
+#: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
+PID_MAX = 4_194_304
+#: the integer fields' ranges (ingest refuses an event beyond them, ``fleet.store._range_problem``): checked by the
+#: decoder in C, an event beyond one sends its batch the model's way, where ingest says which and why
+BOUNDS: dict[str, tuple[int | None, int | None]] = {
+    "pid": (0, PID_MAX),
+    "timestamp": (0, None),
+    "destination_port": (0, 65535),
+    "peer_port": (0, 65535),
+    "address_family": (0, 65535),
+    "skb_length": (0, None),
+    "packet_size_bytes": (0, None),
+}
+
+
+def _bounded(name: str, kind: Any) -> Any:
+    """``kind`` (``int`` or ``int | None``) with the decoder's check of :data:`BOUNDS` for ``name``."""
+    if name not in BOUNDS:
+        return kind
+    lo, hi = BOUNDS[name]
+    bounded = Annotated[int, msgspec.Meta(ge=lo, le=hi)]
+    if kind is int:
+        return bounded
+    if kind == int | None:
+        return bounded | None
+    raise TypeError(f"{name}: {kind} is not an integer")
+
+
 def _struct(model: type[ConnectionEvent | PacketDropEvent], extra: list[tuple[str, Any, Any]]) -> Any:
-    """The model's fields (their defaults its own), plus ``extra`` (what its before-validator reads:
-    unset unless sent)."""
+    """The model's fields (their defaults its own; those of :data:`BOUNDS` checked), plus ``extra`` (what its
+    before-validator reads: unset unless sent)."""
     fields: list[Any] = []
     for name, f in model.model_fields.items():
         if name == "type":
             continue
-        kind = _wire_type(f.annotation)
+        kind = _bounded(name, _wire_type(f.annotation))
         if f.default_factory is not None:
             fields.append((name, kind, msgspec.field(default_factory=f.default_factory)))  # type: ignore[arg-type]
         elif f.default is PydanticUndefined:

@@ -4,6 +4,7 @@ retries), queries across nodes with node filters, ``/api/stats``, ``/health``; a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -190,6 +191,43 @@ async def test_a_batch_the_store_could_not_keep_is_taken_again(fleet: FleetStore
     monkeypatch.setattr(store, "add_rows", real)
     retry = fleet.ingest(batch("node-a", 5, 1))  # the agent got a 500 and sends the batch again
     assert (retry.accepted, retry.duplicates) == (5, 0)
+
+
+async def test_a_write_that_fails_in_the_ingest_thread_is_answered_with_an_error(
+    fleet: FleetStore, client: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    # a batch is checked in one thread and written in another: the answer waits for the write, and a write that
+    # fails is a 503 (the agent keeps the batch and retries), never a 200 for events that were not stored
+    from netspy_tui.store import StoreError
+
+    assert (await client.post(INGEST_PATH, json={"events": batch("node-a", 1)}, headers=AGENT)).status_code == 200
+    store = fleet.nodes()["node-a"]
+    real = store.add_rows
+
+    def full(rows: Any, counts: Any) -> None:
+        raise StoreError("cannot write to the event store: database or disk is full", lost=len(rows))
+
+    monkeypatch.setattr(store, "add_rows", full)
+    r = await client.post(INGEST_PATH, json={"events": batch("node-a", 5, 1)}, headers=AGENT)
+    assert r.status_code == 503 and "disk is full" in r.text
+    assert fleet.stats()["events_by_node"] == {"node-a": 1}
+    monkeypatch.setattr(store, "add_rows", real)
+    r = await client.post(INGEST_PATH, json={"events": batch("node-a", 5, 1)}, headers=AGENT)  # the agent's retry
+    assert r.status_code == 200 and (r.json()["events_processed"], r.json()["duplicates"]) == (5, 0)
+    assert fleet.stats()["events_by_node"] == {"node-a": 6}
+
+
+async def test_batches_posted_together_are_each_stored_once(fleet: FleetStore, client: httpx.AsyncClient) -> None:
+    # several agents' batches in flight at once (checked and written in two threads): every answer says what was
+    # stored, a batch sent again while its first copy is in flight is counted once
+    posts = [client.post(INGEST_PATH, json={"events": batch(node, 40, start)}, headers=AGENT)
+             for start in (0, 40) for node in ("node-a", "node-b", "node-c")]  # fmt: skip
+    posts.append(client.post(INGEST_PATH, json={"events": batch("node-b", 40, 40)}, headers=AGENT))
+    answers = await asyncio.gather(*posts)
+    assert all(r.status_code == 200 for r in answers)
+    assert sum(r.json()["events_processed"] for r in answers) == 240
+    assert sum(r.json()["duplicates"] for r in answers) == 40
+    assert fleet.stats()["events_by_node"] == {"node-a": 80, "node-b": 80, "node-c": 80}
 
 
 async def test_metrics_sum_the_nodes(client: httpx.AsyncClient) -> None:

@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from netspy_tui.fleet.store import FleetStore, parse_batch
-from netspy_tui.fleet.wire import WireConnection, WireDrop
+from netspy_tui.fleet.wire import BOUNDS, WireConnection, WireDrop
 from netspy_tui.models import EventQuery, PacketDropEvent, Scope, format_time, ns_to_time, parse_event
 from netspy_tui.serve.app import event_json
 from tests.factories import connection_json, drop_json
@@ -124,6 +126,32 @@ def test_one_bad_event_sends_the_batch_the_models_way_and_the_rest_is_kept() -> 
     assert [i for i, _ in result.rejected] == [3, 5] and result.rejected[0][1].startswith("time:")
     assert sum(fleet.stats()["events_by_node"].values()) == len(events) - 2
     fleet.close()
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_an_integer_out_of_its_range_is_refused_as_the_model_way_refuses_it(name: str) -> None:
+    # the decoder checks the ranges (in C): at the edges the batch stays on the fast path; one beyond sends it the
+    # model's way, where that event alone is refused with the reason ingest always gave, the rest kept
+    lo, hi = BOUNDS[name]
+    drop = name in ("skb_length", "packet_size_bytes")
+
+    def events(value: int) -> list[dict[str, Any]]:
+        out = [drop_json(pid=20 + i, ago=2 + i, k8s_node_name="node-a") if drop else
+               connection_json(pid=20 + i, ago=2 + i, k8s_node_name="node-a") for i in range(4)]  # fmt: skip
+        out[2][name] = value
+        return out
+
+    for edge in (lo, hi):
+        if edge is not None:
+            assert all(isinstance(e, WireConnection | WireDrop) for e in parse_batch(body(events(edge))))
+    for beyond in ([lo - 1] if lo is not None else []) + ([hi + 1] if hi is not None else []):
+        items = parse_batch(body(events(beyond)))
+        assert not any(isinstance(e, WireConnection | WireDrop) for e in items)  # (the model's way)
+        fleet = FleetStore(None)
+        result = fleet.ingest(items)
+        assert result.accepted == 3 and [i for i, _ in result.rejected] == [2]
+        assert name in result.rejected[0][1].split(":")[0], result.rejected
+        fleet.close()
 
 
 def test_an_event_the_fast_path_declines_after_decoding_is_judged_by_the_model() -> None:
