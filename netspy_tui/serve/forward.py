@@ -1038,6 +1038,20 @@ def _refused(body: Any, n: int) -> tuple[int, str]:
     return max(0, min(n, count)), first_line(why, 160)
 
 
+#: pieces (:meth:`RecordJson.pieces`) joined at a time by :func:`body_of`: about 64 kB of JSON, and the table of
+#: buffers ``bytes.join`` makes of them 80 kB (below glibc's mmap threshold, 128 kB: memory it hands out again)
+BODY_PIECES = 1024
+
+
+def body_of(pieces: Sequence[bytes]) -> bytes:
+    """The ingest body ``{"events":[...]}`` of :meth:`RecordJson.pieces`: joined :data:`BODY_PIECES` at a time, then
+    those blocks. Joined at once, the 32,000 pieces of a batch of 4,000 events had ``bytes.join`` make a table of
+    their buffers (80 bytes each: 2.6 MB) that came in fresh pages every batch: about 640 page faults, more than
+    copying the body twice costs (``bench.fleet``'s forwarding row)."""
+    step = BODY_PIECES
+    return b"".join([b'{"events":[', *[b"".join(pieces[i : i + step]) for i in range(0, len(pieces), step)], b"]}"])
+
+
 @dataclass
 class ForwardStatus:
     url: str
@@ -1368,11 +1382,11 @@ class Forwarder:
             if not n:
                 return (0, 0, 0), None, self.store.newest_seq(), b""
             pieces = self.store.record_pieces(recs, first, self._records)
-            return (first, first + n - 1, n), None, self.store.newest_seq(), b"".join([b'{"events":[', *pieces, b"]}"])
+            return (first, first + n - 1, n), None, self.store.newest_seq(), body_of(pieces)
         elif (joined := self.store.after_pieces(cursor, self.batch, settled, self._records)) is not None:
             (first, last, pieces), oldest = joined  # (ring records alone: their events' JSON made for the lot)
             n = len(pieces) // PIECES
-            body = b"".join([b'{"events":[', *pieces, b"]}"]) if n else b""
+            body = body_of(pieces) if n else b""
             return (first, last, n) if n else (0, 0, 0), oldest, self.store.newest_seq(), body
         else:
             rows, oldest = self.store.after_stored(cursor, self.batch, settled, self._records)

@@ -423,3 +423,14 @@ def test_the_forwarders_tables_stay_bounded_over_many_new_destinations(monkeypat
         encoder.pieces(codec, recs, np.arange(500, dtype=np.uint64), [None] * 500)
     assert len(encoder._shapes_n) <= 1500 and len(encoder._places) <= 1500
     assert len(encoder._templates) <= 1500
+
+
+def test_a_body_joined_in_blocks_is_the_body_joined_at_once() -> None:
+    """:func:`forward.body_of` (pieces joined a block at a time, then the blocks) gives the bytes of the pieces
+    joined at once in the body's brackets, for any number of pieces: none, fewer than a block, a block exactly,
+    one past it, many blocks, and empty pieces among them."""
+    rng = np.random.default_rng(11)
+    step = F.BODY_PIECES
+    for n in (0, 1, step - 1, step, step + 1, 3 * step, 5 * step + 7):
+        pieces = [rng.bytes(int(k)) for k in rng.integers(0, 40, n)]
+        assert F.body_of(pieces) == b'{"events":[' + b"".join(pieces) + b"]}", n
