@@ -1226,12 +1226,10 @@ class EventStore:
         *,
         as_blocks: bool = False,
     ) -> None:
-        names = self.names
-        counts_array = R.to_array(counts, names) if counts else None
         losses = losses or {}
         try:
-            written = self._commit(raw, records, outcomes, counts, losses, rejected, counts_array, names, traffic,
-                                   latencies, as_blocks=as_blocks, keep=not as_blocks)  # fmt: skip
+            written = self._commit(raw, records, outcomes, counts, losses, rejected, traffic, latencies,
+                                   as_blocks=as_blocks, keep=not as_blocks)  # fmt: skip
         except StoreError as exc:
             # (kept: only the raw detail is lost, the counts go with the next write that succeeds)
             self._count("unstored" if exc.kept else "store_error", exc.lost)
@@ -1328,10 +1326,8 @@ class EventStore:
             counts.append((second, 0, pid, command, destination, port, protocol, UNRESOLVED, 0, n, first, last))
         total = sum(row[6] for row in left)
         now = second_of(utcnow())
-        names = self.names
         self._count(cause, total)
-        self._commit([], None, outcomes, counts, {(now, cause): total}, [], R.to_array(counts, names), names,
-                     since_open=False)  # fmt: skip
+        self._commit([], None, outcomes, counts, {(now, cause): total}, [], since_open=False)
         self._changed()
         logger.warning("event store %s: %d connects left in progress by the collector's previous run: outcome "
                        "unknown", self.location, total)  # fmt: skip
@@ -1429,8 +1425,6 @@ class EventStore:
         counts: list[R.Row],
         losses: dict[tuple[int, str], int],
         rejected: list[str],
-        counts_array: np.ndarray | None = None,
-        names: R.Names | None = None,
         traffic: Sequence[T.Row] = (),
         latencies: Sequence[L.Row] = (),
         *,
@@ -1463,11 +1457,11 @@ class EventStore:
                     self._memory_differs = self._memory_differs or bool(counts)
                 raise
             finally:
-                if edit is not None:  # (the edit's counts, known once it ran: only what it did, if it was kept)
-                    counts_array = R.to_array(counts, self.rollups.names) if counts and committed else None
-                elif counts_array is not None and names is not self.rollups.names:  # compacted meanwhile
-                    counts_array = R.to_array(counts, self.rollups.names)
-                self._remember(counts_array, since_open)
+                # (made here, under the lock compaction takes: the names are the memory's; and from the rows SQLite
+                # took: what it refused is gone from ``counts``; an edit's counts are known once it ran, and only
+                # what it did if it was kept)
+                if counts and (edit is None or committed):
+                    self._remember(R.to_array(counts, self.rollups.names), since_open)
         if due:
             self.prune()
         return written
@@ -1494,6 +1488,7 @@ class EventStore:
         if self._closed or self.readonly:
             state = "closed" if self._closed else "open read-only"
             raise StoreError(f"the event store {self.location} is {state}", lost=len(raw) + _len(records))
+        given = counts  # (the caller's: what SQLite refuses goes from it too)
         if unwritten:  # (new lists: the caller's are theirs)
             counts = [*unwritten.count_rows(), *counts]
             merged = dict(unwritten.losses)
@@ -1538,9 +1533,12 @@ class EventStore:
 
                 C.write(conn, chunk_rows, outcomes, outcome_name, self._resolutions + 1)
             if counts:
+                conn.execute("SAVEPOINT counts")
                 try:
                     conn.executemany(_UPSERT_ROLLUP, counts)
                 except _ROW_ERRORS:
+                    # (undone first: the rows executemany took before the one SQLite refused would count twice)
+                    conn.execute("ROLLBACK TO counts")
                     good_counts = []
                     for row in counts:
                         try:
@@ -1548,7 +1546,10 @@ class EventStore:
                             good_counts.append(row)
                         except _ROW_ERRORS as exc:
                             rejected.append(_one_line(exc))
+                    kept_ids = {id(row) for row in good_counts}
+                    given[:] = [row for row in given if id(row) in kept_ids]  # (the memory takes these)
                     counts = good_counts
+                conn.execute("RELEASE counts")
                 folded = self._folded
                 if late_rows := [r for r in counts if r[0] < folded]:
                     S.write(conn, late_rows)

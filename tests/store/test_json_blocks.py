@@ -203,3 +203,21 @@ def test_reading_in_order_finds_an_event_inside_a_larger_block_an_earlier_versio
     with EventStore(tmp_path / "old.sqlite3", retention_seconds=None) as reopened:
         got, _ = reopened.after(30, 100, 2**62)
         assert [e.id for _, e in got] == [e.id for e in events[30:]]
+
+
+def test_a_count_row_sqlite_refuses_is_refused_alone_and_the_rows_before_it_count_once(tmp_path: Path) -> None:
+    """The rollup rows go in one ``executemany``; when SQLite refuses one of them (here a command it may not
+    hold), the rows it had already taken are not taken a second time by the row-by-row retry."""
+    events = [e for e in _events(20) if e.type == "connection"]
+    counts = R.rows_from_events(events)
+    assert len(counts) >= 6
+    counts[3] = (*counts[3][:3], None, *counts[3][4:])  # (second, kind, pid, command=NULL, ...)
+    path = tmp_path / "s.db"
+    with EventStore(path, retention_seconds=None) as store:
+        with pytest.raises(StoreError) as caught:
+            store.add_rows([], counts)
+        assert "1 of" in str(caught.value)
+    with sqlite3.connect(path) as conn:
+        stored = dict(((r[:9]), r[9]) for r in conn.execute("SELECT * FROM rollup"))
+    want = {tuple(r[:9]): r[9] for i, r in enumerate(counts) if i != 3}
+    assert stored == want
