@@ -292,7 +292,8 @@ def test_a_replay_says_it_moved_the_times_and_can_keep_the_recorded_ones(cli: Cl
     last N seconds show it), which server_status says; --replay-times recorded keeps them, and --since/--until
     then find the events at their own times, shown with their date."""
     old = tmp_path / "yesterday.jsonl"
-    start = datetime(2026, 12, 4, 12, 56, 30, tzinfo=UTC)
+    # (a day and an hour ago, whatever the date: a fixed date moved by 2 days once the clock passed it by 2)
+    start = (datetime.now(UTC) - timedelta(days=1, hours=1)).replace(microsecond=0)
     lines = [connection_json(pid=9, command="curl", time=start + timedelta(seconds=i)) for i in range(3)]
     old.write_text("".join(json.dumps(line) + "\n" for line in lines))
     status = cli("--replay", str(old), "--tool", "server_status")
@@ -301,12 +302,19 @@ def test_a_replay_says_it_moved_the_times_and_can_keep_the_recorded_ones(cli: Cl
     assert "later, so its newest event lands now (--replay-times recorded keeps the recording's own times)" in (
         status.stdout
     )
-    window = ["--since", "2026-12-04T12:56:00Z", "--until", "2026-12-04T12:57:00Z"]
+    iso = "%Y-%m-%dT%H:%M:%SZ"
+    window = [
+        "--since",
+        (start - timedelta(seconds=30)).strftime(iso),
+        "--until",
+        (start + timedelta(seconds=30)).strftime(iso),
+    ]
     moved = cli("--replay", str(old), "--tool", "list_connections", *window)
     assert moved.returncode == 0 and "No connection events" in moved.stdout, moved.stdout
     kept = cli("--replay", str(old), "--replay-times", "recorded", "--tool", "list_connections", *window)
     assert kept.returncode == 0, kept.stderr
-    assert "3 of 3 connection events" in kept.stdout and "2026-12-04 12:56:32.000  pid 9" in kept.stdout, kept.stdout
+    shown = (start + timedelta(seconds=2)).strftime("%Y-%m-%d %H:%M:%S.000  pid 9")
+    assert "3 of 3 connection events" in kept.stdout and shown in kept.stdout, kept.stdout
     kept_status = cli("--replay", str(old), "--replay-times", "recorded", "--tool", "server_status")
     assert f"Detail: replay of {old} as fast as possible, at its recorded times" in kept_status.stdout
     assert "every time moved" not in kept_status.stdout
