@@ -415,7 +415,11 @@ def test_start_stop_twice_leaves_nothing_behind(listener) -> None:
         assert collector.stats.events == len(rec.events) and collector.stats.errors == 0
         for _, _, _, prog_id in progs:  # detached and freed by the kernel
             wait_until(lambda i=prog_id: not syscalls.prog_exists(i), what=f"program {prog_id} freed")
-    assert open_fds() == fds
+    # Nothing left open that was not open before. (Not equality: a shared collector of this process opens an
+    # iterator's handle, anon_inode:bpf_iter, for each pass over the TCP counters and closes it a moment later; one
+    # was in the first snapshot and gone at the end: the clean-clone CI at 30a6448. Waited for: such a handle may be
+    # open at the last snapshot too; one this collector leaked stays.)
+    wait_until(lambda: not open_fds() - fds, what=f"nothing left open (open at first: {sorted(open_fds() - fds)})")
 
 
 @pytest.mark.ebpf
