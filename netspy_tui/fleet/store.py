@@ -201,14 +201,18 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _range_problem(event: Any, t: int, latest: int) -> str | None:
-    """What an event the structs or the model took holds beyond what its fields can be: a time before the epoch
-    or more than :data:`MAX_AHEAD_SECONDS` ahead (``latest``), a pid, port, address or outcome that is none.
-    ``event`` is a wire struct or a model (the same field names); ``t`` its time in ns."""
+def _time_problem(t: int, latest: int) -> str | None:
+    """An event time (ns) before the epoch or more than :data:`MAX_AHEAD_SECONDS` ahead (``latest``)."""
     if t > latest:
         return f"time: {format_time(ns_to_time(t))} is more than {MAX_AHEAD_SECONDS} s ahead of the aggregator's clock"
     if t < 0:
         return "time: before 1970"
+    return None
+
+
+def _int_problem(event: Any) -> str | None:
+    """An integer field beyond what it can be: a pid, boot time, size, port or family (what the wire structs'
+    decoder checks itself, :data:`wire.BOUNDS`)."""
     if not 0 <= event.pid <= PID_MAX:
         return f"pid: must be 0 to {PID_MAX}, got {event.pid}"
     if event.timestamp < 0:
@@ -223,6 +227,13 @@ def _range_problem(event: Any, t: int, latest: int) -> str | None:
         return f"peer_port: must be 0 to 65535, got {event.peer_port}"
     if not 0 <= event.address_family <= 65535:
         return f"address_family: must be 0 to 65535, got {event.address_family}"
+    return None
+
+
+def _text_problem(event: Any) -> str | None:
+    """A connect's address that is not an IP address or an outcome that is none (a drop has neither)."""
+    if type(event) is W.WireDrop or isinstance(event, PacketDropEvent):
+        return None
     for name in ("destination_ip", "peer_ip"):
         ip = getattr(event, name)
         if ip and not _is_ip(ip):
@@ -232,25 +243,16 @@ def _range_problem(event: Any, t: int, latest: int) -> str | None:
     return None
 
 
+def _range_problem(event: Any, t: int, latest: int) -> str | None:
+    """What an event the model took holds beyond what its fields can be: its time, integers or texts.
+    ``event`` is a wire struct or a model (the same field names); ``t`` its time in ns."""
+    return _time_problem(t, latest) or _int_problem(event) or _text_problem(event)
+
+
 def _wire_problem(event: Any, t: int, latest: int) -> str | None:
     """:func:`_range_problem` of a struct the decoder took: its integer fields' ranges (:data:`wire.BOUNDS`)
     the decoder checked, the rest here (the same reasons, in the same order)."""
-    if t > latest:
-        return f"time: {format_time(ns_to_time(t))} is more than {MAX_AHEAD_SECONDS} s ahead of the aggregator's clock"
-    if t < 0:
-        return "time: before 1970"
-    if type(event) is W.WireDrop:
-        return None
-    ip = event.destination_ip
-    if ip and not _is_ip(ip):
-        return f"destination_ip: not an IP address: {clean(ip, 60)!r}"
-    ip = event.peer_ip
-    if ip and not _is_ip(ip):
-        return f"peer_ip: not an IP address: {clean(ip, 60)!r}"
-    outcome = event.outcome
-    if outcome and outcome not in _OUTCOMES:
-        return f"outcome: must be one of {', '.join(OUTCOMES)}, got {clean(outcome, 40)!r}"
-    return None
+    return _time_problem(t, latest) or _text_problem(event)
 
 
 def _key(event: AnyEvent) -> str:
