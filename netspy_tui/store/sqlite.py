@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -202,6 +203,9 @@ _UPSERT_ROLLUP = (
     "first = CASE WHEN excluded.n > 0 AND excluded.first < first THEN excluded.first ELSE first END, "
     "last = CASE WHEN excluded.n > 0 AND excluded.last > last THEN excluded.last ELSE last END"
 )
+#: rollup rows upserted by one statement (:func:`_upsert_rollups`)
+ROLLUP_ROWS_AT_ONCE = 128
+_ROLLUP_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_LOSS = "INSERT INTO losses (second, cause, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n"
 #: Errors that reject one row (a value SQLite cannot hold), not the whole batch.
 _ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError, sqlite3.IntegrityError)
@@ -420,6 +424,26 @@ def build_stored(items: Sequence[AnyEvent | bytes | str]) -> list[AnyEvent]:
     """Events as :meth:`EventStore.query_stored` gives them (built, or their stored JSON), built, in order."""
     built = iter(_json_events([item for item in items if isinstance(item, bytes | str)]))
     return [next(built) if isinstance(item, bytes | str) else item for item in items]
+
+
+@functools.cache
+def _upsert_many(n: int) -> str:
+    """:data:`_UPSERT_ROLLUP` of ``n`` rows."""
+    head, _, tail = _UPSERT_ROLLUP.partition(f"VALUES {_ROLLUP_VALUES} ")
+    return f"{head}VALUES {', '.join([_ROLLUP_VALUES] * n)} {tail}"
+
+
+def _upsert_rollups(conn: sqlite3.Connection, rows: Sequence[R.Row]) -> None:
+    """Upsert rollup rows up to :data:`ROLLUP_ROWS_AT_ONCE` a statement (the rows of one key add up in order, as
+    they do a statement each), in statements of three sizes. ``executemany`` ran a statement a row, and Python's
+    sqlite3 gives up the interpreter's lock and takes it back around each: beside another busy thread (another
+    node's ingest) each take waited for a switch."""
+    at = 0
+    for step in (ROLLUP_ROWS_AT_ONCE, 16, 1):
+        sql = _upsert_many(step)
+        while len(rows) - at >= step:
+            conn.execute(sql, [v for row in rows[at : at + step] for v in row])
+            at += step
 
 
 def _damaged(exc: BaseException) -> bool:
@@ -1535,7 +1559,7 @@ class EventStore:
             if counts:
                 conn.execute("SAVEPOINT counts")
                 try:
-                    conn.executemany(_UPSERT_ROLLUP, counts)
+                    _upsert_rollups(conn, counts)
                 except _ROW_ERRORS:
                     # (undone first: the rows executemany took before the one SQLite refused would count twice)
                     conn.execute("ROLLBACK TO counts")

@@ -160,3 +160,24 @@ def test_one_keys_events_over_batches_out_of_order_and_a_retry_are_counted_once_
         for table, unit in (("rollup", "second"), ("rollup_minute", "minute"), ("rollup_hour", "hour")):
             rows = conn.execute(f"SELECT n, first, last FROM {table} WHERE pid = 77").fetchall()  # noqa: S608
             assert rows == want, (table, unit)
+
+
+def test_a_batch_of_more_rows_than_one_statement_takes_counts_each_key_once_with_its_first_and_last(
+    tmp_path: Path,
+) -> None:
+    # 301 events of 7 keys in one second: statements of 128, 16 and 1 rows (2 + 2 + 13), a key's rows in several
+    second = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    events = []
+    for i in range(301):
+        event = connection_json(pid=70 + i % 7, command="curl", port=443, time=second + timedelta(microseconds=i))
+        event.update(id=f"many-{i}", k8s_node_name="node-a")
+        events.append(event)
+    fleet = FleetStore(tmp_path / "fleet")
+    assert fleet.ingest(parse_batch(json.dumps({"events": events}).encode())).accepted == 301
+    assert fleet.nodes()["node-a"].count(Scope("connection", pid=72, window=600)) == 43
+    fleet.close()
+    (path,) = (tmp_path / "fleet").glob("node-*.sqlite3")
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT pid, n, first, last FROM rollup ORDER BY pid").fetchall()
+    base = int(second.timestamp()) * 1_000_000_000
+    assert rows == [(70 + k, 43, base + k * 1000, base + (294 + k) * 1000) for k in range(7)]
