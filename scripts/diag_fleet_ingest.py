@@ -13,6 +13,7 @@ dashboard open on it; ``--events`` per agent), each printing events/s and events
 
     python scripts/diag_fleet_ingest.py --events 100000 --offset 20,1
     python scripts/diag_fleet_ingest.py --events 100000 --offset 30 --span 180   # nearly every event folded
+    python scripts/diag_fleet_ingest.py --events 60000 --offset 6 --threads   # a thread a node
     python scripts/diag_fleet_ingest.py --aggregator 3
 
 CPU is the measured process's: on a shared machine, alternate A and B and compare medians.
@@ -26,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench import fleet  # noqa: E402
 
 
-def run(events: int, offset: float, span: float) -> None:
+def run(events: int, offset: float, span: float, threads: bool) -> None:
     from netspy_tui.fleet.store import FleetStore, parse_batch
 
     minute = (time.time_ns() // 60_000_000_000 - 2) * 60_000_000_000  # (a minute before the last one)
@@ -45,17 +47,31 @@ def run(events: int, offset: float, span: float) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="netspy-diag-"))
     try:
         stores = FleetStore(scratch / "stores")
-        t0, n = os.times(), 0
-        for raw in order:
-            n += stores.ingest(parse_batch(raw)).accepted
-        t1 = os.times()
+        accepted = [0] * len(per_node)
+
+        def ingest(bodies: list[bytes], i: int) -> None:
+            for raw in bodies:
+                accepted[i] += stores.ingest(parse_batch(raw)).accepted
+
+        t0, w0 = os.times(), time.perf_counter()
+        if threads:  # (a thread a node, as serve --aggregate's ingest threads take the agents' bodies)
+            workers = [threading.Thread(target=ingest, args=(bodies, i)) for i, bodies in enumerate(per_node)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        else:
+            ingest(order, 0)
+        t1, w1 = os.times(), time.perf_counter()
         stores.close()
     finally:
         shutil.rmtree(scratch)
+    n = sum(accepted)
     user, system = t1.user - t0.user, t1.system - t0.system
     cpu = user + system
-    print(f"newest {offset:g} s past a minute, span {span:g} s: {n:,} events, {n / cpu:,.0f} per CPU-second "
-          f"(user {user / n * 1e6:.2f} + system {system / n * 1e6:.2f} µs an event)", flush=True)  # fmt: skip
+    print(f"newest {offset:g} s past a minute, span {span:g} s{', a thread a node' if threads else ''}: {n:,} "
+          f"events, {n / (w1 - w0):,.0f} per second, {n / cpu:,.0f} per CPU-second (user {user / n * 1e6:.2f} + "
+          f"system {system / n * 1e6:.2f} µs an event)", flush=True)  # fmt: skip
 
 
 def aggregator(events: int) -> None:
@@ -75,6 +91,7 @@ if __name__ == "__main__":
     p.add_argument("--events", type=int, default=100_000, help="events per node (default 100,000)")
     p.add_argument("--offset", default="20", help="seconds past a minute of the newest event, one run each (20,1)")
     p.add_argument("--span", type=float, default=fleet.SPAN, help="seconds the events span (bench/fleet.py: 50)")
+    p.add_argument("--threads", action="store_true", help="each node's bodies in a thread of its own")
     p.add_argument("--aggregator", type=int, default=0, metavar="RUNS", help="runs of the fleet bench's ingest")
     a = p.parse_args()
     for _ in range(a.aggregator):
@@ -85,4 +102,4 @@ if __name__ == "__main__":
 
     tune_collector()  # (as serve --aggregate does)
     for value in a.offset.split(","):
-        run(a.events, float(value), a.span)
+        run(a.events, float(value), a.span, a.threads)

@@ -119,6 +119,10 @@ class _Node:
     by_type: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0  # monotonic, of the last batch
     last_event: datetime | None = None
+    #: held while a batch of the node is stored: batches of different nodes are stored in parallel (SQLite's part
+    #: of one without the interpreter's lock), a node's one at a time (a retry sent while its first try is still
+    #: being stored is then a duplicate, or stored if the first failed)
+    ingesting: threading.Lock = field(default_factory=threading.Lock)
 
 
 class BadBatch(ValueError):
@@ -438,51 +442,57 @@ class FleetStore:
             except Exception as exc:  # its store cannot be opened (a directory others can write, a full disk, ...)
                 self._failed(node, exc)
                 raise
-            fresh, resolving = self._fresh(state, events)
-            result.duplicates += len(events) - len(fresh) - len(resolving)
-            lost = 0
-            if fresh:
-                before = state.store.written_seq
-                try:
-                    state.store.add_rows([e[3] for e in fresh], [e[4] for e in fresh])
-                except StoreError as exc:
-                    self._failed(node, exc)
-                    if exc.lost < len(fresh):  # the rest was kept: sending it again would count it twice
-                        lost = exc.lost
-                        result.rejected.extend((-1, f"not stored: {clean(str(exc), 160)}") for _ in range(lost))
-                    else:
-                        self._forget(state, fresh)
-                        raise
-                except BaseException as exc:
-                    self._forget(state, fresh)
-                    if isinstance(exc, Exception):
-                        self._failed(node, exc)
-                    raise
-                # (by type: a few events a store error lost may be counted here)
-                drops = sum(e[1] for e in fresh)
-                by_type = {"connection": len(fresh) - drops, "packet_drop": drops}
-                newest = ns_to_time(max(e[2] for e in fresh))
-            with self._lock:
-                state.events += len(fresh) - lost
-                if fresh:
-                    self._mark(node, before, len(fresh) - lost, min(e[2] for e in fresh))
-                    for kind, n in by_type.items():
-                        if n:
-                            state.by_type[kind] = state.by_type.get(kind, 0) + n
-                    if state.last_event is None or newest > state.last_event:
-                        state.last_event = newest
-                state.last_seen = time.monotonic()
-                if not lost:
-                    self._failures.pop(node, None)  # its store writes again
-            result.accepted += len(fresh) - lost
-            result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost
-            if resolving:  # (after the batch's new events: one may be the connect it resolves)
-                updated = self._resolve(node, state, resolving)
-                result.updated += updated
-                result.duplicates += len(resolving) - updated
+            with state.ingesting:  # (a node's batches one at a time: an agent's retry waits for its first try)
+                self._ingest_node(node, state, events, result)
         if result.accepted or result.updated:
             self._changed()
         return result
+
+    def _ingest_node(self, node: str, state: _Node, events: list[W.Prepared], result: IngestResult) -> None:
+        """(``state.ingesting`` held) Store a batch's checked events of ``node``, what happened to them in
+        ``result``."""
+        fresh, resolving = self._fresh(state, events)
+        result.duplicates += len(events) - len(fresh) - len(resolving)
+        lost = 0
+        if fresh:
+            before = state.store.written_seq
+            try:
+                state.store.add_rows([e[3] for e in fresh], [e[4] for e in fresh])
+            except StoreError as exc:
+                self._failed(node, exc)
+                if exc.lost < len(fresh):  # the rest was kept: sending it again would count it twice
+                    lost = exc.lost
+                    result.rejected.extend((-1, f"not stored: {clean(str(exc), 160)}") for _ in range(lost))
+                else:
+                    self._forget(state, fresh)
+                    raise
+            except BaseException as exc:
+                self._forget(state, fresh)
+                if isinstance(exc, Exception):
+                    self._failed(node, exc)
+                raise
+            # (by type: a few events a store error lost may be counted here)
+            drops = sum(e[1] for e in fresh)
+            by_type = {"connection": len(fresh) - drops, "packet_drop": drops}
+            newest = ns_to_time(max(e[2] for e in fresh))
+        with self._lock:
+            state.events += len(fresh) - lost
+            if fresh:
+                self._mark(node, before, len(fresh) - lost, min(e[2] for e in fresh))
+                for kind, n in by_type.items():
+                    if n:
+                        state.by_type[kind] = state.by_type.get(kind, 0) + n
+                if state.last_event is None or newest > state.last_event:
+                    state.last_event = newest
+            state.last_seen = time.monotonic()
+            if not lost:
+                self._failures.pop(node, None)  # its store writes again
+        result.accepted += len(fresh) - lost
+        result.nodes[node] = result.nodes.get(node, 0) + len(fresh) - lost
+        if resolving:  # (after the batch's new events: one may be the connect it resolves)
+            updated = self._resolve(node, state, resolving)
+            result.updated += updated
+            result.duplicates += len(resolving) - updated
 
     def _mark(self, node: str, before: int, stored: int, oldest_ns: int) -> None:
         """(The lock held) ``stored`` events of ``node`` were stored after its store's ``before``, the oldest of

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from netspy_tui.fleet.store import BadBatch, FleetStore, parse_batch
 from netspy_tui.fleet.wire import WireConnection, WireDrop
 from netspy_tui.models import Scope
+from netspy_tui.store import StoreError
 from tests.factories import connection_json, drop_json
 
 
@@ -181,3 +184,49 @@ def test_a_batch_of_more_rows_than_one_statement_takes_counts_each_key_once_with
         rows = conn.execute("SELECT pid, n, first, last FROM rollup ORDER BY pid").fetchall()
     base = int(second.timestamp()) * 1_000_000_000
     assert rows == [(70 + k, 43, base + k * 1000, base + (294 + k) * 1000) for k in range(7)]
+
+
+def test_a_retry_sent_while_its_first_try_is_being_stored_waits_for_it_and_is_stored_when_that_fails(
+    tmp_path: Path,
+) -> None:
+    # an agent's retry (its first try's answer late) comes in while the first is still being written; the first
+    # then fails: the retry must store the events, not call them duplicates of events that were never stored
+    fleet = FleetStore(tmp_path / "fleet")
+    fleet.ingest(batch("node-a", 3))  # (the node's store exists)
+    store = fleet.nodes()["node-a"]
+    entered, release = threading.Event(), threading.Event()
+    real_add_rows = store.add_rows
+    calls = []
+
+    def add_rows(rows, counts):  # type: ignore[no-untyped-def]
+        calls.append(len(rows))
+        if len(calls) == 1:  # the first try: held, then a full disk
+            entered.set()
+            release.wait(30)
+            raise StoreError("cannot write to the event store: database or disk is full", lost=len(rows))
+        return real_add_rows(rows, counts)
+
+    store.add_rows = add_rows  # type: ignore[method-assign]
+    events = batch("node-a", 20, start=100)
+    first: list[BaseException] = []
+
+    def first_try() -> None:
+        try:
+            fleet.ingest(events)
+        except StoreError as exc:
+            first.append(exc)
+
+    one = threading.Thread(target=first_try)
+    one.start()
+    assert entered.wait(30)
+    retried: list[Any] = []
+    two = threading.Thread(target=lambda: retried.append(fleet.ingest(events)))
+    two.start()
+    two.join(0.5)  # (it waits for the first try: without that wait it is done by now, all "duplicates")
+    release.set()
+    one.join(30)
+    two.join(30)
+    assert len(first) == 1 and len(retried) == 1
+    assert (retried[0].accepted, retried[0].duplicates) == (20, 0)
+    assert store.count(Scope("connection", window=600)) + store.count(Scope("packet_drop", window=600)) == 23
+    fleet.close()
