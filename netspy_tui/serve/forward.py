@@ -344,7 +344,6 @@ TEMPLATES_KEPT = 32768
 #: (``,"command":…,"timestamp":``), its times (``N,"time":"…Z"``), then its body up to its workload and the rest
 PIECES = 8
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
-_POWERS = np.array([10**k for k in range(19, -1, -1)], np.uint64)  # (20 digits: a u64's most)
 #: the constants between a template's head fields, as :data:`_HEAD` has them (checked for every template; the last
 #: begins the text that follows the time)
 _HEAD_GLUE = (b'","pid":', b',"command":', b',"timestamp":', b',"time":"', b".", b'Z"')
