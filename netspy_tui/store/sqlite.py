@@ -203,8 +203,9 @@ _UPSERT_ROLLUP = (
     "first = CASE WHEN excluded.n > 0 AND excluded.first < first THEN excluded.first ELSE first END, "
     "last = CASE WHEN excluded.n > 0 AND excluded.last > last THEN excluded.last ELSE last END"
 )
-#: rollup rows upserted by one statement (:func:`_upsert_rollups`)
-ROLLUP_ROWS_AT_ONCE = 128
+#: rollup rows upserted by one statement (:func:`_upsert_rollups`): 768 parameters, under the 999 SQLite before 3.32
+#: allowed a statement
+ROLLUP_ROWS_AT_ONCE = 64
 _ROLLUP_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_LOSS = "INSERT INTO losses (second, cause, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n"
 #: Errors that reject one row (a value SQLite cannot hold), not the whole batch.

@@ -168,7 +168,7 @@ def test_one_keys_events_over_batches_out_of_order_and_a_retry_are_counted_once_
 def test_a_batch_of_more_rows_than_one_statement_takes_counts_each_key_once_with_its_first_and_last(
     tmp_path: Path,
 ) -> None:
-    # 301 events of 7 keys in one second: statements of 128, 16 and 1 rows (2 + 2 + 13), a key's rows in several
+    # 301 events of 7 keys in one second: statements of 64, 16 and 1 rows (4 + 2 + 13), a key's rows in several
     second = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     events = []
     for i in range(301):
