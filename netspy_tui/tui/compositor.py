@@ -21,8 +21,10 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
+from typing import Any
 
 from textual._compositor import ChopsUpdate, Compositor
+from textual.cache import FIFOCache
 from textual.geometry import Region
 from textual.strip import Strip
 
@@ -125,12 +127,58 @@ class FrontFirstCompositor(Compositor):
 WRITTEN_FOR = ((8, 2),)
 
 
+TEXTUAL_STRIP_INIT = Strip.__init__
+"""Textual's own ``Strip.__init__`` (for the tests that compare the strips)."""
+#: Strip's caches (attribute, size), as Textual's ``Strip.__init__`` makes them
+_STRIP_CACHES = {
+    "_divide_cache": 4,
+    "_crop_cache": 16,
+    "_style_cache": 16,
+    "_filter_cache": 4,
+    "_line_length_cache": 4,
+    "_crop_extend_cache": 4,
+    "_offsets_cache": 4,
+}
+
+
+def _strip_init(self: Strip, segments: Any, cell_length: int | None = None) -> None:
+    # Textual's Strip.__init__ without its seven caches: each is made when first used (_strip_cache)
+    self._segments = list(segments)
+    self._cell_length = cell_length
+    self._render_cache = None
+    self._link_ids = None
+    self._cell_count = None
+
+
+def _strip_cache(self: Strip, name: str) -> FIFOCache[Any, Any]:
+    # (called only for an attribute not set: a cache this strip has not used yet)
+    size = _STRIP_CACHES.get(name)
+    if size is None:
+        raise AttributeError(f"'Strip' object has no attribute '{name}'")
+    cache: FIFOCache[Any, Any] = FIFOCache(size)
+    setattr(self, name, cache)
+    return cache
+
+
+def lazy_strip_caches() -> None:
+    """Textual's strips make their caches when first used, not each of the seven when the strip is made: a frame
+    makes ~300 strips, most of which use one cache or none, and each cache is an object the cyclic collector's
+    young passes walked while its strip lived (a tenth of what a pass found at 100 events/s). Strips behave as
+    before (tests/tui/test_compositor.py). Only with the Textual in :data:`WRITTEN_FOR` (see :func:`compositor`)."""
+    if Strip.__init__ is not _strip_init and set(_STRIP_CACHES) <= set(Strip.__slots__):
+        Strip.__init__ = _strip_init  # type: ignore[method-assign]
+        Strip.__getattr__ = _strip_cache  # type: ignore[attr-defined]
+
+
 def compositor(textual_version: str | None = None) -> Compositor:
-    """The compositor a screen draws with: :class:`FrontFirstCompositor` with a Textual in :data:`WRITTEN_FOR`, else
-    Textual's own."""
+    """The compositor a screen draws with: :class:`FrontFirstCompositor` with a Textual in :data:`WRITTEN_FOR` (whose
+    strips then make their caches when used: :func:`lazy_strip_caches`), else Textual's own."""
     release = textual_version or version("textual")
     try:
         major_minor = tuple(int(part) for part in release.split(".")[:2])
     except ValueError:
         return Compositor()
-    return FrontFirstCompositor() if major_minor in WRITTEN_FOR else Compositor()
+    if major_minor not in WRITTEN_FOR:
+        return Compositor()
+    lazy_strip_caches()
+    return FrontFirstCompositor()

@@ -112,3 +112,41 @@ def test_the_front_first_compositor_is_used_only_with_the_textual_it_was_written
     assert type(compositor("weird")) is Compositor
     # the Textual installed with the project is one it was written for: a bump that leaves it must say so here
     assert type(compositor()) is FrontFirstCompositor
+
+
+def test_strips_make_their_caches_when_used_and_answer_as_textuals() -> None:
+    from rich.console import Console
+    from rich.segment import Segment
+    from rich.style import Style
+
+    from netspy_tui.tui.compositor import TEXTUAL_STRIP_INIT, compositor
+
+    assert isinstance(compositor("8.2.8"), FrontFirstCompositor)  # (makes strips' caches lazy)
+    segments = [Segment("hello ", Style(bold=True)), Segment("world", Style(color="red")), Segment("!")]
+    lazy = Strip(segments, 12)
+    textuals = Strip.__new__(Strip)
+    TEXTUAL_STRIP_INIT(textuals, segments, 12)
+    with pytest.raises(AttributeError):
+        object.__getattribute__(lazy, "_crop_cache")  # (not made until used)
+    console = Console()
+    italic = Style(italic=True)
+
+    def answers(strip: Strip) -> tuple[Any, ...]:
+        return (
+            list(strip.crop(1, 8)),
+            [list(s) for s in strip.divide([3, 7, 12])],
+            list(strip.apply_style(italic)),
+            list(strip.adjust_cell_length(15, italic)),
+            list(strip.crop_extend(2, 14, italic)),
+            list(strip.apply_offsets(1, 2)),
+            strip.render(console),
+            strip.text,
+            strip.cell_length,
+        )
+
+    first = answers(lazy)
+    assert first == answers(textuals)
+    assert answers(lazy) == first  # (the second time from the caches)
+    assert lazy.crop(1, 8) is lazy.crop(1, 8)  # (cached, as Textual's)
+    with pytest.raises(AttributeError):
+        lazy.no_such_attribute  # noqa: B018
