@@ -141,6 +141,10 @@ _STRIP_CACHES = {
 }
 
 
+#: the rest of a strip's attributes (a Textual whose strips have others keeps its own ``__init__``)
+_STRIP_OTHERS = ("_segments", "_cell_length", "_render_cache", "_link_ids", "_cell_count")
+
+
 def _strip_init(self: Strip, segments: Any, cell_length: int | None = None) -> None:
     # Textual's Strip.__init__ without its seven caches: each is made when first used (_strip_cache)
     self._segments = list(segments)
@@ -165,7 +169,7 @@ def lazy_strip_caches() -> None:
     makes ~300 strips, most of which use one cache or none, and each cache is an object the cyclic collector's
     young passes walked while its strip lived (a tenth of what a pass found at 100 events/s). Strips behave as
     before (tests/tui/test_compositor.py). Only with the Textual in :data:`WRITTEN_FOR` (see :func:`compositor`)."""
-    if Strip.__init__ is not _strip_init and set(_STRIP_CACHES) <= set(Strip.__slots__):
+    if Strip.__init__ is not _strip_init and set(Strip.__slots__) == {*_STRIP_CACHES, *_STRIP_OTHERS}:
         Strip.__init__ = _strip_init  # type: ignore[method-assign]
         Strip.__getattr__ = _strip_cache  # type: ignore[attr-defined]
 
