@@ -522,7 +522,7 @@ class FleetStore:
                 if position <= after:
                     break
                 seen = changed.get(node)
-                # (batches of a node written in parallel may be marked out of their order: the lowest start)
+                # (the lowest start among the node's marks since ``after``)
                 changed[node] = (before, oldest) if seen is None else (min(before, seen[0]), min(oldest, seen[1]))
             return now, changed
 
