@@ -775,7 +775,8 @@ def test_outcome_known_long_after_connect_returned(live) -> None:
 def test_syn_timeout_without_reset_is_timeout(live) -> None:
     """TCP_SYNCNT=1 and every SYN dropped: SYN_SENT -> CLOSE with sk_err ETIMEDOUT after ~3 s (timer
     softirq, no RST, no ICMP)."""
-    _, rec = live
+    collector, rec = live
+    losses = dict(collector.stats.losses)
     with full_listener() as full, socket.socket() as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
         s.setblocking(False)
@@ -783,7 +784,11 @@ def test_syn_timeout_without_reset_is_timeout(live) -> None:
         wait_writable_or_error(s, timeout=6)
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ETIMEDOUT
         got = settle(rec, to(full.dest), outcome="timeout")
-    assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "timeout")]
+    # (once, in a clean-clone CI run beside the rest of the suite, the outcome never came: what the collector
+    # counted as lost or shed meanwhile says whether its record was among them)
+    assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "timeout")], (
+        f"losses before {losses}, after {collector.stats.losses}"
+    )
 
 
 @pytest.mark.ebpf
