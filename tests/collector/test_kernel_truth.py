@@ -774,18 +774,25 @@ def test_outcome_known_long_after_connect_returned(live) -> None:
 @pytest.mark.ebpf
 def test_syn_timeout_without_reset_is_timeout(live) -> None:
     """TCP_SYNCNT=1 and every SYN dropped: SYN_SENT -> CLOSE with sk_err ETIMEDOUT after ~3 s (timer
-    softirq, no RST, no ICMP)."""
+    softirq, no RST, no ICMP). Should the kernel skip tcp_state's run for that change (a recursion miss: the timer's
+    softirq interrupting another tcp_state run on its CPU; rare, under load: it happened once in a clean-clone CI
+    run beside the rest of the suite, the connect then still in progress 5 s later), the connection is resolved
+    when its socket is freed, from the error nobody has taken: "timeout" either way."""
     collector, rec = live
     losses = dict(collector.stats.losses)
-    with full_listener() as full, socket.socket() as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
-        s.setblocking(False)
-        assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
-        wait_writable_or_error(s, timeout=6)
-        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ETIMEDOUT
+    with full_listener() as full:
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
+            s.setblocking(False)
+            assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
+            wait_writable_or_error(s, timeout=6)  # (SO_ERROR left for the kernel's record)
+            got = settle(rec, to(full.dest), outcome="timeout")
+            if any(e.outcome == "timeout" for e in got):  # (else resolved when the socket is freed, below)
+                assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ETIMEDOUT
+        finally:
+            s.close()
         got = settle(rec, to(full.dest), outcome="timeout")
-    # (once, in a clean-clone CI run beside the rest of the suite, the outcome never came: what the collector
-    # counted as lost or shed meanwhile says whether its record was among them)
     assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "timeout")], (
         f"losses before {losses}, after {collector.stats.losses}"
     )
