@@ -137,6 +137,22 @@ def settle(
         time.sleep(0.02)
 
 
+def settle_then_free(
+    rec: Recorder, pred: Callable[[Event], bool], outcome: str, sock: socket.socket, timeout: float = 5.0
+) -> list[ConnectionEvent]:
+    """:func:`settle` for a connect whose handshake ends in a softirq, ``sock`` still open; should ``outcome`` not
+    have come, ``sock`` is freed and settled for again. The kernel skips tcp_state's run for a state change whose
+    softirq interrupted another tcp_state run on its CPU (a recursion miss: rare, under load; once in a clean-clone
+    CI run beside the rest of the suite): the collector then resolves the connection when its socket is freed
+    (established if its SYN was acknowledged, else with the error nobody took), and a test holding the socket
+    while it waits sees it still in progress."""
+    got = settle(rec, pred, outcome, timeout)
+    if not any(e.outcome == outcome for e in got):
+        sock.close()
+        got = settle(rec, pred, outcome)
+    return got
+
+
 def drops_after(
     rec: Recorder, pred: Callable[[PacketDropEvent], bool], count: int, timeout: float
 ) -> list[PacketDropEvent]:
@@ -767,32 +783,25 @@ def test_outcome_known_long_after_connect_returned(live) -> None:
         wait_writable_or_error(s, timeout=6)
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
         assert time.monotonic() - t0 >= 4.0
-        got = settle(rec, to(full.dest), outcome="ok", timeout=3)
+        got = settle_then_free(rec, to(full.dest), "ok", s, timeout=3)
     assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "ok")]
 
 
 @pytest.mark.ebpf
 def test_syn_timeout_without_reset_is_timeout(live) -> None:
     """TCP_SYNCNT=1 and every SYN dropped: SYN_SENT -> CLOSE with sk_err ETIMEDOUT after ~3 s (timer
-    softirq, no RST, no ICMP). Should the kernel skip tcp_state's run for that change (a recursion miss: the timer's
-    softirq interrupting another tcp_state run on its CPU; rare, under load: it happened once in a clean-clone CI
-    run beside the rest of the suite, the connect then still in progress 5 s later), the connection is resolved
-    when its socket is freed, from the error nobody has taken: "timeout" either way."""
+    softirq, no RST, no ICMP): "timeout", from the state change or, should the kernel skip that run, from the
+    socket's free (:func:`settle_then_free`)."""
     collector, rec = live
     losses = dict(collector.stats.losses)
-    with full_listener() as full:
-        s = socket.socket()
-        try:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
-            s.setblocking(False)
-            assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
-            wait_writable_or_error(s, timeout=6)  # (SO_ERROR left for the kernel's record)
-            got = settle(rec, to(full.dest), outcome="timeout")
-            if any(e.outcome == "timeout" for e in got):  # (else resolved when the socket is freed, below)
-                assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ETIMEDOUT
-        finally:
-            s.close()
-        got = settle(rec, to(full.dest), outcome="timeout")
+    with full_listener() as full, socket.socket() as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
+        s.setblocking(False)
+        assert s.connect_ex(("127.0.0.1", full.port)) == errno.EINPROGRESS
+        wait_writable_or_error(s, timeout=6)  # (SO_ERROR left for the kernel's record: see settle_then_free)
+        got = settle_then_free(rec, to(full.dest), "timeout", s)
+        if s.fileno() != -1:  # (not freed: the state change's own record came)
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ETIMEDOUT
     assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINPROGRESS, "timeout")], (
         f"losses before {losses}, after {collector.stats.losses}"
     )
