@@ -119,9 +119,9 @@ class _Node:
     by_type: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0  # monotonic, of the last batch
     last_event: datetime | None = None
-    #: held while a batch of the node is stored: batches of different nodes are stored in parallel (SQLite's part
-    #: of one without the interpreter's lock), a node's one at a time (a retry sent while its first try is still
-    #: being stored is then a duplicate, or stored if the first failed)
+    #: held while a batch of the node is stored: from several threads, batches of different nodes are stored in
+    #: parallel, a node's one at a time (a retry sent while its first try is still being stored is then a
+    #: duplicate, or stored if the first failed)
     ingesting: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -214,14 +214,14 @@ def _time_problem(t: int, latest: int) -> str | None:
     return None
 
 
-def _int_problem(event: Any) -> str | None:
-    """An integer field beyond what it can be: a pid, boot time, size, port or family (what the wire structs'
+def _int_problem(event: AnyEvent) -> str | None:
+    """A model's integer field beyond what it can be: a pid, boot time, size, port or family (what the wire structs'
     decoder checks itself, :data:`wire.BOUNDS`)."""
     if not 0 <= event.pid <= PID_MAX:
         return f"pid: must be 0 to {PID_MAX}, got {event.pid}"
     if event.timestamp < 0:
         return f"timestamp: must be 0 or more (ns since boot), got {event.timestamp}"
-    if type(event) is W.WireDrop or isinstance(event, PacketDropEvent):
+    if isinstance(event, PacketDropEvent):
         if event.skb_length < 0 or event.packet_size_bytes < 0:
             return "skb_length, packet_size_bytes: must be 0 or more"
         return None
@@ -247,9 +247,9 @@ def _text_problem(event: Any) -> str | None:
     return None
 
 
-def _range_problem(event: Any, t: int, latest: int) -> str | None:
-    """What an event the model took holds beyond what its fields can be: its time, integers or texts.
-    ``event`` is a wire struct or a model (the same field names); ``t`` its time in ns."""
+def _range_problem(event: AnyEvent, t: int, latest: int) -> str | None:
+    """What an event the model took holds beyond what its fields can be: its time, integers or texts (``t`` its
+    time in ns)."""
     return _time_problem(t, latest) or _int_problem(event) or _text_problem(event)
 
 

@@ -79,8 +79,6 @@ __all__ = ["INGEST_PATH", "YOUNG_THRESHOLD", "AggregatorApi", "IngestLimits", "t
 INGEST_PATH = "/api/events/ingest"
 #: how many refused events an answer lists (the count is always complete)
 MAX_REJECTED_SHOWN = 100
-#: ingest bodies checked and stored at once (see AggregatorApi.__init__)
-INGEST_THREADS = 1
 AnyEvent = ConnectionEvent | PacketDropEvent
 #: allocations between the cyclic collector's young passes in ``serve --aggregate`` (Python's default: 700)
 YOUNG_THRESHOLD = 20_000
@@ -176,12 +174,12 @@ class AggregatorApi(Api):
         self._expected = limits.token.encode("utf-8") if limits.token else None
         self._buckets = _Buckets(limits.rate, max(limits.rate, float(limits.max_events)))
         self._started = time.monotonic()
-        # Batches are checked and stored one at a time, in one thread (INGEST_THREADS): a thread per agent's
-        # body (different nodes' stored in parallel, FleetStore) let SQLite's part of one overlap the Python of
-        # another, up to 20 % more events a second in process with a core free, but in the fleet bench (the
-        # agents and the dashboard on the second core) no more events a second for ~10 % more CPU; SQLite's part
-        # of a batch still overlaps the event loop's reading of the next body.
-        self._ingest_thread = ThreadPoolExecutor(max_workers=INGEST_THREADS, thread_name_prefix="netspy-ingest")
+        # Batches are checked and stored one at a time, in one thread: a thread per agent's body (different
+        # nodes' stored in parallel, FleetStore) let SQLite's part of one overlap the Python of another, up to
+        # 20 % more events a second in process with a core free, but in the fleet bench (the agents and the
+        # dashboard on the second core) no more events a second for ~10 % more CPU; SQLite's part of a batch
+        # still overlaps the event loop's reading of the next body.
+        self._ingest_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netspy-ingest")
 
     @classmethod
     def factory(cls, fleet: FleetStore, limits: IngestLimits) -> Any:

@@ -437,8 +437,8 @@ def _upsert_many(n: int) -> str:
 def _upsert_rollups(conn: sqlite3.Connection, rows: Sequence[R.Row]) -> None:
     """Upsert rollup rows up to :data:`ROLLUP_ROWS_AT_ONCE` a statement (the rows of one key add up in order, as
     they do a statement each), in statements of three sizes. ``executemany`` ran a statement a row, and Python's
-    sqlite3 gives up the interpreter's lock and takes it back around each: beside another busy thread (another
-    node's ingest) each take waited for a switch."""
+    sqlite3 gives up the interpreter's lock and takes it back around each: beside another busy thread each take
+    waited for a switch."""
     at = 0
     for step in (ROLLUP_ROWS_AT_ONCE, 16, 1):
         sql = _upsert_many(step)
@@ -1562,7 +1562,7 @@ class EventStore:
                 try:
                     _upsert_rollups(conn, counts)
                 except _ROW_ERRORS:
-                    # (undone first: the rows executemany took before the one SQLite refused would count twice)
+                    # (undone first: the rows upserted before the one SQLite refused would count twice)
                     conn.execute("ROLLBACK TO counts")
                     good_counts = []
                     for row in counts:
