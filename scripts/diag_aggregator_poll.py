@@ -60,7 +60,7 @@ async def per_poll(url: str, agg: psutil.Process, polls: int) -> None:
     source = HttpSource(url, read_timeout=30, retries=0)
     source._http.event_hooks["response"].append(note)
     async with open_gateway(source) as gateway:
-        app = NetspyApp(gateway, interval=1.0, window=3600)
+        app = NetspyApp(gateway, interval=1.0, window=3600, freeze_heap=True)  # (as bench/fleet.py, as the CLI)
         async with app.run_test(headless=True, size=(160, 45)) as pilot:
             while app.polls < 2:  # (the first polls detect the server and read everything once)
                 await pilot.pause(0.05)
