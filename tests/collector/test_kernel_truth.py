@@ -153,6 +153,11 @@ def settle_then_free(
     return got
 
 
+def skipped_runs(collector: EbpfCollector) -> int:
+    """Runs of the collector's programs the kernel skipped so far (recursion misses, which it always counts)."""
+    return sum(misses for _, _, _, misses in collector.program_stats())
+
+
 def drops_after(
     rec: Recorder, pred: Callable[[PacketDropEvent], bool], count: int, timeout: float
 ) -> list[PacketDropEvent]:
@@ -435,11 +440,16 @@ def test_blocking_connect_interrupted_without_restart_is_reported_when_its_hands
     the connection is reported, with EINTR, when its handshake ends — not when the socket is closed. (Guards
     the interrupted path of the exit-only design: whether the thread is in connect() again is read from its
     saved registers, no program runs at the call's entry.)"""
-    _, rec = live
+    collector, rec = live
+    skipped = skipped_runs(collector)
     with sigusr1_handled(restart=False) as handled, full_listener() as full, socket.socket() as s:
         rc, err = connect_interrupted(full, s, lambda tid: None)
         got = settle(rec, to(full.dest), outcome="ok", timeout=8.0)
-        assert s.fileno() >= 0  # (still open: reported by the handshake's end, not the socket's free)
+        if not any(e.outcome == "ok" for e in got) and skipped_runs(collector) > skipped:
+            # the kernel skipped a program's run meanwhile (a recursion miss, see settle_then_free): the socket's
+            # free tells it then; without a skipped run, the handshake's end must have told it, the socket open
+            s.close()
+            got = settle(rec, to(full.dest), outcome="ok")
     assert handled and (rc, err) == (-1, errno.EINTR), (rc, err)
     assert [(e.return_code, e.outcome) for e in got] == [(-errno.EINTR, "ok")]
 
