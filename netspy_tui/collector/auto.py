@@ -22,7 +22,6 @@ from netspy_tui.errors import CollectorError, CollectorSettingError
 logger = logging.getLogger(__name__)
 
 CollectorKind = Literal["auto", "ebpf", "procfs", "replay"]
-KINDS: tuple[CollectorKind, ...] = ("auto", "ebpf", "procfs", "replay")
 
 
 def _who() -> str:

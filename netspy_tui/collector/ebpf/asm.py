@@ -27,7 +27,6 @@ FP = R10  # read-only frame pointer
 _LD, _LDX, _ST, _STX, _ALU, _JMP, _JMP32, _ALU64 = range(8)
 # sizes
 W, H, B, DW = 0x00, 0x08, 0x10, 0x18
-_SIZE_BYTES = {W: 4, H: 2, B: 1, DW: 8}
 # modes
 _IMM, _MEM, _ATOMIC = 0x00, 0x60, 0xC0
 # sources
@@ -208,11 +207,3 @@ class Asm:
     @property
     def count(self) -> int:
         return len(self._insns)
-
-
-def size_code(nbytes: int) -> int:
-    """1/2/4/8 -> B/H/W/DW."""
-    for code, n in _SIZE_BYTES.items():
-        if n == nbytes:
-            return code
-    raise AsmError(f"no load of {nbytes} bytes")

@@ -197,7 +197,6 @@ class _Session:
         self.lock = threading.Lock()
         self.closed = False
         self.release_on_exit = False
-        self.losses_before = dict(stats.losses)  # earlier sessions of the same collector
         self.counters = [0] * P.N_COUNTERS
         self.skipped_runs: dict[int, int] = {}  # program id -> its runs the kernel skipped (recursion misses), so far
         self.overflow = [0] * P.OVERFLOW_SLOTS
@@ -206,7 +205,6 @@ class _Session:
         self.reader_cpu = 0.0
         self.counted = 0
         self.drained_once = False
-        self.started_mid_call = 0
         self.notes: list[str] = []
         self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
         self.tcp_finals = False  # keep each closing TCP connection's own counters in ``maps.finals``
@@ -777,7 +775,7 @@ class _Session:
         if not self.drained_once:
             # connect() calls already running when the programs attached: seen ending, not starting
             self.drained_once = True
-            self.started_mid_call = out.pop("exit_without_enter", 0)
+            out.pop("exit_without_enter", 0)
         skipped = self.ring.skipped if self.ring is not None else 0
         if skipped:
             out["bad_records"] = skipped

@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -360,12 +360,6 @@ class Codec:
                 socket_family=sockfam if flags & P.F_MAPPED else None,
             ))  # fmt: skip
         return out
-
-
-def record_from_bytes(blobs: Iterable[bytes]) -> np.ndarray:
-    """Stored record bytes -> a RECORD array."""
-    data = b"".join(blobs)
-    return np.frombuffer(data, P.RECORD).copy() if data else np.empty(0, P.RECORD)
 
 
 def random_ids(n: int) -> list[str]:

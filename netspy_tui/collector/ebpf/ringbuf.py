@@ -64,9 +64,6 @@ class RingBuffer:
         """Sleep until the kernel forces a wakeup (ring filling up), a wakeup fd fires or ``timeout`` passes."""
         self._epoll.poll(timeout)
 
-    def pending_bytes(self) -> int:
-        return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
-
     def read(self, max_records: int = 1 << 20) -> np.ndarray:
         """Copy out every committed record (at most ``max_records``) and release their space."""
         cons = _U64.unpack_from(self._cons, 0)[0]
