@@ -33,7 +33,6 @@ PLACEHOLDER_KEY = "not-needed"
 #: The environment variables behind the AI settings, for hints in error messages.
 ENV_API_KEY = env_name("openai_api_key")
 ENV_BASE_URL = env_name("openai_base_url")
-ENV_MODEL = env_name("model")
 ENV_TIMEOUT = env_name("ai_timeout")
 ENV_MAX_TOOL_ROUNDS = env_name("ai_max_tool_rounds")
 ENV_CONTEXT_TOKENS = env_name("ai_context_tokens")

@@ -19,8 +19,5 @@ DATA_TOOLS = (
 #: Tools that ask an AI model.
 AI_TOOLS = ("ai_insights", "contextual_analysis")
 ALL_TOOLS = DATA_TOOLS + AI_TOOLS
-#: Tools for live views (the dashboard's one call per refresh): served beside the others, not a ``--tool``
-#: and not offered to the AI model (each part is one of the data tools above).
-VIEW_TOOLS = ("dashboard_snapshot",)
 #: The resource whose updates say "new telemetry stored": live views fetch after it instead of polling.
 EVENTS_URI = "netspy://telemetry/events"

@@ -21,7 +21,6 @@ from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.schemas import DashboardSnapshot
 from netspy_tui.models import (
     ConnectionList,
-    Insight,
     LatencyReport,
     NameLookup,
     NetworkSummary,
@@ -278,9 +277,6 @@ class Gateway:
     async def status(self) -> ServerStatus:
         return await self._typed("server_status", ServerStatus, {})
 
-    async def insights(self, summary_text: str) -> Insight:
-        return await self._typed("ai_insights", Insight, {"summary_text": summary_text})
-
 
 @asynccontextmanager
 async def _session(client: Client, *, trusted: bool) -> AsyncIterator[Gateway]:
@@ -318,13 +314,6 @@ def open_gateway(
         source, ai_tools, names=names, names_wait=names_wait, workloads=workloads, only=only, change_gap=change_gap
     )
     return _session(Client(server, raise_exceptions=False), trusted=True)
-
-
-def open_remote_gateway(target: str) -> AbstractAsyncContextManager[Gateway]:
-    """A gateway to another MCP server: an ``http(s)://.../mcp`` URL (streamable HTTP)."""
-    from mcp.client import Client
-
-    return _session(Client(target), trusted=False)
 
 
 class StartingGateway(Gateway):

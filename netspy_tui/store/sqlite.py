@@ -210,8 +210,6 @@ _ROLLUP_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_LOSS = "INSERT INTO losses (second, cause, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n"
 #: Errors that reject one row (a value SQLite cannot hold), not the whole batch.
 _ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError, sqlite3.IntegrityError)
-#: Causes that lose raw detail only: the counts stay exact.
-DETAIL_ONLY = frozenset({"shed", "ring_full", "sink_rejected", "bad_records"})
 
 
 class StoreError(NetspyError):

@@ -40,10 +40,6 @@ class PaneLayout(Screen[None]):
     def narrow(self) -> bool:
         return self.has_class("-narrow")
 
-    def pane_shown(self, pane: str) -> bool:
-        """Whether the ``patterns`` or ``ai`` pane is on screen at the current width."""
-        return self.side_pane == pane if self.narrow else pane not in self.hidden_panes
-
     def toggle_pane(self, pane: str) -> None:
         if self.narrow:
             self.side_pane = None if self.side_pane == pane else pane
