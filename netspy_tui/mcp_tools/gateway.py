@@ -77,14 +77,12 @@ def _strip_prefix(name: str, text: str) -> str:
 
 
 class Gateway:
-    """Typed access to the telemetry tools over one MCP client session."""
+    """Typed access to the telemetry tools over one MCP client session with this process's own server: its
+    results are validated against their models when they are built, so the client's JSON-schema re-check (about
+    70 % of a ``list_connections(100)`` call) is skipped. Typed methods still parse with pydantic."""
 
-    def __init__(self, client: Client, *, trusted: bool = False) -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
-        self._trusted = trusted
-        """True for this process's own server: its results are already validated against their
-        models when they are built, so the client's JSON-schema re-check (about 70 % of a
-        ``list_connections(100)`` call) is skipped. Typed methods still parse with pydantic."""
         self._tools: list[Tool] | None = None
 
     async def list_tools(self) -> list[Tool]:
@@ -97,11 +95,8 @@ class Gateway:
         from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, TextContent
 
         args = {k: v for k, v in (arguments or {}).items() if v is not None}
-        if self._trusted:
-            request = CallToolRequest(params=CallToolRequestParams(name=name, arguments=args))
-            result = await self._client.session.send_request(request, CallToolResult)
-        else:
-            result = await self._client.call_tool(name, args)
+        request = CallToolRequest(params=CallToolRequestParams(name=name, arguments=args))
+        result = await self._client.session.send_request(request, CallToolResult)
         text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
         if result.is_error:
             text = _strip_prefix(name, text)
@@ -279,13 +274,13 @@ class Gateway:
 
 
 @asynccontextmanager
-async def _session(client: Client, *, trusted: bool) -> AsyncIterator[Gateway]:
+async def _session(client: Client) -> AsyncIterator[Gateway]:
     """``client`` open as a Gateway. Its session runs in an anyio task group, which wraps whatever the
     ``async with`` body raises in an ExceptionGroup: a lone exception comes back out as itself, so
     callers catch a NetspyError as a NetspyError (one line) instead of seeing a group's traceback."""
     try:
         async with client:
-            yield Gateway(client, trusted=trusted)
+            yield Gateway(client)
     except BaseExceptionGroup as group:
         inner = sole_exception(group)
         if inner is group:
@@ -313,7 +308,7 @@ def open_gateway(
     server = create_server(
         source, ai_tools, names=names, names_wait=names_wait, workloads=workloads, only=only, change_gap=change_gap
     )
-    return _session(Client(server, raise_exceptions=False), trusted=True)
+    return _session(Client(server, raise_exceptions=False))
 
 
 class StartingGateway(Gateway):
