@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import math
@@ -333,6 +334,15 @@ OPTIONS: tuple[Option, ...] = (
         )
     ),
     _opt(
+        "--ingest-processes",
+        runs={"serve"},
+        group=NET,
+        type=_count_or_zero,
+        metavar="N",
+        help="serve --aggregate: processes that read and check ingest bodies while this one stores them (the "
+        "cores but one, at most 2; 0: this process does it all)",
+    ),
+    _opt(
         "--metrics-top",
         runs={"serve"},
         group=NET,
@@ -561,7 +571,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 _INGEST_FLAGS = (("ingest_token", "--ingest-token"), ("ingest_max_events", "--ingest-max-events"),
-                 ("ingest_rate", "--ingest-rate"))  # fmt: skip
+                 ("ingest_rate", "--ingest-rate"), ("ingest_processes", "--ingest-processes"))  # fmt: skip
 _COLLECTOR_FLAGS = (("forward", "--forward"), ("replay", "--replay"), ("collector", "--collector"),
                     ("record", "--record"), ("raw_rate", "--raw-rate"))  # fmt: skip
 
@@ -980,6 +990,7 @@ STOP_FORWARDING_WAIT = 5.0
 
 async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
     """``serve --aggregate``: the aggregator API (and MCP at /mcp) over the nodes' stores."""
+    from netspy_tui.fleet.prep import IngestChecker, default_workers
     from netspy_tui.fleet.store import FleetStore
     from netspy_tui.logs import add_secrets
     from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
@@ -1016,11 +1027,14 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
                                   rate=float(ns.ingest_rate or 50_000))  # fmt: skip
             token = settings.token.get_secret_value() if settings.token else None
             mcp_server = create_server(source, ai_tools_hook(_ai(settings)))
-            await serve_source(source, host=host, port=ns.port or 8080, token=token, mcp_server=mcp_server,
-                               allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
-                               api=AggregatorApi.factory(fleet, limits),
-                               own_auth_paths=[INGEST_PATH] if ingest_token else [],
-                               max_body_bytes=MAX_INGEST_BODY_BYTES, what="the aggregator API")  # fmt: skip
+            processes = default_workers() if ns.ingest_processes is None else ns.ingest_processes
+            with contextlib.ExitStack() as stack:
+                checker = stack.enter_context(IngestChecker(processes)) if processes else None
+                await serve_source(source, host=host, port=ns.port or 8080, token=token, mcp_server=mcp_server,
+                                   allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
+                                   api=AggregatorApi.factory(fleet, limits, checker),
+                                   own_auth_paths=[INGEST_PATH] if ingest_token else [],
+                                   max_body_bytes=MAX_INGEST_BODY_BYTES, what="the aggregator API")  # fmt: skip
         finally:
             await asyncio.to_thread(fleet.close)
     finally:

@@ -332,6 +332,70 @@ def _prepare_directory(directory: Path) -> None:
         raise UsageError(f"{what} {shown(directory)} cannot be made or written: {exc.strerror or exc}", hint) from None
 
 
+@dataclass
+class Checked:
+    """A batch :func:`check_batch` checked: each node's events ready for its store (in batch order), and those
+    refused (index in the batch, why). Plain data (strings, numbers, bytes, tuples): an ingest process's answer
+    pickles it for the store's (:mod:`netspy_tui.fleet.prep`)."""
+
+    by_node: dict[str, list[W.Prepared]]
+    rejected: list[tuple[int, str]]
+
+
+def check_batch(items: Sequence[Any], default_node: str | None = None) -> Checked:
+    """Check each event of a batch on its own (its node name, its fields, its time not too far ahead) and make
+    the rows its node's store keeps; no store is read (the same answer in any process).
+
+    ``items``: event objects as sent (dicts, each validated here), or what :func:`parse_batch`
+    made of a body whose events were all valid (the whole batch checked in one pass)."""
+    result = Checked({}, [])
+    latest = time.time_ns() + MAX_AHEAD_SECONDS * NS
+    by_node = result.by_node
+    names: dict[Any, bool] = {}  # node name -> whether it is one (checked once per batch)
+    wire = (W.WireConnection, W.WireDrop)
+    for index, item in enumerate(items):
+        structs = type(item) in wire  # (the usual batch: every event checked in one pass, parse_batch)
+        if not structs and not isinstance(item, dict | ConnectionEvent | PacketDropEvent):
+            result.rejected.append((index, f"not an event object ({type(item).__name__})"))
+            continue
+        node: Any = (item.k8s_node_name if structs else node_of(item)) or default_node
+        ok = names.get(node) if type(node) is str else False
+        if ok is None:
+            ok = names[node] = bool(NODE_NAME.match(node))
+        if not ok:
+            result.rejected.append((index, "k8s_node_name: missing or not a node name"))
+            continue
+        prepared = W.prepare(item) if structs else None
+        if prepared is not None:
+            why = _wire_problem(item, prepared[2], latest)
+        else:
+            if not isinstance(item, ConnectionEvent | PacketDropEvent):
+                raw = W.as_item(item) if structs else item
+                try:
+                    item = parse_event(raw)
+                except ValidationError as exc:
+                    result.rejected.append((index, _reason(exc)))
+                    continue
+                why = _type_problem(raw)
+                if why:
+                    result.rejected.append((index, why))
+                    continue
+            try:
+                prepared = _prepare_model(item)
+            except Exception as exc:  # an event the store cannot hold (an integer beyond 64 bits, ...)
+                result.rejected.append((index, f"not stored: {clean(str(exc), 160)}"))
+                continue
+            why = _range_problem(item, prepared[2], latest)
+        if why:
+            result.rejected.append((index, why))
+            continue
+        events = by_node.get(node)
+        if events is None:
+            events = by_node[node] = []
+        events.append(prepared)
+    return result
+
+
 class FleetStore:
     """Per-node stores under ``directory`` (None: in memory, for tests)."""
 
@@ -388,51 +452,13 @@ class FleetStore:
 
         ``items``: event objects as sent (dicts, each validated here), or what :func:`parse_batch`
         made of a body whose events were all valid (the whole batch checked in one pass)."""
-        result = IngestResult()
-        latest = time.time_ns() + MAX_AHEAD_SECONDS * NS
-        by_node: dict[str, list[W.Prepared]] = {}
-        names: dict[Any, bool] = {}  # node name -> whether it is one (checked once per batch)
-        wire = (W.WireConnection, W.WireDrop)
-        for index, item in enumerate(items):
-            structs = type(item) in wire  # (the usual batch: every event checked in one pass, parse_batch)
-            if not structs and not isinstance(item, dict | ConnectionEvent | PacketDropEvent):
-                result.rejected.append((index, f"not an event object ({type(item).__name__})"))
-                continue
-            node: Any = (item.k8s_node_name if structs else node_of(item)) or default_node
-            ok = names.get(node) if type(node) is str else False
-            if ok is None:
-                ok = names[node] = bool(NODE_NAME.match(node))
-            if not ok:
-                result.rejected.append((index, "k8s_node_name: missing or not a node name"))
-                continue
-            prepared = W.prepare(item) if structs else None
-            if prepared is not None:
-                why = _wire_problem(item, prepared[2], latest)
-            else:
-                if not isinstance(item, ConnectionEvent | PacketDropEvent):
-                    raw = W.as_item(item) if structs else item
-                    try:
-                        item = parse_event(raw)
-                    except ValidationError as exc:
-                        result.rejected.append((index, _reason(exc)))
-                        continue
-                    why = _type_problem(raw)
-                    if why:
-                        result.rejected.append((index, why))
-                        continue
-                try:
-                    prepared = _prepare_model(item)
-                except Exception as exc:  # an event the store cannot hold (an integer beyond 64 bits, ...)
-                    result.rejected.append((index, f"not stored: {clean(str(exc), 160)}"))
-                    continue
-                why = _range_problem(item, prepared[2], latest)
-            if why:
-                result.rejected.append((index, why))
-                continue
-            events = by_node.get(node)
-            if events is None:
-                events = by_node[node] = []
-            events.append(prepared)
+        return self.store_checked(check_batch(items, default_node))
+
+    def store_checked(self, checked: Checked) -> IngestResult:
+        """De-duplicate and store a batch :func:`check_batch` checked (in this process or another); returns what
+        happened to each event."""
+        result = IngestResult(rejected=list(checked.rejected))
+        by_node = checked.by_node
         for node, events in by_node.items():
             try:
                 state = self._node(node)

@@ -35,12 +35,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import logging
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,8 +52,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from netspy_tui import __version__
+from netspy_tui.fleet.prep import IngestChecker, Parsed, parse_and_check
 from netspy_tui.fleet.source import FleetSource
-from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, node_of, parse_batch
+from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult
 from netspy_tui.models import MAX_CURSOR, ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
@@ -73,6 +76,8 @@ from netspy_tui.serve.app import (
 from netspy_tui.serve.forward import encode_events
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
+
+log = logging.getLogger(__name__)
 
 __all__ = ["INGEST_PATH", "YOUNG_THRESHOLD", "AggregatorApi", "IngestLimits", "tune_collector"]
 
@@ -165,8 +170,11 @@ def _workload_param(params: Params) -> str | None:
 class AggregatorApi(Api):
     """The aggregator's endpoints; build with :meth:`factory`."""
 
-    def __init__(self, fleet: FleetStore, limits: IngestLimits, extra_paths: Sequence[str], metrics_top: int) -> None:
+    def __init__(self, fleet: FleetStore, limits: IngestLimits, extra_paths: Sequence[str], metrics_top: int,
+                 checker: IngestChecker | None = None) -> None:  # fmt: skip
         self.fleet = fleet
+        self.checker = checker
+        self._check_failed = False
         self.fleet_source = FleetSource(fleet)
         super().__init__(self.fleet_source, extra_paths, metrics_top)
         self.identity = {}  # every event carries its own node: the aggregator adds none
@@ -178,15 +186,17 @@ class AggregatorApi(Api):
         # nodes' stored in parallel, FleetStore) let SQLite's part of one overlap the Python of another, up to
         # 20 % more events a second in process with a core free, but in the fleet bench (the agents and the
         # dashboard on the second core) no more events a second for ~10 % more CPU; SQLite's part of a batch
-        # still overlaps the event loop's reading of the next body.
+        # still overlaps the event loop's reading of the next body. With a ``checker``, bodies are read and checked
+        # in its processes (on other cores), and this thread only stores them (:mod:`netspy_tui.fleet.prep`).
         self._ingest_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netspy-ingest")
 
     @classmethod
-    def factory(cls, fleet: FleetStore, limits: IngestLimits) -> Any:
-        """What :func:`netspy_tui.serve.app.create_app` takes as ``api``."""
+    def factory(cls, fleet: FleetStore, limits: IngestLimits, checker: IngestChecker | None = None) -> Any:
+        """What :func:`netspy_tui.serve.app.create_app` takes as ``api`` (``checker``: the processes that read and
+        check ingest bodies; None: the ingest thread does)."""
 
         def build(source: TelemetrySource, extra_paths: list[str], metrics_top: int) -> AggregatorApi:
-            return cls(fleet, limits, extra_paths, metrics_top)
+            return cls(fleet, limits, extra_paths, metrics_top, checker)
 
         return build
 
@@ -200,27 +210,45 @@ class AggregatorApi(Api):
         return scheme.lower() == "bearer" and matched
 
     def _ingest_body(self, raw: bytes) -> IngestResult | Response:
-        """In a worker thread: parse, bound, rate-limit and store one ingest body; the result, or the
+        """In the ingest thread: read, bound, rate-limit and store one ingest body; the result, or the
         answer that refuses it. Every event valid (the usual batch): checked in one pass over the JSON;
-        else the items as sent, each checked on its own by ingest."""
+        else the items as sent, each checked on its own."""
         try:
-            items = parse_batch(raw)
+            parsed = parse_and_check(raw, self.limits.max_events)
         except BadBatch as exc:
             raise BadRequest(str(exc)) from None
-        if len(items) > self.limits.max_events:
-            return text_response(413, f"Too many events in one batch: {len(items)}, the limit is "
+        return self._store(parsed)
+
+    def _store(self, parsed: Parsed) -> IngestResult | Response:
+        """In the ingest thread: bound, rate-limit and store a body read and checked."""
+        checked = parsed.batch()
+        if checked is None:
+            return text_response(413, f"Too many events in one batch: {parsed.count}, the limit is "
                                  f"{self.limits.max_events}; send smaller batches")  # fmt: skip
-        wanted: dict[str, int] = {}
-        for item in items:
-            node = node_of(item)
-            key = node if isinstance(node, str) else ""
-            wanted[key] = wanted.get(key, 0) + 1
-        wait = self._buckets.take(wanted)
+        wait = self._buckets.take(parsed.wanted)
         if wait:
             seconds = math.ceil(wait)
             return text_response(429, f"Too many events: more than {self.limits.rate:g} events/s from one node; "
                                  f"retry in {seconds} s", {"Retry-After": str(seconds)})  # fmt: skip
-        return self.fleet.ingest(items)
+        return self.fleet.store_checked(checked)
+
+    async def _checked(self, raw: bytes, checker: IngestChecker) -> Parsed:
+        """``raw`` read and checked by ``checker``'s processes (by this one's ingest thread if they broke)."""
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                return await asyncio.wrap_future(checker.submit(raw, self.limits.max_events))
+            except BrokenProcessPool:
+                return await loop.run_in_executor(self._ingest_thread, checker.broke, raw, self.limits.max_events)
+            except BadBatch:
+                raise
+            except Exception as exc:  # noqa: BLE001 (a process that failed on this body: checked here, said once)
+                if not self._check_failed:
+                    self._check_failed = True
+                    log.warning("ingest: a checking process failed on a body (%s); checked here", clean(str(exc), 200))
+                return await loop.run_in_executor(self._ingest_thread, parse_and_check, raw, self.limits.max_events)
+        except BadBatch as exc:
+            raise BadRequest(str(exc)) from None
 
     async def ingest(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -233,8 +261,14 @@ class AggregatorApi(Api):
                                  "uncompressed (no Content-Encoding, or identity)",
                                  {"Accept-Encoding": "identity"})  # fmt: skip
         raw = await request.body()
-        # up to the body limit: not on the event loop (one hop to the ingest thread for all of it)
-        result = await asyncio.get_running_loop().run_in_executor(self._ingest_thread, self._ingest_body, raw)
+        # up to the body limit: not on the event loop (one hop to the ingest thread for all of it, or to a checking
+        # process and then the ingest thread)
+        loop = asyncio.get_running_loop()
+        if self.checker is None:
+            result = await loop.run_in_executor(self._ingest_thread, self._ingest_body, raw)
+        else:
+            parsed = await self._checked(raw, self.checker)
+            result = await loop.run_in_executor(self._ingest_thread, self._store, parsed)
         if isinstance(result, Response):
             return result
         rejected = [{"index": i, "reason": why} for i, why in result.rejected[:MAX_REJECTED_SHOWN]]
@@ -296,6 +330,9 @@ class AggregatorApi(Api):
             "store_failures": self.fleet.store_failures,
             "in_progress_forgotten": self.fleet.pending_forgotten,
         }
+        if self.checker is not None:  # (a checking process that died: no body lost, new ones started)
+            payload["ingest_check_processes"] = 0 if self.checker.given_up else self.checker.workers
+            payload["ingest_check_restarts"] = self.checker.restarts
         if detail:
             payload["detail"] = detail
         return json_response(payload)

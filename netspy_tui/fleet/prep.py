@@ -1,0 +1,197 @@
+"""Ingest bodies parsed and checked in processes of their own: an aggregator's other cores.
+
+While agents send, an aggregator is one core of Python (~20 µs an event in one process: the fleet bench).
+About a third of it is reading a body and checking each event (:func:`~netspy_tui.fleet.store.parse_batch`,
+:func:`~netspy_tui.fleet.store.check_batch`), which needs nothing of the stores; the rest, de-duplicating and
+storing, needs them. So ``serve --aggregate`` reads and checks each body in an :class:`IngestChecker` process
+and its own process stores what comes back: the next body is checked while this one is stored, on another
+core. The answer to a body is the same either way (a test compares them): only where the work runs changes.
+
+The processes are started with ``spawn`` (nothing of the server's threads or open stores is inherited), ignore
+Ctrl-C (the server stops them), and die with the server (``PR_SET_PDEATHSIG``). A process that dies anyway
+(killed, out of memory) costs no body: the server checks that one itself, starts new processes, and counts the
+restart (``/health``'s ``ingest_check_restarts``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import marshal
+import multiprocessing
+import os
+import signal
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from netspy_tui.fleet.store import Checked, check_batch, node_of, parse_batch
+
+__all__ = ["IngestChecker", "Parsed", "default_workers", "parse_and_check"]
+
+log = logging.getLogger(__name__)
+
+#: checking processes at most, by default: one stores what they check, so more than two seldom helps
+MAX_DEFAULT_WORKERS = 2
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Parsed:
+    """A body read and checked: how many events it holds, how many each node sent (its rate limit's due),
+    and the events checked (None when there are more than the limit: it is refused whole), or them packed by
+    :mod:`marshal` for the way back from a checking process (:meth:`batch` unpacks them)."""
+
+    count: int
+    wanted: dict[str, int]
+    checked: Checked | bytes | None
+
+    def batch(self) -> Checked | None:
+        """The events checked (None: more than the limit)."""
+        if isinstance(self.checked, bytes):
+            by_node, rejected = marshal.loads(self.checked)  # noqa: S302 (our own checking process's, never a peer's)
+            return Checked(by_node, rejected)
+        return self.checked
+
+
+def parse_and_check(raw: bytes, max_events: int, pack: bool = False) -> Parsed:
+    """Read an ingest body and check its events (raises :class:`~netspy_tui.fleet.store.BadBatch`); ``pack``: the
+    events checked packed by :mod:`marshal` (a checking process's answer: its rows are strings, numbers, bytes and
+    tuples, which marshal writes in a third of pickle's time and reads in two thirds)."""
+    items = parse_batch(raw)
+    wanted: dict[str, int] = {}
+    for item in items:
+        node = node_of(item)
+        key = node if isinstance(node, str) else ""
+        wanted[key] = wanted.get(key, 0) + 1
+    if len(items) > max_events:
+        return Parsed(len(items), wanted, None)
+    checked = check_batch(items)
+    if pack:
+        try:
+            return Parsed(len(items), wanted, marshal.dumps((checked.by_node, checked.rejected)))
+        except ValueError:  # (something marshal does not write: pickled as it is)
+            pass
+    return Parsed(len(items), wanted, checked)
+
+
+def default_workers() -> int:
+    """Checking processes for this machine: a core is left for the storing process (0 on one core: the server
+    checks bodies itself)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(0, min(MAX_DEFAULT_WORKERS, cores - 1))
+
+
+def _start_worker(parent: int) -> None:
+    """In each checking process, first: ignore Ctrl-C (the server stops it), die with the server."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # (not Linux: the pool's own pipes end it when the server is gone)
+        pass
+    if os.getppid() != parent:  # (the server died before the signal was asked for)
+        os._exit(0)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class IngestChecker:
+    """``workers`` processes that read and check ingest bodies (:func:`parse_and_check`); use as a context
+    manager (the processes stop with it). :meth:`check` answers in the caller's thread when the processes
+    broke meanwhile, and starts new ones."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("an IngestChecker needs one process at least")
+        self.workers = workers
+        self.restarts = 0
+        #: the processes broke before they answered a body (they cannot start here): the server checks every body
+        self.given_up = False
+        self._answered = False  # (the current processes answered a body)
+        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        """New processes as :attr:`_pool` (the lock held, or in ``__init__``)."""
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(os.getpid(),))  # fmt: skip
+        # Ctrl-C goes to the terminal's whole process group: ignored in the processes from their start (an ignored
+        # signal stays ignored across exec), before their initializer runs. Only the main thread sets handlers.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        self._pool = pool
+        try:
+            for _ in range(self.workers):  # (started now, not by the first body: it would wait for their imports)
+                pool.submit(_ready).add_done_callback(functools.partial(self._note_answer, pool))
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+
+    def submit(self, raw: bytes, max_events: int) -> Future[Parsed]:
+        """Read and check ``raw`` in a process; a future of its :class:`Parsed` (or the BadBatch it raised, or
+        :class:`BrokenProcessPool`: see :meth:`check`)."""
+        with self._lock:
+            pool, given_up, answered = self._pool, self.given_up, self._answered
+        try:
+            if given_up:
+                raise BrokenProcessPool("no checking process")
+            future = pool.submit(parse_and_check, raw, max_events, True)
+        except (BrokenProcessPool, RuntimeError) as exc:  # (RuntimeError: shut down, or broken as it was taken)
+            future = Future()
+            future.set_exception(exc if isinstance(exc, BrokenProcessPool) else BrokenProcessPool(str(exc)))
+            return future
+        if not answered:
+            future.add_done_callback(lambda done: self._note_answer(pool, done))
+        return future
+
+    def _note_answer(self, pool: ProcessPoolExecutor, done: Future[Any]) -> None:
+        """(A future's callback) ``pool``'s processes answered: a later break is a death, not a failed start."""
+        if not done.cancelled() and done.exception() is None:
+            with self._lock:
+                if pool is self._pool:
+                    self._answered = True
+
+    def broke(self, raw: bytes, max_events: int) -> Parsed:
+        """After a :class:`BrokenProcessPool` from :meth:`submit`'s future: start new processes (once for the
+        processes that broke, however many bodies were in them) and read and check ``raw`` in this thread."""
+        with self._lock:
+            broken = self._pool
+            if not self.given_up and not getattr(broken, "_netspy_replaced", False):
+                broken._netspy_replaced = True  # type: ignore[attr-defined]
+                broken.shutdown(wait=False, cancel_futures=True)
+                if not self._answered:  # (they died before answering anything: new ones would too)
+                    self.given_up = True
+                    log.warning("ingest: the processes that check ingest bodies could not start; this process "
+                                "checks them (--ingest-processes 0 says so at start)")  # fmt: skip
+                else:
+                    self.restarts += 1
+                    log.warning("ingest: a checking process died; starting new ones (restart %d); the bodies it "
+                                "held are checked by the server", self.restarts)  # fmt: skip
+                    self._answered = False
+                    self._start()
+        return parse_and_check(raw, max_events)
+
+    def close(self) -> None:
+        with self._lock:
+            pool = self._pool
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # (shutdown forgets them)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()  # (a body being checked is nobody's any more)
+            process.join(timeout=5)
+
+    def __enter__(self) -> IngestChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
