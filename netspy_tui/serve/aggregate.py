@@ -52,7 +52,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from netspy_tui import __version__
-from netspy_tui.fleet.prep import IngestChecker, Parsed, parse_and_check
+from netspy_tui.fleet.prep import YOUNG_THRESHOLD, IngestChecker, Parsed, parse_and_check
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult
 from netspy_tui.models import MAX_CURSOR, ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
@@ -85,8 +85,6 @@ INGEST_PATH = "/api/events/ingest"
 #: how many refused events an answer lists (the count is always complete)
 MAX_REJECTED_SHOWN = 100
 AnyEvent = ConnectionEvent | PacketDropEvent
-#: allocations between the cyclic collector's young passes in ``serve --aggregate`` (Python's default: 700)
-YOUNG_THRESHOLD = 20_000
 
 AGGREGATOR_ENDPOINTS = {
     **ENDPOINTS,
