@@ -340,7 +340,7 @@ OPTIONS: tuple[Option, ...] = (
         type=_count_or_zero,
         metavar="N",
         help="serve --aggregate: processes that read and check ingest bodies while this one stores them (the "
-        "cores but one, at most 2; 0: this process does it all)",
+        "CPUs it may use, a container's limit included, but one, at most 2; 0: this process does it all)",
     ),
     _opt(
         "--metrics-top",
@@ -1029,7 +1029,13 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
             mcp_server = create_server(source, ai_tools_hook(_ai(settings)))
             processes = default_workers() if ns.ingest_processes is None else ns.ingest_processes
             with contextlib.ExitStack() as stack:
-                checker = stack.enter_context(IngestChecker(processes)) if processes else None
+                checker = None
+                if processes:
+                    try:
+                        checker = stack.enter_context(IngestChecker(processes))
+                    except (OSError, ImportError, NotImplementedError) as exc:  # (no /dev/shm for its queues, ...)
+                        log.warning("serve --aggregate: no process to check ingest bodies (%s); this one checks "
+                                       "them", clean(str(exc), 200))  # fmt: skip
                 await serve_source(source, host=host, port=ns.port or 8080, token=token, mcp_server=mcp_server,
                                    allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
                                    api=AggregatorApi.factory(fleet, limits, checker),

@@ -7,10 +7,12 @@ storing, needs them. So ``serve --aggregate`` reads and checks each body in an :
 and its own process stores what comes back: the next body is checked while this one is stored, on another
 core. The answer to a body is the same either way (a test compares them): only where the work runs changes.
 
-The processes are started with ``spawn`` (nothing of the server's threads or open stores is inherited), ignore
-Ctrl-C (the server stops them), and die with the server (``PR_SET_PDEATHSIG``). A process that dies anyway
-(killed, out of memory) costs no body: the server checks that one itself, starts new processes, and counts the
-restart (``/health``'s ``ingest_check_restarts``).
+How many: ``--ingest-processes``, by default the CPUs the server may use (its affinity, and a container's CPU
+limit) but one, at most :data:`MAX_DEFAULT_WORKERS` (one on two cores: the fleet bench's machine, where it was worth
+~20 % more events a second in interleaved runs). The processes are started with ``spawn`` (nothing of the server's
+threads or open stores is inherited), ignore Ctrl-C (the server stops them), and die with the server
+(``PR_SET_PDEATHSIG``). A process that dies anyway (killed, out of memory) costs no body: the server checks that one
+itself, starts new processes, and counts the restart (``/health``'s ``ingest_check_restarts``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import gc
 import logging
 import marshal
+import math
 import multiprocessing
 import os
 import signal
@@ -27,11 +30,12 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from netspy_tui.fleet.store import Checked, check_batch, node_of, parse_batch
 
-__all__ = ["YOUNG_THRESHOLD", "IngestChecker", "Parsed", "default_workers", "parse_and_check"]
+__all__ = ["YOUNG_THRESHOLD", "IngestChecker", "Parsed", "cpu_quota", "default_workers", "parse_and_check"]
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +87,35 @@ def parse_and_check(raw: bytes, max_events: int, pack: bool = False) -> Parsed:
     return Parsed(len(items), wanted, checked)
 
 
-def default_workers() -> int:
-    """Checking processes for this machine: a core is left for the storing process (0 on one core: the server
-    checks bodies itself)."""
+def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs this process's cgroup may use (its CFS quota over its period: a container's CPU limit), None when
+    unlimited or not known. Reads cgroup v2's ``cpu.max``, else v1's ``cpu.cfs_quota_us`` and ``cpu.cfs_period_us``."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        quota, period = (root / "cpu.max").read_text(encoding="ascii").split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text(encoding="ascii").strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text(encoding="ascii").strip()
+        except OSError:
+            return None
+    try:
+        limit, every = int(quota), int(period)
+    except ValueError:  # ("max": no limit)
+        return None
+    return limit / every if limit > 0 and every > 0 else None
+
+
+def default_workers(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Checking processes for this machine: a core is left for the storing process (0 on one core, or under a CPU
+    limit of less than two: the server checks bodies itself)."""
+    try:
+        cores = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(0, min(MAX_DEFAULT_WORKERS, cores - 1))
+        cores = float(os.cpu_count() or 1)
+    quota = cpu_quota(root)
+    if quota is not None:
+        cores = min(cores, quota)
+    return max(0, min(MAX_DEFAULT_WORKERS, math.floor(cores) - 1))
 
 
 def _start_worker(parent: int) -> None:

@@ -253,3 +253,30 @@ def test_processes_that_die_before_answering_anything_are_not_started_again() ->
         with pytest.raises(Exception) as again:  # (answered at once: the server checks it)
             checker.submit(raw, 5000).result(timeout=1)
         assert type(again.value).__name__ == "BrokenProcessPool"
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({}, None),  # (no cgroup limit known: the CPUs of this machine)
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # (a container limited to 1.5 CPUs: one process does it all)
+        ({"cpu.max": "400000 100000\n"}, 4.0),
+        ({"cpu.max": "200000 100000\n"}, 2.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # (cgroup v1)
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),
+    ],
+)
+def test_the_default_processes_follow_the_cpus_a_container_may_use(
+    tmp_path: Path, files: dict[str, str], quota: float | None
+) -> None:
+    from netspy_tui.fleet.prep import cpu_quota, default_workers
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == quota
+    usable = len(os.sched_getaffinity(0)) if quota is None else min(len(os.sched_getaffinity(0)), int(quota))
+    assert default_workers(tmp_path) == max(0, min(2, usable - 1))  # (a core for the storing process, at most 2)
+    if quota is not None and quota < 2:
+        assert default_workers(tmp_path) == 0
