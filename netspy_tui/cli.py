@@ -1035,7 +1035,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
                         checker = stack.enter_context(IngestChecker(processes))
                     except (OSError, ImportError, NotImplementedError) as exc:  # (no /dev/shm for its queues, ...)
                         log.warning("serve --aggregate: no process to check ingest bodies (%s); this one checks "
-                                       "them", clean(str(exc), 200))  # fmt: skip
+                                    "them", clean(str(exc), 200))  # fmt: skip
                 await serve_source(source, host=host, port=ns.port or 8080, token=token, mcp_server=mcp_server,
                                    allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
                                    api=AggregatorApi.factory(fleet, limits, checker),

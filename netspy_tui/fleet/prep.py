@@ -35,7 +35,7 @@ from typing import Any
 
 from netspy_tui.fleet.store import Checked, check_batch, node_of, parse_batch
 
-__all__ = ["YOUNG_THRESHOLD", "IngestChecker", "Parsed", "cpu_quota", "default_workers", "parse_and_check"]
+__all__ = ["YOUNG_THRESHOLD", "IngestChecker", "Parsed", "cpu_quota", "default_workers", "parse_and_check", "read_body"]
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,23 @@ class Parsed:
         return self.checked
 
 
-def parse_and_check(raw: bytes, max_events: int, pack: bool = False) -> Parsed:
-    """Read an ingest body and check its events (raises :class:`~netspy_tui.fleet.store.BadBatch`); ``pack``: the
-    events checked packed by :mod:`marshal` (a checking process's answer: its rows are strings, numbers, bytes and
-    tuples, which marshal writes in a third of pickle's time and reads in two thirds)."""
+def read_body(raw: bytes) -> tuple[list[Any], dict[str, int]]:
+    """An ingest body's events (:func:`~netspy_tui.fleet.store.parse_batch`) and how many each node sent (raises
+    :class:`~netspy_tui.fleet.store.BadBatch`)."""
     items = parse_batch(raw)
     wanted: dict[str, int] = {}
     for item in items:
         node = node_of(item)
         key = node if isinstance(node, str) else ""
         wanted[key] = wanted.get(key, 0) + 1
+    return items, wanted
+
+
+def parse_and_check(raw: bytes, max_events: int, pack: bool = False) -> Parsed:
+    """Read an ingest body and check its events (raises :class:`~netspy_tui.fleet.store.BadBatch`); ``pack``: the
+    events checked packed by :mod:`marshal` (a checking process's answer: its rows are strings, numbers, bytes and
+    tuples, which marshal writes in a third of pickle's time and reads in two thirds)."""
+    items, wanted = read_body(raw)
     if len(items) > max_events:
         return Parsed(len(items), wanted, None)
     checked = check_batch(items)

@@ -52,9 +52,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from netspy_tui import __version__
-from netspy_tui.fleet.prep import YOUNG_THRESHOLD, IngestChecker, Parsed, parse_and_check
+from netspy_tui.fleet.prep import YOUNG_THRESHOLD, IngestChecker, Parsed, parse_and_check, read_body
 from netspy_tui.fleet.source import FleetSource
-from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult
+from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, check_batch
 from netspy_tui.models import MAX_CURSOR, ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
@@ -208,27 +208,37 @@ class AggregatorApi(Api):
         return scheme.lower() == "bearer" and matched
 
     def _ingest_body(self, raw: bytes) -> IngestResult | Response:
-        """In the ingest thread: read, bound, rate-limit and store one ingest body; the result, or the
-        answer that refuses it. Every event valid (the usual batch): checked in one pass over the JSON;
-        else the items as sent, each checked on its own."""
+        """In the ingest thread: read, bound, rate-limit, check and store one ingest body; the result, or the
+        answer that refuses it (a body refused whole is not checked). Every event valid (the usual batch): read in
+        one pass over the JSON; else the items as sent, each checked on its own."""
         try:
-            parsed = parse_and_check(raw, self.limits.max_events)
+            items, wanted = read_body(raw)
         except BadBatch as exc:
             raise BadRequest(str(exc)) from None
-        return self._store(parsed)
+        refused = self._refused(len(items), wanted)
+        return refused or self.fleet.store_checked(check_batch(items))
 
     def _store(self, parsed: Parsed) -> IngestResult | Response:
-        """In the ingest thread: bound, rate-limit and store a body read and checked."""
+        """In the ingest thread: bound, rate-limit and store a body a checking process read and checked."""
+        refused = self._refused(parsed.count, parsed.wanted)
+        if refused is not None:
+            return refused
         checked = parsed.batch()
-        if checked is None:
-            return text_response(413, f"Too many events in one batch: {parsed.count}, the limit is "
+        assert checked is not None  # (the process checks every body up to the limit refused above)
+        return self.fleet.store_checked(checked)
+
+    def _refused(self, count: int, wanted: dict[str, int]) -> Response | None:
+        """The answer that refuses a body of ``count`` events, ``wanted`` of them from each node, whole: more than a
+        batch's limit (413), or more than a node's rate (429; taken from its bucket otherwise); None: neither."""
+        if count > self.limits.max_events:
+            return text_response(413, f"Too many events in one batch: {count}, the limit is "
                                  f"{self.limits.max_events}; send smaller batches")  # fmt: skip
-        wait = self._buckets.take(parsed.wanted)
+        wait = self._buckets.take(wanted)
         if wait:
             seconds = math.ceil(wait)
             return text_response(429, f"Too many events: more than {self.limits.rate:g} events/s from one node; "
                                  f"retry in {seconds} s", {"Retry-After": str(seconds)})  # fmt: skip
-        return self.fleet.store_checked(checked)
+        return None
 
     async def _checked(self, raw: bytes, checker: IngestChecker) -> Parsed:
         """``raw`` read and checked by ``checker``'s processes (by this one's ingest thread if they broke)."""

@@ -5,12 +5,13 @@ retries), queries across nodes with node filters, ``/api/stats``, ``/health``; a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from netspy_tui.fleet.prep import IngestChecker
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import EventQuery, Scope
@@ -36,9 +37,22 @@ def batch(node: str, n: int, start: int = 0, **extra: Any) -> list[dict[str, Any
     return out
 
 
-def app_of(fleet: FleetStore, **limits: Any) -> Any:
-    return create_app(FleetSource(fleet), token=READ, api=AggregatorApi.factory(fleet, IngestLimits(INGEST, **limits)),
-                      own_auth_paths=[INGEST_PATH], max_body_bytes=64 * 1024)  # fmt: skip
+def app_of(fleet: FleetStore, checker: IngestChecker | None = None, **limits: Any) -> Any:
+    api = AggregatorApi.factory(fleet, IngestLimits(INGEST, **limits), checker)
+    return create_app(FleetSource(fleet), token=READ, api=api, own_auth_paths=[INGEST_PATH], max_body_bytes=64 * 1024)
+
+
+@pytest.fixture(scope="module")
+def processes() -> Iterator[IngestChecker]:
+    with IngestChecker(1) as checker:
+        yield checker
+
+
+@pytest.fixture(params=["here", "in a checking process"])
+def checker(request: pytest.FixtureRequest, processes: IngestChecker) -> IngestChecker | None:
+    """Bodies read and checked in the ingest thread, or in a checking process (``serve --aggregate``'s default on
+    more than one core): the same answers."""
+    return processes if request.param != "here" else None
 
 
 @pytest.fixture
@@ -49,8 +63,9 @@ async def fleet() -> AsyncIterator[FleetStore]:
 
 
 @pytest.fixture
-async def client(fleet: FleetStore) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_of(fleet)), base_url="http://127.0.0.1") as c:
+async def client(fleet: FleetStore, checker: IngestChecker | None) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app_of(fleet, checker))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -99,8 +114,10 @@ async def test_a_retried_batch_is_not_counted_twice(client: httpx.AsyncClient) -
     assert (await client.get("/api/stats", headers=READER)).json()["events_by_node"] == {"node-a": 12}
 
 
-async def test_wrong_tokens_oversized_batches_and_bodies_get_clear_answers(fleet: FleetStore) -> None:
-    transport = httpx.ASGITransport(app=app_of(fleet, max_events=50))
+async def test_wrong_tokens_oversized_batches_and_bodies_get_clear_answers(
+    fleet: FleetStore, checker: IngestChecker | None
+) -> None:
+    transport = httpx.ASGITransport(app=app_of(fleet, checker, max_events=50))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         wrong = await c.post(INGEST_PATH, json={"events": batch("n", 1)}, headers=READER)
         assert wrong.status_code == 401 and "ingest token" in wrong.text and READ not in wrong.text
@@ -119,8 +136,8 @@ async def test_wrong_tokens_oversized_batches_and_bodies_get_clear_answers(fleet
         assert fleet.stats()["total_events"] == 0  # nothing of the refused requests was kept
 
 
-async def test_a_node_above_its_rate_is_told_when_to_retry(fleet: FleetStore) -> None:
-    transport = httpx.ASGITransport(app=app_of(fleet, max_events=100, rate=100.0))
+async def test_a_node_above_its_rate_is_told_when_to_retry(fleet: FleetStore, checker: IngestChecker | None) -> None:
+    transport = httpx.ASGITransport(app=app_of(fleet, checker, max_events=100, rate=100.0))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         ok = await c.post(INGEST_PATH, json={"events": batch("fast", 100)}, headers=AGENT)
         assert ok.status_code == 200
