@@ -40,8 +40,9 @@ __all__ = ["YOUNG_THRESHOLD", "IngestChecker", "Parsed", "cpu_quota", "default_w
 log = logging.getLogger(__name__)
 
 #: allocations between the cyclic collector's young passes in ``serve --aggregate``'s processes, the checking ones
-#: too (Python's default: 700; see ``serve.aggregate.tune_collector``): in a checking process, 8.8-9.5 µs an event
-#: instead of 10.9-11.3 (a body's structs, rows and tuples stay alive while it is checked; nothing makes cycles)
+#: too (Python's default: 700; see ``serve.aggregate.tune_collector``): a checking process's work 9.1 µs an event
+#: instead of 12.2 (``scripts/diag_ingest_split.py``: a body's structs, rows and tuples stay alive while it is
+#: checked; nothing makes cycles)
 YOUNG_THRESHOLD = 20_000
 #: checking processes at most, by default: one stores what they check, so more than two seldom helps
 MAX_DEFAULT_WORKERS = 2
@@ -81,7 +82,7 @@ def read_body(raw: bytes) -> tuple[list[Any], dict[str, int]]:
 def parse_and_check(raw: bytes, max_events: int, pack: bool = False) -> Parsed:
     """Read an ingest body and check its events (raises :class:`~netspy_tui.fleet.store.BadBatch`); ``pack``: the
     events checked packed by :mod:`marshal` (a checking process's answer: its rows are strings, numbers, bytes and
-    tuples, which marshal writes in a third of pickle's time and reads in two thirds)."""
+    tuples, which marshal writes in ~40 % of pickle's time and reads in ~70 %: ``scripts/diag_ingest_split.py``)."""
     items, wanted = read_body(raw)
     if len(items) > max_events:
         return Parsed(len(items), wanted, None)
