@@ -147,7 +147,7 @@ def _ready() -> int:
 
 class IngestChecker:
     """``workers`` processes that read and check ingest bodies (:func:`parse_and_check`); use as a context
-    manager (the processes stop with it). :meth:`check` answers in the caller's thread when the processes
+    manager (the processes stop with it). :meth:`broke` answers in the caller's thread when the processes
     broke meanwhile, and starts new ones."""
 
     def __init__(self, workers: int) -> None:
@@ -180,7 +180,7 @@ class IngestChecker:
 
     def submit(self, raw: bytes, max_events: int) -> Future[Parsed]:
         """Read and check ``raw`` in a process; a future of its :class:`Parsed` (or the BadBatch it raised, or
-        :class:`BrokenProcessPool`: see :meth:`check`)."""
+        :class:`BrokenProcessPool`: then :meth:`broke` with that future)."""
         with self._lock:
             pool, given_up, answered = self._pool, self.given_up, self._answered
         try:
@@ -190,7 +190,9 @@ class IngestChecker:
         except (BrokenProcessPool, RuntimeError) as exc:  # (RuntimeError: shut down, or broken as it was taken)
             future = Future()
             future.set_exception(exc if isinstance(exc, BrokenProcessPool) else BrokenProcessPool(str(exc)))
+            future._netspy_pool = pool  # type: ignore[attr-defined]
             return future
+        future._netspy_pool = pool  # type: ignore[attr-defined]  # (which processes: see broke)
         if not answered:
             future.add_done_callback(lambda done: self._note_answer(pool, done))
         return future
@@ -202,18 +204,18 @@ class IngestChecker:
                 if pool is self._pool:
                     self._answered = True
 
-    def broke(self, raw: bytes, max_events: int) -> Parsed:
-        """After a :class:`BrokenProcessPool` from :meth:`submit`'s future: start new processes (once for the
-        processes that broke, however many bodies were in them) and read and check ``raw`` in this thread."""
+    def broke(self, raw: bytes, max_events: int, failed: Future[Parsed]) -> Parsed:
+        """After :meth:`submit`'s future ``failed`` raised :class:`BrokenProcessPool`: start new processes (once for
+        the processes that broke, however many bodies were in them: not again for those new ones) and read and check
+        ``raw`` in this thread."""
         with self._lock:
-            broken = self._pool
-            if not self.given_up and not getattr(broken, "_netspy_replaced", False):
-                broken._netspy_replaced = True  # type: ignore[attr-defined]
+            broken = getattr(failed, "_netspy_pool", None)
+            if broken is self._pool and not self.given_up:
                 broken.shutdown(wait=False, cancel_futures=True)
                 if not self._answered:  # (they died before answering anything: new ones would too)
                     self.given_up = True
                     log.warning("ingest: the processes that check ingest bodies could not start; this process "
-                                "checks them (--ingest-processes 0 says so at start)")  # fmt: skip
+                                "checks them (--ingest-processes 0 does not try)")  # fmt: skip
                 else:
                     self.restarts += 1
                     log.warning("ingest: a checking process died; starting new ones (restart %d); the bodies it "

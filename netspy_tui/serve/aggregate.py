@@ -244,10 +244,12 @@ class AggregatorApi(Api):
         """``raw`` read and checked by ``checker``'s processes (by this one's ingest thread if they broke)."""
         loop = asyncio.get_running_loop()
         try:
+            future = checker.submit(raw, self.limits.max_events)
             try:
-                return await asyncio.wrap_future(checker.submit(raw, self.limits.max_events))
+                return await asyncio.wrap_future(future)
             except BrokenProcessPool:
-                return await loop.run_in_executor(self._ingest_thread, checker.broke, raw, self.limits.max_events)
+                return await loop.run_in_executor(self._ingest_thread, checker.broke, raw, self.limits.max_events,
+                                                  future)  # fmt: skip
             except BadBatch:
                 raise
             except Exception as exc:  # noqa: BLE001 (a process that failed on this body: checked here, said once)

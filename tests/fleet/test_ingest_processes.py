@@ -113,7 +113,7 @@ def test_a_checking_process_answers_as_the_server_would_and_a_dead_one_costs_no_
             pytest.fail("a body sent to a dead process came back")  # (the pool sees its process die first)
         except Exception as exc:
             assert type(exc).__name__ == "BrokenProcessPool", exc
-        again = checker.broke(raw, 5000)  # (checked here, new processes started)
+        again = checker.broke(raw, 5000, future)  # (checked here, new processes started)
         assert again.batch() == here.batch() and checker.restarts == 1
         assert checker.submit(raw, 5000).result(timeout=60).batch() == here.batch()
         (new,) = checking(psutil.Process())
@@ -244,15 +244,47 @@ def test_processes_that_die_before_answering_anything_are_not_started_again() ->
         assert started and not checker._answered  # (their imports take far longer than this)
         for process in started:
             process.kill()
+        first = checker.submit(raw, 5000)
         with pytest.raises(Exception) as broken:
-            checker.submit(raw, 5000).result(timeout=60)
+            first.result(timeout=60)
         assert type(broken.value).__name__ == "BrokenProcessPool"
-        assert checker.broke(raw, 5000).batch() == parse_and_check(raw, 5000).batch()
+        assert checker.broke(raw, 5000, first).batch() == parse_and_check(raw, 5000).batch()
         assert checker.given_up and checker.restarts == 0
         assert not checking(psutil.Process())
+        later = checker.submit(raw, 5000)
         with pytest.raises(Exception) as again:  # (answered at once: the server checks it)
-            checker.submit(raw, 5000).result(timeout=1)
+            later.result(timeout=1)
         assert type(again.value).__name__ == "BrokenProcessPool"
+        assert checker.broke(raw, 5000, later).batch() == parse_and_check(raw, 5000).batch()
+        assert checker.given_up and checker.restarts == 0 and not checking(psutil.Process())
+
+
+def test_bodies_in_flight_when_a_checking_process_dies_start_new_processes_once() -> None:
+    """Every body a dead process held comes back broken; the first starts new processes, the others (of the same
+    dead processes) do not stop those again."""
+    from bench import fleet
+
+    raw = fleet.make_bodies("node-x", 5000, 7)[0]  # (a batch that takes the process a while)
+    with IngestChecker(1) as checker:
+        checker.submit(raw, 5000).result(timeout=60)
+        held = [checker.submit(raw, 5000) for _ in range(12)]  # (~0.5 s of work: the kill comes long before)
+        (worker,) = checking(psutil.Process())
+        worker.kill()
+        broken = []
+        for future in held:
+            try:
+                future.result(timeout=60)
+            except Exception as exc:  # noqa: BLE001 (the broken ones: each checked here instead)
+                assert type(exc).__name__ == "BrokenProcessPool", exc
+                broken.append(future)
+        assert broken, "the killed process answered every body"
+        expected = parse_and_check(raw, 5000).batch()
+        for future in broken:
+            assert checker.broke(raw, 5000, future).batch() == expected
+        assert checker.restarts == 1 and not checker.given_up
+        (new,) = checking(psutil.Process())
+        assert new.pid != worker.pid
+        assert checker.submit(raw, 5000).result(timeout=60).batch() == expected
 
 
 @pytest.mark.parametrize(
