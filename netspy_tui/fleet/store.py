@@ -335,8 +335,8 @@ def _prepare_directory(directory: Path) -> None:
 @dataclass
 class Checked:
     """A batch :func:`check_batch` checked: each node's events ready for its store (in batch order), and those
-    refused (index in the batch, why). Plain data (strings, numbers, bytes, tuples): an ingest process's answer
-    pickles it for the store's (:mod:`netspy_tui.fleet.prep`)."""
+    refused (index in the batch, why). Plain data (strings, numbers, bytes, tuples): a checking process packs it by
+    marshal for the storing process (:mod:`netspy_tui.fleet.prep`)."""
 
     by_node: dict[str, list[W.Prepared]]
     rejected: list[tuple[int, str]]
