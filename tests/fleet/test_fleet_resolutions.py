@@ -478,7 +478,15 @@ def test_a_real_agents_connect_that_outlasts_the_settle_time_ends_with_its_outco
         # forwarded in progress (it is older than the settle time and its SYNs go unanswered)
         wait_until(lambda: fleet_outcomes() == {"in_progress": 1}, "the connect in progress at the aggregator", 30)
         accepted = listener.accept()[0]  # room in the backlog: the next SYN retry completes the handshake
-        wait_until(lambda: fleet_outcomes() == {"ok": 1}, "the connect's outcome at the aggregator", 60)
+        try:
+            wait_until(lambda: fleet_outcomes() == {"ok": 1}, "the connect's outcome at the aggregator", 60)
+        except AssertionError as exc:  # (what each side holds, and the agent's losses: to tell where it stopped)
+            seen = httpx.get(agent_url + "/api/events", params={"type": "connection", "pid": app.pid}).json()
+            health = httpx.get(agent_url + "/health").json()
+            raise AssertionError(
+                f"{exc}: the aggregator counts {fleet_outcomes()}, the agent holds "
+                f"{[e['outcome'] for e in seen['events']]}, its /health: {health}"
+            ) from None
         agent_view = httpx.get(agent_url + "/api/events", params={"type": "connection", "pid": app.pid}).json()
         fleet_view = get(url, "/api/events", type="connection", pid=app.pid).json()
         assert [e["outcome"] for e in agent_view["events"]] == ["ok"]
