@@ -852,6 +852,8 @@ def test_interpreter_exit_and_garbage_collection_detach_cleanly() -> None:
         import atexit
         atexit.register(lambda: print("at exit", kept.programs() == [] and not readers()))  # first in, last run
         import gc, os, signal, threading, time
+        # (as a terminal starts it: a run of the tests started in the background by a shell ignores SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from netspy_tui.collector.ebpf import EbpfCollector, syscalls
         from netspy_tui.errors import CollectorError
 
