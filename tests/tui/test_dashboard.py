@@ -215,6 +215,24 @@ async def test_enter_focuses_every_panel_on_a_process_and_backspace_returns(sour
         await wait_for(pilot, lambda: bool(rows(app)) and {e.command for e in rows(app)} == {HOSTILE}, "hostile rows")
 
 
+async def test_a_click_on_a_process_row_focuses_it_as_enter_does(source: MemorySource, clock: Clock) -> None:
+    """enter calls the screen at once (no RowSelected walk up the containers); a click still selects with the message,
+    and the screen answers it the same way."""
+    async with dashboard(source, clock) as (app, pilot):
+        procs = app.dashboard.processes
+        before = app.poller.config.subject
+        row = procs.get_row_index("nginx")
+        procs.move_cursor(row=row + 1 if row == 0 else 0)  # (the cursor elsewhere)
+        await pilot.pause()
+        top = procs.content_region.y - procs.region.y + 1  # (inside the border, below the header line)
+        at = (4, top + row - round(procs.scroll_y))
+        await pilot.click(procs, offset=at)  # (the cursor moves there)
+        assert procs.cursor_row == row and app.poller.config.subject == before != Scope(command="nginx")
+        await pilot.click(procs, offset=at)  # (a click on the cursor's cell selects it)
+        await wait_for(pilot, lambda: app.poller.config.subject == Scope(command="nginx"), "focus nginx by click")
+        assert "focus process 'nginx'" in status_text(app)
+
+
 async def test_pause_freezes_the_tables_and_resume_catches_up(source: MemorySource, clock: Clock) -> None:
     async with dashboard(Polled(source), clock) as (app, pilot):  # polls on the timer while paused
         await pilot.press("space")

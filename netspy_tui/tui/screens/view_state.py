@@ -140,10 +140,14 @@ class ViewState(InputKeys):
         self.focus_subject = Scope(command=name) if name else Scope(pid=pid)
         self.reconfigure()
 
+    def row_chosen(self) -> None:
+        """enter on a table's row (see :meth:`KeyedTable.action_select_cursor`): focus its process."""
+        self.action_focus_selected()
+
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
-        self.action_focus_selected()
+        event.stop()  # (a click on a row)
+        self.row_chosen()
 
     def action_toggle_pause(self) -> None:
         self.paused_at = None if self.paused else self.clock()

@@ -57,6 +57,18 @@ class KeyedTable(DataTable[Cell]):
         """A data row's cells' styles by the row's place, widths and what it is drawn with (see :meth:`_data_row`)."""
         super().__init__(*args, **kwargs)
 
+    def action_select_cursor(self) -> None:
+        """enter on a row: the screen's ``row_chosen`` (the dashboard focuses the row's process), called now.
+        DataTable's posts RowSelected, which bubbles through the tab containers to the screen, one message loop
+        each: ~7 ms of the focus key was that walk. A click on a row still posts RowSelected (the dashboard answers
+        it the same way); on a screen without ``row_chosen`` enter posts it as before."""
+        chosen = getattr(self.screen, "row_chosen", None)
+        if chosen is None or not self.show_cursor or self.cursor_type != "row":
+            super().action_select_cursor()
+            return
+        self._set_hover_cursor(False)
+        chosen()
+
     _updates = 0
 
     @property
