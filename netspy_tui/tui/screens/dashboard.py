@@ -269,8 +269,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         subject = self.subject
         with self.app.batch_update():
             held, dropped = snap.connections, snap.drops
-            self.connections.sync([e for e in held if flt.event(e)] if flt.active else held, held)
-            shown = [e for e in dropped if flt.event(e)] if flt.active else dropped
+            self.connections.sync(flt.events(held), held)
+            shown = flt.events(dropped)
             if self.view == "drops":
                 self.drops.sync(shown, dropped)
                 drop_rows = self.drops.row_count
