@@ -102,7 +102,7 @@ async def _key(app: Any, pilot: Any, key: str, shown: Any) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-async def _keys(app: Any, pilot: Any, rounds: int = 3) -> dict[str, list[float]]:
+async def _keys(app: Any, pilot: Any, rounds: int = 5) -> dict[str, list[float]]:
     """Keypress to visible response with the window full: filter narrowing, focus, tab switch."""
     from textual.widgets import Input, TabbedContent
 
