@@ -79,6 +79,7 @@ async def _refresh(db: Path, window_events: int, refreshes: int, new_per_refresh
                 out["idle"].append((t4 - t0) * 1000)
             out["rows"] = [float(app.dashboard.connections.row_count)]
             out.update(await _keys(app, pilot))
+            out["tab_cpu"] = await _tab_cpu(app, pilot)
     store.close()
     return out
 
@@ -124,6 +125,23 @@ async def _keys(app: Any, pilot: Any, rounds: int = 5) -> dict[str, list[float]]
         await _wait(pilot, lambda: screen.focus_subject is None, "the focus cleared")
         for target in ("drops-tab", "connections-tab"):
             out["tab"].append(await _key(app, pilot, "d", lambda t=target: tabs.active == t))
+    return out
+
+
+async def _tab_cpu(app: Any, pilot: Any, switches: int = 6, after: float = 0.5) -> list[float]:
+    """CPU milliseconds of this process per tab switch (d), the frames drawn in the ``after`` seconds that follow
+    it included (an animated underline drew ~20 of them)."""
+    from textual.widgets import TabbedContent
+
+    tabs = app.dashboard.query_one("#views", TabbedContent)
+    out = []
+    for _ in range(switches):
+        await pilot.pause()
+        before, c0 = tabs.active, time.process_time()
+        await pilot.press("d")
+        await _wait(pilot, lambda b=before: tabs.active != b, "the other tab")
+        await asyncio.sleep(after)
+        out.append((time.process_time() - c0) * 1000)
     return out
 
 
@@ -195,6 +213,7 @@ def run(ctx: Context) -> list[Metric]:
             NAME, "key to screen: focus the process under the cursor (enter)", r["focus"], "ms", target=TARGET_KEY_MS
         ),
         metric(NAME, "key to screen: switch tab (d)", r["tab"], "ms", target=TARGET_KEY_MS),
+        metric(NAME, "CPU per tab switch (d), the 0.5 s of frames after it included", r["tab_cpu"], "ms"),
     ]
     events = 20_000 if ctx.quick else 1_000_000
     idle = 1.0 if ctx.quick else 10.0
