@@ -188,14 +188,7 @@ async def test_a_count_that_widens_its_tab_moves_the_underline_at_once(
     slid there over 0.3 s (Tab.label's Relabelled did that: ~18 frames at each count that gained a digit)."""
     from textual.widgets._tabs import Underline
 
-    slides: list[str] = []
-    animate = Underline.animate
-
-    def spy(self: Underline, attribute: str, *args: Any, **kwargs: Any) -> None:
-        slides.append(attribute)
-        animate(self, attribute, *args, **kwargs)
-
-    monkeypatch.setattr(Underline, "animate", spy)
+    slides = count_calls(monkeypatch, Underline, "animate")
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         tabs = screen.query_one("#views", TabbedContent)
@@ -227,14 +220,7 @@ async def test_a_tab_switch_moves_the_underline_in_the_next_frames_unless_animat
         monkeypatch.delenv("TEXTUAL_ANIMATIONS", raising=False)
     else:
         monkeypatch.setenv("TEXTUAL_ANIMATIONS", env)
-    slides: list[str] = []
-    animate = Underline.animate
-
-    def spy(self: Underline, attribute: str, *args: Any, **kwargs: Any) -> None:
-        slides.append(attribute)
-        animate(self, attribute, *args, **kwargs)
-
-    monkeypatch.setattr(Underline, "animate", spy)
+    slides = count_calls(monkeypatch, Underline, "animate")
     async with dashboard(source, clock) as (app, pilot):
         tabs = app.dashboard.query_one("#views", TabbedContent)
         drops, underline = tabs.get_tab("drops-tab"), tabs.query_one(Underline)
