@@ -94,14 +94,20 @@ Event = ConnectionEvent | PacketDropEvent
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def to(destination: str, pid: int | None = None) -> Callable[[Event], bool]:
-    """Connection events from ``pid`` (default: this process) to ``destination`` made during the running
-    test: the recorder is shared by the module, and a port the kernel gave an earlier test's listener can
-    come back (10 ms of slack for the kernel clock's mapping to wall time)."""
+def to(destination: str, pid: int | None = None, protocol: str | None = "TCP") -> Callable[[Event], bool]:
+    """Connection events over ``protocol`` (None: any) from ``pid`` (default: this process) to ``destination``
+    made during the running test: the recorder is shared by the module, and a port the kernel gave an earlier
+    test's listener can come back (10 ms of slack for the kernel clock's mapping to wall time). TCP and UDP
+    ports are numbered apart: :func:`flush`'s UDP connect can go to the very port number of a test's TCP
+    listener (it did once, in a full suite run: an extra ``ok`` connect from this process)."""
     pid = os.getpid() if pid is None else pid
     since = _started[0] - 0.01
     return lambda e: (
-        isinstance(e, ConnectionEvent) and e.destination == destination and e.pid == pid and e.time.timestamp() >= since
+        isinstance(e, ConnectionEvent)
+        and e.destination == destination
+        and e.pid == pid
+        and (protocol is None or e.protocol == protocol)
+        and e.time.timestamp() >= since
     )
 
 
@@ -119,7 +125,7 @@ def flush(rec: Recorder) -> None:
     port = closed_port(kind=socket.SOCK_DGRAM)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("127.0.0.1", port))
-    rec.wait_for(to(f"127.0.0.1:{port}"))
+    rec.wait_for(to(f"127.0.0.1:{port}", protocol="UDP"))
 
 
 def settle(
@@ -626,7 +632,7 @@ def test_mptcp_connects_are_one_event_each_and_leave_no_state(connect_path) -> N
         finally:
             for srv in listeners:
                 srv.close()
-        by_port = {p: settle(rec, to(f"127.0.0.1:{p}")) for p in ports}
+        by_port = {p: settle(rec, to(f"127.0.0.1:{p}", protocol="MPTCP")) for p in ports}
         assert {p: len(v) for p, v in by_port.items()} == dict.fromkeys(ports, 25)
         assert {(e.protocol, e.raw_protocol, e.return_code, e.outcome) for v in by_port.values() for e in v} == {
             ("MPTCP", 262, 0, "ok")
@@ -713,7 +719,7 @@ def test_raw_connect_syscall_with_high_register_bits_is_captured(live, listener)
                 assert (rc, ctypes.get_errno() if rc else 0) == (0, 0)
                 assert sock.getpeername() == ("127.0.0.1", port)
         tcp = settle(rec, to(f"127.0.0.1:{tcp_port}"), outcome="ok")
-        udp = settle(rec, to(f"127.0.0.1:{udp_port}"))
+        udp = settle(rec, to(f"127.0.0.1:{udp_port}", protocol="UDP"))
     finally:
         _munmap(base, 2 * PAGE)
     assert [(e.return_code, e.outcome, e.protocol, e.socket_type, e.protocol_inferred) for e in tcp] == [
@@ -1324,7 +1330,7 @@ def test_failures_before_any_syn_keep_the_kernels_error(live) -> None:
         port, *codes = result
         assert codes == [0, 0, errno.EADDRNOTAVAIL, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.ENETUNREACH]
         exhausted = settle(rec, to(f"{lab.local}:{port}"))
-        no_route = settle(rec, to("203.0.113.7:53"))
+        no_route = settle(rec, to("203.0.113.7:53", protocol=None))
     assert sorted((e.return_code, e.outcome) for e in exhausted) == [
         (-errno.EADDRNOTAVAIL, "no_port"), (-errno.EADDRNOTAVAIL, "no_port"), (0, "ok"), (0, "ok"),
     ]  # fmt: skip
