@@ -479,7 +479,17 @@ def test_a_real_agents_connect_that_outlasts_the_settle_time_ends_with_its_outco
         wait_until(lambda: fleet_outcomes() == {"in_progress": 1}, "the connect in progress at the aggregator", 30)
         accepted = listener.accept()[0]  # room in the backlog: the next SYN retry completes the handshake
         try:
-            wait_until(lambda: fleet_outcomes() == {"ok": 1}, "the connect's outcome at the aggregator", 60)
+            try:  # (the SYN retries come at most 16 s apart here: see tests/collector/test_kernel_truth.py)
+                wait_until(lambda: fleet_outcomes() == {"ok": 1}, "the connect's outcome at the aggregator", 30)
+            except AssertionError:
+                # The kernel skips tcp_state's run for a state change whose softirq interrupted another tcp_state
+                # run on its CPU (a recursion miss: rare, under load): the agent then resolves the connect when its
+                # socket is freed (established: its SYN was acknowledged). The connector exits, freeing it.
+                assert app.stdin is not None
+                app.stdin.write("\n")
+                app.stdin.flush()
+                app.wait(10)
+                wait_until(lambda: fleet_outcomes() == {"ok": 1}, "the connect's outcome at the aggregator", 30)
         except AssertionError as exc:  # (what each side holds, and the agent's losses: to tell where it stopped)
             seen = httpx.get(agent_url + "/api/events", params={"type": "connection", "pid": app.pid}).json()
             health = httpx.get(agent_url + "/health").json()
