@@ -208,6 +208,40 @@ async def test_a_count_that_widens_its_tab_moves_the_underline_at_once(
         assert "Connections (latest 50 of 150)" in screen_lines(app)[tab.region.y]
 
 
+@pytest.mark.parametrize("env", [None, "full"])
+async def test_a_tab_switch_moves_the_underline_in_the_next_frames_unless_animations_are_asked_for(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch, env: str | None
+) -> None:
+    """d moves the underline under the drops tab at once: no 0.3 s slide (~20 frames drawn after each switch, half
+    the CPU it cost). TEXTUAL_ANIMATIONS=full, as Textual reads it, brings the slide back."""
+    from textual.widgets._tabs import Underline
+
+    if env is None:
+        monkeypatch.delenv("TEXTUAL_ANIMATIONS", raising=False)
+    else:
+        monkeypatch.setenv("TEXTUAL_ANIMATIONS", env)
+    slides = count_calls(monkeypatch, Underline, "animate")
+    async with dashboard(source, clock) as (app, pilot):
+        tabs = app.dashboard.query_one("#views", TabbedContent)
+        drops, underline = tabs.get_tab("drops-tab"), tabs.query_one(Underline)
+        slides.clear()
+        await pilot.press("d")
+
+        def under_drops() -> bool:
+            start, end = drops.region.shrink(drops.styles.gutter).column_span
+            return (underline.highlight_start, underline.highlight_end) == (start - tabs.region.x, end - tabs.region.x)
+
+        if env is None:
+            assert app.animation_level == "none"
+            await pilot.pause()
+            await pilot.pause()
+            assert tabs.active == "drops-tab" and under_drops() and slides == []
+        else:
+            assert app.animation_level == "full"
+            await wait_for(pilot, lambda: bool(slides), "the underline's slide")
+            await wait_for(pilot, under_drops, "the underline under the drops tab")
+
+
 async def test_a_tab_that_changes_width_is_drawn_in_one_layout_pass_with_its_underline(
     source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
