@@ -184,9 +184,27 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "memory_bytes": mem,
         "root": os.geteuid() == 0,
-        "loadavg_at_start": load,
+        "loadavg_at_start": load,  # (taken before the first area)
         "commit": commit,
     }
+
+
+#: the speed probe's loop: additions in a pure-Python ``for`` loop
+PROBE_LOOP = 1_000_000
+
+
+def python_probe(rounds: int = 5) -> float:
+    """Milliseconds a fixed pure-Python loop takes now (the median of ``rounds``): how fast this machine runs
+    Python at this moment. A shared machine moves it by tens of per cent from one hour to the next, and every
+    row of Python's time moves with it; ``bench.run`` takes it before each area, so a table says which hour it
+    was measured on."""
+
+    def loop() -> None:
+        total = 0
+        for i in range(PROBE_LOOP):
+            total += i
+
+    return statistics.median(timed(loop, rounds)) * 1000
 
 
 def _fmt(v: float | None, unit: str = "x") -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, Context, Metric, machine_info, table, write_json  # noqa: E402
+from bench.common import PROBE_LOOP, REPO, Context, Metric, machine_info, metric, python_probe, table, write_json  # noqa: E402
 
 AREAS = ("store", "mcp", "startup", "dashboard", "names", "quit", "capture", "traffic", "fleet")
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     # PYTHONDONTWRITEBYTECODE=1 would compile every changed module again at each timed start).
     compileall.compile_dir(str(REPO / "netspy_tui"), quiet=1)
     started = time.monotonic()
+    machine = machine_info()  # (before the areas: the commit measured, the load it started on)
     metrics: list[Metric] = []
     area_info: dict[str, dict[str, object]] = {}
+    probes: dict[str, float] = {}
 
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(quick=ns.quick, tmp=Path(tmp), log=log)
         for name in areas:
             t0 = time.monotonic()
-            log(f"== {name}")
+            probes[name] = python_probe()
+            log(f"== {name} (Python speed probe {probes[name]:.1f} ms)")
             error = ""
             try:
                 module = importlib.import_module(f"bench.{name}")
@@ -73,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                 "metrics": [m.to_json() for m in got],
                 **ctx.shared.get(f"{name}_extra", {}),
             }
+    # how fast the machine ran Python before each area: the hour's speed beside the figures measured in it
+    metrics.append(metric("machine", f"Python speed probe: a loop of {PROBE_LOOP:,} additions, before each area",
+                          list(probes.values()), "ms"))  # fmt: skip
+    machine["python_probe_ms"] = {name: round(ms, 2) for name, ms in probes.items()}
     text = table(metrics)
     print(text)
     failed = [n for n, a in area_info.items() if a["error"]]
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": ns.quick,
         "seconds": round(time.monotonic() - started, 1),
-        "machine": machine_info(),
+        "machine": machine,
         "areas": area_info,
         "table": text.splitlines(),
     }

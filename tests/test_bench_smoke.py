@@ -72,3 +72,7 @@ def test_quick_benchmark_writes_every_area_and_prints_the_table(tmp_path: Path) 
     assert "--tool get_network_summary end to end" in names
     assert data["areas"]["startup"]["importtime_tool_path"][0]["total_import_ms"] > 0
     assert data["table"][0] == header
+    # the machine's speed before each area (a shared machine's hour moves every row of Python's time)
+    assert set(data["machine"]["python_probe_ms"]) == set(AREAS)
+    assert all(ms > 0 for ms in data["machine"]["python_probe_ms"].values())
+    assert any(line.startswith("machine: Python speed probe") for line in data["table"])
