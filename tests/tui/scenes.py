@@ -129,9 +129,14 @@ def _app(pilot: Pilot[Any]) -> NetspyApp:
     return cast(NetspyApp, pilot.app)
 
 
+#: seconds a screen must stay the same before a scene is taken (the scenes' poll interval is 0.25 s)
+STEADY_SECONDS = 0.35
+
+
 async def _settle(pilot: Pilot[Any]) -> None:
-    """Stop cursor blink, then wait for two frames in a row to show the same text (a Markdown answer
-    mounting its blocks or a scroll scheduled after a refresh can take a few frames)."""
+    """Stop cursor blink, then wait until the screen shows the same text, views and underlines for a while (a
+    Markdown answer mounting its blocks, a scroll scheduled after a refresh or the next poll's answer can take a
+    few frames)."""
     for widget in pilot.app.screen.query(Input):
         widget.cursor_blink = False
     await pilot.pause()
@@ -170,9 +175,20 @@ async def _settle(pilot: Pilot[Any]) -> None:
                 return False
         return True
 
+    loop = asyncio.get_running_loop()
+    same_since, samples = [loop.time()], [1]
+
     def steady() -> bool:
-        shown.append(state())
-        return shown[-1] == shown[-2] == shown[-3] and underlined() if len(shown) >= 3 else False
+        """The same screen in three samples in a row, for at least :data:`STEADY_SECONDS` (more than a poll
+        interval: a poll that still changes something has come and been drawn; the tab underline's 0.3 s slide
+        used to give this wait by chance, before the dashboard's animations were turned off)."""
+        now = state()
+        if now != shown[-1]:
+            shown.append(now)
+            same_since[0], samples[0] = loop.time(), 1
+            return False
+        samples[0] += 1
+        return samples[0] >= 3 and loop.time() - same_since[0] >= STEADY_SECONDS and underlined()
 
     await wait_for(pilot, steady, "a steady screen")
 
