@@ -484,7 +484,10 @@ def test_a_real_agents_connect_that_outlasts_the_settle_time_ends_with_its_outco
             except AssertionError:
                 # The kernel skips tcp_state's run for a state change whose softirq interrupted another tcp_state
                 # run on its CPU (a recursion miss: rare, under load): the agent then resolves the connect when its
-                # socket is freed (established: its SYN was acknowledged). The connector exits, freeing it.
+                # socket is freed (established if its SYN was acknowledged). Once the handshake is done (the
+                # connection is in the accept queue: closed before, the connect would rightly end aborted), the
+                # connector exits, freeing it.
+                assert select.select([listener], [], [], 30)[0], "the connector's handshake never completed"
                 assert app.stdin is not None
                 app.stdin.write("\n")
                 app.stdin.flush()
