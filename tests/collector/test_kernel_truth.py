@@ -99,7 +99,7 @@ def to(destination: str, pid: int | None = None, protocol: str | None = "TCP") -
     made during the running test: the recorder is shared by the module, and a port the kernel gave an earlier
     test's listener can come back (10 ms of slack for the kernel clock's mapping to wall time). TCP and UDP
     ports are numbered apart: :func:`flush`'s UDP connect can go to the very port number of a test's TCP
-    listener (it did once, in a full suite run: an extra ``ok`` connect from this process)."""
+    listener (a possible cause, not reproduced, of an extra ``ok`` connect from this process seen once)."""
     pid = os.getpid() if pid is None else pid
     since = _started[0] - 0.01
     return lambda e: (

@@ -155,7 +155,7 @@ async def _settle(pilot: Pilot[Any]) -> None:
         ]
         return screen_text(pilot.app), views
 
-    shown = [state()]
+    shown = state()
 
     def underlined() -> bool:
         """Every tab bar's underline sits under its active tab: a tab whose label changed width ("Connections
@@ -176,19 +176,19 @@ async def _settle(pilot: Pilot[Any]) -> None:
         return True
 
     loop = asyncio.get_running_loop()
-    same_since, samples = [loop.time()], [1]
+    same_since, samples = loop.time(), 1
 
     def steady() -> bool:
         """The same screen in three samples in a row, for at least :data:`STEADY_SECONDS` (more than a poll
         interval: a poll that still changes something has come and been drawn; the tab underline's 0.3 s slide
         used to give this wait by chance, before the dashboard's animations were turned off)."""
+        nonlocal shown, same_since, samples
         now = state()
-        if now != shown[-1]:
-            shown.append(now)
-            same_since[0], samples[0] = loop.time(), 1
+        if now != shown:
+            shown, same_since, samples = now, loop.time(), 1
             return False
-        samples[0] += 1
-        return samples[0] >= 3 and loop.time() - same_since[0] >= STEADY_SECONDS and underlined()
+        samples += 1
+        return samples >= 3 and loop.time() - same_since >= STEADY_SECONDS and underlined()
 
     await wait_for(pilot, steady, "a steady screen")
 

@@ -3,7 +3,6 @@ at 100 events/s), and it is the frame Textual's own compositor draws."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,16 +19,7 @@ from netspy_tui.tui.compositor import FrontFirstCompositor
 from netspy_tui.tui.poller import Poller
 from tests.tui.conftest import Clock
 from tests.tui.test_key_repaint import dashboard
-
-
-def pinned_gap(keep: Callable[..., None]) -> Callable[..., None]:
-    """``Poller._keep_summaries`` with no gap between summary reads: each poll reads them."""
-
-    def kept(self: Poller, *args: Any) -> None:
-        keep(self, *args)
-        self._summary_gap = 0.0
-
-    return kept
+from tests.tui.test_poller import pinned_gap
 
 
 def more_connections(source: MemorySource, clock: Clock, n: int, start: int) -> list[ConnectionEvent]:
@@ -55,7 +45,7 @@ async def test_a_refresh_asks_no_hidden_widget_for_its_lines(
 
     # every poll reads the panels' summaries (while events arrive the poller reads them at most every twice their cost,
     # in real time: three quick polls could all skip them, and the patterns panel not be drawn)
-    monkeypatch.setattr(Poller, "_keep_summaries", pinned_gap(Poller._keep_summaries))
+    monkeypatch.setattr(Poller, "_keep_summaries", pinned_gap(0.0))
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         covered = [screen, screen.query_one("#body"), screen.query_one("#left"), screen.query_one("#views")]

@@ -57,6 +57,15 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[i
     return calls
 
 
+def underline_under(tabs: Widget, tab: Widget) -> bool:
+    """The tab bar's underline spans ``tab`` (its label, the gutter left out)."""
+    from textual.widgets._tabs import Underline
+
+    underline = tabs.query_one(Underline)
+    start, end = tab.region.shrink(tab.styles.gutter).column_span
+    return (underline.highlight_start, underline.highlight_end) == (start - tabs.region.x, end - tabs.region.x)
+
+
 def layout_requests(widget: Widget) -> list[bool]:
     """From now on, one entry per ``widget.refresh()`` call: whether it asked for a layout."""
     layouts: list[bool] = []
@@ -192,15 +201,14 @@ async def test_a_count_that_widens_its_tab_moves_the_underline_at_once(
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         tabs = screen.query_one("#views", TabbedContent)
-        tab, underline = tabs.get_tab("connections-tab"), tabs.query_one(Underline)
+        tab = tabs.get_tab("connections-tab")
         width = tab.region.width
         slides.clear()
         screen._tab_label("connections-tab", "Connections (latest 50 of 150)", None)
         await wait_for(pilot, lambda: tab.region.width == width + 13, "the wider tab")
 
         def spans_tab() -> bool:
-            start, end = tab.region.shrink(tab.styles.gutter).column_span
-            return (underline.highlight_start, underline.highlight_end) == (start - tabs.region.x, end - tabs.region.x)
+            return underline_under(tabs, tab)
 
         await wait_for(pilot, spans_tab, "the underline under the tab")
         await pilot.pause(0.4)  # (what a slide would have taken)
@@ -223,13 +231,12 @@ async def test_a_tab_switch_moves_the_underline_in_the_next_frames_unless_animat
     slides = count_calls(monkeypatch, Underline, "animate")
     async with dashboard(source, clock) as (app, pilot):
         tabs = app.dashboard.query_one("#views", TabbedContent)
-        drops, underline = tabs.get_tab("drops-tab"), tabs.query_one(Underline)
+        drops = tabs.get_tab("drops-tab")
         slides.clear()
         await pilot.press("d")
 
         def under_drops() -> bool:
-            start, end = drops.region.shrink(drops.styles.gutter).column_span
-            return (underline.highlight_start, underline.highlight_end) == (start - tabs.region.x, end - tabs.region.x)
+            return underline_under(tabs, drops)
 
         if env is None:
             assert app.animation_level == "none"
@@ -250,20 +257,17 @@ async def test_a_tab_that_changes_width_is_drawn_in_one_layout_pass_with_its_und
     moved the underline after the first frame (a focus key drew three frames, not two)."""
     from textual._compositor import Compositor
     from textual.screen import Screen
-    from textual.widgets._tabs import Underline
 
     reflows = count_calls(monkeypatch, Compositor, "reflow")
     async with dashboard(source, clock) as (app, pilot):
         screen = app.dashboard
         tabs = screen.query_one("#views", TabbedContent)
-        tab, underline = tabs.get_tab("connections-tab"), tabs.query_one(Underline)
+        tab = tabs.get_tab("connections-tab")
         frames: list[tuple[int, bool]] = []
         paint = Screen._compositor_refresh
 
         def drawn(self: Screen[Any]) -> None:
-            start, end = tab.region.shrink(tab.styles.gutter).column_span
-            under = (underline.highlight_start, underline.highlight_end) == (start - tabs.region.x, end - tabs.region.x)
-            frames.append((tab.region.width, under))
+            frames.append((tab.region.width, underline_under(tabs, tab)))
             paint(self)
 
         monkeypatch.setattr(Screen, "_compositor_refresh", drawn)

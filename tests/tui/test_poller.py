@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -107,15 +108,21 @@ def test_poll_results_coalesce() -> None:
     assert old.can_replace(new) and old.can_replace(failed) and failed.can_replace(new)
 
 
+def pinned_gap(seconds: float) -> Callable[..., None]:
+    """``Poller._keep_summaries`` with the gap between summary reads pinned to ``seconds`` while events arrive (0:
+    every poll reads them; more: as if slow to read)."""
+    keep = Poller._keep_summaries
+
+    def kept(self: Poller, *args: Any) -> None:
+        keep(self, *args)
+        self._summary_gap = seconds
+
+    return kept
+
+
 def gap_pinned(seconds: float) -> type[Poller]:
     """A poller whose summaries are read at most every ``seconds`` while events arrive (as if slow to read)."""
-
-    class Slow(Poller):
-        def _keep_summaries(self, *args: Any) -> None:
-            super()._keep_summaries(*args)
-            self._summary_gap = seconds
-
-    return Slow
+    return type("Slow", (Poller,), {"_keep_summaries": pinned_gap(seconds)})
 
 
 async def test_slow_summaries_are_still_reread_while_idle() -> None:
