@@ -42,19 +42,29 @@ async def test_polls_are_incremental_bounded_and_report_bursts() -> None:
         again = await poller.poll()
         assert again.new_connections == 0 and again.connections == first.connections
 
-        source.add_events(burst(130, 20))  # more than max_events arrive: paged backward with `until`
+        source.add_events(burst(110, 20))  # more than max_events, fewer than max_rows: paged backward with `until`
         snap = await poller.poll()
-        assert snap.new_connections == 130 and snap.burst_skipped == 0
+        assert snap.new_connections == 110 and snap.burst_skipped == 0
         assert len(snap.connections) == 120  # capped at max_rows, newest kept
         assert snap.connections[-1].time == max(e.time for e in snap.connections)
         times = [e.time for e in snap.connections]
         assert times == sorted(times)  # arrival order is time order across pages
 
-        source.add_events(burst(300, 10))  # more than max_rows: the rest is reported, not silently lost
+        newer = burst(130, 15)
+        source.add_events(newer)  # more than max_rows: the newest page shown, the rest reported, not paged for
+        snap = await poller.poll()
+        assert snap.new_connections == 100 and snap.burst_skipped == 30
+        assert len(snap.connections) == 120
+        newest = sorted(newer, key=lambda e: e.time)[-100:]
+        assert [e.id for e in snap.connections[-100:]] == [e.id for e in newest]
+        times = [e.time for e in snap.connections]
+        assert times == sorted(times)
+
+        source.add_events(burst(300, 10))  # far more than max_rows: the rest is reported, not silently lost
         snap = await poller.poll()
         # The unfetched rest is reported (exact up to the 10 older rows max_rows had already trimmed,
         # which the 2 s re-read overlap cannot tell from new ones).
-        assert snap.new_connections >= 120 and 300 <= snap.new_connections + snap.burst_skipped <= 310
+        assert snap.new_connections == 100 and 300 <= snap.new_connections + snap.burst_skipped <= 310
 
         clock.now = DEMO_NOW + timedelta(seconds=55)  # the older rows leave the window
         later = await poller.poll()
