@@ -226,11 +226,15 @@ class Gateway:
         workload: str | None = None,
         inbound_since: str | None = None,
         resolved_after: int | None = None,
+        until: str | None = None,
     ) -> DashboardSnapshot:
-        """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it."""
+        """One refresh of a live view (``dashboard_snapshot``): the parts named, each as its own tool returns it;
+        ``until`` pages the connections backward."""
         cursor: dict[str, object] = {"inbound_since": inbound_since} if inbound_since is not None else {}
         if resolved_after is not None:  # (only when asked: a server before it refuses what it does not know)
             cursor["resolved_after"] = resolved_after
+        if until is not None:  # (the same)
+            cursor["until"] = until
         return await self._typed(
             "dashboard_snapshot",
             DashboardSnapshot,

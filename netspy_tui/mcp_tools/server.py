@@ -1101,17 +1101,19 @@ def create_server(
         workload: Workload = None,
         inbound_since: InboundSince = None,
         resolved_after: ResolvedAfter = None,
+        until: Until = None,
     ) -> Annotated[CallToolResult, DashboardSnapshot]:
         """One refresh of a live view in one call: the server status, the connections (connect() attempts),
         inbound connections and drops newer than their cursors, the connection and drop patterns and the process
         ranking over `duration`, and names for `addresses` — each part what its own tool returns for the same
-        arguments (the event lists' `text` is one line, not a line per event)."""
+        arguments (the event lists' `text` is one line, not a line per event). `until` pages the connections
+        backward through a burst."""
         wanted = set(SNAPSHOT_PARTS if parts is None else parts)
         n, w = node, workload
         calls: dict[str, Callable[[], Awaitable[CallToolResult]]] = {
             "status": lambda: server_status(ctx),
             "connections": lambda: list_connections(
-                ctx, pid, process_name, max_events, since, None, n, w, after, "outbound", resolved_after
+                ctx, pid, process_name, max_events, since, until, n, w, after, "outbound", resolved_after
             ),
             "drops": lambda: list_packet_drops(
                 ctx, pid, process_name, max_events, drops_since, None, n, w, drops_after

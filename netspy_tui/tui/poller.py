@@ -698,8 +698,14 @@ class Poller:
                     left = max(0, page.total_count - page.returned - max(0, known_unreturned))
                 break
             until = format_time(page.events[-1].time)
-            page = await self.gateway.connections(subject.pid, subject.command, self._max_events, since, until, after,
-                                                  node=subject.node, workload=subject.workload)  # fmt: skip
+            # (the snapshot's connections part, not list_connections: the same page without its text, a line an
+            # event: ~25 ms of a 1,000-event page)
+            older = await self.gateway.snapshot(subject.pid, subject.command, max_events=self._max_events, since=since,
+                                                until=until, after=after, parts=["connections"], node=subject.node,
+                                                workload=subject.workload)  # fmt: skip
+            if older.connections is None:
+                raise NetspyError("dashboard_snapshot answered without the events asked for")
+            page = older.connections
         newest_first = sorted(pages.values(), key=lambda e: (e.time, e.timestamp), reverse=True)
         if first.not_kept:
             self._conns.missing(self._clock())

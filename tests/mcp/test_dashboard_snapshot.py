@@ -40,7 +40,10 @@ def _separately(args: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     window = {**scope, "duration": args.get("duration", 60)}
     return {
         "status": ("server_status", {}),
-        "connections": ("list_connections", {**events, "since": args.get("since"), "after": args.get("after")}),
+        "connections": (
+            "list_connections",
+            {**events, "since": args.get("since"), "until": args.get("until"), "after": args.get("after")},
+        ),
         "drops": ("list_packet_drops", {**events, "since": args.get("drops_since"), "after": args.get("drops_after")}),
         "patterns": ("analyze_patterns", window),
         "drop_patterns": ("analyze_packet_drops", window),
@@ -95,6 +98,7 @@ async def _compare(args: dict[str, Any]) -> None:
     duration=st.sampled_from([1, 10, 60, 300, 3600]),
     max_events=st.integers(min_value=1, max_value=1000),
     since=cursors,
+    until=cursors,
     drops_since=cursors,
     inbound_since=cursors,
     after=seq_cursors,
@@ -131,6 +135,39 @@ async def test_the_poller_makes_one_call_per_refresh() -> None:
         calls.clear()
         await poller.poll()
         assert calls == ["dashboard_snapshot"]
+
+
+async def test_a_burst_the_table_holds_is_paged_with_snapshot_calls() -> None:
+    """A burst of more new events than one call returns (but fewer than the table holds) is paged backward with the
+    snapshot's connections part and ``until``: all of it fetched, still one tool, no page's text built."""
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.tui.poller import Poller
+    from tests.factories import connection
+
+    clock = Clock()
+    source = demo_source(clock)
+    async with open_gateway(source) as gateway:
+        calls: list[tuple[str, dict[str, Any]]] = []
+        real = gateway.call
+
+        async def spy(name: str, arguments: dict[str, Any] | None = None) -> Any:
+            calls.append((name, dict(arguments or {})))
+            return await real(name, arguments)
+
+        gateway.call = spy  # type: ignore[method-assign]
+        poller = Poller(gateway, clock=clock, window=300, interval=1.0, max_rows=2000, max_events=50)
+        first = await poller.poll()
+        newest = max(e.time for e in first.connections)
+        burst = [connection(pid=700, command="burst", port=2000 + i, time=newest + timedelta(milliseconds=i + 1))
+                 for i in range(120)]  # fmt: skip
+        source.add_events(burst)
+        calls.clear()
+        snap = await poller.poll()
+        assert [name for name, _ in calls] == ["dashboard_snapshot"] * 3  # (50 + 50 + 20)
+        assert [args.get("parts") for _, args in calls[1:]] == [["connections"], ["connections"]]
+        assert all("until" in args for _, args in calls[1:]) and "until" not in calls[0][1]
+        assert snap.new_connections == 120 and snap.burst_skipped == 0
+        assert {e.id for e in burst} <= {e.id for e in snap.connections}
 
 
 async def test_a_refresh_carries_only_the_new_events() -> None:
