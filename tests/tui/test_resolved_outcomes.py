@@ -135,6 +135,32 @@ async def test_a_burst_of_drops_says_how_many_it_did_not_fetch() -> None:
             assert "burst: 1,500 drops not fetched in one poll" in screen_text(app)
 
 
+def connects(n: int, wall: int) -> np.ndarray:
+    """``n`` resolved connects (ok) of pid 8 (``curl``) to 10.0.0.9:443, one a nanosecond from ``wall`` on."""
+    recs = np.concatenate([connect(8, b"curl", 9, wall, 0, result=0, code=0)] * n)
+    recs["key"] = 0xFFFF888000100000 + np.arange(n, dtype=np.uint64) * 64
+    recs["wall"] = recs["ts"] = wall + np.arange(n)
+    return recs
+
+
+async def test_a_flood_of_connects_shows_its_newest_page_and_says_how_many_it_did_not_fetch() -> None:
+    """2,500 connects in one second, more than the 2,000 rows the table holds: the poll takes the newest page (1,000)
+    and pages back no further (the table could not hold the burst whole whatever it fetched); the header says how
+    many it did not fetch, and the rows held before stay."""
+    now = time.time_ns()
+    with EventStore(None) as store:
+        store_records(store, connects(5, now - 5 * NS))
+        async with dashboard(store) as (app, pilot):
+            await wait_for(pilot, lambda: app.dashboard.connections.row_count == 5, "the first connects in the table")
+            flood = connects(2500, now - NS)
+            store_records(store, flood)
+            await wait_for(pilot, lambda: "not fetched" in screen_text(app), "the burst note")
+            assert "burst: 1,500 events not fetched in one poll" in screen_text(app)
+            held = app.poller._conns.events.values()
+            walls = sorted(int(e.timestamp) for e in held)
+            assert len(walls) == 1005 and walls[-1000:] == [int(w) for w in flood["ts"][-1000:]]
+
+
 async def poll_now(app: NetspyApp, pilot: Pilot[Any]) -> None:
     """The poll the dashboard makes after 10 s with no change (or at a key), now; waits for its snapshot."""
     taken = app.dashboard.latest
