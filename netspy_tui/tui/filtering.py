@@ -101,16 +101,18 @@ def subject_for_filter(
     return None
 
 
-def tab_label(name: str, rows: int, total: int | None, searched: int | None = None) -> str:
+def tab_label(name: str, rows: int, total: int | None, searched: int | None = None, gapped: bool = False) -> str:
     """``Connections (1,003)``, or ``Connections (latest 2,000 of 14,946)`` when the window holds more events
     than the table keeps (``total``: the window's count from the pattern analysis, None when not known), or
     ``Connections (3 in the latest 2,000)`` when a text filter could search only the ``searched`` rows kept of
-    a window that held more (older matches are not shown: the count is not the window's)."""
+    a window that held more (older matches are not shown: the count is not the window's). ``gapped``: rows held are
+    older than events not held (a burst's unfetched middle, events the source shed): not "latest", and ", gaps"."""
+    latest, gaps = ("", ", gaps") if gapped else ("latest ", "")
     if searched is not None:
-        return f"{name} ({rows:,} in the latest {searched:,})"
+        return f"{name} ({rows:,} in the {latest}{searched:,}{gaps})"
     if total is not None and total > rows:
-        return f"{name} (latest {rows:,} of {total:,})"
-    return f"{name} ({rows:,})"
+        return f"{name} ({latest}{rows:,} of {total:,}{gaps})"
+    return f"{name} ({rows:,}{gaps})"
 
 
 def with_workloads(processes: Sequence[ProcessStat], events: Iterable[ConnectionEvent]) -> list[ProcessStat]:

@@ -155,6 +155,13 @@ class _Window(Generic[E]):
         elif page.truncated and page.total_count > page.returned:
             self.missing(page.events[-1].time if page.events else now)
 
+    def gapped(self) -> bool:
+        """Whether some event held is older than one that may not be (a burst's unfetched middle, events the source
+        shed): the rows are then not the window's latest, and the tab says so."""
+        if self.missing_until is None or not self.events:
+            return False
+        return next(iter(self.events.values())).time < self.missing_until
+
     def whole(self, cutoff: datetime) -> bool:
         """Whether every event of the window (after ``cutoff``) is held."""
         return self.missing_until is None or self.missing_until <= cutoff
@@ -508,8 +515,10 @@ class Poller:
             connections=connections,
             drops=self._drops.frozen(),
             connections_whole=self._conns.whole(cutoff) and self._inbound.whole(cutoff) and held == len(connections),
+            connections_gapped=self._conns.gapped(),
             inbound_held=len(self._inbound.events),
             drops_whole=self._drops.whole(cutoff),
+            drops_gapped=self._drops.gapped(),
             processes=processes,
             patterns=patterns,
             drop_patterns=drop_patterns,

@@ -56,6 +56,11 @@ class Snapshot:
     by the source): their count is the window's, whatever a summary read at another moment says."""
     drops_whole: bool = False
     """The same for ``drops``."""
+    connections_gapped: bool = False
+    """Some event of ``connections`` is older than events of the window that are not held (a burst's unfetched
+    middle, events the source shed): they are not the window's latest."""
+    drops_gapped: bool = False
+    """The same for ``drops``."""
     inbound_held: int = 0
     """Accepted connections held (``connections`` merges them with the connect() attempts, whose window count the
     pattern analysis gives): what the Connections tab's "latest N of M" adds to that count."""

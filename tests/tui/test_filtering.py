@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netspy_tui.models import Scope
-from netspy_tui.tui.filtering import EventFilter
+from netspy_tui.tui.filtering import EventFilter, tab_label
 from tests.factories import connection, drop
 
 COMMANDS = ["curl", "nginx", "Curl", "sshd"]
@@ -29,3 +29,13 @@ def test_the_events_shown_are_those_the_filter_passes_in_order(text: str, focus:
         assert list(shown) == [e for e in events if flt.event(e)]
         if not flt.active:
             assert shown is events  # (nothing narrows: the list itself, not a copy)
+
+
+def test_a_tab_says_latest_only_of_rows_without_a_gap_among_them() -> None:
+    assert tab_label("Connections", 1003, None) == "Connections (1,003)"
+    assert tab_label("Connections", 2000, 14946) == "Connections (latest 2,000 of 14,946)"
+    assert tab_label("Connections", 3, None, 2000) == "Connections (3 in the latest 2,000)"
+    # a burst's unfetched middle (or events the source shed) below some rows held: not the latest, and said
+    assert tab_label("Connections", 2000, 14946, gapped=True) == "Connections (2,000 of 14,946, gaps)"
+    assert tab_label("Connections", 3, None, 2000, gapped=True) == "Connections (3 in the 2,000, gaps)"
+    assert tab_label("Packet drops", 1005, None, gapped=True) == "Packet drops (1,005, gaps)"

@@ -133,6 +133,7 @@ async def test_a_burst_of_drops_says_how_many_it_did_not_fetch() -> None:
             store_records(store, drops(2500, now - NS))
             await wait_for(pilot, lambda: "not fetched" in screen_text(app), "the burst note")
             assert "burst: 1,500 drops not fetched in one poll" in screen_text(app)
+            assert "Packet drops (1,005, gaps)" in screen_text(app)
 
 
 def connects(n: int, wall: int) -> np.ndarray:
@@ -146,7 +147,8 @@ def connects(n: int, wall: int) -> np.ndarray:
 async def test_a_flood_of_connects_shows_its_newest_page_and_says_how_many_it_did_not_fetch() -> None:
     """2,500 connects in one second, more than the 2,000 rows the table holds: the poll takes the newest page (1,000)
     and pages back no further (the table could not hold the burst whole whatever it fetched); the header says how
-    many it did not fetch, and the rows held before stay."""
+    many it did not fetch, the rows held before stay, and the tab says its rows have gaps (they are not the latest
+    1,005)."""
     now = time.time_ns()
     with EventStore(None) as store:
         store_records(store, connects(5, now - 5 * NS))
@@ -156,6 +158,7 @@ async def test_a_flood_of_connects_shows_its_newest_page_and_says_how_many_it_di
             store_records(store, flood)
             await wait_for(pilot, lambda: "not fetched" in screen_text(app), "the burst note")
             assert "burst: 1,500 events not fetched in one poll" in screen_text(app)
+            assert "Connections (1,005, gaps)" in screen_text(app)  # (the 5 held before are older than the middle)
             held = app.poller._conns.events.values()
             walls = sorted(int(e.timestamp) for e in held)
             assert len(walls) == 1005 and walls[-1000:] == [int(w) for w in flood["ts"][-1000:]]

@@ -305,12 +305,14 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 if same and snap.patterns and not snap.connections_whole
                 else None,
                 len(held) if narrowed and not snap.connections_whole else None,
+                snap.connections_gapped,
             )
             drops = tab_label(
                 "Packet drops",
                 drop_rows,
                 snap.drop_patterns.stats.total if same and snap.drop_patterns and not snap.drops_whole else None,
                 len(dropped) if narrowed and not snap.drops_whole else None,
+                snap.drops_gapped,
             )
             for pane, label in (("connections-tab", conns), ("drops-tab", drops)):
                 self._tab_label(pane, label, (snap.config, self.filter_text, self.focus_subject))
