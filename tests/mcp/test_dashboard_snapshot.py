@@ -16,7 +16,7 @@ from mcp.client import Client
 
 from netspy_tui.mcp_tools.schemas import RECENT_BYTES_SECONDS, SNAPSHOT_PARTS, DashboardSnapshot
 from netspy_tui.mcp_tools.server import create_server
-from netspy_tui.models import ConnectionEvent, format_time
+from netspy_tui.models import ConnectionEvent, format_time, parse_time
 from netspy_tui.names import NameResolver
 from tests.tui.demo_data import DEMO_NOW
 from tests.tui.scenes import Clock, demo_events, demo_source
@@ -66,6 +66,11 @@ async def _compare(args: dict[str, Any]) -> None:
         for part, (tool, tool_args) in _separately(args).items():
             if part in wanted and (part != "names" or args.get("addresses")):
                 alone[part] = await client.call_tool(tool, {k: v for k, v in tool_args.items() if v is not None})
+    since, until = args.get("since"), args.get("until")
+    if since is not None and until is not None and parse_time(since) >= parse_time(until):
+        # an empty range is refused as the arguments are checked, whatever the parts (as a bound out of range is)
+        assert snap.is_error and "since must be earlier than until" in snap.content[0].text
+        return
     errors = [r.content[0].text.split(": ", 1)[-1] for r in alone.values() if r.is_error]
     if errors:  # e.g. a pid and a process name that disagree: the snapshot says the same sentence
         assert snap.is_error and any(e in snap.content[0].text for e in errors)
