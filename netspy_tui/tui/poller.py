@@ -692,18 +692,17 @@ class Poller:
         until: str | None = None
         pages: dict[str, ConnectionEvent] = {}
         page = first
-        whole = first.total_count - self._conns.known_after(since) <= self._max_rows
+        known = self._conns.known_after(since)  # (held events the page's overlap re-read: a pass over them, once)
+        fits = first.total_count - known <= self._max_rows
         while True:
             before = len(pages)
             for event in page.events:
                 pages.setdefault(event_key(event), event)
             grew = len(pages) > before
-            if not page.truncated or not grew or len(pages) >= self._max_rows or since is None or not whole:
+            if not page.truncated or not grew or len(pages) >= self._max_rows or since is None or not fits:
                 left = 0
                 if page.truncated:
-                    known_unreturned = self._conns.known_after(since) - sum(
-                        1 for key in pages if key in self._conns.events
-                    )
+                    known_unreturned = known - sum(1 for key in pages if key in self._conns.events)
                     left = max(0, page.total_count - page.returned - max(0, known_unreturned))
                 break
             until = format_time(page.events[-1].time)

@@ -123,7 +123,7 @@ def drops(n: int, wall: int) -> np.ndarray:
 
 
 async def test_a_burst_of_drops_says_how_many_it_did_not_fetch() -> None:
-    """25,000 drops in one second reach the drops table as one page (the newest 1,000): the rest leave a gap there,
+    """2,500 drops in one second reach the drops table as one page (the newest 1,000): the rest leave a gap there,
     and the header says so, as it does for connections."""
     now = time.time_ns()
     with EventStore(None) as store:
