@@ -221,3 +221,43 @@ def test_a_count_row_sqlite_refuses_is_refused_alone_and_the_rows_before_it_coun
         stored = dict(((r[:9]), r[9]) for r in conn.execute("SELECT * FROM rollup"))
     want = {tuple(r[:9]): r[9] for i, r in enumerate(counts) if i != 3}
     assert stored == want
+
+
+def test_bodies_are_kept_compressed_and_blocks_an_earlier_version_wrote_read_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block keeps its events' JSON compressed (zstd, a frame per FRAME_EVENTS events): a fraction of the
+    JSON's bytes on disk. A store written before (blocks whose bodies are the JSON itself) answers as before,
+    also once newer blocks are written beside its own, and when retention cuts into one of either kind."""
+    # two writes of 150 (~125 connections: a block of two frames), each in a block's order (see _events)
+    events = [
+        e
+        for part in (_events(150), _events(150, start=150))
+        for e in sorted(part, key=lambda e: e.type != "connection")
+    ]
+    with EventStore(tmp_path / "rows.sqlite3", retention_seconds=None) as rows:
+        rows.add_events(events[:150])
+        rows.add_events(events[150:])
+        want = _answers(rows)
+        rows.max_rows = 140  # (retention then cuts into the second write's connections' block)
+        rows.prune()
+        want_cut = _answers(rows)
+    path = tmp_path / "blocks.sqlite3"
+    monkeypatch.setattr(J, "_pack", lambda body, ends: body)  # (as written before 2026-12-07)
+    with EventStore(path, retention_seconds=None) as old:
+        _add_as_blocks(old, events[:150])
+    monkeypatch.undo()
+    with EventStore(path, retention_seconds=None) as store:
+        _add_as_blocks(store, events[150:])
+        assert _answers(store) == want
+    with sqlite3.connect(path) as conn:
+        blocks = conn.execute("SELECT seq, n, bodies FROM json_blocks ORDER BY seq").fetchall()
+    assert [bytes(b[:1]) for _, _, b in blocks[:2]] == [b"{", b"{"]  # (the earlier version's, as they were)
+    packed = [(n, bytes(b)) for _, n, b in blocks[2:]]
+    assert packed and all(b.startswith(J.PACKED) for _, b in packed)
+    json_bytes = sum(len(event_row(e)[0][6]) for e in events[150:])
+    assert sum(len(b) for _, b in packed) * 4 < json_bytes  # (these test events compress ~10 times)
+    assert max(n for n, _ in packed) > J.FRAME_EVENTS  # (a block of more than one frame)
+    with EventStore(path, retention_seconds=None, max_rows=140) as reopened:
+        reopened.prune()
+        assert _answers(reopened) == want_cut
