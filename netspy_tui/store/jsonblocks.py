@@ -340,11 +340,10 @@ def after(conn: sqlite3.Connection, seq: int, limit: int) -> list[tuple[int, int
             break
         cols = columns(blob)
         start = max(0, seq + 1 - first)
-        ends = cols["end"].tolist()
-        bodies = _plain(bodies)
+        reader = _Reader(bytes(bodies), cols["end"].tolist())  # (only the frames read from decompressed)
         t = cols["t"].tolist()
         for i in range(start, min(n, start + limit - len(out))):
-            out.append((first + i, t[i], bodies[ends[i - 1] if i else 0 : ends[i]]))
+            out.append((first + i, t[i], reader.event(i)))
     return out
 
 
