@@ -153,7 +153,11 @@ MAX_UNWRITTEN_ROWS = 200_000
 LOST_SUFFIX = "-lost"
 LOST_SIZE = 4096
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
+#: the versions this netspy-tui reads: 3's files (written before an aggregator's event JSON was kept compressed,
+#: which 4 reads as they are) become 4 when opened for writing, so that an older netspy-tui refuses them with its
+#: one-line error instead of reading compressed blocks as JSON
+READS_SCHEMAS = ("3", SCHEMA_VERSION)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -775,6 +779,7 @@ class EventStore:
         C.upgrade(conn)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND value != ?", (SCHEMA_VERSION, SCHEMA_VERSION))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('id_salt', ?)", (str(int.from_bytes(os.urandom(8))),))
         self._check_schema(conn)
@@ -789,9 +794,10 @@ class EventStore:
                 f"{self.location} is not a netspy-tui event store",
                 "pass the file netspy-tui wrote with --db, or a new file name",
             )
-        if row[0] != SCHEMA_VERSION:
+        if row[0] not in READS_SCHEMAS:
             raise StoreError(
-                f"the event store {self.location} has schema version {row[0]}, this netspy-tui needs {SCHEMA_VERSION}",
+                f"the event store {self.location} has schema version {row[0]}, this netspy-tui reads "
+                f"{' and '.join(READS_SCHEMAS)}",
                 "move the old file away or choose another store file",
             )
 

@@ -243,15 +243,24 @@ def test_bodies_are_kept_compressed_and_blocks_an_earlier_version_wrote_read_as_
         rows.prune()
         want_cut = _answers(rows)
     path = tmp_path / "blocks.sqlite3"
-    monkeypatch.setattr(J, "_pack", lambda body, ends: body)  # (as written before 2026-12-07)
+    monkeypatch.setattr(J, "_pack", lambda body, ends: body)  # (as written before 2026-12-07: schema 3)
     with EventStore(path, retention_seconds=None) as old:
         _add_as_blocks(old, events[:150])
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
     monkeypatch.undo()
+    with EventStore(path, retention_seconds=None, readonly=True) as reader:  # (read as it is: still 3)
+        got = {e.id for e in reader.query(EventQuery(limit=1000)).events}
+        assert got == {e.id for e in events[:150] if e.type == "connection"}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
     with EventStore(path, retention_seconds=None) as store:
         _add_as_blocks(store, events[150:])
         assert _answers(store) == want
     with sqlite3.connect(path) as conn:
         blocks = conn.execute("SELECT seq, n, bodies FROM json_blocks ORDER BY seq").fetchall()
+        # written by this version: 4, which a netspy-tui of version 3 refuses (one line) instead of misreading it
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("4",)
     assert [bytes(b[:1]) for _, _, b in blocks[:2]] == [b"{", b"{"]  # (the earlier version's, as they were)
     packed = [(n, bytes(b)) for _, n, b in blocks[2:]]
     assert packed and all(b.startswith(J.PACKED) for _, b in packed)
@@ -261,3 +270,18 @@ def test_bodies_are_kept_compressed_and_blocks_an_earlier_version_wrote_read_as_
     with EventStore(path, retention_seconds=None, max_rows=140) as reopened:
         reopened.prune()
         assert _answers(reopened) == want_cut
+
+
+@pytest.mark.parametrize("version", ["2", "5"])
+def test_a_store_of_a_schema_this_version_does_not_read_is_refused_in_one_line(tmp_path: Path, version: str) -> None:
+    path = tmp_path / "s.sqlite3"
+    with EventStore(path, retention_seconds=None) as store:
+        _add_as_blocks(store, _events(10))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
+    for readonly in (False, True):
+        with pytest.raises(StoreError) as caught:
+            EventStore(path, retention_seconds=None, readonly=readonly).close()
+        assert f"has schema version {version}, this netspy-tui reads 3 and 4" in str(caught.value)
+    with sqlite3.connect(path) as conn:  # (left as it was)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (version,)
