@@ -32,6 +32,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import itertools
 import json
 import logging
 import os
@@ -442,10 +443,11 @@ def _upsert_rollups(conn: sqlite3.Connection, rows: Sequence[R.Row]) -> None:
     sqlite3 gives up the interpreter's lock and takes it back around each: beside another busy thread each take
     waited for a switch."""
     at = 0
+    flat = itertools.chain.from_iterable  # (a statement's parameters: ~0.19 µs a row, against ~0.33 by a comprehension)
     for step in (ROLLUP_ROWS_AT_ONCE, 16, 1):
         sql = _upsert_many(step)
         while len(rows) - at >= step:
-            conn.execute(sql, [v for row in rows[at : at + step] for v in row])
+            conn.execute(sql, list(flat(rows[at : at + step])))
             at += step
 
 
