@@ -66,14 +66,6 @@ def _kernel_tests_alone(request: pytest.FixtureRequest) -> Iterator[None]:
             os.close(fd)  # (and the locks with them)
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: two workers per CPU this process may use. The suite waits on child processes, servers and the
-    kernel more than it computes: with one worker per CPU each read 17-19 % of a core, and on 2 CPUs two workers
-    each took the suite from 952 s to 753 s (`--durations` after: the longest are servers and agents starting).
-    Kernel tests still run alone (:func:`_kernel_tests_alone`)."""
-    return 2 * len(os.sched_getaffinity(0))
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``-n``, with ``--dist loadgroup``), every test marked ``root`` or ``ebpf`` runs
     in one worker, one after another, as they would without xdist: they share the kernel (tracepoints,
