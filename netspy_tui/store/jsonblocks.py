@@ -304,7 +304,7 @@ def _bodies(
             if reader is None:
                 block_ends = ends[first].tolist()
                 if wanted[first] * _WHOLE_BLOCK >= len(block_ends):
-                    reader = _Reader(bytes(_read(conn, first, "bodies")[0]), block_ends)
+                    reader = _Reader(_read(conn, first, "bodies")[0], block_ends)
                 else:
                     reader = _Reader(conn.blobopen("json_blocks", "bodies", first, readonly=True), block_ends)
                 held[first] = reader
@@ -340,7 +340,7 @@ def after(conn: sqlite3.Connection, seq: int, limit: int) -> list[tuple[int, int
             break
         cols = columns(blob)
         start = max(0, seq + 1 - first)
-        reader = _Reader(bytes(bodies), cols["end"].tolist())  # (only the frames read from decompressed)
+        reader = _Reader(bodies, cols["end"].tolist())  # (only the frames read from decompressed)
         t = cols["t"].tolist()
         for i in range(start, min(n, start + limit - len(out))):
             out.append((first + i, t[i], reader.event(i)))
@@ -402,9 +402,8 @@ def find(conn: sqlite3.Connection, kind: int, t: int, ts: int, pid: int) -> list
         cols = columns(blob)
         hits = np.flatnonzero((cols["t"] == t) & (cols["ts"] == ts) & (cols["pid"] == pid)).tolist()
         if hits:
-            ends = cols["end"].tolist()
-            bodies = _plain(_read(conn, seq, "bodies")[0])
-            out.extend((seq, i, bytes(bodies[ends[i - 1] if i else 0 : ends[i]])) for i in hits)
+            reader = _Reader(_read(conn, seq, "bodies")[0], cols["end"].tolist())  # (only the hits' frames)
+            out.extend((seq, i, reader.event(i)) for i in hits)
     return out
 
 
@@ -412,10 +411,9 @@ def replace(conn: sqlite3.Connection, seq: int, new: dict[int, bytes]) -> None:
     """Put ``new`` bodies (index in the block -> JSON) in place of the block ``seq``'s (the events' columns but
     where their bodies end stay: the same time, timestamp, pid and command)."""
     blob, bodies = _read(conn, seq, "cols, bodies")
-    bodies = _plain(bodies)
     cols = columns(blob).copy()
-    ends = cols["end"].tolist()
-    parts = [bytes(bodies[ends[i - 1] if i else 0 : ends[i]]) for i in range(len(ends))]
+    reader = _Reader(bodies, cols["end"].tolist())
+    parts = [reader.event(i) for i in range(len(cols))]
     for i, body in new.items():
         parts[i] = body
     cols["end"] = np.cumsum(list(map(len, parts)))

@@ -781,7 +781,7 @@ class EventStore:
         C.upgrade(conn)
         if conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND value = '3'", (SCHEMA_VERSION,))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND value = ?", (SCHEMA_VERSION, READS_SCHEMAS[0]))
         if conn.execute("SELECT value FROM meta WHERE key = 'id_salt'").fetchone() is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('id_salt', ?)", (str(int.from_bytes(os.urandom(8))),))
         self._check_schema(conn)
