@@ -10,7 +10,7 @@ and slices out only the bodies a page keeps.
 
 The bodies are kept compressed (zstd, in frames of :data:`FRAME_EVENTS` events: reading a few events of a
 block decompresses only their frames). An aggregator's ingest wrote ~650 bytes of JSON an event, and
-committing them was most of what its storing thread spent in SQLite: compressed, a tenth of the bytes go
+committing them was a third to half of what its storing thread spent in SQLite: compressed, a tenth of the bytes go
 through the page cache, the WAL and the checkpoints (measured with the fleet bench's events: 24.6 → 21.7 µs
 of the storing thread an event, 90 → 30 MB of store per 100,000 events). Blocks written before (their
 bodies the JSON itself) are read as they are.
