@@ -66,16 +66,6 @@ def _kernel_tests_alone(request: pytest.FixtureRequest) -> Iterator[None]:
             os.close(fd)  # (and the locks with them)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n``, with ``--dist loadgroup``), every test marked ``root`` or ``ebpf`` runs
-    in one worker, one after another, as they would without xdist: they share the kernel (tracepoints,
-    network namespaces, the host's TCP counters that some of them read as deltas). The other tests
-    (each with its own temporary files and free 127.0.0.1 ports) are spread over the workers."""
-    for item in items:
-        if any(item.get_closest_marker(m) for m in ROOT_MARKERS):
-            item.add_marker(pytest.mark.xdist_group("kernel"))
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
