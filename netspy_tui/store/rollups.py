@@ -73,6 +73,16 @@ class Names:
     def find(self, value: str) -> int | None:
         return self._ids.get(value)
 
+    def ids(self, values: list[str]) -> list[int]:
+        """The id of each of ``values``: those already interned looked up in one pass in C, each new one interned in
+        the order first seen (a column of a batch's 5,000 rows: ~0.6 ms against ~1.4 when a set of the distinct ones
+        was made first)."""
+        got = list(map(self._ids.get, values))
+        if None in got:
+            intern = self.id
+            got = [intern(value) if i is None else i for value, i in zip(values, got, strict=True)]
+        return got  # type: ignore[return-value]  # (no None left)
+
 
 class Pairs:
     """Dense ids for pairs of ints; :attr:`major`/:attr:`minor` give a pair back from its id.
@@ -157,15 +167,8 @@ def to_array(rows: Sequence[Row], names: Names) -> np.ndarray:
 
 
 def _ids(values: Sequence[str] | np.ndarray, names: Names) -> np.ndarray:
-    """Interned ids of many strings: those already interned looked up in one pass in C, each new one interned in
-    the order first seen (a column of a batch's 5,000 rows: ~0.6 ms against ~1.4 when a set of the distinct ones was
-    made first)."""
-    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    got = list(map(names._ids.get, items))
-    if None in got:
-        intern = names.id
-        got = [intern(value) if i is None else i for value, i in zip(items, got, strict=True)]
-    return np.array(got, np.uint32)
+    """Interned ids of many strings (:meth:`Names.ids`)."""
+    return np.array(names.ids(values.tolist() if isinstance(values, np.ndarray) else list(values)), np.uint32)
 
 
 def _keys(rows: np.ndarray) -> np.ndarray:
