@@ -11,6 +11,8 @@ from tests import contract
 from tests.contract import ContractViolation, validate, validate_event, validate_response
 from tests.factories import connection_json, drop_json
 
+pytestmark = pytest.mark.quiet
+
 QT = "2026-11-24T12:00:00Z"
 
 

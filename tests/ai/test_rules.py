@@ -12,6 +12,8 @@ from netspy_tui.errors import AIError
 from tests.ai.helpers import context_for
 from tests.factories import BASE_TIME, connection, drop
 
+pytestmark = pytest.mark.quiet
+
 NOW = BASE_TIME + timedelta(seconds=300)
 
 

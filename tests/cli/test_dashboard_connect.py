@@ -13,6 +13,8 @@ from netspy_tui.config import load_settings
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection
 
+pytestmark = pytest.mark.quiet
+
 
 @pytest.fixture
 def settings(monkeypatch, tmp_path):

@@ -25,6 +25,8 @@ from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scop
 from netspy_tui.store import EventStore
 from tests.factories import BASE_TIME, connection_json, drop_json
 
+pytestmark = pytest.mark.quiet
+
 DEMO = Path(__file__).parents[1] / "data" / "demo.jsonl"
 AnyEvent = ConnectionEvent | PacketDropEvent
 

@@ -19,6 +19,8 @@ from netspy_tui.models import EventQuery, PacketDropEvent, Scope, format_time, n
 from netspy_tui.serve.app import event_json
 from tests.factories import connection_json, drop_json
 
+pytestmark = pytest.mark.quiet
+
 NODES = ("node-a", "node-b")
 
 

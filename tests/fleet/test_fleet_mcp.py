@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from mcp.client import Client
 
 from netspy_tui.fleet.source import FleetSource
@@ -18,6 +19,8 @@ from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.models import SourceInfo
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection, connection_json, drop_json
+
+pytestmark = pytest.mark.quiet
 
 #: node -> [(pid, command, workload, connections)]
 FLEET = {

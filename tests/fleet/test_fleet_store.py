@@ -19,6 +19,8 @@ from netspy_tui.models import Scope
 from netspy_tui.store import StoreError
 from tests.factories import connection_json, drop_json
 
+pytestmark = pytest.mark.quiet
+
 
 def batch(node: str, n: int, start: int = 0) -> list[dict]:  # type: ignore[type-arg]
     out = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,8 @@ from netspy_tui.analysis.aggregate import aggregate
 from netspy_tui.fleet.merge import NODE_TOP_N, merge_pages, merge_stats, merge_stored_items
 from netspy_tui.models import EventPage, Scope, time_to_ns
 from tests.factories import BASE_TIME, connection
+
+pytestmark = pytest.mark.quiet
 
 EVENTS = st.lists(
     st.tuples(st.integers(0, 2), st.sampled_from(["curl", "wget", "nginx"]), st.integers(1, 4),

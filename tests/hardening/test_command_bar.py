@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import unicodedata
 
+import pytest
 from rich.text import Text
 
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from tests.tui.scenes import Clock, demo_source, wait_for
+
+pytestmark = pytest.mark.quiet
 
 #: (line typed, a fragment of the one-line error)
 GARBAGE = [

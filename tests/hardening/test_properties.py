@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -28,6 +29,8 @@ from netspy_tui.errors import UsageError
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, contract_drop, parse_event, parse_events
 from netspy_tui.serve.app import dumps, event_json
 from tests.factories import connection_json, drop_json
+
+pytestmark = pytest.mark.quiet
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

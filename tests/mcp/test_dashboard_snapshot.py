@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import jsonschema
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp.client import Client
@@ -20,6 +21,8 @@ from netspy_tui.models import ConnectionEvent, format_time, parse_time
 from netspy_tui.names import NameResolver
 from tests.tui.demo_data import DEMO_NOW
 from tests.tui.scenes import Clock, demo_events, demo_source
+
+pytestmark = pytest.mark.quiet
 
 EVENTS = demo_events()
 PIDS = sorted({e.pid for e in EVENTS if e.pid >= 1})[:6]

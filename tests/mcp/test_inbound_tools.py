@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from mcp.client import Client
 
 from netspy_tui.collector.base import DIR_ACCEPT, DIR_RX
@@ -20,6 +21,8 @@ from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection
+
+pytestmark = pytest.mark.quiet
 
 NS = 1_000_000_000
 NOW = datetime.now(UTC).replace(microsecond=0)

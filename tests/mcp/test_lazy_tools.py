@@ -15,6 +15,8 @@ from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection
 
+pytestmark = pytest.mark.quiet
+
 #: The order main registered them in (and lists them in)
 ORDER = [
     "get_network_summary", "list_connections", "analyze_patterns", "get_packet_drop_summary", "list_packet_drops",

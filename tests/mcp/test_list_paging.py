@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from mcp.client import Client
 
 from netspy_tui.errors import NetspyError
@@ -14,6 +15,8 @@ from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection
+
+pytestmark = pytest.mark.quiet
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -14,12 +14,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from netspy_tui.analysis.aggregate import second_of
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import parse_event, utcnow
 from netspy_tui.store import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
 from netspy_tui.telemetry.memory import MemorySource
+
+pytestmark = pytest.mark.quiet
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo.jsonl"
 CALLS: list[tuple[str, dict[str, Any]]] = [

@@ -8,12 +8,16 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from netspy_tui.collector.replay import ReplayCollector
 from netspy_tui.config import Settings
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.telemetry.embedded import open_embedded, open_history
 from netspy_tui.telemetry.source import TelemetrySource
 from tests.factories import connection_json
+
+pytestmark = pytest.mark.quiet
 
 LABEL_ONLY = ("get_network_summary", "get_packet_drop_summary", "analyze_patterns", "analyze_packet_drops",
               "list_processes", "get_traffic", "get_connect_latency")  # fmt: skip

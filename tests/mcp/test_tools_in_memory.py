@@ -12,6 +12,8 @@ from netspy_tui.models import ConnectionList, NetworkSummary, PatternAnalysis
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection, drop
 
+pytestmark = pytest.mark.quiet
+
 EXPECTED_TOOLS = {
     "dashboard_snapshot",
     "get_network_summary",

@@ -15,6 +15,8 @@ import yaml
 from netspy_tui import __version__
 from netspy_tui.cli import parse_args
 
+pytestmark = pytest.mark.quiet
+
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
 #: the oldest Kubernetes release still supported upstream when this was written, and the newest bundled

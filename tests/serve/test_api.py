@@ -15,6 +15,8 @@ from netspy_tui.telemetry.memory import MemorySource
 from tests.contract import validate_event, validate_response
 from tests.factories import connection, connection_json
 
+pytestmark = pytest.mark.quiet
+
 # (method, path, query, JSON body, definition) for every endpoint, current GET and seed POST forms.
 CASES: list[tuple[str, str, dict[str, Any] | None, dict[str, Any] | None, str]] = [
     ("GET", "/", None, None, "ServiceInfo"),

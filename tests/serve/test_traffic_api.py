@@ -7,6 +7,8 @@ import pytest
 
 from netspy_tui.serve.app import ENDPOINTS
 
+pytestmark = pytest.mark.quiet
+
 
 @pytest.mark.parametrize(("path", "listed"), [("/api/traffic", "flows"), ("/api/connect-latency", "destinations")])
 async def test_a_source_without_the_figures_says_they_are_not_available(client: httpx.AsyncClient, path: str,

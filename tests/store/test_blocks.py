@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf import programs as P
@@ -17,6 +18,8 @@ from netspy_tui.collector.ebpf.decode import Codec
 from netspy_tui.models import Scope, ns_to_time
 from netspy_tui.store import EventStore
 from netspy_tui.store import rollups as R
+
+pytestmark = pytest.mark.quiet
 
 NS = 1_000_000_000
 COMMS = [b"curl", b"nginx", b"ssh", b"backup"]

@@ -15,6 +15,8 @@ from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.models import EventQuery, ns_to_time
 from netspy_tui.store.sqlite import EventStore
 
+pytestmark = pytest.mark.quiet
+
 SPAN = 600.0
 
 

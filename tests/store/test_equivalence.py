@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,8 @@ from netspy_tui.analysis.aggregate import aggregate, filter_events, second_of
 from netspy_tui.models import ConnectionEvent, EventQuery, PacketDropEvent, Scope, parse_event, utcnow
 from netspy_tui.store import EventStore
 from tests.factories import BASE_TIME, connection_json, drop_json
+
+pytestmark = pytest.mark.quiet
 
 NOW = BASE_TIME
 

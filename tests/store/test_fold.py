@@ -11,6 +11,8 @@ import pytest
 from netspy_tui.store import spans as S
 from netspy_tui.store.sqlite import _SCHEMA, _UPSERT_ROLLUP
 
+pytestmark = pytest.mark.quiet
+
 HOUR = 1_796_425_200  # a whole hour (seconds since the epoch)
 
 

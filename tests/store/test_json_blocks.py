@@ -17,6 +17,8 @@ from netspy_tui.store import rollups as R
 from netspy_tui.store.sqlite import event_row
 from tests.factories import BASE_TIME, connection, drop
 
+pytestmark = pytest.mark.quiet
+
 NS = 1_000_000_000
 
 

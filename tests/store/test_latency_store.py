@@ -16,6 +16,8 @@ from netspy_tui.collector.ebpf import programs as P
 from netspy_tui.store import latency as L
 from netspy_tui.store.sqlite import EventStore
 
+pytestmark = pytest.mark.quiet
+
 NS = 1_000_000_000
 
 

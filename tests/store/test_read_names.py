@@ -8,12 +8,15 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench import synth
 from netspy_tui.collector.base import Batch
 from netspy_tui.collector.ebpf.decode import NameCache
 from netspy_tui.models import EventQuery
 from netspy_tui.store.sqlite import EventStore
+
+pytestmark = pytest.mark.quiet
 
 
 def _key(e: object) -> tuple[int, str, str, str]:

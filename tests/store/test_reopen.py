@@ -19,6 +19,8 @@ from netspy_tui.models import Scope, WindowStats, utcnow
 from netspy_tui.store import EventStore
 from tests.store.test_store import held_background_load, unclosed_copy
 
+pytestmark = pytest.mark.quiet
+
 SCOPES = [
     Scope(kind, pid, command, window)  # type: ignore[arg-type]
     for kind in ("connection", "packet_drop")

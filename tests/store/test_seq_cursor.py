@@ -16,6 +16,8 @@ from netspy_tui.models import EventQuery, ns_to_time
 from netspy_tui.store.sqlite import EventStore
 from tests.factories import connection, drop
 
+pytestmark = pytest.mark.quiet
+
 
 def _ids(store: EventStore, q: EventQuery) -> set[str]:
     page = store.query(q)

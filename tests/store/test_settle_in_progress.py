@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from netspy_tui.collector.base import Collector, Sink
 from netspy_tui.models import Scope, utcnow
 from netspy_tui.store import EventStore
 from netspy_tui.store.rollups import Row
 from netspy_tui.store.sqlite import FOLLOWED
 from netspy_tui.telemetry.embedded import EmbeddedSource
+
+pytestmark = pytest.mark.quiet
 
 NS = 1_000_000_000
 

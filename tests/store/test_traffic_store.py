@@ -6,9 +6,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+import pytest
+
 from netspy_tui.collector.base import DIR_RX, DIR_TX
 from netspy_tui.store import traffic as T
 from netspy_tui.store.sqlite import EventStore
+
+pytestmark = pytest.mark.quiet
 
 NS = 1_000_000_000
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
 from textual.message import Message
 
 from netspy_tui.ai import AIStreamError, Finished, TextDelta
 from netspy_tui.ai.types import AnswerItem, ProgressNote
 from netspy_tui.tui.ai_runner import AIRequest, AIRunner
 from netspy_tui.tui.messages import AIChunk, AIFailed, AIFinished, AINote, AIStarted
+
+pytestmark = pytest.mark.quiet
 
 
 async def _nothing() -> AsyncIterator[AnswerItem]:

@@ -20,6 +20,8 @@ from tests.factories import connection, drop
 from tests.tui.conftest import Clock, wait_for
 from tests.tui.demo_data import DEMO_NOW
 
+pytestmark = pytest.mark.quiet
+
 MAX_ROWS = 300
 
 

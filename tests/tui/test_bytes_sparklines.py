@@ -31,6 +31,8 @@ from tests.tui.screen_text import screen_text
 from tests.tui.test_key_repaint import layout_requests
 from tests.tui.test_traffic_view import NS, dashboard
 
+pytestmark = pytest.mark.quiet
+
 CURL_RX = 4_000_000  # 2.0 MB/s over the 2 s sampled
 NGINX_TX = 2_000_000  # 1.0 MB/s
 

@@ -21,6 +21,8 @@ from tests.tui.conftest import Clock
 from tests.tui.test_key_repaint import dashboard
 from tests.tui.test_poller import pinned_gap
 
+pytestmark = pytest.mark.quiet
+
 
 def more_connections(source: MemorySource, clock: Clock, n: int, start: int) -> list[ConnectionEvent]:
     """``n`` new connect() attempts, as a live host's next second brings them."""

@@ -35,6 +35,8 @@ from tests.tui.demo_data import DEMO_NOW, HOSTILE
 from tests.tui.scenes import Polled
 from tests.tui.screen_text import screen_text
 
+pytestmark = pytest.mark.quiet
+
 SIZE = (160, 45)
 
 

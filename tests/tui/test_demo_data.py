@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.contract import validate_event
 from tests.tui.demo_data import DEMO_PATH, HOSTILE, render
+
+pytestmark = pytest.mark.quiet
 
 
 def test_demo_file_is_current_and_contract_shaped() -> None:

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from netspy_tui.mcp_tools.ai_bridge import AIHooks
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import Scope
@@ -17,6 +19,8 @@ from tests.factories import connection
 from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.demo_data import DEMO_NOW
 from tests.tui.scenes import Polled
+
+pytestmark = pytest.mark.quiet
 
 SIZE = (160, 45)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netspy_tui.models import Scope
 from netspy_tui.tui.filtering import EventFilter, tab_label
 from tests.factories import connection, drop
+
+pytestmark = pytest.mark.quiet
 
 COMMANDS = ["curl", "nginx", "Curl", "sshd"]
 HELD = [connection(pid=100 + i % 5, command=COMMANDS[i % 4], port=8000 + i) for i in range(40)]

@@ -18,6 +18,8 @@ from tests.factories import connection
 from tests.tui.conftest import Clock, wait_for
 from tests.tui.demo_data import DEMO_NOW
 
+pytestmark = pytest.mark.quiet
+
 
 @pytest.fixture
 def collector() -> Iterator[None]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from netspy_tui.collector.base import DIR_ACCEPT
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.store import traffic as T
@@ -15,6 +17,8 @@ from netspy_tui.tui.app import NetspyApp
 from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.screen_text import screen_text
 from tests.tui.test_traffic_view import NS, dashboard, line_with
+
+pytestmark = pytest.mark.quiet
 
 
 async def test_at_80x24_an_accepted_connection_is_an_inbound_row_and_the_outcome_stays_in_view() -> None:

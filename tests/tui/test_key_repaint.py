@@ -23,6 +23,8 @@ from netspy_tui.tui.screens.dashboard import LABEL_SLACK
 from tests.tui.conftest import Clock, wait_for
 from tests.tui.screen_text import screen_lines
 
+pytestmark = pytest.mark.quiet
+
 SIZE = (160, 45)
 
 

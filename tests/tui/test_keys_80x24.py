@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from textual.widget import Widget
 from textual.widgets import Input
@@ -13,6 +14,8 @@ from netspy_tui.commands import COMMANDS
 from netspy_tui.tui import keys
 from netspy_tui.tui.screens.help import HelpScreen, help_table
 from tests.tui.scenes import SCENES, demo_app, wait_for
+
+pytestmark = pytest.mark.quiet
 
 SIZE = (80, 24)
 

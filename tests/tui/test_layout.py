@@ -16,6 +16,8 @@ from netspy_tui.tui.widgets.processes import _pids_text
 from tests.tui.scenes import SCENES, demo_app, wait_for
 from tests.tui.screen_text import screen_lines, screen_text
 
+pytestmark = pytest.mark.quiet
+
 
 def shown(widget: Widget) -> bool:
     """On screen: displayed, with every ancestor displayed, and given some room."""

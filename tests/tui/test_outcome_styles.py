@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from tests.factories import connection
 from tests.tui.conftest import Clock, wait_for
+
+pytestmark = pytest.mark.quiet
 
 
 async def test_rows_added_after_a_theme_change_take_its_outcome_colours(clock: Clock) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from tests.factories import connection
 from tests.tui.conftest import Clock, wait_for
+
+pytestmark = pytest.mark.quiet
 
 
 async def test_a_busy_window_reads_with_separators_and_port_exhaustion_is_its_own_outcome(clock: Clock) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,8 @@ from netspy_tui.tui.poller import MAX_BACKOFF, Poller, _Window, backoff, event_k
 from tests.factories import connection
 from tests.tui.conftest import Clock, spy_snapshots
 from tests.tui.demo_data import DEMO_NOW
+
+pytestmark = pytest.mark.quiet
 
 
 def burst(n: int, start: float, step: float = 0.001) -> list:

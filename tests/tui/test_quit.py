@@ -10,11 +10,15 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.scenes import Polled
+
+pytestmark = pytest.mark.quiet
 
 #: well under SlowSource's 30 s: leaving sooner proves the poll was cancelled, not waited for
 QUIT_WITHIN = 10.0

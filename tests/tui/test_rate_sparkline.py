@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from rich.style import Style
 from textual.app import App, ComposeResult
 from textual.strip import Strip
@@ -12,6 +13,8 @@ from textual.visual import RichVisual
 from textual.widgets import Sparkline
 
 from netspy_tui.tui.widgets.patterns import RateSparkline
+
+pytestmark = pytest.mark.quiet
 
 
 class Pair(App[None]):

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from netspy_tui.ai import ProgressNote
 from netspy_tui.errors import AIError, ServerUnavailable
 from netspy_tui.mcp_tools.ai_bridge import AIHooks
@@ -16,6 +18,8 @@ from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from tests.tui.conftest import Clock, demo_source, wait_for
 from tests.tui.test_dashboard import SIZE, in_window, status_text
+
+pytestmark = pytest.mark.quiet
 
 
 class FlakySource:

@@ -12,6 +12,8 @@ import pytest
 from netspy_tui.tui.widgets.status import StatusBar
 from tests.tui.scenes import SCENES, SIZE, demo_app
 
+pytestmark = pytest.mark.quiet
+
 
 @pytest.fixture(autouse=True)
 def _no_wall_clock_figures(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

@@ -33,6 +33,8 @@ from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.table import KeyedTable, SteadyScrollBar
 from tests.factories import connection
 
+pytestmark = pytest.mark.quiet
+
 WIDTHS = (12, 3, 20, 7, 1)
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
@@ -31,6 +32,8 @@ from netspy_tui.tui.widgets.processes import GROUP_PREFIX
 from tests.factories import connection
 from tests.tui.conftest import wait_for
 from tests.tui.screen_text import screen_lines, screen_text
+
+pytestmark = pytest.mark.quiet
 
 NS = 1_000_000_000
 DOCKER = "docker 3f2a9c1b7d4e"

@@ -19,6 +19,8 @@ from tests.tui.conftest import Clock, wait_for
 from tests.tui.demo_data import DEMO_NOW
 from tests.tui.screen_text import screen_text
 
+pytestmark = pytest.mark.quiet
+
 NAMES = ["we ird[red]", "[bold]x", "esc\x1b[2Jname", "rtl\u202eevil", "csi\x9b31m"]
 
 

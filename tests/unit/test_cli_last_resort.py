@@ -9,6 +9,8 @@ import pytest
 from netspy_tui import cli
 from netspy_tui.errors import UsageError
 
+pytestmark = pytest.mark.quiet
+
 
 @pytest.mark.parametrize(
     ("raised", "code", "line"),

@@ -5,6 +5,8 @@ from hypothesis import strategies as st
 from netspy_tui.commands import COMMAND_NAMES, complete_word, help_text, parse_command
 from netspy_tui.errors import UsageError
 
+pytestmark = pytest.mark.quiet
+
 
 @pytest.mark.parametrize(
     ("line", "tool", "args"),

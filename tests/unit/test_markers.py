@@ -35,6 +35,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.quiet
+
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 

@@ -15,6 +15,8 @@ from netspy_tui.models import (
 )
 from tests.factories import connection_json, drop_json
 
+pytestmark = pytest.mark.quiet
+
 
 def test_connection_event_parses_contract_json_v4_and_v6():
     e = parse_event(connection_json(ip="10.1.2.3", port=5432))

@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, constructor
+
+pytestmark = pytest.mark.quiet
 
 WHEN = datetime(2026, 12, 3, 17, 0, 1, 123456, tzinfo=UTC)
 CONNECT: dict[str, Any] = {

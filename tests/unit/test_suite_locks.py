@@ -1,4 +1,5 @@
-"""The suite's own machinery: a run in several workers (pytest-xdist) leaves no lock file behind.
+"""The suite's own machinery: a run in several workers (pytest-xdist) leaves no lock file behind, and a
+test marked quiet (it runs beside kernel tests) cannot make traffic, start a process or call eBPF unnoticed.
 
 tests/conftest.py serialises kernel tests with two lock files named after the run; the controller
 removes them when the run ends.
@@ -26,3 +27,63 @@ def test_a_run_in_two_workers_removes_its_lock_files() -> None:
     assert " passed" in done.stdout
     left = sorted(p.name for p in Path(tempfile.gettempdir()).glob(f"netspy-tests-{run}*"))
     assert left == []
+
+
+QUIET_BUT_NOT = """
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.quiet
+
+
+def test_connects() -> None:
+    with socket.socket() as s:
+        s.settimeout(1)
+        try:
+            s.connect(("127.0.0.1", 9))
+        except OSError:
+            pass
+
+
+def test_starts_a_process() -> None:
+    subprocess.run([sys.executable, "-c", "pass"], check=False)
+
+
+def test_calls_bpf() -> None:
+    from netspy_tui.collector.ebpf import syscalls
+
+    try:
+        syscalls.map_create(2, 4, 4, 1, "x")
+    except Exception:
+        pass
+
+
+def test_computes() -> None:
+    assert sum(range(10)) == 45
+"""
+
+
+def test_a_quiet_test_that_connects_starts_a_process_or_calls_bpf_fails_and_says_what_it_did(
+        tmp_path: Path) -> None:  # fmt: skip
+    """A test marked quiet may run beside a kernel test: one that makes traffic, starts a process or makes an eBPF
+    system call fails (even where its own code swallowed the error), and says which."""
+    test = REPO / "tests" / "unit" / f"test_quiet_probe_{uuid.uuid4().hex}.py"
+    test.write_text(QUIET_BUT_NOT)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rf", str(test)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        test.unlink()
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "3 failed, 1 passed in" in out, out
+    assert "QuietTestError: a test marked 'quiet' made network traffic (socket.connect to ('127.0.0.1', 9))" in out
+    assert "QuietTestError: a test marked 'quiet' started a process (subprocess.Popen)" in out
+    # (swallowed by the test: its report says it)
+    assert "a test marked 'quiet' made an eBPF system call (netspy_tui.collector.ebpf.syscalls)" in out
+    assert "test_computes" not in out

@@ -1,7 +1,10 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from netspy_tui.textsafe import clean, first_line, redact_url, valid_utf8
+
+pytestmark = pytest.mark.quiet
 
 
 def test_escapes_and_controls_become_visible():
