@@ -932,9 +932,20 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _mcp_maker(source: Any, ai: AISettings, **kw: Any) -> Callable[[], Any]:
+    """What makes ``serve``'s MCP server, at the first request to its /mcp (serve.runner.LazyMcp): the SDK's
+    server is imported then, not at every start of an agent or an aggregator."""
+
+    def make() -> Any:
+        from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
+        from netspy_tui.mcp_tools.server import create_server
+
+        return create_server(source, ai_tools_hook(ai), **kw)
+
+    return make
+
+
 async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
-    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
-    from netspy_tui.mcp_tools.server import create_server
     from netspy_tui.runtime import open_source
     from netspy_tui.serve.runner import serve_source
 
@@ -950,9 +961,9 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
     async with open_source(settings, "serve") as source:
         token = settings.token.get_secret_value() if settings.token else None
         workloads = _workloads()
-        mcp_server = create_server(source, ai_tools_hook(_ai(settings)), workloads=workloads)
         serving = serve_source(source, host=ns.host or "127.0.0.1", port=ns.port or 8080, token=token,
-                               mcp_server=mcp_server, allowed_hosts=ns.allow_host or [],
+                               mcp_server=_mcp_maker(source, _ai(settings), workloads=workloads),
+                               allowed_hosts=ns.allow_host or [],
                                metrics_top=ns.metrics_top or 20)  # fmt: skip
         if not ns.forward:
             await serving
@@ -993,8 +1004,6 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.fleet.prep import IngestChecker, default_workers
     from netspy_tui.fleet.store import FleetStore
     from netspy_tui.logs import add_secrets
-    from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
-    from netspy_tui.mcp_tools.server import create_server
     from netspy_tui.safefs import remove_tree, scratch_dir
     from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits, tune_collector
     from netspy_tui.serve.hosts import is_loopback
@@ -1026,7 +1035,6 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
             limits = IngestLimits(token=ingest_token, max_events=ns.ingest_max_events or 5000,
                                   rate=float(ns.ingest_rate or 50_000))  # fmt: skip
             token = settings.token.get_secret_value() if settings.token else None
-            mcp_server = create_server(source, ai_tools_hook(_ai(settings)))
             processes = default_workers() if ns.ingest_processes is None else ns.ingest_processes
             with contextlib.ExitStack() as stack:
                 checker = None
@@ -1036,7 +1044,8 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
                     except (OSError, ImportError, NotImplementedError) as exc:  # (no /dev/shm for its queues, ...)
                         log.warning("serve --aggregate: no process to check ingest bodies (%s); this one checks "
                                     "them", clean(str(exc), 200))  # fmt: skip
-                await serve_source(source, host=host, port=ns.port or 8080, token=token, mcp_server=mcp_server,
+                await serve_source(source, host=host, port=ns.port or 8080, token=token,
+                                   mcp_server=_mcp_maker(source, _ai(settings)),
                                    allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
                                    api=AggregatorApi.factory(fleet, limits, checker),
                                    own_auth_paths=[INGEST_PATH] if ingest_token else [],

@@ -21,9 +21,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.types import ASGIApp
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from netspy_tui.errors import NetspyError
 from netspy_tui.httplimits import (
@@ -38,6 +38,7 @@ from netspy_tui.serve.connections import GuardedH11Protocol
 from netspy_tui.serve.hosts import HostPolicy, is_loopback
 from netspy_tui.signals import Terminated
 from netspy_tui.telemetry.source import TelemetrySource
+from netspy_tui.textsafe import clean
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -204,7 +205,7 @@ async def serve_source(
     host: str = "127.0.0.1",
     port: int = 8080,
     token: str | None = None,
-    mcp_server: MCPServer[Any] | None = None,
+    mcp_server: MCPServer[Any] | Callable[[], MCPServer[Any]] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     on_started: Callable[[str], None] | None = None,
     allowed_hosts: Sequence[str] = (),
@@ -215,6 +216,8 @@ async def serve_source(
 ) -> None:
     """``netspy-tui serve``: the eBPF server API over ``source``, plus MCP at ``/mcp`` when given.
 
+    ``mcp_server`` may be a function that makes it: it is then called (in a thread) at the first request to
+    ``/mcp`` (:class:`LazyMcp`), so a server whose MCP nobody asks for never imports the SDK's server.
     The MCP streamable-HTTP route sits behind the same Host/Origin check, token and body limit as
     the API. ``api`` and ``own_auth_paths``: see :func:`netspy_tui.serve.app.create_app` (``serve
     --aggregate`` passes the aggregator's).
@@ -222,14 +225,15 @@ async def serve_source(
     extra: list[Any] = []
     lifespan = None
     if mcp_server is not None:
-        mcp_app = _mcp_routes_app(mcp_server)
-        extra = list(mcp_app.routes)
-        session_manager = mcp_server.session_manager
+        lazy = LazyMcp(mcp_server if callable(mcp_server) else (lambda: mcp_server))
+        extra = [Route("/mcp", endpoint=lazy)]
 
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            async with session_manager.run():
+            try:
                 yield
+            finally:
+                await lazy.aclose()
 
     app = create_app(
         source,
@@ -246,9 +250,67 @@ async def serve_source(
     await serve_async(app, host, port, on_started=on_started, what=what)
 
 
+class LazyMcp:
+    """``serve``'s ``/mcp``, made at its first request: the MCP server (``make``, called in a thread: importing
+    the SDK's server is most of a start's CPU, which an agent nobody asks over MCP need not pay), its
+    streamable-HTTP app and its session manager, run in a task of their own until :meth:`aclose`. Requests that
+    arrive meanwhile wait for it; if it cannot be made, each is answered 503 with the reason in one line."""
+
+    def __init__(self, make: Callable[[], MCPServer[Any]]) -> None:
+        self._make = make
+        self._lock = asyncio.Lock()
+        self._app: ASGIApp | None = None
+        self._problem: str | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app or await self._start()
+        if app is None:
+            await text_response(503, f"MCP is unavailable: {self._problem}")(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    async def _start(self) -> ASGIApp | None:
+        async with self._lock:
+            if self._app is not None or self._problem is not None:
+                return self._app
+            try:
+                server = await asyncio.to_thread(self._make)
+                app = _mcp_routes_app(server)
+                ready = asyncio.Event()
+                self._task = asyncio.create_task(self._run(server, ready), name="netspy-mcp-sessions")
+                done = asyncio.ensure_future(ready.wait())
+                await asyncio.wait([done, self._task], return_when=asyncio.FIRST_COMPLETED)
+                if not ready.is_set():
+                    done.cancel()
+                    self._task.result()  # (raises what stopped it)
+                    raise RuntimeError("its session manager stopped before it started")
+            except Exception as exc:  # (the app goes on: /mcp answers 503 saying why)
+                self._problem = clean(str(exc) or type(exc).__name__, 200)
+                logger.error("serve: MCP at /mcp could not start: %s", self._problem)
+                return None
+            self._app = app
+            return app
+
+    async def _run(self, server: MCPServer[Any], ready: asyncio.Event) -> None:
+        async with server.session_manager.run():
+            ready.set()
+            await self._stop.wait()
+
+    async def aclose(self) -> None:
+        """Stop the session manager, if it was started (the app's lifespan end)."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+
+
 def _mcp_routes_app(mcp_server: MCPServer[Any]) -> Starlette:
     """The SDK's streamable-HTTP app. Its own Host/Origin check is off: ours (HostGuardMiddleware,
     outermost on every path) applies the one policy, with the operator's --allow-host names."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
     no_second_check = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     return mcp_server.streamable_http_app(streamable_http_path="/mcp", transport_security=no_second_check)
 

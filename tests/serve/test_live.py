@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import signal
@@ -282,22 +283,7 @@ def test_serve_source_mounts_mcp_behind_the_token() -> None:
         """Echo the text back."""
         return f"echo: {text}"
 
-    urls: queue.Queue[str] = queue.Queue()
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(
-        serve_source(MemorySource(sample_events()), port=0, token=TOKEN, mcp_server=mcp_server, on_started=urls.put)
-    )
-
-    def run() -> None:
-        try:
-            loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            pass
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        url = urls.get(timeout=10)
+    with serving_in_a_thread(MemorySource(sample_events()), token=TOKEN, mcp_server=mcp_server) as url:
         assert httpx.post(url + "/mcp", json={}, timeout=5).status_code == 401
         root = httpx.get(url + "/", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).json()
         assert "/mcp" in root["endpoints"]
@@ -311,6 +297,39 @@ def test_serve_source_mounts_mcp_behind_the_token() -> None:
         assert asyncio.run(call()) == "echo: hi"
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5) as client:
             validate_response("EventsResponse", client.get("/api/events").json())
+
+
+def test_an_mcp_server_that_cannot_be_made_is_a_one_line_503_and_the_api_answers_on() -> None:
+    """serve makes its MCP server at the first request to /mcp (serve.runner.LazyMcp)."""
+
+    def broken() -> Any:
+        raise RuntimeError("no tools\ttoday\x1b[31m")
+
+    with serving_in_a_thread(MemorySource([]), mcp_server=broken) as url:
+        for _ in range(2):  # (and the same the second time: it is not tried again)
+            answer = httpx.post(url + "/mcp", json={}, headers={"Accept": "application/json, text/event-stream"},
+                                timeout=10)  # fmt: skip
+            assert (answer.status_code, answer.text) == (503, "MCP is unavailable: no tools\\x09today\\x1b[31m\n")
+        assert httpx.get(url + "/health", timeout=10).status_code == 200
+
+
+@contextlib.contextmanager
+def serving_in_a_thread(source: Any, **kw: Any) -> Iterator[str]:
+    """:func:`serve_source` on a free port in a thread of its own, cancelled after the block; yields its URL."""
+    urls: queue.Queue[str] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(serve_source(source, port=0, on_started=urls.put, **kw))
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield urls.get(timeout=30)
     finally:
         loop.call_soon_threadsafe(task.cancel)
         thread.join(timeout=15)
