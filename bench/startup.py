@@ -1,5 +1,6 @@
 """Start-up: ``--tool`` end to end against a local ``netspy-tui serve``; launch-to-first-paint of the
-dashboard in a real pseudo-terminal; its idle CPU with no traffic; the ``-X importtime`` profile.
+dashboard in a real pseudo-terminal; its idle CPU with no traffic; the ``-X importtime`` profile; ``serve``
+from launch to its first answer, and the CPU it took.
 
 The server is ``python -m netspy_tui serve --replay FILE --replay-speed 0`` on 127.0.0.1 (a
 recording of 5,000 synthetic events from the last minute): no root needed, same API as the
@@ -104,6 +105,38 @@ def _run(argv: list[str], env: dict[str, str]) -> float:
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[-4:])} exited {r.returncode}: {r.stderr.decode()[-300:]}")
     return elapsed
+
+
+def serve_start(recording: Path, env: dict[str, str]) -> dict[str, float]:
+    """``serve --replay FILE`` from launch to its first ``/health`` answer: the seconds, and the CPU the process
+    had used by then (user + system)."""
+    port = free_port()
+    argv = [PY, "-m", "netspy_tui", "serve", "--replay", str(recording), "--replay-speed", "0", "--port", str(port)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        deadline = t0 + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve exited: {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() > deadline:
+                raise TimeoutError("serve did not answer within 60 s")
+            time.sleep(0.01)
+        ready = time.perf_counter() - t0
+        cpu = psutil.Process(proc.pid).cpu_times()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {"ready_s": ready, "cpu_s": cpu.user + cpu.system}
 
 
 def importtime(url: str, env: dict[str, str], top: int = 15) -> list[dict[str, Any]]:
@@ -342,6 +375,12 @@ def run(ctx: Context) -> list[Metric]:
             )
         )
         ms.append(Metric(NAME, "dashboard RSS, real terminal, HTTP source (5,000 events)", runs[0]["rss_mb"], "MB"))
+        starts = [serve_start(recording, env) for _ in range(5)]
+        note = "serve --replay of the 5,000-event recording; MCP at /mcp is made at its first request"
+        ms.append(metric(NAME, "serve launch to its first /health answer", [r["ready_s"] for r in starts], "s",
+                         note=note))  # fmt: skip
+        ms.append(metric(NAME, "serve CPU (user+system) by its first /health answer", [r["cpu_s"] for r in starts],
+                         "s", note=note))  # fmt: skip
     finally:
         server.close()
     return ms
@@ -354,8 +393,21 @@ if __name__ == "__main__":
     import tempfile
 
     p = argparse.ArgumentParser(prog="python -m bench.startup")
-    p.add_argument("--trickle", type=int, required=True, metavar="N", help="runs of the 100 events/s row")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trickle", type=int, metavar="N", help="runs of the 100 events/s row")
+    which.add_argument("--serve", type=int, metavar="N", help="runs of the two serve start rows")
     a = p.parse_args()
+    if a.serve:
+        with tempfile.TemporaryDirectory(prefix="netspy-bench-") as tmp:
+            recording = Path(tmp) / "startup-recording.jsonl"
+            with Recorder(lambda batch: None, recording) as rec:
+                for batch in synth.event_batches(5_000, 60, seed=3):
+                    rec(batch)
+            starts = [serve_start(recording, _env(Path(tmp))) for _ in range(a.serve)]
+        for key in ("ready_s", "cpu_s"):
+            values = [r[key] for r in starts]
+            print(f"{key}: median {statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f}), {REPO}")
+        raise SystemExit(0)
     with tempfile.TemporaryDirectory(prefix="netspy-bench-") as tmp:
         recording = _trickle_recording(Path(tmp))
         cpu = []
