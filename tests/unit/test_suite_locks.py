@@ -7,6 +7,7 @@ removes them when the run ends.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ def test_a_run_in_two_workers_removes_its_lock_files() -> None:
 
 QUIET_BUT_NOT = """
 import socket
+import importlib.util
 import subprocess
 import sys
 
@@ -87,3 +89,13 @@ def test_a_quiet_test_that_connects_starts_a_process_or_calls_bpf_fails_and_says
     # (swallowed by the test: its report says it)
     assert "a test marked 'quiet' made an eBPF system call (netspy_tui.collector.ebpf.syscalls)" in out
     assert "test_computes" not in out
+
+
+def test_the_run_compiled_the_trees_bytecode_whatever_pythondontwritebytecode_says() -> None:
+    """tests/conftest.py compiles the tree once when the run starts: the product processes tests start import from
+    it, and under PYTHONDONTWRITEBYTECODE (CI's machine) each of them compiled it again."""
+    for module in ("netspy_tui/cli.py", "netspy_tui/store/sqlite.py", "bench/run.py", "tests/hardening/conftest.py"):
+        source = REPO / module
+        pyc = Path(importlib.util.cache_from_source(str(source)))
+        assert pyc.exists(), pyc
+        assert pyc.stat().st_mtime >= source.stat().st_mtime, module
