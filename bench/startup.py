@@ -397,7 +397,7 @@ if __name__ == "__main__":
     which.add_argument("--trickle", type=int, metavar="N", help="runs of the 100 events/s row")
     which.add_argument("--serve", type=int, metavar="N", help="runs of the two serve start rows")
     a = p.parse_args()
-    if a.serve:
+    if a.serve is not None:
         with tempfile.TemporaryDirectory(prefix="netspy-bench-") as tmp:
             recording = Path(tmp) / "startup-recording.jsonl"
             with Recorder(lambda batch: None, recording) as rec:

@@ -7,7 +7,9 @@ Under pytest-xdist (``-n auto``) the tests marked ``root`` or ``ebpf`` (the kern
 worker runs in order (``--dist loadgroup``), first; a kernel test runs while no other test runs, except tests
 marked ``quiet``: they make no network traffic, start no process and load no eBPF program, so nothing they do
 reaches what a kernel test's collector reads. The other workers run the quiet tests first, beside the kernel
-group. A quiet test that connects, sends, starts a process or makes an eBPF system call fails, naming what it did.
+group. A quiet test that connects or sends on an IP socket (Python's audit events: not a send on a socket connected
+before the test, nor a name lookup glibc makes), starts a process (subprocess, os, pty or multiprocessing) or makes
+an eBPF system call through the collector's fails, naming what it did.
 """
 
 from __future__ import annotations
@@ -116,20 +118,28 @@ def _no_syscalls() -> Any:
     _refuse("made an eBPF system call (netspy_tui.collector.ebpf.syscalls)")
 
 
+def _no_spawn(*args: Any) -> Any:
+    _refuse("started a process (multiprocessing)")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     if item.get_closest_marker(QUIET) is None:
         yield
         return
+    import multiprocessing.util
+
     from netspy_tui.collector.ebpf import syscalls
 
-    libc = syscalls._libc
+    libc, spawn = syscalls._libc, multiprocessing.util.spawnv_passfds
     _quiet["test"], _quiet["did"] = item.nodeid, []
     syscalls._libc = _no_syscalls  # type: ignore[assignment]
+    multiprocessing.util.spawnv_passfds = _no_spawn  # (multiprocessing's spawn and forkserver: no audit event)
     try:
         yield
     finally:
         syscalls._libc = libc  # type: ignore[assignment]
+        multiprocessing.util.spawnv_passfds = spawn
         _quiet["test"] = None
 
 

@@ -253,57 +253,80 @@ async def serve_source(
 class LazyMcp:
     """``serve``'s ``/mcp``, made at its first request: the MCP server (``make``, called in a thread: importing
     the SDK's server is most of a start's CPU, which an agent nobody asks over MCP need not pay), its
-    streamable-HTTP app and its session manager, run in a task of their own until :meth:`aclose`. Requests that
-    arrive meanwhile wait for it; if it cannot be made, each is answered 503 with the reason in one line."""
+    streamable-HTTP app and its session manager, run in a task of their own until :meth:`aclose`. The making is
+    one task: requests that arrive meanwhile wait for it (a request cancelled meanwhile does not cancel it). If it
+    cannot be made, or its session manager stops on its own later, each request is answered 503 with the reason in
+    one line (logged once); while the server stops, 503 saying so."""
 
     def __init__(self, make: Callable[[], MCPServer[Any]]) -> None:
         self._make = make
-        self._lock = asyncio.Lock()
+        self._making: asyncio.Task[ASGIApp | None] | None = None
         self._app: ASGIApp | None = None
         self._problem: str | None = None
         self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sessions: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = self._app or await self._start()
+        app = self._app
+        if app is None and self._problem is None and not self._stop.is_set():
+            if self._making is None:
+                self._making = asyncio.get_running_loop().create_task(self._start(), name="netspy-mcp-start")
+            app = await asyncio.shield(self._making)
         if app is None:
-            await text_response(503, f"MCP is unavailable: {self._problem}")(scope, receive, send)
+            why = self._problem or "the server is stopping"
+            await text_response(503, f"MCP is unavailable: {why}")(scope, receive, send)
             return
         await app(scope, receive, send)
 
     async def _start(self) -> ASGIApp | None:
-        async with self._lock:
-            if self._app is not None or self._problem is not None:
-                return self._app
-            try:
-                server = await asyncio.to_thread(self._make)
-                app = _mcp_routes_app(server)
-                ready = asyncio.Event()
-                self._task = asyncio.create_task(self._run(server, ready), name="netspy-mcp-sessions")
-                done = asyncio.ensure_future(ready.wait())
-                await asyncio.wait([done, self._task], return_when=asyncio.FIRST_COMPLETED)
-                if not ready.is_set():
-                    done.cancel()
-                    self._task.result()  # (raises what stopped it)
-                    raise RuntimeError("its session manager stopped before it started")
-            except Exception as exc:  # (the app goes on: /mcp answers 503 saying why)
-                self._problem = clean(str(exc) or type(exc).__name__, 200)
-                logger.error("serve: MCP at /mcp could not start: %s", self._problem)
-                return None
-            self._app = app
-            return app
+        try:
+            server = await asyncio.to_thread(self._make)
+            app = _mcp_routes_app(server)
+            ready = asyncio.Event()
+            sessions = self._sessions = asyncio.create_task(self._run(server, ready), name="netspy-mcp-sessions")
+            waiting = asyncio.ensure_future(ready.wait())
+            await asyncio.wait([waiting, sessions], return_when=asyncio.FIRST_COMPLETED)
+            if not ready.is_set():
+                waiting.cancel()
+                if not sessions.cancelled() and sessions.exception() is not None:
+                    raise sessions.exception()  # type: ignore[misc]
+                raise RuntimeError("its session manager stopped before it started")
+        except Exception as exc:  # (the app goes on: /mcp answers 503 saying why)
+            if not self._stop.is_set():
+                self._fail("could not start", exc)
+            return None
+        sessions.add_done_callback(self._ended)
+        self._app = app
+        return app
+
+    def _ended(self, sessions: asyncio.Task[None]) -> None:
+        if self._stop.is_set():
+            return
+        self._app = None
+        error = None if sessions.cancelled() else sessions.exception()
+        self._fail("stopped", error or RuntimeError("its session manager stopped"))
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        self._problem = clean(str(exc) or type(exc).__name__, 200)
+        logger.error("serve: MCP at /mcp %s: %s", what, self._problem)
 
     async def _run(self, server: MCPServer[Any], ready: asyncio.Event) -> None:
+        if self._stop.is_set():
+            return
         async with server.session_manager.run():
             ready.set()
             await self._stop.wait()
 
     async def aclose(self) -> None:
-        """Stop the session manager, if it was started (the app's lifespan end)."""
+        """Stop the session manager, if it was started (the app's lifespan end); a making still under way ends
+        first (its thread cannot be stopped)."""
         self._stop.set()
-        if self._task is not None:
+        if self._making is not None:
             with contextlib.suppress(Exception):
-                await self._task
+                await self._making
+        if self._sessions is not None:  # (read after the making: it sets it)
+            with contextlib.suppress(Exception):
+                await self._sessions
 
 
 def _mcp_routes_app(mcp_server: MCPServer[Any]) -> Starlette:

@@ -20,8 +20,6 @@ from netspy_tui.serve.app import create_app
 from netspy_tui.telemetry.client import HttpSource
 from tests.factories import connection_json, drop_json
 
-pytestmark = pytest.mark.quiet
-
 INGEST = "agents-secret"
 READ = "readers-secret"
 AGENT = {"Authorization": f"Bearer {INGEST}"}

@@ -313,6 +313,34 @@ def test_an_mcp_server_that_cannot_be_made_is_a_one_line_503_and_the_api_answers
         assert httpx.get(url + "/health", timeout=10).status_code == 200
 
 
+def test_concurrent_first_mcp_requests_make_one_server_and_are_all_answered() -> None:
+    from mcp.server.mcpserver import MCPServer
+
+    made: list[int] = []
+
+    def make() -> Any:
+        made.append(1)
+        time.sleep(0.3)  # (the making takes a while: the other requests arrive meanwhile)
+        return MCPServer("lazy-test", log_level="WARNING")
+
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                             "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+
+    async def post(url: str) -> int:
+        async with httpx.AsyncClient(timeout=30) as http:
+            answer = await http.post(url + "/mcp", json=initialize,
+                                     headers={"Accept": "application/json, text/event-stream"})  # fmt: skip
+            return answer.status_code
+
+    async def together(url: str) -> list[int]:
+        return list(await asyncio.gather(*(post(url) for _ in range(4))))
+
+    with serving_in_a_thread(MemorySource([]), mcp_server=make) as url:
+        assert asyncio.run(together(url)) == [200] * 4
+    assert made == [1]
+
+
 @contextlib.contextmanager
 def serving_in_a_thread(source: Any, **kw: Any) -> Iterator[str]:
     """:func:`serve_source` on a free port in a thread of its own, cancelled after the block; yields its URL."""

@@ -31,8 +31,8 @@ def test_a_run_in_two_workers_removes_its_lock_files() -> None:
 
 
 QUIET_BUT_NOT = """
+import multiprocessing
 import socket
-import importlib.util
 import subprocess
 import sys
 
@@ -54,6 +54,13 @@ def test_starts_a_process() -> None:
     subprocess.run([sys.executable, "-c", "pass"], check=False)
 
 
+def test_starts_a_process_pool() -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(sum, [1, 2]).result()
+
+
 def test_calls_bpf() -> None:
     from netspy_tui.collector.ebpf import syscalls
 
@@ -72,20 +79,21 @@ def test_a_quiet_test_that_connects_starts_a_process_or_calls_bpf_fails_and_says
         tmp_path: Path) -> None:  # fmt: skip
     """A test marked quiet may run beside a kernel test: one that makes traffic, starts a process or makes an eBPF
     system call fails (even where its own code swallowed the error), and says which."""
-    test = REPO / "tests" / "unit" / f"test_quiet_probe_{uuid.uuid4().hex}.py"
+    # (the suite's conftest as a plugin, in a directory of its own: a run collecting tests/ meanwhile never sees it)
+    test = tmp_path / "test_quiet_probe.py"
     test.write_text(QUIET_BUT_NOT)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rf", str(test)],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-    finally:
-        test.unlink()
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    quiet: a quiet test\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest", "-n", "0", "-rf",
+         "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini"), str(test)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
-    assert "3 failed, 1 passed in" in out, out
+    assert "4 failed, 1 passed in" in out, out
     assert "QuietTestError: a test marked 'quiet' made network traffic (socket.connect to ('127.0.0.1', 9))" in out
     assert "QuietTestError: a test marked 'quiet' started a process (subprocess.Popen)" in out
+    assert "QuietTestError: a test marked 'quiet' started a process (multiprocessing)" in out
     # (swallowed by the test: its report says it)
     assert "a test marked 'quiet' made an eBPF system call (netspy_tui.collector.ebpf.syscalls)" in out
     assert "test_computes" not in out
