@@ -41,51 +41,41 @@ MCP_FLOOR = "from mcp.client import Client; from mcp.server.mcpserver import MCP
 
 
 class Server:
-    """``netspy-tui serve`` on a free loopback port, stopped on exit."""
+    """``netspy-tui serve`` on a free loopback port, stopped on exit. Ready once its summary counts at least half of
+    ``events``, or with ``events`` 0 once ``/health`` answers; ``started`` is when it was launched."""
 
-    def __init__(self, recording: Path, events: int, env: dict[str, str]) -> None:
+    def __init__(self, recording: Path, events: int, env: dict[str, str], step: float = 0.1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "netspy_tui",
-                "serve",
-                "--replay",
-                str(recording),
-                "--replay-speed",
-                "0",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-        )
+        argv = [PY, "-m", "netspy_tui", "serve", "--replay", str(recording), "--replay-speed", "0",
+                "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
         try:
-            self._wait_ready(events)
+            self._wait_ready(events, step)
         except BaseException:
             self.close()
             raise
 
-    def _wait_ready(self, events: int) -> None:
+    def _ready(self, events: int) -> bool:
+        if not events:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        r = httpx.get(f"{self.url}/api/connection-summary", params={"duration_seconds": 3600}, timeout=2)
+        return r.status_code == 200 and r.json().get("count", 0) >= events * 0.5
+
+    def _wait_ready(self, events: int, step: float) -> None:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited: {self.proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
             try:
-                r = httpx.get(f"{self.url}/api/connection-summary", params={"duration_seconds": 3600}, timeout=2)
-                if r.status_code == 200 and r.json().get("count", 0) >= events * 0.5:
+                if self._ready(events):
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError("serve did not answer within 60 s")
-            time.sleep(0.1)
+            time.sleep(step)
 
     def close(self) -> None:
         if self.proc.poll() is not None:
@@ -110,32 +100,12 @@ def _run(argv: list[str], env: dict[str, str]) -> float:
 def serve_start(recording: Path, env: dict[str, str]) -> dict[str, float]:
     """``serve --replay FILE`` from launch to its first ``/health`` answer: the seconds, and the CPU the process
     had used by then (user + system)."""
-    port = free_port()
-    argv = [PY, "-m", "netspy_tui", "serve", "--replay", str(recording), "--replay-speed", "0", "--port", str(port)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    server = Server(recording, 0, env, step=0.01)
     try:
-        deadline = t0 + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() > deadline:
-                raise TimeoutError("serve did not answer within 60 s")
-            time.sleep(0.01)
-        ready = time.perf_counter() - t0
-        cpu = psutil.Process(proc.pid).cpu_times()
+        ready = time.perf_counter() - server.started
+        cpu = psutil.Process(server.proc.pid).cpu_times()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.close()
     return {"ready_s": ready, "cpu_s": cpu.user + cpu.system}
 
 
