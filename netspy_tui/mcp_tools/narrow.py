@@ -30,22 +30,29 @@ from netspy_tui.names.workload import host_node
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
-__all__ = ["PidsView", "host_node", "known_nodes", "one_info", "source_info", "source_label"]
+__all__ = ["PidsView", "host_node", "known_nodes", "one_info", "source_info", "source_label", "source_losses"]
 
 #: most pids a workload filter fans out to
 MAX_PIDS = 200
 
 _INFO: ContextVar[dict[int, tuple[TelemetrySource, SourceInfo]] | None] = ContextVar("netspy_info", default=None)
+#: inside :func:`one_info`: (source id, window seconds) -> (the source, its losses in that window)
+_LOSSES: ContextVar[dict[tuple[int, int], tuple[TelemetrySource, dict[str, int]]] | None] = ContextVar(
+    "netspy_losses", default=None
+)
 
 
 @contextmanager
 def one_info() -> Iterator[None]:
     """Inside: :func:`source_info` asks each source once (``dashboard_snapshot``'s parts each read the source's
-    info: its label, health and counts; on this host's store a thread hop and two queries, four times a refresh)."""
-    token = _INFO.set({})
+    info: its label, health and counts; on this host's store a thread hop and two queries, four times a refresh),
+    and :func:`source_losses` each source once per window (the connection and drop patterns and the process ranking
+    each carry the window's losses: over HTTP three ``/api/losses`` requests a refresh, the same answer)."""
+    token, losses = _INFO.set({}), _LOSSES.set({})
     try:
         yield
     finally:
+        _LOSSES.reset(losses)
         _INFO.reset(token)
 
 
@@ -58,6 +65,17 @@ async def source_info(source: TelemetrySource) -> SourceInfo:
     if kept is None or kept[0] is not source:
         kept = memo[id(source)] = (source, await source.info())
     return kept[1]
+
+
+async def source_losses(source: TelemetrySource, window: int) -> dict[str, int]:
+    """``source.losses(window)``; inside :func:`one_info`, the first answer for this source and window (a copy)."""
+    memo = _LOSSES.get()
+    if memo is None:
+        return await source.losses(window)
+    kept = memo.get((id(source), window))
+    if kept is None or kept[0] is not source:
+        kept = memo[(id(source), window)] = (source, await source.losses(window))
+    return dict(kept[1])
 
 
 async def source_label(source: TelemetrySource) -> str:

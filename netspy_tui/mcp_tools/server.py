@@ -39,7 +39,15 @@ from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
 from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.fleet.merge import merge_pages
 from netspy_tui.mcp_tools import EVENTS_URI
-from netspy_tui.mcp_tools.narrow import PidsView, check_node, known_nodes, one_info, source_info, source_label
+from netspy_tui.mcp_tools.narrow import (
+    PidsView,
+    check_node,
+    known_nodes,
+    one_info,
+    source_info,
+    source_label,
+    source_losses,
+)
 from netspy_tui.mcp_tools.schemas import (
     MAX_DURATION,
     RECENT_BYTES_SECONDS,
@@ -465,7 +473,7 @@ async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResu
     count = await source.count(narrowed)
     kind, pid, process_name, duration = scope.kind, scope.pid, scope.command, scope.window
     label = await source_label(tc.source)
-    losses = await tc.source.losses(duration)
+    losses = await source_losses(tc.source, duration)
     text = describe.with_notes(
         describe.summary_text(kind, count, pid, process_name, duration),
         describe.filter_note(scope.node, scope.workload),
@@ -584,7 +592,7 @@ async def _patterns(
     narrowed_source, narrowed = await tc.narrow(scope) if tc is not None else (source, scope)
     stats = await narrowed_source.stats(narrowed, top_n=top_n)
     label = await source_label(source)
-    losses = await source.losses(scope.window)
+    losses = await source_losses(source, scope.window)
     rate = stats.total / (scope.window / 60)
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if scope.kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
@@ -635,7 +643,7 @@ async def _extension(ctx: Context[ToolContext, Any], method: str, model: type[An
         stats = model(window_seconds=duration, pid=pid, command=process_name, until=utcnow(), available=False,
                       unavailable_reason=getattr(source, "figures_unavailable", ""))  # fmt: skip
     label = await source_label(source)
-    losses = {k: v for k, v in (await source.losses(duration)).items() if k in causes and v}
+    losses = {k: v for k, v in (await source_losses(source, duration)).items() if k in causes and v}
     return stats, label, losses
 
 
@@ -915,7 +923,7 @@ def create_server(
         source, narrowed = await tc.narrow(scope)
         stats = await source.stats(narrowed, top_n=1, buckets=1)
         label = await source_label(tc.source)
-        losses = await tc.source.losses(duration)
+        losses = await source_losses(tc.source, duration)
         procs = stats.processes[:limit]
         workloads = await tc.workload_names(pid for p in procs for pid in p.pids)
         procs = [p.model_copy(update={"workloads": list(dict.fromkeys(workloads[x] for x in p.pids if x in workloads))})
