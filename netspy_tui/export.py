@@ -160,7 +160,7 @@ def write_csv(fh: IO[str], req: ExportRequest) -> None:
                     d.drop_reason_code,
                     d.packet_size_bytes,
                     csv_safe(d.destination or ""),
-                    d.id,
+                    csv_safe(d.id),
                 ]
             )
         return
@@ -177,11 +177,11 @@ def write_csv(fh: IO[str], req: ExportRequest) -> None:
                 csv_safe(destination_text(c)),
                 csv_safe(c.protocol),
                 bool(c.protocol_inferred),
-                c.effective_outcome,
+                csv_safe(c.effective_outcome),
                 c.return_code,
                 csv_safe(c.hostname or ""),
                 csv_safe(c.workload or ""),
-                c.id,
+                csv_safe(c.id),
                 c.direction,
                 csv_safe(f"{c.peer_ip}:{c.peer_port}" if c.peer_ip else ""),
             ]

@@ -72,10 +72,12 @@ class SecretMask(logging.Filter):
 
 
 class MaskingFormatter(logging.Formatter):
-    """Masks secrets in the whole formatted line, tracebacks and stack info included."""
+    """Masks secrets in the whole formatted line, tracebacks and stack info included, and makes it inert: a
+    message quoting what a server or the kernel sent (a tool's error, a process name) reaches stderr or the log
+    file with its control characters and escape sequences as visible escapes (newlines and tabs kept)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask(super().format(record))
+        return clean(mask(super().format(record)), None, keep_newlines=True)
 
 
 class _PrivateLog(RotatingFileHandler):

@@ -235,7 +235,7 @@ async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
             error, _, partial = result.text.partition(PARTIAL_MARK)  # (an AI answer that broke off: kept, on stdout)
             if partial:  # (model output: plain text only, as every other answer)
                 _out(clean(partial, None, keep_newlines=True))
-            _err(f"error: {error}")
+            _err(f"error: {clean(error, 1000)}")  # (a server's text may be in it)
             failed = True
         else:
             _out(clean(result.text, None, keep_newlines=True))  # (tools escape what they quote; AI answers too here)

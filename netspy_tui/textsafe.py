@@ -58,6 +58,15 @@ def clean(value: object, max_len: int | None = 200, *, keep_newlines: bool = Fal
     return result
 
 
+def markup_literal(text: str) -> str:
+    """``text`` as Textual markup that reads back as exactly ``text``: every ``[`` escaped (``\\[``; a backslash
+    before anything else is itself). For the few places that take only markup (the command palette's titles);
+    everywhere else untrusted text is a ``Text``/``Content``, never parsed. (Textual's ``escape`` escapes only a
+    ``[`` that starts a tag of the look it knows: ``[ @click=app.quit]``, ``[$accent]`` or ``[RED]`` stayed
+    markup.)"""
+    return text.replace("[", "\\[")
+
+
 def first_line(value: object, max_len: int = 200) -> str:
     """The first non-empty line of ``value``, cleaned — for error bodies."""
     text = value.decode("utf-8", errors="backslashreplace") if isinstance(value, bytes) else str(value)

@@ -341,7 +341,7 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
         outcomes = {c.key: c.count for c in stats.outcomes}
         failures = sum(n for k, n in outcomes.items() if k in FAILED_OUTCOMES)
         ratio = ctx.patterns.failure_ratio if ctx.patterns else 0.0
-        mix = ", ".join(f"{clean(c.key, 20)} {c.count:,}" for c in stats.outcomes)
+        mix = ", ".join(f"{code(c.key, 20)} {c.count:,}" for c in stats.outcomes)
         line = f"**Outcomes:** {mix} — {failures:,} of {stats.total:,} failed (failure ratio {ratio:.1%})"
         if ratio >= HIGH_FAILURE_RATIO and stats.total >= MIN_ATTEMPTS:
             line += ", **high**"

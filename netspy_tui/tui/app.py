@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.css.query import NoMatches
-from textual.markup import escape
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -30,7 +29,7 @@ from netspy_tui.errors import NetspyError, UsageError, sole_exception, user_erro
 from netspy_tui.mcp_tools.gateway import Gateway, StartingGateway
 from netspy_tui.memory import Trimmer, fix_mmap_threshold
 from netspy_tui.models import utcnow
-from netspy_tui.textsafe import clean, first_line
+from netspy_tui.textsafe import clean, first_line, markup_literal
 from netspy_tui.tui import keys
 from netspy_tui.tui.messages import PollFailed, SnapshotReady
 from netspy_tui.tui.poller import Poller, backoff
@@ -291,9 +290,9 @@ class NetspyApp(App[int]):
                     action.palette_title, f"key: {action.display_keys}", partial(screen.run_action, action.action)
                 )
         for name in screen.palette_processes():
-            # the palette parses titles as markup (its fuzzy highlighter): a process name is escaped to stay data
+            # the palette parses titles as markup (its fuzzy highlighter): every bracket of a process name is escaped
             yield SystemCommand(
-                f"focus: {escape(clean(name, 32))}",
+                f"focus: {markup_literal(clean(name, 32))}",
                 "Focus every panel on this process",
                 partial(screen.focus_process, name),
                 discover=False,

@@ -47,7 +47,7 @@ def test_figures_flags_and_footer() -> None:
     assert "**Subject:** `curl (pid 42)` · last 5 min · source: `events in memory`" in text
     assert "54 connect() attempts (10.8 per minute) to 3 distinct destinations" in text
     assert "first 12:00:05, last 12:03:22 UTC" in text
-    assert "ok 39, refused 12, in_progress 3 — 12 of 54 failed (failure ratio 22.2%), **high**" in text
+    assert "`ok` 39, `refused` 12, `in_progress` 3 — 12 of 54 failed (failure ratio 22.2%), **high**" in text
     assert "`93.184.216.34:443` ×39, `127.0.0.1:5432` ×12, `10.1.2.3:4444` ×3" in text
     assert "**Unusual ports:** `4444` ×3" in text and "31337" not in text  # pid 99 is not in this context
     assert "12 refused connect() attempts within 2.8 s (12:03:20–12:03:22 UTC), all to `127.0.0.1:5432`" in text
@@ -89,7 +89,7 @@ def test_unreachable_burst_below_threshold_is_not_a_burst() -> None:
         connection(pid=5, command="app", ip="10.9.9.9", port=443, time=at(100 + i), return_code=-113) for i in range(4)
     ]
     text = rule_based_explanation("app", context_for(events, 5, "app", 300, NOW))
-    assert "unreachable 4" in text and "burst" not in text.lower()
+    assert "`unreachable` 4" in text and "burst" not in text.lower()
     events.append(connection(pid=5, command="app", ip="10.9.9.9", port=443, time=at(104), return_code=-113))
     text = rule_based_explanation("app", context_for(events, 5, "app", 300, NOW))
     assert "**Unreachable burst:** 5 unreachable connect() attempts within 4.0 s" in text
@@ -207,7 +207,7 @@ def test_ephemeral_port_exhaustion_is_named_and_flagged() -> None:
         for i in range(6)
     ] + [connection(pid=8, command="worker", ip="10.0.0.5", port=6379, time=at(90), outcome="ok")]
     text = rule_based_explanation("worker", context_for(events, 8, "worker", 300, NOW))
-    assert "no_port 6, ok 1 — 6 of 7 failed" in text
+    assert "`no_port` 6, `ok` 1 — 6 of 7 failed" in text
     assert "**No local port:** 6 connect() attempts failed with EADDRNOTAVAIL" in text
     assert "`net.ipv4.ip_local_port_range`" in text
     assert "**Worth a look:** a high failure ratio (85.7%), ephemeral port exhaustion, a rate spike." in text
@@ -218,7 +218,7 @@ def test_large_counts_and_rates_have_thousands_separators() -> None:
               for i in range(1500)]  # fmt: skip
     text = rule_based_explanation("storm (pid 42)", context_for(events, 42, "storm", 60, at(30)))
     assert "1,500 connect() attempts (1,500.0 per minute) to 1 distinct destination," in text
-    assert "ok 1,500 — 0 of 1,500 failed" in text and "`127.0.0.1:18080` ×1,500" in text
+    assert "`ok` 1,500 — 0 of 1,500 failed" in text and "`127.0.0.1:18080` ×1,500" in text
 
 
 def test_top_destinations_are_named_as_the_tools_name_them() -> None:

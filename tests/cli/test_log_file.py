@@ -92,3 +92,28 @@ def test_a_log_that_can_no_longer_be_written_says_so_once(tmp_path: Path, capsys
         assert not (tmp_path / "elsewhere").exists()
     finally:
         setup_logging()
+
+
+def test_what_a_server_or_the_kernel_said_is_logged_inert_newlines_kept(tmp_path: Path, capsys):
+    """A record quoting untrusted text (a tool's failure, as the dashboard logs a failed poll; a process name) goes
+    to the file or stderr with its escape sequences as visible escapes; a traceback keeps its lines."""
+    import logging
+
+    from netspy_tui.logs import setup_logging
+
+    log = tmp_path / "x.log"
+    hostile = "count_by_node.\x1b]0;PWNED\x07\x1b[2J\u202eevil"
+    try:
+        for target in (log, None):
+            setup_logging(log_file=target)
+            logging.getLogger("netspy_tui.tui.app").warning("poll failed: %s", hostile)
+            try:
+                raise ValueError(hostile)
+            except ValueError:
+                logging.getLogger("netspy_tui.tui.app").exception("a failure")
+        for text in (log.read_text(), capsys.readouterr().err):
+            assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+            assert "poll failed: count_by_node.\\x1b]0;PWNED\\x07\\x1b[2J\\u202eevil" in text
+            assert "Traceback (most recent call last):\n" in text and "ValueError: count_by_node.\\x1b" in text
+    finally:
+        setup_logging()

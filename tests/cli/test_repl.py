@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import select
@@ -337,3 +338,17 @@ def test_on_a_terminal_the_repl_says_what_it_waits_for_when_the_server_does_not_
             os.kill(term.pid, 9)
             os.waitpid(term.pid, 0)
             os.close(term.fd)
+
+
+def test_a_servers_text_in_an_error_reaches_stderr_inert(run_cli):
+    # A summary whose map keys the model refuses: the error quotes the key the server chose (an audit's finding:
+    # the repl wrote it raw, setting the terminal's title and clearing its screen; --tool cleaned it)
+    key = "\x1b]0;PWNED\x07\x1b[2J"
+    body = {"window_seconds": 60, "events": [], "count": 0, "total_count": 0, "count_by_node": {key: "x"},
+            "losses": {key: "x"}, "events_by_pid": {}, "status": "ok"}  # fmt: skip
+    with FakeEbpfServer("current") as srv:
+        srv.reply_raw(json.dumps(body).encode(), path="/api/connection-summary")
+        out = run_cli("repl", "--server", srv.url, input="summary\n")
+    assert out.returncode == 1 and "error:" in out.stderr
+    assert "\\x1b]0;PWNED" in out.stderr  # (what it said, visible)
+    assert "\x1b" not in out.stderr and "\x07" not in out.stderr

@@ -53,6 +53,25 @@ def test_csv_cells_a_spreadsheet_would_run_are_quoted(tmp_path: Path) -> None:
     assert drops.rows == 1 and list(csv.reader(drops.path.open()))[0][3] == "reason"
 
 
+def test_every_server_text_cell_is_inert_outcome_and_id_included(tmp_path: Path) -> None:
+    # (an audit's finding: the outcome and id columns were written as the server sent them)
+    hostile = '=HYPERLINK("http://evil","x")\x1b]0;PWN\x07'
+    req = export.ExportRequest(view="connections", exported_at=BASE_TIME, window_seconds=60,
+                               connections=(connection(pid=1, command="curl", outcome=hostile).model_copy(
+                                   update={"id": "+1+cmd"}),), drops=())  # fmt: skip
+    rows = list(csv.reader(export.export(req, "csv", tmp_path).path.open()))
+    header, row = rows[0], rows[1]
+    outcome, id_ = row[header.index("outcome")], row[header.index("id")]
+    assert outcome.startswith("'=HYPERLINK(") and "\x1b" not in outcome and "\\x1b]0;PWN\\x07" in outcome
+    assert id_ == "'+1+cmd"
+    planted = drop(pid=3, command="nginx").model_copy(update={"id": "@SUM(A1)"})
+    drops = export.ExportRequest(
+        view="drops", exported_at=BASE_TIME, window_seconds=60, connections=(), drops=(planted,)
+    )
+    rows = list(csv.reader(export.export(drops, "csv", tmp_path).path.open()))
+    assert rows[1][rows[0].index("id")] == "'@SUM(A1)"
+
+
 def test_export_async_writes_on_another_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[str] = []
     original = export.write_json

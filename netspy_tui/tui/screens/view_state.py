@@ -13,6 +13,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Input, TabbedContent
 
 from netspy_tui.models import Scope
+from netspy_tui.textsafe import clean
 from netspy_tui.tui.filtering import subject_for_filter
 from netspy_tui.tui.screens.panes import InputKeys
 from netspy_tui.tui.snapshot import ALL, Snapshot
@@ -131,7 +132,8 @@ class ViewState(InputKeys):
                 return
             bar = self.query_one("#filter-bar", Input)
             bar.display = True
-            bar.value = group  # (Input.Changed sets the filter)
+            # (a server's name, drawn by the Input as it is: made inert; Input.Changed sets the filter)
+            bar.value = clean(group, None)
             return
         name, pid = self.selected_process()
         if name is None and pid is None:
