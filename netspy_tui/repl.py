@@ -104,7 +104,11 @@ class _History:
 
     @staticmethod
     def _through_scratch(work: Any) -> Any:
-        scratch = safefs.scratch_dir()
+        try:
+            scratch = safefs.scratch_dir()
+        except safefs.UnsafePath as exc:  # (readline writes the copy by name: only in a directory nobody can swap)
+            logger.warning("REPL history not kept: %s", exc)
+            return None
         try:
             return work(scratch / "history")
         finally:

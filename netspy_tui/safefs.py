@@ -141,9 +141,11 @@ def _refuse_unsafe(directory: Path, what: str, hint: str, *, shared: bool = Fals
 
 def create_exclusive(path: Path, what: str, hint: str) -> int:
     """A new file at ``path`` (mode 0600) opened for writing; :class:`UnsafePath` if the name exists
-    in any form (file, link, dangling link, device), or when the way to it goes through another user's
-    symbolic link (:func:`foreign_link`). ``what`` names the file in the message."""
-    problem = foreign_link(path.parent)
+    in any form (file, link, dangling link, device), or when another user could add or swap names on the way to
+    it (:func:`_unsafe_directory`, shared: its own directory may be a sticky one others can write, like /tmp; a
+    directory above it of another user's could be swapped for a link between the check and the open, and was).
+    ``what`` names the file in the message."""
+    problem = _unsafe_directory(path.parent, shared=True)
     if problem:
         raise UnsafePath(f"refusing to write {what} {shown(path)}: {problem}", hint)
     try:
@@ -186,8 +188,10 @@ def open_text(fd: int) -> IO[str]:
 def open_append(path: Path, what: str, hint: str) -> int:
     """``path`` opened for appending (created 0600 if missing) without following a link; an existing
     file must be a regular file of ours with one name (not a hard link planted to another file, not
-    another user's file), and the way to it must not go through another user's symbolic link."""
-    problem = foreign_link(path.parent)
+    another user's file), and no other user may add or swap names on the way to it (as for
+    :func:`create_exclusive`: a log file's directory above it of another user's let it be swapped for a link to
+    root's own directory, between the check and the open, or before a rollover renamed the old logs by name)."""
+    problem = _unsafe_directory(path.parent, shared=True)
     if problem:
         raise UnsafePath(f"refusing to write {what} {shown(path)}: {problem}", hint)
     try:
@@ -296,8 +300,10 @@ def _unsafe_directory(directory: Path, *, shared: bool = False) -> str | None:
 
     No symbolic link on the way may belong to another user (:func:`foreign_link`); every directory on the
     way to it (as written and with links resolved) must belong to root or to us; the directory itself must
-    not be writable by group or others (unless ``shared``: files are only ever created in it exclusively),
-    and one above it only if it is sticky (like /tmp: others cannot rename what they do not own there).
+    not be writable by group or others (unless ``shared``: files are only ever created in it exclusively; one
+    that every user can write must then be sticky, like /tmp, where others cannot rename or replace what they do
+    not own: one that was not let another user swap an export for a forged one), and one above it only if it is
+    sticky.
     Names not made yet are skipped.
     """
     link = foreign_link(directory)
@@ -314,7 +320,11 @@ def _unsafe_directory(directory: Path, *, shared: bool = False) -> str | None:
                 continue
             if st.st_uid not in (0, uid):
                 return f"{shown(path)} belongs to another user (uid {st.st_uid})"
-            if st.st_mode & 0o022 and (depth == 0 and not shared or depth and not st.st_mode & stat.S_ISVTX):
+            if (
+                st.st_mode & 0o022
+                and not (depth and st.st_mode & stat.S_ISVTX)
+                and not (depth == 0 and shared and (st.st_mode & stat.S_ISVTX or not st.st_mode & 0o002))
+            ):
                 if group_ok and depth and uid != 0 and not st.st_mode & 0o002 and st.st_gid in groups:
                     # Not root: a directory above the store's own, writable by a group this process is in (a
                     # Kubernetes volume's root under fsGroup: root:<fsGroup>, 2775). Whoever could rename names
@@ -387,6 +397,15 @@ def prepare_db_file(path: Path) -> tuple[int, int]:
     """
     make_private_dirs(path.parent, "the store's directory", _DB_HINT)
     check_db_path(path, creating=True)
+    for suffix in SQLITE_SIDE_FILES:  # (SQLite reuses a -wal/-shm as it finds it: one left readable stays so)
+        with contextlib.suppress(OSError):
+            side = os.open(f"{path}{suffix}", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                side_st = os.fstat(side)
+                if stat.S_ISREG(side_st.st_mode) and side_st.st_uid == os.geteuid() and side_st.st_mode & 0o077:
+                    os.fchmod(side, FILE_MODE)
+            finally:
+                os.close(side)
     try:
         fd = os.open(path, _CREATE, FILE_MODE)
     except FileExistsError:
@@ -436,10 +455,22 @@ def _private_runtime_dir() -> str | None:
 _live_scratch: set[Path] = set()
 
 
+_SCRATCH_HINT = "set TMPDIR to a directory only root can write, or leave it unset (/tmp)"
+
+
 def scratch_dir() -> Path:
-    """A new private (0700) directory for this process's scratch data; remove it with :func:`remove_tree`."""
-    directory = Path(tempfile.mkdtemp(prefix="netspy-tui-", dir=_private_runtime_dir()))
+    """A new private (0700) directory for this process's scratch data; remove it with :func:`remove_tree`.
+    :class:`UnsafePath` when another user could add or swap names on the way to it (a ``TMPDIR`` of another
+    user's, kept by ``su`` or ``sudo``: the directory could be renamed away and a link put in its place, and
+    files written in it by name — the REPL's history — went where the link led)."""
+    parent = Path(_private_runtime_dir() or tempfile.gettempdir())
+    _refuse_unsafe(parent, "the scratch directory's place", _SCRATCH_HINT, shared=True)
+    directory = Path(tempfile.mkdtemp(prefix="netspy-tui-", dir=parent))
     _live_scratch.add(directory)
+    problem = _unsafe_directory(directory)
+    if problem:
+        remove_tree(directory)
+        raise UnsafePath(f"refusing the scratch directory {shown(directory)}: {problem}", _SCRATCH_HINT)
     return directory
 
 

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import pty
+import shutil
 import signal
 import stat
 import struct
@@ -413,3 +414,82 @@ def test_a_second_writer_of_one_db_is_refused_and_readers_read_on(spawn, cli, tm
     assert child.stop() == TERMINATED
     again = cli("repl", "--db", str(db), "--replay", str(DEMO), "--replay-speed", "0", input="quit\n")
     assert again.returncode == 0, again.stderr
+
+
+# --- what an audit found (2026-12-07): each reproduced first, each a way another user redirected root's writes --
+
+
+def owned_by_nobody(path: Path) -> Path:
+    path.mkdir(mode=0o755)
+    os.chown(path, NOBODY, NOBODY)
+    return path
+
+
+@pytest.mark.root
+def test_a_log_file_or_recording_under_another_users_directory_is_refused(cli: Cli, tmp_path: Path) -> None:
+    # nobody owned a directory on the way: it could swap "logs" for a link to a directory of root's between the
+    # check and the open (renameat2 RENAME_EXCHANGE), or before a rollover renamed the old logs by name
+    needs_root()
+    theirs = owned_by_nobody(tmp_path / "theirs")
+    logs = theirs / "logs"
+    logs.mkdir(mode=0o700)  # (root's own directory, under theirs)
+    base = ["--tool", "get_network_summary", "--replay", str(DEMO), "--replay-speed", "0"]
+    logged, recorded = cli.many([[*base, "--verbose", "--log-file", str(logs / "x.log")],
+                                 [*base, "--record", str(logs / "rec.jsonl")]])  # fmt: skip
+    for run, what in ((logged, "the log file"), (recorded, "the recording")):
+        line = assert_one_line_error(run, 2)
+        assert f"{theirs} belongs to another user (uid {NOBODY})" in line and what in line
+    assert list(logs.iterdir()) == []
+
+
+@pytest.mark.root
+def test_the_repl_keeps_no_history_copy_under_a_tmpdir_of_another_user(tmp_path: Path) -> None:
+    # su (without -) or sudo keeps a user's TMPDIR: the REPL's scratch directory there could be renamed away and
+    # a link put in its place, and readline wrote its history copy by name into root's files
+    needs_root()
+    from netspy_tui import safefs
+
+    theirs = owned_by_nobody(tmp_path / "tmp")
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(theirs)
+    try:
+        with pytest.raises(safefs.UnsafePath, match=f"belongs to another user \\(uid {NOBODY}\\)"):
+            safefs.scratch_dir()
+    finally:
+        tempfile.tempdir = previous
+    assert list(theirs.iterdir()) == []  # (nothing made there)
+
+
+@pytest.mark.root
+async def test_an_export_directory_others_can_write_that_is_not_sticky_is_refused(tmp_path: Path) -> None:
+    # anyone could rename root's export away and put a forged one in its place; a sticky one (like /tmp) is fine
+    open_dir, sticky = tmp_path / "open", tmp_path / "sticky"
+    for path, bits in ((open_dir, 0o777), (sticky, 0o1777)):
+        path.mkdir()
+        path.chmod(bits)
+    source = MemorySource([connection(ago=1)], label="test")
+    async with dashboard(source, export_dir=open_dir) as (app, pilot):
+        await pilot.press("e")
+        await wait_for(pilot, lambda: "is writable by other users" in toasts(app), "the refusal")
+    assert list(open_dir.iterdir()) == []
+    async with dashboard(source, export_dir=sticky) as (app, pilot):
+        assert_private_file(await export(app, pilot, sticky))
+
+
+@pytest.mark.root
+def test_a_store_side_file_left_readable_is_made_private_before_events_go_in(tmp_path: Path) -> None:
+    # a crash left a 0644 -wal/-shm beside a store (an older version, another umask): SQLite reuses them as they
+    # are, and other users could read every event written into the -wal
+    # (a crash's files: copied from a store while open; SQLite itself tightens only an empty side file)
+    live, db = tmp_path / "live.sqlite3", tmp_path / "events.sqlite3"
+    with EventStore(live) as store:
+        store.add_events([connection(pid=i) for i in range(10)])
+        store.flush(10)
+        for suffix in ("", "-wal", "-shm"):
+            shutil.copyfile(f"{live}{suffix}", f"{db}{suffix}")
+            os.chmod(f"{db}{suffix}", 0o600 if not suffix else 0o644)
+    assert os.path.getsize(f"{db}-wal") > 0
+    with EventStore(db) as store:
+        store.add_events([connection(pid=i) for i in range(10)])
+        for suffix in ("-wal", "-shm"):
+            assert_private_file(Path(f"{db}{suffix}"))
