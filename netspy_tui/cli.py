@@ -64,6 +64,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _path(text: str) -> Path:
+    if not text.strip():  # (Path("") is the working directory: an aggregator's --db "" made its stores there)
+        raise argparse.ArgumentTypeError("must name a file or directory, not be empty (leave it out for the default)")
+    return Path(text)
+
+
 def _count_or_zero(text: str) -> int:
     try:
         value = int(text)
@@ -71,6 +77,17 @@ def _count_or_zero(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text[:30]}'") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+#: the most ingest-checking processes taken (each is ~50 MB; more than the cores cannot help)
+MAX_INGEST_PROCESSES = 64
+
+
+def _processes(text: str) -> int:
+    value = _count_or_zero(text)
+    if value > MAX_INGEST_PROCESSES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INGEST_PROCESSES}, got {text[:30]}")
     return value
 
 
@@ -191,7 +208,7 @@ OPTIONS: tuple[Option, ...] = (
         help="eBPF: raw events the host keeps per second, all CPUs together, at most (50000; 0: no cap); the "
         "rest are shed, counted and reported as shed, and every count stays exact",
     ),
-    _opt("--replay", runs=_ALL, group=SOURCE, type=Path, metavar="FILE", help="replay a JSON-lines recording"),
+    _opt("--replay", runs=_ALL, group=SOURCE, type=_path, metavar="FILE", help="replay a JSON-lines recording"),
     _opt(
         "--replay-speed",
         runs=_ALL,
@@ -212,7 +229,7 @@ OPTIONS: tuple[Option, ...] = (
         "--record",
         runs=_ALL,
         group=SOURCE,
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="also write collected events to FILE (JSON lines)",
     ),
@@ -220,7 +237,7 @@ OPTIONS: tuple[Option, ...] = (
         "--db",
         runs=_ALL,
         group=SOURCE,
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="SQLite file keeping history across restarts (default: a private scratch file, removed on exit)",
     ),
@@ -337,7 +354,7 @@ OPTIONS: tuple[Option, ...] = (
         "--ingest-processes",
         runs={"serve"},
         group=NET,
-        type=_count_or_zero,
+        type=_processes,
         metavar="N",
         help="serve --aggregate: processes that read and check ingest bodies while this one stores them (the "
         "CPUs it may use, a container's limit included, but one, at most 2; 0: this process does it all)",
@@ -386,7 +403,7 @@ OPTIONS: tuple[Option, ...] = (
         "--log-file",
         runs=_ALL,
         group=GENERAL,
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="write the log to FILE, rotated at 5 MiB with 3 old files kept (default: stderr; the dashboard: "
         "~/.local/state/netspy-tui/netspy-tui.log)",

@@ -80,6 +80,12 @@ def _plain_http_url(value: str) -> bool:
     return True
 
 
+#: the longest retention taken (ten years, in seconds)
+MAX_RETENTION = 10 * 365 * 24 * 3600
+#: the slowest replay taken (above 0: as fast as it can): a thousandth of the recording's pace
+MIN_REPLAY_SPEED = 0.001
+
+
 class Settings(BaseModel):
     """Every setting netspy-tui reads. Field docs are the reference in README.
 
@@ -117,8 +123,9 @@ class Settings(BaseModel):
     """Write every collected event to this JSON-lines file as well."""
     db: Path | None = None
     """SQLite file keeping history across restarts (default: a private scratch file, removed on exit)."""
-    retention: float = Field(24 * 3600, gt=0)
-    """Seconds of history kept in the store."""
+    retention: float = Field(24 * 3600, gt=0, le=MAX_RETENTION)
+    """Seconds of history kept in the store (at most ten years: ``inf`` was taken, and every write failed at the
+    first prune)."""
     interval: float = Field(1.0, ge=0.1, le=60)
     """Dashboard refresh interval in seconds."""
     window: int = Field(60, ge=1, le=7 * 24 * 3600)
@@ -166,6 +173,20 @@ class Settings(BaseModel):
         if not blank:
             return value
         return DEFAULT_MODEL if info.field_name == "model" else None
+
+    @field_validator("db", "record", "replay", mode="before")
+    @classmethod
+    def _no_empty_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # (Path("") is the working directory: an aggregator's
+            raise ValueError("must name a file or directory, not be empty (leave it unset for the default)")
+        return value
+
+    @field_validator("replay_speed")
+    @classmethod
+    def _replay_speed(cls, value: float) -> float:
+        if 0 < value < MIN_REPLAY_SPEED:  # (1e-9 was taken, and the replay's clock overflowed: no events, exit 0)
+            raise ValueError(f"must be 0 (as fast as it can) or at least {MIN_REPLAY_SPEED}")
+        return value
 
     @field_validator("dns_server")
     @classmethod

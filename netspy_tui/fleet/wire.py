@@ -121,8 +121,8 @@ def decode_body(raw: bytes) -> list[Any] | None:
     try:
         body: Any = _DECODER.decode(raw)
         return list(body.events)
-    except msgspec.DecodeError:  # (a bad event, an unusual one, or not a body at all: the model's way)
-        return None
+    except (msgspec.DecodeError, RecursionError):  # (a bad event, an unusual one, or not a body at all: the model's
+        return None  # way, which answers for each; nested too deeply for the decoder: so it is for the model too)
 
 
 def as_item(event: Any) -> dict[str, Any]:

@@ -287,6 +287,8 @@ class Params:
                     body = json.loads(raw)
                 except (ValueError, UnicodeDecodeError) as exc:
                     raise BadRequest("Invalid JSON: the request body is not valid JSON") from exc
+                except RecursionError:  # (arrays or objects nested thousands deep)
+                    raise BadRequest("Invalid JSON: the request body is nested too deeply") from None
                 if not isinstance(body, dict):
                     raise BadRequest("Invalid JSON: the request body must be a JSON object")
                 values.update(body)
@@ -326,6 +328,10 @@ class Params:
             raise BadRequest(f"{name} must be a string, got {_show(value)}")
         if len(value) > max_chars:
             raise BadRequest(f"{name} must be at most {max_chars} characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # (a JSON body's "\ud800": a lone surrogate no store or answer can hold)
+            raise BadRequest(f"{name} must be valid Unicode text, got {_show(value)}") from None
         return value
 
     def command(self) -> str | None:

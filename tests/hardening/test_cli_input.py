@@ -51,6 +51,19 @@ SETTING_CASES: list[tuple[list[str], int, str]] = [
     (["--tool", "list_connections", "--server", "http://256.1.1.1:99999"], 2, "Invalid IPv4 address"),
     (["--tool", "list_connections", "--server", "http://"], 2, "it has no host name"),
     (["serve", "--token", "   ", "--replay", str(DEMO)], 2, "invalid setting token: the token is empty"),
+    # (an audit's, 2026-12-07: each was taken, then lost data or crashed a thread while the command exited 0)
+    (
+        ["--tool", "list_connections", "--replay", str(DEMO), "--replay-speed", "1e-9"],
+        2,
+        "invalid setting replay_speed: must be 0 (as fast as it can) or at least 0.001",
+    ),  # fmt: skip
+    (["serve", "--aggregate", "--db", ""], 2, "argument --db: must name a file or directory, not be empty"),
+    (["--tool", "list_connections", "--record", " "], 2, "argument --record: must name a file or directory"),
+    (
+        ["serve", "--aggregate", "--ingest-processes", "99999999999999999999"],
+        2,
+        "argument --ingest-processes: must be at most 64",
+    ),  # fmt: skip
     (
         ["--tool", "list_connections", "--token", "tökén-secret", "--server", "http://127.0.0.1:9"],
         2,
@@ -144,6 +157,15 @@ def test_each_command_has_its_own_help(cli: Cli) -> None:
     assert repl.startswith("usage: netspy-tui repl") and "  --port " not in repl and "  --tool " not in repl
     assert "  --interval " in tui and "  --tool " not in tui
     assert "  --tool TOOL " in top and "  --http " not in top and "{tui,repl,mcp,serve}" in top
+
+
+def test_an_endless_retention_is_refused_from_the_environment_and_the_config_file(cli: Cli, tmp_path: Path) -> None:
+    # (an audit's: inf was taken, and every write failed at the first prune: events lost, an aggregator's ingest 500s)
+    config = tmp_path / "retention.toml"
+    config.write_text("retention = inf\n")
+    for env in ({"NETSPY_RETENTION": "inf"}, {"NETSPY_RETENTION": "1e300"}, {"NETSPY_CONFIG": str(config)}):
+        line = assert_one_line_error(cli("--show-config", env=env), 2)
+        assert "invalid setting retention: Input should be less than or equal to 315360000" in line, (env, line)
 
 
 def test_bad_environment_and_config_file(cli: Cli, tmp_path: Path) -> None:
