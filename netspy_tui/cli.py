@@ -13,6 +13,7 @@ import gc
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -111,6 +112,24 @@ def _positive_float(text: str) -> float:
     if not math.isfinite(value):  # (inf would never come round: a forwarder that never posts)
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text[:30]}")
     return value
+
+
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+
+
+def _bind_host(text: str) -> str:
+    """An address to listen on: an IP address or a host name (a name the resolver cannot read, e.g. a byte that is
+    not ASCII or a label over 63 characters, was uvicorn's traceback)."""
+    import ipaddress
+
+    host = text.strip()
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(host))
+    if len(host) > 253 or not _HOST_NAME.fullmatch(host):
+        what = "an IP address or a host name to listen on (an IPv6 one without brackets)"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {clean(text, 60)!r}")
+    return host
 
 
 def _allow_host(text: str) -> str:
@@ -291,7 +310,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--interval", runs={"tui"}, group=UI, type=_positive_float, metavar="S", help="refresh interval (1 s)"),
     _opt("--window", runs={"tui"}, group=UI, type=_positive_int, metavar="S", help="time window in seconds (60)"),
     _opt("--http", runs={"mcp"}, group=NET, action="store_true", help="serve streamable HTTP at /mcp instead of stdio"),
-    _opt("--host", runs={"mcp", "serve"}, group=NET, metavar="ADDR", help="bind address (127.0.0.1)"),
+    _opt("--host", runs={"mcp", "serve"}, group=NET, type=_bind_host, metavar="ADDR", help="bind address (127.0.0.1)"),
     _opt(
         "--allow-host",
         runs={"mcp", "serve"},

@@ -67,6 +67,9 @@ class ReplayFileError(CollectorError):
     exit_code = 2
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _line_error(path: Path, lineno: int, what: str) -> ReplayFileError:
     what = " ".join(what.split())
     return ReplayFileError(
@@ -156,6 +159,10 @@ def iter_recording(path: Path, cut: list[int] | None = None) -> Generator[tuple[
             out_of_range = time_range_problem(event.time)
             if out_of_range:  # (the store could not hold it: its whole batch would be lost)
                 raise _line_error(path, lineno, f"time {out_of_range}, not {data['time']!r}")
+            for name in ("pid", "timestamp", "destination_port"):  # (SQLite's integers: beyond them the store
+                value = getattr(event, name, 0)  # dropped the event, "malformed", and the command exited 0)
+                if not _INT64_MIN <= value <= _INT64_MAX:
+                    raise _line_error(path, lineno, f"{name}: {value} does not fit in 64 bits")
             yield lineno, event
 
 

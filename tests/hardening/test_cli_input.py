@@ -59,6 +59,9 @@ SETTING_CASES: list[tuple[list[str], int, str]] = [
     ),  # fmt: skip
     (["serve", "--aggregate", "--db", ""], 2, "argument --db: must name a file or directory, not be empty"),
     (["--tool", "list_connections", "--record", " "], 2, "argument --record: must name a file or directory"),
+    (["serve", "--host", "..", "--replay", str(DEMO)], 2, "argument --host: expected an IP address or a host name"),
+    (["serve", "--host", "a" * 70, "--replay", str(DEMO)], 2, "argument --host: expected an IP address or a host"),
+    (["mcp", "--http", "--host", "[::1]"], 2, "to listen on (an IPv6 one without brackets), got '[::1]'"),
     (
         ["serve", "--aggregate", "--ingest-processes", "99999999999999999999"],
         2,

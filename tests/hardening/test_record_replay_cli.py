@@ -169,6 +169,17 @@ def test_a_cut_last_line_is_skipped_and_said_a_bad_line_before_it_is_an_error(cl
     assert f"{middle}:4: bad JSON" in assert_one_line_error(bad)
 
 
+def test_a_line_whose_integers_the_store_cannot_hold_is_an_error_naming_it(cli: Cli, tmp_path: Path) -> None:
+    # (an audit's: it passed the load check, the store dropped it as "malformed", and the command exited 0)
+    lines = DEMO.read_text().splitlines()[:3]
+    event = json.loads(lines[1])
+    event["timestamp"] = 2**63
+    big = tmp_path / "big.jsonl"
+    big.write_text("\n".join([lines[0], json.dumps(event), lines[2]]) + "\n")
+    run = cli("--replay", str(big), "--replay-speed", "0", "--tool", "list_connections")
+    assert f"{big}:2: timestamp: {2**63} does not fit in 64 bits" in assert_one_line_error(run, 2)
+
+
 def test_record_in_a_missing_directory_is_refused_like_db(cli: Cli, tmp_path: Path) -> None:
     typo = tmp_path / "no" / "such" / "x.jsonl"
     runs = cli.many(
