@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -32,14 +32,13 @@ from netspy_tui.textsafe import clean
 
 __all__ = ["PidsView", "host_node", "known_nodes", "one_info", "source_info", "source_label", "source_losses"]
 
+T = TypeVar("T")
+
 #: most pids a workload filter fans out to
 MAX_PIDS = 200
 
-_INFO: ContextVar[dict[int, tuple[TelemetrySource, SourceInfo]] | None] = ContextVar("netspy_info", default=None)
-#: inside :func:`one_info`: (source id, window seconds) -> (the source, its losses in that window)
-_LOSSES: ContextVar[dict[tuple[int, int], tuple[TelemetrySource, dict[str, int]]] | None] = ContextVar(
-    "netspy_losses", default=None
-)
+#: inside :func:`one_info`: (source id, what was asked) -> (the source, its answer)
+_ASKED: ContextVar[dict[tuple[int, Any], tuple[TelemetrySource, Any]] | None] = ContextVar("netspy_asked", default=None)
 
 
 @contextmanager
@@ -48,34 +47,32 @@ def one_info() -> Iterator[None]:
     info: its label, health and counts; on this host's store a thread hop and two queries, four times a refresh),
     and :func:`source_losses` each source once per window (the connection and drop patterns and the process ranking
     each carry the window's losses: over HTTP three ``/api/losses`` requests a refresh, the same answer)."""
-    token, losses = _INFO.set({}), _LOSSES.set({})
+    token = _ASKED.set({})
     try:
         yield
     finally:
-        _LOSSES.reset(losses)
-        _INFO.reset(token)
+        _ASKED.reset(token)
+
+
+async def _once(source: TelemetrySource, what: Any, ask: Callable[[], Awaitable[T]]) -> T:
+    """``ask()``; inside :func:`one_info`, the first answer for this source and ``what``."""
+    memo = _ASKED.get()
+    if memo is None:
+        return await ask()
+    kept = memo.get((id(source), what))
+    if kept is None or kept[0] is not source:
+        kept = memo[(id(source), what)] = (source, await ask())
+    return cast(T, kept[1])
 
 
 async def source_info(source: TelemetrySource) -> SourceInfo:
     """``source.info()``; inside :func:`one_info`, the first answer for this source."""
-    memo = _INFO.get()
-    if memo is None:
-        return await source.info()
-    kept = memo.get(id(source))
-    if kept is None or kept[0] is not source:
-        kept = memo[id(source)] = (source, await source.info())
-    return kept[1]
+    return await _once(source, "info", source.info)
 
 
 async def source_losses(source: TelemetrySource, window: int) -> dict[str, int]:
     """``source.losses(window)``; inside :func:`one_info`, the first answer for this source and window (a copy)."""
-    memo = _LOSSES.get()
-    if memo is None:
-        return await source.losses(window)
-    kept = memo.get((id(source), window))
-    if kept is None or kept[0] is not source:
-        kept = memo[(id(source), window)] = (source, await source.losses(window))
-    return dict(kept[1])
+    return dict(await _once(source, ("losses", window), lambda: source.losses(window)))
 
 
 async def source_label(source: TelemetrySource) -> str:
