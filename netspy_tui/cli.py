@@ -142,22 +142,33 @@ def _allow_host(text: str) -> str:
 
 
 def _forward_url(text: str) -> str:
-    """An aggregator's base URL or its ingest URL -> the ingest URL."""
+    """An aggregator's base URL or its ingest URL -> the ingest URL, parsed as the forwarder's HTTP client parses
+    it (a host it cannot read would be retried for ever)."""
     from urllib.parse import urlsplit
 
+    from netspy_tui.textsafe import redact_url
+
+    shown = clean(redact_url(text.strip()), 80)  # (a password in the URL is never echoed)
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"expected an http(s):// URL of an aggregator, got '{text[:80]}'")
+        raise argparse.ArgumentTypeError(f"expected an http(s):// URL of an aggregator, got '{shown}'")
     try:
         port = parts.port
     except ValueError:
         port = 0
     if port == 0:  # (a port beyond 65535 or not a number; 0 is none a server listens on)
-        raise argparse.ArgumentTypeError(f"the port of '{text[:80]}' is not a port (1-65535)")
+        raise argparse.ArgumentTypeError(f"the port of '{shown}' is not a port (1-65535)")
     path = parts.path.rstrip("/")
     if not path.endswith("/api/events/ingest"):
         path += "/api/events/ingest"
-    return parts._replace(path=path, query="", fragment="").geturl()
+    url = parts._replace(path=path, query="", fragment="").geturl()
+    import httpx
+
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise argparse.ArgumentTypeError(f"'{shown}' is not a usable aggregator URL ({clean(exc, 80)})") from None
+    return url
 
 
 def _port(text: str) -> int:

@@ -327,6 +327,10 @@ def test_serve_forward_refuses_what_it_could_never_forward_at_start(tmp_path: Pa
     cases = [
         (["--forward", "http://127.0.0.1:99999"], {}, "is not a port (1-65535)"),
         (["--forward", "http://127.0.0.1:9"], {"NODE_NAME": "my node"}, "'my node' is not a node name"),
+        # a host name the HTTP client cannot read: was retried with backoff for ever, one warning a batch
+        (["--forward", "http://b\u00e4d\u200d.example/"], {}, "is not a usable aggregator URL"),
+        # the URL's password is not echoed by the error
+        (["--forward", "http://u:s3cret@127.0.0.1:99999"], {}, "'http://u:****@127.0.0.1:99999' is not a port"),
     ]
     for flags, env, said in cases:
         child = subprocess.run([sys.executable, "-m", "netspy_tui", "serve", "--replay", str(rec), "--port",
@@ -334,6 +338,7 @@ def test_serve_forward_refuses_what_it_could_never_forward_at_start(tmp_path: Pa
                                env={**os.environ, "NETSPY_CONFIG": str(tmp_path / "none.toml"), **env})  # fmt: skip
         assert child.returncode == 2, (flags, child.stderr)
         assert said in child.stderr and "Traceback" not in child.stderr, child.stderr
+        assert "s3cret" not in child.stderr and len(child.stderr.strip().splitlines()) == 1, child.stderr
 
 
 def test_health_says_degraded_while_every_batch_fails_and_healthy_once_they_go(
