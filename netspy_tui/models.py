@@ -49,6 +49,7 @@ are all taken, often by sockets in TIME_WAIT) -- a failure of this host, not of 
 ``blackholed``: a blackhole route dropped it before any packet left (EINVAL from the routing: ``ip route add
 blackhole``, as Calico installs them) -- the no-route family, like ``unreachable`` (ENETUNREACH/EHOSTUNREACH:
 no route, an unreachable route) and ``denied`` (EACCES: a prohibit route, or a firewall)."""
+_OUTCOME_SET = frozenset(OUTCOMES)
 #: Outcomes counted as failures (packet drops always are).
 FAILED_OUTCOMES = frozenset({"refused", "unreachable", "blackholed", "timeout", "reset", "denied", "no_port",
                              "failed"})  # fmt: skip
@@ -128,6 +129,54 @@ def time_range_problem(value: datetime) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return None if FIRST_TIME <= value <= LAST_TIME else f"must be {TIME_RANGE}"
+
+
+#: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
+PID_MAX = 4_194_304
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def int_problem(event: "ConnectionEvent | PacketDropEvent") -> str | None:
+    """An event's integer field beyond what it can be (a pid, boot time, size, port or family), else None: what no
+    kernel makes, refused where events come in from outside (an aggregator's ingest, a recording)."""
+    if not 0 <= event.pid <= PID_MAX:
+        return f"pid: must be 0 to {PID_MAX}, got {event.pid}"
+    if event.timestamp < 0:
+        return f"timestamp: must be 0 or more (ns since boot), got {event.timestamp}"
+    if isinstance(event, PacketDropEvent):
+        if event.skb_length < 0 or event.packet_size_bytes < 0:
+            return "skb_length, packet_size_bytes: must be 0 or more"
+        return None
+    if not 0 <= event.destination_port <= 65535:
+        return f"destination_port: must be 0 to 65535, got {event.destination_port}"
+    if event.peer_port is not None and not 0 <= event.peer_port <= 65535:
+        return f"peer_port: must be 0 to 65535, got {event.peer_port}"
+    if not 0 <= event.address_family <= 65535:
+        return f"address_family: must be 0 to 65535, got {event.address_family}"
+    return None
+
+
+def text_problem(event: Any) -> str | None:
+    """A connect's address that is not an IP address or an outcome that is none, else None (a drop has neither).
+    ``event``: a :class:`ConnectionEvent`, or anything with its ``destination_ip``, ``peer_ip`` and ``outcome``."""
+    if isinstance(event, PacketDropEvent):
+        return None
+    for name in ("destination_ip", "peer_ip"):
+        ip = getattr(event, name)
+        if ip and not _is_ip(ip):
+            return f"{name}: not an IP address: {clean(ip, 60)!r}"
+    if event.outcome and event.outcome not in _OUTCOME_SET:
+        return f"outcome: must be one of {', '.join(OUTCOMES)}, got {clean(event.outcome, 40)!r}"
+    return None
 
 
 def ns_to_time(value: int) -> datetime:

@@ -36,6 +36,7 @@ from netspy_tui.models import (
     ConnectionEvent,
     PacketDropEvent,
     describe_validation_error,
+    int_problem,
     new_event_id,
     parse_event,
     time_range_problem,
@@ -163,6 +164,9 @@ def iter_recording(path: Path, cut: list[int] | None = None) -> Generator[tuple[
                 value = getattr(event, name, 0)  # dropped the event, "malformed", and the command exited 0)
                 if not _INT64_MIN <= value <= _INT64_MAX:
                     raise _line_error(path, lineno, f"{name}: {value} does not fit in 64 bits")
+            beyond = int_problem(event)  # (what no kernel makes: as an aggregator refuses it; an outcome or a name a
+            if beyond:  # newer version may write is shown as it is, as the HTTP client shows it)
+                raise _line_error(path, lineno, beyond)
             yield lineno, event
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -45,14 +44,15 @@ from netspy_tui.analysis.aggregate import is_failure
 from netspy_tui.errors import UsageError
 from netspy_tui.fleet import wire as W
 from netspy_tui.models import (
-    OUTCOMES,
     ConnectionEvent,
     Event,
     EventQuery,
     PacketDropEvent,
     format_time,
+    int_problem,
     ns_to_time,
     parse_event,
+    text_problem,
     time_to_ns,
     utcnow,
 )
@@ -76,9 +76,6 @@ NS = 1_000_000_000
 #: how far past the aggregator's clock an event's time may be: agents' clocks may run a little ahead; an event from
 #: further on is a wrong clock, which pinned the fleet's newest event (one from 2099 stayed first everywhere)
 MAX_AHEAD_SECONDS = LOAD_AHEAD
-#: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
-PID_MAX = W.PID_MAX
-_OUTCOMES = frozenset(OUTCOMES)
 log = logging.getLogger(__name__)
 
 IN_PROGRESS = "in_progress"
@@ -197,14 +194,6 @@ def _type_problem(item: dict[str, Any]) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _time_problem(t: int, latest: int) -> str | None:
     """An event time (ns) before the epoch or more than :data:`MAX_AHEAD_SECONDS` ahead (``latest``)."""
     if t > latest:
@@ -214,43 +203,15 @@ def _time_problem(t: int, latest: int) -> str | None:
     return None
 
 
-def _int_problem(event: AnyEvent) -> str | None:
-    """A model's integer field beyond what it can be: a pid, boot time, size, port or family (what the wire structs'
-    decoder checks itself, :data:`wire.BOUNDS`)."""
-    if not 0 <= event.pid <= PID_MAX:
-        return f"pid: must be 0 to {PID_MAX}, got {event.pid}"
-    if event.timestamp < 0:
-        return f"timestamp: must be 0 or more (ns since boot), got {event.timestamp}"
-    if isinstance(event, PacketDropEvent):
-        if event.skb_length < 0 or event.packet_size_bytes < 0:
-            return "skb_length, packet_size_bytes: must be 0 or more"
-        return None
-    if not 0 <= event.destination_port <= 65535:
-        return f"destination_port: must be 0 to 65535, got {event.destination_port}"
-    if event.peer_port is not None and not 0 <= event.peer_port <= 65535:
-        return f"peer_port: must be 0 to 65535, got {event.peer_port}"
-    if not 0 <= event.address_family <= 65535:
-        return f"address_family: must be 0 to 65535, got {event.address_family}"
-    return None
-
-
 def _text_problem(event: Any) -> str | None:
-    """A connect's address that is not an IP address or an outcome that is none (a drop has neither)."""
-    if type(event) is W.WireDrop or isinstance(event, PacketDropEvent):
-        return None
-    for name in ("destination_ip", "peer_ip"):
-        ip = getattr(event, name)
-        if ip and not _is_ip(ip):
-            return f"{name}: not an IP address: {clean(ip, 60)!r}"
-    if event.outcome and event.outcome not in _OUTCOMES:
-        return f"outcome: must be one of {', '.join(OUTCOMES)}, got {clean(event.outcome, 40)!r}"
-    return None
+    """:func:`~netspy_tui.models.text_problem`, of a model or a wire struct."""
+    return None if type(event) is W.WireDrop else text_problem(event)
 
 
 def _range_problem(event: AnyEvent, t: int, latest: int) -> str | None:
     """What an event the model took holds beyond what its fields can be: its time, integers or texts (``t`` its
     time in ns)."""
-    return _time_problem(t, latest) or _int_problem(event) or _text_problem(event)
+    return _time_problem(t, latest) or int_problem(event) or _text_problem(event)
 
 
 def _wire_problem(event: Any, t: int, latest: int) -> str | None:

@@ -24,6 +24,7 @@ from pydantic_core import PydanticUndefined
 
 from netspy_tui.models import (
     FAILED_OUTCOMES,
+    PID_MAX,
     ConnectionEvent,
     PacketDropEvent,
     format_time,
@@ -54,8 +55,6 @@ def _wire_type(annotation: Any) -> Any:
     return annotation
 
 
-#: the kernel's largest process id (PID_MAX_LIMIT, 2^22 on 64-bit)
-PID_MAX = 4_194_304
 #: the integer fields' ranges (ingest refuses an event beyond them, ``fleet.store._range_problem``): checked by the
 #: decoder in C, an event beyond one sends its batch the model's way, where ingest says which and why
 BOUNDS: dict[str, tuple[int | None, int | None]] = {

@@ -180,6 +180,22 @@ def test_a_line_whose_integers_the_store_cannot_hold_is_an_error_naming_it(cli: 
     assert f"{big}:2: timestamp: {2**63} does not fit in 64 bits" in assert_one_line_error(run, 2)
 
 
+def test_a_line_whose_integers_no_kernel_makes_is_an_error_naming_it(cli: Cli, tmp_path: Path) -> None:
+    # (an audit's: pid -5 and port 70000 were replayed and shown as they were; an aggregator refuses both)
+    lines = DEMO.read_text().splitlines()[:3]
+    cases = {"pid": (-5, "pid: must be 0 to 4194304, got -5"),
+             "destination_port": (70000, "destination_port: must be 0 to 65535, got 70000")}  # fmt: skip
+    runs = []
+    for name, (value, _) in cases.items():
+        event = json.loads(lines[1])
+        event[name] = value
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join([lines[0], json.dumps(event), lines[2]]) + "\n")
+        runs.append(["--replay", str(path), "--replay-speed", "0", "--tool", "list_connections"])
+    for run, (name, (_, said)) in zip(cli.many(runs), cases.items(), strict=True):
+        assert f"{tmp_path / name}.jsonl:2: {said}" in assert_one_line_error(run, 2)
+
+
 def test_record_in_a_missing_directory_is_refused_like_db(cli: Cli, tmp_path: Path) -> None:
     typo = tmp_path / "no" / "such" / "x.jsonl"
     runs = cli.many(
