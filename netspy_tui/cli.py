@@ -957,7 +957,7 @@ async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, An
 
 async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.mcp_tools.ai_bridge import ai_tools_hook
-    from netspy_tui.mcp_tools.server import create_server
+    from netspy_tui.mcp_tools.server import create_server, run_stdio
     from netspy_tui.runtime import open_source
 
     async with open_source(settings, "live") as source:
@@ -975,7 +975,7 @@ async def _run_mcp(ns: argparse.Namespace, settings: Any) -> int:
                 allowed_hosts=ns.allow_host or [],
             )
         else:
-            await server.run_stdio_async()
+            await run_stdio(server)
     return 0
 
 

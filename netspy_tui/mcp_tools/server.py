@@ -1230,3 +1230,44 @@ async def _ai_tool(ctx: Context[ToolContext, Any], name: str, args: dict[str, An
         raise ToolError("AI is not available in this server.")
     result = await tc.ai_tools(tc.source, name, args)
     return _result(result, result.text)
+
+
+async def run_stdio(server: MCPServer[Any]) -> None:
+    """Serve ``server`` over stdin and stdout (``netspy-tui mcp``), as the SDK's ``run_stdio_async``, except that a
+    line that is not a JSON-RPC message is answered as JSON-RPC 2.0 asks (error -32700 "Parse error" for a line
+    that is not JSON, -32600 "Invalid Request" for JSON that is no message; ``id`` null: it cannot be known) and said
+    once on stderr. The SDK drops such a line unanswered: a client waiting on its request hung until its timeout."""
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+    from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+
+    lowlevel = server._lowlevel_server  # noqa: SLF001 (what run_stdio_async runs: the SDK has no public handle)
+    said = False
+    async with stdio_server() as (read_stream, write_stream):
+        relay_in, relay_out = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+        async def relay() -> None:
+            nonlocal said
+            async with relay_in, read_stream:
+                async for item in read_stream:
+                    if not isinstance(item, Exception):
+                        await relay_in.send(item)
+                        continue
+                    parse = isinstance(item, ValidationError) and any(
+                        e["type"] == "json_invalid" for e in item.errors(include_url=False)
+                    )
+                    error = (
+                        ErrorData(code=PARSE_ERROR, message="Parse error: the line is not JSON")
+                        if parse
+                        else ErrorData(code=INVALID_REQUEST, message="Invalid Request: not a JSON-RPC 2.0 message")
+                    )
+                    await write_stream.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=error)))
+                    if not said:
+                        said = True
+                        log.warning("mcp: a line on stdin was not a JSON-RPC message (%s); answered with error %d "
+                                    "(said once)", error.message, error.code)  # fmt: skip
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(relay)
+            await lowlevel.run(relay_out, write_stream, lowlevel.create_initialization_options())
+            tasks.cancel_scope.cancel()

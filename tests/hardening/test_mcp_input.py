@@ -163,7 +163,8 @@ def test_malformed_json_rpc_over_stdio_never_stops_the_server(raw: RawStdio) -> 
     for ident, arguments in enumerate(([1, 2], "pid=1", 42), start=10):  # arguments that are not an object
         reply = raw.call(ident, "get_network_summary", arguments)
         assert reply["id"] == ident and reply["error"]["code"] == -32602, reply
-    # lines that are not JSON-RPC at all: ignored, nothing written to stdout for them
+    # lines that are not JSON-RPC at all: each answered as JSON-RPC 2.0 asks, with id null (the SDK left them
+    # unanswered: a client waiting on a request it sent garbled waited until its timeout)
     for junk in (
         "{not json",
         "\x00\x01\x02 binary",
@@ -172,8 +173,13 @@ def test_malformed_json_rpc_over_stdio_never_stops_the_server(raw: RawStdio) -> 
         json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": 5}}),
     ):
         raw.send(junk)
-    replies = [raw.receive(), raw.receive()]  # only the two well-framed requests get (error) answers
-    assert sorted(r["id"] for r in replies) == [7, 8] and all(r["error"]["code"] == -32602 for r in replies)
+    replies = [raw.receive() for _ in range(5)]
+    unknown = [r["error"] for r in replies if r["id"] is None]
+    assert sorted(e["code"] for e in unknown) == [-32700, -32700, -32600], replies
+    assert {e["message"] for e in unknown} == {"Parse error: the line is not JSON",
+                                                "Invalid Request: not a JSON-RPC 2.0 message"}  # fmt: skip
+    framed = [r for r in replies if r["id"] is not None]  # the two well-framed requests get their own answers
+    assert sorted(r["id"] for r in framed) == [7, 8] and all(r["error"]["code"] == -32602 for r in framed)
     nested = raw.call(20, "get_network_summary", {"pid": {"a": {"b": [None]}}, "duration": -1})
     assert nested["result"]["isError"]
     assert nested["result"]["content"][0]["text"] == (
@@ -183,3 +189,4 @@ def test_malformed_json_rpc_over_stdio_never_stops_the_server(raw: RawStdio) -> 
     assert not good["result"]["isError"] and "outbound connection" in good["result"]["content"][0]["text"]
     code, stderr = raw.close()
     assert code == 0 and "Traceback" not in stderr
+    assert stderr.count("was not a JSON-RPC message") == 1, stderr  # said once on stderr, not once a line
