@@ -204,8 +204,8 @@ OPTIONS: tuple[Option, ...] = (
         runs=_CLIENTS,
         group=SOURCE,
         metavar="URL",
-        help="eBPF server URL (env NETSPY_SERVER; default: http://localhost:8080 if it answers, else the embedded "
-        "collector)",
+        help="eBPF server URL (env NETSPY_SERVER; default: http://localhost:8080 if an eBPF server answers there, "
+        "else the embedded collector)",
     ),
     _opt(
         "--token",

@@ -103,7 +103,7 @@ class Settings(BaseModel):
         super().__init__(**{**file_values, **_env_values(), **values})
 
     server: str | None = None
-    """eBPF server URL. Unset: use http://localhost:8080 if it answers, else the embedded collector."""
+    """eBPF server URL. Unset: http://localhost:8080 if an eBPF server answers there, else the embedded collector."""
     token: SecretStr | None = None
     """Bearer token for the eBPF server (client) or required by `netspy-tui serve --token`."""
     timeout: float = Field(10.0, gt=0, le=600)

@@ -3,7 +3,8 @@
 * ``--replay FILE``, ``--record FILE`` or ``--db FILE``: the embedded collector (a server cannot be replayed or
   recorded, nor keep that store); a one-shot ``--tool`` with ``--db`` alone reads the history in it.
 * ``--server URL`` (or ``NETSPY_SERVER``): that eBPF server over HTTP, whatever state it is in.
-* otherwise, if ``http://localhost:8080`` answers ``/health``: that server.
+* otherwise, if an eBPF server answers at ``http://localhost:8080`` (its ``/health`` the contract's object,
+  :func:`~netspy_tui.telemetry.client.probe`): that server.
 * otherwise long-running front ends (dashboard, REPL, MCP server, ``serve``) start the embedded
   collector in-process; a one-shot ``--tool`` explains how to get data.
 """

@@ -646,10 +646,23 @@ class HttpSource:
 
 
 async def probe(url: str, wait: float = 0.5) -> bool:
-    """True when something answers ``GET /health`` with 2xx at ``url`` within ``wait`` seconds."""
+    """True when an eBPF server answers at ``url`` within ``wait`` seconds: ``GET /health`` gives 2xx and the
+    contract's health object (a JSON object whose ``status`` and ``component`` are strings). Anything else that
+    listens there (a web app's own ``/health``, Spring Boot's ``{"status": "UP"}``, a file server) is not one:
+    taking it for one left the dashboard retrying a server that never was, instead of its embedded collector."""
     try:
         async with httpx.AsyncClient(timeout=wait) as http:
             resp = await http.get(f"{url.rstrip('/')}/health")
-            return resp.status_code < 300
+            if resp.status_code >= 300:
+                return False
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            fields = body if isinstance(body, dict) else {}
+            if isinstance(fields.get("status"), str) and isinstance(fields.get("component"), str):
+                return True
+            log.info("%s answers /health, but not as an eBPF server does: not used", url)
+            return False
     except (httpx.HTTPError, OSError):
         return False
