@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -207,14 +208,27 @@ def _null_is_empty(value: Any) -> Any:
     return [] if value is None else value
 
 
+def _in_utc(value: datetime) -> datetime:
+    """An event's time in UTC: a server writes its local time with its offset (the Go server's RFC3339Nano in the
+    host's zone, ``…T23:36:19+05:30``), and every figure and label here is UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    if value.utcoffset():
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # (0001-01-01T00:00:00+05:30: before the first UTC instant a datetime holds)
+            raise ValueError(f"must be {TIME_RANGE}") from None
+    return value
+
+
 class _EventBase(_Wire):
     id: str = ""
     pid: int = 0
     command: str = ""
     timestamp: int = 0
     """Nanoseconds since boot (bpf_ktime_get_ns)."""
-    time: datetime
-    """Wall-clock time of the event."""
+    time: Annotated[datetime, AfterValidator(_in_utc)]
+    """Wall-clock time of the event (in UTC, whatever offset it was sent with)."""
     k8s_node_name: str | None = None
     k8s_pod_name: str | None = None
     k8s_namespace: str | None = None

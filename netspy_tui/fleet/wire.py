@@ -195,10 +195,10 @@ def prepare(event: Any) -> Prepared | None:
             return None
         try:
             when = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        t = time_to_ns(when)
-        event.time = format_time(when)  # stored as format_time writes it (the same instant)
+            t = time_to_ns(when)
+            event.time = format_time(when)  # stored as format_time writes it (the same instant)
+        except (ValueError, OverflowError):  # (0001-01-01T00:00:00+05:30 is before the first UTC instant: the
+            return None  # model's way says why; it was a 500 and the whole batch lost)
     if connection:
         key = event.id or f"connection|{pid}|{stamp}|{t}"
         outcome = event.outcome

@@ -289,6 +289,9 @@ def test_ingest_refuses_what_the_contract_types_do_not_allow_and_keeps_the_rest(
         ({"destination_ip": "not-an-ip"}, "destination_ip: not an IP address"),
         ({"outcome": "weird"}, "outcome: must be one of ok, in_progress"),
         ({"time": "1969-12-31T23:59:59Z"}, "time: before 1970"),
+        # before the first UTC instant a datetime holds, after the last: a 500, the whole batch lost (an audit's)
+        ({"time": "0001-01-01T00:00:00+05:30"}, "time: Value error, must be between 1678-01-01"),
+        ({"time": "9999-12-31T23:59:59-05:00"}, "time: Value error, must be between 1678-01-01"),
     ]
     events = [{**good, **change, "id": f"bad{i}"} for i, (change, _) in enumerate(bad)] + [good]
     answer = ingest(url, events)
