@@ -604,6 +604,9 @@ class AggregatorStats(_Wire):
     events_by_type: dict[str, int] = Field(default_factory=dict)
     events_by_node: dict[str, int] = Field(default_factory=dict)
     connected_agents: int = 0
+    _null_maps = field_validator("events_by_type", "events_by_node", mode="before")(
+        classmethod(lambda cls, v: {} if v is None else v)  # (Go encodes an empty map as null)
+    )
     aggregation_start: str | None = None
     last_event_time: str | None = None
 

@@ -216,6 +216,7 @@ class FakeEbpfServer:
         query_time: str | None = None,
         health: dict[str, Any] | None = None,
         stats_endpoint: bool | None = None,
+        node_counts: bool = True,
     ) -> None:
         if generation not in GENERATIONS:
             raise ValueError(f"generation must be one of {GENERATIONS}, not {generation!r}")
@@ -238,6 +239,9 @@ class FakeEbpfServer:
         """The ``/health`` object; None sends the generation's own."""
         self.stats_endpoint = generation == "aggregator" if stats_endpoint is None else stats_endpoint
         """Serve ``GET /api/stats`` (the aggregator's): a plain agent whose spec lists it may too."""
+        self.node_counts = node_counts
+        """An aggregator's summaries carry ``count_by_node``/``total_nodes`` (False: as the paths' own response
+        schema, ``api.ConnectionSummaryResponse``, which has neither)."""
         self.started_at = self.clock()
         self._lock = threading.Lock()
         self._override: _Canned | None = None
@@ -599,7 +603,7 @@ class FakeEbpfServer:
             "duration_seconds": duration,
             "query_time": self._query_time(),
         }
-        if self.generation == "aggregator":
+        if self.generation == "aggregator" and self.node_counts:
             payload["count_by_node"] = self._by_node(hits)
             payload["total_nodes"] = len(payload["count_by_node"])
         return _json(200, payload)

@@ -460,7 +460,9 @@ class HttpSource:
         resp = await self._get(path, SummaryResponse, params)
         self._note_shape(resp)
         if scope.node is not None:
-            return (resp.count_by_node or {}).get(scope.node, 0)
+            if resp.count_by_node is None:  # (the contract's aggregator summaries have no count_by_node, the Go
+                return (await self.stats(scope, top_n=1, buckets=1)).total  # aggregator sends none: not 0, counted)
+            return resp.count_by_node.get(scope.node, 0)
         return resp.count
 
     async def stats(self, scope: Scope, top_n: int = 10, buckets: int = 60) -> WindowStats:

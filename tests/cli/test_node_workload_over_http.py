@@ -99,3 +99,24 @@ def test_the_api_refuses_a_workload_filter_and_says_its_node(served):
         assert refused.status_code == 400
         assert refused.text.startswith("workload is not supported: this server's events do not carry their workload")
         assert client.get("/health").json()["node"] == HOST
+
+
+@pytest.mark.parametrize("null_maps", [False, True])
+def test_an_aggregator_whose_summaries_carry_no_count_by_node_is_counted_not_zero(run_cli, null_maps):
+    """The aggregator's summary paths answer ``api.ConnectionSummaryResponse`` (no ``count_by_node``), as the Go
+    aggregator does: a node's count was 0 ("0 outbound connection attempts … Only node w1."), exit 0. And Go
+    encodes an empty map as null: ``/api/stats``'s maps as null failed every node-scoped tool (an audit's)."""
+    from tests.factories import connection_json
+    from tests.fake_ebpf_server import FakeEbpfServer
+
+    events = [connection_json(pid=9, command="zzw1", port=2000 + i, ago=5, k8s_node_name="w1") for i in range(3)]
+    events += [connection_json(pid=8, command="zzw2", ago=5, k8s_node_name="w2")]
+    with FakeEbpfServer("aggregator", events=events, node_counts=False) as srv:
+        if null_maps:
+            srv.reply_raw(b'{"total_events": 4, "events_by_type": null, "events_by_node": {"w1": 3, "w2": 1}}',
+                          "application/json", path="/api/stats")  # fmt: skip
+        summary = run_cli("--server", srv.url, "--tool", "get_network_summary", "--node", "w1")
+        drops = run_cli("--server", srv.url, "--tool", "get_packet_drop_summary", "--node", "w1")
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stdout.startswith("All processes made 3 outbound connection attempts"), summary.stdout
+    assert drops.returncode == 0 and "0 packet drops" in drops.stdout.replace("no packet drops", "0 packet drops")
