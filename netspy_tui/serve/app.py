@@ -643,9 +643,18 @@ class Api:
 
     async def events(self, request: Request) -> Response:
         params = await Params.read(request)
+        # Kubernetes filters: every event here carries this pod's own k8s_* fields (the downward API's, when it runs
+        # in one): its own value keeps them all, another none; without that metadata the filter cannot be answered
+        k8s: dict[str, str] = {}
         for name in _K8S_FILTERS:
-            if params._raw(name) is not None:
+            value = params._raw(name)
+            if value is None:
+                continue
+            own = self.identity.get("k8s_node_name" if name == "node" else name)
+            if own is None:
                 raise BadRequest(f"{name} is not supported: this server has no Kubernetes metadata")
+            k8s[name] = value
+        foreign = any(v != self.identity.get("k8s_node_name" if n == "node" else n) for n, v in k8s.items())
         if params._raw("workload") is not None:
             raise BadRequest("workload is not supported: this server's events do not carry their workload; its MCP "
                              "tools at /mcp take workload (this host's processes by cgroup)")  # fmt: skip
@@ -672,7 +681,7 @@ class Api:
         total = 0
         cursor: int | None = None
         not_kept: dict[str, Any] = {}
-        for k in (kind,) if kind else _KINDS:
+        for k in () if foreign else (kind,) if kind else _KINDS:
             q = EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=limit,
                            after=None if after < 0 else after)  # fmt: skip
             if resolved_after >= 0:
@@ -703,6 +712,7 @@ class Api:
         if until is not None:
             filters["until"] = format_time(until)
         filters["limit"] = limit
+        filters.update(k8s)
         return json_response(
             {
                 "events": [event_json(e, self.identity) for e in events],

@@ -101,6 +101,33 @@ def test_the_api_refuses_a_workload_filter_and_says_its_node(served):
         assert client.get("/health").json()["node"] == HOST
 
 
+def test_the_api_answers_kubernetes_filters_in_a_pod_and_refuses_them_elsewhere(served, monkeypatch):
+    """In a pod (the downward API's NODE_NAME, POD_NAME, POD_NAMESPACE), every event served carries those k8s_*
+    fields, and the contract's k8s_* filters were refused all the same, "this server has no Kubernetes metadata"
+    (an audit's): its own values keep every event, another none. Outside a pod they are refused, as before."""
+    url, _ = served
+    with httpx.Client(base_url=url, timeout=5) as client:
+        refused = client.get("/api/events", params={"k8s_node_name": "node-x"})
+        assert refused.status_code == 400 and "has no Kubernetes metadata" in refused.text
+    for name, value in (("NODE_NAME", "node-x"), ("POD_NAME", "agent-1"), ("POD_NAMESPACE", "mon")):
+        monkeypatch.setenv(name, value)
+    source = host_source()
+    try:
+        with BackgroundServer(create_app(source)) as srv, httpx.Client(base_url=srv.url, timeout=5) as client:
+            cases = [({"k8s_node_name": "node-x"}, 12), ({"node": "node-x"}, 12),
+                     ({"k8s_namespace": "mon", "k8s_pod_name": "agent-1", "command": "curl"}, 2),
+                     ({"k8s_node_name": "node-y"}, 0), ({"k8s_namespace": "mon", "k8s_pod_name": "x"}, 0)]  # fmt: skip
+            for query, count in cases:
+                answer = client.get("/api/events", params=query)
+                assert answer.status_code == 200, (query, answer.text)
+                body = answer.json()
+                assert body["count"] == count and body["total_count"] == count, (query, body["count"])
+                assert all(e["k8s_node_name"] == "node-x" for e in body["events"])
+                assert all(body["filters"][k] == v for k, v in query.items()), body["filters"]
+    finally:
+        asyncio.run(source.aclose())
+
+
 @pytest.mark.parametrize("null_maps", [False, True])
 def test_an_aggregator_whose_summaries_carry_no_count_by_node_is_counted_not_zero(run_cli, null_maps):
     """The aggregator's summary paths answer ``api.ConnectionSummaryResponse`` (no ``count_by_node``), as the Go
