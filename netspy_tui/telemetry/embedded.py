@@ -340,8 +340,10 @@ class EmbeddedSource:
         """From the store; ``available`` False when a running collector does not count bytes."""
         collector = self.collector
         if collector is not None and not getattr(collector, "counts_traffic", False):
+            # (a replay's own reason: "needs eBPF, Linux 6.3+" blamed the kernel for a recording's)
+            why = "a recording holds no byte counts (replay)" if collector.name == "replay" else ""
             return TrafficStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
-                                available=False)  # fmt: skip
+                                available=False, unavailable_reason=why)  # fmt: skip
         stats = await asyncio.to_thread(self.store.traffic, pid, command, window_seconds, limit)
         return stats.model_copy(update={"sampled": True}) if collector is not None and collector.sampled else stats
 
@@ -358,8 +360,9 @@ class EmbeddedSource:
         """From the store; ``available`` False when a running collector does not measure connects."""
         collector = self.collector
         if collector is not None and collector.name != "ebpf":
+            why = "a recording holds no connect timings (replay)" if collector.name == "replay" else ""
             return LatencyStats(window_seconds=window_seconds, pid=pid, command=command, until=utcnow(),
-                                available=False)  # fmt: skip
+                                available=False, unavailable_reason=why)  # fmt: skip
         return await asyncio.to_thread(self.store.connect_latency, pid, command, window_seconds, limit)
 
     async def losses(self, window_seconds: int) -> dict[str, int]:

@@ -434,6 +434,22 @@ async def on_traffic_tab(source: Any, size: tuple[int, int]) -> AsyncIterator[tu
             yield app, pilot, gateway
 
 
+async def test_a_replay_says_its_recording_holds_no_bytes_not_that_the_kernel_is_too_old() -> None:
+    """A replay's traffic line said "not counted by this source (needs eBPF, Linux 6.3+)" on a 6.18 kernel as
+    root (an audit's): the recording is why, and the line says so, whole at 80 columns."""
+    from netspy_tui.collector.replay import ReplayCollector
+    from tests.hardening.conftest import DEMO
+
+    source = EmbeddedSource(ReplayCollector(DEMO, speed=0), EventStore(None))
+    await source.start()
+    try:
+        async with on_traffic_tab(source, (80, 24)) as (app, _, _):
+            assert "by process (v) · not counted here: a recording holds no byte counts (replay)" in screen_text(app)
+            assert "Linux 6.3" not in screen_text(app)
+    finally:
+        await source.aclose()
+
+
 async def test_a_source_without_traffic_says_so_and_a_failing_tool_is_one_line() -> None:
     source = MemorySource([connection(pid=7, command="curl", time=datetime.now(UTC) - timedelta(seconds=1))])
     async with on_traffic_tab(source, (80, 24)) as (app, pilot, gateway):
