@@ -239,13 +239,26 @@ class HttpSource:
                 f"The eBPF server at {self.shown_url} refused the request (401 on {path})",
                 "pass the server's bearer token with --token or NETSPY_TOKEN",
             )
+        if 300 <= resp.status_code < 400:  # (not followed: a redirect can take the token elsewhere)
+            where = clean(redact_url(resp.headers.get("location", "")), 120) or "nowhere"
+            return ServerError(
+                f"The server at {self.shown_url} redirects {path} ({resp.status_code}) to {where}",
+                "pass the URL it redirects to as --server (e.g. https:// instead of http://)",
+            )
+        page = _looks_like_a_web_page(resp)
+        if resp.status_code == 501 or (resp.status_code in (404, 405) and page):  # (another kind of web server's
+            return ServerError(  # answer to the API's paths; a proxy's 502 page still says its status and body)
+                f"The server at {self.shown_url} is not an eBPF server: it answered {resp.status_code} on {path}"
+                + (" with a web page" if page else f": {body}"),
+                "check that --server (or NETSPY_SERVER) points at an eBPF server or a netspy-tui serve",
+            )
         return ServerError(
             f"The eBPF server at {self.shown_url} answered {resp.status_code} on {path}: {body}",
             "check the server's log",
         )
 
     def _parse(self, resp: httpx.Response, path: str, model: type[M]) -> M:
-        if resp.status_code >= 400:
+        if resp.status_code >= 300:
             raise self._status_error(resp, path)
         try:
             data = json.loads(resp.content)
@@ -645,6 +658,14 @@ class HttpSource:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _looks_like_a_web_page(resp: httpx.Response) -> bool:
+    """An HTML answer (``text/html``, or a body that starts as a page does): a web server's, not an eBPF server's,
+    which answers JSON, or plain text for its errors."""
+    if resp.headers.get("content-type", "").split(";")[0].strip().lower() == "text/html":
+        return True
+    return resp.content[:256].lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))
 
 
 async def probe(url: str, wait: float = 0.5) -> bool:

@@ -17,6 +17,7 @@ from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from tests.tui.conftest import Clock, demo_source, wait_for
+from tests.tui.screen_text import screen_text
 from tests.tui.test_dashboard import SIZE, in_window, status_text
 
 pytestmark = pytest.mark.quiet
@@ -72,6 +73,10 @@ async def test_a_source_that_never_answered_is_not_live() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(pilot, lambda: "stale since" in status_text(app), "the failure shown")
             assert "LIVE" not in status_text(app)
+            # at 80 columns the error's address shows whole: "⚠ stale since 18:05:38, retry in 1s (attempt 1): "
+            # first left only "Cannot reach the eBPF server" of it (an audit's)
+            await pilot.pause()
+            assert "⚠ Cannot reach the eBPF server at http://127.0.0.1:9 · retry" in screen_text(app)
 
 
 async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> None:
@@ -85,8 +90,8 @@ async def test_server_loss_shows_stale_with_retry_countdown_then_recovers() -> N
             source.down = True
             await wait_for(pilot, lambda: "stale since" in status_text(app), "stale status")
             text = status_text(app)
-            assert "stale since 12:00:00, retry in" in text
-            assert "Cannot reach the eBPF server at http://127.0.0.1:9" in text
+            assert "⚠ Cannot reach the eBPF server at http://127.0.0.1:9 · retry in" in text
+            assert "(attempt 1, stale since 12:00:00)" in text
             assert "○ stale" in text  # health mark turns hollow
             assert "LIVE" not in text  # (nothing is live while the source does not answer)
             await wait_for(pilot, lambda: "attempt 3" in status_text(app), "backing off")

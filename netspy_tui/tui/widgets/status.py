@@ -21,6 +21,12 @@ from netspy_tui.tui.widgets.cells import window_label
 MAX_NODES_SHOWN = 8
 
 
+def _first_sentence(text: str) -> str:
+    """Up to the first ". " (an error's message before its hint: "Cannot reach … (connection refused). Start …")."""
+    end = text.find(". ")
+    return (text if end < 0 else text[:end]).rstrip(".")
+
+
 @dataclass
 class Failure:
     error: str
@@ -192,11 +198,15 @@ class StatusBar(Static):
         second = Text(no_wrap=True, overflow="ellipsis")
         notes: list[Text] = []
         if fail is not None:
+            # what failed first (its first sentence names the server and why), then when it is tried again: at 80
+            # columns "⚠ stale since 18:05:38, retry in 1s (attempt 1): " first left "Cannot reach the eBPF server"
+            # of the error, without its address or reason ("stale" and since when: the first line and :status)
             wait = (fail.retry_at - now).total_seconds()
-            msg = Text(f"⚠ stale since {fail.stale_since:%H:%M:%S}, ", style=self._style("bad"))
-            msg.append("retrying now" if wait <= 0 else f"retry in {max(1, round(wait))}s", style=self._style("bad"))
-            msg.append(f" (attempt {fail.attempt}): ", style=self._style("bad"))
-            msg.append(clean(fail.error, 160))
+            msg = Text("⚠ ", style=self._style("bad"))
+            msg.append(clean(_first_sentence(fail.error), 160))
+            retry = "retrying now" if wait <= 0 else f"retry in {max(1, round(wait))}s"
+            msg.append(f" · {retry} (attempt {fail.attempt}, stale since {fail.stale_since:%H:%M:%S})",
+                       style=self._style("bad"))  # fmt: skip
             notes.append(msg)
         if view.focus_label:
             notes.append(Text.assemble(("focus ", self._style("key")), view.focus_label))
