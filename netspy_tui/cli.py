@@ -589,9 +589,31 @@ def _misplaced(flag: str, run: str) -> str:
     return f"{flag} does not apply to {_NAMES[run]}{where}"
 
 
+def _long_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """Every ``--flag`` of ``parser`` and of its commands."""
+    flags = {f for action in parser._actions for f in action.option_strings if f.startswith("--")}
+    for command in getattr(parser, "commands", {}).values():
+        flags |= _long_flags(command)
+    return flags
+
+
+def go_style(argv: Sequence[str], long_flags: set[str]) -> list[str]:
+    """The Go netspy's flags as it took them (Go's flag package: ``-tool x``, ``-pid=5``) read as ``--tool x``,
+    ``--pid=5``: a word of one dash that names a long flag, up to a ``--`` (after it, words are values)."""
+    out: list[str] = []
+    for i, word in enumerate(argv):
+        if word == "--":
+            return out + list(argv[i:])
+        if len(word) > 2 and word[0] == "-" and word[1].isalpha() and "-" + word.split("=", 1)[0] in long_flags:
+            word = "-" + word
+        out.append(word)
+    return out
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse, then check that every flag given applies to what runs; exit 2 with one line if one does not."""
     parser = build_parser()
+    argv = go_style(sys.argv[1:] if argv is None else argv, _long_flags(parser))
     ns, extra = parser.parse_known_args(argv)
     run = ns.command or ("tool" if ns.tool else "tui")
     ns.run = run

@@ -134,3 +134,15 @@ def test_verbose_never_logs_the_token(run_cli, server):
     assert out.returncode == 0
     assert "tok-verysecret" not in out.stdout + out.stderr
     assert server.requests[-1].headers["authorization"] == "Bearer tok-verysecret"
+
+
+def test_the_go_netspys_single_dash_flags_work_as_it_took_them(run_cli, server):
+    """Go's flag package takes ``-tool x`` and ``-pid=5``: the README says the Go netspy's flags work unchanged,
+    and ``-tool get_network_summary`` was "argument command: invalid choice: 'get_network_summary'" (an audit's)."""
+    go = run_cli("-server", server.url, "-tool", "get_network_summary", "-pid=4242", "-duration", "3600")
+    ours = run_cli("--server", server.url, "--tool", "get_network_summary", "--pid", "4242", "--duration", "3600")
+    assert go.returncode == 0 and ours.returncode == 0, (go.stderr, ours.stderr)
+    assert go.stdout == ours.stdout and go.stdout.startswith("pid 4242 made ")
+    # a word of one dash that names no flag is still refused, in one line; after "--" words are values
+    bogus = run_cli("-server", server.url, "-tool", "get_network_summary", "-bogus")
+    assert bogus.returncode == 2 and bogus.stderr.startswith("netspy-tui: error: unrecognized arguments: -bogus")
