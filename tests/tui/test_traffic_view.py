@@ -487,3 +487,23 @@ async def test_sampled_traffic_says_so_on_the_summary_line() -> None:
             assert "by process (v) · sampled TCP counters · 1m avg rx" in screen_text(app)
     finally:
         await source.aclose()
+
+
+async def test_a_group_headings_destinations_say_at_least_not_a_total() -> None:
+    """A heading's Dests is its largest process's (the members' destinations are not here to join): shown as a
+    bare 4 it read as the group's own count where its processes reached 15 between them (an audit's): "≥4"."""
+    now = datetime.now(UTC) - timedelta(seconds=2)
+    events = [connection(pid=5, command="api", ip=f"10.0.0.{i}", time=now, workload="web.service") for i in range(4)]
+    events += [connection(pid=6, command="worker", ip=f"10.0.1.{i}", time=now, workload="web.service")
+               for i in range(3)]  # fmt: skip
+    events += [connection(pid=7, command="cron", ip="10.0.2.1", time=now, workload="cron.service")]
+    async with open_gateway(MemorySource(events)) as gateway:
+        app = NetspyApp(gateway, interval=0.2, source_note="test")
+        async with app.run_test(size=(120, 35)) as pilot:
+            d = app.dashboard
+            await wait_for(pilot, lambda: d.processes.row_count == 3, "the processes")
+            await pilot.press("g")
+            await wait_for(pilot, lambda: d.processes.row_count == 5, "two headings and three processes")
+            assert d.processes.get_cell(GROUP_PREFIX + "web.service", "dests").plain == "≥4"
+            assert d.processes.get_cell(GROUP_PREFIX + "cron.service", "dests").plain == "1"  # (one process: its own)
+            assert d.processes.get_cell("api", "dests").plain == "4"

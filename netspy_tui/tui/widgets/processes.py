@@ -221,7 +221,8 @@ class ProcessTable(KeyedTable):
         super().notify_style_update()
 
     def group_cells(self, label: str, members: Sequence[ProcessStat]) -> list[Cell]:
-        """A group's heading row: its processes' totals (destinations are not additive: the largest)."""
+        """A group's heading row: its processes' totals (destinations are not additive: at least the largest,
+        ``≥N``)."""
         heading = self._component_style("processes--group")
         attempts = sum(s.attempts for s in members)
         failures = sum(s.failures for s in members)
@@ -238,7 +239,9 @@ class ProcessTable(KeyedTable):
                 cell(f"{n} proc" + ("s" if n != 1 else ""), 60, style=heading, sort_key=n),
                 cell(attempts, 8, justify="right", style=heading, sort_key=attempts),
                 cell(
-                    dests := max(s.distinct_destinations for s in members),
+                    # (at least its largest member's: the members' sets are not here to join; a bare 4 read as the
+                    # group's own count where its processes reached 15 destinations between them)
+                    f"≥{dests}" if (dests := max(s.distinct_destinations for s in members)) and n > 1 else dests,
                     5,
                     justify="right",
                     style=heading,
