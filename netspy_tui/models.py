@@ -136,7 +136,8 @@ def time_range_problem(value: datetime) -> str | None:
 PID_MAX = 4_194_304
 
 
-def _is_ip(text: str) -> bool:
+def is_ip_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (no port, no brackets)."""
     import ipaddress
 
     try:
@@ -173,7 +174,7 @@ def text_problem(event: Any) -> str | None:
         return None
     for name in ("destination_ip", "peer_ip"):
         ip = getattr(event, name)
-        if ip and not _is_ip(ip):
+        if ip and not is_ip_address(ip):
             return f"{name}: not an IP address: {clean(ip, 60)!r}"
     if event.outcome and event.outcome not in _OUTCOME_SET:
         return f"outcome: must be one of {', '.join(OUTCOMES)}, got {clean(event.outcome, 40)!r}"

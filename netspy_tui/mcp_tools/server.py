@@ -102,6 +102,7 @@ from netspy_tui.models import (
     WindowStats,
     counts_exact,
     describe_losses,
+    is_ip_address,
     parse_time,
     utcnow,
 )
@@ -1002,6 +1003,15 @@ def create_server(
         """The host names known now for up to 500 IP addresses (/etc/hosts, reverse DNS); the others are
         asked in the background, never waited for. For views that show names beside addresses."""
         tc = _ctx(ctx)
+        # (not an address is said, not dropped: "1 of 4 addresses have a name" with nothing about the other three)
+        wrong = [a for a in dict.fromkeys(addresses) if not is_ip_address(a)]
+        if wrong:
+            shown = ", ".join(repr(clean(a, 64)) for a in wrong[:3]) + (
+                f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+            )
+            raise ToolError(
+                f"addresses must be IP addresses (without a port, e.g. 10.0.0.1 or 2001:db8::1), not {shown}."
+            )
         if tc.names is None or not tc.names.enabled:
             text = "Names are off: destinations are shown by address."
             return _result(NameLookup(text=text, enabled=False), text)
@@ -1129,7 +1139,8 @@ def create_server(
             "patterns": lambda: analyze_patterns(ctx, pid, process_name, duration, n, w),
             "drop_patterns": lambda: analyze_packet_drops(ctx, pid, process_name, duration, n, w),
             "processes": lambda: list_processes(ctx, duration, "connection", limit, "process", n, w),
-            "names": lambda: lookup_names(ctx, addresses or []),
+            # (the rows' addresses: one that is none, a socket's path, is not asked about, as before, nor refused)
+            "names": lambda: lookup_names(ctx, [a for a in addresses or () if is_ip_address(a)]),
             "recent_bytes": lambda: get_traffic(ctx, pid, process_name, RECENT_BYTES_SECONDS, 1),
             "inbound": lambda: list_connections(
                 ctx, pid, process_name, max_events, inbound_since, None, n, w, None, "inbound"

@@ -147,3 +147,17 @@ async def test_addresses_without_a_name_are_not_asked_again_while_other_question
             }
             assert server.questions == ["10.9.9.9", "10.8.8.8"]
         names.close()
+
+
+async def test_lookup_names_refuses_what_is_not_an_ip_address_instead_of_dropping_it() -> None:
+    """``10.0.0.1:80`` (the lists' own destination form) and ``not-an-ip`` were dropped: "1 of 4 addresses have a
+    name", nothing about the other three (an audit's). An outside agent is told, in one line."""
+    async with open_gateway(MemorySource()) as gateway:
+        bad = await gateway.call("lookup_names", {"addresses": ["93.184.216.34", "10.0.0.1:80", "not-an-ip"]})
+        assert bad.is_error
+        assert bad.text == (
+            "addresses must be IP addresses (without a port, e.g. 10.0.0.1 or 2001:db8::1), not '10.0.0.1:80', "
+            "'not-an-ip'."
+        )
+        good = await gateway.call("lookup_names", {"addresses": ["93.184.216.34", "2001:db8::1"]})
+        assert not good.is_error
