@@ -56,10 +56,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text[:30]}'") from None
+    if not re.fullmatch(r"\s*[+-]?[0-9]{1,30}\s*", text, re.ASCII):  # (int() also takes "1_000" and "٢٠٤٨")
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{clean(text, 30)}'")
+    value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
     return value

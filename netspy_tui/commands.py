@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -144,6 +145,9 @@ _FLAG_ARG = {
     "--workload": ("workload", str),
     "--group-by": ("group_by", str),
 }
+#: each tool argument as the flag that sets it
+_ARG_FLAG = {key: flag for flag, (key, _) in reversed(_FLAG_ARG.items())}
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
 _CHOICES = {"--direction": ("outbound", "inbound", "all"), "--group-by": ("process", "workload", "node")}
 """Flags whose value is one of a few words: checked as the line is parsed, and completed."""
 
@@ -234,12 +238,11 @@ def parse_command(line: str) -> ParsedCommand:
                 value, i = inline, i + 1
             key, kind = _FLAG_ARG[flag]
             if kind is int:
-                try:
-                    args[key] = int(value)
-                except ValueError:
+                if not _WHOLE.fullmatch(value):  # (ASCII digits: int() also takes "1_000" and "٢٠٤٨")
                     raise UsageError(
                         f"{flag} expects a whole number, not '{clean(value, 30)}'", f"usage: {spec.usage_line}"
-                    ) from None
+                    )
+                args[key] = int(value)
                 if args[key] <= 0:
                     raise UsageError(f"{flag} must be a positive number", f"usage: {spec.usage_line}")
             elif flag in _CHOICES and value not in _CHOICES[flag]:
@@ -258,6 +261,12 @@ def parse_command(line: str) -> ParsedCommand:
         if not text:
             raise UsageError(f"'{spec.name}' needs text", f"usage: {spec.usage_line}")
         args[spec.text_arg] = " ".join(text)
+    from netspy_tui.mcp_tools.schemas import argument_problem
+
+    # the tools' own bounds, said in the flags typed ("--max-events must be <= 1000", not "max_events …")
+    problem = argument_problem(spec.tool, args, _ARG_FLAG)
+    if problem:
+        raise UsageError(problem.rstrip("."), f"usage: {spec.usage_line}")
     return ParsedCommand(action="tool", tool=spec.tool, arguments=args, spec=spec)
 
 

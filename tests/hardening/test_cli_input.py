@@ -23,6 +23,9 @@ FLAG_CASES: list[tuple[list[str], int, str]] = [
     (["--tool", "list_connections", "--pid", "0"], 2, "argument --pid: must be greater than 0, got 0"),
     (["--tool", "list_connections", "--max-events", "0"], 2, "argument --max-events: must be greater than 0"),
     (["--tool", "get_network_summary", "--duration", "abc"], 2, "expected a whole number, got 'abc'"),
+    # (int() took these: Arabic-Indic digits read as 2048, "1_000" as 1000; an audit's)
+    (["--tool", "list_connections", "--pid", "\u0662\u0660\u0664\u0668"], 2, "expected a whole number, got '\u0662"),
+    (["--tool", "get_network_summary", "--duration", "1_000"], 2, "expected a whole number, got '1_000'"),
     (["--timeout", "-1"], 2, "argument --timeout: must be greater than 0"),
     (["--timeout", "nan"], 2, "argument --timeout: must be greater than 0, got nan"),
     (["--window", "0"], 2, "argument --window: must be greater than 0"),
