@@ -21,6 +21,12 @@ from netspy_tui.tui.widgets.cells import window_label
 MAX_NODES_SHOWN = 8
 
 
+def _nothing_in(snap: Snapshot) -> bool:
+    """No event of either kind in the snapshot's window."""
+    counted = snap.processes.total_events if snap.processes is not None else 0
+    return not snap.connections and not snap.drops and not counted
+
+
 def _first_sentence(text: str) -> str:
     """Up to the first ". " (an error's message before its hint: "Cannot reach … (connection refused). Start …")."""
     end = text.find(". ")
@@ -241,6 +247,12 @@ class StatusBar(Static):
                 notes.append(Text(f"recording stopped after {written:,} events (:status says why)"
                                   if isinstance(written, int) else "recording stopped (:status says why)",
                                   style=self._style("bad")))  # fmt: skip
+            stored = src.stored_events or 0
+            if stored and snap is not None and not view.focus_label and not view.filter_text and _nothing_in(snap):
+                # (a --db or a replay at its recorded times whose events are older than the window: an empty screen
+                # said nothing, the replay's note cut at 80 columns before "at its recorded times")
+                notes.append(Text(f"{stored:,} events stored, none in the last {window_label(view.window)}: w widens "
+                                  "the window", style=self._style("warn")))  # fmt: skip
             if src.nodes:  # an aggregator: each node's events, exact (its own store's count)
                 nodes = sorted(src.nodes.items())
                 shown = " · ".join(f"{clean(n, 24)} {c:,}" for n, c in nodes[:MAX_NODES_SHOWN])
