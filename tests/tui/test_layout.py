@@ -117,6 +117,11 @@ def test_fit_widths_keeps_minimums_and_shares_spare_width_among_growing_columns(
     assert fit_widths(cols, 2) == [4, 0, 0]  # the first column always
     assert fit_widths(cols, 6 + 7 + 5 + 4) == [4, 7, 5]
     assert fit_widths(cols, 100) == [4, 9, 20]
+    # what a column wants comes first (at 80 columns a destination whole before a longer process name), then the
+    # rest is shared
+    wants = [Column("a", "A", 4, 4), Column("b", "B", 5, 9), Column("c", "C", 3, 20, want=8)]
+    assert fit_widths(wants, 6 + 7 + 5 + 4) == [4, 5, 7]
+    assert fit_widths(wants, 6 + 7 + 5 + 9) == [4, 7, 10]
 
 
 def test_pid_list_shows_as_many_pids_as_fit() -> None:
@@ -124,3 +129,28 @@ def test_pid_list_shows_as_many_pids_as_fit() -> None:
     assert _pids_text(pids, 13) == "1000,1001+10"
     assert _pids_text(pids, 60) == ",".join(map(str, pids))
     assert _pids_text([5], 13) == "5"
+
+
+async def test_at_80x24_ipv4_destinations_show_whole() -> None:
+    """A destination whole before a longer process name: the spare width was shared evenly, and at 80 columns
+    "10.0.2.15:80…" and "127.0.0.1:44…" lost their ports (an audit's). The connections show the longest IPv4
+    destination whole (21 cells); the drops, with their reason beside it, a loopback one."""
+    from datetime import UTC, datetime, timedelta
+
+    from netspy_tui.mcp_tools.gateway import open_gateway
+    from netspy_tui.telemetry.memory import MemorySource
+    from netspy_tui.tui.app import NetspyApp
+    from tests.factories import connection, drop
+    from tests.tui.screen_text import screen_text
+
+    when = datetime.now(UTC) - timedelta(seconds=2)
+    source = MemorySource([connection(pid=7, command="curl", ip="203.113.255.254", port=65535, time=when),
+                           drop(pid=8, command="nginx", destination="127.0.0.1:44321", time=when)])  # fmt: skip
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=0.2, source_note="test")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.dashboard.connections.row_count == 1, "the connection")
+            await pilot.pause()
+            assert "203.113.255.254:65535" in screen_text(app)
+            await pilot.press("d")
+            await wait_for(pilot, lambda: "127.0.0.1:44321" in screen_text(app), "the drop's destination, whole")

@@ -95,6 +95,9 @@ class Column:
     label: str
     least: int
     most: int
+    want: int = 0
+    """Cells it gets before spare width is shared (its usual content whole: an IPv4 address and port), when there
+    are that many to spare; 0: none before the others."""
 
 
 def fit_widths(columns: Sequence[Column], available: int, padding: int = 1) -> list[int]:
@@ -103,7 +106,8 @@ def fit_widths(columns: Sequence[Column], available: int, padding: int = 1) -> l
     In their order (their priority) each column gets its least while it fits in what is left; the first one
     that does not, and every one after it, gets 0 (drawn as blank padding past the columns shown, never as
     the first digits of a right-aligned number or a stub of a label). The first column is always shown. The
-    spare width is then shared out one cell at a time among the shown columns that can grow.
+    spare width goes first to the columns that ``want`` more (in their order), then is shared out one cell at a
+    time among the shown columns that can grow.
     """
     widths: list[int] = []
     room = available
@@ -114,7 +118,12 @@ def fit_widths(columns: Sequence[Column], available: int, padding: int = 1) -> l
         widths.append(c.least)
         room -= c.least + 2 * padding
     spare = room
-    growing = [i for i, c in enumerate(columns) if widths[i] and c.most > c.least]
+    for i, c in enumerate(columns):  # (what each wants first, in their order: a destination whole before a longer
+        if widths[i] and c.want > widths[i] and spare > 0:  # process name; at 80 columns "10.0.2.15:80…" was cut)
+            grant = min(spare, min(c.want, c.most) - widths[i])
+            widths[i] += grant
+            spare -= grant
+    growing = [i for i, c in enumerate(columns) if widths[i] and c.most > widths[i]]
     while spare > 0 and growing:
         for i in list(growing):
             if spare <= 0:

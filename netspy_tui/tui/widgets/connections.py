@@ -27,6 +27,8 @@ E = TypeVar("E", ConnectionEvent, PacketDropEvent)
 TIME_COLUMN = Column("time", "Time (UTC)", 12, 12)
 PROCESS_COLUMN = Column("process", "Process", 10, 24)
 PID_COLUMN = Column("pid", "PID", 7, 7)
+#: the longest IPv4 destination, ``255.255.255.255:65535``: whole before a process name is
+IPV4_DESTINATION = 21
 
 
 def time_cell(event: ConnectionEvent | PacketDropEvent) -> Cell:
@@ -197,7 +199,7 @@ class ConnectionTable(EventTable[ConnectionEvent]):
     COLUMNS = (
         TIME_COLUMN,
         PROCESS_COLUMN,
-        Column("destination", "Destination", 16, 64),
+        Column("destination", "Destination", 16, 64, want=IPV4_DESTINATION),
         Column("outcome", "Outcome", 11, 11),
         Column("protocol", "Proto", 5, 5),
         PID_COLUMN,
@@ -313,7 +315,7 @@ class DropTable(EventTable[PacketDropEvent]):
         TIME_COLUMN,
         PROCESS_COLUMN,
         Column("reason", "Reason", 14, 28),
-        Column("destination", "Destination", 12, 46),
+        Column("destination", "Destination", 12, 46, want=IPV4_DESTINATION),
         Column("size", "Bytes", 6, 6),
         PID_COLUMN,
     )
