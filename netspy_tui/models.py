@@ -1131,8 +1131,12 @@ class PatternAnalysis(_Windowed):
 
     stats: WindowStats
     rate_per_minute: float
+    """Events per minute over ``observed_seconds``."""
     failure_ratio: float
     source: str
+    observed_seconds: int | None = None
+    """The seconds of the window the source observed (see :func:`netspy_tui.analysis.aggregate.observed_seconds`):
+    the window, or less when the source started later and holds nothing older; None: not said (the window)."""
     hostnames: dict[str, str] = Field(default_factory=dict)
     """Names of the top destinations that have one (address -> name; reverse DNS or /etc/hosts)."""
 

@@ -18,7 +18,7 @@ from netspy_tui.ai.context import ParsedContext, parse_context
 from netspy_tui.ai.settings import ENV_API_KEY, ENV_BASE_URL
 from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, second_of
 from netspy_tui.analysis.describe import duration_us, human_bytes, name_of
-from netspy_tui.models import ConnectionEvent, Counted, ns_to_time
+from netspy_tui.models import ConnectionEvent, Counted, PatternAnalysis, ns_to_time
 from netspy_tui.textsafe import clean
 
 TITLE = "Local rule-based explanation — no AI model configured"
@@ -204,6 +204,18 @@ def _bursts(events: list[ConnectionEvent]) -> list[tuple[str, str]]:
     return lines
 
 
+def _observed(patterns: PatternAnalysis) -> int:
+    """The seconds of the window its figures were observed over (the window when not said)."""
+    window = max(1, patterns.stats.window_seconds)
+    return max(1, min(patterns.observed_seconds or window, window))
+
+
+def _over(patterns: PatternAnalysis) -> str:
+    """`` over the 5 min observed`` when less than the window was, else nothing."""
+    observed = _observed(patterns)
+    return f" over the {_span(observed)} observed" if observed < patterns.stats.window_seconds else ""
+
+
 def _spike(ctx: ParsedContext) -> str | None:
     if ctx.patterns is None:
         return None
@@ -211,7 +223,10 @@ def _spike(ctx: ParsedContext) -> str | None:
     buckets = stats.rate_buckets
     if not buckets or stats.total <= 0:
         return None
-    mean = stats.total / len(buckets)
+    # the average over the seconds observed, not the whole window: steady traffic that began within it (a
+    # recording, a collector started 5 minutes ago in a 1-hour window) is no spike
+    observed = _observed(ctx.patterns)
+    mean = stats.total * stats.bucket_seconds / observed
     peak = max(buckets)
     if peak < SPIKE_MIN or peak < SPIKE_FACTOR * mean:
         return None
@@ -223,7 +238,8 @@ def _spike(ctx: ParsedContext) -> str | None:
         when = f" ending {_clock(ns_to_time((last + 1) * 1_000_000_000))} UTC"
     return (
         f"**Rate spike:** {_plural(peak, 'attempt')} in one {stats.bucket_seconds} s interval{when}, "
-        f"{peak / mean:,.1f}× the window average of {mean:,.1f} per interval."
+        f"{peak / mean:,.1f}× the {'window ' if observed >= stats.window_seconds else ''}average of {mean:,.1f} "
+        f"per interval{_over(ctx.patterns)}."
     )
 
 
@@ -330,7 +346,7 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
     elif total is not None:
         activity = f"**Activity:** {_plural(total, 'connect() attempt')}"
         if ctx.patterns is not None:
-            activity += f" ({ctx.patterns.rate_per_minute:,.1f} per minute)"
+            activity += f" ({ctx.patterns.rate_per_minute:,.1f} per minute{_over(ctx.patterns)})"
         if stats is not None and len(stats.processes) == 1:
             activity += f" to {_plural(stats.processes[0].distinct_destinations, 'distinct destination')}"
         if stats is not None and stats.first_seen and stats.last_seen:
@@ -387,7 +403,7 @@ def rule_based_explanation(subject: str, context: dict[str, Any]) -> str:
         drops = ctx.packet_drops.stats
         if drops.total:
             rate = ctx.packet_drops.rate_per_minute
-            line = f"**Packet drops:** {_plural(drops.total, 'drop')} ({rate:,.1f} per minute)"
+            line = f"**Packet drops:** {_plural(drops.total, 'drop')} ({rate:,.1f} per minute{_over(ctx.packet_drops)})"
             if drops.outcomes:
                 line += f"; kernel reasons: {_counted(drops.outcomes)}"
             bullets.append(line + ".")

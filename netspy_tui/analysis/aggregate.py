@@ -103,6 +103,19 @@ def window_seconds(now: datetime, window: int) -> tuple[int, int]:
     return hi - max(1, window) + 1, hi
 
 
+def observed_seconds(window: int, until: datetime, first: datetime | None, started: datetime | None) -> int:
+    """The whole seconds of the last ``window`` at ``until`` that the source observed: what a rate is averaged
+    over. From when the source ``started`` observing (None: it does not say; a remote server is taken to have
+    observed the whole window), or from the ``first`` event of the window when that is earlier (a recording
+    replayed, a store reopened: data older than the source), to the window's last second; never before the
+    window's first. A steady rate averaged over the whole window instead was diluted by time before the data."""
+    lo, hi = window_seconds(until, window)
+    if started is None:
+        return hi - lo + 1
+    begin = second_of(started) if first is None else min(second_of(started), second_of(first))
+    return hi - min(hi, max(lo, begin)) + 1
+
+
 def bucket_layout(window_seconds: int, buckets: int) -> tuple[int, int]:
     """(bucket_seconds, bucket_count) covering the window with at most ``buckets`` buckets."""
     buckets = max(1, buckets)

@@ -150,8 +150,13 @@ def _named_mix(items: Sequence[object], names: Mapping[str, str]) -> str:
 
 
 def patterns_text(
-    stats: WindowStats, rate_per_minute: float, failure_ratio: float, names: Mapping[str, str] | None = None
+    stats: WindowStats,
+    rate_per_minute: float,
+    failure_ratio: float,
+    names: Mapping[str, str] | None = None,
+    observed: int | None = None,
 ) -> str:
+    """``observed``: the seconds of the window the rate is over, when fewer than the window's (said then)."""
     who = subject(stats.pid, stats.command)
     if stats.kind == "connection":
         head = summary_text("connection", stats.total, stats.pid, stats.command, stats.window_seconds)
@@ -159,7 +164,9 @@ def patterns_text(
         head = summary_text("packet_drop", stats.total, stats.pid, stats.command, stats.window_seconds)
     if stats.total == 0:
         return f"{head}. No pattern to analyse for {who}."
-    lines = [f"{head} ({rate_per_minute:,.1f} per minute)."]
+    partly = observed is not None and observed < stats.window_seconds
+    over = f" over the {observed:,} seconds observed" if partly else ""
+    lines = [f"{head} ({rate_per_minute:,.1f} per minute{over})."]
     lines.append("Top destinations: " + _named_mix(stats.top_destinations, names or {}))
     lines.append("Protocols: " + _mix(stats.protocols))
     if stats.kind == "connection":

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
@@ -74,6 +74,12 @@ class FleetSource:
         #: the events its stores held when it started: what it took in since is the total less these (a restart
         #: starts ``events_seen``, /metrics' netspy_events_seen_total, again from 0, as netspy_connects_total does)
         self._held_at_start = int(fleet.stats()["total_events"])
+
+    @property
+    def started_at(self) -> datetime:
+        """When it started taking events in (wall clock): rates are averaged from then, or from a window's first
+        event when its stores hold older ones (see :func:`netspy_tui.analysis.aggregate.observed_seconds`)."""
+        return utcnow() - timedelta(seconds=time.monotonic() - self._started)
 
     def known_nodes(self) -> list[str]:
         """The nodes that have sent events, sorted."""

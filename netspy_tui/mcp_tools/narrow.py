@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -30,7 +31,16 @@ from netspy_tui.names.workload import host_node
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
-__all__ = ["PidsView", "host_node", "known_nodes", "one_info", "source_info", "source_label", "source_losses"]
+__all__ = [
+    "PidsView",
+    "host_node",
+    "known_nodes",
+    "one_info",
+    "source_info",
+    "source_label",
+    "source_losses",
+    "source_started",
+]
 
 T = TypeVar("T")
 
@@ -80,6 +90,13 @@ async def source_label(source: TelemetrySource) -> str:
     thread hop and two queries for a name), else its info's."""
     label = getattr(source, "source_label", None)
     return label if isinstance(label, str) else (await source_info(source)).label
+
+
+def source_started(source: TelemetrySource) -> datetime | None:
+    """When ``source`` started observing, where it says so without a round trip (this host's collector or store,
+    an aggregator: their ``started_at``); None when it cannot tell (a remote server)."""
+    started = getattr(source, "started_at", None)
+    return started if isinstance(started, datetime) else None
 
 
 async def known_nodes(source: TelemetrySource) -> list[str] | None:

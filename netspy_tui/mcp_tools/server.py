@@ -35,7 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from netspy_tui import __version__
 from netspy_tui.analysis import describe
-from netspy_tui.analysis.aggregate import FAILED_OUTCOMES
+from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, observed_seconds
 from netspy_tui.errors import NetspyError, sole_exception
 from netspy_tui.fleet.merge import merge_pages
 from netspy_tui.mcp_tools import EVENTS_URI
@@ -47,6 +47,7 @@ from netspy_tui.mcp_tools.narrow import (
     source_info,
     source_label,
     source_losses,
+    source_started,
 )
 from netspy_tui.mcp_tools.schemas import (
     MAX_DURATION,
@@ -594,12 +595,14 @@ async def _patterns(
     stats = await narrowed_source.stats(narrowed, top_n=top_n)
     label = await source_label(source)
     losses = await source_losses(source, scope.window)
-    rate = stats.total / (scope.window / 60)
+    # over the seconds observed: a recording replayed, or a collector started within the window, has seen less
+    observed = observed_seconds(scope.window, stats.until or utcnow(), stats.first_seen, source_started(source))
+    rate = stats.total * 60 / observed
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if scope.kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
     names = await tc.hostnames(c.key for c in stats.top_destinations) if tc is not None else {}
     text = describe.with_notes(
-        describe.patterns_text(stats, rate, ratio, names),
+        describe.patterns_text(stats, rate, ratio, names, observed),
         describe.filter_note(scope.node, scope.workload),
         describe.loss_note(losses),
         describe.not_events_note(stats.not_events),
@@ -610,6 +613,7 @@ async def _patterns(
         rate_per_minute=round(rate, 3),
         failure_ratio=round(ratio, 4),
         source=label,
+        observed_seconds=observed,
         losses=losses,
         counts_exact=counts_exact(losses),
         hostnames=names,

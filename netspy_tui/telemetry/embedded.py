@@ -317,6 +317,14 @@ class EmbeddedSource:
         )
 
     @property
+    def started_at(self) -> datetime | None:
+        """When it started observing (wall clock; None: not started): rates are averaged from then, or from the
+        first event of a window when the store holds older ones (a recording replayed, a ``--db`` reopened)."""
+        if self._started_at is None:
+            return None
+        return utcnow() - timedelta(seconds=time.monotonic() - self._started_at)
+
+    @property
     def source_label(self) -> str:
         """:meth:`info`'s label, read without the thread hop :meth:`info` takes (a summary tool names its source
         and needs nothing else of the info: see :func:`netspy_tui.mcp_tools.narrow.source_label`)."""

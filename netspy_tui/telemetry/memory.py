@@ -37,6 +37,7 @@ class MemorySource:
         max_events: int = 1_000_000,
         clock: Callable[[], datetime] = utcnow,
         inbound: Iterable[ConnectionEvent] | None = None,
+        started_at: datetime | None = None,
     ) -> None:
         self._accepted = None if inbound is None else list(inbound)
         """Connections local processes accepted (None: this source does not see them, as a remote server)."""
@@ -47,6 +48,8 @@ class MemorySource:
         self._listeners: dict[object, Callable[[], None]] = {}
         self._label = label
         self._clock = clock
+        self.started_at = started_at
+        """When it started observing (as this host's collector says it; None: not said, as a remote server)."""
 
     def add_events(self, events: Sequence[AnyEvent]) -> None:
         """A collector sink: append a batch (thread-safe)."""

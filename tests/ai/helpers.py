@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from netspy_tui.ai import build_context
-from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, AnyEvent, aggregate, filter_events
+from netspy_tui.analysis.aggregate import FAILED_OUTCOMES, AnyEvent, aggregate, filter_events, observed_seconds
 from netspy_tui.models import (
     ConnectionEvent,
     ConnectionList,
@@ -21,15 +21,22 @@ SOURCE = "events in memory"
 
 
 def pattern_analysis(
-    events: Sequence[AnyEvent], kind: EventKind, pid: int | None, command: str | None, window: int, now: datetime
+    events: Sequence[AnyEvent],
+    kind: EventKind,
+    pid: int | None,
+    command: str | None,
+    window: int,
+    now: datetime,
+    started: datetime | None = None,
 ) -> PatternAnalysis:
+    """``started``: when the source started observing (None: not said, the whole window was)."""
     stats = aggregate(events, Scope(kind, pid, command, window), now)
-    rate = stats.total / (window / 60)
+    observed = observed_seconds(window, now, stats.first_seen, started)
+    rate = stats.total * 60 / observed
     failures = sum(c.count for c in stats.outcomes if c.key in FAILED_OUTCOMES) if kind == "connection" else 0
     ratio = failures / stats.total if stats.total else 0.0
-    return PatternAnalysis(
-        text="(text)", stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4), source=SOURCE
-    )
+    return PatternAnalysis(text="(text)", stats=stats, rate_per_minute=round(rate, 3), failure_ratio=round(ratio, 4),
+                           source=SOURCE, observed_seconds=observed)  # fmt: skip
 
 
 def context_for(
@@ -42,8 +49,9 @@ def context_for(
     drops: bool = True,
     sampled: bool = False,
     recent_limit: int = 30,
+    started: datetime | None = None,
 ) -> dict[str, object]:
-    patterns = pattern_analysis(events, "connection", pid, command, window, now)
+    patterns = pattern_analysis(events, "connection", pid, command, window, now, started)
     page, total = filter_events(events, EventQuery(kind="connection", pid=pid, command=command, limit=recent_limit))
     conns = [e for e in page if isinstance(e, ConnectionEvent)]
     recent = ConnectionList(
@@ -67,7 +75,7 @@ def context_for(
         source=SOURCE,
         query_time=now,
     )
-    drop_patterns = pattern_analysis(events, "packet_drop", pid, command, window, now) if drops else None
+    drop_patterns = pattern_analysis(events, "packet_drop", pid, command, window, now, started) if drops else None
     return build_context(
         pid=pid, command=command, summary=summary, patterns=patterns, recent=recent, packet_drops=drop_patterns
     )

@@ -84,6 +84,26 @@ def test_quiet_healthy_process_has_nothing_flagged() -> None:
     assert "**Assessment:** nothing in these figures stands out." in text
 
 
+def test_a_collector_started_within_the_window_averages_over_what_it_observed() -> None:
+    """A steady process, one connect a second since the collector started 5 minutes ago, in a 1-hour window: 60 a
+    minute and no spike (over the hour it read 5.0 a minute, and each minute 12x the average). Eight times as many
+    in its last minute is a spike still."""
+    started = NOW - timedelta(seconds=299)  # (its first second and the 299 after it: 5 minutes)
+    steady = [connection(pid=3, command="poller", time=started + timedelta(seconds=i + 0.5)) for i in range(300)]
+    text = rule_based_explanation("poller", context_for(steady, 3, "poller", 3600, NOW, started=started))
+    assert "**Activity:** 300 connect() attempts (60.0 per minute over the 5 min observed)" in text, text
+    assert "Rate spike" not in text and "**Assessment:** nothing in these figures stands out." in text
+
+    burst = [connection(pid=3, command="poller", time=NOW - timedelta(seconds=59 - i / 8)) for i in range(480)]
+    text = rule_based_explanation("poller", context_for(steady + burst, 3, "poller", 3600, NOW, started=started))
+    assert "**Activity:** 780 connect() attempts (156.0 per minute over the 5 min observed)" in text, text
+    assert (
+        "**Rate spike:** 540 attempts in one 60 s interval ending 12:05:01 UTC, 3.5× the average of 156.0 per "
+        "interval over the 5 min observed."
+    ) in text, text
+    assert "**Worth a look:** a rate spike." in text
+
+
 def test_unreachable_burst_below_threshold_is_not_a_burst() -> None:
     events = [
         connection(pid=5, command="app", ip="10.9.9.9", port=443, time=at(100 + i), return_code=-113) for i in range(4)

@@ -66,6 +66,7 @@ async def test_memory_source_answers_every_data_tool_as_the_store_does(tmp_path:
     store.add_events(events)
     embedded = EmbeddedSource(None, store, reason="equivalence")
     await embedded.start()
+    memory.started_at = embedded.started_at  # (both started observing now: rates are over the data's span)
     try:
         async with open_gateway(memory) as mem_gw, open_gateway(embedded) as emb_gw:
             for name, args in CALLS:
