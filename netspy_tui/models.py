@@ -1166,6 +1166,8 @@ class ProcessList(_Windowed):
     source: str
     not_events: int = 0
     """Items of the server's answer that were not events (``null``, an unknown kind): skipped."""
+    first_seen: datetime | None = None
+    """The window's first event (of every process counted in ``total_events``); None: none, or not said."""
 
 
 class ServerStatus(_Result):

@@ -960,6 +960,7 @@ def create_server(
                 losses=losses,
                 counts_exact=counts_exact(losses),
                 not_events=stats.not_events,
+                first_seen=stats.first_seen,
             ),
             text,
         )

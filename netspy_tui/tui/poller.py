@@ -106,6 +106,7 @@ def _process_list(patterns: PatternAnalysis) -> ProcessList:
         processes=procs,
         total_events=stats.total,
         source=patterns.source,
+        first_seen=stats.first_seen,
     )
 
 

@@ -82,12 +82,19 @@ class Snapshot:
     @property
     def observed_seconds(self) -> float | None:
         """The part of the window the source has observed: the window, or the source's uptime when it started
-        later (a 1-hour window 4 minutes after start holds 4 minutes of events)."""
-        if self.processes is None:
+        later (a 1-hour window 4 minutes after start holds 4 minutes of events), or, when the window holds events
+        older than that (a recording replayed, a ``--db`` reopened), the span from the first of them. A source
+        that does not say its uptime (a remote server) is taken to have observed the whole window."""
+        processes = self.processes
+        if processes is None:
             return None
-        window = float(max(1, self.processes.duration_seconds))
+        window = float(max(1, processes.duration_seconds))
         uptime = self.status.source.uptime_seconds if self.status is not None else None
-        return window if uptime is None else max(1.0, min(window, uptime))
+        if uptime is None:
+            return window
+        first = processes.first_seen or min((p.first_seen for p in processes.processes), default=None)
+        span = (self.taken_at - first).total_seconds() if first is not None else 0.0
+        return max(1.0, min(window, max(uptime, span)))
 
     @property
     def events_per_second(self) -> float | None:

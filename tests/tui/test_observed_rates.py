@@ -1,6 +1,6 @@
 """Rates over the time the data covers: a recording replayed (``--replay FILE --replay-speed 0``) into a 1-hour
-window holds minutes of events, not an hour's. The dashboard runs on the embedded source the CLI opens for it
-(the replay collector feeding the store), on the wall clock."""
+window holds minutes of events, not an hour's, and a store reopened (``--db``) events older than the collector.
+The dashboard runs on the embedded source the CLI opens for them, on the wall clock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,13 @@ from netspy_tui.mcp_tools.ai_bridge import dashboard_hooks
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.store.sqlite import EventStore
 from netspy_tui.telemetry.embedded import EmbeddedSource
+from netspy_tui.telemetry.memory import MemorySource
 from netspy_tui.tui.app import NetspyApp
-from tests.factories import BASE_TIME, connection_json
-from tests.tui.conftest import wait_for
+from tests.factories import BASE_TIME, connection, connection_json
+from tests.tui.conftest import Clock, wait_for
+from tests.tui.demo_data import DEMO_NOW
+from tests.tui.scenes import Polled
+from tests.tui.screen_text import screen_lines
 
 pytestmark = pytest.mark.quiet
 
@@ -102,3 +106,70 @@ async def test_a_replayed_burst_over_a_steady_half_hour_is_still_a_rate_spike(tm
     assert spike, text
     assert int(spike.group(1)) >= 31 and 4.0 <= float(spike.group(3)) <= 4.1, text  # (the burst may span 2 intervals)
     assert "**Worth a look:** a rate spike." in text
+
+
+# --- the header's events per second ------------------------------------------------------------------------------
+
+
+def header(app: NetspyApp) -> str:
+    """The header's first line, as the screen shows it."""
+    return screen_lines(app)[0]
+
+
+def events_per_second(app: NetspyApp) -> float:
+    found = re.search(r"([\d,.]+) ev/s", header(app))
+    assert found, header(app)
+    return float(found.group(1).replace(",", ""))
+
+
+async def test_the_header_rate_of_a_replay_is_the_recordings_not_over_the_seconds_since_it_started(
+    tmp_path: Path,
+) -> None:
+    """300 connects over 5 minutes, replayed in a second: 1 a second (it read 150+, 300 over the collector's uptime)."""
+    async with replayed(record(tmp_path / "steady.jsonl", [float(i) for i in range(300)]), 300) as (app, pilot):
+        await wait_for(pilot, lambda: "ev/s" in header(app), "the rate in the header")
+        assert "window 1h" in header(app)
+        assert 0.9 <= events_per_second(app) <= 1.0, header(app)  # 300 over the ~5 minutes since the first
+
+
+async def test_the_header_rate_of_a_reopened_store_is_its_events_over_the_seconds_they_span() -> None:
+    """``--db FILE`` reopened: 100 connects of the last 50 s stored by an earlier run, the source just started:
+    2 a second (it read 100 over the second or two since the start)."""
+    store = EventStore(None)
+    now = datetime.now(UTC)
+    store.add_events([connection(pid=7, command="curl", time=now - timedelta(seconds=50 - i / 2)) for i in range(100)])
+    source = EmbeddedSource(None, store)
+    await source.start()
+    try:
+        async with open_gateway(source) as gateway:
+            app = NetspyApp(gateway, interval=0.2, source_note="test")
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(pilot, lambda: "ev/s" in header(app), "the rate in the header")
+                assert "window 1m" in header(app)
+                # 100 over the ~50 s since the first (a slow start makes it a little less)
+                assert 1.8 <= events_per_second(app) <= 2.0, header(app)
+    finally:
+        await source.aclose()
+
+
+async def test_paused_the_header_rate_stays_that_of_the_data_on_screen() -> None:
+    """Paused, the tables keep the data they showed and the header its ev/s, while the polls go on; resumed, both
+    catch up."""
+    clock = Clock()
+    source = MemorySource([connection(pid=5, command="curl", time=DEMO_NOW - timedelta(seconds=i)) for i in range(60)],
+                          clock=clock)  # fmt: skip
+    async with open_gateway(Polled(source)) as gateway:  # (polled on the timer while paused: no change to wake it)
+        app = NetspyApp(gateway, interval=0.2, clock=clock, source_note="test")
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: "1.0 ev/s" in header(app), "60 connects over the 60 s window")
+            await pilot.press("space")
+            await wait_for(pilot, lambda: "PAUSED" in header(app), "paused")
+            source.add_events([connection(pid=6, command="wget", time=DEMO_NOW) for _ in range(120)])
+            polls = app.polls
+            await wait_for(pilot, lambda: app.polls >= polls + 3, "three polls while paused")
+            latest = app.dashboard.latest
+            assert latest is not None and latest.events_per_second == 3.0  # (what the polls brought: not shown yet)
+            assert "1.0 ev/s" in header(app), header(app)
+            await pilot.press("space")
+            await wait_for(pilot, lambda: "3.0 ev/s" in header(app), "the rate of the data shown again")
+            assert "LIVE" in header(app)

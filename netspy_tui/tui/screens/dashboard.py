@@ -234,7 +234,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             self.latest = snapshot
             self._keep_bytes(snapshot)
             if self.paused or not self.is_current:
-                self.status.show_snapshot(snapshot)
+                self.status.show_snapshot(snapshot, drawn=not self.paused)
             elif not self.filter_named_later():  # (which redrew it)
                 self.render_snapshot()
         except NoMatches:  # the screen lost its widgets mid-way: the app is shutting down

@@ -85,6 +85,9 @@ class StatusBar(Static):
         self._clock = clock
         self.source_note = source_note
         self.snapshot: Snapshot | None = None
+        self.figures: Snapshot | None = None
+        """The snapshot the screen shows the data of, whose figures (events per second) the header shows with it:
+        :attr:`snapshot` but while paused, when the screen keeps the data it showed and the header its figures."""
         self.failure: Failure | None = None
         self.starting = ""
         """What is still starting before the first data (the MCP gateway, the collector); "" once up."""
@@ -117,8 +120,12 @@ class StatusBar(Static):
 
     watch_window = watch_paused = watch_paused_at = watch_filter_text = watch_focus_label = watch_view = _watch_any
 
-    def show_snapshot(self, snapshot: Snapshot, render_ms: float | None = None) -> None:
+    def show_snapshot(self, snapshot: Snapshot, render_ms: float | None = None, *, drawn: bool = True) -> None:
+        """The latest ``snapshot`` (the source's health, losses, freshness); ``drawn``: also the one whose data the
+        screen shows (False while paused: the figures stay those of the data on screen)."""
         self.snapshot = snapshot
+        if drawn:
+            self.figures = snapshot
         self.failure = None
         if render_ms is not None:
             self.render_ms = render_ms
@@ -174,8 +181,9 @@ class StatusBar(Static):
                 parts.append((3, Text(f"{lost:,} {what}", style=self._style(mood))))
             parts.append((8, Text(clean(src.label, 60))))
             parts.append((9, Text(f"api {src.generation}")))
-        if snap is not None and snap.events_per_second is not None:
-            parts.append((5, Text(f"{snap.events_per_second:.1f} ev/s")))
+        rate = self.figures.events_per_second if self.figures is not None else None
+        if rate is not None:
+            parts.append((5, Text(f"{rate:.1f} ev/s")))
         parts.append((4, Text(f"window {window_label(view.window)}")))
         if view.paused:
             paused = Text(" PAUSED ", style=self._style("paused"))
