@@ -298,6 +298,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="TIME",
         help="only events at or before this RFC3339 time (lists are newest first: this pages back)",
     ),  # fmt: skip
+    _opt(
+        "--before",
+        runs={"tool"},
+        group=TOOL,
+        metavar="TOKEN",
+        help="only events after the one of this page token (the --before a list's hint names): pages back, "
+        "each event once, also through many events of one time",
+    ),  # fmt: skip
     _opt("--node", runs={"tool"}, group=TOOL, metavar="NAME", help="only this node (an aggregator's; or this host)"),
     _opt("--workload", runs={"tool"}, group=TOOL, metavar="NAME", help="only this workload (e.g. nginx.service)"),
     _opt(
@@ -455,8 +463,8 @@ TOOL_FLAGS: dict[str, tuple[str, ...]] = {
         ("get_network_summary", "analyze_patterns", "get_packet_drop_summary", "analyze_packet_drops"),
         ("pid", "process", "duration", "node", "workload"),
     ),
-    "list_connections": ("pid", "process", "max_events", "since", "until", "node", "workload", "direction"),
-    "list_packet_drops": ("pid", "process", "max_events", "since", "until", "node", "workload"),
+    "list_connections": ("pid", "process", "max_events", "since", "until", "before", "node", "workload", "direction"),
+    "list_packet_drops": ("pid", "process", "max_events", "since", "until", "before", "node", "workload"),
     "list_processes": ("duration", "limit", "group_by", "node", "workload"),
     # (kept per process, not per workload: they take no --workload)
     **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "limit", "node")),
@@ -473,6 +481,7 @@ _ARGUMENT = {
     "limit": "limit",
     "since": "since",
     "until": "until",
+    "before": "before",
     "summary_text": "summary_text",
     "query": "query",
     "node": "node",

@@ -61,9 +61,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "list",
         "list_connections",
         "list [--pid N] [--process NAME] [--max-events N] [--since TIME]\n"
-        "     [--until TIME] [--direction outbound|inbound|all]",
+        "     [--until TIME] [--before TOKEN]\n"
+        "     [--direction outbound|inbound|all]",
         "list recent connections, newest first (inbound: those accepted here)",
-        (*_FILTERS, "--max-events", "--since", "--until", "--direction"),
+        (*_FILTERS, "--max-events", "--since", "--until", "--before", "--direction"),
     ),
     CommandSpec(
         "analyze",
@@ -75,9 +76,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "drops",
         "list_packet_drops",
-        "drops [--pid N] [--process NAME] [--max-events N] [--since TIME]\n      [--until TIME]",
+        "drops [--pid N] [--process NAME] [--max-events N] [--since TIME]\n      [--until TIME] [--before TOKEN]",
         "list recent packet drops with kernel reasons",
-        (*_FILTERS, "--max-events", "--since", "--until"),
+        (*_FILTERS, "--max-events", "--since", "--until", "--before"),
     ),
     CommandSpec(
         "dropsummary",
@@ -140,6 +141,7 @@ _FLAG_ARG = {
     "--limit": ("limit", int),
     "--since": ("since", str),
     "--until": ("until", str),
+    "--before": ("before", str),
     "--direction": ("direction", str),
     "--node": ("node", str),
     "--workload": ("workload", str),
@@ -182,6 +184,12 @@ def complete_word(line: str) -> list[str]:
 _HINT_IN_FLAGS = (
     ("raise max_events (at most 1,000), narrow with pid/process_name, or pass until=<",
      "raise --max-events (at most 1,000), narrow with --pid/--process, or pass --until <"),
+    ("raise max_events (at most 1,000), narrow with pid/process_name, or pass before=",
+     "raise --max-events (at most 1,000), narrow with --pid/--process, or pass --before "),
+    ("raise max_events (at most 1,000) or narrow with pid/process_name; every event shown has the same time, so "
+     "until=<",
+     "raise --max-events (at most 1,000) or narrow with --pid/--process; every event shown has the same time, so "
+     "--until <"),
 )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ pydantic compiled and evaluated each of them (~280) at import, a third of this m
 
 import errno as _errno
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -123,6 +124,27 @@ TIME_RANGE = "between 1678-01-01T00:00:00Z and 2262-04-11T00:00:00Z"
 
 #: The largest store cursor (``after``, ``resolved_after``, ``drops_after``) a request or a tool may pass.
 MAX_CURSOR = 2**62
+
+
+def page_token(t_ns: int, ts: int, seq: int) -> str:
+    """A list's page token for one event of it (its time in ns since the epoch, its ``timestamp`` and its store
+    ``seq``): :attr:`EventQuery.before` of it lists the events after that one in a list's order (newest first; equal
+    times by ``timestamp`` descending, then insertion order), so a page ending inside a run of equal times goes on
+    where it ended."""
+    return f"{t_ns}:{ts}:{seq}"
+
+
+def parse_page_token(value: str) -> tuple[int, int, int]:
+    """A :func:`page_token` as ``(t_ns, ts, seq)``; ValueError if it is not one a store can have made."""
+    found = _PAGE_TOKEN.fullmatch(value)
+    if found is not None:
+        t_ns, ts, seq = (int(p) for p in found.groups())
+        if -(2**63) <= t_ns < 2**63 and ts < 2**63 and seq <= MAX_CURSOR:
+            return t_ns, ts, seq
+    raise ValueError(f"'{value[:60]}' is not a page token")
+
+
+_PAGE_TOKEN = re.compile(r"(-?[0-9]{1,19}):([0-9]{1,19}):([0-9]{1,19})")
 
 
 def time_range_problem(value: datetime) -> str | None:
@@ -858,6 +880,11 @@ class EventQuery:
     """With ``after``: also the events stored at or before ``after`` whose outcome the source resolved after this
     position of its resolutions (an :attr:`EventPage.resolved_cursor`), as :attr:`EventPage.updates`: a connect
     listed in progress comes again with its outcome. A source without resolutions ignores it."""
+    before: tuple[int, int, int] | None = None
+    """Only the events after this one in the list's order (a :func:`parse_page_token` of an :attr:`EventPage.before`:
+    older ones, and those of its time listed after it), so paging back goes on inside a run of equal times, where
+    ``until`` (inclusive) lists the same events again. Only a source that numbers its events honours it (the
+    embedded store, and MemorySource, its stand-in: they have ``pages_by_token``); the tools refuse it for another."""
 
 
 class EventPage(BaseModel):
@@ -885,6 +912,9 @@ class EventPage(BaseModel):
     resolved_cursor: int | None = None
     """The source's resolution position when the page was read (pass it as ``resolved_after`` next time); None:
     the source does not number its resolutions."""
+    before: str | None = None
+    """The page token of the page's last (oldest) event (:func:`page_token`; pass it parsed as
+    :attr:`EventQuery.before` for the next page back); None: no events, or the source does not number them."""
 
 
 # --- traffic (bytes per process and connection) -----------------------------------------------
@@ -1082,6 +1112,10 @@ class _Listed(_Result, Generic[_E]):
     resolved_cursor: int | None = None
     """Where the source's resolutions stood when listed: pass it as ``resolved_after`` with ``after`` to get the
     outcomes resolved since as ``updates``; None: this source does not number them."""
+    before: str | None = None
+    """The page token of the last (oldest) event listed: pass it as ``before`` (with the same filters) to list the
+    events after it, older or of its time, each once; None: nothing listed, or this source cannot page by token (a
+    remote server, a merge of several lists: page back with ``until``)."""
 
 
 class NetworkSummary(_Windowed):

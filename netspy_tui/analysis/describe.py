@@ -105,7 +105,11 @@ def list_text(
     command: str | None,
     sampled: bool = False,
     direction: str = "outbound",
+    before: str | None = None,
 ) -> str:
+    """The page as text; when more are left, how to reach them: ``before`` (the page token of its last event) when
+    the source gave one, else ``until``, unless every event shown has one time (then ``until`` of it lists them
+    again: said so, not offered)."""
     noun = "connection events" if kind == "connection" else "packet drops"
     if kind == "connection" and direction != "outbound":
         noun = "inbound connections" if direction == "inbound" else "connections (outbound and inbound)"
@@ -117,11 +121,27 @@ def list_text(
         lines = [head]
         for e in events:
             lines.append(connection_line(e) if isinstance(e, ConnectionEvent) else drop_line(e))
-        if total > len(events):
-            # The list is newest first: the rest are older, reached by until (at or before: the oldest shown
-            # comes again), not by since (strictly newer: only what arrived after this list).
+        more = total - len(events)
+        if more > 0 and before:
+            # The list is newest first: the rest come after its last event, older or of its time (equal times: a
+            # procfs sample's connections), and its page token goes on from that event, each event once.
             lines.append(
-                f"({total - len(events):,} more, older than those shown: raise max_events (at most 1,000), narrow "
+                f"({more:,} more, older than those shown or as old as the last: raise max_events (at most 1,000), "
+                f"narrow with pid/process_name, or pass before={before} to page back)"
+            )
+        elif more > 0 and events[0].time == events[-1].time:
+            # Without a token, until (at or before: the oldest shown comes again) of a page all of one time lists
+            # that page again: nothing older is reached that way.
+            lines.append(
+                f"({more:,} more, older than those shown or as old: raise max_events (at most 1,000) or narrow with "
+                "pid/process_name; every event shown has the same time, so until=<that time> would list them again "
+                "(this list has no page token to go on inside one time))"
+            )
+        elif more > 0:
+            # The rest are older, reached by until (at or before: the oldest shown comes again), not by since
+            # (strictly newer: only what arrived after this list).
+            lines.append(
+                f"({more:,} more, older than those shown: raise max_events (at most 1,000), narrow "
                 f"with pid/process_name, or pass until=<time of the oldest event shown> to page back)"
             )
     if sampled and kind == "connection":

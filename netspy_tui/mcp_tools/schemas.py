@@ -33,6 +33,7 @@ from netspy_tui.models import (  # noqa: F401
     ProcessList,
     ServerStatus,
     TrafficReport,
+    parse_page_token,
     parse_time,
     time_range_problem,
 )
@@ -57,6 +58,21 @@ def _rfc3339(value: str | None) -> str | None:
         problem = time_range_problem(when)
         if problem:
             raise PydanticCustomError("rfc3339_time", problem + ", not '{value}'", {"value": clean(value, 60)})
+    return value
+
+
+def _page_token(value: str | None) -> str | None:
+    """A list's page token (its ``before``); kept as given (the tool parses it again)."""
+    if value is not None:
+        try:
+            parse_page_token(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "page_token",
+                "must be the `before` an earlier list returned (e.g. 1795521600000000000:273000673000000:42), "
+                "not '{value}'",
+                {"value": clean(value, 60)},
+            ) from None
     return value
 
 
@@ -98,8 +114,22 @@ ResolvedAfter = Annotated[
 ]
 Until = Annotated[
     str | None,
-    Field(max_length=64, description="Only events at or before this RFC3339 time (for paging backward)."),
+    Field(
+        max_length=64,
+        description="Only events at or before this RFC3339 time (for paging backward; the events of that time come "
+        "again: `before` pages on without repeats where the source gives it).",
+    ),
     AfterValidator(_rfc3339),
+]
+Before = Annotated[
+    str | None,
+    Field(
+        max_length=64,
+        description="Page back: only the events after this one in the list's order (newest first), given as the "
+        "`before` of an earlier list with the same filters (its hint names it). Unlike `until` it goes on inside a "
+        "run of events of one time, each event once. Only a source with a store has it (a remote server: use `until`).",
+    ),
+    AfterValidator(_page_token),
 ]
 ConnectionDirection = Annotated[
     Literal["outbound", "inbound", "all"],
@@ -217,6 +247,7 @@ ARGUMENT_TYPES: dict[str, Any] = {
     "since": Since,
     "after": After,
     "until": Until,
+    "before": Before,
     "kind": Kind,
     "limit": Limit,
     "node": Node,
@@ -252,7 +283,7 @@ def invalid_arguments(tool: str, exc: ValidationError, names: Mapping[str, str] 
             parts.append(f"{loc} must be at most {ctx.get('max_length')} characters")
         elif kind == "string_pattern_mismatch" and name == "node":
             parts.append("node must be a node name (letters, digits, '.', '-' and '_')")
-        elif kind == "rfc3339_time":
+        elif kind in ("rfc3339_time", "page_token"):
             parts.append(f"{loc} {err['msg']}")
         else:
             parts.append(f"{loc}: {err['msg']}")

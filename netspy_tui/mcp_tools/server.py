@@ -55,6 +55,7 @@ from netspy_tui.mcp_tools.schemas import (
     SNAPSHOT_PARTS,
     Addresses,
     After,
+    Before,
     ConnectionDirection,
     DashboardSnapshot,
     DropsAfter,
@@ -104,6 +105,7 @@ from netspy_tui.models import (
     counts_exact,
     describe_losses,
     is_ip_address,
+    parse_page_token,
     parse_time,
     utcnow,
 )
@@ -468,6 +470,11 @@ def _time(value: str | None) -> datetime | None:
     return None if value is None else parse_time(value)
 
 
+def _token(value: str | None) -> tuple[int, int, int] | None:
+    """A ``before`` argument (already checked by its schema type) as :attr:`EventQuery.before`."""
+    return None if value is None else parse_page_token(value)
+
+
 async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResult:
     tc = _ctx(ctx)
     await _check_scope(tc.source, scope)
@@ -490,8 +497,12 @@ async def _list(ctx: Context[ToolContext, Any], q: EventQuery) -> tuple[list[Any
     tc = _ctx(ctx)
     await _check_scope(tc.source, q)
     source, narrowed = await tc.narrow(q)
+    if q.before is not None and not getattr(source, "pages_by_token", False):
+        label = clean(await source_label(tc.source), 80)
+        raise ToolError(f"before needs a source that numbers its events, and {label} gives no page tokens: page "
+                        "back with until.")  # fmt: skip
     page = await source.query(narrowed)
-    if not page.events and not page.not_kept and q.after is None and q.until is None:
+    if not page.events and not page.not_kept and q.after is None and q.until is None and q.before is None:
         page = await _counted_not_kept(source, narrowed, page)
     info = await source_info(tc.source)
     return list(page.events), page.total_count, info.label, info.sampled, page
@@ -555,8 +566,9 @@ def _listed(
             "kernel: run netspy-tui on that host)" + ("; the list holds connect() attempts only." if direction == "all"
                                                        else ".")
         )  # fmt: skip
-        text = describe.with_notes(describe.list_text(kind, events, total, pid, process_name, sampled, direction),
-                                   *_page_notes(page, kind), describe.filter_note(node, workload), missing)  # fmt: skip
+        listed = describe.list_text(kind, events, total, pid, process_name, sampled, direction, page.before)
+        text = describe.with_notes(listed, *_page_notes(page, kind), describe.filter_note(node, workload),
+                                   missing)  # fmt: skip
     extra: dict[str, Any] = {}
     if model is ConnectionList:
         extra = {"sampled": sampled, "direction": direction, "inbound_available": inbound_available}
@@ -575,6 +587,7 @@ def _listed(
         cursor=page.cursor,
         updates=page.updates if model is ConnectionList else [],
         resolved_cursor=page.resolved_cursor if model is ConnectionList else None,
+        before=page.before if events else None,
         **extra,
     )
     return _result(result, text)
@@ -817,13 +830,17 @@ def create_server(
         after: After = None,
         direction: ConnectionDirection = "outbound",
         resolved_after: ResolvedAfter = None,
+        before: Before = None,
     ) -> Annotated[CallToolResult, ConnectionList]:
         """List recent connections newest first: connect() attempts (destination, protocol, outcome), or with
         `direction` the connections local processes accepted (inbound: who connected, on which local port), or
         both."""
+        if before is not None and direction != "outbound":
+            raise ToolError("before pages the connect() attempts (direction 'outbound') only: page inbound "
+                            "connections back with until.")  # fmt: skip
         since_dt = _time(since)
         query = EventQuery("connection", pid, process_name, since_dt, _time(until), max_events, node, workload, after,
-                           resolved_after)  # fmt: skip
+                           resolved_after, _token(before))  # fmt: skip
         tc = _ctx(ctx)
         events: list[Any] = []
         total, label, sampled, page = 0, "", False, EventPage(events=[], total_count=0)
@@ -887,12 +904,13 @@ def create_server(
         node: Node = None,
         workload: Workload = None,
         after: After = None,
+        before: Before = None,
     ) -> Annotated[CallToolResult, PacketDropList]:
         """List recent packet drops with the kernel's drop reason, newest first."""
         since_dt = _time(since)
-        events, total, label, _, page = await _list(
-            ctx, EventQuery("packet_drop", pid, process_name, since_dt, _time(until), max_events, node, workload, after)
-        )
+        query = EventQuery("packet_drop", pid, process_name, since_dt, _time(until), max_events, node, workload, after,
+                           before=_token(before))  # fmt: skip
+        events, total, label, _, page = await _list(ctx, query)
         drops = [e for e in events if isinstance(e, PacketDropEvent)]
         return _listed(PacketDropList, "packet_drop", drops, total, pid, process_name, since_dt, label, page,
                        node=node, workload=workload)  # fmt: skip

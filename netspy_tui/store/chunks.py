@@ -111,12 +111,15 @@ def records(blob: bytes) -> np.ndarray:
 
 class Match:
     """Which records a list wants: of ``kind``, ``pid``, ``command`` (decoded by ``command_of``),
-    with ``since < wall <= until`` (ns; None unbounded), stored after ``after`` (a seq; None: any)."""
+    with ``since < wall <= until`` (ns; None unbounded), stored after ``after`` (a seq; None: any); and with
+    ``tie`` ``(until, ts, seq)``, of those at ``until`` only the ones a list orders after that one (``ts``
+    smaller, or the same and stored later)."""
 
     def __init__(self, kind: int, pid: int | None, command: str | None, since: int | None, until: int | None,
-                 command_of: Callable[[bytes], str], after: int | None = None) -> None:  # fmt: skip
+                 command_of: Callable[[bytes], str], after: int | None = None,
+                 tie: tuple[int, int, int] | None = None) -> None:  # fmt: skip
         self.kind, self.pid, self.command = kind, pid, command
-        self.after = after
+        self.after, self.tie = after, tie
         self.since = since if since is not None else -(2**63)
         self.until = until if until is not None else 2**63 - 1
         self._command_of = command_of
@@ -151,6 +154,25 @@ class Match:
         if self.after is None or first > self.after:
             return None
         return np.arange(first, first + n) > self.after
+
+    def whole(self, first: int, t_hi: int) -> bool:
+        """Whether neither :attr:`after` nor :attr:`tie` leaves out any record of the chunk ``first``."""
+        return (self.after is None or first > self.after) and (self.tie is None or t_hi < self.tie[0])
+
+    def select(self, recs: np.ndarray, first: int, t_lo: int, t_hi: int) -> np.ndarray | None:
+        """The records of the chunk ``first`` a list wants: :meth:`mask`, :meth:`after_mask` and :meth:`tie_mask`
+        (None: all of them)."""
+        return _and(_and(self.mask(recs, t_lo, t_hi), self.after_mask(first, len(recs))),
+                    self.tie_mask(recs, first, t_hi))  # fmt: skip
+
+    def tie_mask(self, recs: np.ndarray, first: int, t_hi: int) -> np.ndarray | None:
+        """Which of a chunk's records (seqs from ``first``) a list orders after :attr:`tie` (None: all)."""
+        if self.tie is None or t_hi < self.tie[0]:
+            return None
+        t, ts, seq = self.tie
+        stamps = recs["ts"].astype(np.int64)
+        after: np.ndarray = (stamps == ts) & (np.arange(first, first + len(recs)) > seq)
+        return (recs["wall"].astype(np.int64) < t) | (stamps < ts) | after
 
     def chunks(self, conn: sqlite3.Connection, newest_first: bool = True) -> Iterator[tuple[Any, ...]]:
         """``(seq, n, t_lo, t_hi)`` of the chunks that may hold matching records."""
@@ -201,7 +223,7 @@ def page(conn: sqlite3.Connection, match: Match, limit: int) -> tuple[np.ndarray
             more = True
             break
         recs = records(_blob(conn, seq))
-        mask = _and(match.mask(recs, t_lo, t_hi), match.after_mask(seq, len(recs)))
+        mask = match.select(recs, seq, t_lo, t_hi)
         idx = np.arange(len(recs)) if mask is None else np.flatnonzero(mask)
         if not len(idx):
             continue
@@ -227,12 +249,11 @@ def count(conn: sqlite3.Connection, match: Match) -> int:
     """Matching records stored (whole chunks inside the range are counted without reading them)."""
     total = 0
     for seq, n, t_lo, t_hi in match.chunks(conn):
-        whole = match.after is None or seq > match.after
-        if not match.filtered and t_lo > match.since and t_hi <= match.until and whole:
+        if not match.filtered and t_lo > match.since and t_hi <= match.until and match.whole(seq, t_hi):
             total += n
             continue
         recs = records(_blob(conn, seq))
-        mask = _and(match.mask(recs, t_lo, t_hi), match.after_mask(seq, len(recs)))
+        mask = match.select(recs, seq, t_lo, t_hi)
         total += len(recs) if mask is None else int(np.count_nonzero(mask))
     return total
 

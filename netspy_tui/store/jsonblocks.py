@@ -191,11 +191,12 @@ def columns(blob: bytes) -> np.ndarray:
 
 class Match:
     """Which events a list wants: of ``kind``, ``pid``, ``command``, with ``since < t <= until`` (ns; None
-    unbounded), stored after ``after`` (a seq; None: any)."""
+    unbounded), stored after ``after`` (a seq; None: any); and with ``tie`` ``(until, ts, seq)``, of those at
+    ``until`` only the ones a list orders after that one (``ts`` smaller, or the same and stored later)."""
 
     def __init__(self, kind: int, pid: int | None, command: str | None, since: int | None, until: int | None,
-                 after: int | None = None) -> None:  # fmt: skip
-        self.kind, self.pid, self.command, self.after = kind, pid, command, after
+                 after: int | None = None, tie: tuple[int, int, int] | None = None) -> None:  # fmt: skip
+        self.kind, self.pid, self.command, self.after, self.tie = kind, pid, command, after, tie
         self.since = since if since is not None else _I64[0]
         self.until = until if until is not None else _I64[1]
 
@@ -220,7 +221,16 @@ class Match:
         if self.after is not None and seq <= self.after:
             m = np.arange(seq, seq + len(cols)) > self.after
             mask = m if mask is None else mask & m
+        if self.tie is not None and t_hi >= self.tie[0]:
+            at_t, at_ts, at_seq = self.tie
+            stamps = cols["ts"]
+            m = (cols["t"] < at_t) | (stamps < at_ts) | ((stamps == at_ts) & (np.arange(seq, seq + len(cols)) > at_seq))
+            mask = m if mask is None else mask & m
         return mask
+
+    def whole(self, seq: int, t_hi: int) -> bool:
+        """Whether neither :attr:`after` nor :attr:`tie` leaves out any event of the block ``seq``."""
+        return (self.after is None or seq > self.after) and (self.tie is None or t_hi < self.tie[0])
 
     def blocks(self, conn: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
         """``(seq, n, t_lo, t_hi)`` of the blocks that may hold matching events, newest first."""
@@ -319,8 +329,7 @@ def count(conn: sqlite3.Connection, match: Match) -> int:
     """Matching events stored (whole blocks inside the range are counted without reading them)."""
     total = 0
     for seq, n, t_lo, t_hi in match.blocks(conn):
-        whole = match.after is None or seq > match.after
-        if not match.filtered and t_lo > match.since and t_hi <= match.until and whole:
+        if not match.filtered and t_lo > match.since and t_hi <= match.until and match.whole(seq, t_hi):
             total += n
             continue
         blob, commands = _read(conn, seq, "cols, commands")

@@ -69,6 +69,7 @@ from netspy_tui.models import (
     WindowStats,
     describe_losses,
     ns_to_time,
+    page_token,
     time_to_ns,
     utcnow,
 )
@@ -396,13 +397,17 @@ def _events_where(
     since_ns: int | None,
     until_ns: int | None,
     after: int | None = None,
+    tie: tuple[int, int, int] | None = None,
 ) -> tuple[str, list[Any], str]:
-    """WHERE clause over raw rows (stored after seq ``after`` when given), its parameters and the index that
-    serves it best."""
+    """WHERE clause over raw rows (stored after seq ``after`` when given; with ``tie`` ``(until, ts, seq)``, of
+    those at ``until`` the ones a list orders after that one), its parameters and the index that serves it best."""
     index = "events_pid" if pid is not None else "events_command" if command is not None else "events_time"
     where, params = _where(kind, pid, command, "t", since_ns, until_ns)
     if after is not None:
         where, params = f"{where} AND seq > ?", [*params, after]
+    if tie is not None:
+        t, ts, seq = tie
+        where, params = f"{where} AND (t < ? OR ts < ? OR (ts = ? AND seq > ?))", [*params, t, ts, ts, seq]
     return where, params, index
 
 
@@ -1882,7 +1887,8 @@ class EventStore:
             self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def query(self, q: EventQuery) -> EventPage:
-        """Events matching ``q``, newest first (equal times in insertion order), and how many matched.
+        """Events matching ``q``, newest first (equal times by timestamp descending, then in insertion order), and
+        how many matched; with the page token of its last event (:attr:`EventPage.before`).
 
         When the events of the page's seconds were counted but not all kept (shed under load),
         the page says how many are missing there."""
@@ -1897,8 +1903,12 @@ class EventStore:
         limit = max(0, q.limit)
         since_ns = time_to_ns(q.since) if q.since is not None else None
         until_ns = time_to_ns(q.until) if q.until is not None else None
-        where, params, index = _events_where(q.kind, q.pid, q.command, since_ns, until_ns, q.after)
-        match = self._match(q.kind, q.pid, q.command, since_ns, until_ns, q.after)
+        tie = None
+        if q.before is not None:  # (the events after it: none newer than it, and of its time only those after it)
+            until_ns = q.before[0] if until_ns is None else min(until_ns, q.before[0])
+            tie = q.before if until_ns == q.before[0] else None
+        where, params, index = _events_where(q.kind, q.pid, q.command, since_ns, until_ns, q.after, tie)
+        match = self._match(q.kind, q.pid, q.command, since_ns, until_ns, q.after, tie)
         with self._snapshot() as conn:
             cursor = self._newest_seq(conn)
             rows = conn.execute(
@@ -1906,7 +1916,7 @@ class EventStore:
                 f"WHERE {where} ORDER BY t DESC, ts DESC, seq LIMIT ?",
                 (*params, limit),
             ).fetchall()
-            block_match = self._block_match(q.kind, q.pid, q.command, since_ns, until_ns, q.after)
+            block_match = self._block_match(q.kind, q.pid, q.command, since_ns, until_ns, q.after, tie)
             in_blocks, more_blocks = J.page(conn, block_match, limit)
             if in_blocks:  # (each newest first already)
                 rows = sorted(rows + in_blocks, key=lambda r: (-r[0], -r[1], r[2]))[:limit] if rows else in_blocks
@@ -1920,7 +1930,7 @@ class EventStore:
             if not more_rows and not more:
                 total = len(rows) + len(recs)
             else:
-                total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns, q.after)
+                total = self._kept_rows(conn, q.kind, q.pid, q.command, since_ns, until_ns, q.after, tie)
             rec_idx = [-1 - k[3] for k in keyed if k[3] < 0]
             built_recs = iter(self._record_events(conn, recs[rec_idx], seqs[rec_idx]))
             items: list[tuple[int, int, AnyEvent | bytes]] = [
@@ -1946,6 +1956,7 @@ class EventStore:
             cursor=cursor,
             updates=updates,
             resolved_cursor=resolved,
+            before=page_token(-keyed[-1][0], -keyed[-1][1], keyed[-1][2]) if keyed else None,
         )
         return page, items
 
@@ -1958,23 +1969,36 @@ class EventStore:
         return max([int(row[0] or 0), *(int(r[0]) for r in (last, block) if r is not None)])
 
     def _match(self, kind: EventKind, pid: int | None, command: str | None, since_ns: int | None,
-               until_ns: int | None, after: int | None = None) -> C.Match:  # fmt: skip
-        return C.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, self._codec().command, after)
+               until_ns: int | None, after: int | None = None, tie: tuple[int, int, int] | None = None
+               ) -> C.Match:  # fmt: skip
+        return C.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, self._codec().command, after, tie)
 
     @staticmethod
     def _block_match(kind: EventKind, pid: int | None, command: str | None, since_ns: int | None,
-                     until_ns: int | None, after: int | None = None) -> J.Match:  # fmt: skip
-        return J.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, after)
+                     until_ns: int | None, after: int | None = None, tie: tuple[int, int, int] | None = None
+                     ) -> J.Match:  # fmt: skip
+        return J.Match(_KIND_CODE[kind], pid, command, since_ns, until_ns, after, tie)
 
     def _kept_rows(self, conn: sqlite3.Connection, kind: EventKind, pid: int | None, command: str | None,
-                   since_ns: int | None, until_ns: int | None, after: int | None = None) -> int:  # fmt: skip
+                   since_ns: int | None, until_ns: int | None, after: int | None = None,
+                   tie: tuple[int, int, int] | None = None) -> int:  # fmt: skip
         """Raw events kept (rows and records) of ``kind``, ``pid``, ``command`` with
-        ``since < t <= until`` (stored after seq ``after`` when given), in one snapshot."""
-        chunked = C.count(conn, self._match(kind, pid, command, since_ns, until_ns, after))
-        chunked += J.count(conn, self._block_match(kind, pid, command, since_ns, until_ns, after))
+        ``since < t <= until`` (stored after seq ``after`` when given; with ``tie``, of those at ``until`` the
+        ones a list orders after it), in one snapshot."""
+        chunked = C.count(conn, self._match(kind, pid, command, since_ns, until_ns, after, tie))
+        chunked += J.count(conn, self._block_match(kind, pid, command, since_ns, until_ns, after, tie))
         if pid is None and command is None and after is None:
-            return chunked + self._count_range(conn, _KIND_CODE[kind], since_ns, until_ns)
-        where, params, index = _events_where(kind, pid, command, since_ns, until_ns, after)
+            if tie is None:
+                return chunked + self._count_range(conn, _KIND_CODE[kind], since_ns, until_ns)
+            # (those older than the tie's time counted as a range; of its time, those after it one by one)
+            older = self._count_range(conn, _KIND_CODE[kind], since_ns, tie[0] - 1)
+            if since_ns is not None and since_ns >= tie[0]:
+                return chunked + older
+            same = conn.execute("SELECT count(*) FROM events INDEXED BY events_time WHERE kind = ? AND t = ? "
+                                "AND (ts < ? OR (ts = ? AND seq > ?))",
+                                (_KIND_CODE[kind], tie[0], tie[1], tie[1], tie[2])).fetchone()[0]  # fmt: skip
+            return chunked + older + int(same)
+        where, params, index = _events_where(kind, pid, command, since_ns, until_ns, after, tie)
         return chunked + int(conn.execute(f"SELECT count(*) FROM events INDEXED BY {index} WHERE {where}",
                                           params).fetchone()[0])  # fmt: skip
 

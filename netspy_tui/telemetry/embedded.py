@@ -131,6 +131,11 @@ class EmbeddedSource:
     JSON-lines file. ``collector`` None makes a read-only view of the history in ``store``.
     """
 
+    #: its store numbers its events: a page's :attr:`~netspy_tui.models.EventPage.before` token, given back as
+    #: :attr:`~netspy_tui.models.EventQuery.before`, pages on inside a run of equal times (a source without this
+    #: attribute has no such token: the tools refuse ``before`` for it)
+    pages_by_token = True
+
     def __init__(
         self,
         collector: Collector | None,

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
-from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events
+from netspy_tui.analysis.aggregate import AnyEvent, aggregate, filter_events, matches
 from netspy_tui.models import (
     ConnectionEvent,
     EventPage,
@@ -24,11 +24,17 @@ from netspy_tui.models import (
     Scope,
     SourceInfo,
     WindowStats,
+    page_token,
+    time_to_ns,
     utcnow,
 )
 
 
 class MemorySource:
+    #: its events are numbered in insertion order, as the store's are: a page's ``before`` token pages on (see
+    #: :attr:`~netspy_tui.telemetry.embedded.EmbeddedSource.pages_by_token`)
+    pages_by_token = True
+
     def __init__(
         self,
         events: Iterable[AnyEvent] = (),
@@ -88,10 +94,20 @@ class MemorySource:
     async def query(self, q: EventQuery) -> EventPage:
         with self._lock:
             held, cursor = list(self._events), self._added
-        if q.after is not None:  # the i-th held event was added as number cursor - len(held) + i + 1
-            held = held[max(0, q.after - (cursor - len(held))) :]
-        events, total = filter_events(held, q)
-        return EventPage(events=events, total_count=total, truncated=total > len(events), cursor=cursor)
+        first = cursor - len(held) + 1  # the i-th held event was added as number first + i
+        if q.after is not None:
+            skip = max(0, q.after - first + 1)
+            held, first = held[skip:], first + skip
+        # newest first, equal times by timestamp descending, then in insertion order: the store's order and keys
+        keyed = [((-time_to_ns(e.time), -e.timestamp, n), e) for n, e in enumerate(held, first) if matches(e, q)]
+        if q.before is not None:
+            t_ns, ts, seq = q.before
+            keyed = [(k, e) for k, e in keyed if k > (-t_ns, -ts, seq)]
+        keyed.sort(key=lambda ke: ke[0])
+        page, total = keyed[: q.limit], len(keyed)
+        before = page_token(-page[-1][0][0], -page[-1][0][1], page[-1][0][2]) if page else None
+        return EventPage(events=[e for _, e in page], total_count=total, truncated=total > len(page), cursor=cursor,
+                         before=before)  # fmt: skip
 
     async def inbound(self, q: EventQuery) -> EventPage | None:
         """The accepted connections given, as ``list_connections(direction="inbound")`` pages them."""

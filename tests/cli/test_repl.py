@@ -70,7 +70,7 @@ def test_repl_lists_the_connections_a_served_host_accepted(run_cli):
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: --direction must be one of outbound, inbound, all, not 'sideways'. "
                       "Usage: list [--pid N] [--process NAME] [--max-events N] [--since TIME] "
-                      "[--until TIME] [--direction outbound|inbound|all]."]  # fmt: skip
+                      "[--until TIME] [--before TOKEN] [--direction outbound|inbound|all]."]  # fmt: skip
     assert "-> 93.184.216.34:443" in text  # the default is still the connect() attempts
     assert "Traceback" not in out.stderr
 
@@ -307,7 +307,7 @@ def test_repl_narrows_to_a_node_or_workload_and_groups_by_node_on_an_aggregator(
     assert "made 3 outbound connection attempts" in text and "Only workload nginx.service." in text
     assert (
         out.stderr == "error: --node needs a value. Usage: list [--pid N] [--process NAME] [--max-events N] "
-        "[--since TIME] [--until TIME] [--direction outbound|inbound|all].\n"
+        "[--since TIME] [--until TIME] [--before TOKEN] [--direction outbound|inbound|all].\n"
     )
 
 

@@ -88,7 +88,7 @@ async def test_list_connections_newest_first_bounded_with_paging_hint(source):
     assert isinstance(page, ConnectionList)
     assert page.returned == 2 and page.total_count == 6 and page.truncated
     assert page.events[0].time > page.events[1].time
-    assert "4 more, older than those shown" in result.text and "until=" in result.text
+    assert "4 more, older than those shown" in result.text and f"before={page.before} to page back" in result.text
 
 
 async def test_list_connections_since_is_incremental(source):

@@ -93,13 +93,14 @@ def test_the_help_lists_each_usage_and_stays_narrow():
     text = help_text()
     lines = text.splitlines()[1:]
     assert "  list [--pid N] [--process NAME] [--max-events N] [--since TIME]   list recent" in lines[1]
-    assert lines[2] == "       [--until TIME] [--direction outbound|inbound|all]"  # a long usage: below, indented
+    assert lines[2] == "       [--until TIME] [--before TOKEN]"  # a long usage: below, indented
+    assert lines[3] == "       [--direction outbound|inbound|all]"
     assert all(line in text for spec in COMMANDS for line in spec.usage.splitlines())
     columns = {line.index(spec.help) for spec in COMMANDS for line in lines if line.endswith("  " + spec.help)}
     assert len(columns) == 1 and columns.pop() < 70  # one column, not pushed right by list's long usage
     list_spec = next(spec for spec in COMMANDS if spec.name == "list")
     assert "\n" not in list_spec.usage_line and list_spec.usage_line.endswith(
-        "[--since TIME] [--until TIME] [--direction outbound|inbound|all]"
+        "[--since TIME] [--until TIME] [--before TOKEN] [--direction outbound|inbound|all]"
     )
 
 
