@@ -171,11 +171,24 @@ async def serve_async(
 
     server = _Server(_config(app, host, port), on_started=started)
 
+    bind_error: list[str] = []
+
+    def bind_failed(record: logging.LogRecord) -> bool:
+        """uvicorn logs why it cannot bind (an OSError) before it exits: kept for the one line below, not logged."""
+        if isinstance(record.msg, OSError):
+            bind_error.append(clean(record.msg.strerror or record.msg, 160))
+            return False
+        return True
+
     async def run() -> None:
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.addFilter(bind_failed)
         try:
             await server.serve()
         except SystemExit:  # uvicorn exits when it cannot bind (it logged why): reported below, in one line
             pass
+        finally:
+            uvicorn_log.removeFilter(bind_failed)
 
     running = asyncio.ensure_future(run())
     try:
@@ -186,8 +199,9 @@ async def serve_async(
         await running
         raise
     if not server.started:
+        why = bind_error[0] if bind_error else "the line above says why"
         raise NetspyError(
-            f"Could not listen on {host}:{port} (the line above says why)",
+            f"Could not listen on {host}:{port} ({why})",
             "pick another --port, or stop what listens there",
         )
     if server.stopped_by == signal.SIGTERM:
