@@ -213,6 +213,12 @@ def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", s
                 f"The AI server at {url} has no chat completions endpoint (HTTP 404)",
                 f"check {ENV_BASE_URL}; OpenAI-compatible servers usually end in /v1",
             )
+        if status in (405, 501):  # (a web server that does not speak the chat API: a static file server's POST)
+            return err(
+                f"The AI server at {url} does not serve chat completions (HTTP {status}): it is not an "
+                "OpenAI-compatible endpoint",
+                f"check {ENV_BASE_URL}; OpenAI-compatible servers usually end in /v1",
+            )
         if status >= 500:
             return err(f"The AI server at {url} failed (HTTP {status}): {message}", "try again later")
         if status == 400:

@@ -74,6 +74,15 @@ async def test_404_without_model_points_at_the_base_url(fake: FakeOpenAI, settin
     assert "has no chat completions endpoint" in text and fake.base_url in text and "/v1" in text
 
 
+async def test_501_says_the_server_is_not_an_openai_compatible_endpoint(fake: FakeOpenAI, settings: AISettings) -> None:
+    """A web server that does not serve the chat API (a file server answers a POST 501) was "failed (HTTP 501) …
+    Try again later" (an audit's): retrying never helps, the base URL is wrong."""
+    fake.error(501, "Unsupported method ('POST')")
+    text = assert_one_clean_line(await failure(settings))
+    assert "does not serve chat completions (HTTP 501): it is not an OpenAI-compatible endpoint" in text
+    assert "OPENAI_BASE_URL" in text and "/v1" in text and "Try again later" not in text
+
+
 async def test_429_rate_limit(fake: FakeOpenAI, settings: AISettings) -> None:
     fake.error(
         429, "Rate limit reached for gpt-5-mini on requests per min.", type="requests", code="rate_limit_exceeded"
