@@ -186,7 +186,18 @@ def int_problem(event: "ConnectionEvent | PacketDropEvent") -> str | None:
         return f"peer_port: must be 0 to 65535, got {event.peer_port}"
     if not 0 <= event.address_family <= 65535:
         return f"address_family: must be 0 to 65535, got {event.address_family}"
+    for name, (lo, hi) in CONNECT_INT_BOUNDS.items():  # (the contract's u32 and int32 fields)
+        value = getattr(event, name)
+        if value is not None and not lo <= value <= hi:
+            return f"{name}: must be {lo} to {hi}, got {value}"
+    if any(not 0 <= b <= 255 for b in event.raw_ipv6) or len(event.raw_ipv6) > 16:
+        return "raw_ipv6: must be at most 16 bytes, each 0 to 255"
     return None
+
+
+#: a connect's other integer fields and their ranges (the contract's types: raw_ipv4 u32, return_code an errno)
+CONNECT_INT_BOUNDS = {"raw_ipv4": (0, 2**32 - 1), "raw_protocol": (0, 2**32 - 1), "raw_socktype": (0, 2**32 - 1),
+                 "return_code": (-(2**31), 2**31 - 1), "socket_family": (0, 65535)}  # fmt: skip
 
 
 def text_problem(event: Any) -> str | None:

@@ -172,7 +172,7 @@ def _reason(exc: ValidationError) -> str:
 
 
 def _json_type(value: Any) -> str:
-    return {bool: "a boolean", str: "a string", float: "a number with a fraction", list: "an array",
+    return {bool: "a boolean", str: "a string", int: "an integer", float: "a number with a fraction", list: "an array",
             dict: "an object"}.get(type(value), type(value).__name__)  # fmt: skip
 
 
@@ -190,6 +190,9 @@ def _type_problem(item: dict[str, Any]) -> str | None:
     raw = item.get("raw_ipv6")
     if isinstance(raw, list) and any(type(b) is not int for b in raw):
         return "raw_ipv6: must be an array of integers"
+    when = item.get("time")
+    if when is not None and type(when) is not str:  # (the model reads 5 as 1970-01-01T00:00:05Z)
+        return f"time: must be an RFC3339 string, got {_json_type(when)}"
     return None
 
 

@@ -23,6 +23,7 @@ import msgspec
 from pydantic_core import PydanticUndefined
 
 from netspy_tui.models import (
+    CONNECT_INT_BOUNDS,
     FAILED_OUTCOMES,
     PID_MAX,
     ConnectionEvent,
@@ -65,6 +66,7 @@ BOUNDS: dict[str, tuple[int | None, int | None]] = {
     "address_family": (0, 65535),
     "skb_length": (0, None),
     "packet_size_bytes": (0, None),
+    **CONNECT_INT_BOUNDS,
 }
 
 
@@ -89,6 +91,8 @@ def _struct(model: type[ConnectionEvent | PacketDropEvent], extra: list[tuple[st
         if name == "type":
             continue
         kind = _bounded(name, _wire_type(f.annotation))
+        if name == "raw_ipv6":  # (16 bytes: int_problem says so on the model's way)
+            kind = Annotated[list[Annotated[int, msgspec.Meta(ge=0, le=255)]], msgspec.Meta(max_length=16)]
         if f.default_factory is not None:
             fields.append((name, kind, msgspec.field(default_factory=f.default_factory)))  # type: ignore[arg-type]
         elif f.default is PydanticUndefined:

@@ -292,6 +292,13 @@ def test_ingest_refuses_what_the_contract_types_do_not_allow_and_keeps_the_rest(
         # before the first UTC instant a datetime holds, after the last: a 500, the whole batch lost (an audit's)
         ({"time": "0001-01-01T00:00:00+05:30"}, "time: Value error, must be between 1678-01-01"),
         ({"time": "9999-12-31T23:59:59-05:00"}, "time: Value error, must be between 1678-01-01"),
+        # the contract's u32/int32 fields and raw_ipv6's 16 bytes; a time as a number (served back as 1970)
+        ({"raw_ipv4": 2**64}, "raw_ipv4: must be 0 to 4294967295, got 18446744073709551616"),
+        ({"raw_ipv4": -1}, "raw_ipv4: must be 0 to 4294967295, got -1"),
+        ({"return_code": 2**40}, "return_code: must be -2147483648 to 2147483647"),
+        ({"raw_ipv6": [300] + [0] * 15}, "raw_ipv6: must be at most 16 bytes, each 0 to 255"),
+        ({"socket_family": 2**64}, "socket_family: must be 0 to 65535"),
+        ({"time": 5}, "time: must be an RFC3339 string, got an integer"),
     ]
     events = [{**good, **change, "id": f"bad{i}"} for i, (change, _) in enumerate(bad)] + [good]
     answer = ingest(url, events)
