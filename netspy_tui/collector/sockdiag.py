@@ -57,6 +57,7 @@ class TrafficSampler:
             raise
         self._last: dict[int, tuple[int, int, int]] = {}  # cookie -> (sent, read, retransmits)
         self._primed = False
+        self._waiting: set[int] = set()  # cookies of sockets whose owner was not known at their last sample
 
     def close(self) -> None:
         self._socket.close()
@@ -84,16 +85,28 @@ class TrafficSampler:
     def sample(self, owners: dict[Endpoints, tuple[int, str]], listening: set[int], now_ns: int) -> list[Any]:
         """Traffic rows for what moved since the last sample (none from the first one: it is the
         baseline). ``owners``: the process (pid, command) of each socket's endpoints, where known
-        (pid 0: not attributed); ``listening``: local ports with a listener."""
+        (a socket not among them waits one sample for its owner, then is charged to pid 0: not attributed);
+        ``listening``: local ports with a listener."""
         rows: list[Any] = []
         second = now_ns // 1_000_000_000
         seen: dict[int, tuple[int, int, int]] = {}
+        waiting: set[int] = set()
         for cookie, ends, counters in self._sockets():
             seen[cookie] = counters
             if not self._primed:
                 continue
             before = self._last.get(cookie)
-            pid, command = owners.get(ends, (0, ""))
+            owner = owners.get(ends)
+            if owner is None and cookie not in self._waiting:
+                # not in the process list read before this dump (opened in between): its bytes wait for the next
+                # sample, which knows its process (they were charged to pid 0, nameless, for good)
+                waiting.add(cookie)
+                if before is None:
+                    del seen[cookie]  # (new at the next sample: its open and all its bytes then)
+                else:
+                    seen[cookie] = before
+                continue
+            pid, command = owner or (0, "")
             head = (second, pid, command, "TCP", *ends)
             if before is None:
                 before = (0, 0, 0)
@@ -104,5 +117,6 @@ class TrafficSampler:
                     delta = now_value - then
                     rows.append((*head, direction, delta, delta if direction == DIR_RETRANS else 0, now_ns, now_ns))
         self._last = seen
+        self._waiting = waiting
         self._primed = True
         return rows

@@ -89,3 +89,30 @@ async def test_get_traffic_reports_the_bytes_a_process_moved_from_sampled_socket
         conn.close()
         listener.close()
         await asyncio.to_thread(child.communicate, "\n", 10)
+
+
+def test_a_socket_whose_owner_is_not_known_yet_waits_one_sample_for_it() -> None:
+    """The process list is read before the socket dump: a connection opened in between had no owner and its bytes
+    were charged to pid 0, nameless, for good (an audit's: every run). Its bytes now wait one sample, for the list
+    that names its process; a socket still without one then is charged to pid 0 (not attributed), nothing lost."""
+    from netspy_tui.collector.base import DIR_CONNECT, DIR_RX, DIR_TX
+    from netspy_tui.collector.sockdiag import TrafficSampler
+
+    try:
+        sampler = TrafficSampler()
+    except OSError as exc:  # pragma: no cover (no socket diagnostics here)
+        pytest.skip(f"socket diagnostics: {exc}")
+    ours, stray = ("127.0.0.1", 40000, "127.0.0.1", 8080), ("127.0.0.1", 40001, "127.0.0.1", 8081)
+    dumps = iter(
+        [[], [(1, ours, (100, 10, 0)), (2, stray, (7, 0, 0))], [(1, ours, (300, 30, 0)), (2, stray, (9, 0, 0))]]
+    )
+    sampler._sockets = lambda: next(dumps)  # type: ignore[method-assign]  # (what the kernel would answer)
+    try:
+        assert sampler.sample({}, set(), 1_000_000_000) == []  # the baseline
+        assert sampler.sample({}, set(), 2_000_000_000) == []  # both opened since the list was read: they wait
+        rows = sampler.sample({ours: (4242, "curl")}, set(), 3_000_000_000)
+    finally:
+        sampler.close()
+    moved = {(r[1], r[2], r[8]): r[9] for r in rows}  # (pid, command, direction) -> bytes or count
+    assert moved == {(4242, "curl", DIR_CONNECT): 1, (4242, "curl", DIR_TX): 300, (4242, "curl", DIR_RX): 30,
+                     (0, "", DIR_CONNECT): 1, (0, "", DIR_TX): 9}  # fmt: skip
