@@ -72,8 +72,19 @@ class ProcfsCollector(Collector):
         self._names: dict[int, str] = {}
         self._thread: threading.Thread | None = None
         self.samples = 0
+        self.unowned = 0
+        """Connections of the last sample whose process could not be read (another user's, without root)."""
         self._traffic: Any = None  # a sockdiag.TrafficSampler while sampling traffic
         self._stop.set()  # not running until start()
+
+    @property
+    def notes(self) -> list[str]:
+        """What this sampler cannot show, one line each (``server_status``, the dashboard's header)."""
+        if not self.unowned:
+            return []
+        n = self.unowned
+        return [f"{n:,} connection{'' if n == 1 else 's'} of other users' processes not shown (their owners need "
+                "root to read)"]  # fmt: skip
 
     @property
     def counts_traffic(self) -> bool:
@@ -168,8 +179,12 @@ class ProcfsCollector(Collector):
         current: set[Hashable] = set()
         pids: set[int] = set()
         events: list[ConnectionEvent] = []
+        unowned = 0
         for c in conns:
-            if not c.raddr or c.pid is None or (c.laddr and c.laddr.port in listening):
+            if not c.raddr or (c.laddr and c.laddr.port in listening):
+                continue
+            if c.pid is None:  # (another user's process, whose /proc/PID/fd this user cannot read)
+                unowned += 1
                 continue
             key = (c.pid, c.type, c.laddr, c.raddr)
             current.add(key)
@@ -179,6 +194,7 @@ class ProcfsCollector(Collector):
             event = self._event(c, now, stamp)
             if event is not None:
                 events.append(event)
+        self.unowned = unowned
         self._seen = current  # closed connections are forgotten
         self._names = {pid: name for pid, name in self._names.items() if pid in pids}  # pids may be reused
         return events

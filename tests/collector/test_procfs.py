@@ -193,7 +193,10 @@ def test_sampling_rules_on_psutil_records() -> None:
         ("[2001:db8::1]:53", "ok"),
     ]
     assert first[2].address_family == socket.AF_INET6 and first[2].raw_ipv6[:2] == [0x20, 0x01]
+    # another user's connection (its process unreadable without root) is not shown, and that is said
+    assert c.notes == ["1 connection of other users' processes not shown (their owners need root to read)"]
     assert c._sample([listen, out, syn, v6]) == []  # nothing new
+    assert c.notes == []
     assert c._sample([listen, syn, v6]) == []  # `out` closed ...
     again = c._sample([listen, out, syn, v6])  # ... and the same tuple is a new connection
     assert [e.destination for e in again] == ["10.1.2.3:443"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from netspy_tui.mcp_tools.gateway import open_gateway
 from netspy_tui.models import SourceInfo
@@ -60,3 +64,49 @@ async def test_an_unprivileged_start_shows_why_not_ebpf_and_what_sampling_misses
             assert any(
                 "procfs sampling: eBPF needs root · short-lived connections can be missed" in line for line in header
             ), header
+
+
+def unowned_note_of_an_unprivileged_sample() -> list[str]:
+    """What the sampler says as an ordinary user while root holds a connection: a child that drops root after
+    this process (root) connected to a listener of its own, and samples the sockets once."""
+    import socket
+
+    code = textwrap.dedent(
+        """
+        import os, psutil
+        from netspy_tui.collector.procfs import ProcfsCollector
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+        collector = ProcfsCollector()
+        collector._sample(psutil.net_connections("inet"))
+        print("\\n".join(collector.notes))
+        """
+    )
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):  # (root's own connection, held while the child samples)
+            accepted, _ = listener.accept()
+            with accepted:
+                child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    return child.stdout.splitlines()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to hold a connection an ordinary user cannot read")
+async def test_procfs_says_in_the_header_that_other_users_connections_are_not_shown() -> None:
+    """Without root, other users' connections vanished without a word (an audit's): the sampler counts those whose
+    process it cannot read, and the header says so beside its other limits."""
+    notes = unowned_note_of_an_unprivileged_sample()
+    pattern = r"[1-9][\d,]* connections? of other users' processes not shown \(their owners need root to read\)"
+    assert len(notes) == 1 and re.fullmatch(pattern, notes[0]), notes
+
+    class Unowned(SampledSource):
+        async def info(self) -> SourceInfo:
+            return (await super().info()).model_copy(update={"notes": notes})
+
+    async with open_gateway(Unowned(demo_events())) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=Clock(), source_note="procfs sampling: eBPF needs root")
+        async with app.run_test(size=(200, 24)) as pilot:
+            await wait_for(pilot, lambda: notes[0] in "\n".join(screen_lines(app)[:3]), "the note in the header")

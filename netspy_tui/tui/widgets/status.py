@@ -243,6 +243,8 @@ class StatusBar(Static):
                 note_shown = True
             elif src.sampled:
                 notes.append(Text("sampled: short-lived connections can be missed", style=self._style("warn")))
+            if src.sampled:  # (what the sampler cannot show: other users' connections without root)
+                notes.extend(Text(clean(n, 100), style=self._style("warn")) for n in src.notes)
             if src.recent_losses:
                 notes.append(
                     Text(f"last minute: {clean(describe_losses(src.recent_losses), 120)}", style=self._style("warn"))
