@@ -37,3 +37,19 @@ async def test_events_older_than_the_window_are_said_and_w_shows_them() -> None:
                 assert "events stored, none in" not in screen_text(app)
     finally:
         await source.aclose()
+
+
+async def test_at_the_longest_window_the_note_names_the_flag_not_w() -> None:
+    """Past 1 h ``w`` starts again at 1m: at 1 h the note points at --window instead."""
+    store = EventStore(None)
+    old = datetime.now(UTC) - timedelta(hours=3)
+    store.add_events([connection(pid=40, command="nightly", time=old)])
+    source = EmbeddedSource(None, store)
+    try:
+        async with open_gateway(source) as gateway:
+            app = NetspyApp(gateway, interval=0.2, window=3600, source_note="test")
+            async with app.run_test(size=(120, 24)) as pilot:
+                note = "1 event stored, none in the last 1h: --window S shows a longer one"
+                await wait_for(pilot, lambda: note in screen_text(app), "the note")
+    finally:
+        await source.aclose()

@@ -17,6 +17,7 @@ from netspy_tui.textsafe import clean
 from netspy_tui.tui.filtering import subject_for_filter
 from netspy_tui.tui.screens.panes import InputKeys
 from netspy_tui.tui.snapshot import ALL, Snapshot
+from netspy_tui.tui.widgets.cells import WINDOWS
 from netspy_tui.tui.widgets.connections import ConnectionTable, EventTable
 from netspy_tui.tui.widgets.processes import NO_NODE, NO_WORKLOAD, ProcessTable
 from netspy_tui.tui.widgets.traffic import MODES, TrafficTable
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
     from netspy_tui.tui.poller import Poller
 
-WINDOWS = (60, 300, 900, 3600)
 #: ids of the tables the tabs show (one at a time)
 VIEW_TABLES = frozenset({"connections", "drops", "traffic"})
 """(each view's name is its table's id)"""

@@ -83,6 +83,10 @@ def window_label(seconds: int) -> str:
     return f"{seconds}s"
 
 
+#: the windows ``w`` steps through (seconds); past the last it starts again at the first
+WINDOWS = (60, 300, 900, 3600)
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     """A table column that fits the terminal: ``least`` to ``most`` cells wide (content, without padding).

@@ -15,7 +15,7 @@ from textual.widgets import Static
 from netspy_tui.models import counts_exact, describe_losses
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.snapshot import Snapshot
-from netspy_tui.tui.widgets.cells import window_label
+from netspy_tui.tui.widgets.cells import WINDOWS, window_label
 
 #: nodes named on the header's per-node line (an aggregator's); the rest are counted
 MAX_NODES_SHOWN = 8
@@ -261,8 +261,10 @@ class StatusBar(Static):
             if stored and snap is not None and not view.focus_label and not view.filter_text and _nothing_in(snap):
                 # (a --db or a replay at its recorded times whose events are older than the window: an empty screen
                 # said nothing, the replay's note cut at 80 columns before "at its recorded times")
-                notes.append(Text(f"{stored:,} events stored, none in the last {window_label(view.window)}: w widens "
-                                  "the window", style=self._style("warn")))  # fmt: skip
+                what = "w widens the window" if view.window < WINDOWS[-1] else "--window S shows a longer one"
+                noun = "event" if stored == 1 else "events"
+                notes.append(Text(f"{stored:,} {noun} stored, none in the last {window_label(view.window)}: {what}",
+                                  style=self._style("warn")))  # fmt: skip
             if src.nodes:  # an aggregator: each node's events, exact (its own store's count)
                 nodes = sorted(src.nodes.items())
                 shown = " · ".join(f"{clean(n, 24)} {c:,}" for n, c in nodes[:MAX_NODES_SHOWN])
