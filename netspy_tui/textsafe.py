@@ -108,8 +108,9 @@ def url_secrets(url: str) -> list[str]:
     try:
         parts = urlsplit(url)
         password = parts.password
-    except ValueError:
-        return []
+    except ValueError:  # (a "[" in the password: urlsplit reads an IPv6 host; the HTTP client takes it)
+        password = _password_by_hand(url)
+        return [password] if password else []
     found = [password] if password else []
     for pair in filter(None, re.split(r"[&;]", parts.query)):
         name, eq, value = pair.partition("=")
@@ -120,14 +121,39 @@ def url_secrets(url: str) -> list[str]:
     return [s for s in dict.fromkeys(found) if s]
 
 
+def _authority(url: str) -> tuple[str, str, str]:
+    """``url`` as (what comes before its authority, its authority, the rest), split by hand."""
+    head, sep, tail = url.partition("://")
+    if not sep:
+        return "", "", url
+    end = min((i for i in (tail.find(c) for c in "/?#") if i >= 0), default=len(tail))
+    return head + sep, tail[:end], tail[end:]
+
+
+def _password_by_hand(url: str) -> str | None:
+    userinfo, at, _ = _authority(url)[1].rpartition("@")
+    return userinfo.partition(":")[2] or None if at else None
+
+
+def _redact_by_hand(url: str) -> str:
+    """:func:`redact_url` of a URL urlsplit refuses: the password, the query and the fragment masked."""
+    head, authority, rest = _authority(url)
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.partition(':')[0]}:****@{host}"
+    path, q, query = rest.partition("?")
+    path, h, _ = path.partition("#")
+    return head + authority + path + (q + "****" if q and query else q) + (h + "****" if h else "")
+
+
 def redact_url(url: str) -> str:
     """``url`` with the password of its ``user:password@`` part and the values of its query replaced by ``****``
     (for messages and logs)."""
     try:
         parts = urlsplit(url)
         password = parts.password
-    except ValueError:
-        return url
+    except ValueError:  # (not a URL urlsplit reads, e.g. "[" in its password: its credentials hidden all the same)
+        return _redact_by_hand(url)
     if password:
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{parts.username or ''}:****@{host}")

@@ -129,6 +129,19 @@ def test_show_config_masks_secrets(run_cli):
         assert key_line.split() == ["openai_api_key", "********", "env", "OPENAI_API_KEY"]
 
 
+def test_a_url_password_with_a_bracket_is_never_shown(run_cli):
+    """urlsplit refuses "pa[ssword99" (it reads an IPv6 host) while the HTTP client takes the URL: the password
+    was printed by --show-config and in the error and the log (an audit's)."""
+    env = {"NETSPY_SERVER": "http://user:pa[ssword99@127.0.0.1:9/"}
+    shown = run_cli("--show-config", env=env)
+    failed = run_cli("--tool", "get_network_summary", "--verbose", env=env)
+    assert shown.returncode == 0 and failed.returncode == 1, (shown.stderr, failed.stderr)
+    assert "http://user:****@127.0.0.1:9/" in shown.stdout
+    assert "Cannot reach the eBPF server at http://user:****@127.0.0.1:9" in failed.stderr
+    for out in (shown, failed):
+        assert "ssword99" not in out.stdout + out.stderr
+
+
 def test_verbose_never_logs_the_token(run_cli, server):
     out = run_cli("--tool", "list_connections", "--server", server.url, "--token", "tok-verysecret", "--verbose")
     assert out.returncode == 0
