@@ -128,6 +128,10 @@ def setup_logging(
         except safefs.UnsafePath as exc:
             note = f"no log file: {exc.message}. Pass --log-file FILE to keep one"
             log_file = None
+        except OSError as exc:  # (the state directory a file, on a read-only disk: the dashboard runs without)
+            note = (f"no log file: cannot make {clean(log_file.parent, 120)} ({exc.strerror or type(exc).__name__}). "
+                    "Pass --log-file FILE to keep one")  # fmt: skip
+            log_file = None
     if note:
         handler = logging.NullHandler()  # (not stderr: the dashboard owns the terminal)
     elif log_file is not None:
@@ -137,12 +141,29 @@ def setup_logging(
         try:
             handler = _PrivateLog(log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
         except OSError as exc:
+            if make_dirs:  # (its own default log: the dashboard runs without one, and says why)
+                return _without_log_file(
+                    verbose,
+                    f"no log file: cannot write {clean(log_file, 120)} "
+                    f"({exc.strerror or type(exc).__name__}). Pass --log-file FILE to keep one",
+                )
             raise UsageError(
                 f"cannot write the log file {clean(log_file, 200)}: {exc.strerror or type(exc).__name__}",
                 "pass --log-file with a writable path",
             ) from None
     else:
         handler = logging.StreamHandler(sys.stderr)
+    _install(handler, verbose)
+    return note
+
+
+def _without_log_file(verbose: bool, note: str) -> str:
+    _install(logging.NullHandler(), verbose)  # (not stderr: the dashboard owns the terminal)
+    return note
+
+
+def _install(handler: logging.Handler, verbose: bool) -> None:
+    """``handler`` as the root logger's only one, at WARNING (DEBUG with ``verbose``), secrets masked."""
     handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SecretMask())
     root = logging.getLogger()
@@ -153,4 +174,3 @@ def setup_logging(
     # Chatty libraries stay at INFO even with --verbose; their DEBUG output includes request internals.
     for name in ("httpcore", "httpcore2", "httpx2", "hpack", "asyncio", "markdown_it"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
-    return note

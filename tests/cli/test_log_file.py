@@ -117,3 +117,30 @@ def test_what_a_server_or_the_kernel_said_is_logged_inert_newlines_kept(tmp_path
             assert "Traceback (most recent call last):\n" in text and "ValueError: count_by_node.\\x1b" in text
     finally:
         setup_logging()
+
+
+def test_a_state_directory_that_cannot_be_made_costs_the_log_not_the_command(run_cli, tmp_path: Path):
+    """XDG_STATE_HOME a file (or a read-only disk): the dashboard and --show-config ended in "unexpected error
+    (NotADirectoryError …)", exit 1 (an audit's). They run without their own log and say why; an explicit
+    --log-file there is still refused in one line."""
+    import logging
+
+    from netspy_tui.logs import setup_logging
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    shown = run_cli("--show-config", env={"XDG_STATE_HOME": str(blocked)})
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert "unexpected error" not in shown.stderr
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        note = setup_logging(log_file=blocked / "netspy-tui" / "netspy-tui.log", make_dirs=True)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in before:
+            root.addHandler(handler)
+    assert note.startswith(f"no log file: cannot make {blocked / 'netspy-tui'} (Not a directory)"), note
+    refused = run_cli("--tool", "server_status", "--replay", str(DEMO), "--log-file", str(blocked / "x.log"))
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
