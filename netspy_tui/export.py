@@ -11,6 +11,7 @@ spreadsheet would run as a formula are quoted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -212,8 +213,13 @@ def _create(directory: Path, stem: str, suffix: str, write: Callable[[IO[str]], 
     directory = Path(os.path.abspath(directory))
     safefs.make_private_dirs(directory, "the export directory", _EXPORT_HINT)
     path, fd = safefs.create_unique(directory, stem, suffix)
-    with safefs.open_text(fd) as fh:
-        write(fh)
+    try:
+        with safefs.open_text(fd) as fh:
+            write(fh)
+    except BaseException:  # (a full disk: no cut-off file left under an export's name)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # (ours: made by create_unique in a directory only we can write)
+        raise
     return path
 
 

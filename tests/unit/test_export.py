@@ -113,3 +113,33 @@ def test_csv_gives_an_inbound_connection_its_direction_and_peer(tmp_path: Path) 
     header, row = list(csv.reader(export.export(req, "csv", tmp_path).path.open()))
     got = dict(zip(header, row, strict=True))
     assert (got["destination"], got["direction"], got["peer"]) == ("10.0.0.2:443", "inbound", "10.0.0.9:51000")
+
+
+def test_an_export_the_disk_cannot_hold_leaves_no_cut_off_file(tmp_path: Path) -> None:
+    """A full disk left a 64 KiB cut-off JSON (and an empty CSV) under an export's name, while the toast said the
+    export failed (an audit's): the failed file is removed. Here the disk is full at 4 KiB (RLIMIT_FSIZE)."""
+    code = f"""
+import os, resource, signal, sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from netspy_tui import export
+from tests.factories import connection
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (write fails with EFBIG instead of killing the process)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+from tests.factories import BASE_TIME
+request = export.ExportRequest(view="connections", exported_at=BASE_TIME, window_seconds=60,
+                               connections=tuple(connection(pid=i, command="curl") for i in range(1, 200)), drops=())
+directory = Path(sys.argv[1])
+for fmt in ("json", "csv"):
+    try:
+        export.export(request, fmt, directory)
+    except OSError as exc:
+        print(fmt, exc.errno)
+print(sorted(p.name for p in directory.iterdir()))
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "exports")], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    import errno
+
+    assert out.stdout.splitlines() == [f"json {errno.EFBIG}", f"csv {errno.EFBIG}", "[]"], out.stdout
