@@ -174,12 +174,20 @@ class Settings(BaseModel):
             return value
         return DEFAULT_MODEL if info.field_name == "model" else None
 
-    @field_validator("db", "record", "replay", mode="before")
+    @field_validator("db", "record", "replay", "export_dir", mode="before")
     @classmethod
     def _no_empty_path(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():  # (Path("") is the working directory: an aggregator's
             raise ValueError("must name a file or directory, not be empty (leave it unset for the default)")
+        if isinstance(value, str | Path) and "\0" in str(value):  # (the OS refuses it: "unexpected error" it was)
+            raise ValueError("must not hold a NUL character")
         return value
+
+    @field_validator("db", "record", "replay", "export_dir")
+    @classmethod
+    def _home(cls, value: Path | None) -> Path | None:
+        """``~`` is the home directory, as a shell would read it (``record = "~/rec.jsonl"`` made ``./~/``)."""
+        return value.expanduser() if value is not None else None
 
     @field_validator("replay_speed")
     @classmethod
@@ -249,8 +257,13 @@ def env_name(name: str) -> str:
 def _env_values() -> dict[str, str]:
     """The settings given in the environment, by field name. Names match in any case (``netspy_server``); an
     empty variable counts as unset (``OPENAI_API_KEY= netspy-tui``); other variables are ignored."""
-    environ = {key.upper(): value for key, value in os.environ.items()}
-    return {name: value for name in Settings.model_fields if (value := environ.get(env_name(name).upper()))}
+    environ: dict[str, str] = {}
+    for key, value in os.environ.items():
+        upper = key.upper()
+        if key == upper or upper not in environ:  # (the documented name wins over another case, in any order)
+            environ[upper] = value
+    # (a blank one too: "NETSPY_EXPORT_DIR= " exported into a directory named " ", and errors blamed "default")
+    return {name: value for name in Settings.model_fields if (value := environ.get(env_name(name).upper(), "")).strip()}
 
 
 def _unknown_key(key: str) -> str:
