@@ -273,8 +273,8 @@ def parse_command(line: str) -> ParsedCommand:
 
     # the tools' own bounds, said in the flags typed ("--max-events must be <= 1000", not "max_events …")
     problem = argument_problem(spec.tool, args, _ARG_FLAG)
-    if problem:
-        raise UsageError(problem.rstrip("."), f"usage: {spec.usage_line}")
+    if problem:  # (its own sentence: the usage line would say nothing of the value's bounds)
+        raise UsageError(problem.rstrip("."))
     return ParsedCommand(action="tool", tool=spec.tool, arguments=args, spec=spec)
 
 

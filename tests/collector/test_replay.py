@@ -90,11 +90,16 @@ def replay_into_store(path: Path, speed: float = 0) -> tuple[EventStore, ReplayC
     return store, collector, finished
 
 
+def _unshift_token(token: str, offset: timedelta) -> str:
+    t, rest = token.split(":", 1)
+    return f"{int(t) - offset // timedelta(microseconds=1) * 1000}:{rest}"
+
+
 def _unshift(value: Any, offset: timedelta) -> Any:
     if isinstance(value, datetime):
         return value - offset
-    if isinstance(value, dict):
-        return {k: _unshift(v, offset) for k, v in value.items()}
+    if isinstance(value, dict):  # (a page's token, "t_ns:timestamp:seq", names its last event's time too)
+        return {k: _unshift_token(v, offset) if k == "before" and v else _unshift(v, offset) for k, v in value.items()}
     if isinstance(value, list):
         return [_unshift(v, offset) for v in value]
     return value

@@ -31,12 +31,12 @@ GARBAGE = [
     ("latency --workload host", "'latency' has no option --workload"),
     (
         "list --since 2026-12-05T13:00:00Z --until 2026-12-05T12:00:00Z",
-        "Invalid arguments for list_connections: --since must be earlier than --until. Usage: list",
+        "Invalid arguments for list_connections: --since must be earlier than --until.",
     ),
     (
         "list --since 9999-99-99T99:99:99Z",
         "Invalid arguments for list_connections: --since must be an RFC3339 time (e.g. "
-        "2026-11-24T12:00:00Z), not '9999-99-99T99:99:99Z'. Usage: list",
+        "2026-11-24T12:00:00Z), not '9999-99-99T99:99:99Z'.",
     ),
     ("list --process", "--process needs a value"),
     ("list --process " + "x" * 10_000, "--process must be at most 64 characters"),
@@ -46,7 +46,7 @@ GARBAGE = [
     ("list \u202e--pid 1", "Unexpected argument '\\u202e--pid'"),
     ("top --limit 0", "--limit must be a positive number"),
     # the tools' bounds in the flags typed (was "max_events must be <= 1000": an audit's)
-    ("drops --max-events 5000", "Invalid arguments for list_packet_drops: --max-events must be <= 1000. Usage: drops"),
+    ("drops --max-events 5000", "Invalid arguments for list_packet_drops: --max-events must be <= 1000."),
     ("list --pid \u0662\u0660\u0664\u0668", "--pid expects a whole number, not '\u0662\u0660\u0664\u0668'"),
     ("list --max-events 1_0", "--max-events expects a whole number, not '1_0'"),
 ]

@@ -154,11 +154,23 @@ def test_served_events_parse_back_to_the_same_event(event: ConnectionEvent | Pac
 # --- the command-bar parser -------------------------------------------------------------------------
 
 positive = st.integers(min_value=1, max_value=10**12)
+#: within the tools' bounds (a command beyond them is refused as it is parsed, in the flags typed: see below)
+pids = st.integers(min_value=1, max_value=4_194_304)
+counts = st.integers(min_value=1, max_value=1000)
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=30)
 
 
 @FAST
-@given(pid=st.none() | positive, process=st.none() | names, n=st.none() | positive, equals=st.booleans())
+@given(pid=st.integers(min_value=4_194_305, max_value=10**12), n=st.integers(min_value=1001, max_value=10**12))
+def test_list_commands_beyond_the_tools_bounds_are_one_line_in_flags(pid: int, n: int) -> None:
+    with pytest.raises(UsageError) as refused:
+        parse_command(f"list --pid {pid} --max-events {n}")
+    said = str(refused.value)
+    assert "\n" not in said and "--pid must be <= 4194304" in said and "--max-events must be <= 1000" in said
+
+
+@FAST
+@given(pid=st.none() | pids, process=st.none() | names, n=st.none() | counts, equals=st.booleans())
 def test_well_formed_list_commands_round_trip(
     pid: int | None, process: str | None, n: int | None, equals: bool
 ) -> None:
@@ -173,7 +185,7 @@ def test_well_formed_list_commands_round_trip(
 
 
 @FAST
-@given(text=names, pid=st.none() | positive)
+@given(text=names, pid=st.none() | pids)
 def test_free_text_of_ask_and_insights_is_kept(text: str, pid: int | None) -> None:
     words = shlex.split(shlex.quote(text))
     line = "ask " + (f"--pid {pid} " if pid else "") + shlex.quote(text)

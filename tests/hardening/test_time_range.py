@@ -69,8 +69,8 @@ def test_the_cli_and_the_repl_refuse_such_a_time_in_one_line(cli: Cli) -> None:
     repl = cli("repl", "--replay", str(DEMO), input=f"list --until {FAR}\ndrops --since {EARLY}\nquit\n")
     assert repl.returncode == 1 and "Traceback" not in repl.stderr and "unexpectedly" not in repl.stderr, repl.stderr
     assert repl.stderr == (
-        f"error: Invalid arguments for list_connections: until {RANGE}, not '{FAR}'.\n"
-        f"error: Invalid arguments for list_packet_drops: since {RANGE}, not '{EARLY}'.\n"
+        f"error: Invalid arguments for list_connections: --until {RANGE}, not '{FAR}'.\n"
+        f"error: Invalid arguments for list_packet_drops: --since {RANGE}, not '{EARLY}'.\n"
     )
 
 
