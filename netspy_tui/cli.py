@@ -1053,6 +1053,15 @@ async def _run_serve(ns: argparse.Namespace, settings: Any) -> int:
         forward_token = _server_token(ns, "forward_token", "NETSPY_FORWARD_TOKEN")
         if forward_token:
             add_secrets(forward_token)
+        from netspy_tui.textsafe import url_secrets
+
+        add_secrets(*url_secrets(ns.forward))  # (the HTTP client logs its requests' URLs at --verbose)
+        if forward_token and "@" in ns.forward.partition("://")[2].partition("/")[0]:
+            # (the client sends the URL's credentials as Basic auth in place of the Bearer token: every batch 401)
+            serving.close()
+            raise UsageError("serve --forward: the URL holds a user:password@ and --forward-token is given: the "
+                             "aggregator would get the URL's credentials, not the token",
+                             "leave the credentials out of the --forward URL")  # fmt: skip
         # (the events' workloads from this host's cgroups when they are this host's processes, not a recording's)
         live = (await source.info()).collector in ("ebpf", "procfs")
         forwarder = Forwarder(source.store, ns.forward, token=forward_token, interval=ns.forward_interval or INTERVAL,

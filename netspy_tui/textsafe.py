@@ -111,7 +111,7 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:  # (a "[" in the password: urlsplit reads an IPv6 host; the HTTP client takes it)
         password = _password_by_hand(url)
         return [password] if password else []
-    found = [password] if password else []
+    found = [password, _basic(parts.username or "", password)] if password else []
     for pair in filter(None, re.split(r"[&;]", parts.query)):
         name, eq, value = pair.partition("=")
         if not eq:
@@ -119,6 +119,14 @@ def url_secrets(url: str) -> list[str]:
         elif _SECRET_PARAM.search(unquote_plus(name)):
             found += [value, unquote_plus(value)]
     return [s for s in dict.fromkeys(found) if s]
+
+
+def _basic(user: str, password: str) -> str:
+    """The ``Authorization: Basic`` credential an HTTP client makes of a URL's user and password (a server that
+    echoes it shows the password, in base64)."""
+    import base64
+
+    return base64.b64encode(f"{unquote_plus(user)}:{unquote_plus(password)}".encode()).decode("ascii")
 
 
 def _authority(url: str) -> tuple[str, str, str]:

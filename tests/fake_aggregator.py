@@ -25,7 +25,9 @@ class FakeAggregator:
         #: events to these destination ports are refused one by one (the rest of their batch kept), answered as
         #: ``serve --aggregate`` does (``answer="netspy"``: ``rejected_count`` and reasons) or as the contract's
         #: ``IngestResponse`` only says (``"contract"``: ``success`` false, fewer ``events_processed``);
-        #: ``"updates"``: as ``"netspy"``, with ``updated`` (it takes a connect's outcome sent after it)
+        #: ``"updates"``: as ``"netspy"``, with ``updated`` (it takes a connect's outcome sent after it);
+        #: ``"list-only"``: the refused listed in ``rejected`` without ``rejected_count``; ``"not-json"``: every post
+        #: answered 200 with a body that is no ingest answer (and nothing kept)
         self.refuse_ports = refuse_ports
         self.answer = answer
         self.too_large = 0  # batches refused with 413
@@ -53,6 +55,8 @@ class FakeAggregator:
                     self.refused += 1
                 return PlainTextResponse("storage unavailable", status_code=503)
             raw = await request.body()
+            if self.answer == "not-json":  # (a proxy's or another server's 200 page: nothing stored)
+                return PlainTextResponse("not json", status_code=200)
             body = await request.json()
             events = body["events"]
             if len(events) > self.max_events:
@@ -68,6 +72,9 @@ class FakeAggregator:
                                       "message": "ok", "timestamp": datetime.now(UTC).isoformat()}  # fmt: skip
             if self.answer == "updates":
                 answer["updated"] = 0  # (a test counts what was sent; the store it would update is not kept)
+            if refused and self.answer == "list-only":  # (the refused listed, without their count)
+                answer["success"] = True
+                answer["rejected"] = [{"index": i, "reason": "destination_port: refused by the test"} for i in refused]
             if refused and self.answer in ("netspy", "updates"):
                 answer["rejected_count"] = len(refused)
                 answer["rejected"] = [{"index": i, "reason": "destination_port: refused by the test"} for i in refused]

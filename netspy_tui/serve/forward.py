@@ -1028,6 +1028,8 @@ def _refused(body: Any, n: int) -> tuple[int, str]:
     rejected = body.get("rejected")
     if isinstance(rejected, list) and rejected and isinstance(rejected[0], dict):
         why = f"event {rejected[0].get('index')}: {rejected[0].get('reason')}"
+    if type(count) is not int and isinstance(rejected, list) and rejected:
+        count = len(rejected)  # (a rejected list without its count: each entry one event refused)
     if type(count) is not int:
         processed, duplicates = body.get("events_processed"), body.get("duplicates", 0)
         if body.get("success") is not False or type(processed) is not int:
@@ -1235,7 +1237,14 @@ class Forwarder:
             said = first_line(mask_secrets(response.text, self._secrets), 200)
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {said}",
                                         request=response.request, response=response)  # fmt: skip
-        return _refused(self._learn(response), n)
+        body = self._learn(response)
+        if not isinstance(body, dict) or not ({"success", "events_processed"} & body.keys()):
+            # (not the contract's IngestResponse: a proxy's or another server's page; taken as accepted, the batch
+            # was gone with no error anywhere)
+            said = first_line(mask_secrets(response.text, self._secrets), 120) or "an empty body"
+            raise httpx.HTTPStatusError(f"HTTP {response.status_code} but not an aggregator's ingest answer: {said}",
+                                        request=response.request, response=response)  # fmt: skip
+        return _refused(body, n)
 
     def _learn(self, response: httpx.Response) -> Any:
         """An ingest answer's JSON (None: not JSON); from it, whether the aggregator takes a connect's outcome sent

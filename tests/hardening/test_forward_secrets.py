@@ -4,6 +4,7 @@ token a server takes (flag or variable) is visible ASCII on one line, refused at
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -67,12 +68,40 @@ def test_the_forward_urls_password_is_masked_in_health_status_and_log(spawn: Cal
     url = served_url(child, "the eBPF server API")
     forwarding = _failing(url)
     assert forwarding["url"] == shown, forwarding
+    assert "Basic" not in forwarding["last_error"]
     assert PASSWORD not in httpx.get(url + "/health", timeout=10).text
     status = _status(url)
     assert f"Forwarding to {shown}: " in status and PASSWORD not in status, status
     child.wait_for(f"forwarding to {shown} failed")
     child.stop()
     assert PASSWORD not in "".join(child.err + child.out)
+
+
+def test_the_forward_urls_password_is_not_in_the_verbose_log_nor_echoed_as_basic_auth(
+    spawn: Callable[..., Child], echoing: BackgroundServer
+) -> None:
+    """At --verbose the HTTP client logs each request's URL: the password was in it, in clear; and an upstream that
+    echoes the credentials it got (Basic: base64 of user:password) put them in last_error (an audit's)."""
+    forward = echoing.url.replace("http://", f"http://bob:{PASSWORD}@") + "/api/events/ingest"
+    child = spawn("serve", "--replay", str(DEMO), "--replay-speed", "0", "--port", str(free_port()),
+                  "--forward", forward, "--verbose")  # fmt: skip
+    url = served_url(child, "the eBPF server API")
+    forwarding = _failing(url)
+    basic = base64.b64encode(f"bob:{PASSWORD}".encode()).decode()
+    assert forwarding["last_error"].startswith("HTTPStatusError: HTTP 401: bad credentials Basic ****"), forwarding
+    child.wait_for("HTTP Request: POST http://bob:****@127.0.0.1:")
+    child.stop()
+    log = "".join(child.err + child.out)
+    assert PASSWORD not in log and basic not in log and basic not in str(forwarding), log
+
+
+def test_credentials_in_the_url_and_a_forward_token_are_refused_at_start(cli: Cli) -> None:
+    """The URL's user:password@ went as Basic auth in place of the Bearer token: every batch 401, its hint naming
+    the token that was given (an audit's)."""
+    run = cli("serve", "--replay", str(DEMO), "--port", str(free_port()), "--forward",
+              f"http://bob:{PASSWORD}@127.0.0.1:9", "--forward-token", "FWDTOKEN1", timeout=30)  # fmt: skip
+    line = assert_one_line_error(run, 2)
+    assert "the URL holds a user:password@ and --forward-token is given" in line and PASSWORD not in line, line
 
 
 def test_a_token_the_aggregator_echoes_is_masked_in_last_error(spawn: Callable[..., Child], echoing: BackgroundServer

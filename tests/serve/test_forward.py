@@ -287,7 +287,7 @@ async def test_events_the_aggregator_refuses_are_counted_and_shown_not_forwarded
     ``serve --aggregate``'s words or only the contract's) does not make them forwarded: they are counted as
     refused, said in the last error with the first reason, and noted as a loss (``/health``, ``server_status``);
     they are not sent again (the aggregator would refuse them again)."""
-    for answer in ("netspy", "contract"):
+    for answer in ("netspy", "contract", "list-only"):  # (list-only: a list without its count was taken as none)
         store = EventStore(tmp_path / f"spool-{answer}.db")
         fill(store, 100)
         with FakeAggregator(refuse_ports=frozenset({20007, 20042, 20099}), answer=answer) as agg:
@@ -299,10 +299,29 @@ async def test_events_the_aggregator_refuses_are_counted_and_shown_not_forwarded
         assert len(agg.received()) == 97 and agg.batches == 3, answer  # each batch once, nothing sent again
         assert (fw.status.forwarded, fw.status.rejected, fw.status.failures) == (97, 3, 0), answer
         assert fw.status.last_error.startswith("the aggregator rejected 1 of 20 events"), fw.status.last_error
-        if answer == "netspy":
+        if answer in ("netspy", "list-only"):
             assert "(first: event 19: destination_port: refused by the test)" in fw.status.last_error
         assert store.totals.get("forward_rejected") == 3
         store.close()
+
+
+async def test_a_2xx_that_is_no_ingest_answer_is_a_failed_batch_not_a_forwarded_one(tmp_path: Path) -> None:
+    """Any 200 was taken as accepted: a proxy's page ("200 not json") moved the cursor past events nobody stored,
+    "healthy", forwarded 254, no error anywhere (an audit's). Such an answer fails the batch (retried, said)."""
+    store = EventStore(tmp_path / "spool.db")
+    fill(store, 5)
+    with FakeAggregator(answer="not-json") as agg:
+        fw = Forwarder(store, agg.url + "/api/events/ingest", interval=0.05, max_backoff=0.05, identity=IDENTITY)
+        task = asyncio.create_task(fw.run())
+        await until(lambda: fw.status.failures >= 2, "two failed batches")
+        assert fw.status.forwarded == 0 and fw.status.waiting == 5
+        assert "HTTP 200 but not an aggregator's ingest answer: not json" in fw.status.last_error
+        agg.answer = "netspy"  # (the aggregator itself back behind the proxy)
+        await until(lambda: fw.status.forwarded == 5, "the batch forwarded once answered")
+        fw.stop()
+        await task
+    assert len(agg.received()) == 5
+    store.close()
 
 
 async def test_a_failure_of_any_kind_is_counted_and_retried_never_ends_forwarding(tmp_path: Path) -> None:
