@@ -361,6 +361,10 @@ class HttpSource:
                 detail = (
                     f"the server is unhealthy: {clean(why, 300) if isinstance(why, str) else 'no detail'}; {detail}"
                 )
+            elif health.status == "degraded" and isinstance(why, str) and why and not recent:
+                # (why it is degraded when no loss says it: an aggregator's store that cannot be written, an agent's
+                # forwarding failing; it read "aggregator API" alone)
+                detail = f"the server is degraded: {clean(why, 300)}; {detail}"
             if recent:
                 detail += f"; the server reports {describe_losses(recent, 'in the last minute')}"
             return SourceInfo(

@@ -159,3 +159,14 @@ def test_the_go_netspys_single_dash_flags_work_as_it_took_them(run_cli, server):
     # a word of one dash that names no flag is still refused, in one line; after "--" words are values
     bogus = run_cli("-server", server.url, "-tool", "get_network_summary", "-bogus")
     assert bogus.returncode == 2 and bogus.stderr.startswith("netspy-tui: error: unrecognized arguments: -bogus")
+
+
+def test_server_status_says_why_a_server_is_degraded_when_no_loss_says_it(run_cli):
+    """An aggregator whose store cannot be written is "degraded" with its reason in /health's detail: over --server
+    server_status said only "(degraded)" and "Detail: aggregator API" (an audit's)."""
+    why = "the store of 1 node cannot be written (node fill2: database or disk is full)"
+    health = {"status": "degraded", "component": "netspy-tui", "uptime": "1m", "version": "x", "detail": why}
+    with FakeEbpfServer("current", events=[connection_json(ago=2)], health=health) as srv:
+        out = run_cli("--server", srv.url, "--tool", "server_status")
+    assert out.returncode == 0, out.stderr
+    assert f"Detail: the server is degraded: {why}; current API" in out.stdout, out.stdout
