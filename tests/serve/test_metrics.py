@@ -94,3 +94,20 @@ def test_labels_are_bounded_and_sticky_so_counters_only_grow() -> None:
     assert later[("netspy_connects_total", (("outcome", "ok"), ("process", "other")))] == 500
     assert later[("netspy_connects_in_progress", ())] == 2
     assert not any(dict(k[1]).get("process") in ("c", "d") for k in later)
+
+
+def test_drop_reasons_are_bounded_too() -> None:
+    """An aggregator takes a drop's reason as its agents send it: 1,000 made-up reasons were 1,000 series, and a
+    200 KB reason a label (an audit's). The first reasons counted keep a label, the rest are 'other', each label
+    at most 64 characters."""
+    from netspy_tui.serve.metrics import MAX_REASON_CHARS, MAX_REASONS
+
+    exporter = MetricsExporter(top_n=2)
+    info = SourceInfo(label="t", kind="embedded", generation="embedded")
+    counted = {("packet_drop", "nginx", f"KREASON_{i:04d}"): 1000 - i for i in range(1000)}
+    counted[("packet_drop", "nginx", "X" * 200_000)] = 5000
+    got = samples(exporter.render(info, counted).decode())
+    reasons = {dict(k[1])["reason"] for k in got if k[0] == "netspy_packet_drops_total"}
+    assert len(reasons) == MAX_REASONS + 1 and "other" in reasons
+    assert max(map(len, reasons)) <= MAX_REASON_CHARS
+    assert sum(v for k, v in got.items() if k[0] == "netspy_packet_drops_total") == sum(counted.values())
