@@ -268,7 +268,7 @@ class FakeOpenAI:
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+        return [r for r in self.requests if r.path.partition("?")[0].endswith("/chat/completions")]
 
     # --- used by the handler ---------------------------------------------------------------
 
@@ -316,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._record(None)
-        if self.path.rstrip("/").endswith("/models"):
+        if self.path.partition("?")[0].rstrip("/").endswith("/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake", **self.fake.model_info}
                     for m in self.fake.models]  # fmt: skip
             self._send_json(200, {"object": "list", "data": data})
@@ -331,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = None
         self._record(body)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        if not self.path.partition("?")[0].rstrip("/").endswith("/chat/completions"):  # (a query: the base URL's)
             self._send_error_body(404, f"no route for POST {self.path}", "invalid_request_error", None)
             return
         if not isinstance(body, dict):

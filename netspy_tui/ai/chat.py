@@ -56,11 +56,28 @@ _KEYLIKE = re.compile(r"\b(sk|key|pk|rk)-[A-Za-z0-9_\-*.]{4,}")
 
 
 def _client(settings: AISettings) -> AsyncOpenAI:
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
     from openai import AsyncOpenAI
 
+    from netspy_tui.logs import add_secrets
+
+    # A query in the base URL (a proxy's ?code=…) goes on every request as its query: left in the base URL, the
+    # client appended its paths after it ("/v1/?code=…chat/completions"); and every value of it is masked in logs
+    # (the HTTP client logs each request's URL at --verbose), as the README says of query values.
+    base, query = settings.effective_base_url, None
+    try:
+        parts = urlsplit(base)
+        if parts.query:
+            query = dict(parse_qsl(parts.query, keep_blank_values=True))
+            base = urlunsplit(parts._replace(query="", fragment=""))
+            add_secrets(*(v for v in query.values() if v), *(k for k, v in query.items() if not v))
+    except ValueError:  # (a URL urlsplit cannot read: the client's own parsing decides)
+        pass
     return AsyncOpenAI(
         api_key=settings.key_for_client(),
-        base_url=settings.effective_base_url,
+        base_url=base,
+        default_query=query,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
     )

@@ -32,6 +32,20 @@ def test_ai_insights_streams_to_stdout(run_cli):
     assert KEY not in out.stdout + out.stderr
 
 
+def test_a_query_in_the_base_url_goes_on_each_request_and_is_never_logged(run_cli):
+    """OPENAI_BASE_URL=…/v1?code=…: the client appended its paths after the query ("/v1/?code=…chat/completions",
+    a 404 at every proxy that wants the code) and --verbose logged the code (an audit's)."""
+    with FakeOpenAI() as ai:
+        ai.text("fine.")
+        out = run_cli("--tool", "ai_insights", "--summary-text", "curl made 5 connections", "--verbose",
+                      env={"OPENAI_BASE_URL": ai.base_url + "?code=QSECRET777", "OPENAI_API_KEY": KEY},
+                      timeout=60)  # fmt: skip
+        (request,) = ai.chat_requests
+    assert out.returncode == 0 and out.stdout == "fine.\n", out.stderr
+    assert request.path == "/v1/chat/completions?code=QSECRET777", request.path
+    assert "QSECRET777" not in out.stderr and "HTTP Request: POST" in out.stderr, out.stderr
+
+
 def test_ai_settings_from_the_config_file_reach_the_server_and_show_with_their_source(run_cli, tmp_path):
     """``model``, ``openai_base_url`` and ``openai_api_key`` in the config file: the request carries
     them, and --show-config names the file as their source, the key masked."""
