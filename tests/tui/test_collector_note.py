@@ -94,6 +94,7 @@ def unowned_note_of_an_unprivileged_sample() -> list[str]:
     return child.stdout.splitlines()
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to hold a connection an ordinary user cannot read")
 async def test_procfs_says_in_the_header_that_other_users_connections_are_not_shown() -> None:
     """Without root, other users' connections vanished without a word (an audit's): the sampler counts those whose
