@@ -165,3 +165,15 @@ async def test_explain_failure_keeps_partial_text_and_notifies() -> None:
                 lambda: any("refused the connection" in str(n.message) for n in app._notifications),
                 "notification",
             )
+
+
+def test_the_headers_error_is_its_first_sentence_whatever_abbreviation_it_holds() -> None:
+    from netspy_tui.tui.widgets.status import _first_sentence
+
+    assert _first_sentence("Cannot reach the eBPF server at http://127.0.0.1:9 (refused). Start it.") == (
+        "Cannot reach the eBPF server at http://127.0.0.1:9 (refused)"
+    )
+    assert _first_sentence("Not an eBPF server (e.g. a web app, i.e. not the API). Check --server.") == (
+        "Not an eBPF server (e.g. a web app, i.e. not the API)"
+    )
+    assert _first_sentence("one sentence.") == "one sentence"

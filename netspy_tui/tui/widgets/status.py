@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,9 +29,13 @@ def _nothing_in(snap: Snapshot) -> bool:
 
 
 def _first_sentence(text: str) -> str:
-    """Up to the first ". " (an error's message before its hint: "Cannot reach … (connection refused). Start …")."""
-    end = text.find(". ")
-    return (text if end < 0 else text[:end]).rstrip(".")
+    """Up to the first ". " that ends a sentence (an error's message before its hint: "Cannot reach … (connection
+    refused). Start …"; not the one of "e.g. " or "i.e. ")."""
+    end = _SENTENCE_END.search(text)
+    return (text if end is None else text[: end.start()]).rstrip(".")
+
+
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)\. ")
 
 
 @dataclass
