@@ -242,6 +242,18 @@ def filter_note(node: str | None, workload: str | None) -> str:
     return f"Only {', '.join(parts)}." if parts else ""
 
 
+#: the kernel's process names (``comm``: TASK_COMM_LEN - 1 characters)
+COMM_CHARS = 15
+
+
+def comm_note(process_name: str | None, count: int) -> str:
+    """When nothing matched a process name longer than the kernel keeps: what it is there ('' otherwise)."""
+    if count or process_name is None or len(process_name) <= COMM_CHARS:
+        return ""
+    return (f"Process names are the kernel's, at most {COMM_CHARS} characters: "
+            f"'{clean(process_name, 64)}' is '{clean(process_name[:COMM_CHARS], 64)}' there.")  # fmt: skip
+
+
 def loss_note(losses: dict[str, int]) -> str:
     """``Note: in this window 12,345 raw events shed under load; counts are exact.`` ('' when none)."""
     text = describe_losses(losses, "in this window")

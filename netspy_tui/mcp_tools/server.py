@@ -485,6 +485,7 @@ async def _summary(ctx: Context[ToolContext, Any], scope: Scope) -> CallToolResu
     losses = await source_losses(tc.source, duration)
     text = describe.with_notes(
         describe.summary_text(kind, count, pid, process_name, duration),
+        describe.comm_note(process_name, count),  # ("systemd-resolved" made 0: the kernel says "systemd-resolve")
         describe.filter_note(scope.node, scope.workload),
         describe.loss_note(losses),
     )

@@ -170,3 +170,18 @@ def test_server_status_says_why_a_server_is_degraded_when_no_loss_says_it(run_cl
         out = run_cli("--server", srv.url, "--tool", "server_status")
     assert out.returncode == 0, out.stderr
     assert f"Detail: the server is degraded: {why}; current API" in out.stdout, out.stdout
+
+
+def test_a_process_name_longer_than_the_kernels_says_what_it_is_there(run_cli):
+    """A process name is the kernel's comm, 15 characters: "systemd-resolved" matched nothing, "made 0", and no
+    word of why (an audit's). The summary says what the kernel calls it."""
+    events = [connection_json(pid=77, command="systemd-resolve", ip="10.0.0.53", port=53, ago=2)]
+    with FakeEbpfServer("current", events=events) as srv:
+        long = run_cli("--server", srv.url, "--tool", "get_network_summary", "--process", "systemd-resolved")
+        short = run_cli("--server", srv.url, "--tool", "get_network_summary", "--process", "systemd-resolve")
+    assert long.returncode == 0 and short.returncode == 0, (long.stderr, short.stderr)
+    assert long.stdout.splitlines() == [
+        "Process 'systemd-resolved' made 0 outbound connection attempts over the last 60 seconds",
+        "Process names are the kernel's, at most 15 characters: 'systemd-resolved' is 'systemd-resolve' there.",
+    ], long.stdout
+    assert short.stdout.startswith("Process 'systemd-resolve' made 1 outbound") and "kernel's" not in short.stdout
