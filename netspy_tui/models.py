@@ -18,6 +18,7 @@ pydantic compiled and evaluated each of them (~280) at import, a third of this m
 """
 
 import errno as _errno
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -160,8 +161,6 @@ PID_MAX = 4_194_304
 
 def is_ip_address(text: str) -> bool:
     """Whether ``text`` is an IPv4 or IPv6 address (no port, no brackets)."""
-    import ipaddress
-
     try:
         ipaddress.ip_address(text)
     except ValueError:

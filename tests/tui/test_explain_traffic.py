@@ -25,6 +25,7 @@ from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.widgets.ai_pane import AIPane
 from tests.fake_openai import FakeOpenAI
 from tests.tui.conftest import wait_for
+from tests.tui.test_observed_rates import explain
 from tests.tui.test_traffic_view import seed
 
 SIZE = (160, 45)
@@ -48,13 +49,8 @@ async def explained(settings: AISettings, name: str = "nginx") -> AsyncIterator[
             async with app.run_test(size=SIZE) as pilot:
                 procs = app.dashboard.processes
                 await wait_for(pilot, lambda: name in procs.stats, f"{name} in the process table")
-                procs.focus()
-                procs.move_cursor(row=procs.get_row_index(name))
-                await pilot.pause()
-                await pilot.press("a")
-                pane = app.dashboard.ai_pane
-                await wait_for(pilot, lambda: pane.state == "finished", "the explanation")
-                yield app, pilot, pane
+                await explain(app, pilot, name)
+                yield app, pilot, app.dashboard.ai_pane
     finally:
         await source.aclose()
 
