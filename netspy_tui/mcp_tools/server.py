@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -26,11 +27,23 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import anyio.abc
 import mcp.server.mcpserver.server as _sdk_server
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool, ToolManager
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
-from mcp.types import CallToolResult, Icon, TextContent, ToolAnnotations
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated, ServerEvent
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    EmptyResult,
+    Icon,
+    SubscribeRequestParams,
+    TextContent,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
 from pydantic import BaseModel, ValidationError
 
 from netspy_tui import __version__
@@ -755,7 +768,7 @@ def create_server(
     SDK's streams and a wake of the loop from the writing thread, up to ten a second while events arrive, of which
     a dashboard refreshing every second uses one)."""
 
-    bus = InMemorySubscriptionBus()
+    bus = _ChangeBus()
     change_gap = CHANGE_GAP if change_gap is None else change_gap
     # A remote server's changes (HttpSource of a netspy-tui server) are followed only once a client asks whether
     # this server notifies, and only when that server offers them; a source that changes itself notifies always.
@@ -796,7 +809,8 @@ def create_server(
         EVENTS_URI,
         name="events",
         title="New telemetry",
-        description="Updated (notifications/resources/updated; subscriptions/listen from protocol 2026-07-28) "
+        description="Updated (notifications/resources/updated: after resources/subscribe, or on subscriptions/listen "
+        "from protocol 2026-07-28) "
         f"whenever new events or counts are stored, at most every {change_gap:g} s: read the tools again after it. "
         "Reading it says whether this server notifies at all (a remote eBPF server's data does not: poll instead; a "
         "remote netspy-tui server's does while it tells its changes, and the listen stream ends when it stops).",
@@ -804,6 +818,23 @@ def create_server(
     )
     async def events_resource() -> str:
         return json.dumps({"notifies": notifies if remote is None else await remote.start()})
+
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        """``resources/subscribe`` of a client on a protocol before 2026-07-28 (Claude Desktop, the Inspector and
+        most agents today): told by ``notifications/resources/updated`` on its session, as listen streams are."""
+        _updated_only(str(params.uri))
+        if remote is not None:
+            await remote.start()  # (a remote server's changes are followed from the first client that asks)
+        bus.legacy.add(_connection(ctx))
+        return EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        _updated_only(str(params.uri))
+        bus.legacy.discard(_connection(ctx))
+        return EmptyResult()
+
+    srv._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)  # noqa: SLF001
+    srv._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)  # noqa: SLF001
 
     @srv.tool(annotations=READ_ONLY)
     async def get_network_summary(
@@ -1184,6 +1215,50 @@ def create_server(
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"text": text, **got})
 
     return srv
+
+
+def _updated_only(uri: str) -> None:
+    if uri != EVENTS_URI:
+        raise MCPError(INVALID_PARAMS, f"Only {EVENTS_URI} is updated: {clean(uri, 120)} cannot be subscribed to.")
+
+
+#: seconds a legacy client's session may take to accept a notification before it is skipped (a client that does
+#: not read its input must not hold up the others' notifications)
+LEGACY_SEND_SECONDS = 2.0
+
+
+def _connection(ctx: ServerRequestContext[Any, Any]) -> Connection:
+    """The client's connection (``ctx.session`` is made for each request): kept weakly, so a subscription ends with
+    its connection."""
+    connection = getattr(ctx.session, "_connection", None)  # (the SDK 2.3 keeps it there; no public handle)
+    if not isinstance(connection, Connection):
+        raise MCPError(INVALID_PARAMS, "This server cannot notify clients of its protocol: read the tools again "
+                       "every few seconds instead.")  # fmt: skip
+    return connection
+
+
+class _ChangeBus(InMemorySubscriptionBus):
+    """The SDK's bus (``subscriptions/listen`` streams, protocol 2026-07-28), which also tells the sessions of older
+    clients that subscribed with ``resources/subscribe``: the SDK 2.3 publishes to listen streams only, and a client
+    of the protocols most agents speak today subscribed and was never told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.legacy: weakref.WeakSet[Connection] = weakref.WeakSet()  # (a connection that ended leaves it)
+
+    async def publish(self, event: ServerEvent) -> None:
+        await super().publish(event)
+        if not isinstance(event, ResourceUpdated) or event.uri != EVENTS_URI:
+            return
+        for connection in list(self.legacy):
+            try:  # (the connection drops it when its stream is closed)
+                with anyio.fail_after(LEGACY_SEND_SECONDS):
+                    await connection.send_resource_updated(event.uri)
+            except TimeoutError:
+                log.info("an MCP client did not take a change notification within %g s: skipped", LEGACY_SEND_SECONDS)
+            except Exception as exc:  # a transport's own failure: that client is not told again
+                log.info("an MCP client's change notifications ended: %s", exc)
+                self.legacy.discard(connection)
 
 
 async def _publish_changes(source: ChangingSource, bus: InMemorySubscriptionBus, gap: float) -> None:
