@@ -581,8 +581,8 @@ def _listed(
                                                        else ".")
         )  # fmt: skip
         listed = describe.list_text(kind, events, total, pid, process_name, sampled, direction, page.before)
-        text = describe.with_notes(listed, *_page_notes(page, kind), describe.filter_note(node, workload),
-                                   missing)  # fmt: skip
+        text = describe.with_notes(listed, describe.comm_note(process_name, total), *_page_notes(page, kind),
+                                   describe.filter_note(node, workload), missing)  # fmt: skip
     extra: dict[str, Any] = {}
     if model is ConnectionList:
         extra = {"sampled": sampled, "direction": direction, "inbound_available": inbound_available}
@@ -630,6 +630,7 @@ async def _patterns(
     names = await tc.hostnames(c.key for c in stats.top_destinations) if tc is not None else {}
     text = describe.with_notes(
         describe.patterns_text(stats, rate, ratio, names, observed),
+        describe.comm_note(scope.command, stats.total),
         describe.filter_note(scope.node, scope.workload),
         describe.loss_note(losses),
         describe.not_events_note(stats.not_events),

@@ -185,3 +185,16 @@ def test_a_process_name_longer_than_the_kernels_says_what_it_is_there(run_cli):
         "Process names are the kernel's, at most 15 characters: 'systemd-resolved' is 'systemd-resolve' there.",
     ], long.stdout
     assert short.stdout.startswith("Process 'systemd-resolve' made 1 outbound") and "kernel's" not in short.stdout
+
+
+def test_a_list_or_analysis_of_a_name_longer_than_the_kernels_says_what_it_is_there(run_cli):
+    """The same for the list and the pattern tools of both kinds: empty, and why."""
+    events = [connection_json(pid=77, command="systemd-resolve", ip="10.0.0.53", port=53, ago=2)]
+    note = "Process names are the kernel's, at most 15 characters: 'systemd-resolved' is 'systemd-resolve' there."
+    with FakeEbpfServer("current", events=events) as srv:
+        for tool in ("list_connections", "analyze_patterns", "list_packet_drops", "analyze_packet_drops"):
+            out = run_cli("--server", srv.url, "--tool", tool, "--process", "systemd-resolved")
+            assert out.returncode == 0, (tool, out.stderr)
+            assert note in out.stdout.splitlines(), (tool, out.stdout)
+        found = run_cli("--server", srv.url, "--tool", "list_connections", "--process", "systemd-resolve")
+    assert "10.0.0.53:53" in found.stdout and "kernel's" not in found.stdout, found.stdout
