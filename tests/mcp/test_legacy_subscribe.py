@@ -6,12 +6,15 @@ so such a client read ``"notifies": true``, subscribed, and was never told."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from mcp import StdioServerParameters
 from mcp.client import Client
@@ -21,7 +24,7 @@ from netspy_tui.mcp_tools import EVENTS_URI
 from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection, connection_json
-from tests.mcp.test_outside_agents import _env
+from tests.mcp.test_outside_agents import _env, _free_port
 
 # (the SDK warns that resources/subscribe is gone from 2026-07-28: these clients speak the protocols before it)
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
@@ -98,3 +101,37 @@ async def test_an_outside_agent_on_stdio_with_the_older_protocol_is_told_as_even
         later = await client.call_tool("get_network_summary", {"process_name": "curl"})
     assert set(told.uris) == {EVENTS_URI}
     assert 0 < first.structured_content["count"] < later.structured_content["count"]  # type: ignore[index]
+
+
+@pytest.fixture
+def live_http(tmp_path: Path):
+    """``netspy-tui mcp --http`` on a free port replaying a recording at its pace; stopped after the test."""
+    recording = _recording(tmp_path / "live.jsonl")
+    port = _free_port()
+    argv = [sys.executable, "-m", "netspy_tui", "mcp", "--http", "--port", str(port), "--replay", str(recording),
+            "--replay-speed", "1"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the MCP HTTP server did not start"
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_an_outside_agent_over_streamable_http_with_the_older_protocol_is_told(live_http: str) -> None:
+    """``netspy-tui mcp --http``: the older protocol's notifications ride the client's standalone stream."""
+    told = Told()
+    async with Client(live_http, mode="legacy", message_handler=told) as client:
+        await client.subscribe_resource(EVENTS_URI)
+        await told.wait()
+        await told.wait()
+    assert told.uris == [EVENTS_URI, EVENTS_URI]
