@@ -134,4 +134,4 @@ async def test_an_outside_agent_over_streamable_http_with_the_older_protocol_is_
         await client.subscribe_resource(EVENTS_URI)
         await told.wait()
         await told.wait()
-    assert told.uris == [EVENTS_URI, EVENTS_URI]
+    assert len(told.uris) >= 2 and set(told.uris) == {EVENTS_URI}  # (more may come while the client closes)
