@@ -1091,7 +1091,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
     from netspy_tui.fleet.store import FleetStore
     from netspy_tui.logs import add_secrets
     from netspy_tui.safefs import remove_tree, scratch_dir
-    from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits, tune_collector
+    from netspy_tui.serve.aggregate import AGENT_PATHS, AggregatorApi, IngestLimits, tune_collector
     from netspy_tui.serve.hosts import is_loopback
     from netspy_tui.serve.runner import serve_source
 
@@ -1134,7 +1134,7 @@ async def _run_aggregate(ns: argparse.Namespace, settings: Any) -> int:
                                    mcp_server=_mcp_maker(source, _ai(settings)),
                                    allowed_hosts=ns.allow_host or [], metrics_top=ns.metrics_top or 20,
                                    api=AggregatorApi.factory(fleet, limits, checker),
-                                   own_auth_paths=[INGEST_PATH] if ingest_token else [],
+                                   own_auth_paths=list(AGENT_PATHS) if ingest_token else [],
                                    max_body_bytes=MAX_INGEST_BODY_BYTES, what="the aggregator API")  # fmt: skip
         finally:
             await asyncio.to_thread(fleet.close)

@@ -742,6 +742,11 @@ LOSS_CAUSES: dict[str, tuple[str, bool]] = {
     "bad_records": ("unreadable kernel records", True),
     "forward_dropped": ("raw events removed by retention before they were forwarded", True),
     "forward_rejected": ("raw events the aggregator refused (not forwarded)", True),
+    "agent_unforwarded": (
+        "events agents saw but could not forward (shed under load or lost on their node: each agent's own "
+        "server_status says why)",
+        False,
+    ),
     "sockaddr_fault": ("connects not counted (address unreadable)", False),
     "inflight_full": ("connects not counted (too many at once)", False),
     "exit_without_enter": ("connects not counted (call not seen starting)", False),

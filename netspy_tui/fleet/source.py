@@ -40,6 +40,7 @@ from netspy_tui.models import (
 )
 from netspy_tui.store import EventStore
 from netspy_tui.store.sqlite import build_stored
+from netspy_tui.textsafe import clean
 
 __all__ = ["FleetSource", "RAW_LIMIT"]
 
@@ -101,6 +102,11 @@ class FleetSource:
         detail = (
             f"serve --aggregate: {n} node{'' if n == 1 else 's'}, {stats['connected_agents']} sent in the last minute"
         )
+        unsent = await asyncio.to_thread(self.fleet.agent_losses, utcnow() - timedelta(seconds=RECENT_LOSS_SECONDS))
+        if unsent:  # (the counts are short while agents cannot forward all they see)
+            status = "degraded" if status == "healthy" else status
+            failing = "; ".join(filter(None, (failing, agent_losses_text(unsent, RECENT_LOSS_SECONDS))))
+        ever = sum((await asyncio.to_thread(self.fleet.agent_losses, self.started_at)).values())
         return SourceInfo(
             label=f"aggregator of {n} node{'' if n == 1 else 's'}",
             kind="embedded",
@@ -112,6 +118,9 @@ class FleetSource:
             stored_events=stats["total_events"],
             uptime_seconds=time.monotonic() - self._started,
             nodes=nodes,
+            events_lost=ever,
+            losses={"agent_unforwarded": ever} if ever else {},
+            recent_losses={"agent_unforwarded": sum(unsent.values())} if unsent else {},
         )
 
     async def query(self, q: EventQuery) -> EventPage:
@@ -229,8 +238,23 @@ class FleetSource:
         return []
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
-        """Nothing lost here: refused events are answered to the agent that sent them."""
-        return {}
+        """What the agents said they saw and could not forward in the window (shed under load, lost on their node:
+        the fleet's counts lack them); events refused here are answered to the agent that sent them."""
+        since = utcnow() - timedelta(seconds=window_seconds)
+        n = sum((await asyncio.to_thread(self.fleet.agent_losses, since)).values())
+        return {"agent_unforwarded": n} if n else {}
 
     async def aclose(self) -> None:
         return None
+
+
+#: agents' losses this recent make the aggregator "degraded" (as an embedded source's own)
+RECENT_LOSS_SECONDS = 60
+
+
+def agent_losses_text(by_node: dict[str, int], seconds: int) -> str:
+    """``3,949 events agents could not forward in the last 60 s (node-a 3,900, node-b 49)``."""
+    total = sum(by_node.values())
+    top = sorted(by_node.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    nodes = ", ".join(f"{clean(node, 60)} {k:,}" for node, k in top) + (", ..." if len(by_node) > 3 else "")
+    return f"{total:,} events agents could not forward in the last {seconds} s ({nodes}): counts are short by them"

@@ -69,6 +69,8 @@ AnyEvent = ConnectionEvent | PacketDropEvent
 #: what a node name may be (a Kubernetes node name or a host name)
 NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 _META_NODE = "fleet_node"
+#: the causes of an agent's own losses in its node's store (see :meth:`FleetStore.put_agent_losses`)
+AGENT_LOSS = "agent:"
 #: when aggregation started (ns since the epoch), kept in each node's store: /api/stats' ``aggregation_start`` is the
 #: earliest, so that it and the stored counts it goes with (``total_events``, ``events_by_node``) survive a restart
 _META_SINCE = "fleet_since"
@@ -691,6 +693,21 @@ class FleetStore:
                 store.set_meta(_META_SINCE, str(time_to_ns(self.started)))
             except Exception:  # noqa: BLE001 (a store that cannot be written now, a full disk: the next start says it)
                 pass
+
+    def put_agent_losses(self, node: str, rows: Sequence[tuple[int, str, int]]) -> None:
+        """An agent's own losses (``(second, cause, n)``, each replacing what it said before for that second and
+        cause): the events it saw and could not forward, which the fleet's counts lack."""
+        store = self._node(node).store
+        store.put_losses([(second, AGENT_LOSS + cause, n) for second, cause, n in rows])
+
+    def agent_losses(self, since: datetime | None = None) -> dict[str, int]:
+        """The events each node's agent said it could not forward since ``since`` (None: all kept), by node."""
+        out: dict[str, int] = {}
+        for node, store in self.nodes().items():
+            n = sum(v for cause, v in store.losses(since).items() if cause.startswith(AGENT_LOSS))
+            if n:
+                out[node] = n
+        return out
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import json
 import logging
 import math
 import threading
@@ -55,7 +56,17 @@ from netspy_tui import __version__
 from netspy_tui.fleet.prep import YOUNG_THRESHOLD, IngestChecker, Parsed, parse_and_check, read_body
 from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, check_batch
-from netspy_tui.models import MAX_CURSOR, ConnectionEvent, EventKind, EventQuery, PacketDropEvent, Scope, format_time
+from netspy_tui.models import (
+    LOSS_CAUSES,
+    MAX_CURSOR,
+    ConnectionEvent,
+    EventKind,
+    EventQuery,
+    PacketDropEvent,
+    Scope,
+    counts_exact,
+    format_time,
+)
 from netspy_tui.serve.app import (
     DEFAULT_LIMIT,
     DEFAULT_SUMMARY_SECONDS,
@@ -82,6 +93,14 @@ log = logging.getLogger(__name__)
 __all__ = ["INGEST_PATH", "YOUNG_THRESHOLD", "AggregatorApi", "IngestLimits", "tune_collector"]
 
 INGEST_PATH = "/api/events/ingest"
+#: netspy-tui's extension: an agent's own losses, ``{"node": NAME, "losses": [[second, cause, n], ...]}`` (its
+#: ingest token; each replaces what the node said before for that second and cause), so the fleet's figures say
+#: what the agents saw and could not forward (``netspy_tui.serve.forward``)
+AGENT_LOSSES_PATH = "/api/agent-losses"
+#: the paths that check the agents' (ingest) token instead of the read token, when there is one
+AGENT_PATHS = (INGEST_PATH, AGENT_LOSSES_PATH)
+#: rows an agent-losses body may hold (an hour of seconds, a few causes each)
+MAX_LOSS_ROWS = 10_000
 #: how many refused events an answer lists (the count is always complete)
 MAX_REJECTED_SHOWN = 100
 AnyEvent = ConnectionEvent | PacketDropEvent
@@ -152,6 +171,31 @@ def _resolutions(page: Any, kept: Callable[[AnyEvent], bool] | None = None) -> d
     if updates:
         out["updates"] = updates
     return out
+
+
+def _loss_report(body: Any) -> tuple[str, list[tuple[int, str, int]]]:
+    """An agent-losses body's node and rows, or a one-line :class:`BadRequest` (nothing of it is stored)."""
+    if not isinstance(body, dict) or not isinstance(body.get("node"), str) or not isinstance(body.get("losses"), list):
+        raise BadRequest('an agent-losses body is {"node": NAME, "losses": [[second, cause, n], ...]}')
+    node, losses = body["node"], body["losses"]
+    if not NODE_NAME.match(node):
+        raise BadRequest(f"node must be a node name (letters, digits, '.', '-', '_'), got {clean(node, 60)!r}")
+    if len(losses) > MAX_LOSS_ROWS:
+        raise BadRequest(f"too many loss rows in one body: {len(losses)}, the limit is {MAX_LOSS_ROWS}")
+    rows: list[tuple[int, str, int]] = []
+    for i, row in enumerate(losses):
+        ok = isinstance(row, list) and len(row) == 3
+        second, cause, n = row if ok else (None, None, None)
+        if not (ok and type(second) is int and 0 <= second <= MAX_LOSS_SECOND and type(n) is int
+                and 0 <= n <= MAX_CURSOR and cause in LOSS_CAUSES and cause != "agent_unforwarded"):  # fmt: skip
+            raise BadRequest(f"loss row {i} is not [second, cause, n] (a second since the epoch, one of the causes "
+                             f"server_status names, a count >= 0): {clean(json.dumps(row)[:80], 80)}")  # fmt: skip
+        rows.append((second, cause, n))
+    return node, rows
+
+
+#: the latest second an agent's loss row may name (year 9999)
+MAX_LOSS_SECOND = 253_402_300_799
 
 
 def _node_param(params: Params) -> str | None:
@@ -302,6 +346,25 @@ class AggregatorApi(Api):
             "nodes": result.nodes,
         })  # fmt: skip
 
+    async def agent_losses(self, request: Request) -> Response:
+        """``POST /api/agent-losses``: what an agent saw and could not forward (its shed and lost events), by second
+        and cause; answered ``{"success": true, "stored": N}`` or a one-line 400."""
+        if not self._authorized(request):
+            return text_response(401, "Unauthorized: send the aggregator's ingest token as Authorization: Bearer "
+                                 "<token> (--forward-token on the agent)",
+                                 {"WWW-Authenticate": 'Bearer realm="netspy-tui-ingest"'})  # fmt: skip
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, RecursionError):
+            raise BadRequest('the body is not JSON: send {"node": NAME, "losses": [[second, cause, n], ...]}') from None
+        node, rows = _loss_report(body)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._ingest_thread, self.fleet.put_agent_losses, node, rows)
+        except OverflowError as exc:  # (more nodes than the aggregator keeps)
+            return text_response(429, str(exc))
+        return json_response({"success": True, "stored": len(rows)})
+
     # --- queries across nodes ------------------------------------------------------------------
 
     def _stats(self) -> dict[str, Any]:
@@ -324,6 +387,9 @@ class AggregatorApi(Api):
         answered 503): unhealthy is a 503 with the contract's error shape (strings only), so a probe fails."""
         status, detail = self.fleet.health()
         uptime = _uptime(time.monotonic() - self._started)
+        info = await self.fleet_source.info()  # (with the agents' losses: what the fleet's counts lack)
+        if status == "healthy" and info.degraded:
+            status, detail = "degraded", info.detail.partition("; serve --aggregate")[0]
         if status == "unhealthy":
             return json_response({"status": status, "component": "aggregator", "uptime": uptime,
                                   "version": __version__, "detail": detail}, 503)  # fmt: skip
@@ -339,6 +405,10 @@ class AggregatorApi(Api):
             "stats": stats,
             "store_failures": self.fleet.store_failures,
             "in_progress_forgotten": self.fleet.pending_forgotten,
+            "events_lost": info.events_lost,
+            "losses": info.losses,
+            "recent_losses": info.recent_losses,
+            "counts_exact": counts_exact(info.recent_losses),
         }
         if self.checker is not None:  # (a checking process that died: no body lost, new ones started)
             payload["ingest_check_processes"] = 0 if self.checker.given_up else self.checker.workers
@@ -467,5 +537,6 @@ class AggregatorApi(Api):
         return [
             *super().routes(),
             Route(INGEST_PATH, _guarded(self.ingest), methods=["POST"]),
+            Route(AGENT_LOSSES_PATH, _guarded(self.agent_losses), methods=["POST"]),
             Route("/api/stats", _guarded(self.stats), methods=["GET"]),
         ]

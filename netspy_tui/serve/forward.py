@@ -82,6 +82,27 @@ log = logging.getLogger(__name__)
 CURSOR_KEY = "forward_cursor"
 #: the store's resolution number up to which the outcomes of connects forwarded in progress were sent
 RESOLVED_KEY = "forward_resolved_cursor"
+#: meta key: the first second whose losses may still be reported to the aggregator (the earlier ones were)
+LOSSES_KEY = "forward_losses_from"
+#: seconds after which a second's losses are final (reported once more, then not read again)
+LOSS_SLACK_SECONDS = 30
+#: the causes of this node's losses an aggregator lacks the events of (reported to it, so its figures say so):
+#: raw events not kept or not forwarded, and connects not counted at all
+REPORTED_LOSSES = frozenset(
+    {
+        "shed",
+        "ring_full",
+        "sink_rejected",
+        "bad_records",
+        "forward_dropped",
+        "unstored",
+        "store_error",
+        "rejected",
+        "sockaddr_fault",
+        "inflight_full",
+        "exit_without_enter",
+    }
+)
 #: an event is forwarded once it is this old: a connect's outcome may still change before that
 SETTLE_SECONDS = 2.0
 #: events in one post at most: the aggregator's own limit per batch (``--ingest-max-events``, 5,000). An event
@@ -998,6 +1019,19 @@ def _decoded(item: bytes | str) -> Any:
         return None
 
 
+#: loss rows read at a time (:meth:`EventStore.loss_rows`' default)
+LOSS_ROWS_READ = 3600
+
+
+def _losses_url(url: str) -> str | None:
+    """Where a netspy-tui aggregator takes an agent's losses, beside its ingest path (None: another path)."""
+    ingest = "/api/events/ingest"
+    base, sep, query = url.partition("?")
+    if not base.endswith(ingest):
+        return None
+    return base[: -len(ingest)] + "/api/agent-losses" + sep + query
+
+
 def node_identity() -> dict[str, str]:
     """This node's fields on every forwarded event: the downward API's node/pod/namespace in
     Kubernetes (as ebpf-server sets them), else the host name as ``k8s_node_name``."""
@@ -1067,6 +1101,8 @@ class ForwardStatus:
     waiting: int = 0  # stored, not forwarded yet (at the last look)
     last_error: str = ""
     last_success: str = ""
+    losses_reported: int = 0  # events this node lost (shed, not kept or not forwarded) the aggregator was told of
+    losses_note: str = ""  # why they are not told (an aggregator that does not take them), else ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1123,6 +1159,11 @@ class Forwarder:
             self.resolved_cursor = store.resolution_cursor()
             if not store.readonly:
                 store.set_meta(RESOLVED_KEY, str(self.resolved_cursor))
+        self.losses_url = _losses_url(url)
+        stored = store.get_meta(LOSSES_KEY)
+        self._losses_from = int(stored) if stored and stored.isdigit() else 0
+        self._losses_sent: dict[tuple[int, str], int] = {}  # (second, cause) -> n, as the aggregator was told
+        self._losses_failed = ""
         self.takes_outcomes: bool | None = None
         """Whether the aggregator takes a connect's outcome sent after the connect in progress (None: not known yet
         this run). Another (ebpf-server's own) would store the same id again as a second event: it is sent none."""
@@ -1188,7 +1229,53 @@ class Forwarder:
         """The outcomes that came since of connects forwarded in progress (:meth:`resolve_once`), then one batch:
         read, post, and on acceptance move the cursor. Returns events forwarded."""
         await self.resolve_once()
-        return await self._forward_batch()
+        sent = await self._forward_batch()
+        await self.losses_once()
+        return sent
+
+    async def losses_once(self) -> int:
+        """Tell the aggregator what this node lost (:data:`REPORTED_LOSSES`, by second and cause, each second's
+        figure as it stands: sent again, it replaces the last one), so its figures say what its counts lack.
+        Returns how many rows were sent; never raises (a failure is logged once and tried again next round)."""
+        if self.losses_url is None or self.status.losses_note:
+            return 0
+        rows = await asyncio.to_thread(self.store.loss_rows, self._losses_from)
+        changed = [r for r in rows if r[1] in REPORTED_LOSSES and self._losses_sent.get((r[0], r[1])) != r[2]]
+        if changed:
+            body = msgspec.json.encode({"node": self.identity.get("k8s_node_name", ""), "losses": changed})
+            try:
+                response = await self._client.post(self.losses_url, content=body,
+                                                   headers={"Content-Type": "application/json"})  # fmt: skip
+            except httpx.HTTPError as exc:
+                self._losses_failure(f"{type(exc).__name__}: {first_line(mask_secrets(str(exc), self._secrets), 160)}")
+                return 0
+            if response.status_code in (404, 405):  # (ebpf-server's aggregator: no such path)
+                self.status.losses_note = (
+                    "the aggregator does not take this node's loss figures (not netspy-tui's): its counts lack what "
+                    "this node shed or lost, and it cannot say so"
+                )
+                log.warning("forwarding to %s: %s", self.status.url, self.status.losses_note)
+                return 0
+            if response.status_code >= 300:
+                said = first_line(mask_secrets(response.text, self._secrets), 160)
+                self._losses_failure(f"HTTP {response.status_code}: {said}")
+                return 0
+            self._losses_failed = ""
+            for second, cause, n in changed:
+                self.status.losses_reported += n - self._losses_sent.get((second, cause), 0)
+                self._losses_sent[(second, cause)] = n
+        # seconds past the slack are final: not read again (a full read: from its last second, which may go on)
+        start = rows[-1][0] if len(rows) >= LOSS_ROWS_READ else int(time.time()) - LOSS_SLACK_SECONDS
+        if start > self._losses_from:
+            self._losses_from = start
+            self._losses_sent = {k: v for k, v in self._losses_sent.items() if k[0] >= start}
+            await asyncio.to_thread(self.store.set_meta, LOSSES_KEY, str(start))
+        return len(changed)
+
+    def _losses_failure(self, error: str) -> None:
+        if error != self._losses_failed:
+            log.warning("forwarding this node's losses to %s failed (%s); trying again", self.status.url, error)
+        self._losses_failed = error
 
     async def resolve_once(self) -> int:
         """Send again, with their outcome, the connects forwarded in progress whose outcome the store resolved since

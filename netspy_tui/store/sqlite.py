@@ -1881,6 +1881,20 @@ class EventStore:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def loss_rows(self, since_second: int, limit: int = 3600) -> list[tuple[int, str, int]]:
+        """Losses recorded from ``since_second`` on, as ``(second, cause, n)`` in order (at most ``limit``)."""
+        with self._snapshot() as conn:
+            rows = conn.execute("SELECT second, cause, n FROM losses WHERE second >= ? ORDER BY second, cause LIMIT ?",
+                                (since_second, limit)).fetchall()  # fmt: skip
+        return [(int(second), str(cause), int(n)) for second, cause, n in rows]
+
+    def put_losses(self, rows: Sequence[tuple[int, str, int]]) -> None:
+        """Losses reported from elsewhere (an agent's, by second and cause), each replacing what was recorded for its
+        second and cause: a report sent again, or updated, is not added twice."""
+        if rows:
+            with self._write_lock:
+                self._writer.executemany("INSERT OR REPLACE INTO losses (second, cause, n) VALUES (?, ?, ?)", rows)
+
     def set_meta(self, key: str, value: str) -> None:
         """A small persistent setting of this store (e.g. how far a forwarder got)."""
         with self._write_lock:
