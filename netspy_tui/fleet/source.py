@@ -106,7 +106,7 @@ class FleetSource:
         if unsent:  # (the counts are short while agents cannot forward all they see)
             status = "degraded" if status == "healthy" else status
             failing = "; ".join(filter(None, (failing, agent_losses_text(unsent, RECENT_LOSS_SECONDS))))
-        ever = sum((await asyncio.to_thread(self.fleet.agent_losses, self.started_at)).values())
+        ever = sum((await asyncio.to_thread(self.fleet.agent_losses)).values())  # (all the stores keep)
         return SourceInfo(
             label=f"aggregator of {n} node{'' if n == 1 else 's'}",
             kind="embedded",

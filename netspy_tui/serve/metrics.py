@@ -87,8 +87,9 @@ class MetricsExporter:
         seen = CounterMetricFamily("netspy_events_seen", "Events seen since this server started: its collector's, or "
                                    "an aggregator's taken in from its agents (0 again after a restart).")  # fmt: skip
         seen.add_metric([], float(info.events_seen))
-        lost = CounterMetricFamily("netspy_events_lost", "Raw events not kept since start, by cause (counts "
-                                   "stay exact: the kernel counts every event).", labels=["cause"])  # fmt: skip
+        lost = CounterMetricFamily("netspy_events_lost", "Events not kept (or, on an aggregator, not forwarded by its "
+                                   "agents) since start, by cause: server_status says which leave the counts exact.",
+                                   labels=["cause"])  # fmt: skip
         for cause, n in sorted(info.losses.items()):
             lost.add_metric([clean(cause, None)], float(n))
         stored = GaugeMetricFamily("netspy_events_stored", "Raw events held in the store now.")

@@ -73,6 +73,9 @@ async def test_the_aggregator_says_what_a_shedding_agent_could_not_forward_once_
         await forwarder.forward_once()
         assert forwarder.status.losses_reported == 4_000
         assert health(url)["recent_losses"] == {"agent_unforwarded": 4_000}
+        metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=10).text
+        assert 'netspy_events_lost_total{cause="agent_unforwarded"} 4000.0' in metrics.splitlines(), metrics
+        assert "netspy_source_degraded 1.0" in metrics.splitlines(), metrics
     finally:
         await forwarder._client.aclose()
         store.close()
