@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 import threading
 import time
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 #: Length of the kernel's ``comm`` (TASK_COMM_LEN - 1): psutil may return the longer cmdline name.
 COMM_LEN = 15
+
+#: states of a socket the kernel holds after its process closed it (no process owns it: psutil gives no pid)
+_NO_OWNER = frozenset({psutil.CONN_TIME_WAIT, psutil.CONN_CLOSE})
 
 _TCP_OUTCOME = {
     psutil.CONN_SYN_SENT: "in_progress",
@@ -74,6 +78,7 @@ class ProcfsCollector(Collector):
         self.samples = 0
         self.unowned = 0
         """Connections of the last sample whose process could not be read (another user's, without root)."""
+        self._root = os.geteuid() == 0
         self._traffic: Any = None  # a sockdiag.TrafficSampler while sampling traffic
         self._stop.set()  # not running until start()
 
@@ -183,8 +188,11 @@ class ProcfsCollector(Collector):
         for c in conns:
             if not c.raddr or (c.laddr and c.laddr.port in listening):
                 continue
-            if c.pid is None:  # (another user's process, whose /proc/PID/fd this user cannot read)
-                unowned += 1
+            if c.pid is None:  # (another user's process, whose /proc/PID/fd this user cannot read; or none at all)
+                # a socket in TIME_WAIT or CLOSE is held by the kernel after its process closed it, and root reads
+                # every process: neither is a connection hidden from this user
+                if c.status not in _NO_OWNER and not self._root:
+                    unowned += 1
                 continue
             key = (c.pid, c.type, c.laddr, c.raddr)
             current.add(key)

@@ -179,6 +179,7 @@ def _conn(
 def test_sampling_rules_on_psutil_records() -> None:
     """Which sockets count, on psutil's own record type: new, outbound, owned; closed ones forgotten."""
     c = ProcfsCollector()
+    c._root = False  # (as an ordinary user, whatever runs the test)
     me = os.getpid()
     listen = _conn(me, 8080, None, status="LISTEN")
     out = _conn(me, 40000, 443)
@@ -197,6 +198,13 @@ def test_sampling_rules_on_psutil_records() -> None:
     assert c.notes == ["1 connection of other users' processes not shown (their owners need root to read)"]
     assert c._sample([listen, out, syn, v6]) == []  # nothing new
     assert c.notes == []
+    # a socket the kernel holds after its process closed it has no owner to hide: not "another user's"
+    closed = [_conn(None, 40010, 443, status="TIME_WAIT"), _conn(None, 40011, 443, status="CLOSE")]
+    assert c._sample([listen, out, syn, v6, *closed]) == [] and c.notes == []
+    # root reads every process: a socket without one is never another user's
+    c._root = True
+    assert c._sample([listen, out, syn, v6, unowned]) == [] and c.notes == []
+    c._root = False
     assert c._sample([listen, syn, v6]) == []  # `out` closed ...
     again = c._sample([listen, out, syn, v6])  # ... and the same tuple is a new connection
     assert [e.destination for e in again] == ["10.1.2.3:443"]
