@@ -111,3 +111,17 @@ async def test_procfs_says_in_the_header_that_other_users_connections_are_not_sh
         app = NetspyApp(gateway, interval=0.25, clock=Clock(), source_note="procfs sampling: eBPF needs root")
         async with app.run_test(size=(200, 24)) as pilot:
             await wait_for(pilot, lambda: notes[0] in "\n".join(screen_lines(app)[:3]), "the note in the header")
+
+
+async def test_the_drops_view_of_procfs_sampling_says_drops_are_not_collected_not_that_there_were_none() -> None:
+    """procfs sampling sees no packet drops at all: "No packet drops in the last 1m" read as none dropped (an
+    audit's). The drops view says they are not collected, and how to get them."""
+    events = [e for e in demo_events() if e.type == "connection"]  # (what sampling can see)
+    async with open_gateway(SampledSource(events)) as gateway:
+        app = NetspyApp(gateway, interval=0.25, clock=Clock(), source_note="procfs sampling: eBPF needs root")
+        async with app.run_test(size=(200, 30)) as pilot:
+            await wait_for(pilot, lambda: app.polls > 0, "a poll")
+            await pilot.press("d")
+            said = "Packet drops are not collected by procfs sampling: run netspy-tui as root for eBPF"
+            await wait_for(pilot, lambda: any(said in line for line in screen_lines(app)), "the drops view's line")
+            assert not any("No packet drops" in line for line in screen_lines(app))

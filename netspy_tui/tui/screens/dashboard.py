@@ -47,7 +47,7 @@ from netspy_tui.tui.widgets.ai_pane import AIPane
 from netspy_tui.tui.widgets.command import CommandInput, ResultPanel
 from netspy_tui.tui.widgets.connections import ConnectionTable, DropTable, EventTable
 from netspy_tui.tui.widgets.footer import KeyFooter
-from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text
+from netspy_tui.tui.widgets.patterns import PatternsPanel, drop_mix_text, drops_unseen
 from netspy_tui.tui.widgets.processes import ProcessTable
 from netspy_tui.tui.widgets.status import Failure, StatusBar
 from netspy_tui.tui.widgets.traffic import NOTHING_KNOWN, Known, TrafficTable, rows_of, summary_text, total_of
@@ -123,7 +123,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.renders = 0
         self.last_render_ms: float | None = None
         self._applied: dict[str, str] = {}
-        self._drop_mix: tuple[PatternAnalysis | None, int] = (None, window)
+        self._drop_mix: tuple[PatternAnalysis | None, int, str | None] = (None, window, None)
         """What the drops tab's line says for the last snapshot (see :meth:`_show_drop_mix`): made into the line only
         while the tab is shown."""
         self._tab_set: dict[str, tuple[Content, str]] = {}
@@ -289,7 +289,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
             panel = self.query_one(PatternsPanel)
             panel.show(snap.patterns if same_subject else None, subject.label)
             panel.show_bytes(list(self.recent_bytes) if same_subject else [])
-            self._drop_mix = (snap.drop_patterns if same_subject else None, snap.config.window)
+            unseen = drops_unseen(snap.status) if snap.status is not None else self._drop_mix[2]
+            self._drop_mix = (snap.drop_patterns if same_subject else None, snap.config.window, unseen)
             if self.view == "drops":
                 self._show_drop_mix()
             # the window's totals count what the tools were asked about: known unless a text filter narrows further,

@@ -22,7 +22,7 @@ from textual.visual import RenderOptions, RichVisual
 from textual.widgets import Label, Sparkline, Static
 
 from netspy_tui.mcp_tools.schemas import PatternAnalysis
-from netspy_tui.models import OUTCOMES, Counted, TrafficStats
+from netspy_tui.models import OUTCOMES, Counted, ServerStatus, TrafficStats
 from netspy_tui.textsafe import clean
 from netspy_tui.tui.widgets.cells import outcome_classes, window_label
 from netspy_tui.tui.widgets.traffic import rate_text
@@ -261,13 +261,29 @@ class PatternsPanel(Vertical):
         spark.data = [float(v) for v in stats.rate_buckets]
 
 
-def drop_mix_text(analysis: PatternAnalysis | None, window: int) -> Text:
-    """One line: total drops in the window and the drop-reason mix."""
+def drops_unseen(status: ServerStatus | None) -> str | None:
+    """Why the source cannot see packet drops (procfs sampling; an eBPF collector whose drop program the kernel
+    refused), or None."""
+    if status is None:
+        return None
+    source = status.source
+    if source.collector == "procfs":
+        return ("Packet drops are not collected by procfs sampling: run netspy-tui as root for eBPF, which reports "
+                "each with the kernel's reason.")  # fmt: skip
+    program = next((p for p in status.programs if p.name == "skb_drop"), None)
+    if source.collector == "ebpf" and program is not None and program.status != "active":
+        return "Packet drops are not reported here: the kernel did not take the program that reads them (:status)."
+    return None
+
+
+def drop_mix_text(analysis: PatternAnalysis | None, window: int, unseen: str | None = None) -> Text:
+    """One line: total drops in the window and the drop-reason mix; ``unseen``: why this source cannot see drops
+    (said instead of "no packet drops", which would read as none having happened)."""
     if analysis is None:
-        return Text("Packet drops: waiting for the first poll…")
+        return Text(unseen or "Packet drops: waiting for the first poll…")
     stats = analysis.stats
     if stats.total == 0:
-        return Text(f"No packet drops in the last {window_label(window)}.")
+        return Text(unseen or f"No packet drops in the last {window_label(window)}.")
     return Text(
         f"{stats.total} packet drops in {window_label(window)} · reasons: {_mix(list(stats.outcomes), 6)}",
         no_wrap=True,
