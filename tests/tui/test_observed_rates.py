@@ -173,3 +173,11 @@ async def test_paused_the_header_rate_stays_that_of_the_data_on_screen() -> None
             await pilot.press("space")
             await wait_for(pilot, lambda: "3.0 ev/s" in header(app), "the rate of the data shown again")
             assert "LIVE" in header(app)
+
+
+async def test_the_pattern_panel_says_its_rate_is_over_the_minutes_observed_not_the_window(tmp_path: Path) -> None:
+    """300 connects over 5 minutes replayed into the 1 h window: "300 attempts in 1h · 60.0/min" read as a rate
+    that contradicted its own window (an audit's); it says the minutes the rate is over."""
+    async with replayed(record(tmp_path / "steady.jsonl", [float(i) for i in range(300)]), 300) as (app, pilot):
+        line = re.compile(r"300 attempts in 1h · (5\d\.\d|60\.0)/min over [45]m · 0% failed")  # (the clock moves)
+        await wait_for(pilot, lambda: any(line.search(text) for text in screen_lines(app)), "the panel's first line")

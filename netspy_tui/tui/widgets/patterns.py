@@ -219,8 +219,11 @@ class PatternsPanel(Vertical):
         dim = self.get_component_rich_style("patterns--dim", partial=True)
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"{stats.total:,} attempt{'' if stats.total == 1 else 's'}", style=heading)
+        observed = analysis.observed_seconds
+        # (the rate is over the seconds observed when fewer than the window's: "240 in 1h · 11.6/min" read wrong)
+        over = f" over {_span(observed)}" if observed is not None and observed < stats.window_seconds else ""
         text.append(
-            f" in {window_label(stats.window_seconds)} · {analysis.rate_per_minute:,.1f}/min · "
+            f" in {window_label(stats.window_seconds)} · {analysis.rate_per_minute:,.1f}/min{over} · "
             f"{analysis.failure_ratio:.0%} failed\n"
         )
         if stats.total == 0:
@@ -259,6 +262,17 @@ class PatternsPanel(Vertical):
             # one line as wide as the panel (app.tcss): a peak that gains a digit needs no layout pass of the screen
             rate_label.update(Text(rate, no_wrap=True, overflow="ellipsis"), layout=False)
         spark.data = [float(v) for v in stats.rate_buckets]
+
+
+def _span(seconds: float) -> str:
+    """A span of seconds in its largest units, short: ``45s``, ``21m``, ``1h 5m``."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
 
 
 def drops_unseen(status: ServerStatus | None) -> str | None:
