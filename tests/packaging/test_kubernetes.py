@@ -82,6 +82,10 @@ def test_the_dockerfile_builds_this_project() -> None:
     text = (REPO / "deploy" / "Dockerfile").read_text()
     assert "pip install --no-cache-dir ." in text and 'ENTRYPOINT ["netspy-tui"]' in text
     assert f"netspy-tui:{__version__}" in text
+    # its default command serves no one else: beyond loopback only with the address and a token given (an audit's:
+    # it served every process's connections on 0.0.0.0 without a token, with only a warning)
+    cmd = next(line for line in text.splitlines() if line.startswith("CMD "))
+    assert cmd == 'CMD ["serve"]', cmd
 
 
 def test_the_check_catches_a_misspelt_field() -> None:
