@@ -356,6 +356,7 @@ class Poller:
         """Connections accepted (``inbound``): a window of their own, paged by time (they have no store cursor)."""
         self._drops: _Window[PacketDropEvent] = _Window(self._max_rows)
         self._summaries: tuple[ProcessList, PatternAnalysis, PatternAnalysis] | None = None
+        self._aged_seen: datetime | None = None  # (the oldest summarised event that had left the window, read again)
         self._tick = 0
         self._idle_ticks = 0
         self._summary_gap = 0.0
@@ -429,7 +430,7 @@ class Poller:
         since_read = started - self._summaries_at
         idle_gap = IDLE_SUMMARY_EVERY * (IDLE_REFRESH if self.following else self.interval)
         gap = max(self._summary_gap, idle_gap) if self._idle_ticks and not self.summaries_behind else self._summary_gap
-        summaries_due = self._summaries is None or since_read >= gap
+        summaries_due = self._summaries is None or since_read >= gap or self._summaries_aged(cfg.window)
         if summaries_due:
             parts += self._summary_parts(subject)
         if time.monotonic() > self._nameless_until:  # names may have appeared since: ask about them again
@@ -588,6 +589,23 @@ class Poller:
             return 0
         known = window.known_after(since) - sum(1 for e in page.events if event_key(e) in window.events)
         return max(0, page.total_count - page.returned - max(0, known))
+
+    def _summaries_aged(self, window: int) -> bool:
+        """Whether the oldest event the last summaries counted has left the window since: idle, they were read again
+        only every :data:`IDLE_SUMMARY_EVERY` refreshes, and the process table kept processes (and counts) the
+        event tables had let go for ~50 s. Once for each oldest event (a source whose clock is behind this one's
+        would have them read at every poll)."""
+        if self._summaries is None:
+            return False
+        processes, *patterns = self._summaries
+        firsts = [p.first_seen for p in processes.processes] + [
+            a.stats.first_seen for a in patterns if a.stats.total and a.stats.first_seen is not None
+        ]
+        oldest = min(firsts, default=None)
+        if oldest is None or oldest >= self._clock() - timedelta(seconds=window) or oldest == self._aged_seen:
+            return False
+        self._aged_seen = oldest
+        return True
 
     @staticmethod
     def _summary_parts(subject: Scope) -> list[str]:

@@ -1,0 +1,35 @@
+"""Idle, the process table ages with the window as the event tables do: with nothing new arriving, the summaries
+are read again only every few idle refreshes, and the process table kept processes whose events had left the window
+for ~50 s (an audit's: "Connections (0)" above a table of four processes)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from netspy_tui.mcp_tools.gateway import open_gateway
+from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.tui import poller as poller_module
+from netspy_tui.tui.app import NetspyApp
+from tests.factories import connection
+from tests.tui.conftest import Clock, wait_for
+from tests.tui.demo_data import DEMO_NOW
+
+
+async def test_processes_whose_events_left_the_window_leave_the_table_while_nothing_new_arrives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(poller_module, "IDLE_REFRESH", 0.2)  # (an idle refresh every 0.2 s, not 10)
+    monkeypatch.setattr(poller_module, "IDLE_SUMMARY_EVERY", 10_000)  # (the summaries' own idle re-read: never)
+    clock = Clock()
+    events = [connection(pid=7, command="curl", time=DEMO_NOW - timedelta(seconds=s)) for s in (5, 4, 3)]
+    source = MemorySource(events, clock=clock)
+    async with open_gateway(source) as gateway:
+        app = NetspyApp(gateway, interval=0.1, clock=clock, window=60)
+        async with app.run_test(size=(120, 35)) as pilot:
+            screen = app.dashboard
+            await wait_for(pilot, lambda: screen.processes.row_count == 1, "curl in the process table")
+            clock.now = DEMO_NOW + timedelta(seconds=90)  # its events leave the 1-minute window; nothing new comes
+            await wait_for(pilot, lambda: screen.connections.row_count == 0, "the connections table empty")
+            await wait_for(pilot, lambda: screen.processes.row_count == 0, "the process table empty")
