@@ -49,7 +49,18 @@ class _Parser(argparse.ArgumentParser):
     commands: dict[str, argparse.ArgumentParser]
     """The subcommands' parsers (on the top-level parser)."""
 
+    argv: Sequence[str] = ()
+    """The arguments being parsed (see :func:`parse_args`)."""
+
     def error(self, message: str) -> NoReturn:
+        bad = re.match(r"argument command: invalid choice: '(.*)' \(choose from", message)
+        if bad and bad.group(1) in self.argv:
+            # ``--bogus x``: argparse leaves the unknown flag and takes its value for a command ("invalid choice:
+            # 'x'"), blaming the value; the flag is what is wrong
+            i = list(self.argv).index(bad.group(1))
+            flag = self.argv[i - 1] if i else ""
+            if flag.startswith("-") and flag.split("=", 1)[0] not in self._option_string_actions:
+                message = f"unrecognized arguments: {flag} {bad.group(1)}"
         # argparse echoes the offending argument: never let it write escapes to the terminal
         sys.stderr.write(f"netspy-tui: error: {clean(message, 600)} (see {self.prog} --help)\n")
         raise SystemExit(2)
@@ -309,6 +320,13 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--node", runs={"tool"}, group=TOOL, metavar="NAME", help="only this node (an aggregator's; or this host)"),
     _opt("--workload", runs={"tool"}, group=TOOL, metavar="NAME", help="only this workload (e.g. nginx.service)"),
     _opt(
+        "--kind",
+        runs={"tool"},
+        group=TOOL,
+        choices=("connection", "packet_drop"),
+        help="list_processes: rank processes by connection attempts (default) or by packet drops",
+    ),  # fmt: skip
+    _opt(
         "--group-by",
         runs={"tool"},
         group=TOOL,
@@ -465,7 +483,7 @@ TOOL_FLAGS: dict[str, tuple[str, ...]] = {
     ),
     "list_connections": ("pid", "process", "max_events", "since", "until", "before", "node", "workload", "direction"),
     "list_packet_drops": ("pid", "process", "max_events", "since", "until", "before", "node", "workload"),
-    "list_processes": ("duration", "limit", "group_by", "node", "workload"),
+    "list_processes": ("kind", "duration", "limit", "group_by", "node", "workload"),
     # (kept per process, not per workload: they take no --workload)
     **dict.fromkeys(("get_traffic", "get_connect_latency"), ("pid", "process", "duration", "limit", "node")),
     "server_status": (),
@@ -488,6 +506,7 @@ _ARGUMENT = {
     "workload": "workload",
     "group_by": "group_by",
     "direction": "direction",
+    "kind": "kind",
 }
 _FLAG_OF = {argument: "--" + dest.replace("_", "-") for dest, argument in _ARGUMENT.items()}
 
@@ -622,6 +641,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse, then check that every flag given applies to what runs; exit 2 with one line if one does not."""
     parser = build_parser()
     argv = go_style(sys.argv[1:] if argv is None else argv, _long_flags(parser))
+    parser.argv = argv
     ns, extra = parser.parse_known_args(argv)
     run = ns.command or ("tool" if ns.tool else "tui")
     ns.run = run

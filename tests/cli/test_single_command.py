@@ -198,3 +198,23 @@ def test_a_list_or_analysis_of_a_name_longer_than_the_kernels_says_what_it_is_th
             assert note in out.stdout.splitlines(), (tool, out.stdout)
         found = run_cli("--server", srv.url, "--tool", "list_connections", "--process", "systemd-resolve")
     assert "10.0.0.53:53" in found.stdout and "kernel's" not in found.stdout, found.stdout
+
+
+def test_an_unknown_flag_with_a_value_is_named_not_its_value(run_cli):
+    """``--bogus x`` was "invalid choice: 'x' (choose from 'tui', 'repl', 'mcp', 'serve')": argparse took the value
+    for a command (an audit's). The flag is named, as ``serve --bogus 7`` names it."""
+    out = run_cli("--tool", "list_processes", "--bogus", "x")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == "netspy-tui: error: unrecognized arguments: --bogus x (see netspy-tui --help)\n", out.stderr
+    typo = run_cli("frob")  # (a command that does not exist is still said as one)
+    assert typo.returncode == 2 and "invalid choice: 'frob'" in typo.stderr
+
+
+def test_list_processes_ranks_by_packet_drops_with_kind(run_cli):
+    """The README's list_processes takes ``kind``; --tool had no flag for it."""
+    events = [drop_json(pid=812, command="nginx", ago=2), connection_json(pid=77, command="curl", ago=2)]
+    with FakeEbpfServer("current", events=events) as srv:
+        out = run_cli("--server", srv.url, "--tool", "list_processes", "--kind", "packet_drop")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "Top processes by packet drops over the last 60 seconds:", out.stdout
+    assert "nginx" in out.stdout and "curl" not in out.stdout

@@ -49,8 +49,12 @@ def shedding_agent(tmp_path: Path, shed: int) -> EventStore:
     return store
 
 
+def read(url: str, path: str) -> httpx.Response:
+    return httpx.get(url + path, headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=10)
+
+
 def health(url: str) -> dict:
-    return httpx.get(url + "/health", headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=10).json()
+    return read(url, "/health").json()
 
 
 async def test_the_aggregator_says_what_a_shedding_agent_could_not_forward_once_however_often_it_is_told(
@@ -73,7 +77,7 @@ async def test_the_aggregator_says_what_a_shedding_agent_could_not_forward_once_
         await forwarder.forward_once()
         assert forwarder.status.losses_reported == 4_000
         assert health(url)["recent_losses"] == {"agent_unforwarded": 4_000}
-        metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=10).text
+        metrics = read(url, "/metrics").text
         assert 'netspy_events_lost_total{cause="agent_unforwarded"} 4000.0' in metrics.splitlines(), metrics
         assert "netspy_source_degraded 1.0" in metrics.splitlines(), metrics
     finally:
