@@ -298,10 +298,21 @@ def describe_error(exc: BaseException) -> str:
 class CommandRunner:
     """Runs command lines against a gateway: the dashboard's command bar and the REPL both use it, so a
     command prints the same text in both. ``gateway`` is asked for on every run (the dashboard can
-    switch gateways while it runs). ``quit`` is left to the caller."""
+    switch gateways while it runs). ``quit`` is left to the caller.
 
-    def __init__(self, gateway: Callable[[], Gateway]) -> None:
+    ``window``: the seconds a command that takes ``--duration`` covers when none is typed (the dashboard's
+    window, so that ``summary`` counts what the screen shows); None: the tool's own default (60 s, the REPL)."""
+
+    def __init__(self, gateway: Callable[[], Gateway], window: Callable[[], int] | None = None) -> None:
         self._gateway = gateway
+        self._window = window
+
+    def arguments(self, parsed: ParsedCommand) -> dict[str, Any]:
+        """The tool arguments of ``parsed``: as typed, with the window as its duration when it takes one."""
+        takes_duration = parsed.spec is not None and "--duration" in parsed.spec.flags
+        if self._window is None or not takes_duration or "duration" in parsed.arguments:
+            return parsed.arguments
+        return {**parsed.arguments, "duration": self._window()}
 
     @staticmethod
     def parse(line: str) -> ParsedCommand | CommandResult:
@@ -320,7 +331,7 @@ class CommandRunner:
                 return CommandResult(tools_text(await self._gateway().list_tools()))
             if parsed.tool is None:
                 return CommandResult(f"'{parsed.action}' is not run here", is_error=True)
-            res = await self._gateway().call(parsed.tool, parsed.arguments)
+            res = await self._gateway().call(parsed.tool, self.arguments(parsed))
             return CommandResult(res.text if res.is_error else in_flags(res.text), is_error=res.is_error)
         except asyncio.CancelledError:
             raise

@@ -21,6 +21,7 @@ from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, TabbedContent
 
+from netspy_tui.commands import CommandRunner, parse_command
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, Scope, SourceInfo
 from netspy_tui.telemetry.memory import MemorySource
@@ -469,6 +470,37 @@ async def test_command_bar_runs_tools_and_reports_bad_input_in_one_line(source: 
         await pilot.press("escape")
         assert not bar.display
         assert app.is_running
+
+
+async def test_command_bar_commands_cover_the_window_on_screen(source: MemorySource, clock: Clock) -> None:
+    """``:summary`` with the window at 15m counted the last 60 seconds (the tools' default): "0 outbound
+    connection attempts" under a screen full of them. A command without --duration covers the window shown."""
+    async with dashboard(source, clock) as (app, pilot):
+        await pilot.press("w", "w")
+        assert "window 15m" in status_text(app)
+        result = app.dashboard.query_one("#result", ResultPanel)
+
+        def shown() -> str:
+            return str(result.query_one("#result-text").content)
+
+        await pilot.press("colon", *"summary", "enter")
+        await wait_for(pilot, lambda: "outbound" in shown(), "summary result")
+        assert shown() == (
+            f"All processes made {len(in_window(900))} outbound connection attempts over the last 900 seconds"
+        )
+        bar = app.dashboard.query_one("#command-bar", CommandInput)
+        bar.value = "summary --duration 120"  # typed, it wins
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "120 seconds" in shown(), "summary over 120 s")
+        assert shown() == (
+            f"All processes made {len(in_window(120))} outbound connection attempts over the last 120 seconds"
+        )
+        bar.value = "dropsummary"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "drop" in shown() and "120 seconds" not in shown(), "drop summary")
+        assert "900 seconds" in shown() and str(len(in_window(900, PacketDropEvent))) in shown()
+    # the REPL has no window: its commands keep the tools' default (60 s)
+    assert CommandRunner(lambda: app.dashboard.gateway).arguments(parse_command("summary")) == {}
 
 
 async def test_question_mark_shows_every_binding(source: MemorySource, clock: Clock) -> None:

@@ -114,7 +114,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.starting = ""
         """What is still starting (the app's :meth:`~netspy_tui.tui.app.NetspyApp.show_starting`): the first frame
         says so."""
-        self.commands = CommandRunner(lambda: self.gateway)
+        self.commands = CommandRunner(lambda: self.gateway, lambda: self.window)  # (commands cover the window shown)
         self.latest: Snapshot | None = None
         self.rendered: Snapshot | None = None
         self.recent_bytes: deque[TrafficStats] = deque(maxlen=BYTES_SAMPLES)
