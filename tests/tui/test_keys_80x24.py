@@ -180,3 +180,35 @@ def test_a_narrow_pid_column_keeps_the_first_pid_and_a_traffic_pid_has_no_separa
     assert _pids_text(list(range(5504, 5504 + 37)), 6) == "5504+"  # (not "+37": which processes?)
     assert _pids_text([4194304, 5], 6) == "+2"
     assert _pid(29570).plain == "29570"
+
+
+async def test_d_and_t_over_a_side_pane_show_their_view() -> None:
+    """Below 140 columns, d or t with the pattern panel or the AI pane open changed the status line's view while
+    the pane stayed in the tables' place: the key seemed to do nothing until esc. The view asked for is shown."""
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await SCENES["main"](pilot)
+        d = app.dashboard
+        await pilot.press("p")
+        await pilot.pause()
+        assert shown(d.query_one("#patterns")) and not shown(d.connections)
+        await pilot.press("d")
+        await pilot.pause()
+        assert d.view == "drops" and "view: packet drops" in d.status.build().plain
+        await wait_for(pilot, lambda: shown(d.drops), "the drop table")
+        assert not shown(d.query_one("#patterns")) and d.drops.has_focus
+
+        await pilot.press("i")
+        await pilot.pause()
+        assert shown(d.ai_pane) and not shown(d.drops)
+        await pilot.press("t")
+        await pilot.pause()
+        assert d.view == "traffic"
+        await wait_for(pilot, lambda: shown(d.traffic), "the traffic table")
+        assert not shown(d.ai_pane) and d.traffic.has_focus
+        await pilot.press("p")  # the pane still opens from any view, and esc brings that view back
+        await pilot.pause()
+        assert shown(d.query_one("#patterns")) and not shown(d.traffic)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert shown(d.traffic) and d.view == "traffic"

@@ -49,6 +49,7 @@ class ViewState(InputKeys):
 
     # provided by DashboardScreen
     poller: Poller
+    side_pane: reactive[str | None]
     clock: Callable[[], datetime]
     latest: Snapshot | None
 
@@ -192,9 +193,11 @@ class ViewState(InputKeys):
     def _show_view(self, tabs: TabbedContent, pane: str) -> None:
         """Show the tab ``pane``; the status line's view and the table's focus change in the same frame (the tab's
         TabActivated message comes after a frame has drawn the view unfocused, and the status line unchanged: the
-        table and the status line drawn twice)."""
+        table and the status line drawn twice). Below 140 columns a side pane shown in the tables' place closes:
+        the key would have changed the status line's view alone, behind the pane."""
         tabs.active = pane
         self._view_shown(pane)
+        self.side_pane = None
 
     def action_next_traffic_list(self) -> None:
         """The Traffic view's next list (processes, connections, remote addresses, connect latency)."""
