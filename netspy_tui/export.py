@@ -37,7 +37,8 @@ from netspy_tui.models import (
 from netspy_tui.textsafe import clean, inert_json
 
 Format = Literal["json", "csv"]
-View = Literal["connections", "drops", "traffic"]
+View = Literal["connections", "drops", "traffic", "processes"]
+"""(``processes``: the process table, which ``E`` exports when it has the focus)"""
 FORMATS: tuple[str, ...] = ("json", "csv")
 #: The Traffic view's lists and the model of their rows (a CSV has the model's fields as columns).
 TRAFFIC_ROWS: dict[str, type[BaseModel]] = {
@@ -82,12 +83,16 @@ class ExportRequest:
     traffic: dict[str, Any] | None = None
     """The poll's ``get_traffic`` and ``get_connect_latency`` results (while the Traffic view is shown)."""
     connect_latency: dict[str, Any] | None = None
+    process_rates: dict[str, TrafficProcess] | None = None
+    """The process table's Rx/s and Tx/s by process (None: not read this poll, the cells blank)."""
 
     @property
     def rows(self) -> int:
         """Rows of the current view (what the notification counts)."""
         if self.view == "traffic":
             return len(self.traffic_rows)
+        if self.view == "processes":
+            return len(self.processes)
         return len(self.drops) if self.view == "drops" else len(self.connections)
 
     @property
@@ -141,8 +146,22 @@ def _csv_value(value: Any) -> object:
 
 
 def write_csv(fh: IO[str], req: ExportRequest) -> None:
-    """The current view's table (connections, drops, or the Traffic view's list with its model's fields)."""
+    """The current view's table (connections, drops, or the Traffic view's list with its model's fields), or the
+    process table."""
     writer = csv.writer(fh)
+    if req.view == "processes":
+        writer.writerow(["process", "pids", "attempts", "destinations", "failures", "first_seen", "last_seen",
+                         "workloads", "nodes", "rx_rate", "tx_rate"])  # fmt: skip
+        rates = req.process_rates
+        for p in req.processes:
+            rate = rates.get(p.command) if rates is not None else None
+            writer.writerow(
+                [csv_safe(p.command), _csv_value(p.pids), p.attempts, p.distinct_destinations, p.failures,
+                 p.first_seen.isoformat(), p.last_seen.isoformat(), _csv_value(p.workloads), _csv_value(p.nodes),
+                 "" if rates is None else rate.rx_rate if rate else 0.0,
+                 "" if rates is None else rate.tx_rate if rate else 0.0]
+            )  # fmt: skip
+        return
     if req.view == "traffic":
         fields = list(TRAFFIC_ROWS[req.traffic_list or "processes"].model_fields)
         writer.writerow(fields)

@@ -25,6 +25,7 @@ from netspy_tui.commands import CommandRunner, parse_command
 from netspy_tui.mcp_tools.gateway import Gateway, open_gateway
 from netspy_tui.models import ConnectionEvent, PacketDropEvent, Scope, SourceInfo
 from netspy_tui.telemetry.memory import MemorySource
+from netspy_tui.textsafe import clean
 from netspy_tui.tui.app import NetspyApp
 from netspy_tui.tui.poller import Poller
 from netspy_tui.tui.screens.help import HelpScreen
@@ -572,6 +573,36 @@ async def test_export_writes_the_current_view(source: MemorySource, clock: Clock
         drop_rows = list(csv.reader(drops_path.open()))
         assert len(drop_rows) == 1 + len(in_window(60, PacketDropEvent))
         assert {r[3] for r in drop_rows[1:]} >= {"NO_SOCKET", "TCP_INVALID_SEQUENCE", "NETFILTER_DROP"}
+
+
+async def test_csv_export_from_the_process_table_writes_the_process_table(
+    source: MemorySource, clock: Clock, tmp_path: Path
+) -> None:
+    """E ("Export the visible table as CSV") wrote the connections table while the process table had the focus."""
+    async with dashboard(source, clock, export_dir=tmp_path) as (app, pilot):
+        procs = app.dashboard.processes
+        await pilot.press("tab")
+        assert procs.has_focus
+        await pilot.press("s")  # by destinations: the file follows the table's order
+        await pilot.press("E")
+        path = tmp_path / "netspy-processes-20261124T120000Z.csv"
+        await wait_for(pilot, path.exists, "process csv export")
+        table = list(csv.reader(path.open()))
+        assert table[0][:5] == ["process", "pids", "attempts", "destinations", "failures"]
+        assert [r[0] for r in table[1:]] == [clean(name, None) for name in process_order(app)]
+        by_name = {r[0]: r for r in table[1:]}
+        nginx = procs.stats["nginx"]
+        assert by_name["nginx"][2:5] == [str(nginx.attempts), str(nginx.distinct_destinations), str(nginx.failures)]
+        assert by_name["[bold red]x\\x1b[2J"]  # a hostile name, escaped
+        assert any(f"Exported {procs.row_count} processes rows to {path}" == str(n.message) for n in app._notifications)
+        assert not (tmp_path / "netspy-connections-20261124T120000Z.csv").exists()
+
+        await pilot.press("g", "E")  # grouped by workload: the processes under their headings, headings left out
+        grouped = tmp_path / "netspy-processes-20261124T120000Z-1.csv"
+        await wait_for(pilot, grouped.exists, "grouped process csv export")
+        rows_written = [r[0] for r in list(csv.reader(grouped.open()))[1:]]
+        assert rows_written == [clean(name, None) for name in process_order(app) if not name.startswith("\0")]
+        assert sorted(rows_written) == sorted(by_name)
 
 
 async def screenshot_from_the_palette(pilot: Pilot[int]) -> None:

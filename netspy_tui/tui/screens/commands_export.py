@@ -96,13 +96,19 @@ class ExportActions(Screen[None]):
         conns, drops = self.query_one("#connections", ConnectionTable), self.query_one("#drops", DropTable)
         drops.catch_up()  # (not updated while its tab is hidden)
         traffic = self.query_one("#traffic", TrafficTable)
+        procs = self.query_one("#processes", ProcessTable)
+        view: export.View = "traffic" if self.view == "traffic" else "drops" if self.view == "drops" else "connections"
+        if fmt == "csv" and procs.has_focus:  # the visible table the user is in (a CSV holds one table)
+            view = "processes"
         request = export.ExportRequest(  # the rows as shown
-            view="traffic" if self.view == "traffic" else "drops" if self.view == "drops" else "connections",
+            view=view,
             exported_at=self.clock(),
             window_seconds=self.window,
             connections=tuple(conns.events.values()),
             drops=tuple(drops.events.values()),
-            processes=tuple(self.query_one("#processes", ProcessTable).stats.values()),
+            # (the JSON keeps a process a row, in any grouping)
+            processes=tuple(procs.rows_shown() if view == "processes" else procs.stats.values()),
+            process_rates=procs.rates,
             source=snap.status.source.label if snap.status else None,
             filter=self.filter_text or None,
             focus=self.focus_subject.as_arguments() if self.focus_subject else None,

@@ -124,6 +124,8 @@ class ProcessTable(KeyedTable):
         """Rows grouped by workload or node under a heading row each (``g``); None: not grouped."""
         self._order: list[str] = []
         """Row keys in table order, when grouped."""
+        self._grouped: dict[str, ProcessStat] = {}
+        """Grouped: each process row's figures by its key (grouped by node, that node's)."""
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -338,6 +340,13 @@ class ProcessTable(KeyedTable):
             if changed:
                 self._apply_sort(selected)
 
+    def rows_shown(self) -> list[ProcessStat]:
+        """The processes as the rows show them, top to bottom, headings left out (grouped by node: a row under each
+        node a process ran on, with that node's figures)."""
+        if self.grouped:
+            return [self._grouped[key] for key in self._order if key in self._grouped]
+        return [self.stats[key] for key in self._row_order()]
+
     def _row_order(self) -> list[str]:
         """Keys of the rows shown that are still in :attr:`stats`, top to bottom."""
         located, stats = self._row_locations, self.stats
@@ -383,6 +392,7 @@ class ProcessTable(KeyedTable):
             [c.plain for c in row] == [c.plain for c in self._cells.get(k, [])] for k, row in rows
         )
         self.stats = {s.command: s for s in stats}
+        self._grouped = dict(entries)
         if same and not force:
             return
         selected = self._cursor_key()
