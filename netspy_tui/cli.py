@@ -977,15 +977,15 @@ def _tool_source(settings: Any, tool: str) -> AbstractAsyncContextManager[Any]:
 async def _stream_ai(settings: AISettings, gateway: Any, arguments: dict[str, Any]) -> int:
     """Stream an AI answer to stdout as it is written; tool calls are noted on stderr."""
     from netspy_tui.ai import TextDelta, ToolCallFinished, ToolCallStarted, format_call, stream_summary_explanation
-    from netspy_tui.mcp_tools.ai_bridge import stream_question
+    from netspy_tui.mcp_tools.ai_bridge import stream_contextual_analysis
     from netspy_tui.textsafe import clean
 
     settings.require_configured()
     if gateway is None:
         stream = stream_summary_explanation(settings, arguments["summary_text"])
     else:
-        context = {k: v for k, v in arguments.items() if k != "query"}
-        stream = stream_question(gateway, settings, arguments["query"], context or None)
+        # (the tool's defaults, its 300 s window, as when it runs through the gateway: --json, MCP)
+        stream = stream_contextual_analysis(gateway, settings, arguments)
     ended_with_newline = True
     try:
         async for event in stream:

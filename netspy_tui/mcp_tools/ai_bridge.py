@@ -113,6 +113,40 @@ async def stream_question(
         yield event
 
 
+#: The ``contextual_analysis`` arguments that tell the model what the user is asking about (the question aside).
+QUESTION_CONTEXT = ("pid", "process_name", "duration", "node", "workload")
+
+
+def question_context(arguments: dict[str, Any]) -> dict[str, Any] | None:
+    """The context a ``contextual_analysis`` question is sent with: its arguments that are set (None: none)."""
+    context = {k: arguments[k] for k in QUESTION_CONTEXT if arguments.get(k) is not None}
+    return context or None
+
+
+async def tool_defaults(gateway: Gateway, name: str) -> dict[str, Any]:
+    """The defaults the tool ``name`` declares in its input schema (those that are not None)."""
+    for tool in await gateway.list_tools():
+        if tool.name == name:
+            properties = dict(tool.input_schema).get("properties") or {}
+            return {
+                key: spec["default"]
+                for key, spec in properties.items()
+                if isinstance(spec, dict) and spec.get("default") is not None
+            }
+    return {}
+
+
+async def stream_contextual_analysis(
+    gateway: Gateway, settings: AISettings, arguments: dict[str, Any]
+) -> AsyncIterator[StreamEvent]:
+    """The ``contextual_analysis`` tool's answer, streamed: its arguments completed with the tool's own defaults
+    (its 300 s window), so the model is sent the context the tool itself sends."""
+    settings.require_configured()
+    arguments = await tool_defaults(gateway, "contextual_analysis") | arguments
+    async for event in stream_question(gateway, settings, arguments["query"], question_context(arguments)):
+        yield event
+
+
 def subject_name(pid: int | None, command: str | None, node: str | None = None, workload: str | None = None) -> str:
     """Who is explained, as the model and the user are told: ``curl (pid 42) on node node-a``."""
     if command and pid:
@@ -192,10 +226,8 @@ def ai_tools_hook(settings: AISettings) -> AIToolsHook:
             if name == "ai_insights":
                 finished = await collect(stream_summary_explanation(settings, args["summary_text"]))
             else:
-                keys = ("pid", "process_name", "duration", "node", "workload")
-                context = {k: args.get(k) for k in keys if args.get(k) is not None}
                 async with open_gateway(source) as gateway:
-                    finished = await collect(stream_question(gateway, settings, args["query"], context or None))
+                    finished = await collect(stream_question(gateway, settings, args["query"], question_context(args)))
         except AIStreamError as exc:
             if not exc.partial_text:
                 raise

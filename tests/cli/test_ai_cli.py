@@ -115,6 +115,33 @@ def test_contextual_analysis_calls_a_tool_through_mcp_and_uses_the_result(run_cl
     assert srv.requests_to("/api/events")  # the data came from the server, via the MCP tool
 
 
+def _telemetry(request) -> object:
+    """The JSON of the one telemetry block of a chat request's user message."""
+    from netspy_tui.ai.prompts import DATA_CLOSE, DATA_OPEN
+
+    (content,) = [m["content"] for m in request.body["messages"] if m["role"] == "user"]
+    assert content.count(DATA_OPEN) == 1, content
+    return json.loads(content.split(DATA_OPEN, 1)[1].split(DATA_CLOSE, 1)[0])
+
+
+def test_contextual_analysis_streamed_sends_the_model_the_tool_s_300_s_window_as_json_does(run_cli):
+    """--help says contextual_analysis's --duration defaults to 300: the streamed answer (no --json) sent the model
+    only {"process_name": "curl"}, and it then read 60 s; --json and the MCP tool sent the 300 s (an audit's)."""
+    events = [connection_json(pid=4242, command="curl", ip="10.9.8.7", port=443, ago=2)]
+    with FakeEbpfServer("current", events=events) as srv, FakeOpenAI() as ai:
+        env = {"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY}
+        sent = {}
+        for extra in ([], ["--json"], ["--duration", "90"]):
+            ai.text("curl is fine.")
+            query = ("--tool", "contextual_analysis", "--query", "q", "--process", "curl", "--server", srv.url)
+            out = run_cli(*query, *extra, env=env)
+            assert out.returncode == 0, (extra, out.stderr)
+            assert "curl is fine." in out.stdout and KEY not in out.stdout + out.stderr
+            sent[" ".join(extra)] = _telemetry(ai.chat_requests[-1])
+    assert sent[""] == sent["--json"] == {"process_name": "curl", "duration": 300}, sent
+    assert sent["--duration 90"] == {"process_name": "curl", "duration": 90}, sent
+
+
 def test_ai_errors_are_one_line_and_never_show_the_key(run_cli):
     with FakeOpenAI() as ai:
         ai.error(401, f"Incorrect API key provided: {KEY[:8]}****")
