@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from netspy_tui.ai import prompts
 from netspy_tui.ai.settings import (
     ENV_BASE_URL,
     ENV_CONTEXT_TOKENS,
+    ENV_MAX_RETRIES,
     ENV_MAX_TOOL_ROUNDS,
     ENV_TIMEOUT,
     PLACEHOLDER_KEY,
@@ -155,12 +157,33 @@ CONTEXT_HINT = (
 )
 
 
+def _unanswered(settings: AISettings, waited: float | None, partial_text: str) -> AIError:
+    """No answer within the timeout: on every try, the SDK having retried (``max_retries``). The message says the
+    wait the user had (``waited``, measured; else the tries' timeouts), not one try's."""
+    url, per_try = settings.display_url, f"{settings.timeout:g} s"
+    if not settings.max_retries:
+        return AIStreamError(
+            f"The AI server at {url} did not answer within {per_try}",
+            f"check that it is running and not overloaded, or raise {ENV_TIMEOUT} for a slow model",
+            partial_text=partial_text,
+        )
+    tries = settings.max_retries + 1
+    total = waited if waited is not None else tries * settings.timeout
+    return AIStreamError(
+        f"The AI server at {url} did not answer within {per_try} on any of {tries} tries (about {total:.0f} s in all)",
+        f"check that it is running and not overloaded; for a slow model raise {ENV_TIMEOUT} (each try's wait) "
+        f"and set {ENV_MAX_RETRIES}=0",
+        partial_text=partial_text,
+    )
+
+
 def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", started: bool = False,
-              request_tokens: int = 0) -> AIError:  # fmt: skip
+              request_tokens: int = 0, waited: float | None = None) -> AIError:  # fmt: skip
     """One-line :class:`AIError` for an exception raised while talking to the model.
 
     ``started`` means the response had begun streaming; ``partial_text`` is what was yielded so far;
-    ``request_tokens`` the estimated size of the request (named when the model's context is the likely cause).
+    ``request_tokens`` the estimated size of the request (named when the model's context is the likely cause);
+    ``waited`` the seconds the request took, retries included (a timeout before any answer says it).
     The key never appears in the result, even when the server echoes it.
     """
     import openai
@@ -177,10 +200,7 @@ def map_error(exc: Exception, settings: AISettings, *, partial_text: str = "", s
                 f"The AI stream from {url} stalled for more than {settings.timeout:g} s{kept}",
                 f"try again, or raise {ENV_TIMEOUT}",
             )
-        return err(
-            f"The AI server at {url} did not answer within {settings.timeout:g} s",
-            f"check that it is running and not overloaded, or raise {ENV_TIMEOUT}",
-        )
+        return _unanswered(settings, waited, partial_text)
     if isinstance(exc, openai.APIConnectionError):
         if started:
             return err(f"The AI stream from {url} ended early{kept or ' before any text arrived'}", "try again")
@@ -344,8 +364,9 @@ async def _stream_round(
         len(tools),
     )
     started = False
+    asked = time.monotonic()
     try:
-        stream = await client.chat.completions.create(**request)
+        stream = await client.chat.completions.create(**request)  # (the SDK retries: max_retries)
         started = True
         response = getattr(stream, "response", None)
         rnd.content_type = str(response.headers.get("content-type") or "") if response is not None else ""
@@ -391,6 +412,7 @@ async def _stream_round(
             partial_text="".join(text_so_far),
             started=started,
             request_tokens=prompts.estimate_tokens(messages),
+            waited=time.monotonic() - asked,
         ) from None
     if rnd.finish_reason is None:
         # The body ended cleanly but without a final chunk: a proxy or server cut it short.

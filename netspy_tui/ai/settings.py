@@ -36,6 +36,7 @@ ENV_BASE_URL = env_name("openai_base_url")
 ENV_TIMEOUT = env_name("ai_timeout")
 ENV_MAX_TOOL_ROUNDS = env_name("ai_max_tool_rounds")
 ENV_CONTEXT_TOKENS = env_name("ai_context_tokens")
+ENV_MAX_RETRIES = env_name("ai_max_retries")
 
 NOT_CONFIGURED_HINT = (
     f"Set {ENV_API_KEY} for OpenAI, or {ENV_BASE_URL} for a local OpenAI-compatible server "

@@ -157,6 +157,30 @@ def test_ai_errors_are_one_line_and_never_show_the_key(run_cli):
     assert KEY not in out.stderr and KEY[:8] not in out.stderr
 
 
+def test_a_model_server_that_never_answers_is_said_with_the_whole_wait_the_retries_made(run_cli):
+    """The SDK retries a request that timed out (NETSPY_AI_MAX_RETRIES, 2 by default): the message said "did not
+    answer within 1 s" after the user had waited three tries and their backoff (an audit's). It says the tries and
+    the wait, and how to stop the retries."""
+    import re
+    import time
+
+    with FakeOpenAI() as ai:
+        for _ in range(3):
+            ai.stall()  # (one per try: the server accepts each and never answers)
+        began = time.monotonic()
+        env = {"OPENAI_BASE_URL": ai.base_url, "OPENAI_API_KEY": KEY, "NETSPY_AI_TIMEOUT": "1"}
+        out = run_cli("--tool", "ai_insights", "--summary-text", "curl made 5 connections", env=env)
+        took = time.monotonic() - began
+        tries = len(ai.chat_requests)
+    assert out.returncode == 1 and out.stdout == "", out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("netspy-tui: "), out.stderr
+    assert tries == 3, out.stderr
+    said = re.search(r"did not answer within 1 s on any of 3 tries \(about (\d+) s in all\)", out.stderr)
+    assert said, out.stderr
+    assert 3 <= int(said.group(1)) <= took + 1, (took, out.stderr)  # (each try waited its second; then backoff)
+    assert "NETSPY_AI_MAX_RETRIES=0" in out.stderr and KEY not in out.stderr
+
+
 def _closed_port_url() -> str:
     import socket
 
