@@ -204,9 +204,14 @@ async def stream_process_explanation(
     gateway: Gateway, settings: AISettings, scope: Scope
 ) -> AsyncIterator[StreamEvent]:
     """Explain one process: streamed from the model, or the local rule-based text when none is configured."""
+    async for event in _explain(settings, scope, await explanation_context(gateway, scope)):
+        yield event
+
+
+async def _explain(settings: AISettings, scope: Scope, context: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+    """The explanation of ``scope`` from its gathered ``context``: the model's, or the local rules'."""
     from netspy_tui.ai import Finished, TextDelta
 
-    context = await explanation_context(gateway, scope)
     subject = subject_name(scope.pid, scope.command, scope.node, scope.workload)
     if not settings.configured:
         text = rule_based_explanation(subject, context)
@@ -256,7 +261,10 @@ def dashboard_hooks(settings: AISettings) -> AIHooks:
     async def explain(gateway: Gateway, scope: Scope) -> AsyncIterator[AnswerItem]:
         who = subject_name(scope.pid, scope.command, scope.node, scope.workload)
         yield ProgressNote(f"gathering {who}: summary, patterns, recent events and traffic via MCP…")
-        async for event in stream_process_explanation(gateway, settings, scope):
+        context = await explanation_context(gateway, scope)
+        if settings.configured:  # (the telemetry is in: the wait from here is the model's, as for ask and summarize)
+            yield ProgressNote(f"telemetry gathered; asking {settings.model}…")
+        async for event in _explain(settings, scope, context):
             yield event
 
     async def ask(gateway: Gateway, question: str, context: dict[str, Any] | None) -> AsyncIterator[AnswerItem]:

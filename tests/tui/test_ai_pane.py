@@ -225,6 +225,23 @@ async def test_a_new_request_cancels_the_old_stream(
         assert len(fake.chat_requests) == 2
 
 
+async def test_a_says_it_waits_for_the_model_once_the_telemetry_is_gathered(
+    fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock
+) -> None:
+    """A model server that takes the request and does not answer: the state line said "gathering postgres: …
+    via MCP…" for the whole wait, although the figures were in and the request was with the model (an audit's)."""
+    fake.stall()
+    async with ai_dashboard(source, clock, settings.model_copy(update={"timeout": 60.0})) as (app, pilot, pane):
+        await select(app, pilot, "nginx")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: bool(fake.chat_requests), "the request at the model")
+        await wait_for(pilot, lambda: "asking gpt-5-mini" in pane.state_text, "the state line saying so")
+        assert "gathering" not in pane.state_text and pane.streaming and pane.answer == ""
+        assert str(pane.query_one("#ai-state").content) == pane.state_text, pane.state_text
+        await pilot.press("escape")
+        assert pane.state == "cancelled"
+
+
 async def test_streamed_text_starts_at_the_top_and_follows_the_bottom_once_it_fills_the_pane(
     fake: FakeOpenAI, settings: AISettings, source: MemorySource, clock: Clock
 ) -> None:
