@@ -195,9 +195,11 @@ async def test_events_per_second_decays_under_a_focus_once_the_busy_process_has_
             for _ in range(2):  # (the first poll after the focus's events reads the summaries again)
                 await poll_now(app, pilot)
             assert "20.0 ev/s" in screen_text(app)
-            clock.now = DEMO_NOW + timedelta(seconds=33)  # half the busy one's connects have left the window
+            clock.now = DEMO_NOW + timedelta(seconds=33)  # two thirds of the busy one's connects have left the window
             await poll_now(app, pilot)
-            await wait_for(pilot, lambda: "10.0 ev/s" in screen_text(app), "the rate aged: 600 connects left")
+            # (its oldest counted event has left the window: the summaries are read again, and count the window's
+            # whole seconds, 11:59:34-12:00:33, as every tool does: 400 connects)
+            await wait_for(pilot, lambda: "6.7 ev/s" in screen_text(app), "the rate aged: 400 connects left")
             clock.now = DEMO_NOW + timedelta(seconds=45)  # all of them have left (and quiet's one)
             await poll_now(app, pilot)
             await wait_for(pilot, lambda: "0.0 ev/s" in screen_text(app), "no connect left in the window")
