@@ -34,7 +34,7 @@ from textual.widgets._tabs import Underline
 
 from netspy_tui.commands import CommandRunner
 from netspy_tui.mcp_tools.gateway import Gateway
-from netspy_tui.models import PatternAnalysis, Scope, TrafficStats
+from netspy_tui.models import PacketDropEvent, PatternAnalysis, Scope, TrafficStats
 from netspy_tui.tui import keys
 from netspy_tui.tui.compositor import compositor
 from netspy_tui.tui.filtering import EventFilter, tab_label, with_workloads
@@ -488,7 +488,17 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 return None, None
             return row.command, row.pids[0] if len(row.pids) == 1 else None
         event = (table if isinstance(table, EventTable) else self.connections).selected_event()
-        return (None, None) if event is None else ((event.command or None), event.pid or None)
+        if event is None or (isinstance(event, PacketDropEvent) and not event.pid):
+            # (a drop in kernel context, "(kernel)": its comm is whatever task the CPU ran then, swapper/1 and the
+            # like; focusing it showed that task's drops, not the kernel's)
+            return None, None
+        return (event.command or None), event.pid or None
+
+    def kernel_row_selected(self) -> bool:
+        """Whether the row under the cursor is a drop in kernel context (no process to focus or explain)."""
+        table = self.focused if isinstance(self.focused, DataTable) else self._last_table
+        event = table.selected_event() if isinstance(table, EventTable) else None
+        return isinstance(event, PacketDropEvent) and not event.pid
 
     def selected_nodes(self) -> list[str]:
         """The node(s) of the row :meth:`selected_process` reads (an aggregator's; empty for one host)."""

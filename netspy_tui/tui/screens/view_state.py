@@ -59,6 +59,9 @@ class ViewState(InputKeys):
     def selected_process(self) -> tuple[str | None, int | None]:
         raise NotImplementedError
 
+    def kernel_row_selected(self) -> bool:
+        raise NotImplementedError
+
     def focus_active_table(self) -> None:
         raise NotImplementedError
 
@@ -138,7 +141,11 @@ class ViewState(InputKeys):
             return
         name, pid = self.selected_process()
         if name is None and pid is None:
-            self.notify("Nothing selected: move the cursor onto a process first.", severity="warning")
+            if self.kernel_row_selected():
+                self.notify("This drop was in kernel context: no process to focus (filter by its reason or "
+                            "destination with / instead).", severity="warning")  # fmt: skip
+            else:
+                self.notify("Nothing selected: move the cursor onto a process first.", severity="warning")
             return
         self.focus_subject = Scope(command=name) if name else Scope(pid=pid)
         self.reconfigure()
