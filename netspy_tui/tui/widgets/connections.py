@@ -311,13 +311,15 @@ class ConnectionTable(EventTable[ConnectionEvent]):
 
 
 class DropTable(EventTable[PacketDropEvent]):
+    # At 80 columns the reason and an IPv4 destination whole before the packet's size, which goes first: there the
+    # reason read "TCP_INVALID_S…" and the destination "198.51.100.66:44…" beside a size column (an audit's)
     COLUMNS = (
         TIME_COLUMN,
-        PROCESS_COLUMN,
-        Column("reason", "Reason", 14, 28),
-        Column("destination", "Destination", 12, 46, want=IPV4_DESTINATION),
-        Column("size", "Bytes", 6, 6),
+        Column("process", "Process", 8, 24),  # ("(kernel)", "postgres")
+        Column("reason", "Reason", 14, 28, want=20),  # (TCP_INVALID_SEQUENCE, among the longest, is 20)
+        Column("destination", "Destination", IPV4_DESTINATION, 46),
         PID_COLUMN,
+        Column("size", "Bytes", 6, 6),
     )
 
     def cells(self, event: PacketDropEvent) -> list[Cell]:
@@ -326,6 +328,6 @@ class DropTable(EventTable[PacketDropEvent]):
             self.shared(event.command if event.pid else "(kernel)", 24),
             self.shared(event.drop_reason or "UNKNOWN", 28, style="bold"),
             self.shared(event.destination or "", 46),
-            self.shared(event.packet_size_bytes, 8, justify="right", sort_key=event.packet_size_bytes),
             self.shared(event.pid if event.pid else "-", 7, justify="right", sort_key=event.pid),
+            self.shared(event.packet_size_bytes, 8, justify="right", sort_key=event.packet_size_bytes),
         ]
