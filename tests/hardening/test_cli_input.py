@@ -132,7 +132,8 @@ def test_flags_that_do_not_apply_are_refused_with_exit_2(cli: Cli) -> None:
         (["--pid", "5"], "--pid does not apply to the dashboard (it is an option of --tool)"),
         (
             ["--tool", "list_processes", "--pid", "5"],
-            "--tool list_processes takes no --pid (its flags: --kind, --duration, --limit, --group-by, --node, --workload)",
+            "--tool list_processes takes no --pid (its flags: --kind, --duration, --limit, --group-by, --node, "
+            "--workload)",
         ),
         (["--tool", "list_connections", "--window", "60"], "--window does not apply to --tool"),
         # traffic and latency are kept per process: the flags the refusal lists are the ones that work
