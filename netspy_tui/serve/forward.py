@@ -38,6 +38,7 @@ id it carries, resolved once per id; an event stored as JSON from its pid; none 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -1239,7 +1240,11 @@ class Forwarder:
         Returns how many rows were sent; never raises (a failure is logged once and tried again next round)."""
         if self.losses_url is None or self.status.losses_note:
             return 0
-        rows = await asyncio.to_thread(self.store.loss_rows, self._losses_from)
+        try:
+            rows = await asyncio.to_thread(self.store.loss_rows, self._losses_from)
+        except Exception as exc:  # noqa: BLE001 (a store that cannot be read now: the events' forwarding says why)
+            self._losses_failure(f"{type(exc).__name__}: {first_line(str(exc), 160)}")
+            return 0
         changed = [r for r in rows if r[1] in REPORTED_LOSSES and self._losses_sent.get((r[0], r[1])) != r[2]]
         if changed:
             body = msgspec.json.encode({"node": self.identity.get("k8s_node_name", ""), "losses": changed})
@@ -1269,7 +1274,8 @@ class Forwarder:
         if start > self._losses_from:
             self._losses_from = start
             self._losses_sent = {k: v for k, v in self._losses_sent.items() if k[0] >= start}
-            await asyncio.to_thread(self.store.set_meta, LOSSES_KEY, str(start))
+            with contextlib.suppress(Exception):  # (not kept: a restart reports from the last second kept again)
+                await asyncio.to_thread(self.store.set_meta, LOSSES_KEY, str(start))
         return len(changed)
 
     def _losses_failure(self, error: str) -> None:
