@@ -187,7 +187,8 @@ def _loss_report(body: Any) -> tuple[str, list[tuple[int, str, int]]]:
         ok = isinstance(row, list) and len(row) == 3
         second, cause, n = row if ok else (None, None, None)
         if not (ok and type(second) is int and 0 <= second <= MAX_LOSS_SECOND and type(n) is int
-                and 0 <= n <= MAX_CURSOR and cause in LOSS_CAUSES and cause != "agent_unforwarded"):  # fmt: skip
+                and 0 <= n <= MAX_CURSOR and isinstance(cause, str) and cause in LOSS_CAUSES
+                and cause != "agent_unforwarded"):  # fmt: skip
             raise BadRequest(f"loss row {i} is not [second, cause, n] (a second since the epoch, one of the causes "
                              f"server_status names, a count >= 0): {clean(json.dumps(row)[:80], 80)}")  # fmt: skip
         rows.append((second, cause, n))
@@ -363,6 +364,9 @@ class AggregatorApi(Api):
             await loop.run_in_executor(self._ingest_thread, self.fleet.put_agent_losses, node, rows)
         except OverflowError as exc:  # (more nodes than the aggregator keeps)
             return text_response(429, str(exc))
+        except Exception as exc:  # noqa: BLE001 (a store that cannot be written now, a full disk: the agent retries)
+            return text_response(503, f"the losses of node {node} could not be stored ({clean(str(exc), 160)}); "
+                                 "retry later")  # fmt: skip
         return json_response({"success": True, "stored": len(rows)})
 
     # --- queries across nodes ------------------------------------------------------------------

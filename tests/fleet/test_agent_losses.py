@@ -118,6 +118,7 @@ async def test_an_aggregator_that_does_not_take_loss_figures_still_gets_the_even
         (b'{"node": "n1", "losses": [[1, "invented", 3]]}', "loss row 0 is not [second, cause, n]"),
         (b'{"node": "n1", "losses": [[1, "shed", -3]]}', "loss row 0 is not [second, cause, n]"),
         (b'{"node": "n1", "losses": [[1, "agent_unforwarded", 3]]}', "loss row 0 is not [second, cause, n]"),
+        (b'{"node": "n1", "losses": [[1, ["shed"], 3]]}', "loss row 0 is not [second, cause, n]"),
     ],
 )
 def test_a_bad_loss_report_is_refused_in_one_line_and_stores_nothing(
