@@ -102,11 +102,10 @@ class FleetSource:
         detail = (
             f"serve --aggregate: {n} node{'' if n == 1 else 's'}, {stats['connected_agents']} sent in the last minute"
         )
-        unsent = await asyncio.to_thread(self.fleet.agent_losses, utcnow() - timedelta(seconds=RECENT_LOSS_SECONDS))
+        ever, unsent = await self.agent_losses()
         if unsent:  # (the counts are short while agents cannot forward all they see)
             status = "degraded" if status == "healthy" else status
             failing = "; ".join(filter(None, (failing, agent_losses_text(unsent, RECENT_LOSS_SECONDS))))
-        ever = sum((await asyncio.to_thread(self.fleet.agent_losses)).values())  # (all the stores keep)
         return SourceInfo(
             label=f"aggregator of {n} node{'' if n == 1 else 's'}",
             kind="embedded",
@@ -236,6 +235,13 @@ class FleetSource:
 
     async def programs(self) -> list[ProgramInfo]:
         return []
+
+    async def agent_losses(self) -> tuple[int, dict[str, int]]:
+        """The events the agents said they could not forward: all the stores keep, and by node those of the last
+        :data:`RECENT_LOSS_SECONDS` (what makes the aggregator degraded)."""
+        since = utcnow() - timedelta(seconds=RECENT_LOSS_SECONDS)
+        figures = await asyncio.to_thread(self.fleet.agent_loss_figures, since)
+        return sum(t for t, _ in figures.values()), {node: n for node, (_, n) in figures.items() if n}
 
     async def losses(self, window_seconds: int) -> dict[str, int]:
         """What the agents said they saw and could not forward in the window (shed under load, lost on their node:

@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from netspy_tui.analysis.aggregate import is_failure
+from netspy_tui.analysis.aggregate import is_failure, second_of
 from netspy_tui.errors import UsageError
 from netspy_tui.fleet import wire as W
 from netspy_tui.models import (
@@ -702,11 +702,17 @@ class FleetStore:
 
     def agent_losses(self, since: datetime | None = None) -> dict[str, int]:
         """The events each node's agent said it could not forward since ``since`` (None: all kept), by node."""
-        out: dict[str, int] = {}
+        return {node: n for node, (_, n) in self.agent_loss_figures(since).items() if n}
+
+    def agent_loss_figures(self, recent: datetime | None = None) -> dict[str, tuple[int, int]]:
+        """Each node's agent's unforwarded events: all kept, and since ``recent`` (None: all), in one read a node;
+        the nodes that said none left out."""
+        since = -(2**62) if recent is None else second_of(recent)
+        out: dict[str, tuple[int, int]] = {}
         for node, store in self.nodes().items():
-            n = sum(v for cause, v in store.losses(since).items() if cause.startswith(AGENT_LOSS))
-            if n:
-                out[node] = n
+            total, n = store.loss_sums(AGENT_LOSS, since)
+            if total:
+                out[node] = (total, n)
         return out
 
     # --- reading ------------------------------------------------------------------------------

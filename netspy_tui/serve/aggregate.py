@@ -54,7 +54,7 @@ from starlette.routing import BaseRoute, Route
 
 from netspy_tui import __version__
 from netspy_tui.fleet.prep import YOUNG_THRESHOLD, IngestChecker, Parsed, parse_and_check, read_body
-from netspy_tui.fleet.source import FleetSource
+from netspy_tui.fleet.source import RECENT_LOSS_SECONDS, FleetSource, agent_losses_text
 from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, check_batch
 from netspy_tui.models import (
     LOSS_CAUSES,
@@ -391,9 +391,11 @@ class AggregatorApi(Api):
         answered 503): unhealthy is a 503 with the contract's error shape (strings only), so a probe fails."""
         status, detail = self.fleet.health()
         uptime = _uptime(time.monotonic() - self._started)
-        info = await self.fleet_source.info()  # (with the agents' losses: what the fleet's counts lack)
-        if status == "healthy" and info.degraded:
-            status, detail = "degraded", info.detail.partition("; serve --aggregate")[0]
+        ever, unsent = await self.fleet_source.agent_losses()  # (what the fleet's counts lack)
+        if unsent:
+            status = "degraded" if status == "healthy" else status
+            detail = "; ".join(filter(None, (detail, agent_losses_text(unsent, RECENT_LOSS_SECONDS))))
+        recent = {"agent_unforwarded": sum(unsent.values())} if unsent else {}
         if status == "unhealthy":
             return json_response({"status": status, "component": "aggregator", "uptime": uptime,
                                   "version": __version__, "detail": detail}, 503)  # fmt: skip
@@ -409,10 +411,10 @@ class AggregatorApi(Api):
             "stats": stats,
             "store_failures": self.fleet.store_failures,
             "in_progress_forgotten": self.fleet.pending_forgotten,
-            "events_lost": info.events_lost,
-            "losses": info.losses,
-            "recent_losses": info.recent_losses,
-            "counts_exact": counts_exact(info.recent_losses),
+            "events_lost": ever,
+            "losses": {"agent_unforwarded": ever} if ever else {},
+            "recent_losses": recent,
+            "counts_exact": counts_exact(recent),
         }
         if self.checker is not None:  # (a checking process that died: no body lost, new ones started)
             payload["ingest_check_processes"] = 0 if self.checker.given_up else self.checker.workers

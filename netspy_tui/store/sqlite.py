@@ -1888,6 +1888,16 @@ class EventStore:
                                 (since_second, limit)).fetchall()  # fmt: skip
         return [(int(second), str(cause), int(n)) for second, cause, n in rows]
 
+    def loss_sums(self, prefix: str, since_second: int) -> tuple[int, int]:
+        """Losses whose cause starts with ``prefix``: all kept, and those from ``since_second`` on (one read)."""
+        with self._snapshot() as conn:
+            total, recent = conn.execute(
+                "SELECT coalesce(sum(n), 0), coalesce(sum(CASE WHEN second >= ? THEN n END), 0) FROM losses "
+                "WHERE substr(cause, 1, ?) = ?",
+                (since_second, len(prefix), prefix),
+            ).fetchone()
+        return int(total), int(recent)
+
     def put_losses(self, rows: Sequence[tuple[int, str, int]]) -> None:
         """Losses reported from elsewhere (an agent's, by second and cause), each replacing what was recorded for its
         second and cause: a report sent again, or updated, is not added twice."""

@@ -13,16 +13,14 @@ import httpx
 import pytest
 
 from bench import synth
-from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import FleetStore
-from netspy_tui.serve import BackgroundServer, create_app
-from netspy_tui.serve.aggregate import AGENT_LOSSES_PATH, AGENT_PATHS, INGEST_PATH, AggregatorApi, IngestLimits
+from netspy_tui.serve.aggregate import AGENT_LOSSES_PATH, INGEST_PATH
 from netspy_tui.serve.forward import Forwarder
 from netspy_tui.store import EventStore
 from tests.cli.conftest import cli_env, run_cli  # noqa: F401,F811 (fixtures)
 from tests.fake_aggregator import FakeAggregator
+from tests.fleet.test_fleet_resolutions import INGEST_TOKEN, served_fleet
 
-INGEST_TOKEN = "fleet-ingest-secret"
 READ_TOKEN = "fleet-read-secret"
 NODE = "node-shed"
 
@@ -30,15 +28,8 @@ NODE = "node-shed"
 @pytest.fixture
 def aggregator() -> Iterator[tuple[FleetStore, str]]:
     """``serve --aggregate``'s app as the CLI makes it (a read token, the agents' token on the agents' paths)."""
-    fleet = FleetStore(None)
-    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST_TOKEN)),
-                     token=READ_TOKEN, own_auth_paths=list(AGENT_PATHS))  # fmt: skip
-    server = BackgroundServer(app, host="127.0.0.1", port=0).start()
-    try:
-        yield fleet, server.url
-    finally:
-        server.stop()
-        fleet.close()
+    with served_fleet(None, token=READ_TOKEN) as served:
+        yield served
 
 
 def shedding_agent(tmp_path: Path, shed: int) -> EventStore:

@@ -35,7 +35,7 @@ from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import FleetStore
 from netspy_tui.models import EventQuery, Scope
 from netspy_tui.serve import BackgroundServer, create_app
-from netspy_tui.serve.aggregate import INGEST_PATH, AggregatorApi, IngestLimits
+from netspy_tui.serve.aggregate import AGENT_PATHS, INGEST_PATH, AggregatorApi, IngestLimits
 from netspy_tui.serve.forward import RESOLVED_KEY, SETTLE_SECONDS, Forwarder
 from netspy_tui.store import EventStore
 from netspy_tui.telemetry.client import HttpSource
@@ -184,12 +184,13 @@ async def test_the_dashboard_client_gets_the_outcome_of_a_connect_it_listed_in_p
 
 
 @contextlib.contextmanager
-def served_fleet(directory: Path | None, dedupe_window: int = 200_000) -> Iterator[tuple[FleetStore, str]]:
+def served_fleet(directory: Path | None, dedupe_window: int = 200_000,
+                 token: str | None = None) -> Iterator[tuple[FleetStore, str]]:  # fmt: skip
     """``serve --aggregate``'s API over a fleet store in ``directory`` (None: in memory) remembering
-    ``dedupe_window`` ids a node."""
+    ``dedupe_window`` ids a node; ``token``: its read token (the agents' paths take the ingest token)."""
     fleet = FleetStore(directory, dedupe_window=dedupe_window)
-    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST_TOKEN)),
-                     own_auth_paths=[INGEST_PATH])  # fmt: skip
+    app = create_app(FleetSource(fleet), api=AggregatorApi.factory(fleet, IngestLimits(INGEST_TOKEN)), token=token,
+                     own_auth_paths=list(AGENT_PATHS))  # fmt: skip
     server = BackgroundServer(app, host="127.0.0.1", port=0).start()
     try:
         yield fleet, server.url
