@@ -9,11 +9,13 @@ import pytest
 from rich.console import Console
 from textual.widget import Widget
 from textual.widgets import Input
+from textual.widgets.data_table import ColumnKey
 
 from netspy_tui.commands import COMMANDS
 from netspy_tui.tui import keys
 from netspy_tui.tui.screens.help import HelpScreen, help_table
 from tests.tui.scenes import SCENES, demo_app, wait_for
+from tests.tui.screen_text import screen_lines
 
 pytestmark = pytest.mark.quiet
 
@@ -212,3 +214,49 @@ async def test_d_and_t_over_a_side_pane_show_their_view() -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert shown(d.traffic) and d.view == "traffic"
+
+
+async def test_s_and_o_at_80x24_sort_only_by_columns_on_screen() -> None:
+    """At 80 columns the process table has no room for its Rx/s and Tx/s columns: two presses of ``s`` sorted by
+    them, the subtitle naming a column no one could see while the rows moved for no reason shown. ``s`` (and
+    ``o`` in the Traffic view) pass over the columns the width leaves out; at 120 columns they come back."""
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await SCENES["main"](pilot)
+        d = app.dashboard
+        table = d.processes
+        hidden = [c.key for c in table.spec if table.columns[ColumnKey(c.key)].width == 0]
+        assert hidden, "80 columns should leave some process column out"
+        header = table.region.y + 1  # (the border, then the column labels)
+        seen = []
+        for _ in range(len(table.spec) + 1):
+            await pilot.press("s")
+            await pilot.pause()
+            seen.append(table.sort_column)
+            label = table.spec[table.sort_index].label
+            assert f"sort {label}" in str(table.border_subtitle)
+            assert label in screen_lines(app)[header], (label, screen_lines(app)[header])
+        assert not set(seen) & set(hidden)
+        assert table.sort_column == "process" or "process" in seen  # (it came round again)
+
+        await pilot.resize_terminal(160, 40)
+        await pilot.pause()
+        seen = []
+        for _ in range(len(table.spec)):
+            await pilot.press("s")
+            await pilot.pause()
+            seen.append(table.sort_column)
+        assert set(hidden) <= set(seen)
+
+        await pilot.resize_terminal(*SIZE)
+        await pilot.pause()
+        await pilot.press("t", "v")
+        await wait_for(pilot, lambda: d.traffic.mode == "connections" and shown(d.traffic), "traffic by connection")
+        traffic = d.traffic
+        hidden = [c.key for c in traffic.columns_spec if traffic.columns[ColumnKey(c.key)].width == 0]
+        assert hidden, "80 columns should leave some traffic column out"
+        for _ in range(len(traffic.columns_spec) + 1):
+            await pilot.press("o")
+            await pilot.pause()
+            assert traffic.sort_keys["connections"] not in hidden
+

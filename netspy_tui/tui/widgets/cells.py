@@ -165,6 +165,19 @@ def set_column_widths(table: DataTable[Any], widths: dict[str, int]) -> bool:
     return changed
 
 
+def next_shown_column(table: DataTable[Any], keys: Sequence[str], current: str) -> int:
+    """The index in ``keys`` of the first column after ``current`` (wrapping) that ``table`` shows: a column
+    :func:`fit_widths` gave no room (width 0) is passed over, so ``s`` never sorts by a column off screen. The
+    current column's own index when no other is shown."""
+    at = keys.index(current)
+    for step in range(1, len(keys) + 1):
+        i = (at + step) % len(keys)
+        column = table.columns.get(ColumnKey(keys[i]))
+        if column is None or column.width > 0:
+            return i
+    return at
+
+
 def cursor_key(table: DataTable[Any]) -> str | None:
     """The key of the row under the cursor; None for an empty table (or a cursor past the rows)."""
     if table.row_count == 0:

@@ -27,6 +27,7 @@ from netspy_tui.tui.widgets.cells import (
     cell,
     cursor_key,
     fit_widths,
+    next_shown_column,
     set_column_widths,
     table_width,
     window_label,
@@ -427,8 +428,8 @@ class ProcessTable(KeyedTable):
         return self.group_by
 
     def cycle_sort(self) -> str:
-        """Sort by the next column (numbers largest first, names A-Z); returns the column label."""
-        column = self.spec[(self.sort_index + 1) % len(self.spec)]
+        """Sort by the next column shown (numbers largest first, names A-Z); returns the column label."""
+        column = self.spec[next_shown_column(self, self.keys, self.sort_column)]
         self.sort_column, self.sort_reverse = column.key, column.numeric
         self._relabel()
         return column.label

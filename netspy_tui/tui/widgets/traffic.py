@@ -24,6 +24,7 @@ from netspy_tui.tui.widgets.cells import (
     cell,
     cursor_key,
     fit_widths,
+    next_shown_column,
     set_column_widths,
     table_width,
     window_label,
@@ -397,9 +398,9 @@ class TrafficTable(KeyedTable):
         self._add_columns()
 
     def cycle_sort(self) -> str:
-        """Sort by the next column (numbers largest first, text A-Z); returns the label shown."""
+        """Sort by the next column shown (numbers largest first, text A-Z); returns the label shown."""
         keys = [c.key for c in self.columns_spec]
-        nxt = self.columns_spec[(keys.index(self.sort_keys[self.mode]) + 1) % len(keys)]
+        nxt = self.columns_spec[next_shown_column(self, keys, self.sort_keys[self.mode])]
         self.sort_keys[self.mode] = nxt.key
         self.sort_reverse[self.mode] = nxt.numeric
         self.rows_shown = []
