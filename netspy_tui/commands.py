@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import shlex
+import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -200,15 +201,27 @@ def in_flags(text: str) -> str:
     return text
 
 
-def help_text() -> str:
-    width = max(len(line) for spec in COMMANDS for line in spec.usage.splitlines())
+def help_text(width: int | None = None) -> str:
+    """The commands with their usage and what they do: in two columns, or, when ``width`` (the cells the text is
+    shown in) is narrower than that, each command's description under its usage, wrapped to ``width``."""
+    usage_width = max(len(line) for spec in COMMANDS for line in spec.usage.splitlines())
+    footer = [
+        "Data commands (and top) also take --node NAME (an aggregator's node) and --workload NAME",
+        "(a unit, container or pod: as top --group-by workload names them).",
+    ]
+    two_columns = max(2 + usage_width + 2 + len(spec.help) for spec in COMMANDS)
     lines = ["Commands:"]
+    if width is None or two_columns <= width:
+        for spec in COMMANDS:
+            first, *more = spec.usage.splitlines()
+            lines.append(f"  {first:<{usage_width}}  {spec.help}")
+            lines += [f"  {line}" for line in more]
+        lines += footer
+        return "\n".join(lines)
     for spec in COMMANDS:
-        first, *more = spec.usage.splitlines()
-        lines.append(f"  {first:<{width}}  {spec.help}")
-        lines += [f"  {line}" for line in more]
-    lines.append("Data commands (and top) also take --node NAME (an aggregator's node) and --workload NAME")
-    lines.append("(a unit, container or pod: as top --group-by workload names them).")
+        lines += [f"  {line}" for line in spec.usage.splitlines()]
+        lines += textwrap.wrap(spec.help, width=max(width, 30), initial_indent="      ", subsequent_indent="      ")
+    lines += textwrap.wrap(" ".join(footer), width=max(width, 30))
     return "\n".join(lines)
 
 
@@ -303,9 +316,15 @@ class CommandRunner:
     ``window``: the seconds a command that takes ``--duration`` covers when none is typed (the dashboard's
     window, so that ``summary`` counts what the screen shows); None: the tool's own default (60 s, the REPL)."""
 
-    def __init__(self, gateway: Callable[[], Gateway], window: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Callable[[], Gateway],
+        window: Callable[[], int] | None = None,
+        width: Callable[[], int | None] | None = None,
+    ) -> None:
         self._gateway = gateway
         self._window = window
+        self._width = width
 
     def arguments(self, parsed: ParsedCommand) -> dict[str, Any]:
         """The tool arguments of ``parsed``: as typed, with the window as its duration when it takes one."""
@@ -325,7 +344,7 @@ class CommandRunner:
     async def run(self, parsed: ParsedCommand, line: str = "") -> CommandResult:
         """``help``, ``tools`` or a tool call; every failure is one line, never raised (but cancellation)."""
         if parsed.action == "help":
-            return CommandResult(help_text())
+            return CommandResult(help_text(self._width() if self._width else None))
         try:
             if parsed.action == "tools":
                 return CommandResult(tools_text(await self._gateway().list_tools()))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import stat
 import sys
 import threading
@@ -217,7 +218,9 @@ async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
         (_out if reader.interactive else _err)("Note: procfs sampling; short-lived connections can be missed.")
     if reader.interactive:
         _out("Type 'help' for commands, 'quit' to leave (tab completes, ↑/↓ history).")
-    runner = CommandRunner(lambda: gateway)
+    runner = CommandRunner(  # (help fits the terminal it is typed in; from a pipe, the one layout)
+        lambda: gateway, width=(lambda: shutil.get_terminal_size().columns) if reader.interactive else None
+    )
     failed = False
     while True:
         line = await reader.read_async()

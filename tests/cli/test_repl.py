@@ -353,3 +353,15 @@ def test_a_servers_text_in_an_error_reaches_stderr_inert(run_cli):
     assert out.returncode == 1 and "error:" in out.stderr
     assert "\\x1b]0;PWNED" in out.stderr  # (what it said, visible)
     assert "\x1b" not in out.stderr and "\x07" not in out.stderr
+
+
+def test_help_on_an_80_column_terminal_fits_it(cli_env, run_cli):
+    """help on an 80-column terminal printed 136-column lines the terminal wrapped mid-description; there each
+    description goes under its usage. From a pipe the two-column layout is kept (one layout for scripts)."""
+    screen = _one_command({**cli_env, "TERM": "xterm", "COLUMNS": "80"}, b"help").decode(errors="replace")
+    assert "\r\n      count outbound connection attempts" in screen
+    help_lines = screen[screen.index("Commands:") : screen.rindex("netspy> ")].splitlines()
+    assert max(len(line) for line in help_lines) <= 80
+    piped = run_cli("repl", "--replay", str(DEMO), "--replay-speed", "0", input="help\n")
+    assert piped.returncode == 0, piped.stderr
+    assert any("summary [--pid N]" in line and "count outbound" in line for line in piped.stdout.splitlines())

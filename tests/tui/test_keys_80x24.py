@@ -260,3 +260,21 @@ async def test_s_and_o_at_80x24_sort_only_by_columns_on_screen() -> None:
             await pilot.pause()
             assert traffic.sort_keys["connections"] not in hidden
 
+
+async def test_help_in_the_command_bar_fits_80_columns() -> None:
+    """``:help`` at 80 columns printed the REPL's two-column layout (136 columns): every description wrapped to
+    the box's left edge under the next usage. Each description now goes under its usage, inside the box."""
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await SCENES["main"](pilot)
+        d = app.dashboard
+        await pilot.press("colon", *"help", "enter")
+        result = d.query_one("#result")
+        await wait_for(pilot, lambda: "Commands:" in str(result.query_one("#result-text").content), "the help")
+        await pilot.pause()
+        text = str(result.query_one("#result-text").content)
+        inside = result.query_one("#result-text").content_region.width
+        assert max(len(line) for line in text.splitlines()) <= inside, inside
+        lines = screen_lines(app)
+        usage = next(i for i, line in enumerate(lines) if "summary [--pid N]" in line)
+        assert "count outbound connection attempts" in lines[usage + 1]

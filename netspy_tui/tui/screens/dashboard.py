@@ -114,7 +114,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
         self.starting = ""
         """What is still starting (the app's :meth:`~netspy_tui.tui.app.NetspyApp.show_starting`): the first frame
         says so."""
-        self.commands = CommandRunner(lambda: self.gateway, lambda: self.window)  # (commands cover the window shown)
+        # commands cover the window shown; help fits the result box (the screen less its border, padding, scrollbar)
+        self.commands = CommandRunner(lambda: self.gateway, lambda: self.window, lambda: self.size.width - 6)
         self.latest: Snapshot | None = None
         self.rendered: Snapshot | None = None
         self.recent_bytes: deque[TrafficStats] = deque(maxlen=BYTES_SAMPLES)
