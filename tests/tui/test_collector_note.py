@@ -125,3 +125,24 @@ async def test_the_drops_view_of_procfs_sampling_says_drops_are_not_collected_no
             said = "Packet drops are not collected by procfs sampling: run netspy-tui as root for eBPF"
             await wait_for(pilot, lambda: any(said in line for line in screen_lines(app)), "the drops view's line")
             assert not any("No packet drops" in line for line in screen_lines(app))
+
+
+async def test_a_source_note_that_does_not_fit_whole_is_left_out_not_cut() -> None:
+    """At 80 columns, with another note on the second line, the source's note was cut to a stub ("· replay of",
+    "· recorded demo · clock fixed at 2026-11-24 12:…"). It is shown whole or not at all (the first line and
+    :status name the source), and comes back when there is room."""
+    from tests.tui.scenes import SCENES, demo_app
+
+    app = demo_app()
+    note = "recorded demo · clock fixed at 2026-11-24 12:00:00 UTC"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await SCENES["main"](pilot)
+        assert note in screen_lines(app)[1]
+        await pilot.press("enter")  # focus the selected connection's process: a note before the source's
+        await wait_for(pilot, lambda: app.dashboard.focus_subject is not None, "focus")
+        await pilot.pause()
+        second = screen_lines(app)[1]
+        assert "focus process" in second and "recorded" not in second and "…" not in second, second
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        assert "focus process" in screen_lines(app)[1] and note in screen_lines(app)[1]

@@ -280,7 +280,12 @@ class StatusBar(Static):
             skipped = [f"{n:,} {what}" for n, what in counts if n]
             notes.append(Text(f"burst: {' and '.join(skipped)} not fetched in one poll", style=self._style("warn")))
         if self.source_note and not note_shown:
-            notes.append(Text(clean(self.source_note, 80), style=self._style("dim")))
+            # (last, and only whole: after a long note at 80 columns "· replay of" was all that was left of it; the
+            # source is on the first line where there is room, and in :status)
+            note = Text(clean(self.source_note, 80), style=self._style("dim"))
+            used = 1 + sum(len(n) for n in notes) + len(sep[0]) * len(notes)
+            if not notes or used + len(note) <= (self.size.width or 10_000):
+                notes.append(note)
         if not notes:
             notes.append(Text("press ? for keys, : for commands, / to filter", style=self._style("dim")))
         second.append(" ")
