@@ -949,9 +949,11 @@ class TrafficFlow(BaseModel):
     remote_port: int
     rx_bytes: int = 0
     tx_bytes: int = 0
-    rx_calls: int = 0
-    """recv()/read() calls that returned data."""
-    tx_calls: int = 0
+    rx_calls: int | None = 0
+    """recv()/read() calls that returned data; None: not counted (TCP bytes read from the kernel's per-socket
+    counters, or sampled with sock_diag, come without their calls)."""
+    tx_calls: int | None = 0
+    """send()/write() calls that sent data; None as for :attr:`rx_calls`."""
     retransmits: int = 0
     """TCP segments the kernel sent again on this connection (SYNs included)."""
     direction: Literal["inbound", "outbound", ""] = ""

@@ -135,6 +135,12 @@ def read(conn: sqlite3.Connection, lo: int, hi: int, pid: int | None, command: s
     return select(conn, sql, args)
 
 
+def _calls(calls: int, nbytes: int) -> int | None:
+    """A flow's send or read calls; None when it moved bytes with none counted (a call that moves data is always
+    counted where calls are: bytes without calls came from the kernel's per-socket TCP counters or sock_diag)."""
+    return None if nbytes and not calls else calls
+
+
 def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command: str | None, now: datetime,
           limit: int) -> TrafficStats:  # fmt: skip
     """The window's figures from :func:`read`'s rows: totals, per process, per remote address, per
@@ -198,7 +204,8 @@ def stats(rows: Iterable[tuple[Any, ...]], window: int, pid: int | None, command
     )
     flow_list = sorted(
         (TrafficFlow(pid=k[0], command=k[1], protocol=k[2], local=k[3], local_port=k[4], remote=k[5], remote_port=k[6],
-                     rx_bytes=v[0], tx_bytes=v[1], rx_calls=v[2], tx_calls=v[3], retransmits=v[6],
+                     rx_bytes=v[0], tx_bytes=v[1], rx_calls=_calls(v[2], v[0]), tx_calls=_calls(v[3], v[1]),
+                     retransmits=v[6],
                      direction=opened.get((k[2], k[3], k[4], k[5], k[6]), ""),
                      lifetime_us=v[9] if v[10] else None,
                      first_seen=ns_to_time(v[4]) if v[4] else None, last_seen=ns_to_time(v[5]) if v[5] else None)

@@ -269,6 +269,12 @@ async def test_get_traffic_reports_exact_bytes_per_process_and_direction(embedde
 
         stats = await poll(read, complete(want))
         check(stats, want)
+        # calls: the UDP sends one each; TCP's bytes come from the kernel's per-socket counters, which count no
+        # calls: not counted (null), never a 0 beside the bytes
+        (udp,) = flows(stats, pid=os.getpid(), protocol="UDP", remote_port=uport)
+        assert (udp.tx_calls, udp.rx_calls) == (len(DATAGRAMS), 0)
+        (tcp,) = flows(stats, pid=os.getpid(), protocol="TCP", local_port=my_port)
+        assert (tcp.tx_calls, tcp.rx_calls) == (None, None), tcp
         # per process: the server's totals are exactly its own traffic
         mine = await read(server)
         assert (mine.rx_bytes, mine.tx_bytes) == (TCP_BYTES + UDP_BYTES, REPLY)
@@ -972,7 +978,9 @@ async def test_a_full_traffic_map_is_reported_as_the_calls_and_connections_it_co
                 return TrafficStats.model_validate(body["stats"]), body["losses"], result.content[0].text
 
             def placed(stats: TrafficStats) -> int:
-                calls = sum(f.tx_calls + f.rx_calls for f in stats.flows if port in (f.local_port, f.remote_port))
+                calls = sum(
+                    (f.tx_calls or 0) + (f.rx_calls or 0) for f in stats.flows if port in (f.local_port, f.remote_port)
+                )
                 return calls + stats.inbound_connections + stats.outbound_connections + stats.closed_connections
 
             # 4 connection events (opened and closed, each side) each, and with per-call programs 4 calls (a send
