@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
@@ -71,15 +72,29 @@ async def running_pair() -> AsyncIterator[tuple[Pair, Pilot[None], KeyedTable, D
 
 
 def lines(table: DataTable[Cell]) -> list[list[tuple[str, Style | None]]]:
+    """Each line as (character, style) pairs, the styles without their meta: DataTable's segments carry each cell's
+    place (row, column) as meta, KeyedTable's none (a click finds its place from where it is: see
+    :func:`test_a_click_or_the_mouse_finds_the_place_datatable_s_segments_give`)."""
     table._pseudo_class_state = table.get_pseudo_class_state()
     out = []
     for y in range(table.size.height):
         drawn = table.render_line(y)
         # (a line is as wide as it says: the compositor places and crops it by that length)
         assert drawn.cell_length == sum(seg.cell_length for seg in drawn) == table.size.width, f"line {y}"
-        strip = drawn.simplify()
-        out.append([(seg.text, seg.style) for seg in strip])
+        out.append(
+            [(char, seg.style.clear_meta_and_links() if seg.style else seg.style) for seg in drawn for char in seg.text]
+        )
     return out
+
+
+def meta_at(table: DataTable[Cell], x: int, y: int) -> dict[str, Any]:
+    """What a click or the mouse at (x, y) of ``table``'s region tells its handlers: the meta of the screen's style
+    there (what Textual puts in the event), or for a KeyedTable the place it works out (what it puts there)."""
+    sx, sy = table.region.x + x, table.region.y + y
+    if isinstance(table, KeyedTable):
+        event = events.MouseMove(table, x, y, 0, 0, 0, False, False, False, screen_x=sx, screen_y=sy)
+        return dict(table._place_at(event).meta)
+    return dict(table.screen.get_style_at(sx, sy).meta)
 
 
 async def _show_in_plain(pilot: Pilot[None], plain: DataTable[Cell], shown: list[str], cells: dict[str, list[Cell]],
@@ -220,6 +235,98 @@ async def test_a_live_table_sliding_down_matches_datatable(monkeypatch: pytest.M
         assert slid[-1] is False  # (sorted since: in full)
         assert [r.key.value for r in fast.ordered_rows] == [r.key.value for r in plain.ordered_rows]
         assert all(fast.get_row_index(r.key) == i for i, r in enumerate(plain.ordered_rows))
+        assert lines(fast) == lines(plain)
+
+
+async def test_a_click_or_the_mouse_finds_the_place_datatable_s_segments_give() -> None:
+    """DataTable's click and hover handlers read the cell's place (row, column, past the last column) from the
+    meta of the segments under the mouse; KeyedTable's segments carry none (a row is drawn once wherever it moves)
+    and works it out from where the mouse is. Over every cell of both tables, scrolled, with the header, fixed
+    rows and columns or none: the same place."""
+    async with running_pair() as (app, pilot, fast, plain):
+        cells = {str(n): row_cells(n) for n in range(40)}
+        fast.place_rows(list(cells), cells)
+        for key, row in cells.items():
+            plain.add_row(*row, key=key)
+        for fixed_rows, fixed_columns, header in ((0, 0, True), (2, 1, True), (0, 0, False)):
+            for table in (fast, plain):
+                table.fixed_rows, table.fixed_columns, table.show_header = fixed_rows, fixed_columns, header
+                table.move_cursor(row=20)
+            await pilot.pause()
+            plain.scroll_to(y=fast.scroll_offset.y, animate=False, immediate=True)
+            await pilot.pause()
+            assert fast.scroll_offset.y > 0
+            width, height = fast.scrollable_content_region.size  # (the scrollbar is a widget of its own)
+            assert plain.scrollable_content_region.size == (width, height) and fast.region.size == plain.region.size
+            places = [[meta_at(plain, x, y) for x in range(width)] for y in range(height)]
+            assert [[meta_at(fast, x, y) for x in range(width)] for y in range(height)] == places
+            assert any(p.get("out_of_bounds") for line in places for p in line)  # (past the last column)
+            assert any(p.get("row") == -1 for line in places for p in line) is header
+
+        # through Textual: a click on a row moves the cursor there, a second selects it; the mouse over one hovers
+        # it (as DataTable's own segments make them do)
+        seen = []
+        for table in (fast, plain):
+            table.fixed_rows = table.fixed_columns = 0
+            table.show_header = True
+            await pilot.pause()
+            posted: list[Any] = []
+            post = table.post_message
+            table.post_message = lambda message, p=post, to=posted: to.append(message) or p(message)  # type: ignore[method-assign]
+            top = table.scroll_offset.y
+            await pilot.click(table, offset=(30, 4))  # (the header, then the fourth row shown)
+            first = [m.row_key.value for m in posted if isinstance(m, DataTable.RowSelected)]
+            after_first = (table.cursor_row - top, first)
+            await pilot.hover(table, offset=(30, 6))
+            hovered = table.hover_row - top
+            await pilot.click(table, offset=(30, 4))
+            await pilot.pause()
+            chosen = [m.row_key.value for m in posted if isinstance(m, DataTable.RowSelected)]
+            seen.append((after_first, hovered, [int(k or 0) - top for k in chosen]))
+        assert seen[0] == seen[1]
+        assert seen[0][0][0] == 3 and seen[0][1] == 5 and 3 in seen[0][2], seen
+
+
+async def test_rows_that_move_are_not_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live table's rows move up at every refresh (the oldest leave from the top) and a focus or a filter moves
+    them anywhere: each visible row was drawn again at its new place (its segments carried the place). Rows drawn
+    once are shown as drawn, wherever they go: a slide of two rows draws the two rows it brings on screen and the
+    row the cursor came to."""
+    from netspy_tui.tui.widgets import table as table_module
+
+    drawn: list[int] = []
+    cell_line = table_module.cell_line
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        drawn.append(1)
+        return cell_line(*args, **kwargs)
+
+    monkeypatch.setattr(table_module, "cell_line", counted)
+    async with running_pair() as (app, pilot, fast, plain):
+        cells = {str(n): row_cells(n) for n in range(60)}
+        order = [str(n) for n in range(40)]
+        fast.place_rows(order, cells)
+        await pilot.pause()
+        visible = fast.scrollable_content_region.height - fast.header_height
+        drawn.clear()
+        for step in range(1, 6):
+            order = order[2:] + [str(40 + 2 * step), str(41 + 2 * step)]
+            fast.place_rows(order, cells)
+            await pilot.pause()
+            assert 0 < len(drawn) <= 3 * len(WIDTHS) < visible * len(WIDTHS), (step, len(drawn))
+            drawn.clear()
+            await _show_in_plain(pilot, plain, order, cells, fast)
+            fast.move_cursor(row=0)
+            plain.move_cursor(row=0)
+            await pilot.pause()
+            assert lines(fast) == lines(plain), f"step {step}"
+            drawn.clear()
+        fast.place_rows(order[::-1], cells)  # (other rows on screen: drawn)
+        await pilot.pause()
+        drawn.clear()
+        fast.place_rows(order, cells)  # every row back where it was, as a cleared filter brings them back
+        await pilot.pause()
+        assert len(drawn) <= 2 * len(WIDTHS), len(drawn)  # (at most the rows the cursor and the hover left and found)
         assert lines(fast) == lines(plain)
 
 

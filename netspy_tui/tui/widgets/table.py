@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text, TextType
+from textual import events
 from textual._two_way_dict import TwoWayDict
 from textual.cache import LRUCache
 from textual.coordinate import Coordinate
@@ -51,10 +52,10 @@ class KeyedTable(DataTable[Cell]):
         """Drawn cells by place, width and style, with the Cell drawn (see :meth:`_render_cell`)."""
         self._kept_rows: LRUCache[Any, tuple[list[Any], list[int], list[list[Segment]]]] = LRUCache(2_000)
         """Drawn data rows by key, place and style, with the cells and widths drawn (see :meth:`_data_row`)."""
-        self._place_styles: dict[tuple[Any, ...], tuple[Style, Style, Style]] = {}
-        """A data cell's styles by place and what it is drawn with (see :meth:`_place_cell_styles`)."""
+        self._cell_style_sums: dict[tuple[Any, ...], tuple[Style, Style, Style]] = {}
+        """A data cell's styles by what it is drawn with (see :meth:`_drawing_styles`)."""
         self._row_styles: dict[tuple[Any, ...], list[tuple[Style, Style, Style]]] = {}
-        """A data row's cells' styles by the row's place, widths and what it is drawn with (see :meth:`_data_row`)."""
+        """A data row's cells' styles by its widths and what it is drawn with (see :meth:`_data_row`)."""
         super().__init__(*args, **kwargs)
 
     def action_select_cursor(self) -> None:
@@ -68,6 +69,43 @@ class KeyedTable(DataTable[Cell]):
             return
         self._set_hover_cursor(False)
         chosen()
+
+    def _place_at(self, event: events.MouseEvent) -> Style:
+        """The meta DataTable gives the segments of the cell under ``event`` (``row``, ``column``, ``out_of_bounds``
+        past the last column; none off the rows), which its click and hover handlers read: worked out from where the
+        mouse is, since this table's segments carry no place (a row drawn once is shown wherever it moves)."""
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return Style.null()
+        x, y = offset
+        header = self.header_height if self.show_header else 0
+        if y < header:
+            row = -1
+        else:
+            row = y - header
+            if row >= self.fixed_rows:
+                row += round(self.scroll_y)
+            if not 0 <= row < self.row_count:
+                return Style.null()
+        widths = self._column_widths()
+        edge = self._row_label_column_width
+        if x < edge:
+            return _place_meta(row, -1)
+        if x >= edge + sum(widths[: self.fixed_columns]):
+            x += round(self.scroll_x)
+        for column, width in enumerate(widths):
+            edge += width
+            if x < edge:  # (DataTable marks the cells of fixed columns "fixed" too)
+                return _place_meta(row, column, fixed=row >= 0 and column < self.fixed_columns)
+        return _place_meta(row, 0, True)
+
+    # Textual calls the handler of each class an event's widget descends from, this one's first: DataTable's, next,
+    # reads the place put in the event here.
+    def _on_mouse_move(self, event: events.MouseMove) -> None:
+        event.style = self._place_at(event)
+
+    async def _on_click(self, event: events.Click) -> None:
+        event.style = self._place_at(event)
 
     _updates = 0
 
@@ -286,7 +324,6 @@ class KeyedTable(DataTable[Cell]):
             return row_style + style
 
         extend_style = self._memo(("extend", row_style, row_index == -1, hover, cursor), extend)
-        extend_style += _place_meta(row_index, 0, True)
         scrollable_row.append([Segment(" " * remaining_space, extend_style)])
         row_pair: tuple[list[list[Segment]], list[list[Segment]]] = ([], scrollable_row)
         cache[cache_key] = row_pair
@@ -296,9 +333,12 @@ class KeyedTable(DataTable[Cell]):
         self, row_key: RowKey, row_index: int, row_style: Style, widths: list[int], cursor: bool, hover: bool
     ) -> list[list[Segment]] | None:
         """A data row's cells (one line of segments each, as :meth:`_render_cell` draws them), kept by row: the
-        row's key, place, cells (the objects), widths and what it is drawn with. A new row's cells are drawn with
-        the styles of their places (:meth:`_place_cell_styles`), without a look-up of each cell's value and kept cell.
-        None when the row is not a one-line row of this table's columns (drawn cell by cell)."""
+        row's key, cells (the objects), widths and what it is drawn with (its stripe, the cursor, the hover), not by
+        its place: a live table's rows move up at every refresh and a focus or a filter moves them anywhere, and
+        each was drawn again at its new place. (A row's segments carry no place: a click or the mouse finds its cell
+        from where it is, :meth:`_place_at`.) A new row's cells are drawn with the styles the row's stripe and
+        cursor give them (:meth:`_drawing_styles`), without a look-up of each cell's value and kept cell. None when the
+        row is not a one-line row of this table's columns (drawn cell by cell)."""
         row = self.rows.get(row_key)
         values = self._data.get(row_key)
         if row is None or values is None or row.height != 1:
@@ -307,21 +347,23 @@ class KeyedTable(DataTable[Cell]):
         cells = [values.get(key) for key in columns]
         flags = self._flags()
         show_cursor, show_hover = flags[2], flags[3]
-        key = (row_key, row_index, row_style, cursor, hover, self._pseudo_class_state, flags[:7],
+        fixed_row = row_index < flags[0]
+        key = (row_key, fixed_row, row_style, cursor, hover, self._pseudo_class_state, flags[:7],
                self._styles_seen if show_cursor and (cursor or (hover and show_hover)) else 0)  # fmt: skip
         kept = self._kept_rows.get(key)
         if kept is not None and kept[1] == widths and all(map(operator.is_, kept[0], cells)):
             return kept[2]
         console, padding = flags[7], flags[6]
-        # the cells' styles at this place, looked up once a row (a look-up a cell was ~40 % of drawing a new row)
-        place = (*key[1:], *widths)
-        row_styles = self._row_styles.get(place)
+        # the cells' styles in such a row, looked up once a row (a look-up a cell was ~40 % of drawing a new row)
+        drawn_with = (*key[1:], *widths)
+        row_styles = self._row_styles.get(drawn_with)
         if row_styles is None:
-            if len(self._row_styles) >= _ROW_PLACES_KEPT:
+            if len(self._row_styles) >= _ROW_STYLES_KEPT:
                 self._row_styles.clear()
-            row_styles = self._row_styles[place] = [
-                self._place_cell_styles(row_index, column_index, row_style, width, cursor, hover)
-                for column_index, width in enumerate(widths)
+            fixed_columns = flags[1]
+            row_styles = self._row_styles[drawn_with] = [
+                self._drawing_styles(fixed_row or column_index < fixed_columns, row_style, cursor, hover)
+                for column_index in range(len(widths))
             ]
         drawn: list[list[Segment]] = []
         for column_index, (value, width) in enumerate(zip(cells, widths, strict=True)):
@@ -334,33 +376,23 @@ class KeyedTable(DataTable[Cell]):
         self._kept_rows.set(key, (cells, widths, drawn))
         return drawn
 
-    def _place_cell_styles(
-        self, row_index: int, column_index: int, base_style: Style, width: int, cursor: bool, hover: bool
-    ) -> tuple[Style, Style, Style]:
-        """The styles a data cell at this place is drawn with, whatever it holds: before, after and around its text
-        (see :func:`cell_line`). Kept by place: once a live table holds its most rows, its new rows come at the places
-        the rows before them had, and the sums with each place's meta cost more than the rest of a cell's drawing."""
+    def _drawing_styles(self, fixed: bool, base_style: Style, cursor: bool, hover: bool) -> tuple[Style, Style, Style]:
+        """The styles a data cell is drawn with, whatever it holds and wherever it is: before, after and around its
+        text (see :func:`cell_line`). ``fixed``: in a fixed row or column. Kept by what they are made from: the sums
+        cost more than the rest of a cell's drawing."""
         flags = self._flags()
-        fixed_rows, fixed_columns, show_cursor, show_hover, css_fg, css_bg = flags[:6]
-        place = (row_index, column_index, width, base_style, cursor, hover, self._pseudo_class_state, flags[:7],
-                 self._styles_seen if show_cursor and (cursor or (hover and show_hover)) else 0)  # fmt: skip
-        styles = self._place_styles.get(place)
+        show_cursor, show_hover, css_fg, css_bg = flags[2:6]
+        made_from = (fixed, base_style, cursor, hover, self._pseudo_class_state, flags[:7],
+                     self._styles_seen if show_cursor and (cursor or (hover and show_hover)) else 0)  # fmt: skip
+        styles = self._cell_style_sums.get(made_from)
         if styles is None:
             component_style, post_style = self._get_styles_to_render_cell(
-                False,
-                False,
-                row_index < fixed_rows or column_index < fixed_columns,
-                hover,
-                cursor,
-                show_cursor,
-                show_hover,
-                css_fg,
-                css_bg,
+                False, False, fixed, hover, cursor, show_cursor, show_hover, css_fg, css_bg
             )
-            pre = base_style + _place_meta(row_index, column_index) + component_style
-            if len(self._place_styles) >= _PLACES_KEPT:
-                self._place_styles.clear()
-            styles = self._place_styles[place] = (pre, post_style, pre + post_style)
+            pre = base_style + component_style
+            if len(self._cell_style_sums) >= _CELL_STYLES_KEPT:
+                self._cell_style_sums.clear()
+            styles = self._cell_style_sums[made_from] = (pre, post_style, pre + post_style)
         return styles
 
     def _column_widths(self) -> list[int]:
@@ -451,15 +483,16 @@ class KeyedTable(DataTable[Cell]):
         show_cursor, show_hover, padding, console = flags[2], flags[3], flags[6], flags[7]
         # Kept across table updates (DataTable keys its cache by the update count: every row added, removed or
         # sorted, every cell updated, drew every visible cell again): a cell is drawn again only when its value
-        # (the Cell object: update_cell puts in a new one), its place (the row index is in its segments' meta),
-        # its width or what it is drawn with changed. Emptied with DataTable's caches (widths, clear).
-        cache_key = (row_key, column_key, row_index, column_index, width, base_style, cursor, hover,
-                     self._pseudo_class_state, flags[:7],
-                     self._styles_seen if show_cursor and (cursor or (hover and show_hover)) else 0)  # fmt: skip
+        # (the Cell object: update_cell puts in a new one), its width or what it is drawn with changed, not when
+        # it moved (its segments carry no place: see :meth:`_place_at`). Emptied with DataTable's caches.
+        fixed = row_index < flags[0] or column_index < flags[1]
+        seen = self._styles_seen if show_cursor and (cursor or (hover and show_hover)) else 0
+        cache_key = (row_key, column_key, fixed, width, base_style, cursor, hover, self._pseudo_class_state,
+                     flags[:7], seen)  # fmt: skip
         kept = self._kept_cells.get(cache_key)
         if kept is not None and kept[0] is value:
             return kept[1]
-        styles = self._place_cell_styles(row_index, column_index, base_style, width, cursor, hover)
+        styles = self._drawing_styles(fixed, base_style, cursor, hover)
         line = cell_line(console, value, width, padding, *styles)
         if line is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
@@ -491,7 +524,7 @@ class KeyedTable(DataTable[Cell]):
         super()._clear_caches()
         self._kept_cells.clear()
         self._kept_rows.clear()
-        self._place_styles.clear()
+        self._cell_style_sums.clear()
         self._row_styles.clear()
 
     def update_cells(self, changes: Iterable[tuple[str, str, Cell]]) -> None:
@@ -619,25 +652,25 @@ class SteadyScrollBar(ScrollBar):
         return strips
 
 
-#: places whose cell styles a table keeps (see :meth:`KeyedTable._render_cell`; the visible cells, many times over)
-_PLACES_KEPT = 4096
-#: row places whose cells' styles a table keeps (see :meth:`KeyedTable._data_row`)
-_ROW_PLACES_KEPT = 1024
-_METAS: dict[tuple[int, int, bool], Style] = {}
-#: places whose meta style is kept (the visible rows of the tables at each frame, many times over)
+#: cell styles a table keeps (see :meth:`KeyedTable._drawing_styles`: each stripe, cursor and hover state, and more)
+_CELL_STYLES_KEPT = 1024
+#: rows' cell styles a table keeps (see :meth:`KeyedTable._data_row`)
+_ROW_STYLES_KEPT = 256
+_METAS: dict[tuple[int, int, bool, bool], Style] = {}
+#: places whose meta style is kept (the places the mouse went over, many times over)
 _METAS_KEPT = 8192
 
 
-def _place_meta(row: int, column: int, out_of_bounds: bool = False) -> Style:
-    """``Style.from_meta`` of a cell's place (what a click reads), as DataTable makes it, made once per place: each
-    made a new Style (its meta marshalled, ~3.5 us) whose sums with the row's styles Rich's cache had never seen
-    (~7 us a cell, ~250 cells a frame at 100 events/s; the visible rows of a full table keep their places)."""
-    key = (row, column, out_of_bounds)
+def _place_meta(row: int, column: int, out_of_bounds: bool = False, fixed: bool = False) -> Style:
+    """``Style.from_meta`` of a cell's place (what a click or the mouse reads), as DataTable puts it in the cell's
+    segments, made once per place (each is a new Style, its meta marshalled: ~3.5 us)."""
+    key = (row, column, out_of_bounds, fixed)
     style = _METAS.get(key)
     if style is None:
         if len(_METAS) >= _METAS_KEPT:
             _METAS.clear()
-        meta: dict[str, object] = {"row": row, "column": column}
+        meta: dict[str, object] = {"fixed": True} if fixed else {}
+        meta |= {"row": row, "column": column}
         if out_of_bounds:
             meta["out_of_bounds"] = True
         style = _METAS[key] = Style.from_meta(meta)
@@ -651,7 +684,7 @@ _SUMS_KEPT = 4096
 
 def _styled(pre: Style, style: Style, post: Style) -> Style:
     """``pre + style + post``, made once: Rich keeps its sums in one cache of 1,024 for every style added anywhere,
-    which a frame's cells overrun (each place has its own ``pre``, with its meta), so each was made anew."""
+    which a frame's cells overrun, so each was made anew."""
     key = (pre, style, post)
     found = _SUMS.get(key)
     if found is None:
