@@ -287,11 +287,8 @@ async def test_a_click_or_the_mouse_finds_the_place_datatable_s_segments_give() 
         assert seen[0][0][0] == 3 and seen[0][1] == 5 and 3 in seen[0][2], seen
 
 
-async def test_rows_that_move_are_not_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A live table's rows move up at every refresh (the oldest leave from the top) and a focus or a filter moves
-    them anywhere: each visible row was drawn again at its new place (its segments carried the place). Rows drawn
-    once are shown as drawn, wherever they go: a slide of two rows draws the two rows it brings on screen and the
-    row the cursor came to."""
+def count_drawn_cells(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets an item for each table cell drawn (:func:`table.cell_line`) from now on."""
     from netspy_tui.tui.widgets import table as table_module
 
     drawn: list[int] = []
@@ -302,6 +299,15 @@ async def test_rows_that_move_are_not_drawn_again(monkeypatch: pytest.MonkeyPatc
         return cell_line(*args, **kwargs)
 
     monkeypatch.setattr(table_module, "cell_line", counted)
+    return drawn
+
+
+async def test_rows_that_move_are_not_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live table's rows move up at every refresh (the oldest leave from the top) and a focus or a filter moves
+    them anywhere: each visible row was drawn again at its new place (its segments carried the place). Rows drawn
+    once are shown as drawn, wherever they go: a slide of two rows draws the two rows it brings on screen and the
+    row the cursor came to."""
+    drawn = count_drawn_cells(monkeypatch)
     async with running_pair() as (app, pilot, fast, plain):
         cells = {str(n): row_cells(n) for n in range(60)}
         order = [str(n) for n in range(40)]
@@ -420,16 +426,7 @@ async def test_focus_coming_and_going_draws_only_the_cursor_row_again(monkeypatc
     """A tab switch (d) moves the focus between the tables, and each change of focus is a style update of the
     table: its cells are kept for both states (only the cursor's row, drawn with the focused or unfocused cursor
     style, is drawn again), still exactly as DataTable draws them, and a new theme still draws everything anew."""
-    from netspy_tui.tui.widgets import table as table_module
-
-    drawn: list[int] = []
-    cell_line = table_module.cell_line
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        drawn.append(1)
-        return cell_line(*args, **kwargs)
-
-    monkeypatch.setattr(table_module, "cell_line", counted)
+    drawn = count_drawn_cells(monkeypatch)
     app = Pair()
     async with app.run_test(size=(80, 30)) as pilot:
         fast = app.query_one("#fast", KeyedTable)
