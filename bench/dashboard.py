@@ -10,9 +10,11 @@ waits until the messages the refresh queued are handled and a frame is drawn (``
 handlers, then a paint), and "until idle" until the process has used no CPU for a 20 ms slice (Pilot's
 ``wait_for_idle``: its granularity is in the figure).
 
-Keys: on the same data, Pilot sends a key as a terminal would and the time runs until the screen shows the
-answer (the state changed and a frame is drawn): narrowing the filter a character at a time, focusing the
-process under the cursor (enter), switching to the drops tab and back (d).
+Keys: on the same data, a key is posted as the terminal driver posts it and the time runs until the first frame
+the app draws with the answer (the state changed), each frame encoded as for a terminal: narrowing the filter a
+character at a time, focusing the process under the cursor (enter), switching to the drops tab and back (d).
+Until 2026-12-08 the wait was Pilot's ``pause(0)`` in a loop, which adds work the app does not do on a terminal
+(a callback to each of its ~70 widgets and a frame forced at each check): kept beside it as a diagnosis.
 
 Memory: a child process writes 1,000,000 events from the last hour into a file store (the
 product's default is a scratch file) and opens the dashboard headless on it with the 1 h window
@@ -84,8 +86,57 @@ async def _refresh(db: Path, window_events: int, refreshes: int, new_per_refresh
     return out
 
 
-async def _key(app: Any, pilot: Any, key: str, shown: Any) -> float:
-    """Milliseconds from a key (sent as Pilot sends it) until ``shown()`` holds and a frame is drawn."""
+class _Terminal:
+    """The frames the app sends its terminal, headless as in one: each screen update is encoded as Textual encodes
+    it for a terminal driver (which the headless driver skips) and timed. :meth:`key` times a key from the moment
+    it is sent until the first frame drawn once the key's answer holds."""
+
+    def __init__(self, app: Any) -> None:
+        from textual._compositor import CompositorUpdate
+
+        self.answered: Any = None
+        self.frames: list[float] = []
+        drawn = app._display
+
+        def display(screen: Any, renderable: Any) -> None:
+            drawn(screen, renderable)
+            if renderable is None or app._batch_count:
+                return
+            if isinstance(renderable, CompositorUpdate):
+                renderable.render_segments(app.console)
+            if self.answered is not None and self.answered():
+                self.frames.append(time.perf_counter())
+
+        app._display = display  # (the screens call it on the app: this is the frame's last step)
+
+    async def key(self, app: Any, pilot: Any, key: str, answered: Any) -> float:
+        """Milliseconds from ``key`` (posted as the terminal driver's input thread posts it) until a frame is drawn
+        in which ``answered()`` holds. Between the key and that frame the app runs alone: the wait is a sleep, so
+        Textual schedules its frames as it does on a terminal (Pilot's ``pause(0)`` posts a callback to every widget
+        and draws a frame at once: ~70 widgets here)."""
+        from textual import events
+
+        await pilot.pause()  # (what the last key set off has settled: a woken poll, its snapshot)
+        self.frames.clear()
+        self.answered = answered
+        t0 = time.perf_counter()
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(app)
+        app._driver.send_message(event)
+        try:
+            while not self.frames:
+                if time.perf_counter() > t0 + 10:
+                    raise TimeoutError(f"no visible answer to {key!r}")
+                await asyncio.sleep(0.001)
+        finally:
+            self.answered = None
+        return (self.frames[0] - t0) * 1000
+
+
+async def _pilot_key(app: Any, pilot: Any, key: str, shown: Any) -> float:
+    """The measure before 2026-12-08 (a diagnosis since): milliseconds from a key (sent as Pilot sends it) until
+    ``shown()`` holds and a frame is drawn, checking with ``pilot.pause(0)``, whose callbacks to every widget and
+    forced frame are in the figure."""
     from textual import events
 
     await pilot.pause()  # (what the last key set off has settled: a woken poll, its snapshot)
@@ -104,27 +155,34 @@ async def _key(app: Any, pilot: Any, key: str, shown: Any) -> float:
 
 
 async def _keys(app: Any, pilot: Any, rounds: int = 5) -> dict[str, list[float]]:
-    """Keypress to visible response with the window full: filter narrowing, focus, tab switch."""
+    """Keypress to visible response with the window full: filter narrowing, focus, tab switch; each measured on
+    the app's own frames (:class:`_Terminal`) and, as before 2026-12-08, with Pilot's pause (``pilot_*``)."""
     from textual.widgets import Input, TabbedContent
 
     screen = app.dashboard
     tabs = screen.query_one("#views", TabbedContent)
     bar = screen.query_one("#filter-bar", Input)
-    out: dict[str, list[float]] = {"filter": [], "focus": [], "tab": []}
-    for _ in range(rounds):
+    terminal = _Terminal(app)
+    out: dict[str, list[float]] = {k: [] for k in ("filter", "focus", "tab", "pilot_filter", "pilot_focus",
+                                                   "pilot_tab")}  # fmt: skip
+    for round_ in range(2 * rounds):
+        # (the two measures take turns, a round each)
+        prefix, key = ("", terminal.key) if round_ % 2 == 0 else ("pilot_", _pilot_key)
         rows = screen.connections.row_count
         await pilot.press("slash")
         for i, ch in enumerate("curl"):
             typed = "curl"[: i + 1]
-            out["filter"].append(await _key(app, pilot, ch, lambda t=typed: screen.filter_text == t and bar.value == t))
+            out[prefix + "filter"].append(
+                await key(app, pilot, ch, lambda t=typed: screen.filter_text == t and bar.value == t)
+            )
         assert screen.connections.row_count < rows, "the filter did not narrow the table"
         await pilot.press("escape", "escape")
         await _wait(pilot, lambda: not screen.filter_text and screen.connections.has_focus, "the filter cleared")
-        out["focus"].append(await _key(app, pilot, "enter", lambda: screen.focus_subject is not None))
+        out[prefix + "focus"].append(await key(app, pilot, "enter", lambda: screen.focus_subject is not None))
         await pilot.press("escape")
         await _wait(pilot, lambda: screen.focus_subject is None, "the focus cleared")
         for target in ("drops-tab", "connections-tab"):
-            out["tab"].append(await _key(app, pilot, "d", lambda t=target: tabs.active == t))
+            out[prefix + "tab"].append(await key(app, pilot, "d", lambda t=target: tabs.active == t))
     return out
 
 
@@ -213,6 +271,9 @@ def run(ctx: Context) -> list[Metric]:
             NAME, "key to screen: focus the process under the cursor (enter)", r["focus"], "ms", target=TARGET_KEY_MS
         ),
         metric(NAME, "key to screen: switch tab (d)", r["tab"], "ms", target=TARGET_KEY_MS),
+        metric(NAME, "  DIAGNOSIS: the same keys waited on with Pilot's pause(0): filter", r["pilot_filter"], "ms"),
+        metric(NAME, "  DIAGNOSIS: the same keys waited on with Pilot's pause(0): focus", r["pilot_focus"], "ms"),
+        metric(NAME, "  DIAGNOSIS: the same keys waited on with Pilot's pause(0): tab", r["pilot_tab"], "ms"),
         metric(NAME, "CPU per tab switch (d), the 0.5 s of frames after it included", r["tab_cpu"], "ms"),
     ]
     events = 20_000 if ctx.quick else 1_000_000
