@@ -76,3 +76,38 @@ def test_quick_benchmark_writes_every_area_and_prints_the_table(tmp_path: Path) 
     assert set(data["machine"]["python_probe_ms"]) == set(AREAS)
     assert all(ms > 0 for ms in data["machine"]["python_probe_ms"].values())
     assert any(line.startswith("machine: Python speed probe") for line in data["table"])
+
+
+async def test_a_key_is_timed_until_the_first_frame_that_shows_its_answer() -> None:
+    """bench.dashboard's key measure: from the key to the first frame drawn with the answer, the frame's own
+    drawing included (a widget that takes 40 ms to draw makes the key take at least that), never a frame drawn
+    before the answer held."""
+    import time
+
+    from textual.app import App, ComposeResult
+    from textual.widgets import Static
+
+    from bench.dashboard import _Terminal
+
+    class Slow(Static):
+        def render_line(self, y: int):  # type: ignore[no-untyped-def]
+            if y == 0 and str(self.content) == "answered":
+                time.sleep(0.04)
+            return super().render_line(y)
+
+    class One(App[None]):
+        answered = False
+
+        def compose(self) -> ComposeResult:
+            yield Slow("waiting", id="slow")
+
+        def on_key(self) -> None:
+            self.answered = True
+            self.query_one("#slow", Static).update("answered")
+
+    app = One()
+    async with app.run_test() as pilot:
+        terminal = _Terminal(app)
+        ms = await terminal.key(app, pilot, "x", lambda: app.answered)
+        assert ms >= 40, ms
+        assert len(terminal.frames) == 1 and terminal.answered is None
