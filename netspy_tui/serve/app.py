@@ -115,6 +115,7 @@ MAX_UINT32 = 2**32 - 1
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _INTEGER = re.compile(r"^[+-]?[0-9]{1,19}$")
+_DIGITS = re.compile(r"^[+-]?[0-9]+$")
 _KINDS: tuple[EventKind, ...] = ("connection", "packet_drop")
 _K8S_FILTERS = ("k8s_node_name", "k8s_pod_name", "k8s_namespace", "node")
 
@@ -279,7 +280,10 @@ class Params:
 
     @classmethod
     async def read(cls, request: Request, *, strict: bool = False) -> Params:
-        values: dict[str, Any] = dict(request.query_params)
+        # (a name given twice: its first value, as Go's Query().Get reads it; a dict of the params kept the last)
+        values: dict[str, Any] = {}
+        for name, value in request.query_params.multi_items():
+            values.setdefault(name, value)
         if request.method == "POST":
             raw = await request.body()
             if raw.strip():
@@ -304,6 +308,8 @@ class Params:
             return default
         if isinstance(value, str):
             if not _INTEGER.match(value.strip()):
+                if _DIGITS.match(value.strip()):  # (an integer past 19 digits: no field holds one)
+                    raise BadRequest(f"{name} is out of range ({minimum}..{maximum}), got {_show(value)}")
                 raise BadRequest(f"{name} must be an integer, got {_show(value)}")
             number = int(value.strip())
         elif isinstance(value, int) and not isinstance(value, bool):
@@ -343,6 +349,9 @@ class Params:
         if value is None:
             return None
         if not isinstance(value, str) or not _RFC3339.match(value.strip()):
+            if isinstance(value, str) and _RFC3339.match(value.strip().replace(" ", "+")):  # (a + not encoded)
+                raise BadRequest(f"{name} lost its '+' on the way (a '+' in a URL's query is a space): encode it "
+                                 f"as %2B, e.g. {value.strip().replace(' ', '%2B')}")  # fmt: skip
             raise BadRequest(f"{name} must be an RFC3339 time such as 2026-11-24T12:00:00Z, got {_show(value)}")
         try:
             when = datetime.fromisoformat(value.strip().upper())
@@ -969,6 +978,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return text_response(exc.status_code, exc.detail or "error", dict(exc.headers or {}))
 
 
+class OneSlashMiddleware:
+    """``/api/events/`` is ``/api/events``: a path's trailing slash is dropped before the checks and the routes see
+    it. Starlette answered it with a 307 to an absolute URL, which a client that does not follow redirects (httpx's
+    default, netspy-tui's own client) took for an error, and which dropped a reverse proxy's path prefix."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+            raw = scope.get("raw_path")
+            if isinstance(raw, bytes) and len(raw) > 1 and raw.endswith(b"/"):
+                scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
+
 def guard_middleware(
     token: str | None, max_body_bytes: int, hosts: HostPolicy, own_auth_paths: Sequence[str] = ()
 ) -> list[Middleware]:
@@ -981,7 +1008,7 @@ def guard_middleware(
         raise ValueError("token must not be empty")
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
-    middleware = [Middleware(HostGuardMiddleware, policy=hosts)]
+    middleware = [Middleware(OneSlashMiddleware), Middleware(HostGuardMiddleware, policy=hosts)]
     if token is not None:
         middleware.append(Middleware(BearerTokenMiddleware, token=token, own_auth_paths=own_auth_paths))
     middleware.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))

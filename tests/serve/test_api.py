@@ -324,3 +324,22 @@ async def test_untrusted_command_text_is_escaped_and_undecodable_bytes_replaced(
     commands = [e["command"] for e in resp.json()["events"]]
     assert commands == ["[bold]x\x1b[31m\n", "ab\ufffdcd"]
     validate_response("EventsResponse", resp.json())
+
+
+async def test_a_repeated_parameter_an_unencoded_plus_and_a_huge_number_are_answered_as_a_go_client_expects(
+    client: httpx.AsyncClient,
+) -> None:
+    """A parameter given twice is read as Go's ``Query().Get`` reads it, the first (the last was used); a ``+`` left
+    unencoded in a time (a space once decoded) is named with its fix; a number past 19 digits is out of range,
+    not "not an integer"."""
+    twice = await client.get("/api/events?type=connection&type=packet_drop&pid=100&pid=400")
+    assert twice.status_code == 200 and twice.json()["filters"]["type"] == "connection"
+    assert twice.json()["filters"]["pid"] == 100 and {e["pid"] for e in twice.json()["events"]} == {100}
+    plus = await client.get("/api/events?since=2026-12-08T00:00:00+01:00")
+    assert plus.status_code == 400 and plus.text.count("\n") == 1
+    assert "encode it as %2B, e.g. 2026-12-08T00:00:00%2B01:00" in plus.text, plus.text
+    encoded = await client.get("/api/events?since=2026-12-08T00:00:00%2B01:00")
+    assert encoded.status_code == 200, encoded.text
+    for name in ("limit", "pid"):
+        huge = await client.get(f"/api/events?{name}=99999999999999999999")
+        assert huge.status_code == 400 and f"{name} is out of range" in huge.text, huge.text

@@ -363,3 +363,20 @@ def serving_in_a_thread(source: Any, **kw: Any) -> Iterator[str]:
         thread.join(timeout=15)
         assert not thread.is_alive(), "serve_source did not stop after cancellation"
         loop.close()
+
+
+def test_a_path_with_a_trailing_slash_is_answered_as_the_path_over_a_real_socket(source: MemorySource) -> None:
+    """``/api/events/`` was a 307 to an absolute URL with an empty body: httpx (and netspy-tui's own client) does
+    not follow it and saw an error; behind a reverse proxy's path prefix the Location left the prefix out. The
+    path is answered as ``/api/events`` is, the token checks included."""
+    with BackgroundServer(create_app(source, token="s3cret"), host="127.0.0.1", port=0) as srv:
+        auth = {"Authorization": "Bearer s3cret"}
+        for method, path, query in (("GET", "/api/events", {"limit": 1}), ("POST", "/api/connection-summary", None),
+                                    ("GET", "/health", None), ("GET", "/api/programs", None)):  # fmt: skip
+            plain = httpx.request(method, srv.url + path, params=query, headers=auth, timeout=10)
+            slashed = httpx.request(method, srv.url + path + "/", params=query, headers=auth, timeout=10)
+            assert plain.status_code == slashed.status_code == 200, (path, slashed.status_code, slashed.text)
+            assert slashed.json().keys() == plain.json().keys()
+        assert httpx.get(srv.url + "/api/events/", timeout=10).status_code == 401  # (the token still asked)
+        assert httpx.get(srv.url + "/livez/", timeout=10).status_code == 200  # (as /livez: no token)
+        assert httpx.get(srv.url + "/api/nothing/", headers=auth, timeout=10).text == "404 page not found\n"
