@@ -148,7 +148,11 @@ def parse_batch(raw: bytes) -> list[Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadBatch("Invalid JSON: the request body is not valid JSON") from None
-    items = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise BadBatch('the body must be a JSON object {"events": [event, ...]}')
+    items = body.get("events")
+    if items is None:  # ({} or "events": null: an empty batch, as the Go aggregator decodes it)
+        return []
     if not isinstance(items, list):
         raise BadBatch('the body must be a JSON object {"events": [event, ...]}')
     return items

@@ -113,6 +113,10 @@ AGGREGATOR_ENDPOINTS = {
 }
 
 
+#: how Go writes a time.Time never set (``/api/stats``' ``last_event_time`` before any event)
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
 @dataclass(frozen=True)
 class IngestLimits:
     token: str | None = None
@@ -374,8 +378,8 @@ class AggregatorApi(Api):
     def _stats(self) -> dict[str, Any]:
         stats = self.fleet.stats()
         for key in ("aggregation_start", "last_event_time"):
-            value = stats[key]
-            stats[key] = format_time(value) if isinstance(value, datetime) else ""
+            value = stats[key]  # (none yet: Go's zero time, as the Go aggregator writes it; "" failed RFC3339 parsers)
+            stats[key] = format_time(value) if isinstance(value, datetime) else GO_ZERO_TIME
         return stats
 
     async def stats(self, request: Request) -> Response:
@@ -489,31 +493,48 @@ class AggregatorApi(Api):
                                   node=node, after=after, resolved_after=resolved_after)
                        for k in ((kind,) if kind else ("connection", "packet_drop"))]  # fmt: skip
             return await asyncio.to_thread(self._stored_events, queries, limit, filters)
-        # pod and namespace are the agents' own (one agent pod per node): filtered on the page read
-        fetch = MAX_LIMIT if pod is not None or namespace is not None else limit
+        # pod and namespace are the agents' own (one agent pod per node), kept in each event only: filtered on the
+        # newest MAX_LIMIT events of each node read (a page of the whole fleet's newest hid a quiet node's pod behind
+        # a busy node's events), and said when a node had more
+        identity = pod is not None or namespace is not None
         events: list[AnyEvent] = []
         total = 0
+        unread: list[str] = []  # the nodes whose newest MAX_LIMIT events did not hold all of the query's
         cursor: int | None = None
         positions: dict[str, Any] = {}
 
         def kept(e: AnyEvent) -> bool:
             return (pod is None or e.k8s_pod_name == pod) and (namespace is None or e.k8s_namespace == namespace)
 
+        nodes: list[str | None] = [node]
+        if identity and after is None:
+            nodes = [*sorted(self.fleet.nodes())] if node is None else [node]
         for k in (kind,) if kind else ("connection", "packet_drop"):
-            q = EventQuery(kind=k, pid=pid, command=command, since=since, until=until, limit=fetch, node=node,
-                           workload=workload, after=after, resolved_after=resolved_after)  # fmt: skip
-            page = await self.source.query(q)
-            cursor = page.cursor if kind else None
-            positions = _resolutions(page, kept) if kind else {}
-            hits = list(filter(kept, page.events))
-            events.extend(hits)
-            total += page.total_count if fetch == limit else len(hits)
+            for one in nodes:
+                q = EventQuery(kind=k, pid=pid, command=command, since=since, until=until,
+                               limit=MAX_LIMIT if identity else limit, node=one, workload=workload, after=after,
+                               resolved_after=resolved_after)  # fmt: skip
+                page = await self.source.query(q)
+                if kind and cursor is None:  # (any node's page has the fleet's positions)
+                    cursor = page.cursor
+                    positions = _resolutions(page, kept)
+                hits = list(filter(kept, page.events)) if identity else page.events
+                events.extend(hits)
+                total += len(hits) if identity else page.total_count
+                if identity and page.truncated and (one or "") not in unread:
+                    unread.append(one or "")
         events.sort(key=lambda e: (e.time, e.timestamp), reverse=True)
         events = events[:limit]
+        extra: dict[str, Any] = {}
+        if unread:  # (netspy-tui's fields: the count is of the events read)
+            extra = {"total_count_exact": False,
+                     "note": f"k8s_pod_name and k8s_namespace filter the newest {MAX_LIMIT:,} events of each node: "
+                             f"{', '.join(n or 'the fleet' for n in unread)} had more; narrow with since and until "
+                             "for all of them"}  # fmt: skip
         return json_response({"events": [event_json(e) for e in events], "count": len(events),
                               "total_count": max(total, len(events)), "query_time": query_time(),
                               "filters": filters, **({} if cursor is None else {"cursor": cursor}),
-                              **positions})  # fmt: skip
+                              **positions, **extra})  # fmt: skip
 
     def _stored_events(self, queries: list[EventQuery], limit: int, filters: dict[str, Any]) -> Response:
         """``/api/events`` without a pod, namespace or workload filter: the nodes' pages merged as stored and

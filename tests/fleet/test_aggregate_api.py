@@ -363,3 +363,20 @@ async def test_events_after_the_fleets_cursor_are_those_stored_since_whatever_th
             assert restarted["count"] == 3 and restarted["cursor"] > before  # by time: nothing missed
     finally:
         durable.close()
+
+
+async def test_an_empty_batch_and_an_empty_aggregators_stats_read_as_the_go_aggregator_writes_them(
+    client: httpx.AsyncClient,
+) -> None:
+    """``{}`` and ``{"events": null}`` are an empty batch to the Go aggregator (a 400 here said the body was not
+    an object); before any event ``last_event_time`` is Go's zero time (it was "", which RFC3339 parsers refuse)."""
+    stats = (await client.get("/api/stats", headers=READER)).json()
+    assert stats["last_event_time"] == "0001-01-01T00:00:00Z" and stats["aggregation_start"].endswith("Z")
+    for body in ({}, {"events": None}, {"events": []}):
+        r = await client.post(INGEST_PATH, json=body, headers=AGENT)
+        assert r.status_code == 200 and r.json()["events_processed"] == 0, (body, r.text)
+    for bad in ([], {"events": 5}, {"events": {"a": 1}}):
+        r = await client.post(INGEST_PATH, json=bad, headers=AGENT)
+        assert r.status_code == 400 and "must be a JSON object" in r.text, (bad, r.text)
+    await client.post(INGEST_PATH, json={"events": batch("node-a", 1)}, headers=AGENT)
+    assert (await client.get("/api/stats", headers=READER)).json()["last_event_time"] != "0001-01-01T00:00:00Z"
