@@ -436,6 +436,7 @@ class AggregatorApi(Api):
         command = params.command()
         duration = params.integer("duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1,
                                   maximum=MAX_WINDOW_SECONDS)  # fmt: skip
+        self.k8s_filters(params)
         scope = Scope(kind, pid, command, duration, _node_param(params), _workload_param(params))
         # the nodes with events in the scope (the contract's total_nodes), as the Go aggregator lists them
         by_node = {node: n for node, n in (await self.fleet_source.count_by_node(scope)).items() if n}
@@ -451,6 +452,15 @@ class AggregatorApi(Api):
 
     def narrowing(self, params: Params) -> dict[str, Any]:
         return {"node": _node_param(params), "workload": _workload_param(params)}
+
+    def k8s_filters(self, params: Params) -> tuple[dict[str, str], bool]:
+        """The nodes are :meth:`narrowing`'s; a pod or namespace (each event's agent's, not counted apart) filters
+        ``/api/events`` only: refused here (the summaries and lists ignored it, counting every node's events)."""
+        for name in ("k8s_pod_name", "k8s_namespace"):
+            if params._raw(name) is not None:
+                raise BadRequest(f"{name} filters /api/events only on this aggregator (each event's agent); the "
+                                 "summaries and lists take node (one agent per node)")  # fmt: skip
+        return {}, False
 
     def listing_extra(self, events: Sequence[AnyEvent]) -> dict[str, Any]:
         by_node: dict[str, int] = {}

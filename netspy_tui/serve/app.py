@@ -608,7 +608,8 @@ class Api:
         duration = params.integer(
             "duration_seconds", default=DEFAULT_SUMMARY_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS
         )
-        count = await self.source.count(Scope(kind, pid, command, duration))
+        _, foreign = self.k8s_filters(params)
+        count = 0 if foreign else await self.source.count(Scope(kind, pid, command, duration))
         return json_response(
             {
                 "count": count,
@@ -627,10 +628,11 @@ class Api:
         window = params.integer("duration_seconds", default=DEFAULT_LIST_SECONDS, minimum=1, maximum=MAX_WINDOW_SECONDS)
         since = utcnow() - timedelta(seconds=window)
         narrow = self.narrowing(params)
+        _, foreign = self.k8s_filters(params)
         page = await self.source.query(EventQuery(kind=kind, pid=pid, command=command, since=since, limit=limit,
                                                   **narrow))  # fmt: skip
         by_pid: dict[str, list[dict[str, Any]]] = {}
-        for event in page.events:
+        for event in [] if foreign else page.events:
             by_pid.setdefault(str(event.pid), []).append(event_json(event, self.identity))
         return json_response(
             {
@@ -646,14 +648,11 @@ class Api:
         """Filters beyond pid and command, as EventQuery fields: none here (the aggregator's node and workload)."""
         return {}
 
-    def listing_extra(self, events: Sequence[ConnectionEvent | PacketDropEvent]) -> dict[str, Any]:
-        """More fields of a listing (the aggregator's ``events_by_node``): none here."""
-        return {}
-
-    async def events(self, request: Request) -> Response:
-        params = await Params.read(request)
-        # Kubernetes filters: every event here carries this pod's own k8s_* fields (the downward API's, when it runs
-        # in one): its own value keeps them all, another none; without that metadata the filter cannot be answered
+    def k8s_filters(self, params: Params) -> tuple[dict[str, str], bool]:
+        """Kubernetes filters (``k8s_node_name`` or ``node``, ``k8s_pod_name``, ``k8s_namespace``): every event here
+        carries this pod's own k8s_* fields (the downward API's, when it runs in one), so its own values keep them
+        all and another value none: the filters given, and True when nothing matches. Without that metadata a filter
+        cannot be answered (a 400: the summaries and lists ignored it, counting every event for any pod)."""
         k8s: dict[str, str] = {}
         for name in _K8S_FILTERS:
             value = params._raw(name)
@@ -663,7 +662,15 @@ class Api:
             if own is None:
                 raise BadRequest(f"{name} is not supported: this server has no Kubernetes metadata")
             k8s[name] = value
-        foreign = any(v != self.identity.get("k8s_node_name" if n == "node" else n) for n, v in k8s.items())
+        return k8s, any(v != self.identity.get("k8s_node_name" if n == "node" else n) for n, v in k8s.items())
+
+    def listing_extra(self, events: Sequence[ConnectionEvent | PacketDropEvent]) -> dict[str, Any]:
+        """More fields of a listing (the aggregator's ``events_by_node``): none here."""
+        return {}
+
+    async def events(self, request: Request) -> Response:
+        params = await Params.read(request)
+        k8s, foreign = self.k8s_filters(params)
         if params._raw("workload") is not None:
             raise BadRequest("workload is not supported: this server's events do not carry their workload; its MCP "
                              "tools at /mcp take workload (this host's processes by cgroup)")  # fmt: skip

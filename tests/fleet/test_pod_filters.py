@@ -62,3 +62,18 @@ def test_a_quiet_nodes_pod_is_found_behind_a_busy_nodes_newer_events_and_counts_
             assert page["total_count_exact"] is False and "node-d had more" in page["note"]
         both = events(url, k8s_namespace="ns2", limit=3)  # (both kinds: the drops read too)
         assert both["count"] == 3 and both["total_count_exact"] is False
+
+
+def test_pod_and_namespace_on_the_aggregators_summaries_and_lists_are_refused_not_ignored() -> None:
+    """They filter ``/api/events`` (each event's agent); the summaries and lists counted every node's events for
+    any pod. A 400 that says where they work; ``node`` still narrows them."""
+    with served_fleet(None, token=READ_TOKEN) as (_, url):
+        ingest(url, made(5, "node-c", "pod-x", "ns1", 30, "c"))
+        auth = {"Authorization": f"Bearer {READ_TOKEN}"}
+        for path in ("/api/connection-summary", "/api/list-connections", "/api/packet-drop-summary"):
+            for name in ("k8s_pod_name", "k8s_namespace"):
+                r = httpx.get(url + path, params={name: "nonexistent"}, headers=auth, timeout=10)
+                assert r.status_code == 400 and f"{name} filters /api/events only" in r.text, (path, r.text)
+        r = httpx.get(url + "/api/connection-summary", params={"node": "node-c", "duration_seconds": 600},
+                      headers=auth, timeout=10)  # fmt: skip
+        assert r.status_code == 200 and r.json()["count"] == 5

@@ -343,3 +343,30 @@ async def test_a_repeated_parameter_an_unencoded_plus_and_a_huge_number_are_answ
     for name in ("limit", "pid"):
         huge = await client.get(f"/api/events?{name}=99999999999999999999")
         assert huge.status_code == 400 and f"{name} is out of range" in huge.text, huge.text
+
+
+async def test_kubernetes_filters_on_summaries_and_lists_answer_as_on_events(
+    source: MemorySource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/api/events`` answers ``k8s_pod_name``/``k8s_namespace``/``node`` from this server's own pod (its own
+    value: every event; another: none; no metadata: a 400); the summaries and lists ignored them, so a pod that
+    is not this one read every event here. They answer as ``/api/events`` does."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url="http://127.0.0.1") as c:
+        for path in ("/api/connection-summary", "/api/list-packet-drops", "/api/events"):
+            r = await c.get(path, params={"k8s_namespace": "x"})
+            assert r.status_code == 400 and "no Kubernetes metadata" in r.text, (path, r.text)
+    monkeypatch.setenv("K8S_NODE_NAME", "node-k")
+    monkeypatch.setenv("K8S_POD_NAME", "agent-k")
+    monkeypatch.setenv("K8S_POD_NAMESPACE", "obs")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url="http://127.0.0.1") as c:
+        own, other = {"k8s_namespace": "obs", "node": "node-k"}, {"k8s_pod_name": "agent-z"}
+        every = (await c.get("/api/connection-summary", params={"duration_seconds": 3600})).json()["count"]
+        assert every > 0
+        assert (await c.get("/api/connection-summary", params={**own, "duration_seconds": 3600})).json()["count"] \
+            == every  # fmt: skip
+        assert (await c.get("/api/connection-summary", params=other)).json()["count"] == 0
+        assert (await c.post("/api/packet-drop-summary", json={"k8s_pod_name": "agent-z"})).json()["count"] == 0
+        listed = (await c.get("/api/list-connections", params=own)).json()
+        assert listed["total_events"] > 0
+        assert (await c.get("/api/list-connections", params=other)).json() | {"query_time": ""} == {
+            "total_pids": 0, "total_events": 0, "events_by_pid": {}, "query_time": ""}  # fmt: skip
