@@ -381,6 +381,11 @@ def contract_drop(reason: str, protocol: str | None, code: int) -> tuple[str, in
     return f"UNKNOWN({n})", n
 
 
+#: What a packet dropped in kernel context (no process: pid 0, no name) is called where a process's name goes: the
+#: dashboard's drops list and /metrics' ``process`` label
+KERNEL_CONTEXT = "(kernel)"
+
+
 class PacketDropEvent(_EventBase):
     """One packet dropped by the kernel.
 

@@ -7,9 +7,12 @@ the source says at scrape time: the store's exact counts since it was opened
 (:class:`~netspy_tui.models.SourceInfo`). Label cardinality is bounded: at most ``top_n``
 processes get a label of their own per metric, chosen by count the first time they are seen and
 kept from then on (so every series only grows, as a counter must); every other process counts
-as ``process="other"``. Label values are untrusted text (a process names itself): control characters
-and escape sequences are written as visible escapes (:func:`~netspy_tui.textsafe.clean`), as the tools
-and the dashboard show them, never raw to the terminal of whoever reads the scrape.
+as ``process="other"``. A packet dropped in kernel context (no process: pid 0, no name) counts as
+``process="(kernel)"``, as the dashboard's drops list names it, outside the budget (it is no process); a
+process that names itself ``(kernel)`` (or has no name) counts as ``other``, never as the kernel. Label values
+are untrusted text (a process names itself): control characters and escape sequences are written as visible
+escapes (:func:`~netspy_tui.textsafe.clean`), as the tools and the dashboard show them, never raw to the terminal
+of whoever reads the scrape.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from netspy_tui.models import SourceInfo
+from netspy_tui.models import KERNEL_CONTEXT, SourceInfo
 from netspy_tui.textsafe import clean
 
 __all__ = ["CONTENT_TYPE", "MetricsExporter"]
@@ -51,6 +54,15 @@ class _Budget:
 
     def label(self, command: str) -> str:
         return command if command in self.labelled else OTHER
+
+
+def _who(kind: str, command: str) -> str:
+    """Who a count of the store's is labelled as, before the budget: a drop without a process name is the
+    kernel's (in kernel context: an empty label value is no label to PromQL); the store's overflow bucket, and a
+    process without a name or that names itself ``(kernel)``, are ``other`` (``(kernel)`` is the kernel alone)."""
+    if not command:
+        return KERNEL_CONTEXT if kind == "packet_drop" else OTHER
+    return OTHER if command in ("(other)", KERNEL_CONTEXT) else command
 
 
 class _Snapshot(Collector):
@@ -102,7 +114,7 @@ class MetricsExporter:
     def _counted(self, counted: Mapping[tuple[str, str, str], int]) -> list[Metric]:
         by_kind: dict[str, dict[tuple[str, str], int]] = {"connection": {}, "packet_drop": {}}
         for (kind, command, outcome), n in counted.items():
-            command = OTHER if command == "(other)" else command  # the store's own overflow bucket
+            command = _who(kind, command)
             if kind in by_kind:
                 by_kind[kind][(command, outcome)] = by_kind[kind].get((command, outcome), 0) + n
         connects = CounterMetricFamily("netspy_connects", "connect() attempts counted in the kernel since this server "
@@ -111,14 +123,16 @@ class MetricsExporter:
         pending = GaugeMetricFamily("netspy_connects_in_progress", "Non-blocking connects whose outcome is not "
                                     "known yet.")  # fmt: skip
         drops = CounterMetricFamily("netspy_packet_drops", "Packets the kernel dropped since this server started, "
-                                    "by process (top N, then 'other') and reason.",
+                                    "by process (top N, then 'other'; '(kernel)': in kernel context, no process) "
+                                    "and reason.",
                                     labels=["process", "reason"])  # fmt: skip
         in_progress = 0
         for kind, family in (("connection", connects), ("packet_drop", drops)):
             rows = by_kind[kind]
             totals: dict[str, int] = {}
             for (command, _), n in rows.items():
-                totals[command] = totals.get(command, 0) + n
+                if command not in (OTHER, KERNEL_CONTEXT):  # (the kernel is no process: its own label always)
+                    totals[command] = totals.get(command, 0) + n
             budget = self._budgets[kind]
             budget.assign(totals)
             if kind == "packet_drop":
@@ -133,7 +147,8 @@ class MetricsExporter:
                     continue
                 if kind == "packet_drop":
                     outcome = self._reasons.label(outcome)
-                key = (clean(budget.label(command), None), clean(outcome, MAX_REASON_CHARS))
+                process = command if command == KERNEL_CONTEXT else budget.label(command)
+                key = (clean(process, None), clean(outcome, MAX_REASON_CHARS))
                 merged[key] = merged.get(key, 0) + n
             for (process, outcome), n in sorted(merged.items()):
                 family.add_metric([process, outcome], float(max(n, 0)))

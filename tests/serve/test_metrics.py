@@ -111,3 +111,43 @@ def test_drop_reasons_are_bounded_too() -> None:
     assert len(reasons) == MAX_REASONS + 1 and "other" in reasons
     assert max(map(len, reasons)) <= MAX_REASON_CHARS
     assert sum(v for k, v in got.items() if k[0] == "netspy_packet_drops_total") == sum(counted.values())
+
+
+async def test_drops_in_kernel_context_are_labelled_kernel_not_empty(tmp_path: Path) -> None:
+    """A drop in kernel context (no process: pid 0, no name) is ``process="(kernel)"``, as the dashboard's drops
+    list names it: an empty label value is the same as no label in PromQL (``{process=""}`` matches series without
+    one) and reads as a bug on a dashboard. A process that names itself ``(kernel)`` is not taken for the kernel:
+    it counts as ``other``. The kernel takes none of the ``--metrics-top`` processes' labels (here one)."""
+    import asyncio
+
+    from netspy_tui.collector.replay import ReplayCollector
+    from netspy_tui.serve.app import create_app
+    from netspy_tui.store import EventStore
+    from netspy_tui.telemetry.embedded import EmbeddedSource
+
+    lines = [drop_json(pid=0, command="", ago=20, reason="NO_SOCKET") for _ in range(5)]
+    lines += [drop_json(pid=77, command="(kernel)", ago=20, reason="NO_SOCKET") for _ in range(3)]
+    lines += [drop_json(pid=9, command="nginx", ago=20, reason="NO_SOCKET") for _ in range(2)]
+    # (a connect is always a process's: one named "(kernel)", or with no name, is one of the others too)
+    lines += [connection_json(pid=pid, command=command, ago=20) for pid, command in ((77, "(kernel)"), (78, ""))]
+    lines += [connection_json(pid=10, command="curl", ago=20) for _ in range(3)]
+    path = tmp_path / "rec.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    collector = ReplayCollector(path, speed=0)
+    source = EmbeddedSource(collector, EventStore(), reason="test")
+    await source.start()
+    try:
+        assert await asyncio.to_thread(collector.wait, 10)
+        transport = httpx.ASGITransport(app=create_app(source, metrics_top=1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            for _ in range(200):  # (the replay is stored within moments)
+                got = samples((await http.get("/metrics")).text)
+                drops = {dict(k[1])["process"]: v for k, v in got.items() if k[0] == "netspy_packet_drops_total"}
+                connects = {dict(k[1])["process"]: v for k, v in got.items() if k[0] == "netspy_connects_total"}
+                if sum(drops.values()) == 10 and sum(connects.values()) == 5:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await source.aclose()
+    assert drops == {"(kernel)": 5, "other": 3, "nginx": 2}
+    assert connects == {"curl": 3, "other": 2}

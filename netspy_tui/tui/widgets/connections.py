@@ -17,7 +17,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
 from netspy_tui.analysis.describe import destination_text, inbound_cell
-from netspy_tui.models import OUTCOMES, ConnectionEvent, PacketDropEvent
+from netspy_tui.models import KERNEL_CONTEXT, OUTCOMES, ConnectionEvent, PacketDropEvent
 from netspy_tui.tui.poller import event_key
 from netspy_tui.tui.widgets.cells import Cell, Column, SharedCells, cell, fit_widths, set_column_widths, table_width
 from netspy_tui.tui.widgets.table import KeyedTable
@@ -325,7 +325,7 @@ class DropTable(EventTable[PacketDropEvent]):
     def cells(self, event: PacketDropEvent) -> list[Cell]:
         return [
             time_cell(event),
-            self.shared(event.command if event.pid else "(kernel)", 24),
+            self.shared(event.command if event.pid else KERNEL_CONTEXT, 24),
             self.shared(event.drop_reason or "UNKNOWN", 28, style="bold"),
             self.shared(event.destination or "", 46),
             self.shared(event.pid if event.pid else "-", 7, justify="right", sort_key=event.pid),
