@@ -671,6 +671,8 @@ class SourceInfo(BaseModel):
     sampled: bool = False
     """True when short-lived connections can be missed (procfs sampling)."""
     events_seen: int = 0
+    """Connects and drops the collector made since start, each once (the eBPF collector's kernel counts: raw
+    events shed under load included); an aggregator's: the events it took in from its agents since it started."""
     events_lost: int = 0
     """Everything lost, shed or not followed since start (the sum of ``losses``)."""
     losses: dict[str, int] = Field(default_factory=dict)

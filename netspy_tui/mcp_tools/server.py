@@ -1089,7 +1089,8 @@ def create_server(
         if info.sampled:
             lines.append("Sampling: short-lived connections can be missed.")
         if info.kind == "embedded":
-            # (not kept: shed in the kernel, never seen, as well as lost after: it can exceed seen; by cause below)
+            # (seen: made, each once, the raw events shed included; not kept: those too, and events the kernel could
+            # not count, never seen: it can exceed seen; by cause below)
             lines.append(f"Events seen: {info.events_seen:,}, stored: {info.stored_events or 0:,}, "
                          f"not kept: {info.events_lost:,}")  # fmt: skip
         if info.recent_losses:

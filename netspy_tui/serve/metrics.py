@@ -96,8 +96,9 @@ class MetricsExporter:
         degraded = GaugeMetricFamily("netspy_source_degraded", "1 while events are being lost or shed (the last "
                                      "minute), or forwarding to an aggregator has been failing.")  # fmt: skip
         degraded.add_metric([], 1.0 if info.degraded or info.recent_losses else 0.0)
-        seen = CounterMetricFamily("netspy_events_seen", "Events seen since this server started: its collector's, or "
-                                   "an aggregator's taken in from its agents (0 again after a restart).")  # fmt: skip
+        seen = CounterMetricFamily("netspy_events_seen", "Events seen since this server started: the connects and "
+                                   "drops its collector counted, raw events shed under load included, or an "
+                                   "aggregator's taken in from its agents (0 again after a restart).")  # fmt: skip
         seen.add_metric([], float(info.events_seen))
         lost = CounterMetricFamily("netspy_events_lost", "Events not kept (or, on an aggregator, not forwarded by its "
                                    "agents) since start, by cause: server_status says which leave the counts exact.",

@@ -249,7 +249,7 @@ class EmbeddedSource:
         seen = 0
         losses: dict[str, int] = {}
         if collector is not None:
-            seen = collector.stats.events
+            seen = collector.events_made  # (made, each once: not the raw records kept, fewer under load)
             losses.update({k: v for k, v in collector.stats.losses.items() if v})
             # a collector that only keeps the overall figure (records it could not deliver)
             named = sum(losses.get(k, 0) for k in ("ring_full", "sink_rejected", "bad_records"))

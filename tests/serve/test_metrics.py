@@ -4,10 +4,14 @@ client's own parser, against what the tools report for the same data."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from netspy_tui.models import SourceInfo
@@ -151,3 +155,41 @@ async def test_drops_in_kernel_context_are_labelled_kernel_not_empty(tmp_path: P
         await source.aclose()
     assert drops == {"(kernel)": 5, "other": 3, "nginx": 2}
     assert connects == {"curl": 3, "other": 2}
+
+
+@pytest.mark.ebpf
+def test_events_seen_counts_the_events_made_while_raw_events_are_shed(spawn: Callable[..., Child]) -> None:  # noqa: F811
+    """``serve --raw-rate 1`` keeps about one raw event a second: 300 refused connects (each with its dropped SYN)
+    are nearly all shed, their counts kept. ``netspy_events_seen_total`` is the events the collector made (the
+    kernel's counts: what the scrape's connects and drops add up to, as the tools report them), not the few raw
+    events it kept."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (eBPF)")
+    child = spawn("serve", "--collector", "ebpf", "--raw-rate", "1", "--port", str(free_port()))
+    url = served_url(child, "the eBPF server API")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for _ in range(300):
+        with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+
+    def made(got: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+        families = ("netspy_connects_total", "netspy_connects_in_progress", "netspy_packet_drops_total")
+        return sum(v for (name, _), v in got.items() if name in families)
+
+    with httpx.Client(base_url=url, timeout=10) as http:  # (one connection: the scrapes make no connects)
+        deadline = time.monotonic() + 20
+        while True:
+            got = samples(http.get("/metrics").text)
+            refused = sum(v for (name, labels), v in got.items()
+                          if name == "netspy_connects_total" and ("outcome", "refused") in labels)  # fmt: skip
+            shed = got.get(("netspy_events_lost_total", (("cause", "shed"),)), 0)
+            seen = got[("netspy_events_seen_total", ())]
+            if (refused >= 300 and shed >= 500 and seen == made(got)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert refused >= 300 and shed >= 500, got
+    # every event made is seen, once, the shed ones too: what the counters add up to, the kept and the shed
+    assert seen == made(got), got
+    assert seen >= got[("netspy_events_stored", ())] + shed

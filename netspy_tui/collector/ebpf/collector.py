@@ -669,7 +669,9 @@ class _Session:
                 more_k[j]["kind"], more_k[j]["result"], more_k[j]["second"] = kind, result, now // P.NS
                 more_v[j]["n"], more_v[j]["first"], more_v[j]["last"] = delta, now, now
             keys, values = np.concatenate([keys, more_k]), np.concatenate([values, more_v])
-        self.counted += int(values["n"].sum()) if len(values) else 0
+        n = int(values["n"].sum()) if len(values) else 0
+        self.counted += n
+        self.stats.counted += n
         return keys, values
 
     def _drain_traffic(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -1132,6 +1134,12 @@ class EbpfCollector(Collector):
         """Events counted by the kernel and drained so far (this session)."""
         session = self._session
         return session.counted if session is not None else 0
+
+    @property
+    def events_made(self) -> int:
+        """The connects and drops the kernel counted and were drained since the first start (raw records or not:
+        those over the raw rate cap are shed, their counts kept)."""
+        return self.stats.counted
 
     @property
     def reader_cpu_seconds(self) -> float:
