@@ -114,7 +114,7 @@ class HostPolicy:
         return self.any_ip or ip == self.bind_ip or (self.loopback and ip.is_loopback)
 
     def allows_host_header(self, header: str | None) -> bool:
-        return header is not None and self.allows(host_of(header))
+        return self.allow_all or (header is not None and self.allows(host_of(header)))
 
     def allows_origin(self, origin: str | None) -> bool:
         """No ``Origin`` (not a browser's cross-site request) passes; ``null`` and other schemes do not."""
@@ -146,7 +146,9 @@ class HostGuardMiddleware:
                 host = value.decode("latin-1")
             elif name == b"origin" and origin is None:
                 origin = value.decode("latin-1")
-        if not self.policy.allows_host_header(host):
+        if host is None and not self.policy.allow_all:  # (an HTTP/1.0 request may leave it out: no name to allow)
+            status, text = 400, "Bad Request: the request has no Host header; send the name or address it is sent to"
+        elif not self.policy.allows_host_header(host):
             status, text = (
                 421,
                 (

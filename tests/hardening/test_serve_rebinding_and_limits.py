@@ -18,6 +18,7 @@ import pytest
 from netspy_tui.httplimits import MAX_HEADER_BYTES, REQUEST_TIMEOUT
 from netspy_tui.mcp_tools.server import create_server
 from netspy_tui.serve import BackgroundServer, create_app, create_mcp_app
+from netspy_tui.serve.hosts import HostPolicy
 from netspy_tui.telemetry.memory import MemorySource
 from tests.factories import connection
 from tests.hardening.conftest import DEMO, TERMINATED, Child, Cli, assert_one_line_error, free_port
@@ -244,3 +245,21 @@ def test_serve_disconnects_a_slowloris_client_within_its_stated_timeout(spawn: C
     assert took is not None, f"still open after {REQUEST_TIMEOUT + SLACK} s"
     assert took > REQUEST_TIMEOUT - 1
     assert child.stop() == TERMINATED
+
+
+def test_a_request_without_a_host_header_is_told_to_send_one(short_limits: BackgroundServer) -> None:
+    """An HTTP/1.0 request may leave ``Host`` out: it was a 421 "does not answer to Host ''; start it with
+    --allow-host NAME", which no name could fix. A 400 says what is missing; with a Host it is answered."""
+    for head in (b"GET /health HTTP/1.0\r\n\r\n", b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", short_limits.port)) as sock:
+            sock.settimeout(5)
+            sock.sendall(head)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        if b"Host:" in head:
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        else:
+            assert answer.startswith(b"HTTP/1.1 400 ") and b"no Host header" in answer, answer[:300]
+    policy = HostPolicy("127.0.0.1", ["*"])  # (--allow-host '*': any Host, and none)
+    assert policy.allows_host_header(None) and policy.allows_host_header("anything.example")

@@ -345,20 +345,25 @@ async def test_a_repeated_parameter_an_unencoded_plus_and_a_huge_number_are_answ
         assert huge.status_code == 400 and f"{name} is out of range" in huge.text, huge.text
 
 
+def in_process(source: MemorySource) -> httpx.AsyncClient:
+    """A client of the app made now (it reads the Kubernetes environment when it is made)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url="http://127.0.0.1")
+
+
 async def test_kubernetes_filters_on_summaries_and_lists_answer_as_on_events(
     source: MemorySource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``/api/events`` answers ``k8s_pod_name``/``k8s_namespace``/``node`` from this server's own pod (its own
     value: every event; another: none; no metadata: a 400); the summaries and lists ignored them, so a pod that
     is not this one read every event here. They answer as ``/api/events`` does."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url="http://127.0.0.1") as c:
+    async with in_process(source) as c:
         for path in ("/api/connection-summary", "/api/list-packet-drops", "/api/events"):
             r = await c.get(path, params={"k8s_namespace": "x"})
             assert r.status_code == 400 and "no Kubernetes metadata" in r.text, (path, r.text)
     monkeypatch.setenv("K8S_NODE_NAME", "node-k")
     monkeypatch.setenv("K8S_POD_NAME", "agent-k")
     monkeypatch.setenv("K8S_POD_NAMESPACE", "obs")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url="http://127.0.0.1") as c:
+    async with in_process(source) as c:
         own, other = {"k8s_namespace": "obs", "node": "node-k"}, {"k8s_pod_name": "agent-z"}
         every = (await c.get("/api/connection-summary", params={"duration_seconds": 3600})).json()["count"]
         assert every > 0
