@@ -208,12 +208,20 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
+def _source_text(label: str, detail: str) -> str:
+    """The source as the banner names it: its label, then its detail, or the detail in the label's place when it
+    begins as the label does ("replay of X as fast as possible (embedded)", not "replay of X (embedded) (replay of X
+    as fast as possible)")."""
+    base, _, kind = label.partition(" (")
+    if detail and detail.startswith(base):
+        return f"{detail} ({kind}" if kind else detail
+    return f"{label} ({detail})" if detail else label
+
+
 async def _loop(gateway: Gateway, info: SourceInfo, reader: LineReader) -> int:
     if reader.interactive:  # (from a pipe or a file: no banner, only the results on stdout)
-        _out(
-            f"netspy-tui interactive mode. Source: {clean(info.label, 120)}"
-            + (f" ({clean(info.detail, 160)})" if info.detail else "")
-        )
+        source = _source_text(clean(info.label, 120), clean(info.detail or "", 160))
+        _out(f"netspy-tui interactive mode. Source: {source}")
     if info.sampled:
         (_out if reader.interactive else _err)("Note: procfs sampling; short-lived connections can be missed.")
     if reader.interactive:

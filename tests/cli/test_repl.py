@@ -359,6 +359,9 @@ def test_help_on_an_80_column_terminal_fits_it(cli_env, run_cli):
     """help on an 80-column terminal printed 136-column lines the terminal wrapped mid-description; there each
     description goes under its usage. From a pipe the two-column layout is kept (one layout for scripts)."""
     screen = _one_command({**cli_env, "TERM": "xterm", "COLUMNS": "80"}, b"help").decode(errors="replace")
+    # (the banner names the source once: it said "replay of X (embedded) (replay of X as fast as possible)")
+    banner = screen[: screen.index("\r\n")]
+    assert banner.endswith(f"Source: replay of {DEMO} as fast as possible (embedded)"), banner
     assert "\r\n      count outbound connection attempts" in screen
     help_lines = screen[screen.index("Commands:") : screen.rindex("netspy> ")].splitlines()
     assert max(len(line) for line in help_lines) <= 80
