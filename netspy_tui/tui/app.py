@@ -237,8 +237,18 @@ class NetspyApp(App[int]):
         self.dashboard.apply_snapshot(message.snapshot)
         self.call_after_refresh(self._trim)  # (what the refresh freed, at most once a minute)
         if self._freeze_heap and self.dashboard.renders:
+            if self._freeze_asked:  # (the screen was never idle since the last snapshot, a busy host: now)
+                self._freeze_once()
+            else:  # (once the frame that shows the first data is drawn and the screen is idle)
+                self._freeze_asked = True
+                self.call_after_refresh(self._freeze_once)
+
+    _freeze_asked = False
+
+    def _freeze_once(self) -> None:
+        if self._freeze_heap:
             self._freeze_heap = False
-            self.call_after_refresh(freeze_heap)
+            freeze_heap()
 
     @on(PollFailed)
     def _poll_failed(self, message: PollFailed) -> None:

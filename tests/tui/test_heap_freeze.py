@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,32 @@ async def test_the_heap_is_frozen_once_the_first_data_is_on_screen(
             await pilot.press("slash", *"curl")
             await wait_for(pilot, lambda: app.dashboard.filter_text == "curl", "the filter")
             assert 0 < app.dashboard.connections.row_count
+
+
+@pytest.mark.usefixtures("collector")
+async def test_a_screen_never_idle_after_the_first_data_still_freezes_the_heap_at_the_next_poll(
+    source: MemorySource, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The freeze waited for the screen to be idle after the frame with the first data: on a busy host (polls as
+    fast as frames) it never was, and the collector kept walking the whole heap (CI, beside the kernel tests, timed
+    out waiting for it). The next poll freezes it when the screen has not been idle since."""
+    before = gc.get_freeze_count()
+    async with open_gateway(source) as gw:
+        app = NetspyApp(gw, interval=0.25, clock=clock, freeze_heap=True)
+        later: list[object] = []
+        after_refresh = app.call_after_refresh
+
+        def never_idle(callback: Any, *args: Any, **kwargs: Any) -> bool:
+            if getattr(callback, "__name__", "") == "_freeze_once":  # (the screen is never idle: never called)
+                later.append(callback)
+                return True
+            return after_refresh(callback, *args, **kwargs)
+
+        monkeypatch.setattr(app, "call_after_refresh", never_idle)
+        async with app.run_test(size=(160, 45)) as pilot:
+            await wait_for(pilot, lambda: bool(later), "the freeze asked for, after the first data's frame")
+            assert gc.get_freeze_count() == before
+            polls = app.polls
+            source.add_events([connection(pid=99, command="wget", time=DEMO_NOW, outcome="ok")])
+            await wait_for(pilot, lambda: app.polls > polls, "a poll for the new event")
+            assert gc.get_freeze_count() > before + 10_000  # (asked after the frame; done at the next poll)
