@@ -44,7 +44,8 @@ async def test_the_heap_is_frozen_once_the_first_data_is_on_screen(
         app = NetspyApp(gw, interval=0.25, clock=clock, freeze_heap=freeze)
         async with app.run_test(size=(160, 45)) as pilot:
             await wait_for(pilot, lambda: app.dashboard.connections.row_count > 0, "the first data")
-            if freeze:  # (after the frame that shows it)
+            if freeze:  # (after the frame that shows it, once the screen is idle, or at the next poll when not)
+                source.add_events([connection(pid=98, command="nc", time=DEMO_NOW, outcome="ok")])  # (a next poll)
                 await wait_for(pilot, lambda: gc.get_freeze_count() > before, "the heap frozen")
                 # the app's objects (its screen, the rows on it) are among the frozen ones
                 assert gc.get_freeze_count() > before + 10_000
