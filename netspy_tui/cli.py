@@ -156,6 +156,7 @@ def _forward_url(text: str) -> str:
     it (a host it cannot read would be retried for ever)."""
     from urllib.parse import urlsplit
 
+    from netspy_tui.serve.forward import INGEST_PATH  # (the agent's module: it runs next)
     from netspy_tui.textsafe import redact_url
 
     shown = clean(redact_url(text.strip()), 80)  # (a password in the URL is never echoed)
@@ -169,8 +170,8 @@ def _forward_url(text: str) -> str:
     if port == 0:  # (a port beyond 65535 or not a number; 0 is none a server listens on)
         raise argparse.ArgumentTypeError(f"the port of '{shown}' is not a port (1-65535)")
     path = parts.path.rstrip("/")
-    if not path.endswith("/api/events/ingest"):
-        path += "/api/events/ingest"
+    if not path.endswith(INGEST_PATH):
+        path += INGEST_PATH
     url = parts._replace(path=path, query="", fragment="").geturl()
     import httpx
 

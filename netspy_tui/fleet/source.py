@@ -98,14 +98,10 @@ class FleetSource:
         stats = self.fleet.stats()
         nodes: dict[str, int] = stats["events_by_node"]
         n = len(nodes)
-        status, failing = self.fleet.health()
+        status, failing, ever, unsent = await self.fleet_health()
         detail = (
             f"serve --aggregate: {n} node{'' if n == 1 else 's'}, {stats['connected_agents']} sent in the last minute"
         )
-        ever, unsent = await self.agent_losses()
-        if unsent:  # (the counts are short while agents cannot forward all they see)
-            status = "degraded" if status == "healthy" else status
-            failing = "; ".join(filter(None, (failing, agent_losses_text(unsent, RECENT_LOSS_SECONDS))))
         return SourceInfo(
             label=f"aggregator of {n} node{'' if n == 1 else 's'}",
             kind="embedded",
@@ -235,6 +231,16 @@ class FleetSource:
 
     async def programs(self) -> list[ProgramInfo]:
         return []
+
+    async def fleet_health(self) -> tuple[str, str, int, dict[str, int]]:
+        """The fleet's status and why (its stores', then its agents' recent losses: the counts are short while
+        agents cannot forward all they see, degraded), with :meth:`agent_losses`' figures."""
+        status, detail = self.fleet.health()
+        ever, unsent = await self.agent_losses()
+        if unsent:
+            status = "degraded" if status == "healthy" else status
+            detail = "; ".join(filter(None, (detail, agent_losses_text(unsent, RECENT_LOSS_SECONDS))))
+        return status, detail, ever, unsent
 
     async def agent_losses(self) -> tuple[int, dict[str, int]]:
         """The events the agents said they could not forward: all the stores keep, and by node those of the last

@@ -54,7 +54,7 @@ from starlette.routing import BaseRoute, Route
 
 from netspy_tui import __version__
 from netspy_tui.fleet.prep import YOUNG_THRESHOLD, IngestChecker, Parsed, parse_and_check, read_body
-from netspy_tui.fleet.source import RECENT_LOSS_SECONDS, FleetSource, agent_losses_text
+from netspy_tui.fleet.source import FleetSource
 from netspy_tui.fleet.store import NODE_NAME, BadBatch, FleetStore, IngestResult, check_batch
 from netspy_tui.models import (
     LOSS_CAUSES,
@@ -84,7 +84,7 @@ from netspy_tui.serve.app import (
     query_time,
     text_response,
 )
-from netspy_tui.serve.forward import encode_events
+from netspy_tui.serve.forward import AGENT_LOSSES_PATH, INGEST_PATH, encode_events
 from netspy_tui.telemetry.source import TelemetrySource
 from netspy_tui.textsafe import clean
 
@@ -92,11 +92,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["INGEST_PATH", "YOUNG_THRESHOLD", "AggregatorApi", "IngestLimits", "tune_collector"]
 
-INGEST_PATH = "/api/events/ingest"
-#: netspy-tui's extension: an agent's own losses, ``{"node": NAME, "losses": [[second, cause, n], ...]}`` (its
-#: ingest token; each replaces what the node said before for that second and cause), so the fleet's figures say
-#: what the agents saw and could not forward (``netspy_tui.serve.forward``)
-AGENT_LOSSES_PATH = "/api/agent-losses"
 #: the paths that check the agents' (ingest) token instead of the read token, when there is one
 AGENT_PATHS = (INGEST_PATH, AGENT_LOSSES_PATH)
 #: rows an agent-losses body may hold (an hour of seconds, a few causes each)
@@ -393,12 +388,8 @@ class AggregatorApi(Api):
     async def health(self, request: Request) -> Response:
         """Healthy, or degraded/unhealthy with why while a node's store cannot be written (every ingest of it
         answered 503): unhealthy is a 503 with the contract's error shape (strings only), so a probe fails."""
-        status, detail = self.fleet.health()
+        status, detail, ever, unsent = await self.fleet_source.fleet_health()  # (with what the fleet's counts lack)
         uptime = _uptime(time.monotonic() - self._started)
-        ever, unsent = await self.fleet_source.agent_losses()  # (what the fleet's counts lack)
-        if unsent:
-            status = "degraded" if status == "healthy" else status
-            detail = "; ".join(filter(None, (detail, agent_losses_text(unsent, RECENT_LOSS_SECONDS))))
         recent = {"agent_unforwarded": sum(unsent.values())} if unsent else {}
         if status == "unhealthy":
             return json_response({"status": status, "component": "aggregator", "uptime": uptime,

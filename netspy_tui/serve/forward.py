@@ -83,6 +83,12 @@ log = logging.getLogger(__name__)
 CURSOR_KEY = "forward_cursor"
 #: the store's resolution number up to which the outcomes of connects forwarded in progress were sent
 RESOLVED_KEY = "forward_resolved_cursor"
+#: where an aggregator takes agents' events (the contract's)
+INGEST_PATH = "/api/events/ingest"
+#: netspy-tui's extension: an agent's own losses, ``{"node": NAME, "losses": [[second, cause, n], ...]}`` (its
+#: ingest token; each replaces what the node said before for that second and cause), so the fleet's figures say
+#: what the agents saw and could not forward (:meth:`Forwarder.losses_once`)
+AGENT_LOSSES_PATH = "/api/agent-losses"
 #: meta key: the first second whose losses may still be reported to the aggregator (the earlier ones were)
 LOSSES_KEY = "forward_losses_from"
 #: seconds after which a second's losses are final (reported once more, then not read again)
@@ -1020,17 +1026,16 @@ def _decoded(item: bytes | str) -> Any:
         return None
 
 
-#: loss rows read at a time (:meth:`EventStore.loss_rows`' default)
+#: loss rows read at a time
 LOSS_ROWS_READ = 3600
 
 
 def _losses_url(url: str) -> str | None:
     """Where a netspy-tui aggregator takes an agent's losses, beside its ingest path (None: another path)."""
-    ingest = "/api/events/ingest"
     base, sep, query = url.partition("?")
-    if not base.endswith(ingest):
+    if not base.endswith(INGEST_PATH):
         return None
-    return base[: -len(ingest)] + "/api/agent-losses" + sep + query
+    return base.removesuffix(INGEST_PATH) + AGENT_LOSSES_PATH + sep + query
 
 
 def node_identity() -> dict[str, str]:
@@ -1241,7 +1246,7 @@ class Forwarder:
         if self.losses_url is None or self.status.losses_note:
             return 0
         try:
-            rows = await asyncio.to_thread(self.store.loss_rows, self._losses_from)
+            rows = await asyncio.to_thread(self.store.loss_rows, self._losses_from, LOSS_ROWS_READ)
         except Exception as exc:  # noqa: BLE001 (a store that cannot be read now: the events' forwarding says why)
             self._losses_failure(f"{type(exc).__name__}: {first_line(str(exc), 160)}")
             return 0

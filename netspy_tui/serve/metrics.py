@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from netspy_tui.models import KERNEL_CONTEXT, SourceInfo
+from netspy_tui.store.sqlite import OTHER_COMMAND
 from netspy_tui.textsafe import clean
 
 __all__ = ["CONTENT_TYPE", "MetricsExporter"]
@@ -62,7 +63,7 @@ def _who(kind: str, command: str) -> str:
     process without a name or that names itself ``(kernel)``, are ``other`` (``(kernel)`` is the kernel alone)."""
     if not command:
         return KERNEL_CONTEXT if kind == "packet_drop" else OTHER
-    return OTHER if command in ("(other)", KERNEL_CONTEXT) else command
+    return OTHER if command in (OTHER_COMMAND, KERNEL_CONTEXT) else command
 
 
 class _Snapshot(Collector):

@@ -489,7 +489,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
                 return None, None
             return row.command, row.pids[0] if len(row.pids) == 1 else None
         event = (table if isinstance(table, EventTable) else self.connections).selected_event()
-        if event is None or (isinstance(event, PacketDropEvent) and not event.pid):
+        if event is None or _in_kernel(event):
             # (a drop in kernel context, "(kernel)": its comm is whatever task the CPU ran then, swapper/1 and the
             # like; focusing it showed that task's drops, not the kernel's)
             return None, None
@@ -498,8 +498,7 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
     def kernel_row_selected(self) -> bool:
         """Whether the row under the cursor is a drop in kernel context (no process to focus or explain)."""
         table = self.focused if isinstance(self.focused, DataTable) else self._last_table
-        event = table.selected_event() if isinstance(table, EventTable) else None
-        return isinstance(event, PacketDropEvent) and not event.pid
+        return isinstance(table, EventTable) and _in_kernel(table.selected_event())
 
     def selected_nodes(self) -> list[str]:
         """The node(s) of the row :meth:`selected_process` reads (an aggregator's; empty for one host)."""
@@ -520,3 +519,8 @@ class DashboardScreen(CommandBarActions, ExportActions, AIActions, ViewState, Pa
     def palette_processes(self) -> list[str]:
         snap = self.latest
         return [p.command for p in snap.processes.processes[:30]] if snap and snap.processes else []
+
+
+def _in_kernel(event: object) -> bool:
+    """A packet dropped in kernel context (no process: its comm is whatever task the CPU ran then)."""
+    return isinstance(event, PacketDropEvent) and not event.pid
