@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from netspy_tui.models import (
+    KERNEL_CONTEXT,
     ConnectionEvent,
     EventKind,
     GroupStat,
@@ -41,9 +42,9 @@ def _plural(n: int, word: str) -> str:
 
 def _process(command: str, pid: int | None = None, width: int = 32) -> str:
     """A process's name as text; a packet dropped where the kernel ran for no process (pid 0, no name) is
-    ``(kernel context)``, as the lists say."""
+    :data:`~netspy_tui.models.KERNEL_CONTEXT` (``(kernel)``), as the lists, the dashboard and /metrics say."""
     if not command and not pid:
-        return "(kernel context)"
+        return KERNEL_CONTEXT
     return clean(command, width)
 
 
@@ -93,7 +94,7 @@ def connection_line(e: ConnectionEvent) -> str:
 
 
 def drop_line(e: PacketDropEvent) -> str:
-    who = f"pid {e.pid:<7} {clean(e.command, 32):<15}" if e.pid else f"{'(kernel context)':<27}"
+    who = f"pid {e.pid:<7} {clean(e.command, 32):<15}" if e.pid else f"{KERNEL_CONTEXT:<27}"
     return f"{time_of_day(e)}  {who} {clean(e.drop_reason or 'UNKNOWN', 40)} ({e.packet_size_bytes:,} bytes)"
 
 
