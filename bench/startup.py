@@ -33,6 +33,8 @@ from netspy_tui.collector.replay import Recorder
 NAME = "startup"
 TARGET_TOOL_S, TARGET_PAINT_S, TARGET_IDLE_CPU = 0.6, 0.5, 0.5
 TARGET_DATA_S, TARGET_TRICKLE_CPU, TRICKLE_RATE = 1.5, 5.0, 100
+#: Launches of the 100 events/s row in a full run (the median is the figure).
+TRICKLE_RUNS = 3
 #: ``--tool`` end to end against importing the MCP client and server classes alone (issue 17: <= 1.2x).
 TARGET_TOOL_RATIO = 1.2
 TOOL = ["--tool", "get_network_summary"]
@@ -292,7 +294,9 @@ def run(ctx: Context) -> list[Metric]:
             quiet.close()
         # the embedded source (its store notifies the dashboard: nothing is fetched while nothing arrives)
         idle_embedded = dashboard_in_pty(f"replay:{lone}", env, idle, b"Connections (1)")
-        busy_embedded = trickle_run(_trickle_recording(ctx.tmp), env, idle)
+        trickle = _trickle_recording(ctx.tmp)
+        # (three runs, the median: one run of the same build read 5.8-7.5 % within an hour)
+        busy_runs = [trickle_run(trickle, env, idle) for _ in range(TRICKLE_RUNS)]
         ms.append(
             metric(
                 NAME,
@@ -333,15 +337,15 @@ def run(ctx: Context) -> list[Metric]:
             )
         )
         ms.append(
-            Metric(
+            metric(
                 NAME,
                 f"dashboard CPU, real terminal, {idle:.0f} s, embedded source, {TRICKLE_RATE} events/s",
-                busy_embedded["idle_cpu_pct"],
+                [r["idle_cpu_pct"] for r in busy_runs],
                 "%",
                 target=TARGET_TRICKLE_CPU,
                 note=f"a recording of {TRICKLE_RATE} events/s replayed at its own pace, from 5 s after the first "
-                f"data, interval 1 s; "
-                f"RSS {busy_embedded['rss_mb']:.0f} MB",
+                f"data, interval 1 s; {len(busy_runs)} launches, the median; "
+                f"RSS {busy_runs[-1]['rss_mb']:.0f} MB",
             )
         )
         ms.append(Metric(NAME, "dashboard RSS, real terminal, HTTP source (5,000 events)", runs[0]["rss_mb"], "MB"))
