@@ -629,17 +629,19 @@ class Api:
         since = utcnow() - timedelta(seconds=window)
         narrow = self.narrowing(params)
         _, foreign = self.k8s_filters(params)
-        page = await self.source.query(EventQuery(kind=kind, pid=pid, command=command, since=since, limit=limit,
-                                                  **narrow))  # fmt: skip
+        events: Sequence[ConnectionEvent | PacketDropEvent] = []
+        if not foreign:  # (another pod's: none of this server's events, nothing to read)
+            query = EventQuery(kind=kind, pid=pid, command=command, since=since, limit=limit, **narrow)
+            events = (await self.source.query(query)).events
         by_pid: dict[str, list[dict[str, Any]]] = {}
-        for event in [] if foreign else page.events:
+        for event in events:
             by_pid.setdefault(str(event.pid), []).append(event_json(event, self.identity))
         return json_response(
             {
                 "total_pids": len(by_pid),
                 "total_events": sum(len(group) for group in by_pid.values()),
                 "events_by_pid": by_pid,
-                **self.listing_extra(page.events),
+                **self.listing_extra(events),
                 "query_time": query_time(),
             }
         )

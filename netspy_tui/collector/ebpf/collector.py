@@ -203,7 +203,6 @@ class _Session:
         self.traffic_overflow = [0] * P.TRAFFIC_OVERFLOW_SLOTS
         self.dropped = 0  # rejected by the sink, or in a batch that failed to decode
         self.reader_cpu = 0.0
-        self.counted = 0
         self.drained_once = False
         self.notes: list[str] = []
         self.conn_error_at: str | None = None  # where conn_error runs (None: nowhere)
@@ -669,9 +668,7 @@ class _Session:
                 more_k[j]["kind"], more_k[j]["result"], more_k[j]["second"] = kind, result, now // P.NS
                 more_v[j]["n"], more_v[j]["first"], more_v[j]["last"] = delta, now, now
             keys, values = np.concatenate([keys, more_k]), np.concatenate([values, more_v])
-        n = int(values["n"].sum()) if len(values) else 0
-        self.counted += n
-        self.stats.counted += n
+        self.stats.counted += int(values["n"].sum()) if len(values) else 0
         return keys, values
 
     def _drain_traffic(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -1128,12 +1125,6 @@ class EbpfCollector(Collector):
         ``syscalls.enable_stats()``)."""
         session = self._live()
         return session.program_stats() if session is not None else []
-
-    @property
-    def counted(self) -> int:
-        """Events counted by the kernel and drained so far (this session)."""
-        session = self._session
-        return session.counted if session is not None else 0
 
     @property
     def events_made(self) -> int:
