@@ -66,8 +66,8 @@ class Parsed:
     def batch(self) -> Checked | None:
         """The events checked (None: more than the limit)."""
         if isinstance(self.checked, bytes):
-            by_node, rejected = marshal.loads(self.checked)  # noqa: S302 (our own checking process's, never a peer's)
-            return Checked(by_node, rejected)
+            by_node, rejected, blocks = marshal.loads(self.checked)  # noqa: S302 (our own checking process's, never a peer's)
+            return Checked(by_node, rejected, blocks)
         return self.checked
 
 
@@ -98,7 +98,7 @@ def parse_and_check(raw: bytes, max_events: int, pack: bool = False) -> Parsed:
     checked = check_batch(items)
     if pack:
         try:
-            return Parsed(len(items), wanted, marshal.dumps((checked.by_node, checked.rejected)))
+            return Parsed(len(items), wanted, marshal.dumps((checked.by_node, checked.rejected, checked.blocks)))
         except ValueError:  # (something marshal does not write: pickled as it is)
             pass
     return Parsed(len(items), wanted, checked)

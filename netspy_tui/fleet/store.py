@@ -59,6 +59,7 @@ from netspy_tui.models import (
 )
 from netspy_tui.safefs import check_directory, create_unique, make_private_dirs, shown, tighten_directory
 from netspy_tui.store import EventStore, StoreError
+from netspy_tui.store import jsonblocks as J
 from netspy_tui.store.listeners import Listeners
 from netspy_tui.store.sqlite import LOAD_AHEAD, build_stored, event_row
 from netspy_tui.textsafe import clean
@@ -320,6 +321,11 @@ class Checked:
 
     by_node: dict[str, list[W.Prepared]]
     rejected: list[tuple[int, str]]
+    blocks: dict[str, list[J.Row]] = field(default_factory=dict)
+    """Each node's events as the blocks its store keeps them in (:func:`jsonblocks.rows` numbered from 0), made
+    where the batch was checked: when every event of the node is new to its store (no retry, no outcome of a
+    connect held in progress), the store writes them as they are, and the storing process neither packs nor
+    compresses them (a node whose events a block cannot hold has none: the store says why)."""
 
 
 def check_batch(items: Sequence[Any], default_node: str | None = None) -> Checked:
@@ -374,6 +380,11 @@ def check_batch(items: Sequence[Any], default_node: str | None = None) -> Checke
         if events is None:
             events = by_node[node] = []
         events.append(prepared)
+    for node, events in by_node.items():
+        try:
+            result.blocks[node] = J.rows([e[3] for e in events], 0)
+        except J.ROW_ERRORS:  # (a value a block cannot hold: the store writes the node's events as rows, and says)
+            pass
     return result
 
 
@@ -450,21 +461,24 @@ class FleetStore:
                 self._failed(node, exc)
                 raise
             with state.ingesting:  # (a node's batches one at a time: an agent's retry waits for its first try)
-                self._ingest_node(node, state, events, result)
+                self._ingest_node(node, state, events, result, checked.blocks.get(node))
         if result.accepted or result.updated:
             self._changed()
         return result
 
-    def _ingest_node(self, node: str, state: _Node, events: list[W.Prepared], result: IngestResult) -> None:
+    def _ingest_node(self, node: str, state: _Node, events: list[W.Prepared], result: IngestResult,
+                     checked_blocks: list[J.Row] | None = None) -> None:  # fmt: skip
         """(``state.ingesting`` held) Store a batch's checked events of ``node``, what happened to them in
-        ``result``."""
+        ``result``; ``checked_blocks``: :attr:`Checked.blocks`' of the node."""
         fresh, resolving = self._fresh(state, events)
         result.duplicates += len(events) - len(fresh) - len(resolving)
         lost = 0
         if fresh:
             before = state.store.written_seq
             try:
-                state.store.add_rows([e[3] for e in fresh], [e[4] for e in fresh])
+                # (every event new, in the batch's order: the blocks made where it was checked hold them as they are)
+                blocks = checked_blocks if len(fresh) == len(events) else None
+                state.store.add_rows([e[3] for e in fresh], [e[4] for e in fresh], blocks)
             except StoreError as exc:
                 self._failed(node, exc)
                 if exc.lost < len(fresh):  # the rest was kept: sending it again would count it twice

@@ -181,6 +181,15 @@ def rows(raw: Sequence[tuple[Any, ...]], first_seq: int) -> list[Row]:
     return out
 
 
+#: what :func:`rows` raises for a value a block cannot hold
+ROW_ERRORS = (OverflowError, TypeError, ValueError)
+
+
+def renumbered(block_rows: Sequence[Row], first_seq: int) -> list[Row]:
+    """Block rows :func:`rows` numbered from 0, numbered from ``first_seq``."""
+    return [(first_seq + row[0], *row[1:]) for row in block_rows]
+
+
 def write(conn: sqlite3.Connection, block_rows: list[Row]) -> None:
     conn.executemany(_INSERT, block_rows)
 

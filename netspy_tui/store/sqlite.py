@@ -1138,16 +1138,18 @@ class EventStore:
         self._write_rows(raw, counts, rejected, offered, _joined(records), _joined(outcomes), losses, traffic,
                          latencies)  # fmt: skip
 
-    def add_rows(self, rows: Sequence[tuple[Any, ...]], counts: Sequence[R.Row]) -> None:
+    def add_rows(self, rows: Sequence[tuple[Any, ...]], counts: Sequence[R.Row],
+                 blocks: Sequence[J.Row] | None = None) -> None:  # fmt: skip
         """Store events given as their raw rows ``(kind, t, ts, pid, command, outcome, JSON)`` (kind 0
         connection, 1 packet drop; ``t`` ns since the epoch; the JSON one that validates as the event)
         and their rollup rows, in one transaction in the caller's thread: for a writer that checked the
         events and derived their rows itself, without a model each (the aggregator's ingest). The events
-        are kept as blocks (:mod:`netspy_tui.store.jsonblocks`: one row per kind, not an indexed row each).
+        are kept as blocks (:mod:`netspy_tui.store.jsonblocks`: one row per kind, not an indexed row each);
+        ``blocks``: those of ``rows`` already made (:func:`jsonblocks.rows` numbered from 0: where they were checked).
 
         Raises :class:`StoreError` (with ``lost``) as :meth:`add_events` does."""
         if rows or counts:
-            self._write_rows(list(rows), list(counts), [], len(rows), as_blocks=True)
+            self._write_rows(list(rows), list(counts), [], len(rows), as_blocks=True, blocks=blocks)
 
     def replace_rows(self, replacements: Sequence[tuple[tuple[Any, ...], Any]],
                      check: Callable[[bytes, Any], Sequence[R.Row] | None], at: int) -> list[bool]:  # fmt: skip
@@ -1261,11 +1263,12 @@ class EventStore:
         latencies: Sequence[L.Row] = (),
         *,
         as_blocks: bool = False,
+        blocks: Sequence[J.Row] | None = None,
     ) -> None:
         losses = losses or {}
         try:
             written = self._commit(raw, records, outcomes, counts, losses, rejected, traffic, latencies,
-                                   as_blocks=as_blocks, keep=not as_blocks)  # fmt: skip
+                                   as_blocks=as_blocks, keep=not as_blocks, blocks=blocks)  # fmt: skip
         except StoreError as exc:
             # (kept: only the raw detail is lost, the counts go with the next write that succeeds)
             self._count("unstored" if exc.kept else "store_error", exc.lost)
@@ -1468,6 +1471,7 @@ class EventStore:
         since_open: bool = True,
         edit: Callable[[sqlite3.Connection], list[R.Row]] | None = None,
         keep: bool = False,
+        blocks: Sequence[J.Row] | None = None,
     ) -> int:
         """:meth:`_commit_locked` under the write lock, the counts into memory. ``keep``: what a failed write could
         not store but counts (counts, losses, traffic, latency, outcomes) is kept and written with the next write
@@ -1477,7 +1481,8 @@ class EventStore:
             try:
                 written, due = self._commit_locked(raw, records, outcomes, counts, losses, rejected, traffic,
                                                    latencies, as_blocks=as_blocks, edit=edit,
-                                                   unwritten=self._unwritten if keep else None)  # fmt: skip
+                                                   unwritten=self._unwritten if keep else None,
+                                                   blocks=blocks)  # fmt: skip
                 committed = True
                 if keep:
                     self._wrote_unwritten()
@@ -1516,9 +1521,11 @@ class EventStore:
         as_blocks: bool = False,
         edit: Callable[[sqlite3.Connection], list[R.Row]] | None = None,
         unwritten: _Unwritten | None = None,
+        blocks: Sequence[J.Row] | None = None,
     ) -> tuple[int, bool]:
         """One transaction (the write lock held): (raw rows written, whether retention is due). ``as_blocks``:
-        the raw rows are kept as blocks (:mod:`netspy_tui.store.jsonblocks`). ``edit``: changes made in the
+        the raw rows are kept as blocks (:mod:`netspy_tui.store.jsonblocks`); ``blocks``: those blocks, made
+        already (numbered from 0). ``edit``: changes made in the
         transaction first, whose rollup rows are added to ``counts`` (the list given). ``unwritten``: what earlier
         failed writes kept, written first in the same transaction."""
         if self._closed or self.readonly:
@@ -1542,10 +1549,13 @@ class EventStore:
                 counts.extend(edit(conn))
             block_rows = None
             if as_blocks and raw:
-                try:
-                    block_rows = J.rows(raw, first)
-                except _ROW_ERRORS:  # some value a block cannot hold: as rows, which say which
-                    block_rows = None
+                if blocks is not None and sum(b[2] for b in blocks) == len(raw):
+                    block_rows = J.renumbered(blocks, first)
+                else:
+                    try:
+                        block_rows = J.rows(raw, first)
+                    except _ROW_ERRORS:  # some value a block cannot hold: as rows, which say which
+                        block_rows = None
             try:
                 if block_rows is not None:
                     J.write(conn, block_rows)

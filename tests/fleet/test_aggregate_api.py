@@ -199,7 +199,7 @@ async def test_a_batch_the_store_could_not_keep_is_taken_again(fleet: FleetStore
     store = fleet.nodes()["node-a"]
     real = store.add_rows
 
-    def full(rows: Any, counts: Any) -> None:
+    def full(rows: Any, counts: Any, blocks: Any = None) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(store, "add_rows", full)
@@ -221,7 +221,7 @@ async def test_a_write_that_fails_in_the_ingest_thread_is_answered_with_an_error
     store = fleet.nodes()["node-a"]
     real = store.add_rows
 
-    def full(rows: Any, counts: Any) -> None:
+    def full(rows: Any, counts: Any, blocks: Any = None) -> None:
         raise StoreError("cannot write to the event store: database or disk is full", lost=len(rows))
 
     monkeypatch.setattr(store, "add_rows", full)
@@ -285,8 +285,8 @@ async def test_what_the_store_kept_of_a_batch_is_not_asked_again(fleet: FleetSto
     store = fleet.nodes()["node-a"]
     real = store.add_rows
 
-    def partly(rows: Any, counts: Any) -> None:
-        real(rows[1:], counts)
+    def partly(rows: Any, counts: Any, blocks: Any = None) -> None:
+        real(rows[1:], counts)  # (its blocks hold them all: made again from the rows)
         raise StoreError("1 event could not be stored (value out of range)", lost=1)
 
     monkeypatch.setattr(store, "add_rows", partly)

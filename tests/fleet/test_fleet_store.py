@@ -200,13 +200,13 @@ def test_a_retry_sent_while_its_first_try_is_being_stored_waits_for_it_and_is_st
     real_add_rows = store.add_rows
     calls = []
 
-    def add_rows(rows, counts):  # type: ignore[no-untyped-def]
+    def add_rows(rows, counts, blocks=None):  # type: ignore[no-untyped-def]
         calls.append(len(rows))
         if len(calls) == 1:  # the first try: held, then a full disk
             entered.set()
             release.wait(30)
             raise StoreError("cannot write to the event store: database or disk is full", lost=len(rows))
-        return real_add_rows(rows, counts)
+        return real_add_rows(rows, counts, blocks)
 
     store.add_rows = add_rows  # type: ignore[method-assign]
     events = batch("node-a", 20, start=100)
