@@ -325,7 +325,9 @@ class Checked:
     """Each node's events as the blocks its store keeps them in (:func:`jsonblocks.rows` numbered from 0), made
     where the batch was checked: when every event of the node is new to its store (no retry, no outcome of a
     connect held in progress), the store writes them as they are, and the storing process neither packs nor
-    compresses them (a node whose events a block cannot hold has none: the store says why)."""
+    compresses them (a node whose events a block cannot hold has none: the store says why). From a checking
+    process, the rows of a node with blocks come without their JSON (``(kind, t, ts, pid, command, outcome)``):
+    the blocks hold it."""
 
 
 def check_batch(items: Sequence[Any], default_node: str | None = None) -> Checked:
@@ -471,6 +473,11 @@ class FleetStore:
         """(``state.ingesting`` held) Store a batch's checked events of ``node``, what happened to them in
         ``result``; ``checked_blocks``: :attr:`Checked.blocks`' of the node."""
         fresh, resolving = self._fresh(state, events)
+        if checked_blocks is not None and events and len(events[0][3]) < 7 and len(fresh) != len(events):
+            # (rows without their JSON, the blocks holding it, and not all of them new: each row with it again)
+            whole = dict(zip(map(id, events), J.with_bodies([e[3] for e in events], checked_blocks), strict=True))
+            fresh = [(e[0], e[1], e[2], whole[id(e)], e[4]) for e in fresh]
+            resolving = [(e[0], e[1], e[2], whole[id(e)], e[4]) for e in resolving]
         result.duplicates += len(events) - len(fresh) - len(resolving)
         lost = 0
         if fresh:

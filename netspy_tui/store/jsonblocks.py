@@ -190,6 +190,17 @@ def renumbered(block_rows: Sequence[Row], first_seq: int) -> list[Row]:
     return [(first_seq + row[0], *row[1:]) for row in block_rows]
 
 
+def with_bodies(raw: Sequence[tuple[Any, ...]], block_rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+    """Raw event rows without their JSON (``(kind, t, ts, pid, command, outcome)``), each with it again, from the
+    blocks :func:`rows` made of them (in their order)."""
+    bodies: dict[int, list[bytes]] = {0: [], 1: []}
+    for block in block_rows:
+        plain, ends = _plain(block[7]), columns(block[5])["end"].tolist()
+        bodies[block[1]].extend(plain[a:b] for a, b in itertools.pairwise([0, *ends]))
+    taken = {kind: iter(texts) for kind, texts in bodies.items()}
+    return [(*row[:6], next(taken[row[0]])) for row in raw]
+
+
 def write(conn: sqlite3.Connection, block_rows: list[Row]) -> None:
     conn.executemany(_INSERT, block_rows)
 

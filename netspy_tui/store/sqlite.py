@@ -1548,9 +1548,11 @@ class EventStore:
             if edit is not None:
                 counts.extend(edit(conn))
             block_rows = None
+            prebuilt: Sequence[J.Row] | None = None
             if as_blocks and raw:
                 if blocks is not None and sum(b[2] for b in blocks) == len(raw):
                     block_rows = J.renumbered(blocks, first)
+                    prebuilt = blocks
                 else:
                     try:
                         block_rows = J.rows(raw, first)
@@ -1564,6 +1566,8 @@ class EventStore:
             except _ROW_ERRORS:
                 # Some value cannot be stored (an integer beyond 64 bits, ...): keep the others.
                 conn.execute("ROLLBACK")
+                if prebuilt is not None and raw and len(raw[0]) < 7:  # (rows whose JSON is in their blocks only)
+                    raw = J.with_bodies(raw, prebuilt)
                 conn.execute("BEGIN IMMEDIATE")
                 good: list[tuple[Any, ...]] = []
                 for row in raw:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from netspy_tui.fleet.prep import parse_and_check
-from netspy_tui.fleet.store import FleetStore
+from netspy_tui.fleet.store import FleetStore, check_batch, parse_batch
 from netspy_tui.store import jsonblocks as J
 from tests.fleet.test_fleet_ingest_fast import answers, body, fast_events
 
@@ -33,12 +33,16 @@ def _blocks(fleet: FleetStore) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def _checked(raw: bytes, *, made_here: bool = False) -> Any:
-    """``raw`` as a checking process answers it (packed, then read back by the storing process); ``made_here``:
-    without its blocks (the storing process makes them, as before they were made where the batch was checked)."""
+    """``raw`` as a checking process answers it (packed, then read back by the storing process: the rows of a node
+    with blocks without their JSON); ``made_here``: checked here, without its blocks (the storing process makes
+    them, as before they were made where the batch was checked)."""
+    if made_here:
+        checked = check_batch(parse_batch(raw))
+        checked.blocks.clear()
+        return checked
     checked = parse_and_check(raw, 5000, pack=True).batch()
     assert checked is not None
-    if made_here:
-        checked.blocks.clear()
+    assert all(len(e[3]) == 6 for events in checked.by_node.values() for e in events)  # (the JSON: in the blocks)
     return checked
 
 
@@ -87,3 +91,35 @@ def test_a_retry_mixed_with_new_events_stores_only_the_new_ones(tmp_path: Path) 
         assert (total, count, stats) == expected[key][1:]
     fleet.close()
     once.close()
+
+
+def test_rows_sent_without_their_json_get_it_back_from_their_blocks() -> None:
+    checked = check_batch(parse_batch(body(fast_events())))
+    for node, events in checked.by_node.items():
+        rows = [e[3] for e in events]
+        blocks = J.rows(rows, 0)
+        assert J.with_bodies([r[:6] for r in rows], blocks) == rows
+        assert J.with_bodies([r[:6] for r in rows], J.renumbered(blocks, 1000)) == rows, node
+
+
+def test_blocks_sqlite_refuses_leave_their_events_stored_as_rows_with_their_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = body(fast_events())
+    made_here = FleetStore(tmp_path / "here")
+    made_here.store_checked(_checked(raw, made_here=True))
+    refused = []
+
+    def refuse(*_: Any) -> None:  # (what SQLite would raise for a value a block cannot hold)
+        refused.append(1)
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    monkeypatch.setattr(J, "write", refuse)
+    as_rows = FleetStore(tmp_path / "rows")
+    result = as_rows.store_checked(_checked(raw))
+    monkeypatch.undo()
+    assert refused and (result.accepted, result.rejected) == (len(fast_events()), [])
+    now = datetime.now(UTC)
+    assert answers(as_rows, now) == answers(made_here, now)
+    made_here.close()
+    as_rows.close()
