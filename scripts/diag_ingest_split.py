@@ -5,7 +5,8 @@ bench/fleet.py's forwarder bodies (3 nodes, ``--events`` each, batches of 5,000,
 
 - the checking process's part: ``parse_and_check(..., pack=True)`` (read the body, check each event, pack the rows
   by marshal), with Python's default collector thresholds and with the aggregator's (``YOUNG_THRESHOLD``);
-- the way back: packing the checked rows by marshal or by pickle, and reading them;
+- the way back: packing the checked rows (without the JSON their blocks hold) and blocks by marshal or by pickle,
+  and reading them;
 - the storing process's part: unpacking and ``FleetStore.store_checked`` into per-node file stores in a scratch
   directory; against the whole in one process (``parse_batch`` + ``FleetStore.ingest``, ``--ingest-processes 0``).
 
@@ -68,9 +69,12 @@ def main() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, *default[1:])
 
     checked = [check_batch(parse_batch(raw)) for raw in order]
+    # (what a checking process sends back: a node's rows without their JSON when its blocks hold it)
+    answers = [({node: [(*e[:3], e[3][:6], e[4]) for e in events] if node in c.blocks else events
+                 for node, events in c.by_node.items()}, c.rejected, c.blocks) for c in checked]  # fmt: skip
     for name, dump, load in (("marshal", marshal.dumps, marshal.loads), ("pickle", pickle.dumps, pickle.loads)):
         t0 = cpu()
-        packed = [dump((c.by_node, c.rejected)) for c in checked]
+        packed = [dump(answer) for answer in answers]
         t1 = cpu()
         for blob in packed:
             load(blob)
