@@ -8,7 +8,9 @@ bench/fleet.py's forwarder bodies (3 nodes, ``--events`` each, batches of 5,000,
 - the way back: packing the checked rows (without the JSON their blocks hold) and blocks by marshal or by pickle,
   and reading them;
 - the storing process's part: unpacking and ``FleetStore.store_checked`` into per-node file stores in a scratch
-  directory; against the whole in one process (``parse_batch`` + ``FleetStore.ingest``, ``--ingest-processes 0``).
+  directory; the same when it makes the blocks itself (the checked batches' blocks cleared, as before they were made
+  where the batch was checked); against the whole in one process (``parse_batch`` + ``FleetStore.ingest``,
+  ``--ingest-processes 0``).
 
     python scripts/diag_ingest_split.py --events 100000
 
@@ -83,23 +85,35 @@ def main() -> None:
         print(f"the way back by {name:7s}: write {per_event(t1 - t0, n)}, read {per_event(t2 - t1, n)}, "
               f"{size:.0f} bytes an event")  # fmt: skip
 
-    for label in ("two processes: the storing one", "one process (--ingest-processes 0)"):
+    blocks_here = "two processes: the storing one, making the blocks itself (as before 2026-12-08)"
+    for label in ("two processes: the storing one", blocks_here, "one process (--ingest-processes 0)"):
         scratch = Path(tempfile.mkdtemp(prefix="netspy-diag-"))
         stores = FleetStore(scratch / "stores")
         try:
+            if label == blocks_here:  # (checked batches with their JSON and no blocks: not timed, as unpacking)
+                batches = [check_batch(parse_batch(raw)) for raw in order]
+                for batch in batches:
+                    batch.blocks.clear()
+                t0 = cpu()
+                for batch in batches:
+                    stores.store_checked(batch)
+                print(f"{label}: store {per_event(cpu() - t0, n)}")
+                continue
             if label.startswith("two"):
                 packed = [parse_and_check(raw, 5000, pack=True) for raw in order]
                 t0 = cpu()
-                for parsed in packed:
-                    batch = parsed.batch()
+                unpacked = [parsed.batch() for parsed in packed]
+                t1 = cpu()
+                for batch in unpacked:
                     assert batch is not None
                     stores.store_checked(batch)
+                print(f"{label}: unpack {per_event(t1 - t0, n)}, store {per_event(cpu() - t1, n)}")
+                continue
             else:
                 t0 = cpu()
                 for raw in order:
                     stores.ingest(parse_batch(raw))
-            print(f"{label}: unpack and store {per_event(cpu() - t0, n)}" if label.startswith("two") else
-                  f"{label}: read, check and store {per_event(cpu() - t0, n)}")  # fmt: skip
+            print(f"{label}: read, check and store {per_event(cpu() - t0, n)}")
         finally:
             stores.close()
             shutil.rmtree(scratch)
