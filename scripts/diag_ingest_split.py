@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import fleet  # noqa: E402
-from netspy_tui.fleet.prep import YOUNG_THRESHOLD, parse_and_check  # noqa: E402
+from netspy_tui.fleet.prep import YOUNG_THRESHOLD, answer, parse_and_check  # noqa: E402
 from netspy_tui.fleet.store import FleetStore, check_batch, parse_batch  # noqa: E402
 
 
@@ -71,9 +71,7 @@ def main() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, *default[1:])
 
     checked = [check_batch(parse_batch(raw)) for raw in order]
-    # (what a checking process sends back: a node's rows without their JSON when its blocks hold it)
-    answers = [({node: [(*e[:3], e[3][:6], e[4]) for e in events] if node in c.blocks else events
-                 for node, events in c.by_node.items()}, c.rejected, c.blocks) for c in checked]  # fmt: skip
+    answers = [answer(c) for c in checked]  # (what a checking process sends back)
     for name, dump, load in (("marshal", marshal.dumps, marshal.loads), ("pickle", pickle.dumps, pickle.loads)):
         t0 = cpu()
         packed = [dump(answer) for answer in answers]

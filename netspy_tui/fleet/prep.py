@@ -36,6 +36,7 @@ from typing import Any
 
 from netspy_tui.fleet import wire as W
 from netspy_tui.fleet.store import Checked, check_batch, node_of, parse_batch
+from netspy_tui.store import jsonblocks as J
 
 _WIRE = frozenset({W.WireConnection, W.WireDrop})
 
@@ -88,6 +89,15 @@ def read_body(raw: bytes) -> tuple[list[Any], dict[str, int]]:
     return items, wanted
 
 
+def answer(checked: Checked) -> tuple[Any, ...]:
+    """What a checking process sends back of ``checked`` (packed by marshal; :meth:`Parsed.batch` reads it): a node's
+    rows without their JSON when its blocks hold it (the way back a third of the bytes; the storing process takes it
+    from the blocks when it needs it, :meth:`FleetStore.store_checked`)."""
+    by_node = {node: [(e[0], e[1], e[2], e[3][: J.BODY], e[4]) for e in events] if node in checked.blocks else events
+               for node, events in checked.by_node.items()}  # fmt: skip
+    return by_node, checked.rejected, checked.blocks
+
+
 def parse_and_check(raw: bytes, max_events: int, pack: bool = False) -> Parsed:
     """Read an ingest body and check its events (raises :class:`~netspy_tui.fleet.store.BadBatch`); ``pack``: the
     events checked packed by :mod:`marshal` (a checking process's answer: its rows are strings, numbers, bytes and
@@ -97,12 +107,8 @@ def parse_and_check(raw: bytes, max_events: int, pack: bool = False) -> Parsed:
         return Parsed(len(items), wanted, None)
     checked = check_batch(items)
     if pack:
-        # (a node's events without their JSON when its blocks hold it: the way back a third of the bytes; the
-        # storing process takes it from the blocks when it needs it, FleetStore.store_checked)
-        by_node = {node: [(e[0], e[1], e[2], e[3][:6], e[4]) for e in events] if node in checked.blocks else events
-                   for node, events in checked.by_node.items()}  # fmt: skip
         try:
-            return Parsed(len(items), wanted, marshal.dumps((by_node, checked.rejected, checked.blocks)))
+            return Parsed(len(items), wanted, marshal.dumps(answer(checked)))
         except ValueError:  # (something marshal does not write: pickled as it is)
             pass
     return Parsed(len(items), wanted, checked)

@@ -473,7 +473,7 @@ class FleetStore:
         """(``state.ingesting`` held) Store a batch's checked events of ``node``, what happened to them in
         ``result``; ``checked_blocks``: :attr:`Checked.blocks`' of the node."""
         fresh, resolving = self._fresh(state, events)
-        if checked_blocks is not None and events and len(events[0][3]) < 7 and len(fresh) != len(events):
+        if checked_blocks is not None and len(fresh) != len(events) and J.bodiless([e[3] for e in events[:1]]):
             # (rows without their JSON, the blocks holding it, and not all of them new: each row with it again)
             whole = dict(zip(map(id, events), J.with_bodies([e[3] for e in events], checked_blocks), strict=True))
             fresh = [(e[0], e[1], e[2], whole[id(e)], e[4]) for e in fresh]

@@ -190,6 +190,15 @@ def renumbered(block_rows: Sequence[Row], first_seq: int) -> list[Row]:
     return [(first_seq + row[0], *row[1:]) for row in block_rows]
 
 
+#: where a raw event row ``(kind, t, ts, pid, command, outcome, JSON)`` holds its JSON: a row cut there has none
+BODY = 6
+
+
+def bodiless(raw: Sequence[tuple[Any, ...]]) -> bool:
+    """Whether ``raw``'s rows come without their JSON (cut at :data:`BODY`: their blocks hold it)."""
+    return bool(raw) and len(raw[0]) == BODY
+
+
 def with_bodies(raw: Sequence[tuple[Any, ...]], block_rows: Sequence[Row]) -> list[tuple[Any, ...]]:
     """Raw event rows without their JSON (``(kind, t, ts, pid, command, outcome)``), each with it again, from the
     blocks :func:`rows` made of them (in their order)."""
@@ -198,7 +207,7 @@ def with_bodies(raw: Sequence[tuple[Any, ...]], block_rows: Sequence[Row]) -> li
         plain, ends = _plain(block[7]), columns(block[5])["end"].tolist()
         bodies[block[1]].extend(plain[a:b] for a, b in itertools.pairwise([0, *ends]))
     taken = {kind: iter(texts) for kind, texts in bodies.items()}
-    return [(*row[:6], next(taken[row[0]])) for row in raw]
+    return [(*row[:BODY], next(taken[row[0]])) for row in raw]
 
 
 def write(conn: sqlite3.Connection, block_rows: list[Row]) -> None:

@@ -1566,7 +1566,7 @@ class EventStore:
             except _ROW_ERRORS:
                 # Some value cannot be stored (an integer beyond 64 bits, ...): keep the others.
                 conn.execute("ROLLBACK")
-                if prebuilt is not None and raw and len(raw[0]) < 7:  # (rows whose JSON is in their blocks only)
+                if prebuilt is not None and J.bodiless(raw):  # (rows whose JSON is in their blocks only)
                     raw = J.with_bodies(raw, prebuilt)
                 conn.execute("BEGIN IMMEDIATE")
                 good: list[tuple[Any, ...]] = []

@@ -46,23 +46,34 @@ def _checked(raw: bytes, *, made_here: bool = False) -> Any:
     return checked
 
 
+def _made_here(tmp_path: Path, raw: bytes) -> FleetStore:
+    """A fleet store given ``raw`` the way it was before blocks were made where a batch is checked."""
+    fleet = FleetStore(tmp_path / "here")
+    fleet.store_checked(_checked(raw, made_here=True))
+    return fleet
+
+
+def _stored_with(path: Path, checked: Any, monkeypatch: pytest.MonkeyPatch, name: str, stand_in: Any) -> Any:
+    """A fleet store at ``path`` given ``checked`` while ``jsonblocks.<name>`` is ``stand_in``; (store, result)."""
+    monkeypatch.setattr(J, name, stand_in)
+    fleet = FleetStore(path)
+    result = fleet.store_checked(checked)
+    monkeypatch.undo()
+    return fleet, result
+
+
 def test_blocks_made_where_a_batch_was_checked_are_stored_as_the_store_would_make_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw = body(fast_events())
-    made_here = FleetStore(tmp_path / "here")
-    made_here.store_checked(_checked(raw, made_here=True))
-
+    made_here = _made_here(tmp_path, raw)
     checked = _checked(raw)
     assert set(checked.blocks) == {"node-a", "node-b"}
 
     def no_packing(*_: Any) -> Any:
         raise AssertionError("the storing process packed blocks a checking process had made")
 
-    monkeypatch.setattr(J, "rows", no_packing)
-    prebuilt = FleetStore(tmp_path / "prebuilt")
-    result = prebuilt.store_checked(checked)
-    monkeypatch.undo()
+    prebuilt, result = _stored_with(tmp_path / "prebuilt", checked, monkeypatch, "rows", no_packing)
     assert (result.accepted, result.duplicates, result.rejected) == (len(fast_events()), 0, [])
     assert _blocks(prebuilt) == _blocks(made_here)
     now = datetime.now(UTC)
@@ -106,18 +117,14 @@ def test_blocks_sqlite_refuses_leave_their_events_stored_as_rows_with_their_json
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw = body(fast_events())
-    made_here = FleetStore(tmp_path / "here")
-    made_here.store_checked(_checked(raw, made_here=True))
+    made_here = _made_here(tmp_path, raw)
     refused = []
 
     def refuse(*_: Any) -> None:  # (what SQLite would raise for a value a block cannot hold)
         refused.append(1)
         raise OverflowError("Python int too large to convert to SQLite INTEGER")
 
-    monkeypatch.setattr(J, "write", refuse)
-    as_rows = FleetStore(tmp_path / "rows")
-    result = as_rows.store_checked(_checked(raw))
-    monkeypatch.undo()
+    as_rows, result = _stored_with(tmp_path / "rows", _checked(raw), monkeypatch, "write", refuse)
     assert refused and (result.accepted, result.rejected) == (len(fast_events()), [])
     now = datetime.now(UTC)
     assert answers(as_rows, now) == answers(made_here, now)

@@ -36,7 +36,7 @@ def whole(checked: Any) -> Any:
         return None
     by_node = {node: [(e[0], e[1], e[2], row, e[4])
                       for e, row in zip(events, J.with_bodies([e[3] for e in events], checked.blocks[node])
-                                        if node in checked.blocks and events and len(events[0][3]) < 7
+                                        if node in checked.blocks and J.bodiless([e[3] for e in events[:1]])
                                         else [e[3] for e in events], strict=True)]
                for node, events in checked.by_node.items()}  # fmt: skip
     return (by_node, checked.rejected, checked.blocks)
